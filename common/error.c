@@ -1,0 +1,42 @@
+/* The error table: one X-macro in keel.h, names and texts here. */
+#include "keel.h"
+
+const char *keel_strerror(int code)
+{
+    switch (code) {
+    case 0:
+        return "success";
+#define KEEL__ERR_STR(name, val, msg)                                        \
+    case (val):                                                              \
+        return msg;
+        KEEL_ERRNO_MAP(KEEL__ERR_STR)
+#undef KEEL__ERR_STR
+    default:
+        return "unknown error";
+    }
+}
+
+const char *keel_err_name(int code)
+{
+    switch (code) {
+    case 0:
+        return "OK";
+#define KEEL__ERR_NAME(name, val, msg)                                       \
+    case (val):                                                              \
+        return #name;
+        KEEL_ERRNO_MAP(KEEL__ERR_NAME)
+#undef KEEL__ERR_NAME
+    default:
+        return "EUNKNOWN";
+    }
+}
+
+unsigned keel_version(void)
+{
+    return KEEL_VERSION_NUM;
+}
+
+const char *keel_version_string(void)
+{
+    return KEEL_VERSION_STRING;
+}

@@ -1,0 +1,330 @@
+/* keel — a strongly consistent virtual-actor runtime.
+ *
+ * One public header. Handles are opaque; structs that may grow carry
+ * reserved fields.
+ *
+ * Threading contract
+ * ------------------
+ * A node runs one event-loop thread (the "loop thread"): either the thread
+ * that calls keel_node_run(), or one that keel_node_start() creates. Actor
+ * handlers, activation and passivation callbacks, and every completion
+ * callback (keel_call_cb) run on the loop thread, one at a time.
+ *
+ *  - keel_call() and keel_cast() must be called on the loop thread: from a
+ *    handler, a completion callback or a function passed to keel_node_post().
+ *  - keel_call_sync(), keel_node_post() and keel_node_stop() may be called
+ *    from any thread.
+ *  - keel_node_register_type() must be called before the node runs.
+ *  - keel_node_stats() may be called from any thread (figures are read
+ *    without locking and may be slightly stale).
+ *
+ * Buffer ownership
+ * ----------------
+ * keel copies every buffer handed to it before the call returns; the caller
+ * keeps ownership. Buffers keel hands to callbacks are owned by keel and are
+ * valid only until the callback returns, unless a function says otherwise.
+ *
+ * Errors
+ * ------
+ * Functions that can fail return 0 or a negative KEEL_E* code. The same
+ * codes travel on the wire (as their absolute value) and are printed by
+ * keel_strerror().
+ */
+#ifndef KEEL_H
+#define KEEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(KEEL_BUILDING) && defined(__GNUC__)
+#define KEEL_API __attribute__((visibility("default")))
+#else
+#define KEEL_API
+#endif
+
+#define KEEL_VERSION_MAJOR 0
+#define KEEL_VERSION_MINOR 1
+#define KEEL_VERSION_PATCH 0
+#define KEEL_VERSION_STRING "0.1.0"
+#define KEEL_VERSION_NUM                                                     \
+    ((KEEL_VERSION_MAJOR << 16) | (KEEL_VERSION_MINOR << 8) |               \
+     KEEL_VERSION_PATCH)
+
+/* Returns KEEL_VERSION_NUM of the library actually linked. */
+KEEL_API unsigned keel_version(void);
+KEEL_API const char *keel_version_string(void);
+
+/* ---------------------------------------------------------------- errors */
+
+/* X(name, value, message). Values are stable: they are part of the wire
+ * protocol. Never renumber; append. */
+#define KEEL_ERRNO_MAP(X)                                                    \
+    X(EINVAL, -1, "invalid argument")                                        \
+    X(ENOMEM, -2, "out of memory")                                           \
+    X(ENOTYPE, -3, "unknown actor type")                                     \
+    X(EMALFORMED, -4, "malformed frame")                                     \
+    X(ETOOBIG, -5, "message too large")                                      \
+    X(ELIMIT, -6, "type name, id or entry key over its length limit")        \
+    X(EHANDLER, -7, "actor handler failed")                                  \
+    X(EBADMSG, -8, "message not understood by the actor")                    \
+    X(ENOSPC, -9, "storage full")                                            \
+    X(EIO, -10, "storage I/O error")                                         \
+    X(EFENCED, -11, "write refused: stale shard epoch")                      \
+    X(EUNAVAIL, -12, "shard unavailable")                                    \
+    X(ESTOPPING, -13, "node is stopping")                                    \
+    X(ECONN, -14, "connection failed or closed")                             \
+    X(ETIMEDOUT, -15, "timed out")                                           \
+    X(ENOTFOUND, -16, "not found")                                           \
+    X(ECORRUPT, -17, "stored data is corrupt")                               \
+    X(ESTORE, -18, "storage error")                                          \
+    X(EEXIST, -19, "already exists")                                         \
+    X(EMISMATCH, -20, "data directory belongs to another configuration")     \
+    X(EPROTO, -21, "protocol error")                                         \
+    X(EPLUGIN, -22, "plugin could not be loaded")                            \
+    X(EADDR, -23, "address invalid or unavailable")                          \
+    X(EOVERLOAD, -24, "node overloaded")
+
+typedef enum keel_errno {
+    KEEL_OK = 0,
+#define KEEL__ERR_ENUM(name, val, msg) KEEL_##name = (val),
+    KEEL_ERRNO_MAP(KEEL__ERR_ENUM)
+#undef KEEL__ERR_ENUM
+} keel_errno;
+
+/* Message for a KEEL_E* code (or 0). Never NULL; unknown codes get a
+ * generic text. */
+KEEL_API const char *keel_strerror(int code);
+/* Short symbolic name, e.g. "ENOTYPE". */
+KEEL_API const char *keel_err_name(int code);
+
+/* ---------------------------------------------------------------- limits */
+
+#define KEEL_MAX_TYPE_LEN 64     /* bytes of an actor type name */
+#define KEEL_MAX_ID_LEN 255      /* bytes of an actor id (any byte value) */
+#define KEEL_MAX_ENTRY_KEY_LEN 180 /* bytes of a named storage entry key */
+#define KEEL_DEFAULT_MAX_FRAME (1u << 20)
+#define KEEL_DEFAULT_SHARDS 4096u
+
+/* ----------------------------------------------------------------- nodes */
+
+typedef struct keel_node keel_node;
+
+enum keel_durability {
+    KEEL_DURABILITY_FSYNC = 0, /* reply after the commit is fsynced (default) */
+    KEEL_DURABILITY_NONE = 1   /* reply after commit; the OS decides when the
+                                * data reaches the disk: a power loss can lose
+                                * recent acknowledged writes */
+};
+
+enum keel_log_level {
+    KEEL_LOG_ERROR = 0,
+    KEEL_LOG_WARN = 1,
+    KEEL_LOG_INFO = 2,
+    KEEL_LOG_DEBUG = 3
+};
+
+typedef struct keel_node_options {
+    const char *data_dir;      /* required; created if missing */
+    const char *listen;        /* "HOST:PORT" for the wire protocol; NULL:
+                                * no listener (embedded use only) */
+    uint32_t shard_count;      /* 0: KEEL_DEFAULT_SHARDS. Fixed per data dir */
+    uint32_t idle_timeout_ms;  /* passivate after this long idle; 0: 60000 */
+    uint32_t max_resident;     /* LRU cap on resident actors; 0: unlimited */
+    int durability;            /* enum keel_durability */
+    uint32_t max_frame;        /* wire frame limit; 0: KEEL_DEFAULT_MAX_FRAME */
+    int log_level;             /* enum keel_log_level */
+    uint64_t initial_map_size; /* LMDB map size to start with; 0: 64 MiB.
+                                * The map grows when it fills. */
+    int no_builtins;           /* nonzero: do not register counter/kv/register */
+    void *reserved[8];
+} keel_node_options;
+
+/* Fills *opts with defaults (all fields zero except the documented ones). */
+KEEL_API void keel_node_options_init(keel_node_options *opts);
+
+/* Creates a node: opens (or creates) the data directory and its store,
+ * binds the listener if any. Nothing runs until keel_node_run/start.
+ * Errors: KEEL_EINVAL, KEEL_ENOMEM, KEEL_EIO / KEEL_ESTORE (data directory
+ * cannot be opened), KEEL_EMISMATCH (data dir made with another shard
+ * count), KEEL_EADDR (listen address). On error *out is untouched; a
+ * message goes to errbuf if errbuf is not NULL. */
+KEEL_API int keel_node_create(const keel_node_options *opts, keel_node **out,
+                              char *errbuf, size_t errlen);
+
+/* Runs the loop on the calling thread until the node has stopped
+ * (keel_node_stop), then returns 0. */
+KEEL_API int keel_node_run(keel_node *node);
+
+/* Starts the loop on a new thread and returns once it runs. */
+KEEL_API int keel_node_start(keel_node *node);
+
+/* Asks the node to stop; any thread, any number of times. The node stops
+ * accepting connections and new messages (they get KEEL_ESTOPPING), lets
+ * queued turns finish, commits and flushes every pending write, releases
+ * the replies, passivates all actors, then the loop returns. */
+KEEL_API void keel_node_stop(keel_node *node);
+
+/* Waits for a node started with keel_node_start() to stop. */
+KEEL_API int keel_node_join(keel_node *node);
+
+/* Frees a stopped (or never started) node. */
+KEEL_API void keel_node_destroy(keel_node *node);
+
+/* Runs fn(node, data) on the loop thread. Any thread. Returns KEEL_ENOMEM
+ * or KEEL_ESTOPPING when it cannot be queued. */
+typedef void (*keel_post_fn)(keel_node *node, void *data);
+KEEL_API int keel_node_post(keel_node *node, keel_post_fn fn, void *data);
+
+/* The bound listen port (useful with port 0), or 0 without a listener. */
+KEEL_API int keel_node_port(const keel_node *node);
+
+typedef struct keel_stats {
+    uint64_t resident_actors;
+    uint64_t activations;
+    uint64_t passivations;
+    uint64_t messages;        /* turns run */
+    uint64_t handler_errors;
+    uint64_t commits;         /* LMDB write transactions committed */
+    uint64_t fsyncs;          /* commits that were fsynced */
+    uint64_t commit_failures;
+    uint64_t batch_turns_max; /* most state-changing turns in one commit */
+    uint64_t batch_turns_total;
+    uint64_t batch_actors_total; /* actors written, summed over commits */
+    uint64_t fence_refusals;
+    uint64_t map_size;        /* current LMDB map size in bytes */
+    uint64_t connections;     /* open client connections */
+    uint64_t frames_in;
+    uint64_t frames_bad;
+    uint64_t reserved[16];
+} keel_stats;
+
+KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);
+
+/* Writes the statistics as "name value\n" lines into buf (the same text
+ * `keel stat` prints). Returns the length it needs, like snprintf. */
+KEEL_API size_t keel_stats_format(const keel_stats *st, char *buf, size_t len);
+
+/* Loads actor types from a shared object. The object must export
+ *     int keel_plugin_init(keel_node *node);
+ * which registers its types with keel_node_register_type() and returns 0
+ * or a KEEL_E* code. Before the node runs. Errors: KEEL_EPLUGIN. */
+#define KEEL_PLUGIN_INIT_SYMBOL "keel_plugin_init"
+typedef int (*keel_plugin_init_fn)(keel_node *node);
+KEEL_API int keel_node_load_plugin(keel_node *node, const char *path,
+                                   char *errbuf, size_t errlen);
+
+/* ---------------------------------------------------------------- actors */
+
+/* A turn: one message being handled by one actor. Valid only during the
+ * callback it is passed to. */
+typedef struct keel_turn keel_turn;
+
+typedef struct keel_actor_type {
+    const char *name;       /* at most KEEL_MAX_TYPE_LEN bytes */
+    const char *capability; /* required node capability; NULL: none */
+
+    /* Handles one message. Reads the state with keel_turn_state(), may set
+     * a new one with keel_turn_set_state() and use named entries; sets the
+     * reply with keel_turn_reply(). Returns 0, or a KEEL_E* code: then the
+     * caller gets that code (with the text given to keel_turn_error(), if
+     * any) and every write of this turn is discarded. */
+    int (*on_message)(keel_turn *turn, const void *msg, size_t len);
+
+    /* Optional. Runs once when the actor is activated, after its state is
+     * loaded and before its first message. Writes made here are part of
+     * the first turn. A nonzero return fails the message that caused the
+     * activation, and the actor is not kept. */
+    int (*on_activate)(keel_turn *turn);
+
+    /* Optional. Runs when the actor is passivated (idle, evicted, node
+     * stopping). The state is already durable; writes are not allowed. */
+    void (*on_passivate)(keel_turn *turn);
+
+    void *data; /* the type's own pointer, see keel_turn_type_data() */
+    void *reserved[4];
+} keel_actor_type;
+
+/* Registers a type; the struct is copied, the strings too. Before the node
+ * runs. Errors: KEEL_EINVAL, KEEL_ELIMIT, KEEL_EEXIST. */
+KEEL_API int keel_node_register_type(keel_node *node,
+                                     const keel_actor_type *type);
+
+/* The actor's current state. *data is valid until the turn ends or the
+ * state is set; a fresh actor has length 0. */
+KEEL_API void keel_turn_state(keel_turn *turn, const void **data, size_t *len);
+/* Replaces the state (copied). Takes effect only if the turn succeeds. */
+KEEL_API int keel_turn_set_state(keel_turn *turn, const void *data, size_t len);
+/* Sets the reply (copied); a later call replaces it. */
+KEEL_API int keel_turn_reply(keel_turn *turn, const void *data, size_t len);
+/* printf-style reply. */
+KEEL_API int keel_turn_replyf(keel_turn *turn, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Text that goes with an error return from on_message. */
+KEEL_API void keel_turn_error(keel_turn *turn, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Named entries: the actor's own key-value storage. Reads see this turn's
+ * writes and those of earlier turns (committed or not). *val is valid until
+ * the turn ends. get: KEEL_ENOTFOUND when absent. Keys are at most
+ * KEEL_MAX_ENTRY_KEY_LEN bytes and not empty (KEEL_ELIMIT, KEEL_EINVAL). */
+KEEL_API int keel_turn_get(keel_turn *turn, const void *key, size_t klen,
+                           const void **val, size_t *vlen);
+KEEL_API int keel_turn_put(keel_turn *turn, const void *key, size_t klen,
+                           const void *val, size_t vlen);
+KEEL_API int keel_turn_del(keel_turn *turn, const void *key, size_t klen);
+/* Calls fn for every entry in key order; fn returns nonzero to stop.
+ * Returns 0 or the error that stopped the walk. */
+typedef int (*keel_entry_fn)(const void *key, size_t klen, const void *val,
+                             size_t vlen, void *data);
+KEEL_API int keel_turn_entries(keel_turn *turn, keel_entry_fn fn, void *data);
+
+/* Who is handling the message. Valid during the turn. */
+KEEL_API const char *keel_turn_type_name(keel_turn *turn);
+KEEL_API void keel_turn_id(keel_turn *turn, const void **id, size_t *len);
+KEEL_API void *keel_turn_type_data(keel_turn *turn);
+/* A pointer slot kept with the activation (not persisted): set it in
+ * on_activate, free it in on_passivate. */
+KEEL_API void **keel_turn_actor_data(keel_turn *turn);
+KEEL_API keel_node *keel_turn_node(keel_turn *turn);
+
+/* ----------------------------------------------------------------- calls */
+
+/* Completion of a call or cast, on the loop thread. status is 0 or a
+ * KEEL_E* code; on error, reply holds a human-readable message. The reply
+ * is owned by keel and valid until the callback returns. Called exactly
+ * once, and only after every write the message caused is durable. */
+typedef void (*keel_call_cb)(int status, const void *reply, size_t len,
+                             void *data);
+
+/* Sends msg to actor (type, id); loop thread only. cb may be NULL. A cast is
+ * a call whose reply body is dropped: cb still says when its effect is
+ * durable. Returns 0 or an error raised before queueing (then cb is not
+ * called): KEEL_EINVAL, KEEL_ELIMIT, KEEL_ENOTYPE, KEEL_ETOOBIG,
+ * KEEL_ESTOPPING, KEEL_ENOMEM. */
+KEEL_API int keel_call(keel_node *node, const char *type, const void *id,
+                       size_t idlen, const void *msg, size_t len,
+                       keel_call_cb cb, void *data);
+KEEL_API int keel_cast(keel_node *node, const char *type, const void *id,
+                       size_t idlen, const void *msg, size_t len,
+                       keel_call_cb cb, void *data);
+
+/* Blocking call from any thread but the loop thread. On return *reply is a
+ * malloc'd buffer (free it with keel_free) holding the reply, or the error
+ * text when the result is negative; *reply may be NULL if reply is NULL. */
+KEEL_API int keel_call_sync(keel_node *node, const char *type, const void *id,
+                            size_t idlen, const void *msg, size_t len,
+                            void **reply, size_t *reply_len);
+KEEL_API void keel_free(void *p);
+
+/* Shard of an actor: XXH3_64(len(type) u8 || type || id) mod shard_count. */
+KEEL_API uint32_t keel_shard_of(const char *type, const void *id, size_t idlen,
+                                uint32_t shard_count);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KEEL_H */

@@ -1,0 +1,184 @@
+/* The LMDB store: one environment per node, three named databases.
+ *
+ *   state  key  shard be16 | len(type) u8 | type | len(id) be16 | id | entry
+ *          val  version be64 | epoch be64 | bytes
+ *          The empty entry is the actor's state blob; a named entry is one
+ *          record of the actor's own key-value storage. One actor is one
+ *          contiguous key range, and so is one shard.
+ *   fence  key  len(cap) u8 | cap | shard be16     (cap "" = default group)
+ *          val  epoch be64 — the highest shard_epoch ever written for the
+ *          placement unit (capability, shard)
+ *   meta   "format" -> be32 KEEL_STORE_FORMAT, "shards" -> be32 shard count
+ *
+ * This module knows nothing of the network or of ZooKeeper.
+ *
+ * Threads: reads (keel_store_read_*) happen on one thread at a time per
+ * keel_store_read handle (the loop thread); commits happen on the writer
+ * thread (keel_writer) or, without a writer, on the caller's thread. The
+ * map may grow during a commit: growth waits until no read is open, so
+ * reads must be short (begin, look up, copy, end) and never span an event
+ * loop iteration.
+ */
+#ifndef KEEL_PERSISTENCE_STORE_H
+#define KEEL_PERSISTENCE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keel.h"
+
+#define KEEL_STORE_FORMAT 1u
+/* Largest encoded state key: 2 + 1 + 64 + 2 + 255 + 180 = 504 <= 511. */
+#define KEEL_KEY_MAX                                                         \
+    (2 + 1 + KEEL_MAX_TYPE_LEN + 2 + KEEL_MAX_ID_LEN + KEEL_MAX_ENTRY_KEY_LEN)
+#define KEEL_FENCE_KEY_MAX (1 + 255 + 2)
+#define KEEL_RECORD_HEADER 16 /* version be64 | epoch be64 */
+
+typedef struct keel_store keel_store;
+typedef struct keel_store_read keel_store_read;
+typedef struct keel_batch keel_batch;
+
+typedef struct keel_store_options {
+    const char *path;          /* directory; created (mode 0700) if missing */
+    uint32_t shard_count;      /* recorded on creation; must match after */
+    int durability;            /* enum keel_durability */
+    uint64_t initial_map_size; /* 0: 64 MiB */
+    uint64_t max_map_size;     /* 0: no limit but the disk's */
+} keel_store_options;
+
+/* --------------------------------------------------------------- keys */
+
+/* Encodes a state key into buf (KEEL_KEY_MAX bytes). entry may be NULL
+ * with elen 0 (the state blob). Returns the length, or KEEL_ELIMIT when a
+ * part is over its limit, KEEL_EINVAL for an empty type. */
+int keel_key_encode(uint8_t *buf, uint16_t shard, const void *type,
+                    size_t tlen, const void *id, size_t idlen,
+                    const void *entry, size_t elen);
+/* Length of the actor prefix (everything before entry) of an encoded key,
+ * or KEEL_EMALFORMED. */
+int keel_key_prefix_len(const uint8_t *key, size_t klen);
+/* Splits an encoded key; pointers point into key. KEEL_EMALFORMED. */
+typedef struct keel_key_parts {
+    uint16_t shard;
+    const uint8_t *type;
+    size_t tlen;
+    const uint8_t *id;
+    size_t idlen;
+    const uint8_t *entry;
+    size_t elen;
+} keel_key_parts;
+int keel_key_decode(const uint8_t *key, size_t klen, keel_key_parts *out);
+
+/* --------------------------------------------------------------- store */
+
+/* Opens or creates the store. Errors: KEEL_EINVAL, KEEL_ENOMEM, KEEL_EIO
+ * (directory cannot be made or opened, permission), KEEL_EMISMATCH (other
+ * shard count or format), KEEL_ECORRUPT, KEEL_ESTORE. errbuf gets a
+ * message naming the path and the cause. */
+int keel_store_open(const keel_store_options *opts, keel_store **out,
+                    char *errbuf, size_t errlen);
+/* Closes; no read or commit may be running. */
+void keel_store_close(keel_store *s);
+
+typedef struct keel_store_stats {
+    uint64_t commits;
+    uint64_t fsyncs;
+    uint64_t commit_failures;
+    uint64_t fence_refusals;
+    uint64_t map_grows;
+    uint64_t map_size;
+} keel_store_stats;
+void keel_store_stats_get(keel_store *s, keel_store_stats *out);
+
+/* ---------------------------------------------------------------- reads */
+
+/* A record as stored. data points into the LMDB map: valid until the read
+ * ends. Copy it to keep it. */
+typedef struct keel_record {
+    uint64_t version;
+    uint64_t epoch;
+    const void *data;
+    size_t len;
+} keel_record;
+
+/* Opens a read snapshot. Cheap (a reused read transaction). */
+int keel_store_read_begin(keel_store *s, keel_store_read **out);
+void keel_store_read_end(keel_store_read *r);
+
+/* Errors: KEEL_ENOTFOUND, KEEL_ECORRUPT (value shorter than its header),
+ * KEEL_ESTORE. */
+int keel_store_get(keel_store_read *r, const void *key, size_t klen,
+                   keel_record *out);
+
+/* Calls fn for every state record whose key starts with prefix, in key
+ * order; fn returns nonzero to stop (that value is returned). */
+typedef int (*keel_scan_fn)(const uint8_t *key, size_t klen,
+                            const keel_record *rec, void *data);
+int keel_store_scan(keel_store_read *r, const void *prefix, size_t plen,
+                    keel_scan_fn fn, void *data);
+
+/* Highest shard_epoch recorded for (cap, shard); 0 when none. */
+int keel_store_fence_get(keel_store_read *r, const char *cap, uint16_t shard,
+                         uint64_t *epoch);
+
+/* -------------------------------------------------------------- batches */
+
+/* A batch is the unit of group commit: groups of writes, each group the
+ * coalesced writes of one actor, all committed in one transaction.
+ * Every group names its placement unit (cap, shard) and the shard_epoch
+ * its writer holds. At commit, per group and in the same transaction:
+ * if the fence holds a higher epoch, the group is refused (status
+ * KEEL_EFENCED, none of its writes applied, the other groups go on);
+ * otherwise the fence is raised to the group's epoch if lower, and the
+ * writes are applied in order.
+ *
+ * A batch is built by one thread, then handed to the writer; it owns
+ * copies of every byte given to it. Reuse it with keel_batch_reset(). */
+keel_batch *keel_batch_create(void);
+void keel_batch_destroy(keel_batch *b);
+void keel_batch_reset(keel_batch *b);
+
+/* Starts a group; tag is the caller's, returned by keel_batch_group().
+ * Errors: KEEL_ENOMEM, KEEL_EINVAL (cap over 255 bytes). */
+int keel_batch_begin_group(keel_batch *b, const char *cap, uint16_t shard,
+                           uint64_t epoch, void *tag);
+/* Adds a put to the current group: the stored value is
+ * version be64 | group epoch be64 | data. */
+int keel_batch_put(keel_batch *b, const void *key, size_t klen,
+                   uint64_t version, const void *data, size_t len);
+int keel_batch_del(keel_batch *b, const void *key, size_t klen);
+/* Deletes every state record whose key starts with prefix. */
+int keel_batch_del_prefix(keel_batch *b, const void *prefix, size_t plen);
+/* Raises the fence of the current group's unit without writing state. */
+int keel_batch_fence_only(keel_batch *b);
+
+size_t keel_batch_group_count(const keel_batch *b);
+size_t keel_batch_op_count(const keel_batch *b);
+/* After a commit: the tag and status (0 or KEEL_EFENCED) of group i. */
+void *keel_batch_group(const keel_batch *b, size_t i, int *status);
+
+/* Commits the batch in one write transaction, fsynced unless the store's
+ * durability is KEEL_DURABILITY_NONE. When the map is full it grows the
+ * map (waiting for open reads to end) and retries. Returns 0 (groups may
+ * still be refused: see keel_batch_group) or, with nothing written:
+ * KEEL_ENOSPC (disk or map limit full: ENOSPC, EFBIG, EDQUOT), KEEL_EIO,
+ * KEEL_ESTORE. */
+int keel_store_commit(keel_store *s, keel_batch *b);
+
+/* --------------------------------------------------------------- writer */
+
+/* The group-commit thread. Batches submitted are committed in order, one
+ * transaction each; done_cb runs on the writer thread after each commit
+ * with the commit's status, and from then on the batch belongs to the
+ * submitter again. */
+typedef struct keel_writer keel_writer;
+typedef void (*keel_writer_done_cb)(keel_batch *b, int status, void *data);
+
+int keel_writer_start(keel_store *s, keel_writer_done_cb done_cb, void *data,
+                      keel_writer **out);
+/* Any thread. KEEL_ESTOPPING after keel_writer_stop began. */
+int keel_writer_submit(keel_writer *w, keel_batch *b);
+/* Commits what was submitted, then joins the thread and frees w. */
+void keel_writer_stop(keel_writer *w);
+
+#endif

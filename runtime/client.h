@@ -1,0 +1,52 @@
+/* A small blocking client of the wire protocol, used by the `keel` CLI,
+ * keel-bench's TCP transport and the integration tests. One connection,
+ * any number of requests in flight (send several, then receive). Not
+ * thread-safe: one thread per client. */
+#ifndef KEEL_RUNTIME_CLIENT_H
+#define KEEL_RUNTIME_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto.h"
+
+typedef struct keel_client keel_client;
+
+/* Connects to "HOST:PORT" (IPv4 literal or name). timeout_ms bounds the
+ * connect and every later blocking receive (0: no limit).
+ * Errors: KEEL_EADDR (cannot parse or resolve), KEEL_ECONN, KEEL_ETIMEDOUT,
+ * KEEL_ENOMEM. */
+int keel_client_connect(const char *addr, int timeout_ms, keel_client **out);
+void keel_client_close(keel_client *c);
+
+/* The largest frame the client accepts from the server (default 1 MiB +
+ * header slack). */
+void keel_client_set_max_frame(keel_client *c, size_t max_frame);
+
+/* Queues a request in the client's send buffer (not yet sent). kind is
+ * KEEL_FRAME_CALL or KEEL_FRAME_CAST for type/id/msg; for STAT and PING,
+ * type and id are ignored (PING echoes msg). */
+int keel_client_queue(keel_client *c, uint8_t kind, uint64_t request_id,
+                      const char *type, const void *id, size_t idlen,
+                      const void *msg, size_t len);
+/* Queues raw bytes, sent as they are (tests use it for malformed input). */
+int keel_client_queue_raw(keel_client *c, const void *bytes, size_t len);
+/* Sends everything queued. KEEL_ECONN on failure. */
+int keel_client_flush(keel_client *c);
+
+/* Receives the next frame. The frame's body points into the client's
+ * buffer: valid until the next receive. Errors: KEEL_ECONN (closed),
+ * KEEL_ETIMEDOUT, KEEL_EMALFORMED / KEEL_ETOOBIG (bad frame from server). */
+int keel_client_recv(keel_client *c, keel_frame *out);
+
+/* One request, one reply. Returns 0 with *reply (malloc'd, NUL-terminated
+ * for convenience, caller frees) or the server's negative error code with
+ * *reply holding its message; or a transport error (then *reply is NULL). */
+int keel_client_call(keel_client *c, uint8_t kind, const char *type,
+                     const void *id, size_t idlen, const void *msg, size_t len,
+                     char **reply, size_t *reply_len);
+
+/* The socket, for poll() by callers that multiplex. */
+int keel_client_fd(const keel_client *c);
+
+#endif
