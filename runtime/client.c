@@ -1,0 +1,589 @@
+/* The blocking wire-protocol client.
+ *
+ * The socket stays non-blocking for its whole life and every wait goes
+ * through poll(), so one deadline can bound a connect or a receive however
+ * many partial reads it takes, and a signal (EINTR) only makes us wait
+ * again for the time that is left.
+ *
+ * Buffers: the send buffer holds queued frames until keel_client_flush();
+ * the receive buffer holds bytes read from the socket. A frame returned by
+ * keel_client_recv() points into the receive buffer, so that buffer is
+ * only compacted or grown at the start of the next receive. */
+#include "runtime/client.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Replies may carry up to a full default-size message plus the framing the
+ * server adds around it. */
+#define CLIENT_DEFAULT_MAX_FRAME ((size_t)KEEL_DEFAULT_MAX_FRAME + 4096)
+#define CLIENT_READ_CHUNK ((size_t)64 * 1024)
+#define CLIENT_READ_MIN_ROOM ((size_t)4096)
+
+struct keel_client {
+    int fd;
+    int timeout_ms;   /* 0: no limit */
+    int broken;       /* the stream is closed or out of step: sends fail */
+    size_t max_frame; /* largest frame accepted from the server */
+    uint64_t next_id; /* request ids used by keel_client_call */
+
+    uint8_t *sbuf; /* queued, unsent bytes: sbuf[0, slen) */
+    size_t slen, scap;
+
+    uint8_t *rbuf; /* received bytes; rbuf[rpos, rlen) not yet parsed */
+    size_t rpos, rlen, rcap;
+};
+
+/* ------------------------------------------------------------ deadlines */
+
+/* Deadlines are CLOCK_MONOTONIC nanoseconds; -1 means none. */
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t deadline_in(int timeout_ms)
+{
+    return timeout_ms > 0 ? now_ns() + (int64_t)timeout_ms * 1000000 : -1;
+}
+
+/* Waits until fd is ready for events or the deadline passes.
+ * Errors: KEEL_ETIMEDOUT, KEEL_ECONN (poll itself failed). */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+    struct pollfd pfd;
+    int ms, rc;
+
+    for (;;) {
+        ms = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - now_ns();
+
+            if (left <= 0)
+                return KEEL_ETIMEDOUT;
+            /* Round up: a poll that wakes a hair early would spin. */
+            left = (left + 999999) / 1000000;
+            ms = left > 60000 ? 60000 : (int)left;
+        }
+        pfd.fd = fd;
+        pfd.events = events;
+        pfd.revents = 0;
+        rc = poll(&pfd, 1, ms);
+        if (rc > 0)
+            return 0; /* readiness, or POLLERR/POLLHUP: the I/O call says */
+        if (rc < 0 && errno != EINTR)
+            return KEEL_ECONN;
+        /* Timed out a slice or interrupted: the loop rechecks the clock. */
+    }
+}
+
+/* -------------------------------------------------------------- connect */
+
+/* Splits "HOST:PORT" at the last colon; "[v6addr]:PORT" loses its
+ * brackets. Errors: KEEL_EADDR. */
+static int split_addr(const char *addr, char *host, size_t hostlen,
+                      char *port, size_t portlen)
+{
+    const char *colon, *h = addr, *p;
+    size_t hl, pl;
+    unsigned long v = 0;
+
+    if (addr == NULL)
+        return KEEL_EADDR;
+    colon = strrchr(addr, ':');
+    if (colon == NULL)
+        return KEEL_EADDR;
+    hl = (size_t)(colon - addr);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    p = colon + 1;
+    pl = strlen(p);
+    if (hl == 0 || hl >= hostlen || pl == 0 || pl >= portlen)
+        return KEEL_EADDR;
+    for (size_t i = 0; i < pl; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return KEEL_EADDR;
+        v = v * 10 + (unsigned long)(p[i] - '0');
+        if (v > 65535)
+            return KEEL_EADDR;
+    }
+    if (v == 0)
+        return KEEL_EADDR;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    memcpy(port, p, pl + 1);
+    return 0;
+}
+
+/* One connect attempt. On success *fdp is a connected non-blocking socket.
+ * Errors: KEEL_ECONN, KEEL_ETIMEDOUT, KEEL_ENOMEM. */
+static int connect_one(const struct addrinfo *ai, int64_t deadline, int *fdp)
+{
+    int fd, err = 0, one = 1, rc;
+    socklen_t errlen = sizeof err;
+
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                ai->ai_protocol);
+    if (fd < 0)
+        return (errno == ENOMEM || errno == ENOBUFS) ? KEEL_ENOMEM
+                                                     : KEEL_ECONN;
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        /* EINTR on a non-blocking connect: the attempt goes on in the
+         * background, exactly as with EINPROGRESS. */
+        if (errno != EINPROGRESS && errno != EINTR) {
+            err = errno;
+            goto err_after_socket;
+        }
+        rc = wait_fd(fd, POLLOUT, deadline);
+        if (rc < 0) {
+            close(fd);
+            return rc;
+        }
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0)
+            err = errno;
+        if (err != 0)
+            goto err_after_socket;
+    }
+    /* Requests are small and latency-bound; Nagle would hold a pipelined
+     * tail back for an ACK. A failure only costs latency, so it is not an
+     * error. */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    *fdp = fd;
+    return 0;
+
+err_after_socket:
+    close(fd);
+    return err == ETIMEDOUT ? KEEL_ETIMEDOUT : KEEL_ECONN;
+}
+
+int keel_client_connect(const char *addr, int timeout_ms, keel_client **out)
+{
+    struct addrinfo hints, *res = NULL, *ai;
+    char host[256], port[8];
+    keel_client *c;
+    int64_t deadline;
+    int rc, fd = -1;
+
+    if (out == NULL)
+        return KEEL_EINVAL;
+    rc = split_addr(addr, host, sizeof host, port, sizeof port);
+    if (rc < 0)
+        return rc;
+    if (timeout_ms < 0)
+        timeout_ms = 0;
+    /* Name resolution is not bounded by the timeout: getaddrinfo has no
+     * deadline of its own. The timeout starts with the first connect. */
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0)
+        return rc == EAI_MEMORY ? KEEL_ENOMEM : KEEL_EADDR;
+
+    c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        rc = KEEL_ENOMEM;
+        goto err_after_addrinfo;
+    }
+    /* Allocated up front so the parser never sees a NULL buffer. */
+    c->rcap = CLIENT_READ_CHUNK;
+    c->rbuf = malloc(c->rcap);
+    if (c->rbuf == NULL) {
+        rc = KEEL_ENOMEM;
+        goto err_after_client;
+    }
+    /* Try every address the name resolves to; the deadline covers all. */
+    deadline = deadline_in(timeout_ms);
+    rc = KEEL_ECONN;
+    for (ai = res; ai != NULL; ai = ai->ai_next) {
+        rc = connect_one(ai, deadline, &fd);
+        if (rc == 0 || rc == KEEL_ETIMEDOUT || rc == KEEL_ENOMEM)
+            break;
+    }
+    if (rc < 0)
+        goto err_after_client;
+    freeaddrinfo(res);
+
+    c->fd = fd;
+    c->timeout_ms = timeout_ms;
+    c->max_frame = CLIENT_DEFAULT_MAX_FRAME;
+    c->next_id = 1; /* 0 is what a server quotes when it cannot tell */
+    *out = c;
+    return 0;
+
+err_after_client:
+    free(c->rbuf);
+    free(c);
+err_after_addrinfo:
+    freeaddrinfo(res);
+    return rc;
+}
+
+void keel_client_close(keel_client *c)
+{
+    if (c == NULL)
+        return;
+    close(c->fd);
+    free(c->sbuf);
+    free(c->rbuf);
+    free(c);
+}
+
+void keel_client_set_max_frame(keel_client *c, size_t max_frame)
+{
+    c->max_frame = max_frame < KEEL_FRAME_MIN_MAX ? KEEL_FRAME_MIN_MAX
+                                                   : max_frame;
+}
+
+int keel_client_fd(const keel_client *c)
+{
+    return c->fd;
+}
+
+/* ----------------------------------------------------------------- send */
+
+/* Makes room for n more queued bytes. Errors: KEEL_ENOMEM (the queue is
+ * left as it was). */
+static int sbuf_reserve(keel_client *c, size_t n)
+{
+    size_t cap;
+    uint8_t *p;
+
+    if (c->scap - c->slen >= n)
+        return 0;
+    if (n > SIZE_MAX / 2 - c->slen)
+        return KEEL_ENOMEM;
+    cap = c->scap ? c->scap : 4096;
+    while (cap - c->slen < n)
+        cap *= 2;
+    p = realloc(c->sbuf, cap);
+    if (p == NULL)
+        return KEEL_ENOMEM;
+    c->sbuf = p;
+    c->scap = cap;
+    return 0;
+}
+
+int keel_client_queue(keel_client *c, uint8_t kind, uint64_t request_id,
+                      const char *type, const void *id, size_t idlen,
+                      const void *msg, size_t len)
+{
+    /* The 32-bit length field counts 12 header bytes plus the body. */
+    const uint64_t max_body = UINT32_MAX - (KEEL_FRAME_HEADER - 4);
+    size_t tlen = 0, body;
+    uint8_t *p;
+    int rc;
+
+    if (c == NULL || (msg == NULL && len > 0))
+        return KEEL_EINVAL;
+    switch (kind) {
+    case KEEL_FRAME_CALL:
+    case KEEL_FRAME_CAST:
+        if (type == NULL || (id == NULL && idlen > 0))
+            return KEEL_EINVAL;
+        tlen = strlen(type);
+        if (tlen == 0)
+            return KEEL_EINVAL;
+        if (tlen > KEEL_MAX_TYPE_LEN || idlen > KEEL_MAX_ID_LEN)
+            return KEEL_ELIMIT;
+        if ((uint64_t)len > max_body - keel_call_body_size(tlen, idlen, 0))
+            return KEEL_ETOOBIG;
+        body = keel_call_body_size(tlen, idlen, len);
+        break;
+    case KEEL_FRAME_STAT:
+        body = 0;
+        break;
+    case KEEL_FRAME_PING:
+        if ((uint64_t)len > max_body)
+            return KEEL_ETOOBIG;
+        body = len;
+        break;
+    default:
+        return KEEL_EINVAL;
+    }
+    rc = sbuf_reserve(c, KEEL_FRAME_HEADER + body);
+    if (rc < 0)
+        return rc;
+    p = c->sbuf + c->slen;
+    keel_frame_header(p, kind, request_id, body);
+    if (kind == KEEL_FRAME_CALL || kind == KEEL_FRAME_CAST)
+        keel_call_body_encode(p + KEEL_FRAME_HEADER, type, tlen, id, idlen,
+                              msg, len);
+    else if (body > 0)
+        memcpy(p + KEEL_FRAME_HEADER, msg, body);
+    c->slen += KEEL_FRAME_HEADER + body;
+    return 0;
+}
+
+int keel_client_queue_raw(keel_client *c, const void *bytes, size_t len)
+{
+    int rc;
+
+    if (c == NULL || (bytes == NULL && len > 0))
+        return KEEL_EINVAL;
+    if (len == 0)
+        return 0;
+    rc = sbuf_reserve(c, len);
+    if (rc < 0)
+        return rc;
+    memcpy(c->sbuf + c->slen, bytes, len);
+    c->slen += len;
+    return 0;
+}
+
+/* A connection whose byte stream can no longer be trusted: a frame may have
+ * gone out half-written, or the peer closed. Later sends fail at once;
+ * frames already received can still be read. */
+static void mark_broken(keel_client *c)
+{
+    c->broken = 1;
+    c->slen = 0;
+}
+
+int keel_client_flush(keel_client *c)
+{
+    size_t sent = 0;
+    int64_t deadline;
+    ssize_t n;
+
+    if (c->broken) {
+        c->slen = 0;
+        return KEEL_ECONN;
+    }
+    /* The timeout bounds a stall, not the whole transfer: it restarts
+     * whenever the server takes some bytes. A server that takes none for
+     * that long is treated as gone, since the frame being written can no
+     * longer be completed or taken back. */
+    deadline = deadline_in(c->timeout_ms);
+    while (sent < c->slen) {
+        n = send(c->fd, c->sbuf + sent, c->slen - sent, MSG_NOSIGNAL);
+        if (n > 0) {
+            sent += (size_t)n;
+            deadline = deadline_in(c->timeout_ms);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (wait_fd(c->fd, POLLOUT, deadline) == 0)
+                continue;
+        }
+        mark_broken(c);
+        return KEEL_ECONN;
+    }
+    c->slen = 0;
+    return 0;
+}
+
+/* -------------------------------------------------------------- receive */
+
+/* Makes room to read more: drops parsed bytes (the frame handed out last
+ * is released by now) and grows the buffer to hold the frame being
+ * received. Errors: KEEL_ENOMEM. */
+static int rbuf_make_room(keel_client *c)
+{
+    size_t need, cap, avail;
+    uint8_t *p;
+
+    if (c->rpos > 0) {
+        memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+        c->rlen -= c->rpos;
+        c->rpos = 0;
+    }
+    avail = c->rlen;
+    /* A partial frame whose length is known (the parser has already
+     * refused it if that exceeds max_frame) needs that much room. */
+    need = KEEL_FRAME_HEADER;
+    if (avail >= 4) {
+        const uint8_t *b = c->rbuf;
+        size_t total = 4 + ((size_t)b[0] << 24 | (size_t)b[1] << 16 |
+                            (size_t)b[2] << 8 | (size_t)b[3]);
+
+        if (total > need)
+            need = total;
+    }
+    if (need < avail + CLIENT_READ_MIN_ROOM)
+        need = avail + CLIENT_READ_MIN_ROOM;
+    if (c->rcap >= need)
+        return 0;
+    cap = c->rcap;
+    while (cap < need)
+        cap *= 2;
+    p = realloc(c->rbuf, cap);
+    if (p == NULL)
+        return KEEL_ENOMEM;
+    c->rbuf = p;
+    c->rcap = cap;
+    return 0;
+}
+
+/* Receives one frame, waiting until the deadline. */
+static int recv_frame(keel_client *c, keel_frame *out, int64_t deadline)
+{
+    long n;
+    ssize_t r;
+    int rc;
+
+    for (;;) {
+        n = keel_frame_parse(c->rbuf + c->rpos, c->rlen - c->rpos,
+                             c->max_frame, out);
+        if (n > 0) {
+            c->rpos += (size_t)n;
+            return 0;
+        }
+        if (n < 0) {
+            /* Nothing after a bad frame can be trusted to start at a frame
+             * boundary. */
+            mark_broken(c);
+            return (int)n;
+        }
+        if (c->broken)
+            return KEEL_ECONN;
+        rc = rbuf_make_room(c);
+        if (rc < 0)
+            return rc;
+        r = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
+        if (r > 0) {
+            c->rlen += (size_t)r;
+            continue;
+        }
+        if (r == 0) {
+            mark_broken(c);
+            return KEEL_ECONN;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            rc = wait_fd(c->fd, POLLIN, deadline);
+            if (rc < 0)
+                return rc;
+            continue;
+        }
+        mark_broken(c);
+        return KEEL_ECONN;
+    }
+}
+
+/* Is f the answer keel_client_call waits for? An ERROR quoting id 0 is the
+ * server refusing a frame it could not read; it closes the connection
+ * next, so that error answers the pending call too. */
+static int answers(const keel_frame *f, uint64_t rid)
+{
+    return f->request_id == rid ||
+           (f->kind == KEEL_FRAME_ERROR && f->request_id == 0);
+}
+
+/* After a failed send. A server that refuses a request outright (an
+ * oversized frame) sends its ERROR and closes without reading the rest,
+ * which makes our send fail; the ERROR may still be waiting in the socket.
+ * Looks for the answer to rid among the bytes already there, without
+ * waiting. Returns 1 with *out set when found. */
+static int salvage_answer(keel_client *c, uint64_t rid, keel_frame *out)
+{
+    for (;;) {
+        long n = keel_frame_parse(c->rbuf + c->rpos, c->rlen - c->rpos,
+                                  c->max_frame, out);
+        ssize_t r;
+
+        if (n > 0) {
+            c->rpos += (size_t)n;
+            if (answers(out, rid))
+                return 1;
+            continue;
+        }
+        if (n < 0 || rbuf_make_room(c) < 0)
+            return 0;
+        r = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, MSG_DONTWAIT);
+        if (r > 0)
+            c->rlen += (size_t)r;
+        else if (!(r < 0 && errno == EINTR))
+            return 0;
+    }
+}
+
+int keel_client_recv(keel_client *c, keel_frame *out)
+{
+    return recv_frame(c, out, deadline_in(c->timeout_ms));
+}
+
+/* --------------------------------------------------------------- calls */
+
+int keel_client_call(keel_client *c, uint8_t kind, const char *type,
+                     const void *id, size_t idlen, const void *msg, size_t len,
+                     char **reply, size_t *reply_len)
+{
+    uint8_t expect = kind == KEEL_FRAME_PING ? KEEL_FRAME_PONG
+                                             : KEEL_FRAME_REPLY;
+    const uint8_t *data;
+    size_t dlen;
+    keel_frame f;
+    int64_t deadline;
+    uint64_t rid;
+    int rc, status;
+
+    if (reply != NULL)
+        *reply = NULL;
+    if (reply_len != NULL)
+        *reply_len = 0;
+    rid = c->next_id++;
+    if (rid == 0)
+        rid = c->next_id++;
+    rc = keel_client_queue(c, kind, rid, type, id, idlen, msg, len);
+    if (rc < 0)
+        return rc;
+    rc = keel_client_flush(c);
+    if (rc < 0) {
+        if (!salvage_answer(c, rid, &f))
+            return rc;
+    } else {
+        /* One deadline for the whole wait, however many stale frames
+         * arrive: a frame for another id is the late answer to a request
+         * an earlier call stopped waiting for, and is dropped. */
+        deadline = deadline_in(c->timeout_ms);
+        do {
+            rc = recv_frame(c, &f, deadline);
+            if (rc < 0)
+                return rc;
+        } while (!answers(&f, rid));
+    }
+
+    if (f.kind == expect) {
+        status = 0;
+        data = f.body;
+        dlen = f.body_len;
+    } else if (f.kind == KEEL_FRAME_ERROR) {
+        const char *m;
+
+        status = keel_error_body_parse(f.body, f.body_len, &m, &dlen);
+        data = (const uint8_t *)m;
+    } else {
+        return KEEL_EPROTO;
+    }
+    if (reply != NULL) {
+        char *p = malloc(dlen + 1);
+
+        if (p == NULL)
+            return KEEL_ENOMEM;
+        if (dlen > 0)
+            memcpy(p, data, dlen);
+        p[dlen] = '\0';
+        *reply = p;
+    }
+    if (reply_len != NULL)
+        *reply_len = dlen;
+    return status;
+}

@@ -1,0 +1,204 @@
+/* The wire codec: frame headers and the CALL/CAST and ERROR bodies.
+ *
+ * Everything here is pure byte shuffling on caller-owned buffers: nothing
+ * is allocated, and parsed results point into the buffer they came from,
+ * so they live exactly as long as the caller keeps that buffer. Input is
+ * untrusted (it comes straight off a socket): every read is checked
+ * against the length given, and lengths are widened to 64 bits before any
+ * arithmetic so that a length field near 2^32 cannot wrap. */
+#include "runtime/proto.h"
+
+#include <limits.h>
+#include <string.h>
+
+static uint16_t get_be16(const uint8_t *p)
+{
+    return (uint16_t)((unsigned)p[0] << 8 | (unsigned)p[1]);
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+           (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+}
+
+static void put_be16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    put_be32(p, (uint32_t)(v >> 32));
+    put_be32(p + 4, (uint32_t)v);
+}
+
+/* memcpy with a NULL source is undefined even for zero bytes, and callers
+ * legitimately pass (NULL, 0) for an empty id or message. */
+static uint8_t *copy_bytes(uint8_t *dst, const void *src, size_t n)
+{
+    if (n > 0)
+        memcpy(dst, src, n);
+    return dst + n;
+}
+
+long keel_frame_parse(const uint8_t *buf, size_t len, size_t max_frame,
+                      keel_frame *out)
+{
+    uint64_t total;
+    uint32_t length;
+
+    memset(out, 0, sizeof *out);
+    if (len < 4)
+        return 0;
+    length = get_be32(buf);
+    total = 4 + (uint64_t)length;
+
+    /* The header fields are filled as soon as they are in the buffer, so
+     * the caller can quote the request id in the ERROR it sends back even
+     * when the frame itself is refused below. */
+    if (len >= KEEL_FRAME_HEADER) {
+        out->kind = buf[4];
+        out->flags = buf[5];
+        out->request_id = get_be64(buf + 8);
+    }
+
+    /* Refuse oversized frames as soon as the length is known: the receiver
+     * must not buffer up to 4 GiB only to throw it away. The LONG_MAX test
+     * matters only where long is 32 bits. */
+    if (total > max_frame || total > (uint64_t)LONG_MAX)
+        return KEEL_ETOOBIG;
+    if (length < KEEL_FRAME_HEADER - 4)
+        return KEEL_EMALFORMED;
+    if (len < KEEL_FRAME_HEADER)
+        return 0;
+    if (get_be16(buf + 6) != 0)
+        return KEEL_EMALFORMED;
+    if (out->kind < KEEL_FRAME_CALL || out->kind > KEEL_FRAME_PONG)
+        return KEEL_EMALFORMED;
+    if ((uint64_t)len < total)
+        return 0;
+    out->body = buf + KEEL_FRAME_HEADER;
+    out->body_len = (size_t)(total - KEEL_FRAME_HEADER);
+    return (long)total;
+}
+
+void keel_frame_header(uint8_t *hdr, uint8_t kind, uint64_t request_id,
+                       size_t body_len)
+{
+    /* Callers keep body_len within the 32-bit length field (the client and
+     * the server both cap frames far below 4 GiB). */
+    put_be32(hdr, (uint32_t)(body_len + (KEEL_FRAME_HEADER - 4)));
+    hdr[4] = kind;
+    hdr[5] = 0; /* flags: none defined yet */
+    put_be16(hdr + 6, 0);
+    put_be64(hdr + 8, request_id);
+}
+
+int keel_call_body_parse(const uint8_t *body, size_t len, keel_call_body *out)
+{
+    size_t tlen, idlen, off;
+
+    memset(out, 0, sizeof *out);
+    /* The whole structure is checked before the limits: a body whose
+     * lengths do not add up is malformed (the stream can no longer be
+     * trusted), whereas a well-formed body with an over-long name is only
+     * a bad request. */
+    if (len < 1)
+        return KEEL_EMALFORMED;
+    tlen = body[0];
+    off = 1;
+    if (len - off < tlen + 2)
+        return KEEL_EMALFORMED;
+    out->type = body + off;
+    out->tlen = tlen;
+    off += tlen;
+    idlen = get_be16(body + off);
+    off += 2;
+    if (len - off < idlen)
+        return KEEL_EMALFORMED;
+    out->id = body + off;
+    out->idlen = idlen;
+    off += idlen;
+    out->msg = body + off;
+    out->msglen = len - off;
+
+    if (tlen == 0)
+        return KEEL_EMALFORMED;
+    if (tlen > KEEL_MAX_TYPE_LEN || idlen > KEEL_MAX_ID_LEN)
+        return KEEL_ELIMIT;
+    return 0;
+}
+
+size_t keel_call_body_size(size_t tlen, size_t idlen, size_t msglen)
+{
+    return 1 + tlen + 2 + idlen + msglen;
+}
+
+size_t keel_call_body_encode(uint8_t *buf, const void *type, size_t tlen,
+                             const void *id, size_t idlen, const void *msg,
+                             size_t msglen)
+{
+    uint8_t *p = buf;
+
+    /* The length prefixes are 8 and 16 bits wide; callers check the
+     * KEEL_MAX_TYPE_LEN / KEEL_MAX_ID_LEN limits, which fit, beforehand. */
+    *p++ = (uint8_t)tlen;
+    p = copy_bytes(p, type, tlen);
+    put_be16(p, (uint16_t)idlen);
+    p += 2;
+    p = copy_bytes(p, id, idlen);
+    p = copy_bytes(p, msg, msglen);
+    return (size_t)(p - buf);
+}
+
+size_t keel_error_body_encode(uint8_t *buf, int code, const char *msg,
+                              size_t msglen)
+{
+    /* The wire carries the magnitude; a positive code given by mistake
+     * still goes out as the same error. */
+    long long mag = code < 0 ? -(long long)code : (long long)code;
+
+    if (mag > 0xFFFF)
+        mag = -(long long)KEEL_EPROTO;
+    put_be16(buf, (uint16_t)mag);
+    return 2 + (size_t)(copy_bytes(buf + 2, msg, msglen) - (buf + 2));
+}
+
+int keel_error_body_parse(const uint8_t *body, size_t len, const char **msg,
+                          size_t *msglen)
+{
+    unsigned mag;
+
+    if (len < 2) {
+        if (msg != NULL)
+            *msg = "";
+        if (msglen != NULL)
+            *msglen = 0;
+        return KEEL_EPROTO;
+    }
+    if (msg != NULL)
+        *msg = (const char *)(body + 2);
+    if (msglen != NULL)
+        *msglen = len - 2;
+    mag = get_be16(body);
+    /* Code 0 would read as success to the caller, which an ERROR frame can
+     * never mean. */
+    if (mag == 0)
+        return KEEL_EPROTO;
+    return -(int)mag;
+}

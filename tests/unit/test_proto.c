@@ -1,0 +1,1169 @@
+/* The wire codec (runtime/proto.c) and the blocking client
+ * (runtime/client.c). Client tests talk to a small server thread in this
+ * file, listening on 127.0.0.1 port 0, which answers frames the way a node
+ * does (or, depending on its mode, never answers, sends garbage or hangs
+ * up). */
+#include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "keel.h"
+#include "runtime/client.h"
+#include "runtime/proto.h"
+#include "testutil.h"
+
+/* ------------------------------------------------------------- helpers */
+
+/* Parses from a heap copy of exactly len bytes, so that ASan catches any
+ * read past the length the parser was given. */
+static long parse_exact(const uint8_t *bytes, size_t len, size_t max,
+                        keel_frame *f)
+{
+    uint8_t *copy = malloc(len ? len : 1);
+    long n;
+
+    ck_assert_ptr_nonnull(copy);
+    if (len > 0)
+        memcpy(copy, bytes, len);
+    n = keel_frame_parse(copy, len, max, f);
+    free(copy);
+    return n;
+}
+
+static int call_body_parse_exact(const uint8_t *bytes, size_t len,
+                                 keel_call_body *b)
+{
+    uint8_t *copy = malloc(len ? len : 1);
+    int rc;
+
+    ck_assert_ptr_nonnull(copy);
+    if (len > 0)
+        memcpy(copy, bytes, len);
+    rc = keel_call_body_parse(copy, len, b);
+    free(copy);
+    return rc;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* A whole frame (header + body) in a malloc'd buffer. */
+static uint8_t *make_frame(uint8_t kind, uint64_t rid, const void *body,
+                           size_t blen, size_t *total)
+{
+    uint8_t *f = malloc(KEEL_FRAME_HEADER + blen);
+
+    ck_assert_ptr_nonnull(f);
+    keel_frame_header(f, kind, rid, blen);
+    if (blen > 0)
+        memcpy(f + KEEL_FRAME_HEADER, body, blen);
+    *total = KEEL_FRAME_HEADER + blen;
+    return f;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* -------------------------------------------------------------- header */
+
+START_TEST(header_round_trip)
+{
+    static const uint8_t body[] = {'h', 'e', 'l', 'l', 'o', 0, 0xff};
+    uint8_t buf[KEEL_FRAME_HEADER + sizeof body];
+    keel_frame f;
+    long n;
+
+    keel_frame_header(buf, KEEL_FRAME_CALL, 0x0102030405060708ULL,
+                      sizeof body);
+    /* length = 12 + 7, big-endian; flags and reserved zero. */
+    ck_assert_uint_eq(buf[0], 0);
+    ck_assert_uint_eq(buf[1], 0);
+    ck_assert_uint_eq(buf[2], 0);
+    ck_assert_uint_eq(buf[3], 19);
+    ck_assert_uint_eq(buf[4], KEEL_FRAME_CALL);
+    ck_assert_uint_eq(buf[5], 0);
+    ck_assert_uint_eq(buf[6], 0);
+    ck_assert_uint_eq(buf[7], 0);
+    for (int i = 0; i < 8; i++)
+        ck_assert_uint_eq(buf[8 + i], (unsigned)(i + 1));
+    memcpy(buf + KEEL_FRAME_HEADER, body, sizeof body);
+
+    n = parse_exact(buf, sizeof buf, KEEL_DEFAULT_MAX_FRAME, &f);
+    ck_assert_int_eq(n, (long)sizeof buf);
+    ck_assert_uint_eq(f.kind, KEEL_FRAME_CALL);
+    ck_assert_uint_eq(f.flags, 0);
+    ck_assert(f.request_id == 0x0102030405060708ULL);
+    ck_assert_uint_eq(f.body_len, sizeof body);
+
+    /* body points into the buffer handed to the parser */
+    n = keel_frame_parse(buf, sizeof buf, KEEL_DEFAULT_MAX_FRAME, &f);
+    ck_assert_int_eq(n, (long)sizeof buf);
+    ck_assert_ptr_eq(f.body, buf + KEEL_FRAME_HEADER);
+    ck_assert_mem_eq(f.body, body, sizeof body);
+}
+END_TEST
+
+START_TEST(header_every_kind_and_empty_body)
+{
+    uint8_t buf[KEEL_FRAME_HEADER];
+    keel_frame f;
+
+    for (int k = KEEL_FRAME_CALL; k <= KEEL_FRAME_PONG; k++) {
+        keel_frame_header(buf, (uint8_t)k, UINT64_MAX, 0);
+        ck_assert_int_eq(parse_exact(buf, sizeof buf, KEEL_FRAME_HEADER, &f),
+                         KEEL_FRAME_HEADER);
+        ck_assert_uint_eq(f.kind, (unsigned)k);
+        ck_assert(f.request_id == UINT64_MAX);
+        ck_assert_uint_eq(f.body_len, 0);
+    }
+}
+END_TEST
+
+START_TEST(parse_incremental)
+{
+    size_t total;
+    uint8_t *fr = make_frame(KEEL_FRAME_PING, 42, "abcdefgh", 8, &total);
+    keel_frame f;
+
+    for (size_t n = 0; n < total; n++)
+        ck_assert_int_eq(parse_exact(fr, n, KEEL_DEFAULT_MAX_FRAME, &f), 0);
+    ck_assert_int_eq(parse_exact(fr, total, KEEL_DEFAULT_MAX_FRAME, &f),
+                     (long)total);
+    ck_assert(f.request_id == 42);
+    ck_assert_uint_eq(f.body_len, 8);
+    free(fr);
+}
+END_TEST
+
+START_TEST(parse_back_to_back)
+{
+    size_t t1, t2;
+    uint8_t *a = make_frame(KEEL_FRAME_REPLY, 1, "one", 3, &t1);
+    uint8_t *b = make_frame(KEEL_FRAME_ERROR, 2, "\0\5two", 5, &t2);
+    uint8_t *both = malloc(t1 + t2 + 3);
+    keel_frame f;
+    long n;
+
+    ck_assert_ptr_nonnull(both);
+    memcpy(both, a, t1);
+    memcpy(both + t1, b, t2);
+    /* and the first bytes of a third frame */
+    memcpy(both + t1 + t2, a, 3);
+
+    n = keel_frame_parse(both, t1 + t2 + 3, KEEL_DEFAULT_MAX_FRAME, &f);
+    ck_assert_int_eq(n, (long)t1);
+    ck_assert_uint_eq(f.kind, KEEL_FRAME_REPLY);
+    ck_assert(f.request_id == 1);
+    ck_assert_mem_eq(f.body, "one", 3);
+
+    n = keel_frame_parse(both + t1, t2 + 3, KEEL_DEFAULT_MAX_FRAME, &f);
+    ck_assert_int_eq(n, (long)t2);
+    ck_assert_uint_eq(f.kind, KEEL_FRAME_ERROR);
+    ck_assert(f.request_id == 2);
+    ck_assert_uint_eq(f.body_len, 5);
+
+    n = keel_frame_parse(both + t1 + t2, 3, KEEL_DEFAULT_MAX_FRAME, &f);
+    ck_assert_int_eq(n, 0);
+    free(a);
+    free(b);
+    free(both);
+}
+END_TEST
+
+START_TEST(parse_too_big)
+{
+    uint8_t buf[KEEL_FRAME_HEADER];
+    keel_frame f;
+
+    /* max 1024: length 1020 is a 1024-byte frame, allowed (incomplete) */
+    keel_frame_header(buf, KEEL_FRAME_CALL, 9, 1020 - 12);
+    ck_assert_int_eq(parse_exact(buf, 4, 1024, &f), 0);
+    ck_assert_int_eq(parse_exact(buf, sizeof buf, 1024, &f), 0);
+    /* one byte more is refused as soon as the length is in */
+    keel_frame_header(buf, KEEL_FRAME_CALL, 9, 1021 - 12);
+    ck_assert_int_eq(parse_exact(buf, 4, 1024, &f), KEEL_ETOOBIG);
+    ck_assert_int_eq(parse_exact(buf, sizeof buf, 1024, &f), KEEL_ETOOBIG);
+    ck_assert(f.request_id == 9); /* quoted back in the ERROR */
+
+    /* the largest length field: no overflow, whatever the limit */
+    put32(buf, 0xFFFFFFFFu);
+    ck_assert_int_eq(parse_exact(buf, 4, KEEL_DEFAULT_MAX_FRAME, &f),
+                     KEEL_ETOOBIG);
+    ck_assert_int_eq(parse_exact(buf, sizeof buf, KEEL_DEFAULT_MAX_FRAME, &f),
+                     KEEL_ETOOBIG);
+    ck_assert_int_eq(parse_exact(buf, 4, 0xFFFFFFFFu, &f), KEEL_ETOOBIG);
+    put32(buf, 0xFFFFFFFBu); /* 4 + length == 2^32 - 1 */
+    ck_assert_int_eq(parse_exact(buf, 4, 0xFFFFFFFEu, &f), KEEL_ETOOBIG);
+    ck_assert_int_eq(parse_exact(buf, 4, 0xFFFFFFFFu, &f), 0);
+    put32(buf, 0xFFFFFFFFu);
+    ck_assert_int_eq(parse_exact(buf, sizeof buf, SIZE_MAX, &f), 0);
+    put32(buf, 0xFFFFFFF0u);
+    ck_assert_int_eq(parse_exact(buf, 4, 100, &f), KEEL_ETOOBIG);
+}
+END_TEST
+
+START_TEST(parse_malformed)
+{
+    uint8_t buf[KEEL_FRAME_HEADER + 4];
+    keel_frame f;
+
+    /* length below 12: known after 4 bytes */
+    for (uint32_t len = 0; len < 12; len++) {
+        memset(buf, 0, sizeof buf);
+        put32(buf, len);
+        ck_assert_int_eq(parse_exact(buf, 4, KEEL_DEFAULT_MAX_FRAME, &f),
+                         KEEL_EMALFORMED);
+        ck_assert_int_eq(
+            parse_exact(buf, sizeof buf, KEEL_DEFAULT_MAX_FRAME, &f),
+            KEEL_EMALFORMED);
+    }
+
+    /* nonzero reserved field, either byte */
+    keel_frame_header(buf, KEEL_FRAME_CALL, 77, 4);
+    buf[6] = 1;
+    ck_assert_int_eq(parse_exact(buf, KEEL_FRAME_HEADER - 1,
+                                 KEEL_DEFAULT_MAX_FRAME, &f),
+                     0);
+    ck_assert_int_eq(
+        parse_exact(buf, KEEL_FRAME_HEADER, KEEL_DEFAULT_MAX_FRAME, &f),
+        KEEL_EMALFORMED);
+    ck_assert(f.request_id == 77);
+    keel_frame_header(buf, KEEL_FRAME_CALL, 77, 4);
+    buf[7] = 0x80;
+    ck_assert_int_eq(parse_exact(buf, sizeof buf, KEEL_DEFAULT_MAX_FRAME, &f),
+                     KEEL_EMALFORMED);
+
+    /* unknown kinds */
+    {
+        static const uint8_t bad[] = {0, 8, 99, 255};
+
+        for (size_t i = 0; i < sizeof bad; i++) {
+            keel_frame_header(buf, bad[i], 1000 + i, 4);
+            ck_assert_int_eq(parse_exact(buf, KEEL_FRAME_HEADER,
+                                         KEEL_DEFAULT_MAX_FRAME, &f),
+                             KEEL_EMALFORMED);
+            ck_assert(f.request_id == 1000 + i);
+            ck_assert_uint_eq(f.kind, bad[i]);
+        }
+    }
+
+    /* flags are carried, not judged */
+    keel_frame_header(buf, KEEL_FRAME_PING, 5, 4);
+    buf[5] = 0x42;
+    ck_assert_int_eq(parse_exact(buf, sizeof buf, KEEL_DEFAULT_MAX_FRAME, &f),
+                     (long)sizeof buf);
+    ck_assert_uint_eq(f.flags, 0x42);
+}
+END_TEST
+
+/* ----------------------------------------------------------- call body */
+
+START_TEST(call_body_round_trip)
+{
+    static const uint8_t id[] = {0, 'a', 0, 0xff, '\n', 0};
+    static const uint8_t msg[] = {'x', 0, 'y', 0x80};
+    size_t need = keel_call_body_size(7, sizeof id, sizeof msg);
+    uint8_t *buf = malloc(need);
+    keel_call_body b;
+
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_uint_eq(need, 1 + 7 + 2 + sizeof id + sizeof msg);
+    ck_assert_uint_eq(keel_call_body_encode(buf, "counter", 7, id, sizeof id,
+                                            msg, sizeof msg),
+                      need);
+    ck_assert_uint_eq(buf[0], 7);
+    ck_assert_uint_eq(buf[8], 0);
+    ck_assert_uint_eq(buf[9], sizeof id);
+
+    ck_assert_int_eq(keel_call_body_parse(buf, need, &b), 0);
+    ck_assert_uint_eq(b.tlen, 7);
+    ck_assert_mem_eq(b.type, "counter", 7);
+    ck_assert_uint_eq(b.idlen, sizeof id);
+    ck_assert_mem_eq(b.id, id, sizeof id);
+    ck_assert_uint_eq(b.msglen, sizeof msg);
+    ck_assert_mem_eq(b.msg, msg, sizeof msg);
+
+    /* empty id and empty message are fine */
+    ck_assert_uint_eq(keel_call_body_encode(buf, "kv", 2, NULL, 0, NULL, 0),
+                      5);
+    ck_assert_int_eq(call_body_parse_exact(buf, 5, &b), 0);
+    ck_assert_uint_eq(b.idlen, 0);
+    ck_assert_uint_eq(b.msglen, 0);
+    free(buf);
+}
+END_TEST
+
+START_TEST(call_body_truncated)
+{
+    uint8_t id[KEEL_MAX_ID_LEN];
+    size_t need, head;
+    uint8_t *buf;
+    keel_call_body b;
+
+    for (size_t i = 0; i < sizeof id; i++)
+        id[i] = (uint8_t)i;
+    need = keel_call_body_size(KEEL_MAX_TYPE_LEN, sizeof id, 4);
+    head = need - 4;
+    buf = malloc(need);
+    ck_assert_ptr_nonnull(buf);
+    keel_call_body_encode(buf,
+                          "tttttttttttttttttttttttttttttttttttttttttttttttt"
+                          "tttttttttttttttt",
+                          KEEL_MAX_TYPE_LEN, id, sizeof id, "incr", 4);
+    /* Cut anywhere inside type or id: malformed. */
+    for (size_t cut = 0; cut < head; cut++)
+        ck_assert_int_eq(call_body_parse_exact(buf, cut, &b),
+                         KEEL_EMALFORMED);
+    /* Cut inside the message: the message is simply shorter. */
+    for (size_t cut = head; cut <= need; cut++) {
+        ck_assert_int_eq(call_body_parse_exact(buf, cut, &b), 0);
+        ck_assert_uint_eq(b.msglen, cut - head);
+        ck_assert_uint_eq(b.idlen, sizeof id);
+    }
+    free(buf);
+
+    /* Same with a short type and id. */
+    {
+        uint8_t small[16];
+        size_t n = keel_call_body_encode(small, "kv", 2, "k", 1, NULL, 0);
+
+        ck_assert_uint_eq(n, 6);
+        for (size_t cut = 0; cut < n; cut++)
+            ck_assert_int_eq(call_body_parse_exact(small, cut, &b),
+                             KEEL_EMALFORMED);
+        ck_assert_int_eq(call_body_parse_exact(small, n, &b), 0);
+    }
+}
+END_TEST
+
+START_TEST(call_body_limits)
+{
+    uint8_t buf[1 + 255 + 2 + 300 + 4];
+    char type[KEEL_MAX_TYPE_LEN + 2];
+    uint8_t id[KEEL_MAX_ID_LEN + 1];
+    keel_call_body b;
+    size_t n;
+
+    memset(type, 'x', sizeof type);
+    memset(id, 0, sizeof id);
+
+    n = keel_call_body_encode(buf, type, KEEL_MAX_TYPE_LEN, id,
+                              KEEL_MAX_ID_LEN, "m", 1);
+    ck_assert_int_eq(call_body_parse_exact(buf, n, &b), 0);
+
+    n = keel_call_body_encode(buf, type, KEEL_MAX_TYPE_LEN + 1, id, 1, "m", 1);
+    ck_assert_int_eq(call_body_parse_exact(buf, n, &b), KEEL_ELIMIT);
+
+    n = keel_call_body_encode(buf, type, 3, id, KEEL_MAX_ID_LEN + 1, "m", 1);
+    ck_assert_int_eq(call_body_parse_exact(buf, n, &b), KEEL_ELIMIT);
+
+    /* type length 255, body complete */
+    memset(buf, 'y', sizeof buf);
+    buf[0] = 255;
+    buf[256] = 0;
+    buf[257] = 0;
+    ck_assert_int_eq(call_body_parse_exact(buf, 258, &b), KEEL_ELIMIT);
+    /* but truncated, the structure is what is wrong */
+    ck_assert_int_eq(call_body_parse_exact(buf, 100, &b), KEEL_EMALFORMED);
+
+    /* empty type */
+    n = keel_call_body_encode(buf, "", 0, "id", 2, "m", 1);
+    ck_assert_int_eq(call_body_parse_exact(buf, n, &b), KEEL_EMALFORMED);
+}
+END_TEST
+
+/* ---------------------------------------------------------- error body */
+
+START_TEST(error_body_round_trip)
+{
+    uint8_t buf[64];
+    const char *m;
+    size_t ml, n;
+
+    n = keel_error_body_encode(buf, KEEL_ENOTYPE, "no type 'x'", 11);
+    ck_assert_uint_eq(n, 13);
+    ck_assert_uint_eq(buf[0], 0);
+    ck_assert_uint_eq(buf[1], 3); /* absolute value on the wire */
+    ck_assert_int_eq(keel_error_body_parse(buf, n, &m, &ml), KEEL_ENOTYPE);
+    ck_assert_uint_eq(ml, 11);
+    ck_assert_mem_eq(m, "no type 'x'", 11);
+    ck_assert_ptr_eq(m, (const char *)buf + 2);
+
+    /* every code in the table survives the trip */
+#define CHECK_CODE(name, val, msg)                                           \
+    n = keel_error_body_encode(buf, (val), NULL, 0);                         \
+    ck_assert_uint_eq(n, 2);                                                 \
+    ck_assert_int_eq(keel_error_body_parse(buf, n, &m, &ml), (val));         \
+    ck_assert_uint_eq(ml, 0);
+    KEEL_ERRNO_MAP(CHECK_CODE)
+#undef CHECK_CODE
+
+    /* a positive code is sent as the same magnitude */
+    n = keel_error_body_encode(buf, -KEEL_EOVERLOAD, "x", 1);
+    ck_assert_uint_eq(buf[1], 24);
+    ck_assert_int_eq(keel_error_body_parse(buf, n, &m, &ml), KEEL_EOVERLOAD);
+
+    /* codes this build does not know still come back negative */
+    buf[0] = 0xff;
+    buf[1] = 0xff;
+    ck_assert_int_eq(keel_error_body_parse(buf, 2, &m, &ml), -65535);
+    buf[0] = 0;
+    buf[1] = 200;
+    ck_assert_int_eq(keel_error_body_parse(buf, 2, &m, &ml), -200);
+
+    /* too short, or code 0 (which would read as success) */
+    ck_assert_int_eq(keel_error_body_parse(buf, 0, &m, &ml), KEEL_EPROTO);
+    ck_assert_uint_eq(ml, 0);
+    ck_assert_int_eq(keel_error_body_parse(buf, 1, &m, &ml), KEEL_EPROTO);
+    buf[0] = 0;
+    buf[1] = 0;
+    ck_assert_int_eq(keel_error_body_parse(buf, 2, &m, &ml), KEEL_EPROTO);
+}
+END_TEST
+
+/* The worked example of docs/protocol.md, byte for byte. */
+START_TEST(doc_example_bytes)
+{
+    static const uint8_t call[] = {
+        0x00, 0x00, 0x00, 0x1c, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x07, 0x63, 0x6f, 0x75, 0x6e, 0x74,
+        0x65, 0x72, 0x00, 0x02, 0x63, 0x31, 0x69, 0x6e, 0x63, 0x72};
+    static const uint8_t reply[] = {0x00, 0x00, 0x00, 0x0d, 0x03, 0x00,
+                                    0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                    0x00, 0x00, 0x00, 0x01, 0x31};
+    static const uint8_t error[] = {
+        0x00, 0x00, 0x00, 0x29, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x03, 0x75, 0x6e, 0x6b, 0x6e,
+        0x6f, 0x77, 0x6e, 0x20, 0x61, 0x63, 0x74, 0x6f, 0x72, 0x20, 0x74,
+        0x79, 0x70, 0x65, 0x20, 0x27, 0x63, 0x6f, 0x75, 0x6e, 0x74, 0x72,
+        0x27};
+    uint8_t buf[64];
+    size_t n;
+
+    n = keel_call_body_encode(buf + KEEL_FRAME_HEADER, "counter", 7, "c1", 2,
+                              "incr", 4);
+    keel_frame_header(buf, KEEL_FRAME_CALL, 1, n);
+    ck_assert_uint_eq(KEEL_FRAME_HEADER + n, sizeof call);
+    ck_assert_mem_eq(buf, call, sizeof call);
+
+    keel_frame_header(buf, KEEL_FRAME_REPLY, 1, 1);
+    buf[KEEL_FRAME_HEADER] = '1';
+    ck_assert_mem_eq(buf, reply, sizeof reply);
+
+    n = keel_error_body_encode(buf + KEEL_FRAME_HEADER, KEEL_ENOTYPE,
+                               "unknown actor type 'countr'", 27);
+    keel_frame_header(buf, KEEL_FRAME_ERROR, 2, n);
+    ck_assert_uint_eq(KEEL_FRAME_HEADER + n, sizeof error);
+    ck_assert_mem_eq(buf, error, sizeof error);
+}
+END_TEST
+
+/* -------------------------------------------------------- test server */
+
+enum srv_mode {
+    SRV_ECHO,    /* answers like a node: CALL echoes its message */
+    SRV_SILENT,  /* reads everything, never answers */
+    SRV_GARBAGE, /* sends a frame with a bad length, then waits */
+    SRV_HANGUP,  /* accepts and closes at once */
+    SRV_REFUSE   /* refuses the first frame as too big and hangs up
+                  * without reading the rest, like a node does */
+};
+
+struct test_server {
+    int lfd;
+    int port;
+    enum srv_mode mode;
+    pthread_t thread;
+};
+
+struct obuf {
+    uint8_t *p;
+    size_t len, cap;
+};
+
+static void obuf_frame(struct obuf *o, uint8_t kind, uint64_t rid,
+                       const void *body, size_t blen)
+{
+    size_t need = o->len + KEEL_FRAME_HEADER + blen;
+
+    if (need > o->cap) {
+        o->cap = need * 2;
+        o->p = realloc(o->p, o->cap);
+        if (o->p == NULL)
+            abort();
+    }
+    keel_frame_header(o->p + o->len, kind, rid, blen);
+    if (blen > 0)
+        memcpy(o->p + o->len + KEEL_FRAME_HEADER, body, blen);
+    o->len = need;
+}
+
+static void obuf_error(struct obuf *o, uint64_t rid, int code,
+                       const char *msg)
+{
+    uint8_t body[256];
+    size_t n = keel_error_body_encode(body, code, msg, strlen(msg));
+
+    obuf_frame(o, KEEL_FRAME_ERROR, rid, body, n);
+}
+
+static int send_all(int fd, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void drain(int fd)
+{
+    char b[4096];
+    ssize_t n;
+
+    do
+        n = read(fd, b, sizeof b);
+    while (n > 0 || (n < 0 && errno == EINTR));
+}
+
+/* Answers one frame into o. Returns 0 to go on, -1 to close. */
+static int serve_frame(const keel_frame *f, struct obuf *o)
+{
+    keel_call_body b;
+    int rc;
+
+    switch (f->kind) {
+    case KEEL_FRAME_CALL:
+    case KEEL_FRAME_CAST:
+        rc = keel_call_body_parse(f->body, f->body_len, &b);
+        if (rc < 0) {
+            obuf_error(o, f->request_id, rc, keel_strerror(rc));
+            return rc == KEEL_EMALFORMED ? -1 : 0;
+        }
+        if (b.tlen == 4 && memcmp(b.type, "fail", 4) == 0)
+            obuf_error(o, f->request_id, KEEL_ENOTYPE, "no such type");
+        else if (f->kind == KEEL_FRAME_CALL)
+            obuf_frame(o, KEEL_FRAME_REPLY, f->request_id, b.msg, b.msglen);
+        else
+            obuf_frame(o, KEEL_FRAME_REPLY, f->request_id, NULL, 0);
+        return 0;
+    case KEEL_FRAME_STAT:
+        obuf_frame(o, KEEL_FRAME_REPLY, f->request_id, "messages 1\n", 11);
+        return 0;
+    case KEEL_FRAME_PING:
+        obuf_frame(o, KEEL_FRAME_PONG, f->request_id, f->body, f->body_len);
+        return 0;
+    default:
+        obuf_error(o, f->request_id, KEEL_EPROTO, "not a request");
+        return 0;
+    }
+}
+
+static void serve_echo(int fd)
+{
+    const size_t max = 16u << 20;
+    struct obuf o = {NULL, 0, 0};
+    size_t len = 0, cap = 1 << 16;
+    uint8_t *in = malloc(cap);
+    int closing = 0;
+
+    if (in == NULL)
+        abort();
+    while (!closing) {
+        size_t pos = 0;
+        ssize_t r;
+        long n;
+
+        if (len == cap) {
+            cap *= 2;
+            in = realloc(in, cap);
+            if (in == NULL)
+                abort();
+        }
+        r = read(fd, in + len, cap - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        /* Answer every whole frame read so far in one send. */
+        for (;;) {
+            keel_frame f;
+
+            n = keel_frame_parse(in + pos, len - pos, max, &f);
+            if (n == 0)
+                break;
+            if (n < 0) {
+                obuf_error(&o, f.request_id, (int)n, keel_strerror((int)n));
+                closing = 1;
+                break;
+            }
+            pos += (size_t)n;
+            if (serve_frame(&f, &o) < 0) {
+                closing = 1;
+                break;
+            }
+        }
+        memmove(in, in + pos, len - pos);
+        len -= pos;
+        if (o.len > 0 && send_all(fd, o.p, o.len) < 0)
+            break;
+        o.len = 0;
+    }
+    free(in);
+    free(o.p);
+}
+
+static void serve_refuse(int fd)
+{
+    uint8_t hdr[KEEL_FRAME_HEADER];
+    struct obuf o = {NULL, 0, 0};
+    size_t got = 0;
+    keel_frame f;
+
+    while (got < sizeof hdr) {
+        ssize_t r = read(fd, hdr + got, sizeof hdr - got);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return;
+        got += (size_t)r;
+    }
+    ck_assert_int_eq(keel_frame_parse(hdr, sizeof hdr, 1024, &f),
+                     KEEL_ETOOBIG);
+    obuf_error(&o, f.request_id, KEEL_ETOOBIG, "frame larger than 1024");
+    (void)send_all(fd, o.p, o.len);
+    free(o.p);
+    /* closing with unread input makes the kernel reset the connection */
+}
+
+static void *server_main(void *arg)
+{
+    struct test_server *s = arg;
+    static const uint8_t garbage[] = {0, 0, 0, 5, 1, 0, 0, 0, 0};
+    int fd;
+
+    do
+        fd = accept(s->lfd, NULL, NULL);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+        return NULL;
+    switch (s->mode) {
+    case SRV_ECHO:
+        serve_echo(fd);
+        break;
+    case SRV_SILENT:
+        drain(fd);
+        break;
+    case SRV_GARBAGE:
+        if (send_all(fd, garbage, sizeof garbage) == 0)
+            drain(fd);
+        break;
+    case SRV_HANGUP:
+        break;
+    case SRV_REFUSE:
+        serve_refuse(fd);
+        break;
+    }
+    close(fd);
+    return NULL;
+}
+
+static void server_start(struct test_server *s, enum srv_mode mode)
+{
+    struct sockaddr_in sa;
+    socklen_t salen = sizeof sa;
+
+    s->mode = mode;
+    s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(s->lfd, 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = 0;
+    ck_assert_int_eq(bind(s->lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(s->lfd, 4), 0);
+    ck_assert_int_eq(getsockname(s->lfd, (struct sockaddr *)&sa, &salen), 0);
+    s->port = ntohs(sa.sin_port);
+    ck_assert_int_eq(pthread_create(&s->thread, NULL, server_main, s), 0);
+}
+
+/* Call after the client is closed: the server thread ends on EOF. */
+static void server_stop(struct test_server *s)
+{
+    pthread_join(s->thread, NULL);
+    close(s->lfd);
+}
+
+static keel_client *connect_to(const struct test_server *s, int timeout_ms)
+{
+    char addr[64];
+    keel_client *c = NULL;
+
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", s->port);
+    ck_assert_int_eq(keel_client_connect(addr, timeout_ms, &c), 0);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_int_ge(keel_client_fd(c), 0);
+    return c;
+}
+
+/* -------------------------------------------------------------- client */
+
+START_TEST(client_call_reply_and_error)
+{
+    struct test_server s;
+    keel_client *c;
+    char *reply;
+    size_t rlen;
+
+    server_start(&s, SRV_ECHO);
+    c = connect_to(&s, 5000);
+
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "counter", "c1", 2,
+                                      "incr", 4, &reply, &rlen),
+                     0);
+    ck_assert_uint_eq(rlen, 4);
+    ck_assert_str_eq(reply, "incr"); /* NUL-terminated copy */
+    free(reply);
+
+    /* an id with NUL bytes goes through untouched */
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "kv", "\0a\0", 3,
+                                      "get k", 5, &reply, &rlen),
+                     0);
+    ck_assert_str_eq(reply, "get k");
+    free(reply);
+
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CAST, "counter", "c1", 2,
+                                      "incr", 4, &reply, &rlen),
+                     0);
+    ck_assert_uint_eq(rlen, 0);
+    ck_assert_str_eq(reply, "");
+    free(reply);
+
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "fail", "x", 1,
+                                      "m", 1, &reply, &rlen),
+                     KEEL_ENOTYPE);
+    ck_assert_ptr_nonnull(reply);
+    ck_assert_uint_eq(rlen, 12);
+    ck_assert_str_eq(reply, "no such type");
+    free(reply);
+
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_STAT, NULL, NULL, 0, NULL,
+                                      0, &reply, &rlen),
+                     0);
+    ck_assert_str_eq(reply, "messages 1\n");
+    free(reply);
+
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_PING, NULL, NULL, 0,
+                                      "p\0q", 3, &reply, &rlen),
+                     0);
+    ck_assert_uint_eq(rlen, 3);
+    ck_assert_mem_eq(reply, "p\0q", 3);
+    free(reply);
+
+    /* reply pointers may be omitted */
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "t", "i", 1, "m",
+                                      1, NULL, NULL),
+                     0);
+
+    keel_client_close(c);
+    server_stop(&s);
+}
+END_TEST
+
+START_TEST(client_pipelining)
+{
+    struct test_server s;
+    keel_client *c;
+    char msg[32];
+    keel_frame f;
+
+    server_start(&s, SRV_ECHO);
+    c = connect_to(&s, 5000);
+    for (int i = 0; i < 100; i++) {
+        int n = snprintf(msg, sizeof msg, "m%d", i);
+
+        ck_assert_int_eq(keel_client_queue(c, KEEL_FRAME_CALL, 1000 + i,
+                                           "counter", "c", 1, msg,
+                                           (size_t)n),
+                         0);
+    }
+    ck_assert_int_eq(keel_client_flush(c), 0);
+    for (int i = 0; i < 100; i++) {
+        int n = snprintf(msg, sizeof msg, "m%d", i);
+
+        ck_assert_int_eq(keel_client_recv(c, &f), 0);
+        ck_assert_uint_eq(f.kind, KEEL_FRAME_REPLY);
+        ck_assert(f.request_id == (uint64_t)(1000 + i));
+        ck_assert_uint_eq(f.body_len, (size_t)n);
+        ck_assert_mem_eq(f.body, msg, (size_t)n);
+    }
+
+    /* kinds mixed in one batch keep their order and ids */
+    ck_assert_int_eq(keel_client_queue(c, KEEL_FRAME_STAT, 1, "ignored", "x",
+                                       1, "ignored", 7),
+                     0);
+    ck_assert_int_eq(
+        keel_client_queue(c, KEEL_FRAME_PING, 2, NULL, NULL, 0, "hi", 2), 0);
+    ck_assert_int_eq(keel_client_queue(c, KEEL_FRAME_CAST, 3, "counter", "c",
+                                       1, "incr", 4),
+                     0);
+    ck_assert_int_eq(keel_client_flush(c), 0);
+    ck_assert_int_eq(keel_client_recv(c, &f), 0);
+    ck_assert(f.request_id == 1 && f.kind == KEEL_FRAME_REPLY);
+    ck_assert_mem_eq(f.body, "messages 1\n", 11);
+    ck_assert_int_eq(keel_client_recv(c, &f), 0);
+    ck_assert(f.request_id == 2 && f.kind == KEEL_FRAME_PONG);
+    ck_assert_mem_eq(f.body, "hi", 2);
+    ck_assert_int_eq(keel_client_recv(c, &f), 0);
+    ck_assert(f.request_id == 3 && f.kind == KEEL_FRAME_REPLY);
+    ck_assert_uint_eq(f.body_len, 0);
+
+    keel_client_close(c);
+    server_stop(&s);
+}
+END_TEST
+
+START_TEST(client_call_skips_other_ids)
+{
+    struct test_server s;
+    keel_client *c;
+    char *reply;
+    size_t rlen;
+
+    server_start(&s, SRV_ECHO);
+    c = connect_to(&s, 5000);
+    /* An answer nobody waits for any more arrives before the call's own. */
+    ck_assert_int_eq(keel_client_queue(c, KEEL_FRAME_CALL, 987654, "t", "i",
+                                       1, "stale", 5),
+                     0);
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "t", "i", 1,
+                                      "fresh", 5, &reply, &rlen),
+                     0);
+    ck_assert_str_eq(reply, "fresh");
+    free(reply);
+    keel_client_close(c);
+    server_stop(&s);
+}
+END_TEST
+
+START_TEST(client_large_message)
+{
+    const size_t big = 700 * 1024;
+    struct test_server s;
+    keel_client *c;
+    char *msg = malloc(big), *reply;
+    size_t rlen;
+
+    ck_assert_ptr_nonnull(msg);
+    for (size_t i = 0; i < big; i++)
+        msg[i] = (char)(i * 7 + 3);
+    server_start(&s, SRV_ECHO);
+    c = connect_to(&s, 5000);
+    for (int round = 0; round < 3; round++) {
+        ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "blob", "b", 1,
+                                          msg, big, &reply, &rlen),
+                         0);
+        ck_assert_uint_eq(rlen, big);
+        ck_assert(memcmp(reply, msg, big) == 0);
+        free(reply);
+    }
+
+    /* A reply over the client's own limit is refused, not buffered. */
+    keel_client_set_max_frame(c, 1024);
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "blob", "b", 1, msg,
+                                      2000, &reply, &rlen),
+                     KEEL_ETOOBIG);
+    ck_assert_ptr_null(reply);
+    /* the stream is out of step now: no further sends */
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "blob", "b", 1, msg,
+                                      1, &reply, &rlen),
+                     KEEL_ECONN);
+    keel_client_close(c);
+    server_stop(&s);
+    free(msg);
+}
+END_TEST
+
+/* The server answers before the request is even sent in full, then
+ * resets the connection: the call still reports the server's error, not
+ * just a failed send. */
+START_TEST(client_refused_mid_send)
+{
+    const size_t big = 32u << 20;
+    struct test_server s;
+    keel_client *c;
+    char *msg = calloc(1, big), *reply;
+    size_t rlen;
+
+    ck_assert_ptr_nonnull(msg);
+    server_start(&s, SRV_REFUSE);
+    c = connect_to(&s, 5000);
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "kv", "k", 1, msg,
+                                      big, &reply, &rlen),
+                     KEEL_ETOOBIG);
+    ck_assert_ptr_nonnull(reply);
+    ck_assert_str_eq(reply, "frame larger than 1024");
+    free(reply);
+    keel_client_close(c);
+    server_stop(&s);
+    free(msg);
+}
+END_TEST
+
+START_TEST(client_recv_timeout)
+{
+    struct test_server s;
+    keel_client *c;
+    keel_frame f;
+    char *reply = (char *)1;
+    size_t rlen;
+    int64_t t0, dt;
+
+    server_start(&s, SRV_SILENT);
+    c = connect_to(&s, 300);
+
+    t0 = now_ms();
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "counter", "c1", 2,
+                                      "incr", 4, &reply, &rlen),
+                     KEEL_ETIMEDOUT);
+    dt = now_ms() - t0;
+    ck_assert_ptr_null(reply);
+    ck_assert_int_ge(dt, 290);
+    ck_assert_int_lt(dt, 3000);
+
+    /* a timeout leaves the connection usable */
+    ck_assert_int_eq(
+        keel_client_queue(c, KEEL_FRAME_PING, 5, NULL, NULL, 0, "x", 1), 0);
+    ck_assert_int_eq(keel_client_flush(c), 0);
+    t0 = now_ms();
+    ck_assert_int_eq(keel_client_recv(c, &f), KEEL_ETIMEDOUT);
+    dt = now_ms() - t0;
+    ck_assert_int_ge(dt, 290);
+    ck_assert_int_lt(dt, 3000);
+
+    keel_client_close(c);
+    server_stop(&s);
+}
+END_TEST
+
+START_TEST(client_bad_server)
+{
+    struct test_server s;
+    keel_client *c;
+    keel_frame f;
+    char *reply;
+    size_t rlen;
+
+    server_start(&s, SRV_GARBAGE);
+    c = connect_to(&s, 5000);
+    ck_assert_int_eq(keel_client_recv(c, &f), KEEL_EMALFORMED);
+    ck_assert_int_eq(
+        keel_client_queue(c, KEEL_FRAME_PING, 1, NULL, NULL, 0, NULL, 0), 0);
+    ck_assert_int_eq(keel_client_flush(c), KEEL_ECONN);
+    keel_client_close(c);
+    server_stop(&s);
+
+    server_start(&s, SRV_HANGUP);
+    c = connect_to(&s, 5000);
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_PING, NULL, NULL, 0, "x",
+                                      1, &reply, &rlen),
+                     KEEL_ECONN);
+    ck_assert_ptr_null(reply);
+    keel_client_close(c);
+    server_stop(&s);
+}
+END_TEST
+
+START_TEST(client_raw_malformed)
+{
+    struct test_server s;
+    keel_client *c;
+    keel_frame f;
+    uint8_t bad[KEEL_FRAME_HEADER];
+    const char *m;
+    size_t ml;
+
+    server_start(&s, SRV_ECHO);
+    c = connect_to(&s, 5000);
+    keel_frame_header(bad, 99, 5, 0);
+    ck_assert_int_eq(keel_client_queue_raw(c, bad, sizeof bad), 0);
+    ck_assert_int_eq(keel_client_flush(c), 0);
+    ck_assert_int_eq(keel_client_recv(c, &f), 0);
+    ck_assert_uint_eq(f.kind, KEEL_FRAME_ERROR);
+    ck_assert(f.request_id == 5);
+    ck_assert_int_eq(keel_error_body_parse(f.body, f.body_len, &m, &ml),
+                     KEEL_EMALFORMED);
+    ck_assert_int_eq(keel_client_recv(c, &f), KEEL_ECONN);
+    keel_client_close(c);
+    server_stop(&s);
+}
+END_TEST
+
+START_TEST(client_queue_checks)
+{
+    struct test_server s;
+    keel_client *c;
+    char type[KEEL_MAX_TYPE_LEN + 2];
+    uint8_t id[KEEL_MAX_ID_LEN + 1];
+    keel_frame f;
+
+    memset(type, 't', sizeof type);
+    type[sizeof type - 1] = '\0';
+    memset(id, 0, sizeof id);
+    server_start(&s, SRV_ECHO);
+    c = connect_to(&s, 5000);
+
+    ck_assert_int_eq(keel_client_queue(c, KEEL_FRAME_CALL, 1, type, id, 1,
+                                       "m", 1),
+                     KEEL_ELIMIT);
+    type[KEEL_MAX_TYPE_LEN] = '\0';
+    ck_assert_int_eq(keel_client_queue(c, KEEL_FRAME_CALL, 1, type, id,
+                                       KEEL_MAX_ID_LEN + 1, "m", 1),
+                     KEEL_ELIMIT);
+    ck_assert_int_eq(
+        keel_client_queue(c, KEEL_FRAME_CALL, 1, "", id, 1, "m", 1),
+        KEEL_EINVAL);
+    ck_assert_int_eq(
+        keel_client_queue(c, KEEL_FRAME_CALL, 1, NULL, id, 1, "m", 1),
+        KEEL_EINVAL);
+    ck_assert_int_eq(
+        keel_client_queue(c, KEEL_FRAME_REPLY, 1, "t", id, 1, "m", 1),
+        KEEL_EINVAL);
+    ck_assert_int_eq(keel_client_queue(c, 99, 1, "t", id, 1, "m", 1),
+                     KEEL_EINVAL);
+    ck_assert_int_eq(keel_client_queue(c, KEEL_FRAME_CALL, 1, type, id,
+                                       KEEL_MAX_ID_LEN, "m", 1),
+                     0);
+
+    /* only the accepted request went out */
+    ck_assert_int_eq(keel_client_flush(c), 0);
+    ck_assert_int_eq(keel_client_recv(c, &f), 0);
+    ck_assert(f.request_id == 1 && f.kind == KEEL_FRAME_REPLY);
+    ck_assert_mem_eq(f.body, "m", 1);
+    keel_client_close(c);
+    server_stop(&s);
+}
+END_TEST
+
+START_TEST(client_connect_errors)
+{
+    struct sockaddr_in sa;
+    socklen_t salen = sizeof sa;
+    keel_client *c = (keel_client *)1;
+    char addr[64];
+    int fd;
+
+    ck_assert_int_eq(keel_client_connect("nonsense", 1000, &c), KEEL_EADDR);
+    ck_assert_int_eq(keel_client_connect("127.0.0.1:", 1000, &c), KEEL_EADDR);
+    ck_assert_int_eq(keel_client_connect(":7420", 1000, &c), KEEL_EADDR);
+    ck_assert_int_eq(keel_client_connect("127.0.0.1:0", 1000, &c),
+                     KEEL_EADDR);
+    ck_assert_int_eq(keel_client_connect("127.0.0.1:65536", 1000, &c),
+                     KEEL_EADDR);
+    ck_assert_int_eq(keel_client_connect("127.0.0.1:7x", 1000, &c),
+                     KEEL_EADDR);
+    ck_assert_int_eq(keel_client_connect("no-such-host.invalid:7420", 1000,
+                                         &c),
+                     KEEL_EADDR);
+    ck_assert_ptr_eq(c, (keel_client *)1); /* untouched on error */
+
+    /* a bound port nobody listens on refuses the connection */
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &salen), 0);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(sa.sin_port));
+    ck_assert_int_eq(keel_client_connect(addr, 1000, &c), KEEL_ECONN);
+    snprintf(addr, sizeof addr, "localhost:%d", ntohs(sa.sin_port));
+    ck_assert_int_eq(keel_client_connect(addr, 0, &c), KEEL_ECONN);
+    close(fd);
+}
+END_TEST
+
+START_TEST(client_connect_by_name)
+{
+    struct test_server s;
+    keel_client *c = NULL;
+    char addr[64];
+    char *reply;
+    size_t rlen;
+
+    server_start(&s, SRV_ECHO);
+    snprintf(addr, sizeof addr, "localhost:%d", s.port);
+    ck_assert_int_eq(keel_client_connect(addr, 0, &c), 0);
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_PING, NULL, NULL, 0, "n",
+                                      1, &reply, &rlen),
+                     0);
+    free(reply);
+    keel_client_close(c);
+    server_stop(&s);
+}
+END_TEST
+
+static Suite *proto_suite(void)
+{
+    Suite *s = suite_create("proto");
+    TCase *codec = tcase_create("codec");
+    TCase *client = tcase_create("client");
+
+    tcase_add_test(codec, header_round_trip);
+    tcase_add_test(codec, header_every_kind_and_empty_body);
+    tcase_add_test(codec, parse_incremental);
+    tcase_add_test(codec, parse_back_to_back);
+    tcase_add_test(codec, parse_too_big);
+    tcase_add_test(codec, parse_malformed);
+    tcase_add_test(codec, call_body_round_trip);
+    tcase_add_test(codec, call_body_truncated);
+    tcase_add_test(codec, call_body_limits);
+    tcase_add_test(codec, error_body_round_trip);
+    tcase_add_test(codec, doc_example_bytes);
+    suite_add_tcase(s, codec);
+
+    tcase_add_test(client, client_call_reply_and_error);
+    tcase_add_test(client, client_pipelining);
+    tcase_add_test(client, client_call_skips_other_ids);
+    tcase_add_test(client, client_large_message);
+    tcase_add_test(client, client_refused_mid_send);
+    tcase_add_test(client, client_recv_timeout);
+    tcase_add_test(client, client_bad_server);
+    tcase_add_test(client, client_raw_malformed);
+    tcase_add_test(client, client_queue_checks);
+    tcase_add_test(client, client_connect_errors);
+    tcase_add_test(client, client_connect_by_name);
+    tcase_set_timeout(client, 30);
+    suite_add_tcase(s, client);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run_suite(proto_suite());
+}

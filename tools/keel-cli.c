@@ -1,0 +1,339 @@
+/* keel — the command-line client of a keel node (built from keel-cli.c).
+ *
+ *   keel [-a HOST:PORT] [-t TIMEOUT_MS] call TYPE ID ARG...
+ *   keel [-a HOST:PORT] [-t TIMEOUT_MS] cast TYPE ID ARG...
+ *   keel [-a HOST:PORT] [-t TIMEOUT_MS] stat | ping
+ *
+ * Exit status: 0 success, 1 the server answered with an error, 2 usage,
+ * 3 connection or transport failure. Errors are printed to stderr as
+ * "keel: ENAME: message" so scripts can match on the symbolic name. */
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "keel.h"
+#include "runtime/client.h"
+
+#define EXIT_SERVER 1
+#define EXIT_USAGE 2
+#define EXIT_TRANSPORT 3
+
+#define DEFAULT_ADDR "127.0.0.1:7420"
+#define DEFAULT_TIMEOUT_MS 10000
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: keel [-a HOST:PORT] [-t TIMEOUT_MS] COMMAND [ARGS]\n"
+            "\n"
+            "commands:\n"
+            "  call TYPE ID ARG...  send ARGs (joined by spaces) to actor\n"
+            "                       TYPE/ID and print its reply\n"
+            "  cast TYPE ID ARG...  send without printing a reply; returns\n"
+            "                       once the effect is durable\n"
+            "  stat                 print the node's statistics\n"
+            "  ping                 check the node answers; print the\n"
+            "                       round-trip time\n"
+            "\n"
+            "options:\n"
+            "  -a, --addr HOST:PORT     node address (default $KEEL_ADDR,\n"
+            "                           else " DEFAULT_ADDR ")\n"
+            "  -t, --timeout MS         connect and reply timeout in\n"
+            "                           milliseconds, 0 for none (default "
+            "%d)\n"
+            "  -h, --help               show this help\n"
+            "  -V, --version            show the version\n"
+            "\n"
+            "exit status: 0 ok, 1 error reply from the node, 2 usage error,\n"
+            "3 connection or transport error\n",
+            DEFAULT_TIMEOUT_MS);
+}
+
+static int usage_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "keel: %s: ", keel_err_name(KEEL_EINVAL));
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'keel --help'.\n");
+    return EXIT_USAGE;
+}
+
+/* Prints "keel: ENAME: message"; without a message of its own the code's
+ * standard text is used. */
+static void print_error(int code, const char *msg, size_t len)
+{
+    fprintf(stderr, "keel: %s: ", keel_err_name(code));
+    if (msg != NULL && len > 0)
+        fwrite(msg, 1, len, stderr);
+    else
+        fputs(keel_strerror(code), stderr);
+    fputc('\n', stderr);
+}
+
+static int transport_error(int code)
+{
+    print_error(code, NULL, 0);
+    return EXIT_TRANSPORT;
+}
+
+/* Joins argv[0..argc) with single spaces into a malloc'd buffer the caller
+ * frees. NULL when out of memory. */
+static char *join_args(int argc, char **argv, size_t *lenp)
+{
+    size_t len = 0, off = 0;
+    char *buf;
+
+    for (int i = 0; i < argc; i++)
+        len += strlen(argv[i]) + (i > 0);
+    buf = malloc(len + 1);
+    if (buf == NULL)
+        return NULL;
+    for (int i = 0; i < argc; i++) {
+        size_t n = strlen(argv[i]);
+
+        if (i > 0)
+            buf[off++] = ' ';
+        memcpy(buf + off, argv[i], n);
+        off += n;
+    }
+    buf[off] = '\0';
+    *lenp = len;
+    return buf;
+}
+
+static int flush_stdout(void)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        print_error(KEEL_EIO, "cannot write to standard output",
+                    strlen("cannot write to standard output"));
+        return EXIT_TRANSPORT;
+    }
+    return 0;
+}
+
+/* Sends one request and maps the outcome to an exit status. On success
+ * *reply holds the reply (caller frees). */
+static int request(keel_client *c, uint8_t kind, const char *type,
+                   const char *id, const char *msg, size_t len, char **reply,
+                   size_t *reply_len)
+{
+    int rc;
+
+    rc = keel_client_call(c, kind, type, id, id ? strlen(id) : 0, msg, len,
+                          reply, reply_len);
+    if (rc == 0)
+        return 0;
+    if (*reply != NULL) {
+        /* The server answered with an error frame: *reply is its text. */
+        print_error(rc, *reply, *reply_len);
+        free(*reply);
+        *reply = NULL;
+        return EXIT_SERVER;
+    }
+    return transport_error(rc);
+}
+
+static int cmd_send(keel_client *c, int argc, char **argv, int is_call)
+{
+    char *msg, *reply = NULL;
+    size_t len, rlen = 0;
+    int rc;
+
+    msg = join_args(argc - 2, argv + 2, &len);
+    if (msg == NULL)
+        return transport_error(KEEL_ENOMEM);
+    rc = request(c, is_call ? KEEL_FRAME_CALL : KEEL_FRAME_CAST, argv[0],
+                 argv[1], msg, len, &reply, &rlen);
+    free(msg);
+    if (rc != 0)
+        return rc;
+    if (is_call) {
+        fwrite(reply, 1, rlen, stdout);
+        if (rlen == 0 || reply[rlen - 1] != '\n')
+            fputc('\n', stdout);
+    }
+    free(reply);
+    return flush_stdout();
+}
+
+static int cmd_stat(keel_client *c)
+{
+    char *reply = NULL;
+    size_t rlen = 0;
+    int rc;
+
+    rc = request(c, KEEL_FRAME_STAT, NULL, NULL, NULL, 0, &reply, &rlen);
+    if (rc != 0)
+        return rc;
+    fwrite(reply, 1, rlen, stdout);
+    free(reply);
+    return flush_stdout();
+}
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int cmd_ping(keel_client *c)
+{
+    static const char payload[] = "keel-ping";
+    char *reply = NULL;
+    size_t rlen = 0;
+    int64_t t0, t1;
+    int rc;
+
+    t0 = now_us();
+    rc = request(c, KEEL_FRAME_PING, NULL, NULL, payload, sizeof payload - 1,
+                 &reply, &rlen);
+    t1 = now_us();
+    if (rc != 0)
+        return rc;
+    if (rlen != sizeof payload - 1 || memcmp(reply, payload, rlen) != 0) {
+        free(reply);
+        print_error(KEEL_EPROTO, "PONG does not echo the PING payload",
+                    strlen("PONG does not echo the PING payload"));
+        return EXIT_TRANSPORT;
+    }
+    free(reply);
+    printf("pong %lld us\n", (long long)(t1 - t0));
+    return flush_stdout();
+}
+
+/* The client checks the address too, but answers KEEL_EADDR alike for a
+ * typo and for a name that does not resolve; only the first is a usage
+ * error. */
+static int addr_well_formed(const char *addr)
+{
+    const char *colon = strrchr(addr, ':');
+    size_t n;
+    long port;
+    char *end;
+
+    if (colon == NULL || colon == addr)
+        return 0;
+    n = strlen(colon + 1);
+    if (n == 0 || n > 5 || colon[1] < '0' || colon[1] > '9')
+        return 0;
+    port = strtol(colon + 1, &end, 10);
+    return *end == '\0' && port > 0 && port <= 65535;
+}
+
+static int parse_timeout(const char *s, int *out)
+{
+    char *end;
+    long v;
+
+    if (s[0] < '0' || s[0] > '9')
+        return -1;
+    v = strtol(s, &end, 10);
+    if (*end != '\0' || v < 0 || v > INT_MAX)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"addr", required_argument, NULL, 'a'},
+        {"timeout", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *addr = getenv("KEEL_ADDR");
+    const char *cmd;
+    int timeout_ms = DEFAULT_TIMEOUT_MS;
+    keel_client *c;
+    int opt, rc, nargs;
+    char **args;
+
+    if (addr == NULL || addr[0] == '\0')
+        addr = DEFAULT_ADDR;
+    opterr = 0;
+    /* "+": stop at the command, so message words such as "-1" are not
+     * taken for options; ":": report a missing value apart. */
+    while ((opt = getopt_long(argc, argv, "+:a:t:hV", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'a':
+            addr = optarg;
+            break;
+        case 't':
+            if (parse_timeout(optarg, &timeout_ms) < 0)
+                return usage_error("bad timeout '%s' (milliseconds, >= 0)",
+                                   optarg);
+            break;
+        case 'h':
+            usage(stdout);
+            return flush_stdout();
+        case 'V':
+            printf("keel %s\n", keel_version_string());
+            return flush_stdout();
+        case ':':
+            return usage_error("option '%s' needs a value",
+                               argv[optind - 1]);
+        default:
+            if (optopt != 0)
+                return usage_error("unknown option '-%c'", optopt);
+            return usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        return usage_error("no command given");
+    cmd = argv[optind];
+    args = argv + optind + 1;
+    nargs = argc - optind - 1;
+
+    if (strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0) {
+        if (nargs < 3)
+            return usage_error("%s needs TYPE ID ARG...", cmd);
+        if (args[0][0] == '\0')
+            return usage_error("empty actor type");
+        if (strlen(args[0]) > KEEL_MAX_TYPE_LEN ||
+            strlen(args[1]) > KEEL_MAX_ID_LEN) {
+            fprintf(stderr,
+                    "keel: %s: type name is limited to %d bytes, id to %d\n",
+                    keel_err_name(KEEL_ELIMIT), KEEL_MAX_TYPE_LEN,
+                    KEEL_MAX_ID_LEN);
+            return EXIT_USAGE;
+        }
+    } else if (strcmp(cmd, "stat") == 0 || strcmp(cmd, "ping") == 0) {
+        if (nargs != 0)
+            return usage_error("%s takes no arguments", cmd);
+    } else {
+        return usage_error("unknown command '%s'", cmd);
+    }
+
+    if (!addr_well_formed(addr)) {
+        fprintf(stderr, "keel: %s: bad address '%s' (expected HOST:PORT)\n",
+                keel_err_name(KEEL_EADDR), addr);
+        return EXIT_USAGE;
+    }
+    rc = keel_client_connect(addr, timeout_ms, &c);
+    if (rc < 0)
+        return transport_error(rc);
+    if (strcmp(cmd, "call") == 0)
+        rc = cmd_send(c, nargs, args, 1);
+    else if (strcmp(cmd, "cast") == 0)
+        rc = cmd_send(c, nargs, args, 0);
+    else if (strcmp(cmd, "stat") == 0)
+        rc = cmd_stat(c);
+    else
+        rc = cmd_ping(c);
+    keel_client_close(c);
+    return rc;
+}
