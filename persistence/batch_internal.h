@@ -1,0 +1,80 @@
+/* The inside of a keel_batch, shared by batch.c (which builds it), store.c
+ * (which applies it) and writer.c (which queues it). Not for other
+ * modules: they use the functions in store.h. */
+#ifndef KEEL_PERSISTENCE_BATCH_INTERNAL_H
+#define KEEL_PERSISTENCE_BATCH_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "persistence/store.h"
+
+enum batch_op_kind {
+    BATCH_OP_PUT = 1,
+    BATCH_OP_DEL = 2,
+    BATCH_OP_DEL_PREFIX = 3
+};
+
+/* One op in the arena: this header, then klen key bytes, then dlen data
+ * bytes (puts only), then padding to BATCH_ALIGN so the next header is
+ * aligned. */
+struct batch_op {
+    uint32_t kind;
+    uint32_t klen;
+    uint64_t version;
+    uint64_t dlen;
+};
+
+#define BATCH_ALIGN 8u
+
+/* A group is a run of consecutive ops in the arena. Offsets, not pointers:
+ * the arena moves when it grows. */
+struct batch_group {
+    size_t cap_off; /* the capability bytes, not NUL-terminated */
+    size_t cap_len;
+    size_t ops_off; /* first op */
+    size_t ops_end; /* one past the last op */
+    size_t nops;
+    uint64_t epoch;
+    void *tag;
+    uint16_t shard;
+    int status; /* set by keel_store_commit */
+};
+
+struct keel_batch {
+    uint8_t *buf; /* the arena: group capabilities and ops */
+    size_t len;
+    size_t cap;
+    struct batch_group *groups;
+    size_t ngroups;
+    size_t gcap;
+    size_t nops;
+    /* Link in the writer's queue; the writer owns it while the batch is
+     * submitted. */
+    keel_batch *next;
+};
+
+static inline size_t batch_op_size(const struct batch_op *op)
+{
+    size_t n = sizeof *op + op->klen + op->dlen;
+
+    return (n + BATCH_ALIGN - 1) & ~(size_t)(BATCH_ALIGN - 1);
+}
+
+static inline const struct batch_op *batch_op_at(const keel_batch *b,
+                                                 size_t off)
+{
+    return (const struct batch_op *)(const void *)(b->buf + off);
+}
+
+static inline const uint8_t *batch_op_key(const struct batch_op *op)
+{
+    return (const uint8_t *)(op + 1);
+}
+
+static inline const uint8_t *batch_op_data(const struct batch_op *op)
+{
+    return batch_op_key(op) + op->klen;
+}
+
+#endif

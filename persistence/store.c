@@ -1,0 +1,903 @@
+/* The LMDB store. See store.h for the layout and the threading rules.
+ *
+ * LMDB codes and errno values are converted to KEEL_E* here, once; nothing
+ * above this file sees an MDB_* value.
+ *
+ * Map growth. LMDB fails a write transaction with MDB_MAP_FULL when the
+ * memory map is full; mdb_env_set_mapsize() then grows it, but only while
+ * no transaction is active in the process, since it unmaps and remaps the
+ * file under every reader's pointers. Reads therefore hold map_lock shared
+ * from keel_store_read_begin to keel_store_read_end, and the commit path
+ * takes it exclusive, with its own write transaction aborted, just around
+ * the resize; then it replays the whole batch.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "persistence/batch_internal.h"
+#include "persistence/store.h"
+
+#define STORE_DEFAULT_MAP_SIZE (64ull << 20)
+/* Held with flock() for as long as the store is open: two nodes on one data
+ * directory would both activate its actors. A file of its own, because
+ * closing any descriptor of LMDB's files would drop LMDB's fcntl locks. */
+#define STORE_LOCK_NAME "keel.lock"
+
+struct keel_store_read {
+    keel_store *store;
+    MDB_txn *txn; /* reset while the handle is idle in the pool */
+    keel_store_read *next;
+};
+
+struct keel_store {
+    MDB_env *env;
+    MDB_dbi state;
+    MDB_dbi fence;
+    MDB_dbi meta;
+    char *path;
+    int lock_fd;
+    int durability;
+    uint64_t max_map_size;
+
+    /* Shared by open reads, exclusive around mdb_env_set_mapsize(). */
+    pthread_rwlock_t map_lock;
+    /* Serialises keel_store_commit() callers, so that one committer at a
+     * time decides on growth and updates the map size. */
+    pthread_mutex_t commit_lock;
+    /* Guards pool: idle read handles whose transactions are reset, kept
+     * to be renewed instead of begun again. */
+    pthread_mutex_t pool_lock;
+    keel_store_read *pool;
+
+    /* Set when a remap failed: LMDB has then lost its map, and every later
+     * read or commit fails with KEEL_ESTORE. Atomic. */
+    int broken;
+
+    /* Written under commit_lock, read by anyone: relaxed atomics. */
+    uint64_t commits;
+    uint64_t fsyncs;
+    uint64_t commit_failures;
+    uint64_t fence_refusals;
+    uint64_t map_grows;
+    uint64_t map_size;
+};
+
+#define STAT_ADD(s, field, n)                                                \
+    __atomic_fetch_add(&(s)->field, (n), __ATOMIC_RELAXED)
+#define STAT_GET(s, field) __atomic_load_n(&(s)->field, __ATOMIC_RELAXED)
+
+/* The one conversion of LMDB and errno codes. */
+static int store_err(int rc)
+{
+    switch (rc) {
+    case MDB_SUCCESS:
+        return 0;
+    case MDB_NOTFOUND:
+        return KEEL_ENOTFOUND;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID: /* the data file is not an LMDB file */
+        return KEEL_ECORRUPT;
+    case ENOSPC:
+    case EFBIG:
+    case EDQUOT:
+        return KEEL_ENOSPC;
+    case ENOMEM:
+        return KEEL_ENOMEM;
+    case EINVAL: /* LMDB's answer to misuse: a storage error, not the
+                  * caller's argument */
+        return KEEL_ESTORE;
+    default:
+        return rc < 0 ? KEEL_ESTORE : KEEL_EIO;
+    }
+}
+
+static void put_be16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    for (int i = 3; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+           ((uint32_t)p[2] << 8) | p[3];
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static int record_parse(const MDB_val *v, keel_record *out)
+{
+    const uint8_t *p = v->mv_data;
+
+    if (v->mv_size < KEEL_RECORD_HEADER)
+        return KEEL_ECORRUPT;
+    out->version = get_be64(p);
+    out->epoch = get_be64(p + 8);
+    out->data = p + KEEL_RECORD_HEADER;
+    out->len = v->mv_size - KEEL_RECORD_HEADER;
+    return 0;
+}
+
+/* len(cap) u8 | cap | shard be16 into buf (KEEL_FENCE_KEY_MAX bytes). */
+static size_t fence_key(uint8_t *buf, const void *cap, size_t clen,
+                        uint16_t shard)
+{
+    buf[0] = (uint8_t)clen;
+    memcpy(buf + 1, cap, clen);
+    put_be16(buf + 1 + clen, shard);
+    return 1 + clen + 2;
+}
+
+static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (errbuf == NULL || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---------------------------------------------------------------- open */
+
+/* mkdir -p; the last component gets mode 0700. Returns 0 or an errno. */
+static int make_dirs(const char *path)
+{
+    char *tmp = strdup(path);
+    struct stat st;
+    int err = 0;
+
+    if (tmp == NULL)
+        return ENOMEM;
+    for (char *p = tmp + 1; *p != '\0'; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0755) < 0 && errno != EEXIST) {
+            err = errno;
+            goto out;
+        }
+        *p = '/';
+    }
+    if (mkdir(tmp, 0700) < 0 && errno != EEXIST) {
+        err = errno;
+        goto out;
+    }
+    if (stat(tmp, &st) < 0)
+        err = errno;
+    else if (!S_ISDIR(st.st_mode))
+        err = ENOTDIR;
+out:
+    free(tmp);
+    return err;
+}
+
+static int store_lock_dir(keel_store *s, char *errbuf, size_t errlen)
+{
+    char *lpath;
+    int fd;
+
+    if (asprintf(&lpath, "%s/%s", s->path, STORE_LOCK_NAME) < 0)
+        return KEEL_ENOMEM;
+    fd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int err = errno;
+
+        seterr(errbuf, errlen, "%s: %s", lpath, strerror(err));
+        free(lpath);
+        return err == ENOMEM ? KEEL_ENOMEM : KEEL_EIO;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int err = errno;
+
+        if (err == EWOULDBLOCK)
+            seterr(errbuf, errlen,
+                   "%s: data directory already in use (%s is locked by "
+                   "another open store)",
+                   s->path, lpath);
+        else
+            seterr(errbuf, errlen, "%s: %s", lpath, strerror(err));
+        close(fd);
+        free(lpath);
+        return KEEL_EIO;
+    }
+    free(lpath);
+    s->lock_fd = fd;
+    return 0;
+}
+
+static int meta_get_u32(MDB_txn *txn, MDB_dbi dbi, const char *name,
+                        uint32_t *out)
+{
+    MDB_val k = {strlen(name), (void *)name};
+    MDB_val v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+
+    if (rc != 0)
+        return rc;
+    if (v.mv_size != 4)
+        return MDB_CORRUPTED;
+    *out = get_be32(v.mv_data);
+    return 0;
+}
+
+static int meta_put_u32(MDB_txn *txn, MDB_dbi dbi, const char *name,
+                        uint32_t val)
+{
+    uint8_t buf[4];
+    MDB_val k = {strlen(name), (void *)name};
+    MDB_val v = {sizeof buf, buf};
+
+    put_be32(buf, val);
+    return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+/* Opens the named databases and checks (or, on a fresh store, writes) the
+ * metadata, in one write transaction. */
+static int store_init_dbs(keel_store *s, uint32_t shard_count, char *errbuf,
+                          size_t errlen)
+{
+    uint32_t format = 0, shards = 0;
+    MDB_txn *txn;
+    MDB_stat st;
+    int rc, rf, rs;
+
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != 0)
+        goto err;
+    if ((rc = mdb_dbi_open(txn, "state", MDB_CREATE, &s->state)) != 0 ||
+        (rc = mdb_dbi_open(txn, "fence", MDB_CREATE, &s->fence)) != 0 ||
+        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0)
+        goto err_abort;
+
+    rf = meta_get_u32(txn, s->meta, "format", &format);
+    rs = meta_get_u32(txn, s->meta, "shards", &shards);
+    if (rf == MDB_NOTFOUND && rs == MDB_NOTFOUND) {
+        /* A fresh store, unless records exist without metadata. */
+        rc = mdb_stat(txn, s->state, &st);
+        if (rc != 0)
+            goto err_abort;
+        if (st.ms_entries > 0) {
+            rc = MDB_CORRUPTED;
+            goto err_abort;
+        }
+        if ((rc = meta_put_u32(txn, s->meta, "format",
+                               KEEL_STORE_FORMAT)) != 0 ||
+            (rc = meta_put_u32(txn, s->meta, "shards", shard_count)) != 0)
+            goto err_abort;
+    } else if (rf != 0 || rs != 0) {
+        rc = rf != 0 && rf != MDB_NOTFOUND   ? rf
+             : rs != 0 && rs != MDB_NOTFOUND ? rs
+                                             : MDB_CORRUPTED;
+        goto err_abort;
+    } else if (format != KEEL_STORE_FORMAT) {
+        mdb_txn_abort(txn);
+        seterr(errbuf, errlen,
+               "%s: store format %u, this build reads format %u", s->path,
+               format, KEEL_STORE_FORMAT);
+        return KEEL_EMISMATCH;
+    } else if (shards != shard_count) {
+        mdb_txn_abort(txn);
+        seterr(errbuf, errlen,
+               "%s: data directory was created with %u shards, "
+               "configured shard count is %u",
+               s->path, shards, shard_count);
+        return KEEL_EMISMATCH;
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc != 0)
+        goto err;
+    return 0;
+
+err_abort:
+    mdb_txn_abort(txn);
+err:
+    seterr(errbuf, errlen, "%s: %s", s->path,
+           rc == MDB_CORRUPTED ? "store metadata missing or malformed"
+                               : mdb_strerror(rc));
+    return store_err(rc);
+}
+
+int keel_store_open(const keel_store_options *opts, keel_store **out,
+                    char *errbuf, size_t errlen)
+{
+    uint64_t map_size;
+    unsigned flags;
+    keel_store *s;
+    MDB_envinfo info;
+    int rc, err;
+
+    if (opts == NULL || out == NULL || opts->path == NULL ||
+        opts->path[0] == '\0') {
+        seterr(errbuf, errlen, "store: no path given");
+        return KEEL_EINVAL;
+    }
+    if (opts->shard_count == 0 || opts->shard_count > 65536) {
+        seterr(errbuf, errlen, "%s: shard count %u out of range 1..65536",
+               opts->path, opts->shard_count);
+        return KEEL_EINVAL;
+    }
+    if (opts->durability != KEEL_DURABILITY_FSYNC &&
+        opts->durability != KEEL_DURABILITY_NONE) {
+        seterr(errbuf, errlen, "%s: unknown durability mode %d", opts->path,
+               opts->durability);
+        return KEEL_EINVAL;
+    }
+    map_size = opts->initial_map_size ? opts->initial_map_size
+                                      : STORE_DEFAULT_MAP_SIZE;
+    if (opts->max_map_size != 0 && map_size > opts->max_map_size) {
+        seterr(errbuf, errlen,
+               "%s: initial map size %llu over the maximum %llu", opts->path,
+               (unsigned long long)map_size,
+               (unsigned long long)opts->max_map_size);
+        return KEEL_EINVAL;
+    }
+    if (map_size > SIZE_MAX) {
+        seterr(errbuf, errlen, "%s: map size too large", opts->path);
+        return KEEL_EINVAL;
+    }
+
+    s = calloc(1, sizeof *s);
+    if (s == NULL)
+        goto err_nomem;
+    s->lock_fd = -1;
+    s->durability = opts->durability;
+    s->max_map_size = opts->max_map_size;
+    s->path = strdup(opts->path);
+    if (s->path == NULL)
+        goto err_nomem_free;
+
+    err = make_dirs(s->path);
+    if (err != 0) {
+        seterr(errbuf, errlen, "%s: cannot create directory: %s", s->path,
+               strerror(err));
+        rc = err == ENOMEM ? KEEL_ENOMEM : KEEL_EIO;
+        goto err_free_path;
+    }
+    rc = store_lock_dir(s, errbuf, errlen);
+    if (rc < 0)
+        goto err_free_path;
+
+    rc = mdb_env_create(&s->env);
+    if (rc != 0) {
+        seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
+        rc = store_err(rc);
+        goto err_unlock;
+    }
+    if ((rc = mdb_env_set_maxdbs(s->env, 3)) != 0 ||
+        (rc = mdb_env_set_mapsize(s->env, (size_t)map_size)) != 0) {
+        seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
+        rc = store_err(rc);
+        goto err_close_env;
+    }
+    /* NOTLS: read transactions are tied to their handle, not the thread,
+     * so one can be reset and renewed, and writes run on another thread. */
+    flags = MDB_NOTLS;
+    if (s->durability == KEEL_DURABILITY_NONE)
+        flags |= MDB_NOSYNC;
+    rc = mdb_env_open(s->env, s->path, flags, 0600);
+    if (rc != 0) {
+        seterr(errbuf, errlen, "%s: cannot open store: %s", s->path,
+               mdb_strerror(rc));
+        rc = store_err(rc);
+        goto err_close_env;
+    }
+    rc = store_init_dbs(s, opts->shard_count, errbuf, errlen);
+    if (rc < 0)
+        goto err_close_env;
+    /* An existing file may hold more than map_size: LMDB then maps it
+     * whole. */
+    rc = mdb_env_info(s->env, &info);
+    if (rc != 0) {
+        seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
+        rc = store_err(rc);
+        goto err_close_env;
+    }
+    s->map_size = info.me_mapsize;
+
+    if (pthread_rwlock_init(&s->map_lock, NULL) != 0)
+        goto err_nomem_env;
+    if (pthread_mutex_init(&s->commit_lock, NULL) != 0)
+        goto err_nomem_rwlock;
+    if (pthread_mutex_init(&s->pool_lock, NULL) != 0)
+        goto err_nomem_commit_lock;
+    *out = s;
+    return 0;
+
+err_nomem_commit_lock:
+    pthread_mutex_destroy(&s->commit_lock);
+err_nomem_rwlock:
+    pthread_rwlock_destroy(&s->map_lock);
+err_nomem_env:
+    seterr(errbuf, errlen, "%s: out of memory", s->path);
+    rc = KEEL_ENOMEM;
+err_close_env:
+    mdb_env_close(s->env);
+err_unlock:
+    close(s->lock_fd);
+err_free_path:
+    free(s->path);
+    free(s);
+    return rc;
+
+err_nomem_free:
+    free(s);
+err_nomem:
+    seterr(errbuf, errlen, "%s: out of memory", opts->path);
+    return KEEL_ENOMEM;
+}
+
+void keel_store_close(keel_store *s)
+{
+    keel_store_read *r, *next;
+
+    if (s == NULL)
+        return;
+    /* Without per-commit syncs, a clean close still leaves the data on
+     * disk. */
+    if (s->durability == KEEL_DURABILITY_NONE &&
+        !__atomic_load_n(&s->broken, __ATOMIC_RELAXED)) {
+        int rc = mdb_env_sync(s->env, 1);
+
+        if (rc != 0)
+            keel_warn("store %s: sync on close failed: %s", s->path,
+                      mdb_strerror(rc));
+    }
+    for (r = s->pool; r != NULL; r = next) {
+        next = r->next;
+        mdb_txn_abort(r->txn);
+        free(r);
+    }
+    mdb_env_close(s->env);
+    close(s->lock_fd);
+    pthread_mutex_destroy(&s->pool_lock);
+    pthread_mutex_destroy(&s->commit_lock);
+    pthread_rwlock_destroy(&s->map_lock);
+    free(s->path);
+    free(s);
+}
+
+void keel_store_stats_get(keel_store *s, keel_store_stats *out)
+{
+    out->commits = STAT_GET(s, commits);
+    out->fsyncs = STAT_GET(s, fsyncs);
+    out->commit_failures = STAT_GET(s, commit_failures);
+    out->fence_refusals = STAT_GET(s, fence_refusals);
+    out->map_grows = STAT_GET(s, map_grows);
+    out->map_size = STAT_GET(s, map_size);
+}
+
+/* --------------------------------------------------------------- reads */
+
+/* Begin and end must run on the same thread: the shared hold on map_lock
+ * belongs to it. */
+int keel_store_read_begin(keel_store *s, keel_store_read **out)
+{
+    keel_store_read *r;
+    int rc;
+
+    if (s == NULL || out == NULL)
+        return KEEL_EINVAL;
+    if (__atomic_load_n(&s->broken, __ATOMIC_RELAXED))
+        return KEEL_ESTORE;
+    pthread_rwlock_rdlock(&s->map_lock);
+    pthread_mutex_lock(&s->pool_lock);
+    r = s->pool;
+    if (r != NULL)
+        s->pool = r->next;
+    pthread_mutex_unlock(&s->pool_lock);
+
+    if (r != NULL) {
+        rc = mdb_txn_renew(r->txn);
+        if (rc != 0)
+            goto err_free;
+    } else {
+        r = calloc(1, sizeof *r);
+        if (r == NULL) {
+            pthread_rwlock_unlock(&s->map_lock);
+            return KEEL_ENOMEM;
+        }
+        r->store = s;
+        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &r->txn);
+        if (rc != 0) {
+            r->txn = NULL;
+            goto err_free;
+        }
+    }
+    r->next = NULL;
+    *out = r;
+    return 0;
+
+err_free:
+    if (r->txn != NULL)
+        mdb_txn_abort(r->txn);
+    free(r);
+    pthread_rwlock_unlock(&s->map_lock);
+    return store_err(rc);
+}
+
+void keel_store_read_end(keel_store_read *r)
+{
+    keel_store *s;
+
+    if (r == NULL)
+        return;
+    s = r->store;
+    mdb_txn_reset(r->txn);
+    pthread_mutex_lock(&s->pool_lock);
+    r->next = s->pool;
+    s->pool = r;
+    pthread_mutex_unlock(&s->pool_lock);
+    pthread_rwlock_unlock(&s->map_lock);
+}
+
+int keel_store_get(keel_store_read *r, const void *key, size_t klen,
+                   keel_record *out)
+{
+    MDB_val k = {klen, (void *)key};
+    MDB_val v;
+    int rc;
+
+    if (r == NULL || key == NULL || out == NULL || klen == 0 ||
+        klen > KEEL_KEY_MAX)
+        return KEEL_EINVAL;
+    rc = mdb_get(r->txn, r->store->state, &k, &v);
+    if (rc != 0)
+        return store_err(rc);
+    return record_parse(&v, out);
+}
+
+int keel_store_scan(keel_store_read *r, const void *prefix, size_t plen,
+                    keel_scan_fn fn, void *data)
+{
+    MDB_cursor *cur;
+    MDB_val k = {plen, (void *)prefix};
+    MDB_val v;
+    keel_record rec;
+    int rc, ret = 0;
+
+    if (r == NULL || fn == NULL || (plen > 0 && prefix == NULL) ||
+        plen > KEEL_KEY_MAX)
+        return KEEL_EINVAL;
+    rc = mdb_cursor_open(r->txn, r->store->state, &cur);
+    if (rc != 0)
+        return store_err(rc);
+    /* LMDB refuses an empty key to MDB_SET_RANGE; the empty prefix is the
+     * whole database. */
+    rc = mdb_cursor_get(cur, &k, &v, plen > 0 ? MDB_SET_RANGE : MDB_FIRST);
+    while (rc == 0) {
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+            break;
+        ret = record_parse(&v, &rec);
+        if (ret != 0)
+            break;
+        ret = fn(k.mv_data, k.mv_size, &rec, data);
+        if (ret != 0)
+            break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        ret = store_err(rc);
+    mdb_cursor_close(cur);
+    return ret;
+}
+
+int keel_store_fence_get(keel_store_read *r, const char *cap, uint16_t shard,
+                         uint64_t *epoch)
+{
+    uint8_t kbuf[KEEL_FENCE_KEY_MAX];
+    MDB_val k, v;
+    size_t clen;
+    int rc;
+
+    if (r == NULL || epoch == NULL)
+        return KEEL_EINVAL;
+    if (cap == NULL)
+        cap = "";
+    clen = strlen(cap);
+    if (clen > 255)
+        return KEEL_EINVAL;
+    k.mv_size = fence_key(kbuf, cap, clen, shard);
+    k.mv_data = kbuf;
+    rc = mdb_get(r->txn, r->store->fence, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        *epoch = 0;
+        return 0;
+    }
+    if (rc != 0)
+        return store_err(rc);
+    if (v.mv_size != 8)
+        return KEEL_ECORRUPT;
+    *epoch = get_be64(v.mv_data);
+    return 0;
+}
+
+/* ------------------------------------------------------------- commits */
+
+/* The helpers below return raw LMDB/errno codes: the commit converts once,
+ * after it knows whether MDB_MAP_FULL calls for growth. */
+
+static int apply_del_prefix(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
+                            const uint8_t *prefix, size_t plen)
+{
+    MDB_val k, v;
+    int rc;
+
+    if (*curp == NULL) {
+        rc = mdb_cursor_open(txn, s->state, curp);
+        if (rc != 0) {
+            *curp = NULL;
+            return rc;
+        }
+    }
+    /* Seeking again after every delete keeps the loop independent of
+     * where mdb_cursor_del leaves the cursor when pages merge. */
+    for (;;) {
+        k.mv_size = plen;
+        k.mv_data = (void *)prefix;
+        rc = mdb_cursor_get(*curp, &k, &v, MDB_SET_RANGE);
+        if (rc == MDB_NOTFOUND)
+            return 0;
+        if (rc != 0)
+            return rc;
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+            return 0;
+        rc = mdb_cursor_del(*curp, 0);
+        if (rc != 0)
+            return rc;
+    }
+}
+
+static int apply_op(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
+                    const struct batch_group *g, const struct batch_op *op)
+{
+    MDB_val k = {op->klen, (void *)batch_op_key(op)};
+    MDB_val v;
+    int rc;
+
+    switch (op->kind) {
+    case BATCH_OP_PUT:
+        /* Reserve the value in the map and write the header and the data
+         * straight into it: no staging copy. */
+        v.mv_size = KEEL_RECORD_HEADER + op->dlen;
+        v.mv_data = NULL;
+        rc = mdb_put(txn, s->state, &k, &v, MDB_RESERVE);
+        if (rc != 0)
+            return rc;
+        put_be64(v.mv_data, op->version);
+        put_be64((uint8_t *)v.mv_data + 8, g->epoch);
+        if (op->dlen > 0)
+            memcpy((uint8_t *)v.mv_data + KEEL_RECORD_HEADER,
+                   batch_op_data(op), op->dlen);
+        return 0;
+    case BATCH_OP_DEL:
+        rc = mdb_del(txn, s->state, &k, NULL);
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    case BATCH_OP_DEL_PREFIX:
+        return apply_del_prefix(s, txn, curp, batch_op_key(op), op->klen);
+    default:
+        return MDB_CORRUPTED;
+    }
+}
+
+/* Checks the group's fence in txn; refuses the group or raises the fence
+ * and applies its ops. */
+static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
+                       const keel_batch *b, struct batch_group *g,
+                       uint64_t *refusals)
+{
+    uint8_t kbuf[KEEL_FENCE_KEY_MAX], vbuf[8];
+    MDB_val k, v;
+    uint64_t stored = 0;
+    int rc;
+
+    k.mv_size = fence_key(kbuf, b->buf + g->cap_off, g->cap_len, g->shard);
+    k.mv_data = kbuf;
+    rc = mdb_get(txn, s->fence, &k, &v);
+    if (rc == 0) {
+        if (v.mv_size != 8)
+            return MDB_CORRUPTED;
+        stored = get_be64(v.mv_data);
+    } else if (rc != MDB_NOTFOUND) {
+        return rc;
+    }
+    if (stored > g->epoch) {
+        g->status = KEEL_EFENCED;
+        (*refusals)++;
+        return 0;
+    }
+    if (stored < g->epoch) {
+        put_be64(vbuf, g->epoch);
+        v.mv_size = sizeof vbuf;
+        v.mv_data = vbuf;
+        rc = mdb_put(txn, s->fence, &k, &v, 0);
+        if (rc != 0)
+            return rc;
+    }
+    for (size_t off = g->ops_off; off < g->ops_end;) {
+        const struct batch_op *op = batch_op_at(b, off);
+
+        rc = apply_op(s, txn, curp, g, op);
+        if (rc != 0)
+            return rc;
+        off += batch_op_size(op);
+    }
+    return 0;
+}
+
+/* One attempt: the whole batch in one write transaction. On failure the
+ * transaction is aborted and nothing is written. */
+static int commit_once(keel_store *s, keel_batch *b, uint64_t *refusals)
+{
+    MDB_cursor *cur = NULL;
+    MDB_txn *txn;
+    int rc;
+
+    *refusals = 0;
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < b->ngroups; i++) {
+        b->groups[i].status = 0;
+        rc = apply_group(s, txn, &cur, b, &b->groups[i], refusals);
+        if (rc != 0)
+            goto err_abort;
+    }
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    /* mdb_txn_commit frees the transaction whether or not it succeeds. */
+    return mdb_txn_commit(txn);
+
+err_abort:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+/* Doubles the map, bounded by max_map_size. Called with commit_lock held
+ * and no write transaction open; waits for open reads to end. */
+static int store_grow(keel_store *s)
+{
+    uint64_t cur = s->map_size, next;
+    MDB_envinfo info;
+    int rc;
+
+    if (s->max_map_size != 0 && cur >= s->max_map_size)
+        return KEEL_ENOSPC;
+    next = cur > UINT64_MAX / 2 ? UINT64_MAX : cur * 2;
+    if (s->max_map_size != 0 && next > s->max_map_size)
+        next = s->max_map_size;
+    if (next > SIZE_MAX)
+        return KEEL_ENOSPC;
+
+    pthread_rwlock_wrlock(&s->map_lock);
+    rc = mdb_env_set_mapsize(s->env, (size_t)next);
+    if (rc == 0)
+        rc = mdb_env_info(s->env, &info);
+    pthread_rwlock_unlock(&s->map_lock);
+    if (rc != 0) {
+        /* EINVAL is refused before anything changes; any other failure
+         * comes after LMDB has unmapped the file. */
+        if (rc != EINVAL)
+            __atomic_store_n(&s->broken, 1, __ATOMIC_RELAXED);
+        keel_error("store %s: growing the map to %llu bytes failed: %s",
+                   s->path, (unsigned long long)next, mdb_strerror(rc));
+        return store_err(rc);
+    }
+    __atomic_store_n(&s->map_size, (uint64_t)info.me_mapsize,
+                     __ATOMIC_RELAXED);
+    STAT_ADD(s, map_grows, 1);
+    keel_info("store %s: map grown to %llu bytes", s->path,
+              (unsigned long long)info.me_mapsize);
+    return 0;
+}
+
+/* LMDB turns a short write into EIO ("filesystem full?"): a write that
+ * runs into a full disk or the file size limit writes what fits and
+ * returns a short count. Ask the file system whether the data file can
+ * take one more page at its end: if that fails for lack of space, so did
+ * the commit. Bytes past LMDB's last page belong to no database, so the
+ * probe page, when it is written, is harmless. */
+static int store_classify_eio(keel_store *s)
+{
+    static const uint8_t zeros[4096];
+    struct stat st;
+    ssize_t n;
+    int fd;
+
+    if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) < 0)
+        return KEEL_EIO;
+    n = pwrite(fd, zeros, sizeof zeros, st.st_size);
+    if (n >= 0 && (size_t)n < sizeof zeros)
+        return KEEL_ENOSPC;
+    if (n < 0 && (errno == ENOSPC || errno == EFBIG || errno == EDQUOT))
+        return KEEL_ENOSPC;
+    return KEEL_EIO;
+}
+
+/* Not with a read open on the calling thread: growth would wait for it. */
+int keel_store_commit(keel_store *s, keel_batch *b)
+{
+    uint64_t refusals = 0;
+    int rc;
+
+    if (s == NULL || b == NULL)
+        return KEEL_EINVAL;
+    if (b->ngroups == 0)
+        return 0;
+    pthread_mutex_lock(&s->commit_lock);
+    for (;;) {
+        if (__atomic_load_n(&s->broken, __ATOMIC_RELAXED)) {
+            rc = KEEL_ESTORE;
+            break;
+        }
+        rc = commit_once(s, b, &refusals);
+        if (rc != MDB_MAP_FULL) {
+            int raw = rc;
+
+            rc = raw == EIO ? store_classify_eio(s) : store_err(raw);
+            if (rc != 0)
+                keel_warn("store %s: commit failed: %s (%s)", s->path,
+                          keel_strerror(rc), mdb_strerror(raw));
+            break;
+        }
+        rc = store_grow(s);
+        if (rc < 0) {
+            if (rc == KEEL_ENOSPC)
+                keel_warn("store %s: commit failed: map full at its "
+                          "maximum of %llu bytes",
+                          s->path, (unsigned long long)s->map_size);
+            break;
+        }
+    }
+    if (rc == 0) {
+        STAT_ADD(s, commits, 1);
+        if (s->durability == KEEL_DURABILITY_FSYNC)
+            STAT_ADD(s, fsyncs, 1);
+        STAT_ADD(s, fence_refusals, refusals);
+    } else {
+        STAT_ADD(s, commit_failures, 1);
+        /* Group statuses say only whether a group was refused by its
+         * fence (store.h); nothing was written and the return value says
+         * why, so no group reports a refusal from an abandoned attempt. */
+        for (size_t i = 0; i < b->ngroups; i++)
+            b->groups[i].status = 0;
+    }
+    pthread_mutex_unlock(&s->commit_lock);
+    return rc;
+}

@@ -1,0 +1,1254 @@
+/* Unit tests of persistence/: keys, the LMDB store, batches and the
+ * writer thread. Each test runs in its own process (check's fork mode)
+ * with its own temporary directory. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "persistence/store.h"
+#include "testutil.h"
+
+#define TYPE "t"
+
+/* ------------------------------------------------------------- helpers */
+
+static keel_store *open_store_opts(const char *path, uint32_t shards,
+                                   int durability, uint64_t init,
+                                   uint64_t max)
+{
+    keel_store_options o = {0};
+    keel_store *s = NULL;
+    char err[256] = "";
+    int rc;
+
+    o.path = path;
+    o.shard_count = shards;
+    o.durability = durability;
+    o.initial_map_size = init;
+    o.max_map_size = max;
+    rc = keel_store_open(&o, &s, err, sizeof err);
+    ck_assert_msg(rc == 0, "open %s: %s (%s)", path, keel_err_name(rc), err);
+    return s;
+}
+
+static keel_store *open_store(const char *path)
+{
+    return open_store_opts(path, 64, KEEL_DURABILITY_FSYNC, 0, 0);
+}
+
+static int mkkey(uint8_t *buf, uint16_t shard, const void *id, size_t idlen,
+                 const char *entry)
+{
+    int n = keel_key_encode(buf, shard, TYPE, strlen(TYPE), id, idlen, entry,
+                            entry ? strlen(entry) : 0);
+
+    ck_assert_int_gt(n, 0);
+    return n;
+}
+
+/* Reads key into a malloc'd copy (the record's data is only valid during
+ * the read). Returns the get's status. */
+static int read_copy(keel_store *s, const void *key, size_t klen,
+                     keel_record *rec, char **data)
+{
+    keel_store_read *r;
+    int rc;
+
+    ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+    rc = keel_store_get(r, key, klen, rec);
+    if (rc == 0 && data != NULL) {
+        *data = malloc(rec->len + 1);
+        ck_assert_ptr_nonnull(*data);
+        memcpy(*data, rec->data, rec->len);
+        (*data)[rec->len] = '\0';
+        rec->data = *data;
+    }
+    keel_store_read_end(r);
+    return rc;
+}
+
+static void expect_value(keel_store *s, const void *key, size_t klen,
+                         const char *want)
+{
+    keel_record rec;
+    char *data = NULL;
+    int rc = read_copy(s, key, klen, &rec, &data);
+
+    ck_assert_msg(rc == 0, "get: %s", keel_err_name(rc));
+    ck_assert_uint_eq(rec.len, strlen(want));
+    ck_assert_mem_eq(data, want, rec.len);
+    free(data);
+}
+
+static void expect_absent(keel_store *s, const void *key, size_t klen)
+{
+    keel_record rec;
+
+    ck_assert_int_eq(read_copy(s, key, klen, &rec, NULL), KEEL_ENOTFOUND);
+}
+
+static uint64_t fence_of(keel_store *s, const char *cap, uint16_t shard)
+{
+    keel_store_read *r;
+    uint64_t e = 12345;
+
+    ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+    ck_assert_int_eq(keel_store_fence_get(r, cap, shard, &e), 0);
+    keel_store_read_end(r);
+    return e;
+}
+
+/* One group, one put. */
+static int commit_put(keel_store *s, const char *cap, uint16_t shard,
+                      uint64_t epoch, const void *key, size_t klen,
+                      uint64_t version, const char *val)
+{
+    keel_batch *b = keel_batch_create();
+    int rc, st;
+
+    ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(keel_batch_begin_group(b, cap, shard, epoch, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, key, klen, version, val, strlen(val)),
+                     0);
+    rc = keel_store_commit(s, b);
+    if (rc == 0) {
+        keel_batch_group(b, 0, &st);
+        rc = st;
+    }
+    keel_batch_destroy(b);
+    return rc;
+}
+
+struct scan_out {
+    size_t n;
+    size_t cap;
+    char **vals;
+    uint8_t **keys;
+    size_t *klens;
+};
+
+static int scan_collect(const uint8_t *key, size_t klen,
+                        const keel_record *rec, void *data)
+{
+    struct scan_out *o = data;
+
+    if (o->n == o->cap) {
+        o->cap = o->cap ? o->cap * 2 : 16;
+        o->vals = realloc(o->vals, o->cap * sizeof *o->vals);
+        o->keys = realloc(o->keys, o->cap * sizeof *o->keys);
+        o->klens = realloc(o->klens, o->cap * sizeof *o->klens);
+        ck_assert(o->vals && o->keys && o->klens);
+    }
+    o->vals[o->n] = strndup(rec->data, rec->len);
+    o->keys[o->n] = malloc(klen);
+    memcpy(o->keys[o->n], key, klen);
+    o->klens[o->n] = klen;
+    o->n++;
+    return 0;
+}
+
+static void scan_free(struct scan_out *o)
+{
+    for (size_t i = 0; i < o->n; i++) {
+        free(o->vals[i]);
+        free(o->keys[i]);
+    }
+    free(o->vals);
+    free(o->keys);
+    free(o->klens);
+    memset(o, 0, sizeof *o);
+}
+
+static void scan_prefix(keel_store *s, const void *prefix, size_t plen,
+                        struct scan_out *o)
+{
+    keel_store_read *r;
+
+    memset(o, 0, sizeof *o);
+    ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+    ck_assert_int_eq(keel_store_scan(r, prefix, plen, scan_collect, o), 0);
+    keel_store_read_end(r);
+}
+
+/* ---------------------------------------------------------------- keys */
+
+START_TEST(test_key_roundtrip)
+{
+    static const uint8_t id[] = {'a', 0, 0xff, '\n', 0, 'z'};
+    uint8_t buf[KEEL_KEY_MAX];
+    keel_key_parts p;
+    int n;
+
+    n = keel_key_encode(buf, 0xbeef, "counter", 7, id, sizeof id, "e\0x", 3);
+    ck_assert_int_eq(n, 2 + 1 + 7 + 2 + (int)sizeof id + 3);
+    ck_assert_int_eq(buf[0], 0xbe);
+    ck_assert_int_eq(buf[1], 0xef);
+    ck_assert_int_eq(keel_key_decode(buf, (size_t)n, &p), 0);
+    ck_assert_uint_eq(p.shard, 0xbeef);
+    ck_assert_uint_eq(p.tlen, 7);
+    ck_assert_mem_eq(p.type, "counter", 7);
+    ck_assert_uint_eq(p.idlen, sizeof id);
+    ck_assert_mem_eq(p.id, id, sizeof id);
+    ck_assert_uint_eq(p.elen, 3);
+    ck_assert_mem_eq(p.entry, "e\0x", 3);
+    ck_assert_int_eq(keel_key_prefix_len(buf, (size_t)n), n - 3);
+
+    /* The state blob: no entry; the empty id is an id too. */
+    n = keel_key_encode(buf, 1, "t", 1, NULL, 0, NULL, 0);
+    ck_assert_int_eq(n, 6);
+    ck_assert_int_eq(keel_key_decode(buf, (size_t)n, &p), 0);
+    ck_assert_uint_eq(p.idlen, 0);
+    ck_assert_uint_eq(p.elen, 0);
+    ck_assert_int_eq(keel_key_prefix_len(buf, (size_t)n), n);
+}
+END_TEST
+
+START_TEST(test_key_limits)
+{
+    uint8_t buf[KEEL_KEY_MAX];
+    char type[KEEL_MAX_TYPE_LEN + 1], id[KEEL_MAX_ID_LEN + 1];
+    char entry[KEEL_MAX_ENTRY_KEY_LEN + 1];
+    keel_key_parts p;
+    int n;
+
+    memset(type, 'T', sizeof type);
+    memset(id, 0, sizeof id);
+    memset(entry, 'E', sizeof entry);
+
+    /* Every part at its limit: the largest key. */
+    n = keel_key_encode(buf, 7, type, KEEL_MAX_TYPE_LEN, id, KEEL_MAX_ID_LEN,
+                        entry, KEEL_MAX_ENTRY_KEY_LEN);
+    ck_assert_int_eq(n, KEEL_KEY_MAX);
+    ck_assert_int_eq(keel_key_decode(buf, (size_t)n, &p), 0);
+    ck_assert_uint_eq(p.idlen, KEEL_MAX_ID_LEN);
+    ck_assert_uint_eq(p.elen, KEEL_MAX_ENTRY_KEY_LEN);
+
+    ck_assert_int_eq(keel_key_encode(buf, 7, type, KEEL_MAX_TYPE_LEN + 1, id,
+                                     1, NULL, 0),
+                     KEEL_ELIMIT);
+    ck_assert_int_eq(keel_key_encode(buf, 7, "t", 1, id, KEEL_MAX_ID_LEN + 1,
+                                     NULL, 0),
+                     KEEL_ELIMIT);
+    ck_assert_int_eq(keel_key_encode(buf, 7, "t", 1, id, 1, entry,
+                                     KEEL_MAX_ENTRY_KEY_LEN + 1),
+                     KEEL_ELIMIT);
+    ck_assert_int_eq(keel_key_encode(buf, 7, "", 0, id, 1, NULL, 0),
+                     KEEL_EINVAL);
+
+    /* Truncated or inconsistent keys do not decode. */
+    n = keel_key_encode(buf, 7, "type", 4, "id", 2, "e", 1);
+    for (int len = 0; len < n - 1; len++)
+        ck_assert_int_eq(keel_key_prefix_len(buf, (size_t)len),
+                         KEEL_EMALFORMED);
+    buf[2] = 0; /* empty type */
+    ck_assert_int_eq(keel_key_decode(buf, (size_t)n, &p), KEEL_EMALFORMED);
+}
+END_TEST
+
+/* --------------------------------------------------------------- store */
+
+START_TEST(test_put_get_scan_neighbours)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    uint8_t k[KEEL_KEY_MAX], pre_ab[KEEL_KEY_MAX], pre_abc[KEEL_KEY_MAX];
+    uint8_t pre_nul[KEEL_KEY_MAX];
+    static const char nulid[] = {'a', 'b', 0};
+    keel_batch *b = keel_batch_create();
+    struct scan_out o;
+    int n, pab, pabc, pnul, st;
+
+    /* Three actors of one shard: "ab", "abc" (whose id starts with "ab")
+     * and "ab\0". Each with a state blob and two entries. */
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 5, 1, NULL), 0);
+    n = mkkey(k, 5, "ab", 2, NULL);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 1, "S-ab", 4), 0);
+    n = mkkey(k, 5, "ab", 2, "x");
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 1, "ab-x", 4), 0);
+    n = mkkey(k, 5, "ab", 2, "a");
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 1, "ab-a", 4), 0);
+    n = mkkey(k, 5, "abc", 3, NULL);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 1, "S-abc", 5), 0);
+    n = mkkey(k, 5, "abc", 3, "a");
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 1, "abc-a", 5), 0);
+    n = mkkey(k, 5, nulid, 3, NULL);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 1, "S-nul", 5), 0);
+    n = mkkey(k, 5, nulid, 3, "a");
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 1, "nul-a", 5), 0);
+    ck_assert_uint_eq(keel_batch_group_count(b), 1);
+    ck_assert_uint_eq(keel_batch_op_count(b), 7);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_batch_group(b, 0, &st);
+    ck_assert_int_eq(st, 0);
+
+    pab = mkkey(pre_ab, 5, "ab", 2, NULL);
+    pabc = mkkey(pre_abc, 5, "abc", 3, NULL);
+    pnul = mkkey(pre_nul, 5, nulid, 3, NULL);
+
+    /* An actor's prefix yields its records, state blob first, entries in
+     * key order, and nothing of the neighbours. */
+    scan_prefix(s, pre_ab, (size_t)pab, &o);
+    ck_assert_uint_eq(o.n, 3);
+    ck_assert_str_eq(o.vals[0], "S-ab");
+    ck_assert_str_eq(o.vals[1], "ab-a");
+    ck_assert_str_eq(o.vals[2], "ab-x");
+    ck_assert_int_eq(keel_key_prefix_len(o.keys[2], o.klens[2]), pab);
+    scan_free(&o);
+
+    scan_prefix(s, pre_abc, (size_t)pabc, &o);
+    ck_assert_uint_eq(o.n, 2);
+    ck_assert_str_eq(o.vals[0], "S-abc");
+    ck_assert_str_eq(o.vals[1], "abc-a");
+    scan_free(&o);
+
+    scan_prefix(s, pre_nul, (size_t)pnul, &o);
+    ck_assert_uint_eq(o.n, 2);
+    ck_assert_str_eq(o.vals[0], "S-nul");
+    ck_assert_str_eq(o.vals[1], "nul-a");
+    scan_free(&o);
+
+    /* The shard prefix holds all of them; another shard is empty. */
+    scan_prefix(s, "\x00\x05", 2, &o);
+    ck_assert_uint_eq(o.n, 7);
+    scan_free(&o);
+    scan_prefix(s, "\x00\x06", 2, &o);
+    ck_assert_uint_eq(o.n, 0);
+    scan_free(&o);
+
+    expect_value(s, pre_abc, (size_t)pabc, "S-abc");
+    n = mkkey(k, 5, "abd", 3, NULL);
+    expect_absent(s, k, (size_t)n);
+
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+static int scan_stop_at_two(const uint8_t *key, size_t klen,
+                            const keel_record *rec, void *data)
+{
+    int *count = data;
+
+    return ++*count == 2 ? 42 : 0;
+}
+
+START_TEST(test_scan_stop)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    uint8_t k[KEEL_KEY_MAX];
+    keel_store_read *r;
+    char e[8];
+    int n, count = 0;
+
+    for (int i = 0; i < 5; i++) {
+        snprintf(e, sizeof e, "e%d", i);
+        n = mkkey(k, 1, "x", 1, e);
+        ck_assert_int_eq(commit_put(s, NULL, 1, 1, k, (size_t)n, 1, e), 0);
+    }
+    n = mkkey(k, 1, "x", 1, NULL);
+    ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+    ck_assert_int_eq(keel_store_scan(r, k, (size_t)n, scan_stop_at_two,
+                                     &count),
+                     42);
+    keel_store_read_end(r);
+    ck_assert_int_eq(count, 2);
+
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_del_and_del_prefix)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    keel_batch *b = keel_batch_create();
+    uint8_t k[KEEL_KEY_MAX], pre[KEEL_KEY_MAX];
+    struct scan_out o;
+    char e[32], v[64];
+    int n, plen, st;
+
+    /* "m" has enough entries to span many pages; "l" and "mm" sort right
+     * before and after it and must survive its deletion. */
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 3, 1, NULL), 0);
+    for (int i = 0; i < 3000; i++) {
+        snprintf(e, sizeof e, "entry-%05d", i);
+        snprintf(v, sizeof v, "value-%05d-padding-padding-padding", i);
+        n = mkkey(k, 3, "m", 1, e);
+        ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 1, v, strlen(v)),
+                         0);
+    }
+    n = mkkey(k, 3, "m", 1, NULL);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 1, "state-m", 7), 0);
+    n = mkkey(k, 3, "l", 1, "z");
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 1, "l-z", 3), 0);
+    n = mkkey(k, 3, "mm", 2, NULL);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 1, "state-mm", 8), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+
+    /* del: one entry; deleting an absent key is not an error. */
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 3, 1, NULL), 0);
+    n = mkkey(k, 3, "m", 1, "entry-00007");
+    ck_assert_int_eq(keel_batch_del(b, k, (size_t)n), 0);
+    n = mkkey(k, 3, "m", 1, "no-such-entry");
+    ck_assert_int_eq(keel_batch_del(b, k, (size_t)n), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_batch_group(b, 0, &st);
+    ck_assert_int_eq(st, 0);
+    n = mkkey(k, 3, "m", 1, "entry-00007");
+    expect_absent(s, k, (size_t)n);
+    n = mkkey(k, 3, "m", 1, "entry-00008");
+    expect_value(s, k, (size_t)n, "value-00008-padding-padding-padding");
+    plen = mkkey(pre, 3, "m", 1, NULL);
+    scan_prefix(s, pre, (size_t)plen, &o);
+    ck_assert_uint_eq(o.n, 3000);
+    scan_free(&o);
+
+    /* del_prefix: the whole actor, then a put to it in the same group
+     * (ops apply in order). */
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 3, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_del_prefix(b, pre, (size_t)plen), 0);
+    n = mkkey(k, 3, "m", 1, "after");
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 2, "new", 3), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    scan_prefix(s, pre, (size_t)plen, &o);
+    ck_assert_uint_eq(o.n, 1);
+    ck_assert_str_eq(o.vals[0], "new");
+    scan_free(&o);
+    n = mkkey(k, 3, "l", 1, "z");
+    expect_value(s, k, (size_t)n, "l-z");
+    n = mkkey(k, 3, "mm", 2, NULL);
+    expect_value(s, k, (size_t)n, "state-mm");
+
+    /* The whole shard. */
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 3, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_del_prefix(b, "\x00\x03", 2), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    scan_prefix(s, "", 0, &o);
+    ck_assert_uint_eq(o.n, 0);
+    scan_free(&o);
+
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_version_epoch)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    keel_batch *b = keel_batch_create();
+    uint8_t k[KEEL_KEY_MAX], k2[KEEL_KEY_MAX];
+    keel_record rec;
+    char *data = NULL;
+    int n, n2;
+
+    n = mkkey(k, 9, "v", 1, NULL);
+    n2 = mkkey(k2, 9, "v", 1, "empty");
+    ck_assert_int_eq(keel_batch_begin_group(b, "cap", 9, 0x0102030405060708ull,
+                                            NULL),
+                     0);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 0xfedcba9876543210ull,
+                                    "payload", 7),
+                     0);
+    ck_assert_int_eq(keel_batch_put(b, k2, (size_t)n2, 1, NULL, 0), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_store_close(s);
+
+    /* Read back after a reopen: the header is on disk, big-endian. */
+    s = open_store(dir);
+    ck_assert_int_eq(read_copy(s, k, (size_t)n, &rec, &data), 0);
+    ck_assert_uint_eq(rec.version, 0xfedcba9876543210ull);
+    ck_assert_uint_eq(rec.epoch, 0x0102030405060708ull);
+    ck_assert_uint_eq(rec.len, 7);
+    ck_assert_mem_eq(data, "payload", 7);
+    free(data);
+    ck_assert_int_eq(read_copy(s, k2, (size_t)n2, &rec, NULL), 0);
+    ck_assert_uint_eq(rec.len, 0);
+    ck_assert_uint_eq(fence_of(s, "cap", 9), 0x0102030405060708ull);
+
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_fencing)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    keel_batch *b = keel_batch_create();
+    uint8_t k1[KEEL_KEY_MAX], k2[KEEL_KEY_MAX], k3[KEEL_KEY_MAX];
+    uint8_t k4[KEEL_KEY_MAX];
+    keel_store_stats st;
+    int n1, n2, n3, n4, status;
+    int tags[4] = {0, 1, 2, 3};
+
+    n1 = mkkey(k1, 7, "a", 1, NULL);
+    n2 = mkkey(k2, 7, "b", 1, NULL);
+    n3 = mkkey(k3, 8, "c", 1, NULL);
+    n4 = mkkey(k4, 7, "d", 1, NULL);
+
+    /* (default, 7) at epoch 2, then a stale writer of the same unit at
+     * epoch 1, then another shard and another capability on shard 7, both
+     * at epoch 1: only the stale group is refused. */
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 7, 2, &tags[0]), 0);
+    ck_assert_int_eq(keel_batch_put(b, k1, (size_t)n1, 1, "one", 3), 0);
+    ck_assert_int_eq(keel_batch_begin_group(b, "", 7, 1, &tags[1]), 0);
+    ck_assert_int_eq(keel_batch_put(b, k2, (size_t)n2, 1, "two", 3), 0);
+    ck_assert_int_eq(keel_batch_del(b, k1, (size_t)n1), 0);
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 8, 1, &tags[2]), 0);
+    ck_assert_int_eq(keel_batch_put(b, k3, (size_t)n3, 1, "three", 5), 0);
+    ck_assert_int_eq(keel_batch_begin_group(b, "game", 7, 1, &tags[3]), 0);
+    ck_assert_int_eq(keel_batch_put(b, k4, (size_t)n4, 1, "four", 4), 0);
+    ck_assert_uint_eq(keel_batch_group_count(b), 4);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+
+    ck_assert_ptr_eq(keel_batch_group(b, 0, &status), &tags[0]);
+    ck_assert_int_eq(status, 0);
+    ck_assert_ptr_eq(keel_batch_group(b, 1, &status), &tags[1]);
+    ck_assert_int_eq(status, KEEL_EFENCED);
+    ck_assert_ptr_eq(keel_batch_group(b, 2, &status), &tags[2]);
+    ck_assert_int_eq(status, 0);
+    ck_assert_ptr_eq(keel_batch_group(b, 3, &status), &tags[3]);
+    ck_assert_int_eq(status, 0);
+
+    expect_value(s, k1, (size_t)n1, "one"); /* the refused del is absent */
+    expect_absent(s, k2, (size_t)n2);
+    expect_value(s, k3, (size_t)n3, "three");
+    expect_value(s, k4, (size_t)n4, "four");
+    ck_assert_uint_eq(fence_of(s, NULL, 7), 2);
+    ck_assert_uint_eq(fence_of(s, NULL, 8), 1);
+    ck_assert_uint_eq(fence_of(s, "game", 7), 1);
+    ck_assert_uint_eq(fence_of(s, "game", 8), 0);
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.fence_refusals, 1);
+
+    /* In a later transaction: still refused; the same epoch and a higher
+     * one pass, the higher one raises the fence. */
+    ck_assert_int_eq(commit_put(s, NULL, 7, 1, k2, (size_t)n2, 2, "x"),
+                     KEEL_EFENCED);
+    ck_assert_int_eq(commit_put(s, NULL, 7, 2, k2, (size_t)n2, 2, "same"), 0);
+    ck_assert_int_eq(commit_put(s, NULL, 7, 3, k2, (size_t)n2, 3, "higher"),
+                     0);
+    ck_assert_uint_eq(fence_of(s, NULL, 7), 3);
+    ck_assert_int_eq(commit_put(s, NULL, 7, 2, k2, (size_t)n2, 4, "stale"),
+                     KEEL_EFENCED);
+    expect_value(s, k2, (size_t)n2, "higher");
+    /* The other capability on shard 7 is still at 1. */
+    ck_assert_int_eq(commit_put(s, "game", 7, 1, k4, (size_t)n4, 2, "d2"), 0);
+
+    /* fence_only raises the fence and writes no state. */
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_fence_only(b), KEEL_EINVAL);
+    ck_assert_int_eq(keel_batch_begin_group(b, "game", 7, 9, NULL), 0);
+    ck_assert_int_eq(keel_batch_fence_only(b), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    ck_assert_uint_eq(fence_of(s, "game", 7), 9);
+    ck_assert_int_eq(commit_put(s, "game", 7, 8, k4, (size_t)n4, 3, "old"),
+                     KEEL_EFENCED);
+    expect_value(s, k4, (size_t)n4, "d2");
+
+    /* A group's writes stay in its shard. */
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_put(b, k1, (size_t)n1, 1, "x", 1),
+                     KEEL_EINVAL); /* no group */
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 8, 5, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k1, (size_t)n1, 1, "x", 1),
+                     KEEL_EINVAL);
+    ck_assert_int_eq(keel_batch_del_prefix(b, "\x00", 1), KEEL_EINVAL);
+    {
+        char longcap[257];
+
+        memset(longcap, 'c', 256);
+        longcap[256] = '\0';
+        ck_assert_int_eq(keel_batch_begin_group(b, longcap, 8, 5, NULL),
+                         KEEL_EINVAL);
+    }
+
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.fence_refusals, 4);
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_batch_reuse)
+{
+    keel_batch *b = keel_batch_create();
+    uint8_t k[KEEL_KEY_MAX];
+    char big[10000];
+    int n, st;
+
+    memset(big, 'b', sizeof big);
+    n = mkkey(k, 2, "r", 1, NULL);
+    for (int round = 0; round < 3; round++) {
+        for (int g = 0; g < 50; g++) {
+            ck_assert_int_eq(keel_batch_begin_group(b, "c", 2, 1,
+                                                    (void *)(intptr_t)(g + 1)),
+                             0);
+            ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, (uint64_t)g, big,
+                                            (size_t)g * 100),
+                             0);
+            ck_assert_int_eq(keel_batch_del(b, k, (size_t)n), 0);
+        }
+        ck_assert_uint_eq(keel_batch_group_count(b), 50);
+        ck_assert_uint_eq(keel_batch_op_count(b), 100);
+        ck_assert_ptr_eq(keel_batch_group(b, 49, &st), (void *)(intptr_t)50);
+        ck_assert_ptr_null(keel_batch_group(b, 50, &st));
+        keel_batch_reset(b);
+        ck_assert_uint_eq(keel_batch_group_count(b), 0);
+        ck_assert_uint_eq(keel_batch_op_count(b), 0);
+    }
+    keel_batch_destroy(b);
+}
+END_TEST
+
+START_TEST(test_shard_count_mismatch)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store_options o = {0};
+    keel_store *s = open_store_opts(dir, 16, KEEL_DURABILITY_FSYNC, 0, 0);
+    char err[256] = "";
+
+    keel_store_close(s);
+    s = NULL;
+    o.path = dir;
+    o.shard_count = 32;
+    ck_assert_int_eq(keel_store_open(&o, &s, err, sizeof err),
+                     KEEL_EMISMATCH);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(err, "16") && strstr(err, "32"), "message: %s",
+                  err);
+    /* The right count still opens. */
+    s = open_store_opts(dir, 16, KEEL_DURABILITY_FSYNC, 0, 0);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_open_errors)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store_options o = {0};
+    keel_store *s = NULL, *s2 = NULL;
+    char err[512] = "", *file, *nested;
+    int fd;
+
+    /* A regular file where the directory should be. */
+    ck_assert_int_ge(asprintf(&file, "%s/plainfile", dir), 0);
+    fd = open(file, O_CREAT | O_WRONLY, 0600);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    o.path = file;
+    o.shard_count = 8;
+    ck_assert_int_eq(keel_store_open(&o, &s, err, sizeof err), KEEL_EIO);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(err, file) != NULL, "message: %s", err);
+    ck_assert_msg(strstr(err, strerror(ENOTDIR)) != NULL, "message: %s",
+                  err);
+
+    /* A directory under it cannot be made either. */
+    ck_assert_int_ge(asprintf(&nested, "%s/plainfile/sub", dir), 0);
+    o.path = nested;
+    ck_assert_int_eq(keel_store_open(&o, &s, err, sizeof err), KEEL_EIO);
+    ck_assert_msg(strstr(err, nested) != NULL, "message: %s", err);
+    free(nested);
+
+    /* Missing parents are created. */
+    ck_assert_int_ge(asprintf(&nested, "%s/a/b/c", dir), 0);
+    o.path = nested;
+    ck_assert_int_eq(keel_store_open(&o, &s, err, sizeof err), 0);
+
+    /* The same directory twice. */
+    ck_assert_int_eq(keel_store_open(&o, &s2, err, sizeof err), KEEL_EIO);
+    ck_assert_ptr_null(s2);
+    ck_assert_msg(strstr(err, "in use") != NULL, "message: %s", err);
+    keel_store_close(s);
+
+    /* Bad options. */
+    o.shard_count = 0;
+    ck_assert_int_eq(keel_store_open(&o, &s, err, sizeof err), KEEL_EINVAL);
+    o.shard_count = 8;
+    o.durability = 7;
+    ck_assert_int_eq(keel_store_open(&o, &s, err, sizeof err), KEEL_EINVAL);
+
+    free(nested);
+    free(file);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A directory the process may not write into. Root ignores mode bits, so
+ * the attempt runs in a child that drops to an unprivileged user when
+ * started as root. */
+START_TEST(test_open_no_permission)
+{
+    char *dir = tu_tmpdir("store");
+    char *sub;
+    pid_t pid;
+    int wst;
+
+    ck_assert_int_ge(asprintf(&sub, "%s/data", dir), 0);
+    ck_assert_int_eq(chmod(dir, 0500), 0);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        keel_store_options o = {0};
+        keel_store *s = NULL;
+        char err[512] = "";
+        int rc;
+
+        if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(2);
+        o.path = sub;
+        o.shard_count = 8;
+        rc = keel_store_open(&o, &s, err, sizeof err);
+        if (rc != KEEL_EIO || s != NULL || strstr(err, sub) == NULL ||
+            strstr(err, strerror(EACCES)) == NULL) {
+            fprintf(stderr, "open: %s: %s\n", keel_err_name(rc), err);
+            _exit(1);
+        }
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &wst, 0), pid);
+    ck_assert(WIFEXITED(wst));
+    ck_assert_int_eq(WEXITSTATUS(wst), 0);
+    chmod(dir, 0700);
+    free(sub);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Refills b with one group of per records of size bytes for actor "big"
+ * in shard 4; each value starts with its own entry name. */
+static void fill_batch(keel_batch *b, int batch, int per, size_t size)
+{
+    uint8_t k[KEEL_KEY_MAX];
+    char e[32], *v = malloc(size);
+    int n;
+
+    ck_assert_ptr_nonnull(v);
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 4, 1, NULL), 0);
+    for (int i = 0; i < per; i++) {
+        snprintf(e, sizeof e, "b%04d-r%04d", batch, i);
+        n = mkkey(k, 4, "big", 3, e);
+        memset(v, 'a' + (batch + i) % 26, size);
+        memcpy(v, e, strlen(e));
+        ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, (uint64_t)batch, v,
+                                        size),
+                         0);
+    }
+    free(v);
+}
+
+static void check_batch(keel_store *s, int batch, int per, size_t size,
+                        int present)
+{
+    uint8_t k[KEEL_KEY_MAX];
+    keel_store_read *r;
+    keel_record rec;
+    char e[32];
+    int n, rc;
+
+    ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+    for (int i = 0; i < per; i++) {
+        snprintf(e, sizeof e, "b%04d-r%04d", batch, i);
+        n = mkkey(k, 4, "big", 3, e);
+        rc = keel_store_get(r, k, (size_t)n, &rec);
+        if (!present) {
+            ck_assert_msg(rc == KEEL_ENOTFOUND, "batch %d record %d: %s",
+                          batch, i, keel_err_name(rc));
+            continue;
+        }
+        ck_assert_msg(rc == 0, "batch %d record %d: %s", batch, i,
+                      keel_err_name(rc));
+        ck_assert_uint_eq(rec.len, size);
+        ck_assert_uint_eq(rec.version, (uint64_t)batch);
+        ck_assert_mem_eq(rec.data, e, strlen(e));
+        ck_assert_int_eq(((const char *)rec.data)[size - 1],
+                         'a' + (batch + i) % 26);
+    }
+    keel_store_read_end(r);
+}
+
+START_TEST(test_map_growth)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE,
+                                    256 << 10, 0);
+    keel_batch *b = keel_batch_create();
+    keel_store_stats st;
+
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.map_size, 256 << 10);
+    /* 6 MB in 24 batches of 256 KB. */
+    for (int i = 0; i < 24; i++) {
+        fill_batch(b, i, 64, 4000);
+        ck_assert_int_eq(keel_store_commit(s, b), 0);
+    }
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_gt(st.map_grows, 0);
+    ck_assert_uint_ge(st.map_size, 6u << 20);
+    ck_assert_uint_eq(st.commits, 24);
+    ck_assert_uint_eq(st.commit_failures, 0);
+    for (int i = 0; i < 24; i++)
+        check_batch(s, i, 64, 4000, 1);
+    keel_store_close(s);
+
+    /* And after a reopen with the same small initial size. */
+    s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE, 256 << 10, 0);
+    for (int i = 0; i < 24; i++)
+        check_batch(s, i, 64, 4000, 1);
+    fill_batch(b, 24, 64, 4000);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    check_batch(s, 24, 64, 4000, 1);
+
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Reads in a loop from another thread while commits grow the map under
+ * it: growth must wait for each read to end, and reads see whole
+ * records. */
+struct reader_arg {
+    keel_store *s;
+    int stop;
+    long reads;
+};
+
+static void *reader_main(void *p)
+{
+    struct reader_arg *a = p;
+    uint8_t k[KEEL_KEY_MAX];
+    keel_store_read *r;
+    keel_record rec;
+    /* Record 0 of batch 0, as fill_batch() names it. */
+    int n = keel_key_encode(k, 4, TYPE, strlen(TYPE), "big", 3,
+                            "b0000-r0000", 11);
+
+    while (!__atomic_load_n(&a->stop, __ATOMIC_RELAXED)) {
+        if (keel_store_read_begin(a->s, &r) != 0)
+            abort();
+        if (keel_store_get(r, k, (size_t)n, &rec) == 0 &&
+            (rec.len != 4000 || memcmp(rec.data, "b0000-r0000", 11) != 0))
+            abort();
+        keel_store_read_end(r);
+        __atomic_fetch_add(&a->reads, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+START_TEST(test_map_growth_with_readers)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE,
+                                    256 << 10, 0);
+    keel_batch *b = keel_batch_create();
+    struct reader_arg a = {.s = s};
+    keel_store_stats st;
+    pthread_t th[2];
+
+    for (int t = 0; t < 2; t++)
+        ck_assert_int_eq(pthread_create(&th[t], NULL, reader_main, &a), 0);
+    for (int i = 0; i < 16; i++) {
+        fill_batch(b, i, 64, 4000);
+        ck_assert_int_eq(keel_store_commit(s, b), 0);
+    }
+    __atomic_store_n(&a.stop, 1, __ATOMIC_RELAXED);
+    for (int t = 0; t < 2; t++)
+        pthread_join(th[t], NULL);
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_gt(st.map_grows, 0);
+    ck_assert_int_gt(a.reads, 0);
+    for (int i = 0; i < 16; i++)
+        check_batch(s, i, 64, 4000, 1);
+
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_map_max)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store_opts(dir, 64, KEEL_DURABILITY_FSYNC,
+                                    256 << 10, 1 << 20);
+    keel_batch *b = keel_batch_create();
+    uint8_t k[KEEL_KEY_MAX];
+    keel_store_stats st;
+    int n, status;
+
+    fill_batch(b, 0, 10, 4000);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+
+    /* 2 MB cannot fit a 1 MB map. The batch also carries a fence raise of
+     * another unit: that must not survive either. */
+    fill_batch(b, 1, 512, 4000);
+    ck_assert_int_eq(keel_batch_begin_group(b, "other", 11, 77, NULL), 0);
+    ck_assert_int_eq(keel_batch_fence_only(b), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), KEEL_ENOSPC);
+    keel_batch_group(b, 0, &status);
+    ck_assert_int_eq(status, 0); /* not refused: the batch failed whole */
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.map_size, 1 << 20);
+    ck_assert_uint_eq(st.commit_failures, 1);
+    ck_assert_uint_eq(st.commits, 1);
+    check_batch(s, 1, 512, 4000, 0);
+    ck_assert_uint_eq(fence_of(s, "other", 11), 0);
+    check_batch(s, 0, 10, 4000, 1);
+
+    /* Still usable for small writes. */
+    n = mkkey(k, 4, "small", 5, NULL);
+    ck_assert_int_eq(commit_put(s, NULL, 4, 1, k, (size_t)n, 1, "fits"), 0);
+    expect_value(s, k, (size_t)n, "fits");
+    fill_batch(b, 2, 10, 4000);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    check_batch(s, 2, 10, 4000, 1);
+
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Disk full, as the file size limit: commits fail with KEEL_ENOSPC and
+ * none of the batches acknowledged before is lost. */
+START_TEST(test_disk_full)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    keel_batch *b = keel_batch_create();
+    struct rlimit old, lim;
+    keel_store_stats st;
+    int ok = 0, rc = 0, i;
+
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    if (old.rlim_max != RLIM_INFINITY && old.rlim_max < (4u << 20))
+        return;
+    signal(SIGXFSZ, SIG_IGN);
+    lim.rlim_cur = 2u << 20;
+    lim.rlim_max = old.rlim_max;
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    for (i = 0; i < 200; i++) {
+        fill_batch(b, i, 25, 4000);
+        rc = keel_store_commit(s, b);
+        if (rc != 0)
+            break;
+        ok++;
+    }
+    ck_assert_msg(rc == KEEL_ENOSPC, "commit %d: %s", i, keel_err_name(rc));
+    ck_assert_int_gt(ok, 0);
+    /* It stays full, and stays consistent. */
+    fill_batch(b, ok + 1, 25, 4000);
+    ck_assert_int_eq(keel_store_commit(s, b), KEEL_ENOSPC);
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.commits, (uint64_t)ok);
+    ck_assert_uint_eq(st.commit_failures, 2);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+    keel_store_close(s);
+
+    s = open_store(dir);
+    for (i = 0; i < ok; i++)
+        check_batch(s, i, 25, 4000, 1);
+    check_batch(s, ok, 25, 4000, 0);
+    check_batch(s, ok + 1, 25, 4000, 0);
+    /* With room again, commits go through. */
+    fill_batch(b, ok, 25, 4000);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    check_batch(s, ok, 25, 4000, 1);
+
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_durability_stats)
+{
+    char *dir = tu_tmpdir("store");
+    char *dir2 = tu_tmpdir("store");
+    keel_store *s;
+    keel_store_stats st;
+    uint8_t k[KEEL_KEY_MAX];
+    int n = mkkey(k, 1, "d", 1, NULL);
+    char v[16];
+
+    s = open_store_opts(dir, 64, KEEL_DURABILITY_FSYNC, 0, 0);
+    for (int i = 0; i < 5; i++) {
+        snprintf(v, sizeof v, "v%d", i);
+        ck_assert_int_eq(commit_put(s, NULL, 1, 1, k, (size_t)n, 1, v), 0);
+    }
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.commits, 5);
+    ck_assert_uint_eq(st.fsyncs, 5);
+    ck_assert_uint_eq(st.map_size, 64u << 20);
+    keel_store_close(s);
+
+    s = open_store_opts(dir2, 64, KEEL_DURABILITY_NONE, 0, 0);
+    for (int i = 0; i < 5; i++) {
+        snprintf(v, sizeof v, "v%d", i);
+        ck_assert_int_eq(commit_put(s, NULL, 1, 1, k, (size_t)n, 1, v), 0);
+    }
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.commits, 5);
+    ck_assert_uint_eq(st.fsyncs, 0);
+    keel_store_close(s);
+
+    /* Committed without sync is still committed. */
+    s = open_store_opts(dir2, 64, KEEL_DURABILITY_FSYNC, 0, 0);
+    expect_value(s, k, (size_t)n, "v4");
+    keel_store_close(s);
+
+    tu_rmrf(dir);
+    tu_rmrf(dir2);
+    free(dir);
+    free(dir2);
+}
+END_TEST
+
+/* -------------------------------------------------------------- writer */
+
+#define NBATCH 100
+#define NPROBE 10000
+
+struct writer_log {
+    pthread_mutex_t lock;
+    keel_batch *batches[NBATCH];
+    keel_batch *probes[NPROBE];
+    int order[NBATCH];
+    int status[NBATCH];
+    int n;
+    int probes_done;
+    int other;
+    pthread_t writer_thread;
+    sem_t gate; /* the first done_cb waits here */
+    int gated;
+};
+
+static void writer_done(keel_batch *b, int status, void *data)
+{
+    struct writer_log *log = data;
+    int idx = -1;
+
+    for (int i = 0; i < NBATCH; i++)
+        if (log->batches[i] == b)
+            idx = i;
+    pthread_mutex_lock(&log->lock);
+    log->writer_thread = pthread_self();
+    if (idx >= 0) {
+        log->order[log->n] = idx;
+        log->status[idx] = status;
+        log->n++;
+    } else if (status == 0) {
+        log->probes_done++;
+    } else {
+        log->other++;
+    }
+    pthread_mutex_unlock(&log->lock);
+    if (idx == 0 && log->gated)
+        sem_wait(&log->gate);
+}
+
+static void writer_log_init(struct writer_log *log, int gated)
+{
+    uint8_t k[KEEL_KEY_MAX];
+    char v[16];
+    int n;
+
+    memset(log, 0, sizeof *log);
+    pthread_mutex_init(&log->lock, NULL);
+    sem_init(&log->gate, 0, 0);
+    log->gated = gated;
+    for (int i = 0; i < NBATCH; i++) {
+        log->batches[i] = keel_batch_create();
+        ck_assert_ptr_nonnull(log->batches[i]);
+        snprintf(v, sizeof v, "v%d", i);
+        /* Every batch also rewrites one shared key: the last write wins
+         * only if the commits run in order. */
+        ck_assert_int_eq(keel_batch_begin_group(log->batches[i], NULL, 3, 1,
+                                                NULL),
+                         0);
+        n = mkkey(k, 3, v, strlen(v), NULL);
+        ck_assert_int_eq(keel_batch_put(log->batches[i], k, (size_t)n,
+                                        (uint64_t)i, v, strlen(v)),
+                         0);
+        n = mkkey(k, 3, "shared", 6, NULL);
+        ck_assert_int_eq(keel_batch_put(log->batches[i], k, (size_t)n,
+                                        (uint64_t)i, v, strlen(v)),
+                         0);
+    }
+}
+
+static void writer_log_check(keel_store *s, struct writer_log *log)
+{
+    uint8_t k[KEEL_KEY_MAX];
+    char v[16];
+    int n;
+
+    ck_assert_int_eq(log->n, NBATCH);
+    ck_assert_int_eq(log->other, 0);
+    ck_assert(!pthread_equal(log->writer_thread, pthread_self()));
+    for (int i = 0; i < NBATCH; i++) {
+        ck_assert_int_eq(log->order[i], i);
+        ck_assert_int_eq(log->status[i], 0);
+        snprintf(v, sizeof v, "v%d", i);
+        n = mkkey(k, 3, v, strlen(v), NULL);
+        expect_value(s, k, (size_t)n, v);
+    }
+    n = mkkey(k, 3, "shared", 6, NULL);
+    snprintf(v, sizeof v, "v%d", NBATCH - 1);
+    expect_value(s, k, (size_t)n, v);
+}
+
+static void writer_log_free(struct writer_log *log)
+{
+    for (int i = 0; i < NBATCH; i++)
+        keel_batch_destroy(log->batches[i]);
+    for (int i = 0; i < NPROBE; i++)
+        keel_batch_destroy(log->probes[i]);
+    sem_destroy(&log->gate);
+    pthread_mutex_destroy(&log->lock);
+}
+
+START_TEST(test_writer_order)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE, 0, 0);
+    struct writer_log *log = malloc(sizeof *log);
+    keel_store_stats st;
+    keel_writer *w;
+
+    writer_log_init(log, 0);
+    ck_assert_int_eq(keel_writer_start(s, writer_done, log, &w), 0);
+    for (int i = 0; i < NBATCH; i++)
+        ck_assert_int_eq(keel_writer_submit(w, log->batches[i]), 0);
+    keel_writer_stop(w);
+    writer_log_check(s, log);
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.commits, NBATCH);
+
+    writer_log_free(log);
+    free(log);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+static void *stopper_main(void *p)
+{
+    keel_writer_stop(p);
+    return NULL;
+}
+
+/* Stop commits what was queued before it began, and refuses what comes
+ * after. The writer is held in its first done_cb so that the queue is
+ * still full when stop begins. */
+START_TEST(test_writer_stop_drains)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE, 0, 0);
+    struct writer_log *log = malloc(sizeof *log);
+    keel_writer *w;
+    pthread_t stopper;
+    int rc = 0, probes = 0;
+
+    writer_log_init(log, 1);
+    ck_assert_int_eq(keel_writer_start(s, writer_done, log, &w), 0);
+    for (int i = 0; i < NBATCH; i++)
+        ck_assert_int_eq(keel_writer_submit(w, log->batches[i]), 0);
+    ck_assert_int_eq(pthread_create(&stopper, NULL, stopper_main, w), 0);
+    /* w stays allocated: the stopper waits for the writer, which waits at
+     * the gate. Until stop has begun, submits still succeed; each takes a
+     * fresh empty batch. */
+    while (probes < NPROBE) {
+        log->probes[probes] = keel_batch_create();
+        rc = keel_writer_submit(w, log->probes[probes]);
+        probes++;
+        if (rc != 0)
+            break;
+        usleep(1000);
+    }
+    ck_assert_int_eq(rc, KEEL_ESTOPPING);
+    sem_post(&log->gate);
+    pthread_join(stopper, NULL);
+
+    writer_log_check(s, log);
+    ck_assert_int_eq(log->probes_done, probes - 1);
+
+    writer_log_free(log);
+    free(log);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- main */
+
+static Suite *store_suite(void)
+{
+    Suite *s = suite_create("store");
+    TCase *tc = tcase_create("store");
+
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_key_roundtrip);
+    tcase_add_test(tc, test_key_limits);
+    tcase_add_test(tc, test_put_get_scan_neighbours);
+    tcase_add_test(tc, test_scan_stop);
+    tcase_add_test(tc, test_del_and_del_prefix);
+    tcase_add_test(tc, test_version_epoch);
+    tcase_add_test(tc, test_fencing);
+    tcase_add_test(tc, test_batch_reuse);
+    tcase_add_test(tc, test_shard_count_mismatch);
+    tcase_add_test(tc, test_open_errors);
+    tcase_add_test(tc, test_open_no_permission);
+    tcase_add_test(tc, test_map_growth);
+    tcase_add_test(tc, test_map_growth_with_readers);
+    tcase_add_test(tc, test_map_max);
+    tcase_add_test(tc, test_disk_full);
+    tcase_add_test(tc, test_durability_stats);
+    tcase_add_test(tc, test_writer_order);
+    tcase_add_test(tc, test_writer_stop_drains);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run_suite(store_suite());
+}
