@@ -1,0 +1,568 @@
+/* The wire-protocol server: accepts connections, parses frames, submits
+ * requests and writes replies back. Replies are appended to the
+ * connection's write buffer and written out once per loop iteration (the
+ * prepare watcher), so a burst of replies costs one write(2).
+ *
+ * A connection whose client hung up while requests were in flight stays
+ * allocated (socket closed) until the last of those replies is released:
+ * the turns still run and commit; only their answers have nowhere to go. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "runtime/node.h"
+#include "runtime/proto.h"
+
+#define READ_CHUNK 65536
+#define WBUF_PAUSE (8u << 20)    /* stop reading above this much unsent */
+#define PENDING_PAUSE 65536      /* or this many requests in flight */
+
+struct keel_conn {
+    keel_node *n;
+    int fd;
+    ev_io rio, wio;
+    uint8_t *rbuf;
+    size_t rlen, rcap;
+    uint8_t *wbuf;
+    size_t wlen, woff, wcap;
+    uint32_t pending;
+    int closing;  /* protocol error: close once the error frame is out */
+    int dead;     /* socket closed, waiting for pending replies */
+    int in_flush;
+    int paused;
+    keel_conn *prev, *next;
+    keel_conn *flush_next;
+};
+
+static void conn_close(keel_conn *c);
+
+/* A closed connection is freed only from the prepare watcher, never inside
+ * a callback that may still hold it. */
+static void bury(keel_conn *c)
+{
+    c->flush_next = c->n->graveyard;
+    c->n->graveyard = c;
+}
+
+static void free_graveyard(keel_node *n)
+{
+    keel_conn *c;
+
+    while ((c = n->graveyard) != NULL) {
+        n->graveyard = c->flush_next;
+        free(c->rbuf);
+        free(c->wbuf);
+        free(c);
+    }
+}
+
+static int parse_addr(const char *addr, struct sockaddr_storage *ss,
+                      socklen_t *sslen, char *errbuf, size_t errlen)
+{
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    struct addrinfo hints, *res = NULL;
+    size_t hl;
+    int rc;
+
+    if (colon == NULL || colon == addr || colon[1] == '\0') {
+        snprintf(errbuf, errlen, "address '%s' is not HOST:PORT", addr);
+        return KEEL_EADDR;
+    }
+    hl = (size_t)(colon - addr);
+    if (hl >= sizeof host) {
+        snprintf(errbuf, errlen, "host name too long in '%s'", addr);
+        return KEEL_EADDR;
+    }
+    memcpy(host, addr, hl);
+    host[hl] = '\0';
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    rc = getaddrinfo(host, colon + 1, &hints, &res);
+    if (rc != 0 || res == NULL) {
+        snprintf(errbuf, errlen, "cannot resolve '%s': %s", addr,
+                 gai_strerror(rc));
+        return KEEL_EADDR;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *sslen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+int keel__net_listen(keel_node *n, const char *addr, char *errbuf,
+                     size_t errlen)
+{
+    struct sockaddr_storage ss;
+    struct sockaddr_in sin;
+    socklen_t sslen, sl = sizeof sin;
+    int fd, one = 1, rc;
+
+    rc = parse_addr(addr, &ss, &sslen, errbuf, errlen);
+    if (rc != 0)
+        return rc;
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(errbuf, errlen, "socket: %s", strerror(errno));
+        return KEEL_EADDR;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 ||
+        listen(fd, 1024) != 0) {
+        snprintf(errbuf, errlen, "cannot listen on %s: %s", addr,
+                 strerror(errno));
+        close(fd);
+        return KEEL_EADDR;
+    }
+    if (getsockname(fd, (struct sockaddr *)&sin, &sl) == 0)
+        n->port = ntohs(sin.sin_port);
+    n->listen_fd = fd;
+    return 0;
+}
+
+/* ------------------------------------------------------------- writing */
+
+static int wbuf_reserve(keel_conn *c, size_t more)
+{
+    size_t need, cap;
+    uint8_t *p;
+
+    if (c->woff > 0 && c->woff == c->wlen)
+        c->woff = c->wlen = 0;
+    need = c->wlen + more;
+    if (need <= c->wcap)
+        return 0;
+    if (c->woff > 0) {
+        memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+        c->wlen -= c->woff;
+        c->woff = 0;
+        need = c->wlen + more;
+        if (need <= c->wcap)
+            return 0;
+    }
+    cap = c->wcap ? c->wcap : 16384;
+    while (cap < need)
+        cap *= 2;
+    p = realloc(c->wbuf, cap);
+    if (p == NULL)
+        return KEEL_ENOMEM;
+    c->wbuf = p;
+    c->wcap = cap;
+    return 0;
+}
+
+static void mark_flush(keel_conn *c)
+{
+    if (c->in_flush)
+        return;
+    c->in_flush = 1;
+    c->flush_next = c->n->flush_head;
+    c->n->flush_head = c;
+}
+
+static void send_frame(keel_conn *c, uint8_t kind, uint64_t id,
+                       const void *body, size_t len)
+{
+    if (c->dead)
+        return;
+    if (wbuf_reserve(c, KEEL_FRAME_HEADER + len) != 0) {
+        keel_warn("connection fd %d: out of memory for a reply; closing",
+                  c->fd);
+        conn_close(c);
+        return;
+    }
+    keel_frame_header(c->wbuf + c->wlen, kind, id, len);
+    if (len)
+        memcpy(c->wbuf + c->wlen + KEEL_FRAME_HEADER, body, len);
+    c->wlen += KEEL_FRAME_HEADER + len;
+    mark_flush(c);
+}
+
+static void send_error(keel_conn *c, uint64_t id, int code, const char *msg)
+{
+    uint8_t body[2 + 512];
+    size_t ml = strlen(msg);
+
+    if (ml > 512)
+        ml = 512;
+    send_frame(c, KEEL_FRAME_ERROR, id, body,
+               keel_error_body_encode(body, code, msg, ml));
+}
+
+static void resume_reading(keel_conn *c);
+
+/* Writes what the socket takes. Returns -1 if the connection was closed. */
+static int conn_write(keel_conn *c)
+{
+    while (c->woff < c->wlen) {
+        ssize_t w = write(c->fd, c->wbuf + c->woff, c->wlen - c->woff);
+        if (w > 0) {
+            c->woff += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!ev_is_active(&c->wio))
+                ev_io_start(c->n->loop, &c->wio);
+            return 0;
+        }
+        conn_close(c); /* peer gone */
+        return -1;
+    }
+    c->woff = c->wlen = 0;
+    if (ev_is_active(&c->wio))
+        ev_io_stop(c->n->loop, &c->wio);
+    if (c->closing) {
+        conn_close(c);
+        return -1;
+    }
+    if (c->paused)
+        resume_reading(c);
+    return 0;
+}
+
+void keel__net_flush_all(keel_node *n)
+{
+    keel_conn *c;
+
+    free_graveyard(n);
+    while ((c = n->flush_head) != NULL) {
+        n->flush_head = c->flush_next;
+        c->in_flush = 0;
+        c->flush_next = NULL;
+        if (!c->dead)
+            conn_write(c);
+    }
+}
+
+static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_write(w->data);
+}
+
+/* ------------------------------------------------------------- replies */
+
+void keel__net_complete(keel_node *n, keel_req *req)
+{
+    keel_conn *c = req->u.net.conn;
+    uint64_t id = req->u.net.request_id;
+
+    c->pending--;
+    if (!c->dead) {
+        if (req->status != 0) {
+            char msg[512];
+            size_t ml = req->len < sizeof msg - 1 ? req->len : sizeof msg - 1;
+            memcpy(msg, req->buf, ml);
+            msg[ml] = '\0';
+            send_error(c, id, req->status, msg);
+        } else if (KEEL_FRAME_HEADER + (size_t)req->len > n->opts.max_frame) {
+            send_error(c, id, KEEL_ETOOBIG,
+                       "reply larger than the maximum frame size");
+        } else {
+            send_frame(c, KEEL_FRAME_REPLY, id, req->buf, req->len);
+        }
+        if (c->paused && c->pending < PENDING_PAUSE / 2 &&
+            c->wlen - c->woff < WBUF_PAUSE / 2)
+            resume_reading(c);
+    }
+    keel__req_free(n, req);
+    if (c->dead && c->pending == 0)
+        bury(c);
+}
+
+/* ------------------------------------------------------------- reading */
+
+static void handle_call(keel_conn *c, const keel_frame *f)
+{
+    keel_node *n = c->n;
+    keel_call_body cb;
+    struct keel_type_entry *te;
+    keel_req *req;
+    int rc;
+
+    rc = keel_call_body_parse(f->body, f->body_len, &cb);
+    if (rc != 0) {
+        send_error(c, f->request_id, rc,
+                   rc == KEEL_ELIMIT ? "type name or id over its limit"
+                                     : "malformed call body");
+        return;
+    }
+    te = keel__type_find(n, cb.type, cb.tlen);
+    if (te == NULL) {
+        char msg[KEEL_MAX_TYPE_LEN + 32];
+        snprintf(msg, sizeof msg, "unknown actor type '%.*s'", (int)cb.tlen,
+                 (const char *)cb.type);
+        send_error(c, f->request_id, KEEL_ENOTYPE, msg);
+        return;
+    }
+    req = keel__req_alloc(n, cb.msglen);
+    if (req == NULL) {
+        send_error(c, f->request_id, KEEL_ENOMEM, "out of memory");
+        return;
+    }
+    keel__req_set(req, cb.msg, cb.msglen);
+    req->origin = REQ_NET;
+    req->is_cast = f->kind == KEEL_FRAME_CAST;
+    req->u.net.conn = c;
+    req->u.net.request_id = f->request_id;
+    rc = keel__submit(n, te, cb.id, cb.idlen, req);
+    if (rc != 0) {
+        keel__req_free(n, req);
+        send_error(c, f->request_id, rc, keel_strerror(rc));
+        return;
+    }
+    c->pending++;
+}
+
+/* Handles one whole frame. Returns -1 when the connection must close. */
+static int handle_frame(keel_conn *c, const keel_frame *f)
+{
+    keel_node *n = c->n;
+
+    n->stats.frames_in++;
+    switch (f->kind) {
+    case KEEL_FRAME_CALL:
+    case KEEL_FRAME_CAST:
+        handle_call(c, f);
+        return 0;
+    case KEEL_FRAME_STAT: {
+        char text[2048];
+        keel_stats st;
+        size_t len;
+        keel_node_stats(n, &st);
+        len = keel_stats_format(&st, text, sizeof text);
+        if (len >= sizeof text)
+            len = sizeof text - 1;
+        send_frame(c, KEEL_FRAME_REPLY, f->request_id, text, len);
+        return 0;
+    }
+    case KEEL_FRAME_PING:
+        send_frame(c, KEEL_FRAME_PONG, f->request_id, f->body, f->body_len);
+        return 0;
+    default:
+        /* REPLY, ERROR and PONG travel only from server to client. */
+        n->stats.frames_bad++;
+        send_error(c, f->request_id, KEEL_EPROTO,
+                   "frame kind not accepted by a server");
+        return -1;
+    }
+}
+
+static void pause_reading(keel_conn *c)
+{
+    if (!c->paused) {
+        c->paused = 1;
+        ev_io_stop(c->n->loop, &c->rio);
+    }
+}
+
+static void process_input(keel_conn *c)
+{
+    keel_node *n = c->n;
+    size_t off = 0;
+
+    while (!c->dead && !c->closing && off < c->rlen) {
+        keel_frame f;
+        long r = keel_frame_parse(c->rbuf + off, c->rlen - off,
+                                  n->opts.max_frame, &f);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            n->stats.frames_bad++;
+            send_error(c, f.request_id, (int)r,
+                       r == KEEL_ETOOBIG ? "frame larger than the maximum"
+                                         : "malformed frame header");
+            c->closing = 1;
+            break;
+        }
+        if (handle_frame(c, &f) != 0) {
+            c->closing = 1;
+            break;
+        }
+        off += (size_t)r;
+    }
+    if (c->dead)
+        return;
+    if (off > 0) {
+        memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+        c->rlen -= off;
+    }
+    if (c->closing) {
+        pause_reading(c);
+        mark_flush(c);
+        return;
+    }
+    if (c->pending >= PENDING_PAUSE || c->wlen - c->woff >= WBUF_PAUSE)
+        pause_reading(c);
+}
+
+static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    keel_conn *c = w->data;
+    int rounds;
+
+    (void)loop;
+    (void)revents;
+    for (rounds = 0; rounds < 16 && !c->dead && !c->closing && !c->paused;
+         rounds++) {
+        ssize_t r;
+        if (c->rcap - c->rlen < READ_CHUNK / 4) {
+            /* Room for the largest frame plus one read. */
+            size_t cap = c->rcap ? c->rcap * 2 : READ_CHUNK;
+            size_t limit = (size_t)c->n->opts.max_frame + READ_CHUNK;
+            uint8_t *p;
+            if (cap > limit && c->rcap >= limit)
+                cap = c->rcap;
+            p = cap > c->rcap ? realloc(c->rbuf, cap) : c->rbuf;
+            if (p == NULL) {
+                conn_close(c);
+                return;
+            }
+            c->rbuf = p;
+            c->rcap = cap;
+        }
+        r = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
+        if (r > 0) {
+            c->rlen += (size_t)r;
+            process_input(c);
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        conn_close(c); /* EOF or error */
+        return;
+    }
+}
+
+static void resume_reading(keel_conn *c)
+{
+    if (c->paused && !c->dead && !c->closing) {
+        c->paused = 0;
+        ev_io_start(c->n->loop, &c->rio);
+        /* Frames already buffered wait for no new byte. */
+        process_input(c);
+    }
+}
+
+/* ---------------------------------------------------------- connections */
+
+static void conn_close(keel_conn *c)
+{
+    keel_node *n = c->n;
+
+    if (c->dead)
+        return;
+    ev_io_stop(n->loop, &c->rio);
+    ev_io_stop(n->loop, &c->wio);
+    close(c->fd);
+    c->fd = -1;
+    c->dead = 1;
+    if (c->in_flush) {
+        keel_conn **pp;
+        for (pp = &n->flush_head; *pp != NULL; pp = &(*pp)->flush_next) {
+            if (*pp == c) {
+                *pp = c->flush_next;
+                break;
+            }
+        }
+        c->in_flush = 0;
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        n->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    n->stats.connections--;
+    if (c->pending == 0)
+        bury(c);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    keel_node *n = w->data;
+    int i;
+
+    (void)revents;
+    for (i = 0; i < 64; i++) {
+        int fd = accept4(n->listen_fd, NULL, NULL,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int one = 1;
+        keel_conn *c;
+
+        if (fd < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                keel_warn("accept: %s", strerror(errno));
+            return;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c = calloc(1, sizeof *c);
+        if (c == NULL) {
+            close(fd);
+            continue;
+        }
+        c->n = n;
+        c->fd = fd;
+        ev_io_init(&c->rio, rio_cb, fd, EV_READ);
+        ev_io_init(&c->wio, wio_cb, fd, EV_WRITE);
+        c->rio.data = c;
+        c->wio.data = c;
+        c->next = n->conns;
+        if (n->conns)
+            n->conns->prev = c;
+        n->conns = c;
+        n->stats.connections++;
+        ev_io_start(loop, &c->rio);
+    }
+}
+
+void keel__net_start(keel_node *n)
+{
+    if (n->listen_fd < 0)
+        return;
+    ev_io_init(&n->listen_watcher, accept_cb, n->listen_fd, EV_READ);
+    n->listen_watcher.data = n;
+    ev_io_start(n->loop, &n->listen_watcher);
+}
+
+void keel__net_stop_accepting(keel_node *n)
+{
+    if (n->listen_fd < 0)
+        return;
+    ev_io_stop(n->loop, &n->listen_watcher);
+    close(n->listen_fd);
+    n->listen_fd = -1;
+}
+
+void keel__net_close_all(keel_node *n)
+{
+    keel_conn *c;
+
+    while ((c = n->conns) != NULL) {
+        /* Last chance for buffered replies: a blocking-free write. */
+        if (c->woff < c->wlen && !c->dead) {
+            ssize_t w = write(c->fd, c->wbuf + c->woff, c->wlen - c->woff);
+            (void)w;
+        }
+        conn_close(c);
+    }
+    free_graveyard(n);
+}

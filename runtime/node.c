@@ -1,0 +1,1988 @@
+/* The node: actor lifecycle, turns, group commit and reply release.
+ *
+ * A message's path: keel_call / a connection -> keel__submit (the actor's
+ * mailbox, the run queue) -> run_cb runs turns, one per actor at a time
+ * -> a turn that writes marks its actor dirty in the open batch -> when the
+ * writer is idle the open batch is serialized (each dirty actor's latest
+ * state and entries, coalescing all its turns since the last batch) and
+ * handed to the writer thread -> the writer commits (fsync) and wakes the
+ * loop -> the replies that waited for that batch are released.
+ *
+ * A reply waits for the newest batch holding a write of its actor, even
+ * when its own turn wrote nothing: what it read may not be durable yet,
+ * and the outside world must never see a state that a crash could undo.
+ */
+#include "runtime/node.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "common/log.h"
+#include "runtime/proto.h"
+
+#define RUN_BUDGET 8192     /* turns per run_cb call before I/O gets a go */
+#define RUN_PER_ACTOR 64    /* turns of one actor before others get a go */
+#define REQ_FREE_MAX 4096
+#define TMP_BLOCK 65536
+
+struct keel_sync_call {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    int status;
+    void *reply;
+    size_t len;
+    /* The caller's buffers: it blocks until the reply, so they outlive
+     * the request. */
+    char *type;
+    void *id;
+    size_t idlen;
+    void *msg;
+    size_t msglen;
+    int cast;
+};
+
+/* A block of memory handed out to a turn; freed when the turn ends. */
+struct tmp_block {
+    struct tmp_block *next;
+    size_t used, cap;
+    uint8_t data[];
+};
+
+struct keel_turn {
+    keel_node *n;
+    keel_actor *a;
+    int state_set;
+    size_t state_len;
+    size_t reply_len;
+    int no_writes; /* on_passivate: reading only */
+    int err_set;
+    struct tmp_block *tmp;
+    char err[256]; /* last: run_turn clears everything before it */
+};
+
+static void release_req(keel_node *n, keel_req *req);
+static void flush_open(keel_node *n);
+static void maybe_finish_stop(keel_node *n);
+static void schedule(keel_node *n, keel_actor *a);
+
+/* ------------------------------------------------------------ options */
+
+void keel_node_options_init(keel_node_options *opts)
+{
+    memset(opts, 0, sizeof *opts);
+    opts->shard_count = KEEL_DEFAULT_SHARDS;
+    opts->idle_timeout_ms = 60000;
+    opts->durability = KEEL_DURABILITY_FSYNC;
+    opts->max_frame = KEEL_DEFAULT_MAX_FRAME;
+    opts->log_level = KEEL_LOG_INFO;
+}
+
+/* ----------------------------------------------------------- requests */
+
+keel_req *keel__req_alloc(keel_node *n, size_t msglen)
+{
+    keel_req *req = n->req_free;
+
+    if (req != NULL) {
+        n->req_free = req->next;
+        n->req_free_count--;
+    } else {
+        req = malloc(sizeof *req);
+        if (req == NULL)
+            return NULL;
+    }
+    memset(req, 0, offsetof(keel_req, inl));
+    req->buf = req->inl;
+    req->cap = KEEL_REQ_INLINE;
+    if (msglen > req->cap && keel__req_set(req, NULL, msglen) != 0) {
+        keel__req_free(n, req);
+        return NULL;
+    }
+    return req;
+}
+
+void keel__req_free(keel_node *n, keel_req *req)
+{
+    if (req->buf != req->inl)
+        free(req->buf);
+    if (n->req_free_count >= REQ_FREE_MAX) {
+        free(req);
+        return;
+    }
+    req->next = n->req_free;
+    n->req_free = req;
+    n->req_free_count++;
+}
+
+int keel__req_set(keel_req *req, const void *data, size_t len)
+{
+    if (len > UINT32_MAX)
+        return KEEL_ETOOBIG;
+    if (len > req->cap) {
+        uint8_t *p = malloc(len);
+        if (p == NULL)
+            return KEEL_ENOMEM;
+        if (req->buf != req->inl)
+            free(req->buf);
+        req->buf = p;
+        req->cap = (uint32_t)len;
+    }
+    if (data != NULL && len > 0)
+        memmove(req->buf, data, len);
+    req->len = (uint32_t)len;
+    return 0;
+}
+
+static void queue_push(keel_req_queue *q, keel_req *req)
+{
+    req->next = NULL;
+    if (q->tail != NULL)
+        q->tail->next = req;
+    else
+        q->head = req;
+    q->tail = req;
+}
+
+/* ---------------------------------------------------------------- types */
+
+struct keel_type_entry *keel__type_find(keel_node *n, const void *name,
+                                        size_t len)
+{
+    unsigned i;
+
+    for (i = 0; i < n->ntypes; i++) {
+        struct keel_type_entry *te = n->types[i];
+        if (strlen(te->name) == len && memcmp(te->name, name, len) == 0)
+            return te;
+    }
+    return NULL;
+}
+
+int keel_node_register_type(keel_node *n, const keel_actor_type *type)
+{
+    struct keel_type_entry *te;
+    size_t len;
+
+    if (n == NULL || type == NULL || type->name == NULL ||
+        type->on_message == NULL)
+        return KEEL_EINVAL;
+    if (n->running)
+        return KEEL_EINVAL;
+    len = strlen(type->name);
+    if (len == 0)
+        return KEEL_EINVAL;
+    if (len > KEEL_MAX_TYPE_LEN)
+        return KEEL_ELIMIT;
+    if (type->capability != NULL && strlen(type->capability) > 255)
+        return KEEL_ELIMIT;
+    if (keel__type_find(n, type->name, len) != NULL)
+        return KEEL_EEXIST;
+    if (n->ntypes >= 256)
+        return KEEL_ELIMIT;
+    te = calloc(1, sizeof *te);
+    if (te == NULL)
+        return KEEL_ENOMEM;
+    te->capability = strdup(type->capability ? type->capability : "");
+    if (te->capability == NULL) {
+        free(te);
+        return KEEL_ENOMEM;
+    }
+    te->t = *type;
+    memcpy(te->name, type->name, len + 1);
+    te->t.name = te->name;
+    te->t.capability = te->capability;
+    te->index = (uint8_t)n->ntypes;
+    n->types[n->ntypes++] = te;
+    return 0;
+}
+
+int keel_node_load_plugin(keel_node *n, const char *path, char *errbuf,
+                          size_t errlen)
+{
+    keel_plugin_init_fn init;
+    void *h;
+    int rc;
+
+    if (n == NULL || path == NULL || n->running)
+        return KEEL_EINVAL;
+    if (n->nplugins >= sizeof n->plugins / sizeof n->plugins[0]) {
+        snprintf(errbuf, errlen, "%s: too many plugins", path);
+        return KEEL_EPLUGIN;
+    }
+    h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) {
+        if (errbuf)
+            snprintf(errbuf, errlen, "%s", dlerror());
+        return KEEL_EPLUGIN;
+    }
+    *(void **)&init = dlsym(h, KEEL_PLUGIN_INIT_SYMBOL);
+    if (init == NULL) {
+        if (errbuf)
+            snprintf(errbuf, errlen, "%s: no symbol %s", path,
+                     KEEL_PLUGIN_INIT_SYMBOL);
+        dlclose(h);
+        return KEEL_EPLUGIN;
+    }
+    rc = init(n);
+    if (rc != 0) {
+        if (errbuf)
+            snprintf(errbuf, errlen, "%s: %s returned %s", path,
+                     KEEL_PLUGIN_INIT_SYMBOL, keel_strerror(rc));
+        dlclose(h);
+        return KEEL_EPLUGIN;
+    }
+    n->plugins[n->nplugins++] = h;
+    return 0;
+}
+
+/* --------------------------------------------------------------- actors */
+
+struct actor_key {
+    struct keel_type_entry *type;
+    const void *id;
+    size_t idlen;
+};
+
+static int actor_eq(const void *item, const void *key)
+{
+    const keel_actor *a = item;
+    const struct actor_key *k = key;
+
+    return a->type == k->type && a->idlen == k->idlen &&
+           memcmp(a->id, k->id, k->idlen) == 0;
+}
+
+static uint64_t actor_hash(const struct keel_type_entry *te, const void *id,
+                           size_t idlen)
+{
+    return XXH3_64bits_withSeed(id, idlen, te->index + 1);
+}
+
+static void lru_unlink(keel_node *n, keel_actor *a)
+{
+    if (a->lru_prev)
+        a->lru_prev->lru_next = a->lru_next;
+    else
+        n->lru_head = a->lru_next;
+    if (a->lru_next)
+        a->lru_next->lru_prev = a->lru_prev;
+    else
+        n->lru_tail = a->lru_prev;
+    a->lru_prev = a->lru_next = NULL;
+}
+
+static void lru_push_head(keel_node *n, keel_actor *a)
+{
+    a->lru_prev = NULL;
+    a->lru_next = n->lru_head;
+    if (n->lru_head)
+        n->lru_head->lru_prev = a;
+    else
+        n->lru_tail = a;
+    n->lru_head = a;
+}
+
+static void lru_touch(keel_node *n, keel_actor *a)
+{
+    a->last_used = ev_now(n->loop);
+    if (n->lru_head == a)
+        return;
+    lru_unlink(n, a);
+    lru_push_head(n, a);
+}
+
+static keel_actor *actor_get(keel_node *n, struct keel_type_entry *te,
+                             const void *id, size_t idlen, int create)
+{
+    struct actor_key k = {te, id, idlen};
+    uint64_t h = actor_hash(te, id, idlen);
+    keel_actor *a = keel_hmap_get(&n->actors, h, &k, actor_eq);
+
+    if (a != NULL || !create)
+        return a;
+    a = calloc(1, sizeof *a + idlen);
+    if (a == NULL)
+        return NULL;
+    a->hash = h;
+    a->type = te;
+    a->idlen = (uint8_t)idlen;
+    memcpy(a->id, id, idlen);
+    a->shard = keel_shard_of(te->name, id, idlen, n->opts.shard_count);
+    if (keel_hmap_put(&n->actors, h, a) != 0) {
+        free(a);
+        return NULL;
+    }
+    lru_push_head(n, a);
+    a->last_used = ev_now(n->loop);
+    n->resident++;
+    n->stats.resident_actors = n->resident;
+    return a;
+}
+
+static void ovl_free(keel_hmap *ovl)
+{
+    size_t pos = 0;
+    void *item;
+
+    if (ovl == NULL)
+        return;
+    while (keel_hmap_next(ovl, &pos, &item))
+        free(item);
+    keel_hmap_free(ovl);
+    free(ovl);
+}
+
+static int ovl_eq(const void *item, const void *key)
+{
+    const keel_ovl_entry *e = item;
+    const uint8_t *k = key; /* be32 length | bytes */
+    uint32_t klen = ((uint32_t)k[0] << 24) | ((uint32_t)k[1] << 16) |
+                    ((uint32_t)k[2] << 8) | k[3];
+
+    return e->klen == klen && memcmp(e->data, k + 4, klen) == 0;
+}
+
+static keel_ovl_entry *ovl_find(keel_actor *a, const void *key, size_t klen)
+{
+    uint8_t k[4 + KEEL_MAX_ENTRY_KEY_LEN];
+
+    if (a->ovl == NULL)
+        return NULL;
+    k[0] = (uint8_t)(klen >> 24);
+    k[1] = (uint8_t)(klen >> 16);
+    k[2] = (uint8_t)(klen >> 8);
+    k[3] = (uint8_t)klen;
+    memcpy(k + 4, key, klen);
+    return keel_hmap_get(a->ovl, XXH3_64bits(key, klen), k, ovl_eq);
+}
+
+static int ovl_set(keel_actor *a, uint64_t seq, const void *key, size_t klen,
+                   const void *val, size_t vlen, int deleted)
+{
+    keel_ovl_entry *old = ovl_find(a, key, klen), *e;
+    uint64_t h = XXH3_64bits(key, klen);
+
+    if (a->ovl == NULL) {
+        a->ovl = calloc(1, sizeof *a->ovl);
+        if (a->ovl == NULL)
+            return KEEL_ENOMEM;
+        keel_hmap_init(a->ovl);
+    }
+    e = malloc(sizeof *e + klen + vlen);
+    if (e == NULL)
+        return KEEL_ENOMEM;
+    e->hash = h;
+    e->seq = seq;
+    e->klen = (uint32_t)klen;
+    e->vlen = (uint32_t)vlen;
+    e->deleted = (uint8_t)deleted;
+    memcpy(e->data, key, klen);
+    if (vlen)
+        memcpy(e->data + klen, val, vlen);
+    if (old != NULL) {
+        keel_hmap_remove(a->ovl, h, old);
+        free(old);
+    }
+    if (keel_hmap_put(a->ovl, h, e) != 0) {
+        free(e);
+        return KEEL_ENOMEM;
+    }
+    return 0;
+}
+
+/* Drops overlay entries the store now holds (seq <= durable). */
+static void ovl_prune(keel_actor *a, uint64_t durable)
+{
+    size_t pos = 0, cap, i;
+    void *item;
+    keel_ovl_entry **drop;
+    size_t ndrop = 0;
+
+    if (a->ovl == NULL)
+        return;
+    cap = a->ovl->count;
+    drop = malloc(cap * sizeof *drop);
+    if (drop == NULL)
+        return; /* keeping them is harmless: they match the store */
+    while (keel_hmap_next(a->ovl, &pos, &item)) {
+        keel_ovl_entry *e = item;
+        if (e->seq <= durable)
+            drop[ndrop++] = e;
+    }
+    for (i = 0; i < ndrop; i++) {
+        keel_hmap_remove(a->ovl, drop[i]->hash, drop[i]);
+        free(drop[i]);
+    }
+    free(drop);
+    if (a->ovl->count == 0) {
+        ovl_free(a->ovl);
+        a->ovl = NULL;
+    }
+}
+
+static void dirty_remove(keel_node *n, keel_actor *a)
+{
+    keel_actor **pp;
+
+    if (!(a->flags & ACTOR_IN_DIRTY))
+        return;
+    for (pp = &n->dirty_head; *pp != NULL; pp = &(*pp)->dirty_next) {
+        if (*pp == a) {
+            *pp = a->dirty_next;
+            break;
+        }
+    }
+    a->dirty_next = NULL;
+    a->flags &= (uint8_t)~(ACTOR_IN_DIRTY | ACTOR_STATE_DIRTY);
+}
+
+static void call_passivate(keel_node *n, keel_actor *a)
+{
+    if ((a->flags & ACTOR_ACTIVE) && a->type->t.on_passivate != NULL) {
+        struct keel_turn t;
+        memset(&t, 0, sizeof t);
+        t.n = n;
+        t.a = a;
+        t.no_writes = 1;
+        a->flags |= ACTOR_RUNNING;
+        a->type->t.on_passivate(&t);
+        a->flags &= (uint8_t)~ACTOR_RUNNING;
+        while (t.tmp != NULL) {
+            struct tmp_block *b = t.tmp;
+            t.tmp = b->next;
+            free(b);
+        }
+    }
+}
+
+/* Forgets the activation: state, uncommitted entries, user data. The actor
+ * struct stays (requests may point at it); the next message reloads it
+ * from the store. */
+static void actor_deactivate(keel_node *n, keel_actor *a)
+{
+    if (a->flags & ACTOR_ACTIVE) {
+        call_passivate(n, a);
+        n->stats.passivations++;
+    }
+    dirty_remove(n, a);
+    ovl_free(a->ovl);
+    a->ovl = NULL;
+    free(a->state);
+    a->state = NULL;
+    a->state_len = a->state_cap = 0;
+    a->version = 0;
+    a->user = NULL;
+    a->last_write_seq = 0;
+    a->flags &= (uint8_t)~ACTOR_ACTIVE;
+}
+
+static int actor_idle(const keel_node *n, const keel_actor *a)
+{
+    return a->mb_head == NULL &&
+           !(a->flags & (ACTOR_IN_RUNQ | ACTOR_RUNNING | ACTOR_IN_DIRTY)) &&
+           a->last_write_seq <= n->durable_seq;
+}
+
+/* Passivates and frees an idle actor. Everything it wrote is durable. */
+static void actor_passivate(keel_node *n, keel_actor *a)
+{
+    actor_deactivate(n, a);
+    keel_hmap_remove(&n->actors, a->hash, a);
+    lru_unlink(n, a);
+    n->resident--;
+    n->stats.resident_actors = n->resident;
+    free(a);
+}
+
+/* Passivates least recently used idle actors until at most `keep` stay.
+ * Busy ones are skipped; scanning is bounded so one call stays short. */
+static void evict_lru(keel_node *n, uint64_t keep, ev_tstamp older_than)
+{
+    keel_actor *a = n->lru_tail, *prev;
+    int scanned = 0;
+
+    while (a != NULL && n->resident > keep && scanned++ < 100000) {
+        prev = a->lru_prev;
+        if (older_than > 0 && a->last_used > older_than)
+            break; /* the rest were used more recently */
+        if (actor_idle(n, a))
+            actor_passivate(n, a);
+        a = prev;
+    }
+}
+
+static void idle_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    keel_node *n = w->data;
+    ev_tstamp cutoff = ev_now(loop) - n->opts.idle_timeout_ms / 1000.0;
+
+    (void)revents;
+    evict_lru(n, 0, cutoff);
+}
+
+/* ------------------------------------------------------------- the turn */
+
+static void *turn_alloc(keel_turn *t, size_t size)
+{
+    struct tmp_block *b = t->tmp;
+    void *p;
+
+    size = (size + 15) & ~(size_t)15;
+    if (b == NULL || b->cap - b->used < size) {
+        size_t cap = size > TMP_BLOCK ? size : TMP_BLOCK;
+        b = malloc(sizeof *b + cap);
+        if (b == NULL)
+            return NULL;
+        b->cap = cap;
+        b->used = 0;
+        b->next = t->tmp;
+        t->tmp = b;
+    }
+    p = b->data + b->used;
+    b->used += size;
+    return p;
+}
+
+static int grow(uint8_t **buf, size_t *cap, size_t need)
+{
+    size_t c = *cap ? *cap : 256;
+    uint8_t *p;
+
+    if (need <= *cap)
+        return 0;
+    while (c < need)
+        c *= 2;
+    p = realloc(*buf, c);
+    if (p == NULL)
+        return KEEL_ENOMEM;
+    *buf = p;
+    *cap = c;
+    return 0;
+}
+
+void keel_turn_state(keel_turn *t, const void **data, size_t *len)
+{
+    if (t->state_set) {
+        *data = t->n->scratch_state;
+        *len = t->state_len;
+    } else {
+        *data = t->a->state;
+        *len = t->a->state_len;
+    }
+}
+
+int keel_turn_set_state(keel_turn *t, const void *data, size_t len)
+{
+    int rc;
+
+    if (t->no_writes)
+        return KEEL_EINVAL;
+    if (len > UINT32_MAX)
+        return KEEL_ETOOBIG;
+    rc = grow(&t->n->scratch_state, &t->n->scratch_state_cap, len);
+    if (rc != 0)
+        return rc;
+    if (len)
+        memmove(t->n->scratch_state, data, len);
+    t->state_len = len;
+    t->state_set = 1;
+    return 0;
+}
+
+int keel_turn_reply(keel_turn *t, const void *data, size_t len)
+{
+    int rc = grow(&t->n->scratch_reply, &t->n->scratch_reply_cap, len);
+
+    if (rc != 0)
+        return rc;
+    if (len)
+        memmove(t->n->scratch_reply, data, len);
+    t->reply_len = len;
+    return 0;
+}
+
+int keel_turn_replyf(keel_turn *t, const char *fmt, ...)
+{
+    va_list ap;
+    int len;
+    int rc;
+
+    va_start(ap, fmt);
+    len = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (len < 0)
+        return KEEL_EINVAL;
+    rc = grow(&t->n->scratch_reply, &t->n->scratch_reply_cap,
+              (size_t)len + 1);
+    if (rc != 0)
+        return rc;
+    va_start(ap, fmt);
+    vsnprintf((char *)t->n->scratch_reply, (size_t)len + 1, fmt, ap);
+    va_end(ap);
+    t->reply_len = (size_t)len;
+    return 0;
+}
+
+void keel_turn_error(keel_turn *t, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(t->err, sizeof t->err, fmt, ap);
+    va_end(ap);
+    t->err_set = 1;
+}
+
+/* Staged writes of the running turn, in t->n->stage:
+ *   op u8 (1 put, 2 del) | klen u32 | vlen u32 | key | value          */
+#define STAGE_PUT 1
+#define STAGE_DEL 2
+#define STAGE_HDR 9
+
+static int stage_add(keel_turn *t, int op, const void *key, size_t klen,
+                     const void *val, size_t vlen)
+{
+    keel_node *n = t->n;
+    uint8_t *p;
+    uint32_t k32 = (uint32_t)klen, v32 = (uint32_t)vlen;
+    int rc = grow(&n->stage, &n->stage_cap,
+                  n->stage_len + STAGE_HDR + klen + vlen);
+
+    if (rc != 0)
+        return rc;
+    p = n->stage + n->stage_len;
+    p[0] = (uint8_t)op;
+    memcpy(p + 1, &k32, 4);
+    memcpy(p + 5, &v32, 4);
+    memcpy(p + STAGE_HDR, key, klen);
+    if (vlen)
+        memcpy(p + STAGE_HDR + klen, val, vlen);
+    n->stage_len += STAGE_HDR + klen + vlen;
+    return 0;
+}
+
+/* Finds the latest staged write of key. Returns its op or 0. */
+static int stage_find(keel_turn *t, const void *key, size_t klen,
+                      const uint8_t **val, size_t *vlen)
+{
+    keel_node *n = t->n;
+    size_t off = 0;
+    int found = 0;
+
+    while (off < n->stage_len) {
+        const uint8_t *p = n->stage + off;
+        uint32_t k32, v32;
+        memcpy(&k32, p + 1, 4);
+        memcpy(&v32, p + 5, 4);
+        if (k32 == klen && memcmp(p + STAGE_HDR, key, klen) == 0) {
+            found = p[0];
+            *val = p + STAGE_HDR + k32;
+            *vlen = v32;
+        }
+        off += STAGE_HDR + k32 + v32;
+    }
+    return found;
+}
+
+static int check_entry_key(size_t klen)
+{
+    if (klen == 0)
+        return KEEL_EINVAL;
+    if (klen > KEEL_MAX_ENTRY_KEY_LEN)
+        return KEEL_ELIMIT;
+    return 0;
+}
+
+static int encode_key(keel_actor *a, const void *entry, size_t elen,
+                      uint8_t *buf)
+{
+    return keel_key_encode(buf, (uint16_t)a->shard, a->type->name,
+                           strlen(a->type->name), a->id, a->idlen, entry,
+                           elen);
+}
+
+int keel_turn_get(keel_turn *t, const void *key, size_t klen,
+                  const void **val, size_t *vlen)
+{
+    const uint8_t *sv;
+    size_t sl;
+    keel_ovl_entry *e;
+    keel_store_read *r;
+    keel_record rec;
+    uint8_t kbuf[KEEL_KEY_MAX];
+    int rc, op, kl;
+    void *copy;
+
+    rc = check_entry_key(klen);
+    if (rc != 0)
+        return rc;
+    op = stage_find(t, key, klen, &sv, &sl);
+    if (op == STAGE_DEL)
+        return KEEL_ENOTFOUND;
+    if (op == STAGE_PUT) {
+        /* The stage may move on the next write: hand out a stable copy. */
+        copy = turn_alloc(t, sl ? sl : 1);
+        if (copy == NULL)
+            return KEEL_ENOMEM;
+        memcpy(copy, sv, sl);
+        *val = copy;
+        *vlen = sl;
+        return 0;
+    }
+    e = ovl_find(t->a, key, klen);
+    if (e != NULL) {
+        if (e->deleted)
+            return KEEL_ENOTFOUND;
+        *val = e->data + e->klen; /* stable: the overlay changes only
+                                   * between turns */
+        *vlen = e->vlen;
+        return 0;
+    }
+    kl = encode_key(t->a, key, klen, kbuf);
+    if (kl < 0)
+        return kl;
+    rc = keel_store_read_begin(t->n->store, &r);
+    if (rc != 0)
+        return rc;
+    rc = keel_store_get(r, kbuf, (size_t)kl, &rec);
+    if (rc == 0) {
+        copy = turn_alloc(t, rec.len ? rec.len : 1);
+        if (copy == NULL) {
+            rc = KEEL_ENOMEM;
+        } else {
+            memcpy(copy, rec.data, rec.len);
+            *val = copy;
+            *vlen = rec.len;
+        }
+    }
+    keel_store_read_end(r);
+    return rc;
+}
+
+int keel_turn_put(keel_turn *t, const void *key, size_t klen,
+                  const void *val, size_t vlen)
+{
+    int rc = check_entry_key(klen);
+
+    if (rc != 0)
+        return rc;
+    if (t->no_writes)
+        return KEEL_EINVAL;
+    if (vlen > UINT32_MAX - klen)
+        return KEEL_ETOOBIG;
+    return stage_add(t, STAGE_PUT, key, klen, val, vlen);
+}
+
+int keel_turn_del(keel_turn *t, const void *key, size_t klen)
+{
+    int rc = check_entry_key(klen);
+
+    if (rc != 0)
+        return rc;
+    if (t->no_writes)
+        return KEEL_EINVAL;
+    return stage_add(t, STAGE_DEL, key, klen, NULL, 0);
+}
+
+/* keel_turn_entries merges three layers (store, overlay, this turn's stage)
+ * into one sorted list. It is meant for listings, not the hot path. */
+struct ent {
+    const uint8_t *key;
+    size_t klen;
+    const uint8_t *val;
+    size_t vlen;
+    size_t pos; /* order of arrival: later layers win */
+    int deleted;
+};
+
+struct ent_list {
+    keel_turn *t;
+    struct ent *v;
+    size_t n, cap;
+    size_t prefix_len;
+    int err;
+};
+
+static int ent_add(struct ent_list *l, const void *key, size_t klen,
+                   const void *val, size_t vlen, int deleted)
+{
+    struct ent *e;
+    uint8_t *kc, *vc;
+
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        struct ent *v = realloc(l->v, cap * sizeof *v);
+        if (v == NULL)
+            return KEEL_ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    kc = turn_alloc(l->t, klen + vlen + 1);
+    if (kc == NULL)
+        return KEEL_ENOMEM;
+    memcpy(kc, key, klen);
+    vc = kc + klen;
+    if (vlen)
+        memcpy(vc, val, vlen);
+    e = &l->v[l->n++];
+    e->key = kc;
+    e->klen = klen;
+    e->val = vc;
+    e->vlen = vlen;
+    e->pos = l->n - 1;
+    e->deleted = deleted;
+    return 0;
+}
+
+static int ent_scan_cb(const uint8_t *key, size_t klen,
+                       const keel_record *rec, void *data)
+{
+    struct ent_list *l = data;
+
+    if (klen == l->prefix_len)
+        return 0; /* the state blob, not an entry */
+    l->err = ent_add(l, key + l->prefix_len, klen - l->prefix_len, rec->data,
+                     rec->len, 0);
+    return l->err != 0;
+}
+
+static int ent_cmp(const void *x, const void *y)
+{
+    const struct ent *a = x, *b = y;
+    size_t m = a->klen < b->klen ? a->klen : b->klen;
+    int c = memcmp(a->key, b->key, m);
+
+    if (c != 0)
+        return c;
+    return (a->klen > b->klen) - (a->klen < b->klen);
+}
+
+int keel_turn_entries(keel_turn *t, keel_entry_fn fn, void *data)
+{
+    struct ent_list l;
+    keel_store_read *r;
+    uint8_t prefix[KEEL_KEY_MAX];
+    size_t pos = 0, i, j, off;
+    void *item;
+    int rc, plen;
+
+    memset(&l, 0, sizeof l);
+    l.t = t;
+    plen = encode_key(t->a, NULL, 0, prefix);
+    if (plen < 0)
+        return plen;
+    l.prefix_len = (size_t)plen;
+    rc = keel_store_read_begin(t->n->store, &r);
+    if (rc != 0)
+        return rc;
+    rc = keel_store_scan(r, prefix, (size_t)plen, ent_scan_cb, &l);
+    keel_store_read_end(r);
+    if (l.err != 0)
+        rc = l.err;
+    else if (rc > 0)
+        rc = 0;
+    /* Later layers override earlier ones: append overlay then stage, then
+     * a stable sort keeps the last write of each key last. */
+    if (rc == 0 && t->a->ovl != NULL) {
+        while (rc == 0 && keel_hmap_next(t->a->ovl, &pos, &item)) {
+            keel_ovl_entry *e = item;
+            rc = ent_add(&l, e->data, e->klen, e->data + e->klen, e->vlen,
+                         e->deleted);
+        }
+    }
+    for (off = 0; rc == 0 && off < t->n->stage_len;) {
+        const uint8_t *p = t->n->stage + off;
+        uint32_t k32, v32;
+        memcpy(&k32, p + 1, 4);
+        memcpy(&v32, p + 5, 4);
+        rc = ent_add(&l, p + STAGE_HDR, k32, p + STAGE_HDR + k32, v32,
+                     p[0] == STAGE_DEL);
+        off += STAGE_HDR + k32 + v32;
+    }
+    if (rc == 0 && l.n > 0) {
+        qsort(l.v, l.n, sizeof *l.v, ent_cmp);
+        for (i = 0; i < l.n; i = j) {
+            size_t last = i;
+            /* qsort is not stable: among equal keys the latest layer's
+             * write is the one with the highest arrival position. */
+            for (j = i + 1; j < l.n && ent_cmp(&l.v[i], &l.v[j]) == 0; j++)
+                if (l.v[j].pos > l.v[last].pos)
+                    last = j;
+            if (l.v[last].deleted)
+                continue;
+            if (fn(l.v[last].key, l.v[last].klen, l.v[last].val,
+                   l.v[last].vlen, data) != 0)
+                break;
+        }
+    }
+    free(l.v);
+    return rc;
+}
+
+const char *keel_turn_type_name(keel_turn *t)
+{
+    return t->a->type->name;
+}
+
+void keel_turn_id(keel_turn *t, const void **id, size_t *len)
+{
+    *id = t->a->id;
+    *len = t->a->idlen;
+}
+
+void *keel_turn_type_data(keel_turn *t)
+{
+    return t->a->type->t.data;
+}
+
+void **keel_turn_actor_data(keel_turn *t)
+{
+    return &t->a->user;
+}
+
+keel_node *keel_turn_node(keel_turn *t)
+{
+    return t->n;
+}
+
+/* Loads the actor's state blob after checking that this node may serve its
+ * placement unit and that the store has not seen a newer owner. */
+static int actor_load(keel_node *n, keel_actor *a, char *err, size_t errlen)
+{
+    keel_placement pl;
+    keel_store_read *r;
+    keel_record rec;
+    uint8_t kbuf[KEEL_KEY_MAX];
+    uint64_t fence = 0;
+    int rc, klen;
+
+    keel_coord_placement(n->coord, a->type->capability, a->shard, &pl);
+    if (pl.state != KEEL_PLACEMENT_LOCAL) {
+        snprintf(err, errlen, "shard %u is not served here", a->shard);
+        return KEEL_EUNAVAIL;
+    }
+    klen = encode_key(a, NULL, 0, kbuf);
+    if (klen < 0)
+        return klen;
+    rc = keel_store_read_begin(n->store, &r);
+    if (rc != 0)
+        return rc;
+    rc = keel_store_fence_get(r, a->type->capability, (uint16_t)a->shard,
+                              &fence);
+    if (rc == 0 && fence > pl.epoch) {
+        snprintf(err, errlen,
+                 "shard %u: store has epoch %llu, this node holds %llu",
+                 a->shard, (unsigned long long)fence,
+                 (unsigned long long)pl.epoch);
+        rc = KEEL_EFENCED;
+    }
+    if (rc == 0) {
+        rc = keel_store_get(r, kbuf, (size_t)klen, &rec);
+        if (rc == 0) {
+            a->state = malloc(rec.len ? rec.len : 1);
+            if (a->state == NULL) {
+                rc = KEEL_ENOMEM;
+            } else {
+                memcpy(a->state, rec.data, rec.len);
+                a->state_len = a->state_cap = (uint32_t)rec.len;
+                a->version = rec.version;
+            }
+        } else if (rc == KEEL_ENOTFOUND) {
+            rc = 0; /* a fresh actor: empty state, version 0 */
+        }
+    }
+    keel_store_read_end(r);
+    return rc;
+}
+
+/* Makes a successful turn's writes the actor's current state and puts the
+ * actor on the open batch. */
+static int turn_apply(keel_node *n, keel_actor *a, keel_turn *t)
+{
+    size_t off;
+    int wrote = 0, rc = 0;
+
+    if (t->state_set) {
+        if (t->state_len > a->state_cap) {
+            uint8_t *p = realloc(a->state, t->state_len);
+            if (p == NULL)
+                return KEEL_ENOMEM;
+            a->state = p;
+            a->state_cap = (uint32_t)t->state_len;
+        }
+        if (t->state_len)
+            memcpy(a->state, n->scratch_state, t->state_len);
+        a->state_len = (uint32_t)t->state_len;
+        a->version++;
+        a->flags |= ACTOR_STATE_DIRTY;
+        wrote = 1;
+    }
+    for (off = 0; off < n->stage_len;) {
+        const uint8_t *p = n->stage + off;
+        uint32_t k32, v32;
+        memcpy(&k32, p + 1, 4);
+        memcpy(&v32, p + 5, 4);
+        rc = ovl_set(a, n->open_seq, p + STAGE_HDR, k32, p + STAGE_HDR + k32,
+                     v32, p[0] == STAGE_DEL);
+        if (rc != 0)
+            break; /* what was applied stays; the reply says ENOMEM */
+        wrote = 1;
+        off += STAGE_HDR + k32 + v32;
+    }
+    if (wrote) {
+        if (!t->state_set && a->version == 0)
+            a->version = 1; /* entries carry the actor's version */
+        a->last_write_seq = n->open_seq;
+        n->open_turns++;
+        if (!(a->flags & ACTOR_IN_DIRTY)) {
+            a->flags |= ACTOR_IN_DIRTY;
+            a->dirty_next = n->dirty_head;
+            n->dirty_head = a;
+        }
+    }
+    return rc;
+}
+
+static void turn_end(keel_turn *t)
+{
+    while (t->tmp != NULL) {
+        struct tmp_block *b = t->tmp;
+        t->tmp = b->next;
+        free(b);
+    }
+    t->n->stage_len = 0;
+}
+
+/* Runs one message through its actor and routes the reply. */
+static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
+{
+    keel_turn t;
+    const keel_actor_type *ty = &a->type->t;
+    int rc = 0, activating = !(a->flags & ACTOR_ACTIVE);
+    const void *reply;
+    size_t reply_len;
+
+    memset(&t, 0, offsetof(struct keel_turn, err));
+    t.err[0] = '\0';
+    t.n = n;
+    t.a = a;
+    n->stage_len = 0;
+    a->flags |= ACTOR_RUNNING;
+    if (activating) {
+        rc = actor_load(n, a, t.err, sizeof t.err);
+        if (rc != 0 && t.err[0] != '\0')
+            t.err_set = 1;
+        if (rc == 0) {
+            n->stats.activations++;
+            if (ty->on_activate != NULL)
+                rc = ty->on_activate(&t);
+        }
+    }
+    if (rc == 0)
+        rc = ty->on_message(&t, req->buf, req->len);
+    n->stats.messages++;
+    if (rc == 0) {
+        if (activating)
+            a->flags |= ACTOR_ACTIVE;
+        rc = turn_apply(n, a, &t);
+    } else {
+        n->stats.handler_errors++;
+        if (activating) {
+            /* Nothing of a failed activation is kept. */
+            free(a->state);
+            a->state = NULL;
+            a->state_len = a->state_cap = 0;
+            a->version = 0;
+        }
+    }
+    a->flags &= (uint8_t)~ACTOR_RUNNING;
+
+    req->status = rc;
+    if (rc == 0) {
+        reply = n->scratch_reply;
+        reply_len = req->is_cast ? 0 : t.reply_len;
+    } else {
+        reply = t.err_set ? t.err : keel_strerror(rc);
+        reply_len = strlen(reply);
+    }
+    if (keel__req_set(req, reply, reply_len) != 0) {
+        req->status = KEEL_ENOMEM;
+        req->len = 0;
+    }
+    turn_end(&t);
+    req->actor = a;
+    if (a->last_write_seq > n->durable_seq) {
+        if (a->last_write_seq == n->open_seq)
+            queue_push(&n->wait_open, req);
+        else
+            queue_push(&n->wait_inflight, req);
+    } else {
+        release_req(n, req);
+    }
+}
+
+/* ------------------------------------------------------------ run queue */
+
+static void schedule(keel_node *n, keel_actor *a)
+{
+    if (a->flags & ACTOR_IN_RUNQ)
+        return;
+    a->flags |= ACTOR_IN_RUNQ;
+    a->run_next = NULL;
+    if (n->runq_tail)
+        n->runq_tail->run_next = a;
+    else
+        n->runq_head = a;
+    n->runq_tail = a;
+    if (!ev_is_active(&n->run_watcher))
+        ev_idle_start(n->loop, &n->run_watcher);
+}
+
+static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    keel_node *n = w->data;
+    int budget = RUN_BUDGET;
+
+    (void)loop;
+    (void)revents;
+    while (n->runq_head != NULL && budget > 0) {
+        keel_actor *a = n->runq_head;
+        int k;
+
+        n->runq_head = a->run_next;
+        if (n->runq_head == NULL)
+            n->runq_tail = NULL;
+        a->flags &= (uint8_t)~ACTOR_IN_RUNQ;
+        for (k = 0; k < RUN_PER_ACTOR && a->mb_head != NULL; k++) {
+            keel_req *req = a->mb_head;
+            a->mb_head = req->next;
+            if (a->mb_head == NULL)
+                a->mb_tail = NULL;
+            a->mb_len--;
+            run_turn(n, a, req);
+            budget--;
+        }
+        lru_touch(n, a);
+        if (a->mb_head != NULL)
+            schedule(n, a);
+    }
+    if (n->runq_head == NULL)
+        ev_idle_stop(n->loop, &n->run_watcher);
+    flush_open(n);
+    if (n->opts.max_resident > 0 && n->resident > n->opts.max_resident)
+        evict_lru(n, n->opts.max_resident, 0);
+    maybe_finish_stop(n);
+}
+
+int keel__submit(keel_node *n, struct keel_type_entry *te, const void *id,
+                 size_t idlen, keel_req *req)
+{
+    keel_actor *a;
+
+    if (n->stopping)
+        return KEEL_ESTOPPING;
+    if (idlen > KEEL_MAX_ID_LEN)
+        return KEEL_ELIMIT;
+    a = actor_get(n, te, id, idlen, 1);
+    if (a == NULL)
+        return KEEL_ENOMEM;
+    req->actor = a;
+    req->next = NULL;
+    if (a->mb_tail)
+        a->mb_tail->next = req;
+    else
+        a->mb_head = req;
+    a->mb_tail = req;
+    a->mb_len++;
+    if (!(a->flags & ACTOR_RUNNING))
+        schedule(n, a);
+    return 0;
+}
+
+/* --------------------------------------------------------- group commit */
+
+static void fail_batch_building(keel_node *n, keel_batch *b, int rc);
+
+/* Serializes the open batch and hands it to the writer, if the writer is
+ * idle and there is anything to write. Each dirty actor contributes its
+ * current state and the entries written since the last batch: however many
+ * turns it ran, it costs one record per key. */
+static void flush_open(keel_node *n)
+{
+    keel_batch *b;
+    keel_actor *a;
+    uint8_t kbuf[KEEL_KEY_MAX];
+    int rc = 0, klen;
+
+    if (n->inflight != NULL || n->dirty_head == NULL)
+        return;
+    b = n->batches[0];
+    keel_batch_reset(b);
+    for (a = n->dirty_head; a != NULL && rc == 0; a = a->dirty_next) {
+        keel_placement pl;
+        keel_coord_placement(n->coord, a->type->capability, a->shard, &pl);
+        rc = keel_batch_begin_group(b, a->type->capability,
+                                    (uint16_t)a->shard, pl.epoch, a);
+        if (rc == 0 && (a->flags & ACTOR_STATE_DIRTY)) {
+            klen = encode_key(a, NULL, 0, kbuf);
+            rc = klen < 0 ? klen
+                          : keel_batch_put(b, kbuf, (size_t)klen, a->version,
+                                           a->state, a->state_len);
+        }
+        if (rc == 0 && a->ovl != NULL) {
+            size_t pos = 0;
+            void *item;
+            while (rc == 0 && keel_hmap_next(a->ovl, &pos, &item)) {
+                keel_ovl_entry *e = item;
+                if (e->seq != n->open_seq)
+                    continue; /* already in an earlier batch */
+                klen = encode_key(a, e->data, e->klen, kbuf);
+                if (klen < 0)
+                    rc = klen;
+                else if (e->deleted)
+                    rc = keel_batch_del(b, kbuf, (size_t)klen);
+                else
+                    rc = keel_batch_put(b, kbuf, (size_t)klen, a->version,
+                                        e->data + e->klen, e->vlen);
+            }
+        }
+    }
+    if (rc != 0) {
+        fail_batch_building(n, b, rc);
+        return;
+    }
+    for (a = n->dirty_head; a != NULL;) {
+        keel_actor *next = a->dirty_next;
+        a->dirty_next = NULL;
+        a->flags &= (uint8_t)~(ACTOR_IN_DIRTY | ACTOR_STATE_DIRTY);
+        a = next;
+    }
+    n->dirty_head = NULL;
+    n->inflight = b;
+    n->inflight_seq = n->open_seq;
+    n->open_seq++;
+    n->wait_inflight = n->wait_open;
+    n->wait_open.head = n->wait_open.tail = NULL;
+    n->inflight_turns = n->open_turns;
+    n->open_turns = 0;
+    /* The two batches alternate: the spare is built while one commits. */
+    n->batches[0] = n->batches[1];
+    n->batches[1] = b;
+    rc = keel_writer_submit(n->writer, b);
+    if (rc != 0) {
+        keel_error("cannot hand a batch to the writer: %s",
+                   keel_strerror(rc));
+        pthread_mutex_lock(&n->done_mu);
+        n->done_batch = b;
+        n->done_status = rc;
+        pthread_mutex_unlock(&n->done_mu);
+        ev_async_send(n->loop, &n->async);
+    }
+}
+
+static void release_req(keel_node *n, keel_req *req)
+{
+    switch (req->origin) {
+    case REQ_LOCAL:
+        if (req->u.local.cb != NULL)
+            req->u.local.cb(req->status, req->buf, req->len,
+                            req->u.local.data);
+        keel__req_free(n, req);
+        break;
+    case REQ_NET:
+        keel__net_complete(n, req); /* frees req */
+        break;
+    case REQ_SYNC: {
+        struct keel_sync_call *s = req->u.sync;
+        void *copy = malloc(req->len + 1);
+        pthread_mutex_lock(&s->mu);
+        if (copy != NULL) {
+            memcpy(copy, req->buf, req->len);
+            ((char *)copy)[req->len] = '\0';
+            s->reply = copy;
+            s->len = req->len;
+            s->status = req->status;
+        } else {
+            s->status = KEEL_ENOMEM;
+        }
+        s->done = 1;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        keel__req_free(n, req);
+        break;
+    }
+    }
+}
+
+static void fail_req(keel_node *n, keel_req *req, int status, const char *msg)
+{
+    req->status = status;
+    if (keel__req_set(req, msg, strlen(msg)) != 0)
+        req->len = 0;
+    release_req(n, req);
+}
+
+#define ACTOR_FAILED 0x80 /* transient mark while a failed batch settles */
+
+/* Settles a batch: on success its replies go out; actors whose writes were
+ * refused (stale epoch) or lost (the commit failed) are reset to what the
+ * store holds, and every reply that saw their uncommitted state fails. */
+static void batch_settled(keel_node *n, keel_batch *b, int status)
+{
+    size_t i, ng = keel_batch_group_count(b);
+    keel_req_queue q;
+    keel_req *req, *next;
+    int any_failed = 0;
+    char msg[160];
+
+    n->inflight = NULL;
+    n->durable_seq = n->inflight_seq;
+    if (status == 0) {
+        n->stats.commits++;
+        if (n->opts.durability == KEEL_DURABILITY_FSYNC)
+            n->stats.fsyncs++;
+        n->stats.batch_turns_total += n->inflight_turns;
+        n->stats.batch_actors_total += ng;
+        if (n->inflight_turns > n->stats.batch_turns_max)
+            n->stats.batch_turns_max = n->inflight_turns;
+    } else {
+        n->stats.commit_failures++;
+        keel_warn("commit of %zu actors failed: %s", ng,
+                  keel_strerror(status));
+    }
+    for (i = 0; i < ng; i++) {
+        int gst;
+        keel_actor *a = keel_batch_group(b, i, &gst);
+        if (status != 0 || gst != 0) {
+            a->flags |= ACTOR_FAILED;
+            any_failed = 1;
+            if (gst != 0)
+                n->stats.fence_refusals++;
+        } else {
+            ovl_prune(a, n->durable_seq);
+        }
+    }
+    snprintf(msg, sizeof msg, "write not committed: %s",
+             keel_strerror(status != 0 ? status : KEEL_EFENCED));
+    q = n->wait_inflight;
+    n->wait_inflight.head = n->wait_inflight.tail = NULL;
+    for (req = q.head; req != NULL; req = next) {
+        next = req->next;
+        if (req->actor->flags & ACTOR_FAILED) {
+            fail_req(n, req, status != 0 ? status : KEEL_EFENCED, msg);
+        } else {
+            release_req(n, req);
+        }
+    }
+    if (any_failed) {
+        /* Replies of later turns built on the lost state fail too. */
+        q = n->wait_open;
+        n->wait_open.head = n->wait_open.tail = NULL;
+        for (req = q.head; req != NULL; req = next) {
+            next = req->next;
+            if (req->actor->flags & ACTOR_FAILED)
+                fail_req(n, req, status != 0 ? status : KEEL_EFENCED, msg);
+            else
+                queue_push(&n->wait_open, req);
+        }
+        for (i = 0; i < ng; i++) {
+            int gst;
+            keel_actor *a = keel_batch_group(b, i, &gst);
+            if (a->flags & ACTOR_FAILED) {
+                a->flags &= (uint8_t)~ACTOR_FAILED;
+                actor_deactivate(n, a);
+                if (a->mb_head != NULL)
+                    schedule(n, a);
+            }
+        }
+    }
+    {
+        keel_store_stats ss;
+        keel_store_stats_get(n->store, &ss);
+        n->stats.map_size = ss.map_size;
+    }
+}
+
+/* Building the batch failed (out of memory): nothing reached the writer.
+ * Treat it as a failed commit of every dirty actor. */
+static void fail_batch_building(keel_node *n, keel_batch *b, int rc)
+{
+    keel_actor *a;
+
+    keel_batch_reset(b);
+    for (a = n->dirty_head; a != NULL; a = a->dirty_next)
+        if (keel_batch_begin_group(b, a->type->capability,
+                                   (uint16_t)a->shard, 0, a) != 0)
+            break;
+    n->inflight_seq = n->open_seq++;
+    n->wait_inflight = n->wait_open;
+    n->wait_open.head = n->wait_open.tail = NULL;
+    while ((a = n->dirty_head) != NULL) {
+        n->dirty_head = a->dirty_next;
+        a->dirty_next = NULL;
+        a->flags &= (uint8_t)~(ACTOR_IN_DIRTY | ACTOR_STATE_DIRTY);
+    }
+    batch_settled(n, b, rc);
+}
+
+static void writer_done_cb(keel_batch *b, int status, void *data)
+{
+    keel_node *n = data;
+
+    /* Writer thread: hand the batch back; the loop settles it. */
+    pthread_mutex_lock(&n->done_mu);
+    n->done_batch = b;
+    n->done_status = status;
+    pthread_mutex_unlock(&n->done_mu);
+    ev_async_send(n->loop, &n->async);
+}
+
+/* --------------------------------------------------------- loop wakeups */
+
+static void begin_stop(keel_node *n)
+{
+    if (n->stopping)
+        return;
+    n->stopping = 1;
+    keel_info("node stopping: finishing queued turns and flushing");
+    keel__net_stop_accepting(n);
+}
+
+static void maybe_finish_stop(keel_node *n)
+{
+    keel_actor *a;
+
+    if (!n->stopping || n->runq_head != NULL || n->inflight != NULL ||
+        n->dirty_head != NULL || n->wait_open.head != NULL)
+        return;
+    /* Everything is durable and answered: passivate and leave. */
+    while ((a = n->lru_tail) != NULL)
+        actor_passivate(n, a);
+    keel__net_flush_all(n);
+    keel__net_close_all(n);
+    ev_idle_stop(n->loop, &n->run_watcher);
+    ev_timer_stop(n->loop, &n->idle_timer);
+    ev_prepare_stop(n->loop, &n->flush_watcher);
+    ev_async_stop(n->loop, &n->async);
+    ev_break(n->loop, EVBREAK_ALL);
+}
+
+static void run_posts(keel_node *n)
+{
+    struct keel_post *p;
+
+    pthread_mutex_lock(&n->post_mu);
+    p = n->post_head;
+    n->post_head = n->post_tail = NULL;
+    pthread_mutex_unlock(&n->post_mu);
+    while (p != NULL) {
+        struct keel_post *next = p->next;
+        p->fn(n, p->data);
+        free(p);
+        p = next;
+    }
+}
+
+static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    keel_node *n = w->data;
+    keel_batch *b;
+    int status;
+
+    (void)loop;
+    (void)revents;
+    pthread_mutex_lock(&n->done_mu);
+    b = n->done_batch;
+    status = n->done_status;
+    n->done_batch = NULL;
+    pthread_mutex_unlock(&n->done_mu);
+    if (b != NULL) {
+        batch_settled(n, b, status);
+        flush_open(n);
+    }
+    run_posts(n);
+    if (atomic_load(&n->stop_requested))
+        begin_stop(n);
+    maybe_finish_stop(n);
+}
+
+static void flush_watcher_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    keel__net_flush_all(w->data);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+int keel_node_create(const keel_node_options *opts_in, keel_node **out,
+                     char *errbuf, size_t errlen)
+{
+    keel_node_options opts;
+    keel_store_options so;
+    keel_node *n;
+    char dummy[8];
+    int rc;
+
+    if (errbuf == NULL) {
+        errbuf = dummy;
+        errlen = sizeof dummy;
+    }
+    errbuf[0] = '\0';
+    if (opts_in == NULL || out == NULL || opts_in->data_dir == NULL) {
+        snprintf(errbuf, errlen, "a data directory is required");
+        return KEEL_EINVAL;
+    }
+    opts = *opts_in;
+    if (opts.shard_count == 0)
+        opts.shard_count = KEEL_DEFAULT_SHARDS;
+    if (opts.shard_count > 65536) {
+        snprintf(errbuf, errlen, "shard count %u over 65536",
+                 opts.shard_count);
+        return KEEL_EINVAL;
+    }
+    if (opts.idle_timeout_ms == 0)
+        opts.idle_timeout_ms = 60000;
+    if (opts.max_frame == 0)
+        opts.max_frame = KEEL_DEFAULT_MAX_FRAME;
+    if (opts.max_frame < KEEL_FRAME_MIN_MAX) {
+        snprintf(errbuf, errlen, "max frame %u below %u", opts.max_frame,
+                 KEEL_FRAME_MIN_MAX);
+        return KEEL_EINVAL;
+    }
+    if (opts.durability != KEEL_DURABILITY_FSYNC &&
+        opts.durability != KEEL_DURABILITY_NONE) {
+        snprintf(errbuf, errlen, "unknown durability mode %d",
+                 opts.durability);
+        return KEEL_EINVAL;
+    }
+    keel_log_set_level(opts.log_level);
+
+    n = calloc(1, sizeof *n);
+    if (n == NULL)
+        return KEEL_ENOMEM;
+    n->listen_fd = -1;
+    n->opts = opts;
+    n->data_dir = strdup(opts.data_dir);
+    n->listen_addr = opts.listen ? strdup(opts.listen) : NULL;
+    if (n->data_dir == NULL || (opts.listen && n->listen_addr == NULL)) {
+        rc = KEEL_ENOMEM;
+        goto err_after_alloc;
+    }
+    n->opts.data_dir = n->data_dir;
+    n->opts.listen = n->listen_addr;
+    keel_hmap_init(&n->actors);
+    pthread_mutex_init(&n->done_mu, NULL);
+    pthread_mutex_init(&n->post_mu, NULL);
+    atomic_init(&n->stop_requested, 0);
+    n->open_seq = 1;
+    n->durable_seq = 0;
+
+    n->loop = ev_loop_new(EVFLAG_AUTO);
+    if (n->loop == NULL) {
+        rc = KEEL_ENOMEM;
+        goto err_after_alloc;
+    }
+    memset(&so, 0, sizeof so);
+    so.path = n->data_dir;
+    so.shard_count = opts.shard_count;
+    so.durability = opts.durability;
+    so.initial_map_size = opts.initial_map_size;
+    rc = keel_store_open(&so, &n->store, errbuf, errlen);
+    if (rc != 0)
+        goto err_after_loop;
+    rc = keel_coord_standalone_create(opts.shard_count, &n->coord);
+    if (rc != 0)
+        goto err_after_store;
+    n->batches[0] = keel_batch_create();
+    n->batches[1] = keel_batch_create();
+    if (n->batches[0] == NULL || n->batches[1] == NULL) {
+        rc = KEEL_ENOMEM;
+        goto err_after_coord;
+    }
+    if (!opts.no_builtins) {
+        rc = keel__register_builtins(n);
+        if (rc != 0)
+            goto err_after_coord;
+    }
+    if (n->listen_addr != NULL) {
+        rc = keel__net_listen(n, n->listen_addr, errbuf, errlen);
+        if (rc != 0)
+            goto err_after_coord;
+    }
+    ev_async_init(&n->async, async_cb);
+    n->async.data = n;
+    ev_idle_init(&n->run_watcher, run_cb);
+    n->run_watcher.data = n;
+    {
+        double iv = opts.idle_timeout_ms / 4000.0;
+        if (iv > 1.0)
+            iv = 1.0;
+        if (iv < 0.01)
+            iv = 0.01;
+        ev_timer_init(&n->idle_timer, idle_timer_cb, iv, iv);
+        n->idle_timer.data = n;
+    }
+    ev_prepare_init(&n->flush_watcher, flush_watcher_cb);
+    n->flush_watcher.data = n;
+    *out = n;
+    return 0;
+
+err_after_coord:
+    keel_batch_destroy(n->batches[0]);
+    keel_batch_destroy(n->batches[1]);
+    keel_coord_destroy(n->coord);
+    {
+        unsigned i;
+        for (i = 0; i < n->ntypes; i++) {
+            free(n->types[i]->capability);
+            free(n->types[i]);
+        }
+    }
+err_after_store:
+    keel_store_close(n->store);
+err_after_loop:
+    ev_loop_destroy(n->loop);
+err_after_alloc:
+    pthread_mutex_destroy(&n->done_mu);
+    pthread_mutex_destroy(&n->post_mu);
+    free(n->data_dir);
+    free(n->listen_addr);
+    free(n);
+    return rc;
+}
+
+int keel_node_run(keel_node *n)
+{
+    int rc;
+
+    if (n == NULL || n->running)
+        return KEEL_EINVAL;
+    rc = keel_writer_start(n->store, writer_done_cb, n, &n->writer);
+    if (rc != 0)
+        return rc;
+    n->running = 1;
+    ev_async_start(n->loop, &n->async);
+    ev_timer_start(n->loop, &n->idle_timer);
+    ev_prepare_start(n->loop, &n->flush_watcher);
+    keel__net_start(n);
+    if (atomic_load(&n->stop_requested))
+        begin_stop(n);
+    ev_async_send(n->loop, &n->async); /* pick up posts queued before run */
+    keel_info("node running: data %s, %u shards, durability %s%s%s",
+              n->data_dir, n->opts.shard_count,
+              n->opts.durability == KEEL_DURABILITY_FSYNC ? "fsync" : "none",
+              n->listen_addr ? ", listening on " : "",
+              n->listen_addr ? n->listen_addr : "");
+    ev_run(n->loop, 0);
+    /* Posts that raced with the stop run now: they see ESTOPPING. */
+    pthread_mutex_lock(&n->post_mu);
+    n->stopping = 2; /* no more posts are taken */
+    pthread_mutex_unlock(&n->post_mu);
+    run_posts(n);
+    keel_writer_stop(n->writer);
+    n->writer = NULL;
+    keel_info("node stopped");
+    return 0;
+}
+
+static void *node_thread(void *arg)
+{
+    keel_node_run(arg);
+    return NULL;
+}
+
+int keel_node_start(keel_node *n)
+{
+    if (n == NULL || n->thread_started)
+        return KEEL_EINVAL;
+    if (pthread_create(&n->thread, NULL, node_thread, n) != 0)
+        return KEEL_ENOMEM;
+    n->thread_started = 1;
+    return 0;
+}
+
+void keel_node_stop(keel_node *n)
+{
+    /* Async-signal-safe: an atomic store and ev_async_send. */
+    atomic_store(&n->stop_requested, 1);
+    ev_async_send(n->loop, &n->async);
+}
+
+int keel_node_join(keel_node *n)
+{
+    if (n == NULL || !n->thread_started)
+        return KEEL_EINVAL;
+    pthread_join(n->thread, NULL);
+    n->thread_started = 0;
+    return 0;
+}
+
+void keel_node_destroy(keel_node *n)
+{
+    keel_actor *a;
+    unsigned i;
+
+    if (n == NULL)
+        return;
+    if (n->thread_started)
+        keel_node_join(n);
+    while ((a = n->lru_tail) != NULL) {
+        /* Only when the loop never ran: nothing is in flight. */
+        keel_req *req;
+        while ((req = a->mb_head) != NULL) {
+            a->mb_head = req->next;
+            fail_req(n, req, KEEL_ESTOPPING, keel_strerror(KEEL_ESTOPPING));
+        }
+        a->last_write_seq = 0;
+        a->flags = 0;
+        actor_passivate(n, a);
+    }
+    keel__net_close_all(n);
+    if (n->listen_fd >= 0)
+        keel__net_stop_accepting(n);
+    keel_hmap_free(&n->actors);
+    keel_batch_destroy(n->batches[0]);
+    keel_batch_destroy(n->batches[1]);
+    keel_coord_destroy(n->coord);
+    keel_store_close(n->store);
+    for (i = 0; i < n->ntypes; i++) {
+        free(n->types[i]->capability);
+        free(n->types[i]);
+    }
+    for (i = 0; i < n->nplugins; i++)
+        dlclose(n->plugins[i]);
+    while (n->req_free != NULL) {
+        keel_req *r = n->req_free;
+        n->req_free = r->next;
+        free(r);
+    }
+    while (n->post_head != NULL) {
+        struct keel_post *p = n->post_head;
+        n->post_head = p->next;
+        free(p);
+    }
+    free(n->scratch_state);
+    free(n->scratch_reply);
+    free(n->stage);
+    ev_loop_destroy(n->loop);
+    pthread_mutex_destroy(&n->done_mu);
+    pthread_mutex_destroy(&n->post_mu);
+    free(n->data_dir);
+    free(n->listen_addr);
+    free(n);
+}
+
+int keel_node_post(keel_node *n, keel_post_fn fn, void *data)
+{
+    struct keel_post *p;
+
+    if (n == NULL || fn == NULL)
+        return KEEL_EINVAL;
+    p = malloc(sizeof *p);
+    if (p == NULL)
+        return KEEL_ENOMEM;
+    p->fn = fn;
+    p->data = data;
+    p->next = NULL;
+    pthread_mutex_lock(&n->post_mu);
+    if (n->stopping == 2) {
+        pthread_mutex_unlock(&n->post_mu);
+        free(p);
+        return KEEL_ESTOPPING;
+    }
+    if (n->post_tail)
+        n->post_tail->next = p;
+    else
+        n->post_head = p;
+    n->post_tail = p;
+    pthread_mutex_unlock(&n->post_mu);
+    ev_async_send(n->loop, &n->async);
+    return 0;
+}
+
+int keel_node_port(const keel_node *n)
+{
+    return n ? n->port : 0;
+}
+
+void keel_node_stats(keel_node *n, keel_stats *out)
+{
+    *out = n->stats;
+}
+
+size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
+{
+    int w = snprintf(
+        buf, len,
+        "resident_actors %llu\nactivations %llu\npassivations %llu\n"
+        "messages %llu\nhandler_errors %llu\ncommits %llu\nfsyncs %llu\n"
+        "commit_failures %llu\nbatch_turns_max %llu\n"
+        "batch_turns_avg %.1f\nbatch_actors_avg %.1f\nfence_refusals %llu\n"
+        "map_size %llu\nconnections %llu\nframes_in %llu\nframes_bad %llu\n",
+        (unsigned long long)st->resident_actors,
+        (unsigned long long)st->activations,
+        (unsigned long long)st->passivations,
+        (unsigned long long)st->messages,
+        (unsigned long long)st->handler_errors,
+        (unsigned long long)st->commits, (unsigned long long)st->fsyncs,
+        (unsigned long long)st->commit_failures,
+        (unsigned long long)st->batch_turns_max,
+        st->commits ? (double)st->batch_turns_total / (double)st->commits
+                    : 0.0,
+        st->commits ? (double)st->batch_actors_total / (double)st->commits
+                    : 0.0,
+        (unsigned long long)st->fence_refusals,
+        (unsigned long long)st->map_size,
+        (unsigned long long)st->connections,
+        (unsigned long long)st->frames_in,
+        (unsigned long long)st->frames_bad);
+    return w < 0 ? 0 : (size_t)w;
+}
+
+/* ---------------------------------------------------------------- calls */
+
+static int call_common(keel_node *n, const char *type, const void *id,
+                       size_t idlen, const void *msg, size_t len,
+                       keel_call_cb cb, void *data, int cast)
+{
+    struct keel_type_entry *te;
+    keel_req *req;
+    int rc;
+
+    if (n == NULL || type == NULL || (id == NULL && idlen > 0) ||
+        (msg == NULL && len > 0))
+        return KEEL_EINVAL;
+    if (idlen > KEEL_MAX_ID_LEN || strlen(type) > KEEL_MAX_TYPE_LEN)
+        return KEEL_ELIMIT;
+    if (len > n->opts.max_frame)
+        return KEEL_ETOOBIG;
+    if (n->stopping)
+        return KEEL_ESTOPPING;
+    te = keel__type_find(n, type, strlen(type));
+    if (te == NULL)
+        return KEEL_ENOTYPE;
+    req = keel__req_alloc(n, len);
+    if (req == NULL)
+        return KEEL_ENOMEM;
+    keel__req_set(req, msg, len);
+    req->origin = REQ_LOCAL;
+    req->is_cast = (uint8_t)cast;
+    req->u.local.cb = cb;
+    req->u.local.data = data;
+    rc = keel__submit(n, te, id, idlen, req);
+    if (rc != 0)
+        keel__req_free(n, req);
+    return rc;
+}
+
+int keel_call(keel_node *n, const char *type, const void *id, size_t idlen,
+              const void *msg, size_t len, keel_call_cb cb, void *data)
+{
+    return call_common(n, type, id, idlen, msg, len, cb, data, 0);
+}
+
+int keel_cast(keel_node *n, const char *type, const void *id, size_t idlen,
+              const void *msg, size_t len, keel_call_cb cb, void *data)
+{
+    return call_common(n, type, id, idlen, msg, len, cb, data, 1);
+}
+
+static void sync_finish(struct keel_sync_call *s, int status, const char *msg)
+{
+    pthread_mutex_lock(&s->mu);
+    s->status = status;
+    s->reply = strdup(msg);
+    s->len = s->reply ? strlen(msg) : 0;
+    s->done = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void sync_post_fn(keel_node *n, void *data)
+{
+    struct keel_sync_call *s = data;
+    struct keel_type_entry *te;
+    keel_req *req;
+    int rc;
+
+    if (n->stopping) {
+        sync_finish(s, KEEL_ESTOPPING, keel_strerror(KEEL_ESTOPPING));
+        return;
+    }
+    te = keel__type_find(n, s->type, strlen(s->type));
+    if (te == NULL) {
+        sync_finish(s, KEEL_ENOTYPE, keel_strerror(KEEL_ENOTYPE));
+        return;
+    }
+    req = keel__req_alloc(n, s->msglen);
+    if (req == NULL) {
+        sync_finish(s, KEEL_ENOMEM, keel_strerror(KEEL_ENOMEM));
+        return;
+    }
+    keel__req_set(req, s->msg, s->msglen);
+    req->origin = REQ_SYNC;
+    req->is_cast = (uint8_t)s->cast;
+    req->u.sync = s;
+    rc = keel__submit(n, te, s->id, s->idlen, req);
+    if (rc != 0) {
+        keel__req_free(n, req);
+        sync_finish(s, rc, keel_strerror(rc));
+    }
+}
+
+int keel_call_sync(keel_node *n, const char *type, const void *id,
+                   size_t idlen, const void *msg, size_t len, void **reply,
+                   size_t *reply_len)
+{
+    struct keel_sync_call s;
+    int rc;
+
+    if (reply)
+        *reply = NULL;
+    if (reply_len)
+        *reply_len = 0;
+    if (n == NULL || type == NULL || (id == NULL && idlen > 0) ||
+        (msg == NULL && len > 0))
+        return KEEL_EINVAL;
+    if (idlen > KEEL_MAX_ID_LEN || strlen(type) > KEEL_MAX_TYPE_LEN)
+        return KEEL_ELIMIT;
+    if (len > n->opts.max_frame)
+        return KEEL_ETOOBIG;
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.cv, NULL);
+    s.type = (char *)type;
+    s.id = (void *)id;
+    s.idlen = idlen;
+    s.msg = (void *)msg;
+    s.msglen = len;
+    rc = keel_node_post(n, sync_post_fn, &s);
+    if (rc == 0) {
+        pthread_mutex_lock(&s.mu);
+        while (!s.done)
+            pthread_cond_wait(&s.cv, &s.mu);
+        pthread_mutex_unlock(&s.mu);
+        rc = s.status;
+        if (reply)
+            *reply = s.reply;
+        else
+            free(s.reply);
+        if (reply_len)
+            *reply_len = s.len;
+    }
+    pthread_cond_destroy(&s.cv);
+    pthread_mutex_destroy(&s.mu);
+    return rc;
+}
+
+void keel_free(void *p)
+{
+    free(p);
+}

@@ -1,0 +1,218 @@
+/* Internals of a node: actors, requests, the run queue and group commit.
+ * Everything here is owned by the loop thread unless a field says
+ * otherwise. */
+#ifndef KEEL_RUNTIME_NODE_H
+#define KEEL_RUNTIME_NODE_H
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "coordinator/coord.h"
+#include "keel.h"
+#include "persistence/store.h"
+#include "runtime/hmap.h"
+
+typedef struct keel_actor keel_actor;
+typedef struct keel_req keel_req;
+typedef struct keel_conn keel_conn;
+
+struct keel_type_entry {
+    keel_actor_type t;  /* name and capability point at the copies below */
+    char name[KEEL_MAX_TYPE_LEN + 1];
+    char *capability;   /* "" for the default group */
+    uint8_t index;
+};
+
+/* An entry written by a turn that has not been committed yet. Reads look
+ * here before the store: read-your-writes across uncommitted turns. */
+typedef struct keel_ovl_entry {
+    uint64_t hash;
+    uint64_t seq;    /* batch that holds (or will hold) this write */
+    uint32_t klen;
+    uint32_t vlen;
+    uint8_t deleted; /* a tombstone: the entry is gone */
+    uint8_t data[];  /* key, then value */
+} keel_ovl_entry;
+
+enum {
+    ACTOR_ACTIVE = 1 << 0,      /* state loaded, on_activate ran */
+    ACTOR_IN_RUNQ = 1 << 1,
+    ACTOR_STATE_DIRTY = 1 << 2, /* state blob changed in the open batch */
+    ACTOR_IN_DIRTY = 1 << 3,    /* on the open batch's dirty list */
+    ACTOR_RUNNING = 1 << 4
+};
+
+struct keel_actor {
+    uint64_t hash;
+    struct keel_type_entry *type;
+    keel_actor *lru_prev, *lru_next; /* resident actors, most recent first */
+    keel_actor *run_next;
+    keel_actor *dirty_next;
+    keel_req *mb_head, *mb_tail;     /* mailbox, FIFO */
+    uint8_t *state;                  /* malloc'd, state_len bytes */
+    uint32_t state_len, state_cap;
+    uint64_t version;                /* of the state blob */
+    /* Latest batch holding a write of this actor. While it is above the
+     * node's durable_seq the actor cannot be passivated, and its replies
+     * wait for that batch. */
+    uint64_t last_write_seq;
+    ev_tstamp last_used;
+    keel_hmap *ovl;                  /* uncommitted entries, or NULL */
+    void *user;                      /* keel_turn_actor_data slot */
+    uint32_t shard;
+    uint32_t mb_len;
+    uint8_t flags;
+    uint8_t idlen;
+    uint8_t id[];
+};
+
+/* Where a reply goes. */
+enum keel_req_origin {
+    REQ_LOCAL = 0, /* keel_call/keel_cast: user callback */
+    REQ_NET = 1,   /* a client connection: a REPLY/ERROR frame */
+    REQ_SYNC = 2   /* keel_call_sync: wake the waiting thread */
+};
+
+#define KEEL_REQ_INLINE 40
+
+/* One message from submission to reply. The buffer holds the message
+ * until the turn runs, then the reply (or error text) until release. */
+struct keel_req {
+    keel_req *next;
+    keel_actor *actor;
+    uint8_t origin;
+    uint8_t is_cast;
+    int status;
+    uint32_t len;
+    uint32_t cap;  /* capacity of buf */
+    uint8_t *buf;  /* points to inl or to a malloc'd block */
+    union {
+        struct {
+            keel_call_cb cb;
+            void *data;
+        } local;
+        struct {
+            keel_conn *conn;
+            uint64_t request_id;
+        } net;
+        struct keel_sync_call *sync;
+    } u;
+    uint8_t inl[KEEL_REQ_INLINE];
+};
+
+typedef struct keel_req_queue {
+    keel_req *head, *tail;
+} keel_req_queue;
+
+struct keel_post {
+    struct keel_post *next;
+    keel_post_fn fn;
+    void *data;
+};
+
+struct keel_node {
+    keel_node_options opts;
+    char *data_dir;
+    char *listen_addr;
+    struct ev_loop *loop;
+    keel_store *store;
+    keel_writer *writer;
+    keel_coord *coord;
+    pthread_t thread;
+    int thread_started;
+    int running;
+
+    struct keel_type_entry *types[256];
+    unsigned ntypes;
+    void *plugins[32];
+    unsigned nplugins;
+
+    keel_hmap actors;
+    keel_actor *lru_head, *lru_tail;
+    keel_actor *runq_head, *runq_tail;
+    uint64_t resident;
+
+    /* Group commit. The open batch collects the actors written since the
+     * last submission; at most one batch is with the writer at a time. */
+    uint64_t open_seq;     /* sequence of the batch being collected */
+    uint64_t durable_seq;  /* every batch <= this is committed */
+    keel_actor *dirty_head;
+    keel_batch *batches[2];
+    keel_batch *inflight;  /* NULL when the writer is idle */
+    uint64_t inflight_seq;
+    uint64_t inflight_turns, open_turns;
+    /* Replies wait here until the batch that holds their turn is durable. */
+    keel_req_queue wait_open, wait_inflight;
+
+    /* Writer -> loop hand-back (written on the writer thread). */
+    pthread_mutex_t done_mu;
+    keel_batch *done_batch;
+    int done_status;
+
+    /* Posts from other threads. */
+    pthread_mutex_t post_mu;
+    struct keel_post *post_head, *post_tail;
+    atomic_int stop_requested;
+    int stopping;
+
+    ev_async async;
+    ev_idle run_watcher;
+    ev_timer idle_timer;
+    ev_prepare flush_watcher;
+
+    /* Turn scratch, reused by every turn (no allocation on the hot path). */
+    uint8_t *scratch_state;
+    size_t scratch_state_cap;
+    uint8_t *scratch_reply;
+    size_t scratch_reply_cap;
+    uint8_t *stage;        /* staged entry writes of the running turn */
+    size_t stage_len, stage_cap;
+
+    keel_req *req_free;
+    size_t req_free_count;
+
+    /* Network. */
+    int listen_fd;
+    int port;
+    ev_io listen_watcher;
+    keel_conn *conns;      /* all open connections */
+    keel_conn *flush_head; /* connections with bytes to write */
+    keel_conn *graveyard;  /* closed connections waiting to be freed */
+
+    /* Statistics; read from other threads without locks. */
+    keel_stats stats;
+};
+
+/* --- node.c -------------------------------------------------------------*/
+
+/* Submits a message; the reply goes wherever req says. On error the req
+ * has not been queued and the caller still owns it. */
+int keel__submit(keel_node *n, struct keel_type_entry *te, const void *id,
+                 size_t idlen, keel_req *req);
+struct keel_type_entry *keel__type_find(keel_node *n, const void *name,
+                                        size_t len);
+keel_req *keel__req_alloc(keel_node *n, size_t msglen);
+void keel__req_free(keel_node *n, keel_req *req);
+/* Stores bytes in the req's buffer (message or reply). KEEL_ENOMEM. */
+int keel__req_set(keel_req *req, const void *data, size_t len);
+
+/* --- net.c --------------------------------------------------------------*/
+
+int keel__net_listen(keel_node *n, const char *addr, char *errbuf,
+                     size_t errlen);
+void keel__net_start(keel_node *n);
+/* Stops accepting; connections stay until keel__net_close_all. */
+void keel__net_stop_accepting(keel_node *n);
+void keel__net_close_all(keel_node *n);
+/* Reply to a REQ_NET request (the connection may be gone). */
+void keel__net_complete(keel_node *n, keel_req *req);
+/* Writes every buffered reply out now, as far as the sockets take it. */
+void keel__net_flush_all(keel_node *n);
+
+/* --- builtins.c ---------------------------------------------------------*/
+
+int keel__register_builtins(keel_node *n);
+
+#endif

@@ -1,0 +1,229 @@
+/* keeld driven by the keel CLI, as a user would: built-in types, errors,
+ * statistics, the example plugin, clean shutdown and restart. */
+#include <check.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proc.h"
+#include "testutil.h"
+
+static char *dir, *data;
+static tu_keeld node;
+
+static void setup(void)
+{
+    dir = tu_tmpdir("cli");
+    if (asprintf(&data, "%s/data", dir) < 0)
+        abort();
+    memset(&node, 0, sizeof node);
+}
+
+static void teardown(void)
+{
+    tu_keeld_free(&node);
+    tu_rmrf(dir);
+    free(dir);
+    free(data);
+}
+
+/* Runs the CLI and checks exit code and exact stdout. */
+static void cli_expect(const char *want_out, int want_rc, ...)
+{
+    const char *argv[16];
+    char *bin = tu_bin("keel"), *out = NULL, *err = NULL;
+    va_list ap;
+    int argc = 0, rc;
+    const char *a;
+
+    argv[argc++] = bin;
+    argv[argc++] = "-a";
+    argv[argc++] = node.addr;
+    va_start(ap, want_rc);
+    while ((a = va_arg(ap, const char *)) != NULL && argc < 15)
+        argv[argc++] = a;
+    va_end(ap);
+    argv[argc] = NULL;
+    rc = tu_run(argv, &out, &err);
+    ck_assert_msg(rc == want_rc, "keel %s %s: exit %d, want %d; stderr: %s",
+                  argv[3], argc > 4 ? argv[4] : "", rc, want_rc, err);
+    if (want_out != NULL)
+        ck_assert_str_eq(out, want_out);
+    free(out);
+    free(err);
+    free(bin);
+}
+
+START_TEST(counter_through_cli)
+{
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, NULL), 0);
+    cli_expect("1\n", 0, "call", "counter", "c1", "incr", NULL);
+    cli_expect("2\n", 0, "call", "counter", "c1", "incr", NULL);
+    cli_expect("12\n", 0, "call", "counter", "c1", "incr", "10", NULL);
+    cli_expect("", 0, "cast", "counter", "c1", "decr", "2", NULL);
+    cli_expect("10\n", 0, "call", "counter", "c1", "get", NULL);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, NULL), 0);
+    cli_expect("10\n", 0, "call", "counter", "c1", "get", NULL);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(kv_and_register_through_cli)
+{
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, NULL), 0);
+    cli_expect("OK\n", 0, "call", "kv", "users", "put", "ann", "Ann Lee", NULL);
+    cli_expect("OK\n", 0, "call", "kv", "users", "put", "bob", "Bob", NULL);
+    cli_expect("Ann Lee\n", 0, "call", "kv", "users", "get", "ann", NULL);
+    cli_expect("ann\nbob\n", 0, "call", "kv", "users", "keys", NULL);
+    cli_expect("1\n", 0, "call", "kv", "users", "del", "ann", NULL);
+    cli_expect("bob\n", 0, "call", "kv", "users", "keys", NULL);
+    cli_expect("", 1, "call", "kv", "users", "get", "ann", NULL);
+
+    cli_expect("\n", 0, "call", "register", "r", "read", NULL);
+    cli_expect("OK\n", 0, "call", "register", "r", "write", "v1", NULL);
+    cli_expect("FAILED\n", 0, "call", "register", "r", "cas", "v0", "v2",
+               NULL);
+    cli_expect("OK\n", 0, "call", "register", "r", "cas", "v1", "v2", NULL);
+    cli_expect("v2\n", 0, "call", "register", "r", "read", NULL);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(errors_through_cli)
+{
+    char *out = NULL, *err = NULL;
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, NULL), 0);
+    ck_assert_int_eq(tu_keel(node.addr, &out, &err, "call", "nosuch", "x",
+                             "hi", NULL),
+                     1);
+    ck_assert_str_eq(out, "");
+    ck_assert_ptr_nonnull(strstr(err, "ENOTYPE"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_keel(node.addr, &out, &err, "call", "counter", "x",
+                             "jump", NULL),
+                     1);
+    ck_assert_ptr_nonnull(strstr(err, "EBADMSG"));
+    ck_assert_ptr_nonnull(strstr(err, "jump"));
+    free(out);
+    free(err);
+    /* Nobody listening: a transport error, its own exit code. */
+    ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "call", "counter",
+                             "x", "get", NULL),
+                     3);
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(stat_counts)
+{
+    char *out = NULL;
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, NULL), 0);
+    cli_expect("1\n", 0, "call", "counter", "s", "incr", NULL);
+    cli_expect("2\n", 0, "call", "counter", "s", "incr", NULL);
+    ck_assert_int_eq(tu_keel(node.addr, &out, NULL, "stat", NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "resident_actors 1\n"));
+    ck_assert_ptr_nonnull(strstr(out, "messages 2\n"));
+    ck_assert_ptr_nonnull(strstr(out, "commits 2\n"));
+    ck_assert_ptr_nonnull(strstr(out, "fsyncs 2\n"));
+    free(out);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(plugin_types)
+{
+    char *plugin = tu_bin("plugin_greeter.so");
+    const char *args[] = {"--load", plugin, NULL};
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, args), 0);
+    cli_expect("hello, ann (1)\n", 0, "call", "greeter", "ann", "hello",
+               NULL);
+    cli_expect("hello, ann (2)\n", 0, "call", "greeter", "ann", "hello",
+               NULL);
+    cli_expect("hello, bo (1)\n", 0, "call", "greeter", "bo", "hello", NULL);
+    cli_expect("", 1, "call", "greeter", "bo", "bye", NULL);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, args), 0);
+    cli_expect("hello, ann (3)\n", 0, "call", "greeter", "ann", "hello",
+               NULL);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+    free(plugin);
+}
+END_TEST
+
+START_TEST(keeld_usage)
+{
+    char *bin = tu_bin("keeld"), *out = NULL, *err = NULL;
+    const char *help[] = {bin, "--help", NULL};
+    const char *nodata[] = {bin, NULL};
+    const char *badload[] = {bin, "--data", data, "--listen", "127.0.0.1:0",
+                             "--load", "/nonexistent/x.so", NULL};
+    const char *baddur[] = {bin, "--data", data, "--durability", "maybe",
+                            NULL};
+
+    ck_assert_int_eq(tu_run(help, &out, &err), 0);
+    ck_assert_ptr_nonnull(strstr(out, "--durability"));
+    ck_assert_ptr_nonnull(strstr(out, "--max-resident"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_run(nodata, &out, &err), 2);
+    ck_assert_ptr_nonnull(strstr(err, "--data"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_run(badload, &out, &err), 1);
+    ck_assert_ptr_nonnull(strstr(err, "x.so"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_run(baddur, &out, &err), 2);
+    free(out);
+    free(err);
+    free(bin);
+}
+END_TEST
+
+START_TEST(embedding_example_runs)
+{
+    char *bin = tu_bin("keel-embed-example"), *out = NULL;
+    const char *argv[] = {bin, data, NULL};
+
+    ck_assert_int_eq(tu_run(argv, &out, NULL), 0);
+    ck_assert_str_eq(out, "home page hits: 1\n");
+    free(out);
+    ck_assert_int_eq(tu_run(argv, &out, NULL), 0);
+    ck_assert_str_eq(out, "home page hits: 2\n");
+    free(out);
+    free(bin);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("cli");
+    TCase *tc = tcase_create("cli");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, counter_through_cli);
+    tcase_add_test(tc, kv_and_register_through_cli);
+    tcase_add_test(tc, errors_through_cli);
+    tcase_add_test(tc, stat_counts);
+    tcase_add_test(tc, plugin_types);
+    tcase_add_test(tc, keeld_usage);
+    tcase_add_test(tc, embedding_example_runs);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run_suite(suite());
+}

@@ -1,0 +1,44 @@
+/* Real processes for integration tests: keeld nodes and CLI runs. Every
+ * wait here is bounded. */
+#ifndef KEEL_TEST_PROC_H
+#define KEEL_TEST_PROC_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct tu_keeld {
+    pid_t pid;
+    int port;
+    char addr[64];     /* "127.0.0.1:PORT" */
+    char *data_dir;    /* owned */
+    char *log_path;    /* owned: keeld's stderr */
+    long fsize_limit;  /* >0: RLIMIT_FSIZE for the child, in bytes */
+} tu_keeld;
+
+/* Starts keeld on 127.0.0.1 with a kernel-chosen port, data in data_dir,
+ * plus extra arguments (NULL-terminated, may be NULL), and waits (at most
+ * 20 s) for its "ready" line. A port given as `port` (nonzero) is reused,
+ * so a restarted node keeps its address. Returns 0, or -1 with the log
+ * printed to stderr. */
+int tu_keeld_start(tu_keeld *k, const char *data_dir, int port,
+                   const char *const *extra);
+/* Sends sig and waits (at most 30 s; then SIGKILL) for the exit. Returns
+ * the exit code, 128+signal for a signal death, -1 on error. */
+int tu_keeld_stop(tu_keeld *k, int sig);
+void tu_keeld_free(tu_keeld *k);
+/* The node's log so far (malloc'd). */
+char *tu_keeld_log(const tu_keeld *k);
+
+/* Runs argv (argv[0] is a path) with a 30 s bound, capturing stdout and
+ * stderr (malloc'd, NUL-terminated; either pointer may be NULL). Returns
+ * the exit code, 128+signal, or -1. */
+int tu_run(const char *const *argv, char **out, char **err);
+
+/* Runs the keel CLI against addr: tu_keel(addr, &out, &err, "call",
+ * "counter", "c1", "incr", NULL). */
+int tu_keel(const char *addr, char **out, char **err, ...);
+
+/* Reads a whole file (malloc'd, NUL-terminated) or NULL. */
+char *tu_read_file(const char *path);
+
+#endif

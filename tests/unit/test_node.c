@@ -1,0 +1,638 @@
+/* The runtime in process: turns, activation, passivation, ordering,
+ * handler errors, limits and fencing, on a real LMDB store in a temporary
+ * directory. */
+#include <check.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "keel.h"
+#include "persistence/store.h"
+#include "testutil.h"
+
+static char *dir;
+
+static void setup(void)
+{
+    dir = tu_tmpdir("node");
+}
+
+static void teardown(void)
+{
+    tu_rmrf(dir);
+    free(dir);
+}
+
+static keel_node *start_node(keel_node_options *o)
+{
+    keel_node_options def;
+    keel_node *n;
+    char err[256];
+    int rc;
+
+    if (o == NULL) {
+        keel_node_options_init(&def);
+        o = &def;
+    }
+    o->data_dir = dir;
+    o->log_level = KEEL_LOG_WARN;
+    rc = keel_node_create(o, &n, err, sizeof err);
+    ck_assert_msg(rc == 0, "create: %s %s", keel_strerror(rc), err);
+    return n;
+}
+
+static void run(keel_node *n)
+{
+    ck_assert_int_eq(keel_node_start(n), 0);
+}
+
+static void finish(keel_node *n)
+{
+    keel_node_stop(n);
+    keel_node_join(n);
+    keel_node_destroy(n);
+}
+
+/* Calls and returns the reply as a string (static buffer per call). */
+static int callx(keel_node *n, const char *type, const char *id,
+                 const char *msg, char *out, size_t outlen)
+{
+    void *reply;
+    size_t len;
+    int rc = keel_call_sync(n, type, id, strlen(id), msg, strlen(msg), &reply,
+                            &len);
+
+    if (out != NULL) {
+        size_t m = len < outlen - 1 ? len : outlen - 1;
+        memcpy(out, reply ? reply : "", m);
+        out[m] = '\0';
+    }
+    keel_free(reply);
+    return rc;
+}
+
+static void expect(keel_node *n, const char *type, const char *id,
+                   const char *msg, const char *want)
+{
+    char buf[4096];
+    int rc = callx(n, type, id, msg, buf, sizeof buf);
+
+    ck_assert_msg(rc == 0, "%s %s '%s': %s (%s)", type, id, msg,
+                  keel_strerror(rc), buf);
+    ck_assert_str_eq(buf, want);
+}
+
+START_TEST(counter_survives_restart)
+{
+    keel_node *n = start_node(NULL);
+
+    run(n);
+    expect(n, "counter", "c1", "incr", "1");
+    expect(n, "counter", "c1", "incr", "2");
+    expect(n, "counter", "c1", "incr 40", "42");
+    expect(n, "counter", "c1", "decr 2", "40");
+    expect(n, "counter", "c2", "get", "0");
+    finish(n);
+
+    n = start_node(NULL);
+    run(n);
+    expect(n, "counter", "c1", "get", "40");
+    expect(n, "counter", "c2", "get", "0");
+    finish(n);
+}
+END_TEST
+
+/* A handler that writes state and entries, then fails: nothing of the
+ * turn may remain. */
+static int failing_message(keel_turn *t, const void *msg, size_t len)
+{
+    keel_turn_set_state(t, "changed", 7);
+    keel_turn_put(t, "e", 1, "x", 1);
+    if (len == 4 && memcmp(msg, "fail", 4) == 0) {
+        keel_turn_error(t, "asked to fail");
+        return KEEL_EHANDLER;
+    }
+    return keel_turn_reply(t, "ok", 2);
+}
+
+static int peek_message(keel_turn *t, const void *msg, size_t len)
+{
+    const void *s, *v;
+    size_t sl, vl;
+    int rc;
+
+    (void)msg;
+    (void)len;
+    keel_turn_state(t, &s, &sl);
+    rc = keel_turn_get(t, "e", 1, &v, &vl);
+    return keel_turn_replyf(t, "%.*s/%s", (int)sl, (const char *)s,
+                            rc == 0 ? "has-e" : "no-e");
+}
+
+START_TEST(failed_turn_leaves_state)
+{
+    keel_node *n = start_node(NULL);
+    keel_actor_type ft = {.name = "failer", .on_message = failing_message};
+    char buf[256];
+    int rc;
+
+    ck_assert_int_eq(keel_node_register_type(n, &ft), 0);
+    run(n);
+    rc = callx(n, "failer", "a", "fail", buf, sizeof buf);
+    ck_assert_int_eq(rc, KEEL_EHANDLER);
+    ck_assert_str_eq(buf, "asked to fail");
+    expect(n, "failer", "a", "ok", "ok");
+    finish(n);
+}
+END_TEST
+
+/* One type whose messages either write-then-fail or report. */
+static int dual_message(keel_turn *t, const void *msg, size_t len)
+{
+    if (len == 4 && memcmp(msg, "peek", 4) == 0)
+        return peek_message(t, msg, len);
+    if (len == 3 && memcmp(msg, "set", 3) == 0) {
+        keel_turn_set_state(t, "v1", 2);
+        keel_turn_put(t, "e", 1, "x", 1);
+        return keel_turn_reply(t, "ok", 2);
+    }
+    keel_turn_set_state(t, "changed", 7);
+    keel_turn_del(t, "e", 1);
+    keel_turn_error(t, "asked to fail");
+    return KEEL_EHANDLER;
+}
+
+START_TEST(failed_turn_discards_writes)
+{
+    keel_node *n = start_node(NULL);
+    keel_actor_type dt = {.name = "dual", .on_message = dual_message};
+    char buf[256];
+
+    ck_assert_int_eq(keel_node_register_type(n, &dt), 0);
+    run(n);
+    expect(n, "dual", "a", "peek", "/no-e");
+    ck_assert_int_eq(callx(n, "dual", "a", "fail", buf, sizeof buf),
+                     KEEL_EHANDLER);
+    expect(n, "dual", "a", "peek", "/no-e");
+    expect(n, "dual", "a", "set", "ok");
+    expect(n, "dual", "a", "peek", "v1/has-e");
+    ck_assert_int_eq(callx(n, "dual", "a", "fail", buf, sizeof buf),
+                     KEEL_EHANDLER);
+    expect(n, "dual", "a", "peek", "v1/has-e");
+    finish(n);
+
+    n = start_node(NULL);
+    ck_assert_int_eq(keel_node_register_type(n, &dt), 0);
+    run(n);
+    expect(n, "dual", "a", "peek", "v1/has-e");
+    finish(n);
+}
+END_TEST
+
+START_TEST(kv_entries)
+{
+    keel_node *n = start_node(NULL);
+    char buf[256];
+
+    run(n);
+    expect(n, "kv", "k", "keys", "");
+    expect(n, "kv", "k", "put b two words", "OK");
+    expect(n, "kv", "k", "put a 1", "OK");
+    expect(n, "kv", "k", "put c 3", "OK");
+    expect(n, "kv", "k", "get b", "two words");
+    expect(n, "kv", "k", "keys", "a\nb\nc");
+    expect(n, "kv", "k", "del a", "1");
+    expect(n, "kv", "k", "del a", "0");
+    ck_assert_int_eq(callx(n, "kv", "k", "get a", buf, sizeof buf),
+                     KEEL_ENOTFOUND);
+    expect(n, "kv", "k", "keys", "b\nc");
+    /* A neighbour whose id extends this one's shares no entries. */
+    expect(n, "kv", "kk", "keys", "");
+    ck_assert_int_eq(callx(n, "kv", "k", "frob", buf, sizeof buf),
+                     KEEL_EBADMSG);
+    finish(n);
+
+    n = start_node(NULL);
+    run(n);
+    expect(n, "kv", "k", "keys", "b\nc");
+    expect(n, "kv", "k", "get c", "3");
+    finish(n);
+}
+END_TEST
+
+/* ---- ordering and read-your-writes through casts on the loop thread */
+
+struct order_ctx {
+    keel_node *n;
+    int count;
+    int seen[2000];
+    int nseen;
+    int bad;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    char final[64];
+};
+
+static void order_cb(int status, const void *reply, size_t len, void *data)
+{
+    struct order_ctx *c = data;
+    char buf[32];
+
+    if (status != 0 || len >= sizeof buf) {
+        c->bad++;
+        return;
+    }
+    memcpy(buf, reply, len);
+    buf[len] = '\0';
+    c->seen[c->nseen++] = atoi(buf);
+}
+
+static void final_cb(int status, const void *reply, size_t len, void *data)
+{
+    struct order_ctx *c = data;
+
+    pthread_mutex_lock(&c->mu);
+    if (status == 0 && len < sizeof c->final) {
+        memcpy(c->final, reply, len);
+        c->final[len] = '\0';
+    }
+    c->done = 1;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void order_post(keel_node *n, void *data)
+{
+    struct order_ctx *c = data;
+    int i;
+
+    for (i = 0; i < c->count; i++)
+        ck_assert_int_eq(keel_call(n, "counter", "hot", 3, "incr", 4,
+                                   order_cb, c), 0);
+    ck_assert_int_eq(keel_call(n, "counter", "hot", 3, "get", 3, final_cb, c),
+                     0);
+}
+
+START_TEST(one_caller_in_order)
+{
+    keel_node *n = start_node(NULL);
+    struct order_ctx *c = calloc(1, sizeof *c);
+    keel_stats st;
+    int i;
+
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    c->count = 2000;
+    run(n);
+    ck_assert_int_eq(keel_node_post(n, order_post, c), 0);
+    pthread_mutex_lock(&c->mu);
+    while (!c->done)
+        pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+    ck_assert_int_eq(c->bad, 0);
+    ck_assert_int_eq(c->nseen, 2000);
+    for (i = 0; i < 2000; i++)
+        ck_assert_int_eq(c->seen[i], i + 1);
+    ck_assert_str_eq(c->final, "2000");
+    keel_node_stats(n, &st);
+    /* Group commit: 2000 turns of one actor took far fewer commits. */
+    ck_assert_uint_lt(st.commits, 2000);
+    ck_assert_uint_ge(st.batch_turns_max, 2);
+    finish(n);
+    free(c);
+}
+END_TEST
+
+/* ------------------------------------------------ activation hooks */
+
+struct hooks {
+    int activations;
+    int passivations;
+};
+
+static int hooked_activate(keel_turn *t)
+{
+    struct hooks *h = keel_turn_type_data(t);
+    h->activations++;
+    *keel_turn_actor_data(t) = h;
+    return 0;
+}
+
+static void hooked_passivate(keel_turn *t)
+{
+    struct hooks *h = *keel_turn_actor_data(t);
+    h->passivations++;
+}
+
+static int hooked_message(keel_turn *t, const void *msg, size_t len)
+{
+    const void *s;
+    size_t sl;
+    unsigned v = 0;
+    char buf[16];
+
+    keel_turn_state(t, &s, &sl);
+    if (sl > 0 && sl < sizeof buf) {
+        memcpy(buf, s, sl);
+        buf[sl] = '\0';
+        v = (unsigned)atoi(buf);
+    }
+    if (len == 3 && memcmp(msg, "add", 3) == 0) {
+        v++;
+        snprintf(buf, sizeof buf, "%u", v);
+        keel_turn_set_state(t, buf, strlen(buf));
+    }
+    return keel_turn_replyf(t, "%u", v);
+}
+
+static void wait_for(keel_node *n, uint64_t want_passivations, int ms)
+{
+    keel_stats st;
+    int i;
+
+    for (i = 0; i < ms / 10; i++) {
+        keel_node_stats(n, &st);
+        if (st.passivations >= want_passivations)
+            return;
+        usleep(10000);
+    }
+}
+
+START_TEST(idle_passivation_keeps_state)
+{
+    keel_node_options o;
+    keel_node *n;
+    struct hooks h = {0, 0};
+    keel_actor_type ht = {.name = "hooked",
+                          .on_message = hooked_message,
+                          .on_activate = hooked_activate,
+                          .on_passivate = hooked_passivate,
+                          .data = &h};
+    keel_stats st;
+
+    keel_node_options_init(&o);
+    o.idle_timeout_ms = 100;
+    n = start_node(&o);
+    ck_assert_int_eq(keel_node_register_type(n, &ht), 0);
+    run(n);
+    expect(n, "hooked", "x", "add", "1");
+    expect(n, "hooked", "x", "add", "2");
+    wait_for(n, 1, 5000);
+    keel_node_stats(n, &st);
+    ck_assert_uint_ge(st.passivations, 1);
+    ck_assert_uint_eq(st.resident_actors, 0);
+    expect(n, "hooked", "x", "get", "2");
+    expect(n, "hooked", "x", "add", "3");
+    finish(n);
+    ck_assert_int_eq(h.activations, 2);
+    ck_assert_int_eq(h.passivations, 2); /* idle, then at stop */
+}
+END_TEST
+
+START_TEST(lru_cap_passivates)
+{
+    keel_node_options o;
+    keel_node *n;
+    keel_stats st;
+    char id[16];
+    int i;
+
+    keel_node_options_init(&o);
+    o.max_resident = 10;
+    n = start_node(&o);
+    run(n);
+    for (i = 0; i < 100; i++) {
+        snprintf(id, sizeof id, "a%d", i);
+        expect(n, "counter", id, "incr 7", "7");
+    }
+    keel_node_stats(n, &st);
+    ck_assert_uint_le(st.resident_actors, 11);
+    ck_assert_uint_ge(st.passivations, 89);
+    for (i = 0; i < 100; i++) {
+        snprintf(id, sizeof id, "a%d", i);
+        expect(n, "counter", id, "get", "7");
+    }
+    finish(n);
+}
+END_TEST
+
+START_TEST(bad_requests)
+{
+    keel_node_options o;
+    keel_node *n;
+    char big[300], *huge;
+    void *reply;
+    size_t len;
+
+    keel_node_options_init(&o);
+    o.max_frame = 4096;
+    n = start_node(&o);
+    run(n);
+    ck_assert_int_eq(callx(n, "nosuch", "a", "x", NULL, 0), KEEL_ENOTYPE);
+    memset(big, 'i', sizeof big);
+    ck_assert_int_eq(keel_call_sync(n, "counter", big, sizeof big, "get", 3,
+                                    &reply, &len),
+                     KEEL_ELIMIT);
+    huge = calloc(1, 8192);
+    ck_assert_int_eq(keel_call_sync(n, "counter", "a", 1, huge, 8192, &reply,
+                                    &len),
+                     KEEL_ETOOBIG);
+    free(huge);
+    ck_assert_int_eq(callx(n, "counter", "a", "incr x", NULL, 0),
+                     KEEL_EBADMSG);
+    ck_assert_int_eq(callx(n, "counter", "a", "", NULL, 0), KEEL_EBADMSG);
+    /* The node is unharmed. */
+    expect(n, "counter", "a", "incr", "1");
+    finish(n);
+}
+END_TEST
+
+START_TEST(register_type_rules)
+{
+    keel_node *n = start_node(NULL);
+    keel_actor_type t = {.name = "counter", .on_message = dual_message};
+    char longname[KEEL_MAX_TYPE_LEN + 2];
+
+    ck_assert_int_eq(keel_node_register_type(n, &t), KEEL_EEXIST);
+    memset(longname, 'n', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    t.name = longname;
+    ck_assert_int_eq(keel_node_register_type(n, &t), KEEL_ELIMIT);
+    t.name = "";
+    ck_assert_int_eq(keel_node_register_type(n, &t), KEEL_EINVAL);
+    t.name = "fine";
+    t.on_message = NULL;
+    ck_assert_int_eq(keel_node_register_type(n, &t), KEEL_EINVAL);
+    keel_node_destroy(n);
+}
+END_TEST
+
+/* A store that saw a newer owner of the shard refuses this node. */
+START_TEST(fenced_by_store)
+{
+    keel_store_options so;
+    keel_store *s;
+    keel_batch *b;
+    keel_node *n;
+    char err[256], buf[256];
+    uint32_t shard = keel_shard_of("counter", "c1", 2, KEEL_DEFAULT_SHARDS);
+    int st;
+
+    /* Start once so the store exists with the node's settings. */
+    n = start_node(NULL);
+    run(n);
+    expect(n, "counter", "c1", "incr", "1");
+    expect(n, "counter", "c2", "incr", "1");
+    finish(n);
+
+    memset(&so, 0, sizeof so);
+    so.path = dir;
+    so.shard_count = KEEL_DEFAULT_SHARDS;
+    ck_assert_int_eq(keel_store_open(&so, &s, err, sizeof err), 0);
+    b = keel_batch_create();
+    ck_assert_int_eq(keel_batch_begin_group(b, "", (uint16_t)shard, 7, NULL),
+                     0);
+    ck_assert_int_eq(keel_batch_fence_only(b), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_batch_group(b, 0, &st);
+    ck_assert_int_eq(st, 0);
+    keel_batch_destroy(b);
+    keel_store_close(s);
+
+    n = start_node(NULL);
+    run(n);
+    ck_assert_int_eq(callx(n, "counter", "c1", "incr", buf, sizeof buf),
+                     KEEL_EFENCED);
+    if (keel_shard_of("counter", "c2", 2, KEEL_DEFAULT_SHARDS) != shard)
+        expect(n, "counter", "c2", "incr", "2");
+    finish(n);
+}
+END_TEST
+
+START_TEST(shard_count_is_fixed)
+{
+    keel_node_options o;
+    keel_node *n = start_node(NULL);
+    char err[256];
+
+    keel_node_destroy(n);
+    keel_node_options_init(&o);
+    o.data_dir = dir;
+    o.shard_count = 1024;
+    ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err),
+                     KEEL_EMISMATCH);
+    ck_assert_ptr_nonnull(strstr(err, "1024"));
+}
+END_TEST
+
+START_TEST(bad_data_dir)
+{
+    keel_node_options o;
+    keel_node *n = NULL;
+    char err[256], *file;
+    FILE *f;
+
+    ck_assert_int_ge(asprintf(&file, "%s/plainfile", dir), 0);
+    f = fopen(file, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    keel_node_options_init(&o);
+    o.data_dir = file;
+    ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), KEEL_EIO);
+    ck_assert_ptr_null(n);
+    ck_assert_ptr_nonnull(strstr(err, "plainfile"));
+    free(file);
+}
+END_TEST
+
+START_TEST(map_grows_under_load)
+{
+    keel_node_options o;
+    keel_node *n;
+    keel_stats st;
+    char msg[1100];
+    char key[32];
+    int i;
+
+    keel_node_options_init(&o);
+    o.initial_map_size = 256 * 1024;
+    o.durability = KEEL_DURABILITY_NONE;
+    n = start_node(&o);
+    run(n);
+    memset(msg, 'v', sizeof msg);
+    for (i = 0; i < 2000; i++) {
+        int len = snprintf(msg, 32, "put key%05d ", i);
+        msg[len] = 'v';
+        msg[sizeof msg - 1] = '\0';
+        expect(n, "kv", "big", msg, "OK");
+    }
+    keel_node_stats(n, &st);
+    ck_assert_uint_gt(st.map_size, 256 * 1024);
+    finish(n);
+    n = start_node(&o);
+    run(n);
+    snprintf(key, sizeof key, "get key%05d", 1999);
+    {
+        char buf[2048];
+        ck_assert_int_eq(callx(n, "kv", "big", key, buf, sizeof buf), 0);
+        ck_assert_uint_eq(strlen(buf), sizeof msg - 1 - 13);
+    }
+    finish(n);
+}
+END_TEST
+
+START_TEST(shard_hash)
+{
+    uint32_t counts[16] = {0};
+    char id[32];
+    int i;
+
+    ck_assert_uint_eq(keel_shard_of("counter", "c1", 2, 4096),
+                      keel_shard_of("counter", "c1", 2, 4096));
+    ck_assert_uint_lt(keel_shard_of("counter", "c1", 2, 4096), 4096);
+    /* The type's length is hashed too: ("ab","c") is not ("a","bc"). */
+    ck_assert_uint_ne(keel_shard_of("ab", "c", 1, 1u << 30),
+                      keel_shard_of("a", "bc", 2, 1u << 30));
+    for (i = 0; i < 16000; i++) {
+        int len = snprintf(id, sizeof id, "actor_%d", i);
+        counts[keel_shard_of("counter", id, (size_t)len, 16)]++;
+    }
+    for (i = 0; i < 16; i++) {
+        ck_assert_uint_gt(counts[i], 800);
+        ck_assert_uint_lt(counts[i], 1200);
+    }
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("node");
+    TCase *tc = tcase_create("node");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, counter_survives_restart);
+    tcase_add_test(tc, failed_turn_leaves_state);
+    tcase_add_test(tc, failed_turn_discards_writes);
+    tcase_add_test(tc, kv_entries);
+    tcase_add_test(tc, one_caller_in_order);
+    tcase_add_test(tc, idle_passivation_keeps_state);
+    tcase_add_test(tc, lru_cap_passivates);
+    tcase_add_test(tc, bad_requests);
+    tcase_add_test(tc, register_type_rules);
+    tcase_add_test(tc, fenced_by_store);
+    tcase_add_test(tc, shard_count_is_fixed);
+    tcase_add_test(tc, bad_data_dir);
+    tcase_add_test(tc, map_grows_under_load);
+    tcase_add_test(tc, shard_hash);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run_suite(suite());
+}
