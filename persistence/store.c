@@ -153,7 +153,8 @@ static size_t fence_key(uint8_t *buf, const void *cap, size_t clen,
                         uint16_t shard)
 {
     buf[0] = (uint8_t)clen;
-    memcpy(buf + 1, cap, clen);
+    if (clen > 0) /* cap may be NULL for the default group */
+        memcpy(buf + 1, cap, clen);
     put_be16(buf + 1 + clen, shard);
     return 1 + clen + 2;
 }
