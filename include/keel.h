@@ -182,6 +182,14 @@ KEEL_API int keel_node_post(keel_node *node, keel_post_fn fn, void *data);
 /* The bound listen port (useful with port 0), or 0 without a listener. */
 KEEL_API int keel_node_port(const keel_node *node);
 
+/* Upper bounds (µs) of the call-latency histogram buckets; the last bucket
+ * counts everything slower. Latency runs from submission to the release
+ * of the reply (after its commit). */
+#define KEEL_LATENCY_BOUNDS_US                                               \
+    {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000,     \
+     50000, 100000, 500000, 1000000}
+#define KEEL_LATENCY_BUCKETS 19 /* 18 bounds + overflow */
+
 typedef struct keel_stats {
     uint64_t resident_actors;
     uint64_t activations;
@@ -199,6 +207,9 @@ typedef struct keel_stats {
     uint64_t connections;     /* open client connections */
     uint64_t frames_in;
     uint64_t frames_bad;
+    uint64_t calls_completed;   /* replies released (calls and casts) */
+    uint64_t latency_sum_us;
+    uint64_t latency_buckets[KEEL_LATENCY_BUCKETS]; /* not cumulative */
     uint64_t reserved[16];
 } keel_stats;
 

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <xxhash.h>
 
 #include "common/log.h"
@@ -1194,6 +1195,7 @@ int keel__submit(keel_node *n, struct keel_type_entry *te, const void *id,
         return KEEL_ENOMEM;
     req->actor = a;
     req->next = NULL;
+    req->t_submit_ns = keel__now_ns();
     if (a->mb_tail)
         a->mb_tail->next = req;
     else
@@ -1286,8 +1288,30 @@ static void flush_open(keel_node *n)
     }
 }
 
+uint64_t keel__now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void record_latency(keel_node *n, uint64_t t0)
+{
+    static const uint32_t bounds[] = KEEL_LATENCY_BOUNDS_US;
+    uint64_t us = (keel__now_ns() - t0) / 1000;
+    unsigned i;
+
+    for (i = 0; i < KEEL_LATENCY_BUCKETS - 1 && us > bounds[i]; i++)
+        ;
+    n->stats.latency_buckets[i]++;
+    n->stats.latency_sum_us += us;
+    n->stats.calls_completed++;
+}
+
 static void release_req(keel_node *n, keel_req *req)
 {
+    record_latency(n, req->t_submit_ns);
     switch (req->origin) {
     case REQ_LOCAL:
         if (req->u.local.cb != NULL)
@@ -1825,7 +1849,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "messages %llu\nhandler_errors %llu\ncommits %llu\nfsyncs %llu\n"
         "commit_failures %llu\nbatch_turns_max %llu\n"
         "batch_turns_avg %.1f\nbatch_actors_avg %.1f\nfence_refusals %llu\n"
-        "map_size %llu\nconnections %llu\nframes_in %llu\nframes_bad %llu\n",
+        "map_size %llu\nconnections %llu\nframes_in %llu\nframes_bad %llu\n"
+        "calls_completed %llu\nlatency_avg_us %.1f\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -1842,7 +1867,11 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->map_size,
         (unsigned long long)st->connections,
         (unsigned long long)st->frames_in,
-        (unsigned long long)st->frames_bad);
+        (unsigned long long)st->frames_bad,
+        (unsigned long long)st->calls_completed,
+        st->calls_completed
+            ? (double)st->latency_sum_us / (double)st->calls_completed
+            : 0.0);
     return w < 0 ? 0 : (size_t)w;
 }
 

@@ -87,6 +87,7 @@ struct keel_req {
     int status;
     uint32_t len;
     uint32_t cap;  /* capacity of buf */
+    uint64_t t_submit_ns; /* monotonic clock at submission */
     uint8_t *buf;  /* points to inl or to a malloc'd block */
     union {
         struct {
@@ -186,6 +187,8 @@ struct keel_node {
 };
 
 /* --- node.c -------------------------------------------------------------*/
+
+uint64_t keel__now_ns(void);
 
 /* Submits a message; the reply goes wherever req says. On error the req
  * has not been queued and the caller still owns it. */
