@@ -1352,7 +1352,6 @@ static void fail_req(keel_node *n, keel_req *req, int status, const char *msg)
     release_req(n, req);
 }
 
-#define ACTOR_FAILED 0x80 /* transient mark while a failed batch settles */
 
 /* Settles a batch: on success its replies go out; actors whose writes were
  * refused (stale epoch) or lost (the commit failed) are reset to what the
@@ -1369,8 +1368,6 @@ static void batch_settled(keel_node *n, keel_batch *b, int status)
     n->durable_seq = n->inflight_seq;
     if (status == 0) {
         n->stats.commits++;
-        if (n->opts.durability == KEEL_DURABILITY_FSYNC)
-            n->stats.fsyncs++;
         n->stats.batch_turns_total += n->inflight_turns;
         n->stats.batch_actors_total += ng;
         if (n->inflight_turns > n->stats.batch_turns_max)
@@ -1426,33 +1423,40 @@ static void batch_settled(keel_node *n, keel_batch *b, int status)
             }
         }
     }
-    {
-        keel_store_stats ss;
-        keel_store_stats_get(n->store, &ss);
-        n->stats.map_size = ss.map_size;
-    }
 }
 
-/* Building the batch failed (out of memory): nothing reached the writer.
- * Treat it as a failed commit of every dirty actor. */
+/* Building the batch failed (out of memory): nothing reached the writer,
+ * and the writer is idle, so the dirty actors' uncommitted writes all sit
+ * in the open batch. They are lost: reset those actors and fail every
+ * reply that saw them. */
 static void fail_batch_building(keel_node *n, keel_batch *b, int rc)
 {
+    keel_req_queue q = n->wait_open;
+    keel_req *req, *next;
     keel_actor *a;
+    char msg[160];
 
     keel_batch_reset(b);
+    n->stats.commit_failures++;
+    keel_warn("could not build a commit batch: %s", keel_strerror(rc));
+    snprintf(msg, sizeof msg, "write not committed: %s", keel_strerror(rc));
     for (a = n->dirty_head; a != NULL; a = a->dirty_next)
-        if (keel_batch_begin_group(b, a->type->capability,
-                                   (uint16_t)a->shard, 0, a) != 0)
-            break;
-    n->inflight_seq = n->open_seq++;
-    n->wait_inflight = n->wait_open;
+        a->flags |= ACTOR_FAILED;
     n->wait_open.head = n->wait_open.tail = NULL;
-    while ((a = n->dirty_head) != NULL) {
-        n->dirty_head = a->dirty_next;
-        a->dirty_next = NULL;
-        a->flags &= (uint8_t)~(ACTOR_IN_DIRTY | ACTOR_STATE_DIRTY);
+    for (req = q.head; req != NULL; req = next) {
+        next = req->next;
+        if (req->actor->flags & ACTOR_FAILED)
+            fail_req(n, req, rc, msg);
+        else
+            queue_push(&n->wait_open, req);
     }
-    batch_settled(n, b, rc);
+    while ((a = n->dirty_head) != NULL) {
+        a->flags &= (uint8_t)~ACTOR_FAILED;
+        actor_deactivate(n, a); /* unlinks it from the dirty list */
+        if (a->mb_head != NULL)
+            schedule(n, a);
+    }
+    n->open_turns = 0;
 }
 
 static void writer_done_cb(keel_batch *b, int status, void *data)
@@ -1838,7 +1842,13 @@ int keel_node_port(const keel_node *n)
 
 void keel_node_stats(keel_node *n, keel_stats *out)
 {
+    keel_store_stats ss;
+
     *out = n->stats;
+    /* The store's own counters are atomic: exact from any thread. */
+    keel_store_stats_get(n->store, &ss);
+    out->map_size = ss.map_size;
+    out->fsyncs = ss.fsyncs;
 }
 
 size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)

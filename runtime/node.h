@@ -41,7 +41,8 @@ enum {
     ACTOR_IN_RUNQ = 1 << 1,
     ACTOR_STATE_DIRTY = 1 << 2, /* state blob changed in the open batch */
     ACTOR_IN_DIRTY = 1 << 3,    /* on the open batch's dirty list */
-    ACTOR_RUNNING = 1 << 4
+    ACTOR_RUNNING = 1 << 4,
+    ACTOR_FAILED = 1 << 7       /* transient: its batch failed, settling */
 };
 
 struct keel_actor {
