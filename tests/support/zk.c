@@ -1,0 +1,130 @@
+#include "zk.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proc.h"
+#include "testutil.h"
+
+#define ZK_SCRIPT KEEL_SOURCE_DIR "/zk-conf/zk.sh"
+#define ZK_SERVER "/usr/share/zookeeper/bin/zkServer.sh"
+
+int tu_zk_available(void)
+{
+    return access(ZK_SERVER, X_OK) == 0;
+}
+
+static int bind_port(int port)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1, got = -1;
+
+    if (fd < 0)
+        return -1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons((uint16_t)port);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        got = ntohs(a.sin_port);
+    close(fd);
+    return got;
+}
+
+int tu_zk_free_ports(int count)
+{
+    int attempt, i;
+
+    for (attempt = 0; attempt < 200; attempt++) {
+        int base = bind_port(0);
+
+        if (base <= 0 || base + count > 65535)
+            continue;
+        for (i = 1; i < count; i++)
+            if (bind_port(base + i) != base + i)
+                break;
+        if (i == count)
+            return base;
+    }
+    return -1;
+}
+
+static int run_script(const char *verb, const char *dir, int port)
+{
+    char portbuf[16], *out = NULL, *err = NULL;
+    const char *argv[6];
+    int rc;
+
+    snprintf(portbuf, sizeof portbuf, "%d", port);
+    argv[0] = "/bin/bash";
+    argv[1] = ZK_SCRIPT;
+    argv[2] = verb;
+    argv[3] = dir;
+    argv[4] = port > 0 ? portbuf : NULL;
+    argv[5] = NULL;
+    rc = tu_run(argv, &out, &err);
+    if (rc != 0)
+        fprintf(stderr, "zk.sh %s %s failed (%d):\n%s%s\n", verb, dir, rc,
+                out ? out : "", err ? err : "");
+    free(out);
+    free(err);
+    return rc;
+}
+
+int tu_zk_start(tu_zk *zk, int servers, int tick_ms)
+{
+    char buf[16];
+    int attempt;
+
+    memset(zk, 0, sizeof *zk);
+    if (servers != 1 && servers != 3)
+        return -1;
+    snprintf(buf, sizeof buf, "%d", tick_ms > 0 ? tick_ms : 2000);
+    setenv("ZK_TICK_MS", buf, 1);
+    snprintf(buf, sizeof buf, "%d", (int)getpid());
+    setenv("ZK_WATCH_PID", buf, 1);
+    zk->dir = tu_tmpdir("zk");
+    zk->servers = servers;
+    for (attempt = 0; attempt < 2; attempt++) {
+        /* An ensemble uses 9 ports: 3 client, 3 quorum, 3 election. */
+        int port = tu_zk_free_ports(servers == 1 ? 1 : 9);
+
+        if (port < 0)
+            continue;
+        if (run_script(servers == 1 ? "start" : "start-ensemble", zk->dir,
+                       port) == 0) {
+            zk->port = port;
+            if (servers == 1)
+                snprintf(zk->hosts, sizeof zk->hosts, "127.0.0.1:%d", port);
+            else
+                snprintf(zk->hosts, sizeof zk->hosts,
+                         "127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", port,
+                         port + 1, port + 2);
+            return 0;
+        }
+    }
+    tu_rmrf(zk->dir);
+    free(zk->dir);
+    zk->dir = NULL;
+    return -1;
+}
+
+void tu_zk_stop(tu_zk *zk)
+{
+    if (zk->dir == NULL)
+        return;
+    if (zk->port > 0)
+        run_script(zk->servers == 1 ? "stop" : "stop-ensemble", zk->dir, 0);
+    tu_rmrf(zk->dir);
+    free(zk->dir);
+    zk->dir = NULL;
+    zk->port = 0;
+}
