@@ -35,7 +35,8 @@ struct keel_conn {
     uint8_t *wbuf;
     size_t wlen, woff, wcap;
     uint32_t pending;
-    int closing;  /* protocol error: close once the error frame is out */
+    int closing;  /* no more reading (protocol error or the client's EOF):
+                   * close once every owed reply is written */
     int dead;     /* socket closed, waiting for pending replies */
     int in_flush;
     int paused;
@@ -224,7 +225,8 @@ static int conn_write(keel_conn *c)
     c->woff = c->wlen = 0;
     if (ev_is_active(&c->wio))
         ev_io_stop(c->n->loop, &c->wio);
-    if (c->closing) {
+    if (c->closing && c->pending == 0) {
+        /* Every reply the client is owed has been written. */
         conn_close(c);
         return -1;
     }
@@ -445,7 +447,15 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
             continue;
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
-        conn_close(c); /* EOF or error */
+        if (r == 0) {
+            /* The client finished sending; it may still read the replies
+             * to what it sent (a half-close). */
+            c->closing = 1;
+            pause_reading(c);
+            mark_flush(c);
+            return;
+        }
+        conn_close(c); /* a reset or another error: nobody will read */
         return;
     }
 }

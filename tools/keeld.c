@@ -10,7 +10,7 @@
 
 #include "keel.h"
 
-static keel_node *the_node;
+static keel_node *volatile the_node; /* read by the signal handler */
 
 static void on_signal(int sig)
 {
@@ -222,6 +222,17 @@ int main(int argc, char **argv)
     /* Tests and scripts wait for this line before connecting. */
     fprintf(stderr, "keeld: ready on port %d\n", keel_node_port(the_node));
     rc = keel_node_run(the_node);
-    keel_node_destroy(the_node);
+    {
+        /* A late SIGTERM must not reach a node being freed: block the
+         * stop signals first (pending ones die with the process). */
+        sigset_t stop_sigs;
+        sigemptyset(&stop_sigs);
+        sigaddset(&stop_sigs, SIGTERM);
+        sigaddset(&stop_sigs, SIGINT);
+        sigprocmask(SIG_BLOCK, &stop_sigs, NULL);
+    }
+    keel_node *n = the_node;
+    the_node = NULL;
+    keel_node_destroy(n);
     return rc == 0 ? 0 : 1;
 }
