@@ -22,6 +22,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "common/log.h"
 #include "persistence/batch_internal.h"
@@ -37,6 +38,27 @@ struct keel_store_read {
     keel_store *store;
     MDB_txn *txn; /* reset while the handle is idle in the pool */
     keel_store_read *next;
+};
+
+/* A small open-addressing table of fence keys. Keys longer than
+ * FENCE_CACHE_KEY (long capability names) are simply not cached. */
+#define FENCE_CACHE_KEY 40
+
+struct fence_entry {
+    uint64_t hash;
+    uint64_t epoch;   /* as committed */
+    uint64_t pending; /* raised by the open transaction, if dirty */
+    uint8_t used;
+    uint8_t dirty;
+    uint8_t klen;
+    uint8_t key[FENCE_CACHE_KEY];
+};
+
+struct fence_cache {
+    struct fence_entry *slots;
+    size_t mask;
+    size_t count;
+    size_t ndirty; /* entries raised by the open transaction */
 };
 
 struct keel_store {
@@ -62,6 +84,11 @@ struct keel_store {
     /* Set when a remap failed: LMDB has then lost its map, and every later
      * read or commit fails with KEEL_ESTORE. Atomic. */
     int broken;
+
+    /* Fences as committed, by fence key: only this process writes the
+     * environment (keel.lock), so once read, a fence changes only through
+     * our own commits. Guarded by commit_lock. */
+    struct fence_cache fc;
 
     /* Written under commit_lock, read by anyone: relaxed atomics. */
     uint64_t commits;
@@ -484,6 +511,7 @@ void keel_store_close(keel_store *s)
         free(r);
     }
     mdb_env_close(s->env);
+    free(s->fc.slots);
     close(s->lock_fd);
     pthread_mutex_destroy(&s->pool_lock);
     pthread_mutex_destroy(&s->commit_lock);
@@ -715,6 +743,84 @@ static int apply_op(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
     }
 }
 
+static struct fence_entry *fence_cache_find(struct fence_cache *fc,
+                                            const uint8_t *key, size_t klen,
+                                            uint64_t h)
+{
+    size_t i;
+
+    if (fc->slots == NULL)
+        return NULL;
+    for (i = h & fc->mask; fc->slots[i].used; i = (i + 1) & fc->mask) {
+        struct fence_entry *e = &fc->slots[i];
+        if (e->hash == h && e->klen == klen && memcmp(e->key, key, klen) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+/* Adds a key known to be absent. NULL when memory is short: the caller
+ * then simply goes without the cache. */
+static struct fence_entry *fence_cache_add(struct fence_cache *fc,
+                                           const uint8_t *key, size_t klen,
+                                           uint64_t h, uint64_t epoch)
+{
+    struct fence_entry *e;
+    size_t i;
+
+    if (klen > FENCE_CACHE_KEY)
+        return NULL;
+    if (fc->slots == NULL || (fc->count + 1) * 4 > (fc->mask + 1) * 3) {
+        size_t cap = fc->slots ? (fc->mask + 1) * 2 : 1024, j;
+        struct fence_entry *ns = calloc(cap, sizeof *ns);
+        if (ns == NULL)
+            return NULL;
+        for (j = 0; fc->slots != NULL && j <= fc->mask; j++) {
+            if (!fc->slots[j].used)
+                continue;
+            for (i = fc->slots[j].hash & (cap - 1); ns[i].used;
+                 i = (i + 1) & (cap - 1))
+                ;
+            ns[i] = fc->slots[j];
+        }
+        free(fc->slots);
+        fc->slots = ns;
+        fc->mask = cap - 1;
+    }
+    for (i = h & fc->mask; fc->slots[i].used; i = (i + 1) & fc->mask)
+        ;
+    e = &fc->slots[i];
+    e->used = 1;
+    e->hash = h;
+    e->epoch = epoch;
+    e->dirty = 0;
+    e->klen = (uint8_t)klen;
+    memcpy(e->key, key, klen);
+    fc->count++;
+    return e;
+}
+
+/* After a commit: raised fences become the committed ones (ok), or are
+ * forgotten (the transaction was abandoned). */
+static void fence_cache_settle(struct fence_cache *fc, int ok)
+{
+    size_t i;
+
+    /* Fences are raised rarely (a unit's first write at a new epoch), so
+     * most commits have nothing to settle. */
+    if (fc->ndirty == 0)
+        return;
+    fc->ndirty = 0;
+    for (i = 0; fc->slots != NULL && i <= fc->mask; i++) {
+        struct fence_entry *e = &fc->slots[i];
+        if (e->used && e->dirty) {
+            if (ok)
+                e->epoch = e->pending;
+            e->dirty = 0;
+        }
+    }
+}
+
 /* Checks the group's fence in txn; refuses the group or raises the fence
  * and applies its ops. */
 static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
@@ -722,19 +828,29 @@ static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
                        uint64_t *refusals)
 {
     uint8_t kbuf[KEEL_FENCE_KEY_MAX], vbuf[8];
+    struct fence_entry *fe;
     MDB_val k, v;
-    uint64_t stored = 0;
+    uint64_t stored = 0, h;
     int rc;
 
     k.mv_size = fence_key(kbuf, b->buf + g->cap_off, g->cap_len, g->shard);
     k.mv_data = kbuf;
-    rc = mdb_get(txn, s->fence, &k, &v);
-    if (rc == 0) {
-        if (v.mv_size != 8)
-            return MDB_CORRUPTED;
-        stored = get_be64(v.mv_data);
-    } else if (rc != MDB_NOTFOUND) {
-        return rc;
+    h = XXH3_64bits(kbuf, k.mv_size);
+    fe = fence_cache_find(&s->fc, kbuf, k.mv_size, h);
+    if (fe != NULL) {
+        stored = fe->dirty ? fe->pending : fe->epoch;
+    } else {
+        rc = mdb_get(txn, s->fence, &k, &v);
+        if (rc == 0) {
+            if (v.mv_size != 8)
+                return MDB_CORRUPTED;
+            stored = get_be64(v.mv_data);
+        } else if (rc != MDB_NOTFOUND) {
+            return rc;
+        }
+        /* Nothing earlier in this transaction touched this fence (it
+         * would be cached), so what was read is the committed value. */
+        fe = fence_cache_add(&s->fc, kbuf, k.mv_size, h, stored);
     }
     if (stored > g->epoch) {
         g->status = KEEL_EFENCED;
@@ -748,6 +864,12 @@ static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
         rc = mdb_put(txn, s->fence, &k, &v, 0);
         if (rc != 0)
             return rc;
+        if (fe != NULL) {
+            if (!fe->dirty)
+                s->fc.ndirty++;
+            fe->pending = g->epoch;
+            fe->dirty = 1;
+        }
     }
     for (size_t off = g->ops_off; off < g->ops_end;) {
         const struct batch_op *op = batch_op_at(b, off);
@@ -868,6 +990,7 @@ int keel_store_commit(keel_store *s, keel_batch *b)
             break;
         }
         rc = commit_once(s, b, &refusals);
+        fence_cache_settle(&s->fc, rc == 0);
         if (rc != MDB_MAP_FULL) {
             int raw = rc;
 

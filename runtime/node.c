@@ -24,9 +24,10 @@
 #include <xxhash.h>
 
 #include "common/log.h"
+#include "runtime/http.h"
 #include "runtime/proto.h"
 
-#define RUN_BUDGET 8192     /* turns per run_cb call before I/O gets a go */
+#define RUN_BUDGET 512 /* turns per run_cb call before I/O gets a go */
 #define RUN_PER_ACTOR 64    /* turns of one actor before others get a go */
 #define REQ_FREE_MAX 4096
 #define TMP_BLOCK 65536
@@ -711,8 +712,8 @@ static int encode_key(keel_actor *a, const void *entry, size_t elen,
 int keel_turn_get(keel_turn *t, const void *key, size_t klen,
                   const void **val, size_t *vlen)
 {
-    const uint8_t *sv;
-    size_t sl;
+    const uint8_t *sv = NULL;
+    size_t sl = 0;
     keel_ovl_entry *e;
     keel_store_read *r;
     keel_record rec;
@@ -956,6 +957,7 @@ keel_node *keel_turn_node(keel_turn *t)
  * placement unit and that the store has not seen a newer owner. */
 static int actor_load(keel_node *n, keel_actor *a, char *err, size_t errlen)
 {
+    struct keel_type_entry *te = a->type;
     keel_placement pl;
     keel_store_read *r;
     keel_record rec;
@@ -974,8 +976,14 @@ static int actor_load(keel_node *n, keel_actor *a, char *err, size_t errlen)
     rc = keel_store_read_begin(n->store, &r);
     if (rc != 0)
         return rc;
-    rc = keel_store_fence_get(r, a->type->capability, (uint16_t)a->shard,
-                              &fence);
+    if (te->fence_ok == NULL)
+        te->fence_ok = calloc(n->opts.shard_count, sizeof *te->fence_ok);
+    if (te->fence_ok == NULL || te->fence_ok[a->shard] != pl.epoch) {
+        rc = keel_store_fence_get(r, te->capability, (uint16_t)a->shard,
+                                  &fence);
+        if (rc == 0 && fence <= pl.epoch && te->fence_ok != NULL)
+            te->fence_ok[a->shard] = pl.epoch;
+    }
     if (rc == 0 && fence > pl.epoch) {
         snprintf(err, errlen,
                  "shard %u: store has epoch %llu, this node holds %llu",
@@ -1383,8 +1391,11 @@ static void batch_settled(keel_node *n, keel_batch *b, int status)
         if (status != 0 || gst != 0) {
             a->flags |= ACTOR_FAILED;
             any_failed = 1;
-            if (gst != 0)
+            if (gst != 0) {
                 n->stats.fence_refusals++;
+                if (a->type->fence_ok != NULL)
+                    a->type->fence_ok[a->shard] = 0; /* look again */
+            }
         } else {
             ovl_prune(a, n->durable_seq);
         }
@@ -1639,6 +1650,11 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
         if (rc != 0)
             goto err_after_coord;
     }
+    if (opts.http_listen != NULL) {
+        rc = keel__http_create(n, opts.http_listen, errbuf, errlen);
+        if (rc != 0)
+            goto err_after_coord;
+    }
     if (n->listen_addr != NULL) {
         rc = keel__net_listen(n, n->listen_addr, errbuf, errlen);
         if (rc != 0)
@@ -1663,12 +1679,14 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
     return 0;
 
 err_after_coord:
+    keel__http_destroy(n);
     keel_batch_destroy(n->batches[0]);
     keel_batch_destroy(n->batches[1]);
     keel_coord_destroy(n->coord);
     {
         unsigned i;
         for (i = 0; i < n->ntypes; i++) {
+            free(n->types[i]->fence_ok);
             free(n->types[i]->capability);
             free(n->types[i]);
         }
@@ -1695,6 +1713,12 @@ int keel_node_run(keel_node *n)
     rc = keel_writer_start(n->store, writer_done_cb, n, &n->writer);
     if (rc != 0)
         return rc;
+    rc = keel__http_start(n);
+    if (rc != 0) {
+        keel_writer_stop(n->writer);
+        n->writer = NULL;
+        return rc;
+    }
     n->running = 1;
     ev_async_start(n->loop, &n->async);
     ev_timer_start(n->loop, &n->idle_timer);
@@ -1714,6 +1738,7 @@ int keel_node_run(keel_node *n)
     n->stopping = 2; /* no more posts are taken */
     pthread_mutex_unlock(&n->post_mu);
     run_posts(n);
+    keel__http_stop(n); /* posts are refused now: see http.h */
     keel_writer_stop(n->writer);
     n->writer = NULL;
     keel_info("node stopped");
@@ -1775,12 +1800,14 @@ void keel_node_destroy(keel_node *n)
     keel__net_close_all(n);
     if (n->listen_fd >= 0)
         keel__net_stop_accepting(n);
+    keel__http_destroy(n);
     keel_hmap_free(&n->actors);
     keel_batch_destroy(n->batches[0]);
     keel_batch_destroy(n->batches[1]);
     keel_coord_destroy(n->coord);
     keel_store_close(n->store);
     for (i = 0; i < n->ntypes; i++) {
+        free(n->types[i]->fence_ok);
         free(n->types[i]->capability);
         free(n->types[i]);
     }

@@ -23,6 +23,11 @@ struct keel_type_entry {
     char name[KEEL_MAX_TYPE_LEN + 1];
     char *capability;   /* "" for the default group */
     uint8_t index;
+    /* Per shard, the shard epoch at which the store's fence was last seen
+     * not to be ahead of us (0: not checked). Only this node writes its
+     * store and it learns of every epoch change, so one check per epoch
+     * suffices; a refused write clears the entry. Allocated on first use. */
+    uint64_t *fence_ok;
 };
 
 /* An entry written by a turn that has not been committed yet. Reads look
@@ -182,6 +187,7 @@ struct keel_node {
     keel_conn *conns;      /* all open connections */
     keel_conn *flush_head; /* connections with bytes to write */
     keel_conn *graveyard;  /* closed connections waiting to be freed */
+    struct keel_http *http; /* the HTTP face (http.c), or NULL */
 
     /* Statistics; read from other threads without locks. */
     keel_stats stats;

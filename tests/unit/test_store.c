@@ -937,6 +937,23 @@ START_TEST(test_map_max)
     ck_assert_int_eq(keel_store_commit(s, b), 0);
     check_batch(s, 2, 10, 4000, 1);
 
+    /* The store caches fences it has read: the raise to 77 in the failed
+     * transaction must not have stuck there either. */
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_begin_group(b, "other", 11, 5, NULL), 0);
+    ck_assert_int_eq(keel_batch_fence_only(b), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_batch_group(b, 0, &status);
+    ck_assert_int_eq(status, 0);
+    ck_assert_uint_eq(fence_of(s, "other", 11), 5);
+    /* ...while a committed raise is remembered: epoch 4 is now stale. */
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_begin_group(b, "other", 11, 4, NULL), 0);
+    ck_assert_int_eq(keel_batch_fence_only(b), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_batch_group(b, 0, &status);
+    ck_assert_int_eq(status, KEEL_EFENCED);
+
     keel_batch_destroy(b);
     keel_store_close(s);
     tu_rmrf(dir);
