@@ -86,7 +86,12 @@ KEEL_API const char *keel_version_string(void);
     X(EPROTO, -21, "protocol error")                                         \
     X(EPLUGIN, -22, "plugin could not be loaded")                            \
     X(EADDR, -23, "address invalid or unavailable")                          \
-    X(EOVERLOAD, -24, "node overloaded")
+    X(EOVERLOAD, -24, "node overloaded")                                     \
+    X(EBADVERSION, -25, "coordination data changed concurrently")            \
+    X(ECONNLOSS, -26, "coordination service unreachable; outcome unknown")   \
+    X(ESESSION, -27, "coordination session expired or closed")               \
+    X(ECONFIG, -28, "node configuration does not match the cluster's")       \
+    X(EDEPOSED, -29, "no longer the cluster controller")
 
 typedef enum keel_errno {
     KEEL_OK = 0,
@@ -140,6 +145,8 @@ typedef struct keel_node_options {
     uint64_t initial_map_size; /* LMDB map size to start with; 0: 64 MiB.
                                 * The map grows when it fills. */
     int no_builtins;           /* nonzero: do not register counter/kv/register */
+    const char *http_listen;   /* "HOST:PORT" for the HTTP/JSON face
+                                * (docs/http.md); NULL: none */
     void *reserved[8];
 } keel_node_options;
 
@@ -181,6 +188,8 @@ KEEL_API int keel_node_post(keel_node *node, keel_post_fn fn, void *data);
 
 /* The bound listen port (useful with port 0), or 0 without a listener. */
 KEEL_API int keel_node_port(const keel_node *node);
+/* The bound HTTP port (useful with port 0), or 0 without HTTP. */
+KEEL_API int keel_node_http_port(const keel_node *node);
 
 /* Upper bounds (µs) of the call-latency histogram buckets; the last bucket
  * counts everything slower. Latency runs from submission to the release

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "keel.h"
 
@@ -28,6 +29,8 @@ static void usage(FILE *f)
         "\n"
         "  --data DIR             data directory (created if missing); required\n"
         "  --listen HOST:PORT     wire-protocol listener (default 127.0.0.1:7420)\n"
+        "  --http HOST:PORT       HTTP/JSON listener (default: none; port 0 picks\n"
+        "                         one); see docs/http.md\n"
         "  --idle-timeout S       passivate actors idle this many seconds (default 60)\n"
         "  --max-resident N       keep at most N actors resident, passivating the\n"
         "                         least recently used (default 0: no limit)\n"
@@ -79,12 +82,13 @@ static int parse_level(const char *s)
 int main(int argc, char **argv)
 {
     enum {
-        O_DATA = 256, O_LISTEN, O_IDLE, O_MAXRES, O_DUR, O_SHARDS, O_FRAME,
-        O_MAP, O_LOAD, O_LOG, O_VERSION, O_HELP
+        O_DATA = 256, O_LISTEN, O_HTTP, O_IDLE, O_MAXRES, O_DUR, O_SHARDS,
+        O_FRAME, O_MAP, O_LOAD, O_LOG, O_VERSION, O_HELP
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, O_DATA},
         {"listen", required_argument, NULL, O_LISTEN},
+        {"http", required_argument, NULL, O_HTTP},
         {"idle-timeout", required_argument, NULL, O_IDLE},
         {"max-resident", required_argument, NULL, O_MAXRES},
         {"durability", required_argument, NULL, O_DUR},
@@ -112,6 +116,9 @@ int main(int argc, char **argv)
             break;
         case O_LISTEN:
             opts.listen = optarg;
+            break;
+        case O_HTTP:
+            opts.http_listen = optarg;
             break;
         case O_IDLE:
             if (parse_u64(optarg, 86400 * 365, &v) != 0 || v == 0) {
@@ -198,6 +205,16 @@ int main(int argc, char **argv)
      * EFBIG from a file-size limit is handled like ENOSPC. */
     signal(SIGXFSZ, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
+    /* Every client connection (wire or HTTP) holds a descriptor: allow as
+     * many as the hard limit lets us, up to 65536. */
+    {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 &&
+            rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max < 65536 ? rl.rlim_max : 65536;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+    }
 
     rc = keel_node_create(&opts, &the_node, err, sizeof err);
     if (rc != 0) {
@@ -221,6 +238,9 @@ int main(int argc, char **argv)
 
     /* Tests and scripts wait for this line before connecting. */
     fprintf(stderr, "keeld: ready on port %d\n", keel_node_port(the_node));
+    if (opts.http_listen != NULL)
+        fprintf(stderr, "keeld: http on port %d\n",
+                keel_node_http_port(the_node));
     rc = keel_node_run(the_node);
     {
         /* A late SIGTERM must not reach a node being freed: block the

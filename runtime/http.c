@@ -1,0 +1,1239 @@
+/* The HTTP/JSON face: libmicrohttpd (MHD) parses HTTP on its own polling
+ * thread; the node's loop thread does the work.
+ *
+ * A request's path: MHD calls the access handler once with the headers
+ * (route it), once per piece of body (copy it, up to the node's max frame
+ * size), and once more when the request is complete. Endpoints that need
+ * nothing of the node's internals (/healthz, /metrics, /v1/cluster) are
+ * answered there. The others suspend the connection and post a job to the
+ * loop thread; the job calls keel_call() or reads the store, stores the
+ * outcome in the request and resumes the connection; MHD then calls the
+ * handler again, which builds the response.
+ *
+ * Ownership of a struct http_req: the MHD thread allocates it on the first
+ * handler call and frees it when MHD reports the request complete. While
+ * the connection is suspended only the loop thread touches it; resuming
+ * the connection is the loop thread's last access (MHD may free it right
+ * after). `done` (release/acquire) publishes the outcome.
+ *
+ * Suspending comes before posting: if the job ran first, it could resume
+ * a connection that is not suspended yet. */
+#include "runtime/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "runtime/node.h"
+
+#define HTTP_BACKLOG 4096
+#define HTTP_CONN_TIMEOUT_S 60u /* idle connections are closed after this */
+#define HTTP_MAX_CONNECTIONS 16384u
+#define HTTP_FD_RESERVE 256u    /* descriptors left for the store, the wire
+                                 * listener and its clients */
+#define HTTP_DRAIN_MS 2000      /* how long a stop waits for answers */
+
+struct keel_http {
+    keel_node *n;
+    char *addr;   /* as configured; owned */
+    int fd;       /* the listen socket, ours to close; -1 when closed */
+    int port;     /* bound port */
+    struct MHD_Daemon *d;
+    /* Requests between their first handler call and MHD's completion
+     * notice: what a stop waits for. */
+    atomic_int active;
+    /* Connections suspended and not yet resumed. The daemon must not be
+     * stopped while any is (an MHD rule). */
+    atomic_int suspended;
+    atomic_ullong answered; /* responses queued */
+};
+
+enum route {
+    R_NONE = 0, /* unknown path */
+    R_ACTOR,    /* /v1/actors/{type}/{id} */
+    R_HEALTHZ,
+    R_READYZ,
+    R_METRICS,
+    R_CLUSTER
+};
+
+enum method { M_GET = 0, M_POST, M_OTHER };
+
+enum phase {
+    PH_BODY = 0, /* headers or body arriving */
+    PH_WAIT,     /* suspended: a job is with the loop thread */
+    PH_ANSWERED  /* a response is queued */
+};
+
+struct http_req {
+    keel_http *h;
+    struct MHD_Connection *conn;
+    int route;
+    int method;
+    int phase;
+    /* An error found while routing, answered once the body is in:
+     * a KEEL_E* code and its text. */
+    int err;
+    char errmsg[160];
+    int not_allowed;                 /* wrong method: 405 */
+    int too_big;                     /* body over the limit: 413 */
+    char type[KEEL_MAX_TYPE_LEN + 1];
+    uint8_t *id;                     /* percent-decoded; malloc'd */
+    size_t idlen;
+    uint8_t *body;                   /* the message; malloc'd */
+    size_t len, cap;
+
+    /* Outcome, written by the loop thread before `done` is set. */
+    atomic_int done;
+    int status;     /* 0 or KEEL_E* */
+    uint8_t *out;   /* reply, or error text; malloc'd */
+    size_t outlen;
+    int ready;      /* /readyz */
+    uint32_t shard; /* GET state: */
+    uint64_t version, entries;
+    int have_blob;
+};
+
+/* ------------------------------------------------------------- buffers */
+
+/* A growing text buffer. Out of memory sets oom and drops later writes;
+ * the caller checks once at the end. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+};
+
+static void sb_add(struct sbuf *b, const void *s, size_t n)
+{
+    if (b->oom || n == 0)
+        return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *p;
+        while (cap < b->len + n)
+            cap *= 2;
+        p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void sb_puts(struct sbuf *b, const char *s)
+{
+    sb_add(b, s, strlen(s));
+}
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->oom = 1;
+        return;
+    }
+    /* Every format here is short; longer text goes through sb_add. */
+    sb_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+/* Length of the well-formed UTF-8 sequence at s (1 to 4), or 0. */
+static size_t utf8_seq(const uint8_t *s, size_t n)
+{
+    uint8_t c = s[0], lo = 0x80, hi = 0xbf;
+    size_t len, i;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f; /* no surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+/* Valid UTF-8 without NUL: can be shown as text. */
+static int is_text(const uint8_t *s, size_t n)
+{
+    size_t i = 0, k;
+
+    while (i < n) {
+        if (s[i] == 0 || (k = utf8_seq(s + i, n - i)) == 0)
+            return 0;
+        i += k;
+    }
+    return 1;
+}
+
+/* A JSON string of s. Bytes that are not UTF-8 become U+FFFD: callers
+ * that need the exact bytes send base64 beside it. */
+static void sb_json_str(struct sbuf *b, const uint8_t *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i = 0, k;
+
+    sb_add(b, "\"", 1);
+    while (i < n) {
+        uint8_t c = s[i];
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            sb_add(b, e, 2);
+            i++;
+        } else if (c == '\n') {
+            sb_add(b, "\\n", 2);
+            i++;
+        } else if (c == '\r') {
+            sb_add(b, "\\r", 2);
+            i++;
+        } else if (c == '\t') {
+            sb_add(b, "\\t", 2);
+            i++;
+        } else if (c < 0x20) {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            sb_add(b, e, 6);
+            i++;
+        } else if ((k = utf8_seq(s + i, n - i)) == 0) {
+            sb_add(b, "\\ufffd", 6);
+            i++;
+        } else {
+            sb_add(b, s + i, k);
+            i += k;
+        }
+    }
+    sb_add(b, "\"", 1);
+}
+
+static void sb_base64(struct sbuf *b, const uint8_t *s, size_t n)
+{
+    static const char tab[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t i;
+
+    sb_add(b, "\"", 1);
+    for (i = 0; i + 2 < n; i += 3) {
+        char q[4] = {tab[s[i] >> 2], tab[((s[i] & 3) << 4) | (s[i + 1] >> 4)],
+                     tab[((s[i + 1] & 15) << 2) | (s[i + 2] >> 6)],
+                     tab[s[i + 2] & 63]};
+        sb_add(b, q, 4);
+    }
+    if (n - i == 1) {
+        char q[4] = {tab[s[i] >> 2], tab[(s[i] & 3) << 4], '=', '='};
+        sb_add(b, q, 4);
+    } else if (n - i == 2) {
+        char q[4] = {tab[s[i] >> 2], tab[((s[i] & 3) << 4) | (s[i + 1] >> 4)],
+                     tab[(s[i + 1] & 15) << 2], '='};
+        sb_add(b, q, 4);
+    }
+    sb_add(b, "\"", 1);
+}
+
+/* ------------------------------------------------------------- routing */
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes [s, s+n) into out (room for n bytes). Returns the
+ * decoded length, or -1 for a '%' not followed by two hex digits. '+' is
+ * a plus: this is a path, not a form. */
+static long pct_decode(const char *s, size_t n, uint8_t *out)
+{
+    size_t i, o = 0;
+
+    for (i = 0; i < n; i++) {
+        if (s[i] != '%') {
+            out[o++] = (uint8_t)s[i];
+            continue;
+        }
+        if (i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
+            return -1;
+        out[o++] = (uint8_t)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+        i += 2;
+    }
+    return (long)o;
+}
+
+static void route_error(struct http_req *r, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void route_error(struct http_req *r, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    r->err = code;
+    va_start(ap, fmt);
+    vsnprintf(r->errmsg, sizeof r->errmsg, fmt, ap);
+    va_end(ap);
+}
+
+/* Splits /v1/actors/{type}/{id} and decodes both segments. */
+static void route_actor(struct http_req *r, const char *rest)
+{
+    const char *slash = strchr(rest, '/');
+    size_t tl, il;
+    uint8_t tbuf[256];
+    long dl;
+
+    tl = (size_t)(slash - rest);
+    il = strlen(slash + 1);
+    if (tl >= sizeof tbuf) {
+        route_error(r, KEEL_ELIMIT, "type name over %d bytes",
+                    KEEL_MAX_TYPE_LEN);
+        return;
+    }
+    dl = pct_decode(rest, tl, tbuf);
+    if (dl < 0) {
+        route_error(r, KEEL_EINVAL, "bad percent-encoding in the type");
+        return;
+    }
+    if (dl > KEEL_MAX_TYPE_LEN) {
+        route_error(r, KEEL_ELIMIT, "type name of %ld bytes over %d", dl,
+                    KEEL_MAX_TYPE_LEN);
+        return;
+    }
+    if (memchr(tbuf, 0, (size_t)dl) != NULL) {
+        route_error(r, KEEL_ENOTYPE, "%s", keel_strerror(KEEL_ENOTYPE));
+        return;
+    }
+    memcpy(r->type, tbuf, (size_t)dl);
+    r->type[dl] = '\0';
+    r->id = malloc(il ? il : 1);
+    if (r->id == NULL) {
+        route_error(r, KEEL_ENOMEM, "%s", keel_strerror(KEEL_ENOMEM));
+        return;
+    }
+    dl = pct_decode(slash + 1, il, r->id);
+    if (dl < 0) {
+        route_error(r, KEEL_EINVAL, "bad percent-encoding in the id");
+        return;
+    }
+    r->idlen = (size_t)dl;
+    if (r->idlen > KEEL_MAX_ID_LEN)
+        route_error(r, KEEL_ELIMIT, "id of %zu bytes over %d", r->idlen,
+                    KEEL_MAX_ID_LEN);
+}
+
+/* Routes by path and method. url is the raw path (the unescape callback
+ * leaves it alone), without the query string. */
+static void route(struct http_req *r, const char *url, const char *method)
+{
+    static const char actors[] = "/v1/actors/";
+    const char *allow = "GET, HEAD";
+
+    if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+        r->method = M_GET; /* MHD leaves the body out of HEAD answers */
+    else if (strcmp(method, "POST") == 0)
+        r->method = M_POST;
+    else
+        r->method = M_OTHER;
+
+    if (strcmp(url, "/healthz") == 0)
+        r->route = R_HEALTHZ;
+    else if (strcmp(url, "/readyz") == 0)
+        r->route = R_READYZ;
+    else if (strcmp(url, "/metrics") == 0)
+        r->route = R_METRICS;
+    else if (strcmp(url, "/v1/cluster") == 0)
+        r->route = R_CLUSTER;
+    else if (strncmp(url, actors, sizeof actors - 1) == 0) {
+        const char *rest = url + sizeof actors - 1;
+        const char *slash = strchr(rest, '/');
+        /* A non-empty type and an id without a raw '/'; the id may be
+         * empty, as keel allows. */
+        if (slash != NULL && slash != rest && strchr(slash + 1, '/') == NULL)
+            r->route = R_ACTOR;
+    }
+    if (r->route == R_NONE) {
+        route_error(r, KEEL_ENOTFOUND, "no such endpoint");
+        return;
+    }
+    if (r->route == R_ACTOR)
+        allow = "GET, HEAD, POST";
+    if (r->method == M_OTHER || (r->method == M_POST && r->route != R_ACTOR)) {
+        /* A 405 rather than the usual mapping of the code. */
+        route_error(r, KEEL_EINVAL, "method %.32s not allowed here; use %s",
+                    method, allow);
+        r->not_allowed = 1;
+        return;
+    }
+    if (r->route == R_ACTOR)
+        route_actor(r, url + sizeof actors - 1);
+}
+
+/* ----------------------------------------------------------- responses */
+
+/* The HTTP status for a KEEL_E* code. */
+static unsigned http_status(int code)
+{
+    switch (code) {
+    case 0:
+        return MHD_HTTP_OK;
+    case KEEL_EBADMSG:
+    case KEEL_EMALFORMED:
+    case KEEL_ELIMIT:
+    case KEEL_EINVAL:
+        return MHD_HTTP_BAD_REQUEST;
+    case KEEL_ENOTYPE:
+    case KEEL_ENOTFOUND:
+        return MHD_HTTP_NOT_FOUND;
+    case KEEL_ETOOBIG:
+        return MHD_HTTP_CONTENT_TOO_LARGE;
+    case KEEL_EUNAVAIL:
+    case KEEL_ESTOPPING:
+    case KEEL_EFENCED:
+        return MHD_HTTP_SERVICE_UNAVAILABLE;
+    case KEEL_ENOSPC:
+        return MHD_HTTP_INSUFFICIENT_STORAGE;
+    default:
+        return MHD_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+/* Queues a response whose body is b's buffer (MHD frees it) and sets the
+ * request answered. Out of memory anywhere gives a bare 500. */
+static enum MHD_Result queue(struct http_req *r, unsigned status,
+                             struct sbuf *b, const char *ctype,
+                             const char *allow)
+{
+    static char oom_text[] = "{\"error\": \"ENOMEM\", \"code\": 2, "
+                             "\"message\": \"out of memory\"}\n";
+    struct MHD_Response *resp = NULL;
+    enum MHD_Result ok;
+
+    if (!b->oom) {
+        if (b->len == 0) {
+            free(b->p);
+            resp = MHD_create_response_from_buffer(0, NULL,
+                                                   MHD_RESPMEM_PERSISTENT);
+        } else {
+            resp = MHD_create_response_from_buffer(b->len, b->p,
+                                                   MHD_RESPMEM_MUST_FREE);
+            if (resp == NULL)
+                free(b->p);
+        }
+    } else {
+        free(b->p);
+    }
+    b->p = NULL;
+    if (resp != NULL &&
+        (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) !=
+             MHD_YES ||
+         (status == MHD_HTTP_SERVICE_UNAVAILABLE &&
+          MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1") !=
+              MHD_YES) ||
+         (allow != NULL &&
+          MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow) !=
+              MHD_YES))) {
+        MHD_destroy_response(resp);
+        resp = NULL;
+    }
+    if (resp == NULL) {
+        status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        resp = MHD_create_response_from_buffer(sizeof oom_text - 1, oom_text,
+                                               MHD_RESPMEM_PERSISTENT);
+        if (resp == NULL)
+            return MHD_NO; /* MHD closes the connection */
+    }
+    r->phase = PH_ANSWERED;
+    ok = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp); /* MHD holds its own reference */
+    atomic_fetch_add(&r->h->answered, 1);
+    return ok;
+}
+
+/* {"error": "ENOTYPE", "code": 3, "message": "..."} */
+static enum MHD_Result answer_error(struct http_req *r, unsigned status,
+                                    int code, const void *msg, size_t mlen,
+                                    const char *allow)
+{
+    struct sbuf b = {0};
+
+    sb_printf(&b, "{\"error\": \"%s\", \"code\": %d, \"message\": ",
+              keel_err_name(code), code < 0 ? -code : code);
+    sb_json_str(&b, msg, mlen);
+    sb_puts(&b, "}\n");
+    return queue(r, status, &b, "application/json", allow);
+}
+
+static enum MHD_Result answer_code(struct http_req *r, int code,
+                                   const char *msg)
+{
+    return answer_error(r, http_status(code), code, msg, strlen(msg), NULL);
+}
+
+static enum MHD_Result answer_text(struct http_req *r, unsigned status,
+                                   const char *text)
+{
+    struct sbuf b = {0};
+
+    sb_puts(&b, text);
+    return queue(r, status, &b, "text/plain; charset=utf-8", NULL);
+}
+
+/* ------------------------------------------------------------- metrics */
+
+static void metric(struct sbuf *b, const char *name, const char *type,
+                   const char *help, const char *labels, uint64_t v)
+{
+    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s%s %" PRIu64 "\n", name,
+              help, name, type, name, labels, v);
+}
+
+/* Prometheus text format. Only what this node really measures: there is
+ * no forwarding, handoff or ZooKeeper session in standalone mode, so
+ * those series do not exist here. keel_node_stats() is documented safe
+ * from any thread. */
+static enum MHD_Result answer_metrics(struct http_req *r)
+{
+    static const uint32_t bounds[] = KEEL_LATENCY_BOUNDS_US;
+    keel_http *h = r->h;
+    keel_node *n = h->n;
+    const union MHD_DaemonInfo *di;
+    struct sbuf b = {0};
+    keel_stats st;
+    uint64_t cum = 0;
+    unsigned i;
+    char lab[64];
+
+    keel_node_stats(n, &st);
+    snprintf(lab, sizeof lab, "{version=\"%s\",mode=\"standalone\"}",
+             keel_version_string());
+    metric(&b, "keel_info", "gauge", "Version and mode of this node.", lab,
+           1);
+    metric(&b, "keel_shards_owned", "gauge",
+           "Shards this node owns (standalone: all of them).",
+           "{mode=\"standalone\"}", n->opts.shard_count);
+    metric(&b, "keel_messages_total", "counter",
+           "Messages handled (turns run).", "", st.messages);
+    metric(&b, "keel_handler_errors_total", "counter",
+           "Turns whose handler (or activation) failed.", "",
+           st.handler_errors);
+    metric(&b, "keel_activations_total", "counter", "Actor activations.", "",
+           st.activations);
+    metric(&b, "keel_passivations_total", "counter", "Actor passivations.",
+           "", st.passivations);
+    metric(&b, "keel_resident_actors", "gauge", "Actors in memory.", "",
+           st.resident_actors);
+    metric(&b, "keel_commits_total", "counter",
+           "Store write transactions committed.", "", st.commits);
+    metric(&b, "keel_fsyncs_total", "counter", "Commits that were fsynced.",
+           "", st.fsyncs);
+    metric(&b, "keel_commit_failures_total", "counter",
+           "Store commits that failed.", "", st.commit_failures);
+    sb_puts(&b, "# HELP keel_commit_batch_turns State-changing turns per "
+                "commit (group commit batch size).\n"
+                "# TYPE keel_commit_batch_turns summary\n");
+    sb_printf(&b, "keel_commit_batch_turns_sum %" PRIu64 "\n",
+              st.batch_turns_total);
+    sb_printf(&b, "keel_commit_batch_turns_count %" PRIu64 "\n", st.commits);
+    metric(&b, "keel_commit_batch_turns_max", "gauge",
+           "Most state-changing turns in one commit.", "",
+           st.batch_turns_max);
+    sb_puts(&b, "# HELP keel_commit_batch_actors Actors written per "
+                "commit.\n# TYPE keel_commit_batch_actors summary\n");
+    sb_printf(&b, "keel_commit_batch_actors_sum %" PRIu64 "\n",
+              st.batch_actors_total);
+    sb_printf(&b, "keel_commit_batch_actors_count %" PRIu64 "\n",
+              st.commits);
+    metric(&b, "keel_fence_refusals_total", "counter",
+           "Writes the store refused for a stale shard epoch.", "",
+           st.fence_refusals);
+    metric(&b, "keel_map_size_bytes", "gauge", "Current LMDB map size.", "",
+           st.map_size);
+    metric(&b, "keel_connections", "gauge",
+           "Open wire-protocol client connections.", "", st.connections);
+    di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    if (di != NULL)
+        metric(&b, "keel_http_connections", "gauge", "Open HTTP connections.",
+               "", di->num_connections);
+    metric(&b, "keel_http_responses_total", "counter",
+           "HTTP responses queued by this node (not counting this one).", "",
+           atomic_load(&h->answered));
+    metric(&b, "keel_frames_in_total", "counter", "Wire-protocol frames read.",
+           "", st.frames_in);
+    metric(&b, "keel_frames_bad_total", "counter",
+           "Malformed wire-protocol frames.", "", st.frames_bad);
+    /* Cumulative buckets; _count is their total so that the +Inf bucket
+     * and _count agree even though the figures are read without a lock. */
+    sb_puts(&b, "# HELP keel_call_latency_seconds Time from submission of a "
+                "message to the release of its reply (after its commit).\n"
+                "# TYPE keel_call_latency_seconds histogram\n");
+    for (i = 0; i < KEEL_LATENCY_BUCKETS - 1; i++) {
+        cum += st.latency_buckets[i];
+        sb_printf(&b,
+                  "keel_call_latency_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                  bounds[i] / 1e6, cum);
+    }
+    cum += st.latency_buckets[KEEL_LATENCY_BUCKETS - 1];
+    sb_printf(&b, "keel_call_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64
+              "\n", cum);
+    sb_printf(&b, "keel_call_latency_seconds_sum %.6f\n",
+              (double)st.latency_sum_us / 1e6);
+    sb_printf(&b, "keel_call_latency_seconds_count %" PRIu64 "\n", cum);
+    return queue(r, MHD_HTTP_OK, &b, "text/plain; version=0.0.4; charset=utf-8",
+                 NULL);
+}
+
+/* ------------------------------------------------------------- cluster */
+
+/* "HOST:PORT" with the bound port (the configured one may be 0). */
+static void sb_addr(struct sbuf *b, const char *configured, int port)
+{
+    const char *colon = strrchr(configured, ':');
+    char tmp[300];
+    int w;
+
+    w = snprintf(tmp, sizeof tmp, "%.*s:%d",
+                 (int)(colon ? colon - configured : 0), configured, port);
+    if (w < 0 || (size_t)w >= sizeof tmp)
+        w = 0;
+    sb_json_str(b, (const uint8_t *)tmp, (size_t)w);
+}
+
+/* True facts of standalone mode: one member, no controller, no shard map
+ * yet (epoch 0), no capabilities declared. The node's addresses and shard
+ * count are fixed before the daemon thread starts. */
+static enum MHD_Result answer_cluster(struct http_req *r)
+{
+    keel_http *h = r->h;
+    keel_node *n = h->n;
+    struct sbuf b = {0};
+
+    sb_puts(&b, "{\"mode\": \"standalone\", \"members\": [{\"self\": true, "
+                "\"listen\": ");
+    if (n->listen_addr != NULL)
+        sb_addr(&b, n->listen_addr, n->port);
+    else
+        sb_puts(&b, "null");
+    sb_puts(&b, ", \"http\": ");
+    sb_addr(&b, h->addr, h->port);
+    sb_printf(&b, "}], \"capabilities\": [], \"controller\": null, "
+                  "\"map_epoch\": 0, \"shard_count\": %u}\n",
+              n->opts.shard_count);
+    return queue(r, MHD_HTTP_OK, &b, "application/json", NULL);
+}
+
+/* -------------------------------------------- work on the loop thread */
+
+/* Records the outcome (copied) in r. Loop thread, before resume(). */
+static void set_result(struct http_req *r, int status, const void *data,
+                       size_t len)
+{
+    r->status = status;
+    r->out = malloc(len ? len : 1);
+    if (r->out == NULL) {
+        r->status = KEEL_ENOMEM;
+        r->outlen = 0;
+        return;
+    }
+    if (len)
+        memcpy(r->out, data, len);
+    r->outlen = len;
+}
+
+/* Publishes the outcome and hands the connection back to MHD. After this
+ * r belongs to the MHD thread again (it may be freed at once). */
+static void resume(struct http_req *r)
+{
+    struct MHD_Connection *c = r->conn;
+    keel_http *h = r->h;
+
+    atomic_store_explicit(&r->done, 1, memory_order_release);
+    MHD_resume_connection(c);
+    atomic_fetch_sub(&h->suspended, 1);
+}
+
+static void call_cb(int status, const void *reply, size_t len, void *data)
+{
+    struct http_req *r = data;
+
+    set_result(r, status, reply, len);
+    resume(r);
+}
+
+struct count_entries {
+    size_t prefix_len;
+    uint64_t count;
+    uint64_t max_version;
+};
+
+static int count_entries_cb(const uint8_t *key, size_t klen,
+                            const keel_record *rec, void *data)
+{
+    struct count_entries *ce = data;
+
+    if (klen == ce->prefix_len)
+        return 0; /* the state blob */
+    ce->count++;
+    if (rec->version > ce->max_version)
+        ce->max_version = rec->version;
+    return 0;
+}
+
+/* The actor's persisted state, straight from the store: the actor is not
+ * activated, and writes not yet committed are not seen. Loop thread. */
+static void read_state(keel_node *n, struct http_req *r)
+{
+    struct keel_type_entry *te = keel__type_find(n, r->type, strlen(r->type));
+    struct count_entries ce = {0};
+    uint8_t key[KEEL_KEY_MAX];
+    keel_placement pl;
+    keel_store_read *rd;
+    keel_record rec;
+    char msg[96];
+    int klen, rc;
+
+    if (te == NULL) {
+        set_result(r, KEEL_ENOTYPE, keel_strerror(KEEL_ENOTYPE),
+                   strlen(keel_strerror(KEEL_ENOTYPE)));
+        return;
+    }
+    r->shard = keel_shard_of(te->name, r->id, r->idlen, n->opts.shard_count);
+    keel_coord_placement(n->coord, te->capability, r->shard, &pl);
+    if (pl.state != KEEL_PLACEMENT_LOCAL) {
+        snprintf(msg, sizeof msg, "shard %u is not served here", r->shard);
+        set_result(r, KEEL_EUNAVAIL, msg, strlen(msg));
+        return;
+    }
+    klen = keel_key_encode(key, (uint16_t)r->shard, te->name,
+                           strlen(te->name), r->id, r->idlen, NULL, 0);
+    if (klen < 0) {
+        set_result(r, klen, keel_strerror(klen), strlen(keel_strerror(klen)));
+        return;
+    }
+    rc = keel_store_read_begin(n->store, &rd);
+    if (rc != 0) {
+        set_result(r, rc, keel_strerror(rc), strlen(keel_strerror(rc)));
+        return;
+    }
+    /* Copy out and end the read at once: a read must not outlive this
+     * call (the map may need to grow). */
+    rc = keel_store_get(rd, key, (size_t)klen, &rec);
+    if (rc == 0) {
+        r->have_blob = 1;
+        r->version = rec.version;
+        set_result(r, 0, rec.data, rec.len);
+        rc = r->status;
+    } else if (rc == KEEL_ENOTFOUND) {
+        rc = 0;
+    }
+    ce.prefix_len = (size_t)klen;
+    if (rc == 0) {
+        rc = keel_store_scan(rd, key, (size_t)klen, count_entries_cb, &ce);
+        if (rc > 0)
+            rc = 0;
+    }
+    keel_store_read_end(rd);
+    if (rc != 0) {
+        free(r->out);
+        r->out = NULL;
+        set_result(r, rc, keel_strerror(rc), strlen(keel_strerror(rc)));
+        return;
+    }
+    if (!r->have_blob && ce.count == 0) {
+        static const char never[] = "the actor has never been written";
+        set_result(r, KEEL_ENOTFOUND, never, sizeof never - 1);
+        return;
+    }
+    /* Entries carry the actor's version at the time they were written; an
+     * actor with entries only (kv) has no blob to take it from. */
+    if (!r->have_blob)
+        r->version = ce.max_version;
+    r->entries = ce.count;
+    if (!r->have_blob)
+        set_result(r, 0, "", 0);
+}
+
+/* Runs on the loop thread (keel_node_post). */
+static void job_fn(keel_node *n, void *data)
+{
+    struct http_req *r = data;
+    int rc;
+
+    if (r->route == R_READYZ) {
+        r->ready = n->running && !n->stopping;
+    } else if (r->method == M_POST) {
+        /* keel_call copies the message; the callback runs once the reply
+         * is durable, or not at all if the call fails here. */
+        rc = keel_call(n, r->type, r->id, r->idlen, r->body, r->len, call_cb,
+                       r);
+        if (rc == 0)
+            return;
+        set_result(r, rc, keel_strerror(rc), strlen(keel_strerror(rc)));
+    } else {
+        read_state(n, r);
+    }
+    resume(r);
+}
+
+/* ------------------------------------------------------ the MHD thread */
+
+static enum MHD_Result to_loop(struct http_req *r)
+{
+    keel_http *h = r->h;
+    int rc;
+
+    r->phase = PH_WAIT;
+    atomic_fetch_add(&h->suspended, 1);
+    MHD_suspend_connection(r->conn);
+    rc = keel_node_post(h->n, job_fn, r);
+    if (rc != 0) {
+        /* The loop has ended (ESTOPPING) or no memory: answer that. */
+        set_result(r, rc, keel_strerror(rc), strlen(keel_strerror(rc)));
+        resume(r);
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result answer_state(struct http_req *r)
+{
+    struct sbuf b = {0};
+
+    sb_puts(&b, "{\"type\": ");
+    sb_json_str(&b, (const uint8_t *)r->type, strlen(r->type));
+    sb_puts(&b, ", \"id\": ");
+    sb_json_str(&b, r->id, r->idlen);
+    sb_puts(&b, ", \"id_base64\": ");
+    sb_base64(&b, r->id, r->idlen);
+    sb_printf(&b, ", \"shard\": %u, \"version\": %" PRIu64 ", \"state_base64\": ",
+              r->shard, r->version);
+    sb_base64(&b, r->out, r->outlen);
+    if (r->have_blob && is_text(r->out, r->outlen)) {
+        sb_puts(&b, ", \"state_text\": ");
+        sb_json_str(&b, r->out, r->outlen);
+    }
+    sb_printf(&b, ", \"entries\": %" PRIu64 "}\n", r->entries);
+    return queue(r, MHD_HTTP_OK, &b, "application/json", NULL);
+}
+
+/* The loop thread is done with r: answer from its outcome. */
+static enum MHD_Result answer_from_loop(struct http_req *r)
+{
+    if (r->route == R_READYZ) {
+        if (r->ready)
+            return answer_text(r, MHD_HTTP_OK, "ready\n");
+        return answer_code(r, KEEL_ESTOPPING, keel_strerror(KEEL_ESTOPPING));
+    }
+    if (r->status != 0)
+        return answer_error(r, http_status(r->status), r->status, r->out,
+                            r->outlen, NULL);
+    if (r->method == M_GET)
+        return answer_state(r);
+    {
+        struct sbuf b = {0};
+        sb_add(&b, r->out, r->outlen);
+        return queue(r, MHD_HTTP_OK, &b, "application/octet-stream", NULL);
+    }
+}
+
+/* The whole request is in. */
+static enum MHD_Result request_complete(struct http_req *r)
+{
+    if (r->not_allowed)
+        return answer_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, KEEL_EINVAL,
+                            r->errmsg, strlen(r->errmsg),
+                            r->route == R_ACTOR ? "GET, HEAD, POST"
+                                                : "GET, HEAD");
+    if (r->err != 0)
+        return answer_code(r, r->err, r->errmsg);
+    if (r->too_big) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "message over the %u-byte limit",
+                 r->h->n->opts.max_frame);
+        return answer_code(r, KEEL_ETOOBIG, msg);
+    }
+    switch (r->route) {
+    case R_HEALTHZ:
+        return answer_text(r, MHD_HTTP_OK, "ok\n");
+    case R_METRICS:
+        return answer_metrics(r);
+    case R_CLUSTER:
+        return answer_cluster(r);
+    default:
+        return to_loop(r); /* R_READYZ, R_ACTOR */
+    }
+}
+
+/* Appends a piece of the body, or drops it: only actor POSTs keep theirs,
+ * and only up to the node's max frame size (the rest is read and
+ * discarded so that the 413 can be sent in order). */
+static void take_body(struct http_req *r, const char *data, size_t len)
+{
+    size_t limit = r->h->n->opts.max_frame;
+
+    if (r->route != R_ACTOR || r->method != M_POST || r->err != 0 ||
+        r->too_big)
+        return;
+    if (len > limit - r->len) {
+        r->too_big = 1;
+        free(r->body);
+        r->body = NULL;
+        r->len = r->cap = 0;
+        return;
+    }
+    if (r->len + len > r->cap) {
+        size_t cap = r->cap ? r->cap : 1024;
+        uint8_t *p;
+        while (cap < r->len + len)
+            cap *= 2;
+        if (cap > limit)
+            cap = limit;
+        p = realloc(r->body, cap);
+        if (p == NULL) {
+            route_error(r, KEEL_ENOMEM, "%s", keel_strerror(KEEL_ENOMEM));
+            return;
+        }
+        r->body = p;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, data, len);
+    r->len += len;
+}
+
+/* A declared body over the limit is refused before it is read. */
+static int declared_too_big(struct MHD_Connection *c, uint32_t limit)
+{
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    unsigned long long v;
+    char *end;
+
+    if (cl == NULL)
+        return 0;
+    errno = 0;
+    v = strtoull(cl, &end, 10);
+    if (errno != 0 || end == cl)
+        return 0; /* MHD judges malformed lengths itself */
+    return v > limit;
+}
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
+                                 const char *url, const char *method,
+                                 const char *version, const char *upload,
+                                 size_t *upload_size, void **con_cls)
+{
+    keel_http *h = cls;
+    struct http_req *r = *con_cls;
+
+    (void)version;
+    if (r == NULL) {
+        /* Headers are in. */
+        r = calloc(1, sizeof *r);
+        if (r == NULL)
+            return MHD_NO;
+        r->h = h;
+        r->conn = conn;
+        atomic_init(&r->done, 0);
+        *con_cls = r;
+        atomic_fetch_add(&h->active, 1);
+        route(r, url, method);
+        if (r->route == R_ACTOR && r->method == M_POST && r->err == 0 &&
+            declared_too_big(conn, h->n->opts.max_frame)) {
+            /* Answering now skips the body (and "100 Continue"); MHD closes
+             * the connection after the answer. */
+            r->too_big = 1;
+            return request_complete(r);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size > 0) {
+        if (r->phase == PH_BODY)
+            take_body(r, upload, *upload_size);
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    switch (r->phase) {
+    case PH_BODY:
+        return request_complete(r);
+    case PH_WAIT:
+        if (!atomic_load_explicit(&r->done, memory_order_acquire))
+            return MHD_YES; /* not resumed by us: nothing to do yet */
+        return answer_from_loop(r);
+    default:
+        return MHD_YES;
+    }
+}
+
+static void completed_cb(void *cls, struct MHD_Connection *conn,
+                         void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    keel_http *h = cls;
+    struct http_req *r = *con_cls;
+
+    (void)conn;
+    (void)toe;
+    if (r == NULL)
+        return;
+    *con_cls = NULL;
+    free(r->id);
+    free(r->body);
+    free(r->out);
+    free(r);
+    atomic_fetch_sub(&h->active, 1);
+}
+
+/* Leaves the path as sent: ids are decoded per segment by route(), so
+ * that "%2F" and "%00" survive as bytes of the id. */
+static size_t raw_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    return strlen(s);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char buf[512];
+    size_t n;
+
+    (void)cls;
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    keel_warn("http: %s", buf);
+}
+
+/* ----------------------------------------------------------- lifecycle */
+
+static int http_bind(keel_http *h, char *errbuf, size_t errlen)
+{
+    const char *addr = h->addr, *colon = strrchr(addr, ':');
+    struct addrinfo hints, *res = NULL;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char host[256];
+    size_t hl;
+    int fd, one = 1, rc;
+
+    if (colon == NULL || colon == addr || colon[1] == '\0') {
+        snprintf(errbuf, errlen, "http address '%s' is not HOST:PORT", addr);
+        return KEEL_EADDR;
+    }
+    hl = (size_t)(colon - addr);
+    if (addr[0] == '[' && hl >= 2 && addr[hl - 1] == ']') {
+        addr++; /* [v6 address] */
+        hl -= 2;
+    }
+    if (hl >= sizeof host) {
+        snprintf(errbuf, errlen, "host name too long in '%s'", h->addr);
+        return KEEL_EADDR;
+    }
+    memcpy(host, addr, hl);
+    host[hl] = '\0';
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    rc = getaddrinfo(host, colon + 1, &hints, &res);
+    if (rc != 0 || res == NULL) {
+        snprintf(errbuf, errlen, "cannot resolve '%s': %s", h->addr,
+                 gai_strerror(rc));
+        return KEEL_EADDR;
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                0);
+    if (fd < 0) {
+        snprintf(errbuf, errlen, "socket: %s", strerror(errno));
+        freeaddrinfo(res);
+        return KEEL_EADDR;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
+        listen(fd, HTTP_BACKLOG) != 0) {
+        snprintf(errbuf, errlen, "cannot listen on %s: %s", h->addr,
+                 strerror(errno));
+        close(fd);
+        freeaddrinfo(res);
+        return KEEL_EADDR;
+    }
+    freeaddrinfo(res);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            h->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        else if (ss.ss_family == AF_INET6)
+            h->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    h->fd = fd;
+    return 0;
+}
+
+int keel__http_create(keel_node *n, const char *addr, char *errbuf,
+                      size_t errlen)
+{
+    keel_http *h;
+    int rc;
+
+    h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return KEEL_ENOMEM;
+    h->n = n;
+    h->fd = -1;
+    atomic_init(&h->active, 0);
+    atomic_init(&h->suspended, 0);
+    atomic_init(&h->answered, 0);
+    h->addr = strdup(addr);
+    if (h->addr == NULL) {
+        free(h);
+        return KEEL_ENOMEM;
+    }
+    rc = http_bind(h, errbuf, errlen);
+    if (rc != 0) {
+        free(h->addr);
+        free(h);
+        return rc;
+    }
+    n->opts.http_listen = h->addr; /* the caller's string may not last */
+    n->http = h;
+    return 0;
+}
+
+int keel__http_start(keel_node *n)
+{
+    keel_http *h = n->http;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    unsigned limit = HTTP_MAX_CONNECTIONS;
+    struct rlimit rl;
+
+    if (h == NULL || h->d != NULL)
+        return 0;
+    flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES
+                 ? MHD_USE_EPOLL
+                 : MHD_USE_POLL;
+    /* Past the descriptor limit accept() fails and MHD stalls; refusing
+     * connections above a limit it knows is kinder. */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < limit + HTTP_FD_RESERVE)
+        limit = rl.rlim_cur > HTTP_FD_RESERVE + 16
+                    ? (unsigned)(rl.rlim_cur - HTTP_FD_RESERVE)
+                    : 16;
+    h->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, access_cb, h, MHD_OPTION_LISTEN_SOCKET,
+        (MHD_socket)h->fd, MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, HTTP_CONN_TIMEOUT_S,
+        MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
+        MHD_OPTION_UNESCAPE_CALLBACK, raw_unescape, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+    if (h->d == NULL) {
+        keel_error("http: cannot start the HTTP server on %s", h->addr);
+        return KEEL_ENOMEM;
+    }
+    keel_info("http: serving on %s (port %d, at most %u connections)",
+              h->addr, h->port, limit);
+    return 0;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void keel__http_stop(keel_node *n)
+{
+    keel_http *h = n->http;
+    MHD_socket lfd;
+    double deadline;
+
+    if (h == NULL || h->d == NULL)
+        return;
+    lfd = MHD_quiesce_daemon(h->d); /* no new connections */
+    /* Every job posted before the loop ended has run and resumed its
+     * connection; what may remain are connections the MHD thread itself
+     * is resuming after a refused post. That takes microseconds, and the
+     * daemon must not stop before. */
+    while (atomic_load(&h->suspended) > 0)
+        usleep(1000);
+    /* Requests in progress: their answers are queued or about to be (new
+     * actor work gets 503 now). Give them a bounded time to go out. */
+    deadline = now_ms() + HTTP_DRAIN_MS;
+    while (atomic_load(&h->active) > 0 && now_ms() < deadline)
+        usleep(5000);
+    if (atomic_load(&h->active) > 0)
+        keel_info("http: closing %d unfinished requests",
+                  atomic_load(&h->active));
+    MHD_stop_daemon(h->d); /* joins the thread, frees every request */
+    h->d = NULL;
+    /* After a quiesce the socket is ours to close; without one MHD closed
+     * it. */
+    if (lfd != MHD_INVALID_SOCKET)
+        close(h->fd);
+    h->fd = -1;
+    keel_info("http: stopped");
+}
+
+void keel__http_destroy(keel_node *n)
+{
+    keel_http *h = n->http;
+
+    if (h == NULL)
+        return;
+    keel__http_stop(n);
+    if (h->fd >= 0)
+        close(h->fd); /* never started */
+    if (n->opts.http_listen == h->addr)
+        n->opts.http_listen = NULL;
+    free(h->addr);
+    free(h);
+    n->http = NULL;
+}
+
+int keel_node_http_port(const keel_node *n)
+{
+    return n != NULL && n->http != NULL ? n->http->port : 0;
+}

@@ -1,0 +1,45 @@
+/* The HTTP/JSON face of a node (keeld --http HOST:PORT), served by
+ * libmicrohttpd on a thread of its own. docs/http.md is the reference.
+ *
+ * Threads: libmicrohttpd's polling thread parses requests and builds
+ * responses; it never touches the node's internals. Work that needs the
+ * node (calls, store reads, readiness) is handed to the loop thread with
+ * keel_node_post(), while the HTTP connection is suspended; the loop
+ * thread records the outcome and resumes the connection. The loop thread
+ * never waits for libmicrohttpd.
+ *
+ * Lifecycle, driven by node.c: create (binds the socket, so address errors
+ * surface from keel_node_create) -> start (the daemon thread, from
+ * keel_node_run before the loop runs) -> stop (after the loop has ended
+ * and no more posts are taken: stop accepting, let answers go out for a
+ * bounded time, join the thread) -> destroy. */
+#ifndef KEEL_RUNTIME_HTTP_H
+#define KEEL_RUNTIME_HTTP_H
+
+#include <stddef.h>
+
+#include "keel.h"
+
+typedef struct keel_http keel_http;
+
+/* Binds the listen socket for addr ("HOST:PORT"; port 0 picks one) and
+ * sets n->http. Nothing is served until keel__http_start. Errors:
+ * KEEL_EADDR (with a message in errbuf), KEEL_ENOMEM; n->http stays NULL
+ * on error. */
+int keel__http_create(keel_node *n, const char *addr, char *errbuf,
+                      size_t errlen);
+
+/* Starts the daemon thread. Called once, before the loop runs. Errors:
+ * KEEL_ENOMEM (libmicrohttpd could not start; the reason is logged). */
+int keel__http_start(keel_node *n);
+
+/* Stops serving: no new connections; requests that arrive now get 503;
+ * answers already queued go out (for at most a couple of seconds); then
+ * the daemon thread is joined. Call only once the loop has ended and
+ * keel_node_post() refuses new work. No-op if not started. */
+void keel__http_stop(keel_node *n);
+
+/* Stops if needed, closes the socket and frees n->http (may be NULL). */
+void keel__http_destroy(keel_node *n);
+
+#endif
