@@ -216,7 +216,12 @@ int main(int argc, char **argv)
         }
     }
 
-    rc = keel_node_create(&opts, &the_node, err, sizeof err);
+    {
+        /* Through a plain pointer: the_node is volatile. */
+        keel_node *created = NULL;
+        rc = keel_node_create(&opts, &created, err, sizeof err);
+        the_node = created;
+    }
     if (rc != 0) {
         fprintf(stderr, "keeld: cannot start: %s%s%s\n", keel_strerror(rc),
                 err[0] ? ": " : "", err);
