@@ -45,6 +45,8 @@
 #define HTTP_FD_RESERVE 256u    /* descriptors left for the store, the wire
                                  * listener and its clients */
 #define HTTP_DRAIN_MS 2000      /* how long a stop waits for answers */
+#define HTTP_LOG_PER_S 10       /* MHD messages logged per second, at most:
+                                 * most are about clients' mistakes */
 
 struct keel_http {
     keel_node *n;
@@ -59,6 +61,8 @@ struct keel_http {
      * stopped while any is (an MHD rule). */
     atomic_int suspended;
     atomic_ullong answered; /* responses queued */
+    atomic_llong log_second; /* rate limit of MHD's messages */
+    atomic_int log_count;
 };
 
 enum route {
@@ -1033,12 +1037,20 @@ static size_t raw_unescape(void *cls, struct MHD_Connection *c, char *s)
     return strlen(s);
 }
 
+/* MHD's own messages (a refused connection, a malformed request...). A
+ * misbehaving client must not flood the log: at most HTTP_LOG_PER_S a
+ * second. */
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    keel_http *h = cls;
+    long long now = (long long)time(NULL);
     char buf[512];
     size_t n;
 
-    (void)cls;
+    if (atomic_exchange(&h->log_second, now) != now)
+        atomic_store(&h->log_count, 0);
+    if (atomic_fetch_add(&h->log_count, 1) >= HTTP_LOG_PER_S)
+        return;
     vsnprintf(buf, sizeof buf, fmt, ap);
     n = strlen(buf);
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
@@ -1124,6 +1136,8 @@ int keel__http_create(keel_node *n, const char *addr, char *errbuf,
     atomic_init(&h->active, 0);
     atomic_init(&h->suspended, 0);
     atomic_init(&h->answered, 0);
+    atomic_init(&h->log_second, 0);
+    atomic_init(&h->log_count, 0);
     h->addr = strdup(addr);
     if (h->addr == NULL) {
         free(h);
@@ -1160,15 +1174,18 @@ int keel__http_start(keel_node *n)
         limit = rl.rlim_cur > HTTP_FD_RESERVE + 16
                     ? (unsigned)(rl.rlim_cur - HTTP_FD_RESERVE)
                     : 16;
+    /* The logger goes first so that it sees complaints about the rest. */
     h->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, access_cb, h, MHD_OPTION_LISTEN_SOCKET,
-        (MHD_socket)h->fd, MHD_OPTION_CONNECTION_LIMIT, limit,
-        MHD_OPTION_CONNECTION_TIMEOUT, HTTP_CONN_TIMEOUT_S,
-        MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
-        MHD_OPTION_UNESCAPE_CALLBACK, raw_unescape, NULL,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+        flags, 0, NULL, NULL, access_cb, h, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)h->fd,
+        MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_TIMEOUT,
+        HTTP_CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
+        MHD_OPTION_UNESCAPE_CALLBACK, raw_unescape, NULL, MHD_OPTION_END);
     if (h->d == NULL) {
         keel_error("http: cannot start the HTTP server on %s", h->addr);
+        /* Whether MHD closed the socket on its way out is not documented:
+         * leave it alone rather than risk closing a reused descriptor. */
+        h->fd = -1;
         return KEEL_ENOMEM;
     }
     keel_info("http: serving on %s (port %d, at most %u connections)",

@@ -1,0 +1,828 @@
+/* The HTTP/JSON face of a real keeld (--http 127.0.0.1:0), driven by the
+ * curl program as a user would, and by raw sockets where curl cannot
+ * misbehave on purpose: garbage request lines, a client that trickles its
+ * body, a thousand connections at once. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "keel.h"
+#include "persistence/store.h"
+#include "proc.h"
+#include "testutil.h"
+
+static char *dir, *data;
+static tu_keeld node;
+static int http_port;
+
+static void setup(void)
+{
+    dir = tu_tmpdir("http");
+    if (asprintf(&data, "%s/data", dir) < 0)
+        abort();
+    memset(&node, 0, sizeof node);
+    http_port = 0;
+}
+
+static void teardown(void)
+{
+    tu_keeld_free(&node);
+    tu_rmrf(dir);
+    free(dir);
+    free(data);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Starts keeld with an HTTP listener on a kernel-chosen port and reads
+ * that port from the newest "http on port" line of its log. keeld prints
+ * the line before its loop runs, and tu_keeld_start returns only once
+ * the loop answers, so the line is there. */
+static void start_node(const char *const *more)
+{
+    const char *extra[16];
+    const char *p = NULL, *q;
+    char *log;
+    int i = 0, j;
+
+    extra[i++] = "--http";
+    extra[i++] = "127.0.0.1:0";
+    for (j = 0; more != NULL && more[j] != NULL && i < 15; j++)
+        extra[i++] = more[j];
+    extra[i] = NULL;
+    ck_assert_msg(tu_keeld_start(&node, data, 0, extra) == 0,
+                  "keeld did not start");
+    log = tu_keeld_log(&node);
+    ck_assert_ptr_nonnull(log);
+    for (q = log; (q = strstr(q, "keeld: http on port ")) != NULL; q++)
+        p = q;
+    ck_assert_msg(p != NULL, "no http port in the log:\n%s", log);
+    http_port = atoi(p + strlen("keeld: http on port "));
+    ck_assert_int_gt(http_port, 0);
+    free(log);
+}
+
+static void stop_node_clean(void)
+{
+    int rc = tu_keeld_stop(&node, SIGTERM);
+
+    if (rc != 0) {
+        char *log = tu_keeld_log(&node);
+        ck_abort_msg("keeld exited %d; log:\n%s", rc, log ? log : "");
+    }
+}
+
+/* ------------------------------------------------------------ curl */
+
+struct hres {
+    int code;
+    char *hdr;  /* response headers as sent */
+    char *body; /* NUL-terminated */
+};
+
+static void hres_free(struct hres *r)
+{
+    free(r->hdr);
+    free(r->body);
+    memset(r, 0, sizeof *r);
+}
+
+/* Runs curl: method "GET", "POST", "HEAD", "PUT"...; body sent with
+ * --data-binary when not NULL; extra_hdr is one more -H value or NULL. */
+static void curl(struct hres *r, const char *method, const char *path,
+                 const void *body, size_t blen, const char *extra_hdr)
+{
+    const char *argv[32];
+    char *bin_out = NULL, *err = NULL, url[1200], bodyf[512], hdrf[512],
+         reqf[512], reqarg[520];
+    int argc = 0, rc;
+
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", http_port, path);
+    snprintf(bodyf, sizeof bodyf, "%s/resp.body", dir);
+    snprintf(hdrf, sizeof hdrf, "%s/resp.hdr", dir);
+    snprintf(reqf, sizeof reqf, "%s/req.body", dir);
+    unlink(bodyf);
+    unlink(hdrf);
+    argv[argc++] = "/usr/bin/curl";
+    argv[argc++] = "-sS";
+    argv[argc++] = "--path-as-is";
+    argv[argc++] = "--max-time";
+    argv[argc++] = "20";
+    argv[argc++] = "-o";
+    argv[argc++] = bodyf;
+    argv[argc++] = "-D";
+    argv[argc++] = hdrf;
+    argv[argc++] = "-w";
+    argv[argc++] = "%{http_code}";
+    if (strcmp(method, "HEAD") == 0) {
+        argv[argc++] = "-I";
+    } else if (strcmp(method, "GET") != 0 || body != NULL) {
+        argv[argc++] = "-X";
+        argv[argc++] = method;
+    }
+    if (body != NULL) {
+        FILE *f = fopen(reqf, "wb");
+        ck_assert_ptr_nonnull(f);
+        ck_assert_uint_eq(fwrite(body, 1, blen, f), blen);
+        fclose(f);
+        snprintf(reqarg, sizeof reqarg, "@%s", reqf);
+        argv[argc++] = "--data-binary";
+        argv[argc++] = reqarg;
+    }
+    if (extra_hdr != NULL) {
+        argv[argc++] = "-H";
+        argv[argc++] = extra_hdr;
+    }
+    argv[argc++] = url;
+    argv[argc] = NULL;
+    rc = tu_run(argv, &bin_out, &err);
+    ck_assert_msg(rc == 0, "curl %s %s: exit %d: %s", method, path, rc, err);
+    r->code = atoi(bin_out);
+    r->hdr = tu_read_file(hdrf);
+    r->body = tu_read_file(bodyf);
+    if (r->hdr == NULL)
+        r->hdr = calloc(1, 1);
+    if (r->body == NULL)
+        r->body = calloc(1, 1);
+    free(bin_out);
+    free(err);
+}
+
+static void post(struct hres *r, const char *path, const char *msg)
+{
+    curl(r, "POST", path, msg, strlen(msg), NULL);
+}
+
+static void get(struct hres *r, const char *path)
+{
+    curl(r, "GET", path, NULL, 0, NULL);
+}
+
+/* Expects a status and an exact body. */
+static void expect(const char *method, const char *path, const char *msg,
+                   int code, const char *body)
+{
+    struct hres r;
+
+    curl(&r, method, path, msg, msg ? strlen(msg) : 0, NULL);
+    ck_assert_msg(r.code == code, "%s %s: status %d, want %d; body %s",
+                  method, path, r.code, code, r.body);
+    if (body != NULL)
+        ck_assert_msg(strcmp(r.body, body) == 0, "%s %s: body '%s', want '%s'",
+                      method, path, r.body, body);
+    hres_free(&r);
+}
+
+/* Expects an error status with its JSON body. */
+static void expect_error(struct hres *r, int code, const char *name,
+                         int kcode)
+{
+    char want[64];
+
+    ck_assert_msg(r->code == code, "status %d, want %d; body %s", r->code,
+                  code, r->body);
+    snprintf(want, sizeof want, "\"error\": \"%s\"", name);
+    ck_assert_msg(strstr(r->body, want) != NULL, "body %s lacks %s", r->body,
+                  want);
+    snprintf(want, sizeof want, "\"code\": %d,", kcode);
+    ck_assert_msg(strstr(r->body, want) != NULL, "body %s lacks %s", r->body,
+                  want);
+    ck_assert_ptr_nonnull(strstr(r->body, "\"message\": \""));
+    ck_assert_ptr_nonnull(strcasestr(r->hdr, "Content-Type: application/json"));
+}
+
+/* -------------------------------------------------------- raw sockets */
+
+static int raw_connect(void)
+{
+    struct sockaddr_in sin;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    ck_assert_int_ge(fd, 0);
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((uint16_t)http_port);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_msg(connect(fd, (struct sockaddr *)&sin, sizeof sin) == 0,
+                  "connect: %s", strerror(errno));
+    return fd;
+}
+
+static void send_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+
+    while (len > 0) {
+        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+        ck_assert_msg(w > 0, "send: %s", strerror(errno));
+        p += w;
+        len -= (size_t)w;
+    }
+}
+
+/* Reads until the server closes (at most 20 s). Malloc'd, NUL-ended. */
+static char *read_to_eof(int fd)
+{
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap);
+    double deadline = now_s() + 20;
+
+    ck_assert_ptr_nonnull(buf);
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        ssize_t r;
+        ck_assert_msg(now_s() < deadline, "no end of reply after 20 s");
+        if (poll(&p, 1, 200) <= 0)
+            continue;
+        if (len + 1024 > cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            ck_assert_ptr_nonnull(buf);
+        }
+        r = recv(fd, buf + len, cap - len - 1, 0);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+static void healthy(void)
+{
+    expect("GET", "/healthz", NULL, 200, "ok\n");
+}
+
+/* ------------------------------------------------------------- tests */
+
+START_TEST(actor_calls_and_status_codes)
+{
+    static const char *const more[] = {"--max-frame", "4096", NULL};
+    struct hres r;
+    char *big, path[700];
+    size_t i;
+
+    start_node(more);
+    /* 200: the reply is the body. */
+    expect("POST", "/v1/actors/counter/c1", "incr 5", 200, "5");
+    expect("POST", "/v1/actors/counter/c1", "incr", 200, "6");
+    expect("POST", "/v1/actors/kv/users", "put ann Ann Lee", 200, "OK");
+    expect("POST", "/v1/actors/kv/users", "get ann", 200, "Ann Lee");
+    curl(&r, "POST", "/v1/actors/counter/c1", "get", 3,
+         "Content-Type: application/octet-stream");
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_str_eq(r.body, "6");
+    ck_assert_ptr_nonnull(
+        strcasestr(r.hdr, "Content-Type: application/octet-stream"));
+    hres_free(&r);
+
+    /* 400: bad message, empty message, id over its limit, bad escape. */
+    post(&r, "/v1/actors/counter/c1", "jump");
+    expect_error(&r, 400, "EBADMSG", 8);
+    ck_assert_ptr_nonnull(strstr(r.body, "jump"));
+    hres_free(&r);
+    curl(&r, "POST", "/v1/actors/counter/c1", "", 0, NULL);
+    expect_error(&r, 400, "EBADMSG", 8);
+    hres_free(&r);
+    strcpy(path, "/v1/actors/counter/");
+    for (i = 0; i < 256; i++)
+        strcat(path, "x");
+    post(&r, path, "incr");
+    expect_error(&r, 400, "ELIMIT", 6);
+    hres_free(&r);
+    post(&r, "/v1/actors/counter/a%zz", "incr");
+    expect_error(&r, 400, "EINVAL", 1);
+    hres_free(&r);
+
+    /* 404: unknown type, missing key, unknown path. */
+    post(&r, "/v1/actors/nosuch/x", "hi");
+    expect_error(&r, 404, "ENOTYPE", 3);
+    hres_free(&r);
+    post(&r, "/v1/actors/kv/users", "get bob");
+    expect_error(&r, 404, "ENOTFOUND", 16);
+    ck_assert_ptr_nonnull(strstr(r.body, "bob"));
+    hres_free(&r);
+    get(&r, "/v2/nothing");
+    expect_error(&r, 404, "ENOTFOUND", 16);
+    hres_free(&r);
+    get(&r, "/v1/actors/counter");
+    expect_error(&r, 404, "ENOTFOUND", 16);
+    hres_free(&r);
+
+    /* 405 with Allow. */
+    curl(&r, "PUT", "/v1/actors/counter/c1", "incr", 4, NULL);
+    ck_assert_int_eq(r.code, 405);
+    ck_assert_ptr_nonnull(strcasestr(r.hdr, "Allow: GET, HEAD, POST"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"error\": \"EINVAL\""));
+    hres_free(&r);
+    curl(&r, "POST", "/metrics", "x", 1, NULL);
+    ck_assert_int_eq(r.code, 405);
+    ck_assert_ptr_nonnull(strcasestr(r.hdr, "Allow: GET, HEAD\r\n"));
+    hres_free(&r);
+    curl(&r, "DELETE", "/healthz", NULL, 0, NULL);
+    ck_assert_int_eq(r.code, 405);
+    hres_free(&r);
+
+    /* 413: declared too big (Content-Length), and found too big while
+     * arriving (chunked, no length given). The limit itself passes. */
+    big = malloc(8192);
+    ck_assert_ptr_nonnull(big);
+    memcpy(big, "put big ", 8);
+    memset(big + 8, 'v', 8192 - 8);
+    curl(&r, "POST", "/v1/actors/kv/big", big, 4097, NULL);
+    expect_error(&r, 413, "ETOOBIG", 5);
+    hres_free(&r);
+    curl(&r, "POST", "/v1/actors/kv/big", big, 8192,
+         "Transfer-Encoding: chunked");
+    expect_error(&r, 413, "ETOOBIG", 5);
+    hres_free(&r);
+    curl(&r, "POST", "/v1/actors/kv/big", big, 4096, NULL);
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_str_eq(r.body, "OK");
+    hres_free(&r);
+    free(big);
+
+    /* Everything went through the same actors the wire protocol sees. */
+    {
+        char *out = NULL;
+        ck_assert_int_eq(tu_keel(node.addr, &out, NULL, "call", "counter",
+                                 "c1", "get", NULL),
+                         0);
+        ck_assert_str_eq(out, "6\n");
+        free(out);
+    }
+    stop_node_clean();
+}
+END_TEST
+
+START_TEST(state_reads_and_ids)
+{
+    struct hres r;
+    char want[160];
+    uint32_t shard = keel_shard_of("counter", "c1", 2, KEEL_DEFAULT_SHARDS);
+
+    start_node(NULL);
+    /* Never written: 404; the GET does not create the actor. */
+    get(&r, "/v1/actors/counter/c1");
+    expect_error(&r, 404, "ENOTFOUND", 16);
+    hres_free(&r);
+    get(&r, "/v1/actors/nosuch/c1");
+    expect_error(&r, 404, "ENOTYPE", 3);
+    hres_free(&r);
+
+    expect("POST", "/v1/actors/counter/c1", "incr 5", 200, "5");
+    expect("POST", "/v1/actors/counter/c1", "incr", 200, "6");
+    get(&r, "/v1/actors/counter/c1");
+    ck_assert_int_eq(r.code, 200);
+    snprintf(want, sizeof want,
+             "{\"type\": \"counter\", \"id\": \"c1\", \"id_base64\": "
+             "\"YzE=\", \"shard\": %u, \"version\": 2, \"state_base64\": "
+             "\"AAAAAAAAAAY=\", \"entries\": 0}\n",
+             shard);
+    ck_assert_str_eq(r.body, want); /* no state_text: the state has NULs */
+    hres_free(&r);
+
+    /* An id with '/', NUL, space and a non-UTF-8 byte, percent-encoded. */
+    expect("POST", "/v1/actors/register/a%2Fb%00c%20d%FF", "write hello",
+           200, "OK");
+    expect("POST", "/v1/actors/register/a%2Fb%00c%20d%FF", "read", 200,
+           "hello");
+    expect("POST", "/v1/actors/register/a%2Fb", "read", 200, "");
+    get(&r, "/v1/actors/register/a%2fb%00c%20d%ff");
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_ptr_nonnull(strstr(r.body,
+                                 "\"id\": \"a/b\\u0000c d\\ufffd\""));
+    /* base64 of the 8 bytes 'a' '/' 'b' 0 'c' ' ' 'd' 0xff */
+    ck_assert_ptr_nonnull(strstr(r.body, "\"id_base64\": \"YS9iAGMgZP8=\""));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"version\": 1,"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"state_base64\": \"aGVsbG8=\""));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"state_text\": \"hello\""));
+    hres_free(&r);
+
+    /* kv keeps named entries, no state blob. */
+    expect("POST", "/v1/actors/kv/users", "put ann Ann", 200, "OK");
+    expect("POST", "/v1/actors/kv/users", "put bob Bob", 200, "OK");
+    expect("POST", "/v1/actors/kv/users", "put cy Cy", 200, "OK");
+    expect("POST", "/v1/actors/kv/users", "del cy", 200, "1");
+    get(&r, "/v1/actors/kv/users");
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"entries\": 2}"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"version\": 1,"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"state_base64\": \"\""));
+    hres_free(&r);
+
+    /* HEAD is GET without a body (curl -I prints the headers only). */
+    curl(&r, "HEAD", "/v1/actors/counter/c1", NULL, 0, NULL);
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_ptr_nonnull(strcasestr(r.hdr, "Content-Length: "));
+    ck_assert_ptr_null(strchr(r.body, '{'));
+    hres_free(&r);
+
+    /* The state survives a restart, and reads still see it. */
+    stop_node_clean();
+    start_node(NULL);
+    get(&r, "/v1/actors/counter/c1");
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"version\": 2,"));
+    hres_free(&r);
+    stop_node_clean();
+}
+END_TEST
+
+/* The value of the first sample line of a metric (no labels). */
+static double metric_value(const char *text, const char *name)
+{
+    char key[128];
+    const char *p;
+
+    snprintf(key, sizeof key, "\n%s ", name);
+    p = strstr(text, key);
+    ck_assert_msg(p != NULL, "metric %s missing", name);
+    return atof(p + strlen(key));
+}
+
+START_TEST(metrics_health_cluster)
+{
+    static const char *const names[] = {
+        "keel_messages_total",         "keel_activations_total",
+        "keel_passivations_total",     "keel_resident_actors",
+        "keel_commits_total",          "keel_fsyncs_total",
+        "keel_commit_batch_turns_sum", "keel_commit_batch_turns_count",
+        "keel_handler_errors_total",   "keel_fence_refusals_total",
+        "keel_connections",            "keel_map_size_bytes",
+        "keel_call_latency_seconds_sum", "keel_call_latency_seconds_count",
+        NULL};
+    struct hres r;
+    double m0, m1;
+    char want[128];
+    int i;
+
+    start_node(NULL);
+    expect("GET", "/healthz", NULL, 200, "ok\n");
+    expect("GET", "/readyz", NULL, 200, "ready\n");
+
+    get(&r, "/metrics");
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_ptr_nonnull(strcasestr(r.hdr, "Content-Type: text/plain"));
+    for (i = 0; names[i] != NULL; i++)
+        metric_value(r.body, names[i]);
+    ck_assert_ptr_nonnull(
+        strstr(r.body, "# TYPE keel_call_latency_seconds histogram\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "# HELP keel_messages_total "));
+    ck_assert_ptr_nonnull(strstr(r.body, "# TYPE keel_messages_total counter"));
+    ck_assert_ptr_nonnull(
+        strstr(r.body, "keel_call_latency_seconds_bucket{le=\"+Inf\"} "));
+    ck_assert_ptr_nonnull(
+        strstr(r.body, "keel_call_latency_seconds_bucket{le=\"0.001\"} "));
+    snprintf(want, sizeof want, "keel_shards_owned{mode=\"standalone\"} %u\n",
+             KEEL_DEFAULT_SHARDS);
+    ck_assert_ptr_nonnull(strstr(r.body, want));
+    /* Features that do not exist yet have no metrics at all. */
+    ck_assert_ptr_null(strstr(r.body, "forward"));
+    ck_assert_ptr_null(strstr(r.body, "handoff"));
+    ck_assert_ptr_null(strstr(r.body, "zk"));
+    ck_assert_ptr_null(strstr(r.body, "zookeeper"));
+    m0 = metric_value(r.body, "keel_messages_total");
+    hres_free(&r);
+
+    expect("POST", "/v1/actors/counter/m", "incr", 200, "1");
+    expect("POST", "/v1/actors/counter/m", "incr", 200, "2");
+    get(&r, "/metrics");
+    m1 = metric_value(r.body, "keel_messages_total");
+    ck_assert_msg(m1 >= m0 + 2, "messages %g -> %g", m0, m1);
+    ck_assert_double_ge(metric_value(r.body, "keel_commits_total"), 2);
+    ck_assert_double_ge(
+        metric_value(r.body, "keel_call_latency_seconds_count"), 2);
+    hres_free(&r);
+
+    get(&r, "/v1/cluster");
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"mode\": \"standalone\""));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"capabilities\": []"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"controller\": null"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"map_epoch\": 0"));
+    snprintf(want, sizeof want, "\"shard_count\": %u", KEEL_DEFAULT_SHARDS);
+    ck_assert_ptr_nonnull(strstr(r.body, want));
+    snprintf(want, sizeof want, "\"listen\": \"%s\"", node.addr);
+    ck_assert_ptr_nonnull(strstr(r.body, want));
+    snprintf(want, sizeof want, "\"http\": \"127.0.0.1:%d\"", http_port);
+    ck_assert_ptr_nonnull(strstr(r.body, want));
+    hres_free(&r);
+    stop_node_clean();
+}
+END_TEST
+
+/* 503: a newer owner's fence epoch in the store refuses this node's
+ * writes to that shard (what a stale owner sees after a move). */
+START_TEST(fenced_shard_is_503)
+{
+    keel_store_options so;
+    keel_store *s;
+    keel_batch *b;
+    struct hres r;
+    char err[256];
+    uint32_t shard = keel_shard_of("counter", "c1", 2, KEEL_DEFAULT_SHARDS);
+    int st;
+
+    start_node(NULL);
+    expect("POST", "/v1/actors/counter/c1", "incr", 200, "1");
+    stop_node_clean();
+
+    memset(&so, 0, sizeof so);
+    so.path = data;
+    so.shard_count = KEEL_DEFAULT_SHARDS;
+    ck_assert_int_eq(keel_store_open(&so, &s, err, sizeof err), 0);
+    b = keel_batch_create();
+    ck_assert_int_eq(keel_batch_begin_group(b, "", (uint16_t)shard, 7, NULL),
+                     0);
+    ck_assert_int_eq(keel_batch_fence_only(b), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_batch_group(b, 0, &st);
+    ck_assert_int_eq(st, 0);
+    keel_batch_destroy(b);
+    keel_store_close(s);
+
+    start_node(NULL);
+    post(&r, "/v1/actors/counter/c1", "incr");
+    expect_error(&r, 503, "EFENCED", 11);
+    ck_assert_ptr_nonnull(strcasestr(r.hdr, "Retry-After: 1\r\n"));
+    hres_free(&r);
+    healthy();
+    stop_node_clean();
+}
+END_TEST
+
+/* 507: the data file cannot grow (RLIMIT_FSIZE makes writes fail with
+ * EFBIG, which the store reports as ENOSPC). */
+START_TEST(disk_full_is_507)
+{
+    static const char *const more[] = {"--map-size", "65536", NULL};
+    const size_t vlen = 200000;
+    char *msg = malloc(vlen + 16);
+    struct hres r;
+    int i, got = 0;
+
+    ck_assert_ptr_nonnull(msg);
+    node.fsize_limit = 3L << 20;
+    start_node(more);
+    for (i = 0; i < 60 && !got; i++) {
+        int n = snprintf(msg, 16, "put k%03d ", i);
+        memset(msg + n, 'a' + i % 26, vlen);
+        curl(&r, "POST", "/v1/actors/kv/disk", msg, (size_t)n + vlen, NULL);
+        if (r.code == 507) {
+            expect_error(&r, 507, "ENOSPC", 9);
+            got = 1;
+        } else {
+            ck_assert_msg(r.code == 200, "put %d: status %d: %s", i, r.code,
+                          r.body);
+        }
+        hres_free(&r);
+    }
+    ck_assert_msg(got, "no 507 after %d puts of %zu bytes", i, vlen);
+    free(msg);
+    healthy();
+    expect("GET", "/readyz", NULL, 200, "ready\n");
+    stop_node_clean();
+}
+END_TEST
+
+START_TEST(malformed_and_slow_clients)
+{
+    static const char body[] = "incr 41";
+    char *reply, hdr[256];
+    int fd, n;
+    size_t i;
+
+    start_node(NULL);
+    /* Garbage request lines: MHD answers 400 itself, or, for a line
+     * without a single space, just closes the connection. */
+    fd = raw_connect();
+    send_all(fd, "THIS IS GARBAGE\r\n\r\n", 19);
+    reply = read_to_eof(fd);
+    close(fd);
+    ck_assert_msg(strncmp(reply, "HTTP/1.1 400 ", 13) == 0, "reply: %s",
+                  reply);
+    free(reply);
+    fd = raw_connect();
+    send_all(fd, "GARBAGE\r\n\r\n", 11);
+    reply = read_to_eof(fd);
+    close(fd);
+    ck_assert_msg(reply[0] == '\0' || strncmp(reply, "HTTP/1.1 400 ", 13) == 0,
+                  "reply: %s", reply);
+    free(reply);
+    fd = raw_connect();
+    send_all(fd, "\x01\x02\xff junk \x7f\r\n\r\n", 14);
+    reply = read_to_eof(fd);
+    close(fd);
+    ck_assert_msg(strstr(reply, " 400 ") != NULL, "reply: %s", reply);
+    free(reply);
+    healthy();
+
+    /* A body trickled byte by byte over about a second. */
+    fd = raw_connect();
+    n = snprintf(hdr, sizeof hdr,
+                 "POST /v1/actors/counter/slow HTTP/1.1\r\n"
+                 "Host: 127.0.0.1\r\nContent-Length: %zu\r\n"
+                 "Connection: close\r\n\r\n",
+                 strlen(body));
+    send_all(fd, hdr, (size_t)n);
+    {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    for (i = 0; i < strlen(body); i++) {
+        usleep(150000);
+        send_all(fd, body + i, 1);
+    }
+    reply = read_to_eof(fd);
+    close(fd);
+    ck_assert_msg(strncmp(reply, "HTTP/1.1 200 ", 13) == 0, "reply: %s",
+                  reply);
+    ck_assert_msg(strstr(reply, "\r\n\r\n41") != NULL, "reply: %s", reply);
+    free(reply);
+    healthy();
+    stop_node_clean();
+}
+END_TEST
+
+START_TEST(thousand_connections)
+{
+    enum { N = 1000, ACTORS = 50 };
+    static int fds[N];
+    static char *bufs[N];
+    static size_t lens[N];
+    struct rlimit rl;
+    struct pollfd *pf;
+    int i, open_ = N, ok = 0;
+    double t0, deadline;
+    long total = 0;
+
+    /* Our side needs N descriptors too. */
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur < N + 64) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    }
+    ck_assert_msg(rl.rlim_cur >= N + 64,
+                  "RLIMIT_NOFILE %llu is too low for %d connections",
+                  (unsigned long long)rl.rlim_cur, N);
+    start_node(NULL);
+    t0 = now_s();
+    for (i = 0; i < N; i++) {
+        char req[256];
+        int n = snprintf(req, sizeof req,
+                         "POST /v1/actors/counter/k%d HTTP/1.1\r\n"
+                         "Host: 127.0.0.1\r\nContent-Length: 4\r\n"
+                         "Connection: close\r\n\r\nincr",
+                         i % ACTORS);
+        fds[i] = raw_connect();
+        send_all(fds[i], req, (size_t)n);
+        bufs[i] = calloc(1, 512);
+        ck_assert_ptr_nonnull(bufs[i]);
+        lens[i] = 0;
+    }
+    pf = calloc(N, sizeof *pf);
+    ck_assert_ptr_nonnull(pf);
+    deadline = now_s() + 120;
+    while (open_ > 0) {
+        ck_assert_msg(now_s() < deadline, "%d of %d replies missing after "
+                      "120 s", open_, N);
+        for (i = 0; i < N; i++) {
+            pf[i].fd = fds[i];
+            pf[i].events = POLLIN;
+            pf[i].revents = 0;
+        }
+        if (poll(pf, N, 500) <= 0)
+            continue;
+        for (i = 0; i < N; i++) {
+            ssize_t r;
+            if (fds[i] < 0 || pf[i].revents == 0)
+                continue;
+            r = recv(fds[i], bufs[i] + lens[i], 511 - lens[i], 0);
+            if (r > 0) {
+                lens[i] += (size_t)r;
+                if (lens[i] < 511)
+                    continue;
+            }
+            close(fds[i]);
+            fds[i] = -1;
+            open_--;
+        }
+    }
+    for (i = 0; i < N; i++) {
+        if (strncmp(bufs[i], "HTTP/1.1 200 ", 13) == 0)
+            ok++;
+        free(bufs[i]);
+    }
+    free(pf);
+    printf("%d concurrent HTTP connections: %d answered 200 in %.2f s\n", N,
+           ok, now_s() - t0);
+    ck_assert_int_eq(ok, N);
+
+    /* Every increment happened exactly once, and the node still answers. */
+    for (i = 0; i < ACTORS; i++) {
+        struct hres r;
+        char path[64];
+        snprintf(path, sizeof path, "/v1/actors/counter/k%d", i);
+        post(&r, path, "get");
+        ck_assert_int_eq(r.code, 200);
+        total += atol(r.body);
+        hres_free(&r);
+    }
+    ck_assert_int_eq(total, N);
+    healthy();
+    stop_node_clean();
+}
+END_TEST
+
+/* SIGTERM with connections open (idle keep-alive, half-sent request,
+ * requests in flight): keeld stops within bounds and exits 0 (so, under
+ * ASan, without leaks). */
+START_TEST(stop_with_open_connections)
+{
+    enum { IDLE = 20 };
+    int idle[IDLE], partial, busy[10], i, rc;
+    double t0;
+
+    start_node(NULL);
+    for (i = 0; i < IDLE; i++) {
+        static const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        char buf[512];
+        idle[i] = raw_connect();
+        send_all(idle[i], req, sizeof req - 1);
+        ck_assert_int_gt(recv(idle[i], buf, sizeof buf, 0), 0);
+    }
+    partial = raw_connect();
+    send_all(partial, "POST /v1/actors/counter/p HTTP/1.1\r\nHost: x\r\n"
+                      "Content-Length: 100\r\n\r\nincr",
+             strlen("POST /v1/actors/counter/p HTTP/1.1\r\nHost: x\r\n"
+                    "Content-Length: 100\r\n\r\nincr"));
+    for (i = 0; i < 10; i++) {
+        static const char req[] = "POST /v1/actors/counter/b HTTP/1.1\r\n"
+                                  "Host: x\r\nContent-Length: 4\r\n\r\nincr";
+        busy[i] = raw_connect();
+        send_all(busy[i], req, sizeof req - 1);
+    }
+    t0 = now_s();
+    rc = tu_keeld_stop(&node, SIGTERM);
+    ck_assert_msg(rc == 0, "keeld exited %d", rc);
+    ck_assert_msg(now_s() - t0 < 15, "stop took %.1f s", now_s() - t0);
+    /* Each in-flight request got an answer (200 if it ran, 503 if it came
+     * in after the stop began) or its connection was closed. */
+    for (i = 0; i < 10; i++) {
+        char *reply = read_to_eof(busy[i]);
+        ck_assert_msg(reply[0] == '\0' ||
+                          strncmp(reply, "HTTP/1.1 200 ", 13) == 0 ||
+                          strncmp(reply, "HTTP/1.1 503 ", 13) == 0,
+                      "reply: %s", reply);
+        free(reply);
+        close(busy[i]);
+    }
+    for (i = 0; i < IDLE; i++)
+        close(idle[i]);
+    close(partial);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("http");
+    TCase *tc = tcase_create("http");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, actor_calls_and_status_codes);
+    tcase_add_test(tc, state_reads_and_ids);
+    tcase_add_test(tc, metrics_health_cluster);
+    tcase_add_test(tc, fenced_shard_is_503);
+    tcase_add_test(tc, disk_full_is_507);
+    tcase_add_test(tc, malformed_and_slow_clients);
+    tcase_add_test(tc, thousand_connections);
+    tcase_add_test(tc, stop_with_open_connections);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run_suite(suite());
+}
