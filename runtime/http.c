@@ -106,6 +106,7 @@ struct http_req {
     uint8_t *out;   /* reply, or error text; malloc'd */
     size_t outlen;
     int ready;      /* /readyz */
+    keel_stats stats; /* /metrics */
     uint32_t shard; /* GET state: */
     uint64_t version, entries;
     int have_blob;
@@ -534,23 +535,22 @@ static void metric(struct sbuf *b, const char *name, const char *type,
               help, name, type, name, labels, v);
 }
 
-/* Prometheus text format. Only what this node really measures: there is
- * no forwarding, handoff or ZooKeeper session in standalone mode, so
- * those series do not exist here. keel_node_stats() is documented safe
- * from any thread. */
+/* Prometheus text format, from the figures the loop thread copied (the
+ * loop writes them without locks, so they are read there). Only what this
+ * node really measures: there is no forwarding, handoff or ZooKeeper
+ * session in standalone mode, so those series do not exist here. */
 static enum MHD_Result answer_metrics(struct http_req *r)
 {
     static const uint32_t bounds[] = KEEL_LATENCY_BOUNDS_US;
     keel_http *h = r->h;
     keel_node *n = h->n;
+    const keel_stats *st = &r->stats;
     const union MHD_DaemonInfo *di;
     struct sbuf b = {0};
-    keel_stats st;
     uint64_t cum = 0;
     unsigned i;
     char lab[64];
 
-    keel_node_stats(n, &st);
     snprintf(lab, sizeof lab, "{version=\"%s\",mode=\"standalone\"}",
              keel_version_string());
     metric(&b, "keel_info", "gauge", "Version and mode of this node.", lab,
@@ -559,44 +559,44 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            "Shards this node owns (standalone: all of them).",
            "{mode=\"standalone\"}", n->opts.shard_count);
     metric(&b, "keel_messages_total", "counter",
-           "Messages handled (turns run).", "", st.messages);
+           "Messages handled (turns run).", "", st->messages);
     metric(&b, "keel_handler_errors_total", "counter",
            "Turns whose handler (or activation) failed.", "",
-           st.handler_errors);
+           st->handler_errors);
     metric(&b, "keel_activations_total", "counter", "Actor activations.", "",
-           st.activations);
+           st->activations);
     metric(&b, "keel_passivations_total", "counter", "Actor passivations.",
-           "", st.passivations);
+           "", st->passivations);
     metric(&b, "keel_resident_actors", "gauge", "Actors in memory.", "",
-           st.resident_actors);
+           st->resident_actors);
     metric(&b, "keel_commits_total", "counter",
-           "Store write transactions committed.", "", st.commits);
+           "Store write transactions committed.", "", st->commits);
     metric(&b, "keel_fsyncs_total", "counter", "Commits that were fsynced.",
-           "", st.fsyncs);
+           "", st->fsyncs);
     metric(&b, "keel_commit_failures_total", "counter",
-           "Store commits that failed.", "", st.commit_failures);
+           "Store commits that failed.", "", st->commit_failures);
     sb_puts(&b, "# HELP keel_commit_batch_turns State-changing turns per "
                 "commit (group commit batch size).\n"
                 "# TYPE keel_commit_batch_turns summary\n");
     sb_printf(&b, "keel_commit_batch_turns_sum %" PRIu64 "\n",
-              st.batch_turns_total);
-    sb_printf(&b, "keel_commit_batch_turns_count %" PRIu64 "\n", st.commits);
+              st->batch_turns_total);
+    sb_printf(&b, "keel_commit_batch_turns_count %" PRIu64 "\n", st->commits);
     metric(&b, "keel_commit_batch_turns_max", "gauge",
            "Most state-changing turns in one commit.", "",
-           st.batch_turns_max);
+           st->batch_turns_max);
     sb_puts(&b, "# HELP keel_commit_batch_actors Actors written per "
                 "commit.\n# TYPE keel_commit_batch_actors summary\n");
     sb_printf(&b, "keel_commit_batch_actors_sum %" PRIu64 "\n",
-              st.batch_actors_total);
+              st->batch_actors_total);
     sb_printf(&b, "keel_commit_batch_actors_count %" PRIu64 "\n",
-              st.commits);
+              st->commits);
     metric(&b, "keel_fence_refusals_total", "counter",
            "Writes the store refused for a stale shard epoch.", "",
-           st.fence_refusals);
+           st->fence_refusals);
     metric(&b, "keel_map_size_bytes", "gauge", "Current LMDB map size.", "",
-           st.map_size);
+           st->map_size);
     metric(&b, "keel_connections", "gauge",
-           "Open wire-protocol client connections.", "", st.connections);
+           "Open wire-protocol client connections.", "", st->connections);
     di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
     if (di != NULL)
         metric(&b, "keel_http_connections", "gauge", "Open HTTP connections.",
@@ -605,25 +605,25 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            "HTTP responses queued by this node (not counting this one).", "",
            atomic_load(&h->answered));
     metric(&b, "keel_frames_in_total", "counter", "Wire-protocol frames read.",
-           "", st.frames_in);
+           "", st->frames_in);
     metric(&b, "keel_frames_bad_total", "counter",
-           "Malformed wire-protocol frames.", "", st.frames_bad);
+           "Malformed wire-protocol frames.", "", st->frames_bad);
     /* Cumulative buckets; _count is their total so that the +Inf bucket
      * and _count agree even though the figures are read without a lock. */
     sb_puts(&b, "# HELP keel_call_latency_seconds Time from submission of a "
                 "message to the release of its reply (after its commit).\n"
                 "# TYPE keel_call_latency_seconds histogram\n");
     for (i = 0; i < KEEL_LATENCY_BUCKETS - 1; i++) {
-        cum += st.latency_buckets[i];
+        cum += st->latency_buckets[i];
         sb_printf(&b,
                   "keel_call_latency_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
                   bounds[i] / 1e6, cum);
     }
-    cum += st.latency_buckets[KEEL_LATENCY_BUCKETS - 1];
+    cum += st->latency_buckets[KEEL_LATENCY_BUCKETS - 1];
     sb_printf(&b, "keel_call_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64
               "\n", cum);
     sb_printf(&b, "keel_call_latency_seconds_sum %.6f\n",
-              (double)st.latency_sum_us / 1e6);
+              (double)st->latency_sum_us / 1e6);
     sb_printf(&b, "keel_call_latency_seconds_count %" PRIu64 "\n", cum);
     return queue(r, MHD_HTTP_OK, &b, "text/plain; version=0.0.4; charset=utf-8",
                  NULL);
@@ -807,6 +807,8 @@ static void job_fn(keel_node *n, void *data)
 
     if (r->route == R_READYZ) {
         r->ready = n->running && !n->stopping;
+    } else if (r->route == R_METRICS) {
+        keel_node_stats(n, &r->stats);
     } else if (r->method == M_POST) {
         /* keel_call copies the message; the callback runs once the reply
          * is durable, or not at all if the call fails here. */
@@ -872,6 +874,8 @@ static enum MHD_Result answer_from_loop(struct http_req *r)
     if (r->status != 0)
         return answer_error(r, http_status(r->status), r->status, r->out,
                             r->outlen, NULL);
+    if (r->route == R_METRICS)
+        return answer_metrics(r);
     if (r->method == M_GET)
         return answer_state(r);
     {
@@ -900,12 +904,10 @@ static enum MHD_Result request_complete(struct http_req *r)
     switch (r->route) {
     case R_HEALTHZ:
         return answer_text(r, MHD_HTTP_OK, "ok\n");
-    case R_METRICS:
-        return answer_metrics(r);
     case R_CLUSTER:
         return answer_cluster(r);
     default:
-        return to_loop(r); /* R_READYZ, R_ACTOR */
+        return to_loop(r); /* R_READYZ, R_METRICS, R_ACTOR */
     }
 }
 

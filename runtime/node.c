@@ -1713,14 +1713,17 @@ int keel_node_run(keel_node *n)
     rc = keel_writer_start(n->store, writer_done_cb, n, &n->writer);
     if (rc != 0)
         return rc;
+    n->running = 1;
+    ev_async_start(n->loop, &n->async);
+    /* After the async watcher: the HTTP thread posts to the loop. */
     rc = keel__http_start(n);
     if (rc != 0) {
+        ev_async_stop(n->loop, &n->async);
+        n->running = 0;
         keel_writer_stop(n->writer);
         n->writer = NULL;
         return rc;
     }
-    n->running = 1;
-    ev_async_start(n->loop, &n->async);
     ev_timer_start(n->loop, &n->idle_timer);
     ev_prepare_start(n->loop, &n->flush_watcher);
     keel__net_start(n);

@@ -803,6 +803,62 @@ START_TEST(stop_with_open_connections)
 }
 END_TEST
 
+/* The library itself, embedded: the listener binds in keel_node_create
+ * (address errors surface there), serves only while the loop runs, and
+ * create/destroy without a run leaves nothing behind. */
+START_TEST(embedded_lifecycle)
+{
+    keel_node_options o;
+    keel_node *n = NULL, *n2 = NULL;
+    char err[256], addr[64];
+    struct hres r;
+
+    keel_node_options_init(&o);
+    o.data_dir = data;
+    o.http_listen = "no-port-here";
+    ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), KEEL_EADDR);
+    ck_assert_ptr_nonnull(strstr(err, "no-port-here"));
+    ck_assert_ptr_null(n);
+
+    o.http_listen = "127.0.0.1:0";
+    ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), 0);
+    http_port = keel_node_http_port(n);
+    ck_assert_int_gt(http_port, 0);
+    ck_assert_int_eq(keel_node_port(n), 0); /* no wire listener asked */
+
+    /* The port is taken: a second node cannot have it. */
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", http_port);
+    o.http_listen = addr;
+    o.data_dir = dir;
+    ck_assert_int_eq(keel_node_create(&o, &n2, err, sizeof err), KEEL_EADDR);
+    ck_assert_ptr_null(n2);
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    {
+        /* A round trip through the loop before anything else: it is
+         * running (and its wakeup exists) once this returns. */
+        void *reply = NULL;
+        size_t rl = 0;
+        ck_assert_int_eq(
+            keel_call_sync(n, "counter", "e", 1, "get", 3, &reply, &rl), 0);
+        keel_free(reply);
+    }
+    expect("POST", "/v1/actors/counter/e", "incr 3", 200, "3");
+    get(&r, "/v1/cluster");
+    ck_assert_ptr_nonnull(strstr(r.body, "\"listen\": null"));
+    hres_free(&r);
+    keel_node_stop(n);
+    ck_assert_int_eq(keel_node_join(n), 0);
+    keel_node_destroy(n);
+
+    /* Created and destroyed without running. */
+    o.http_listen = "127.0.0.1:0";
+    o.data_dir = data;
+    ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), 0);
+    keel_node_destroy(n);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("http");
@@ -818,6 +874,7 @@ static Suite *suite(void)
     tcase_add_test(tc, malformed_and_slow_clients);
     tcase_add_test(tc, thousand_connections);
     tcase_add_test(tc, stop_with_open_connections);
+    tcase_add_test(tc, embedded_lifecycle);
     suite_add_tcase(s, tc);
     return s;
 }
