@@ -1,0 +1,410 @@
+/* The real ZooKeeper client behind the vtable (coordinator/zk_real.c)
+ * against a real server started through zk-conf/zk.sh: operations and
+ * their error codes, watches, multi with a check op, ephemeral nodes going
+ * with a closed session, connection loss and recovery, and session
+ * expiry. Every wait is bounded. */
+#include <check.h>
+#include <ev.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "coordinator/zk.h"
+#include "keel.h"
+#include "proc.h"
+#include "testutil.h"
+#include "zk.h"
+
+static tu_zk server;
+
+static void suite_setup(void)
+{
+    if (!tu_zk_available()) {
+        fprintf(stderr, "ZooKeeper is not installed (sh scripts/install-deps)\n");
+        exit(1);
+    }
+    /* tick 500 ms: sessions may last 1..10 s */
+    if (tu_zk_start(&server, 1, 500) != 0)
+        exit(1);
+}
+
+static void suite_teardown(void)
+{
+    tu_zk_stop(&server);
+}
+
+typedef struct rec {
+    int calls;
+    int rc;
+    char path[KEEL_ZK_PATH_MAX];
+    char data[256];
+    keel_zk_stat st;
+    size_t count, failed;
+    int events[32];
+    int nevents;
+} rec;
+
+static void on_session(keel_zk *zk, int event, void *arg)
+{
+    rec *r = arg;
+    (void)zk;
+    if (r->nevents < 32)
+        r->events[r->nevents++] = event;
+}
+
+static int has_event(const rec *r, int event)
+{
+    int i;
+    for (i = 0; i < r->nevents; i++)
+        if (r->events[i] == event)
+            return 1;
+    return 0;
+}
+
+static void on_create(keel_zk *zk, int rc, const char *path,
+                      const keel_zk_stat *st, void *arg)
+{
+    rec *r = arg;
+    (void)zk;
+    r->calls++;
+    r->rc = rc;
+    snprintf(r->path, sizeof r->path, "%s", path ? path : "");
+    if (st)
+        r->st = *st;
+}
+
+static void on_stat(keel_zk *zk, int rc, const keel_zk_stat *st, void *arg)
+{
+    rec *r = arg;
+    (void)zk;
+    r->calls++;
+    r->rc = rc;
+    if (st)
+        r->st = *st;
+}
+
+static void on_data(keel_zk *zk, int rc, const void *data, size_t len,
+                    const keel_zk_stat *st, void *arg)
+{
+    rec *r = arg;
+    (void)zk;
+    r->calls++;
+    r->rc = rc;
+    if (data && len < sizeof r->data) {
+        memcpy(r->data, data, len);
+        r->data[len] = '\0';
+    }
+    if (st)
+        r->st = *st;
+}
+
+static void on_children(keel_zk *zk, int rc, size_t count,
+                        const char *const *names, void *arg)
+{
+    rec *r = arg;
+    (void)zk;
+    (void)names;
+    r->calls++;
+    r->rc = rc;
+    r->count = count;
+}
+
+static void on_multi(keel_zk *zk, int rc, size_t failed,
+                     const keel_zk_op_result *res, size_t n, void *arg)
+{
+    rec *r = arg;
+    (void)zk;
+    r->calls++;
+    r->rc = rc;
+    r->failed = failed;
+    if (rc == 0 && n > 1 && res[1].path)
+        snprintf(r->path, sizeof r->path, "%s", res[1].path);
+}
+
+static void on_watch(keel_zk *zk, int event, const char *path, void *arg)
+{
+    rec *r = arg;
+    (void)zk;
+    r->calls++;
+    if (r->nevents < 32)
+        r->events[r->nevents++] = event;
+    snprintf(r->path, sizeof r->path, "%s", path);
+}
+
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+}
+
+/* Runs the loop until *flag becomes nonzero or `secs` pass. */
+static int run_until(struct ev_loop *loop, const int *flag, double secs)
+{
+    ev_timer t;
+    double deadline;
+
+    ev_timer_init(&t, tick_cb, 0.01, 0.01);
+    ev_timer_start(loop, &t);
+    ev_now_update(loop);
+    deadline = ev_now(loop) + secs;
+    while (!*flag && ev_now(loop) < deadline)
+        ev_run(loop, EVRUN_ONCE);
+    ev_timer_stop(loop, &t);
+    return *flag;
+}
+
+static keel_zk *client(struct ev_loop *loop, int timeout_ms, rec *sess)
+{
+    keel_zk *zk;
+    int connected;
+
+    ck_assert_int_eq(keel_zk_real_create(loop, server.hosts, &zk), 0);
+    ck_assert_int_eq(keel_zk_connect(zk, timeout_ms, on_session, sess), 0);
+    connected = 0;
+    while (run_until(loop, &sess->nevents, 10) && !connected) {
+        connected = has_event(sess, KEEL_ZK_CONNECTED);
+        if (!connected)
+            ck_abort_msg("unexpected session event %d", sess->events[0]);
+    }
+    ck_assert_msg(connected, "no session within 10 s");
+    ck_assert(keel_zk_session_id(zk) != 0);
+    ck_assert_int_ge(keel_zk_session_timeout(zk), 1000);
+    return zk;
+}
+
+START_TEST(test_operations)
+{
+    struct ev_loop *loop;
+    keel_zk *a;
+    rec s = {0}, r1 = {0}, r2 = {0}, r3 = {0}, r4 = {0}, r5 = {0}, r6 = {0};
+    keel_zk_op ops[2];
+    char path[64];
+
+    loop = ev_loop_new(EVFLAG_AUTO);
+    a = client(loop, 4000, &s);
+    snprintf(path, sizeof path, "/ops-%d", (int)getpid());
+
+    ck_assert_int_eq(keel_zk_create(a, path, "v1", 2, 0, on_create, &r1), 0);
+    ck_assert_int_eq(r1.calls, 0); /* never inside the submit call */
+    ck_assert(run_until(loop, &r1.calls, 5));
+    ck_assert_int_eq(r1.rc, 0);
+    ck_assert_str_eq(r1.path, path);
+    ck_assert_int_eq(r1.st.version, 0);
+
+    ck_assert_int_eq(keel_zk_create(a, path, "v1", 2, 0, on_create, &r2), 0);
+    ck_assert(run_until(loop, &r2.calls, 5));
+    ck_assert_int_eq(r2.rc, KEEL_EEXIST);
+
+    ck_assert_int_eq(keel_zk_set(a, path, "v2", 2, 3, on_stat, &r3), 0);
+    ck_assert(run_until(loop, &r3.calls, 5));
+    ck_assert_int_eq(r3.rc, KEEL_EBADVERSION);
+
+    ck_assert_int_eq(keel_zk_get(a, "/no-such-node", NULL, NULL, on_data, &r4),
+                     0);
+    ck_assert(run_until(loop, &r4.calls, 5));
+    ck_assert_int_eq(r4.rc, KEEL_ENOTFOUND);
+
+    /* multi: a failing check op rolls the create back */
+    memset(ops, 0, sizeof ops);
+    ops[0].type = KEEL_ZK_OP_CHECK;
+    ops[0].path = path;
+    ops[0].version = 5;
+    ops[1].type = KEEL_ZK_OP_CREATE;
+    ops[1].path = "/seq-";
+    ops[1].flags = KEEL_ZK_SEQUENTIAL | KEEL_ZK_EPHEMERAL;
+    ck_assert_int_eq(keel_zk_multi(a, ops, 2, on_multi, &r5), 0);
+    ck_assert(run_until(loop, &r5.calls, 5));
+    ck_assert_int_eq(r5.rc, KEEL_EBADVERSION);
+    ck_assert_int_eq(r5.failed, 0);
+    ops[0].version = 0;
+    memset(&r5, 0, sizeof r5);
+    ck_assert_int_eq(keel_zk_multi(a, ops, 2, on_multi, &r5), 0);
+    ck_assert(run_until(loop, &r5.calls, 5));
+    ck_assert_int_eq(r5.rc, 0);
+    ck_assert_int_eq(strncmp(r5.path, "/seq-", 5), 0);
+    ck_assert_int_eq(strlen(r5.path), 15);
+
+    ck_assert_int_eq(keel_zk_children(a, "/", NULL, NULL, on_children, &r6), 0);
+    ck_assert(run_until(loop, &r6.calls, 5));
+    ck_assert_int_eq(r6.rc, 0);
+    ck_assert_int_ge(r6.count, 3); /* zookeeper, ours, the sequential one */
+
+    keel_zk_destroy(a);
+    ev_loop_destroy(loop);
+}
+END_TEST
+
+START_TEST(test_watches_and_ephemerals)
+{
+    struct ev_loop *loop;
+    keel_zk *a, *b;
+    rec sa = {0}, sb = {0}, c1 = {0}, g = {0}, w = {0}, wc = {0}, st = {0};
+    char path[64];
+
+    loop = ev_loop_new(EVFLAG_AUTO);
+    a = client(loop, 4000, &sa);
+    b = client(loop, 4000, &sb);
+    snprintf(path, sizeof path, "/eph-%d", (int)getpid());
+
+    ck_assert_int_eq(keel_zk_create(a, path, "x", 1, KEEL_ZK_EPHEMERAL,
+                                    on_create, &c1),
+                     0);
+    ck_assert(run_until(loop, &c1.calls, 5));
+    ck_assert_int_eq(c1.rc, 0);
+    ck_assert_int_eq(c1.st.ephemeral_owner, keel_zk_session_id(a));
+
+    /* b watches the node's data and the root's children */
+    ck_assert_int_eq(keel_zk_get(b, path, on_watch, &w, on_data, &g), 0);
+    ck_assert(run_until(loop, &g.calls, 5));
+    ck_assert_str_eq(g.data, "x");
+    ck_assert_int_eq(keel_zk_children(b, "/", on_watch, &wc, on_children, &g),
+                     0);
+    ck_assert(run_until(loop, &g.calls, 5));
+
+    ck_assert_int_eq(keel_zk_set(a, path, "y", 1, 0, on_stat, &st), 0);
+    ck_assert(run_until(loop, &w.calls, 5));
+    ck_assert_int_eq(w.events[0], KEEL_ZK_NODE_CHANGED);
+    ck_assert_str_eq(w.path, path);
+
+    /* re-arm, then close a's session: the node goes, both watches fire */
+    memset(&g, 0, sizeof g);
+    ck_assert_int_eq(keel_zk_exists(b, path, on_watch, &w, on_stat, &g), 0);
+    ck_assert(run_until(loop, &g.calls, 5));
+    keel_zk_close(a);
+    {
+        int both = 0;
+        double t0 = ev_time();
+        while (!both && ev_time() - t0 < 5) {
+            int zero = 0;
+            run_until(loop, &zero, 0.05);
+            both = w.calls >= 2 && wc.calls >= 1;
+        }
+        ck_assert_msg(both, "watches did not fire after close");
+    }
+    ck_assert_int_eq(w.events[1], KEEL_ZK_NODE_DELETED);
+    ck_assert_int_eq(wc.events[0], KEEL_ZK_CHILDREN_CHANGED);
+    /* a closed client refuses requests until it connects again */
+    ck_assert_int_eq(keel_zk_get(a, path, NULL, NULL, on_data, &g),
+                     KEEL_ESESSION);
+
+    keel_zk_destroy(a);
+    keel_zk_destroy(b);
+    ev_loop_destroy(loop);
+}
+END_TEST
+
+static void pause_loop(double secs)
+{
+    usleep((useconds_t)(secs * 1e6));
+}
+
+START_TEST(test_expiry_when_frozen)
+{
+    struct ev_loop *loop;
+    keel_zk *a;
+    rec s = {0}, c1 = {0}, st = {0};
+    char path[64];
+
+    loop = ev_loop_new(EVFLAG_AUTO);
+    a = client(loop, 1000, &s);
+    snprintf(path, sizeof path, "/frozen-%d", (int)getpid());
+    ck_assert_int_eq(keel_zk_create(a, path, NULL, 0, KEEL_ZK_EPHEMERAL,
+                                    on_create, &c1),
+                     0);
+    ck_assert(run_until(loop, &c1.calls, 5));
+    /* Not driving the client for longer than its session timeout: the
+     * server expires the session, and the client learns it once it runs
+     * again (disconnected first, then expired on reconnection). */
+    pause_loop(2.5);
+    {
+        int seen = 0;
+        double t0 = ev_time();
+        while (!seen && ev_time() - t0 < 10) {
+            int zero = 0;
+            run_until(loop, &zero, 0.05);
+            seen = has_event(&s, KEEL_ZK_EXPIRED);
+        }
+        ck_assert_msg(seen, "no expiry event");
+    }
+    ck_assert_int_eq(keel_zk_exists(a, path, NULL, NULL, on_stat, &st),
+                     KEEL_ESESSION);
+    /* A new session on the same handle works, and the ephemeral is gone. */
+    memset(&s, 0, sizeof s);
+    ck_assert_int_eq(keel_zk_connect(a, 4000, on_session, &s), 0);
+    ck_assert(run_until(loop, &s.nevents, 10));
+    ck_assert_int_eq(s.events[0], KEEL_ZK_CONNECTED);
+    ck_assert_int_eq(keel_zk_exists(a, path, NULL, NULL, on_stat, &st), 0);
+    ck_assert(run_until(loop, &st.calls, 5));
+    ck_assert_int_eq(st.rc, KEEL_ENOTFOUND);
+    keel_zk_destroy(a);
+    ev_loop_destroy(loop);
+}
+END_TEST
+
+START_TEST(test_connection_loss_and_recovery)
+{
+    struct ev_loop *loop;
+    keel_zk *a;
+    rec s = {0}, st = {0};
+    const char *argv[6];
+    char port[16];
+
+    loop = ev_loop_new(EVFLAG_AUTO);
+    a = client(loop, 10000, &s);
+    snprintf(port, sizeof port, "%d", server.port);
+    argv[0] = "/bin/bash";
+    argv[1] = KEEL_SOURCE_DIR "/zk-conf/zk.sh";
+    argv[2] = "stop";
+    argv[3] = server.dir;
+    argv[4] = NULL;
+    ck_assert_int_eq(tu_run(argv, NULL, NULL), 0);
+    {
+        int seen = 0;
+        double t0 = ev_time();
+        while (!seen && ev_time() - t0 < 10) {
+            int zero = 0;
+            run_until(loop, &zero, 0.05);
+            seen = has_event(&s, KEEL_ZK_DISCONNECTED);
+        }
+        ck_assert_msg(seen, "no disconnection event");
+    }
+    /* Requests made while disconnected fail with connection loss (or wait
+     * for the reconnection; either way they answer). */
+    ck_assert_int_eq(keel_zk_exists(a, "/", NULL, NULL, on_stat, &st), 0);
+    argv[2] = "start";
+    argv[4] = port;
+    argv[5] = NULL;
+    ck_assert_int_eq(tu_run(argv, NULL, NULL), 0);
+    {
+        int seen = 0;
+        double t0 = ev_time();
+        while (!seen && ev_time() - t0 < 15) {
+            int zero = 0;
+            run_until(loop, &zero, 0.05);
+            seen = s.nevents >= 3 && s.events[2] == KEEL_ZK_CONNECTED;
+        }
+        ck_assert_msg(seen, "session not re-established");
+    }
+    ck_assert(run_until(loop, &st.calls, 10));
+    ck_assert(st.rc == 0 || st.rc == KEEL_ECONNLOSS);
+    keel_zk_destroy(a);
+    ev_loop_destroy(loop);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("zk_client");
+    TCase *tc = tcase_create("real");
+
+    tcase_add_unchecked_fixture(tc, suite_setup, suite_teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_operations);
+    tcase_add_test(tc, test_watches_and_ephemerals);
+    tcase_add_test(tc, test_expiry_when_frozen);
+    tcase_add_test(tc, test_connection_loss_and_recovery);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}
