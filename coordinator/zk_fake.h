@@ -1,0 +1,86 @@
+/* A deterministic in-memory ZooKeeper for unit tests: one "server" (a tree
+ * of znodes with versions, czxid/mzxid, ephemeral owners, sequential
+ * counters and one-shot watches) and any number of clients implementing
+ * the vtable of zk.h. Built only into the test support library.
+ *
+ * Nothing happens behind the test's back. A request is applied by the
+ * server when it is submitted; its completion, and every watch or session
+ * event, waits in a delivery queue until the test runs the queue
+ * (keel_zk_fake_run or _step). Per client the queue is FIFO, as on a real
+ * connection; across clients the test chooses the interleaving (hold a
+ * client, or let a seeded shuffle pick). Time moves only when the test
+ * advances it; a disconnected client's session expires on the server once
+ * its timeout has passed.
+ *
+ * Failure model, close to the real client's:
+ *  - disconnect: completions not yet delivered turn into KEEL_ECONNLOSS
+ *    (the server did apply them: exactly the ambiguity real clients face);
+ *    new requests fail with KEEL_ECONNLOSS; watch events wait for the
+ *    reconnection. The client gets KEEL_ZK_DISCONNECTED first.
+ *  - expire: the server drops the session, its ephemeral nodes (firing
+ *    other sessions' watches) and its watches. A connected client hears
+ *    KEEL_ZK_EXPIRED at once, a disconnected one when it reconnects.
+ *    Undelivered completions turn into KEEL_ESESSION.
+ *  - close (the vtable's): like expire, but the client hears nothing more. */
+#ifndef KEEL_COORDINATOR_ZK_FAKE_H
+#define KEEL_COORDINATOR_ZK_FAKE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coordinator/zk.h"
+
+typedef struct keel_zk_fake keel_zk_fake;
+
+keel_zk_fake *keel_zk_fake_create(void);
+/* Frees the server; every client must have been destroyed first. */
+void keel_zk_fake_destroy(keel_zk_fake *f);
+
+/* A new client of this server (not connected until connect()). */
+int keel_zk_fake_client(keel_zk_fake *f, keel_zk **out);
+
+/* Delivers queued events until none is deliverable, at most `max` (0: no
+ * limit); returns how many were delivered. Callbacks may queue more. */
+size_t keel_zk_fake_run(keel_zk_fake *f, size_t max);
+/* Delivers one event; returns 0 when none is deliverable. */
+int keel_zk_fake_step(keel_zk_fake *f);
+/* Events waiting (deliverable or held). */
+size_t keel_zk_fake_pending(const keel_zk_fake *f);
+/* With a nonzero seed, run/step pick the next client to deliver to at
+ * random (reproducibly); with 0 (the default), in global FIFO order. */
+void keel_zk_fake_shuffle(keel_zk_fake *f, uint64_t seed);
+
+/* Time, in ms since creation. */
+uint64_t keel_zk_fake_now(const keel_zk_fake *f);
+/* Moves time on; sessions disconnected for longer than their timeout
+ * expire on the server. */
+void keel_zk_fake_advance(keel_zk_fake *f, uint64_t ms);
+
+/* Session controls on a client handle made by keel_zk_fake_client. */
+void keel_zk_fake_disconnect(keel_zk *c);
+void keel_zk_fake_reconnect(keel_zk *c);
+void keel_zk_fake_expire(keel_zk *c);
+/* While held, nothing is delivered to this client (its events stay
+ * queued, in order); releasing lets them through. */
+void keel_zk_fake_hold(keel_zk *c, int held);
+/* The next request submitted on c fails with rc. With applied != 0 the
+ * server applies it anyway and only the answer is lost (use
+ * KEEL_ECONNLOSS for that). */
+void keel_zk_fake_fail_next(keel_zk *c, int rc, int applied);
+/* Requests submitted on c so far (successful or not). */
+uint64_t keel_zk_fake_requests(keel_zk *c);
+
+/* Direct access to the tree, for setting up and checking (no watches
+ * are left; writes do fire watches). get copies at most *len bytes into
+ * buf and sets *len to the node's size; it returns 0 or KEEL_ENOTFOUND. */
+int keel_zk_fake_get(keel_zk_fake *f, const char *path, void *buf,
+                     size_t *len, keel_zk_stat *st);
+int keel_zk_fake_set(keel_zk_fake *f, const char *path, const void *data,
+                     size_t len);
+/* Creates the node and missing parents (persistent). */
+int keel_zk_fake_mkdirs(keel_zk_fake *f, const char *path, const void *data,
+                        size_t len);
+/* Number of children of path, or -1. */
+int keel_zk_fake_num_children(keel_zk_fake *f, const char *path);
+
+#endif
