@@ -4,11 +4,12 @@
  * A request's path: MHD calls the access handler once with the headers
  * (route it), once per piece of body (copy it, up to the node's max frame
  * size), and once more when the request is complete. Endpoints that need
- * nothing of the node's internals (/healthz, /metrics, /v1/cluster) are
- * answered there. The others suspend the connection and post a job to the
- * loop thread; the job calls keel_call() or reads the store, stores the
- * outcome in the request and resumes the connection; MHD then calls the
- * handler again, which builds the response.
+ * nothing of the node's internals (/healthz, /v1/cluster) are answered
+ * there. The others suspend the connection and post a job to the loop
+ * thread; the job calls keel_call(), reads the store or copies the
+ * statistics, stores the outcome in the request and resumes the
+ * connection; MHD then calls the handler again, which builds the
+ * response.
  *
  * Ownership of a struct http_req: the MHD thread allocates it on the first
  * handler call and frees it when MHD reports the request complete. While
