@@ -1,0 +1,326 @@
+/* nodes/<node>/state: builder and codec. */
+#include "coordinator/nodestate.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "coordinator/codec.h"
+#include "coordinator/shardmap.h"
+#include "keel.h"
+
+static const uint8_t state_magic[4] = {'K', 'N', 'S', 'T'};
+#define STATE_FORMAT 1
+#define STATE_MAX_ENTRIES ((size_t)KEEL_MAP_MAX_CAPS * KEEL_MAP_MAX_SHARDS)
+
+void keel_node_state_init(keel_node_state *st)
+{
+    memset(st, 0, sizeof *st);
+}
+
+static void free_names(char **v, uint32_t n)
+{
+    uint32_t i;
+
+    if (v == NULL)
+        return;
+    for (i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void keel_node_state_free(keel_node_state *st)
+{
+    if (st == NULL)
+        return;
+    free_names(st->caps, st->ncaps);
+    free_names(st->names, st->nnames);
+    free(st->entries);
+    memset(st, 0, sizeof *st);
+}
+
+static int find_name(char *const *v, uint32_t n, const char *s)
+{
+    int lo = 0, hi = (int)n - 1;
+
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2, c = strcmp(v[mid], s);
+        if (c == 0)
+            return mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return -(lo + 1);
+}
+
+/* Inserts s into a sorted table; renumbers `field` of entries. Returns the
+ * index or a negative code. */
+static int intern(keel_node_state *st, char ***tab, uint32_t *n,
+                  const char *s, int is_cap)
+{
+    int pos = find_name(*tab, *n, s);
+    char **v, *copy;
+    size_t i;
+
+    if (pos >= 0)
+        return pos;
+    pos = -pos - 1;
+    if (*n >= (is_cap ? KEEL_MAP_MAX_CAPS : KEEL_MAP_MAX_NODES))
+        return KEEL_EINVAL;
+    copy = strdup(s);
+    v = realloc(*tab, (*n + 1) * sizeof *v);
+    if (v != NULL)
+        *tab = v;
+    if (copy == NULL || v == NULL) {
+        free(copy);
+        return KEEL_ENOMEM;
+    }
+    memmove(&v[pos + 1], &v[pos], (*n - (uint32_t)pos) * sizeof *v);
+    v[pos] = copy;
+    (*n)++;
+    for (i = 0; i < st->n; i++) {
+        keel_state_entry *e = &st->entries[i];
+        if (is_cap && e->cap >= pos)
+            e->cap++;
+        if (!is_cap && e->role == KEEL_ROLE_RELEASED && e->to >= pos)
+            e->to++;
+    }
+    return pos;
+}
+
+static int entry_cmp(const keel_state_entry *e, uint16_t cap, uint32_t shard)
+{
+    if (e->cap != cap)
+        return e->cap < cap ? -1 : 1;
+    if (e->shard != shard)
+        return e->shard < shard ? -1 : 1;
+    return 0;
+}
+
+/* Position of (cap, shard) among the sorted entries, or -(pos+1). */
+static long entry_pos(const keel_node_state *st, uint16_t cap, uint32_t shard)
+{
+    long lo = 0, hi = (long)st->n - 1;
+
+    while (lo <= hi) {
+        long mid = lo + (hi - lo) / 2;
+        int c = entry_cmp(&st->entries[mid], cap, shard);
+        if (c == 0)
+            return mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return -(lo + 1);
+}
+
+int keel_node_state_put(keel_node_state *st, const char *cap, uint32_t shard,
+                        int role, uint64_t shard_epoch, const char *to)
+{
+    keel_state_entry *v;
+    long pos;
+    int ci, ti = 0;
+
+    if (!keel_name_valid(cap, 1) || shard >= KEEL_MAP_MAX_SHARDS ||
+        (role != KEEL_ROLE_PRIMARY && role != KEEL_ROLE_RELEASED) ||
+        (role == KEEL_ROLE_RELEASED && !keel_name_valid(to, 0)))
+        return KEEL_EINVAL;
+    if ((ci = intern(st, &st->caps, &st->ncaps, cap, 1)) < 0)
+        return ci;
+    if (role == KEEL_ROLE_RELEASED &&
+        (ti = intern(st, &st->names, &st->nnames, to, 0)) < 0)
+        return ti;
+    pos = entry_pos(st, (uint16_t)ci, shard);
+    if (pos < 0) {
+        pos = -pos - 1;
+        v = realloc(st->entries, (st->n + 1) * sizeof *v);
+        if (v == NULL)
+            return KEEL_ENOMEM;
+        st->entries = v;
+        memmove(&v[pos + 1], &v[pos], (st->n - (size_t)pos) * sizeof *v);
+        st->n++;
+    }
+    v = &st->entries[pos];
+    v->cap = (uint16_t)ci;
+    v->shard = shard;
+    v->role = (uint8_t)role;
+    v->shard_epoch = shard_epoch;
+    v->to = role == KEEL_ROLE_RELEASED ? (uint16_t)ti : 0;
+    return 0;
+}
+
+void keel_node_state_remove(keel_node_state *st, const char *cap,
+                            uint32_t shard)
+{
+    int ci = find_name(st->caps, st->ncaps, cap);
+    long pos;
+
+    if (ci < 0)
+        return;
+    pos = entry_pos(st, (uint16_t)ci, shard);
+    if (pos < 0)
+        return;
+    memmove(&st->entries[pos], &st->entries[pos + 1],
+            (st->n - (size_t)pos - 1) * sizeof *st->entries);
+    st->n--;
+}
+
+const keel_state_entry *keel_node_state_find(const keel_node_state *st,
+                                             const char *cap, uint32_t shard)
+{
+    int ci = find_name(st->caps, st->ncaps, cap);
+    long pos;
+
+    if (ci < 0)
+        return NULL;
+    pos = entry_pos(st, (uint16_t)ci, shard);
+    return pos >= 0 ? &st->entries[pos] : NULL;
+}
+
+int keel_node_state_encode(const keel_node_state *st, uint8_t **out,
+                           size_t *len)
+{
+    keel_wbuf w = {0};
+    size_t i;
+    uint32_t j;
+
+    keel_wbuf_put(&w, state_magic, 4);
+    keel_wbuf_u8(&w, STATE_FORMAT);
+    keel_wbuf_u8(&w, 0);
+    keel_wbuf_be(&w, st->map_epoch, 8);
+    keel_wbuf_be(&w, (uint64_t)st->incarnation, 8);
+    keel_wbuf_be(&w, st->ncaps, 2);
+    keel_wbuf_be(&w, st->nnames, 2);
+    for (j = 0; j < st->ncaps; j++)
+        keel_wbuf_str8(&w, st->caps[j]);
+    for (j = 0; j < st->nnames; j++)
+        keel_wbuf_str8(&w, st->names[j]);
+    keel_wbuf_varint(&w, st->n);
+    for (i = 0; i < st->n; i++) {
+        const keel_state_entry *e = &st->entries[i];
+        keel_wbuf_varint(&w, e->cap);
+        keel_wbuf_varint(&w, e->shard);
+        keel_wbuf_u8(&w, e->role);
+        keel_wbuf_varint(&w, e->shard_epoch);
+        if (e->role == KEEL_ROLE_RELEASED)
+            keel_wbuf_varint(&w, e->to);
+    }
+    if (!w.oom)
+        keel_wbuf_be(&w, XXH3_64bits(w.p, w.len), 8);
+    if (w.oom) {
+        free(w.p);
+        return KEEL_ENOMEM;
+    }
+    *out = w.p;
+    *len = w.len;
+    return 0;
+}
+
+static int read_names(keel_rbuf *r, uint32_t n, int allow_empty, char ***out)
+{
+    char **v = calloc(n ? n : 1, sizeof *v);
+    uint32_t i;
+    int oom = 0;
+
+    if (v == NULL)
+        return KEEL_ENOMEM;
+    for (i = 0; i < n; i++) {
+        v[i] = keel_rbuf_str8(r, &oom);
+        if (v[i] == NULL || !keel_name_valid(v[i], allow_empty) ||
+            (i > 0 && strcmp(v[i - 1], v[i]) >= 0)) {
+            free_names(v, v[i] != NULL ? i + 1 : i);
+            return oom ? KEEL_ENOMEM : KEEL_ECORRUPT;
+        }
+    }
+    *out = v;
+    return 0;
+}
+
+int keel_node_state_decode(const void *buf, size_t len, keel_node_state *out)
+{
+    keel_rbuf r = {buf, len, 0, 0};
+    keel_node_state st;
+    const uint8_t *magic;
+    uint64_t sum, count;
+    uint32_t ncaps, nnames;
+    size_t i;
+    int rc;
+
+    keel_node_state_init(&st);
+    if (buf == NULL || len < 4 + 2 + 8 + 8 + 2 + 2 + 1 + 8)
+        return KEEL_ECORRUPT;
+    {
+        keel_rbuf t = {(const uint8_t *)buf + len - 8, 8, 0, 0};
+        sum = keel_rbuf_be(&t, 8);
+    }
+    if (sum != XXH3_64bits(buf, len - 8))
+        return KEEL_ECORRUPT;
+    r.len = len - 8;
+    magic = keel_rbuf_take(&r, 4);
+    if (magic == NULL || memcmp(magic, state_magic, 4) != 0 ||
+        keel_rbuf_u8(&r) != STATE_FORMAT || keel_rbuf_u8(&r) != 0)
+        return KEEL_ECORRUPT;
+    st.map_epoch = keel_rbuf_be(&r, 8);
+    st.incarnation = (int64_t)keel_rbuf_be(&r, 8);
+    ncaps = (uint32_t)keel_rbuf_be(&r, 2);
+    nnames = (uint32_t)keel_rbuf_be(&r, 2);
+    if (r.bad || ncaps > KEEL_MAP_MAX_CAPS || nnames > KEEL_MAP_MAX_NODES)
+        return KEEL_ECORRUPT;
+    if ((rc = read_names(&r, ncaps, 1, &st.caps)) != 0)
+        return rc;
+    st.ncaps = ncaps;
+    if ((rc = read_names(&r, nnames, 0, &st.names)) != 0)
+        goto fail;
+    st.nnames = nnames;
+    count = keel_rbuf_varint(&r);
+    /* An entry takes at least 4 bytes. */
+    if (r.bad || count > STATE_MAX_ENTRIES || count * 4 > r.len - r.off) {
+        rc = KEEL_ECORRUPT;
+        goto fail;
+    }
+    st.entries = malloc(count ? count * sizeof *st.entries : 1);
+    if (st.entries == NULL) {
+        rc = KEEL_ENOMEM;
+        goto fail;
+    }
+    for (i = 0; i < count; i++) {
+        keel_state_entry *e = &st.entries[i];
+        uint64_t cap = keel_rbuf_varint(&r), shard = keel_rbuf_varint(&r);
+        memset(e, 0, sizeof *e);
+        e->role = (uint8_t)keel_rbuf_u8(&r);
+        e->shard_epoch = keel_rbuf_varint(&r);
+        if (r.bad || cap >= ncaps || shard >= KEEL_MAP_MAX_SHARDS ||
+            (e->role != KEEL_ROLE_PRIMARY && e->role != KEEL_ROLE_RELEASED)) {
+            rc = KEEL_ECORRUPT;
+            goto fail;
+        }
+        e->cap = (uint16_t)cap;
+        e->shard = (uint32_t)shard;
+        if (e->role == KEEL_ROLE_RELEASED) {
+            uint64_t to = keel_rbuf_varint(&r);
+            if (r.bad || to >= nnames) {
+                rc = KEEL_ECORRUPT;
+                goto fail;
+            }
+            e->to = (uint16_t)to;
+        }
+        if (i > 0 && entry_cmp(&st.entries[i - 1], e->cap, e->shard) >= 0) {
+            rc = KEEL_ECORRUPT;
+            goto fail;
+        }
+        st.n = i + 1;
+    }
+    if (r.off != r.len) {
+        rc = KEEL_ECORRUPT;
+        goto fail;
+    }
+    st.n = (size_t)count;
+    *out = st;
+    return 0;
+fail:
+    keel_node_state_free(&st);
+    return rc;
+}
