@@ -335,7 +335,7 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
 {
     keel_node *n = c->n;
 
-    n->stats.frames_in++;
+    STAT_ADD(n, frames_in, 1);
     switch (f->kind) {
     case KEEL_FRAME_CALL:
     case KEEL_FRAME_CAST:
@@ -357,7 +357,7 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
         return 0;
     default:
         /* REPLY, ERROR and PONG travel only from server to client. */
-        n->stats.frames_bad++;
+        STAT_ADD(n, frames_bad, 1);
         send_error(c, f->request_id, KEEL_EPROTO,
                    "frame kind not accepted by a server");
         return -1;
@@ -384,7 +384,7 @@ static void process_input(keel_conn *c)
         if (r == 0)
             break;
         if (r < 0) {
-            n->stats.frames_bad++;
+            STAT_ADD(n, frames_bad, 1);
             send_error(c, f.request_id, (int)r,
                        r == KEEL_ETOOBIG ? "frame larger than the maximum"
                                          : "malformed frame header");
@@ -499,7 +499,7 @@ static void conn_close(keel_conn *c)
         n->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    n->stats.connections--;
+    STAT_SUB(n, connections, 1);
     if (c->pending == 0)
         bury(c);
 }
@@ -539,7 +539,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (n->conns)
             n->conns->prev = c;
         n->conns = c;
-        n->stats.connections++;
+        STAT_ADD(n, connections, 1);
         ev_io_start(loop, &c->rio);
     }
 }

@@ -323,7 +323,7 @@ static keel_actor *actor_get(keel_node *n, struct keel_type_entry *te,
     lru_push_head(n, a);
     a->last_used = ev_now(n->loop);
     n->resident++;
-    n->stats.resident_actors = n->resident;
+    STAT_SET(n, resident_actors, n->resident);
     return a;
 }
 
@@ -470,7 +470,7 @@ static void actor_deactivate(keel_node *n, keel_actor *a)
 {
     if (a->flags & ACTOR_ACTIVE) {
         call_passivate(n, a);
-        n->stats.passivations++;
+        STAT_ADD(n, passivations, 1);
     }
     dirty_remove(n, a);
     ovl_free(a->ovl);
@@ -498,7 +498,7 @@ static void actor_passivate(keel_node *n, keel_actor *a)
     keel_hmap_remove(&n->actors, a->hash, a);
     lru_unlink(n, a);
     n->resident--;
-    n->stats.resident_actors = n->resident;
+    STAT_SET(n, resident_actors, n->resident);
     free(a);
 }
 
@@ -1088,20 +1088,20 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         if (rc != 0 && t.err[0] != '\0')
             t.err_set = 1;
         if (rc == 0) {
-            n->stats.activations++;
+            STAT_ADD(n, activations, 1);
             if (ty->on_activate != NULL)
                 rc = ty->on_activate(&t);
         }
     }
     if (rc == 0)
         rc = ty->on_message(&t, req->buf, req->len);
-    n->stats.messages++;
+    STAT_ADD(n, messages, 1);
     if (rc == 0) {
         if (activating)
             a->flags |= ACTOR_ACTIVE;
         rc = turn_apply(n, a, &t);
     } else {
-        n->stats.handler_errors++;
+        STAT_ADD(n, handler_errors, 1);
         if (activating) {
             /* Nothing of a failed activation is kept. */
             free(a->state);
@@ -1312,9 +1312,9 @@ static void record_latency(keel_node *n, uint64_t t0)
 
     for (i = 0; i < KEEL_LATENCY_BUCKETS - 1 && us > bounds[i]; i++)
         ;
-    n->stats.latency_buckets[i]++;
-    n->stats.latency_sum_us += us;
-    n->stats.calls_completed++;
+    STAT_ADD(n, latency_buckets[i], 1);
+    STAT_ADD(n, latency_sum_us, us);
+    STAT_ADD(n, calls_completed, 1);
 }
 
 static void release_req(keel_node *n, keel_req *req)
@@ -1375,13 +1375,13 @@ static void batch_settled(keel_node *n, keel_batch *b, int status)
     n->inflight = NULL;
     n->durable_seq = n->inflight_seq;
     if (status == 0) {
-        n->stats.commits++;
-        n->stats.batch_turns_total += n->inflight_turns;
-        n->stats.batch_actors_total += ng;
+        STAT_ADD(n, commits, 1);
+        STAT_ADD(n, batch_turns_total, n->inflight_turns);
+        STAT_ADD(n, batch_actors_total, ng);
         if (n->inflight_turns > n->stats.batch_turns_max)
-            n->stats.batch_turns_max = n->inflight_turns;
+            STAT_SET(n, batch_turns_max, n->inflight_turns);
     } else {
-        n->stats.commit_failures++;
+        STAT_ADD(n, commit_failures, 1);
         keel_warn("commit of %zu actors failed: %s", ng,
                   keel_strerror(status));
     }
@@ -1392,7 +1392,7 @@ static void batch_settled(keel_node *n, keel_batch *b, int status)
             a->flags |= ACTOR_FAILED;
             any_failed = 1;
             if (gst != 0) {
-                n->stats.fence_refusals++;
+                STAT_ADD(n, fence_refusals, 1);
                 if (a->type->fence_ok != NULL)
                     a->type->fence_ok[a->shard] = 0; /* look again */
             }
@@ -1448,7 +1448,7 @@ static void fail_batch_building(keel_node *n, keel_batch *b, int rc)
     char msg[160];
 
     keel_batch_reset(b);
-    n->stats.commit_failures++;
+    STAT_ADD(n, commit_failures, 1);
     keel_warn("could not build a commit batch: %s", keel_strerror(rc));
     snprintf(msg, sizeof msg, "write not committed: %s", keel_strerror(rc));
     for (a = n->dirty_head; a != NULL; a = a->dirty_next)
@@ -1874,7 +1874,16 @@ void keel_node_stats(keel_node *n, keel_stats *out)
 {
     keel_store_stats ss;
 
-    *out = n->stats;
+    _Static_assert(sizeof(keel_stats) % sizeof(uint64_t) == 0,
+                   "keel_stats holds only uint64_t");
+    /* keel_stats is all uint64_t: copy it word by word, each word read
+     * atomically (see STAT_SET). */
+    const uint64_t *src = (const uint64_t *)&n->stats;
+    uint64_t *dst = (uint64_t *)out;
+    size_t i;
+
+    for (i = 0; i < sizeof *out / sizeof(uint64_t); i++)
+        dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
     /* The store's own counters are atomic: exact from any thread. */
     keel_store_stats_get(n->store, &ss);
     out->map_size = ss.map_size;

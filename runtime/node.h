@@ -193,6 +193,13 @@ struct keel_node {
     keel_stats stats;
 };
 
+/* Statistics have one writer, the loop thread, and readers on any thread
+ * (keel_node_stats). Relaxed atomic loads and stores make that race-free
+ * and cost nothing over plain moves on common hardware. */
+#define STAT_SET(n, f, v) __atomic_store_n(&(n)->stats.f, (v), __ATOMIC_RELAXED)
+#define STAT_ADD(n, f, d) STAT_SET(n, f, (n)->stats.f + (uint64_t)(d))
+#define STAT_SUB(n, f, d) STAT_SET(n, f, (n)->stats.f - (uint64_t)(d))
+
 /* --- node.c -------------------------------------------------------------*/
 
 uint64_t keel__now_ns(void);
