@@ -1,0 +1,214 @@
+/* The pure pieces of coordination: the handoff state machine of one move
+ * (coordinator/handoff.c), with events in the expected order, reordered,
+ * stale and duplicated; and the self-fencing timer (coordinator/selffence.c). */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coordinator/handoff.h"
+#include "coordinator/selffence.h"
+#include "keel.h"
+#include "testutil.h"
+
+enum { A = 1, B = 2, C = 3 };
+
+START_TEST(test_happy_path)
+{
+    keel_handoff h;
+
+    ck_assert_int_eq(keel_handoff_begin(&h, A, B, 5, 0, 1000),
+                     KEEL_HANDOFF_WRITE_TARGET);
+    ck_assert_int_eq(h.state, KEEL_HANDOFF_TARGET_PENDING);
+    ck_assert_int_eq(keel_handoff_target_written(&h, 0, 10), KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(h.state, KEEL_HANDOFF_AWAIT_RELEASE);
+    /* stale and foreign reports change nothing */
+    ck_assert_int_eq(keel_handoff_released(&h, A, 4, B, 11), KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(keel_handoff_released(&h, C, 5, B, 11), KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(keel_handoff_fenced(&h, B, 5), KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(keel_handoff_fenced(&h, C, 6), KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(h.state, KEEL_HANDOFF_AWAIT_RELEASE);
+    ck_assert_int_eq(keel_handoff_released(&h, A, 5, B, 12),
+                     KEEL_HANDOFF_WRITE_PRIMARY);
+    ck_assert_int_eq(h.state, KEEL_HANDOFF_PRIMARY_PENDING);
+    /* a duplicate report does not ask for a second write */
+    ck_assert_int_eq(keel_handoff_released(&h, A, 5, B, 13), KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(keel_handoff_primary_written(&h, 0), KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(h.state, KEEL_HANDOFF_AWAIT_FENCE);
+    ck_assert_int_eq(keel_handoff_fenced(&h, B, 6), KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(h.state, KEEL_HANDOFF_DONE);
+}
+END_TEST
+
+START_TEST(test_reordered_events)
+{
+    keel_handoff h;
+
+    /* A's release arrives before the target write is acknowledged. */
+    keel_handoff_begin(&h, A, B, 1, 0, 0);
+    ck_assert_int_eq(keel_handoff_released(&h, A, 1, B, 5), KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(h.state, KEEL_HANDOFF_TARGET_PENDING);
+    ck_assert_int_eq(keel_handoff_target_written(&h, 0, 6),
+                     KEEL_HANDOFF_WRITE_PRIMARY);
+    /* B's fence arrives before the primary write is acknowledged. */
+    ck_assert_int_eq(keel_handoff_fenced(&h, B, 2), KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(h.state, KEEL_HANDOFF_PRIMARY_PENDING);
+    ck_assert_int_eq(keel_handoff_primary_written(&h, 0), KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(h.state, KEEL_HANDOFF_DONE);
+}
+END_TEST
+
+START_TEST(test_release_to_other_node_wins)
+{
+    keel_handoff h;
+
+    /* Retargeted to C, but A had already streamed to B: finish to B. */
+    keel_handoff_begin(&h, A, B, 3, 0, 0);
+    keel_handoff_target_written(&h, 0, 1);
+    ck_assert_int_eq(keel_handoff_retarget(&h, C), KEEL_HANDOFF_WRITE_TARGET);
+    ck_assert_int_eq(keel_handoff_released(&h, A, 3, B, 2), KEEL_HANDOFF_NONE);
+    ck_assert_uint_eq(h.to, B);
+    ck_assert_int_eq(keel_handoff_target_written(&h, 0, 3),
+                     KEEL_HANDOFF_WRITE_PRIMARY);
+    ck_assert_uint_eq(h.to, B);
+    /* once released, no retarget */
+    ck_assert_int_eq(keel_handoff_retarget(&h, C), KEEL_HANDOFF_NONE);
+}
+END_TEST
+
+START_TEST(test_owner_death)
+{
+    keel_handoff h, w;
+
+    /* Loss accepted: wait out the grace after A's znode is gone. */
+    keel_handoff_begin(&h, A, B, 7, 1, 500);
+    keel_handoff_target_written(&h, 0, 100);
+    ck_assert_int_eq(keel_handoff_member(&h, A, 0, 200), KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(h.state, KEEL_HANDOFF_AWAIT_DEATH);
+    ck_assert_uint_eq(keel_handoff_deadline(&h), 700);
+    ck_assert_int_eq(keel_handoff_tick(&h, 699), KEEL_HANDOFF_NONE);
+    /* a second "gone" report does not restart the clock */
+    keel_handoff_member(&h, A, 0, 650);
+    ck_assert_int_eq(keel_handoff_tick(&h, 700), KEEL_HANDOFF_WRITE_PRIMARY);
+
+    /* A comes back in time: the clock stops, it will release itself. */
+    keel_handoff_begin(&h, A, B, 7, 1, 500);
+    keel_handoff_target_written(&h, 0, 100);
+    keel_handoff_member(&h, A, 0, 200);
+    keel_handoff_member(&h, A, 1, 300);
+    ck_assert_int_eq(h.state, KEEL_HANDOFF_AWAIT_RELEASE);
+    ck_assert_int_eq(keel_handoff_tick(&h, 10000), KEEL_HANDOFF_NONE);
+    ck_assert_uint_eq(keel_handoff_deadline(&h), 0);
+
+    /* Loss not accepted: a dead owner's unit waits for it forever. */
+    keel_handoff_begin(&w, A, B, 7, 0, 500);
+    keel_handoff_target_written(&w, 0, 100);
+    keel_handoff_member(&w, A, 0, 200);
+    ck_assert_int_eq(w.state, KEEL_HANDOFF_AWAIT_RELEASE);
+    ck_assert_int_eq(keel_handoff_tick(&w, 1000000), KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(keel_handoff_released(&w, A, 7, B, 1000001),
+                     KEEL_HANDOFF_WRITE_PRIMARY);
+}
+END_TEST
+
+START_TEST(test_deposed_mid_move)
+{
+    keel_handoff h;
+
+    keel_handoff_begin(&h, A, B, 2, 0, 0);
+    keel_handoff_target_written(&h, 0, 1);
+    ck_assert_int_eq(keel_handoff_released(&h, A, 2, B, 2),
+                     KEEL_HANDOFF_WRITE_PRIMARY);
+    ck_assert_int_eq(keel_handoff_primary_written(&h, KEEL_EDEPOSED),
+                     KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(h.state, KEEL_HANDOFF_ABORTED);
+    /* nothing moves an aborted machine */
+    ck_assert_int_eq(keel_handoff_released(&h, A, 2, B, 3), KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(keel_handoff_tick(&h, 100), KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(keel_handoff_retarget(&h, C), KEEL_HANDOFF_NONE);
+
+    /* a target write whose outcome is unknown is asked for again */
+    keel_handoff_begin(&h, A, B, 2, 0, 0);
+    ck_assert_int_eq(keel_handoff_target_written(&h, KEEL_ECONNLOSS, 1),
+                     KEEL_HANDOFF_WRITE_TARGET);
+    ck_assert_int_eq(keel_handoff_target_written(&h, KEEL_EDEPOSED, 1),
+                     KEEL_HANDOFF_NONE);
+    ck_assert_int_eq(h.state, KEEL_HANDOFF_ABORTED);
+}
+END_TEST
+
+START_TEST(test_resume_from_map)
+{
+    keel_handoff h;
+
+    /* A new controller finds a target in the map. */
+    memset(&h, 0, sizeof h);
+    keel_handoff_resume(&h, A, B, 9, 0, 0, 0);
+    ck_assert_int_eq(h.state, KEEL_HANDOFF_AWAIT_RELEASE);
+    ck_assert_int_eq(keel_handoff_released(&h, A, 9, B, 1),
+                     KEEL_HANDOFF_WRITE_PRIMARY);
+    /* the write's outcome is unknown; re-reading finds it applied */
+    keel_handoff_resume(&h, A, B, 9, 1, 0, 0);
+    ck_assert_int_eq(h.state, KEEL_HANDOFF_AWAIT_FENCE);
+    keel_handoff_fenced(&h, B, 10);
+    ck_assert_int_eq(h.state, KEEL_HANDOFF_DONE);
+    /* ... or not applied: the release seen before is remembered */
+    memset(&h, 0, sizeof h);
+    keel_handoff_resume(&h, A, B, 9, 0, 0, 0);
+    keel_handoff_released(&h, A, 9, B, 1);
+    keel_handoff_resume(&h, A, B, 9, 0, 0, 0);
+    ck_assert_int_eq(keel_handoff_tick(&h, 2), KEEL_HANDOFF_WRITE_PRIMARY);
+}
+END_TEST
+
+/* ---------------------------------------------------------- self-fence */
+
+START_TEST(test_selffence)
+{
+    keel_selffence f;
+
+    keel_selffence_init(&f, 3000);
+    ck_assert(f.fenced); /* not serving before the first connection */
+    ck_assert_int_eq(keel_selffence_connected(&f, 0, 3000), 1);
+    ck_assert(!f.fenced);
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 0);
+    ck_assert_int_eq(keel_selffence_disconnected(&f, 1000), 0);
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 3000); /* 1000 + 2000 */
+    ck_assert_int_eq(keel_selffence_tick(&f, 2999), 0);
+    ck_assert(!f.fenced);
+    ck_assert_int_eq(keel_selffence_tick(&f, 3000), 1);
+    ck_assert(f.fenced);
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 0);
+    /* back within the session: serving again */
+    ck_assert_int_eq(keel_selffence_connected(&f, 3500, 3000), 1);
+    ck_assert(!f.fenced);
+    /* a reconnection before the deadline never fenced */
+    keel_selffence_disconnected(&f, 4000);
+    ck_assert_int_eq(keel_selffence_connected(&f, 5000, 3000), 0);
+    ck_assert(!f.fenced);
+    /* expired: fenced until rejoined, even when connected again */
+    ck_assert_int_eq(keel_selffence_expired(&f), 1);
+    ck_assert_int_eq(keel_selffence_connected(&f, 6000, 3000), 0);
+    ck_assert(f.fenced);
+    ck_assert_int_eq(keel_selffence_rejoined(&f, 6100, 6000), 1);
+    ck_assert(!f.fenced);
+    /* the negotiated timeout counts */
+    keel_selffence_disconnected(&f, 10000);
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 14000);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("coord_handoff");
+    TCase *tc = tcase_create("pure");
+
+    tcase_add_test(tc, test_happy_path);
+    tcase_add_test(tc, test_reordered_events);
+    tcase_add_test(tc, test_release_to_other_node_wins);
+    tcase_add_test(tc, test_owner_death);
+    tcase_add_test(tc, test_deposed_mid_move);
+    tcase_add_test(tc, test_resume_from_map);
+    tcase_add_test(tc, test_selffence);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}
