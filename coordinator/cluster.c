@@ -1,0 +1,1093 @@
+/* Cluster mode: the node's coordination agent (see cluster.h). */
+#include "coordinator/cluster.h"
+
+#include <ev.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "coordinator/bootstrap.h"
+#include "coordinator/controller.h"
+#include "coordinator/election.h"
+#include "coordinator/layout.h"
+#include "coordinator/membership.h"
+#include "coordinator/nodestate.h"
+#include "coordinator/selffence.h"
+#include "coordinator/shardmap.h"
+#include "keel.h"
+
+#define DEFAULT_SESSION_TIMEOUT_MS 10000
+
+/* What this node does with one unit. */
+enum {
+    U_NONE = 0,  /* holds nothing */
+    U_ACQUIRING, /* recording the fence at `epoch` */
+    U_PRIMARY,   /* fenced at `epoch`, serving */
+    U_RELEASING, /* handing over to `to` */
+    U_RELEASED   /* handed over to `to` at `epoch` */
+};
+
+typedef struct local_unit {
+    uint8_t phase;
+    uint8_t release_wanted; /* release as soon as the acquire is done */
+    uint16_t to;            /* index into c->names */
+    uint64_t epoch;
+} local_unit;
+
+typedef struct local_cap {
+    char name[KEEL_NAME_MAX + 1];
+    local_unit *units; /* shard_count */
+} local_cap;
+
+/* Setup after joining: nodes/<node>, then nodes/<node>/state. */
+enum { SETUP_NONE = 0, SETUP_NODE, SETUP_STATE, SETUP_DONE };
+
+struct keel_cluster {
+    keel_coord coord;
+    struct ev_loop *loop;
+    ev_timer timer;
+    keel_zk *zk;
+    keel_layout layout;
+
+    char node[KEEL_NAME_MAX + 1];
+    char *address;
+    char **caps;
+    size_t ncaps;
+    uint32_t shard_count;
+    uint32_t timeout_ms;
+    keel_cluster_hooks hooks;
+
+    int phase, error;
+    uint64_t now;
+    keel_bootstrap boot;
+    keel_membership members;
+    keel_election election;
+    keel_controller ctl;
+    keel_selffence fence;
+
+    /* the applied map */
+    keel_shard_map map;
+    int have_map;
+    int my_idx;          /* our index in map.nodes, or -1 */
+    uint8_t *live;       /* per map node: a member now */
+    local_cap **cap_of;  /* per map capability */
+    int map_busy, map_stalled, map_dirty;
+
+    local_cap *lcaps;
+    size_t nlcaps;
+    char **names; /* release targets by index */
+    size_t nnames;
+
+    int setup, setup_busy, setup_stalled;
+    int state_busy, state_dirty, state_stalled, state_missing;
+};
+
+static void schedule(keel_cluster *c);
+static void publish(keel_cluster *c);
+static void apply_map(keel_cluster *c);
+
+static uint64_t now_ms(keel_cluster *c)
+{
+    if (c->loop != NULL)
+        c->now = (uint64_t)(ev_now(c->loop) * 1000.0);
+    return c->now;
+}
+
+static void fenced_changed(keel_cluster *c)
+{
+    keel_info("cluster: node %s %s", c->node,
+              c->fence.fenced ? "fenced: stops serving" : "serving");
+    if (c->hooks.fenced != NULL)
+        c->hooks.fenced(c, c->fence.fenced, c->hooks.data);
+}
+
+static void set_failed(keel_cluster *c, int rc)
+{
+    keel_error("cluster: node %s cannot take part: %s", c->node,
+               keel_strerror(rc));
+    c->phase = KEEL_CLUSTER_FAILED;
+    c->error = rc;
+}
+
+/* ---------------------------------------------------------- local units */
+
+static local_cap *lcap(keel_cluster *c, const char *name, int create)
+{
+    local_cap *v;
+    size_t i;
+
+    for (i = 0; i < c->nlcaps; i++)
+        if (strcmp(c->lcaps[i].name, name) == 0)
+            return &c->lcaps[i];
+    if (!create)
+        return NULL;
+    v = realloc(c->lcaps, (c->nlcaps + 1) * sizeof *v);
+    if (v == NULL)
+        return NULL;
+    /* cap_of points into the old array: rebuilt by the caller */
+    c->lcaps = v;
+    v[c->nlcaps].units = calloc(c->shard_count, sizeof(local_unit));
+    if (v[c->nlcaps].units == NULL)
+        return NULL;
+    snprintf(v[c->nlcaps].name, sizeof v[c->nlcaps].name, "%s", name);
+    return &v[c->nlcaps++];
+}
+
+static int name_id(keel_cluster *c, const char *name)
+{
+    char **v;
+    size_t i;
+
+    for (i = 0; i < c->nnames; i++)
+        if (strcmp(c->names[i], name) == 0)
+            return (int)i;
+    if (c->nnames >= 0xFFFF)
+        return -1;
+    v = realloc(c->names, (c->nnames + 1) * sizeof *v);
+    if (v == NULL)
+        return -1;
+    c->names = v;
+    if ((v[c->nnames] = strdup(name)) == NULL)
+        return -1;
+    return (int)c->nnames++;
+}
+
+static void drop_all(keel_cluster *c)
+{
+    size_t i;
+
+    for (i = 0; i < c->nlcaps; i++)
+        memset(c->lcaps[i].units, 0, c->shard_count * sizeof(local_unit));
+}
+
+/* ------------------------------------------------------------ placement */
+
+static void compute_live(keel_cluster *c)
+{
+    uint32_t i;
+
+    if (!c->have_map)
+        return;
+    for (i = 0; i < c->map.nnodes; i++)
+        c->live[i] = keel_membership_find(&c->members, c->map.nodes[i]) != NULL;
+}
+
+void keel_cluster_placement(keel_cluster *c, const char *cap, uint32_t shard,
+                            keel_placement *out)
+{
+    const keel_map_unit *u;
+    int ci;
+
+    out->state = KEEL_PLACEMENT_UNAVAILABLE;
+    out->epoch = 0;
+    if (!c->have_map || shard >= c->map.shard_count)
+        return;
+    ci = keel_map_cap_index(&c->map, cap);
+    if (ci < 0)
+        return;
+    u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
+    if (u->nreplicas == 0)
+        return;
+    out->epoch = u->shard_epoch;
+    if (u->replicas[0] == c->my_idx) {
+        const local_cap *lc = c->cap_of[ci];
+        const local_unit *lu = lc != NULL ? &lc->units[shard] : NULL;
+        if (!c->fence.fenced && lu != NULL && lu->phase == U_PRIMARY &&
+            lu->epoch == u->shard_epoch && u->target == KEEL_MAP_NO_NODE)
+            out->state = KEEL_PLACEMENT_LOCAL;
+        return;
+    }
+    if (c->live[u->replicas[0]])
+        out->state = KEEL_PLACEMENT_REMOTE;
+}
+
+int keel_cluster_owner(keel_cluster *c, const char *cap, uint32_t shard,
+                       char *name, size_t name_cap, char *addr,
+                       size_t addr_cap)
+{
+    const keel_map_unit *u;
+    const keel_member *m;
+    int ci;
+
+    if (!c->have_map || shard >= c->map.shard_count ||
+        (ci = keel_map_cap_index(&c->map, cap)) < 0)
+        return KEEL_EUNAVAIL;
+    u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
+    if (u->nreplicas == 0)
+        return KEEL_EUNAVAIL;
+    m = keel_membership_find(&c->members, c->map.nodes[u->replicas[0]]);
+    if (m == NULL)
+        return KEEL_EUNAVAIL;
+    if (name != NULL && name_cap > 0)
+        snprintf(name, name_cap, "%s", m->name);
+    if (addr != NULL && addr_cap > 0)
+        snprintf(addr, addr_cap, "%s", m->addr);
+    return 0;
+}
+
+/* ------------------------------------------------------ state publishing */
+
+static void state_written(keel_zk *zk, int rc, const keel_zk_stat *st,
+                          void *arg)
+{
+    keel_cluster *c = arg;
+
+    (void)zk;
+    (void)st;
+    c->state_busy = 0;
+    if (rc == KEEL_ECONNLOSS) {
+        c->state_dirty = 1;
+        c->state_stalled = 1;
+        return;
+    }
+    if (rc == KEEL_ESESSION)
+        return;
+    if (rc == KEEL_ENOTFOUND) {
+        c->state_missing = 1; /* deleted: create it next time */
+        c->state_dirty = 1;
+    } else if (rc == KEEL_EEXIST) {
+        c->state_missing = 0; /* recreated meanwhile: set it */
+        c->state_dirty = 1;
+    } else if (rc != 0) {
+        keel_error("cluster: cannot publish the state of %s: %s", c->node,
+                   keel_strerror(rc));
+        return;
+    }
+    if (c->state_dirty)
+        publish(c);
+}
+
+static void state_created(keel_zk *zk, int rc, const char *path,
+                          const keel_zk_stat *st, void *arg)
+{
+    keel_cluster *c = arg;
+
+    (void)path;
+    if (rc == 0)
+        c->state_missing = 0;
+    state_written(zk, rc, st, arg);
+}
+
+static int build_state(keel_cluster *c, keel_node_state *st)
+{
+    size_t i;
+    uint32_t s;
+    int rc;
+
+    keel_node_state_init(st);
+    st->map_epoch = c->have_map ? c->map.map_epoch : 0;
+    st->incarnation = c->members.incarnation;
+    for (i = 0; i < c->nlcaps; i++)
+        for (s = 0; s < c->shard_count; s++) {
+            const local_unit *lu = &c->lcaps[i].units[s];
+            if (lu->phase == U_PRIMARY)
+                rc = keel_node_state_put(st, c->lcaps[i].name, s,
+                                         KEEL_ROLE_PRIMARY, lu->epoch, NULL);
+            else if (lu->phase == U_RELEASED)
+                rc = keel_node_state_put(st, c->lcaps[i].name, s,
+                                         KEEL_ROLE_RELEASED, lu->epoch,
+                                         c->names[lu->to]);
+            else
+                continue;
+            if (rc != 0) {
+                keel_node_state_free(st);
+                return rc;
+            }
+        }
+    return 0;
+}
+
+/* Writes nodes/<node>/state from the local units; coalesces: one write in
+ * flight, another after it if anything changed meanwhile. Only this node
+ * writes its state, hence no version check. */
+static void publish(keel_cluster *c)
+{
+    char path[KEEL_ZK_PATH_MAX];
+    keel_node_state st;
+    uint8_t *buf;
+    size_t len;
+    int rc;
+
+    c->state_dirty = 1;
+    if (c->setup != SETUP_DONE || c->state_busy || c->state_stalled)
+        return;
+    if ((rc = build_state(c, &st)) != 0) {
+        keel_error("cluster: cannot build the state of %s: %s", c->node,
+                   keel_strerror(rc));
+        return;
+    }
+    rc = keel_node_state_encode(&st, &buf, &len);
+    keel_node_state_free(&st);
+    if (rc != 0) {
+        keel_error("cluster: cannot encode the state of %s: %s", c->node,
+                   keel_strerror(rc));
+        return;
+    }
+    keel_layout_path(&c->layout, path, "nodes", c->node, "state");
+    if (c->state_missing)
+        rc = keel_zk_create(c->zk, path, buf, len, 0, state_created, c);
+    else
+        rc = keel_zk_set(c->zk, path, buf, len, KEEL_ZK_ANY_VERSION,
+                         state_written, c);
+    free(buf);
+    if (rc == 0) {
+        c->state_busy = 1;
+        c->state_dirty = 0;
+    }
+}
+
+/* -------------------------------------------------------- map handling */
+
+static void release_done(keel_cluster *c, local_cap *lc, uint32_t shard);
+
+static void start_acquire(keel_cluster *c, local_cap *lc, uint32_t shard,
+                          uint64_t epoch)
+{
+    local_unit *lu = &lc->units[shard];
+
+    lu->phase = U_ACQUIRING;
+    lu->epoch = epoch;
+    lu->release_wanted = 0;
+    if (c->hooks.acquire != NULL) {
+        c->hooks.acquire(c, lc->name, shard, epoch, c->hooks.data);
+        return;
+    }
+    lu->phase = U_PRIMARY; /* nothing held here: no fence to record */
+}
+
+static void start_release(keel_cluster *c, local_cap *lc, uint32_t shard,
+                          const char *to)
+{
+    local_unit *lu = &lc->units[shard];
+    int id = name_id(c, to);
+
+    if (id < 0)
+        return; /* out of memory: retried with the next map */
+    lu->to = (uint16_t)id;
+    if (lu->phase == U_ACQUIRING) {
+        lu->release_wanted = 1;
+        return;
+    }
+    if (lu->phase == U_NONE) {
+        /* A new incarnation holding nothing: release at once. The epoch
+         * is the map's (set by the caller). */
+        lu->phase = U_RELEASED;
+        return;
+    }
+    lu->phase = U_RELEASING;
+    if (c->hooks.release != NULL) {
+        c->hooks.release(c, lc->name, shard, lu->epoch, to, c->hooks.data);
+        return;
+    }
+    release_done(c, lc, shard);
+}
+
+static void release_done(keel_cluster *c, local_cap *lc, uint32_t shard)
+{
+    local_unit *lu = &lc->units[shard];
+
+    (void)c;
+    lu->phase = U_RELEASED;
+}
+
+/* Brings one unit's local phase in line with the map. Returns 1 if the
+ * published state changes. */
+static int apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
+                      uint32_t shard)
+{
+    local_unit *lu = &lc->units[shard];
+    uint8_t before = lu->phase;
+    uint64_t epoch_before = lu->epoch;
+    int mine = u->nreplicas > 0 && u->replicas[0] == c->my_idx;
+
+    if (mine) {
+        if (u->target != KEEL_MAP_NO_NODE) {
+            const char *to = c->map.nodes[u->target];
+            if (lu->phase == U_RELEASED && lu->epoch == u->shard_epoch)
+                return 0; /* done already (to the first target) */
+            if (lu->phase == U_RELEASING)
+                return 0;
+            if (lu->phase == U_RELEASED)
+                lu->phase = U_NONE; /* an older move's: holds nothing */
+            if (lu->phase != U_ACQUIRING)
+                lu->epoch = u->shard_epoch; /* the epoch the release is at */
+            start_release(c, lc, shard, to);
+        } else if (!((lu->phase == U_PRIMARY || lu->phase == U_ACQUIRING) &&
+                     lu->epoch == u->shard_epoch)) {
+            if (lu->phase == U_RELEASING)
+                return 0; /* acquired again once the release ends */
+            start_acquire(c, lc, shard, u->shard_epoch);
+        }
+    } else {
+        if (lu->phase == U_PRIMARY || lu->phase == U_ACQUIRING ||
+            lu->phase == U_RELEASING) {
+            /* Lost without a handoff (presumed dead meanwhile). */
+            keel_warn("cluster: %s lost %s/%u without handing it off",
+                      c->node, lc->name, shard);
+            if (c->hooks.drop != NULL)
+                c->hooks.drop(c, lc->name, shard, c->hooks.data);
+            lu->phase = U_NONE;
+        } else if (lu->phase == U_RELEASED &&
+                   u->shard_epoch > lu->epoch) {
+            lu->phase = U_NONE; /* the move is complete */
+        }
+    }
+    return lu->phase != before || lu->epoch != epoch_before;
+}
+
+static void apply_map(keel_cluster *c)
+{
+    uint32_t ci, s;
+    size_t i;
+    int changed = 0;
+    uint8_t *live;
+    local_cap **cap_of;
+
+    c->my_idx = keel_map_node_index(&c->map, c->node);
+    live = calloc(c->map.nnodes ? c->map.nnodes : 1, 1);
+    cap_of = calloc(c->map.ncaps ? c->map.ncaps : 1, sizeof *cap_of);
+    if (live == NULL || cap_of == NULL) {
+        free(live);
+        free(cap_of);
+        keel_error("cluster: out of memory applying map %llu",
+                   (unsigned long long)c->map.map_epoch);
+        c->have_map = 0;
+        return;
+    }
+    free(c->live);
+    free(c->cap_of);
+    c->live = live;
+    c->cap_of = cap_of;
+    /* Create every capability first: lcap() may move the array. */
+    for (ci = 0; ci < c->map.ncaps; ci++)
+        lcap(c, c->map.caps[ci], 1);
+    for (ci = 0; ci < c->map.ncaps; ci++)
+        c->cap_of[ci] = lcap(c, c->map.caps[ci], 0);
+    compute_live(c);
+    for (ci = 0; ci < c->map.ncaps; ci++) {
+        local_cap *lc = c->cap_of[ci];
+        if (lc == NULL)
+            continue;
+        for (s = 0; s < c->map.shard_count; s++)
+            changed |= apply_unit(c, lc, keel_map_unit_at(&c->map, ci, s), s);
+    }
+    /* Capabilities the map no longer has: we cannot hold them. */
+    for (i = 0; i < c->nlcaps; i++)
+        if (keel_map_cap_index(&c->map, c->lcaps[i].name) < 0)
+            for (s = 0; s < c->shard_count; s++)
+                if (c->lcaps[i].units[s].phase != U_NONE) {
+                    if (c->hooks.drop != NULL)
+                        c->hooks.drop(c, c->lcaps[i].name, s, c->hooks.data);
+                    c->lcaps[i].units[s].phase = U_NONE;
+                    changed = 1;
+                }
+    keel_debug("cluster: %s applied map %llu", c->node,
+               (unsigned long long)c->map.map_epoch);
+    (void)changed;
+    publish(c); /* the applied map_epoch changed in any case */
+    if (c->hooks.map_applied != NULL)
+        c->hooks.map_applied(c, c->map.map_epoch, c->hooks.data);
+}
+
+static void map_watch(keel_zk *zk, int event, const char *path, void *arg);
+static int map_read(keel_cluster *c);
+
+static void map_got(keel_zk *zk, int rc, const void *data, size_t len,
+                    const keel_zk_stat *st, void *arg)
+{
+    keel_cluster *c = arg;
+    keel_shard_map m;
+
+    (void)zk;
+    (void)st;
+    c->map_busy = 0;
+    if (rc == KEEL_ECONNLOSS) {
+        c->map_stalled = 1;
+        return;
+    }
+    if (rc == KEEL_ENOTFOUND || rc == KEEL_ESESSION)
+        return; /* the watch tells us when it appears */
+    if (rc != 0) {
+        keel_error("cluster: cannot read the map: %s", keel_strerror(rc));
+        return;
+    }
+    if ((rc = keel_map_decode(data, len, &m)) != 0) {
+        keel_error("cluster: the map is unreadable (%s); keeping map %llu",
+                   keel_strerror(rc), (unsigned long long)c->map.map_epoch);
+    } else if (m.shard_count != c->shard_count) {
+        keel_map_free(&m);
+        set_failed(c, KEEL_ECONFIG);
+    } else if (c->have_map && m.map_epoch < c->map.map_epoch) {
+        keel_map_free(&m); /* older than what we applied */
+    } else {
+        keel_map_free(&c->map);
+        c->map = m;
+        c->have_map = 1;
+        apply_map(c);
+    }
+    if (c->map_dirty) {
+        c->map_dirty = 0;
+        if ((rc = map_read(c)) != 0)
+            keel_error("cluster: cannot read the map: %s", keel_strerror(rc));
+    }
+}
+
+static void map_checked(keel_zk *zk, int rc, const keel_zk_stat *st,
+                        void *arg)
+{
+    keel_cluster *c = arg;
+    char path[KEEL_ZK_PATH_MAX];
+
+    (void)st;
+    c->map_busy = 0;
+    if (rc == KEEL_ECONNLOSS) {
+        c->map_stalled = 1;
+        return;
+    }
+    if (rc != 0)
+        return; /* absent: the watch fires on creation */
+    keel_layout_path(&c->layout, path, "map", NULL, NULL);
+    if (keel_zk_get(zk, path, NULL, NULL, map_got, c) == 0)
+        c->map_busy = 1;
+}
+
+/* exists() with a watch (it also fires on creation), then get(). */
+static int map_read(keel_cluster *c)
+{
+    char path[KEEL_ZK_PATH_MAX];
+    int rc;
+
+    keel_layout_path(&c->layout, path, "map", NULL, NULL);
+    rc = keel_zk_exists(c->zk, path, map_watch, c, map_checked, c);
+    if (rc == 0)
+        c->map_busy = 1;
+    return rc;
+}
+
+static void map_watch(keel_zk *zk, int event, const char *path, void *arg)
+{
+    keel_cluster *c = arg;
+
+    (void)zk;
+    (void)event;
+    (void)path;
+    now_ms(c);
+    if (c->map_busy || c->map_stalled) {
+        c->map_dirty = 1;
+        return;
+    }
+    if (map_read(c) != 0)
+        c->map_dirty = 1;
+}
+
+/* --------------------------------------------------------------- setup */
+
+static void setup_step(keel_cluster *c);
+
+static void setup_created(keel_zk *zk, int rc, const char *path,
+                          const keel_zk_stat *st, void *arg)
+{
+    keel_cluster *c = arg;
+
+    (void)zk;
+    (void)path;
+    (void)st;
+    c->setup_busy = 0;
+    if (rc == KEEL_ECONNLOSS) {
+        c->setup_stalled = 1;
+        return;
+    }
+    if (rc != 0 && rc != KEEL_EEXIST) {
+        if (rc != KEEL_ESESSION)
+            keel_error("cluster: cannot create the node znodes of %s: %s",
+                       c->node, keel_strerror(rc));
+        return;
+    }
+    c->setup++;
+    setup_step(c);
+}
+
+static void setup_step(keel_cluster *c)
+{
+    char path[KEEL_ZK_PATH_MAX];
+    int rc;
+
+    if (c->setup == SETUP_NODE) {
+        keel_layout_path(&c->layout, path, "nodes", c->node, NULL);
+        rc = keel_zk_create(c->zk, path, NULL, 0, 0, setup_created, c);
+    } else if (c->setup == SETUP_STATE) {
+        keel_layout_path(&c->layout, path, "nodes", c->node, "state");
+        rc = keel_zk_create(c->zk, path, NULL, 0, 0, setup_created, c);
+    } else {
+        /* Everything exists: what we hold (nothing yet, in a new
+         * incarnation) replaces what a previous one left. */
+        publish(c);
+        return;
+    }
+    if (rc == 0)
+        c->setup_busy = 1;
+}
+
+/* -------------------------------------------------------------- events */
+
+static void election_cb(keel_election *e, int rc, void *arg)
+{
+    keel_cluster *c = arg;
+
+    now_ms(c);
+    if (rc != 0) {
+        if (rc != KEEL_ESESSION)
+            keel_error("cluster: election failed: %s", keel_strerror(rc));
+        return;
+    }
+    rc = keel_controller_start(&c->ctl, e->path, c->now);
+    if (rc != 0 && rc != KEEL_ESESSION)
+        keel_error("cluster: controller cannot start: %s", keel_strerror(rc));
+    schedule(c);
+}
+
+static void controller_cb(keel_controller *ctl, int event, void *arg)
+{
+    keel_cluster *c = arg;
+
+    if (event == KEEL_CONTROLLER_DEPOSED)
+        keel_warn("cluster: %s is no longer the controller", c->node);
+    else if (event == KEEL_CONTROLLER_FAILED && ctl->error != KEEL_ESESSION)
+        keel_error("cluster: controller on %s failed: %s", c->node,
+                   keel_strerror(ctl->error));
+    schedule(c);
+}
+
+static void membership_cb(keel_membership *m, int event, void *arg)
+{
+    keel_cluster *c = arg;
+    int rc;
+
+    now_ms(c);
+    switch (event) {
+    case KEEL_MEMBERSHIP_JOINED:
+        keel_info("cluster: %s joined as incarnation %llx", c->node,
+                  (unsigned long long)m->incarnation);
+        c->phase = KEEL_CLUSTER_RUNNING;
+        if (keel_selffence_rejoined(&c->fence, c->now,
+                                    (uint32_t)keel_zk_session_timeout(c->zk)))
+            fenced_changed(c);
+        c->setup = SETUP_NODE;
+        setup_step(c);
+        if ((rc = keel_membership_watch(m)) != 0 ||
+            (rc = keel_election_start(&c->election)) != 0 ||
+            (rc = map_read(c)) != 0)
+            if (rc != KEEL_ESESSION)
+                keel_error("cluster: %s cannot start: %s", c->node,
+                           keel_strerror(rc));
+        break;
+    case KEEL_MEMBERSHIP_CHANGED:
+        compute_live(c);
+        keel_controller_members_changed(&c->ctl, c->now);
+        break;
+    case KEEL_MEMBERSHIP_FAILED:
+        if (m->error != KEEL_ESESSION)
+            keel_error("cluster: membership of %s failed: %s", c->node,
+                       keel_strerror(m->error));
+        break;
+    }
+    schedule(c);
+}
+
+static void bootstrap_cb(keel_bootstrap *b, int rc, uint32_t found, void *arg)
+{
+    keel_cluster *c = arg;
+
+    (void)b;
+    (void)found;
+    if (rc != 0) {
+        if (rc != KEEL_ESESSION)
+            set_failed(c, rc);
+        return;
+    }
+    c->phase = KEEL_CLUSTER_JOINING;
+    rc = keel_membership_join(&c->members, c->address,
+                              (const char *const *)c->caps, c->ncaps);
+    if (rc != 0 && rc != KEEL_ESESSION)
+        set_failed(c, rc);
+}
+
+static void resume_all(keel_cluster *c)
+{
+    keel_bootstrap_resume(&c->boot);
+    keel_membership_resume(&c->members);
+    keel_election_resume(&c->election);
+    keel_controller_resume(&c->ctl);
+    if (c->map_stalled) {
+        c->map_stalled = 0;
+        if (map_read(c) != 0)
+            c->map_dirty = 1;
+    }
+    if (c->setup_stalled) {
+        c->setup_stalled = 0;
+        setup_step(c);
+    }
+    if (c->state_stalled) {
+        c->state_stalled = 0;
+        publish(c);
+    }
+}
+
+static void session_cb(keel_zk *zk, int event, void *arg);
+
+static void expired(keel_cluster *c)
+{
+    int rc;
+
+    keel_warn("cluster: session of %s expired; dropping everything and "
+              "rejoining",
+              c->node);
+    if (keel_selffence_expired(&c->fence))
+        fenced_changed(c);
+    drop_all(c);
+    if (c->hooks.expired != NULL)
+        c->hooks.expired(c, c->hooks.data);
+    keel_controller_stop(&c->ctl);
+    keel_membership_reset(&c->members);
+    keel_election_reset(&c->election);
+    c->map_busy = c->map_stalled = c->map_dirty = 0;
+    c->setup = SETUP_NONE;
+    c->setup_busy = c->setup_stalled = 0;
+    c->state_busy = c->state_stalled = c->state_dirty = 0;
+    c->state_missing = 0;
+    c->phase = KEEL_CLUSTER_CONNECTING;
+    rc = keel_zk_connect(c->zk, (int)c->timeout_ms, session_cb, c);
+    if (rc != 0)
+        set_failed(c, rc);
+}
+
+static void session_cb(keel_zk *zk, int event, void *arg)
+{
+    keel_cluster *c = arg;
+    int rc;
+
+    (void)zk;
+    now_ms(c);
+    switch (event) {
+    case KEEL_ZK_CONNECTED:
+        if (keel_selffence_connected(&c->fence, c->now,
+                                     (uint32_t)keel_zk_session_timeout(c->zk)))
+            fenced_changed(c);
+        if (c->phase == KEEL_CLUSTER_CONNECTING) {
+            c->phase = KEEL_CLUSTER_BOOTSTRAP;
+            if ((rc = keel_bootstrap_start(&c->boot)) != 0 &&
+                rc != KEEL_ESESSION)
+                set_failed(c, rc);
+        } else {
+            resume_all(c);
+        }
+        break;
+    case KEEL_ZK_DISCONNECTED:
+        if (keel_selffence_disconnected(&c->fence, c->now))
+            fenced_changed(c);
+        break;
+    case KEEL_ZK_EXPIRED:
+        if (c->phase == KEEL_CLUSTER_FAILED)
+            break;
+        expired(c);
+        break;
+    }
+    schedule(c);
+}
+
+/* --------------------------------------------------------------- timer */
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    keel_cluster *c = w->data;
+
+    (void)loop;
+    (void)revents;
+    keel_cluster_tick(c, now_ms(c));
+}
+
+static void schedule(keel_cluster *c)
+{
+    uint64_t a = keel_selffence_deadline(&c->fence);
+    uint64_t b = keel_controller_deadline(&c->ctl);
+    uint64_t next = a == 0 ? b : (b == 0 || a < b ? a : b);
+
+    if (c->loop == NULL)
+        return;
+    ev_timer_stop(c->loop, &c->timer);
+    if (next == 0)
+        return;
+    now_ms(c);
+    ev_timer_set(&c->timer,
+                 next > c->now ? (double)(next - c->now) / 1000.0 : 0.0, 0.);
+    ev_timer_start(c->loop, &c->timer);
+}
+
+void keel_cluster_tick(keel_cluster *c, uint64_t now)
+{
+    c->now = now;
+    if (keel_selffence_tick(&c->fence, now))
+        fenced_changed(c);
+    keel_controller_tick(&c->ctl, now);
+    schedule(c);
+}
+
+/* ----------------------------------------------------------- interface */
+
+void keel_cluster_options_init(keel_cluster_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->session_timeout_ms = DEFAULT_SESSION_TIMEOUT_MS;
+    o->replicas = 1;
+}
+
+static void free_strings(char **v, size_t n)
+{
+    size_t i;
+
+    if (v == NULL)
+        return;
+    for (i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
+                        keel_zk *zk, keel_cluster **out)
+{
+    keel_controller_options copt;
+    keel_cluster *c;
+    size_t i;
+    int rc;
+
+    if (o == NULL || out == NULL || !keel_name_valid(o->node, 0) ||
+        !keel_name_valid(o->cluster, 0) || o->address == NULL ||
+        o->shard_count == 0 || o->shard_count > KEEL_MAP_MAX_SHARDS ||
+        o->ncaps > KEEL_MAP_MAX_CAPS || (o->ncaps > 0 && o->caps == NULL) ||
+        (zk == NULL && (loop == NULL || o->zk_hosts == NULL)))
+        return KEEL_EINVAL;
+    for (i = 0; i < o->ncaps; i++)
+        if (!keel_name_valid(o->caps[i], 0))
+            return KEEL_EINVAL;
+    c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return KEEL_ENOMEM;
+    c->loop = loop;
+    snprintf(c->node, sizeof c->node, "%s", o->node);
+    keel_layout_init(&c->layout, o->cluster);
+    c->address = strdup(o->address);
+    c->caps = calloc(o->ncaps ? o->ncaps : 1, sizeof *c->caps);
+    if (c->address == NULL || c->caps == NULL) {
+        rc = KEEL_ENOMEM;
+        goto fail;
+    }
+    for (i = 0; i < o->ncaps; i++)
+        if ((c->caps[i] = strdup(o->caps[i])) == NULL) {
+            c->ncaps = i;
+            rc = KEEL_ENOMEM;
+            goto fail;
+        }
+    c->ncaps = o->ncaps;
+    c->shard_count = o->shard_count;
+    c->timeout_ms = o->session_timeout_ms ? o->session_timeout_ms
+                                          : DEFAULT_SESSION_TIMEOUT_MS;
+    c->hooks = o->hooks;
+    c->my_idx = -1;
+    if (zk == NULL && (rc = keel_zk_real_create(loop, o->zk_hosts, &zk)) != 0)
+        goto fail;
+    c->zk = zk;
+    keel_map_init(&c->map, c->shard_count);
+    keel_bootstrap_init(&c->boot, zk, &c->layout, c->shard_count,
+                        bootstrap_cb, c);
+    keel_membership_init(&c->members, zk, &c->layout, c->node, membership_cb,
+                         c);
+    keel_election_init(&c->election, zk, &c->layout, c->node, election_cb, c);
+    memset(&copt, 0, sizeof copt);
+    copt.shard_count = c->shard_count;
+    copt.replicas = o->replicas > 0 ? o->replicas : 1;
+    copt.reassign_dead_owner = o->reassign_dead_owner;
+    copt.dead_owner_grace_ms =
+        o->dead_owner_grace_ms ? o->dead_owner_grace_ms : c->timeout_ms;
+    keel_controller_init(&c->ctl, zk, &c->layout, &c->members, &copt,
+                         controller_cb, c);
+    keel_selffence_init(&c->fence, c->timeout_ms);
+    /* Fenced until joined: a node serves nothing before. */
+    keel_selffence_expired(&c->fence);
+    if (loop != NULL) {
+        ev_timer_init(&c->timer, timer_cb, 0., 0.);
+        c->timer.data = c;
+    }
+    *out = c;
+    return 0;
+fail:
+    free(c->address);
+    free_strings(c->caps, c->ncaps);
+    free(c);
+    return rc;
+}
+
+int keel_cluster_start(keel_cluster *c)
+{
+    int rc;
+
+    if (c->phase != KEEL_CLUSTER_IDLE)
+        return KEEL_EINVAL;
+    c->phase = KEEL_CLUSTER_CONNECTING;
+    now_ms(c);
+    rc = keel_zk_connect(c->zk, (int)c->timeout_ms, session_cb, c);
+    if (rc != 0)
+        c->phase = KEEL_CLUSTER_IDLE;
+    return rc;
+}
+
+void keel_cluster_destroy(keel_cluster *c)
+{
+    size_t i;
+
+    if (c == NULL)
+        return;
+    /* First the session: no callback reaches what is freed below. */
+    keel_zk_destroy(c->zk);
+    if (c->loop != NULL)
+        ev_timer_stop(c->loop, &c->timer);
+    keel_controller_free(&c->ctl);
+    keel_membership_free(&c->members);
+    keel_map_free(&c->map);
+    free(c->live);
+    free(c->cap_of);
+    for (i = 0; i < c->nlcaps; i++)
+        free(c->lcaps[i].units);
+    free(c->lcaps);
+    free_strings(c->names, c->nnames);
+    free(c->address);
+    free_strings(c->caps, c->ncaps);
+    free(c);
+}
+
+int keel_cluster_released(keel_cluster *c, const char *cap, uint32_t shard,
+                          uint64_t shard_epoch)
+{
+    local_cap *lc = lcap(c, cap, 0);
+    local_unit *lu;
+    int ci;
+
+    if (lc == NULL || shard >= c->shard_count)
+        return KEEL_ENOTFOUND;
+    lu = &lc->units[shard];
+    if (lu->phase != U_RELEASING || lu->epoch != shard_epoch)
+        return KEEL_ENOTFOUND;
+    release_done(c, lc, shard);
+    /* A move cancelled while we were releasing: take the unit back. */
+    ci = keel_map_cap_index(&c->map, cap);
+    if (c->have_map && ci >= 0) {
+        const keel_map_unit *u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
+        if (u->nreplicas > 0 && u->replicas[0] == c->my_idx &&
+            u->target == KEEL_MAP_NO_NODE)
+            start_acquire(c, lc, shard, u->shard_epoch);
+    }
+    publish(c);
+    return 0;
+}
+
+int keel_cluster_acquired(keel_cluster *c, const char *cap, uint32_t shard,
+                          uint64_t shard_epoch)
+{
+    local_cap *lc = lcap(c, cap, 0);
+    local_unit *lu;
+
+    if (lc == NULL || shard >= c->shard_count)
+        return KEEL_ENOTFOUND;
+    lu = &lc->units[shard];
+    if (lu->phase != U_ACQUIRING || lu->epoch != shard_epoch)
+        return KEEL_ENOTFOUND;
+    lu->phase = U_PRIMARY;
+    if (lu->release_wanted) {
+        lu->release_wanted = 0;
+        start_release(c, lc, shard, c->names[lu->to]);
+    }
+    publish(c);
+    return 0;
+}
+
+int keel_cluster_phase(const keel_cluster *c)
+{
+    return c->phase;
+}
+
+int keel_cluster_error(const keel_cluster *c)
+{
+    return c->error;
+}
+
+int keel_cluster_fenced(const keel_cluster *c)
+{
+    return c->fence.fenced;
+}
+
+int keel_cluster_is_controller(const keel_cluster *c)
+{
+    return keel_controller_active(&c->ctl);
+}
+
+int64_t keel_cluster_incarnation(const keel_cluster *c)
+{
+    return c->members.incarnation;
+}
+
+const struct keel_shard_map *keel_cluster_map(const keel_cluster *c)
+{
+    return c->have_map ? &c->map : NULL;
+}
+
+struct keel_controller *keel_cluster_controller(keel_cluster *c)
+{
+    return &c->ctl;
+}
+
+keel_zk *keel_cluster_zk(keel_cluster *c)
+{
+    return c->zk;
+}
+
+size_t keel_cluster_members(const keel_cluster *c)
+{
+    return c->members.nview;
+}
+
+/* ------------------------------------------------------------ keel_coord */
+
+static void coord_placement(keel_coord *coord, const char *cap,
+                            uint32_t shard, keel_placement *out)
+{
+    keel_cluster_placement(coord->data, cap, shard, out);
+}
+
+static const char *coord_mode(keel_coord *coord)
+{
+    (void)coord;
+    return "cluster";
+}
+
+static void coord_destroy(keel_coord *coord)
+{
+    keel_cluster_destroy(coord->data);
+}
+
+static const struct keel_coord_ops cluster_coord_ops = {
+    1, coord_placement, coord_mode, coord_destroy};
+
+int keel_cluster_coord(keel_cluster *c, keel_coord **out)
+{
+    c->coord.data = c;
+    c->coord.ops = &cluster_coord_ops;
+    c->coord.shard_count = c->shard_count;
+    *out = &c->coord;
+    return 0;
+}
+
+keel_cluster *keel_coord_to_cluster(keel_coord *coord)
+{
+    return coord != NULL && coord->ops == &cluster_coord_ops ? coord->data
+                                                             : NULL;
+}

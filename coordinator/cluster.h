@@ -1,0 +1,140 @@
+/* Cluster mode: one node's coordination agent. It runs on the loop thread,
+ * owns the node's ZooKeeper session, and
+ *  - bootstraps /keel/<cluster> and refuses another shard count,
+ *  - joins as members/<node> (a new incarnation per session),
+ *  - stands in the controller election and, when elected, runs the
+ *    controller (controller.h),
+ *  - watches `map`, applies it to what the node holds, and publishes that
+ *    in nodes/<node>/state,
+ *  - fences itself after 2/3 of the session timeout without ZooKeeper, and
+ *    on session expiry drops everything and rejoins.
+ *
+ * The runtime sees it as a keel_coord (placement per message) and plugs in
+ * through hooks: release a unit (stop admitting, finish turns, stream it to
+ * the new owner), acquire one (record the fence), drop one. A hook left
+ * NULL means the node holds no data for it, so the step completes at once.
+ *
+ * Time: with a libev loop the agent arms its own timer; without one (unit
+ * tests on the fake ZooKeeper) the caller drives keel_cluster_tick(). */
+#ifndef KEEL_COORDINATOR_CLUSTER_H
+#define KEEL_COORDINATOR_CLUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coordinator/coord.h"
+#include "coordinator/zk.h"
+
+struct ev_loop;
+struct keel_shard_map;
+struct keel_controller;
+
+typedef struct keel_cluster keel_cluster;
+
+typedef struct keel_cluster_hooks {
+    void *data;
+    /* Stop admitting messages for the unit, let running turns finish,
+     * persist, stream the unit's records to `to`; then call
+     * keel_cluster_released(). Placement answers UNAVAILABLE meanwhile. */
+    void (*release)(keel_cluster *c, const char *cap, uint32_t shard,
+                    uint64_t shard_epoch, const char *to, void *data);
+    /* Record shard_epoch in the unit's fence before activating anything;
+     * then call keel_cluster_acquired(). */
+    void (*acquire)(keel_cluster *c, const char *cap, uint32_t shard,
+                    uint64_t shard_epoch, void *data);
+    /* Ownership was lost without a handoff: drop the unit's actors now. */
+    void (*drop)(keel_cluster *c, const char *cap, uint32_t shard,
+                 void *data);
+    /* Self-fencing changed: fenced != 0 means stop serving every unit. */
+    void (*fenced)(keel_cluster *c, int fenced, void *data);
+    /* The session expired: every unit is dropped (no drop() per unit);
+     * the node rejoins as a new incarnation. */
+    void (*expired)(keel_cluster *c, void *data);
+    /* A new map was applied. */
+    void (*map_applied)(keel_cluster *c, uint64_t map_epoch, void *data);
+    void *reserved[4];
+} keel_cluster_hooks;
+
+typedef struct keel_cluster_options {
+    const char *zk_hosts;    /* "host:port,..." for the real client */
+    const char *cluster;     /* cluster name: /keel/<cluster> */
+    const char *node;        /* this node's name (unique in the cluster) */
+    const char *address;     /* where other nodes reach it, "host:port" */
+    const char *const *caps; /* capabilities it declares */
+    size_t ncaps;
+    uint32_t shard_count;    /* must match the cluster's */
+    uint32_t session_timeout_ms; /* 0: 10000 */
+    int replicas;            /* 0: 1 (primary only) */
+    /* Whether a dead owner's units go to others (losing what only the
+     * dead node had) once its member znode has been gone for
+     * dead_owner_grace_ms (0: the session timeout). Default 0: they stay
+     * unavailable until it returns. */
+    int reassign_dead_owner;
+    uint32_t dead_owner_grace_ms;
+    keel_cluster_hooks hooks;
+    void *reserved[4];
+} keel_cluster_options;
+
+void keel_cluster_options_init(keel_cluster_options *o);
+
+/* Creates the agent. zk: the client to use (ownership passes to the
+ * agent); NULL makes a real client on o->zk_hosts driven by loop. loop may
+ * be NULL only with a given zk (time then comes from keel_cluster_tick).
+ * Strings are copied. Returns 0, KEEL_EINVAL or KEEL_ENOMEM. */
+int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
+                        keel_zk *zk, keel_cluster **out);
+/* Connects and joins; everything after happens on events. */
+int keel_cluster_start(keel_cluster *c);
+/* Leaves (closing the session removes our member and election nodes at
+ * once) and frees everything. */
+void keel_cluster_destroy(keel_cluster *c);
+/* Manual time (no loop): ms on a monotonic clock. */
+void keel_cluster_tick(keel_cluster *c, uint64_t now_ms);
+
+/* Placement of a unit for the runtime; cheap (binary search in the map's
+ * capability table, array lookups). REMOTE comes with the owner's address
+ * through keel_cluster_owner(). */
+void keel_cluster_placement(keel_cluster *c, const char *cap, uint32_t shard,
+                            keel_placement *out);
+/* The primary's name and address (copied into the buffers) of a unit, or
+ * KEEL_EUNAVAIL when it has none or it is not a live member. */
+int keel_cluster_owner(keel_cluster *c, const char *cap, uint32_t shard,
+                       char *name, size_t name_cap, char *addr,
+                       size_t addr_cap);
+
+/* Completions of the release and acquire hooks. KEEL_ENOTFOUND when the
+ * unit was not being released / acquired at that epoch (the map moved on
+ * meanwhile; nothing to do). */
+int keel_cluster_released(keel_cluster *c, const char *cap, uint32_t shard,
+                          uint64_t shard_epoch);
+int keel_cluster_acquired(keel_cluster *c, const char *cap, uint32_t shard,
+                          uint64_t shard_epoch);
+
+/* State, for tests and the runtime's status pages. */
+enum keel_cluster_phase {
+    KEEL_CLUSTER_IDLE = 0,
+    KEEL_CLUSTER_CONNECTING,
+    KEEL_CLUSTER_BOOTSTRAP,
+    KEEL_CLUSTER_JOINING,
+    KEEL_CLUSTER_RUNNING,
+    KEEL_CLUSTER_FAILED /* keel_cluster_error() says why (KEEL_ECONFIG...) */
+};
+int keel_cluster_phase(const keel_cluster *c);
+int keel_cluster_error(const keel_cluster *c);
+int keel_cluster_fenced(const keel_cluster *c);
+int keel_cluster_is_controller(const keel_cluster *c);
+int64_t keel_cluster_incarnation(const keel_cluster *c);
+/* The applied map (NULL before the first); valid until the next event. */
+const struct keel_shard_map *keel_cluster_map(const keel_cluster *c);
+/* The controller part (active or not), for tests and diagnostics. */
+struct keel_controller *keel_cluster_controller(keel_cluster *c);
+keel_zk *keel_cluster_zk(keel_cluster *c);
+/* Number of live members in the view. */
+size_t keel_cluster_members(const keel_cluster *c);
+
+/* The runtime's view: a keel_coord whose placement() is
+ * keel_cluster_placement and whose destroy() destroys the agent. */
+int keel_cluster_coord(keel_cluster *c, keel_coord **out);
+keel_cluster *keel_coord_to_cluster(keel_coord *coord);
+
+#endif

@@ -1,0 +1,937 @@
+/* The controller: epoch bump, reads, reconciliation, fenced map writes. */
+#include "coordinator/controller.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "keel.h"
+
+enum {
+    C_IDLE = 0,
+    C_BUMP_READ,
+    C_BUMP_WRITE,
+    C_RUNNING,
+    C_DEPOSED,
+    C_FAILED
+};
+
+/* Bumping the epoch can only race with another controller's bump; a few
+ * tries settle it or something is badly wrong. */
+#define MAX_BUMP_TRIES 5
+
+static void pump(keel_controller *ctl);
+
+static void fail(keel_controller *ctl, int rc)
+{
+    keel_error("cluster: controller gives up: %s", keel_strerror(rc));
+    ctl->state = C_FAILED;
+    ctl->error = rc;
+    ctl->cb(ctl, KEEL_CONTROLLER_FAILED, ctl->arg);
+}
+
+/* ---------------------------------------------------------- node table */
+
+int keel_controller_node_id(const keel_controller *ctl, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < ctl->nnodes; i++)
+        if (strcmp(ctl->nodes[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* The id of name, adding it (to be read) if new; -1 on ENOMEM. */
+static int track(keel_controller *ctl, const char *name)
+{
+    int id = keel_controller_node_id(ctl, name);
+    keel_ctl_node *v;
+
+    if (id >= 0)
+        return id;
+    v = realloc(ctl->nodes, (ctl->nnodes + 1) * sizeof *v);
+    if (v == NULL)
+        return -1;
+    ctl->nodes = v;
+    memset(&v[ctl->nnodes], 0, sizeof *v);
+    snprintf(v[ctl->nnodes].name, sizeof v[ctl->nnodes].name, "%s", name);
+    keel_node_state_init(&v[ctl->nnodes].state);
+    v[ctl->nnodes].dirty = 1;
+    return (int)ctl->nnodes++;
+}
+
+static keel_handoff *machine(keel_controller *ctl, const char *cap,
+                             uint32_t shard, int create)
+{
+    keel_ctl_cap *v;
+    size_t i;
+
+    for (i = 0; i < ctl->ncaps; i++)
+        if (strcmp(ctl->caps[i].name, cap) == 0)
+            return &ctl->caps[i].moves[shard];
+    if (!create)
+        return NULL;
+    v = realloc(ctl->caps, (ctl->ncaps + 1) * sizeof *v);
+    if (v == NULL)
+        return NULL;
+    ctl->caps = v;
+    v[ctl->ncaps].moves = calloc(ctl->opt.shard_count, sizeof(keel_handoff));
+    if (v[ctl->ncaps].moves == NULL)
+        return NULL;
+    snprintf(v[ctl->ncaps].name, sizeof v[ctl->ncaps].name, "%s", cap);
+    ctl->ncaps++;
+    return &v[ctl->ncaps - 1].moves[shard];
+}
+
+static int live(const keel_controller *ctl, const char *name)
+{
+    return keel_membership_find(ctl->members, name) != NULL;
+}
+
+/* --------------------------------------------------------- epoch bump */
+
+static int bump_read(keel_controller *ctl);
+
+static void bump_done(keel_zk *zk, int rc, size_t failed,
+                      const keel_zk_op_result *res, size_t n, void *arg)
+{
+    keel_controller *ctl = arg;
+
+    (void)zk;
+    (void)n;
+    ctl->busy = 0;
+    if (ctl->state != C_BUMP_WRITE)
+        return;
+    if (rc == 0) {
+        ctl->epoch_version = res[1].stat.version;
+        ctl->state = C_RUNNING;
+        keel_info("cluster: controller active at epoch %llu",
+                  (unsigned long long)ctl->epoch);
+        ctl->cb(ctl, KEEL_CONTROLLER_ACTIVE, ctl->arg);
+        pump(ctl);
+        return;
+    }
+    if (rc == KEEL_ECONNLOSS) {
+        /* Maybe applied: resume() reads and bumps again, which only
+         * skips an epoch number. */
+        ctl->state = C_BUMP_READ;
+        ctl->stalled = 1;
+        return;
+    }
+    if (rc == KEEL_ENOTFOUND && failed == 0) {
+        ctl->state = C_DEPOSED;
+        ctl->cb(ctl, KEEL_CONTROLLER_DEPOSED, ctl->arg);
+        return;
+    }
+    if (rc == KEEL_EBADVERSION && failed == 1 &&
+        ++ctl->bump_tries < MAX_BUMP_TRIES) {
+        if ((rc = bump_read(ctl)) != 0)
+            fail(ctl, rc);
+        return;
+    }
+    fail(ctl, rc);
+}
+
+static void epoch_read(keel_zk *zk, int rc, const void *data, size_t len,
+                       const keel_zk_stat *st, void *arg)
+{
+    keel_controller *ctl = arg;
+    char path[KEEL_ZK_PATH_MAX], buf[32];
+    keel_zk_op ops[2];
+    uint64_t epoch;
+
+    ctl->busy = 0;
+    if (ctl->state != C_BUMP_READ)
+        return;
+    if (rc == KEEL_ECONNLOSS) {
+        ctl->stalled = 1;
+        return;
+    }
+    if (rc == 0 && (rc = keel_epoch_parse(data, len, &epoch)) != 0)
+        rc = KEEL_ECORRUPT;
+    if (rc != 0) {
+        fail(ctl, rc);
+        return;
+    }
+    ctl->epoch = epoch + 1;
+    memset(ops, 0, sizeof ops);
+    ops[0].type = KEEL_ZK_OP_CHECK; /* still a candidate: our node exists */
+    ops[0].path = ctl->candidate;
+    ops[0].version = KEEL_ZK_ANY_VERSION;
+    ops[1].type = KEEL_ZK_OP_SET;
+    ops[1].path = keel_layout_path(ctl->layout, path, "controller_epoch",
+                                   NULL, NULL);
+    ops[1].data = buf;
+    ops[1].len = keel_epoch_format(buf, sizeof buf, ctl->epoch);
+    ops[1].version = st->version;
+    ctl->state = C_BUMP_WRITE;
+    rc = keel_zk_multi(zk, ops, 2, bump_done, ctl);
+    if (rc != 0)
+        fail(ctl, rc);
+    else
+        ctl->busy = 1;
+}
+
+static int bump_read(keel_controller *ctl)
+{
+    char path[KEEL_ZK_PATH_MAX];
+    int rc;
+
+    ctl->state = C_BUMP_READ;
+    keel_layout_path(ctl->layout, path, "controller_epoch", NULL, NULL);
+    rc = keel_zk_get(ctl->zk, path, NULL, NULL, epoch_read, ctl);
+    if (rc == 0)
+        ctl->busy = 1;
+    return rc;
+}
+
+/* ----------------------------------------------------------- map read */
+
+/* Aligns the handoff machines with a map just read back: moves in the map
+ * are resumed (keeping what was learnt about them), machines whose move is
+ * not in the map any more are cleared. */
+static void sync_machines(keel_controller *ctl)
+{
+    const keel_shard_map *m = &ctl->map;
+    int loss_ok = ctl->opt.reassign_dead_owner;
+    uint32_t c, s;
+
+    for (c = 0; c < m->ncaps; c++)
+        for (s = 0; s < m->shard_count; s++) {
+            const keel_map_unit *u = keel_map_unit_at(m, c, s);
+            keel_handoff *h = machine(ctl, m->caps[c], s, 1);
+            int p, t;
+            if (h == NULL)
+                continue; /* out of memory: this unit's move waits */
+            if (u->nreplicas == 0) {
+                memset(h, 0, sizeof *h);
+                continue;
+            }
+            p = track(ctl, m->nodes[u->replicas[0]]);
+            if (u->target != KEEL_MAP_NO_NODE) {
+                t = track(ctl, m->nodes[u->target]);
+                if (p < 0 || t < 0)
+                    continue;
+                if (h->state == KEEL_HANDOFF_IDLE ||
+                    h->state == KEEL_HANDOFF_DONE ||
+                    h->state == KEEL_HANDOFF_ABORTED ||
+                    h->from != (uint32_t)p || h->to != (uint32_t)t ||
+                    h->epoch != u->shard_epoch ||
+                    h->state == KEEL_HANDOFF_TARGET_PENDING ||
+                    h->state == KEEL_HANDOFF_PRIMARY_PENDING)
+                    keel_handoff_resume(h, (uint32_t)p, (uint32_t)t,
+                                        u->shard_epoch, 0, loss_ok,
+                                        ctl->opt.dead_owner_grace_ms);
+            } else if ((h->state == KEEL_HANDOFF_PRIMARY_PENDING ||
+                        h->state == KEEL_HANDOFF_AWAIT_FENCE) &&
+                       h->to == (uint32_t)p &&
+                       u->shard_epoch == h->epoch + 1) {
+                keel_handoff_resume(h, h->from, h->to, h->epoch, 1, loss_ok,
+                                    ctl->opt.dead_owner_grace_ms);
+            } else if (h->state != KEEL_HANDOFF_IDLE &&
+                       h->state != KEEL_HANDOFF_DONE &&
+                       h->state != KEEL_HANDOFF_AWAIT_FENCE) {
+                memset(h, 0, sizeof *h);
+            }
+        }
+}
+
+static void map_read(keel_zk *zk, int rc, const void *data, size_t len,
+                     const keel_zk_stat *st, void *arg)
+{
+    keel_controller *ctl = arg;
+    keel_shard_map m;
+
+    (void)zk;
+    ctl->busy = 0;
+    if (ctl->state != C_RUNNING)
+        return;
+    if (rc == KEEL_ECONNLOSS) {
+        ctl->stalled = 1;
+        return;
+    }
+    if (rc == KEEL_ENOTFOUND) {
+        keel_map_free(&ctl->map);
+        keel_map_init(&ctl->map, ctl->opt.shard_count);
+        ctl->map_exists = 0;
+        ctl->map_version = -1;
+    } else if (rc != 0) {
+        fail(ctl, rc);
+        return;
+    } else {
+        if ((rc = keel_map_decode(data, len, &m)) != 0) {
+            /* Shard epochs must never go back; without a readable map a
+             * new one could not honour that. An operator must look. */
+            keel_error("cluster: the map znode is unreadable (%s)",
+                       keel_strerror(rc));
+            fail(ctl, rc);
+            return;
+        }
+        if (m.shard_count != ctl->opt.shard_count) {
+            keel_map_free(&m);
+            fail(ctl, KEEL_ECONFIG);
+            return;
+        }
+        keel_map_free(&ctl->map);
+        ctl->map = m;
+        ctl->map_exists = 1;
+        ctl->map_version = st->version;
+    }
+    ctl->have_map = 1;
+    ctl->map_dirty = 0;
+    sync_machines(ctl);
+    pump(ctl);
+}
+
+/* -------------------------------------------------------- node states */
+
+static void state_watch(keel_zk *zk, int event, const char *path, void *arg)
+{
+    keel_controller *ctl = arg;
+    char name[KEEL_NAME_MAX + 1];
+    const char *end, *start;
+    int id;
+
+    (void)zk;
+    (void)event;
+    /* .../nodes/<name>/state */
+    end = strrchr(path, '/');
+    if (end == NULL || strcmp(end, "/state") != 0)
+        return;
+    start = end;
+    while (start > path && start[-1] != '/')
+        start--;
+    if ((size_t)(end - start) > KEEL_NAME_MAX)
+        return;
+    memcpy(name, start, (size_t)(end - start));
+    name[end - start] = '\0';
+    id = keel_controller_node_id(ctl, name);
+    if (id < 0)
+        return;
+    ctl->nodes[id].watched = 0; /* one-shot: it fired */
+    ctl->nodes[id].dirty = 1;
+    pump(ctl);
+}
+
+static void state_exists(keel_zk *zk, int rc, const keel_zk_stat *st,
+                         void *arg)
+{
+    keel_controller *ctl = arg;
+    keel_ctl_node *n = &ctl->nodes[ctl->reading];
+
+    (void)zk;
+    (void)st;
+    ctl->busy = 0;
+    if (ctl->state != C_RUNNING)
+        return;
+    if (rc == KEEL_ECONNLOSS) {
+        ctl->stalled = 1;
+        return;
+    }
+    if (rc == 0) {
+        n->dirty = 1; /* created meanwhile: read it */
+    } else if (rc == KEEL_ENOTFOUND) {
+        n->watched = 1; /* its creation will fire the watch */
+    } else {
+        fail(ctl, rc);
+        return;
+    }
+    pump(ctl);
+}
+
+static void state_read(keel_zk *zk, int rc, const void *data, size_t len,
+                       const keel_zk_stat *st, void *arg)
+{
+    keel_controller *ctl = arg;
+    keel_ctl_node *n = &ctl->nodes[ctl->reading];
+    keel_node_state ns;
+    char path[KEEL_ZK_PATH_MAX];
+
+    (void)st;
+    ctl->busy = 0;
+    if (ctl->state != C_RUNNING)
+        return;
+    if (rc == KEEL_ECONNLOSS) {
+        n->dirty = 1;
+        ctl->stalled = 1;
+        return;
+    }
+    if (rc == KEEL_ENOTFOUND) {
+        keel_node_state_free(&n->state);
+        n->have_state = 0;
+        keel_layout_path(ctl->layout, path, "nodes", n->name, "state");
+        rc = keel_zk_exists(zk, path, state_watch, ctl, state_exists, ctl);
+        if (rc != 0)
+            fail(ctl, rc);
+        else
+            ctl->busy = 1;
+        return;
+    }
+    if (rc != 0) {
+        fail(ctl, rc);
+        return;
+    }
+    n->watched = 1;
+    if (len == 0) {
+        /* created, not yet written by its node: holds nothing */
+        keel_node_state_free(&n->state);
+        n->have_state = 0;
+    } else if ((rc = keel_node_state_decode(data, len, &ns)) != 0) {
+        keel_warn("cluster: state of node %s is unreadable (%s); ignored",
+                  n->name, keel_strerror(rc));
+        keel_node_state_free(&n->state);
+        n->have_state = 0;
+    } else {
+        keel_node_state_free(&n->state);
+        n->state = ns;
+        n->have_state = 1;
+    }
+    pump(ctl);
+}
+
+/* Reads the state of node i, leaving a watch unless one is armed. The
+ * controller has one request in flight, so its callbacks find the node
+ * through ctl->reading. */
+static int read_state(keel_controller *ctl, size_t i)
+{
+    char path[KEEL_ZK_PATH_MAX];
+    keel_ctl_node *n = &ctl->nodes[i];
+    int rc;
+
+    n->dirty = 0;
+    ctl->reading = i;
+    keel_layout_path(ctl->layout, path, "nodes", n->name, "state");
+    rc = keel_zk_get(ctl->zk, path, n->watched ? NULL : state_watch, ctl,
+                     state_read, ctl);
+    if (rc == 0)
+        ctl->busy = 1;
+    return rc;
+}
+
+/* ------------------------------------------------------ reconciliation */
+
+static const keel_state_entry *entry_of(keel_controller *ctl, int id,
+                                        const char *cap, uint32_t shard)
+{
+    keel_ctl_node *n;
+
+    if (id < 0)
+        return NULL;
+    n = &ctl->nodes[id];
+    return n->have_state ? keel_node_state_find(&n->state, cap, shard) : NULL;
+}
+
+/* Feeds a machine what the node states and the member view say now. */
+static void feed(keel_controller *ctl, keel_handoff *h, const char *cap,
+                 uint32_t shard)
+{
+    const keel_state_entry *e;
+
+    e = entry_of(ctl, (int)h->from, cap, shard);
+    if (e != NULL && e->role == KEEL_ROLE_RELEASED) {
+        int to = track(ctl, ctl->nodes[h->from].state.names[e->to]);
+        if (to >= 0)
+            keel_handoff_released(h, h->from, e->shard_epoch, (uint32_t)to,
+                                  ctl->now);
+    }
+    e = entry_of(ctl, (int)h->to, cap, shard);
+    if (e != NULL && e->role == KEEL_ROLE_PRIMARY)
+        keel_handoff_fenced(h, h->to, e->shard_epoch);
+    keel_handoff_member(h, h->from, live(ctl, ctl->nodes[h->from].name),
+                        ctl->now);
+    keel_handoff_tick(h, ctl->now);
+}
+
+/* Sets a unit's replica list: primary first, then the desired replicas
+ * other than it (k-1 of them). */
+static int set_replicas(keel_shard_map *next, keel_map_unit *u,
+                        const char *primary, const keel_shard_map *desired,
+                        const keel_map_unit *d, size_t k)
+{
+    int p = keel_map_add_node(next, primary), r;
+
+    if (p < 0)
+        return p;
+    u->replicas[0] = (uint16_t)p;
+    u->nreplicas = 1;
+    for (r = 0; d != NULL && r < d->nreplicas && u->nreplicas < k; r++) {
+        const char *name = desired->nodes[d->replicas[r]];
+        int idx;
+        if (strcmp(name, primary) == 0)
+            continue;
+        if ((idx = keel_map_add_node(next, name)) < 0)
+            return idx;
+        /* add_node may renumber: primary's index first */
+        u->replicas[0] = (uint16_t)keel_map_node_index(next, primary);
+        u->replicas[u->nreplicas++] = (uint16_t)idx;
+    }
+    return 0;
+}
+
+static const char *name_of(const keel_shard_map *m, uint16_t idx)
+{
+    return idx == KEEL_MAP_NO_NODE ? NULL : m->nodes[idx];
+}
+
+/* Builds the map the controller wants written now into *next. Returns 0
+ * or a code (KEEL_ENOMEM, KEEL_EINVAL). */
+static int reconcile(keel_controller *ctl, keel_shard_map *next)
+{
+    const keel_membership *mb = ctl->members;
+    keel_map_member *mm = NULL;
+    const char **caps = NULL;
+    keel_shard_map desired;
+    size_t i, j, ncaps = 0, k = (size_t)ctl->opt.replicas;
+    uint32_t c, s;
+    int rc;
+
+    memset(&desired, 0, sizeof desired);
+    if ((rc = keel_map_copy(next, &ctl->map)) != 0)
+        return rc;
+    mm = calloc(mb->nview ? mb->nview : 1, sizeof *mm);
+    caps = calloc(KEEL_MAP_MAX_CAPS, sizeof *caps);
+    if (mm == NULL || caps == NULL) {
+        rc = KEEL_ENOMEM;
+        goto out;
+    }
+    /* capabilities: the map's and the members' */
+    for (c = 0; c < ctl->map.ncaps && ncaps < KEEL_MAP_MAX_CAPS; c++)
+        if (ctl->map.caps[c][0] != '\0')
+            caps[ncaps++] = ctl->map.caps[c];
+    for (i = 0; i < mb->nview; i++) {
+        mm[i].name = mb->view[i].name;
+        mm[i].caps = (const char *const *)mb->view[i].caps;
+        mm[i].ncaps = mb->view[i].ncaps;
+        for (j = 0; j < mb->view[i].ncaps; j++) {
+            size_t q;
+            for (q = 0; q < ncaps; q++)
+                if (strcmp(caps[q], mb->view[i].caps[j]) == 0)
+                    break;
+            if (q == ncaps && ncaps < KEEL_MAP_MAX_CAPS)
+                caps[ncaps++] = mb->view[i].caps[j];
+        }
+        track(ctl, mb->view[i].name);
+    }
+    rc = keel_map_compute(mm, mb->nview, caps, ncaps, ctl->opt.shard_count,
+                          k, &desired);
+    if (rc != 0)
+        goto out;
+    for (c = 0; c < desired.ncaps; c++)
+        if ((rc = keel_map_add_cap(next, desired.caps[c])) < 0)
+            goto out;
+    rc = 0;
+
+    for (c = 0; c < next->ncaps; c++) {
+        const char *cap = next->caps[c];
+        int dc = keel_map_cap_index(&desired, cap);
+        for (s = 0; s < next->shard_count; s++) {
+            keel_map_unit *u = keel_map_unit_at(next, c, s);
+            const keel_map_unit *d =
+                dc >= 0 ? keel_map_unit_at(&desired, (uint32_t)dc, s) : NULL;
+            const char *want = d != NULL && d->nreplicas > 0
+                                   ? desired.nodes[d->replicas[0]]
+                                   : NULL;
+            const char *owner =
+                u->nreplicas > 0 ? next->nodes[u->replicas[0]] : NULL;
+            const char *target = name_of(next, u->target);
+            keel_handoff *h = machine(ctl, cap, s, 1);
+            int from, to;
+
+            if (h == NULL) {
+                rc = KEEL_ENOMEM;
+                goto out;
+            }
+            if (owner == NULL) {
+                /* Never owned: nobody holds data, no handoff needed. */
+                if (want != NULL) {
+                    if ((rc = set_replicas(next, u, want, &desired, d, k)))
+                        goto out;
+                    u->shard_epoch++;
+                    u->target = KEEL_MAP_NO_NODE;
+                }
+                continue;
+            }
+            from = track(ctl, owner);
+            if (from < 0) {
+                rc = KEEL_ENOMEM;
+                goto out;
+            }
+            if (target == NULL) {
+                if (h->state == KEEL_HANDOFF_AWAIT_FENCE)
+                    feed(ctl, h, cap, s);
+                if (want == NULL || strcmp(want, owner) == 0)
+                    continue;
+                if (!live(ctl, owner) && !ctl->opt.reassign_dead_owner)
+                    continue; /* the owner has the only copy: wait */
+                if ((to = track(ctl, want)) < 0) {
+                    rc = KEEL_ENOMEM;
+                    goto out;
+                }
+                keel_handoff_begin(h, (uint32_t)from, (uint32_t)to,
+                                   u->shard_epoch,
+                                   ctl->opt.reassign_dead_owner,
+                                   ctl->opt.dead_owner_grace_ms);
+                feed(ctl, h, cap, s);
+            } else {
+                keel_handoff *cur = h;
+                if ((to = track(ctl, target)) < 0) {
+                    rc = KEEL_ENOMEM;
+                    goto out;
+                }
+                if (cur->state == KEEL_HANDOFF_IDLE ||
+                    cur->state == KEEL_HANDOFF_DONE ||
+                    cur->state == KEEL_HANDOFF_ABORTED)
+                    keel_handoff_resume(cur, (uint32_t)from, (uint32_t)to,
+                                        u->shard_epoch, 0,
+                                        ctl->opt.reassign_dead_owner,
+                                        ctl->opt.dead_owner_grace_ms);
+                feed(ctl, cur, cap, s);
+                if (want != NULL && strcmp(want, ctl->nodes[cur->to].name) &&
+                    !(cur->flags & KEEL_HANDOFF_F_RELEASED) &&
+                    cur->state != KEEL_HANDOFF_PRIMARY_PENDING) {
+                    if (strcmp(want, owner) == 0) {
+                        /* Back to the owner before it let go: cancel. */
+                        memset(cur, 0, sizeof *cur);
+                        u->target = KEEL_MAP_NO_NODE;
+                        continue;
+                    }
+                    if ((to = track(ctl, want)) < 0) {
+                        rc = KEEL_ENOMEM;
+                        goto out;
+                    }
+                    keel_handoff_retarget(cur, (uint32_t)to);
+                }
+            }
+            /* The unit as the machine says it must be written. */
+            if (h->state == KEEL_HANDOFF_TARGET_PENDING ||
+                h->state == KEEL_HANDOFF_AWAIT_RELEASE ||
+                h->state == KEEL_HANDOFF_AWAIT_DEATH) {
+                int t = keel_map_add_node(next, ctl->nodes[h->to].name);
+                if (t < 0) {
+                    rc = t;
+                    goto out;
+                }
+                u = keel_map_unit_at(next, c, s);
+                u->target = (uint16_t)t;
+            } else if (h->state == KEEL_HANDOFF_PRIMARY_PENDING) {
+                if ((rc = set_replicas(next, u, ctl->nodes[h->to].name,
+                                       &desired, d, k)))
+                    goto out;
+                u->shard_epoch = h->epoch + 1;
+                u->target = KEEL_MAP_NO_NODE;
+            }
+        }
+    }
+    keel_map_compact_nodes(next);
+out:
+    keel_map_free(&desired);
+    free(mm);
+    free(caps);
+    if (rc != 0)
+        keel_map_free(next);
+    return rc;
+}
+
+/* ------------------------------------------------------------- writing */
+
+static void map_written(keel_zk *zk, int rc, size_t failed,
+                        const keel_zk_op_result *res, size_t n, void *arg)
+{
+    keel_controller *ctl = arg;
+    size_t i;
+    uint32_t s;
+
+    (void)zk;
+    (void)n;
+    ctl->busy = 0;
+    if (ctl->state != C_RUNNING) {
+        if (ctl->pending_valid)
+            keel_map_free(&ctl->pending);
+        ctl->pending_valid = 0;
+        return;
+    }
+    if (rc == 0) {
+        keel_map_free(&ctl->map);
+        ctl->map = ctl->pending;
+        ctl->pending_valid = 0;
+        ctl->map_version = ctl->map_exists ? res[1].stat.version : 0;
+        ctl->map_exists = 1;
+        ctl->writes++;
+        for (i = 0; i < ctl->ncaps; i++)
+            for (s = 0; s < ctl->opt.shard_count; s++) {
+                keel_handoff *h = &ctl->caps[i].moves[s];
+                if (h->state == KEEL_HANDOFF_TARGET_PENDING)
+                    keel_handoff_target_written(h, 0, ctl->now);
+                else if (h->state == KEEL_HANDOFF_PRIMARY_PENDING)
+                    keel_handoff_primary_written(h, 0);
+            }
+        keel_debug("cluster: map epoch %llu written",
+                   (unsigned long long)ctl->map.map_epoch);
+        ctl->cb(ctl, KEEL_CONTROLLER_MAP_WRITTEN, ctl->arg);
+        pump(ctl);
+        return;
+    }
+    keel_map_free(&ctl->pending);
+    ctl->pending_valid = 0;
+    if ((rc == KEEL_EBADVERSION || rc == KEEL_ENOTFOUND) && failed == 0) {
+        /* controller_epoch moved on: another controller leads. */
+        keel_warn("cluster: controller at epoch %llu deposed",
+                  (unsigned long long)ctl->epoch);
+        for (i = 0; i < ctl->ncaps; i++)
+            for (s = 0; s < ctl->opt.shard_count; s++) {
+                keel_handoff *h = &ctl->caps[i].moves[s];
+                keel_handoff_target_written(h, KEEL_EDEPOSED, ctl->now);
+                keel_handoff_primary_written(h, KEEL_EDEPOSED);
+            }
+        ctl->state = C_DEPOSED;
+        ctl->error = KEEL_EDEPOSED;
+        ctl->cb(ctl, KEEL_CONTROLLER_DEPOSED, ctl->arg);
+        return;
+    }
+    if (rc == KEEL_ECONNLOSS) {
+        ctl->map_dirty = 1; /* outcome unknown: read it back */
+        ctl->stalled = 1;
+        return;
+    }
+    if ((rc == KEEL_EBADVERSION || rc == KEEL_EEXIST ||
+         rc == KEEL_ENOTFOUND) &&
+        failed == 1) {
+        ctl->map_dirty = 1; /* the map is not what we thought */
+        pump(ctl);
+        return;
+    }
+    fail(ctl, rc);
+}
+
+static int write_map(keel_controller *ctl, keel_shard_map *next)
+{
+    char epath[KEEL_ZK_PATH_MAX], mpath[KEEL_ZK_PATH_MAX];
+    keel_zk_op ops[2];
+    uint8_t *buf;
+    size_t len;
+    int rc;
+
+    next->map_epoch = ctl->map.map_epoch + 1;
+    if ((rc = keel_map_encode(next, &buf, &len)) != 0)
+        return rc;
+    memset(ops, 0, sizeof ops);
+    ops[0].type = KEEL_ZK_OP_CHECK;
+    ops[0].path = keel_layout_path(ctl->layout, epath, "controller_epoch",
+                                   NULL, NULL);
+    ops[0].version = ctl->epoch_version;
+    ops[1].type = ctl->map_exists ? KEEL_ZK_OP_SET : KEEL_ZK_OP_CREATE;
+    ops[1].path = keel_layout_path(ctl->layout, mpath, "map", NULL, NULL);
+    ops[1].data = buf;
+    ops[1].len = len;
+    ops[1].version = ctl->map_version;
+    rc = keel_zk_multi(ctl->zk, ops, 2, map_written, ctl);
+    free(buf);
+    if (rc != 0)
+        return rc;
+    ctl->pending = *next;
+    ctl->pending_valid = 1;
+    ctl->busy = 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- pump */
+
+static void pump(keel_controller *ctl)
+{
+    keel_shard_map next;
+    size_t i;
+    int rc;
+
+    if (ctl->state != C_RUNNING || ctl->busy || ctl->stalled)
+        return;
+    if (ctl->map_dirty || !ctl->have_map) {
+        char path[KEEL_ZK_PATH_MAX];
+        keel_layout_path(ctl->layout, path, "map", NULL, NULL);
+        rc = keel_zk_get(ctl->zk, path, NULL, NULL, map_read, ctl);
+        if (rc != 0)
+            fail(ctl, rc);
+        else
+            ctl->busy = 1;
+        return;
+    }
+    for (i = 0; i < ctl->nnodes; i++)
+        if (ctl->nodes[i].dirty) {
+            if ((rc = read_state(ctl, i)) != 0)
+                fail(ctl, rc);
+            return;
+        }
+    if ((rc = reconcile(ctl, &next)) != 0) {
+        fail(ctl, rc);
+        return;
+    }
+    /* Reading may have found new nodes to track. */
+    for (i = 0; i < ctl->nnodes; i++)
+        if (ctl->nodes[i].dirty) {
+            keel_map_free(&next);
+            pump(ctl);
+            return;
+        }
+    if (ctl->map_exists && keel_map_same_placement(&next, &ctl->map)) {
+        keel_map_free(&next);
+        return;
+    }
+    if ((rc = write_map(ctl, &next)) != 0) {
+        keel_map_free(&next);
+        fail(ctl, rc);
+    }
+}
+
+/* ----------------------------------------------------------- interface */
+
+void keel_controller_init(keel_controller *ctl, keel_zk *zk,
+                          const keel_layout *layout,
+                          const keel_membership *members,
+                          const keel_controller_options *opt,
+                          keel_controller_cb cb, void *arg)
+{
+    memset(ctl, 0, sizeof *ctl);
+    ctl->zk = zk;
+    ctl->layout = layout;
+    ctl->members = members;
+    ctl->opt = *opt;
+    if (ctl->opt.replicas <= 0)
+        ctl->opt.replicas = 1;
+    if (ctl->opt.replicas > KEEL_MAP_MAX_REPLICAS)
+        ctl->opt.replicas = KEEL_MAP_MAX_REPLICAS;
+    ctl->cb = cb;
+    ctl->arg = arg;
+    keel_map_init(&ctl->map, opt->shard_count);
+}
+
+void keel_controller_free(keel_controller *ctl)
+{
+    size_t i;
+
+    keel_map_free(&ctl->map);
+    if (ctl->pending_valid)
+        keel_map_free(&ctl->pending);
+    for (i = 0; i < ctl->nnodes; i++)
+        keel_node_state_free(&ctl->nodes[i].state);
+    free(ctl->nodes);
+    for (i = 0; i < ctl->ncaps; i++)
+        free(ctl->caps[i].moves);
+    free(ctl->caps);
+    memset(ctl, 0, sizeof *ctl);
+}
+
+int keel_controller_start(keel_controller *ctl, const char *candidate,
+                          uint64_t now)
+{
+    size_t i;
+
+    if (ctl->pending_valid)
+        keel_map_free(&ctl->pending);
+    ctl->pending_valid = 0;
+    snprintf(ctl->candidate, sizeof ctl->candidate, "%s", candidate);
+    ctl->now = now;
+    ctl->error = 0;
+    ctl->busy = ctl->stalled = 0;
+    ctl->bump_tries = 0;
+    ctl->have_map = 0;
+    ctl->map_dirty = 1;
+    /* A new term re-reads everything and re-arms every watch. */
+    for (i = 0; i < ctl->nnodes; i++) {
+        ctl->nodes[i].dirty = 1;
+        ctl->nodes[i].watched = 0;
+    }
+    for (i = 0; i < ctl->ncaps; i++)
+        memset(ctl->caps[i].moves, 0,
+               ctl->opt.shard_count * sizeof(keel_handoff));
+    return bump_read(ctl);
+}
+
+void keel_controller_stop(keel_controller *ctl)
+{
+    if (ctl->state == C_RUNNING || ctl->state == C_BUMP_READ ||
+        ctl->state == C_BUMP_WRITE)
+        ctl->state = C_IDLE;
+}
+
+int keel_controller_active(const keel_controller *ctl)
+{
+    return ctl->state == C_RUNNING;
+}
+
+void keel_controller_members_changed(keel_controller *ctl, uint64_t now)
+{
+    size_t i;
+
+    ctl->now = now;
+    for (i = 0; i < ctl->members->nview; i++)
+        track(ctl, ctl->members->view[i].name);
+    pump(ctl);
+}
+
+void keel_controller_tick(keel_controller *ctl, uint64_t now)
+{
+    ctl->now = now;
+    pump(ctl);
+}
+
+void keel_controller_resume(keel_controller *ctl)
+{
+    int rc;
+
+    if (!ctl->stalled || ctl->busy)
+        return;
+    ctl->stalled = 0;
+    if (ctl->state == C_BUMP_READ) {
+        if ((rc = bump_read(ctl)) != 0)
+            fail(ctl, rc);
+        return;
+    }
+    pump(ctl);
+}
+
+uint64_t keel_controller_deadline(const keel_controller *ctl)
+{
+    uint64_t best = 0;
+    size_t i;
+    uint32_t s;
+
+    if (ctl->state != C_RUNNING)
+        return 0;
+    for (i = 0; i < ctl->ncaps; i++)
+        for (s = 0; s < ctl->opt.shard_count; s++) {
+            uint64_t d = keel_handoff_deadline(&ctl->caps[i].moves[s]);
+            if (d != 0 && (best == 0 || d < best))
+                best = d;
+        }
+    return best;
+}
+
+int keel_controller_republish(keel_controller *ctl)
+{
+    keel_shard_map next;
+    int rc;
+
+    if (ctl->state != C_RUNNING)
+        return KEEL_EDEPOSED;
+    if (ctl->busy || ctl->stalled || !ctl->have_map)
+        return KEEL_EOVERLOAD;
+    if ((rc = keel_map_copy(&next, &ctl->map)) != 0)
+        return rc;
+    if ((rc = write_map(ctl, &next)) != 0)
+        keel_map_free(&next);
+    return rc;
+}
+
+const keel_handoff *keel_controller_move(const keel_controller *ctl,
+                                         const char *cap, uint32_t shard)
+{
+    size_t i;
+
+    if (shard >= ctl->opt.shard_count)
+        return NULL;
+    for (i = 0; i < ctl->ncaps; i++)
+        if (strcmp(ctl->caps[i].name, cap) == 0)
+            return &ctl->caps[i].moves[shard];
+    return NULL;
+}

@@ -1,0 +1,132 @@
+/* The controller: the one elected node that computes and writes the shard
+ * map. On election it bumps controller_epoch by compare-and-set (with a
+ * check that its election node still exists); from then on every write it
+ * makes is a multi whose first op checks controller_epoch's version, so
+ * once another controller has bumped the epoch, this one's writes fail as
+ * a whole (KEEL_EDEPOSED) and it stops.
+ *
+ * It reconciles the map with the members it sees: units nobody ever owned
+ * go straight to their rendezvous owner (shard_epoch 1); units whose owner
+ * should change move through the handoff state machine (handoff.h), one
+ * machine per moving unit, fed from the members' `nodes/<node>/state`.
+ * A unit whose owner is gone stays with it (unavailable) unless the
+ * operator allowed reassigning dead owners' units, which then happens once
+ * the owner's member znode has been gone for the grace period.
+ *
+ * One request in flight; reads and writes are serialised in pump(). */
+#ifndef KEEL_COORDINATOR_CONTROLLER_H
+#define KEEL_COORDINATOR_CONTROLLER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coordinator/handoff.h"
+#include "coordinator/layout.h"
+#include "coordinator/membership.h"
+#include "coordinator/nodestate.h"
+#include "coordinator/shardmap.h"
+#include "coordinator/zk.h"
+
+typedef struct keel_controller keel_controller;
+
+enum keel_controller_event {
+    KEEL_CONTROLLER_ACTIVE = 1,      /* epoch bumped: ctl->epoch */
+    KEEL_CONTROLLER_MAP_WRITTEN = 2, /* ctl->map is what ZooKeeper holds */
+    KEEL_CONTROLLER_DEPOSED = 3,     /* another controller took over */
+    KEEL_CONTROLLER_FAILED = 4       /* gave up: ctl->error */
+};
+
+typedef void (*keel_controller_cb)(keel_controller *ctl, int event,
+                                   void *arg);
+
+typedef struct keel_controller_options {
+    uint32_t shard_count;
+    int replicas;             /* k: primary + k-1 replicas; 1 for now */
+    int reassign_dead_owner;  /* 0: a dead owner's units wait for it */
+    uint32_t dead_owner_grace_ms; /* after its member znode is gone */
+} keel_controller_options;
+
+/* What the controller knows of one node (ids are indexes, stable). */
+typedef struct keel_ctl_node {
+    char name[KEEL_NAME_MAX + 1];
+    keel_node_state state; /* as last read */
+    int have_state;
+    int dirty;   /* must be (re)read */
+    int watched; /* a watch is armed */
+} keel_ctl_node;
+
+/* Handoff machines of one capability, per shard. */
+typedef struct keel_ctl_cap {
+    char name[KEEL_NAME_MAX + 1];
+    keel_handoff *moves;
+} keel_ctl_cap;
+
+struct keel_controller {
+    keel_zk *zk;
+    const keel_layout *layout;
+    const keel_membership *members;
+    keel_controller_options opt;
+    keel_controller_cb cb;
+    void *arg;
+
+    int state;
+    int error;
+    int busy, stalled;
+    size_t reading; /* node whose state is being read */
+    int bump_tries;
+    char candidate[KEEL_ZK_PATH_MAX];
+    uint64_t epoch;        /* our controller epoch once active */
+    int32_t epoch_version; /* controller_epoch's version after our bump */
+    uint64_t now;
+
+    keel_shard_map map; /* as in ZooKeeper, once read */
+    int have_map, map_exists, map_dirty;
+    int32_t map_version;
+    keel_shard_map pending; /* being written */
+    int pending_valid;
+
+    keel_ctl_node *nodes;
+    size_t nnodes;
+    keel_ctl_cap *caps;
+    size_t ncaps;
+
+    uint64_t writes; /* map writes acknowledged */
+};
+
+void keel_controller_init(keel_controller *ctl, keel_zk *zk,
+                          const keel_layout *layout,
+                          const keel_membership *members,
+                          const keel_controller_options *opt,
+                          keel_controller_cb cb, void *arg);
+void keel_controller_free(keel_controller *ctl);
+
+/* Takes over as controller: `candidate` is our election node (it must
+ * still exist when the epoch is bumped). Returns 0 or a submit error. */
+int keel_controller_start(keel_controller *ctl, const char *candidate,
+                          uint64_t now);
+/* Stops acting (session lost or shutting down). Requests in flight are
+ * ignored when they complete. */
+void keel_controller_stop(keel_controller *ctl);
+int keel_controller_active(const keel_controller *ctl);
+
+/* Inputs: the member view changed; time passed; the connection is back. */
+void keel_controller_members_changed(keel_controller *ctl, uint64_t now);
+void keel_controller_tick(keel_controller *ctl, uint64_t now);
+void keel_controller_resume(keel_controller *ctl);
+/* When tick() must next run (a grace period ends), or 0. */
+uint64_t keel_controller_deadline(const keel_controller *ctl);
+
+/* Writes the current map again under the next map_epoch, so that every
+ * node re-applies it (an operator's nudge). Returns 0 when submitted (the
+ * outcome comes as an event), KEEL_EOVERLOAD while another request is in
+ * flight, KEEL_EDEPOSED when not active, or the submit error
+ * (KEEL_ESESSION once the session is gone). */
+int keel_controller_republish(keel_controller *ctl);
+
+/* The machine of a unit, or NULL (tests, diagnostics). */
+const keel_handoff *keel_controller_move(const keel_controller *ctl,
+                                         const char *cap, uint32_t shard);
+/* Node id of a name known to the controller, or -1. */
+int keel_controller_node_id(const keel_controller *ctl, const char *name);
+
+#endif

@@ -1,0 +1,203 @@
+/* ZooKeeper paths of a cluster and the text formats of its small znodes. */
+#include "coordinator/layout.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keel.h"
+
+int keel_layout_init(keel_layout *l, const char *cluster)
+{
+    if (!keel_name_valid(cluster, 0))
+        return KEEL_EINVAL;
+    snprintf(l->root, sizeof l->root, "/keel/%s", cluster);
+    return 0;
+}
+
+char *keel_layout_path(const keel_layout *l, char *buf, const char *a,
+                       const char *b, const char *c)
+{
+    snprintf(buf, KEEL_ZK_PATH_MAX, "%s/%s%s%s%s%s", l->root, a,
+             b ? "/" : "", b ? b : "", c ? "/" : "", c ? c : "");
+    return buf;
+}
+
+/* The line at *p (up to '\n') must start with key and a space; returns
+ * the value's start and length, and advances *p past the line. */
+static const char *field(const char **p, const char *end, const char *key,
+                         size_t *vlen)
+{
+    size_t kl = strlen(key);
+    const char *nl, *v;
+
+    if ((size_t)(end - *p) < kl + 1 || memcmp(*p, key, kl) != 0 ||
+        (*p)[kl] != ' ')
+        return NULL;
+    v = *p + kl + 1;
+    nl = memchr(v, '\n', (size_t)(end - v));
+    if (nl == NULL)
+        return NULL;
+    *vlen = (size_t)(nl - v);
+    *p = nl + 1;
+    return v;
+}
+
+static int parse_u64(const char *s, size_t len, uint64_t *out)
+{
+    uint64_t v = 0;
+    size_t i;
+
+    if (len == 0 || len > 20 || (len > 1 && s[0] == '0'))
+        return KEEL_ECORRUPT;
+    for (i = 0; i < len; i++) {
+        unsigned d;
+        if (s[i] < '0' || s[i] > '9')
+            return KEEL_ECORRUPT;
+        d = (unsigned)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return KEEL_ECORRUPT;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+size_t keel_config_format(char *buf, size_t cap, uint32_t shards)
+{
+    int n = snprintf(buf, cap, "keel-cluster 1\nshards %u\n", shards);
+
+    return n < 0 ? 0 : (size_t)n;
+}
+
+int keel_config_parse(const void *data, size_t len, uint32_t *shards)
+{
+    const char *p = data, *end = p + len, *v;
+    uint64_t x;
+    size_t vl;
+
+    if (data == NULL)
+        return KEEL_ECORRUPT;
+    v = field(&p, end, "keel-cluster", &vl);
+    if (v == NULL || vl != 1 || v[0] != '1')
+        return KEEL_ECORRUPT;
+    v = field(&p, end, "shards", &vl);
+    if (v == NULL || parse_u64(v, vl, &x) != 0 || x == 0 ||
+        x > KEEL_MAP_MAX_SHARDS || p != end)
+        return KEEL_ECORRUPT;
+    *shards = (uint32_t)x;
+    return 0;
+}
+
+size_t keel_epoch_format(char *buf, size_t cap, uint64_t epoch)
+{
+    int n = snprintf(buf, cap, "%llu", (unsigned long long)epoch);
+
+    return n < 0 ? 0 : (size_t)n;
+}
+
+int keel_epoch_parse(const void *data, size_t len, uint64_t *epoch)
+{
+    if (data == NULL)
+        return KEEL_ECORRUPT;
+    return parse_u64(data, len, epoch);
+}
+
+void keel_member_clear(keel_member *m)
+{
+    size_t i;
+
+    for (i = 0; i < m->ncaps; i++)
+        free(m->caps[i]);
+    m->ncaps = 0;
+}
+
+static int addr_valid(const char *a, size_t len)
+{
+    size_t i;
+
+    if (len == 0 || len > KEEL_ADDR_MAX)
+        return 0;
+    for (i = 0; i < len; i++)
+        if (a[i] <= ' ' || a[i] > '~')
+            return 0;
+    return 1;
+}
+
+int keel_member_format(const char *addr, const char *const *caps,
+                       size_t ncaps, char **out, size_t *len)
+{
+    size_t i, n;
+    char *buf, *p;
+
+    if (addr == NULL || !addr_valid(addr, strlen(addr)) ||
+        ncaps > KEEL_MAP_MAX_CAPS)
+        return KEEL_EINVAL;
+    n = strlen(addr) + 32;
+    for (i = 0; i < ncaps; i++) {
+        if (!keel_name_valid(caps[i], 0))
+            return KEEL_EINVAL;
+        n += strlen(caps[i]) + 1;
+    }
+    buf = malloc(n);
+    if (buf == NULL)
+        return KEEL_ENOMEM;
+    p = buf + sprintf(buf, "addr %s\ncaps ", addr);
+    for (i = 0; i < ncaps; i++)
+        p += sprintf(p, "%s%s", i ? "," : "", caps[i]);
+    *p++ = '\n';
+    *out = buf;
+    *len = (size_t)(p - buf);
+    return 0;
+}
+
+int keel_member_parse(const void *data, size_t len, keel_member *m)
+{
+    const char *p = data, *end = p + len, *v, *c;
+    keel_member tmp;
+    size_t vl;
+
+    if (data == NULL)
+        return KEEL_ECORRUPT;
+    memset(&tmp, 0, sizeof tmp);
+    v = field(&p, end, "addr", &vl);
+    if (v == NULL || !addr_valid(v, vl))
+        return KEEL_ECORRUPT;
+    memcpy(tmp.addr, v, vl);
+    tmp.addr[vl] = '\0';
+    v = field(&p, end, "caps", &vl);
+    if (v == NULL || p != end)
+        return KEEL_ECORRUPT;
+    c = v;
+    while (c < v + vl) {
+        const char *comma = memchr(c, ',', (size_t)(v + vl - c));
+        size_t cl = comma ? (size_t)(comma - c) : (size_t)(v + vl - c);
+        char *cap;
+        if (cl == 0 || cl > KEEL_NAME_MAX || tmp.ncaps == KEEL_MAP_MAX_CAPS) {
+            keel_member_clear(&tmp);
+            return KEEL_ECORRUPT;
+        }
+        cap = malloc(cl + 1);
+        if (cap == NULL) {
+            keel_member_clear(&tmp);
+            return KEEL_ENOMEM;
+        }
+        memcpy(cap, c, cl);
+        cap[cl] = '\0';
+        tmp.caps[tmp.ncaps++] = cap;
+        if (!keel_name_valid(cap, 0)) {
+            keel_member_clear(&tmp);
+            return KEEL_ECORRUPT;
+        }
+        c += cl + (comma ? 1 : 0);
+        if (comma != NULL && c == v + vl) { /* trailing comma */
+            keel_member_clear(&tmp);
+            return KEEL_ECORRUPT;
+        }
+    }
+    keel_member_clear(m);
+    memcpy(m->addr, tmp.addr, sizeof m->addr);
+    memcpy(m->caps, tmp.caps, sizeof tmp.caps[0] * tmp.ncaps);
+    m->ncaps = tmp.ncaps;
+    return 0;
+}

@@ -1,0 +1,65 @@
+/* Where a cluster lives in ZooKeeper, and the small text formats of its
+ * znodes. Everything sits under the chroot-like prefix /keel/<cluster>:
+ *
+ *   config              "keel-cluster 1\nshards <S>\n", created once
+ *   controller_epoch    decimal epoch, bumped by compare-and-set by each
+ *                       new controller; its version fences controller
+ *                       writes (a check op in every multi)
+ *   election/n_<sid>_<seq>  ephemeral sequential candidates (data: node)
+ *   members/<node>      ephemeral; "addr <host:port>\ncaps <a,b>\n";
+ *                       its czxid is the node's incarnation
+ *   nodes/<node>/state  what the node holds (nodestate.h)
+ *   map                 the shard map (shardmap.h), controller-written
+ *
+ * Text formats are strict: one line per field, in this order, each ending
+ * in '\n', nothing else; anything else is KEEL_ECORRUPT. */
+#ifndef KEEL_COORDINATOR_LAYOUT_H
+#define KEEL_COORDINATOR_LAYOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coordinator/shardmap.h"
+#include "coordinator/zk.h"
+
+#define KEEL_ADDR_MAX 255
+
+typedef struct keel_layout {
+    char root[KEEL_ZK_PATH_MAX / 4]; /* "/keel/<cluster>" */
+} keel_layout;
+
+/* Returns 0 or KEEL_EINVAL (cluster name invalid, see keel_name_valid). */
+int keel_layout_init(keel_layout *l, const char *cluster);
+/* root + "/" + a [+ "/" + b] [+ "/" + c] into buf (KEEL_ZK_PATH_MAX);
+ * b and c may be NULL. Returns buf. */
+char *keel_layout_path(const keel_layout *l, char *buf, const char *a,
+                       const char *b, const char *c);
+
+/* config: 0, or KEEL_ECORRUPT. */
+size_t keel_config_format(char *buf, size_t cap, uint32_t shards);
+int keel_config_parse(const void *data, size_t len, uint32_t *shards);
+
+/* controller_epoch */
+size_t keel_epoch_format(char *buf, size_t cap, uint64_t epoch);
+int keel_epoch_parse(const void *data, size_t len, uint64_t *epoch);
+
+/* members/<node>: address and capabilities. */
+typedef struct keel_member {
+    char name[KEEL_NAME_MAX + 1];
+    char addr[KEEL_ADDR_MAX + 1];
+    char *caps[KEEL_MAP_MAX_CAPS]; /* owned */
+    size_t ncaps;
+    int64_t incarnation; /* czxid of the member znode */
+    int64_t session;     /* its ephemeral owner */
+} keel_member;
+
+void keel_member_clear(keel_member *m);
+/* 0, KEEL_EINVAL (bad address or capability) or KEEL_ENOMEM. *len is the
+ * byte count; *out is malloc'd. */
+int keel_member_format(const char *addr, const char *const *caps,
+                       size_t ncaps, char **out, size_t *len);
+/* Fills addr and caps of m (name and ids untouched). 0, KEEL_ECORRUPT or
+ * KEEL_ENOMEM. */
+int keel_member_parse(const void *data, size_t len, keel_member *m);
+
+#endif

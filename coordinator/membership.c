@@ -1,0 +1,408 @@
+/* Membership: join with our ephemeral znode, keep a view of the others. */
+#include "coordinator/membership.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "keel.h"
+
+enum { J_IDLE = 0, J_CREATING, J_CHECKING, J_WAITING, J_JOINED };
+enum { L_IDLE = 0, L_CHILDREN, L_GETTING };
+
+static int join_create(keel_membership *m);
+static int list_start(keel_membership *m);
+
+static void fail(keel_membership *m, int rc)
+{
+    m->error = rc;
+    m->cb(m, KEEL_MEMBERSHIP_FAILED, m->arg);
+}
+
+/* ----------------------------------------------------------------- join */
+
+static void old_member_watch(keel_zk *zk, int event, const char *path,
+                             void *arg)
+{
+    keel_membership *m = arg;
+    int rc;
+
+    (void)zk;
+    (void)path;
+    if (m->join_state != J_WAITING || event != KEEL_ZK_NODE_DELETED)
+        return;
+    keel_info("cluster: previous incarnation of %s is gone; joining",
+              m->node);
+    if ((rc = join_create(m)) != 0 && rc != KEEL_ECONNLOSS)
+        fail(m, rc);
+}
+
+static void old_member_checked(keel_zk *zk, int rc, const keel_zk_stat *st,
+                               void *arg)
+{
+    keel_membership *m = arg;
+
+    m->join_busy = 0;
+    if (rc == KEEL_ENOTFOUND) {
+        /* gone in between: try again */
+        if ((rc = join_create(m)) != 0)
+            fail(m, rc);
+        return;
+    }
+    if (rc == KEEL_ECONNLOSS) {
+        m->join_stalled = 1;
+        return;
+    }
+    if (rc != 0) {
+        fail(m, rc);
+        return;
+    }
+    if (st->ephemeral_owner == keel_zk_session_id(zk)) {
+        /* Ours: created by a request whose answer was lost. */
+        m->incarnation = st->czxid;
+        m->join_state = J_JOINED;
+        m->cb(m, KEEL_MEMBERSHIP_JOINED, m->arg);
+        return;
+    }
+    keel_warn("cluster: %s is still held by a previous session (%llx); "
+              "waiting for it to expire",
+              m->node, (unsigned long long)st->ephemeral_owner);
+    m->join_state = J_WAITING;
+}
+
+static void member_created(keel_zk *zk, int rc, const char *path,
+                           const keel_zk_stat *st, void *arg)
+{
+    keel_membership *m = arg;
+    char p[KEEL_ZK_PATH_MAX];
+
+    (void)path;
+    m->join_busy = 0;
+    if (rc == 0) {
+        m->incarnation = st->czxid;
+        m->join_state = J_JOINED;
+        m->cb(m, KEEL_MEMBERSHIP_JOINED, m->arg);
+        return;
+    }
+    if (rc == KEEL_ECONNLOSS) {
+        m->join_stalled = 1;
+        return;
+    }
+    if (rc != KEEL_EEXIST) {
+        fail(m, rc);
+        return;
+    }
+    m->join_state = J_CHECKING;
+    keel_layout_path(m->layout, p, "members", m->node, NULL);
+    rc = keel_zk_exists(zk, p, old_member_watch, m, old_member_checked, m);
+    if (rc != 0)
+        fail(m, rc);
+    else
+        m->join_busy = 1;
+}
+
+static int join_create(keel_membership *m)
+{
+    char p[KEEL_ZK_PATH_MAX];
+    int rc;
+
+    m->join_state = J_CREATING;
+    keel_layout_path(m->layout, p, "members", m->node, NULL);
+    rc = keel_zk_create(m->zk, p, m->data, m->len, KEEL_ZK_EPHEMERAL,
+                        member_created, m);
+    if (rc == 0)
+        m->join_busy = 1;
+    return rc;
+}
+
+int keel_membership_join(keel_membership *m, const char *addr,
+                         const char *const *caps, size_t ncaps)
+{
+    int rc;
+
+    free(m->data);
+    m->data = NULL;
+    rc = keel_member_format(addr, caps, ncaps, &m->data, &m->len);
+    if (rc != 0)
+        return rc;
+    m->incarnation = 0;
+    m->join_stalled = 0;
+    return join_create(m);
+}
+
+/* ----------------------------------------------------------------- view */
+
+static void free_names(keel_membership *m)
+{
+    size_t i;
+
+    for (i = 0; i < m->nnames; i++)
+        free(m->names[i]);
+    free(m->names);
+    m->names = NULL;
+    m->nnames = 0;
+    m->next = 0;
+}
+
+static void free_members(keel_member *v, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        keel_member_clear(&v[i]);
+    free(v);
+}
+
+static int cmp_member(const void *a, const void *b)
+{
+    return strcmp(((const keel_member *)a)->name,
+                  ((const keel_member *)b)->name);
+}
+
+static int same_view(const keel_member *a, size_t na, const keel_member *b,
+                     size_t nb)
+{
+    size_t i;
+
+    if (na != nb)
+        return 0;
+    for (i = 0; i < na; i++)
+        if (strcmp(a[i].name, b[i].name) != 0 ||
+            a[i].incarnation != b[i].incarnation)
+            return 0;
+    return 1;
+}
+
+static void list_done(keel_membership *m)
+{
+    int changed;
+
+    qsort(m->building, m->nbuilding, sizeof *m->building, cmp_member);
+    changed = !same_view(m->view, m->nview, m->building, m->nbuilding);
+    free_members(m->view, m->nview);
+    m->view = m->building;
+    m->nview = m->nbuilding;
+    m->building = NULL;
+    m->nbuilding = 0;
+    free_names(m);
+    m->list_state = L_IDLE;
+    if (changed)
+        m->view_version++;
+    if (m->list_dirty) {
+        int rc;
+        m->list_dirty = 0;
+        if ((rc = list_start(m)) != 0 && rc != KEEL_ECONNLOSS) {
+            fail(m, rc);
+            return;
+        }
+    }
+    if (changed)
+        m->cb(m, KEEL_MEMBERSHIP_CHANGED, m->arg);
+}
+
+static void get_next(keel_membership *m);
+
+static void member_read(keel_zk *zk, int rc, const void *data, size_t len,
+                        const keel_zk_stat *st, void *arg)
+{
+    keel_membership *m = arg;
+    const char *name;
+
+    (void)zk;
+    m->list_busy = 0;
+    if (rc == KEEL_ECONNLOSS) {
+        m->list_stalled = 1;
+        return;
+    }
+    if (rc != 0 && rc != KEEL_ENOTFOUND) {
+        fail(m, rc);
+        return;
+    }
+    name = m->names[m->next];
+    if (rc == 0) {
+        keel_member *b = &m->building[m->nbuilding];
+        memset(b, 0, sizeof *b);
+        if (keel_member_parse(data, len, b) != 0) {
+            keel_warn("cluster: member %s has unreadable data; ignored",
+                      name);
+        } else {
+            strcpy(b->name, name);
+            b->incarnation = st->czxid;
+            b->session = st->ephemeral_owner;
+            m->nbuilding++;
+        }
+    }
+    m->next++;
+    get_next(m);
+}
+
+static void get_next(keel_membership *m)
+{
+    char p[KEEL_ZK_PATH_MAX];
+    int rc;
+
+    while (m->next < m->nnames && !keel_name_valid(m->names[m->next], 0))
+        m->next++; /* not a member znode of ours */
+    if (m->next == m->nnames) {
+        list_done(m);
+        return;
+    }
+    keel_layout_path(m->layout, p, "members", m->names[m->next], NULL);
+    rc = keel_zk_get(m->zk, p, NULL, NULL, member_read, m);
+    if (rc != 0) {
+        fail(m, rc);
+        return;
+    }
+    m->list_busy = 1;
+}
+
+static void members_watch(keel_zk *zk, int event, const char *path, void *arg)
+{
+    keel_membership *m = arg;
+    int rc;
+
+    (void)zk;
+    (void)event;
+    (void)path;
+    if (!m->view_started)
+        return;
+    if (m->list_state != L_IDLE || m->list_stalled) {
+        m->list_dirty = 1;
+        return;
+    }
+    if ((rc = list_start(m)) != 0)
+        fail(m, rc);
+}
+
+static void children_read(keel_zk *zk, int rc, size_t count,
+                          const char *const *names, void *arg)
+{
+    keel_membership *m = arg;
+    size_t i;
+
+    (void)zk;
+    m->list_busy = 0;
+    if (rc == KEEL_ECONNLOSS) {
+        m->list_stalled = 1;
+        return;
+    }
+    if (rc != 0) {
+        fail(m, rc);
+        return;
+    }
+    free_names(m);
+    free_members(m->building, m->nbuilding);
+    m->building = calloc(count ? count : 1, sizeof *m->building);
+    m->nbuilding = 0;
+    m->names = calloc(count ? count : 1, sizeof *m->names);
+    if (m->names == NULL || m->building == NULL) {
+        fail(m, KEEL_ENOMEM);
+        return;
+    }
+    for (i = 0; i < count; i++) {
+        if ((m->names[i] = strdup(names[i])) == NULL) {
+            m->nnames = i;
+            fail(m, KEEL_ENOMEM);
+            return;
+        }
+    }
+    m->nnames = count;
+    m->next = 0;
+    m->list_state = L_GETTING;
+    get_next(m);
+}
+
+static int list_start(keel_membership *m)
+{
+    char p[KEEL_ZK_PATH_MAX];
+    int rc;
+
+    m->list_state = L_CHILDREN;
+    m->list_dirty = 0;
+    keel_layout_path(m->layout, p, "members", NULL, NULL);
+    rc = keel_zk_children(m->zk, p, members_watch, m, children_read, m);
+    if (rc == 0)
+        m->list_busy = 1;
+    else
+        m->list_state = L_IDLE;
+    return rc;
+}
+
+int keel_membership_watch(keel_membership *m)
+{
+    m->view_started = 1;
+    m->list_stalled = 0;
+    return list_start(m);
+}
+
+void keel_membership_resume(keel_membership *m)
+{
+    int rc;
+
+    if (m->join_stalled && !m->join_busy) {
+        m->join_stalled = 0;
+        /* Create again: the EEXIST path adopts a node our lost request
+         * made. A stalled exists() is redone the same way. */
+        if ((rc = join_create(m)) != 0)
+            fail(m, rc);
+    }
+    if (m->list_stalled && !m->list_busy) {
+        m->list_stalled = 0;
+        if ((rc = list_start(m)) != 0)
+            fail(m, rc);
+    }
+}
+
+void keel_membership_reset(keel_membership *m)
+{
+    m->join_state = J_IDLE;
+    m->join_busy = m->join_stalled = 0;
+    m->incarnation = 0;
+    m->list_state = L_IDLE;
+    m->list_busy = m->list_stalled = m->list_dirty = 0;
+    m->view_started = 0;
+    free_names(m);
+    free_members(m->building, m->nbuilding);
+    m->building = NULL;
+    m->nbuilding = 0;
+}
+
+void keel_membership_init(keel_membership *m, keel_zk *zk,
+                          const keel_layout *layout, const char *node,
+                          keel_membership_cb cb, void *arg)
+{
+    memset(m, 0, sizeof *m);
+    m->zk = zk;
+    m->layout = layout;
+    strncpy(m->node, node, KEEL_NAME_MAX);
+    m->cb = cb;
+    m->arg = arg;
+}
+
+void keel_membership_free(keel_membership *m)
+{
+    keel_membership_reset(m);
+    free_members(m->view, m->nview);
+    m->view = NULL;
+    m->nview = 0;
+    free(m->data);
+    m->data = NULL;
+}
+
+const keel_member *keel_membership_find(const keel_membership *m,
+                                        const char *name)
+{
+    size_t lo = 0, hi = m->nview;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(m->view[mid].name, name);
+        if (c == 0)
+            return &m->view[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}

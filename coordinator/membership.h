@@ -1,0 +1,80 @@
+/* Membership: this node's ephemeral znode members/<node> (address and
+ * capabilities; its czxid is the node's incarnation), and a watched view
+ * of every member.
+ *
+ * Joining when members/<node> already exists: if the node belongs to our
+ * own session (a create whose answer was lost with the connection), it is
+ * adopted; otherwise it is a previous incarnation whose session has not
+ * expired yet, and the join waits (watching it) until it is gone, so that
+ * two incarnations never hold the name at once.
+ *
+ * Two independent request streams (join, view), at most one request in
+ * flight each. Connection losses stall a stream until resume(); a lost
+ * session needs reset() and a new start. */
+#ifndef KEEL_COORDINATOR_MEMBERSHIP_H
+#define KEEL_COORDINATOR_MEMBERSHIP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coordinator/layout.h"
+#include "coordinator/zk.h"
+
+typedef struct keel_membership keel_membership;
+
+enum keel_membership_event {
+    KEEL_MEMBERSHIP_JOINED = 1,  /* our member znode exists: incarnation set */
+    KEEL_MEMBERSHIP_CHANGED = 2, /* the view changed */
+    KEEL_MEMBERSHIP_FAILED = 3   /* a request failed for good: m->error */
+};
+
+typedef void (*keel_membership_cb)(keel_membership *m, int event, void *arg);
+
+struct keel_membership {
+    keel_zk *zk;
+    const keel_layout *layout;
+    char node[KEEL_NAME_MAX + 1];
+    keel_membership_cb cb;
+    void *arg;
+    int error;
+
+    /* join */
+    char *data; /* our member znode's content */
+    size_t len;
+    int join_state;
+    int join_busy, join_stalled;
+    int64_t incarnation; /* 0 until joined */
+
+    /* view: sorted by name */
+    keel_member *view;
+    size_t nview;
+    uint64_t view_version; /* bumps with every change */
+    int view_started;
+    int list_state;
+    int list_busy, list_stalled, list_dirty;
+    char **names; /* children being read */
+    size_t nnames, next;
+    keel_member *building;
+    size_t nbuilding;
+};
+
+void keel_membership_init(keel_membership *m, keel_zk *zk,
+                          const keel_layout *layout, const char *node,
+                          keel_membership_cb cb, void *arg);
+void keel_membership_free(keel_membership *m);
+
+/* Creates members/<node>. Returns 0, KEEL_EINVAL, KEEL_ENOMEM or a submit
+ * error. */
+int keel_membership_join(keel_membership *m, const char *addr,
+                         const char *const *caps, size_t ncaps);
+/* Starts maintaining the view (children watch on members/). */
+int keel_membership_watch(keel_membership *m);
+/* Redoes stalled requests after a reconnection. */
+void keel_membership_resume(keel_membership *m);
+/* Forgets the session: not joined, view kept until the next listing. */
+void keel_membership_reset(keel_membership *m);
+
+const keel_member *keel_membership_find(const keel_membership *m,
+                                        const char *name);
+
+#endif

@@ -1,0 +1,721 @@
+/* Cluster mode end to end on the in-memory ZooKeeper: bootstrap and the
+ * shard-count check, membership and incarnations, election and controller
+ * epochs, map publication and convergence through handoffs, self-fencing,
+ * session expiry and rejoining, dead owners, a controller deposed in the
+ * middle of a move, and a map write whose outcome was lost. Deterministic:
+ * the fake delivers events only when told, and time is the fake's. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "coordinator/cluster.h"
+#include "coordinator/controller.h"
+#include "coordinator/layout.h"
+#include "coordinator/nodestate.h"
+#include "coordinator/shardmap.h"
+#include "coordinator/zk_fake.h"
+#include "keel.h"
+#include "testutil.h"
+
+#define SHARDS 64
+#define TIMEOUT 3000
+
+typedef struct rel {
+    char cap[KEEL_NAME_MAX + 1];
+    uint32_t shard;
+    uint64_t epoch;
+} rel;
+
+typedef struct tnode {
+    keel_cluster *c;
+    char name[16];
+    int fenced_calls, last_fenced, expired_calls;
+    int delay_release;
+    rel pending[1024 * 4];
+    size_t npending;
+} tnode;
+
+static keel_zk_fake *F;
+static tnode N[6];
+
+static void on_release(keel_cluster *c, const char *cap, uint32_t shard,
+                       uint64_t epoch, const char *to, void *data)
+{
+    tnode *n = data;
+
+    (void)to;
+    if (!n->delay_release) {
+        ck_assert_int_eq(keel_cluster_released(c, cap, shard, epoch), 0);
+        return;
+    }
+    ck_assert_uint_lt(n->npending, 1024 * 4);
+    snprintf(n->pending[n->npending].cap, sizeof n->pending[0].cap, "%s", cap);
+    n->pending[n->npending].shard = shard;
+    n->pending[n->npending].epoch = epoch;
+    n->npending++;
+}
+
+static void on_fenced(keel_cluster *c, int fenced, void *data)
+{
+    tnode *n = data;
+
+    (void)c;
+    n->fenced_calls++;
+    n->last_fenced = fenced;
+}
+
+static void on_expired(keel_cluster *c, void *data)
+{
+    tnode *n = data;
+
+    (void)c;
+    n->expired_calls++;
+    n->npending = 0; /* everything was dropped */
+}
+
+typedef struct mkopt {
+    uint32_t shards;
+    int reassign;
+    uint32_t grace;
+    const char *const *caps;
+    size_t ncaps;
+} mkopt;
+
+static tnode *mk(int i, const mkopt *mo)
+{
+    keel_cluster_options o;
+    tnode *n = &N[i];
+    char addr[32];
+    keel_zk *zk;
+
+    memset(n, 0, sizeof *n);
+    snprintf(n->name, sizeof n->name, "node-%c", 'a' + i);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", 7000 + i);
+    keel_cluster_options_init(&o);
+    o.cluster = "test";
+    o.node = n->name;
+    o.address = addr;
+    o.shard_count = mo && mo->shards ? mo->shards : SHARDS;
+    o.session_timeout_ms = TIMEOUT;
+    o.reassign_dead_owner = mo ? mo->reassign : 0;
+    o.dead_owner_grace_ms = mo ? mo->grace : 0;
+    o.caps = mo ? mo->caps : NULL;
+    o.ncaps = mo ? mo->ncaps : 0;
+    o.hooks.data = n;
+    o.hooks.release = on_release;
+    o.hooks.fenced = on_fenced;
+    o.hooks.expired = on_expired;
+    ck_assert_int_eq(keel_zk_fake_client(F, &zk), 0);
+    ck_assert_int_eq(keel_cluster_create(NULL, &o, zk, &n->c), 0);
+    ck_assert_int_eq(keel_cluster_start(n->c), 0);
+    return n;
+}
+
+static void kill_node(int i)
+{
+    keel_cluster_destroy(N[i].c);
+    N[i].c = NULL;
+}
+
+/* Runs the fake until nothing is left to deliver, ticking every agent
+ * with the fake's time. */
+static void settle(void)
+{
+    int round, i;
+
+    for (round = 0; round < 10000; round++) {
+        size_t n = keel_zk_fake_run(F, 0);
+        for (i = 0; i < 6; i++)
+            if (N[i].c != NULL)
+                keel_cluster_tick(N[i].c, keel_zk_fake_now(F));
+        if (n == 0 && keel_zk_fake_run(F, 0) == 0)
+            return;
+    }
+    ck_abort_msg("the cluster did not settle");
+}
+
+static void advance(uint64_t ms)
+{
+    keel_zk_fake_advance(F, ms);
+    settle();
+}
+
+static void setup(void)
+{
+    F = keel_zk_fake_create();
+    memset(N, 0, sizeof N);
+}
+
+static void teardown(void)
+{
+    int i;
+
+    for (i = 0; i < 6; i++)
+        if (N[i].c != NULL)
+            kill_node(i);
+    keel_zk_fake_destroy(F);
+}
+
+static int controllers(int *which)
+{
+    int i, n = 0;
+
+    for (i = 0; i < 6; i++)
+        if (N[i].c != NULL && keel_cluster_is_controller(N[i].c)) {
+            n++;
+            if (which)
+                *which = i;
+        }
+    return n;
+}
+
+static uint64_t zk_epoch(void)
+{
+    char buf[32];
+    size_t len = sizeof buf - 1;
+    uint64_t e = 0;
+
+    ck_assert_int_eq(
+        keel_zk_fake_get(F, "/keel/test/controller_epoch", buf, &len, NULL), 0);
+    ck_assert_int_eq(keel_epoch_parse(buf, len, &e), 0);
+    return e;
+}
+
+/* The map in ZooKeeper (caller frees). */
+static keel_shard_map zk_map(void)
+{
+    static uint8_t buf[1 << 20];
+    size_t len = sizeof buf;
+    keel_shard_map m;
+
+    ck_assert_int_eq(keel_zk_fake_get(F, "/keel/test/map", buf, &len, NULL),
+                     0);
+    ck_assert_int_eq(keel_map_decode(buf, len, &m), 0);
+    return m;
+}
+
+static size_t owned_by(const keel_shard_map *m, const char *name)
+{
+    uint32_t c, s;
+    size_t n = 0;
+
+    for (c = 0; c < m->ncaps; c++)
+        for (s = 0; s < m->shard_count; s++) {
+            const char *p = keel_map_primary(m, c, s);
+            if (p != NULL && strcmp(p, name) == 0)
+                n++;
+        }
+    return n;
+}
+
+static int targets(const keel_shard_map *m)
+{
+    size_t i, n = (size_t)m->ncaps * m->shard_count;
+    int t = 0;
+
+    for (i = 0; i < n; i++)
+        if (m->units[i].target != KEEL_MAP_NO_NODE)
+            t++;
+    return t;
+}
+
+/* The map is the rendezvous placement over `names` and every live node
+ * has applied it and serves exactly its own units. */
+static void check_converged(const char *const *names, size_t n)
+{
+    keel_map_member mm[6];
+    keel_shard_map m = zk_map(), want;
+    uint32_t c, s;
+    size_t i;
+    int k;
+
+    memset(mm, 0, sizeof mm);
+    for (i = 0; i < n; i++)
+        mm[i].name = names[i];
+    ck_assert_int_eq(keel_map_compute(mm, n, NULL, 0, m.shard_count, 1, &want),
+                     0);
+    ck_assert_int_eq(targets(&m), 0);
+    for (s = 0; s < m.shard_count; s++)
+        ck_assert_str_eq(keel_map_primary(&m, 0, s),
+                         keel_map_primary(&want, 0, s));
+    for (k = 0; k < 6; k++) {
+        const keel_shard_map *applied;
+        if (N[k].c == NULL)
+            continue;
+        applied = keel_cluster_map(N[k].c);
+        ck_assert_ptr_nonnull(applied);
+        ck_assert_uint_eq(applied->map_epoch, m.map_epoch);
+        for (c = 0; c < m.ncaps; c++)
+            for (s = 0; s < m.shard_count; s++) {
+                keel_placement p;
+                const char *owner = keel_map_primary(&m, c, s);
+                keel_cluster_placement(N[k].c, m.caps[c], s, &p);
+                ck_assert_uint_eq(p.epoch, keel_map_unit_at(&m, c, s)->shard_epoch);
+                if (strcmp(owner, N[k].name) == 0)
+                    ck_assert_int_eq(p.state, KEEL_PLACEMENT_LOCAL);
+                else
+                    ck_assert_int_eq(p.state, KEEL_PLACEMENT_REMOTE);
+            }
+    }
+    keel_map_free(&m);
+    keel_map_free(&want);
+}
+
+static const char *abc[] = {"node-a", "node-b", "node-c"};
+
+static void start3(const mkopt *mo)
+{
+    mk(0, mo);
+    settle();
+    mk(1, mo);
+    mk(2, mo);
+    settle();
+}
+
+/* -------------------------------------------------------------- tests */
+
+START_TEST(test_bootstrap_and_shard_mismatch)
+{
+    mkopt other = {128, 0, 0, NULL, 0};
+    char buf[64];
+    size_t len = sizeof buf - 1;
+
+    mk(0, NULL);
+    settle();
+    ck_assert_int_eq(keel_cluster_phase(N[0].c), KEEL_CLUSTER_RUNNING);
+    ck_assert_int_eq(
+        keel_zk_fake_get(F, "/keel/test/config", buf, &len, NULL), 0);
+    buf[len] = '\0';
+    ck_assert_str_eq(buf, "keel-cluster 1\nshards 64\n");
+    mk(1, &other);
+    settle();
+    ck_assert_int_eq(keel_cluster_phase(N[1].c), KEEL_CLUSTER_FAILED);
+    ck_assert_int_eq(keel_cluster_error(N[1].c), KEEL_ECONFIG);
+    ck_assert_int_eq(keel_zk_fake_num_children(F, "/keel/test/members"), 1);
+    /* the refused node never serves */
+    {
+        keel_placement p;
+        keel_cluster_placement(N[1].c, "", 0, &p);
+        ck_assert_int_ne(p.state, KEEL_PLACEMENT_LOCAL);
+    }
+}
+END_TEST
+
+START_TEST(test_three_nodes_converge)
+{
+    keel_zk_stat st;
+    keel_shard_map m;
+    int who = -1, i;
+
+    start3(NULL);
+    ck_assert_int_eq(controllers(&who), 1);
+    ck_assert_int_eq(who, 0); /* the first candidate leads */
+    ck_assert_uint_eq(zk_epoch(), 1);
+    check_converged(abc, 3);
+    m = zk_map();
+    for (i = 0; i < 3; i++) {
+        char path[64];
+        static uint8_t buf[1 << 16];
+        size_t len = sizeof buf;
+        keel_node_state ns;
+        ck_assert_uint_gt(owned_by(&m, N[i].name), SHARDS / 6);
+        /* the incarnation is the member znode's czxid */
+        snprintf(path, sizeof path, "/keel/test/members/%s", N[i].name);
+        ck_assert_int_eq(keel_zk_fake_get(F, path, NULL, NULL, &st), 0);
+        ck_assert_int_eq(keel_cluster_incarnation(N[i].c), st.czxid);
+        /* nodes/<node>/state lists what it holds */
+        snprintf(path, sizeof path, "/keel/test/nodes/%s/state", N[i].name);
+        ck_assert_int_eq(keel_zk_fake_get(F, path, buf, &len, NULL), 0);
+        ck_assert_int_eq(keel_node_state_decode(buf, len, &ns), 0);
+        ck_assert_uint_eq(ns.n, owned_by(&m, N[i].name));
+        ck_assert_uint_eq(ns.map_epoch, m.map_epoch);
+        ck_assert_int_eq(ns.incarnation, st.czxid);
+        keel_node_state_free(&ns);
+    }
+    keel_map_free(&m);
+}
+END_TEST
+
+START_TEST(test_join_moves_a_fraction)
+{
+    const char *abcd[] = {"node-a", "node-b", "node-c", "node-d"};
+    mkopt big = {1024, 0, 0, NULL, 0};
+    keel_shard_map before, after;
+    uint32_t s;
+    size_t moved = 0;
+
+    start3(&big);
+    before = zk_map();
+    mk(3, &big);
+    settle();
+    check_converged(abcd, 4);
+    after = zk_map();
+    ck_assert_uint_gt(after.map_epoch, before.map_epoch);
+    for (s = 0; s < 1024; s++) {
+        const char *pb = keel_map_primary(&before, 0, s);
+        const char *pa = keel_map_primary(&after, 0, s);
+        uint64_t eb = keel_map_unit_at(&before, 0, s)->shard_epoch;
+        uint64_t ea = keel_map_unit_at(&after, 0, s)->shard_epoch;
+        if (strcmp(pb, pa) != 0) {
+            moved++;
+            ck_assert_str_eq(pa, "node-d");
+            ck_assert_uint_eq(ea, eb + 1); /* one epoch per move */
+        } else {
+            ck_assert_uint_eq(ea, eb);
+        }
+    }
+    /* about a quarter of 1024 */
+    ck_assert_uint_gt(moved, 1024 / 4 * 7 / 10);
+    ck_assert_uint_lt(moved, 1024 / 4 * 13 / 10);
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+START_TEST(test_capabilities)
+{
+    static const char *game[] = {"game"};
+    mkopt g = {0, 0, 0, game, 1};
+    keel_shard_map m;
+    int gi;
+    uint32_t s;
+
+    mk(0, NULL);
+    settle();
+    mk(1, &g);
+    mk(2, NULL);
+    settle();
+    m = zk_map();
+    gi = keel_map_cap_index(&m, "game");
+    ck_assert_int_ge(gi, 0);
+    for (s = 0; s < SHARDS; s++)
+        ck_assert_str_eq(keel_map_primary(&m, (uint32_t)gi, s), "node-b");
+    {
+        keel_placement p;
+        keel_cluster_placement(N[1].c, "game", 5, &p);
+        ck_assert_int_eq(p.state, KEEL_PLACEMENT_LOCAL);
+        keel_cluster_placement(N[0].c, "game", 5, &p);
+        ck_assert_int_eq(p.state, KEEL_PLACEMENT_REMOTE);
+        keel_cluster_placement(N[0].c, "chat", 5, &p); /* nobody has it */
+        ck_assert_int_eq(p.state, KEEL_PLACEMENT_UNAVAILABLE);
+    }
+    {
+        char name[32], addr[64];
+        ck_assert_int_eq(
+            keel_cluster_owner(N[0].c, "game", 5, name, sizeof name, addr,
+                               sizeof addr),
+            0);
+        ck_assert_str_eq(name, "node-b");
+        ck_assert_str_eq(addr, "127.0.0.1:7001");
+    }
+    keel_map_free(&m);
+}
+END_TEST
+
+START_TEST(test_controller_failover)
+{
+    int who = -1, who2 = -1;
+    int64_t inc;
+    uint64_t e1;
+
+    start3(NULL);
+    ck_assert_int_eq(controllers(&who), 1);
+    e1 = zk_epoch();
+    inc = keel_cluster_incarnation(N[who].c);
+    keel_zk_fake_expire(keel_cluster_zk(N[who].c));
+    settle();
+    ck_assert_int_eq(controllers(&who2), 1);
+    ck_assert_int_ne(who2, who);
+    ck_assert_uint_gt(zk_epoch(), e1);
+    ck_assert_int_eq(N[who].expired_calls, 1);
+    /* the old controller rejoined as a new incarnation */
+    ck_assert_int_eq(keel_cluster_phase(N[who].c), KEEL_CLUSTER_RUNNING);
+    ck_assert_int_gt(keel_cluster_incarnation(N[who].c), inc);
+    check_converged(abc, 3);
+}
+END_TEST
+
+START_TEST(test_dead_owner_waits)
+{
+    keel_shard_map m;
+    uint32_t s;
+    size_t had;
+
+    start3(NULL);
+    m = zk_map();
+    had = owned_by(&m, "node-c");
+    keel_map_free(&m);
+    kill_node(2);
+    settle();
+    advance(100000);
+    m = zk_map();
+    /* consistency over availability: node-c's units wait for it */
+    ck_assert_uint_eq(owned_by(&m, "node-c"), had);
+    ck_assert_int_eq(targets(&m), 0);
+    for (s = 0; s < SHARDS; s++) {
+        keel_placement p;
+        keel_cluster_placement(N[0].c, "", s, &p);
+        if (strcmp(keel_map_primary(&m, 0, s), "node-c") == 0)
+            ck_assert_int_eq(p.state, KEEL_PLACEMENT_UNAVAILABLE);
+        else
+            ck_assert_int_ne(p.state, KEEL_PLACEMENT_UNAVAILABLE);
+    }
+    keel_map_free(&m);
+    /* it comes back: same name, new incarnation, its units again */
+    mk(2, NULL);
+    settle();
+    check_converged(abc, 3);
+}
+END_TEST
+
+START_TEST(test_dead_owner_reassigned_after_grace)
+{
+    const char *ab[] = {"node-a", "node-b"};
+    mkopt r = {0, 1, 5000, NULL, 0};
+    keel_shard_map before, m;
+    uint32_t s;
+
+    start3(&r);
+    before = zk_map();
+    kill_node(2);
+    settle();
+    advance(4999);
+    m = zk_map();
+    ck_assert_uint_eq(owned_by(&m, "node-c"), owned_by(&before, "node-c"));
+    ck_assert_int_gt(targets(&m), 0); /* moves started, waiting */
+    keel_map_free(&m);
+    advance(1);
+    check_converged(ab, 2);
+    m = zk_map();
+    for (s = 0; s < SHARDS; s++)
+        if (strcmp(keel_map_primary(&before, 0, s), "node-c") == 0)
+            ck_assert_uint_eq(keel_map_unit_at(&m, 0, s)->shard_epoch,
+                              keel_map_unit_at(&before, 0, s)->shard_epoch + 1);
+    keel_map_free(&m);
+    keel_map_free(&before);
+}
+END_TEST
+
+START_TEST(test_self_fencing)
+{
+    keel_zk *zk;
+    uint32_t s;
+    int local = -1;
+
+    mk(0, NULL);
+    mk(1, NULL);
+    settle();
+    for (s = 0; s < SHARDS && local < 0; s++) {
+        keel_placement p;
+        keel_cluster_placement(N[0].c, "", s, &p);
+        if (p.state == KEEL_PLACEMENT_LOCAL)
+            local = (int)s;
+    }
+    ck_assert_int_ge(local, 0);
+    zk = keel_cluster_zk(N[0].c);
+    keel_zk_fake_disconnect(zk);
+    settle();
+    advance(TIMEOUT * 2 / 3 - 1);
+    ck_assert(!keel_cluster_fenced(N[0].c));
+    advance(1);
+    ck_assert(keel_cluster_fenced(N[0].c));
+    ck_assert_int_eq(N[0].last_fenced, 1);
+    {
+        keel_placement p;
+        keel_cluster_placement(N[0].c, "", (uint32_t)local, &p);
+        ck_assert_int_eq(p.state, KEEL_PLACEMENT_UNAVAILABLE);
+        keel_zk_fake_reconnect(zk);
+        settle();
+        ck_assert(!keel_cluster_fenced(N[0].c));
+        keel_cluster_placement(N[0].c, "", (uint32_t)local, &p);
+        ck_assert_int_eq(p.state, KEEL_PLACEMENT_LOCAL);
+    }
+}
+END_TEST
+
+START_TEST(test_expiry_rejoins)
+{
+    const char *ab[] = {"node-a", "node-b"};
+    keel_zk *zk;
+    int64_t inc;
+
+    mk(0, NULL);
+    mk(1, NULL);
+    settle();
+    inc = keel_cluster_incarnation(N[1].c);
+    zk = keel_cluster_zk(N[1].c);
+    keel_zk_fake_disconnect(zk);
+    settle();
+    advance(TIMEOUT); /* the server expires the session */
+    ck_assert(keel_cluster_fenced(N[1].c));
+    ck_assert_int_eq(N[1].expired_calls, 0); /* it cannot know yet */
+    keel_zk_fake_reconnect(zk);
+    settle();
+    ck_assert_int_eq(N[1].expired_calls, 1);
+    ck_assert_int_gt(keel_cluster_incarnation(N[1].c), inc);
+    ck_assert(!keel_cluster_fenced(N[1].c));
+    check_converged(ab, 2);
+}
+END_TEST
+
+static void complete_releases(tnode *n)
+{
+    size_t i, k = n->npending;
+
+    n->npending = 0;
+    for (i = 0; i < k; i++)
+        keel_cluster_released(n->c, n->pending[i].cap, n->pending[i].shard,
+                              n->pending[i].epoch);
+}
+
+START_TEST(test_deposed_mid_move)
+{
+    keel_controller *old;
+    keel_shard_map m, m2;
+    const keel_handoff *h;
+    int who = -1, i;
+    uint32_t s, moving = SHARDS;
+
+    start3(NULL);
+    ck_assert_int_eq(controllers(&who), 1);
+    ck_assert_int_eq(who, 0);
+    old = keel_cluster_controller(N[0].c);
+    for (i = 0; i < 4; i++)
+        N[i].delay_release = 1;
+    mk(3, NULL);
+    N[3].delay_release = 1;
+    settle();
+    m = zk_map();
+    ck_assert_int_gt(targets(&m), 0); /* moves to node-d wait for releases */
+    for (s = 0; s < SHARDS; s++)
+        if (keel_map_unit_at(&m, 0, s)->target != KEEL_MAP_NO_NODE) {
+            moving = s;
+            break;
+        }
+    h = keel_controller_move(old, "", moving);
+    ck_assert_int_eq(h->state, KEEL_HANDOFF_AWAIT_RELEASE);
+
+    /* Another controller bumps the epoch behind node-a's back. */
+    ck_assert_int_eq(
+        keel_zk_fake_set(F, "/keel/test/controller_epoch", "41", 2), 0);
+    for (i = 0; i < 3; i++)
+        complete_releases(&N[i]);
+    settle();
+    /* node-a's primary write failed as a whole: it stepped down */
+    ck_assert(!keel_cluster_is_controller(N[0].c));
+    h = keel_controller_move(old, "", moving);
+    ck_assert_int_eq(h->state, KEEL_HANDOFF_ABORTED);
+    m2 = zk_map();
+    ck_assert_uint_eq(m2.map_epoch, m.map_epoch); /* nothing written */
+    ck_assert_int_eq(targets(&m2), targets(&m));
+    keel_map_free(&m2);
+
+    /* The rightful successor: node-a's session goes, node-b leads, reads
+     * the targets and the releases, and finishes the moves. */
+    for (i = 0; i < 4; i++)
+        N[i].delay_release = 0;
+    keel_zk_fake_expire(keel_cluster_zk(N[0].c));
+    settle();
+    ck_assert_int_eq(controllers(&who), 1);
+    ck_assert_int_ne(who, 0);
+    ck_assert_uint_eq(zk_epoch(), 42);
+    {
+        const char *abcd[] = {"node-a", "node-b", "node-c", "node-d"};
+        check_converged(abcd, 4);
+    }
+    m2 = zk_map();
+    for (s = 0; s < SHARDS; s++)
+        if (keel_map_unit_at(&m, 0, s)->target != KEEL_MAP_NO_NODE)
+            ck_assert_uint_eq(keel_map_unit_at(&m2, 0, s)->shard_epoch,
+                              keel_map_unit_at(&m, 0, s)->shard_epoch + 1);
+    keel_map_free(&m);
+    keel_map_free(&m2);
+}
+END_TEST
+
+START_TEST(test_lost_write_answer)
+{
+    const char *abcd[] = {"node-a", "node-b", "node-c", "node-d"};
+    keel_controller *ctl;
+    keel_shard_map before, after;
+    keel_zk *zk;
+    uint32_t s;
+    int who = -1, steps;
+
+    start3(NULL);
+    ck_assert_int_eq(controllers(&who), 1);
+    ctl = keel_cluster_controller(N[who].c);
+    zk = keel_cluster_zk(N[who].c);
+    before = zk_map();
+    mk(3, NULL);
+    /* Step until the controller's map write is in flight, then cut its
+     * connection: the server applied the write, the answer is lost. */
+    for (steps = 0; steps < 100000 && !ctl->pending_valid; steps++)
+        if (!keel_zk_fake_step(F))
+            break;
+    ck_assert(ctl->pending_valid);
+    keel_zk_fake_disconnect(zk);
+    settle();
+    keel_zk_fake_reconnect(zk);
+    settle();
+    ck_assert_int_eq(controllers(NULL), 1);
+    check_converged(abcd, 4);
+    after = zk_map();
+    for (s = 0; s < SHARDS; s++) {
+        uint64_t eb = keel_map_unit_at(&before, 0, s)->shard_epoch;
+        uint64_t ea = keel_map_unit_at(&after, 0, s)->shard_epoch;
+        ck_assert(ea == eb || ea == eb + 1);
+    }
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+START_TEST(test_shuffled_delivery)
+{
+    const char *abcd[] = {"node-a", "node-b", "node-c", "node-d"};
+    uint64_t seed;
+
+    for (seed = 1; seed <= 5; seed++) {
+        int i;
+        keel_zk_fake_shuffle(F, seed);
+        start3(NULL);
+        mk(3, NULL);
+        settle();
+        check_converged(abcd, 4);
+        ck_assert_int_eq(controllers(NULL), 1);
+        for (i = 0; i < 6; i++)
+            if (N[i].c != NULL)
+                kill_node(i);
+        settle();
+        keel_zk_fake_destroy(F);
+        F = keel_zk_fake_create();
+    }
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("coord_cluster");
+    TCase *tc = tcase_create("cluster");
+
+    keel_log_set_level(KEEL_LOG_WARN);
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_bootstrap_and_shard_mismatch);
+    tcase_add_test(tc, test_three_nodes_converge);
+    tcase_add_test(tc, test_join_moves_a_fraction);
+    tcase_add_test(tc, test_capabilities);
+    tcase_add_test(tc, test_controller_failover);
+    tcase_add_test(tc, test_dead_owner_waits);
+    tcase_add_test(tc, test_dead_owner_reassigned_after_grace);
+    tcase_add_test(tc, test_self_fencing);
+    tcase_add_test(tc, test_expiry_rejoins);
+    tcase_add_test(tc, test_deposed_mid_move);
+    tcase_add_test(tc, test_lost_write_answer);
+    tcase_add_test(tc, test_shuffled_delivery);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}
