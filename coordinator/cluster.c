@@ -94,6 +94,11 @@ static uint64_t now_ms(keel_cluster *c)
     return c->now;
 }
 
+static uint64_t clock_ms(void *arg)
+{
+    return now_ms(arg);
+}
+
 static void fenced_changed(keel_cluster *c)
 {
     keel_info("cluster: node %s %s", c->node,
@@ -909,6 +914,8 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
     copt.reassign_dead_owner = o->reassign_dead_owner;
     copt.dead_owner_grace_ms =
         o->dead_owner_grace_ms ? o->dead_owner_grace_ms : c->timeout_ms;
+    copt.clock = clock_ms;
+    copt.clock_arg = c;
     keel_controller_init(&c->ctl, zk, &c->layout, &c->members, &copt,
                          controller_cb, c);
     keel_selffence_init(&c->fence, c->timeout_ms);

@@ -746,6 +746,8 @@ static void pump(keel_controller *ctl)
 
     if (ctl->state != C_RUNNING || ctl->busy || ctl->stalled)
         return;
+    if (ctl->opt.clock != NULL)
+        ctl->now = ctl->opt.clock(ctl->opt.clock_arg);
     if (ctl->map_dirty || !ctl->have_map) {
         char path[KEEL_ZK_PATH_MAX];
         keel_layout_path(ctl->layout, path, "map", NULL, NULL);
@@ -914,6 +916,8 @@ int keel_controller_republish(keel_controller *ctl)
 
     if (ctl->state != C_RUNNING)
         return KEEL_EDEPOSED;
+    if (keel_zk_session_id(ctl->zk) == 0)
+        return KEEL_ESESSION; /* a request in flight will never answer */
     if (ctl->busy || ctl->stalled || !ctl->have_map)
         return KEEL_EOVERLOAD;
     if ((rc = keel_map_copy(&next, &ctl->map)) != 0)

@@ -44,6 +44,10 @@ typedef struct keel_controller_options {
     int replicas;             /* k: primary + k-1 replicas; 1 for now */
     int reassign_dead_owner;  /* 0: a dead owner's units wait for it */
     uint32_t dead_owner_grace_ms; /* after its member znode is gone */
+    /* Current time in ms, read whenever the controller acts on events;
+     * NULL: the time last given to start/tick/members_changed. */
+    uint64_t (*clock)(void *clock_arg);
+    void *clock_arg;
 } keel_controller_options;
 
 /* What the controller knows of one node (ids are indexes, stable). */
