@@ -394,10 +394,67 @@ START_TEST(test_connection_loss_and_recovery)
 }
 END_TEST
 
+/* A 3-server ensemble from zk.sh start-ensemble: a client sees one
+ * session across the loss of any one server. */
+START_TEST(test_ensemble)
+{
+    struct ev_loop *loop;
+    tu_zk ens;
+    keel_zk *a;
+    keel_zk_stat first;
+    rec s = {0}, c1 = {0}, st = {0};
+    const char *argv[5];
+    char dir[512];
+
+    ck_assert_int_eq(tu_zk_start(&ens, 3, 500), 0);
+    loop = ev_loop_new(EVFLAG_AUTO);
+    ck_assert_int_eq(keel_zk_real_create(loop, ens.hosts, &a), 0);
+    ck_assert_int_eq(keel_zk_connect(a, 6000, on_session, &s), 0);
+    ck_assert(run_until(loop, &s.nevents, 10));
+    ck_assert_int_eq(s.events[0], KEEL_ZK_CONNECTED);
+    ck_assert_int_eq(keel_zk_create(a, "/ens", "x", 1, KEEL_ZK_EPHEMERAL,
+                                    on_create, &c1),
+                     0);
+    ck_assert(run_until(loop, &c1.calls, 10));
+    ck_assert_int_eq(c1.rc, 0);
+    first = c1.st;
+    /* stop one server: with two of three up the ensemble serves, and
+     * the session survives (moving to another server if it was on this
+     * one) */
+    snprintf(dir, sizeof dir, "%s/1", ens.dir);
+    argv[0] = "/bin/bash";
+    argv[1] = KEEL_SOURCE_DIR "/zk-conf/zk.sh";
+    argv[2] = "stop";
+    argv[3] = dir;
+    argv[4] = NULL;
+    ck_assert_int_eq(tu_run(argv, NULL, NULL), 0);
+    {
+        double t0 = ev_time();
+        int ok = 0;
+        while (!ok && ev_time() - t0 < 15) {
+            memset(&st, 0, sizeof st);
+            ck_assert_int_eq(keel_zk_exists(a, "/ens", NULL, NULL, on_stat,
+                                            &st),
+                             0);
+            run_until(loop, &st.calls, 5);
+            ok = st.calls && st.rc == 0;
+        }
+        ck_assert_msg(ok, "the ensemble did not answer with 2 of 3 servers");
+    }
+    ck_assert_int_eq(st.st.czxid, first.czxid);
+    ck_assert_int_eq(st.st.ephemeral_owner, keel_zk_session_id(a));
+    ck_assert(!has_event(&s, KEEL_ZK_EXPIRED));
+    keel_zk_destroy(a);
+    ev_loop_destroy(loop);
+    tu_zk_stop(&ens);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("zk_client");
     TCase *tc = tcase_create("real");
+    TCase *te = tcase_create("ensemble");
 
     tcase_add_unchecked_fixture(tc, suite_setup, suite_teardown);
     tcase_set_timeout(tc, 60);
@@ -406,5 +463,8 @@ int main(void)
     tcase_add_test(tc, test_expiry_when_frozen);
     tcase_add_test(tc, test_connection_loss_and_recovery);
     suite_add_tcase(s, tc);
+    tcase_set_timeout(te, 90);
+    tcase_add_test(te, test_ensemble);
+    suite_add_tcase(s, te);
     return tu_run_suite(s);
 }
