@@ -1098,3 +1098,21 @@ keel_cluster *keel_coord_to_cluster(keel_coord *coord)
     return coord != NULL && coord->ops == &cluster_coord_ops ? coord->data
                                                              : NULL;
 }
+
+int keel_coord_cluster_create(struct ev_loop *loop,
+                              const keel_cluster_options *o,
+                              keel_coord **out)
+{
+    keel_cluster *c;
+    int rc;
+
+    if (loop == NULL || o == NULL || o->zk_hosts == NULL || out == NULL)
+        return KEEL_EINVAL;
+    if ((rc = keel_cluster_create(loop, o, NULL, &c)) != 0)
+        return rc;
+    if ((rc = keel_cluster_start(c)) != 0) {
+        keel_cluster_destroy(c);
+        return rc;
+    }
+    return keel_cluster_coord(c, out);
+}

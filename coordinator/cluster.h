@@ -137,4 +137,12 @@ size_t keel_cluster_members(const keel_cluster *c);
 int keel_cluster_coord(keel_cluster *c, keel_coord **out);
 keel_cluster *keel_coord_to_cluster(keel_coord *coord);
 
+/* In one call: an agent with the real client on o->zk_hosts, driven by
+ * loop, started, as a keel_coord (keel_coord_destroy() ends it). The
+ * agent behind it: keel_coord_to_cluster(). Returns 0, KEEL_EINVAL,
+ * KEEL_ENOMEM or KEEL_EADDR. */
+int keel_coord_cluster_create(struct ev_loop *loop,
+                              const keel_cluster_options *o,
+                              keel_coord **out);
+
 #endif

@@ -22,6 +22,7 @@ enum {
 #define MAX_BUMP_TRIES 5
 
 static void pump(keel_controller *ctl);
+static void report_deadline(keel_controller *ctl);
 
 static void fail(keel_controller *ctl, int rc)
 {
@@ -670,6 +671,7 @@ static void map_written(keel_zk *zk, int rc, size_t failed,
         keel_debug("cluster: map epoch %llu written",
                    (unsigned long long)ctl->map.map_epoch);
         ctl->cb(ctl, KEEL_CONTROLLER_MAP_WRITTEN, ctl->arg);
+        report_deadline(ctl);
         pump(ctl);
         return;
     }
@@ -738,6 +740,17 @@ static int write_map(keel_controller *ctl, keel_shard_map *next)
 
 /* ---------------------------------------------------------------- pump */
 
+/* Machines waiting out a grace period need a timer; the owner arms it. */
+static void report_deadline(keel_controller *ctl)
+{
+    uint64_t d = keel_controller_deadline(ctl);
+
+    if (d != ctl->deadline) {
+        ctl->deadline = d;
+        ctl->cb(ctl, KEEL_CONTROLLER_TIMER, ctl->arg);
+    }
+}
+
 static void pump(keel_controller *ctl)
 {
     keel_shard_map next;
@@ -777,12 +790,15 @@ static void pump(keel_controller *ctl)
         }
     if (ctl->map_exists && keel_map_same_placement(&next, &ctl->map)) {
         keel_map_free(&next);
+        report_deadline(ctl);
         return;
     }
     if ((rc = write_map(ctl, &next)) != 0) {
         keel_map_free(&next);
         fail(ctl, rc);
+        return;
     }
+    report_deadline(ctl);
 }
 
 /* ----------------------------------------------------------- interface */
@@ -836,6 +852,7 @@ int keel_controller_start(keel_controller *ctl, const char *candidate,
     ctl->error = 0;
     ctl->busy = ctl->stalled = 0;
     ctl->bump_tries = 0;
+    ctl->deadline = 0;
     ctl->have_map = 0;
     ctl->map_dirty = 1;
     /* A new term re-reads everything and re-arms every watch. */

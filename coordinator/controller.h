@@ -33,7 +33,9 @@ enum keel_controller_event {
     KEEL_CONTROLLER_ACTIVE = 1,      /* epoch bumped: ctl->epoch */
     KEEL_CONTROLLER_MAP_WRITTEN = 2, /* ctl->map is what ZooKeeper holds */
     KEEL_CONTROLLER_DEPOSED = 3,     /* another controller took over */
-    KEEL_CONTROLLER_FAILED = 4       /* gave up: ctl->error */
+    KEEL_CONTROLLER_FAILED = 4,      /* gave up: ctl->error */
+    KEEL_CONTROLLER_TIMER = 5        /* keel_controller_deadline() changed:
+                                      * re-arm the timer */
 };
 
 typedef void (*keel_controller_cb)(keel_controller *ctl, int event,
@@ -94,7 +96,8 @@ struct keel_controller {
     keel_ctl_cap *caps;
     size_t ncaps;
 
-    uint64_t writes; /* map writes acknowledged */
+    uint64_t writes;   /* map writes acknowledged */
+    uint64_t deadline; /* as last reported with KEEL_CONTROLLER_TIMER */
 };
 
 void keel_controller_init(keel_controller *ctl, keel_zk *zk,
