@@ -1,0 +1,2083 @@
+/* keel-bench — throughput, latency and memory of a keel node.
+ *
+ *   keel-bench [--durability fsync|none] [--transport inproc|tcp] [--json]
+ *              [--data DIR] [--runs N] [--connections N]
+ *              [--perf-ctl CTL[,ACK]] [WORKLOAD...]
+ *
+ * Every workload starts its own node on a fresh data directory, in this
+ * process. With --transport inproc the workload drives the node through
+ * the C API from the loop thread (keel_call/keel_cast with a window of
+ * calls in flight, each completion issuing the next call); with --transport
+ * tcp the node also listens on 127.0.0.1 and the workload drives it over
+ * the wire protocol from the main thread, pipelined, its connections
+ * multiplexed by poll(). Latency is taken per call, from just before the
+ * call is handed to keel (or written to the socket) to its completion.
+ *
+ * Every call is checked: an error reply, a wrong reply or a wrong final
+ * counter value fails the workload, and keel-bench exits 1. A benchmark
+ * that measures errors is worse than none.
+ *
+ * docs/benchmarks.md describes the workloads, the figures and how to read
+ * them. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <malloc.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "keel.h"
+#include "runtime/client.h"
+#include "runtime/proto.h"
+
+#define EXIT_FAILED 1
+#define EXIT_USAGE 2
+
+#define PHASE_TIMEOUT_S 600   /* a phase that takes longer has hung */
+#define POLL_TIMEOUT_MS 60000 /* no reply on any connection for this long */
+#define CONNECT_TIMEOUT_MS 10000
+#define MAX_RUNS 15
+#define MAX_EXTRA 10
+#define MAX_RESULTS 2
+
+/* --------------------------------------------------------------- helpers */
+
+static const char *prog = "keel-bench";
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2),
+                                                     noreturn));
+
+/* For conditions the benchmark cannot recover from (a phase that hangs
+ * while the loop thread may still use its memory, out of memory). */
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "%s: ", prog);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(EXIT_FAILED);
+}
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+
+    if (p == NULL)
+        die("out of memory");
+    return p;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Writes the decimal digits of v at p; returns how many. snprintf would
+ * cost more than the call being measured. */
+static size_t put_u64(char *p, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0, i;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* Parses a reply that should be a decimal integer. */
+static int parse_reply_i64(const void *reply, size_t len, int64_t *out)
+{
+    const char *s = reply;
+    int64_t v = 0;
+    size_t i = 0;
+    int neg = 0;
+
+    if (len > 0 && s[0] == '-') {
+        neg = 1;
+        i = 1;
+    }
+    if (i == len || len - i > 18)
+        return -1;
+    for (; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = neg ? -v : v;
+    return 0;
+}
+
+static int cmp_u64(const void *x, const void *y)
+{
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+
+    return (a > b) - (a < b);
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+
+    return (a > b) - (a < b);
+}
+
+/* Resident and shared (file-backed) pages of this process. */
+static int read_statm(uint64_t *resident, uint64_t *shared)
+{
+    unsigned long long size, res, shr;
+    FILE *f = fopen("/proc/self/statm", "r");
+    int ok;
+
+    if (f == NULL)
+        return -1;
+    ok = fscanf(f, "%llu %llu %llu", &size, &res, &shr) == 3;
+    fclose(f);
+    if (!ok)
+        return -1;
+    *resident = res;
+    *shared = shr;
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag,
+                    struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    if (remove(path) != 0)
+        fprintf(stderr, "%s: cannot remove %s: %s\n", prog, path,
+                strerror(errno));
+    return 0;
+}
+
+static void rm_rf(const char *path)
+{
+    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Is an executable called name on $PATH? */
+static int on_path(const char *name)
+{
+    const char *path = getenv("PATH"), *p, *colon;
+    char buf[PATH_MAX];
+
+    if (path == NULL)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    for (p = path; *p != '\0'; p = *colon ? colon + 1 : colon) {
+        size_t len;
+
+        colon = strchr(p, ':');
+        if (colon == NULL)
+            colon = p + strlen(p);
+        len = (size_t)(colon - p);
+        if (len > 0 && len + strlen(name) + 2 <= sizeof buf) {
+            memcpy(buf, p, len);
+            buf[len] = '/';
+            strcpy(buf + len + 1, name);
+            if (access(buf, X_OK) == 0)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* --------------------------------------------------------------- config */
+
+enum transport { T_INPROC = 0, T_TCP = 1 };
+
+struct config {
+    int durability;     /* enum keel_durability */
+    int transport;      /* enum transport */
+    int json;
+    const char *data;   /* parent of the data directories; NULL: $TMPDIR */
+    int runs;
+    unsigned connections; /* TCP connections per pipelined workload */
+    int progress;       /* progress lines on stderr */
+};
+
+static const char *durability_name(int d)
+{
+    return d == KEEL_DURABILITY_NONE ? "none" : "fsync";
+}
+
+static const char *transport_name(int t)
+{
+    return t == T_TCP ? "tcp" : "inproc";
+}
+
+/* ---------------------------------------------------------------- phases */
+
+/* One call to make: a message for an actor. Pointers are valid until the
+ * next op is generated. */
+struct op {
+    const char *type;
+    const char *msg;
+    size_t len;
+    size_t idlen;
+    char id[96];
+    char msgbuf[96];
+};
+
+struct phase;
+typedef void (*gen_fn)(const struct phase *ph, uint64_t i, struct op *op);
+/* Returns 0 when the reply to op i is right; otherwise writes why. */
+typedef int (*check_fn)(const struct phase *ph, uint64_t i, const void *reply,
+                        size_t len, char *why, size_t whylen);
+
+/* A phase: ops calls (or casts), at most window in flight. Op i is built
+ * by gen(i); with the default generator it goes to actor type/prefix<k>,
+ * k = (i, or i % mod) * stride + base, with message msg. */
+struct phase {
+    const char *name;
+    uint64_t ops;
+    unsigned window;   /* inproc: calls in flight; tcp: per connection
+                        * when per_conn is set, else spread over them */
+    int per_conn;
+    unsigned conns;    /* tcp connections; 0: the configured number */
+    int cast;
+    gen_fn gen;
+    check_fn check;
+    const char *type;
+    const char *prefix; /* NULL: the one actor called fixed_id */
+    const char *fixed_id;
+    uint64_t mod, stride, base;
+    const char *msg;
+    const char *expect; /* for check_expect */
+    int64_t lo, hi;     /* for check_range */
+    uint8_t *seen;      /* for check_distinct: values lo..hi seen once */
+
+    /* Results. lat_ns has ops entries, or is NULL: not recorded. */
+    uint64_t *lat_ns;
+    double secs;
+    uint64_t failed;
+    char first_err[320];
+};
+
+static void phase_init(struct phase *ph, const char *name, uint64_t ops,
+                       unsigned window)
+{
+    memset(ph, 0, sizeof *ph);
+    ph->name = name;
+    ph->ops = ops;
+    ph->window = window;
+}
+
+static void phase_fini(struct phase *ph)
+{
+    free(ph->lat_ns);
+    ph->lat_ns = NULL;
+    free(ph->seen);
+    ph->seen = NULL;
+}
+
+static void phase_record_latency(struct phase *ph)
+{
+    ph->lat_ns = xcalloc(ph->ops, sizeof *ph->lat_ns);
+}
+
+#define NO_OP UINT64_MAX /* a failure of the connection, not of one op */
+
+/* Records a failure of op i; the first failure's text is kept. */
+static void phase_fail(struct phase *ph, uint64_t i, int code,
+                       const void *msg, size_t len)
+{
+    char where[32] = "";
+
+    if (i != NO_OP)
+        snprintf(where, sizeof where, "op %" PRIu64 ": ", i);
+    if (ph->failed++ == 0)
+        snprintf(ph->first_err, sizeof ph->first_err, "%s: %s%s: %.*s",
+                 ph->name, where, code ? keel_err_name(code) : "bad reply",
+                 (int)len, (const char *)msg);
+}
+
+static void gen_default(const struct phase *ph, uint64_t i, struct op *op)
+{
+    uint64_t k = (ph->mod ? i % ph->mod : i) * (ph->stride ? ph->stride : 1);
+    size_t pl;
+
+    op->type = ph->type;
+    if (ph->prefix == NULL) {
+        pl = strlen(ph->fixed_id);
+        memcpy(op->id, ph->fixed_id, pl);
+        op->idlen = pl;
+    } else {
+        pl = strlen(ph->prefix);
+        memcpy(op->id, ph->prefix, pl);
+        op->idlen = pl + put_u64(op->id + pl, k + ph->base);
+    }
+    op->msg = ph->msg;
+    op->len = strlen(ph->msg);
+}
+
+static int check_expect(const struct phase *ph, uint64_t i, const void *reply,
+                        size_t len, char *why, size_t whylen)
+{
+    (void)i;
+    if (len == strlen(ph->expect) && memcmp(reply, ph->expect, len) == 0)
+        return 0;
+    snprintf(why, whylen, "reply '%.*s', expected '%s'", (int)len,
+             (const char *)reply, ph->expect);
+    return -1;
+}
+
+static int check_range(const struct phase *ph, uint64_t i, const void *reply,
+                       size_t len, char *why, size_t whylen)
+{
+    int64_t v;
+
+    (void)i;
+    if (parse_reply_i64(reply, len, &v) == 0 && v >= ph->lo && v <= ph->hi)
+        return 0;
+    snprintf(why, whylen, "reply '%.*s', expected %" PRId64 "..%" PRId64,
+             (int)len, (const char *)reply, ph->lo, ph->hi);
+    return -1;
+}
+
+/* Round-robin increments of mod counters that each start at lo - 1: the
+ * calls of one counter are 'mod' ops apart, so they run in order and op i
+ * sees lo + i / mod. */
+static int check_round_robin(const struct phase *ph, uint64_t i,
+                             const void *reply, size_t len, char *why,
+                             size_t whylen)
+{
+    int64_t v, want = ph->lo + (int64_t)(i / ph->mod);
+
+    if (parse_reply_i64(reply, len, &v) == 0 && v == want)
+        return 0;
+    snprintf(why, whylen, "reply '%.*s', expected %" PRId64, (int)len,
+             (const char *)reply, want);
+    return -1;
+}
+
+/* Each value lo..hi exactly once: increments of one counter. */
+static int check_distinct(const struct phase *ph, uint64_t i,
+                          const void *reply, size_t len, char *why,
+                          size_t whylen)
+{
+    int64_t v;
+
+    if (check_range(ph, i, reply, len, why, whylen) != 0)
+        return -1;
+    parse_reply_i64(reply, len, &v);
+    if (ph->seen[v - ph->lo]++ == 0)
+        return 0;
+    snprintf(why, whylen, "value %" PRId64 " returned twice", v);
+    return -1;
+}
+
+static void check_reply(struct phase *ph, uint64_t i, const void *reply,
+                        size_t len)
+{
+    char why[256];
+
+    if (ph->check != NULL && ph->check(ph, i, reply, len, why, sizeof why))
+        phase_fail(ph, i, 0, why, strlen(why));
+}
+
+/* Latency summary of a phase, in microseconds. */
+struct lat {
+    double avg, p50, p95, p99, max;
+};
+
+static double rank(const uint64_t *sorted, uint64_t n, double q)
+{
+    uint64_t r = (uint64_t)ceil(q * (double)n);
+
+    if (r == 0)
+        r = 1;
+    return (double)sorted[r - 1] / 1000.0;
+}
+
+static void phase_latency(const struct phase *ph, struct lat *out)
+{
+    uint64_t *v, i;
+    double sum = 0;
+
+    memset(out, 0, sizeof *out);
+    if (ph->lat_ns == NULL || ph->ops == 0)
+        return;
+    v = xcalloc(ph->ops, sizeof *v);
+    memcpy(v, ph->lat_ns, ph->ops * sizeof *v);
+    qsort(v, ph->ops, sizeof *v, cmp_u64);
+    for (i = 0; i < ph->ops; i++)
+        sum += (double)v[i];
+    out->avg = sum / (double)ph->ops / 1000.0;
+    out->p50 = rank(v, ph->ops, 0.50);
+    out->p95 = rank(v, ph->ops, 0.95);
+    out->p99 = rank(v, ph->ops, 0.99);
+    out->max = (double)v[ph->ops - 1] / 1000.0;
+    free(v);
+}
+
+/* ------------------------------------------------------------ the node */
+
+/* A TCP connection of the driver. keel_client connects and sends; replies
+ * are read here without blocking, so one thread can wait on many
+ * connections with poll(). */
+struct tconn {
+    keel_client *c;
+    int fd;
+    uint8_t *rbuf;
+    size_t rlen, rcap;
+    unsigned inflight;
+    uint64_t *fresh; /* ops queued since the last flush */
+    size_t nfresh, fresh_cap;
+};
+
+/* One node on a fresh data directory, for one run of one workload. */
+struct env {
+    const struct config *cfg;
+    int transport;
+    keel_node *node;
+    char dir[PATH_MAX];
+    char addr[64];
+    struct tconn *conns;
+    unsigned nconns;
+};
+
+static int env_open(struct env *e, const struct config *cfg, int transport,
+                    uint32_t idle_timeout_ms)
+{
+    keel_node_options o;
+    char err[256];
+    const char *parent = cfg->data;
+    int rc;
+
+    memset(e, 0, sizeof *e);
+    e->cfg = cfg;
+    e->transport = transport;
+    if (parent == NULL) {
+        parent = getenv("TMPDIR");
+        if (parent == NULL || parent[0] == '\0')
+            parent = "/tmp";
+    } else if (mkdir(parent, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "%s: cannot create %s: %s\n", prog, parent,
+                strerror(errno));
+        return -1;
+    }
+    if ((size_t)snprintf(e->dir, sizeof e->dir, "%s/keel-bench-XXXXXX",
+                         parent) >= sizeof e->dir ||
+        mkdtemp(e->dir) == NULL) {
+        fprintf(stderr, "%s: cannot create a directory in %s: %s\n", prog,
+                parent, strerror(errno));
+        return -1;
+    }
+    /* Write back what earlier runs left dirty (removed data directories,
+     * pages of durability none) so that it does not compete with this
+     * run's fsyncs. */
+    sync();
+    keel_node_options_init(&o);
+    o.data_dir = e->dir;
+    o.durability = cfg->durability;
+    o.log_level = KEEL_LOG_WARN;
+    o.idle_timeout_ms = idle_timeout_ms;
+    if (transport == T_TCP)
+        o.listen = "127.0.0.1:0";
+    rc = keel_node_create(&o, &e->node, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "%s: cannot create the node: %s: %s\n", prog,
+                keel_err_name(rc), err[0] ? err : keel_strerror(rc));
+        rm_rf(e->dir);
+        return -1;
+    }
+    rc = keel_node_start(e->node);
+    if (rc != 0) {
+        fprintf(stderr, "%s: cannot start the node: %s\n", prog,
+                keel_strerror(rc));
+        keel_node_destroy(e->node);
+        rm_rf(e->dir);
+        return -1;
+    }
+    snprintf(e->addr, sizeof e->addr, "127.0.0.1:%d",
+             keel_node_port(e->node));
+    return 0;
+}
+
+static void env_close(struct env *e)
+{
+    unsigned i;
+
+    for (i = 0; i < e->nconns; i++) {
+        keel_client_close(e->conns[i].c);
+        free(e->conns[i].rbuf);
+        free(e->conns[i].fresh);
+    }
+    free(e->conns);
+    e->conns = NULL;
+    e->nconns = 0;
+    if (e->node != NULL) {
+        keel_node_stop(e->node);
+        keel_node_destroy(e->node); /* joins the loop thread */
+        e->node = NULL;
+    }
+    rm_rf(e->dir);
+}
+
+/* Makes sure at least n connections are open. */
+static int env_connect(struct env *e, unsigned n)
+{
+    if (n <= e->nconns)
+        return 0;
+    e->conns = realloc(e->conns, n * sizeof *e->conns);
+    if (e->conns == NULL)
+        die("out of memory");
+    while (e->nconns < n) {
+        struct tconn *tc = &e->conns[e->nconns];
+        int rc;
+
+        memset(tc, 0, sizeof *tc);
+        rc = keel_client_connect(e->addr, CONNECT_TIMEOUT_MS, &tc->c);
+        if (rc != 0) {
+            fprintf(stderr, "%s: cannot connect to %s: %s\n", prog, e->addr,
+                    keel_strerror(rc));
+            return -1;
+        }
+        tc->fd = keel_client_fd(tc->c);
+        tc->rcap = 1u << 20;
+        tc->rbuf = xcalloc(1, tc->rcap);
+        e->nconns++;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------- inproc driver */
+
+/* Runs on the loop thread: every completion issues the next call from the
+ * same slot, so the window stays full without any other thread. */
+struct inproc_run;
+
+struct islot {
+    struct inproc_run *r;
+    uint64_t i;
+    uint64_t t0;
+};
+
+struct inproc_run {
+    keel_node *node;
+    struct phase *ph;
+    struct islot *slots;
+    uint64_t next, done;
+    uint64_t t_start, t_end;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int finished;
+};
+
+static void inproc_done_cb(int status, const void *reply, size_t len,
+                           void *data);
+
+static void inproc_finish(struct inproc_run *r)
+{
+    r->t_end = now_ns();
+    pthread_mutex_lock(&r->mu);
+    r->finished = 1;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Issues the next op from slot s, if any is left. */
+static void inproc_issue(struct inproc_run *r, struct islot *s)
+{
+    struct phase *ph = r->ph;
+    struct op op;
+    int rc;
+
+    while (r->next < ph->ops) {
+        s->i = r->next++;
+        ph->gen(ph, s->i, &op);
+        s->t0 = now_ns();
+        rc = (ph->cast ? keel_cast : keel_call)(r->node, op.type, op.id,
+                                                op.idlen, op.msg, op.len,
+                                                inproc_done_cb, s);
+        if (rc == 0)
+            return;
+        phase_fail(ph, s->i, rc, "not queued", 10);
+        if (++r->done == ph->ops)
+            inproc_finish(r);
+    }
+}
+
+static void inproc_done_cb(int status, const void *reply, size_t len,
+                           void *data)
+{
+    struct islot *s = data;
+    struct inproc_run *r = s->r;
+    struct phase *ph = r->ph;
+
+    if (ph->lat_ns != NULL)
+        ph->lat_ns[s->i] = now_ns() - s->t0;
+    if (status != 0)
+        phase_fail(ph, s->i, status, reply, len);
+    else if (!ph->cast)
+        check_reply(ph, s->i, reply, len);
+    if (++r->done == ph->ops) {
+        inproc_finish(r);
+        return;
+    }
+    inproc_issue(r, s);
+}
+
+static void inproc_start(keel_node *node, void *data)
+{
+    struct inproc_run *r = data;
+    uint64_t k, w = r->ph->window < r->ph->ops ? r->ph->window : r->ph->ops;
+
+    (void)node;
+    r->t_start = now_ns();
+    if (r->ph->ops == 0) {
+        inproc_finish(r);
+        return;
+    }
+    for (k = 0; k < w; k++)
+        inproc_issue(r, &r->slots[k]);
+}
+
+static int run_inproc(struct env *e, struct phase *ph)
+{
+    struct inproc_run r;
+    struct timespec dl;
+    unsigned k, w = ph->window ? ph->window : 1;
+    int rc = 0;
+
+    memset(&r, 0, sizeof r);
+    r.node = e->node;
+    r.ph = ph;
+    r.slots = xcalloc(w, sizeof *r.slots);
+    for (k = 0; k < w; k++)
+        r.slots[k].r = &r;
+    ph->window = w;
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
+    rc = keel_node_post(e->node, inproc_start, &r);
+    if (rc != 0)
+        die("%s: cannot post to the node: %s", ph->name, keel_strerror(rc));
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += PHASE_TIMEOUT_S;
+    pthread_mutex_lock(&r.mu);
+    while (!r.finished && rc == 0)
+        rc = pthread_cond_timedwait(&r.cv, &r.mu, &dl);
+    pthread_mutex_unlock(&r.mu);
+    if (!r.finished) /* the loop thread still holds r: no way back */
+        die("%s: no completion after %d s (%" PRIu64 " of %" PRIu64
+            " calls done)",
+            ph->name, PHASE_TIMEOUT_S, r.done, ph->ops);
+    ph->secs = (double)(r.t_end - r.t_start) / 1e9;
+    pthread_cond_destroy(&r.cv);
+    pthread_mutex_destroy(&r.mu);
+    free(r.slots);
+    return ph->failed ? -1 : 0;
+}
+
+/* ---------------------------------------------------------- tcp driver */
+
+/* Runs on the calling thread: fills every connection's window, sends,
+ * waits with poll() for replies on any of them, and refills. */
+struct tcp_run {
+    struct phase *ph;
+    struct tconn *conns;
+    unsigned nconn;
+    unsigned window;  /* per connection */
+    uint64_t next;    /* next op to send */
+    uint64_t *t_send; /* per op: when its frame was flushed */
+    int broken;       /* a connection failed: the phase stops */
+};
+
+static void tcp_abort(struct tcp_run *run, const char *what, int code)
+{
+    phase_fail(run->ph, NO_OP, code, what, strlen(what));
+    run->broken = 1;
+}
+
+/* Handles one reply frame. */
+static int tcp_frame(struct tcp_run *run, struct tconn *tc,
+                     const keel_frame *f, uint64_t t)
+{
+    struct phase *ph = run->ph;
+    uint64_t i;
+
+    if (f->request_id == 0 || f->request_id > ph->ops || tc->inflight == 0) {
+        tcp_abort(run, "reply to a request never sent", KEEL_EPROTO);
+        return -1;
+    }
+    i = f->request_id - 1;
+    tc->inflight--;
+    if (ph->lat_ns != NULL)
+        ph->lat_ns[i] = t - run->t_send[i];
+    if (f->kind == KEEL_FRAME_REPLY) {
+        if (!ph->cast)
+            check_reply(ph, i, f->body, f->body_len);
+    } else if (f->kind == KEEL_FRAME_ERROR) {
+        const char *m;
+        size_t ml;
+        int code = keel_error_body_parse(f->body, f->body_len, &m, &ml);
+        phase_fail(ph, i, code, m, ml);
+    } else {
+        phase_fail(ph, i, KEEL_EPROTO, "unexpected frame kind", 21);
+    }
+    return 0;
+}
+
+/* Reads what the socket has and handles every whole frame in it. */
+static int tcp_read(struct tcp_run *run, struct tconn *tc, uint64_t t)
+{
+    size_t pos = 0;
+    keel_frame f;
+    ssize_t r;
+    long n;
+
+    if (tc->rlen == tc->rcap) {
+        tc->rcap *= 2;
+        tc->rbuf = realloc(tc->rbuf, tc->rcap);
+        if (tc->rbuf == NULL)
+            die("out of memory");
+    }
+    r = read(tc->fd, tc->rbuf + tc->rlen, tc->rcap - tc->rlen);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return 0;
+    if (r <= 0) {
+        tcp_abort(run, r == 0 ? "connection closed by the node"
+                              : strerror(errno),
+                  KEEL_ECONN);
+        return -1;
+    }
+    tc->rlen += (size_t)r;
+    for (;;) {
+        n = keel_frame_parse(tc->rbuf + pos, tc->rlen - pos, tc->rcap, &f);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            tcp_abort(run, "bad frame from the node", (int)n);
+            return -1;
+        }
+        pos += (size_t)n;
+        if (tcp_frame(run, tc, &f, t) != 0)
+            return -1;
+    }
+    if (pos > 0) {
+        memmove(tc->rbuf, tc->rbuf + pos, tc->rlen - pos);
+        tc->rlen -= pos;
+    }
+    return 0;
+}
+
+/* Fills the connection's window and sends what it queued in one write. */
+static int tcp_refill(struct tcp_run *run, struct tconn *tc)
+{
+    struct phase *ph = run->ph;
+    struct op op;
+    uint64_t t;
+    size_t k;
+    int rc;
+
+    tc->nfresh = 0;
+    while (tc->inflight < run->window && run->next < ph->ops) {
+        uint64_t i = run->next++;
+        ph->gen(ph, i, &op);
+        rc = keel_client_queue(tc->c,
+                               ph->cast ? KEEL_FRAME_CAST : KEEL_FRAME_CALL,
+                               i + 1, op.type, op.id, op.idlen, op.msg,
+                               op.len);
+        if (rc != 0) {
+            tcp_abort(run, "cannot queue a request", rc);
+            return -1;
+        }
+        if (tc->nfresh == tc->fresh_cap) {
+            tc->fresh_cap = tc->fresh_cap ? tc->fresh_cap * 2 : 64;
+            tc->fresh = realloc(tc->fresh, tc->fresh_cap * sizeof *tc->fresh);
+            if (tc->fresh == NULL)
+                die("out of memory");
+        }
+        tc->fresh[tc->nfresh++] = i;
+        tc->inflight++;
+    }
+    if (tc->nfresh == 0)
+        return 0;
+    t = now_ns();
+    for (k = 0; k < tc->nfresh; k++)
+        run->t_send[tc->fresh[k]] = t;
+    rc = keel_client_flush(tc->c);
+    if (rc != 0) {
+        tcp_abort(run, "cannot send", rc);
+        return -1;
+    }
+    return 0;
+}
+
+static void tcp_drive(struct tcp_run *run)
+{
+    struct pollfd *pfd = xcalloc(run->nconn, sizeof *pfd);
+    unsigned *which = xcalloc(run->nconn, sizeof *which);
+    unsigned k, np;
+    uint64_t t;
+    int rc;
+
+    while (!run->broken) {
+        for (k = 0; k < run->nconn; k++)
+            if (tcp_refill(run, &run->conns[k]) != 0)
+                break;
+        if (run->broken)
+            break;
+        for (np = 0, k = 0; k < run->nconn; k++) {
+            if (run->conns[k].inflight == 0)
+                continue;
+            pfd[np].fd = run->conns[k].fd;
+            pfd[np].events = POLLIN;
+            pfd[np].revents = 0;
+            which[np++] = k;
+        }
+        if (np == 0)
+            break; /* nothing in flight and nothing left to send */
+        rc = poll(pfd, np, POLL_TIMEOUT_MS);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0) {
+            tcp_abort(run, rc == 0 ? "no reply for 60 s" : strerror(errno),
+                      rc == 0 ? KEEL_ETIMEDOUT : KEEL_ECONN);
+            break;
+        }
+        t = now_ns();
+        for (k = 0; k < np; k++)
+            if (pfd[k].revents != 0 &&
+                tcp_read(run, &run->conns[which[k]], t) != 0)
+                break;
+    }
+    free(pfd);
+    free(which);
+}
+
+static int run_tcp(struct env *e, struct phase *ph)
+{
+    struct tcp_run run;
+    unsigned nconn = ph->conns ? ph->conns : e->cfg->connections;
+    uint64_t t0;
+    unsigned k;
+
+    if (nconn == 0)
+        nconn = 1;
+    if (env_connect(e, nconn) != 0) {
+        phase_fail(ph, NO_OP, KEEL_ECONN, "cannot connect", 14);
+        return -1;
+    }
+    memset(&run, 0, sizeof run);
+    run.ph = ph;
+    run.conns = e->conns;
+    run.nconn = nconn;
+    /* The window is per connection, or the phase's window spread evenly
+     * (rounded up) over the connections. */
+    run.window = ph->per_conn ? ph->window : (ph->window + nconn - 1) / nconn;
+    if (run.window == 0)
+        run.window = 1;
+    run.t_send = xcalloc(ph->ops, sizeof *run.t_send);
+    for (k = 0; k < nconn; k++)
+        e->conns[k].inflight = 0;
+    t0 = now_ns();
+    tcp_drive(&run);
+    ph->secs = (double)(now_ns() - t0) / 1e9;
+    free(run.t_send);
+    /* A broken run leaves the connections out of step: the workload
+     * fails and its environment is closed. */
+    return run.broken || ph->failed ? -1 : 0;
+}
+
+/* Runs a phase over the environment's transport. On failure the phase's
+ * first_err says why. */
+static int run_phase(struct env *e, struct phase *ph)
+{
+    if (ph->gen == NULL)
+        ph->gen = gen_default;
+    if (e->transport == T_TCP)
+        return run_tcp(e, ph);
+    return run_inproc(e, ph);
+}
+
+/* ---------------------------------------------------------------- results */
+
+struct extra {
+    const char *key;   /* JSON name */
+    const char *label; /* in the table's notes; NULL: JSON only */
+    int decimals;
+    double v;
+};
+
+struct result {
+    const char *workload;
+    const char *transport;
+    const char *unit;
+    const char *what;  /* the message measured */
+    uint64_t ops;
+    double ops_per_s;
+    struct lat lat;
+    struct extra extra[MAX_EXTRA];
+    int nextra;
+    const char *skipped; /* reason, or NULL */
+    char error[400];     /* nonempty: the run failed */
+};
+
+static void add_extra(struct result *r, const char *key, const char *label,
+                      int decimals, double v)
+{
+    if (r->nextra < MAX_EXTRA)
+        r->extra[r->nextra++] = (struct extra){key, label, decimals, v};
+}
+
+static void result_init(struct result *r, const char *workload,
+                        const struct env *e, const char *unit,
+                        const char *what)
+{
+    memset(r, 0, sizeof *r);
+    r->workload = workload;
+    r->transport = transport_name(e->transport);
+    r->unit = unit;
+    r->what = what;
+}
+
+/* Fills the headline of r from a measured phase. */
+static void result_from_phase(struct result *r, const struct phase *ph)
+{
+    r->ops = ph->ops;
+    r->ops_per_s = ph->secs > 0 ? (double)ph->ops / ph->secs : 0;
+    phase_latency(ph, &r->lat);
+}
+
+static int result_fail(struct result *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int result_fail(struct result *r, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(r->error, sizeof r->error, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* With --perf-ctl, perf records only the measured phases (those that
+ * record latencies), not set-up, verification or percentile sorting. */
+static int perf_ctl_fd = -1, perf_ack_fd = -1;
+
+static void perf_ctl(const char *cmd)
+{
+    char ack[8];
+    size_t got = 0;
+    ssize_t n;
+
+    if (perf_ctl_fd < 0)
+        return;
+    if (write(perf_ctl_fd, cmd, strlen(cmd)) != (ssize_t)strlen(cmd))
+        die("--perf-ctl: cannot write to perf's control fifo");
+    while (perf_ack_fd >= 0 && got < 4) {
+        n = read(perf_ack_fd, ack + got, 4 - got);
+        if (n <= 0)
+            die("--perf-ctl: no acknowledgement from perf");
+        got += (size_t)n;
+    }
+}
+
+static int perf_ctl_open(const char *arg)
+{
+    char ctl[PATH_MAX];
+    const char *comma = strchr(arg, ',');
+    size_t len = comma ? (size_t)(comma - arg) : strlen(arg);
+
+    if (len == 0 || len >= sizeof ctl)
+        return -1;
+    memcpy(ctl, arg, len);
+    ctl[len] = '\0';
+    perf_ctl_fd = open(ctl, O_WRONLY | O_CLOEXEC);
+    if (perf_ctl_fd < 0)
+        return -1;
+    if (comma != NULL) {
+        perf_ack_fd = open(comma + 1, O_RDONLY | O_CLOEXEC);
+        if (perf_ack_fd < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Runs a phase; a failure is written into r. */
+static int step(struct env *e, struct phase *ph, struct result *r)
+{
+    int rc;
+
+    if (ph->lat_ns != NULL)
+        perf_ctl("enable\n");
+    rc = run_phase(e, ph);
+    if (ph->lat_ns != NULL)
+        perf_ctl("disable\n");
+    if (rc == 0)
+        return 0;
+    return result_fail(r, "%" PRIu64 " of %" PRIu64 " calls failed; first: %s",
+                       ph->failed, ph->ops, ph->first_err);
+}
+
+/* Statistics deltas of the node over a measured phase. */
+static void add_commit_extras(struct result *r, const keel_stats *a,
+                              const keel_stats *b)
+{
+    double commits = (double)(b->commits - a->commits);
+    double turns = (double)(b->batch_turns_total - a->batch_turns_total);
+
+    add_extra(r, "commits", "commits", 0, commits);
+    add_extra(r, "turns_per_commit", "turns/commit", 1,
+              commits > 0 ? turns / commits : 0);
+}
+
+/* The node must not have seen a handler error or a failed commit. */
+static int check_node(struct env *e, struct result *r)
+{
+    keel_stats st;
+
+    keel_node_stats(e->node, &st);
+    if (st.handler_errors != 0)
+        return result_fail(r, "the node counted %" PRIu64 " handler errors",
+                           st.handler_errors);
+    if (st.commit_failures != 0)
+        return result_fail(r, "the node counted %" PRIu64
+                              " failed commits",
+                           st.commit_failures);
+    return 0;
+}
+
+static int check_activations(struct result *r, const keel_stats *a,
+                             const keel_stats *b, uint64_t want)
+{
+    uint64_t got = b->activations - a->activations;
+
+    if (got == want)
+        return 0;
+    return result_fail(r, "%" PRIu64 " activations, expected %" PRIu64, got,
+                       want);
+}
+
+/* ------------------------------------------------------------ workloads */
+
+#define CREATE_N 50000
+#define HOT_N 10000
+#define CAP_N 30000
+#define MIXED_ACTORS 5000
+#define MIXED_CALLS 20000
+#define LATENCY_N 1000
+#define MEMORY_N 1000000
+#define PUT_N 1000000
+#define PUT_WINDOW 10000
+#define PEER_CLIENTS 50
+#define PEER_N 200000
+#define PEER_PIPELINE 16
+
+/* The verification pass: every stride-th of the n counters called
+ * prefix<k> answers `get` with want. Not timed. */
+static int verify_counters(struct env *e, struct result *r, const char *prefix,
+                           uint64_t n, uint64_t stride, const char *want)
+{
+    struct phase v;
+    int rc;
+
+    phase_init(&v, "verify", (n + stride - 1) / stride, 500);
+    v.type = "counter";
+    v.prefix = prefix;
+    v.stride = stride;
+    v.msg = "get";
+    v.expect = want;
+    v.check = check_expect;
+    rc = step(e, &v, r);
+    phase_fini(&v);
+    return rc;
+}
+
+/* One call to one actor, checked. */
+static int call_one(struct env *e, struct result *r, const char *type,
+                    const char *id, const char *msg, const char *want)
+{
+    struct phase p;
+    int rc;
+
+    phase_init(&p, "call", 1, 1);
+    p.type = type;
+    p.fixed_id = id;
+    p.msg = msg;
+    p.expect = want;
+    p.check = want ? check_expect : NULL;
+    rc = step(e, &p, r);
+    phase_fini(&p);
+    return rc;
+}
+
+static int wl_create(struct env *e, struct result *res, int *nres)
+{
+    struct result *r = &res[0];
+    struct phase p;
+    keel_stats a, b;
+    int rc;
+
+    *nres = 1;
+    result_init(r, "create", e, "activations/s", "counter incr");
+    phase_init(&p, "create", CREATE_N, 500);
+    p.type = "counter";
+    p.prefix = "actor_";
+    p.msg = "incr";
+    p.expect = "1";
+    p.check = check_expect;
+    phase_record_latency(&p);
+    keel_node_stats(e->node, &a);
+    rc = step(e, &p, r);
+    keel_node_stats(e->node, &b);
+    if (rc == 0) {
+        result_from_phase(r, &p);
+        add_commit_extras(r, &a, &b);
+        rc = check_activations(r, &a, &b, CREATE_N);
+    }
+    phase_fini(&p);
+    if (rc == 0)
+        rc = verify_counters(e, r, "actor_", CREATE_N, 1, "1");
+    return rc;
+}
+
+static int wl_hot(struct env *e, struct result *res, int *nres)
+{
+    struct result *r = &res[0];
+    struct phase p;
+    keel_stats a, b;
+    char want[32];
+    int rc;
+
+    *nres = 1;
+    result_init(r, "hot", e, "calls/s", "counter incr");
+    /* Activate first: the measured calls find the actor resident. */
+    rc = call_one(e, r, "counter", "hot", "get", "0");
+    if (rc != 0)
+        return rc;
+    phase_init(&p, "hot", HOT_N, 200);
+    p.type = "counter";
+    p.fixed_id = "hot";
+    p.msg = "incr";
+    p.lo = 1;
+    p.hi = HOT_N;
+    p.seen = xcalloc(HOT_N, sizeof *p.seen);
+    p.check = check_distinct;
+    phase_record_latency(&p);
+    keel_node_stats(e->node, &a);
+    rc = step(e, &p, r);
+    keel_node_stats(e->node, &b);
+    if (rc == 0) {
+        result_from_phase(r, &p);
+        add_commit_extras(r, &a, &b);
+    }
+    phase_fini(&p);
+    snprintf(want, sizeof want, "%d", HOT_N);
+    if (rc == 0)
+        rc = call_one(e, r, "counter", "hot", "get", want);
+    return rc;
+}
+
+/* capabilities: op i creates cap_<i> of type counter, kv or register. */
+static const char *const cap_types[3] = {"counter", "kv", "register"};
+
+static void gen_cap(const struct phase *ph, uint64_t i, struct op *op)
+{
+    static const char *const write_msgs[3] = {"incr", "put k v", "write v"};
+    static const char *const read_msgs[3] = {"get", "get k", "read"};
+
+    memcpy(op->id, "cap_", 4);
+    op->idlen = 4 + put_u64(op->id + 4, i);
+    op->type = cap_types[i % 3];
+    op->msg = (ph->msg[0] == 'w' ? write_msgs : read_msgs)[i % 3];
+    op->len = strlen(op->msg);
+}
+
+static int check_cap(const struct phase *ph, uint64_t i, const void *reply,
+                     size_t len, char *why, size_t whylen)
+{
+    static const char *const after_write[3] = {"1", "OK", "OK"};
+    static const char *const after_read[3] = {"1", "v", "v"};
+    const char *want = (ph->msg[0] == 'w' ? after_write : after_read)[i % 3];
+
+    if (len == strlen(want) && memcmp(reply, want, len) == 0)
+        return 0;
+    snprintf(why, whylen, "%s cap_%" PRIu64 ": reply '%.*s', expected '%s'",
+             cap_types[i % 3], i, (int)len, (const char *)reply, want);
+    return -1;
+}
+
+static int wl_capabilities(struct env *e, struct result *res, int *nres)
+{
+    struct result *r = &res[0];
+    struct phase p;
+    keel_stats a, b;
+    int rc;
+
+    *nres = 1;
+    result_init(r, "capabilities", e, "activations/s",
+                "counter incr | kv put k v | register write v");
+    phase_init(&p, "capabilities", CAP_N, 500);
+    p.gen = gen_cap;
+    p.check = check_cap;
+    p.msg = "write";
+    phase_record_latency(&p);
+    keel_node_stats(e->node, &a);
+    rc = step(e, &p, r);
+    keel_node_stats(e->node, &b);
+    if (rc == 0) {
+        result_from_phase(r, &p);
+        add_commit_extras(r, &a, &b);
+        rc = check_activations(r, &a, &b, CAP_N);
+    }
+    phase_fini(&p);
+    if (rc == 0) {
+        phase_init(&p, "verify", CAP_N, 500);
+        p.gen = gen_cap;
+        p.check = check_cap;
+        p.msg = "read";
+        rc = step(e, &p, r);
+        phase_fini(&p);
+    }
+    return rc;
+}
+
+static int wl_mixed(struct env *e, struct result *res, int *nres)
+{
+    struct result *r = &res[0];
+    struct phase c, p;
+    keel_stats a, b;
+    char want[32];
+    int rc;
+
+    *nres = 1;
+    result_init(r, "mixed", e, "calls/s", "counter incr");
+    phase_init(&c, "mixed-create", MIXED_ACTORS, 300);
+    c.type = "counter";
+    c.prefix = "mix_";
+    c.msg = "incr";
+    c.expect = "1";
+    c.check = check_expect;
+    rc = step(e, &c, r);
+    if (rc == 0) {
+        phase_init(&p, "mixed-calls", MIXED_CALLS, 300);
+        p.type = "counter";
+        p.prefix = "mix_";
+        p.mod = MIXED_ACTORS;
+        p.msg = "incr";
+        p.lo = 2;
+        p.check = check_round_robin;
+        phase_record_latency(&p);
+        keel_node_stats(e->node, &a);
+        rc = step(e, &p, r);
+        keel_node_stats(e->node, &b);
+        if (rc == 0) {
+            result_from_phase(r, &p);
+            add_extra(r, "create_ops_per_s", "create/s", 0,
+                      (double)c.ops / c.secs);
+            add_commit_extras(r, &a, &b);
+        }
+        phase_fini(&p);
+    }
+    phase_fini(&c);
+    snprintf(want, sizeof want, "%d", 1 + MIXED_CALLS / MIXED_ACTORS);
+    if (rc == 0)
+        rc = verify_counters(e, r, "mix_", MIXED_ACTORS, 1, want);
+    return rc;
+}
+
+static int wl_latency(struct env *e, struct result *res, int *nres)
+{
+    struct result *r = &res[0];
+    struct phase c, p, g;
+    keel_stats a, b;
+    struct lat gl;
+    int rc;
+
+    *nres = 1;
+    result_init(r, "latency", e, "calls/s", "counter incr, one at a time");
+    phase_init(&c, "latency-create", LATENCY_N, 500);
+    c.type = "counter";
+    c.prefix = "lat_";
+    c.msg = "incr";
+    c.expect = "1";
+    c.check = check_expect;
+    rc = step(e, &c, r);
+    phase_fini(&c);
+    if (rc != 0)
+        return rc;
+    phase_init(&p, "latency-incr", LATENCY_N, 1);
+    p.conns = 1;
+    p.type = "counter";
+    p.prefix = "lat_";
+    p.msg = "incr";
+    p.expect = "2";
+    p.check = check_expect;
+    phase_record_latency(&p);
+    keel_node_stats(e->node, &a);
+    rc = step(e, &p, r);
+    keel_node_stats(e->node, &b);
+    if (rc == 0) {
+        result_from_phase(r, &p);
+        add_commit_extras(r, &a, &b);
+        /* A read of an actor with nothing waiting to commit: the reply
+         * need not wait for the disk. */
+        phase_init(&g, "latency-get", LATENCY_N, 1);
+        g.conns = 1;
+        g.type = "counter";
+        g.prefix = "lat_";
+        g.msg = "get";
+        g.expect = "2";
+        g.check = check_expect;
+        phase_record_latency(&g);
+        rc = step(e, &g, r);
+        if (rc == 0) {
+            phase_latency(&g, &gl);
+            add_extra(r, "get_p50_us", "get p50", 1, gl.p50);
+            add_extra(r, "get_p99_us", "get p99", 1, gl.p99);
+        }
+        phase_fini(&g);
+    }
+    phase_fini(&p);
+    return rc;
+}
+
+static int wl_memory(struct env *e, struct result *res, int *nres)
+{
+    struct result *r = &res[0];
+    struct phase p;
+    keel_stats a, b;
+    uint64_t res0, shr0, res1, shr1;
+    struct mallinfo2 m0, m1;
+    double page = (double)sysconf(_SC_PAGESIZE);
+    int rc;
+
+    *nres = 1;
+    result_init(r, "memory", e, "activations/s", "counter incr");
+    if (e->transport == T_TCP) {
+        r->skipped = "measured in-process only (--transport inproc)";
+        return 0;
+    }
+    /* Warm up: one actor, so the node's buffers and pools exist before
+     * the baseline. */
+    rc = call_one(e, r, "counter", "warm", "incr", "1");
+    if (rc != 0)
+        return rc;
+    phase_init(&p, "memory", MEMORY_N, 500);
+    p.type = "counter";
+    p.prefix = "m_";
+    p.msg = "incr";
+    p.expect = "1";
+    p.check = check_expect;
+    phase_record_latency(&p);
+    /* Touch the latency array now so it is part of the baseline, and
+     * hand back to the system what earlier runs in this process freed:
+     * actors must not land in pages that were already resident. */
+    memset(p.lat_ns, 0xff, p.ops * sizeof *p.lat_ns);
+    malloc_trim(0);
+    if (read_statm(&res0, &shr0) != 0) {
+        phase_fini(&p);
+        return result_fail(r, "cannot read /proc/self/statm");
+    }
+    m0 = mallinfo2();
+    keel_node_stats(e->node, &a);
+    rc = step(e, &p, r);
+    keel_node_stats(e->node, &b);
+    m1 = mallinfo2();
+    if (rc == 0 && read_statm(&res1, &shr1) != 0)
+        rc = result_fail(r, "cannot read /proc/self/statm");
+    if (rc == 0) {
+        double n = (double)MEMORY_N;
+        double heap0 = (double)(m0.uordblks + m0.hblkhd);
+        double heap1 = (double)(m1.uordblks + m1.hblkhd);
+        result_from_phase(r, &p);
+        rc = check_activations(r, &a, &b, MEMORY_N);
+        if (rc == 0 && b.resident_actors < MEMORY_N + 1)
+            rc = result_fail(r, "only %" PRIu64 " actors resident",
+                             b.resident_actors);
+        /* The headline subtracts nothing: it is the whole process's
+         * resident-set growth, LMDB's mapped pages included. */
+        add_extra(r, "bytes_per_actor", "B/actor RSS", 0,
+                  ((double)res1 - (double)res0) * page / n);
+        add_extra(r, "anon_bytes_per_actor", "anon", 0,
+                  (((double)res1 - (double)shr1) -
+                   ((double)res0 - (double)shr0)) *
+                      page / n);
+        add_extra(r, "heap_bytes_per_actor", "malloc'd", 0,
+                  (heap1 - heap0) / n);
+        add_extra(r, "resident_actors", NULL, 0, (double)b.resident_actors);
+        add_commit_extras(r, &a, &b);
+    }
+    phase_fini(&p);
+    if (rc == 0)
+        rc = verify_counters(e, r, "m_", MEMORY_N, 1000, "1");
+    return rc;
+}
+
+static void gen_put(const struct phase *ph, uint64_t i, struct op *op)
+{
+    char *p = op->msgbuf;
+
+    op->type = "kv";
+    memcpy(op->id, ph->fixed_id, strlen(ph->fixed_id));
+    op->idlen = strlen(ph->fixed_id);
+    memcpy(p, "put ", 4);
+    p += 4;
+    p += put_u64(p, i);
+    memcpy(p, " test", 5);
+    p += 5;
+    op->msg = op->msgbuf;
+    op->len = (size_t)(p - op->msgbuf);
+}
+
+static int wl_single_put(struct env *e, struct result *res, int *nres)
+{
+    struct result *r = &res[0];
+    struct phase p, g;
+    keel_stats a, b;
+    char key[48];
+    int rc;
+
+    *nres = 1;
+    result_init(r, "single-actor-put", e, "puts/s",
+                "kv put <i> test (cast), then one call");
+    phase_init(&p, "single-actor-put", PUT_N, PUT_WINDOW);
+    p.cast = 1;
+    p.gen = gen_put;
+    p.fixed_id = "bulk";
+    phase_record_latency(&p);
+    keel_node_stats(e->node, &a);
+    rc = step(e, &p, r);
+    if (rc == 0) {
+        /* The call that waits for all: it reads the last put back. */
+        phase_init(&g, "single-actor-put-get", 1, 1);
+        g.type = "kv";
+        g.fixed_id = "bulk";
+        snprintf(key, sizeof key, "get %d", PUT_N - 1);
+        g.msg = key;
+        g.expect = "test";
+        g.check = check_expect;
+        rc = step(e, &g, r);
+        keel_node_stats(e->node, &b);
+        if (rc == 0) {
+            result_from_phase(r, &p);
+            r->ops_per_s = (double)PUT_N / (p.secs + g.secs);
+            add_commit_extras(r, &a, &b);
+        }
+        phase_fini(&g);
+    }
+    phase_fini(&p);
+    if (rc == 0)
+        rc = call_one(e, r, "kv", "bulk", "get 0", "test");
+    return rc;
+}
+
+/* --------------------------------------------------------- redis-peer */
+
+static int free_port(void)
+{
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof sin;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+    if (fd < 0)
+        return -1;
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sin, &sl) == 0)
+        port = ntohs(sin.sin_port);
+    close(fd);
+    return port;
+}
+
+/* Does a Redis server answer PING on the port? */
+static int redis_ping(int port)
+{
+    struct sockaddr_in sin;
+    char buf[16];
+    int fd = socket(AF_INET, SOCK_STREAM, 0), ok = 0;
+    ssize_t n;
+
+    if (fd < 0)
+        return 0;
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((uint16_t)port);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sin, sizeof sin) == 0 &&
+        write(fd, "PING\r\n", 6) == 6) {
+        n = read(fd, buf, sizeof buf - 1);
+        ok = n >= 5 && memcmp(buf, "+PONG", 5) == 0;
+    }
+    close(fd);
+    return ok;
+}
+
+struct redis {
+    pid_t pid;
+    int port;
+    char dir[PATH_MAX];
+};
+
+/* Starts redis-server on a free loopback port, fsyncing every write, in a
+ * temporary directory. */
+static int redis_start(struct redis *rs, const struct config *cfg)
+{
+    char portstr[16], log[PATH_MAX + 16];
+    const char *parent = cfg->data ? cfg->data : getenv("TMPDIR");
+    int i, fd;
+
+    if (parent == NULL || parent[0] == '\0')
+        parent = "/tmp";
+    memset(rs, 0, sizeof *rs);
+    snprintf(rs->dir, sizeof rs->dir, "%s/keel-bench-redis-XXXXXX", parent);
+    if (mkdtemp(rs->dir) == NULL)
+        return -1;
+    rs->port = free_port();
+    if (rs->port <= 0)
+        goto err_dir;
+    snprintf(portstr, sizeof portstr, "%d", rs->port);
+    snprintf(log, sizeof log, "%s/redis.log", rs->dir);
+    rs->pid = fork();
+    if (rs->pid < 0)
+        goto err_dir;
+    if (rs->pid == 0) {
+        fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execlp("redis-server", "redis-server", "--port", portstr, "--bind",
+               "127.0.0.1", "--dir", rs->dir, "--appendonly", "yes",
+               "--appendfsync", "always", "--save", "", "--daemonize", "no",
+               (char *)NULL);
+        _exit(127);
+    }
+    for (i = 0; i < 100; i++) {
+        if (redis_ping(rs->port))
+            return 0;
+        if (waitpid(rs->pid, NULL, WNOHANG) == rs->pid) {
+            rs->pid = 0;
+            fprintf(stderr, "%s: redis-server exited; see %s\n", prog, log);
+            goto err_dir;
+        }
+        usleep(50000);
+    }
+    fprintf(stderr, "%s: redis-server did not answer on port %d\n", prog,
+            rs->port);
+    kill(rs->pid, SIGKILL);
+    waitpid(rs->pid, NULL, 0);
+err_dir:
+    rm_rf(rs->dir);
+    return -1;
+}
+
+static void redis_stop(struct redis *rs)
+{
+    if (rs->pid > 0) {
+        kill(rs->pid, SIGTERM);
+        waitpid(rs->pid, NULL, 0);
+    }
+    rm_rf(rs->dir);
+}
+
+/* Runs redis-benchmark for INCR; *rps and *p50_us from its summary. */
+static int redis_bench(const struct redis *rs, int pipeline, double *rps,
+                       double *p50_us)
+{
+    char cmd[256], line[4096];
+    const char *hit, *s;
+    FILE *f;
+    int found = 0, st;
+
+    snprintf(cmd, sizeof cmd,
+             "redis-benchmark -h 127.0.0.1 -p %d -c %d -n %d -t incr -q "
+             "-P %d 2>&1",
+             rs->port, PEER_CLIENTS, PEER_N, pipeline);
+    f = popen(cmd, "r");
+    if (f == NULL)
+        return -1;
+    *p50_us = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        /* -q prints progress lines ending in \r, then
+         * "INCR: 64000.00 requests per second, p50=0.391 msec". */
+        hit = strstr(line, "requests per second");
+        if (hit == NULL)
+            continue;
+        s = hit;
+        while (s > line && s[-1] == ' ')
+            s--;
+        while (s > line && (isdigit((unsigned char)s[-1]) || s[-1] == '.'))
+            s--;
+        *rps = strtod(s, NULL);
+        found = *rps > 0;
+        s = strstr(hit, "p50=");
+        if (s != NULL)
+            *p50_us = strtod(s + 4, NULL) * 1000.0;
+    }
+    st = pclose(f);
+    if (!found || st != 0) {
+        fprintf(stderr, "%s: redis-benchmark failed or printed no rate\n",
+                prog);
+        return -1;
+    }
+    return 0;
+}
+
+static int wl_redis_peer(struct env *e, struct result *res, int *nres)
+{
+    static const int pipelines[2] = {1, PEER_PIPELINE};
+    struct redis rs;
+    int k, rc = 0;
+
+    *nres = 2;
+    for (k = 0; k < 2; k++) {
+        result_init(&res[k], "redis-peer", e, "calls/s",
+                    "counter incr on one counter vs Redis INCR");
+        add_extra(&res[k], "pipeline", "pipeline", 0, pipelines[k]);
+    }
+    if (!on_path("redis-server") || !on_path("redis-benchmark")) {
+        res[0].skipped = res[1].skipped = "redis-server not installed";
+        return 0;
+    }
+    for (k = 0; k < 2 && rc == 0; k++) {
+        struct result *r = &res[k];
+        struct phase p;
+        keel_stats a, b;
+        char id[16], want[32];
+
+        snprintf(id, sizeof id, "peer%d", pipelines[k]);
+        phase_init(&p, "redis-peer", PEER_N, (unsigned)pipelines[k]);
+        p.per_conn = 1;
+        p.conns = PEER_CLIENTS;
+        p.type = "counter";
+        p.fixed_id = id;
+        p.msg = "incr";
+        p.lo = 1;
+        p.hi = PEER_N;
+        p.seen = xcalloc(PEER_N, sizeof *p.seen);
+        p.check = check_distinct;
+        phase_record_latency(&p);
+        keel_node_stats(e->node, &a);
+        rc = step(e, &p, r);
+        keel_node_stats(e->node, &b);
+        if (rc == 0) {
+            result_from_phase(r, &p);
+            add_commit_extras(r, &a, &b);
+        }
+        phase_fini(&p);
+        snprintf(want, sizeof want, "%d", PEER_N);
+        if (rc == 0)
+            rc = call_one(e, r, "counter", id, "get", want);
+    }
+    if (rc != 0)
+        return rc;
+    if (redis_start(&rs, e->cfg) != 0)
+        return result_fail(&res[0], "cannot start redis-server");
+    for (k = 0; k < 2 && rc == 0; k++) {
+        double rps = 0, p50 = 0;
+        if (redis_bench(&rs, pipelines[k], &rps, &p50) != 0) {
+            rc = result_fail(&res[k], "redis-benchmark failed");
+            break;
+        }
+        add_extra(&res[k], "redis_ops_per_s", "redis/s", 0, rps);
+        add_extra(&res[k], "redis_p50_us", "redis p50", 0, p50);
+        add_extra(&res[k], "ratio", "keel/redis", 2, res[k].ops_per_s / rps);
+    }
+    redis_stop(&rs);
+    return rc;
+}
+
+/* ------------------------------------------------------------- workloads */
+
+struct workload {
+    const char *name;
+    int (*run)(struct env *e, struct result *res, int *nres);
+    int force_tcp;           /* runs over TCP whatever --transport says */
+    uint32_t idle_timeout_ms; /* 0: the node's default */
+    const char *help;
+};
+
+static const struct workload workloads[] = {
+    {"create", wl_create, 0, 0,
+     "50,000 new counters, one `incr` each, window 500"},
+    {"hot", wl_hot, 0, 0,
+     "10,000 `incr` to one resident counter, window 200"},
+    {"capabilities", wl_capabilities, 0, 0,
+     "30,000 new actors: counter incr, kv put, register write; window 500"},
+    {"mixed", wl_mixed, 0, 0,
+     "5,000 new counters, then 20,000 `incr` round-robin; window 300"},
+    {"latency", wl_latency, 0, 0,
+     "1,000 sequential `incr` (and `get`) to existing counters"},
+    {"memory", wl_memory, 0, 3600000,
+     "1,000,000 counters activated; RSS growth per resident actor"},
+    {"single-actor-put", wl_single_put, 0, 0,
+     "1,000,000 casts of `kv put <i> test` to one actor, window 10,000"},
+    {"redis-peer", wl_redis_peer, 1, 0,
+     "one counter from 50 TCP clients vs redis-benchmark INCR, -P 1 and 16"},
+};
+#define NWORKLOADS (sizeof workloads / sizeof workloads[0])
+
+/* Median of each figure over the runs; the runs' headline rates are kept
+ * for the JSON. */
+static void median_of(struct result runs[][MAX_RESULTS], int nruns, int k,
+                      struct result *out)
+{
+    double v[MAX_RUNS];
+    int i, x;
+
+#define MEDIAN(field)                                                        \
+    do {                                                                     \
+        for (i = 0; i < nruns; i++)                                          \
+            v[i] = runs[i][k].field;                                         \
+        qsort(v, (size_t)nruns, sizeof v[0], cmp_double);                    \
+        out->field = nruns % 2 ? v[nruns / 2]                                \
+                               : (v[nruns / 2 - 1] + v[nruns / 2]) / 2;      \
+    } while (0)
+
+    *out = runs[0][k];
+    MEDIAN(ops_per_s);
+    MEDIAN(lat.avg);
+    MEDIAN(lat.p50);
+    MEDIAN(lat.p95);
+    MEDIAN(lat.p99);
+    MEDIAN(lat.max);
+    for (x = 0; x < out->nextra; x++)
+        MEDIAN(extra[x].v);
+#undef MEDIAN
+}
+
+/* ---------------------------------------------------------------- output */
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void print_json(const struct config *cfg, const struct result *r,
+                       struct result runs[][MAX_RESULTS], int nruns, int k)
+{
+    int i;
+
+    printf("{\"workload\":");
+    json_str(stdout, r->workload);
+    printf(",\"durability\":\"%s\",\"transport\":\"%s\",\"runs\":%d",
+           durability_name(cfg->durability), r->transport, nruns);
+    if (r->skipped != NULL) {
+        printf(",\"skipped\":");
+        json_str(stdout, r->skipped);
+        printf("}\n");
+        return;
+    }
+    if (r->error[0] != '\0') {
+        printf(",\"error\":");
+        json_str(stdout, r->error);
+        printf("}\n");
+        return;
+    }
+    printf(",\"message\":");
+    json_str(stdout, r->what);
+    printf(",\"unit\":\"%s\",\"ops\":%" PRIu64 ",\"ops_per_s\":%.0f", r->unit,
+           r->ops, r->ops_per_s);
+    printf(",\"avg_us\":%.1f,\"p50_us\":%.1f,\"p95_us\":%.1f,\"p99_us\":%.1f,"
+           "\"max_us\":%.1f",
+           r->lat.avg, r->lat.p50, r->lat.p95, r->lat.p99, r->lat.max);
+    for (i = 0; i < r->nextra; i++)
+        printf(",\"%s\":%.*f", r->extra[i].key, r->extra[i].decimals,
+               r->extra[i].v);
+    printf(",\"ops_per_s_runs\":[");
+    for (i = 0; i < nruns; i++)
+        printf("%s%.0f", i ? "," : "", runs[i][k].ops_per_s);
+    printf("]}\n");
+}
+
+static void print_header(const struct config *cfg)
+{
+    printf("keel-bench %s: durability %s, transport %s, %ld CPUs, ",
+           keel_version_string(), durability_name(cfg->durability),
+           transport_name(cfg->transport), sysconf(_SC_NPROCESSORS_ONLN));
+    if (cfg->runs > 1)
+        printf("medians of %d runs\n", cfg->runs);
+    else
+        printf("1 run\n");
+    printf("%-17s %-9s %-6s %9s %12s %-14s %9s %9s  %s\n", "workload",
+           "transport", "mode", "ops", "rate", "unit", "p50 us", "p99 us",
+           "notes");
+}
+
+static void print_row(const struct config *cfg, const struct result *r)
+{
+    int i;
+
+    printf("%-17s %-9s %-6s ", r->workload, r->transport,
+           durability_name(cfg->durability));
+    if (r->skipped != NULL) {
+        printf("skipped: %s\n", r->skipped);
+        return;
+    }
+    if (r->error[0] != '\0') {
+        printf("FAILED: %s\n", r->error);
+        return;
+    }
+    printf("%9" PRIu64 " %12.0f %-14s %9.1f %9.1f  %s", r->ops, r->ops_per_s,
+           r->unit, r->lat.p50, r->lat.p99, r->what);
+    for (i = 0; i < r->nextra; i++)
+        if (r->extra[i].label != NULL)
+            printf("; %s %.*f", r->extra[i].label, r->extra[i].decimals,
+                   r->extra[i].v);
+    printf("\n");
+}
+
+/* ------------------------------------------------------------------ main */
+
+static void usage(FILE *f)
+{
+    size_t i;
+
+    fprintf(f,
+            "usage: keel-bench [OPTIONS] [WORKLOAD...]\n"
+            "\n"
+            "Runs each workload (all of them when none is named) on its own\n"
+            "node and data directory, in this process, and prints a table\n"
+            "(or JSON lines). Exits 1 if any call failed or any result was\n"
+            "wrong.\n"
+            "\n"
+            "options:\n"
+            "  --durability fsync|none  reply after the commit is fsynced\n"
+            "                           (default) or after the commit only\n"
+            "  --transport inproc|tcp   drive the node through the C API on\n"
+            "                           its loop thread (default), or over\n"
+            "                           the wire protocol on 127.0.0.1\n"
+            "  --json                   one JSON object per line and result\n"
+            "  --data DIR               make the data directories under DIR\n"
+            "                           (default $TMPDIR, else /tmp); each\n"
+            "                           is removed afterwards\n"
+            "  --runs N                 run each workload N times and report\n"
+            "                           medians (default 1, at most %d)\n"
+            "  --connections N          TCP connections for pipelined\n"
+            "                           workloads (default 1)\n"
+            "  --perf-ctl CTL[,ACK]     perf's control fifos (perf record\n"
+            "                           --control fifo:CTL,ACK -D -1):\n"
+            "                           profile only the measured phases\n"
+            "  -h, --help               show this help\n"
+            "\n"
+            "workloads:\n",
+            MAX_RUNS);
+    for (i = 0; i < NWORKLOADS; i++)
+        fprintf(f, "  %-17s %s\n", workloads[i].name, workloads[i].help);
+}
+
+static int usage_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "%s: ", prog);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'keel-bench --help'.\n");
+    return EXIT_USAGE;
+}
+
+/* Runs one workload cfg->runs times and prints the medians, or the run
+ * that failed. Returns 0, or -1 if a run failed. */
+static int run_workload(const struct config *cfg, const struct workload *w)
+{
+    static struct result runs[MAX_RUNS][MAX_RESULTS];
+    int transport = w->force_tcp ? T_TCP : cfg->transport;
+    int nres = 0, nruns = 0, k, failed = 0;
+
+    while (nruns < cfg->runs) {
+        struct result *res = runs[nruns++];
+        struct env e;
+        int rc;
+
+        if (cfg->progress)
+            fprintf(stderr, "%s: %s (%s, %s) run %d of %d\n", prog, w->name,
+                    durability_name(cfg->durability),
+                    transport_name(transport), nruns, cfg->runs);
+        memset(res, 0, sizeof runs[0]);
+        nres = 1;
+        if (env_open(&e, cfg, transport, w->idle_timeout_ms) != 0) {
+            result_init(&res[0], w->name, &e, "", "");
+            res[0].transport = transport_name(transport);
+            result_fail(&res[0], "cannot start a node");
+            failed = 1;
+            break;
+        }
+        rc = w->run(&e, res, &nres);
+        if (rc == 0 && res[0].skipped == NULL)
+            rc = check_node(&e, &res[0]);
+        env_close(&e);
+        for (k = 0; k < nres; k++)
+            if (res[k].error[0] != '\0')
+                failed = 1;
+        if (rc != 0 && !failed) /* every failure path writes an error */
+            failed = result_fail(&res[0], "failed") != 0;
+        if (failed || res[0].skipped != NULL)
+            break;
+    }
+    for (k = 0; k < nres; k++) {
+        struct result m;
+
+        if (failed) {
+            m = runs[nruns - 1][k];
+            if (m.error[0] == '\0')
+                continue;
+            fprintf(stderr, "%s: %s: FAILED: %s\n", prog, w->name, m.error);
+        } else {
+            median_of(runs, nruns, k, &m);
+        }
+        if (cfg->json)
+            print_json(cfg, &m, runs, nruns, k);
+        else
+            print_row(cfg, &m);
+        fflush(stdout);
+    }
+    return failed ? -1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"durability", required_argument, NULL, 'd'},
+        {"transport", required_argument, NULL, 't'},
+        {"json", no_argument, NULL, 'j'},
+        {"data", required_argument, NULL, 'D'},
+        {"runs", required_argument, NULL, 'r'},
+        {"connections", required_argument, NULL, 'c'},
+        {"perf-ctl", required_argument, NULL, 'P'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    struct config cfg;
+    int selected[NWORKLOADS], nsel = 0, opt, failed = 0;
+    size_t i, k;
+    char *end;
+    long v;
+
+    memset(&cfg, 0, sizeof cfg);
+    cfg.durability = KEEL_DURABILITY_FSYNC;
+    cfg.transport = T_INPROC;
+    cfg.runs = 1;
+    cfg.connections = 1;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'd':
+            if (strcmp(optarg, "fsync") == 0)
+                cfg.durability = KEEL_DURABILITY_FSYNC;
+            else if (strcmp(optarg, "none") == 0)
+                cfg.durability = KEEL_DURABILITY_NONE;
+            else
+                return usage_error("durability must be fsync or none, not "
+                                   "'%s'",
+                                   optarg);
+            break;
+        case 't':
+            if (strcmp(optarg, "inproc") == 0)
+                cfg.transport = T_INPROC;
+            else if (strcmp(optarg, "tcp") == 0)
+                cfg.transport = T_TCP;
+            else
+                return usage_error("transport must be inproc or tcp, not "
+                                   "'%s'",
+                                   optarg);
+            break;
+        case 'j':
+            cfg.json = 1;
+            break;
+        case 'D':
+            cfg.data = optarg;
+            break;
+        case 'r':
+        case 'c':
+            errno = 0;
+            v = strtol(optarg, &end, 10);
+            if (errno != 0 || *end != '\0' || v < 1 ||
+                v > (opt == 'r' ? MAX_RUNS : 1000))
+                return usage_error("bad --%s value '%s'",
+                                   opt == 'r' ? "runs" : "connections",
+                                   optarg);
+            if (opt == 'r')
+                cfg.runs = (int)v;
+            else
+                cfg.connections = (unsigned)v;
+            break;
+        case 'P':
+            if (perf_ctl_open(optarg) != 0)
+                return usage_error("--perf-ctl %s: %s", optarg,
+                                   strerror(errno ? errno : EINVAL));
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            return usage_error("unknown option");
+        }
+    }
+    for (; optind < argc; optind++) {
+        for (i = 0; i < NWORKLOADS; i++)
+            if (strcmp(argv[optind], workloads[i].name) == 0)
+                break;
+        if (i == NWORKLOADS)
+            return usage_error("unknown workload '%s'", argv[optind]);
+        for (k = 0; k < (size_t)nsel; k++)
+            if (selected[k] == (int)i)
+                break;
+        if (k == (size_t)nsel)
+            selected[nsel++] = (int)i;
+    }
+    if (nsel == 0)
+        for (i = 0; i < NWORKLOADS; i++)
+            selected[nsel++] = (int)i;
+    cfg.progress = isatty(STDERR_FILENO);
+    signal(SIGPIPE, SIG_IGN);
+    /* glibc raises its mmap threshold each time a large block is freed, so
+     * a later run would allocate differently from the first one (and the
+     * memory workload would find freed pages already resident). Pin the
+     * default. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+
+    if (!cfg.json)
+        print_header(&cfg);
+    for (k = 0; k < (size_t)nsel; k++)
+        if (run_workload(&cfg, &workloads[selected[k]]) != 0)
+            failed = 1;
+    return failed ? EXIT_FAILED : 0;
+}
