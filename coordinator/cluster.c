@@ -396,23 +396,20 @@ static void release_done(keel_cluster *c, local_cap *lc, uint32_t shard)
     lu->phase = U_RELEASED;
 }
 
-/* Brings one unit's local phase in line with the map. Returns 1 if the
- * published state changes. */
-static int apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
-                      uint32_t shard)
+/* Brings one unit's local phase in line with the map. */
+static void apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
+                       uint32_t shard)
 {
     local_unit *lu = &lc->units[shard];
-    uint8_t before = lu->phase;
-    uint64_t epoch_before = lu->epoch;
     int mine = u->nreplicas > 0 && u->replicas[0] == c->my_idx;
 
     if (mine) {
         if (u->target != KEEL_MAP_NO_NODE) {
             const char *to = c->map.nodes[u->target];
             if (lu->phase == U_RELEASED && lu->epoch == u->shard_epoch)
-                return 0; /* done already (to the first target) */
+                return; /* done already (to the first target) */
             if (lu->phase == U_RELEASING)
-                return 0;
+                return;
             if (lu->phase == U_RELEASED)
                 lu->phase = U_NONE; /* an older move's: holds nothing */
             if (lu->phase != U_ACQUIRING)
@@ -421,7 +418,7 @@ static int apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
         } else if (!((lu->phase == U_PRIMARY || lu->phase == U_ACQUIRING) &&
                      lu->epoch == u->shard_epoch)) {
             if (lu->phase == U_RELEASING)
-                return 0; /* acquired again once the release ends */
+                return; /* acquired again once the release ends */
             start_acquire(c, lc, shard, u->shard_epoch);
         }
     } else {
@@ -438,14 +435,12 @@ static int apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
             lu->phase = U_NONE; /* the move is complete */
         }
     }
-    return lu->phase != before || lu->epoch != epoch_before;
 }
 
 static void apply_map(keel_cluster *c)
 {
     uint32_t ci, s;
     size_t i;
-    int changed = 0;
     uint8_t *live;
     local_cap **cap_of;
 
@@ -475,7 +470,7 @@ static void apply_map(keel_cluster *c)
         if (lc == NULL)
             continue;
         for (s = 0; s < c->map.shard_count; s++)
-            changed |= apply_unit(c, lc, keel_map_unit_at(&c->map, ci, s), s);
+            apply_unit(c, lc, keel_map_unit_at(&c->map, ci, s), s);
     }
     /* Capabilities the map no longer has: we cannot hold them. */
     for (i = 0; i < c->nlcaps; i++)
@@ -485,11 +480,9 @@ static void apply_map(keel_cluster *c)
                     if (c->hooks.drop != NULL)
                         c->hooks.drop(c, c->lcaps[i].name, s, c->hooks.data);
                     c->lcaps[i].units[s].phase = U_NONE;
-                    changed = 1;
                 }
     keel_debug("cluster: %s applied map %llu", c->node,
                (unsigned long long)c->map.map_epoch);
-    (void)changed;
     publish(c); /* the applied map_epoch changed in any case */
     if (c->hooks.map_applied != NULL)
         c->hooks.map_applied(c, c->map.map_epoch, c->hooks.data);

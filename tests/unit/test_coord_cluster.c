@@ -57,6 +57,21 @@ static void on_release(keel_cluster *c, const char *cap, uint32_t shard,
     n->npending++;
 }
 
+static rel acquires[SHARDS];
+static size_t nacquires;
+
+static void on_acquire(keel_cluster *c, const char *cap, uint32_t shard,
+                       uint64_t epoch, void *data)
+{
+    (void)c;
+    (void)data;
+    ck_assert_uint_lt(nacquires, SHARDS);
+    snprintf(acquires[nacquires].cap, sizeof acquires[0].cap, "%s", cap);
+    acquires[nacquires].shard = shard;
+    acquires[nacquires].epoch = epoch;
+    nacquires++;
+}
+
 static void on_fenced(keel_cluster *c, int fenced, void *data)
 {
     tnode *n = data;
@@ -81,6 +96,7 @@ typedef struct mkopt {
     uint32_t grace;
     const char *const *caps;
     size_t ncaps;
+    int acquire_hook;
 } mkopt;
 
 static tnode *mk(int i, const mkopt *mo)
@@ -107,6 +123,8 @@ static tnode *mk(int i, const mkopt *mo)
     o.hooks.release = on_release;
     o.hooks.fenced = on_fenced;
     o.hooks.expired = on_expired;
+    if (mo && mo->acquire_hook)
+        o.hooks.acquire = on_acquire;
     ck_assert_int_eq(keel_zk_fake_client(F, &zk), 0);
     ck_assert_int_eq(keel_cluster_create(NULL, &o, zk, &n->c), 0);
     ck_assert_int_eq(keel_cluster_start(n->c), 0);
@@ -278,7 +296,7 @@ static void start3(const mkopt *mo)
 
 START_TEST(test_bootstrap_and_shard_mismatch)
 {
-    mkopt other = {128, 0, 0, NULL, 0};
+    mkopt other = {128, 0, 0, NULL, 0, 0};
     char buf[64];
     size_t len = sizeof buf - 1;
 
@@ -341,7 +359,7 @@ END_TEST
 START_TEST(test_join_moves_a_fraction)
 {
     const char *abcd[] = {"node-a", "node-b", "node-c", "node-d"};
-    mkopt big = {1024, 0, 0, NULL, 0};
+    mkopt big = {1024, 0, 0, NULL, 0, 0};
     keel_shard_map before, after;
     uint32_t s;
     size_t moved = 0;
@@ -377,7 +395,7 @@ END_TEST
 START_TEST(test_capabilities)
 {
     static const char *game[] = {"game"};
-    mkopt g = {0, 0, 0, game, 1};
+    mkopt g = {0, 0, 0, game, 1, 0};
     keel_shard_map m;
     int gi;
     uint32_t s;
@@ -473,7 +491,7 @@ END_TEST
 START_TEST(test_dead_owner_reassigned_after_grace)
 {
     const char *ab[] = {"node-a", "node-b"};
-    mkopt r = {0, 1, 5000, NULL, 0};
+    mkopt r = {0, 1, 5000, NULL, 0, 0};
     keel_shard_map before, m;
     uint32_t s;
 
@@ -635,6 +653,50 @@ START_TEST(test_deposed_mid_move)
 }
 END_TEST
 
+/* LOCAL only once the runtime has recorded the fence; the node state
+ * says PRIMARY only then too. */
+START_TEST(test_acquire_hook)
+{
+    mkopt a = {0, 0, 0, NULL, 0, 1};
+    static uint8_t buf[1 << 16];
+    size_t len = sizeof buf, i;
+    keel_node_state ns;
+    keel_placement p;
+
+    nacquires = 0;
+    mk(0, &a);
+    settle();
+    ck_assert_uint_eq(nacquires, SHARDS); /* the only node: everything */
+    keel_cluster_placement(N[0].c, "", 3, &p);
+    ck_assert_int_eq(p.state, KEEL_PLACEMENT_UNAVAILABLE);
+    ck_assert_uint_eq(acquires[3].epoch, 1);
+    ck_assert_int_eq(keel_zk_fake_get(F, "/keel/test/nodes/node-a/state", buf,
+                                      &len, NULL),
+                     0);
+    ck_assert_int_eq(keel_node_state_decode(buf, len, &ns), 0);
+    ck_assert_uint_eq(ns.n, 0);
+    keel_node_state_free(&ns);
+    /* a stale completion is refused */
+    ck_assert_int_eq(keel_cluster_acquired(N[0].c, "", 3, 7), KEEL_ENOTFOUND);
+    for (i = 0; i < nacquires; i++)
+        ck_assert_int_eq(keel_cluster_acquired(N[0].c, acquires[i].cap,
+                                               acquires[i].shard,
+                                               acquires[i].epoch),
+                         0);
+    settle();
+    keel_cluster_placement(N[0].c, "", 3, &p);
+    ck_assert_int_eq(p.state, KEEL_PLACEMENT_LOCAL);
+    ck_assert_uint_eq(p.epoch, 1);
+    len = sizeof buf;
+    ck_assert_int_eq(keel_zk_fake_get(F, "/keel/test/nodes/node-a/state", buf,
+                                      &len, NULL),
+                     0);
+    ck_assert_int_eq(keel_node_state_decode(buf, len, &ns), 0);
+    ck_assert_uint_eq(ns.n, SHARDS);
+    keel_node_state_free(&ns);
+}
+END_TEST
+
 START_TEST(test_lost_write_answer)
 {
     const char *abcd[] = {"node-a", "node-b", "node-c", "node-d"};
@@ -714,6 +776,7 @@ int main(void)
     tcase_add_test(tc, test_self_fencing);
     tcase_add_test(tc, test_expiry_rejoins);
     tcase_add_test(tc, test_deposed_mid_move);
+    tcase_add_test(tc, test_acquire_hook);
     tcase_add_test(tc, test_lost_write_answer);
     tcase_add_test(tc, test_shuffled_delivery);
     suite_add_tcase(s, tc);
