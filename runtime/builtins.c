@@ -63,6 +63,32 @@ static int parse_i64(const char *w, size_t wl, int64_t *out)
     return 0;
 }
 
+/* Decimal text of v into buf (at least 20 bytes); returns the length.
+ * The counter's replies are its hottest path: no printf machinery. */
+static size_t fmt_i64(char *buf, int64_t v)
+{
+    char tmp[20];
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    size_t n = 0, len = 0;
+
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        buf[len++] = '-';
+    while (n > 0)
+        buf[len++] = tmp[--n];
+    return len;
+}
+
+static int reply_i64(keel_turn *t, int64_t v)
+{
+    char buf[24];
+
+    return keel_turn_reply(t, buf, fmt_i64(buf, v));
+}
+
 static int no_more(keel_turn *t, const char *p, const char *end)
 {
     const char *w;
@@ -104,7 +130,7 @@ static int counter_on_message(keel_turn *t, const void *msg, size_t len)
         rc = no_more(t, p, end);
         if (rc != 0)
             return rc;
-        return keel_turn_replyf(t, "%" PRId64, v);
+        return reply_i64(t, v);
     }
     if (!word_is(w, wl, "incr") && !word_is(w, wl, "decr")) {
         keel_turn_error(t, "unknown counter command '%.*s'", (int)wl, w);
@@ -133,19 +159,10 @@ static int counter_on_message(keel_turn *t, const void *msg, size_t len)
             return KEEL_EBADMSG;
         }
     }
-    for (i = 7; i >= 0; i--) {
-        b[i] = (uint8_t)((uint64_t)v & 0xff);
-        v = (int64_t)((uint64_t)v >> 8);
-    }
+    for (i = 7; i >= 0; i--)
+        b[i] = (uint8_t)((uint64_t)v >> (8 * (7 - i)));
     rc = keel_turn_set_state(t, b, 8);
-    if (rc != 0)
-        return rc;
-    {
-        uint64_t u = 0;
-        for (i = 0; i < 8; i++)
-            u = (u << 8) | b[i];
-        return keel_turn_replyf(t, "%" PRId64, (int64_t)u);
-    }
+    return rc != 0 ? rc : reply_i64(t, v);
 }
 
 /* -------------------------------------------------------------------- kv */

@@ -29,6 +29,7 @@
 
 #define RUN_BUDGET 512 /* turns per run_cb call before I/O gets a go */
 #define RUN_PER_ACTOR 64    /* turns of one actor before others get a go */
+#define RUN_POLL_WRITER 64  /* turns between looks at the writer */
 #define REQ_FREE_MAX 4096
 #define TMP_BLOCK 65536
 
@@ -240,6 +241,38 @@ int keel_node_load_plugin(keel_node *n, const char *path, char *errbuf,
         return KEEL_EPLUGIN;
     }
     n->plugins[n->nplugins++] = h;
+    return 0;
+}
+
+/* ------------------------------------------------------- state blobs */
+
+static uint8_t *actor_state(keel_actor *a)
+{
+    return a->state_cap ? a->st.heap : a->st.inl;
+}
+
+static void actor_state_free(keel_actor *a)
+{
+    if (a->state_cap)
+        free(a->st.heap);
+    a->st.heap = NULL;
+    a->state_len = a->state_cap = 0;
+}
+
+/* Replaces the state blob. On KEEL_ENOMEM the old one is kept. */
+static int actor_state_set(keel_actor *a, const void *data, size_t len)
+{
+    if (len > a->state_cap && len > sizeof a->st.inl) {
+        uint8_t *p = malloc(len);
+        if (p == NULL)
+            return KEEL_ENOMEM;
+        actor_state_free(a);
+        a->st.heap = p;
+        a->state_cap = (uint32_t)len;
+    }
+    if (len)
+        memcpy(actor_state(a), data, len);
+    a->state_len = (uint32_t)len;
     return 0;
 }
 
@@ -475,9 +508,7 @@ static void actor_deactivate(keel_node *n, keel_actor *a)
     dirty_remove(n, a);
     ovl_free(a->ovl);
     a->ovl = NULL;
-    free(a->state);
-    a->state = NULL;
-    a->state_len = a->state_cap = 0;
+    actor_state_free(a);
     a->version = 0;
     a->user = NULL;
     a->last_write_seq = 0;
@@ -574,7 +605,7 @@ void keel_turn_state(keel_turn *t, const void **data, size_t *len)
         *data = t->n->scratch_state;
         *len = t->state_len;
     } else {
-        *data = t->a->state;
+        *data = actor_state(t->a);
         *len = t->a->state_len;
     }
 }
@@ -994,14 +1025,9 @@ static int actor_load(keel_node *n, keel_actor *a, char *err, size_t errlen)
     if (rc == 0) {
         rc = keel_store_get(r, kbuf, (size_t)klen, &rec);
         if (rc == 0) {
-            a->state = malloc(rec.len ? rec.len : 1);
-            if (a->state == NULL) {
-                rc = KEEL_ENOMEM;
-            } else {
-                memcpy(a->state, rec.data, rec.len);
-                a->state_len = a->state_cap = (uint32_t)rec.len;
+            rc = actor_state_set(a, rec.data, rec.len);
+            if (rc == 0)
                 a->version = rec.version;
-            }
         } else if (rc == KEEL_ENOTFOUND) {
             rc = 0; /* a fresh actor: empty state, version 0 */
         }
@@ -1018,16 +1044,8 @@ static int turn_apply(keel_node *n, keel_actor *a, keel_turn *t)
     int wrote = 0, rc = 0;
 
     if (t->state_set) {
-        if (t->state_len > a->state_cap) {
-            uint8_t *p = realloc(a->state, t->state_len);
-            if (p == NULL)
-                return KEEL_ENOMEM;
-            a->state = p;
-            a->state_cap = (uint32_t)t->state_len;
-        }
-        if (t->state_len)
-            memcpy(a->state, n->scratch_state, t->state_len);
-        a->state_len = (uint32_t)t->state_len;
+        if (actor_state_set(a, n->scratch_state, t->state_len) != 0)
+            return KEEL_ENOMEM;
         a->version++;
         a->flags |= ACTOR_STATE_DIRTY;
         wrote = 1;
@@ -1104,9 +1122,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         STAT_ADD(n, handler_errors, 1);
         if (activating) {
             /* Nothing of a failed activation is kept. */
-            free(a->state);
-            a->state = NULL;
-            a->state_len = a->state_cap = 0;
+            actor_state_free(a);
             a->version = 0;
         }
     }
@@ -1153,10 +1169,30 @@ static void schedule(keel_node *n, keel_actor *a)
         ev_idle_start(n->loop, &n->run_watcher);
 }
 
+static void batch_settled(keel_node *n, keel_batch *b, int status);
+
+/* Settles a batch the writer has handed back, if any, and starts the next.
+ * Called between turns too, so the writer commits one batch while the loop
+ * fills the next instead of the two taking turns. */
+static void poll_writer(keel_node *n)
+{
+    keel_batch *b;
+    int status;
+
+    pthread_mutex_lock(&n->done_mu);
+    b = n->done_batch;
+    status = n->done_status;
+    n->done_batch = NULL;
+    pthread_mutex_unlock(&n->done_mu);
+    if (b != NULL)
+        batch_settled(n, b, status);
+    flush_open(n);
+}
+
 static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
     keel_node *n = w->data;
-    int budget = RUN_BUDGET;
+    int budget = RUN_BUDGET, since_poll = 0;
 
     (void)loop;
     (void)revents;
@@ -1176,10 +1212,15 @@ static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
             a->mb_len--;
             run_turn(n, a, req);
             budget--;
+            since_poll++;
         }
         lru_touch(n, a);
         if (a->mb_head != NULL)
             schedule(n, a);
+        if (since_poll >= RUN_POLL_WRITER) {
+            since_poll = 0;
+            poll_writer(n);
+        }
     }
     if (n->runq_head == NULL)
         ev_idle_stop(n->loop, &n->run_watcher);
@@ -1243,7 +1284,7 @@ static void flush_open(keel_node *n)
             klen = encode_key(a, NULL, 0, kbuf);
             rc = klen < 0 ? klen
                           : keel_batch_put(b, kbuf, (size_t)klen, a->version,
-                                           a->state, a->state_len);
+                                           actor_state(a), a->state_len);
         }
         if (rc == 0 && a->ovl != NULL) {
             size_t pos = 0;
@@ -1531,20 +1572,10 @@ static void run_posts(keel_node *n)
 static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
     keel_node *n = w->data;
-    keel_batch *b;
-    int status;
 
     (void)loop;
     (void)revents;
-    pthread_mutex_lock(&n->done_mu);
-    b = n->done_batch;
-    status = n->done_status;
-    n->done_batch = NULL;
-    pthread_mutex_unlock(&n->done_mu);
-    if (b != NULL) {
-        batch_settled(n, b, status);
-        flush_open(n);
-    }
+    poll_writer(n);
     run_posts(n);
     if (atomic_load(&n->stop_requested))
         begin_stop(n);

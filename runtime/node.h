@@ -57,7 +57,13 @@ struct keel_actor {
     keel_actor *run_next;
     keel_actor *dirty_next;
     keel_req *mb_head, *mb_tail;     /* mailbox, FIFO */
-    uint8_t *state;                  /* malloc'd, state_len bytes */
+    /* The state blob: up to sizeof st.inl bytes live inside the actor
+     * (a counter costs no allocation); larger ones in st.heap, malloc'd
+     * with capacity state_cap. state_cap == 0 means inline. */
+    union {
+        uint8_t *heap;
+        uint8_t inl[8];
+    } st;
     uint32_t state_len, state_cap;
     uint64_t version;                /* of the state blob */
     /* Latest batch holding a write of this actor. While it is above the

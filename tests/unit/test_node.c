@@ -104,6 +104,33 @@ START_TEST(counter_survives_restart)
 }
 END_TEST
 
+START_TEST(counter_edges)
+{
+    keel_node *n = start_node(NULL);
+    char buf[128];
+
+    run(n);
+    expect(n, "counter", "neg", "decr 5", "-5");
+    expect(n, "counter", "neg", "incr 5", "0");
+    expect(n, "counter", "big", "incr 9223372036854775807",
+           "9223372036854775807");
+    ck_assert_int_eq(callx(n, "counter", "big", "incr", buf, sizeof buf),
+                     KEEL_EBADMSG); /* overflow refused, state kept */
+    expect(n, "counter", "big", "get", "9223372036854775807");
+    expect(n, "counter", "min", "decr 9223372036854775807",
+           "-9223372036854775807");
+    expect(n, "counter", "min", "decr 1", "-9223372036854775808");
+    ck_assert_int_eq(callx(n, "counter", "min", "decr", buf, sizeof buf),
+                     KEEL_EBADMSG);
+    finish(n);
+    n = start_node(NULL);
+    run(n);
+    expect(n, "counter", "min", "get", "-9223372036854775808");
+    expect(n, "counter", "neg", "get", "0");
+    finish(n);
+}
+END_TEST
+
 /* A handler that writes state and entries, then fails: nothing of the
  * turn may remain. */
 static int failing_message(keel_turn *t, const void *msg, size_t len)
@@ -615,6 +642,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, counter_survives_restart);
+    tcase_add_test(tc, counter_edges);
     tcase_add_test(tc, failed_turn_leaves_state);
     tcase_add_test(tc, failed_turn_discards_writes);
     tcase_add_test(tc, kv_entries);
