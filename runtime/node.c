@@ -1171,10 +1171,13 @@ static void schedule(keel_node *n, keel_actor *a)
 
 static void batch_settled(keel_node *n, keel_batch *b, int status);
 
-/* Settles a batch the writer has handed back, if any, and starts the next.
- * Called between turns too, so the writer commits one batch while the loop
- * fills the next instead of the two taking turns. */
-static void poll_writer(keel_node *n)
+/* Settles a batch the writer has handed back, if any, and, with submit,
+ * starts the next. Between turns it runs with submit 0: settling early
+ * releases replies sooner, so closed-loop callers refill their windows,
+ * but the open batch keeps growing until the run pauses. Submitting
+ * partial batches mid-run was measured (docs/benchmarks.md): it splits
+ * batches, and more, smaller commits lost in both durability modes. */
+static void poll_writer(keel_node *n, int submit)
 {
     keel_batch *b;
     int status;
@@ -1186,7 +1189,8 @@ static void poll_writer(keel_node *n)
     pthread_mutex_unlock(&n->done_mu);
     if (b != NULL)
         batch_settled(n, b, status);
-    flush_open(n);
+    if (submit)
+        flush_open(n);
 }
 
 static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
@@ -1219,7 +1223,7 @@ static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
             schedule(n, a);
         if (since_poll >= RUN_POLL_WRITER) {
             since_poll = 0;
-            poll_writer(n);
+            poll_writer(n, 0);
         }
     }
     if (n->runq_head == NULL)
@@ -1575,7 +1579,7 @@ static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
 
     (void)loop;
     (void)revents;
-    poll_writer(n);
+    poll_writer(n, 1);
     run_posts(n);
     if (atomic_load(&n->stop_requested))
         begin_stop(n);
