@@ -460,12 +460,13 @@ struct env {
     keel_node *node;
     char dir[PATH_MAX];
     char addr[64];
+    int http_port; /* the node's HTTP listener, or 0 */
     struct tconn *conns;
     unsigned nconns;
 };
 
 static int env_open(struct env *e, const struct config *cfg, int transport,
-                    uint32_t idle_timeout_ms)
+                    uint32_t idle_timeout_ms, int http)
 {
     keel_node_options o;
     char err[256];
@@ -502,6 +503,8 @@ static int env_open(struct env *e, const struct config *cfg, int transport,
     o.idle_timeout_ms = idle_timeout_ms;
     if (transport == T_TCP)
         o.listen = "127.0.0.1:0";
+    if (http)
+        o.http_listen = "127.0.0.1:0";
     rc = keel_node_create(&o, &e->node, err, sizeof err);
     if (rc != 0) {
         fprintf(stderr, "%s: cannot create the node: %s: %s\n", prog,
@@ -519,6 +522,7 @@ static int env_open(struct env *e, const struct config *cfg, int transport,
     }
     snprintf(e->addr, sizeof e->addr, "127.0.0.1:%d",
              keel_node_port(e->node));
+    e->http_port = keel_node_http_port(e->node);
     return 0;
 }
 
@@ -1712,12 +1716,135 @@ static int wl_redis_peer(struct env *e, struct result *res, int *nres)
     return rc;
 }
 
+/* --------------------------------------------------------------- http */
+
+/* wrk's duration for the http workload and its connections. */
+#define HTTP_SECONDS 5
+#define HTTP_CONNS 50
+
+/* "301.00us", "1.20ms", "2.00s" -> microseconds. */
+static double wrk_time_us(const char *s)
+{
+    char *end;
+    double v = strtod(s, &end);
+
+    if (strncmp(end, "us", 2) == 0)
+        return v;
+    if (strncmp(end, "ms", 2) == 0)
+        return v * 1000.0;
+    if (strncmp(end, "s", 1) == 0)
+        return v * 1e6;
+    return v;
+}
+
+/* POST `incr` to one counter through the HTTP face with wrk. Every answer
+ * must be 2xx, and afterwards the counter must hold at least the number of
+ * answers wrk counted (requests cut off at the end may still land). */
+static int wl_http(struct env *e, struct result *res, int *nres)
+{
+    struct result *r = &res[0];
+    char script[PATH_MAX], cmd[PATH_MAX + 256], line[512];
+    double rps = 0, p50 = 0, p99 = 0, avg = 0, maxl = 0;
+    uint64_t requests = 0, bad = 0, sock_errors = 0;
+    int64_t value = 0;
+    void *reply = NULL;
+    size_t len = 0;
+    FILE *f;
+    int rc, st;
+
+    *nres = 1;
+    result_init(r, "http", e, "calls/s",
+                "POST /v1/actors/counter/wrk `incr`, wrk 50 connections");
+    r->transport = "http";
+    if (!on_path("wrk")) {
+        r->skipped = "wrk not installed";
+        return 0;
+    }
+    if (e->http_port <= 0)
+        return result_fail(r, "the node has no HTTP listener");
+    if ((size_t)snprintf(script, sizeof script, "%s/post.lua", e->dir) >=
+        sizeof script)
+        return result_fail(r, "data directory path too long");
+    f = fopen(script, "w");
+    if (f == NULL)
+        return result_fail(r, "cannot write %s", script);
+    fputs("wrk.method = \"POST\"\nwrk.body = \"incr\"\n"
+          "wrk.headers[\"Content-Type\"] = \"text/plain\"\n",
+          f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd,
+             "wrk -t2 -c%d -d%ds --latency -s %s "
+             "http://127.0.0.1:%d/v1/actors/counter/wrk 2>&1",
+             HTTP_CONNS, HTTP_SECONDS, script, e->http_port);
+    perf_ctl("enable");
+    f = popen(cmd, "r");
+    if (f == NULL) {
+        perf_ctl("disable");
+        return result_fail(r, "cannot run wrk");
+    }
+    while (fgets(line, sizeof line, f) != NULL) {
+        const char *p = line;
+        unsigned long long c, rd, wr, to;
+        while (*p == ' ')
+            p++;
+        if (strncmp(p, "Requests/sec:", 13) == 0)
+            rps = strtod(p + 13, NULL);
+        else if (strncmp(p, "50%", 3) == 0)
+            p50 = wrk_time_us(p + 3 + strspn(p + 3, " "));
+        else if (strncmp(p, "99%", 3) == 0)
+            p99 = wrk_time_us(p + 3 + strspn(p + 3, " "));
+        else if (strncmp(p, "Latency ", 8) == 0) {
+            /* "Latency   301.00us  120.00us   5.00ms   90.00%" */
+            char a[32], sd[32], mx[32];
+            if (sscanf(p + 8, "%31s %31s %31s", a, sd, mx) == 3) {
+                avg = wrk_time_us(a);
+                maxl = wrk_time_us(mx);
+            }
+        } else if (strstr(p, " requests in ") != NULL)
+            requests = strtoull(p, NULL, 10);
+        else if (strncmp(p, "Non-2xx or 3xx responses:", 25) == 0)
+            bad = strtoull(p + 25, NULL, 10);
+        else if (sscanf(p, "Socket errors: connect %llu, read %llu, write "
+                           "%llu, timeout %llu",
+                        &c, &rd, &wr, &to) == 4)
+            sock_errors = c + rd + wr + to;
+    }
+    st = pclose(f);
+    perf_ctl("disable");
+    if (st != 0 || requests == 0 || rps <= 0)
+        return result_fail(r, "wrk failed or printed no rate");
+    if (bad != 0)
+        return result_fail(r, "%llu responses were not 2xx",
+                           (unsigned long long)bad);
+    if (sock_errors != 0)
+        return result_fail(r, "%llu socket errors",
+                           (unsigned long long)sock_errors);
+    rc = keel_call_sync(e->node, "counter", "wrk", 3, "get", 3, &reply, &len);
+    if (rc != 0 || parse_reply_i64(reply, len, &value) != 0 ||
+        value < (int64_t)requests) {
+        keel_free(reply);
+        return result_fail(r, "counter holds %lld after %llu answered incr",
+                           (long long)value, (unsigned long long)requests);
+    }
+    keel_free(reply);
+    r->ops = requests;
+    r->ops_per_s = rps;
+    r->lat.avg = avg;
+    r->lat.p50 = p50;
+    r->lat.p99 = p99;
+    r->lat.max = maxl;
+    add_extra(r, "connections", "connections", 0, HTTP_CONNS);
+    return 0;
+}
+
 /* ------------------------------------------------------------- workloads */
 
 struct workload {
     const char *name;
     int (*run)(struct env *e, struct result *res, int *nres);
-    int force_tcp;           /* runs over TCP whatever --transport says */
+    int force_tcp;           /* runs over TCP whatever --transport says;
+                              * 2: over HTTP (the node gets an HTTP
+                              * listener) */
     uint32_t idle_timeout_ms; /* 0: the node's default */
     const char *help;
 };
@@ -1739,6 +1866,8 @@ static const struct workload workloads[] = {
      "1,000,000 casts of `kv put <i> test` to one actor, window 10,000"},
     {"redis-peer", wl_redis_peer, 1, 0,
      "one counter from 50 TCP clients vs redis-benchmark INCR, -P 1 and 16"},
+    {"http", wl_http, 2, 0,
+     "POST `incr` to one counter through the HTTP face, wrk -c50 for 5 s"},
 };
 #define NWORKLOADS (sizeof workloads / sizeof workloads[0])
 
@@ -1935,7 +2064,8 @@ static int run_workload(const struct config *cfg, const struct workload *w)
                     transport_name(transport), nruns, cfg->runs);
         memset(res, 0, sizeof runs[0]);
         nres = 1;
-        if (env_open(&e, cfg, transport, w->idle_timeout_ms) != 0) {
+        if (env_open(&e, cfg, transport, w->idle_timeout_ms,
+                     w->force_tcp == 2) != 0) {
             result_init(&res[0], w->name, &e, "", "");
             res[0].transport = transport_name(transport);
             result_fail(&res[0], "cannot start a node");
