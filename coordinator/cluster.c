@@ -231,6 +231,18 @@ int keel_cluster_owner(keel_cluster *c, const char *cap, uint32_t shard,
     return 0;
 }
 
+int keel_cluster_member_addr(keel_cluster *c, const char *name, char *addr,
+                             size_t addr_cap)
+{
+    const keel_member *m = keel_membership_find(&c->members, name);
+
+    if (m == NULL)
+        return KEEL_ENOTFOUND;
+    if (addr != NULL && addr_cap > 0)
+        snprintf(addr, addr_cap, "%s", m->addr);
+    return 0;
+}
+
 /* ------------------------------------------------------ state publishing */
 
 static void state_written(keel_zk *zk, int rc, const keel_zk_stat *st,

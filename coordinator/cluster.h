@@ -102,6 +102,11 @@ int keel_cluster_owner(keel_cluster *c, const char *cap, uint32_t shard,
                        char *name, size_t name_cap, char *addr,
                        size_t addr_cap);
 
+/* The address of a live member by name (for streaming a unit to the
+ * `to` of the release hook). KEEL_ENOTFOUND when it is not a member. */
+int keel_cluster_member_addr(keel_cluster *c, const char *name, char *addr,
+                             size_t addr_cap);
+
 /* Completions of the release and acquire hooks. KEEL_ENOTFOUND when the
  * unit was not being released / acquired at that epoch (the map moved on
  * meanwhile; nothing to do). */

@@ -147,6 +147,14 @@ typedef struct keel_node_options {
     int no_builtins;           /* nonzero: do not register counter/kv/register */
     const char *http_listen;   /* "HOST:PORT" for the HTTP/JSON face
                                 * (docs/http.md); NULL: none */
+    /* Cluster mode (docs/cluster.md): zk_hosts NULL runs standalone. */
+    const char *zk_hosts;      /* "HOST:PORT[,...]" of the ZooKeeper servers */
+    const char *cluster;       /* cluster name: /keel/<cluster> */
+    const char *node_id;       /* this node's name, unique in the cluster */
+    const char *capabilities;  /* comma-separated, or NULL for none */
+    const char *advertise;     /* "HOST:PORT" other nodes reach us at; NULL:
+                                * the listen host with the bound port */
+    uint32_t zk_session_timeout_ms; /* 0: 4000 */
     void *reserved[8];
 } keel_node_options;
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "runtime/cluster_rt.h"
 #include "runtime/node.h"
 #include "runtime/proto.h"
 
@@ -319,6 +320,7 @@ static void handle_call(keel_conn *c, const keel_frame *f)
     keel__req_set(req, cb.msg, cb.msglen);
     req->origin = REQ_NET;
     req->is_cast = f->kind == KEEL_FRAME_CAST;
+    req->hops = f->flags;
     req->u.net.conn = c;
     req->u.net.request_id = f->request_id;
     rc = keel__submit(n, te, cb.id, cb.idlen, req);
@@ -355,6 +357,34 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
     case KEEL_FRAME_PING:
         send_frame(c, KEEL_FRAME_PONG, f->request_id, f->body, f->body_len);
         return 0;
+    case KEEL_FRAME_XFER: {
+        /* A unit streamed from another node (cluster mode only). */
+        keel_req *req = keel__req_alloc(n, 0);
+        int rc;
+        if (req == NULL) {
+            send_error(c, f->request_id, KEEL_ENOMEM, "out of memory");
+            return 0;
+        }
+        req->origin = REQ_NET;
+        req->u.net.conn = c;
+        req->u.net.request_id = f->request_id;
+        rc = n->cluster != NULL ? keel__cluster_xfer_frame(n, f, req)
+                                : KEEL_EPROTO;
+        if (rc == 0) {
+            c->pending++;
+            return 0;
+        }
+        keel__req_free(n, req);
+        if (rc == 1) {
+            send_frame(c, KEEL_FRAME_REPLY, f->request_id, NULL, 0);
+            return 0;
+        }
+        STAT_ADD(n, frames_bad, 1);
+        send_error(c, f->request_id, rc,
+                   n->cluster != NULL ? "unit stream refused"
+                                      : "not in cluster mode");
+        return rc == KEEL_EPROTO ? -1 : 0;
+    }
     default:
         /* REPLY, ERROR and PONG travel only from server to client. */
         STAT_ADD(n, frames_bad, 1);

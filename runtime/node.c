@@ -24,6 +24,7 @@
 #include <xxhash.h>
 
 #include "common/log.h"
+#include "runtime/cluster_rt.h"
 #include "runtime/http.h"
 #include "runtime/proto.h"
 
@@ -531,6 +532,16 @@ static void actor_passivate(keel_node *n, keel_actor *a)
     n->resident--;
     STAT_SET(n, resident_actors, n->resident);
     free(a);
+}
+
+int keel__actor_idle(const keel_node *n, const keel_actor *a)
+{
+    return actor_idle(n, a);
+}
+
+void keel__actor_passivate(keel_node *n, keel_actor *a)
+{
+    actor_passivate(n, a);
 }
 
 /* Passivates least recently used idle actors until at most `keep` stay.
@@ -1243,6 +1254,12 @@ int keel__submit(keel_node *n, struct keel_type_entry *te, const void *id,
         return KEEL_ESTOPPING;
     if (idlen > KEEL_MAX_ID_LEN)
         return KEEL_ELIMIT;
+    if (n->cluster != NULL) {
+        /* Cluster mode: forwarded or held unless the unit is LOCAL. */
+        int r = keel__cluster_route(n, te, id, idlen, req);
+        if (r <= 0)
+            return r;
+    }
     a = actor_get(n, te, id, idlen, 1);
     if (a == NULL)
         return KEEL_ENOMEM;
@@ -1402,6 +1419,11 @@ static void fail_req(keel_node *n, keel_req *req, int status, const char *msg)
     req->status = status;
     if (keel__req_set(req, msg, strlen(msg)) != 0)
         req->len = 0;
+    release_req(n, req);
+}
+
+void keel__req_release(keel_node *n, keel_req *req)
+{
     release_req(n, req);
 }
 
@@ -1695,6 +1717,11 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
         if (rc != 0)
             goto err_after_coord;
     }
+    if (opts.zk_hosts != NULL) {
+        rc = keel__cluster_rt_create(n, errbuf, errlen);
+        if (rc != 0)
+            goto err_after_coord;
+    }
     ev_async_init(&n->async, async_cb);
     n->async.data = n;
     ev_idle_init(&n->run_watcher, run_cb);
@@ -1748,6 +1775,12 @@ int keel_node_run(keel_node *n)
     rc = keel_writer_start(n->store, writer_done_cb, n, &n->writer);
     if (rc != 0)
         return rc;
+    rc = keel__cluster_rt_start(n);
+    if (rc != 0) {
+        keel_writer_stop(n->writer);
+        n->writer = NULL;
+        return rc;
+    }
     n->running = 1;
     ev_async_start(n->loop, &n->async);
     /* After the async watcher: the HTTP thread posts to the loop. */
@@ -1776,6 +1809,7 @@ int keel_node_run(keel_node *n)
     n->stopping = 2; /* no more posts are taken */
     pthread_mutex_unlock(&n->post_mu);
     run_posts(n);
+    keel__cluster_rt_stop(n); /* fails what is still held or forwarded */
     keel__http_stop(n); /* posts are refused now: see http.h */
     keel_writer_stop(n->writer);
     n->writer = NULL;
@@ -1835,6 +1869,7 @@ void keel_node_destroy(keel_node *n)
         a->flags = 0;
         actor_passivate(n, a);
     }
+    keel__cluster_rt_destroy(n); /* leaves the cluster */
     keel__net_close_all(n);
     if (n->listen_fd >= 0)
         keel__net_stop_accepting(n);

@@ -96,6 +96,7 @@ struct keel_req {
     keel_actor *actor;
     uint8_t origin;
     uint8_t is_cast;
+    uint8_t hops;  /* times forwarded between nodes (cluster mode) */
     int status;
     uint32_t len;
     uint32_t cap;  /* capacity of buf */
@@ -195,6 +196,9 @@ struct keel_node {
     keel_conn *graveyard;  /* closed connections waiting to be freed */
     struct keel_http *http; /* the HTTP face (http.c), or NULL */
 
+    /* Cluster mode (cluster_rt.c), or NULL when standalone. */
+    struct keel_cluster_rt *cluster;
+
     /* Statistics; read from other threads without locks. */
     keel_stats stats;
 };
@@ -220,6 +224,13 @@ keel_req *keel__req_alloc(keel_node *n, size_t msglen);
 void keel__req_free(keel_node *n, keel_req *req);
 /* Stores bytes in the req's buffer (message or reply). KEEL_ENOMEM. */
 int keel__req_set(keel_req *req, const void *data, size_t len);
+/* Sends a finished request's reply (status, buf) to its origin and frees
+ * it. */
+void keel__req_release(keel_node *n, keel_req *req);
+/* Whether an actor has nothing queued, running or waiting for a commit;
+ * such an actor can be passivated (freed) at once. */
+int keel__actor_idle(const keel_node *n, const keel_actor *a);
+void keel__actor_passivate(keel_node *n, keel_actor *a);
 
 /* --- net.c --------------------------------------------------------------*/
 

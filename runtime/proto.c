@@ -88,7 +88,7 @@ long keel_frame_parse(const uint8_t *buf, size_t len, size_t max_frame,
         return 0;
     if (get_be16(buf + 6) != 0)
         return KEEL_EMALFORMED;
-    if (out->kind < KEEL_FRAME_CALL || out->kind > KEEL_FRAME_PONG)
+    if (out->kind < KEEL_FRAME_CALL || out->kind > KEEL_FRAME_KIND_MAX)
         return KEEL_EMALFORMED;
     if ((uint64_t)len < total)
         return 0;
@@ -104,7 +104,7 @@ void keel_frame_header(uint8_t *hdr, uint8_t kind, uint64_t request_id,
      * the server both cap frames far below 4 GiB). */
     put_be32(hdr, (uint32_t)(body_len + (KEEL_FRAME_HEADER - 4)));
     hdr[4] = kind;
-    hdr[5] = 0; /* flags: none defined yet */
+    hdr[5] = 0; /* flags: set by the caller where it needs them */
     put_be16(hdr + 6, 0);
     put_be64(hdr + 8, request_id);
 }

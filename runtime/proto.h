@@ -14,6 +14,11 @@
  *                    | message text (UTF-8, not NUL-terminated)
  *   STAT body      = empty; answered by REPLY with "name value\n" lines
  *   PING body      = any bytes; answered by PONG echoing them
+ *   XFER body      = node to node only, see runtime/cluster_rt.c and
+ *                    docs/protocol.md
+ *
+ * flags: on CALL/CAST, how many times the request was forwarded between
+ * nodes (0 from clients).
  */
 #ifndef KEEL_RUNTIME_PROTO_H
 #define KEEL_RUNTIME_PROTO_H
@@ -33,8 +38,12 @@ enum keel_frame_kind {
     KEEL_FRAME_ERROR = 4,
     KEEL_FRAME_STAT = 5,
     KEEL_FRAME_PING = 6,
-    KEEL_FRAME_PONG = 7
+    KEEL_FRAME_PONG = 7,
+    /* Node to node (cluster mode): the records of a placement unit that
+     * moves here; answered by an empty REPLY once stored. */
+    KEEL_FRAME_XFER = 8
 };
+#define KEEL_FRAME_KIND_MAX KEEL_FRAME_XFER
 
 typedef struct keel_frame {
     uint8_t kind;

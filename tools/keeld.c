@@ -25,7 +25,7 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: keeld --data DIR [options]\n"
         "\n"
-        "Runs a standalone keel node in the foreground.\n"
+        "Runs a keel node in the foreground.\n"
         "\n"
         "  --data DIR             data directory (created if missing); required\n"
         "  --listen HOST:PORT     wire-protocol listener (default 127.0.0.1:7420)\n"
@@ -43,6 +43,16 @@ static void usage(FILE *f)
         "  --map-size BYTES       initial LMDB map size (default 64 MiB; grows)\n"
         "  --load PATH.so         load actor types from a plugin (repeatable)\n"
         "  --log-level LEVEL      error, warn, info (default) or debug\n"
+        "\n"
+        "Cluster mode (docs/cluster.md; without --zk the node runs standalone):\n"
+        "  --zk HOST:PORT[,...]   ZooKeeper servers; joins the cluster\n"
+        "  --cluster NAME         cluster name (required with --zk)\n"
+        "  --node-id ID           this node's name, unique in the cluster\n"
+        "                         (required with --zk)\n"
+        "  --capabilities A,B     capabilities this node declares\n"
+        "  --zk-session-timeout MS  ZooKeeper session timeout (default 4000)\n"
+        "  --advertise HOST:PORT  address other nodes reach this one at\n"
+        "                         (default: the listen host, bound port)\n"
         "  --version              print the version and exit\n"
         "  --help                 this text\n"
         "\n"
@@ -83,7 +93,8 @@ int main(int argc, char **argv)
 {
     enum {
         O_DATA = 256, O_LISTEN, O_HTTP, O_IDLE, O_MAXRES, O_DUR, O_SHARDS,
-        O_FRAME, O_MAP, O_LOAD, O_LOG, O_VERSION, O_HELP
+        O_FRAME, O_MAP, O_LOAD, O_LOG, O_VERSION, O_HELP, O_ZK, O_CLUSTER,
+        O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, O_DATA},
@@ -97,6 +108,12 @@ int main(int argc, char **argv)
         {"map-size", required_argument, NULL, O_MAP},
         {"load", required_argument, NULL, O_LOAD},
         {"log-level", required_argument, NULL, O_LOG},
+        {"zk", required_argument, NULL, O_ZK},
+        {"cluster", required_argument, NULL, O_CLUSTER},
+        {"node-id", required_argument, NULL, O_NODEID},
+        {"capabilities", required_argument, NULL, O_CAPS},
+        {"zk-session-timeout", required_argument, NULL, O_ZKTIMEOUT},
+        {"advertise", required_argument, NULL, O_ADVERTISE},
         {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0}};
@@ -180,6 +197,29 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case O_ZK:
+            opts.zk_hosts = optarg;
+            break;
+        case O_CLUSTER:
+            opts.cluster = optarg;
+            break;
+        case O_NODEID:
+            opts.node_id = optarg;
+            break;
+        case O_CAPS:
+            opts.capabilities = optarg;
+            break;
+        case O_ADVERTISE:
+            opts.advertise = optarg;
+            break;
+        case O_ZKTIMEOUT:
+            if (parse_u64(optarg, 600000, &v) != 0 || v < 100) {
+                fprintf(stderr,
+                        "keeld: --zk-session-timeout takes ms >= 100\n");
+                return 2;
+            }
+            opts.zk_session_timeout_ms = (uint32_t)v;
+            break;
         case O_VERSION:
             printf("keeld %s\n", keel_version_string());
             return 0;
@@ -198,6 +238,19 @@ int main(int argc, char **argv)
         else
             fprintf(stderr, "keeld: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
+        return 2;
+    }
+
+    if (opts.zk_hosts != NULL &&
+        (opts.cluster == NULL || opts.node_id == NULL)) {
+        fprintf(stderr, "keeld: --zk needs --cluster and --node-id\n");
+        return 2;
+    }
+    if (opts.zk_hosts == NULL &&
+        (opts.cluster != NULL || opts.node_id != NULL ||
+         opts.capabilities != NULL || opts.advertise != NULL ||
+         opts.zk_session_timeout_ms != 0)) {
+        fprintf(stderr, "keeld: cluster options need --zk\n");
         return 2;
     }
 

@@ -252,7 +252,7 @@ START_TEST(parse_malformed)
 
     /* unknown kinds */
     {
-        static const uint8_t bad[] = {0, 8, 99, 255};
+        static const uint8_t bad[] = {0, KEEL_FRAME_KIND_MAX + 1, 99, 255};
 
         for (size_t i = 0; i < sizeof bad; i++) {
             keel_frame_header(buf, bad[i], 1000 + i, 4);

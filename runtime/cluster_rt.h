@@ -1,0 +1,39 @@
+/* Cluster mode in the runtime (docs/cluster.md): the coordinator's hooks
+ * (fence on acquire, drain and stream on release, stop serving when
+ * fenced), routing of every message to its unit's owner, holding messages
+ * while their unit moves, and receiving units streamed from other nodes.
+ * Loop thread only, except where noted. */
+#ifndef KEEL_RUNTIME_CLUSTER_RT_H
+#define KEEL_RUNTIME_CLUSTER_RT_H
+
+#include <stddef.h>
+
+#include "runtime/node.h"
+#include "runtime/proto.h"
+
+typedef struct keel_cluster_rt keel_cluster_rt;
+
+/* Creates the cluster coordinator (n->coord) and the runtime part
+ * (n->cluster) from n->opts; called once the listener is bound. */
+int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen);
+/* Starts the writer and timers (keel_node_run, before the loop runs). */
+int keel__cluster_rt_start(keel_node *n);
+/* After the loop returned: fails what is still held or forwarded with
+ * KEEL_ESTOPPING, stops the writer. */
+void keel__cluster_rt_stop(keel_node *n);
+/* Leaves the cluster and frees everything (n->coord too). */
+void keel__cluster_rt_destroy(keel_node *n);
+
+/* From keel__submit: 1 when the message is to run here, 0 when it was
+ * taken (forwarded or held; the reply comes later), or a KEEL_E* code
+ * (nothing taken). */
+int keel__cluster_route(keel_node *n, struct keel_type_entry *te,
+                        const void *id, size_t idlen, keel_req *req);
+
+/* An XFER frame from a peer. Returns 1 when the frame is answered at once
+ * with an empty REPLY, 0 when req (a REQ_NET request for the frame's
+ * reply) was taken and will be released later, or a KEEL_E* code. */
+int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
+                             keel_req *req);
+
+#endif

@@ -1,0 +1,39 @@
+/* Node-to-node connections for cluster mode: one persistent, pipelined
+ * wire-protocol client connection per peer address, driven by the node's
+ * libev loop. A frame is queued with a completion callback; the peer's
+ * REPLY or ERROR with the same request id completes it. Loop thread only. */
+#ifndef KEEL_RUNTIME_PEER_H
+#define KEEL_RUNTIME_PEER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/node.h"
+
+typedef struct keel_peers keel_peers;
+
+#define KEEL_PEER_UNSENT 1
+
+/* status: 0 with the REPLY body, a KEEL_E* code with the ERROR text,
+ * KEEL_PEER_UNSENT when the frame never left this node (the connection
+ * could not be made or failed before the frame was written: safe to
+ * retry), or KEEL_ECONN when the connection failed after the frame was written (the
+ * peer may or may not have acted on it). */
+typedef void (*keel_peer_cb)(keel_node *n, int status, const uint8_t *body,
+                             size_t len, void *arg);
+
+keel_peers *keel__peers_create(keel_node *n);
+/* Closes every connection; pending frames complete with KEEL_ESTOPPING. */
+void keel__peers_destroy(keel_peers *p);
+
+/* Queues a frame of body_len bytes for addr ("host:port") and returns
+ * where its body goes (valid until the next call into this module), or
+ * NULL (out of memory, bad address: nothing queued). cb may be NULL. */
+uint8_t *keel__peer_frame(keel_peers *p, const char *addr, uint8_t kind,
+                          uint8_t flags, size_t body_len, keel_peer_cb cb,
+                          void *arg);
+
+/* Frames queued and not answered yet, over all peers. */
+size_t keel__peers_pending(const keel_peers *p);
+
+#endif

@@ -1,0 +1,171 @@
+/* Cluster mode end to end: a real ZooKeeper (zk-conf/zk.sh) and keeld
+ * processes joined with --zk. Any node answers for any actor (forwarding
+ * to the owner); a node joining under a counter load takes over its units
+ * with their records, and every counter ends exactly at the number of
+ * increments that were acknowledged. Every wait is bounded. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proc.h"
+#include "testutil.h"
+#include "zk.h"
+
+#define MAXN 4
+#define COUNTERS 12
+
+static tu_zk server;
+static char *dir;
+static tu_keeld nodes[MAXN];
+static char cluster[32];
+
+static void suite_setup(void)
+{
+    if (!tu_zk_available()) {
+        fprintf(stderr, "ZooKeeper is not installed (sh scripts/install-deps)\n");
+        exit(1);
+    }
+    if (tu_zk_start(&server, 1, 200) != 0)
+        exit(1);
+}
+
+static void suite_teardown(void)
+{
+    tu_zk_stop(&server);
+}
+
+static void setup(void)
+{
+    static int round;
+    dir = tu_tmpdir("cluster");
+    memset(nodes, 0, sizeof nodes);
+    snprintf(cluster, sizeof cluster, "ct%d-%d", (int)getpid(), round++);
+}
+
+static void teardown(void)
+{
+    int i;
+
+    for (i = 0; i < MAXN; i++) {
+        if (nodes[i].pid > 0)
+            ck_assert_int_eq(tu_keeld_stop(&nodes[i], SIGTERM), 0);
+        tu_keeld_free(&nodes[i]);
+    }
+    tu_rmrf(dir);
+    free(dir);
+}
+
+static void start_node(int i)
+{
+    char data[512], id[16];
+    const char *extra[] = {"--shards", "64", "--zk", server.hosts,
+                           "--cluster", cluster, "--node-id", id,
+                           "--zk-session-timeout", "2000", NULL};
+
+    snprintf(data, sizeof data, "%s/n%d", dir, i);
+    snprintf(id, sizeof id, "n%d", i);
+    ck_assert_int_eq(tu_keeld_start(&nodes[i], data, 0, extra), 0);
+}
+
+/* `keel call counter NAME OP` through node i; returns the number printed
+ * (-1 with the error on stderr if the call failed). */
+static long counter(int i, const char *name, const char *op)
+{
+    char *out = NULL, *err = NULL;
+    long v = -1;
+    int rc = tu_keel(nodes[i].addr, &out, &err, "call", "counter", name, op,
+                     NULL);
+
+    if (rc == 0 && out != NULL)
+        v = strtol(out, NULL, 10);
+    else
+        fprintf(stderr, "keel call counter %s %s via n%d: exit %d: %s\n",
+                name, op, i, rc, err ? err : "");
+    free(out);
+    free(err);
+    return v;
+}
+
+START_TEST(any_node_answers)
+{
+    char name[16];
+    int i, c;
+
+    for (i = 0; i < 3; i++)
+        start_node(i);
+    /* Messages for units that are not placed yet wait (bounded) instead of
+     * failing: the first calls succeed once the cluster has converged. */
+    for (i = 0; i < 3; i++) {
+        for (c = 0; c < COUNTERS; c++) {
+            snprintf(name, sizeof name, "c%d", c);
+            ck_assert_int_eq(counter((i + c) % 3, name, "incr"), i + 1);
+        }
+    }
+    for (c = 0; c < COUNTERS; c++) {
+        snprintf(name, sizeof name, "c%d", c);
+        for (i = 0; i < 3; i++)
+            ck_assert_int_eq(counter(i, name, "get"), 3);
+    }
+}
+END_TEST
+
+START_TEST(join_under_load_keeps_every_count)
+{
+    long acked[COUNTERS];
+    char name[16];
+    int i, c, r, live = 3;
+
+    memset(acked, 0, sizeof acked);
+    for (i = 0; i < 3; i++)
+        start_node(i);
+    for (r = 0; r < 8; r++) {
+        if (r == 3) {
+            start_node(3); /* joins while the load goes on */
+            live = 4;
+        }
+        for (c = 0; c < COUNTERS; c++) {
+            long v;
+            snprintf(name, sizeof name, "c%d", c);
+            v = counter((r + c) % live, name, "incr");
+            ck_assert_int_eq(v, acked[c] + 1);
+            acked[c] = v;
+        }
+    }
+    for (c = 0; c < COUNTERS; c++) {
+        snprintf(name, sizeof name, "c%d", c);
+        for (i = 0; i < 4; i++)
+            ck_assert_int_eq(counter(i, name, "get"), acked[c]);
+    }
+    /* The newcomer holds some units' records now. */
+    {
+        char *log = tu_keeld_log(&nodes[3]);
+        ck_assert_ptr_nonnull(log);
+        ck_assert_ptr_nonnull(strstr(log, "received"));
+        free(log);
+    }
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cluster");
+    TCase *tc = tcase_create("cluster");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, any_node_answers);
+    tcase_add_test(tc, join_under_load_keeps_every_count);
+    suite_add_tcase(s, tc);
+    suite_setup();
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    suite_teardown();
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
