@@ -149,6 +149,42 @@ START_TEST(join_under_load_keeps_every_count)
 }
 END_TEST
 
+/* A dead node's units stay unavailable (one copy of the data): calls for
+ * them through a live node fail with EUNAVAIL after a bounded wait, and
+ * every other counter keeps working. */
+START_TEST(dead_owner_units_unavailable)
+{
+    char name[16];
+    int c, unavailable = 0;
+
+    for (c = 0; c < 3; c++)
+        start_node(c);
+    for (c = 0; c < COUNTERS; c++) {
+        snprintf(name, sizeof name, "c%d", c);
+        ck_assert_int_eq(counter(c % 3, name, "incr"), 1);
+    }
+    ck_assert_int_eq(tu_keeld_stop(&nodes[2], SIGKILL), 128 + SIGKILL);
+    for (c = 0; c < COUNTERS; c++) {
+        char *out = NULL, *err = NULL;
+        int rc;
+        snprintf(name, sizeof name, "c%d", c);
+        rc = tu_keel(nodes[c % 2].addr, &out, &err, "call", "counter", name,
+                     "get", NULL);
+        if (rc == 0) {
+            ck_assert_str_eq(out, "1\n");
+        } else {
+            ck_assert_msg(err != NULL && strstr(err, "EUNAVAIL") != NULL,
+                          "counter %s: exit %d: %s", name, rc, err);
+            unavailable++;
+        }
+        free(out);
+        free(err);
+    }
+    ck_assert_int_gt(unavailable, 0);
+    ck_assert_int_lt(unavailable, COUNTERS);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster");
@@ -160,6 +196,7 @@ int main(void)
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, any_node_answers);
     tcase_add_test(tc, join_under_load_keeps_every_count);
+    tcase_add_test(tc, dead_owner_units_unavailable);
     suite_add_tcase(s, tc);
     suite_setup();
     sr = srunner_create(s);
