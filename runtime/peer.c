@@ -22,6 +22,7 @@
 #include "runtime/proto.h"
 
 #define PEER_MAX_FRAME (64u << 20)
+#define PEER_RETRY_S 0.2 /* between connection attempts to a failed peer */
 
 struct pending {
     uint64_t id;
@@ -36,6 +37,7 @@ typedef struct peer {
     char addr[256];
     int fd; /* -1: not connected */
     int connected;
+    ev_tstamp retry_at; /* after a failure, no new connection before */
     ev_io rio, wio;
     uint8_t *wbuf;
     size_t wlen, woff, wcap;
@@ -90,6 +92,7 @@ static void peer_fail(peer *pr, int stopping)
         pr->fd = -1;
     }
     pr->connected = 0;
+    pr->retry_at = ev_now(n->loop) + PEER_RETRY_S;
     cnt = pr->pending.count;
     all = cnt ? malloc(cnt * sizeof *all) : NULL;
     i = 0;
@@ -315,9 +318,14 @@ uint8_t *keel__peer_frame(keel_peers *p, const char *addr, uint8_t kind,
 
     if (pr == NULL || body_len > PEER_MAX_FRAME - KEEL_FRAME_HEADER)
         return NULL;
-    if (pr->fd < 0 && peer_connect(pr) != 0) {
-        keel_warn("peer %s: cannot connect", pr->addr);
-        return NULL;
+    if (pr->fd < 0) {
+        if (ev_now(p->n->loop) < pr->retry_at)
+            return NULL;
+        if (peer_connect(pr) != 0) {
+            pr->retry_at = ev_now(p->n->loop) + PEER_RETRY_S;
+            keel_warn("peer %s: cannot connect", pr->addr);
+            return NULL;
+        }
     }
     need = pr->wlen + KEEL_FRAME_HEADER + body_len;
     if (need > pr->wcap) {

@@ -28,7 +28,8 @@ void keel__peers_destroy(keel_peers *p);
 
 /* Queues a frame of body_len bytes for addr ("host:port") and returns
  * where its body goes (valid until the next call into this module), or
- * NULL (out of memory, bad address: nothing queued). cb may be NULL. */
+ * NULL (out of memory, bad address, or the peer failed less than 0.2 s
+ * ago: nothing queued). cb may be NULL. */
 uint8_t *keel__peer_frame(keel_peers *p, const char *addr, uint8_t kind,
                           uint8_t flags, size_t body_len, keel_peer_cb cb,
                           void *arg);
