@@ -312,6 +312,11 @@ static void drive(zk_real *z, int events)
     zk_sess *s = z->cur;
 
     if (s != NULL) {
+        /* The library may close the socket and open another under the same
+         * number while it runs (and callbacks may open sockets of their
+         * own): libev must never see an active watcher on a closed fd, so
+         * the watcher is off until settle() re-arms it. */
+        ev_io_stop(z->loop, &z->io);
         z->depth++;
         zookeeper_process(s->zh, events);
         z->depth--;
@@ -371,6 +376,7 @@ static int settle(zk_real *z)
             ev_timer_stop(z->loop, &z->timer);
             return 0;
         }
+        ev_io_stop(z->loop, &z->io); /* see drive() */
         z->depth++;
         rc = zookeeper_interest(s->zh, &fd, &interest, &tv);
         z->depth--;
@@ -423,6 +429,9 @@ static zk_req *req_new(zk_real *z, void *arg)
 
     if (r == NULL)
         return NULL;
+    /* Every caller hands the request to the library next, which may try
+     * the socket at once (see drive()); submitted() re-arms the watcher. */
+    ev_io_stop(z->loop, &z->io);
     r->sess = z->cur;
     r->arg = arg;
     return r;
@@ -450,11 +459,12 @@ static int usable(zk_real *z)
 
 static int submitted(zk_real *z, zk_req *r, int zrc)
 {
+    /* req_new() took the io watcher off; kick() re-arms it either way. */
+    kick(z);
     if (zrc != ZOK) {
         req_free(r);
         return zk_err(zrc);
     }
-    kick(z);
     return 0;
 }
 
