@@ -66,6 +66,16 @@ static int hmap_grow(keel_hmap *m)
     return 0;
 }
 
+int keel_hmap_reserve(keel_hmap *m, size_t more)
+{
+    while (m->slots == NULL || (m->count + more) * 4 > (m->mask + 1) * 3) {
+        int rc = hmap_grow(m);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 int keel_hmap_put(keel_hmap *m, uint64_t hash, void *item)
 {
     /* Keep the load at or below 3/4: probes stay short. */

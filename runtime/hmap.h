@@ -30,6 +30,9 @@ void *keel_hmap_get(const keel_hmap *m, uint64_t hash, const void *key,
 /* Inserts an item whose key is not present. KEEL_ENOMEM on growth failure
  * (the table is unchanged). */
 int keel_hmap_put(keel_hmap *m, uint64_t hash, void *item);
+/* Makes room for `more` insertions that will not need to grow the table
+ * (so they cannot fail). KEEL_ENOMEM, the table unchanged. */
+int keel_hmap_reserve(keel_hmap *m, size_t more);
 /* Removes this very item (compared by pointer). Returns 1 if found. */
 int keel_hmap_remove(keel_hmap *m, uint64_t hash, const void *item);
 

@@ -20,6 +20,7 @@
 
 #include "common/log.h"
 #include "runtime/cluster_rt.h"
+#include "runtime/info.h"
 #include "runtime/node.h"
 #include "runtime/proto.h"
 
@@ -40,6 +41,7 @@ struct keel_conn {
                    * close once every owed reply is written */
     int dead;     /* socket closed, waiting for pending replies */
     int in_flush;
+    int buried;
     int paused;
     keel_conn *prev, *next;
     keel_conn *flush_next;
@@ -51,6 +53,9 @@ static void conn_close(keel_conn *c);
  * a callback that may still hold it. */
 static void bury(keel_conn *c)
 {
+    if (c->buried)
+        return; /* both conn_close and a last reply may get here */
+    c->buried = 1;
     c->flush_next = c->n->graveyard;
     c->n->graveyard = c;
 }
@@ -231,7 +236,7 @@ static int conn_write(keel_conn *c)
         conn_close(c);
         return -1;
     }
-    if (c->paused)
+    if (c->paused && c->pending < PENDING_PAUSE / 2)
         resume_reading(c);
     return 0;
 }
@@ -357,6 +362,18 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
     case KEEL_FRAME_PING:
         send_frame(c, KEEL_FRAME_PONG, f->request_id, f->body, f->body_len);
         return 0;
+    case KEEL_FRAME_INFO: {
+        char *text = NULL, err[160];
+        size_t len = 0;
+        int rc = keel__info(n, f->body, f->body_len, &text, &len, err,
+                            sizeof err);
+        if (rc != 0)
+            send_error(c, f->request_id, rc, err);
+        else
+            send_frame(c, KEEL_FRAME_REPLY, f->request_id, text, len);
+        free(text);
+        return 0;
+    }
     case KEEL_FRAME_XFER: {
         /* A unit streamed from another node (cluster mode only). */
         keel_req *req = keel__req_alloc(n, 0);

@@ -398,22 +398,15 @@ static keel_ovl_entry *ovl_find(keel_actor *a, const void *key, size_t klen)
     return keel_hmap_get(a->ovl, XXH3_64bits(key, klen), k, ovl_eq);
 }
 
-static int ovl_set(keel_actor *a, uint64_t seq, const void *key, size_t klen,
-                   const void *val, size_t vlen, int deleted)
+static keel_ovl_entry *ovl_entry_new(uint64_t seq, const void *key,
+                                     size_t klen, const void *val,
+                                     size_t vlen, int deleted)
 {
-    keel_ovl_entry *old = ovl_find(a, key, klen), *e;
-    uint64_t h = XXH3_64bits(key, klen);
+    keel_ovl_entry *e = malloc(sizeof *e + klen + vlen);
 
-    if (a->ovl == NULL) {
-        a->ovl = calloc(1, sizeof *a->ovl);
-        if (a->ovl == NULL)
-            return KEEL_ENOMEM;
-        keel_hmap_init(a->ovl);
-    }
-    e = malloc(sizeof *e + klen + vlen);
     if (e == NULL)
-        return KEEL_ENOMEM;
-    e->hash = h;
+        return NULL;
+    e->hash = XXH3_64bits(key, klen);
     e->seq = seq;
     e->klen = (uint32_t)klen;
     e->vlen = (uint32_t)vlen;
@@ -421,15 +414,21 @@ static int ovl_set(keel_actor *a, uint64_t seq, const void *key, size_t klen,
     memcpy(e->data, key, klen);
     if (vlen)
         memcpy(e->data + klen, val, vlen);
+    return e;
+}
+
+/* Puts e in the overlay, replacing an entry with the same key. Cannot
+ * fail: the caller reserved room (keel_hmap_reserve), and a replacement
+ * frees a slot before taking one. */
+static void ovl_install(keel_actor *a, keel_ovl_entry *e)
+{
+    keel_ovl_entry *old = ovl_find(a, e->data, e->klen);
+
     if (old != NULL) {
-        keel_hmap_remove(a->ovl, h, old);
+        keel_hmap_remove(a->ovl, old->hash, old);
         free(old);
     }
-    if (keel_hmap_put(a->ovl, h, e) != 0) {
-        free(e);
-        return KEEL_ENOMEM;
-    }
-    return 0;
+    keel_hmap_put(a->ovl, e->hash, e);
 }
 
 /* Drops overlay entries the store now holds (seq <= durable). */
@@ -527,6 +526,12 @@ static int actor_idle(const keel_node *n, const keel_actor *a)
 static void actor_passivate(keel_node *n, keel_actor *a)
 {
     actor_deactivate(n, a);
+    if (a->mb_head != NULL) {
+        /* on_passivate sent this actor a message: it stays, inactive,
+         * and the message reactivates it. */
+        schedule(n, a);
+        return;
+    }
     keel_hmap_remove(&n->actors, a->hash, a);
     lru_unlink(n, a);
     n->resident--;
@@ -1048,32 +1053,68 @@ static int actor_load(keel_node *n, keel_actor *a, char *err, size_t errlen)
 }
 
 /* Makes a successful turn's writes the actor's current state and puts the
- * actor on the open batch. */
+ * actor on the open batch. All or nothing: every allocation is made before
+ * anything changes, so KEEL_ENOMEM leaves the actor as it was. */
 static int turn_apply(keel_node *n, keel_actor *a, keel_turn *t)
 {
-    size_t off;
-    int wrote = 0, rc = 0;
+    keel_ovl_entry **fresh = NULL;
+    size_t off, nops = 0, i;
+    int rc = 0;
 
-    if (t->state_set) {
-        if (actor_state_set(a, n->scratch_state, t->state_len) != 0)
-            return KEEL_ENOMEM;
-        a->version++;
-        a->flags |= ACTOR_STATE_DIRTY;
-        wrote = 1;
-    }
-    for (off = 0; off < n->stage_len;) {
-        const uint8_t *p = n->stage + off;
+    for (off = 0; off < n->stage_len; nops++) {
         uint32_t k32, v32;
-        memcpy(&k32, p + 1, 4);
-        memcpy(&v32, p + 5, 4);
-        rc = ovl_set(a, n->open_seq, p + STAGE_HDR, k32, p + STAGE_HDR + k32,
-                     v32, p[0] == STAGE_DEL);
-        if (rc != 0)
-            break; /* what was applied stays; the reply says ENOMEM */
-        wrote = 1;
+        memcpy(&k32, n->stage + off + 1, 4);
+        memcpy(&v32, n->stage + off + 5, 4);
         off += STAGE_HDR + k32 + v32;
     }
-    if (wrote) {
+    if (nops > 0) {
+        fresh = calloc(nops, sizeof *fresh);
+        if (fresh == NULL)
+            return KEEL_ENOMEM;
+        if (a->ovl == NULL) {
+            a->ovl = calloc(1, sizeof *a->ovl);
+            if (a->ovl == NULL)
+                rc = KEEL_ENOMEM;
+            else
+                keel_hmap_init(a->ovl);
+        }
+        if (rc == 0)
+            rc = keel_hmap_reserve(a->ovl, nops);
+        for (off = 0, i = 0; rc == 0 && i < nops; i++) {
+            const uint8_t *p = n->stage + off;
+            uint32_t k32, v32;
+            memcpy(&k32, p + 1, 4);
+            memcpy(&v32, p + 5, 4);
+            fresh[i] = ovl_entry_new(n->open_seq, p + STAGE_HDR, k32,
+                                     p + STAGE_HDR + k32, v32,
+                                     p[0] == STAGE_DEL);
+            if (fresh[i] == NULL)
+                rc = KEEL_ENOMEM;
+            off += STAGE_HDR + k32 + v32;
+        }
+    }
+    if (rc == 0 && t->state_set &&
+        actor_state_set(a, n->scratch_state, t->state_len) != 0)
+        rc = KEEL_ENOMEM;
+    if (rc != 0) {
+        for (i = 0; i < nops; i++)
+            free(fresh[i]);
+        free(fresh);
+        if (a->ovl != NULL && a->ovl->count == 0) {
+            ovl_free(a->ovl);
+            a->ovl = NULL;
+        }
+        return rc;
+    }
+    /* From here on nothing can fail. */
+    if (t->state_set) {
+        a->version++;
+        a->flags |= ACTOR_STATE_DIRTY;
+    }
+    for (i = 0; i < nops; i++)
+        ovl_install(a, fresh[i]);
+    free(fresh);
+    if (t->state_set || nops > 0) {
         if (!t->state_set && a->version == 0)
             a->version = 1; /* entries carry the actor's version */
         a->last_write_seq = n->open_seq;
@@ -1084,7 +1125,7 @@ static int turn_apply(keel_node *n, keel_actor *a, keel_turn *t)
             n->dirty_head = a;
         }
     }
-    return rc;
+    return 0;
 }
 
 static void turn_end(keel_turn *t)
@@ -1102,7 +1143,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
 {
     keel_turn t;
     const keel_actor_type *ty = &a->type->t;
-    int rc = 0, activating = !(a->flags & ACTOR_ACTIVE);
+    int rc = 0, activating = !(a->flags & ACTOR_ACTIVE), hooked = 0;
     const void *reply;
     size_t reply_len;
 
@@ -1118,8 +1159,10 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
             t.err_set = 1;
         if (rc == 0) {
             STAT_ADD(n, activations, 1);
-            if (ty->on_activate != NULL)
+            if (ty->on_activate != NULL) {
                 rc = ty->on_activate(&t);
+                hooked = rc == 0;
+            }
         }
     }
     if (rc == 0)
@@ -1132,7 +1175,13 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     } else {
         STAT_ADD(n, handler_errors, 1);
         if (activating) {
-            /* Nothing of a failed activation is kept. */
+            /* Nothing of a failed activation is kept; what on_activate
+             * set up is handed to on_passivate to undo. */
+            if (hooked && ty->on_passivate != NULL) {
+                t.no_writes = 1;
+                ty->on_passivate(&t);
+            }
+            a->user = NULL;
             actor_state_free(a);
             a->version = 0;
         }
@@ -1858,6 +1907,7 @@ void keel_node_destroy(keel_node *n)
         return;
     if (n->thread_started)
         keel_node_join(n);
+    n->stopping = 1; /* on_passivate below may not queue new messages */
     while ((a = n->lru_tail) != NULL) {
         /* Only when the loop never ran: nothing is in flight. */
         keel_req *req;

@@ -419,6 +419,95 @@ START_TEST(idle_passivation_keeps_state)
 }
 END_TEST
 
+/* on_passivate may send messages, even to its own actor: the message must
+ * run (reactivating the actor), and its callback must be called once. */
+struct selfmsg {
+    int passivations;
+    int acks;
+    int ack_status;
+};
+
+static void selfmsg_ack(int status, const void *reply, size_t len, void *d)
+{
+    struct selfmsg *m = d;
+    (void)reply;
+    (void)len;
+    m->acks++;
+    m->ack_status = status;
+}
+
+static void selfmsg_passivate(keel_turn *t)
+{
+    struct selfmsg *m = keel_turn_type_data(t);
+    const void *id;
+    size_t idlen;
+
+    m->passivations++;
+    if (m->passivations == 1) {
+        keel_turn_id(t, &id, &idlen);
+        ck_assert_int_eq(keel_call(keel_turn_node(t), "selfmsg", id, idlen,
+                                   "add", 3, selfmsg_ack, m),
+                         0);
+    }
+}
+
+START_TEST(message_sent_from_on_passivate_runs)
+{
+    keel_node_options o;
+    keel_node *n;
+    struct selfmsg m = {0, 0, 1};
+    keel_actor_type ty = {.name = "selfmsg",
+                          .on_message = hooked_message,
+                          .on_passivate = selfmsg_passivate,
+                          .data = &m};
+    int i;
+
+    keel_node_options_init(&o);
+    o.idle_timeout_ms = 100;
+    n = start_node(&o);
+    ck_assert_int_eq(keel_node_register_type(n, &ty), 0);
+    run(n);
+    expect(n, "selfmsg", "x", "add", "1");
+    for (i = 0; i < 500 && __atomic_load_n(&m.acks, __ATOMIC_SEQ_CST) == 0;
+         i++)
+        usleep(10000);
+    expect(n, "selfmsg", "x", "get", "2");
+    finish(n);
+    ck_assert_int_eq(m.acks, 1);
+    ck_assert_int_eq(m.ack_status, 0);
+}
+END_TEST
+
+/* A first turn whose handler fails after on_activate succeeded hands what
+ * on_activate set up to on_passivate. */
+static int failfirst_message(keel_turn *t, const void *msg, size_t len)
+{
+    (void)msg;
+    (void)len;
+    (void)t;
+    return KEEL_EHANDLER;
+}
+
+START_TEST(failed_activation_is_undone)
+{
+    keel_node *n = start_node(NULL);
+    struct hooks h = {0, 0};
+    keel_actor_type ty = {.name = "failfirst",
+                          .on_message = failfirst_message,
+                          .on_activate = hooked_activate,
+                          .on_passivate = hooked_passivate,
+                          .data = &h};
+
+    ck_assert_int_eq(keel_node_register_type(n, &ty), 0);
+    run(n);
+    ck_assert_int_eq(callx(n, "failfirst", "a", "x", NULL, 0), KEEL_EHANDLER);
+    ck_assert_int_eq(callx(n, "failfirst", "a", "x", NULL, 0), KEEL_EHANDLER);
+    finish(n);
+    ck_assert_int_eq(h.activations, 2);
+    ck_assert_int_eq(h.passivations, 2);
+}
+END_TEST
+
 START_TEST(lru_cap_passivates)
 {
     keel_node_options o;
@@ -649,6 +738,8 @@ static Suite *suite(void)
     tcase_add_test(tc, one_caller_in_order);
     tcase_add_test(tc, idle_passivation_keeps_state);
     tcase_add_test(tc, lru_cap_passivates);
+    tcase_add_test(tc, message_sent_from_on_passivate_runs);
+    tcase_add_test(tc, failed_activation_is_undone);
     tcase_add_test(tc, bad_requests);
     tcase_add_test(tc, register_type_rules);
     tcase_add_test(tc, fenced_by_store);
