@@ -1057,6 +1057,23 @@ static void add_commit_extras(struct result *r, const keel_stats *a,
 }
 
 /* The node must not have seen a handler error or a failed commit. */
+/* Runs a measured phase between two snapshots of the node's statistics
+ * and, when it succeeded, records its figures and the commits it took. */
+static int measure(struct env *e, struct phase *p, struct result *r,
+                   keel_stats *a, keel_stats *b)
+{
+    int rc;
+
+    keel_node_stats(e->node, a);
+    rc = step(e, p, r);
+    keel_node_stats(e->node, b);
+    if (rc == 0) {
+        result_from_phase(r, p);
+        add_commit_extras(r, a, b);
+    }
+    return rc;
+}
+
 static int check_node(struct env *e, struct result *r)
 {
     keel_stats st;
@@ -1152,14 +1169,9 @@ static int wl_create(struct env *e, struct result *res, int *nres)
     p.expect = "1";
     p.check = check_expect;
     phase_record_latency(&p);
-    keel_node_stats(e->node, &a);
-    rc = step(e, &p, r);
-    keel_node_stats(e->node, &b);
-    if (rc == 0) {
-        result_from_phase(r, &p);
-        add_commit_extras(r, &a, &b);
+    rc = measure(e, &p, r, &a, &b);
+    if (rc == 0)
         rc = check_activations(r, &a, &b, CREATE_N);
-    }
     phase_fini(&p);
     if (rc == 0)
         rc = verify_counters(e, r, "actor_", CREATE_N, 1, "1");
@@ -1189,13 +1201,7 @@ static int wl_hot(struct env *e, struct result *res, int *nres)
     p.seen = xcalloc(HOT_N, sizeof *p.seen);
     p.check = check_distinct;
     phase_record_latency(&p);
-    keel_node_stats(e->node, &a);
-    rc = step(e, &p, r);
-    keel_node_stats(e->node, &b);
-    if (rc == 0) {
-        result_from_phase(r, &p);
-        add_commit_extras(r, &a, &b);
-    }
+    rc = measure(e, &p, r, &a, &b);
     phase_fini(&p);
     snprintf(want, sizeof want, "%d", HOT_N);
     if (rc == 0)
@@ -1247,14 +1253,9 @@ static int wl_capabilities(struct env *e, struct result *res, int *nres)
     p.check = check_cap;
     p.msg = "write";
     phase_record_latency(&p);
-    keel_node_stats(e->node, &a);
-    rc = step(e, &p, r);
-    keel_node_stats(e->node, &b);
-    if (rc == 0) {
-        result_from_phase(r, &p);
-        add_commit_extras(r, &a, &b);
+    rc = measure(e, &p, r, &a, &b);
+    if (rc == 0)
         rc = check_activations(r, &a, &b, CAP_N);
-    }
     phase_fini(&p);
     if (rc == 0) {
         phase_init(&p, "verify", CAP_N, 500);
@@ -1293,15 +1294,10 @@ static int wl_mixed(struct env *e, struct result *res, int *nres)
         p.lo = 2;
         p.check = check_round_robin;
         phase_record_latency(&p);
-        keel_node_stats(e->node, &a);
-        rc = step(e, &p, r);
-        keel_node_stats(e->node, &b);
-        if (rc == 0) {
-            result_from_phase(r, &p);
+        rc = measure(e, &p, r, &a, &b);
+        if (rc == 0)
             add_extra(r, "create_ops_per_s", "create/s", 0,
                       (double)c.ops / c.secs);
-            add_commit_extras(r, &a, &b);
-        }
         phase_fini(&p);
     }
     phase_fini(&c);
@@ -1339,12 +1335,8 @@ static int wl_latency(struct env *e, struct result *res, int *nres)
     p.expect = "2";
     p.check = check_expect;
     phase_record_latency(&p);
-    keel_node_stats(e->node, &a);
-    rc = step(e, &p, r);
-    keel_node_stats(e->node, &b);
+    rc = measure(e, &p, r, &a, &b);
     if (rc == 0) {
-        result_from_phase(r, &p);
-        add_commit_extras(r, &a, &b);
         /* A read of an actor with nothing waiting to commit: the reply
          * need not wait for the disk. */
         phase_init(&g, "latency-get", LATENCY_N, 1);
@@ -1686,13 +1678,7 @@ static int wl_redis_peer(struct env *e, struct result *res, int *nres)
         p.seen = xcalloc(PEER_N, sizeof *p.seen);
         p.check = check_distinct;
         phase_record_latency(&p);
-        keel_node_stats(e->node, &a);
-        rc = step(e, &p, r);
-        keel_node_stats(e->node, &b);
-        if (rc == 0) {
-            result_from_phase(r, &p);
-            add_commit_extras(r, &a, &b);
-        }
+        rc = measure(e, &p, r, &a, &b);
         phase_fini(&p);
         snprintf(want, sizeof want, "%d", PEER_N);
         if (rc == 0)
