@@ -81,6 +81,11 @@ struct keel_cluster {
 
     int setup, setup_busy, setup_stalled;
     int state_busy, state_dirty, state_stalled, state_missing;
+
+    /* Who leads, for introspection: the session id in the name of the
+     * lowest election node (watched), 0 when unknown. */
+    int64_t leader_session;
+    int lead_busy, lead_dirty, lead_stalled, lead_started;
 };
 
 static void schedule(keel_cluster *c);
@@ -657,6 +662,74 @@ static void election_cb(keel_election *e, int rc, void *arg)
     schedule(c);
 }
 
+/* ------------------------------------------- who leads (introspection) */
+
+static int leader_list(keel_cluster *c);
+
+static void leader_listed(keel_zk *zk, int rc, size_t count,
+                          const char *const *names, void *arg)
+{
+    keel_cluster *c = arg;
+    int64_t best = -1, session = 0;
+    size_t i;
+
+    (void)zk;
+    c->lead_busy = 0;
+    if (rc == KEEL_ECONNLOSS) {
+        c->lead_stalled = 1;
+        return;
+    }
+    if (rc != 0)
+        return; /* the session is gone: expired() starts over */
+    for (i = 0; i < count; i++) {
+        int64_t seq = keel_election_seq(names[i]);
+        unsigned long long id;
+
+        if (seq < 0 || (best >= 0 && seq >= best))
+            continue;
+        /* "n_<16 hex>_<10 digits>": keel_election_seq checked the shape. */
+        if (sscanf(names[i] + 2, "%16llx", &id) != 1)
+            continue;
+        best = seq;
+        session = (int64_t)id;
+    }
+    c->leader_session = session;
+    if (c->lead_dirty) {
+        c->lead_dirty = 0;
+        if (leader_list(c) != 0)
+            c->lead_dirty = 1;
+    }
+}
+
+static void leader_watch(keel_zk *zk, int event, const char *path, void *arg)
+{
+    keel_cluster *c = arg;
+
+    (void)zk;
+    (void)event;
+    (void)path;
+    if (c->lead_busy || c->lead_stalled) {
+        c->lead_dirty = 1;
+        return;
+    }
+    if (leader_list(c) != 0)
+        c->lead_dirty = 1;
+}
+
+static int leader_list(keel_cluster *c)
+{
+    char path[KEEL_ZK_PATH_MAX];
+    int rc;
+
+    keel_layout_path(&c->layout, path, "election", NULL, NULL);
+    rc = keel_zk_children(c->zk, path, leader_watch, c, leader_listed, c);
+    if (rc == 0) {
+        c->lead_busy = 1;
+        c->lead_started = 1;
+    }
+    return rc;
+}
+
 static void controller_cb(keel_controller *ctl, int event, void *arg)
 {
     keel_cluster *c = arg;
@@ -687,7 +760,7 @@ static void membership_cb(keel_membership *m, int event, void *arg)
         setup_step(c);
         if ((rc = keel_membership_watch(m)) != 0 ||
             (rc = keel_election_start(&c->election)) != 0 ||
-            (rc = map_read(c)) != 0)
+            (rc = map_read(c)) != 0 || (rc = leader_list(c)) != 0)
             if (rc != KEEL_ESESSION)
                 keel_error("cluster: %s cannot start: %s", c->node,
                            keel_strerror(rc));
@@ -734,6 +807,13 @@ static void resume_all(keel_cluster *c)
         if (map_read(c) != 0)
             c->map_dirty = 1;
     }
+    if (c->lead_stalled || (c->lead_started && c->lead_dirty &&
+                            !c->lead_busy)) {
+        c->lead_stalled = 0;
+        c->lead_dirty = 0;
+        if (leader_list(c) != 0)
+            c->lead_dirty = 1;
+    }
     if (c->setup_stalled) {
         c->setup_stalled = 0;
         setup_step(c);
@@ -762,6 +842,8 @@ static void expired(keel_cluster *c)
     keel_membership_reset(&c->members);
     keel_election_reset(&c->election);
     c->map_busy = c->map_stalled = c->map_dirty = 0;
+    c->lead_busy = c->lead_stalled = c->lead_dirty = c->lead_started = 0;
+    c->leader_session = 0;
     c->setup = SETUP_NONE;
     c->setup_busy = c->setup_stalled = 0;
     c->state_busy = c->state_stalled = c->state_dirty = 0;
@@ -1065,6 +1147,36 @@ keel_zk *keel_cluster_zk(keel_cluster *c)
 size_t keel_cluster_members(const keel_cluster *c)
 {
     return c->members.nview;
+}
+
+const keel_member *keel_cluster_view(const keel_cluster *c, size_t *n)
+{
+    *n = c->members.nview;
+    return c->members.view;
+}
+
+const char *keel_cluster_controller_name(const keel_cluster *c)
+{
+    size_t i;
+
+    if (c->phase == KEEL_CLUSTER_RUNNING && keel_cluster_is_controller(c))
+        return c->node;
+    if (c->leader_session == 0)
+        return NULL;
+    for (i = 0; i < c->members.nview; i++)
+        if (c->members.view[i].session == c->leader_session)
+            return c->members.view[i].name;
+    return NULL;
+}
+
+const char *keel_cluster_node_name(const keel_cluster *c)
+{
+    return c->node;
+}
+
+const char *keel_cluster_name(const keel_cluster *c)
+{
+    return c->layout.root + sizeof "/keel/" - 1;
 }
 
 /* ------------------------------------------------------------ keel_coord */

@@ -136,6 +136,16 @@ struct keel_controller *keel_cluster_controller(keel_cluster *c);
 keel_zk *keel_cluster_zk(keel_cluster *c);
 /* Number of live members in the view. */
 size_t keel_cluster_members(const keel_cluster *c);
+/* The view itself, sorted by name; valid until the next event. */
+struct keel_member;
+const struct keel_member *keel_cluster_view(const keel_cluster *c, size_t *n);
+/* The member that leads the controller election as this node last saw it
+ * (the one whose session made the lowest election node), or NULL when
+ * unknown; valid until the next event. */
+const char *keel_cluster_controller_name(const keel_cluster *c);
+/* This node's name, and the cluster's. */
+const char *keel_cluster_node_name(const keel_cluster *c);
+const char *keel_cluster_name(const keel_cluster *c);
 
 /* The runtime's view: a keel_coord whose placement() is
  * keel_cluster_placement and whose destroy() destroys the agent. */

@@ -236,6 +236,21 @@ KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);
  * `keel stat` prints). Returns the length it needs, like snprintf. */
 KEEL_API size_t keel_stats_format(const keel_stats *st, char *buf, size_t len);
 
+/* Introspection of placement (docs/cluster.md, "Introspection"): the text
+ * `keel nodes`, `keel shards [--node NODE]`, `keel where TYPE ID` and
+ * `keel capabilities` print. argv[0] names the query ("nodes", "shards",
+ * "where", "capabilities"), the rest are its arguments (shards: an
+ * optional node name; where: TYPE and ID). In standalone mode the answers
+ * are the standalone facts (one member owning every unit at shard_epoch
+ * 1). On success *text is a malloc'd, NUL-terminated block of lines
+ * (*len bytes without the NUL; free() it). Any thread but the loop thread,
+ * while the node runs, like keel_call_sync(). Returns 0, KEEL_EINVAL
+ * (unknown query, wrong arguments), KEEL_ENOTYPE, KEEL_ELIMIT,
+ * KEEL_ENOMEM or KEEL_ESTOPPING. */
+KEEL_API int keel_node_info(keel_node *node, int argc,
+                            const char *const *argv, char **text,
+                            size_t *len);
+
 /* Loads actor types from a shared object. The object must export
  *     int keel_plugin_init(keel_node *node);
  * which registers its types with keel_node_register_type() and returns 0

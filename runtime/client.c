@@ -308,6 +308,7 @@ int keel_client_queue(keel_client *c, uint8_t kind, uint64_t request_id,
         body = 0;
         break;
     case KEEL_FRAME_PING:
+    case KEEL_FRAME_INFO:
         if ((uint64_t)len > max_body)
             return KEEL_ETOOBIG;
         body = len;

@@ -16,6 +16,9 @@
  *   PING body      = any bytes; answered by PONG echoing them
  *   XFER body      = node to node only, see runtime/cluster_rt.c and
  *                    docs/protocol.md
+ *   INFO body      = query words separated by NUL bytes ("nodes",
+ *                    "shards" [NODE], "where" TYPE ID, "capabilities");
+ *                    answered by REPLY with text lines (runtime/info.h)
  *
  * flags: on CALL/CAST, how many times the request was forwarded between
  * nodes (0 from clients).
@@ -41,9 +44,12 @@ enum keel_frame_kind {
     KEEL_FRAME_PONG = 7,
     /* Node to node (cluster mode): the records of a placement unit that
      * moves here; answered by an empty REPLY once stored. */
-    KEEL_FRAME_XFER = 8
+    KEEL_FRAME_XFER = 8,
+    /* Introspection of placement (runtime/info.h): the body names the
+     * query; answered by REPLY with text lines. */
+    KEEL_FRAME_INFO = 9
 };
-#define KEEL_FRAME_KIND_MAX KEEL_FRAME_XFER
+#define KEEL_FRAME_KIND_MAX KEEL_FRAME_INFO
 
 typedef struct keel_frame {
     uint8_t kind;

@@ -3,6 +3,9 @@
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] call TYPE ID ARG...
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] cast TYPE ID ARG...
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] stat | ping
+ *   keel [-a HOST:PORT] [-t TIMEOUT_MS] nodes | capabilities
+ *   keel [-a HOST:PORT] [-t TIMEOUT_MS] shards [--node NODE]
+ *   keel [-a HOST:PORT] [-t TIMEOUT_MS] where TYPE ID
  *
  * Exit status: 0 success, 1 the server answered with an error, 2 usage,
  * 3 connection or transport failure. Errors are printed to stderr as
@@ -38,6 +41,14 @@ static void usage(FILE *f)
             "  stat                 print the node's statistics\n"
             "  ping                 check the node answers; print the\n"
             "                       round-trip time\n"
+            "  nodes                the cluster's members (address,\n"
+            "                       capabilities, incarnation, controller)\n"
+            "  shards [--node NODE] every placement unit: owner and\n"
+            "                       shard_epoch (only NODE's with --node)\n"
+            "  where TYPE ID        the shard, capability, owner and epoch\n"
+            "                       of actor TYPE/ID\n"
+            "  capabilities         every capability and the nodes that\n"
+            "                       declare it\n"
             "\n"
             "options:\n"
             "  -a, --addr HOST:PORT     node address (default $KEEL_ADDR,\n"
@@ -213,6 +224,38 @@ static int cmd_ping(keel_client *c)
     return flush_stdout();
 }
 
+/* nodes, shards, where, capabilities: an INFO frame whose body is the
+ * words separated by NUL bytes; the reply is printed as it is. */
+static int cmd_info(keel_client *c, int argc, char **argv)
+{
+    size_t blen = 0, off = 0;
+    char *body, *reply = NULL;
+    size_t rlen = 0;
+    int rc, i;
+
+    for (i = 0; i < argc; i++)
+        blen += strlen(argv[i]) + (i > 0);
+    body = malloc(blen ? blen : 1);
+    if (body == NULL)
+        return transport_error(KEEL_ENOMEM);
+    for (i = 0; i < argc; i++) {
+        size_t l = strlen(argv[i]);
+        if (i > 0)
+            body[off++] = '\0';
+        memcpy(body + off, argv[i], l);
+        off += l;
+    }
+    /* A unit per line: thousands of lines are normal for shards. */
+    keel_client_set_max_frame(c, (size_t)64 << 20);
+    rc = request(c, KEEL_FRAME_INFO, NULL, NULL, body, blen, &reply, &rlen);
+    free(body);
+    if (rc != 0)
+        return rc;
+    fwrite(reply, 1, rlen, stdout);
+    free(reply);
+    return flush_stdout();
+}
+
 /* The client checks the address too, but answers KEEL_EADDR alike for a
  * typo and for a name that does not resolve; only the first is a usage
  * error. */
@@ -259,8 +302,8 @@ int main(int argc, char **argv)
     const char *cmd;
     int timeout_ms = DEFAULT_TIMEOUT_MS;
     keel_client *c;
-    int opt, rc, nargs;
-    char **args;
+    int opt, rc, nargs, info_argc = 0;
+    char **args, **info_argv = NULL;
 
     if (addr == NULL || addr[0] == '\0')
         addr = DEFAULT_ADDR;
@@ -311,9 +354,25 @@ int main(int argc, char **argv)
                     KEEL_MAX_ID_LEN);
             return EXIT_USAGE;
         }
-    } else if (strcmp(cmd, "stat") == 0 || strcmp(cmd, "ping") == 0) {
+    } else if (strcmp(cmd, "stat") == 0 || strcmp(cmd, "ping") == 0 ||
+               strcmp(cmd, "nodes") == 0 ||
+               strcmp(cmd, "capabilities") == 0) {
         if (nargs != 0)
             return usage_error("%s takes no arguments", cmd);
+    } else if (strcmp(cmd, "shards") == 0) {
+        if (nargs == 2 && strcmp(args[0], "--node") == 0 &&
+            args[1][0] != '\0') {
+            args[0] = argv[optind]; /* query words: shards NODE */
+            info_argv = args;
+            info_argc = 2;
+        } else if (nargs != 0) {
+            return usage_error("shards takes only --node NODE");
+        }
+    } else if (strcmp(cmd, "where") == 0) {
+        if (nargs != 2)
+            return usage_error("where needs TYPE ID");
+        if (args[0][0] == '\0')
+            return usage_error("empty actor type");
     } else {
         return usage_error("unknown command '%s'", cmd);
     }
@@ -332,8 +391,12 @@ int main(int argc, char **argv)
         rc = cmd_send(c, nargs, args, 0);
     else if (strcmp(cmd, "stat") == 0)
         rc = cmd_stat(c);
-    else
+    else if (strcmp(cmd, "ping") == 0)
         rc = cmd_ping(c);
+    else if (info_argv != NULL)
+        rc = cmd_info(c, info_argc, info_argv);
+    else
+        rc = cmd_info(c, nargs + 1, argv + optind);
     keel_client_close(c);
     return rc;
 }

@@ -1,0 +1,642 @@
+/* Introspection of placement: see runtime/info.h and docs/cluster.md. */
+#include "runtime/info.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coordinator/cluster.h"
+#include "coordinator/coord.h"
+#include "coordinator/layout.h"
+#include "coordinator/shardmap.h"
+#include "keel.h"
+
+/* Printed for the default group (capability ""), which no capability name
+ * can spell: names are [A-Za-z0-9._-]. */
+#define DEFAULT_CAP "(default)"
+#define NONE "(none)"
+#define STANDALONE_NAME "local"
+
+typedef struct tbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} tbuf;
+
+static void tb_printf(tbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void tb_printf(tbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int w;
+
+    if (b->oom)
+        return;
+    for (;;) {
+        size_t room = b->cap - b->len;
+        va_start(ap, fmt);
+        w = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (w < 0) {
+            b->oom = 1;
+            return;
+        }
+        if ((size_t)w < room) {
+            b->len += (size_t)w;
+            return;
+        }
+        {
+            size_t ncap = b->cap ? b->cap * 2 : 1024;
+            char *np;
+            while (ncap < b->len + (size_t)w + 1)
+                ncap *= 2;
+            np = realloc(b->p, ncap);
+            if (np == NULL) {
+                b->oom = 1;
+                return;
+            }
+            b->p = np;
+            b->cap = ncap;
+        }
+    }
+}
+
+static int tb_finish(tbuf *b, char **out, size_t *len)
+{
+    if (b->p == NULL && !b->oom)
+        tb_printf(b, "%s", "");
+    if (b->oom) {
+        free(b->p);
+        return KEEL_ENOMEM;
+    }
+    *out = b->p;
+    *len = b->len;
+    return 0;
+}
+
+static const char *cap_name(const char *cap)
+{
+    return cap[0] == '\0' ? DEFAULT_CAP : cap;
+}
+
+/* ------------------------------------------------------- facts, both modes */
+
+static keel_cluster *cluster_of(keel_node *n)
+{
+    return n->cluster != NULL ? keel_coord_to_cluster(n->coord) : NULL;
+}
+
+static const char *self_name(keel_node *n)
+{
+    return n->opts.node_id != NULL && n->opts.node_id[0] != '\0'
+               ? n->opts.node_id
+               : STANDALONE_NAME;
+}
+
+/* The listen address with the bound port (the configured one may be 0). */
+static void self_addr(keel_node *n, char *buf, size_t cap)
+{
+    const char *colon;
+
+    if (n->listen_addr == NULL) {
+        snprintf(buf, cap, "%s", NONE);
+        return;
+    }
+    colon = strrchr(n->listen_addr, ':');
+    snprintf(buf, cap, "%.*s:%d",
+             (int)(colon ? colon - n->listen_addr : 0), n->listen_addr,
+             n->port);
+}
+
+/* The capabilities of the types registered here, "" first, unique. */
+static size_t local_caps(keel_node *n, const char **out, size_t cap)
+{
+    size_t k = 0, j;
+    unsigned i;
+
+    out[k++] = "";
+    for (i = 0; i < n->ntypes && k < cap; i++) {
+        const char *c = n->types[i]->capability;
+        for (j = 0; j < k; j++)
+            if (strcmp(out[j], c) == 0)
+                break;
+        if (j == k)
+            out[k++] = c;
+    }
+    return k;
+}
+
+static const keel_member *member_find(keel_cluster *c, const char *name)
+{
+    size_t nv, i;
+    const keel_member *v = keel_cluster_view(c, &nv);
+
+    for (i = 0; i < nv; i++)
+        if (strcmp(v[i].name, name) == 0)
+            return &v[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------- queries */
+
+static void q_nodes(keel_node *n, tbuf *b)
+{
+    keel_cluster *c = cluster_of(n);
+    const keel_shard_map *m;
+    const keel_member *v;
+    const char *ctl;
+    size_t nv, i, j;
+    char addr[KEEL_ADDR_MAX + 1];
+
+    if (c == NULL) {
+        const char *caps[KEEL_MAP_MAX_CAPS];
+        size_t nc = local_caps(n, caps, KEEL_MAP_MAX_CAPS);
+
+        self_addr(n, addr, sizeof addr);
+        tb_printf(b, "mode standalone\nself %s\ncontroller %s\nmap_epoch 1\n",
+                  self_name(n), self_name(n));
+        tb_printf(b, "node %s addr %s incarnation 1 caps ", self_name(n),
+                  addr);
+        if (nc == 1)
+            tb_printf(b, "%s", NONE);
+        for (i = 1; i < nc; i++)
+            tb_printf(b, "%s%s", i > 1 ? "," : "", caps[i]);
+        tb_printf(b, " role controller self\n");
+        return;
+    }
+    m = keel_cluster_map(c);
+    ctl = keel_cluster_controller_name(c);
+    tb_printf(b, "mode cluster\ncluster %s\nself %s\ncontroller %s\n"
+                 "map_epoch %" PRIu64 "\n",
+              keel_cluster_name(c), keel_cluster_node_name(c),
+              ctl ? ctl : NONE, m ? m->map_epoch : 0);
+    v = keel_cluster_view(c, &nv);
+    for (i = 0; i < nv; i++) {
+        tb_printf(b, "node %s addr %s incarnation %" PRId64 " caps ",
+                  v[i].name, v[i].addr, v[i].incarnation);
+        if (v[i].ncaps == 0)
+            tb_printf(b, "%s", NONE);
+        for (j = 0; j < v[i].ncaps; j++)
+            tb_printf(b, "%s%s", j ? "," : "", v[i].caps[j]);
+        tb_printf(b, " role %s%s\n",
+                  ctl && strcmp(ctl, v[i].name) == 0 ? "controller"
+                                                     : "member",
+                  strcmp(v[i].name, keel_cluster_node_name(c)) == 0 ? " self"
+                                                                     : "");
+    }
+}
+
+/* One unit line: "unit CAP SHARD owner NODE epoch E [target NODE]". */
+static void unit_line(tbuf *b, const char *cap, uint32_t shard,
+                      const char *owner, uint64_t epoch, const char *target)
+{
+    tb_printf(b, "unit %s %" PRIu32 " owner %s epoch %" PRIu64, cap_name(cap),
+              shard, owner ? owner : NONE, epoch);
+    if (target != NULL)
+        tb_printf(b, " target %s", target);
+    tb_printf(b, "\n");
+}
+
+static void q_shards(keel_node *n, const char *only, tbuf *b)
+{
+    keel_cluster *c = cluster_of(n);
+    const keel_shard_map *m;
+    uint32_t ci, s;
+
+    if (c == NULL) {
+        const char *caps[KEEL_MAP_MAX_CAPS];
+        size_t nc = local_caps(n, caps, KEEL_MAP_MAX_CAPS), i;
+
+        if (only != NULL && strcmp(only, self_name(n)) != 0)
+            return;
+        for (i = 0; i < nc; i++)
+            for (s = 0; s < n->opts.shard_count; s++)
+                unit_line(b, caps[i], s, self_name(n), 1, NULL);
+        return;
+    }
+    if ((m = keel_cluster_map(c)) == NULL)
+        return;
+    for (ci = 0; ci < m->ncaps; ci++)
+        for (s = 0; s < m->shard_count; s++) {
+            const keel_map_unit *u = keel_map_unit_at(m, ci, s);
+            const char *owner = keel_map_primary(m, ci, s);
+            const char *target = u->target != KEEL_MAP_NO_NODE
+                                     ? m->nodes[u->target]
+                                     : NULL;
+            if (only != NULL && (owner == NULL || strcmp(owner, only) != 0))
+                continue;
+            unit_line(b, m->caps[ci], s, owner, u->shard_epoch, target);
+        }
+}
+
+static const char *placement_name(int state)
+{
+    switch (state) {
+    case KEEL_PLACEMENT_LOCAL:
+        return "local";
+    case KEEL_PLACEMENT_REMOTE:
+        return "remote";
+    default:
+        return "unavailable";
+    }
+}
+
+static int q_where(keel_node *n, const char *type, const uint8_t *id,
+                   size_t idlen, tbuf *b, char *errbuf, size_t errlen)
+{
+    keel_cluster *c = cluster_of(n);
+    struct keel_type_entry *te;
+    const char *owner = NULL, *target = NULL;
+    char addr[KEEL_ADDR_MAX + 1];
+    uint64_t epoch = 0;
+    keel_placement pl;
+    uint32_t shard;
+
+    if (strlen(type) > KEEL_MAX_TYPE_LEN || idlen > KEEL_MAX_ID_LEN) {
+        snprintf(errbuf, errlen, "type name or id over its limit");
+        return KEEL_ELIMIT;
+    }
+    te = keel__type_find(n, type, strlen(type));
+    if (te == NULL) {
+        snprintf(errbuf, errlen, "unknown actor type '%s'", type);
+        return KEEL_ENOTYPE;
+    }
+    shard = keel_shard_of(te->name, id, idlen, n->opts.shard_count);
+    keel_coord_placement(n->coord, te->capability, shard, &pl);
+    snprintf(addr, sizeof addr, "%s", NONE);
+    if (c == NULL) {
+        owner = self_name(n);
+        epoch = 1;
+        self_addr(n, addr, sizeof addr);
+    } else {
+        const keel_shard_map *m = keel_cluster_map(c);
+        int ci = m ? keel_map_cap_index(m, te->capability) : -1;
+
+        if (ci >= 0) {
+            const keel_map_unit *u = keel_map_unit_at(m, (uint32_t)ci, shard);
+            const keel_member *mem;
+
+            owner = keel_map_primary(m, (uint32_t)ci, shard);
+            epoch = u->shard_epoch;
+            if (u->target != KEEL_MAP_NO_NODE)
+                target = m->nodes[u->target];
+            if (owner != NULL && (mem = member_find(c, owner)) != NULL)
+                snprintf(addr, sizeof addr, "%s", mem->addr);
+        }
+    }
+    tb_printf(b, "type %s\nid %.*s\ncapability %s\nshard %" PRIu32 "\n"
+                 "owner %s\naddress %s\nepoch %" PRIu64 "\n",
+              te->name, (int)idlen, (const char *)id,
+              cap_name(te->capability), shard, owner ? owner : NONE, addr,
+              epoch);
+    if (target != NULL)
+        tb_printf(b, "target %s\n", target);
+    tb_printf(b, "placement %s\n", placement_name(pl.state));
+    return 0;
+}
+
+/* Every capability: those members declare, those the map has, and "".
+ * Sorted (strcmp), unique. */
+static int cap_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void q_capabilities(keel_node *n, tbuf *b)
+{
+    keel_cluster *c = cluster_of(n);
+    const char *all[KEEL_MAP_MAX_CAPS * 2 + 1];
+    const keel_shard_map *m;
+    const keel_member *v;
+    size_t nall = 0, nv, i, j, k;
+
+    if (c == NULL) {
+        const char *caps[KEEL_MAP_MAX_CAPS];
+        size_t nc = local_caps(n, caps, KEEL_MAP_MAX_CAPS);
+
+        qsort(caps, nc, sizeof *caps, cap_cmp);
+        for (i = 0; i < nc; i++)
+            tb_printf(b, "capability %s nodes %s\n", cap_name(caps[i]),
+                      self_name(n));
+        return;
+    }
+    v = keel_cluster_view(c, &nv);
+    m = keel_cluster_map(c);
+    all[nall++] = "";
+    for (i = 0; i < nv; i++)
+        for (j = 0; j < v[i].ncaps && nall < KEEL_MAP_MAX_CAPS * 2; j++)
+            all[nall++] = v[i].caps[j];
+    for (i = 0; m != NULL && i < m->ncaps && nall < KEEL_MAP_MAX_CAPS * 2 + 1;
+         i++)
+        all[nall++] = m->caps[i];
+    qsort(all, nall, sizeof *all, cap_cmp);
+    for (i = 0; i < nall; i++) {
+        int any = 0;
+
+        if (i > 0 && strcmp(all[i], all[i - 1]) == 0)
+            continue;
+        tb_printf(b, "capability %s nodes ", cap_name(all[i]));
+        for (j = 0; j < nv; j++) {
+            int has = all[i][0] == '\0';
+            for (k = 0; k < v[j].ncaps && !has; k++)
+                has = strcmp(v[j].caps[k], all[i]) == 0;
+            if (has) {
+                tb_printf(b, "%s%s", any ? "," : "", v[j].name);
+                any = 1;
+            }
+        }
+        tb_printf(b, "%s\n", any ? "" : NONE);
+    }
+}
+
+/* Splits off the next NUL-terminated word of [*p, end) into buf. 0, or -1
+ * when there is none or it does not fit. */
+static int next_word(const uint8_t **p, const uint8_t *end, char *buf,
+                     size_t cap)
+{
+    const uint8_t *s = *p, *z;
+    size_t len;
+
+    if (s >= end)
+        return -1;
+    z = memchr(s, '\0', (size_t)(end - s));
+    len = (size_t)((z ? z : end) - s);
+    if (len == 0 || len >= cap || memchr(s, '\n', len) != NULL)
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    *p = z ? z + 1 : end;
+    return 0;
+}
+
+int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
+               size_t *len, char *errbuf, size_t errlen)
+{
+    const uint8_t *p = body, *end = body + blen;
+    char q[32], arg[KEEL_MAX_TYPE_LEN + KEEL_NAME_MAX + 2];
+    tbuf b = {0};
+    int rc = 0;
+
+    if (next_word(&p, end, q, sizeof q) != 0) {
+        snprintf(errbuf, errlen, "empty or malformed query");
+        return KEEL_EINVAL;
+    }
+    if (strcmp(q, "nodes") == 0 || strcmp(q, "capabilities") == 0) {
+        if (p != end) {
+            snprintf(errbuf, errlen, "%s takes no arguments", q);
+            return KEEL_EINVAL;
+        }
+        if (q[0] == 'n')
+            q_nodes(n, &b);
+        else
+            q_capabilities(n, &b);
+    } else if (strcmp(q, "shards") == 0) {
+        const char *only = NULL;
+        if (p != end) {
+            if (next_word(&p, end, arg, sizeof arg) != 0 || p != end) {
+                snprintf(errbuf, errlen, "shards takes at most a node name");
+                return KEEL_EINVAL;
+            }
+            only = arg;
+        }
+        q_shards(n, only, &b);
+    } else if (strcmp(q, "where") == 0) {
+        if (next_word(&p, end, arg, sizeof arg) != 0 || p > end) {
+            snprintf(errbuf, errlen, "where needs TYPE ID");
+            return KEEL_EINVAL;
+        }
+        /* The id is the rest of the body, whatever its bytes. */
+        rc = q_where(n, arg, p, (size_t)(end - p), &b, errbuf, errlen);
+        if (rc != 0) {
+            free(b.p);
+            return rc;
+        }
+    } else {
+        snprintf(errbuf, errlen,
+                 "unknown query '%s' (nodes, shards, where, capabilities)",
+                 q);
+        return KEEL_EINVAL;
+    }
+    rc = tb_finish(&b, text, len);
+    if (rc != 0)
+        snprintf(errbuf, errlen, "out of memory");
+    return rc;
+}
+
+/* ------------------------------------------------------------- JSON */
+
+/* Names and addresses are JSON-safe by construction except for quotes and
+ * backslashes an address could hold in theory; escape what JSON needs. */
+static void tb_json_str(tbuf *b, const char *s)
+{
+    tb_printf(b, "\"");
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            tb_printf(b, "\\%c", ch);
+        else if (ch < 0x20)
+            tb_printf(b, "\\u%04x", ch);
+        else
+            tb_printf(b, "%c", ch);
+    }
+    tb_printf(b, "\"");
+}
+
+int keel__info_json(keel_node *n, const char *http_addr, char **json,
+                    size_t *len)
+{
+    keel_cluster *c = cluster_of(n);
+    const keel_shard_map *m;
+    const keel_member *v;
+    const char *ctl, *self;
+    size_t nv, i, j;
+    uint32_t ci, s;
+    tbuf b = {0};
+    char *text = NULL, *line;
+    size_t tlen = 0;
+    char err[64];
+
+    if (c == NULL)
+        return KEEL_EINVAL;
+    m = keel_cluster_map(c);
+    ctl = keel_cluster_controller_name(c);
+    self = keel_cluster_node_name(c);
+    v = keel_cluster_view(c, &nv);
+    tb_printf(&b, "{\"mode\": \"cluster\", \"cluster\": ");
+    tb_json_str(&b, keel_cluster_name(c));
+    tb_printf(&b, ", \"self\": ");
+    tb_json_str(&b, self);
+    tb_printf(&b, ", \"http\": ");
+    tb_json_str(&b, http_addr);
+    tb_printf(&b, ", \"members\": [");
+    for (i = 0; i < nv; i++) {
+        tb_printf(&b, "%s{\"name\": ", i ? ", " : "");
+        tb_json_str(&b, v[i].name);
+        tb_printf(&b, ", \"self\": %s, \"listen\": ",
+                  strcmp(v[i].name, self) == 0 ? "true" : "false");
+        tb_json_str(&b, v[i].addr);
+        tb_printf(&b, ", \"incarnation\": %" PRId64 ", \"capabilities\": [",
+                  v[i].incarnation);
+        for (j = 0; j < v[i].ncaps; j++) {
+            tb_printf(&b, "%s", j ? ", " : "");
+            tb_json_str(&b, v[i].caps[j]);
+        }
+        tb_printf(&b, "], \"controller\": %s}",
+                  ctl && strcmp(ctl, v[i].name) == 0 ? "true" : "false");
+    }
+    tb_printf(&b, "], \"controller\": ");
+    if (ctl)
+        tb_json_str(&b, ctl);
+    else
+        tb_printf(&b, "null");
+    /* capabilities: reuse the text answer's computation. */
+    tb_printf(&b, ", \"capabilities\": {");
+    {
+        static const uint8_t q[] = "capabilities";
+        if (keel__info(n, q, sizeof q - 1, &text, &tlen, err, sizeof err) !=
+            0)
+            b.oom = 1;
+    }
+    for (line = text, i = 0; line != NULL && *line; i++) {
+        /* "capability NAME nodes A,B\n" */
+        char *nl = strchr(line, '\n'), *name, *nodes, *comma;
+        *nl = '\0';
+        name = line + sizeof "capability " - 1;
+        nodes = strstr(name, " nodes ");
+        *nodes = '\0';
+        nodes += sizeof " nodes " - 1;
+        tb_printf(&b, "%s", i ? ", " : "");
+        tb_json_str(&b, strcmp(name, DEFAULT_CAP) == 0 ? "" : name);
+        tb_printf(&b, ": [");
+        if (strcmp(nodes, NONE) != 0) {
+            for (j = 0; nodes != NULL; j++) {
+                comma = strchr(nodes, ',');
+                if (comma)
+                    *comma = '\0';
+                tb_printf(&b, "%s", j ? ", " : "");
+                tb_json_str(&b, nodes);
+                nodes = comma ? comma + 1 : NULL;
+            }
+        }
+        tb_printf(&b, "]");
+        line = nl + 1;
+    }
+    free(text);
+    tb_printf(&b, "}, \"map_epoch\": %" PRIu64 ", \"shard_count\": %" PRIu32
+                  ", \"units\": [",
+              m ? m->map_epoch : 0, n->opts.shard_count);
+    for (ci = 0; m != NULL && ci < m->ncaps; ci++) {
+        tb_printf(&b, "%s{\"capability\": ", ci ? ", " : "");
+        tb_json_str(&b, m->caps[ci]);
+        tb_printf(&b, ", \"owners\": [");
+        for (s = 0; s < m->shard_count; s++) {
+            const char *o = keel_map_primary(m, ci, s);
+            tb_printf(&b, "%s", s ? ", " : "");
+            if (o)
+                tb_json_str(&b, o);
+            else
+                tb_printf(&b, "null");
+        }
+        tb_printf(&b, "], \"shard_epochs\": [");
+        for (s = 0; s < m->shard_count; s++)
+            tb_printf(&b, "%s%" PRIu64, s ? ", " : "",
+                      keel_map_unit_at(m, ci, s)->shard_epoch);
+        tb_printf(&b, "], \"targets\": {");
+        for (s = 0, j = 0; s < m->shard_count; s++) {
+            const keel_map_unit *u = keel_map_unit_at(m, ci, s);
+            if (u->target == KEEL_MAP_NO_NODE)
+                continue;
+            tb_printf(&b, "%s\"%" PRIu32 "\": ", j++ ? ", " : "", s);
+            tb_json_str(&b, m->nodes[u->target]);
+        }
+        tb_printf(&b, "}}");
+    }
+    tb_printf(&b, "]}\n");
+    return tb_finish(&b, json, len);
+}
+
+/* ----------------------------------------------------------- the C API */
+
+struct info_sync {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    const uint8_t *body;
+    size_t blen;
+    char *text;
+    size_t len;
+    int status, done;
+};
+
+static void info_post_fn(keel_node *n, void *data)
+{
+    struct info_sync *s = data;
+    char err[160];
+    char *text = NULL;
+    size_t len = 0;
+    int rc = n->stopping ? KEEL_ESTOPPING
+                         : keel__info(n, s->body, s->blen, &text, &len, err,
+                                      sizeof err);
+
+    pthread_mutex_lock(&s->mu);
+    s->status = rc;
+    s->text = text;
+    s->len = len;
+    s->done = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int keel_node_info(keel_node *node, int argc, const char *const *argv,
+                   char **text, size_t *len)
+{
+    struct info_sync s;
+    size_t blen = 0, off = 0;
+    uint8_t *body;
+    int i, rc;
+
+    if (node == NULL || argc < 1 || argv == NULL || text == NULL)
+        return KEEL_EINVAL;
+    *text = NULL;
+    if (len != NULL)
+        *len = 0;
+    for (i = 0; i < argc; i++) {
+        if (argv[i] == NULL)
+            return KEEL_EINVAL;
+        blen += strlen(argv[i]) + (i > 0);
+    }
+    if ((body = malloc(blen ? blen : 1)) == NULL)
+        return KEEL_ENOMEM;
+    for (i = 0; i < argc; i++) {
+        size_t l = strlen(argv[i]);
+        if (i > 0)
+            body[off++] = '\0';
+        memcpy(body + off, argv[i], l);
+        off += l;
+    }
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.cv, NULL);
+    s.body = body;
+    s.blen = blen;
+    rc = keel_node_post(node, info_post_fn, &s);
+    if (rc == 0) {
+        pthread_mutex_lock(&s.mu);
+        while (!s.done)
+            pthread_cond_wait(&s.cv, &s.mu);
+        pthread_mutex_unlock(&s.mu);
+        rc = s.status;
+    }
+    pthread_cond_destroy(&s.cv);
+    pthread_mutex_destroy(&s.mu);
+    free(body);
+    if (rc == 0) {
+        *text = s.text;
+        if (len != NULL)
+            *len = s.len;
+    }
+    return rc;
+}
