@@ -4,7 +4,7 @@
  * A request's path: MHD calls the access handler once with the headers
  * (route it), once per piece of body (copy it, up to the node's max frame
  * size), and once more when the request is complete. Endpoints that need
- * nothing of the node's internals (/healthz, /v1/cluster) are answered
+ * nothing of the node's internals (/healthz; /v1/cluster standalone) are answered
  * there. The others suspend the connection and post a job to the loop
  * thread; the job calls keel_call(), reads the store or copies the
  * statistics, stores the outcome in the request and resumes the
@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "runtime/info.h"
 #include "runtime/node.h"
 
 #define HTTP_BACKLOG 4096
@@ -810,6 +811,22 @@ static void job_fn(keel_node *n, void *data)
         r->ready = n->running && !n->stopping;
     } else if (r->route == R_METRICS) {
         keel_node_stats(n, &r->stats);
+    } else if (r->route == R_CLUSTER) {
+        /* Cluster mode: the agent's view lives on this thread. */
+        char addr[300], *json;
+        size_t len;
+        const char *colon = strrchr(r->h->addr, ':');
+        snprintf(addr, sizeof addr, "%.*s:%d",
+                 (int)(colon ? colon - r->h->addr : 0), r->h->addr,
+                 r->h->port);
+        rc = keel__info_json(n, addr, &json, &len);
+        if (rc == 0) {
+            r->status = 0;
+            r->out = (uint8_t *)json;
+            r->outlen = len;
+        } else {
+            set_result(r, rc, keel_strerror(rc), strlen(keel_strerror(rc)));
+        }
     } else if (r->method == M_POST) {
         /* keel_call copies the message; the callback runs once the reply
          * is durable, or not at all if the call fails here. */
@@ -877,6 +894,11 @@ static enum MHD_Result answer_from_loop(struct http_req *r)
                             r->outlen, NULL);
     if (r->route == R_METRICS)
         return answer_metrics(r);
+    if (r->route == R_CLUSTER) {
+        struct sbuf b = {0};
+        sb_add(&b, r->out, r->outlen);
+        return queue(r, MHD_HTTP_OK, &b, "application/json", NULL);
+    }
     if (r->method == M_GET)
         return answer_state(r);
     {
@@ -906,6 +928,9 @@ static enum MHD_Result request_complete(struct http_req *r)
     case R_HEALTHZ:
         return answer_text(r, MHD_HTTP_OK, "ok\n");
     case R_CLUSTER:
+        /* Standalone facts are fixed; a cluster's live on the loop. */
+        if (r->h->n->opts.zk_hosts != NULL)
+            return to_loop(r);
         return answer_cluster(r);
     default:
         return to_loop(r); /* R_READYZ, R_METRICS, R_ACTOR */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keel.h"
 #include "proc.h"
 #include "testutil.h"
 
@@ -205,6 +206,43 @@ START_TEST(embedding_example_runs)
 }
 END_TEST
 
+/* Introspection in standalone mode: the one member owns every unit at
+ * shard_epoch 1. */
+START_TEST(introspection_standalone)
+{
+    const char *args[] = {"--shards", "4", NULL};
+    char want[512];
+    unsigned shard;
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, args), 0);
+    snprintf(want, sizeof want,
+             "mode standalone\nself local\ncontroller local\nmap_epoch 1\n"
+             "node local addr %s incarnation 1 caps (none) role controller "
+             "self\n",
+             node.addr);
+    cli_expect(want, 0, "nodes", NULL);
+    shard = keel_shard_of("counter", "c1", 2, 4);
+    snprintf(want, sizeof want,
+             "type counter\nid c1\ncapability (default)\nshard %u\n"
+             "owner local\naddress %s\nepoch 1\nplacement local\n",
+             shard, node.addr);
+    cli_expect(want, 0, "where", "counter", "c1", NULL);
+    cli_expect("unit (default) 0 owner local epoch 1\n"
+               "unit (default) 1 owner local epoch 1\n"
+               "unit (default) 2 owner local epoch 1\n"
+               "unit (default) 3 owner local epoch 1\n",
+               0, "shards", NULL);
+    cli_expect("", 0, "shards", "--node", "elsewhere", NULL);
+    cli_expect("capability (default) nodes local\n", 0, "capabilities",
+               NULL);
+    cli_expect("", 1, "where", "nosuch", "x", NULL);
+    cli_expect("", 2, "where", "counter", NULL);
+    cli_expect("", 2, "shards", "n1", NULL);
+    cli_expect("", 2, "nodes", "extra", NULL);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cli");
@@ -219,6 +257,7 @@ static Suite *suite(void)
     tcase_add_test(tc, plugin_types);
     tcase_add_test(tc, keeld_usage);
     tcase_add_test(tc, embedding_example_runs);
+    tcase_add_test(tc, introspection_standalone);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,338 @@
+/* Introspection of a real cluster (ZooKeeper through zk-conf/zk.sh, three
+ * keeld joined with --zk) through the CLI and the HTTP face: `keel nodes`
+ * names three members and one controller, `keel where` names the node that
+ * actually runs the actor's turns, `keel shards` covers every unit once,
+ * `keel capabilities` lists who declares what, /v1/cluster reports the
+ * same. Every wait is bounded. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proc.h"
+#include "testutil.h"
+#include "zk.h"
+
+#define N 3
+#define SHARDS 16
+
+static tu_zk server;
+static char *dir;
+static tu_keeld nodes[N];
+static char cluster[32];
+static const char *const caps[N] = {"gpu", "gpu,ssd", NULL};
+
+static void suite_setup(void)
+{
+    if (!tu_zk_available()) {
+        fprintf(stderr, "ZooKeeper is not installed (sh scripts/install-deps)\n");
+        exit(1);
+    }
+    if (tu_zk_start(&server, 1, 200) != 0)
+        exit(1);
+}
+
+static void setup(void)
+{
+    static int round;
+    int i;
+
+    dir = tu_tmpdir("cluster-cli");
+    memset(nodes, 0, sizeof nodes);
+    snprintf(cluster, sizeof cluster, "cc%d-%d", (int)getpid(), round++);
+    for (i = 0; i < N; i++) {
+        char data[512], id[16];
+        const char *extra[] = {"--shards", "16", "--zk", server.hosts,
+                               "--cluster", cluster, "--node-id", id,
+                               "--zk-session-timeout", "2000",
+                               "--http", "127.0.0.1:0",
+                               caps[i] ? "--capabilities" : NULL, caps[i],
+                               NULL};
+        snprintf(data, sizeof data, "%s/n%d", dir, i);
+        snprintf(id, sizeof id, "n%d", i);
+        ck_assert_int_eq(tu_keeld_start(&nodes[i], data, 0, extra), 0);
+    }
+}
+
+static void teardown(void)
+{
+    int i;
+
+    for (i = 0; i < N; i++) {
+        if (nodes[i].pid > 0)
+            ck_assert_int_eq(tu_keeld_stop(&nodes[i], SIGTERM), 0);
+        tu_keeld_free(&nodes[i]);
+    }
+    tu_rmrf(dir);
+    free(dir);
+}
+
+static size_t count_lines(const char *s, const char *prefix)
+{
+    size_t n = 0, plen = strlen(prefix);
+    const char *p = s;
+
+    while (p != NULL && *p) {
+        if (strncmp(p, prefix, plen) == 0)
+            n++;
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    return n;
+}
+
+/* The output of `keel -a node[i] ARGS...` (exit 0 required). */
+static char *cli(int i, const char *a, const char *b, const char *c,
+                 const char *d)
+{
+    char *out = NULL, *err = NULL;
+    int rc = tu_keel(nodes[i].addr, &out, &err, a, b, c, d, NULL);
+
+    ck_assert_msg(rc == 0, "keel %s via n%d: exit %d: %s", a, i, rc,
+                  err ? err : "");
+    free(err);
+    return out;
+}
+
+/* Waits (bounded) until every node sees all members and a controller, and
+ * every unit has a settled owner (no "(none)", no move in progress). */
+static void await_settled(void)
+{
+    int i, tries;
+
+    for (tries = 0; tries < 200; tries++) {
+        int ok = 1;
+        for (i = 0; i < N && ok; i++) {
+            char *nd = cli(i, "nodes", NULL, NULL, NULL);
+            char *sh = cli(i, "shards", NULL, NULL, NULL);
+            ok = count_lines(nd, "node ") == N &&
+                 strstr(nd, "controller (none)") == NULL &&
+                 count_lines(sh, "unit ") > 0 &&
+                 strstr(sh, "(none)") == NULL && strstr(sh, "target") == NULL;
+            free(nd);
+            free(sh);
+        }
+        if (ok)
+            return;
+        usleep(100 * 1000);
+    }
+    ck_abort_msg("the cluster did not settle");
+}
+
+static long stat_messages(int i)
+{
+    char *out = cli(i, "stat", NULL, NULL, NULL);
+    const char *p = strstr(out, "\nmessages ");
+    long v;
+
+    ck_assert_ptr_nonnull(p);
+    v = strtol(p + strlen("\nmessages "), NULL, 10);
+    free(out);
+    return v;
+}
+
+START_TEST(nodes_one_controller)
+{
+    int i;
+
+    await_settled();
+    for (i = 0; i < N; i++) {
+        char *out = cli(i, "nodes", NULL, NULL, NULL), want[32];
+        const char *ctl = strstr(out, "\ncontroller ");
+        char ctl_name[16] = "";
+
+        ck_assert_ptr_nonnull(strstr(out, "mode cluster\n"));
+        ck_assert_int_eq(count_lines(out, "node "), 3);
+        ck_assert_ptr_nonnull(strstr(out, "node n0 addr "));
+        ck_assert_ptr_nonnull(strstr(out, "node n1 addr "));
+        ck_assert_ptr_nonnull(strstr(out, "node n2 addr "));
+        ck_assert_ptr_nonnull(strstr(out, nodes[i].addr));
+        ck_assert_ptr_nonnull(strstr(out, " caps gpu,ssd role "));
+        ck_assert_ptr_nonnull(strstr(out, " caps (none) role "));
+        /* Exactly one member is the controller, the one named above. */
+        ck_assert_ptr_nonnull(ctl);
+        ck_assert_int_eq(sscanf(ctl, "\ncontroller %15s", ctl_name), 1);
+        {
+            size_t n = 0;
+            const char *p = out;
+            while ((p = strstr(p, " role controller")) != NULL) {
+                n++;
+                p++;
+            }
+            ck_assert_int_eq(n, 1);
+        }
+        snprintf(want, sizeof want, "node %s addr ", ctl_name);
+        ck_assert_ptr_nonnull(strstr(strstr(out, want), " role controller"));
+        ck_assert_ptr_nonnull(strstr(out, " self\n"));
+        free(out);
+    }
+}
+END_TEST
+
+START_TEST(where_names_the_serving_node)
+{
+    long before[N], after[N];
+    char *out, owner[16] = "", *p;
+    int i, o = -1, via, c;
+
+    await_settled();
+    for (c = 0; c < 4; c++) {
+        char name[8];
+        snprintf(name, sizeof name, "c%d", c + 1);
+        out = cli(c % N, "where", "counter", name, NULL);
+        ck_assert_ptr_nonnull(strstr(out, "type counter\n"));
+        ck_assert_ptr_nonnull(strstr(out, "capability (default)\n"));
+        p = strstr(out, "\nowner ");
+        ck_assert_ptr_nonnull(p);
+        ck_assert_int_eq(sscanf(p, "\nowner n%d", &o), 1);
+        ck_assert(o >= 0 && o < N);
+        ck_assert_ptr_nonnull(strstr(out, nodes[o].addr));
+        p = strstr(out, "\nepoch ");
+        ck_assert_ptr_nonnull(p);
+        ck_assert_int_ge(strtol(p + strlen("\nepoch "), NULL, 10), 1);
+        /* The same answer from every node. */
+        for (i = 0; i < N; i++) {
+            char *again = cli(i, "where", "counter", name, NULL);
+            snprintf(owner, sizeof owner, "\nowner n%d\n", o);
+            ck_assert_ptr_nonnull(strstr(again, owner));
+            ck_assert_ptr_nonnull(strstr(again, i == o ? "placement local"
+                                                       : "placement remote"));
+            free(again);
+        }
+        free(out);
+        /* A call through another node runs its turn on the owner only. */
+        for (i = 0; i < N; i++)
+            before[i] = stat_messages(i);
+        via = (o + 1) % N;
+        out = cli(via, "call", "counter", name, "incr");
+        ck_assert_str_eq(out, "1\n");
+        free(out);
+        for (i = 0; i < N; i++) {
+            after[i] = stat_messages(i);
+            if (i == o)
+                ck_assert_int_eq(after[i], before[i] + 1);
+            else
+                ck_assert_int_eq(after[i], before[i]);
+        }
+    }
+}
+END_TEST
+
+START_TEST(shards_cover_every_unit_once)
+{
+    /* Capabilities: "", gpu, ssd, each SHARDS units. */
+    static const char *const cnames[] = {"(default)", "gpu", "ssd"};
+    int seen[3][SHARDS];
+    size_t total = 0, per_node = 0;
+    char *out, *line;
+    int i;
+
+    await_settled();
+    memset(seen, 0, sizeof seen);
+    out = cli(1, "shards", NULL, NULL, NULL);
+    for (line = strtok(out, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        char cap[32], own[16];
+        unsigned shard;
+        unsigned long long epoch;
+        int ci = -1, k;
+
+        ck_assert_int_eq(sscanf(line, "unit %31s %u owner %15s epoch %llu",
+                                cap, &shard, own, &epoch),
+                         4);
+        for (k = 0; k < 3; k++)
+            if (strcmp(cap, cnames[k]) == 0)
+                ci = k;
+        ck_assert_msg(ci >= 0, "unexpected capability in '%s'", line);
+        ck_assert_uint_lt(shard, SHARDS);
+        ck_assert_uint_ge(epoch, 1);
+        /* Owners declare the capability. */
+        if (ci == 1)
+            ck_assert(strcmp(own, "n0") == 0 || strcmp(own, "n1") == 0);
+        if (ci == 2)
+            ck_assert_str_eq(own, "n1");
+        seen[ci][shard]++;
+        total++;
+    }
+    free(out);
+    ck_assert_uint_eq(total, 3 * SHARDS);
+    for (i = 0; i < 3 * SHARDS; i++)
+        ck_assert_int_eq(seen[i / SHARDS][i % SHARDS], 1);
+    /* --node splits the same units among the members. */
+    for (i = 0; i < N; i++) {
+        char id[8], want[16];
+        snprintf(id, sizeof id, "n%d", i);
+        snprintf(want, sizeof want, " owner n%d ", i);
+        out = cli(0, "shards", "--node", id, NULL);
+        per_node += count_lines(out, "unit ");
+        for (line = strtok(out, "\n"); line; line = strtok(NULL, "\n"))
+            ck_assert_ptr_nonnull(strstr(line, want));
+        free(out);
+    }
+    ck_assert_uint_eq(per_node, total);
+}
+END_TEST
+
+START_TEST(capabilities_and_http)
+{
+    char *out, *log, url[64], *body = NULL;
+    const char *p, *q = NULL;
+    int i, port;
+
+    await_settled();
+    for (i = 0; i < N; i++) {
+        out = cli(i, "capabilities", NULL, NULL, NULL);
+        ck_assert_str_eq(out, "capability (default) nodes n0,n1,n2\n"
+                              "capability gpu nodes n0,n1\n"
+                              "capability ssd nodes n1\n");
+        free(out);
+    }
+    /* /v1/cluster on n2: the same facts as JSON. */
+    log = tu_keeld_log(&nodes[2]);
+    for (p = log; (p = strstr(p, "keeld: http on port ")) != NULL; p++)
+        q = p;
+    ck_assert_ptr_nonnull(q);
+    port = atoi(q + strlen("keeld: http on port "));
+    free(log);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/cluster", port);
+    {
+        const char *argv[] = {"/usr/bin/curl", "-sf", url, NULL};
+        ck_assert_int_eq(tu_run(argv, &body, NULL), 0);
+    }
+    ck_assert_ptr_nonnull(strstr(body, "\"mode\": \"cluster\""));
+    ck_assert_ptr_nonnull(strstr(body, "\"self\": \"n2\""));
+    ck_assert_ptr_nonnull(strstr(body, "\"name\": \"n0\""));
+    ck_assert_ptr_nonnull(strstr(body, "\"name\": \"n1\""));
+    ck_assert_ptr_nonnull(strstr(body, "\"gpu\": [\"n0\", \"n1\"]"));
+    ck_assert_ptr_nonnull(strstr(body, "\"ssd\": [\"n1\"]"));
+    ck_assert_ptr_nonnull(strstr(body, "\"shard_count\": 16"));
+    ck_assert_ptr_nonnull(strstr(body, "\"owners\": [\""));
+    ck_assert_ptr_null(strstr(body, "\"controller\": null"));
+    free(body);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cluster_cli");
+    TCase *tc = tcase_create("cluster_cli");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, nodes_one_controller);
+    tcase_add_test(tc, where_names_the_serving_node);
+    tcase_add_test(tc, shards_cover_every_unit_once);
+    tcase_add_test(tc, capabilities_and_http);
+    suite_add_tcase(s, tc);
+    suite_setup();
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    tu_zk_stop(&server);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

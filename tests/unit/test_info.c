@@ -1,0 +1,119 @@
+/* keel_node_info(), the C API of introspection, on an embedded standalone
+ * node (no listener): the standalone facts, and typed errors. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keel.h"
+#include "testutil.h"
+
+static char *dir;
+static keel_node *node;
+
+static void setup(void)
+{
+    keel_node_options o;
+    char err[256];
+    int rc;
+
+    dir = tu_tmpdir("info");
+    keel_node_options_init(&o);
+    o.data_dir = dir;
+    o.shard_count = 2;
+    o.log_level = KEEL_LOG_WARN;
+    rc = keel_node_create(&o, &node, err, sizeof err);
+    ck_assert_msg(rc == 0, "create: %s %s", keel_strerror(rc), err);
+    ck_assert_int_eq(keel_node_start(node), 0);
+}
+
+static void teardown(void)
+{
+    keel_node_stop(node);
+    keel_node_join(node);
+    keel_node_destroy(node);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+static char *info(int argc, const char *a, const char *b, const char *c)
+{
+    const char *argv[] = {a, b, c};
+    char *text = NULL;
+    size_t len = 0;
+
+    ck_assert_int_eq(keel_node_info(node, argc, argv, &text, &len), 0);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_uint_eq(strlen(text), len);
+    return text;
+}
+
+START_TEST(standalone_facts)
+{
+    char *t, want[256];
+
+    t = info(1, "nodes", NULL, NULL);
+    ck_assert_str_eq(t, "mode standalone\nself local\ncontroller local\n"
+                        "map_epoch 1\nnode local addr (none) incarnation 1 "
+                        "caps (none) role controller self\n");
+    free(t);
+    t = info(1, "shards", NULL, NULL);
+    ck_assert_str_eq(t, "unit (default) 0 owner local epoch 1\n"
+                        "unit (default) 1 owner local epoch 1\n");
+    free(t);
+    t = info(2, "shards", "local", NULL);
+    ck_assert_str_eq(t, "unit (default) 0 owner local epoch 1\n"
+                        "unit (default) 1 owner local epoch 1\n");
+    free(t);
+    t = info(2, "shards", "other", NULL);
+    ck_assert_str_eq(t, "");
+    free(t);
+    t = info(1, "capabilities", NULL, NULL);
+    ck_assert_str_eq(t, "capability (default) nodes local\n");
+    free(t);
+    t = info(3, "where", "kv", "some id");
+    snprintf(want, sizeof want,
+             "type kv\nid some id\ncapability (default)\nshard %u\n"
+             "owner local\naddress (none)\nepoch 1\nplacement local\n",
+             keel_shard_of("kv", "some id", 7, 2));
+    ck_assert_str_eq(t, want);
+    free(t);
+}
+END_TEST
+
+START_TEST(errors)
+{
+    const char *unknown[] = {"stats"}, *notype[] = {"where", "nosuch", "x"},
+               *extra[] = {"nodes", "x"}, *noid[] = {"where"};
+    char *text = (char *)"untouched";
+
+    ck_assert_int_eq(keel_node_info(node, 1, unknown, &text, NULL),
+                     KEEL_EINVAL);
+    ck_assert_ptr_null(text);
+    ck_assert_int_eq(keel_node_info(node, 3, notype, &text, NULL),
+                     KEEL_ENOTYPE);
+    ck_assert_int_eq(keel_node_info(node, 2, extra, &text, NULL),
+                     KEEL_EINVAL);
+    ck_assert_int_eq(keel_node_info(node, 1, noid, &text, NULL),
+                     KEEL_EINVAL);
+    ck_assert_int_eq(keel_node_info(node, 0, unknown, &text, NULL),
+                     KEEL_EINVAL);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("info");
+    TCase *tc = tcase_create("info");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, standalone_facts);
+    tcase_add_test(tc, errors);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run_suite(suite());
+}
