@@ -12,10 +12,12 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -609,17 +611,60 @@ void keel__net_stop_accepting(keel_node *n)
     n->listen_fd = -1;
 }
 
+/* Writes out what is buffered for every connection, waiting for slow
+ * readers at most CLOSE_LINGER_MS in all: a reply that was released is
+ * owed to its client, and a clean stop should deliver it. A client that
+ * reads nothing for that long loses its last replies (never the writes:
+ * those are committed). */
+#define CLOSE_LINGER_MS 2000
+
+static void linger_flush(keel_node *n)
+{
+    struct timespec t0, t;
+    keel_conn *c;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        struct pollfd pfd[64];
+        int np = 0;
+        long left;
+
+        for (c = n->conns; c != NULL && np < 64; c = c->next) {
+            while (!c->dead && c->woff < c->wlen) {
+                ssize_t w = write(c->fd, c->wbuf + c->woff,
+                                  c->wlen - c->woff);
+                if (w > 0) {
+                    c->woff += (size_t)w;
+                } else if (w < 0 && errno == EINTR) {
+                    continue;
+                } else {
+                    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                        pfd[np].fd = c->fd;
+                        pfd[np].events = POLLOUT;
+                        np++;
+                    } else {
+                        c->woff = c->wlen; /* the peer is gone */
+                    }
+                    break;
+                }
+            }
+        }
+        if (np == 0)
+            return;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        left = CLOSE_LINGER_MS - ((t.tv_sec - t0.tv_sec) * 1000L +
+                                  (t.tv_nsec - t0.tv_nsec) / 1000000L);
+        if (left <= 0 || poll(pfd, (nfds_t)np, (int)left) <= 0)
+            return;
+    }
+}
+
 void keel__net_close_all(keel_node *n)
 {
     keel_conn *c;
 
-    while ((c = n->conns) != NULL) {
-        /* Last chance for buffered replies: a blocking-free write. */
-        if (c->woff < c->wlen && !c->dead) {
-            ssize_t w = write(c->fd, c->wbuf + c->woff, c->wlen - c->woff);
-            (void)w;
-        }
+    linger_flush(n);
+    while ((c = n->conns) != NULL)
         conn_close(c);
-    }
     free_graveyard(n);
 }
