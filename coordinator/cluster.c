@@ -86,6 +86,10 @@ struct keel_cluster {
      * lowest election node (watched), 0 when unknown. */
     int64_t leader_session;
     int lead_busy, lead_dirty, lead_stalled, lead_started;
+
+    /* Graceful leave: the member being marked leaving (one at a time). */
+    char drain_name[KEEL_NAME_MAX + 1];
+    int drain_busy, drain_tries;
 };
 
 static void schedule(keel_cluster *c);
@@ -1232,4 +1236,129 @@ int keel_coord_cluster_create(struct ev_loop *loop,
         return rc;
     }
     return keel_cluster_coord(c, out);
+}
+
+/* ------------------------------------------------------- graceful leave */
+
+static int drain_get(keel_cluster *c);
+
+static void drain_set_done(keel_zk *zk, int rc, const keel_zk_stat *st,
+                           void *arg)
+{
+    keel_cluster *c = arg;
+
+    (void)zk;
+    (void)st;
+    c->drain_busy = 0;
+    if (rc == KEEL_EBADVERSION && ++c->drain_tries < 5 &&
+        drain_get(c) == 0)
+        return; /* changed meanwhile: read it again */
+    if (rc == 0)
+        keel_info("cluster: node %s marked leaving", c->drain_name);
+    else
+        keel_warn("cluster: marking node %s leaving failed: %s",
+                  c->drain_name, keel_strerror(rc));
+}
+
+static void drain_got(keel_zk *zk, int rc, const void *data, size_t len,
+                      const keel_zk_stat *st, void *arg)
+{
+    keel_cluster *c = arg;
+    char p[KEEL_ZK_PATH_MAX];
+    char *out = NULL;
+    size_t out_len = 0;
+
+    (void)zk;
+    c->drain_busy = 0;
+    if (rc == 0)
+        rc = keel_member_mark_leaving(data, len, &out, &out_len);
+    if (rc == KEEL_EEXIST)
+        return; /* already leaving */
+    if (rc == 0) {
+        keel_layout_path(&c->layout, p, "members", c->drain_name, NULL);
+        rc = keel_zk_set(c->zk, p, out, out_len, st->version, drain_set_done,
+                         c);
+        free(out);
+        if (rc == 0) {
+            c->drain_busy = 1;
+            return;
+        }
+    }
+    keel_warn("cluster: marking node %s leaving failed: %s", c->drain_name,
+              keel_strerror(rc));
+}
+
+static int drain_get(keel_cluster *c)
+{
+    char p[KEEL_ZK_PATH_MAX];
+    int rc;
+
+    keel_layout_path(&c->layout, p, "members", c->drain_name, NULL);
+    rc = keel_zk_get(c->zk, p, NULL, NULL, drain_got, c);
+    if (rc == 0)
+        c->drain_busy = 1;
+    return rc;
+}
+
+int keel_cluster_drain(keel_cluster *c, const char *name)
+{
+    const keel_member *m;
+
+    if (c == NULL || name == NULL || !keel_name_valid(name, 0))
+        return KEEL_EINVAL;
+    if (c->phase != KEEL_CLUSTER_RUNNING)
+        return KEEL_EUNAVAIL;
+    if ((m = keel_membership_find(&c->members, name)) == NULL)
+        return KEEL_ENOTFOUND;
+    if (m->leaving)
+        return 0;
+    if (c->drain_busy)
+        return KEEL_EOVERLOAD;
+    snprintf(c->drain_name, sizeof c->drain_name, "%s", name);
+    c->drain_tries = 0;
+    return drain_get(c);
+}
+
+int keel_cluster_member_leaving(const keel_cluster *c, const char *name)
+{
+    const keel_member *m = keel_membership_find(&c->members, name);
+
+    return m != NULL && m->leaving;
+}
+
+static int can_take(const keel_cluster *c, const char *cap)
+{
+    size_t i, j;
+
+    for (i = 0; i < c->members.nview; i++) {
+        const keel_member *m = &c->members.view[i];
+        if (m->leaving || strcmp(m->name, c->node) == 0)
+            continue;
+        if (cap[0] == '\0')
+            return 1;
+        for (j = 0; j < m->ncaps; j++)
+            if (strcmp(m->caps[j], cap) == 0)
+                return 1;
+    }
+    return 0;
+}
+
+void keel_cluster_held(const keel_cluster *c, size_t *held, size_t *movable)
+{
+    uint32_t ci, s;
+
+    *held = *movable = 0;
+    if (!c->have_map || c->my_idx < 0)
+        return;
+    for (ci = 0; ci < c->map.ncaps; ci++) {
+        int any = can_take(c, c->map.caps[ci]);
+        for (s = 0; s < c->map.shard_count; s++) {
+            const keel_map_unit *u = keel_map_unit_at(&c->map, ci, s);
+            if (u->nreplicas > 0 && u->replicas[0] == c->my_idx) {
+                (*held)++;
+                if (any)
+                    (*movable)++;
+            }
+        }
+    }
 }

@@ -115,6 +115,21 @@ int keel_cluster_released(keel_cluster *c, const char *cap, uint32_t shard,
 int keel_cluster_acquired(keel_cluster *c, const char *cap, uint32_t shard,
                           uint64_t shard_epoch);
 
+/* Graceful leave (docs/cluster.md). Marks member `name` (this node or
+ * another) leaving: "leaving 1" in its member znode. The controller then
+ * places nothing on it and moves everything it owns to the others through
+ * the usual handoff; the member stays live meanwhile (it releases and
+ * streams). The flag lasts as long as the member's session. Returns 0
+ * (submitted, or already leaving), KEEL_EINVAL, KEEL_EUNAVAIL (not
+ * joined), KEEL_ENOTFOUND (not a live member), KEEL_EOVERLOAD (another
+ * mark in flight) or a submit error. The outcome is logged. */
+int keel_cluster_drain(keel_cluster *c, const char *name);
+/* Whether the view shows member `name` leaving. */
+int keel_cluster_member_leaving(const keel_cluster *c, const char *name);
+/* Units the applied map gives this node (*held), and among them those some
+ * other live member that is not leaving could take (*movable). */
+void keel_cluster_held(const keel_cluster *c, size_t *held, size_t *movable);
+
 /* State, for tests and the runtime's status pages. */
 enum keel_cluster_phase {
     KEEL_CLUSTER_IDLE = 0,

@@ -484,7 +484,7 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
     keel_map_member *mm = NULL;
     const char **caps = NULL;
     keel_shard_map desired;
-    size_t i, j, ncaps = 0, k = (size_t)ctl->opt.replicas;
+    size_t i, j, ncaps = 0, nmm = 0, k = (size_t)ctl->opt.replicas;
     uint32_t c, s;
     int rc;
 
@@ -502,9 +502,14 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
         if (ctl->map.caps[c][0] != '\0')
             caps[ncaps++] = ctl->map.caps[c];
     for (i = 0; i < mb->nview; i++) {
-        mm[i].name = mb->view[i].name;
-        mm[i].caps = (const char *const *)mb->view[i].caps;
-        mm[i].ncaps = mb->view[i].ncaps;
+        /* A leaving member is live (it releases what it holds) but is
+         * placed nothing: everything it owns moves to the others. */
+        if (!mb->view[i].leaving) {
+            mm[nmm].name = mb->view[i].name;
+            mm[nmm].caps = (const char *const *)mb->view[i].caps;
+            mm[nmm].ncaps = mb->view[i].ncaps;
+            nmm++;
+        }
         for (j = 0; j < mb->view[i].ncaps; j++) {
             size_t q;
             for (q = 0; q < ncaps; q++)
@@ -515,7 +520,7 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
         }
         track(ctl, mb->view[i].name);
     }
-    rc = keel_map_compute(mm, mb->nview, caps, ncaps, ctl->opt.shard_count,
+    rc = keel_map_compute(mm, nmm, caps, ncaps, ctl->opt.shard_count,
                           k, &desired);
     if (rc != 0)
         goto out;

@@ -166,8 +166,18 @@ int keel_member_parse(const void *data, size_t len, keel_member *m)
     memcpy(tmp.addr, v, vl);
     tmp.addr[vl] = '\0';
     v = field(&p, end, "caps", &vl);
-    if (v == NULL || p != end)
+    if (v == NULL)
         return KEEL_ECORRUPT;
+    if (p != end) {
+        /* Optional last line: the node is leaving (graceful leave). */
+        const char *l;
+        size_t ll;
+        const char *after = p;
+        l = field(&after, end, "leaving", &ll);
+        if (l == NULL || after != end || ll != 1 || l[0] != '1')
+            return KEEL_ECORRUPT;
+        tmp.leaving = 1;
+    }
     c = v;
     while (c < v + vl) {
         const char *comma = memchr(c, ',', (size_t)(v + vl - c));
@@ -199,5 +209,31 @@ int keel_member_parse(const void *data, size_t len, keel_member *m)
     memcpy(m->addr, tmp.addr, sizeof m->addr);
     memcpy(m->caps, tmp.caps, sizeof tmp.caps[0] * tmp.ncaps);
     m->ncaps = tmp.ncaps;
+    m->leaving = tmp.leaving;
+    return 0;
+}
+
+int keel_member_mark_leaving(const void *data, size_t len, char **out,
+                             size_t *out_len)
+{
+    keel_member m;
+    char *buf;
+    int rc;
+
+    memset(&m, 0, sizeof m);
+    if ((rc = keel_member_parse(data, len, &m)) != 0)
+        return rc;
+    keel_member_clear(&m);
+    if (m.leaving) {
+        *out = NULL;
+        *out_len = 0;
+        return KEEL_EEXIST;
+    }
+    if ((buf = malloc(len + sizeof "leaving 1\n")) == NULL)
+        return KEEL_ENOMEM;
+    memcpy(buf, data, len);
+    memcpy(buf + len, "leaving 1\n", sizeof "leaving 1\n" - 1);
+    *out = buf;
+    *out_len = len + sizeof "leaving 1\n" - 1;
     return 0;
 }

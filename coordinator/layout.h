@@ -6,7 +6,8 @@
  *                       new controller; its version fences controller
  *                       writes (a check op in every multi)
  *   election/n_<sid>_<seq>  ephemeral sequential candidates (data: node)
- *   members/<node>      ephemeral; "addr <host:port>\ncaps <a,b>\n";
+ *   members/<node>      ephemeral; "addr <host:port>\ncaps <a,b>\n"
+ *                       [+ "leaving 1\n" once the node is being drained];
  *                       its czxid is the node's incarnation
  *   nodes/<node>/state  what the node holds (nodestate.h)
  *   map                 the shard map (shardmap.h), controller-written
@@ -51,6 +52,7 @@ typedef struct keel_member {
     size_t ncaps;
     int64_t incarnation; /* czxid of the member znode */
     int64_t session;     /* its ephemeral owner */
+    int leaving;         /* "leaving 1": being drained, owns nothing new */
 } keel_member;
 
 void keel_member_clear(keel_member *m);
@@ -61,5 +63,9 @@ int keel_member_format(const char *addr, const char *const *caps,
 /* Fills addr and caps of m (name and ids untouched). 0, KEEL_ECORRUPT or
  * KEEL_ENOMEM. */
 int keel_member_parse(const void *data, size_t len, keel_member *m);
+/* The member data with "leaving 1" appended into *out (malloc'd). 0,
+ * KEEL_EEXIST (already leaving; *out NULL), KEEL_ECORRUPT or KEEL_ENOMEM. */
+int keel_member_mark_leaving(const void *data, size_t len, char **out,
+                             size_t *out_len);
 
 #endif

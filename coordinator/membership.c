@@ -168,7 +168,8 @@ static int same_view(const keel_member *a, size_t na, const keel_member *b,
         return 0;
     for (i = 0; i < na; i++)
         if (strcmp(a[i].name, b[i].name) != 0 ||
-            a[i].incarnation != b[i].incarnation)
+            a[i].incarnation != b[i].incarnation ||
+            a[i].leaving != b[i].leaving)
             return 0;
     return 1;
 }
@@ -201,6 +202,8 @@ static void list_done(keel_membership *m)
 }
 
 static void get_next(keel_membership *m);
+static void members_watch(keel_zk *zk, int event, const char *path,
+                          void *arg);
 
 static void member_read(keel_zk *zk, int rc, const void *data, size_t len,
                         const keel_zk_stat *st, void *arg)
@@ -248,7 +251,8 @@ static void get_next(keel_membership *m)
         return;
     }
     keel_layout_path(m->layout, p, "members", m->names[m->next], NULL);
-    rc = keel_zk_get(m->zk, p, NULL, NULL, member_read, m);
+    /* A data watch too: a member marked leaving changes the view. */
+    rc = keel_zk_get(m->zk, p, members_watch, m, member_read, m);
     if (rc != 0) {
         fail(m, rc);
         return;

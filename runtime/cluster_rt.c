@@ -131,7 +131,14 @@ struct keel_cluster_rt {
     ev_async wake;
     ev_timer tick;
     int started;
+
+    /* Graceful leave: 0 none, 1 handing off, 2 done (the stop goes on). */
+    int leave;
+    ev_tstamp leave_deadline, leave_report;
 };
+
+/* How long a leaving node waits for its units to be handed off. */
+#define LEAVE_TIMEOUT_S 30.0
 
 static ev_tstamp now(keel_cluster_rt *rt)
 {
@@ -1070,6 +1077,85 @@ static void on_map(keel_cluster *c, uint64_t map_epoch, void *data)
     rt->sweep = 1;
 }
 
+/* Graceful leave. Marked leaving by someone else (`keel node drain`): stop
+ * like on SIGTERM, which hands off first. Handing off: done once this node
+ * holds nothing another member could take and no release is under way, or
+ * at the deadline. */
+static void leave_tick(keel_cluster_rt *rt)
+{
+    keel_node *n = rt->n;
+    size_t held, movable;
+
+    if (rt->leave == 0) {
+        if (keel_cluster_phase(rt->c) == KEEL_CLUSTER_RUNNING &&
+            keel_cluster_member_leaving(rt->c,
+                                        keel_cluster_node_name(rt->c)) &&
+            !atomic_load(&n->stop_requested)) {
+            keel_info("cluster: this node is being drained: handing its "
+                      "units off, then stopping");
+            keel_node_stop(n);
+        }
+        return;
+    }
+    if (rt->leave != 1)
+        return;
+    keel_cluster_held(rt->c, &held, &movable);
+    if (movable == 0 && rt->rels == NULL) {
+        if (held > 0)
+            keel_warn("cluster: leaving with %zu unit(s) no other member can "
+                      "take; they stay unavailable until this node returns",
+                      held);
+        else
+            keel_info("cluster: every unit handed off");
+    } else if (now(rt) >= rt->leave_deadline) {
+        keel_warn("cluster: leave timed out with %zu unit(s) not handed off "
+                  "(%zu could move); they stay unavailable until this node "
+                  "returns",
+                  held, movable);
+    } else {
+        if (now(rt) >= rt->leave_report) {
+            keel_info("cluster: leaving: %zu unit(s) still to hand off",
+                      movable);
+            rt->leave_report = now(rt) + 1.0;
+        }
+        return;
+    }
+    rt->leave = 2;
+    keel_node_stop(n); /* wakes the loop: the stop goes on */
+}
+
+int keel__cluster_rt_leave(keel_node *n)
+{
+    keel_cluster_rt *rt = n->cluster;
+    int rc;
+
+    if (rt == NULL || !rt->started || rt->leave == 2)
+        return 0;
+    if (rt->leave == 1)
+        return 1;
+    if (keel_cluster_phase(rt->c) != KEEL_CLUSTER_RUNNING ||
+        keel_cluster_fenced(rt->c)) {
+        keel_warn("cluster: not joined or fenced: stopping without handing "
+                  "units off");
+        rt->leave = 2;
+        return 0;
+    }
+    rc = keel_cluster_drain(rt->c, keel_cluster_node_name(rt->c));
+    if (rc != 0) {
+        keel_warn("cluster: cannot mark this node leaving (%s): stopping "
+                  "without handing units off",
+                  keel_strerror(rc));
+        rt->leave = 2;
+        return 0;
+    }
+    keel_info("cluster: leaving: handing every unit off (at most %.0f s)",
+              LEAVE_TIMEOUT_S);
+    rt->leave = 1;
+    rt->leave_deadline = now(rt) + LEAVE_TIMEOUT_S;
+    rt->leave_report = now(rt) + 1.0;
+    return 1;
+}
+
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     keel_cluster_rt *rt = w->data;
@@ -1082,6 +1168,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         progress_rels(rt);
     if (rt->held != NULL)
         retry_held(rt);
+    leave_tick(rt);
 }
 
 /* ----------------------------------------------------------- lifecycle */

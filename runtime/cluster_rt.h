@@ -24,6 +24,12 @@ void keel__cluster_rt_stop(keel_node *n);
 /* Leaves the cluster and frees everything (n->coord too). */
 void keel__cluster_rt_destroy(keel_node *n);
 
+/* Graceful leave, from the stop sequence on the loop thread: 1 while the
+ * node hands its units off (the stop must wait: keel_node_stop() is called
+ * again when it is done), 0 when the stop may go on (standalone, handed
+ * off, timed out, or handing off impossible). */
+int keel__cluster_rt_leave(keel_node *n);
+
 /* From keel__submit: 1 when the message is to run here, 0 when it was
  * taken (forwarded or held; the reply comes later), or a KEEL_E* code
  * (nothing taken). */

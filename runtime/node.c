@@ -1652,7 +1652,8 @@ static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
     (void)revents;
     poll_writer(n, 1);
     run_posts(n);
-    if (atomic_load(&n->stop_requested))
+    /* In cluster mode the units are handed off first (graceful leave). */
+    if (atomic_load(&n->stop_requested) && !keel__cluster_rt_leave(n))
         begin_stop(n);
     maybe_finish_stop(n);
 }

@@ -149,6 +149,46 @@ START_TEST(join_under_load_keeps_every_count)
 }
 END_TEST
 
+/* Graceful leave: SIGTERM on a node under a counter load (sent through
+ * the other nodes) hands its units off before it exits 0; no call fails
+ * meanwhile (callers wait, they see no EUNAVAIL), and every counter ends
+ * at its acknowledged count when read through the remaining nodes. */
+START_TEST(sigterm_hands_off_under_load)
+{
+    long acked[COUNTERS];
+    char name[16];
+    int i, c, r;
+
+    memset(acked, 0, sizeof acked);
+    for (i = 0; i < 4; i++)
+        start_node(i);
+    for (r = 0; r < 10; r++) {
+        if (r == 3)
+            ck_assert_int_eq(kill(nodes[3].pid, SIGTERM), 0);
+        for (c = 0; c < COUNTERS; c++) {
+            long v;
+            snprintf(name, sizeof name, "c%d", c);
+            v = counter((r + c) % (r < 3 ? 4 : 3), name, "incr");
+            ck_assert_int_eq(v, acked[c] + 1);
+            acked[c] = v;
+        }
+    }
+    /* It exits by itself (the second SIGTERM changes nothing) with 0. */
+    ck_assert_int_eq(tu_keeld_stop(&nodes[3], SIGTERM), 0);
+    {
+        char *log = tu_keeld_log(&nodes[3]);
+        ck_assert_ptr_nonnull(log);
+        ck_assert_ptr_nonnull(strstr(log, "every unit handed off"));
+        free(log);
+    }
+    for (c = 0; c < COUNTERS; c++) {
+        snprintf(name, sizeof name, "c%d", c);
+        for (i = 0; i < 3; i++)
+            ck_assert_int_eq(counter(i, name, "get"), acked[c]);
+    }
+}
+END_TEST
+
 /* A dead node's units stay unavailable (one copy of the data): calls for
  * them through a live node fail with EUNAVAIL after a bounded wait, and
  * every other counter keeps working. */
@@ -197,6 +237,7 @@ int main(void)
     tcase_add_test(tc, any_node_answers);
     tcase_add_test(tc, join_under_load_keeps_every_count);
     tcase_add_test(tc, dead_owner_units_unavailable);
+    tcase_add_test(tc, sigterm_hands_off_under_load);
     suite_add_tcase(s, tc);
     suite_setup();
     sr = srunner_create(s);

@@ -392,6 +392,80 @@ START_TEST(test_join_moves_a_fraction)
 }
 END_TEST
 
+/* Graceful leave: node-b marks node-c leaving; the controller moves every
+ * unit node-c owns to the others through the handoff (one epoch each)
+ * while node-c stays a live member, and places nothing back on it. */
+START_TEST(test_drain_moves_everything_off)
+{
+    const char *ab[] = {"node-a", "node-b"};
+    keel_shard_map before, after;
+    size_t held, movable;
+    uint32_t s;
+
+    start3(NULL);
+    before = zk_map();
+    ck_assert_uint_gt(owned_by(&before, "node-c"), 0);
+    ck_assert_int_eq(keel_cluster_drain(N[1].c, "node-x"), KEEL_ENOTFOUND);
+    ck_assert_int_eq(keel_cluster_drain(N[1].c, "node-c"), 0);
+    settle();
+    for (s = 0; s < 3; s++)
+        ck_assert(keel_cluster_member_leaving(N[s].c, "node-c"));
+    ck_assert(!keel_cluster_member_leaving(N[0].c, "node-a"));
+    ck_assert_uint_eq(keel_cluster_members(N[0].c), 3);
+    after = zk_map();
+    ck_assert_uint_eq(owned_by(&after, "node-c"), 0);
+    ck_assert_int_eq(targets(&after), 0);
+    for (s = 0; s < SHARDS; s++) {
+        const char *pb = keel_map_primary(&before, 0, s);
+        uint64_t eb = keel_map_unit_at(&before, 0, s)->shard_epoch;
+        uint64_t ea = keel_map_unit_at(&after, 0, s)->shard_epoch;
+        ck_assert_uint_eq(ea, strcmp(pb, "node-c") == 0 ? eb + 1 : eb);
+    }
+    keel_cluster_held(N[2].c, &held, &movable);
+    ck_assert_uint_eq(held, 0);
+    keel_cluster_held(N[0].c, &held, &movable);
+    ck_assert_uint_gt(held, 0);
+    ck_assert_uint_eq(movable, held); /* node-b could take them */
+    /* Marking again is a no-op; node-c then leaves for good. */
+    ck_assert_int_eq(keel_cluster_drain(N[0].c, "node-c"), 0);
+    kill_node(2);
+    settle();
+    check_converged(ab, 2);
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* A member znode's optional "leaving 1" line. */
+START_TEST(test_member_leaving_format)
+{
+    const char *caps[] = {"gpu"};
+    keel_member m;
+    char *data, *marked, *again;
+    size_t len, mlen, alen;
+
+    memset(&m, 0, sizeof m);
+    ck_assert_int_eq(keel_member_format("h:1", caps, 1, &data, &len), 0);
+    ck_assert_int_eq(keel_member_parse(data, len, &m), 0);
+    ck_assert_int_eq(m.leaving, 0);
+    ck_assert_int_eq(keel_member_mark_leaving(data, len, &marked, &mlen), 0);
+    ck_assert_int_eq(keel_member_parse(marked, mlen, &m), 0);
+    ck_assert_int_eq(m.leaving, 1);
+    ck_assert_str_eq(m.caps[0], "gpu");
+    ck_assert_int_eq(keel_member_mark_leaving(marked, mlen, &again, &alen),
+                     KEEL_EEXIST);
+    ck_assert_int_eq(keel_member_parse("addr h:1\ncaps \nleaving 2\n", 24,
+                                       &m),
+                     KEEL_ECORRUPT);
+    ck_assert_int_eq(keel_member_parse("addr h:1\ncaps \nleaving 1\nx", 26,
+                                       &m),
+                     KEEL_ECORRUPT);
+    keel_member_clear(&m);
+    free(data);
+    free(marked);
+}
+END_TEST
+
 START_TEST(test_capabilities)
 {
     static const char *game[] = {"game"};
@@ -769,6 +843,8 @@ int main(void)
     tcase_add_test(tc, test_bootstrap_and_shard_mismatch);
     tcase_add_test(tc, test_three_nodes_converge);
     tcase_add_test(tc, test_join_moves_a_fraction);
+    tcase_add_test(tc, test_drain_moves_everything_off);
+    tcase_add_test(tc, test_member_leaving_format);
     tcase_add_test(tc, test_capabilities);
     tcase_add_test(tc, test_controller_failover);
     tcase_add_test(tc, test_dead_owner_waits);
