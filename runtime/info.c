@@ -415,9 +415,34 @@ int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
             free(b.p);
             return rc;
         }
+    } else if (strcmp(q, "drain") == 0) {
+        /* Graceful leave of a node (keel node drain): the one admin
+         * request; it marks the node leaving and returns at once. */
+        keel_cluster *c = cluster_of(n);
+        if (next_word(&p, end, arg, sizeof arg) != 0 || p != end) {
+            snprintf(errbuf, errlen, "drain needs a node name");
+            return KEEL_EINVAL;
+        }
+        if (c == NULL) {
+            snprintf(errbuf, errlen, "standalone node: nothing to drain");
+            return KEEL_EINVAL;
+        }
+        rc = keel_cluster_drain(c, arg);
+        if (rc != 0) {
+            snprintf(errbuf, errlen, "cannot drain %s: %s", arg,
+                     rc == KEEL_ENOTFOUND ? "not a live member"
+                                          : keel_strerror(rc));
+            return rc;
+        }
+        tb_printf(&b,
+                  "node %s leaving\nIt hands every unit off to the other "
+                  "members, then stops (at most 30 s);\n`keel nodes` lists "
+                  "it until it has left.\n",
+                  arg);
     } else {
         snprintf(errbuf, errlen,
-                 "unknown query '%s' (nodes, shards, where, capabilities)",
+                 "unknown query '%s' (nodes, shards, where, capabilities, "
+                 "drain)",
                  q);
         return KEEL_EINVAL;
     }

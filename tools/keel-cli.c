@@ -6,6 +6,7 @@
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] nodes | capabilities
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] shards [--node NODE]
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] where TYPE ID
+ *   keel [-a HOST:PORT] [-t TIMEOUT_MS] node drain ID
  *
  * Exit status: 0 success, 1 the server answered with an error, 2 usage,
  * 3 connection or transport failure. Errors are printed to stderr as
@@ -49,6 +50,8 @@ static void usage(FILE *f)
             "                       of actor TYPE/ID\n"
             "  capabilities         every capability and the nodes that\n"
             "                       declare it\n"
+            "  node drain ID        graceful leave of node ID: it hands\n"
+            "                       every unit off, then stops\n"
             "\n"
             "options:\n"
             "  -a, --addr HOST:PORT     node address (default $KEEL_ADDR,\n"
@@ -368,6 +371,11 @@ int main(int argc, char **argv)
         } else if (nargs != 0) {
             return usage_error("shards takes only --node NODE");
         }
+    } else if (strcmp(cmd, "node") == 0) {
+        if (nargs != 2 || strcmp(args[0], "drain") != 0 || args[1][0] == '\0')
+            return usage_error("node takes: drain ID");
+        info_argv = args; /* query words: drain ID */
+        info_argc = 2;
     } else if (strcmp(cmd, "where") == 0) {
         if (nargs != 2)
             return usage_error("where needs TYPE ID");

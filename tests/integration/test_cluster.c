@@ -189,6 +189,50 @@ START_TEST(sigterm_hands_off_under_load)
 }
 END_TEST
 
+/* The same through `keel node drain n3` sent to another node: n3 hands
+ * its units off under the load and exits 0 by itself. */
+START_TEST(node_drain_hands_off_under_load)
+{
+    long acked[COUNTERS];
+    char name[16], *out = NULL, *err = NULL;
+    int i, c, r;
+
+    memset(acked, 0, sizeof acked);
+    for (i = 0; i < 4; i++)
+        start_node(i);
+    for (r = 0; r < 10; r++) {
+        if (r == 3) {
+            ck_assert_int_eq(tu_keel(nodes[0].addr, &out, &err, "node",
+                                     "drain", "n3", NULL),
+                             0);
+            ck_assert_ptr_nonnull(strstr(out, "node n3 leaving"));
+            free(out);
+            free(err);
+            out = err = NULL;
+            ck_assert_int_eq(tu_keel(nodes[0].addr, &out, &err, "node",
+                                     "drain", "nobody", NULL),
+                             1);
+            free(out);
+            free(err);
+        }
+        for (c = 0; c < COUNTERS; c++) {
+            long v;
+            snprintf(name, sizeof name, "c%d", c);
+            v = counter((r + c) % (r < 3 ? 4 : 3), name, "incr");
+            ck_assert_int_eq(v, acked[c] + 1);
+            acked[c] = v;
+        }
+    }
+    /* Signal 0: only wait for it to exit by itself. */
+    ck_assert_int_eq(tu_keeld_stop(&nodes[3], 0), 0);
+    for (c = 0; c < COUNTERS; c++) {
+        snprintf(name, sizeof name, "c%d", c);
+        for (i = 0; i < 3; i++)
+            ck_assert_int_eq(counter(i, name, "get"), acked[c]);
+    }
+}
+END_TEST
+
 /* A dead node's units stay unavailable (one copy of the data): calls for
  * them through a live node fail with EUNAVAIL after a bounded wait, and
  * every other counter keeps working. */
@@ -238,6 +282,7 @@ int main(void)
     tcase_add_test(tc, join_under_load_keeps_every_count);
     tcase_add_test(tc, dead_owner_units_unavailable);
     tcase_add_test(tc, sigterm_hands_off_under_load);
+    tcase_add_test(tc, node_drain_hands_off_under_load);
     suite_add_tcase(s, tc);
     suite_setup();
     sr = srunner_create(s);
