@@ -171,4 +171,16 @@ static inline char *keel_rbuf_str8(keel_rbuf *r, int *oom)
     return s;
 }
 
+/* Shared by the map and node-state formats (codec.c). */
+
+/* Appends the XXH3 checksum of everything written and hands the buffer
+ * over: 0 with *out (malloc'd, the caller frees) and *len, or KEEL_ENOMEM
+ * with the buffer freed. */
+int keel_wbuf_seal(keel_wbuf *w, uint8_t **out, size_t *len);
+/* Frees a table of n names (NULL is fine). */
+void keel_names_free(char **v, uint32_t n);
+/* Reads a sorted, unique table of n names, each valid per
+ * keel_name_valid(). KEEL_ECORRUPT or KEEL_ENOMEM. */
+int keel_rbuf_names(keel_rbuf *r, uint32_t n, int allow_empty, char ***out);
+
 #endif

@@ -18,23 +18,12 @@ void keel_node_state_init(keel_node_state *st)
     memset(st, 0, sizeof *st);
 }
 
-static void free_names(char **v, uint32_t n)
-{
-    uint32_t i;
-
-    if (v == NULL)
-        return;
-    for (i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 void keel_node_state_free(keel_node_state *st)
 {
     if (st == NULL)
         return;
-    free_names(st->caps, st->ncaps);
-    free_names(st->names, st->nnames);
+    keel_names_free(st->caps, st->ncaps);
+    keel_names_free(st->names, st->nnames);
     free(st->entries);
     memset(st, 0, sizeof *st);
 }
@@ -208,35 +197,7 @@ int keel_node_state_encode(const keel_node_state *st, uint8_t **out,
         if (e->role == KEEL_ROLE_RELEASED)
             keel_wbuf_varint(&w, e->to);
     }
-    if (!w.oom)
-        keel_wbuf_be(&w, XXH3_64bits(w.p, w.len), 8);
-    if (w.oom) {
-        free(w.p);
-        return KEEL_ENOMEM;
-    }
-    *out = w.p;
-    *len = w.len;
-    return 0;
-}
-
-static int read_names(keel_rbuf *r, uint32_t n, int allow_empty, char ***out)
-{
-    char **v = calloc(n ? n : 1, sizeof *v);
-    uint32_t i;
-    int oom = 0;
-
-    if (v == NULL)
-        return KEEL_ENOMEM;
-    for (i = 0; i < n; i++) {
-        v[i] = keel_rbuf_str8(r, &oom);
-        if (v[i] == NULL || !keel_name_valid(v[i], allow_empty) ||
-            (i > 0 && strcmp(v[i - 1], v[i]) >= 0)) {
-            free_names(v, v[i] != NULL ? i + 1 : i);
-            return oom ? KEEL_ENOMEM : KEEL_ECORRUPT;
-        }
-    }
-    *out = v;
-    return 0;
+    return keel_wbuf_seal(&w, out, len);
 }
 
 int keel_node_state_decode(const void *buf, size_t len, keel_node_state *out)
@@ -269,10 +230,10 @@ int keel_node_state_decode(const void *buf, size_t len, keel_node_state *out)
     nnames = (uint32_t)keel_rbuf_be(&r, 2);
     if (r.bad || ncaps > KEEL_MAP_MAX_CAPS || nnames > KEEL_MAP_MAX_NODES)
         return KEEL_ECORRUPT;
-    if ((rc = read_names(&r, ncaps, 1, &st.caps)) != 0)
+    if ((rc = keel_rbuf_names(&r, ncaps, 1, &st.caps)) != 0)
         return rc;
     st.ncaps = ncaps;
-    if ((rc = read_names(&r, nnames, 0, &st.names)) != 0)
+    if ((rc = keel_rbuf_names(&r, nnames, 0, &st.names)) != 0)
         goto fail;
     st.nnames = nnames;
     count = keel_rbuf_varint(&r);

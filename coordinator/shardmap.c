@@ -46,23 +46,12 @@ int keel_map_init(keel_shard_map *m, uint32_t shard_count)
     return 0;
 }
 
-static void free_names(char **v, uint32_t n)
-{
-    uint32_t i;
-
-    if (v == NULL)
-        return;
-    for (i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 void keel_map_free(keel_shard_map *m)
 {
     if (m == NULL)
         return;
-    free_names(m->caps, m->ncaps);
-    free_names(m->nodes, m->nnodes);
+    keel_names_free(m->caps, m->ncaps);
+    keel_names_free(m->nodes, m->nnodes);
     free(m->units);
     memset(m, 0, sizeof *m);
 }
@@ -76,7 +65,7 @@ static char **dup_names(char *const *v, uint32_t n)
         return NULL;
     for (i = 0; i < n; i++)
         if ((out[i] = strdup(v[i])) == NULL) {
-            free_names(out, i);
+            keel_names_free(out, i);
             return NULL;
         }
     return out;
@@ -93,8 +82,8 @@ int keel_map_copy(keel_shard_map *dst, const keel_shard_map *src)
     dst->nodes = dup_names(src->nodes, src->nnodes);
     dst->units = malloc(nunits ? nunits * sizeof *dst->units : 1);
     if (dst->caps == NULL || dst->nodes == NULL || dst->units == NULL) {
-        free_names(dst->caps, dst->caps ? src->ncaps : 0);
-        free_names(dst->nodes, dst->nodes ? src->nnodes : 0);
+        keel_names_free(dst->caps, dst->caps ? src->ncaps : 0);
+        keel_names_free(dst->nodes, dst->nodes ? src->nnodes : 0);
         free(dst->units);
         memset(dst, 0, sizeof *dst);
         return KEEL_ENOMEM;
@@ -433,36 +422,7 @@ int keel_map_encode(const keel_shard_map *m, uint8_t **out, size_t *len)
             keel_wbuf_varint(&w, u->target);
         keel_wbuf_varint(&w, u->shard_epoch);
     }
-    if (!w.oom)
-        keel_wbuf_be(&w, XXH3_64bits(w.p, w.len), 8);
-    if (w.oom) {
-        free(w.p);
-        return KEEL_ENOMEM;
-    }
-    *out = w.p;
-    *len = w.len;
-    return 0;
-}
-
-/* Reads a sorted, unique table of n names. */
-static int read_names(keel_rbuf *r, uint32_t n, int allow_empty, char ***out)
-{
-    char **v = calloc(n ? n : 1, sizeof *v);
-    uint32_t i;
-    int oom = 0;
-
-    if (v == NULL)
-        return KEEL_ENOMEM;
-    for (i = 0; i < n; i++) {
-        v[i] = keel_rbuf_str8(r, &oom);
-        if (v[i] == NULL || !keel_name_valid(v[i], allow_empty) ||
-            (i > 0 && strcmp(v[i - 1], v[i]) >= 0)) {
-            free_names(v, v[i] != NULL ? i + 1 : i);
-            return oom ? KEEL_ENOMEM : KEEL_ECORRUPT;
-        }
-    }
-    *out = v;
-    return 0;
+    return keel_wbuf_seal(&w, out, len);
 }
 
 int keel_map_decode(const void *buf, size_t len, keel_shard_map *out)
@@ -499,10 +459,10 @@ int keel_map_decode(const void *buf, size_t len, keel_shard_map *out)
     {
         uint32_t ncaps = m.ncaps, nnodes = m.nnodes;
         m.ncaps = m.nnodes = 0;
-        if ((rc = read_names(&r, ncaps, 1, &m.caps)) != 0)
+        if ((rc = keel_rbuf_names(&r, ncaps, 1, &m.caps)) != 0)
             return rc;
         m.ncaps = ncaps;
-        if ((rc = read_names(&r, nnodes, 0, &m.nodes)) != 0)
+        if ((rc = keel_rbuf_names(&r, nnodes, 0, &m.nodes)) != 0)
             goto fail;
         m.nnodes = nnodes;
     }

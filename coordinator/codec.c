@@ -1,0 +1,52 @@
+/* Pieces shared by the coordinator's binary formats (shardmap.c,
+ * nodestate.c); the byte-level helpers are inline in codec.h. */
+#include "coordinator/codec.h"
+
+#include <xxhash.h>
+
+#include "coordinator/shardmap.h"
+#include "keel.h"
+
+int keel_wbuf_seal(keel_wbuf *w, uint8_t **out, size_t *len)
+{
+    if (!w->oom)
+        keel_wbuf_be(w, XXH3_64bits(w->p, w->len), 8);
+    if (w->oom) {
+        free(w->p);
+        return KEEL_ENOMEM;
+    }
+    *out = w->p;
+    *len = w->len;
+    return 0;
+}
+
+void keel_names_free(char **v, uint32_t n)
+{
+    uint32_t i;
+
+    if (v == NULL)
+        return;
+    for (i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+int keel_rbuf_names(keel_rbuf *r, uint32_t n, int allow_empty, char ***out)
+{
+    char **v = calloc(n ? n : 1, sizeof *v);
+    uint32_t i;
+    int oom = 0;
+
+    if (v == NULL)
+        return KEEL_ENOMEM;
+    for (i = 0; i < n; i++) {
+        v[i] = keel_rbuf_str8(r, &oom);
+        if (v[i] == NULL || !keel_name_valid(v[i], allow_empty) ||
+            (i > 0 && strcmp(v[i - 1], v[i]) >= 0)) {
+            keel_names_free(v, v[i] != NULL ? i + 1 : i);
+            return oom ? KEEL_ENOMEM : KEEL_ECORRUPT;
+        }
+    }
+    *out = v;
+    return 0;
+}
