@@ -244,7 +244,8 @@ KEEL_API size_t keel_stats_format(const keel_stats *st, char *buf, size_t len);
  * are the standalone facts (one member owning every unit at shard_epoch
  * 1). On success *text is a malloc'd, NUL-terminated block of lines
  * (*len bytes without the NUL; free() it). Any thread but the loop thread,
- * while the node runs, like keel_call_sync(). Returns 0, KEEL_EINVAL
+ * while the node runs, like keel_call_sync() (on the loop thread:
+ * KEEL_EINVAL). Returns 0, KEEL_EINVAL
  * (unknown query, wrong arguments), KEEL_ENOTYPE, KEEL_ELIMIT,
  * KEEL_ENOMEM or KEEL_ESTOPPING. */
 KEEL_API int keel_node_info(keel_node *node, int argc,
@@ -355,7 +356,8 @@ KEEL_API int keel_cast(keel_node *node, const char *type, const void *id,
                        size_t idlen, const void *msg, size_t len,
                        keel_call_cb cb, void *data);
 
-/* Blocking call from any thread but the loop thread. On return *reply is a
+/* Blocking call from any thread but the loop thread (there it returns
+ * KEEL_EINVAL at once: it would wait for itself). On return *reply is a
  * malloc'd buffer (free it with keel_free) holding the reply, or the error
  * text when the result is negative; *reply may be NULL if reply is NULL. */
 KEEL_API int keel_call_sync(keel_node *node, const char *type, const void *id,

@@ -623,7 +623,8 @@ int keel_node_info(keel_node *node, int argc, const char *const *argv,
     uint8_t *body;
     int i, rc;
 
-    if (node == NULL || argc < 1 || argv == NULL || text == NULL)
+    if (node == NULL || argc < 1 || argv == NULL || text == NULL ||
+        keel__on_loop_thread(node)) /* it would wait for itself */
         return KEEL_EINVAL;
     *text = NULL;
     if (len != NULL)

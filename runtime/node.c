@@ -1853,7 +1853,10 @@ int keel_node_run(keel_node *n)
               n->opts.durability == KEEL_DURABILITY_FSYNC ? "fsync" : "none",
               n->listen_addr ? ", listening on " : "",
               n->listen_addr ? n->listen_addr : "");
+    n->loop_tid = pthread_self();
+    atomic_store(&n->loop_tid_set, 1);
     ev_run(n->loop, 0);
+    atomic_store(&n->loop_tid_set, 0);
     /* Posts that raced with the stop run now: they see ESTOPPING. */
     pthread_mutex_lock(&n->post_mu);
     n->stopping = 2; /* no more posts are taken */
@@ -2136,6 +2139,12 @@ static void sync_post_fn(keel_node *n, void *data)
     }
 }
 
+int keel__on_loop_thread(keel_node *n)
+{
+    return atomic_load(&n->loop_tid_set) &&
+           pthread_equal(n->loop_tid, pthread_self());
+}
+
 int keel_call_sync(keel_node *n, const char *type, const void *id,
                    size_t idlen, const void *msg, size_t len, void **reply,
                    size_t *reply_len)
@@ -2154,6 +2163,8 @@ int keel_call_sync(keel_node *n, const char *type, const void *id,
         return KEEL_ELIMIT;
     if (len > n->opts.max_frame)
         return KEEL_ETOOBIG;
+    if (keel__on_loop_thread(n))
+        return KEEL_EINVAL; /* it would wait for itself forever */
     memset(&s, 0, sizeof s);
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.cv, NULL);

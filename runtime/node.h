@@ -135,6 +135,8 @@ struct keel_node {
     keel_writer *writer;
     keel_coord *coord;
     pthread_t thread;
+    pthread_t loop_tid;     /* the thread in keel_node_run, while loop_tid_set */
+    atomic_int loop_tid_set;
     int thread_started;
     int running;
 
@@ -213,6 +215,9 @@ struct keel_node {
 /* --- node.c -------------------------------------------------------------*/
 
 uint64_t keel__now_ns(void);
+/* Nonzero on the node's loop thread, where blocking calls would wait on
+ * themselves. */
+int keel__on_loop_thread(keel_node *n);
 
 /* Submits a message; the reply goes wherever req says. On error the req
  * has not been queued and the caller still owns it. */

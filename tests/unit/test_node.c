@@ -508,6 +508,41 @@ START_TEST(failed_activation_is_undone)
 }
 END_TEST
 
+/* A blocking call made on the loop thread would wait for itself: it must
+ * be refused at once. */
+struct loopcall {
+    int rc;
+    int done;
+};
+
+static void loopcall_post(keel_node *n, void *data)
+{
+    struct loopcall *lc = data;
+    void *reply = NULL;
+    size_t len = 0;
+
+    lc->rc = keel_call_sync(n, "counter", "lc", 2, "get", 3, &reply, &len);
+    keel_free(reply);
+    __atomic_store_n(&lc->done, 1, __ATOMIC_SEQ_CST);
+}
+
+START_TEST(blocking_call_on_loop_thread_refused)
+{
+    keel_node *n = start_node(NULL);
+    struct loopcall lc = {1, 0};
+    int i;
+
+    run(n);
+    ck_assert_int_eq(keel_node_post(n, loopcall_post, &lc), 0);
+    for (i = 0; i < 500 && !__atomic_load_n(&lc.done, __ATOMIC_SEQ_CST); i++)
+        usleep(10000);
+    ck_assert_int_eq(__atomic_load_n(&lc.done, __ATOMIC_SEQ_CST), 1);
+    ck_assert_int_eq(lc.rc, KEEL_EINVAL);
+    expect(n, "counter", "lc", "incr", "1"); /* the node is unharmed */
+    finish(n);
+}
+END_TEST
+
 START_TEST(lru_cap_passivates)
 {
     keel_node_options o;
@@ -740,6 +775,7 @@ static Suite *suite(void)
     tcase_add_test(tc, lru_cap_passivates);
     tcase_add_test(tc, message_sent_from_on_passivate_runs);
     tcase_add_test(tc, failed_activation_is_undone);
+    tcase_add_test(tc, blocking_call_on_loop_thread_refused);
     tcase_add_test(tc, bad_requests);
     tcase_add_test(tc, register_type_rules);
     tcase_add_test(tc, fenced_by_store);
