@@ -15,6 +15,7 @@ enum {
     STEP_ELECTION,
     STEP_MEMBERS,
     STEP_NODES,
+    STEP_FORGOTTEN, /* forgotten/: nodes whose data the operator gave up */
     STEP_EPOCH,     /* controller_epoch = 0 (may exist) */
     STEP_DONE
 };
@@ -126,6 +127,9 @@ static int run(keel_bootstrap *b)
         break;
     case STEP_NODES:
         leaf = "nodes";
+        break;
+    case STEP_FORGOTTEN:
+        leaf = "forgotten";
         break;
     case STEP_EPOCH:
         leaf = "controller_epoch";

@@ -90,7 +90,19 @@ struct keel_cluster {
     /* Graceful leave: the member being marked leaving (one at a time). */
     char drain_name[KEEL_NAME_MAX + 1];
     int drain_busy, drain_tries;
+
+    /* keel node forget: the node being forgotten (one at a time). */
+    char forget_name[KEEL_NAME_MAX + 1];
+    int forget_busy;
+    /* Joining again after being forgotten: R_* below. */
+    int rejoin, rejoin_busy, rejoin_stalled;
+    int map_this_session; /* a map was applied since the session began */
 };
+
+enum { R_NONE = 0, R_CHECK, R_PURGE, R_REMOVE };
+
+static void rejoin_purge(keel_cluster *c);
+static int rejoin_step(keel_cluster *c);
 
 static void schedule(keel_cluster *c);
 static void publish(keel_cluster *c);
@@ -507,6 +519,9 @@ static void apply_map(keel_cluster *c)
     publish(c); /* the applied map_epoch changed in any case */
     if (c->hooks.map_applied != NULL)
         c->hooks.map_applied(c, c->map.map_epoch, c->hooks.data);
+    c->map_this_session = 1;
+    if (c->rejoin == R_PURGE)
+        rejoin_purge(c);
 }
 
 static void map_watch(keel_zk *zk, int event, const char *path, void *arg);
@@ -762,6 +777,11 @@ static void membership_cb(keel_membership *m, int event, void *arg)
             fenced_changed(c);
         c->setup = SETUP_NODE;
         setup_step(c);
+        c->rejoin = R_CHECK;
+        c->rejoin_busy = c->rejoin_stalled = 0;
+        if ((rc = rejoin_step(c)) != 0 && rc != KEEL_ESESSION)
+            keel_error("cluster: %s cannot check forgotten/: %s", c->node,
+                       keel_strerror(rc));
         if ((rc = keel_membership_watch(m)) != 0 ||
             (rc = keel_election_start(&c->election)) != 0 ||
             (rc = map_read(c)) != 0 || (rc = leader_list(c)) != 0)
@@ -826,6 +846,11 @@ static void resume_all(keel_cluster *c)
         c->state_stalled = 0;
         publish(c);
     }
+    if (c->rejoin_stalled && !c->rejoin_busy) {
+        c->rejoin_stalled = 0;
+        if (rejoin_step(c) != 0)
+            c->rejoin_stalled = 1;
+    }
 }
 
 static void session_cb(keel_zk *zk, int event, void *arg);
@@ -852,6 +877,10 @@ static void expired(keel_cluster *c)
     c->setup_busy = c->setup_stalled = 0;
     c->state_busy = c->state_stalled = c->state_dirty = 0;
     c->state_missing = 0;
+    c->rejoin = R_NONE;
+    c->rejoin_busy = c->rejoin_stalled = 0;
+    c->forget_busy = 0;
+    c->map_this_session = 0;
     c->phase = KEEL_CLUSTER_CONNECTING;
     rc = keel_zk_connect(c->zk, (int)c->timeout_ms, session_cb, c);
     if (rc != 0)
@@ -1360,5 +1389,169 @@ void keel_cluster_held(const keel_cluster *c, size_t *held, size_t *movable)
                     (*movable)++;
             }
         }
+    }
+}
+
+/* ------------------------------------------------------------- forget */
+
+static void forget_done(keel_zk *zk, int rc, size_t failed,
+                        const keel_zk_op_result *res, size_t n, void *arg)
+{
+    keel_cluster *c = arg;
+
+    (void)zk;
+    (void)res;
+    (void)n;
+    c->forget_busy = 0;
+    if (rc == 0)
+        keel_warn("cluster: node %s forgotten: its units move to live "
+                  "members; the state they held is lost",
+                  c->forget_name);
+    else if (rc == KEEL_EEXIST && failed == 0)
+        keel_warn("cluster: not forgetting node %s: it is a live member",
+                  c->forget_name);
+    else if (rc == KEEL_EEXIST && failed == 2)
+        keel_info("cluster: node %s was already forgotten", c->forget_name);
+    else
+        keel_warn("cluster: forgetting node %s failed: %s", c->forget_name,
+                  keel_strerror(rc));
+}
+
+int keel_cluster_forget(keel_cluster *c, const char *name, size_t *units)
+{
+    char mpath[KEEL_ZK_PATH_MAX], fpath[KEEL_ZK_PATH_MAX];
+    keel_zk_op ops[3];
+    size_t count = 0;
+    int rc, idx;
+
+    if (units != NULL)
+        *units = 0;
+    if (c == NULL || name == NULL || !keel_name_valid(name, 0))
+        return KEEL_EINVAL;
+    if (c->phase != KEEL_CLUSTER_RUNNING)
+        return KEEL_EUNAVAIL;
+    /* Two incarnations must never serve a unit at once: a live member
+     * still serves its units, so it is drained, not forgotten. */
+    if (keel_membership_find(&c->members, name) != NULL)
+        return KEEL_EEXIST;
+    if (c->forget_busy)
+        return KEEL_EOVERLOAD;
+    if (c->have_map && (idx = keel_map_node_index(&c->map, name)) >= 0) {
+        uint32_t ci, s;
+        for (ci = 0; ci < c->map.ncaps; ci++)
+            for (s = 0; s < c->map.shard_count; s++) {
+                const keel_map_unit *u = keel_map_unit_at(&c->map, ci, s);
+                if (u->nreplicas > 0 && u->replicas[0] == idx)
+                    count++;
+            }
+    }
+    /* Creating and deleting members/<name> in the same transaction proves
+     * it absent when forgotten/<name> is created (no join in between). */
+    memset(ops, 0, sizeof ops);
+    keel_layout_path(&c->layout, mpath, "members", name, NULL);
+    keel_layout_path(&c->layout, fpath, "forgotten", name, NULL);
+    ops[0].type = KEEL_ZK_OP_CREATE;
+    ops[0].path = mpath;
+    ops[1].type = KEEL_ZK_OP_DELETE;
+    ops[1].path = mpath;
+    ops[1].version = KEEL_ZK_ANY_VERSION;
+    ops[2].type = KEEL_ZK_OP_CREATE;
+    ops[2].path = fpath;
+    snprintf(c->forget_name, sizeof c->forget_name, "%s", name);
+    rc = keel_zk_multi(c->zk, ops, 3, forget_done, c);
+    if (rc != 0)
+        return rc;
+    c->forget_busy = 1;
+    if (units != NULL)
+        *units = count;
+    return 0;
+}
+
+/* Joining again: was this node forgotten? Then its records of units it
+ * does not own are stale (others own them now, from empty) and go before
+ * forgotten/<node> is removed. */
+static void rejoin_removed(keel_zk *zk, int rc, void *arg)
+{
+    keel_cluster *c = arg;
+
+    (void)zk;
+    c->rejoin_busy = 0;
+    if (c->rejoin != R_REMOVE)
+        return;
+    if (rc == KEEL_ECONNLOSS) {
+        c->rejoin_stalled = 1;
+        return;
+    }
+    c->rejoin = R_NONE;
+    if (rc == 0 || rc == KEEL_ENOTFOUND)
+        keel_info("cluster: %s was forgotten: stale local units purged, "
+                  "forgotten/%s removed",
+                  c->node, c->node);
+    else if (rc != KEEL_ESESSION)
+        keel_warn("cluster: removing forgotten/%s failed: %s", c->node,
+                  keel_strerror(rc));
+}
+
+static void rejoin_got(keel_zk *zk, int rc, const keel_zk_stat *st,
+                       void *arg)
+{
+    keel_cluster *c = arg;
+
+    (void)zk;
+    (void)st;
+    c->rejoin_busy = 0;
+    if (c->rejoin != R_CHECK)
+        return;
+    if (rc == KEEL_ECONNLOSS) {
+        c->rejoin_stalled = 1;
+        return;
+    }
+    if (rc != 0) {
+        if (rc != KEEL_ENOTFOUND && rc != KEEL_ESESSION)
+            keel_warn("cluster: checking forgotten/%s failed: %s", c->node,
+                      keel_strerror(rc));
+        c->rejoin = R_NONE;
+        return;
+    }
+    keel_warn("cluster: %s was forgotten by the operator: purging its "
+              "stale units",
+              c->node);
+    c->rejoin = R_PURGE;
+    /* A map from before the session ended may be older than the moves
+     * that followed the forget: purge against a map read since. */
+    if (c->have_map && c->map_this_session)
+        rejoin_purge(c);
+}
+
+static int rejoin_step(keel_cluster *c)
+{
+    char p[KEEL_ZK_PATH_MAX];
+    int rc;
+
+    keel_layout_path(&c->layout, p, "forgotten", c->node, NULL);
+    if (c->rejoin == R_CHECK)
+        rc = keel_zk_exists(c->zk, p, NULL, NULL, rejoin_got, c);
+    else if (c->rejoin == R_REMOVE)
+        rc = keel_zk_remove(c->zk, p, KEEL_ZK_ANY_VERSION, rejoin_removed,
+                            c);
+    else
+        return 0;
+    if (rc == 0)
+        c->rejoin_busy = 1;
+    return rc;
+}
+
+static void rejoin_purge(keel_cluster *c)
+{
+    int rc;
+
+    if (c->hooks.forgotten != NULL)
+        c->hooks.forgotten(c, c->hooks.data);
+    c->rejoin = R_REMOVE;
+    if ((rc = rejoin_step(c)) != 0) {
+        if (rc == KEEL_ECONNLOSS)
+            c->rejoin_stalled = 1;
+        else
+            c->rejoin = R_NONE;
     }
 }

@@ -52,7 +52,12 @@ typedef struct keel_cluster_hooks {
     void (*expired)(keel_cluster *c, void *data);
     /* A new map was applied. */
     void (*map_applied)(keel_cluster *c, uint64_t map_epoch, void *data);
-    void *reserved[4];
+    /* This node joined again after the operator forgot it (keel node
+     * forget): delete the local records of every unit the applied map
+     * (keel_cluster_map) does not give it, before it could own one of
+     * them again; the unit's shard_epoch there is the fence to write. */
+    void (*forgotten)(keel_cluster *c, void *data);
+    void *reserved[3];
 } keel_cluster_hooks;
 
 typedef struct keel_cluster_options {
@@ -124,6 +129,17 @@ int keel_cluster_acquired(keel_cluster *c, const char *cap, uint32_t shard,
  * joined), KEEL_ENOTFOUND (not a live member), KEEL_EOVERLOAD (another
  * mark in flight) or a submit error. The outcome is logged. */
 int keel_cluster_drain(keel_cluster *c, const char *name);
+/* Gives up the data of node `name`, which must not be a live member
+ * (keel node forget, docs/cluster.md): creates the persistent znode
+ * forgotten/<name>, atomically with a proof that members/<name> does not
+ * exist; the controller then moves the node's units to live members at
+ * shard_epoch + 1 without waiting for it, and what they held is lost.
+ * *units (may be NULL) gets how many units the applied map gives it.
+ * Returns 0 (submitted; already forgotten counts as done), KEEL_EINVAL,
+ * KEEL_EUNAVAIL (not joined), KEEL_EEXIST (a live member: drain it
+ * instead), KEEL_EOVERLOAD (another forget in flight) or a submit error.
+ * The outcome is logged. */
+int keel_cluster_forget(keel_cluster *c, const char *name, size_t *units);
 /* Whether the view shows member `name` leaving. */
 int keel_cluster_member_leaving(const keel_cluster *c, const char *name);
 /* Units the applied map gives this node (*held), and among them those some

@@ -91,6 +91,33 @@ static int live(const keel_controller *ctl, const char *name)
     return keel_membership_find(ctl->members, name) != NULL;
 }
 
+int keel_controller_forgotten(const keel_controller *ctl, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < ctl->nforgotten; i++)
+        if (strcmp(ctl->forgotten[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+/* May a move of the units of `owner` complete without its release? When
+ * the operator allowed it for every dead owner, or forgot this one. */
+static int loss_ok(const keel_controller *ctl, const char *owner)
+{
+    return ctl->opt.reassign_dead_owner ||
+           (keel_controller_forgotten(ctl, owner) && !live(ctl, owner));
+}
+
+/* The wait after the owner's member znode is gone: none for a forgotten
+ * owner (its session is over and the operator gave its data up). */
+static uint32_t grace_of(const keel_controller *ctl, const char *owner)
+{
+    if (keel_controller_forgotten(ctl, owner) && !live(ctl, owner))
+        return 0;
+    return ctl->opt.dead_owner_grace_ms;
+}
+
 /* --------------------------------------------------------- epoch bump */
 
 static int bump_read(keel_controller *ctl);
@@ -196,14 +223,14 @@ static int bump_read(keel_controller *ctl)
 static void sync_machines(keel_controller *ctl)
 {
     const keel_shard_map *m = &ctl->map;
-    int loss_ok = ctl->opt.reassign_dead_owner;
     uint32_t c, s;
 
     for (c = 0; c < m->ncaps; c++)
         for (s = 0; s < m->shard_count; s++) {
             const keel_map_unit *u = keel_map_unit_at(m, c, s);
             keel_handoff *h = machine(ctl, m->caps[c], s, 1);
-            int p, t;
+            int p, t, lok;
+            uint32_t grace;
             if (h == NULL)
                 continue; /* out of memory: this unit's move waits */
             if (u->nreplicas == 0) {
@@ -211,6 +238,8 @@ static void sync_machines(keel_controller *ctl)
                 continue;
             }
             p = track(ctl, m->nodes[u->replicas[0]]);
+            lok = loss_ok(ctl, m->nodes[u->replicas[0]]);
+            grace = grace_of(ctl, m->nodes[u->replicas[0]]);
             if (u->target != KEEL_MAP_NO_NODE) {
                 t = track(ctl, m->nodes[u->target]);
                 if (p < 0 || t < 0)
@@ -223,14 +252,13 @@ static void sync_machines(keel_controller *ctl)
                     h->state == KEEL_HANDOFF_TARGET_PENDING ||
                     h->state == KEEL_HANDOFF_PRIMARY_PENDING)
                     keel_handoff_resume(h, (uint32_t)p, (uint32_t)t,
-                                        u->shard_epoch, 0, loss_ok,
-                                        ctl->opt.dead_owner_grace_ms);
+                                        u->shard_epoch, 0, lok, grace);
             } else if ((h->state == KEEL_HANDOFF_PRIMARY_PENDING ||
                         h->state == KEEL_HANDOFF_AWAIT_FENCE) &&
                        h->to == (uint32_t)p &&
                        u->shard_epoch == h->epoch + 1) {
-                keel_handoff_resume(h, h->from, h->to, h->epoch, 1, loss_ok,
-                                    ctl->opt.dead_owner_grace_ms);
+                keel_handoff_resume(h, h->from, h->to, h->epoch, 1, lok,
+                                    grace);
             } else if (h->state != KEEL_HANDOFF_IDLE &&
                        h->state != KEEL_HANDOFF_DONE &&
                        h->state != KEEL_HANDOFF_AWAIT_FENCE) {
@@ -411,6 +439,76 @@ static int read_state(keel_controller *ctl, size_t i)
     return rc;
 }
 
+/* ------------------------------------------------------ forgotten/ */
+
+static void forgot_watch(keel_zk *zk, int event, const char *path, void *arg)
+{
+    keel_controller *ctl = arg;
+
+    (void)zk;
+    (void)event;
+    (void)path;
+    ctl->forgot_watched = 0; /* one-shot: it fired */
+    ctl->forgot_dirty = 1;
+    pump(ctl);
+}
+
+static void forgot_listed(keel_zk *zk, int rc, size_t count,
+                          const char *const *names, void *arg)
+{
+    keel_controller *ctl = arg;
+    char (*v)[KEEL_NAME_MAX + 1] = NULL;
+    size_t i, n = 0;
+
+    (void)zk;
+    ctl->busy = 0;
+    if (ctl->state != C_RUNNING)
+        return;
+    if (rc == KEEL_ECONNLOSS) {
+        ctl->forgot_dirty = 1;
+        ctl->stalled = 1;
+        return;
+    }
+    if (rc == KEEL_ENOTFOUND) {
+        count = 0; /* a cluster bootstrapped before forgotten/ existed */
+    } else if (rc != 0) {
+        fail(ctl, rc);
+        return;
+    } else {
+        ctl->forgot_watched = 1;
+    }
+    if (count > 0 && (v = calloc(count, sizeof *v)) == NULL) {
+        ctl->forgot_dirty = 1;
+        fail(ctl, KEEL_ENOMEM);
+        return;
+    }
+    for (i = 0; i < count; i++)
+        if (keel_name_valid(names[i], 0))
+            snprintf(v[n++], sizeof v[0], "%s", names[i]);
+    free(ctl->forgotten);
+    ctl->forgotten = v;
+    ctl->nforgotten = n;
+    for (i = 0; i < n; i++)
+        keel_info("cluster: node %s is forgotten: its units move without "
+                  "it", v[i]);
+    pump(ctl);
+}
+
+static int read_forgotten(keel_controller *ctl)
+{
+    char path[KEEL_ZK_PATH_MAX];
+    int rc;
+
+    ctl->forgot_dirty = 0;
+    keel_layout_path(ctl->layout, path, "forgotten", NULL, NULL);
+    rc = keel_zk_children(ctl->zk, path,
+                          ctl->forgot_watched ? NULL : forgot_watch, ctl,
+                          forgot_listed, ctl);
+    if (rc == 0)
+        ctl->busy = 1;
+    return rc;
+}
+
 /* ------------------------------------------------------ reconciliation */
 
 static const keel_state_entry *entry_of(keel_controller *ctl, int id,
@@ -440,6 +538,12 @@ static void feed(keel_controller *ctl, keel_handoff *h, const char *cap,
     e = entry_of(ctl, (int)h->to, cap, shard);
     if (e != NULL && e->role == KEEL_ROLE_PRIMARY)
         keel_handoff_fenced(h, h->to, e->shard_epoch);
+    /* Forgotten by the operator after the move began: no need to wait. */
+    if (loss_ok(ctl, ctl->nodes[h->from].name) &&
+        !(h->flags & KEEL_HANDOFF_F_LOSS_OK)) {
+        h->flags |= KEEL_HANDOFF_F_LOSS_OK;
+        h->grace_ms = grace_of(ctl, ctl->nodes[h->from].name);
+    }
     keel_handoff_member(h, h->from, live(ctl, ctl->nodes[h->from].name),
                         ctl->now);
     keel_handoff_tick(h, ctl->now);
@@ -569,16 +673,15 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
                     feed(ctl, h, cap, s);
                 if (want == NULL || strcmp(want, owner) == 0)
                     continue;
-                if (!live(ctl, owner) && !ctl->opt.reassign_dead_owner)
+                if (!live(ctl, owner) && !loss_ok(ctl, owner))
                     continue; /* the owner has the only copy: wait */
                 if ((to = track(ctl, want)) < 0) {
                     rc = KEEL_ENOMEM;
                     goto out;
                 }
                 keel_handoff_begin(h, (uint32_t)from, (uint32_t)to,
-                                   u->shard_epoch,
-                                   ctl->opt.reassign_dead_owner,
-                                   ctl->opt.dead_owner_grace_ms);
+                                   u->shard_epoch, loss_ok(ctl, owner),
+                                   grace_of(ctl, owner));
                 feed(ctl, h, cap, s);
             } else {
                 keel_handoff *cur = h;
@@ -591,8 +694,8 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
                     cur->state == KEEL_HANDOFF_ABORTED)
                     keel_handoff_resume(cur, (uint32_t)from, (uint32_t)to,
                                         u->shard_epoch, 0,
-                                        ctl->opt.reassign_dead_owner,
-                                        ctl->opt.dead_owner_grace_ms);
+                                        loss_ok(ctl, owner),
+                                        grace_of(ctl, owner));
                 feed(ctl, cur, cap, s);
                 if (want != NULL && strcmp(want, ctl->nodes[cur->to].name) &&
                     !(cur->flags & KEEL_HANDOFF_F_RELEASED) &&
@@ -776,6 +879,11 @@ static void pump(keel_controller *ctl)
             ctl->busy = 1;
         return;
     }
+    if (ctl->forgot_dirty) {
+        if ((rc = read_forgotten(ctl)) != 0)
+            fail(ctl, rc);
+        return;
+    }
     for (i = 0; i < ctl->nnodes; i++)
         if (ctl->nodes[i].dirty) {
             if ((rc = read_state(ctl, i)) != 0)
@@ -838,6 +946,7 @@ void keel_controller_free(keel_controller *ctl)
     for (i = 0; i < ctl->nnodes; i++)
         keel_node_state_free(&ctl->nodes[i].state);
     free(ctl->nodes);
+    free(ctl->forgotten);
     for (i = 0; i < ctl->ncaps; i++)
         free(ctl->caps[i].moves);
     free(ctl->caps);
@@ -860,6 +969,8 @@ int keel_controller_start(keel_controller *ctl, const char *candidate,
     ctl->deadline = 0;
     ctl->have_map = 0;
     ctl->map_dirty = 1;
+    ctl->forgot_dirty = 1;
+    ctl->forgot_watched = 0;
     /* A new term re-reads everything and re-arms every watch. */
     for (i = 0; i < ctl->nnodes; i++) {
         ctl->nodes[i].dirty = 1;

@@ -11,7 +11,9 @@
  * machine per moving unit, fed from the members' `nodes/<node>/state`.
  * A unit whose owner is gone stays with it (unavailable) unless the
  * operator allowed reassigning dead owners' units, which then happens once
- * the owner's member znode has been gone for the grace period.
+ * the owner's member znode has been gone for the grace period, or at once
+ * when the operator forgot the owner (forgotten/<node>, `keel node
+ * forget`): either way the new owner gets shard_epoch + 1.
  *
  * One request in flight; reads and writes are serialised in pump(). */
 #ifndef KEEL_COORDINATOR_CONTROLLER_H
@@ -96,6 +98,12 @@ struct keel_controller {
     keel_ctl_cap *caps;
     size_t ncaps;
 
+    /* Nodes the operator forgot (forgotten/<node>, watched): their data
+     * is given up, so their units move as soon as they are not members. */
+    char (*forgotten)[KEEL_NAME_MAX + 1];
+    size_t nforgotten;
+    int forgot_dirty, forgot_watched;
+
     uint64_t writes;   /* map writes acknowledged */
     uint64_t deadline; /* as last reported with KEEL_CONTROLLER_TIMER */
 };
@@ -133,6 +141,8 @@ int keel_controller_republish(keel_controller *ctl);
 /* The machine of a unit, or NULL (tests, diagnostics). */
 const keel_handoff *keel_controller_move(const keel_controller *ctl,
                                          const char *cap, uint32_t shard);
+/* Whether the controller's last read of forgotten/ lists name. */
+int keel_controller_forgotten(const keel_controller *ctl, const char *name);
 /* Node id of a name known to the controller, or -1. */
 int keel_controller_node_id(const keel_controller *ctl, const char *name);
 

@@ -10,6 +10,9 @@
  *                       [+ "leaving 1\n" once the node is being drained];
  *                       its czxid is the node's incarnation
  *   nodes/<node>/state  what the node holds (nodestate.h)
+ *   forgotten/<node>    persistent, empty: the operator gave up the data
+ *                       of that dead node (keel node forget); its units
+ *                       move without it; removed when it joins again
  *   map                 the shard map (shardmap.h), controller-written
  *
  * Text formats are strict: one line per field, in this order, each ending

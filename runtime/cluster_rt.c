@@ -67,7 +67,7 @@ typedef struct rt_msg {
     uint8_t id[KEEL_MAX_ID_LEN];
 } rt_msg;
 
-enum { JOB_FENCE = 1, JOB_XFER_IN, JOB_PURGE };
+enum { JOB_FENCE = 1, JOB_XFER_IN, JOB_PURGE, JOB_WIPE };
 
 typedef struct rt_job {
     struct rt_job *next;
@@ -601,6 +601,12 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
             req_finish(n, j->req, 0, NULL, 0);
         j->req = NULL;
         break;
+    case JOB_WIPE:
+        if (status != 0 && status != KEEL_EFENCED)
+            keel_error("unit (%s, %u): deleting the stale local copy failed: "
+                       "%s",
+                       j->cap, j->shard, keel_strerror(status));
+        break;
     case JOB_PURGE: {
         rt_rel **pp, *r;
         for (pp = &rt->rels; (r = *pp) != NULL; pp = &r->next)
@@ -1068,6 +1074,43 @@ static void on_expired(keel_cluster *c, void *data)
     rt->sweep = 1;
 }
 
+/* This node was forgotten (keel node forget) and joined again: what it
+ * still stores of units others own now is stale (they restarted from
+ * nothing), so it goes, before this node could own one of them again.
+ * Each unit's purge is fenced at the unit's current shard_epoch. */
+static void on_forgotten(keel_cluster *c, void *data)
+{
+    keel_cluster_rt *rt = data;
+    const keel_shard_map *m = keel_cluster_map(c);
+    const char *me = keel_cluster_node_name(c);
+    uint32_t ci, s;
+    size_t queued = 0;
+
+    if (m == NULL)
+        return;
+    for (ci = 0; ci < m->ncaps; ci++)
+        for (s = 0; s < m->shard_count; s++) {
+            const keel_map_unit *u = keel_map_unit_at(m, ci, s);
+            const char *owner = keel_map_primary(m, ci, s);
+            rt_job *j;
+            if (owner != NULL && strcmp(owner, me) == 0)
+                continue;
+            if ((j = calloc(1, sizeof *j)) == NULL) {
+                keel_error("out of memory purging stale units");
+                return;
+            }
+            j->kind = JOB_WIPE;
+            snprintf(j->cap, sizeof j->cap, "%s", m->caps[ci]);
+            j->shard = s;
+            j->epoch = u->shard_epoch;
+            job_push(rt, j);
+            queued++;
+        }
+    keel_warn("cluster: this node was forgotten: deleting its stale copy "
+              "of %zu units it does not own",
+              queued);
+}
+
 static void on_map(keel_cluster *c, uint64_t map_epoch, void *data)
 {
     keel_cluster_rt *rt = data;
@@ -1265,6 +1308,7 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     co.hooks.fenced = on_fenced;
     co.hooks.expired = on_expired;
     co.hooks.map_applied = on_map;
+    co.hooks.forgotten = on_forgotten;
     rc = keel_coord_cluster_create(n->loop, &co, &coord);
     if (rc != 0) {
         snprintf(errbuf, errlen, "cannot join cluster %s as %s: %s",

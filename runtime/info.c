@@ -439,10 +439,36 @@ int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
                   "members, then stops (at most 30 s);\n`keel nodes` lists "
                   "it until it has left.\n",
                   arg);
+    } else if (strcmp(q, "forget") == 0) {
+        /* keel node forget: give up a dead node's data so that its units
+         * move to live members (from empty). Never a live member. */
+        keel_cluster *c = cluster_of(n);
+        size_t units = 0;
+        if (next_word(&p, end, arg, sizeof arg) != 0 || p != end) {
+            snprintf(errbuf, errlen, "forget needs a node name");
+            return KEEL_EINVAL;
+        }
+        if (c == NULL) {
+            snprintf(errbuf, errlen, "standalone node: nothing to forget");
+            return KEEL_EINVAL;
+        }
+        rc = keel_cluster_forget(c, arg, &units);
+        if (rc != 0) {
+            snprintf(errbuf, errlen, "cannot forget %s: %s", arg,
+                     rc == KEEL_EEXIST
+                         ? "it is a live member (drain it instead)"
+                         : keel_strerror(rc));
+            return rc;
+        }
+        tb_printf(&b,
+                  "node %s forgotten: its %zu units are reassigned; the "
+                  "state they held is lost\nThey answer again, starting "
+                  "from empty state, once live members own them.\n",
+                  arg, units);
     } else {
         snprintf(errbuf, errlen,
                  "unknown query '%s' (nodes, shards, where, capabilities, "
-                 "drain)",
+                 "drain, forget)",
                  q);
         return KEEL_EINVAL;
     }

@@ -7,6 +7,7 @@
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] shards [--node NODE]
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] where TYPE ID
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] node drain ID
+ *   keel [-a HOST:PORT] [-t TIMEOUT_MS] node forget ID
  *
  * Exit status: 0 success, 1 the server answered with an error, 2 usage,
  * 3 connection or transport failure. Errors are printed to stderr as
@@ -52,6 +53,9 @@ static void usage(FILE *f)
             "                       declare it\n"
             "  node drain ID        graceful leave of node ID: it hands\n"
             "                       every unit off, then stops\n"
+            "  node forget ID       give up dead node ID's data: its\n"
+            "                       units move to live nodes, their\n"
+            "                       state is lost\n"
             "\n"
             "options:\n"
             "  -a, --addr HOST:PORT     node address (default $KEEL_ADDR,\n"
@@ -372,9 +376,12 @@ int main(int argc, char **argv)
             return usage_error("shards takes only --node NODE");
         }
     } else if (strcmp(cmd, "node") == 0) {
-        if (nargs != 2 || strcmp(args[0], "drain") != 0 || args[1][0] == '\0')
-            return usage_error("node takes: drain ID");
-        info_argv = args; /* query words: drain ID */
+        if (nargs != 2 ||
+            (strcmp(args[0], "drain") != 0 &&
+             strcmp(args[0], "forget") != 0) ||
+            args[1][0] == '\0')
+            return usage_error("node takes: drain ID | forget ID");
+        info_argv = args; /* query words: drain ID, forget ID */
         info_argc = 2;
     } else if (strcmp(cmd, "where") == 0) {
         if (nargs != 2)

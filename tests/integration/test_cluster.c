@@ -269,6 +269,61 @@ START_TEST(dead_owner_units_unavailable)
 }
 END_TEST
 
+/* `keel node forget n2` after n2 was killed: refused while n2 is still a
+ * member (and for a live node), then accepted through another node; n2's
+ * counters answer again, starting from 0 (their state is lost), and every
+ * other counter kept its value. */
+START_TEST(forget_dead_node_reassigns_its_units)
+{
+    char name[16], *out = NULL, *err = NULL;
+    int c, rc, tries, zero = 0;
+
+    for (c = 0; c < 3; c++)
+        start_node(c);
+    for (c = 0; c < COUNTERS; c++) {
+        snprintf(name, sizeof name, "c%d", c);
+        ck_assert_int_eq(counter(c % 3, name, "incr"), 1);
+    }
+    rc = tu_keel(nodes[0].addr, &out, &err, "node", "forget", "n1", NULL);
+    ck_assert_int_eq(rc, 1);
+    ck_assert_ptr_nonnull(err);
+    ck_assert_ptr_nonnull(strstr(err, "EEXIST"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_keeld_stop(&nodes[2], SIGKILL), 128 + SIGKILL);
+    /* n2 stays a member until its session expires (2 s): until then the
+     * forget is refused. */
+    for (tries = 0;; tries++) {
+        out = err = NULL;
+        rc = tu_keel(nodes[1].addr, &out, &err, "node", "forget", "n2",
+                     NULL);
+        if (rc == 0)
+            break;
+        ck_assert_int_eq(rc, 1);
+        ck_assert_msg(err != NULL && strstr(err, "EEXIST") != NULL,
+                      "forget n2: %s", err ? err : "");
+        ck_assert_int_lt(tries, 100);
+        free(out);
+        free(err);
+        usleep(100 * 1000);
+    }
+    ck_assert_ptr_nonnull(strstr(out, "node n2 forgotten: its "));
+    ck_assert_ptr_nonnull(strstr(out, "the state they held is lost"));
+    free(out);
+    free(err);
+    for (c = 0; c < COUNTERS; c++) {
+        long v;
+        snprintf(name, sizeof name, "c%d", c);
+        v = counter(c % 2, name, "get");
+        ck_assert_msg(v == 0 || v == 1, "counter %s: %ld", name, v);
+        if (v == 0)
+            zero++;
+    }
+    ck_assert_int_gt(zero, 0);
+    ck_assert_int_lt(zero, COUNTERS);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster");
@@ -281,6 +336,7 @@ int main(void)
     tcase_add_test(tc, any_node_answers);
     tcase_add_test(tc, join_under_load_keeps_every_count);
     tcase_add_test(tc, dead_owner_units_unavailable);
+    tcase_add_test(tc, forget_dead_node_reassigns_its_units);
     tcase_add_test(tc, sigterm_hands_off_under_load);
     tcase_add_test(tc, node_drain_hands_off_under_load);
     suite_add_tcase(s, tc);

@@ -90,6 +90,16 @@ static void on_expired(keel_cluster *c, void *data)
     n->npending = 0; /* everything was dropped */
 }
 
+static int forgotten_calls[6];
+
+static void on_forgotten(keel_cluster *c, void *data)
+{
+    tnode *n = data;
+
+    (void)c;
+    forgotten_calls[n - N]++;
+}
+
 typedef struct mkopt {
     uint32_t shards;
     int reassign;
@@ -123,6 +133,7 @@ static tnode *mk(int i, const mkopt *mo)
     o.hooks.release = on_release;
     o.hooks.fenced = on_fenced;
     o.hooks.expired = on_expired;
+    o.hooks.forgotten = on_forgotten;
     if (mo && mo->acquire_hook)
         o.hooks.acquire = on_acquire;
     ck_assert_int_eq(keel_zk_fake_client(F, &zk), 0);
@@ -164,6 +175,7 @@ static void setup(void)
 {
     F = keel_zk_fake_create();
     memset(N, 0, sizeof N);
+    memset(forgotten_calls, 0, sizeof forgotten_calls);
 }
 
 static void teardown(void)
@@ -590,6 +602,75 @@ START_TEST(test_dead_owner_reassigned_after_grace)
 }
 END_TEST
 
+START_TEST(test_forget_dead_node)
+{
+    const char *ab[] = {"node-a", "node-b"};
+    keel_shard_map before, m;
+    char buf[8];
+    size_t len, units = 99;
+    uint32_t s;
+
+    start3(NULL);
+    before = zk_map();
+    ck_assert_uint_gt(owned_by(&before, "node-c"), 0);
+    /* a live member cannot be forgotten: it still serves its units */
+    ck_assert_int_eq(keel_cluster_forget(N[0].c, "node-c", &units),
+                     KEEL_EEXIST);
+    ck_assert_int_eq(keel_cluster_forget(N[1].c, "node-a", NULL),
+                     KEEL_EEXIST);
+    ck_assert_int_eq(keel_cluster_forget(N[0].c, "no/such", NULL),
+                     KEEL_EINVAL);
+    kill_node(2);
+    settle();
+    advance(100000);
+    m = zk_map();
+    ck_assert_uint_eq(owned_by(&m, "node-c"), owned_by(&before, "node-c"));
+    keel_map_free(&m);
+    /* the operator gives its data up, through any node */
+    ck_assert_int_eq(keel_cluster_forget(N[1].c, "node-c", &units), 0);
+    ck_assert_uint_eq(units, owned_by(&before, "node-c"));
+    settle();
+    len = sizeof buf;
+    ck_assert_int_eq(
+        keel_zk_fake_get(F, "/keel/test/forgotten/node-c", buf, &len, NULL),
+        0);
+    check_converged(ab, 2);
+    m = zk_map();
+    for (s = 0; s < SHARDS; s++)
+        if (strcmp(keel_map_primary(&before, 0, s), "node-c") == 0)
+            ck_assert_uint_eq(keel_map_unit_at(&m, 0, s)->shard_epoch,
+                              keel_map_unit_at(&before, 0, s)->shard_epoch + 1);
+        else
+            ck_assert_uint_eq(keel_map_unit_at(&m, 0, s)->shard_epoch,
+                              keel_map_unit_at(&before, 0, s)->shard_epoch);
+    keel_map_free(&m);
+    /* forgetting it again is harmless */
+    ck_assert_int_eq(keel_cluster_forget(N[0].c, "node-c", &units), 0);
+    ck_assert_uint_eq(units, 0);
+    settle();
+    /* it comes back: it purges its stale units, the mark goes, and it
+     * gets units again through the usual handoffs */
+    mk(2, NULL);
+    settle();
+    ck_assert_int_eq(forgotten_calls[2], 1);
+    ck_assert_int_eq(forgotten_calls[0] + forgotten_calls[1], 0);
+    len = sizeof buf;
+    ck_assert_int_eq(
+        keel_zk_fake_get(F, "/keel/test/forgotten/node-c", buf, &len, NULL),
+        KEEL_ENOTFOUND);
+    check_converged(abc, 3);
+    /* a later return is an ordinary one */
+    kill_node(2);
+    settle();
+    forgotten_calls[2] = 0;
+    mk(2, NULL);
+    settle();
+    ck_assert_int_eq(forgotten_calls[2], 0);
+    check_converged(abc, 3);
+    keel_map_free(&before);
+}
+END_TEST
+
 START_TEST(test_self_fencing)
 {
     keel_zk *zk;
@@ -849,6 +930,7 @@ int main(void)
     tcase_add_test(tc, test_controller_failover);
     tcase_add_test(tc, test_dead_owner_waits);
     tcase_add_test(tc, test_dead_owner_reassigned_after_grace);
+    tcase_add_test(tc, test_forget_dead_node);
     tcase_add_test(tc, test_self_fencing);
     tcase_add_test(tc, test_expiry_rejoins);
     tcase_add_test(tc, test_deposed_mid_move);
