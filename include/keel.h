@@ -155,6 +155,10 @@ typedef struct keel_node_options {
     const char *advertise;     /* "HOST:PORT" other nodes reach us at; NULL:
                                 * the listen host with the bound port */
     uint32_t zk_session_timeout_ms; /* 0: 4000 */
+    /* Path of a file to append one line to each time an actor is activated
+     * or deactivated on this node (docs/operations.md), for checking that
+     * no actor ever ran on two nodes at once; NULL: none. */
+    const char *activation_log;
     void *reserved[8];
 } keel_node_options;
 

@@ -16,11 +16,13 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "common/log.h"
@@ -477,6 +479,46 @@ static void dirty_remove(keel_node *n, keel_actor *a)
     a->flags &= (uint8_t)~(ACTOR_IN_DIRTY | ACTOR_STATE_DIRTY);
 }
 
+/* One activation-log line, written with a single write(2) so that lines
+ * from several nodes appending to files stay whole and a crash loses at
+ * most the line being written:
+ *   <realtime ns> activate|deactivate <type> <id as hex> shard <S> epoch <E>
+ * The epoch is the unit's shard epoch as this node holds it. */
+static void actlog(keel_node *n, keel_actor *a, const char *what)
+{
+    char line[64 + KEEL_MAX_TYPE_LEN + 2 * KEEL_MAX_ID_LEN + 64];
+    static const char hex[] = "0123456789abcdef";
+    keel_placement pl;
+    struct timespec ts;
+    size_t len;
+    int w;
+    unsigned i;
+
+    if (n->actlog_fd < 0)
+        return;
+    keel_coord_placement(n->coord, a->type->capability, a->shard, &pl);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    w = snprintf(line, sizeof line, "%llu %s %s ",
+                 (unsigned long long)ts.tv_sec * 1000000000ull +
+                     (unsigned long long)ts.tv_nsec,
+                 what, a->type->name);
+    if (w < 0)
+        return;
+    len = (size_t)w;
+    for (i = 0; i < a->idlen; i++) {
+        line[len++] = hex[a->id[i] >> 4];
+        line[len++] = hex[a->id[i] & 15];
+    }
+    if (a->idlen == 0)
+        line[len++] = '-';
+    w = snprintf(line + len, sizeof line - len, " shard %u epoch %llu\n",
+                 a->shard, (unsigned long long)pl.epoch);
+    if (w > 0)
+        len += (size_t)w;
+    if (write(n->actlog_fd, line, len) < 0)
+        return; /* a log that cannot be written must not stop the node */
+}
+
 static void call_passivate(keel_node *n, keel_actor *a)
 {
     if ((a->flags & ACTOR_ACTIVE) && a->type->t.on_passivate != NULL) {
@@ -504,6 +546,7 @@ static void actor_deactivate(keel_node *n, keel_actor *a)
     if (a->flags & ACTOR_ACTIVE) {
         call_passivate(n, a);
         STAT_ADD(n, passivations, 1);
+        actlog(n, a, "deactivate");
     }
     dirty_remove(n, a);
     ovl_free(a->ovl);
@@ -1144,6 +1187,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     keel_turn t;
     const keel_actor_type *ty = &a->type->t;
     int rc = 0, activating = !(a->flags & ACTOR_ACTIVE), hooked = 0;
+    int loaded = 0;
     const void *reply;
     size_t reply_len;
 
@@ -1159,6 +1203,8 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
             t.err_set = 1;
         if (rc == 0) {
             STAT_ADD(n, activations, 1);
+            actlog(n, a, "activate"); /* before any handler runs */
+            loaded = 1;
             if (ty->on_activate != NULL) {
                 rc = ty->on_activate(&t);
                 hooked = rc == 0;
@@ -1184,6 +1230,8 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
             a->user = NULL;
             actor_state_free(a);
             a->version = 0;
+            if (loaded)
+                actlog(n, a, "deactivate");
         }
     }
     a->flags &= (uint8_t)~ACTOR_RUNNING;
@@ -1714,6 +1762,7 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
     if (n == NULL)
         return KEEL_ENOMEM;
     n->listen_fd = -1;
+    n->actlog_fd = -1;
     n->opts = opts;
     n->data_dir = strdup(opts.data_dir);
     n->listen_addr = opts.listen ? strdup(opts.listen) : NULL;
@@ -1730,6 +1779,16 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
     n->open_seq = 1;
     n->durable_seq = 0;
 
+    if (opts.activation_log != NULL) {
+        n->actlog_fd = open(opts.activation_log,
+                            O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (n->actlog_fd < 0) {
+            snprintf(errbuf, errlen, "activation log %s: %s",
+                     opts.activation_log, strerror(errno));
+            rc = KEEL_EIO;
+            goto err_after_alloc;
+        }
+    }
     n->loop = ev_loop_new(EVFLAG_AUTO);
     if (n->loop == NULL) {
         rc = KEEL_ENOMEM;
@@ -1808,6 +1867,8 @@ err_after_store:
 err_after_loop:
     ev_loop_destroy(n->loop);
 err_after_alloc:
+    if (n->actlog_fd >= 0)
+        close(n->actlog_fd);
     pthread_mutex_destroy(&n->done_mu);
     pthread_mutex_destroy(&n->post_mu);
     free(n->data_dir);
@@ -1954,6 +2015,8 @@ void keel_node_destroy(keel_node *n)
     free(n->scratch_reply);
     free(n->stage);
     ev_loop_destroy(n->loop);
+    if (n->actlog_fd >= 0)
+        close(n->actlog_fd);
     pthread_mutex_destroy(&n->done_mu);
     pthread_mutex_destroy(&n->post_mu);
     free(n->data_dir);

@@ -201,6 +201,8 @@ struct keel_node {
     /* Cluster mode (cluster_rt.c), or NULL when standalone. */
     struct keel_cluster_rt *cluster;
 
+    int actlog_fd;         /* activation log (opts.activation_log), or -1 */
+
     /* Statistics; read from other threads without locks. */
     keel_stats stats;
 };

@@ -31,6 +31,8 @@ static void usage(FILE *f)
         "  --listen HOST:PORT     wire-protocol listener (default 127.0.0.1:7420)\n"
         "  --http HOST:PORT       HTTP/JSON listener (default: none; port 0 picks\n"
         "                         one); see docs/http.md\n"
+        "  --activation-log FILE  append a line per actor activation and\n"
+        "                         deactivation, with its shard epoch (default: none)\n"
         "  --idle-timeout S       passivate actors idle this many seconds (default 60)\n"
         "  --max-resident N       keep at most N actors resident, passivating the\n"
         "                         least recently used (default 0: no limit)\n"
@@ -94,10 +96,11 @@ int main(int argc, char **argv)
     enum {
         O_DATA = 256, O_LISTEN, O_HTTP, O_IDLE, O_MAXRES, O_DUR, O_SHARDS,
         O_FRAME, O_MAP, O_LOAD, O_LOG, O_VERSION, O_HELP, O_ZK, O_CLUSTER,
-        O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE
+        O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE, O_ACTLOG
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, O_DATA},
+        {"activation-log", required_argument, NULL, O_ACTLOG},
         {"listen", required_argument, NULL, O_LISTEN},
         {"http", required_argument, NULL, O_HTTP},
         {"idle-timeout", required_argument, NULL, O_IDLE},
@@ -136,6 +139,9 @@ int main(int argc, char **argv)
             break;
         case O_HTTP:
             opts.http_listen = optarg;
+            break;
+        case O_ACTLOG:
+            opts.activation_log = optarg;
             break;
         case O_IDLE:
             if (parse_u64(optarg, 86400 * 365, &v) != 0 || v == 0) {

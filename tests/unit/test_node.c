@@ -10,6 +10,7 @@
 
 #include "keel.h"
 #include "persistence/store.h"
+#include "proc.h"
 #include "testutil.h"
 
 static char *dir;
@@ -543,6 +544,52 @@ START_TEST(blocking_call_on_loop_thread_refused)
 }
 END_TEST
 
+/* The activation log: one line per activation and deactivation, with the
+ * shard epoch, ids hex-encoded; a failed activation is closed too. */
+START_TEST(activation_log_lines)
+{
+    keel_node_options o;
+    keel_node *n;
+    char *path, *log, want[128];
+    struct hooks h = {0, 0};
+    keel_actor_type ty = {.name = "failfirst",
+                          .on_message = failfirst_message,
+                          .on_activate = hooked_activate,
+                          .on_passivate = hooked_passivate,
+                          .data = &h};
+    uint32_t shard = keel_shard_of("counter", "a\n", 2, KEEL_DEFAULT_SHARDS);
+    const char *p;
+    int lines = 0;
+
+    ck_assert_int_ge(asprintf(&path, "%s/activations.log", dir), 0);
+    keel_node_options_init(&o);
+    o.activation_log = path;
+    o.idle_timeout_ms = 100;
+    n = start_node(&o);
+    ck_assert_int_eq(keel_node_register_type(n, &ty), 0);
+    run(n);
+    expect(n, "counter", "a\n", "incr", "1");
+    ck_assert_int_eq(callx(n, "failfirst", "b", "x", NULL, 0), KEEL_EHANDLER);
+    wait_for(n, 1, 5000);
+    finish(n);
+    log = tu_read_file(path);
+    ck_assert_ptr_nonnull(log);
+    for (p = log; (p = strchr(p, '\n')) != NULL; p++)
+        lines++;
+    ck_assert_int_eq(lines, 4);
+    snprintf(want, sizeof want, " activate counter 610a shard %u epoch 1\n",
+             shard);
+    ck_assert_msg(strstr(log, want) != NULL, "no '%s' in:\n%s", want, log);
+    snprintf(want, sizeof want, " deactivate counter 610a shard %u epoch 1\n",
+             shard);
+    ck_assert_msg(strstr(log, want) != NULL, "no '%s' in:\n%s", want, log);
+    ck_assert_ptr_nonnull(strstr(log, " activate failfirst 62 "));
+    ck_assert_ptr_nonnull(strstr(log, " deactivate failfirst 62 "));
+    free(log);
+    free(path);
+}
+END_TEST
+
 START_TEST(lru_cap_passivates)
 {
     keel_node_options o;
@@ -776,6 +823,7 @@ static Suite *suite(void)
     tcase_add_test(tc, message_sent_from_on_passivate_runs);
     tcase_add_test(tc, failed_activation_is_undone);
     tcase_add_test(tc, blocking_call_on_loop_thread_refused);
+    tcase_add_test(tc, activation_log_lines);
     tcase_add_test(tc, bad_requests);
     tcase_add_test(tc, register_type_rules);
     tcase_add_test(tc, fenced_by_store);
