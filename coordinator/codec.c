@@ -20,6 +20,22 @@ int keel_wbuf_seal(keel_wbuf *w, uint8_t **out, size_t *len)
     return 0;
 }
 
+int keel_names_find(char *const *v, uint32_t n, const char *s)
+{
+    int lo = 0, hi = (int)n - 1;
+
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2, c = strcmp(v[mid], s);
+        if (c == 0)
+            return mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return -(lo + 1);
+}
+
 void keel_names_free(char **v, uint32_t n)
 {
     uint32_t i;

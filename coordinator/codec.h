@@ -177,6 +177,9 @@ static inline char *keel_rbuf_str8(keel_rbuf *r, int *oom)
  * over: 0 with *out (malloc'd, the caller frees) and *len, or KEEL_ENOMEM
  * with the buffer freed. */
 int keel_wbuf_seal(keel_wbuf *w, uint8_t **out, size_t *len);
+/* Position of s in a sorted table of n names, or where it would go as
+ * -(pos + 1). */
+int keel_names_find(char *const *v, uint32_t n, const char *s);
 /* Frees a table of n names (NULL is fine). */
 void keel_names_free(char **v, uint32_t n);
 /* Reads a sorted, unique table of n names, each valid per

@@ -28,28 +28,12 @@ void keel_node_state_free(keel_node_state *st)
     memset(st, 0, sizeof *st);
 }
 
-static int find_name(char *const *v, uint32_t n, const char *s)
-{
-    int lo = 0, hi = (int)n - 1;
-
-    while (lo <= hi) {
-        int mid = lo + (hi - lo) / 2, c = strcmp(v[mid], s);
-        if (c == 0)
-            return mid;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid - 1;
-    }
-    return -(lo + 1);
-}
-
 /* Inserts s into a sorted table; renumbers `field` of entries. Returns the
  * index or a negative code. */
 static int intern(keel_node_state *st, char ***tab, uint32_t *n,
                   const char *s, int is_cap)
 {
-    int pos = find_name(*tab, *n, s);
+    int pos = keel_names_find(*tab, *n, s);
     char **v, *copy;
     size_t i;
 
@@ -144,7 +128,7 @@ int keel_node_state_put(keel_node_state *st, const char *cap, uint32_t shard,
 void keel_node_state_remove(keel_node_state *st, const char *cap,
                             uint32_t shard)
 {
-    int ci = find_name(st->caps, st->ncaps, cap);
+    int ci = keel_names_find(st->caps, st->ncaps, cap);
     long pos;
 
     if (ci < 0)
@@ -160,7 +144,7 @@ void keel_node_state_remove(keel_node_state *st, const char *cap,
 const keel_state_entry *keel_node_state_find(const keel_node_state *st,
                                              const char *cap, uint32_t shard)
 {
-    int ci = find_name(st->caps, st->ncaps, cap);
+    int ci = keel_names_find(st->caps, st->ncaps, cap);
     long pos;
 
     if (ci < 0)

@@ -95,41 +95,23 @@ int keel_map_copy(keel_shard_map *dst, const keel_shard_map *src)
     return 0;
 }
 
-/* Position of s in the sorted table, or where it would go (negative:
- * -(pos+1)). */
-static int bsearch_names(char *const *v, uint32_t n, const char *s)
-{
-    int lo = 0, hi = (int)n - 1;
-
-    while (lo <= hi) {
-        int mid = lo + (hi - lo) / 2, c = strcmp(v[mid], s);
-        if (c == 0)
-            return mid;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid - 1;
-    }
-    return -(lo + 1);
-}
-
 int keel_map_cap_index(const keel_shard_map *m, const char *cap)
 {
-    int i = bsearch_names(m->caps, m->ncaps, cap);
+    int i = keel_names_find(m->caps, m->ncaps, cap);
 
     return i >= 0 ? i : -1;
 }
 
 int keel_map_node_index(const keel_shard_map *m, const char *name)
 {
-    int i = bsearch_names(m->nodes, m->nnodes, name);
+    int i = keel_names_find(m->nodes, m->nnodes, name);
 
     return i >= 0 ? i : -1;
 }
 
 int keel_map_add_cap(keel_shard_map *m, const char *cap)
 {
-    int pos = bsearch_names(m->caps, m->ncaps, cap);
+    int pos = keel_names_find(m->caps, m->ncaps, cap);
     size_t sc = m->shard_count, tail;
     keel_map_unit *units;
     char **caps, *copy;
@@ -183,7 +165,7 @@ static void renumber(keel_shard_map *m, const uint16_t *remap)
 
 int keel_map_add_node(keel_shard_map *m, const char *name)
 {
-    int pos = bsearch_names(m->nodes, m->nnodes, name);
+    int pos = keel_names_find(m->nodes, m->nnodes, name);
     char **nodes, *copy;
     uint16_t *remap;
     uint32_t i;
