@@ -90,6 +90,29 @@ static long counter(int i, const char *name, const char *op)
     return v;
 }
 
+/* Prints every node's log to stderr: called before an assertion about a
+ * call fails, so the failure report shows what the cluster was doing. */
+static void dump_logs(void)
+{
+    int i;
+
+    for (i = 0; i < MAXN; i++) {
+        char *log;
+        if (nodes[i].log_path == NULL)
+            continue;
+        log = tu_keeld_log(&nodes[i]);
+        fprintf(stderr, "---- n%d log ----\n%s\n", i, log ? log : "");
+        free(log);
+    }
+}
+
+#define ASSERT_COUNT(v, want)                                               \
+    do {                                                                    \
+        if ((v) != (want))                                                  \
+            dump_logs();                                                    \
+        ck_assert_int_eq((v), (want));                                      \
+    } while (0)
+
 /* Waits (at most 90 s) until every one of the first n nodes answers a
  * read of every counter: the cluster has elected a controller, published
  * a map and every unit has been acquired. Calls that arrive before that
@@ -156,7 +179,7 @@ START_TEST(join_under_load_keeps_every_count)
             long v;
             snprintf(name, sizeof name, "c%d", c);
             v = counter((r + c) % live, name, "incr");
-            ck_assert_int_eq(v, acked[c] + 1);
+            ASSERT_COUNT(v, acked[c] + 1);
             acked[c] = v;
         }
     }
@@ -196,7 +219,7 @@ START_TEST(sigterm_hands_off_under_load)
             long v;
             snprintf(name, sizeof name, "c%d", c);
             v = counter((r + c) % (r < 3 ? 4 : 3), name, "incr");
-            ck_assert_int_eq(v, acked[c] + 1);
+            ASSERT_COUNT(v, acked[c] + 1);
             acked[c] = v;
         }
     }
@@ -247,7 +270,7 @@ START_TEST(node_drain_hands_off_under_load)
             long v;
             snprintf(name, sizeof name, "c%d", c);
             v = counter((r + c) % (r < 3 ? 4 : 3), name, "incr");
-            ck_assert_int_eq(v, acked[c] + 1);
+            ASSERT_COUNT(v, acked[c] + 1);
             acked[c] = v;
         }
     }
