@@ -135,10 +135,16 @@ struct keel_cluster_rt {
     /* Graceful leave: 0 none, 1 handing off, 2 done (the stop goes on). */
     int leave;
     ev_tstamp leave_deadline, leave_report;
+    ev_tstamp stop_since; /* when the stop first waited for quiet */
 };
 
 /* How long a leaving node waits for its units to be handed off. */
 #define LEAVE_TIMEOUT_S 30.0
+/* A stopping node exits once no other node has forwarded it a call for
+ * STOP_QUIET_S (they have applied the map that sends them elsewhere) and
+ * nothing it forwarded or holds is unanswered; at most STOP_QUIET_MAX_S. */
+#define STOP_QUIET_S 0.3
+#define STOP_QUIET_MAX_S 5.0
 
 static ev_tstamp now(keel_cluster_rt *rt)
 {
@@ -212,9 +218,10 @@ static void fwd_cb(keel_node *n, int status, const uint8_t *body, size_t len,
     keel_cluster_rt *rt = n->cluster;
     rt_msg *m = arg;
 
-    if (status == KEEL_PEER_UNSENT) {
-        /* Never reached the owner: route it again (bounded by its
-         * deadline). */
+    if (status == KEEL_PEER_UNSENT ||
+        (status == KEEL_ESTOPPING && !n->stopping)) {
+        /* Never reached the owner, or reached a node that is stopping and
+         * did not run it: route it again (bounded by its deadline). */
         if (rt->started && now(rt) < m->deadline) {
             hold_append(rt, m);
             return;
@@ -1212,6 +1219,29 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (rt->held != NULL)
         retry_held(rt);
     leave_tick(rt);
+    if (rt->n->stopping)
+        keel__node_stop_check(rt->n);
+}
+
+int keel__cluster_rt_busy(keel_node *n)
+{
+    keel_cluster_rt *rt = n->cluster;
+    ev_tstamp t;
+
+    if (rt == NULL || !rt->started)
+        return 0;
+    t = now(rt);
+    if (rt->stop_since == 0)
+        rt->stop_since = t;
+    if (t - rt->stop_since >= STOP_QUIET_MAX_S) {
+        if (rt->held != NULL || keel__peers_pending(rt->peers) > 0)
+            keel_warn("cluster: stopping with %zu held and %zu forwarded "
+                      "call(s) unanswered",
+                      rt->nheld, keel__peers_pending(rt->peers));
+        return 0;
+    }
+    return rt->held != NULL || keel__peers_pending(rt->peers) > 0 ||
+           t - n->last_forward_in < STOP_QUIET_S;
 }
 
 /* ----------------------------------------------------------- lifecycle */
@@ -1377,7 +1407,8 @@ void keel__cluster_rt_stop(keel_node *n)
     }
     rt->held_tail = NULL;
     rt->nheld = 0;
-    /* Forwarded requests fail with KEEL_ESTOPPING. */
+    /* Forwarded requests that left fail with KEEL_ECONN (they may have
+     * run), the others with KEEL_ESTOPPING. */
     keel__peers_destroy(rt->peers);
     rt->peers = NULL;
 }

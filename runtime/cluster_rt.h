@@ -30,6 +30,12 @@ void keel__cluster_rt_destroy(keel_node *n);
  * off, timed out, or handing off impossible). */
 int keel__cluster_rt_leave(keel_node *n);
 
+/* While the node stops: 1 as long as it still owes answers to calls it
+ * forwarded or holds, or other nodes are still forwarding calls to it
+ * (they get KEEL_ESTOPPING, which tells them the call was not run and
+ * may go elsewhere). Bounded in time. */
+int keel__cluster_rt_busy(keel_node *n);
+
 /* From keel__submit: 1 when the message is to run here, 0 when it was
  * taken (forwarded or held; the reply comes later), or a KEEL_E* code
  * (nothing taken). */

@@ -328,6 +328,8 @@ static void handle_call(keel_conn *c, const keel_frame *f)
     req->origin = REQ_NET;
     req->is_cast = f->kind == KEEL_FRAME_CAST;
     req->hops = f->flags;
+    if (f->flags > 0)
+        n->last_forward_in = ev_now(n->loop);
     req->u.net.conn = c;
     req->u.net.request_id = f->request_id;
     rc = keel__submit(n, te, cb.id, cb.idlen, req);

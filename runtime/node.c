@@ -1664,6 +1664,8 @@ static void maybe_finish_stop(keel_node *n)
     if (!n->stopping || n->runq_head != NULL || n->inflight != NULL ||
         n->dirty_head != NULL || n->wait_open.head != NULL)
         return;
+    if (n->cluster != NULL && keel__cluster_rt_busy(n))
+        return; /* its tick calls keel__node_stop_check again */
     /* Everything is durable and answered: passivate and leave. */
     while ((a = n->lru_tail) != NULL)
         actor_passivate(n, a);
@@ -1674,6 +1676,11 @@ static void maybe_finish_stop(keel_node *n)
     ev_prepare_stop(n->loop, &n->flush_watcher);
     ev_async_stop(n->loop, &n->async);
     ev_break(n->loop, EVBREAK_ALL);
+}
+
+void keel__node_stop_check(keel_node *n)
+{
+    maybe_finish_stop(n);
 }
 
 static void run_posts(keel_node *n)

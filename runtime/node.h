@@ -191,6 +191,9 @@ struct keel_node {
 
     /* Network. */
     int listen_fd;
+    /* ev_now of the last CALL/CAST another node forwarded here (cluster
+     * mode): a stopping node waits for its peers to fall quiet. */
+    double last_forward_in;
     int port;
     ev_io listen_watcher;
     keel_conn *conns;      /* all open connections */
@@ -238,6 +241,8 @@ void keel__req_release(keel_node *n, keel_req *req);
  * such an actor can be passivated (freed) at once. */
 int keel__actor_idle(const keel_node *n, const keel_actor *a);
 void keel__actor_passivate(keel_node *n, keel_actor *a);
+/* Finishes a stop that waited for something (loop thread). */
+void keel__node_stop_check(keel_node *n);
 
 /* --- net.c --------------------------------------------------------------*/
 

@@ -108,9 +108,11 @@ static void peer_fail(peer *pr, int stopping)
     /* Callbacks may queue new frames: the connection is clean by now. */
     for (cnt = i, i = 0; i < cnt; i++) {
         struct pending *pd = all[i];
-        int st = stopping                 ? KEEL_ESTOPPING
-                 : pd->end <= pr->written ? KEEL_ECONN
-                                          : KEEL_PEER_UNSENT;
+        /* A frame that left may have run there: its fate is unknown.
+         * KEEL_ESTOPPING promises the request did not run. */
+        int st = pd->end <= pr->written ? KEEL_ECONN
+                 : stopping             ? KEEL_ESTOPPING
+                                        : KEEL_PEER_UNSENT;
         if (pd->cb != NULL)
             pd->cb(n, st, (const uint8_t *)keel_strerror(st),
                    strlen(keel_strerror(st)), pd->arg);
