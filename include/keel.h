@@ -231,7 +231,11 @@ typedef struct keel_stats {
     uint64_t calls_completed;   /* replies released (calls and casts) */
     uint64_t latency_sum_us;
     uint64_t latency_buckets[KEEL_LATENCY_BUCKETS]; /* not cumulative */
-    uint64_t reserved[16];
+    uint64_t forwarded;    /* calls and casts sent on to their unit's owner
+                            * (cluster mode) */
+    uint64_t held_expired; /* calls held longer than the hold bound while
+                            * their unit had no serving owner: EUNAVAIL */
+    uint64_t reserved[14];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

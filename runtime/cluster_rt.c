@@ -255,6 +255,7 @@ static void forward(keel_cluster_rt *rt, rt_msg *m)
     }
     keel_call_body_encode(body, m->te->name, tlen, m->id, m->idlen, req->buf,
                           req->len);
+    STAT_ADD(rt->n, forwarded, 1);
 }
 
 int keel__cluster_route(keel_node *n, struct keel_type_entry *te,
@@ -301,6 +302,7 @@ static void retry_held(keel_cluster_rt *rt)
             snprintf(text, sizeof text,
                      "shard %u unavailable: its owner did not answer in "
                      "%d ms", m->shard, HOLD_MS);
+            STAT_ADD(rt->n, held_expired, 1);
             msg_fail(rt, m, KEEL_EUNAVAIL, text);
             continue;
         }

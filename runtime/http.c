@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "coordinator/cluster.h"
 #include "runtime/info.h"
 #include "runtime/node.h"
 
@@ -109,6 +110,8 @@ struct http_req {
     size_t outlen;
     int ready;      /* /readyz */
     keel_stats stats; /* /metrics */
+    int cluster_mode; /* /metrics: cluster mode, and units it serves */
+    size_t units_owned;
     uint32_t shard; /* GET state: */
     uint64_t version, entries;
     int have_blob;
@@ -539,13 +542,11 @@ static void metric(struct sbuf *b, const char *name, const char *type,
 
 /* Prometheus text format, from the figures the loop thread copied (the
  * loop writes them without locks, so they are read there). Only what this
- * node really measures: there is no forwarding, handoff or ZooKeeper
- * session in standalone mode, so those series do not exist here. */
+ * node really measures. */
 static enum MHD_Result answer_metrics(struct http_req *r)
 {
     static const uint32_t bounds[] = KEEL_LATENCY_BOUNDS_US;
     keel_http *h = r->h;
-    keel_node *n = h->n;
     const keel_stats *st = &r->stats;
     const union MHD_DaemonInfo *di;
     struct sbuf b = {0};
@@ -553,13 +554,16 @@ static enum MHD_Result answer_metrics(struct http_req *r)
     unsigned i;
     char lab[64];
 
-    snprintf(lab, sizeof lab, "{version=\"%s\",mode=\"standalone\"}",
-             keel_version_string());
+    snprintf(lab, sizeof lab, "{version=\"%s\",mode=\"%s\"}",
+             keel_version_string(),
+             r->cluster_mode ? "cluster" : "standalone");
     metric(&b, "keel_info", "gauge", "Version and mode of this node.", lab,
            1);
     metric(&b, "keel_shards_owned", "gauge",
-           "Shards this node owns (standalone: all of them).",
-           "{mode=\"standalone\"}", n->opts.shard_count);
+           "Placement units (capability, shard) the map gives this node "
+           "(standalone: every shard).",
+           r->cluster_mode ? "{mode=\"cluster\"}" : "{mode=\"standalone\"}",
+           r->units_owned);
     metric(&b, "keel_messages_total", "counter",
            "Messages handled (turns run).", "", st->messages);
     metric(&b, "keel_handler_errors_total", "counter",
@@ -567,6 +571,12 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            st->handler_errors);
     metric(&b, "keel_activations_total", "counter", "Actor activations.", "",
            st->activations);
+    metric(&b, "keel_forwarded_total", "counter",
+           "Calls and casts forwarded to their unit's owner.", "",
+           st->forwarded);
+    metric(&b, "keel_held_expired_total", "counter",
+           "Calls that found no serving owner within the hold bound.", "",
+           st->held_expired);
     metric(&b, "keel_passivations_total", "counter", "Actor passivations.",
            "", st->passivations);
     metric(&b, "keel_resident_actors", "gauge", "Actors in memory.", "",
@@ -811,6 +821,14 @@ static void job_fn(keel_node *n, void *data)
         r->ready = n->running && !n->stopping;
     } else if (r->route == R_METRICS) {
         keel_node_stats(n, &r->stats);
+        r->cluster_mode = n->cluster != NULL;
+        if (r->cluster_mode) {
+            size_t movable;
+            keel_cluster_held(keel_coord_to_cluster(n->coord),
+                              &r->units_owned, &movable);
+        } else {
+            r->units_owned = n->opts.shard_count;
+        }
     } else if (r->route == R_CLUSTER) {
         /* Cluster mode: the agent's view lives on this thread. */
         char addr[300], *json;

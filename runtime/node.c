@@ -2093,7 +2093,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "commit_failures %llu\nbatch_turns_max %llu\n"
         "batch_turns_avg %.1f\nbatch_actors_avg %.1f\nfence_refusals %llu\n"
         "map_size %llu\nconnections %llu\nframes_in %llu\nframes_bad %llu\n"
-        "calls_completed %llu\nlatency_avg_us %.1f\n",
+        "calls_completed %llu\nlatency_avg_us %.1f\nforwarded %llu\n"
+        "held_expired %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -2114,7 +2115,9 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->calls_completed,
         st->calls_completed
             ? (double)st->latency_sum_us / (double)st->calls_completed
-            : 0.0);
+            : 0.0,
+        (unsigned long long)st->forwarded,
+        (unsigned long long)st->held_expired);
     return w < 0 ? 0 : (size_t)w;
 }
 

@@ -1,7 +1,7 @@
 /* keel — the command-line client of a keel node (built from keel-cli.c).
  *
- *   keel [-a HOST:PORT] [-t TIMEOUT_MS] call TYPE ID ARG...
- *   keel [-a HOST:PORT] [-t TIMEOUT_MS] cast TYPE ID ARG...
+ *   keel [-a HOST:PORT] [-t TIMEOUT_MS] [--direct] call TYPE ID ARG...
+ *   keel [-a HOST:PORT] [-t TIMEOUT_MS] [--direct] cast TYPE ID ARG...
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] stat | ping
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] nodes | capabilities
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] shards [--node NODE]
@@ -60,6 +60,9 @@ static void usage(FILE *f)
             "options:\n"
             "  -a, --addr HOST:PORT     node address (default $KEEL_ADDR,\n"
             "                           else " DEFAULT_ADDR ")\n"
+            "  -d, --direct             call/cast: ask the node where the\n"
+            "                           actor lives and send it to that\n"
+            "                           owner instead of through the node\n"
             "  -t, --timeout MS         connect and reply timeout in\n"
             "                           milliseconds, 0 for none (default "
             "%d)\n"
@@ -282,6 +285,34 @@ static int addr_well_formed(const char *addr)
     return *end == '\0' && port > 0 && port <= 65535;
 }
 
+/* --direct: asks the contact node `where TYPE ID` and, when it names an
+ * owner with an address other than addr, connects there instead (into
+ * owner_addr). Any failure keeps the contact node, which forwards the
+ * request itself: redirection saves a hop, it is never needed. */
+static void find_owner(keel_client *c, const char *addr, const char *type,
+                       const char *id, char *owner_addr, size_t cap)
+{
+    size_t tl = strlen(type), il = strlen(id), blen = 6 + tl + 1 + il;
+    char *body = malloc(blen), *reply = NULL, *p;
+    size_t rlen = 0;
+
+    snprintf(owner_addr, cap, "%s", addr);
+    if (body == NULL)
+        return;
+    memcpy(body, "where", 6); /* with its NUL: the word separator */
+    memcpy(body + 6, type, tl + 1);
+    memcpy(body + 6 + tl + 1, id, il);
+    if (keel_client_call(c, KEEL_FRAME_INFO, NULL, NULL, 0, body, blen,
+                         &reply, &rlen) == 0 &&
+        (p = strstr(reply, "\naddress ")) != NULL) {
+        char a[128];
+        if (sscanf(p, "\naddress %127s", a) == 1 && addr_well_formed(a))
+            snprintf(owner_addr, cap, "%s", a);
+    }
+    free(reply);
+    free(body);
+}
+
 static int parse_timeout(const char *s, int *out)
 {
     char *end;
@@ -301,6 +332,7 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"addr", required_argument, NULL, 'a'},
         {"timeout", required_argument, NULL, 't'},
+        {"direct", no_argument, NULL, 'd'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -309,7 +341,7 @@ int main(int argc, char **argv)
     const char *cmd;
     int timeout_ms = DEFAULT_TIMEOUT_MS;
     keel_client *c;
-    int opt, rc, nargs, info_argc = 0;
+    int opt, rc, nargs, info_argc = 0, direct = 0;
     char **args, **info_argv = NULL;
 
     if (addr == NULL || addr[0] == '\0')
@@ -317,10 +349,13 @@ int main(int argc, char **argv)
     opterr = 0;
     /* "+": stop at the command, so message words such as "-1" are not
      * taken for options; ":": report a missing value apart. */
-    while ((opt = getopt_long(argc, argv, "+:a:t:hV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+:a:t:dhV", longopts, NULL)) != -1) {
         switch (opt) {
         case 'a':
             addr = optarg;
+            break;
+        case 'd':
+            direct = 1;
             break;
         case 't':
             if (parse_timeout(optarg, &timeout_ms) < 0)
@@ -400,6 +435,16 @@ int main(int argc, char **argv)
     rc = keel_client_connect(addr, timeout_ms, &c);
     if (rc < 0)
         return transport_error(rc);
+    if (direct && (strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0)) {
+        char owner[128];
+        keel_client *oc;
+        find_owner(c, addr, args[0], args[1], owner, sizeof owner);
+        if (strcmp(owner, addr) != 0 &&
+            keel_client_connect(owner, timeout_ms, &oc) == 0) {
+            keel_client_close(c);
+            c = oc;
+        }
+    }
     if (strcmp(cmd, "call") == 0)
         rc = cmd_send(c, nargs, args, 1);
     else if (strcmp(cmd, "cast") == 0)

@@ -311,6 +311,73 @@ START_TEST(capabilities_and_http)
     ck_assert_ptr_nonnull(strstr(body, "\"owners\": [\""));
     ck_assert_ptr_null(strstr(body, "\"controller\": null"));
     free(body);
+    /* /metrics on n2 says cluster mode and counts the units the map gives
+     * it, as `keel shards --node n2` lists them. */
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    {
+        const char *argv[] = {"/usr/bin/curl", "-sf", url, NULL};
+        char want[96];
+        ck_assert_int_eq(tu_run(argv, &body, NULL), 0);
+        ck_assert_ptr_nonnull(strstr(body, ",mode=\"cluster\"} 1\n"));
+        out = cli(0, "shards", "--node", "n2", NULL);
+        snprintf(want, sizeof want, "keel_shards_owned{mode=\"cluster\"} %zu\n",
+                 count_lines(out, "unit "));
+        ck_assert_msg(strstr(body, want) != NULL, "want '%s' in\n%s", want,
+                      body);
+        free(out);
+        free(body);
+    }
+}
+END_TEST
+
+/* `keel --direct call` asks where the actor lives and sends the call to
+ * its owner: the contact node forwards nothing, the owner runs the turn.
+ * Without --direct the contact node forwards it (its `forwarded` count
+ * grows by one). */
+static long stat_value(int i, const char *name)
+{
+    char *out = cli(i, "stat", NULL, NULL, NULL), key[64];
+    const char *p;
+    long v;
+
+    snprintf(key, sizeof key, "\n%s ", name);
+    p = strstr(out, key);
+    ck_assert_msg(p != NULL, "no %s in stat output", name);
+    v = strtol(p + strlen(key), NULL, 10);
+    free(out);
+    return v;
+}
+
+START_TEST(direct_call_goes_to_the_owner)
+{
+    char *out, *err = NULL, *p;
+    long fwd0, fwd1, msgs0;
+    int o = -1, via;
+
+    await_settled();
+    out = cli(0, "where", "counter", "direct", NULL);
+    p = strstr(out, "\nowner ");
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(sscanf(p, "\nowner n%d", &o), 1);
+    free(out);
+    via = (o + 1) % N;
+    fwd0 = stat_value(via, "forwarded");
+    msgs0 = stat_value(o, "messages");
+    out = NULL;
+    ck_assert_int_eq(tu_keel(nodes[via].addr, &out, &err, "--direct", "call",
+                             "counter", "direct", "incr", NULL),
+                     0);
+    ck_assert_str_eq(out, "1\n");
+    free(out);
+    free(err);
+    fwd1 = stat_value(via, "forwarded");
+    ck_assert_int_eq(fwd1, fwd0);
+    ck_assert_int_eq(stat_value(o, "messages"), msgs0 + 1);
+    /* The same call without --direct goes through the contact node. */
+    out = cli(via, "call", "counter", "direct", "incr");
+    ck_assert_str_eq(out, "2\n");
+    free(out);
+    ck_assert_int_eq(stat_value(via, "forwarded"), fwd1 + 1);
 }
 END_TEST
 
@@ -325,6 +392,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, nodes_one_controller);
     tcase_add_test(tc, where_names_the_serving_node);
+    tcase_add_test(tc, direct_call_goes_to_the_owner);
     tcase_add_test(tc, shards_cover_every_unit_once);
     tcase_add_test(tc, capabilities_and_http);
     suite_add_tcase(s, tc);
