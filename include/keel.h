@@ -111,6 +111,10 @@ KEEL_API const char *keel_err_name(int code);
 #define KEEL_MAX_TYPE_LEN 64     /* bytes of an actor type name */
 #define KEEL_MAX_ID_LEN 255      /* bytes of an actor id (any byte value) */
 #define KEEL_MAX_ENTRY_KEY_LEN 180 /* bytes of a named storage entry key */
+/* Bytes of an actor's state blob or of one entry's value. A unit moving
+ * between nodes travels record by record, so one record must fit in a
+ * node-to-node frame whatever the nodes' --max-frame. */
+#define KEEL_MAX_VALUE_LEN (64u << 20)
 #define KEEL_DEFAULT_MAX_FRAME (1u << 20)
 #define KEEL_DEFAULT_SHARDS 4096u
 
@@ -308,7 +312,8 @@ KEEL_API int keel_node_register_type(keel_node *node,
 /* The actor's current state. *data is valid until the turn ends or the
  * state is set; a fresh actor has length 0. */
 KEEL_API void keel_turn_state(keel_turn *turn, const void **data, size_t *len);
-/* Replaces the state (copied). Takes effect only if the turn succeeds. */
+/* Replaces the state (copied). Takes effect only if the turn succeeds.
+ * KEEL_ETOOBIG over KEEL_MAX_VALUE_LEN bytes. */
 KEEL_API int keel_turn_set_state(keel_turn *turn, const void *data, size_t len);
 /* Sets the reply (copied); a later call replaces it. */
 KEEL_API int keel_turn_reply(keel_turn *turn, const void *data, size_t len);
@@ -322,7 +327,8 @@ KEEL_API void keel_turn_error(keel_turn *turn, const char *fmt, ...)
 /* Named entries: the actor's own key-value storage. Reads see this turn's
  * writes and those of earlier turns (committed or not). *val is valid until
  * the turn ends. get: KEEL_ENOTFOUND when absent. Keys are at most
- * KEEL_MAX_ENTRY_KEY_LEN bytes and not empty (KEEL_ELIMIT, KEEL_EINVAL). */
+ * KEEL_MAX_ENTRY_KEY_LEN bytes and not empty (KEEL_ELIMIT, KEEL_EINVAL);
+ * a value is at most KEEL_MAX_VALUE_LEN bytes (KEEL_ETOOBIG). */
 KEEL_API int keel_turn_get(keel_turn *turn, const void *key, size_t klen,
                            const void **val, size_t *vlen);
 KEEL_API int keel_turn_put(keel_turn *turn, const void *key, size_t klen,

@@ -423,6 +423,20 @@ static void pause_reading(keel_conn *c)
     }
 }
 
+/* The largest frame accepted at p (avail bytes of it known): max_frame,
+ * except for XFER frames between nodes, which carry whole records and may
+ * need room for the largest value whatever --max-frame says. */
+#define XFER_MAX_FRAME ((size_t)KEEL_MAX_VALUE_LEN + (64u << 10))
+
+static size_t frame_limit(const keel_node *n, const uint8_t *p, size_t avail)
+{
+    size_t m = n->opts.max_frame;
+
+    if (avail >= 5 && p[4] == KEEL_FRAME_XFER && m < XFER_MAX_FRAME)
+        return XFER_MAX_FRAME;
+    return m;
+}
+
 static void process_input(keel_conn *c)
 {
     keel_node *n = c->n;
@@ -431,7 +445,8 @@ static void process_input(keel_conn *c)
     while (!c->dead && !c->closing && off < c->rlen) {
         keel_frame f;
         long r = keel_frame_parse(c->rbuf + off, c->rlen - off,
-                                  n->opts.max_frame, &f);
+                                  frame_limit(n, c->rbuf + off, c->rlen - off),
+                                  &f);
         if (r == 0)
             break;
         if (r < 0) {
@@ -476,7 +491,7 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (c->rcap - c->rlen < READ_CHUNK / 4) {
             /* Room for the largest frame plus one read. */
             size_t cap = c->rcap ? c->rcap * 2 : READ_CHUNK;
-            size_t limit = (size_t)c->n->opts.max_frame + READ_CHUNK;
+            size_t limit = frame_limit(c->n, c->rbuf, c->rlen) + READ_CHUNK;
             uint8_t *p;
             if (cap > limit && c->rcap >= limit)
                 cap = c->rcap;

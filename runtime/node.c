@@ -675,7 +675,7 @@ int keel_turn_set_state(keel_turn *t, const void *data, size_t len)
 
     if (t->no_writes)
         return KEEL_EINVAL;
-    if (len > UINT32_MAX)
+    if (len > KEEL_MAX_VALUE_LEN)
         return KEEL_ETOOBIG;
     rc = grow(&t->n->scratch_state, &t->n->scratch_state_cap, len);
     if (rc != 0)
@@ -866,7 +866,7 @@ int keel_turn_put(keel_turn *t, const void *key, size_t klen,
         return rc;
     if (t->no_writes)
         return KEEL_EINVAL;
-    if (vlen > UINT32_MAX - klen)
+    if (vlen > KEEL_MAX_VALUE_LEN)
         return KEEL_ETOOBIG;
     return stage_add(t, STAGE_PUT, key, klen, val, vlen);
 }

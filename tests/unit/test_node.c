@@ -219,6 +219,38 @@ START_TEST(failed_turn_discards_writes)
 }
 END_TEST
 
+/* A value over KEEL_MAX_VALUE_LEN is refused with ETOOBIG, as state and
+ * as an entry; the turn can go on and write something smaller. */
+static int big_message(keel_turn *t, const void *msg, size_t len)
+{
+    static char big[KEEL_MAX_VALUE_LEN + 1];
+    int a, b;
+
+    if (len == 4 && memcmp(msg, "peek", 4) == 0) {
+        const void *s;
+        size_t sl;
+        keel_turn_state(t, &s, &sl);
+        return keel_turn_reply(t, s, sl);
+    }
+    a = keel_turn_set_state(t, big, sizeof big);
+    b = keel_turn_put(t, "e", 1, big, sizeof big);
+    keel_turn_set_state(t, "small", 5);
+    return keel_turn_replyf(t, "%s %s", keel_err_name(a), keel_err_name(b));
+}
+
+START_TEST(oversized_values_refused)
+{
+    keel_node *n = start_node(NULL);
+    keel_actor_type bt = {.name = "big", .on_message = big_message};
+
+    ck_assert_int_eq(keel_node_register_type(n, &bt), 0);
+    run(n);
+    expect(n, "big", "a", "go", "ETOOBIG ETOOBIG");
+    expect(n, "big", "a", "peek", "small");
+    finish(n);
+}
+END_TEST
+
 START_TEST(kv_entries)
 {
     keel_node *n = start_node(NULL);
@@ -831,6 +863,7 @@ static Suite *suite(void)
     tcase_add_test(tc, bad_data_dir);
     tcase_add_test(tc, map_grows_under_load);
     tcase_add_test(tc, shard_hash);
+    tcase_add_test(tc, oversized_values_refused);
     suite_add_tcase(s, tc);
     return s;
 }
