@@ -238,6 +238,9 @@ void keel__req_release(keel_node *n, keel_req *req);
  * such an actor can be passivated (freed) at once. */
 int keel__actor_idle(const keel_node *n, const keel_actor *a);
 void keel__actor_passivate(keel_node *n, keel_actor *a);
+/* Restarts the run of queued turns, stopped while the node was fenced
+ * (cluster mode). */
+void keel__run_resume(keel_node *n);
 
 /* --- net.c --------------------------------------------------------------*/
 
