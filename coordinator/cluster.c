@@ -143,14 +143,18 @@ static void fenced_changed(keel_cluster *c)
     else if (f->expired)
         keel_info("cluster: node %s fenced: stops serving (no session)",
                   c->node);
-    else if (!f->connected)
+    else if (f->lease_until == 0)
+        keel_info("cluster: node %s fenced: stops serving (no lease yet)",
+                  c->node);
+    else if (!keel_selffence_lapsed(f, c->now))
         keel_warn("cluster: node %s fenced: stops serving (disconnected "
                   "from ZooKeeper)",
                   c->node);
     else
         keel_warn("cluster: node %s fenced: stops serving (lease lapsed "
-                  "%lld ms ago: no heartbeat answered in time)",
-                  c->node, (long long)(c->now - f->lease_until));
+                  "%lld ms ago: no heartbeat answered in time%s)",
+                  c->node, (long long)(c->now - f->lease_until),
+                  f->connected ? "" : "; disconnected from ZooKeeper");
     if (c->hooks.fenced != NULL)
         c->hooks.fenced(c, f->fenced, c->hooks.data);
 }
