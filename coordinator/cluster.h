@@ -84,7 +84,8 @@ typedef struct keel_cluster_options {
 void keel_cluster_options_init(keel_cluster_options *o);
 
 /* Creates the agent. zk: the client to use (ownership passes to the
- * agent); NULL makes a real client on o->zk_hosts driven by loop. loop may
+ * agent, and its data field is the agent's from then on); NULL makes a
+ * real client on o->zk_hosts driven by loop. loop may
  * be NULL only with a given zk (time then comes from keel_cluster_tick).
  * Strings are copied. Returns 0, KEEL_EINVAL or KEEL_ENOMEM. */
 int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
