@@ -2,9 +2,11 @@
 #include "coordinator/cluster.h"
 
 #include <ev.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "coordinator/bootstrap.h"
@@ -65,6 +67,11 @@ struct keel_cluster {
     keel_election election;
     keel_controller ctl;
     keel_selffence fence;
+    /* The lease's heartbeat: one request in flight at a time, sent at
+     * hb_sent; hb_seq tells its answer from a stale one (an earlier
+     * session's, or one given up on a reconnection). */
+    int hb_busy;
+    uint64_t hb_seq, hb_sent, hb_next;
 
     /* the applied map */
     keel_shard_map map;
@@ -108,10 +115,17 @@ static void schedule(keel_cluster *c);
 static void publish(keel_cluster *c);
 static void apply_map(keel_cluster *c);
 
+/* The agent's clock: monotonic ms, read afresh (ev_now() follows the
+ * wall clock, which may be stepped). Without a loop, the time given to
+ * keel_cluster_tick(). */
 static uint64_t now_ms(keel_cluster *c)
 {
-    if (c->loop != NULL)
-        c->now = (uint64_t)(ev_now(c->loop) * 1000.0);
+    if (c->loop != NULL) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        c->now = (uint64_t)ts.tv_sec * 1000u +
+                 (uint64_t)ts.tv_nsec / 1000000u;
+    }
     return c->now;
 }
 
@@ -122,10 +136,88 @@ static uint64_t clock_ms(void *arg)
 
 static void fenced_changed(keel_cluster *c)
 {
-    keel_info("cluster: node %s %s", c->node,
-              c->fence.fenced ? "fenced: stops serving" : "serving");
+    const keel_selffence *f = &c->fence;
+
+    if (!f->fenced)
+        keel_info("cluster: node %s serving", c->node);
+    else if (f->expired)
+        keel_info("cluster: node %s fenced: stops serving (no session)",
+                  c->node);
+    else if (f->lease_until == 0)
+        keel_info("cluster: node %s fenced: stops serving (no lease yet)",
+                  c->node);
+    else if (!keel_selffence_lapsed(f, c->now))
+        keel_warn("cluster: node %s fenced: stops serving (disconnected "
+                  "from ZooKeeper)",
+                  c->node);
+    else
+        keel_warn("cluster: node %s fenced: stops serving (lease lapsed "
+                  "%lld ms ago: no heartbeat answered in time%s)",
+                  c->node, (long long)(c->now - f->lease_until),
+                  f->connected ? "" : "; disconnected from ZooKeeper");
     if (c->hooks.fenced != NULL)
-        c->hooks.fenced(c, c->fence.fenced, c->hooks.data);
+        c->hooks.fenced(c, f->fenced, c->hooks.data);
+}
+
+/* ------------------------------------------------------------ the lease */
+
+/* A heartbeat every T/6 keeps the lease (2T/3 from the send time) about
+ * T/2 ahead, so a few slow or lost answers stall nothing. */
+static uint64_t hb_interval(const keel_cluster *c)
+{
+    uint64_t t = c->fence.timeout_ms / 6;
+
+    return t > 0 ? t : 1;
+}
+
+static void hb_send(keel_cluster *c);
+
+static void hb_done(keel_zk *zk, int rc, const keel_zk_stat *st, void *arg)
+{
+    keel_cluster *c = zk->data;
+
+    (void)st;
+    if (!c->hb_busy || (uint64_t)(uintptr_t)arg != c->hb_seq)
+        return; /* given up on: its send time is not the one recorded */
+    c->hb_busy = 0;
+    now_ms(c);
+    /* Any answer of the servers proves the session alive when the request
+     * left (the root is missing only before the first bootstrap). */
+    if ((rc == 0 || rc == KEEL_ENOTFOUND) &&
+        keel_selffence_renewed(&c->fence, c->hb_sent, c->now))
+        fenced_changed(c);
+    hb_send(c);
+    schedule(c);
+}
+
+/* Sends a heartbeat (exists on the cluster root) when one is due, the
+ * client is connected and none is in flight. */
+static void hb_send(keel_cluster *c)
+{
+    uintptr_t seq;
+
+    if (!c->fence.connected || c->hb_busy || now_ms(c) < c->hb_next)
+        return;
+    c->hb_next = c->now + hb_interval(c);
+    seq = (uintptr_t)++c->hb_seq;
+    if (keel_zk_exists(c->zk, c->layout.root, NULL, NULL, hb_done,
+                       (void *)seq) != 0)
+        return; /* the connection is going: the next one sends again */
+    c->hb_busy = 1;
+    c->hb_sent = c->now;
+}
+
+int keel_cluster_check_lease(keel_cluster *c)
+{
+    if (c->fence.fenced)
+        return 1;
+    if (!keel_selffence_lapsed(&c->fence, now_ms(c)))
+        return 0;
+    if (keel_selffence_tick(&c->fence, c->now)) {
+        fenced_changed(c);
+        schedule(c);
+    }
+    return c->fence.fenced;
 }
 
 static void set_failed(keel_cluster *c, int rc)
@@ -185,6 +277,19 @@ static void drop_all(keel_cluster *c)
 
     for (i = 0; i < c->nlcaps; i++)
         memset(c->lcaps[i].units, 0, c->shard_count * sizeof(local_unit));
+}
+
+uint64_t keel_cluster_write_epoch(keel_cluster *c, const char *cap,
+                                  uint32_t shard)
+{
+    const local_cap *lc = lcap(c, cap, 0);
+    const local_unit *lu;
+
+    if (lc == NULL || shard >= c->shard_count)
+        return 0;
+    lu = &lc->units[shard];
+    /* Held: serving, or handing over (its last writes go out first). */
+    return lu->phase == U_PRIMARY || lu->phase == U_RELEASING ? lu->epoch : 0;
 }
 
 /* ------------------------------------------------------------ placement */
@@ -881,6 +986,7 @@ static void expired(keel_cluster *c)
     c->rejoin_busy = c->rejoin_stalled = 0;
     c->forget_busy = 0;
     c->map_this_session = 0;
+    c->hb_busy = 0;
     c->phase = KEEL_CLUSTER_CONNECTING;
     rc = keel_zk_connect(c->zk, (int)c->timeout_ms, session_cb, c);
     if (rc != 0)
@@ -899,6 +1005,10 @@ static void session_cb(keel_zk *zk, int event, void *arg)
         if (keel_selffence_connected(&c->fence, c->now,
                                      (uint32_t)keel_zk_session_timeout(c->zk)))
             fenced_changed(c);
+        /* The lease is renewed by what is sent from now on. */
+        c->hb_busy = 0;
+        c->hb_next = 0;
+        hb_send(c);
         if (c->phase == KEEL_CLUSTER_CONNECTING) {
             c->phase = KEEL_CLUSTER_BOOTSTRAP;
             if ((rc = keel_bootstrap_start(&c->boot)) != 0 &&
@@ -932,12 +1042,19 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     keel_cluster_tick(c, now_ms(c));
 }
 
+/* The earlier of two deadlines, 0 meaning none. */
+static uint64_t earlier(uint64_t a, uint64_t b)
+{
+    return a == 0 ? b : (b == 0 || a < b ? a : b);
+}
+
 static void schedule(keel_cluster *c)
 {
-    uint64_t a = keel_selffence_deadline(&c->fence);
-    uint64_t b = keel_controller_deadline(&c->ctl);
-    uint64_t next = a == 0 ? b : (b == 0 || a < b ? a : b);
+    uint64_t next = earlier(keel_selffence_deadline(&c->fence),
+                            keel_controller_deadline(&c->ctl));
 
+    if (c->fence.connected && !c->hb_busy)
+        next = earlier(next, c->hb_next > 0 ? c->hb_next : 1);
     if (c->loop == NULL)
         return;
     ev_timer_stop(c->loop, &c->timer);
@@ -955,6 +1072,7 @@ void keel_cluster_tick(keel_cluster *c, uint64_t now)
     if (keel_selffence_tick(&c->fence, now))
         fenced_changed(c);
     keel_controller_tick(&c->ctl, now);
+    hb_send(c);
     schedule(c);
 }
 
@@ -1022,6 +1140,7 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
     if (zk == NULL && (rc = keel_zk_real_create(loop, o->zk_hosts, &zk)) != 0)
         goto fail;
     c->zk = zk;
+    zk->data = c; /* the heartbeat's answers find the agent here */
     keel_map_init(&c->map, c->shard_count);
     keel_bootstrap_init(&c->boot, zk, &c->layout, c->shard_count,
                         bootstrap_cb, c);
@@ -1150,6 +1269,11 @@ int keel_cluster_error(const keel_cluster *c)
 int keel_cluster_fenced(const keel_cluster *c)
 {
     return c->fence.fenced;
+}
+
+uint64_t keel_cluster_lease_until(const keel_cluster *c)
+{
+    return c->fence.lease_until;
 }
 
 int keel_cluster_is_controller(const keel_cluster *c)

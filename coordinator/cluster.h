@@ -6,8 +6,9 @@
  *    controller (controller.h),
  *  - watches `map`, applies it to what the node holds, and publishes that
  *    in nodes/<node>/state,
- *  - fences itself after 2/3 of the session timeout without ZooKeeper, and
- *    on session expiry drops everything and rejoins.
+ *  - holds a lease renewed by its own heartbeats (selffence.h) and fences
+ *    itself when it lapses or after 2/3 of the session timeout without
+ *    ZooKeeper; on session expiry it drops everything and rejoins.
  *
  * The runtime sees it as a keel_coord (placement per message) and plugs in
  * through hooks: release a unit (stop admitting, finish turns, stream it to
@@ -83,7 +84,8 @@ typedef struct keel_cluster_options {
 void keel_cluster_options_init(keel_cluster_options *o);
 
 /* Creates the agent. zk: the client to use (ownership passes to the
- * agent); NULL makes a real client on o->zk_hosts driven by loop. loop may
+ * agent, and its data field is the agent's from then on); NULL makes a
+ * real client on o->zk_hosts driven by loop. loop may
  * be NULL only with a given zk (time then comes from keel_cluster_tick).
  * Strings are copied. Returns 0, KEEL_EINVAL or KEEL_ENOMEM. */
 int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
@@ -101,6 +103,19 @@ void keel_cluster_tick(keel_cluster *c, uint64_t now_ms);
  * through keel_cluster_owner(). */
 void keel_cluster_placement(keel_cluster *c, const char *cap, uint32_t shard,
                             keel_placement *out);
+/* The lease (selffence.h): reads the clock and, if the lease has lapsed,
+ * fences the node at once (hook fenced) rather than when the agent's timer
+ * comes round. Cheap while serving: one clock read, one comparison. For
+ * the runtime, before it reads requests or runs turns. Returns 1 when the
+ * node is fenced. */
+int keel_cluster_check_lease(keel_cluster *c);
+/* The shard_epoch at which this node holds a unit: serving it, or handing
+ * it over; 0 when it holds it at no epoch (dropped, expired, never
+ * acquired). Writes of the unit's actors carry it, so that the store
+ * refuses those of a node that lost the unit once a newer epoch's fence is
+ * recorded there. */
+uint64_t keel_cluster_write_epoch(keel_cluster *c, const char *cap,
+                                  uint32_t shard);
 /* The primary's name and address (copied into the buffers) of a unit, or
  * KEEL_EUNAVAIL when it has none or it is not a live member. */
 int keel_cluster_owner(keel_cluster *c, const char *cap, uint32_t shard,
@@ -158,6 +173,9 @@ enum keel_cluster_phase {
 int keel_cluster_phase(const keel_cluster *c);
 int keel_cluster_error(const keel_cluster *c);
 int keel_cluster_fenced(const keel_cluster *c);
+/* Until when the lease lets this node serve (ms on the agent's clock:
+ * monotonic, or keel_cluster_tick's time); 0 without a lease. */
+uint64_t keel_cluster_lease_until(const keel_cluster *c);
 int keel_cluster_is_controller(const keel_cluster *c);
 int64_t keel_cluster_incarnation(const keel_cluster *c);
 /* The applied map (NULL before the first); valid until the next event. */

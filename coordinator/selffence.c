@@ -1,7 +1,13 @@
-/* Self-fencing timer logic. */
+/* Self-fencing: the lease and the disconnection timer (selffence.h). */
 #include "coordinator/selffence.h"
 
 #include <string.h>
+
+/* 2/3 of the timeout, rounded down: never later than that. */
+static uint64_t two_thirds(const keel_selffence *f)
+{
+    return (uint64_t)f->timeout_ms * 2 / 3;
+}
 
 void keel_selffence_init(keel_selffence *f, uint32_t timeout_ms)
 {
@@ -10,8 +16,11 @@ void keel_selffence_init(keel_selffence *f, uint32_t timeout_ms)
     f->fenced = 1;
 }
 
-static int set_fenced(keel_selffence *f, int fenced)
+/* Recomputes `fenced` at `now`; 1 when it changed. */
+static int update(keel_selffence *f, uint64_t now)
 {
+    int fenced = f->expired || keel_selffence_lapsed(f, now) ||
+                 (!f->connected && now >= f->disconnected_at + two_thirds(f));
     int changed = f->fenced != fenced;
 
     f->fenced = fenced;
@@ -21,13 +30,13 @@ static int set_fenced(keel_selffence *f, int fenced)
 int keel_selffence_connected(keel_selffence *f, uint64_t now,
                              uint32_t timeout_ms)
 {
-    (void)now;
     if (timeout_ms > 0)
         f->timeout_ms = timeout_ms;
     f->connected = 1;
-    if (f->expired)
-        return 0; /* a connection of a dead session serves nothing */
-    return set_fenced(f, 0);
+    /* A connection alone proves nothing about now (the answer to the
+     * connect request may have waited out a pause): serving resumes with
+     * the lease, renewed by a request sent from here on. */
+    return update(f, now);
 }
 
 int keel_selffence_disconnected(keel_selffence *f, uint64_t now)
@@ -36,14 +45,18 @@ int keel_selffence_disconnected(keel_selffence *f, uint64_t now)
         return 0;
     f->connected = 0;
     f->disconnected_at = now;
-    return keel_selffence_tick(f, now);
+    return update(f, now);
 }
 
 int keel_selffence_expired(keel_selffence *f)
 {
+    int changed = !f->fenced;
+
     f->expired = 1;
     f->connected = 0;
-    return set_fenced(f, 1);
+    f->lease_until = 0;
+    f->fenced = 1;
+    return changed;
 }
 
 int keel_selffence_rejoined(keel_selffence *f, uint64_t now,
@@ -53,19 +66,28 @@ int keel_selffence_rejoined(keel_selffence *f, uint64_t now,
     return keel_selffence_connected(f, now, timeout_ms);
 }
 
+int keel_selffence_renewed(keel_selffence *f, uint64_t sent_at, uint64_t now)
+{
+    uint64_t until = sent_at + two_thirds(f);
+
+    if (until > f->lease_until)
+        f->lease_until = until;
+    return update(f, now);
+}
+
 uint64_t keel_selffence_deadline(const keel_selffence *f)
 {
-    if (f->connected || f->fenced)
+    uint64_t d;
+
+    if (f->fenced)
         return 0;
-    /* 2/3 of the timeout, rounded down: never later than that. */
-    return f->disconnected_at + (uint64_t)f->timeout_ms * 2 / 3;
+    d = f->lease_until;
+    if (!f->connected && f->disconnected_at + two_thirds(f) < d)
+        d = f->disconnected_at + two_thirds(f);
+    return d;
 }
 
 int keel_selffence_tick(keel_selffence *f, uint64_t now)
 {
-    uint64_t d = keel_selffence_deadline(f);
-
-    if (d != 0 && now >= d)
-        return set_fenced(f, 1);
-    return 0;
+    return update(f, now);
 }

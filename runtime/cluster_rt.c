@@ -130,6 +130,9 @@ struct keel_cluster_rt {
     int done_status;
     ev_async wake;
     ev_timer tick;
+    /* The lease, checked first thing in every loop iteration (see
+     * lease_cb). */
+    ev_check lease;
     int started;
 
     /* Graceful leave: 0 none, 1 handing off, 2 done (the stop goes on). */
@@ -1071,6 +1074,8 @@ static void on_fenced(keel_cluster *c, int fenced, void *data)
     keel_warn("cluster: %s", fenced ? "fenced: not serving any unit"
                                      : "fence lifted: serving again");
     rt->sweep = 1;
+    if (!fenced)
+        keel__run_resume(rt->n); /* turns left queued when it came up */
 }
 
 static void on_expired(keel_cluster *c, void *data)
@@ -1206,6 +1211,33 @@ int keel__cluster_rt_leave(keel_node *n)
     rt->leave_deadline = now(rt) + LEAVE_TIMEOUT_S;
     rt->leave_report = now(rt) + 1.0;
     return 1;
+}
+
+/* Runs at EV_MAXPRI among the check watchers, which libev queues right
+ * after the poll: after a pause (SIGSTOP, a starved process) this is the
+ * first thing the loop does, before it reads a request from a socket or
+ * runs a turn, so a node whose lease lapsed meanwhile is fenced before it
+ * could serve a unit that another node may own by now. One clock read and
+ * one comparison while the lease holds; the clock is the agent's own
+ * (monotonic), not ev_now(), which follows the wall clock. */
+static void lease_cb(struct ev_loop *loop, ev_check *w, int revents)
+{
+    keel_cluster_rt *rt = w->data;
+
+    (void)loop;
+    (void)revents;
+    keel_cluster_check_lease(rt->c);
+}
+
+int keel__cluster_rt_serving(keel_node *n)
+{
+    return !keel_cluster_check_lease(n->cluster->c);
+}
+
+uint64_t keel__cluster_write_epoch(keel_node *n, const char *cap,
+                                   uint32_t shard)
+{
+    return keel_cluster_write_epoch(n->cluster->c, cap, shard);
 }
 
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1357,6 +1389,9 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     rt->wake.data = rt;
     ev_timer_init(&rt->tick, tick_cb, TICK_S, TICK_S);
     rt->tick.data = rt;
+    ev_check_init(&rt->lease, lease_cb);
+    ev_set_priority(&rt->lease, EV_MAXPRI);
+    rt->lease.data = rt;
     keel_info("cluster %s: node %s at %s, zookeeper %s", o->cluster,
               o->node_id, rt->address, o->zk_hosts);
     return 0;
@@ -1374,6 +1409,7 @@ int keel__cluster_rt_start(keel_node *n)
         return rc;
     ev_async_start(n->loop, &rt->wake);
     ev_timer_start(n->loop, &rt->tick);
+    ev_check_start(n->loop, &rt->lease);
     rt->started = 1;
     kick_writer(rt);
     return 0;
@@ -1389,6 +1425,7 @@ void keel__cluster_rt_stop(keel_node *n)
         return;
     rt->started = 0;
     ev_timer_stop(n->loop, &rt->tick);
+    ev_check_stop(n->loop, &rt->lease);
     ev_async_stop(n->loop, &rt->wake);
     keel_writer_stop(rt->writer); /* commits what it has, then returns */
     rt->writer = NULL;

@@ -42,6 +42,17 @@ int keel__cluster_rt_busy(keel_node *n);
 int keel__cluster_route(keel_node *n, struct keel_type_entry *te,
                         const void *id, size_t idlen, keel_req *req);
 
+/* Whether this node may run turns now: checks the lease against a fresh
+ * clock reading (keel_cluster_check_lease), fencing the node if it has
+ * lapsed. Cluster mode only (n->cluster set). */
+int keel__cluster_rt_serving(keel_node *n);
+
+/* The shard_epoch the writes of a unit's actors carry: the epoch at which
+ * this node holds the unit, 0 when it holds it at none (the store then
+ * refuses them once any fence is recorded). Cluster mode only. */
+uint64_t keel__cluster_write_epoch(keel_node *n, const char *cap,
+                                   uint32_t shard);
+
 /* An XFER frame from a peer. Returns 1 when the frame is answered at once
  * with an empty REPLY, 0 when req (a REQ_NET request for the frame's
  * reply) was taken and will be released later, or a KEEL_E* code. */

@@ -73,6 +73,8 @@ struct keel_turn {
 };
 
 static void release_req(keel_node *n, keel_req *req);
+static void fail_req(keel_node *n, keel_req *req, int status,
+                     const char *msg);
 static void flush_open(keel_node *n);
 static void maybe_finish_stop(keel_node *n);
 static void schedule(keel_node *n, keel_actor *a);
@@ -1301,14 +1303,56 @@ static void poll_writer(keel_node *n, int submit)
         flush_open(n);
 }
 
+/* The node is fenced (cluster mode): no turn runs. Queued actors keep
+ * their place and their mailboxes; the cluster runtime's sweep takes the
+ * messages back into its hold list (it routes them once the units are
+ * served again, here or elsewhere), and keel__run_resume() restarts the
+ * run when the fence lifts. A stopping node does not wait for that: what
+ * is queued fails. */
+static void run_fenced(keel_node *n)
+{
+    static const char msg[] = "not served: this node is fenced and stopping";
+    keel_actor *a;
+    keel_req *req;
+
+    ev_idle_stop(n->loop, &n->run_watcher);
+    if (!n->stopping)
+        return;
+    while ((a = n->runq_head) != NULL) {
+        n->runq_head = a->run_next;
+        if (n->runq_head == NULL)
+            n->runq_tail = NULL;
+        a->flags &= (uint8_t)~ACTOR_IN_RUNQ;
+        while ((req = a->mb_head) != NULL) {
+            a->mb_head = req->next;
+            req->next = NULL;
+            fail_req(n, req, KEEL_ESTOPPING, msg);
+        }
+        a->mb_tail = NULL;
+        a->mb_len = 0;
+    }
+}
+
+void keel__run_resume(keel_node *n)
+{
+    if (n->runq_head != NULL && !ev_is_active(&n->run_watcher))
+        ev_idle_start(n->loop, &n->run_watcher);
+}
+
 static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
     keel_node *n = w->data;
-    int budget = RUN_BUDGET, since_poll = 0;
+    int budget = RUN_BUDGET, since_poll = 0, fenced = 0;
 
     (void)loop;
     (void)revents;
-    while (n->runq_head != NULL && budget > 0) {
+    /* Cluster mode: the lease is checked before the first turn and then
+     * every RUN_POLL_WRITER turns with a fresh clock, so that a pause in
+     * the middle of a run stops it within that many turns. Standalone
+     * mode reads no clock here. */
+    if (n->cluster != NULL && !keel__cluster_rt_serving(n))
+        fenced = 1;
+    while (!fenced && n->runq_head != NULL && budget > 0) {
         keel_actor *a = n->runq_head;
         int k;
 
@@ -1332,9 +1376,13 @@ static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
         if (since_poll >= RUN_POLL_WRITER) {
             since_poll = 0;
             poll_writer(n, 0);
+            if (n->cluster != NULL && !keel__cluster_rt_serving(n))
+                fenced = 1;
         }
     }
-    if (n->runq_head == NULL)
+    if (fenced)
+        run_fenced(n);
+    else if (n->runq_head == NULL)
         ev_idle_stop(n->loop, &n->run_watcher);
     flush_open(n);
     if (n->opts.max_resident > 0 && n->resident > n->opts.max_resident)
@@ -1394,10 +1442,21 @@ static void flush_open(keel_node *n)
     b = n->batches[0];
     keel_batch_reset(b);
     for (a = n->dirty_head; a != NULL && rc == 0; a = a->dirty_next) {
-        keel_placement pl;
-        keel_coord_placement(n->coord, a->type->capability, a->shard, &pl);
+        uint64_t epoch;
+        if (n->cluster != NULL) {
+            /* The epoch at which this node holds the unit, not the map's:
+             * a unit lost since its turns ran must not write with the new
+             * owner's epoch. */
+            epoch = keel__cluster_write_epoch(n, a->type->capability,
+                                              a->shard);
+        } else {
+            keel_placement pl;
+            keel_coord_placement(n->coord, a->type->capability, a->shard,
+                                 &pl);
+            epoch = pl.epoch;
+        }
         rc = keel_batch_begin_group(b, a->type->capability,
-                                    (uint16_t)a->shard, pl.epoch, a);
+                                    (uint16_t)a->shard, epoch, a);
         if (rc == 0 && (a->flags & ACTOR_STATE_DIRTY)) {
             klen = encode_key(a, NULL, 0, kbuf);
             rc = klen < 0 ? klen
@@ -1655,6 +1714,7 @@ static void begin_stop(keel_node *n)
     n->stopping = 1;
     keel_info("node stopping: finishing queued turns and flushing");
     keel__net_stop_accepting(n);
+    keel__run_resume(n); /* a run stopped by a fence ends what is queued */
 }
 
 static void maybe_finish_stop(keel_node *n)

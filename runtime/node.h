@@ -243,6 +243,9 @@ int keel__actor_idle(const keel_node *n, const keel_actor *a);
 void keel__actor_passivate(keel_node *n, keel_actor *a);
 /* Finishes a stop that waited for something (loop thread). */
 void keel__node_stop_check(keel_node *n);
+/* Restarts the run of queued turns, stopped while the node was fenced
+ * (cluster mode). */
+void keel__run_resume(keel_node *n);
 
 /* --- net.c --------------------------------------------------------------*/
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proc.h"
@@ -127,4 +128,31 @@ void tu_zk_stop(tu_zk *zk)
     free(zk->dir);
     zk->dir = NULL;
     zk->port = 0;
+}
+
+int tu_zk_halt(tu_zk *zk)
+{
+    if (zk->dir == NULL || zk->port <= 0)
+        return -1;
+    return run_script(zk->servers == 1 ? "stop" : "stop-ensemble", zk->dir,
+                      0) == 0
+               ? 0
+               : -1;
+}
+
+int tu_zk_restart(tu_zk *zk)
+{
+    int attempt;
+
+    if (zk->dir == NULL || zk->port <= 0)
+        return -1;
+    for (attempt = 0; attempt < 5; attempt++) {
+        struct timespec pause = {0, 500 * 1000 * 1000};
+        if (run_script(zk->servers == 1 ? "start" : "start-ensemble",
+                       zk->dir, zk->port) == 0)
+            return 0;
+        /* A failed start leaves nothing running (zk.sh halts it). */
+        nanosleep(&pause, NULL);
+    }
+    return -1;
 }

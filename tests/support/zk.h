@@ -30,4 +30,15 @@ int tu_zk_start(tu_zk *zk, int servers, int tick_ms);
  * already stopped tu_zk. */
 void tu_zk_stop(tu_zk *zk);
 
+/* Stops the server(s) (SIGTERM, as zk.sh does) but keeps their data,
+ * directory and ports, for tu_zk_restart(). Returns 0 or -1. */
+int tu_zk_halt(tu_zk *zk);
+
+/* Starts halted server(s) again on the same data and ports: the same
+ * ZooKeeper comes back with its znodes and sessions. A few attempts (the
+ * port may be held for a moment, e.g. by a client's connect attempt that
+ * got the same number as its own local port). Returns 0, or -1 with the
+ * script's output on stderr. */
+int tu_zk_restart(tu_zk *zk);
+
 #endif

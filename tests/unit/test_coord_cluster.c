@@ -733,6 +733,175 @@ START_TEST(test_expiry_rejoins)
 }
 END_TEST
 
+/* ---------------------------------------------------------- the lease */
+
+static void complete_releases(tnode *n);
+
+/* Lets time pass in steps shorter than the heartbeat interval (T/6), as
+ * it does for a running node, settling after each. */
+static void walk(uint64_t ms)
+{
+    while (ms > 0) {
+        uint64_t d = ms < 100 ? ms : 100;
+        advance(d);
+        ms -= d;
+    }
+}
+
+/* The first unit node i serves, or -1. */
+static int first_local(int i)
+{
+    uint32_t s;
+
+    for (s = 0; s < SHARDS; s++) {
+        keel_placement p;
+        keel_cluster_placement(N[i].c, "", s, &p);
+        if (p.state == KEEL_PLACEMENT_LOCAL)
+            return (int)s;
+    }
+    return -1;
+}
+
+/* The servers stop answering node-a (its answers wait, as for a stopped
+ * process; the client never reports a disconnection): node-a stops
+ * serving once 2/3 of the timeout have passed since the last heartbeat
+ * that was answered left; the answer that waited does not extend the
+ * lease past its own send time + 2T/3; the next heartbeat, answered in
+ * time, lifts the fence. */
+START_TEST(test_lease_lapses_without_answers)
+{
+    keel_placement p;
+    keel_zk *zk;
+    uint64_t lease, held_lease;
+    int local, fenced_calls, steps;
+
+    mk(0, NULL);
+    mk(1, NULL);
+    settle();
+    local = first_local(0);
+    ck_assert_int_ge(local, 0);
+    ck_assert(!keel_cluster_fenced(N[0].c));
+    lease = keel_cluster_lease_until(N[0].c);
+    ck_assert_uint_eq(lease, keel_zk_fake_now(F) + TIMEOUT * 2 / 3);
+    fenced_calls = N[0].fenced_calls;
+
+    zk = keel_cluster_zk(N[0].c);
+    keel_zk_fake_hold(zk, 1);
+    walk(lease - keel_zk_fake_now(F) - 1);
+    ck_assert(!keel_cluster_fenced(N[0].c));
+    ck_assert_int_eq(N[0].fenced_calls, fenced_calls);
+    walk(1);
+    ck_assert(keel_cluster_fenced(N[0].c));
+    ck_assert_int_eq(N[0].last_fenced, 1);
+    keel_cluster_placement(N[0].c, "", (uint32_t)local, &p);
+    ck_assert_int_eq(p.state, KEEL_PLACEMENT_UNAVAILABLE);
+    /* only the lease: node-b, answered all along, serves on */
+    ck_assert(!keel_cluster_fenced(N[1].c));
+    ck_assert_int_ge(first_local(1), 0);
+    ck_assert_uint_eq(keel_cluster_lease_until(N[0].c), lease);
+
+    /* The one heartbeat in flight left T/6 after the last answered one.
+     * Its answer arrives late: the lease reaches its send time + 2T/3,
+     * already past. */
+    walk(700);
+    keel_zk_fake_hold(zk, 0);
+    for (steps = 0; steps < 10000; steps++) {
+        ck_assert(keel_zk_fake_step(F));
+        if (keel_cluster_lease_until(N[0].c) != lease)
+            break;
+    }
+    held_lease = keel_cluster_lease_until(N[0].c);
+    ck_assert_uint_eq(held_lease, lease + TIMEOUT / 6);
+    ck_assert_uint_lt(held_lease, keel_zk_fake_now(F));
+    ck_assert(keel_cluster_fenced(N[0].c));
+    /* the heartbeat sent on that answer renews it for real */
+    settle();
+    ck_assert(!keel_cluster_fenced(N[0].c));
+    ck_assert_int_eq(N[0].last_fenced, 0);
+    ck_assert_uint_eq(keel_cluster_lease_until(N[0].c),
+                      keel_zk_fake_now(F) + TIMEOUT * 2 / 3);
+    keel_cluster_placement(N[0].c, "", (uint32_t)local, &p);
+    ck_assert_int_eq(p.state, KEEL_PLACEMENT_LOCAL);
+    /* and it keeps moving while the answers come */
+    walk(TIMEOUT * 2);
+    ck_assert(!keel_cluster_fenced(N[0].c));
+    ck_assert_int_eq(N[0].last_fenced, 0);
+}
+END_TEST
+
+/* An expired session fences whatever the lease says, and the lease goes
+ * with it: the node serves again only once rejoined and holding a lease
+ * of the new session. */
+START_TEST(test_expiry_wins_over_lease)
+{
+    keel_placement p;
+    keel_zk *zk;
+    int local, steps;
+
+    mk(0, NULL);
+    mk(1, NULL);
+    settle();
+    local = first_local(1);
+    ck_assert_int_ge(local, 0);
+    ck_assert_uint_gt(keel_cluster_lease_until(N[1].c), keel_zk_fake_now(F));
+    zk = keel_cluster_zk(N[1].c);
+    keel_zk_fake_expire(zk);
+    for (steps = 0; steps < 10000 && N[1].expired_calls == 0; steps++)
+        ck_assert(keel_zk_fake_step(F));
+    ck_assert_int_eq(N[1].expired_calls, 1);
+    ck_assert(keel_cluster_fenced(N[1].c));
+    ck_assert_uint_eq(keel_cluster_lease_until(N[1].c), 0);
+    ck_assert_uint_eq(keel_cluster_write_epoch(N[1].c, "", (uint32_t)local),
+                      0);
+    keel_cluster_placement(N[1].c, "", (uint32_t)local, &p);
+    ck_assert_int_eq(p.state, KEEL_PLACEMENT_UNAVAILABLE);
+    settle();
+    ck_assert(!keel_cluster_fenced(N[1].c));
+    ck_assert_uint_gt(keel_cluster_lease_until(N[1].c), keel_zk_fake_now(F));
+    keel_cluster_placement(N[1].c, "", (uint32_t)local, &p);
+    ck_assert_int_eq(p.state, KEEL_PLACEMENT_LOCAL);
+}
+END_TEST
+
+/* Writes carry the epoch at which the node holds the unit: the map's
+ * epoch while it serves or hands it over, 0 once it holds it no more
+ * (so the store refuses a late write of a unit that moved on). */
+START_TEST(test_write_epoch)
+{
+    keel_shard_map m;
+    keel_placement p;
+    uint32_t s, moving = SHARDS;
+
+    start3(NULL);
+    m = zk_map();
+    for (s = 0; s < SHARDS; s++) {
+        const char *owner = keel_map_primary(&m, 0, s);
+        uint64_t e = keel_map_unit_at(&m, 0, s)->shard_epoch;
+        ck_assert_uint_eq(keel_cluster_write_epoch(N[0].c, "", s),
+                          strcmp(owner, "node-a") == 0 ? e : 0);
+    }
+    ck_assert_uint_eq(keel_cluster_write_epoch(N[0].c, "nocap", 0), 0);
+    ck_assert_uint_eq(keel_cluster_write_epoch(N[0].c, "", SHARDS), 0);
+    /* a fourth node: node-a hands some units over; until it is done they
+     * are UNAVAILABLE, and their last writes still go at the old epoch */
+    N[0].delay_release = 1;
+    mk(3, NULL);
+    settle();
+    ck_assert_uint_gt(N[0].npending, 0);
+    s = N[0].pending[0].shard;
+    keel_cluster_placement(N[0].c, "", s, &p);
+    ck_assert_int_eq(p.state, KEEL_PLACEMENT_UNAVAILABLE);
+    ck_assert_uint_eq(keel_cluster_write_epoch(N[0].c, "", s),
+                      N[0].pending[0].epoch);
+    moving = s;
+    N[0].delay_release = 0;
+    complete_releases(&N[0]);
+    settle();
+    ck_assert_uint_eq(keel_cluster_write_epoch(N[0].c, "", moving), 0);
+    keel_map_free(&m);
+}
+END_TEST
+
 static void complete_releases(tnode *n)
 {
     size_t i, k = n->npending;
@@ -932,6 +1101,9 @@ int main(void)
     tcase_add_test(tc, test_dead_owner_reassigned_after_grace);
     tcase_add_test(tc, test_forget_dead_node);
     tcase_add_test(tc, test_self_fencing);
+    tcase_add_test(tc, test_lease_lapses_without_answers);
+    tcase_add_test(tc, test_expiry_wins_over_lease);
+    tcase_add_test(tc, test_write_epoch);
     tcase_add_test(tc, test_expiry_rejoins);
     tcase_add_test(tc, test_deposed_mid_move);
     tcase_add_test(tc, test_acquire_hook);

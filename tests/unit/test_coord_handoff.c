@@ -1,6 +1,7 @@
 /* The pure pieces of coordination: the handoff state machine of one move
  * (coordinator/handoff.c), with events in the expected order, reordered,
- * stale and duplicated; and the self-fencing timer (coordinator/selffence.c). */
+ * stale and duplicated; and self-fencing: the disconnection timer and the
+ * lease (coordinator/selffence.c). */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,32 +169,115 @@ START_TEST(test_selffence)
 
     keel_selffence_init(&f, 3000);
     ck_assert(f.fenced); /* not serving before the first connection */
-    ck_assert_int_eq(keel_selffence_connected(&f, 0, 3000), 1);
-    ck_assert(!f.fenced);
+    /* a connection alone does not serve: the lease comes with the first
+     * answered heartbeat */
+    ck_assert_int_eq(keel_selffence_connected(&f, 0, 3000), 0);
+    ck_assert(f.fenced);
     ck_assert_uint_eq(keel_selffence_deadline(&f), 0);
-    ck_assert_int_eq(keel_selffence_disconnected(&f, 1000), 0);
+    ck_assert_int_eq(keel_selffence_renewed(&f, 1000, 1010), 1);
+    ck_assert(!f.fenced);
     ck_assert_uint_eq(keel_selffence_deadline(&f), 3000); /* 1000 + 2000 */
+    /* disconnected: 2/3 of the timeout, never after the lease */
+    ck_assert_int_eq(keel_selffence_disconnected(&f, 1000), 0);
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 3000);
     ck_assert_int_eq(keel_selffence_tick(&f, 2999), 0);
     ck_assert(!f.fenced);
     ck_assert_int_eq(keel_selffence_tick(&f, 3000), 1);
     ck_assert(f.fenced);
     ck_assert_uint_eq(keel_selffence_deadline(&f), 0);
-    /* back within the session: serving again */
-    ck_assert_int_eq(keel_selffence_connected(&f, 3500, 3000), 1);
+    /* back within the session: serving again once a heartbeat sent on the
+     * new connection is answered */
+    ck_assert_int_eq(keel_selffence_connected(&f, 3500, 3000), 0);
+    ck_assert(f.fenced);
+    ck_assert_int_eq(keel_selffence_renewed(&f, 3500, 3510), 1);
     ck_assert(!f.fenced);
     /* a reconnection before the deadline never fenced */
     keel_selffence_disconnected(&f, 4000);
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 5500); /* the lease */
     ck_assert_int_eq(keel_selffence_connected(&f, 5000, 3000), 0);
     ck_assert(!f.fenced);
     /* expired: fenced until rejoined, even when connected again */
     ck_assert_int_eq(keel_selffence_expired(&f), 1);
     ck_assert_int_eq(keel_selffence_connected(&f, 6000, 3000), 0);
     ck_assert(f.fenced);
+    ck_assert_int_eq(keel_selffence_renewed(&f, 6000, 6010), 0);
     ck_assert_int_eq(keel_selffence_rejoined(&f, 6100, 6000), 1);
     ck_assert(!f.fenced);
     /* the negotiated timeout counts */
+    ck_assert_int_eq(keel_selffence_renewed(&f, 10000, 10000), 0);
+    ck_assert_uint_eq(f.lease_until, 14000);
     keel_selffence_disconnected(&f, 10000);
     ck_assert_uint_eq(keel_selffence_deadline(&f), 14000);
+}
+END_TEST
+
+/* The lease, measured from the send time of the heartbeats the servers
+ * answered: T = 3000, so each answer gives 2000 ms from its request's
+ * departure. */
+START_TEST(test_lease)
+{
+    keel_selffence f;
+
+    keel_selffence_init(&f, 3000);
+    keel_selffence_expired(&f); /* as the agent starts: until joined */
+    keel_selffence_connected(&f, 0, 3000);
+    ck_assert_int_eq(keel_selffence_renewed(&f, 0, 5), 0);
+    ck_assert(f.fenced); /* not joined yet */
+    ck_assert_int_eq(keel_selffence_rejoined(&f, 10, 3000), 1);
+    ck_assert(!f.fenced);
+
+    /* No answer comes (a stopped process, a stalled server): the lease
+     * lapses while the client still believes it is connected. */
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 2000);
+    ck_assert(!keel_selffence_lapsed(&f, 1999));
+    ck_assert_int_eq(keel_selffence_tick(&f, 1999), 0);
+    ck_assert(keel_selffence_lapsed(&f, 2000));
+    ck_assert_int_eq(keel_selffence_tick(&f, 2000), 1);
+    ck_assert(f.fenced);
+    ck_assert(f.connected);
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 0);
+
+    /* An answer that waited (in a socket buffer, during a pause) renews
+     * only up to its request's send time + 2T/3: sent at 500, read at
+     * 9000, the lease ends at 2500 and the node stays fenced. */
+    ck_assert_int_eq(keel_selffence_renewed(&f, 500, 9000), 0);
+    ck_assert_uint_eq(f.lease_until, 2500);
+    ck_assert(f.fenced);
+    /* A renewal never shortens the lease. */
+    ck_assert_int_eq(keel_selffence_renewed(&f, 100, 9000), 0);
+    ck_assert_uint_eq(f.lease_until, 2500);
+
+    /* A heartbeat sent after the pause and answered lifts a fence that
+     * only the lease had raised: a stall, not an error. */
+    ck_assert_int_eq(keel_selffence_renewed(&f, 9000, 9020), 1);
+    ck_assert(!f.fenced);
+    ck_assert_uint_eq(f.lease_until, 11000);
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 11000);
+    /* ... but not one answered too late to matter */
+    ck_assert_int_eq(keel_selffence_tick(&f, 11000), 1);
+    ck_assert_int_eq(keel_selffence_renewed(&f, 9500, 11600), 0);
+    ck_assert(f.fenced);
+    ck_assert_int_eq(keel_selffence_renewed(&f, 11600, 11610), 1);
+
+    /* Expiry wins over a valid lease, and takes the lease with it: the
+     * new session's own heartbeats and the rejoin are needed. */
+    ck_assert(!keel_selffence_lapsed(&f, 12000));
+    ck_assert_int_eq(keel_selffence_expired(&f), 1);
+    ck_assert(f.fenced);
+    ck_assert(keel_selffence_lapsed(&f, 12000));
+    ck_assert_int_eq(keel_selffence_connected(&f, 12000, 3000), 0);
+    ck_assert_int_eq(keel_selffence_rejoined(&f, 12100, 3000), 0);
+    ck_assert(f.fenced); /* rejoined, but no answer yet in this session */
+    ck_assert_int_eq(keel_selffence_renewed(&f, 12050, 12150), 1);
+    ck_assert(!f.fenced);
+
+    /* Disconnected: the lease (from a request sent before the
+     * disconnection) ends no later than 2/3 of the timeout after it. */
+    keel_selffence_renewed(&f, 13000, 13000); /* lease 15000 */
+    keel_selffence_disconnected(&f, 13100);   /* would be 15100 */
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 15000);
+    ck_assert_int_eq(keel_selffence_tick(&f, 14999), 0);
+    ck_assert_int_eq(keel_selffence_tick(&f, 15000), 1);
 }
 END_TEST
 
@@ -209,6 +293,7 @@ int main(void)
     tcase_add_test(tc, test_deposed_mid_move);
     tcase_add_test(tc, test_resume_from_map);
     tcase_add_test(tc, test_selffence);
+    tcase_add_test(tc, test_lease);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
