@@ -600,6 +600,29 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
                        keel_strerror(status));
             break;
         }
+        /* Actors of this unit still resident from an earlier ownership
+         * (a session that expired, a unit that left and came back before
+         * the sweep came round) must not serve with what they hold:
+         * they go first (the unit is not LOCAL yet), and those whose
+         * writes are still in flight make the acquisition wait for them
+         * (the fence is recorded again once the writer is free). */
+        if (unit_resident(rt, j->cap, j->shard)) {
+            rt->sweep = sweep(rt) > 0;
+            if (unit_resident(rt, j->cap, j->shard)) {
+                rt_job *again = calloc(1, sizeof *again);
+                if (again == NULL) {
+                    keel_error("out of memory acquiring (%s, %u)", j->cap,
+                               j->shard);
+                    break;
+                }
+                again->kind = JOB_FENCE;
+                memcpy(again->cap, j->cap, sizeof again->cap);
+                again->shard = j->shard;
+                again->epoch = j->epoch;
+                job_push(rt, again); /* kicked once this batch settled */
+                break;
+            }
+        }
         rc = keel_cluster_acquired(rt->c, j->cap, j->shard, j->epoch);
         keel_debug("unit (%s, %u) acquired at epoch %llu: %s", j->cap,
                    j->shard, (unsigned long long)j->epoch, keel_strerror(rc));

@@ -1726,9 +1726,14 @@ static void maybe_finish_stop(keel_node *n)
         return;
     if (n->cluster != NULL && keel__cluster_rt_busy(n))
         return; /* its tick calls keel__node_stop_check again */
-    /* Everything is durable and answered: passivate and leave. */
-    while ((a = n->lru_tail) != NULL)
+    /* Everything is durable and answered: passivate and leave. An actor
+     * that still has messages stays (scheduled): they run first, and the
+     * run comes back here. */
+    while ((a = n->lru_tail) != NULL) {
         actor_passivate(n, a);
+        if (n->lru_tail == a)
+            return;
+    }
     keel__net_flush_all(n);
     keel__net_close_all(n);
     ev_idle_stop(n->loop, &n->run_watcher);
