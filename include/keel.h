@@ -163,7 +163,14 @@ typedef struct keel_node_options {
      * or deactivated on this node (docs/operations.md), for checking that
      * no actor ever ran on two nodes at once; NULL: none. */
     const char *activation_log;
-    void *reserved[8];
+    /* Cluster mode: how long a call waits for its unit to have a serving
+     * owner (a move, a restart, a fenced owner) before it is answered
+     * KEEL_EUNAVAIL; 0: 5000. */
+    uint32_t hold_timeout_ms;
+    /* Cluster mode: how long a stopping node hands units off before it
+     * leaves anyway, the rest unavailable until it returns; 0: 30000. */
+    uint32_t leave_timeout_ms;
+    void *reserved[7];
 } keel_node_options;
 
 /* Fills *opts with defaults (all fields zero except the documented ones). */

@@ -4,7 +4,7 @@
  * LOCAL unit runs here; a REMOTE one is forwarded to its owner over a
  * peer connection (peer.c) and the owner's answer releases the request; an
  * UNAVAILABLE one (moving, fenced, owner dead) is held, in arrival order,
- * until the unit is LOCAL or REMOTE again, or until HOLD_MS have passed
+ * until the unit is LOCAL or REMOTE again, or until the hold timeout has passed
  * (then KEEL_EUNAVAIL). A message is forwarded at most MAX_HOPS times; past
  * that it is held, so two nodes with different maps cannot bounce it.
  *
@@ -48,7 +48,7 @@
 #include "persistence/store.h"
 #include "runtime/peer.h"
 
-#define HOLD_MS 5000
+#define HOLD_MS_DEFAULT 5000
 #define MAX_HELD 65536
 #define MAX_HOPS 3
 #define TICK_S 0.02
@@ -141,13 +141,26 @@ struct keel_cluster_rt {
     ev_tstamp stop_since; /* when the stop first waited for quiet */
 };
 
-/* How long a leaving node waits for its units to be handed off. */
-#define LEAVE_TIMEOUT_S 30.0
+/* How long a leaving node waits for its units to be handed off, unless
+ * leave_timeout_ms says otherwise. */
+#define LEAVE_MS_DEFAULT 30000
 /* A stopping node exits once no other node has forwarded it a call for
  * STOP_QUIET_S (they have applied the map that sends them elsewhere) and
  * nothing it forwarded or holds is unanswered; at most STOP_QUIET_MAX_S. */
 #define STOP_QUIET_S 0.3
 #define STOP_QUIET_MAX_S 5.0
+
+static uint32_t hold_ms(const keel_cluster_rt *rt)
+{
+    uint32_t v = rt->n->opts.hold_timeout_ms;
+    return v != 0 ? v : HOLD_MS_DEFAULT;
+}
+
+static double leave_s(const keel_cluster_rt *rt)
+{
+    uint32_t v = rt->n->opts.leave_timeout_ms;
+    return (v != 0 ? v : LEAVE_MS_DEFAULT) / 1000.0;
+}
 
 static ev_tstamp now(keel_cluster_rt *rt)
 {
@@ -206,7 +219,7 @@ static rt_msg *msg_new(keel_cluster_rt *rt, struct keel_type_entry *te,
     m->next = NULL;
     m->te = te;
     m->req = req;
-    m->deadline = now(rt) + HOLD_MS / 1000.0;
+    m->deadline = now(rt) + hold_ms(rt) / 1000.0;
     m->shard = shard;
     m->idlen = (uint8_t)idlen;
     memcpy(m->id, id, idlen);
@@ -229,7 +242,15 @@ static void fwd_cb(keel_node *n, int status, const uint8_t *body, size_t len,
             hold_append(rt, m);
             return;
         }
-        msg_fail(rt, m, KEEL_EUNAVAIL, "the unit's owner is unreachable");
+        {
+            char text[128];
+            snprintf(text, sizeof text,
+                     "shard %u unavailable: its owner was unreachable for "
+                     "%u ms",
+                     m->shard, hold_ms(rt));
+            STAT_ADD(n, held_expired, 1);
+            msg_fail(rt, m, KEEL_EUNAVAIL, text);
+        }
         return;
     }
     req_finish(n, m->req, status, body, len);
@@ -304,7 +325,7 @@ static void retry_held(keel_cluster_rt *rt)
             char text[128];
             snprintf(text, sizeof text,
                      "shard %u unavailable: its owner did not answer in "
-                     "%d ms", m->shard, HOLD_MS);
+                     "%u ms", m->shard, hold_ms(rt));
             STAT_ADD(rt->n, held_expired, 1);
             msg_fail(rt, m, KEEL_EUNAVAIL, text);
             continue;
@@ -1229,9 +1250,9 @@ int keel__cluster_rt_leave(keel_node *n)
         return 0;
     }
     keel_info("cluster: leaving: handing every unit off (at most %.0f s)",
-              LEAVE_TIMEOUT_S);
+              leave_s(rt));
     rt->leave = 1;
-    rt->leave_deadline = now(rt) + LEAVE_TIMEOUT_S;
+    rt->leave_deadline = now(rt) + leave_s(rt);
     rt->leave_report = now(rt) + 1.0;
     return 1;
 }

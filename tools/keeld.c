@@ -55,6 +55,11 @@ static void usage(FILE *f)
         "  --zk-session-timeout MS  ZooKeeper session timeout (default 4000)\n"
         "  --advertise HOST:PORT  address other nodes reach this one at\n"
         "                         (default: the listen host, bound port)\n"
+        "  --hold-timeout MS      how long a call waits for its shard to\n"
+        "                         have a serving owner before EUNAVAIL\n"
+        "                         (default 5000)\n"
+        "  --leave-timeout MS     how long SIGTERM hands shards off before\n"
+        "                         the node exits anyway (default 30000)\n"
         "  --version              print the version and exit\n"
         "  --help                 this text\n"
         "\n"
@@ -96,7 +101,8 @@ int main(int argc, char **argv)
     enum {
         O_DATA = 256, O_LISTEN, O_HTTP, O_IDLE, O_MAXRES, O_DUR, O_SHARDS,
         O_FRAME, O_MAP, O_LOAD, O_LOG, O_VERSION, O_HELP, O_ZK, O_CLUSTER,
-        O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE, O_ACTLOG
+        O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE, O_ACTLOG,
+        O_HOLD, O_LEAVE
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, O_DATA},
@@ -116,6 +122,8 @@ int main(int argc, char **argv)
         {"node-id", required_argument, NULL, O_NODEID},
         {"capabilities", required_argument, NULL, O_CAPS},
         {"zk-session-timeout", required_argument, NULL, O_ZKTIMEOUT},
+        {"hold-timeout", required_argument, NULL, O_HOLD},
+        {"leave-timeout", required_argument, NULL, O_LEAVE},
         {"advertise", required_argument, NULL, O_ADVERTISE},
         {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, O_HELP},
@@ -226,6 +234,18 @@ int main(int argc, char **argv)
             }
             opts.zk_session_timeout_ms = (uint32_t)v;
             break;
+        case O_HOLD:
+        case O_LEAVE:
+            if (parse_u64(optarg, 3600000, &v) != 0 || v < 1) {
+                fprintf(stderr, "keeld: --%s takes ms from 1 to 3600000\n",
+                        c == O_HOLD ? "hold-timeout" : "leave-timeout");
+                return 2;
+            }
+            if (c == O_HOLD)
+                opts.hold_timeout_ms = (uint32_t)v;
+            else
+                opts.leave_timeout_ms = (uint32_t)v;
+            break;
         case O_VERSION:
             printf("keeld %s\n", keel_version_string());
             return 0;
@@ -255,7 +275,8 @@ int main(int argc, char **argv)
     if (opts.zk_hosts == NULL &&
         (opts.cluster != NULL || opts.node_id != NULL ||
          opts.capabilities != NULL || opts.advertise != NULL ||
-         opts.zk_session_timeout_ms != 0)) {
+         opts.zk_session_timeout_ms != 0 || opts.hold_timeout_ms != 0 ||
+         opts.leave_timeout_ms != 0)) {
         fprintf(stderr, "keeld: cluster options need --zk\n");
         return 2;
     }

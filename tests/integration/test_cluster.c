@@ -59,14 +59,14 @@ static void teardown(void)
     free(dir);
 }
 
-static void start_node_frame(int i, const char *max_frame)
+/* Starts node i, with one more option (name and value) unless NULL. */
+static void start_node_with(int i, const char *opt, const char *val)
 {
     char data[512], id[16];
     const char *extra[] = {"--shards", "64", "--zk", server.hosts,
                            "--cluster", cluster, "--node-id", id,
                            "--zk-session-timeout", "2000",
-                           max_frame ? "--max-frame" : NULL, max_frame,
-                           NULL};
+                           opt, val, NULL};
 
     snprintf(data, sizeof data, "%s/n%d", dir, i);
     snprintf(id, sizeof id, "n%d", i);
@@ -75,7 +75,7 @@ static void start_node_frame(int i, const char *max_frame)
 
 static void start_node(int i)
 {
-    start_node_frame(i, NULL);
+    start_node_with(i, NULL, NULL);
 }
 
 /* `keel call counter NAME OP` through node i; returns the number printed
@@ -292,15 +292,15 @@ START_TEST(node_drain_hands_off_under_load)
 END_TEST
 
 /* A dead node's units stay unavailable (one copy of the data): calls for
- * them through a live node fail with EUNAVAIL after a bounded wait, and
- * every other counter keeps working. */
+ * them through a live node fail with EUNAVAIL after a bounded wait (here
+ * --hold-timeout 1500), and every other counter keeps working. */
 START_TEST(dead_owner_units_unavailable)
 {
     char name[16];
     int c, unavailable = 0;
 
     for (c = 0; c < 3; c++)
-        start_node(c);
+        start_node_with(c, "--hold-timeout", "1500");
     converge(3);
     for (c = 0; c < COUNTERS; c++) {
         snprintf(name, sizeof name, "c%d", c);
@@ -316,7 +316,8 @@ START_TEST(dead_owner_units_unavailable)
         if (rc == 0) {
             ck_assert_str_eq(out, "1\n");
         } else {
-            ck_assert_msg(err != NULL && strstr(err, "EUNAVAIL") != NULL,
+            ck_assert_msg(err != NULL && strstr(err, "EUNAVAIL") != NULL &&
+                              strstr(err, " 1500 ms") != NULL,
                           "counter %s: exit %d: %s", name, rc, err);
             unavailable++;
         }
@@ -415,7 +416,7 @@ START_TEST(large_record_moves_with_its_unit)
     cas = malloc(BIG_VALUE + 3);
     ck_assert_ptr_nonnull(val);
     ck_assert_ptr_nonnull(cas);
-    start_node_frame(0, "65536");
+    start_node_with(0, "--max-frame", "65536");
     converge(1);
     for (r = 0; r < BIG_REGS; r++) {
         snprintf(name, sizeof name, "r%02d", r);
@@ -425,7 +426,7 @@ START_TEST(large_record_moves_with_its_unit)
         ck_assert_str_eq(out, "OK\n");
         free(out);
     }
-    start_node_frame(1, "65536");
+    start_node_with(1, "--max-frame", "65536");
     converge(2);
     for (r = 0; r < BIG_REGS; r++) {
         struct timespec t0, t;
