@@ -2,11 +2,13 @@
  *
  * A message's path: keel_call / a connection -> keel__submit (the actor's
  * mailbox, the run queue) -> run_cb runs turns, one per actor at a time
- * -> a turn that writes marks its actor dirty in the open batch -> when the
- * writer is idle the open batch is serialized (each dirty actor's latest
- * state and entries, coalescing all its turns since the last batch) and
- * handed to the writer thread -> the writer commits (fsync) and wakes the
- * loop -> the replies that waited for that batch are released.
+ * -> a turn that writes marks its actor dirty -> after each run of turns
+ * the dirty actors are serialized (each one's latest state and entries,
+ * coalescing all its turns since the last flush) and handed to the writer
+ * thread, joining the batch that waits there if the writer has not taken
+ * it yet -> the writer commits it; once it is durable (with fsync, after
+ * the next commit's flush or a sync) the writer wakes the loop -> the
+ * replies that waited for that batch are released.
  *
  * A reply waits for the newest batch holding a write of its actor, even
  * when its own turn wrote nothing: what it read may not be durable yet,
@@ -574,6 +576,13 @@ static void actor_passivate(keel_node *n, keel_actor *a)
          * and the message reactivates it. */
         schedule(n, a);
         return;
+    }
+    if (a->flags & ACTOR_PARKED) {
+        keel_actor **pp = &n->parked;
+
+        while (*pp != a)
+            pp = &(*pp)->dirty_next;
+        *pp = a->dirty_next;
     }
     keel_hmap_remove(&n->actors, a->hash, a);
     lru_unlink(n, a);
@@ -1163,6 +1172,8 @@ static int turn_apply(keel_node *n, keel_actor *a, keel_turn *t)
         a->last_write_seq = n->open_seq;
         n->open_turns++;
         if (!(a->flags & ACTOR_IN_DIRTY)) {
+            if (n->dirty_head == NULL && n->writer != NULL)
+                keel_writer_expect(n->writer); /* flushed after the run */
             a->flags |= ACTOR_IN_DIRTY;
             a->dirty_next = n->dirty_head;
             n->dirty_head = a;
@@ -1179,6 +1190,18 @@ static void turn_end(keel_turn *t)
         free(b);
     }
     t->n->stage_len = 0;
+}
+
+/* The batch with the writer that holds sequence seq (durable_seq < seq <
+ * open_seq). */
+static struct keel_wbatch *wb_holding(keel_node *n, uint64_t seq)
+{
+    uint64_t i;
+
+    for (i = n->wb_first; i + 1 < n->wb_next; i++)
+        if (n->wb[i % KEEL_WBATCH_MAX].hi_seq >= seq)
+            break;
+    return &n->wb[i % KEEL_WBATCH_MAX];
 }
 
 /* Runs one message through its actor and routes the reply. */
@@ -1254,7 +1277,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         if (a->last_write_seq == n->open_seq)
             queue_push(&n->wait_open, req);
         else
-            queue_push(&n->wait_inflight, req);
+            queue_push(&wb_holding(n, a->last_write_seq)->wait, req);
     } else {
         release_req(n, req);
     }
@@ -1277,28 +1300,60 @@ static void schedule(keel_node *n, keel_actor *a)
         ev_idle_start(n->loop, &n->run_watcher);
 }
 
-static void batch_settled(keel_node *n, keel_batch *b, int status);
+static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status);
 
-/* Settles a batch the writer has handed back, if any, and, with submit,
- * starts the next. Between turns it runs with submit 0: settling early
- * releases replies sooner, so closed-loop callers refill their windows,
- * but the open batch keeps growing until the run pauses. Submitting
- * partial batches mid-run was measured (docs/benchmarks.md): it splits
- * batches, and more, smaller commits lost in both durability modes. */
+/* Settles the batches the writer has handed back, in order, and, with
+ * submit, flushes the open turns. Between turns it runs with submit 0:
+ * settling early releases replies sooner, so closed-loop callers refill
+ * their windows, while the turns of the run keep collecting. */
 static void poll_writer(keel_node *n, int submit)
 {
-    keel_batch *b;
-    int status;
+    for (;;) {
+        struct keel_wbatch wb;
+        int status;
 
-    pthread_mutex_lock(&n->done_mu);
-    b = n->done_batch;
-    status = n->done_status;
-    n->done_batch = NULL;
-    pthread_mutex_unlock(&n->done_mu);
-    if (b != NULL)
-        batch_settled(n, b, status);
+        pthread_mutex_lock(&n->done_mu);
+        if (n->wb_first == n->wb_ndone) {
+            pthread_mutex_unlock(&n->done_mu);
+            break;
+        }
+        status = n->wb_status[n->wb_first % KEEL_WBATCH_MAX];
+        pthread_mutex_unlock(&n->done_mu);
+        wb = n->wb[n->wb_first % KEEL_WBATCH_MAX];
+        n->wb_first++;
+        batch_settled(n, &wb, status);
+    }
     if (submit)
         flush_open(n);
+}
+
+/* An inactive actor whose stale writes may still be with the writer (its
+ * batch failed, see batch_settled) waits on the parked list: loading it
+ * now could read a store those writes have not reached yet. */
+static void park(keel_node *n, keel_actor *a)
+{
+    if (a->flags & ACTOR_PARKED)
+        return;
+    a->flags |= ACTOR_PARKED;
+    a->dirty_next = n->parked; /* free: an inactive actor is not dirty */
+    n->parked = a;
+}
+
+static void unpark_settled(keel_node *n)
+{
+    keel_actor **pp = &n->parked, *a;
+
+    while ((a = *pp) != NULL) {
+        if (a->last_write_seq > n->durable_seq) {
+            pp = &a->dirty_next;
+            continue;
+        }
+        *pp = a->dirty_next;
+        a->dirty_next = NULL;
+        a->flags &= (uint8_t)~ACTOR_PARKED;
+        if (a->mb_head != NULL)
+            schedule(n, a);
+    }
 }
 
 static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
@@ -1316,6 +1371,10 @@ static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
         if (n->runq_head == NULL)
             n->runq_tail = NULL;
         a->flags &= (uint8_t)~ACTOR_IN_RUNQ;
+        if (!(a->flags & ACTOR_ACTIVE) && a->last_write_seq > n->durable_seq) {
+            park(n, a);
+            continue;
+        }
         for (k = 0; k < RUN_PER_ACTOR && a->mb_head != NULL; k++) {
             keel_req *req = a->mb_head;
             a->mb_head = req->next;
@@ -1378,20 +1437,45 @@ int keel__submit(keel_node *n, struct keel_type_entry *te, const void *id,
 
 static void fail_batch_building(keel_node *n, keel_batch *b, int rc);
 
-/* Serializes the open batch and hands it to the writer, if the writer is
- * idle and there is anything to write. Each dirty actor contributes its
- * current state and the entries written since the last batch: however many
- * turns it ran, it costs one record per key. */
+static keel_batch *batch_take(keel_node *n)
+{
+    if (n->nbpool > 0)
+        return n->bpool[--n->nbpool];
+    return keel_batch_create();
+}
+
+static void batch_give(keel_node *n, keel_batch *b)
+{
+    if (n->nbpool < KEEL_WBATCH_MAX) {
+        keel_batch_reset(b);
+        n->bpool[n->nbpool++] = b;
+    } else {
+        keel_batch_destroy(b);
+    }
+}
+
+/* Serializes the dirty actors and hands them to the writer. Each dirty
+ * actor contributes its current state and the entries written since the
+ * last flush: however many turns it ran, it costs one record per key.
+ * While the writer commits one batch, the next one waits in its queue and
+ * every flush appends to it, so a commit takes all that was flushed while
+ * the one before it ran. */
 static void flush_open(keel_node *n)
 {
-    keel_batch *b;
+    struct keel_wbatch *wb;
+    keel_batch *b, *into;
     keel_actor *a;
     uint8_t kbuf[KEEL_KEY_MAX];
     int rc = 0, klen;
 
-    if (n->inflight != NULL || n->dirty_head == NULL)
+    if (n->dirty_head == NULL ||
+        n->wb_next - n->wb_first >= KEEL_WBATCH_MAX)
+        return; /* nothing to write, or a full ring until the next settle */
+    if (n->spare == NULL && (n->spare = batch_take(n)) == NULL) {
+        fail_batch_building(n, NULL, KEEL_ENOMEM);
         return;
-    b = n->batches[0];
+    }
+    b = n->spare;
     keel_batch_reset(b);
     for (a = n->dirty_head; a != NULL && rc == 0; a = a->dirty_next) {
         keel_placement pl;
@@ -1422,6 +1506,12 @@ static void flush_open(keel_node *n)
             }
         }
     }
+    if (rc == 0) {
+        rc = keel_writer_submit_merge(n->writer, b, &into);
+        if (rc != 0 && rc != KEEL_ENOMEM)
+            keel_error("cannot hand a batch to the writer: %s",
+                       keel_strerror(rc));
+    }
     if (rc != 0) {
         fail_batch_building(n, b, rc);
         return;
@@ -1433,26 +1523,32 @@ static void flush_open(keel_node *n)
         a = next;
     }
     n->dirty_head = NULL;
-    n->inflight = b;
-    n->inflight_seq = n->open_seq;
-    n->open_seq++;
-    n->wait_inflight = n->wait_open;
-    n->wait_open.head = n->wait_open.tail = NULL;
-    n->inflight_turns = n->open_turns;
-    n->open_turns = 0;
-    /* The two batches alternate: the spare is built while one commits. */
-    n->batches[0] = n->batches[1];
-    n->batches[1] = b;
-    rc = keel_writer_submit(n->writer, b);
-    if (rc != 0) {
-        keel_error("cannot hand a batch to the writer: %s",
-                   keel_strerror(rc));
-        pthread_mutex_lock(&n->done_mu);
-        n->done_batch = b;
-        n->done_status = rc;
-        pthread_mutex_unlock(&n->done_mu);
-        ev_async_send(n->loop, &n->async);
+    if (into == b) {
+        /* A batch of its own: the writer reports it after the ones
+         * before it. */
+        wb = &n->wb[n->wb_next % KEEL_WBATCH_MAX];
+        n->wb_next++;
+        wb->b = b;
+        wb->turns = 0;
+        wb->wait.head = wb->wait.tail = NULL;
+        n->spare = NULL;
+    } else {
+        /* Appended to the batch still waiting: the newest one. */
+        wb = &n->wb[(n->wb_next - 1) % KEEL_WBATCH_MAX];
+        keel_batch_reset(b);
     }
+    wb->hi_seq = n->open_seq;
+    wb->turns += n->open_turns;
+    if (n->wait_open.head != NULL) {
+        if (wb->wait.tail != NULL)
+            wb->wait.tail->next = n->wait_open.head;
+        else
+            wb->wait.head = n->wait_open.head;
+        wb->wait.tail = n->wait_open.tail;
+        n->wait_open.head = n->wait_open.tail = NULL;
+    }
+    n->open_turns = 0;
+    n->open_seq++;
 }
 
 uint64_t keel__now_ns(void)
@@ -1525,25 +1621,67 @@ void keel__req_release(keel_node *n, keel_req *req)
 }
 
 
-/* Settles a batch: on success its replies go out; actors whose writes were
- * refused (stale epoch) or lost (the commit failed) are reset to what the
- * store holds, and every reply that saw their uncommitted state fails. */
-static void batch_settled(keel_node *n, keel_batch *b, int status)
+/* Fails the replies in q of actors marked ACTOR_FAILED; keeps the others
+ * in q, in order. */
+static void fail_marked(keel_node *n, keel_req_queue *q)
 {
+    keel_req *req, *next, *head = q->head;
+    char msg[160];
+
+    q->head = q->tail = NULL;
+    for (req = head; req != NULL; req = next) {
+        keel_actor *a = req->actor;
+
+        next = req->next;
+        if (a->flags & ACTOR_FAILED) {
+            snprintf(msg, sizeof msg, "write not committed: %s",
+                     keel_strerror(a->fail_status));
+            fail_req(n, req, a->fail_status, msg);
+        } else {
+            queue_push(q, req);
+        }
+    }
+}
+
+/* An actor whose writes were lost: its in-memory state is ahead of the
+ * store, so it is deactivated and its open writes dropped. Batches
+ * already with the writer may still hold writes built on the lost ones
+ * (the writer refuses them, see keel_writer); until they have settled the
+ * actor stays pinned and parked, and only then reloads from the store. */
+static void actor_reset_failed(keel_node *n, keel_actor *a)
+{
+    uint64_t pin = a->last_write_seq;
+
+    if (pin > n->open_seq - 1)
+        pin = n->open_seq - 1; /* its open writes are dropped here */
+    a->flags &= (uint8_t)~ACTOR_FAILED;
+    actor_deactivate(n, a);
+    a->last_write_seq = pin;
+    if (a->mb_head != NULL)
+        schedule(n, a);
+}
+
+/* Settles a batch the writer handed back: on success its replies go out;
+ * actors whose writes were refused (stale epoch, or built on a failed
+ * batch) or lost (the commit failed) are reset to what the store holds,
+ * and every reply that saw their uncommitted state fails, in this batch,
+ * in later ones and among the open turns. */
+static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
+{
+    keel_batch *b = wb->b;
     size_t i, ng = keel_batch_group_count(b);
     keel_req_queue q;
     keel_req *req, *next;
+    uint64_t j;
     int any_failed = 0;
-    char msg[160];
 
-    n->inflight = NULL;
-    n->durable_seq = n->inflight_seq;
+    n->durable_seq = wb->hi_seq;
     if (status == 0) {
         STAT_ADD(n, commits, 1);
-        STAT_ADD(n, batch_turns_total, n->inflight_turns);
+        STAT_ADD(n, batch_turns_total, wb->turns);
         STAT_ADD(n, batch_actors_total, ng);
-        if (n->inflight_turns > n->stats.batch_turns_max)
-            STAT_SET(n, batch_turns_max, n->inflight_turns);
+        if (wb->turns > n->stats.batch_turns_max)
+            STAT_SET(n, batch_turns_max, wb->turns);
     } else {
         STAT_ADD(n, commit_failures, 1);
         keel_warn("commit of %zu actors failed: %s", ng,
@@ -1552,85 +1690,72 @@ static void batch_settled(keel_node *n, keel_batch *b, int status)
     for (i = 0; i < ng; i++) {
         int gst;
         keel_actor *a = keel_batch_group(b, i, &gst);
-        if (status != 0 || gst != 0) {
-            a->flags |= ACTOR_FAILED;
+        int st = status != 0 ? status : gst;
+
+        if (st != 0) {
+            if (!(a->flags & ACTOR_FAILED)) {
+                a->flags |= ACTOR_FAILED;
+                a->fail_status = (int8_t)st;
+            }
             any_failed = 1;
-            if (gst != 0) {
+            if (gst == KEEL_EFENCED) {
                 STAT_ADD(n, fence_refusals, 1);
                 if (a->type->fence_ok != NULL)
                     a->type->fence_ok[a->shard] = 0; /* look again */
             }
-        } else {
+        } else if (!(a->flags & ACTOR_FAILED)) {
             ovl_prune(a, n->durable_seq);
         }
     }
-    snprintf(msg, sizeof msg, "write not committed: %s",
-             keel_strerror(status != 0 ? status : KEEL_EFENCED));
-    q = n->wait_inflight;
-    n->wait_inflight.head = n->wait_inflight.tail = NULL;
+    q = wb->wait;
     for (req = q.head; req != NULL; req = next) {
         next = req->next;
         if (req->actor->flags & ACTOR_FAILED) {
-            fail_req(n, req, status != 0 ? status : KEEL_EFENCED, msg);
+            char msg[160];
+            snprintf(msg, sizeof msg, "write not committed: %s",
+                     keel_strerror(req->actor->fail_status));
+            fail_req(n, req, req->actor->fail_status, msg);
         } else {
             release_req(n, req);
         }
     }
     if (any_failed) {
         /* Replies of later turns built on the lost state fail too. */
-        q = n->wait_open;
-        n->wait_open.head = n->wait_open.tail = NULL;
-        for (req = q.head; req != NULL; req = next) {
-            next = req->next;
-            if (req->actor->flags & ACTOR_FAILED)
-                fail_req(n, req, status != 0 ? status : KEEL_EFENCED, msg);
-            else
-                queue_push(&n->wait_open, req);
-        }
+        for (j = n->wb_first; j < n->wb_next; j++)
+            fail_marked(n, &n->wb[j % KEEL_WBATCH_MAX].wait);
+        fail_marked(n, &n->wait_open);
         for (i = 0; i < ng; i++) {
-            int gst;
-            keel_actor *a = keel_batch_group(b, i, &gst);
-            if (a->flags & ACTOR_FAILED) {
-                a->flags &= (uint8_t)~ACTOR_FAILED;
-                actor_deactivate(n, a);
-                if (a->mb_head != NULL)
-                    schedule(n, a);
-            }
+            keel_actor *a = keel_batch_group(b, i, NULL);
+            if (a->flags & ACTOR_FAILED)
+                actor_reset_failed(n, a);
         }
+        /* What is flushed from now on was built knowing of it. */
+        keel_writer_ack_failure(n->writer);
     }
+    batch_give(n, b);
+    if (n->parked != NULL)
+        unpark_settled(n);
 }
 
-/* Building the batch failed (out of memory): nothing reached the writer,
- * and the writer is idle, so the dirty actors' uncommitted writes all sit
- * in the open batch. They are lost: reset those actors and fail every
- * reply that saw them. */
+/* Building or handing over the open turns' writes failed (out of memory,
+ * or the writer is stopping): nothing of them reached the writer. The
+ * dirty actors' open writes are lost: reset those actors and fail every
+ * reply that saw them. Their earlier batches, if any, go on. */
 static void fail_batch_building(keel_node *n, keel_batch *b, int rc)
 {
-    keel_req_queue q = n->wait_open;
-    keel_req *req, *next;
     keel_actor *a;
-    char msg[160];
 
-    keel_batch_reset(b);
+    if (b != NULL)
+        keel_batch_reset(b);
     STAT_ADD(n, commit_failures, 1);
     keel_warn("could not build a commit batch: %s", keel_strerror(rc));
-    snprintf(msg, sizeof msg, "write not committed: %s", keel_strerror(rc));
-    for (a = n->dirty_head; a != NULL; a = a->dirty_next)
+    for (a = n->dirty_head; a != NULL; a = a->dirty_next) {
         a->flags |= ACTOR_FAILED;
-    n->wait_open.head = n->wait_open.tail = NULL;
-    for (req = q.head; req != NULL; req = next) {
-        next = req->next;
-        if (req->actor->flags & ACTOR_FAILED)
-            fail_req(n, req, rc, msg);
-        else
-            queue_push(&n->wait_open, req);
+        a->fail_status = (int8_t)rc;
     }
-    while ((a = n->dirty_head) != NULL) {
-        a->flags &= (uint8_t)~ACTOR_FAILED;
-        actor_deactivate(n, a); /* unlinks it from the dirty list */
-        if (a->mb_head != NULL)
-            schedule(n, a);
-    }
+    fail_marked(n, &n->wait_open);
+    while ((a = n->dirty_head) != NULL)
+        actor_reset_failed(n, a); /* unlinks it from the dirty list */
     n->open_turns = 0;
 }
 
@@ -1638,10 +1763,12 @@ static void writer_done_cb(keel_batch *b, int status, void *data)
 {
     keel_node *n = data;
 
-    /* Writer thread: hand the batch back; the loop settles it. */
+    /* Writer thread: hand the batch back; the loop settles it. Reports
+     * come in queue order, so the count says which batch this is. */
+    (void)b;
     pthread_mutex_lock(&n->done_mu);
-    n->done_batch = b;
-    n->done_status = status;
+    n->wb_status[n->wb_ndone % KEEL_WBATCH_MAX] = status;
+    n->wb_ndone++;
     pthread_mutex_unlock(&n->done_mu);
     ev_async_send(n->loop, &n->async);
 }
@@ -1661,7 +1788,7 @@ static void maybe_finish_stop(keel_node *n)
 {
     keel_actor *a;
 
-    if (!n->stopping || n->runq_head != NULL || n->inflight != NULL ||
+    if (!n->stopping || n->runq_head != NULL || n->wb_first != n->wb_next ||
         n->dirty_head != NULL || n->wait_open.head != NULL)
         return;
     /* Everything is durable and answered: passivate and leave. */
@@ -1805,9 +1932,8 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
     rc = keel_coord_standalone_create(opts.shard_count, &n->coord);
     if (rc != 0)
         goto err_after_store;
-    n->batches[0] = keel_batch_create();
-    n->batches[1] = keel_batch_create();
-    if (n->batches[0] == NULL || n->batches[1] == NULL) {
+    n->spare = keel_batch_create();
+    if (n->spare == NULL) {
         rc = KEEL_ENOMEM;
         goto err_after_coord;
     }
@@ -1851,8 +1977,7 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
 
 err_after_coord:
     keel__http_destroy(n);
-    keel_batch_destroy(n->batches[0]);
-    keel_batch_destroy(n->batches[1]);
+    keel_batch_destroy(n->spare);
     keel_coord_destroy(n->coord);
     {
         unsigned i;
@@ -1990,8 +2115,9 @@ void keel_node_destroy(keel_node *n)
         keel__net_stop_accepting(n);
     keel__http_destroy(n);
     keel_hmap_free(&n->actors);
-    keel_batch_destroy(n->batches[0]);
-    keel_batch_destroy(n->batches[1]);
+    keel_batch_destroy(n->spare);
+    while (n->nbpool > 0)
+        keel_batch_destroy(n->bpool[--n->nbpool]);
     keel_coord_destroy(n->coord);
     keel_store_close(n->store);
     for (i = 0; i < n->ntypes; i++) {
