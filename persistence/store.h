@@ -246,11 +246,6 @@ int keel_writer_submit(keel_writer *w, keel_batch *b);
  * the append fails, nothing was submitted), KEEL_ESTOPPING. */
 int keel_writer_submit_merge(keel_writer *w, keel_batch *b,
                              keel_batch **into);
-/* The submitter has writes it will submit shortly (the next submit
- * clears this): a committed batch then waits a little for them instead
- * of being synced at once (see writer.c). Any thread; costs one atomic
- * store. */
-void keel_writer_expect(keel_writer *w);
 /* The submitter has seen one failed batch (see above). Any thread. */
 void keel_writer_ack_failure(keel_writer *w);
 /* Commits what was submitted, makes it durable, then joins the thread and

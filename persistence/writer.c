@@ -10,12 +10,9 @@
  * the pending one. After a commit the writer looks at the queue: a batch
  * waiting there is committed next, and its flush makes the pending one
  * durable; an empty queue means no flush is coming soon, so the writer
- * syncs, unless the submitter said more is coming (keel_writer_expect):
- * then it waits a little for it, since committing it makes the pending
- * batch durable just as fast as a sync would, and the new batch does not
- * have to queue behind that sync. Under load every flush makes one batch
- * durable and writes the next; an idle caller pays two flushes, as it did
- * when the meta page was written synchronously.
+ * syncs. Under load every flush makes one batch durable and writes the
+ * next; an idle caller pays two flushes, as it did when the meta page was
+ * written synchronously.
  *
  * Failures (store.h, "Failures and what depends on them"). Each failed
  * batch reported is numbered (failures); its failed groups' tags are kept
@@ -29,7 +26,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/log.h"
 #include "persistence/batch_internal.h"
@@ -54,9 +50,6 @@ struct keel_writer {
     keel_batch *tail;
     int stopping;
     uint64_t acks;
-    /* Set (atomically, without the lock) by keel_writer_expect, cleared
-     * by the next submit. */
-    int expect;
 
     /* Writer thread only. */
     keel_batch *pending; /* committed, not yet durable */
@@ -173,29 +166,6 @@ static void writer_commit(keel_writer *w, keel_batch *b)
     }
 }
 
-/* How long a pending batch may wait for an expected submit. */
-#define EXPECT_WAIT_NS 300000
-
-/* Called with lock held, the queue empty and a batch pending: waits while
- * a submit is expected, up to EXPECT_WAIT_NS. */
-static void wait_expected(keel_writer *w)
-{
-    struct timespec until;
-
-    if (!__atomic_load_n(&w->expect, __ATOMIC_ACQUIRE) || w->stopping)
-        return;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_nsec += EXPECT_WAIT_NS;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
-    while (w->head == NULL && !w->stopping &&
-           __atomic_load_n(&w->expect, __ATOMIC_ACQUIRE))
-        if (pthread_cond_timedwait(&w->cond, &w->lock, &until) != 0)
-            break;
-}
-
 static void *writer_main(void *arg)
 {
     keel_writer *w = arg;
@@ -205,8 +175,6 @@ static void *writer_main(void *arg)
     for (;;) {
         while (w->head == NULL && w->pending == NULL && !w->stopping)
             pthread_cond_wait(&w->cond, &w->lock);
-        if (w->head == NULL && w->pending != NULL)
-            wait_expected(w);
         if (w->head == NULL) {
             /* Stopping drains the queue first: what was submitted is
              * committed, and made durable. */
@@ -250,18 +218,8 @@ int keel_writer_start(keel_store *s, keel_writer_done_cb done_cb, void *data,
     w->data = data;
     if (pthread_mutex_init(&w->lock, NULL) != 0)
         goto err_free;
-    {
-        pthread_condattr_t ca;
-        int bad = pthread_condattr_init(&ca) != 0;
-
-        /* Timed waits measure intervals: immune to clock steps. */
-        if (!bad)
-            bad = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
-                  pthread_cond_init(&w->cond, &ca) != 0;
-        pthread_condattr_destroy(&ca);
-        if (bad)
-            goto err_mutex;
-    }
+    if (pthread_cond_init(&w->cond, NULL) != 0)
+        goto err_mutex;
     /* The writer takes no signals: they belong to the threads that handle
      * them (the loop thread, main). Blocked, SIGXFSZ also cannot kill the
      * process when a write meets the file size limit: the write fails with
@@ -301,14 +259,12 @@ static int writer_enqueue(keel_writer *w, keel_batch *b, int merge,
     t = w->tail;
     if (merge && t != NULL && t->mergeable && t->wgen == w->acks) {
         /* The writer has not taken t yet: b's turns join it. */
-        __atomic_store_n(&w->expect, 0, __ATOMIC_RELEASE);
         rc = keel_batch_append(t, b);
         pthread_mutex_unlock(&w->lock);
         if (rc == 0 && into != NULL)
             *into = t;
         return rc;
     }
-    __atomic_store_n(&w->expect, 0, __ATOMIC_RELEASE);
     b->next = NULL;
     b->wgen = w->acks;
     b->mergeable = merge;
@@ -337,11 +293,6 @@ int keel_writer_submit_merge(keel_writer *w, keel_batch *b,
     if (w == NULL || b == NULL || into == NULL)
         return KEEL_EINVAL;
     return writer_enqueue(w, b, 1, into);
-}
-
-void keel_writer_expect(keel_writer *w)
-{
-    __atomic_store_n(&w->expect, 1, __ATOMIC_RELEASE);
 }
 
 void keel_writer_ack_failure(keel_writer *w)

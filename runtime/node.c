@@ -35,6 +35,9 @@
 #define RUN_BUDGET 512 /* turns per run_cb call before I/O gets a go */
 #define RUN_PER_ACTOR 64    /* turns of one actor before others get a go */
 #define RUN_POLL_WRITER 64  /* turns between looks at the writer */
+/* Dirty actors that make a mid-run flush worth it when the writer is
+ * idle (see run_cb). */
+#define FLUSH_EARLY_ACTORS 64
 #define REQ_FREE_MAX 4096
 #define TMP_BLOCK 65536
 
@@ -479,6 +482,7 @@ static void dirty_remove(keel_node *n, keel_actor *a)
     }
     a->dirty_next = NULL;
     a->flags &= (uint8_t)~(ACTOR_IN_DIRTY | ACTOR_STATE_DIRTY);
+    n->ndirty--;
 }
 
 /* One activation-log line, written with a single write(2) so that lines
@@ -1172,11 +1176,10 @@ static int turn_apply(keel_node *n, keel_actor *a, keel_turn *t)
         a->last_write_seq = n->open_seq;
         n->open_turns++;
         if (!(a->flags & ACTOR_IN_DIRTY)) {
-            if (n->dirty_head == NULL && n->writer != NULL)
-                keel_writer_expect(n->writer); /* flushed after the run */
             a->flags |= ACTOR_IN_DIRTY;
             a->dirty_next = n->dirty_head;
             n->dirty_head = a;
+            n->ndirty++;
         }
     }
     return 0;
@@ -1360,6 +1363,7 @@ static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
     keel_node *n = w->data;
     int budget = RUN_BUDGET, since_poll = 0;
+    int early = n->opts.durability == KEEL_DURABILITY_NONE;
 
     (void)loop;
     (void)revents;
@@ -1391,6 +1395,16 @@ static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
         if (since_poll >= RUN_POLL_WRITER) {
             since_poll = 0;
             poll_writer(n, 0);
+            /* Without syncs, an idle writer and many actors to write: hand
+             * them over now, so the commit runs beside the rest of the run
+             * instead of after it. Counting actors, not turns: a commit
+             * costs per record, so a run of one hot actor gains nothing.
+             * With fsync a commit costs mostly its flushes, and more,
+             * smaller commits lost more than the overlap won
+             * (docs/benchmarks.md). */
+            if (early && n->wb_first == n->wb_next &&
+                n->ndirty >= FLUSH_EARLY_ACTORS)
+                flush_open(n);
         }
     }
     if (n->runq_head == NULL)
@@ -1523,6 +1537,7 @@ static void flush_open(keel_node *n)
         a = next;
     }
     n->dirty_head = NULL;
+    n->ndirty = 0;
     if (into == b) {
         /* A batch of its own: the writer reports it after the ones
          * before it. */
@@ -1756,6 +1771,7 @@ static void fail_batch_building(keel_node *n, keel_batch *b, int rc)
     fail_marked(n, &n->wait_open);
     while ((a = n->dirty_head) != NULL)
         actor_reset_failed(n, a); /* unlinks it from the dirty list */
+    n->ndirty = 0;
     n->open_turns = 0;
 }
 

@@ -173,6 +173,7 @@ struct keel_node {
     uint64_t durable_seq;  /* every sequence <= this is settled */
     uint64_t open_turns;
     keel_actor *dirty_head;
+    uint64_t ndirty;       /* actors on the dirty list */
     keel_actor *parked;    /* inactive actors waiting for durable_seq */
     keel_batch *spare;     /* the next flush builds here */
     keel_batch *bpool[KEEL_WBATCH_MAX];
