@@ -78,6 +78,7 @@ struct keel_turn {
 };
 
 static void release_req(keel_node *n, keel_req *req);
+static void clock_refresh(keel_node *n);
 static void flush_open(keel_node *n);
 static void maybe_finish_stop(keel_node *n);
 static void schedule(keel_node *n, keel_actor *a);
@@ -1322,6 +1323,7 @@ static void poll_writer(keel_node *n, int submit)
         }
         status = n->wb_status[n->wb_first % KEEL_WBATCH_MAX];
         pthread_mutex_unlock(&n->done_mu);
+        clock_refresh(n);
         wb = n->wb[n->wb_first % KEEL_WBATCH_MAX];
         n->wb_first++;
         batch_settled(n, &wb, status);
@@ -1364,6 +1366,8 @@ static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
     keel_node *n = w->data;
     int budget = RUN_BUDGET, since_poll = 0;
     int early = n->opts.durability == KEEL_DURABILITY_NONE;
+
+    clock_refresh(n);
 
     (void)loop;
     (void)revents;
@@ -1574,10 +1578,19 @@ uint64_t keel__now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Release times for the latency statistics come from n->clock_ns, read
+ * once per run of turns and once per settled batch rather than once per
+ * reply. A reply released in the run that also submitted its message may
+ * then look older than its submission: it counts as 0. */
+static void clock_refresh(keel_node *n)
+{
+    n->clock_ns = keel__now_ns();
+}
+
 static void record_latency(keel_node *n, uint64_t t0)
 {
     static const uint32_t bounds[] = KEEL_LATENCY_BOUNDS_US;
-    uint64_t us = (keel__now_ns() - t0) / 1000;
+    uint64_t us = n->clock_ns > t0 ? (n->clock_ns - t0) / 1000 : 0;
     unsigned i;
 
     for (i = 0; i < KEEL_LATENCY_BUCKETS - 1 && us > bounds[i]; i++)
@@ -1632,6 +1645,7 @@ static void fail_req(keel_node *n, keel_req *req, int status, const char *msg)
 
 void keel__req_release(keel_node *n, keel_req *req)
 {
+    clock_refresh(n);
     release_req(n, req);
 }
 

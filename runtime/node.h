@@ -228,6 +228,7 @@ struct keel_node {
     struct keel_cluster_rt *cluster;
 
     int actlog_fd;         /* activation log (opts.activation_log), or -1 */
+    uint64_t clock_ns;     /* monotonic, refreshed per run and per settle */
 
     /* Statistics; read from other threads without locks. */
     keel_stats stats;
