@@ -229,7 +229,7 @@ typedef struct keel_stats {
     uint64_t messages;        /* turns run */
     uint64_t handler_errors;
     uint64_t commits;         /* LMDB write transactions committed */
-    uint64_t fsyncs;          /* commits that were fsynced */
+    uint64_t fsyncs;          /* device flushes (fdatasync) of the store */
     uint64_t commit_failures;
     uint64_t batch_turns_max; /* most state-changing turns in one commit */
     uint64_t batch_turns_total;

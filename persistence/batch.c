@@ -34,6 +34,8 @@ void keel_batch_reset(keel_batch *b)
     b->ngroups = 0;
     b->nops = 0;
     b->next = NULL;
+    b->wgen = 0;
+    b->mergeable = 0;
 }
 
 /* Makes room for need more arena bytes. */
@@ -101,6 +103,7 @@ int keel_batch_begin_group(keel_batch *b, const char *cap, uint16_t shard,
     g->tag = tag;
     g->shard = shard;
     g->status = 0;
+    g->pre_status = 0;
     b->ngroups++;
     return 0;
 }
@@ -194,6 +197,46 @@ int keel_batch_fence_only(keel_batch *b)
 {
     if (b == NULL || b->ngroups == 0)
         return KEEL_EINVAL;
+    return 0;
+}
+
+int keel_batch_append(keel_batch *dst, const keel_batch *src)
+{
+    size_t base = dst->len, i;
+    int rc;
+
+    if (src->ngroups == 0)
+        return 0;
+    if (dst->gcap - dst->ngroups < src->ngroups) {
+        size_t ncap = dst->gcap > 0 ? dst->gcap : BATCH_MIN_GROUPS;
+        struct batch_group *ng;
+
+        while (ncap - dst->ngroups < src->ngroups)
+            ncap *= 2;
+        ng = realloc(dst->groups, ncap * sizeof *ng);
+        if (ng == NULL)
+            return KEEL_ENOMEM;
+        dst->groups = ng;
+        dst->gcap = ncap;
+    }
+    rc = batch_reserve(dst, src->len);
+    if (rc < 0)
+        return rc;
+    /* Both arenas keep every part aligned to BATCH_ALIGN, so src's bytes
+     * land aligned at the end of dst's; only the offsets move. */
+    if (src->len > 0)
+        memcpy(dst->buf + base, src->buf, src->len);
+    dst->len += src->len;
+    for (i = 0; i < src->ngroups; i++) {
+        struct batch_group *g = &dst->groups[dst->ngroups + i];
+
+        *g = src->groups[i];
+        g->cap_off += base;
+        g->ops_off += base;
+        g->ops_end += base;
+    }
+    dst->ngroups += src->ngroups;
+    dst->nops += src->nops;
     return 0;
 }
 

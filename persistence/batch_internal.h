@@ -39,6 +39,10 @@ struct batch_group {
     void *tag;
     uint16_t shard;
     int status; /* set by keel_store_commit */
+    /* Set by the writer before the commit: nonzero refuses the group
+     * with that status without looking at its fence (it depends on a
+     * failed group of an earlier batch). */
+    int pre_status;
 };
 
 struct keel_batch {
@@ -49,9 +53,11 @@ struct keel_batch {
     size_t ngroups;
     size_t gcap;
     size_t nops;
-    /* Link in the writer's queue; the writer owns it while the batch is
-     * submitted. */
+    /* Link in the writer's queue; the writer owns it and the fields
+     * below while the batch is submitted. */
     keel_batch *next;
+    uint64_t wgen;  /* failures acknowledged when it was submitted */
+    int mergeable;  /* later submits may append to it while it waits */
 };
 
 static inline size_t batch_op_size(const struct batch_op *op)

@@ -10,6 +10,13 @@
  * from keel_store_read_begin to keel_store_read_end, and the commit path
  * takes it exclusive, with its own write transaction aborted, just around
  * the resize; then it replays the whole batch.
+ *
+ * Durability (store.h). In fsync mode the environment is opened with
+ * MDB_NOMETASYNC: a commit flushes its data pages, then writes its meta
+ * page through the ordinary descriptor, so the meta page rides on the next
+ * flush. last_txn is the newest commit that wrote; synced_txn the newest
+ * known to be on the device. A commit's own flush makes everything before
+ * it durable; keel_store_sync flushes what is left.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -90,9 +97,19 @@ struct keel_store {
      * our own commits. Guarded by commit_lock. */
     struct fence_cache fc;
 
-    /* Written under commit_lock, read by anyone: relaxed atomics. */
+    /* Commit ids (LMDB transaction ids) of the newest commit that wrote,
+     * and of the newest that is durable. last_txn is written under
+     * commit_lock; both are read by anyone. Atomic. */
+    uint64_t last_txn;
+    uint64_t synced_txn;
+
+    keel_store_hooks hooks;
+
+    /* Written under commit_lock (syncs, and the fsyncs of syncs, by the
+     * syncing thread), read by anyone: relaxed atomics. */
     uint64_t commits;
     uint64_t fsyncs;
+    uint64_t syncs;
     uint64_t commit_failures;
     uint64_t fence_refusals;
     uint64_t map_grows;
@@ -437,6 +454,8 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
     flags = MDB_NOTLS;
     if (s->durability == KEEL_DURABILITY_NONE)
         flags |= MDB_NOSYNC;
+    else
+        flags |= MDB_NOMETASYNC; /* see "Durability" above */
     rc = mdb_env_open(s->env, s->path, flags, 0600);
     if (rc != 0) {
         seterr(errbuf, errlen, "%s: cannot open store: %s", s->path,
@@ -456,6 +475,11 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
         goto err_close_env;
     }
     s->map_size = info.me_mapsize;
+    /* What is in the file was flushed by whoever wrote it, or is lost
+     * already; the metadata written just now is flushed with the first
+     * commit (or at close). */
+    s->synced_txn = info.me_last_txnid;
+    s->last_txn = info.me_last_txnid;
 
     if (pthread_rwlock_init(&s->map_lock, NULL) != 0)
         goto err_nomem_env;
@@ -496,8 +520,10 @@ void keel_store_close(keel_store *s)
     if (s == NULL)
         return;
     /* Without per-commit syncs, a clean close still leaves the data on
-     * disk. */
-    if (s->durability == KEEL_DURABILITY_NONE &&
+     * disk; in fsync mode this flushes a last meta page, if any. */
+    if ((s->durability == KEEL_DURABILITY_NONE ||
+         __atomic_load_n(&s->synced_txn, __ATOMIC_ACQUIRE) <
+             __atomic_load_n(&s->last_txn, __ATOMIC_ACQUIRE)) &&
         !__atomic_load_n(&s->broken, __ATOMIC_RELAXED)) {
         int rc = mdb_env_sync(s->env, 1);
 
@@ -524,6 +550,10 @@ void keel_store_stats_get(keel_store *s, keel_store_stats *out)
 {
     out->commits = STAT_GET(s, commits);
     out->fsyncs = STAT_GET(s, fsyncs);
+    out->syncs = STAT_GET(s, syncs);
+    out->unsynced = s->durability == KEEL_DURABILITY_FSYNC &&
+                    __atomic_load_n(&s->synced_txn, __ATOMIC_ACQUIRE) <
+                        __atomic_load_n(&s->last_txn, __ATOMIC_ACQUIRE);
     out->commit_failures = STAT_GET(s, commit_failures);
     out->fence_refusals = STAT_GET(s, fence_refusals);
     out->map_grows = STAT_GET(s, map_grows);
@@ -884,7 +914,8 @@ static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
 
 /* One attempt: the whole batch in one write transaction. On failure the
  * transaction is aborted and nothing is written. */
-static int commit_once(keel_store *s, keel_batch *b, uint64_t *refusals)
+static int commit_once(keel_store *s, keel_batch *b, uint64_t *refusals,
+                       uint64_t *txn_id)
 {
     MDB_cursor *cur = NULL;
     MDB_txn *txn;
@@ -894,9 +925,14 @@ static int commit_once(keel_store *s, keel_batch *b, uint64_t *refusals)
     rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc != 0)
         return rc;
+    *txn_id = mdb_txn_id(txn);
     for (size_t i = 0; i < b->ngroups; i++) {
-        b->groups[i].status = 0;
-        rc = apply_group(s, txn, &cur, b, &b->groups[i], refusals);
+        struct batch_group *g = &b->groups[i];
+
+        g->status = g->pre_status;
+        if (g->status != 0)
+            continue; /* refused by the writer: writes nothing */
+        rc = apply_group(s, txn, &cur, b, g, refusals);
         if (rc != 0)
             goto err_abort;
     }
@@ -973,23 +1009,37 @@ static int store_classify_eio(keel_store *s)
     return KEEL_EIO;
 }
 
-/* Not with a read open on the calling thread: growth would wait for it. */
-int keel_store_commit(keel_store *s, keel_batch *b)
+/* synced_txn only grows: committers and syncers race to raise it. */
+static void raise_synced(keel_store *s, uint64_t txn)
 {
-    uint64_t refusals = 0;
+    uint64_t cur = __atomic_load_n(&s->synced_txn, __ATOMIC_ACQUIRE);
+
+    while (cur < txn &&
+           !__atomic_compare_exchange_n(&s->synced_txn, &cur, txn, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        ;
+}
+
+/* Not with a read open on the calling thread: growth would wait for it. */
+int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn)
+{
+    uint64_t refusals = 0, id = 0;
+    MDB_envinfo info;
     int rc;
 
-    if (s == NULL || b == NULL)
+    if (s == NULL || b == NULL || txn == NULL)
         return KEEL_EINVAL;
+    *txn = 0;
     if (b->ngroups == 0)
         return 0;
     pthread_mutex_lock(&s->commit_lock);
-    for (;;) {
+    rc = s->hooks.before_commit ? s->hooks.before_commit(s->hooks.data) : 0;
+    for (; rc == 0;) {
         if (__atomic_load_n(&s->broken, __ATOMIC_RELAXED)) {
             rc = KEEL_ESTORE;
             break;
         }
-        rc = commit_once(s, b, &refusals);
+        rc = commit_once(s, b, &refusals, &id);
         fence_cache_settle(&s->fc, rc == 0);
         if (rc != MDB_MAP_FULL) {
             int raw = rc;
@@ -998,6 +1048,18 @@ int keel_store_commit(keel_store *s, keel_batch *b)
             if (rc != 0)
                 keel_warn("store %s: commit failed: %s (%s)", s->path,
                           keel_strerror(rc), mdb_strerror(raw));
+            if (rc == KEEL_EIO && s->durability == KEEL_DURABILITY_FSYNC &&
+                __atomic_load_n(&s->synced_txn, __ATOMIC_ACQUIRE) <
+                    __atomic_load_n(&s->last_txn, __ATOMIC_ACQUIRE)) {
+                /* The error may have come from the flush that was to
+                 * carry the last commit's meta page: see
+                 * keel_store_sync. */
+                __atomic_store_n(&s->broken, 1, __ATOMIC_RELAXED);
+                keel_error("store %s: an I/O error left the last commit's "
+                           "durability unknown; the store refuses further "
+                           "work",
+                           s->path);
+            }
             break;
         }
         rc = store_grow(s);
@@ -1011,17 +1073,85 @@ int keel_store_commit(keel_store *s, keel_batch *b)
     }
     if (rc == 0) {
         STAT_ADD(s, commits, 1);
-        if (s->durability == KEEL_DURABILITY_FSYNC)
-            STAT_ADD(s, fsyncs, 1);
         STAT_ADD(s, fence_refusals, refusals);
+        /* A transaction with nothing to write leaves the meta pages alone:
+         * then there is no new commit to wait for. */
+        if (mdb_env_info(s->env, &info) == 0 && info.me_last_txnid == id) {
+            *txn = id;
+            __atomic_store_n(&s->last_txn, id, __ATOMIC_RELEASE);
+            if (s->durability == KEEL_DURABILITY_FSYNC) {
+                /* Its data flush carried the meta pages of every commit
+                 * before it. */
+                STAT_ADD(s, fsyncs, 1);
+                raise_synced(s, id - 1);
+            } else {
+                raise_synced(s, id);
+            }
+        }
     } else {
         STAT_ADD(s, commit_failures, 1);
-        /* Group statuses say only whether a group was refused by its
-         * fence (store.h); nothing was written and the return value says
-         * why, so no group reports a refusal from an abandoned attempt. */
+        /* Group statuses say only whether a group was refused (store.h);
+         * nothing was written and the return value says why, so no group
+         * reports a refusal from an abandoned attempt. */
         for (size_t i = 0; i < b->ngroups; i++)
             b->groups[i].status = 0;
     }
     pthread_mutex_unlock(&s->commit_lock);
     return rc;
+}
+
+int keel_store_durable(keel_store *s, uint64_t txn)
+{
+    return txn <= __atomic_load_n(&s->synced_txn, __ATOMIC_ACQUIRE);
+}
+
+int keel_store_sync(keel_store *s)
+{
+    uint64_t last;
+    int rc;
+
+    if (s == NULL)
+        return KEEL_EINVAL;
+    if (__atomic_load_n(&s->broken, __ATOMIC_RELAXED))
+        return KEEL_ESTORE;
+    /* Everything committed before the flush begins is durable after it;
+     * a commit racing with it is counted on its own. */
+    last = __atomic_load_n(&s->last_txn, __ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&s->synced_txn, __ATOMIC_ACQUIRE) >= last)
+        return 0;
+    if (s->hooks.before_sync != NULL)
+        s->hooks.before_sync(s->hooks.data);
+    rc = mdb_env_sync(s->env, 1);
+    if (rc != 0) {
+        /* The kernel may have dropped the pages it could not write, and a
+         * second flush would then report success: what was committed
+         * since the last good flush may be gone, so stop here. */
+        __atomic_store_n(&s->broken, 1, __ATOMIC_RELAXED);
+        keel_error("store %s: flush failed: %s; the store refuses further "
+                   "work",
+                   s->path, mdb_strerror(rc));
+        return KEEL_EIO;
+    }
+    STAT_ADD(s, fsyncs, 1);
+    STAT_ADD(s, syncs, 1);
+    raise_synced(s, last);
+    return 0;
+}
+
+int keel_store_commit(keel_store *s, keel_batch *b)
+{
+    uint64_t txn;
+    int rc = keel_store_commit_deferred(s, b, &txn);
+
+    if (rc == 0 && txn != 0 && !keel_store_durable(s, txn))
+        rc = keel_store_sync(s);
+    return rc;
+}
+
+void keel_store_set_hooks(keel_store *s, const keel_store_hooks *hooks)
+{
+    if (hooks != NULL)
+        s->hooks = *hooks;
+    else
+        memset(&s->hooks, 0, sizeof s->hooks);
 }

@@ -82,7 +82,9 @@ void keel_store_close(keel_store *s);
 
 typedef struct keel_store_stats {
     uint64_t commits;
-    uint64_t fsyncs;
+    uint64_t fsyncs;          /* device flushes: by commits, and syncs */
+    uint64_t syncs;           /* keel_store_sync calls that had to flush */
+    uint64_t unsynced;        /* 1 while the last commit is not durable */
     uint64_t commit_failures;
     uint64_t fence_refusals;
     uint64_t map_grows;
@@ -152,25 +154,82 @@ int keel_batch_del_prefix(keel_batch *b, const void *prefix, size_t plen);
 /* Raises the fence of the current group's unit without writing state. */
 int keel_batch_fence_only(keel_batch *b);
 
+/* Appends a copy of src's groups, in order, to dst (src is unchanged).
+ * KEEL_ENOMEM leaves dst as it was. */
+int keel_batch_append(keel_batch *dst, const keel_batch *src);
+
 size_t keel_batch_group_count(const keel_batch *b);
 size_t keel_batch_op_count(const keel_batch *b);
-/* After a commit: the tag and status (0 or KEEL_EFENCED) of group i. */
+/* After a commit: the tag and status of group i: 0, KEEL_EFENCED, or,
+ * for a group the writer refused because it depended on a failed group
+ * (see keel_writer), that failure's status. */
 void *keel_batch_group(const keel_batch *b, size_t i, int *status);
 
-/* Commits the batch in one write transaction, fsynced unless the store's
- * durability is KEEL_DURABILITY_NONE. When the map is full it grows the
- * map (waiting for open reads to end) and retries. Returns 0 (groups may
- * still be refused: see keel_batch_group) or, with nothing written:
- * KEEL_ENOSPC (disk or map limit full: ENOSPC, EFBIG, EDQUOT), KEEL_EIO,
- * KEEL_ESTORE. */
+/* Durability. With KEEL_DURABILITY_FSYNC a commit flushes its data
+ * pages to the device, then writes its meta page (the page that makes it
+ * the current state) without waiting for it: that page reaches the device
+ * with the flush of the next commit that writes, or with
+ * keel_store_sync(). Until then a crash of the machine may undo that last
+ * commit, never more, and never leaves the store inconsistent. So one
+ * flush per commit makes the commit before it durable. With
+ * KEEL_DURABILITY_NONE nothing is flushed and every commit counts as
+ * durable once committed.
+ *
+ * keel_store_commit_deferred commits the batch in one write transaction.
+ * When the map is full it grows the map (waiting for open reads to end)
+ * and retries. Returns 0 (groups may still be refused: see
+ * keel_batch_group) or, with nothing written: KEEL_ENOSPC (disk or map
+ * limit full: ENOSPC, EFBIG, EDQUOT), KEEL_EIO, KEEL_ESTORE. On success
+ * *txn identifies the commit for keel_store_durable (0: it wrote nothing,
+ * so there is nothing to wait for). */
+int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn);
+/* Whether commit txn is durable. Any thread. */
+int keel_store_durable(keel_store *s, uint64_t txn);
+/* Makes every commit made so far durable (one flush, none if nothing is
+ * pending). Any thread, concurrently with commits. A failed flush leaves
+ * the fate of those commits unknown: the store is then marked broken
+ * (every later read or commit fails with KEEL_ESTORE) and KEEL_EIO is
+ * returned. */
+int keel_store_sync(keel_store *s);
+/* keel_store_commit_deferred, then keel_store_sync if needed: durable on
+ * return. For callers without a writer thread. */
 int keel_store_commit(keel_store *s, keel_batch *b);
+
+/* Fault injection for tests; NULL members do nothing. Set before any
+ * commit. before_commit runs at the start of every commit, on the
+ * committing thread; a nonzero return fails the commit with that status,
+ * with nothing written. before_sync runs before every flush that
+ * keel_store_sync makes. */
+typedef struct keel_store_hooks {
+    int (*before_commit)(void *data);
+    void (*before_sync)(void *data);
+    void *data;
+} keel_store_hooks;
+void keel_store_set_hooks(keel_store *s, const keel_store_hooks *hooks);
 
 /* --------------------------------------------------------------- writer */
 
 /* The group-commit thread. Batches submitted are committed in order, one
- * transaction each; done_cb runs on the writer thread after each commit
- * with the commit's status, and from then on the batch belongs to the
- * submitter again. */
+ * transaction each. done_cb runs on the writer thread, once per batch and
+ * in submission order, when the batch is durable or has failed, with the
+ * commit's status; from then on the batch belongs to the submitter
+ * again.
+ *
+ * With durability fsync a commit is durable once the next commit has
+ * flushed (see keel_store_commit_deferred): when another batch is waiting,
+ * the writer commits it and then reports the first; when none is, it
+ * syncs and reports. Under load every flush thus serves two purposes.
+ *
+ * Failures and what depends on them. A batch submitted while an earlier
+ * one is still with the writer may carry writes that were computed from
+ * the earlier one's (an actor's second turn after its first). When a
+ * group fails (refused by its fence, or the whole commit failed), the
+ * writer refuses every group with the same tag in batches submitted
+ * before the submitter acknowledged that batch's failure with
+ * keel_writer_ack_failure, giving them the failure's status. A batch
+ * counts as failed when its status or any group's status is not 0; the
+ * submitter must acknowledge each such batch once, from done_cb's
+ * hand-off, before it submits anything built with that knowledge. */
 typedef struct keel_writer keel_writer;
 typedef void (*keel_writer_done_cb)(keel_batch *b, int status, void *data);
 
@@ -178,7 +237,19 @@ int keel_writer_start(keel_store *s, keel_writer_done_cb done_cb, void *data,
                       keel_writer **out);
 /* Any thread. KEEL_ESTOPPING after keel_writer_stop began. */
 int keel_writer_submit(keel_writer *w, keel_batch *b);
-/* Commits what was submitted, then joins the thread and frees w. */
+/* Like keel_writer_submit, except that when the last batch submitted this
+ * way is still waiting for the writer, and no failure was acknowledged
+ * since it was submitted, b's groups are appended to it instead: *into is
+ * set to that batch and b stays the caller's (unchanged). Otherwise b is
+ * queued and *into = b. Appending is how the batch that waits keeps
+ * collecting turns until the writer is ready for it. KEEL_ENOMEM (when
+ * the append fails, nothing was submitted), KEEL_ESTOPPING. */
+int keel_writer_submit_merge(keel_writer *w, keel_batch *b,
+                             keel_batch **into);
+/* The submitter has seen one failed batch (see above). Any thread. */
+void keel_writer_ack_failure(keel_writer *w);
+/* Commits what was submitted, makes it durable, then joins the thread and
+ * frees w. */
 void keel_writer_stop(keel_writer *w);
 
 #endif

@@ -2,7 +2,26 @@
  *
  * Submitted batches wait in a FIFO linked through keel_batch.next, so a
  * submit never allocates. The writer commits them one at a time, in order,
- * and hands each back through done_cb on its own thread. */
+ * and hands each back through done_cb on its own thread once it is durable
+ * or has failed.
+ *
+ * Durability (store.h): a commit flushes the meta page of the commit
+ * before it. So at most one committed batch waits here for durability,
+ * the pending one. After a commit the writer looks at the queue: a batch
+ * waiting there is committed next, and its flush makes the pending one
+ * durable; an empty queue means no flush is coming soon, so the writer
+ * syncs. Under load every flush makes one batch durable and writes the
+ * next; an idle caller pays two flushes, as it did when the meta page was
+ * written synchronously.
+ *
+ * Failures (store.h, "Failures and what depends on them"). Each failed
+ * batch reported is numbered (failures); its failed groups' tags are kept
+ * as refusals that apply to every batch submitted before the submitter
+ * acknowledged that failure, i.e. with fewer acknowledgements (wgen) than
+ * the failure's number. Acknowledgements come in the order the failures
+ * were reported, one each, so the k-th failure is answered by the k-th
+ * acknowledgement. A group refused that way fails too and is recorded in
+ * turn, which covers a chain of dependent batches. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -12,6 +31,12 @@
 #include "persistence/batch_internal.h"
 #include "persistence/store.h"
 
+struct refusal {
+    void *tag;
+    uint64_t below; /* refuses groups of batches with wgen < below */
+    int status;
+};
+
 struct keel_writer {
     keel_store *store;
     keel_writer_done_cb done_cb;
@@ -19,26 +44,148 @@ struct keel_writer {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond; /* signalled when a batch arrives or stop begins */
-    /* Guarded by lock: the queue, and the flag that refuses new batches. */
+    /* Guarded by lock: the queue, the flag that refuses new batches, and
+     * the count of acknowledged failures. */
     keel_batch *head;
     keel_batch *tail;
     int stopping;
+    uint64_t acks;
+
+    /* Writer thread only. */
+    keel_batch *pending; /* committed, not yet durable */
+    uint64_t pending_txn;
+    uint64_t failures; /* failed batches reported */
+    struct refusal *refused;
+    size_t nrefused, refused_cap;
+    /* When a refusal could not be recorded (out of memory): every group
+     * of batches with wgen < all_below is refused. */
+    uint64_t all_below;
+    int all_status;
 };
+
+static void refusal_add(keel_writer *w, void *tag, int status)
+{
+    if (w->nrefused == w->refused_cap) {
+        size_t cap = w->refused_cap ? w->refused_cap * 2 : 64;
+        struct refusal *r = realloc(w->refused, cap * sizeof *r);
+
+        if (r == NULL) {
+            /* Refusing too much is safe; too little is not. */
+            w->all_below = w->failures;
+            w->all_status = status;
+            return;
+        }
+        w->refused = r;
+        w->refused_cap = cap;
+    }
+    w->refused[w->nrefused].tag = tag;
+    w->refused[w->nrefused].below = w->failures;
+    w->refused[w->nrefused].status = status;
+    w->nrefused++;
+}
+
+/* Marks the groups of b that depend on a failure b's submitter had not
+ * acknowledged yet. */
+static void refusals_apply(keel_writer *w, keel_batch *b)
+{
+    size_t i, j, keep = 0;
+
+    /* Later batches have at least b's wgen: what does not apply to b
+     * applies to none of them. */
+    for (j = 0; j < w->nrefused; j++)
+        if (w->refused[j].below > b->wgen)
+            w->refused[keep++] = w->refused[j];
+    w->nrefused = keep;
+    for (i = 0; i < b->ngroups; i++) {
+        struct batch_group *g = &b->groups[i];
+
+        if (b->wgen < w->all_below) {
+            g->pre_status = w->all_status;
+            continue;
+        }
+        for (j = 0; g->tag != NULL && j < w->nrefused; j++) {
+            if (w->refused[j].tag == g->tag) {
+                g->pre_status = w->refused[j].status;
+                break;
+            }
+        }
+    }
+}
+
+/* Hands b back. A failed batch is counted and its failed groups are
+ * remembered before b leaves this thread. */
+static void report(keel_writer *w, keel_batch *b, int status)
+{
+    int failed = status != 0;
+    size_t i;
+
+    for (i = 0; !failed && i < b->ngroups; i++)
+        failed = b->groups[i].status != 0;
+    if (failed) {
+        w->failures++;
+        for (i = 0; i < b->ngroups; i++) {
+            struct batch_group *g = &b->groups[i];
+            int st = status != 0 ? status : g->status;
+
+            if (st != 0 && g->tag != NULL)
+                refusal_add(w, g->tag, st);
+        }
+    }
+    w->done_cb(b, status, w->data);
+}
+
+static void report_pending(keel_writer *w, int status)
+{
+    keel_batch *b = w->pending;
+
+    w->pending = NULL;
+    report(w, b, status);
+}
+
+static void writer_commit(keel_writer *w, keel_batch *b)
+{
+    uint64_t txn = 0;
+    int rc;
+
+    refusals_apply(w, b);
+    rc = keel_store_commit_deferred(w->store, b, &txn);
+    if (w->pending != NULL) {
+        /* This commit's flush normally carried the pending meta page; if
+         * it failed or wrote nothing, flush it now (a sync that cannot
+         * vouch for it fails, see keel_store_sync). */
+        if (rc == 0 && keel_store_durable(w->store, w->pending_txn))
+            report_pending(w, 0);
+        else
+            report_pending(w, keel_store_sync(w->store));
+    }
+    if (rc != 0 || txn == 0 || keel_store_durable(w->store, txn)) {
+        report(w, b, rc);
+    } else {
+        w->pending = b;
+        w->pending_txn = txn;
+    }
+}
 
 static void *writer_main(void *arg)
 {
     keel_writer *w = arg;
     keel_batch *b;
-    int rc;
 
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        while (w->head == NULL && !w->stopping)
+        while (w->head == NULL && w->pending == NULL && !w->stopping)
             pthread_cond_wait(&w->cond, &w->lock);
-        /* Stopping drains the queue first: what was submitted is
-         * committed. */
-        if (w->head == NULL)
-            break;
+        if (w->head == NULL) {
+            /* Stopping drains the queue first: what was submitted is
+             * committed, and made durable. */
+            if (w->pending == NULL)
+                break;
+            /* Nothing to commit after the pending batch: flush it. */
+            pthread_mutex_unlock(&w->lock);
+            report_pending(w, keel_store_sync(w->store));
+            pthread_mutex_lock(&w->lock);
+            continue;
+        }
         b = w->head;
         w->head = b->next;
         if (w->head == NULL)
@@ -46,8 +193,7 @@ static void *writer_main(void *arg)
         b->next = NULL;
         pthread_mutex_unlock(&w->lock);
 
-        rc = keel_store_commit(w->store, b);
-        w->done_cb(b, rc, w->data);
+        writer_commit(w, b);
 
         pthread_mutex_lock(&w->lock);
     }
@@ -99,24 +245,61 @@ err_free:
     return KEEL_ENOMEM;
 }
 
-int keel_writer_submit(keel_writer *w, keel_batch *b)
+static int writer_enqueue(keel_writer *w, keel_batch *b, int merge,
+                          keel_batch **into)
 {
-    if (w == NULL || b == NULL)
-        return KEEL_EINVAL;
+    keel_batch *t;
+    int rc;
+
     pthread_mutex_lock(&w->lock);
     if (w->stopping) {
         pthread_mutex_unlock(&w->lock);
         return KEEL_ESTOPPING;
     }
+    t = w->tail;
+    if (merge && t != NULL && t->mergeable && t->wgen == w->acks) {
+        /* The writer has not taken t yet: b's turns join it. */
+        rc = keel_batch_append(t, b);
+        pthread_mutex_unlock(&w->lock);
+        if (rc == 0 && into != NULL)
+            *into = t;
+        return rc;
+    }
     b->next = NULL;
-    if (w->tail != NULL)
-        w->tail->next = b;
+    b->wgen = w->acks;
+    b->mergeable = merge;
+    if (t != NULL)
+        t->next = b;
     else
         w->head = b;
     w->tail = b;
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->lock);
+    if (into != NULL)
+        *into = b;
     return 0;
+}
+
+int keel_writer_submit(keel_writer *w, keel_batch *b)
+{
+    if (w == NULL || b == NULL)
+        return KEEL_EINVAL;
+    return writer_enqueue(w, b, 0, NULL);
+}
+
+int keel_writer_submit_merge(keel_writer *w, keel_batch *b,
+                             keel_batch **into)
+{
+    if (w == NULL || b == NULL || into == NULL)
+        return KEEL_EINVAL;
+    return writer_enqueue(w, b, 1, into);
+}
+
+void keel_writer_ack_failure(keel_writer *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->acks++;
+    pthread_mutex_unlock(&w->lock);
 }
 
 /* Not from done_cb: it would wait for its own thread. */
@@ -131,5 +314,6 @@ void keel_writer_stop(keel_writer *w)
     pthread_join(w->thread, NULL);
     pthread_cond_destroy(&w->cond);
     pthread_mutex_destroy(&w->lock);
+    free(w->refused);
     free(w);
 }

@@ -698,16 +698,24 @@ static void writer_done(keel_batch *b, int status, void *data)
     ev_async_send(rt->n->loop, &rt->wake);
 }
 
-static void settle(keel_cluster_rt *rt, int status)
+/* reported: the writer handed the batch back (it was not refused at the
+ * door). */
+static void settle(keel_cluster_rt *rt, int status, int reported)
 {
     size_t i, ng = keel_batch_group_count(rt->batch);
     rt_job *j;
+    int failed = status != 0;
 
     for (i = 0; i < ng; i++) {
         int gst;
         j = keel_batch_group(rt->batch, i, &gst);
+        if (gst != 0)
+            failed = 1;
         job_done(rt, j, status != 0 ? status : gst);
     }
+    /* The next batch is built knowing of this failure (store.h). */
+    if (failed && reported && rt->writer != NULL)
+        keel_writer_ack_failure(rt->writer);
     while ((j = rt->inflight) != NULL) {
         rt->inflight = j->next;
         job_free(j);
@@ -760,7 +768,7 @@ static void kick_writer(keel_cluster_rt *rt)
     rt->busy = 1;
     rc = keel_writer_submit(rt->writer, b);
     if (rc != 0)
-        settle(rt, rc);
+        settle(rt, rc, 0);
 }
 
 static void wake_cb(struct ev_loop *loop, ev_async *w, int revents)
@@ -776,7 +784,7 @@ static void wake_cb(struct ev_loop *loop, ev_async *w, int revents)
     rt->done = 0;
     pthread_mutex_unlock(&rt->mu);
     if (done) {
-        settle(rt, status);
+        settle(rt, status, 1);
         kick_writer(rt);
     }
 }
@@ -1474,7 +1482,7 @@ void keel__cluster_rt_stop(keel_node *n)
     keel_writer_stop(rt->writer); /* commits what it has, then returns */
     rt->writer = NULL;
     if (rt->busy)
-        settle(rt, rt->done ? rt->done_status : KEEL_ESTOPPING);
+        settle(rt, rt->done ? rt->done_status : KEEL_ESTOPPING, 0);
     while ((j = rt->jobs) != NULL) {
         rt->jobs = j->next;
         if (j->req != NULL)

@@ -488,6 +488,7 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
     for (rounds = 0; rounds < 16 && !c->dead && !c->closing && !c->paused;
          rounds++) {
         ssize_t r;
+        size_t want;
         if (c->rcap - c->rlen < READ_CHUNK / 4) {
             /* Room for the largest frame plus one read. */
             size_t cap = c->rcap ? c->rcap * 2 : READ_CHUNK;
@@ -503,10 +504,17 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
             c->rbuf = p;
             c->rcap = cap;
         }
-        r = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
+        want = c->rcap - c->rlen;
+        r = read(c->fd, c->rbuf + c->rlen, want);
         if (r > 0) {
             c->rlen += (size_t)r;
             process_input(c);
+            /* A short read drained the socket: asking again would only
+             * return EAGAIN, one system call per request for nothing.
+             * The watcher is level-triggered, so data that arrives
+             * meanwhile wakes it again. */
+            if ((size_t)r < want)
+                return;
             continue;
         }
         if (r < 0 && errno == EINTR)

@@ -2,11 +2,13 @@
  *
  * A message's path: keel_call / a connection -> keel__submit (the actor's
  * mailbox, the run queue) -> run_cb runs turns, one per actor at a time
- * -> a turn that writes marks its actor dirty in the open batch -> when the
- * writer is idle the open batch is serialized (each dirty actor's latest
- * state and entries, coalescing all its turns since the last batch) and
- * handed to the writer thread -> the writer commits (fsync) and wakes the
- * loop -> the replies that waited for that batch are released.
+ * -> a turn that writes marks its actor dirty -> after each run of turns
+ * the dirty actors are serialized (each one's latest state and entries,
+ * coalescing all its turns since the last flush) and handed to the writer
+ * thread, joining the batch that waits there if the writer has not taken
+ * it yet -> the writer commits it; once it is durable (with fsync, after
+ * the next commit's flush or a sync) the writer wakes the loop -> the
+ * replies that waited for that batch are released.
  *
  * A reply waits for the newest batch holding a write of its actor, even
  * when its own turn wrote nothing: what it read may not be durable yet,
@@ -33,6 +35,9 @@
 #define RUN_BUDGET 512 /* turns per run_cb call before I/O gets a go */
 #define RUN_PER_ACTOR 64    /* turns of one actor before others get a go */
 #define RUN_POLL_WRITER 64  /* turns between looks at the writer */
+/* Dirty actors that make a mid-run flush worth it when the writer is
+ * idle (see run_cb). */
+#define FLUSH_EARLY_ACTORS 64
 #define REQ_FREE_MAX 4096
 #define TMP_BLOCK 65536
 
@@ -75,6 +80,7 @@ struct keel_turn {
 static void release_req(keel_node *n, keel_req *req);
 static void fail_req(keel_node *n, keel_req *req, int status,
                      const char *msg);
+static void clock_refresh(keel_node *n);
 static void flush_open(keel_node *n);
 static void maybe_finish_stop(keel_node *n);
 static void schedule(keel_node *n, keel_actor *a);
@@ -479,6 +485,7 @@ static void dirty_remove(keel_node *n, keel_actor *a)
     }
     a->dirty_next = NULL;
     a->flags &= (uint8_t)~(ACTOR_IN_DIRTY | ACTOR_STATE_DIRTY);
+    n->ndirty--;
 }
 
 /* One activation-log line, written with a single write(2) so that lines
@@ -576,6 +583,13 @@ static void actor_passivate(keel_node *n, keel_actor *a)
          * and the message reactivates it. */
         schedule(n, a);
         return;
+    }
+    if (a->flags & ACTOR_PARKED) {
+        keel_actor **pp = &n->parked;
+
+        while (*pp != a)
+            pp = &(*pp)->dirty_next;
+        *pp = a->dirty_next;
     }
     keel_hmap_remove(&n->actors, a->hash, a);
     lru_unlink(n, a);
@@ -1168,6 +1182,7 @@ static int turn_apply(keel_node *n, keel_actor *a, keel_turn *t)
             a->flags |= ACTOR_IN_DIRTY;
             a->dirty_next = n->dirty_head;
             n->dirty_head = a;
+            n->ndirty++;
         }
     }
     return 0;
@@ -1181,6 +1196,18 @@ static void turn_end(keel_turn *t)
         free(b);
     }
     t->n->stage_len = 0;
+}
+
+/* The batch with the writer that holds sequence seq (durable_seq < seq <
+ * open_seq). */
+static struct keel_wbatch *wb_holding(keel_node *n, uint64_t seq)
+{
+    uint64_t i;
+
+    for (i = n->wb_first; i + 1 < n->wb_next; i++)
+        if (n->wb[i % KEEL_WBATCH_MAX].hi_seq >= seq)
+            break;
+    return &n->wb[i % KEEL_WBATCH_MAX];
 }
 
 /* Runs one message through its actor and routes the reply. */
@@ -1256,7 +1283,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         if (a->last_write_seq == n->open_seq)
             queue_push(&n->wait_open, req);
         else
-            queue_push(&n->wait_inflight, req);
+            queue_push(&wb_holding(n, a->last_write_seq)->wait, req);
     } else {
         release_req(n, req);
     }
@@ -1279,26 +1306,30 @@ static void schedule(keel_node *n, keel_actor *a)
         ev_idle_start(n->loop, &n->run_watcher);
 }
 
-static void batch_settled(keel_node *n, keel_batch *b, int status);
+static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status);
 
-/* Settles a batch the writer has handed back, if any, and, with submit,
- * starts the next. Between turns it runs with submit 0: settling early
- * releases replies sooner, so closed-loop callers refill their windows,
- * but the open batch keeps growing until the run pauses. Submitting
- * partial batches mid-run was measured (docs/benchmarks.md): it splits
- * batches, and more, smaller commits lost in both durability modes. */
+/* Settles the batches the writer has handed back, in order, and, with
+ * submit, flushes the open turns. Between turns it runs with submit 0:
+ * settling early releases replies sooner, so closed-loop callers refill
+ * their windows, while the turns of the run keep collecting. */
 static void poll_writer(keel_node *n, int submit)
 {
-    keel_batch *b;
-    int status;
+    for (;;) {
+        struct keel_wbatch wb;
+        int status;
 
-    pthread_mutex_lock(&n->done_mu);
-    b = n->done_batch;
-    status = n->done_status;
-    n->done_batch = NULL;
-    pthread_mutex_unlock(&n->done_mu);
-    if (b != NULL)
-        batch_settled(n, b, status);
+        pthread_mutex_lock(&n->done_mu);
+        if (n->wb_first == n->wb_ndone) {
+            pthread_mutex_unlock(&n->done_mu);
+            break;
+        }
+        status = n->wb_status[n->wb_first % KEEL_WBATCH_MAX];
+        pthread_mutex_unlock(&n->done_mu);
+        clock_refresh(n);
+        wb = n->wb[n->wb_first % KEEL_WBATCH_MAX];
+        n->wb_first++;
+        batch_settled(n, &wb, status);
+    }
     if (submit)
         flush_open(n);
 }
@@ -1339,10 +1370,42 @@ void keel__run_resume(keel_node *n)
         ev_idle_start(n->loop, &n->run_watcher);
 }
 
+/* An inactive actor whose stale writes may still be with the writer (its
+ * batch failed, see batch_settled) waits on the parked list: loading it
+ * now could read a store those writes have not reached yet. */
+static void park(keel_node *n, keel_actor *a)
+{
+    if (a->flags & ACTOR_PARKED)
+        return;
+    a->flags |= ACTOR_PARKED;
+    a->dirty_next = n->parked; /* free: an inactive actor is not dirty */
+    n->parked = a;
+}
+
+static void unpark_settled(keel_node *n)
+{
+    keel_actor **pp = &n->parked, *a;
+
+    while ((a = *pp) != NULL) {
+        if (a->last_write_seq > n->durable_seq) {
+            pp = &a->dirty_next;
+            continue;
+        }
+        *pp = a->dirty_next;
+        a->dirty_next = NULL;
+        a->flags &= (uint8_t)~ACTOR_PARKED;
+        if (a->mb_head != NULL)
+            schedule(n, a);
+    }
+}
+
 static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
     keel_node *n = w->data;
     int budget = RUN_BUDGET, since_poll = 0, fenced = 0;
+    int early = n->opts.durability == KEEL_DURABILITY_NONE;
+
+    clock_refresh(n);
 
     (void)loop;
     (void)revents;
@@ -1360,6 +1423,10 @@ static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
         if (n->runq_head == NULL)
             n->runq_tail = NULL;
         a->flags &= (uint8_t)~ACTOR_IN_RUNQ;
+        if (!(a->flags & ACTOR_ACTIVE) && a->last_write_seq > n->durable_seq) {
+            park(n, a);
+            continue;
+        }
         for (k = 0; k < RUN_PER_ACTOR && a->mb_head != NULL; k++) {
             keel_req *req = a->mb_head;
             a->mb_head = req->next;
@@ -1376,6 +1443,16 @@ static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
         if (since_poll >= RUN_POLL_WRITER) {
             since_poll = 0;
             poll_writer(n, 0);
+            /* Without syncs, an idle writer and many actors to write: hand
+             * them over now, so the commit runs beside the rest of the run
+             * instead of after it. Counting actors, not turns: a commit
+             * costs per record, so a run of one hot actor gains nothing.
+             * With fsync a commit costs mostly its flushes, and more,
+             * smaller commits lost more than the overlap won
+             * (docs/benchmarks.md). */
+            if (early && n->wb_first == n->wb_next &&
+                n->ndirty >= FLUSH_EARLY_ACTORS)
+                flush_open(n);
             if (n->cluster != NULL && !keel__cluster_rt_serving(n))
                 fenced = 1;
         }
@@ -1426,20 +1503,45 @@ int keel__submit(keel_node *n, struct keel_type_entry *te, const void *id,
 
 static void fail_batch_building(keel_node *n, keel_batch *b, int rc);
 
-/* Serializes the open batch and hands it to the writer, if the writer is
- * idle and there is anything to write. Each dirty actor contributes its
- * current state and the entries written since the last batch: however many
- * turns it ran, it costs one record per key. */
+static keel_batch *batch_take(keel_node *n)
+{
+    if (n->nbpool > 0)
+        return n->bpool[--n->nbpool];
+    return keel_batch_create();
+}
+
+static void batch_give(keel_node *n, keel_batch *b)
+{
+    if (n->nbpool < KEEL_WBATCH_MAX) {
+        keel_batch_reset(b);
+        n->bpool[n->nbpool++] = b;
+    } else {
+        keel_batch_destroy(b);
+    }
+}
+
+/* Serializes the dirty actors and hands them to the writer. Each dirty
+ * actor contributes its current state and the entries written since the
+ * last flush: however many turns it ran, it costs one record per key.
+ * While the writer commits one batch, the next one waits in its queue and
+ * every flush appends to it, so a commit takes all that was flushed while
+ * the one before it ran. */
 static void flush_open(keel_node *n)
 {
-    keel_batch *b;
+    struct keel_wbatch *wb;
+    keel_batch *b, *into;
     keel_actor *a;
     uint8_t kbuf[KEEL_KEY_MAX];
     int rc = 0, klen;
 
-    if (n->inflight != NULL || n->dirty_head == NULL)
+    if (n->dirty_head == NULL ||
+        n->wb_next - n->wb_first >= KEEL_WBATCH_MAX)
+        return; /* nothing to write, or a full ring until the next settle */
+    if (n->spare == NULL && (n->spare = batch_take(n)) == NULL) {
+        fail_batch_building(n, NULL, KEEL_ENOMEM);
         return;
-    b = n->batches[0];
+    }
+    b = n->spare;
     keel_batch_reset(b);
     for (a = n->dirty_head; a != NULL && rc == 0; a = a->dirty_next) {
         uint64_t epoch;
@@ -1481,6 +1583,12 @@ static void flush_open(keel_node *n)
             }
         }
     }
+    if (rc == 0) {
+        rc = keel_writer_submit_merge(n->writer, b, &into);
+        if (rc != 0 && rc != KEEL_ENOMEM)
+            keel_error("cannot hand a batch to the writer: %s",
+                       keel_strerror(rc));
+    }
     if (rc != 0) {
         fail_batch_building(n, b, rc);
         return;
@@ -1492,26 +1600,33 @@ static void flush_open(keel_node *n)
         a = next;
     }
     n->dirty_head = NULL;
-    n->inflight = b;
-    n->inflight_seq = n->open_seq;
-    n->open_seq++;
-    n->wait_inflight = n->wait_open;
-    n->wait_open.head = n->wait_open.tail = NULL;
-    n->inflight_turns = n->open_turns;
-    n->open_turns = 0;
-    /* The two batches alternate: the spare is built while one commits. */
-    n->batches[0] = n->batches[1];
-    n->batches[1] = b;
-    rc = keel_writer_submit(n->writer, b);
-    if (rc != 0) {
-        keel_error("cannot hand a batch to the writer: %s",
-                   keel_strerror(rc));
-        pthread_mutex_lock(&n->done_mu);
-        n->done_batch = b;
-        n->done_status = rc;
-        pthread_mutex_unlock(&n->done_mu);
-        ev_async_send(n->loop, &n->async);
+    n->ndirty = 0;
+    if (into == b) {
+        /* A batch of its own: the writer reports it after the ones
+         * before it. */
+        wb = &n->wb[n->wb_next % KEEL_WBATCH_MAX];
+        n->wb_next++;
+        wb->b = b;
+        wb->turns = 0;
+        wb->wait.head = wb->wait.tail = NULL;
+        n->spare = NULL;
+    } else {
+        /* Appended to the batch still waiting: the newest one. */
+        wb = &n->wb[(n->wb_next - 1) % KEEL_WBATCH_MAX];
+        keel_batch_reset(b);
     }
+    wb->hi_seq = n->open_seq;
+    wb->turns += n->open_turns;
+    if (n->wait_open.head != NULL) {
+        if (wb->wait.tail != NULL)
+            wb->wait.tail->next = n->wait_open.head;
+        else
+            wb->wait.head = n->wait_open.head;
+        wb->wait.tail = n->wait_open.tail;
+        n->wait_open.head = n->wait_open.tail = NULL;
+    }
+    n->open_turns = 0;
+    n->open_seq++;
 }
 
 uint64_t keel__now_ns(void)
@@ -1522,10 +1637,19 @@ uint64_t keel__now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Release times for the latency statistics come from n->clock_ns, read
+ * once per run of turns and once per settled batch rather than once per
+ * reply. A reply released in the run that also submitted its message may
+ * then look older than its submission: it counts as 0. */
+static void clock_refresh(keel_node *n)
+{
+    n->clock_ns = keel__now_ns();
+}
+
 static void record_latency(keel_node *n, uint64_t t0)
 {
     static const uint32_t bounds[] = KEEL_LATENCY_BOUNDS_US;
-    uint64_t us = (keel__now_ns() - t0) / 1000;
+    uint64_t us = n->clock_ns > t0 ? (n->clock_ns - t0) / 1000 : 0;
     unsigned i;
 
     for (i = 0; i < KEEL_LATENCY_BUCKETS - 1 && us > bounds[i]; i++)
@@ -1580,29 +1704,72 @@ static void fail_req(keel_node *n, keel_req *req, int status, const char *msg)
 
 void keel__req_release(keel_node *n, keel_req *req)
 {
+    clock_refresh(n);
     release_req(n, req);
 }
 
 
-/* Settles a batch: on success its replies go out; actors whose writes were
- * refused (stale epoch) or lost (the commit failed) are reset to what the
- * store holds, and every reply that saw their uncommitted state fails. */
-static void batch_settled(keel_node *n, keel_batch *b, int status)
+/* Fails the replies in q of actors marked ACTOR_FAILED; keeps the others
+ * in q, in order. */
+static void fail_marked(keel_node *n, keel_req_queue *q)
 {
+    keel_req *req, *next, *head = q->head;
+    char msg[160];
+
+    q->head = q->tail = NULL;
+    for (req = head; req != NULL; req = next) {
+        keel_actor *a = req->actor;
+
+        next = req->next;
+        if (a->flags & ACTOR_FAILED) {
+            snprintf(msg, sizeof msg, "write not committed: %s",
+                     keel_strerror(a->fail_status));
+            fail_req(n, req, a->fail_status, msg);
+        } else {
+            queue_push(q, req);
+        }
+    }
+}
+
+/* An actor whose writes were lost: its in-memory state is ahead of the
+ * store, so it is deactivated and its open writes dropped. Batches
+ * already with the writer may still hold writes built on the lost ones
+ * (the writer refuses them, see keel_writer); until they have settled the
+ * actor stays pinned and parked, and only then reloads from the store. */
+static void actor_reset_failed(keel_node *n, keel_actor *a)
+{
+    uint64_t pin = a->last_write_seq;
+
+    if (pin > n->open_seq - 1)
+        pin = n->open_seq - 1; /* its open writes are dropped here */
+    a->flags &= (uint8_t)~ACTOR_FAILED;
+    actor_deactivate(n, a);
+    a->last_write_seq = pin;
+    if (a->mb_head != NULL)
+        schedule(n, a);
+}
+
+/* Settles a batch the writer handed back: on success its replies go out;
+ * actors whose writes were refused (stale epoch, or built on a failed
+ * batch) or lost (the commit failed) are reset to what the store holds,
+ * and every reply that saw their uncommitted state fails, in this batch,
+ * in later ones and among the open turns. */
+static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
+{
+    keel_batch *b = wb->b;
     size_t i, ng = keel_batch_group_count(b);
     keel_req_queue q;
     keel_req *req, *next;
+    uint64_t j;
     int any_failed = 0;
-    char msg[160];
 
-    n->inflight = NULL;
-    n->durable_seq = n->inflight_seq;
+    n->durable_seq = wb->hi_seq;
     if (status == 0) {
         STAT_ADD(n, commits, 1);
-        STAT_ADD(n, batch_turns_total, n->inflight_turns);
+        STAT_ADD(n, batch_turns_total, wb->turns);
         STAT_ADD(n, batch_actors_total, ng);
-        if (n->inflight_turns > n->stats.batch_turns_max)
-            STAT_SET(n, batch_turns_max, n->inflight_turns);
+        if (wb->turns > n->stats.batch_turns_max)
+            STAT_SET(n, batch_turns_max, wb->turns);
     } else {
         STAT_ADD(n, commit_failures, 1);
         keel_warn("commit of %zu actors failed: %s", ng,
@@ -1611,85 +1778,73 @@ static void batch_settled(keel_node *n, keel_batch *b, int status)
     for (i = 0; i < ng; i++) {
         int gst;
         keel_actor *a = keel_batch_group(b, i, &gst);
-        if (status != 0 || gst != 0) {
-            a->flags |= ACTOR_FAILED;
+        int st = status != 0 ? status : gst;
+
+        if (st != 0) {
+            if (!(a->flags & ACTOR_FAILED)) {
+                a->flags |= ACTOR_FAILED;
+                a->fail_status = (int8_t)st;
+            }
             any_failed = 1;
-            if (gst != 0) {
+            if (gst == KEEL_EFENCED) {
                 STAT_ADD(n, fence_refusals, 1);
                 if (a->type->fence_ok != NULL)
                     a->type->fence_ok[a->shard] = 0; /* look again */
             }
-        } else {
+        } else if (!(a->flags & ACTOR_FAILED)) {
             ovl_prune(a, n->durable_seq);
         }
     }
-    snprintf(msg, sizeof msg, "write not committed: %s",
-             keel_strerror(status != 0 ? status : KEEL_EFENCED));
-    q = n->wait_inflight;
-    n->wait_inflight.head = n->wait_inflight.tail = NULL;
+    q = wb->wait;
     for (req = q.head; req != NULL; req = next) {
         next = req->next;
         if (req->actor->flags & ACTOR_FAILED) {
-            fail_req(n, req, status != 0 ? status : KEEL_EFENCED, msg);
+            char msg[160];
+            snprintf(msg, sizeof msg, "write not committed: %s",
+                     keel_strerror(req->actor->fail_status));
+            fail_req(n, req, req->actor->fail_status, msg);
         } else {
             release_req(n, req);
         }
     }
     if (any_failed) {
         /* Replies of later turns built on the lost state fail too. */
-        q = n->wait_open;
-        n->wait_open.head = n->wait_open.tail = NULL;
-        for (req = q.head; req != NULL; req = next) {
-            next = req->next;
-            if (req->actor->flags & ACTOR_FAILED)
-                fail_req(n, req, status != 0 ? status : KEEL_EFENCED, msg);
-            else
-                queue_push(&n->wait_open, req);
-        }
+        for (j = n->wb_first; j < n->wb_next; j++)
+            fail_marked(n, &n->wb[j % KEEL_WBATCH_MAX].wait);
+        fail_marked(n, &n->wait_open);
         for (i = 0; i < ng; i++) {
-            int gst;
-            keel_actor *a = keel_batch_group(b, i, &gst);
-            if (a->flags & ACTOR_FAILED) {
-                a->flags &= (uint8_t)~ACTOR_FAILED;
-                actor_deactivate(n, a);
-                if (a->mb_head != NULL)
-                    schedule(n, a);
-            }
+            keel_actor *a = keel_batch_group(b, i, NULL);
+            if (a->flags & ACTOR_FAILED)
+                actor_reset_failed(n, a);
         }
+        /* What is flushed from now on was built knowing of it. */
+        keel_writer_ack_failure(n->writer);
     }
+    batch_give(n, b);
+    if (n->parked != NULL)
+        unpark_settled(n);
 }
 
-/* Building the batch failed (out of memory): nothing reached the writer,
- * and the writer is idle, so the dirty actors' uncommitted writes all sit
- * in the open batch. They are lost: reset those actors and fail every
- * reply that saw them. */
+/* Building or handing over the open turns' writes failed (out of memory,
+ * or the writer is stopping): nothing of them reached the writer. The
+ * dirty actors' open writes are lost: reset those actors and fail every
+ * reply that saw them. Their earlier batches, if any, go on. */
 static void fail_batch_building(keel_node *n, keel_batch *b, int rc)
 {
-    keel_req_queue q = n->wait_open;
-    keel_req *req, *next;
     keel_actor *a;
-    char msg[160];
 
-    keel_batch_reset(b);
+    if (b != NULL)
+        keel_batch_reset(b);
     STAT_ADD(n, commit_failures, 1);
     keel_warn("could not build a commit batch: %s", keel_strerror(rc));
-    snprintf(msg, sizeof msg, "write not committed: %s", keel_strerror(rc));
-    for (a = n->dirty_head; a != NULL; a = a->dirty_next)
+    for (a = n->dirty_head; a != NULL; a = a->dirty_next) {
         a->flags |= ACTOR_FAILED;
-    n->wait_open.head = n->wait_open.tail = NULL;
-    for (req = q.head; req != NULL; req = next) {
-        next = req->next;
-        if (req->actor->flags & ACTOR_FAILED)
-            fail_req(n, req, rc, msg);
-        else
-            queue_push(&n->wait_open, req);
+        a->fail_status = (int8_t)rc;
     }
-    while ((a = n->dirty_head) != NULL) {
-        a->flags &= (uint8_t)~ACTOR_FAILED;
-        actor_deactivate(n, a); /* unlinks it from the dirty list */
-        if (a->mb_head != NULL)
-            schedule(n, a);
-    }
+    fail_marked(n, &n->wait_open);
+    while ((a = n->dirty_head) != NULL)
+        actor_reset_failed(n, a); /* unlinks it from the dirty list */
+    n->ndirty = 0;
     n->open_turns = 0;
 }
 
@@ -1697,10 +1852,12 @@ static void writer_done_cb(keel_batch *b, int status, void *data)
 {
     keel_node *n = data;
 
-    /* Writer thread: hand the batch back; the loop settles it. */
+    /* Writer thread: hand the batch back; the loop settles it. Reports
+     * come in queue order, so the count says which batch this is. */
+    (void)b;
     pthread_mutex_lock(&n->done_mu);
-    n->done_batch = b;
-    n->done_status = status;
+    n->wb_status[n->wb_ndone % KEEL_WBATCH_MAX] = status;
+    n->wb_ndone++;
     pthread_mutex_unlock(&n->done_mu);
     ev_async_send(n->loop, &n->async);
 }
@@ -1721,7 +1878,7 @@ static void maybe_finish_stop(keel_node *n)
 {
     keel_actor *a;
 
-    if (!n->stopping || n->runq_head != NULL || n->inflight != NULL ||
+    if (!n->stopping || n->runq_head != NULL || n->wb_first != n->wb_next ||
         n->dirty_head != NULL || n->wait_open.head != NULL)
         return;
     if (n->cluster != NULL && keel__cluster_rt_busy(n))
@@ -1877,9 +2034,8 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
     rc = keel_coord_standalone_create(opts.shard_count, &n->coord);
     if (rc != 0)
         goto err_after_store;
-    n->batches[0] = keel_batch_create();
-    n->batches[1] = keel_batch_create();
-    if (n->batches[0] == NULL || n->batches[1] == NULL) {
+    n->spare = keel_batch_create();
+    if (n->spare == NULL) {
         rc = KEEL_ENOMEM;
         goto err_after_coord;
     }
@@ -1923,8 +2079,7 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
 
 err_after_coord:
     keel__http_destroy(n);
-    keel_batch_destroy(n->batches[0]);
-    keel_batch_destroy(n->batches[1]);
+    keel_batch_destroy(n->spare);
     keel_coord_destroy(n->coord);
     {
         unsigned i;
@@ -2062,8 +2217,9 @@ void keel_node_destroy(keel_node *n)
         keel__net_stop_accepting(n);
     keel__http_destroy(n);
     keel_hmap_free(&n->actors);
-    keel_batch_destroy(n->batches[0]);
-    keel_batch_destroy(n->batches[1]);
+    keel_batch_destroy(n->spare);
+    while (n->nbpool > 0)
+        keel_batch_destroy(n->bpool[--n->nbpool]);
     keel_coord_destroy(n->coord);
     keel_store_close(n->store);
     for (i = 0; i < n->ntypes; i++) {

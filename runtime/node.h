@@ -47,6 +47,7 @@ enum {
     ACTOR_STATE_DIRTY = 1 << 2, /* state blob changed in the open batch */
     ACTOR_IN_DIRTY = 1 << 3,    /* on the open batch's dirty list */
     ACTOR_RUNNING = 1 << 4,
+    ACTOR_PARKED = 1 << 5,      /* on the parked list (see run_cb) */
     ACTOR_FAILED = 1 << 7       /* transient: its batch failed, settling */
 };
 
@@ -66,9 +67,11 @@ struct keel_actor {
     } st;
     uint32_t state_len, state_cap;
     uint64_t version;                /* of the state blob */
-    /* Latest batch holding a write of this actor. While it is above the
+    /* Sequence of this actor's latest write. While it is above the
      * node's durable_seq the actor cannot be passivated, and its replies
-     * wait for that batch. */
+     * wait for the batch that holds it. After a failed batch it pins the
+     * actor, inactive, until the batches that may still hold its stale
+     * writes have settled. */
     uint64_t last_write_seq;
     ev_tstamp last_used;
     keel_hmap *ovl;                  /* uncommitted entries, or NULL */
@@ -77,6 +80,7 @@ struct keel_actor {
     uint32_t mb_len;
     uint8_t flags;
     uint8_t idlen;
+    int8_t fail_status; /* while ACTOR_FAILED: the error of its group */
     uint8_t id[];
 };
 
@@ -120,6 +124,15 @@ typedef struct keel_req_queue {
     keel_req *head, *tail;
 } keel_req_queue;
 
+/* A batch with the writer, as the loop sees it. */
+#define KEEL_WBATCH_MAX 8
+struct keel_wbatch {
+    keel_batch *b;
+    uint64_t hi_seq;     /* the newest turn sequence it holds */
+    uint64_t turns;
+    keel_req_queue wait; /* replies released when it is durable */
+};
+
 struct keel_post {
     struct keel_post *next;
     keel_post_fn fn;
@@ -150,22 +163,35 @@ struct keel_node {
     keel_actor *runq_head, *runq_tail;
     uint64_t resident;
 
-    /* Group commit. The open batch collects the actors written since the
-     * last submission; at most one batch is with the writer at a time. */
-    uint64_t open_seq;     /* sequence of the batch being collected */
-    uint64_t durable_seq;  /* every batch <= this is committed */
+    /* Group commit. Turns are numbered by the flush that hands their
+     * writes over: open_seq for the turns since the last flush, whose
+     * writers are on the dirty list. A flush serializes the dirty actors
+     * and submits them to the writer, appending to the batch that waits
+     * there if the writer has not taken it yet; so one batch with the
+     * writer covers a range of sequences, up to its hi_seq. */
+    uint64_t open_seq;     /* sequence of the turns not yet handed over */
+    uint64_t durable_seq;  /* every sequence <= this is settled */
+    uint64_t open_turns;
     keel_actor *dirty_head;
-    keel_batch *batches[2];
-    keel_batch *inflight;  /* NULL when the writer is idle */
-    uint64_t inflight_seq;
-    uint64_t inflight_turns, open_turns;
-    /* Replies wait here until the batch that holds their turn is durable. */
-    keel_req_queue wait_open, wait_inflight;
+    uint64_t ndirty;       /* actors on the dirty list */
+    keel_actor *parked;    /* inactive actors waiting for durable_seq */
+    keel_batch *spare;     /* the next flush builds here */
+    keel_batch *bpool[KEEL_WBATCH_MAX];
+    unsigned nbpool;
+    /* The batches with the writer, oldest first: wb[i % KEEL_WBATCH_MAX]
+     * for wb_first <= i < wb_next. */
+    struct keel_wbatch wb[KEEL_WBATCH_MAX];
+    uint64_t wb_first, wb_next;
+    /* Replies wait here until the batch that holds their turn is durable;
+     * those of turns not yet flushed wait in wait_open. */
+    keel_req_queue wait_open;
 
-    /* Writer -> loop hand-back (written on the writer thread). */
+    /* Writer -> loop hand-back: the writer reports batches in the order
+     * they were queued, so the i-th report is about wb[i]. Written on the
+     * writer thread, under done_mu. */
     pthread_mutex_t done_mu;
-    keel_batch *done_batch;
-    int done_status;
+    uint64_t wb_ndone;
+    int wb_status[KEEL_WBATCH_MAX];
 
     /* Posts from other threads. */
     pthread_mutex_t post_mu;
@@ -205,6 +231,7 @@ struct keel_node {
     struct keel_cluster_rt *cluster;
 
     int actlog_fd;         /* activation log (opts.activation_log), or -1 */
+    uint64_t clock_ns;     /* monotonic, refreshed per run and per settle */
 
     /* Statistics; read from other threads without locks. */
     keel_stats stats;

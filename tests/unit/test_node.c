@@ -3,6 +3,7 @@
  * directory. */
 #include <check.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "keel.h"
 #include "persistence/store.h"
 #include "proc.h"
+#include "runtime/node.h"
 #include "testutil.h"
 
 static char *dir;
@@ -814,6 +816,218 @@ START_TEST(map_grows_under_load)
 }
 END_TEST
 
+/* ------------------------------------------ group commit and durability */
+
+/* Holds the store's writer thread at the n-th commit or n-th flushing
+ * sync (store hooks), and can fail that commit. */
+struct gates {
+    sem_t entered;
+    sem_t release;
+    int commits, syncs;
+    int hold_commit, fail_commit, fail_rc;
+    int hold_sync;
+};
+
+static int gates_commit(void *data)
+{
+    struct gates *g = data;
+    int c = ++g->commits;
+
+    if (c == g->hold_commit) {
+        sem_post(&g->entered);
+        sem_wait(&g->release);
+    }
+    return c == g->fail_commit ? g->fail_rc : 0;
+}
+
+static void gates_sync(void *data)
+{
+    struct gates *g = data;
+
+    if (++g->syncs == g->hold_sync) {
+        sem_post(&g->entered);
+        sem_wait(&g->release);
+    }
+}
+
+/* Before keel_node_run: no commit has happened yet. */
+static void gates_install(keel_node *n, struct gates *g)
+{
+    keel_store_hooks h = {gates_commit, gates_sync, g};
+
+    sem_init(&g->entered, 0, 0);
+    sem_init(&g->release, 0, 0);
+    keel_store_set_hooks(n->store, &h);
+}
+
+/* A call made from the loop thread whose reply the test thread awaits. */
+struct acall {
+    keel_node *n;
+    const char *id;
+    const char *msg;
+    sem_t done;
+    int status;
+    char reply[128];
+};
+
+static void acall_cb(int status, const void *reply, size_t len, void *data)
+{
+    struct acall *c = data;
+
+    if (len >= sizeof c->reply)
+        len = sizeof c->reply - 1;
+    memcpy(c->reply, reply, len);
+    c->reply[len] = '\0';
+    c->status = status;
+    sem_post(&c->done);
+}
+
+static void acall_post(keel_node *n, void *data)
+{
+    struct acall *c = data;
+    int rc = keel_call(n, "counter", c->id, strlen(c->id), c->msg,
+                       strlen(c->msg), acall_cb, c);
+
+    if (rc != 0) {
+        c->status = rc;
+        sem_post(&c->done);
+    }
+}
+
+static void acall_start(keel_node *n, struct acall *c, const char *id,
+                        const char *msg)
+{
+    memset(c, 0, sizeof *c);
+    sem_init(&c->done, 0, 0);
+    c->n = n;
+    c->id = id;
+    c->msg = msg;
+    ck_assert_int_eq(keel_node_post(n, acall_post, c), 0);
+}
+
+static int acall_finished(struct acall *c)
+{
+    if (sem_trywait(&c->done) != 0)
+        return 0;
+    sem_post(&c->done);
+    return 1;
+}
+
+static void acall_expect(struct acall *c, int status, const char *reply)
+{
+    sem_wait(&c->done);
+    ck_assert_msg(c->status == status, "%s %s: %s (%s), want %s", c->id,
+                  c->msg, keel_err_name(c->status), c->reply,
+                  keel_err_name(status));
+    if (reply != NULL)
+        ck_assert_str_eq(c->reply, reply);
+}
+
+static void wait_messages(keel_node *n, uint64_t want)
+{
+    keel_stats st;
+
+    for (int i = 0; i < 1000; i++) {
+        keel_node_stats(n, &st);
+        if (st.messages >= want)
+            return;
+        usleep(2000);
+    }
+    ck_abort_msg("the node ran %llu turns, want %llu",
+                 (unsigned long long)st.messages, (unsigned long long)want);
+}
+
+/* A reply waits until its batch is durable: committed is not enough, the
+ * flush that carries the commit's meta page must have returned. */
+START_TEST(reply_held_until_sync)
+{
+    keel_node *n = start_node(NULL);
+    struct gates g = {.hold_sync = 1};
+    struct acall c;
+    keel_store_stats ss;
+
+    gates_install(n, &g);
+    run(n);
+    acall_start(n, &c, "held", "incr");
+    sem_wait(&g.entered); /* committed, about to be synced */
+    keel_store_stats_get(n->store, &ss);
+    ck_assert_uint_eq(ss.commits, 1);
+    ck_assert_uint_eq(ss.unsynced, 1);
+    usleep(30000);
+    ck_assert(!acall_finished(&c));
+    sem_post(&g.release);
+    acall_expect(&c, 0, "1");
+    finish(n);
+}
+END_TEST
+
+/* Two batches with the writer, the first fails as a whole: the turn in the
+ * second batch that built on the first one's write fails too (and its
+ * write is not stored), the other actor's turn in it succeeds, and the
+ * failed actor starts over from the store. */
+START_TEST(first_of_two_batches_fails)
+{
+    keel_node *n = start_node(NULL);
+    struct gates g = {.hold_commit = 1, .fail_commit = 1,
+                      .fail_rc = KEEL_ENOSPC};
+    struct acall c1, c2, c3;
+
+    gates_install(n, &g);
+    run(n);
+    acall_start(n, &c1, "a", "incr");
+    sem_wait(&g.entered); /* batch 1 is with the writer, held */
+    acall_start(n, &c2, "a", "incr 10");
+    acall_start(n, &c3, "b", "incr");
+    wait_messages(n, 3);
+    usleep(20000); /* the run's flush queues batch 2 */
+    sem_post(&g.release);
+    acall_expect(&c1, KEEL_ENOSPC, NULL);
+    acall_expect(&c2, KEEL_ENOSPC, NULL);
+    acall_expect(&c3, 0, "1");
+    expect(n, "counter", "a", "get", "0");
+    expect(n, "counter", "b", "get", "1");
+    expect(n, "counter", "a", "incr", "1");
+    finish(n);
+
+    n = start_node(NULL);
+    run(n);
+    expect(n, "counter", "a", "get", "1");
+    expect(n, "counter", "b", "get", "1");
+    finish(n);
+}
+END_TEST
+
+/* A stop while the last batch is committed but not yet synced: the node
+ * syncs it, answers, and only then stops. */
+START_TEST(stop_syncs_last_batch)
+{
+    keel_node *n = start_node(NULL);
+    struct gates g = {.hold_sync = 1};
+    struct acall c;
+    keel_store_stats ss;
+
+    gates_install(n, &g);
+    run(n);
+    acall_start(n, &c, "last", "incr");
+    sem_wait(&g.entered);
+    keel_node_stop(n);
+    usleep(30000);
+    ck_assert(!acall_finished(&c));
+    sem_post(&g.release);
+    keel_node_join(n);
+    acall_expect(&c, 0, "1");
+    keel_store_stats_get(n->store, &ss);
+    ck_assert_uint_eq(ss.unsynced, 0);
+    ck_assert_uint_ge(ss.syncs, 1);
+    keel_node_destroy(n);
+
+    n = start_node(NULL);
+    run(n);
+    expect(n, "counter", "last", "get", "1");
+    finish(n);
+}
+END_TEST
+
 START_TEST(shard_hash)
 {
     uint32_t counts[16] = {0};
@@ -864,6 +1078,9 @@ static Suite *suite(void)
     tcase_add_test(tc, map_grows_under_load);
     tcase_add_test(tc, shard_hash);
     tcase_add_test(tc, oversized_values_refused);
+    tcase_add_test(tc, reply_held_until_sync);
+    tcase_add_test(tc, first_of_two_batches_fails);
+    tcase_add_test(tc, stop_syncs_last_batch);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1031,7 +1031,11 @@ START_TEST(test_durability_stats)
     }
     keel_store_stats_get(s, &st);
     ck_assert_uint_eq(st.commits, 5);
-    ck_assert_uint_eq(st.fsyncs, 5);
+    /* keel_store_commit is durable on return: each commit flushes its
+     * data, then a sync flushes its meta page. */
+    ck_assert_uint_eq(st.fsyncs, 10);
+    ck_assert_uint_eq(st.syncs, 5);
+    ck_assert_uint_eq(st.unsynced, 0);
     ck_assert_uint_eq(st.map_size, 64u << 20);
     keel_store_close(s);
 
@@ -1043,6 +1047,8 @@ START_TEST(test_durability_stats)
     keel_store_stats_get(s, &st);
     ck_assert_uint_eq(st.commits, 5);
     ck_assert_uint_eq(st.fsyncs, 0);
+    ck_assert_uint_eq(st.syncs, 0);
+    ck_assert_uint_eq(st.unsynced, 0);
     keel_store_close(s);
 
     /* Committed without sync is still committed. */
@@ -1054,6 +1060,74 @@ START_TEST(test_durability_stats)
     tu_rmrf(dir2);
     free(dir);
     free(dir2);
+}
+END_TEST
+
+
+/* A deferred commit flushes its data and the meta page of the commit
+ * before it: each commit makes the previous one durable, a sync the last
+ * one. */
+START_TEST(test_commit_deferred)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    keel_batch *b = keel_batch_create();
+    uint8_t k[KEEL_KEY_MAX];
+    keel_store_stats st;
+    uint64_t t1, t2, t3;
+    int n = mkkey(k, 1, "d", 1, NULL);
+
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 1, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 1, "a", 1), 0);
+    ck_assert_int_eq(keel_store_commit_deferred(s, b, &t1), 0);
+    ck_assert_uint_ne(t1, 0);
+    ck_assert(!keel_store_durable(s, t1));
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.unsynced, 1);
+    ck_assert_uint_eq(st.fsyncs, 1);
+    expect_value(s, k, (size_t)n, "a"); /* committed: visible */
+
+    ck_assert_int_eq(keel_store_commit_deferred(s, b, &t2), 0);
+    ck_assert_uint_gt(t2, t1);
+    ck_assert(keel_store_durable(s, t1));
+    ck_assert(!keel_store_durable(s, t2));
+
+    /* A commit that writes nothing has nothing to wait for, and flushes
+     * nothing: the fence of (default, 1) is at 1 already. */
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 1, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_fence_only(b), 0);
+    ck_assert_int_eq(keel_store_commit_deferred(s, b, &t3), 0);
+    ck_assert_uint_eq(t3, 0);
+    ck_assert(!keel_store_durable(s, t2));
+
+    ck_assert_int_eq(keel_store_sync(s), 0);
+    ck_assert(keel_store_durable(s, t2));
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.unsynced, 0);
+    ck_assert_uint_eq(st.syncs, 1);
+    ck_assert_uint_eq(st.fsyncs, 3);
+    /* Nothing left: no flush. */
+    ck_assert_int_eq(keel_store_sync(s), 0);
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.syncs, 1);
+    keel_store_close(s);
+
+    /* Durability none: committed is all there is. */
+    s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE, 0, 0);
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 1, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 2, "b", 1), 0);
+    ck_assert_int_eq(keel_store_commit_deferred(s, b, &t1), 0);
+    ck_assert(keel_store_durable(s, t1));
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.fsyncs, 0);
+    ck_assert_uint_eq(st.unsynced, 0);
+
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
 }
 END_TEST
 
@@ -1235,6 +1309,415 @@ START_TEST(test_writer_stop_drains)
 }
 END_TEST
 
+
+/* ------------------------------------- writer: durability and failures */
+
+/* Hooks that hold the writer thread at chosen points: the n-th commit
+ * (counting from the hooks' installation) or the n-th flushing sync. */
+struct gates {
+    sem_t entered;      /* posted when a gate is reached */
+    sem_t release;      /* the gate waits here */
+    int commits, syncs; /* calls so far (writer thread) */
+    int hold_commit;    /* 1-based call to hold at; 0: none */
+    int fail_commit;    /* 1-based call to fail ... */
+    int fail_rc;        /* ... with this */
+    int hold_sync;
+};
+
+static int gates_commit(void *data)
+{
+    struct gates *g = data;
+    int c = ++g->commits;
+
+    if (c == g->hold_commit) {
+        sem_post(&g->entered);
+        sem_wait(&g->release);
+    }
+    return c == g->fail_commit ? g->fail_rc : 0;
+}
+
+static void gates_sync(void *data)
+{
+    struct gates *g = data;
+
+    if (++g->syncs == g->hold_sync) {
+        sem_post(&g->entered);
+        sem_wait(&g->release);
+    }
+}
+
+static void gates_install(keel_store *s, struct gates *g)
+{
+    keel_store_hooks h = {gates_commit, gates_sync, g};
+
+    sem_init(&g->entered, 0, 0);
+    sem_init(&g->release, 0, 0);
+    keel_store_set_hooks(s, &h);
+}
+
+/* What the writer handed back, in order, with each batch's group statuses
+ * as they were at hand-off. */
+struct wdone {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    keel_batch *b[16];
+    int status[16];
+    int gst[16][4];
+    int n;
+};
+
+static void wdone_cb(keel_batch *b, int status, void *data)
+{
+    struct wdone *d = data;
+
+    pthread_mutex_lock(&d->mu);
+    ck_assert_int_lt(d->n, 16);
+    d->b[d->n] = b;
+    d->status[d->n] = status;
+    for (size_t i = 0; i < keel_batch_group_count(b) && i < 4; i++)
+        keel_batch_group(b, i, &d->gst[d->n][i]);
+    d->n++;
+    pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+}
+
+static void wdone_init(struct wdone *d)
+{
+    memset(d, 0, sizeof *d);
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->cv, NULL);
+}
+
+static void wdone_wait(struct wdone *d, int n)
+{
+    pthread_mutex_lock(&d->mu);
+    while (d->n < n)
+        pthread_cond_wait(&d->cv, &d->mu);
+    pthread_mutex_unlock(&d->mu);
+}
+
+static int wdone_count(struct wdone *d)
+{
+    int n;
+
+    pthread_mutex_lock(&d->mu);
+    n = d->n;
+    pthread_mutex_unlock(&d->mu);
+    return n;
+}
+
+/* A batch of one group per tag, each putting key <id>. */
+static keel_batch *tagged_batch(uint16_t shard, uint64_t epoch, int ngroups,
+                                void *const *tags, const char *const *ids)
+{
+    keel_batch *b = keel_batch_create();
+    uint8_t k[KEEL_KEY_MAX];
+
+    ck_assert_ptr_nonnull(b);
+    for (int i = 0; i < ngroups; i++) {
+        int n = mkkey(k, shard, ids[i], strlen(ids[i]), NULL);
+        ck_assert_int_eq(keel_batch_begin_group(b, NULL, shard, epoch,
+                                                tags[i]),
+                         0);
+        ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 1, ids[i],
+                                        strlen(ids[i])),
+                         0);
+    }
+    return b;
+}
+
+static void expect_id(keel_store *s, uint16_t shard, const char *id,
+                      int present)
+{
+    uint8_t k[KEEL_KEY_MAX];
+    int n = mkkey(k, shard, id, strlen(id), NULL);
+
+    if (present)
+        expect_value(s, k, (size_t)n, id);
+    else
+        expect_absent(s, k, (size_t)n);
+}
+
+/* done_cb means durable: a committed batch is handed back only after the
+ * flush that carries its meta page, a sync when nothing follows it, the
+ * next commit when something does. */
+START_TEST(test_writer_reports_when_durable)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    struct gates g = {.hold_sync = 1, .hold_commit = 2};
+    struct wdone d;
+    keel_store_stats st;
+    keel_writer *w;
+    int tag;
+    void *tags[] = {&tag};
+    const char *ids1[] = {"one"}, *ids2[] = {"two"}, *ids3[] = {"three"};
+    keel_batch *b1 = tagged_batch(1, 1, 1, tags, ids1);
+    keel_batch *b2 = tagged_batch(1, 1, 1, tags, ids2);
+    keel_batch *b3 = tagged_batch(1, 1, 1, tags, ids3);
+
+    wdone_init(&d);
+    gates_install(s, &g);
+    ck_assert_int_eq(keel_writer_start(s, wdone_cb, &d, &w), 0);
+
+    /* Alone: committed, held until its sync. */
+    ck_assert_int_eq(keel_writer_submit(w, b1), 0);
+    sem_wait(&g.entered); /* in the sync */
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.commits, 1);
+    ck_assert_uint_eq(st.unsynced, 1);
+    expect_id(s, 1, "one", 1);
+    usleep(20000);
+    ck_assert_int_eq(wdone_count(&d), 0);
+    sem_post(&g.release);
+    wdone_wait(&d, 1);
+    ck_assert_ptr_eq(d.b[0], b1);
+    ck_assert_int_eq(d.status[0], 0);
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.unsynced, 0);
+    ck_assert_uint_eq(st.syncs, 1);
+
+    /* With a successor queued: b3's commit makes b2 durable, no sync in
+     * between; then b3 is synced. */
+    ck_assert_int_eq(keel_writer_submit(w, b2), 0);
+    sem_wait(&g.entered); /* b2's commit is about to begin */
+    ck_assert_int_eq(keel_writer_submit(w, b3), 0);
+    sem_post(&g.release);
+    wdone_wait(&d, 3);
+    ck_assert_ptr_eq(d.b[1], b2);
+    ck_assert_ptr_eq(d.b[2], b3);
+    ck_assert_int_eq(d.status[1], 0);
+    ck_assert_int_eq(d.status[2], 0);
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.commits, 3);
+    ck_assert_uint_eq(st.syncs, 2);
+    ck_assert_uint_eq(st.fsyncs, 5);
+    ck_assert_uint_eq(st.unsynced, 0);
+
+    keel_writer_stop(w);
+    keel_batch_destroy(b1);
+    keel_batch_destroy(b2);
+    keel_batch_destroy(b3);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Stopping right after a submit: the batch is committed and synced before
+ * the writer is gone. */
+START_TEST(test_writer_stop_syncs)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    struct wdone d;
+    keel_store_stats st;
+    keel_writer *w;
+    int tag;
+    void *tags[] = {&tag};
+    const char *ids[] = {"last"};
+    keel_batch *b = tagged_batch(2, 1, 1, tags, ids);
+
+    wdone_init(&d);
+    ck_assert_int_eq(keel_writer_start(s, wdone_cb, &d, &w), 0);
+    ck_assert_int_eq(keel_writer_submit(w, b), 0);
+    keel_writer_stop(w);
+    ck_assert_int_eq(d.n, 1);
+    ck_assert_int_eq(d.status[0], 0);
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.commits, 1);
+    ck_assert_uint_eq(st.unsynced, 0);
+    ck_assert_uint_ge(st.syncs, 1);
+    keel_store_close(s);
+
+    s = open_store(dir);
+    expect_id(s, 2, "last", 1);
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* The first of two batches with the writer fails as a whole: the second
+ * one's group of the same tag (built on the first) is refused with the
+ * same status, its other group commits; so is a group of that tag
+ * submitted before the failures were acknowledged, and not one submitted
+ * after. */
+START_TEST(test_writer_failure_refuses_dependents)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    struct gates g = {.hold_commit = 1, .fail_commit = 1,
+                      .fail_rc = KEEL_ENOSPC};
+    struct wdone d;
+    keel_writer *w;
+    int ta, tb;
+    void *a[] = {&ta}, *ab[] = {&ta, &tb};
+    const char *ids1[] = {"a1"}, *ids2[] = {"a2", "b2"}, *ids3[] = {"a3"},
+               *ids4[] = {"a4"};
+    keel_batch *b1 = tagged_batch(3, 1, 1, a, ids1);
+    keel_batch *b2 = tagged_batch(3, 1, 2, ab, ids2);
+    keel_batch *b3 = tagged_batch(3, 1, 1, a, ids3);
+    keel_batch *b4 = tagged_batch(3, 1, 1, a, ids4);
+
+    wdone_init(&d);
+    gates_install(s, &g);
+    ck_assert_int_eq(keel_writer_start(s, wdone_cb, &d, &w), 0);
+    ck_assert_int_eq(keel_writer_submit(w, b1), 0);
+    sem_wait(&g.entered);
+    ck_assert_int_eq(keel_writer_submit(w, b2), 0);
+    sem_post(&g.release);
+    wdone_wait(&d, 2);
+    ck_assert_int_eq(d.status[0], KEEL_ENOSPC);
+    ck_assert_int_eq(d.status[1], 0);
+    ck_assert_int_eq(d.gst[1][0], KEEL_ENOSPC); /* a2: built on a1 */
+    ck_assert_int_eq(d.gst[1][1], 0);           /* b2: independent */
+
+    /* Not yet acknowledged: still refused. */
+    ck_assert_int_eq(keel_writer_submit(w, b4), 0);
+    wdone_wait(&d, 3);
+    ck_assert_int_eq(d.status[2], 0);
+    ck_assert_int_ne(d.gst[2][0], 0);
+
+    /* Three failed batches, three acknowledgements: the tag is free. */
+    keel_writer_ack_failure(w);
+    keel_writer_ack_failure(w);
+    keel_writer_ack_failure(w);
+    ck_assert_int_eq(keel_writer_submit(w, b3), 0);
+    wdone_wait(&d, 4);
+    ck_assert_int_eq(d.status[3], 0);
+    ck_assert_int_eq(d.gst[3][0], 0);
+    keel_writer_stop(w);
+
+    expect_id(s, 3, "a1", 0);
+    expect_id(s, 3, "a2", 0);
+    expect_id(s, 3, "b2", 1);
+    expect_id(s, 3, "a4", 0);
+    expect_id(s, 3, "a3", 1);
+    keel_batch_destroy(b1);
+    keel_batch_destroy(b2);
+    keel_batch_destroy(b3);
+    keel_batch_destroy(b4);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A group refused by its fence: the same tag's group in the batch behind
+ * it is refused too, even though its newer epoch would pass the fence. */
+START_TEST(test_writer_fence_refusal_refuses_dependents)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    struct gates g = {.hold_commit = 1};
+    struct wdone d;
+    keel_batch *f = keel_batch_create();
+    keel_writer *w;
+    int ta, tb;
+    void *a[] = {&ta}, *ab[] = {&ta, &tb};
+    const char *ids1[] = {"a1"}, *ids2[] = {"a2", "b2"}, *ids3[] = {"a3"};
+    keel_batch *b1 = tagged_batch(5, 1, 1, a, ids1);
+    keel_batch *b2 = tagged_batch(5, 6, 2, ab, ids2);
+    keel_batch *b3 = tagged_batch(5, 6, 1, a, ids3);
+
+    ck_assert_int_eq(keel_batch_begin_group(f, NULL, 5, 5, NULL), 0);
+    ck_assert_int_eq(keel_batch_fence_only(f), 0);
+    ck_assert_int_eq(keel_store_commit(s, f), 0);
+    keel_batch_destroy(f);
+
+    wdone_init(&d);
+    gates_install(s, &g);
+    ck_assert_int_eq(keel_writer_start(s, wdone_cb, &d, &w), 0);
+    ck_assert_int_eq(keel_writer_submit(w, b1), 0);
+    sem_wait(&g.entered);
+    ck_assert_int_eq(keel_writer_submit(w, b2), 0);
+    sem_post(&g.release);
+    wdone_wait(&d, 2);
+    ck_assert_int_eq(d.status[0], 0);
+    ck_assert_int_eq(d.gst[0][0], KEEL_EFENCED);
+    ck_assert_int_eq(d.status[1], 0);
+    ck_assert_int_eq(d.gst[1][0], KEEL_EFENCED);
+    ck_assert_int_eq(d.gst[1][1], 0);
+    keel_writer_ack_failure(w);
+    keel_writer_ack_failure(w);
+    ck_assert_int_eq(keel_writer_submit(w, b3), 0);
+    wdone_wait(&d, 3);
+    ck_assert_int_eq(d.gst[2][0], 0);
+    keel_writer_stop(w);
+
+    expect_id(s, 5, "a1", 0);
+    expect_id(s, 5, "a2", 0);
+    expect_id(s, 5, "b2", 1);
+    expect_id(s, 5, "a3", 1);
+    ck_assert_uint_eq(fence_of(s, "", 5), 6);
+    keel_batch_destroy(b1);
+    keel_batch_destroy(b2);
+    keel_batch_destroy(b3);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* submit_merge appends to the batch waiting for the writer, but not to
+ * one submitted before an acknowledged failure, nor to a plain submit. */
+START_TEST(test_writer_merge)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    struct gates g = {.hold_commit = 1};
+    struct wdone d;
+    keel_writer *w;
+    keel_batch *into = NULL;
+    int t[6];
+    const char *ids[] = {"m1", "m2", "m3", "m4", "m5", "m6"};
+    keel_batch *b[6];
+
+    for (int i = 0; i < 6; i++) {
+        void *tag[] = {&t[i]};
+        b[i] = tagged_batch(6, 1, 1, tag, &ids[i]);
+    }
+    wdone_init(&d);
+    gates_install(s, &g);
+    ck_assert_int_eq(keel_writer_start(s, wdone_cb, &d, &w), 0);
+    ck_assert_int_eq(keel_writer_submit_merge(w, b[0], &into), 0);
+    ck_assert_ptr_eq(into, b[0]);
+    sem_wait(&g.entered); /* b[0] taken: nothing waits */
+    ck_assert_int_eq(keel_writer_submit_merge(w, b[1], &into), 0);
+    ck_assert_ptr_eq(into, b[1]);
+    ck_assert_int_eq(keel_writer_submit_merge(w, b[2], &into), 0);
+    ck_assert_ptr_eq(into, b[1]);
+    ck_assert_uint_eq(keel_batch_group_count(b[1]), 2);
+    ck_assert_uint_eq(keel_batch_group_count(b[2]), 1); /* unchanged */
+    keel_writer_ack_failure(w);
+    ck_assert_int_eq(keel_writer_submit_merge(w, b[3], &into), 0);
+    ck_assert_ptr_eq(into, b[3]);
+    ck_assert_int_eq(keel_writer_submit(w, b[4]), 0);
+    ck_assert_int_eq(keel_writer_submit_merge(w, b[5], &into), 0);
+    ck_assert_ptr_eq(into, b[5]);
+    sem_post(&g.release);
+    wdone_wait(&d, 5);
+    ck_assert_ptr_eq(d.b[0], b[0]);
+    ck_assert_ptr_eq(d.b[1], b[1]);
+    ck_assert_ptr_eq(d.b[2], b[3]);
+    ck_assert_ptr_eq(d.b[3], b[4]);
+    ck_assert_ptr_eq(d.b[4], b[5]);
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(d.status[i], 0);
+    keel_writer_stop(w);
+    ck_assert_int_eq(d.n, 5);
+    for (int i = 0; i < 6; i++) {
+        expect_id(s, 6, ids[i], 1);
+        keel_batch_destroy(b[i]);
+    }
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- main */
 
 static Suite *store_suite(void)
@@ -1261,6 +1744,12 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_durability_stats);
     tcase_add_test(tc, test_writer_order);
     tcase_add_test(tc, test_writer_stop_drains);
+    tcase_add_test(tc, test_commit_deferred);
+    tcase_add_test(tc, test_writer_reports_when_durable);
+    tcase_add_test(tc, test_writer_stop_syncs);
+    tcase_add_test(tc, test_writer_failure_refuses_dependents);
+    tcase_add_test(tc, test_writer_fence_refusal_refuses_dependents);
+    tcase_add_test(tc, test_writer_merge);
     suite_add_tcase(s, tc);
     return s;
 }
