@@ -444,6 +444,8 @@ struct scan_ctx {
     keel_node *n;
     const char *cap;
     keel_batch *del;    /* purge: delete each record */
+    uint64_t below;     /* with del: only records written at an epoch
+                         * below this one (0: every record) */
     uint8_t *out;       /* collect: XFER record encoding */
     size_t len, cap_bytes;
     int err;
@@ -478,6 +480,8 @@ static int unit_scan_cb(const uint8_t *key, size_t klen,
     if (cap == NULL || strcmp(cap, s->cap) != 0)
         return 0;
     if (s->del != NULL) {
+        if (s->below != 0 && rec->epoch >= s->below)
+            return 0;
         s->err = keel_batch_del(s->del, key, klen);
         return s->err != 0;
     }
@@ -585,6 +589,12 @@ static int job_build(keel_cluster_rt *rt, keel_batch *b, rt_job *j)
         struct scan_ctx s;
         memset(&s, 0, sizeof s);
         s.del = b;
+        /* A forgotten node's stale copy is what it wrote before the unit
+         * moved on at j->epoch. Records at j->epoch or later came from the
+         * unit's current owner, streamed here by a handoff that may have
+         * started before this wipe was queued: they stay. */
+        if (j->kind == JOB_WIPE)
+            s.below = j->epoch;
         rc = unit_scan(rt->n, j->cap, j->shard, &s);
         if (rc != 0)
             return rc;
