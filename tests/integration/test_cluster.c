@@ -97,20 +97,9 @@ static long counter(int i, const char *name, const char *op)
     return v;
 }
 
-/* Prints every node's log to stderr: called before an assertion about a
- * call fails, so the failure report shows what the cluster was doing. */
 static void dump_logs(void)
 {
-    int i;
-
-    for (i = 0; i < MAXN; i++) {
-        char *log;
-        if (nodes[i].log_path == NULL)
-            continue;
-        log = tu_keeld_log(&nodes[i]);
-        fprintf(stderr, "---- n%d log ----\n%s\n", i, log ? log : "");
-        free(log);
-    }
+    tu_keeld_dump_logs(nodes, MAXN);
 }
 
 #define ASSERT_COUNT(v, want)                                               \

@@ -64,16 +64,7 @@ static void counter_name(int c, char *buf, size_t cap)
 
 static void dump_logs(void)
 {
-    int i;
-
-    for (i = 0; i < NNODES; i++) {
-        char *log;
-        if (nodes[i].log_path == NULL)
-            continue;
-        log = tu_keeld_log(&nodes[i]);
-        fprintf(stderr, "---- n%d log ----\n%s\n", i, log ? log : "");
-        free(log);
-    }
+    tu_keeld_dump_logs(nodes, NNODES);
 }
 
 static void actlog_path(int i, char *buf, size_t cap)

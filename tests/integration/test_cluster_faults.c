@@ -110,20 +110,9 @@ static void start_node(int i, const char *zk_hosts)
     ck_assert_int_eq(tu_keeld_start(&nodes[i], data, 0, extra), 0);
 }
 
-/* Prints every node's log to stderr: called before an assertion fails, so
- * that the report shows what the cluster was doing. */
 static void dump_logs(void)
 {
-    int i;
-
-    for (i = 0; i < NODES; i++) {
-        char *log;
-        if (nodes[i].log_path == NULL)
-            continue;
-        log = tu_keeld_log(&nodes[i]);
-        fprintf(stderr, "---- n%d log ----\n%s\n", i, log ? log : "");
-        free(log);
-    }
+    tu_keeld_dump_logs(nodes, NODES);
 }
 
 #define CHECK(cond, ...)                                                    \

@@ -50,6 +50,20 @@ char *tu_keeld_log(const tu_keeld *k)
     return tu_read_file(k->log_path);
 }
 
+void tu_keeld_dump_logs(const tu_keeld *nodes, int n)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        char *log;
+        if (nodes[i].log_path == NULL)
+            continue;
+        log = tu_keeld_log(&nodes[i]);
+        fprintf(stderr, "---- n%d log ----\n%s\n", i, log ? log : "");
+        free(log);
+    }
+}
+
 int tu_keeld_start(tu_keeld *k, const char *data_dir, int port,
                    const char *const *extra)
 {
