@@ -165,6 +165,13 @@ int tu_keeld_stop(tu_keeld *k, int sig)
             return -1;
         }
         if (now_s() > deadline) {
+            /* It did not stop in time: the test fails on the exit
+             * status; its log says what it was waiting for. */
+            char *log = tu_keeld_log(k);
+            fprintf(stderr, "keeld (pid %d) did not exit 30 s after signal "
+                            "%d; killed. Its log:\n%s\n",
+                    (int)k->pid, sig, log ? log : "");
+            free(log);
             kill(k->pid, SIGKILL);
             waitpid(k->pid, &status, 0);
             break;
