@@ -116,6 +116,9 @@ struct keel_cluster_rt {
     rt_msg *held, *held_tail;
     size_t nheld;
     rt_rel *rels;
+    /* Units whose fence is recorded but which still have actors resident
+     * from an earlier ownership: acquired once the sweep has them gone. */
+    rt_job *acq;
     rt_xin *xins;
     int sweep;
 
@@ -640,17 +643,19 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
         if (unit_resident(rt, j->cap, j->shard)) {
             rt->sweep = sweep(rt) > 0;
             if (unit_resident(rt, j->cap, j->shard)) {
-                rt_job *again = calloc(1, sizeof *again);
-                if (again == NULL) {
+                rt_job *later = calloc(1, sizeof *later);
+                if (later == NULL) {
                     keel_error("out of memory acquiring (%s, %u)", j->cap,
                                j->shard);
                     break;
                 }
-                again->kind = JOB_FENCE;
-                memcpy(again->cap, j->cap, sizeof again->cap);
-                again->shard = j->shard;
-                again->epoch = j->epoch;
-                job_push(rt, again); /* kicked once this batch settled */
+                later->kind = JOB_FENCE;
+                memcpy(later->cap, j->cap, sizeof later->cap);
+                later->shard = j->shard;
+                later->epoch = j->epoch;
+                later->next = rt->acq; /* see acquire_pending() */
+                rt->acq = later;
+                rt->sweep = 1;
                 break;
             }
         }
@@ -1302,6 +1307,24 @@ uint64_t keel__cluster_write_epoch(keel_node *n, const char *cap,
     return keel_cluster_write_epoch(n->cluster->c, cap, shard);
 }
 
+/* Reports the units of rt->acq acquired once none of their actors is
+ * resident any more (the sweep passivates them as their writes settle). */
+static void acquire_pending(keel_cluster_rt *rt)
+{
+    rt_job **pp = &rt->acq, *j;
+
+    while ((j = *pp) != NULL) {
+        if (unit_resident(rt, j->cap, j->shard)) {
+            rt->sweep = 1;
+            pp = &j->next;
+            continue;
+        }
+        *pp = j->next;
+        keel_cluster_acquired(rt->c, j->cap, j->shard, j->epoch);
+        job_free(j);
+    }
+}
+
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     keel_cluster_rt *rt = w->data;
@@ -1310,6 +1333,8 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     if (rt->sweep)
         rt->sweep = sweep(rt) > 0;
+    if (rt->acq != NULL)
+        acquire_pending(rt);
     if (rt->rels != NULL)
         progress_rels(rt);
     if (rt->held != NULL)
@@ -1368,7 +1393,12 @@ static int split_caps(keel_cluster_rt *rt, const char *list)
 static void rt_free(keel_cluster_rt *rt)
 {
     size_t i;
+    rt_job *j;
 
+    while ((j = rt->acq) != NULL) {
+        rt->acq = j->next;
+        job_free(j);
+    }
     for (i = 0; i < rt->ncaps; i++)
         free(rt->caps[i]);
     free(rt->caps);
