@@ -636,28 +636,24 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
         }
         /* Actors of this unit still resident from an earlier ownership
          * (a session that expired, a unit that left and came back before
-         * the sweep came round) must not serve with what they hold:
-         * they go first (the unit is not LOCAL yet), and those whose
-         * writes are still in flight make the acquisition wait for them
-         * (the fence is recorded again once the writer is free). */
+         * the sweep came round) must not serve with what they hold: the
+         * unit stays not LOCAL until the sweep has them gone (their
+         * writes settled), see acquire_pending(). */
         if (unit_resident(rt, j->cap, j->shard)) {
-            rt->sweep = sweep(rt) > 0;
-            if (unit_resident(rt, j->cap, j->shard)) {
-                rt_job *later = calloc(1, sizeof *later);
-                if (later == NULL) {
-                    keel_error("out of memory acquiring (%s, %u)", j->cap,
-                               j->shard);
-                    break;
-                }
-                later->kind = JOB_FENCE;
-                memcpy(later->cap, j->cap, sizeof later->cap);
-                later->shard = j->shard;
-                later->epoch = j->epoch;
-                later->next = rt->acq; /* see acquire_pending() */
-                rt->acq = later;
-                rt->sweep = 1;
+            rt_job *later = calloc(1, sizeof *later);
+            if (later == NULL) {
+                keel_error("out of memory acquiring (%s, %u)", j->cap,
+                           j->shard);
                 break;
             }
+            later->kind = JOB_FENCE;
+            memcpy(later->cap, j->cap, sizeof later->cap);
+            later->shard = j->shard;
+            later->epoch = j->epoch;
+            later->next = rt->acq;
+            rt->acq = later;
+            rt->sweep = 1;
+            break;
         }
         rc = keel_cluster_acquired(rt->c, j->cap, j->shard, j->epoch);
         keel_debug("unit (%s, %u) acquired at epoch %llu: %s", j->cap,

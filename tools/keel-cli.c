@@ -236,18 +236,19 @@ static int cmd_ping(keel_client *c)
 
 /* nodes, shards, where, capabilities: an INFO frame whose body is the
  * words separated by NUL bytes; the reply is printed as it is. */
-static int cmd_info(keel_client *c, int argc, char **argv)
+/* An INFO body: the words separated by NUL bytes (malloc'd, *len bytes),
+ * or NULL when out of memory. */
+static char *info_body(int argc, const char *const *argv, size_t *len)
 {
     size_t blen = 0, off = 0;
-    char *body, *reply = NULL;
-    size_t rlen = 0;
-    int rc, i;
+    char *body;
+    int i;
 
     for (i = 0; i < argc; i++)
         blen += strlen(argv[i]) + (i > 0);
     body = malloc(blen ? blen : 1);
     if (body == NULL)
-        return transport_error(KEEL_ENOMEM);
+        return NULL;
     for (i = 0; i < argc; i++) {
         size_t l = strlen(argv[i]);
         if (i > 0)
@@ -255,6 +256,19 @@ static int cmd_info(keel_client *c, int argc, char **argv)
         memcpy(body + off, argv[i], l);
         off += l;
     }
+    *len = blen;
+    return body;
+}
+
+static int cmd_info(keel_client *c, int argc, char **argv)
+{
+    char *body, *reply = NULL;
+    size_t blen = 0, rlen = 0;
+    int rc;
+
+    body = info_body(argc, (const char *const *)argv, &blen);
+    if (body == NULL)
+        return transport_error(KEEL_ENOMEM);
     /* A unit per line: thousands of lines are normal for shards. */
     keel_client_set_max_frame(c, (size_t)64 << 20);
     rc = request(c, KEEL_FRAME_INFO, NULL, NULL, body, blen, &reply, &rlen);
@@ -292,16 +306,13 @@ static int addr_well_formed(const char *addr)
 static void find_owner(keel_client *c, const char *addr, const char *type,
                        const char *id, char *owner_addr, size_t cap)
 {
-    size_t tl = strlen(type), il = strlen(id), blen = 6 + tl + 1 + il;
-    char *body = malloc(blen), *reply = NULL, *p;
-    size_t rlen = 0;
+    const char *words[] = {"where", type, id};
+    size_t blen = 0, rlen = 0;
+    char *body = info_body(3, words, &blen), *reply = NULL, *p;
 
     snprintf(owner_addr, cap, "%s", addr);
     if (body == NULL)
         return;
-    memcpy(body, "where", 6); /* with its NUL: the word separator */
-    memcpy(body + 6, type, tl + 1);
-    memcpy(body + 6 + tl + 1, id, il);
     if (keel_client_call(c, KEEL_FRAME_INFO, NULL, NULL, 0, body, blen,
                          &reply, &rlen) == 0 &&
         (p = strstr(reply, "\naddress ")) != NULL) {
