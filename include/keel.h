@@ -229,7 +229,8 @@ typedef struct keel_stats {
     uint64_t messages;        /* turns run */
     uint64_t handler_errors;
     uint64_t commits;         /* LMDB write transactions committed */
-    uint64_t fsyncs;          /* device flushes (fdatasync) of the store */
+    uint64_t fsyncs;          /* device flushes (fdatasync) of the store:
+                               * one per log flush, two per checkpoint */
     uint64_t commit_failures;
     uint64_t batch_turns_max; /* most state-changing turns in one commit */
     uint64_t batch_turns_total;
@@ -246,7 +247,9 @@ typedef struct keel_stats {
                             * (cluster mode) */
     uint64_t held_expired; /* calls held longer than the hold bound while
                             * their unit had no serving owner: EUNAVAIL */
-    uint64_t reserved[14];
+    uint64_t checkpoints;  /* store checkpoints (data file flushed, log
+                            * started again) */
+    uint64_t reserved[13];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

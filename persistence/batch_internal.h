@@ -58,6 +58,8 @@ struct keel_batch {
     keel_batch *next;
     uint64_t wgen;  /* failures acknowledged when it was submitted */
     int mergeable;  /* later submits may append to it while it waits */
+    int wrc;        /* its commit's status */
+    uint64_t wtxn;  /* its commit, for keel_store_durable (0: none) */
 };
 
 static inline size_t batch_op_size(const struct batch_op *op)

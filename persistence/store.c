@@ -11,12 +11,26 @@
  * takes it exclusive, with its own write transaction aborted, just around
  * the resize; then it replays the whole batch.
  *
- * Durability (store.h). In fsync mode the environment is opened with
- * MDB_NOMETASYNC: a commit flushes its data pages, then writes its meta
- * page through the ordinary descriptor, so the meta page rides on the next
- * flush. last_txn is the newest commit that wrote; synced_txn the newest
- * known to be on the device. A commit's own flush makes everything before
- * it durable; keel_store_sync flushes what is left.
+ * Durability (store.h). LMDB on its own needs two ordered flushes to make
+ * a commit durable: its data pages, then the meta page that points at
+ * them. The store instead runs LMDB with MDB_NOSYNC and appends every
+ * commit's batch to its log (wal.h) before committing it; one flush of
+ * the log makes the commit durable. last_lsn is the newest commit that
+ * wrote, synced_lsn the newest whose record is on the device.
+ *
+ * Checkpoints. Without its flushes LMDB's file may, after a machine
+ * crash, hold a meta page that points at pages that never reached the
+ * disk. So the store keeps one state of LMDB's file known good: a
+ * checkpoint flushes the file (mdb_env_sync), copies its two meta pages
+ * to keel.ckpt (flushed), and starts the log again. A read transaction
+ * (pin) stays open on the checkpointed snapshot until the next checkpoint
+ * is safely written: LMDB never reuses a page that an open snapshot can
+ * still see, so every page of the checkpointed state stays as it was on
+ * disk. On open, the saved meta pages are written back over the file's
+ * (a no-op after a clean close), which brings LMDB back to exactly the
+ * checkpointed state, and the log's records after it are committed again,
+ * in order. A checkpoint is made when the log or the file has grown past
+ * a bound, after an interval, before the map grows, and on close.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,18 +42,30 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include "common/log.h"
 #include "persistence/batch_internal.h"
 #include "persistence/store.h"
+#include "persistence/wal.h"
 
 #define STORE_DEFAULT_MAP_SIZE (64ull << 20)
 /* Held with flock() for as long as the store is open: two nodes on one data
  * directory would both activate its actors. A file of its own, because
  * closing any descriptor of LMDB's files would drop LMDB's fcntl locks. */
 #define STORE_LOCK_NAME "keel.lock"
+/* Checkpoint bounds (see "Checkpoints"): log bytes, pages the data file
+ * has grown by (nothing freed since the checkpoint is reused before the
+ * next one), and time. */
+#define CKPT_LOG_BYTES (16ull << 20)
+#define CKPT_PAGES 4096u
+#define CKPT_INTERVAL_MS 1000u
+/* Data pages written since the last look that make it worth asking the
+ * kernel to start writing them out, so that a checkpoint finds little
+ * left to flush. */
+#define KICK_PAGES 256u
 
 struct keel_store_read {
     keel_store *store;
@@ -97,11 +123,26 @@ struct keel_store {
      * our own commits. Guarded by commit_lock. */
     struct fence_cache fc;
 
-    /* Commit ids (LMDB transaction ids) of the newest commit that wrote,
-     * and of the newest that is durable. last_txn is written under
-     * commit_lock; both are read by anyone. Atomic. */
-    uint64_t last_txn;
-    uint64_t synced_txn;
+    /* Log sequence numbers of the newest commit that wrote, and of the
+     * newest that is durable. last_lsn is written under commit_lock; both
+     * are read by anyone. Atomic. */
+    uint64_t last_lsn;
+    uint64_t synced_lsn;
+
+    /* The log and the checkpoint (see "Checkpoints"). Guarded by
+     * commit_lock, except that wal.fd is flushed by keel_store_sync
+     * without it. */
+    keel_wal wal;
+    keel_ckpt ckpt;
+    MDB_txn *pin;      /* read transaction on the checkpointed snapshot */
+    uint32_t psize;    /* LMDB's page size */
+    uint64_t lsn;      /* the last record appended (or replayed) */
+    uint64_t ckpt_ms;  /* monotonic time of the last checkpoint */
+    uint64_t ckpt_pgno; /* the file's last page then */
+    uint64_t kick_pgno; /* ... and at the last writeback kick */
+    int replaying;     /* committing the log's records again on open */
+    int wrote;         /* the open write transaction changed something */
+    uint64_t replay_off; /* offset of the record being replayed */
 
     keel_store_hooks hooks;
 
@@ -114,6 +155,7 @@ struct keel_store {
     uint64_t fence_refusals;
     uint64_t map_grows;
     uint64_t map_size;
+    uint64_t checkpoints;
 };
 
 #define STAT_ADD(s, field, n)                                                \
@@ -349,6 +391,14 @@ static int store_init_dbs(keel_store *s, uint32_t shard_count, char *errbuf,
              : rs != 0 && rs != MDB_NOTFOUND ? rs
                                              : MDB_CORRUPTED;
         goto err_abort;
+    } else if (format == 1 && shards == shard_count) {
+        /* Format 1 had no log: its file was flushed at every commit, so
+         * it is consistent as it is. From now on it needs the log. */
+        rc = meta_put_u32(txn, s->meta, "format", KEEL_STORE_FORMAT);
+        if (rc != 0)
+            goto err_abort;
+        keel_info("store %s: upgraded from format 1 to %u", s->path,
+                  KEEL_STORE_FORMAT);
     } else if (format != KEEL_STORE_FORMAT) {
         mdb_txn_abort(txn);
         seterr(errbuf, errlen,
@@ -377,14 +427,132 @@ err:
     return store_err(rc);
 }
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int store_checkpoint(keel_store *s, uint64_t wal_off);
+
+/* Before LMDB opens the file: writes the checkpoint's meta pages back over
+ * the file's, which takes LMDB back to the checkpointed state (see
+ * "Checkpoints"). After a clean close they are the same and nothing is
+ * written. */
+static int store_restore(keel_store *s, char *errbuf, size_t errlen)
+{
+    size_t n = 2u * (size_t)s->ckpt.psize;
+    uint8_t *cur = NULL;
+    char *dpath = NULL, *lpath = NULL;
+    ssize_t got;
+    int fd = -1, rc = 0;
+
+    if (asprintf(&dpath, "%s/data.mdb", s->path) < 0 ||
+        asprintf(&lpath, "%s/lock.mdb", s->path) < 0 ||
+        (cur = malloc(n)) == NULL) {
+        seterr(errbuf, errlen, "%s: out of memory", s->path);
+        rc = KEEL_ENOMEM;
+        goto out;
+    }
+    fd = open(dpath, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+
+        seterr(errbuf, errlen,
+               "%s: a checkpoint exists but the data file cannot be "
+               "opened: %s",
+               dpath, strerror(err));
+        rc = err == ENOENT ? KEEL_ECORRUPT : KEEL_EIO;
+        goto out;
+    }
+    got = pread(fd, cur, n, 0);
+    if (got == (ssize_t)n && memcmp(cur, s->ckpt.pages, n) == 0)
+        goto out;
+    if (pwrite(fd, s->ckpt.pages, n, 0) != (ssize_t)n || fdatasync(fd) < 0) {
+        seterr(errbuf, errlen, "%s: cannot restore the checkpoint: %s",
+               dpath, strerror(errno));
+        rc = KEEL_EIO;
+        goto out;
+    }
+    /* LMDB's lock file may remember a newer transaction than the one
+     * restored; nobody else has the store open (keel.lock), so it is
+     * simply made again. */
+    if (unlink(lpath) < 0 && errno != ENOENT) {
+        seterr(errbuf, errlen, "%s: %s", lpath, strerror(errno));
+        rc = KEEL_EIO;
+        goto out;
+    }
+    keel_info("store %s: back at its checkpoint (log record %llu); "
+              "replaying the log",
+              s->path, (unsigned long long)s->ckpt.lsn);
+out:
+    if (fd >= 0)
+        close(fd);
+    free(cur);
+    free(dpath);
+    free(lpath);
+    return rc;
+}
+
+/* Commits one record of the log again (on open). It was committed once
+ * on this very state, so every group must pass its fence again. */
+static int replay_cb(keel_batch *b, uint64_t lsn, uint64_t off, void *data)
+{
+    keel_store *s = data;
+    uint64_t id;
+    int rc;
+
+    s->replay_off = off;
+    rc = keel_store_commit_deferred(s, b, &id);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < b->ngroups; i++)
+        if (b->groups[i].status != 0)
+            return KEEL_ECORRUPT;
+    s->lsn = lsn;
+    return 0;
+}
+
+/* Everything open() may have set up, in reverse. */
+static void store_free(keel_store *s, int locks)
+{
+    keel_store_read *r, *next;
+
+    for (r = s->pool; r != NULL; r = next) {
+        next = r->next;
+        mdb_txn_abort(r->txn);
+        free(r);
+    }
+    if (s->pin != NULL)
+        mdb_txn_abort(s->pin);
+    if (s->env != NULL)
+        mdb_env_close(s->env);
+    free(s->fc.slots);
+    keel_wal_close(&s->wal);
+    keel_ckpt_close(&s->ckpt);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+    if (locks) {
+        pthread_mutex_destroy(&s->pool_lock);
+        pthread_mutex_destroy(&s->commit_lock);
+        pthread_rwlock_destroy(&s->map_lock);
+    }
+    free(s->path);
+    free(s);
+}
+
 int keel_store_open(const keel_store_options *opts, keel_store **out,
                     char *errbuf, size_t errlen)
 {
-    uint64_t map_size;
-    unsigned flags;
+    uint64_t map_size, last = 0;
+    keel_batch *scratch;
     keel_store *s;
     MDB_envinfo info;
-    int rc, err;
+    MDB_stat st;
+    struct stat wst;
+    int rc, err, locks = 0;
 
     if (opts == NULL || out == NULL || opts->path == NULL ||
         opts->path[0] == '\0') {
@@ -417,133 +585,189 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
     }
 
     s = calloc(1, sizeof *s);
-    if (s == NULL)
-        goto err_nomem;
+    if (s == NULL) {
+        seterr(errbuf, errlen, "%s: out of memory", opts->path);
+        return KEEL_ENOMEM;
+    }
     s->lock_fd = -1;
+    s->wal.fd = -1;
+    s->ckpt.fd = -1;
     s->durability = opts->durability;
     s->max_map_size = opts->max_map_size;
     s->path = strdup(opts->path);
-    if (s->path == NULL)
-        goto err_nomem_free;
+    if (s->path == NULL) {
+        seterr(errbuf, errlen, "%s: out of memory", opts->path);
+        rc = KEEL_ENOMEM;
+        goto err;
+    }
 
     err = make_dirs(s->path);
     if (err != 0) {
         seterr(errbuf, errlen, "%s: cannot create directory: %s", s->path,
                strerror(err));
         rc = err == ENOMEM ? KEEL_ENOMEM : KEEL_EIO;
-        goto err_free_path;
+        goto err;
     }
     rc = store_lock_dir(s, errbuf, errlen);
     if (rc < 0)
-        goto err_free_path;
+        goto err;
+
+    err = keel_ckpt_open(&s->ckpt, s->path);
+    if (err == 0)
+        err = keel_wal_open(&s->wal, s->path);
+    if (err == 0 && fstat(s->wal.fd, &wst) < 0)
+        err = errno;
+    if (err != 0) {
+        seterr(errbuf, errlen, "%s: cannot open the log or checkpoint: %s",
+               s->path, strerror(err));
+        rc = err == ENOMEM ? KEEL_ENOMEM : KEEL_EIO;
+        goto err;
+    }
+    if (!s->ckpt.have && wst.st_size > 0) {
+        /* Records with nothing to replay them onto: keel.ckpt was lost. */
+        seterr(errbuf, errlen,
+               "%s: the log (%s) has records but there is no checkpoint "
+               "(%s)",
+               s->path, KEEL_WAL_NAME, KEEL_CKPT_NAME);
+        rc = KEEL_ECORRUPT;
+        goto err;
+    }
+    if (s->ckpt.have) {
+        rc = store_restore(s, errbuf, errlen);
+        if (rc < 0)
+            goto err;
+    }
 
     rc = mdb_env_create(&s->env);
     if (rc != 0) {
+        s->env = NULL;
         seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
         rc = store_err(rc);
-        goto err_unlock;
+        goto err;
     }
     if ((rc = mdb_env_set_maxdbs(s->env, 3)) != 0 ||
         (rc = mdb_env_set_mapsize(s->env, (size_t)map_size)) != 0) {
         seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
         rc = store_err(rc);
-        goto err_close_env;
+        goto err;
     }
     /* NOTLS: read transactions are tied to their handle, not the thread,
-     * so one can be reset and renewed, and writes run on another thread. */
-    flags = MDB_NOTLS;
-    if (s->durability == KEEL_DURABILITY_NONE)
-        flags |= MDB_NOSYNC;
-    else
-        flags |= MDB_NOMETASYNC; /* see "Durability" above */
-    rc = mdb_env_open(s->env, s->path, flags, 0600);
+     * so one can be reset and renewed, and writes run on another thread.
+     * NOSYNC: the log makes commits durable (see "Durability"). */
+    rc = mdb_env_open(s->env, s->path, MDB_NOTLS | MDB_NOSYNC, 0600);
     if (rc != 0) {
         seterr(errbuf, errlen, "%s: cannot open store: %s", s->path,
                mdb_strerror(rc));
         rc = store_err(rc);
-        goto err_close_env;
+        goto err;
     }
     rc = store_init_dbs(s, opts->shard_count, errbuf, errlen);
     if (rc < 0)
-        goto err_close_env;
+        goto err;
     /* An existing file may hold more than map_size: LMDB then maps it
      * whole. */
     rc = mdb_env_info(s->env, &info);
+    if (rc == 0)
+        rc = mdb_env_stat(s->env, &st);
     if (rc != 0) {
         seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
         rc = store_err(rc);
-        goto err_close_env;
+        goto err;
     }
     s->map_size = info.me_mapsize;
-    /* What is in the file was flushed by whoever wrote it, or is lost
-     * already; the metadata written just now is flushed with the first
-     * commit (or at close). */
-    s->synced_txn = info.me_last_txnid;
-    s->last_txn = info.me_last_txnid;
+    s->psize = st.ms_psize;
+    if (s->ckpt.have && s->ckpt.psize != s->psize) {
+        seterr(errbuf, errlen,
+               "%s: checkpoint page size %u, data file page size %u",
+               s->path, s->ckpt.psize, s->psize);
+        rc = KEEL_ECORRUPT;
+        goto err;
+    }
 
     if (pthread_rwlock_init(&s->map_lock, NULL) != 0)
-        goto err_nomem_env;
-    if (pthread_mutex_init(&s->commit_lock, NULL) != 0)
-        goto err_nomem_rwlock;
-    if (pthread_mutex_init(&s->pool_lock, NULL) != 0)
-        goto err_nomem_commit_lock;
+        goto err_nomem;
+    if (pthread_mutex_init(&s->commit_lock, NULL) != 0) {
+        pthread_rwlock_destroy(&s->map_lock);
+        goto err_nomem;
+    }
+    if (pthread_mutex_init(&s->pool_lock, NULL) != 0) {
+        pthread_mutex_destroy(&s->commit_lock);
+        pthread_rwlock_destroy(&s->map_lock);
+        goto err_nomem;
+    }
+    locks = 1;
+
+    /* The restored state is the checkpointed one: pin it before anything
+     * is written over it. */
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->pin);
+    if (rc != 0) {
+        s->pin = NULL;
+        seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
+        rc = store_err(rc);
+        goto err;
+    }
+    s->lsn = s->ckpt.have ? s->ckpt.lsn : 0;
+    s->ckpt_pgno = s->kick_pgno = info.me_last_pgno;
+    scratch = keel_batch_create();
+    if (scratch == NULL)
+        goto err_nomem;
+    s->replaying = 1;
+    rc = keel_wal_replay(&s->wal, s->lsn, s->ckpt.have ? s->ckpt.wal_off : 0,
+                         scratch, replay_cb, s, &last);
+    s->replaying = 0;
+    keel_batch_destroy(scratch);
+    if (rc != 0) {
+        if (rc > 0) /* an errno from the log */
+            rc = rc == EILSEQ ? KEEL_ECORRUPT : store_err(rc);
+        seterr(errbuf, errlen, "%s: replaying the log after record %llu: %s",
+               s->path, (unsigned long long)s->lsn, keel_strerror(rc));
+        goto err;
+    }
+    if (last > (s->ckpt.have ? s->ckpt.lsn : 0))
+        keel_info("store %s: replayed the log up to record %llu", s->path,
+                  (unsigned long long)last);
+    if (!s->ckpt.have || last > s->ckpt.lsn || s->ckpt.wal_off != 0) {
+        rc = store_checkpoint(s, 0);
+        if (rc != 0) {
+            seterr(errbuf, errlen, "%s: first checkpoint: %s", s->path,
+                   keel_strerror(rc));
+            goto err;
+        }
+    }
+    s->last_lsn = s->synced_lsn = s->lsn;
+    s->ckpt_ms = now_ms();
+    /* Statistics count from here: the replay is not the caller's work. */
+    s->commits = s->fsyncs = s->syncs = s->checkpoints = 0;
+    s->commit_failures = s->fence_refusals = s->map_grows = 0;
     *out = s;
     return 0;
 
-err_nomem_commit_lock:
-    pthread_mutex_destroy(&s->commit_lock);
-err_nomem_rwlock:
-    pthread_rwlock_destroy(&s->map_lock);
-err_nomem_env:
+err_nomem:
     seterr(errbuf, errlen, "%s: out of memory", s->path);
     rc = KEEL_ENOMEM;
-err_close_env:
-    mdb_env_close(s->env);
-err_unlock:
-    close(s->lock_fd);
-err_free_path:
-    free(s->path);
-    free(s);
+err:
+    store_free(s, locks);
     return rc;
-
-err_nomem_free:
-    free(s);
-err_nomem:
-    seterr(errbuf, errlen, "%s: out of memory", opts->path);
-    return KEEL_ENOMEM;
 }
 
 void keel_store_close(keel_store *s)
 {
-    keel_store_read *r, *next;
-
     if (s == NULL)
         return;
-    /* Without per-commit syncs, a clean close still leaves the data on
-     * disk; in fsync mode this flushes a last meta page, if any. */
-    if ((s->durability == KEEL_DURABILITY_NONE ||
-         __atomic_load_n(&s->synced_txn, __ATOMIC_ACQUIRE) <
-             __atomic_load_n(&s->last_txn, __ATOMIC_ACQUIRE)) &&
-        !__atomic_load_n(&s->broken, __ATOMIC_RELAXED)) {
-        int rc = mdb_env_sync(s->env, 1);
+    /* A clean close leaves a checkpoint of everything: the next open has
+     * nothing to replay. */
+    if (!__atomic_load_n(&s->broken, __ATOMIC_RELAXED) &&
+        (s->lsn != s->ckpt.lsn || s->wal.pos != 0)) {
+        int rc;
 
+        pthread_mutex_lock(&s->commit_lock);
+        rc = store_checkpoint(s, 0);
+        pthread_mutex_unlock(&s->commit_lock);
         if (rc != 0)
-            keel_warn("store %s: sync on close failed: %s", s->path,
-                      mdb_strerror(rc));
+            keel_warn("store %s: checkpoint on close failed: %s", s->path,
+                      keel_strerror(rc));
     }
-    for (r = s->pool; r != NULL; r = next) {
-        next = r->next;
-        mdb_txn_abort(r->txn);
-        free(r);
-    }
-    mdb_env_close(s->env);
-    free(s->fc.slots);
-    close(s->lock_fd);
-    pthread_mutex_destroy(&s->pool_lock);
-    pthread_mutex_destroy(&s->commit_lock);
-    pthread_rwlock_destroy(&s->map_lock);
-    free(s->path);
-    free(s);
+    store_free(s, 1);
 }
 
 void keel_store_stats_get(keel_store *s, keel_store_stats *out)
@@ -551,13 +775,13 @@ void keel_store_stats_get(keel_store *s, keel_store_stats *out)
     out->commits = STAT_GET(s, commits);
     out->fsyncs = STAT_GET(s, fsyncs);
     out->syncs = STAT_GET(s, syncs);
-    out->unsynced = s->durability == KEEL_DURABILITY_FSYNC &&
-                    __atomic_load_n(&s->synced_txn, __ATOMIC_ACQUIRE) <
-                        __atomic_load_n(&s->last_txn, __ATOMIC_ACQUIRE);
+    out->unsynced = __atomic_load_n(&s->synced_lsn, __ATOMIC_ACQUIRE) <
+                    __atomic_load_n(&s->last_lsn, __ATOMIC_ACQUIRE);
     out->commit_failures = STAT_GET(s, commit_failures);
     out->fence_refusals = STAT_GET(s, fence_refusals);
     out->map_grows = STAT_GET(s, map_grows);
     out->map_size = STAT_GET(s, map_size);
+    out->checkpoints = STAT_GET(s, checkpoints);
 }
 
 /* --------------------------------------------------------------- reads */
@@ -738,6 +962,7 @@ static int apply_del_prefix(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
         rc = mdb_cursor_del(*curp, 0);
         if (rc != 0)
             return rc;
+        s->wrote = 1;
     }
 }
 
@@ -757,6 +982,7 @@ static int apply_op(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
         rc = mdb_put(txn, s->state, &k, &v, MDB_RESERVE);
         if (rc != 0)
             return rc;
+        s->wrote = 1;
         put_be64(v.mv_data, op->version);
         put_be64((uint8_t *)v.mv_data + 8, g->epoch);
         if (op->dlen > 0)
@@ -765,6 +991,8 @@ static int apply_op(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
         return 0;
     case BATCH_OP_DEL:
         rc = mdb_del(txn, s->state, &k, NULL);
+        if (rc == 0)
+            s->wrote = 1;
         return rc == MDB_NOTFOUND ? 0 : rc;
     case BATCH_OP_DEL_PREFIX:
         return apply_del_prefix(s, txn, curp, batch_op_key(op), op->klen);
@@ -894,6 +1122,7 @@ static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
         rc = mdb_put(txn, s->fence, &k, &v, 0);
         if (rc != 0)
             return rc;
+        s->wrote = 1;
         if (fe != NULL) {
             if (!fe->dirty)
                 s->fc.ndirty++;
@@ -912,20 +1141,23 @@ static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
     return 0;
 }
 
-/* One attempt: the whole batch in one write transaction. On failure the
- * transaction is aborted and nothing is written. */
+/* One attempt: the whole batch in one write transaction, logged before it
+ * commits (except while replaying the log). On failure the transaction is
+ * aborted and nothing is written; *lsn is 0 when the batch changed
+ * nothing (then nothing is logged either). */
 static int commit_once(keel_store *s, keel_batch *b, uint64_t *refusals,
-                       uint64_t *txn_id)
+                       uint64_t *lsn)
 {
     MDB_cursor *cur = NULL;
     MDB_txn *txn;
     int rc;
 
     *refusals = 0;
+    *lsn = 0;
+    s->wrote = 0;
     rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc != 0)
         return rc;
-    *txn_id = mdb_txn_id(txn);
     for (size_t i = 0; i < b->ngroups; i++) {
         struct batch_group *g = &b->groups[i];
 
@@ -938,8 +1170,40 @@ static int commit_once(keel_store *s, keel_batch *b, uint64_t *refusals,
     }
     if (cur != NULL)
         mdb_cursor_close(cur);
+    cur = NULL;
+    if (!s->wrote) {
+        mdb_txn_abort(txn);
+        return 0;
+    }
+    if (!s->replaying) {
+        /* The record holds the groups that were applied, so a replay on
+         * the same state applies exactly them. */
+        keel_wal_rec_begin(&s->wal);
+        for (size_t i = 0; i < b->ngroups && rc == 0; i++)
+            if (b->groups[i].status == 0)
+                rc = keel_wal_rec_group(&s->wal, b, i);
+        if (rc == 0)
+            rc = keel_wal_rec_append(&s->wal, s->lsn + 1);
+        if (rc != 0)
+            goto err_abort;
+    }
     /* mdb_txn_commit frees the transaction whether or not it succeeds. */
-    return mdb_txn_commit(txn);
+    rc = mdb_txn_commit(txn);
+    if (rc != 0) {
+        if (!s->replaying && keel_wal_rec_cancel(&s->wal) != 0) {
+            /* The record may stay and be replayed: the store cannot
+             * answer for a failure it reports. */
+            __atomic_store_n(&s->broken, 1, __ATOMIC_RELAXED);
+            keel_error("store %s: cannot withdraw the log record of a "
+                       "failed commit; the store refuses further work",
+                       s->path);
+        }
+        return rc;
+    }
+    if (!s->replaying)
+        keel_wal_rec_done(&s->wal);
+    *lsn = ++s->lsn;
+    return 0;
 
 err_abort:
     if (cur != NULL)
@@ -964,11 +1228,33 @@ static int store_grow(keel_store *s)
     if (next > SIZE_MAX)
         return KEEL_ENOSPC;
 
+    /* The map may not move under an open transaction, the pin included.
+     * Checkpointing first makes the pin's snapshot the newest one, so
+     * pinning again after the resize (no commit can come between) pins
+     * the same snapshot. While replaying, the checkpoint points at the
+     * record being replayed instead of starting the log again. */
+    rc = store_checkpoint(s, s->replaying ? s->replay_off : 0);
+    if (rc != 0)
+        return rc;
+    mdb_txn_abort(s->pin);
+    s->pin = NULL;
     pthread_rwlock_wrlock(&s->map_lock);
     rc = mdb_env_set_mapsize(s->env, (size_t)next);
     if (rc == 0)
         rc = mdb_env_info(s->env, &info);
     pthread_rwlock_unlock(&s->map_lock);
+    if (rc == 0) {
+        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->pin);
+        if (rc != 0) {
+            /* Unpinned, a commit could write over the checkpoint. */
+            s->pin = NULL;
+            __atomic_store_n(&s->broken, 1, __ATOMIC_RELAXED);
+            keel_error("store %s: cannot pin the checkpoint after growing "
+                       "the map: %s; the store refuses further work",
+                       s->path, mdb_strerror(rc));
+            return store_err(rc);
+        }
+    }
     if (rc != 0) {
         /* EINVAL is refused before anything changes; any other failure
          * comes after LMDB has unmapped the file. */
@@ -1009,22 +1295,119 @@ static int store_classify_eio(keel_store *s)
     return KEEL_EIO;
 }
 
-/* synced_txn only grows: committers and syncers race to raise it. */
-static void raise_synced(keel_store *s, uint64_t txn)
+/* synced_lsn only grows: committers and syncers race to raise it. */
+static void raise_synced(keel_store *s, uint64_t lsn)
 {
-    uint64_t cur = __atomic_load_n(&s->synced_txn, __ATOMIC_ACQUIRE);
+    uint64_t cur = __atomic_load_n(&s->synced_lsn, __ATOMIC_ACQUIRE);
 
-    while (cur < txn &&
-           !__atomic_compare_exchange_n(&s->synced_txn, &cur, txn, 0,
+    while (cur < lsn &&
+           !__atomic_compare_exchange_n(&s->synced_lsn, &cur, lsn, 0,
                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         ;
+}
+
+static void store_fail(keel_store *s, const char *what, int err)
+{
+    __atomic_store_n(&s->broken, 1, __ATOMIC_RELAXED);
+    keel_error("store %s: %s failed: %s; the store refuses further work",
+               s->path, what, strerror(err));
+}
+
+/* See "Checkpoints". commit_lock held (or the store not yet shared), no
+ * write transaction open. Records after s->lsn start at wal_off; 0 starts
+ * the log again. A failed flush or checkpoint write breaks the store (the
+ * kernel may have dropped what it could not write); a failure to pin
+ * leaves the previous checkpoint in force and is returned. */
+static int store_checkpoint(keel_store *s, uint64_t wal_off)
+{
+    size_t n = 2u * (size_t)s->psize;
+    MDB_envinfo info;
+    MDB_txn *pin;
+    uint8_t *pages;
+    int fd, rc;
+
+    if (__atomic_load_n(&s->broken, __ATOMIC_RELAXED))
+        return KEEL_ESTORE;
+    pages = malloc(n);
+    if (pages == NULL)
+        return KEEL_ENOMEM;
+    rc = mdb_env_sync(s->env, 1);
+    if (rc != 0) {
+        free(pages);
+        store_fail(s, "flushing the data file", rc);
+        return KEEL_EIO;
+    }
+    rc = mdb_env_get_fd(s->env, &fd);
+    if (rc == 0 && pread(fd, pages, n, 0) != (ssize_t)n)
+        rc = errno ? errno : EIO;
+    if (rc != 0) {
+        free(pages);
+        store_fail(s, "reading the meta pages", rc);
+        return KEEL_EIO;
+    }
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &pin);
+    if (rc != 0) {
+        free(pages);
+        keel_warn("store %s: cannot pin a checkpoint: %s", s->path,
+                  mdb_strerror(rc));
+        return store_err(rc);
+    }
+    rc = keel_ckpt_write(&s->ckpt, s->lsn, wal_off, s->psize, pages);
+    free(pages);
+    if (rc != 0) {
+        mdb_txn_abort(pin);
+        store_fail(s, "writing the checkpoint", rc);
+        return KEEL_EIO;
+    }
+    if (s->pin != NULL)
+        mdb_txn_abort(s->pin);
+    s->pin = pin;
+    if (wal_off == 0)
+        keel_wal_restart(&s->wal);
+    if (mdb_env_info(s->env, &info) == 0)
+        s->ckpt_pgno = s->kick_pgno = info.me_last_pgno;
+    s->ckpt_ms = now_ms();
+    STAT_ADD(s, checkpoints, 1);
+    STAT_ADD(s, fsyncs, 2);
+    /* Everything committed is in the flushed file now. */
+    raise_synced(s, s->lsn);
+    return 0;
+}
+
+/* After a commit, with commit_lock held: a checkpoint when one is due;
+ * otherwise, when enough data pages were written since the last look,
+ * asks the kernel to start writing them out now. */
+static void store_after_commit(keel_store *s)
+{
+    MDB_envinfo info;
+    int fd;
+
+    if (s->replaying || mdb_env_info(s->env, &info) != 0)
+        return;
+    if (s->wal.pos >= CKPT_LOG_BYTES ||
+        info.me_last_pgno >= s->ckpt_pgno + CKPT_PAGES ||
+        now_ms() - s->ckpt_ms >= CKPT_INTERVAL_MS) {
+        int rc = store_checkpoint(s, 0);
+
+        if (rc != 0 && rc != KEEL_EIO && rc != KEEL_ESTORE)
+            keel_warn("store %s: checkpoint deferred: %s", s->path,
+                      keel_strerror(rc));
+        return;
+    }
+    if (info.me_last_pgno >= s->kick_pgno + KICK_PAGES &&
+        mdb_env_get_fd(s->env, &fd) == 0) {
+        sync_file_range(fd, (off_t)s->kick_pgno * s->psize,
+                        (off_t)(info.me_last_pgno - s->kick_pgno + 1) *
+                            s->psize,
+                        SYNC_FILE_RANGE_WRITE);
+        s->kick_pgno = info.me_last_pgno;
+    }
 }
 
 /* Not with a read open on the calling thread: growth would wait for it. */
 int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn)
 {
     uint64_t refusals = 0, id = 0;
-    MDB_envinfo info;
     int rc;
 
     if (s == NULL || b == NULL || txn == NULL)
@@ -1047,19 +1430,9 @@ int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn)
             rc = raw == EIO ? store_classify_eio(s) : store_err(raw);
             if (rc != 0)
                 keel_warn("store %s: commit failed: %s (%s)", s->path,
-                          keel_strerror(rc), mdb_strerror(raw));
-            if (rc == KEEL_EIO && s->durability == KEEL_DURABILITY_FSYNC &&
-                __atomic_load_n(&s->synced_txn, __ATOMIC_ACQUIRE) <
-                    __atomic_load_n(&s->last_txn, __ATOMIC_ACQUIRE)) {
-                /* The error may have come from the flush that was to
-                 * carry the last commit's meta page: see
-                 * keel_store_sync. */
-                __atomic_store_n(&s->broken, 1, __ATOMIC_RELAXED);
-                keel_error("store %s: an I/O error left the last commit's "
-                           "durability unknown; the store refuses further "
-                           "work",
-                           s->path);
-            }
+                          keel_strerror(rc),
+                          raw > 0 && raw < 4096 ? strerror(raw)
+                                                : mdb_strerror(raw));
             break;
         }
         rc = store_grow(s);
@@ -1074,19 +1447,12 @@ int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn)
     if (rc == 0) {
         STAT_ADD(s, commits, 1);
         STAT_ADD(s, fence_refusals, refusals);
-        /* A transaction with nothing to write leaves the meta pages alone:
-         * then there is no new commit to wait for. */
-        if (mdb_env_info(s->env, &info) == 0 && info.me_last_txnid == id) {
+        if (id != 0) {
             *txn = id;
-            __atomic_store_n(&s->last_txn, id, __ATOMIC_RELEASE);
-            if (s->durability == KEEL_DURABILITY_FSYNC) {
-                /* Its data flush carried the meta pages of every commit
-                 * before it. */
-                STAT_ADD(s, fsyncs, 1);
-                raise_synced(s, id - 1);
-            } else {
+            __atomic_store_n(&s->last_lsn, id, __ATOMIC_RELEASE);
+            if (s->durability == KEEL_DURABILITY_NONE)
                 raise_synced(s, id);
-            }
+            store_after_commit(s);
         }
     } else {
         STAT_ADD(s, commit_failures, 1);
@@ -1102,7 +1468,7 @@ int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn)
 
 int keel_store_durable(keel_store *s, uint64_t txn)
 {
-    return txn <= __atomic_load_n(&s->synced_txn, __ATOMIC_ACQUIRE);
+    return txn <= __atomic_load_n(&s->synced_lsn, __ATOMIC_ACQUIRE);
 }
 
 int keel_store_sync(keel_store *s)
@@ -1114,22 +1480,19 @@ int keel_store_sync(keel_store *s)
         return KEEL_EINVAL;
     if (__atomic_load_n(&s->broken, __ATOMIC_RELAXED))
         return KEEL_ESTORE;
-    /* Everything committed before the flush begins is durable after it;
+    /* Every record appended before the flush begins is durable after it;
      * a commit racing with it is counted on its own. */
-    last = __atomic_load_n(&s->last_txn, __ATOMIC_ACQUIRE);
-    if (__atomic_load_n(&s->synced_txn, __ATOMIC_ACQUIRE) >= last)
+    last = __atomic_load_n(&s->last_lsn, __ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&s->synced_lsn, __ATOMIC_ACQUIRE) >= last)
         return 0;
     if (s->hooks.before_sync != NULL)
         s->hooks.before_sync(s->hooks.data);
-    rc = mdb_env_sync(s->env, 1);
+    rc = keel_wal_sync(&s->wal);
     if (rc != 0) {
         /* The kernel may have dropped the pages it could not write, and a
-         * second flush would then report success: what was committed
-         * since the last good flush may be gone, so stop here. */
-        __atomic_store_n(&s->broken, 1, __ATOMIC_RELAXED);
-        keel_error("store %s: flush failed: %s; the store refuses further "
-                   "work",
-                   s->path, mdb_strerror(rc));
+         * second flush would then report success: what was appended since
+         * the last good flush may be gone, so stop here. */
+        store_fail(s, "flushing the log", rc);
         return KEEL_EIO;
     }
     STAT_ADD(s, fsyncs, 1);

@@ -27,7 +27,8 @@
 
 #include "keel.h"
 
-#define KEEL_STORE_FORMAT 1u
+/* 2: the log (keel.wal) and checkpoint (keel.ckpt) beside LMDB. */
+#define KEEL_STORE_FORMAT 2u
 /* Largest encoded state key: 2 + 1 + 64 + 2 + 255 + 180 = 504 <= 511. */
 #define KEEL_KEY_MAX                                                         \
     (2 + 1 + KEEL_MAX_TYPE_LEN + 2 + KEEL_MAX_ID_LEN + KEEL_MAX_ENTRY_KEY_LEN)
@@ -82,13 +83,15 @@ void keel_store_close(keel_store *s);
 
 typedef struct keel_store_stats {
     uint64_t commits;
-    uint64_t fsyncs;          /* device flushes: by commits, and syncs */
+    uint64_t fsyncs;          /* device flushes: syncs, and two per
+                               * checkpoint */
     uint64_t syncs;           /* keel_store_sync calls that had to flush */
     uint64_t unsynced;        /* 1 while the last commit is not durable */
     uint64_t commit_failures;
     uint64_t fence_refusals;
     uint64_t map_grows;
     uint64_t map_size;
+    uint64_t checkpoints;
 } keel_store_stats;
 void keel_store_stats_get(keel_store *s, keel_store_stats *out);
 

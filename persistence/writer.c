@@ -5,14 +5,11 @@
  * and hands each back through done_cb on its own thread once it is durable
  * or has failed.
  *
- * Durability (store.h): a commit flushes the meta page of the commit
- * before it. So at most one committed batch waits here for durability,
- * the pending one. After a commit the writer looks at the queue: a batch
- * waiting there is committed next, and its flush makes the pending one
- * durable; an empty queue means no flush is coming soon, so the writer
- * syncs. Under load every flush makes one batch durable and writes the
- * next; an idle caller pays two flushes, as it did when the meta page was
- * written synchronously.
+ * Durability (store.h): a commit is durable once the store's log is
+ * flushed. Committed batches wait here (pending, in order) while more are
+ * queued; when the queue runs dry, when PENDING_MAX are waiting, or when
+ * a batch has failed, the writer flushes once and reports them all. So
+ * under load one flush serves every batch committed since the last one.
  *
  * Failures (store.h, "Failures and what depends on them"). Each failed
  * batch reported is numbered (failures); its failed groups' tags are kept
@@ -30,6 +27,9 @@
 #include "common/log.h"
 #include "persistence/batch_internal.h"
 #include "persistence/store.h"
+
+/* Committed batches that wait for one flush. */
+#define PENDING_MAX 16
 
 struct refusal {
     void *tag;
@@ -51,9 +51,11 @@ struct keel_writer {
     int stopping;
     uint64_t acks;
 
-    /* Writer thread only. */
-    keel_batch *pending; /* committed, not yet durable */
-    uint64_t pending_txn;
+    /* Writer thread only: committed batches waiting for the flush, in
+     * order, linked through next. */
+    keel_batch *pending;
+    keel_batch *pending_tail;
+    size_t npending;
     uint64_t failures; /* failed batches reported */
     struct refusal *refused;
     size_t nrefused, refused_cap;
@@ -134,36 +136,59 @@ static void report(keel_writer *w, keel_batch *b, int status)
     w->done_cb(b, status, w->data);
 }
 
-static void report_pending(keel_writer *w, int status)
+/* Flushes the store if a pending batch needs it, then reports every
+ * pending batch in order: a batch that wrote nothing or failed with its
+ * own status, the others with the flush's. */
+static void settle(keel_writer *w)
 {
-    keel_batch *b = w->pending;
+    keel_batch *b, *next;
+    int sync_rc = 0, synced = 0;
 
-    w->pending = NULL;
-    report(w, b, status);
+    for (b = w->pending; b != NULL; b = next) {
+        next = b->next;
+        b->next = NULL;
+        if (b->wrc == 0 && b->wtxn != 0 &&
+            !keel_store_durable(w->store, b->wtxn)) {
+            if (!synced) {
+                sync_rc = keel_store_sync(w->store);
+                synced = 1;
+            }
+            report(w, b, sync_rc);
+        } else {
+            report(w, b, b->wrc);
+        }
+    }
+    w->pending = w->pending_tail = NULL;
+    w->npending = 0;
 }
 
+static int batch_failed(const keel_batch *b)
+{
+    if (b->wrc != 0)
+        return 1;
+    for (size_t i = 0; i < b->ngroups; i++)
+        if (b->groups[i].status != 0)
+            return 1;
+    return 0;
+}
+
+/* Commits b and puts it on the pending list. A failed batch is settled at
+ * once: its failures must be recorded as refusals before the next batch
+ * is committed. */
 static void writer_commit(keel_writer *w, keel_batch *b)
 {
-    uint64_t txn = 0;
-    int rc;
-
     refusals_apply(w, b);
-    rc = keel_store_commit_deferred(w->store, b, &txn);
-    if (w->pending != NULL) {
-        /* This commit's flush normally carried the pending meta page; if
-         * it failed or wrote nothing, flush it now (a sync that cannot
-         * vouch for it fails, see keel_store_sync). */
-        if (rc == 0 && keel_store_durable(w->store, w->pending_txn))
-            report_pending(w, 0);
-        else
-            report_pending(w, keel_store_sync(w->store));
-    }
-    if (rc != 0 || txn == 0 || keel_store_durable(w->store, txn)) {
-        report(w, b, rc);
-    } else {
+    b->wtxn = 0;
+    b->wrc = keel_store_commit_deferred(w->store, b, &b->wtxn);
+    b->next = NULL;
+    if (w->pending_tail != NULL)
+        w->pending_tail->next = b;
+    else
         w->pending = b;
-        w->pending_txn = txn;
-    }
+    w->pending_tail = b;
+    w->npending++;
+    if (batch_failed(b) || w->npending >= PENDING_MAX)
+        settle(w);
 }
 
 static void *writer_main(void *arg)
@@ -180,9 +205,9 @@ static void *writer_main(void *arg)
              * committed, and made durable. */
             if (w->pending == NULL)
                 break;
-            /* Nothing to commit after the pending batch: flush it. */
+            /* Nothing more to commit: flush and report. */
             pthread_mutex_unlock(&w->lock);
-            report_pending(w, keel_store_sync(w->store));
+            settle(w);
             pthread_mutex_lock(&w->lock);
             continue;
         }

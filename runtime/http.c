@@ -583,8 +583,12 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            st->resident_actors);
     metric(&b, "keel_commits_total", "counter",
            "Store write transactions committed.", "", st->commits);
-    metric(&b, "keel_fsyncs_total", "counter", "Commits that were fsynced.",
+    metric(&b, "keel_fsyncs_total", "counter",
+           "Device flushes of the store: log flushes, two per checkpoint.",
            "", st->fsyncs);
+    metric(&b, "keel_checkpoints_total", "counter",
+           "Store checkpoints: data file flushed, log started again.", "",
+           st->checkpoints);
     metric(&b, "keel_commit_failures_total", "counter",
            "Store commits that failed.", "", st->commit_failures);
     sb_puts(&b, "# HELP keel_commit_batch_turns State-changing turns per "

@@ -2303,6 +2303,7 @@ void keel_node_stats(keel_node *n, keel_stats *out)
     keel_store_stats_get(n->store, &ss);
     out->map_size = ss.map_size;
     out->fsyncs = ss.fsyncs;
+    out->checkpoints = ss.checkpoints;
 }
 
 size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
@@ -2315,7 +2316,7 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "batch_turns_avg %.1f\nbatch_actors_avg %.1f\nfence_refusals %llu\n"
         "map_size %llu\nconnections %llu\nframes_in %llu\nframes_bad %llu\n"
         "calls_completed %llu\nlatency_avg_us %.1f\nforwarded %llu\n"
-        "held_expired %llu\n",
+        "held_expired %llu\ncheckpoints %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -2338,7 +2339,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
             ? (double)st->latency_sum_us / (double)st->calls_completed
             : 0.0,
         (unsigned long long)st->forwarded,
-        (unsigned long long)st->held_expired);
+        (unsigned long long)st->held_expired,
+        (unsigned long long)st->checkpoints);
     return w < 0 ? 0 : (size_t)w;
 }
 

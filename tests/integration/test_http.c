@@ -465,6 +465,7 @@ START_TEST(metrics_health_cluster)
         "keel_messages_total",         "keel_activations_total",
         "keel_passivations_total",     "keel_resident_actors",
         "keel_commits_total",          "keel_fsyncs_total",
+        "keel_checkpoints_total",
         "keel_commit_batch_turns_sum", "keel_commit_batch_turns_count",
         "keel_handler_errors_total",   "keel_fence_refusals_total",
         "keel_connections",            "keel_map_size_bytes",

@@ -1,0 +1,105 @@
+/* The store's log and checkpoint file: what makes a commit durable with
+ * one flush.
+ *
+ * LMDB needs two ordered flushes to make a commit durable on its own (its
+ * data pages, then the meta page that points at them). The store instead
+ * commits to LMDB without flushing and appends each commit's batch to
+ * this log; one flush of the log makes the commit durable. Now and then
+ * the store checkpoints: it flushes LMDB, saves LMDB's two meta pages
+ * here, and starts the log again from its beginning. See store.c,
+ * "Durability", for why the checkpointed state stays intact on disk.
+ *
+ *   keel.wal   records, back to back from offset 0:
+ *              hash u64 | magic u32 | ngroups u32 | lsn u64 | len u64 |
+ *              len bytes of groups, each
+ *                cap_len u32 | shard u32 | epoch u64 | ops_len u64 |
+ *                cap, zero-padded to 8 | ops_len bytes of ops as a
+ *                batch arena holds them (batch_internal.h)
+ *              hash is XXH3-64 of everything after it. Sequence numbers
+ *              (lsn) rise by one from record to record. The records to
+ *              replay are exactly the run that starts at the checkpoint's
+ *              wal_off with the checkpoint's lsn + 1; a checkpoint made in
+ *              normal running starts the log again (wal_off 0).
+ *   keel.ckpt  two slots, at 0 and 256 KiB; a checkpoint writes the
+ *              older one:
+ *              hash u64 | magic u32 | psize u32 | seq u64 | lsn u64 |
+ *              wal_off u64 | the two meta pages, 2 * psize bytes
+ *
+ * Integers are in host order: the files never leave the machine (the data
+ * file LMDB writes is host-order too). Every function here returns 0 or
+ * an errno value; store.c converts. Not thread-safe: the store calls these
+ * with its commit lock held (keel_wal_sync excepted, see store.c). */
+#ifndef KEEL_PERSISTENCE_WAL_H
+#define KEEL_PERSISTENCE_WAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "persistence/store.h"
+
+#define KEEL_WAL_NAME "keel.wal"
+#define KEEL_CKPT_NAME "keel.ckpt"
+
+typedef struct keel_wal {
+    int fd;
+    uint64_t pos;  /* where the next record goes */
+    uint8_t *rec;  /* the record being built */
+    size_t len;    /* its bytes so far */
+    size_t cap;
+    uint32_t ngroups;
+} keel_wal;
+
+typedef struct keel_ckpt {
+    int fd;
+    int have;       /* a valid slot was found (or written) */
+    uint64_t seq;   /* of the newest valid slot */
+    uint64_t lsn;   /* the last record the checkpoint holds */
+    uint64_t wal_off; /* where the record after it starts */
+    uint32_t psize; /* LMDB's page size */
+    uint8_t *pages; /* 2 * psize: the meta pages of the newest slot */
+} keel_ckpt;
+
+/* Opens (creating) dir/keel.wal. */
+int keel_wal_open(keel_wal *w, const char *dir);
+void keel_wal_close(keel_wal *w);
+
+/* Building a record: begin, one call per applied group, then append. */
+void keel_wal_rec_begin(keel_wal *w);
+int keel_wal_rec_group(keel_wal *w, const keel_batch *b, size_t group);
+/* Writes the record at pos with sequence number lsn; pos does not move
+ * until keel_wal_rec_done(). A failed write may leave part of the record
+ * in the file: harmless, since its hash does not match and pos stays. */
+int keel_wal_rec_append(keel_wal *w, uint64_t lsn);
+void keel_wal_rec_done(keel_wal *w);
+/* Unwrites the record just appended (its commit failed after all): its
+ * header is zeroed and flushed, so a replay cannot find it. */
+int keel_wal_rec_cancel(keel_wal *w);
+
+/* Flushes what was appended. Safe to call from another thread than the
+ * appender (it touches only fd). */
+int keel_wal_sync(keel_wal *w);
+/* Starts the log again at offset 0 (after a checkpoint). */
+void keel_wal_restart(keel_wal *w);
+
+/* Calls fn, in order, for each record that follows lsn `after`: the run
+ * of records at offset off whose first lsn is after + 1. fn gets the
+ * record rebuilt as a batch (in scratch) and its offset, and returns 0
+ * to go on. pos is
+ * left after the last record replayed. *last gets the last lsn replayed
+ * (after, when none). A record cut short or with a bad hash ends the run
+ * (a write that never finished, so never acknowledged); a record that
+ * passes its hash but does not parse is EILSEQ. */
+typedef int (*keel_wal_replay_fn)(keel_batch *b, uint64_t lsn, uint64_t off,
+                                  void *data);
+int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off,
+                    keel_batch *scratch, keel_wal_replay_fn fn, void *data,
+                    uint64_t *last);
+
+/* Opens (creating) dir/keel.ckpt and reads its newest valid slot. */
+int keel_ckpt_open(keel_ckpt *c, const char *dir);
+void keel_ckpt_close(keel_ckpt *c);
+/* Writes a checkpoint into the older slot and flushes it. */
+int keel_ckpt_write(keel_ckpt *c, uint64_t lsn, uint64_t wal_off,
+                    uint32_t psize, const uint8_t *pages);
+
+#endif
