@@ -59,13 +59,21 @@
 /* Checkpoint bounds (see "Checkpoints"): log bytes, pages the data file
  * has grown by (nothing freed since the checkpoint is reused before the
  * next one), and time. */
+#ifndef CKPT_LOG_BYTES
 #define CKPT_LOG_BYTES (16ull << 20)
+#endif
+#ifndef CKPT_PAGES
 #define CKPT_PAGES 4096u
+#endif
+#ifndef CKPT_INTERVAL_MS
 #define CKPT_INTERVAL_MS 1000u
+#endif
 /* Data pages written since the last look that make it worth asking the
  * kernel to start writing them out, so that a checkpoint finds little
  * left to flush. */
+#ifndef KICK_PAGES
 #define KICK_PAGES 256u
+#endif
 
 struct keel_store_read {
     keel_store *store;
@@ -141,6 +149,10 @@ struct keel_store {
     uint64_t ckpt_pgno; /* the file's last page then */
     uint64_t kick_pgno; /* ... and at the last writeback kick */
     int replaying;     /* committing the log's records again on open */
+    /* Commits go through the log and checkpoints: durability fsync, and
+     * any store while it opens. With durability none the store runs LMDB
+     * as it is, with MDB_NOSYNC and nothing else (see "Durability"). */
+    int logged;
     int wrote;         /* the open write transaction changed something */
     uint64_t replay_off; /* offset of the record being replayed */
 
@@ -706,6 +718,7 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
         rc = store_err(rc);
         goto err;
     }
+    s->logged = 1;
     s->lsn = s->ckpt.have ? s->ckpt.lsn : 0;
     s->ckpt_pgno = s->kick_pgno = info.me_last_pgno;
     scratch = keel_batch_create();
@@ -726,7 +739,32 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
     if (last > (s->ckpt.have ? s->ckpt.lsn : 0))
         keel_info("store %s: replayed the log up to record %llu", s->path,
                   (unsigned long long)last);
-    if (!s->ckpt.have || last > s->ckpt.lsn || s->ckpt.wal_off != 0) {
+    if (s->durability == KEEL_DURABILITY_NONE) {
+        /* The file flushed is consistent as it is. A checkpoint of it
+         * comes first, so that whichever of the steps below a crash
+         * interrupts, the next open finds the same state; then the log
+         * and the checkpoint go: nothing will be restored over the file
+         * later, so nothing needs pinning. */
+        if (s->ckpt.have || wst.st_size > 0) {
+            rc = store_checkpoint(s, 0);
+            if (rc == 0)
+                rc = keel_wal_clear(&s->wal);
+            if (rc == 0)
+                rc = keel_ckpt_clear(&s->ckpt);
+            rc = rc > 0 ? KEEL_EIO : rc;
+        } else {
+            rc = mdb_env_sync(s->env, 1) == 0 ? 0 : KEEL_EIO;
+        }
+        if (rc != 0) {
+            seterr(errbuf, errlen, "%s: leaving the log: %s", s->path,
+                   keel_strerror(rc));
+            goto err;
+        }
+        mdb_txn_abort(s->pin);
+        s->pin = NULL;
+        s->logged = 0;
+    } else if (!s->ckpt.have || last > s->ckpt.lsn ||
+               s->ckpt.wal_off != 0) {
         rc = store_checkpoint(s, 0);
         if (rc != 0) {
             seterr(errbuf, errlen, "%s: first checkpoint: %s", s->path,
@@ -755,9 +793,15 @@ void keel_store_close(keel_store *s)
     if (s == NULL)
         return;
     /* A clean close leaves a checkpoint of everything: the next open has
-     * nothing to replay. */
-    if (!__atomic_load_n(&s->broken, __ATOMIC_RELAXED) &&
-        (s->lsn != s->ckpt.lsn || s->wal.pos != 0)) {
+     * nothing to replay. With durability none it leaves the file flushed. */
+    if (!s->logged && !__atomic_load_n(&s->broken, __ATOMIC_RELAXED)) {
+        int rc = mdb_env_sync(s->env, 1);
+
+        if (rc != 0)
+            keel_warn("store %s: sync on close failed: %s", s->path,
+                      mdb_strerror(rc));
+    } else if (!__atomic_load_n(&s->broken, __ATOMIC_RELAXED) &&
+               (s->lsn != s->ckpt.lsn || s->wal.pos != 0)) {
         int rc;
 
         pthread_mutex_lock(&s->commit_lock);
@@ -1175,7 +1219,7 @@ static int commit_once(keel_store *s, keel_batch *b, uint64_t *refusals,
         mdb_txn_abort(txn);
         return 0;
     }
-    if (!s->replaying) {
+    if (!s->replaying && s->logged) {
         /* The record holds the groups that were applied, so a replay on
          * the same state applies exactly them. */
         keel_wal_rec_begin(&s->wal);
@@ -1190,7 +1234,8 @@ static int commit_once(keel_store *s, keel_batch *b, uint64_t *refusals,
     /* mdb_txn_commit frees the transaction whether or not it succeeds. */
     rc = mdb_txn_commit(txn);
     if (rc != 0) {
-        if (!s->replaying && keel_wal_rec_cancel(&s->wal) != 0) {
+        if (!s->replaying && s->logged &&
+            keel_wal_rec_cancel(&s->wal) != 0) {
             /* The record may stay and be replayed: the store cannot
              * answer for a failure it reports. */
             __atomic_store_n(&s->broken, 1, __ATOMIC_RELAXED);
@@ -1200,7 +1245,7 @@ static int commit_once(keel_store *s, keel_batch *b, uint64_t *refusals,
         }
         return rc;
     }
-    if (!s->replaying)
+    if (!s->replaying && s->logged)
         keel_wal_rec_done(&s->wal);
     *lsn = ++s->lsn;
     return 0;
@@ -1233,17 +1278,19 @@ static int store_grow(keel_store *s)
      * pinning again after the resize (no commit can come between) pins
      * the same snapshot. While replaying, the checkpoint points at the
      * record being replayed instead of starting the log again. */
-    rc = store_checkpoint(s, s->replaying ? s->replay_off : 0);
-    if (rc != 0)
-        return rc;
-    mdb_txn_abort(s->pin);
-    s->pin = NULL;
+    if (s->logged) {
+        rc = store_checkpoint(s, s->replaying ? s->replay_off : 0);
+        if (rc != 0)
+            return rc;
+        mdb_txn_abort(s->pin);
+        s->pin = NULL;
+    }
     pthread_rwlock_wrlock(&s->map_lock);
     rc = mdb_env_set_mapsize(s->env, (size_t)next);
     if (rc == 0)
         rc = mdb_env_info(s->env, &info);
     pthread_rwlock_unlock(&s->map_lock);
-    if (rc == 0) {
+    if (rc == 0 && s->logged) {
         rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->pin);
         if (rc != 0) {
             /* Unpinned, a commit could write over the checkpoint. */
@@ -1382,7 +1429,7 @@ static void store_after_commit(keel_store *s)
     MDB_envinfo info;
     int fd;
 
-    if (s->replaying || mdb_env_info(s->env, &info) != 0)
+    if (s->replaying || !s->logged || mdb_env_info(s->env, &info) != 0)
         return;
     if (s->wal.pos >= CKPT_LOG_BYTES ||
         info.me_last_pgno >= s->ckpt_pgno + CKPT_PAGES ||

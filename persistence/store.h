@@ -168,15 +168,13 @@ size_t keel_batch_op_count(const keel_batch *b);
  * (see keel_writer), that failure's status. */
 void *keel_batch_group(const keel_batch *b, size_t i, int *status);
 
-/* Durability. With KEEL_DURABILITY_FSYNC a commit flushes its data
- * pages to the device, then writes its meta page (the page that makes it
- * the current state) without waiting for it: that page reaches the device
- * with the flush of the next commit that writes, or with
- * keel_store_sync(). Until then a crash of the machine may undo that last
- * commit, never more, and never leaves the store inconsistent. So one
- * flush per commit makes the commit before it durable. With
- * KEEL_DURABILITY_NONE nothing is flushed and every commit counts as
- * durable once committed.
+/* Durability. A commit flushes nothing: it appends the batch's record to
+ * the store's log and commits to LMDB, visible at once. With
+ * KEEL_DURABILITY_FSYNC it is durable after the next keel_store_sync (one
+ * flush of the log, for every commit before it) or the next checkpoint;
+ * a crash of the process or the machine before that may undo it, never
+ * an earlier durable one, and never leaves the store inconsistent. With
+ * KEEL_DURABILITY_NONE every commit counts as durable once committed.
  *
  * keel_store_commit_deferred commits the batch in one write transaction.
  * When the map is full it grows the map (waiting for open reads to end)
@@ -218,10 +216,10 @@ void keel_store_set_hooks(keel_store *s, const keel_store_hooks *hooks);
  * commit's status; from then on the batch belongs to the submitter
  * again.
  *
- * With durability fsync a commit is durable once the next commit has
- * flushed (see keel_store_commit_deferred): when another batch is waiting,
- * the writer commits it and then reports the first; when none is, it
- * syncs and reports. Under load every flush thus serves two purposes.
+ * Committed batches wait on the writer until its queue runs dry (or a
+ * few of them wait, or one has failed); then one keel_store_sync makes
+ * them all durable and they are reported in order. Under load one flush
+ * thus serves many batches.
  *
  * Failures and what depends on them. A batch submitted while an earlier
  * one is still with the writer may carry writes that were computed from

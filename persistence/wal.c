@@ -205,6 +205,12 @@ void keel_wal_restart(keel_wal *w)
     w->pos = 0;
 }
 
+int keel_wal_clear(keel_wal *w)
+{
+    w->pos = 0;
+    return ftruncate(w->fd, 0) < 0 || fsync(w->fd) < 0 ? errno : 0;
+}
+
 /* Rebuilds a record's groups into b. EILSEQ when they do not parse. */
 static int rec_to_batch(const uint8_t *p, uint64_t len, uint32_t ngroups,
                         keel_batch *b)
@@ -417,6 +423,14 @@ int keel_ckpt_open(keel_ckpt *c, const char *dir)
         c->pages = p0;
         free(p1);
     }
+    return 0;
+}
+
+int keel_ckpt_clear(keel_ckpt *c)
+{
+    if (ftruncate(c->fd, 0) < 0 || fsync(c->fd) < 0)
+        return errno;
+    c->have = 0;
     return 0;
 }
 

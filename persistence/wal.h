@@ -80,6 +80,8 @@ int keel_wal_rec_cancel(keel_wal *w);
 int keel_wal_sync(keel_wal *w);
 /* Starts the log again at offset 0 (after a checkpoint). */
 void keel_wal_restart(keel_wal *w);
+/* Empties the log file, durably. */
+int keel_wal_clear(keel_wal *w);
 
 /* Calls fn, in order, for each record that follows lsn `after`: the run
  * of records at offset off whose first lsn is after + 1. fn gets the
@@ -98,6 +100,8 @@ int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off,
 /* Opens (creating) dir/keel.ckpt and reads its newest valid slot. */
 int keel_ckpt_open(keel_ckpt *c, const char *dir);
 void keel_ckpt_close(keel_ckpt *c);
+/* Empties the checkpoint file, durably: there is no checkpoint. */
+int keel_ckpt_clear(keel_ckpt *c);
 /* Writes a checkpoint into the older slot and flushes it. */
 int keel_ckpt_write(keel_ckpt *c, uint64_t lsn, uint64_t wal_off,
                     uint32_t psize, const uint8_t *pages);

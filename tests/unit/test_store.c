@@ -1841,6 +1841,32 @@ START_TEST(test_recover_process_crash)
 }
 END_TEST
 
+/* Durability none runs without the log: opening a store that crashed in
+ * fsync mode replays its log first, and switching back finds it all. */
+START_TEST(test_recover_then_durability_none)
+{
+    char *dir = tu_tmpdir("store");
+    uint8_t k[KEEL_KEY_MAX];
+    keel_store *s;
+    int n;
+
+    crash_child(dir);
+    s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE, 0, 0);
+    crash_expect(s);
+    ck_assert_int_eq(file_size(dir, "keel.wal"), 0);
+    ck_assert_int_eq(file_size(dir, "keel.ckpt"), 0);
+    n = mkkey(k, 1, "late", 4, NULL);
+    ck_assert_int_eq(commit_put(s, NULL, 1, 3, k, (size_t)n, 1, "x"), 0);
+    keel_store_close(s);
+    s = open_store(dir);
+    crash_expect(s);
+    expect_value(s, k, (size_t)n, "x");
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* A machine crash can leave LMDB's meta pages pointing at pages that
  * never reached the disk. Simulated here: both meta pages are garbage,
  * and every page written after the checkpoint is zeros. The store goes
@@ -1964,6 +1990,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_writer_fence_refusal_refuses_dependents);
     tcase_add_test(tc, test_writer_merge);
     tcase_add_test(tc, test_recover_process_crash);
+    tcase_add_test(tc, test_recover_then_durability_none);
     tcase_add_test(tc, test_recover_lost_pages);
     tcase_add_test(tc, test_recover_torn_log);
     tcase_add_test(tc, test_recover_log_without_checkpoint);
