@@ -8,7 +8,8 @@
  * Durability (store.h): a commit is durable once the store's log is
  * flushed. Committed batches wait here (pending, in order) while more are
  * queued; when the queue runs dry, when PENDING_MAX are waiting, or when
- * a batch has failed, the writer flushes once and reports them all. So
+ * a batch has failed, the writer flushes once and reports them all. A
+ * batch durable on commit (durability none) is reported at once. So
  * under load one flush serves every batch committed since the last one.
  *
  * Failures (store.h, "Failures and what depends on them"). Each failed
@@ -187,7 +188,10 @@ static void writer_commit(keel_writer *w, keel_batch *b)
         w->pending = b;
     w->pending_tail = b;
     w->npending++;
-    if (batch_failed(b) || w->npending >= PENDING_MAX)
+    /* Durable already (durability none, nothing written, or a
+     * checkpoint): so is everything before it, and nobody should wait. */
+    if (batch_failed(b) || w->npending >= PENDING_MAX ||
+        keel_store_durable(w->store, b->wtxn))
         settle(w);
 }
 
