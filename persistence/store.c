@@ -154,6 +154,7 @@ struct keel_store {
      * as it is, with MDB_NOSYNC and nothing else (see "Durability"). */
     int logged;
     int wrote;         /* the open write transaction changed something */
+    int log_full;      /* the last append found no room */
     uint64_t replay_off; /* offset of the record being replayed */
 
     keel_store_hooks hooks;
@@ -629,6 +630,16 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
         err = keel_wal_open(&s->wal, s->path);
     if (err == 0 && fstat(s->wal.fd, &wst) < 0)
         err = errno;
+    if (err == 0) {
+        /* The two files may have just been made: their names must be on
+         * the disk before anything in them counts. */
+        int dfd = open(s->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+        if (dfd < 0 || fsync(dfd) < 0)
+            err = errno;
+        if (dfd >= 0)
+            close(dfd);
+    }
     if (err != 0) {
         seterr(errbuf, errlen, "%s: cannot open the log or checkpoint: %s",
                s->path, strerror(err));
@@ -665,8 +676,10 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
     }
     /* NOTLS: read transactions are tied to their handle, not the thread,
      * so one can be reset and renewed, and writes run on another thread.
-     * NOSYNC: the log makes commits durable (see "Durability"). */
-    rc = mdb_env_open(s->env, s->path, MDB_NOTLS | MDB_NOSYNC, 0600);
+     * LMDB syncs its own commits until the metadata is in place (a fresh
+     * or upgraded store has no checkpoint to fall back on yet); then
+     * MDB_NOSYNC: the log makes commits durable (see "Durability"). */
+    rc = mdb_env_open(s->env, s->path, MDB_NOTLS, 0600);
     if (rc != 0) {
         seterr(errbuf, errlen, "%s: cannot open store: %s", s->path,
                mdb_strerror(rc));
@@ -676,6 +689,12 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
     rc = store_init_dbs(s, opts->shard_count, errbuf, errlen);
     if (rc < 0)
         goto err;
+    rc = mdb_env_set_flags(s->env, MDB_NOSYNC, 1);
+    if (rc != 0) {
+        seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
+        rc = store_err(rc);
+        goto err;
+    }
     /* An existing file may hold more than map_size: LMDB then maps it
      * whole. */
     rc = mdb_env_info(s->env, &info);
@@ -720,13 +739,14 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
     }
     s->logged = 1;
     s->lsn = s->ckpt.have ? s->ckpt.lsn : 0;
+    s->wal.gen = s->ckpt.have ? s->ckpt.wal_gen : 0;
     s->ckpt_pgno = s->kick_pgno = info.me_last_pgno;
     scratch = keel_batch_create();
     if (scratch == NULL)
         goto err_nomem;
     s->replaying = 1;
     rc = keel_wal_replay(&s->wal, s->lsn, s->ckpt.have ? s->ckpt.wal_off : 0,
-                         scratch, replay_cb, s, &last);
+                         s->wal.gen, scratch, replay_cb, s, &last);
     s->replaying = 0;
     keel_batch_destroy(scratch);
     if (rc != 0) {
@@ -763,8 +783,10 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
         mdb_txn_abort(s->pin);
         s->pin = NULL;
         s->logged = 0;
-    } else if (!s->ckpt.have || last > s->ckpt.lsn ||
-               s->ckpt.wal_off != 0) {
+    } else {
+        /* Always a new generation: records past the end of the replayed
+         * run (never flushed, or cut short) must never be taken for the
+         * records written from now on. */
         rc = store_checkpoint(s, 0);
         if (rc != 0) {
             seterr(errbuf, errlen, "%s: first checkpoint: %s", s->path,
@@ -1199,6 +1221,7 @@ static int commit_once(keel_store *s, keel_batch *b, uint64_t *refusals,
     *refusals = 0;
     *lsn = 0;
     s->wrote = 0;
+    s->log_full = 0;
     rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc != 0)
         return rc;
@@ -1228,6 +1251,8 @@ static int commit_once(keel_store *s, keel_batch *b, uint64_t *refusals,
                 rc = keel_wal_rec_group(&s->wal, b, i);
         if (rc == 0)
             rc = keel_wal_rec_append(&s->wal, s->lsn + 1);
+        if (rc == ENOSPC || rc == EFBIG || rc == EDQUOT)
+            s->log_full = 1;
         if (rc != 0)
             goto err_abort;
     }
@@ -1279,9 +1304,11 @@ static int store_grow(keel_store *s)
      * the same snapshot. While replaying, the checkpoint points at the
      * record being replayed instead of starting the log again. */
     if (s->logged) {
-        rc = store_checkpoint(s, s->replaying ? s->replay_off : 0);
-        if (rc != 0)
-            return rc;
+        if (s->lsn != s->ckpt.lsn) {
+            rc = store_checkpoint(s, s->replaying ? s->replay_off : 0);
+            if (rc != 0)
+                return rc;
+        }
         mdb_txn_abort(s->pin);
         s->pin = NULL;
     }
@@ -1290,16 +1317,18 @@ static int store_grow(keel_store *s)
     if (rc == 0)
         rc = mdb_env_info(s->env, &info);
     pthread_rwlock_unlock(&s->map_lock);
-    if (rc == 0 && s->logged) {
-        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->pin);
-        if (rc != 0) {
-            /* Unpinned, a commit could write over the checkpoint. */
+    /* Pinned again whether or not the map grew (EINVAL leaves it as it
+     * was): unpinned, a commit could write over the checkpoint. */
+    if ((rc == 0 || rc == EINVAL) && s->logged) {
+        int prc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->pin);
+
+        if (prc != 0) {
             s->pin = NULL;
             __atomic_store_n(&s->broken, 1, __ATOMIC_RELAXED);
             keel_error("store %s: cannot pin the checkpoint after growing "
                        "the map: %s; the store refuses further work",
-                       s->path, mdb_strerror(rc));
-            return store_err(rc);
+                       s->path, mdb_strerror(prc));
+            return store_err(prc);
         }
     }
     if (rc != 0) {
@@ -1385,8 +1414,12 @@ static int store_checkpoint(keel_store *s, uint64_t wal_off)
         return KEEL_EIO;
     }
     rc = mdb_env_get_fd(s->env, &fd);
-    if (rc == 0 && pread(fd, pages, n, 0) != (ssize_t)n)
-        rc = errno ? errno : EIO;
+    if (rc == 0) {
+        ssize_t got = pread(fd, pages, n, 0);
+
+        if (got != (ssize_t)n)
+            rc = got < 0 ? errno : EIO;
+    }
     if (rc != 0) {
         free(pages);
         store_fail(s, "reading the meta pages", rc);
@@ -1399,7 +1432,10 @@ static int store_checkpoint(keel_store *s, uint64_t wal_off)
                   mdb_strerror(rc));
         return store_err(rc);
     }
-    rc = keel_ckpt_write(&s->ckpt, s->lsn, wal_off, s->psize, pages);
+    /* Starting the log again starts a new generation (wal.h). */
+    rc = keel_ckpt_write(&s->ckpt, s->lsn, wal_off,
+                         wal_off == 0 ? s->ckpt.seq + 1 : s->wal.gen,
+                         s->psize, pages);
     free(pages);
     if (rc != 0) {
         mdb_txn_abort(pin);
@@ -1409,8 +1445,10 @@ static int store_checkpoint(keel_store *s, uint64_t wal_off)
     if (s->pin != NULL)
         mdb_txn_abort(s->pin);
     s->pin = pin;
-    if (wal_off == 0)
+    if (wal_off == 0) {
         keel_wal_restart(&s->wal);
+        s->wal.gen = s->ckpt.wal_gen;
+    }
     if (mdb_env_info(s->env, &info) == 0)
         s->ckpt_pgno = s->kick_pgno = info.me_last_pgno;
     s->ckpt_ms = now_ms();
@@ -1455,7 +1493,7 @@ static void store_after_commit(keel_store *s)
 int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn)
 {
     uint64_t refusals = 0, id = 0;
-    int rc;
+    int rc, freed = 0;
 
     if (s == NULL || b == NULL || txn == NULL)
         return KEEL_EINVAL;
@@ -1471,6 +1509,19 @@ int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn)
         }
         rc = commit_once(s, b, &refusals, &id);
         fence_cache_settle(&s->fc, rc == 0);
+        /* Out of room in the map, or in the log: a checkpoint may be all
+         * it takes, once per commit. It releases the pages the pin held
+         * and starts the log again in the room it already has. (While
+         * replaying, the log is not appended to, and the checkpoint
+         * points at the record being replayed.) */
+        if (!freed && s->logged && s->lsn != s->ckpt.lsn &&
+            (rc == MDB_MAP_FULL || (s->log_full && s->wal.pos > 0))) {
+            freed = 1;
+            rc = store_checkpoint(s, s->replaying ? s->replay_off : 0);
+            if (rc != 0)
+                break;
+            continue;
+        }
         if (rc != MDB_MAP_FULL) {
             int raw = rc;
 

@@ -14,9 +14,9 @@
 
 #define WAL_MAGIC 0x4b57414cu  /* "KWAL" */
 #define CKPT_MAGIC 0x4b434b50u /* "KCKP" */
-#define WAL_HDR 32u
+#define WAL_HDR 40u
 #define WAL_GROUP_HDR 24u
-#define CKPT_HDR 40u
+#define CKPT_HDR 48u
 /* Slot 1 starts here whatever the page size (LMDB's is at most 64 KiB). */
 #define CKPT_SLOT_STRIDE (256u << 10)
 /* A record longer than this cannot have been written by us (a batch holds
@@ -177,6 +177,7 @@ int keel_wal_rec_append(keel_wal *w, uint64_t lsn)
     memcpy(w->rec + 12, &w->ngroups, 4);
     memcpy(w->rec + 16, &lsn, 8);
     memcpy(w->rec + 24, &len, 8);
+    memcpy(w->rec + 32, &w->gen, 8);
     h = XXH3_64bits(w->rec + 8, w->len - 8);
     memcpy(w->rec, &h, 8);
     return write_at(w->fd, w->rec, w->len, w->pos);
@@ -282,18 +283,22 @@ static int rec_to_batch(const uint8_t *p, uint64_t len, uint32_t ngroups,
     return p == end ? 0 : EILSEQ;
 }
 
-int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off,
+int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off, uint64_t gen,
                     keel_batch *scratch, keel_wal_replay_fn fn, void *data,
                     uint64_t *last)
 {
-    uint64_t pos = off, want = after + 1;
+    uint64_t pos = off, want = after + 1, size;
     uint8_t hdr[WAL_HDR];
+    struct stat st;
     int rc = 0;
 
     *last = after;
     w->pos = off;
+    if (fstat(w->fd, &st) < 0)
+        return errno;
+    size = (uint64_t)st.st_size;
     for (;;) {
-        uint64_t h, lsn, len;
+        uint64_t h, lsn, len, rgen;
         uint32_t magic, ngroups;
 
         rc = read_at(w->fd, hdr, sizeof hdr, pos);
@@ -306,7 +311,12 @@ int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off,
         memcpy(&ngroups, hdr + 12, 4);
         memcpy(&lsn, hdr + 16, 8);
         memcpy(&len, hdr + 24, 8);
-        if (magic != WAL_MAGIC || lsn != want || len > WAL_REC_MAX)
+        memcpy(&rgen, hdr + 32, 8);
+        /* A header torn on a page boundary may pair a fresh lsn with a
+         * stale length: the length must fit the file before anything is
+         * allocated for it. */
+        if (magic != WAL_MAGIC || lsn != want || rgen != gen ||
+            len > size - pos - WAL_HDR)
             return 0;
         w->len = 0;
         rc = rec_reserve(w, WAL_HDR + len);
@@ -337,8 +347,8 @@ int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off,
 
 /* Reads the slot at off; 0 with *ok set when it is valid. */
 static int slot_read(keel_ckpt *c, uint64_t off, int *ok, uint64_t *seq,
-                     uint64_t *lsn, uint64_t *wal_off, uint32_t *psize,
-                     uint8_t **pages)
+                     uint64_t *lsn, uint64_t *wal_off, uint64_t *wal_gen,
+                     uint32_t *psize, uint8_t **pages)
 {
     uint8_t hdr[CKPT_HDR];
     uint8_t *buf;
@@ -358,6 +368,7 @@ static int slot_read(keel_ckpt *c, uint64_t off, int *ok, uint64_t *seq,
     memcpy(seq, hdr + 16, 8);
     memcpy(lsn, hdr + 24, 8);
     memcpy(wal_off, hdr + 32, 8);
+    memcpy(wal_gen, hdr + 40, 8);
     if (magic != CKPT_MAGIC || *psize < 512 || *psize > 65536 ||
         (*psize & (*psize - 1)) != 0)
         return 0;
@@ -387,6 +398,7 @@ static int slot_read(keel_ckpt *c, uint64_t off, int *ok, uint64_t *seq,
 int keel_ckpt_open(keel_ckpt *c, const char *dir)
 {
     uint64_t seq0 = 0, seq1 = 0, lsn0 = 0, lsn1 = 0, off0 = 0, off1 = 0;
+    uint64_t gen0 = 0, gen1 = 0;
     uint32_t ps0 = 0, ps1 = 0;
     uint8_t *p0 = NULL, *p1 = NULL;
     int ok0, ok1, rc;
@@ -395,10 +407,10 @@ int keel_ckpt_open(keel_ckpt *c, const char *dir)
     rc = open_in(dir, KEEL_CKPT_NAME, &c->fd);
     if (rc != 0)
         return rc;
-    rc = slot_read(c, 0, &ok0, &seq0, &lsn0, &off0, &ps0, &p0);
+    rc = slot_read(c, 0, &ok0, &seq0, &lsn0, &off0, &gen0, &ps0, &p0);
     if (rc == 0)
-        rc = slot_read(c, CKPT_SLOT_STRIDE, &ok1, &seq1, &lsn1, &off1, &ps1,
-                       &p1);
+        rc = slot_read(c, CKPT_SLOT_STRIDE, &ok1, &seq1, &lsn1, &off1, &gen1,
+                       &ps1, &p1);
     if (rc != 0) {
         free(p0);
         free(p1);
@@ -411,6 +423,7 @@ int keel_ckpt_open(keel_ckpt *c, const char *dir)
         c->seq = seq1;
         c->lsn = lsn1;
         c->wal_off = off1;
+        c->wal_gen = gen1;
         c->psize = ps1;
         c->pages = p1;
         free(p0);
@@ -419,6 +432,7 @@ int keel_ckpt_open(keel_ckpt *c, const char *dir)
         c->seq = seq0;
         c->lsn = lsn0;
         c->wal_off = off0;
+        c->wal_gen = gen0;
         c->psize = ps0;
         c->pages = p0;
         free(p1);
@@ -444,7 +458,7 @@ void keel_ckpt_close(keel_ckpt *c)
 }
 
 int keel_ckpt_write(keel_ckpt *c, uint64_t lsn, uint64_t wal_off,
-                    uint32_t psize, const uint8_t *pages)
+                    uint64_t wal_gen, uint32_t psize, const uint8_t *pages)
 {
     uint64_t seq = c->seq + 1, h, off;
     uint32_t magic = CKPT_MAGIC;
@@ -464,6 +478,7 @@ int keel_ckpt_write(keel_ckpt *c, uint64_t lsn, uint64_t wal_off,
     memcpy(buf + 16, &seq, 8);
     memcpy(buf + 24, &lsn, 8);
     memcpy(buf + 32, &wal_off, 8);
+    memcpy(buf + 40, &wal_gen, 8);
     memcpy(buf + CKPT_HDR, pages, 2u * (size_t)psize);
     h = XXH3_64bits(buf + 8, n - 8);
     memcpy(buf, &h, 8);
@@ -483,6 +498,7 @@ int keel_ckpt_write(keel_ckpt *c, uint64_t lsn, uint64_t wal_off,
     c->seq = seq;
     c->lsn = lsn;
     c->wal_off = wal_off;
+    c->wal_gen = wal_gen;
     c->psize = psize;
     c->have = 1;
     return 0;

@@ -11,6 +11,7 @@
  *
  *   keel.wal   records, back to back from offset 0:
  *              hash u64 | magic u32 | ngroups u32 | lsn u64 | len u64 |
+ *              gen u64 |
  *              len bytes of groups, each
  *                cap_len u32 | shard u32 | epoch u64 | ops_len u64 |
  *                cap, zero-padded to 8 | ops_len bytes of ops as a
@@ -18,12 +19,16 @@
  *              hash is XXH3-64 of everything after it. Sequence numbers
  *              (lsn) rise by one from record to record. The records to
  *              replay are exactly the run that starts at the checkpoint's
- *              wal_off with the checkpoint's lsn + 1; a checkpoint made in
- *              normal running starts the log again (wal_off 0).
+ *              wal_off with the checkpoint's lsn + 1 and its wal_gen; a
+ *              checkpoint made in normal running starts the log again
+ *              (wal_off 0) as a new generation (gen = its seq), so that
+ *              records left from an earlier generation never match, even
+ *              where a later one reused their offsets and lsns.
  *   keel.ckpt  two slots, at 0 and 256 KiB; a checkpoint writes the
  *              older one:
  *              hash u64 | magic u32 | psize u32 | seq u64 | lsn u64 |
- *              wal_off u64 | the two meta pages, 2 * psize bytes
+ *              wal_off u64 | wal_gen u64 | the two meta pages,
+ *              2 * psize bytes
  *
  * Integers are in host order: the files never leave the machine (the data
  * file LMDB writes is host-order too). Every function here returns 0 or
@@ -47,6 +52,7 @@ typedef struct keel_wal {
     size_t len;    /* its bytes so far */
     size_t cap;
     uint32_t ngroups;
+    uint64_t gen;  /* generation of the records appended now */
 } keel_wal;
 
 typedef struct keel_ckpt {
@@ -55,11 +61,12 @@ typedef struct keel_ckpt {
     uint64_t seq;   /* of the newest valid slot */
     uint64_t lsn;   /* the last record the checkpoint holds */
     uint64_t wal_off; /* where the record after it starts */
+    uint64_t wal_gen; /* and that record's generation */
     uint32_t psize; /* LMDB's page size */
     uint8_t *pages; /* 2 * psize: the meta pages of the newest slot */
 } keel_ckpt;
 
-/* Opens (creating) dir/keel.wal. */
+/* Opens (creating) dir/keel.wal. Its generation is set by the caller. */
 int keel_wal_open(keel_wal *w, const char *dir);
 void keel_wal_close(keel_wal *w);
 
@@ -93,7 +100,7 @@ int keel_wal_clear(keel_wal *w);
  * passes its hash but does not parse is EILSEQ. */
 typedef int (*keel_wal_replay_fn)(keel_batch *b, uint64_t lsn, uint64_t off,
                                   void *data);
-int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off,
+int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off, uint64_t gen,
                     keel_batch *scratch, keel_wal_replay_fn fn, void *data,
                     uint64_t *last);
 
@@ -104,6 +111,6 @@ void keel_ckpt_close(keel_ckpt *c);
 int keel_ckpt_clear(keel_ckpt *c);
 /* Writes a checkpoint into the older slot and flushes it. */
 int keel_ckpt_write(keel_ckpt *c, uint64_t lsn, uint64_t wal_off,
-                    uint32_t psize, const uint8_t *pages);
+                    uint64_t wal_gen, uint32_t psize, const uint8_t *pages);
 
 #endif
