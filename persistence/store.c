@@ -68,12 +68,6 @@
 #ifndef CKPT_INTERVAL_MS
 #define CKPT_INTERVAL_MS 1000u
 #endif
-/* Data pages written since the last look that make it worth asking the
- * kernel to start writing them out, so that a checkpoint finds little
- * left to flush. */
-#ifndef KICK_PAGES
-#define KICK_PAGES 256u
-#endif
 
 struct keel_store_read {
     keel_store *store;
@@ -147,7 +141,6 @@ struct keel_store {
     uint64_t lsn;      /* the last record appended (or replayed) */
     uint64_t ckpt_ms;  /* monotonic time of the last checkpoint */
     uint64_t ckpt_pgno; /* the file's last page then */
-    uint64_t kick_pgno; /* ... and at the last writeback kick */
     int replaying;     /* committing the log's records again on open */
     /* Commits go through the log and checkpoints: durability fsync, and
      * any store while it opens. With durability none the store runs LMDB
@@ -740,7 +733,7 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
     s->logged = 1;
     s->lsn = s->ckpt.have ? s->ckpt.lsn : 0;
     s->wal.gen = s->ckpt.have ? s->ckpt.wal_gen : 0;
-    s->ckpt_pgno = s->kick_pgno = info.me_last_pgno;
+    s->ckpt_pgno = info.me_last_pgno;
     scratch = keel_batch_create();
     if (scratch == NULL)
         goto err_nomem;
@@ -1450,7 +1443,7 @@ static int store_checkpoint(keel_store *s, uint64_t wal_off)
         s->wal.gen = s->ckpt.wal_gen;
     }
     if (mdb_env_info(s->env, &info) == 0)
-        s->ckpt_pgno = s->kick_pgno = info.me_last_pgno;
+        s->ckpt_pgno = info.me_last_pgno;
     s->ckpt_ms = now_ms();
     STAT_ADD(s, checkpoints, 1);
     STAT_ADD(s, fsyncs, 2);
@@ -1459,13 +1452,10 @@ static int store_checkpoint(keel_store *s, uint64_t wal_off)
     return 0;
 }
 
-/* After a commit, with commit_lock held: a checkpoint when one is due;
- * otherwise, when enough data pages were written since the last look,
- * asks the kernel to start writing them out now. */
+/* After a commit, with commit_lock held: a checkpoint when one is due. */
 static void store_after_commit(keel_store *s)
 {
     MDB_envinfo info;
-    int fd;
 
     if (s->replaying || !s->logged || mdb_env_info(s->env, &info) != 0)
         return;
@@ -1479,13 +1469,23 @@ static void store_after_commit(keel_store *s)
                       keel_strerror(rc));
         return;
     }
-    if (info.me_last_pgno >= s->kick_pgno + KICK_PAGES &&
-        mdb_env_get_fd(s->env, &fd) == 0) {
-        sync_file_range(fd, (off_t)s->kick_pgno * s->psize,
-                        (off_t)(info.me_last_pgno - s->kick_pgno + 1) *
-                            s->psize,
-                        SYNC_FILE_RANGE_WRITE);
-        s->kick_pgno = info.me_last_pgno;
+}
+
+/* Waits for the data pages sent to the disk last time, then sends the
+ * ones committed since. Called by the writer once a round of commits is
+ * durable and reported (so the log's flush never queues behind these
+ * writes): the disk's bandwidth paces the writer, as it did when every
+ * commit flushed its own pages, and a checkpoint, which holds up every
+ * commit while it flushes the file, finds little left to write. */
+void keel_store_writeback(keel_store *s)
+{
+    int fd;
+
+    /* (Sending only once many pages have piled up was tried: the waits
+     * it saves per round come back as stalls of a millisecond or more.) */
+    if (s->logged && mdb_env_get_fd(s->env, &fd) == 0) {
+        sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE);
+        sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     }
 }
 

@@ -192,6 +192,10 @@ int keel_store_durable(keel_store *s, uint64_t txn);
  * (every later read or commit fails with KEEL_ESTORE) and KEEL_EIO is
  * returned. */
 int keel_store_sync(keel_store *s);
+/* Sends the data pages committed since the last call to the disk, after
+ * waiting for those sent then (no device flush). The writer calls it
+ * after each round of reports; it keeps checkpoints short. Any thread. */
+void keel_store_writeback(keel_store *s);
 /* keel_store_commit_deferred, then keel_store_sync if needed: durable on
  * return. For callers without a writer thread. */
 int keel_store_commit(keel_store *s, keel_batch *b);

@@ -161,6 +161,8 @@ static void settle(keel_writer *w)
     }
     w->pending = w->pending_tail = NULL;
     w->npending = 0;
+    if (synced)
+        keel_store_writeback(w->store);
 }
 
 static int batch_failed(const keel_batch *b)
