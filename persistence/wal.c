@@ -34,14 +34,16 @@ static int open_in(const char *dir, const char *name, int *fd)
     return *fd < 0 ? errno : 0;
 }
 
-/* pwrite all of it, or an errno (a short write for lack of room is
- * ENOSPC). */
-static int write_at(int fd, const void *buf, size_t len, uint64_t off)
+/* pwrite (wr) or pread all of it: 0 or an errno. A write that makes no
+ * progress is out of room (ENOSPC); a read that finds the file's end is
+ * ENODATA. */
+static int io_at(int fd, void *buf, size_t len, uint64_t off, int wr)
 {
-    const uint8_t *p = buf;
+    uint8_t *p = buf;
 
     while (len > 0) {
-        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        ssize_t n = wr ? pwrite(fd, p, len, (off_t)off)
+                       : pread(fd, p, len, (off_t)off);
 
         if (n < 0) {
             if (errno == EINTR)
@@ -49,7 +51,7 @@ static int write_at(int fd, const void *buf, size_t len, uint64_t off)
             return errno;
         }
         if (n == 0)
-            return ENOSPC;
+            return wr ? ENOSPC : ENODATA;
         p += n;
         len -= (size_t)n;
         off += (uint64_t)n;
@@ -57,26 +59,14 @@ static int write_at(int fd, const void *buf, size_t len, uint64_t off)
     return 0;
 }
 
-/* pread all of it: 0, ENODATA when the file ends first, or an errno. */
+static int write_at(int fd, const void *buf, size_t len, uint64_t off)
+{
+    return io_at(fd, (void *)buf, len, off, 1);
+}
+
 static int read_at(int fd, void *buf, size_t len, uint64_t off)
 {
-    uint8_t *p = buf;
-
-    while (len > 0) {
-        ssize_t n = pread(fd, p, len, (off_t)off);
-
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno;
-        }
-        if (n == 0)
-            return ENODATA;
-        p += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    return 0;
+    return io_at(fd, buf, len, off, 0);
 }
 
 static int sync_fd(int fd)
@@ -345,98 +335,72 @@ int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off, uint64_t gen,
 
 /* ----------------------------------------------------------- checkpoint */
 
-/* Reads the slot at off; 0 with *ok set when it is valid. */
-static int slot_read(keel_ckpt *c, uint64_t off, int *ok, uint64_t *seq,
-                     uint64_t *lsn, uint64_t *wal_off, uint64_t *wal_gen,
-                     uint32_t *psize, uint8_t **pages)
+/* Reads the slot at off of fd into out (fd not set): 0 with out->have
+ * set when the slot is valid, 0 with it clear when it is not, or an
+ * errno. */
+static int slot_read(int fd, uint64_t off, keel_ckpt *out)
 {
     uint8_t hdr[CKPT_HDR];
     uint8_t *buf;
     uint64_t h;
-    uint32_t magic;
+    uint32_t magic, ps;
     int rc;
 
-    *ok = 0;
-    rc = read_at(c->fd, hdr, sizeof hdr, off);
-    if (rc == ENODATA)
-        return 0;
+    memset(out, 0, sizeof *out);
+    out->fd = -1;
+    rc = read_at(fd, hdr, sizeof hdr, off);
     if (rc != 0)
-        return rc;
+        return rc == ENODATA ? 0 : rc;
     memcpy(&h, hdr, 8);
     memcpy(&magic, hdr + 8, 4);
-    memcpy(psize, hdr + 12, 4);
-    memcpy(seq, hdr + 16, 8);
-    memcpy(lsn, hdr + 24, 8);
-    memcpy(wal_off, hdr + 32, 8);
-    memcpy(wal_gen, hdr + 40, 8);
-    if (magic != CKPT_MAGIC || *psize < 512 || *psize > 65536 ||
-        (*psize & (*psize - 1)) != 0)
+    memcpy(&ps, hdr + 12, 4);
+    if (magic != CKPT_MAGIC || ps < 512 || ps > 65536 || (ps & (ps - 1)))
         return 0;
-    buf = malloc(CKPT_HDR + 2ull * *psize);
+    buf = malloc(CKPT_HDR + 2ull * ps);
     if (buf == NULL)
         return ENOMEM;
     memcpy(buf, hdr, CKPT_HDR);
-    rc = read_at(c->fd, buf + CKPT_HDR, 2ull * *psize, off + CKPT_HDR);
-    if (rc == ENODATA) {
+    rc = read_at(fd, buf + CKPT_HDR, 2ull * ps, off + CKPT_HDR);
+    if (rc != 0 || XXH3_64bits(buf + 8, CKPT_HDR - 8 + 2ull * ps) != h) {
         free(buf);
-        return 0;
+        return rc == ENODATA ? 0 : rc;
     }
-    if (rc != 0) {
-        free(buf);
-        return rc;
-    }
-    if (XXH3_64bits(buf + 8, CKPT_HDR - 8 + 2ull * *psize) != h) {
-        free(buf);
-        return 0;
-    }
-    memmove(buf, buf + CKPT_HDR, 2ull * *psize);
-    *pages = buf;
-    *ok = 1;
+    memcpy(&out->seq, hdr + 16, 8);
+    memcpy(&out->lsn, hdr + 24, 8);
+    memcpy(&out->wal_off, hdr + 32, 8);
+    memcpy(&out->wal_gen, hdr + 40, 8);
+    memmove(buf, buf + CKPT_HDR, 2ull * ps);
+    out->psize = ps;
+    out->pages = buf;
+    out->have = 1;
     return 0;
 }
 
 int keel_ckpt_open(keel_ckpt *c, const char *dir)
 {
-    uint64_t seq0 = 0, seq1 = 0, lsn0 = 0, lsn1 = 0, off0 = 0, off1 = 0;
-    uint64_t gen0 = 0, gen1 = 0;
-    uint32_t ps0 = 0, ps1 = 0;
-    uint8_t *p0 = NULL, *p1 = NULL;
-    int ok0, ok1, rc;
+    keel_ckpt s0, s1, *best;
+    int rc;
 
     memset(c, 0, sizeof *c);
     rc = open_in(dir, KEEL_CKPT_NAME, &c->fd);
     if (rc != 0)
         return rc;
-    rc = slot_read(c, 0, &ok0, &seq0, &lsn0, &off0, &gen0, &ps0, &p0);
+    rc = slot_read(c->fd, 0, &s0);
     if (rc == 0)
-        rc = slot_read(c, CKPT_SLOT_STRIDE, &ok1, &seq1, &lsn1, &off1, &gen1,
-                       &ps1, &p1);
+        rc = slot_read(c->fd, CKPT_SLOT_STRIDE, &s1);
+    else
+        memset(&s1, 0, sizeof s1);
     if (rc != 0) {
-        free(p0);
-        free(p1);
+        free(s0.pages);
+        free(s1.pages);
         close(c->fd);
         c->fd = -1;
         return rc;
     }
-    if (ok1 && (!ok0 || seq1 > seq0)) {
-        c->have = 1;
-        c->seq = seq1;
-        c->lsn = lsn1;
-        c->wal_off = off1;
-        c->wal_gen = gen1;
-        c->psize = ps1;
-        c->pages = p1;
-        free(p0);
-    } else if (ok0) {
-        c->have = 1;
-        c->seq = seq0;
-        c->lsn = lsn0;
-        c->wal_off = off0;
-        c->wal_gen = gen0;
-        c->psize = ps0;
-        c->pages = p0;
-        free(p1);
-    }
+    best = s1.have && (!s0.have || s1.seq > s0.seq) ? &s1 : &s0;
+    free(best == &s0 ? s1.pages : s0.pages);
+    best->fd = c->fd;
+    *c = *best; /* no slot valid: have 0, pages NULL */
     return 0;
 }
 
