@@ -245,6 +245,11 @@ size_t keel_batch_group_count(const keel_batch *b)
     return b->ngroups;
 }
 
+size_t keel_batch_bytes(const keel_batch *b)
+{
+    return b->len;
+}
+
 size_t keel_batch_op_count(const keel_batch *b)
 {
     return b->nops;

@@ -51,6 +51,9 @@ struct keel_writer {
     keel_batch *tail;
     int stopping;
     uint64_t acks;
+    /* Set while a thread works on the fields below: the writer thread, or
+     * a caller of keel_writer_try_inline. */
+    int busy;
 
     /* Writer thread only: committed batches waiting for the flush, in
      * order, linked through next. */
@@ -204,8 +207,10 @@ static void *writer_main(void *arg)
 
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        while (w->head == NULL && w->pending == NULL && !w->stopping)
+        while (w->busy ||
+               (w->head == NULL && w->pending == NULL && !w->stopping))
             pthread_cond_wait(&w->cond, &w->lock);
+        w->busy = 1;
         if (w->head == NULL) {
             /* Stopping drains the queue first: what was submitted is
              * committed, and made durable. */
@@ -215,6 +220,7 @@ static void *writer_main(void *arg)
             pthread_mutex_unlock(&w->lock);
             settle(w);
             pthread_mutex_lock(&w->lock);
+            w->busy = 0;
             continue;
         }
         b = w->head;
@@ -227,6 +233,7 @@ static void *writer_main(void *arg)
         writer_commit(w, b);
 
         pthread_mutex_lock(&w->lock);
+        w->busy = 0;
     }
     pthread_mutex_unlock(&w->lock);
     return NULL;
@@ -324,6 +331,31 @@ int keel_writer_submit_merge(keel_writer *w, keel_batch *b,
     if (w == NULL || b == NULL || into == NULL)
         return KEEL_EINVAL;
     return writer_enqueue(w, b, 1, into);
+}
+
+int keel_writer_try_inline(keel_writer *w, keel_batch *b)
+{
+    pthread_mutex_lock(&w->lock);
+    if (w->stopping || w->busy || w->head != NULL || w->pending != NULL) {
+        pthread_mutex_unlock(&w->lock);
+        return 0;
+    }
+    w->busy = 1;
+    b->next = NULL;
+    b->wgen = w->acks;
+    b->mergeable = 0;
+    pthread_mutex_unlock(&w->lock);
+
+    writer_commit(w, b);
+    if (w->pending != NULL)
+        settle(w);
+
+    pthread_mutex_lock(&w->lock);
+    w->busy = 0;
+    if (w->head != NULL)
+        pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    return 1;
 }
 
 void keel_writer_ack_failure(keel_writer *w)

@@ -38,6 +38,13 @@
 /* Dirty actors that make a mid-run flush worth it when the writer is
  * idle (see run_cb). */
 #define FLUSH_EARLY_ACTORS 64
+/* A batch at most this large that finds the writer idle is committed on
+ * the loop thread (see flush_open): groups and bytes, with durability
+ * fsync (the loop then waits for one flush) and none. */
+#define INLINE_GROUPS_FSYNC 16
+#define INLINE_BYTES_FSYNC (64u << 10)
+#define INLINE_GROUPS_NONE 64
+#define INLINE_BYTES_NONE (256u << 10)
 #define REQ_FREE_MAX 4096
 #define TMP_BLOCK 65536
 
@@ -1532,7 +1539,8 @@ static void flush_open(keel_node *n)
     keel_batch *b, *into;
     keel_actor *a;
     uint8_t kbuf[KEEL_KEY_MAX];
-    int rc = 0, klen;
+    int rc = 0, klen, inlined = 0;
+    int fsync = n->opts.durability == KEEL_DURABILITY_FSYNC;
 
     if (n->dirty_head == NULL ||
         n->wb_next - n->wb_first >= KEEL_WBATCH_MAX)
@@ -1583,7 +1591,20 @@ static void flush_open(keel_node *n)
             }
         }
     }
-    if (rc == 0) {
+    /* A small batch that finds nothing of ours with the writer is
+     * committed right here: the two thread hand-offs it saves cost more
+     * than its commit (and, with fsync, the loop would wait for that flush
+     * anyway before answering these callers). Big batches go to the
+     * writer thread, so that turns go on beside their commit. */
+    if (rc == 0 && n->inline_commits && n->wb_first == n->wb_next &&
+        keel_batch_group_count(b) <= (fsync ? INLINE_GROUPS_FSYNC
+                                            : INLINE_GROUPS_NONE) &&
+        keel_batch_bytes(b) <= (fsync ? INLINE_BYTES_FSYNC
+                                      : INLINE_BYTES_NONE) &&
+        keel_writer_try_inline(n->writer, b)) {
+        into = b;
+        inlined = 1;
+    } else if (rc == 0) {
         rc = keel_writer_submit_merge(n->writer, b, &into);
         if (rc != 0 && rc != KEEL_ENOMEM)
             keel_error("cannot hand a batch to the writer: %s",
@@ -1627,6 +1648,8 @@ static void flush_open(keel_node *n)
     }
     n->open_turns = 0;
     n->open_seq++;
+    if (inlined)
+        poll_writer(n, 0); /* settled already: release its replies */
 }
 
 uint64_t keel__now_ns(void)
@@ -1900,6 +1923,11 @@ static void maybe_finish_stop(keel_node *n)
     ev_break(n->loop, EVBREAK_ALL);
 }
 
+void keel__node_set_inline_commits(keel_node *n, int on)
+{
+    n->inline_commits = on;
+}
+
 void keel__node_stop_check(keel_node *n)
 {
     maybe_finish_stop(n);
@@ -1992,6 +2020,7 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
         return KEEL_ENOMEM;
     n->listen_fd = -1;
     n->actlog_fd = -1;
+    n->inline_commits = 1;
     n->opts = opts;
     n->data_dir = strdup(opts.data_dir);
     n->listen_addr = opts.listen ? strdup(opts.listen) : NULL;

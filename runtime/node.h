@@ -198,6 +198,10 @@ struct keel_node {
     struct keel_post *post_head, *post_tail;
     atomic_int stop_requested;
     int stopping;
+    /* Small batches that find the writer idle are committed on the loop
+     * thread (flush_open). On by default; tests of the writer's pipeline
+     * turn it off. */
+    int inline_commits;
 
     ev_async async;
     ev_idle run_watcher;
@@ -270,6 +274,9 @@ int keel__actor_idle(const keel_node *n, const keel_actor *a);
 void keel__actor_passivate(keel_node *n, keel_actor *a);
 /* Finishes a stop that waited for something (loop thread). */
 void keel__node_stop_check(keel_node *n);
+/* Whether small batches may be committed on the loop thread (default 1).
+ * Before keel_node_run. */
+void keel__node_set_inline_commits(keel_node *n, int on);
 /* Restarts the run of queued turns, stopped while the node was fenced
  * (cluster mode). */
 void keel__run_resume(keel_node *n);

@@ -973,6 +973,10 @@ START_TEST(first_of_two_batches_fails)
     struct acall c1, c2, c3;
 
     gates_install(n, &g);
+    /* Two batches with the writer at once: only the writer thread's
+     * pipeline makes that (a lone small batch is committed on the loop
+     * thread, which the held commit would stop). */
+    keel__node_set_inline_commits(n, 0);
     run(n);
     acall_start(n, &c1, "a", "incr");
     sem_wait(&g.entered); /* batch 1 is with the writer, held */
@@ -993,6 +997,100 @@ START_TEST(first_of_two_batches_fails)
     run(n);
     expect(n, "counter", "a", "get", "1");
     expect(n, "counter", "b", "get", "1");
+    finish(n);
+}
+END_TEST
+
+/* Which thread ran each commit (store hook). */
+static pthread_t commit_threads[64];
+static int ncommit_threads;
+
+static int record_commit_thread(void *data)
+{
+    (void)data;
+    if (ncommit_threads < 64)
+        commit_threads[ncommit_threads++] = pthread_self();
+    return 0;
+}
+
+static pthread_t loop_thread;
+static sem_t loop_seen;
+
+static void note_loop_thread(keel_node *n, void *data)
+{
+    (void)n;
+    (void)data;
+    loop_thread = pthread_self();
+    sem_post(&loop_seen);
+}
+
+static void acall_post_many(keel_node *n, void *data)
+{
+    struct acall *c = data;
+
+    for (int i = 0; i < 40; i++)
+        acall_post(n, &c[i]);
+}
+
+/* A lone small batch that finds the writer idle is committed on the loop
+ * thread; a batch of many actors goes to the writer thread. Both are
+ * durable before their replies. */
+START_TEST(small_batches_commit_on_the_loop)
+{
+    keel_node *n = start_node(NULL);
+    keel_store_hooks h = {record_commit_thread, NULL, NULL};
+    struct acall c[40];
+    char ids[40][8];
+    int i, on_loop = 0, elsewhere = 0;
+
+    keel_store_set_hooks(n->store, &h);
+    sem_init(&loop_seen, 0, 0);
+    run(n);
+    ck_assert_int_eq(keel_node_post(n, note_loop_thread, NULL), 0);
+    sem_wait(&loop_seen);
+    expect(n, "counter", "one", "incr", "1");
+    ck_assert_int_eq(ncommit_threads, 1);
+    ck_assert(pthread_equal(commit_threads[0], loop_thread));
+    /* 40 actors called from one post, so their turns share one run and
+     * one batch: over the inline bound of 16 groups. */
+    for (i = 0; i < 40; i++) {
+        snprintf(ids[i], sizeof ids[i], "m%d", i);
+        memset(&c[i], 0, sizeof c[i]);
+        sem_init(&c[i].done, 0, 0);
+        c[i].n = n;
+        c[i].id = ids[i];
+        c[i].msg = "incr";
+    }
+    ck_assert_int_eq(keel_node_post(n, acall_post_many, c), 0);
+    for (i = 0; i < 40; i++)
+        acall_expect(&c[i], 0, "1");
+    for (i = 1; i < ncommit_threads; i++) {
+        if (pthread_equal(commit_threads[i], loop_thread))
+            on_loop++;
+        else
+            elsewhere++;
+    }
+    ck_assert_msg(elsewhere >= 1, "%d commits, all on the loop thread",
+                  ncommit_threads - 1);
+    finish(n);
+}
+END_TEST
+
+/* A commit that fails on the loop thread fails its callers and resets the
+ * actor, as one failing on the writer thread does. */
+START_TEST(inline_commit_fails)
+{
+    keel_node *n = start_node(NULL);
+    struct gates g = {.fail_commit = 2, .fail_rc = KEEL_ENOSPC};
+    char buf[64];
+
+    gates_install(n, &g);
+    run(n);
+    expect(n, "counter", "a", "incr", "1");
+    ck_assert_int_eq(callx(n, "counter", "a", "incr", buf, sizeof buf),
+                     KEEL_ENOSPC);
+    expect(n, "counter", "a", "get", "1");
+    expect(n, "counter", "a", "incr", "2");
     finish(n);
 }
 END_TEST
@@ -1073,6 +1171,8 @@ static Suite *suite(void)
     tcase_add_test(tc, bad_requests);
     tcase_add_test(tc, register_type_rules);
     tcase_add_test(tc, fenced_by_store);
+    tcase_add_test(tc, small_batches_commit_on_the_loop);
+    tcase_add_test(tc, inline_commit_fails);
     tcase_add_test(tc, shard_count_is_fixed);
     tcase_add_test(tc, bad_data_dir);
     tcase_add_test(tc, map_grows_under_load);
