@@ -142,6 +142,7 @@ struct keel_store {
     uint64_t ckpt_ms;  /* monotonic time of the last checkpoint */
     uint64_t ckpt_pgno; /* the file's last page then */
     int replaying;     /* committing the log's records again on open */
+    int wb_fd;         /* data.mdb again, for keel_store_writeback */
     /* Commits go through the log and checkpoints: durability fsync, and
      * any store while it opens. With durability none the store runs LMDB
      * as it is, with MDB_NOSYNC and nothing else (see "Durability"). */
@@ -538,6 +539,8 @@ static void store_free(keel_store *s, int locks)
     free(s->fc.slots);
     keel_wal_close(&s->wal);
     keel_ckpt_close(&s->ckpt);
+    if (s->wb_fd >= 0)
+        close(s->wb_fd);
     if (s->lock_fd >= 0)
         close(s->lock_fd);
     if (locks) {
@@ -596,6 +599,7 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
         return KEEL_ENOMEM;
     }
     s->lock_fd = -1;
+    s->wb_fd = -1;
     s->wal.fd = -1;
     s->ckpt.fd = -1;
     s->durability = opts->durability;
@@ -700,6 +704,21 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
     }
     s->map_size = info.me_mapsize;
     s->psize = st.ms_psize;
+    {
+        char *dpath;
+
+        if (asprintf(&dpath, "%s/data.mdb", s->path) < 0)
+            goto err_nomem;
+        s->wb_fd = open(dpath, O_RDONLY | O_CLOEXEC);
+        err = errno;
+        free(dpath);
+        if (s->wb_fd < 0) {
+            seterr(errbuf, errlen, "%s/data.mdb: %s", s->path,
+                   strerror(err));
+            rc = KEEL_EIO;
+            goto err;
+        }
+    }
     if (s->ckpt.have && s->ckpt.psize != s->psize) {
         seterr(errbuf, errlen,
                "%s: checkpoint page size %u, data file page size %u",
@@ -1479,14 +1498,17 @@ static void store_after_commit(keel_store *s)
  * commit while it flushes the file, finds little left to write. */
 void keel_store_writeback(keel_store *s)
 {
-    int fd;
-
     /* (Sending only once many pages have piled up was tried: the waits
-     * it saves per round come back as stalls of a millisecond or more.) */
-    if (s->logged && mdb_env_get_fd(s->env, &fd) == 0) {
-        sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE);
-        sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-    }
+     * it saves per round come back as stalls of a millisecond or more.)
+     * A write-back error is reported once per open file: wb_fd is a
+     * descriptor of its own, so the checkpoint's flush through LMDB's
+     * still sees it, and the store stops here as well. */
+    if (!s->logged || s->wb_fd < 0 ||
+        __atomic_load_n(&s->broken, __ATOMIC_RELAXED))
+        return;
+    if (sync_file_range(s->wb_fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE) < 0 ||
+        sync_file_range(s->wb_fd, 0, 0, SYNC_FILE_RANGE_WRITE) < 0)
+        store_fail(s, "writing back the data file", errno);
 }
 
 /* Not with a read open on the calling thread: growth would wait for it. */

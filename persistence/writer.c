@@ -164,7 +164,7 @@ static void settle(keel_writer *w)
     }
     w->pending = w->pending_tail = NULL;
     w->npending = 0;
-    if (synced)
+    if (synced && sync_rc == 0)
         keel_store_writeback(w->store);
 }
 
