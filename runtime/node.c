@@ -1591,12 +1591,14 @@ static void flush_open(keel_node *n)
             }
         }
     }
-    /* A small batch that finds nothing of ours with the writer is
-     * committed right here: the two thread hand-offs it saves cost more
-     * than its commit (and, with fsync, the loop would wait for that flush
-     * anyway before answering these callers). Big batches go to the
-     * writer thread, so that turns go on beside their commit. */
-    if (rc == 0 && n->inline_commits && n->wb_first == n->wb_next &&
+    /* A small batch that finds nothing of ours with the writer, flushed
+     * when no other turn is waiting to run, is committed right here: the
+     * two thread hand-offs it saves cost more than its commit, and the
+     * loop has nothing else to do but wait for it. Big batches, and any
+     * batch flushed while turns are queued, go to the writer thread, so
+     * that turns go on beside their commit. */
+    if (rc == 0 && n->inline_commits && n->runq_head == NULL &&
+        n->wb_first == n->wb_next &&
         keel_batch_group_count(b) <= (fsync ? INLINE_GROUPS_FSYNC
                                             : INLINE_GROUPS_NONE) &&
         keel_batch_bytes(b) <= (fsync ? INLINE_BYTES_FSYNC
