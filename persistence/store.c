@@ -59,15 +59,9 @@
 /* Checkpoint bounds (see "Checkpoints"): log bytes, pages the data file
  * has grown by (nothing freed since the checkpoint is reused before the
  * next one), and time. */
-#ifndef CKPT_LOG_BYTES
 #define CKPT_LOG_BYTES (16ull << 20)
-#endif
-#ifndef CKPT_PAGES
 #define CKPT_PAGES 4096u
-#endif
-#ifndef CKPT_INTERVAL_MS
 #define CKPT_INTERVAL_MS 1000u
-#endif
 
 struct keel_store_read {
     keel_store *store;
