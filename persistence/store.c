@@ -31,6 +31,21 @@
  * checkpointed state, and the log's records after it are committed again,
  * in order. A checkpoint is made when the log or the file has grown past
  * a bound, after an interval, before the map grows, and on close.
+ *
+ * Writes through the map. With durability none there is no log, and an
+ * ordinary LMDB commit costs a pwrite() per page and one for the meta
+ * page: most of a small commit's time. With MDB_WRITEMAP LMDB writes its
+ * pages into the shared map instead, which is the page cache itself, so a
+ * commit makes no system call and a crash of the process loses nothing,
+ * exactly as before. The catch: LMDB extends the file to the map's size
+ * without allocating it, and a page written through the map where the
+ * disk has no block for it kills the process with SIGBUS. So the store
+ * allocates every block of the map first (fallocate), at open and before
+ * each growth, and a full disk is an ordinary error at that point. Where
+ * the blocks cannot be reserved (a file system without fallocate, no
+ * space at open), the store writes through the file as before. The
+ * durability fsync mode never writes through the map: its checkpoints
+ * rely on pages reaching the file only through LMDB's own writes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -41,6 +56,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -137,6 +153,9 @@ struct keel_store {
     uint64_t ckpt_pgno; /* the file's last page then */
     int replaying;     /* committing the log's records again on open */
     int wb_fd;         /* data.mdb again, for keel_store_writeback */
+    /* LMDB writes through its map (MDB_WRITEMAP); durability none only,
+     * see "Writes through the map". */
+    int writemap;
     /* Commits go through the log and checkpoints: durability fsync, and
      * any store while it opens. With durability none the store runs LMDB
      * as it is, with MDB_NOSYNC and nothing else (see "Durability"). */
@@ -546,14 +565,119 @@ static void store_free(keel_store *s, int locks)
     free(s);
 }
 
+/* Makes sure every block of data.mdb up to size exists, for writes
+ * through the map (see "Writes through the map"). KEEP_SIZE: a fresh file
+ * must stay empty for LMDB to take it as new; LMDB extends the file to
+ * the map's size itself, over the blocks allocated here. Returns 0 or an
+ * errno. */
+static int store_reserve(int fd, uint64_t size)
+{
+    struct rlimit rl;
+
+    /* LMDB's own ftruncate() would fail past the limit, and when growing
+     * only after it has unmapped the file. */
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        size > (uint64_t)rl.rlim_cur)
+        return EFBIG;
+    if (size > (uint64_t)INT64_MAX)
+        return EFBIG;
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size) < 0)
+        return errno;
+    return 0;
+}
+
+/* Opens LMDB's environment on s->path with a map of at least map_size
+ * bytes and its databases, and reads its page and map sizes. With
+ * s->writemap set it first reserves the file's blocks, and if that cannot
+ * be done, opens it for ordinary writes instead (s->writemap cleared). */
+static int store_env_open(keel_store *s, uint64_t map_size,
+                          uint32_t shard_count, char *errbuf, size_t errlen)
+{
+    unsigned int flags = MDB_NOTLS;
+    MDB_envinfo info;
+    MDB_stat st;
+    int rc;
+
+    if (s->writemap) {
+        char *dpath;
+        struct stat dst;
+        int fd, err = 0;
+
+        if (asprintf(&dpath, "%s/data.mdb", s->path) < 0) {
+            seterr(errbuf, errlen, "%s: out of memory", s->path);
+            return KEEL_ENOMEM;
+        }
+        fd = open(dpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0 || fstat(fd, &dst) < 0)
+            err = errno;
+        /* A file larger than the map (an earlier run grew it) is mapped
+         * whole: LMDB would otherwise cut it down to the map's size. */
+        if (err == 0 && (uint64_t)dst.st_size > map_size)
+            map_size = (uint64_t)dst.st_size;
+        if (err == 0)
+            err = store_reserve(fd, map_size);
+        if (fd >= 0)
+            close(fd);
+        if (err != 0) {
+            keel_warn("store %s: cannot reserve %llu bytes for %s (%s); "
+                      "writing through the file instead",
+                      s->path, (unsigned long long)map_size, dpath,
+                      strerror(err));
+            s->writemap = 0;
+        }
+        free(dpath);
+    }
+    if (s->writemap)
+        flags |= MDB_WRITEMAP;
+
+    rc = mdb_env_create(&s->env);
+    if (rc != 0) {
+        s->env = NULL;
+        seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
+        return store_err(rc);
+    }
+    if ((rc = mdb_env_set_maxdbs(s->env, 3)) != 0 ||
+        (rc = mdb_env_set_mapsize(s->env, (size_t)map_size)) != 0) {
+        seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
+        return store_err(rc);
+    }
+    /* NOTLS: read transactions are tied to their handle, not the thread,
+     * so one can be reset and renewed, and writes run on another thread.
+     * LMDB syncs its own commits until the metadata is in place (a fresh
+     * or upgraded store has no checkpoint to fall back on yet); then
+     * MDB_NOSYNC: the log makes commits durable (see "Durability"). */
+    rc = mdb_env_open(s->env, s->path, flags, 0600);
+    if (rc != 0) {
+        seterr(errbuf, errlen, "%s: cannot open store: %s", s->path,
+               mdb_strerror(rc));
+        return store_err(rc);
+    }
+    rc = store_init_dbs(s, shard_count, errbuf, errlen);
+    if (rc < 0)
+        return rc;
+    rc = mdb_env_set_flags(s->env, MDB_NOSYNC, 1);
+    /* An existing file may hold more than map_size: LMDB then maps it
+     * whole. */
+    if (rc == 0)
+        rc = mdb_env_info(s->env, &info);
+    if (rc == 0)
+        rc = mdb_env_stat(s->env, &st);
+    if (rc != 0) {
+        seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
+        return store_err(rc);
+    }
+    s->map_size = info.me_mapsize;
+    s->psize = st.ms_psize;
+    s->ckpt_pgno = info.me_last_pgno;
+    return 0;
+}
+
 int keel_store_open(const keel_store_options *opts, keel_store **out,
                     char *errbuf, size_t errlen)
 {
     uint64_t map_size, last = 0;
     keel_batch *scratch;
     keel_store *s;
-    MDB_envinfo info;
-    MDB_stat st;
     struct stat wst;
     int rc, err, locks = 0;
 
@@ -652,52 +776,13 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
             goto err;
     }
 
-    rc = mdb_env_create(&s->env);
-    if (rc != 0) {
-        s->env = NULL;
-        seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
-        rc = store_err(rc);
-        goto err;
-    }
-    if ((rc = mdb_env_set_maxdbs(s->env, 3)) != 0 ||
-        (rc = mdb_env_set_mapsize(s->env, (size_t)map_size)) != 0) {
-        seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
-        rc = store_err(rc);
-        goto err;
-    }
-    /* NOTLS: read transactions are tied to their handle, not the thread,
-     * so one can be reset and renewed, and writes run on another thread.
-     * LMDB syncs its own commits until the metadata is in place (a fresh
-     * or upgraded store has no checkpoint to fall back on yet); then
-     * MDB_NOSYNC: the log makes commits durable (see "Durability"). */
-    rc = mdb_env_open(s->env, s->path, MDB_NOTLS, 0600);
-    if (rc != 0) {
-        seterr(errbuf, errlen, "%s: cannot open store: %s", s->path,
-               mdb_strerror(rc));
-        rc = store_err(rc);
-        goto err;
-    }
-    rc = store_init_dbs(s, opts->shard_count, errbuf, errlen);
+    /* With durability none and no log to replay, LMDB can write through
+     * its map straight away (see "Writes through the map"). */
+    s->writemap = s->durability == KEEL_DURABILITY_NONE && !s->ckpt.have &&
+                  wst.st_size == 0;
+    rc = store_env_open(s, map_size, opts->shard_count, errbuf, errlen);
     if (rc < 0)
         goto err;
-    rc = mdb_env_set_flags(s->env, MDB_NOSYNC, 1);
-    if (rc != 0) {
-        seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
-        rc = store_err(rc);
-        goto err;
-    }
-    /* An existing file may hold more than map_size: LMDB then maps it
-     * whole. */
-    rc = mdb_env_info(s->env, &info);
-    if (rc == 0)
-        rc = mdb_env_stat(s->env, &st);
-    if (rc != 0) {
-        seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
-        rc = store_err(rc);
-        goto err;
-    }
-    s->map_size = info.me_mapsize;
-    s->psize = st.ms_psize;
     {
         char *dpath;
 
@@ -746,7 +831,6 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
     s->logged = 1;
     s->lsn = s->ckpt.have ? s->ckpt.lsn : 0;
     s->wal.gen = s->ckpt.have ? s->ckpt.wal_gen : 0;
-    s->ckpt_pgno = info.me_last_pgno;
     scratch = keel_batch_create();
     if (scratch == NULL)
         goto err_nomem;
@@ -789,6 +873,17 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
         mdb_txn_abort(s->pin);
         s->pin = NULL;
         s->logged = 0;
+        if (!s->writemap) {
+            /* The log is gone: open LMDB again to write through its
+             * map. Nothing reads yet; the read pool is empty. */
+            mdb_env_close(s->env);
+            s->env = NULL;
+            s->writemap = 1;
+            rc = store_env_open(s, s->map_size, opts->shard_count, errbuf,
+                                errlen);
+            if (rc < 0)
+                goto err;
+        }
     } else {
         /* Always a new generation: records past the end of the replayed
          * run (never flushed, or cut short) must never be taken for the
@@ -1318,6 +1413,23 @@ static int store_grow(keel_store *s)
         mdb_txn_abort(s->pin);
         s->pin = NULL;
     }
+    if (s->writemap) {
+        /* LMDB extends the file when it maps it again, after unmapping
+         * it: the blocks must be there before (see "Writes through the
+         * map"). */
+        int fd, err;
+
+        err = mdb_env_get_fd(s->env, &fd) != 0 ? EBADF
+                                                 : store_reserve(fd, next);
+        if (err != 0) {
+            keel_warn("store %s: cannot reserve %llu bytes to grow the "
+                      "map: %s",
+                      s->path, (unsigned long long)next, strerror(err));
+            return err == ENOSPC || err == EFBIG || err == EDQUOT
+                       ? KEEL_ENOSPC
+                       : KEEL_EIO;
+        }
+    }
     pthread_rwlock_wrlock(&s->map_lock);
     rc = mdb_env_set_mapsize(s->env, (size_t)next);
     if (rc == 0)
@@ -1552,9 +1664,14 @@ int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn)
         rc = store_grow(s);
         if (rc < 0) {
             if (rc == KEEL_ENOSPC)
-                keel_warn("store %s: commit failed: map full at its "
-                          "maximum of %llu bytes",
-                          s->path, (unsigned long long)s->map_size);
+                keel_warn("store %s: commit failed: map full at %s%llu "
+                          "bytes",
+                          s->path,
+                          s->max_map_size != 0 &&
+                                  s->map_size >= s->max_map_size
+                              ? "its maximum of "
+                              : "",
+                          (unsigned long long)s->map_size);
             break;
         }
     }

@@ -1422,6 +1422,7 @@ static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
      * mode reads no clock here. */
     if (n->cluster != NULL && !keel__cluster_rt_serving(n))
         fenced = 1;
+again:
     while (!fenced && n->runq_head != NULL && budget > 0) {
         keel_actor *a = n->runq_head;
         int k;
@@ -1464,11 +1465,20 @@ static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
                 fenced = 1;
         }
     }
-    if (fenced)
+    if (fenced) {
         run_fenced(n);
-    else if (n->runq_head == NULL)
+    } else if (n->runq_head == NULL) {
         ev_idle_stop(n->loop, &n->run_watcher);
-    flush_open(n);
+        flush_open(n);
+        /* A commit made right here released its replies, and callers on
+         * this thread may have sent more from their callbacks: their
+         * turns run now, within the budget, rather than one loop
+         * iteration (and one poll for I/O) later. */
+        if (n->runq_head != NULL && budget > 0)
+            goto again;
+    } else {
+        flush_open(n);
+    }
     if (n->opts.max_resident > 0 && n->resident > n->opts.max_resident)
         evict_lru(n, n->opts.max_resident, 0);
     maybe_finish_stop(n);
@@ -1602,10 +1612,13 @@ static void flush_open(keel_node *n)
         keel_batch_group_count(b) <= (fsync ? INLINE_GROUPS_FSYNC
                                             : INLINE_GROUPS_NONE) &&
         keel_batch_bytes(b) <= (fsync ? INLINE_BYTES_FSYNC
-                                      : INLINE_BYTES_NONE) &&
-        keel_writer_try_inline(n->writer, b)) {
+                                      : INLINE_BYTES_NONE)) {
+        n->inlining = 1;
+        inlined = keel_writer_try_inline(n->writer, b);
+        n->inlining = 0;
+    }
+    if (inlined) {
         into = b;
-        inlined = 1;
     } else if (rc == 0) {
         rc = keel_writer_submit_merge(n->writer, b, &into);
         if (rc != 0 && rc != KEEL_ENOMEM)
@@ -1884,7 +1897,11 @@ static void writer_done_cb(keel_batch *b, int status, void *data)
     n->wb_status[n->wb_ndone % KEEL_WBATCH_MAX] = status;
     n->wb_ndone++;
     pthread_mutex_unlock(&n->done_mu);
-    ev_async_send(n->loop, &n->async);
+    /* A commit made on the loop thread (flush_open) is settled by its
+     * caller right after: a wakeup would only cost the loop an iteration
+     * in which no turn runs. */
+    if (!(keel__on_loop_thread(n) && n->inlining))
+        ev_async_send(n->loop, &n->async);
 }
 
 /* --------------------------------------------------------- loop wakeups */

@@ -202,6 +202,7 @@ struct keel_node {
      * thread (flush_open). On by default; tests of the writer's pipeline
      * turn it off. */
     int inline_commits;
+    int inlining; /* in keel_writer_try_inline, from flush_open */
 
     ev_async async;
     ev_idle run_watcher;

@@ -46,6 +46,27 @@ static keel_store *open_store(const char *path)
     return open_store_opts(path, 64, KEEL_DURABILITY_FSYNC, 0, 0);
 }
 
+static off_t file_size(const char *dir, const char *name)
+{
+    char path[512];
+    struct stat st;
+
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    ck_assert_int_eq(stat(path, &st), 0);
+    return st.st_size;
+}
+
+/* Bytes allocated to a file on the disk. */
+static off_t file_blocks(const char *dir, const char *name)
+{
+    char path[512];
+    struct stat st;
+
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    ck_assert_int_eq(stat(path, &st), 0);
+    return (off_t)st.st_blocks * 512;
+}
+
 static int mkkey(uint8_t *buf, uint16_t shard, const void *id, size_t idlen,
                  const char *entry)
 {
@@ -818,6 +839,8 @@ START_TEST(test_map_growth)
     ck_assert_uint_ge(st.map_size, 6u << 20);
     ck_assert_uint_eq(st.commits, 24);
     ck_assert_uint_eq(st.commit_failures, 0);
+    /* Durability none writes through the map: all of it is allocated. */
+    ck_assert_int_ge(file_blocks(dir, "data.mdb"), (off_t)st.map_size);
     for (int i = 0; i < 24; i++)
         check_batch(s, i, 64, 4000, 1);
     keel_store_close(s);
@@ -962,11 +985,14 @@ START_TEST(test_map_max)
 END_TEST
 
 /* Disk full, as the file size limit: commits fail with KEEL_ENOSPC and
- * none of the batches acknowledged before is lost. */
-START_TEST(test_disk_full)
+ * none of the batches acknowledged before is lost. With durability none
+ * and a small map, the full disk shows when the map's blocks are reserved
+ * before growing; with the limit already there at open, the store cannot
+ * reserve its map and writes through the file. */
+static void disk_full_case(int durability, uint64_t init, int limit_first)
 {
     char *dir = tu_tmpdir("store");
-    keel_store *s = open_store(dir);
+    keel_store *s = NULL;
     keel_batch *b = keel_batch_create();
     struct rlimit old, lim;
     keel_store_stats st;
@@ -974,11 +1000,15 @@ START_TEST(test_disk_full)
 
     ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
     if (old.rlim_max != RLIM_INFINITY && old.rlim_max < (4u << 20))
-        return;
+        goto out;
     signal(SIGXFSZ, SIG_IGN);
     lim.rlim_cur = 2u << 20;
     lim.rlim_max = old.rlim_max;
+    if (!limit_first)
+        s = open_store_opts(dir, 64, durability, init, 0);
     ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    if (limit_first)
+        s = open_store_opts(dir, 64, durability, init, 0);
     for (i = 0; i < 200; i++) {
         fill_batch(b, i, 25, 4000);
         rc = keel_store_commit(s, b);
@@ -994,10 +1024,12 @@ START_TEST(test_disk_full)
     keel_store_stats_get(s, &st);
     ck_assert_uint_eq(st.commits, (uint64_t)ok);
     ck_assert_uint_eq(st.commit_failures, 2);
+    for (i = 0; i < ok; i++)
+        check_batch(s, i, 25, 4000, 1);
     ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
     keel_store_close(s);
 
-    s = open_store(dir);
+    s = open_store_opts(dir, 64, durability, init, 0);
     for (i = 0; i < ok; i++)
         check_batch(s, i, 25, 4000, 1);
     check_batch(s, ok, 25, 4000, 0);
@@ -1006,11 +1038,23 @@ START_TEST(test_disk_full)
     fill_batch(b, ok, 25, 4000);
     ck_assert_int_eq(keel_store_commit(s, b), 0);
     check_batch(s, ok, 25, 4000, 1);
-
-    keel_batch_destroy(b);
     keel_store_close(s);
+out:
+    keel_batch_destroy(b);
     tu_rmrf(dir);
     free(dir);
+}
+
+START_TEST(test_disk_full)
+{
+    disk_full_case(KEEL_DURABILITY_FSYNC, 0, 0);
+}
+END_TEST
+
+START_TEST(test_disk_full_none)
+{
+    disk_full_case(KEEL_DURABILITY_NONE, 256 << 10, 0);
+    disk_full_case(KEEL_DURABILITY_NONE, 0, 1);
 }
 END_TEST
 
@@ -1736,28 +1780,18 @@ static void crash_key(uint8_t *k, int *n, int i)
     *n = mkkey(k, 1, id, strlen(id), NULL);
 }
 
-static off_t file_size(const char *dir, const char *name)
-{
-    char path[512];
-    struct stat st;
-
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    ck_assert_int_eq(stat(path, &st), 0);
-    return st.st_size;
-}
-
 /* Runs in a child: opens the store, commits CRASH_KEYS puts (c10 with an
  * entry too), a delete of c0, a prefix delete of c10 (its state and
  * entry) and a fence raise, each durable on return, then dies without
  * closing. */
-static void crash_child(const char *dir)
+static void crash_child_mode(const char *dir, int durability)
 {
     pid_t pid = fork();
     int status;
 
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        keel_store *s = open_store(dir);
+        keel_store *s = open_store_opts(dir, 64, durability, 0, 0);
         keel_batch *b = keel_batch_create();
         uint8_t k[KEEL_KEY_MAX];
         char v[32];
@@ -1794,6 +1828,11 @@ static void crash_child(const char *dir)
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
                   "child status %d", status);
+}
+
+static void crash_child(const char *dir)
+{
+    crash_child_mode(dir, KEEL_DURABILITY_FSYNC);
 }
 
 /* What every crash test expects after reopening. */
@@ -1833,6 +1872,31 @@ START_TEST(test_recover_process_crash)
     keel_store_close(s);
     /* Closed cleanly: a checkpoint holds everything; opening again
      * replays nothing and finds the same. */
+    s = open_store(dir);
+    crash_expect(s);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Durability none writes through LMDB's map: a process that dies without
+ * closing loses nothing either, since its pages are the page cache's. The
+ * blocks under the map were reserved, so a full disk cannot hit a page
+ * written through it. */
+START_TEST(test_recover_process_crash_none)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store_stats st;
+    keel_store *s;
+
+    crash_child_mode(dir, KEEL_DURABILITY_NONE);
+    ck_assert_int_eq(file_size(dir, "keel.wal"), 0);
+    s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE, 0, 0);
+    crash_expect(s);
+    keel_store_stats_get(s, &st);
+    ck_assert_int_ge(file_blocks(dir, "data.mdb"), (off_t)st.map_size);
+    keel_store_close(s);
     s = open_store(dir);
     crash_expect(s);
     keel_store_close(s);
@@ -2126,6 +2190,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_map_growth_with_readers);
     tcase_add_test(tc, test_map_max);
     tcase_add_test(tc, test_disk_full);
+    tcase_add_test(tc, test_disk_full_none);
     tcase_add_test(tc, test_durability_stats);
     tcase_add_test(tc, test_writer_order);
     tcase_add_test(tc, test_writer_stop_drains);
@@ -2136,6 +2201,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_writer_fence_refusal_refuses_dependents);
     tcase_add_test(tc, test_writer_merge);
     tcase_add_test(tc, test_recover_process_crash);
+    tcase_add_test(tc, test_recover_process_crash_none);
     tcase_add_test(tc, test_recover_then_durability_none);
     tcase_add_test(tc, test_recover_lost_pages);
     tcase_add_test(tc, test_recover_torn_log);
