@@ -44,8 +44,8 @@
  * each growth, and a full disk is an ordinary error at that point. Where
  * the blocks cannot be reserved (a file system without fallocate, no
  * space at open), the store writes through the file as before. The
- * durability fsync mode never writes through the map: its checkpoints
- * rely on pages reaching the file only through LMDB's own writes.
+ * durability fsync mode keeps ordinary writes: there a commit costs its
+ * flush, not its copies, and checkpoints were built on those writes.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -131,6 +131,8 @@ static void converge(int n)
         }
         clock_gettime(CLOCK_MONOTONIC, &t);
     } while (!ok && t.tv_sec - t0.tv_sec < 90);
+    if (!ok)
+        dump_logs();
     ck_assert_msg(ok, "the cluster did not converge in 90 s");
 }
 

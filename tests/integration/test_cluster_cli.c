@@ -119,6 +119,7 @@ static void await_settled(void)
             return;
         usleep(100 * 1000);
     }
+    tu_keeld_dump_logs(nodes, N);
     ck_abort_msg("the cluster did not settle");
 }
 
