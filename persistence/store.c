@@ -41,14 +41,16 @@
  * without allocating it, and a page written through the map where the
  * disk has no block for it kills the process with SIGBUS. So the store
  * allocates every block of the map first (fallocate), at open and before
- * each growth, and a full disk is an ordinary error at that point. Where
- * the blocks cannot be reserved (a file system without fallocate, no
- * space at open), the store writes through the file as before. The
+ * each growth, and a full disk is an ordinary error at that point; growth
+ * then tries smaller steps (store_grow). Where the blocks cannot be
+ * reserved at open (no fallocate, a copy-on-write file system, no
+ * space), the store writes through the file as before. The
  * durability fsync mode keeps ordinary writes: there a commit costs its
  * flush, not its copies, and checkpoints were built on those writes.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -58,6 +60,7 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -68,6 +71,9 @@
 #include "persistence/wal.h"
 
 #define STORE_DEFAULT_MAP_SIZE (64ull << 20)
+/* The smallest step the map grows by when the disk has no room for more
+ * (writes through the map only, see store_grow). */
+#define STORE_GROW_MIN (1ull << 20)
 /* Held with flock() for as long as the store is open: two nodes on one data
  * directory would both activate its actors. A file of its own, because
  * closing any descriptor of LMDB's files would drop LMDB's fcntl locks. */
@@ -154,8 +160,10 @@ struct keel_store {
     int replaying;     /* committing the log's records again on open */
     int wb_fd;         /* data.mdb again, for keel_store_writeback */
     /* LMDB writes through its map (MDB_WRITEMAP); durability none only,
-     * see "Writes through the map". */
+     * see "Writes through the map". writemap_off: the blocks could not be
+     * reserved at open, so this run writes through the file. */
     int writemap;
+    int writemap_off;
     /* Commits go through the log and checkpoints: durability fsync, and
      * any store while it opens. With durability none the store runs LMDB
      * as it is, with MDB_NOSYNC and nothing else (see "Durability"). */
@@ -565,35 +573,66 @@ static void store_free(keel_store *s, int locks)
     free(s);
 }
 
-/* Makes sure every block of data.mdb up to size exists, for writes
- * through the map (see "Writes through the map"). KEEP_SIZE: a fresh file
- * must stay empty for LMDB to take it as new; LMDB extends the file to
- * the map's size itself, over the blocks allocated here. Returns 0 or an
- * errno. */
-static int store_reserve(int fd, uint64_t size)
+/* Makes sure every block of data.mdb below to exists, for writes through
+ * the map (see "Writes through the map"); from is where the blocks in use
+ * end. KEEP_SIZE: a fresh file must stay empty for LMDB to take it as new;
+ * LMDB extends the file to the map's size itself, over the blocks
+ * allocated here. A file system that runs out of room part way keeps what
+ * it allocated: that is handed back (nothing past from is in use), or the
+ * space would be lost to every later attempt. Returns 0 or an errno. */
+static int store_reserve(int fd, uint64_t from, uint64_t to)
 {
     struct rlimit rl;
+    struct stat st;
+    int err;
 
     /* LMDB's own ftruncate() would fail past the limit, and when growing
      * only after it has unmapped the file. */
     if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        size > (uint64_t)rl.rlim_cur)
+        to > (uint64_t)rl.rlim_cur)
         return EFBIG;
-    if (size > (uint64_t)INT64_MAX)
+    if (to > (uint64_t)INT64_MAX)
         return EFBIG;
-    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size) < 0)
-        return errno;
-    return 0;
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)to) == 0)
+        return 0;
+    err = errno;
+    /* Inside the file, a hole; past its end (where ext4 punches nothing),
+     * a truncation to the size it has, which frees what lies beyond. */
+    if (to > from)
+        (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        (off_t)from, (off_t)(to - from));
+    if (fstat(fd, &st) == 0)
+        (void)ftruncate(fd, st.st_size);
+    return err;
+}
+
+/* Whether blocks allocated ahead stay the blocks a later write lands in.
+ * A copy-on-write file system (btrfs) allocates anew on every write, so a
+ * reservation there keeps nothing from failing later. */
+static int store_fs_overwrites(int fd)
+{
+    struct statfs sf;
+
+    return fstatfs(fd, &sf) != 0 || sf.f_type != BTRFS_SUPER_MAGIC;
+}
+
+static void store_writemap_off(keel_store *s, uint64_t size, const char *why)
+{
+    keel_warn("store %s: cannot reserve %llu bytes for data.mdb (%s); "
+              "writing through the file instead",
+              s->path, (unsigned long long)size, why);
+    s->writemap = 0;
+    s->writemap_off = 1;
 }
 
 /* Opens LMDB's environment on s->path with a map of at least map_size
  * bytes and its databases, and reads its page and map sizes. With
  * s->writemap set it first reserves the file's blocks, and if that cannot
- * be done, opens it for ordinary writes instead (s->writemap cleared). */
+ * be done, opens it for ordinary writes instead (s->writemap cleared,
+ * s->writemap_off set). */
 static int store_env_open(keel_store *s, uint64_t map_size,
                           uint32_t shard_count, char *errbuf, size_t errlen)
 {
-    unsigned int flags = MDB_NOTLS;
     MDB_envinfo info;
     MDB_stat st;
     int rc;
@@ -608,28 +647,28 @@ static int store_env_open(keel_store *s, uint64_t map_size,
             return KEEL_ENOMEM;
         }
         fd = open(dpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        free(dpath);
         if (fd < 0 || fstat(fd, &dst) < 0)
             err = errno;
         /* A file larger than the map (an earlier run grew it) is mapped
          * whole: LMDB would otherwise cut it down to the map's size. */
         if (err == 0 && (uint64_t)dst.st_size > map_size)
             map_size = (uint64_t)dst.st_size;
+        if (err == 0 && !store_fs_overwrites(fd))
+            err = EOPNOTSUPP;
         if (err == 0)
-            err = store_reserve(fd, map_size);
+            err = store_reserve(fd, (uint64_t)dst.st_size, map_size);
         if (fd >= 0)
             close(fd);
-        if (err != 0) {
-            keel_warn("store %s: cannot reserve %llu bytes for %s (%s); "
-                      "writing through the file instead",
-                      s->path, (unsigned long long)map_size, dpath,
-                      strerror(err));
-            s->writemap = 0;
-        }
-        free(dpath);
+        if (err != 0)
+            store_writemap_off(s, map_size,
+                               err == EOPNOTSUPP
+                                   ? "a copy-on-write file system, or no "
+                                     "fallocate"
+                                   : strerror(err));
     }
-    if (s->writemap)
-        flags |= MDB_WRITEMAP;
 
+again:
     rc = mdb_env_create(&s->env);
     if (rc != 0) {
         s->env = NULL;
@@ -646,11 +685,32 @@ static int store_env_open(keel_store *s, uint64_t map_size,
      * LMDB syncs its own commits until the metadata is in place (a fresh
      * or upgraded store has no checkpoint to fall back on yet); then
      * MDB_NOSYNC: the log makes commits durable (see "Durability"). */
-    rc = mdb_env_open(s->env, s->path, flags, 0600);
+    rc = mdb_env_open(s->env, s->path,
+                      MDB_NOTLS | (s->writemap ? MDB_WRITEMAP : 0), 0600);
     if (rc != 0) {
         seterr(errbuf, errlen, "%s: cannot open store: %s", s->path,
                mdb_strerror(rc));
         return store_err(rc);
+    }
+    if (s->writemap) {
+        /* LMDB maps at least the pages its meta page counts, and a file
+         * last written without the map can end before the last of them
+         * (pages freed in the transaction that took them were never
+         * written). Nothing has been written since the open. */
+        int fd, err = 0;
+
+        rc = mdb_env_info(s->env, &info);
+        if (rc == 0 && info.me_mapsize > map_size) {
+            err = mdb_env_get_fd(s->env, &fd) != 0
+                      ? EBADF
+                      : store_reserve(fd, map_size, info.me_mapsize);
+            if (err != 0) {
+                mdb_env_close(s->env);
+                s->env = NULL;
+                store_writemap_off(s, info.me_mapsize, strerror(err));
+                goto again;
+            }
+        }
     }
     rc = store_init_dbs(s, shard_count, errbuf, errlen);
     if (rc < 0)
@@ -873,7 +933,7 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
         mdb_txn_abort(s->pin);
         s->pin = NULL;
         s->logged = 0;
-        if (!s->writemap) {
+        if (!s->writemap && !s->writemap_off) {
             /* The log is gone: open LMDB again to write through its
              * map. Nothing reads yet; the read pool is empty. */
             mdb_env_close(s->env);
@@ -1416,19 +1476,32 @@ static int store_grow(keel_store *s)
     if (s->writemap) {
         /* LMDB extends the file when it maps it again, after unmapping
          * it: the blocks must be there before (see "Writes through the
-         * map"). */
+         * map"). Short of room for the doubled map, a smaller step may
+         * still fit: halved down to STORE_GROW_MIN, so that the disk
+         * fills up to about that much, as it does writing through the
+         * file. */
+        uint64_t step = next - cur;
         int fd, err;
 
-        err = mdb_env_get_fd(s->env, &fd) != 0 ? EBADF
-                                                 : store_reserve(fd, next);
+        if (mdb_env_get_fd(s->env, &fd) != 0)
+            return KEEL_EIO;
+        for (;;) {
+            err = store_reserve(fd, cur, cur + step);
+            if (err == 0 || (err != ENOSPC && err != EDQUOT && err != EFBIG) ||
+                step / 2 < STORE_GROW_MIN)
+                break;
+            step = (step / 2) & ~(uint64_t)(s->psize - 1);
+        }
         if (err != 0) {
             keel_warn("store %s: cannot reserve %llu bytes to grow the "
                       "map: %s",
-                      s->path, (unsigned long long)next, strerror(err));
+                      s->path, (unsigned long long)(cur + step),
+                      strerror(err));
             return err == ENOSPC || err == EFBIG || err == EDQUOT
                        ? KEEL_ENOSPC
                        : KEEL_EIO;
         }
+        next = cur + step;
     }
     pthread_rwlock_wrlock(&s->map_lock);
     rc = mdb_env_set_mapsize(s->env, (size_t)next);

@@ -1409,7 +1409,7 @@ static void unpark_settled(keel_node *n)
 static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
     keel_node *n = w->data;
-    int budget = RUN_BUDGET, since_poll = 0, fenced = 0;
+    int budget = RUN_BUDGET, since_poll = 0, fenced = 0, drained;
     int early = n->opts.durability == KEEL_DURABILITY_NONE;
 
     clock_refresh(n);
@@ -1465,19 +1465,24 @@ again:
                 fenced = 1;
         }
     }
-    if (fenced) {
+    drained = !fenced && n->runq_head == NULL;
+    if (fenced)
         run_fenced(n);
-    } else if (n->runq_head == NULL) {
+    else if (drained)
         ev_idle_stop(n->loop, &n->run_watcher);
-        flush_open(n);
-        /* A commit made right here released its replies, and callers on
-         * this thread may have sent more from their callbacks: their
-         * turns run now, within the budget, rather than one loop
-         * iteration (and one poll for I/O) later. */
-        if (n->runq_head != NULL && budget > 0)
-            goto again;
-    } else {
-        flush_open(n);
+    flush_open(n);
+    /* A commit made right here, after the last turn, released its
+     * replies, and callers on this thread may have sent more from their
+     * callbacks: with durability none their turns run now, within the
+     * budget, rather than one loop iteration (and one poll for I/O)
+     * later. Not with fsync: each pass would hold the loop for a flush,
+     * and the loop must see its I/O and timers between flushes. The clock
+     * and the lease are read again, as at the start of a run. */
+    if (drained && early && n->runq_head != NULL && budget > 0) {
+        clock_refresh(n);
+        if (n->cluster != NULL && !keel__cluster_rt_serving(n))
+            fenced = 1;
+        goto again;
     }
     if (n->opts.max_resident > 0 && n->resident > n->opts.max_resident)
         evict_lru(n, n->opts.max_resident, 0);

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1055,6 +1057,70 @@ START_TEST(test_disk_full_none)
 {
     disk_full_case(KEEL_DURABILITY_NONE, 256 << 10, 0);
     disk_full_case(KEEL_DURABILITY_NONE, 0, 1);
+}
+END_TEST
+
+/* A file system that really fills up (a small tmpfs, in a mount
+ * namespace of this test's own, so the mount goes with the process). With
+ * durability none the map's blocks are reserved before each growth; when
+ * the doubled map does not fit, smaller steps do, so the store fills most
+ * of the disk, as writing through the file does, and nothing it could not
+ * use stays allocated. Needs the right to mount (root); otherwise it says
+ * so and checks nothing. */
+#define SMALL_FS_MB 24
+
+START_TEST(test_disk_really_full_none)
+{
+    char *dir = tu_tmpdir("store");
+    char opt[32], spare[512];
+    keel_store *s;
+    keel_batch *b = keel_batch_create();
+    int ok = 0, rc = 0, i, fd;
+
+    snprintf(opt, sizeof opt, "size=%dm", SMALL_FS_MB);
+    if (unshare(CLONE_NEWNS) != 0 ||
+        mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("tmpfs", dir, "tmpfs", 0, opt) != 0) {
+        printf("test_disk_really_full_none: cannot mount a tmpfs (%s): "
+               "not run\n", strerror(errno));
+        keel_batch_destroy(b);
+        tu_rmrf(dir);
+        free(dir);
+        return;
+    }
+    s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE, 1 << 20, 0);
+    for (i = 0; i < 1000; i++) {
+        fill_batch(b, i, 25, 4000);
+        rc = keel_store_commit(s, b);
+        if (rc != 0)
+            break;
+        ok++;
+    }
+    ck_assert_msg(rc == KEEL_ENOSPC, "commit %d: %s", i, keel_err_name(rc));
+    /* Doubling alone stops at a 16 MiB map (32 does not fit): 15 MiB of
+     * values at most. */
+    ck_assert_msg(ok * 25 * 4000 > 17 << 20,
+                  "only %d batches (%d KiB) fit a %d MiB file system", ok,
+                  ok * 25 * 4000 / 1024, SMALL_FS_MB);
+    for (i = 0; i < ok; i++)
+        check_batch(s, i, 25, 4000, 1);
+    /* What the failed reservations took is free again: a small file
+     * fits beside the store. */
+    snprintf(spare, sizeof spare, "%s/spare", dir);
+    fd = open(spare, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, "x", 1), 1);
+    close(fd);
+    unlink(spare);
+    keel_store_close(s);
+    s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE, 1 << 20, 0);
+    for (i = 0; i < ok; i++)
+        check_batch(s, i, 25, 4000, 1);
+    keel_store_close(s);
+    keel_batch_destroy(b);
+    ck_assert_int_eq(umount(dir), 0);
+    tu_rmrf(dir);
+    free(dir);
 }
 END_TEST
 
@@ -2185,6 +2251,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_map_max);
     tcase_add_test(tc, test_disk_full);
     tcase_add_test(tc, test_disk_full_none);
+    tcase_add_test(tc, test_disk_really_full_none);
     tcase_add_test(tc, test_durability_stats);
     tcase_add_test(tc, test_writer_order);
     tcase_add_test(tc, test_writer_stop_drains);
