@@ -249,7 +249,19 @@ typedef struct keel_stats {
                             * their unit had no serving owner: EUNAVAIL */
     uint64_t checkpoints;  /* store checkpoints (data file flushed, log
                             * started again) */
-    uint64_t reserved[13];
+    /* Cluster mode (docs/cluster.md); 0 standalone. */
+    uint64_t units_acquired;   /* units this node began to serve */
+    uint64_t units_handed_off; /* units it handed to another node */
+    uint64_t units_dropped;    /* units it lost without a handoff (their
+                                * owner changed while it could not hand
+                                * them off), not counting expirations */
+    uint64_t handoff_bytes_in;  /* record bytes received in handoffs */
+    uint64_t handoff_bytes_out; /* record bytes sent in handoffs (a
+                                 * handoff that is retried sends again) */
+    uint64_t fenced;            /* times it stopped serving every unit
+                                 * (lease lapsed, no session) */
+    uint64_t session_expirations; /* ZooKeeper sessions that expired */
+    uint64_t reserved[6];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

@@ -656,16 +656,20 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
             break;
         }
         rc = keel_cluster_acquired(rt->c, j->cap, j->shard, j->epoch);
+        if (rc == 0)
+            STAT_ADD(n, units_acquired, 1);
         keel_debug("unit (%s, %u) acquired at epoch %llu: %s", j->cap,
                    j->shard, (unsigned long long)j->epoch, keel_strerror(rc));
         rt->sweep = 1;
         break;
     case JOB_XFER_IN:
-        if (status != 0)
+        if (status != 0) {
             req_finish(n, j->req, status, keel_strerror(status),
                        strlen(keel_strerror(status)));
-        else
+        } else {
+            STAT_ADD(n, handoff_bytes_in, j->recs_len);
             req_finish(n, j->req, 0, NULL, 0);
+        }
         j->req = NULL;
         break;
     case JOB_WIPE:
@@ -688,6 +692,7 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
         }
         *pp = r->next;
         rc = keel_cluster_released(rt->c, r->cap, r->shard, r->epoch);
+        STAT_ADD(n, units_handed_off, 1);
         keel_info("unit (%s, %u) handed to %s at epoch %llu%s", r->cap,
                   r->shard, r->to, (unsigned long long)r->epoch,
                   rc == 0 ? "" : " (the map moved on meanwhile)");
@@ -881,6 +886,7 @@ static int xfer_send(keel_cluster_rt *rt, rt_rel *r)
         body[15 + clen] = (uint8_t)last;
         if (end > off)
             memcpy(body + hdr, s.out + off, end - off);
+        STAT_ADD(rt->n, handoff_bytes_out, end - off);
         off = end;
         if (last)
             break;
@@ -1125,6 +1131,7 @@ static void on_drop(keel_cluster *c, const char *cap, uint32_t shard,
     keel_cluster_rt *rt = data;
 
     (void)c;
+    STAT_ADD(rt->n, units_dropped, 1);
     drop_rel(rt, cap, shard);
     rt->sweep = 1;
 }
@@ -1136,6 +1143,8 @@ static void on_fenced(keel_cluster *c, int fenced, void *data)
     (void)c;
     keel_warn("cluster: %s", fenced ? "fenced: not serving any unit"
                                      : "fence lifted: serving again");
+    if (fenced)
+        STAT_ADD(rt->n, fenced, 1);
     rt->sweep = 1;
     if (!fenced)
         keel__run_resume(rt->n); /* turns left queued when it came up */
@@ -1147,6 +1156,7 @@ static void on_expired(keel_cluster *c, void *data)
 
     (void)c;
     keel_warn("cluster: session expired: dropping every unit");
+    STAT_ADD(rt->n, session_expirations, 1);
     drop_rel(rt, NULL, 0);
     rt->sweep = 1;
 }
@@ -1316,7 +1326,8 @@ static void acquire_pending(keel_cluster_rt *rt)
             continue;
         }
         *pp = j->next;
-        keel_cluster_acquired(rt->c, j->cap, j->shard, j->epoch);
+        if (keel_cluster_acquired(rt->c, j->cap, j->shard, j->epoch) == 0)
+            STAT_ADD(rt->n, units_acquired, 1);
         job_free(j);
     }
 }

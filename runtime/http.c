@@ -112,6 +112,8 @@ struct http_req {
     keel_stats stats; /* /metrics */
     int cluster_mode; /* /metrics: cluster mode, and units it serves */
     size_t units_owned;
+    int serving;      /* cluster mode: not fenced */
+    int controller;   /* cluster mode: this node is the controller */
     uint32_t shard; /* GET state: */
     uint64_t version, entries;
     int have_blob;
@@ -564,6 +566,34 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            "(standalone: every shard).",
            r->cluster_mode ? "{mode=\"cluster\"}" : "{mode=\"standalone\"}",
            r->units_owned);
+    if (r->cluster_mode) {
+        metric(&b, "keel_cluster_serving", "gauge",
+               "1 while this node may serve its units, 0 while it is "
+               "fenced (lease lapsed, no session).",
+               "", (uint64_t)r->serving);
+        metric(&b, "keel_cluster_controller", "gauge",
+               "1 if this node is the cluster's controller.", "",
+               (uint64_t)r->controller);
+        metric(&b, "keel_units_acquired_total", "counter",
+               "Units this node began to serve.", "", st->units_acquired);
+        metric(&b, "keel_units_handed_off_total", "counter",
+               "Units this node handed to another node.", "",
+               st->units_handed_off);
+        metric(&b, "keel_units_dropped_total", "counter",
+               "Units this node lost without a handoff.", "",
+               st->units_dropped);
+        metric(&b, "keel_handoff_bytes_in_total", "counter",
+               "Record bytes received in handoffs.", "",
+               st->handoff_bytes_in);
+        metric(&b, "keel_handoff_bytes_out_total", "counter",
+               "Record bytes sent in handoffs.", "", st->handoff_bytes_out);
+        metric(&b, "keel_fenced_total", "counter",
+               "Times this node stopped serving every unit (fenced).", "",
+               st->fenced);
+        metric(&b, "keel_zk_session_expirations_total", "counter",
+               "ZooKeeper sessions of this node that expired.", "",
+               st->session_expirations);
+    }
     metric(&b, "keel_messages_total", "counter",
            "Messages handled (turns run).", "", st->messages);
     metric(&b, "keel_handler_errors_total", "counter",
@@ -827,9 +857,11 @@ static void job_fn(keel_node *n, void *data)
         keel_node_stats(n, &r->stats);
         r->cluster_mode = n->cluster != NULL;
         if (r->cluster_mode) {
+            keel_cluster *c = keel_coord_to_cluster(n->coord);
             size_t movable;
-            keel_cluster_held(keel_coord_to_cluster(n->coord),
-                              &r->units_owned, &movable);
+            keel_cluster_held(c, &r->units_owned, &movable);
+            r->serving = !keel_cluster_fenced(c);
+            r->controller = keel_cluster_is_controller(c);
         } else {
             r->units_owned = n->opts.shard_count;
         }

@@ -2369,7 +2369,10 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "batch_turns_avg %.1f\nbatch_actors_avg %.1f\nfence_refusals %llu\n"
         "map_size %llu\nconnections %llu\nframes_in %llu\nframes_bad %llu\n"
         "calls_completed %llu\nlatency_avg_us %.1f\nforwarded %llu\n"
-        "held_expired %llu\ncheckpoints %llu\n",
+        "held_expired %llu\ncheckpoints %llu\nunits_acquired %llu\n"
+        "units_handed_off %llu\nunits_dropped %llu\n"
+        "handoff_bytes_in %llu\nhandoff_bytes_out %llu\nfenced %llu\n"
+        "session_expirations %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -2393,7 +2396,14 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
             : 0.0,
         (unsigned long long)st->forwarded,
         (unsigned long long)st->held_expired,
-        (unsigned long long)st->checkpoints);
+        (unsigned long long)st->checkpoints,
+        (unsigned long long)st->units_acquired,
+        (unsigned long long)st->units_handed_off,
+        (unsigned long long)st->units_dropped,
+        (unsigned long long)st->handoff_bytes_in,
+        (unsigned long long)st->handoff_bytes_out,
+        (unsigned long long)st->fenced,
+        (unsigned long long)st->session_expirations);
     return w < 0 ? 0 : (size_t)w;
 }
 

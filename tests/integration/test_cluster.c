@@ -186,12 +186,22 @@ START_TEST(join_under_load_keeps_every_count)
         for (i = 0; i < 4; i++)
             ck_assert_int_eq(counter(i, name, "get"), acked[c]);
     }
-    /* The newcomer holds some units' records now. */
+    /* The newcomer holds some units' records now, and the statistics of
+     * both sides say so. */
     {
         char *log = tu_keeld_log(&nodes[3]);
+        long off = 0, out = 0;
         ck_assert_ptr_nonnull(log);
         ck_assert_ptr_nonnull(strstr(log, "received"));
         free(log);
+        ck_assert_int_gt(tu_keel_stat(nodes[3].addr, "units_acquired"), 0);
+        ck_assert_int_gt(tu_keel_stat(nodes[3].addr, "handoff_bytes_in"), 0);
+        for (i = 0; i < 3; i++) {
+            off += tu_keel_stat(nodes[i].addr, "units_handed_off");
+            out += tu_keel_stat(nodes[i].addr, "handoff_bytes_out");
+        }
+        ck_assert_int_gt(off, 0);
+        ck_assert_int_gt(out, 0);
     }
 }
 END_TEST

@@ -325,6 +325,14 @@ START_TEST(capabilities_and_http)
                  count_lines(out, "unit "));
         ck_assert_msg(strstr(body, want) != NULL, "want '%s' in\n%s", want,
                       body);
+        /* It serves, and began to serve at least the units it has. */
+        ck_assert_ptr_nonnull(strstr(body, "\nkeel_cluster_serving 1\n"));
+        p = strstr(body, "\nkeel_units_acquired_total ");
+        ck_assert_ptr_nonnull(p);
+        ck_assert_int_ge(strtol(p + strlen("\nkeel_units_acquired_total "),
+                                NULL, 10),
+                         (long)count_lines(out, "unit "));
+        ck_assert_ptr_nonnull(strstr(body, "\nkeel_fenced_total "));
         free(out);
         free(body);
     }
@@ -337,15 +345,9 @@ END_TEST
  * grows by one). */
 static long stat_value(int i, const char *name)
 {
-    char *out = cli(i, "stat", NULL, NULL, NULL), key[64];
-    const char *p;
-    long v;
+    long v = tu_keel_stat(nodes[i].addr, name);
 
-    snprintf(key, sizeof key, "\n%s ", name);
-    p = strstr(out, key);
-    ck_assert_msg(p != NULL, "no %s in stat output", name);
-    v = strtol(p + strlen(key), NULL, 10);
-    free(out);
+    ck_assert_msg(v >= 0, "no %s in n%d's stat output", name, i);
     return v;
 }
 

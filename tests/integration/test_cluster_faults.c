@@ -470,6 +470,10 @@ START_TEST(sigstop_past_session_timeout)
     CHECK(strstr(log, "stale local units purged") != NULL,
           "n2 did not purge its stale units");
     free(log);
+    CHECK(tu_keel_stat(nodes[2].addr, "fenced") >= 1,
+          "n2's statistics count no fencing");
+    CHECK(tu_keel_stat(nodes[2].addr, "session_expirations") >= 1,
+          "n2's statistics count no session expiry");
 
     /* Its units come back to it (the same members, the same placement)
      * through handoffs that stream the new records. */

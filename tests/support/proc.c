@@ -291,3 +291,17 @@ int tu_keel(const char *addr, char **out, char **err, ...)
     free(bin);
     return rc;
 }
+
+long tu_keel_stat(const char *addr, const char *name)
+{
+    char *out = NULL, key[64];
+    const char *p;
+    long v = -1;
+
+    snprintf(key, sizeof key, "\n%s ", name);
+    if (tu_keel(addr, &out, NULL, "stat", NULL) == 0 && out != NULL &&
+        (p = strstr(out, key)) != NULL)
+        v = strtol(p + strlen(key), NULL, 10);
+    free(out);
+    return v;
+}

@@ -41,6 +41,10 @@ int tu_run(const char *const *argv, char **out, char **err);
  * "counter", "c1", "incr", NULL). */
 int tu_keel(const char *addr, char **out, char **err, ...);
 
+/* One figure of `keel stat` from the node at addr, or -1 when the call
+ * fails or the output has no such line. */
+long tu_keel_stat(const char *addr, const char *name);
+
 /* Reads a whole file (malloc'd, NUL-terminated) or NULL. */
 char *tu_read_file(const char *path);
 
