@@ -402,7 +402,11 @@ static void state_read(keel_zk *zk, int rc, const void *data, size_t len,
         fail(ctl, rc);
         return;
     }
-    n->watched = 1;
+    /* Only a read that left a watch arms one. A read that left none may
+     * be answered after the armed watch fired (state_watch cleared
+     * `watched` and set `dirty`): the next read must leave one. */
+    if (n->arming)
+        n->watched = 1;
     if (len == 0) {
         /* created, not yet written by its node: holds nothing */
         keel_node_state_free(&n->state);
@@ -430,9 +434,10 @@ static int read_state(keel_controller *ctl, size_t i)
     int rc;
 
     n->dirty = 0;
+    n->arming = !n->watched;
     ctl->reading = i;
     keel_layout_path(ctl->layout, path, "nodes", n->name, "state");
-    rc = keel_zk_get(ctl->zk, path, n->watched ? NULL : state_watch, ctl,
+    rc = keel_zk_get(ctl->zk, path, n->arming ? state_watch : NULL, ctl,
                      state_read, ctl);
     if (rc == 0)
         ctl->busy = 1;
@@ -474,7 +479,8 @@ static void forgot_listed(keel_zk *zk, int rc, size_t count,
     } else if (rc != 0) {
         fail(ctl, rc);
         return;
-    } else {
+    } else if (ctl->forgot_arming) {
+        /* Only a listing that left a watch arms one (see state_read). */
         ctl->forgot_watched = 1;
     }
     if (count > 0 && (v = calloc(count, sizeof *v)) == NULL) {
@@ -500,9 +506,10 @@ static int read_forgotten(keel_controller *ctl)
     int rc;
 
     ctl->forgot_dirty = 0;
+    ctl->forgot_arming = !ctl->forgot_watched;
     keel_layout_path(ctl->layout, path, "forgotten", NULL, NULL);
     rc = keel_zk_children(ctl->zk, path,
-                          ctl->forgot_watched ? NULL : forgot_watch, ctl,
+                          ctl->forgot_arming ? forgot_watch : NULL, ctl,
                           forgot_listed, ctl);
     if (rc == 0)
         ctl->busy = 1;

@@ -61,6 +61,7 @@ typedef struct keel_ctl_node {
     int have_state;
     int dirty;   /* must be (re)read */
     int watched; /* a watch is armed */
+    int arming;  /* the read in flight leaves a watch */
 } keel_ctl_node;
 
 /* Handoff machines of one capability, per shard. */
@@ -102,7 +103,7 @@ struct keel_controller {
      * is given up, so their units move as soon as they are not members. */
     char (*forgotten)[KEEL_NAME_MAX + 1];
     size_t nforgotten;
-    int forgot_dirty, forgot_watched;
+    int forgot_dirty, forgot_watched, forgot_arming;
 
     uint64_t writes;   /* map writes acknowledged */
     uint64_t deadline; /* as last reported with KEEL_CONTROLLER_TIMER */

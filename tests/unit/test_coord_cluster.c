@@ -1082,6 +1082,120 @@ START_TEST(test_shuffled_delivery)
 }
 END_TEST
 
+/* ------------------------------------------- the controller's state watch */
+
+static void raw_session(keel_zk *zk, int event, void *arg)
+{
+    (void)zk;
+    (void)event;
+    (void)arg;
+}
+
+static void raw_created(keel_zk *zk, int rc, const char *path,
+                        const keel_zk_stat *st, void *arg)
+{
+    (void)zk;
+    (void)path;
+    (void)st;
+    *(int *)arg = rc;
+}
+
+/* Writes nodes/node-x/state: no units, map_epoch `epoch`. */
+static void x_state(uint64_t epoch)
+{
+    keel_node_state st;
+    uint8_t *buf;
+    size_t len;
+
+    keel_node_state_init(&st);
+    st.map_epoch = epoch;
+    ck_assert_int_eq(keel_node_state_encode(&st, &buf, &len), 0);
+    ck_assert_int_eq(
+        keel_zk_fake_set(F, "/keel/test/nodes/node-x/state", buf, len), 0);
+    free(buf);
+    keel_node_state_free(&st);
+}
+
+/* The controller reads a node's state again only when its watch fires,
+ * and leaves a new watch only when none is armed. A read that left no
+ * watch proves nothing about one: if the armed watch fired while that
+ * read was in flight, no watch is left once it is answered, and the next
+ * read must leave one. Here, node-x's state node appears between the
+ * controller's get (not found) and its exists, so two watches of the
+ * controller are armed on it; one change fires both, the second firing
+ * asks for a read that leaves no watch, and the next change fires the
+ * watch left by the read before while that read is in flight. Every
+ * later change of node-x's state must still reach the controller. */
+START_TEST(test_state_watch_rearmed)
+{
+    keel_controller *ctl;
+    keel_zk *raw;
+    char *member;
+    size_t len;
+    int id = -1, steps, created = 1;
+
+    mk(0, NULL);
+    settle();
+    ck_assert_int_eq(controllers(NULL), 1);
+    ctl = keel_cluster_controller(N[0].c);
+
+    /* node-x: a member whose state node does not exist yet. */
+    ck_assert_int_eq(keel_zk_fake_mkdirs(F, "/keel/test/nodes/node-x", NULL,
+                                         0),
+                     0);
+    ck_assert_int_eq(keel_zk_fake_client(F, &raw), 0);
+    ck_assert_int_eq(keel_zk_connect(raw, TIMEOUT, raw_session, NULL), 0);
+    settle();
+    ck_assert_int_eq(keel_member_format("127.0.0.1:7999", NULL, 0, &member,
+                                        &len),
+                     0);
+    ck_assert_int_eq(keel_zk_create(raw, "/keel/test/members/node-x",
+                                    member, len, KEEL_ZK_EPHEMERAL,
+                                    raw_created, &created),
+                     0);
+    free(member);
+
+    /* Until the controller's first read of node-x's state is in flight
+     * (answered: not found), then create the state node. */
+    for (steps = 0; steps < 100000; steps++) {
+        id = keel_controller_node_id(ctl, "node-x");
+        if (id >= 0 && ctl->busy && ctl->reading == (size_t)id)
+            break;
+        ck_assert_int_ne(keel_zk_fake_step(F), 0);
+    }
+    ck_assert_int_ge(id, 0);
+    ck_assert_int_eq(keel_zk_fake_mkdirs(F, "/keel/test/nodes/node-x/state",
+                                         NULL, 0),
+                     0);
+    settle();
+    ck_assert_int_eq(created, 0);
+    ck_assert_uint_eq(keel_zk_fake_pending(F), 0);
+
+    /* One change fires both watches; deliver the first only: the read it
+     * asks for (leaving a watch) is in flight. */
+    x_state(1);
+    ck_assert_int_ne(keel_zk_fake_step(F), 0);
+    ck_assert(ctl->busy && ctl->reading == (size_t)id);
+    /* The next change fires the watch that read left; the read the second
+     * firing asks for leaves none and is answered after this change's
+     * event. */
+    x_state(2);
+    settle();
+    ck_assert(ctl->nodes[id].have_state);
+    ck_assert_uint_eq(ctl->nodes[id].state.map_epoch, 2);
+
+    /* A watch is armed: the next change is seen. */
+    x_state(3);
+    settle();
+    ck_assert(ctl->nodes[id].have_state);
+    ck_assert_uint_eq(ctl->nodes[id].state.map_epoch, 3);
+    x_state(4);
+    settle();
+    ck_assert_uint_eq(ctl->nodes[id].state.map_epoch, 4);
+    keel_zk_destroy(raw);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("coord_cluster");
@@ -1109,6 +1223,7 @@ int main(void)
     tcase_add_test(tc, test_acquire_hook);
     tcase_add_test(tc, test_lost_write_answer);
     tcase_add_test(tc, test_shuffled_delivery);
+    tcase_add_test(tc, test_state_watch_rearmed);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
