@@ -512,12 +512,17 @@ static void start_release(keel_cluster *c, local_cap *lc, uint32_t shard,
         lu->release_wanted = 1;
         return;
     }
-    if (lu->phase == U_NONE) {
-        /* A new incarnation holding nothing: release at once. The epoch
+    if (lu->phase == U_NONE && c->hooks.release == NULL) {
+        /* Nothing is held here without hooks: release at once. The epoch
          * is the map's (set by the caller). */
         lu->phase = U_RELEASED;
         return;
     }
+    /* Not acquired in this incarnation, or not yet seen acquired (a map
+     * in between was never read), the store may still hold the unit:
+     * received by a handoff whose map was skipped, or written before a
+     * restart in the middle of this move. The release hook sends what
+     * there is, or finds the unit handed off already. */
     lu->phase = U_RELEASING;
     if (c->hooks.release != NULL) {
         c->hooks.release(c, lc->name, shard, lu->epoch, to, c->hooks.data);

@@ -924,11 +924,17 @@ static void xfer_out_cb(keel_node *n, int status, const uint8_t *body,
                     r->stage = REL_DRAIN;
                     r->not_before = now(rt) + RETRY_S;
                 } else {
+                    /* The purge raises the fence one past the epoch
+                     * of the release: this node's stragglers at that
+                     * epoch are refused, and after a restart the fence
+                     * says the unit was handed off already
+                     * (handed_off_before). The new owner's epoch is
+                     * that one, so records it streams here later pass. */
                     r->stage = REL_PURGING;
                     j->kind = JOB_PURGE;
                     snprintf(j->cap, sizeof j->cap, "%s", r->cap);
                     j->shard = r->shard;
-                    j->epoch = r->epoch;
+                    j->epoch = r->epoch + 1;
                     job_push(rt, j);
                 }
             }
@@ -937,15 +943,61 @@ static void xfer_out_cb(keel_node *n, int status, const uint8_t *body,
     free(ref);
 }
 
+static void rel_unlink(keel_cluster_rt *rt, rt_rel *r)
+{
+    rt_rel **pp;
+
+    for (pp = &rt->rels; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            return;
+        }
+}
+
+/* Whether this node handed the unit off at r->epoch already: its purge
+ * left the unit's fence at r->epoch + 1 (see JOB_PURGE). That happens
+ * when the node restarted after its purge and before the release reached
+ * the controller: the unit's records are with r->to, and streaming this
+ * node's (none) would replace them. Any other fence means the records
+ * here are the unit's: they are sent. */
+static int handed_off_before(keel_cluster_rt *rt, rt_rel *r)
+{
+    keel_store_read *rd;
+    uint64_t fence = 0;
+    int rc;
+
+    rc = keel_store_read_begin(rt->n->store, &rd);
+    if (rc != 0)
+        return 0;
+    rc = keel_store_fence_get(rd, r->cap, (uint16_t)r->shard, &fence);
+    keel_store_read_end(rd);
+    return rc == 0 && fence > r->epoch;
+}
+
 static void progress_rels(keel_cluster_rt *rt)
 {
     rt_rel *r;
 
-    for (r = rt->rels; r != NULL; r = r->next) {
+    for (r = rt->rels; r != NULL;) {
+        rt_rel *next = r->next;
         int rc;
         if (r->stage != REL_DRAIN || now(rt) < r->not_before ||
-            unit_resident(rt, r->cap, r->shard))
+            unit_resident(rt, r->cap, r->shard)) {
+            r = next;
             continue;
+        }
+        if (handed_off_before(rt, r)) {
+            rel_unlink(rt, r);
+            rc = keel_cluster_released(rt->c, r->cap, r->shard, r->epoch);
+            STAT_ADD(rt->n, units_handed_off, 1);
+            keel_info("unit (%s, %u) was handed to %s at epoch %llu before "
+                      "a restart%s",
+                      r->cap, r->shard, r->to, (unsigned long long)r->epoch,
+                      rc == 0 ? "" : " (the map moved on meanwhile)");
+            free(r);
+            r = next;
+            continue;
+        }
         r->stage = REL_SENDING;
         r->failed = r->redo = 0;
         rc = xfer_send(rt, r);
@@ -958,6 +1010,7 @@ static void progress_rels(keel_cluster_rt *rt)
                 r->not_before = now(rt) + RETRY_S;
             }
         }
+        r = next;
     }
 }
 

@@ -1196,6 +1196,57 @@ START_TEST(test_state_watch_rearmed)
 }
 END_TEST
 
+/* A unit streamed to node-b, then given a new target (node-c) before
+ * node-b read the map that made it the owner: node-b's store holds the
+ * unit's records, so node-b must release it through its release hook
+ * (which sends them on), not "at once" as if it held nothing. */
+START_TEST(test_chain_move_streams)
+{
+    keel_zk *zkb;
+    keel_shard_map m;
+    size_t i, chained = 0;
+    uint32_t s;
+    uint8_t via_b[SHARDS];
+
+    mk(0, NULL);
+    settle();
+    N[0].delay_release = 1;
+    mk(1, NULL);
+    settle();
+    ck_assert_uint_gt(N[0].npending, 0);
+    zkb = keel_cluster_zk(N[1].c);
+    keel_zk_fake_hold(zkb, 1); /* node-b sees no map for now */
+    memset(via_b, 0, sizeof via_b);
+    for (i = 0; i < N[0].npending; i++) {
+        /* node-a streamed these to node-b (its release hook ran) */
+        via_b[N[0].pending[i].shard] = 1;
+        ck_assert_int_eq(keel_cluster_released(N[0].c, N[0].pending[i].cap,
+                                               N[0].pending[i].shard,
+                                               N[0].pending[i].epoch), 0);
+    }
+    N[0].npending = 0;
+    N[0].delay_release = 0;
+    settle(); /* primary node-b written; node-b has not read it */
+    N[1].delay_release = 1;
+    mk(2, NULL);
+    settle(); /* node-c joins: some of node-b's units get target node-c */
+    keel_zk_fake_hold(zkb, 0);
+    settle();
+    m = zk_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = keel_map_unit_at(&m, 0, s);
+        if (via_b[s] && ((u->target != KEEL_MAP_NO_NODE &&
+                          strcmp(m.nodes[u->target], "node-c") == 0) ||
+                         strcmp(keel_map_primary(&m, 0, s), "node-c") == 0))
+            chained++;
+    }
+    keel_map_free(&m);
+    ck_assert_uint_gt(chained, 0);
+    /* Every one of them waits for node-b's release hook. */
+    ck_assert_uint_eq(N[1].npending, chained);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("coord_cluster");
@@ -1224,6 +1275,7 @@ int main(void)
     tcase_add_test(tc, test_lost_write_answer);
     tcase_add_test(tc, test_shuffled_delivery);
     tcase_add_test(tc, test_state_watch_rearmed);
+    tcase_add_test(tc, test_chain_move_streams);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
