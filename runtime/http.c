@@ -29,6 +29,7 @@
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -542,6 +543,29 @@ static void metric(struct sbuf *b, const char *name, const char *type,
               help, name, type, name, labels, v);
 }
 
+/* Counters of cluster mode, all keel_stats fields. */
+static const struct {
+    const char *name, *help;
+    size_t off;
+} cluster_counters[] = {
+    {"keel_units_acquired_total", "Units this node began to serve.",
+     offsetof(keel_stats, units_acquired)},
+    {"keel_units_handed_off_total", "Units this node handed to another node.",
+     offsetof(keel_stats, units_handed_off)},
+    {"keel_units_dropped_total", "Units this node lost without a handoff.",
+     offsetof(keel_stats, units_dropped)},
+    {"keel_handoff_bytes_in_total", "Record bytes received in handoffs.",
+     offsetof(keel_stats, handoff_bytes_in)},
+    {"keel_handoff_bytes_out_total", "Record bytes sent in handoffs.",
+     offsetof(keel_stats, handoff_bytes_out)},
+    {"keel_fenced_total",
+     "Times this node stopped serving every unit (fenced).",
+     offsetof(keel_stats, fenced)},
+    {"keel_zk_session_expirations_total",
+     "ZooKeeper sessions of this node that expired.",
+     offsetof(keel_stats, session_expirations)},
+};
+
 /* Prometheus text format, from the figures the loop thread copied (the
  * loop writes them without locks, so they are read there). Only what this
  * node really measures. */
@@ -574,25 +598,12 @@ static enum MHD_Result answer_metrics(struct http_req *r)
         metric(&b, "keel_cluster_controller", "gauge",
                "1 if this node is the cluster's controller.", "",
                (uint64_t)r->controller);
-        metric(&b, "keel_units_acquired_total", "counter",
-               "Units this node began to serve.", "", st->units_acquired);
-        metric(&b, "keel_units_handed_off_total", "counter",
-               "Units this node handed to another node.", "",
-               st->units_handed_off);
-        metric(&b, "keel_units_dropped_total", "counter",
-               "Units this node lost without a handoff.", "",
-               st->units_dropped);
-        metric(&b, "keel_handoff_bytes_in_total", "counter",
-               "Record bytes received in handoffs.", "",
-               st->handoff_bytes_in);
-        metric(&b, "keel_handoff_bytes_out_total", "counter",
-               "Record bytes sent in handoffs.", "", st->handoff_bytes_out);
-        metric(&b, "keel_fenced_total", "counter",
-               "Times this node stopped serving every unit (fenced).", "",
-               st->fenced);
-        metric(&b, "keel_zk_session_expirations_total", "counter",
-               "ZooKeeper sessions of this node that expired.", "",
-               st->session_expirations);
+        for (i = 0; i < sizeof cluster_counters / sizeof *cluster_counters;
+             i++)
+            metric(&b, cluster_counters[i].name, "counter",
+                   cluster_counters[i].help, "",
+                   *(const uint64_t *)((const char *)st +
+                                       cluster_counters[i].off));
     }
     metric(&b, "keel_messages_total", "counter",
            "Messages handled (turns run).", "", st->messages);

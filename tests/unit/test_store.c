@@ -986,6 +986,23 @@ START_TEST(test_map_max)
 }
 END_TEST
 
+/* Commits batches of 25 records of 4000 bytes (fill_batch) until one
+ * fails, which must be for lack of space within max batches; returns how
+ * many were committed. */
+static int fill_until_full(keel_store *s, keel_batch *b, int max)
+{
+    int i, rc = 0;
+
+    for (i = 0; i < max; i++) {
+        fill_batch(b, i, 25, 4000);
+        rc = keel_store_commit(s, b);
+        if (rc != 0)
+            break;
+    }
+    ck_assert_msg(rc == KEEL_ENOSPC, "commit %d: %s", i, keel_err_name(rc));
+    return i;
+}
+
 /* Disk full, as the file size limit: commits fail with KEEL_ENOSPC and
  * none of the batches acknowledged before is lost. With durability none
  * and a small map, the full disk shows when the map's blocks are reserved
@@ -998,7 +1015,7 @@ static void disk_full_case(int durability, uint64_t init, int limit_first)
     keel_batch *b = keel_batch_create();
     struct rlimit old, lim;
     keel_store_stats st;
-    int ok = 0, rc = 0, i;
+    int ok = 0, i;
 
     ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
     if (old.rlim_max != RLIM_INFINITY && old.rlim_max < (4u << 20))
@@ -1011,14 +1028,7 @@ static void disk_full_case(int durability, uint64_t init, int limit_first)
     ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
     if (limit_first)
         s = open_store_opts(dir, 64, durability, init, 0);
-    for (i = 0; i < 200; i++) {
-        fill_batch(b, i, 25, 4000);
-        rc = keel_store_commit(s, b);
-        if (rc != 0)
-            break;
-        ok++;
-    }
-    ck_assert_msg(rc == KEEL_ENOSPC, "commit %d: %s", i, keel_err_name(rc));
+    ok = fill_until_full(s, b, 200);
     ck_assert_int_gt(ok, 0);
     /* It stays full, and stays consistent. */
     fill_batch(b, ok + 1, 25, 4000);
@@ -1075,7 +1085,7 @@ START_TEST(test_disk_really_full_none)
     char opt[32], spare[512];
     keel_store *s;
     keel_batch *b = keel_batch_create();
-    int ok = 0, rc = 0, i, fd;
+    int ok = 0, i, fd;
 
     snprintf(opt, sizeof opt, "size=%dm", SMALL_FS_MB);
     if (unshare(CLONE_NEWNS) != 0 ||
@@ -1089,14 +1099,7 @@ START_TEST(test_disk_really_full_none)
         return;
     }
     s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE, 1 << 20, 0);
-    for (i = 0; i < 1000; i++) {
-        fill_batch(b, i, 25, 4000);
-        rc = keel_store_commit(s, b);
-        if (rc != 0)
-            break;
-        ok++;
-    }
-    ck_assert_msg(rc == KEEL_ENOSPC, "commit %d: %s", i, keel_err_name(rc));
+    ok = fill_until_full(s, b, 1000);
     /* Doubling alone stops at a 16 MiB map (32 does not fit): 15 MiB of
      * values at most. */
     ck_assert_msg(ok * 25 * 4000 > 17 << 20,
