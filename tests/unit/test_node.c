@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "gates.h"
 #include "keel.h"
 #include "persistence/store.h"
 #include "proc.h"
@@ -818,48 +819,6 @@ END_TEST
 
 /* ------------------------------------------ group commit and durability */
 
-/* Holds the store's writer thread at the n-th commit or n-th flushing
- * sync (store hooks), and can fail that commit. */
-struct gates {
-    sem_t entered;
-    sem_t release;
-    int commits, syncs;
-    int hold_commit, fail_commit, fail_rc;
-    int hold_sync;
-};
-
-static int gates_commit(void *data)
-{
-    struct gates *g = data;
-    int c = ++g->commits;
-
-    if (c == g->hold_commit) {
-        sem_post(&g->entered);
-        sem_wait(&g->release);
-    }
-    return c == g->fail_commit ? g->fail_rc : 0;
-}
-
-static void gates_sync(void *data)
-{
-    struct gates *g = data;
-
-    if (++g->syncs == g->hold_sync) {
-        sem_post(&g->entered);
-        sem_wait(&g->release);
-    }
-}
-
-/* Before keel_node_run: no commit has happened yet. */
-static void gates_install(keel_node *n, struct gates *g)
-{
-    keel_store_hooks h = {gates_commit, gates_sync, g};
-
-    sem_init(&g->entered, 0, 0);
-    sem_init(&g->release, 0, 0);
-    keel_store_set_hooks(n->store, &h);
-}
-
 /* A call made from the loop thread whose reply the test thread awaits. */
 struct acall {
     keel_node *n;
@@ -946,7 +905,7 @@ START_TEST(reply_held_until_sync)
     struct acall c;
     keel_store_stats ss;
 
-    gates_install(n, &g);
+    gates_install(n->store, &g);
     run(n);
     acall_start(n, &c, "held", "incr");
     sem_wait(&g.entered); /* committed, about to be synced */
@@ -972,7 +931,7 @@ START_TEST(first_of_two_batches_fails)
                       .fail_rc = KEEL_ENOSPC};
     struct acall c1, c2, c3;
 
-    gates_install(n, &g);
+    gates_install(n->store, &g);
     /* Two batches with the writer at once: only the writer thread's
      * pipeline makes that (a lone small batch is committed on the loop
      * thread, which the held commit would stop). */
@@ -1180,7 +1139,7 @@ START_TEST(inline_commit_fails)
     struct gates g = {.fail_commit = 2, .fail_rc = KEEL_ENOSPC};
     char buf[64];
 
-    gates_install(n, &g);
+    gates_install(n->store, &g);
     run(n);
     expect(n, "counter", "a", "incr", "1");
     ck_assert_int_eq(callx(n, "counter", "a", "incr", buf, sizeof buf),
@@ -1200,7 +1159,7 @@ START_TEST(stop_syncs_last_batch)
     struct acall c;
     keel_store_stats ss;
 
-    gates_install(n, &g);
+    gates_install(n->store, &g);
     run(n);
     acall_start(n, &c, "last", "incr");
     sem_wait(&g.entered);

@@ -5,18 +5,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "gates.h"
 #include "persistence/store.h"
 #include "testutil.h"
 
@@ -1427,49 +1428,6 @@ END_TEST
 
 
 /* ------------------------------------- writer: durability and failures */
-
-/* Hooks that hold the writer thread at chosen points: the n-th commit
- * (counting from the hooks' installation) or the n-th flushing sync. */
-struct gates {
-    sem_t entered;      /* posted when a gate is reached */
-    sem_t release;      /* the gate waits here */
-    int commits, syncs; /* calls so far (writer thread) */
-    int hold_commit;    /* 1-based call to hold at; 0: none */
-    int fail_commit;    /* 1-based call to fail ... */
-    int fail_rc;        /* ... with this */
-    int hold_sync;
-};
-
-static int gates_commit(void *data)
-{
-    struct gates *g = data;
-    int c = ++g->commits;
-
-    if (c == g->hold_commit) {
-        sem_post(&g->entered);
-        sem_wait(&g->release);
-    }
-    return c == g->fail_commit ? g->fail_rc : 0;
-}
-
-static void gates_sync(void *data)
-{
-    struct gates *g = data;
-
-    if (++g->syncs == g->hold_sync) {
-        sem_post(&g->entered);
-        sem_wait(&g->release);
-    }
-}
-
-static void gates_install(keel_store *s, struct gates *g)
-{
-    keel_store_hooks h = {gates_commit, gates_sync, g};
-
-    sem_init(&g->entered, 0, 0);
-    sem_init(&g->release, 0, 0);
-    keel_store_set_hooks(s, &h);
-}
 
 /* What the writer handed back, in order, with each batch's group statuses
  * as they were at hand-off. */
