@@ -1,0 +1,221 @@
+/* The cluster runtime's internals, shared by its files (loop thread only,
+ * except where noted):
+ *   cluster_rt.c   the coordinator's hooks, the lease check, graceful
+ *                  leave, the tick, lifecycle;
+ *   route.c        routing every message to its unit's owner, holding
+ *                  messages while their unit moves, the sweep that takes
+ *                  them back from actors whose unit left;
+ *   unit_stream.c  streaming a unit out to its new owner and receiving
+ *                  one (XFER frames);
+ *   unit_jobs.c    the module's own store writes (fences, received units,
+ *                  purges) through a writer thread of its own.
+ * Not part of any API: runtime/cluster_rt.h is the runtime's view. */
+#ifndef KEEL_RUNTIME_CLUSTER_RT_INT_H
+#define KEEL_RUNTIME_CLUSTER_RT_INT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coordinator/cluster.h"
+#include "coordinator/shardmap.h"
+#include "persistence/store.h"
+#include "runtime/cluster_rt.h"
+#include "runtime/peer.h"
+
+#define HOLD_MS_DEFAULT 5000
+#define MAX_HELD 65536
+#define MAX_HOPS 3
+#define TICK_S 0.02
+#define XFER_CHUNK (256u << 10)
+#define RETRY_S 0.5
+
+/* A message waiting for its unit, or forwarded and waiting for the
+ * owner's answer. */
+typedef struct rt_msg {
+    struct rt_msg *next;
+    struct keel_type_entry *te;
+    keel_req *req;
+    ev_tstamp deadline;
+    uint32_t shard;
+    uint8_t idlen;
+    uint8_t id[KEEL_MAX_ID_LEN];
+} rt_msg;
+
+enum { JOB_FENCE = 1, JOB_XFER_IN, JOB_PURGE, JOB_WIPE };
+
+typedef struct rt_job {
+    struct rt_job *next;
+    int kind;
+    char cap[256];
+    uint32_t shard;
+    uint64_t epoch;
+    keel_req *req;       /* JOB_XFER_IN: the last frame's reply */
+    uint8_t *recs;       /* JOB_XFER_IN: records, XFER encoding */
+    size_t recs_len;
+} rt_job;
+
+enum { REL_DRAIN = 1, REL_SENDING, REL_PURGING };
+
+typedef struct rt_rel {
+    struct rt_rel *next;
+    char cap[256];
+    uint32_t shard;
+    uint64_t epoch;
+    char to[KEEL_NAME_MAX + 1];
+    int stage;
+    int failed;   /* a frame of the current stream was refused */
+    int redo;     /* the target changed while streaming */
+    ev_tstamp not_before;
+} rt_rel;
+
+/* An incoming unit stream being collected. */
+typedef struct rt_xin {
+    struct rt_xin *next;
+    char cap[256];
+    uint32_t shard;
+    uint64_t epoch;
+    uint32_t next_seq;
+    uint8_t *recs;
+    size_t len, cap_bytes;
+} rt_xin;
+
+struct keel_cluster_rt {
+    keel_node *n;
+    keel_cluster *c;
+    keel_peers *peers;
+    char **caps;
+    size_t ncaps;
+    char address[300];
+
+    rt_msg *held, *held_tail;
+    size_t nheld;
+    rt_rel *rels;
+    /* Units whose fence is recorded but which still have actors resident
+     * from an earlier ownership: acquired once the sweep has them gone. */
+    rt_job *acq;
+    rt_xin *xins;
+    int sweep;
+
+    /* The module's own commits. */
+    keel_writer *writer;
+    keel_batch *batch;
+    rt_job *jobs, *jobs_tail; /* waiting for a batch */
+    rt_job *inflight;         /* in the batch with the writer */
+    int busy;
+    pthread_mutex_t mu;
+    int done;                 /* written by the writer thread under mu */
+    int done_status;
+    ev_async wake;
+    ev_timer tick;
+    /* The lease, checked first thing in every loop iteration (see
+     * lease_cb). */
+    ev_check lease;
+    int started;
+
+    /* Graceful leave: 0 none, 1 handing off, 2 done (the stop goes on). */
+    int leave;
+    ev_tstamp leave_deadline, leave_report;
+    ev_tstamp stop_since; /* when the stop first waited for quiet */
+};
+
+static inline ev_tstamp rt_now(keel_cluster_rt *rt)
+{
+    return ev_now(rt->n->loop);
+}
+
+static inline uint32_t rt_hold_ms(const keel_cluster_rt *rt)
+{
+    uint32_t v = rt->n->opts.hold_timeout_ms;
+    return v != 0 ? v : HOLD_MS_DEFAULT;
+}
+
+static inline void rt_put_be(uint8_t *p, uint64_t v, int bytes)
+{
+    int i;
+
+    for (i = bytes - 1; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static inline uint64_t rt_get_be(const uint8_t *p, int bytes)
+{
+    uint64_t v = 0;
+    int i;
+
+    for (i = 0; i < bytes; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* ------------------------------------------------------------ route.c */
+
+/* Answers req with status and body (copied), and releases it. */
+void rt_req_finish(keel_node *n, keel_req *req, int status, const void *body,
+                   size_t len);
+/* Answers m's request with status and the text, and frees m. */
+void rt_msg_fail(keel_cluster_rt *rt, rt_msg *m, int status,
+                 const char *text);
+/* A held message for req (NULL when out of memory); its deadline is the
+ * hold bound from now. */
+rt_msg *rt_msg_new(keel_cluster_rt *rt, struct keel_type_entry *te,
+                   const void *id, size_t idlen, uint32_t shard,
+                   keel_req *req);
+/* Routes the held messages again, in order; fails those past their
+ * deadline. */
+void rt_retry_held(keel_cluster_rt *rt);
+/* Takes the queued messages of actors whose unit is not LOCAL back into
+ * the hold list and passivates those whose writes are durable. Returns
+ * how many such actors stay resident. */
+size_t rt_sweep(keel_cluster_rt *rt);
+/* Whether an actor of the unit is resident. */
+int rt_unit_resident(keel_cluster_rt *rt, const char *cap, uint32_t shard);
+
+/* -------------------------------------------------------- unit_jobs.c */
+
+struct scan_ctx {
+    keel_node *n;
+    const char *cap;
+    keel_batch *del;    /* purge: delete each record */
+    uint64_t below;     /* with del: only records written at an epoch
+                         * below this one (0: every record) */
+    uint8_t *out;       /* collect: XFER record encoding */
+    size_t len, cap_bytes;
+    int err;
+};
+
+/* Scans the unit's records: into s->del as deletes, or into s->out (XFER
+ * record encoding, owned by the caller). */
+int rt_unit_scan(keel_node *n, const char *cap, uint32_t shard,
+                 struct scan_ctx *s);
+/* Parses the next record of an XFER record area at *off. */
+int rt_rec_next(const uint8_t *p, size_t len, size_t *off,
+                const uint8_t **key, size_t *klen, uint64_t *version,
+                const uint8_t **val, size_t *vlen);
+void rt_job_free(rt_job *j);
+/* Queues a job (taking it) and starts a batch if the writer is idle. */
+void rt_job_push(keel_cluster_rt *rt, rt_job *j);
+void rt_kick_writer(keel_cluster_rt *rt);
+/* Completes every job of the batch with the writer. reported: the writer
+ * handed the batch back (it was not refused at the door). */
+void rt_settle(keel_cluster_rt *rt, int status, int reported);
+/* The writer's completion, on its thread. */
+void rt_writer_done(keel_batch *b, int status, void *data);
+/* The loop's side of rt_writer_done. */
+void rt_wake_cb(struct ev_loop *loop, ev_async *w, int revents);
+
+/* ------------------------------------------------------ unit_stream.c */
+
+rt_rel *rt_rel_find(keel_cluster_rt *rt, const char *cap, uint32_t shard);
+/* Starts or restarts the streams whose unit has no actor resident. */
+void rt_progress_rels(keel_cluster_rt *rt);
+/* The purge after a unit's stream is durable (status 0) or failed. */
+void rt_rel_purged(keel_cluster_rt *rt, const char *cap, uint32_t shard,
+                   int status);
+/* Forgets the releases of one unit (cap NULL: of every unit), except one
+ * whose purge is with the writer: its completion lets it go. */
+void rt_drop_rel(keel_cluster_rt *rt, const char *cap, uint32_t shard);
+
+#endif

@@ -1,0 +1,347 @@
+/* The cluster runtime's own store writes: a unit's fence on acquire, a
+ * received unit (replacing what this node held of it), the purge after a
+ * unit was streamed out, the wipe of a forgotten node's stale copies.
+ * They go through a writer thread of their own on the node's store, one
+ * batch at a time, so they never mix with the node's group commit of
+ * actor state; the store serializes commits. */
+#include "runtime/cluster_rt_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+#include "coordinator/layout.h"
+
+/* ------------------------------------------------------ unit records */
+
+/* The capability of a stored key's actor type ("" for types this node
+ * does not know). */
+static const char *key_cap(keel_node *n, const uint8_t *key, size_t klen)
+{
+    keel_key_parts kp;
+    struct keel_type_entry *te;
+
+    if (keel_key_decode(key, klen, &kp) != 0)
+        return NULL;
+    te = keel__type_find(n, kp.type, kp.tlen);
+    return te ? te->capability : "";
+}
+
+
+
+static int unit_scan_cb(const uint8_t *key, size_t klen,
+                        const keel_record *rec, void *data)
+{
+    struct scan_ctx *s = data;
+    const char *cap = key_cap(s->n, key, klen);
+
+    if (cap == NULL || strcmp(cap, s->cap) != 0)
+        return 0;
+    if (s->del != NULL) {
+        if (s->below != 0 && rec->epoch >= s->below)
+            return 0;
+        s->err = keel_batch_del(s->del, key, klen);
+        return s->err != 0;
+    }
+    {
+        size_t need = s->len + 2 + klen + 8 + 4 + rec->len;
+        uint8_t *p;
+        if (need > s->cap_bytes) {
+            size_t c = s->cap_bytes ? s->cap_bytes : 4096;
+            while (c < need)
+                c *= 2;
+            p = realloc(s->out, c);
+            if (p == NULL) {
+                s->err = KEEL_ENOMEM;
+                return 1;
+            }
+            s->out = p;
+            s->cap_bytes = c;
+        }
+        p = s->out + s->len;
+        rt_put_be(p, klen, 2);
+        memcpy(p + 2, key, klen);
+        rt_put_be(p + 2 + klen, rec->version, 8);
+        rt_put_be(p + 10 + klen, rec->len, 4);
+        if (rec->len)
+            memcpy(p + 14 + klen, rec->data, rec->len);
+        s->len = need;
+    }
+    return 0;
+}
+
+/* Scans the unit's records: into s->del as deletes, or into s->out. */
+int rt_unit_scan(keel_node *n, const char *cap, uint32_t shard,
+                     struct scan_ctx *s)
+{
+    keel_store_read *r;
+    uint8_t prefix[2];
+    int rc;
+
+    s->n = n;
+    s->cap = cap;
+    rt_put_be(prefix, shard, 2);
+    rc = keel_store_read_begin(n->store, &r);
+    if (rc != 0)
+        return rc;
+    rc = keel_store_scan(r, prefix, sizeof prefix, unit_scan_cb, s);
+    keel_store_read_end(r);
+    if (s->err != 0)
+        return s->err;
+    return rc < 0 ? rc : 0;
+}
+
+/* Parses the next record of an XFER record area. */
+int rt_rec_next(const uint8_t *p, size_t len, size_t *off,
+                    const uint8_t **key, size_t *klen, uint64_t *version,
+                    const uint8_t **val, size_t *vlen)
+{
+    size_t o = *off;
+
+    if (len - o < 2)
+        return KEEL_EMALFORMED;
+    *klen = (size_t)rt_get_be(p + o, 2);
+    if (*klen == 0 || *klen > KEEL_KEY_MAX || len - o - 2 < *klen + 12)
+        return KEEL_EMALFORMED;
+    *key = p + o + 2;
+    *version = rt_get_be(p + o + 2 + *klen, 8);
+    *vlen = (size_t)rt_get_be(p + o + 10 + *klen, 4);
+    if (len - o - 14 - *klen < *vlen)
+        return KEEL_EMALFORMED;
+    *val = p + o + 14 + *klen;
+    *off = o + 14 + *klen + *vlen;
+    return 0;
+}
+
+/* ------------------------------------------------------------- commits */
+
+void rt_job_free(rt_job *j)
+{
+    free(j->recs);
+    free(j);
+}
+
+void rt_kick_writer(keel_cluster_rt *rt);
+
+void rt_job_push(keel_cluster_rt *rt, rt_job *j)
+{
+    j->next = NULL;
+    if (rt->jobs_tail != NULL)
+        rt->jobs_tail->next = j;
+    else
+        rt->jobs = j;
+    rt->jobs_tail = j;
+    rt_kick_writer(rt);
+}
+
+static int job_build(keel_cluster_rt *rt, keel_batch *b, rt_job *j)
+{
+    int rc = keel_batch_begin_group(b, j->cap, (uint16_t)j->shard, j->epoch,
+                                    j);
+
+    if (rc != 0)
+        return rc;
+    if (j->kind == JOB_FENCE)
+        return keel_batch_fence_only(b);
+    {
+        struct scan_ctx s;
+        memset(&s, 0, sizeof s);
+        s.del = b;
+        /* A forgotten node's stale copy is what it wrote before the unit
+         * moved on at j->epoch. Records at j->epoch or later came from the
+         * unit's current owner, streamed here by a handoff that may have
+         * started before this wipe was queued: they stay. */
+        if (j->kind == JOB_WIPE)
+            s.below = j->epoch;
+        rc = rt_unit_scan(rt->n, j->cap, j->shard, &s);
+        if (rc != 0)
+            return rc;
+    }
+    if (j->kind == JOB_XFER_IN) {
+        size_t off = 0;
+        while (off < j->recs_len) {
+            const uint8_t *key, *val;
+            size_t klen, vlen;
+            uint64_t version;
+            rc = rt_rec_next(j->recs, j->recs_len, &off, &key, &klen, &version,
+                          &val, &vlen);
+            if (rc == 0)
+                rc = keel_batch_put(b, key, klen, version, val, vlen);
+            if (rc != 0)
+                return rc;
+        }
+    }
+    if (keel_batch_op_count(b) == 0)
+        return keel_batch_fence_only(b);
+    return 0;
+}
+
+static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
+{
+    keel_node *n = rt->n;
+    int rc;
+
+    switch (j->kind) {
+    case JOB_FENCE:
+        if (status != 0) {
+            keel_error("unit (%s, %u): recording shard epoch %llu failed: %s",
+                       j->cap, j->shard, (unsigned long long)j->epoch,
+                       keel_strerror(status));
+            break;
+        }
+        /* Actors of this unit still resident from an earlier ownership
+         * (a session that expired, a unit that left and came back before
+         * the sweep came round) must not serve with what they hold: the
+         * unit stays not LOCAL until the sweep has them gone (their
+         * writes settled), see acquire_pending(). */
+        if (rt_unit_resident(rt, j->cap, j->shard)) {
+            rt_job *later = calloc(1, sizeof *later);
+            if (later == NULL) {
+                keel_error("out of memory acquiring (%s, %u)", j->cap,
+                           j->shard);
+                break;
+            }
+            later->kind = JOB_FENCE;
+            memcpy(later->cap, j->cap, sizeof later->cap);
+            later->shard = j->shard;
+            later->epoch = j->epoch;
+            later->next = rt->acq;
+            rt->acq = later;
+            rt->sweep = 1;
+            break;
+        }
+        rc = keel_cluster_acquired(rt->c, j->cap, j->shard, j->epoch);
+        if (rc == 0)
+            STAT_ADD(n, units_acquired, 1);
+        keel_debug("unit (%s, %u) acquired at epoch %llu: %s", j->cap,
+                   j->shard, (unsigned long long)j->epoch, keel_strerror(rc));
+        rt->sweep = 1;
+        break;
+    case JOB_XFER_IN:
+        if (status != 0) {
+            rt_req_finish(n, j->req, status, keel_strerror(status),
+                       strlen(keel_strerror(status)));
+        } else {
+            STAT_ADD(n, handoff_bytes_in, j->recs_len);
+            rt_req_finish(n, j->req, 0, NULL, 0);
+        }
+        j->req = NULL;
+        break;
+    case JOB_WIPE:
+        if (status != 0 && status != KEEL_EFENCED)
+            keel_error("unit (%s, %u): deleting the stale local copy failed: "
+                       "%s",
+                       j->cap, j->shard, keel_strerror(status));
+        break;
+    case JOB_PURGE:
+        rt_rel_purged(rt, j->cap, j->shard, status);
+        break;
+    }
+}
+
+void rt_writer_done(keel_batch *b, int status, void *data)
+{
+    keel_cluster_rt *rt = data;
+
+    (void)b;
+    pthread_mutex_lock(&rt->mu);
+    rt->done = 1;
+    rt->done_status = status;
+    pthread_mutex_unlock(&rt->mu);
+    ev_async_send(rt->n->loop, &rt->wake);
+}
+
+/* reported: the writer handed the batch back (it was not refused at the
+ * door). */
+void rt_settle(keel_cluster_rt *rt, int status, int reported)
+{
+    size_t i, ng = keel_batch_group_count(rt->batch);
+    rt_job *j;
+    int failed = status != 0;
+
+    for (i = 0; i < ng; i++) {
+        int gst;
+        j = keel_batch_group(rt->batch, i, &gst);
+        if (gst != 0)
+            failed = 1;
+        job_done(rt, j, status != 0 ? status : gst);
+    }
+    /* The next batch is built knowing of this failure (store.h). */
+    if (failed && reported && rt->writer != NULL)
+        keel_writer_ack_failure(rt->writer);
+    while ((j = rt->inflight) != NULL) {
+        rt->inflight = j->next;
+        rt_job_free(j);
+    }
+    rt->busy = 0;
+}
+
+void rt_kick_writer(keel_cluster_rt *rt)
+{
+    keel_batch *b = rt->batch;
+    rt_job *j, *failed = NULL;
+    int rc;
+
+    if (rt->busy || rt->jobs == NULL || rt->writer == NULL)
+        return;
+    keel_batch_reset(b);
+    rt->inflight = rt->jobs;
+    rt->jobs = rt->jobs_tail = NULL;
+    for (j = rt->inflight; j != NULL; j = j->next) {
+        size_t before = keel_batch_group_count(b);
+        rc = job_build(rt, b, j);
+        if (rc != 0) {
+            /* Cannot build this one: the whole batch is redone without
+             * it on the next kick. */
+            failed = j;
+            (void)before;
+            break;
+        }
+    }
+    if (failed != NULL) {
+        rt_job **pp;
+        keel_error("unit (%s, %u): cannot build a write: %s", failed->cap,
+                   failed->shard, keel_strerror(rc));
+        for (pp = &rt->inflight; *pp != failed; pp = &(*pp)->next)
+            ;
+        *pp = failed->next;
+        failed->next = NULL;
+        rt->jobs = rt->inflight;
+        rt->inflight = NULL;
+        for (rt->jobs_tail = rt->jobs;
+             rt->jobs_tail != NULL && rt->jobs_tail->next != NULL;
+             rt->jobs_tail = rt->jobs_tail->next)
+            ;
+        keel_batch_reset(b);
+        job_done(rt, failed, rc);
+        rt_job_free(failed);
+        rt_kick_writer(rt);
+        return;
+    }
+    rt->busy = 1;
+    rc = keel_writer_submit(rt->writer, b);
+    if (rc != 0)
+        rt_settle(rt, rc, 0);
+}
+
+void rt_wake_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    keel_cluster_rt *rt = w->data;
+    int done, status;
+
+    (void)loop;
+    (void)revents;
+    pthread_mutex_lock(&rt->mu);
+    done = rt->done;
+    status = rt->done_status;
+    rt->done = 0;
+    pthread_mutex_unlock(&rt->mu);
+    if (done) {
+        rt_settle(rt, status, 1);
+        rt_kick_writer(rt);
+    }
+}
+
+/* -------------------------------------------------- streaming a unit out */
