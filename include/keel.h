@@ -91,7 +91,8 @@ KEEL_API const char *keel_version_string(void);
     X(ECONNLOSS, -26, "coordination service unreachable; outcome unknown")   \
     X(ESESSION, -27, "coordination session expired or closed")               \
     X(ECONFIG, -28, "node configuration does not match the cluster's")       \
-    X(EDEPOSED, -29, "no longer the cluster controller")
+    X(EDEPOSED, -29, "no longer the cluster controller")                    \
+    X(EINDOUBT, -30, "outcome unknown: the request may have taken effect")
 
 typedef enum keel_errno {
     KEEL_OK = 0,
@@ -261,7 +262,10 @@ typedef struct keel_stats {
     uint64_t fenced;            /* times it stopped serving every unit
                                  * (lease lapsed, no session) */
     uint64_t session_expirations; /* ZooKeeper sessions that expired */
-    uint64_t reserved[6];
+    uint64_t replies_in_doubt;  /* successful turns answered EINDOUBT: the
+                                 * lease lapsed between the turn and its
+                                 * reply */
+    uint64_t reserved[5];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

@@ -564,6 +564,9 @@ static const struct {
     {"keel_zk_session_expirations_total",
      "ZooKeeper sessions of this node that expired.",
      offsetof(keel_stats, session_expirations)},
+    {"keel_replies_in_doubt_total",
+     "Replies answered EINDOUBT: the lease lapsed before they left.",
+     offsetof(keel_stats, replies_in_doubt)},
 };
 
 /* Prometheus text format, from the figures the loop thread copied (the

@@ -85,6 +85,7 @@ struct keel_turn {
 };
 
 static void release_req(keel_node *n, keel_req *req);
+static int lease_lapsed(keel_node *n);
 static void fail_req(keel_node *n, keel_req *req, int status,
                      const char *msg);
 static void clock_refresh(keel_node *n);
@@ -1291,6 +1292,12 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
             queue_push(&n->wait_open, req);
         else
             queue_push(&wb_holding(n, a->last_write_seq)->wait, req);
+    } else if (req->status == 0 && lease_lapsed(n)) {
+        /* Nothing of this turn waits for a commit, so it wrote nothing:
+         * not served, and safe to send again. */
+        fail_req(n, req, KEEL_EUNAVAIL,
+                 "not served: this node lost its cluster lease before the "
+                 "reply left");
     } else {
         release_req(n, req);
     }
@@ -1702,6 +1709,17 @@ static void record_latency(keel_node *n, uint64_t t0)
     STAT_ADD(n, calls_completed, 1);
 }
 
+/* Cluster mode: whether the lease lapsed, read with a fresh clock. A reply
+ * is the node's statement about a unit it owns; the lease was checked
+ * when the turn started, but a pause between then and the reply (up to a
+ * whole run of turns, or a commit in flight) may have let another node
+ * take the unit over. So replies that leave after a commit, or after a
+ * turn, look again. Standalone: never. */
+static int lease_lapsed(keel_node *n)
+{
+    return n->cluster != NULL && !keel__cluster_rt_serving(n);
+}
+
 static void release_req(keel_node *n, keel_req *req)
 {
     record_latency(n, req->t_submit_ns);
@@ -1804,7 +1822,7 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
     keel_req_queue q;
     keel_req *req, *next;
     uint64_t j;
-    int any_failed = 0;
+    int any_failed = 0, lapsed;
 
     n->durable_seq = wb->hi_seq;
     if (status == 0) {
@@ -1839,6 +1857,7 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
         }
     }
     q = wb->wait;
+    lapsed = q.head != NULL && lease_lapsed(n);
     for (req = q.head; req != NULL; req = next) {
         next = req->next;
         if (req->actor->flags & ACTOR_FAILED) {
@@ -1846,6 +1865,15 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
             snprintf(msg, sizeof msg, "write not committed: %s",
                      keel_strerror(req->actor->fail_status));
             fail_req(n, req, req->actor->fail_status, msg);
+        } else if (lapsed && req->status == 0) {
+            /* Durable here, but another node may own the unit by now and
+             * never see this write: neither success nor failure is
+             * true. */
+            STAT_ADD(n, replies_in_doubt, 1);
+            fail_req(n, req, KEEL_EINDOUBT,
+                     "outcome unknown: this node lost its cluster lease "
+                     "before the reply left; the write may have taken "
+                     "effect");
         } else {
             release_req(n, req);
         }
@@ -2372,7 +2400,7 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "held_expired %llu\ncheckpoints %llu\nunits_acquired %llu\n"
         "units_handed_off %llu\nunits_dropped %llu\n"
         "handoff_bytes_in %llu\nhandoff_bytes_out %llu\nfenced %llu\n"
-        "session_expirations %llu\n",
+        "session_expirations %llu\nreplies_in_doubt %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -2403,7 +2431,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->handoff_bytes_in,
         (unsigned long long)st->handoff_bytes_out,
         (unsigned long long)st->fenced,
-        (unsigned long long)st->session_expirations);
+        (unsigned long long)st->session_expirations,
+        (unsigned long long)st->replies_in_doubt);
     return w < 0 ? 0 : (size_t)w;
 }
 
