@@ -92,7 +92,8 @@ KEEL_API const char *keel_version_string(void);
     X(ESESSION, -27, "coordination session expired or closed")               \
     X(ECONFIG, -28, "node configuration does not match the cluster's")       \
     X(EDEPOSED, -29, "no longer the cluster controller")                    \
-    X(EINDOUBT, -30, "outcome unknown: the request may have taken effect")
+    X(EINDOUBT, -30, "outcome unknown: the request may have taken effect") \
+    X(EALREADY, -31, "request already ran; its reply was not kept")
 
 typedef enum keel_errno {
     KEEL_OK = 0,
@@ -265,7 +266,10 @@ typedef struct keel_stats {
     uint64_t replies_in_doubt;  /* successful turns answered EINDOUBT: the
                                  * lease lapsed between the turn and its
                                  * reply */
-    uint64_t reserved[5];
+    uint64_t retries_answered;  /* requests whose key the actor had
+                                 * recorded: answered with the first
+                                 * outcome, not run again */
+    uint64_t reserved[4];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

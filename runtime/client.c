@@ -12,6 +12,7 @@
 #include "runtime/client.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -278,9 +279,9 @@ static int sbuf_reserve(keel_client *c, size_t n)
     return 0;
 }
 
-int keel_client_queue(keel_client *c, uint8_t kind, uint64_t request_id,
-                      const char *type, const void *id, size_t idlen,
-                      const void *msg, size_t len)
+static int queue_frame(keel_client *c, uint8_t kind, uint64_t request_id,
+                       const uint8_t *key, const char *type, const void *id,
+                       size_t idlen, const void *msg, size_t len)
 {
     /* The 32-bit length field counts 12 header bytes plus the body. */
     const uint64_t max_body = UINT32_MAX - (KEEL_FRAME_HEADER - 4);
@@ -303,6 +304,11 @@ int keel_client_queue(keel_client *c, uint8_t kind, uint64_t request_id,
         if ((uint64_t)len > max_body - keel_call_body_size(tlen, idlen, 0))
             return KEEL_ETOOBIG;
         body = keel_call_body_size(tlen, idlen, len);
+        if (key != NULL) {
+            if (body > max_body - KEEL_REQUEST_KEY_LEN)
+                return KEEL_ETOOBIG;
+            body += KEEL_REQUEST_KEY_LEN;
+        }
         break;
     case KEEL_FRAME_STAT:
         body = 0;
@@ -321,12 +327,58 @@ int keel_client_queue(keel_client *c, uint8_t kind, uint64_t request_id,
         return rc;
     p = c->sbuf + c->slen;
     keel_frame_header(p, kind, request_id, body);
-    if (kind == KEEL_FRAME_CALL || kind == KEEL_FRAME_CAST)
-        keel_call_body_encode(p + KEEL_FRAME_HEADER, type, tlen, id, idlen,
-                              msg, len);
-    else if (body > 0)
+    if (kind == KEEL_FRAME_CALL || kind == KEEL_FRAME_CAST) {
+        uint8_t *q = p + KEEL_FRAME_HEADER;
+        if (key != NULL) {
+            p[5] = KEEL_FLAG_KEYED;
+            memcpy(q, key, KEEL_REQUEST_KEY_LEN);
+            q += KEEL_REQUEST_KEY_LEN;
+        }
+        keel_call_body_encode(q, type, tlen, id, idlen, msg, len);
+    } else if (body > 0) {
         memcpy(p + KEEL_FRAME_HEADER, msg, body);
+    }
     c->slen += KEEL_FRAME_HEADER + body;
+    return 0;
+}
+
+int keel_client_queue(keel_client *c, uint8_t kind, uint64_t request_id,
+                      const char *type, const void *id, size_t idlen,
+                      const void *msg, size_t len)
+{
+    return queue_frame(c, kind, request_id, NULL, type, id, idlen, msg, len);
+}
+
+int keel_client_queue_keyed(keel_client *c, uint8_t kind,
+                            uint64_t request_id, const uint8_t *key,
+                            const char *type, const void *id, size_t idlen,
+                            const void *msg, size_t len)
+{
+    if (key == NULL ||
+        (kind != KEEL_FRAME_CALL && kind != KEEL_FRAME_CAST))
+        return KEEL_EINVAL;
+    return queue_frame(c, kind, request_id, key, type, id, idlen, msg, len);
+}
+
+int keel_client_new_key(uint8_t *key)
+{
+    size_t got = 0;
+
+    /* getrandom would do; /dev/urandom needs no newer libc. */
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return KEEL_EIO;
+    while (got < KEEL_REQUEST_KEY_LEN) {
+        ssize_t r = read(fd, key + got, KEEL_REQUEST_KEY_LEN - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            close(fd);
+            return KEEL_EIO;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
     return 0;
 }
 
@@ -523,9 +575,10 @@ int keel_client_recv(keel_client *c, keel_frame *out)
 
 /* --------------------------------------------------------------- calls */
 
-int keel_client_call(keel_client *c, uint8_t kind, const char *type,
-                     const void *id, size_t idlen, const void *msg, size_t len,
-                     char **reply, size_t *reply_len)
+static int call_frame(keel_client *c, uint8_t kind, const uint8_t *key,
+                      const char *type, const void *id, size_t idlen,
+                      const void *msg, size_t len, char **reply,
+                      size_t *reply_len)
 {
     uint8_t expect = kind == KEEL_FRAME_PING ? KEEL_FRAME_PONG
                                              : KEEL_FRAME_REPLY;
@@ -543,7 +596,7 @@ int keel_client_call(keel_client *c, uint8_t kind, const char *type,
     rid = c->next_id++;
     if (rid == 0)
         rid = c->next_id++;
-    rc = keel_client_queue(c, kind, rid, type, id, idlen, msg, len);
+    rc = queue_frame(c, kind, rid, key, type, id, idlen, msg, len);
     if (rc < 0)
         return rc;
     rc = keel_client_flush(c);
@@ -587,4 +640,24 @@ int keel_client_call(keel_client *c, uint8_t kind, const char *type,
     if (reply_len != NULL)
         *reply_len = dlen;
     return status;
+}
+
+int keel_client_call(keel_client *c, uint8_t kind, const char *type,
+                     const void *id, size_t idlen, const void *msg, size_t len,
+                     char **reply, size_t *reply_len)
+{
+    return call_frame(c, kind, NULL, type, id, idlen, msg, len, reply,
+                      reply_len);
+}
+
+int keel_client_call_keyed(keel_client *c, uint8_t kind, const uint8_t *key,
+                           const char *type, const void *id, size_t idlen,
+                           const void *msg, size_t len, char **reply,
+                           size_t *reply_len)
+{
+    if (key == NULL ||
+        (kind != KEEL_FRAME_CALL && kind != KEEL_FRAME_CAST))
+        return KEEL_EINVAL;
+    return call_frame(c, kind, key, type, id, idlen, msg, len, reply,
+                      reply_len);
 }

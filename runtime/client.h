@@ -29,6 +29,17 @@ void keel_client_set_max_frame(keel_client *c, size_t max_frame);
 int keel_client_queue(keel_client *c, uint8_t kind, uint64_t request_id,
                       const char *type, const void *id, size_t idlen,
                       const void *msg, size_t len);
+/* keel_client_queue for a CALL or CAST with a request key
+ * (KEEL_REQUEST_KEY_LEN bytes): the actor answers a request whose key it
+ * recorded with the first outcome instead of running it again
+ * (docs/protocol.md, "Request keys"). Reuse a key only to retry the same
+ * request to the same actor. */
+int keel_client_queue_keyed(keel_client *c, uint8_t kind,
+                            uint64_t request_id, const uint8_t *key,
+                            const char *type, const void *id, size_t idlen,
+                            const void *msg, size_t len);
+/* Fills key with KEEL_REQUEST_KEY_LEN random bytes. 0 or KEEL_EIO. */
+int keel_client_new_key(uint8_t *key);
 /* Queues raw bytes, sent as they are (tests use it for malformed input). */
 int keel_client_queue_raw(keel_client *c, const void *bytes, size_t len);
 /* Sends everything queued. KEEL_ECONN on failure. */
@@ -45,6 +56,12 @@ int keel_client_recv(keel_client *c, keel_frame *out);
 int keel_client_call(keel_client *c, uint8_t kind, const char *type,
                      const void *id, size_t idlen, const void *msg, size_t len,
                      char **reply, size_t *reply_len);
+
+/* keel_client_call with a request key (see keel_client_queue_keyed). */
+int keel_client_call_keyed(keel_client *c, uint8_t kind, const uint8_t *key,
+                           const char *type, const void *id, size_t idlen,
+                           const void *msg, size_t len, char **reply,
+                           size_t *reply_len);
 
 /* The socket, for poll() by callers that multiplex. */
 int keel_client_fd(const keel_client *c);

@@ -302,9 +302,21 @@ static void handle_call(keel_conn *c, const keel_frame *f)
     keel_call_body cb;
     struct keel_type_entry *te;
     keel_req *req;
+    const uint8_t *body = f->body, *rkey = NULL;
+    size_t blen = f->body_len;
     int rc;
 
-    rc = keel_call_body_parse(f->body, f->body_len, &cb);
+    if (f->flags & KEEL_FLAG_KEYED) {
+        if (blen < KEEL_REQUEST_KEY_LEN) {
+            send_error(c, f->request_id, KEEL_EMALFORMED,
+                       "keyed call shorter than its request key");
+            return;
+        }
+        rkey = body;
+        body += KEEL_REQUEST_KEY_LEN;
+        blen -= KEEL_REQUEST_KEY_LEN;
+    }
+    rc = keel_call_body_parse(body, blen, &cb);
     if (rc != 0) {
         send_error(c, f->request_id, rc,
                    rc == KEEL_ELIMIT ? "type name or id over its limit"
@@ -327,9 +339,13 @@ static void handle_call(keel_conn *c, const keel_frame *f)
     keel__req_set(req, cb.msg, cb.msglen);
     req->origin = REQ_NET;
     req->is_cast = f->kind == KEEL_FRAME_CAST;
-    req->hops = f->flags;
-    if (f->flags > 0)
+    req->hops = f->flags & KEEL_FLAG_HOPS;
+    if (req->hops > 0)
         n->last_forward_in = ev_now(n->loop);
+    if (rkey != NULL) {
+        req->keyed = 1;
+        memcpy(req->rkey, rkey, KEEL_REQUEST_KEY_LEN);
+    }
     req->u.net.conn = c;
     req->u.net.request_id = f->request_id;
     rc = keel__submit(n, te, cb.id, cb.idlen, req);

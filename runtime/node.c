@@ -29,6 +29,7 @@
 
 #include "common/log.h"
 #include "runtime/cluster_rt.h"
+#include "runtime/dedup.h"
 #include "runtime/http.h"
 #include "runtime/proto.h"
 
@@ -806,12 +807,16 @@ static int stage_find(keel_turn *t, const void *key, size_t klen,
     return found;
 }
 
-static int check_entry_key(size_t klen)
+/* Entry keys from handlers: keys that begin with a NUL byte are the
+ * runtime's own (dedup.h). */
+static int check_entry_key(const void *key, size_t klen)
 {
     if (klen == 0)
         return KEEL_EINVAL;
     if (klen > KEEL_MAX_ENTRY_KEY_LEN)
         return KEEL_ELIMIT;
+    if (((const uint8_t *)key)[0] == 0)
+        return KEEL_EINVAL;
     return 0;
 }
 
@@ -823,8 +828,10 @@ static int encode_key(keel_actor *a, const void *entry, size_t elen,
                            elen);
 }
 
-int keel_turn_get(keel_turn *t, const void *key, size_t klen,
-                  const void **val, size_t *vlen)
+/* keel_turn_get without the check of the key, for the runtime's own
+ * entries too. */
+static int turn_get(keel_turn *t, const void *key, size_t klen,
+                    const void **val, size_t *vlen)
 {
     const uint8_t *sv = NULL;
     size_t sl = 0;
@@ -835,9 +842,6 @@ int keel_turn_get(keel_turn *t, const void *key, size_t klen,
     int rc, op, kl;
     void *copy;
 
-    rc = check_entry_key(klen);
-    if (rc != 0)
-        return rc;
     op = stage_find(t, key, klen, &sv, &sl);
     if (op == STAGE_DEL)
         return KEEL_ENOTFOUND;
@@ -881,10 +885,20 @@ int keel_turn_get(keel_turn *t, const void *key, size_t klen,
     return rc;
 }
 
+int keel_turn_get(keel_turn *t, const void *key, size_t klen,
+                  const void **val, size_t *vlen)
+{
+    int rc = check_entry_key(key, klen);
+
+    if (rc != 0)
+        return rc;
+    return turn_get(t, key, klen, val, vlen);
+}
+
 int keel_turn_put(keel_turn *t, const void *key, size_t klen,
                   const void *val, size_t vlen)
 {
-    int rc = check_entry_key(klen);
+    int rc = check_entry_key(key, klen);
 
     if (rc != 0)
         return rc;
@@ -897,7 +911,7 @@ int keel_turn_put(keel_turn *t, const void *key, size_t klen,
 
 int keel_turn_del(keel_turn *t, const void *key, size_t klen)
 {
-    int rc = check_entry_key(klen);
+    int rc = check_entry_key(key, klen);
 
     if (rc != 0)
         return rc;
@@ -1030,8 +1044,8 @@ int keel_turn_entries(keel_turn *t, keel_entry_fn fn, void *data)
             for (j = i + 1; j < l.n && ent_cmp(&l.v[i], &l.v[j]) == 0; j++)
                 if (l.v[j].pos > l.v[last].pos)
                     last = j;
-            if (l.v[last].deleted)
-                continue;
+            if (l.v[last].deleted || l.v[last].key[0] == 0)
+                continue; /* gone, or the runtime's own */
             if (fn(l.v[last].key, l.v[last].klen, l.v[last].val,
                    l.v[last].vlen, data) != 0)
                 break;
@@ -1218,15 +1232,68 @@ static struct keel_wbatch *wb_holding(keel_node *n, uint64_t seq)
     return &n->wb[i % KEEL_WBATCH_MAX];
 }
 
+/* ---------------------------------------------------- request keys */
+
+enum { DUP_NONE = 0, DUP_KEPT, DUP_NOT_KEPT };
+
+/* Whether the actor recorded this request key (dedup.h): *dup says so,
+ * with the recorded reply (valid until the turn ends). */
+static int dedup_lookup(keel_turn *t, const uint8_t *key, int *dup,
+                        const uint8_t **reply, size_t *rlen)
+{
+    const void *tab;
+    size_t len;
+    int kept, rc;
+
+    rc = turn_get(t, KEEL_DEDUP_ENTRY, KEEL_DEDUP_ENTRY_LEN, &tab, &len);
+    if (rc == KEEL_ENOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    rc = keel_dedup_find(tab, len, key, &kept, reply, rlen);
+    if (rc < 0)
+        return rc;
+    if (rc == 1)
+        *dup = kept ? DUP_KEPT : DUP_NOT_KEPT;
+    return 0;
+}
+
+/* Stages the record of this turn's key and reply with the turn's writes:
+ * committed, refused or lost together. */
+static int dedup_record(keel_turn *t, const uint8_t *key, const void *reply,
+                        size_t rlen)
+{
+    const void *tab = NULL;
+    size_t len = 0, olen;
+    uint8_t *out;
+    int rc;
+
+    rc = turn_get(t, KEEL_DEDUP_ENTRY, KEEL_DEDUP_ENTRY_LEN, &tab, &len);
+    if (rc == KEEL_ENOTFOUND) {
+        tab = NULL;
+        len = 0;
+    } else if (rc != 0) {
+        return rc;
+    }
+    rc = keel_dedup_add(tab, len, key, reply, rlen, &out, &olen);
+    if (rc != 0)
+        return rc;
+    rc = stage_add(t, STAGE_PUT, KEEL_DEDUP_ENTRY, KEEL_DEDUP_ENTRY_LEN, out,
+                   olen);
+    free(out);
+    return rc;
+}
+
 /* Runs one message through its actor and routes the reply. */
 static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
 {
     keel_turn t;
     const keel_actor_type *ty = &a->type->t;
     int rc = 0, activating = !(a->flags & ACTOR_ACTIVE), hooked = 0;
-    int loaded = 0;
+    int loaded = 0, dup = DUP_NONE;
     const void *reply;
-    size_t reply_len;
+    const uint8_t *dup_reply = NULL;
+    size_t reply_len, dup_len = 0;
 
     memset(&t, 0, offsetof(struct keel_turn, err));
     t.err[0] = '\0';
@@ -1248,9 +1315,23 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
             }
         }
     }
-    if (rc == 0)
+    if (rc == 0 && req->keyed)
+        rc = dedup_lookup(&t, req->rkey, &dup, &dup_reply, &dup_len);
+    if (rc == 0 && dup == DUP_NOT_KEPT) {
+        rc = KEEL_EALREADY;
+        keel_turn_error(&t, "this request key ran already; its reply was "
+                            "longer than the %d bytes kept",
+                        KEEL_DEDUP_REPLY_MAX);
+    } else if (rc == 0 && dup == DUP_NONE) {
         rc = ty->on_message(&t, req->buf, req->len);
-    STAT_ADD(n, messages, 1);
+        if (rc == 0 && req->keyed && (t.state_set || n->stage_len > 0))
+            rc = dedup_record(&t, req->rkey, n->scratch_reply,
+                              req->is_cast ? 0 : t.reply_len);
+    }
+    if (dup != DUP_NONE)
+        STAT_ADD(n, retries_answered, 1);
+    else
+        STAT_ADD(n, messages, 1);
     if (rc == 0) {
         if (activating)
             a->flags |= ACTOR_ACTIVE;
@@ -1274,7 +1355,10 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     a->flags &= (uint8_t)~ACTOR_RUNNING;
 
     req->status = rc;
-    if (rc == 0) {
+    if (rc == 0 && dup == DUP_KEPT) {
+        reply = dup_reply; /* the first outcome, as recorded */
+        reply_len = req->is_cast ? 0 : dup_len;
+    } else if (rc == 0) {
         reply = n->scratch_reply;
         reply_len = req->is_cast ? 0 : t.reply_len;
     } else {
@@ -2400,7 +2484,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "held_expired %llu\ncheckpoints %llu\nunits_acquired %llu\n"
         "units_handed_off %llu\nunits_dropped %llu\n"
         "handoff_bytes_in %llu\nhandoff_bytes_out %llu\nfenced %llu\n"
-        "session_expirations %llu\nreplies_in_doubt %llu\n",
+        "session_expirations %llu\nreplies_in_doubt %llu\n"
+        "retries_answered %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -2432,7 +2517,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->handoff_bytes_out,
         (unsigned long long)st->fenced,
         (unsigned long long)st->session_expirations,
-        (unsigned long long)st->replies_in_doubt);
+        (unsigned long long)st->replies_in_doubt,
+        (unsigned long long)st->retries_answered);
     return w < 0 ? 0 : (size_t)w;
 }
 

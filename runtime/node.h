@@ -101,10 +101,12 @@ struct keel_req {
     uint8_t origin;
     uint8_t is_cast;
     uint8_t hops;  /* times forwarded between nodes (cluster mode) */
+    uint8_t keyed; /* rkey holds the request key (runtime/dedup.h) */
     int status;
     uint32_t len;
     uint32_t cap;  /* capacity of buf */
     uint64_t t_submit_ns; /* monotonic clock at submission */
+    uint8_t rkey[16];     /* the client's request key, when keyed */
     uint8_t *buf;  /* points to inl or to a malloc'd block */
     union {
         struct {

@@ -20,8 +20,11 @@
  *                    "shards" [NODE], "where" TYPE ID, "capabilities");
  *                    answered by REPLY with text lines (runtime/info.h)
  *
- * flags: on CALL/CAST, how many times the request was forwarded between
- * nodes (0 from clients).
+ * flags on CALL/CAST:
+ *   bits 0-3  how many times the request was forwarded between nodes (0
+ *             from clients);
+ *   bit 6     KEEL_FLAG_KEYED: the body starts with a 16-byte request key
+ *             (runtime/dedup.h), then the CALL/CAST body as above.
  */
 #ifndef KEEL_RUNTIME_PROTO_H
 #define KEEL_RUNTIME_PROTO_H
@@ -50,6 +53,10 @@ enum keel_frame_kind {
     KEEL_FRAME_INFO = 9
 };
 #define KEEL_FRAME_KIND_MAX KEEL_FRAME_INFO
+
+#define KEEL_FLAG_HOPS 0x0f
+#define KEEL_FLAG_KEYED 0x40
+#define KEEL_REQUEST_KEY_LEN 16
 
 typedef struct keel_frame {
     uint8_t kind;

@@ -127,12 +127,20 @@ static void forward(keel_cluster_rt *rt, rt_msg *m)
         return;
     }
     blen = keel_call_body_size(tlen, m->idlen, req->len);
+    if (req->keyed)
+        blen += KEEL_REQUEST_KEY_LEN;
     body = keel__peer_frame(rt->peers, addr,
                             req->is_cast ? KEEL_FRAME_CAST : KEEL_FRAME_CALL,
-                            (uint8_t)(req->hops + 1), blen, fwd_cb, m);
+                            (uint8_t)((req->hops + 1) |
+                                      (req->keyed ? KEEL_FLAG_KEYED : 0)),
+                            blen, fwd_cb, m);
     if (body == NULL) {
         hold_append(rt, m); /* retried on the next tick */
         return;
+    }
+    if (req->keyed) {
+        memcpy(body, req->rkey, KEEL_REQUEST_KEY_LEN);
+        body += KEEL_REQUEST_KEY_LEN;
     }
     keel_call_body_encode(body, m->te->name, tlen, m->id, m->idlen, req->buf,
                           req->len);

@@ -1,7 +1,8 @@
 /* keel — the command-line client of a keel node (built from keel-cli.c).
  *
- *   keel [-a HOST:PORT] [-t TIMEOUT_MS] [--direct] call TYPE ID ARG...
- *   keel [-a HOST:PORT] [-t TIMEOUT_MS] [--direct] cast TYPE ID ARG...
+ *   keel [-a HOST:PORT] [-t TIMEOUT_MS] [--direct] [--retry N] [--key HEX]
+ *        call TYPE ID ARG...
+ *   keel [...] cast TYPE ID ARG...        (same options as call)
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] stat | ping
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] nodes | capabilities
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] shards [--node NODE]
@@ -63,6 +64,15 @@ static void usage(FILE *f)
             "  -d, --direct             call/cast: ask the node where the\n"
             "                           actor lives and send it to that\n"
             "                           owner instead of through the node\n"
+            "  -r, --retry N            call/cast: send with a request\n"
+            "                           key and send again, up to N times,\n"
+            "                           after a failure whose outcome is\n"
+            "                           unknown or that did not run; the\n"
+            "                           actor answers a repeat with its\n"
+            "                           first outcome\n"
+            "  -k, --key HEX            call/cast: the request key (32 hex\n"
+            "                           digits), to retry an earlier keel\n"
+            "                           call safely\n"
             "  -t, --timeout MS         connect and reply timeout in\n"
             "                           milliseconds, 0 for none (default "
             "%d)\n"
@@ -132,6 +142,31 @@ static char *join_args(int argc, char **argv, size_t *lenp)
     return buf;
 }
 
+/* A request key given as 32 hex digits. */
+static int parse_key(const char *hex, uint8_t *key)
+{
+    size_t i;
+
+    if (strlen(hex) != 2 * KEEL_REQUEST_KEY_LEN)
+        return -1;
+    for (i = 0; i < 2 * KEEL_REQUEST_KEY_LEN; i++) {
+        int c = hex[i], v;
+        if (c >= '0' && c <= '9')
+            v = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            v = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            v = c - 'A' + 10;
+        else
+            return -1;
+        if (i % 2 == 0)
+            key[i / 2] = (uint8_t)(v << 4);
+        else
+            key[i / 2] |= (uint8_t)v;
+    }
+    return 0;
+}
+
 static int flush_stdout(void)
 {
     if (fflush(stdout) != 0 || ferror(stdout)) {
@@ -164,17 +199,83 @@ static int request(keel_client *c, uint8_t kind, const char *type,
     return transport_error(rc);
 }
 
-static int cmd_send(keel_client *c, int argc, char **argv, int is_call)
+/* How call and cast are sent: with a request key when retrying or when
+ * given one (--key), so that a request that ran is not run again. */
+struct send_opts {
+    const char *addr;
+    int timeout_ms;
+    int retries;       /* further attempts after a failure of unknown or
+                        * retryable outcome */
+    int keyed;
+    uint8_t key[KEEL_REQUEST_KEY_LEN];
+};
+
+/* Outcomes after which the same keyed request may be sent again: the
+ * request did not run (ESTOPPING, EUNAVAIL, a connection that failed),
+ * or its outcome is unknown (ECONN after sending, ETIMEDOUT, EINDOUBT);
+ * the key makes a second run answer with the first outcome. */
+static int retryable(int rc)
+{
+    return rc == KEEL_ECONN || rc == KEEL_ETIMEDOUT || rc == KEEL_EINDOUBT ||
+           rc == KEEL_ESTOPPING || rc == KEEL_EUNAVAIL;
+}
+
+/* One keyed request with retries; the client may be replaced by a new
+ * connection. Same contract as request(). */
+static int request_keyed(keel_client **cp, const struct send_opts *so,
+                         uint8_t kind, const char *type, const char *id,
+                         const char *msg, size_t len, char **reply,
+                         size_t *reply_len)
+{
+    int attempt, rc = KEEL_ECONN, delay_ms = 100;
+
+    for (attempt = 0; attempt <= so->retries; attempt++) {
+        if (attempt > 0) {
+            keel_client *nc;
+            struct timespec ts = {delay_ms / 1000,
+                                  (long)(delay_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            if (delay_ms < 2000)
+                delay_ms *= 2;
+            if (keel_client_connect(so->addr, so->timeout_ms, &nc) != 0)
+                continue;
+            keel_client_close(*cp);
+            *cp = nc;
+        }
+        free(*reply);
+        *reply = NULL;
+        rc = keel_client_call_keyed(*cp, kind, so->key, type, id, strlen(id),
+                                    msg, len, reply, reply_len);
+        if (rc == 0 || !retryable(rc))
+            break;
+    }
+    if (rc == 0)
+        return 0;
+    if (*reply != NULL) {
+        print_error(rc, *reply, *reply_len);
+        free(*reply);
+        *reply = NULL;
+        return EXIT_SERVER;
+    }
+    return transport_error(rc);
+}
+
+static int cmd_send(keel_client **cp, const struct send_opts *so, int argc,
+                    char **argv, int is_call)
 {
     char *msg, *reply = NULL;
     size_t len, rlen = 0;
+    uint8_t kind = is_call ? KEEL_FRAME_CALL : KEEL_FRAME_CAST;
     int rc;
 
     msg = join_args(argc - 2, argv + 2, &len);
     if (msg == NULL)
         return transport_error(KEEL_ENOMEM);
-    rc = request(c, is_call ? KEEL_FRAME_CALL : KEEL_FRAME_CAST, argv[0],
-                 argv[1], msg, len, &reply, &rlen);
+    if (so->keyed)
+        rc = request_keyed(cp, so, kind, argv[0], argv[1], msg, len, &reply,
+                           &rlen);
+    else
+        rc = request(*cp, kind, argv[0], argv[1], msg, len, &reply, &rlen);
     free(msg);
     if (rc != 0)
         return rc;
@@ -344,6 +445,8 @@ int main(int argc, char **argv)
         {"addr", required_argument, NULL, 'a'},
         {"timeout", required_argument, NULL, 't'},
         {"direct", no_argument, NULL, 'd'},
+        {"retry", required_argument, NULL, 'r'},
+        {"key", required_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -354,19 +457,39 @@ int main(int argc, char **argv)
     keel_client *c;
     int opt, rc, nargs, info_argc = 0, direct = 0;
     char **args, **info_argv = NULL;
+    struct send_opts so;
 
     if (addr == NULL || addr[0] == '\0')
         addr = DEFAULT_ADDR;
+    memset(&so, 0, sizeof so);
     opterr = 0;
     /* "+": stop at the command, so message words such as "-1" are not
      * taken for options; ":": report a missing value apart. */
-    while ((opt = getopt_long(argc, argv, "+:a:t:dhV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+:a:t:dr:k:hV", longopts, NULL)) != -1) {
         switch (opt) {
         case 'a':
             addr = optarg;
             break;
         case 'd':
             direct = 1;
+            break;
+        case 'r': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || v < 0 || v > 100)
+                return usage_error("bad retry count '%s' (0 to 100)",
+                                   optarg);
+            so.retries = (int)v;
+            if (!so.keyed && keel_client_new_key(so.key) != 0)
+                return transport_error(KEEL_EIO);
+            so.keyed = 1;
+            break;
+        }
+        case 'k':
+            if (parse_key(optarg, so.key) != 0)
+                return usage_error("bad request key '%s' (%d hex digits)",
+                                   optarg, 2 * KEEL_REQUEST_KEY_LEN);
+            so.keyed = 1;
             break;
         case 't':
             if (parse_timeout(optarg, &timeout_ms) < 0)
@@ -456,10 +579,12 @@ int main(int argc, char **argv)
             c = oc;
         }
     }
+    so.addr = addr;
+    so.timeout_ms = timeout_ms;
     if (strcmp(cmd, "call") == 0)
-        rc = cmd_send(c, nargs, args, 1);
+        rc = cmd_send(&c, &so, nargs, args, 1);
     else if (strcmp(cmd, "cast") == 0)
-        rc = cmd_send(c, nargs, args, 0);
+        rc = cmd_send(&c, &so, nargs, args, 0);
     else if (strcmp(cmd, "stat") == 0)
         rc = cmd_stat(c);
     else if (strcmp(cmd, "ping") == 0)

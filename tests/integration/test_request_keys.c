@@ -1,0 +1,290 @@
+/* Request keys end to end, with real keeld processes: a request sent again
+ * with its key is answered with the first outcome and does not run
+ * again; the record survives kill -9 and follows the actor when its unit
+ * moves to another node; the window per actor is bounded as documented;
+ * the record is not one of the actor's listed entries; the CLI's --key
+ * and --retry use it. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "keel.h"
+#include "proc.h"
+#include "runtime/client.h"
+#include "runtime/dedup.h"
+#include "testutil.h"
+#include "zk.h"
+
+static char *dir;
+static tu_keeld nodes[2];
+static tu_zk zk;
+
+static void setup(void)
+{
+    dir = tu_tmpdir("rkeys");
+    memset(nodes, 0, sizeof nodes);
+    memset(&zk, 0, sizeof zk);
+}
+
+static void teardown(void)
+{
+    for (int i = 0; i < 2; i++) {
+        if (nodes[i].pid > 0)
+            tu_keeld_stop(&nodes[i], SIGKILL);
+        tu_keeld_free(&nodes[i]);
+    }
+    tu_zk_stop(&zk);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+static keel_client *connect_to(const char *addr)
+{
+    keel_client *c;
+
+    ck_assert_int_eq(keel_client_connect(addr, 10000, &c), 0);
+    return c;
+}
+
+/* A keyed (key != NULL) or plain call; returns the status and copies the
+ * reply into out. */
+static int call(keel_client *c, const uint8_t *key, uint8_t kind,
+                const char *type, const char *id, const char *msg, char *out,
+                size_t outlen)
+{
+    char *reply = NULL;
+    size_t rl = 0;
+    int rc;
+
+    if (key != NULL)
+        rc = keel_client_call_keyed(c, kind, key, type, id, strlen(id), msg,
+                                    strlen(msg), &reply, &rl);
+    else
+        rc = keel_client_call(c, kind, type, id, strlen(id), msg, strlen(msg),
+                              &reply, &rl);
+    if (out != NULL) {
+        size_t m = rl < outlen - 1 ? rl : outlen - 1;
+        memcpy(out, reply ? reply : "", m);
+        out[m] = '\0';
+    }
+    free(reply);
+    return rc;
+}
+
+static void expect(keel_client *c, const uint8_t *key, const char *type,
+                   const char *id, const char *msg, const char *want)
+{
+    char buf[256];
+    int rc = call(c, key, KEEL_FRAME_CALL, type, id, msg, buf, sizeof buf);
+
+    ck_assert_msg(rc == 0, "%s %s %s: %s (%s)", type, id, msg,
+                  keel_err_name(rc), buf);
+    ck_assert_str_eq(buf, want);
+}
+
+static void new_key(uint8_t *k)
+{
+    ck_assert_int_eq(keel_client_new_key(k), 0);
+}
+
+START_TEST(retry_answered_with_first_outcome)
+{
+    uint8_t k1[16], k2[16], k3[16], kx[16];
+    char data[512], buf[256];
+    keel_client *c;
+    int i;
+
+    snprintf(data, sizeof data, "%s/n", dir);
+    ck_assert_int_eq(tu_keeld_start(&nodes[0], data, 0, NULL), 0);
+    c = connect_to(nodes[0].addr);
+    new_key(k1);
+    new_key(k2);
+    new_key(k3);
+
+    expect(c, k1, "counter", "c", "incr", "1");
+    expect(c, k1, "counter", "c", "incr", "1"); /* not run again */
+    expect(c, NULL, "counter", "c", "get", "1");
+    expect(c, k2, "counter", "c", "incr", "2");
+    ck_assert_int_eq(call(c, k3, KEEL_FRAME_CAST, "counter", "c", "incr",
+                          NULL, 0),
+                     0);
+    ck_assert_int_eq(call(c, k3, KEEL_FRAME_CAST, "counter", "c", "incr",
+                          NULL, 0),
+                     0);
+    expect(c, NULL, "counter", "c", "get", "3");
+    keel_client_close(c);
+    ck_assert_int_eq(tu_keel_stat(nodes[0].addr, "retries_answered"), 2);
+
+    /* The records are as durable as the writes they came with. */
+    tu_keeld_stop(&nodes[0], SIGKILL);
+    {
+        int port = nodes[0].port;
+        tu_keeld_free(&nodes[0]);
+        ck_assert_int_eq(tu_keeld_start(&nodes[0], data, port, NULL), 0);
+    }
+    c = connect_to(nodes[0].addr);
+    expect(c, k1, "counter", "c", "incr", "1");
+    expect(c, k2, "counter", "c", "incr", "2");
+    expect(c, NULL, "counter", "c", "get", "3");
+
+    /* The window: the newest KEEL_DEDUP_MAX records of the actor. After
+     * that many newer keyed writes, k1 is forgotten and runs again. */
+    for (i = 0; i < KEEL_DEDUP_MAX; i++) {
+        new_key(kx);
+        ck_assert_int_eq(call(c, kx, KEEL_FRAME_CALL, "counter", "c", "incr",
+                              buf, sizeof buf),
+                         0);
+    }
+    snprintf(data, sizeof data, "%d", 3 + KEEL_DEDUP_MAX);
+    expect(c, NULL, "counter", "c", "get", data);
+    snprintf(data, sizeof data, "%d", 4 + KEEL_DEDUP_MAX);
+    expect(c, k1, "counter", "c", "incr", data);
+    /* ... while the newest are still answered from their records. */
+    snprintf(data, sizeof data, "%d", 3 + KEEL_DEDUP_MAX);
+    expect(c, kx, "counter", "c", "incr", data);
+
+    /* The record is the runtime's: not among the actor's entries. */
+    new_key(kx);
+    expect(c, kx, "kv", "store", "put a 1", "OK");
+    expect(c, kx, "kv", "store", "put a 1", "OK");
+    expect(c, NULL, "kv", "store", "keys", "a");
+    keel_client_close(c);
+}
+END_TEST
+
+/* The CLI: the same --key twice runs once; --retry sends with a fresh
+ * key. A malformed key is a usage error. */
+START_TEST(cli_key_and_retry)
+{
+    const char *key = "00112233445566778899aabbccddeeff";
+    char data[512], *out = NULL;
+
+    snprintf(data, sizeof data, "%s/n", dir);
+    ck_assert_int_eq(tu_keeld_start(&nodes[0], data, 0, NULL), 0);
+    ck_assert_int_eq(tu_keel(nodes[0].addr, &out, NULL, "-k", key, "call",
+                             "counter", "z", "incr", NULL),
+                     0);
+    ck_assert_str_eq(out, "1\n");
+    free(out);
+    ck_assert_int_eq(tu_keel(nodes[0].addr, &out, NULL, "--key", key, "call",
+                             "counter", "z", "incr", NULL),
+                     0);
+    ck_assert_str_eq(out, "1\n");
+    free(out);
+    ck_assert_int_eq(tu_keel(nodes[0].addr, &out, NULL, "--retry", "2",
+                             "call", "counter", "z", "incr", NULL),
+                     0);
+    ck_assert_str_eq(out, "2\n");
+    free(out);
+    ck_assert_int_eq(tu_keel(nodes[0].addr, NULL, NULL, "-k", "0011", "call",
+                             "counter", "z", "incr", NULL),
+                     2);
+    out = NULL;
+    ck_assert_int_eq(tu_keel(nodes[0].addr, &out, NULL, "call", "counter",
+                             "z", "get", NULL),
+                     0);
+    ck_assert_str_eq(out, "2\n");
+    free(out);
+}
+END_TEST
+
+/* The owner of the unit: the `owner` line of `keel where`. */
+static void owner_of(const char *addr, const char *id, char *owner,
+                     size_t len)
+{
+    char *out = NULL, *p;
+
+    ck_assert_int_eq(tu_keel(addr, &out, NULL, "where", "counter", id, NULL),
+                     0);
+    p = strstr(out, "\nowner ");
+    ck_assert_ptr_nonnull(p);
+    p += 7;
+    snprintf(owner, len, "%.*s", (int)strcspn(p, "\n"), p);
+    free(out);
+}
+
+/* The record travels with the actor's records in a handoff: retried
+ * through the new owner, the request is still answered once. */
+START_TEST(record_follows_the_unit)
+{
+    const char *extra0[] = {"--shards", "8", "--zk", zk.hosts, "--cluster",
+                            "rk", "--node-id", "n0", "--zk-session-timeout",
+                            "2000", NULL};
+    const char *extra1[] = {"--shards", "8", "--zk", zk.hosts, "--cluster",
+                            "rk", "--node-id", "n1", "--zk-session-timeout",
+                            "2000", NULL};
+    char data[512], owner[64], id[32], buf[256];
+    uint8_t k[16];
+    keel_client *c;
+    int i, rc = -1;
+
+    if (!tu_zk_available()) {
+        fprintf(stderr, "SKIP: the ZooKeeper server is not installed\n");
+        return;
+    }
+    ck_assert_int_eq(tu_zk_start(&zk, 1, 200), 0);
+    snprintf(data, sizeof data, "%s/n0", dir);
+    ck_assert_int_eq(tu_keeld_start(&nodes[0], data, 0, extra0), 0);
+    snprintf(data, sizeof data, "%s/n1", dir);
+    ck_assert_int_eq(tu_keeld_start(&nodes[1], data, 0, extra1), 0);
+    c = connect_to(nodes[0].addr);
+    /* Both nodes own units once the map has settled; pick an actor of
+     * n1's, called through n0. At most 30 s. */
+    for (i = 0; i < 300; i++) {
+        snprintf(id, sizeof id, "a%d", i % 64);
+        if (call(c, NULL, KEEL_FRAME_CALL, "counter", id, "get", buf,
+                 sizeof buf) == 0) {
+            owner_of(nodes[0].addr, id, owner, sizeof owner);
+            if (strcmp(owner, "n1") == 0)
+                break;
+        }
+        usleep(100000);
+    }
+    ck_assert_str_eq(owner, "n1");
+    new_key(k);
+    expect(c, k, "counter", id, "incr", "1");
+
+    /* n1 leaves: its units, records and all, move to n0. */
+    ck_assert_int_eq(tu_keel(nodes[0].addr, NULL, NULL, "node", "drain",
+                             "n1", NULL),
+                     0);
+    ck_assert_int_eq(tu_keeld_stop(&nodes[1], 0), 0);
+    for (i = 0; i < 300; i++) {
+        rc = call(c, k, KEEL_FRAME_CALL, "counter", id, "incr", buf,
+                  sizeof buf);
+        if (rc == 0)
+            break;
+        usleep(100000);
+    }
+    ck_assert_msg(rc == 0, "retry after the move: %s (%s)", keel_err_name(rc),
+                  buf);
+    ck_assert_str_eq(buf, "1");
+    owner_of(nodes[0].addr, id, owner, sizeof owner);
+    ck_assert_str_eq(owner, "n0");
+    expect(c, NULL, "counter", id, "get", "1");
+    keel_client_close(c);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("request_keys");
+    TCase *tc = tcase_create("keys");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, retry_answered_with_first_outcome);
+    tcase_add_test(tc, cli_key_and_retry);
+    tcase_add_test(tc, record_follows_the_unit);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
