@@ -621,6 +621,9 @@ static enum MHD_Result answer_metrics(struct http_req *r)
     metric(&b, "keel_held_expired_total", "counter",
            "Calls that found no serving owner within the hold bound.", "",
            st->held_expired);
+    metric(&b, "keel_retries_answered_total", "counter",
+           "Keyed requests answered from the actor's record, not run again.",
+           "", st->retries_answered);
     metric(&b, "keel_passivations_total", "counter", "Actor passivations.",
            "", st->passivations);
     metric(&b, "keel_resident_actors", "gauge", "Actors in memory.", "",
