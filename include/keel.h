@@ -400,6 +400,21 @@ KEEL_API int keel_cast(keel_node *node, const char *type, const void *id,
                        size_t idlen, const void *msg, size_t len,
                        keel_call_cb cb, void *data);
 
+/* keel_call / keel_cast with a request key of KEEL_REQUEST_KEY_LEN bytes
+ * (copied): if the actor recorded the key, the request is answered with
+ * the recorded outcome instead of running again. Use a fresh random key
+ * per request, and the same key only to retry it (docs/protocol.md,
+ * "Request keys"). */
+#define KEEL_REQUEST_KEY_LEN 16
+KEEL_API int keel_call_keyed(keel_node *node, const uint8_t *key,
+                             const char *type, const void *id, size_t idlen,
+                             const void *msg, size_t len, keel_call_cb cb,
+                             void *data);
+KEEL_API int keel_cast_keyed(keel_node *node, const uint8_t *key,
+                             const char *type, const void *id, size_t idlen,
+                             const void *msg, size_t len, keel_call_cb cb,
+                             void *data);
+
 /* Blocking call from any thread but the loop thread (there it returns
  * KEEL_EINVAL at once: it would wait for itself). On return *reply is a
  * malloc'd buffer (free it with keel_free) holding the reply, or the error

@@ -103,6 +103,8 @@ struct http_req {
     size_t idlen;
     uint8_t *body;                   /* the message; malloc'd */
     size_t len, cap;
+    int keyed;                       /* Idempotency-Key given */
+    uint8_t rkey[KEEL_REQUEST_KEY_LEN];
 
     /* Outcome, written by the loop thread before `done` is set. */
     atomic_int done;
@@ -377,6 +379,43 @@ static void route_actor(struct http_req *r, const char *rest)
                     KEEL_MAX_ID_LEN);
 }
 
+/* A POST may carry a request key (docs/protocol.md, "Request keys") as
+ * `Idempotency-Key: <32 hex digits>`. */
+static void route_key(struct http_req *r)
+{
+    const char *v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                "Idempotency-Key");
+    size_t i;
+
+    if (v == NULL)
+        return;
+    if (strlen(v) != 2 * KEEL_REQUEST_KEY_LEN) {
+        route_error(r, KEEL_EINVAL, "Idempotency-Key must be %d hex digits",
+                    2 * KEEL_REQUEST_KEY_LEN);
+        return;
+    }
+    for (i = 0; i < 2 * KEEL_REQUEST_KEY_LEN; i++) {
+        int c = v[i], d;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            d = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            d = c - 'A' + 10;
+        else {
+            route_error(r, KEEL_EINVAL,
+                        "Idempotency-Key must be %d hex digits",
+                        2 * KEEL_REQUEST_KEY_LEN);
+            return;
+        }
+        if (i % 2 == 0)
+            r->rkey[i / 2] = (uint8_t)(d << 4);
+        else
+            r->rkey[i / 2] |= (uint8_t)d;
+    }
+    r->keyed = 1;
+}
+
 /* Routes by path and method. url is the raw path (the unescape callback
  * leaves it alone), without the query string. */
 static void route(struct http_req *r, const char *url, const char *method)
@@ -422,6 +461,8 @@ static void route(struct http_req *r, const char *url, const char *method)
     }
     if (r->route == R_ACTOR)
         route_actor(r, url + sizeof actors - 1);
+    if (r->route == R_ACTOR && r->method == M_POST && r->err == 0)
+        route_key(r);
 }
 
 /* ----------------------------------------------------------- responses */
@@ -773,6 +814,7 @@ struct count_entries {
     size_t prefix_len;
     uint64_t count;
     uint64_t max_version;
+    int runtime_only; /* only entries of the runtime (dedup.h) */
 };
 
 static int count_entries_cb(const uint8_t *key, size_t klen,
@@ -782,7 +824,10 @@ static int count_entries_cb(const uint8_t *key, size_t klen,
 
     if (klen == ce->prefix_len)
         return 0; /* the state blob */
-    ce->count++;
+    if (key[ce->prefix_len] != 0)
+        ce->count++; /* entries beginning with NUL are the runtime's */
+    else
+        ce->runtime_only = 1;
     if (rec->version > ce->max_version)
         ce->max_version = rec->version;
     return 0;
@@ -848,7 +893,7 @@ static void read_state(keel_node *n, struct http_req *r)
         set_result(r, rc, keel_strerror(rc), strlen(keel_strerror(rc)));
         return;
     }
-    if (!r->have_blob && ce.count == 0) {
+    if (!r->have_blob && ce.count == 0 && !ce.runtime_only) {
         static const char never[] = "the actor has never been written";
         set_result(r, KEEL_ENOTFOUND, never, sizeof never - 1);
         return;
@@ -901,8 +946,10 @@ static void job_fn(keel_node *n, void *data)
     } else if (r->method == M_POST) {
         /* keel_call copies the message; the callback runs once the reply
          * is durable, or not at all if the call fails here. */
-        rc = keel_call(n, r->type, r->id, r->idlen, r->body, r->len, call_cb,
-                       r);
+        rc = r->keyed ? keel_call_keyed(n, r->rkey, r->type, r->id, r->idlen,
+                                        r->body, r->len, call_cb, r)
+                      : keel_call(n, r->type, r->id, r->idlen, r->body,
+                                  r->len, call_cb, r);
         if (rc == 0)
             return;
         set_result(r, rc, keel_strerror(rc), strlen(keel_strerror(rc)));

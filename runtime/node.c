@@ -2524,9 +2524,9 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
 
 /* ---------------------------------------------------------------- calls */
 
-static int call_common(keel_node *n, const char *type, const void *id,
-                       size_t idlen, const void *msg, size_t len,
-                       keel_call_cb cb, void *data, int cast)
+static int call_common(keel_node *n, const uint8_t *key, const char *type,
+                       const void *id, size_t idlen, const void *msg,
+                       size_t len, keel_call_cb cb, void *data, int cast)
 {
     struct keel_type_entry *te;
     keel_req *req;
@@ -2552,6 +2552,10 @@ static int call_common(keel_node *n, const char *type, const void *id,
     req->is_cast = (uint8_t)cast;
     req->u.local.cb = cb;
     req->u.local.data = data;
+    if (key != NULL) {
+        req->keyed = 1;
+        memcpy(req->rkey, key, KEEL_REQUEST_KEY_LEN);
+    }
     rc = keel__submit(n, te, id, idlen, req);
     if (rc != 0)
         keel__req_free(n, req);
@@ -2561,13 +2565,31 @@ static int call_common(keel_node *n, const char *type, const void *id,
 int keel_call(keel_node *n, const char *type, const void *id, size_t idlen,
               const void *msg, size_t len, keel_call_cb cb, void *data)
 {
-    return call_common(n, type, id, idlen, msg, len, cb, data, 0);
+    return call_common(n, NULL, type, id, idlen, msg, len, cb, data, 0);
+}
+
+int keel_call_keyed(keel_node *n, const uint8_t *key, const char *type,
+                    const void *id, size_t idlen, const void *msg, size_t len,
+                    keel_call_cb cb, void *data)
+{
+    if (key == NULL)
+        return KEEL_EINVAL;
+    return call_common(n, key, type, id, idlen, msg, len, cb, data, 0);
+}
+
+int keel_cast_keyed(keel_node *n, const uint8_t *key, const char *type,
+                    const void *id, size_t idlen, const void *msg, size_t len,
+                    keel_call_cb cb, void *data)
+{
+    if (key == NULL)
+        return KEEL_EINVAL;
+    return call_common(n, key, type, id, idlen, msg, len, cb, data, 1);
 }
 
 int keel_cast(keel_node *n, const char *type, const void *id, size_t idlen,
               const void *msg, size_t len, keel_call_cb cb, void *data)
 {
-    return call_common(n, type, id, idlen, msg, len, cb, data, 1);
+    return call_common(n, NULL, type, id, idlen, msg, len, cb, data, 1);
 }
 
 static void sync_finish(struct keel_sync_call *s, int status, const char *msg)

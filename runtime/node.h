@@ -106,7 +106,7 @@ struct keel_req {
     uint32_t len;
     uint32_t cap;  /* capacity of buf */
     uint64_t t_submit_ns; /* monotonic clock at submission */
-    uint8_t rkey[16];     /* the client's request key, when keyed */
+    uint8_t rkey[KEEL_REQUEST_KEY_LEN]; /* the request key, when keyed */
     uint8_t *buf;  /* points to inl or to a malloc'd block */
     union {
         struct {

@@ -56,7 +56,6 @@ enum keel_frame_kind {
 
 #define KEEL_FLAG_HOPS 0x0f
 #define KEEL_FLAG_KEYED 0x40
-#define KEEL_REQUEST_KEY_LEN 16
 
 typedef struct keel_frame {
     uint8_t kind;

@@ -448,6 +448,44 @@ START_TEST(state_reads_and_ids)
 END_TEST
 
 /* The value of the first sample line of a metric (no labels). */
+/* Idempotency-Key: a POST sent again with its key is answered with the
+ * first reply and does not run again; the record is not counted among
+ * the actor's entries; a malformed key is a 400. */
+START_TEST(idempotency_key)
+{
+    const char *k1 = "Idempotency-Key: 0123456789abcdef0123456789abcdef";
+    const char *k2 = "idempotency-key: FEDCBA9876543210FEDCBA9876543210";
+    struct hres r;
+
+    start_node(NULL);
+    curl(&r, "POST", "/v1/actors/counter/k", "incr 5", 6, k1);
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_str_eq(r.body, "5");
+    hres_free(&r);
+    curl(&r, "POST", "/v1/actors/counter/k", "incr 5", 6, k1);
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_str_eq(r.body, "5");
+    hres_free(&r);
+    curl(&r, "POST", "/v1/actors/counter/k", "incr 5", 6, k2);
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_str_eq(r.body, "10");
+    hres_free(&r);
+    expect("POST", "/v1/actors/counter/k", "get", 200, "10");
+    curl(&r, "POST", "/v1/actors/kv/m", "put a 1", 7, k1);
+    ck_assert_int_eq(r.code, 200);
+    hres_free(&r);
+    get(&r, "/v1/actors/kv/m");
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_msg(strstr(r.body, "\"entries\": 1}") != NULL, "%s", r.body);
+    hres_free(&r);
+    curl(&r, "POST", "/v1/actors/counter/k", "incr 5", 6,
+         "Idempotency-Key: 0123");
+    expect_error(&r, 400, "EINVAL", 1);
+    hres_free(&r);
+    expect("POST", "/v1/actors/counter/k", "get", 200, "10");
+}
+END_TEST
+
 static double metric_value(const char *text, const char *name)
 {
     char key[128];
@@ -870,6 +908,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, actor_calls_and_status_codes);
     tcase_add_test(tc, state_reads_and_ids);
+    tcase_add_test(tc, idempotency_key);
     tcase_add_test(tc, metrics_health_cluster);
     tcase_add_test(tc, fenced_shard_is_503);
     tcase_add_test(tc, disk_full_is_507);
