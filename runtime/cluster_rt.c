@@ -111,6 +111,8 @@ static void on_expired(keel_cluster *c, void *data)
 
     (void)c;
     keel_warn("cluster: session expired: dropping every unit");
+    rt->wipe_gen++; /* a purge still running completes nothing now */
+    rt->wipes_left = 0;
     STAT_ADD(rt->n, session_expirations, 1);
     rt_drop_rel(rt, NULL, 0);
     rt->sweep = 1;
@@ -119,7 +121,8 @@ static void on_expired(keel_cluster *c, void *data)
 /* This node was forgotten (keel node forget) and joined again: what it
  * still stores of units others own now is stale (they restarted from
  * nothing), so it goes, before this node could own one of them again.
- * Each unit's purge is fenced at the unit's current shard_epoch. */
+ * Each unit's purge is fenced at the unit's current shard_epoch. The
+ * coordinator hears when every wipe is durable (rt_wipe_done). */
 static void on_forgotten(keel_cluster *c, void *data)
 {
     keel_cluster_rt *rt = data;
@@ -128,8 +131,13 @@ static void on_forgotten(keel_cluster *c, void *data)
     uint32_t ci, s;
     size_t queued = 0;
 
-    if (m == NULL)
+    rt->wipe_gen++;
+    rt->wipes_left = 0;
+    rt->wipe_status = 0;
+    if (m == NULL) {
+        keel_cluster_forgotten_done(c, KEEL_EUNAVAIL);
         return;
+    }
     for (ci = 0; ci < m->ncaps; ci++)
         for (s = 0; s < m->shard_count; s++) {
             const keel_map_unit *u = keel_map_unit_at(m, ci, s);
@@ -139,18 +147,36 @@ static void on_forgotten(keel_cluster *c, void *data)
                 continue;
             if ((j = calloc(1, sizeof *j)) == NULL) {
                 keel_error("out of memory purging stale units");
-                return;
+                rt->wipe_status = KEEL_ENOMEM;
+                goto out;
             }
             j->kind = JOB_WIPE;
             snprintf(j->cap, sizeof j->cap, "%s", m->caps[ci]);
             j->shard = s;
             j->epoch = u->shard_epoch;
+            j->gen = rt->wipe_gen;
+            rt->wipes_left++;
             rt_job_push(rt, j);
             queued++;
         }
+out:
     keel_warn("cluster: this node was forgotten: deleting its stale copy "
               "of %zu units it does not own",
               queued);
+    if (rt->wipes_left == 0)
+        keel_cluster_forgotten_done(c, rt->wipe_status);
+}
+
+void rt_wipe_done(keel_cluster_rt *rt, const rt_job *j, int status)
+{
+    /* Refused by a newer fence: the unit was replaced here since (a
+     * stream, an acquire), which removed the stale copy too. */
+    if (status != 0 && status != KEEL_EFENCED && rt->wipe_status == 0)
+        rt->wipe_status = status;
+    if (j->gen != rt->wipe_gen || rt->wipes_left == 0)
+        return;
+    if (--rt->wipes_left == 0)
+        keel_cluster_forgotten_done(rt->c, rt->wipe_status);
 }
 
 static void on_map(keel_cluster *c, uint64_t map_epoch, void *data)
