@@ -1153,6 +1153,8 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
                         bootstrap_cb, c);
     keel_membership_init(&c->members, zk, &c->layout, c->node, membership_cb,
                          c);
+    if (o->store_id != NULL)
+        keel_membership_set_store(&c->members, o->store_id);
     keel_election_init(&c->election, zk, &c->layout, c->node, election_cb, c);
     memset(&copt, 0, sizeof copt);
     copt.shard_count = c->shard_count;

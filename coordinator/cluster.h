@@ -70,6 +70,9 @@ typedef struct keel_cluster_options {
     const char *cluster;     /* cluster name: /keel/<cluster> */
     const char *node;        /* this node's name (unique in the cluster) */
     const char *address;     /* where other nodes reach it, "host:port" */
+    /* The identity of its store (32 hex digits), published in its member
+     * znode; NULL: none. */
+    const char *store_id;
     const char *const *caps; /* capabilities it declares */
     size_t ncaps;
     uint32_t shard_count;    /* must match the cluster's */

@@ -77,6 +77,32 @@ static void on_acquire(keel_cluster *c, const char *cap, uint32_t shard,
     snprintf(j->cap, sizeof j->cap, "%s", cap);
     j->shard = shard;
     j->epoch = epoch;
+    {
+        /* This store's fence says what it holds of the unit: the epoch
+         * itself (it served the unit at that epoch before a restart) or
+         * the one below (a handoff streamed it here). Anything lower
+         * means the unit came here without its data (its owner was
+         * forgotten or presumed dead, the loss accepted): what this store
+         * still holds of it is an older owner's copy, deleted in the
+         * transaction that records the epoch, before anything
+         * activates. */
+        keel_store_read *r;
+        uint64_t fence = 0;
+        if (keel_store_read_begin(rt->n->store, &r) == 0) {
+            if (keel_store_fence_get(r, cap, (uint16_t)shard, &fence) != 0)
+                fence = epoch; /* unreadable: leave it to the commit */
+            keel_store_read_end(r);
+        } else {
+            fence = epoch;
+        }
+        if (fence + 1 < epoch) {
+            j->wipe = 1;
+            keel_info("unit (%s, %u) comes here at epoch %llu without its "
+                      "records (this store is at %llu): starting it empty",
+                      cap, shard, (unsigned long long)epoch,
+                      (unsigned long long)fence);
+        }
+    }
     rt_job_push(rt, j);
 }
 
@@ -440,6 +466,8 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     co.cluster = o->cluster;
     co.node = o->node_id;
     co.address = rt->address;
+    keel_store_id(n->store, rt->store_id);
+    co.store_id = rt->store_id;
     co.caps = (const char *const *)rt->caps;
     co.ncaps = rt->ncaps;
     co.shard_count = o->shard_count;
@@ -484,6 +512,19 @@ int keel__cluster_rt_start(keel_node *n)
 
     if (rt == NULL)
         return 0;
+    /* Records written before the store kept a type table have types of
+     * unknown capability, and their shards cannot move until some node
+     * says which capability those types have: this one says it for its
+     * own types. */
+    for (size_t i = 0; i < n->ntypes; i++) {
+        rc = keel_store_type_learn(n->store, n->types[i]->name,
+                                   n->types[i]->capability);
+        if (rc == KEEL_ETYPECAP)
+            keel_error("actor type %s requires capability \"%s\" here, but "
+                       "this store holds its records under another one: its "
+                       "writes will be refused",
+                       n->types[i]->name, n->types[i]->capability);
+    }
     rc = keel_writer_start(n->store, rt_writer_done, rt, &rt->writer);
     if (rc != 0)
         return rc;

@@ -54,6 +54,7 @@ typedef struct rt_job {
     uint8_t *recs;       /* JOB_XFER_IN: records, XFER encoding */
     size_t recs_len;
     uint64_t gen;        /* JOB_WIPE: the purge it belongs to */
+    int wipe;            /* JOB_FENCE: delete the unit's older records */
 } rt_job;
 
 enum { REL_DRAIN = 1, REL_SENDING, REL_PURGING };
@@ -88,6 +89,7 @@ struct keel_cluster_rt {
     char **caps;
     size_t ncaps;
     char address[300];
+    char store_id[2 * KEEL_STORE_ID_LEN + 1];
 
     rt_msg *held, *held_tail;
     size_t nheld;

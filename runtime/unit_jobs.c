@@ -124,6 +124,8 @@ int rt_job_build(keel_cluster_rt *rt, keel_batch *b, rt_job *j)
         return rc;
     switch (j->kind) {
     case JOB_FENCE:
+        if (j->wipe)
+            return keel_batch_del_unit(b, j->epoch);
         return keel_batch_fence_only(b);
     case JOB_WIPE:
         /* forgotten/<node> goes once the wipes are durable, whatever the
