@@ -106,7 +106,9 @@ struct keel_cluster {
     int map_this_session; /* a map was applied since the session began */
 };
 
-enum { R_NONE = 0, R_CHECK, R_PURGE, R_REMOVE };
+/* R_PURGE: forgotten, waiting for a map of this session; R_PURGING: the
+ * forgotten hook runs, waiting for keel_cluster_forgotten_done(). */
+enum { R_NONE = 0, R_CHECK, R_PURGE, R_PURGING, R_REMOVE };
 
 static void rejoin_purge(keel_cluster *c);
 static int rejoin_step(keel_cluster *c);
@@ -1151,6 +1153,8 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
                         bootstrap_cb, c);
     keel_membership_init(&c->members, zk, &c->layout, c->node, membership_cb,
                          c);
+    if (o->store_id != NULL)
+        keel_membership_set_store(&c->members, o->store_id);
     keel_election_init(&c->election, zk, &c->layout, c->node, election_cb, c);
     memset(&copt, 0, sizeof copt);
     copt.shard_count = c->shard_count;
@@ -1670,12 +1674,10 @@ static int rejoin_step(keel_cluster *c)
     return rc;
 }
 
-static void rejoin_purge(keel_cluster *c)
+static void rejoin_remove(keel_cluster *c)
 {
     int rc;
 
-    if (c->hooks.forgotten != NULL)
-        c->hooks.forgotten(c, c->hooks.data);
     c->rejoin = R_REMOVE;
     if ((rc = rejoin_step(c)) != 0) {
         if (rc == KEEL_ECONNLOSS)
@@ -1683,4 +1685,32 @@ static void rejoin_purge(keel_cluster *c)
         else
             c->rejoin = R_NONE;
     }
+}
+
+/* The mark goes only once the purge is durable: removed earlier, a crash
+ * would bring the node back with its stale copies and no mark to say so.
+ * The hook may complete before it returns. */
+static void rejoin_purge(keel_cluster *c)
+{
+    if (c->hooks.forgotten == NULL) {
+        rejoin_remove(c);
+        return;
+    }
+    c->rejoin = R_PURGING;
+    c->hooks.forgotten(c, c->hooks.data);
+}
+
+void keel_cluster_forgotten_done(keel_cluster *c, int status)
+{
+    if (c == NULL || c->rejoin != R_PURGING)
+        return;
+    if (status != 0) {
+        keel_warn("cluster: %s could not purge its stale units (%s); "
+                  "forgotten/%s stays, the purge runs again with the next "
+                  "map",
+                  c->node, keel_strerror(status), c->node);
+        c->rejoin = R_PURGE;
+        return;
+    }
+    rejoin_remove(c);
 }

@@ -56,7 +56,11 @@ typedef struct keel_cluster_hooks {
     /* This node joined again after the operator forgot it (keel node
      * forget): delete the local records of every unit the applied map
      * (keel_cluster_map) does not give it, before it could own one of
-     * them again; the unit's shard_epoch there is the fence to write. */
+     * them again; the unit's shard_epoch there is the fence to write.
+     * Once those deletions are durable (or have failed), call
+     * keel_cluster_forgotten_done(): forgotten/<node> is removed only
+     * after that, so that a crash before the purge is durable finds the
+     * mark again and purges again. */
     void (*forgotten)(keel_cluster *c, void *data);
     void *reserved[3];
 } keel_cluster_hooks;
@@ -66,6 +70,9 @@ typedef struct keel_cluster_options {
     const char *cluster;     /* cluster name: /keel/<cluster> */
     const char *node;        /* this node's name (unique in the cluster) */
     const char *address;     /* where other nodes reach it, "host:port" */
+    /* The identity of its store (32 hex digits), published in its member
+     * znode; NULL: none. */
+    const char *store_id;
     const char *const *caps; /* capabilities it declares */
     size_t ncaps;
     uint32_t shard_count;    /* must match the cluster's */
@@ -134,6 +141,11 @@ int keel_cluster_released(keel_cluster *c, const char *cap, uint32_t shard,
                           uint64_t shard_epoch);
 int keel_cluster_acquired(keel_cluster *c, const char *cap, uint32_t shard,
                           uint64_t shard_epoch);
+/* Completion of the forgotten hook: 0 when every deletion it made is
+ * durable, then forgotten/<node> is removed; otherwise the mark stays and
+ * the hook runs again with the next map applied. Ignored when no purge is
+ * awaited (a session ended meanwhile). */
+void keel_cluster_forgotten_done(keel_cluster *c, int status);
 
 /* Graceful leave (docs/cluster.md). Marks member `name` (this node or
  * another) leaving: "leaving 1" in its member znode. The controller then

@@ -153,9 +153,9 @@ int keel_member_format(const char *addr, const char *const *caps,
 
 int keel_member_parse(const void *data, size_t len, keel_member *m)
 {
-    const char *p = data, *end = p + len, *v, *c;
+    const char *p = data, *end = p + len, *v, *c, *caps;
     keel_member tmp;
-    size_t vl;
+    size_t vl, capslen;
 
     if (data == NULL)
         return KEEL_ECORRUPT;
@@ -168,6 +168,21 @@ int keel_member_parse(const void *data, size_t len, keel_member *m)
     v = field(&p, end, "caps", &vl);
     if (v == NULL)
         return KEEL_ECORRUPT;
+    caps = v;
+    capslen = vl;
+    if (p != end && (size_t)(end - p) > 6 && memcmp(p, "store ", 6) == 0) {
+        /* Optional: the identity of the node's store (members of older
+         * versions have none). Exactly 32 lowercase hex digits. */
+        size_t i;
+        v = field(&p, end, "store", &vl);
+        if (v == NULL || vl != sizeof tmp.store - 1)
+            return KEEL_ECORRUPT;
+        for (i = 0; i < vl; i++)
+            if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f')))
+                return KEEL_ECORRUPT;
+        memcpy(tmp.store, v, vl);
+        tmp.store[vl] = '\0';
+    }
     if (p != end) {
         /* Optional last line: the node is leaving (graceful leave). */
         const char *l;
@@ -178,6 +193,8 @@ int keel_member_parse(const void *data, size_t len, keel_member *m)
             return KEEL_ECORRUPT;
         tmp.leaving = 1;
     }
+    v = caps;
+    vl = capslen;
     c = v;
     while (c < v + vl) {
         const char *comma = memchr(c, ',', (size_t)(v + vl - c));
@@ -210,6 +227,7 @@ int keel_member_parse(const void *data, size_t len, keel_member *m)
     memcpy(m->caps, tmp.caps, sizeof tmp.caps[0] * tmp.ncaps);
     m->ncaps = tmp.ncaps;
     m->leaving = tmp.leaving;
+    memcpy(m->store, tmp.store, sizeof m->store);
     return 0;
 }
 

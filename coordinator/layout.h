@@ -7,6 +7,8 @@
  *                       writes (a check op in every multi)
  *   election/n_<sid>_<seq>  ephemeral sequential candidates (data: node)
  *   members/<node>      ephemeral; "addr <host:port>\ncaps <a,b>\n"
+ *                       [+ "store <32 hex digits>\n", the identity of the
+ *                       node's store]
  *                       [+ "leaving 1\n" once the node is being drained];
  *                       its czxid is the node's incarnation
  *   nodes/<node>/state  what the node holds (nodestate.h)
@@ -56,6 +58,7 @@ typedef struct keel_member {
     int64_t incarnation; /* czxid of the member znode */
     int64_t session;     /* its ephemeral owner */
     int leaving;         /* "leaving 1": being drained, owns nothing new */
+    char store[33];      /* its store's identity, "" when not published */
 } keel_member;
 
 void keel_member_clear(keel_member *m);

@@ -1,6 +1,7 @@
 /* Membership: join with our ephemeral znode, keep a view of the others. */
 #include "coordinator/membership.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,6 +116,11 @@ static int join_create(keel_membership *m)
     return rc;
 }
 
+void keel_membership_set_store(keel_membership *m, const char *store)
+{
+    snprintf(m->store, sizeof m->store, "%s", store ? store : "");
+}
+
 int keel_membership_join(keel_membership *m, const char *addr,
                          const char *const *caps, size_t ncaps)
 {
@@ -125,6 +131,17 @@ int keel_membership_join(keel_membership *m, const char *addr,
     rc = keel_member_format(addr, caps, ncaps, &m->data, &m->len);
     if (rc != 0)
         return rc;
+    if (m->store[0] != '\0') {
+        size_t sl = strlen(m->store);
+        char *d = realloc(m->data, m->len + 6 + sl + 1);
+        if (d == NULL)
+            return KEEL_ENOMEM;
+        memcpy(d + m->len, "store ", 6);
+        memcpy(d + m->len + 6, m->store, sl);
+        d[m->len + 6 + sl] = '\n';
+        m->data = d;
+        m->len += 6 + sl + 1;
+    }
     m->incarnation = 0;
     m->join_stalled = 0;
     return join_create(m);

@@ -40,6 +40,7 @@ struct keel_membership {
 
     /* join */
     char *data; /* our member znode's content */
+    char store[33]; /* published in it when not empty */
     size_t len;
     int join_state;
     int join_busy, join_stalled;
@@ -67,6 +68,9 @@ void keel_membership_free(keel_membership *m);
  * error. */
 int keel_membership_join(keel_membership *m, const char *addr,
                          const char *const *caps, size_t ncaps);
+/* The store identity the member znode publishes (32 hex digits; NULL or
+ * "": none). Before keel_membership_join. */
+void keel_membership_set_store(keel_membership *m, const char *store);
 /* Starts maintaining the view (children watch on members/). */
 int keel_membership_watch(keel_membership *m);
 /* Redoes stalled requests after a reconnection. */

@@ -91,9 +91,11 @@ KEEL_API const char *keel_version_string(void);
     X(ECONNLOSS, -26, "coordination service unreachable; outcome unknown")   \
     X(ESESSION, -27, "coordination session expired or closed")               \
     X(ECONFIG, -28, "node configuration does not match the cluster's")       \
-    X(EDEPOSED, -29, "no longer the cluster controller")                    \
-    X(EINDOUBT, -30, "outcome unknown: the request may have taken effect") \
-    X(EALREADY, -31, "request already ran; its reply was not kept")
+    X(EDEPOSED, -29, "no longer the cluster controller")                     \
+    X(EINDOUBT, -30, "outcome unknown: the request may have taken effect")   \
+    X(EALREADY, -31, "request already ran; its reply was not kept")          \
+    X(ETYPECAP, -32, "actor type is recorded with another capability")       \
+    X(ECAPUNKNOWN, -33, "stored records of a type whose capability is unknown")
 
 typedef enum keel_errno {
     KEEL_OK = 0,

@@ -36,6 +36,7 @@ void keel_batch_reset(keel_batch *b)
     b->next = NULL;
     b->wgen = 0;
     b->mergeable = 0;
+    b->sync = 0;
 }
 
 /* Makes room for need more arena bytes. */
@@ -191,6 +192,23 @@ int keel_batch_del_prefix(keel_batch *b, const void *prefix, size_t plen)
     return batch_append(b, BATCH_OP_DEL_PREFIX, prefix, plen, 0, NULL, 0);
 }
 
+int keel_batch_del_unit(keel_batch *b, uint64_t below)
+{
+    uint8_t key[2];
+
+    if (b == NULL || b->ngroups == 0)
+        return KEEL_EINVAL;
+    key[0] = (uint8_t)(b->groups[b->ngroups - 1].shard >> 8);
+    key[1] = (uint8_t)b->groups[b->ngroups - 1].shard;
+    return batch_append(b, BATCH_OP_DEL_UNIT, key, sizeof key, below, NULL,
+                        0);
+}
+
+void keel_batch_require_sync(keel_batch *b)
+{
+    b->sync = 1;
+}
+
 /* Every group that is not refused raises its fence, so a group without
  * ops is exactly a fence raise: nothing to record beyond the group. */
 int keel_batch_fence_only(keel_batch *b)
@@ -237,6 +255,7 @@ int keel_batch_append(keel_batch *dst, const keel_batch *src)
     }
     dst->ngroups += src->ngroups;
     dst->nops += src->nops;
+    dst->sync |= src->sync;
     return 0;
 }
 

@@ -12,7 +12,10 @@
 enum batch_op_kind {
     BATCH_OP_PUT = 1,
     BATCH_OP_DEL = 2,
-    BATCH_OP_DEL_PREFIX = 3
+    BATCH_OP_DEL_PREFIX = 3,
+    /* key: the group's shard be16; version: the epoch below which the
+     * unit's records go (0: all). See keel_batch_del_unit. */
+    BATCH_OP_DEL_UNIT = 4
 };
 
 /* One op in the arena: this header, then klen key bytes, then dlen data
@@ -58,6 +61,7 @@ struct keel_batch {
     keel_batch *next;
     uint64_t wgen;  /* failures acknowledged when it was submitted */
     int mergeable;  /* later submits may append to it while it waits */
+    int sync;       /* keel_batch_require_sync */
     int wrc;        /* its commit's status */
     uint64_t wtxn;  /* its commit, for keel_store_durable (0: none) */
 };

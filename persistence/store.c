@@ -58,6 +58,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -68,6 +69,7 @@
 #include "common/log.h"
 #include "persistence/batch_internal.h"
 #include "persistence/store.h"
+#include "persistence/typetab.h"
 #include "persistence/wal.h"
 
 #define STORE_DEFAULT_MAP_SIZE (64ull << 20)
@@ -117,7 +119,9 @@ struct keel_store {
     MDB_dbi state;
     MDB_dbi fence;
     MDB_dbi meta;
+    MDB_dbi types;
     char *path;
+    uint8_t store_id[KEEL_STORE_ID_LEN];
     int lock_fd;
     int durability;
     uint64_t max_map_size;
@@ -140,6 +144,8 @@ struct keel_store {
      * environment (keel.lock), so once read, a fence changes only through
      * our own commits. Guarded by commit_lock. */
     struct fence_cache fc;
+    /* The type table, whole (typetab.h). Guarded by commit_lock. */
+    keel_typetab tt;
 
     /* Log sequence numbers of the newest commit that wrote, and of the
      * newest that is durable. last_lsn is written under commit_lock; both
@@ -262,6 +268,18 @@ static int record_parse(const MDB_val *v, keel_record *out)
     return 0;
 }
 
+/* The type of a state key, or -1 when the key does not parse. */
+static int key_type(const uint8_t *key, size_t klen, const uint8_t **type,
+                    size_t *tlen)
+{
+    if (klen < 3 || key[2] == 0 || key[2] > KEEL_MAX_TYPE_LEN ||
+        klen < 3u + key[2] + 2u)
+        return -1;
+    *type = key + 3;
+    *tlen = key[2];
+    return 0;
+}
+
 /* len(cap) u8 | cap | shard be16 into buf (KEEL_FENCE_KEY_MAX bytes). */
 static size_t fence_key(uint8_t *buf, const void *cap, size_t clen,
                         uint16_t shard)
@@ -381,22 +399,151 @@ static int meta_put_u32(MDB_txn *txn, MDB_dbi dbi, const char *name,
     return mdb_put(txn, dbi, &k, &v, 0);
 }
 
-/* Opens the named databases and checks (or, on a fresh store, writes) the
- * metadata, in one write transaction. */
-static int store_init_dbs(keel_store *s, uint32_t shard_count, char *errbuf,
+/* Lists, as unknown, every type with records in a store written before
+ * the type table existed: which capability they have is for a node that
+ * knows them to say (keel_store_type_learn). One pass over the records,
+ * once, when the store is upgraded. */
+static int store_list_old_types(keel_store *s, MDB_txn *txn)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc;
+
+    rc = mdb_cursor_open(txn, s->state, &cur);
+    if (rc != 0)
+        return rc;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        keel_key_parts kp;
+        const char *cap;
+        size_t clen;
+
+        if (keel_key_decode(k.mv_data, k.mv_size, &kp) != 0) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        if (keel_typetab_get(&s->tt, kp.type, kp.tlen, &cap, &clen) ==
+            TT_ABSENT) {
+            rc = keel_typetab_set(&s->tt, txn, s->types, kp.type, kp.tlen,
+                                  NULL, 0);
+            if (rc != 0)
+                break;
+        }
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* A text field of meta: 0 (copied into buf, NUL-ended), MDB_NOTFOUND, or
+ * MDB_CORRUPTED when it does not fit. */
+static int meta_get_str(MDB_txn *txn, MDB_dbi dbi, const char *name,
+                        char *buf, size_t cap)
+{
+    MDB_val k = {strlen(name), (void *)name};
+    MDB_val v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+
+    if (rc != 0)
+        return rc;
+    if (v.mv_size == 0 || v.mv_size >= cap)
+        return MDB_CORRUPTED;
+    memcpy(buf, v.mv_data, v.mv_size);
+    buf[v.mv_size] = '\0';
+    return 0;
+}
+
+static int meta_put_bytes(MDB_txn *txn, MDB_dbi dbi, const char *name,
+                          const void *val, size_t len)
+{
+    MDB_val k = {strlen(name), (void *)name};
+    MDB_val v = {len, (void *)val};
+
+    return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+/* The store's identity (store.h): its random id, made once, and the
+ * cluster and node it serves, recorded the first time they are given and
+ * checked every time after. MDB_KEYEXIST (errbuf set) when the store was
+ * made for another cluster or node. */
+static int store_identity(keel_store *s, MDB_txn *txn,
+                          const keel_store_options *o, char *errbuf,
                           size_t errlen)
 {
-    uint32_t format = 0, shards = 0;
+    static const char *const names[2] = {"cluster", "node"};
+    const char *want[2];
+    char have[2][256];
+    MDB_val k = {sizeof "store_id" - 1, (void *)"store_id"};
+    MDB_val v;
+    int rc, i, got[2];
+
+    rc = mdb_get(txn, s->meta, &k, &v);
+    if (rc == 0) {
+        if (v.mv_size != KEEL_STORE_ID_LEN)
+            return MDB_CORRUPTED;
+        memcpy(s->store_id, v.mv_data, KEEL_STORE_ID_LEN);
+    } else if (rc == MDB_NOTFOUND) {
+        if (getrandom(s->store_id, sizeof s->store_id, 0) !=
+            (ssize_t)sizeof s->store_id)
+            return errno != 0 ? errno : EIO;
+        rc = meta_put_bytes(txn, s->meta, "store_id", s->store_id,
+                            sizeof s->store_id);
+        if (rc != 0)
+            return rc;
+    } else {
+        return rc;
+    }
+    want[0] = o->cluster;
+    want[1] = o->node;
+    for (i = 0; i < 2; i++) {
+        got[i] = meta_get_str(txn, s->meta, names[i], have[i],
+                              sizeof have[i]);
+        if (got[i] != 0 && got[i] != MDB_NOTFOUND)
+            return got[i];
+    }
+    for (i = 0; i < 2; i++) {
+        if (want[i] == NULL || got[i] != 0 || strcmp(want[i], have[i]) == 0)
+            continue;
+        seterr(errbuf, errlen,
+               "%s: data directory belongs to node %s of cluster %s, not "
+               "to node %s of cluster %s",
+               s->path, got[1] == 0 ? have[1] : "(any)",
+               got[0] == 0 ? have[0] : "(any)",
+               o->node ? o->node : "(any)",
+               o->cluster ? o->cluster : "(any)");
+        return MDB_KEYEXIST;
+    }
+    for (i = 0; i < 2; i++) {
+        if (want[i] == NULL || got[i] == 0)
+            continue;
+        if (strlen(want[i]) == 0 || strlen(want[i]) > 255)
+            return EINVAL;
+        rc = meta_put_bytes(txn, s->meta, names[i], want[i],
+                            strlen(want[i]));
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Opens the named databases and checks (or, on a fresh store, writes) the
+ * metadata, in one write transaction; loads the type table. */
+static int store_init_dbs(keel_store *s, const keel_store_options *o,
+                          char *errbuf, size_t errlen)
+{
+    uint32_t format = 0, shards = 0, shard_count = o->shard_count;
     MDB_txn *txn;
     MDB_stat st;
-    int rc, rf, rs;
+    int rc, rf, rs, upgrade = 0;
 
+    keel_typetab_free(&s->tt);
     rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc != 0)
         goto err;
     if ((rc = mdb_dbi_open(txn, "state", MDB_CREATE, &s->state)) != 0 ||
         (rc = mdb_dbi_open(txn, "fence", MDB_CREATE, &s->fence)) != 0 ||
-        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0)
+        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0 ||
+        (rc = mdb_dbi_open(txn, "types", MDB_CREATE, &s->types)) != 0)
         goto err_abort;
 
     rf = meta_get_u32(txn, s->meta, "format", &format);
@@ -419,14 +566,15 @@ static int store_init_dbs(keel_store *s, uint32_t shard_count, char *errbuf,
              : rs != 0 && rs != MDB_NOTFOUND ? rs
                                              : MDB_CORRUPTED;
         goto err_abort;
-    } else if (format == 1 && shards == shard_count) {
+    } else if ((format == 1 || format == 2) && shards == shard_count) {
         /* Format 1 had no log: its file was flushed at every commit, so
-         * it is consistent as it is. From now on it needs the log. */
+         * it is consistent as it is. From now on it needs the log.
+         * Formats 1 and 2 had no type table: the types of their records
+         * are listed as unknown. */
+        upgrade = 1;
         rc = meta_put_u32(txn, s->meta, "format", KEEL_STORE_FORMAT);
         if (rc != 0)
             goto err_abort;
-        keel_info("store %s: upgraded from format 1 to %u", s->path,
-                  KEEL_STORE_FORMAT);
     } else if (format != KEEL_STORE_FORMAT) {
         mdb_txn_abort(txn);
         seterr(errbuf, errlen,
@@ -441,17 +589,36 @@ static int store_init_dbs(keel_store *s, uint32_t shard_count, char *errbuf,
                s->path, shards, shard_count);
         return KEEL_EMISMATCH;
     }
+    rc = keel_typetab_load(&s->tt, txn, s->types);
+    if (rc == 0 && upgrade)
+        rc = store_list_old_types(s, txn);
+    if (rc != 0)
+        goto err_abort;
+    keel_typetab_settle(&s->tt, 1);
+    rc = store_identity(s, txn, o, errbuf, errlen);
+    if (rc == MDB_KEYEXIST) {
+        mdb_txn_abort(txn);
+        keel_typetab_free(&s->tt);
+        return KEEL_EMISMATCH;
+    }
+    if (rc != 0)
+        goto err_abort;
     rc = mdb_txn_commit(txn);
     if (rc != 0)
         goto err;
+    if (upgrade)
+        keel_info("store %s: upgraded from format %u to %u", s->path, format,
+                  KEEL_STORE_FORMAT);
     return 0;
 
 err_abort:
     mdb_txn_abort(txn);
 err:
+    keel_typetab_free(&s->tt);
     seterr(errbuf, errlen, "%s: %s", s->path,
            rc == MDB_CORRUPTED ? "store metadata missing or malformed"
-                               : mdb_strerror(rc));
+           : rc > 0 && rc < 4096 ? strerror(rc)
+                                 : mdb_strerror(rc));
     return store_err(rc);
 }
 
@@ -558,6 +725,7 @@ static void store_free(keel_store *s, int locks)
     if (s->env != NULL)
         mdb_env_close(s->env);
     free(s->fc.slots);
+    keel_typetab_free(&s->tt);
     keel_wal_close(&s->wal);
     keel_ckpt_close(&s->ckpt);
     if (s->wb_fd >= 0)
@@ -631,7 +799,8 @@ static void store_writemap_off(keel_store *s, uint64_t size, const char *why)
  * be done, opens it for ordinary writes instead (s->writemap cleared,
  * s->writemap_off set). */
 static int store_env_open(keel_store *s, uint64_t map_size,
-                          uint32_t shard_count, char *errbuf, size_t errlen)
+                          const keel_store_options *o, char *errbuf,
+                          size_t errlen)
 {
     MDB_envinfo info;
     MDB_stat st;
@@ -675,7 +844,7 @@ again:
         seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
         return store_err(rc);
     }
-    if ((rc = mdb_env_set_maxdbs(s->env, 3)) != 0 ||
+    if ((rc = mdb_env_set_maxdbs(s->env, 4)) != 0 ||
         (rc = mdb_env_set_mapsize(s->env, (size_t)map_size)) != 0) {
         seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
         return store_err(rc);
@@ -712,7 +881,7 @@ again:
             }
         }
     }
-    rc = store_init_dbs(s, shard_count, errbuf, errlen);
+    rc = store_init_dbs(s, o, errbuf, errlen);
     if (rc < 0)
         return rc;
     rc = mdb_env_set_flags(s->env, MDB_NOSYNC, 1);
@@ -840,7 +1009,7 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
      * its map straight away (see "Writes through the map"). */
     s->writemap = s->durability == KEEL_DURABILITY_NONE && !s->ckpt.have &&
                   wst.st_size == 0;
-    rc = store_env_open(s, map_size, opts->shard_count, errbuf, errlen);
+    rc = store_env_open(s, map_size, opts, errbuf, errlen);
     if (rc < 0)
         goto err;
     {
@@ -939,8 +1108,7 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
             mdb_env_close(s->env);
             s->env = NULL;
             s->writemap = 1;
-            rc = store_env_open(s, s->map_size, opts->shard_count, errbuf,
-                                errlen);
+            rc = store_env_open(s, s->map_size, opts, errbuf, errlen);
             if (rc < 0)
                 goto err;
         }
@@ -1126,6 +1294,130 @@ int keel_store_scan(keel_store_read *r, const void *prefix, size_t plen,
     return ret;
 }
 
+struct unit_scan {
+    keel_store_read *r;
+    const uint8_t *cap;
+    size_t clen;
+    keel_scan_fn fn;
+    void *data;
+    /* The last type looked up: records of one actor follow each other. */
+    uint8_t type[KEEL_MAX_TYPE_LEN];
+    size_t tlen;
+    int in;
+};
+
+/* Reads go to the types database in the read's own snapshot, not to the
+ * cache, which belongs to the committing thread. */
+static int unit_scan_cb(const uint8_t *key, size_t klen,
+                        const keel_record *rec, void *data)
+{
+    struct unit_scan *u = data;
+    const uint8_t *type;
+    size_t tlen;
+
+    if (key_type(key, klen, &type, &tlen) != 0)
+        return KEEL_ECAPUNKNOWN;
+    if (tlen != u->tlen || memcmp(type, u->type, tlen) != 0) {
+        MDB_val k = {tlen, (void *)type}, v;
+        int rc = mdb_get(u->r->txn, u->r->store->types, &k, &v);
+
+        if (rc == MDB_NOTFOUND ||
+            (rc == 0 && v.mv_size == 1 &&
+             ((const uint8_t *)v.mv_data)[0] == TT_UNKNOWN_MARK))
+            return KEEL_ECAPUNKNOWN;
+        if (rc != 0)
+            return store_err(rc);
+        memcpy(u->type, type, tlen);
+        u->tlen = tlen;
+        u->in = v.mv_size == u->clen && memcmp(v.mv_data, u->cap, u->clen) == 0;
+    }
+    return u->in ? u->fn(key, klen, rec, u->data) : 0;
+}
+
+int keel_store_unit_scan(keel_store_read *r, const char *cap, uint16_t shard,
+                         keel_scan_fn fn, void *data)
+{
+    struct unit_scan u;
+    uint8_t prefix[2];
+
+    if (r == NULL || fn == NULL)
+        return KEEL_EINVAL;
+    if (cap == NULL)
+        cap = "";
+    memset(&u, 0, sizeof u);
+    u.r = r;
+    u.cap = (const uint8_t *)cap;
+    u.clen = strlen(cap);
+    u.fn = fn;
+    u.data = data;
+    if (u.clen > 255)
+        return KEEL_EINVAL;
+    put_be16(prefix, shard);
+    return keel_store_scan(r, prefix, sizeof prefix, unit_scan_cb, &u);
+}
+
+void keel_store_id(const keel_store *s, char hex[2 * KEEL_STORE_ID_LEN + 1])
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < KEEL_STORE_ID_LEN; i++) {
+        hex[2 * i] = digits[s->store_id[i] >> 4];
+        hex[2 * i + 1] = digits[s->store_id[i] & 15];
+    }
+    hex[2 * KEEL_STORE_ID_LEN] = '\0';
+}
+
+int keel_store_type_learn(keel_store *s, const char *type, const char *cap)
+{
+    size_t tlen, clen;
+    const char *have;
+    size_t hlen;
+    MDB_txn *txn;
+    int rc, st;
+
+    if (s == NULL || type == NULL)
+        return KEEL_EINVAL;
+    if (cap == NULL)
+        cap = "";
+    tlen = strlen(type);
+    clen = strlen(cap);
+    if (tlen == 0 || tlen > KEEL_MAX_TYPE_LEN || clen > 255)
+        return KEEL_EINVAL;
+    pthread_mutex_lock(&s->commit_lock);
+    st = keel_typetab_get(&s->tt, (const uint8_t *)type, tlen, &have, &hlen);
+    if (st != TT_UNKNOWN) {
+        pthread_mutex_unlock(&s->commit_lock);
+        if (st == TT_ABSENT)
+            return KEEL_ENOTFOUND;
+        return hlen == clen && memcmp(have, cap, clen) == 0 ? 0
+                                                            : KEEL_ETYPECAP;
+    }
+    if (__atomic_load_n(&s->broken, __ATOMIC_RELAXED)) {
+        pthread_mutex_unlock(&s->commit_lock);
+        return KEEL_ESTORE;
+    }
+    /* Rare (once per type, after an upgrade): an LMDB commit flushed by
+     * LMDB itself, outside the log. It changes no record and no fence, so
+     * a replay of the log over it gives the same state. */
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc == 0) {
+        rc = keel_typetab_set(&s->tt, txn, s->types, (const uint8_t *)type,
+                              tlen, cap, clen);
+        if (rc == 0)
+            rc = mdb_txn_commit(txn);
+        else
+            mdb_txn_abort(txn);
+        if (rc == 0)
+            rc = mdb_env_sync(s->env, 1);
+    }
+    keel_typetab_settle(&s->tt, rc == 0);
+    pthread_mutex_unlock(&s->commit_lock);
+    if (rc != 0)
+        keel_warn("store %s: recording the capability of type %s failed: %s",
+                  s->path, type, mdb_strerror(rc));
+    return store_err(rc);
+}
+
 int keel_store_fence_get(keel_store_read *r, const char *cap, uint16_t shard,
                          uint64_t *epoch)
 {
@@ -1193,8 +1485,13 @@ static int apply_del_prefix(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
     }
 }
 
+static int apply_del_unit(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
+                          const keel_batch *b, const struct batch_group *g,
+                          const struct batch_op *op);
+
 static int apply_op(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
-                    const struct batch_group *g, const struct batch_op *op)
+                    const keel_batch *b, const struct batch_group *g,
+                    const struct batch_op *op)
 {
     MDB_val k = {op->klen, (void *)batch_op_key(op)};
     MDB_val v;
@@ -1223,6 +1520,8 @@ static int apply_op(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
         return rc == MDB_NOTFOUND ? 0 : rc;
     case BATCH_OP_DEL_PREFIX:
         return apply_del_prefix(s, txn, curp, batch_op_key(op), op->klen);
+    case BATCH_OP_DEL_UNIT:
+        return apply_del_unit(s, txn, curp, b, g, op);
     default:
         return MDB_CORRUPTED;
     }
@@ -1306,6 +1605,169 @@ static void fence_cache_settle(struct fence_cache *fc, int ok)
     }
 }
 
+/* Whether the record's type belongs to capability cap: 1 yes, 0 no, or
+ * KEEL_ECAPUNKNOWN when the table cannot say. */
+static int type_in_unit(const keel_typetab *tt, const uint8_t *key,
+                        size_t klen, const uint8_t *cap, size_t clen)
+{
+    const uint8_t *type;
+    const char *tcap;
+    size_t tlen, tclen;
+
+    if (key_type(key, klen, &type, &tlen) != 0 ||
+        keel_typetab_get(tt, type, tlen, &tcap, &tclen) != TT_KNOWN)
+        return KEEL_ECAPUNKNOWN;
+    return tclen == clen && memcmp(tcap, cap, clen) == 0;
+}
+
+/* Before a group is applied: its puts' types against the type table
+ * (KEEL_ETYPECAP), and for a deletion of its unit, whether every record of
+ * the shard can be placed (KEEL_ECAPUNKNOWN). 0 when the group may go on;
+ * a raw LMDB code when reading failed. Nothing is changed. Puts of one
+ * actor's type follow each other, so the type is looked up once per
+ * run. */
+static int group_check(keel_store *s, MDB_txn *txn, const keel_batch *b,
+                       const struct batch_group *g, int *refuse)
+{
+    const uint8_t *cap = b->buf + g->cap_off, *last = NULL;
+    size_t lastlen = 0;
+
+    *refuse = 0;
+    for (size_t off = g->ops_off; off < g->ops_end;) {
+        const struct batch_op *op = batch_op_at(b, off);
+        const uint8_t *type;
+        const char *tcap;
+        size_t tlen, tclen;
+
+        off += batch_op_size(op);
+        if (op->kind == BATCH_OP_DEL_UNIT) {
+            MDB_cursor *cur;
+            MDB_val k = {2, (void *)batch_op_key(op)}, v;
+            int rc;
+
+            rc = mdb_cursor_open(txn, s->state, &cur);
+            if (rc != 0)
+                return rc;
+            rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+            while (rc == 0 && k.mv_size >= 2 &&
+                   memcmp(k.mv_data, batch_op_key(op), 2) == 0) {
+                if (type_in_unit(&s->tt, k.mv_data, k.mv_size, cap,
+                                 g->cap_len) < 0) {
+                    *refuse = KEEL_ECAPUNKNOWN;
+                    break;
+                }
+                rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            }
+            mdb_cursor_close(cur);
+            if (*refuse != 0)
+                return 0;
+            if (rc != 0 && rc != MDB_NOTFOUND)
+                return rc;
+            continue;
+        }
+        if (op->kind != BATCH_OP_PUT)
+            continue;
+        if (key_type(batch_op_key(op), op->klen, &type, &tlen) != 0) {
+            *refuse = KEEL_ETYPECAP;
+            return 0;
+        }
+        if (last != NULL && tlen == lastlen && memcmp(type, last, tlen) == 0)
+            continue;
+        last = type;
+        lastlen = tlen;
+        if (keel_typetab_get(&s->tt, type, tlen, &tcap, &tclen) == TT_KNOWN &&
+            (tclen != g->cap_len || memcmp(tcap, cap, tclen) != 0)) {
+            *refuse = KEEL_ETYPECAP;
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* Records the types of the group's puts that the table lacks (or lists as
+ * unknown) with the group's capability; group_check passed. */
+static int group_record_types(keel_store *s, MDB_txn *txn,
+                              const keel_batch *b,
+                              const struct batch_group *g)
+{
+    const char *cap = (const char *)b->buf + g->cap_off;
+    const uint8_t *last = NULL;
+    size_t lastlen = 0;
+
+    for (size_t off = g->ops_off; off < g->ops_end;) {
+        const struct batch_op *op = batch_op_at(b, off);
+        const uint8_t *type;
+        const char *tcap;
+        size_t tlen, tclen;
+        int rc;
+
+        off += batch_op_size(op);
+        if (op->kind != BATCH_OP_PUT ||
+            key_type(batch_op_key(op), op->klen, &type, &tlen) != 0)
+            continue;
+        if (last != NULL && tlen == lastlen && memcmp(type, last, tlen) == 0)
+            continue;
+        last = type;
+        lastlen = tlen;
+        if (keel_typetab_get(&s->tt, type, tlen, &tcap, &tclen) == TT_KNOWN)
+            continue;
+        rc = keel_typetab_set(&s->tt, txn, s->types, type, tlen, cap,
+                              g->cap_len);
+        if (rc != 0)
+            return rc;
+        s->wrote = 1;
+    }
+    return 0;
+}
+
+/* BATCH_OP_DEL_UNIT: deletes the shard's records of the group's unit
+ * written below op->version (0: all). group_check found every type
+ * known. */
+static int apply_del_unit(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
+                          const keel_batch *b, const struct batch_group *g,
+                          const struct batch_op *op)
+{
+    const uint8_t *cap = b->buf + g->cap_off;
+    uint8_t kbuf[KEEL_KEY_MAX];
+    MDB_val k = {2, (void *)batch_op_key(op)}, v;
+    int rc;
+
+    if (*curp == NULL) {
+        rc = mdb_cursor_open(txn, s->state, curp);
+        if (rc != 0) {
+            *curp = NULL;
+            return rc;
+        }
+    }
+    rc = mdb_cursor_get(*curp, &k, &v, MDB_SET_RANGE);
+    while (rc == 0 && k.mv_size >= 2 &&
+           memcmp(k.mv_data, batch_op_key(op), 2) == 0) {
+        keel_record rec;
+        int in = type_in_unit(&s->tt, k.mv_data, k.mv_size, cap, g->cap_len);
+
+        if (in < 0 || record_parse(&v, &rec) != 0)
+            return MDB_CORRUPTED; /* group_check saw every record */
+        if (in && (op->version == 0 || rec.epoch < op->version) &&
+            k.mv_size <= sizeof kbuf) {
+            /* Seek again past the deleted key: independent of where
+             * mdb_cursor_del leaves the cursor when pages merge. */
+            size_t klen = k.mv_size;
+
+            memcpy(kbuf, k.mv_data, klen);
+            rc = mdb_cursor_del(*curp, 0);
+            if (rc != 0)
+                return rc;
+            s->wrote = 1;
+            k.mv_size = klen;
+            k.mv_data = kbuf;
+            rc = mdb_cursor_get(*curp, &k, &v, MDB_SET_RANGE);
+            continue;
+        }
+        rc = mdb_cursor_get(*curp, &k, &v, MDB_NEXT);
+    }
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 /* Checks the group's fence in txn; refuses the group or raises the fence
  * and applies its ops. */
 static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
@@ -1342,6 +1804,12 @@ static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
         (*refusals)++;
         return 0;
     }
+    rc = group_check(s, txn, b, g, &g->status);
+    if (rc != 0 || g->status != 0)
+        return rc;
+    rc = group_record_types(s, txn, b, g);
+    if (rc != 0)
+        return rc;
     if (stored < g->epoch) {
         put_be64(vbuf, g->epoch);
         v.mv_size = sizeof vbuf;
@@ -1360,7 +1828,7 @@ static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
     for (size_t off = g->ops_off; off < g->ops_end;) {
         const struct batch_op *op = batch_op_at(b, off);
 
-        rc = apply_op(s, txn, curp, g, op);
+        rc = apply_op(s, txn, curp, b, g, op);
         if (rc != 0)
             return rc;
         off += batch_op_size(op);
@@ -1710,6 +2178,7 @@ int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn)
         }
         rc = commit_once(s, b, &refusals, &id);
         fence_cache_settle(&s->fc, rc == 0);
+        keel_typetab_settle(&s->tt, rc == 0);
         /* Out of room in the map, or in the log: a checkpoint may be all
          * it takes, once per commit. It releases the pages the pin held
          * and starts the log again in the room it already has. (While
@@ -1751,10 +2220,25 @@ int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn)
     if (rc == 0) {
         STAT_ADD(s, commits, 1);
         STAT_ADD(s, fence_refusals, refusals);
+        if (id != 0 && b->sync && !s->logged) {
+            /* Nothing else would make it durable (no log): flush the
+             * file now. A failed flush leaves the fate of every unflushed
+             * commit unknown, as in keel_store_sync. */
+            if (s->hooks.before_sync != NULL)
+                s->hooks.before_sync(s->hooks.data);
+            rc = mdb_env_sync(s->env, 1);
+            if (rc != 0) {
+                store_fail(s, "flushing the data file", rc);
+                rc = KEEL_EIO;
+            } else {
+                STAT_ADD(s, fsyncs, 1);
+                STAT_ADD(s, syncs, 1);
+            }
+        }
         if (id != 0) {
             *txn = id;
             __atomic_store_n(&s->last_lsn, id, __ATOMIC_RELEASE);
-            if (s->durability == KEEL_DURABILITY_NONE)
+            if (s->durability == KEEL_DURABILITY_NONE && rc == 0)
                 raise_synced(s, id);
             store_after_commit(s);
         }

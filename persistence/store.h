@@ -8,7 +8,15 @@
  *   fence  key  len(cap) u8 | cap | shard be16     (cap "" = default group)
  *          val  epoch be64 — the highest shard_epoch ever written for the
  *          placement unit (capability, shard)
- *   meta   "format" -> be32 KEEL_STORE_FORMAT, "shards" -> be32 shard count
+ *   types  key  type            val  capability (TT_UNKNOWN_MARK: unknown)
+ *          The capability whose unit a type's records belong to, recorded
+ *          in the transaction that writes the type's first record (see
+ *          persistence/typetab.h). Which unit a record belongs to is
+ *          therefore the store's to say, not the loaded types'.
+ *   meta   "format" -> be32 KEEL_STORE_FORMAT, "shards" -> be32 shard count,
+ *          "store_id" -> 16 random bytes written when the store is made,
+ *          "cluster", "node" -> the cluster and node it was made for (only
+ *          when opened with them)
  *
  * This module knows nothing of the network or of ZooKeeper.
  *
@@ -27,8 +35,10 @@
 
 #include "keel.h"
 
-/* 2: the log (keel.wal) and checkpoint (keel.ckpt) beside LMDB. */
-#define KEEL_STORE_FORMAT 2u
+/* 2: the log (keel.wal) and checkpoint (keel.ckpt) beside LMDB.
+ * 3: the type table and the store's identity. */
+#define KEEL_STORE_FORMAT 3u
+#define KEEL_STORE_ID_LEN 16
 /* Largest encoded state key: 2 + 1 + 64 + 2 + 255 + 180 = 504 <= 511. */
 #define KEEL_KEY_MAX                                                         \
     (2 + 1 + KEEL_MAX_TYPE_LEN + 2 + KEEL_MAX_ID_LEN + KEEL_MAX_ENTRY_KEY_LEN)
@@ -45,6 +55,12 @@ typedef struct keel_store_options {
     int durability;            /* enum keel_durability */
     uint64_t initial_map_size; /* 0: 64 MiB */
     uint64_t max_map_size;     /* 0: no limit but the disk's */
+    /* The cluster and node the store serves. A store records them the
+     * first time it is opened with them, and refuses (KEEL_EMISMATCH) to
+     * open for another cluster or node: its fences and records mean
+     * nothing there. NULL: not checked (standalone, tools). */
+    const char *cluster;
+    const char *node;
 } keel_store_options;
 
 /* --------------------------------------------------------------- keys */
@@ -80,6 +96,19 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
                     char *errbuf, size_t errlen);
 /* Closes; no read or commit may be running. */
 void keel_store_close(keel_store *s);
+/* The store's identity: 16 random bytes written when its directory was
+ * made (or when a store of an older format was first opened), as 32
+ * lowercase hex digits and a NUL into hex. A node back on an empty or
+ * replaced disk has another one. */
+void keel_store_id(const keel_store *s, char hex[2 * KEEL_STORE_ID_LEN + 1]);
+/* Records the capability of an actor type whose records predate the type
+ * table (the store listed it as unknown when it was upgraded). 0 when
+ * recorded or already recorded with that capability; KEEL_ENOTFOUND when
+ * the store holds no record of the type (nothing to do: its first write
+ * records it); KEEL_ETYPECAP when it is recorded with another capability
+ * (nothing changes); KEEL_ESTORE, KEEL_EIO, KEEL_ENOSPC. Not while a read
+ * is open on the calling thread. */
+int keel_store_type_learn(keel_store *s, const char *type, const char *cap);
 
 typedef struct keel_store_stats {
     uint64_t commits;
@@ -122,6 +151,14 @@ typedef int (*keel_scan_fn)(const uint8_t *key, size_t klen,
 int keel_store_scan(keel_store_read *r, const void *prefix, size_t plen,
                     keel_scan_fn fn, void *data);
 
+/* Calls fn, in key order, for every state record of the placement unit
+ * (cap, shard): the shard's records whose type the type table gives
+ * capability cap. KEEL_ECAPUNKNOWN (and no call for the rest) when the
+ * shard holds a record whose type's capability the store does not know:
+ * then nobody can tell which unit it belongs to. */
+int keel_store_unit_scan(keel_store_read *r, const char *cap, uint16_t shard,
+                         keel_scan_fn fn, void *data);
+
 /* Highest shard_epoch recorded for (cap, shard); 0 when none. */
 int keel_store_fence_get(keel_store_read *r, const char *cap, uint16_t shard,
                          uint64_t *epoch);
@@ -136,6 +173,13 @@ int keel_store_fence_get(keel_store_read *r, const char *cap, uint16_t shard,
  * KEEL_EFENCED, none of its writes applied, the other groups go on);
  * otherwise the fence is raised to the group's epoch if lower, and the
  * writes are applied in order.
+ *
+ * A group is also refused, as a whole, with KEEL_ETYPECAP when it puts a
+ * record of a type that the store's type table gives another capability
+ * than the group's, and with KEEL_ECAPUNKNOWN when it deletes its unit
+ * (keel_batch_del_unit) from a shard holding records of a type whose
+ * capability is unknown. A put of a type the table lacks records the
+ * type with the group's capability.
  *
  * A batch is built by one thread, then handed to the writer; it owns
  * copies of every byte given to it. Reuse it with keel_batch_reset(). */
@@ -154,8 +198,20 @@ int keel_batch_put(keel_batch *b, const void *key, size_t klen,
 int keel_batch_del(keel_batch *b, const void *key, size_t klen);
 /* Deletes every state record whose key starts with prefix. */
 int keel_batch_del_prefix(keel_batch *b, const void *prefix, size_t plen);
+/* Deletes the records of the current group's placement unit (its
+ * capability and shard, as the type table says) written at an epoch below
+ * `below` (0: every record). The records are chosen inside the commit's
+ * transaction, after the batch's earlier writes: a unit streamed in by an
+ * earlier group of the same batch at `below` or later stays. */
+int keel_batch_del_unit(keel_batch *b, uint64_t below);
 /* Raises the fence of the current group's unit without writing state. */
 int keel_batch_fence_only(keel_batch *b);
+/* The batch must be on the disk before it counts as committed, whatever
+ * the store's durability mode: with KEEL_DURABILITY_NONE its commit
+ * flushes the data file before it returns (the store then counts one
+ * fsync). For writes that others act upon, such as a unit received in a
+ * handoff, after whose acknowledgement the sender deletes its copy. */
+void keel_batch_require_sync(keel_batch *b);
 
 /* Appends a copy of src's groups, in order, to dst (src is unchanged).
  * KEEL_ENOMEM leaves dst as it was. */

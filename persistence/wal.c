@@ -262,6 +262,12 @@ static int rec_to_batch(const uint8_t *p, uint64_t len, uint32_t ngroups,
             case BATCH_OP_DEL_PREFIX:
                 rc = keel_batch_del_prefix(b, key, op.klen);
                 break;
+            case BATCH_OP_DEL_UNIT:
+                rc = op.klen == 2 && key[0] == (uint8_t)(shard >> 8) &&
+                             key[1] == (uint8_t)shard
+                         ? keel_batch_del_unit(b, op.version)
+                         : KEEL_EINVAL;
+                break;
             default:
                 return EILSEQ;
             }

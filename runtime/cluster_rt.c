@@ -77,6 +77,32 @@ static void on_acquire(keel_cluster *c, const char *cap, uint32_t shard,
     snprintf(j->cap, sizeof j->cap, "%s", cap);
     j->shard = shard;
     j->epoch = epoch;
+    {
+        /* This store's fence says what it holds of the unit: the epoch
+         * itself (it served the unit at that epoch before a restart) or
+         * the one below (a handoff streamed it here). Anything lower
+         * means the unit came here without its data (its owner was
+         * forgotten or presumed dead, the loss accepted): what this store
+         * still holds of it is an older owner's copy, deleted in the
+         * transaction that records the epoch, before anything
+         * activates. */
+        keel_store_read *r;
+        uint64_t fence = 0;
+        if (keel_store_read_begin(rt->n->store, &r) == 0) {
+            if (keel_store_fence_get(r, cap, (uint16_t)shard, &fence) != 0)
+                fence = epoch; /* unreadable: leave it to the commit */
+            keel_store_read_end(r);
+        } else {
+            fence = epoch;
+        }
+        if (fence + 1 < epoch) {
+            j->wipe = 1;
+            keel_info("unit (%s, %u) comes here at epoch %llu without its "
+                      "records (this store is at %llu): starting it empty",
+                      cap, shard, (unsigned long long)epoch,
+                      (unsigned long long)fence);
+        }
+    }
     rt_job_push(rt, j);
 }
 
@@ -111,6 +137,8 @@ static void on_expired(keel_cluster *c, void *data)
 
     (void)c;
     keel_warn("cluster: session expired: dropping every unit");
+    rt->wipe_gen++; /* a purge still running completes nothing now */
+    rt->wipes_left = 0;
     STAT_ADD(rt->n, session_expirations, 1);
     rt_drop_rel(rt, NULL, 0);
     rt->sweep = 1;
@@ -119,7 +147,8 @@ static void on_expired(keel_cluster *c, void *data)
 /* This node was forgotten (keel node forget) and joined again: what it
  * still stores of units others own now is stale (they restarted from
  * nothing), so it goes, before this node could own one of them again.
- * Each unit's purge is fenced at the unit's current shard_epoch. */
+ * Each unit's purge is fenced at the unit's current shard_epoch. The
+ * coordinator hears when every wipe is durable (rt_wipe_done). */
 static void on_forgotten(keel_cluster *c, void *data)
 {
     keel_cluster_rt *rt = data;
@@ -128,8 +157,13 @@ static void on_forgotten(keel_cluster *c, void *data)
     uint32_t ci, s;
     size_t queued = 0;
 
-    if (m == NULL)
+    rt->wipe_gen++;
+    rt->wipes_left = 0;
+    rt->wipe_status = 0;
+    if (m == NULL) {
+        keel_cluster_forgotten_done(c, KEEL_EUNAVAIL);
         return;
+    }
     for (ci = 0; ci < m->ncaps; ci++)
         for (s = 0; s < m->shard_count; s++) {
             const keel_map_unit *u = keel_map_unit_at(m, ci, s);
@@ -139,18 +173,36 @@ static void on_forgotten(keel_cluster *c, void *data)
                 continue;
             if ((j = calloc(1, sizeof *j)) == NULL) {
                 keel_error("out of memory purging stale units");
-                return;
+                rt->wipe_status = KEEL_ENOMEM;
+                goto out;
             }
             j->kind = JOB_WIPE;
             snprintf(j->cap, sizeof j->cap, "%s", m->caps[ci]);
             j->shard = s;
             j->epoch = u->shard_epoch;
+            j->gen = rt->wipe_gen;
+            rt->wipes_left++;
             rt_job_push(rt, j);
             queued++;
         }
+out:
     keel_warn("cluster: this node was forgotten: deleting its stale copy "
               "of %zu units it does not own",
               queued);
+    if (rt->wipes_left == 0)
+        keel_cluster_forgotten_done(c, rt->wipe_status);
+}
+
+void rt_wipe_done(keel_cluster_rt *rt, const rt_job *j, int status)
+{
+    /* Refused by a newer fence: the unit was replaced here since (a
+     * stream, an acquire), which removed the stale copy too. */
+    if (status != 0 && status != KEEL_EFENCED && rt->wipe_status == 0)
+        rt->wipe_status = status;
+    if (j->gen != rt->wipe_gen || rt->wipes_left == 0)
+        return;
+    if (--rt->wipes_left == 0)
+        keel_cluster_forgotten_done(rt->c, rt->wipe_status);
 }
 
 static void on_map(keel_cluster *c, uint64_t map_epoch, void *data)
@@ -414,6 +466,8 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     co.cluster = o->cluster;
     co.node = o->node_id;
     co.address = rt->address;
+    keel_store_id(n->store, rt->store_id);
+    co.store_id = rt->store_id;
     co.caps = (const char *const *)rt->caps;
     co.ncaps = rt->ncaps;
     co.shard_count = o->shard_count;
@@ -458,6 +512,19 @@ int keel__cluster_rt_start(keel_node *n)
 
     if (rt == NULL)
         return 0;
+    /* Records written before the store kept a type table have types of
+     * unknown capability, and their shards cannot move until some node
+     * says which capability those types have: this one says it for its
+     * own types. */
+    for (size_t i = 0; i < n->ntypes; i++) {
+        rc = keel_store_type_learn(n->store, n->types[i]->name,
+                                   n->types[i]->capability);
+        if (rc == KEEL_ETYPECAP)
+            keel_error("actor type %s requires capability \"%s\" here, but "
+                       "this store holds its records under another one: its "
+                       "writes will be refused",
+                       n->types[i]->name, n->types[i]->capability);
+    }
     rc = keel_writer_start(n->store, rt_writer_done, rt, &rt->writer);
     if (rc != 0)
         return rc;

@@ -53,6 +53,8 @@ typedef struct rt_job {
     keel_req *req;       /* JOB_XFER_IN: the last frame's reply */
     uint8_t *recs;       /* JOB_XFER_IN: records, XFER encoding */
     size_t recs_len;
+    uint64_t gen;        /* JOB_WIPE: the purge it belongs to */
+    int wipe;            /* JOB_FENCE: delete the unit's older records */
 } rt_job;
 
 enum { REL_DRAIN = 1, REL_SENDING, REL_PURGING };
@@ -87,6 +89,7 @@ struct keel_cluster_rt {
     char **caps;
     size_t ncaps;
     char address[300];
+    char store_id[2 * KEEL_STORE_ID_LEN + 1];
 
     rt_msg *held, *held_tail;
     size_t nheld;
@@ -96,6 +99,12 @@ struct keel_cluster_rt {
     rt_job *acq;
     rt_xin *xins;
     int sweep;
+    /* The purge of a forgotten node's stale units (hook forgotten): its
+     * number (a purge of an earlier session is not waited for), wipes
+     * still to settle, and the first failure. */
+    uint64_t wipe_gen;
+    size_t wipes_left;
+    int wipe_status;
 
     /* The module's own commits. */
     keel_writer *writer;
@@ -150,6 +159,11 @@ static inline uint64_t rt_get_be(const uint8_t *p, int bytes)
     return v;
 }
 
+/* ------------------------------------------------------- cluster_rt.c */
+
+/* A wipe of the forgotten hook's purge settled. */
+void rt_wipe_done(keel_cluster_rt *rt, const rt_job *j, int status);
+
 /* ------------------------------------------------------------ route.c */
 
 /* Answers req with status and body (copied), and releases it. */
@@ -178,16 +192,14 @@ int rt_unit_resident(keel_cluster_rt *rt, const char *cap, uint32_t shard);
 struct scan_ctx {
     keel_node *n;
     const char *cap;
-    keel_batch *del;    /* purge: delete each record */
-    uint64_t below;     /* with del: only records written at an epoch
-                         * below this one (0: every record) */
-    uint8_t *out;       /* collect: XFER record encoding */
+    uint8_t *out;       /* XFER record encoding, owned by the caller */
     size_t len, cap_bytes;
     int err;
 };
 
-/* Scans the unit's records: into s->del as deletes, or into s->out (XFER
- * record encoding, owned by the caller). */
+/* Collects the unit's records, as the store's type table places them,
+ * into s->out. KEEL_ECAPUNKNOWN when the shard holds records whose unit
+ * cannot be told. */
 int rt_unit_scan(keel_node *n, const char *cap, uint32_t shard,
                  struct scan_ctx *s);
 /* Parses the next record of an XFER record area at *off. */
@@ -195,6 +207,8 @@ int rt_rec_next(const uint8_t *p, size_t len, size_t *off,
                 const uint8_t **key, size_t *klen, uint64_t *version,
                 const uint8_t **val, size_t *vlen);
 void rt_job_free(rt_job *j);
+/* Adds the job's group to b, as the module's writer would commit it. */
+int rt_job_build(keel_cluster_rt *rt, keel_batch *b, rt_job *j);
 /* Queues a job (taking it) and starts a batch if the writer is idle. */
 void rt_job_push(keel_cluster_rt *rt, rt_job *j);
 void rt_kick_writer(keel_cluster_rt *rt);

@@ -2193,6 +2193,11 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
     so.shard_count = opts.shard_count;
     so.durability = opts.durability;
     so.initial_map_size = opts.initial_map_size;
+    if (opts.zk_hosts != NULL) {
+        /* A store serves one node of one cluster (store.h). */
+        so.cluster = opts.cluster;
+        so.node = opts.node_id;
+    }
     rc = keel_store_open(&so, &n->store, errbuf, errlen);
     if (rc != 0)
         goto err_after_loop;

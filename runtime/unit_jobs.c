@@ -16,77 +16,55 @@
 
 /* ------------------------------------------------------ unit records */
 
-/* The capability of a stored key's actor type ("" for types this node
- * does not know). */
-static const char *key_cap(keel_node *n, const uint8_t *key, size_t klen)
-{
-    keel_key_parts kp;
-    struct keel_type_entry *te;
-
-    if (keel_key_decode(key, klen, &kp) != 0)
-        return NULL;
-    te = keel__type_find(n, kp.type, kp.tlen);
-    return te ? te->capability : "";
-}
-
-
-
+/* Which unit a record belongs to is the store's to say (its type table),
+ * not this node's type registry: a node without some plugin must neither
+ * send nor delete that plugin's records as if they were the default
+ * group's. */
 static int unit_scan_cb(const uint8_t *key, size_t klen,
                         const keel_record *rec, void *data)
 {
     struct scan_ctx *s = data;
-    const char *cap = key_cap(s->n, key, klen);
+    size_t need = s->len + 2 + klen + 8 + 4 + rec->len;
+    uint8_t *p;
 
-    if (cap == NULL || strcmp(cap, s->cap) != 0)
-        return 0;
-    if (s->del != NULL) {
-        if (s->below != 0 && rec->epoch >= s->below)
-            return 0;
-        s->err = keel_batch_del(s->del, key, klen);
-        return s->err != 0;
-    }
-    {
-        size_t need = s->len + 2 + klen + 8 + 4 + rec->len;
-        uint8_t *p;
-        if (need > s->cap_bytes) {
-            size_t c = s->cap_bytes ? s->cap_bytes : 4096;
-            while (c < need)
-                c *= 2;
-            p = realloc(s->out, c);
-            if (p == NULL) {
-                s->err = KEEL_ENOMEM;
-                return 1;
-            }
-            s->out = p;
-            s->cap_bytes = c;
+    if (need > s->cap_bytes) {
+        size_t c = s->cap_bytes ? s->cap_bytes : 4096;
+        while (c < need)
+            c *= 2;
+        p = realloc(s->out, c);
+        if (p == NULL) {
+            s->err = KEEL_ENOMEM;
+            return 1;
         }
-        p = s->out + s->len;
-        rt_put_be(p, klen, 2);
-        memcpy(p + 2, key, klen);
-        rt_put_be(p + 2 + klen, rec->version, 8);
-        rt_put_be(p + 10 + klen, rec->len, 4);
-        if (rec->len)
-            memcpy(p + 14 + klen, rec->data, rec->len);
-        s->len = need;
+        s->out = p;
+        s->cap_bytes = c;
     }
+    p = s->out + s->len;
+    rt_put_be(p, klen, 2);
+    memcpy(p + 2, key, klen);
+    rt_put_be(p + 2 + klen, rec->version, 8);
+    rt_put_be(p + 10 + klen, rec->len, 4);
+    if (rec->len)
+        memcpy(p + 14 + klen, rec->data, rec->len);
+    s->len = need;
     return 0;
 }
 
-/* Scans the unit's records: into s->del as deletes, or into s->out. */
+/* Collects the unit's records into s->out. KEEL_ECAPUNKNOWN when the
+ * shard holds records of a type whose capability the store does not know
+ * (the caller must not stream: it cannot tell what belongs to the unit). */
 int rt_unit_scan(keel_node *n, const char *cap, uint32_t shard,
-                     struct scan_ctx *s)
+                 struct scan_ctx *s)
 {
     keel_store_read *r;
-    uint8_t prefix[2];
     int rc;
 
     s->n = n;
     s->cap = cap;
-    rt_put_be(prefix, shard, 2);
     rc = keel_store_read_begin(n->store, &r);
     if (rc != 0)
         return rc;
-    rc = keel_store_scan(r, prefix, sizeof prefix, unit_scan_cb, s);
+    rc = keel_store_unit_scan(r, cap, (uint16_t)shard, unit_scan_cb, s);
     keel_store_read_end(r);
     if (s->err != 0)
         return s->err;
@@ -136,46 +114,55 @@ void rt_job_push(keel_cluster_rt *rt, rt_job *j)
     rt_kick_writer(rt);
 }
 
-static int job_build(keel_cluster_rt *rt, keel_batch *b, rt_job *j)
+int rt_job_build(keel_cluster_rt *rt, keel_batch *b, rt_job *j)
 {
     int rc = keel_batch_begin_group(b, j->cap, (uint16_t)j->shard, j->epoch,
                                     j);
 
+    (void)rt;
     if (rc != 0)
         return rc;
-    if (j->kind == JOB_FENCE)
+    switch (j->kind) {
+    case JOB_FENCE:
+        if (j->wipe)
+            return keel_batch_del_unit(b, j->epoch);
         return keel_batch_fence_only(b);
-    {
-        struct scan_ctx s;
-        memset(&s, 0, sizeof s);
-        s.del = b;
+    case JOB_WIPE:
+        /* forgotten/<node> goes once the wipes are durable, whatever the
+         * node's durability mode. */
+        keel_batch_require_sync(b);
         /* A forgotten node's stale copy is what it wrote before the unit
          * moved on at j->epoch. Records at j->epoch or later came from the
          * unit's current owner, streamed here by a handoff that may have
-         * started before this wipe was queued: they stay. */
-        if (j->kind == JOB_WIPE)
-            s.below = j->epoch;
-        rc = rt_unit_scan(rt->n, j->cap, j->shard, &s);
-        if (rc != 0)
-            return rc;
+         * started before this wipe was queued, possibly in this very
+         * batch: they stay. The store chooses the records inside the
+         * transaction, so it sees them. */
+        return keel_batch_del_unit(b, j->epoch);
+    case JOB_PURGE:
+        return keel_batch_del_unit(b, 0);
+    case JOB_XFER_IN:
+        break;
+    default:
+        return KEEL_EINVAL;
     }
-    if (j->kind == JOB_XFER_IN) {
+    /* The stream replaces what this node held of the unit. Its sender
+     * deletes its copy once it has the answer, so the answer waits until
+     * the records are on the disk, whatever this node's durability. */
+    rc = keel_batch_del_unit(b, 0);
+    keel_batch_require_sync(b);
+    {
         size_t off = 0;
-        while (off < j->recs_len) {
+        while (rc == 0 && off < j->recs_len) {
             const uint8_t *key, *val;
             size_t klen, vlen;
             uint64_t version;
-            rc = rt_rec_next(j->recs, j->recs_len, &off, &key, &klen, &version,
-                          &val, &vlen);
+            rc = rt_rec_next(j->recs, j->recs_len, &off, &key, &klen,
+                             &version, &val, &vlen);
             if (rc == 0)
                 rc = keel_batch_put(b, key, klen, version, val, vlen);
-            if (rc != 0)
-                return rc;
         }
     }
-    if (keel_batch_op_count(b) == 0)
-        return keel_batch_fence_only(b);
-    return 0;
+    return rc;
 }
 
 static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
@@ -234,6 +221,7 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
             keel_error("unit (%s, %u): deleting the stale local copy failed: "
                        "%s",
                        j->cap, j->shard, keel_strerror(status));
+        rt_wipe_done(rt, j, status);
         break;
     case JOB_PURGE:
         rt_rel_purged(rt, j->cap, j->shard, status);
@@ -291,7 +279,7 @@ void rt_kick_writer(keel_cluster_rt *rt)
     rt->jobs = rt->jobs_tail = NULL;
     for (j = rt->inflight; j != NULL; j = j->next) {
         size_t before = keel_batch_group_count(b);
-        rc = job_build(rt, b, j);
+        rc = rt_job_build(rt, b, j);
         if (rc != 0) {
             /* Cannot build this one: the whole batch is redone without
              * it on the next kick. */

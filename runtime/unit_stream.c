@@ -62,8 +62,13 @@ static int xfer_send(keel_cluster_rt *rt, rt_rel *r)
     memset(&s, 0, sizeof s);
     rc = rt_unit_scan(rt->n, r->cap, r->shard, &s);
     if (rc != 0) {
+        /* Nothing was sent: the release waits and tries again, rather
+         * than sending a unit without records it may own. */
+        keel_error("unit (%s, %u): cannot read its records to stream them: "
+                   "%s",
+                   r->cap, r->shard, keel_strerror(rc));
         free(s.out);
-        return rc;
+        return rc == KEEL_ENOMEM ? rc : KEEL_EUNAVAIL;
     }
     do {
         /* Whole records, at least one, up to chunk bytes. */

@@ -654,6 +654,13 @@ START_TEST(test_forget_dead_node)
     settle();
     ck_assert_int_eq(forgotten_calls[2], 1);
     ck_assert_int_eq(forgotten_calls[0] + forgotten_calls[1], 0);
+    /* the mark stays until the purge is durable */
+    len = sizeof buf;
+    ck_assert_int_eq(
+        keel_zk_fake_get(F, "/keel/test/forgotten/node-c", buf, &len, NULL),
+        0);
+    keel_cluster_forgotten_done(N[2].c, 0);
+    settle();
     len = sizeof buf;
     ck_assert_int_eq(
         keel_zk_fake_get(F, "/keel/test/forgotten/node-c", buf, &len, NULL),

@@ -80,6 +80,30 @@ START_TEST(test_text_formats)
                      KEEL_ECORRUPT);
     ck_assert_int_eq(keel_member_format("has space:1", NULL, 0, &data, &len),
                      KEEL_EINVAL);
+    /* The store's identity: optional (older members have none), exactly
+     * 32 lowercase hex digits, before "leaving". */
+    {
+        static const char with[] =
+            "addr x:1\ncaps a\nstore 0123456789abcdef0123456789abcdef\n"
+            "leaving 1\n";
+        static const char bad1[] = "addr x:1\ncaps a\nstore 0123\n";
+        static const char bad2[] =
+            "addr x:1\ncaps a\nstore 0123456789ABCDEF0123456789abcdef\n";
+        static const char bad3[] = "addr x:1\ncaps a\nleaving 1\n"
+                                   "store 0123456789abcdef0123456789abcdef\n";
+
+        ck_assert_int_eq(keel_member_parse(with, sizeof with - 1, &m), 0);
+        ck_assert_str_eq(m.store, "0123456789abcdef0123456789abcdef");
+        ck_assert_int_eq(m.leaving, 1);
+        ck_assert_int_eq(keel_member_parse(bad1, sizeof bad1 - 1, &m),
+                         KEEL_ECORRUPT);
+        ck_assert_int_eq(keel_member_parse(bad2, sizeof bad2 - 1, &m),
+                         KEEL_ECORRUPT);
+        ck_assert_int_eq(keel_member_parse(bad3, sizeof bad3 - 1, &m),
+                         KEEL_ECORRUPT);
+        ck_assert_int_eq(keel_member_parse("addr x:1\ncaps \n", 15, &m), 0);
+        ck_assert_str_eq(m.store, "");
+    }
     keel_member_clear(&m);
 
     ck_assert_int_eq(keel_election_seq("n_00000000000010ab_0000000042"), 42);

@@ -531,7 +531,8 @@ START_TEST(test_fencing)
     n1 = mkkey(k1, 7, "a", 1, NULL);
     n2 = mkkey(k2, 7, "b", 1, NULL);
     n3 = mkkey(k3, 8, "c", 1, NULL);
-    n4 = mkkey(k4, 7, "d", 1, NULL);
+    /* Another capability's type (the store ties a type to one). */
+    n4 = keel_key_encode(k4, 7, "g", 1, "d", 1, NULL, 0);
 
     /* (default, 7) at epoch 2, then a stale writer of the same unit at
      * epoch 1, then another shard and another capability on shard 7, both
@@ -2190,6 +2191,233 @@ START_TEST(test_log_full_starts_again)
 }
 END_TEST
 
+/* ------------------------------------------------ units and identity */
+
+static int tkey(uint8_t *buf, uint16_t shard, const char *type,
+               const char *id)
+{
+    int n = keel_key_encode(buf, shard, type, strlen(type), id, strlen(id),
+                            NULL, 0);
+
+    ck_assert_int_gt(n, 0);
+    return n;
+}
+
+static int count_cb(const uint8_t *key, size_t klen, const keel_record *rec,
+                    void *data)
+{
+    (void)key;
+    (void)klen;
+    (void)rec;
+    (*(int *)data)++;
+    return 0;
+}
+
+/* Records of the unit, or the scan's error. */
+static int unit_count(keel_store *s, const char *cap, uint16_t shard)
+{
+    keel_store_read *r;
+    int n = 0, rc;
+
+    ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+    rc = keel_store_unit_scan(r, cap, shard, count_cb, &n);
+    keel_store_read_end(r);
+    return rc != 0 ? rc : n;
+}
+
+/* A record's unit is the store's to say: a type is tied to the capability
+ * it was first written under, whatever the reader has loaded, and a
+ * write of it under another capability is refused. */
+START_TEST(test_type_table_units)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    uint8_t kg[KEEL_KEY_MAX], kd[KEEL_KEY_MAX], kx[KEEL_KEY_MAX];
+    int ng = tkey(kg, 5, "gputype", "a"), nd = tkey(kd, 5, "plain", "b");
+    int nx = tkey(kx, 5, "gputype", "c");
+    keel_batch *b = keel_batch_create();
+    int st;
+
+    ck_assert_int_eq(commit_put(s, "gpu", 5, 1, kg, (size_t)ng, 1, "g"), 0);
+    ck_assert_int_eq(commit_put(s, NULL, 5, 1, kd, (size_t)nd, 1, "d"), 0);
+    /* The same type under the default group: refused, nothing written. */
+    ck_assert_int_eq(commit_put(s, NULL, 5, 1, kx, (size_t)nx, 1, "x"),
+                     KEEL_ETYPECAP);
+    expect_absent(s, kx, (size_t)nx);
+    keel_store_close(s);
+
+    s = open_store(dir);
+    ck_assert_int_eq(unit_count(s, "", 5), 1);
+    ck_assert_int_eq(unit_count(s, "gpu", 5), 1);
+    ck_assert_int_eq(unit_count(s, "gpu", 6), 0);
+    ck_assert_int_eq(keel_store_type_learn(s, "gputype", "gpu"), 0);
+    ck_assert_int_eq(keel_store_type_learn(s, "gputype", ""), KEEL_ETYPECAP);
+    ck_assert_int_eq(keel_store_type_learn(s, "never", ""), KEEL_ENOTFOUND);
+
+    /* Deleting the default unit leaves the gpu unit's record. */
+    ck_assert_int_eq(keel_batch_begin_group(b, "", 5, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_del_unit(b, 0), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_batch_group(b, 0, &st);
+    ck_assert_int_eq(st, 0);
+    expect_absent(s, kd, (size_t)nd);
+    expect_value(s, kg, (size_t)ng, "g");
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_begin_group(b, "gpu", 5, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_del_unit(b, 0), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    expect_absent(s, kg, (size_t)ng);
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A unit's deletion is decided inside the transaction, after the batch's
+ * earlier groups: a unit received by an earlier group at epoch 5 stays
+ * when a later group deletes what was written below 5, and what the
+ * store held from before goes. Replayed from the log after a crash, the
+ * same comes out. */
+START_TEST(test_del_unit_sees_earlier_groups)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    uint8_t k1[KEEL_KEY_MAX], k2[KEEL_KEY_MAX], k3[KEEL_KEY_MAX];
+    int n1 = tkey(k1, 3, "counter", "1"), n2 = tkey(k2, 3, "counter", "2");
+    int n3 = tkey(k3, 3, "counter", "3");
+    keel_batch *b = keel_batch_create();
+    int st;
+    pid_t pid;
+
+    ck_assert_int_eq(commit_put(s, NULL, 3, 2, k1, (size_t)n1, 1, "old1"), 0);
+    ck_assert_int_eq(commit_put(s, NULL, 3, 2, k3, (size_t)n3, 1, "old3"), 0);
+    /* A stream replaces the unit at epoch 5 ... */
+    ck_assert_int_eq(keel_batch_begin_group(b, "", 3, 5, NULL), 0);
+    ck_assert_int_eq(keel_batch_del_unit(b, 0), 0);
+    ck_assert_int_eq(keel_batch_put(b, k1, (size_t)n1, 7, "new1", 4), 0);
+    ck_assert_int_eq(keel_batch_put(b, k2, (size_t)n2, 7, "new2", 4), 0);
+    /* ... and in the same batch the stale copy from below 5 goes. */
+    ck_assert_int_eq(keel_batch_begin_group(b, "", 3, 5, NULL), 0);
+    ck_assert_int_eq(keel_batch_del_unit(b, 5), 0);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        /* Committed, in the log, then the process dies. */
+        uint64_t txn;
+        int rc = keel_store_commit_deferred(s, b, &txn);
+        if (rc == 0)
+            rc = keel_store_sync(s);
+        _exit(rc == 0 ? 0 : 1);
+    }
+    {
+        int wst;
+        ck_assert_int_eq(waitpid(pid, &wst, 0), pid);
+        ck_assert(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+    }
+    keel_batch_reset(b);
+    keel_store_close(s);
+    /* The child's commit is only in the log: the open replays it. */
+    s = open_store(dir);
+    expect_value(s, k1, (size_t)n1, "new1");
+    expect_value(s, k2, (size_t)n2, "new2");
+    expect_absent(s, k3, (size_t)n3);
+    ck_assert_uint_eq(fence_of(s, NULL, 3), 5);
+    /* And in one process too, the other way round: a deletion below 6
+     * after the stream takes everything. */
+    ck_assert_int_eq(keel_batch_begin_group(b, "", 3, 6, NULL), 0);
+    ck_assert_int_eq(keel_batch_del_unit(b, 6), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_batch_group(b, 0, &st);
+    ck_assert_int_eq(st, 0);
+    ck_assert_int_eq(unit_count(s, "", 3), 0);
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A batch that must be durable is flushed at its commit even with
+ * durability none. */
+START_TEST(test_require_sync_none)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE, 0, 0);
+    uint8_t k[KEEL_KEY_MAX];
+    int n = tkey(k, 1, "counter", "x");
+    keel_batch *b = keel_batch_create();
+    keel_store_stats st;
+
+    ck_assert_int_eq(commit_put(s, NULL, 1, 1, k, (size_t)n, 1, "a"), 0);
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.fsyncs, 0);
+    ck_assert_int_eq(keel_batch_begin_group(b, "", 1, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 2, "b", 1), 0);
+    keel_batch_require_sync(b);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.fsyncs, 1);
+    /* reset forgets the requirement */
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_begin_group(b, "", 1, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 3, "c", 1), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.fsyncs, 1);
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+static int open_as(const char *dir, const char *cluster, const char *node,
+                   keel_store **out, char *err, size_t errlen)
+{
+    keel_store_options o = {0};
+
+    o.path = dir;
+    o.shard_count = 64;
+    o.cluster = cluster;
+    o.node = node;
+    return keel_store_open(&o, out, err, errlen);
+}
+
+/* A store is made for one cluster and node, with an identity of its own. */
+START_TEST(test_store_identity)
+{
+    char *dir = tu_tmpdir("store"), *dir2 = tu_tmpdir("store");
+    char id1[33], id2[33], id3[33], err[512] = "";
+    keel_store *s;
+
+    ck_assert_int_eq(open_as(dir, "prod", "n1", &s, err, sizeof err), 0);
+    keel_store_id(s, id1);
+    ck_assert_uint_eq(strlen(id1), 32);
+    keel_store_close(s);
+    ck_assert_int_eq(open_as(dir, "prod", "n2", &s, err, sizeof err),
+                     KEEL_EMISMATCH);
+    ck_assert_ptr_nonnull(strstr(err, "node n1 of cluster prod"));
+    ck_assert_int_eq(open_as(dir, "test", "n1", &s, err, sizeof err),
+                     KEEL_EMISMATCH);
+    ck_assert_int_eq(open_as(dir, NULL, NULL, &s, err, sizeof err), 0);
+    keel_store_id(s, id2);
+    keel_store_close(s);
+    ck_assert_str_eq(id1, id2);
+    ck_assert_int_eq(open_as(dir, "prod", "n1", &s, err, sizeof err), 0);
+    keel_store_close(s);
+    /* Another directory: another identity, whatever it is opened for. */
+    ck_assert_int_eq(open_as(dir2, "prod", "n1", &s, err, sizeof err), 0);
+    keel_store_id(s, id3);
+    keel_store_close(s);
+    ck_assert_str_ne(id1, id3);
+    tu_rmrf(dir);
+    tu_rmrf(dir2);
+    free(dir);
+    free(dir2);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -2231,6 +2459,10 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_recover_stale_records_never_return);
     tcase_add_test(tc, test_overwrite_at_max_map);
     tcase_add_test(tc, test_log_full_starts_again);
+    tcase_add_test(tc, test_type_table_units);
+    tcase_add_test(tc, test_del_unit_sees_earlier_groups);
+    tcase_add_test(tc, test_require_sync_none);
+    tcase_add_test(tc, test_store_identity);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,209 @@
+/* The storage side of cluster safety, end to end (real ZooKeeper, keeld
+ * processes): a node killed, forgotten and restarted on its data while
+ * counters are incremented through the others keeps every acknowledged
+ * increment, round after round: the purge of its stale copies never
+ * deletes what a handoff back to it has just stored. Every wait and every
+ * loop is bounded. */
+#include <check.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proc.h"
+#include "testutil.h"
+#include "zk.h"
+
+#define NNODES 3
+#define COUNTERS 16
+#define ROUNDS 3
+
+static tu_zk server;
+static char *dir;
+static tu_keeld nodes[NNODES];
+static char cluster[32];
+
+static void setup(void)
+{
+    static int round;
+    dir = tu_tmpdir("cstore");
+    memset(nodes, 0, sizeof nodes);
+    snprintf(cluster, sizeof cluster, "cs%d-%d", (int)getpid(), round++);
+}
+
+static void teardown(void)
+{
+    int i;
+
+    for (i = 0; i < NNODES; i++) {
+        if (nodes[i].pid > 0)
+            tu_keeld_stop(&nodes[i], SIGKILL);
+        tu_keeld_free(&nodes[i]);
+    }
+    tu_rmrf(dir);
+    free(dir);
+}
+
+static void start_node(int i)
+{
+    char data[512], id[16];
+    const char *extra[] = {"--shards", "64", "--zk", server.hosts,
+                           "--cluster", cluster, "--node-id", id,
+                           "--zk-session-timeout", "2000", NULL};
+
+    snprintf(data, sizeof data, "%s/n%d", dir, i);
+    snprintf(id, sizeof id, "n%d", i);
+    ck_assert_int_eq(tu_keeld_start(&nodes[i], data, 0, extra), 0);
+}
+
+/* The number a counter call printed, or -1 (the call failed: its fate is
+ * unknown for an incr). */
+static long counter(int i, const char *name, const char *op)
+{
+    char *out = NULL, *err = NULL;
+    long v = -1;
+
+    if (tu_keel(nodes[i].addr, &out, &err, "call", "counter", name, op,
+                NULL) == 0 &&
+        out != NULL)
+        v = strtol(out, NULL, 10);
+    free(out);
+    free(err);
+    return v;
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec / 1e9;
+}
+
+/* Increments through n0 and n1 until told to stop: per counter, the
+ * increments acknowledged and those attempted. */
+struct load {
+    int round;
+    atomic_int stop;
+    long acked[COUNTERS], tried[COUNTERS];
+};
+
+static void *load_main(void *arg)
+{
+    struct load *l = arg;
+    char name[32];
+    int k = 0, c;
+
+    while (!atomic_load(&l->stop) && k < 100000) {
+        c = k % COUNTERS;
+        snprintf(name, sizeof name, "r%dc%d", l->round, c);
+        l->tried[c]++;
+        if (counter(k % 2, name, "incr") > 0)
+            l->acked[c]++;
+        k++;
+    }
+    return NULL;
+}
+
+static void forget_n2(void)
+{
+    char *out = NULL, *err = NULL;
+    int tries, rc;
+
+    /* Refused while n2's session lives (2 s). */
+    for (tries = 0; tries < 200; tries++) {
+        rc = tu_keel(nodes[0].addr, &out, &err, "node", "forget", "n2",
+                     NULL);
+        if (rc == 0)
+            break;
+        free(out);
+        free(err);
+        out = err = NULL;
+        usleep(100 * 1000);
+    }
+    ck_assert_msg(rc == 0, "forget n2 was never accepted");
+    free(out);
+    free(err);
+}
+
+START_TEST(forgotten_node_rejoins_under_load)
+{
+    int r, c, i;
+
+    for (i = 0; i < NNODES; i++)
+        start_node(i);
+    for (r = 0; r < ROUNDS; r++) {
+        struct load l;
+        pthread_t th;
+        double t0;
+        char name[32];
+
+        memset(&l, 0, sizeof l);
+        l.round = r;
+        ck_assert_int_eq(tu_keeld_stop(&nodes[2], SIGKILL), 128 + SIGKILL);
+        tu_keeld_free(&nodes[2]);
+        forget_n2();
+        ck_assert_int_eq(pthread_create(&th, NULL, load_main, &l), 0);
+        /* The counters live on n0 and n1 for a while, then n2 comes back
+         * on its stale data and takes some of them over by handoff, while
+         * it purges what it held before the forget. */
+        usleep(1500 * 1000);
+        start_node(2);
+        t0 = now_s();
+        while (now_s() - t0 < 6.0)
+            usleep(100 * 1000);
+        atomic_store(&l.stop, 1);
+        pthread_join(th, NULL);
+        {
+            /* The round went through the purge and a handoff back. */
+            char *log = tu_keeld_log(&nodes[2]);
+            ck_assert_ptr_nonnull(log);
+            ck_assert_ptr_nonnull(strstr(log, "this node was forgotten"));
+            ck_assert_ptr_nonnull(strstr(log, "received"));
+            free(log);
+        }
+        for (c = 0; c < COUNTERS; c++) {
+            snprintf(name, sizeof name, "r%dc%d", r, c);
+            ck_assert_int_gt(l.acked[c], 0);
+            for (i = 0; i < NNODES; i++) {
+                long v = counter(i, name, "get");
+                if (v < l.acked[c] || v > l.tried[c])
+                    tu_keeld_dump_logs(nodes, NNODES);
+                ck_assert_msg(v >= l.acked[c] && v <= l.tried[c],
+                              "round %d: counter %s read through n%d: %ld, "
+                              "acknowledged %ld, attempted %ld",
+                              r, name, i, v, l.acked[c], l.tried[c]);
+            }
+        }
+    }
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cluster_storage");
+    TCase *tc = tcase_create("cluster_storage");
+    SRunner *sr;
+    int failed;
+
+    if (!tu_zk_available()) {
+        fprintf(stderr, "ZooKeeper is not installed (sh scripts/install-deps)\n");
+        return 1;
+    }
+    if (tu_zk_start(&server, 1, 200) != 0)
+        return 1;
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, forgotten_node_rejoins_under_load);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    tu_zk_stop(&server);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
