@@ -91,7 +91,9 @@ KEEL_API const char *keel_version_string(void);
     X(ECONNLOSS, -26, "coordination service unreachable; outcome unknown")   \
     X(ESESSION, -27, "coordination session expired or closed")               \
     X(ECONFIG, -28, "node configuration does not match the cluster's")       \
-    X(EDEPOSED, -29, "no longer the cluster controller")
+    X(EDEPOSED, -29, "no longer the cluster controller")                     \
+    X(EDEADLINE, -30, "deadline passed; the request did not run")            \
+    X(ENOTSENT, -31, "request not sent; safe to retry")
 
 typedef enum keel_errno {
     KEEL_OK = 0,

@@ -20,8 +20,10 @@
  *                    "shards" [NODE], "where" TYPE ID, "capabilities");
  *                    answered by REPLY with text lines (runtime/info.h)
  *
- * flags: on CALL/CAST, how many times the request was forwarded between
- * nodes (0 from clients).
+ * flags: on CALL/CAST, bits 0-3 count how many times the request was
+ * forwarded between nodes (0 from clients); bit 4 (KEEL_FLAG_DEADLINE)
+ * says the body starts with the call's remaining time budget, be32
+ * milliseconds, before the CALL/CAST body proper. Other bits: 0.
  */
 #ifndef KEEL_RUNTIME_PROTO_H
 #define KEEL_RUNTIME_PROTO_H
@@ -59,6 +61,10 @@ typedef struct keel_frame {
     size_t body_len;
 } keel_frame;
 
+#define KEEL_FLAG_HOPS 0x0Fu
+#define KEEL_FLAG_DEADLINE 0x10u
+#define KEEL_DEADLINE_LEN 4
+
 /* Parses one frame from the front of buf.
  * Returns the frame's total size (> 0) when buf holds a whole frame,
  * 0 when more bytes are needed, or:
@@ -94,6 +100,15 @@ size_t keel_call_body_size(size_t tlen, size_t idlen, size_t msglen);
 size_t keel_call_body_encode(uint8_t *buf, const void *type, size_t tlen,
                              const void *id, size_t idlen, const void *msg,
                              size_t msglen);
+
+/* The budget prefix of a CALL/CAST body with KEEL_FLAG_DEADLINE. */
+void keel_deadline_put(uint8_t *p, uint32_t budget_ms);
+/* Takes the budget prefix off a CALL/CAST frame's body when its flags say
+ * there is one: *budget_ms (UINT32_MAX when the frame has none), and
+ * *body / *len the CALL/CAST body after it (pointing into f's buffer).
+ * KEEL_EMALFORMED when the body is shorter than the prefix. */
+int keel_call_deadline_split(const keel_frame *f, uint32_t *budget_ms,
+                             const uint8_t **body, size_t *len);
 
 /* ERROR body: code is a negative KEEL_E* value. Returns bytes written
  * (at most 2 + msglen). */
