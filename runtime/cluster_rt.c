@@ -351,7 +351,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         acquire_pending(rt);
     if (rt->rels != NULL)
         rt_progress_rels(rt);
-    if (rt->held != NULL)
+    if (rt->waiting != NULL)
         rt_retry_held(rt);
     leave_tick(rt);
     if (rt->n->stopping)
@@ -369,13 +369,13 @@ int keel__cluster_rt_busy(keel_node *n)
     if (rt->stop_since == 0)
         rt->stop_since = t;
     if (t - rt->stop_since >= STOP_QUIET_MAX_S) {
-        if (rt->held != NULL || keel__peers_pending(rt->peers) > 0)
+        if (rt->nheld > 0 || keel__peers_pending(rt->peers) > 0)
             keel_warn("cluster: stopping with %zu held and %zu forwarded "
                       "call(s) unanswered",
                       rt->nheld, keel__peers_pending(rt->peers));
         return 0;
     }
-    return rt->held != NULL || keel__peers_pending(rt->peers) > 0 ||
+    return rt->nheld > 0 || keel__peers_pending(rt->peers) > 0 ||
            t - n->last_forward_in < STOP_QUIET_S;
 }
 
@@ -438,6 +438,7 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     if (rt == NULL)
         return KEEL_ENOMEM;
     rt->n = n;
+    keel_hmap_init(&rt->units);
     pthread_mutex_init(&rt->mu, NULL);
     rt->batch = keel_batch_create();
     if (rt->batch == NULL || split_caps(rt, o->capabilities) != 0) {
@@ -539,7 +540,6 @@ int keel__cluster_rt_start(keel_node *n)
 void keel__cluster_rt_stop(keel_node *n)
 {
     keel_cluster_rt *rt = n->cluster;
-    rt_msg *m;
     rt_job *j;
 
     if (rt == NULL || !rt->started)
@@ -561,12 +561,7 @@ void keel__cluster_rt_stop(keel_node *n)
         rt_job_free(j);
     }
     rt->jobs_tail = NULL;
-    while ((m = rt->held) != NULL) {
-        rt->held = m->next;
-        rt_msg_fail(rt, m, KEEL_ESTOPPING, keel_strerror(KEEL_ESTOPPING));
-    }
-    rt->held_tail = NULL;
-    rt->nheld = 0;
+    rt_fail_held(rt, KEEL_ESTOPPING);
     /* Forwarded requests that left fail with KEEL_ECONN (they may have
      * run), the others with KEEL_ESTOPPING. */
     keel__peers_destroy(rt->peers);
@@ -576,18 +571,15 @@ void keel__cluster_rt_stop(keel_node *n)
 void keel__cluster_rt_destroy(keel_node *n)
 {
     keel_cluster_rt *rt = n->cluster;
-    rt_msg *m;
 
     if (rt == NULL)
         return;
     keel__cluster_rt_stop(n);
     keel_coord_destroy(n->coord);
     n->coord = NULL;
-    while ((m = rt->held) != NULL) {
-        rt->held = m->next;
-        rt_msg_fail(rt, m, KEEL_ESTOPPING, keel_strerror(KEEL_ESTOPPING));
-    }
+    rt_fail_held(rt, KEEL_ESTOPPING);
     keel__peers_destroy(rt->peers);
+    rt_units_free(rt);
     rt_drop_rel(rt, NULL, 0);
     while (rt->rels != NULL) {
         rt_rel *r = rt->rels;

@@ -42,6 +42,14 @@ int keel__cluster_rt_busy(keel_node *n);
 int keel__cluster_route(keel_node *n, struct keel_type_entry *te,
                         const void *id, size_t idlen, keel_req *req);
 
+/* An actor of the unit (te's capability, shard) became resident here, or
+ * left: per-unit counts, so that "is anything of this unit resident" costs
+ * one lookup. in: KEEL_ENOMEM (nothing counted). */
+int keel__cluster_actor_in(keel_node *n, struct keel_type_entry *te,
+                           uint32_t shard);
+void keel__cluster_actor_out(keel_node *n, struct keel_type_entry *te,
+                             uint32_t shard);
+
 /* Whether this node may run turns now: checks the lease against a fresh
  * clock reading (keel_cluster_check_lease), fencing the node if it has
  * lapsed. Cluster mode only (n->cluster set). */

@@ -21,6 +21,7 @@
 #include "coordinator/shardmap.h"
 #include "persistence/store.h"
 #include "runtime/cluster_rt.h"
+#include "runtime/hmap.h"
 #include "runtime/peer.h"
 
 #define HOLD_MS_DEFAULT 5000
@@ -31,16 +32,44 @@
 #define RETRY_S 0.5
 
 /* A message waiting for its unit, or forwarded and waiting for the
- * owner's answer. */
+ * owner's answer. Either way it sits in its unit's queue (held) or list
+ * (in flight), both ordered by seq. */
 typedef struct rt_msg {
-    struct rt_msg *next;
+    struct rt_msg *next, *prev;
+    struct rt_unit *u;
     struct keel_type_entry *te;
     keel_req *req;
-    ev_tstamp deadline;
-    uint32_t shard;
+    uint64_t seq;       /* admission order on this node */
+    uint64_t dest;      /* in flight: hash of the owner's address */
+    uint64_t hop_map;   /* hops used up: the map epoch it waits past... */
+    uint64_t hop_retry; /* ...or this instant (monotonic ns) */
+    uint8_t entry;      /* the call entered the cluster here (hops 0) */
+    uint8_t flying;
+    uint8_t hop_wait;
     uint8_t idlen;
     uint8_t id[KEEL_MAX_ID_LEN];
 } rt_msg;
+
+/* A placement unit with something of it here: held messages, forwarded
+ * ones not answered yet, or resident actors. Found through rt->units by
+ * (capability, shard); freed once it has none of the three. */
+typedef struct rt_unit {
+    uint64_t hash;
+    const char *cap;      /* a type entry's copy: lives as long as the node */
+    uint32_t shard;
+    rt_msg *head, *tail;  /* held, by seq */
+    size_t nheld;
+    size_t nheld_entry;   /* of which entered here */
+    rt_msg *fly_head, *fly_tail; /* forwarded, unanswered, by seq */
+    size_t nfly;
+    size_t nfly_entry;    /* of which entered here */
+    uint64_t fly_dest;    /* where those went, while fly_mixed is 0 */
+    int fly_mixed;        /* they went to more than one node */
+    uint64_t min_deadline; /* no held message expires before (ns) */
+    uint32_t resident;    /* actors of the unit resident here */
+    struct rt_unit *wnext, *wprev; /* on rt->waiting while nheld > 0 */
+    int waiting;
+} rt_unit;
 
 enum { JOB_FENCE = 1, JOB_XFER_IN, JOB_PURGE, JOB_WIPE };
 
@@ -91,8 +120,12 @@ struct keel_cluster_rt {
     char address[300];
     char store_id[2 * KEEL_STORE_ID_LEN + 1];
 
-    rt_msg *held, *held_tail;
-    size_t nheld;
+    keel_hmap units;        /* rt_unit by (capability, shard) */
+    rt_unit *waiting;       /* units with held messages */
+    size_t nheld;           /* held messages over all units */
+    uint64_t next_seq;      /* admission order */
+    uint64_t low_seq;       /* below every admitted one: taken back */
+    int admit;              /* keel__submit from a release: run here */
     rt_rel *rels;
     /* Units whose fence is recorded but which still have actors resident
      * from an earlier ownership: acquired once the sweep has them gone. */
@@ -139,6 +172,10 @@ static inline uint32_t rt_hold_ms(const keel_cluster_rt *rt)
     return v != 0 ? v : HOLD_MS_DEFAULT;
 }
 
+/* A hop-exhausted message waits this long, or for a map change, before it
+ * is routed again from this node's placement. */
+#define HOP_RETRY_NS 100000000ull
+
 static inline void rt_put_be(uint8_t *p, uint64_t v, int bytes)
 {
     int i;
@@ -169,17 +206,17 @@ void rt_wipe_done(keel_cluster_rt *rt, const rt_job *j, int status);
 /* Answers req with status and body (copied), and releases it. */
 void rt_req_finish(keel_node *n, keel_req *req, int status, const void *body,
                    size_t len);
-/* Answers m's request with status and the text, and frees m. */
+/* Answers m's request with status and the text, and frees m (which is in
+ * no queue). */
 void rt_msg_fail(keel_cluster_rt *rt, rt_msg *m, int status,
                  const char *text);
-/* A held message for req (NULL when out of memory); its deadline is the
- * hold bound from now. */
-rt_msg *rt_msg_new(keel_cluster_rt *rt, struct keel_type_entry *te,
-                   const void *id, size_t idlen, uint32_t shard,
-                   keel_req *req);
-/* Routes the held messages again, in order; fails those past their
- * deadline. */
+/* Routes the held messages again, unit by unit and in order within each;
+ * fails those past their deadline. */
 void rt_retry_held(keel_cluster_rt *rt);
+/* Fails every held message with status (the node stops). */
+void rt_fail_held(keel_cluster_rt *rt, int status);
+/* Frees the units (after every message was answered). */
+void rt_units_free(keel_cluster_rt *rt);
 /* Takes the queued messages of actors whose unit is not LOCAL back into
  * the hold list and passivates those whose writes are durable. Returns
  * how many such actors stay resident. */

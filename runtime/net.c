@@ -45,6 +45,12 @@ struct keel_conn {
     int in_flush;
     int buried;
     int paused;
+    /* Monotonic time at which the socket was last seen empty: every byte
+     * read since arrived after it, even if the process was paused (and
+     * its loop did not run) in between. undrained: the last round of
+     * reads left bytes in the socket. */
+    uint64_t quiet_ns;
+    int undrained;
     keel_conn *prev, *next;
     keel_conn *flush_next;
 };
@@ -243,6 +249,20 @@ static int conn_write(keel_conn *c)
     return 0;
 }
 
+/* From the prepare watcher, as the loop goes to wait: see
+ * frame_deadline. */
+#define NET_STALL_NS 100000000ull
+
+static void net_mark_wait(keel_node *n)
+{
+    uint64_t t = keel__now_ns();
+
+    n->net_floor_ns = n->net_prep_ns != 0 && t - n->net_prep_ns > NET_STALL_NS
+                          ? n->net_prep_ns
+                          : t;
+    n->net_prep_ns = t;
+}
+
 void keel__net_flush_all(keel_node *n)
 {
     keel_conn *c;
@@ -255,6 +275,7 @@ void keel__net_flush_all(keel_node *n)
         if (!c->dead)
             conn_write(c);
     }
+    net_mark_wait(n);
 }
 
 static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -296,16 +317,58 @@ void keel__net_complete(keel_node *n, keel_req *req)
 
 /* ------------------------------------------------------------- reading */
 
+/* The deadline of a call whose frame carries a budget, on this node's
+ * monotonic clock. The budget counts from when the frame reached this
+ * node, bounded from below by
+ *  - when its connection was last seen with nothing to read (every byte
+ *    read since came later), and, for a connection that was drained then,
+ *  - when the loop last went to wait for events before this round
+ *    (net_floor_ns): bytes that arrived earlier would have been read in
+ *    an earlier round. A round that began long after the one before
+ *    (NET_STALL_NS: the cluster's tick wakes the loop every 20 ms) means
+ *    the process was paused or stuck; the floor then stays at the moment
+ *    before.
+ * So a node that was paused counts the time a frame waited in its socket
+ * against the frame's budget, rather than starting it afresh when it
+ * gets round to reading. Returns 0 when the budget is used up. */
+static uint64_t frame_deadline(const keel_conn *c, uint32_t budget_ms)
+{
+    uint64_t t = keel__now_ns();
+    uint64_t since = c->quiet_ns;
+    uint64_t d;
+
+    if (!c->undrained && c->n->net_floor_ns > since)
+        since = c->n->net_floor_ns;
+    if (since == 0 || since > t)
+        since = t;
+    d = since + (uint64_t)budget_ms * 1000000u;
+    return budget_ms == 0 || d <= t ? 0 : d;
+}
+
 static void handle_call(keel_conn *c, const keel_frame *f)
 {
     keel_node *n = c->n;
     keel_call_body cb;
     struct keel_type_entry *te;
     keel_req *req;
-    const uint8_t *body = f->body, *rkey = NULL;
-    size_t blen = f->body_len;
+    const uint8_t *body, *rkey = NULL;
+    size_t blen;
+    uint32_t budget;
+    uint64_t deadline = 0;
     int rc;
 
+    rc = keel_call_deadline_split(f, &budget, &body, &blen);
+    if (rc != 0) {
+        send_error(c, f->request_id, rc, "malformed call body");
+        return;
+    }
+    if ((f->flags & KEEL_FLAG_DEADLINE) &&
+        (deadline = frame_deadline(c, budget)) == 0) {
+        send_error(c, f->request_id, KEEL_EDEADLINE,
+                   "the call's deadline passed before it arrived; it did "
+                   "not run");
+        return;
+    }
     if (f->flags & KEEL_FLAG_KEYED) {
         if (blen < KEEL_REQUEST_KEY_LEN) {
             send_error(c, f->request_id, KEEL_EMALFORMED,
@@ -340,6 +403,8 @@ static void handle_call(keel_conn *c, const keel_frame *f)
     req->origin = REQ_NET;
     req->is_cast = f->kind == KEEL_FRAME_CAST;
     req->hops = f->flags & KEEL_FLAG_HOPS;
+    req->deadline_ns = deadline;
+    req->wire_deadline = deadline != 0;
     if (req->hops > 0)
         n->last_forward_in = ev_now(n->loop);
     if (rkey != NULL) {
@@ -441,7 +506,8 @@ static void pause_reading(keel_conn *c)
 
 /* The largest frame accepted at p (avail bytes of it known): max_frame,
  * except for XFER frames between nodes, which carry whole records and may
- * need room for the largest value whatever --max-frame says. */
+ * need room for the largest value whatever --max-frame says, and calls
+ * that carry a budget. */
 #define XFER_MAX_FRAME ((size_t)KEEL_MAX_VALUE_LEN + (64u << 10))
 
 static size_t frame_limit(const keel_node *n, const uint8_t *p, size_t avail)
@@ -450,6 +516,11 @@ static size_t frame_limit(const keel_node *n, const uint8_t *p, size_t avail)
 
     if (avail >= 5 && p[4] == KEEL_FRAME_XFER && m < XFER_MAX_FRAME)
         return XFER_MAX_FRAME;
+    /* A call's budget, added by the node that forwards it, must not make
+     * a call that fitted the limit too large for the next node. */
+    if (avail >= 6 && (p[4] == KEEL_FRAME_CALL || p[4] == KEEL_FRAME_CAST) &&
+        (p[5] & KEEL_FLAG_DEADLINE))
+        return m + KEEL_DEADLINE_LEN;
     return m;
 }
 
@@ -505,6 +576,7 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
          rounds++) {
         ssize_t r;
         size_t want;
+        uint64_t t;
         if (c->rcap - c->rlen < READ_CHUNK / 4) {
             /* Room for the largest frame plus one read. */
             size_t cap = c->rcap ? c->rcap * 2 : READ_CHUNK;
@@ -521,6 +593,8 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
             c->rcap = cap;
         }
         want = c->rcap - c->rlen;
+        /* Read before the read: whatever it leaves behind came later. */
+        t = keel__now_ns();
         r = read(c->fd, c->rbuf + c->rlen, want);
         if (r > 0) {
             c->rlen += (size_t)r;
@@ -529,14 +603,22 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
              * return EAGAIN, one system call per request for nothing.
              * The watcher is level-triggered, so data that arrives
              * meanwhile wakes it again. */
-            if ((size_t)r < want)
+            if ((size_t)r < want) {
+                if (!c->dead) {
+                    c->quiet_ns = t;
+                    c->undrained = 0;
+                }
                 return;
+            }
             continue;
         }
         if (r < 0 && errno == EINTR)
             continue;
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            c->quiet_ns = t;
+            c->undrained = 0;
             return;
+        }
         if (r == 0) {
             /* The client finished sending; it may still read the replies
              * to what it sent (a half-close). */
@@ -548,6 +630,7 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
         conn_close(c); /* a reset or another error: nobody will read */
         return;
     }
+    c->undrained = 1; /* more may wait: bytes older than this round */
 }
 
 static void resume_reading(keel_conn *c)
@@ -621,6 +704,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         c->n = n;
         c->fd = fd;
+        c->quiet_ns = keel__now_ns();
         ev_io_init(&c->rio, rio_cb, fd, EV_READ);
         ev_io_init(&c->wio, wio_cb, fd, EV_WRITE);
         c->rio.data = c;

@@ -369,7 +369,13 @@ static keel_actor *actor_get(keel_node *n, struct keel_type_entry *te,
     a->idlen = (uint8_t)idlen;
     memcpy(a->id, id, idlen);
     a->shard = keel_shard_of(te->name, id, idlen, n->opts.shard_count);
+    if (n->cluster != NULL && keel__cluster_actor_in(n, te, a->shard) != 0) {
+        free(a);
+        return NULL;
+    }
     if (keel_hmap_put(&n->actors, h, a) != 0) {
+        if (n->cluster != NULL)
+            keel__cluster_actor_out(n, te, a->shard);
         free(a);
         return NULL;
     }
@@ -601,6 +607,8 @@ static void actor_passivate(keel_node *n, keel_actor *a)
         *pp = a->dirty_next;
     }
     keel_hmap_remove(&n->actors, a->hash, a);
+    if (n->cluster != NULL)
+        keel__cluster_actor_out(n, a->type, a->shard);
     lru_unlink(n, a);
     n->resident--;
     STAT_SET(n, resident_actors, n->resident);
@@ -1532,6 +1540,14 @@ again:
             if (a->mb_head == NULL)
                 a->mb_tail = NULL;
             a->mb_len--;
+            if (req->wire_deadline && keel__now_ns() >= req->deadline_ns) {
+                /* Its sender has answered its caller by now: running it
+                 * would run a call that may be sent again. */
+                fail_req(n, req, KEEL_EDEADLINE,
+                         "the call's deadline passed before its turn; it "
+                         "did not run");
+                continue;
+            }
             run_turn(n, a, req);
             budget--;
             since_poll++;

@@ -102,11 +102,17 @@ struct keel_req {
     uint8_t is_cast;
     uint8_t hops;  /* times forwarded between nodes (cluster mode) */
     uint8_t keyed; /* rkey holds the request key (runtime/dedup.h) */
+    uint8_t wire_deadline; /* deadline_ns came with the frame */
     int status;
     uint32_t len;
     uint32_t cap;  /* capacity of buf */
     uint64_t t_submit_ns; /* monotonic clock at submission */
     uint8_t rkey[KEEL_REQUEST_KEY_LEN]; /* the request key, when keyed */
+    /* Cluster mode: when the call's budget runs out (monotonic ns, 0:
+     * none). Set where it entered the cluster and carried by forwards;
+     * a call whose frame carried it is not started past it
+     * (KEEL_EDEADLINE): whoever sent it has given up by then. */
+    uint64_t deadline_ns;
     uint8_t *buf;  /* points to inl or to a malloc'd block */
     union {
         struct {
@@ -227,6 +233,10 @@ struct keel_node {
     /* ev_now of the last CALL/CAST another node forwarded here (cluster
      * mode): a stopping node waits for its peers to fall quiet. */
     double last_forward_in;
+    /* When the loop last went to wait for events, and the earliest a byte
+     * read from an idle connection in this round can have arrived (net.c,
+     * frame_deadline). */
+    uint64_t net_prep_ns, net_floor_ns;
     int port;
     ev_io listen_watcher;
     keel_conn *conns;      /* all open connections */

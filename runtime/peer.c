@@ -1,7 +1,14 @@
 /* Node-to-node connections (see peer.h). A connection is opened on the
  * first frame for its address (non-blocking connect; frames queue
  * meanwhile) and reopened on the next frame after a failure. Every frame
- * waits in a table keyed by request id until the answer comes. */
+ * waits in a table keyed by request id until the answer comes, or until
+ * its deadline.
+ *
+ * Deadlines. A frame with KEEL_FLAG_DEADLINE carries the call's
+ * remaining budget, which shrinks while the frame waits here: the budget
+ * is written as the frame leaves (peer_write), and a frame whose deadline
+ * passes before any byte of it left gets budget 0, which every receiver
+ * refuses, so its caller learns for certain that it did not run. */
 #include "runtime/peer.h"
 
 #include <arpa/inet.h>
@@ -23,15 +30,37 @@
 
 #define PEER_MAX_FRAME (64u << 20)
 #define PEER_RETRY_S 0.2 /* between connection attempts to a failed peer */
+/* Budgets are written into at most this many bytes ahead of each write,
+ * so the work is in proportion to what leaves. */
+#define PEER_WRITE_WINDOW (256u << 10)
+/* A peer that is gone without a word (host down, cable cut) is noticed by
+ * TCP keepalive after about PEER_KEEPIDLE_S + PEER_KEEPCNT *
+ * PEER_KEEPINTVL_S of silence, or when data it does not acknowledge has
+ * waited PEER_USER_TIMEOUT_MS. A paused process is not noticed this way:
+ * its kernel still acknowledges; the deadlines bound that case. */
+#define PEER_KEEPIDLE_S 5
+#define PEER_KEEPINTVL_S 2
+#define PEER_KEEPCNT 3
+#define PEER_USER_TIMEOUT_MS 10000
+
+typedef struct peer peer;
 
 struct pending {
     uint64_t id;
-    uint64_t end; /* stream position after the frame's last byte */
+    uint64_t start;       /* stream position of the frame's first byte */
+    uint64_t end;         /* stream position after the frame's last byte */
+    uint64_t deadline_ns; /* monotonic; 0: none */
     keel_peer_cb cb;
     void *arg;
+    peer *pr;
+    struct pending *unext; /* in pr's unwritten list, in stream order */
+    int budget;           /* the body starts with a budget to write */
+    int done;             /* cb called at the deadline; the answer is
+                           * dropped when it comes */
+    ev_timer timer;
 };
 
-typedef struct peer {
+struct peer {
     struct peer *next;
     keel_peers *p;
     char addr[256];
@@ -46,7 +75,9 @@ typedef struct peer {
     uint8_t *rbuf;
     size_t rlen, rcap;
     keel_hmap pending;
-} peer;
+    /* Frames with a budget, not yet started on the wire. */
+    struct pending *unw_head, *unw_tail;
+};
 
 struct keel_peers {
     keel_node *n;
@@ -76,6 +107,14 @@ keel_peers *keel__peers_create(keel_node *n)
     return p;
 }
 
+static int pending_cmp(const void *a, const void *b)
+{
+    const struct pending *x = *(struct pending *const *)a;
+    const struct pending *y = *(struct pending *const *)b;
+
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
 /* Completes every pending frame of the connection and resets it. */
 static void peer_fail(peer *pr, int stopping)
 {
@@ -102,10 +141,14 @@ static void peer_fail(peer *pr, int stopping)
     }
     keel_hmap_free(&pr->pending);
     keel_hmap_init(&pr->pending);
-    p->npending -= cnt;
     pr->wlen = pr->woff = 0;
     pr->rlen = 0;
+    pr->unw_head = pr->unw_tail = NULL;
     /* Callbacks may queue new frames: the connection is clean by now. */
+    /* In stream order: the callers put unsent frames back in order, and
+     * a caller that re-queues one at once gets it out in that order. */
+    if (all != NULL)
+        qsort(all, i, sizeof *all, pending_cmp);
     for (cnt = i, i = 0; i < cnt; i++) {
         struct pending *pd = all[i];
         /* A frame that left may have run there: its fate is unknown.
@@ -113,22 +156,70 @@ static void peer_fail(peer *pr, int stopping)
         int st = pd->end <= pr->written ? KEEL_ECONN
                  : stopping             ? KEEL_ESTOPPING
                                         : KEEL_PEER_UNSENT;
-        if (pd->cb != NULL)
-            pd->cb(n, st, (const uint8_t *)keel_strerror(st),
-                   strlen(keel_strerror(st)), pd->arg);
+        ev_timer_stop(n->loop, &pd->timer);
+        if (!pd->done) {
+            p->npending--;
+            if (pd->cb != NULL)
+                pd->cb(n, st, (const uint8_t *)keel_strerror(st),
+                       strlen(keel_strerror(st)), pd->arg);
+        }
         free(pd);
     }
     free(all);
     pr->written = pr->queued = 0;
 }
 
+/* Writes the budget left to each frame that starts within the next
+ * PEER_WRITE_WINDOW bytes and has not started yet. wbuf[woff] is stream
+ * position pr->written. */
+/* Drops the frames that have started from the unwritten list: their
+ * budget is on its way, and their answer (which frees them) may come. */
+static void unw_pop(peer *pr)
+{
+    struct pending *pd;
+
+    while ((pd = pr->unw_head) != NULL && pd->start < pr->written) {
+        pr->unw_head = pd->unext;
+        if (pr->unw_head == NULL)
+            pr->unw_tail = NULL;
+    }
+}
+
+static void write_budgets(peer *pr)
+{
+    struct pending *pd = pr->unw_head;
+    uint64_t t = 0;
+
+    for (; pd != NULL && pd->start < pr->written + PEER_WRITE_WINDOW;
+         pd = pd->unext) {
+        uint64_t left = 0;
+        if (t == 0)
+            t = keel__now_ns();
+        if (pd->deadline_ns > t)
+            left = (pd->deadline_ns - t) / 1000000u;
+        if (left > UINT32_MAX - 1)
+            left = UINT32_MAX - 1;
+        keel_deadline_put(pr->wbuf + pr->woff + (pd->start - pr->written) +
+                              KEEL_FRAME_HEADER,
+                          (uint32_t)left);
+    }
+}
+
 static void peer_write(peer *pr)
 {
     while (pr->woff < pr->wlen) {
-        ssize_t w = write(pr->fd, pr->wbuf + pr->woff, pr->wlen - pr->woff);
+        size_t want = pr->wlen - pr->woff;
+        ssize_t w;
+        if (pr->unw_head != NULL) {
+            write_budgets(pr);
+            if (want > PEER_WRITE_WINDOW)
+                want = PEER_WRITE_WINDOW;
+        }
+        w = write(pr->fd, pr->wbuf + pr->woff, want);
         if (w > 0) {
             pr->woff += (size_t)w;
             pr->written += (uint64_t)w;
+            unw_pop(pr);
             continue;
         }
         if (w < 0 && errno == EINTR)
@@ -178,6 +269,11 @@ static void handle_answer(peer *pr, const keel_frame *f)
     if (pd == NULL)
         return; /* not ours (a reset connection's late answer) */
     keel_hmap_remove(&pr->pending, id_hash(pd->id), pd);
+    ev_timer_stop(p->n->loop, &pd->timer);
+    if (pd->done) {
+        free(pd); /* its caller was answered at the deadline */
+        return;
+    }
     p->npending--;
     if (pd->cb != NULL) {
         if (f->kind == KEEL_FRAME_ERROR) {
@@ -271,6 +367,19 @@ static int peer_connect(peer *pr)
         return KEEL_ECONN;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    {
+        int idle = PEER_KEEPIDLE_S, intvl = PEER_KEEPINTVL_S;
+        int cnt = PEER_KEEPCNT;
+        unsigned uto = PEER_USER_TIMEOUT_MS;
+        /* Best effort: without them a dead peer is noticed later. */
+        (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl,
+                         sizeof intvl);
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto,
+                         sizeof uto);
+    }
     if (connect(fd, res->ai_addr, res->ai_addrlen) != 0 &&
         errno != EINPROGRESS) {
         freeaddrinfo(res);
@@ -309,9 +418,40 @@ static peer *peer_get(keel_peers *p, const char *addr)
     return pr;
 }
 
+/* The call's deadline passed before its answer came. */
+static void expire_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct pending *pd = w->data;
+    peer *pr = pd->pr;
+    /* Not a byte of it left: when it does, its budget reads 0 and the
+     * receiver refuses it. Otherwise it may have run. */
+    int st = pd->start >= pr->written ? KEEL_EDEADLINE : KEEL_ETIMEDOUT;
+    const char *text =
+        st == KEEL_EDEADLINE
+            ? "deadline passed before the call was sent; it did not run"
+            : "no answer from the owner by the call's deadline; it may "
+              "have run";
+
+    (void)revents;
+    ev_timer_stop(loop, w);
+    pd->deadline_ns = 1; /* whatever the timer's rounding: budget 0 */
+    pd->done = 1;
+    pr->p->npending--;
+    if (pd->cb != NULL)
+        pd->cb(pr->p->n, st, (const uint8_t *)text, strlen(text), pd->arg);
+}
+
 uint8_t *keel__peer_frame(keel_peers *p, const char *addr, uint8_t kind,
                           uint8_t flags, size_t body_len, keel_peer_cb cb,
                           void *arg)
+{
+    return keel__peer_frame_by(p, addr, kind, flags, body_len, 0, cb, arg);
+}
+
+uint8_t *keel__peer_frame_by(keel_peers *p, const char *addr, uint8_t kind,
+                             uint8_t flags, size_t body_len,
+                             uint64_t deadline_ns, keel_peer_cb cb,
+                             void *arg)
 {
     peer *pr = peer_get(p, addr);
     struct pending *pd;
@@ -319,6 +459,8 @@ uint8_t *keel__peer_frame(keel_peers *p, const char *addr, uint8_t kind,
     uint8_t *hdr;
 
     if (pr == NULL || body_len > PEER_MAX_FRAME - KEEL_FRAME_HEADER)
+        return NULL;
+    if ((flags & KEEL_FLAG_DEADLINE) && body_len < KEEL_DEADLINE_LEN)
         return NULL;
     if (pr->fd < 0) {
         if (ev_now(p->n->loop) < pr->retry_at)
@@ -341,12 +483,16 @@ uint8_t *keel__peer_frame(keel_peers *p, const char *addr, uint8_t kind,
         pr->wbuf = q;
         pr->wcap = cap;
     }
-    pd = malloc(sizeof *pd);
+    pd = calloc(1, sizeof *pd);
     if (pd == NULL)
         return NULL;
     pd->id = p->next_id++;
     pd->cb = cb;
     pd->arg = arg;
+    pd->pr = pr;
+    pd->deadline_ns = deadline_ns;
+    pd->budget = (flags & KEEL_FLAG_DEADLINE) != 0;
+    pd->start = pr->queued;
     pr->queued += KEEL_FRAME_HEADER + body_len;
     pd->end = pr->queued;
     if (keel_hmap_put(&pr->pending, id_hash(pd->id), pd) != 0) {
@@ -355,6 +501,22 @@ uint8_t *keel__peer_frame(keel_peers *p, const char *addr, uint8_t kind,
         return NULL;
     }
     p->npending++;
+    if (pd->budget) {
+        if (pr->unw_tail != NULL)
+            pr->unw_tail->unext = pd;
+        else
+            pr->unw_head = pd;
+        pr->unw_tail = pd;
+    }
+    ev_timer_init(&pd->timer, expire_cb, 0, 0);
+    pd->timer.data = pd;
+    if (deadline_ns != 0) {
+        uint64_t t = keel__now_ns();
+        ev_timer_set(&pd->timer,
+                     deadline_ns > t ? (double)(deadline_ns - t) / 1e9 : 0,
+                     0);
+        ev_timer_start(p->n->loop, &pd->timer);
+    }
     hdr = pr->wbuf + pr->wlen;
     keel_frame_header(hdr, kind, pd->id, body_len);
     hdr[5] = flags;

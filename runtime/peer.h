@@ -34,6 +34,17 @@ uint8_t *keel__peer_frame(keel_peers *p, const char *addr, uint8_t kind,
                           uint8_t flags, size_t body_len, keel_peer_cb cb,
                           void *arg);
 
+/* The same for a frame that answers to a deadline (deadline_ns,
+ * monotonic; 0: none). With KEEL_FLAG_DEADLINE in flags the body's first
+ * KEEL_DEADLINE_LEN bytes are the budget, which this module writes as the
+ * frame leaves. At the deadline cb gets KEEL_EDEADLINE if no byte of the
+ * frame had left (it never will run: its budget reads 0), KEEL_ETIMEDOUT
+ * otherwise (it may have run); a later answer is dropped. */
+uint8_t *keel__peer_frame_by(keel_peers *p, const char *addr, uint8_t kind,
+                             uint8_t flags, size_t body_len,
+                             uint64_t deadline_ns, keel_peer_cb cb,
+                             void *arg);
+
 /* Frames queued and not answered yet, over all peers. */
 size_t keel__peers_pending(const keel_peers *p);
 

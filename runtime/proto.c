@@ -166,6 +166,28 @@ size_t keel_call_body_encode(uint8_t *buf, const void *type, size_t tlen,
     return (size_t)(p - buf);
 }
 
+void keel_deadline_put(uint8_t *p, uint32_t budget_ms)
+{
+    put_be32(p, budget_ms);
+}
+
+int keel_call_deadline_split(const keel_frame *f, uint32_t *budget_ms,
+                             const uint8_t **body, size_t *len)
+{
+    if (!(f->flags & KEEL_FLAG_DEADLINE)) {
+        *budget_ms = UINT32_MAX;
+        *body = f->body;
+        *len = f->body_len;
+        return 0;
+    }
+    if (f->body_len < KEEL_DEADLINE_LEN)
+        return KEEL_EMALFORMED;
+    *budget_ms = get_be32(f->body);
+    *body = f->body + KEEL_DEADLINE_LEN;
+    *len = f->body_len - KEEL_DEADLINE_LEN;
+    return 0;
+}
+
 size_t keel_error_body_encode(uint8_t *buf, int code, const char *msg,
                               size_t msglen)
 {

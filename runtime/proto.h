@@ -23,8 +23,11 @@
  * flags on CALL/CAST:
  *   bits 0-3  how many times the request was forwarded between nodes (0
  *             from clients);
- *   bit 6     KEEL_FLAG_KEYED: the body starts with a 16-byte request key
- *             (runtime/dedup.h), then the CALL/CAST body as above.
+ *   bit 4     KEEL_FLAG_DEADLINE (between nodes): the body starts with the
+ *             call's remaining time budget, be32 milliseconds;
+ *   bit 6     KEEL_FLAG_KEYED: then a 16-byte request key
+ *             (runtime/dedup.h);
+ *   then the CALL/CAST body proper. Other bits: 0.
  */
 #ifndef KEEL_RUNTIME_PROTO_H
 #define KEEL_RUNTIME_PROTO_H
@@ -54,9 +57,6 @@ enum keel_frame_kind {
 };
 #define KEEL_FRAME_KIND_MAX KEEL_FRAME_INFO
 
-#define KEEL_FLAG_HOPS 0x0f
-#define KEEL_FLAG_KEYED 0x40
-
 typedef struct keel_frame {
     uint8_t kind;
     uint8_t flags;
@@ -64,6 +64,11 @@ typedef struct keel_frame {
     const uint8_t *body; /* points into the parsed buffer */
     size_t body_len;
 } keel_frame;
+
+#define KEEL_FLAG_HOPS 0x0Fu
+#define KEEL_FLAG_DEADLINE 0x10u
+#define KEEL_FLAG_KEYED 0x40u
+#define KEEL_DEADLINE_LEN 4
 
 /* Parses one frame from the front of buf.
  * Returns the frame's total size (> 0) when buf holds a whole frame,
@@ -100,6 +105,15 @@ size_t keel_call_body_size(size_t tlen, size_t idlen, size_t msglen);
 size_t keel_call_body_encode(uint8_t *buf, const void *type, size_t tlen,
                              const void *id, size_t idlen, const void *msg,
                              size_t msglen);
+
+/* The budget prefix of a CALL/CAST body with KEEL_FLAG_DEADLINE. */
+void keel_deadline_put(uint8_t *p, uint32_t budget_ms);
+/* Takes the budget prefix off a CALL/CAST frame's body when its flags say
+ * there is one: *budget_ms (UINT32_MAX when the frame has none), and
+ * *body / *len the CALL/CAST body after it (pointing into f's buffer).
+ * KEEL_EMALFORMED when the body is shorter than the prefix. */
+int keel_call_deadline_split(const keel_frame *f, uint32_t *budget_ms,
+                             const uint8_t **body, size_t *len);
 
 /* ERROR body: code is a negative KEEL_E* value. Returns bytes written
  * (at most 2 + msglen). */

@@ -1,0 +1,246 @@
+/* Deadlines of forwarded calls, with a real ZooKeeper and real keeld
+ * processes: calls sent through node n0 to a counter owned by n1 while n1
+ * is paused (SIGSTOP) wait in n1's socket. Their deadline is set where
+ * they entered (n0's hold bound), so n0 answers each within that bound
+ * (ETIMEDOUT: it may have run; EDEADLINE: it did not) while n1 is still
+ * paused; and when n1 resumes it does not run them: they were past their
+ * deadline, counted from before the pause, not from when n1 read them.
+ * The counter ends at the number of increments acknowledged.
+ * Every wait is bounded. On a failure the nodes' logs are printed. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "keel.h"
+#include "proc.h"
+#include "runtime/client.h"
+#include "runtime/proto.h"
+#include "testutil.h"
+#include "zk.h"
+
+#define NODES 2
+#define STALLED 20
+#define HOLD_MS 1500
+#define HOLD_MS_S "1500"
+/* Above the hold bound plus slack, below the owner's pause: a caller that
+ * waits this long and has no answer gives up. */
+#define CALLER_TIMEOUT_MS 3000
+#define PAUSE_MS 6000
+
+static tu_zk server;
+static char *dir;
+static tu_keeld nodes[NODES];
+static char cluster[32];
+
+static void suite_setup(void)
+{
+    if (!tu_zk_available()) {
+        fprintf(stderr,
+                "ZooKeeper is not installed (sh scripts/install-deps)\n");
+        exit(1);
+    }
+    if (tu_zk_start(&server, 1, 200) != 0)
+        exit(1);
+}
+
+static void suite_teardown(void)
+{
+    tu_zk_stop(&server);
+}
+
+static void setup(void)
+{
+    static int round;
+    dir = tu_tmpdir("cldead");
+    memset(nodes, 0, sizeof nodes);
+    snprintf(cluster, sizeof cluster, "cd%d-%d", (int)getpid(), round++);
+}
+
+static void teardown(void)
+{
+    int i;
+
+    for (i = 0; i < NODES; i++) {
+        if (nodes[i].pid > 0) {
+            kill(nodes[i].pid, SIGCONT); /* in case a test left it stopped */
+            tu_keeld_stop(&nodes[i], SIGTERM);
+        }
+        tu_keeld_free(&nodes[i]);
+    }
+    tu_rmrf(dir);
+    free(dir);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+/* Node i on port `port` (0: any), its data in dir/n<i>, with a hold
+ * bound (the budget of every call that enters the cluster there) of
+ * HOLD_MS. */
+static void start_node(int i, int port)
+{
+    char data[512], id[16];
+    const char *extra[] = {"--shards", "64", "--zk", server.hosts,
+                           "--cluster", cluster, "--node-id", id,
+                           "--zk-session-timeout", "4000",
+                           "--hold-timeout", HOLD_MS_S, NULL};
+
+    snprintf(data, sizeof data, "%s/n%d", dir, i);
+    snprintf(id, sizeof id, "n%d", i);
+    ck_assert_int_eq(tu_keeld_start(&nodes[i], data, port, extra), 0);
+}
+
+#define CHECK(cond, ...)                                                    \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            tu_keeld_dump_logs(nodes, NODES);                               \
+            ck_abort_msg(__VA_ARGS__);                                      \
+        }                                                                   \
+    } while (0)
+
+/* The owner `where` names through node i for kv/id ("" if none). */
+static void owner_of(int i, const char *id, char owner[64])
+{
+    char *out = NULL, *err = NULL, *p;
+    int rc = tu_keel(nodes[i].addr, &out, &err, "where", "counter", id, NULL);
+
+    owner[0] = '\0';
+    if (rc == 0 && out != NULL && (p = strstr(out, "\nowner ")) != NULL)
+        sscanf(p + 7, "%63s", owner);
+    free(out);
+    free(err);
+}
+
+
+START_TEST(paused_owner_runs_no_stalled_call)
+{
+    keel_client *cl, *q;
+    char id[32] = "", owner[64];
+    char *reply = NULL;
+    int i, tries, rc, acked = 0, answered = 0, timedout = 0, notrun = 0;
+    keel_frame f;
+    long value = -1;
+
+    start_node(0, 0);
+    start_node(1, 0);
+    for (tries = 0; tries < 300 && id[0] == '\0'; tries++) {
+        for (i = 0; i < 64 && id[0] == '\0'; i++) {
+            char cand[32];
+            snprintf(cand, sizeof cand, "d%d", i);
+            owner_of(0, cand, owner);
+            if (owner[0] == '\0')
+                break;
+            if (strcmp(owner, "n1") == 0)
+                snprintf(id, sizeof id, "%s", cand);
+        }
+        if (id[0] == '\0')
+            sleep_ms(100);
+    }
+    CHECK(id[0] != '\0', "no counter owned by n1");
+    ck_assert_int_eq(keel_client_connect(nodes[0].addr, 30000, &cl), 0);
+    for (tries = 0; tries < 100 && acked < 5; tries++) {
+        rc = keel_client_call(cl, KEEL_FRAME_CALL, "counter", id, strlen(id),
+                              "incr", 4, &reply, NULL);
+        if (rc == 0) {
+            CHECK(atol(reply) == acked + 1, "incr answered %s", reply);
+            acked++;
+        } else {
+            sleep_ms(100);
+        }
+        free(reply);
+        reply = NULL;
+    }
+    CHECK(acked == 5, "the counter is not served through n0");
+
+    /* n1 pauses; STALLED increments go to it through n0 and wait in its
+     * socket. */
+    ck_assert_int_eq(kill(nodes[1].pid, SIGSTOP), 0);
+    ck_assert_int_eq(keel_client_connect(nodes[0].addr, CALLER_TIMEOUT_MS,
+                                         &q),
+                     0);
+    for (i = 0; i < STALLED; i++)
+        ck_assert_int_eq(keel_client_queue(q, KEEL_FRAME_CALL,
+                                           (uint64_t)(i + 1), "counter", id,
+                                           strlen(id), "incr", 4),
+                         0);
+    ck_assert_int_eq(keel_client_flush(q), 0);
+    /* n0 answers each within the call's budget, with n1 still paused. */
+    for (answered = 0; answered < STALLED; answered++) {
+        int code;
+        rc = keel_client_recv(q, &f);
+        if (rc != 0)
+            break;
+        CHECK(f.kind == KEEL_FRAME_ERROR,
+              "a call to a paused owner succeeded (kind %d)", f.kind);
+        code = keel_error_body_parse(f.body, f.body_len, NULL, NULL);
+        CHECK(code == KEEL_ETIMEDOUT || code == KEEL_EDEADLINE ||
+                  code == KEEL_EUNAVAIL,
+              "a call to a paused owner failed with %s",
+              keel_err_name(code));
+        if (code == KEEL_ETIMEDOUT)
+            timedout++;
+        else
+            notrun++;
+    }
+    keel_client_close(q); /* its caller gives up (and might send again) */
+    sleep_ms(PAUSE_MS);
+    ck_assert_int_eq(kill(nodes[1].pid, SIGCONT), 0);
+    fprintf(stderr,
+            "deadline: %d of %d stalled calls answered while the owner was "
+            "paused (%d may have run, %d did not)\n",
+            answered, STALLED, timedout, notrun);
+
+    /* n1 serves again (after a fence or a new session); the stalled
+     * increments did not run. */
+    for (tries = 0; tries < 600; tries++) {
+        rc = keel_client_call(cl, KEEL_FRAME_CALL, "counter", id, strlen(id),
+                              "get", 3, &reply, NULL);
+        if (rc == 0)
+            value = atol(reply);
+        free(reply);
+        reply = NULL;
+        if (rc == 0)
+            break;
+        sleep_ms(100);
+    }
+    CHECK(rc == 0, "the counter is not served after n1 resumed: %s",
+          keel_strerror(rc));
+    CHECK(value == acked,
+          "the counter is %ld, but %d increments were acknowledged: %ld "
+          "stalled call(s) ran after their callers gave up",
+          value, acked, value - acked);
+    CHECK(answered == STALLED,
+          "only %d of %d calls to the paused owner were answered within "
+          "%d ms (the hold bound is %d ms)",
+          answered, STALLED, CALLER_TIMEOUT_MS, HOLD_MS);
+    keel_client_close(cl);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cluster_deadline");
+    TCase *tc = tcase_create("cluster_deadline");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, paused_owner_runs_no_stalled_call);
+    suite_add_tcase(s, tc);
+    suite_setup();
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    suite_teardown();
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
