@@ -1,7 +1,8 @@
 /* The request-key table (dedup.h). Layout, oldest record first:
  *
  *   format u8 (1) | record*
- *   record = key[16] | flags u8 (bit 0: reply kept) | len be32 | reply
+ *   record = key[16] | request hash be64 | flags u8 (bit 0: reply kept)
+ *            | len be32 | reply
  *
  * len is 0 and no reply bytes follow when the reply was not kept. */
 #include "runtime/dedup.h"
@@ -12,12 +13,21 @@
 #include "keel.h"
 
 #define FORMAT 1
-#define REC_HDR (KEEL_DEDUP_KEY_LEN + 1 + 4)
+#define REC_HDR (KEEL_DEDUP_KEY_LEN + 8 + 1 + 4)
+#define FLAGS_AT (KEEL_DEDUP_KEY_LEN + 8)
 
 static uint32_t get32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
            p[3];
+}
+
+static void put32(uint8_t *q, uint32_t l)
+{
+    q[0] = (uint8_t)(l >> 24);
+    q[1] = (uint8_t)(l >> 16);
+    q[2] = (uint8_t)(l >> 8);
+    q[3] = (uint8_t)l;
 }
 
 /* The size of the record at tab[off], or 0 if it does not parse. */
@@ -27,10 +37,10 @@ static size_t rec_size(const uint8_t *tab, size_t len, size_t off)
 
     if (len - off < REC_HDR)
         return 0;
-    rl = get32(tab + off + KEEL_DEDUP_KEY_LEN + 1);
-    if (tab[off + KEEL_DEDUP_KEY_LEN] & ~1u)
+    rl = get32(tab + off + FLAGS_AT + 1);
+    if (tab[off + FLAGS_AT] & ~1u)
         return 0;
-    if (!(tab[off + KEEL_DEDUP_KEY_LEN] & 1) && rl != 0)
+    if (!(tab[off + FLAGS_AT] & 1) && rl != 0)
         return 0;
     if (rl > KEEL_DEDUP_REPLY_MAX || len - off - REC_HDR < rl)
         return 0;
@@ -58,7 +68,8 @@ static long rec_count(const uint8_t *tab, size_t len)
 }
 
 int keel_dedup_find(const uint8_t *tab, size_t len, const uint8_t *key,
-                    int *kept, const uint8_t **reply, size_t *rlen)
+                    uint64_t *hash, int *kept, const uint8_t **reply,
+                    size_t *rlen)
 {
     size_t off = 1;
     int found = 0;
@@ -70,7 +81,9 @@ int keel_dedup_find(const uint8_t *tab, size_t len, const uint8_t *key,
     while (len > 0 && off < len) {
         size_t sz = rec_size(tab, len, off);
         if (memcmp(tab + off, key, KEEL_DEDUP_KEY_LEN) == 0) {
-            *kept = tab[off + KEEL_DEDUP_KEY_LEN] & 1;
+            const uint8_t *h = tab + off + KEEL_DEDUP_KEY_LEN;
+            *hash = (uint64_t)get32(h) << 32 | get32(h + 4);
+            *kept = tab[off + FLAGS_AT] & 1;
             *reply = tab + off + REC_HDR;
             *rlen = sz - REC_HDR;
             found = 1;
@@ -81,8 +94,8 @@ int keel_dedup_find(const uint8_t *tab, size_t len, const uint8_t *key,
 }
 
 int keel_dedup_add(const uint8_t *tab, size_t len, const uint8_t *key,
-                   const void *reply, size_t rlen, uint8_t **out,
-                   size_t *outlen)
+                   uint64_t hash, const void *reply, size_t rlen,
+                   uint8_t **out, size_t *outlen)
 {
     long count = rec_count(tab, len);
     int kept = rlen <= KEEL_DEDUP_REPLY_MAX;
@@ -109,15 +122,10 @@ int keel_dedup_add(const uint8_t *tab, size_t len, const uint8_t *key,
         memcpy(p + 1, tab + keep_from, len - keep_from);
     off = total;
     memcpy(p + off, key, KEEL_DEDUP_KEY_LEN);
-    p[off + KEEL_DEDUP_KEY_LEN] = (uint8_t)kept;
-    {
-        uint32_t l = kept ? (uint32_t)rlen : 0;
-        uint8_t *q = p + off + KEEL_DEDUP_KEY_LEN + 1;
-        q[0] = (uint8_t)(l >> 24);
-        q[1] = (uint8_t)(l >> 16);
-        q[2] = (uint8_t)(l >> 8);
-        q[3] = (uint8_t)l;
-    }
+    put32(p + off + KEEL_DEDUP_KEY_LEN, (uint32_t)(hash >> 32));
+    put32(p + off + KEEL_DEDUP_KEY_LEN + 4, (uint32_t)hash);
+    p[off + FLAGS_AT] = (uint8_t)kept;
+    put32(p + off + FLAGS_AT + 1, kept ? (uint32_t)rlen : 0);
     if (kept && rlen > 0)
         memcpy(p + off + REC_HDR, reply, rlen);
     *out = p;

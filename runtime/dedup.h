@@ -35,18 +35,20 @@
 #define KEEL_DEDUP_ENTRY_LEN (sizeof KEEL_DEDUP_ENTRY - 1)
 
 /* Looks key up in the table tab[0, len) (len 0: no table yet).
- * Returns 1 when found, with *kept (0: the reply was too long to keep)
+ * Returns 1 when found, with *hash (the recorded request's hash: a retry
+ * must carry the same request), *kept (0: the reply was too long to keep)
  * and *reply / *rlen pointing into tab; 0 when absent; KEEL_ECORRUPT when
  * the table does not parse. */
 int keel_dedup_find(const uint8_t *tab, size_t len, const uint8_t *key,
-                    int *kept, const uint8_t **reply, size_t *rlen);
+                    uint64_t *hash, int *kept, const uint8_t **reply,
+                    size_t *rlen);
 
-/* A new table: tab[0, len) with a record of key and reply appended, the
- * oldest records dropped to stay within the bounds. *out is malloc'd
- * (caller frees). Returns 0, KEEL_ENOMEM, or KEEL_ECORRUPT (tab does not
- * parse; nothing allocated). */
+/* A new table: tab[0, len) with a record of key, the request's hash and
+ * its reply appended, the oldest records dropped to stay within the
+ * bounds. *out is malloc'd (caller frees). Returns 0, KEEL_ENOMEM, or
+ * KEEL_ECORRUPT (tab does not parse; nothing allocated). */
 int keel_dedup_add(const uint8_t *tab, size_t len, const uint8_t *key,
-                   const void *reply, size_t rlen, uint8_t **out,
-                   size_t *outlen);
+                   uint64_t hash, const void *reply, size_t rlen,
+                   uint8_t **out, size_t *outlen);
 
 #endif

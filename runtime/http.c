@@ -486,7 +486,13 @@ static unsigned http_status(int code)
     case KEEL_EUNAVAIL:
     case KEEL_ESTOPPING:
     case KEEL_EFENCED:
+    case KEEL_EDEADLINE:
+    case KEEL_EINDOUBT:
+        /* EINDOUBT too: sent again with its Idempotency-Key, the request
+         * is answered with its outcome, whichever it was. */
         return MHD_HTTP_SERVICE_UNAVAILABLE;
+    case KEEL_EALREADY:
+        return MHD_HTTP_CONFLICT;
     case KEEL_ENOSPC:
         return MHD_HTTP_INSUFFICIENT_STORAGE;
     default:

@@ -87,6 +87,9 @@ struct keel_turn {
 
 static void release_req(keel_node *n, keel_req *req);
 static int lease_lapsed(keel_node *n);
+static const char not_served_msg[] =
+    "not served: this node lost its cluster lease before the reply left; "
+    "the request did not change anything";
 static void fail_req(keel_node *n, keel_req *req, int status,
                      const char *msg);
 static void clock_refresh(keel_node *n);
@@ -1246,11 +1249,18 @@ enum { DUP_NONE = 0, DUP_KEPT, DUP_NOT_KEPT };
 
 /* Whether the actor recorded this request key (dedup.h): *dup says so,
  * with the recorded reply (valid until the turn ends). */
-static int dedup_lookup(keel_turn *t, const uint8_t *key, int *dup,
+/* What a retry must repeat: the kind and the message. */
+static uint64_t request_hash(const keel_req *req)
+{
+    return XXH3_64bits_withSeed(req->buf, req->len, req->is_cast ? 2 : 1);
+}
+
+static int dedup_lookup(keel_turn *t, const keel_req *req, int *dup,
                         const uint8_t **reply, size_t *rlen)
 {
     const void *tab;
     size_t len;
+    uint64_t hash;
     int kept, rc;
 
     rc = turn_get(t, KEEL_DEDUP_ENTRY, KEEL_DEDUP_ENTRY_LEN, &tab, &len);
@@ -1258,9 +1268,14 @@ static int dedup_lookup(keel_turn *t, const uint8_t *key, int *dup,
         return 0;
     if (rc != 0)
         return rc;
-    rc = keel_dedup_find(tab, len, key, &kept, reply, rlen);
+    rc = keel_dedup_find(tab, len, req->rkey, &hash, &kept, reply, rlen);
     if (rc < 0)
         return rc;
+    if (rc == 1 && hash != request_hash(req)) {
+        keel_turn_error(t, "request key reused for another request: a key "
+                           "may only be sent again with the same message");
+        return KEEL_EINVAL;
+    }
     if (rc == 1)
         *dup = kept ? DUP_KEPT : DUP_NOT_KEPT;
     return 0;
@@ -1268,7 +1283,7 @@ static int dedup_lookup(keel_turn *t, const uint8_t *key, int *dup,
 
 /* Stages the record of this turn's key and reply with the turn's writes:
  * committed, refused or lost together. */
-static int dedup_record(keel_turn *t, const uint8_t *key, const void *reply,
+static int dedup_record(keel_turn *t, const keel_req *req, const void *reply,
                         size_t rlen)
 {
     const void *tab = NULL;
@@ -1283,7 +1298,8 @@ static int dedup_record(keel_turn *t, const uint8_t *key, const void *reply,
     } else if (rc != 0) {
         return rc;
     }
-    rc = keel_dedup_add(tab, len, key, reply, rlen, &out, &olen);
+    rc = keel_dedup_add(tab, len, req->rkey, request_hash(req), reply, rlen,
+                        &out, &olen);
     if (rc != 0)
         return rc;
     rc = stage_add(t, STAGE_PUT, KEEL_DEDUP_ENTRY, KEEL_DEDUP_ENTRY_LEN, out,
@@ -1298,7 +1314,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     keel_turn t;
     const keel_actor_type *ty = &a->type->t;
     int rc = 0, activating = !(a->flags & ACTOR_ACTIVE), hooked = 0;
-    int loaded = 0, dup = DUP_NONE;
+    int loaded = 0, dup = DUP_NONE, ran = 0;
     const void *reply;
     const uint8_t *dup_reply = NULL;
     size_t reply_len, dup_len = 0;
@@ -1324,28 +1340,33 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         }
     }
     if (rc == 0 && req->keyed)
-        rc = dedup_lookup(&t, req->rkey, &dup, &dup_reply, &dup_len);
+        rc = dedup_lookup(&t, req, &dup, &dup_reply, &dup_len);
     if (rc == 0 && dup == DUP_NOT_KEPT) {
         rc = KEEL_EALREADY;
         keel_turn_error(&t, "this request key ran already; its reply was "
                             "longer than the %d bytes kept",
                         KEEL_DEDUP_REPLY_MAX);
     } else if (rc == 0 && dup == DUP_NONE) {
+        ran = 1;
         rc = ty->on_message(&t, req->buf, req->len);
         if (rc == 0 && req->keyed && (t.state_set || n->stage_len > 0))
-            rc = dedup_record(&t, req->rkey, n->scratch_reply,
+            rc = dedup_record(&t, req, n->scratch_reply,
                               req->is_cast ? 0 : t.reply_len);
     }
     if (dup != DUP_NONE)
         STAT_ADD(n, retries_answered, 1);
-    else
+    else if (ran)
         STAT_ADD(n, messages, 1);
+    /* Whether this reply stands for a write: if the lease lapses before
+     * it leaves, its outcome is unknown rather than "not served". */
+    req->wrote = rc == 0 && (t.state_set || n->stage_len > 0);
     if (rc == 0) {
         if (activating)
             a->flags |= ACTOR_ACTIVE;
         rc = turn_apply(n, a, &t);
     } else {
-        STAT_ADD(n, handler_errors, 1);
+        if (ran)
+            STAT_ADD(n, handler_errors, 1);
         if (activating) {
             /* Nothing of a failed activation is kept; what on_activate
              * set up is handed to on_passivate to undo. */
@@ -1384,12 +1405,11 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
             queue_push(&n->wait_open, req);
         else
             queue_push(&wb_holding(n, a->last_write_seq)->wait, req);
-    } else if (req->status == 0 && lease_lapsed(n)) {
-        /* Nothing of this turn waits for a commit, so it wrote nothing:
-         * not served, and safe to send again. */
-        fail_req(n, req, KEEL_EUNAVAIL,
-                 "not served: this node lost its cluster lease before the "
-                 "reply left");
+    } else if (lease_lapsed(n)) {
+        /* Nothing of this turn waits for a commit, so it wrote nothing;
+         * but what it answered (a value, or an error such as a missing
+         * key) came from state another node may have changed by now. */
+        fail_req(n, req, KEEL_EUNAVAIL, not_served_msg);
     } else {
         release_req(n, req);
     }
@@ -1519,6 +1539,7 @@ static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
      * every RUN_POLL_WRITER turns with a fresh clock, so that a pause in
      * the middle of a run stops it within that many turns. Standalone
      * mode reads no clock here. */
+    n->lease_lost = 0;
     if (n->cluster != NULL && !keel__cluster_rt_serving(n))
         fenced = 1;
 again:
@@ -1551,6 +1572,11 @@ again:
             run_turn(n, a, req);
             budget--;
             since_poll++;
+            if (n->lease_lost) {
+                /* A reply found the lease lapsed: no more turns. */
+                fenced = 1;
+                break;
+            }
         }
         lru_touch(n, a);
         if (a->mb_head != NULL)
@@ -1817,8 +1843,12 @@ static void record_latency(keel_node *n, uint64_t t0)
  * turn, look again. Standalone: never. */
 static int lease_lapsed(keel_node *n)
 {
-    return n->cluster != NULL && !keel__cluster_rt_serving(n);
+    if (n->cluster == NULL || keel__cluster_rt_serving(n))
+        return 0;
+    n->lease_lost = 1; /* the run of turns stops at the next turn */
+    return 1;
 }
+
 
 static void release_req(keel_node *n, keel_req *req)
 {
@@ -1965,7 +1995,7 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
             snprintf(msg, sizeof msg, "write not committed: %s",
                      keel_strerror(req->actor->fail_status));
             fail_req(n, req, req->actor->fail_status, msg);
-        } else if (lapsed && req->status == 0) {
+        } else if (lapsed && req->wrote) {
             /* Durable here, but another node may own the unit by now and
              * never see this write: neither success nor failure is
              * true. */
@@ -1974,6 +2004,9 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
                      "outcome unknown: this node lost its cluster lease "
                      "before the reply left; the write may have taken "
                      "effect");
+        } else if (lapsed) {
+            /* A read (or a failed turn) queued behind a write. */
+            fail_req(n, req, KEEL_EUNAVAIL, not_served_msg);
         } else {
             release_req(n, req);
         }

@@ -102,6 +102,7 @@ struct keel_req {
     uint8_t is_cast;
     uint8_t hops;  /* times forwarded between nodes (cluster mode) */
     uint8_t keyed; /* rkey holds the request key (runtime/dedup.h) */
+    uint8_t wrote; /* its turn changed the actor's state */
     uint8_t wire_deadline; /* deadline_ns came with the frame */
     int status;
     uint32_t len;
@@ -210,6 +211,9 @@ struct keel_node {
      * thread (flush_open). On by default; tests of the writer's pipeline
      * turn it off. */
     int inline_commits;
+    /* A reply found the cluster lease lapsed during this run of turns:
+     * the run stops (lease_lapsed, run_cb). */
+    int lease_lost;
     int inlining; /* in keel_writer_try_inline, from flush_open */
 
     ev_async async;

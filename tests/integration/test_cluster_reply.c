@@ -210,6 +210,94 @@ START_TEST(reply_within_lease_succeeds)
 }
 END_TEST
 
+/* Two calls posted together, so that the second is queued behind the
+ * first's write. */
+struct two {
+    struct acall w, r;
+    const char *type;
+};
+
+static void two_post_one(keel_node *n, const char *type, struct acall *c)
+{
+    int rc = keel_call(n, type, c->id, strlen(c->id), c->msg, strlen(c->msg),
+                       acall_cb, c);
+
+    if (rc != 0) {
+        c->status = rc;
+        sem_post(&c->done);
+    }
+}
+
+static void two_post(keel_node *n, void *data)
+{
+    struct two *t = data;
+
+    two_post_one(n, t->type, &t->w);
+    two_post_one(n, t->type, &t->r);
+}
+
+/* A write, then a read of the same actor queued behind it (a value, or an
+ * error that depends on state), with the commit held past the lease: the
+ * write's outcome is unknown (EINDOUBT); the read changed nothing, so it
+ * is not served (EUNAVAIL) rather than answered from state another node
+ * may have changed. */
+static void write_then_read(const char *type, const char *id,
+                            const char *wmsg, const char *rmsg)
+{
+    keel_node *n;
+    struct gates g = {.hold_sync = 1};
+    struct two t;
+    keel_stats st;
+
+    ck_assert_int_eq(tu_zk_start(&zk, 1, 200), 0);
+    n = start_cluster_node();
+    call_until_served(n, "warm", "incr", "1");
+    keel__node_set_inline_commits(n, 1);
+    gates_install(n->store, &g);
+    memset(&t, 0, sizeof t);
+    sem_init(&t.w.done, 0, 0);
+    sem_init(&t.r.done, 0, 0);
+    t.type = type;
+    t.w.id = t.r.id = id;
+    t.w.msg = wmsg;
+    t.r.msg = rmsg;
+    ck_assert_int_eq(keel_node_post(n, two_post, &t), 0);
+    ck_assert_int_eq(sem_wait(&g.entered), 0);
+    usleep(2500 * 1000);
+    sem_post(&g.release);
+    ck_assert_int_eq(sem_wait(&t.w.done), 0);
+    ck_assert_int_eq(sem_wait(&t.r.done), 0);
+    ck_assert_msg(t.w.status == KEEL_EINDOUBT, "write: %s (%s)",
+                  keel_err_name(t.w.status), t.w.reply);
+    ck_assert_msg(t.r.status == KEEL_EUNAVAIL, "read: %s (%s)",
+                  keel_err_name(t.r.status), t.r.reply);
+    keel_node_stats(n, &st);
+    ck_assert_uint_eq(st.replies_in_doubt, 1);
+    keel_node_stop(n);
+    keel_node_join(n);
+    keel_node_destroy(n);
+}
+
+START_TEST(read_behind_write_after_lapse)
+{
+    if (!tu_zk_available()) {
+        fprintf(stderr, "SKIP: the ZooKeeper server is not installed\n");
+        return;
+    }
+    write_then_read("counter", "e", "incr", "get");
+}
+END_TEST
+
+START_TEST(error_read_behind_write_after_lapse)
+{
+    if (!tu_zk_available()) {
+        fprintf(stderr, "SKIP: the ZooKeeper server is not installed\n");
+        return;
+    }
+    write_then_read("kv", "k", "put a 1", "get b");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_reply");
@@ -221,6 +309,8 @@ int main(void)
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, reply_after_lapsed_lease_is_in_doubt);
     tcase_add_test(tc, reply_within_lease_succeeds);
+    tcase_add_test(tc, read_behind_write_after_lapse);
+    tcase_add_test(tc, error_read_behind_write_after_lapse);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -25,7 +25,7 @@ static void add(uint8_t **tab, size_t *len, unsigned v)
     key_of(k, v);
     snprintf(reply, sizeof reply, "r%u", v);
     ck_assert_int_eq(
-        keel_dedup_add(*tab, *len, k, reply, strlen(reply), &out, &olen), 0);
+        keel_dedup_add(*tab, *len, k, v * 7u, reply, strlen(reply), &out, &olen), 0);
     free(*tab);
     *tab = out;
     *len = olen;
@@ -37,13 +37,15 @@ static int find(const uint8_t *tab, size_t len, unsigned v, char *reply)
     uint8_t k[KEEL_DEDUP_KEY_LEN];
     const uint8_t *r;
     size_t rl;
+    uint64_t h;
     int kept, rc;
 
     key_of(k, v);
-    rc = keel_dedup_find(tab, len, k, &kept, &r, &rl);
+    rc = keel_dedup_find(tab, len, k, &h, &kept, &r, &rl);
     ck_assert_int_ge(rc, 0);
     if (rc == 1) {
         ck_assert_int_eq(kept, 1);
+        ck_assert_uint_eq(h, v * 7u);
         memcpy(reply, r, rl);
         reply[rl] = '\0';
     }
@@ -92,28 +94,29 @@ START_TEST(long_replies_not_kept_size_bounded)
     uint8_t *tab = NULL, k[KEEL_DEDUP_KEY_LEN], *out;
     size_t len = 0, olen, rl;
     const uint8_t *r;
+    uint64_t h;
     int kept, i;
     char *big = malloc(KEEL_DEDUP_REPLY_MAX + 1);
 
     memset(big, 'x', KEEL_DEDUP_REPLY_MAX + 1);
     key_of(k, 7);
-    ck_assert_int_eq(keel_dedup_add(NULL, 0, k, big, KEEL_DEDUP_REPLY_MAX + 1,
+    ck_assert_int_eq(keel_dedup_add(NULL, 0, k, 1, big, KEEL_DEDUP_REPLY_MAX + 1,
                                     &out, &olen),
                      0);
-    ck_assert_int_eq(keel_dedup_find(out, olen, k, &kept, &r, &rl), 1);
+    ck_assert_int_eq(keel_dedup_find(out, olen, k, &h, &kept, &r, &rl), 1);
     ck_assert_int_eq(kept, 0);
     ck_assert_uint_eq(rl, 0);
     free(out);
     for (i = 0; i < 200; i++) {
         key_of(k, (unsigned)i);
-        ck_assert_int_eq(keel_dedup_add(tab, len, k, big,
+        ck_assert_int_eq(keel_dedup_add(tab, len, k, 2, big,
                                         KEEL_DEDUP_REPLY_MAX, &out, &olen),
                          0);
         free(tab);
         tab = out;
         len = olen;
         ck_assert_uint_le(len, KEEL_DEDUP_TABLE_MAX);
-        ck_assert_int_eq(keel_dedup_find(tab, len, k, &kept, &r, &rl), 1);
+        ck_assert_int_eq(keel_dedup_find(tab, len, k, &h, &kept, &r, &rl), 1);
         ck_assert_int_eq(kept, 1);
         ck_assert_uint_eq(rl, KEEL_DEDUP_REPLY_MAX);
     }
@@ -129,36 +132,37 @@ START_TEST(damaged_tables_refused)
     uint8_t *tab = NULL, k[KEEL_DEDUP_KEY_LEN], *out, *copy;
     size_t len = 0, cut, rl, olen;
     const uint8_t *r;
+    uint64_t h;
     int kept;
 
     add(&tab, &len, 1);
     add(&tab, &len, 2);
     key_of(k, 2);
-    /* Cut after the format byte or after the first record (format byte, 21-byte header, "r1"),
-     * the table is whole: key 2 is simply not in it. */
+    /* Cut after the format byte, or after the first record (format byte,
+     * 29-byte header, "r1"), the table is whole: key 2 is not in it. */
     for (cut = 1; cut < len; cut++) {
-        int rc = keel_dedup_find(tab, cut, k, &kept, &r, &rl);
-        if (cut == 1 || cut == 1 + KEEL_DEDUP_KEY_LEN + 5 + 2) {
+        int rc = keel_dedup_find(tab, cut, k, &h, &kept, &r, &rl);
+        if (cut == 1 || cut == 1 + KEEL_DEDUP_KEY_LEN + 13 + 2) {
             ck_assert_int_eq(rc, 0);
             continue;
         }
         ck_assert_msg(rc == KEEL_ECORRUPT, "cut at %zu of %zu: %d", cut, len,
                       rc);
-        ck_assert_int_eq(keel_dedup_add(tab, cut, k, "z", 1, &out, &olen),
+        ck_assert_int_eq(keel_dedup_add(tab, cut, k, 3, "z", 1, &out, &olen),
                          KEEL_ECORRUPT);
     }
     copy = malloc(len);
     memcpy(copy, tab, len);
     copy[0] = 9; /* format */
-    ck_assert_int_eq(keel_dedup_find(copy, len, k, &kept, &r, &rl),
+    ck_assert_int_eq(keel_dedup_find(copy, len, k, &h, &kept, &r, &rl),
                      KEEL_ECORRUPT);
     memcpy(copy, tab, len);
-    copy[1 + KEEL_DEDUP_KEY_LEN] = 0x81; /* flags */
-    ck_assert_int_eq(keel_dedup_find(copy, len, k, &kept, &r, &rl),
+    copy[1 + KEEL_DEDUP_KEY_LEN + 8] = 0x81; /* flags */
+    ck_assert_int_eq(keel_dedup_find(copy, len, k, &h, &kept, &r, &rl),
                      KEEL_ECORRUPT);
     memcpy(copy, tab, len);
-    copy[1 + KEEL_DEDUP_KEY_LEN + 1] = 0x7f; /* reply length */
-    ck_assert_int_eq(keel_dedup_find(copy, len, k, &kept, &r, &rl),
+    copy[1 + KEEL_DEDUP_KEY_LEN + 9] = 0x7f; /* reply length */
+    ck_assert_int_eq(keel_dedup_find(copy, len, k, &h, &kept, &r, &rl),
                      KEEL_ECORRUPT);
     free(copy);
     free(tab);
