@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "coordinator/bootstrap.h"
+#include "coordinator/storecheck.h"
 #include "coordinator/controller.h"
 #include "coordinator/election.h"
 #include "coordinator/layout.h"
@@ -20,6 +21,8 @@
 #include "keel.h"
 
 #define DEFAULT_SESSION_TIMEOUT_MS 10000
+/* How often a node refused by its store check (storecheck.h) checks again. */
+#define STORECHECK_RETRY_MS 5000
 
 /* What this node does with one unit. */
 enum {
@@ -63,6 +66,12 @@ struct keel_cluster {
     int phase, error;
     uint64_t now;
     keel_bootstrap boot;
+    /* Before joining: the store is the one the node served from. While it
+     * is not, the check runs again every STORECHECK_RETRY_MS (at
+     * storecheck_at), so that the node joins once the operator gave its
+     * old data up (keel node forget). */
+    keel_storecheck store_check;
+    uint64_t storecheck_at;
     keel_membership members;
     keel_election election;
     keel_controller ctl;
@@ -925,6 +934,43 @@ static void bootstrap_cb(keel_bootstrap *b, int rc, uint32_t found, void *arg)
             set_failed(c, rc);
         return;
     }
+    rc = keel_storecheck_start(&c->store_check);
+    if (rc != 0 && rc != KEEL_ESESSION)
+        set_failed(c, rc);
+}
+
+static void storecheck_cb(keel_storecheck *sc, int rc, void *arg)
+{
+    keel_cluster *c = arg;
+
+    if (rc == KEEL_EMISMATCH) {
+        if (c->error != KEEL_EMISMATCH)
+            keel_error(
+                "cluster: node %s refuses to join: its data directory (store "
+                "%s) is not the one it served from (store %s), and the "
+                "cluster still gives it %zu unit(s) whose data is therefore "
+                "not here. Start it on its own data directory, or accept the "
+                "loss of that data with `keel node forget %s` on another "
+                "node (allowed: this node is not a member), after which it "
+                "joins by itself. Checking again every %d s.",
+                c->node, sc->store, sc->found, sc->units, c->node,
+                STORECHECK_RETRY_MS / 1000);
+        c->error = KEEL_EMISMATCH;
+        now_ms(c);
+        c->storecheck_at = c->now + STORECHECK_RETRY_MS;
+        schedule(c);
+        return;
+    }
+    if (rc != 0) {
+        if (rc != KEEL_ESESSION)
+            set_failed(c, rc);
+        return;
+    }
+    if (c->error == KEEL_EMISMATCH) {
+        keel_info("cluster: node %s: its store may serve now", c->node);
+        c->error = 0;
+    }
+    c->storecheck_at = 0;
     c->phase = KEEL_CLUSTER_JOINING;
     rc = keel_membership_join(&c->members, c->address,
                               (const char *const *)c->caps, c->ncaps);
@@ -935,6 +981,7 @@ static void bootstrap_cb(keel_bootstrap *b, int rc, uint32_t found, void *arg)
 static void resume_all(keel_cluster *c)
 {
     keel_bootstrap_resume(&c->boot);
+    keel_storecheck_resume(&c->store_check);
     keel_membership_resume(&c->members);
     keel_election_resume(&c->election);
     keel_controller_resume(&c->ctl);
@@ -1050,6 +1097,22 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /* The earlier of two deadlines, 0 meaning none. */
+/* A refused store check runs again once its retry time has come. */
+static void storecheck_tick(keel_cluster *c)
+{
+    int rc;
+
+    if (c->storecheck_at == 0 || c->now < c->storecheck_at ||
+        !c->fence.connected)
+        return;
+    c->storecheck_at = 0;
+    rc = keel_storecheck_start(&c->store_check);
+    if (rc != 0 && rc != KEEL_ESESSION) {
+        now_ms(c);
+        c->storecheck_at = c->now + STORECHECK_RETRY_MS;
+    }
+}
+
 static uint64_t earlier(uint64_t a, uint64_t b)
 {
     return a == 0 ? b : (b == 0 || a < b ? a : b);
@@ -1062,6 +1125,7 @@ static void schedule(keel_cluster *c)
 
     if (c->fence.connected && !c->hb_busy)
         next = earlier(next, c->hb_next > 0 ? c->hb_next : 1);
+    next = earlier(next, c->storecheck_at);
     if (c->loop == NULL)
         return;
     ev_timer_stop(c->loop, &c->timer);
@@ -1080,6 +1144,7 @@ void keel_cluster_tick(keel_cluster *c, uint64_t now)
         fenced_changed(c);
     keel_controller_tick(&c->ctl, now);
     hb_send(c);
+    storecheck_tick(c);
     schedule(c);
 }
 
@@ -1155,6 +1220,8 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
                          c);
     if (o->store_id != NULL)
         keel_membership_set_store(&c->members, o->store_id);
+    keel_storecheck_init(&c->store_check, zk, &c->layout, c->node,
+                         o->store_id, storecheck_cb, c);
     keel_election_init(&c->election, zk, &c->layout, c->node, election_cb, c);
     memset(&copt, 0, sizeof copt);
     copt.shard_count = c->shard_count;

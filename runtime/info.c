@@ -143,6 +143,22 @@ static const keel_member *member_find(keel_cluster *c, const char *name)
 
 /* ------------------------------------------------------------- queries */
 
+/* Why a node does not take part, when it does not: "refused ENAME: why".
+ * Nothing while it does. */
+static void refused_line(keel_cluster *c, tbuf *b)
+{
+    int err = keel_cluster_error(c);
+
+    if (err == KEEL_EMISMATCH)
+        tb_printf(b, "refused %s: this node's data directory is not the one "
+                     "it served its units from; it does not join (its log "
+                     "says how to proceed)\n",
+                  keel_err_name(err));
+    else if (err != 0)
+        tb_printf(b, "refused %s: %s\n", keel_err_name(err),
+                  keel_strerror(err));
+}
+
 static void q_nodes(keel_node *n, tbuf *b)
 {
     keel_cluster *c = cluster_of(n);
@@ -174,6 +190,7 @@ static void q_nodes(keel_node *n, tbuf *b)
                  "map_epoch %" PRIu64 "\n",
               keel_cluster_name(c), keel_cluster_node_name(c),
               ctl ? ctl : NONE, m ? m->map_epoch : 0);
+    refused_line(c, b);
     v = keel_cluster_view(c, &nv);
     for (i = 0; i < nv; i++) {
         tb_printf(b, "node %s addr %s incarnation %" PRId64 " caps ",
@@ -218,6 +235,7 @@ static void q_shards(keel_node *n, const char *only, tbuf *b)
                 unit_line(b, caps[i], s, self_name(n), 1, NULL);
         return;
     }
+    refused_line(c, b);
     if ((m = keel_cluster_map(c)) == NULL)
         return;
     for (ci = 0; ci < m->ncaps; ci++)

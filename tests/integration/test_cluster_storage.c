@@ -183,6 +183,109 @@ START_TEST(forgotten_node_rejoins_under_load)
 }
 END_TEST
 
+/* The `owner` line of `keel where counter NAME`, through node i. */
+static void owner_of(int i, const char *name, char *owner, size_t len)
+{
+    char *out = NULL, *p;
+
+    owner[0] = '\0';
+    if (tu_keel(nodes[i].addr, &out, NULL, "where", "counter", name, NULL) ==
+            0 &&
+        out != NULL && (p = strstr(out, "\nowner ")) != NULL) {
+        p += 7;
+        snprintf(owner, len, "%.*s", (int)strcspn(p, "\n"), p);
+    }
+    free(out);
+}
+
+/* n2 comes back under its name on an empty data directory (a replaced
+ * disk). Its units' data is not there: it must not serve them from
+ * nothing. It refuses to join and says why (log, `keel nodes`); its
+ * counters are not answered; once the operator forgets it (allowed: it is
+ * not a member), it joins by itself, and its counters start over from 0
+ * (the loss accepted) while every other counter keeps its value. */
+START_TEST(replaced_disk_is_refused)
+{
+    char name[32], owner[64], lost[32] = "", *out = NULL, *log;
+    long want[COUNTERS];
+    int c, i, seen = 0, tries;
+
+    for (i = 0; i < NNODES; i++)
+        start_node(i);
+    for (c = 0; c < COUNTERS; c++) {
+        snprintf(name, sizeof name, "d%d", c);
+        want[c] = 0;
+        for (tries = 0; tries < 100 && want[c] < 3; tries++)
+            if (counter(0, name, "incr") > 0)
+                want[c]++;
+            else
+                usleep(100 * 1000);
+        ck_assert_int_eq(want[c], 3);
+        owner_of(0, name, owner, sizeof owner);
+        if (strcmp(owner, "n2") == 0 && lost[0] == '\0')
+            snprintf(lost, sizeof lost, "%s", name);
+    }
+    ck_assert_msg(lost[0] != '\0', "n2 owns none of the counters");
+
+    ck_assert_int_eq(tu_keeld_stop(&nodes[2], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&nodes[2]);
+    {
+        char data[512];
+        const char *extra[] = {"--shards", "64", "--zk", server.hosts,
+                               "--cluster", cluster, "--node-id", "n2",
+                               "--zk-session-timeout", "2000", NULL};
+        snprintf(data, sizeof data, "%s/n2-replaced", dir);
+        ck_assert_int_eq(tu_keeld_start(&nodes[2], data, 0, extra), 0);
+    }
+    for (tries = 0; tries < 200 && !seen; tries++) {
+        if (tu_keel(nodes[2].addr, &out, NULL, "nodes", NULL) == 0 &&
+            out != NULL && strstr(out, "refused EMISMATCH") != NULL)
+            seen = 1;
+        free(out);
+        out = NULL;
+        if (!seen)
+            usleep(100 * 1000);
+    }
+    ck_assert_msg(seen, "n2 on an empty directory was not refused");
+    log = tu_keeld_log(&nodes[2]);
+    ck_assert_ptr_nonnull(strstr(log, "refuses to join"));
+    free(log);
+    /* Its counter is not answered from nothing, through any node. */
+    for (i = 0; i < NNODES; i++) {
+        long v = counter(i, lost, "get");
+        ck_assert_msg(v != 0, "%s read 0 through n%d from an empty disk",
+                      lost, i);
+    }
+
+    forget_n2();
+    /* n2 joins by itself at its next check (every 5 s). */
+    seen = 0;
+    for (tries = 0; tries < 300 && !seen; tries++) {
+        if (tu_keel(nodes[0].addr, &out, NULL, "nodes", NULL) == 0 &&
+            out != NULL && strstr(out, "node n2 ") != NULL)
+            seen = 1;
+        free(out);
+        out = NULL;
+        if (!seen)
+            usleep(100 * 1000);
+    }
+    ck_assert_msg(seen, "n2 did not join after it was forgotten");
+    for (c = 0; c < COUNTERS; c++) {
+        long v = -1;
+        snprintf(name, sizeof name, "d%d", c);
+        for (tries = 0; tries < 100 && v < 0; tries++)
+            if ((v = counter(0, name, "get")) < 0)
+                usleep(100 * 1000);
+        if (strcmp(name, lost) == 0)
+            ck_assert_msg(v == 0, "%s (its data lost and given up): %ld",
+                          name, v);
+        else if (v != 0)
+            ck_assert_msg(v == want[c], "%s: %ld, acknowledged %ld", name, v,
+                          want[c]);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_storage");
@@ -199,6 +302,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, forgotten_node_rejoins_under_load);
+    tcase_add_test(tc, replaced_disk_is_refused);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -107,6 +107,7 @@ typedef struct mkopt {
     const char *const *caps;
     size_t ncaps;
     int acquire_hook;
+    const char *store; /* store id, 32 hex digits, or NULL */
 } mkopt;
 
 static tnode *mk(int i, const mkopt *mo)
@@ -136,6 +137,7 @@ static tnode *mk(int i, const mkopt *mo)
     o.hooks.forgotten = on_forgotten;
     if (mo && mo->acquire_hook)
         o.hooks.acquire = on_acquire;
+    o.store_id = mo ? mo->store : NULL;
     ck_assert_int_eq(keel_zk_fake_client(F, &zk), 0);
     ck_assert_int_eq(keel_cluster_create(NULL, &o, zk, &n->c), 0);
     ck_assert_int_eq(keel_cluster_start(n->c), 0);
@@ -308,7 +310,7 @@ static void start3(const mkopt *mo)
 
 START_TEST(test_bootstrap_and_shard_mismatch)
 {
-    mkopt other = {128, 0, 0, NULL, 0, 0};
+    mkopt other = {128, 0, 0, NULL, 0, 0, NULL};
     char buf[64];
     size_t len = sizeof buf - 1;
 
@@ -371,7 +373,7 @@ END_TEST
 START_TEST(test_join_moves_a_fraction)
 {
     const char *abcd[] = {"node-a", "node-b", "node-c", "node-d"};
-    mkopt big = {1024, 0, 0, NULL, 0, 0};
+    mkopt big = {1024, 0, 0, NULL, 0, 0, NULL};
     keel_shard_map before, after;
     uint32_t s;
     size_t moved = 0;
@@ -481,7 +483,7 @@ END_TEST
 START_TEST(test_capabilities)
 {
     static const char *game[] = {"game"};
-    mkopt g = {0, 0, 0, game, 1, 0};
+    mkopt g = {0, 0, 0, game, 1, 0, NULL};
     keel_shard_map m;
     int gi;
     uint32_t s;
@@ -577,7 +579,7 @@ END_TEST
 START_TEST(test_dead_owner_reassigned_after_grace)
 {
     const char *ab[] = {"node-a", "node-b"};
-    mkopt r = {0, 1, 5000, NULL, 0, 0};
+    mkopt r = {0, 1, 5000, NULL, 0, 0, NULL};
     keel_shard_map before, m;
     uint32_t s;
 
@@ -674,6 +676,85 @@ START_TEST(test_forget_dead_node)
     settle();
     ck_assert_int_eq(forgotten_calls[2], 0);
     check_converged(abc, 3);
+    keel_map_free(&before);
+}
+END_TEST
+
+/* A node back under its name on another store (a replaced disk) does not
+ * join while the cluster gives it units: their data is not in that store.
+ * It is not a member, so the operator can forget it; it then joins by
+ * itself, purges, and serves again. On its own store it joins at once. */
+START_TEST(test_replaced_store_refused)
+{
+    static const char *const stores[] = {
+        "0000000000000000000000000000000a", "0000000000000000000000000000000b",
+        "0000000000000000000000000000000c"};
+    const char *fresh = "ffffffffffffffffffffffffffffffff";
+    mkopt mo[3];
+    keel_shard_map before, m;
+    char buf[64];
+    size_t len, units = 0;
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        memset(&mo[i], 0, sizeof mo[i]);
+        mo[i].store = stores[i];
+        mk(i, &mo[i]);
+    }
+    settle();
+    advance(1000);
+    check_converged(abc, 3);
+    len = sizeof buf;
+    ck_assert_int_eq(
+        keel_zk_fake_get(F, "/keel/test/nodes/node-c", buf, &len, NULL), 0);
+    ck_assert_uint_eq(len, 39);
+    ck_assert_int_eq(memcmp(buf, "store 0000000000000000000000000000000c\n",
+                            39),
+                     0);
+    before = zk_map();
+    ck_assert_uint_gt(owned_by(&before, "node-c"), 0);
+
+    /* Back on its own store: joins. */
+    kill_node(2);
+    settle();
+    mk(2, &mo[2]);
+    settle();
+    advance(1000);
+    check_converged(abc, 3);
+
+    /* Back on an empty disk: refused, and stays out, retrying. */
+    kill_node(2);
+    settle();
+    advance(100000);
+    mo[2].store = fresh;
+    mk(2, &mo[2]);
+    settle();
+    advance(12000);
+    ck_assert_int_eq(keel_cluster_error(N[2].c), KEEL_EMISMATCH);
+    ck_assert_int_ne(keel_cluster_phase(N[2].c), KEEL_CLUSTER_RUNNING);
+    len = sizeof buf;
+    ck_assert_int_eq(
+        keel_zk_fake_get(F, "/keel/test/members/node-c", buf, &len, NULL),
+        KEEL_ENOTFOUND);
+    m = zk_map();
+    ck_assert_uint_eq(owned_by(&m, "node-c"), owned_by(&before, "node-c"));
+    keel_map_free(&m);
+
+    /* The operator accepts the loss: the node joins on its next check. */
+    ck_assert_int_eq(keel_cluster_forget(N[0].c, "node-c", &units), 0);
+    ck_assert_uint_eq(units, owned_by(&before, "node-c"));
+    settle();
+    advance(6000);
+    ck_assert_int_eq(keel_cluster_error(N[2].c), 0);
+    ck_assert_int_eq(forgotten_calls[2], 1);
+    keel_cluster_forgotten_done(N[2].c, 0);
+    settle();
+    advance(1000);
+    check_converged(abc, 3);
+    len = sizeof buf;
+    ck_assert_int_eq(
+        keel_zk_fake_get(F, "/keel/test/nodes/node-c", buf, &len, NULL), 0);
+    ck_assert_int_eq(memcmp(buf + 6, fresh, 32), 0);
     keel_map_free(&before);
 }
 END_TEST
@@ -988,7 +1069,7 @@ END_TEST
  * says PRIMARY only then too. */
 START_TEST(test_acquire_hook)
 {
-    mkopt a = {0, 0, 0, NULL, 0, 1};
+    mkopt a = {0, 0, 0, NULL, 0, 1, NULL};
     static uint8_t buf[1 << 16];
     size_t len = sizeof buf, i;
     keel_node_state ns;
@@ -1272,6 +1353,7 @@ int main(void)
     tcase_add_test(tc, test_dead_owner_waits);
     tcase_add_test(tc, test_dead_owner_reassigned_after_grace);
     tcase_add_test(tc, test_forget_dead_node);
+    tcase_add_test(tc, test_replaced_store_refused);
     tcase_add_test(tc, test_self_fencing);
     tcase_add_test(tc, test_lease_lapses_without_answers);
     tcase_add_test(tc, test_expiry_wins_over_lease);

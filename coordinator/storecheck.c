@@ -1,0 +1,309 @@
+/* The store check before joining (storecheck.h): a short list of steps,
+ * each one request. */
+#include "coordinator/storecheck.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "coordinator/nodestate.h"
+#include "coordinator/shardmap.h"
+#include "keel.h"
+
+enum {
+    S_READ,      /* nodes/<node>: the recorded store */
+    S_CREATE,    /* nodes/<node> missing: create it with this store */
+    S_FORGOTTEN, /* another store: was the node forgotten? */
+    S_STATE,     /* ... no: the units its last published state holds */
+    S_MAP,       /* ... and the units the map gives it */
+    S_RECORD     /* record this store (version-checked) */
+};
+
+static int run(keel_storecheck *sc);
+
+size_t keel_storecheck_format(char *buf, size_t len, const char *store)
+{
+    int w = snprintf(buf, len, "store %s\n", store);
+    return w < 0 ? 0 : (size_t)w;
+}
+
+int keel_storecheck_parse(const void *data, size_t len, char *store)
+{
+    const char *p = data;
+    size_t i;
+
+    store[0] = '\0';
+    if (len == 0)
+        return 0;
+    if (len != 6 + KEEL_STORE_ID_HEX + 1 || memcmp(p, "store ", 6) != 0 ||
+        p[len - 1] != '\n')
+        return KEEL_ECORRUPT;
+    for (i = 0; i < KEEL_STORE_ID_HEX; i++) {
+        char c = p[6 + i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return KEEL_ECORRUPT;
+        store[i] = c;
+    }
+    store[KEEL_STORE_ID_HEX] = '\0';
+    return 0;
+}
+
+static void finish(keel_storecheck *sc, int rc)
+{
+    sc->done = 1;
+    sc->cb(sc, rc, sc->arg);
+}
+
+static void failed(keel_storecheck *sc, int rc)
+{
+    if (rc == KEEL_ECONNLOSS) {
+        sc->stalled = 1;
+        return;
+    }
+    finish(sc, rc);
+}
+
+static void go(keel_storecheck *sc, int step)
+{
+    int rc;
+
+    sc->step = step;
+    if ((rc = run(sc)) != 0)
+        failed(sc, rc);
+}
+
+static void node_read(keel_zk *zk, int rc, const void *data, size_t len,
+                      const keel_zk_stat *st, void *arg)
+{
+    keel_storecheck *sc = arg;
+
+    (void)zk;
+    sc->busy = 0;
+    if (rc == KEEL_ENOTFOUND) {
+        go(sc, S_CREATE);
+        return;
+    }
+    if (rc != 0) {
+        failed(sc, rc);
+        return;
+    }
+    if (keel_storecheck_parse(data, len, sc->found) != 0) {
+        keel_error("cluster: the store record of node %s is unreadable",
+                   sc->node);
+        finish(sc, KEEL_ECORRUPT);
+        return;
+    }
+    sc->version = st->version;
+    if (sc->found[0] == '\0') {
+        go(sc, S_RECORD); /* recorded by no one yet */
+        return;
+    }
+    if (strcmp(sc->found, sc->store) == 0) {
+        finish(sc, 0);
+        return;
+    }
+    go(sc, S_FORGOTTEN);
+}
+
+static void node_created(keel_zk *zk, int rc, const char *path,
+                         const keel_zk_stat *st, void *arg)
+{
+    keel_storecheck *sc = arg;
+
+    (void)zk;
+    (void)path;
+    (void)st;
+    sc->busy = 0;
+    if (rc == KEEL_EEXIST) {
+        go(sc, S_READ); /* created meanwhile: read what it says */
+        return;
+    }
+    if (rc != 0) {
+        failed(sc, rc);
+        return;
+    }
+    finish(sc, 0);
+}
+
+static void forgotten_checked(keel_zk *zk, int rc, const keel_zk_stat *st,
+                              void *arg)
+{
+    keel_storecheck *sc = arg;
+
+    (void)zk;
+    (void)st;
+    sc->busy = 0;
+    if (rc == 0) {
+        go(sc, S_RECORD); /* its data was given up: nothing to protect */
+        return;
+    }
+    if (rc != KEEL_ENOTFOUND) {
+        failed(sc, rc);
+        return;
+    }
+    sc->units = 0;
+    go(sc, S_STATE);
+}
+
+static void state_read(keel_zk *zk, int rc, const void *data, size_t len,
+                       const keel_zk_stat *st, void *arg)
+{
+    keel_storecheck *sc = arg;
+    keel_node_state ns;
+    size_t i;
+
+    (void)zk;
+    (void)st;
+    sc->busy = 0;
+    if (rc != 0 && rc != KEEL_ENOTFOUND) {
+        failed(sc, rc);
+        return;
+    }
+    if (rc == 0 && len > 0) {
+        if (keel_node_state_decode(data, len, &ns) != 0) {
+            /* Unreadable: it may list units, so count it as one. */
+            sc->units++;
+        } else {
+            for (i = 0; i < ns.n; i++)
+                if (ns.entries[i].role == KEEL_ROLE_PRIMARY)
+                    sc->units++;
+            keel_node_state_free(&ns);
+        }
+    }
+    go(sc, S_MAP);
+}
+
+static void map_read(keel_zk *zk, int rc, const void *data, size_t len,
+                     const keel_zk_stat *st, void *arg)
+{
+    keel_storecheck *sc = arg;
+    keel_shard_map m;
+    uint32_t ci, s;
+
+    (void)zk;
+    (void)st;
+    sc->busy = 0;
+    if (rc != 0 && rc != KEEL_ENOTFOUND) {
+        failed(sc, rc);
+        return;
+    }
+    if (rc == 0 && len > 0) {
+        if (keel_map_decode(data, len, &m) != 0) {
+            sc->units++;
+        } else {
+            size_t from_state = sc->units;
+            size_t from_map = 0;
+            for (ci = 0; ci < m.ncaps; ci++)
+                for (s = 0; s < m.shard_count; s++) {
+                    const char *p = keel_map_primary(&m, ci, s);
+                    if (p != NULL && strcmp(p, sc->node) == 0)
+                        from_map++;
+                }
+            keel_map_free(&m);
+            /* The larger count: the two name mostly the same units. */
+            sc->units = from_map > from_state ? from_map : from_state;
+        }
+    }
+    if (sc->units == 0) {
+        go(sc, S_RECORD); /* responsible for nothing: nothing is lost */
+        return;
+    }
+    finish(sc, KEEL_EMISMATCH);
+}
+
+static void recorded(keel_zk *zk, int rc, const keel_zk_stat *st, void *arg)
+{
+    keel_storecheck *sc = arg;
+
+    (void)zk;
+    (void)st;
+    sc->busy = 0;
+    if (rc == KEEL_EBADVERSION || rc == KEEL_ENOTFOUND) {
+        go(sc, S_READ); /* changed meanwhile: decide again */
+        return;
+    }
+    if (rc != 0) {
+        failed(sc, rc);
+        return;
+    }
+    finish(sc, 0);
+}
+
+static int run(keel_storecheck *sc)
+{
+    char path[KEEL_ZK_PATH_MAX], rec[64];
+    size_t len;
+    int rc;
+
+    switch (sc->step) {
+    case S_READ:
+        keel_layout_path(sc->layout, path, "nodes", sc->node, NULL);
+        rc = keel_zk_get(sc->zk, path, NULL, NULL, node_read, sc);
+        break;
+    case S_CREATE:
+        keel_layout_path(sc->layout, path, "nodes", sc->node, NULL);
+        len = keel_storecheck_format(rec, sizeof rec, sc->store);
+        rc = keel_zk_create(sc->zk, path, rec, len, 0, node_created, sc);
+        break;
+    case S_FORGOTTEN:
+        keel_layout_path(sc->layout, path, "forgotten", sc->node, NULL);
+        rc = keel_zk_exists(sc->zk, path, NULL, NULL, forgotten_checked, sc);
+        break;
+    case S_STATE:
+        keel_layout_path(sc->layout, path, "nodes", sc->node, "state");
+        rc = keel_zk_get(sc->zk, path, NULL, NULL, state_read, sc);
+        break;
+    case S_MAP:
+        keel_layout_path(sc->layout, path, "map", NULL, NULL);
+        rc = keel_zk_get(sc->zk, path, NULL, NULL, map_read, sc);
+        break;
+    case S_RECORD:
+        keel_layout_path(sc->layout, path, "nodes", sc->node, NULL);
+        len = keel_storecheck_format(rec, sizeof rec, sc->store);
+        rc = keel_zk_set(sc->zk, path, rec, len, sc->version, recorded, sc);
+        break;
+    default:
+        return KEEL_EINVAL;
+    }
+    sc->busy = rc == 0;
+    return rc;
+}
+
+void keel_storecheck_init(keel_storecheck *sc, keel_zk *zk,
+                          const keel_layout *layout, const char *node,
+                          const char *store, keel_storecheck_cb cb, void *arg)
+{
+    memset(sc, 0, sizeof *sc);
+    sc->zk = zk;
+    sc->layout = layout;
+    sc->node = node;
+    if (store != NULL)
+        snprintf(sc->store, sizeof sc->store, "%s", store);
+    sc->cb = cb;
+    sc->arg = arg;
+}
+
+int keel_storecheck_start(keel_storecheck *sc)
+{
+    sc->step = S_READ;
+    sc->busy = sc->stalled = sc->done = 0;
+    sc->units = 0;
+    sc->found[0] = '\0';
+    if (strlen(sc->store) != KEEL_STORE_ID_HEX) {
+        /* No identity to compare (an embedder's store without one). */
+        finish(sc, 0);
+        return 0;
+    }
+    return run(sc);
+}
+
+void keel_storecheck_resume(keel_storecheck *sc)
+{
+    int rc;
+
+    if (!sc->stalled || sc->busy || sc->done)
+        return;
+    sc->stalled = 0;
+    if ((rc = run(sc)) != 0)
+        failed(sc, rc);
+}

@@ -1,0 +1,77 @@
+/* Before a node joins: is its data directory the one it served from?
+ *
+ * Every store has an identity (a random id written when its directory is
+ * created). The cluster records, in the data of the persistent znode
+ * `nodes/<node>` ("store <32 hex digits>\n"), the store a node name last
+ * ran on. A node that comes back under the same name on another store (a
+ * replaced disk, a wiped or foreign directory) does not hold the data of
+ * the units the cluster still gives it: serving them would answer from
+ * empty or stale state as if nothing were lost. So before joining:
+ *
+ *   - no record yet, or an empty one (a node from before the record):
+ *     record this store and join;
+ *   - the same store: join;
+ *   - another store, and the node was forgotten (`forgotten/<node>`): the
+ *     operator gave its data up already; record this store and join (the
+ *     rejoin purges what was forgotten);
+ *   - another store, and neither the map nor the node's last published
+ *     state gives the node any unit: nothing is lost; record and join;
+ *   - another store, and the node is responsible for units: refuse
+ *     (KEEL_EMISMATCH). The units stay unavailable until the node runs on
+ *     its own store again, or the operator accepts the loss with
+ *     `keel node forget` (possible because the node is not a member).
+ *
+ * Asynchronous, one request in flight; a step that lost its connection is
+ * redone by keel_storecheck_resume(). */
+#ifndef KEEL_COORDINATOR_STORECHECK_H
+#define KEEL_COORDINATOR_STORECHECK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coordinator/layout.h"
+#include "coordinator/zk.h"
+
+#define KEEL_STORE_ID_HEX 32
+
+typedef struct keel_storecheck keel_storecheck;
+
+/* rc: 0 (this store may serve the node's units), KEEL_EMISMATCH (another
+ * store: sc->found names it, sc->units counts the units the node is
+ * responsible for), KEEL_ECORRUPT (an unreadable record), or a ZooKeeper
+ * error not worth retrying. Connection losses are not reported: the check
+ * waits for resume(). */
+typedef void (*keel_storecheck_cb)(keel_storecheck *sc, int rc, void *arg);
+
+struct keel_storecheck {
+    keel_zk *zk;
+    const keel_layout *layout;
+    const char *node;
+    char store[KEEL_STORE_ID_HEX + 1]; /* this node's store */
+    char found[KEEL_STORE_ID_HEX + 1]; /* the store the cluster records */
+    size_t units;                       /* with KEEL_EMISMATCH */
+    keel_storecheck_cb cb;
+    void *arg;
+    int32_t version; /* of nodes/<node> when read */
+    int step;
+    int busy, stalled, done;
+};
+
+/* store: the node's store id (KEEL_STORE_ID_HEX hex digits), or NULL or ""
+ * when it has none (the check then always passes). */
+void keel_storecheck_init(keel_storecheck *sc, keel_zk *zk,
+                          const keel_layout *layout, const char *node,
+                          const char *store, keel_storecheck_cb cb,
+                          void *arg);
+/* Starts from the first step (also after a new session). 0 or the submit
+ * error. */
+int keel_storecheck_start(keel_storecheck *sc);
+/* Redoes a step that lost its connection; no-op otherwise. */
+void keel_storecheck_resume(keel_storecheck *sc);
+
+/* The record's text for a store id, and its parser: 0, or KEEL_ECORRUPT
+ * for anything but "store <32 hex>\n" (an empty record is id ""). */
+size_t keel_storecheck_format(char *buf, size_t len, const char *store);
+int keel_storecheck_parse(const void *data, size_t len, char *store);
+
+#endif
