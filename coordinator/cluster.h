@@ -6,7 +6,7 @@
  *    controller (controller.h),
  *  - watches `map`, applies it to what the node holds, and publishes that
  *    in nodes/<node>/state,
- *  - holds a lease renewed by its own heartbeats (selffence.h) and fences
+ *  - holds a lease renewed by its own heartbeats (lease.h) and fences
  *    itself when it lapses or after 2/3 of the session timeout without
  *    ZooKeeper; on session expiry it drops everything and rejoins.
  *
@@ -103,7 +103,7 @@ void keel_cluster_tick(keel_cluster *c, uint64_t now_ms);
  * through keel_cluster_owner(). */
 void keel_cluster_placement(keel_cluster *c, const char *cap, uint32_t shard,
                             keel_placement *out);
-/* The lease (selffence.h): reads the clock and, if the lease has lapsed,
+/* The lease (lease.h): reads the clock and, if the lease has lapsed,
  * fences the node at once (hook fenced) rather than when the agent's timer
  * comes round. Cheap while serving: one clock read, one comparison. For
  * the runtime, before it reads requests or runs turns. Returns 1 when the
