@@ -57,7 +57,9 @@ struct keel_cluster {
     char **caps;
     size_t ncaps;
     uint32_t shard_count;
-    uint32_t timeout_ms;
+    uint32_t timeout_ms;       /* requested; the negotiated one is the
+                                * client's (keel_zk_session_timeout) */
+    uint32_t warned_timeout;   /* the negotiated one last warned about */
     keel_cluster_hooks hooks;
 
     int phase, error;
@@ -110,14 +112,21 @@ static void schedule(keel_cluster *c);
 static void publish(keel_cluster *c);
 static void apply_map(keel_cluster *c);
 
-/* The agent's clock: monotonic ms, read afresh (ev_now() follows the
- * wall clock, which may be stepped). Without a loop, the time given to
- * keel_cluster_tick(). */
+/* The agent's clock, read afresh (ev_now() follows the wall clock, which
+ * may be stepped). CLOCK_BOOTTIME keeps counting while the machine (or
+ * the VM) is suspended, as the servers' clocks do: a node resumed after a
+ * suspension must find its lease lapsed, which CLOCK_MONOTONIC, stopped
+ * meanwhile, would hide. Kernels without it (before 2.6.39) get the
+ * monotonic clock. Without a loop, the time given to keel_cluster_tick(). */
 static uint64_t now_ms(keel_cluster *c)
 {
     if (c->loop != NULL) {
+        static int no_boottime;
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if (no_boottime || clock_gettime(CLOCK_BOOTTIME, &ts) != 0) {
+            no_boottime = 1;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+        }
         c->now = (uint64_t)ts.tv_sec * 1000u +
                  (uint64_t)ts.tv_nsec / 1000000u;
     }
@@ -954,6 +963,26 @@ static void expired(keel_cluster *c)
         set_failed(c, rc);
 }
 
+/* Whether the negotiated session timeout leaves the lease its margin
+ * (lease.h); if not, the node fails with KEEL_ECONFIG. */
+static int timeout_usable(keel_cluster *c)
+{
+    uint32_t t = (uint32_t)keel_zk_session_timeout(c->zk);
+    char why[256];
+    int warn, rc = keel_lease_timeout_ok(t, c->timeout_ms, &warn, why,
+                                         sizeof why);
+
+    if (rc != 0) {
+        keel_error("cluster: node %s: %s", c->node, why);
+        set_failed(c, rc);
+        return 0;
+    }
+    if (warn && t != c->warned_timeout)
+        keel_warn("cluster: node %s: %s", c->node, why);
+    c->warned_timeout = t;
+    return 1;
+}
+
 static void session_cb(keel_zk *zk, int event, void *arg)
 {
     keel_cluster *c = arg;
@@ -963,6 +992,12 @@ static void session_cb(keel_zk *zk, int event, void *arg)
     now_ms(c);
     switch (event) {
     case KEEL_ZK_CONNECTED:
+        if (c->phase == KEEL_CLUSTER_FAILED)
+            break;
+        if (!timeout_usable(c)) {
+            keel_zk_close(c->zk);
+            break;
+        }
         if (keel_lease_connected(&c->lease, c->now))
             fenced_changed(c);
         if (c->phase == KEEL_CLUSTER_CONNECTING) {
