@@ -1139,8 +1139,9 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
     copt.shard_count = c->shard_count;
     copt.replicas = o->replicas > 0 ? o->replicas : 1;
     copt.reassign_dead_owner = o->reassign_dead_owner;
-    copt.dead_owner_grace_ms =
-        o->dead_owner_grace_ms ? o->dead_owner_grace_ms : c->timeout_ms;
+    /* 0: the controller waits the dead node's own negotiated timeout and
+     * a quarter (keel_controller_grace), the least it ever waits. */
+    copt.dead_owner_grace_ms = o->dead_owner_grace_ms;
     copt.clock = clock_ms;
     copt.clock_arg = c;
     keel_controller_init(&c->ctl, zk, &c->layout, &c->members, &copt,

@@ -73,8 +73,9 @@ typedef struct keel_cluster_options {
     int replicas;            /* 0: 1 (primary only) */
     /* Whether a dead owner's units go to others (losing what only the
      * dead node had) once its member znode has been gone for
-     * dead_owner_grace_ms (0: the session timeout). Default 0: they stay
-     * unavailable until it returns. */
+     * dead_owner_grace_ms, never less than the dead node's negotiated
+     * session timeout and a quarter (the default, with 0). Default 0:
+     * they stay unavailable until it returns. */
     int reassign_dead_owner;
     uint32_t dead_owner_grace_ms;
     keel_cluster_hooks hooks;
@@ -148,7 +149,9 @@ int keel_cluster_drain(keel_cluster *c, const char *name);
  * (keel node forget, docs/cluster.md): creates the persistent znode
  * forgotten/<name>, atomically with a proof that members/<name> does not
  * exist; the controller then moves the node's units to live members at
- * shard_epoch + 1 without waiting for it, and what they held is lost.
+ * shard_epoch + 1 without waiting for it to return (but not before its
+ * session timeout and a quarter have passed since its member znode was
+ * seen gone), and what they held is lost.
  * *units (may be NULL) gets how many units the applied map gives it.
  * Returns 0 (submitted; already forgotten counts as done), KEEL_EINVAL,
  * KEEL_EUNAVAIL (not joined), KEEL_EEXIST (a live member: drain it

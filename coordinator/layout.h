@@ -7,8 +7,10 @@
  *                       writes (a check op in every multi)
  *   election/n_<sid>_<seq>  ephemeral sequential candidates (data: node)
  *   members/<node>      ephemeral; "addr <host:port>\ncaps <a,b>\n"
- *                       [+ "leaving 1\n" once the node is being drained];
- *                       its czxid is the node's incarnation
+ *                       [+ "session_timeout <ms>\n": the session's
+ *                       negotiated timeout; absent from nodes of earlier
+ *                       versions] [+ "leaving 1\n" once the node is being
+ *                       drained]; its czxid is the node's incarnation
  *   nodes/<node>/state  what the node holds (nodestate.h)
  *   forgotten/<node>    persistent, empty: the operator gave up the data
  *                       of that dead node (keel node forget); its units
@@ -56,15 +58,18 @@ typedef struct keel_member {
     int64_t incarnation; /* czxid of the member znode */
     int64_t session;     /* its ephemeral owner */
     int leaving;         /* "leaving 1": being drained, owns nothing new */
+    uint32_t session_timeout_ms; /* negotiated; 0: not published */
 } keel_member;
 
 void keel_member_clear(keel_member *m);
-/* 0, KEEL_EINVAL (bad address or capability) or KEEL_ENOMEM. *len is the
- * byte count; *out is malloc'd. */
+/* session_timeout_ms: the session's negotiated timeout, 0 to leave the
+ * line out. 0, KEEL_EINVAL (bad address or capability) or KEEL_ENOMEM.
+ * *len is the byte count; *out is malloc'd. */
 int keel_member_format(const char *addr, const char *const *caps,
-                       size_t ncaps, char **out, size_t *len);
-/* Fills addr and caps of m (name and ids untouched). 0, KEEL_ECORRUPT or
- * KEEL_ENOMEM. */
+                       size_t ncaps, uint32_t session_timeout_ms, char **out,
+                       size_t *len);
+/* Fills addr, caps, leaving and session_timeout_ms of m (name and ids
+ * untouched). 0, KEEL_ECORRUPT or KEEL_ENOMEM. */
 int keel_member_parse(const void *data, size_t len, keel_member *m);
 /* The member data with "leaving 1" appended into *out (malloc'd). 0,
  * KEEL_EEXIST (already leaving; *out NULL), KEEL_ECORRUPT or KEEL_ENOMEM. */

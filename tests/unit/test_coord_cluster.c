@@ -458,12 +458,14 @@ START_TEST(test_member_leaving_format)
     size_t len, mlen, alen;
 
     memset(&m, 0, sizeof m);
-    ck_assert_int_eq(keel_member_format("h:1", caps, 1, &data, &len), 0);
+    ck_assert_int_eq(keel_member_format("h:1", caps, 1, 3000, &data, &len),
+                     0);
     ck_assert_int_eq(keel_member_parse(data, len, &m), 0);
     ck_assert_int_eq(m.leaving, 0);
     ck_assert_int_eq(keel_member_mark_leaving(data, len, &marked, &mlen), 0);
     ck_assert_int_eq(keel_member_parse(marked, mlen, &m), 0);
     ck_assert_int_eq(m.leaving, 1);
+    ck_assert_uint_eq(m.session_timeout_ms, 3000);
     ck_assert_str_eq(m.caps[0], "gpu");
     ck_assert_int_eq(keel_member_mark_leaving(marked, mlen, &again, &alen),
                      KEEL_EEXIST);
@@ -668,6 +670,80 @@ START_TEST(test_forget_dead_node)
     settle();
     ck_assert_int_eq(forgotten_calls[2], 0);
     check_converged(abc, 3);
+    keel_map_free(&before);
+}
+END_TEST
+
+/* Forgetting a node whose member znode has just gone: its units move
+ * only once its own session timeout (6 s, longer than the others') and a
+ * quarter more have passed since the controller saw the znode go. A node
+ * cut off with a ZooKeeper follower may hold a lease until its session
+ * expires on the leader, so the forget alone proves nothing. */
+START_TEST(test_forget_waits_for_session)
+{
+    const char *ab[] = {"node-a", "node-b"};
+    mkopt longer = {0};
+    keel_shard_map before, m;
+    uint64_t gone, wait = 6000 + 6000 / 4;
+    size_t had, units;
+    uint32_t s;
+
+    longer.timeout = 6000;
+    mk(0, NULL);
+    settle();
+    mk(1, NULL);
+    mk(2, &longer);
+    settle();
+    before = zk_map();
+    had = owned_by(&before, "node-c");
+    ck_assert_uint_gt(had, 0);
+    kill_node(2); /* its session closes: the member znode goes at once */
+    settle();
+    gone = keel_zk_fake_now(F);
+    ck_assert_int_eq(keel_cluster_forget(N[1].c, "node-c", &units), 0);
+    ck_assert_uint_eq(units, had);
+    settle();
+    while (keel_zk_fake_now(F) < gone + wait - 1) {
+        uint64_t left = gone + wait - 1 - keel_zk_fake_now(F);
+        advance(left < 250 ? left : 250);
+        m = zk_map();
+        ck_assert_msg(owned_by(&m, "node-c") == had,
+                      "node-c's units moved %llu ms after its znode went",
+                      (unsigned long long)(keel_zk_fake_now(F) - gone));
+        keel_map_free(&m);
+    }
+    advance(1);
+    check_converged(ab, 2);
+    m = zk_map();
+    for (s = 0; s < SHARDS; s++)
+        if (strcmp(keel_map_primary(&before, 0, s), "node-c") == 0)
+            ck_assert_uint_eq(keel_map_unit_at(&m, 0, s)->shard_epoch,
+                              keel_map_unit_at(&before, 0, s)->shard_epoch + 1);
+    keel_map_free(&m);
+    keel_map_free(&before);
+}
+END_TEST
+
+/* The dead-owner grace counts from the negotiated session timeout, not
+ * the requested one: the servers raised 3000 to 4000, so nothing moves
+ * before 5000 ms. */
+START_TEST(test_dead_owner_grace_negotiated)
+{
+    const char *ab[] = {"node-a", "node-b"};
+    mkopt r = {0, 1, 0, NULL, 0, 0, 0};
+    keel_shard_map before, m;
+
+    keel_zk_fake_timeout_bounds(F, 4000, 0);
+    start3(&r);
+    before = zk_map();
+    kill_node(2);
+    settle();
+    advance(4999);
+    m = zk_map();
+    ck_assert_uint_eq(owned_by(&m, "node-c"), owned_by(&before, "node-c"));
+    keel_map_free(&m);
+    advance(1);
+    check_converged(ab, 2);
     keel_map_free(&before);
 }
 END_TEST
@@ -1248,7 +1324,7 @@ START_TEST(test_state_watch_rearmed)
     ck_assert_int_eq(keel_zk_fake_client(F, &raw), 0);
     ck_assert_int_eq(keel_zk_connect(raw, TIMEOUT, raw_session, NULL), 0);
     settle();
-    ck_assert_int_eq(keel_member_format("127.0.0.1:7999", NULL, 0, &member,
+    ck_assert_int_eq(keel_member_format("127.0.0.1:7999", NULL, 0, 0, &member,
                                         &len),
                      0);
     ck_assert_int_eq(keel_zk_create(raw, "/keel/test/members/node-x",
@@ -1367,6 +1443,8 @@ int main(void)
     tcase_add_test(tc, test_dead_owner_waits);
     tcase_add_test(tc, test_dead_owner_reassigned_after_grace);
     tcase_add_test(tc, test_forget_dead_node);
+    tcase_add_test(tc, test_forget_waits_for_session);
+    tcase_add_test(tc, test_dead_owner_grace_negotiated);
     tcase_add_test(tc, test_self_fencing);
     tcase_add_test(tc, test_lease_lapses_without_answers);
     tcase_add_test(tc, test_expiry_wins_over_lease);
