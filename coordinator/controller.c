@@ -1058,6 +1058,9 @@ void keel_controller_members_changed(keel_controller *ctl, uint64_t now)
     ctl->now = now;
     for (i = 0; i < ctl->members->nview; i++)
         track(ctl, ctl->members->view[i].name);
+    /* Whether or not this node leads now: a controller elected after a
+     * member went must still know its timeout and when it went. */
+    observe_all(ctl);
     pump(ctl);
 }
 

@@ -748,6 +748,50 @@ START_TEST(test_dead_owner_grace_negotiated)
 }
 END_TEST
 
+/* A controller elected after a member went still waits that member's own
+ * timeout (which it saw published while the member lived), counted from
+ * when it saw the member go, not a blind bound. */
+START_TEST(test_new_controller_knows_dead_timeout)
+{
+    mkopt longer = {0};
+    keel_shard_map m;
+    uint64_t wait = 6000 + 6000 / 4;
+    size_t had_a, had_c;
+    int ctl = -1;
+
+    longer.timeout = 6000;
+    mk(0, NULL);
+    settle();
+    mk(1, NULL);
+    mk(2, &longer);
+    settle();
+    ck_assert_int_eq(controllers(&ctl), 1);
+    ck_assert_int_eq(ctl, 0);
+    m = zk_map();
+    had_a = owned_by(&m, "node-a");
+    had_c = owned_by(&m, "node-c");
+    keel_map_free(&m);
+    kill_node(2);
+    settle();
+    kill_node(0); /* the controller goes too: node-b takes over */
+    settle();
+    ck_assert_int_eq(controllers(&ctl), 1);
+    ck_assert_int_eq(ctl, 1);
+    ck_assert_int_eq(keel_cluster_forget(N[1].c, "node-c", NULL), 0);
+    settle();
+    advance(wait - 1);
+    m = zk_map();
+    ck_assert_uint_eq(owned_by(&m, "node-c"), had_c);
+    keel_map_free(&m);
+    advance(1);
+    m = zk_map();
+    ck_assert_uint_eq(owned_by(&m, "node-c"), 0);
+    ck_assert_uint_eq(owned_by(&m, "node-a"), had_a); /* not forgotten */
+    ck_assert_uint_eq(owned_by(&m, "node-b"), SHARDS - had_a);
+    keel_map_free(&m);
+}
+END_TEST
+
 START_TEST(test_self_fencing)
 {
     keel_zk *zk;
@@ -1445,6 +1489,7 @@ int main(void)
     tcase_add_test(tc, test_forget_dead_node);
     tcase_add_test(tc, test_forget_waits_for_session);
     tcase_add_test(tc, test_dead_owner_grace_negotiated);
+    tcase_add_test(tc, test_new_controller_knows_dead_timeout);
     tcase_add_test(tc, test_self_fencing);
     tcase_add_test(tc, test_lease_lapses_without_answers);
     tcase_add_test(tc, test_expiry_wins_over_lease);
