@@ -109,11 +109,13 @@ size_t tu_actlog_check(tu_actlog *a)
         if (strcmp(p->key, q->key) != 0)
             continue;
         ck_assert_msg(p->end != 0 && p->end <= q->start,
-                      "%s active on n%d from %llu to %llu and on n%d from "
-                      "%llu: overlapping activations (%.3f s)",
-                      p->key, p->node, p->start, p->end, q->node, q->start,
+                      "%s active on n%d from %llu to %llu%s and on n%d from "
+                      "%llu: overlapping activations (for %.3f s%s)",
+                      p->key, p->node, p->start, p->end,
+                      p->end ? "" : " (still active)", q->node, q->start,
                       ((double)(p->end ? p->end : tu_realtime_ns()) -
-                       (double)q->start) / 1e9);
+                       (double)q->start) / 1e9,
+                      p->end ? "" : " so far");
         ck_assert_msg(q->epoch >= p->epoch,
                       "%s: epoch went back from %llu (n%d) to %llu (n%d)",
                       p->key, p->epoch, p->node, q->epoch, q->node);
