@@ -6,9 +6,10 @@
  *    controller (controller.h),
  *  - watches `map`, applies it to what the node holds, and publishes that
  *    in nodes/<node>/state,
- *  - holds a lease renewed by its own heartbeats (lease.h) and fences
- *    itself when it lapses or after 2/3 of the session timeout without
- *    ZooKeeper; on session expiry it drops everything and rejoins.
+ *  - holds a lease renewed by its own heartbeats (syncs answered through
+ *    the ZooKeeper leader, lease.h) and fences itself when it lapses,
+ *    half the session timeout after the last answered one left; on
+ *    session expiry it drops everything and rejoins.
  *
  * The runtime sees it as a keel_coord (placement per message) and plugs in
  * through hooks: release a unit (stop admitting, finish turns, stream it to
@@ -96,7 +97,7 @@ int keel_cluster_start(keel_cluster *c);
 /* Leaves (closing the session removes our member and election nodes at
  * once) and frees everything. */
 void keel_cluster_destroy(keel_cluster *c);
-/* Manual time (no loop): ms on a monotonic clock. */
+/* Manual time (no loop): ms on one clock that never goes back. */
 void keel_cluster_tick(keel_cluster *c, uint64_t now_ms);
 
 /* Placement of a unit for the runtime; cheap (binary search in the map's
@@ -177,7 +178,7 @@ int keel_cluster_phase(const keel_cluster *c);
 int keel_cluster_error(const keel_cluster *c);
 int keel_cluster_fenced(const keel_cluster *c);
 /* Until when the lease lets this node serve (ms on the agent's clock:
- * monotonic, or keel_cluster_tick's time); 0 without a lease. */
+ * CLOCK_BOOTTIME, or keel_cluster_tick's time); 0 without a lease. */
 uint64_t keel_cluster_lease_until(const keel_cluster *c);
 int keel_cluster_is_controller(const keel_cluster *c);
 int64_t keel_cluster_incarnation(const keel_cluster *c);
