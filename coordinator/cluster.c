@@ -14,9 +14,9 @@
 #include "coordinator/controller.h"
 #include "coordinator/election.h"
 #include "coordinator/layout.h"
+#include "coordinator/lease.h"
 #include "coordinator/membership.h"
 #include "coordinator/nodestate.h"
-#include "coordinator/selffence.h"
 #include "coordinator/shardmap.h"
 #include "keel.h"
 
@@ -60,7 +60,9 @@ struct keel_cluster {
     char **caps;
     size_t ncaps;
     uint32_t shard_count;
-    uint32_t timeout_ms;
+    uint32_t timeout_ms;       /* requested; the negotiated one is the
+                                * client's (keel_zk_session_timeout) */
+    uint32_t warned_timeout;   /* the negotiated one last warned about */
     keel_cluster_hooks hooks;
 
     int phase, error;
@@ -75,12 +77,7 @@ struct keel_cluster {
     keel_membership members;
     keel_election election;
     keel_controller ctl;
-    keel_selffence fence;
-    /* The lease's heartbeat: one request in flight at a time, sent at
-     * hb_sent; hb_seq tells its answer from a stale one (an earlier
-     * session's, or one given up on a reconnection). */
-    int hb_busy;
-    uint64_t hb_seq, hb_sent, hb_next;
+    keel_lease lease;
 
     /* the applied map */
     keel_shard_map map;
@@ -126,14 +123,21 @@ static void schedule(keel_cluster *c);
 static void publish(keel_cluster *c);
 static void apply_map(keel_cluster *c);
 
-/* The agent's clock: monotonic ms, read afresh (ev_now() follows the
- * wall clock, which may be stepped). Without a loop, the time given to
- * keel_cluster_tick(). */
+/* The agent's clock, read afresh (ev_now() follows the wall clock, which
+ * may be stepped). CLOCK_BOOTTIME keeps counting while the machine (or
+ * the VM) is suspended, as the servers' clocks do: a node resumed after a
+ * suspension must find its lease lapsed, which CLOCK_MONOTONIC, stopped
+ * meanwhile, would hide. Kernels without it (before 2.6.39) get the
+ * monotonic clock. Without a loop, the time given to keel_cluster_tick(). */
 static uint64_t now_ms(keel_cluster *c)
 {
     if (c->loop != NULL) {
+        static int no_boottime;
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if (no_boottime || clock_gettime(CLOCK_BOOTTIME, &ts) != 0) {
+            no_boottime = 1;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+        }
         c->now = (uint64_t)ts.tv_sec * 1000u +
                  (uint64_t)ts.tv_nsec / 1000000u;
     }
@@ -147,7 +151,7 @@ static uint64_t clock_ms(void *arg)
 
 static void fenced_changed(keel_cluster *c)
 {
-    const keel_selffence *f = &c->fence;
+    const keel_selffence *f = &c->lease.fence;
 
     if (!f->fenced)
         keel_info("cluster: node %s serving", c->node);
@@ -172,63 +176,26 @@ static void fenced_changed(keel_cluster *c)
 
 /* ------------------------------------------------------------ the lease */
 
-/* A heartbeat every T/6 keeps the lease (2T/3 from the send time) about
- * T/2 ahead, so a few slow or lost answers stall nothing. */
-static uint64_t hb_interval(const keel_cluster *c)
+static void lease_answered(keel_lease *l, int flipped, void *arg)
 {
-    uint64_t t = c->fence.timeout_ms / 6;
+    keel_cluster *c = arg;
 
-    return t > 0 ? t : 1;
-}
-
-static void hb_send(keel_cluster *c);
-
-static void hb_done(keel_zk *zk, int rc, const keel_zk_stat *st, void *arg)
-{
-    keel_cluster *c = zk->data;
-
-    (void)st;
-    if (!c->hb_busy || (uint64_t)(uintptr_t)arg != c->hb_seq)
-        return; /* given up on: its send time is not the one recorded */
-    c->hb_busy = 0;
+    (void)l;
     now_ms(c);
-    /* Any answer of the servers proves the session alive when the request
-     * left (the root is missing only before the first bootstrap). */
-    if ((rc == 0 || rc == KEEL_ENOTFOUND) &&
-        keel_selffence_renewed(&c->fence, c->hb_sent, c->now))
+    if (flipped)
         fenced_changed(c);
-    hb_send(c);
     schedule(c);
-}
-
-/* Sends a heartbeat (exists on the cluster root) when one is due, the
- * client is connected and none is in flight. */
-static void hb_send(keel_cluster *c)
-{
-    uintptr_t seq;
-
-    if (!c->fence.connected || c->hb_busy || now_ms(c) < c->hb_next)
-        return;
-    c->hb_next = c->now + hb_interval(c);
-    seq = (uintptr_t)++c->hb_seq;
-    if (keel_zk_exists(c->zk, c->layout.root, NULL, NULL, hb_done,
-                       (void *)seq) != 0)
-        return; /* the connection is going: the next one sends again */
-    c->hb_busy = 1;
-    c->hb_sent = c->now;
 }
 
 int keel_cluster_check_lease(keel_cluster *c)
 {
-    if (c->fence.fenced)
-        return 1;
-    if (!keel_selffence_lapsed(&c->fence, now_ms(c)))
-        return 0;
-    if (keel_selffence_tick(&c->fence, c->now)) {
+    int flipped, fenced = keel_lease_check(&c->lease, now_ms(c), &flipped);
+
+    if (flipped) {
         fenced_changed(c);
         schedule(c);
     }
-    return c->fence.fenced;
+    return fenced;
 }
 
 static void set_failed(keel_cluster *c, int rc)
@@ -335,7 +302,7 @@ void keel_cluster_placement(keel_cluster *c, const char *cap, uint32_t shard,
     if (u->replicas[0] == c->my_idx) {
         const local_cap *lc = c->cap_of[ci];
         const local_unit *lu = lc != NULL ? &lc->units[shard] : NULL;
-        if (!c->fence.fenced && lu != NULL && lu->phase == U_PRIMARY &&
+        if (!c->lease.fence.fenced && lu != NULL && lu->phase == U_PRIMARY &&
             lu->epoch == u->shard_epoch && u->target == KEEL_MAP_NO_NODE)
             out->state = KEEL_PLACEMENT_LOCAL;
         return;
@@ -893,8 +860,7 @@ static void membership_cb(keel_membership *m, int event, void *arg)
         keel_info("cluster: %s joined as incarnation %llx", c->node,
                   (unsigned long long)m->incarnation);
         c->phase = KEEL_CLUSTER_RUNNING;
-        if (keel_selffence_rejoined(&c->fence, c->now,
-                                    (uint32_t)keel_zk_session_timeout(c->zk)))
+        if (keel_lease_rejoined(&c->lease, c->now))
             fenced_changed(c);
         c->setup = SETUP_NODE;
         setup_step(c);
@@ -1021,7 +987,7 @@ static void expired(keel_cluster *c)
     keel_warn("cluster: session of %s expired; dropping everything and "
               "rejoining",
               c->node);
-    if (keel_selffence_expired(&c->fence))
+    if (keel_lease_expired(&c->lease))
         fenced_changed(c);
     drop_all(c);
     if (c->hooks.expired != NULL)
@@ -1040,11 +1006,30 @@ static void expired(keel_cluster *c)
     c->rejoin_busy = c->rejoin_stalled = 0;
     c->forget_busy = 0;
     c->map_this_session = 0;
-    c->hb_busy = 0;
     c->phase = KEEL_CLUSTER_CONNECTING;
     rc = keel_zk_connect(c->zk, (int)c->timeout_ms, session_cb, c);
     if (rc != 0)
         set_failed(c, rc);
+}
+
+/* Whether the negotiated session timeout leaves the lease its margin
+ * (lease.h); if not, the node fails with KEEL_ECONFIG. */
+static int timeout_usable(keel_cluster *c)
+{
+    uint32_t t = (uint32_t)keel_zk_session_timeout(c->zk);
+    char why[256];
+    int warn, rc = keel_lease_timeout_ok(t, c->timeout_ms, &warn, why,
+                                         sizeof why);
+
+    if (rc != 0) {
+        keel_error("cluster: node %s: %s", c->node, why);
+        set_failed(c, rc);
+        return 0;
+    }
+    if (warn && t != c->warned_timeout)
+        keel_warn("cluster: node %s: %s", c->node, why);
+    c->warned_timeout = t;
+    return 1;
 }
 
 static void session_cb(keel_zk *zk, int event, void *arg)
@@ -1056,13 +1041,14 @@ static void session_cb(keel_zk *zk, int event, void *arg)
     now_ms(c);
     switch (event) {
     case KEEL_ZK_CONNECTED:
-        if (keel_selffence_connected(&c->fence, c->now,
-                                     (uint32_t)keel_zk_session_timeout(c->zk)))
+        if (c->phase == KEEL_CLUSTER_FAILED)
+            break;
+        if (!timeout_usable(c)) {
+            keel_zk_close(c->zk);
+            break;
+        }
+        if (keel_lease_connected(&c->lease, c->now))
             fenced_changed(c);
-        /* The lease is renewed by what is sent from now on. */
-        c->hb_busy = 0;
-        c->hb_next = 0;
-        hb_send(c);
         if (c->phase == KEEL_CLUSTER_CONNECTING) {
             c->phase = KEEL_CLUSTER_BOOTSTRAP;
             if ((rc = keel_bootstrap_start(&c->boot)) != 0 &&
@@ -1073,7 +1059,7 @@ static void session_cb(keel_zk *zk, int event, void *arg)
         }
         break;
     case KEEL_ZK_DISCONNECTED:
-        if (keel_selffence_disconnected(&c->fence, c->now))
+        if (keel_lease_disconnected(&c->lease, c->now))
             fenced_changed(c);
         break;
     case KEEL_ZK_EXPIRED:
@@ -1103,7 +1089,7 @@ static void storecheck_tick(keel_cluster *c)
     int rc;
 
     if (c->storecheck_at == 0 || c->now < c->storecheck_at ||
-        !c->fence.connected)
+        !c->lease.fence.connected)
         return;
     c->storecheck_at = 0;
     rc = keel_storecheck_start(&c->store_check);
@@ -1120,11 +1106,9 @@ static uint64_t earlier(uint64_t a, uint64_t b)
 
 static void schedule(keel_cluster *c)
 {
-    uint64_t next = earlier(keel_selffence_deadline(&c->fence),
+    uint64_t next = earlier(keel_lease_deadline(&c->lease),
                             keel_controller_deadline(&c->ctl));
 
-    if (c->fence.connected && !c->hb_busy)
-        next = earlier(next, c->hb_next > 0 ? c->hb_next : 1);
     next = earlier(next, c->storecheck_at);
     if (c->loop == NULL)
         return;
@@ -1140,10 +1124,9 @@ static void schedule(keel_cluster *c)
 void keel_cluster_tick(keel_cluster *c, uint64_t now)
 {
     c->now = now;
-    if (keel_selffence_tick(&c->fence, now))
+    if (keel_lease_tick(&c->lease, now))
         fenced_changed(c);
     keel_controller_tick(&c->ctl, now);
-    hb_send(c);
     storecheck_tick(c);
     schedule(c);
 }
@@ -1212,7 +1195,7 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
     if (zk == NULL && (rc = keel_zk_real_create(loop, o->zk_hosts, &zk)) != 0)
         goto fail;
     c->zk = zk;
-    zk->data = c; /* the heartbeat's answers find the agent here */
+    zk->data = c;
     keel_map_init(&c->map, c->shard_count);
     keel_bootstrap_init(&c->boot, zk, &c->layout, c->shard_count,
                         bootstrap_cb, c);
@@ -1227,15 +1210,15 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
     copt.shard_count = c->shard_count;
     copt.replicas = o->replicas > 0 ? o->replicas : 1;
     copt.reassign_dead_owner = o->reassign_dead_owner;
-    copt.dead_owner_grace_ms =
-        o->dead_owner_grace_ms ? o->dead_owner_grace_ms : c->timeout_ms;
+    /* 0: the controller waits the dead node's own negotiated timeout and
+     * a quarter (keel_controller_grace), the least it ever waits. */
+    copt.dead_owner_grace_ms = o->dead_owner_grace_ms;
     copt.clock = clock_ms;
     copt.clock_arg = c;
     keel_controller_init(&c->ctl, zk, &c->layout, &c->members, &copt,
                          controller_cb, c);
-    keel_selffence_init(&c->fence, c->timeout_ms);
-    /* Fenced until joined: a node serves nothing before. */
-    keel_selffence_expired(&c->fence);
+    keel_lease_init(&c->lease, zk, c->layout.root, c->timeout_ms, clock_ms,
+                    lease_answered, c);
     if (loop != NULL) {
         ev_timer_init(&c->timer, timer_cb, 0., 0.);
         c->timer.data = c;
@@ -1344,12 +1327,12 @@ int keel_cluster_error(const keel_cluster *c)
 
 int keel_cluster_fenced(const keel_cluster *c)
 {
-    return c->fence.fenced;
+    return c->lease.fence.fenced;
 }
 
 uint64_t keel_cluster_lease_until(const keel_cluster *c)
 {
-    return c->fence.lease_until;
+    return c->lease.fence.lease_until;
 }
 
 int keel_cluster_is_controller(const keel_cluster *c)

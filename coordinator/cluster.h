@@ -6,9 +6,10 @@
  *    controller (controller.h),
  *  - watches `map`, applies it to what the node holds, and publishes that
  *    in nodes/<node>/state,
- *  - holds a lease renewed by its own heartbeats (selffence.h) and fences
- *    itself when it lapses or after 2/3 of the session timeout without
- *    ZooKeeper; on session expiry it drops everything and rejoins.
+ *  - holds a lease renewed by its own heartbeats (syncs answered through
+ *    the ZooKeeper leader, lease.h) and fences itself when it lapses,
+ *    half the session timeout after the last answered one left; on
+ *    session expiry it drops everything and rejoins.
  *
  * The runtime sees it as a keel_coord (placement per message) and plugs in
  * through hooks: release a unit (stop admitting, finish turns, stream it to
@@ -80,8 +81,9 @@ typedef struct keel_cluster_options {
     int replicas;            /* 0: 1 (primary only) */
     /* Whether a dead owner's units go to others (losing what only the
      * dead node had) once its member znode has been gone for
-     * dead_owner_grace_ms (0: the session timeout). Default 0: they stay
-     * unavailable until it returns. */
+     * dead_owner_grace_ms, never less than the dead node's negotiated
+     * session timeout and a quarter (the default, with 0). Default 0:
+     * they stay unavailable until it returns. */
     int reassign_dead_owner;
     uint32_t dead_owner_grace_ms;
     keel_cluster_hooks hooks;
@@ -102,7 +104,7 @@ int keel_cluster_start(keel_cluster *c);
 /* Leaves (closing the session removes our member and election nodes at
  * once) and frees everything. */
 void keel_cluster_destroy(keel_cluster *c);
-/* Manual time (no loop): ms on a monotonic clock. */
+/* Manual time (no loop): ms on one clock that never goes back. */
 void keel_cluster_tick(keel_cluster *c, uint64_t now_ms);
 
 /* Placement of a unit for the runtime; cheap (binary search in the map's
@@ -110,7 +112,7 @@ void keel_cluster_tick(keel_cluster *c, uint64_t now_ms);
  * through keel_cluster_owner(). */
 void keel_cluster_placement(keel_cluster *c, const char *cap, uint32_t shard,
                             keel_placement *out);
-/* The lease (selffence.h): reads the clock and, if the lease has lapsed,
+/* The lease (lease.h): reads the clock and, if the lease has lapsed,
  * fences the node at once (hook fenced) rather than when the agent's timer
  * comes round. Cheap while serving: one clock read, one comparison. For
  * the runtime, before it reads requests or runs turns. Returns 1 when the
@@ -160,7 +162,9 @@ int keel_cluster_drain(keel_cluster *c, const char *name);
  * (keel node forget, docs/cluster.md): creates the persistent znode
  * forgotten/<name>, atomically with a proof that members/<name> does not
  * exist; the controller then moves the node's units to live members at
- * shard_epoch + 1 without waiting for it, and what they held is lost.
+ * shard_epoch + 1 without waiting for it to return (but not before its
+ * session timeout and a quarter have passed since its member znode was
+ * seen gone), and what they held is lost.
  * *units (may be NULL) gets how many units the applied map gives it.
  * Returns 0 (submitted; already forgotten counts as done), KEEL_EINVAL,
  * KEEL_EUNAVAIL (not joined), KEEL_EEXIST (a live member: drain it
@@ -186,7 +190,7 @@ int keel_cluster_phase(const keel_cluster *c);
 int keel_cluster_error(const keel_cluster *c);
 int keel_cluster_fenced(const keel_cluster *c);
 /* Until when the lease lets this node serve (ms on the agent's clock:
- * monotonic, or keel_cluster_tick's time); 0 without a lease. */
+ * CLOCK_BOOTTIME, or keel_cluster_tick's time); 0 without a lease. */
 uint64_t keel_cluster_lease_until(const keel_cluster *c);
 int keel_cluster_is_controller(const keel_cluster *c);
 int64_t keel_cluster_incarnation(const keel_cluster *c);

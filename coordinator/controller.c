@@ -109,13 +109,58 @@ static int loss_ok(const keel_controller *ctl, const char *owner)
            (keel_controller_forgotten(ctl, owner) && !live(ctl, owner));
 }
 
-/* The wait after the owner's member znode is gone: none for a forgotten
- * owner (its session is over and the operator gave its data up). */
-static uint32_t grace_of(const keel_controller *ctl, const char *owner)
+/* Records what the member view says of node id: its published session
+ * timeout while it is a member, and when it was first seen missing. Only
+ * a view made by a completed listing counts: a listing answered after the
+ * znode's deletion, so ctl->now is no earlier than that. */
+static void observe(keel_controller *ctl, int id)
 {
-    if (keel_controller_forgotten(ctl, owner) && !live(ctl, owner))
-        return 0;
-    return ctl->opt.dead_owner_grace_ms;
+    keel_ctl_node *n = &ctl->nodes[id];
+    const keel_member *m = keel_membership_find(ctl->members, n->name);
+
+    if (m != NULL) {
+        n->gone = 0;
+        if (m->session_timeout_ms > 0)
+            n->session_timeout_ms = m->session_timeout_ms;
+    } else if (!n->gone && ctl->members->listings > 0) {
+        n->gone = 1;
+        n->gone_at = ctl->now;
+    }
+}
+
+static void observe_all(keel_controller *ctl)
+{
+    size_t i;
+
+    for (i = 0; i < ctl->nnodes; i++)
+        observe(ctl, (int)i);
+}
+
+uint32_t keel_controller_grace(keel_controller *ctl, const char *name)
+{
+    int id = keel_controller_node_id(ctl, name);
+    uint64_t t = id >= 0 ? ctl->nodes[id].session_timeout_ms : 0, g;
+
+    if (t == 0) {
+        uint64_t own = (uint64_t)keel_zk_session_timeout(ctl->zk);
+        t = 10 * (own > 0 ? own : 1000);
+    }
+    g = t + t / 4;
+    return g > UINT32_MAX ? UINT32_MAX : (uint32_t)g;
+}
+
+/* The wait after the owner's member znode is gone before its units move
+ * without it. A forgotten owner's data is given up, but not before its
+ * session can be over: it may have kept a lease through a server cut off
+ * from the leader, and serve until then. */
+static uint32_t grace_of(keel_controller *ctl, const char *owner)
+{
+    uint32_t g = keel_controller_grace(ctl, owner);
+
+    if (!(keel_controller_forgotten(ctl, owner) && !live(ctl, owner)) &&
+        ctl->opt.dead_owner_grace_ms > g)
+        g = ctl->opt.dead_owner_grace_ms;
+    return g;
 }
 
 /* --------------------------------------------------------- epoch bump */
@@ -545,14 +590,18 @@ static void feed(keel_controller *ctl, keel_handoff *h, const char *cap,
     e = entry_of(ctl, (int)h->to, cap, shard);
     if (e != NULL && e->role == KEEL_ROLE_PRIMARY)
         keel_handoff_fenced(h, h->to, e->shard_epoch);
-    /* Forgotten by the operator after the move began: no need to wait. */
-    if (loss_ok(ctl, ctl->nodes[h->from].name) &&
-        !(h->flags & KEEL_HANDOFF_F_LOSS_OK)) {
+    /* Forgotten by the operator after the move began: it may complete
+     * without A (after the grace). */
+    if (loss_ok(ctl, ctl->nodes[h->from].name)) {
         h->flags |= KEEL_HANDOFF_F_LOSS_OK;
         h->grace_ms = grace_of(ctl, ctl->nodes[h->from].name);
     }
-    keel_handoff_member(h, h->from, live(ctl, ctl->nodes[h->from].name),
-                        ctl->now);
+    observe(ctl, (int)h->from);
+    /* The clock starts when this controller first saw A missing, not when
+     * the move began (a forget may come long after). */
+    keel_handoff_member(h, h->from, !ctl->nodes[h->from].gone,
+                        ctl->nodes[h->from].gone ? ctl->nodes[h->from].gone_at
+                                                 : ctl->now);
     keel_handoff_tick(h, ctl->now);
 }
 
@@ -631,6 +680,7 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
         }
         track(ctl, mb->view[i].name);
     }
+    observe_all(ctl);
     rc = keel_map_compute(mm, nmm, caps, ncaps, ctl->opt.shard_count,
                           k, &desired);
     if (rc != 0)
@@ -1008,6 +1058,9 @@ void keel_controller_members_changed(keel_controller *ctl, uint64_t now)
     ctl->now = now;
     for (i = 0; i < ctl->members->nview; i++)
         track(ctl, ctl->members->view[i].name);
+    /* Whether or not this node leads now: a controller elected after a
+     * member went must still know its timeout and when it went. */
+    observe_all(ctl);
     pump(ctl);
 }
 

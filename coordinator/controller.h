@@ -10,10 +10,13 @@
  * should change move through the handoff state machine (handoff.h), one
  * machine per moving unit, fed from the members' `nodes/<node>/state`.
  * A unit whose owner is gone stays with it (unavailable) unless the
- * operator allowed reassigning dead owners' units, which then happens once
- * the owner's member znode has been gone for the grace period, or at once
- * when the operator forgot the owner (forgotten/<node>, `keel node
- * forget`): either way the new owner gets shard_epoch + 1.
+ * operator allowed reassigning dead owners' units, or forgot the owner
+ * (forgotten/<node>, `keel node forget`): either way the new owner gets
+ * shard_epoch + 1, and not before the owner's member znode has been gone
+ * for the dead node's session timeout and a quarter more, as this
+ * controller measures from when it first saw the znode missing (a node
+ * may still hold a lease while the leader expires its session: its
+ * server can be cut off from the leader; see keel_controller_grace()).
  *
  * One request in flight; reads and writes are serialised in pump(). */
 #ifndef KEEL_COORDINATOR_CONTROLLER_H
@@ -47,7 +50,9 @@ typedef struct keel_controller_options {
     uint32_t shard_count;
     int replicas;             /* k: primary + k-1 replicas; 1 for now */
     int reassign_dead_owner;  /* 0: a dead owner's units wait for it */
-    uint32_t dead_owner_grace_ms; /* after its member znode is gone */
+    /* after its member znode is gone: never less than
+     * keel_controller_grace() */
+    uint32_t dead_owner_grace_ms;
     /* Current time in ms, read whenever the controller acts on events;
      * NULL: the time last given to start/tick/members_changed. */
     uint64_t (*clock)(void *clock_arg);
@@ -62,6 +67,9 @@ typedef struct keel_ctl_node {
     int dirty;   /* must be (re)read */
     int watched; /* a watch is armed */
     int arming;  /* the read in flight leaves a watch */
+    uint32_t session_timeout_ms; /* as it last published it; 0: unknown */
+    int gone;           /* missing from a member listing */
+    uint64_t gone_at;   /* when this controller first saw that */
 } keel_ctl_node;
 
 /* Handoff machines of one capability, per shard. */
@@ -142,6 +150,13 @@ int keel_controller_republish(keel_controller *ctl);
 /* The machine of a unit, or NULL (tests, diagnostics). */
 const keel_handoff *keel_controller_move(const keel_controller *ctl,
                                          const char *cap, uint32_t shard);
+/* The least wait (ms), after node `name`'s member znode was seen gone,
+ * before its units may go to others without its release: its session's
+ * timeout T as it published it in its member znode, plus T/4. Unknown
+ * (never seen live by this controller, or a node of an earlier version):
+ * ten times this controller's own negotiated timeout, which is at least
+ * 2 ticks, against a maximum of 20 ticks a server grants by default. */
+uint32_t keel_controller_grace(keel_controller *ctl, const char *name);
 /* Whether the controller's last read of forgotten/ lists name. */
 int keel_controller_forgotten(const keel_controller *ctl, const char *name);
 /* Node id of a name known to the controller, or -1. */

@@ -125,7 +125,8 @@ static int addr_valid(const char *a, size_t len)
 }
 
 int keel_member_format(const char *addr, const char *const *caps,
-                       size_t ncaps, char **out, size_t *len)
+                       size_t ncaps, uint32_t session_timeout_ms, char **out,
+                       size_t *len)
 {
     size_t i, n;
     char *buf, *p;
@@ -133,7 +134,7 @@ int keel_member_format(const char *addr, const char *const *caps,
     if (addr == NULL || !addr_valid(addr, strlen(addr)) ||
         ncaps > KEEL_MAP_MAX_CAPS)
         return KEEL_EINVAL;
-    n = strlen(addr) + 32;
+    n = strlen(addr) + 64;
     for (i = 0; i < ncaps; i++) {
         if (!keel_name_valid(caps[i], 0))
             return KEEL_EINVAL;
@@ -146,6 +147,8 @@ int keel_member_format(const char *addr, const char *const *caps,
     for (i = 0; i < ncaps; i++)
         p += sprintf(p, "%s%s", i ? "," : "", caps[i]);
     *p++ = '\n';
+    if (session_timeout_ms > 0)
+        p += sprintf(p, "session_timeout %u\n", session_timeout_ms);
     *out = buf;
     *len = (size_t)(p - buf);
     return 0;
@@ -170,6 +173,19 @@ int keel_member_parse(const void *data, size_t len, keel_member *m)
         return KEEL_ECORRUPT;
     caps = v;
     capslen = vl;
+    if (p != end && (size_t)(end - p) > 16 &&
+        memcmp(p, "session_timeout ", 16) == 0) {
+        /* Optional: written by nodes that publish their session's
+         * negotiated timeout (older ones do not). */
+        const char *t;
+        size_t tl;
+        uint64_t ms;
+        t = field(&p, end, "session_timeout", &tl);
+        if (t == NULL || parse_u64(t, tl, &ms) != 0 || ms == 0 ||
+            ms > UINT32_MAX)
+            return KEEL_ECORRUPT;
+        tmp.session_timeout_ms = (uint32_t)ms;
+    }
     if (p != end && (size_t)(end - p) > 6 && memcmp(p, "store ", 6) == 0) {
         /* Optional: the identity of the node's store (members of older
          * versions have none). Exactly 32 lowercase hex digits. */
@@ -228,6 +244,7 @@ int keel_member_parse(const void *data, size_t len, keel_member *m)
     m->ncaps = tmp.ncaps;
     m->leaving = tmp.leaving;
     memcpy(m->store, tmp.store, sizeof m->store);
+    m->session_timeout_ms = tmp.session_timeout_ms;
     return 0;
 }
 

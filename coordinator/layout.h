@@ -7,6 +7,9 @@
  *                       writes (a check op in every multi)
  *   election/n_<sid>_<seq>  ephemeral sequential candidates (data: node)
  *   members/<node>      ephemeral; "addr <host:port>\ncaps <a,b>\n"
+ *                       [+ "session_timeout <ms>\n": the session's
+ *                       negotiated timeout; absent from nodes of earlier
+ *                       versions]
  *                       [+ "store <32 hex digits>\n", the identity of the
  *                       node's store]
  *                       [+ "leaving 1\n" once the node is being drained];
@@ -59,15 +62,18 @@ typedef struct keel_member {
     int64_t session;     /* its ephemeral owner */
     int leaving;         /* "leaving 1": being drained, owns nothing new */
     char store[33];      /* its store's identity, "" when not published */
+    uint32_t session_timeout_ms; /* negotiated; 0: not published */
 } keel_member;
 
 void keel_member_clear(keel_member *m);
-/* 0, KEEL_EINVAL (bad address or capability) or KEEL_ENOMEM. *len is the
- * byte count; *out is malloc'd. */
+/* session_timeout_ms: the session's negotiated timeout, 0 to leave the
+ * line out. 0, KEEL_EINVAL (bad address or capability) or KEEL_ENOMEM.
+ * *len is the byte count; *out is malloc'd. */
 int keel_member_format(const char *addr, const char *const *caps,
-                       size_t ncaps, char **out, size_t *len);
-/* Fills addr and caps of m (name and ids untouched). 0, KEEL_ECORRUPT or
- * KEEL_ENOMEM. */
+                       size_t ncaps, uint32_t session_timeout_ms, char **out,
+                       size_t *len);
+/* Fills addr, caps, leaving and session_timeout_ms of m (name and ids
+ * untouched). 0, KEEL_ECORRUPT or KEEL_ENOMEM. */
 int keel_member_parse(const void *data, size_t len, keel_member *m);
 /* The member data with "leaving 1" appended into *out (malloc'd). 0,
  * KEEL_EEXIST (already leaving; *out NULL), KEEL_ECORRUPT or KEEL_ENOMEM. */

@@ -128,7 +128,12 @@ int keel_membership_join(keel_membership *m, const char *addr,
 
     free(m->data);
     m->data = NULL;
-    rc = keel_member_format(addr, caps, ncaps, &m->data, &m->len);
+    /* The negotiated timeout goes with it: how long the controller must
+     * wait, once this znode is gone, before it may give our units away
+     * (controller.h). */
+    rc = keel_member_format(addr, caps, ncaps,
+                            (uint32_t)keel_zk_session_timeout(m->zk),
+                            &m->data, &m->len);
     if (rc != 0)
         return rc;
     if (m->store[0] != '\0') {
@@ -204,6 +209,7 @@ static void list_done(keel_membership *m)
     m->nbuilding = 0;
     free_names(m);
     m->list_state = L_IDLE;
+    m->listings++;
     if (changed)
         m->view_version++;
     if (m->list_dirty) {

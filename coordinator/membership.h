@@ -50,6 +50,7 @@ struct keel_membership {
     keel_member *view;
     size_t nview;
     uint64_t view_version; /* bumps with every change */
+    uint64_t listings;     /* listings completed: the view is one of them */
     int view_started;
     int list_state;
     int list_busy, list_stalled, list_dirty;

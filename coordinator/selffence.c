@@ -3,10 +3,9 @@
 
 #include <string.h>
 
-/* 2/3 of the timeout, rounded down: never later than that. */
-static uint64_t two_thirds(const keel_selffence *f)
+static uint64_t lease_ms(const keel_selffence *f)
 {
-    return (uint64_t)f->timeout_ms * 2 / 3;
+    return keel_selffence_lease_ms(f->timeout_ms);
 }
 
 void keel_selffence_init(keel_selffence *f, uint32_t timeout_ms)
@@ -20,7 +19,7 @@ void keel_selffence_init(keel_selffence *f, uint32_t timeout_ms)
 static int update(keel_selffence *f, uint64_t now)
 {
     int fenced = f->expired || keel_selffence_lapsed(f, now) ||
-                 (!f->connected && now >= f->disconnected_at + two_thirds(f));
+                 (!f->connected && now >= f->disconnected_at + lease_ms(f));
     int changed = f->fenced != fenced;
 
     f->fenced = fenced;
@@ -68,7 +67,7 @@ int keel_selffence_rejoined(keel_selffence *f, uint64_t now,
 
 int keel_selffence_renewed(keel_selffence *f, uint64_t sent_at, uint64_t now)
 {
-    uint64_t until = sent_at + two_thirds(f);
+    uint64_t until = sent_at + lease_ms(f);
 
     if (until > f->lease_until)
         f->lease_until = until;
@@ -82,8 +81,8 @@ uint64_t keel_selffence_deadline(const keel_selffence *f)
     if (f->fenced)
         return 0;
     d = f->lease_until;
-    if (!f->connected && f->disconnected_at + two_thirds(f) < d)
-        d = f->disconnected_at + two_thirds(f);
+    if (!f->connected && f->disconnected_at + lease_ms(f) < d)
+        d = f->disconnected_at + lease_ms(f);
     return d;
 }
 

@@ -115,7 +115,7 @@ typedef void (*keel_zk_multi_cb)(keel_zk *zk, int rc, size_t failed,
                                  void *arg);
 
 struct keel_zk_ops {
-    int version; /* 1 */
+    int version; /* 2: sync added */
     /* Starts a new session (ending the current one first, if any) with the
      * requested timeout in ms; the server may negotiate another one. Events
      * go to cb. Returns 0, KEEL_EINVAL, KEEL_ENOMEM or KEEL_EADDR (hosts
@@ -154,6 +154,17 @@ struct keel_zk_ops {
      * before the first connection). */
     int64_t (*session_id)(keel_zk *zk);
     int (*session_timeout)(keel_zk *zk);
+
+    /* ZooKeeper's sync: answered once the server the client talks to has
+     * heard from the ZooKeeper leader after the request reached it. A
+     * follower forwards it to the leader, which checks the session and
+     * replies behind every transaction it proposed before, and the
+     * follower answers only then; a server cut off from the leader never
+     * answers it. So an answer proves that the leader held the session
+     * alive at a moment after the request left, which a read answered by
+     * a follower does not. rc 0, KEEL_ECONNLOSS or KEEL_ESESSION. */
+    int (*sync)(keel_zk *zk, const char *path, keel_zk_void_cb cb,
+                void *arg);
 };
 
 struct keel_zk {
@@ -223,6 +234,11 @@ static inline int keel_zk_multi(keel_zk *zk, const keel_zk_op *ops, size_t n,
                                 keel_zk_multi_cb cb, void *arg)
 {
     return zk->ops->multi(zk, ops, n, cb, arg);
+}
+static inline int keel_zk_sync(keel_zk *zk, const char *path,
+                               keel_zk_void_cb cb, void *arg)
+{
+    return zk->ops->sync(zk, path, cb, arg);
 }
 static inline int64_t keel_zk_session_id(keel_zk *zk)
 {

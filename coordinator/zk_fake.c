@@ -95,6 +95,12 @@ struct fclient {
     uint64_t requests;
     fdeliv *parked; /* watch events awaiting reconnection, in order */
     int zombie;     /* destroyed during its own callback */
+    /* Cut off from the leader (keel_zk_fake_cut_off): since cut_at, and
+     * once a request the leader must see came, every answer waits in
+     * `stalled`, in order, until the disconnection. */
+    int cut_off, stalling;
+    uint64_t cut_at;
+    fdeliv *stalled;
 };
 
 typedef struct trigger {
@@ -117,6 +123,7 @@ struct keel_zk_fake {
     fclient *clients;
     fclient *delivering;
     trigger *triggers; /* of the transaction being applied */
+    int min_timeout, max_timeout; /* what connect() negotiates; 0: any */
 };
 
 /* ------------------------------------------------------------- nodes */
@@ -457,9 +464,12 @@ size_t keel_zk_fake_pending(const keel_zk_fake *f)
     const fdeliv *d;
     size_t n = f->queued;
 
-    for (c = f->clients; c != NULL; c = c->next)
+    for (c = f->clients; c != NULL; c = c->next) {
         for (d = c->parked; d != NULL; d = d->next)
             n++;
+        for (d = c->stalled; d != NULL; d = d->next)
+            n++;
+    }
     return n;
 }
 
@@ -500,7 +510,7 @@ static void watch_event_to(fclient *c, int event, const char *path,
         fprintf(stderr, "zk_fake: out of memory\n");
         abort();
     }
-    if (c->state == C_DISCONNECTED) {
+    if (c->state == C_DISCONNECTED || c->cut_off) {
         fdeliv **pp = &c->parked;
         while (*pp != NULL)
             pp = &(*pp)->next;
@@ -798,14 +808,22 @@ static void session_end(keel_zk_fake *f, fclient *c)
 
 /* Checks the client's state before a request. Returns 0 to go on, a code
  * to return at once, or 1 with *async_rc set when the request must fail
- * through its callback (disconnected, or an injected failure). */
-static int admit(fclient *c, int *async_rc, int *apply_anyway)
+ * through its callback (disconnected, an injected failure, or cut off:
+ * then it is not applied and its answer waits, see submit()). validated:
+ * the ZooKeeper leader must see the request (a write or a sync). */
+static int admit(fclient *c, int validated, int *async_rc, int *apply_anyway)
 {
     c->requests++;
     *apply_anyway = 0;
     if (c->state == C_IDLE || c->state == C_EXPIRED)
         return KEEL_ESESSION;
     if (c->state == C_DISCONNECTED) {
+        *async_rc = KEEL_ECONNLOSS;
+        return 1;
+    }
+    if (c->cut_off && (validated || c->stalling)) {
+        /* Never answered while cut off; what the disconnection says. */
+        c->stalling = 1;
         *async_rc = KEEL_ECONNLOSS;
         return 1;
     }
@@ -817,6 +835,23 @@ static int admit(fclient *c, int *async_rc, int *apply_anyway)
         return 1;
     }
     return 0;
+}
+
+/* Queues the answer to a request, or keeps it back while the client waits
+ * for an answer the leader will never give (a server answers one session
+ * in order). */
+static void submit(fclient *c, fdeliv *d)
+{
+    fdeliv **pp;
+
+    if (!c->stalling) {
+        enqueue(c->f, d);
+        return;
+    }
+    for (pp = &c->stalled; *pp != NULL; pp = &(*pp)->next)
+        ;
+    d->next = NULL;
+    *pp = d;
 }
 
 static int fake_create(keel_zk *zk, const char *path, const void *data,
@@ -832,7 +867,7 @@ static int fake_create(keel_zk *zk, const char *path, const void *data,
 
     if (path == NULL || cb == NULL)
         return KEEL_EINVAL;
-    if ((rc = admit(c, &arc, &anyway)) < 0)
+    if ((rc = admit(c, 1, &arc, &anyway)) < 0)
         return rc;
     memset(&res, 0, sizeof res);
     if (rc == 0 || anyway)
@@ -843,7 +878,7 @@ static int fake_create(keel_zk *zk, const char *path, const void *data,
     d->st = res.stat;
     d->cb.create = cb;
     d->arg = arg;
-    enqueue(c->f, d);
+    submit(c, d);
     return 0;
 }
 
@@ -858,7 +893,7 @@ static int fake_remove(keel_zk *zk, const char *path, int32_t version,
 
     if (path == NULL || cb == NULL)
         return KEEL_EINVAL;
-    if ((rc = admit(c, &arc, &anyway)) < 0)
+    if ((rc = admit(c, 1, &arc, &anyway)) < 0)
         return rc;
     if (rc == 0 || anyway)
         rc = apply(c->f, c, &op, 1, NULL, NULL, &failed);
@@ -866,7 +901,7 @@ static int fake_remove(keel_zk *zk, const char *path, int32_t version,
     d->rc = arc != 0 ? arc : rc;
     d->cb.v = cb;
     d->arg = arg;
-    enqueue(c->f, d);
+    submit(c, d);
     return 0;
 }
 
@@ -882,7 +917,7 @@ static int fake_set(keel_zk *zk, const char *path, const void *data,
 
     if (path == NULL || cb == NULL)
         return KEEL_EINVAL;
-    if ((rc = admit(c, &arc, &anyway)) < 0)
+    if ((rc = admit(c, 1, &arc, &anyway)) < 0)
         return rc;
     memset(&res, 0, sizeof res);
     if (rc == 0 || anyway)
@@ -893,7 +928,7 @@ static int fake_set(keel_zk *zk, const char *path, const void *data,
     d->has_st = d->rc == 0;
     d->cb.stat = cb;
     d->arg = arg;
-    enqueue(c->f, d);
+    submit(c, d);
     return 0;
 }
 
@@ -906,7 +941,7 @@ static int fake_get(keel_zk *zk, const char *path, keel_zk_watch_cb watch,
 
     if (path == NULL || cb == NULL)
         return KEEL_EINVAL;
-    if ((rc = admit(c, &arc, &anyway)) < 0)
+    if ((rc = admit(c, 0, &arc, &anyway)) < 0)
         return rc;
     d = deliv_new(c, D_DATA);
     d->cb.data = cb;
@@ -935,7 +970,7 @@ static int fake_get(keel_zk *zk, const char *path, keel_zk_watch_cb watch,
     } else {
         d->rc = arc;
     }
-    enqueue(c->f, d);
+    submit(c, d);
     return 0;
 }
 
@@ -948,7 +983,7 @@ static int fake_exists(keel_zk *zk, const char *path, keel_zk_watch_cb watch,
 
     if (path == NULL || cb == NULL)
         return KEEL_EINVAL;
-    if ((rc = admit(c, &arc, &anyway)) < 0)
+    if ((rc = admit(c, 0, &arc, &anyway)) < 0)
         return rc;
     d = deliv_new(c, D_STAT);
     d->cb.stat = cb;
@@ -970,7 +1005,7 @@ static int fake_exists(keel_zk *zk, const char *path, keel_zk_watch_cb watch,
     } else {
         d->rc = arc;
     }
-    enqueue(c->f, d);
+    submit(c, d);
     return 0;
 }
 
@@ -984,7 +1019,7 @@ static int fake_children(keel_zk *zk, const char *path, keel_zk_watch_cb watch,
 
     if (path == NULL || cb == NULL)
         return KEEL_EINVAL;
-    if ((rc = admit(c, &arc, &anyway)) < 0)
+    if ((rc = admit(c, 0, &arc, &anyway)) < 0)
         return rc;
     d = deliv_new(c, D_CHILDREN);
     d->cb.children = cb;
@@ -1021,7 +1056,7 @@ static int fake_children(keel_zk *zk, const char *path, keel_zk_watch_cb watch,
     } else {
         d->rc = arc;
     }
-    enqueue(f, d);
+    submit(c, d);
     return 0;
 }
 
@@ -1038,7 +1073,7 @@ static int fake_multi(keel_zk *zk, const keel_zk_op *ops, size_t n,
     for (i = 0; i < n; i++)
         if (ops[i].path == NULL)
             return KEEL_EINVAL;
-    if ((rc = admit(c, &arc, &anyway)) < 0)
+    if ((rc = admit(c, 1, &arc, &anyway)) < 0)
         return rc;
     d = deliv_new(c, D_MULTI);
     d->cb.multi = cb;
@@ -1060,7 +1095,26 @@ static int fake_multi(keel_zk *zk, const keel_zk_op *ops, size_t n,
     d->failed = rc == 0 ? n : failed;
     for (i = 0; i < n; i++)
         d->results[i].path = d->rpaths[i];
-    enqueue(c->f, d);
+    submit(c, d);
+    return 0;
+}
+
+static int fake_sync(keel_zk *zk, const char *path, keel_zk_void_cb cb,
+                     void *arg)
+{
+    fclient *c = (fclient *)zk;
+    int arc = 0, anyway, rc;
+    fdeliv *d;
+
+    if (path == NULL || cb == NULL || !valid_path(path, 0))
+        return KEEL_EINVAL;
+    if ((rc = admit(c, 1, &arc, &anyway)) < 0)
+        return rc;
+    d = deliv_new(c, D_VOID);
+    d->rc = rc == 0 ? 0 : arc;
+    d->cb.v = cb;
+    d->arg = arg;
+    submit(c, d);
     return 0;
 }
 
@@ -1071,6 +1125,9 @@ static void drop_client_state(fclient *c)
     free_list(extract(f, c));
     free_list(c->parked);
     c->parked = NULL;
+    free_list(c->stalled);
+    c->stalled = NULL;
+    c->cut_off = c->stalling = 0;
     session_end(f, c);
     c->server_dead = 0;
     c->state = C_IDLE;
@@ -1086,6 +1143,11 @@ static int fake_connect(keel_zk *zk, int timeout_ms, keel_zk_session_cb cb,
         return KEEL_EINVAL;
     drop_client_state(c);
     c->session = f->next_session++;
+    /* As a server does: the request, within the server's bounds. */
+    if (f->min_timeout > 0 && timeout_ms < f->min_timeout)
+        timeout_ms = f->min_timeout;
+    if (f->max_timeout > 0 && timeout_ms > f->max_timeout)
+        timeout_ms = f->max_timeout;
     c->timeout_ms = timeout_ms;
     c->cb = cb;
     c->arg = arg;
@@ -1131,9 +1193,9 @@ static int fake_session_timeout(keel_zk *zk)
 }
 
 static const struct keel_zk_ops fake_ops = {
-    1,           fake_connect,  fake_close, fake_destroy,    fake_create,
+    2,           fake_connect,  fake_close, fake_destroy,    fake_create,
     fake_remove, fake_get,      fake_set,   fake_exists,     fake_children,
-    fake_multi,  fake_session_id, fake_session_timeout};
+    fake_multi,  fake_session_id, fake_session_timeout, fake_sync};
 
 /* ---------------------------------------------------------- controls */
 
@@ -1192,6 +1254,12 @@ int keel_zk_fake_client(keel_zk_fake *f, keel_zk **out)
     return 0;
 }
 
+void keel_zk_fake_timeout_bounds(keel_zk_fake *f, int min_ms, int max_ms)
+{
+    f->min_timeout = min_ms;
+    f->max_timeout = max_ms;
+}
+
 uint64_t keel_zk_fake_now(const keel_zk_fake *f)
 {
     return f->now;
@@ -1206,7 +1274,7 @@ static void expire(fclient *c)
     if (c->session == 0 || c->server_dead)
         return;
     session_end(f, c);
-    if (c->state == C_CONNECTED) {
+    if (c->state == C_CONNECTED && !c->cut_off) {
         fdeliv *pending = extract(f, c), *d;
         session_event(c, KEEL_ZK_EXPIRED);
         while (pending != NULL) {
@@ -1234,8 +1302,11 @@ void keel_zk_fake_advance(keel_zk_fake *f, uint64_t ms)
 
     f->now += ms;
     for (c = f->clients; c != NULL; c = c->next)
-        if (c->state == C_DISCONNECTED && !c->server_dead &&
-            f->now - c->disconnected_at >= (uint64_t)c->timeout_ms)
+        if (!c->server_dead &&
+            ((c->state == C_DISCONNECTED &&
+              f->now - c->disconnected_at >= (uint64_t)c->timeout_ms) ||
+             (c->state == C_CONNECTED && c->cut_off &&
+              f->now - c->cut_at >= (uint64_t)c->timeout_ms)))
             expire(c);
 }
 
@@ -1248,6 +1319,16 @@ void keel_zk_fake_disconnect(keel_zk *zk)
     if (c->state != C_CONNECTED)
         return;
     pending = extract(f, c);
+    if (c->cut_off) {
+        /* The server gave up on the leader: what waited fails like the
+         * rest, after the answers already queued. */
+        fdeliv **tail = &pending;
+        while (*tail != NULL)
+            tail = &(*tail)->next;
+        *tail = c->stalled;
+        c->stalled = NULL;
+        c->cut_off = c->stalling = 0;
+    }
     c->state = C_DISCONNECTED;
     c->disconnected_at = f->now;
     session_event(c, KEEL_ZK_DISCONNECTED);
@@ -1299,6 +1380,16 @@ void keel_zk_fake_reconnect(keel_zk *zk)
 void keel_zk_fake_expire(keel_zk *zk)
 {
     expire((fclient *)zk);
+}
+
+void keel_zk_fake_cut_off(keel_zk *zk)
+{
+    fclient *c = (fclient *)zk;
+
+    if (c->state != C_CONNECTED || c->cut_off)
+        return;
+    c->cut_off = 1;
+    c->cut_at = c->f->now;
 }
 
 void keel_zk_fake_hold(keel_zk *zk, int held)

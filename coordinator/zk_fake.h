@@ -21,7 +21,9 @@
  *    other sessions' watches) and its watches. A connected client hears
  *    KEEL_ZK_EXPIRED at once, a disconnected one when it reconnects.
  *    Undelivered completions turn into KEEL_ESESSION.
- *  - close (the vtable's): like expire, but the client hears nothing more. */
+ *  - close (the vtable's): like expire, but the client hears nothing more.
+ *  - cut off: the client's server loses the ZooKeeper leader without
+ *    noticing yet (keel_zk_fake_cut_off). */
 #ifndef KEEL_COORDINATOR_ZK_FAKE_H
 #define KEEL_COORDINATOR_ZK_FAKE_H
 
@@ -50,6 +52,11 @@ size_t keel_zk_fake_pending(const keel_zk_fake *f);
  * random (reproducibly); with 0 (the default), in global FIFO order. */
 void keel_zk_fake_shuffle(keel_zk_fake *f, uint64_t seed);
 
+/* The session timeouts the server grants from now on: a request below
+ * min_ms gets min_ms, above max_ms gets max_ms (0: no bound), as a real
+ * server clamps to 2 and 20 ticks. */
+void keel_zk_fake_timeout_bounds(keel_zk_fake *f, int min_ms, int max_ms);
+
 /* Time, in ms since creation. */
 uint64_t keel_zk_fake_now(const keel_zk_fake *f);
 /* Moves time on; sessions disconnected for longer than their timeout
@@ -60,6 +67,19 @@ void keel_zk_fake_advance(keel_zk_fake *f, uint64_t ms);
 void keel_zk_fake_disconnect(keel_zk *c);
 void keel_zk_fake_reconnect(keel_zk *c);
 void keel_zk_fake_expire(keel_zk *c);
+/* The server c talks to is cut off from the ZooKeeper leader and has not
+ * noticed (a follower on the wrong side of a partition). Reads are still
+ * answered, from the tree as it is now (a real follower's copy would
+ * stop changing; no test here needs that). Requests the leader must see
+ * (writes, multis, syncs) are neither applied nor answered, and every
+ * request of c after the first of them waits behind it, as a server
+ * answers one session in order. Watch events for c wait. The leader hears
+ * nothing more of the session, so it expires on the server once its
+ * timeout has passed since the cut, and c is not told. The cut ends as it
+ * does for a real client: the server gives up and drops its clients
+ * (keel_zk_fake_disconnect); what waited then fails with KEEL_ECONNLOSS,
+ * unapplied, and a reconnection finds the session alive or expired. */
+void keel_zk_fake_cut_off(keel_zk *c);
 /* While held, nothing is delivered to this client (its events stay
  * queued, in order); releasing lets them through. */
 void keel_zk_fake_hold(keel_zk *c, int held);

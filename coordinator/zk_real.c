@@ -561,6 +561,16 @@ static void children_done(int rc, const struct String_vector *names,
     req_free(r);
 }
 
+static void sync_done(int rc, const char *value, const void *data)
+{
+    zk_req *r = (zk_req *)data;
+
+    (void)value;
+    if (req_live(r))
+        r->cb.v(&r->sess->z->base, zk_err(rc), r->arg);
+    req_free(r);
+}
+
 static void multi_done(int rc, const void *data)
 {
     zk_req *r = (zk_req *)data;
@@ -847,6 +857,22 @@ static int real_multi(keel_zk *zk, const keel_zk_op *ops, size_t n,
                                 multi_done, r));
 }
 
+static int real_sync(keel_zk *zk, const char *path, keel_zk_void_cb cb,
+                     void *arg)
+{
+    zk_real *z = (zk_real *)zk;
+    zk_req *r;
+
+    if (path == NULL || cb == NULL)
+        return KEEL_EINVAL;
+    if (!usable(z))
+        return KEEL_ESESSION;
+    if ((r = req_new(z, arg)) == NULL)
+        return KEEL_ENOMEM;
+    r->cb.v = cb;
+    return submitted(z, r, zoo_async(z->cur->zh, path, sync_done, r));
+}
+
 static int64_t real_session_id(keel_zk *zk)
 {
     zk_real *z = (zk_real *)zk;
@@ -860,10 +886,10 @@ static int real_session_timeout(keel_zk *zk)
 }
 
 static const struct keel_zk_ops real_ops = {
-    1,           real_connect, real_close,    real_destroy,
+    2,           real_connect, real_close,    real_destroy,
     real_create, real_remove,  real_get,      real_set,
     real_exists, real_children, real_multi,   real_session_id,
-    real_session_timeout};
+    real_session_timeout, real_sync};
 
 int keel_zk_real_create(struct ev_loop *loop, const char *hosts,
                         keel_zk **out)

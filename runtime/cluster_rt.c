@@ -299,7 +299,8 @@ int keel__cluster_rt_leave(keel_node *n)
  * runs a turn, so a node whose lease lapsed meanwhile is fenced before it
  * could serve a unit that another node may own by now. One clock read and
  * one comparison while the lease holds; the clock is the agent's own
- * (monotonic), not ev_now(), which follows the wall clock. */
+ * (CLOCK_BOOTTIME, which counts a suspension too), not ev_now(), which
+ * follows the wall clock. */
 static void lease_cb(struct ev_loop *loop, ev_check *w, int revents)
 {
     keel_cluster_rt *rt = w->data;

@@ -227,9 +227,11 @@ int main(int argc, char **argv)
             opts.advertise = optarg;
             break;
         case O_ZKTIMEOUT:
-            if (parse_u64(optarg, 600000, &v) != 0 || v < 100) {
+            /* The lease needs room below the timeout (docs/cluster.md,
+             * "Self-fencing and expiry"); the node would refuse less. */
+            if (parse_u64(optarg, 600000, &v) != 0 || v < 1000) {
                 fprintf(stderr,
-                        "keeld: --zk-session-timeout takes ms >= 100\n");
+                        "keeld: --zk-session-timeout takes ms >= 1000\n");
                 return 2;
             }
             opts.zk_session_timeout_ms = (uint32_t)v;

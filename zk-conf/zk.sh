@@ -10,6 +10,15 @@
 #                                   BASE..BASE+2, quorum ports BASE+3..+5,
 #                                   election ports BASE+6..+8
 #   zk.sh stop-ensemble DIR
+#   zk.sh start-split DIR BASE PROXY
+#                                   the same ensemble, but server 3 reaches
+#                                   servers 1 and 2 only through ports
+#                                   PROXY..PROXY+3 (quorum and election
+#                                   ports of 1, then of 2) and they reach
+#                                   it through PROXY+4, PROXY+5: a test
+#                                   relays them and can cut server 3 off.
+#                                   Servers 1 and 2 start first, so that
+#                                   server 3 joins as a follower.
 #   zk.sh probe PORT [WORD]         prints the answer to a four-letter word
 #
 # Environment:
@@ -188,6 +197,40 @@ start-ensemble)
         fi
     done
     ;;
+start-split)
+    [ $# -eq 4 ] || die "usage: zk.sh start-split DIR BASEPORT PROXYPORT"
+    check_port "$3"
+    check_port "$(($3 + 8))"
+    check_port "$4"
+    check_port "$(($4 + 5))"
+    base="$3"
+    proxy="$4"
+    dir="$(absdir "$2")"
+    near=""
+    far=""
+    for i in 1 2; do
+        near="${near}server.$i=127.0.0.1:$((base + 2 + i)):$((base + 5 + i))"$'\001'
+        far="${far}server.$i=127.0.0.1:$((proxy + 2 * i - 2)):$((proxy + 2 * i - 1))"$'\001'
+    done
+    near="${near}server.3=127.0.0.1:$((proxy + 4)):$((proxy + 5))"$'\001'
+    far="${far}server.3=127.0.0.1:$((base + 5)):$((base + 8))"$'\001'
+    render "$dir/1" "$base" "$near" 1
+    render "$dir/2" "$((base + 1))" "$near" 2
+    render "$dir/3" "$((base + 2))" "$far" 3
+    launch "$dir/1"
+    launch "$dir/2"
+    for i in 1 2; do
+        if ! await "$dir/$i" "$((base + i - 1))"; then
+            for j in 1 2; do halt "$dir/$j"; done
+            exit 1
+        fi
+    done
+    launch "$dir/3"
+    if ! await "$dir/3" "$((base + 2))"; then
+        for j in 1 2 3; do halt "$dir/$j"; done
+        exit 1
+    fi
+    ;;
 stop-ensemble)
     [ $# -eq 2 ] || die "usage: zk.sh stop-ensemble DIR"
     for i in 1 2 3; do
@@ -201,6 +244,6 @@ probe)
     probe "$2" "${3:-srvr}"
     ;;
 *)
-    die "usage: zk.sh {start DIR PORT|stop DIR|start-ensemble DIR BASEPORT|stop-ensemble DIR|probe PORT [WORD]}"
+    die "usage: zk.sh {start DIR PORT|stop DIR|start-ensemble DIR BASEPORT|start-split DIR BASEPORT PROXYPORT|stop-ensemble DIR|probe PORT [WORD]}"
     ;;
 esac

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "actlog.h"
 #include "keel.h"
 #include "proc.h"
 #include "runtime/client.h"
@@ -47,14 +48,6 @@ static double now_s(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static unsigned long long realtime_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (unsigned long long)t.tv_sec * 1000000000ull +
-           (unsigned long long)t.tv_nsec;
 }
 
 static void counter_name(int c, char *buf, size_t cap)
@@ -375,117 +368,15 @@ static long total(const long *arr)
 
 /* -------------------------------------------------- activation intervals */
 
-typedef struct interval {
-    char key[128];    /* type and hex id */
-    int node;
-    unsigned long long start, end; /* realtime ns; end 0: still open */
-    unsigned long long epoch;
-} interval;
+static tu_actlog acts;
 
-static interval *ivs;
-static size_t nivs, civs;
-
-static interval *iv_push(void)
-{
-    if (nivs == civs) {
-        civs = civs ? civs * 2 : 4096;
-        ivs = realloc(ivs, civs * sizeof *ivs);
-        ck_assert_ptr_nonnull(ivs);
-    }
-    memset(&ivs[nivs], 0, sizeof ivs[nivs]);
-    return &ivs[nivs++];
-}
-
-/* Reads node i's activation log from byte `from` to byte `to` (0: to the
- * end). Every activation opens an interval, the next deactivation of the
- * same actor on this node closes it; an actor activated twice on one node
- * without a deactivation in between is itself a failure. Intervals still
- * open at `to` are closed at close_ns (the moment the node was killed),
- * or stay open (close_ns 0). */
 static void parse_actlog(int i, size_t from, size_t to,
                          unsigned long long close_ns)
 {
-    char path[512], *text, *line, *save = NULL;
-    size_t first = nivs, k;
+    char path[512];
 
     actlog_path(i, path, sizeof path);
-    text = tu_read_file(path);
-    ck_assert_ptr_nonnull(text);
-    if (to != 0)
-        text[to] = '\0';
-    for (line = strtok_r(text + from, "\n", &save); line != NULL;
-         line = strtok_r(NULL, "\n", &save)) {
-        unsigned long long ns, epoch;
-        char what[16], type[40], id[80], key[128];
-        unsigned shard;
-
-        ck_assert_msg(sscanf(line, "%llu %15s %39s %79s shard %u epoch %llu",
-                             &ns, what, type, id, &shard, &epoch) == 6,
-                      "n%d: bad activation log line '%s'", i, line);
-        snprintf(key, sizeof key, "%s/%s", type, id);
-        if (strcmp(what, "activate") == 0) {
-            interval *iv;
-            for (k = first; k < nivs; k++)
-                ck_assert_msg(!(ivs[k].end == 0 &&
-                                strcmp(ivs[k].key, key) == 0),
-                              "n%d activated %s twice", i, key);
-            iv = iv_push();
-            snprintf(iv->key, sizeof iv->key, "%s", key);
-            iv->node = i;
-            iv->start = ns;
-            iv->epoch = epoch;
-        } else {
-            int found = 0;
-            ck_assert_str_eq(what, "deactivate");
-            for (k = first; k < nivs; k++)
-                if (ivs[k].end == 0 && strcmp(ivs[k].key, key) == 0) {
-                    ivs[k].end = ns;
-                    found = 1;
-                    break;
-                }
-            ck_assert_msg(found, "n%d deactivated %s, never activated", i,
-                          key);
-        }
-    }
-    for (k = first; k < nivs; k++)
-        if (ivs[k].end == 0 && close_ns != 0)
-            ivs[k].end = close_ns;
-    free(text);
-}
-
-static int iv_cmp(const void *a, const void *b)
-{
-    const interval *x = a, *y = b;
-    int c = strcmp(x->key, y->key);
-
-    if (c != 0)
-        return c;
-    return x->start < y->start ? -1 : x->start > y->start;
-}
-
-/* No two intervals of one actor overlap (an open interval lasts until
- * now); epochs never decrease from one activation to the next. Returns how
- * many actors moved between nodes at least once. */
-static size_t check_intervals(void)
-{
-    size_t k, moved = 0;
-
-    qsort(ivs, nivs, sizeof *ivs, iv_cmp);
-    for (k = 1; k < nivs; k++) {
-        const interval *p = &ivs[k - 1], *q = &ivs[k];
-        if (strcmp(p->key, q->key) != 0)
-            continue;
-        ck_assert_msg(p->end != 0 && p->end <= q->start,
-                      "%s active on n%d from %llu to %llu and on n%d from "
-                      "%llu: overlapping activations",
-                      p->key, p->node, p->start, p->end, q->node, q->start);
-        ck_assert_msg(q->epoch >= p->epoch,
-                      "%s: epoch went back from %llu (n%d) to %llu (n%d)",
-                      p->key, p->epoch, p->node, q->epoch, q->node);
-        if (p->node != q->node)
-            moved++;
-    }
-    return moved;
+    tu_actlog_parse(&acts, path, i, from, to, close_ns);
 }
 
 /* ------------------------------------------------------------ fixture */
@@ -502,6 +393,7 @@ static void setup(void)
     dir = tu_tmpdir("chaos");
     memset(nodes, 0, sizeof nodes);
     memset(loaders, 0, sizeof loaders);
+    tu_actlog_init(&acts);
     snprintf(cluster, sizeof cluster, "cc%d-%d", (int)getpid(), round++);
 }
 
@@ -518,9 +410,7 @@ static void teardown(void)
     tu_zk_stop(&server);
     tu_rmrf(dir);
     free(dir);
-    free(ivs);
-    ivs = NULL;
-    nivs = civs = 0;
+    tu_actlog_free(&acts);
 }
 
 /* Waits (bounded) until node i answers a read of counter k0. */
@@ -627,7 +517,7 @@ START_TEST(membership_changes_under_load)
     actlog_path(victim, act, sizeof act);
     atomic_store(&phase, 3);
     ck_assert_int_eq(tu_keeld_stop(&nodes[victim], SIGKILL), 128 + SIGKILL);
-    kill_ns = realtime_ns();
+    kill_ns = tu_realtime_ns();
     ck_assert_int_eq(stat(act, &st), 0);
     victim_log_size = (size_t)st.st_size;
 
@@ -698,9 +588,9 @@ START_TEST(membership_changes_under_load)
             parse_actlog(i, 0, 0, 0);
         }
     }
-    moved = check_intervals();
+    moved = tu_actlog_check(&acts);
     fprintf(stderr, "chaos: %zu activations, %zu actors moved between nodes\n",
-            nivs, moved);
+            acts.n, moved);
     ck_assert_uint_gt(moved, 0);
 }
 END_TEST

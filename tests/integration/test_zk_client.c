@@ -1,6 +1,6 @@
 /* The real ZooKeeper client behind the vtable (coordinator/zk_real.c)
  * against a real server started through zk-conf/zk.sh: operations and
- * their error codes, watches, multi with a check op, ephemeral nodes going
+ * their error codes, watches, multi with a check op, sync, ephemeral nodes going
  * with a closed session, connection loss and recovery, and session
  * expiry. Every wait is bounded. */
 #include <check.h>
@@ -72,6 +72,15 @@ static void on_create(keel_zk *zk, int rc, const char *path,
     snprintf(r->path, sizeof r->path, "%s", path ? path : "");
     if (st)
         r->st = *st;
+}
+
+static void on_void(keel_zk *zk, int rc, void *arg)
+{
+    rec *r = arg;
+
+    (void)zk;
+    r->calls++;
+    r->rc = rc;
 }
 
 static void on_stat(keel_zk *zk, int rc, const keel_zk_stat *st, void *arg)
@@ -230,6 +239,13 @@ START_TEST(test_operations)
     ck_assert(run_until(loop, &r6.calls, 5));
     ck_assert_int_eq(r6.rc, 0);
     ck_assert_int_ge(r6.count, 3); /* zookeeper, ours, the sequential one */
+
+    /* sync: answered, never inside the submit call */
+    memset(&r1, 0, sizeof r1);
+    ck_assert_int_eq(keel_zk_sync(a, path, on_void, &r1), 0);
+    ck_assert_int_eq(r1.calls, 0);
+    ck_assert(run_until(loop, &r1.calls, 5));
+    ck_assert_int_eq(r1.rc, 0);
 
     keel_zk_destroy(a);
     ev_loop_destroy(loop);

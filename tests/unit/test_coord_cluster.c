@@ -107,6 +107,7 @@ typedef struct mkopt {
     const char *const *caps;
     size_t ncaps;
     int acquire_hook;
+    uint32_t timeout; /* 0: TIMEOUT */
     const char *store; /* store id, 32 hex digits, or NULL */
 } mkopt;
 
@@ -125,7 +126,7 @@ static tnode *mk(int i, const mkopt *mo)
     o.node = n->name;
     o.address = addr;
     o.shard_count = mo && mo->shards ? mo->shards : SHARDS;
-    o.session_timeout_ms = TIMEOUT;
+    o.session_timeout_ms = mo && mo->timeout ? mo->timeout : TIMEOUT;
     o.reassign_dead_owner = mo ? mo->reassign : 0;
     o.dead_owner_grace_ms = mo ? mo->grace : 0;
     o.caps = mo ? mo->caps : NULL;
@@ -310,7 +311,7 @@ static void start3(const mkopt *mo)
 
 START_TEST(test_bootstrap_and_shard_mismatch)
 {
-    mkopt other = {128, 0, 0, NULL, 0, 0, NULL};
+    mkopt other = {128, 0, 0, NULL, 0, 0, 0, NULL};
     char buf[64];
     size_t len = sizeof buf - 1;
 
@@ -373,7 +374,7 @@ END_TEST
 START_TEST(test_join_moves_a_fraction)
 {
     const char *abcd[] = {"node-a", "node-b", "node-c", "node-d"};
-    mkopt big = {1024, 0, 0, NULL, 0, 0, NULL};
+    mkopt big = {1024, 0, 0, NULL, 0, 0, 0, NULL};
     keel_shard_map before, after;
     uint32_t s;
     size_t moved = 0;
@@ -459,12 +460,14 @@ START_TEST(test_member_leaving_format)
     size_t len, mlen, alen;
 
     memset(&m, 0, sizeof m);
-    ck_assert_int_eq(keel_member_format("h:1", caps, 1, &data, &len), 0);
+    ck_assert_int_eq(keel_member_format("h:1", caps, 1, 3000, &data, &len),
+                     0);
     ck_assert_int_eq(keel_member_parse(data, len, &m), 0);
     ck_assert_int_eq(m.leaving, 0);
     ck_assert_int_eq(keel_member_mark_leaving(data, len, &marked, &mlen), 0);
     ck_assert_int_eq(keel_member_parse(marked, mlen, &m), 0);
     ck_assert_int_eq(m.leaving, 1);
+    ck_assert_uint_eq(m.session_timeout_ms, 3000);
     ck_assert_str_eq(m.caps[0], "gpu");
     ck_assert_int_eq(keel_member_mark_leaving(marked, mlen, &again, &alen),
                      KEEL_EEXIST);
@@ -483,7 +486,7 @@ END_TEST
 START_TEST(test_capabilities)
 {
     static const char *game[] = {"game"};
-    mkopt g = {0, 0, 0, game, 1, 0, NULL};
+    mkopt g = {0, 0, 0, game, 1, 0, 0, NULL};
     keel_shard_map m;
     int gi;
     uint32_t s;
@@ -579,7 +582,7 @@ END_TEST
 START_TEST(test_dead_owner_reassigned_after_grace)
 {
     const char *ab[] = {"node-a", "node-b"};
-    mkopt r = {0, 1, 5000, NULL, 0, 0, NULL};
+    mkopt r = {0, 1, 5000, NULL, 0, 0, 0, NULL};
     keel_shard_map before, m;
     uint32_t s;
 
@@ -677,6 +680,124 @@ START_TEST(test_forget_dead_node)
     ck_assert_int_eq(forgotten_calls[2], 0);
     check_converged(abc, 3);
     keel_map_free(&before);
+}
+END_TEST
+
+/* Forgetting a node whose member znode has just gone: its units move
+ * only once its own session timeout (6 s, longer than the others') and a
+ * quarter more have passed since the controller saw the znode go. A node
+ * cut off with a ZooKeeper follower may hold a lease until its session
+ * expires on the leader, so the forget alone proves nothing. */
+START_TEST(test_forget_waits_for_session)
+{
+    const char *ab[] = {"node-a", "node-b"};
+    mkopt longer = {0};
+    keel_shard_map before, m;
+    uint64_t gone, wait = 6000 + 6000 / 4;
+    size_t had, units;
+    uint32_t s;
+
+    longer.timeout = 6000;
+    mk(0, NULL);
+    settle();
+    mk(1, NULL);
+    mk(2, &longer);
+    settle();
+    before = zk_map();
+    had = owned_by(&before, "node-c");
+    ck_assert_uint_gt(had, 0);
+    kill_node(2); /* its session closes: the member znode goes at once */
+    settle();
+    gone = keel_zk_fake_now(F);
+    ck_assert_int_eq(keel_cluster_forget(N[1].c, "node-c", &units), 0);
+    ck_assert_uint_eq(units, had);
+    settle();
+    while (keel_zk_fake_now(F) < gone + wait - 1) {
+        uint64_t left = gone + wait - 1 - keel_zk_fake_now(F);
+        advance(left < 250 ? left : 250);
+        m = zk_map();
+        ck_assert_msg(owned_by(&m, "node-c") == had,
+                      "node-c's units moved %llu ms after its znode went",
+                      (unsigned long long)(keel_zk_fake_now(F) - gone));
+        keel_map_free(&m);
+    }
+    advance(1);
+    check_converged(ab, 2);
+    m = zk_map();
+    for (s = 0; s < SHARDS; s++)
+        if (strcmp(keel_map_primary(&before, 0, s), "node-c") == 0)
+            ck_assert_uint_eq(keel_map_unit_at(&m, 0, s)->shard_epoch,
+                              keel_map_unit_at(&before, 0, s)->shard_epoch + 1);
+    keel_map_free(&m);
+    keel_map_free(&before);
+}
+END_TEST
+
+/* The dead-owner grace counts from the negotiated session timeout, not
+ * the requested one: the servers raised 3000 to 4000, so nothing moves
+ * before 5000 ms. */
+START_TEST(test_dead_owner_grace_negotiated)
+{
+    const char *ab[] = {"node-a", "node-b"};
+    mkopt r = {0, 1, 0, NULL, 0, 0, 0, NULL};
+    keel_shard_map before, m;
+
+    keel_zk_fake_timeout_bounds(F, 4000, 0);
+    start3(&r);
+    before = zk_map();
+    kill_node(2);
+    settle();
+    advance(4999);
+    m = zk_map();
+    ck_assert_uint_eq(owned_by(&m, "node-c"), owned_by(&before, "node-c"));
+    keel_map_free(&m);
+    advance(1);
+    check_converged(ab, 2);
+    keel_map_free(&before);
+}
+END_TEST
+
+/* A controller elected after a member went still waits that member's own
+ * timeout (which it saw published while the member lived), counted from
+ * when it saw the member go, not a blind bound. */
+START_TEST(test_new_controller_knows_dead_timeout)
+{
+    mkopt longer = {0};
+    keel_shard_map m;
+    uint64_t wait = 6000 + 6000 / 4;
+    size_t had_a, had_c;
+    int ctl = -1;
+
+    longer.timeout = 6000;
+    mk(0, NULL);
+    settle();
+    mk(1, NULL);
+    mk(2, &longer);
+    settle();
+    ck_assert_int_eq(controllers(&ctl), 1);
+    ck_assert_int_eq(ctl, 0);
+    m = zk_map();
+    had_a = owned_by(&m, "node-a");
+    had_c = owned_by(&m, "node-c");
+    keel_map_free(&m);
+    kill_node(2);
+    settle();
+    kill_node(0); /* the controller goes too: node-b takes over */
+    settle();
+    ck_assert_int_eq(controllers(&ctl), 1);
+    ck_assert_int_eq(ctl, 1);
+    ck_assert_int_eq(keel_cluster_forget(N[1].c, "node-c", NULL), 0);
+    settle();
+    advance(wait - 1);
+    m = zk_map();
+    ck_assert_uint_eq(owned_by(&m, "node-c"), had_c);
+    keel_map_free(&m);
+    advance(1);
+    m = zk_map();
+    ck_assert_uint_eq(owned_by(&m, "node-c"), 0);
+    ck_assert_uint_eq(owned_by(&m, "node-a"), had_a); /* not forgotten */
+    ck_assert_uint_eq(owned_by(&m, "node-b"), SHARDS - had_a);
+    keel_map_free(&m);
 }
 END_TEST
 
@@ -778,7 +899,7 @@ START_TEST(test_self_fencing)
     zk = keel_cluster_zk(N[0].c);
     keel_zk_fake_disconnect(zk);
     settle();
-    advance(TIMEOUT * 2 / 3 - 1);
+    advance(TIMEOUT / 2 - 1);
     ck_assert(!keel_cluster_fenced(N[0].c));
     advance(1);
     ck_assert(keel_cluster_fenced(N[0].c));
@@ -825,7 +946,7 @@ END_TEST
 
 static void complete_releases(tnode *n);
 
-/* Lets time pass in steps shorter than the heartbeat interval (T/6), as
+/* Lets time pass in steps shorter than the heartbeat interval (T/8), as
  * it does for a running node, settling after each. */
 static void walk(uint64_t ms)
 {
@@ -852,10 +973,10 @@ static int first_local(int i)
 
 /* The servers stop answering node-a (its answers wait, as for a stopped
  * process; the client never reports a disconnection): node-a stops
- * serving once 2/3 of the timeout have passed since the last heartbeat
- * that was answered left; the answer that waited does not extend the
- * lease past its own send time + 2T/3; the next heartbeat, answered in
- * time, lifts the fence. */
+ * serving once T/2 has passed since the last heartbeat that was answered
+ * left; heartbeats keep leaving every T/8 meanwhile, and the first answer
+ * that waited does not extend the lease past its own send time + T/2;
+ * later ones, sent recently enough, lift the fence. */
 START_TEST(test_lease_lapses_without_answers)
 {
     keel_placement p;
@@ -870,7 +991,7 @@ START_TEST(test_lease_lapses_without_answers)
     ck_assert_int_ge(local, 0);
     ck_assert(!keel_cluster_fenced(N[0].c));
     lease = keel_cluster_lease_until(N[0].c);
-    ck_assert_uint_eq(lease, keel_zk_fake_now(F) + TIMEOUT * 2 / 3);
+    ck_assert_uint_eq(lease, keel_zk_fake_now(F) + TIMEOUT / 2);
     fenced_calls = N[0].fenced_calls;
 
     zk = keel_cluster_zk(N[0].c);
@@ -888,8 +1009,8 @@ START_TEST(test_lease_lapses_without_answers)
     ck_assert_int_ge(first_local(1), 0);
     ck_assert_uint_eq(keel_cluster_lease_until(N[0].c), lease);
 
-    /* The one heartbeat in flight left T/6 after the last answered one.
-     * Its answer arrives late: the lease reaches its send time + 2T/3,
+    /* The first heartbeat in flight left T/8 after the last answered one.
+     * Its answer arrives late: the lease reaches its send time + T/2,
      * already past. */
     walk(700);
     keel_zk_fake_hold(zk, 0);
@@ -899,21 +1020,29 @@ START_TEST(test_lease_lapses_without_answers)
             break;
     }
     held_lease = keel_cluster_lease_until(N[0].c);
-    ck_assert_uint_eq(held_lease, lease + TIMEOUT / 6);
+    /* (walk() ticks every 100 ms: the heartbeat due at T/8 left at the
+     * next tick) */
+    ck_assert_uint_ge(held_lease, lease + TIMEOUT / 8);
+    ck_assert_uint_lt(held_lease, lease + TIMEOUT / 8 + 100);
     ck_assert_uint_lt(held_lease, keel_zk_fake_now(F));
     ck_assert(keel_cluster_fenced(N[0].c));
-    /* the heartbeat sent on that answer renews it for real */
+    /* those sent during the last T/2 renew it for real */
     settle();
     ck_assert(!keel_cluster_fenced(N[0].c));
     ck_assert_int_eq(N[0].last_fenced, 0);
-    ck_assert_uint_eq(keel_cluster_lease_until(N[0].c),
-                      keel_zk_fake_now(F) + TIMEOUT * 2 / 3);
+    ck_assert_uint_gt(keel_cluster_lease_until(N[0].c), keel_zk_fake_now(F));
+    ck_assert_uint_le(keel_cluster_lease_until(N[0].c),
+                      keel_zk_fake_now(F) + TIMEOUT / 2);
     keel_cluster_placement(N[0].c, "", (uint32_t)local, &p);
     ck_assert_int_eq(p.state, KEEL_PLACEMENT_LOCAL);
     /* and it keeps moving while the answers come */
     walk(TIMEOUT * 2);
     ck_assert(!keel_cluster_fenced(N[0].c));
     ck_assert_int_eq(N[0].last_fenced, 0);
+    ck_assert_uint_ge(keel_cluster_lease_until(N[0].c),
+                      keel_zk_fake_now(F) + TIMEOUT / 2 - TIMEOUT / 8 - 100);
+    ck_assert_uint_le(keel_cluster_lease_until(N[0].c),
+                      keel_zk_fake_now(F) + TIMEOUT / 2);
 }
 END_TEST
 
@@ -948,6 +1077,99 @@ START_TEST(test_expiry_wins_over_lease)
     ck_assert_uint_gt(keel_cluster_lease_until(N[1].c), keel_zk_fake_now(F));
     keel_cluster_placement(N[1].c, "", (uint32_t)local, &p);
     ck_assert_int_eq(p.state, KEEL_PLACEMENT_LOCAL);
+}
+END_TEST
+
+/* node-b's server is cut off from the ZooKeeper leader and does not know
+ * it yet: it still answers reads, but nothing the leader must see. The
+ * leader hears nothing more of node-b's session and expires it T after
+ * the cut. node-b must have stopped serving by then, and well before:
+ * within T/2 of the cut, the lease counted from the send time of the last
+ * heartbeat the leader answered. (Renewed from reads that the follower
+ * answers on its own, the lease would run on until the follower gives up
+ * on the leader, long after the session is gone.) When the follower
+ * drops it, node-b learns of the expiry and rejoins. */
+START_TEST(test_cut_off_follower_fences)
+{
+    const char *ab[] = {"node-a", "node-b"};
+    keel_placement p;
+    keel_zk *zk;
+    uint64_t cut, fenced_at = 0, max_lease = 0;
+    int local;
+
+    mk(0, NULL);
+    mk(1, NULL);
+    settle();
+    local = first_local(1);
+    ck_assert_int_ge(local, 0);
+    ck_assert(!keel_cluster_fenced(N[1].c));
+
+    zk = keel_cluster_zk(N[1].c);
+    keel_zk_fake_cut_off(zk);
+    cut = keel_zk_fake_now(F);
+    while (keel_zk_fake_now(F) < cut + TIMEOUT - 100) {
+        uint64_t lease = keel_cluster_lease_until(N[1].c);
+        if (lease > max_lease)
+            max_lease = lease;
+        if (fenced_at == 0 && keel_cluster_fenced(N[1].c))
+            fenced_at = keel_zk_fake_now(F);
+        walk(100);
+    }
+    fprintf(stderr,
+            "cut-off follower: lease reached cut + %lld ms; fenced %s%lld "
+            "ms after the cut (session expires on the leader at cut + %d)\n",
+            (long long)(max_lease - cut), fenced_at ? "" : "never, > ",
+            (long long)((fenced_at ? fenced_at : keel_zk_fake_now(F)) - cut),
+            TIMEOUT);
+    ck_assert_uint_le(max_lease, cut + TIMEOUT / 2);
+    ck_assert_uint_ne(fenced_at, 0);
+    ck_assert_uint_le(fenced_at, cut + TIMEOUT / 2);
+    ck_assert_int_eq(N[1].last_fenced, 1);
+    keel_cluster_placement(N[1].c, "", (uint32_t)local, &p);
+    ck_assert_int_eq(p.state, KEEL_PLACEMENT_UNAVAILABLE);
+    ck_assert_int_eq(N[1].expired_calls, 0); /* it cannot know yet */
+
+    /* The leader expires the session; node-b, still cut off, serves
+     * nothing meanwhile; node-a sees it gone. */
+    walk(200);
+    ck_assert(keel_cluster_fenced(N[1].c));
+    ck_assert_uint_eq(keel_cluster_members(N[0].c), 1);
+    /* The follower gives up on the leader: node-b learns and rejoins. */
+    keel_zk_fake_disconnect(zk);
+    settle();
+    keel_zk_fake_reconnect(zk);
+    settle();
+    ck_assert_int_eq(N[1].expired_calls, 1);
+    ck_assert(!keel_cluster_fenced(N[1].c));
+    check_converged(ab, 2);
+}
+END_TEST
+
+/* A session timeout too short for the lease's margin is refused when the
+ * servers grant it: the node fails with KEEL_ECONFIG and serves nothing;
+ * the others are unaffected. */
+START_TEST(test_short_timeout_refused)
+{
+    mkopt shortt = {0};
+
+    mk(0, NULL);
+    settle();
+    shortt.timeout = 800;
+    mk(1, &shortt);
+    settle();
+    ck_assert_int_eq(keel_cluster_phase(N[1].c), KEEL_CLUSTER_FAILED);
+    ck_assert_int_eq(keel_cluster_error(N[1].c), KEEL_ECONFIG);
+    ck_assert(keel_cluster_fenced(N[1].c));
+    ck_assert_int_eq(first_local(1), -1);
+    ck_assert_uint_eq(keel_cluster_members(N[0].c), 1);
+    ck_assert_int_eq(keel_cluster_phase(N[0].c), KEEL_CLUSTER_RUNNING);
+    /* what counts is what the servers grant: asked 800, given 1000 */
+    kill_node(1);
+    keel_zk_fake_timeout_bounds(F, 1000, 20000);
+    mk(1, &shortt);
+    settle();
+    ck_assert_int_eq(keel_cluster_phase(N[1].c), KEEL_CLUSTER_RUNNING);
+    ck_assert_int_ge(first_local(1), 0);
 }
 END_TEST
 
@@ -1069,7 +1291,7 @@ END_TEST
  * says PRIMARY only then too. */
 START_TEST(test_acquire_hook)
 {
-    mkopt a = {0, 0, 0, NULL, 0, 1, NULL};
+    mkopt a = {0, 0, 0, NULL, 0, 1, 0, NULL};
     static uint8_t buf[1 << 16];
     size_t len = sizeof buf, i;
     keel_node_state ns;
@@ -1234,7 +1456,7 @@ START_TEST(test_state_watch_rearmed)
     ck_assert_int_eq(keel_zk_fake_client(F, &raw), 0);
     ck_assert_int_eq(keel_zk_connect(raw, TIMEOUT, raw_session, NULL), 0);
     settle();
-    ck_assert_int_eq(keel_member_format("127.0.0.1:7999", NULL, 0, &member,
+    ck_assert_int_eq(keel_member_format("127.0.0.1:7999", NULL, 0, 0, &member,
                                         &len),
                      0);
     ck_assert_int_eq(keel_zk_create(raw, "/keel/test/members/node-x",
@@ -1354,9 +1576,14 @@ int main(void)
     tcase_add_test(tc, test_dead_owner_reassigned_after_grace);
     tcase_add_test(tc, test_forget_dead_node);
     tcase_add_test(tc, test_replaced_store_refused);
+    tcase_add_test(tc, test_forget_waits_for_session);
+    tcase_add_test(tc, test_dead_owner_grace_negotiated);
+    tcase_add_test(tc, test_new_controller_knows_dead_timeout);
     tcase_add_test(tc, test_self_fencing);
     tcase_add_test(tc, test_lease_lapses_without_answers);
     tcase_add_test(tc, test_expiry_wins_over_lease);
+    tcase_add_test(tc, test_cut_off_follower_fences);
+    tcase_add_test(tc, test_short_timeout_refused);
     tcase_add_test(tc, test_write_epoch);
     tcase_add_test(tc, test_expiry_rejoins);
     tcase_add_test(tc, test_deposed_mid_move);

@@ -61,13 +61,56 @@ START_TEST(test_text_formats)
     ck_assert_int_eq(keel_epoch_parse("", 0, &e), KEEL_ECORRUPT);
 
     memset(&m, 0, sizeof m);
-    ck_assert_int_eq(keel_member_format("10.0.0.1:7420", caps, 2, &data, &len),
+    ck_assert_int_eq(keel_member_format("10.0.0.1:7420", caps, 2, 0, &data,
+                                        &len),
                      0);
     ck_assert_int_eq(keel_member_parse(data, len, &m), 0);
     ck_assert_str_eq(m.addr, "10.0.0.1:7420");
     ck_assert_uint_eq(m.ncaps, 2);
     ck_assert_str_eq(m.caps[1], "game");
+    ck_assert_uint_eq(m.session_timeout_ms, 0);
     free(data);
+    /* the session's timeout, published by current nodes */
+    ck_assert_int_eq(keel_member_format("10.0.0.1:7420", caps, 2, 4000, &data,
+                                        &len),
+                     0);
+    ck_assert_uint_eq(len, strlen("addr 10.0.0.1:7420\ncaps chat,game\n"
+                                  "session_timeout 4000\n"));
+    ck_assert_int_eq(memcmp(data, "addr 10.0.0.1:7420\ncaps chat,game\n"
+                                  "session_timeout 4000\n", len),
+                     0);
+    ck_assert_int_eq(keel_member_parse(data, len, &m), 0);
+    ck_assert_uint_eq(m.session_timeout_ms, 4000);
+    ck_assert_uint_eq(m.ncaps, 2);
+    free(data);
+    ck_assert_int_eq(keel_member_parse("addr x:1\ncaps \nsession_timeout 0\n",
+                                       33, &m),
+                     KEEL_ECORRUPT);
+    ck_assert_int_eq(keel_member_parse("addr x:1\ncaps \nsession_timeout 04\n",
+                                       34, &m),
+                     KEEL_ECORRUPT);
+    ck_assert_int_eq(keel_member_parse("addr x:1\ncaps \nsession_timeout "
+                                       "4294967296\n",
+                                       42, &m),
+                     KEEL_ECORRUPT);
+    ck_assert_int_eq(keel_member_parse("addr x:1\ncaps \nsession_timeout\n",
+                                       31, &m),
+                     KEEL_ECORRUPT);
+    /* leaving comes last */
+    ck_assert_int_eq(keel_member_parse("addr x:1\ncaps \nleaving 1\n"
+                                       "session_timeout 9\n",
+                                       43, &m),
+                     KEEL_ECORRUPT);
+    ck_assert_int_eq(keel_member_parse("addr x:1\ncaps \nsession_timeout 9\n"
+                                       "leaving 1\n",
+                                       43, &m),
+                     0);
+    ck_assert_uint_eq(m.session_timeout_ms, 9);
+    ck_assert_int_eq(m.leaving, 1);
+    /* an older node's znode has no timeout */
+    ck_assert_int_eq(keel_member_parse("addr x:1\ncaps \n", 15, &m), 0);
+    ck_assert_uint_eq(m.session_timeout_ms, 0);
+    ck_assert_int_eq(m.leaving, 0);
     ck_assert_int_eq(keel_member_parse("addr x:1\ncaps \n", 15, &m), 0);
     ck_assert_uint_eq(m.ncaps, 0);
     ck_assert_int_eq(keel_member_parse("addr x:1\ncaps a,\n", 17, &m),
@@ -78,7 +121,8 @@ START_TEST(test_text_formats)
                      KEEL_ECORRUPT);
     ck_assert_int_eq(keel_member_parse("caps a\naddr x\n", 14, &m),
                      KEEL_ECORRUPT);
-    ck_assert_int_eq(keel_member_format("has space:1", NULL, 0, &data, &len),
+    ck_assert_int_eq(keel_member_format("has space:1", NULL, 0, 0, &data,
+                                        &len),
                      KEEL_EINVAL);
     /* The store's identity: optional (older members have none), exactly
      * 32 lowercase hex digits, before "leaving". */

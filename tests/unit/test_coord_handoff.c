@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "coordinator/handoff.h"
+#include "coordinator/lease.h"
 #include "coordinator/selffence.h"
 #include "keel.h"
 #include "testutil.h"
@@ -176,13 +177,13 @@ START_TEST(test_selffence)
     ck_assert_uint_eq(keel_selffence_deadline(&f), 0);
     ck_assert_int_eq(keel_selffence_renewed(&f, 1000, 1010), 1);
     ck_assert(!f.fenced);
-    ck_assert_uint_eq(keel_selffence_deadline(&f), 3000); /* 1000 + 2000 */
-    /* disconnected: 2/3 of the timeout, never after the lease */
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 2500); /* 1000 + T/2 */
+    /* disconnected: half the timeout, never after the lease */
     ck_assert_int_eq(keel_selffence_disconnected(&f, 1000), 0);
-    ck_assert_uint_eq(keel_selffence_deadline(&f), 3000);
-    ck_assert_int_eq(keel_selffence_tick(&f, 2999), 0);
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 2500);
+    ck_assert_int_eq(keel_selffence_tick(&f, 2499), 0);
     ck_assert(!f.fenced);
-    ck_assert_int_eq(keel_selffence_tick(&f, 3000), 1);
+    ck_assert_int_eq(keel_selffence_tick(&f, 2500), 1);
     ck_assert(f.fenced);
     ck_assert_uint_eq(keel_selffence_deadline(&f), 0);
     /* back within the session: serving again once a heartbeat sent on the
@@ -193,8 +194,8 @@ START_TEST(test_selffence)
     ck_assert(!f.fenced);
     /* a reconnection before the deadline never fenced */
     keel_selffence_disconnected(&f, 4000);
-    ck_assert_uint_eq(keel_selffence_deadline(&f), 5500); /* the lease */
-    ck_assert_int_eq(keel_selffence_connected(&f, 5000, 3000), 0);
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 5000); /* the lease */
+    ck_assert_int_eq(keel_selffence_connected(&f, 4800, 3000), 0);
     ck_assert(!f.fenced);
     /* expired: fenced until rejoined, even when connected again */
     ck_assert_int_eq(keel_selffence_expired(&f), 1);
@@ -205,15 +206,15 @@ START_TEST(test_selffence)
     ck_assert(!f.fenced);
     /* the negotiated timeout counts */
     ck_assert_int_eq(keel_selffence_renewed(&f, 10000, 10000), 0);
-    ck_assert_uint_eq(f.lease_until, 14000);
+    ck_assert_uint_eq(f.lease_until, 13000);
     keel_selffence_disconnected(&f, 10000);
-    ck_assert_uint_eq(keel_selffence_deadline(&f), 14000);
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 13000);
 }
 END_TEST
 
 /* The lease, measured from the send time of the heartbeats the servers
- * answered: T = 3000, so each answer gives 2000 ms from its request's
- * departure. */
+ * answered: T = 3000, so each answer gives T/2 = 1500 ms from its
+ * request's departure. */
 START_TEST(test_lease)
 {
     keel_selffence f;
@@ -228,33 +229,33 @@ START_TEST(test_lease)
 
     /* No answer comes (a stopped process, a stalled server): the lease
      * lapses while the client still believes it is connected. */
-    ck_assert_uint_eq(keel_selffence_deadline(&f), 2000);
-    ck_assert(!keel_selffence_lapsed(&f, 1999));
-    ck_assert_int_eq(keel_selffence_tick(&f, 1999), 0);
-    ck_assert(keel_selffence_lapsed(&f, 2000));
-    ck_assert_int_eq(keel_selffence_tick(&f, 2000), 1);
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 1500);
+    ck_assert(!keel_selffence_lapsed(&f, 1499));
+    ck_assert_int_eq(keel_selffence_tick(&f, 1499), 0);
+    ck_assert(keel_selffence_lapsed(&f, 1500));
+    ck_assert_int_eq(keel_selffence_tick(&f, 1500), 1);
     ck_assert(f.fenced);
     ck_assert(f.connected);
     ck_assert_uint_eq(keel_selffence_deadline(&f), 0);
 
     /* An answer that waited (in a socket buffer, during a pause) renews
-     * only up to its request's send time + 2T/3: sent at 500, read at
-     * 9000, the lease ends at 2500 and the node stays fenced. */
+     * only up to its request's send time + T/2: sent at 500, read at
+     * 9000, the lease ends at 2000 and the node stays fenced. */
     ck_assert_int_eq(keel_selffence_renewed(&f, 500, 9000), 0);
-    ck_assert_uint_eq(f.lease_until, 2500);
+    ck_assert_uint_eq(f.lease_until, 2000);
     ck_assert(f.fenced);
     /* A renewal never shortens the lease. */
     ck_assert_int_eq(keel_selffence_renewed(&f, 100, 9000), 0);
-    ck_assert_uint_eq(f.lease_until, 2500);
+    ck_assert_uint_eq(f.lease_until, 2000);
 
     /* A heartbeat sent after the pause and answered lifts a fence that
      * only the lease had raised: a stall, not an error. */
     ck_assert_int_eq(keel_selffence_renewed(&f, 9000, 9020), 1);
     ck_assert(!f.fenced);
-    ck_assert_uint_eq(f.lease_until, 11000);
-    ck_assert_uint_eq(keel_selffence_deadline(&f), 11000);
+    ck_assert_uint_eq(f.lease_until, 10500);
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 10500);
     /* ... but not one answered too late to matter */
-    ck_assert_int_eq(keel_selffence_tick(&f, 11000), 1);
+    ck_assert_int_eq(keel_selffence_tick(&f, 10500), 1);
     ck_assert_int_eq(keel_selffence_renewed(&f, 9500, 11600), 0);
     ck_assert(f.fenced);
     ck_assert_int_eq(keel_selffence_renewed(&f, 11600, 11610), 1);
@@ -272,12 +273,47 @@ START_TEST(test_lease)
     ck_assert(!f.fenced);
 
     /* Disconnected: the lease (from a request sent before the
-     * disconnection) ends no later than 2/3 of the timeout after it. */
-    keel_selffence_renewed(&f, 13000, 13000); /* lease 15000 */
-    keel_selffence_disconnected(&f, 13100);   /* would be 15100 */
-    ck_assert_uint_eq(keel_selffence_deadline(&f), 15000);
-    ck_assert_int_eq(keel_selffence_tick(&f, 14999), 0);
-    ck_assert_int_eq(keel_selffence_tick(&f, 15000), 1);
+     * disconnection) ends no later than half the timeout after it. */
+    keel_selffence_renewed(&f, 13000, 13000); /* lease 14500 */
+    keel_selffence_disconnected(&f, 13100);   /* would be 14600 */
+    ck_assert_uint_eq(keel_selffence_deadline(&f), 14500);
+    ck_assert_int_eq(keel_selffence_tick(&f, 14499), 0);
+    ck_assert_int_eq(keel_selffence_tick(&f, 14500), 1);
+}
+END_TEST
+
+/* Which negotiated timeouts a node accepts (the lease needs room), and
+ * the heartbeat interval. */
+START_TEST(test_lease_timeouts)
+{
+    char why[256];
+    int warn;
+
+    ck_assert_int_eq(keel_lease_timeout_ok(3000, 3000, &warn, why,
+                                           sizeof why),
+                     0);
+    ck_assert_int_eq(warn, 0);
+    /* capped at the servers' maximum: fine, and what counts */
+    ck_assert_int_eq(keel_lease_timeout_ok(40000, 90000, &warn, why,
+                                           sizeof why),
+                     0);
+    ck_assert_int_eq(warn, 0);
+    /* raised to the servers' minimum, 2 ticks: the least margin */
+    ck_assert_int_eq(keel_lease_timeout_ok(4000, 3000, &warn, why,
+                                           sizeof why),
+                     0);
+    ck_assert_int_eq(warn, 1);
+    ck_assert_ptr_nonnull(strstr(why, "raised"));
+    ck_assert_int_eq(keel_lease_timeout_ok(KEEL_LEASE_MIN_TIMEOUT_MS - 1,
+                                           5000, &warn, why, sizeof why),
+                     KEEL_ECONFIG);
+    ck_assert_ptr_nonnull(strstr(why, "999 ms"));
+    ck_assert_int_eq(keel_lease_timeout_ok(KEEL_LEASE_MIN_TIMEOUT_MS,
+                                           KEEL_LEASE_MIN_TIMEOUT_MS, &warn,
+                                           why, sizeof why),
+                     0);
+    ck_assert_uint_eq(keel_lease_interval(4000), 500);
+    ck_assert_uint_eq(keel_selffence_lease_ms(4000), 2000);
 }
 END_TEST
 
@@ -294,6 +330,7 @@ int main(void)
     tcase_add_test(tc, test_resume_from_map);
     tcase_add_test(tc, test_selffence);
     tcase_add_test(tc, test_lease);
+    tcase_add_test(tc, test_lease_timeouts);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

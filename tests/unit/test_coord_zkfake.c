@@ -1,7 +1,8 @@
 /* The in-memory ZooKeeper (coordinator/zk_fake.c): the coordination logic
  * is only as well tested as this fake is faithful, so its semantics are
  * pinned here: versions, sequential names, ephemeral owners, one-shot
- * watches, atomic multi, and the failure controls. */
+ * watches, atomic multi, sync, negotiated timeouts, and the failure
+ * controls (a server cut off from the leader among them). */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -557,6 +558,157 @@ static void destroy_self(keel_zk *zk, int rc, const keel_zk_stat *st,
     keel_zk_destroy(zk);
 }
 
+/* sync is answered like any request while the server reaches the
+ * leader, and refused for a bad path or without a session. */
+START_TEST(test_sync)
+{
+    fx x;
+    rec r = {0}, late = {0};
+
+    fx_init(&x, 1);
+    in_submit = 1;
+    ck_assert_int_eq(keel_zk_sync(x.c[0], "/", on_void, &r), 0);
+    in_submit = 0;
+    ck_assert_int_eq(r.calls, 0);
+    keel_zk_fake_run(x.f, 0);
+    ck_assert_int_eq(r.calls, 1);
+    ck_assert_int_eq(r.rc, 0);
+    ck_assert_int_eq(keel_zk_sync(x.c[0], "no-slash", on_void, &r),
+                     KEEL_EINVAL);
+    keel_zk_fake_disconnect(x.c[0]);
+    ck_assert_int_eq(keel_zk_sync(x.c[0], "/", on_void, &late), 0);
+    keel_zk_fake_run(x.f, 0);
+    ck_assert_int_eq(late.rc, KEEL_ECONNLOSS);
+    keel_zk_close(x.c[0]);
+    ck_assert_int_eq(keel_zk_sync(x.c[0], "/", on_void, &late),
+                     KEEL_ESESSION);
+    fx_done(&x);
+}
+END_TEST
+
+/* A client whose server is cut off from the leader: reads answered,
+ * writes and syncs never (nor anything after them), no watch events; its
+ * session expires on the server after the timeout without it being told;
+ * when the server drops it, what waited fails unapplied, and the
+ * reconnection reports the expiry. */
+START_TEST(test_cut_off_follower)
+{
+    fx x;
+    rec a = {0}, eph = {0}, w = {0}, r1 = {0}, sy = {0}, wr = {0}, r2 = {0};
+    rec ow = {0}, os = {0};
+    keel_zk_stat st;
+
+    fx_init(&x, 2);
+    create(&x, 0, "/d", "v", 0, &a);
+    create(&x, 0, "/eph", NULL, KEEL_ZK_EPHEMERAL, &eph);
+    ck_assert_int_eq(keel_zk_get(x.c[0], "/d", on_watch, &w, on_data, &r1),
+                     0);
+    ck_assert_int_eq(keel_zk_exists(x.c[1], "/eph", on_watch, &ow, on_stat,
+                                    &os),
+                     0);
+    keel_zk_fake_run(x.f, 0);
+    r1.calls = 0;
+
+    keel_zk_fake_cut_off(x.c[0]);
+    /* a read: answered */
+    ck_assert_int_eq(keel_zk_exists(x.c[0], "/d", NULL, NULL, on_stat, &r1),
+                     0);
+    keel_zk_fake_run(x.f, 0);
+    ck_assert_int_eq(r1.calls, 1);
+    ck_assert_int_eq(r1.rc, 0);
+    /* a sync and a write: neither answered nor applied; a read after them
+     * waits behind them */
+    ck_assert_int_eq(keel_zk_sync(x.c[0], "/", on_void, &sy), 0);
+    ck_assert_int_eq(keel_zk_set(x.c[0], "/d", "cut", 3, -1, on_stat, &wr),
+                     0);
+    ck_assert_int_eq(keel_zk_exists(x.c[0], "/d", NULL, NULL, on_stat, &r2),
+                     0);
+    keel_zk_fake_run(x.f, 0);
+    ck_assert_int_eq(sy.calls + wr.calls + r2.calls, 0);
+    ck_assert_int_eq(keel_zk_fake_get(x.f, "/d", NULL, NULL, &st), 0);
+    ck_assert_int_eq(st.version, 0);
+    ck_assert_uint_eq(keel_zk_fake_pending(x.f), 3);
+    /* another client's write: no watch event reaches the cut-off one */
+    ck_assert_int_eq(keel_zk_fake_set(x.f, "/d", "v2", 2), 0);
+    keel_zk_fake_run(x.f, 0);
+    ck_assert_int_eq(w.calls, 0);
+
+    /* The leader expires the session after the timeout: the ephemeral
+     * goes (the other client sees it), the cut-off client hears nothing. */
+    keel_zk_fake_advance(x.f, 2999);
+    keel_zk_fake_run(x.f, 0);
+    ck_assert_int_eq(ow.calls, 0);
+    keel_zk_fake_advance(x.f, 1);
+    keel_zk_fake_run(x.f, 0);
+    ck_assert_int_eq(ow.calls, 1);
+    ck_assert_int_eq(ow.events[0], KEEL_ZK_NODE_DELETED);
+    ck_assert_int_eq(x.sess[0].nevents, 1);
+    ck_assert_int_eq(sy.calls, 0);
+
+    /* The server gives up on the leader and drops its clients. */
+    keel_zk_fake_disconnect(x.c[0]);
+    keel_zk_fake_run(x.f, 0);
+    ck_assert_int_eq(x.sess[0].events[1], KEEL_ZK_DISCONNECTED);
+    ck_assert_int_eq(sy.calls, 1);
+    ck_assert_int_eq(sy.rc, KEEL_ECONNLOSS);
+    ck_assert_int_eq(wr.rc, KEEL_ECONNLOSS);
+    ck_assert_int_eq(r2.rc, KEEL_ECONNLOSS);
+    ck_assert_int_eq(keel_zk_fake_get(x.f, "/d", NULL, NULL, &st), 0);
+    ck_assert_int_eq(st.version, 1); /* only the other client's set */
+    keel_zk_fake_reconnect(x.c[0]);
+    keel_zk_fake_run(x.f, 0);
+    ck_assert_int_eq(x.sess[0].events[2], KEEL_ZK_EXPIRED);
+    ck_assert_int_eq(w.calls, 0); /* watches died with the session */
+    fx_done(&x);
+}
+END_TEST
+
+/* Cut off, then back before the timeout: the session lives, the waiting
+ * requests fail unapplied with the disconnection, new ones work. */
+START_TEST(test_cut_off_then_back)
+{
+    fx x;
+    rec sy = {0}, again = {0};
+
+    fx_init(&x, 1);
+    keel_zk_fake_cut_off(x.c[0]);
+    ck_assert_int_eq(keel_zk_sync(x.c[0], "/", on_void, &sy), 0);
+    keel_zk_fake_advance(x.f, 2000);
+    keel_zk_fake_run(x.f, 0);
+    ck_assert_int_eq(sy.calls, 0);
+    keel_zk_fake_disconnect(x.c[0]);
+    keel_zk_fake_reconnect(x.c[0]);
+    keel_zk_fake_run(x.f, 0);
+    ck_assert_int_eq(sy.rc, KEEL_ECONNLOSS);
+    ck_assert_int_eq(x.sess[0].events[2], KEEL_ZK_CONNECTED);
+    ck_assert_int_eq(keel_zk_sync(x.c[0], "/", on_void, &again), 0);
+    keel_zk_fake_run(x.f, 0);
+    ck_assert_int_eq(again.calls, 1);
+    ck_assert_int_eq(again.rc, 0);
+    fx_done(&x);
+}
+END_TEST
+
+/* The server grants timeouts within its bounds, as real ones do. */
+START_TEST(test_timeout_bounds)
+{
+    keel_zk_fake *f = keel_zk_fake_create();
+    keel_zk *c;
+    rec s = {0};
+
+    ck_assert_int_eq(keel_zk_fake_client(f, &c), 0);
+    keel_zk_fake_timeout_bounds(f, 4000, 40000);
+    ck_assert_int_eq(keel_zk_connect(c, 1000, on_session, &s), 0);
+    ck_assert_int_eq(keel_zk_session_timeout(c), 4000);
+    ck_assert_int_eq(keel_zk_connect(c, 90000, on_session, &s), 0);
+    ck_assert_int_eq(keel_zk_session_timeout(c), 40000);
+    ck_assert_int_eq(keel_zk_connect(c, 6000, on_session, &s), 0);
+    ck_assert_int_eq(keel_zk_session_timeout(c), 6000);
+    keel_zk_destroy(c);
+    keel_zk_fake_destroy(f);
+}
+END_TEST
+
 START_TEST(test_destroy_from_callback)
 {
     keel_zk_fake *f = keel_zk_fake_create();
@@ -589,6 +741,10 @@ int main(void)
     tcase_add_test(tc, test_expire_connected_and_fail_next);
     tcase_add_test(tc, test_hold_and_shuffle);
     tcase_add_test(tc, test_destroy_from_callback);
+    tcase_add_test(tc, test_sync);
+    tcase_add_test(tc, test_cut_off_follower);
+    tcase_add_test(tc, test_cut_off_then_back);
+    tcase_add_test(tc, test_timeout_bounds);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

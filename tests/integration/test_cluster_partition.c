@@ -1,0 +1,496 @@
+/* A node whose ZooKeeper server is cut off from the ZooKeeper leader, with
+ * real processes: a 3-server ensemble on loopback in which server 3
+ * reaches servers 1 and 2 only through relays of this test (tcpproxy.h),
+ * and three keeld: n0 connected to server 3 alone, n1 and n2 to servers 1
+ * and 2. Under calls to n0's counters, through n0 itself and through n1,
+ * the relays are blackholed: server 3 goes on answering n0's reads for a
+ * while (it notices the loss of the leader only after syncLimit ticks),
+ * while the leader expires n0's session T after the cut. Once n1 sees n0's
+ * member znode gone, n0 is forgotten through n1 and its units restart
+ * from nothing elsewhere. Checked:
+ *  - from the moment the new owners serve n0's units, nothing is
+ *    acknowledged from n0's old state any more, and n0 acknowledges
+ *    nothing later than T after the cut (it fenced itself before its
+ *    session could expire);
+ *  - merged activation logs: no actor active on two nodes at once.
+ * Every wait is bounded. Skipped (exit 77) without the ZooKeeper server
+ * package. */
+#include <check.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "actlog.h"
+#include "keel.h"
+#include "proc.h"
+#include "runtime/client.h"
+#include "runtime/proto.h"
+#include "tcpproxy.h"
+#include "testutil.h"
+#include "zk.h"
+
+#define NODES 3
+#define SHARDS 64
+#define PICK 8            /* counters of n0's units under calls */
+#define BIG 1000000L      /* what n0's counters hold before the cut */
+#define TICK_MS 2000      /* zk-conf's default tickTime: syncLimit 10 s */
+#define SESSION_MS 4000   /* T: 2 ticks, the least margin for the lease */
+#define CLIENT_TIMEOUT_MS 8000
+#define MAXRECS 100000
+
+static tu_zk zk;
+static tu_proxy *relays[6];
+static int relay_base;
+static char *dir;
+static tu_keeld nodes[NODES];
+static char cluster[32];
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+static void dump_logs(void)
+{
+    tu_keeld_dump_logs(nodes, NODES);
+}
+
+#define CHECK(cond, ...)                                                    \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            dump_logs();                                                    \
+            ck_abort_msg(__VA_ARGS__);                                      \
+        }                                                                   \
+    } while (0)
+
+/* ------------------------------------------------------------ relays */
+
+static void relays_stop(void)
+{
+    int i;
+
+    for (i = 0; i < 6; i++) {
+        tu_proxy_stop(relays[i]);
+        relays[i] = NULL;
+    }
+}
+
+/* relay_base + k forwards to the quorum (k even) or election (k odd)
+ * port of server k/2 + 1 (zk.h, tu_zk_start_split). */
+static int relays_start(int base, void *arg)
+{
+    static const int target[6] = {3, 6, 4, 7, 5, 8};
+    int i;
+
+    (void)arg;
+    relays_stop();
+    for (i = 0; i < 6; i++)
+        if ((relays[i] = tu_proxy_start(relay_base + i, base + target[i])) ==
+            NULL)
+            return -1;
+    return 0;
+}
+
+static void blackhole(int on)
+{
+    int i;
+
+    for (i = 0; i < 6; i++)
+        tu_proxy_blackhole(relays[i], on);
+}
+
+/* ------------------------------------------------------------- nodes */
+
+static void actlog_path(int i, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/n%d.act", dir, i);
+}
+
+static void start_node(int i, const char *hosts)
+{
+    char data[512], id[16], act[512];
+    const char *extra[] = {"--shards", "64", "--zk", hosts,
+                           "--cluster", cluster, "--node-id", id,
+                           "--zk-session-timeout", "4000",
+                           "--hold-timeout", "1000",
+                           "--activation-log", act, NULL};
+
+    snprintf(data, sizeof data, "%s/n%d", dir, i);
+    snprintf(id, sizeof id, "n%d", i);
+    actlog_path(i, act, sizeof act);
+    ck_assert_int_eq(tu_keeld_start(&nodes[i], data, 0, extra), 0);
+}
+
+static const char *cname(int c)
+{
+    static char names[4096][16];
+
+    snprintf(names[c], sizeof names[c], "c%d", c);
+    return names[c];
+}
+
+/* One call on counter c over cl: 0 with the counter's new value, the
+ * server's KEEL_E* code, or a transport error. */
+static int call(keel_client *cl, int c, const char *op, long *value)
+{
+    char *reply = NULL;
+    size_t len = 0;
+    int rc = keel_client_call(cl, KEEL_FRAME_CALL, "counter", cname(c),
+                              strlen(cname(c)), op, strlen(op), &reply,
+                              &len);
+
+    *value = rc == 0 && reply != NULL ? strtol(reply, NULL, 10) : -1;
+    free(reply);
+    return rc;
+}
+
+static int is_member(int via, const char *name)
+{
+    char *out = NULL, key[32];
+    int rc = tu_keel(nodes[via].addr, &out, NULL, "nodes", NULL), found;
+
+    snprintf(key, sizeof key, "\nnode %s ", name);
+    found = rc != 0 || out == NULL || strstr(out, key) != NULL;
+    free(out);
+    return found;
+}
+
+/* ---------------------------------------------------------- callers */
+
+typedef struct rec {
+    unsigned long long sent, recv; /* realtime ns */
+    long value;
+    int status;
+    int counter; /* index into the caller's counters */
+} rec;
+
+typedef struct caller {
+    int node;
+    const int *counters;
+    int n;
+    pthread_t thread;
+    rec *recs;
+    atomic_size_t nrecs; /* recs[0..nrecs) are complete */
+    int transport_errors;
+} caller;
+
+static atomic_int stop_calls;
+
+/* Increments the counters in turn through one node until told to stop
+ * (at most MAXRECS calls, 120 s), reconnecting after a transport error. */
+static void *caller_main(void *arg)
+{
+    caller *k = arg;
+    keel_client *cl = NULL;
+    double deadline = now_s() + 120;
+    int i = 0;
+
+    while (!atomic_load(&stop_calls) && atomic_load(&k->nrecs) < MAXRECS &&
+           now_s() < deadline) {
+        rec *r = &k->recs[atomic_load(&k->nrecs)];
+        if (cl == NULL &&
+            keel_client_connect(nodes[k->node].addr, CLIENT_TIMEOUT_MS,
+                                &cl) != 0) {
+            cl = NULL;
+            sleep_ms(50);
+            continue;
+        }
+        r->counter = i;
+        r->sent = tu_realtime_ns();
+        r->status = call(cl, k->counters[i], "incr", &r->value);
+        r->recv = tu_realtime_ns();
+        atomic_fetch_add(&k->nrecs, 1);
+        if (r->status == KEEL_ECONN || r->status == KEEL_ETIMEDOUT ||
+            r->status == KEEL_EPROTO) {
+            k->transport_errors++;
+            keel_client_close(cl);
+            cl = NULL;
+        }
+        i = (i + 1) % k->n;
+    }
+    keel_client_close(cl);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ fixture */
+
+static void setup(void)
+{
+    static int round;
+
+    dir = tu_tmpdir("partition");
+    memset(nodes, 0, sizeof nodes);
+    snprintf(cluster, sizeof cluster, "cp%d-%d", (int)getpid(), round++);
+    relay_base = tu_zk_free_ports(6);
+    ck_assert_int_gt(relay_base, 0);
+    ck_assert_int_eq(tu_zk_start_split(&zk, TICK_MS, relay_base,
+                                       relays_start, NULL),
+                     0);
+}
+
+static void teardown(void)
+{
+    int i;
+
+    for (i = 0; i < NODES; i++) {
+        if (nodes[i].pid > 0)
+            tu_keeld_stop(&nodes[i], SIGKILL);
+        tu_keeld_free(&nodes[i]);
+    }
+    relays_stop();
+    tu_zk_stop(&zk);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* --------------------------------------------------------------- test */
+
+START_TEST(cut_off_follower_does_not_serve_twice)
+{
+    char near[128], far[64], mode[32], *out = NULL, *err = NULL, *line,
+        *save = NULL, act[512];
+    static char owned[SHARDS];
+    static rec recs[2][MAXRECS];
+    caller callers[2];
+    int picked[PICK], npicked = 0, c, i, rc, tries;
+    unsigned long long cut, gone = 0, forgot = 0, first_new = 0,
+                                  last_old = 0;
+    size_t old_after_cut = 0, new_served = 0, k;
+    double deadline;
+    tu_actlog acts;
+
+    /* Server 3 follows: the node on it reads from a follower. */
+    ck_assert_int_eq(tu_zk_mode(zk.port + 2, mode, sizeof mode), 0);
+    ck_assert_msg(strcmp(mode, "follower") == 0, "server 3 is %s", mode);
+    snprintf(far, sizeof far, "127.0.0.1:%d", zk.port + 2);
+    snprintf(near, sizeof near, "127.0.0.1:%d,127.0.0.1:%d", zk.port,
+             zk.port + 1);
+    start_node(0, far);
+    start_node(1, near);
+    start_node(2, near);
+
+    /* Every node serves; n0's units as n1 sees them. */
+    deadline = now_s() + 60;
+    for (;;) {
+        int ok = 1;
+        for (i = 0; i < NODES && ok; i++) {
+            out = NULL;
+            ok = tu_keel(nodes[i].addr, &out, NULL, "call", "counter",
+                         "probe", "get", NULL) == 0;
+            free(out);
+        }
+        out = NULL;
+        memset(owned, 0, sizeof owned);
+        if (ok && tu_keel(nodes[1].addr, &out, NULL, "shards", "--node",
+                          "n0", NULL) == 0 && out != NULL) {
+            for (line = strtok_r(out, "\n", &save); line != NULL;
+                 line = strtok_r(NULL, "\n", &save)) {
+                unsigned s;
+                if (sscanf(line, "unit (default) %u", &s) == 1 && s < SHARDS)
+                    owned[s] = 1;
+            }
+        }
+        free(out);
+        out = NULL;
+        npicked = 0;
+        for (c = 0; c < 4096 && npicked < PICK; c++)
+            if (owned[keel_shard_of("counter", cname(c), strlen(cname(c)),
+                                    SHARDS)])
+                picked[npicked++] = c;
+        if (ok && npicked == PICK)
+            break;
+        CHECK(now_s() < deadline, "the cluster did not settle in 60 s");
+        sleep_ms(200);
+    }
+
+    /* n0's counters hold BIG, so that a reply tells n0's state (BIG and
+     * more) from a new owner's (counting from 0 after the forget). */
+    {
+        keel_client *cl;
+        long v;
+        ck_assert_int_eq(keel_client_connect(nodes[0].addr, CLIENT_TIMEOUT_MS,
+                                             &cl),
+                         0);
+        for (i = 0; i < PICK; i++) {
+            char op[32];
+            snprintf(op, sizeof op, "incr %ld", BIG);
+            rc = call(cl, picked[i], op, &v);
+            CHECK(rc == 0 && v == BIG, "preload %s: %d, %ld",
+                  cname(picked[i]), rc, v);
+        }
+        keel_client_close(cl);
+    }
+
+    /* Calls on them through n0 and through n1, all along. */
+    atomic_store(&stop_calls, 0);
+    for (i = 0; i < 2; i++) {
+        memset(&callers[i], 0, sizeof callers[i]);
+        atomic_init(&callers[i].nrecs, 0);
+        callers[i].node = i;
+        callers[i].counters = picked;
+        callers[i].n = PICK;
+        callers[i].recs = recs[i];
+        ck_assert_int_eq(pthread_create(&callers[i].thread, NULL,
+                                        caller_main, &callers[i]),
+                         0);
+    }
+    sleep_ms(1500);
+
+    /* The cut: server 3 hears nothing more from servers 1 and 2. */
+    cut = tu_realtime_ns();
+    blackhole(1);
+
+    /* The leader expires n0's session; n1 sees its member znode go. */
+    deadline = now_s() + 40;
+    while (is_member(1, "n0")) {
+        CHECK(now_s() < deadline, "n0 still a member 40 s after the cut");
+        sleep_ms(100);
+    }
+    gone = tu_realtime_ns();
+
+    /* The operator forgets n0 through n1 (refused while still a member). */
+    for (tries = 0;; tries++) {
+        out = err = NULL;
+        rc = tu_keel(nodes[1].addr, &out, &err, "node", "forget", "n0", NULL);
+        if (rc == 0)
+            break;
+        CHECK(rc == 1 && err != NULL && strstr(err, "EEXIST") != NULL,
+              "forget n0: exit %d: %s", rc, err ? err : "");
+        CHECK(tries < 150, "forget n0 refused for 30 s");
+        free(out);
+        free(err);
+        sleep_ms(200);
+    }
+    forgot = tu_realtime_ns();
+    CHECK(strstr(out, "node n0 forgotten") != NULL, "forget: %s", out);
+    free(out);
+    free(err);
+
+    /* Wait (bounded) until the new owners served every counter through
+     * n1, then a little longer. */
+    deadline = now_s() + 40;
+    for (;;) {
+        int served[PICK] = {0}, all = 1;
+        size_t n = atomic_load(&callers[1].nrecs);
+        for (k = 0; k < n; k++)
+            if (recs[1][k].status == 0 && recs[1][k].value < BIG)
+                served[recs[1][k].counter] = 1;
+        for (i = 0; i < PICK; i++)
+            all &= served[i];
+        if (all)
+            break;
+        CHECK(now_s() < deadline,
+              "n0's units not served again 40 s after the forget");
+        sleep_ms(200);
+    }
+    sleep_ms(3000);
+    atomic_store(&stop_calls, 1);
+    for (i = 0; i < 2; i++)
+        pthread_join(callers[i].thread, NULL);
+
+    /* When the new owners began to serve n0's units: their first
+     * activation of one of its counters after the cut (an actor serves
+     * only once activated; a call's send time says nothing, it may have
+     * been held until then). */
+    tu_actlog_init(&acts);
+    for (i = 0; i < NODES; i++) {
+        actlog_path(i, act, sizeof act);
+        tu_actlog_parse(&acts, act, i, 0, 0, 0);
+    }
+    for (k = 0; k < acts.n; k++) {
+        const tu_interval *iv = &acts.iv[k];
+        if (iv->node == 0 || iv->start <= cut)
+            continue;
+        for (i = 0; i < PICK; i++) {
+            /* the logs name an actor by its type and hex id */
+            char key[64];
+            const char *id = cname(picked[i]);
+            size_t j, len = (size_t)snprintf(key, sizeof key, "counter/");
+            for (j = 0; id[j] != '\0' && len + 2 < sizeof key; j++)
+                len += (size_t)snprintf(key + len, sizeof key - len, "%02x",
+                                        (unsigned char)id[j]);
+            if (strcmp(iv->key, key) == 0 &&
+                (first_new == 0 || iv->start < first_new))
+                first_new = iv->start;
+        }
+    }
+    /* When n0's state was last acknowledged, through n0 or forwarded. */
+    for (i = 0; i < 2; i++) {
+        size_t n = atomic_load(&callers[i].nrecs);
+        for (k = 0; k < n; k++) {
+            const rec *r = &recs[i][k];
+            if (r->status != 0)
+                continue;
+            if (r->value < BIG) {
+                new_served++;
+            } else {
+                if (r->recv > last_old)
+                    last_old = r->recv;
+                if (r->recv > cut)
+                    old_after_cut++;
+            }
+        }
+    }
+    fprintf(stderr,
+            "partition: calls via n0 %zu, via n1 %zu; n0 gone for n1 at "
+            "+%.2f s, forgotten at +%.2f s; n0's state last acknowledged at "
+            "+%.2f s (%zu acks after the cut); the new owners activated its "
+            "counters from +%.2f s (%zu acks)\n",
+            atomic_load(&callers[0].nrecs), atomic_load(&callers[1].nrecs),
+            (double)(gone - cut) / 1e9, (double)(forgot - cut) / 1e9,
+            ((double)last_old - (double)cut) / 1e9, old_after_cut,
+            ((double)first_new - (double)cut) / 1e9, new_served);
+    CHECK(new_served > 0 && first_new != 0,
+          "the new owners never served n0's counters");
+    CHECK(last_old < cut + (unsigned long long)SESSION_MS * 1000000ull,
+          "n0 acknowledged a call %.2f s after the cut, past its session "
+          "timeout (%d ms)",
+          ((double)last_old - (double)cut) / 1e9, SESSION_MS);
+    CHECK(last_old < first_new,
+          "n0's state acknowledged %.2f s after the new owners began to "
+          "serve its units",
+          ((double)last_old - (double)first_new) / 1e9);
+
+    /* No actor active on two nodes at once (n0 still runs: an interval
+     * of its that is still open lasts until now). */
+    fprintf(stderr, "partition: %zu activations, %zu moves between nodes\n",
+            acts.n, tu_actlog_check(&acts));
+    tu_actlog_free(&acts);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s;
+    TCase *tc;
+
+    if (!tu_zk_available()) {
+        fprintf(stderr, "test_cluster_partition: skipped: the ZooKeeper "
+                        "server package is not installed "
+                        "(scripts/install-deps)\n");
+        return 77;
+    }
+    s = suite_create("cluster_partition");
+    tc = tcase_create("partition");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 150);
+    tcase_add_test(tc, cut_off_follower_does_not_serve_twice);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}
