@@ -130,6 +130,27 @@ static void forget_n2(void)
     free(err);
 }
 
+/* After the forget, n2's units move once its session timeout and a
+ * quarter have passed since its member znode went: waits (at most 30 s)
+ * until the map gives n2 nothing. */
+static void wait_n2_owns_nothing(void)
+{
+    char *out = NULL;
+    int tries, empty = 0;
+
+    for (tries = 0; tries < 300 && !empty; tries++) {
+        if (tu_keel(nodes[0].addr, &out, NULL, "shards", "--node", "n2",
+                    NULL) == 0 &&
+            out != NULL && out[0] == '\0')
+            empty = 1;
+        free(out);
+        out = NULL;
+        if (!empty)
+            usleep(100 * 1000);
+    }
+    ck_assert_msg(empty, "n2's units were not reassigned after the forget");
+}
+
 START_TEST(forgotten_node_rejoins_under_load)
 {
     int r, c, i;
@@ -147,6 +168,7 @@ START_TEST(forgotten_node_rejoins_under_load)
         ck_assert_int_eq(tu_keeld_stop(&nodes[2], SIGKILL), 128 + SIGKILL);
         tu_keeld_free(&nodes[2]);
         forget_n2();
+        wait_n2_owns_nothing();
         ck_assert_int_eq(pthread_create(&th, NULL, load_main, &l), 0);
         /* The counters live on n0 and n1 for a while, then n2 comes back
          * on its stale data and takes some of them over by handoff, while
