@@ -1196,6 +1196,64 @@ START_TEST(test_state_watch_rearmed)
 }
 END_TEST
 
+static void raw_removed(keel_zk *zk, int rc, void *arg)
+{
+    (void)zk;
+    *(int *)arg = rc;
+}
+
+/* Every listing of members/ (a member comes or goes, one is marked
+ * leaving) reads each member with a data watch. The servers keep one
+ * watch per path and session, but the client keeps what it registers:
+ * a listing must leave a watch only where none is armed, or the
+ * registry grows by one entry per member with every listing. */
+START_TEST(test_member_watches_bounded)
+{
+    keel_zk *raw;
+    char *member;
+    size_t len, after_first = 0;
+    int round, rc;
+
+    start3(NULL);
+    ck_assert_int_eq(keel_zk_fake_client(F, &raw), 0);
+    ck_assert_int_eq(keel_zk_connect(raw, TIMEOUT, raw_session, NULL), 0);
+    settle();
+    ck_assert_int_eq(keel_member_format("127.0.0.1:7999", NULL, 0, &member,
+                                        &len),
+                     0);
+    for (round = 0; round < 6; round++) {
+        /* node-x comes and goes: every node lists members/ twice */
+        rc = 1;
+        ck_assert_int_eq(keel_zk_create(raw, "/keel/test/members/node-x",
+                                        member, len, KEEL_ZK_EPHEMERAL,
+                                        raw_created, &rc),
+                         0);
+        settle();
+        ck_assert_int_eq(rc, 0);
+        ck_assert_uint_eq(keel_cluster_members(N[0].c), 4);
+        rc = 1;
+        ck_assert_int_eq(keel_zk_remove(raw, "/keel/test/members/node-x",
+                                        KEEL_ZK_ANY_VERSION, raw_removed,
+                                        &rc),
+                         0);
+        settle();
+        ck_assert_int_eq(rc, 0);
+        ck_assert_uint_eq(keel_cluster_members(N[0].c), 3);
+        if (round == 0)
+            after_first = keel_zk_fake_num_watches(F);
+        else
+            ck_assert_uint_eq(keel_zk_fake_num_watches(F), after_first);
+    }
+    /* a data change still reaches every node */
+    ck_assert_int_eq(keel_cluster_drain(N[0].c, "node-c"), 0);
+    settle();
+    for (round = 0; round < 3; round++)
+        ck_assert(keel_cluster_member_leaving(N[round].c, "node-c"));
+    free(member);
+    keel_zk_destroy(raw);
+}
+END_TEST
+
 /* A unit streamed to node-b, then given a new target (node-c) before
  * node-b read the map that made it the owner: node-b's store holds the
  * unit's records, so node-b must release it through its release hook
@@ -1276,6 +1334,7 @@ int main(void)
     tcase_add_test(tc, test_shuffled_delivery);
     tcase_add_test(tc, test_state_watch_rearmed);
     tcase_add_test(tc, test_chain_move_streams);
+    tcase_add_test(tc, test_member_watches_bounded);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
