@@ -12,7 +12,10 @@
 enum batch_op_kind {
     BATCH_OP_PUT = 1,
     BATCH_OP_DEL = 2,
-    BATCH_OP_DEL_PREFIX = 3
+    BATCH_OP_DEL_PREFIX = 3,
+    /* key: a recipient's name, version: the shard_epoch of the handover;
+     * written to the meta table under the group's unit */
+    BATCH_OP_HANDOFF = 4
 };
 
 /* One op in the arena: this header, then klen key bytes, then dlen data

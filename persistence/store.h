@@ -122,6 +122,14 @@ typedef int (*keel_scan_fn)(const uint8_t *key, size_t klen,
 int keel_store_scan(keel_store_read *r, const void *prefix, size_t plen,
                     keel_scan_fn fn, void *data);
 
+/* The last handover recorded for (cap, shard) by keel_batch_handoff: the
+ * shard_epoch it happened at (*epoch, 0 when none) and the recipient's
+ * name (copied into to, NUL-terminated; KEEL_ELIMIT when to_cap is too
+ * small). */
+int keel_store_handoff_get(keel_store_read *r, const char *cap,
+                           uint16_t shard, uint64_t *epoch, char *to,
+                           size_t to_cap);
+
 /* Highest shard_epoch recorded for (cap, shard); 0 when none. */
 int keel_store_fence_get(keel_store_read *r, const char *cap, uint16_t shard,
                          uint64_t *epoch);
@@ -156,6 +164,13 @@ int keel_batch_del(keel_batch *b, const void *key, size_t klen);
 int keel_batch_del_prefix(keel_batch *b, const void *prefix, size_t plen);
 /* Raises the fence of the current group's unit without writing state. */
 int keel_batch_fence_only(keel_batch *b);
+/* Records, in the current group's transaction, that its unit was handed
+ * over at shard_epoch `epoch` to node `to` (1..KEEL_HANDOFF_NAME_MAX
+ * bytes), replacing an earlier record: the purge after a unit was
+ * streamed out writes it, so that a node restarting before it could
+ * report the handover still knows where the unit went. */
+#define KEEL_HANDOFF_NAME_MAX 255
+int keel_batch_handoff(keel_batch *b, uint64_t epoch, const char *to);
 
 /* Appends a copy of src's groups, in order, to dst (src is unchanged).
  * KEEL_ENOMEM leaves dst as it was. */
