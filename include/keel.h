@@ -91,7 +91,8 @@ KEEL_API const char *keel_version_string(void);
     X(ECONNLOSS, -26, "coordination service unreachable; outcome unknown")   \
     X(ESESSION, -27, "coordination session expired or closed")               \
     X(ECONFIG, -28, "node configuration does not match the cluster's")       \
-    X(EDEPOSED, -29, "no longer the cluster controller")
+    X(EDEPOSED, -29, "no longer the cluster controller")                    \
+    X(ENOTTARGET, -30, "unit is not moving to this node at that epoch")
 
 typedef enum keel_errno {
     KEEL_OK = 0,
