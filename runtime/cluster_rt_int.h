@@ -97,6 +97,7 @@ typedef struct rt_xin {
     uint32_t shard;
     uint64_t epoch;
     uint32_t next_seq;
+    int refused;        /* the stream was refused with this code */
     uint8_t *recs;
     size_t len, cap_bytes;
 } rt_xin;

@@ -254,7 +254,7 @@ static void xfer_out_cb(keel_node *n, int status, const uint8_t *body,
             if (status == KEEL_PEER_UNSENT)
                 keel_warn("unit (%s, %u): %s is unreachable", r->cap,
                           r->shard, r->sent_to);
-            else if (status != KEEL_ENOTTARGET)
+            else if (status != KEEL_ENOTTARGET && !r->failed)
                 keel_warn("unit (%s, %u): streaming to %s failed: %.*s",
                           r->cap, r->shard, r->sent_to, (int)len,
                           (const char *)body);
@@ -498,26 +498,6 @@ int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
     off = 16 + clen;
     if (shard >= n->opts.shard_count)
         return KEEL_EMALFORMED;
-    if (seq == 0 || last) {
-        /* Stored only if the applied map moves the unit here at that
-         * epoch (checked again on the last frame: the map may have
-         * changed since the first), or it was stored here already at that
-         * epoch and the sender did not hear the answer. A sender whose map
-         * is newer than ours gets KEEL_ENOTTARGET and tries again soon:
-         * accepting ahead of the map could store a move the controller
-         * has called off meanwhile. */
-        int rc = keel_cluster_may_receive(rt->c, cap, shard, epoch);
-        if (rc != 0 && rcvd_find(rt, cap, shard, epoch) == NULL) {
-            for (pp = &rt->xins; (x = *pp) != NULL; pp = &x->next)
-                if (x->shard == shard && strcmp(x->cap, cap) == 0) {
-                    *pp = x->next;
-                    free(x->recs);
-                    free(x);
-                    break;
-                }
-            return rc;
-        }
-    }
     for (pp = &rt->xins; (x = *pp) != NULL; pp = &x->next)
         if (x->shard == shard && strcmp(x->cap, cap) == 0)
             break;
@@ -535,9 +515,36 @@ int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
         x->len = 0;
         x->next_seq = 0;
         x->epoch = epoch;
+        x->refused = 0;
     }
     if (x == NULL || seq != x->next_seq || epoch != x->epoch)
         return KEEL_EPROTO;
+    if (!x->refused && (seq == 0 || last)) {
+        /* Stored only if the applied map moves the unit here at that
+         * epoch (checked again on the last frame: the map may have
+         * changed since the first), or it was stored here already at that
+         * epoch and the sender did not hear the answer. A sender whose map
+         * is newer than ours gets KEEL_ENOTTARGET and tries again soon:
+         * accepting ahead of the map could store a move the controller
+         * has called off meanwhile. */
+        int rc = keel_cluster_may_receive(rt->c, cap, shard, epoch);
+        if (rc != 0 && rcvd_find(rt, cap, shard, epoch) == NULL) {
+            x->refused = rc;
+            x->len = 0;
+        }
+    }
+    if (x->refused) {
+        /* The rest of a refused stream gets the same answer (not a
+         * sequence error, which would close the connection). */
+        int rc = x->refused;
+        x->next_seq++;
+        if (last) {
+            *pp = x->next;
+            free(x->recs);
+            free(x);
+        }
+        return rc;
+    }
     {
         /* Validate the records now, so that a bad stream is refused
          * before anything is written. */
