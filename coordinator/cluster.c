@@ -36,6 +36,9 @@ enum {
 typedef struct local_unit {
     uint8_t phase;
     uint8_t release_wanted; /* release as soon as the acquire is done */
+    /* U_RELEASING: the map called the move off and the hook was told
+     * (to == NULL); kept() or released() ends it. */
+    uint8_t calling_off;
     uint16_t to;            /* index into c->names */
     uint64_t epoch;
 } local_unit;
@@ -486,6 +489,7 @@ static void start_release(keel_cluster *c, local_cap *lc, uint32_t shard,
     if (id < 0)
         return; /* out of memory: retried with the next map */
     lu->to = (uint16_t)id;
+    lu->calling_off = 0;
     if (lu->phase == U_ACQUIRING) {
         lu->release_wanted = 1;
         return;
@@ -515,6 +519,41 @@ static void release_done(keel_cluster *c, local_cap *lc, uint32_t shard)
 
     (void)c;
     lu->phase = U_RELEASED;
+    lu->release_wanted = 0;
+    lu->calling_off = 0;
+}
+
+/* The map changed course while the unit is being released at the map's
+ * epoch: tell the hook (a new destination, or to == NULL: called off).
+ * The runtime honours it only if no recipient has stored the unit yet;
+ * otherwise the release ends in released() naming that recipient. */
+static void redirect_release(keel_cluster *c, local_cap *lc, uint32_t shard,
+                             const char *to)
+{
+    local_unit *lu = &lc->units[shard];
+
+    if (to == NULL) {
+        if (lu->calling_off)
+            return;
+        lu->calling_off = 1;
+    } else {
+        int id = name_id(c, to);
+        if (id < 0)
+            return; /* out of memory: retried with the next map */
+        if (!lu->calling_off && lu->to == (uint16_t)id)
+            return;
+        lu->to = (uint16_t)id;
+        lu->calling_off = 0;
+    }
+    if (c->hooks.release != NULL) {
+        c->hooks.release(c, lc->name, shard, lu->epoch, to, c->hooks.data);
+        return;
+    }
+    if (to == NULL) {
+        /* Nothing held here without hooks: the unit is simply ours. */
+        lu->phase = U_PRIMARY;
+        lu->calling_off = 0;
+    }
 }
 
 /* Brings one unit's local phase in line with the map. */
@@ -524,22 +563,39 @@ static void apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
     local_unit *lu = &lc->units[shard];
     int mine = u->nreplicas > 0 && u->replicas[0] == c->my_idx;
 
+    if (mine && lu->phase == U_RELEASING && lu->epoch != u->shard_epoch) {
+        /* Ours again at another epoch: the unit left and came back in
+         * maps this node skipped. What the release was about is over. */
+        keel_warn("cluster: %s lost %s/%u at epoch %llu while handing it "
+                  "off",
+                  c->node, lc->name, shard, (unsigned long long)lu->epoch);
+        if (c->hooks.drop != NULL)
+            c->hooks.drop(c, lc->name, shard, c->hooks.data);
+        lu->phase = U_NONE;
+        lu->calling_off = 0;
+    }
     if (mine) {
+        if (lu->phase == U_RELEASED && lu->epoch == u->shard_epoch)
+            return; /* handed over at this epoch: the controller gives it
+                     * to the recipient, whatever the target says now */
         if (u->target != KEEL_MAP_NO_NODE) {
             const char *to = c->map.nodes[u->target];
-            if (lu->phase == U_RELEASED && lu->epoch == u->shard_epoch)
-                return; /* done already (to the first target) */
-            if (lu->phase == U_RELEASING)
+            if (lu->phase == U_RELEASING) {
+                redirect_release(c, lc, shard, to);
                 return;
+            }
             if (lu->phase == U_RELEASED)
                 lu->phase = U_NONE; /* an older move's: holds nothing */
             if (lu->phase != U_ACQUIRING)
                 lu->epoch = u->shard_epoch; /* the epoch the release is at */
             start_release(c, lc, shard, to);
-        } else if (!((lu->phase == U_PRIMARY || lu->phase == U_ACQUIRING) &&
-                     lu->epoch == u->shard_epoch)) {
-            if (lu->phase == U_RELEASING)
-                return; /* acquired again once the release ends */
+        } else if (lu->phase == U_RELEASING) {
+            redirect_release(c, lc, shard, NULL); /* the move is off */
+        } else if ((lu->phase == U_PRIMARY || lu->phase == U_ACQUIRING) &&
+                   lu->epoch == u->shard_epoch) {
+            /* A move that was due once the acquire is done is off. */
+            lu->release_wanted = 0;
+        } else {
             start_acquire(c, lc, shard, u->shard_epoch);
         }
     } else {
@@ -1271,7 +1327,39 @@ void keel_cluster_destroy(keel_cluster *c)
 }
 
 int keel_cluster_released(keel_cluster *c, const char *cap, uint32_t shard,
-                          uint64_t shard_epoch)
+                          uint64_t shard_epoch, const char *to)
+{
+    local_cap *lc = lcap(c, cap, 0);
+    local_unit *lu;
+
+    if (lc == NULL || shard >= c->shard_count)
+        return KEEL_ENOTFOUND;
+    lu = &lc->units[shard];
+    if ((lu->phase != U_RELEASING && lu->phase != U_ACQUIRING) ||
+        lu->epoch != shard_epoch)
+        return KEEL_ENOTFOUND;
+    if (to != NULL) {
+        int id;
+        if (!keel_name_valid(to, 0))
+            return KEEL_EINVAL;
+        if ((id = name_id(c, to)) < 0)
+            return KEEL_ENOMEM;
+        lu->to = (uint16_t)id;
+    } else if (lu->phase == U_ACQUIRING && !lu->release_wanted) {
+        return KEEL_EINVAL; /* no destination was ever given */
+    }
+    /* The data is with `to` and gone from here, whatever the map says
+     * now (a cancel or retarget that came too late): the release is
+     * published to where it went, and the controller finishes it there.
+     * Taking the unit back would serve it empty, its own fence refusing
+     * the old epoch. */
+    release_done(c, lc, shard);
+    publish(c);
+    return 0;
+}
+
+int keel_cluster_kept(keel_cluster *c, const char *cap, uint32_t shard,
+                      uint64_t shard_epoch)
 {
     local_cap *lc = lcap(c, cap, 0);
     local_unit *lu;
@@ -1282,14 +1370,18 @@ int keel_cluster_released(keel_cluster *c, const char *cap, uint32_t shard,
     lu = &lc->units[shard];
     if (lu->phase != U_RELEASING || lu->epoch != shard_epoch)
         return KEEL_ENOTFOUND;
-    release_done(c, lc, shard);
-    /* A move cancelled while we were releasing: take the unit back. */
-    ci = keel_map_cap_index(&c->map, cap);
-    if (c->have_map && ci >= 0) {
+    /* Nothing left this node: what the map says now decides (ours: the
+     * fence is recorded again at its epoch; another move: a new release;
+     * the map may also have moved the unit on without us). */
+    lu->phase = U_NONE;
+    lu->calling_off = 0;
+    ci = c->have_map ? keel_map_cap_index(&c->map, cap) : -1;
+    if (ci >= 0) {
         const keel_map_unit *u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
-        if (u->nreplicas > 0 && u->replicas[0] == c->my_idx &&
-            u->target == KEEL_MAP_NO_NODE)
-            start_acquire(c, lc, shard, u->shard_epoch);
+        if (u->nreplicas > 0 && u->replicas[0] == c->my_idx)
+            apply_unit(c, lc, u, shard);
+        else if (c->hooks.drop != NULL)
+            c->hooks.drop(c, lc->name, shard, c->hooks.data);
     }
     publish(c);
     return 0;
@@ -1312,6 +1404,39 @@ int keel_cluster_acquired(keel_cluster *c, const char *cap, uint32_t shard,
         start_release(c, lc, shard, c->names[lu->to]);
     }
     publish(c);
+    return 0;
+}
+
+int keel_cluster_acquiring(keel_cluster *c, const char *cap, uint32_t shard,
+                           uint64_t shard_epoch)
+{
+    const local_cap *lc = lcap(c, cap, 0);
+
+    return lc != NULL && shard < c->shard_count &&
+           lc->units[shard].phase == U_ACQUIRING &&
+           lc->units[shard].epoch == shard_epoch;
+}
+
+int keel_cluster_may_receive(keel_cluster *c, const char *cap, uint32_t shard,
+                             uint64_t shard_epoch)
+{
+    const keel_map_unit *u;
+    int ci;
+
+    if (c->phase != KEEL_CLUSTER_RUNNING || c->lease.fence.fenced)
+        return KEEL_EFENCED;
+    if (keel_cluster_member_leaving(c, c->node))
+        return KEEL_ESTOPPING;
+    /* A map from an earlier session may show a move that was called off
+     * since: only one read in this session counts. */
+    if (!c->have_map || !c->map_this_session || shard >= c->shard_count ||
+        (ci = keel_map_cap_index(&c->map, cap)) < 0)
+        return KEEL_ENOTTARGET;
+    u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
+    if (u->nreplicas == 0 || u->replicas[0] == c->my_idx ||
+        u->target == KEEL_MAP_NO_NODE || u->target != c->my_idx ||
+        u->shard_epoch != shard_epoch)
+        return KEEL_ENOTTARGET;
     return 0;
 }
 

@@ -37,7 +37,14 @@ typedef struct keel_cluster_hooks {
     void *data;
     /* Stop admitting messages for the unit, let running turns finish,
      * persist, stream the unit's records to `to`; then call
-     * keel_cluster_released(). Placement answers UNAVAILABLE meanwhile. */
+     * keel_cluster_released() with the node that stored them.
+     * Placement answers UNAVAILABLE meanwhile. Called again while the
+     * release is under way when the map changes course: with another
+     * `to` (stream there instead), or with to == NULL (the move was
+     * called off: keep the unit, then call keel_cluster_kept()). Either
+     * is honoured only while no recipient has stored the unit: once one
+     * has, the release finishes there and keel_cluster_released() names
+     * it. */
     void (*release)(keel_cluster *c, const char *cap, uint32_t shard,
                     uint64_t shard_epoch, const char *to, void *data);
     /* Record shard_epoch in the unit's fence before activating anything;
@@ -138,9 +145,22 @@ int keel_cluster_member_addr(keel_cluster *c, const char *name, char *addr,
 
 /* Completions of the release and acquire hooks. KEEL_ENOTFOUND when the
  * unit was not being released / acquired at that epoch (the map moved on
- * meanwhile; nothing to do). */
+ * meanwhile; nothing to do).
+ *
+ * released(): the unit's records at shard_epoch are with node `to` (NULL:
+ * the destination the release hook last gave) and gone from here. It is
+ * published as RELEASED to `to`, whatever the map says now: the
+ * controller then gives the unit to `to`, the only node with its data.
+ * Also accepted while the unit is being acquired at that epoch: the
+ * store may show that this node handed it over before a restart.
+ *
+ * kept(): a release called off (hook release with to == NULL) ended with
+ * nothing handed over; the unit's data is still here, and the node takes
+ * it up again as the map says. */
 int keel_cluster_released(keel_cluster *c, const char *cap, uint32_t shard,
-                          uint64_t shard_epoch);
+                          uint64_t shard_epoch, const char *to);
+int keel_cluster_kept(keel_cluster *c, const char *cap, uint32_t shard,
+                      uint64_t shard_epoch);
 int keel_cluster_acquired(keel_cluster *c, const char *cap, uint32_t shard,
                           uint64_t shard_epoch);
 /* Completion of the forgotten hook: 0 when every deletion it made is
@@ -148,6 +168,19 @@ int keel_cluster_acquired(keel_cluster *c, const char *cap, uint32_t shard,
  * the hook runs again with the next map applied. Ignored when no purge is
  * awaited (a session ended meanwhile). */
 void keel_cluster_forgotten_done(keel_cluster *c, int status);
+/* Whether the unit is being acquired at shard_epoch (its fence is still
+ * wanted). */
+int keel_cluster_acquiring(keel_cluster *c, const char *cap, uint32_t shard,
+                           uint64_t shard_epoch);
+/* Whether this node may store a unit streamed to it now (XFER): it is
+ * joined, not fenced, not leaving, has applied a map in this session, and
+ * that map moves the unit to it at shard_epoch (primary another node at
+ * that epoch, target this node). 0, or KEEL_EFENCED (fenced or not
+ * joined), KEEL_ESTOPPING (leaving), KEEL_ENOTTARGET (the applied map does
+ * not move the unit here at that epoch: the sender's map may be newer, so
+ * it tries again; or the move was called off). */
+int keel_cluster_may_receive(keel_cluster *c, const char *cap, uint32_t shard,
+                             uint64_t shard_epoch);
 
 /* Graceful leave (docs/cluster.md). Marks member `name` (this node or
  * another) leaving: "leaving 1" in its member znode. The controller then

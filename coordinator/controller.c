@@ -726,10 +726,37 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
                 goto out;
             }
             if (target == NULL) {
+                const keel_state_entry *e = entry_of(ctl, from, cap, s);
                 if (h->state == KEEL_HANDOFF_AWAIT_FENCE)
                     feed(ctl, h, cap, s);
-                if (want == NULL || strcmp(want, owner) == 0)
+                if (e != NULL && e->role == KEEL_ROLE_RELEASED &&
+                    e->shard_epoch == u->shard_epoch &&
+                    h->state != KEEL_HANDOFF_PRIMARY_PENDING) {
+                    /* The owner handed the unit over at its current epoch
+                     * though no move is in the map (called off after the
+                     * recipient had stored it): the recipient has the only
+                     * copy, live or not. It owns the unit from now on; if
+                     * it is gone, the unit waits for it as for any dead
+                     * owner. */
+                    const char *rcpt =
+                        ctl->nodes[from].state.names[e->to];
+                    if ((to = track(ctl, rcpt)) < 0) {
+                        rc = KEEL_ENOMEM;
+                        goto out;
+                    }
+                    keel_info("cluster: %s/%u was handed from %s to %s "
+                              "after its move was called off: %s owns it",
+                              cap, s, owner, rcpt, rcpt);
+                    keel_handoff_adopt(h, (uint32_t)from, (uint32_t)to,
+                                       u->shard_epoch, loss_ok(ctl, owner),
+                                       grace_of(ctl, owner));
+                } else if (want == NULL || strcmp(want, owner) == 0) {
                     continue;
+                }
+            }
+            if (target == NULL && h->state == KEEL_HANDOFF_PRIMARY_PENDING) {
+                /* adopted above: written below */
+            } else if (target == NULL) {
                 if (!live(ctl, owner) && !loss_ok(ctl, owner))
                     continue; /* the owner has the only copy: wait */
                 if ((to = track(ctl, want)) < 0) {
@@ -869,13 +896,50 @@ static void map_written(keel_zk *zk, int rc, size_t failed,
         pump(ctl);
         return;
     }
+    if (rc == KEEL_EEXIST && failed >= 2 && failed % 2 == 0) {
+        /* An owner whose units were being promoted without it is a member
+         * again: decide with it live (its watch event is on its way). */
+        keel_info("cluster: an owner came back while its units were being "
+                  "moved without it; deciding again");
+        ctl->map_dirty = 1;
+        pump(ctl);
+        return;
+    }
     fail(ctl, rc);
 }
+
+/* The owners whose units the next write promotes without their release
+ * (dead, or forgotten): at most `cap` names, each once, into v. */
+static size_t promoted_owners(const keel_controller *ctl, size_t *v,
+                              size_t cap)
+{
+    size_t i, j, n = 0;
+    uint32_t s;
+
+    for (i = 0; i < ctl->ncaps; i++)
+        for (s = 0; s < ctl->opt.shard_count; s++) {
+            const keel_handoff *h = &ctl->caps[i].moves[s];
+            if (h->state != KEEL_HANDOFF_PRIMARY_PENDING ||
+                (h->flags & KEEL_HANDOFF_F_RELEASED))
+                continue;
+            for (j = 0; j < n && v[j] != h->from; j++)
+                ;
+            if (j == n && n < cap)
+                v[n++] = h->from;
+        }
+    return n;
+}
+
+/* At most this many owners are proven absent in one write; units of
+ * others wait for the next (the proof is what lets them move). */
+#define MAX_PROOFS 16
 
 static int write_map(keel_controller *ctl, keel_shard_map *next)
 {
     char epath[KEEL_ZK_PATH_MAX], mpath[KEEL_ZK_PATH_MAX];
-    keel_zk_op ops[2];
+    char ppath[MAX_PROOFS][KEEL_ZK_PATH_MAX];
+    keel_zk_op ops[2 + 2 * MAX_PROOFS];
+    size_t owners[MAX_PROOFS], nproofs, i;
     uint8_t *buf;
     size_t len;
     int rc;
@@ -884,6 +948,23 @@ static int write_map(keel_controller *ctl, keel_shard_map *next)
     if ((rc = keel_map_encode(next, &buf, &len)) != 0)
         return rc;
     memset(ops, 0, sizeof ops);
+    /* A promotion without the owner's release relies on the owner being
+     * gone. If it joined again meanwhile (a forgotten or dead node back
+     * while the write is on its way), it may already have read the map
+     * that still gives it the unit, and serve it next to the new owner.
+     * A create and a delete of its member znode in the same multi prove
+     * that it is not a member when the map changes; if it is, the write
+     * fails as a whole and the moves are decided again, with it live. */
+    nproofs = promoted_owners(ctl, owners, MAX_PROOFS);
+    for (i = 0; i < nproofs; i++) {
+        keel_layout_path(ctl->layout, ppath[i], "members",
+                         ctl->nodes[owners[i]].name, NULL);
+        ops[2 + 2 * i].type = KEEL_ZK_OP_CREATE;
+        ops[2 + 2 * i].path = ppath[i];
+        ops[3 + 2 * i].type = KEEL_ZK_OP_DELETE;
+        ops[3 + 2 * i].path = ppath[i];
+        ops[3 + 2 * i].version = KEEL_ZK_ANY_VERSION;
+    }
     ops[0].type = KEEL_ZK_OP_CHECK;
     ops[0].path = keel_layout_path(ctl->layout, epath, "controller_epoch",
                                    NULL, NULL);
@@ -893,7 +974,7 @@ static int write_map(keel_controller *ctl, keel_shard_map *next)
     ops[1].data = buf;
     ops[1].len = len;
     ops[1].version = ctl->map_version;
-    rc = keel_zk_multi(ctl->zk, ops, 2, map_written, ctl);
+    rc = keel_zk_multi(ctl->zk, ops, 2 + 2 * nproofs, map_written, ctl);
     free(buf);
     if (rc != 0)
         return rc;

@@ -74,6 +74,15 @@ int keel_handoff_resume(keel_handoff *h, uint32_t from, uint32_t to,
     return KEEL_HANDOFF_NONE;
 }
 
+int keel_handoff_adopt(keel_handoff *h, uint32_t from, uint32_t to,
+                       uint64_t epoch, int loss_ok, uint32_t grace_ms)
+{
+    setup(h, from, to, epoch, loss_ok, grace_ms);
+    h->flags |= KEEL_HANDOFF_F_RELEASED;
+    h->state = KEEL_HANDOFF_PRIMARY_PENDING;
+    return KEEL_HANDOFF_WRITE_PRIMARY;
+}
+
 int keel_handoff_retarget(keel_handoff *h, uint32_t to)
 {
     if (h->state == KEEL_HANDOFF_ABORTED || h->state == KEEL_HANDOFF_DONE ||
@@ -167,6 +176,14 @@ int keel_handoff_member(keel_handoff *h, uint32_t node, int present,
         /* A new incarnation of A: it holds nothing and will release on
          * its own, so the clock restarts if it goes again. */
         h->flags &= (uint8_t)~KEEL_HANDOFF_F_GONE;
+        if (h->state == KEEL_HANDOFF_PRIMARY_PENDING &&
+            !(h->flags & KEEL_HANDOFF_F_RELEASED)) {
+            /* Promoting without A, and A is back before the write went
+             * out (or after it failed): A would read a map that still
+             * gives it the unit. It releases instead. */
+            h->state = KEEL_HANDOFF_AWAIT_RELEASE;
+            return KEEL_HANDOFF_WRITE_TARGET;
+        }
     }
     if (h->state == KEEL_HANDOFF_AWAIT_RELEASE ||
         h->state == KEEL_HANDOFF_AWAIT_DEATH)

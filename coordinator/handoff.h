@@ -4,6 +4,7 @@
  * from ZooKeeper and performs the actions as map writes.
  *
  *   begin ──> TARGET_PENDING ──(target map written)──> AWAIT_RELEASE
+ *   adopt (A released to B with no move recorded) ──> PRIMARY_PENDING
  *   AWAIT_RELEASE ──(A's state: released at epoch e to B)──> PRIMARY_PENDING
  *   AWAIT_RELEASE ──(A's member znode gone, owner loss allowed)──> AWAIT_DEATH
  *   AWAIT_DEATH ──(grace elapsed: A's session certainly dead)──> PRIMARY_PENDING
@@ -76,6 +77,14 @@ int keel_handoff_resume(keel_handoff *h, uint32_t from, uint32_t to,
  * KEEL_HANDOFF_WRITE_TARGET, or KEEL_HANDOFF_NONE when A already released
  * to the old target (the data went there: the move must finish). */
 int keel_handoff_retarget(keel_handoff *h, uint32_t to);
+
+/* The owner `from` released the unit at `epoch` to `to` outside any
+ * move this machine records (the move was called off or pointed
+ * elsewhere after `to` had stored the unit, or its release reached a new
+ * controller that saw no target): the data is with `to` only, so the move
+ * finishes there. Returns KEEL_HANDOFF_WRITE_PRIMARY. */
+int keel_handoff_adopt(keel_handoff *h, uint32_t from, uint32_t to,
+                       uint64_t epoch, int loss_ok, uint32_t grace_ms);
 
 int keel_handoff_target_written(keel_handoff *h, int rc, uint64_t now);
 int keel_handoff_primary_written(keel_handoff *h, int rc);

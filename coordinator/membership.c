@@ -228,6 +228,45 @@ static void get_next(keel_membership *m);
 static void members_watch(keel_zk *zk, int event, const char *path,
                           void *arg);
 
+static long dwatched_find(const keel_membership *m, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < m->ndwatched; i++)
+        if (strcmp(m->dwatched[i], name) == 0)
+            return (long)i;
+    return -1;
+}
+
+/* Remembers that a data watch is armed on member `name`. Out of memory
+ * only means the next listing leaves another watch: no event is lost. */
+static void dwatched_add(keel_membership *m, const char *name)
+{
+    if (dwatched_find(m, name) >= 0)
+        return;
+    if (m->ndwatched == m->dwatched_cap) {
+        size_t cap = m->dwatched_cap ? m->dwatched_cap * 2 : 8;
+        char(*v)[KEEL_NAME_MAX + 1] = realloc(m->dwatched, cap * sizeof *v);
+        if (v == NULL)
+            return;
+        m->dwatched = v;
+        m->dwatched_cap = cap;
+    }
+    snprintf(m->dwatched[m->ndwatched++], sizeof m->dwatched[0], "%s", name);
+}
+
+static void dwatched_remove(keel_membership *m, const char *name)
+{
+    long i = dwatched_find(m, name);
+
+    if (i < 0)
+        return;
+    m->ndwatched--;
+    if ((size_t)i != m->ndwatched)
+        memcpy(m->dwatched[i], m->dwatched[m->ndwatched],
+               sizeof m->dwatched[0]);
+}
+
 static void member_read(keel_zk *zk, int rc, const void *data, size_t len,
                         const keel_zk_stat *st, void *arg)
 {
@@ -245,6 +284,8 @@ static void member_read(keel_zk *zk, int rc, const void *data, size_t len,
         return;
     }
     name = m->names[m->next];
+    if (rc == 0 && m->data_arming)
+        dwatched_add(m, name);
     if (rc == 0) {
         keel_member *b = &m->building[m->nbuilding];
         memset(b, 0, sizeof *b);
@@ -274,8 +315,11 @@ static void get_next(keel_membership *m)
         return;
     }
     keel_layout_path(m->layout, p, "members", m->names[m->next], NULL);
-    /* A data watch too: a member marked leaving changes the view. */
-    rc = keel_zk_get(m->zk, p, members_watch, m, member_read, m);
+    /* A data watch too (a member marked leaving changes the view), unless
+     * one is armed already. */
+    m->data_arming = dwatched_find(m, m->names[m->next]) < 0;
+    rc = keel_zk_get(m->zk, p, m->data_arming ? members_watch : NULL, m,
+                     member_read, m);
     if (rc != 0) {
         fail(m, rc);
         return;
@@ -286,11 +330,19 @@ static void get_next(keel_membership *m)
 static void members_watch(keel_zk *zk, int event, const char *path, void *arg)
 {
     keel_membership *m = arg;
+    char dir[KEEL_ZK_PATH_MAX];
+    size_t dlen;
     int rc;
 
     (void)zk;
     (void)event;
-    (void)path;
+    /* One-shot: the watch that fired is armed no more. */
+    keel_layout_path(m->layout, dir, "members", NULL, NULL);
+    dlen = strlen(dir);
+    if (strcmp(path, dir) == 0)
+        m->child_watched = 0;
+    else if (strncmp(path, dir, dlen) == 0 && path[dlen] == '/')
+        dwatched_remove(m, path + dlen + 1);
     if (!m->view_started)
         return;
     if (m->list_state != L_IDLE || m->list_stalled) {
@@ -317,6 +369,10 @@ static void children_read(keel_zk *zk, int rc, size_t count,
         fail(m, rc);
         return;
     }
+    /* Only a listing that left a watch arms one: a listing that left none
+     * may be answered after the armed watch fired. */
+    if (m->child_arming)
+        m->child_watched = 1;
     free_names(m);
     free_members(m->building, m->nbuilding);
     m->building = calloc(count ? count : 1, sizeof *m->building);
@@ -347,7 +403,9 @@ static int list_start(keel_membership *m)
     m->list_state = L_CHILDREN;
     m->list_dirty = 0;
     keel_layout_path(m->layout, p, "members", NULL, NULL);
-    rc = keel_zk_children(m->zk, p, members_watch, m, children_read, m);
+    m->child_arming = !m->child_watched;
+    rc = keel_zk_children(m->zk, p, m->child_arming ? members_watch : NULL,
+                          m, children_read, m);
     if (rc == 0)
         m->list_busy = 1;
     else
@@ -388,6 +446,9 @@ void keel_membership_reset(keel_membership *m)
     m->list_state = L_IDLE;
     m->list_busy = m->list_stalled = m->list_dirty = 0;
     m->view_started = 0;
+    /* The session's watches went with it. */
+    m->child_watched = 0;
+    m->ndwatched = 0;
     free_names(m);
     free_members(m->building, m->nbuilding);
     m->building = NULL;
@@ -414,6 +475,9 @@ void keel_membership_free(keel_membership *m)
     m->nview = 0;
     free(m->data);
     m->data = NULL;
+    free(m->dwatched);
+    m->dwatched = NULL;
+    m->dwatched_cap = 0;
 }
 
 const keel_member *keel_membership_find(const keel_membership *m,

@@ -58,6 +58,12 @@ struct keel_membership {
     size_t nnames, next;
     keel_member *building;
     size_t nbuilding;
+    /* Watches this session has armed, so that a listing leaves a watch
+     * only where none is armed: the client keeps one registry entry per
+     * watch left, and every listing would otherwise add one per member. */
+    int child_watched, child_arming, data_arming;
+    char (*dwatched)[KEEL_NAME_MAX + 1]; /* members with a data watch */
+    size_t ndwatched, dwatched_cap;
 };
 
 void keel_membership_init(keel_membership *m, keel_zk *zk,

@@ -1468,3 +1468,13 @@ int keel_zk_fake_num_children(keel_zk_fake *f, const char *path)
 {
     return node_find(f, path) != NULL ? count_children(f, path) : -1;
 }
+
+size_t keel_zk_fake_num_watches(keel_zk_fake *f)
+{
+    const fwatch *w;
+    size_t n = 0;
+
+    for (w = f->watches; w != NULL; w = w->next)
+        n++;
+    return n;
+}

@@ -102,5 +102,8 @@ int keel_zk_fake_mkdirs(keel_zk_fake *f, const char *path, const void *data,
                         size_t len);
 /* Number of children of path, or -1. */
 int keel_zk_fake_num_children(keel_zk_fake *f, const char *path);
+/* Watches armed on the server, over every client: a client that leaves
+ * a watch where one is armed already makes this grow. */
+size_t keel_zk_fake_num_watches(keel_zk_fake *f);
 
 #endif

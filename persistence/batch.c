@@ -209,6 +209,18 @@ void keel_batch_require_sync(keel_batch *b)
     b->sync = 1;
 }
 
+int keel_batch_handoff(keel_batch *b, uint64_t epoch, const char *to)
+{
+    size_t len;
+
+    if (b == NULL || b->ngroups == 0 || to == NULL || epoch == 0)
+        return KEEL_EINVAL;
+    len = strlen(to);
+    if (len == 0 || len > KEEL_HANDOFF_NAME_MAX)
+        return KEEL_EINVAL;
+    return batch_append(b, BATCH_OP_HANDOFF, to, len, epoch, NULL, 0);
+}
+
 /* Every group that is not refused raises its fence, so a group without
  * ops is exactly a fence raise: nothing to record beyond the group. */
 int keel_batch_fence_only(keel_batch *b)

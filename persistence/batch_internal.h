@@ -15,7 +15,10 @@ enum batch_op_kind {
     BATCH_OP_DEL_PREFIX = 3,
     /* key: the group's shard be16; version: the epoch below which the
      * unit's records go (0: all). See keel_batch_del_unit. */
-    BATCH_OP_DEL_UNIT = 4
+    BATCH_OP_DEL_UNIT = 4,
+    /* key: a recipient's name, version: the shard_epoch of the handover;
+     * written to the meta table under the group's unit */
+    BATCH_OP_HANDOFF = 5
 };
 
 /* One op in the arena: this header, then klen key bytes, then dlen data

@@ -291,6 +291,17 @@ static size_t fence_key(uint8_t *buf, const void *cap, size_t clen,
     return 1 + clen + 2;
 }
 
+/* Handover records live in the meta table under "handoff" and the unit's
+ * fence key, apart from the table's named settings. */
+#define HANDOFF_KEY_MAX (7 + KEEL_FENCE_KEY_MAX)
+
+static size_t handoff_key(uint8_t *buf, const void *cap, size_t clen,
+                          uint16_t shard)
+{
+    memcpy(buf, "handoff", 7);
+    return 7 + fence_key(buf + 7, cap, clen, shard);
+}
+
 static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -1448,6 +1459,41 @@ int keel_store_fence_get(keel_store_read *r, const char *cap, uint16_t shard,
     return 0;
 }
 
+int keel_store_handoff_get(keel_store_read *r, const char *cap,
+                           uint16_t shard, uint64_t *epoch, char *to,
+                           size_t to_cap)
+{
+    uint8_t kbuf[HANDOFF_KEY_MAX];
+    MDB_val k, v;
+    size_t clen;
+    int rc;
+
+    if (r == NULL || epoch == NULL || to == NULL || to_cap == 0)
+        return KEEL_EINVAL;
+    if (cap == NULL)
+        cap = "";
+    clen = strlen(cap);
+    if (clen > 255)
+        return KEEL_EINVAL;
+    k.mv_size = handoff_key(kbuf, cap, clen, shard);
+    k.mv_data = kbuf;
+    *epoch = 0;
+    to[0] = '\0';
+    rc = mdb_get(r->txn, r->store->meta, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return store_err(rc);
+    if (v.mv_size <= 8 || v.mv_size > 8 + KEEL_HANDOFF_NAME_MAX)
+        return KEEL_ECORRUPT;
+    if (v.mv_size - 8 >= to_cap)
+        return KEEL_ELIMIT;
+    *epoch = get_be64(v.mv_data);
+    memcpy(to, (const uint8_t *)v.mv_data + 8, v.mv_size - 8);
+    to[v.mv_size - 8] = '\0';
+    return 0;
+}
+
 /* ------------------------------------------------------------- commits */
 
 /* The helpers below return raw LMDB/errno codes: the commit converts once,
@@ -1768,6 +1814,28 @@ static int apply_del_unit(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+static int apply_handoff(keel_store *s, MDB_txn *txn, const uint8_t *cap,
+                         size_t clen, uint16_t shard,
+                         const struct batch_op *op)
+{
+    uint8_t kbuf[HANDOFF_KEY_MAX], vbuf[8 + KEEL_HANDOFF_NAME_MAX];
+    MDB_val k, v;
+    int rc;
+
+    if (op->klen == 0 || op->klen > KEEL_HANDOFF_NAME_MAX)
+        return MDB_CORRUPTED;
+    k.mv_size = handoff_key(kbuf, cap, clen, shard);
+    k.mv_data = kbuf;
+    put_be64(vbuf, op->version);
+    memcpy(vbuf + 8, batch_op_key(op), op->klen);
+    v.mv_size = 8 + op->klen;
+    v.mv_data = vbuf;
+    rc = mdb_put(txn, s->meta, &k, &v, 0);
+    if (rc == 0)
+        s->wrote = 1;
+    return rc;
+}
+
 /* Checks the group's fence in txn; refuses the group or raises the fence
  * and applies its ops. */
 static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
@@ -1828,7 +1896,11 @@ static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
     for (size_t off = g->ops_off; off < g->ops_end;) {
         const struct batch_op *op = batch_op_at(b, off);
 
-        rc = apply_op(s, txn, curp, b, g, op);
+        if (op->kind == BATCH_OP_HANDOFF)
+            rc = apply_handoff(s, txn, b->buf + g->cap_off, g->cap_len,
+                               g->shard, op);
+        else
+            rc = apply_op(s, txn, curp, b, g, op);
         if (rc != 0)
             return rc;
         off += batch_op_size(op);

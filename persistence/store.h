@@ -158,6 +158,13 @@ int keel_store_scan(keel_store_read *r, const void *prefix, size_t plen,
  * then nobody can tell which unit it belongs to. */
 int keel_store_unit_scan(keel_store_read *r, const char *cap, uint16_t shard,
                          keel_scan_fn fn, void *data);
+/* The last handover recorded for (cap, shard) by keel_batch_handoff: the
+ * shard_epoch it happened at (*epoch, 0 when none) and the recipient's
+ * name (copied into to, NUL-terminated; KEEL_ELIMIT when to_cap is too
+ * small). */
+int keel_store_handoff_get(keel_store_read *r, const char *cap,
+                           uint16_t shard, uint64_t *epoch, char *to,
+                           size_t to_cap);
 
 /* Highest shard_epoch recorded for (cap, shard); 0 when none. */
 int keel_store_fence_get(keel_store_read *r, const char *cap, uint16_t shard,
@@ -212,6 +219,13 @@ int keel_batch_fence_only(keel_batch *b);
  * fsync). For writes that others act upon, such as a unit received in a
  * handoff, after whose acknowledgement the sender deletes its copy. */
 void keel_batch_require_sync(keel_batch *b);
+/* Records, in the current group's transaction, that its unit was handed
+ * over at shard_epoch `epoch` to node `to` (1..KEEL_HANDOFF_NAME_MAX
+ * bytes), replacing an earlier record: the purge after a unit was
+ * streamed out writes it, so that a node restarting before it could
+ * report the handover still knows where the unit went. */
+#define KEEL_HANDOFF_NAME_MAX 255
+int keel_batch_handoff(keel_batch *b, uint64_t epoch, const char *to);
 
 /* Appends a copy of src's groups, in order, to dst (src is unchanged).
  * KEEL_ENOMEM leaves dst as it was. */

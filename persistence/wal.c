@@ -268,6 +268,15 @@ static int rec_to_batch(const uint8_t *p, uint64_t len, uint32_t ngroups,
                          ? keel_batch_del_unit(b, op.version)
                          : KEEL_EINVAL;
                 break;
+            case BATCH_OP_HANDOFF: {
+                char to[KEEL_HANDOFF_NAME_MAX + 1];
+                if (op.klen > KEEL_HANDOFF_NAME_MAX)
+                    return EILSEQ;
+                memcpy(to, key, op.klen);
+                to[op.klen] = '\0';
+                rc = keel_batch_handoff(b, op.version, to);
+                break;
+            }
             default:
                 return EILSEQ;
             }

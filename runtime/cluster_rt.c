@@ -37,39 +37,27 @@ static double leave_s(const keel_cluster_rt *rt)
 static void on_release(keel_cluster *c, const char *cap, uint32_t shard,
                        uint64_t epoch, const char *to, void *data)
 {
-    keel_cluster_rt *rt = data;
-    rt_rel *r = rt_rel_find(rt, cap, shard);
-
     (void)c;
-    keel_debug("release (%s, %u) at %llu to %s", cap, shard,
-               (unsigned long long)epoch, to);
-    if (r == NULL) {
-        r = calloc(1, sizeof *r);
-        if (r == NULL) {
-            keel_error("out of memory releasing (%s, %u)", cap, shard);
-            return;
-        }
-        snprintf(r->cap, sizeof r->cap, "%s", cap);
-        r->shard = shard;
-        r->stage = REL_DRAIN;
-        r->next = rt->rels;
-        rt->rels = r;
-    } else if (r->stage == REL_SENDING) {
-        r->redo = 1;
-    }
-    r->epoch = epoch;
-    snprintf(r->to, sizeof r->to, "%s", to);
-    rt->sweep = 1;
+    rt_release(data, cap, shard, epoch, to);
 }
 
 static void on_acquire(keel_cluster *c, const char *cap, uint32_t shard,
                        uint64_t epoch, void *data)
 {
     keel_cluster_rt *rt = data;
-    rt_job *j = calloc(1, sizeof *j);
+    char to[KEEL_HANDOFF_NAME_MAX + 1];
+    rt_job *j;
 
-    (void)c;
-    if (j == NULL) {
+    if (rt_handed_over(rt, cap, shard, epoch, to, sizeof to)) {
+        /* Streamed out and purged at this epoch before a restart, and the
+         * move was called off meanwhile: the unit is with `to`. */
+        keel_info("unit (%s, %u) was handed to %s at epoch %llu before a "
+                  "restart",
+                  cap, shard, to, (unsigned long long)epoch);
+        keel_cluster_released(c, cap, shard, epoch, to);
+        return;
+    }
+    if ((j = calloc(1, sizeof *j)) == NULL) {
         keel_error("out of memory acquiring (%s, %u)", cap, shard);
         return;
     }
@@ -237,7 +225,10 @@ static void leave_tick(keel_cluster_rt *rt)
     if (rt->leave != 1)
         return;
     keel_cluster_held(rt->c, &held, &movable);
-    if (movable == 0 && rt->rels == NULL) {
+    /* A unit stored here from a stream is on its way to being ours (the
+     * sender's release names this node): leaving before the map shows it
+     * would strand its only copy. */
+    if (movable == 0 && rt->rels == NULL && rt_receipts_pending(rt) == 0) {
         if (held > 0)
             keel_warn("cluster: leaving with %zu unit(s) no other member can "
                       "take; they stay unavailable until this node returns",
@@ -350,6 +341,8 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         rt->sweep = rt_sweep(rt) > 0;
     if (rt->acq != NULL)
         acquire_pending(rt);
+    if (rt->later != NULL)
+        rt_jobs_due(rt);
     if (rt->rels != NULL)
         rt_progress_rels(rt);
     if (rt->waiting != NULL)
@@ -414,6 +407,11 @@ static void rt_free(keel_cluster_rt *rt)
         rt->acq = j->next;
         rt_job_free(j);
     }
+    while ((j = rt->later) != NULL) {
+        rt->later = j->next;
+        rt_job_free(j);
+    }
+    rt_receipts_free(rt);
     for (i = 0; i < rt->ncaps; i++)
         free(rt->caps[i]);
     free(rt->caps);

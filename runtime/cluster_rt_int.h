@@ -84,8 +84,14 @@ typedef struct rt_job {
     size_t recs_len;
     uint64_t gen;        /* JOB_WIPE: the purge it belongs to */
     int wipe;            /* JOB_FENCE: delete the unit's older records */
+    char to[KEEL_NAME_MAX + 1]; /* JOB_PURGE: where the unit went */
+    ev_tstamp not_before;       /* in rt->later: when to queue it again */
 } rt_job;
 
+/* A release: REL_DRAIN until the unit's actors are gone (or between
+ * attempts), REL_SENDING while a stream is out, REL_PURGING once its
+ * recipient stored it. Until then the destination may change or the
+ * release be called off; from then on it finishes to `sent_to`. */
 enum { REL_DRAIN = 1, REL_SENDING, REL_PURGING };
 
 typedef struct rt_rel {
@@ -93,12 +99,27 @@ typedef struct rt_rel {
     char cap[256];
     uint32_t shard;
     uint64_t epoch;
-    char to[KEEL_NAME_MAX + 1];
+    char to[KEEL_NAME_MAX + 1];      /* where the map wants it now */
+    char sent_to[KEEL_NAME_MAX + 1]; /* the stream out, or the recipient */
     int stage;
-    int failed;   /* a frame of the current stream was refused */
-    int redo;     /* the target changed while streaming */
+    int failed;       /* REL_SENDING: a frame of the stream was refused;
+                       * REL_PURGING: the purge is with the writer */
+    int call_off;     /* the map called the move off (to is void) */
+    uint32_t gen;     /* the stream out: answers of older ones are stale */
+    int refused;      /* the last stream's refusal, for the retry pace */
+    ev_tstamp sent_at;
     ev_tstamp not_before;
 } rt_rel;
+
+/* A unit this node stored from a stream, until the applied map moves it
+ * past that epoch: the sender may not have heard the answer and send it
+ * again after the map stopped showing the move. */
+typedef struct rt_rcvd {
+    struct rt_rcvd *next;
+    char cap[256];
+    uint32_t shard;
+    uint64_t epoch;
+} rt_rcvd;
 
 /* An incoming unit stream being collected. */
 typedef struct rt_xin {
@@ -107,6 +128,7 @@ typedef struct rt_xin {
     uint32_t shard;
     uint64_t epoch;
     uint32_t next_seq;
+    int refused;        /* the stream was refused with this code */
     uint8_t *recs;
     size_t len, cap_bytes;
 } rt_xin;
@@ -131,6 +153,7 @@ struct keel_cluster_rt {
      * from an earlier ownership: acquired once the sweep has them gone. */
     rt_job *acq;
     rt_xin *xins;
+    rt_rcvd *rcvd;
     int sweep;
     /* The purge of a forgotten node's stale units (hook forgotten): its
      * number (a purge of an earlier session is not waited for), wipes
@@ -144,6 +167,7 @@ struct keel_cluster_rt {
     keel_batch *batch;
     rt_job *jobs, *jobs_tail; /* waiting for a batch */
     rt_job *inflight;         /* in the batch with the writer */
+    rt_job *later;            /* failed; queued again at not_before */
     int busy;
     pthread_mutex_t mu;
     int done;                 /* written by the writer thread under mu */
@@ -248,6 +272,10 @@ void rt_job_free(rt_job *j);
 int rt_job_build(keel_cluster_rt *rt, keel_batch *b, rt_job *j);
 /* Queues a job (taking it) and starts a batch if the writer is idle. */
 void rt_job_push(keel_cluster_rt *rt, rt_job *j);
+/* Queues j again after RETRY_S (taking it). */
+void rt_job_later(keel_cluster_rt *rt, rt_job *j);
+/* Queues the jobs of rt->later that are due. */
+void rt_jobs_due(keel_cluster_rt *rt);
 void rt_kick_writer(keel_cluster_rt *rt);
 /* Completes every job of the batch with the writer. reported: the writer
  * handed the batch back (it was not refused at the door). */
@@ -260,6 +288,21 @@ void rt_wake_cb(struct ev_loop *loop, ev_async *w, int revents);
 /* ------------------------------------------------------ unit_stream.c */
 
 rt_rel *rt_rel_find(keel_cluster_rt *rt, const char *cap, uint32_t shard);
+/* The release hook: starts a release, changes its destination, or (to
+ * NULL) calls it off, as far as no recipient has stored the unit. */
+void rt_release(keel_cluster_rt *rt, const char *cap, uint32_t shard,
+                uint64_t epoch, const char *to);
+/* Whether this node's store records that it handed the unit over at
+ * `epoch` (its purge did, before a restart): the recipient into to. */
+int rt_handed_over(keel_cluster_rt *rt, const char *cap, uint32_t shard,
+                   uint64_t epoch, char *to, size_t to_cap);
+/* Forgets the receipts the applied map has moved past; returns how many
+ * remain (a leaving node waits for them). */
+size_t rt_receipts_pending(keel_cluster_rt *rt);
+/* A stream of the unit at epoch was stored here. */
+void rt_receipt_add(keel_cluster_rt *rt, const char *cap, uint32_t shard,
+                    uint64_t epoch);
+void rt_receipts_free(keel_cluster_rt *rt);
 /* Starts or restarts the streams whose unit has no actor resident. */
 void rt_progress_rels(keel_cluster_rt *rt);
 /* The purge after a unit's stream is durable (status 0) or failed. */

@@ -139,7 +139,13 @@ int rt_job_build(keel_cluster_rt *rt, keel_batch *b, rt_job *j)
          * transaction, so it sees them. */
         return keel_batch_del_unit(b, j->epoch);
     case JOB_PURGE:
-        return keel_batch_del_unit(b, 0);
+        /* The unit went to j->to: its records go, and the store keeps
+         * where they went, in the same transaction (a node restarting
+         * before it published the release still knows). */
+        rc = keel_batch_del_unit(b, 0);
+        if (rc == 0)
+            rc = keel_batch_handoff(b, j->epoch - 1, j->to);
+        return rc;
     case JOB_XFER_IN:
         break;
     default:
@@ -172,10 +178,31 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
 
     switch (j->kind) {
     case JOB_FENCE:
+        if (status == KEEL_EFENCED) {
+            /* A higher epoch is recorded: the unit moved on past this one
+             * (the map will say so); retrying cannot succeed. */
+            keel_error("unit (%s, %u): shard epoch %llu refused by a newer "
+                       "fence",
+                       j->cap, j->shard, (unsigned long long)j->epoch);
+            break;
+        }
         if (status != 0) {
-            keel_error("unit (%s, %u): recording shard epoch %llu failed: %s",
+            rt_job *again;
+            keel_error("unit (%s, %u): recording shard epoch %llu failed: "
+                       "%s; retrying",
                        j->cap, j->shard, (unsigned long long)j->epoch,
                        keel_strerror(status));
+            /* Without the fence the unit is never served here: the
+             * write is retried for as long as the acquire is wanted. */
+            if (!keel_cluster_acquiring(rt->c, j->cap, j->shard, j->epoch))
+                break;
+            if ((again = calloc(1, sizeof *again)) == NULL)
+                break; /* the next map applied asks again */
+            again->kind = JOB_FENCE;
+            memcpy(again->cap, j->cap, sizeof again->cap);
+            again->shard = j->shard;
+            again->epoch = j->epoch;
+            rt_job_later(rt, again);
             break;
         }
         /* Actors of this unit still resident from an earlier ownership
@@ -212,6 +239,7 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
                        strlen(keel_strerror(status)));
         } else {
             STAT_ADD(n, handoff_bytes_in, j->recs_len);
+            rt_receipt_add(rt, j->cap, j->shard, j->epoch);
             rt_req_finish(n, j->req, 0, NULL, 0);
         }
         j->req = NULL;
@@ -226,6 +254,27 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
     case JOB_PURGE:
         rt_rel_purged(rt, j->cap, j->shard, status);
         break;
+    }
+}
+
+void rt_job_later(keel_cluster_rt *rt, rt_job *j)
+{
+    j->not_before = rt_now(rt) + RETRY_S;
+    j->next = rt->later;
+    rt->later = j;
+}
+
+void rt_jobs_due(keel_cluster_rt *rt)
+{
+    rt_job **pp = &rt->later, *j;
+
+    while ((j = *pp) != NULL) {
+        if (rt_now(rt) < j->not_before) {
+            pp = &j->next;
+            continue;
+        }
+        *pp = j->next;
+        rt_job_push(rt, j);
     }
 }
 

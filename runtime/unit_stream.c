@@ -25,6 +25,15 @@
 
 /* -------------------------------------------------- streaming a unit out */
 
+/* A stream whose answer has not come this long after it left, to a node
+ * that is no longer a member, is given up: that node's session expired,
+ * so it was fenced before it could read the frames, and refuses them
+ * (keel_cluster_may_receive) whenever it does. */
+#define STREAM_LOST_S 1.0
+/* A refusal because the receiver has not applied the map that moves the
+ * unit to it yet: it soon will. */
+#define NOT_YET_S 0.05
+
 rt_rel *rt_rel_find(keel_cluster_rt *rt, const char *cap, uint32_t shard)
 {
     rt_rel *r;
@@ -35,14 +44,88 @@ rt_rel *rt_rel_find(keel_cluster_rt *rt, const char *cap, uint32_t shard)
     return NULL;
 }
 
+static void rel_unlink(keel_cluster_rt *rt, rt_rel *r)
+{
+    rt_rel **pp;
+
+    for (pp = &rt->rels; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            return;
+        }
+}
+
+/* Nothing was handed over and the map no longer moves the unit: it is
+ * this node's again (the coordinator records its fence anew). */
+static void rel_keep(keel_cluster_rt *rt, rt_rel *r)
+{
+    int rc;
+
+    rel_unlink(rt, r);
+    rc = keel_cluster_kept(rt->c, r->cap, r->shard, r->epoch);
+    keel_info("unit (%s, %u): handoff at epoch %llu called off, kept%s",
+              r->cap, r->shard, (unsigned long long)r->epoch,
+              rc == 0 ? "" : " (the map moved on meanwhile)");
+    free(r);
+    rt->sweep = 1;
+}
+
+void rt_release(keel_cluster_rt *rt, const char *cap, uint32_t shard,
+                uint64_t epoch, const char *to)
+{
+    rt_rel *r = rt_rel_find(rt, cap, shard);
+
+    keel_debug("release (%s, %u) at %llu to %s", cap, shard,
+               (unsigned long long)epoch, to != NULL ? to : "(called off)");
+    if (r != NULL && r->stage == REL_PURGING)
+        return; /* stored by its recipient: finishes there */
+    if (to == NULL) {
+        if (r == NULL) {
+            /* Never started here (out of memory, or dropped): nothing
+             * left this node. */
+            if (keel_cluster_kept(rt->c, cap, shard, epoch) == 0)
+                rt->sweep = 1;
+            return;
+        }
+        if (r->stage == REL_DRAIN) {
+            rel_keep(rt, r);
+            return;
+        }
+        r->call_off = 1; /* decided by the stream's answer */
+        return;
+    }
+    if (r == NULL) {
+        r = calloc(1, sizeof *r);
+        if (r == NULL) {
+            keel_error("out of memory releasing (%s, %u)", cap, shard);
+            return;
+        }
+        snprintf(r->cap, sizeof r->cap, "%s", cap);
+        r->shard = shard;
+        r->stage = REL_DRAIN;
+        r->next = rt->rels;
+        rt->rels = r;
+    }
+    /* A stream out to another node goes on: if that node stores it, the
+     * release finishes there; if not, the next one goes to `to`. */
+    r->call_off = 0;
+    r->epoch = epoch;
+    snprintf(r->to, sizeof r->to, "%s", to);
+    if (r->stage == REL_DRAIN)
+        r->not_before = 0;
+    rt->sweep = 1;
+}
+
 static void xfer_out_cb(keel_node *n, int status, const uint8_t *body,
                         size_t len, void *arg);
 
 /* Callback arguments of the frames of one stream: the rel is looked up by
- * unit, since it may be gone when the answer comes. */
+ * unit, since it may be gone when the answer comes, and by generation,
+ * since another stream of the unit may be out by then. */
 typedef struct xfer_ref {
     char cap[256];
     uint32_t shard;
+    uint32_t gen;
     int last;
 } xfer_ref;
 
@@ -55,7 +138,7 @@ static int xfer_send(keel_cluster_rt *rt, rt_rel *r)
     uint32_t seq = 0;
     int rc;
 
-    if (keel_cluster_member_addr(rt->c, r->to, addr, sizeof addr) != 0)
+    if (keel_cluster_member_addr(rt->c, r->sent_to, addr, sizeof addr) != 0)
         return KEEL_EUNAVAIL;
     if (chunk > XFER_CHUNK)
         chunk = XFER_CHUNK;
@@ -93,6 +176,7 @@ static int xfer_send(keel_cluster_rt *rt, rt_rel *r)
         }
         snprintf(ref->cap, sizeof ref->cap, "%s", r->cap);
         ref->shard = r->shard;
+        ref->gen = r->gen;
         ref->last = last;
         body = keel__peer_frame(rt->peers, addr, KEEL_FRAME_XFER, 0,
                                 hdr + (end - off), xfer_out_cb, ref);
@@ -118,83 +202,100 @@ static int xfer_send(keel_cluster_rt *rt, rt_rel *r)
     return rc;
 }
 
+/* The stream out did not end stored (refused, connection failed, given
+ * up): this node still holds the unit. A call-off is honoured now, else
+ * the next stream goes to where the map wants the unit by then. A
+ * recipient that may have stored it without its answer reaching here
+ * keeps a copy it never serves: it becomes the unit's owner only through
+ * a later stream, which replaces it, or a release naming it, which only
+ * follows its answer. */
+static void rel_unsent(keel_cluster_rt *rt, rt_rel *r, ev_tstamp pause)
+{
+    r->gen++; /* late answers of that stream are stale */
+    r->failed = 0;
+    if (r->call_off) {
+        rel_keep(rt, r);
+        return;
+    }
+    r->stage = REL_DRAIN;
+    r->not_before = rt_now(rt) + pause;
+}
+
+static void rel_purge(keel_cluster_rt *rt, rt_rel *r)
+{
+    rt_job *j = calloc(1, sizeof *j);
+
+    if (j == NULL) {
+        keel_error("unit (%s, %u): out of memory purging; retrying", r->cap,
+                   r->shard);
+        r->not_before = rt_now(rt) + RETRY_S;
+        return; /* rt_progress_rels queues it */
+    }
+    /* The purge raises the fence one past the epoch of the release, so
+     * this node's stragglers at that epoch are refused, and records where
+     * the unit went in the same transaction: after a restart the store
+     * says the unit was handed over, and to whom (rt_handed_over). The
+     * new owner's epoch is that one, so records it streams here later
+     * pass. */
+    j->kind = JOB_PURGE;
+    snprintf(j->cap, sizeof j->cap, "%s", r->cap);
+    j->shard = r->shard;
+    j->epoch = r->epoch + 1;
+    snprintf(j->to, sizeof j->to, "%s", r->sent_to);
+    r->not_before = 0;
+    r->failed = 1; /* with the writer */
+    rt_job_push(rt, j);
+}
+
 static void xfer_out_cb(keel_node *n, int status, const uint8_t *body,
                         size_t len, void *arg)
 {
     keel_cluster_rt *rt = n->cluster;
     xfer_ref *ref = arg;
-    rt_rel *r = rt_rel_find(rt, ref->cap, ref->shard);
+    rt_rel *r = rt != NULL ? rt_rel_find(rt, ref->cap, ref->shard) : NULL;
 
-    if (r != NULL && r->stage == REL_SENDING) {
+    if (r != NULL && r->stage == REL_SENDING && r->gen == ref->gen) {
         if (status != 0) {
             if (status == KEEL_PEER_UNSENT)
                 keel_warn("unit (%s, %u): %s is unreachable", r->cap,
-                          r->shard, r->to);
-            else
+                          r->shard, r->sent_to);
+            else if (status != KEEL_ENOTTARGET && !r->failed)
                 keel_warn("unit (%s, %u): streaming to %s failed: %.*s",
-                          r->cap, r->shard, r->to, (int)len,
+                          r->cap, r->shard, r->sent_to, (int)len,
                           (const char *)body);
+            if (!r->failed)
+                r->refused = status;
             r->failed = 1;
         }
         if (ref->last) {
-            if (r->failed || r->redo || !rt->started) {
-                r->stage = REL_DRAIN;
-                r->not_before = rt_now(rt) + (r->redo ? 0 : RETRY_S);
-                r->failed = r->redo = 0;
+            if (!r->failed && rt->started) {
+                /* Stored there: whatever the map says by now, the unit
+                 * goes where its data is. */
+                r->stage = REL_PURGING;
+                r->failed = 0;
+                rel_purge(rt, r);
             } else {
-                rt_job *j = calloc(1, sizeof *j);
-                if (j == NULL) {
-                    r->stage = REL_DRAIN;
-                    r->not_before = rt_now(rt) + RETRY_S;
-                } else {
-                    /* The purge raises the fence one past the epoch
-                     * of the release: this node's stragglers at that
-                     * epoch are refused, and after a restart the fence
-                     * says the unit was handed off already
-                     * (handed_off_before). The new owner's epoch is
-                     * that one, so records it streams here later pass. */
-                    r->stage = REL_PURGING;
-                    j->kind = JOB_PURGE;
-                    snprintf(j->cap, sizeof j->cap, "%s", r->cap);
-                    j->shard = r->shard;
-                    j->epoch = r->epoch + 1;
-                    rt_job_push(rt, j);
-                }
+                rel_unsent(rt, r,
+                           r->refused == KEEL_ENOTTARGET ? NOT_YET_S
+                                                         : RETRY_S);
             }
         }
     }
     free(ref);
 }
 
-static void rel_unlink(keel_cluster_rt *rt, rt_rel *r)
-{
-    rt_rel **pp;
-
-    for (pp = &rt->rels; *pp != NULL; pp = &(*pp)->next)
-        if (*pp == r) {
-            *pp = r->next;
-            return;
-        }
-}
-
-/* Whether this node handed the unit off at r->epoch already: its purge
- * left the unit's fence at r->epoch + 1 (see JOB_PURGE). That happens
- * when the node restarted after its purge and before the release reached
- * the controller: the unit's records are with r->to, and streaming this
- * node's (none) would replace them. Any other fence means the records
- * here are the unit's: they are sent. */
-static int handed_off_before(keel_cluster_rt *rt, rt_rel *r)
+int rt_handed_over(keel_cluster_rt *rt, const char *cap, uint32_t shard,
+                   uint64_t epoch, char *to, size_t to_cap)
 {
     keel_store_read *rd;
-    uint64_t fence = 0;
+    uint64_t at = 0;
     int rc;
 
-    rc = keel_store_read_begin(rt->n->store, &rd);
-    if (rc != 0)
+    if (keel_store_read_begin(rt->n->store, &rd) != 0)
         return 0;
-    rc = keel_store_fence_get(rd, r->cap, (uint16_t)r->shard, &fence);
+    rc = keel_store_handoff_get(rd, cap, (uint16_t)shard, &at, to, to_cap);
     keel_store_read_end(rd);
-    return rc == 0 && fence > r->epoch;
+    return rc == 0 && at == epoch && to[0] != '\0';
 }
 
 void rt_progress_rels(keel_cluster_rt *rt)
@@ -203,42 +304,68 @@ void rt_progress_rels(keel_cluster_rt *rt)
 
     for (r = rt->rels; r != NULL;) {
         rt_rel *next = r->next;
+        char to[KEEL_HANDOFF_NAME_MAX + 1];
         int rc;
-        if (r->stage != REL_DRAIN || rt_now(rt) < r->not_before ||
+        if (r->stage == REL_SENDING) {
+            /* The answer may never come (the recipient stopped): once it
+             * is not a member any more, it cannot store what it reads. */
+            if (rt_now(rt) - r->sent_at >= STREAM_LOST_S &&
+                keel_cluster_member_addr(rt->c, r->sent_to, NULL, 0) != 0) {
+                keel_warn("unit (%s, %u): %s left before answering the "
+                          "stream",
+                          r->cap, r->shard, r->sent_to);
+                rel_unsent(rt, r, 0);
+            }
+            r = next;
+            continue;
+        }
+        if (r->stage == REL_PURGING) {
+            if (!r->failed && rt_now(rt) >= r->not_before)
+                rel_purge(rt, r);
+            r = next;
+            continue;
+        }
+        if (rt_now(rt) < r->not_before ||
             rt_unit_resident(rt, r->cap, r->shard)) {
             r = next;
             continue;
         }
-        if (handed_off_before(rt, r)) {
+        if (rt_handed_over(rt, r->cap, r->shard, r->epoch, to, sizeof to)) {
+            /* Purged before a restart, not yet published: the unit is
+             * with that node, and streaming this node's (nothing) would
+             * replace it. */
             rel_unlink(rt, r);
-            rc = keel_cluster_released(rt->c, r->cap, r->shard, r->epoch);
+            rc = keel_cluster_released(rt->c, r->cap, r->shard, r->epoch, to);
             STAT_ADD(rt->n, units_handed_off, 1);
             keel_info("unit (%s, %u) was handed to %s at epoch %llu before "
                       "a restart%s",
-                      r->cap, r->shard, r->to, (unsigned long long)r->epoch,
+                      r->cap, r->shard, to, (unsigned long long)r->epoch,
                       rc == 0 ? "" : " (the map moved on meanwhile)");
             free(r);
             r = next;
             continue;
         }
         r->stage = REL_SENDING;
-        r->failed = r->redo = 0;
+        r->failed = 0;
+        r->refused = 0;
+        r->gen++;
+        r->sent_at = rt_now(rt);
+        snprintf(r->sent_to, sizeof r->sent_to, "%s", r->to);
         rc = xfer_send(rt, r);
         if (rc != 0) {
             /* Frames already queued fail or finish; the last one's answer
              * decides. When none was queued, retry later. */
             r->failed = 1;
-            if (rc == KEEL_EUNAVAIL || rc == KEEL_ENOMEM) {
-                r->stage = REL_DRAIN;
-                r->not_before = rt_now(rt) + RETRY_S;
-            }
+            if (rc == KEEL_EUNAVAIL || rc == KEEL_ENOMEM)
+                rel_unsent(rt, r, RETRY_S);
         }
         r = next;
     }
 }
 
 /* The purge that follows a unit's stream is durable (status 0) or failed:
- * publish the release, or stream again after a pause. */
+ * publish the release, or purge again after a pause (the recipient has
+ * the unit: it is not streamed again). */
 void rt_rel_purged(keel_cluster_rt *rt, const char *cap, uint32_t shard,
                    int status)
 {
@@ -252,15 +379,19 @@ void rt_rel_purged(keel_cluster_rt *rt, const char *cap, uint32_t shard,
     if (r == NULL || r->stage != REL_PURGING)
         return;
     if (status != 0) {
-        r->stage = REL_DRAIN;
+        keel_error("unit (%s, %u): purge after the handoff to %s failed: "
+                   "%s; retrying",
+                   r->cap, r->shard, r->sent_to, keel_strerror(status));
+        r->failed = 0;
         r->not_before = rt_now(rt) + RETRY_S;
         return;
     }
     *pp = r->next;
-    rc = keel_cluster_released(rt->c, r->cap, r->shard, r->epoch);
+    rc = keel_cluster_released(rt->c, r->cap, r->shard, r->epoch,
+                               r->sent_to);
     STAT_ADD(n, units_handed_off, 1);
     keel_info("unit (%s, %u) handed to %s at epoch %llu%s", r->cap,
-              r->shard, r->to, (unsigned long long)r->epoch,
+              r->shard, r->sent_to, (unsigned long long)r->epoch,
               rc == 0 ? "" : " (the map moved on meanwhile)");
     free(r);
 }
@@ -271,7 +402,7 @@ void rt_drop_rel(keel_cluster_rt *rt, const char *cap, uint32_t shard)
 
     for (pp = &rt->rels; (r = *pp) != NULL;) {
         if (cap == NULL || (r->shard == shard && strcmp(r->cap, cap) == 0)) {
-            if (r->stage == REL_PURGING) {
+            if (r->stage == REL_PURGING && r->failed) {
                 pp = &r->next; /* its job finds it and lets it go */
                 continue;
             }
@@ -280,6 +411,67 @@ void rt_drop_rel(keel_cluster_rt *rt, const char *cap, uint32_t shard)
         } else {
             pp = &r->next;
         }
+    }
+}
+
+/* ---------------------------------------------------------- receipts */
+
+static rt_rcvd *rcvd_find(keel_cluster_rt *rt, const char *cap,
+                          uint32_t shard, uint64_t epoch)
+{
+    rt_rcvd *x;
+
+    for (x = rt->rcvd; x != NULL; x = x->next)
+        if (x->shard == shard && x->epoch == epoch && strcmp(x->cap, cap) == 0)
+            return x;
+    return NULL;
+}
+
+/* Out of memory loses only the leniency towards a repeated stream: the
+ * sender then keeps the unit instead. */
+void rt_receipt_add(keel_cluster_rt *rt, const char *cap, uint32_t shard,
+                     uint64_t epoch)
+{
+    rt_rcvd *x;
+
+    if (rcvd_find(rt, cap, shard, epoch) != NULL)
+        return;
+    if ((x = calloc(1, sizeof *x)) == NULL)
+        return;
+    snprintf(x->cap, sizeof x->cap, "%s", cap);
+    x->shard = shard;
+    x->epoch = epoch;
+    x->next = rt->rcvd;
+    rt->rcvd = x;
+}
+
+size_t rt_receipts_pending(keel_cluster_rt *rt)
+{
+    const keel_shard_map *m = keel_cluster_map(rt->c);
+    rt_rcvd **pp = &rt->rcvd, *x;
+    size_t n = 0;
+
+    while ((x = *pp) != NULL) {
+        int ci = m != NULL ? keel_map_cap_index(m, x->cap) : -1;
+        if (ci >= 0 && x->shard < m->shard_count &&
+            keel_map_unit_at(m, (uint32_t)ci, x->shard)->shard_epoch >
+                x->epoch) {
+            *pp = x->next; /* settled: someone owns it past that epoch */
+            free(x);
+            continue;
+        }
+        n++;
+        pp = &x->next;
+    }
+    return n;
+}
+
+void rt_receipts_free(keel_cluster_rt *rt)
+{
+    while (rt->rcvd != NULL) {
+        rt_rcvd *x = rt->rcvd;
+        rt->rcvd = x->next;
+        free(x);
     }
 }
 
@@ -328,9 +520,36 @@ int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
         x->len = 0;
         x->next_seq = 0;
         x->epoch = epoch;
+        x->refused = 0;
     }
     if (x == NULL || seq != x->next_seq || epoch != x->epoch)
         return KEEL_EPROTO;
+    if (!x->refused && (seq == 0 || last)) {
+        /* Stored only if the applied map moves the unit here at that
+         * epoch (checked again on the last frame: the map may have
+         * changed since the first), or it was stored here already at that
+         * epoch and the sender did not hear the answer. A sender whose map
+         * is newer than ours gets KEEL_ENOTTARGET and tries again soon:
+         * accepting ahead of the map could store a move the controller
+         * has called off meanwhile. */
+        int rc = keel_cluster_may_receive(rt->c, cap, shard, epoch);
+        if (rc != 0 && rcvd_find(rt, cap, shard, epoch) == NULL) {
+            x->refused = rc;
+            x->len = 0;
+        }
+    }
+    if (x->refused) {
+        /* The rest of a refused stream gets the same answer (not a
+         * sequence error, which would close the connection). */
+        int rc = x->refused;
+        x->next_seq++;
+        if (last) {
+            *pp = x->next;
+            free(x->recs);
+            free(x);
+        }
+        return rc;
+    }
     {
         /* Validate the records now, so that a bad stream is refused
          * before anything is written. */

@@ -26,6 +26,8 @@ typedef struct rel {
     char cap[KEEL_NAME_MAX + 1];
     uint32_t shard;
     uint64_t epoch;
+    char to[KEEL_NAME_MAX + 1]; /* the destination last given */
+    int stored;                 /* `to` stored the stream: no way back */
 } rel;
 
 typedef struct tnode {
@@ -33,6 +35,7 @@ typedef struct tnode {
     char name[16];
     int fenced_calls, last_fenced, expired_calls;
     int delay_release;
+    int release_calls, drop_calls;
     rel pending[1024 * 4];
     size_t npending;
 } tnode;
@@ -40,17 +43,88 @@ typedef struct tnode {
 static keel_zk_fake *F;
 static tnode N[6];
 
+/* A model of where each unit's data is (default capability), for the
+ * tests of moves that change course: a completed release moves it to its
+ * recipient, and an acquire (hook mode 2) must find it on the acquiring
+ * node. A node's "store" survives its restarts: what it handed over,
+ * recorded with the purge, and the fence that purge raised. */
+static int track_data;
+static char holder[SHARDS][16];
+static struct {
+    uint64_t epoch; /* 0: nothing handed over */
+    char to[16];
+} handed[6][SHARDS];
+static int data_errors;
+
+static int node_index(const char *name)
+{
+    return name[0] == 'n' && strlen(name) == 6 ? name[5] - 'a' : -1;
+}
+
+/* The runtime's end of a release: the recipient stored the unit, this
+ * node purged it (recording where it went), and reports it. */
+static int finish_release(tnode *n, const char *cap, uint32_t shard,
+                          uint64_t epoch, const char *to)
+{
+    int rc = keel_cluster_released(n->c, cap, shard, epoch, to);
+
+    if (track_data && cap[0] == '\0' && shard < SHARDS) {
+        handed[n - N][shard].epoch = epoch;
+        snprintf(handed[n - N][shard].to, sizeof handed[0][0].to, "%s", to);
+        if (strcmp(holder[shard], n->name) != 0)
+            data_errors++; /* streamed what it did not have */
+        snprintf(holder[shard], sizeof holder[0], "%s", to);
+    }
+    return rc;
+}
+
+static rel *pending_find(tnode *n, const char *cap, uint32_t shard)
+{
+    size_t i;
+
+    for (i = 0; i < n->npending; i++)
+        if (n->pending[i].shard == shard && strcmp(n->pending[i].cap, cap) == 0)
+            return &n->pending[i];
+    return NULL;
+}
+
+/* The runtime's side, as far as the coordinator sees it: a delayed
+ * release has not streamed yet, so it follows a new destination, and a
+ * call-off keeps the unit. */
 static void on_release(keel_cluster *c, const char *cap, uint32_t shard,
                        uint64_t epoch, const char *to, void *data)
 {
     tnode *n = data;
+    rel *p = pending_find(n, cap, shard);
 
-    (void)to;
+    n->release_calls++;
+    if (p != NULL) {
+        ck_assert_uint_eq(p->epoch, epoch);
+        if (p->stored)
+            return; /* finishes to where the data went */
+        if (to != NULL) {
+            snprintf(p->to, sizeof p->to, "%s", to);
+            return;
+        }
+        *p = n->pending[--n->npending];
+        ck_assert_int_eq(keel_cluster_kept(c, cap, shard, epoch), 0);
+        return;
+    }
+    ck_assert_ptr_nonnull(to);
+    if (track_data && cap[0] == '\0' && shard < SHARDS &&
+        handed[n - N][shard].epoch == epoch) {
+        /* purged before a restart: report where it went */
+        ck_assert_int_eq(keel_cluster_released(c, cap, shard, epoch,
+                                               handed[n - N][shard].to),
+                         0);
+        return;
+    }
     if (!n->delay_release) {
-        ck_assert_int_eq(keel_cluster_released(c, cap, shard, epoch), 0);
+        ck_assert_int_eq(finish_release(n, cap, shard, epoch, to), 0);
         return;
     }
     ck_assert_uint_lt(n->npending, 1024 * 4);
+    snprintf(n->pending[n->npending].to, sizeof n->pending[0].to, "%s", to);
     snprintf(n->pending[n->npending].cap, sizeof n->pending[0].cap, "%s", cap);
     n->pending[n->npending].shard = shard;
     n->pending[n->npending].epoch = epoch;
@@ -60,11 +134,32 @@ static void on_release(keel_cluster *c, const char *cap, uint32_t shard,
 static rel acquires[SHARDS];
 static size_t nacquires;
 
+static int auto_acquire;
+
 static void on_acquire(keel_cluster *c, const char *cap, uint32_t shard,
                        uint64_t epoch, void *data)
 {
-    (void)c;
-    (void)data;
+    tnode *n = data;
+
+    if (auto_acquire) {
+        int i = (int)(n - N);
+        ck_assert(cap[0] == '\0' && shard < SHARDS);
+        if (handed[i][shard].epoch == epoch) {
+            /* handed over before a restart (the store says so) */
+            ck_assert_int_eq(keel_cluster_released(c, cap, shard, epoch,
+                                                   handed[i][shard].to),
+                             0);
+            return;
+        }
+        if (handed[i][shard].epoch >= epoch)
+            return; /* the purge's fence refuses this epoch: stuck */
+        if (holder[shard][0] == '\0')
+            snprintf(holder[shard], sizeof holder[0], "%s", n->name);
+        else if (strcmp(holder[shard], n->name) != 0)
+            data_errors++; /* serving a unit whose data is elsewhere */
+        ck_assert_int_eq(keel_cluster_acquired(c, cap, shard, epoch), 0);
+        return;
+    }
     ck_assert_uint_lt(nacquires, SHARDS);
     snprintf(acquires[nacquires].cap, sizeof acquires[0].cap, "%s", cap);
     acquires[nacquires].shard = shard;
@@ -88,6 +183,17 @@ static void on_expired(keel_cluster *c, void *data)
     (void)c;
     n->expired_calls++;
     n->npending = 0; /* everything was dropped */
+}
+
+static void on_drop(keel_cluster *c, const char *cap, uint32_t shard,
+                    void *data)
+{
+    tnode *n = data;
+
+    (void)c;
+    (void)cap;
+    (void)shard;
+    n->drop_calls++;
 }
 
 static int forgotten_calls[6];
@@ -136,6 +242,7 @@ static tnode *mk(int i, const mkopt *mo)
     o.hooks.fenced = on_fenced;
     o.hooks.expired = on_expired;
     o.hooks.forgotten = on_forgotten;
+    o.hooks.drop = on_drop;
     if (mo && mo->acquire_hook)
         o.hooks.acquire = on_acquire;
     o.store_id = mo ? mo->store : NULL;
@@ -179,6 +286,9 @@ static void setup(void)
     F = keel_zk_fake_create();
     memset(N, 0, sizeof N);
     memset(forgotten_calls, 0, sizeof forgotten_calls);
+    track_data = auto_acquire = data_errors = 0;
+    memset(holder, 0, sizeof holder);
+    memset(handed, 0, sizeof handed);
 }
 
 static void teardown(void)
@@ -1219,7 +1329,7 @@ static void complete_releases(tnode *n)
     n->npending = 0;
     for (i = 0; i < k; i++)
         keel_cluster_released(n->c, n->pending[i].cap, n->pending[i].shard,
-                              n->pending[i].epoch);
+                              n->pending[i].epoch, n->pending[i].to);
 }
 
 START_TEST(test_deposed_mid_move)
@@ -1506,6 +1616,390 @@ START_TEST(test_state_watch_rearmed)
 }
 END_TEST
 
+/* ------------------------------------------ moves that change course */
+
+static const mkopt TRACK = {0, 0, 0, NULL, 0, 1, 0, NULL};
+
+/* node-a, node-b and node-c serve everything; node-d joins while they
+ * hold their releases back: the moves to node-d wait for them. */
+static void moves_to_d(void)
+{
+    int i;
+
+    track_data = auto_acquire = 1;
+    start3(&TRACK);
+    for (i = 0; i < 3; i++)
+        N[i].delay_release = 1;
+    mk(3, &TRACK);
+    settle();
+    ck_assert_uint_gt(N[0].npending, 0);
+    ck_assert_uint_gt(N[0].npending + N[1].npending + N[2].npending, 3);
+}
+
+/* Every unit has no target and its data on its primary; a live primary
+ * is the one node that serves it, a dead one's unit is served by none. */
+static void check_data(void)
+{
+    keel_shard_map m = zk_map();
+    uint32_t s;
+    int k;
+
+    ck_assert_int_eq(data_errors, 0);
+    for (s = 0; s < SHARDS; s++) {
+        const char *p = keel_map_primary(&m, 0, s);
+        int local = 0, pi = node_index(p);
+        ck_assert_uint_eq(keel_map_unit_at(&m, 0, s)->target,
+                          KEEL_MAP_NO_NODE);
+        ck_assert_str_eq(holder[s], p);
+        for (k = 0; k < 6; k++) {
+            keel_placement pl;
+            if (N[k].c == NULL)
+                continue;
+            keel_cluster_placement(N[k].c, "", s, &pl);
+            if (pl.state == KEEL_PLACEMENT_LOCAL) {
+                local++;
+                ck_assert_str_eq(N[k].name, p);
+            }
+        }
+        ck_assert_int_eq(local, pi >= 0 && N[pi].c != NULL ? 1 : 0);
+    }
+    keel_map_free(&m);
+}
+
+static rel take_pending(tnode *n, size_t i)
+{
+    rel r = n->pending[i];
+
+    n->pending[i] = n->pending[--n->npending];
+    return r;
+}
+
+static void complete_all(void)
+{
+    int i;
+
+    for (i = 0; i < 6; i++) {
+        if (N[i].c == NULL)
+            continue;
+        N[i].delay_release = 0;
+        while (N[i].npending > 0) {
+            rel r = take_pending(&N[i], 0);
+            finish_release(&N[i], r.cap, r.shard, r.epoch, r.to);
+        }
+    }
+    settle();
+}
+
+/* A move A -> D is called off (D drained) after A saw the target. Moves
+ * whose stream had not started are dropped: the unit stays with its owner
+ * at its epoch. One whose stream D had stored finishes to D: A publishes
+ * the release to D, the controller writes D primary at epoch + 1 though
+ * the map no longer shows the move, and D (leaving) hands it on. Nothing
+ * is ever served where its data is not. */
+START_TEST(test_cancel_after_stream)
+{
+    keel_shard_map m;
+    rel st;
+    size_t before1, before2;
+
+    moves_to_d();
+    N[0].pending[0].stored = 1;
+    st = N[0].pending[0];
+    ck_assert_str_eq(st.to, "node-d");
+    before1 = N[1].npending;
+    before2 = N[2].npending;
+    ck_assert_int_eq(keel_cluster_drain(N[1].c, "node-d"), 0);
+    settle();
+    /* called off: every release that had not streamed is kept */
+    ck_assert_uint_eq(N[0].npending, 1);
+    ck_assert_uint_eq(N[1].npending, 0);
+    ck_assert_uint_eq(N[2].npending, 0);
+    ck_assert_uint_gt(N[1].release_calls, before1); /* told, not ignored */
+    (void)before2;
+    m = zk_map();
+    ck_assert_uint_eq(keel_map_unit_at(&m, 0, st.shard)->target,
+                      KEEL_MAP_NO_NODE);
+    ck_assert_str_eq(keel_map_primary(&m, 0, st.shard), "node-a");
+    keel_map_free(&m);
+    /* node-d had stored it: the release ends there */
+    complete_all();
+    m = zk_map();
+    ck_assert_str_eq(keel_map_primary(&m, 0, st.shard), "node-a");
+    ck_assert_uint_eq(keel_map_unit_at(&m, 0, st.shard)->shard_epoch,
+                      st.epoch + 2); /* via node-d at epoch + 1 */
+    keel_map_free(&m);
+    check_data();
+    check_converged(abc, 3);
+}
+END_TEST
+
+/* Moves A -> D are pointed elsewhere (E joined, then D is drained) while
+ * A releases. Releases not streamed yet follow the new target; one D had
+ * stored finishes at D, and D hands it on. */
+START_TEST(test_retarget_during_release)
+{
+    const char *abce[] = {"node-a", "node-b", "node-c", "node-e"};
+    keel_shard_map m;
+    size_t i, redirected = 0;
+    int k;
+
+    moves_to_d();
+    N[0].pending[0].stored = 1;
+    mk(4, &TRACK);
+    settle();
+    ck_assert_int_eq(keel_cluster_drain(N[1].c, "node-d"), 0);
+    settle();
+    m = zk_map();
+    for (k = 0; k < 3; k++)
+        for (i = 0; i < N[k].npending; i++) {
+            const rel *p = &N[k].pending[i];
+            const keel_map_unit *u = keel_map_unit_at(&m, 0, p->shard);
+            if (p->stored) {
+                ck_assert_str_eq(p->to, "node-d");
+                continue;
+            }
+            /* the hook was told: it streams where the map says now */
+            ck_assert_uint_ne(u->target, KEEL_MAP_NO_NODE);
+            ck_assert_str_eq(p->to, m.nodes[u->target]);
+            ck_assert_str_ne(p->to, "node-d");
+            redirected++;
+        }
+    keel_map_free(&m);
+    ck_assert_uint_gt(redirected, 0);
+    complete_all();
+    check_data();
+    check_converged(abce, 4);
+}
+END_TEST
+
+/* D dies while A streams to it. Releases D never stored are called off
+ * and kept; one D had stored is D's: it waits for D like a dead owner's
+ * unit, and D, back on its data, serves it. */
+START_TEST(test_target_dies_mid_stream)
+{
+    const char *abcd[] = {"node-a", "node-b", "node-c", "node-d"};
+    keel_shard_map m;
+    keel_placement pl;
+    rel st;
+    int k;
+
+    moves_to_d();
+    N[0].pending[0].stored = 1;
+    st = N[0].pending[0];
+    kill_node(3);
+    settle();
+    ck_assert_uint_eq(N[0].npending, 1);
+    ck_assert_uint_eq(N[1].npending, 0);
+    ck_assert_uint_eq(N[2].npending, 0);
+    st = take_pending(&N[0], 0);
+    ck_assert_int_eq(finish_release(&N[0], st.cap, st.shard, st.epoch, st.to),
+                     0);
+    settle();
+    advance(TIMEOUT * 4);
+    m = zk_map();
+    ck_assert_str_eq(keel_map_primary(&m, 0, st.shard), "node-d");
+    ck_assert_uint_eq(keel_map_unit_at(&m, 0, st.shard)->shard_epoch,
+                      st.epoch + 1);
+    keel_map_free(&m);
+    for (k = 0; k < 3; k++) {
+        keel_cluster_placement(N[k].c, "", st.shard, &pl);
+        ck_assert_int_eq(pl.state, KEEL_PLACEMENT_UNAVAILABLE);
+    }
+    check_data();
+    mk(3, &TRACK);
+    settle();
+    complete_all();
+    check_data();
+    check_converged(abcd, 4);
+}
+END_TEST
+
+/* A purges a unit streamed to D and restarts before it published the
+ * release; meanwhile D is drained and the controller points the move at
+ * another node. A, back, reports the release to D (its store recorded the
+ * recipient with the purge), not to the new target, which has nothing. */
+START_TEST(test_restart_between_purge_and_publication)
+{
+    keel_shard_map m;
+    const keel_map_unit *u;
+    rel st;
+
+    moves_to_d();
+    st = take_pending(&N[0], 0);
+    handed[0][st.shard].epoch = st.epoch; /* the purge, then a crash */
+    snprintf(handed[0][st.shard].to, sizeof handed[0][0].to, "node-d");
+    snprintf(holder[st.shard], sizeof holder[0], "node-d");
+    kill_node(0);
+    settle();
+    ck_assert_int_eq(keel_cluster_drain(N[1].c, "node-d"), 0);
+    settle();
+    m = zk_map();
+    u = keel_map_unit_at(&m, 0, st.shard);
+    ck_assert_str_eq(keel_map_primary(&m, 0, st.shard), "node-a");
+    ck_assert_uint_ne(u->target, KEEL_MAP_NO_NODE);
+    ck_assert_str_ne(m.nodes[u->target], "node-d");
+    keel_map_free(&m);
+    mk(0, &TRACK);
+    settle();
+    complete_all();
+    check_data();
+    check_converged(abc, 3);
+}
+END_TEST
+
+/* A unit being acquired gets a target, then the move is called off before
+ * the acquire completes: the release it was waiting for is off too. */
+START_TEST(test_cancel_while_acquiring)
+{
+    mkopt a = {0, 0, 0, NULL, 0, 1, 0, NULL};
+    size_t i;
+    uint32_t s;
+
+    nacquires = 0;
+    mk(0, &a);
+    settle();
+    ck_assert_uint_eq(nacquires, SHARDS);
+    mk(1, NULL);
+    settle(); /* moves to node-b wait for node-a's acquires */
+    {
+        keel_shard_map m = zk_map();
+        ck_assert_int_gt(targets(&m), 0);
+        keel_map_free(&m);
+    }
+    kill_node(1);
+    settle(); /* called off */
+    for (i = 0; i < nacquires; i++)
+        ck_assert_int_eq(keel_cluster_acquired(N[0].c, acquires[i].cap,
+                                               acquires[i].shard,
+                                               acquires[i].epoch),
+                         0);
+    settle();
+    ck_assert_int_eq(N[0].release_calls, 0);
+    for (s = 0; s < SHARDS; s++) {
+        keel_placement p;
+        keel_cluster_placement(N[0].c, "", s, &p);
+        ck_assert_int_eq(p.state, KEEL_PLACEMENT_LOCAL);
+        ck_assert_uint_eq(p.epoch, 1);
+    }
+}
+END_TEST
+
+/* node-c dies and is forgotten; it joins again while the controller, not
+ * having seen it back yet, moves its units to others at epoch + 1 without
+ * waiting for its release. node-c, serving from the map it read on
+ * joining, would serve them next to their new owners until it reads the
+ * promotion, and lose data it still has. The promotion must not land
+ * while node-c is a member: the write proves its absence, else fails and
+ * the moves are decided again with node-c live. node-c keeps its units;
+ * none is taken from it without a handoff. */
+START_TEST(test_forgotten_owner_back_mid_promotion)
+{
+    keel_controller *ctl;
+    keel_zk *ctlzk;
+    int steps, who = -1, done = 0;
+
+    start3(NULL);
+    ck_assert_int_ge(first_local(2), 0);
+    ck_assert_int_eq(controllers(&who), 1);
+    ck_assert_int_eq(who, 0);
+    ctl = keel_cluster_controller(N[0].c);
+    ctlzk = keel_cluster_zk(N[0].c);
+    kill_node(2);
+    settle();
+    ck_assert_int_eq(keel_cluster_forget(N[1].c, "node-c", NULL), 0);
+    /* The controller lists forgotten/ (node-c is there) ... */
+    for (steps = 0; steps < 100000; steps++) {
+        if (ctl->busy && ctl->forgot_arming && !ctl->forgot_watched)
+            break;
+        ck_assert(keel_zk_fake_step(F));
+    }
+    ck_assert(ctl->busy && ctl->forgot_arming);
+    /* ... and hears nothing more until node-c is back and serves the
+     * units the map it read gives it. */
+    keel_zk_fake_hold(ctlzk, 1);
+    mk(2, NULL);
+    N[2].delay_release = 1;
+    for (steps = 0; steps < 100000; steps++) {
+        if (first_local(2) >= 0 &&
+            keel_zk_fake_num_children(F, "/keel/test/forgotten") == 0)
+            break;
+        /* its purge is durable at once: the mark may go */
+        if (forgotten_calls[2] > 0 && !done) {
+            keel_cluster_forgotten_done(N[2].c, 0);
+            done = 1;
+        }
+        ck_assert(keel_zk_fake_step(F));
+    }
+    ck_assert_int_ge(first_local(2), 0);
+    keel_zk_fake_hold(ctlzk, 0);
+    settle();
+    ck_assert_int_eq(N[2].drop_calls, 0);
+    N[2].delay_release = 0;
+    complete_releases(&N[2]);
+    settle();
+    ck_assert_int_eq(N[2].drop_calls, 0);
+    check_converged(abc, 3);
+}
+END_TEST
+
+static void raw_removed(keel_zk *zk, int rc, void *arg)
+{
+    (void)zk;
+    *(int *)arg = rc;
+}
+
+/* Every listing of members/ (a member comes or goes, one is marked
+ * leaving) reads each member with a data watch. The servers keep one
+ * watch per path and session, but the client keeps what it registers:
+ * a listing must leave a watch only where none is armed, or the
+ * registry grows by one entry per member with every listing. */
+START_TEST(test_member_watches_bounded)
+{
+    keel_zk *raw;
+    char *member;
+    size_t len, after_first = 0;
+    int round, rc;
+
+    start3(NULL);
+    ck_assert_int_eq(keel_zk_fake_client(F, &raw), 0);
+    ck_assert_int_eq(keel_zk_connect(raw, TIMEOUT, raw_session, NULL), 0);
+    settle();
+    ck_assert_int_eq(keel_member_format("127.0.0.1:7999", NULL, 0, 0, &member,
+                                        &len),
+                     0);
+    for (round = 0; round < 6; round++) {
+        /* node-x comes and goes: every node lists members/ twice */
+        rc = 1;
+        ck_assert_int_eq(keel_zk_create(raw, "/keel/test/members/node-x",
+                                        member, len, KEEL_ZK_EPHEMERAL,
+                                        raw_created, &rc),
+                         0);
+        settle();
+        ck_assert_int_eq(rc, 0);
+        ck_assert_uint_eq(keel_cluster_members(N[0].c), 4);
+        rc = 1;
+        ck_assert_int_eq(keel_zk_remove(raw, "/keel/test/members/node-x",
+                                        KEEL_ZK_ANY_VERSION, raw_removed,
+                                        &rc),
+                         0);
+        settle();
+        ck_assert_int_eq(rc, 0);
+        ck_assert_uint_eq(keel_cluster_members(N[0].c), 3);
+        if (round == 0)
+            after_first = keel_zk_fake_num_watches(F);
+        else
+            ck_assert_uint_eq(keel_zk_fake_num_watches(F), after_first);
+    }
+    /* a data change still reaches every node */
+    ck_assert_int_eq(keel_cluster_drain(N[0].c, "node-c"), 0);
+    settle();
+    for (round = 0; round < 3; round++)
+        ck_assert(keel_cluster_member_leaving(N[round].c, "node-c"));
+    free(member);
+    keel_zk_destroy(raw);
+}
+END_TEST
+
 /* A unit streamed to node-b, then given a new target (node-c) before
  * node-b read the map that made it the owner: node-b's store holds the
  * unit's records, so node-b must release it through its release hook
@@ -1532,7 +2026,8 @@ START_TEST(test_chain_move_streams)
         via_b[N[0].pending[i].shard] = 1;
         ck_assert_int_eq(keel_cluster_released(N[0].c, N[0].pending[i].cap,
                                                N[0].pending[i].shard,
-                                               N[0].pending[i].epoch), 0);
+                                               N[0].pending[i].epoch,
+                                               N[0].pending[i].to), 0);
     }
     N[0].npending = 0;
     N[0].delay_release = 0;
@@ -1592,6 +2087,13 @@ int main(void)
     tcase_add_test(tc, test_shuffled_delivery);
     tcase_add_test(tc, test_state_watch_rearmed);
     tcase_add_test(tc, test_chain_move_streams);
+    tcase_add_test(tc, test_member_watches_bounded);
+    tcase_add_test(tc, test_cancel_after_stream);
+    tcase_add_test(tc, test_retarget_during_release);
+    tcase_add_test(tc, test_target_dies_mid_stream);
+    tcase_add_test(tc, test_restart_between_purge_and_publication);
+    tcase_add_test(tc, test_cancel_while_acquiring);
+    tcase_add_test(tc, test_forgotten_owner_back_mid_promotion);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

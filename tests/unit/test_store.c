@@ -620,6 +620,74 @@ START_TEST(test_fencing)
 }
 END_TEST
 
+/* A handover record goes with its group: written in the group's
+ * transaction, not when the group is refused by its fence, replaced by a
+ * later one, kept across a reopen. */
+START_TEST(test_handoff_record)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    keel_batch *b = keel_batch_create();
+    keel_store_read *r;
+    char to[KEEL_HANDOFF_NAME_MAX + 1], small[4];
+    uint64_t at = 7, fence = 0;
+    int status;
+
+    ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+    ck_assert_int_eq(keel_store_handoff_get(r, "game", 5, &at, to, sizeof to),
+                     0);
+    ck_assert_uint_eq(at, 0);
+    keel_store_read_end(r);
+
+    ck_assert_int_eq(keel_batch_handoff(b, 2, "n2"), KEEL_EINVAL); /* no group */
+    ck_assert_int_eq(keel_batch_begin_group(b, "game", 5, 3, NULL), 0);
+    ck_assert_int_eq(keel_batch_handoff(b, 0, "n2"), KEEL_EINVAL);
+    ck_assert_int_eq(keel_batch_handoff(b, 2, ""), KEEL_EINVAL);
+    ck_assert_int_eq(keel_batch_handoff(b, 2, "n2"), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_batch_group(b, 0, &status);
+    ck_assert_int_eq(status, 0);
+    /* a stale group's record is refused with it */
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_begin_group(b, "game", 5, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_handoff(b, 1, "stale"), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_batch_group(b, 0, &status);
+    ck_assert_int_eq(status, KEEL_EFENCED);
+
+    ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+    ck_assert_int_eq(keel_store_handoff_get(r, "game", 5, &at, to, sizeof to),
+                     0);
+    ck_assert_uint_eq(at, 2);
+    ck_assert_str_eq(to, "n2");
+    ck_assert_int_eq(keel_store_handoff_get(r, "game", 5, &at, small,
+                                            sizeof small - 2),
+                     KEEL_ELIMIT);
+    ck_assert_int_eq(keel_store_handoff_get(r, "", 5, &at, to, sizeof to), 0);
+    ck_assert_uint_eq(at, 0); /* another unit */
+    ck_assert_int_eq(keel_store_fence_get(r, "game", 5, &fence), 0);
+    ck_assert_uint_eq(fence, 3);
+    keel_store_read_end(r);
+
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_begin_group(b, "game", 5, 6, NULL), 0);
+    ck_assert_int_eq(keel_batch_handoff(b, 5, "n3"), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_store_close(s);
+    s = open_store(dir);
+    ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+    ck_assert_int_eq(keel_store_handoff_get(r, "game", 5, &at, to, sizeof to),
+                     0);
+    ck_assert_uint_eq(at, 5);
+    ck_assert_str_eq(to, "n3");
+    keel_store_read_end(r);
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_batch_reuse)
 {
     keel_batch *b = keel_batch_create();
@@ -2431,6 +2499,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_del_and_del_prefix);
     tcase_add_test(tc, test_version_epoch);
     tcase_add_test(tc, test_fencing);
+    tcase_add_test(tc, test_handoff_record);
     tcase_add_test(tc, test_batch_reuse);
     tcase_add_test(tc, test_shard_count_mismatch);
     tcase_add_test(tc, test_open_errors);

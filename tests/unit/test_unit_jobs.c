@@ -142,6 +142,8 @@ static rt_job *job(int kind, const char *cap, uint64_t epoch)
     snprintf(j->cap, sizeof j->cap, "%s", cap);
     j->shard = SHARD;
     j->epoch = epoch;
+    if (kind == JOB_PURGE) /* a purge records where the unit went */
+        snprintf(j->to, sizeof j->to, "node-x");
     return j;
 }
 
