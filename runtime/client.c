@@ -39,6 +39,7 @@ struct keel_client {
     int fd;
     int timeout_ms;   /* 0: no limit */
     int broken;       /* the stream is closed or out of step: sends fail */
+    int desync;       /* out of step: receives fail too */
     size_t max_frame; /* largest frame accepted from the server */
     uint64_t next_id; /* request ids used by keel_client_call */
 
@@ -563,9 +564,12 @@ static int recv_frame(keel_client *c, keel_frame *out, int64_t deadline)
             /* Nothing after a bad frame can be trusted to start at a frame
              * boundary. */
             mark_broken(c);
+            c->desync = 1;
             return (int)n;
         }
-        if (c->broken)
+        /* A connection closed for sending may still hold answers to what
+         * was sent before, and the server's farewell: read them. */
+        if (c->desync)
             return KEEL_ECONN;
         rc = rbuf_make_room(c);
         if (rc < 0)
