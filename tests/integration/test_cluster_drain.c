@@ -1,12 +1,14 @@
 /* A draining node under a client load, end to end: a real ZooKeeper and
  * three keeld processes. Clients keep sending counter increments to the
  * node being drained, over several connections (some one call at a time,
- * some pipelined), until well after it has exited. Every failure they see
- * must say the request did not run (ESTOPPING, ENOTSENT): a refused
- * connect or a reset while the node still runs would read as ECONN ("it
- * may have run"), and a lost answer as ETIMEDOUT. Every acknowledged
- * increment, and nothing else, is in the counters read through the
- * remaining nodes. Every wait is bounded. */
+ * some pipelined, one connecting afresh for every call), until after it
+ * has exited; two more send through the other nodes, which forward to it
+ * while it owns units. Every failure they see must say the request did
+ * not run (ESTOPPING, ENOTSENT): a reset would read as ECONN ("it may have
+ * run"), a lost answer as ETIMEDOUT. A connect to the drained node must
+ * not be refused while it still answers requests on its open connections.
+ * Every acknowledged increment, and nothing else, is in the counters read
+ * through the remaining nodes. Every wait is bounded. */
 #include <check.h>
 #include <pthread.h>
 #include <signal.h>
@@ -26,7 +28,14 @@
 #define NODES 3
 #define DRAINED 2 /* the node drained, and the one the load goes to */
 #define COUNTERS 12
-#define LOADERS 4 /* even ones one call at a time, odd ones pipelined */
+/* Loaders 0-3 to the drained node, even ones one call at a time, odd
+ * ones pipelined; 4 to it too, a new connection per call; 5 and 6 one
+ * call at a time through nodes 0 and 1. */
+#define LOADERS 7
+#define FRESH 4
+/* How much later than a refused connect an answer may still arrive (it
+ * was sent before the refusal, and its reader was slow to run). */
+#define SLACK_NS 50000000LL
 #define WINDOW 8
 #define CLIENT_TIMEOUT_MS 20000
 #define AFTER_EXIT_MS 300 /* the load goes on this long after the exit */
@@ -141,6 +150,17 @@ static void converge(void)
 
 static atomic_int load_stop;
 static atomic_long acked[COUNTERS];
+/* Monotonic times: the first connect to the drained node refused, the
+ * last answer to a request (request id not 0) read from it. */
+static atomic_llong first_refused_ns, last_answer_ns;
+
+static long long mono_ns(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
 
 /* Outcomes, by -code (0: success). */
 #define NCODES 64
@@ -149,9 +169,18 @@ struct loader {
     pthread_t thread;
     int index;
     const char *addr;
+    int to_drained;
     long outcome[NCODES];
-    int first_bad; /* first outcome that is not allowed, 0 if none */
+    int first_bad;     /* first outcome that is not allowed, 0 if none */
 };
+
+static void refused(struct loader *l)
+{
+    long long zero = 0;
+
+    if (l->to_drained)
+        atomic_compare_exchange_strong(&first_refused_ns, &zero, mono_ns());
+}
 
 static void count(struct loader *l, int code)
 {
@@ -176,6 +205,7 @@ static keel_client *reconnect(struct loader *l, keel_client *c)
         if (rc == 0)
             return c;
         count(l, rc); /* one failed attempt: nothing was sent */
+        refused(l);
         sleep_ms(20);
     }
     return NULL;
@@ -253,6 +283,7 @@ static void load_pipelined(struct loader *l)
                 c = reconnect(l, c);
                 break;
             }
+            atomic_store(&last_answer_ns, mono_ns());
             i = (int)(f.request_id - first);
             if (f.kind == KEEL_FRAME_REPLY) {
                 count(l, 0);
@@ -270,11 +301,45 @@ static void load_pipelined(struct loader *l)
     keel_client_close(c);
 }
 
+/* A new connection for every call, as the keel tool makes. */
+static void load_fresh(struct loader *l)
+{
+    unsigned seq = 0;
+    char name[16];
+
+    while (!atomic_load(&load_stop)) {
+        keel_client *c = NULL;
+        char *reply = NULL;
+        size_t rlen = 0;
+        int k = (int)(seq++ % COUNTERS), rc;
+
+        rc = keel_client_connect(l->addr, CLIENT_TIMEOUT_MS, &c);
+        if (rc != 0) {
+            count(l, rc);
+            refused(l);
+            sleep_ms(20);
+            continue;
+        }
+        snprintf(name, sizeof name, "c%d", k);
+        rc = keel_client_call(c, KEEL_FRAME_CALL, "counter", name,
+                              strlen(name), "incr", 4, &reply, &rlen);
+        count(l, rc);
+        if (rc == 0)
+            atomic_fetch_add(&acked[k], 1);
+        else
+            sleep_ms(5);
+        free(reply);
+        keel_client_close(c);
+    }
+}
+
 static void *loader_main(void *arg)
 {
     struct loader *l = arg;
 
-    if (l->index % 2 == 0)
+    if (l->index == FRESH)
+        load_fresh(l);
+    else if (l->index % 2 == 0 || !l->to_drained)
         load_calls(l);
     else
         load_pipelined(l);
@@ -285,8 +350,11 @@ static void report(const struct loader *l)
 {
     int k;
 
-    fprintf(stderr, "loader %d (%s):", l->index,
-            l->index % 2 == 0 ? "calls" : "pipelined");
+    fprintf(stderr, "loader %d (%s to %s):", l->index,
+            l->index == FRESH ? "fresh connections"
+            : l->index % 2 == 0 || !l->to_drained ? "calls"
+                                                  : "pipelined",
+            l->addr);
     for (k = 0; k < NCODES; k++)
         if (l->outcome[k] > 0)
             fprintf(stderr, " %s %ld", k == 0 ? "ok" : keel_err_name(-k),
@@ -308,12 +376,16 @@ static void drain_under_load(int by_signal)
         start_node(i);
     converge();
     atomic_store(&load_stop, 0);
+    atomic_store(&first_refused_ns, 0);
+    atomic_store(&last_answer_ns, 0);
     for (c = 0; c < COUNTERS; c++)
         atomic_store(&acked[c], 0);
     memset(ld, 0, sizeof ld);
     for (i = 0; i < LOADERS; i++) {
         ld[i].index = i;
-        ld[i].addr = nodes[DRAINED].addr;
+        ld[i].to_drained = i <= FRESH;
+        ld[i].addr = ld[i].to_drained ? nodes[DRAINED].addr
+                                      : nodes[i - FRESH - 1].addr;
         ck_assert_int_eq(
             pthread_create(&ld[i].thread, NULL, loader_main, &ld[i]), 0);
     }
@@ -344,10 +416,21 @@ static void drain_under_load(int by_signal)
         for (k = 0; k < NCODES; k++)
             total[k] += ld[i].outcome[k];
     }
-    for (i = 0; i < LOADERS; i++)
+    for (i = 0; i < LOADERS; i++) {
         ck_assert_msg(ld[i].first_bad == 0,
                       "loader %d saw %s: the request may have run", i,
                       keel_err_name(ld[i].first_bad));
+    }
+    {
+        long long r = atomic_load(&first_refused_ns);
+        long long a = atomic_load(&last_answer_ns);
+        fprintf(stderr, "last answer %.3f s after the first refused "
+                        "connect\n", r != 0 ? (double)(a - r) / 1e9 : 0.0);
+        ck_assert_msg(r == 0 || a < r + SLACK_NS,
+                      "connects refused while the node still answered: the "
+                      "last answer came %.3f s after the first refusal",
+                      (double)(a - r) / 1e9);
+    }
     /* The load reached the drained node, and outlived it. */
     ck_assert_int_gt(total[0], 0);
     ck_assert_int_gt(total[-KEEL_ENOTSENT], 0);
