@@ -96,8 +96,9 @@ KEEL_API const char *keel_version_string(void);
     X(EALREADY, -31, "request already ran; its reply was not kept")          \
     X(ETYPECAP, -32, "actor type is recorded with another capability")       \
     X(ECAPUNKNOWN, -33, "stored records of a type whose capability is unknown") \
-    X(EDEADLINE, -34, "deadline passed; the request did not run")         \
-    X(ENOTTARGET, -35, "unit is not moving to this node at that epoch")
+    X(EDEADLINE, -34, "deadline passed; the request did not run")           \
+    X(ENOTTARGET, -35, "unit is not moving to this node at that epoch")      \
+    X(ENOTSENT, -36, "request not sent; safe to retry")
 
 typedef enum keel_errno {
     KEEL_OK = 0,

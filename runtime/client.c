@@ -5,6 +5,11 @@
  * many partial reads it takes, and a signal (EINTR) only makes us wait
  * again for the time that is left.
  *
+ * "Not sent" and "maybe ran" are told apart: KEEL_ENOTSENT when no byte
+ * of a request left (the connect failed, the connection was found closed
+ * before the write, or the write failed before taking a byte), KEEL_ECONN
+ * once some of it may have reached the server.
+ *
  * Buffers: the send buffer holds queued frames until keel_client_flush();
  * the receive buffer holds bytes read from the socket. A frame returned by
  * keel_client_recv() points into the receive buffer, so that buffer is
@@ -17,6 +22,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -33,6 +39,7 @@ struct keel_client {
     int fd;
     int timeout_ms;   /* 0: no limit */
     int broken;       /* the stream is closed or out of step: sends fail */
+    int desync;       /* out of step: receives fail too */
     size_t max_frame; /* largest frame accepted from the server */
     uint64_t next_id; /* request ids used by keel_client_call */
 
@@ -130,17 +137,22 @@ static int split_addr(const char *addr, char *host, size_t hostlen,
 }
 
 /* One connect attempt. On success *fdp is a connected non-blocking socket.
- * Errors: KEEL_ECONN, KEEL_ETIMEDOUT, KEEL_ENOMEM. */
-static int connect_one(const struct addrinfo *ai, int64_t deadline, int *fdp)
+ * On failure *errp is the errno that explains it (ETIMEDOUT for the
+ * deadline). Errors: KEEL_ENOTSENT (refused, unreachable, timed out: no
+ * request can have left), KEEL_ENOMEM. */
+static int connect_one(const struct addrinfo *ai, int64_t deadline, int *fdp,
+                       int *errp)
 {
     int fd, err = 0, one = 1, rc;
     socklen_t errlen = sizeof err;
 
     fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
                 ai->ai_protocol);
-    if (fd < 0)
+    if (fd < 0) {
+        *errp = errno;
         return (errno == ENOMEM || errno == ENOBUFS) ? KEEL_ENOMEM
-                                                     : KEEL_ECONN;
+                                                     : KEEL_ENOTSENT;
+    }
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
         /* EINTR on a non-blocking connect: the attempt goes on in the
          * background, exactly as with EINPROGRESS. */
@@ -150,8 +162,8 @@ static int connect_one(const struct addrinfo *ai, int64_t deadline, int *fdp)
         }
         rc = wait_fd(fd, POLLOUT, deadline);
         if (rc < 0) {
-            close(fd);
-            return rc;
+            err = rc == KEEL_ETIMEDOUT ? ETIMEDOUT : EIO;
+            goto err_after_socket;
         }
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0)
             err = errno;
@@ -167,17 +179,26 @@ static int connect_one(const struct addrinfo *ai, int64_t deadline, int *fdp)
 
 err_after_socket:
     close(fd);
-    return err == ETIMEDOUT ? KEEL_ETIMEDOUT : KEEL_ECONN;
+    *errp = err;
+    return KEEL_ENOTSENT;
 }
 
 int keel_client_connect(const char *addr, int timeout_ms, keel_client **out)
+{
+    return keel_client_connect_why(addr, timeout_ms, out, NULL, 0);
+}
+
+int keel_client_connect_why(const char *addr, int timeout_ms,
+                            keel_client **out, char *why, size_t whylen)
 {
     struct addrinfo hints, *res = NULL, *ai;
     char host[256], port[8];
     keel_client *c;
     int64_t deadline;
-    int rc, fd = -1;
+    int rc, fd = -1, err = 0;
 
+    if (why != NULL && whylen > 0)
+        why[0] = '\0';
     if (out == NULL)
         return KEEL_EINVAL;
     rc = split_addr(addr, host, sizeof host, port, sizeof port);
@@ -209,14 +230,21 @@ int keel_client_connect(const char *addr, int timeout_ms, keel_client **out)
     }
     /* Try every address the name resolves to; the deadline covers all. */
     deadline = deadline_in(timeout_ms);
-    rc = KEEL_ECONN;
+    rc = KEEL_ENOTSENT;
+    err = ENOENT;
     for (ai = res; ai != NULL; ai = ai->ai_next) {
-        rc = connect_one(ai, deadline, &fd);
-        if (rc == 0 || rc == KEEL_ETIMEDOUT || rc == KEEL_ENOMEM)
+        rc = connect_one(ai, deadline, &fd, &err);
+        if (rc == 0 || rc == KEEL_ENOMEM || err == ETIMEDOUT)
             break;
     }
-    if (rc < 0)
+    if (rc < 0) {
+        if (why != NULL && whylen > 0)
+            snprintf(why, whylen, "%s",
+                     err == ETIMEDOUT     ? "connect timed out"
+                     : err == ECONNREFUSED ? "connection refused"
+                                           : strerror(err));
         goto err_after_client;
+    }
     freeaddrinfo(res);
 
     c->fd = fd;
@@ -407,6 +435,29 @@ static void mark_broken(keel_client *c)
     c->slen = 0;
 }
 
+/* Has the server closed its side (or reset the connection)? It answers
+ * every request it read before it closes, so bytes sent now could only be
+ * lost; look before sending. Does not consume what is waiting to be read. */
+static int peer_closed(const keel_client *c)
+{
+    struct pollfd pfd;
+
+    pfd.fd = c->fd;
+#ifdef POLLRDHUP
+    pfd.events = POLLRDHUP;
+#else
+    pfd.events = 0;
+#endif
+    pfd.revents = 0;
+    if (poll(&pfd, 1, 0) <= 0)
+        return 0;
+    return (pfd.revents & (POLLHUP | POLLERR
+#ifdef POLLRDHUP
+                           | POLLRDHUP
+#endif
+                           )) != 0;
+}
+
 int keel_client_flush(keel_client *c)
 {
     size_t sent = 0;
@@ -415,7 +466,13 @@ int keel_client_flush(keel_client *c)
 
     if (c->broken) {
         c->slen = 0;
-        return KEEL_ECONN;
+        return KEEL_ENOTSENT;
+    }
+    if (c->slen == 0)
+        return 0;
+    if (peer_closed(c)) {
+        mark_broken(c);
+        return KEEL_ENOTSENT;
     }
     /* The timeout bounds a stall, not the whole transfer: it restarts
      * whenever the server takes some bytes. A server that takes none for
@@ -435,8 +492,9 @@ int keel_client_flush(keel_client *c)
             if (wait_fd(c->fd, POLLOUT, deadline) == 0)
                 continue;
         }
+        /* Nothing of what was queued left: none of it can have run. */
         mark_broken(c);
-        return KEEL_ECONN;
+        return sent == 0 ? KEEL_ENOTSENT : KEEL_ECONN;
     }
     c->slen = 0;
     return 0;
@@ -496,15 +554,22 @@ static int recv_frame(keel_client *c, keel_frame *out, int64_t deadline)
                              c->max_frame, out);
         if (n > 0) {
             c->rpos += (size_t)n;
+            /* An ERROR quoting id 0 comes last: the server closes next
+             * (see answers()). Nothing sent now would be read. */
+            if (out->kind == KEEL_FRAME_ERROR && out->request_id == 0)
+                mark_broken(c);
             return 0;
         }
         if (n < 0) {
             /* Nothing after a bad frame can be trusted to start at a frame
              * boundary. */
             mark_broken(c);
+            c->desync = 1;
             return (int)n;
         }
-        if (c->broken)
+        /* A connection closed for sending may still hold answers to what
+         * was sent before, and the server's farewell: read them. */
+        if (c->desync)
             return KEEL_ECONN;
         rc = rbuf_make_room(c);
         if (rc < 0)
@@ -532,8 +597,9 @@ static int recv_frame(keel_client *c, keel_frame *out, int64_t deadline)
 }
 
 /* Is f the answer keel_client_call waits for? An ERROR quoting id 0 is the
- * server refusing a frame it could not read; it closes the connection
- * next, so that error answers the pending call too. */
+ * server refusing a frame it could not read, or a stopping node's
+ * farewell (ESTOPPING: nothing it has not answered ran); it closes the
+ * connection next, so that error answers the pending call too. */
 static int answers(const keel_frame *f, uint64_t rid)
 {
     return f->request_id == rid ||
@@ -554,6 +620,8 @@ static int salvage_answer(keel_client *c, uint64_t rid, keel_frame *out)
 
         if (n > 0) {
             c->rpos += (size_t)n;
+            if (out->kind == KEEL_FRAME_ERROR && out->request_id == 0)
+                mark_broken(c);
             if (answers(out, rid))
                 return 1;
             continue;

@@ -14,9 +14,14 @@ typedef struct keel_client keel_client;
 
 /* Connects to "HOST:PORT" (IPv4 literal or name). timeout_ms bounds the
  * connect and every later blocking receive (0: no limit).
- * Errors: KEEL_EADDR (cannot parse or resolve), KEEL_ECONN, KEEL_ETIMEDOUT,
- * KEEL_ENOMEM. */
+ * Errors: KEEL_EADDR (cannot parse or resolve), KEEL_ENOTSENT (refused,
+ * unreachable or timed out: nothing was sent), KEEL_ENOMEM. */
 int keel_client_connect(const char *addr, int timeout_ms, keel_client **out);
+/* keel_client_connect that also says why a connect failed ("connection
+ * refused", "connect timed out", ...) in why (whylen bytes, NUL-ended;
+ * empty when there is nothing to add). */
+int keel_client_connect_why(const char *addr, int timeout_ms,
+                            keel_client **out, char *why, size_t whylen);
 void keel_client_close(keel_client *c);
 
 /* The largest frame the client accepts from the server (default 1 MiB +
@@ -42,17 +47,26 @@ int keel_client_queue_keyed(keel_client *c, uint8_t kind,
 int keel_client_new_key(uint8_t *key);
 /* Queues raw bytes, sent as they are (tests use it for malformed input). */
 int keel_client_queue_raw(keel_client *c, const void *bytes, size_t len);
-/* Sends everything queued. KEEL_ECONN on failure. */
+/* Sends everything queued. Errors: KEEL_ENOTSENT when no byte of it left
+ * (the connection was already closed by the server, or failed before
+ * taking a byte): none of the queued requests can have run; KEEL_ECONN
+ * when the connection failed after some bytes left: those requests may
+ * have run. Either way the connection is unusable afterwards. */
 int keel_client_flush(keel_client *c);
 
 /* Receives the next frame. The frame's body points into the client's
- * buffer: valid until the next receive. Errors: KEEL_ECONN (closed),
- * KEEL_ETIMEDOUT, KEEL_EMALFORMED / KEEL_ETOOBIG (bad frame from server). */
+ * buffer: valid until the next receive. An ERROR frame with request id 0
+ * is the server's last word on the connection: with KEEL_ESTOPPING it
+ * promises that no request it has not answered ran. Errors: KEEL_ECONN
+ * (closed), KEEL_ETIMEDOUT, KEEL_EMALFORMED / KEEL_ETOOBIG (bad frame from
+ * server). */
 int keel_client_recv(keel_client *c, keel_frame *out);
 
 /* One request, one reply. Returns 0 with *reply (malloc'd, NUL-terminated
  * for convenience, caller frees) or the server's negative error code with
- * *reply holding its message; or a transport error (then *reply is NULL). */
+ * *reply holding its message; or a transport error (then *reply is NULL):
+ * KEEL_ENOTSENT (the request did not leave), KEEL_ECONN (the connection
+ * failed after it left: it may have run), KEEL_ETIMEDOUT. */
 int keel_client_call(keel_client *c, uint8_t kind, const char *type,
                      const void *id, size_t idlen, const void *msg, size_t len,
                      char **reply, size_t *reply_len);

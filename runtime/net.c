@@ -5,7 +5,15 @@
  *
  * A connection whose client hung up while requests were in flight stays
  * allocated (socket closed) until the last of those replies is released:
- * the turns still run and commit; only their answers have nowhere to go. */
+ * the turns still run and commit; only their answers have nowhere to go.
+ *
+ * A stopping node keeps its listener and its connections until the very
+ * end, answering every request ESTOPPING (the request did not run), so
+ * that no client meets a refused connect or a reset while the node still
+ * runs: those would read as "the request may have run". At the end
+ * (keel__net_close_all) every connection that owes nothing gets a last
+ * ERROR ESTOPPING quoting request id 0: whatever the client sent that was
+ * not answered before it did not run. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -677,13 +685,13 @@ static void conn_close(keel_conn *c)
         bury(c);
 }
 
-static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* Accepts up to max connections waiting on the listener; with watch,
+ * starts reading them. Returns how many it took. */
+static int accept_some(keel_node *n, int max, int watch)
 {
-    keel_node *n = w->data;
-    int i;
+    int i, got = 0;
 
-    (void)revents;
-    for (i = 0; i < 64; i++) {
+    for (i = 0; i < max; i++) {
         int fd = accept4(n->listen_fd, NULL, NULL,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
         int one = 1;
@@ -694,7 +702,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 keel_warn("accept: %s", strerror(errno));
-            return;
+            break;
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         c = calloc(1, sizeof *c);
@@ -714,8 +722,18 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             n->conns->prev = c;
         n->conns = c;
         STAT_ADD(n, connections, 1);
-        ev_io_start(loop, &c->rio);
+        if (watch)
+            ev_io_start(n->loop, &c->rio);
+        got++;
     }
+    return got;
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    accept_some(w->data, 64, 1);
 }
 
 void keel__net_start(keel_node *n)
@@ -784,11 +802,83 @@ static void linger_flush(keel_node *n)
     }
 }
 
-void keel__net_close_all(keel_node *n)
+/* After the farewell: the write side is shut, so the client reads EOF
+ * right after it. What the client still sends is read and dropped (none
+ * of it runs) until it closes too, at most CLOSE_DRAIN_MS: closing a
+ * socket with unread input would reset the connection, and a reset can
+ * destroy the farewell before the client reads it. */
+#define CLOSE_DRAIN_MS 500
+
+static void drain_input(keel_node *n)
 {
+    struct timespec t0, t;
     keel_conn *c;
 
+    for (c = n->conns; c != NULL; c = c->next) {
+        if (!c->dead && c->woff < c->wlen)
+            conn_close(c); /* a reader too slow for the farewell */
+        else if (!c->dead)
+            shutdown(c->fd, SHUT_WR);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        struct pollfd pfd[64];
+        keel_conn *pc[64];
+        int np = 0, i;
+        long left;
+
+        for (c = n->conns; c != NULL && np < 64; c = c->next) {
+            if (c->dead)
+                continue;
+            pfd[np].fd = c->fd;
+            pfd[np].events = POLLIN;
+            pfd[np].revents = 0;
+            pc[np++] = c;
+        }
+        if (np == 0)
+            return;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        left = CLOSE_DRAIN_MS - ((t.tv_sec - t0.tv_sec) * 1000L +
+                                 (t.tv_nsec - t0.tv_nsec) / 1000000L);
+        if (left <= 0 || poll(pfd, (nfds_t)np, (int)left) <= 0)
+            return;
+        for (i = 0; i < np; i++) {
+            uint8_t sink[16384];
+            ssize_t r;
+
+            if (pfd[i].revents == 0)
+                continue;
+            do
+                r = read(pc[i]->fd, sink, sizeof sink);
+            while (r > 0 || (r < 0 && errno == EINTR));
+            if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+                conn_close(pc[i]); /* the client closed too */
+        }
+    }
+}
+
+void keel__net_close_all(keel_node *n)
+{
+    static const char bye[] =
+        "node is stopping: the connection closes; requests it did not "
+        "answer did not run";
+    keel_conn *c;
+
+    /* Connections the kernel completed but nobody accepted would be reset
+     * with the listener: take them, to say goodbye to them too. */
+    if (n->listen_fd >= 0) {
+        while (accept_some(n, 64, 0) == 64)
+            ;
+        keel__net_stop_accepting(n);
+    }
+    /* A connection still owed answers (calls held or forwarded when the
+     * stop gave up waiting) may have had them run: it gets no farewell,
+     * and its client learns only that the connection closed. */
+    for (c = n->conns; c != NULL; c = c->next)
+        if (!c->dead && c->pending == 0)
+            send_error(c, 0, KEEL_ESTOPPING, bye);
     linger_flush(n);
+    drain_input(n);
     while ((c = n->conns) != NULL)
         conn_close(c);
     free_graveyard(n);

@@ -2078,7 +2078,9 @@ static void begin_stop(keel_node *n)
         return;
     n->stopping = 1;
     keel_info("node stopping: finishing queued turns and flushing");
-    keel__net_stop_accepting(n);
+    /* The listener stays open until the end (keel__net_close_all): a
+     * client that connects meanwhile is answered ESTOPPING, which it can
+     * tell from a request lost in flight, rather than refused. */
     keel__run_resume(n); /* a run stopped by a fence ends what is queued */
 }
 

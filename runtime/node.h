@@ -303,8 +303,12 @@ void keel__run_resume(keel_node *n);
 int keel__net_listen(keel_node *n, const char *addr, char *errbuf,
                      size_t errlen);
 void keel__net_start(keel_node *n);
-/* Stops accepting; connections stay until keel__net_close_all. */
+/* Closes the listener; connections stay until keel__net_close_all. */
 void keel__net_stop_accepting(keel_node *n);
+/* The end of a stop: takes the connections waiting on the listener and
+ * closes it, sends every connection that is owed nothing a last ERROR
+ * ESTOPPING with request id 0, writes out what is buffered, and closes
+ * them all (bounded: a few seconds at most). */
 void keel__net_close_all(keel_node *n);
 /* Reply to a REQ_NET request (the connection may be gone). */
 void keel__net_complete(keel_node *n, keel_req *req);

@@ -115,8 +115,13 @@ static int pending_cmp(const void *a, const void *b)
     return x->start < y->start ? -1 : x->start > y->start;
 }
 
+/* How peer_fail completes the frames that have left. */
+#define PF_ERROR 0    /* the connection failed: they may have run */
+#define PF_STOPPING 1 /* this node stops: unsent ones will never leave */
+#define PF_FAREWELL 2 /* the peer is stopping and said none of them ran */
+
 /* Completes every pending frame of the connection and resets it. */
-static void peer_fail(peer *pr, int stopping)
+static void peer_fail(peer *pr, int how)
 {
     keel_peers *p = pr->p;
     keel_node *n = p->n;
@@ -151,11 +156,13 @@ static void peer_fail(peer *pr, int stopping)
         qsort(all, i, sizeof *all, pending_cmp);
     for (cnt = i, i = 0; i < cnt; i++) {
         struct pending *pd = all[i];
-        /* A frame that left may have run there: its fate is unknown.
-         * KEEL_ESTOPPING promises the request did not run. */
-        int st = pd->end <= pr->written ? KEEL_ECONN
-                 : stopping             ? KEEL_ESTOPPING
-                                        : KEEL_PEER_UNSENT;
+        /* A frame that left may have run there: its fate is unknown,
+         * unless the peer's farewell says it did not run. KEEL_ESTOPPING
+         * promises the request did not run. */
+        int st = how == PF_FAREWELL          ? KEEL_PEER_UNSENT
+                 : pd->end <= pr->written ? KEEL_ECONN
+                 : how == PF_STOPPING     ? KEEL_ESTOPPING
+                                          : KEEL_PEER_UNSENT;
         ev_timer_stop(n->loop, &pd->timer);
         if (!pd->done) {
             p->npending--;
@@ -230,7 +237,7 @@ static void peer_write(peer *pr)
         }
         keel_warn("peer %s: write failed: %s", pr->addr,
                   w < 0 ? strerror(errno) : "closed");
-        peer_fail(pr, 0);
+        peer_fail(pr, PF_ERROR);
         return;
     }
     pr->woff = pr->wlen = 0;
@@ -250,7 +257,7 @@ static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
             err != 0) {
             keel_warn("peer %s: cannot connect: %s", pr->addr,
                       strerror(err ? err : errno));
-            peer_fail(pr, 0);
+            peer_fail(pr, PF_ERROR);
             return;
         }
         pr->connected = 1;
@@ -301,7 +308,7 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
             size_t cap = pr->rcap ? pr->rcap * 2 : 65536;
             uint8_t *q = realloc(pr->rbuf, cap);
             if (q == NULL) {
-                peer_fail(pr, 0);
+                peer_fail(pr, PF_ERROR);
                 return;
             }
             pr->rbuf = q;
@@ -315,7 +322,7 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (r <= 0) {
             keel_warn("peer %s: connection %s", pr->addr,
                       r == 0 ? "closed" : strerror(errno));
-            peer_fail(pr, 0);
+            peer_fail(pr, PF_ERROR);
             return;
         }
         pr->rlen += (size_t)r;
@@ -328,10 +335,20 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (fl < 0 || (f.kind != KEEL_FRAME_REPLY &&
                            f.kind != KEEL_FRAME_ERROR)) {
                 keel_warn("peer %s: bad frame from the peer", pr->addr);
-                peer_fail(pr, 0);
+                peer_fail(pr, PF_ERROR);
                 return;
             }
             off += (size_t)fl;
+            if (f.kind == KEEL_FRAME_ERROR && f.request_id == 0 &&
+                keel_error_body_parse(f.body, f.body_len, NULL, NULL) ==
+                    KEEL_ESTOPPING) {
+                /* A stopping peer's last word: what it did not answer did
+                 * not run there, and may go elsewhere. */
+                keel_warn("peer %s: stopping; %zu unanswered frame(s) to "
+                          "send again", pr->addr, pr->pending.count);
+                peer_fail(pr, PF_FAREWELL);
+                return;
+            }
             handle_answer(pr, &f);
             if (pr->fd < 0)
                 return; /* a callback failed the connection */
@@ -539,7 +556,7 @@ void keel__peers_destroy(keel_peers *p)
         return;
     while ((pr = p->list) != NULL) {
         p->list = pr->next;
-        peer_fail(pr, 1);
+        peer_fail(pr, PF_STOPPING);
         keel_hmap_free(&pr->pending);
         free(pr->wbuf);
         free(pr->rbuf);

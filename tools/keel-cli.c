@@ -111,10 +111,30 @@ static void print_error(int code, const char *msg, size_t len)
     fputc('\n', stderr);
 }
 
+/* A failure of the connection, worded by what it means for the request:
+ * ENOTSENT (it never left: safe to send again; why says what happened,
+ * may be NULL) or ECONN (it left: it may have run). */
+static int transport_error_why(int code, const char *why)
+{
+    char msg[256];
+
+    if (code == KEEL_ENOTSENT) {
+        snprintf(msg, sizeof msg, "request not sent (%s); safe to retry",
+                 why != NULL && why[0] != '\0' ? why : "connection closed");
+        print_error(code, msg, strlen(msg));
+    } else if (code == KEEL_ECONN) {
+        snprintf(msg, sizeof msg, "connection lost after the request was "
+                                  "sent; it may have run");
+        print_error(code, msg, strlen(msg));
+    } else {
+        print_error(code, NULL, 0);
+    }
+    return EXIT_TRANSPORT;
+}
+
 static int transport_error(int code)
 {
-    print_error(code, NULL, 0);
-    return EXIT_TRANSPORT;
+    return transport_error_why(code, NULL);
 }
 
 /* Joins argv[0..argc) with single spaces into a malloc'd buffer the caller
@@ -211,37 +231,49 @@ struct send_opts {
 };
 
 /* Outcomes after which the same keyed request may be sent again: the
- * request did not run (ESTOPPING, EUNAVAIL, a connection that failed),
- * or its outcome is unknown (ECONN after sending, ETIMEDOUT, EINDOUBT);
- * the key makes a second run answer with the first outcome. */
+ * request did not run (ENOTSENT, ESTOPPING, EUNAVAIL, EDEADLINE), or its
+ * outcome is unknown (ECONN after sending, ETIMEDOUT, EINDOUBT); the key
+ * makes a second run answer with the first outcome. */
 static int retryable(int rc)
 {
-    return rc == KEEL_ECONN || rc == KEEL_ETIMEDOUT || rc == KEEL_EINDOUBT ||
-           rc == KEEL_ESTOPPING || rc == KEEL_EUNAVAIL;
+    return rc == KEEL_ENOTSENT || rc == KEEL_ECONN || rc == KEEL_ETIMEDOUT ||
+           rc == KEEL_EINDOUBT || rc == KEEL_ESTOPPING ||
+           rc == KEEL_EUNAVAIL || rc == KEEL_EDEADLINE;
 }
 
 /* One keyed request with retries; the client may be replaced by a new
- * connection. Same contract as request(). */
+ * connection (*cp NULL: the first connect failed with rc0, why0 saying
+ * why). Same contract as request(). */
 static int request_keyed(keel_client **cp, const struct send_opts *so,
                          uint8_t kind, const char *type, const char *id,
                          const char *msg, size_t len, char **reply,
-                         size_t *reply_len)
+                         size_t *reply_len, int rc0, const char *why0)
 {
-    int attempt, rc = KEEL_ECONN, delay_ms = 100;
+    int attempt, rc = rc0, delay_ms = 100;
+    char why[128];
 
+    snprintf(why, sizeof why, "%s", why0 != NULL ? why0 : "");
     for (attempt = 0; attempt <= so->retries; attempt++) {
-        if (attempt > 0) {
+        if (attempt > 0 || *cp == NULL) {
             keel_client *nc;
             struct timespec ts = {delay_ms / 1000,
                                   (long)(delay_ms % 1000) * 1000000L};
+            if (attempt == 0)
+                continue; /* the first connect failed already */
             nanosleep(&ts, NULL);
             if (delay_ms < 2000)
                 delay_ms *= 2;
-            if (keel_client_connect(so->addr, so->timeout_ms, &nc) != 0)
+            rc = keel_client_connect_why(so->addr, so->timeout_ms, &nc, why,
+                                         sizeof why);
+            if (rc != 0) {
+                if (!retryable(rc))
+                    break;
                 continue;
+            }
             keel_client_close(*cp);
             *cp = nc;
         }
+        why[0] = '\0';
         free(*reply);
         *reply = NULL;
         rc = keel_client_call_keyed(*cp, kind, so->key, type, id, strlen(id),
@@ -257,11 +289,12 @@ static int request_keyed(keel_client **cp, const struct send_opts *so,
         *reply = NULL;
         return EXIT_SERVER;
     }
-    return transport_error(rc);
+    return transport_error_why(rc, why);
 }
 
 static int cmd_send(keel_client **cp, const struct send_opts *so, int argc,
-                    char **argv, int is_call)
+                    char **argv, int is_call, int connect_rc,
+                    const char *connect_why)
 {
     char *msg, *reply = NULL;
     size_t len, rlen = 0;
@@ -273,7 +306,7 @@ static int cmd_send(keel_client **cp, const struct send_opts *so, int argc,
         return transport_error(KEEL_ENOMEM);
     if (so->keyed)
         rc = request_keyed(cp, so, kind, argv[0], argv[1], msg, len, &reply,
-                           &rlen);
+                           &rlen, connect_rc, connect_why);
     else
         rc = request(*cp, kind, argv[0], argv[1], msg, len, &reply, &rlen);
     free(msg);
@@ -454,9 +487,9 @@ int main(int argc, char **argv)
     const char *addr = getenv("KEEL_ADDR");
     const char *cmd;
     int timeout_ms = DEFAULT_TIMEOUT_MS;
-    keel_client *c;
-    int opt, rc, nargs, info_argc = 0, direct = 0;
-    char **args, **info_argv = NULL;
+    keel_client *c = NULL;
+    int opt, rc, nargs, info_argc = 0, direct = 0, is_send;
+    char **args, **info_argv = NULL, why[128];
     struct send_opts so;
 
     if (addr == NULL || addr[0] == '\0')
@@ -566,10 +599,11 @@ int main(int argc, char **argv)
                 keel_err_name(KEEL_EADDR), addr);
         return EXIT_USAGE;
     }
-    rc = keel_client_connect(addr, timeout_ms, &c);
-    if (rc < 0)
-        return transport_error(rc);
-    if (direct && (strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0)) {
+    is_send = strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0;
+    rc = keel_client_connect_why(addr, timeout_ms, &c, why, sizeof why);
+    if (rc < 0 && !(is_send && so.keyed && so.retries > 0 && retryable(rc)))
+        return transport_error_why(rc, why);
+    if (c != NULL && direct && (strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0)) {
         char owner[128];
         keel_client *oc;
         find_owner(c, addr, args[0], args[1], owner, sizeof owner);
@@ -582,9 +616,9 @@ int main(int argc, char **argv)
     so.addr = addr;
     so.timeout_ms = timeout_ms;
     if (strcmp(cmd, "call") == 0)
-        rc = cmd_send(&c, &so, nargs, args, 1);
+        rc = cmd_send(&c, &so, nargs, args, 1, rc, why);
     else if (strcmp(cmd, "cast") == 0)
-        rc = cmd_send(&c, &so, nargs, args, 0);
+        rc = cmd_send(&c, &so, nargs, args, 0, rc, why);
     else if (strcmp(cmd, "stat") == 0)
         rc = cmd_stat(c);
     else if (strcmp(cmd, "ping") == 0)

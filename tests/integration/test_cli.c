@@ -117,6 +117,15 @@ START_TEST(errors_through_cli)
     ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "call", "counter",
                              "x", "get", NULL),
                      3);
+    ck_assert_str_eq(err, "keel: ENOTSENT: request not sent (connection "
+                          "refused); safe to retry\n");
+    free(out);
+    free(err);
+    /* --retry tries again when nothing was sent, then gives up alike */
+    ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "--retry", "2",
+                             "call", "counter", "x", "incr", NULL),
+                     3);
+    ck_assert_ptr_nonnull(strstr(err, "keel: ENOTSENT: request not sent"));
     free(out);
     free(err);
     ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);

@@ -6,6 +6,7 @@
 #include <check.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -482,8 +483,11 @@ enum srv_mode {
     SRV_SILENT,  /* reads everything, never answers */
     SRV_GARBAGE, /* sends a frame with a bad length, then waits */
     SRV_HANGUP,  /* accepts and closes at once */
-    SRV_REFUSE   /* refuses the first frame as too big and hangs up
+    SRV_REFUSE,  /* refuses the first frame as too big and hangs up
                   * without reading the rest, like a node does */
+    SRV_TAKE_HANGUP, /* reads one whole frame, closes without answering */
+    SRV_FAREWELL /* reads one whole frame, then says goodbye like a
+                  * stopping node: ERROR ESTOPPING quoting id 0, EOF */
 };
 
 struct test_server {
@@ -547,6 +551,29 @@ static void drain(int fd)
     do
         n = read(fd, b, sizeof b);
     while (n > 0 || (n < 0 && errno == EINTR));
+}
+
+/* Reads one whole frame (into nothing). 0, or -1 when the client closed
+ * first. */
+static int read_one_frame(int fd)
+{
+    uint8_t buf[4096];
+    size_t got = 0;
+    keel_frame f;
+
+    for (;;) {
+        ssize_t r = read(fd, buf + got, sizeof buf - got);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+        if (keel_frame_parse(buf, got, sizeof buf, &f) > 0)
+            return 0;
+        if (got == sizeof buf)
+            return -1;
+    }
 }
 
 /* Answers one frame into o. Returns 0 to go on, -1 to close. */
@@ -688,6 +715,19 @@ static void *server_main(void *arg)
     case SRV_REFUSE:
         serve_refuse(fd);
         break;
+    case SRV_TAKE_HANGUP:
+        (void)read_one_frame(fd);
+        break;
+    case SRV_FAREWELL:
+        if (read_one_frame(fd) == 0) {
+            struct obuf o = {NULL, 0, 0};
+            obuf_error(&o, 0, KEEL_ESTOPPING, "node is stopping");
+            (void)send_all(fd, o.p, o.len);
+            free(o.p);
+            shutdown(fd, SHUT_WR);
+            drain(fd);
+        }
+        break;
     }
     close(fd);
     return NULL;
@@ -729,6 +769,14 @@ static keel_client *connect_to(const struct test_server *s, int timeout_ms)
     ck_assert_ptr_nonnull(c);
     ck_assert_int_ge(keel_client_fd(c), 0);
     return c;
+}
+
+/* Waits (at most 5 s) until the server's close is visible to the client. */
+static void wait_readable(keel_client *c)
+{
+    struct pollfd pfd = {keel_client_fd(c), POLLIN, 0};
+
+    ck_assert_int_eq(poll(&pfd, 1, 5000), 1);
 }
 
 /* -------------------------------------------------------------- client */
@@ -899,10 +947,10 @@ START_TEST(client_large_message)
                                       2000, &reply, &rlen),
                      KEEL_ETOOBIG);
     ck_assert_ptr_null(reply);
-    /* the stream is out of step now: no further sends */
+    /* the stream is out of step now: no further sends (nothing leaves) */
     ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "blob", "b", 1, msg,
                                       1, &reply, &rlen),
-                     KEEL_ECONN);
+                     KEEL_ENOTSENT);
     keel_client_close(c);
     server_stop(&s);
     free(msg);
@@ -984,15 +1032,52 @@ START_TEST(client_bad_server)
     ck_assert_int_eq(keel_client_recv(c, &f), KEEL_EMALFORMED);
     ck_assert_int_eq(
         keel_client_queue(c, KEEL_FRAME_PING, 1, NULL, NULL, 0, NULL, 0), 0);
-    ck_assert_int_eq(keel_client_flush(c), KEEL_ECONN);
+    ck_assert_int_eq(keel_client_flush(c), KEEL_ENOTSENT);
     keel_client_close(c);
     server_stop(&s);
 
+    /* closed before the request: it is not sent, and the client says so */
     server_start(&s, SRV_HANGUP);
+    c = connect_to(&s, 5000);
+    wait_readable(c);
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_PING, NULL, NULL, 0, "x",
+                                      1, &reply, &rlen),
+                     KEEL_ENOTSENT);
+    ck_assert_ptr_null(reply);
+    keel_client_close(c);
+    server_stop(&s);
+
+    /* closed after taking the request: it may have run */
+    server_start(&s, SRV_TAKE_HANGUP);
     c = connect_to(&s, 5000);
     ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_PING, NULL, NULL, 0, "x",
                                       1, &reply, &rlen),
                      KEEL_ECONN);
+    ck_assert_ptr_null(reply);
+    keel_client_close(c);
+    server_stop(&s);
+}
+END_TEST
+
+/* A stopping node's farewell (ERROR ESTOPPING quoting id 0) answers the
+ * call in flight (it did not run); nothing is sent after it. */
+START_TEST(client_farewell)
+{
+    struct test_server s;
+    keel_client *c;
+    char *reply;
+    size_t rlen;
+
+    server_start(&s, SRV_FAREWELL);
+    c = connect_to(&s, 5000);
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "counter", "c1", 2,
+                                      "incr", 4, &reply, &rlen),
+                     KEEL_ESTOPPING);
+    ck_assert_ptr_nonnull(reply);
+    free(reply);
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "counter", "c1", 2,
+                                      "incr", 4, &reply, &rlen),
+                     KEEL_ENOTSENT);
     ck_assert_ptr_null(reply);
     keel_client_close(c);
     server_stop(&s);
@@ -1101,9 +1186,37 @@ START_TEST(client_connect_errors)
     ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &salen), 0);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(sa.sin_port));
-    ck_assert_int_eq(keel_client_connect(addr, 1000, &c), KEEL_ECONN);
+    ck_assert_int_eq(keel_client_connect(addr, 1000, &c), KEEL_ENOTSENT);
     snprintf(addr, sizeof addr, "localhost:%d", ntohs(sa.sin_port));
-    ck_assert_int_eq(keel_client_connect(addr, 0, &c), KEEL_ECONN);
+    ck_assert_int_eq(keel_client_connect(addr, 0, &c), KEEL_ENOTSENT);
+    ck_assert_ptr_eq(c, (keel_client *)1);
+    close(fd);
+}
+END_TEST
+
+/* A refused connect is ENOTSENT, and says why. */
+START_TEST(client_connect_refused_notsent)
+{
+    struct sockaddr_in sa;
+    socklen_t salen = sizeof sa;
+    keel_client *c = NULL;
+    char addr[64], why[128];
+    int fd;
+
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &salen), 0);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(sa.sin_port));
+    ck_assert_int_eq(keel_client_connect_why(addr, 1000, &c, why, sizeof why),
+                     KEEL_ENOTSENT);
+    ck_assert_ptr_null(c);
+    ck_assert_str_eq(why, "connection refused");
+    ck_assert_str_eq(keel_err_name(KEEL_ENOTSENT), "ENOTSENT");
+    ck_assert_int_eq(KEEL_ENOTSENT, -36);
     close(fd);
 }
 END_TEST
@@ -1157,6 +1270,8 @@ static Suite *proto_suite(void)
     tcase_add_test(client, client_raw_malformed);
     tcase_add_test(client, client_queue_checks);
     tcase_add_test(client, client_connect_errors);
+    tcase_add_test(client, client_connect_refused_notsent);
+    tcase_add_test(client, client_farewell);
     tcase_add_test(client, client_connect_by_name);
     tcase_set_timeout(client, 30);
     suite_add_tcase(s, client);
