@@ -119,6 +119,10 @@ struct keel_store {
     MDB_dbi state;
     MDB_dbi fence;
     MDB_dbi meta;
+    /* The (type, capability) pair the commit in progress verified last
+     * against the type table (group_check); points into its batch. */
+    const uint8_t *tt_seen_type, *tt_seen_cap;
+    size_t tt_seen_tlen, tt_seen_clen;
     MDB_dbi types;
     char *path;
     uint8_t store_id[KEEL_STORE_ID_LEN];
@@ -1673,12 +1677,14 @@ static int type_in_unit(const keel_typetab *tt, const uint8_t *key,
  * actor's type follow each other, so the type is looked up once per
  * run. */
 static int group_check(keel_store *s, MDB_txn *txn, const keel_batch *b,
-                       const struct batch_group *g, int *refuse)
+                       const struct batch_group *g, int *refuse,
+                       int *learn)
 {
     const uint8_t *cap = b->buf + g->cap_off, *last = NULL;
     size_t lastlen = 0;
 
     *refuse = 0;
+    *learn = 0;
     for (size_t off = g->ops_off; off < g->ops_end;) {
         const struct batch_op *op = batch_op_at(b, off);
         const uint8_t *type;
@@ -1721,11 +1727,25 @@ static int group_check(keel_store *s, MDB_txn *txn, const keel_batch *b,
             continue;
         last = type;
         lastlen = tlen;
-        if (keel_typetab_get(&s->tt, type, tlen, &tcap, &tclen) == TT_KNOWN &&
-            (tclen != g->cap_len || memcmp(tcap, cap, tclen) != 0)) {
+        /* The pair this commit verified last (a batch's groups are mostly
+         * one type): a known type keeps its capability, so it holds. */
+        if (s->tt_seen_type != NULL && tlen == s->tt_seen_tlen &&
+            g->cap_len == s->tt_seen_clen &&
+            memcmp(type, s->tt_seen_type, tlen) == 0 &&
+            memcmp(cap, s->tt_seen_cap, g->cap_len) == 0)
+            continue;
+        if (keel_typetab_get(&s->tt, type, tlen, &tcap, &tclen) != TT_KNOWN) {
+            *learn = 1; /* group_record_types has work */
+            continue;
+        }
+        if (tclen != g->cap_len || memcmp(tcap, cap, tclen) != 0) {
             *refuse = KEEL_ETYPECAP;
             return 0;
         }
+        s->tt_seen_type = type; /* in the batch: valid for this commit */
+        s->tt_seen_tlen = tlen;
+        s->tt_seen_cap = cap;
+        s->tt_seen_clen = g->cap_len;
     }
     return 0;
 }
@@ -1846,7 +1866,7 @@ static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
     struct fence_entry *fe;
     MDB_val k, v;
     uint64_t stored = 0, h;
-    int rc;
+    int rc, learn;
 
     k.mv_size = fence_key(kbuf, b->buf + g->cap_off, g->cap_len, g->shard);
     k.mv_data = kbuf;
@@ -1872,11 +1892,10 @@ static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
         (*refusals)++;
         return 0;
     }
-    rc = group_check(s, txn, b, g, &g->status);
+    rc = group_check(s, txn, b, g, &g->status, &learn);
     if (rc != 0 || g->status != 0)
         return rc;
-    rc = group_record_types(s, txn, b, g);
-    if (rc != 0)
+    if (learn && (rc = group_record_types(s, txn, b, g)) != 0)
         return rc;
     if (stored < g->epoch) {
         put_be64(vbuf, g->epoch);
@@ -1923,6 +1942,7 @@ static int commit_once(keel_store *s, keel_batch *b, uint64_t *refusals,
     *lsn = 0;
     s->wrote = 0;
     s->log_full = 0;
+    s->tt_seen_type = NULL;
     rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc != 0)
         return rc;
