@@ -301,7 +301,7 @@ static void sync_machines(keel_controller *ctl)
             } else if ((h->state == KEEL_HANDOFF_PRIMARY_PENDING ||
                         h->state == KEEL_HANDOFF_AWAIT_FENCE) &&
                        h->to == (uint32_t)p &&
-                       u->shard_epoch == h->epoch + 1) {
+                       u->shard_epoch == keel_handoff_next_epoch(h)) {
                 keel_handoff_resume(h, h->from, h->to, h->epoch, 1, lok,
                                     grace);
             } else if (h->state != KEEL_HANDOFF_IDLE &&
@@ -812,7 +812,7 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
                 if ((rc = set_replicas(next, u, ctl->nodes[h->to].name,
                                        &desired, d, k)))
                     goto out;
-                u->shard_epoch = h->epoch + 1;
+                u->shard_epoch = keel_handoff_next_epoch(h);
                 u->target = KEEL_MAP_NO_NODE;
             }
         }

@@ -23,6 +23,7 @@ static int decide(keel_handoff *h, uint64_t now)
     if (h->flags & KEEL_HANDOFF_F_RELEASED) {
         h->state = KEEL_HANDOFF_PRIMARY_PENDING;
         h->flags &= (uint8_t)~KEEL_HANDOFF_F_ACKED;
+        h->next_epoch = h->epoch + 1;
         return KEEL_HANDOFF_WRITE_PRIMARY;
     }
     if ((h->flags & KEEL_HANDOFF_F_GONE) &&
@@ -30,6 +31,7 @@ static int decide(keel_handoff *h, uint64_t now)
         if (now >= h->gone_at + h->grace_ms) {
             h->state = KEEL_HANDOFF_PRIMARY_PENDING;
             h->flags &= (uint8_t)~KEEL_HANDOFF_F_ACKED;
+            h->next_epoch = h->epoch + 2; /* without A's data */
             return KEEL_HANDOFF_WRITE_PRIMARY;
         }
         h->state = KEEL_HANDOFF_AWAIT_DEATH;
@@ -37,6 +39,11 @@ static int decide(keel_handoff *h, uint64_t now)
     }
     h->state = KEEL_HANDOFF_AWAIT_RELEASE;
     return KEEL_HANDOFF_NONE;
+}
+
+uint64_t keel_handoff_next_epoch(const keel_handoff *h)
+{
+    return h->next_epoch != 0 ? h->next_epoch : h->epoch + 1;
 }
 
 int keel_handoff_begin(keel_handoff *h, uint32_t from, uint32_t to,
@@ -52,16 +59,21 @@ int keel_handoff_resume(keel_handoff *h, uint32_t from, uint32_t to,
                         uint32_t grace_ms)
 {
     uint8_t keep = 0;
+    int keep_next = 0;
 
     /* What was learnt about this very move survives a re-read. */
     if (h->state != KEEL_HANDOFF_IDLE && h->from == from && h->to == to &&
-        h->epoch == epoch)
+        h->epoch == epoch) {
         keep = h->flags & (KEEL_HANDOFF_F_RELEASED | KEEL_HANDOFF_F_FENCED |
                            KEEL_HANDOFF_F_GONE);
+        keep_next = 1;
+    }
     {
         uint64_t gone_at = h->gone_at;
+        uint64_t next = keep_next ? h->next_epoch : 0;
         setup(h, from, to, epoch, loss_ok, grace_ms);
         h->flags |= keep;
+        h->next_epoch = next;
         if (keep & KEEL_HANDOFF_F_GONE)
             h->gone_at = gone_at;
     }
@@ -154,7 +166,7 @@ int keel_handoff_released(keel_handoff *h, uint32_t node, uint64_t epoch,
 
 int keel_handoff_fenced(keel_handoff *h, uint32_t node, uint64_t epoch)
 {
-    if (node != h->to || epoch != h->epoch + 1)
+    if (node != h->to || epoch != keel_handoff_next_epoch(h))
         return KEEL_HANDOFF_NONE;
     h->flags |= KEEL_HANDOFF_F_FENCED;
     if (h->state == KEEL_HANDOFF_AWAIT_FENCE)

@@ -41,8 +41,8 @@ enum keel_handoff_state {
 enum keel_handoff_action {
     KEEL_HANDOFF_NONE = 0,
     KEEL_HANDOFF_WRITE_TARGET = 1,  /* map: unit's target = to */
-    KEEL_HANDOFF_WRITE_PRIMARY = 2  /* map: primary = to, epoch + 1, no
-                                     * target */
+    KEEL_HANDOFF_WRITE_PRIMARY = 2  /* map: primary = to at next_epoch,
+                                     * no target */
 };
 
 #define KEEL_HANDOFF_F_RELEASED 1  /* A's release seen */
@@ -55,10 +55,20 @@ typedef struct keel_handoff {
     uint8_t state;
     uint8_t flags;
     uint32_t from, to;  /* node ids */
-    uint64_t epoch;     /* A's shard_epoch; B gets epoch + 1 */
+    uint64_t epoch;     /* A's shard_epoch */
+    /* B's shard_epoch, decided with the primary write: epoch + 1 when B
+     * has A's data (A released it to B), epoch + 2 when A's data was
+     * given up. The gap tells B's store that whatever it holds of the
+     * unit from earlier (a stream whose answer was lost, an older
+     * ownership) is not the unit's data: it is dropped before B serves
+     * (docs/cluster.md, "A unit that arrives without its data"). */
+    uint64_t next_epoch;
     uint64_t gone_at;   /* when A's member znode was seen gone */
     uint32_t grace_ms;  /* wait after that before acting without A */
 } keel_handoff;
+
+/* B's shard_epoch for the primary write (see next_epoch). */
+uint64_t keel_handoff_next_epoch(const keel_handoff *h);
 
 /* Starts a move; returns KEEL_HANDOFF_WRITE_TARGET. With loss_ok, the move
  * may complete without A's release once A is certainly dead (the operator
