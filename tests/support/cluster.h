@@ -57,6 +57,16 @@ int tu_cluster_teardown(tu_cluster *c, int sig);
 /* Prints the started nodes' logs to stderr. */
 void tu_cluster_dump_logs(const tu_cluster *c);
 
+/* In a check test: unless cond holds, prints the nodes' logs and fails the
+ * test with the message (printf-style). */
+#define TU_CLUSTER_CHECK(c, cond, ...)                                      \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            tu_cluster_dump_logs(c);                                        \
+            ck_abort_msg(__VA_ARGS__);                                      \
+        }                                                                   \
+    } while (0)
+
 /* `keel call counter NAME OP` through node i: the number printed, or -1
  * (reported on stderr unless c->quiet). */
 long tu_cluster_counter(const tu_cluster *c, int i, const char *name,
