@@ -11,66 +11,29 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "proc.h"
 #include "testutil.h"
 #include "zk.h"
 
-#define MAXN 4
 #define COUNTERS 12
 
-static tu_zk server;
-static char *dir;
-static tu_keeld nodes[MAXN];
-static char cluster[32];
-
-static void suite_setup(void)
-{
-    if (!tu_zk_available()) {
-        fprintf(stderr, "ZooKeeper is not installed (sh scripts/install-deps)\n");
-        exit(1);
-    }
-    if (tu_zk_start(&server, 1, 200) != 0)
-        exit(1);
-}
-
-static void suite_teardown(void)
-{
-    tu_zk_stop(&server);
-}
+static tu_cluster fx;
 
 static void setup(void)
 {
-    static int round;
-    dir = tu_tmpdir("cluster");
-    memset(nodes, 0, sizeof nodes);
-    snprintf(cluster, sizeof cluster, "ct%d-%d", (int)getpid(), round++);
+    tu_cluster_setup(&fx, "cluster", "ct");
 }
 
 static void teardown(void)
 {
-    int i;
-
-    for (i = 0; i < MAXN; i++) {
-        if (nodes[i].pid > 0)
-            ck_assert_int_eq(tu_keeld_stop(&nodes[i], SIGTERM), 0);
-        tu_keeld_free(&nodes[i]);
-    }
-    tu_rmrf(dir);
-    free(dir);
+    ck_assert_int_eq(tu_cluster_teardown(&fx, SIGTERM), 0);
 }
 
 /* Starts node i, with one more option (name and value) unless NULL. */
 static void start_node_with(int i, const char *opt, const char *val)
 {
-    char data[512], id[16];
-    const char *extra[] = {"--shards", "64", "--zk", server.hosts,
-                           "--cluster", cluster, "--node-id", id,
-                           "--zk-session-timeout", "2000",
-                           opt, val, NULL};
-
-    snprintf(data, sizeof data, "%s/n%d", dir, i);
-    snprintf(id, sizeof id, "n%d", i);
-    ck_assert_int_eq(tu_keeld_start(&nodes[i], data, 0, extra), 0);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, i, 0, opt, val, NULL), 0);
 }
 
 static void start_node(int i)
@@ -82,24 +45,12 @@ static void start_node(int i)
  * (-1 with the error on stderr if the call failed). */
 static long counter(int i, const char *name, const char *op)
 {
-    char *out = NULL, *err = NULL;
-    long v = -1;
-    int rc = tu_keel(nodes[i].addr, &out, &err, "call", "counter", name, op,
-                     NULL);
-
-    if (rc == 0 && out != NULL)
-        v = strtol(out, NULL, 10);
-    else
-        fprintf(stderr, "keel call counter %s %s via n%d: exit %d: %s\n",
-                name, op, i, rc, err ? err : "");
-    free(out);
-    free(err);
-    return v;
+    return tu_cluster_counter(&fx, i, name, op);
 }
 
 static void dump_logs(void)
 {
-    tu_keeld_dump_logs(nodes, MAXN);
+    tu_cluster_dump_logs(&fx);
 }
 
 #define ASSERT_COUNT(v, want)                                               \
@@ -189,16 +140,16 @@ START_TEST(join_under_load_keeps_every_count)
     /* The newcomer holds some units' records now, and the statistics of
      * both sides say so. */
     {
-        char *log = tu_keeld_log(&nodes[3]);
+        char *log = tu_keeld_log(&fx.nodes[3]);
         long off = 0, out = 0;
         ck_assert_ptr_nonnull(log);
         ck_assert_ptr_nonnull(strstr(log, "received"));
         free(log);
-        ck_assert_int_gt(tu_keel_stat(nodes[3].addr, "units_acquired"), 0);
-        ck_assert_int_gt(tu_keel_stat(nodes[3].addr, "handoff_bytes_in"), 0);
+        ck_assert_int_gt(tu_keel_stat(fx.nodes[3].addr, "units_acquired"), 0);
+        ck_assert_int_gt(tu_keel_stat(fx.nodes[3].addr, "handoff_bytes_in"), 0);
         for (i = 0; i < 3; i++) {
-            off += tu_keel_stat(nodes[i].addr, "units_handed_off");
-            out += tu_keel_stat(nodes[i].addr, "handoff_bytes_out");
+            off += tu_keel_stat(fx.nodes[i].addr, "units_handed_off");
+            out += tu_keel_stat(fx.nodes[i].addr, "handoff_bytes_out");
         }
         ck_assert_int_gt(off, 0);
         ck_assert_int_gt(out, 0);
@@ -222,7 +173,7 @@ START_TEST(sigterm_hands_off_under_load)
     converge(4);
     for (r = 0; r < 10; r++) {
         if (r == 3)
-            ck_assert_int_eq(kill(nodes[3].pid, SIGTERM), 0);
+            ck_assert_int_eq(kill(fx.nodes[3].pid, SIGTERM), 0);
         for (c = 0; c < COUNTERS; c++) {
             long v;
             snprintf(name, sizeof name, "c%d", c);
@@ -232,9 +183,9 @@ START_TEST(sigterm_hands_off_under_load)
         }
     }
     /* It exits by itself (the second SIGTERM changes nothing) with 0. */
-    ck_assert_int_eq(tu_keeld_stop(&nodes[3], SIGTERM), 0);
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[3], SIGTERM), 0);
     {
-        char *log = tu_keeld_log(&nodes[3]);
+        char *log = tu_keeld_log(&fx.nodes[3]);
         ck_assert_ptr_nonnull(log);
         ck_assert_ptr_nonnull(strstr(log, "every unit handed off"));
         free(log);
@@ -261,14 +212,14 @@ START_TEST(node_drain_hands_off_under_load)
     converge(4);
     for (r = 0; r < 10; r++) {
         if (r == 3) {
-            ck_assert_int_eq(tu_keel(nodes[0].addr, &out, &err, "node",
+            ck_assert_int_eq(tu_keel(fx.nodes[0].addr, &out, &err, "node",
                                      "drain", "n3", NULL),
                              0);
             ck_assert_ptr_nonnull(strstr(out, "node n3 leaving"));
             free(out);
             free(err);
             out = err = NULL;
-            ck_assert_int_eq(tu_keel(nodes[0].addr, &out, &err, "node",
+            ck_assert_int_eq(tu_keel(fx.nodes[0].addr, &out, &err, "node",
                                      "drain", "nobody", NULL),
                              1);
             free(out);
@@ -283,7 +234,7 @@ START_TEST(node_drain_hands_off_under_load)
         }
     }
     /* Signal 0: only wait for it to exit by itself. */
-    ck_assert_int_eq(tu_keeld_stop(&nodes[3], 0), 0);
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[3], 0), 0);
     for (c = 0; c < COUNTERS; c++) {
         snprintf(name, sizeof name, "c%d", c);
         for (i = 0; i < 3; i++)
@@ -307,12 +258,12 @@ START_TEST(dead_owner_units_unavailable)
         snprintf(name, sizeof name, "c%d", c);
         ck_assert_int_eq(counter(c % 3, name, "incr"), 1);
     }
-    ck_assert_int_eq(tu_keeld_stop(&nodes[2], SIGKILL), 128 + SIGKILL);
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[2], SIGKILL), 128 + SIGKILL);
     for (c = 0; c < COUNTERS; c++) {
         char *out = NULL, *err = NULL;
         int rc;
         snprintf(name, sizeof name, "c%d", c);
-        rc = tu_keel(nodes[c % 2].addr, &out, &err, "call", "counter", name,
+        rc = tu_keel(fx.nodes[c % 2].addr, &out, &err, "call", "counter", name,
                      "get", NULL);
         if (rc == 0) {
             ck_assert_str_eq(out, "1\n");
@@ -337,7 +288,7 @@ END_TEST
 START_TEST(forget_dead_node_reassigns_its_units)
 {
     char name[16], *out = NULL, *err = NULL;
-    int c, rc, tries, zero = 0;
+    int c, rc, zero = 0;
 
     for (c = 0; c < 3; c++)
         start_node(c);
@@ -346,33 +297,21 @@ START_TEST(forget_dead_node_reassigns_its_units)
         snprintf(name, sizeof name, "c%d", c);
         ck_assert_int_eq(counter(c % 3, name, "incr"), 1);
     }
-    rc = tu_keel(nodes[0].addr, &out, &err, "node", "forget", "n1", NULL);
+    rc = tu_keel(fx.nodes[0].addr, &out, &err, "node", "forget", "n1", NULL);
     ck_assert_int_eq(rc, 1);
     ck_assert_ptr_nonnull(err);
     ck_assert_ptr_nonnull(strstr(err, "EEXIST"));
     free(out);
     free(err);
-    ck_assert_int_eq(tu_keeld_stop(&nodes[2], SIGKILL), 128 + SIGKILL);
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[2], SIGKILL), 128 + SIGKILL);
     /* n2 stays a member until its session expires (2 s): until then the
      * forget is refused. */
-    for (tries = 0;; tries++) {
-        out = err = NULL;
-        rc = tu_keel(nodes[1].addr, &out, &err, "node", "forget", "n2",
-                     NULL);
-        if (rc == 0)
-            break;
-        ck_assert_int_eq(rc, 1);
-        ck_assert_msg(err != NULL && strstr(err, "EEXIST") != NULL,
-                      "forget n2: %s", err ? err : "");
-        ck_assert_int_lt(tries, 100);
-        free(out);
-        free(err);
-        usleep(100 * 1000);
-    }
+    rc = tu_cluster_forget(&fx, 1, "n2", 100, 100, &out);
+    ck_assert_msg(rc == 0, "forget n2: %s",
+                  rc > 0 ? "refused (EEXIST) 100 times" : "failed");
     ck_assert_ptr_nonnull(strstr(out, "node n2 forgotten: its "));
     ck_assert_ptr_nonnull(strstr(out, "the state they held is lost"));
     free(out);
-    free(err);
     for (c = 0; c < COUNTERS; c++) {
         long v;
         snprintf(name, sizeof name, "c%d", c);
@@ -398,7 +337,7 @@ static int reg_call(int i, const char *name, const char *op,
                     const char *arg, char **out)
 {
     char *err = NULL;
-    int rc = tu_keel(nodes[i].addr, out, &err, "call", "register", name, op,
+    int rc = tu_keel(fx.nodes[i].addr, out, &err, "call", "register", name, op,
                      arg, NULL);
 
     if (rc != 0)
@@ -454,7 +393,7 @@ START_TEST(large_record_moves_with_its_unit)
         ck_assert_int_eq(reg_call(0, name, "read", NULL, &out), 0);
         ck_assert_str_eq(out, "x\n");
         free(out);
-        ck_assert_int_eq(tu_keel(nodes[0].addr, &out, NULL, "where",
+        ck_assert_int_eq(tu_keel(fx.nodes[0].addr, &out, NULL, "where",
                                  "register", name, NULL),
                          0);
         moved += strstr(out, "\nowner n1\n") != NULL;
@@ -472,8 +411,6 @@ int main(void)
 {
     Suite *s = suite_create("cluster");
     TCase *tc = tcase_create("cluster");
-    SRunner *sr;
-    int failed;
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 180);
@@ -485,11 +422,5 @@ int main(void)
     tcase_add_test(tc, node_drain_hands_off_under_load);
     tcase_add_test(tc, large_record_moves_with_its_unit);
     suite_add_tcase(s, tc);
-    suite_setup();
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    suite_teardown();
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_cluster_run_suite(&fx, s);
 }

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "actlog.h"
+#include "cluster.h"
 #include "keel.h"
 #include "proc.h"
 #include "runtime/client.h"
@@ -36,19 +37,9 @@
 #define WINDOW 16          /* calls in flight per connection */
 #define CLIENT_TIMEOUT_MS 20000 /* well above the 5 s hold bound */
 
-static tu_zk server;
-static char *dir;
-static tu_keeld nodes[NNODES];
-static char cluster[32];
+static tu_cluster fx;
 
 /* ------------------------------------------------------------ helpers */
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 static void counter_name(int c, char *buf, size_t cap)
 {
@@ -57,26 +48,21 @@ static void counter_name(int c, char *buf, size_t cap)
 
 static void dump_logs(void)
 {
-    tu_keeld_dump_logs(nodes, NNODES);
+    tu_cluster_dump_logs(&fx);
 }
 
 static void actlog_path(int i, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "%s/n%d.act", dir, i);
+    snprintf(buf, cap, "%s/n%d.act", fx.dir, i);
 }
 
 static void start_node(int i)
 {
-    char data[512], id[16], act[512];
-    const char *extra[] = {"--shards", "64", "--zk", server.hosts,
-                           "--cluster", cluster, "--node-id", id,
-                           "--zk-session-timeout", "2000",
-                           "--activation-log", act, NULL};
+    char act[512];
 
-    snprintf(data, sizeof data, "%s/n%d", dir, i);
-    snprintf(id, sizeof id, "n%d", i);
     actlog_path(i, act, sizeof act);
-    ck_assert_int_eq(tu_keeld_start(&nodes[i], data, nodes[i].port, extra),
+    ck_assert_int_eq(tu_cluster_start_node(&fx, i, fx.nodes[i].port,
+                                           "--activation-log", act, NULL),
                      0);
 }
 
@@ -85,7 +71,7 @@ static char *cli(int i, const char *a, const char *b, const char *c,
                  const char *d)
 {
     char *out = NULL, *err = NULL;
-    int rc = tu_keel(nodes[i].addr, &out, &err, a, b, c, d, NULL);
+    int rc = tu_keel(fx.nodes[i].addr, &out, &err, a, b, c, d, NULL);
 
     free(err);
     if (rc != 0) {
@@ -119,14 +105,14 @@ static int read_all(int i, long *v)
 {
     static char done[NCOUNTERS];
     keel_client *cl = NULL;
-    double deadline = now_s() + 90;
+    double deadline = tu_now_s() + 90;
     int left = NCOUNTERS, c;
 
     memset(done, 0, sizeof done);
-    while (left > 0 && now_s() < deadline) {
+    while (left > 0 && tu_now_s() < deadline) {
         int sent = 0;
-        if (cl == NULL &&
-            keel_client_connect(nodes[i].addr, CLIENT_TIMEOUT_MS, &cl) != 0) {
+        if (cl == NULL && keel_client_connect(fx.nodes[i].addr,
+                                              CLIENT_TIMEOUT_MS, &cl) != 0) {
             cl = NULL;
             usleep(100 * 1000);
             continue;
@@ -232,7 +218,7 @@ static void *load_main(void *arg)
         }
         atomic_store(&l->idle, 0);
         if (cl == NULL) {
-            if (keel_client_connect(nodes[l->node].addr, CLIENT_TIMEOUT_MS,
+            if (keel_client_connect(fx.nodes[l->node].addr, CLIENT_TIMEOUT_MS,
                                     &cl) != 0) {
                 cl = NULL;
                 usleep(100 * 1000);
@@ -325,10 +311,10 @@ static void load_start(int i)
  * flight on its connection has been answered. */
 static void load_quiesce(int i)
 {
-    double deadline = now_s() + 60;
+    double deadline = tu_now_s() + 60;
 
     atomic_store(&loaders[i].quiesce, 1);
-    while (!atomic_load(&loaders[i].idle) && now_s() < deadline)
+    while (!atomic_load(&loaders[i].idle) && tu_now_s() < deadline)
         usleep(20 * 1000);
     ck_assert_msg(atomic_load(&loaders[i].idle),
                   "calls through n%d did not settle in 60 s", i);
@@ -383,43 +369,27 @@ static void parse_actlog(int i, size_t from, size_t to,
 
 static void setup(void)
 {
-    static int round;
-
-    if (!tu_zk_available()) {
-        fprintf(stderr, "ZooKeeper is not installed (sh scripts/install-deps)\n");
-        exit(1);
-    }
-    ck_assert_int_eq(tu_zk_start(&server, 1, 200), 0);
-    dir = tu_tmpdir("chaos");
-    memset(nodes, 0, sizeof nodes);
+    ck_assert_int_eq(tu_cluster_zk_start(&fx), 0);
+    tu_cluster_setup(&fx, "chaos", "cc");
     memset(loaders, 0, sizeof loaders);
     tu_actlog_init(&acts);
-    snprintf(cluster, sizeof cluster, "cc%d-%d", (int)getpid(), round++);
 }
 
 static void teardown(void)
 {
-    int i;
-
     load_stop_all();
-    for (i = 0; i < NNODES; i++) {
-        if (nodes[i].pid > 0)
-            tu_keeld_stop(&nodes[i], SIGKILL);
-        tu_keeld_free(&nodes[i]);
-    }
-    tu_zk_stop(&server);
-    tu_rmrf(dir);
-    free(dir);
+    tu_cluster_teardown(&fx, SIGKILL);
+    tu_zk_stop(&fx.zk);
     tu_actlog_free(&acts);
 }
 
 /* Waits (bounded) until node i answers a read of counter k0. */
 static void await_serving(int i, double secs)
 {
-    double deadline = now_s() + secs;
+    double deadline = tu_now_s() + secs;
     char *out = NULL;
 
-    while (now_s() < deadline) {
+    while (tu_now_s() < deadline) {
         out = cli(i, "call", "counter", "k0", "get");
         if (out == NULL) {
             usleep(200 * 1000);
@@ -435,11 +405,11 @@ static void await_serving(int i, double secs)
 /* Node i is a member that holds units (bounded wait). */
 static void await_owns_units(int i, double secs)
 {
-    double deadline = now_s() + secs;
+    double deadline = tu_now_s() + secs;
     char id[8];
 
     snprintf(id, sizeof id, "n%d", i);
-    while (now_s() < deadline) {
+    while (tu_now_s() < deadline) {
         char *out = cli((i + 1) % 3, "shards", "--node", id, NULL);
         int owns = out != NULL && strstr(out, "unit ") != NULL;
         free(out);
@@ -488,7 +458,7 @@ START_TEST(membership_changes_under_load)
     }
     load_quiesce(leaver);
     atomic_store(&phase, 1);
-    ck_assert_int_eq(tu_keeld_stop(&nodes[leaver], SIGTERM), 0);
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[leaver], SIGTERM), 0);
     atomic_store(&phase, 2);
     usleep(1000 * 1000);
 
@@ -516,14 +486,14 @@ START_TEST(membership_changes_under_load)
     load_quiesce(victim);
     actlog_path(victim, act, sizeof act);
     atomic_store(&phase, 3);
-    ck_assert_int_eq(tu_keeld_stop(&nodes[victim], SIGKILL), 128 + SIGKILL);
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[victim], SIGKILL), 128 + SIGKILL);
     kill_ns = tu_realtime_ns();
     ck_assert_int_eq(stat(act, &st), 0);
     victim_log_size = (size_t)st.st_size;
 
     /* Another node takes over as controller. */
-    deadline = now_s() + 60;
-    while (now_s() < deadline) {
+    deadline = tu_now_s() + 60;
+    while (tu_now_s() < deadline) {
         if (controller_of(survivor, other, sizeof other) == 0 &&
             strcmp(other, ctl) != 0)
             break;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "proc.h"
 #include "testutil.h"
 #include "zk.h"
@@ -18,55 +19,26 @@
 #define N 3
 #define SHARDS 16
 
-static tu_zk server;
-static char *dir;
-static tu_keeld nodes[N];
-static char cluster[32];
+static tu_cluster fx;
 static const char *const caps[N] = {"gpu", "gpu,ssd", NULL};
-
-static void suite_setup(void)
-{
-    if (!tu_zk_available()) {
-        fprintf(stderr, "ZooKeeper is not installed (sh scripts/install-deps)\n");
-        exit(1);
-    }
-    if (tu_zk_start(&server, 1, 200) != 0)
-        exit(1);
-}
 
 static void setup(void)
 {
-    static int round;
     int i;
 
-    dir = tu_tmpdir("cluster-cli");
-    memset(nodes, 0, sizeof nodes);
-    snprintf(cluster, sizeof cluster, "cc%d-%d", (int)getpid(), round++);
-    for (i = 0; i < N; i++) {
-        char data[512], id[16];
-        const char *extra[] = {"--shards", "16", "--zk", server.hosts,
-                               "--cluster", cluster, "--node-id", id,
-                               "--zk-session-timeout", "2000",
-                               "--http", "127.0.0.1:0",
-                               caps[i] ? "--capabilities" : NULL, caps[i],
-                               NULL};
-        snprintf(data, sizeof data, "%s/n%d", dir, i);
-        snprintf(id, sizeof id, "n%d", i);
-        ck_assert_int_eq(tu_keeld_start(&nodes[i], data, 0, extra), 0);
-    }
+    tu_cluster_setup(&fx, "cluster-cli", "cc");
+    fx.shards = SHARDS;
+    for (i = 0; i < N; i++)
+        ck_assert_int_eq(tu_cluster_start_node(
+                             &fx, i, 0, "--http", "127.0.0.1:0",
+                             caps[i] ? "--capabilities" : NULL, caps[i],
+                             NULL),
+                         0);
 }
 
 static void teardown(void)
 {
-    int i;
-
-    for (i = 0; i < N; i++) {
-        if (nodes[i].pid > 0)
-            ck_assert_int_eq(tu_keeld_stop(&nodes[i], SIGTERM), 0);
-        tu_keeld_free(&nodes[i]);
-    }
-    tu_rmrf(dir);
-    free(dir);
+    ck_assert_int_eq(tu_cluster_teardown(&fx, SIGTERM), 0);
 }
 
 static size_t count_lines(const char *s, const char *prefix)
@@ -89,7 +61,7 @@ static char *cli(int i, const char *a, const char *b, const char *c,
                  const char *d)
 {
     char *out = NULL, *err = NULL;
-    int rc = tu_keel(nodes[i].addr, &out, &err, a, b, c, d, NULL);
+    int rc = tu_keel(fx.nodes[i].addr, &out, &err, a, b, c, d, NULL);
 
     ck_assert_msg(rc == 0, "keel %s via n%d: exit %d: %s", a, i, rc,
                   err ? err : "");
@@ -119,7 +91,7 @@ static void await_settled(void)
             return;
         usleep(100 * 1000);
     }
-    tu_keeld_dump_logs(nodes, N);
+    tu_cluster_dump_logs(&fx);
     ck_abort_msg("the cluster did not settle");
 }
 
@@ -150,7 +122,7 @@ START_TEST(nodes_one_controller)
         ck_assert_ptr_nonnull(strstr(out, "node n0 addr "));
         ck_assert_ptr_nonnull(strstr(out, "node n1 addr "));
         ck_assert_ptr_nonnull(strstr(out, "node n2 addr "));
-        ck_assert_ptr_nonnull(strstr(out, nodes[i].addr));
+        ck_assert_ptr_nonnull(strstr(out, fx.nodes[i].addr));
         ck_assert_ptr_nonnull(strstr(out, " caps gpu,ssd role "));
         ck_assert_ptr_nonnull(strstr(out, " caps (none) role "));
         /* Exactly one member is the controller, the one named above. */
@@ -190,7 +162,7 @@ START_TEST(where_names_the_serving_node)
         ck_assert_ptr_nonnull(p);
         ck_assert_int_eq(sscanf(p, "\nowner n%d", &o), 1);
         ck_assert(o >= 0 && o < N);
-        ck_assert_ptr_nonnull(strstr(out, nodes[o].addr));
+        ck_assert_ptr_nonnull(strstr(out, fx.nodes[o].addr));
         p = strstr(out, "\nepoch ");
         ck_assert_ptr_nonnull(p);
         ck_assert_int_ge(strtol(p + strlen("\nepoch "), NULL, 10), 1);
@@ -291,7 +263,7 @@ START_TEST(capabilities_and_http)
         free(out);
     }
     /* /v1/cluster on n2: the same facts as JSON. */
-    log = tu_keeld_log(&nodes[2]);
+    log = tu_keeld_log(&fx.nodes[2]);
     for (p = log; (p = strstr(p, "keeld: http on port ")) != NULL; p++)
         q = p;
     ck_assert_ptr_nonnull(q);
@@ -345,7 +317,7 @@ END_TEST
  * grows by one). */
 static long stat_value(int i, const char *name)
 {
-    long v = tu_keel_stat(nodes[i].addr, name);
+    long v = tu_keel_stat(fx.nodes[i].addr, name);
 
     ck_assert_msg(v >= 0, "no %s in n%d's stat output", name, i);
     return v;
@@ -367,7 +339,7 @@ START_TEST(direct_call_goes_to_the_owner)
     fwd0 = stat_value(via, "forwarded");
     msgs0 = stat_value(o, "messages");
     out = NULL;
-    ck_assert_int_eq(tu_keel(nodes[via].addr, &out, &err, "--direct", "call",
+    ck_assert_int_eq(tu_keel(fx.nodes[via].addr, &out, &err, "--direct", "call",
                              "counter", "direct", "incr", NULL),
                      0);
     ck_assert_str_eq(out, "1\n");
@@ -388,8 +360,6 @@ int main(void)
 {
     Suite *s = suite_create("cluster_cli");
     TCase *tc = tcase_create("cluster_cli");
-    SRunner *sr;
-    int failed;
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
@@ -399,11 +369,5 @@ int main(void)
     tcase_add_test(tc, shards_cover_every_unit_once);
     tcase_add_test(tc, capabilities_and_http);
     suite_add_tcase(s, tc);
-    suite_setup();
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    tu_zk_stop(&server);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_cluster_run_suite(&fx, s);
 }

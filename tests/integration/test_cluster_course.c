@@ -14,75 +14,30 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "proc.h"
 #include "testutil.h"
 #include "zk.h"
 
-#define MAXN 4
 #define COUNTERS 32
 
-static tu_zk server;
-static char *dir;
-static tu_keeld nodes[MAXN];
-static char cluster[32];
-
-static void suite_setup(void)
-{
-    if (!tu_zk_available()) {
-        fprintf(stderr, "ZooKeeper is not installed (sh scripts/install-deps)\n");
-        exit(1);
-    }
-    if (tu_zk_start(&server, 1, 200) != 0)
-        exit(1);
-}
-
-static void suite_teardown(void)
-{
-    tu_zk_stop(&server);
-}
+static tu_cluster fx;
 
 static void setup(void)
 {
-    static int round;
-    dir = tu_tmpdir("course");
-    memset(nodes, 0, sizeof nodes);
-    snprintf(cluster, sizeof cluster, "cc%d-%d", (int)getpid(), round++);
+    tu_cluster_setup(&fx, "course", "cc");
 }
 
 static void teardown(void)
 {
-    int i;
-
-    for (i = 0; i < MAXN; i++) {
-        if (nodes[i].pid > 0) {
-            kill(nodes[i].pid, SIGCONT);
-            tu_keeld_stop(&nodes[i], SIGKILL);
-        }
-        tu_keeld_free(&nodes[i]);
-    }
-    tu_rmrf(dir);
-    free(dir);
+    tu_cluster_teardown(&fx, SIGKILL);
 }
 
 static void start_node(int i)
 {
-    char data[512], id[16];
-    const char *extra[] = {"--shards", "64", "--zk", server.hosts,
-                           "--cluster", cluster, "--node-id", id,
-                           "--zk-session-timeout", "2000",
-                           "--hold-timeout", "1000", NULL};
-
-    snprintf(data, sizeof data, "%s/n%d", dir, i);
-    snprintf(id, sizeof id, "n%d", i);
-    ck_assert_int_eq(tu_keeld_start(&nodes[i], data, 0, extra), 0);
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+    ck_assert_int_eq(tu_cluster_start_node(&fx, i, 0, "--hold-timeout",
+                                           "1000", NULL),
+                     0);
 }
 
 enum { C_OK = 0, C_UNAVAIL, C_UNKNOWN };
@@ -96,7 +51,7 @@ static int counter(int i, int c, const char *op, long *value)
     int rc, st;
 
     snprintf(name, sizeof name, "c%d", c);
-    rc = tu_keel(nodes[i].addr, &out, &err, "-t", "3000", "call", "counter",
+    rc = tu_keel(fx.nodes[i].addr, &out, &err, "-t", "3000", "call", "counter",
                  name, op, NULL);
     if (rc == 0 && out != NULL) {
         *value = strtol(out, NULL, 10);
@@ -113,17 +68,10 @@ static int counter(int i, int c, const char *op, long *value)
 /* The owner node of counter c as node i sees it ("n3"), into owner. */
 static void where(int i, int c, char *owner, size_t cap)
 {
-    char name[16], *out = NULL, *err = NULL, *p;
+    char name[16];
 
     snprintf(name, sizeof name, "c%d", c);
-    owner[0] = '\0';
-    if (tu_keel(nodes[i].addr, &out, &err, "where", "counter", name,
-                NULL) == 0 &&
-        out != NULL && (p = strstr(out, "\nowner ")) != NULL)
-        sscanf(p, "\nowner %15s", owner);
-    (void)cap;
-    free(out);
-    free(err);
+    tu_cluster_owner_of(&fx, i, "counter", name, owner, cap);
 }
 
 /* Whether `keel nodes` through node i lists node `id`. */
@@ -133,7 +81,7 @@ static int listed(int i, const char *id)
     int yes;
 
     snprintf(pat, sizeof pat, "\nnode %s ", id);
-    yes = tu_keel(nodes[i].addr, &out, &err, "nodes", NULL) == 0 &&
+    yes = tu_keel(fx.nodes[i].addr, &out, &err, "nodes", NULL) == 0 &&
           out != NULL && strstr(out, pat) != NULL;
     free(out);
     free(err);
@@ -172,7 +120,7 @@ static int check_count(int i, int c)
 
     if (st == C_OK) {
         if (v < acked[c] || v > acked[c] + unknown[c])
-            tu_keeld_dump_logs(nodes, MAXN);
+            tu_cluster_dump_logs(&fx);
         ck_assert_msg(v >= acked[c] && v <= acked[c] + unknown[c],
                       "c%d via n%d: %ld, acknowledged %ld (+%d unknown)", c,
                       i, v, acked[c], unknown[c]);
@@ -192,13 +140,13 @@ START_TEST(target_stopped_mid_stream_then_drained)
     for (i = 0; i < 3; i++)
         start_node(i);
     /* settled: every counter answers */
-    t0 = now_s();
+    t0 = tu_now_s();
     do {
         long v;
         pending = 0;
         for (c = 0; c < COUNTERS; c++)
             pending += counter(c % 3, c, "get", &v) != C_OK;
-    } while (pending > 0 && now_s() - t0 < 90);
+    } while (pending > 0 && tu_now_s() - t0 < 90);
     ck_assert_int_eq(pending, 0);
     for (r = 0; r < 2; r++)
         load_round(three, 3, r);
@@ -207,32 +155,32 @@ START_TEST(target_stopped_mid_stream_then_drained)
      * stays stopped from then on: the moves to it start while it cannot
      * answer (a unit it received in its last slice is its own). */
     start_node(3);
-    t0 = now_s();
-    ck_assert_int_eq(kill(nodes[3].pid, SIGSTOP), 0);
-    while (!listed(0, "n3") && now_s() - t0 < 30) {
-        kill(nodes[3].pid, SIGCONT);
+    t0 = tu_now_s();
+    ck_assert_int_eq(kill(fx.nodes[3].pid, SIGSTOP), 0);
+    while (!listed(0, "n3") && tu_now_s() - t0 < 30) {
+        kill(fx.nodes[3].pid, SIGCONT);
         usleep(2000);
-        kill(nodes[3].pid, SIGSTOP);
+        kill(fx.nodes[3].pid, SIGSTOP);
         usleep(20000);
     }
     ck_assert(listed(0, "n3"));
     /* Drained while stopped (refused only if its session has expired
      * already); the load goes on; its session expires. */
-    if (tu_keel(nodes[1].addr, &out, &err, "node", "drain", "n3", NULL) != 0)
+    if (tu_keel(fx.nodes[1].addr, &out, &err, "node", "drain", "n3", NULL) != 0)
         ck_assert(!listed(1, "n3"));
     free(out);
     free(err);
     for (r = 2; r < 4; r++)
         load_round(three, 3, r);
-    t0 = now_s();
-    while (listed(0, "n3") && now_s() - t0 < 30)
+    t0 = tu_now_s();
+    while (listed(0, "n3") && tu_now_s() - t0 < 30)
         usleep(50000);
     ck_assert(!listed(0, "n3"));
 
     /* Within a bound, every counter answers again, except those whose
      * data went to n3 before it stopped: their owner is n3, and they wait
      * for it. */
-    t0 = now_s();
+    t0 = tu_now_s();
     do {
         pending = on_d = 0;
         for (c = 0; c < COUNTERS; c++) {
@@ -244,9 +192,9 @@ START_TEST(target_stopped_mid_stream_then_drained)
             if (check_count(c % 3, c) != C_OK)
                 pending++;
         }
-    } while (pending > 0 && now_s() - t0 < 20);
+    } while (pending > 0 && tu_now_s() - t0 < 20);
     if (pending > 0)
-        tu_keeld_dump_logs(nodes, MAXN);
+        tu_cluster_dump_logs(&fx);
     ck_assert_msg(pending == 0,
                   "%d counters not owned by the stopped node stay "
                   "unavailable",
@@ -265,17 +213,17 @@ START_TEST(target_stopped_mid_stream_then_drained)
     /* n3 resumes: fenced at once, it stores none of the streams that wait
      * in its sockets, rejoins as a new incarnation and serves what it
      * holds. Then every counter answers through every node. */
-    ck_assert_int_eq(kill(nodes[3].pid, SIGCONT), 0);
-    t0 = now_s();
+    ck_assert_int_eq(kill(fx.nodes[3].pid, SIGCONT), 0);
+    t0 = tu_now_s();
     do {
         pending = 0;
         for (c = 0; c < COUNTERS; c++)
             for (i = 0; i < 4; i++)
                 if (check_count(i, c) != C_OK)
                     pending++;
-    } while (pending > 0 && now_s() - t0 < 60);
+    } while (pending > 0 && tu_now_s() - t0 < 60);
     if (pending > 0)
-        tu_keeld_dump_logs(nodes, MAXN);
+        tu_cluster_dump_logs(&fx);
     ck_assert_int_eq(pending, 0);
     for (c = 0; c < COUNTERS; c++)
         if (unknown[c] == 0)
@@ -291,18 +239,10 @@ int main(void)
 {
     Suite *s = suite_create("cluster_course");
     TCase *tc = tcase_create("course");
-    SRunner *sr;
-    int failed;
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 280);
     tcase_add_test(tc, target_stopped_mid_stream_then_drained);
     suite_add_tcase(s, tc);
-    suite_setup();
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    suite_teardown();
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_cluster_run_suite(&fx, s);
 }

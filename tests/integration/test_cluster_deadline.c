@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "keel.h"
 #include "proc.h"
 #include "runtime/client.h"
@@ -31,55 +32,17 @@
 #define CALLER_TIMEOUT_MS 3000
 #define PAUSE_MS 6000
 
-static tu_zk server;
-static char *dir;
-static tu_keeld nodes[NODES];
-static char cluster[32];
-
-static void suite_setup(void)
-{
-    if (!tu_zk_available()) {
-        fprintf(stderr,
-                "ZooKeeper is not installed (sh scripts/install-deps)\n");
-        exit(1);
-    }
-    if (tu_zk_start(&server, 1, 200) != 0)
-        exit(1);
-}
-
-static void suite_teardown(void)
-{
-    tu_zk_stop(&server);
-}
+static tu_cluster fx;
 
 static void setup(void)
 {
-    static int round;
-    dir = tu_tmpdir("cldead");
-    memset(nodes, 0, sizeof nodes);
-    snprintf(cluster, sizeof cluster, "cd%d-%d", (int)getpid(), round++);
+    tu_cluster_setup(&fx, "cldead", "cd");
+    fx.session_ms = 4000;
 }
 
 static void teardown(void)
 {
-    int i;
-
-    for (i = 0; i < NODES; i++) {
-        if (nodes[i].pid > 0) {
-            kill(nodes[i].pid, SIGCONT); /* in case a test left it stopped */
-            tu_keeld_stop(&nodes[i], SIGTERM);
-        }
-        tu_keeld_free(&nodes[i]);
-    }
-    tu_rmrf(dir);
-    free(dir);
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
+    tu_cluster_teardown(&fx, SIGTERM);
 }
 
 /* Node i on port `port` (0: any), its data in dir/n<i>, with a hold
@@ -87,36 +50,17 @@ static void sleep_ms(int ms)
  * HOLD_MS. */
 static void start_node(int i, int port)
 {
-    char data[512], id[16];
-    const char *extra[] = {"--shards", "64", "--zk", server.hosts,
-                           "--cluster", cluster, "--node-id", id,
-                           "--zk-session-timeout", "4000",
-                           "--hold-timeout", HOLD_MS_S, NULL};
-
-    snprintf(data, sizeof data, "%s/n%d", dir, i);
-    snprintf(id, sizeof id, "n%d", i);
-    ck_assert_int_eq(tu_keeld_start(&nodes[i], data, port, extra), 0);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, i, port, "--hold-timeout",
+                                           HOLD_MS_S, NULL),
+                     0);
 }
 
-#define CHECK(cond, ...)                                                    \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            tu_keeld_dump_logs(nodes, NODES);                               \
-            ck_abort_msg(__VA_ARGS__);                                      \
-        }                                                                   \
-    } while (0)
+#define CHECK(cond, ...) TU_CLUSTER_CHECK(&fx, cond, __VA_ARGS__)
 
 /* The owner `where` names through node i for kv/id ("" if none). */
 static void owner_of(int i, const char *id, char owner[64])
 {
-    char *out = NULL, *err = NULL, *p;
-    int rc = tu_keel(nodes[i].addr, &out, &err, "where", "counter", id, NULL);
-
-    owner[0] = '\0';
-    if (rc == 0 && out != NULL && (p = strstr(out, "\nowner ")) != NULL)
-        sscanf(p + 7, "%63s", owner);
-    free(out);
-    free(err);
+    tu_cluster_owner_of(&fx, i, "counter", id, owner, 64);
 }
 
 
@@ -142,10 +86,10 @@ START_TEST(paused_owner_runs_no_stalled_call)
                 snprintf(id, sizeof id, "%s", cand);
         }
         if (id[0] == '\0')
-            sleep_ms(100);
+            tu_sleep_ms(100);
     }
     CHECK(id[0] != '\0', "no counter owned by n1");
-    ck_assert_int_eq(keel_client_connect(nodes[0].addr, 30000, &cl), 0);
+    ck_assert_int_eq(keel_client_connect(fx.nodes[0].addr, 30000, &cl), 0);
     for (tries = 0; tries < 100 && acked < 5; tries++) {
         rc = keel_client_call(cl, KEEL_FRAME_CALL, "counter", id, strlen(id),
                               "incr", 4, &reply, NULL);
@@ -153,7 +97,7 @@ START_TEST(paused_owner_runs_no_stalled_call)
             CHECK(atol(reply) == acked + 1, "incr answered %s", reply);
             acked++;
         } else {
-            sleep_ms(100);
+            tu_sleep_ms(100);
         }
         free(reply);
         reply = NULL;
@@ -162,8 +106,8 @@ START_TEST(paused_owner_runs_no_stalled_call)
 
     /* n1 pauses; STALLED increments go to it through n0 and wait in its
      * socket. */
-    ck_assert_int_eq(kill(nodes[1].pid, SIGSTOP), 0);
-    ck_assert_int_eq(keel_client_connect(nodes[0].addr, CALLER_TIMEOUT_MS,
+    ck_assert_int_eq(kill(fx.nodes[1].pid, SIGSTOP), 0);
+    ck_assert_int_eq(keel_client_connect(fx.nodes[0].addr, CALLER_TIMEOUT_MS,
                                          &q),
                      0);
     for (i = 0; i < STALLED; i++)
@@ -191,8 +135,8 @@ START_TEST(paused_owner_runs_no_stalled_call)
             notrun++;
     }
     keel_client_close(q); /* its caller gives up (and might send again) */
-    sleep_ms(PAUSE_MS);
-    ck_assert_int_eq(kill(nodes[1].pid, SIGCONT), 0);
+    tu_sleep_ms(PAUSE_MS);
+    ck_assert_int_eq(kill(fx.nodes[1].pid, SIGCONT), 0);
     fprintf(stderr,
             "deadline: %d of %d stalled calls answered while the owner was "
             "paused (%d may have run, %d did not)\n",
@@ -209,7 +153,7 @@ START_TEST(paused_owner_runs_no_stalled_call)
         reply = NULL;
         if (rc == 0)
             break;
-        sleep_ms(100);
+        tu_sleep_ms(100);
     }
     CHECK(rc == 0, "the counter is not served after n1 resumed: %s",
           keel_strerror(rc));
@@ -229,18 +173,10 @@ int main(void)
 {
     Suite *s = suite_create("cluster_deadline");
     TCase *tc = tcase_create("cluster_deadline");
-    SRunner *sr;
-    int failed;
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, paused_owner_runs_no_stalled_call);
     suite_add_tcase(s, tc);
-    suite_setup();
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    suite_teardown();
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_cluster_run_suite(&fx, s);
 }

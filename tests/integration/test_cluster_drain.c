@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "keel.h"
 #include "proc.h"
 #include "runtime/client.h"
@@ -40,96 +41,33 @@
 #define CLIENT_TIMEOUT_MS 20000
 #define AFTER_EXIT_MS 300 /* the load goes on this long after the exit */
 
-static tu_zk server;
-static char *dir;
-static tu_keeld nodes[NODES];
-static char cluster[32];
-
-static void suite_setup(void)
-{
-    if (!tu_zk_available()) {
-        fprintf(stderr, "ZooKeeper is not installed (sh scripts/install-deps)\n");
-        exit(1);
-    }
-    if (tu_zk_start(&server, 1, 200) != 0)
-        exit(1);
-}
-
-static void suite_teardown(void)
-{
-    tu_zk_stop(&server);
-}
+static tu_cluster fx;
 
 static void setup(void)
 {
-    static int round;
-    dir = tu_tmpdir("drain");
-    memset(nodes, 0, sizeof nodes);
-    snprintf(cluster, sizeof cluster, "dr%d-%d", (int)getpid(), round++);
+    tu_cluster_setup(&fx, "drain", "dr");
 }
 
 static void teardown(void)
 {
-    int i;
-
-    for (i = 0; i < NODES; i++) {
-        if (nodes[i].pid > 0)
-            ck_assert_int_eq(tu_keeld_stop(&nodes[i], SIGTERM), 0);
-        tu_keeld_free(&nodes[i]);
-    }
-    tu_rmrf(dir);
-    free(dir);
+    ck_assert_int_eq(tu_cluster_teardown(&fx, SIGTERM), 0);
 }
 
 static void start_node(int i)
 {
-    char data[512], id[16];
-    const char *extra[] = {"--shards", "64", "--zk", server.hosts,
-                           "--cluster", cluster, "--node-id", id,
-                           "--zk-session-timeout", "2000", NULL};
-
-    snprintf(data, sizeof data, "%s/n%d", dir, i);
-    snprintf(id, sizeof id, "n%d", i);
-    ck_assert_int_eq(tu_keeld_start(&nodes[i], data, 0, extra), 0);
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, i, 0, NULL), 0);
 }
 
 /* `keel call counter NAME OP` through node i: the number printed, or -1. */
 static long counter(int i, const char *name, const char *op)
 {
-    char *out = NULL, *err = NULL;
-    long v = -1;
-    int rc = tu_keel(nodes[i].addr, &out, &err, "call", "counter", name, op,
-                     NULL);
-
-    if (rc == 0 && out != NULL)
-        v = strtol(out, NULL, 10);
-    else
-        fprintf(stderr, "keel call counter %s %s via n%d: exit %d: %s\n",
-                name, op, i, rc, err ? err : "");
-    free(out);
-    free(err);
-    return v;
+    return tu_cluster_counter(&fx, i, name, op);
 }
 
 /* Every node answers a read of every counter (at most 90 s). */
 static void converge(void)
 {
-    double t0 = now_s();
+    double t0 = tu_now_s();
     char name[16];
     int c, i, ok;
 
@@ -140,9 +78,9 @@ static void converge(void)
             for (i = 0; i < NODES && ok; i++)
                 ok = counter(i, name, "get") >= 0;
         }
-    } while (!ok && now_s() - t0 < 90);
+    } while (!ok && tu_now_s() - t0 < 90);
     if (!ok)
-        tu_keeld_dump_logs(nodes, NODES);
+        tu_cluster_dump_logs(&fx);
     ck_assert_msg(ok, "the cluster did not converge in 90 s");
 }
 
@@ -206,7 +144,7 @@ static keel_client *reconnect(struct loader *l, keel_client *c)
             return c;
         count(l, rc); /* one failed attempt: nothing was sent */
         refused(l);
-        sleep_ms(20);
+        tu_sleep_ms(20);
     }
     return NULL;
 }
@@ -234,7 +172,7 @@ static void load_calls(struct loader *l)
         if (rc != 0 && reply == NULL) {
             c = reconnect(l, c);
         } else if (rc != 0) {
-            sleep_ms(5); /* a stopping node answers at once */
+            tu_sleep_ms(5); /* a stopping node answers at once */
         }
         free(reply);
     }
@@ -296,7 +234,7 @@ static void load_pipelined(struct loader *l)
             open--;
         }
         if (errors > 0)
-            sleep_ms(5);
+            tu_sleep_ms(5);
     }
     keel_client_close(c);
 }
@@ -317,7 +255,7 @@ static void load_fresh(struct loader *l)
         if (rc != 0) {
             count(l, rc);
             refused(l);
-            sleep_ms(20);
+            tu_sleep_ms(20);
             continue;
         }
         snprintf(name, sizeof name, "c%d", k);
@@ -327,7 +265,7 @@ static void load_fresh(struct loader *l)
         if (rc == 0)
             atomic_fetch_add(&acked[k], 1);
         else
-            sleep_ms(5);
+            tu_sleep_ms(5);
         free(reply);
         keel_client_close(c);
     }
@@ -384,16 +322,16 @@ static void drain_under_load(int by_signal)
     for (i = 0; i < LOADERS; i++) {
         ld[i].index = i;
         ld[i].to_drained = i <= FRESH;
-        ld[i].addr = ld[i].to_drained ? nodes[DRAINED].addr
-                                      : nodes[i - FRESH - 1].addr;
+        ld[i].addr = ld[i].to_drained ? fx.nodes[DRAINED].addr
+                                      : fx.nodes[i - FRESH - 1].addr;
         ck_assert_int_eq(
             pthread_create(&ld[i].thread, NULL, loader_main, &ld[i]), 0);
     }
-    sleep_ms(1000);
+    tu_sleep_ms(1000);
     if (by_signal) {
-        ck_assert_int_eq(kill(nodes[DRAINED].pid, SIGTERM), 0);
+        ck_assert_int_eq(kill(fx.nodes[DRAINED].pid, SIGTERM), 0);
     } else {
-        ck_assert_int_eq(tu_keel(nodes[0].addr, &out, &err, "node", "drain",
+        ck_assert_int_eq(tu_keel(fx.nodes[0].addr, &out, &err, "node", "drain",
                                  "n2", NULL),
                          0);
         ck_assert_ptr_nonnull(strstr(out, "node n2 leaving"));
@@ -401,10 +339,10 @@ static void drain_under_load(int by_signal)
         free(err);
     }
     /* It exits by itself (signal 0: only wait; at most 30 s), with 0. */
-    t0 = now_s();
-    exit_rc = tu_keeld_stop(&nodes[DRAINED], 0);
-    fprintf(stderr, "n2 exited %d after %.1f s\n", exit_rc, now_s() - t0);
-    sleep_ms(AFTER_EXIT_MS);
+    t0 = tu_now_s();
+    exit_rc = tu_keeld_stop(&fx.nodes[DRAINED], 0);
+    fprintf(stderr, "n2 exited %d after %.1f s\n", exit_rc, tu_now_s() - t0);
+    tu_sleep_ms(AFTER_EXIT_MS);
     atomic_store(&load_stop, 1);
     for (i = 0; i < LOADERS; i++)
         pthread_join(ld[i].thread, NULL);
@@ -445,7 +383,7 @@ static void drain_under_load(int by_signal)
                 continue;
             v = counter(i, name, "get");
             if (v != atomic_load(&acked[c]))
-                tu_keeld_dump_logs(nodes, NODES);
+                tu_cluster_dump_logs(&fx);
             ck_assert_msg(v == atomic_load(&acked[c]),
                           "counter %s via n%d: %ld, acknowledged %ld", name,
                           i, v, atomic_load(&acked[c]));
@@ -470,19 +408,11 @@ int main(void)
 {
     Suite *s = suite_create("cluster_drain");
     TCase *tc = tcase_create("drain");
-    SRunner *sr;
-    int failed;
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, node_drain_refuses_nothing_it_may_run);
     tcase_add_test(tc, sigterm_refuses_nothing_it_may_run);
     suite_add_tcase(s, tc);
-    suite_setup();
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    suite_teardown();
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_cluster_run_suite(&fx, s);
 }

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "keel.h"
 #include "proc.h"
 #include "runtime/client.h"
@@ -39,89 +40,26 @@
  * forward; a receive that times out fails the test (outcome unknown). */
 #define CLIENT_TIMEOUT_MS 60000
 
-static tu_zk server; /* the suite's ZooKeeper */
-static char *dir;
-static tu_keeld nodes[NODES];
-static char cluster[32];
-
-static void suite_setup(void)
-{
-    if (!tu_zk_available()) {
-        fprintf(stderr,
-                "ZooKeeper is not installed (sh scripts/install-deps)\n");
-        exit(1);
-    }
-    if (tu_zk_start(&server, 1, 200) != 0)
-        exit(1);
-}
-
-static void suite_teardown(void)
-{
-    tu_zk_stop(&server);
-}
+static tu_cluster fx; /* fx.zk: the suite's ZooKeeper */
 
 static void setup(void)
 {
-    static int round;
-    dir = tu_tmpdir("clfaults");
-    memset(nodes, 0, sizeof nodes);
-    snprintf(cluster, sizeof cluster, "cf%d-%d", (int)getpid(), round++);
+    tu_cluster_setup(&fx, "clfaults", "cf");
 }
 
 static void teardown(void)
 {
-    int i;
-
-    for (i = 0; i < NODES; i++) {
-        if (nodes[i].pid > 0) {
-            kill(nodes[i].pid, SIGCONT); /* in case a test left it stopped */
-            ck_assert_int_eq(tu_keeld_stop(&nodes[i], SIGTERM), 0);
-        }
-        tu_keeld_free(&nodes[i]);
-    }
-    tu_rmrf(dir);
-    free(dir);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
+    /* SIGCONT first, in case a test left a node stopped. */
+    ck_assert_int_eq(tu_cluster_teardown(&fx, SIGTERM), 0);
 }
 
 static void start_node(int i, const char *zk_hosts)
 {
-    char data[512], id[16];
-    const char *extra[] = {"--shards", "64", "--zk", zk_hosts,
-                           "--cluster", cluster, "--node-id", id,
-                           "--zk-session-timeout", "2000", NULL};
-
-    snprintf(data, sizeof data, "%s/n%d", dir, i);
-    snprintf(id, sizeof id, "n%d", i);
-    ck_assert_int_eq(tu_keeld_start(&nodes[i], data, 0, extra), 0);
+    fx.zk_hosts = zk_hosts;
+    ck_assert_int_eq(tu_cluster_start_node(&fx, i, 0, NULL), 0);
 }
 
-static void dump_logs(void)
-{
-    tu_keeld_dump_logs(nodes, NODES);
-}
-
-#define CHECK(cond, ...)                                                    \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            dump_logs();                                                    \
-            ck_abort_msg(__VA_ARGS__);                                      \
-        }                                                                   \
-    } while (0)
+#define CHECK(cond, ...) TU_CLUSTER_CHECK(&fx, cond, __VA_ARGS__)
 
 static const char *cname(int c)
 {
@@ -224,8 +162,9 @@ static void connect_all(keel_client **cl)
     int i;
 
     for (i = 0; i < NODES; i++)
-        ck_assert_int_eq(
-            keel_client_connect(nodes[i].addr, CLIENT_TIMEOUT_MS, &cl[i]), 0);
+        ck_assert_int_eq(keel_client_connect(fx.nodes[i].addr,
+                                             CLIENT_TIMEOUT_MS, &cl[i]),
+                         0);
 }
 
 static void close_all(keel_client **cl)
@@ -242,10 +181,10 @@ static void close_all(keel_client **cl)
 static void converge(keel_client **cl, int nc)
 {
     answer a[MAXC];
-    double t0 = now_s();
+    double t0 = tu_now_s();
     int r = 0, good = 0, c;
 
-    while (good < NODES && now_s() - t0 < 90) {
+    while (good < NODES && tu_now_s() - t0 < 90) {
         int rc = call_round(cl, nc, r, "get", a), ok = 1;
         CHECK(rc == 0, "reads while converging: %s", keel_strerror(rc));
         r++;
@@ -254,7 +193,7 @@ static void converge(keel_client **cl, int nc)
                 ok = 0;
         good = ok ? good + 1 : 0;
         if (!ok)
-            sleep_ms(100);
+            tu_sleep_ms(100);
     }
     CHECK(good == NODES, "the cluster did not converge in 90 s");
 }
@@ -293,7 +232,7 @@ static answer read_counter(keel_client *cl, int c)
 static void owner_of(int i, int c, char owner[64])
 {
     char *out = NULL, *err = NULL, *p;
-    int rc = tu_keel(nodes[i].addr, &out, &err, "where", "counter", cname(c),
+    int rc = tu_keel(fx.nodes[i].addr, &out, &err, "where", "counter", cname(c),
                      NULL);
 
     owner[0] = '\0';
@@ -334,11 +273,11 @@ START_TEST(sigstop_past_session_timeout)
     answer a[MAXC];
     int mine[MAXC] = {0}, nmine = 0, c, r, i, tries, rc, succ[MAXC] = {0};
     long last[MAXC];
-    char owner[64], *out = NULL, *err = NULL, *log;
+    char owner[64], *out = NULL, *log;
     double t0;
 
     for (i = 0; i < NODES; i++)
-        start_node(i, server.hosts);
+        start_node(i, fx.zk.hosts);
     connect_all(cl);
     converge(cl, MAXC);
 
@@ -364,9 +303,9 @@ START_TEST(sigstop_past_session_timeout)
 
     /* Stop n2; queue QUEUED increments of each of its counters in its
      * socket (the kernel accepts the connection and buffers them). */
-    ck_assert_int_eq(kill(nodes[2].pid, SIGSTOP), 0);
-    ck_assert_int_eq(keel_client_connect(nodes[2].addr, CLIENT_TIMEOUT_MS, &q),
-                     0);
+    ck_assert_int_eq(kill(fx.nodes[2].pid, SIGSTOP), 0);
+    ck_assert_int_eq(
+        keel_client_connect(fx.nodes[2].addr, CLIENT_TIMEOUT_MS, &q), 0);
     for (c = 0; c < MAXC; c++)
         for (i = 0; mine[c] && i < QUEUED; i++) {
             uint64_t rid = (uint64_t)(c * QUEUED + i);
@@ -378,22 +317,11 @@ START_TEST(sigstop_past_session_timeout)
     ck_assert_int_eq(keel_client_flush(q), 0);
 
     /* Its session expires (2 s): until then forgetting it is refused. */
-    for (tries = 0;; tries++) {
-        out = err = NULL;
-        rc = tu_keel(nodes[0].addr, &out, &err, "node", "forget", "n2",
-                     NULL);
-        if (rc == 0)
-            break;
-        CHECK(rc == 1 && err != NULL && strstr(err, "EEXIST") != NULL,
-              "forget n2: exit %d: %s", rc, err ? err : "");
-        CHECK(tries < 200, "n2's session did not expire");
-        free(out);
-        free(err);
-        sleep_ms(100);
-    }
+    rc = tu_cluster_forget(&fx, 0, "n2", 200, 100, &out);
+    CHECK(rc == 0, "forget n2: %s",
+          rc > 0 ? "n2's session did not expire" : "failed");
     CHECK(strstr(out, "node n2 forgotten") != NULL, "forget: %s", out);
     free(out);
-    free(err);
 
     /* Its counters restart from 0 on their new owners. A call that finds
      * its unit still moving fails with EUNAVAIL (not applied): retried. */
@@ -415,7 +343,7 @@ START_TEST(sigstop_past_session_timeout)
 
     /* n2 resumes: every queued call fails with EUNAVAIL or follows the new
      * count; OLD + 1 would be n2 serving a unit it lost. */
-    ck_assert_int_eq(kill(nodes[2].pid, SIGCONT), 0);
+    ck_assert_int_eq(kill(fx.nodes[2].pid, SIGCONT), 0);
     for (c = 0; c < MAXC; c++)
         last[c] = POST;
     for (i = 0; i < nmine * QUEUED; i++) {
@@ -455,11 +383,11 @@ START_TEST(sigstop_past_session_timeout)
     log = NULL;
     for (tries = 0; tries < 300; tries++) {
         free(log);
-        log = tu_keeld_log(&nodes[2]);
+        log = tu_keeld_log(&fx.nodes[2]);
         if (log != NULL && count_of(log, " joined as incarnation ") >= 2 &&
             strstr(log, "stale local units purged") != NULL)
             break;
-        sleep_ms(100);
+        tu_sleep_ms(100);
     }
     CHECK(log != NULL, "no log for n2");
     CHECK(strstr(log, "fenced: stops serving (lease lapsed") != NULL,
@@ -470,14 +398,14 @@ START_TEST(sigstop_past_session_timeout)
     CHECK(strstr(log, "stale local units purged") != NULL,
           "n2 did not purge its stale units");
     free(log);
-    CHECK(tu_keel_stat(nodes[2].addr, "fenced") >= 1,
+    CHECK(tu_keel_stat(fx.nodes[2].addr, "fenced") >= 1,
           "n2's statistics count no fencing");
-    CHECK(tu_keel_stat(nodes[2].addr, "session_expirations") >= 1,
+    CHECK(tu_keel_stat(fx.nodes[2].addr, "session_expirations") >= 1,
           "n2's statistics count no session expiry");
 
     /* Its units come back to it (the same members, the same placement)
      * through handoffs that stream the new records. */
-    t0 = now_s();
+    t0 = tu_now_s();
     for (c = 0; c < MAXC; c++) {
         if (!mine[c])
             continue;
@@ -485,8 +413,8 @@ START_TEST(sigstop_past_session_timeout)
             owner_of(0, c, owner);
             if (strcmp(owner, "n2") == 0)
                 break;
-            sleep_ms(100);
-        } while (now_s() - t0 < 60);
+            tu_sleep_ms(100);
+        } while (tu_now_s() - t0 < 60);
         CHECK(strcmp(owner, "n2") == 0, "%s is owned by '%s', not n2 again",
               cname(c), owner);
     }
@@ -620,25 +548,25 @@ START_TEST(zookeeper_restart_under_load)
     ck_assert_int_eq(pthread_create(&l->th, NULL, load_main, l), 0);
 
     /* Some load first. */
-    t0 = now_s();
-    while (atomic_load(&l->rounds) < 5 && now_s() - t0 < 60 &&
+    t0 = tu_now_s();
+    while (atomic_load(&l->rounds) < 5 && tu_now_s() - t0 < 60 &&
            l->violation[0] == '\0')
-        sleep_ms(50);
+        tu_sleep_ms(50);
     CHECK(atomic_load(&l->rounds) >= 5, "no load before the outage");
 
     ck_assert_int_eq(tu_zk_halt(&zk), 0);
-    sleep_ms(3000);
+    tu_sleep_ms(3000);
     ok_before = atomic_load(&l->ok_calls);
     CHECK(tu_zk_restart(&zk) == 0, "ZooKeeper did not restart");
 
     /* Back: the load goes through again, a few full rounds after the
      * restart (bounded). */
     rounds_mark = atomic_load(&l->rounds);
-    t0 = now_s();
-    while (now_s() - t0 < 90 && l->violation[0] == '\0' &&
+    t0 = tu_now_s();
+    while (tu_now_s() - t0 < 90 && l->violation[0] == '\0' &&
            (atomic_load(&l->rounds) < rounds_mark + 10 ||
             atomic_load(&l->ok_calls) < ok_before + 3 * LOADC))
-        sleep_ms(100);
+        tu_sleep_ms(100);
     atomic_store(&l->stop, 1);
     pthread_join(l->th, NULL);
     CHECK(l->violation[0] == '\0', "%s", l->violation);
@@ -647,10 +575,10 @@ START_TEST(zookeeper_restart_under_load)
           "(%ld calls acknowledged after the restart)",
           atomic_load(&l->ok_calls) - ok_before);
     for (i = 0; i < NODES; i++)
-        CHECK(alive(&nodes[i]), "n%d died", i);
+        CHECK(alive(&fx.nodes[i]), "n%d died", i);
     /* The outage was long enough to fence every node. */
     for (i = 0; i < NODES; i++) {
-        char *log = tu_keeld_log(&nodes[i]);
+        char *log = tu_keeld_log(&fx.nodes[i]);
         CHECK(log != NULL && strstr(log, "fenced: stops serving") != NULL,
               "n%d never fenced itself", i);
         free(log);
@@ -673,7 +601,7 @@ START_TEST(zookeeper_restart_under_load)
         }
     close_all(l->cl);
     for (i = 0; i < NODES; i++)
-        ck_assert_int_eq(tu_keeld_stop(&nodes[i], SIGTERM), 0);
+        ck_assert_int_eq(tu_keeld_stop(&fx.nodes[i], SIGTERM), 0);
     tu_zk_stop(&zk);
     free(l);
 }
@@ -683,19 +611,11 @@ int main(void)
 {
     Suite *s = suite_create("cluster_faults");
     TCase *tc = tcase_create("cluster_faults");
-    SRunner *sr;
-    int failed;
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, sigstop_past_session_timeout);
     tcase_add_test(tc, zookeeper_restart_under_load);
     suite_add_tcase(s, tc);
-    suite_setup();
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    suite_teardown();
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_cluster_run_suite(&fx, s);
 }

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "keel.h"
 #include "proc.h"
 #include "runtime/client.h"
@@ -27,89 +28,33 @@
 #define PUTS 200
 #define CLIENT_TIMEOUT_MS 90000
 
-static tu_zk server;
-static char *dir;
-static tu_keeld nodes[NODES];
-static char cluster[32];
-
-static void suite_setup(void)
-{
-    if (!tu_zk_available()) {
-        fprintf(stderr,
-                "ZooKeeper is not installed (sh scripts/install-deps)\n");
-        exit(1);
-    }
-    if (tu_zk_start(&server, 1, 200) != 0)
-        exit(1);
-}
-
-static void suite_teardown(void)
-{
-    tu_zk_stop(&server);
-}
+static tu_cluster fx;
 
 static void setup(void)
 {
-    static int round;
-    dir = tu_tmpdir("clorder");
-    memset(nodes, 0, sizeof nodes);
-    snprintf(cluster, sizeof cluster, "co%d-%d", (int)getpid(), round++);
+    tu_cluster_setup(&fx, "clorder", "co");
 }
 
 static void teardown(void)
 {
-    int i;
-
-    for (i = 0; i < NODES; i++) {
-        if (nodes[i].pid > 0)
-            tu_keeld_stop(&nodes[i], SIGTERM);
-        tu_keeld_free(&nodes[i]);
-    }
-    tu_rmrf(dir);
-    free(dir);
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
+    tu_cluster_teardown(&fx, SIGTERM);
 }
 
 /* Node i on port `port` (0: any), its data in dir/n<i>. The hold bound is
  * long enough for n1 to come back from a kill while calls wait. */
 static void start_node(int i, int port)
 {
-    char data[512], id[16];
-    const char *extra[] = {"--shards", "64", "--zk", server.hosts,
-                           "--cluster", cluster, "--node-id", id,
-                           "--zk-session-timeout", "2000",
-                           "--hold-timeout", "60000", NULL};
-
-    snprintf(data, sizeof data, "%s/n%d", dir, i);
-    snprintf(id, sizeof id, "n%d", i);
-    ck_assert_int_eq(tu_keeld_start(&nodes[i], data, port, extra), 0);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, i, port, "--hold-timeout",
+                                           "60000", NULL),
+                     0);
 }
 
-#define CHECK(cond, ...)                                                    \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            tu_keeld_dump_logs(nodes, NODES);                               \
-            ck_abort_msg(__VA_ARGS__);                                      \
-        }                                                                   \
-    } while (0)
+#define CHECK(cond, ...) TU_CLUSTER_CHECK(&fx, cond, __VA_ARGS__)
 
 /* The owner `where` names through node i for kv/id ("" if none). */
 static void owner_of(int i, const char *id, char owner[64])
 {
-    char *out = NULL, *err = NULL, *p;
-    int rc = tu_keel(nodes[i].addr, &out, &err, "where", "kv", id, NULL);
-
-    owner[0] = '\0';
-    if (rc == 0 && out != NULL && (p = strstr(out, "\nowner ")) != NULL)
-        sscanf(p + 7, "%63s", owner);
-    free(out);
-    free(err);
+    tu_cluster_owner_of(&fx, i, "kv", id, owner, 64);
 }
 
 /* One call over cl: status, and the reply in buf. */
@@ -144,7 +89,7 @@ START_TEST(pipelined_order_across_owner_restart)
 
     start_node(0, 0);
     start_node(1, 0);
-    n1port = nodes[1].port;
+    n1port = fx.nodes[1].port;
 
     /* A key n1 owns, once the cluster has settled (bounded). */
     for (tries = 0; tries < 300 && id[0] == '\0'; tries++) {
@@ -158,23 +103,22 @@ START_TEST(pipelined_order_across_owner_restart)
                 snprintf(id, sizeof id, "%s", cand);
         }
         if (id[0] == '\0')
-            sleep_ms(100);
+            tu_sleep_ms(100);
     }
     CHECK(id[0] != '\0', "no key owned by n1");
-    ck_assert_int_eq(keel_client_connect(nodes[0].addr, CLIENT_TIMEOUT_MS,
-                                         &cl),
-                     0);
+    ck_assert_int_eq(
+        keel_client_connect(fx.nodes[0].addr, CLIENT_TIMEOUT_MS, &cl), 0);
     for (tries = 0; tries < 100; tries++) {
         if (call1(cl, id, "put k start", buf, sizeof buf) == 0)
             break;
-        sleep_ms(100);
+        tu_sleep_ms(100);
     }
     CHECK(tries < 100, "the key's owner does not answer through n0");
 
     /* The owner dies; the calls are sent meanwhile, in one pipeline. */
-    ck_assert_int_eq(tu_keeld_stop(&nodes[1], SIGKILL), 128 + SIGKILL);
-    tu_keeld_free(&nodes[1]);
-    memset(&nodes[1], 0, sizeof nodes[1]);
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[1], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[1]);
+    memset(&fx.nodes[1], 0, sizeof fx.nodes[1]);
     for (i = 0; i < PUTS; i++) {
         char msg[32];
         snprintf(msg, sizeof msg, "put k v%03d", i);
@@ -189,7 +133,7 @@ START_TEST(pipelined_order_across_owner_restart)
     }
     ck_assert_int_eq(keel_client_flush(cl), 0);
     /* Long enough for n0 to try (and fail) reconnecting several times. */
-    sleep_ms(1500);
+    tu_sleep_ms(1500);
     start_node(1, n1port);
 
     for (i = 0; i < PUTS; i++)
@@ -246,7 +190,7 @@ START_TEST(pipelined_order_across_owner_restart)
     for (tries = 0; tries < 100; tries++) {
         if ((rc = call1(cl, id, "get k", buf, sizeof buf)) == 0)
             break;
-        sleep_ms(100);
+        tu_sleep_ms(100);
     }
     CHECK(rc == 0, "final read: %s", keel_strerror(rc));
     final = value_index(buf);
@@ -267,18 +211,10 @@ int main(void)
 {
     Suite *s = suite_create("cluster_order");
     TCase *tc = tcase_create("cluster_order");
-    SRunner *sr;
-    int failed;
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, pipelined_order_across_owner_restart);
     suite_add_tcase(s, tc);
-    suite_setup();
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    suite_teardown();
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_cluster_run_suite(&fx, s);
 }

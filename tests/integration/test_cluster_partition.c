@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "actlog.h"
+#include "cluster.h"
 #include "keel.h"
 #include "proc.h"
 #include "runtime/client.h"
@@ -44,40 +45,11 @@
 #define CLIENT_TIMEOUT_MS 8000
 #define MAXRECS 100000
 
-static tu_zk zk;
 static tu_proxy *relays[6];
 static int relay_base;
-static char *dir;
-static tu_keeld nodes[NODES];
-static char cluster[32];
+static tu_cluster fx; /* fx.zk: the split ensemble, started per test */
 
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
-static void dump_logs(void)
-{
-    tu_keeld_dump_logs(nodes, NODES);
-}
-
-#define CHECK(cond, ...)                                                    \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            dump_logs();                                                    \
-            ck_abort_msg(__VA_ARGS__);                                      \
-        }                                                                   \
-    } while (0)
+#define CHECK(cond, ...) TU_CLUSTER_CHECK(&fx, cond, __VA_ARGS__)
 
 /* ------------------------------------------------------------ relays */
 
@@ -119,22 +91,19 @@ static void blackhole(int on)
 
 static void actlog_path(int i, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "%s/n%d.act", dir, i);
+    snprintf(buf, cap, "%s/n%d.act", fx.dir, i);
 }
 
 static void start_node(int i, const char *hosts)
 {
-    char data[512], id[16], act[512];
-    const char *extra[] = {"--shards", "64", "--zk", hosts,
-                           "--cluster", cluster, "--node-id", id,
-                           "--zk-session-timeout", "4000",
-                           "--hold-timeout", "1000",
-                           "--activation-log", act, NULL};
+    char act[512];
 
-    snprintf(data, sizeof data, "%s/n%d", dir, i);
-    snprintf(id, sizeof id, "n%d", i);
     actlog_path(i, act, sizeof act);
-    ck_assert_int_eq(tu_keeld_start(&nodes[i], data, 0, extra), 0);
+    fx.zk_hosts = hosts;
+    ck_assert_int_eq(tu_cluster_start_node(&fx, i, 0, "--hold-timeout",
+                                           "1000", "--activation-log", act,
+                                           NULL),
+                     0);
 }
 
 static const char *cname(int c)
@@ -163,7 +132,7 @@ static int call(keel_client *cl, int c, const char *op, long *value)
 static int is_member(int via, const char *name)
 {
     char *out = NULL, key[32];
-    int rc = tu_keel(nodes[via].addr, &out, NULL, "nodes", NULL), found;
+    int rc = tu_keel(fx.nodes[via].addr, &out, NULL, "nodes", NULL), found;
 
     snprintf(key, sizeof key, "\nnode %s ", name);
     found = rc != 0 || out == NULL || strstr(out, key) != NULL;
@@ -198,17 +167,17 @@ static void *caller_main(void *arg)
 {
     caller *k = arg;
     keel_client *cl = NULL;
-    double deadline = now_s() + 120;
+    double deadline = tu_now_s() + 120;
     int i = 0;
 
     while (!atomic_load(&stop_calls) && atomic_load(&k->nrecs) < MAXRECS &&
-           now_s() < deadline) {
+           tu_now_s() < deadline) {
         rec *r = &k->recs[atomic_load(&k->nrecs)];
         if (cl == NULL &&
-            keel_client_connect(nodes[k->node].addr, CLIENT_TIMEOUT_MS,
+            keel_client_connect(fx.nodes[k->node].addr, CLIENT_TIMEOUT_MS,
                                 &cl) != 0) {
             cl = NULL;
-            sleep_ms(50);
+            tu_sleep_ms(50);
             continue;
         }
         r->counter = i;
@@ -232,43 +201,32 @@ static void *caller_main(void *arg)
 
 static void setup(void)
 {
-    static int round;
-
-    dir = tu_tmpdir("partition");
-    memset(nodes, 0, sizeof nodes);
-    snprintf(cluster, sizeof cluster, "cp%d-%d", (int)getpid(), round++);
+    tu_cluster_setup(&fx, "partition", "cp");
+    fx.session_ms = SESSION_MS;
     relay_base = tu_zk_free_ports(6);
     ck_assert_int_gt(relay_base, 0);
-    ck_assert_int_eq(tu_zk_start_split(&zk, TICK_MS, relay_base,
+    ck_assert_int_eq(tu_zk_start_split(&fx.zk, TICK_MS, relay_base,
                                        relays_start, NULL),
                      0);
 }
 
 static void teardown(void)
 {
-    int i;
-
-    for (i = 0; i < NODES; i++) {
-        if (nodes[i].pid > 0)
-            tu_keeld_stop(&nodes[i], SIGKILL);
-        tu_keeld_free(&nodes[i]);
-    }
+    tu_cluster_teardown(&fx, SIGKILL);
     relays_stop();
-    tu_zk_stop(&zk);
-    tu_rmrf(dir);
-    free(dir);
+    tu_zk_stop(&fx.zk);
 }
 
 /* --------------------------------------------------------------- test */
 
 START_TEST(cut_off_follower_does_not_serve_twice)
 {
-    char near[128], far[64], mode[32], *out = NULL, *err = NULL, *line,
+    char near[128], far[64], mode[32], *out = NULL, *line,
         *save = NULL, act[512];
     static char owned[SHARDS];
     static rec recs[2][MAXRECS];
     caller callers[2];
-    int picked[PICK], npicked = 0, c, i, rc, tries;
+    int picked[PICK], npicked = 0, c, i, rc;
     unsigned long long cut, gone = 0, forgot = 0, first_new = 0,
                                   last_old = 0;
     size_t old_after_cut = 0, new_served = 0, k;
@@ -276,28 +234,28 @@ START_TEST(cut_off_follower_does_not_serve_twice)
     tu_actlog acts;
 
     /* Server 3 follows: the node on it reads from a follower. */
-    ck_assert_int_eq(tu_zk_mode(zk.port + 2, mode, sizeof mode), 0);
+    ck_assert_int_eq(tu_zk_mode(fx.zk.port + 2, mode, sizeof mode), 0);
     ck_assert_msg(strcmp(mode, "follower") == 0, "server 3 is %s", mode);
-    snprintf(far, sizeof far, "127.0.0.1:%d", zk.port + 2);
-    snprintf(near, sizeof near, "127.0.0.1:%d,127.0.0.1:%d", zk.port,
-             zk.port + 1);
+    snprintf(far, sizeof far, "127.0.0.1:%d", fx.zk.port + 2);
+    snprintf(near, sizeof near, "127.0.0.1:%d,127.0.0.1:%d", fx.zk.port,
+             fx.zk.port + 1);
     start_node(0, far);
     start_node(1, near);
     start_node(2, near);
 
     /* Every node serves; n0's units as n1 sees them. */
-    deadline = now_s() + 60;
+    deadline = tu_now_s() + 60;
     for (;;) {
         int ok = 1;
         for (i = 0; i < NODES && ok; i++) {
             out = NULL;
-            ok = tu_keel(nodes[i].addr, &out, NULL, "call", "counter",
+            ok = tu_keel(fx.nodes[i].addr, &out, NULL, "call", "counter",
                          "probe", "get", NULL) == 0;
             free(out);
         }
         out = NULL;
         memset(owned, 0, sizeof owned);
-        if (ok && tu_keel(nodes[1].addr, &out, NULL, "shards", "--node",
+        if (ok && tu_keel(fx.nodes[1].addr, &out, NULL, "shards", "--node",
                           "n0", NULL) == 0 && out != NULL) {
             for (line = strtok_r(out, "\n", &save); line != NULL;
                  line = strtok_r(NULL, "\n", &save)) {
@@ -315,8 +273,8 @@ START_TEST(cut_off_follower_does_not_serve_twice)
                 picked[npicked++] = c;
         if (ok && npicked == PICK)
             break;
-        CHECK(now_s() < deadline, "the cluster did not settle in 60 s");
-        sleep_ms(200);
+        CHECK(tu_now_s() < deadline, "the cluster did not settle in 60 s");
+        tu_sleep_ms(200);
     }
 
     /* n0's counters hold BIG, so that a reply tells n0's state (BIG and
@@ -324,9 +282,8 @@ START_TEST(cut_off_follower_does_not_serve_twice)
     {
         keel_client *cl;
         long v;
-        ck_assert_int_eq(keel_client_connect(nodes[0].addr, CLIENT_TIMEOUT_MS,
-                                             &cl),
-                         0);
+        ck_assert_int_eq(
+            keel_client_connect(fx.nodes[0].addr, CLIENT_TIMEOUT_MS, &cl), 0);
         for (i = 0; i < PICK; i++) {
             char op[32];
             snprintf(op, sizeof op, "incr %ld", BIG);
@@ -350,41 +307,31 @@ START_TEST(cut_off_follower_does_not_serve_twice)
                                         caller_main, &callers[i]),
                          0);
     }
-    sleep_ms(1500);
+    tu_sleep_ms(1500);
 
     /* The cut: server 3 hears nothing more from servers 1 and 2. */
     cut = tu_realtime_ns();
     blackhole(1);
 
     /* The leader expires n0's session; n1 sees its member znode go. */
-    deadline = now_s() + 40;
+    deadline = tu_now_s() + 40;
     while (is_member(1, "n0")) {
-        CHECK(now_s() < deadline, "n0 still a member 40 s after the cut");
-        sleep_ms(100);
+        CHECK(tu_now_s() < deadline, "n0 still a member 40 s after the cut");
+        tu_sleep_ms(100);
     }
     gone = tu_realtime_ns();
 
     /* The operator forgets n0 through n1 (refused while still a member). */
-    for (tries = 0;; tries++) {
-        out = err = NULL;
-        rc = tu_keel(nodes[1].addr, &out, &err, "node", "forget", "n0", NULL);
-        if (rc == 0)
-            break;
-        CHECK(rc == 1 && err != NULL && strstr(err, "EEXIST") != NULL,
-              "forget n0: exit %d: %s", rc, err ? err : "");
-        CHECK(tries < 150, "forget n0 refused for 30 s");
-        free(out);
-        free(err);
-        sleep_ms(200);
-    }
+    rc = tu_cluster_forget(&fx, 1, "n0", 150, 200, &out);
+    CHECK(rc == 0, "forget n0: %s",
+          rc > 0 ? "refused for 30 s" : "failed");
     forgot = tu_realtime_ns();
     CHECK(strstr(out, "node n0 forgotten") != NULL, "forget: %s", out);
     free(out);
-    free(err);
 
     /* Wait (bounded) until the new owners served every counter through
      * n1, then a little longer. */
-    deadline = now_s() + 40;
+    deadline = tu_now_s() + 40;
     for (;;) {
         int served[PICK] = {0}, all = 1;
         size_t n = atomic_load(&callers[1].nrecs);
@@ -395,11 +342,11 @@ START_TEST(cut_off_follower_does_not_serve_twice)
             all &= served[i];
         if (all)
             break;
-        CHECK(now_s() < deadline,
+        CHECK(tu_now_s() < deadline,
               "n0's units not served again 40 s after the forget");
-        sleep_ms(200);
+        tu_sleep_ms(200);
     }
-    sleep_ms(3000);
+    tu_sleep_ms(3000);
     atomic_store(&stop_calls, 1);
     for (i = 0; i < 2; i++)
         pthread_join(callers[i].thread, NULL);

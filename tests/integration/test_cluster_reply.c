@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "acall.h"
 #include "gates.h"
 #include "keel.h"
 #include "runtime/node.h"
@@ -33,38 +34,6 @@ static void teardown(void)
     tu_zk_stop(&zk);
     tu_rmrf(dir);
     free(dir);
-}
-
-/* A call made from the loop thread whose reply the test thread awaits. */
-struct acall {
-    const char *id, *msg;
-    sem_t done;
-    int status;
-    char reply[256];
-};
-
-static void acall_cb(int status, const void *reply, size_t len, void *data)
-{
-    struct acall *c = data;
-
-    if (len >= sizeof c->reply)
-        len = sizeof c->reply - 1;
-    memcpy(c->reply, reply, len);
-    c->reply[len] = '\0';
-    c->status = status;
-    sem_post(&c->done);
-}
-
-static void acall_post(keel_node *n, void *data)
-{
-    struct acall *c = data;
-    int rc = keel_call(n, "counter", c->id, strlen(c->id), c->msg,
-                       strlen(c->msg), acall_cb, c);
-
-    if (rc != 0) {
-        c->status = rc;
-        sem_post(&c->done);
-    }
 }
 
 static int call(keel_node *n, const char *id, const char *msg, char *out,
@@ -126,7 +95,7 @@ START_TEST(reply_after_lapsed_lease_is_in_doubt)
 {
     keel_node *n;
     struct gates g = {.hold_sync = 1};
-    struct acall c;
+    tu_acall c;
     keel_stats st;
     char buf[256];
 
@@ -143,15 +112,11 @@ START_TEST(reply_after_lapsed_lease_is_in_doubt)
      * the 2 s session timeout from the last heartbeat) runs out. */
     keel__node_set_inline_commits(n, 1);
     gates_install(n->store, &g);
-    memset(&c, 0, sizeof c);
-    sem_init(&c.done, 0, 0);
-    c.id = "c";
-    c.msg = "incr";
-    ck_assert_int_eq(keel_node_post(n, acall_post, &c), 0);
+    tu_acall_start(n, &c, "counter", "c", "incr", NULL);
     ck_assert_int_eq(sem_wait(&g.entered), 0);
     usleep(2500 * 1000);
     sem_post(&g.release);
-    ck_assert_int_eq(sem_wait(&c.done), 0);
+    tu_acall_wait(&c);
     ck_assert_msg(c.status == KEEL_EINDOUBT,
                   "reply after the lease lapsed: %s (%s), want EINDOUBT",
                   keel_err_name(c.status), c.reply);
@@ -176,7 +141,7 @@ START_TEST(reply_within_lease_succeeds)
 {
     keel_node *n;
     struct gates g = {.hold_sync = 1};
-    struct acall c;
+    tu_acall c;
     keel_stats st;
 
     if (!tu_zk_available()) {
@@ -190,15 +155,11 @@ START_TEST(reply_within_lease_succeeds)
      * the commit is held for longer than the lease would last. */
     keel__node_set_inline_commits(n, 0);
     gates_install(n->store, &g);
-    memset(&c, 0, sizeof c);
-    sem_init(&c.done, 0, 0);
-    c.id = "d";
-    c.msg = "incr";
-    ck_assert_int_eq(keel_node_post(n, acall_post, &c), 0);
+    tu_acall_start(n, &c, "counter", "d", "incr", NULL);
     ck_assert_int_eq(sem_wait(&g.entered), 0);
     usleep(2500 * 1000);
     sem_post(&g.release);
-    ck_assert_int_eq(sem_wait(&c.done), 0);
+    tu_acall_wait(&c);
     ck_assert_msg(c.status == 0, "reply: %s (%s)", keel_err_name(c.status),
                   c.reply);
     ck_assert_str_eq(c.reply, "2");
@@ -213,27 +174,15 @@ END_TEST
 /* Two calls posted together, so that the second is queued behind the
  * first's write. */
 struct two {
-    struct acall w, r;
-    const char *type;
+    tu_acall w, r;
 };
-
-static void two_post_one(keel_node *n, const char *type, struct acall *c)
-{
-    int rc = keel_call(n, type, c->id, strlen(c->id), c->msg, strlen(c->msg),
-                       acall_cb, c);
-
-    if (rc != 0) {
-        c->status = rc;
-        sem_post(&c->done);
-    }
-}
 
 static void two_post(keel_node *n, void *data)
 {
     struct two *t = data;
 
-    two_post_one(n, t->type, &t->w);
-    two_post_one(n, t->type, &t->r);
+    tu_acall_post(n, &t->w);
+    tu_acall_post(n, &t->r);
 }
 
 /* A write, then a read of the same actor queued behind it (a value, or an
@@ -254,19 +203,14 @@ static void write_then_read(const char *type, const char *id,
     call_until_served(n, "warm", "incr", "1");
     keel__node_set_inline_commits(n, 1);
     gates_install(n->store, &g);
-    memset(&t, 0, sizeof t);
-    sem_init(&t.w.done, 0, 0);
-    sem_init(&t.r.done, 0, 0);
-    t.type = type;
-    t.w.id = t.r.id = id;
-    t.w.msg = wmsg;
-    t.r.msg = rmsg;
+    tu_acall_init(&t.w, type, id, wmsg, NULL);
+    tu_acall_init(&t.r, type, id, rmsg, NULL);
     ck_assert_int_eq(keel_node_post(n, two_post, &t), 0);
     ck_assert_int_eq(sem_wait(&g.entered), 0);
     usleep(2500 * 1000);
     sem_post(&g.release);
-    ck_assert_int_eq(sem_wait(&t.w.done), 0);
-    ck_assert_int_eq(sem_wait(&t.r.done), 0);
+    tu_acall_wait(&t.w);
+    tu_acall_wait(&t.r);
     ck_assert_msg(t.w.status == KEEL_EINDOUBT, "write: %s (%s)",
                   keel_err_name(t.w.status), t.w.reply);
     ck_assert_msg(t.r.status == KEEL_EUNAVAIL, "read: %s (%s)",

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "proc.h"
 #include "testutil.h"
 #include "zk.h"
@@ -22,66 +23,29 @@
 #define COUNTERS 16
 #define ROUNDS 3
 
-static tu_zk server;
-static char *dir;
-static tu_keeld nodes[NNODES];
-static char cluster[32];
+static tu_cluster fx;
 
 static void setup(void)
 {
-    static int round;
-    dir = tu_tmpdir("cstore");
-    memset(nodes, 0, sizeof nodes);
-    snprintf(cluster, sizeof cluster, "cs%d-%d", (int)getpid(), round++);
+    tu_cluster_setup(&fx, "cstore", "cs");
+    fx.quiet = 1; /* the load's failed calls are counted, not reported */
 }
 
 static void teardown(void)
 {
-    int i;
-
-    for (i = 0; i < NNODES; i++) {
-        if (nodes[i].pid > 0)
-            tu_keeld_stop(&nodes[i], SIGKILL);
-        tu_keeld_free(&nodes[i]);
-    }
-    tu_rmrf(dir);
-    free(dir);
+    tu_cluster_teardown(&fx, SIGKILL);
 }
 
 static void start_node(int i)
 {
-    char data[512], id[16];
-    const char *extra[] = {"--shards", "64", "--zk", server.hosts,
-                           "--cluster", cluster, "--node-id", id,
-                           "--zk-session-timeout", "2000", NULL};
-
-    snprintf(data, sizeof data, "%s/n%d", dir, i);
-    snprintf(id, sizeof id, "n%d", i);
-    ck_assert_int_eq(tu_keeld_start(&nodes[i], data, 0, extra), 0);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, i, 0, NULL), 0);
 }
 
 /* The number a counter call printed, or -1 (the call failed: its fate is
  * unknown for an incr). */
 static long counter(int i, const char *name, const char *op)
 {
-    char *out = NULL, *err = NULL;
-    long v = -1;
-
-    if (tu_keel(nodes[i].addr, &out, &err, "call", "counter", name, op,
-                NULL) == 0 &&
-        out != NULL)
-        v = strtol(out, NULL, 10);
-    free(out);
-    free(err);
-    return v;
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec / 1e9;
+    return tu_cluster_counter(&fx, i, name, op);
 }
 
 /* Increments through n0 and n1 until told to stop: per counter, the
@@ -116,7 +80,7 @@ static void forget_n2(void)
 
     /* Refused while n2's session lives (2 s). */
     for (tries = 0; tries < 200; tries++) {
-        rc = tu_keel(nodes[0].addr, &out, &err, "node", "forget", "n2",
+        rc = tu_keel(fx.nodes[0].addr, &out, &err, "node", "forget", "n2",
                      NULL);
         if (rc == 0)
             break;
@@ -139,7 +103,7 @@ static void wait_n2_owns_nothing(void)
     int tries, empty = 0;
 
     for (tries = 0; tries < 300 && !empty; tries++) {
-        if (tu_keel(nodes[0].addr, &out, NULL, "shards", "--node", "n2",
+        if (tu_keel(fx.nodes[0].addr, &out, NULL, "shards", "--node", "n2",
                     NULL) == 0 &&
             out != NULL && out[0] == '\0')
             empty = 1;
@@ -165,8 +129,8 @@ START_TEST(forgotten_node_rejoins_under_load)
 
         memset(&l, 0, sizeof l);
         l.round = r;
-        ck_assert_int_eq(tu_keeld_stop(&nodes[2], SIGKILL), 128 + SIGKILL);
-        tu_keeld_free(&nodes[2]);
+        ck_assert_int_eq(tu_keeld_stop(&fx.nodes[2], SIGKILL), 128 + SIGKILL);
+        tu_keeld_free(&fx.nodes[2]);
         forget_n2();
         wait_n2_owns_nothing();
         ck_assert_int_eq(pthread_create(&th, NULL, load_main, &l), 0);
@@ -175,14 +139,14 @@ START_TEST(forgotten_node_rejoins_under_load)
          * it purges what it held before the forget. */
         usleep(1500 * 1000);
         start_node(2);
-        t0 = now_s();
-        while (now_s() - t0 < 6.0)
+        t0 = tu_now_s();
+        while (tu_now_s() - t0 < 6.0)
             usleep(100 * 1000);
         atomic_store(&l.stop, 1);
         pthread_join(th, NULL);
         {
             /* The round went through the purge and a handoff back. */
-            char *log = tu_keeld_log(&nodes[2]);
+            char *log = tu_keeld_log(&fx.nodes[2]);
             ck_assert_ptr_nonnull(log);
             ck_assert_ptr_nonnull(strstr(log, "this node was forgotten"));
             ck_assert_ptr_nonnull(strstr(log, "received"));
@@ -194,7 +158,7 @@ START_TEST(forgotten_node_rejoins_under_load)
             for (i = 0; i < NNODES; i++) {
                 long v = counter(i, name, "get");
                 if (v < l.acked[c] || v > l.tried[c])
-                    tu_keeld_dump_logs(nodes, NNODES);
+                    tu_cluster_dump_logs(&fx);
                 ck_assert_msg(v >= l.acked[c] && v <= l.tried[c],
                               "round %d: counter %s read through n%d: %ld, "
                               "acknowledged %ld, attempted %ld",
@@ -204,21 +168,6 @@ START_TEST(forgotten_node_rejoins_under_load)
     }
 }
 END_TEST
-
-/* The `owner` line of `keel where counter NAME`, through node i. */
-static void owner_of(int i, const char *name, char *owner, size_t len)
-{
-    char *out = NULL, *p;
-
-    owner[0] = '\0';
-    if (tu_keel(nodes[i].addr, &out, NULL, "where", "counter", name, NULL) ==
-            0 &&
-        out != NULL && (p = strstr(out, "\nowner ")) != NULL) {
-        p += 7;
-        snprintf(owner, len, "%.*s", (int)strcspn(p, "\n"), p);
-    }
-    free(out);
-}
 
 /* n2 comes back under its name on an empty data directory (a replaced
  * disk). Its units' data is not there: it must not serve them from
@@ -243,24 +192,24 @@ START_TEST(replaced_disk_is_refused)
             else
                 usleep(100 * 1000);
         ck_assert_int_eq(want[c], 3);
-        owner_of(0, name, owner, sizeof owner);
+        tu_cluster_owner_of(&fx, 0, "counter", name, owner, sizeof owner);
         if (strcmp(owner, "n2") == 0 && lost[0] == '\0')
             snprintf(lost, sizeof lost, "%s", name);
     }
     ck_assert_msg(lost[0] != '\0', "n2 owns none of the counters");
 
-    ck_assert_int_eq(tu_keeld_stop(&nodes[2], SIGKILL), 128 + SIGKILL);
-    tu_keeld_free(&nodes[2]);
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[2], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[2]);
     {
         char data[512];
-        const char *extra[] = {"--shards", "64", "--zk", server.hosts,
-                               "--cluster", cluster, "--node-id", "n2",
+        const char *extra[] = {"--shards", "64", "--zk", fx.zk.hosts,
+                               "--cluster", fx.name, "--node-id", "n2",
                                "--zk-session-timeout", "2000", NULL};
-        snprintf(data, sizeof data, "%s/n2-replaced", dir);
-        ck_assert_int_eq(tu_keeld_start(&nodes[2], data, 0, extra), 0);
+        snprintf(data, sizeof data, "%s/n2-replaced", fx.dir);
+        ck_assert_int_eq(tu_keeld_start(&fx.nodes[2], data, 0, extra), 0);
     }
     for (tries = 0; tries < 200 && !seen; tries++) {
-        if (tu_keel(nodes[2].addr, &out, NULL, "nodes", NULL) == 0 &&
+        if (tu_keel(fx.nodes[2].addr, &out, NULL, "nodes", NULL) == 0 &&
             out != NULL && strstr(out, "refused EMISMATCH") != NULL)
             seen = 1;
         free(out);
@@ -269,7 +218,7 @@ START_TEST(replaced_disk_is_refused)
             usleep(100 * 1000);
     }
     ck_assert_msg(seen, "n2 on an empty directory was not refused");
-    log = tu_keeld_log(&nodes[2]);
+    log = tu_keeld_log(&fx.nodes[2]);
     ck_assert_ptr_nonnull(strstr(log, "refuses to join"));
     free(log);
     /* Its counter is not answered from nothing, through any node. */
@@ -283,7 +232,7 @@ START_TEST(replaced_disk_is_refused)
     /* n2 joins by itself at its next check (every 5 s). */
     seen = 0;
     for (tries = 0; tries < 300 && !seen; tries++) {
-        if (tu_keel(nodes[0].addr, &out, NULL, "nodes", NULL) == 0 &&
+        if (tu_keel(fx.nodes[0].addr, &out, NULL, "nodes", NULL) == 0 &&
             out != NULL && strstr(out, "node n2 ") != NULL)
             seen = 1;
         free(out);
@@ -312,24 +261,11 @@ int main(void)
 {
     Suite *s = suite_create("cluster_storage");
     TCase *tc = tcase_create("cluster_storage");
-    SRunner *sr;
-    int failed;
 
-    if (!tu_zk_available()) {
-        fprintf(stderr, "ZooKeeper is not installed (sh scripts/install-deps)\n");
-        return 1;
-    }
-    if (tu_zk_start(&server, 1, 200) != 0)
-        return 1;
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, forgotten_node_rejoins_under_load);
     tcase_add_test(tc, replaced_disk_is_refused);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    tu_zk_stop(&server);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_cluster_run_suite(&fx, s);
 }

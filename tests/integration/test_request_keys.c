@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "keel.h"
 #include "proc.h"
 #include "runtime/client.h"
@@ -18,27 +19,19 @@
 #include "testutil.h"
 #include "zk.h"
 
-static char *dir;
-static tu_keeld nodes[2];
-static tu_zk zk;
+/* Nodes 0 and 1; fx.zk is started by the tests that use ZooKeeper. */
+static tu_cluster fx;
 
 static void setup(void)
 {
-    dir = tu_tmpdir("rkeys");
-    memset(nodes, 0, sizeof nodes);
-    memset(&zk, 0, sizeof zk);
+    tu_cluster_setup(&fx, "rkeys", "rk");
+    memset(&fx.zk, 0, sizeof fx.zk);
 }
 
 static void teardown(void)
 {
-    for (int i = 0; i < 2; i++) {
-        if (nodes[i].pid > 0)
-            tu_keeld_stop(&nodes[i], SIGKILL);
-        tu_keeld_free(&nodes[i]);
-    }
-    tu_zk_stop(&zk);
-    tu_rmrf(dir);
-    free(dir);
+    tu_cluster_teardown(&fx, SIGKILL);
+    tu_zk_stop(&fx.zk);
 }
 
 static keel_client *connect_to(const char *addr)
@@ -97,9 +90,9 @@ START_TEST(retry_answered_with_first_outcome)
     keel_client *c;
     int i;
 
-    snprintf(data, sizeof data, "%s/n", dir);
-    ck_assert_int_eq(tu_keeld_start(&nodes[0], data, 0, NULL), 0);
-    c = connect_to(nodes[0].addr);
+    snprintf(data, sizeof data, "%s/n", fx.dir);
+    ck_assert_int_eq(tu_keeld_start(&fx.nodes[0], data, 0, NULL), 0);
+    c = connect_to(fx.nodes[0].addr);
     new_key(k1);
     new_key(k2);
     new_key(k3);
@@ -116,16 +109,16 @@ START_TEST(retry_answered_with_first_outcome)
                      0);
     expect(c, NULL, "counter", "c", "get", "3");
     keel_client_close(c);
-    ck_assert_int_eq(tu_keel_stat(nodes[0].addr, "retries_answered"), 2);
+    ck_assert_int_eq(tu_keel_stat(fx.nodes[0].addr, "retries_answered"), 2);
 
     /* The records are as durable as the writes they came with. */
-    tu_keeld_stop(&nodes[0], SIGKILL);
+    tu_keeld_stop(&fx.nodes[0], SIGKILL);
     {
-        int port = nodes[0].port;
-        tu_keeld_free(&nodes[0]);
-        ck_assert_int_eq(tu_keeld_start(&nodes[0], data, port, NULL), 0);
+        int port = fx.nodes[0].port;
+        tu_keeld_free(&fx.nodes[0]);
+        ck_assert_int_eq(tu_keeld_start(&fx.nodes[0], data, port, NULL), 0);
     }
-    c = connect_to(nodes[0].addr);
+    c = connect_to(fx.nodes[0].addr);
     expect(c, k1, "counter", "c", "incr", "1");
     expect(c, k2, "counter", "c", "incr", "2");
     expect(c, NULL, "counter", "c", "get", "3");
@@ -162,28 +155,28 @@ START_TEST(cli_key_and_retry)
     const char *key = "00112233445566778899aabbccddeeff";
     char data[512], *out = NULL;
 
-    snprintf(data, sizeof data, "%s/n", dir);
-    ck_assert_int_eq(tu_keeld_start(&nodes[0], data, 0, NULL), 0);
-    ck_assert_int_eq(tu_keel(nodes[0].addr, &out, NULL, "-k", key, "call",
+    snprintf(data, sizeof data, "%s/n", fx.dir);
+    ck_assert_int_eq(tu_keeld_start(&fx.nodes[0], data, 0, NULL), 0);
+    ck_assert_int_eq(tu_keel(fx.nodes[0].addr, &out, NULL, "-k", key, "call",
                              "counter", "z", "incr", NULL),
                      0);
     ck_assert_str_eq(out, "1\n");
     free(out);
-    ck_assert_int_eq(tu_keel(nodes[0].addr, &out, NULL, "--key", key, "call",
+    ck_assert_int_eq(tu_keel(fx.nodes[0].addr, &out, NULL, "--key", key, "call",
                              "counter", "z", "incr", NULL),
                      0);
     ck_assert_str_eq(out, "1\n");
     free(out);
-    ck_assert_int_eq(tu_keel(nodes[0].addr, &out, NULL, "--retry", "2",
+    ck_assert_int_eq(tu_keel(fx.nodes[0].addr, &out, NULL, "--retry", "2",
                              "call", "counter", "z", "incr", NULL),
                      0);
     ck_assert_str_eq(out, "2\n");
     free(out);
-    ck_assert_int_eq(tu_keel(nodes[0].addr, NULL, NULL, "-k", "0011", "call",
+    ck_assert_int_eq(tu_keel(fx.nodes[0].addr, NULL, NULL, "-k", "0011", "call",
                              "counter", "z", "incr", NULL),
                      2);
     out = NULL;
-    ck_assert_int_eq(tu_keel(nodes[0].addr, &out, NULL, "call", "counter",
+    ck_assert_int_eq(tu_keel(fx.nodes[0].addr, &out, NULL, "call", "counter",
                              "z", "get", NULL),
                      0);
     ck_assert_str_eq(out, "2\n");
@@ -210,13 +203,7 @@ static void owner_of(const char *addr, const char *id, char *owner,
  * through the new owner, the request is still answered once. */
 START_TEST(record_follows_the_unit)
 {
-    const char *extra0[] = {"--shards", "8", "--zk", zk.hosts, "--cluster",
-                            "rk", "--node-id", "n0", "--zk-session-timeout",
-                            "2000", NULL};
-    const char *extra1[] = {"--shards", "8", "--zk", zk.hosts, "--cluster",
-                            "rk", "--node-id", "n1", "--zk-session-timeout",
-                            "2000", NULL};
-    char data[512], owner[64], id[32], buf[256];
+    char owner[64], id[32], buf[256];
     uint8_t k[16];
     keel_client *c;
     int i, rc = -1;
@@ -225,19 +212,18 @@ START_TEST(record_follows_the_unit)
         fprintf(stderr, "SKIP: the ZooKeeper server is not installed\n");
         return;
     }
-    ck_assert_int_eq(tu_zk_start(&zk, 1, 200), 0);
-    snprintf(data, sizeof data, "%s/n0", dir);
-    ck_assert_int_eq(tu_keeld_start(&nodes[0], data, 0, extra0), 0);
-    snprintf(data, sizeof data, "%s/n1", dir);
-    ck_assert_int_eq(tu_keeld_start(&nodes[1], data, 0, extra1), 0);
-    c = connect_to(nodes[0].addr);
+    ck_assert_int_eq(tu_zk_start(&fx.zk, 1, 200), 0);
+    fx.shards = 8;
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 0, 0, NULL), 0);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 1, 0, NULL), 0);
+    c = connect_to(fx.nodes[0].addr);
     /* Both nodes own units once the map has settled; pick an actor of
      * n1's, called through n0. At most 30 s. */
     for (i = 0; i < 300; i++) {
         snprintf(id, sizeof id, "a%d", i % 64);
         if (call(c, NULL, KEEL_FRAME_CALL, "counter", id, "get", buf,
                  sizeof buf) == 0) {
-            owner_of(nodes[0].addr, id, owner, sizeof owner);
+            owner_of(fx.nodes[0].addr, id, owner, sizeof owner);
             if (strcmp(owner, "n1") == 0)
                 break;
         }
@@ -248,10 +234,10 @@ START_TEST(record_follows_the_unit)
     expect(c, k, "counter", id, "incr", "1");
 
     /* n1 leaves: its units, records and all, move to n0. */
-    ck_assert_int_eq(tu_keel(nodes[0].addr, NULL, NULL, "node", "drain",
+    ck_assert_int_eq(tu_keel(fx.nodes[0].addr, NULL, NULL, "node", "drain",
                              "n1", NULL),
                      0);
-    ck_assert_int_eq(tu_keeld_stop(&nodes[1], 0), 0);
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[1], 0), 0);
     for (i = 0; i < 300; i++) {
         rc = call(c, k, KEEL_FRAME_CALL, "counter", id, "incr", buf,
                   sizeof buf);
@@ -262,7 +248,7 @@ START_TEST(record_follows_the_unit)
     ck_assert_msg(rc == 0, "retry after the move: %s (%s)", keel_err_name(rc),
                   buf);
     ck_assert_str_eq(buf, "1");
-    owner_of(nodes[0].addr, id, owner, sizeof owner);
+    owner_of(fx.nodes[0].addr, id, owner, sizeof owner);
     ck_assert_str_eq(owner, "n0");
     expect(c, NULL, "counter", id, "get", "1");
     keel_client_close(c);

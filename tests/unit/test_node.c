@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "acall.h"
 #include "gates.h"
 #include "keel.h"
 #include "persistence/store.h"
@@ -819,62 +820,10 @@ END_TEST
 
 /* ------------------------------------------ group commit and durability */
 
-/* A call made from the loop thread whose reply the test thread awaits. */
-struct acall {
-    keel_node *n;
-    const char *id;
-    const char *msg;
-    sem_t done;
-    int status;
-    char reply[128];
-};
-
-static void acall_cb(int status, const void *reply, size_t len, void *data)
+/* Waits for c and checks its status and (unless NULL) its reply. */
+static void acall_expect(tu_acall *c, int status, const char *reply)
 {
-    struct acall *c = data;
-
-    if (len >= sizeof c->reply)
-        len = sizeof c->reply - 1;
-    memcpy(c->reply, reply, len);
-    c->reply[len] = '\0';
-    c->status = status;
-    sem_post(&c->done);
-}
-
-static void acall_post(keel_node *n, void *data)
-{
-    struct acall *c = data;
-    int rc = keel_call(n, "counter", c->id, strlen(c->id), c->msg,
-                       strlen(c->msg), acall_cb, c);
-
-    if (rc != 0) {
-        c->status = rc;
-        sem_post(&c->done);
-    }
-}
-
-static void acall_start(keel_node *n, struct acall *c, const char *id,
-                        const char *msg)
-{
-    memset(c, 0, sizeof *c);
-    sem_init(&c->done, 0, 0);
-    c->n = n;
-    c->id = id;
-    c->msg = msg;
-    ck_assert_int_eq(keel_node_post(n, acall_post, c), 0);
-}
-
-static int acall_finished(struct acall *c)
-{
-    if (sem_trywait(&c->done) != 0)
-        return 0;
-    sem_post(&c->done);
-    return 1;
-}
-
-static void acall_expect(struct acall *c, int status, const char *reply)
-{
-    sem_wait(&c->done);
+    tu_acall_wait(c);
     ck_assert_msg(c->status == status, "%s %s: %s (%s), want %s", c->id,
                   c->msg, keel_err_name(c->status), c->reply,
                   keel_err_name(status));
@@ -902,18 +851,18 @@ START_TEST(reply_held_until_sync)
 {
     keel_node *n = start_node(NULL);
     struct gates g = {.hold_sync = 1};
-    struct acall c;
+    tu_acall c;
     keel_store_stats ss;
 
     gates_install(n->store, &g);
     run(n);
-    acall_start(n, &c, "held", "incr");
+    tu_acall_start(n, &c, "counter", "held", "incr", NULL);
     sem_wait(&g.entered); /* committed, about to be synced */
     keel_store_stats_get(n->store, &ss);
     ck_assert_uint_eq(ss.commits, 1);
     ck_assert_uint_eq(ss.unsynced, 1);
     usleep(30000);
-    ck_assert(!acall_finished(&c));
+    ck_assert(!tu_acall_finished(&c));
     sem_post(&g.release);
     acall_expect(&c, 0, "1");
     finish(n);
@@ -929,7 +878,7 @@ START_TEST(first_of_two_batches_fails)
     keel_node *n = start_node(NULL);
     struct gates g = {.hold_commit = 1, .fail_commit = 1,
                       .fail_rc = KEEL_ENOSPC};
-    struct acall c1, c2, c3;
+    tu_acall c1, c2, c3;
 
     gates_install(n->store, &g);
     /* Two batches with the writer at once: only the writer thread's
@@ -937,10 +886,10 @@ START_TEST(first_of_two_batches_fails)
      * thread, which the held commit would stop). */
     keel__node_set_inline_commits(n, 0);
     run(n);
-    acall_start(n, &c1, "a", "incr");
+    tu_acall_start(n, &c1, "counter", "a", "incr", NULL);
     sem_wait(&g.entered); /* batch 1 is with the writer, held */
-    acall_start(n, &c2, "a", "incr 10");
-    acall_start(n, &c3, "b", "incr");
+    tu_acall_start(n, &c2, "counter", "a", "incr 10", NULL);
+    tu_acall_start(n, &c3, "counter", "b", "incr", NULL);
     wait_messages(n, 3);
     usleep(20000); /* the run's flush queues batch 2 */
     sem_post(&g.release);
@@ -985,10 +934,10 @@ static void note_loop_thread(keel_node *n, void *data)
 
 static void acall_post_many(keel_node *n, void *data)
 {
-    struct acall *c = data;
+    tu_acall *c = data;
 
     for (int i = 0; i < 40; i++)
-        acall_post(n, &c[i]);
+        tu_acall_post(n, &c[i]);
 }
 
 /* A lone small batch that finds the writer idle is committed on the loop
@@ -998,7 +947,7 @@ START_TEST(small_batches_commit_on_the_loop)
 {
     keel_node *n = start_node(NULL);
     keel_store_hooks h = {record_commit_thread, NULL, NULL};
-    struct acall c[40];
+    tu_acall c[40];
     char ids[40][8];
     int i, on_loop = 0, elsewhere = 0;
 
@@ -1014,11 +963,7 @@ START_TEST(small_batches_commit_on_the_loop)
      * one batch: over the inline bound of 16 groups. */
     for (i = 0; i < 40; i++) {
         snprintf(ids[i], sizeof ids[i], "m%d", i);
-        memset(&c[i], 0, sizeof c[i]);
-        sem_init(&c[i].done, 0, 0);
-        c[i].n = n;
-        c[i].id = ids[i];
-        c[i].msg = "incr";
+        tu_acall_init(&c[i], "counter", ids[i], "incr", NULL);
     }
     ck_assert_int_eq(keel_node_post(n, acall_post_many, c), 0);
     for (i = 0; i < 40; i++)
@@ -1156,16 +1101,16 @@ START_TEST(stop_syncs_last_batch)
 {
     keel_node *n = start_node(NULL);
     struct gates g = {.hold_sync = 1};
-    struct acall c;
+    tu_acall c;
     keel_store_stats ss;
 
     gates_install(n->store, &g);
     run(n);
-    acall_start(n, &c, "last", "incr");
+    tu_acall_start(n, &c, "counter", "last", "incr", NULL);
     sem_wait(&g.entered);
     keel_node_stop(n);
     usleep(30000);
-    ck_assert(!acall_finished(&c));
+    ck_assert(!tu_acall_finished(&c));
     sem_post(&g.release);
     keel_node_join(n);
     acall_expect(&c, 0, "1");

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "acall.h"
 #include "gates.h"
 #include "keel.h"
 #include "persistence/store.h"
@@ -100,73 +101,6 @@ static void finish(keel_node *n)
     keel_node_destroy(n);
 }
 
-struct acall {
-    const char *id, *msg;
-    const uint8_t *key;
-    sem_t done;
-    int status;
-    char reply[128];
-    size_t len;
-};
-
-static void acall_cb(int status, const void *reply, size_t len, void *data)
-{
-    struct acall *c = data;
-
-    c->len = len;
-    if (len >= sizeof c->reply)
-        len = sizeof c->reply - 1;
-    memcpy(c->reply, reply, len);
-    c->reply[len] = '\0';
-    c->status = status;
-    sem_post(&c->done);
-}
-
-static void acall_post(keel_node *n, void *data)
-{
-    struct acall *c = data;
-    int rc = c->key ? keel_call_keyed(n, c->key, "tally", c->id,
-                                      strlen(c->id), c->msg, strlen(c->msg),
-                                      acall_cb, c)
-                    : keel_call(n, "tally", c->id, strlen(c->id), c->msg,
-                                strlen(c->msg), acall_cb, c);
-    if (rc != 0) {
-        c->status = rc;
-        sem_post(&c->done);
-    }
-}
-
-static void acall_init(struct acall *c, const char *id, const char *msg,
-                       const uint8_t *key)
-{
-    memset(c, 0, sizeof *c);
-    sem_init(&c->done, 0, 0);
-    c->id = id;
-    c->msg = msg;
-    c->key = key;
-}
-
-static void acall_start(keel_node *n, struct acall *c, const char *id,
-                        const char *msg, const uint8_t *key)
-{
-    acall_init(c, id, msg, key);
-    ck_assert_int_eq(keel_node_post(n, acall_post, c), 0);
-}
-
-static int acall_finished(struct acall *c)
-{
-    if (sem_trywait(&c->done) != 0)
-        return 0;
-    sem_post(&c->done);
-    return 1;
-}
-
-static void acall_wait(struct acall *c)
-{
-    sem_wait(&c->done);
-    sem_post(&c->done);
-}
-
 static const uint8_t K1[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 
 /* The retry of a write whose batch is not durable yet waits for it. */
@@ -174,26 +108,26 @@ START_TEST(retry_waits_for_durable)
 {
     keel_node *n = start_node();
     struct gates g = {.hold_sync = 1};
-    struct acall a, b, c;
+    tu_acall a, b, c;
 
     gates_install(n->store, &g);
     ck_assert_int_eq(keel_node_start(n), 0);
-    acall_start(n, &a, "x", "inc", K1);
+    tu_acall_start(n, &a, "tally", "x", "inc", K1);
     sem_wait(&g.entered);
-    acall_start(n, &b, "x", "inc", K1);
+    tu_acall_start(n, &b, "tally", "x", "inc", K1);
     usleep(100000);
-    ck_assert_msg(!acall_finished(&b), "retry answered (%s) before the "
+    ck_assert_msg(!tu_acall_finished(&b), "retry answered (%s) before the "
                   "original's write was durable", b.reply);
     sem_post(&g.release);
-    acall_wait(&a);
-    acall_wait(&b);
+    tu_acall_wait(&a);
+    tu_acall_wait(&b);
     ck_assert_int_eq(a.status, 0);
     ck_assert_int_eq(b.status, 0);
     ck_assert_str_eq(a.reply, "1");
     ck_assert_str_eq(b.reply, "1");
     ck_assert_int_eq(runs, 1);
-    acall_start(n, &c, "x", "get", NULL);
-    acall_wait(&c);
+    tu_acall_start(n, &c, "tally", "x", "get", NULL);
+    tu_acall_wait(&c);
     ck_assert_str_eq(c.reply, "1");
     finish(n);
 }
@@ -206,28 +140,28 @@ START_TEST(retry_with_failed_batch)
     keel_node *n = start_node();
     struct gates g = {.hold_commit = 1, .fail_commit = 1,
                       .fail_rc = KEEL_ENOSPC};
-    struct acall a, b, c, d;
+    tu_acall a, b, c, d;
 
     gates_install(n->store, &g);
     keel__node_set_inline_commits(n, 0);
     ck_assert_int_eq(keel_node_start(n), 0);
-    acall_start(n, &a, "y", "inc", K1);
+    tu_acall_start(n, &a, "tally", "y", "inc", K1);
     sem_wait(&g.entered);
-    acall_start(n, &b, "y", "inc", K1);
+    tu_acall_start(n, &b, "tally", "y", "inc", K1);
     usleep(100000);
-    ck_assert(!acall_finished(&b));
+    ck_assert(!tu_acall_finished(&b));
     sem_post(&g.release);
-    acall_wait(&a);
-    acall_wait(&b);
+    tu_acall_wait(&a);
+    tu_acall_wait(&b);
     ck_assert_int_eq(a.status, KEEL_ENOSPC);
     ck_assert_msg(b.status == KEEL_ENOSPC, "retry: %s %s",
                   keel_err_name(b.status), b.reply);
-    acall_start(n, &c, "y", "inc", K1);
-    acall_wait(&c);
+    tu_acall_start(n, &c, "tally", "y", "inc", K1);
+    tu_acall_wait(&c);
     ck_assert_int_eq(c.status, 0);
     ck_assert_str_eq(c.reply, "1");
-    acall_start(n, &d, "y", "inc", K1);
-    acall_wait(&d);
+    tu_acall_start(n, &d, "tally", "y", "inc", K1);
+    tu_acall_wait(&d);
     ck_assert_str_eq(d.reply, "1");
     finish(n);
 }
@@ -236,22 +170,22 @@ END_TEST
 /* Two same-key requests in one go. */
 static void post_two(keel_node *n, void *data)
 {
-    struct acall *c = data;
-    acall_post(n, &c[0]);
-    acall_post(n, &c[1]);
+    tu_acall *c = data;
+    tu_acall_post(n, &c[0]);
+    tu_acall_post(n, &c[1]);
 }
 
 START_TEST(same_key_concurrent)
 {
     keel_node *n = start_node();
-    struct acall c[2];
+    tu_acall c[2];
 
     ck_assert_int_eq(keel_node_start(n), 0);
-    acall_init(&c[0], "z", "inc", K1);
-    acall_init(&c[1], "z", "inc", K1);
+    tu_acall_init(&c[0], "tally", "z", "inc", K1);
+    tu_acall_init(&c[1], "tally", "z", "inc", K1);
     ck_assert_int_eq(keel_node_post(n, post_two, c), 0);
-    acall_wait(&c[0]);
-    acall_wait(&c[1]);
+    tu_acall_wait(&c[0]);
+    tu_acall_wait(&c[1]);
     ck_assert_str_eq(c[0].reply, "1");
     ck_assert_str_eq(c[1].reply, "1");
     ck_assert_int_eq(runs, 1);
@@ -265,14 +199,14 @@ START_TEST(dup_hit_on_activation)
 {
     keel_node *n = start_node();
     static const uint8_t K2[16] = {9, 9, 9};
-    struct acall a, b, c, d;
+    tu_acall a, b, c, d;
     keel_stats st;
 
     ck_assert_int_eq(keel_node_start(n), 0);
-    acall_start(n, &a, "w", "inc", K1);
-    acall_wait(&a);
-    acall_start(n, &b, "w", "big", K2);
-    acall_wait(&b);
+    tu_acall_start(n, &a, "tally", "w", "inc", K1);
+    tu_acall_wait(&a);
+    tu_acall_start(n, &b, "tally", "w", "big", K2);
+    tu_acall_wait(&b);
     ck_assert_int_eq(b.status, 0);
     ck_assert_uint_eq(b.len, 2000);
     finish(n);
@@ -280,12 +214,12 @@ START_TEST(dup_hit_on_activation)
     runs = acts = pass = 0;
     n = start_node();
     ck_assert_int_eq(keel_node_start(n), 0);
-    acall_start(n, &c, "w", "big", K2);
-    acall_wait(&c);
+    tu_acall_start(n, &c, "tally", "w", "big", K2);
+    tu_acall_wait(&c);
     ck_assert_msg(c.status == KEEL_EALREADY, "%s", keel_err_name(c.status));
     ck_assert_int_eq(acts, pass); /* the activation was undone */
-    acall_start(n, &d, "w", "inc", K1);
-    acall_wait(&d);
+    tu_acall_start(n, &d, "tally", "w", "inc", K1);
+    tu_acall_wait(&d);
     ck_assert_int_eq(d.status, 0);
     ck_assert_str_eq(d.reply, "1");
     ck_assert_int_eq(runs, 0);
@@ -302,18 +236,18 @@ END_TEST
 START_TEST(key_reused_for_another_message)
 {
     keel_node *n = start_node();
-    struct acall a, b, c;
+    tu_acall a, b, c;
 
     ck_assert_int_eq(keel_node_start(n), 0);
-    acall_start(n, &a, "v", "inc", K1);
-    acall_wait(&a);
+    tu_acall_start(n, &a, "tally", "v", "inc", K1);
+    tu_acall_wait(&a);
     ck_assert_str_eq(a.reply, "1");
-    acall_start(n, &b, "v", "big", K1);
-    acall_wait(&b);
+    tu_acall_start(n, &b, "tally", "v", "big", K1);
+    tu_acall_wait(&b);
     ck_assert_msg(b.status == KEEL_EINVAL, "%s (%s)", keel_err_name(b.status),
                   b.reply);
-    acall_start(n, &c, "v", "get", NULL);
-    acall_wait(&c);
+    tu_acall_start(n, &c, "tally", "v", "get", NULL);
+    tu_acall_wait(&c);
     ck_assert_str_eq(c.reply, "1");
     ck_assert_int_eq(runs, 2);
     finish(n);

@@ -1,0 +1,195 @@
+#include "cluster.h"
+
+#include <check.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define MAX_EXTRA 16
+
+int tu_cluster_zk_start(tu_cluster *c)
+{
+    if (!tu_zk_available()) {
+        fprintf(stderr,
+                "ZooKeeper is not installed (sh scripts/install-deps)\n");
+        exit(1);
+    }
+    return tu_zk_start(&c->zk, 1, 200);
+}
+
+int tu_cluster_run_suite(tu_cluster *c, Suite *s)
+{
+    SRunner *sr;
+    int failed;
+
+    if (tu_cluster_zk_start(c) != 0)
+        exit(1);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    tu_zk_stop(&c->zk);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+void tu_cluster_setup(tu_cluster *c, const char *tag, const char *prefix)
+{
+    static int round;
+
+    c->dir = tu_tmpdir(tag);
+    memset(c->nodes, 0, sizeof c->nodes);
+    c->zk_hosts = NULL;
+    c->shards = 64;
+    c->session_ms = 2000;
+    c->quiet = 0;
+    snprintf(c->name, sizeof c->name, "%s%d-%d", prefix, (int)getpid(),
+             round++);
+}
+
+int tu_cluster_start_node(tu_cluster *c, int i, int port, ...)
+{
+    char data[512], id[16], shards[16], session[16];
+    const char *args[10 + MAX_EXTRA + 1];
+    const char *a;
+    int n = 0;
+    va_list ap;
+
+    snprintf(data, sizeof data, "%s/n%d", c->dir, i);
+    snprintf(id, sizeof id, "n%d", i);
+    snprintf(shards, sizeof shards, "%d", c->shards);
+    snprintf(session, sizeof session, "%d", c->session_ms);
+    args[n++] = "--shards";
+    args[n++] = shards;
+    args[n++] = "--zk";
+    args[n++] = c->zk_hosts != NULL ? c->zk_hosts : c->zk.hosts;
+    args[n++] = "--cluster";
+    args[n++] = c->name;
+    args[n++] = "--node-id";
+    args[n++] = id;
+    args[n++] = "--zk-session-timeout";
+    args[n++] = session;
+    va_start(ap, port);
+    while ((a = va_arg(ap, const char *)) != NULL && n < 10 + MAX_EXTRA)
+        args[n++] = a;
+    va_end(ap);
+    args[n] = NULL;
+    return tu_keeld_start(&c->nodes[i], data, port, args);
+}
+
+int tu_cluster_teardown(tu_cluster *c, int sig)
+{
+    int i, bad = 0;
+
+    for (i = 0; i < TU_CLUSTER_MAX; i++) {
+        if (c->nodes[i].pid > 0) {
+            kill(c->nodes[i].pid, SIGCONT);
+            if (tu_keeld_stop(&c->nodes[i], sig) != 0)
+                bad++;
+        }
+        tu_keeld_free(&c->nodes[i]);
+    }
+    if (c->dir != NULL) {
+        tu_rmrf(c->dir);
+        free(c->dir);
+        c->dir = NULL;
+    }
+    return bad;
+}
+
+void tu_cluster_dump_logs(const tu_cluster *c)
+{
+    tu_keeld_dump_logs(c->nodes, TU_CLUSTER_MAX);
+}
+
+long tu_cluster_counter(const tu_cluster *c, int i, const char *name,
+                        const char *op)
+{
+    char *out = NULL, *err = NULL;
+    long v = -1;
+    int rc = tu_keel(c->nodes[i].addr, &out, &err, "call", "counter", name,
+                     op, NULL);
+
+    if (rc == 0 && out != NULL)
+        v = strtol(out, NULL, 10);
+    else if (!c->quiet)
+        fprintf(stderr, "keel call counter %s %s via n%d: exit %d: %s\n",
+                name, op, i, rc, err ? err : "");
+    free(out);
+    free(err);
+    return v;
+}
+
+void tu_cluster_owner_of(const tu_cluster *c, int i, const char *type,
+                         const char *id, char *owner, size_t cap)
+{
+    char *out = NULL, *err = NULL;
+    const char *p;
+    size_t n = 0;
+
+    owner[0] = '\0';
+    if (tu_keel(c->nodes[i].addr, &out, &err, "where", type, id, NULL) == 0 &&
+        out != NULL && (p = strstr(out, "\nowner ")) != NULL) {
+        p += strlen("\nowner ");
+        while (*p == ' ' || *p == '\t')
+            p++;
+        while (p[n] != '\0' && p[n] != '\n' && p[n] != ' ' &&
+               p[n] != '\t' && n + 1 < cap)
+            n++;
+        memcpy(owner, p, n);
+        owner[n] = '\0';
+    }
+    free(out);
+    free(err);
+}
+
+int tu_cluster_forget(const tu_cluster *c, int via, const char *node,
+                      int retries, int pause_ms, char **out)
+{
+    char *err = NULL;
+    int tries, rc;
+
+    for (tries = 0;; tries++) {
+        *out = err = NULL;
+        rc = tu_keel(c->nodes[via].addr, out, &err, "node", "forget", node,
+                     NULL);
+        if (rc == 0) {
+            free(err);
+            return 0;
+        }
+        if (rc != 1 || err == NULL || strstr(err, "EEXIST") == NULL) {
+            fprintf(stderr, "forget %s via n%d: exit %d: %s\n", node, via, rc,
+                    err ? err : "");
+            free(*out);
+            *out = NULL;
+            free(err);
+            return -1;
+        }
+        free(*out);
+        *out = NULL;
+        free(err);
+        if (tries >= retries)
+            return 1;
+        tu_sleep_ms(pause_ms);
+    }
+}
+
+double tu_now_s(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+void tu_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}

@@ -1,0 +1,94 @@
+/* The fixture of the cluster integration tests: a suite's ZooKeeper, and
+ * per test a temporary directory, a cluster name of its own and keeld
+ * nodes n0..n<TU_CLUSTER_MAX-1> joined to it with --zk. Node i keeps its
+ * data in dir/n<i>. Every wait here is bounded (tu_keeld_start waits at
+ * most 20 s, tu_keeld_stop 30 s, tu_run 30 s a CLI run; the retry loops
+ * take a count and a pause). */
+#ifndef KEEL_TEST_CLUSTER_H
+#define KEEL_TEST_CLUSTER_H
+
+#include <stddef.h>
+
+#include "proc.h"
+#include "zk.h"
+
+#define TU_CLUSTER_MAX 4
+
+typedef struct tu_cluster {
+    tu_zk zk;             /* the suite's ZooKeeper (tu_cluster_zk_start) */
+    const char *zk_hosts; /* --zk of the nodes; NULL: zk.hosts */
+    char *dir;            /* owned: the test's directory */
+    char name[32];        /* --cluster: "<prefix><pid>-<round>" */
+    int shards;           /* --shards: 64 unless set after setup */
+    int session_ms;       /* --zk-session-timeout: 2000 unless set */
+    int quiet;            /* 1: tu_cluster_counter reports no failure */
+    tu_keeld nodes[TU_CLUSTER_MAX];
+} tu_cluster;
+
+struct Suite;
+
+/* Starts the suite's ZooKeeper (one server, tickTime 200 ms) into c->zk.
+ * Exits the process with status 1 (and a word on stderr) if ZooKeeper is
+ * not installed. Returns 0, or -1 with the script's output on stderr. */
+int tu_cluster_zk_start(tu_cluster *c);
+
+/* Starts the suite's ZooKeeper (exit status 1 if it does not start), runs
+ * the suite (check's default fork mode), stops ZooKeeper and returns the
+ * exit status for main. */
+int tu_cluster_run_suite(tu_cluster *c, struct Suite *s);
+
+/* Per-test setup: a fresh directory tu_tmpdir(tag), no nodes, the default
+ * options above and a cluster name "<prefix><pid>-<round>" no other test
+ * uses. Keeps c->zk. */
+void tu_cluster_setup(tu_cluster *c, const char *tag, const char *prefix);
+
+/* Starts node i ("n<i>", data in dir/n<i>) on port `port` (0: any) with
+ * --shards, --zk, --cluster, --node-id, --zk-session-timeout and then the
+ * extra arguments, NULL-terminated (at most 16). Returns tu_keeld_start's
+ * result: 0, or -1 with the log on stderr. */
+int tu_cluster_start_node(tu_cluster *c, int i, int port, ...);
+
+/* Per-test teardown: every started node gets SIGCONT (in case a test left
+ * it stopped), then `sig` and tu_keeld_stop's bounded wait, and is freed;
+ * the directory is removed. Returns how many stops did not return 0 (exit
+ * code 0 of a SIGTERM stop), for callers that require clean exits. */
+int tu_cluster_teardown(tu_cluster *c, int sig);
+
+/* Prints the started nodes' logs to stderr. */
+void tu_cluster_dump_logs(const tu_cluster *c);
+
+/* In a check test: unless cond holds, prints the nodes' logs and fails the
+ * test with the message (printf-style). */
+#define TU_CLUSTER_CHECK(c, cond, ...)                                      \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            tu_cluster_dump_logs(c);                                        \
+            ck_abort_msg(__VA_ARGS__);                                      \
+        }                                                                   \
+    } while (0)
+
+/* `keel call counter NAME OP` through node i: the number printed, or -1
+ * (reported on stderr unless c->quiet). */
+long tu_cluster_counter(const tu_cluster *c, int i, const char *name,
+                        const char *op);
+
+/* The owner `keel where TYPE ID` names through node i ("n3"), into owner
+ * (at most cap-1 characters); "" when the call fails or names none. */
+void tu_cluster_owner_of(const tu_cluster *c, int i, const char *type,
+                         const char *id, char *owner, size_t cap);
+
+/* `keel node forget NODE` through node `via` until it is accepted, retried
+ * at most `retries` times `pause_ms` apart while refused as a live
+ * member's is (exit 1, EEXIST). Returns 0 with the CLI's stdout in *out
+ * (malloc'd); 1 when still refused after the retries; -1 (the failure on
+ * stderr) when a run fails otherwise. */
+int tu_cluster_forget(const tu_cluster *c, int via, const char *node,
+                      int retries, int pause_ms, char **out);
+
+/* CLOCK_MONOTONIC in seconds. */
+double tu_now_s(void);
+
+/* Sleeps ms milliseconds. */
+void tu_sleep_ms(int ms);
+
+#endif
