@@ -20,62 +20,35 @@
 #include <unistd.h>
 
 #include "keel.h"
+#include "cluster.h"
 #include "proc.h"
 #include "runtime/client.h"
 #include "runtime/proto.h"
 #include "testutil.h"
-#include "zk.h"
 
-static tu_zk server;
-static char *dir;
-static tu_keeld nodes[2];
+static tu_cluster cl;
 
 static void setup(void)
 {
-    dir = tu_tmpdir("clhops");
-    memset(nodes, 0, sizeof nodes);
+    tu_cluster_setup(&cl, "clhops", "hops");
+    cl.shards = 16;
 }
 
 static void teardown(void)
 {
-    for (int i = 0; i < 2; i++) {
-        if (nodes[i].pid > 0)
-            tu_keeld_stop(&nodes[i], SIGTERM);
-        tu_keeld_free(&nodes[i]);
-    }
-    tu_rmrf(dir);
-    free(dir);
+    tu_cluster_teardown(&cl, SIGTERM);
 }
 
 static void start_node(int i)
 {
-    char data[512], id[16];
-    const char *extra[] = {"--shards", "16", "--zk", server.hosts,
-                           "--cluster", "hops", "--node-id", id,
-                           "--zk-session-timeout", "2000",
-                           "--hold-timeout", "30000", NULL};
-
-    snprintf(data, sizeof data, "%s/n%d", dir, i);
-    snprintf(id, sizeof id, "n%d", i);
-    ck_assert_int_eq(tu_keeld_start(&nodes[i], data, 0, extra), 0);
-}
-
-/* The owner `where` names through node i for counter/id ("" if none). */
-static void owner_of(int i, const char *id, char owner[64])
-{
-    char *out = NULL, *p;
-
-    owner[0] = '\0';
-    if (tu_keel(nodes[i].addr, &out, NULL, "where", "counter", id, NULL) ==
-            0 &&
-        out != NULL && (p = strstr(out, "\nowner ")) != NULL)
-        sscanf(p + 7, "%63s", owner);
-    free(out);
+    ck_assert_int_eq(tu_cluster_start_node(&cl, i, 0, "--hold-timeout",
+                                           "30000", NULL),
+                     0);
 }
 
 /* Queues a CALL counter/id msg whose flags say it was forwarded `hops`
  * times already. */
-static void queue_hopped(keel_client *cl, uint64_t rid, const char *id,
+static void queue_hopped(keel_client *c, uint64_t rid, const char *id,
                          const char *msg, uint8_t hops)
 {
     size_t blen = keel_call_body_size(7, strlen(id), strlen(msg));
@@ -87,14 +60,14 @@ static void queue_hopped(keel_client *cl, uint64_t rid, const char *id,
     keel_call_body_encode(frame + KEEL_FRAME_HEADER, "counter", 7, id,
                           strlen(id), msg, strlen(msg));
     ck_assert_int_eq(
-        keel_client_queue_raw(cl, frame, KEEL_FRAME_HEADER + blen), 0);
+        keel_client_queue_raw(c, frame, KEEL_FRAME_HEADER + blen), 0);
     free(frame);
 }
 
 START_TEST(hops_used_up_reroutes)
 {
     char owner[64] = "", id[32] = "", *out = NULL;
-    keel_client *cl;
+    keel_client *c;
     keel_frame f;
     int i, tries, got = 0, seen[4] = {0};
 
@@ -103,9 +76,9 @@ START_TEST(hops_used_up_reroutes)
     /* An actor n1 owns, once the map has settled (at most 30 s). */
     for (tries = 0; tries < 300 && strcmp(owner, "n1") != 0; tries++) {
         snprintf(id, sizeof id, "h%d", tries % 32);
-        if (tu_keel(nodes[0].addr, &out, NULL, "call", "counter", id, "get",
-                    NULL) == 0)
-            owner_of(0, id, owner);
+        if (tu_keel(cl.nodes[0].addr, &out, NULL, "call", "counter", id,
+                    "get", NULL) == 0)
+            tu_cluster_owner_of(&cl, 0, "counter", id, owner, sizeof owner);
         free(out);
         out = NULL;
         if (strcmp(owner, "n1") != 0)
@@ -115,19 +88,19 @@ START_TEST(hops_used_up_reroutes)
 
     /* To n0: one call with its hops used up, then two ordinary ones for
      * the same actor. */
-    ck_assert_int_eq(keel_client_connect(nodes[0].addr, 20000, &cl), 0);
-    queue_hopped(cl, 1, id, "incr", 3);
-    ck_assert_int_eq(keel_client_queue(cl, KEEL_FRAME_CALL, 2, "counter", id,
+    ck_assert_int_eq(keel_client_connect(cl.nodes[0].addr, 20000, &c), 0);
+    queue_hopped(c, 1, id, "incr", 3);
+    ck_assert_int_eq(keel_client_queue(c, KEEL_FRAME_CALL, 2, "counter", id,
                                        strlen(id), "incr", 4),
                      0);
-    ck_assert_int_eq(keel_client_queue(cl, KEEL_FRAME_CALL, 3, "counter", id,
+    ck_assert_int_eq(keel_client_queue(c, KEEL_FRAME_CALL, 3, "counter", id,
                                        strlen(id), "incr", 4),
                      0);
-    ck_assert_int_eq(keel_client_flush(cl), 0);
+    ck_assert_int_eq(keel_client_flush(c), 0);
     /* All three answered well within the 30 s hold bound (the client's
      * 20 s receive timeout), each with the count it made. */
     for (i = 0; i < 3; i++) {
-        ck_assert_int_eq(keel_client_recv(cl, &f), 0);
+        ck_assert_int_eq(keel_client_recv(c, &f), 0);
         got++;
         ck_assert_msg(f.kind == KEEL_FRAME_REPLY,
                       "call %llu: kind %d (a parked call fails with "
@@ -140,8 +113,8 @@ START_TEST(hops_used_up_reroutes)
     ck_assert_int_eq(got, 3);
     ck_assert_int_eq(seen[1] + seen[2] + seen[3], 3);
     ck_assert(seen[1] == 1 && seen[2] == 1 && seen[3] == 1);
-    keel_client_close(cl);
-    ck_assert_int_eq(tu_keel(nodes[1].addr, &out, NULL, "call", "counter",
+    keel_client_close(c);
+    ck_assert_int_eq(tu_keel(cl.nodes[1].addr, &out, NULL, "call", "counter",
                              id, "get", NULL),
                      0);
     ck_assert_str_eq(out, "3\n");
@@ -153,23 +126,10 @@ int main(void)
 {
     Suite *s = suite_create("cluster_hops");
     TCase *tc = tcase_create("hops");
-    SRunner *sr;
-    int failed;
 
-    if (!tu_zk_available()) {
-        fprintf(stderr, "ZooKeeper is not installed (sh scripts/install-deps)\n");
-        return 1;
-    }
-    if (tu_zk_start(&server, 1, 200) != 0)
-        return 1;
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, hops_used_up_reroutes);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    tu_zk_stop(&server);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_cluster_run_suite(&cl, s);
 }
