@@ -965,6 +965,11 @@ static void storecheck_cb(keel_storecheck *sc, int rc, void *arg)
 {
     keel_cluster *c = arg;
 
+    /* A check of an earlier session, or one that lost a race with a
+     * newer one: only a node still before joining acts on it. */
+    if (c->phase != KEEL_CLUSTER_BOOTSTRAP)
+        return;
+
     if (rc == KEEL_EMISMATCH) {
         if (c->error != KEEL_EMISMATCH)
             keel_error(
@@ -1062,6 +1067,7 @@ static void expired(keel_cluster *c)
     c->rejoin_busy = c->rejoin_stalled = 0;
     c->forget_busy = 0;
     c->map_this_session = 0;
+    c->storecheck_at = 0; /* the new session's bootstrap checks again */
     c->phase = KEEL_CLUSTER_CONNECTING;
     rc = keel_zk_connect(c->zk, (int)c->timeout_ms, session_cb, c);
     if (rc != 0)
@@ -1144,9 +1150,14 @@ static void storecheck_tick(keel_cluster *c)
 {
     int rc;
 
-    if (c->storecheck_at == 0 || c->now < c->storecheck_at ||
-        !c->lease.fence.connected)
+    if (c->storecheck_at == 0 || c->now < c->storecheck_at)
         return;
+    if (!c->lease.fence.connected || c->phase != KEEL_CLUSTER_BOOTSTRAP ||
+        c->store_check.busy) {
+        /* Not now: come back later rather than spin on a past time. */
+        c->storecheck_at = c->now + STORECHECK_RETRY_MS;
+        return;
+    }
     c->storecheck_at = 0;
     rc = keel_storecheck_start(&c->store_check);
     if (rc != 0 && rc != KEEL_ESESSION) {

@@ -78,6 +78,8 @@ static void node_read(keel_zk *zk, int rc, const void *data, size_t len,
     keel_storecheck *sc = arg;
 
     (void)zk;
+    if (rc == KEEL_ESESSION)
+        return; /* an ended session's answer: its successor checks anew */
     sc->busy = 0;
     if (rc == KEEL_ENOTFOUND) {
         go(sc, S_CREATE);
@@ -113,6 +115,8 @@ static void node_created(keel_zk *zk, int rc, const char *path,
     (void)zk;
     (void)path;
     (void)st;
+    if (rc == KEEL_ESESSION)
+        return; /* an ended session's answer: its successor checks anew */
     sc->busy = 0;
     if (rc == KEEL_EEXIST) {
         go(sc, S_READ); /* created meanwhile: read what it says */
@@ -132,15 +136,18 @@ static void forgotten_checked(keel_zk *zk, int rc, const keel_zk_stat *st,
 
     (void)zk;
     (void)st;
+    if (rc == KEEL_ESESSION)
+        return; /* an ended session's answer: its successor checks anew */
     sc->busy = 0;
-    if (rc == 0) {
-        go(sc, S_RECORD); /* its data was given up: nothing to protect */
-        return;
-    }
-    if (rc != KEEL_ENOTFOUND) {
+    if (rc != 0 && rc != KEEL_ENOTFOUND) {
         failed(sc, rc);
         return;
     }
+    /* A mark says the node's data was given up: what its state published
+     * before the mark is not to be protected. A mark left over after the
+     * node joined again (its purge not yet done) does not cover units it
+     * got back since, with their data: its state is newer than the mark. */
+    sc->forgotten_at = rc == 0 ? st->czxid : 0;
     sc->units = 0;
     go(sc, S_STATE);
 }
@@ -153,10 +160,17 @@ static void state_read(keel_zk *zk, int rc, const void *data, size_t len,
     size_t i;
 
     (void)zk;
-    (void)st;
+    if (rc == KEEL_ESESSION)
+        return; /* an ended session's answer: its successor checks anew */
     sc->busy = 0;
     if (rc != 0 && rc != KEEL_ENOTFOUND) {
         failed(sc, rc);
+        return;
+    }
+    if (sc->forgotten_at != 0 && (rc != 0 || st->mzxid < sc->forgotten_at)) {
+        /* Forgotten, and it has published nothing since: nothing of what
+         * the cluster gives it can have come back with its data. */
+        go(sc, S_RECORD);
         return;
     }
     if (rc == 0 && len > 0) {
@@ -182,6 +196,8 @@ static void map_read(keel_zk *zk, int rc, const void *data, size_t len,
 
     (void)zk;
     (void)st;
+    if (rc == KEEL_ESESSION)
+        return; /* an ended session's answer: its successor checks anew */
     sc->busy = 0;
     if (rc != 0 && rc != KEEL_ENOTFOUND) {
         failed(sc, rc);
@@ -195,8 +211,13 @@ static void map_read(keel_zk *zk, int rc, const void *data, size_t len,
             size_t from_map = 0;
             for (ci = 0; ci < m.ncaps; ci++)
                 for (s = 0; s < m.shard_count; s++) {
+                    const keel_map_unit *u = keel_map_unit_at(&m, ci, s);
                     const char *p = keel_map_primary(&m, ci, s);
-                    if (p != NULL && strcmp(p, sc->node) == 0)
+                    /* Its own units, and those moving to it: a stream
+                     * may have delivered their only copy here already. */
+                    if ((p != NULL && strcmp(p, sc->node) == 0) ||
+                        (u->target != KEEL_MAP_NO_NODE &&
+                         strcmp(m.nodes[u->target], sc->node) == 0))
                         from_map++;
                 }
             keel_map_free(&m);
@@ -217,6 +238,8 @@ static void recorded(keel_zk *zk, int rc, const keel_zk_stat *st, void *arg)
 
     (void)zk;
     (void)st;
+    if (rc == KEEL_ESESSION)
+        return; /* an ended session's answer: its successor checks anew */
     sc->busy = 0;
     if (rc == KEEL_EBADVERSION || rc == KEEL_ENOTFOUND) {
         go(sc, S_READ); /* changed meanwhile: decide again */

@@ -11,11 +11,15 @@
  *   - no record yet, or an empty one (a node from before the record):
  *     record this store and join;
  *   - the same store: join;
- *   - another store, and the node was forgotten (`forgotten/<node>`): the
- *     operator gave its data up already; record this store and join (the
- *     rejoin purges what was forgotten);
- *   - another store, and neither the map nor the node's last published
- *     state gives the node any unit: nothing is lost; record and join;
+ *   - another store, and the node was forgotten (`forgotten/<node>`) and
+ *     has published no state since: the operator gave its data up
+ *     already; record this store and join (the rejoin purges what was
+ *     forgotten). A mark left over from an earlier rejoin whose purge is
+ *     not done does not count: units the node got back since came with
+ *     their data;
+ *   - another store, and neither the map (as primary, or as the target
+ *     of a move) nor the node's last published state gives the node any
+ *     unit: nothing is lost; record and join;
  *   - another store, and the node is responsible for units: refuse
  *     (KEEL_EMISMATCH). The units stay unavailable until the node runs on
  *     its own store again, or the operator accepts the loss with
@@ -53,6 +57,7 @@ struct keel_storecheck {
     keel_storecheck_cb cb;
     void *arg;
     int32_t version; /* of nodes/<node> when read */
+    int64_t forgotten_at; /* czxid of forgotten/<node>, 0: none */
     int step;
     int busy, stalled, done;
 };

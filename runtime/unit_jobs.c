@@ -202,6 +202,7 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
             memcpy(again->cap, j->cap, sizeof again->cap);
             again->shard = j->shard;
             again->epoch = j->epoch;
+            again->wipe = j->wipe; /* the stale copy still has to go */
             rt_job_later(rt, again);
             break;
         }

@@ -103,7 +103,8 @@ static void decode(const keel_frame *f, answer *a)
     }
 }
 
-/* Queues `op` for counters idx[0..k) on cl (request id = counter index),
+/* Queues `op` for counters idx[0..k) on cl (request id = counter index +
+ * 1: the protocol keeps id 0 for answers that belong to no request),
  * without sending. */
 static int queue_calls(keel_client *cl, const int *idx, int k, const char *op)
 {
@@ -111,7 +112,7 @@ static int queue_calls(keel_client *cl, const int *idx, int k, const char *op)
 
     for (j = 0; j < k; j++) {
         const char *id = cname(idx[j]);
-        rc = keel_client_queue(cl, KEEL_FRAME_CALL, (uint64_t)idx[j],
+        rc = keel_client_queue(cl, KEEL_FRAME_CALL, (uint64_t)idx[j] + 1,
                                "counter", id, strlen(id), op, strlen(op));
         if (rc != 0)
             return rc;
@@ -129,9 +130,9 @@ static int recv_answers(keel_client *cl, int k, answer *out, int nout)
     for (j = 0; j < k; j++) {
         if ((rc = keel_client_recv(cl, &f)) != 0)
             return rc;
-        if (f.request_id >= (uint64_t)nout)
+        if (f.request_id == 0 || f.request_id > (uint64_t)nout)
             return KEEL_EPROTO;
-        decode(&f, &out[f.request_id]);
+        decode(&f, &out[f.request_id - 1]);
     }
     return 0;
 }

@@ -990,6 +990,108 @@ START_TEST(test_replaced_store_refused)
 }
 END_TEST
 
+static void start3_stores(mkopt *mo)
+{
+    static const char *const stores[] = {
+        "0000000000000000000000000000000a", "0000000000000000000000000000000b",
+        "0000000000000000000000000000000c"};
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        memset(&mo[i], 0, sizeof mo[i]);
+        mo[i].store = stores[i];
+        mk(i, &mo[i]);
+    }
+    settle();
+    advance(1000);
+    check_converged(abc, 3);
+}
+
+/* A refused node whose session expires while its next check is pending,
+ * and which is forgotten meanwhile: when it is back, one check runs, and
+ * it joins once (one election node of its own, not two). */
+START_TEST(test_refused_store_check_across_expiry)
+{
+    mkopt mo[3];
+    size_t units = 0;
+    keel_zk *zk;
+    int k, j;
+
+    start3_stores(mo);
+    kill_node(2);
+    settle();
+    advance(100000);
+    mo[2].store = "ffffffffffffffffffffffffffffffff";
+    mk(2, &mo[2]);
+    settle();
+    advance(1000);
+    ck_assert_int_eq(keel_cluster_error(N[2].c), KEEL_EMISMATCH);
+    zk = keel_cluster_zk(N[2].c);
+    keel_zk_fake_disconnect(zk);
+    advance(10000); /* past its session timeout and its retry time */
+    ck_assert_int_eq(keel_cluster_forget(N[0].c, "node-c", &units), 0);
+    advance(100);
+    keel_zk_fake_reconnect(zk);
+    /* One event at a time, as a network would deliver them, so that a
+     * retry timer could fire in the middle of the new bootstrap. */
+    for (k = 0; k < 2000; k++) {
+        keel_zk_fake_step(F);
+        for (j = 0; j < 3; j++)
+            keel_cluster_tick(N[j].c, keel_zk_fake_now(F));
+    }
+    settle();
+    advance(6000);
+    ck_assert_int_eq(keel_cluster_phase(N[2].c), KEEL_CLUSTER_RUNNING);
+    ck_assert_int_eq(keel_cluster_error(N[2].c), 0);
+    ck_assert_int_eq(keel_zk_fake_num_children(F, "/keel/test/election"), 3);
+    /* With the others gone, it is elected: no orphan node of its own
+     * stands before it. */
+    kill_node(0);
+    kill_node(1);
+    advance(30000);
+    advance(30000);
+    ck_assert_int_eq(keel_cluster_is_controller(N[2].c), 1);
+}
+END_TEST
+
+/* A forgotten node that joined again got units back with their data
+ * while its forgotten/ mark was still there (its purge not durable yet).
+ * Restarted on an empty store then, it is refused: the leftover mark
+ * does not cover what it received after the forget. */
+START_TEST(test_leftover_forgotten_mark_protects)
+{
+    mkopt mo[3];
+    keel_shard_map m;
+    size_t units = 0, back;
+
+    start3_stores(mo);
+    kill_node(2);
+    settle();
+    advance(100000);
+    ck_assert_int_eq(keel_cluster_forget(N[0].c, "node-c", &units), 0);
+    settle();
+    advance(10000);
+    mk(2, &mo[2]); /* back on its own store; never reports its purge */
+    settle();
+    advance(2000);
+    m = zk_map();
+    back = owned_by(&m, "node-c");
+    keel_map_free(&m);
+    ck_assert_uint_gt(back, 0);
+    ck_assert_int_eq(
+        keel_zk_fake_num_children(F, "/keel/test/forgotten"), 1);
+    kill_node(2);
+    settle();
+    advance(500);
+    mo[2].store = "ffffffffffffffffffffffffffffffff";
+    mk(2, &mo[2]);
+    settle();
+    advance(200);
+    ck_assert_int_eq(keel_cluster_error(N[2].c), KEEL_EMISMATCH);
+    ck_assert_int_ne(keel_cluster_phase(N[2].c), KEEL_CLUSTER_RUNNING);
+}
+END_TEST
+
 START_TEST(test_self_fencing)
 {
     keel_zk *zk;
@@ -2071,6 +2173,8 @@ int main(void)
     tcase_add_test(tc, test_dead_owner_reassigned_after_grace);
     tcase_add_test(tc, test_forget_dead_node);
     tcase_add_test(tc, test_replaced_store_refused);
+    tcase_add_test(tc, test_refused_store_check_across_expiry);
+    tcase_add_test(tc, test_leftover_forgotten_mark_protects);
     tcase_add_test(tc, test_forget_waits_for_session);
     tcase_add_test(tc, test_dead_owner_grace_negotiated);
     tcase_add_test(tc, test_new_controller_knows_dead_timeout);
