@@ -920,7 +920,11 @@ static void job_fn(keel_node *n, void *data)
     int rc;
 
     if (r->route == R_READYZ) {
-        r->ready = n->running && !n->stopping;
+        /* A cluster node refused by its store check (or failed) is not
+         * ready: it serves nothing until the operator acts. */
+        r->ready = n->running && !n->stopping &&
+                   (n->cluster == NULL ||
+                    keel_cluster_error(keel_coord_to_cluster(n->coord)) == 0);
     } else if (r->route == R_METRICS) {
         keel_node_stats(n, &r->stats);
         r->cluster_mode = n->cluster != NULL;
