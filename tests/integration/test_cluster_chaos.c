@@ -161,9 +161,10 @@ static int read_all(int i, long *v)
 
 /* --------------------------------------------------------------- load */
 
-/* Per counter: calls sent, acknowledged, refused with EUNAVAIL (never
- * applied: held past the bound, or never reached an owner), and calls
- * whose fate is unknown (the connection failed, or another error). */
+/* Per counter: calls sent, acknowledged, refused with EUNAVAIL or
+ * EDEADLINE (never applied: held past the bound, or never reached an
+ * owner), and calls whose fate is unknown (the connection failed, or
+ * another error). */
 static pthread_mutex_t tally_lock = PTHREAD_MUTEX_INITIALIZER;
 static long sent_n[NCOUNTERS], acked_n[NCOUNTERS], unavail_n[NCOUNTERS],
     unknown_n[NCOUNTERS];
@@ -273,7 +274,10 @@ static void *load_main(void *arg)
                            ? keel_error_body_parse(f.body, f.body_len, &msg,
                                                    &mlen)
                            : KEEL_EPROTO;
-            if (code == KEEL_EUNAVAIL) {
+            /* Not run: no owner served the unit in time (EUNAVAIL),
+             * or the call's deadline passed before it was sent
+             * (EDEADLINE). */
+            if (code == KEEL_EUNAVAIL || code == KEEL_EDEADLINE) {
                 tally(slot_counter[slot], unavail_n);
             } else {
                 tally(slot_counter[slot], unknown_n);
