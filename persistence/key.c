@@ -38,6 +38,35 @@ int keel_key_encode(uint8_t *buf, uint16_t shard, const void *type,
     return (int)n;
 }
 
+int keel_key_type(const uint8_t *key, size_t klen, const uint8_t **type,
+                  size_t *tlen)
+{
+    if (klen < 3 || key[2] == 0 || key[2] > KEEL_MAX_TYPE_LEN ||
+        klen < 3u + key[2] + 2u)
+        return -1;
+    *type = key + 3;
+    *tlen = key[2];
+    return 0;
+}
+
+int keel_record_parse(const void *val, size_t len, keel_record *out)
+{
+    const uint8_t *p = val;
+    uint64_t version = 0, epoch = 0;
+
+    if (len < KEEL_RECORD_HEADER)
+        return KEEL_ECORRUPT;
+    for (int i = 0; i < 8; i++) {
+        version = (version << 8) | p[i];
+        epoch = (epoch << 8) | p[8 + i];
+    }
+    out->version = version;
+    out->epoch = epoch;
+    out->data = p + KEEL_RECORD_HEADER;
+    out->len = len - KEEL_RECORD_HEADER;
+    return 0;
+}
+
 int keel_key_decode(const uint8_t *key, size_t klen, keel_key_parts *out)
 {
     size_t tlen, idlen, off;

@@ -70,6 +70,7 @@
 #include "persistence/batch_internal.h"
 #include "persistence/store.h"
 #include "persistence/typetab.h"
+#include "persistence/unitrecs.h"
 #include "persistence/wal.h"
 
 #define STORE_DEFAULT_MAP_SIZE (64ull << 20)
@@ -120,9 +121,8 @@ struct keel_store {
     MDB_dbi fence;
     MDB_dbi meta;
     /* The (type, capability) pair the commit in progress verified last
-     * against the type table (group_check); points into its batch. */
-    const uint8_t *tt_seen_type, *tt_seen_cap;
-    size_t tt_seen_tlen, tt_seen_clen;
+     * against the type table; points into its batch. */
+    keel_unit_seen tt_seen;
     MDB_dbi types;
     char *path;
     uint8_t store_id[KEEL_STORE_ID_LEN];
@@ -261,27 +261,7 @@ static uint64_t get_be64(const uint8_t *p)
 
 static int record_parse(const MDB_val *v, keel_record *out)
 {
-    const uint8_t *p = v->mv_data;
-
-    if (v->mv_size < KEEL_RECORD_HEADER)
-        return KEEL_ECORRUPT;
-    out->version = get_be64(p);
-    out->epoch = get_be64(p + 8);
-    out->data = p + KEEL_RECORD_HEADER;
-    out->len = v->mv_size - KEEL_RECORD_HEADER;
-    return 0;
-}
-
-/* The type of a state key, or -1 when the key does not parse. */
-static int key_type(const uint8_t *key, size_t klen, const uint8_t **type,
-                    size_t *tlen)
-{
-    if (klen < 3 || key[2] == 0 || key[2] > KEEL_MAX_TYPE_LEN ||
-        klen < 3u + key[2] + 2u)
-        return -1;
-    *type = key + 3;
-    *tlen = key[2];
-    return 0;
+    return keel_record_parse(v->mv_data, v->mv_size, out);
 }
 
 /* len(cap) u8 | cap | shard be16 into buf (KEEL_FENCE_KEY_MAX bytes). */
@@ -1330,7 +1310,7 @@ static int unit_scan_cb(const uint8_t *key, size_t klen,
     const uint8_t *type;
     size_t tlen;
 
-    if (key_type(key, klen, &type, &tlen) != 0)
+    if (keel_key_type(key, klen, &type, &tlen) != 0)
         return KEEL_ECAPUNKNOWN;
     if (tlen != u->tlen || memcmp(type, u->type, tlen) != 0) {
         MDB_val k = {tlen, (void *)type}, v;
@@ -1535,10 +1515,6 @@ static int apply_del_prefix(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
     }
 }
 
-static int apply_del_unit(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
-                          const keel_batch *b, const struct batch_group *g,
-                          const struct batch_op *op);
-
 static int apply_op(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
                     const keel_batch *b, const struct batch_group *g,
                     const struct batch_op *op)
@@ -1571,7 +1547,8 @@ static int apply_op(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
     case BATCH_OP_DEL_PREFIX:
         return apply_del_prefix(s, txn, curp, batch_op_key(op), op->klen);
     case BATCH_OP_DEL_UNIT:
-        return apply_del_unit(s, txn, curp, b, g, op);
+        return keel_unit_delete(&s->tt, txn, s->state, curp, b, g, op,
+                                &s->wrote);
     default:
         return MDB_CORRUPTED;
     }
@@ -1655,185 +1632,6 @@ static void fence_cache_settle(struct fence_cache *fc, int ok)
     }
 }
 
-/* Whether the record's type belongs to capability cap: 1 yes, 0 no, or
- * KEEL_ECAPUNKNOWN when the table cannot say. */
-static int type_in_unit(const keel_typetab *tt, const uint8_t *key,
-                        size_t klen, const uint8_t *cap, size_t clen)
-{
-    const uint8_t *type;
-    const char *tcap;
-    size_t tlen, tclen;
-
-    if (key_type(key, klen, &type, &tlen) != 0 ||
-        keel_typetab_get(tt, type, tlen, &tcap, &tclen) != TT_KNOWN)
-        return KEEL_ECAPUNKNOWN;
-    return tclen == clen && memcmp(tcap, cap, clen) == 0;
-}
-
-/* Before a group is applied: its puts' types against the type table
- * (KEEL_ETYPECAP), and for a deletion of its unit, whether every record of
- * the shard can be placed (KEEL_ECAPUNKNOWN). 0 when the group may go on;
- * a raw LMDB code when reading failed. Nothing is changed. Puts of one
- * actor's type follow each other, so the type is looked up once per
- * run. */
-static int group_check(keel_store *s, MDB_txn *txn, const keel_batch *b,
-                       const struct batch_group *g, int *refuse,
-                       int *learn)
-{
-    const uint8_t *cap = b->buf + g->cap_off, *last = NULL;
-    size_t lastlen = 0;
-
-    *refuse = 0;
-    *learn = 0;
-    for (size_t off = g->ops_off; off < g->ops_end;) {
-        const struct batch_op *op = batch_op_at(b, off);
-        const uint8_t *type;
-        const char *tcap;
-        size_t tlen, tclen;
-
-        off += batch_op_size(op);
-        if (op->kind == BATCH_OP_DEL_UNIT) {
-            MDB_cursor *cur;
-            MDB_val k = {2, (void *)batch_op_key(op)}, v;
-            int rc;
-
-            rc = mdb_cursor_open(txn, s->state, &cur);
-            if (rc != 0)
-                return rc;
-            rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-            while (rc == 0 && k.mv_size >= 2 &&
-                   memcmp(k.mv_data, batch_op_key(op), 2) == 0) {
-                if (type_in_unit(&s->tt, k.mv_data, k.mv_size, cap,
-                                 g->cap_len) < 0) {
-                    *refuse = KEEL_ECAPUNKNOWN;
-                    break;
-                }
-                rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-            }
-            mdb_cursor_close(cur);
-            if (*refuse != 0)
-                return 0;
-            if (rc != 0 && rc != MDB_NOTFOUND)
-                return rc;
-            continue;
-        }
-        if (op->kind != BATCH_OP_PUT)
-            continue;
-        if (key_type(batch_op_key(op), op->klen, &type, &tlen) != 0) {
-            *refuse = KEEL_ETYPECAP;
-            return 0;
-        }
-        if (last != NULL && tlen == lastlen && memcmp(type, last, tlen) == 0)
-            continue;
-        last = type;
-        lastlen = tlen;
-        /* The pair this commit verified last (a batch's groups are mostly
-         * one type): a known type keeps its capability, so it holds. */
-        if (s->tt_seen_type != NULL && tlen == s->tt_seen_tlen &&
-            g->cap_len == s->tt_seen_clen &&
-            memcmp(type, s->tt_seen_type, tlen) == 0 &&
-            memcmp(cap, s->tt_seen_cap, g->cap_len) == 0)
-            continue;
-        if (keel_typetab_get(&s->tt, type, tlen, &tcap, &tclen) != TT_KNOWN) {
-            *learn = 1; /* group_record_types has work */
-            continue;
-        }
-        if (tclen != g->cap_len || memcmp(tcap, cap, tclen) != 0) {
-            *refuse = KEEL_ETYPECAP;
-            return 0;
-        }
-        s->tt_seen_type = type; /* in the batch: valid for this commit */
-        s->tt_seen_tlen = tlen;
-        s->tt_seen_cap = cap;
-        s->tt_seen_clen = g->cap_len;
-    }
-    return 0;
-}
-
-/* Records the types of the group's puts that the table lacks (or lists as
- * unknown) with the group's capability; group_check passed. */
-static int group_record_types(keel_store *s, MDB_txn *txn,
-                              const keel_batch *b,
-                              const struct batch_group *g)
-{
-    const char *cap = (const char *)b->buf + g->cap_off;
-    const uint8_t *last = NULL;
-    size_t lastlen = 0;
-
-    for (size_t off = g->ops_off; off < g->ops_end;) {
-        const struct batch_op *op = batch_op_at(b, off);
-        const uint8_t *type;
-        const char *tcap;
-        size_t tlen, tclen;
-        int rc;
-
-        off += batch_op_size(op);
-        if (op->kind != BATCH_OP_PUT ||
-            key_type(batch_op_key(op), op->klen, &type, &tlen) != 0)
-            continue;
-        if (last != NULL && tlen == lastlen && memcmp(type, last, tlen) == 0)
-            continue;
-        last = type;
-        lastlen = tlen;
-        if (keel_typetab_get(&s->tt, type, tlen, &tcap, &tclen) == TT_KNOWN)
-            continue;
-        rc = keel_typetab_set(&s->tt, txn, s->types, type, tlen, cap,
-                              g->cap_len);
-        if (rc != 0)
-            return rc;
-        s->wrote = 1;
-    }
-    return 0;
-}
-
-/* BATCH_OP_DEL_UNIT: deletes the shard's records of the group's unit
- * written below op->version (0: all). group_check found every type
- * known. */
-static int apply_del_unit(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
-                          const keel_batch *b, const struct batch_group *g,
-                          const struct batch_op *op)
-{
-    const uint8_t *cap = b->buf + g->cap_off;
-    uint8_t kbuf[KEEL_KEY_MAX];
-    MDB_val k = {2, (void *)batch_op_key(op)}, v;
-    int rc;
-
-    if (*curp == NULL) {
-        rc = mdb_cursor_open(txn, s->state, curp);
-        if (rc != 0) {
-            *curp = NULL;
-            return rc;
-        }
-    }
-    rc = mdb_cursor_get(*curp, &k, &v, MDB_SET_RANGE);
-    while (rc == 0 && k.mv_size >= 2 &&
-           memcmp(k.mv_data, batch_op_key(op), 2) == 0) {
-        keel_record rec;
-        int in = type_in_unit(&s->tt, k.mv_data, k.mv_size, cap, g->cap_len);
-
-        if (in < 0 || record_parse(&v, &rec) != 0)
-            return MDB_CORRUPTED; /* group_check saw every record */
-        if (in && (op->version == 0 || rec.epoch < op->version) &&
-            k.mv_size <= sizeof kbuf) {
-            /* Seek again past the deleted key: independent of where
-             * mdb_cursor_del leaves the cursor when pages merge. */
-            size_t klen = k.mv_size;
-
-            memcpy(kbuf, k.mv_data, klen);
-            rc = mdb_cursor_del(*curp, 0);
-            if (rc != 0)
-                return rc;
-            s->wrote = 1;
-            k.mv_size = klen;
-            k.mv_data = kbuf;
-            rc = mdb_cursor_get(*curp, &k, &v, MDB_SET_RANGE);
-            continue;
-        }
-        rc = mdb_cursor_get(*curp, &k, &v, MDB_NEXT);
-    }
-    return rc == MDB_NOTFOUND ? 0 : rc;
-}
-
 static int apply_handoff(keel_store *s, MDB_txn *txn, const uint8_t *cap,
                          size_t clen, uint16_t shard,
                          const struct batch_op *op)
@@ -1892,10 +1690,12 @@ static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
         (*refusals)++;
         return 0;
     }
-    rc = group_check(s, txn, b, g, &g->status, &learn);
+    rc = keel_unit_group_check(&s->tt, txn, s->state, b, g, &s->tt_seen,
+                               &g->status, &learn);
     if (rc != 0 || g->status != 0)
         return rc;
-    if (learn && (rc = group_record_types(s, txn, b, g)) != 0)
+    if (learn && (rc = keel_unit_learn_types(&s->tt, txn, s->types, b, g,
+                                             &s->wrote)) != 0)
         return rc;
     if (stored < g->epoch) {
         put_be64(vbuf, g->epoch);
@@ -1942,7 +1742,7 @@ static int commit_once(keel_store *s, keel_batch *b, uint64_t *refusals,
     *lsn = 0;
     s->wrote = 0;
     s->log_full = 0;
-    s->tt_seen_type = NULL;
+    s->tt_seen.type = NULL;
     rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc != 0)
         return rc;

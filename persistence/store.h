@@ -85,6 +85,11 @@ typedef struct keel_key_parts {
     size_t elen;
 } keel_key_parts;
 int keel_key_decode(const uint8_t *key, size_t klen, keel_key_parts *out);
+/* Just the actor type of a state key (*type points into key): 0, or -1
+ * when the key does not parse that far. For hot loops that need nothing
+ * else of the key. */
+int keel_key_type(const uint8_t *key, size_t klen, const uint8_t **type,
+                  size_t *tlen);
 
 /* --------------------------------------------------------------- store */
 
@@ -134,6 +139,9 @@ typedef struct keel_record {
     const void *data;
     size_t len;
 } keel_record;
+/* A stored value: its header (version, epoch) and data (pointing into
+ * val). KEEL_ECORRUPT when shorter than KEEL_RECORD_HEADER. */
+int keel_record_parse(const void *val, size_t len, keel_record *out);
 
 /* Opens a read snapshot. Cheap (a reused read transaction). */
 int keel_store_read_begin(keel_store *s, keel_store_read **out);
