@@ -21,8 +21,6 @@
 #include "keel.h"
 
 #define DEFAULT_SESSION_TIMEOUT_MS 10000
-/* How often a node refused by its store check (storecheck.h) checks again. */
-#define STORECHECK_RETRY_MS 5000
 
 /* What this node does with one unit. */
 enum {
@@ -71,12 +69,8 @@ struct keel_cluster {
     int phase, error;
     uint64_t now;
     keel_bootstrap boot;
-    /* Before joining: the store is the one the node served from. While it
-     * is not, the check runs again every STORECHECK_RETRY_MS (at
-     * storecheck_at), so that the node joins once the operator gave its
-     * old data up (keel node forget). */
+    /* Before joining: the store is the one the node served from. */
     keel_storecheck store_check;
-    uint64_t storecheck_at;
     keel_membership members;
     keel_election election;
     keel_controller ctl;
@@ -981,10 +975,9 @@ static void storecheck_cb(keel_storecheck *sc, int rc, void *arg)
                 "node (allowed: this node is not a member), after which it "
                 "joins by itself. Checking again every %d s.",
                 c->node, sc->store, sc->found, sc->units, c->node,
-                STORECHECK_RETRY_MS / 1000);
+                KEEL_STORECHECK_RETRY_MS / 1000);
         c->error = KEEL_EMISMATCH;
-        now_ms(c);
-        c->storecheck_at = c->now + STORECHECK_RETRY_MS;
+        keel_storecheck_retry_later(sc, now_ms(c));
         schedule(c);
         return;
     }
@@ -997,7 +990,6 @@ static void storecheck_cb(keel_storecheck *sc, int rc, void *arg)
         keel_info("cluster: node %s: its store may serve now", c->node);
         c->error = 0;
     }
-    c->storecheck_at = 0;
     c->phase = KEEL_CLUSTER_JOINING;
     rc = keel_membership_join(&c->members, c->address,
                               (const char *const *)c->caps, c->ncaps);
@@ -1067,7 +1059,7 @@ static void expired(keel_cluster *c)
     c->rejoin_busy = c->rejoin_stalled = 0;
     c->forget_busy = 0;
     c->map_this_session = 0;
-    c->storecheck_at = 0; /* the new session's bootstrap checks again */
+    keel_storecheck_cancel(&c->store_check); /* the new session checks */
     c->phase = KEEL_CLUSTER_CONNECTING;
     rc = keel_zk_connect(c->zk, (int)c->timeout_ms, session_cb, c);
     if (rc != 0)
@@ -1145,27 +1137,6 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /* The earlier of two deadlines, 0 meaning none. */
-/* A refused store check runs again once its retry time has come. */
-static void storecheck_tick(keel_cluster *c)
-{
-    int rc;
-
-    if (c->storecheck_at == 0 || c->now < c->storecheck_at)
-        return;
-    if (!c->lease.fence.connected || c->phase != KEEL_CLUSTER_BOOTSTRAP ||
-        c->store_check.busy) {
-        /* Not now: come back later rather than spin on a past time. */
-        c->storecheck_at = c->now + STORECHECK_RETRY_MS;
-        return;
-    }
-    c->storecheck_at = 0;
-    rc = keel_storecheck_start(&c->store_check);
-    if (rc != 0 && rc != KEEL_ESESSION) {
-        now_ms(c);
-        c->storecheck_at = c->now + STORECHECK_RETRY_MS;
-    }
-}
-
 static uint64_t earlier(uint64_t a, uint64_t b)
 {
     return a == 0 ? b : (b == 0 || a < b ? a : b);
@@ -1176,7 +1147,7 @@ static void schedule(keel_cluster *c)
     uint64_t next = earlier(keel_lease_deadline(&c->lease),
                             keel_controller_deadline(&c->ctl));
 
-    next = earlier(next, c->storecheck_at);
+    next = earlier(next, keel_storecheck_deadline(&c->store_check));
     if (c->loop == NULL)
         return;
     ev_timer_stop(c->loop, &c->timer);
@@ -1190,11 +1161,18 @@ static void schedule(keel_cluster *c)
 
 void keel_cluster_tick(keel_cluster *c, uint64_t now)
 {
+    int rc;
+
     c->now = now;
     if (keel_lease_tick(&c->lease, now))
         fenced_changed(c);
     keel_controller_tick(&c->ctl, now);
-    storecheck_tick(c);
+    rc = keel_storecheck_tick(&c->store_check, now,
+                              c->lease.fence.connected &&
+                                  c->phase == KEEL_CLUSTER_BOOTSTRAP);
+    if (rc != 0 && rc != KEEL_ESESSION)
+        keel_warn("cluster: %s cannot check its store: %s", c->node,
+                  keel_strerror(rc));
     schedule(c);
 }
 

@@ -63,6 +63,26 @@ static void failed(keel_storecheck *sc, int rc)
     finish(sc, rc);
 }
 
+/* `expected` of a step that handles every code itself (no KEEL_E* code is
+ * positive). */
+#define ANY_RC 1
+
+/* The start of every answer: 1 when the step goes on with rc (0, or the
+ * `expected` error it handles itself); 0 when it is done with: an ended
+ * session's answer (its successor checks anew), or an error that ends the
+ * check or waits for resume(). */
+static int answered(keel_storecheck *sc, int rc, int expected)
+{
+    if (rc == KEEL_ESESSION)
+        return 0;
+    sc->busy = 0;
+    if (expected != ANY_RC && rc != 0 && rc != expected) {
+        failed(sc, rc);
+        return 0;
+    }
+    return 1;
+}
+
 static void go(keel_storecheck *sc, int step)
 {
     int rc;
@@ -78,9 +98,8 @@ static void node_read(keel_zk *zk, int rc, const void *data, size_t len,
     keel_storecheck *sc = arg;
 
     (void)zk;
-    if (rc == KEEL_ESESSION)
-        return; /* an ended session's answer: its successor checks anew */
-    sc->busy = 0;
+    if (!answered(sc, rc, ANY_RC))
+        return;
     if (rc == KEEL_ENOTFOUND) {
         go(sc, S_CREATE);
         return;
@@ -115,9 +134,8 @@ static void node_created(keel_zk *zk, int rc, const char *path,
     (void)zk;
     (void)path;
     (void)st;
-    if (rc == KEEL_ESESSION)
-        return; /* an ended session's answer: its successor checks anew */
-    sc->busy = 0;
+    if (!answered(sc, rc, ANY_RC))
+        return;
     if (rc == KEEL_EEXIST) {
         go(sc, S_READ); /* created meanwhile: read what it says */
         return;
@@ -136,13 +154,8 @@ static void forgotten_checked(keel_zk *zk, int rc, const keel_zk_stat *st,
 
     (void)zk;
     (void)st;
-    if (rc == KEEL_ESESSION)
-        return; /* an ended session's answer: its successor checks anew */
-    sc->busy = 0;
-    if (rc != 0 && rc != KEEL_ENOTFOUND) {
-        failed(sc, rc);
+    if (!answered(sc, rc, KEEL_ENOTFOUND))
         return;
-    }
     /* A mark says the node's data was given up: what its state published
      * before the mark is not to be protected. A mark left over after the
      * node joined again (its purge not yet done) does not cover units it
@@ -160,13 +173,8 @@ static void state_read(keel_zk *zk, int rc, const void *data, size_t len,
     size_t i;
 
     (void)zk;
-    if (rc == KEEL_ESESSION)
-        return; /* an ended session's answer: its successor checks anew */
-    sc->busy = 0;
-    if (rc != 0 && rc != KEEL_ENOTFOUND) {
-        failed(sc, rc);
+    if (!answered(sc, rc, KEEL_ENOTFOUND))
         return;
-    }
     if (sc->forgotten_at != 0 && (rc != 0 || st->mzxid < sc->forgotten_at)) {
         /* Forgotten, and it has published nothing since: nothing of what
          * the cluster gives it can have come back with its data. */
@@ -196,13 +204,8 @@ static void map_read(keel_zk *zk, int rc, const void *data, size_t len,
 
     (void)zk;
     (void)st;
-    if (rc == KEEL_ESESSION)
-        return; /* an ended session's answer: its successor checks anew */
-    sc->busy = 0;
-    if (rc != 0 && rc != KEEL_ENOTFOUND) {
-        failed(sc, rc);
+    if (!answered(sc, rc, KEEL_ENOTFOUND))
         return;
-    }
     if (rc == 0 && len > 0) {
         if (keel_map_decode(data, len, &m) != 0) {
             sc->units++;
@@ -238,9 +241,8 @@ static void recorded(keel_zk *zk, int rc, const keel_zk_stat *st, void *arg)
 
     (void)zk;
     (void)st;
-    if (rc == KEEL_ESESSION)
-        return; /* an ended session's answer: its successor checks anew */
-    sc->busy = 0;
+    if (!answered(sc, rc, ANY_RC))
+        return;
     if (rc == KEEL_EBADVERSION || rc == KEEL_ENOTFOUND) {
         go(sc, S_READ); /* changed meanwhile: decide again */
         return;
@@ -310,6 +312,7 @@ int keel_storecheck_start(keel_storecheck *sc)
 {
     sc->step = S_READ;
     sc->busy = sc->stalled = sc->done = 0;
+    sc->retry_at = 0;
     sc->units = 0;
     sc->found[0] = '\0';
     if (strlen(sc->store) != KEEL_STORE_ID_HEX) {
@@ -329,4 +332,35 @@ void keel_storecheck_resume(keel_storecheck *sc)
     sc->stalled = 0;
     if ((rc = run(sc)) != 0)
         failed(sc, rc);
+}
+
+void keel_storecheck_retry_later(keel_storecheck *sc, uint64_t now)
+{
+    sc->retry_at = now + KEEL_STORECHECK_RETRY_MS;
+}
+
+uint64_t keel_storecheck_deadline(const keel_storecheck *sc)
+{
+    return sc->retry_at;
+}
+
+int keel_storecheck_tick(keel_storecheck *sc, uint64_t now, int may_start)
+{
+    int rc;
+
+    if (sc->retry_at == 0 || now < sc->retry_at)
+        return 0;
+    if (!may_start || sc->busy) {
+        keel_storecheck_retry_later(sc, now);
+        return 0;
+    }
+    rc = keel_storecheck_start(sc);
+    if (rc != 0)
+        keel_storecheck_retry_later(sc, now);
+    return rc;
+}
+
+void keel_storecheck_cancel(keel_storecheck *sc)
+{
+    sc->retry_at = 0;
 }

@@ -56,6 +56,7 @@ struct keel_storecheck {
     size_t units;                       /* with KEEL_EMISMATCH */
     keel_storecheck_cb cb;
     void *arg;
+    uint64_t retry_at; /* after a refusal: when to check again, 0: no */
     int32_t version; /* of nodes/<node> when read */
     int64_t forgotten_at; /* czxid of forgotten/<node>, 0: none */
     int step;
@@ -73,6 +74,20 @@ void keel_storecheck_init(keel_storecheck *sc, keel_zk *zk,
 int keel_storecheck_start(keel_storecheck *sc);
 /* Redoes a step that lost its connection; no-op otherwise. */
 void keel_storecheck_resume(keel_storecheck *sc);
+
+/* A refused node checks again every KEEL_STORECHECK_RETRY_MS, so that it
+ * joins once the operator gave its old data up (keel node forget). The
+ * agent drives it with its clock: retry_later() after a refusal,
+ * deadline() for its timer (0: nothing due), tick() when the timer fires
+ * (may_start: connected and not joined; if not, or a check is under way,
+ * the retry is put off by the interval rather than left in the past), and
+ * cancel() when a new session starts a check of its own. tick() returns 0
+ * or the submit error of the check it started. */
+#define KEEL_STORECHECK_RETRY_MS 5000
+void keel_storecheck_retry_later(keel_storecheck *sc, uint64_t now);
+uint64_t keel_storecheck_deadline(const keel_storecheck *sc);
+int keel_storecheck_tick(keel_storecheck *sc, uint64_t now, int may_start);
+void keel_storecheck_cancel(keel_storecheck *sc);
 
 /* The record's text for a store id, and its parser: 0, or KEEL_ECORRUPT
  * for anything but "store <32 hex>\n" (an empty record is id ""). */
