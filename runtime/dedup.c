@@ -67,6 +67,30 @@ static long rec_count(const uint8_t *tab, size_t len)
     return n;
 }
 
+int keel_dedup_key_parse(const char *hex, uint8_t *key)
+{
+    size_t i;
+
+    if (strlen(hex) != 2 * KEEL_DEDUP_KEY_LEN)
+        return -1;
+    for (i = 0; i < 2 * KEEL_DEDUP_KEY_LEN; i++) {
+        int c = hex[i], v;
+        if (c >= '0' && c <= '9')
+            v = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            v = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            v = c - 'A' + 10;
+        else
+            return -1;
+        if (i % 2 == 0)
+            key[i / 2] = (uint8_t)(v << 4);
+        else
+            key[i / 2] |= (uint8_t)v;
+    }
+    return 0;
+}
+
 int keel_dedup_find(const uint8_t *tab, size_t len, const uint8_t *key,
                     uint64_t *hash, int *kept, const uint8_t **reply,
                     size_t *rlen)

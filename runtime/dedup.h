@@ -23,7 +23,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define KEEL_DEDUP_KEY_LEN 16
+#include "keel.h"
+
+#define KEEL_DEDUP_KEY_LEN KEEL_REQUEST_KEY_LEN
 #define KEEL_DEDUP_MAX 32
 #define KEEL_DEDUP_REPLY_MAX 1024
 #define KEEL_DEDUP_TABLE_MAX 16384
@@ -33,6 +35,11 @@
  * them with KEEL_EINVAL; keel_turn_entries does not list them). */
 #define KEEL_DEDUP_ENTRY "\0keel.requests"
 #define KEEL_DEDUP_ENTRY_LEN (sizeof KEEL_DEDUP_ENTRY - 1)
+
+/* A request key written as 2 * KEEL_DEDUP_KEY_LEN hex digits (either
+ * case), as the CLI's --key and HTTP's Idempotency-Key take it: 0, or -1
+ * when hex is anything else (key then undefined). */
+int keel_dedup_key_parse(const char *hex, uint8_t *key);
 
 /* Looks key up in the table tab[0, len) (len 0: no table yet).
  * Returns 1 when found, with *hash (the recorded request's hash: a retry

@@ -40,6 +40,7 @@
 
 #include "common/log.h"
 #include "coordinator/cluster.h"
+#include "runtime/dedup.h"
 #include "runtime/info.h"
 #include "runtime/node.h"
 
@@ -385,33 +386,13 @@ static void route_key(struct http_req *r)
 {
     const char *v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                 "Idempotency-Key");
-    size_t i;
 
     if (v == NULL)
         return;
-    if (strlen(v) != 2 * KEEL_REQUEST_KEY_LEN) {
+    if (keel_dedup_key_parse(v, r->rkey) != 0) {
         route_error(r, KEEL_EINVAL, "Idempotency-Key must be %d hex digits",
                     2 * KEEL_REQUEST_KEY_LEN);
         return;
-    }
-    for (i = 0; i < 2 * KEEL_REQUEST_KEY_LEN; i++) {
-        int c = v[i], d;
-        if (c >= '0' && c <= '9')
-            d = c - '0';
-        else if (c >= 'a' && c <= 'f')
-            d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            d = c - 'A' + 10;
-        else {
-            route_error(r, KEEL_EINVAL,
-                        "Idempotency-Key must be %d hex digits",
-                        2 * KEEL_REQUEST_KEY_LEN);
-            return;
-        }
-        if (i % 2 == 0)
-            r->rkey[i / 2] = (uint8_t)(d << 4);
-        else
-            r->rkey[i / 2] |= (uint8_t)d;
     }
     r->keyed = 1;
 }

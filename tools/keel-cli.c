@@ -23,6 +23,7 @@
 
 #include "keel.h"
 #include "runtime/client.h"
+#include "runtime/dedup.h"
 
 #define EXIT_SERVER 1
 #define EXIT_USAGE 2
@@ -160,31 +161,6 @@ static char *join_args(int argc, char **argv, size_t *lenp)
     buf[off] = '\0';
     *lenp = len;
     return buf;
-}
-
-/* A request key given as 32 hex digits. */
-static int parse_key(const char *hex, uint8_t *key)
-{
-    size_t i;
-
-    if (strlen(hex) != 2 * KEEL_REQUEST_KEY_LEN)
-        return -1;
-    for (i = 0; i < 2 * KEEL_REQUEST_KEY_LEN; i++) {
-        int c = hex[i], v;
-        if (c >= '0' && c <= '9')
-            v = c - '0';
-        else if (c >= 'a' && c <= 'f')
-            v = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            v = c - 'A' + 10;
-        else
-            return -1;
-        if (i % 2 == 0)
-            key[i / 2] = (uint8_t)(v << 4);
-        else
-            key[i / 2] |= (uint8_t)v;
-    }
-    return 0;
 }
 
 static int flush_stdout(void)
@@ -519,7 +495,7 @@ int main(int argc, char **argv)
             break;
         }
         case 'k':
-            if (parse_key(optarg, so.key) != 0)
+            if (keel_dedup_key_parse(optarg, so.key) != 0)
                 return usage_error("bad request key '%s' (%d hex digits)",
                                    optarg, 2 * KEEL_REQUEST_KEY_LEN);
             so.keyed = 1;
