@@ -217,12 +217,17 @@ static void drain(int fd, char **buf, size_t *len, size_t *cap, int *open_)
 
 int tu_run(const char *const *argv, char **out, char **err)
 {
+    return tu_run_for(argv, 30, out, err);
+}
+
+int tu_run_for(const char *const *argv, int secs, char **out, char **err)
+{
     int po[2], pe[2], status;
     pid_t pid;
     char *ob = calloc(1, 1), *eb = calloc(1, 1);
     size_t ol = 0, oc = 1, el = 0, ec = 1;
     int oo = 1, eo = 1;
-    double deadline = now_s() + 30;
+    double deadline = now_s() + secs;
 
     if (pipe(po) != 0 || pipe(pe) != 0)
         abort();

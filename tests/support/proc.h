@@ -36,6 +36,8 @@ void tu_keeld_dump_logs(const tu_keeld *nodes, int n);
  * stderr (malloc'd, NUL-terminated; either pointer may be NULL). Returns
  * the exit code, 128+signal, or -1. */
 int tu_run(const char *const *argv, char **out, char **err);
+/* tu_run with a bound of secs seconds instead of 30. */
+int tu_run_for(const char *const *argv, int secs, char **out, char **err);
 
 /* Runs the keel CLI against addr: tu_keel(addr, &out, &err, "call",
  * "counter", "c1", "incr", NULL). */

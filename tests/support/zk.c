@@ -74,7 +74,11 @@ static int run_script2(const char *verb, const char *dir, int port,
     argv[4] = port > 0 ? portbuf : NULL;
     argv[5] = port > 0 && port2 > 0 ? port2buf : NULL;
     argv[6] = NULL;
-    rc = tu_run(argv, &out, &err);
+    /* Servers (three JVMs for an ensemble) may start slowly on a loaded
+     * machine: the script waits up to ZK_READY_SECS for readiness, this
+     * run a little longer. */
+    setenv("ZK_READY_SECS", "80", 0);
+    rc = tu_run_for(argv, 90, &out, &err);
     if (rc != 0)
         fprintf(stderr, "zk.sh %s %s failed (%d):\n%s%s\n", verb, dir, rc,
                 out ? out : "", err ? err : "");

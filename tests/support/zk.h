@@ -1,7 +1,7 @@
 /* Real ZooKeeper servers for integration tests, started and stopped
  * through zk-conf/zk.sh on loopback ports that were free a moment before.
- * Every wait is bounded (the script waits at most ZK_READY_SECS for
- * readiness; tu_run bounds each script run at 30 s). */
+ * Every wait is bounded (the script waits at most ZK_READY_SECS, 80 s
+ * unless set, for readiness; each script run is bounded at 90 s). */
 #ifndef KEEL_TEST_ZK_H
 #define KEEL_TEST_ZK_H
 
