@@ -177,7 +177,13 @@ typedef struct keel_node_options {
     /* Cluster mode: how long a stopping node hands units off before it
      * leaves anyway, the rest unavailable until it returns; 0: 30000. */
     uint32_t leave_timeout_ms;
-    void *reserved[7];
+    /* Nonzero: when the data directory's log or checkpoint is damaged in
+     * a way recovery cannot get past without losing acknowledged writes,
+     * open at the last good state and log what was dropped, instead of
+     * refusing to start (KEEL_ECORRUPT). docs/operations.md, "Damaged
+     * storage". */
+    int recover_to_last_good;
+    void *reserved[6];
 } keel_node_options;
 
 /* Fills *opts with defaults (all fields zero except the documented ones). */

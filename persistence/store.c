@@ -166,6 +166,7 @@ struct keel_store {
     uint32_t psize;    /* LMDB's page size */
     uint64_t lsn;      /* the last record appended (or replayed) */
     uint64_t ckpt_ms;  /* monotonic time of the last checkpoint */
+    uint64_t ckpt_interval_ms;
     uint64_t ckpt_pgno; /* the file's last page then */
     int replaying;     /* committing the log's records again on open */
     int wb_fd;         /* data.mdb again, for keel_store_writeback */
@@ -896,6 +897,157 @@ again:
     return 0;
 }
 
+/* Whether the checkpoint in force can be trusted (see "Checkpoints").
+ * A slot that was written but is not valid now may have held a newer
+ * checkpoint than the one in force: if it did, the pages of the one in
+ * force may have been reused since, and restoring it would serve a store
+ * stitched together from two times. The log says which: a checkpoint
+ * completed after the one in force left records of a later generation
+ * (or its mark, when it was made during a replay). Returns 0 to recover
+ * from the checkpoint in force, 1 to take the data file as it stands
+ * (recover_to_last_good), or KEEL_ECORRUPT / KEEL_EIO with errbuf set. */
+static int store_check_ckpt(keel_store *s, const keel_store_options *o,
+                            uint64_t wal_size, char *errbuf, size_t errlen)
+{
+    char why[512];
+    uint64_t off = 0;
+
+    if (s->ckpt.damaged) {
+        int r = keel_wal_newer_gen(&s->wal, s->ckpt.seq, &off);
+
+        if (r < 0) {
+            seterr(errbuf, errlen, "%s/%s: %s", s->path, KEEL_WAL_NAME,
+                   strerror(-r));
+            return KEEL_EIO;
+        }
+        if (r == 0) {
+            keel_warn("store %s: the checkpoint slot at offset %llu of %s "
+                      "is damaged, but the log shows no checkpoint newer "
+                      "than the one in force (number %llu) was completed: "
+                      "recovering from that one",
+                      s->path, (unsigned long long)s->ckpt.damaged_off,
+                      KEEL_CKPT_NAME, (unsigned long long)s->ckpt.seq);
+            return 0;
+        }
+        snprintf(why, sizeof why,
+                 "the newest checkpoint (slot at offset %llu of %s/%s) is "
+                 "damaged, and the log shows it had been completed (a "
+                 "record of a later generation at offset %llu of %s): "
+                 "the older checkpoint's pages may have been reused since",
+                 (unsigned long long)s->ckpt.damaged_off, s->path,
+                 KEEL_CKPT_NAME, (unsigned long long)off, KEEL_WAL_NAME);
+    } else if (s->ckpt.unusable) {
+        snprintf(why, sizeof why,
+                 "no checkpoint in %s/%s is valid (the slot at offset %llu "
+                 "is damaged)",
+                 s->path, KEEL_CKPT_NAME,
+                 (unsigned long long)s->ckpt.damaged_off);
+    } else if (!s->ckpt.have && wal_size > 0) {
+        /* Records with nothing to replay them onto: keel.ckpt was lost. */
+        snprintf(why, sizeof why,
+                 "the log (%s) has records but there is no checkpoint (%s)",
+                 KEEL_WAL_NAME, KEEL_CKPT_NAME);
+    } else {
+        return 0;
+    }
+    if (!o->recover_to_last_good) {
+        seterr(errbuf, errlen,
+               "%s: %s. Refusing to open. Recovering to the last good state "
+               "(--recover-to-last-good) takes the data file as it stands "
+               "once it reads through whole: it holds every acknowledged "
+               "write unless the machine itself went down",
+               s->path, why);
+        return KEEL_ECORRUPT;
+    }
+    keel_warn("store %s: %s; recovering to the last good state: the data "
+              "file as it stands",
+              s->path, why);
+    return 1;
+}
+
+/* Reads every record of every database: a data file taken as it stands
+ * must at least read through whole. 0 or a KEEL_E* code. */
+static int store_walk(keel_store *s, uint64_t *records)
+{
+    MDB_dbi dbis[4] = {s->state, s->fence, s->meta, s->types};
+    MDB_txn *txn;
+    int rc;
+
+    *records = 0;
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return store_err(rc);
+    for (size_t i = 0; i < 4 && rc == 0; i++) {
+        MDB_cursor *cur;
+        MDB_val k, v;
+
+        rc = mdb_cursor_open(txn, dbis[i], &cur);
+        if (rc != 0)
+            break;
+        while ((rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0)
+            (*records)++;
+        mdb_cursor_close(cur);
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+    }
+    mdb_txn_abort(txn);
+    return rc == 0 ? 0 : KEEL_ECORRUPT;
+}
+
+/* How the replayed run of the log ended (keel_wal_replay): a torn tail
+ * is said; damage in the middle refuses the open, or with
+ * recover_to_last_good, says what the replay left out. 0 or
+ * KEEL_ECORRUPT with errbuf set. */
+static int store_check_end(keel_store *s, const keel_store_options *o,
+                           const keel_wal_end *e, char *errbuf,
+                           size_t errlen)
+{
+    unsigned long long off = e->off, lsn = e->lsn, hi = e->later_hi;
+
+    switch (e->kind) {
+    case KEEL_WAL_END_TORN:
+        if (e->later > 0)
+            keel_warn("store %s: the log %s/%s stops at offset %llu "
+                      "(record %llu); %llu later records of the run follow "
+                      "but none says the missing one was flushed: writes "
+                      "never acknowledged, left out (up to record %llu)",
+                      s->path, s->path, KEEL_WAL_NAME, off, lsn,
+                      (unsigned long long)e->later, hi);
+        else
+            keel_warn("store %s: the log %s/%s ends with record %llu cut "
+                      "short or damaged at offset %llu: a write that was "
+                      "never flushed, so never acknowledged, unless "
+                      "something below the file system cut the log",
+                      s->path, s->path, KEEL_WAL_NAME, lsn, off);
+        return 0;
+    case KEEL_WAL_END_DAMAGED:
+        if (!o->recover_to_last_good) {
+            seterr(errbuf, errlen,
+                   "%s: the log %s/%s is damaged at offset %llu (record "
+                   "%llu): %llu intact records follow it (up to record "
+                   "%llu), and they say records up to %llu were flushed, "
+                   "so acknowledged writes would be lost. Refusing to "
+                   "open. Recovering to the last good record "
+                   "(--recover-to-last-good) keeps records up to %llu and "
+                   "drops %llu to %llu",
+                   s->path, s->path, KEEL_WAL_NAME, off, lsn,
+                   (unsigned long long)e->later, hi,
+                   (unsigned long long)e->vouched, lsn - 1, lsn, hi);
+            return KEEL_ECORRUPT;
+        }
+        keel_warn("store %s: recovering to the last good record of the "
+                  "damaged log %s/%s: kept records up to %llu; dropped "
+                  "records %llu to %llu (%llu bytes from offset %llu), of "
+                  "which records up to %llu had been acknowledged",
+                  s->path, s->path, KEEL_WAL_NAME, lsn - 1, lsn, hi,
+                  (unsigned long long)e->bytes, off,
+                  (unsigned long long)e->vouched);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
 int keel_store_open(const keel_store_options *opts, keel_store **out,
                     char *errbuf, size_t errlen)
 {
@@ -903,7 +1055,7 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
     keel_batch *scratch;
     keel_store *s;
     struct stat wst;
-    int rc, err, locks = 0;
+    int rc, err, locks = 0, as_is;
 
     if (opts == NULL || out == NULL || opts->path == NULL ||
         opts->path[0] == '\0') {
@@ -946,6 +1098,9 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
     s->ckpt.fd = -1;
     s->durability = opts->durability;
     s->max_map_size = opts->max_map_size;
+    s->ckpt_interval_ms = opts->checkpoint_interval_ms
+                              ? opts->checkpoint_interval_ms
+                              : CKPT_INTERVAL_MS;
     s->path = strdup(opts->path);
     if (s->path == NULL) {
         seterr(errbuf, errlen, "%s: out of memory", opts->path);
@@ -985,16 +1140,13 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
         rc = err == ENOMEM ? KEEL_ENOMEM : KEEL_EIO;
         goto err;
     }
-    if (!s->ckpt.have && wst.st_size > 0) {
-        /* Records with nothing to replay them onto: keel.ckpt was lost. */
-        seterr(errbuf, errlen,
-               "%s: the log (%s) has records but there is no checkpoint "
-               "(%s)",
-               s->path, KEEL_WAL_NAME, KEEL_CKPT_NAME);
-        rc = KEEL_ECORRUPT;
+    as_is = store_check_ckpt(s, opts, (uint64_t)wst.st_size, errbuf,
+                             errlen);
+    if (as_is < 0) {
+        rc = as_is;
         goto err;
     }
-    if (s->ckpt.have) {
+    if (s->ckpt.have && !as_is) {
         rc = store_restore(s, errbuf, errlen);
         if (rc < 0)
             goto err;
@@ -1003,7 +1155,7 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
     /* With durability none and no log to replay, LMDB can write through
      * its map straight away (see "Writes through the map"). */
     s->writemap = s->durability == KEEL_DURABILITY_NONE && !s->ckpt.have &&
-                  wst.st_size == 0;
+                  wst.st_size == 0 && !as_is;
     rc = store_env_open(s, map_size, opts, errbuf, errlen);
     if (rc < 0)
         goto err;
@@ -1058,21 +1210,65 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
     scratch = keel_batch_create();
     if (scratch == NULL)
         goto err_nomem;
-    s->replaying = 1;
-    rc = keel_wal_replay(&s->wal, s->lsn, s->ckpt.have ? s->ckpt.wal_off : 0,
-                         s->wal.gen, scratch, replay_cb, s, &last);
-    s->replaying = 0;
-    keel_batch_destroy(scratch);
-    if (rc != 0) {
-        if (rc > 0) /* an errno from the log */
-            rc = rc == EILSEQ ? KEEL_ECORRUPT : store_err(rc);
-        seterr(errbuf, errlen, "%s: replaying the log after record %llu: %s",
-               s->path, (unsigned long long)s->lsn, keel_strerror(rc));
-        goto err;
+    if (as_is) {
+        /* Nothing of the log or the checkpoints counts any more: the
+         * state is the data file's. Both go before anything is written,
+         * so that no record of theirs can ever be replayed over it. */
+        uint64_t records;
+        MDB_envinfo info;
+
+        keel_batch_destroy(scratch);
+        rc = store_walk(s, &records);
+        if (rc != 0) {
+            seterr(errbuf, errlen,
+                   "%s: the data file does not read through whole either "
+                   "(%s): no good state is left to recover to; restore "
+                   "the node from a backup, or (in a cluster) make it "
+                   "forget its units",
+                   s->path, keel_strerror(rc));
+            goto err;
+        }
+        err = keel_wal_clear(&s->wal);
+        if (err == 0)
+            err = keel_ckpt_reset(&s->ckpt);
+        if (err != 0) {
+            seterr(errbuf, errlen, "%s: clearing the log and checkpoints: %s",
+                   s->path, strerror(err));
+            rc = KEEL_EIO;
+            goto err;
+        }
+        s->lsn = 0;
+        s->wal.gen = 0;
+        if (mdb_env_info(s->env, &info) != 0)
+            info.me_last_txnid = 0;
+        keel_warn("store %s: recovered to the data file as it stands: LMDB "
+                  "transaction %llu, %llu records read through",
+                  s->path, (unsigned long long)info.me_last_txnid,
+                  (unsigned long long)records);
+    } else {
+        keel_wal_end end;
+
+        s->replaying = 1;
+        rc = keel_wal_replay(&s->wal, s->lsn,
+                             s->ckpt.have ? s->ckpt.wal_off : 0, s->wal.gen,
+                             scratch, replay_cb, s, &last, &end);
+        s->replaying = 0;
+        keel_batch_destroy(scratch);
+        if (rc != 0) {
+            if (rc > 0) /* an errno from the log */
+                rc = rc == EILSEQ ? KEEL_ECORRUPT : store_err(rc);
+            seterr(errbuf, errlen,
+                   "%s: replaying the log after record %llu: %s", s->path,
+                   (unsigned long long)s->lsn, keel_strerror(rc));
+            goto err;
+        }
+        rc = store_check_end(s, opts, &end, errbuf, errlen);
+        if (rc != 0)
+            goto err;
+        if (last > (s->ckpt.have ? s->ckpt.lsn : 0))
+            keel_info("store %s: replayed the log up to record %llu",
+                      s->path, (unsigned long long)last);
     }
-    if (last > (s->ckpt.have ? s->ckpt.lsn : 0))
-        keel_info("store %s: replayed the log up to record %llu", s->path,
-                  (unsigned long long)last);
     if (s->durability == KEEL_DURABILITY_NONE) {
         /* The file flushed is consistent as it is. A checkpoint of it
          * comes first, so that whichever of the steps below a crash
@@ -1771,7 +1967,9 @@ static int commit_once(keel_store *s, keel_batch *b, uint64_t *refusals,
             if (b->groups[i].status == 0)
                 rc = keel_wal_rec_group(&s->wal, b, i);
         if (rc == 0)
-            rc = keel_wal_rec_append(&s->wal, s->lsn + 1);
+            rc = keel_wal_rec_append(
+                &s->wal, s->lsn + 1,
+                __atomic_load_n(&s->synced_lsn, __ATOMIC_ACQUIRE));
         if (rc == ENOSPC || rc == EFBIG || rc == EDQUOT)
             s->log_full = 1;
         if (rc != 0)
@@ -1993,6 +2191,13 @@ static int store_checkpoint(keel_store *s, uint64_t wal_off)
         store_fail(s, "writing the checkpoint", rc);
         return KEEL_EIO;
     }
+    /* A checkpoint made while replaying starts no generation, so nothing
+     * in the log would show it was made once its slot is damaged; yet
+     * the replay goes on to reuse the pages of the one before. Its mark
+     * says so (see store_check_ckpt). */
+    if (wal_off != 0 && (rc = keel_wal_mark(&s->wal, s->ckpt.seq)) != 0)
+        keel_warn("store %s: cannot mark the checkpoint in the log: %s",
+                  s->path, strerror(rc));
     if (s->pin != NULL)
         mdb_txn_abort(s->pin);
     s->pin = pin;
@@ -2019,7 +2224,7 @@ static void store_after_commit(keel_store *s)
         return;
     if (s->wal.pos >= CKPT_LOG_BYTES ||
         info.me_last_pgno >= s->ckpt_pgno + CKPT_PAGES ||
-        now_ms() - s->ckpt_ms >= CKPT_INTERVAL_MS) {
+        now_ms() - s->ckpt_ms >= s->ckpt_interval_ms) {
         int rc = store_checkpoint(s, 0);
 
         if (rc != 0 && rc != KEEL_EIO && rc != KEEL_ESTORE)

@@ -61,6 +61,15 @@ typedef struct keel_store_options {
      * nothing there. NULL: not checked (standalone, tools). */
     const char *cluster;
     const char *node;
+    /* What the store does when recovery finds damage it cannot repair
+     * without losing acknowledged writes (a damaged record in the middle
+     * of the log, a damaged newest checkpoint whose predecessor's pages
+     * may have been reused): 0 refuses to open (KEEL_ECORRUPT, with the
+     * file and offset in errbuf); nonzero opens at the last good state it
+     * can reach and logs what it dropped. See docs/operations.md. */
+    int recover_to_last_good;
+    /* Longest time between checkpoints while commits come; 0: 1000 ms. */
+    uint32_t checkpoint_interval_ms;
 } keel_store_options;
 
 /* --------------------------------------------------------------- keys */

@@ -12,9 +12,11 @@
 
 #include "persistence/batch_internal.h"
 
-#define WAL_MAGIC 0x4b57414cu  /* "KWAL" */
+#define WAL_MAGIC 0x4b574c32u  /* "KWL2" */
+#define WAL_MAGIC_V1 0x4b57414cu /* "KWAL": no synced field */
 #define CKPT_MAGIC 0x4b434b50u /* "KCKP" */
-#define WAL_HDR 40u
+#define WAL_HDR 48u
+#define WAL_HDR_V1 40u
 #define WAL_GROUP_HDR 24u
 #define CKPT_HDR 48u
 /* Slot 1 starts here whatever the page size (LMDB's is at most 64 KiB). */
@@ -155,7 +157,7 @@ int keel_wal_rec_group(keel_wal *w, const keel_batch *b, size_t group)
     return 0;
 }
 
-int keel_wal_rec_append(keel_wal *w, uint64_t lsn)
+int keel_wal_rec_append(keel_wal *w, uint64_t lsn, uint64_t synced)
 {
     uint32_t magic = WAL_MAGIC;
     uint64_t len, h;
@@ -168,6 +170,7 @@ int keel_wal_rec_append(keel_wal *w, uint64_t lsn)
     memcpy(w->rec + 16, &lsn, 8);
     memcpy(w->rec + 24, &len, 8);
     memcpy(w->rec + 32, &w->gen, 8);
+    memcpy(w->rec + 40, &synced, 8);
     h = XXH3_64bits(w->rec + 8, w->len - 8);
     memcpy(w->rec, &h, 8);
     return write_at(w->fd, w->rec, w->len, w->pos);
@@ -288,73 +291,292 @@ static int rec_to_batch(const uint8_t *p, uint64_t len, uint32_t ngroups,
     return p == end ? 0 : EILSEQ;
 }
 
-int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off, uint64_t gen,
-                    keel_batch *scratch, keel_wal_replay_fn fn, void *data,
-                    uint64_t *last)
+/* A record header as read from the file. */
+struct rec_hdr {
+    uint64_t hash, lsn, len, gen, synced;
+    uint32_t ngroups;
+    uint32_t size; /* of the header: WAL_HDR, or WAL_HDR_V1 */
+};
+
+/* Decodes the header at p (at least WAL_HDR bytes, or WAL_HDR_V1 for a
+ * record of the previous format): 0 when the magic is not a record's. */
+static int hdr_decode(const uint8_t *p, size_t avail, struct rec_hdr *h)
 {
-    uint64_t pos = off, want = after + 1, size;
+    uint32_t magic;
+
+    if (avail < WAL_HDR_V1)
+        return 0;
+    memcpy(&magic, p + 8, 4);
+    if (magic == WAL_MAGIC && avail >= WAL_HDR) {
+        h->size = WAL_HDR;
+        memcpy(&h->synced, p + 40, 8);
+    } else if (magic == WAL_MAGIC_V1) {
+        h->size = WAL_HDR_V1;
+        h->synced = 0;
+    } else {
+        return 0;
+    }
+    memcpy(&h->hash, p, 8);
+    memcpy(&h->ngroups, p + 12, 4);
+    memcpy(&h->lsn, p + 16, 8);
+    memcpy(&h->len, p + 24, 8);
+    memcpy(&h->gen, p + 32, 8);
+    return 1;
+}
+
+/* Reads the record at pos into w->rec and checks its hash: 1 when it is
+ * intact (*h filled), 0 when it is not a whole record, or an errno
+ * (negated). Only records whose generation is in [gen_lo, gen_hi] and lsn
+ * at least lsn_lo are read past their header. */
+static int rec_read(keel_wal *w, uint64_t pos, uint64_t size, uint64_t gen_lo,
+                    uint64_t gen_hi, uint64_t lsn_lo, struct rec_hdr *h)
+{
     uint8_t hdr[WAL_HDR];
-    struct stat st;
+    size_t avail;
+    int rc;
+
+    if (pos >= size || size - pos < WAL_HDR_V1)
+        return 0;
+    avail = size - pos < WAL_HDR ? (size_t)(size - pos) : WAL_HDR;
+    rc = read_at(w->fd, hdr, avail, pos);
+    if (rc != 0)
+        return rc == ENODATA ? 0 : -rc;
+    if (!hdr_decode(hdr, avail, h) || h->gen < gen_lo || h->gen > gen_hi ||
+        h->lsn < lsn_lo)
+        return 0;
+    /* A header torn on a page boundary may pair a fresh lsn with a stale
+     * length: the length must fit the file before anything is allocated
+     * for it. */
+    if (h->len > size - pos - h->size)
+        return 0;
+    w->len = 0;
+    rc = rec_reserve(w, h->size + h->len);
+    if (rc != 0)
+        return -rc;
+    memcpy(w->rec, hdr, h->size);
+    rc = read_at(w->fd, w->rec + h->size, h->len, pos + h->size);
+    if (rc != 0)
+        return rc == ENODATA ? 0 : -rc;
+    return XXH3_64bits(w->rec + 8, h->size - 8 + h->len) == h->hash;
+}
+
+/* What a look through the file for intact records found. */
+struct scan_found {
+    uint64_t count;
+    uint64_t first_off;
+    uint64_t lsn_lo, lsn_hi;
+    uint64_t synced_max;
+};
+
+#define SCAN_CHUNK (1u << 20)
+
+/* Looks at every byte offset from `from` to the file's end for an intact
+ * record within the bounds rec_read takes; stops at the first one when
+ * `first`. A record found is skipped whole, so that bytes inside it (a
+ * stored value may hold anything) are never taken for records. 0 or an
+ * errno (negated). */
+static int scan(keel_wal *w, uint64_t from, uint64_t size, uint64_t gen_lo,
+                uint64_t gen_hi, uint64_t lsn_lo, int first,
+                struct scan_found *out)
+{
+    static const uint8_t m2[4] = {0x32, 0x4c, 0x57, 0x4b};
+    static const uint8_t m1[4] = {0x4c, 0x41, 0x57, 0x4b};
+    uint8_t *buf = malloc(SCAN_CHUNK);
+    uint64_t base = from;
     int rc = 0;
 
+    memset(out, 0, sizeof *out);
+    if (buf == NULL)
+        return -ENOMEM;
+    /* Magic values are written in host order: match the bytes as
+     * written. */
+    {
+        uint32_t probe = WAL_MAGIC;
+        uint8_t b[4];
+
+        memcpy(b, &probe, 4);
+        if (memcmp(b, m2, 4) != 0) {
+            free(buf);
+            return -ENOTSUP; /* the file's byte order is not handled */
+        }
+    }
+    while (base < size && rc == 0) {
+        size_t n = size - base < SCAN_CHUNK ? (size_t)(size - base)
+                                            : SCAN_CHUNK;
+        /* The next chunk overlaps this one by a header's magic and what
+         * precedes it, unless this one reaches the end. */
+        uint64_t next = base + n >= size ? size : base + n - 16;
+
+        rc = read_at(w->fd, buf, n, base);
+        if (rc != 0) {
+            rc = rc == ENODATA ? 0 : -rc;
+            break;
+        }
+        for (size_t i = 0; i + 12 <= n; i++) {
+            struct rec_hdr h;
+            uint64_t at;
+            int r;
+
+            if (buf[i + 8] != m2[0] && buf[i + 8] != m1[0])
+                continue;
+            if (memcmp(buf + i + 8, m2, 4) != 0 &&
+                memcmp(buf + i + 8, m1, 4) != 0)
+                continue;
+            at = base + i;
+            r = rec_read(w, at, size, gen_lo, gen_hi, lsn_lo, &h);
+            if (r < 0) {
+                rc = r;
+                break;
+            }
+            if (r == 0)
+                continue;
+            if (out->count == 0) {
+                out->first_off = at;
+                out->lsn_lo = out->lsn_hi = h.lsn;
+            }
+            out->count++;
+            if (h.lsn < out->lsn_lo)
+                out->lsn_lo = h.lsn;
+            if (h.lsn > out->lsn_hi)
+                out->lsn_hi = h.lsn;
+            if (h.synced > out->synced_max)
+                out->synced_max = h.synced;
+            if (first)
+                goto done;
+            /* On past the record. */
+            next = at + h.size + h.len;
+            break;
+        }
+        if (rc != 0)
+            break;
+        if (next <= base)
+            next = base + 1;
+        base = next;
+    }
+done:
+    free(buf);
+    return rc;
+}
+
+int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off, uint64_t gen,
+                    keel_batch *scratch, keel_wal_replay_fn fn, void *data,
+                    uint64_t *last, keel_wal_end *end)
+{
+    uint64_t pos = off, want = after + 1, size;
+    struct scan_found later;
+    struct rec_hdr h;
+    struct stat st;
+    int rc = 0, intact;
+
     *last = after;
+    memset(end, 0, sizeof *end);
     w->pos = off;
     if (fstat(w->fd, &st) < 0)
         return errno;
     size = (uint64_t)st.st_size;
     for (;;) {
-        uint64_t h, lsn, len, rgen;
-        uint32_t magic, ngroups;
-
-        rc = read_at(w->fd, hdr, sizeof hdr, pos);
-        if (rc == ENODATA)
-            return 0;
+        intact = rec_read(w, pos, size, gen, gen, want, &h);
+        if (intact < 0)
+            return -intact;
+        if (intact == 0 || h.lsn != want)
+            break;
+        rc = rec_to_batch(w->rec + h.size, h.len, h.ngroups, scratch);
         if (rc != 0)
             return rc;
-        memcpy(&h, hdr, 8);
-        memcpy(&magic, hdr + 8, 4);
-        memcpy(&ngroups, hdr + 12, 4);
-        memcpy(&lsn, hdr + 16, 8);
-        memcpy(&len, hdr + 24, 8);
-        memcpy(&rgen, hdr + 32, 8);
-        /* A header torn on a page boundary may pair a fresh lsn with a
-         * stale length: the length must fit the file before anything is
-         * allocated for it. */
-        if (magic != WAL_MAGIC || lsn != want || rgen != gen ||
-            len > size - pos - WAL_HDR)
-            return 0;
-        w->len = 0;
-        rc = rec_reserve(w, WAL_HDR + len);
+        rc = fn(scratch, h.lsn, pos, data);
         if (rc != 0)
             return rc;
-        memcpy(w->rec, hdr, WAL_HDR);
-        rc = read_at(w->fd, w->rec + WAL_HDR, len, pos + WAL_HDR);
-        if (rc == ENODATA)
-            return 0;
-        if (rc != 0)
-            return rc;
-        if (XXH3_64bits(w->rec + 8, WAL_HDR - 8 + len) != h)
-            return 0;
-        rc = rec_to_batch(w->rec + WAL_HDR, len, ngroups, scratch);
-        if (rc != 0)
-            return rc;
-        rc = fn(scratch, lsn, pos, data);
-        if (rc != 0)
-            return rc;
-        pos += WAL_HDR + len;
+        pos += h.size + h.len;
         w->pos = pos;
-        *last = lsn;
+        *last = h.lsn;
         want++;
     }
+
+    /* How the run ended. Records of the run further on mean the bytes at
+     * pos were once one of its records: lost. */
+    end->off = pos;
+    end->lsn = want;
+    end->bytes = size > pos ? size - pos : 0;
+    if (pos >= size)
+        return 0;
+    rc = scan(w, pos + 1, size, gen, gen, want, 0, &later);
+    if (rc < 0)
+        return -rc;
+    end->later = later.count;
+    end->later_first = later.first_off;
+    end->later_lo = later.lsn_lo;
+    end->later_hi = later.lsn_hi;
+    end->vouched = later.synced_max;
+    if (later.count > 0 && later.synced_max >= want) {
+        end->kind = KEEL_WAL_END_DAMAGED;
+    } else if (later.count > 0) {
+        end->kind = KEEL_WAL_END_TORN;
+    } else {
+        /* Nothing after: a record of the run cut short or failing its
+         * check is a torn tail; anything else is the end. */
+        uint8_t hdr[WAL_HDR];
+        size_t avail = end->bytes < WAL_HDR ? (size_t)end->bytes : WAL_HDR;
+
+        rc = read_at(w->fd, hdr, avail, pos);
+        if (rc != 0 && rc != ENODATA)
+            return rc;
+        if (rc == 0 && hdr_decode(hdr, avail, &h) && h.gen == gen &&
+            h.lsn == want)
+            end->kind = KEEL_WAL_END_TORN;
+    }
+    return 0;
+}
+
+int keel_wal_newer_gen(keel_wal *w, uint64_t gen, uint64_t *off)
+{
+    struct scan_found f;
+    struct stat st;
+    int rc;
+
+    if (fstat(w->fd, &st) < 0)
+        return -errno;
+    if (gen == UINT64_MAX)
+        return 0;
+    rc = scan(w, 0, (uint64_t)st.st_size, gen + 1, UINT64_MAX, 0, 1, &f);
+    if (rc < 0)
+        return rc;
+    if (f.count > 0)
+        *off = f.first_off;
+    return f.count > 0;
+}
+
+int keel_wal_mark(keel_wal *w, uint64_t gen)
+{
+    uint8_t rec[WAL_HDR];
+    uint32_t magic = WAL_MAGIC, zero32 = 0;
+    uint64_t zero = 0, h;
+    struct stat st;
+    int rc;
+
+    if (fstat(w->fd, &st) < 0)
+        return errno;
+    memcpy(rec + 8, &magic, 4);
+    memcpy(rec + 12, &zero32, 4);
+    memcpy(rec + 16, &zero, 8); /* lsn 0: never part of a run */
+    memcpy(rec + 24, &zero, 8);
+    memcpy(rec + 32, &gen, 8);
+    memcpy(rec + 40, &zero, 8);
+    h = XXH3_64bits(rec + 8, WAL_HDR - 8);
+    memcpy(rec, &h, 8);
+    rc = write_at(w->fd, rec, sizeof rec, (uint64_t)st.st_size);
+    return rc != 0 ? rc : sync_fd(w->fd);
 }
 
 /* ----------------------------------------------------------- checkpoint */
 
 /* Reads the slot at off of fd into out (fd not set): 0 with out->have
  * set when the slot is valid, 0 with it clear when it is not, or an
- * errno. */
-static int slot_read(int fd, uint64_t off, keel_ckpt *out)
+ * errno. *written: the slot holds something (not zeros, not past the
+ * file's end); *seq its sequence number when the header says one. */
+static int slot_read(int fd, uint64_t off, keel_ckpt *out, int *written,
+                     uint64_t *seq)
 {
+    static const uint8_t zeros[CKPT_HDR];
     uint8_t hdr[CKPT_HDR];
     uint8_t *buf;
     uint64_t h;
@@ -363,14 +585,25 @@ static int slot_read(int fd, uint64_t off, keel_ckpt *out)
 
     memset(out, 0, sizeof *out);
     out->fd = -1;
+    *written = 0;
+    *seq = 0;
     rc = read_at(fd, hdr, sizeof hdr, off);
+    if (rc == ENODATA) {
+        struct stat st;
+
+        /* A slot cut short by the file's end was still written. */
+        *written = fstat(fd, &st) == 0 && (uint64_t)st.st_size > off;
+        return 0;
+    }
     if (rc != 0)
-        return rc == ENODATA ? 0 : rc;
+        return rc;
+    *written = memcmp(hdr, zeros, sizeof hdr) != 0;
     memcpy(&h, hdr, 8);
     memcpy(&magic, hdr + 8, 4);
     memcpy(&ps, hdr + 12, 4);
     if (magic != CKPT_MAGIC || ps < 512 || ps > 65536 || (ps & (ps - 1)))
         return 0;
+    memcpy(seq, hdr + 16, 8);
     buf = malloc(CKPT_HDR + 2ull * ps);
     if (buf == NULL)
         return ENOMEM;
@@ -391,31 +624,57 @@ static int slot_read(int fd, uint64_t off, keel_ckpt *out)
     return 0;
 }
 
+/* Both slots' room, so that no checkpoint ever needs a block the disk
+ * may not have. Zeros read as a slot never written. */
+#define CKPT_FILE_SIZE (2ull * CKPT_SLOT_STRIDE)
+
 int keel_ckpt_open(keel_ckpt *c, const char *dir)
 {
-    keel_ckpt s0, s1, *best;
-    int rc;
+    keel_ckpt s[2];
+    int written[2];
+    uint64_t seq[2];
+    struct stat st;
+    int rc, best;
 
     memset(c, 0, sizeof *c);
     rc = open_in(dir, KEEL_CKPT_NAME, &c->fd);
     if (rc != 0)
         return rc;
-    rc = slot_read(c->fd, 0, &s0);
-    if (rc == 0)
-        rc = slot_read(c->fd, CKPT_SLOT_STRIDE, &s1);
-    else
-        memset(&s1, 0, sizeof s1);
+    memset(s, 0, sizeof s);
+    if (fstat(c->fd, &st) < 0) {
+        rc = errno;
+    } else if ((uint64_t)st.st_size < CKPT_FILE_SIZE) {
+        /* posix_fallocate writes zeros where the file system cannot
+         * allocate without them. A file made by an earlier version
+         * grows here too. */
+        rc = posix_fallocate(c->fd, 0, (off_t)CKPT_FILE_SIZE);
+        if (rc == 0)
+            rc = sync_fd(c->fd);
+    }
+    for (int i = 0; i < 2 && rc == 0; i++)
+        rc = slot_read(c->fd, i ? CKPT_SLOT_STRIDE : 0, &s[i], &written[i],
+                       &seq[i]);
     if (rc != 0) {
-        free(s0.pages);
-        free(s1.pages);
+        free(s[0].pages);
+        free(s[1].pages);
         close(c->fd);
         c->fd = -1;
         return rc;
     }
-    best = s1.have && (!s0.have || s1.seq > s0.seq) ? &s1 : &s0;
-    free(best == &s0 ? s1.pages : s0.pages);
-    best->fd = c->fd;
-    *c = *best; /* no slot valid: have 0, pages NULL */
+    best = s[1].have && (!s[0].have || s[1].seq > s[0].seq) ? 1 : 0;
+    free(s[!best].pages);
+    s[best].fd = c->fd;
+    *c = s[best]; /* no slot valid: have 0, pages NULL */
+    if (c->have && !s[!best].have && written[!best] &&
+        !(seq[!best] != 0 && seq[!best] < c->seq)) {
+        c->damaged = 1;
+        c->damaged_seq = seq[!best];
+        c->damaged_off = !best ? CKPT_SLOT_STRIDE : 0;
+    }
+    if (!c->have && (written[0] || written[1])) {
+        c->unusable = 1;
+        c->damaged_off = written[0] ? 0 : CKPT_SLOT_STRIDE;
+    }
     return 0;
 }
 
@@ -424,6 +683,7 @@ int keel_ckpt_clear(keel_ckpt *c)
     if (ftruncate(c->fd, 0) < 0 || fsync(c->fd) < 0)
         return errno;
     c->have = 0;
+    c->damaged = c->unusable = 0;
     return 0;
 }
 
@@ -480,5 +740,25 @@ int keel_ckpt_write(keel_ckpt *c, uint64_t lsn, uint64_t wal_off,
     c->wal_gen = wal_gen;
     c->psize = psize;
     c->have = 1;
+    /* The slot written was the other one: whatever it held is gone. */
+    c->damaged = c->unusable = 0;
+    return 0;
+}
+
+int keel_ckpt_reset(keel_ckpt *c)
+{
+    static const uint8_t zeros[CKPT_HDR];
+    int rc = write_at(c->fd, zeros, sizeof zeros, 0);
+
+    if (rc == 0)
+        rc = write_at(c->fd, zeros, sizeof zeros, CKPT_SLOT_STRIDE);
+    if (rc == 0)
+        rc = sync_fd(c->fd);
+    if (rc != 0)
+        return rc;
+    free(c->pages);
+    c->pages = NULL;
+    c->have = c->damaged = c->unusable = 0;
+    c->seq = c->lsn = c->wal_off = c->wal_gen = 0;
     return 0;
 }

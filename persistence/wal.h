@@ -11,13 +11,19 @@
  *
  *   keel.wal   records, back to back from offset 0:
  *              hash u64 | magic u32 | ngroups u32 | lsn u64 | len u64 |
- *              gen u64 |
+ *              gen u64 | synced u64 |
  *              len bytes of groups, each
  *                cap_len u32 | shard u32 | epoch u64 | ops_len u64 |
  *                cap, zero-padded to 8 | ops_len bytes of ops as a
  *                batch arena holds them (batch_internal.h)
  *              hash is XXH3-64 of everything after it. Sequence numbers
- *              (lsn) rise by one from record to record. The records to
+ *              (lsn) rise by one from record to record. synced is the
+ *              newest record known durable (flushed) when this one was
+ *              written: a record vouches for every record up to it, which
+ *              is how replay tells damage to acknowledged records from a
+ *              tail that was never flushed (keel_wal_replay). Records of
+ *              the previous format (magic "KWAL", no synced field) are
+ *              still read, vouching for nothing. The records to
  *              replay are exactly the run that starts at the checkpoint's
  *              wal_off with the checkpoint's lsn + 1 and its wal_gen; a
  *              checkpoint made in normal running starts the log again
@@ -64,6 +70,16 @@ typedef struct keel_ckpt {
     uint64_t wal_gen; /* and that record's generation */
     uint32_t psize; /* LMDB's page size */
     uint8_t *pages; /* 2 * psize: the meta pages of the newest slot */
+    /* The other slot was written once but holds no valid checkpoint now:
+     * it may have held a newer one than the slot in force (store.c
+     * decides). damaged_seq is its sequence number when its header still
+     * says (0: unknown). */
+    int damaged;
+    uint64_t damaged_seq;
+    uint64_t damaged_off;
+    /* Neither slot valid, and at least one written: no checkpoint can be
+     * trusted. */
+    int unusable;
 } keel_ckpt;
 
 /* Opens (creating) dir/keel.wal. Its generation is set by the caller. */
@@ -73,10 +89,11 @@ void keel_wal_close(keel_wal *w);
 /* Building a record: begin, one call per applied group, then append. */
 void keel_wal_rec_begin(keel_wal *w);
 int keel_wal_rec_group(keel_wal *w, const keel_batch *b, size_t group);
-/* Writes the record at pos with sequence number lsn; pos does not move
- * until keel_wal_rec_done(). A failed write may leave part of the record
- * in the file: harmless, since its hash does not match and pos stays. */
-int keel_wal_rec_append(keel_wal *w, uint64_t lsn);
+/* Writes the record at pos with sequence number lsn, vouching that every
+ * record up to synced is durable; pos does not move until
+ * keel_wal_rec_done(). A failed write may leave part of the record in the
+ * file: harmless, since its hash does not match and pos stays. */
+int keel_wal_rec_append(keel_wal *w, uint64_t lsn, uint64_t synced);
 void keel_wal_rec_done(keel_wal *w);
 /* Unwrites the record just appended (its commit failed after all): its
  * header is zeroed and flushed, so a replay cannot find it. */
@@ -90,25 +107,68 @@ void keel_wal_restart(keel_wal *w);
 /* Empties the log file, durably. */
 int keel_wal_clear(keel_wal *w);
 
+/* How a replayed run ended. */
+enum keel_wal_end_kind {
+    /* At the file's end, or at bytes that are no record of the run (zeros,
+     * records of an earlier generation): nothing is missing. */
+    KEEL_WAL_END_CLEAN = 0,
+    /* At a record of the run cut short or failing its check, or at bytes
+     * with records of the run after them, where no later record vouches
+     * for the lost one: a write that was never flushed (a process or
+     * machine crash), so never acknowledged, unless something below the
+     * file system cut the log. */
+    KEEL_WAL_END_TORN = 1,
+    /* As TORN, but a later record of the run vouches (synced) that the
+     * lost record was durable: acknowledged writes are missing. */
+    KEEL_WAL_END_DAMAGED = 2
+};
+
+typedef struct keel_wal_end {
+    int kind;            /* enum keel_wal_end_kind */
+    uint64_t off;        /* where the run stopped */
+    uint64_t lsn;        /* the record that was expected there */
+    uint64_t bytes;      /* from off to the file's end */
+    uint64_t later;      /* intact records of the run found after off */
+    uint64_t later_first; /* their offset, lowest lsn and highest lsn */
+    uint64_t later_lo;
+    uint64_t later_hi;
+    uint64_t vouched;    /* the newest record a later one says was durable */
+} keel_wal_end;
+
 /* Calls fn, in order, for each record that follows lsn `after`: the run
  * of records at offset off whose first lsn is after + 1. fn gets the
  * record rebuilt as a batch (in scratch) and its offset, and returns 0
- * to go on. pos is
- * left after the last record replayed. *last gets the last lsn replayed
- * (after, when none). A record cut short or with a bad hash ends the run
- * (a write that never finished, so never acknowledged); a record that
- * passes its hash but does not parse is EILSEQ. */
+ * to go on. pos is left after the last record replayed. *last gets the
+ * last lsn replayed (after, when none); *end says how the run ended (it
+ * looks through the rest of the file for records of the run when the run
+ * stops early). A record that passes its hash but does not parse is
+ * EILSEQ. */
 typedef int (*keel_wal_replay_fn)(keel_batch *b, uint64_t lsn, uint64_t off,
                                   void *data);
 int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off, uint64_t gen,
                     keel_batch *scratch, keel_wal_replay_fn fn, void *data,
-                    uint64_t *last);
+                    uint64_t *last, keel_wal_end *end);
 
-/* Opens (creating) dir/keel.ckpt and reads its newest valid slot. */
+/* Whether the log holds an intact record of a generation newer than gen
+ * (a checkpoint newer than the one of generation gen was completed: see
+ * keel_ckpt.damaged). 1 with *off set, 0, or an errno (negated). */
+int keel_wal_newer_gen(keel_wal *w, uint64_t gen, uint64_t *off);
+
+/* Appends, past the end of the file, an empty record of generation gen
+ * and flushes it: the mark of a checkpoint made while the log was being
+ * replayed, which starts no generation of its own (store.c). */
+int keel_wal_mark(keel_wal *w, uint64_t gen);
+
+/* Opens (creating, with room for both slots reserved: a full disk must
+ * not stop the first checkpoints) dir/keel.ckpt and reads its newest
+ * valid slot. */
 int keel_ckpt_open(keel_ckpt *c, const char *dir);
 void keel_ckpt_close(keel_ckpt *c);
 /* Empties the checkpoint file, durably: there is no checkpoint. */
 int keel_ckpt_clear(keel_ckpt *c);
+/* Forgets both slots (their headers zeroed, flushed), keeping the room
+ * reserved: the state in the data file is taken as it is. */
+int keel_ckpt_reset(keel_ckpt *c);
 /* Writes a checkpoint into the older slot and flushes it. */
 int keel_ckpt_write(keel_ckpt *c, uint64_t lsn, uint64_t wal_off,
                     uint64_t wal_gen, uint32_t psize, const uint8_t *pages);

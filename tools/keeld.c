@@ -43,6 +43,11 @@ static void usage(FILE *f)
         "                         (default 4096)\n"
         "  --max-frame BYTES      largest wire frame accepted (default 1048576)\n"
         "  --map-size BYTES       initial LMDB map size (default 64 MiB; grows)\n"
+        "  --recover-to-last-good when the data directory's log or checkpoint is\n"
+        "                         damaged so that recovery would lose acknowledged\n"
+        "                         writes, start from the last good state anyway and\n"
+        "                         log what was dropped (default: refuse to start);\n"
+        "                         see docs/operations.md, \"Damaged storage\"\n"
         "  --load PATH.so         load actor types from a plugin (repeatable)\n"
         "  --log-level LEVEL      error, warn, info (default) or debug\n"
         "\n"
@@ -102,7 +107,7 @@ int main(int argc, char **argv)
         O_DATA = 256, O_LISTEN, O_HTTP, O_IDLE, O_MAXRES, O_DUR, O_SHARDS,
         O_FRAME, O_MAP, O_LOAD, O_LOG, O_VERSION, O_HELP, O_ZK, O_CLUSTER,
         O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE, O_ACTLOG,
-        O_HOLD, O_LEAVE
+        O_HOLD, O_LEAVE, O_RECOVER
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, O_DATA},
@@ -115,6 +120,7 @@ int main(int argc, char **argv)
         {"shards", required_argument, NULL, O_SHARDS},
         {"max-frame", required_argument, NULL, O_FRAME},
         {"map-size", required_argument, NULL, O_MAP},
+        {"recover-to-last-good", no_argument, NULL, O_RECOVER},
         {"load", required_argument, NULL, O_LOAD},
         {"log-level", required_argument, NULL, O_LOG},
         {"zk", required_argument, NULL, O_ZK},
@@ -132,7 +138,7 @@ int main(int argc, char **argv)
     const char *loads[32];
     int nloads = 0, c, rc, i;
     unsigned long long v;
-    char err[512];
+    char err[1024];
     struct sigaction sa;
 
     keel_node_options_init(&opts);
@@ -195,6 +201,9 @@ int main(int argc, char **argv)
                 return 2;
             }
             opts.initial_map_size = v;
+            break;
+        case O_RECOVER:
+            opts.recover_to_last_good = 1;
             break;
         case O_LOAD:
             if (nloads == (int)(sizeof loads / sizeof loads[0])) {

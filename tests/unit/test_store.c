@@ -2150,8 +2150,10 @@ START_TEST(test_recover_stale_records_never_return)
 
     s = open_store(dir);
     keel_store_close(s); /* checkpoint, log empty */
-    /* Life 1: five commits (old-1..old-5), then a machine crash that
-     * lost the page holding record 1's header but kept records 2..5. */
+    /* Life 1: five commits (old-1..old-5), then damage that lost record
+     * 1's header but kept records 2..5. They say record 1 was flushed:
+     * the open refuses, and the operator recovers to the last good
+     * record (none). */
     gen_child_puts(dir, "old", 5);
     snprintf(path, sizeof path, "%s/keel.wal", dir);
     fd = open(path, O_RDWR);
@@ -2160,7 +2162,18 @@ START_TEST(test_recover_stale_records_never_return)
     close(fd);
     /* Life 2: recovery replays nothing (K absent: correct), then one
      * acknowledged (synced) write new-1, then a crash. */
-    s = open_store(dir);
+    {
+        keel_store_options o = {0};
+        char err[512] = "";
+
+        o.path = dir;
+        o.shard_count = 64;
+        ck_assert_int_eq(keel_store_open(&o, &s, err, sizeof err),
+                         KEEL_ECORRUPT);
+        ck_assert_ptr_nonnull(strstr(err, "keel.wal is damaged at offset 0"));
+        o.recover_to_last_good = 1;
+        ck_assert_int_eq(keel_store_open(&o, &s, err, sizeof err), 0);
+    }
     expect_absent(s, k, (size_t)kn);
     keel_store_close(s);
     gen_child_puts(dir, "new", 1);

@@ -1,0 +1,510 @@
+/* Recovery from damaged storage (persistence/wal.c, store.c): a damaged
+ * log or checkpoint is never silently accepted.
+ *
+ * Each case makes a store in a child process that dies without closing
+ * (every commit acknowledged, i.e. flushed, before the next), damages a
+ * file the way a failing disk would, and opens the store again: it must
+ * open with exactly the acknowledged state, or refuse and name the file
+ * and offset; recover_to_last_good then opens at the last good state. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "persistence/store.h"
+#include "persistence/wal.h"
+#include "testutil.h"
+
+#define TYPE "t"
+#define WAL_HDR 48 /* wal.h: a record's header */
+#define SLOT1 (256 << 10) /* wal.h: where the second checkpoint slot starts */
+
+/* ------------------------------------------------------------- helpers */
+
+static int open_rc(const char *dir, int durability, int recover,
+                   keel_store **s, char *err, size_t errlen)
+{
+    keel_store_options o = {0};
+
+    o.path = dir;
+    o.shard_count = 64;
+    o.durability = durability;
+    o.recover_to_last_good = recover;
+    /* No checkpoint by the clock: the log's records stay where the tests
+     * look for them however slowly the machine runs. */
+    o.checkpoint_interval_ms = 3600u * 1000u;
+    err[0] = '\0';
+    *s = NULL;
+    return keel_store_open(&o, s, err, errlen);
+}
+
+static keel_store *open_ok(const char *dir, int recover)
+{
+    char err[1024];
+    keel_store *s;
+    int rc = open_rc(dir, KEEL_DURABILITY_FSYNC, recover, &s, err,
+                     sizeof err);
+
+    ck_assert_msg(rc == 0, "open %s: %s (%s)", dir, keel_err_name(rc), err);
+    return s;
+}
+
+static int key_of(uint8_t *k, const char *id)
+{
+    return keel_key_encode(k, 1, TYPE, strlen(TYPE), id, strlen(id), NULL, 0);
+}
+
+/* The counter: one key whose value is the decimal count, padded with
+ * spaces to pad bytes (atoi stops at them). */
+static int put_count_pad(keel_store *s, const char *id, int i, size_t pad)
+{
+    uint8_t k[KEEL_KEY_MAX];
+    keel_batch *b = keel_batch_create();
+    char v[8192];
+    int n = key_of(k, id), rc, st = 0;
+
+    ck_assert_uint_lt(pad, sizeof v);
+    snprintf(v, sizeof v, "%-*d", (int)pad, i);
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 1, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, (uint64_t)i, v,
+                                    strlen(v)),
+                     0);
+    rc = keel_store_commit(s, b);
+    if (rc == 0)
+        keel_batch_group(b, 0, &st);
+    keel_batch_destroy(b);
+    return rc != 0 ? rc : st;
+}
+
+static int put_count(keel_store *s, const char *id, int i)
+{
+    return put_count_pad(s, id, i, 0);
+}
+
+/* The count, or 0 when the key is absent. */
+static int count_of(keel_store *s, const char *id)
+{
+    uint8_t k[KEEL_KEY_MAX];
+    keel_store_read *r;
+    keel_record rec;
+    char v[8192] = "";
+    int n = key_of(k, id), rc;
+
+    ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+    rc = keel_store_get(r, k, (size_t)n, &rec);
+    if (rc == 0) {
+        ck_assert_uint_lt(rec.len, sizeof v);
+        memcpy(v, rec.data, rec.len);
+    }
+    keel_store_read_end(r);
+    if (rc == KEEL_ENOTFOUND)
+        return 0;
+    ck_assert_msg(rc == 0, "get: %s", keel_err_name(rc));
+    return atoi(v);
+}
+
+/* A child opens the store, counts from..to (each commit flushed before
+ * the next: acknowledged), and dies without closing. */
+static void child_counts(const char *dir, int from, int to)
+{
+    pid_t pid = fork();
+    int status;
+
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        keel_store *s = open_ok(dir, 0);
+
+        for (int i = from; i <= to; i++)
+            if (put_count(s, "c", i) != 0)
+                _exit(10);
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child");
+}
+
+static int open_file(const char *dir, const char *name)
+{
+    char path[512];
+    int fd;
+
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    fd = open(path, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    return fd;
+}
+
+/* Offsets of the log's records from offset 0, as far as they chain:
+ * returns how many (at most max). */
+static int wal_offsets(const char *dir, off_t *offs, int max)
+{
+    int fd = open_file(dir, KEEL_WAL_NAME), n = 0;
+    uint8_t hdr[WAL_HDR];
+    off_t at = 0;
+
+    while (n < max && pread(fd, hdr, sizeof hdr, at) == (ssize_t)sizeof hdr &&
+           memcmp(hdr + 8, "2LWK", 4) == 0) {
+        uint64_t len;
+
+        memcpy(&len, hdr + 24, 8);
+        offs[n++] = at;
+        at += WAL_HDR + (off_t)len;
+    }
+    close(fd);
+    return n;
+}
+
+static void flip(const char *dir, const char *name, off_t at)
+{
+    int fd = open_file(dir, name);
+    uint8_t c;
+
+    ck_assert_int_eq(pread(fd, &c, 1, at), 1);
+    c ^= 0x10;
+    ck_assert_int_eq(pwrite(fd, &c, 1, at), 1);
+    close(fd);
+}
+
+/* Offset of the checkpoint slot with the higher sequence number. */
+static off_t newest_slot(const char *dir)
+{
+    int fd = open_file(dir, KEEL_CKPT_NAME);
+    uint64_t a = 0, b = 0;
+
+    ck_assert_int_eq(pread(fd, &a, 8, 16), 8);
+    ck_assert_int_eq(pread(fd, &b, 8, SLOT1 + 16), 8);
+    close(fd);
+    return b > a ? SLOT1 : 0;
+}
+
+/* ------------------------------------------------------- the log's middle */
+
+/* One flipped byte in the 100th of 200 acknowledged records: replay must
+ * not stop there and call it the end (the records after it say it was
+ * flushed). The open refuses, naming the file and offset, and changes
+ * nothing; recovering to the last good record keeps 99 and says so. */
+static void mid_log_case(off_t in_record)
+{
+    char *dir = tu_tmpdir("recov");
+    char err[1024], want[128];
+    off_t offs[256];
+    keel_store *s;
+
+    child_counts(dir, 1, 200);
+    ck_assert_int_eq(wal_offsets(dir, offs, 256), 200);
+    flip(dir, KEEL_WAL_NAME, offs[99] + in_record);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(
+            open_rc(dir, KEEL_DURABILITY_FSYNC, 0, &s, err, sizeof err),
+            KEEL_ECORRUPT);
+        snprintf(want, sizeof want,
+                 "keel.wal is damaged at offset %lld (record 100)",
+                 (long long)offs[99]);
+        ck_assert_msg(strstr(err, want) != NULL, "%s", err);
+        ck_assert_ptr_nonnull(strstr(err, "up to record 200"));
+        ck_assert_ptr_nonnull(strstr(err, "recover-to-last-good"));
+    }
+    s = open_ok(dir, 1);
+    ck_assert_int_eq(count_of(s, "c"), 99);
+    ck_assert_int_eq(put_count(s, "c", 100), 0);
+    keel_store_close(s);
+    /* What recovery kept is the store's state from now on. */
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(count_of(s, "c"), 100);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+START_TEST(test_mid_log_damage_in_body)
+{
+    mid_log_case(WAL_HDR + 5);
+}
+END_TEST
+
+START_TEST(test_mid_log_damage_in_header)
+{
+    mid_log_case(17); /* the lsn */
+}
+END_TEST
+
+START_TEST(test_mid_log_damage_in_length)
+{
+    mid_log_case(24 + 2); /* the length: the next record is misplaced */
+}
+END_TEST
+
+/* Damage in the first record of the run: nothing before it to keep. */
+START_TEST(test_first_record_damaged)
+{
+    char *dir = tu_tmpdir("recov");
+    char err[1024];
+    off_t offs[8];
+    keel_store *s;
+
+    child_counts(dir, 1, 5);
+    ck_assert_int_eq(wal_offsets(dir, offs, 8), 5);
+    flip(dir, KEEL_WAL_NAME, offs[0] + WAL_HDR + 1);
+    ck_assert_int_eq(open_rc(dir, KEEL_DURABILITY_FSYNC, 0, &s, err,
+                             sizeof err),
+                     KEEL_ECORRUPT);
+    ck_assert_int_eq(open_rc(dir, KEEL_DURABILITY_NONE, 0, &s, err,
+                             sizeof err),
+                     KEEL_ECORRUPT);
+    s = open_ok(dir, 1);
+    ck_assert_int_eq(count_of(s, "c"), 0);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* ------------------------------------------------------------ the tail */
+
+/* The last record damaged or cut short: nothing after it vouches for it,
+ * so it is the torn tail of a write never flushed; the store opens with
+ * the record before it. */
+START_TEST(test_torn_tail_opens)
+{
+    char *dir = tu_tmpdir("recov");
+    off_t offs[64];
+    keel_store *s;
+    int fd;
+
+    child_counts(dir, 1, 50);
+    ck_assert_int_eq(wal_offsets(dir, offs, 64), 50);
+    flip(dir, KEEL_WAL_NAME, offs[49] + WAL_HDR + 3);
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(count_of(s, "c"), 49);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+
+    dir = tu_tmpdir("recov");
+    child_counts(dir, 1, 50);
+    ck_assert_int_eq(wal_offsets(dir, offs, 64), 50);
+    fd = open_file(dir, KEEL_WAL_NAME);
+    ck_assert_int_eq(ftruncate(fd, offs[49] + WAL_HDR + 2), 0);
+    close(fd);
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(count_of(s, "c"), 49);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* ------------------------------------------------------- the checkpoint */
+
+/* The newest checkpoint damaged after commits followed it: the older one
+ * is not a state to go back to (its pages may have been reused), so the
+ * open refuses, naming keel.ckpt. Recovering takes the data file as it
+ * stands, which after a process crash holds every acknowledged write. */
+START_TEST(test_newest_checkpoint_damaged_refused)
+{
+    char *dir = tu_tmpdir("recov");
+    char err[1024];
+    keel_store *s;
+
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(put_count(s, "c", 1), 0);
+    keel_store_close(s);
+    child_counts(dir, 2, 60);
+    flip(dir, KEEL_CKPT_NAME, newest_slot(dir) + 100);
+    ck_assert_int_eq(open_rc(dir, KEEL_DURABILITY_FSYNC, 0, &s, err,
+                             sizeof err),
+                     KEEL_ECORRUPT);
+    ck_assert_msg(strstr(err, "keel.ckpt") != NULL &&
+                      strstr(err, "damaged") != NULL,
+                  "%s", err);
+    s = open_ok(dir, 1);
+    ck_assert_int_eq(count_of(s, "c"), 60);
+    ck_assert_int_eq(put_count(s, "c", 61), 0);
+    keel_store_close(s);
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(count_of(s, "c"), 61);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* The newest checkpoint damaged with nothing committed after it (here: the
+ * one a clean close makes): no page of the older one was reused, and its
+ * log records are all there, so recovery goes back to it and replays. */
+START_TEST(test_newest_checkpoint_damaged_nothing_after)
+{
+    char *dir = tu_tmpdir("recov");
+    keel_store *s;
+
+    s = open_ok(dir, 0);
+    for (int i = 1; i <= 30; i++)
+        ck_assert_int_eq(put_count(s, "c", i), 0);
+    keel_store_close(s);
+    flip(dir, KEEL_CKPT_NAME, newest_slot(dir) + 60);
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(count_of(s, "c"), 30);
+    keel_store_close(s);
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(count_of(s, "c"), 30);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Both slots damaged: no checkpoint to trust at all. */
+START_TEST(test_both_checkpoints_damaged)
+{
+    char *dir = tu_tmpdir("recov");
+    char err[1024];
+    keel_store *s;
+
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(put_count(s, "c", 1), 0);
+    keel_store_close(s);
+    child_counts(dir, 2, 20);
+    flip(dir, KEEL_CKPT_NAME, 70);
+    flip(dir, KEEL_CKPT_NAME, SLOT1 + 70);
+    ck_assert_int_eq(open_rc(dir, KEEL_DURABILITY_FSYNC, 0, &s, err,
+                             sizeof err),
+                     KEEL_ECORRUPT);
+    ck_assert_msg(strstr(err, "no checkpoint") != NULL, "%s", err);
+    s = open_ok(dir, 1);
+    ck_assert_int_eq(count_of(s, "c"), 20);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* ------------------------------------------------------------ disk full */
+
+/* A data directory made on a disk that then fills before its second
+ * checkpoint was ever written: the checkpoint file's room was reserved
+ * when it was made, so the store keeps checkpointing. Reads keep working,
+ * writes get KEEL_ENOSPC, and the store opens again while the disk stays
+ * full, every acknowledged write there. In a small tmpfs in a mount
+ * namespace of the test's own; needs the right to mount. */
+static void fresh_disk_full_case(int durability)
+{
+    char *dir = tu_tmpdir("recov");
+    char err[1024], path[600];
+    static char pad[1 << 16];
+    keel_store *s;
+    int fd, ok = 0, rc = 0;
+
+    if (unshare(CLONE_NEWNS) != 0 ||
+        mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("tmpfs", dir, "tmpfs", 0, "size=3m") != 0) {
+        printf("fresh_disk_full: cannot mount a tmpfs (%s): not run\n",
+               strerror(errno));
+        tu_rmrf(dir);
+        free(dir);
+        return;
+    }
+    ck_assert_int_eq(mkdir(strcat(strcpy(path, dir), "/d"), 0700), 0);
+    {
+        keel_store_options o = {0};
+
+        o.path = path;
+        o.shard_count = 64;
+        o.durability = durability;
+        o.initial_map_size = 1 << 20;
+        ck_assert_int_eq(keel_store_open(&o, &s, err, sizeof err), 0);
+    }
+    /* Most of the rest of the disk goes to a file of the test's own, so
+     * that the store fills it before its second checkpoint. */
+    snprintf(err, sizeof err, "%s/filler", dir);
+    fd = open(err, O_CREAT | O_WRONLY, 0600);
+    ck_assert_int_ge(fd, 0);
+    memset(pad, 'x', sizeof pad);
+    for (int i = 0; i < 64; i++) {
+        struct statvfs sv;
+
+        ck_assert_int_eq(fstatvfs(fd, &sv), 0);
+        if ((uint64_t)sv.f_bavail * sv.f_frsize < (1u << 20) ||
+            write(fd, pad, sizeof pad) <= 0)
+            break;
+    }
+    close(fd);
+    /* Values of 3000 bytes under keys of their own, then the count: with
+     * durability none the map's blocks are taken ahead, so only values
+     * that outgrow the map fill the disk. */
+    for (int i = 1; i <= 2000 && rc == 0; i++) {
+        char id[16];
+
+        snprintf(id, sizeof id, "v%d", i);
+        rc = put_count_pad(s, id, i, 3000);
+        if (rc == 0)
+            rc = put_count(s, "c", i);
+        if (rc == 0)
+            ok = i;
+    }
+    ck_assert_int_eq(rc, KEEL_ENOSPC);
+    ck_assert_int_gt(ok, 0);
+    ck_assert_int_eq(count_of(s, "c"), ok);
+    /* The store still works: a failed write changed nothing. */
+    ck_assert_int_eq(count_of(s, "v1"), 1);
+    keel_store_close(s);
+    /* Opened again on the full disk. */
+    rc = open_rc(path, durability, 0, &s, err, sizeof err);
+    ck_assert_msg(rc == 0, "open on a full disk: %s (%s)", keel_err_name(rc),
+                  err);
+    ck_assert_int_eq(count_of(s, "c"), ok);
+    ck_assert_int_eq(count_of(s, "v1"), 1);
+    /* Writes go on where room is left (the open's checkpoint may have
+     * freed some), and fail cleanly where not. */
+    rc = put_count_pad(s, "w", 7, 6000);
+    ck_assert_msg(rc == 0 || rc == KEEL_ENOSPC, "%s", keel_err_name(rc));
+    ck_assert_int_eq(count_of(s, "w"), rc == 0 ? 7 : 0);
+    keel_store_close(s);
+    ck_assert_int_eq(umount(dir), 0);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+START_TEST(test_fresh_dir_disk_full)
+{
+    fresh_disk_full_case(KEEL_DURABILITY_FSYNC);
+}
+END_TEST
+
+START_TEST(test_fresh_dir_disk_full_none)
+{
+    fresh_disk_full_case(KEEL_DURABILITY_NONE);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *su = suite_create("store_recovery");
+    TCase *tc = tcase_create("recovery");
+
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_mid_log_damage_in_body);
+    tcase_add_test(tc, test_mid_log_damage_in_header);
+    tcase_add_test(tc, test_mid_log_damage_in_length);
+    tcase_add_test(tc, test_first_record_damaged);
+    tcase_add_test(tc, test_torn_tail_opens);
+    tcase_add_test(tc, test_newest_checkpoint_damaged_refused);
+    tcase_add_test(tc, test_newest_checkpoint_damaged_nothing_after);
+    tcase_add_test(tc, test_both_checkpoints_damaged);
+    tcase_add_test(tc, test_fresh_dir_disk_full);
+    tcase_add_test(tc, test_fresh_dir_disk_full_none);
+    suite_add_tcase(su, tc);
+    return su;
+}
+
+int main(void)
+{
+    return tu_run_suite(suite());
+}
