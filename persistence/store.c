@@ -1228,7 +1228,11 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
                    s->path, keel_strerror(rc));
             goto err;
         }
-        err = keel_wal_clear(&s->wal);
+        /* The file on the disk first: a machine crash from here on must
+         * find it whole, since the log and checkpoints are going. */
+        err = mdb_env_sync(s->env, 1);
+        if (err == 0)
+            err = keel_wal_clear(&s->wal);
         if (err == 0)
             err = keel_ckpt_reset(&s->ckpt);
         if (err != 0) {

@@ -467,6 +467,27 @@ static void fresh_disk_full_case(int durability)
     ck_assert_msg(rc == 0 || rc == KEEL_ENOSPC, "%s", keel_err_name(rc));
     ck_assert_int_eq(count_of(s, "w"), rc == 0 ? 7 : 0);
     keel_store_close(s);
+    /* A crash after a commit on the full disk, and recovery on it. */
+    {
+        pid_t pid = fork();
+        int status, wrc = 0;
+
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            if (open_rc(path, durability, 0, &s, err, sizeof err) != 0)
+                _exit(10);
+            wrc = put_count(s, "c", ok);
+            _exit(wrc == 0 ? 0 : 11);
+        }
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                      "child: %d", status);
+    }
+    rc = open_rc(path, durability, 0, &s, err, sizeof err);
+    ck_assert_msg(rc == 0, "recovery on a full disk: %s (%s)",
+                  keel_err_name(rc), err);
+    ck_assert_int_eq(count_of(s, "c"), ok);
+    keel_store_close(s);
     ck_assert_int_eq(umount(dir), 0);
     tu_rmrf(dir);
     free(dir);
