@@ -492,14 +492,15 @@ int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off, uint64_t gen,
         want++;
     }
 
-    /* How the run ended. Records of the run further on mean the bytes at
-     * pos were once one of its records: lost. */
+    /* How the run ended. Records of the run further on (from pos itself:
+     * an intact record there with a later lsn means the one expected was
+     * lost) mean the bytes at pos were once one of its records. */
     end->off = pos;
     end->lsn = want;
     end->bytes = size > pos ? size - pos : 0;
     if (pos >= size)
         return 0;
-    rc = scan(w, pos + 1, size, gen, gen, want, 0, &later);
+    rc = scan(w, pos, size, gen, gen, want, 0, &later);
     if (rc < 0)
         return -rc;
     end->later = later.count;

@@ -386,6 +386,54 @@ START_TEST(test_both_checkpoints_damaged)
 }
 END_TEST
 
+/* The older slot damaged: the newest is in force, nothing to say. */
+START_TEST(test_older_checkpoint_damaged)
+{
+    char *dir = tu_tmpdir("recov");
+    keel_store *s;
+
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(put_count(s, "c", 1), 0);
+    keel_store_close(s);
+    child_counts(dir, 2, 20);
+    flip(dir, KEEL_CKPT_NAME, (newest_slot(dir) ? 0 : SLOT1) + 100);
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(count_of(s, "c"), 20);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* The mark a checkpoint made during a replay leaves: a record of a newer
+ * generation than any before it, found wherever it is, and never taken
+ * for a record of a run. */
+START_TEST(test_wal_mark)
+{
+    char *dir = tu_tmpdir("recov");
+    keel_batch *scratch = keel_batch_create();
+    keel_wal w;
+    keel_wal_end end;
+    uint64_t off = 0, last;
+
+    ck_assert_int_eq(keel_wal_open(&w, dir), 0);
+    ck_assert_int_eq(keel_wal_newer_gen(&w, 0, &off), 0);
+    ck_assert_int_eq(keel_wal_mark(&w, 7), 0);
+    ck_assert_int_eq(keel_wal_newer_gen(&w, 6, &off), 1);
+    ck_assert_uint_eq(off, 0);
+    ck_assert_int_eq(keel_wal_newer_gen(&w, 7, &off), 0);
+    ck_assert_int_eq(keel_wal_replay(&w, 0, 0, 7, scratch, NULL, NULL, &last,
+                                     &end),
+                     0);
+    ck_assert_uint_eq(last, 0);
+    ck_assert_int_eq(end.kind, KEEL_WAL_END_CLEAN);
+    keel_wal_close(&w);
+    keel_batch_destroy(scratch);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* ------------------------------------------------------------ disk full */
 
 /* A data directory made on a disk that then fills before its second
@@ -519,6 +567,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_newest_checkpoint_damaged_refused);
     tcase_add_test(tc, test_newest_checkpoint_damaged_nothing_after);
     tcase_add_test(tc, test_both_checkpoints_damaged);
+    tcase_add_test(tc, test_older_checkpoint_damaged);
+    tcase_add_test(tc, test_wal_mark);
     tcase_add_test(tc, test_fresh_dir_disk_full);
     tcase_add_test(tc, test_fresh_dir_disk_full_none);
     suite_add_tcase(su, tc);
