@@ -4,11 +4,14 @@
  * during a pipelined load. Real keeld processes on 127.0.0.1, real LMDB
  * files in temporary directories. */
 #include <check.h>
+#include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -575,6 +578,91 @@ START_TEST(disk_full_none)
 }
 END_TEST
 
+/* A disk that really fills (a small tmpfs in a mount namespace of the
+ * test's own; keeld inherits it), on a data directory made on it: the
+ * node fills it, keeps serving reads with writes refused ENOSPC, and
+ * starts again while it is still full, every acknowledged put there.
+ * Needs the right to mount; otherwise says so and checks nothing. */
+static void disk_really_full_case(const char *durability)
+{
+    enum { MAXPUT = 1500 };
+    const size_t vlen = 8192;
+    const char *extra[] = {"--durability", durability, NULL};
+    char *mnt;
+    keel_client *c;
+    int i, nacked = 0, rc = 0;
+    char *reply = NULL;
+
+    if (asprintf(&mnt, "%s/small", dir) < 0 || mkdir(mnt, 0700) != 0)
+        abort();
+    if (unshare(CLONE_NEWNS) != 0 ||
+        mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("tmpfs", mnt, "tmpfs", 0, "size=8m") != 0) {
+        printf("disk really full: cannot mount a tmpfs (%s): not run\n",
+               strerror(errno));
+        free(mnt);
+        return;
+    }
+    free(data);
+    if (asprintf(&data, "%s/data", mnt) < 0)
+        abort();
+    start_node(0, extra);
+    c = conn();
+    for (i = 0; i < MAXPUT && rc == 0; i++) {
+        size_t mlen;
+        char *m = put_msg(i, vlen, &mlen);
+
+        rc = call(c, "kv", "full", m, mlen, &reply, NULL);
+        free(m);
+        ck_assert_msg(rc == 0 || rc == KEEL_ENOSPC, "put %d: %s (%s)", i,
+                      keel_err_name(rc), reply ? reply : "");
+        if (rc == 0)
+            nacked++;
+        free(reply);
+        reply = NULL;
+    }
+    ck_assert_msg(rc == KEEL_ENOSPC, "no ENOSPC after %d puts of 8 KiB on "
+                  "an 8 MiB disk", i);
+    ck_assert_int_gt(nacked, 0);
+    printf("disk really full (%s): %d puts acknowledged\n", durability,
+           nacked);
+    ping(c);
+    kv_expect(c, "full", 0, vlen);
+    kv_expect(c, "full", nacked - 1, vlen);
+    keel_client_close(c);
+    stop_node_clean();
+
+    /* Still full: the node starts, and everything acknowledged is there. */
+    start_node(node.port, extra);
+    c = conn();
+    for (i = 0; i < nacked; i++)
+        kv_expect(c, "full", i, vlen);
+    keel_client_close(c);
+    /* And once more after a kill -9 on the full disk. */
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGKILL), 128 + SIGKILL);
+    start_node(node.port, extra);
+    c = conn();
+    for (i = 0; i < nacked; i++)
+        kv_expect(c, "full", i, vlen);
+    keel_client_close(c);
+    stop_node_clean();
+    tu_rmrf(data);
+    ck_assert_int_eq(umount(mnt), 0);
+    free(mnt);
+}
+
+START_TEST(disk_really_full)
+{
+    disk_really_full_case("fsync");
+}
+END_TEST
+
+START_TEST(disk_really_full_none)
+{
+    disk_really_full_case("none");
+}
+END_TEST
+
 /* -------------------------------------------------------- 7 map growth */
 
 START_TEST(map_grows)
@@ -961,6 +1049,8 @@ int main(void)
     tcase_add_test(tc, client_disconnects_mid_request);
     tcase_add_test(tc, disk_full);
     tcase_add_test(tc, disk_full_none);
+    tcase_add_test(tc, disk_really_full);
+    tcase_add_test(tc, disk_really_full_none);
     tcase_add_test(tc, map_grows);
     tcase_add_test(tc, data_dir_unusable);
     tcase_add_test(tc, sigterm_under_load);
