@@ -898,50 +898,54 @@ again:
 }
 
 /* Whether the checkpoint in force can be trusted (see "Checkpoints").
- * A slot that was written but is not valid now may have held a newer
- * checkpoint than the one in force: if it did, the pages of the one in
- * force may have been reused since, and restoring it would serve a store
- * stitched together from two times. The log says which: a checkpoint
- * completed after the one in force left records of a later generation
- * (or its mark, when it was made during a replay). Returns 0 to recover
- * from the checkpoint in force, 1 to take the data file as it stands
- * (recover_to_last_good), or KEEL_ECORRUPT / KEEL_EIO with errbuf set. */
+ * Generations only grow, and a checkpoint's generation is its sequence
+ * number, so the log can hold records of a newer generation than the
+ * checkpoint in force (or the mark of a newer checkpoint made during a
+ * replay) only if a newer checkpoint was completed and is now lost: its
+ * slot damaged, or the file cut. Going back to the older checkpoint would
+ * then lose what the newer one holds, and worse, its pages may have been
+ * reused since, so restoring it would serve a store stitched together
+ * from two times. Without such evidence a damaged slot is one whose write
+ * never finished (nothing was committed after it) and the older one is
+ * safe. Returns 0 to recover from the checkpoint in force, 1 to take the
+ * data file as it stands (recover_to_last_good), or KEEL_ECORRUPT /
+ * KEEL_EIO with errbuf set. */
 static int store_check_ckpt(keel_store *s, const keel_store_options *o,
                             uint64_t wal_size, char *errbuf, size_t errlen)
 {
+    uint64_t seq = s->ckpt.have ? s->ckpt.seq : 0, off = 0;
     char why[512];
-    uint64_t off = 0;
+    int r = 0;
 
-    if (s->ckpt.damaged) {
-        int r = keel_wal_newer_gen(&s->wal, s->ckpt.seq, &off);
-
-        if (r < 0) {
-            seterr(errbuf, errlen, "%s/%s: %s", s->path, KEEL_WAL_NAME,
-                   strerror(-r));
-            return KEEL_EIO;
-        }
-        if (r == 0) {
-            keel_warn("store %s: the checkpoint slot at offset %llu of %s "
-                      "is damaged, but the log shows no checkpoint newer "
-                      "than the one in force (number %llu) was completed: "
-                      "recovering from that one",
-                      s->path, (unsigned long long)s->ckpt.damaged_off,
-                      KEEL_CKPT_NAME, (unsigned long long)s->ckpt.seq);
-            return 0;
-        }
-        snprintf(why, sizeof why,
-                 "the newest checkpoint (slot at offset %llu of %s/%s) is "
-                 "damaged, and the log shows it had been completed (a "
-                 "record of a later generation at offset %llu of %s): "
-                 "the older checkpoint's pages may have been reused since",
-                 (unsigned long long)s->ckpt.damaged_off, s->path,
-                 KEEL_CKPT_NAME, (unsigned long long)off, KEEL_WAL_NAME);
-    } else if (s->ckpt.unusable) {
+    if (wal_size > 0 && (r = keel_wal_newer_gen(&s->wal, seq, &off)) < 0) {
+        seterr(errbuf, errlen, "%s/%s: %s", s->path, KEEL_WAL_NAME,
+               strerror(-r));
+        return KEEL_EIO;
+    }
+    if (s->ckpt.unusable) {
         snprintf(why, sizeof why,
                  "no checkpoint in %s/%s is valid (the slot at offset %llu "
                  "is damaged)",
                  s->path, KEEL_CKPT_NAME,
                  (unsigned long long)s->ckpt.damaged_off);
+    } else if (r == 1) {
+        snprintf(why, sizeof why,
+                 "the log holds records (at offset %llu of %s) of a "
+                 "checkpoint newer than any valid one in %s/%s%s: the "
+                 "newest checkpoint was lost, and going back to an older "
+                 "one would lose its writes and may meet pages reused "
+                 "since",
+                 (unsigned long long)off, KEEL_WAL_NAME, s->path,
+                 KEEL_CKPT_NAME,
+                 s->ckpt.damaged ? " (a slot is damaged)" : "");
+    } else if (s->ckpt.damaged) {
+        keel_warn("store %s: the checkpoint slot at offset %llu of %s "
+                  "is damaged, but the log shows no checkpoint newer than "
+                  "the one in force (number %llu) was completed: "
+                  "recovering from that one",
+                  s->path, (unsigned long long)s->ckpt.damaged_off,
+                  KEEL_CKPT_NAME, (unsigned long long)s->ckpt.seq);
+        return 0;
     } else if (!s->ckpt.have && wal_size > 0) {
         /* Records with nothing to replay them onto: keel.ckpt was lost. */
         snprintf(why, sizeof why,

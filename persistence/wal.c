@@ -423,6 +423,11 @@ static int scan(keel_wal *w, uint64_t from, uint64_t size, uint64_t gen_lo,
                 memcmp(buf + i + 8, m1, 4) != 0)
                 continue;
             at = base + i;
+            /* The generation and lsn straight from the chunk where the
+             * header lies whole in it: most hits are stale records. */
+            if (i + WAL_HDR <= n && hdr_decode(buf + i, WAL_HDR, &h) &&
+                (h.gen < gen_lo || h.gen > gen_hi || h.lsn < lsn_lo))
+                continue;
             r = rec_read(w, at, size, gen_lo, gen_hi, lsn_lo, &h);
             if (r < 0) {
                 rc = r;

@@ -149,9 +149,10 @@ int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off, uint64_t gen,
                     keel_batch *scratch, keel_wal_replay_fn fn, void *data,
                     uint64_t *last, keel_wal_end *end);
 
-/* Whether the log holds an intact record of a generation newer than gen
- * (a checkpoint newer than the one of generation gen was completed: see
- * keel_ckpt.damaged). 1 with *off set, 0, or an errno (negated). */
+/* Whether the log holds an intact record (or mark) of a generation newer
+ * than gen: then a checkpoint newer than the one numbered gen was
+ * completed (store.c, store_check_ckpt). 1 with *off set, 0, or an errno
+ * (negated). */
 int keel_wal_newer_gen(keel_wal *w, uint64_t gen, uint64_t *off);
 
 /* Appends, past the end of the file, an empty record of generation gen

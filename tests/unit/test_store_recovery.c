@@ -386,6 +386,37 @@ START_TEST(test_both_checkpoints_damaged)
 }
 END_TEST
 
+/* The newest checkpoint gone without a trace (its slot zeros, as if
+ * never written): the log's records of its generation still show it was
+ * made, and the open refuses rather than go back to the older one. */
+START_TEST(test_newest_checkpoint_lost)
+{
+    char *dir = tu_tmpdir("recov");
+    static const uint8_t zeros[4096];
+    char err[1024];
+    keel_store *s;
+    int fd;
+
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(put_count(s, "c", 1), 0);
+    keel_store_close(s);
+    child_counts(dir, 2, 30);
+    fd = open_file(dir, KEEL_CKPT_NAME);
+    ck_assert_int_eq(pwrite(fd, zeros, sizeof zeros, newest_slot(dir)),
+                     (ssize_t)sizeof zeros);
+    close(fd);
+    ck_assert_int_eq(open_rc(dir, KEEL_DURABILITY_FSYNC, 0, &s, err,
+                             sizeof err),
+                     KEEL_ECORRUPT);
+    ck_assert_msg(strstr(err, "newer than any valid one") != NULL, "%s", err);
+    s = open_ok(dir, 1);
+    ck_assert_int_eq(count_of(s, "c"), 30);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* The older slot damaged: the newest is in force, nothing to say. */
 START_TEST(test_older_checkpoint_damaged)
 {
@@ -568,6 +599,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_newest_checkpoint_damaged_nothing_after);
     tcase_add_test(tc, test_both_checkpoints_damaged);
     tcase_add_test(tc, test_older_checkpoint_damaged);
+    tcase_add_test(tc, test_newest_checkpoint_lost);
     tcase_add_test(tc, test_wal_mark);
     tcase_add_test(tc, test_fresh_dir_disk_full);
     tcase_add_test(tc, test_fresh_dir_disk_full_none);
