@@ -915,12 +915,38 @@ static int store_check_ckpt(keel_store *s, const keel_store_options *o,
 {
     uint64_t seq = s->ckpt.have ? s->ckpt.seq : 0, off = 0;
     char why[512];
-    int r = 0;
+    int r = 0, rc;
 
-    if (wal_size > 0 && (r = keel_wal_newer_gen(&s->wal, seq, &off)) < 0) {
+    if (s->wal.bad_header) {
+        snprintf(why, sizeof why,
+                 "the header of the log %s/%s is damaged: none of its "
+                 "records can be checked",
+                 s->path, KEEL_WAL_NAME);
+        goto refuse;
+    }
+    if (wal_size > s->wal.start &&
+        (r = keel_wal_newer_gen(&s->wal, seq, &off)) < 0) {
         seterr(errbuf, errlen, "%s/%s: %s", s->path, KEEL_WAL_NAME,
                strerror(-r));
         return KEEL_EIO;
+    }
+    if (s->ckpt.unusable && r == 0) {
+        /* No valid slot, and no record in the log was ever written after
+         * a checkpoint: the first one (of a new directory, or after the
+         * log and checkpoints were started afresh) never finished, and
+         * the data file is as LMDB flushed it itself. */
+        keel_warn("store %s: the first checkpoint in %s was never "
+                  "completed (slot at offset %llu); starting from the "
+                  "data file",
+                  s->path, KEEL_CKPT_NAME,
+                  (unsigned long long)s->ckpt.damaged_off);
+        rc = keel_ckpt_reset(&s->ckpt);
+        if (rc != 0) {
+            seterr(errbuf, errlen, "%s/%s: %s", s->path, KEEL_CKPT_NAME,
+                   strerror(rc));
+            return KEEL_EIO;
+        }
+        return 0;
     }
     if (s->ckpt.unusable) {
         snprintf(why, sizeof why,
@@ -946,7 +972,7 @@ static int store_check_ckpt(keel_store *s, const keel_store_options *o,
                   s->path, (unsigned long long)s->ckpt.damaged_off,
                   KEEL_CKPT_NAME, (unsigned long long)s->ckpt.seq);
         return 0;
-    } else if (!s->ckpt.have && wal_size > 0) {
+    } else if (!s->ckpt.have && wal_size > s->wal.start) {
         /* Records with nothing to replay them onto: keel.ckpt was lost. */
         snprintf(why, sizeof why,
                  "the log (%s) has records but there is no checkpoint (%s)",
@@ -954,6 +980,7 @@ static int store_check_ckpt(keel_store *s, const keel_store_options *o,
     } else {
         return 0;
     }
+refuse:
     if (!o->recover_to_last_good) {
         seterr(errbuf, errlen,
                "%s: %s. Refusing to open. Recovering to the last good state "
@@ -1159,7 +1186,7 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
     /* With durability none and no log to replay, LMDB can write through
      * its map straight away (see "Writes through the map"). */
     s->writemap = s->durability == KEEL_DURABILITY_NONE && !s->ckpt.have &&
-                  wst.st_size == 0 && !as_is;
+                  (uint64_t)wst.st_size <= s->wal.start && !as_is;
     rc = store_env_open(s, map_size, opts, errbuf, errlen);
     if (rc < 0)
         goto err;
@@ -1234,11 +1261,14 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
         }
         /* The file on the disk first: a machine crash from here on must
          * find it whole, since the log and checkpoints are going. */
+        /* Then the checkpoints before the log: with the log still there
+         * and no checkpoint, an open interrupted here refuses again
+         * instead of trusting a slot the log had shown to be stale. */
         err = mdb_env_sync(s->env, 1);
         if (err == 0)
-            err = keel_wal_clear(&s->wal);
-        if (err == 0)
             err = keel_ckpt_reset(&s->ckpt);
+        if (err == 0)
+            err = keel_wal_clear(&s->wal);
         if (err != 0) {
             seterr(errbuf, errlen, "%s: clearing the log and checkpoints: %s",
                    s->path, strerror(err));
@@ -1283,12 +1313,12 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
          * interrupts, the next open finds the same state; then the log
          * and the checkpoint go: nothing will be restored over the file
          * later, so nothing needs pinning. */
-        if (s->ckpt.have || wst.st_size > 0) {
+        if (s->ckpt.have || (uint64_t)wst.st_size > s->wal.start) {
             rc = store_checkpoint(s, 0);
             if (rc == 0)
                 rc = keel_wal_clear(&s->wal);
             if (rc == 0)
-                rc = keel_ckpt_clear(&s->ckpt);
+                rc = keel_ckpt_reset(&s->ckpt);
             rc = rc > 0 ? KEEL_EIO : rc;
         } else {
             rc = mdb_env_sync(s->env, 1) == 0 ? 0 : KEEL_EIO;
@@ -1351,7 +1381,7 @@ void keel_store_close(keel_store *s)
             keel_warn("store %s: sync on close failed: %s", s->path,
                       mdb_strerror(rc));
     } else if (!__atomic_load_n(&s->broken, __ATOMIC_RELAXED) &&
-               (s->lsn != s->ckpt.lsn || s->wal.pos != 0)) {
+               (s->lsn != s->ckpt.lsn || s->wal.pos != s->wal.start)) {
         int rc;
 
         pthread_mutex_lock(&s->commit_lock);
@@ -2290,7 +2320,8 @@ int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn)
          * replaying, the log is not appended to, and the checkpoint
          * points at the record being replayed.) */
         if (!freed && s->logged && s->lsn != s->ckpt.lsn &&
-            (rc == MDB_MAP_FULL || (s->log_full && s->wal.pos > 0))) {
+            (rc == MDB_MAP_FULL ||
+             (s->log_full && s->wal.pos > s->wal.start))) {
             freed = 1;
             rc = store_checkpoint(s, s->replaying ? s->replay_off : 0);
             if (rc != 0)

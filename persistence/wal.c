@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -78,10 +79,77 @@ static int sync_fd(int fd)
 
 /* ------------------------------------------------------------------ log */
 
+#define WAL_FILE_MAGIC 0x4b574c48u /* "KWLH" */
+#define WAL_START 4096u
+
+/* Writes a header with a new seed over the start of the file and flushes
+ * it: records may then begin at WAL_START. */
+static int header_write(keel_wal *w)
+{
+    uint8_t hdr[WAL_START];
+    uint32_t magic = WAL_FILE_MAGIC, version = 1;
+    uint64_t seed, h;
+    int rc;
+
+    if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed)
+        return errno ? errno : EIO;
+    memset(hdr, 0, sizeof hdr);
+    memcpy(hdr, &magic, 4);
+    memcpy(hdr + 4, &version, 4);
+    memcpy(hdr + 8, &seed, 8);
+    h = XXH3_64bits(hdr, 16);
+    memcpy(hdr + 16, &h, 8);
+    rc = write_at(w->fd, hdr, sizeof hdr, 0);
+    if (rc == 0)
+        rc = sync_fd(w->fd);
+    if (rc != 0)
+        return rc;
+    w->seed = seed;
+    w->start = WAL_START;
+    w->legacy = w->bad_header = 0;
+    return 0;
+}
+
 int keel_wal_open(keel_wal *w, const char *dir)
 {
+    uint8_t hdr[24];
+    uint32_t magic;
+    struct stat st;
+    uint64_t h;
+    int rc;
+
     memset(w, 0, sizeof *w);
-    return open_in(dir, KEEL_WAL_NAME, &w->fd);
+    rc = open_in(dir, KEEL_WAL_NAME, &w->fd);
+    if (rc != 0)
+        return rc;
+    if (fstat(w->fd, &st) < 0)
+        return errno;
+    if (st.st_size == 0)
+        return header_write(w);
+    if ((size_t)st.st_size >= sizeof hdr &&
+        (rc = read_at(w->fd, hdr, sizeof hdr, 0)) != 0)
+        return rc;
+    if ((size_t)st.st_size >= sizeof hdr) {
+        memcpy(&magic, hdr, 4);
+        memcpy(&h, hdr + 16, 8);
+        if (magic == WAL_FILE_MAGIC && XXH3_64bits(hdr, 16) == h) {
+            memcpy(&w->seed, hdr + 8, 8);
+            w->start = w->pos = WAL_START;
+            return 0;
+        }
+        memcpy(&magic, hdr + 8, 4);
+        if (magic == WAL_MAGIC_V1) {
+            w->legacy = 1; /* records from 0, unseeded */
+            return 0;
+        }
+    }
+    /* No room for a record past the header: the header's own write was
+     * cut short when the file was made, before anything counted. */
+    if ((uint64_t)st.st_size <= WAL_START)
+        return header_write(w);
+    w->bad_header = 1;
+    w->start = w->pos = WAL_START;
+    return 0;
 }
 
 void keel_wal_close(keel_wal *w)
@@ -171,7 +239,7 @@ int keel_wal_rec_append(keel_wal *w, uint64_t lsn, uint64_t synced)
     memcpy(w->rec + 24, &len, 8);
     memcpy(w->rec + 32, &w->gen, 8);
     memcpy(w->rec + 40, &synced, 8);
-    h = XXH3_64bits(w->rec + 8, w->len - 8);
+    h = XXH3_64bits_withSeed(w->rec + 8, w->len - 8, w->seed);
     memcpy(w->rec, &h, 8);
     return write_at(w->fd, w->rec, w->len, w->pos);
 }
@@ -196,13 +264,20 @@ int keel_wal_sync(keel_wal *w)
 
 void keel_wal_restart(keel_wal *w)
 {
-    w->pos = 0;
+    /* What the log held is of older generations now: the start of a log
+     * of the previous format can take a header. If it cannot, the log
+     * goes on unseeded. */
+    if (w->legacy && header_write(w) != 0)
+        w->start = 0;
+    w->pos = w->start;
 }
 
 int keel_wal_clear(keel_wal *w)
 {
+    if (ftruncate(w->fd, 0) < 0)
+        return errno;
     w->pos = 0;
-    return ftruncate(w->fd, 0) < 0 || fsync(w->fd) < 0 ? errno : 0;
+    return header_write(w);
 }
 
 /* Rebuilds a record's groups into b. EILSEQ when they do not parse. */
@@ -357,7 +432,8 @@ static int rec_read(keel_wal *w, uint64_t pos, uint64_t size, uint64_t gen_lo,
     rc = read_at(w->fd, w->rec + h->size, h->len, pos + h->size);
     if (rc != 0)
         return rc == ENODATA ? 0 : -rc;
-    return XXH3_64bits(w->rec + 8, h->size - 8 + h->len) == h->hash;
+    return XXH3_64bits_withSeed(w->rec + 8, h->size - 8 + h->len,
+                                h->size == WAL_HDR ? w->seed : 0) == h->hash;
 }
 
 /* What a look through the file for intact records found. */
@@ -382,7 +458,7 @@ static int scan(keel_wal *w, uint64_t from, uint64_t size, uint64_t gen_lo,
     static const uint8_t m2[4] = {0x32, 0x4c, 0x57, 0x4b};
     static const uint8_t m1[4] = {0x4c, 0x41, 0x57, 0x4b};
     uint8_t *buf = malloc(SCAN_CHUNK);
-    uint64_t base = from;
+    uint64_t base = from, resume = 0;
     int rc = 0;
 
     memset(out, 0, sizeof *out);
@@ -423,6 +499,8 @@ static int scan(keel_wal *w, uint64_t from, uint64_t size, uint64_t gen_lo,
                 memcmp(buf + i + 8, m1, 4) != 0)
                 continue;
             at = base + i;
+            if (at < resume)
+                continue; /* inside a record found */
             /* The generation and lsn straight from the chunk where the
              * header lies whole in it: most hits are stale records. */
             if (i + WAL_HDR <= n && hdr_decode(buf + i, WAL_HDR, &h) &&
@@ -448,12 +526,13 @@ static int scan(keel_wal *w, uint64_t from, uint64_t size, uint64_t gen_lo,
                 out->synced_max = h.synced;
             if (first)
                 goto done;
-            /* On past the record. */
-            next = at + h.size + h.len;
-            break;
+            /* On past the record: bytes inside it are its own. */
+            resume = at + h.size + h.len;
         }
         if (rc != 0)
             break;
+        if (resume > next)
+            next = resume;
         if (next <= base)
             next = base + 1;
         base = next;
@@ -475,6 +554,8 @@ int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off, uint64_t gen,
 
     *last = after;
     memset(end, 0, sizeof *end);
+    if (off == 0)
+        pos = off = w->start;
     w->pos = off;
     if (fstat(w->fd, &st) < 0)
         return errno;
@@ -543,7 +624,8 @@ int keel_wal_newer_gen(keel_wal *w, uint64_t gen, uint64_t *off)
         return -errno;
     if (gen == UINT64_MAX)
         return 0;
-    rc = scan(w, 0, (uint64_t)st.st_size, gen + 1, UINT64_MAX, 0, 1, &f);
+    rc = scan(w, w->start, (uint64_t)st.st_size, gen + 1, UINT64_MAX, 0, 1,
+              &f);
     if (rc < 0)
         return rc;
     if (f.count > 0)
@@ -567,7 +649,7 @@ int keel_wal_mark(keel_wal *w, uint64_t gen)
     memcpy(rec + 24, &zero, 8);
     memcpy(rec + 32, &gen, 8);
     memcpy(rec + 40, &zero, 8);
-    h = XXH3_64bits(rec + 8, WAL_HDR - 8);
+    h = XXH3_64bits_withSeed(rec + 8, WAL_HDR - 8, w->seed);
     memcpy(rec, &h, 8);
     rc = write_at(w->fd, rec, sizeof rec, (uint64_t)st.st_size);
     return rc != 0 ? rc : sync_fd(w->fd);
@@ -656,6 +738,11 @@ int keel_ckpt_open(keel_ckpt *c, const char *dir)
         rc = posix_fallocate(c->fd, 0, (off_t)CKPT_FILE_SIZE);
         if (rc == 0)
             rc = sync_fd(c->fd);
+        /* A disk already full (an older directory, never reserved) is
+         * no reason not to open: the checkpoints then need the room
+         * when they are written, as they did before. */
+        if (rc == ENOSPC || rc == EDQUOT || rc == EFBIG)
+            rc = 0;
     }
     for (int i = 0; i < 2 && rc == 0; i++)
         rc = slot_read(c->fd, i ? CKPT_SLOT_STRIDE : 0, &s[i], &written[i],
@@ -681,15 +768,6 @@ int keel_ckpt_open(keel_ckpt *c, const char *dir)
         c->unusable = 1;
         c->damaged_off = written[0] ? 0 : CKPT_SLOT_STRIDE;
     }
-    return 0;
-}
-
-int keel_ckpt_clear(keel_ckpt *c)
-{
-    if (ftruncate(c->fd, 0) < 0 || fsync(c->fd) < 0)
-        return errno;
-    c->have = 0;
-    c->damaged = c->unusable = 0;
     return 0;
 }
 

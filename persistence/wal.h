@@ -9,21 +9,30 @@
  * here, and starts the log again from its beginning. See store.c,
  * "Durability", for why the checkpointed state stays intact on disk.
  *
- *   keel.wal   records, back to back from offset 0:
+ *   keel.wal   a header of 4 KiB: magic u32 ("KWLH") | version u32 |
+ *              seed u64 | hash u64 (XXH3-64 of the 16 bytes before it) |
+ *              zeros; then records, back to back from offset 4096:
  *              hash u64 | magic u32 | ngroups u32 | lsn u64 | len u64 |
  *              gen u64 | synced u64 |
  *              len bytes of groups, each
  *                cap_len u32 | shard u32 | epoch u64 | ops_len u64 |
  *                cap, zero-padded to 8 | ops_len bytes of ops as a
  *                batch arena holds them (batch_internal.h)
- *              hash is XXH3-64 of everything after it. Sequence numbers
+ *              hash is XXH3-64, seeded with the header's seed, of
+ *              everything after it. The seed is random per log file and
+ *              never leaves the data directory, so a stored value that
+ *              holds bytes shaped like a record (a client can send any)
+ *              is never taken for one when replay looks through the file
+ *              for records past damage. Sequence numbers
  *              (lsn) rise by one from record to record. synced is the
  *              newest record known durable (flushed) when this one was
  *              written: a record vouches for every record up to it, which
  *              is how replay tells damage to acknowledged records from a
  *              tail that was never flushed (keel_wal_replay). Records of
  *              the previous format (magic "KWAL", no synced field) are
- *              still read, vouching for nothing. The records to
+ *              still read (unseeded, from offset 0 of a log without a header),
+ *              vouching for nothing; the first restart of such a log
+ *              writes it a header. The records to
  *              replay are exactly the run that starts at the checkpoint's
  *              wal_off with the checkpoint's lsn + 1 and its wal_gen; a
  *              checkpoint made in normal running starts the log again
@@ -53,6 +62,11 @@
 
 typedef struct keel_wal {
     int fd;
+    uint64_t seed;  /* of the records' hashes */
+    uint64_t start; /* where records begin: after the header */
+    int legacy;     /* a log of the previous format: no header, seed 0 */
+    int bad_header; /* the header is damaged and records may follow it:
+                     * none can be checked */
     uint64_t pos;  /* where the next record goes */
     uint8_t *rec;  /* the record being built */
     size_t len;    /* its bytes so far */
@@ -82,7 +96,9 @@ typedef struct keel_ckpt {
     int unusable;
 } keel_ckpt;
 
-/* Opens (creating) dir/keel.wal. Its generation is set by the caller. */
+/* Opens (creating, with a header and a new seed) dir/keel.wal. Its
+ * generation is set by the caller. A damaged header is not an error here:
+ * bad_header says so. */
 int keel_wal_open(keel_wal *w, const char *dir);
 void keel_wal_close(keel_wal *w);
 
@@ -102,9 +118,10 @@ int keel_wal_rec_cancel(keel_wal *w);
 /* Flushes what was appended. Safe to call from another thread than the
  * appender (it touches only fd). */
 int keel_wal_sync(keel_wal *w);
-/* Starts the log again at offset 0 (after a checkpoint). */
+/* Starts the log again at its beginning (after a checkpoint); a log of
+ * the previous format gets its header here. */
 void keel_wal_restart(keel_wal *w);
-/* Empties the log file, durably. */
+/* Empties the log file, durably, leaving a new header. */
 int keel_wal_clear(keel_wal *w);
 
 /* How a replayed run ended. */
@@ -136,7 +153,8 @@ typedef struct keel_wal_end {
 } keel_wal_end;
 
 /* Calls fn, in order, for each record that follows lsn `after`: the run
- * of records at offset off whose first lsn is after + 1. fn gets the
+ * of records at offset off (0: the log's beginning) whose first lsn is
+ * after + 1. fn gets the
  * record rebuilt as a batch (in scratch) and its offset, and returns 0
  * to go on. pos is left after the last record replayed. *last gets the
  * last lsn replayed (after, when none); *end says how the run ended (it
@@ -165,8 +183,6 @@ int keel_wal_mark(keel_wal *w, uint64_t gen);
  * valid slot. */
 int keel_ckpt_open(keel_ckpt *c, const char *dir);
 void keel_ckpt_close(keel_ckpt *c);
-/* Empties the checkpoint file, durably: there is no checkpoint. */
-int keel_ckpt_clear(keel_ckpt *c);
 /* Forgets both slots (their headers zeroed, flushed), keeping the room
  * reserved: the state in the data file is taken as it is. */
 int keel_ckpt_reset(keel_ckpt *c);

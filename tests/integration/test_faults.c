@@ -910,7 +910,7 @@ END_TEST
 
 /* ---------------------------------------------------- 10 damaged log */
 
-/* The current run of the node's log (records from offset 0 of one
+/* The current run of the node's log (records from the start of one
  * generation with consecutive sequence numbers; wal.h): offsets into
  * offs, how many returned. */
 static int wal_run(const char *wal, long *offs, int max)
@@ -918,7 +918,7 @@ static int wal_run(const char *wal, long *offs, int max)
     FILE *f = fopen(wal, "rb");
     unsigned char h[48];
     unsigned long long gen0 = 0, lsn0 = 0;
-    long at = 0;
+    long at = 4096; /* after the log's header */
     int n = 0;
 
     ck_assert_ptr_nonnull(f);

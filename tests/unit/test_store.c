@@ -1971,7 +1971,7 @@ static void process_crash_case(int durability)
     s = open_store_opts(dir, 64, durability, 0, 0);
     crash_expect(s);
     if (durability == KEEL_DURABILITY_NONE) {
-        ck_assert_int_eq(file_size(dir, "keel.wal"), 0);
+        ck_assert_int_eq(file_size(dir, "keel.wal"), 4096); /* header */
         keel_store_stats_get(s, &st);
         ck_assert_int_ge(file_blocks(dir, "data.mdb"), (off_t)st.map_size);
     }
@@ -2007,8 +2007,23 @@ START_TEST(test_recover_then_durability_none)
     crash_child(dir);
     s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE, 0, 0);
     crash_expect(s);
-    ck_assert_int_eq(file_size(dir, "keel.wal"), 0);
-    ck_assert_int_eq(file_size(dir, "keel.ckpt"), 0);
+    /* The log is its header alone, and no checkpoint slot holds
+     * anything (their room stays reserved). */
+    ck_assert_int_eq(file_size(dir, "keel.wal"), 4096);
+    {
+        char path[512];
+        uint8_t head[2][48], zeros[48] = {0};
+        int fd;
+
+        snprintf(path, sizeof path, "%s/keel.ckpt", dir);
+        fd = open(path, O_RDONLY);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(pread(fd, head[0], 48, 0), 48);
+        ck_assert_int_eq(pread(fd, head[1], 48, 256 << 10), 48);
+        close(fd);
+        ck_assert_mem_eq(head[0], zeros, 48);
+        ck_assert_mem_eq(head[1], zeros, 48);
+    }
     n = mkkey(k, 1, "late", 4, NULL);
     ck_assert_int_eq(commit_put(s, NULL, 1, 3, k, (size_t)n, 1, "x"), 0);
     keel_store_close(s);
@@ -2158,7 +2173,7 @@ START_TEST(test_recover_stale_records_never_return)
     snprintf(path, sizeof path, "%s/keel.wal", dir);
     fd = open(path, O_RDWR);
     ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(pwrite(fd, zeros, sizeof zeros, 0), 32);
+    ck_assert_int_eq(pwrite(fd, zeros, sizeof zeros, 4096), 32);
     close(fd);
     /* Life 2: recovery replays nothing (K absent: correct), then one
      * acknowledged (synced) write new-1, then a crash. */
@@ -2170,7 +2185,7 @@ START_TEST(test_recover_stale_records_never_return)
         o.shard_count = 64;
         ck_assert_int_eq(keel_store_open(&o, &s, err, sizeof err),
                          KEEL_ECORRUPT);
-        ck_assert_ptr_nonnull(strstr(err, "keel.wal is damaged at offset 0"));
+        ck_assert_ptr_nonnull(strstr(err, "keel.wal is damaged at offset 4096"));
         o.recover_to_last_good = 1;
         ck_assert_int_eq(keel_store_open(&o, &s, err, sizeof err), 0);
     }

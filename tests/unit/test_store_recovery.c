@@ -18,6 +18,7 @@
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "persistence/store.h"
 #include "persistence/wal.h"
@@ -25,6 +26,7 @@
 
 #define TYPE "t"
 #define WAL_HDR 48 /* wal.h: a record's header */
+#define WAL_START 4096 /* wal.h: where records begin, after the header */
 #define SLOT1 (256 << 10) /* wal.h: where the second checkpoint slot starts */
 
 /* ------------------------------------------------------------- helpers */
@@ -142,13 +144,13 @@ static int open_file(const char *dir, const char *name)
     return fd;
 }
 
-/* Offsets of the log's records from offset 0, as far as they chain:
+/* Offsets of the log's records from its start, as far as they chain:
  * returns how many (at most max). */
 static int wal_offsets(const char *dir, off_t *offs, int max)
 {
     int fd = open_file(dir, KEEL_WAL_NAME), n = 0;
     uint8_t hdr[WAL_HDR];
-    off_t at = 0;
+    off_t at = WAL_START;
 
     while (n < max && pread(fd, hdr, sizeof hdr, at) == (ssize_t)sizeof hdr &&
            memcmp(hdr + 8, "2LWK", 4) == 0) {
@@ -417,6 +419,124 @@ START_TEST(test_newest_checkpoint_lost)
 }
 END_TEST
 
+/* A client may store any bytes, including ones shaped like a log record
+ * of a far newer generation, or like later records of the current run
+ * vouching for everything: records are hashed with the log's own secret
+ * seed, so these are never taken for records, and the store opens after
+ * a clean close and after a crash whose last record is torn. */
+static size_t forged_record(uint8_t *p, uint64_t lsn, uint64_t gen)
+{
+    uint32_t magic = 0x4b574c32u, ngroups = 0;
+    uint64_t zero = 0, h;
+
+    memcpy(p + 8, &magic, 4);
+    memcpy(p + 12, &ngroups, 4);
+    memcpy(p + 16, &lsn, 8);
+    memcpy(p + 24, &zero, 8);
+    memcpy(p + 32, &gen, 8);
+    memcpy(p + 40, &lsn, 8); /* synced: vouches for everything */
+    h = XXH3_64bits(p + 8, WAL_HDR - 8);
+    memcpy(p, &h, 8);
+    return WAL_HDR;
+}
+
+static int put_bytes(keel_store *s, const char *id, const void *v, size_t n)
+{
+    uint8_t k[KEEL_KEY_MAX];
+    keel_batch *b = keel_batch_create();
+    int kn = key_of(k, id), rc, st = 0;
+
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 1, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)kn, 1, v, n), 0);
+    rc = keel_store_commit(s, b);
+    if (rc == 0)
+        keel_batch_group(b, 0, &st);
+    keel_batch_destroy(b);
+    return rc != 0 ? rc : st;
+}
+
+START_TEST(test_forged_records_in_values)
+{
+    char *dir = tu_tmpdir("recov");
+    uint8_t v[9 * WAL_HDR];
+    off_t offs[64];
+    keel_store *s;
+    size_t n = 0;
+    int fd;
+
+    /* Generation 2^62 (evidence of a newer checkpoint), and lsn 1000 of
+     * every generation up to 8, vouching for all before it. */
+    n += forged_record(v + n, 0, 1ull << 62);
+    for (uint64_t g = 1; g <= 8; g++)
+        n += forged_record(v + n, 1000, g);
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(put_bytes(s, "forged", v, n), 0);
+    keel_store_close(s);
+    s = open_ok(dir, 0);
+    keel_store_close(s);
+
+    /* The forged bytes inside the torn last record of a crashed run. */
+    {
+        pid_t pid = fork();
+        int status;
+
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            s = open_ok(dir, 0);
+            for (int i = 1; i <= 5; i++)
+                if (put_count(s, "c", i) != 0)
+                    _exit(10);
+            if (put_bytes(s, "forged", v, n) != 0)
+                _exit(11);
+            _exit(0);
+        }
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                      "child");
+    }
+    ck_assert_int_eq(wal_offsets(dir, offs, 64), 6);
+    fd = open_file(dir, KEEL_WAL_NAME);
+    ck_assert_int_eq(ftruncate(fd, offs[5] + WAL_HDR + 20), 0);
+    ck_assert_int_eq(ftruncate(fd, offs[5] + 4096), 0);
+    close(fd);
+    flip(dir, KEEL_WAL_NAME, offs[5] + 2); /* the torn record's hash */
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(count_of(s, "c"), 5);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* The first checkpoint of a new directory cut short (the only slot ever
+ * written is not valid) with nothing logged after it: nothing was lost,
+ * and the store opens. */
+START_TEST(test_first_checkpoint_torn)
+{
+    char *dir = tu_tmpdir("recov");
+    keel_store *s;
+    pid_t pid = fork();
+    int status;
+
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        s = open_ok(dir, 0);
+        _exit(0); /* dies after its first checkpoint, nothing written */
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    flip(dir, KEEL_CKPT_NAME, newest_slot(dir) + 200);
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(put_count(s, "c", 1), 0);
+    keel_store_close(s);
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(count_of(s, "c"), 1);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* The older slot damaged: the newest is in force, nothing to say. */
 START_TEST(test_older_checkpoint_damaged)
 {
@@ -451,7 +571,7 @@ START_TEST(test_wal_mark)
     ck_assert_int_eq(keel_wal_newer_gen(&w, 0, &off), 0);
     ck_assert_int_eq(keel_wal_mark(&w, 7), 0);
     ck_assert_int_eq(keel_wal_newer_gen(&w, 6, &off), 1);
-    ck_assert_uint_eq(off, 0);
+    ck_assert_uint_eq(off, WAL_START);
     ck_assert_int_eq(keel_wal_newer_gen(&w, 7, &off), 0);
     ck_assert_int_eq(keel_wal_replay(&w, 0, 0, 7, scratch, NULL, NULL, &last,
                                      &end),
@@ -600,6 +720,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_both_checkpoints_damaged);
     tcase_add_test(tc, test_older_checkpoint_damaged);
     tcase_add_test(tc, test_newest_checkpoint_lost);
+    tcase_add_test(tc, test_forged_records_in_values);
+    tcase_add_test(tc, test_first_checkpoint_torn);
     tcase_add_test(tc, test_wal_mark);
     tcase_add_test(tc, test_fresh_dir_disk_full);
     tcase_add_test(tc, test_fresh_dir_disk_full_none);
