@@ -177,13 +177,30 @@ typedef struct keel_node_options {
     /* Cluster mode: how long a stopping node hands units off before it
      * leaves anyway, the rest unavailable until it returns; 0: 30000. */
     uint32_t leave_timeout_ms;
+    /* Wire connections open at once; a connection over the cap is
+     * answered ERROR KEEL_EOVERLOAD (request id 0) and closed. 0: 16384. */
+    uint32_t max_connections;
+    /* Seconds after which a wire connection with nothing in flight and
+     * no frame in either direction is closed; 0: never. 300 after
+     * keel_node_options_init. */
+    uint32_t conn_idle_timeout_s;
+    /* Bytes the unfinished unit streams (XFER) of one connection may hold
+     * in memory together; 0: 1 GiB. */
+    uint64_t max_unit_stream;
+    /* HTTP face: seconds a connection has to send a request's headers,
+     * counted from its opening or the end of its previous request, however
+     * slowly they trickle in; 0: 10. */
+    uint32_t http_header_timeout_s;
+    /* HTTP face: connections open at once from one client address;
+     * 0: 1024. */
+    uint32_t http_max_per_ip;
     /* Nonzero: when the data directory's log or checkpoint is damaged in
      * a way recovery cannot get past without losing acknowledged writes,
      * open at the last good state and log what was dropped, instead of
      * refusing to start (KEEL_ECORRUPT). docs/operations.md, "Damaged
      * storage". */
     int recover_to_last_good;
-    void *reserved[6];
+    void *reserved[3];
 } keel_node_options;
 
 /* Fills *opts with defaults (all fields zero except the documented ones). */

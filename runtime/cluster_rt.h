@@ -66,5 +66,8 @@ uint64_t keel__cluster_write_epoch(keel_node *n, const char *cap,
  * reply) was taken and will be released later, or a KEEL_E* code. */
 int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
                              keel_req *req);
+/* The connection closed: the unit streams it had not finished are
+ * dropped (their senders start them over). */
+void keel__cluster_conn_closed(keel_node *n, const keel_conn *c);
 
 #endif

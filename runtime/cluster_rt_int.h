@@ -121,9 +121,11 @@ typedef struct rt_rcvd {
     uint64_t epoch;
 } rt_rcvd;
 
-/* An incoming unit stream being collected. */
+/* An incoming unit stream being collected, from one connection: freed
+ * when that connection closes (keel__cluster_conn_closed). */
 typedef struct rt_xin {
     struct rt_xin *next;
+    const keel_conn *conn;
     char cap[256];
     uint32_t shard;
     uint64_t epoch;

@@ -18,13 +18,24 @@
  * after). `done` (release/acquire) publishes the outcome.
  *
  * Suspending comes before posting: if the job ran first, it could resume
- * a connection that is not suspended yet. */
+ * a connection that is not suspended yet.
+ *
+ * Slow clients. MHD's connection timeout counts from the last byte, so a
+ * client that trickles its headers a byte at a time would hold its
+ * connection for ever, and enough of them lock the face out. Each
+ * connection therefore gets a header deadline (--http-header-timeout,
+ * counted from its opening or the end of its previous request), which
+ * the watchdog thread enforces by shutting down the socket of a
+ * connection that missed it; MHD then sees the end of the stream and
+ * closes the connection. And one client address may hold at most
+ * --http-max-per-ip connections. */
 #include "runtime/http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -53,6 +64,15 @@
 #define HTTP_LOG_PER_S 10       /* MHD messages logged per second, at most:
                                  * most are about clients' mistakes */
 
+/* A connection's header deadline, from MHD's connect notice to its close
+ * notice (which comes before MHD closes the socket, so fd is this
+ * connection's while the entry is listed). Under keel_http.mu. */
+struct hconn {
+    struct hconn *prev, *next;
+    int fd;
+    double deadline; /* CLOCK_MONOTONIC seconds; 0: a request is in */
+};
+
 struct keel_http {
     keel_node *n;
     char *addr;   /* as configured; owned */
@@ -68,7 +88,39 @@ struct keel_http {
     atomic_ullong answered; /* responses queued */
     atomic_llong log_second; /* rate limit of MHD's messages */
     atomic_int log_count;
+    /* Header deadlines: the connections, and the watchdog thread. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct hconn *hconns;
+    int watch_stop;
+    int watching; /* the thread runs */
+    pthread_t watchdog;
 };
+
+static double mono_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The connection's header deadline starts (a request's headers are
+ * awaited) or is lifted (they are in). MHD thread. */
+static void hconn_deadline(keel_http *h, struct MHD_Connection *conn,
+                           int start)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct hconn *hc = ci != NULL ? ci->socket_context : NULL;
+
+    if (hc == NULL)
+        return;
+    pthread_mutex_lock(&h->mu);
+    hc->deadline =
+        start ? mono_s() + (double)h->n->opts.http_header_timeout_s : 0;
+    pthread_mutex_unlock(&h->mu);
+}
 
 enum route {
     R_NONE = 0, /* unknown path */
@@ -1110,6 +1162,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
     (void)version;
     if (r == NULL) {
         /* Headers are in. */
+        hconn_deadline(h, conn, 0);
         r = calloc(1, sizeof *r);
         if (r == NULL)
             return MHD_NO;
@@ -1153,8 +1206,9 @@ static void completed_cb(void *cls, struct MHD_Connection *conn,
     keel_http *h = cls;
     struct http_req *r = *con_cls;
 
-    (void)conn;
     (void)toe;
+    /* The next request on the connection has its own deadline. */
+    hconn_deadline(h, conn, 1);
     if (r == NULL)
         return;
     *con_cls = NULL;
@@ -1163,6 +1217,87 @@ static void completed_cb(void *cls, struct MHD_Connection *conn,
     free(r->out);
     free(r);
     atomic_fetch_sub(&h->active, 1);
+}
+
+/* Lists a new connection with its header deadline, unlists a closed one.
+ * MHD thread. */
+static void notify_conn_cb(void *cls, struct MHD_Connection *conn,
+                           void **socket_context,
+                           enum MHD_ConnectionNotificationCode code)
+{
+    keel_http *h = cls;
+    struct hconn *hc;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (ci == NULL || (hc = calloc(1, sizeof *hc)) == NULL)
+            return; /* no deadline: MHD's idle timeout still applies */
+        hc->fd = ci->connect_fd;
+        pthread_mutex_lock(&h->mu);
+        hc->deadline = mono_s() + (double)h->n->opts.http_header_timeout_s;
+        hc->next = h->hconns;
+        if (h->hconns != NULL)
+            h->hconns->prev = hc;
+        h->hconns = hc;
+        pthread_mutex_unlock(&h->mu);
+        *socket_context = hc;
+        return;
+    }
+    hc = *socket_context;
+    if (hc == NULL)
+        return;
+    *socket_context = NULL;
+    pthread_mutex_lock(&h->mu);
+    if (hc->prev != NULL)
+        hc->prev->next = hc->next;
+    else
+        h->hconns = hc->next;
+    if (hc->next != NULL)
+        hc->next->prev = hc->prev;
+    pthread_mutex_unlock(&h->mu);
+    free(hc);
+}
+
+/* Four times a second: the connections past their header deadline are
+ * shut down (not closed: the descriptor stays MHD's until its close
+ * notice). */
+static void *watchdog_main(void *arg)
+{
+    keel_http *h = arg;
+    unsigned long shut = 0;
+
+    pthread_mutex_lock(&h->mu);
+    while (!h->watch_stop) {
+        struct timespec ts;
+        double t = mono_s();
+        struct hconn *hc;
+
+        for (hc = h->hconns; hc != NULL; hc = hc->next) {
+            if (hc->deadline != 0 && t >= hc->deadline) {
+                shutdown(hc->fd, SHUT_RDWR);
+                hc->deadline = 0;
+                shut++;
+            }
+        }
+        if (shut > 0) {
+            /* Counted, not logged one by one: the clients at fault may be
+             * many. */
+            keel_info("http: closed %lu connections that did not send "
+                      "their headers in time",
+                      shut);
+            shut = 0;
+        }
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
 }
 
 /* Leaves the path as sent: ids are decoded per segment by route(), so
@@ -1275,6 +1410,8 @@ int keel__http_create(keel_node *n, const char *addr, char *errbuf,
     atomic_init(&h->answered, 0);
     atomic_init(&h->log_second, 0);
     atomic_init(&h->log_count, 0);
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
     h->addr = strdup(addr);
     if (h->addr == NULL) {
         free(h);
@@ -1316,7 +1453,9 @@ int keel__http_start(keel_node *n)
         flags, 0, NULL, NULL, access_cb, h, MHD_OPTION_EXTERNAL_LOGGER,
         mhd_log, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)h->fd,
         MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_TIMEOUT,
-        HTTP_CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
+        HTTP_CONN_TIMEOUT_S, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)h->n->opts.http_max_per_ip, MHD_OPTION_NOTIFY_CONNECTION,
+        notify_conn_cb, h, MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
         MHD_OPTION_UNESCAPE_CALLBACK, raw_unescape, NULL, MHD_OPTION_END);
     if (h->d == NULL) {
         keel_error("http: cannot start the HTTP server on %s", h->addr);
@@ -1325,8 +1464,15 @@ int keel__http_start(keel_node *n)
         h->fd = -1;
         return KEEL_ENOMEM;
     }
-    keel_info("http: serving on %s (port %d, at most %u connections)",
-              h->addr, h->port, limit);
+    h->watch_stop = 0;
+    if (pthread_create(&h->watchdog, NULL, watchdog_main, h) == 0)
+        h->watching = 1;
+    else
+        keel_warn("http: no header deadlines (cannot start a thread)");
+    keel_info("http: serving on %s (port %d, at most %u connections, %u "
+              "per client address, headers within %u s)",
+              h->addr, h->port, limit, (unsigned)h->n->opts.http_max_per_ip,
+              (unsigned)h->n->opts.http_header_timeout_s);
     return 0;
 }
 
@@ -1363,6 +1509,14 @@ void keel__http_stop(keel_node *n)
                   atomic_load(&h->active));
     MHD_stop_daemon(h->d); /* joins the thread, frees every request */
     h->d = NULL;
+    if (h->watching) {
+        pthread_mutex_lock(&h->mu);
+        h->watch_stop = 1;
+        pthread_cond_signal(&h->cv);
+        pthread_mutex_unlock(&h->mu);
+        pthread_join(h->watchdog, NULL);
+        h->watching = 0;
+    }
     /* After a quiesce the socket is ours to close; without one MHD closed
      * it. */
     if (lfd != MHD_INVALID_SOCKET)
@@ -1383,6 +1537,8 @@ void keel__http_destroy(keel_node *n)
     if (n->opts.http_listen == h->addr)
         n->opts.http_listen = NULL;
     free(h->addr);
+    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->mu);
     free(h);
     n->http = NULL;
 }

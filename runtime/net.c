@@ -13,7 +13,17 @@
  * runs: those would read as "the request may have run". At the end
  * (keel__net_close_all) every connection that owes nothing gets a last
  * ERROR ESTOPPING quoting request id 0: whatever the client sent that was
- * not answered before it did not run. */
+ * not answered before it did not run.
+ *
+ * Hostile clients. What one connection can make the node hold is bounded:
+ * a frame by --max-frame (XFER frames, which may carry a value of up to
+ * KEEL_MAX_VALUE_LEN, only on connections that said they come from a
+ * node), the replies it does not read by WBUF_PAUSE, the requests it has
+ * in flight by PENDING_PAUSE, its unfinished unit streams by
+ * --max-unit-stream (unit_stream.c, freed when it closes). The number of
+ * connections is bounded by --max-connections, and by the descriptor
+ * limit, which the listener survives (accept_some); a connection that
+ * sends and owes nothing for --conn-idle-timeout is closed. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -53,6 +63,12 @@ struct keel_conn {
     int in_flush;
     int buried;
     int paused;
+    /* The connection said it comes from another node of the cluster
+     * (INFO "peer"): it may set a call's hop count and send XFER frames
+     * larger than --max-frame. Nothing proves it yet. */
+    int peer;
+    /* ev_now of the last whole frame read or answer queued: idle since. */
+    ev_tstamp active_at;
     /* Monotonic time at which the socket was last seen empty: every byte
      * read since arrived after it, even if the process was paused (and
      * its loop did not run) in between. undrained: the last round of
@@ -209,6 +225,7 @@ static void send_frame(keel_conn *c, uint8_t kind, uint64_t id,
     if (len)
         memcpy(c->wbuf + c->wlen + KEEL_FRAME_HEADER, body, len);
     c->wlen += KEEL_FRAME_HEADER + len;
+    c->active_at = ev_now(c->n->loop);
     mark_flush(c);
 }
 
@@ -365,6 +382,15 @@ static void handle_call(keel_conn *c, const keel_frame *f)
     uint64_t deadline = 0;
     int rc;
 
+    if ((f->flags & KEEL_FLAG_HOPS) != 0 && !c->peer) {
+        /* Only a node forwards: a client's hop count would hold its call
+         * as if it had bounced between nodes already. */
+        STAT_ADD(n, frames_bad, 1);
+        send_error(c, f->request_id, KEEL_EPROTO,
+                   "hop count set by a client: flags bits 0-3 are for "
+                   "nodes forwarding a call");
+        return;
+    }
     rc = keel_call_deadline_split(f, &budget, &body, &blen);
     if (rc != 0) {
         send_error(c, f->request_id, rc, "malformed call body");
@@ -436,6 +462,7 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
     keel_node *n = c->n;
 
     STAT_ADD(n, frames_in, 1);
+    c->active_at = ev_now(n->loop);
     switch (f->kind) {
     case KEEL_FRAME_CALL:
     case KEEL_FRAME_CAST:
@@ -458,8 +485,16 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
     case KEEL_FRAME_INFO: {
         char *text = NULL, err[160];
         size_t len = 0;
-        int rc = keel__info(n, f->body, f->body_len, &text, &len, err,
-                            sizeof err);
+        int rc;
+        if (f->body_len >= 4 && memcmp(f->body, "peer", 4) == 0 &&
+            (f->body_len == 4 || f->body[4] == '\0')) {
+            /* A node's connection to this one says so (peer.c). */
+            c->peer = 1;
+            send_frame(c, KEEL_FRAME_REPLY, f->request_id, "peer", 4);
+            return 0;
+        }
+        rc = keel__info(n, f->body, f->body_len, &text, &len, err,
+                        sizeof err);
         if (rc != 0)
             send_error(c, f->request_id, rc, err);
         else
@@ -478,8 +513,9 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
         req->origin = REQ_NET;
         req->u.net.conn = c;
         req->u.net.request_id = f->request_id;
-        rc = n->cluster != NULL ? keel__cluster_xfer_frame(n, f, req)
-                                : KEEL_EPROTO;
+        rc = n->cluster != NULL && c->peer
+                 ? keel__cluster_xfer_frame(n, f, req)
+                 : KEEL_EPROTO;
         if (rc == 0) {
             c->pending++;
             return 0;
@@ -491,8 +527,11 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
         }
         STAT_ADD(n, frames_bad, 1);
         send_error(c, f->request_id, rc,
-                   n->cluster != NULL ? "unit stream refused"
-                                      : "not in cluster mode");
+                   n->cluster == NULL ? "not in cluster mode"
+                   : !c->peer         ? "XFER is sent only between nodes"
+                   : rc == KEEL_ETOOBIG
+                       ? "unit stream over --max-unit-stream"
+                       : "unit stream refused");
         return rc == KEEL_EPROTO ? -1 : 0;
     }
     default:
@@ -512,17 +551,22 @@ static void pause_reading(keel_conn *c)
     }
 }
 
-/* The largest frame accepted at p (avail bytes of it known): max_frame,
- * except for XFER frames between nodes, which carry whole records and may
- * need room for the largest value whatever --max-frame says, and calls
- * that carry a budget. */
+/* The largest frame accepted at p (avail bytes of it known) on c:
+ * max_frame, except for XFER frames from another node of the cluster,
+ * which carry whole records and may need room for the largest value
+ * whatever --max-frame says, and calls that carry a budget. A standalone
+ * node, or a connection that did not say it comes from a node, gets no
+ * such room: there it would only let a client make the node buffer 64 MiB
+ * for a frame it refuses anyway. */
 #define XFER_MAX_FRAME ((size_t)KEEL_MAX_VALUE_LEN + (64u << 10))
 
-static size_t frame_limit(const keel_node *n, const uint8_t *p, size_t avail)
+static size_t frame_limit(const keel_conn *c, const uint8_t *p, size_t avail)
 {
+    const keel_node *n = c->n;
     size_t m = n->opts.max_frame;
 
-    if (avail >= 5 && p[4] == KEEL_FRAME_XFER && m < XFER_MAX_FRAME)
+    if (avail >= 5 && p[4] == KEEL_FRAME_XFER && m < XFER_MAX_FRAME &&
+        n->cluster != NULL && c->peer)
         return XFER_MAX_FRAME;
     /* A call's budget, added by the node that forwards it, must not make
      * a call that fitted the limit too large for the next node. */
@@ -540,7 +584,7 @@ static void process_input(keel_conn *c)
     while (!c->dead && !c->closing && off < c->rlen) {
         keel_frame f;
         long r = keel_frame_parse(c->rbuf + off, c->rlen - off,
-                                  frame_limit(n, c->rbuf + off, c->rlen - off),
+                                  frame_limit(c, c->rbuf + off, c->rlen - off),
                                   &f);
         if (r == 0)
             break;
@@ -588,7 +632,7 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (c->rcap - c->rlen < READ_CHUNK / 4) {
             /* Room for the largest frame plus one read. */
             size_t cap = c->rcap ? c->rcap * 2 : READ_CHUNK;
-            size_t limit = frame_limit(c->n, c->rbuf, c->rlen) + READ_CHUNK;
+            size_t limit = frame_limit(c, c->rbuf, c->rlen) + READ_CHUNK;
             uint8_t *p;
             if (cap > limit && c->rcap >= limit)
                 cap = c->rcap;
@@ -629,7 +673,20 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         if (r == 0) {
             /* The client finished sending; it may still read the replies
-             * to what it sent (a half-close). */
+             * to what it sent (a half-close). A frame it began and did not
+             * finish is malformed: say so, quoting its request id if it
+             * arrived. */
+            if (c->rlen > 0) {
+                uint64_t id = 0;
+                size_t i;
+                if (c->rlen >= KEEL_FRAME_HEADER)
+                    for (i = 8; i < 16; i++)
+                        id = (id << 8) | c->rbuf[i];
+                STAT_ADD(c->n, frames_bad, 1);
+                send_error(c, id, KEEL_EMALFORMED,
+                           "truncated frame: the stream ended inside it");
+                c->rlen = 0;
+            }
             c->closing = 1;
             pause_reading(c);
             mark_flush(c);
@@ -681,12 +738,101 @@ static void conn_close(keel_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     STAT_SUB(n, connections, 1);
+    n->nconns--;
+    if (n->cluster != NULL)
+        keel__cluster_conn_closed(n, c); /* its unfinished unit streams */
     if (c->pending == 0)
         bury(c);
 }
 
+/* A connection the node will not serve gets one ERROR quoting request id
+ * 0 (nothing it sends runs) and is closed. Written straight to the fresh
+ * socket, whose buffer is empty: a write that does not fit is dropped. */
+static void refuse(int fd, int code, const char *msg)
+{
+    uint8_t frame[KEEL_FRAME_HEADER + 2 + 128];
+    size_t ml = strlen(msg), bl;
+
+    if (ml > 128)
+        ml = 128;
+    bl = keel_error_body_encode(frame + KEEL_FRAME_HEADER, code, msg, ml);
+    keel_frame_header(frame, KEEL_FRAME_ERROR, 0, bl);
+    (void)!send(fd, frame, KEEL_FRAME_HEADER + bl, MSG_DONTWAIT | MSG_NOSIGNAL);
+    close(fd);
+}
+
+/* Refusals come in floods (a client that reconnects at once, a node out
+ * of descriptors): one line a second at most, with how many were not
+ * logged. */
+static void accept_log(keel_node *n, const char *what, int err)
+{
+    ev_tstamp t = ev_now(n->loop);
+
+    if (n->accept_log_at != 0 && t - n->accept_log_at < 1.0) {
+        n->accept_log_quiet++;
+        return;
+    }
+    if (n->accept_log_quiet > 0)
+        keel_warn("accept: %s%s%s (and %llu more refusals since the last "
+                  "such line)",
+                  what, err ? ": " : "", err ? strerror(err) : "",
+                  (unsigned long long)n->accept_log_quiet);
+    else
+        keel_warn("accept: %s%s%s", what, err ? ": " : "",
+                  err ? strerror(err) : "");
+    n->accept_log_at = t;
+    n->accept_log_quiet = 0;
+}
+
+/* The listener rests this long when accept fails and the descriptor
+ * reserve cannot help: it is level-triggered, and would otherwise call
+ * back at once, forever, starving every connection of the loop. */
+#define ACCEPT_REST_S 0.1
+
+static void accept_rest(keel_node *n)
+{
+    if (ev_is_active(&n->accept_rest))
+        return;
+    ev_io_stop(n->loop, &n->listen_watcher);
+    ev_timer_set(&n->accept_rest, ACCEPT_REST_S, 0.);
+    ev_timer_start(n->loop, &n->accept_rest);
+}
+
+static void accept_rest_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    keel_node *n = w->data;
+
+    (void)loop;
+    (void)revents;
+    if (n->reserve_fd < 0)
+        n->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (n->listen_fd >= 0)
+        ev_io_start(n->loop, &n->listen_watcher);
+}
+
+/* Out of descriptors (EMFILE, ENFILE): the connection waiting on the
+ * listener is taken with the descriptor kept in reserve, told EOVERLOAD
+ * and closed, so that the listener does not stay readable. Returns 1 when
+ * one was refused so, 0 when the listener must rest. */
+static int accept_overflow(keel_node *n, int err)
+{
+    int fd;
+
+    accept_log(n, "out of file descriptors, refusing connections", err);
+    if (n->reserve_fd < 0)
+        return 0;
+    close(n->reserve_fd);
+    fd = accept4(n->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0)
+        refuse(fd, KEEL_EOVERLOAD,
+               "node out of file descriptors: connection refused");
+    /* Another thread may take the descriptor first: then rest. */
+    n->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return fd >= 0 && n->reserve_fd >= 0;
+}
+
 /* Accepts up to max connections waiting on the listener; with watch,
- * starts reading them. Returns how many it took. */
+ * starts reading them. Returns how many it took (refused ones count). */
 static int accept_some(keel_node *n, int max, int watch)
 {
     int i, got = 0;
@@ -698,11 +844,28 @@ static int accept_some(keel_node *n, int max, int watch)
         keel_conn *c;
 
         if (fd < 0) {
-            if (errno == EINTR)
+            int e = errno;
+            if (e == EINTR || e == ECONNABORTED)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                keel_warn("accept: %s", strerror(errno));
+            if (e == EAGAIN || e == EWOULDBLOCK)
+                break;
+            if ((e == EMFILE || e == ENFILE) && accept_overflow(n, e)) {
+                got++;
+                continue;
+            }
+            if (e != EMFILE && e != ENFILE)
+                accept_log(n, "failed", e);
+            if (watch)
+                accept_rest(n);
             break;
+        }
+        got++;
+        if (n->nconns >= n->opts.max_connections) {
+            accept_log(n, "connection limit (--max-connections) reached, "
+                          "refusing connections", 0);
+            refuse(fd, KEEL_EOVERLOAD,
+                   "node at its connection limit: connection refused");
+            continue;
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         c = calloc(1, sizeof *c);
@@ -713,6 +876,7 @@ static int accept_some(keel_node *n, int max, int watch)
         c->n = n;
         c->fd = fd;
         c->quiet_ns = keel__now_ns();
+        c->active_at = ev_now(n->loop);
         ev_io_init(&c->rio, rio_cb, fd, EV_READ);
         ev_io_init(&c->wio, wio_cb, fd, EV_WRITE);
         c->rio.data = c;
@@ -721,10 +885,10 @@ static int accept_some(keel_node *n, int max, int watch)
         if (n->conns)
             n->conns->prev = c;
         n->conns = c;
+        n->nconns++;
         STAT_ADD(n, connections, 1);
         if (watch)
             ev_io_start(n->loop, &c->rio);
-        got++;
     }
     return got;
 }
@@ -736,13 +900,48 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     accept_some(w->data, 64, 1);
 }
 
+/* Every second: connections that have had nothing in flight, nothing to
+ * write and no whole frame in either direction for --conn-idle-timeout
+ * get a last ERROR ETIMEDOUT quoting request id 0 and are closed. A
+ * client trickling a frame that never completes is idle too. Connections
+ * from other nodes are left alone: a quiet peer is not a stale one. */
+static void idle_conns_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    keel_node *n = w->data;
+    ev_tstamp t = ev_now(loop), limit = n->opts.conn_idle_timeout_s;
+    keel_conn *c, *next;
+
+    (void)revents;
+    for (c = n->conns; c != NULL; c = next) {
+        next = c->next;
+        if (c->dead || c->closing || c->peer || c->pending > 0 ||
+            c->woff < c->wlen || t - c->active_at < limit)
+            continue;
+        send_error(c, 0, KEEL_ETIMEDOUT,
+                   "idle connection closed; nothing sent after its last "
+                   "answer ran");
+        c->closing = 1;
+        c->rlen = 0;
+        pause_reading(c);
+    }
+}
+
 void keel__net_start(keel_node *n)
 {
     if (n->listen_fd < 0)
         return;
     ev_io_init(&n->listen_watcher, accept_cb, n->listen_fd, EV_READ);
     n->listen_watcher.data = n;
+    ev_init(&n->accept_rest, accept_rest_cb);
+    n->accept_rest.data = n;
+    if (n->reserve_fd < 0)
+        n->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     ev_io_start(n->loop, &n->listen_watcher);
+    if (n->opts.conn_idle_timeout_s > 0) {
+        ev_timer_init(&n->idle_conns, idle_conns_cb, 1., 1.);
+        n->idle_conns.data = n;
+        ev_timer_start(n->loop, &n->idle_conns);
+    }
 }
 
 void keel__net_stop_accepting(keel_node *n)
@@ -750,8 +949,13 @@ void keel__net_stop_accepting(keel_node *n)
     if (n->listen_fd < 0)
         return;
     ev_io_stop(n->loop, &n->listen_watcher);
+    ev_timer_stop(n->loop, &n->accept_rest);
     close(n->listen_fd);
     n->listen_fd = -1;
+    if (n->reserve_fd >= 0) {
+        close(n->reserve_fd);
+        n->reserve_fd = -1;
+    }
 }
 
 /* Writes out what is buffered for every connection, waiting for slow
@@ -864,6 +1068,7 @@ void keel__net_close_all(keel_node *n)
         "answer did not run";
     keel_conn *c;
 
+    ev_timer_stop(n->loop, &n->idle_conns);
     /* Connections the kernel completed but nobody accepted would be reset
      * with the listener: take them, to say goodbye to them too. */
     if (n->listen_fd >= 0) {

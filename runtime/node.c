@@ -107,6 +107,7 @@ void keel_node_options_init(keel_node_options *opts)
     opts->durability = KEEL_DURABILITY_FSYNC;
     opts->max_frame = KEEL_DEFAULT_MAX_FRAME;
     opts->log_level = KEEL_LOG_INFO;
+    opts->conn_idle_timeout_s = 300;
 }
 
 /* ----------------------------------------------------------- requests */
@@ -2194,6 +2195,14 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
                  KEEL_FRAME_MIN_MAX);
         return KEEL_EINVAL;
     }
+    if (opts.max_connections == 0)
+        opts.max_connections = 16384;
+    if (opts.max_unit_stream == 0)
+        opts.max_unit_stream = 1ull << 30;
+    if (opts.http_header_timeout_s == 0)
+        opts.http_header_timeout_s = 10;
+    if (opts.http_max_per_ip == 0)
+        opts.http_max_per_ip = 1024;
     if (opts.durability != KEEL_DURABILITY_FSYNC &&
         opts.durability != KEEL_DURABILITY_NONE) {
         snprintf(errbuf, errlen, "unknown durability mode %d",
@@ -2206,6 +2215,7 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
     if (n == NULL)
         return KEEL_ENOMEM;
     n->listen_fd = -1;
+    n->reserve_fd = -1;
     n->actlog_fd = -1;
     n->inline_commits = 1;
     n->opts = opts;

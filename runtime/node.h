@@ -243,6 +243,14 @@ struct keel_node {
     uint64_t net_prep_ns, net_floor_ns;
     int port;
     ev_io listen_watcher;
+    /* The listener rests while the node is out of descriptors (net.c,
+     * accept_some); a descriptor kept open to be given up there. */
+    ev_timer accept_rest;
+    int reserve_fd;
+    ev_tstamp accept_log_at;  /* refusals are logged once a second... */
+    uint64_t accept_log_quiet; /* ...counting the ones not logged */
+    ev_timer idle_conns;      /* closes idle connections */
+    uint32_t nconns;          /* open wire connections */
     keel_conn *conns;      /* all open connections */
     keel_conn *flush_head; /* connections with bytes to write */
     keel_conn *graveyard;  /* closed connections waiting to be freed */

@@ -477,12 +477,53 @@ void rt_receipts_free(keel_cluster_rt *rt)
 
 /* ---------------------------------------------------- a unit coming in */
 
+static void xin_drop(rt_xin *x)
+{
+    free(x->recs);
+    free(x);
+}
+
+/* Bytes the connection's unfinished streams other than `but` hold. */
+static size_t conn_buffered(const keel_cluster_rt *rt, const keel_conn *c,
+                            const rt_xin *but)
+{
+    const rt_xin *x;
+    size_t sum = 0;
+
+    for (x = rt->xins; x != NULL; x = x->next)
+        if (x->conn == c && x != but)
+            sum += x->len;
+    return sum;
+}
+
+void keel__cluster_conn_closed(keel_node *n, const keel_conn *c)
+{
+    keel_cluster_rt *rt = n->cluster;
+    rt_xin **pp, *x;
+
+    if (rt == NULL)
+        return;
+    for (pp = &rt->xins; (x = *pp) != NULL;) {
+        if (x->conn == c) {
+            *pp = x->next;
+            keel_info("unit (%s, %u): stream dropped unfinished with its "
+                      "connection (%zu bytes received)",
+                      x->cap, x->shard, x->len);
+            xin_drop(x);
+        } else {
+            pp = &x->next;
+        }
+    }
+}
+
 int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
                              keel_req *req)
 {
     keel_cluster_rt *rt = n->cluster;
+    const keel_conn *conn = req->u.net.conn;
     const uint8_t *p = f->body;
     size_t len = f->body_len, clen, off;
+    size_t max = (size_t)n->opts.max_unit_stream;
     char cap[256];
     uint32_t shard, seq;
     uint64_t epoch;
@@ -521,8 +562,10 @@ int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
         x->next_seq = 0;
         x->epoch = epoch;
         x->refused = 0;
+        x->conn = conn; /* a stream started over may change connection */
     }
-    if (x == NULL || seq != x->next_seq || epoch != x->epoch)
+    if (x == NULL || x->conn != conn || seq != x->next_seq ||
+        epoch != x->epoch)
         return KEEL_EPROTO;
     if (!x->refused && (seq == 0 || last)) {
         /* Stored only if the applied map moves the unit here at that
@@ -545,8 +588,7 @@ int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
         x->next_seq++;
         if (last) {
             *pp = x->next;
-            free(x->recs);
-            free(x);
+            xin_drop(x);
         }
         return rc;
     }
@@ -562,11 +604,31 @@ int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
                 return KEEL_EMALFORMED;
         }
     }
+    if (conn_buffered(rt, conn, x) + x->len + (len - off) > max) {
+        /* Held in memory until the last frame: one connection's streams
+         * may not hold more than --max-unit-stream. The rest of this one
+         * is refused too, and what it sent is let go now. */
+        keel_warn("unit (%s, %u): stream over %zu bytes (--max-unit-stream) "
+                  "refused",
+                  cap, shard, max);
+        x->refused = KEEL_ETOOBIG;
+        free(x->recs);
+        x->recs = NULL;
+        x->len = x->cap_bytes = 0;
+        x->next_seq++;
+        if (last) {
+            *pp = x->next;
+            xin_drop(x);
+        }
+        return KEEL_ETOOBIG;
+    }
     if (x->len + (len - off) > x->cap_bytes) {
         size_t c = x->cap_bytes ? x->cap_bytes : 4096;
         uint8_t *q;
         while (c < x->len + (len - off))
             c *= 2;
+        if (c > max)
+            c = max; /* enough: the sum is within max, checked above */
         q = realloc(x->recs, c);
         if (q == NULL)
             return KEEL_ENOMEM;

@@ -42,6 +42,15 @@ static void usage(FILE *f)
         "  --shards N             shard count, fixed when the data dir is created\n"
         "                         (default 4096)\n"
         "  --max-frame BYTES      largest wire frame accepted (default 1048576)\n"
+        "  --max-connections N    wire connections open at once; more are\n"
+        "                         refused with EOVERLOAD (default 16384)\n"
+        "  --conn-idle-timeout S  close a wire connection with nothing in flight\n"
+        "                         that has sent or received no frame for S\n"
+        "                         seconds (default 300; 0: never)\n"
+        "  --http-header-timeout S  an HTTP connection must send each request's\n"
+        "                         headers within S seconds (default 10)\n"
+        "  --http-max-per-ip N    HTTP connections open at once from one client\n"
+        "                         address (default 1024)\n"
         "  --map-size BYTES       initial LMDB map size (default 64 MiB; grows)\n"
         "  --recover-to-last-good when the data directory's log or checkpoint is\n"
         "                         damaged so that recovery would lose acknowledged\n"
@@ -65,6 +74,8 @@ static void usage(FILE *f)
         "                         (default 5000)\n"
         "  --leave-timeout MS     how long SIGTERM hands shards off before\n"
         "                         the node exits anyway (default 30000)\n"
+        "  --max-unit-stream BYTES  memory the unfinished unit streams from one\n"
+        "                         connection may hold (default 1 GiB)\n"
         "  --version              print the version and exit\n"
         "  --help                 this text\n"
         "\n"
@@ -107,7 +118,8 @@ int main(int argc, char **argv)
         O_DATA = 256, O_LISTEN, O_HTTP, O_IDLE, O_MAXRES, O_DUR, O_SHARDS,
         O_FRAME, O_MAP, O_LOAD, O_LOG, O_VERSION, O_HELP, O_ZK, O_CLUSTER,
         O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE, O_ACTLOG,
-        O_HOLD, O_LEAVE, O_RECOVER
+        O_HOLD, O_LEAVE, O_MAXCONN, O_CONNIDLE, O_UNITSTREAM, O_HTTPHDR,
+        O_HTTPPERIP, O_RECOVER
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, O_DATA},
@@ -131,6 +143,11 @@ int main(int argc, char **argv)
         {"hold-timeout", required_argument, NULL, O_HOLD},
         {"leave-timeout", required_argument, NULL, O_LEAVE},
         {"advertise", required_argument, NULL, O_ADVERTISE},
+        {"max-connections", required_argument, NULL, O_MAXCONN},
+        {"conn-idle-timeout", required_argument, NULL, O_CONNIDLE},
+        {"max-unit-stream", required_argument, NULL, O_UNITSTREAM},
+        {"http-header-timeout", required_argument, NULL, O_HTTPHDR},
+        {"http-max-per-ip", required_argument, NULL, O_HTTPPERIP},
         {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0}};
@@ -257,6 +274,44 @@ int main(int argc, char **argv)
             else
                 opts.leave_timeout_ms = (uint32_t)v;
             break;
+        case O_MAXCONN:
+        case O_HTTPPERIP:
+            if (parse_u64(optarg, 1000000, &v) != 0 || v == 0) {
+                fprintf(stderr, "keeld: --%s takes a count from 1 to "
+                                "1000000\n",
+                        c == O_MAXCONN ? "max-connections"
+                                       : "http-max-per-ip");
+                return 2;
+            }
+            if (c == O_MAXCONN)
+                opts.max_connections = (uint32_t)v;
+            else
+                opts.http_max_per_ip = (uint32_t)v;
+            break;
+        case O_CONNIDLE:
+            if (parse_u64(optarg, 86400 * 365, &v) != 0) {
+                fprintf(stderr, "keeld: --conn-idle-timeout takes seconds "
+                                "(0: never)\n");
+                return 2;
+            }
+            opts.conn_idle_timeout_s = (uint32_t)v;
+            break;
+        case O_HTTPHDR:
+            if (parse_u64(optarg, 3600, &v) != 0 || v == 0) {
+                fprintf(stderr, "keeld: --http-header-timeout takes seconds "
+                                "from 1 to 3600\n");
+                return 2;
+            }
+            opts.http_header_timeout_s = (uint32_t)v;
+            break;
+        case O_UNITSTREAM:
+            if (parse_u64(optarg, 1ULL << 40, &v) != 0 || v < (1u << 20)) {
+                fprintf(stderr, "keeld: --max-unit-stream takes bytes >= "
+                                "1048576\n");
+                return 2;
+            }
+            opts.max_unit_stream = v;
+            break;
         case O_VERSION:
             printf("keeld %s\n", keel_version_string());
             return 0;
@@ -287,7 +342,7 @@ int main(int argc, char **argv)
         (opts.cluster != NULL || opts.node_id != NULL ||
          opts.capabilities != NULL || opts.advertise != NULL ||
          opts.zk_session_timeout_ms != 0 || opts.hold_timeout_ms != 0 ||
-         opts.leave_timeout_ms != 0)) {
+         opts.leave_timeout_ms != 0 || opts.max_unit_stream != 0)) {
         fprintf(stderr, "keeld: cluster options need --zk\n");
         return 2;
     }

@@ -7,7 +7,8 @@
  * a map change or a short pause, then goes where this node's placement
  * says. The test sends, to the node that does not own an actor, a call
  * whose hop count is already at the limit (as a node on the path would
- * have), then two ordinary ones for the same actor, with a hold bound of
+ * have, on a connection that says it comes from a node), then two
+ * ordinary ones for the same actor, with a hold bound of
  * 30 s: all three must be answered by the owner, each increment counted
  * once, well before the bound. A node that parked it would answer
  * EUNAVAIL at the bound, with the later calls of the unit stuck behind
@@ -89,6 +90,10 @@ START_TEST(hops_used_up_reroutes)
     /* To n0: one call with its hops used up, then two ordinary ones for
      * the same actor. */
     ck_assert_int_eq(keel_client_connect(cl.nodes[0].addr, 20000, &c), 0);
+    /* As a node does: only a connection from a node may carry hops. */
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_INFO, NULL, NULL, 0,
+                                      "peer", 4, NULL, NULL),
+                     0);
     queue_hopped(c, 1, id, "incr", 3);
     ck_assert_int_eq(keel_client_queue(c, KEEL_FRAME_CALL, 2, "counter", id,
                                        strlen(id), "incr", 4),
