@@ -1633,7 +1633,7 @@ int keel_cluster_drain(keel_cluster *c, const char *name)
     if (c == NULL || name == NULL || !keel_name_valid(name, 0))
         return KEEL_EINVAL;
     if (c->phase != KEEL_CLUSTER_RUNNING)
-        return KEEL_EUNAVAIL;
+        return KEEL_ESESSION; /* not a member in this session (yet) */
     if ((m = keel_membership_find(&c->members, name)) == NULL)
         return KEEL_ENOTFOUND;
     if (m->leaving)
@@ -1726,7 +1726,7 @@ int keel_cluster_forget(keel_cluster *c, const char *name, size_t *units)
     if (c == NULL || name == NULL || !keel_name_valid(name, 0))
         return KEEL_EINVAL;
     if (c->phase != KEEL_CLUSTER_RUNNING)
-        return KEEL_EUNAVAIL;
+        return KEEL_ESESSION; /* not a member in this session (yet) */
     /* Two incarnations must never serve a unit at once: a live member
      * still serves its units, so it is drained, not forgotten. */
     if (keel_membership_find(&c->members, name) != NULL)

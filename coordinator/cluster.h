@@ -187,7 +187,7 @@ int keel_cluster_may_receive(keel_cluster *c, const char *cap, uint32_t shard,
  * places nothing on it and moves everything it owns to the others through
  * the usual handoff; the member stays live meanwhile (it releases and
  * streams). The flag lasts as long as the member's session. Returns 0
- * (submitted, or already leaving), KEEL_EINVAL, KEEL_EUNAVAIL (not
+ * (submitted, or already leaving), KEEL_EINVAL, KEEL_ESESSION (not
  * joined), KEEL_ENOTFOUND (not a live member), KEEL_EOVERLOAD (another
  * mark in flight) or a submit error. The outcome is logged. */
 int keel_cluster_drain(keel_cluster *c, const char *name);
@@ -200,7 +200,7 @@ int keel_cluster_drain(keel_cluster *c, const char *name);
  * seen gone), and what they held is lost.
  * *units (may be NULL) gets how many units the applied map gives it.
  * Returns 0 (submitted; already forgotten counts as done), KEEL_EINVAL,
- * KEEL_EUNAVAIL (not joined), KEEL_EEXIST (a live member: drain it
+ * KEEL_ESESSION (not joined), KEEL_EEXIST (a live member: drain it
  * instead), KEEL_EOVERLOAD (another forget in flight) or a submit error.
  * The outcome is logged. */
 int keel_cluster_forget(keel_cluster *c, const char *name, size_t *units);
