@@ -323,8 +323,8 @@ int keel_cluster_owner(keel_cluster *c, const char *cap, uint32_t shard,
     if (u->nreplicas == 0)
         return KEEL_EUNAVAIL;
     m = keel_membership_find(&c->members, c->map.nodes[u->replicas[0]]);
-    if (m == NULL)
-        return KEEL_EUNAVAIL;
+    if (m == NULL || m->addr_bad)
+        return KEEL_EUNAVAIL; /* gone, or unreachable */
     if (name != NULL && name_cap > 0)
         snprintf(name, name_cap, "%s", m->name);
     if (addr != NULL && addr_cap > 0)
@@ -339,6 +339,8 @@ int keel_cluster_member_addr(keel_cluster *c, const char *name, char *addr,
 
     if (m == NULL)
         return KEEL_ENOTFOUND;
+    if (m->addr_bad)
+        return KEEL_EADDR;
     if (addr != NULL && addr_cap > 0)
         snprintf(addr, addr_cap, "%s", m->addr);
     return 0;
@@ -1658,7 +1660,7 @@ static int can_take(const keel_cluster *c, const char *cap)
 
     for (i = 0; i < c->members.nview; i++) {
         const keel_member *m = &c->members.view[i];
-        if (m->leaving || strcmp(m->name, c->node) == 0)
+        if (m->leaving || m->addr_bad || strcmp(m->name, c->node) == 0)
             continue;
         if (cap[0] == '\0')
             return 1;

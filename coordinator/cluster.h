@@ -133,13 +133,15 @@ int keel_cluster_check_lease(keel_cluster *c);
 uint64_t keel_cluster_write_epoch(keel_cluster *c, const char *cap,
                                   uint32_t shard);
 /* The primary's name and address (copied into the buffers) of a unit, or
- * KEEL_EUNAVAIL when it has none or it is not a live member. */
+ * KEEL_EUNAVAIL when it has none, it is not a live member, or its address
+ * is not HOST:PORT (unreachable). */
 int keel_cluster_owner(keel_cluster *c, const char *cap, uint32_t shard,
                        char *name, size_t name_cap, char *addr,
                        size_t addr_cap);
 
 /* The address of a live member by name (for streaming a unit to the
- * `to` of the release hook). KEEL_ENOTFOUND when it is not a member. */
+ * `to` of the release hook). KEEL_ENOTFOUND when it is not a member,
+ * KEEL_EADDR when its address is not HOST:PORT (unreachable). */
 int keel_cluster_member_addr(keel_cluster *c, const char *name, char *addr,
                              size_t addr_cap);
 

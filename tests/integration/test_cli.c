@@ -305,6 +305,32 @@ START_TEST(admin_needs_a_joined_cluster_node)
 }
 END_TEST
 
+/* keeld refuses an --advertise that is not HOST:PORT as a usage error,
+ * before it starts: peers would only fail to connect to it. */
+START_TEST(keeld_advertise_checked)
+{
+    static const char *const bad[] = {":7420", "localhost", "h:0", "h:99999",
+                                      "h:http"};
+    char *bin = tu_bin("keeld"), *out = NULL, *err = NULL;
+    size_t i;
+
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *argv[] = {bin, "--data", data, "--listen", "127.0.0.1:0",
+                              "--zk", "127.0.0.1:1", "--cluster", "c",
+                              "--node-id", "n1", "--advertise", bad[i],
+                              NULL};
+        int rc = tu_run_for(argv, 5, &out, &err);
+        ck_assert_msg(rc == 2, "--advertise '%s': exit %d: %s", bad[i], rc,
+                      err);
+        ck_assert_msg(strstr(err, "--advertise takes HOST:PORT") != NULL,
+                      "%s", err);
+        free(out);
+        free(err);
+    }
+    free(bin);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cli");
@@ -321,6 +347,7 @@ static Suite *suite(void)
     tcase_add_test(tc, embedding_example_runs);
     tcase_add_test(tc, introspection_standalone);
     tcase_add_test(tc, admin_needs_a_joined_cluster_node);
+    tcase_add_test(tc, keeld_advertise_checked);
     suite_add_tcase(s, tc);
     return s;
 }
