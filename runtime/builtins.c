@@ -25,7 +25,9 @@ typedef struct msg_args {
 static void args_init(msg_args *a, const void *msg, size_t len,
                       const char **cmd, size_t *cl)
 {
-    const char *s = msg, *end = s + len, *sp = memchr(s, ' ', len);
+    /* An empty message may come as NULL: no arithmetic on that. */
+    const char *s = len > 0 ? (const char *)msg : "";
+    const char *end = s + len, *sp = memchr(s, ' ', len);
 
     *cmd = s;
     *cl = (size_t)((sp ? sp : end) - s);

@@ -187,6 +187,28 @@ START_TEST(kv_arguments_are_strict)
 }
 END_TEST
 
+/* An empty message, also one given as NULL, is a missing command. */
+START_TEST(empty_message_refused)
+{
+    static const char *const types[] = {"counter", "kv", "register"};
+    void *reply = NULL;
+    size_t len = 0, i;
+
+    for (i = 0; i < 3; i++) {
+        ck_assert_int_eq(keel_call_sync(node, types[i], "z", 1, NULL, 0,
+                                        &reply, &len),
+                         KEEL_EBADMSG);
+        keel_free(reply);
+        reply = NULL;
+        ck_assert_int_eq(keel_call_sync(node, types[i], "z", 1, "", 0, &reply,
+                                        &len),
+                         KEEL_EBADMSG);
+        keel_free(reply);
+        reply = NULL;
+    }
+}
+END_TEST
+
 static Suite *builtins_suite(void)
 {
     Suite *s = suite_create("builtins");
@@ -196,6 +218,7 @@ static Suite *builtins_suite(void)
     tcase_add_test(tc, counter_integers_are_strict);
     tcase_add_test(tc, register_arguments_are_strict);
     tcase_add_test(tc, kv_arguments_are_strict);
+    tcase_add_test(tc, empty_message_refused);
     suite_add_tcase(s, tc);
     return s;
 }
