@@ -323,8 +323,8 @@ int keel_cluster_owner(keel_cluster *c, const char *cap, uint32_t shard,
     if (u->nreplicas == 0)
         return KEEL_EUNAVAIL;
     m = keel_membership_find(&c->members, c->map.nodes[u->replicas[0]]);
-    if (m == NULL)
-        return KEEL_EUNAVAIL;
+    if (m == NULL || m->addr_bad)
+        return KEEL_EUNAVAIL; /* gone, or unreachable */
     if (name != NULL && name_cap > 0)
         snprintf(name, name_cap, "%s", m->name);
     if (addr != NULL && addr_cap > 0)
@@ -339,6 +339,8 @@ int keel_cluster_member_addr(keel_cluster *c, const char *name, char *addr,
 
     if (m == NULL)
         return KEEL_ENOTFOUND;
+    if (m->addr_bad)
+        return KEEL_EADDR;
     if (addr != NULL && addr_cap > 0)
         snprintf(addr, addr_cap, "%s", m->addr);
     return 0;
@@ -1633,7 +1635,7 @@ int keel_cluster_drain(keel_cluster *c, const char *name)
     if (c == NULL || name == NULL || !keel_name_valid(name, 0))
         return KEEL_EINVAL;
     if (c->phase != KEEL_CLUSTER_RUNNING)
-        return KEEL_EUNAVAIL;
+        return KEEL_ESESSION; /* not a member in this session (yet) */
     if ((m = keel_membership_find(&c->members, name)) == NULL)
         return KEEL_ENOTFOUND;
     if (m->leaving)
@@ -1658,7 +1660,7 @@ static int can_take(const keel_cluster *c, const char *cap)
 
     for (i = 0; i < c->members.nview; i++) {
         const keel_member *m = &c->members.view[i];
-        if (m->leaving || strcmp(m->name, c->node) == 0)
+        if (m->leaving || m->addr_bad || strcmp(m->name, c->node) == 0)
             continue;
         if (cap[0] == '\0')
             return 1;
@@ -1726,7 +1728,7 @@ int keel_cluster_forget(keel_cluster *c, const char *name, size_t *units)
     if (c == NULL || name == NULL || !keel_name_valid(name, 0))
         return KEEL_EINVAL;
     if (c->phase != KEEL_CLUSTER_RUNNING)
-        return KEEL_EUNAVAIL;
+        return KEEL_ESESSION; /* not a member in this session (yet) */
     /* Two incarnations must never serve a unit at once: a live member
      * still serves its units, so it is drained, not forgotten. */
     if (keel_membership_find(&c->members, name) != NULL)

@@ -133,13 +133,15 @@ int keel_cluster_check_lease(keel_cluster *c);
 uint64_t keel_cluster_write_epoch(keel_cluster *c, const char *cap,
                                   uint32_t shard);
 /* The primary's name and address (copied into the buffers) of a unit, or
- * KEEL_EUNAVAIL when it has none or it is not a live member. */
+ * KEEL_EUNAVAIL when it has none, it is not a live member, or its address
+ * is not HOST:PORT (unreachable). */
 int keel_cluster_owner(keel_cluster *c, const char *cap, uint32_t shard,
                        char *name, size_t name_cap, char *addr,
                        size_t addr_cap);
 
 /* The address of a live member by name (for streaming a unit to the
- * `to` of the release hook). KEEL_ENOTFOUND when it is not a member. */
+ * `to` of the release hook). KEEL_ENOTFOUND when it is not a member,
+ * KEEL_EADDR when its address is not HOST:PORT (unreachable). */
 int keel_cluster_member_addr(keel_cluster *c, const char *name, char *addr,
                              size_t addr_cap);
 
@@ -187,7 +189,7 @@ int keel_cluster_may_receive(keel_cluster *c, const char *cap, uint32_t shard,
  * places nothing on it and moves everything it owns to the others through
  * the usual handoff; the member stays live meanwhile (it releases and
  * streams). The flag lasts as long as the member's session. Returns 0
- * (submitted, or already leaving), KEEL_EINVAL, KEEL_EUNAVAIL (not
+ * (submitted, or already leaving), KEEL_EINVAL, KEEL_ESESSION (not
  * joined), KEEL_ENOTFOUND (not a live member), KEEL_EOVERLOAD (another
  * mark in flight) or a submit error. The outcome is logged. */
 int keel_cluster_drain(keel_cluster *c, const char *name);
@@ -200,7 +202,7 @@ int keel_cluster_drain(keel_cluster *c, const char *name);
  * seen gone), and what they held is lost.
  * *units (may be NULL) gets how many units the applied map gives it.
  * Returns 0 (submitted; already forgotten counts as done), KEEL_EINVAL,
- * KEEL_EUNAVAIL (not joined), KEEL_EEXIST (a live member: drain it
+ * KEEL_ESESSION (not joined), KEEL_EEXIST (a live member: drain it
  * instead), KEEL_EOVERLOAD (another forget in flight) or a submit error.
  * The outcome is logged. */
 int keel_cluster_forget(keel_cluster *c, const char *name, size_t *units);

@@ -663,8 +663,10 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
             caps[ncaps++] = ctl->map.caps[c];
     for (i = 0; i < mb->nview; i++) {
         /* A leaving member is live (it releases what it holds) but is
-         * placed nothing: everything it owns moves to the others. */
-        if (!mb->view[i].leaving) {
+         * placed nothing: everything it owns moves to the others. So is
+         * a member no node can connect to (its address is not
+         * HOST:PORT). */
+        if (!mb->view[i].leaving && !mb->view[i].addr_bad) {
             mm[nmm].name = mb->view[i].name;
             mm[nmm].caps = (const char *const *)mb->view[i].caps;
             mm[nmm].ncaps = mb->view[i].ncaps;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/addr.h"
 #include "keel.h"
 
 int keel_layout_init(keel_layout *l, const char *cluster)
@@ -112,7 +113,9 @@ void keel_member_clear(keel_member *m)
     m->ncaps = 0;
 }
 
-static int addr_valid(const char *a, size_t len)
+/* The addr field's bytes: printable, no blank. Whether they are also
+ * HOST:PORT is a separate question (keel_addr_valid). */
+static int addr_field_ok(const char *a, size_t len)
 {
     size_t i;
 
@@ -131,7 +134,8 @@ int keel_member_format(const char *addr, const char *const *caps,
     size_t i, n;
     char *buf, *p;
 
-    if (addr == NULL || !addr_valid(addr, strlen(addr)) ||
+    if (addr == NULL || strlen(addr) > KEEL_ADDR_MAX ||
+        !keel_addr_valid(addr, strlen(addr), 0) ||
         ncaps > KEEL_MAP_MAX_CAPS)
         return KEEL_EINVAL;
     n = strlen(addr) + 64;
@@ -164,10 +168,11 @@ int keel_member_parse(const void *data, size_t len, keel_member *m)
         return KEEL_ECORRUPT;
     memset(&tmp, 0, sizeof tmp);
     v = field(&p, end, "addr", &vl);
-    if (v == NULL || !addr_valid(v, vl))
+    if (v == NULL || !addr_field_ok(v, vl))
         return KEEL_ECORRUPT;
     memcpy(tmp.addr, v, vl);
     tmp.addr[vl] = '\0';
+    tmp.addr_bad = !keel_addr_valid(v, vl, 0);
     v = field(&p, end, "caps", &vl);
     if (v == NULL)
         return KEEL_ECORRUPT;
@@ -240,6 +245,7 @@ int keel_member_parse(const void *data, size_t len, keel_member *m)
     }
     keel_member_clear(m);
     memcpy(m->addr, tmp.addr, sizeof m->addr);
+    m->addr_bad = tmp.addr_bad;
     memcpy(m->caps, tmp.caps, sizeof tmp.caps[0] * tmp.ncaps);
     m->ncaps = tmp.ncaps;
     m->leaving = tmp.leaving;

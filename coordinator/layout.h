@@ -61,19 +61,25 @@ typedef struct keel_member {
     int64_t incarnation; /* czxid of the member znode */
     int64_t session;     /* its ephemeral owner */
     int leaving;         /* "leaving 1": being drained, owns nothing new */
+    /* addr is not HOST:PORT (common/addr.h): nobody can connect to the
+     * member, so it is treated as unreachable and placed nothing. */
+    int addr_bad;
     char store[33];      /* its store's identity, "" when not published */
     uint32_t session_timeout_ms; /* negotiated; 0: not published */
 } keel_member;
 
 void keel_member_clear(keel_member *m);
 /* session_timeout_ms: the session's negotiated timeout, 0 to leave the
- * line out. 0, KEEL_EINVAL (bad address or capability) or KEEL_ENOMEM.
+ * line out. 0, KEEL_EINVAL (address not HOST:PORT, bad capability) or
+ * KEEL_ENOMEM.
  * *len is the byte count; *out is malloc'd. */
 int keel_member_format(const char *addr, const char *const *caps,
                        size_t ncaps, uint32_t session_timeout_ms, char **out,
                        size_t *len);
-/* Fills addr, caps, leaving and session_timeout_ms of m (name and ids
- * untouched). 0, KEEL_ECORRUPT or KEEL_ENOMEM. */
+/* Fills addr, addr_bad, caps, leaving and session_timeout_ms of m (name
+ * and ids untouched). An address of printable bytes that is not HOST:PORT
+ * is kept, with addr_bad set; data that does not parse is KEEL_ECORRUPT.
+ * 0, KEEL_ECORRUPT or KEEL_ENOMEM. */
 int keel_member_parse(const void *data, size_t len, keel_member *m);
 /* The member data with "leaving 1" appended into *out (malloc'd). 0,
  * KEEL_EEXIST (already leaving; *out NULL), KEEL_ECORRUPT or KEEL_ENOMEM. */

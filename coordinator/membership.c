@@ -267,6 +267,23 @@ static void dwatched_remove(keel_membership *m, const char *name)
                sizeof m->dwatched[0]);
 }
 
+/* A member whose address is not HOST:PORT stays in the view (it is live)
+ * but nobody can connect to it: it is placed nothing, and calls for units
+ * it still owns wait as for any unreachable owner. Said once per
+ * incarnation: not again while the view already holds it so. */
+static void warn_bad_addr(const keel_membership *m, const keel_member *b)
+{
+    const keel_member *was = keel_membership_find(m, b->name);
+
+    if (was != NULL && was->incarnation == b->incarnation && was->addr_bad)
+        return;
+    keel_warn("cluster: member %s publishes the address '%s', which is not "
+              "HOST:PORT: no node can reach it; it is placed nothing and "
+              "its units are unavailable until it rejoins with a valid "
+              "--advertise",
+              b->name, b->addr);
+}
+
 static void member_read(keel_zk *zk, int rc, const void *data, size_t len,
                         const keel_zk_stat *st, void *arg)
 {
@@ -296,6 +313,8 @@ static void member_read(keel_zk *zk, int rc, const void *data, size_t len,
             strcpy(b->name, name);
             b->incarnation = st->czxid;
             b->session = st->ephemeral_owner;
+            if (b->addr_bad)
+                warn_bad_addr(m, b);
             m->nbuilding++;
         }
     }

@@ -210,7 +210,8 @@ KEEL_API void keel_node_options_init(keel_node_options *opts);
  * binds the listener if any. Nothing runs until keel_node_run/start.
  * Errors: KEEL_EINVAL, KEEL_ENOMEM, KEEL_EIO / KEEL_ESTORE (data directory
  * cannot be opened), KEEL_EMISMATCH (data dir made with another shard
- * count), KEEL_EADDR (listen address). On error *out is untouched; a
+ * count), KEEL_EADDR (listen address, or an advertise address that is not
+ * HOST:PORT). On error *out is untouched; a
  * message goes to errbuf if errbuf is not NULL. */
 KEEL_API int keel_node_create(const keel_node_options *opts, keel_node **out,
                               char *errbuf, size_t errlen);

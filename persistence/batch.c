@@ -39,13 +39,16 @@ void keel_batch_reset(keel_batch *b)
     b->sync = 0;
 }
 
-/* Makes room for need more arena bytes. */
+/* Makes room for need more arena bytes. The arena exists once anything
+ * is reserved, even 0 bytes: a group's offsets (cap_off, ops_off) point
+ * into it whether or not it holds bytes, and offsetting a NULL arena is
+ * undefined. */
 static int batch_reserve(keel_batch *b, size_t need)
 {
     size_t ncap;
     uint8_t *nbuf;
 
-    if (need <= b->cap - b->len)
+    if (need <= b->cap - b->len && b->buf != NULL)
         return 0;
     if (need > SIZE_MAX / 2 - b->len)
         return KEEL_ENOMEM;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/addr.h"
 #include "common/log.h"
 
 #include "coordinator/layout.h"
@@ -455,6 +456,17 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
         snprintf(errbuf, errlen, "cluster mode needs a listen address");
         rt_free(rt);
         return KEEL_EINVAL;
+    }
+    /* The address goes to every peer through ZooKeeper: refused here,
+     * once, rather than failing each of their connection attempts. */
+    if ((o->advertise != NULL && strlen(o->advertise) >= sizeof rt->address) ||
+        !keel_addr_valid(rt->address, strlen(rt->address), 0)) {
+        snprintf(errbuf, errlen,
+                 "%s address '%.64s' is not HOST:PORT (a host name or IPv4 "
+                 "address, a port from 1 to 65535)",
+                 o->advertise != NULL ? "advertise" : "derived", rt->address);
+        rt_free(rt);
+        return KEEL_EADDR;
     }
     rt->peers = keel__peers_create(n);
     if (rt->peers == NULL) {

@@ -391,6 +391,56 @@ static int next_word(const uint8_t **p, const uint8_t *end, char *buf,
     return 0;
 }
 
+/* drain and forget act through this node's membership of the cluster, so
+ * they need a cluster node that has joined. Otherwise: KEEL_EINVAL on a
+ * standalone node (there is no cluster), the reason it was refused when
+ * the cluster refused it (KEEL_ECONFIG, KEEL_EMISMATCH, ...), and
+ * KEEL_ESESSION while it has no session in which it is a member yet
+ * (connecting, joining). Nothing was done in any of these cases. */
+static int admin_cluster(keel_node *n, const char *q, keel_cluster **out,
+                         char *errbuf, size_t errlen)
+{
+    keel_cluster *c = cluster_of(n);
+    const char *why;
+    int err;
+
+    *out = c;
+    if (c == NULL) {
+        snprintf(errbuf, errlen,
+                 "not a cluster node: this node runs standalone (no --zk), "
+                 "so there is no member to %s",
+                 q);
+        return KEEL_EINVAL;
+    }
+    switch (keel_cluster_phase(c)) {
+    case KEEL_CLUSTER_RUNNING:
+        return 0;
+    case KEEL_CLUSTER_FAILED:
+        err = keel_cluster_error(c);
+        if (err == 0)
+            err = KEEL_ESESSION;
+        snprintf(errbuf, errlen,
+                 "this node was refused by cluster %s (%s): ask a member",
+                 keel_cluster_name(c), keel_strerror(err));
+        return err;
+    case KEEL_CLUSTER_CONNECTING:
+        why = "it is connecting to ZooKeeper";
+        break;
+    case KEEL_CLUSTER_BOOTSTRAP:
+    case KEEL_CLUSTER_JOINING:
+        why = "it is joining";
+        break;
+    default:
+        why = "its cluster agent has not started";
+        break;
+    }
+    snprintf(errbuf, errlen,
+             "this node has not joined cluster %s yet (%s): ask a member, "
+             "or try again once it has",
+             keel_cluster_name(c), why);
+    return KEEL_ESESSION;
+}
+
 int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
                size_t *len, char *errbuf, size_t errlen)
 {
@@ -436,15 +486,13 @@ int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
     } else if (strcmp(q, "drain") == 0) {
         /* Graceful leave of a node (keel node drain): the one admin
          * request; it marks the node leaving and returns at once. */
-        keel_cluster *c = cluster_of(n);
+        keel_cluster *c;
         if (next_word(&p, end, arg, sizeof arg) != 0 || p != end) {
             snprintf(errbuf, errlen, "drain needs a node name");
             return KEEL_EINVAL;
         }
-        if (c == NULL) {
-            snprintf(errbuf, errlen, "standalone node: nothing to drain");
-            return KEEL_EINVAL;
-        }
+        if ((rc = admin_cluster(n, "drain", &c, errbuf, errlen)) != 0)
+            return rc;
         rc = keel_cluster_drain(c, arg);
         if (rc != 0) {
             snprintf(errbuf, errlen, "cannot drain %s: %s", arg,
@@ -460,16 +508,14 @@ int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
     } else if (strcmp(q, "forget") == 0) {
         /* keel node forget: give up a dead node's data so that its units
          * move to live members (from empty). Never a live member. */
-        keel_cluster *c = cluster_of(n);
+        keel_cluster *c;
         size_t units = 0;
         if (next_word(&p, end, arg, sizeof arg) != 0 || p != end) {
             snprintf(errbuf, errlen, "forget needs a node name");
             return KEEL_EINVAL;
         }
-        if (c == NULL) {
-            snprintf(errbuf, errlen, "standalone node: nothing to forget");
-            return KEEL_EINVAL;
-        }
+        if ((rc = admin_cluster(n, "forget", &c, errbuf, errlen)) != 0)
+            return rc;
         rc = keel_cluster_forget(c, arg, &units);
         if (rc != 0) {
             snprintf(errbuf, errlen, "cannot forget %s: %s", arg,

@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "common/addr.h"
 #include "common/log.h"
 #include "runtime/hmap.h"
 #include "runtime/proto.h"
@@ -421,7 +422,10 @@ static peer *peer_get(keel_peers *p, const char *addr)
     for (pr = p->list; pr != NULL; pr = pr->next)
         if (strcmp(pr->addr, addr) == 0)
             return pr;
-    if (strlen(addr) >= sizeof pr->addr)
+    /* Never a connection attempt to what is not HOST:PORT (the member
+     * view said so once; retrying would only say it again and again). */
+    if (strlen(addr) >= sizeof pr->addr ||
+        !keel_addr_valid(addr, strlen(addr), 0))
         return NULL;
     pr = calloc(1, sizeof *pr);
     if (pr == NULL)

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "common/addr.h"
 #include "keel.h"
 
 static keel_node *volatile the_node; /* read by the signal handler */
@@ -250,6 +251,15 @@ int main(int argc, char **argv)
             opts.capabilities = optarg;
             break;
         case O_ADVERTISE:
+            /* Peers connect to it: refused now, not at each of their
+             * connection attempts. */
+            if (!keel_addr_valid(optarg, strlen(optarg), 0)) {
+                fprintf(stderr,
+                        "keeld: --advertise takes HOST:PORT (a host name or "
+                        "IPv4 address, a port from 1 to 65535), not '%s'\n",
+                        optarg);
+                return 2;
+            }
             opts.advertise = optarg;
             break;
         case O_ZKTIMEOUT:

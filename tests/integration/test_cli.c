@@ -262,6 +262,75 @@ START_TEST(introspection_standalone)
 }
 END_TEST
 
+/* Runs `keel node VERB NAME` against the node: exit 1 and stderr holding
+ * each of the wanted strings. */
+static void admin_refused(const char *verb, const char *want1,
+                          const char *want2)
+{
+    char *out = NULL, *err = NULL;
+    int rc = tu_keel(node.addr, &out, &err, "node", verb, "n2", NULL);
+
+    ck_assert_msg(rc == 1, "node %s: exit %d: %s", verb, rc, err);
+    ck_assert_msg(strstr(err, want1) != NULL && strstr(err, want2) != NULL,
+                  "node %s: stderr '%s', want '%s' and '%s'", verb, err,
+                  want1, want2);
+    ck_assert_ptr_null(strstr(err, "shard unavailable"));
+    free(out);
+    free(err);
+}
+
+/* drain and forget need a cluster node that has joined: a standalone node
+ * says it is not a cluster node (EINVAL); a node whose ZooKeeper cannot be
+ * reached says it has not joined (ESESSION). Neither is about a shard. */
+START_TEST(admin_needs_a_joined_cluster_node)
+{
+    char *zdata = NULL;
+    const char *zk[] = {"--zk", "127.0.0.1:1", "--cluster", "c1",
+                        "--node-id", "n1", NULL};
+
+    /* Nobody listens on port 1: the node stays connecting. */
+    if (asprintf(&zdata, "%s/zdata", dir) < 0)
+        abort();
+    ck_assert_int_eq(tu_keeld_start(&node, zdata, 0, zk), 0);
+    admin_refused("drain", "keel: ESESSION: ", "has not joined cluster c1");
+    admin_refused("forget", "keel: ESESSION: ", "has not joined cluster c1");
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+    tu_keeld_free(&node);
+    free(zdata);
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, NULL), 0);
+    admin_refused("drain", "keel: EINVAL: ", "not a cluster node");
+    admin_refused("forget", "keel: EINVAL: ", "not a cluster node");
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+}
+END_TEST
+
+/* keeld refuses an --advertise that is not HOST:PORT as a usage error,
+ * before it starts: peers would only fail to connect to it. */
+START_TEST(keeld_advertise_checked)
+{
+    static const char *const bad[] = {":7420", "localhost", "h:0", "h:99999",
+                                      "h:http"};
+    char *bin = tu_bin("keeld"), *out = NULL, *err = NULL;
+    size_t i;
+
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *argv[] = {bin, "--data", data, "--listen", "127.0.0.1:0",
+                              "--zk", "127.0.0.1:1", "--cluster", "c",
+                              "--node-id", "n1", "--advertise", bad[i],
+                              NULL};
+        int rc = tu_run_for(argv, 5, &out, &err);
+        ck_assert_msg(rc == 2, "--advertise '%s': exit %d: %s", bad[i], rc,
+                      err);
+        ck_assert_msg(strstr(err, "--advertise takes HOST:PORT") != NULL,
+                      "%s", err);
+        free(out);
+        free(err);
+    }
+    free(bin);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cli");
@@ -277,6 +346,8 @@ static Suite *suite(void)
     tcase_add_test(tc, keeld_usage);
     tcase_add_test(tc, embedding_example_runs);
     tcase_add_test(tc, introspection_standalone);
+    tcase_add_test(tc, admin_needs_a_joined_cluster_node);
+    tcase_add_test(tc, keeld_advertise_checked);
     suite_add_tcase(s, tc);
     return s;
 }

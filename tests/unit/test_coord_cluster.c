@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "common/addr.h"
 #include "common/log.h"
 #include "coordinator/cluster.h"
 #include "coordinator/controller.h"
@@ -2154,6 +2156,106 @@ START_TEST(test_chain_move_streams)
 }
 END_TEST
 
+/* Counts the lines of fd's file (a test's captured stderr) holding what. */
+static int count_in_file(const char *path, const char *what)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    int n = 0;
+
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strstr(line, what) != NULL)
+            n++;
+    fclose(f);
+    return n;
+}
+
+/* Member addresses: what a node publishes must be HOST:PORT; a member
+ * whose published address is not (written by other software, or by hand)
+ * stays a live member, but no node can connect to it: it is placed
+ * nothing, its units move to the others, its address is not handed to the
+ * runtime, and the warning about it comes once, not at every listing. */
+START_TEST(test_member_bad_address)
+{
+    static const char *const bad[] = {":7001", "h:", "h:0", "h:65536",
+                                      "h:x1", "h:1:2", "a b:1", "h",
+                                      "h:+1", "h:-1", "[::1]:1", ""};
+    char path[128], logpath[] = "/tmp/keel-coord-log-XXXXXX";
+    const char *caps[] = {"gpu"};
+    keel_shard_map m;
+    keel_member mb;
+    char *data, addr[64];
+    size_t len, i;
+    int fd, saved;
+
+    /* The syntax, and the boundary into ZooKeeper. */
+    ck_assert(keel_addr_valid("127.0.0.1:7420", 14, 0));
+    ck_assert(keel_addr_valid("node-1.example_x:1", 18, 0));
+    ck_assert(keel_addr_valid("h:65535", 7, 0));
+    ck_assert(!keel_addr_valid("h:0", 3, 0));
+    ck_assert(keel_addr_valid("h:0", 3, 1));
+    ck_assert(!keel_addr_valid("h:1\0", 4, 0));
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_msg(!keel_addr_valid(bad[i], strlen(bad[i]), 0), "%s",
+                      bad[i]);
+        ck_assert_int_eq(keel_member_format(bad[i], caps, 1, 0, &data, &len),
+                         KEEL_EINVAL);
+    }
+    memset(&mb, 0, sizeof mb);
+    ck_assert_int_eq(keel_member_parse("addr :7001\ncaps \n", 17, &mb), 0);
+    ck_assert_int_eq(mb.addr_bad, 1);
+    ck_assert_str_eq(mb.addr, ":7001");
+    ck_assert_int_eq(keel_member_parse("addr h:7001\ncaps \n", 18, &mb), 0);
+    ck_assert_int_eq(mb.addr_bad, 0);
+
+    /* Node-b's member data is replaced by one with a bad address. */
+    fd = mkstemp(logpath);
+    ck_assert_int_ge(fd, 0);
+    saved = dup(2);
+    ck_assert_int_eq(dup2(fd, 2), 2);
+    mk(0, NULL);
+    settle();
+    mk(1, NULL);
+    settle();
+    m = zk_map();
+    ck_assert_uint_gt(owned_by(&m, "node-b"), 0);
+    keel_map_free(&m);
+    ck_assert_int_eq(keel_cluster_member_addr(N[0].c, "node-b", addr,
+                                              sizeof addr),
+                     0);
+    snprintf(path, sizeof path, "/keel/test/members/node-b");
+    ck_assert_int_eq(keel_zk_fake_set(F, path, "addr :7001\ncaps \n", 17),
+                     0);
+    settle();
+    ck_assert_uint_eq(keel_cluster_members(N[0].c), 2);
+    ck_assert_int_eq(keel_cluster_member_addr(N[0].c, "node-b", addr,
+                                              sizeof addr),
+                     KEEL_EADDR);
+    m = zk_map();
+    ck_assert_uint_eq(owned_by(&m, "node-b"), 0);
+    ck_assert_int_eq(targets(&m), 0);
+    keel_map_free(&m);
+    /* More listings (a member joins, another leaves): no new warning. */
+    mk(2, NULL);
+    settle();
+    kill_node(2);
+    settle();
+    m = zk_map();
+    ck_assert_uint_eq(owned_by(&m, "node-b"), 0);
+    keel_map_free(&m);
+    fflush(stderr);
+    ck_assert_int_eq(dup2(saved, 2), 2);
+    close(saved);
+    close(fd);
+    /* Once per node that lists the members (a and b), and c, which saw
+     * it once in its life. */
+    ck_assert_int_eq(count_in_file(logpath, "publishes the address ':7001'"),
+                     3);
+    unlink(logpath);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("coord_cluster");
@@ -2198,6 +2300,7 @@ int main(void)
     tcase_add_test(tc, test_restart_between_purge_and_publication);
     tcase_add_test(tc, test_cancel_while_acquiring);
     tcase_add_test(tc, test_forgotten_owner_back_mid_promotion);
+    tcase_add_test(tc, test_member_bad_address);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

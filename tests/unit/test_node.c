@@ -782,6 +782,39 @@ START_TEST(bad_data_dir)
 }
 END_TEST
 
+/* A cluster node's advertised address goes to every peer: one that is not
+ * HOST:PORT is refused when the node is created (KEEL_EADDR), with the
+ * address in the message, and nothing is left behind. */
+START_TEST(advertise_must_be_host_port)
+{
+    static const char *const bad[] = {":7420", "h", "h:", "h:0", "h:70000",
+                                      "h:7420x", "h 1:7420"};
+    keel_node_options o;
+    keel_node *n = NULL;
+    char err[256];
+    size_t i;
+
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        keel_node_options_init(&o);
+        o.data_dir = dir;
+        o.log_level = KEEL_LOG_ERROR;
+        o.listen = "127.0.0.1:0";
+        o.zk_hosts = "127.0.0.1:1";
+        o.cluster = "c";
+        o.node_id = "n1";
+        o.advertise = bad[i];
+        err[0] = '\0';
+        ck_assert_msg(keel_node_create(&o, &n, err, sizeof err) ==
+                          KEEL_EADDR,
+                      "advertise '%s' accepted", bad[i]);
+        ck_assert_ptr_null(n);
+        ck_assert_msg(strstr(err, "HOST:PORT") != NULL &&
+                          strstr(err, bad[i]) != NULL,
+                      "'%s': %s", bad[i], err);
+    }
+}
+END_TEST
+
 START_TEST(map_grows_under_load)
 {
     keel_node_options o;
@@ -1176,6 +1209,7 @@ static Suite *suite(void)
     tcase_add_test(tc, inline_commit_fails);
     tcase_add_test(tc, shard_count_is_fixed);
     tcase_add_test(tc, bad_data_dir);
+    tcase_add_test(tc, advertise_must_be_host_port);
     tcase_add_test(tc, map_grows_under_load);
     tcase_add_test(tc, shard_hash);
     tcase_add_test(tc, oversized_values_refused);

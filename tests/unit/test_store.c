@@ -2514,6 +2514,86 @@ START_TEST(test_store_identity)
 }
 END_TEST
 
+/* The empty prefix is the whole state table, also when it is given as
+ * NULL with length 0 (nothing to compare against). */
+START_TEST(test_scan_null_prefix)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    uint8_t k[KEEL_KEY_MAX];
+    struct scan_out o;
+    keel_store_read *r;
+    int n;
+
+    n = mkkey(k, 1, "a", 1, NULL);
+    ck_assert_int_eq(commit_put(s, NULL, 1, 1, k, (size_t)n, 1, "one"), 0);
+    n = mkkey(k, 2, "b", 1, "e");
+    ck_assert_int_eq(commit_put(s, NULL, 2, 1, k, (size_t)n, 1, "two"), 0);
+    scan_prefix(s, NULL, 0, &o);
+    ck_assert_uint_eq(o.n, 2);
+    ck_assert_str_eq(o.vals[0], "one");
+    ck_assert_str_eq(o.vals[1], "two");
+    scan_free(&o);
+    scan_prefix(s, "", 0, &o);
+    ck_assert_uint_eq(o.n, 2);
+    scan_free(&o);
+    ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+    ck_assert_int_eq(keel_store_scan(r, NULL, 1, scan_collect, &o),
+                     KEEL_EINVAL);
+    keel_store_read_end(r);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A batch whose only group raises a fence of the default capability
+ * holds no byte in its arena (empty capability, no ops): committing it
+ * and replaying the log record that holds it must not compute with a
+ * missing arena (pointer arithmetic on NULL is undefined). */
+START_TEST(test_fence_only_default_capability)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    keel_batch *b = keel_batch_create();
+    int st, wst;
+    pid_t pid;
+
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 4, 3, NULL), 0);
+    ck_assert_int_eq(keel_batch_fence_only(b), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_batch_group(b, 0, &st);
+    ck_assert_int_eq(st, 0);
+    ck_assert_uint_eq(fence_of(s, NULL, 4), 3);
+    keel_batch_destroy(b);
+    /* Only in the log: a child commits another one and dies unclosed. */
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        keel_batch *c = keel_batch_create();
+        uint64_t txn;
+        int rc = c == NULL ? KEEL_ENOMEM
+                           : keel_batch_begin_group(c, "", 5, 7, NULL);
+        if (rc == 0)
+            rc = keel_batch_fence_only(c);
+        if (rc == 0)
+            rc = keel_store_commit_deferred(s, c, &txn);
+        if (rc == 0)
+            rc = keel_store_sync(s);
+        _exit(rc == 0 ? 0 : 1);
+    }
+    ck_assert_int_eq(waitpid(pid, &wst, 0), pid);
+    ck_assert_msg(WIFEXITED(wst) && WEXITSTATUS(wst) == 0, "child %d", wst);
+    keel_store_close(s);
+    s = open_store(dir); /* replays the child's record */
+    ck_assert_uint_eq(fence_of(s, NULL, 4), 3);
+    ck_assert_uint_eq(fence_of(s, NULL, 5), 7);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -2560,6 +2640,8 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_del_unit_sees_earlier_groups);
     tcase_add_test(tc, test_require_sync_none);
     tcase_add_test(tc, test_store_identity);
+    tcase_add_test(tc, test_scan_null_prefix);
+    tcase_add_test(tc, test_fence_only_default_capability);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,39 @@
+/* HOST:PORT syntax: see common/addr.h. */
+#include "common/addr.h"
+
+#include <string.h>
+
+#define HOST_MAX 253 /* the longest DNS name */
+
+static int host_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
+}
+
+int keel_addr_valid(const char *addr, size_t len, int port0_ok)
+{
+    const char *colon;
+    size_t hl, pl, i;
+    unsigned long port = 0;
+
+    if (addr == NULL || len == 0)
+        return 0;
+    colon = memchr(addr, ':', len);
+    if (colon == NULL)
+        return 0;
+    hl = (size_t)(colon - addr);
+    pl = len - hl - 1;
+    if (hl == 0 || hl > HOST_MAX || pl == 0 || pl > 5)
+        return 0;
+    for (i = 0; i < hl; i++)
+        if (!host_char(addr[i]))
+            return 0;
+    for (i = 0; i < pl; i++) {
+        char c = colon[1 + i];
+        if (c < '0' || c > '9')
+            return 0; /* a second ':' lands here too */
+        port = port * 10 + (unsigned long)(c - '0');
+    }
+    return port <= 65535 && (port > 0 || port0_ok);
+}
