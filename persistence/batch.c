@@ -86,7 +86,11 @@ int keel_batch_begin_group(keel_batch *b, const char *cap, uint16_t shard,
     /* The capability goes into the arena, padded so that the ops after it
      * stay aligned. */
     pad = (BATCH_ALIGN - clen % BATCH_ALIGN) % BATCH_ALIGN;
-    rc = batch_reserve(b, clen + pad);
+    /* At least one byte: the arena must exist once a group does. The
+     * store reads the capability at b->buf + cap_off even when it is
+     * empty, and NULL + 0 is undefined (a fresh batch whose first group
+     * is a fence raise of the default capability had no arena). */
+    rc = batch_reserve(b, clen + pad > 0 ? clen + pad : 1);
     if (rc < 0)
         return rc;
     g = &b->groups[b->ngroups];
