@@ -12,8 +12,8 @@
  *  - adding a record to a table that reads gives a table that reads,
  *    within the bounds (KEEL_DEDUP_MAX records, KEEL_DEDUP_TABLE_MAX
  *    bytes), in which the key is found with the hash and reply added;
- *  - a hex key parses exactly when it is 32 hex digits, and parses to the
- *    bytes those digits spell. */
+ *  - a hex key (a C string: up to the first NUL) parses exactly when it
+ *    is 32 hex digits, and parses to the bytes those digits spell. */
 #include <ctype.h>
 #include <string.h>
 
@@ -62,14 +62,18 @@ static void check_hex(const uint8_t *data, size_t size)
     char *s = malloc(size + 1);
     uint8_t key[KEEL_DEDUP_KEY_LEN];
     size_t i;
-    int ok = size == 2 * KEEL_DEDUP_KEY_LEN, rc;
+    size_t n;
+    int ok, rc;
 
     FUZZ_CHECK(s != NULL);
     if (size > 0)
         memcpy(s, data, size);
     s[size] = '\0';
-    for (i = 0; ok && i < size; i++)
-        ok = isxdigit(data[i]) != 0;
+    /* The parser takes a C string: what follows a NUL is not seen. */
+    n = strlen(s);
+    ok = n == 2 * KEEL_DEDUP_KEY_LEN;
+    for (i = 0; ok && i < n; i++)
+        ok = isxdigit((unsigned char)s[i]) != 0;
     rc = keel_dedup_key_parse(s, key);
     FUZZ_CHECK(rc == (ok ? 0 : -1));
     if (ok)
