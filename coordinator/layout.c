@@ -221,7 +221,10 @@ int keel_member_parse(const void *data, size_t len, keel_member *m)
         const char *comma = memchr(c, ',', (size_t)(v + vl - c));
         size_t cl = comma ? (size_t)(comma - c) : (size_t)(v + vl - c);
         char *cap;
-        if (cl == 0 || cl > KEEL_NAME_MAX || tmp.ncaps == KEEL_MAP_MAX_CAPS) {
+        /* A NUL inside would pass keel_name_valid(), which sees only the
+         * C string before it, and the bytes after it would be dropped. */
+        if (cl == 0 || cl > KEEL_NAME_MAX || tmp.ncaps == KEEL_MAP_MAX_CAPS ||
+            memchr(c, '\0', cl) != NULL) {
             keel_member_clear(&tmp);
             return KEEL_ECORRUPT;
         }

@@ -1507,6 +1507,8 @@ int keel_store_scan(keel_store_read *r, const void *prefix, size_t plen,
      * whole database. */
     rc = mdb_cursor_get(cur, &k, &v, plen > 0 ? MDB_SET_RANGE : MDB_FIRST);
     while (rc == 0) {
+        /* plen 0 may come with a NULL prefix, which memcmp must not be
+         * given even for zero bytes. */
         if (k.mv_size < plen ||
             (plen > 0 && memcmp(k.mv_data, prefix, plen) != 0))
             break;

@@ -188,6 +188,28 @@ int keel_call_deadline_split(const keel_frame *f, uint32_t *budget_ms,
     return 0;
 }
 
+int keel_xfer_head_parse(const uint8_t *body, size_t len,
+                         keel_xfer_head *out)
+{
+    size_t clen;
+
+    memset(out, 0, sizeof *out);
+    if (len < 1)
+        return KEEL_EMALFORMED;
+    clen = body[0];
+    if (len - 1 < clen + 15)
+        return KEEL_EMALFORMED;
+    out->cap = body + 1;
+    out->clen = clen;
+    out->shard = get_be16(body + 1 + clen);
+    out->epoch = get_be64(body + 3 + clen);
+    out->seq = get_be32(body + 11 + clen);
+    out->last = body[15 + clen] & 1;
+    out->recs = body + 16 + clen;
+    out->recs_len = len - 16 - clen;
+    return 0;
+}
+
 size_t keel_error_body_encode(uint8_t *buf, int code, const char *msg,
                               size_t msglen)
 {

@@ -115,6 +115,25 @@ void keel_deadline_put(uint8_t *p, uint32_t budget_ms);
 int keel_call_deadline_split(const keel_frame *f, uint32_t *budget_ms,
                              const uint8_t **body, size_t *len);
 
+/* The head of an XFER body (node to node, docs/protocol.md "XFER body"):
+ *   len(cap) u8 | cap | shard be16 | shard_epoch be64 | seq be32
+ *   | flags u8 (bit 0: last frame of the unit) | records
+ * cap and recs point into the body; cap is not NUL-terminated. */
+typedef struct keel_xfer_head {
+    const uint8_t *cap;
+    size_t clen;
+    uint32_t shard;
+    uint64_t epoch;
+    uint32_t seq;
+    int last;
+    const uint8_t *recs; /* klen be16 | key | version be64 | vlen be32 | value */
+    size_t recs_len;
+} keel_xfer_head;
+/* Splits the head off an XFER body: 0, or KEEL_EMALFORMED when the body
+ * is shorter than its head. The records are not looked at. */
+int keel_xfer_head_parse(const uint8_t *body, size_t len,
+                         keel_xfer_head *out);
+
 /* ERROR body: code is a negative KEEL_E* value. Returns bytes written
  * (at most 2 + msglen). */
 size_t keel_error_body_encode(uint8_t *buf, int code, const char *msg,

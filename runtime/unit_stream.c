@@ -522,26 +522,26 @@ int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
     keel_cluster_rt *rt = n->cluster;
     const keel_conn *conn = req->u.net.conn;
     const uint8_t *p = f->body;
-    size_t len = f->body_len, clen, off;
+    size_t len = f->body_len, off;
     size_t max = (size_t)n->opts.max_unit_stream;
     char cap[256];
     uint32_t shard, seq;
     uint64_t epoch;
     int last;
+    keel_xfer_head h;
     rt_xin *x, **pp;
 
     if (rt == NULL)
         return KEEL_EPROTO;
-    if (len < 1 || len < 1 + (size_t)p[0] + 15)
+    if (keel_xfer_head_parse(p, len, &h) != 0)
         return KEEL_EMALFORMED;
-    clen = p[0];
-    memcpy(cap, p + 1, clen);
-    cap[clen] = '\0';
-    shard = (uint32_t)rt_get_be(p + 1 + clen, 2);
-    epoch = rt_get_be(p + 3 + clen, 8);
-    seq = (uint32_t)rt_get_be(p + 11 + clen, 4);
-    last = p[15 + clen] & 1;
-    off = 16 + clen;
+    memcpy(cap, h.cap, h.clen);
+    cap[h.clen] = '\0';
+    shard = h.shard;
+    epoch = h.epoch;
+    seq = h.seq;
+    last = h.last;
+    off = (size_t)(h.recs - p);
     if (shard >= n->opts.shard_count)
         return KEEL_EMALFORMED;
     for (pp = &rt->xins; (x = *pp) != NULL; pp = &x->next)

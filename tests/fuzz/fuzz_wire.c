@@ -1,0 +1,240 @@
+/* Fuzz target: the wire protocol as a node reads it off a connection
+ * (runtime/proto.c, and the record parser of XFER streams).
+ *
+ * Input: one byte choosing the receiver's max frame size, then the bytes
+ * of a connection. The stream is cut into frames the way net.c does it
+ * (keel_frame_parse, with the exemptions of frame_limit: XFER frames up to
+ * 64 MiB + 64 KiB, calls with a budget 4 bytes more), and each frame's
+ * body goes to the parser of its kind, with the prefixes its flags
+ * announce: CALL/CAST (budget if bit 4, request key if bit 6, then the
+ * call body), ERROR (code, message), XFER (unit head, then records).
+ *
+ * Properties, besides "no crash, no sanitizer report":
+ *  - a frame is taken only whole: its size is 4 + its length field, within
+ *    the buffer and the limit, and any shorter buffer asks for more bytes;
+ *    its header is what keel_frame_header writes (plus the flags byte);
+ *  - parsed parts lie inside the body, in order, and cover it exactly;
+ *  - what parses re-encodes to the same bytes (call body, error body,
+ *    XFER records): one message, one encoding;
+ *  - error codes are the documented ones. */
+#include <string.h>
+
+#include "fuzz.h"
+#include "persistence/store.h"
+#include "runtime/cluster_rt_int.h"
+#include "runtime/proto.h"
+
+static const size_t max_frames[4] = {KEEL_FRAME_MIN_MAX, 300, 4096,
+                                     1u << 20};
+
+/* net.c's frame_limit, for a node whose max frame is m. */
+static size_t frame_limit(size_t m, const uint8_t *p, size_t avail)
+{
+    const size_t xfer_max = (size_t)KEEL_MAX_VALUE_LEN + (64u << 10);
+
+    if (avail >= 5 && p[4] == KEEL_FRAME_XFER && m < xfer_max)
+        return xfer_max;
+    if (avail >= 6 && (p[4] == KEEL_FRAME_CALL || p[4] == KEEL_FRAME_CAST) &&
+        (p[5] & KEEL_FLAG_DEADLINE))
+        return m + KEEL_DEADLINE_LEN;
+    return m;
+}
+
+static void check_call(const keel_frame *f)
+{
+    const uint8_t *body;
+    size_t len;
+    uint32_t budget;
+    keel_call_body cb;
+    int rc;
+
+    rc = keel_call_deadline_split(f, &budget, &body, &len);
+    if (!(f->flags & KEEL_FLAG_DEADLINE)) {
+        FUZZ_CHECK(rc == 0 && budget == UINT32_MAX && body == f->body &&
+                   len == f->body_len);
+    } else if (f->body_len < KEEL_DEADLINE_LEN) {
+        FUZZ_CHECK(rc == KEEL_EMALFORMED);
+        return;
+    } else {
+        FUZZ_CHECK(rc == 0 && body == f->body + KEEL_DEADLINE_LEN &&
+                   len == f->body_len - KEEL_DEADLINE_LEN);
+        FUZZ_CHECK(budget == ((uint32_t)f->body[0] << 24 |
+                              (uint32_t)f->body[1] << 16 |
+                              (uint32_t)f->body[2] << 8 | f->body[3]));
+    }
+    /* The request key, as net.c's handle_call takes it off. */
+    if (f->flags & KEEL_FLAG_KEYED) {
+        if (len < KEEL_REQUEST_KEY_LEN)
+            return; /* answered EMALFORMED there */
+        body += KEEL_REQUEST_KEY_LEN;
+        len -= KEEL_REQUEST_KEY_LEN;
+    }
+    rc = keel_call_body_parse(body, len, &cb);
+    FUZZ_CHECK(rc == 0 || rc == KEEL_EMALFORMED || rc == KEEL_ELIMIT);
+    if (rc == KEEL_EMALFORMED)
+        return;
+    /* Well formed (over a limit or not): the parts tile the body. */
+    FUZZ_CHECK(cb.tlen == body[0] && cb.tlen > 0 && cb.type == body + 1);
+    FUZZ_CHECK(cb.id == cb.type + cb.tlen + 2);
+    FUZZ_CHECK(cb.idlen == ((size_t)cb.type[cb.tlen] << 8 |
+                            cb.type[cb.tlen + 1]));
+    FUZZ_CHECK(cb.msg == cb.id + cb.idlen);
+    FUZZ_CHECK(cb.msg + cb.msglen == body + len);
+    FUZZ_CHECK((rc == KEEL_ELIMIT) == (cb.tlen > KEEL_MAX_TYPE_LEN ||
+                                      cb.idlen > KEEL_MAX_ID_LEN));
+    if (rc == 0) {
+        size_t n = keel_call_body_size(cb.tlen, cb.idlen, cb.msglen);
+        uint8_t *buf = malloc(n + 1);
+        FUZZ_CHECK(buf != NULL && n == len);
+        FUZZ_CHECK(keel_call_body_encode(buf, cb.type, cb.tlen, cb.id,
+                                         cb.idlen, cb.msg, cb.msglen) == n);
+        FUZZ_CHECK(memcmp(buf, body, n) == 0);
+        free(buf);
+    }
+}
+
+static void check_error(const keel_frame *f)
+{
+    const char *msg = NULL;
+    size_t msglen = 0, n;
+    int rc = keel_error_body_parse(f->body, f->body_len, &msg, &msglen);
+    unsigned code;
+    uint8_t *buf;
+
+    FUZZ_CHECK(rc < 0);
+    if (f->body_len < 2) {
+        FUZZ_CHECK(rc == KEEL_EPROTO && msglen == 0);
+        return;
+    }
+    FUZZ_CHECK(msg == (const char *)f->body + 2 && msglen == f->body_len - 2);
+    code = (unsigned)f->body[0] << 8 | f->body[1];
+    FUZZ_CHECK(code == 0 ? rc == KEEL_EPROTO : rc == -(int)code);
+    if (code == 0)
+        return;
+    buf = malloc(f->body_len);
+    FUZZ_CHECK(buf != NULL);
+    n = keel_error_body_encode(buf, rc, msg, msglen);
+    FUZZ_CHECK(n == f->body_len && memcmp(buf, f->body, n) == 0);
+    free(buf);
+}
+
+static void check_xfer(const keel_frame *f)
+{
+    keel_xfer_head h;
+    size_t off = 0, out_len = 0;
+    uint8_t *out;
+    int rc = keel_xfer_head_parse(f->body, f->body_len, &h);
+
+    if (f->body_len < 16 || f->body_len < 16u + f->body[0]) {
+        FUZZ_CHECK(rc == KEEL_EMALFORMED);
+        return;
+    }
+    FUZZ_CHECK(rc == 0);
+    FUZZ_CHECK(h.clen == f->body[0] && h.cap == f->body + 1);
+    FUZZ_CHECK(h.recs == f->body + 16 + h.clen &&
+               h.recs + h.recs_len == f->body + f->body_len);
+    FUZZ_CHECK(h.shard <= 0xFFFF && (h.last == 0 || h.last == 1));
+    /* The records, as the receiver validates them before keeping any,
+     * written out again as the sender writes them. */
+    out = malloc(h.recs_len + 1);
+    FUZZ_CHECK(out != NULL);
+    while (off < h.recs_len) {
+        const uint8_t *key, *val;
+        size_t klen, vlen, prev = off;
+        uint64_t version;
+        keel_key_parts parts;
+
+        if (rt_rec_next(h.recs, h.recs_len, &off, &key, &klen, &version,
+                        &val, &vlen) != 0) {
+            FUZZ_CHECK(off == prev);
+            break;
+        }
+        FUZZ_CHECK(off > prev && off <= h.recs_len);
+        FUZZ_CHECK(klen > 0 && klen <= KEEL_KEY_MAX);
+        FUZZ_CHECK(key == h.recs + prev + 2 && val == key + klen + 12 &&
+                   val + vlen == h.recs + off);
+        /* Keys are state keys: their decoder must cope with any. */
+        (void)keel_key_decode(key, klen, &parts);
+        rt_put_be(out + out_len, klen, 2);
+        memcpy(out + out_len + 2, key, klen);
+        rt_put_be(out + out_len + 2 + klen, version, 8);
+        rt_put_be(out + out_len + 10 + klen, vlen, 4);
+        if (vlen > 0)
+            memcpy(out + out_len + 14 + klen, val, vlen);
+        out_len += 14 + klen + vlen;
+    }
+    FUZZ_CHECK(out_len == off && memcmp(out, h.recs, out_len) == 0);
+    free(out);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    size_t max_frame, off = 0;
+
+    if (size < 1)
+        return 0;
+    max_frame = max_frames[data[0] & 3];
+    data++;
+    size--;
+    while (off < size) {
+        const uint8_t *p = data + off;
+        size_t avail = size - off, limit = frame_limit(max_frame, p, avail);
+        keel_frame f;
+        long r = keel_frame_parse(p, avail, limit, &f);
+        uint64_t total;
+        uint8_t hdr[KEEL_FRAME_HEADER];
+
+        if (avail >= KEEL_FRAME_HEADER) {
+            FUZZ_CHECK(f.kind == p[4] && f.flags == p[5]);
+        }
+        if (r == 0) {
+            /* Only ever for want of bytes. */
+            total = avail >= 4 ? 4 + ((uint64_t)p[0] << 24 |
+                                      (uint64_t)p[1] << 16 |
+                                      (uint64_t)p[2] << 8 | p[3])
+                               : 0;
+            FUZZ_CHECK(avail < KEEL_FRAME_HEADER || avail < total);
+            break;
+        }
+        if (r < 0) {
+            /* The connection closes here. */
+            FUZZ_CHECK(r == KEEL_ETOOBIG || r == KEEL_EMALFORMED);
+            break;
+        }
+        total = 4 + ((uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 |
+                     (uint64_t)p[2] << 8 | p[3]);
+        FUZZ_CHECK((uint64_t)r == total && (size_t)r <= avail &&
+                   (size_t)r <= limit && r >= KEEL_FRAME_HEADER);
+        FUZZ_CHECK(f.kind >= KEEL_FRAME_CALL &&
+                   f.kind <= KEEL_FRAME_KIND_MAX);
+        FUZZ_CHECK(f.body == p + KEEL_FRAME_HEADER &&
+                   f.body_len == (size_t)r - KEEL_FRAME_HEADER);
+        keel_frame_header(hdr, f.kind, f.request_id, f.body_len);
+        hdr[5] = f.flags;
+        FUZZ_CHECK(memcmp(hdr, p, KEEL_FRAME_HEADER) == 0);
+        {
+            /* A frame is never complete before its last byte. */
+            keel_frame g;
+            FUZZ_CHECK(keel_frame_parse(p, (size_t)r - 1, limit, &g) == 0);
+        }
+        switch (f.kind) {
+        case KEEL_FRAME_CALL:
+        case KEEL_FRAME_CAST:
+            check_call(&f);
+            break;
+        case KEEL_FRAME_ERROR:
+            check_error(&f);
+            break;
+        case KEEL_FRAME_XFER:
+            check_xfer(&f);
+            break;
+        default:
+            /* REPLY, PONG: bytes for the caller; STAT: ignored; PING:
+             * echoed; INFO: words for runtime/info.c, which needs a
+             * running node. */
+            break;
+        }
+        off += (size_t)r;
+    }
+    return 0;
+}

@@ -1,0 +1,548 @@
+/* Writes the seed corpora of the fuzz targets (tests/fuzz/corpus/<target>)
+ * from the real encoders, so that every seed is an input the code meets
+ * in practice, or a known kind of damage of one:
+ *
+ *   build-test/fuzz_gen_seeds tests/fuzz/corpus
+ *
+ * Files are written (overwritten) under names that say what they hold;
+ * files already there and not written here (inputs found by fuzzing and
+ * kept) are left alone. Run it again when a format changes, and commit
+ * what changed. docs/fuzzing.md tells the rest. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "coordinator/layout.h"
+#include "coordinator/nodestate.h"
+#include "coordinator/shardmap.h"
+#include "coordinator/storecheck.h"
+#include "fuzz.h"
+#include "persistence/store.h"
+#include "recovery.h"
+#include "runtime/dedup.h"
+#include "runtime/proto.h"
+
+static const char *out_dir;
+static size_t written;
+
+static void seed(const char *target, const char *name, const void *p,
+                 size_t len)
+{
+    char *path;
+    FILE *f;
+
+    if (asprintf(&path, "%s/%s", out_dir, target) < 0)
+        abort();
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+        perror(path);
+        exit(1);
+    }
+    free(path);
+    if (asprintf(&path, "%s/%s/%s", out_dir, target, name) < 0)
+        abort();
+    f = fopen(path, "wb");
+    if (f == NULL || (len > 0 && fwrite(p, 1, len, f) != len) ||
+        fclose(f) != 0) {
+        perror(path);
+        exit(1);
+    }
+    free(path);
+    written++;
+}
+
+/* A growable byte string for building inputs. */
+typedef struct bytes {
+    uint8_t p[1 << 19];
+    size_t len;
+} bytes;
+
+static bytes B;
+
+static void b_reset(void)
+{
+    B.len = 0;
+}
+
+static void b_put(const void *p, size_t n)
+{
+    FUZZ_CHECK(B.len + n <= sizeof B.p);
+    if (n > 0)
+        memcpy(B.p + B.len, p, n);
+    B.len += n;
+}
+
+static void b_u8(unsigned v)
+{
+    uint8_t c = (uint8_t)v;
+    b_put(&c, 1);
+}
+
+static void b_be(uint64_t v, int n)
+{
+    while (n-- > 0)
+        b_u8((unsigned)(v >> (8 * n)) & 0xFF);
+}
+
+static void b_str(const char *s)
+{
+    b_put(s, strlen(s));
+}
+
+/* ------------------------------------------------------------- wire */
+
+static void frame(uint8_t kind, uint8_t flags, uint64_t id, const void *body,
+                  size_t len)
+{
+    uint8_t hdr[KEEL_FRAME_HEADER];
+
+    keel_frame_header(hdr, kind, id, len);
+    hdr[5] = flags;
+    b_put(hdr, sizeof hdr);
+    b_put(body, len);
+}
+
+/* A CALL/CAST frame with the prefixes its flags say. */
+static void call_frame(uint8_t kind, uint8_t flags, uint64_t id,
+                       const char *type, const char *aid, const char *msg)
+{
+    uint8_t body[1024];
+    size_t n = 0;
+
+    if (flags & KEEL_FLAG_DEADLINE) {
+        keel_deadline_put(body, 5000);
+        n += KEEL_DEADLINE_LEN;
+    }
+    if (flags & KEEL_FLAG_KEYED) {
+        memcpy(body + n, "0123456789abcdef", KEEL_REQUEST_KEY_LEN);
+        n += KEEL_REQUEST_KEY_LEN;
+    }
+    n += keel_call_body_encode(body + n, type, strlen(type), aid, strlen(aid),
+                               msg, strlen(msg));
+    frame(kind, flags, id, body, n);
+}
+
+static void xfer_frame(uint64_t id, const char *cap, uint16_t shard,
+                       uint64_t epoch, uint32_t seq, int last, int nrecs)
+{
+    uint8_t body[4096], k[KEEL_KEY_MAX];
+    size_t n = 0, cl = strlen(cap);
+    int i, kl;
+
+    body[n++] = (uint8_t)cl;
+    memcpy(body + n, cap, cl);
+    n += cl;
+    body[n++] = (uint8_t)(shard >> 8);
+    body[n++] = (uint8_t)shard;
+    for (i = 7; i >= 0; i--)
+        body[n++] = (uint8_t)(epoch >> (8 * i));
+    for (i = 3; i >= 0; i--)
+        body[n++] = (uint8_t)(seq >> (8 * i));
+    body[n++] = (uint8_t)(last ? 1 : 0);
+    for (i = 0; i < nrecs; i++) {
+        char aid[16], val[32];
+        int j, vl;
+        snprintf(aid, sizeof aid, "c%d", i);
+        vl = snprintf(val, sizeof val, "%d", 10 * i);
+        kl = keel_key_encode(k, shard, "counter", 7, aid, strlen(aid),
+                             i % 2 ? "entry" : NULL, i % 2 ? 5 : 0);
+        FUZZ_CHECK(kl > 0);
+        body[n++] = (uint8_t)(kl >> 8);
+        body[n++] = (uint8_t)kl;
+        memcpy(body + n, k, (size_t)kl);
+        n += (size_t)kl;
+        for (j = 7; j >= 0; j--)
+            body[n++] = (uint8_t)((uint64_t)(i + 1) >> (8 * j));
+        for (j = 3; j >= 0; j--)
+            body[n++] = (uint8_t)((unsigned)vl >> (8 * j));
+        memcpy(body + n, val, (size_t)vl);
+        n += (size_t)vl;
+    }
+    frame(KEEL_FRAME_XFER, 0, id, body, n);
+}
+
+static void wire_seed(const char *name, unsigned max_frame_sel)
+{
+    uint8_t *p = malloc(B.len + 1);
+
+    FUZZ_CHECK(p != NULL);
+    p[0] = (uint8_t)max_frame_sel;
+    memcpy(p + 1, B.p, B.len);
+    seed("wire", name, p, B.len + 1);
+    free(p);
+}
+
+static void wire_seeds(void)
+{
+    uint8_t eb[128];
+    size_t n;
+
+    b_reset();
+    call_frame(KEEL_FRAME_CALL, 0, 1, "counter", "c1", "incr");
+    wire_seed("call", 2);
+    b_reset();
+    call_frame(KEEL_FRAME_CAST, 0, 2, "kv", "users", "put ann Ann Lee");
+    wire_seed("cast", 2);
+    b_reset();
+    call_frame(KEEL_FRAME_CALL, KEEL_FLAG_KEYED, 3, "register", "r1",
+               "write v");
+    wire_seed("call-keyed", 2);
+    b_reset();
+    call_frame(KEEL_FRAME_CALL, KEEL_FLAG_DEADLINE | 2, 4, "counter", "c1",
+               "get");
+    wire_seed("call-deadline-hops", 2);
+    b_reset();
+    call_frame(KEEL_FRAME_CAST, KEEL_FLAG_DEADLINE | KEEL_FLAG_KEYED | 1, 5,
+               "kv", "k", "del a");
+    wire_seed("cast-deadline-keyed", 2);
+    b_reset();
+    call_frame(KEEL_FRAME_CALL, 0, 6, "counter", "", "");
+    wire_seed("call-empty-id-msg", 2);
+    b_reset();
+    call_frame(KEEL_FRAME_CALL, 0, 7,
+               "a-type-name-of-sixty-five-bytes-which-is-one-more-than-allowed"
+               "xyz",
+               "id", "m");
+    wire_seed("call-type-over-limit", 3);
+    b_reset();
+    n = keel_error_body_encode(eb, KEEL_ENOTYPE, "unknown actor type 'countr'",
+                               27);
+    frame(KEEL_FRAME_ERROR, 0, 2, eb, n);
+    wire_seed("error", 2);
+    b_reset();
+    n = keel_error_body_encode(eb, KEEL_ESTOPPING, "bye", 3);
+    frame(KEEL_FRAME_ERROR, 0, 0, eb, n);
+    wire_seed("error-farewell", 2);
+    b_reset();
+    frame(KEEL_FRAME_REPLY, 0, 1, "1", 1);
+    frame(KEEL_FRAME_REPLY, 0, 2, NULL, 0);
+    wire_seed("replies", 2);
+    b_reset();
+    frame(KEEL_FRAME_STAT, 0, 9, NULL, 0);
+    frame(KEEL_FRAME_PING, 0, 10, "hello", 5);
+    frame(KEEL_FRAME_PONG, 0, 10, "hello", 5);
+    frame(KEEL_FRAME_INFO, 0, 11, "where\0kv\0some id", 16);
+    frame(KEEL_FRAME_INFO, 0, 12, "shards\0n1", 9);
+    wire_seed("stat-ping-pong-info", 2);
+    b_reset();
+    xfer_frame(20, "pay", 3, 7, 0, 0, 3);
+    xfer_frame(21, "pay", 3, 7, 1, 1, 2);
+    wire_seed("xfer-stream", 0);
+    b_reset();
+    xfer_frame(22, "", 0, 1, 0, 1, 0);
+    wire_seed("xfer-empty-unit", 2);
+    b_reset();
+    call_frame(KEEL_FRAME_CALL, 0, 1, "counter", "c1", "incr");
+    call_frame(KEEL_FRAME_CALL, KEEL_FLAG_KEYED, 2, "counter", "c2", "incr");
+    frame(KEEL_FRAME_PING, 0, 3, "x", 1);
+    xfer_frame(4, "", 1, 2, 0, 1, 1);
+    call_frame(KEEL_FRAME_CAST, 0, 5, "kv", "u", "put a b");
+    wire_seed("pipelined", 2);
+    /* Damage: the connection closes at the bad frame. */
+    b_reset();
+    call_frame(KEEL_FRAME_CALL, 0, 1, "counter", "c1", "incr");
+    B.p[7] = 1; /* reserved */
+    wire_seed("bad-reserved", 2);
+    b_reset();
+    b_be(11, 4);
+    b_be(0, 8);
+    b_be(0, 4);
+    wire_seed("bad-length", 2);
+    b_reset();
+    call_frame(KEEL_FRAME_CAST, 0, 1, "kv", "users",
+               "put some-key a value longer than the smallest max frame");
+    wire_seed("too-big", 0);
+    b_reset();
+    call_frame(KEEL_FRAME_CALL, 0, 1, "counter", "c1", "incr");
+    B.len -= 3;
+    wire_seed("truncated", 2);
+    b_reset();
+    frame(KEEL_FRAME_CALL, KEEL_FLAG_KEYED, 1, "short", 5);
+    frame(KEEL_FRAME_CALL, KEEL_FLAG_DEADLINE, 2, "ab", 2);
+    frame(42, 0, 3, NULL, 0);
+    wire_seed("bad-prefixes-kind", 2);
+}
+
+/* ------------------------------------------------------ binary znodes */
+
+/* Sealed and as stored: mode 0 with the checksum, mode 1 without. */
+static void sealed_seeds(const char *target, const char *name,
+                         const uint8_t *p, size_t len)
+{
+    char n[128];
+
+    b_reset();
+    b_u8(0);
+    b_put(p, len);
+    snprintf(n, sizeof n, "%s", name);
+    seed(target, n, B.p, B.len);
+    b_reset();
+    b_u8(1);
+    b_put(p, len - 8);
+    snprintf(n, sizeof n, "%s-unsealed", name);
+    seed(target, n, B.p, B.len);
+}
+
+static void map_seeds(void)
+{
+    static const char *const caps_a[] = {"gpu"};
+    static const char *const caps_b[] = {"gpu", "pay"};
+    static const char *const all[] = {"gpu", "pay"};
+    keel_map_member m[3] = {{"n1", caps_a, 1}, {"n2", caps_b, 2},
+                            {"node-3", NULL, 0}};
+    keel_shard_map map;
+    uint8_t *enc;
+    size_t len;
+
+    FUZZ_CHECK(keel_map_init(&map, 8) == 0);
+    FUZZ_CHECK(keel_map_encode(&map, &enc, &len) == 0);
+    sealed_seeds("map", "empty", enc, len);
+    free(enc);
+    keel_map_free(&map);
+
+    FUZZ_CHECK(keel_map_compute(m, 1, NULL, 0, 4, 1, &map) == 0);
+    map.map_epoch = 1;
+    FUZZ_CHECK(keel_map_encode(&map, &enc, &len) == 0);
+    sealed_seeds("map", "one-node", enc, len);
+    free(enc);
+    keel_map_free(&map);
+
+    FUZZ_CHECK(keel_map_compute(m, 3, all, 2, 16, 2, &map) == 0);
+    map.map_epoch = 42;
+    keel_map_unit_at(&map, 0, 3)->shard_epoch = 300; /* two varint bytes */
+    keel_map_unit_at(&map, 1, 5)->target = 2;
+    keel_map_unit_at(&map, 2, 0)->shard_epoch = 1;
+    FUZZ_CHECK(keel_map_encode(&map, &enc, &len) == 0);
+    sealed_seeds("map", "three-nodes-caps-move", enc, len);
+    free(enc);
+    keel_map_free(&map);
+}
+
+static void nodestate_seeds(void)
+{
+    keel_node_state st;
+    uint8_t *enc;
+    size_t len;
+
+    keel_node_state_init(&st);
+    FUZZ_CHECK(keel_node_state_encode(&st, &enc, &len) == 0);
+    sealed_seeds("nodestate", "empty", enc, len);
+    free(enc);
+    st.map_epoch = 7;
+    st.incarnation = 0x100000002ll;
+    FUZZ_CHECK(keel_node_state_put(&st, "", 0, KEEL_ROLE_PRIMARY, 1, NULL) ==
+               0);
+    FUZZ_CHECK(keel_node_state_put(&st, "", 200, KEEL_ROLE_PRIMARY, 3,
+                                   NULL) == 0);
+    FUZZ_CHECK(keel_node_state_put(&st, "pay", 1, KEEL_ROLE_RELEASED, 4,
+                                   "n2") == 0);
+    FUZZ_CHECK(keel_node_state_put(&st, "gpu", 9, KEEL_ROLE_RELEASED, 2,
+                                   "n1") == 0);
+    FUZZ_CHECK(keel_node_state_encode(&st, &enc, &len) == 0);
+    sealed_seeds("nodestate", "primary-released", enc, len);
+    free(enc);
+    keel_node_state_free(&st);
+}
+
+/* -------------------------------------------------------- text znodes */
+
+static void member_seeds(void)
+{
+    static const char *const caps[] = {"gpu", "pay"};
+    char *text, buf[512];
+    size_t len;
+
+    FUZZ_CHECK(keel_member_format("127.0.0.1:7421", NULL, 0, 0, &text,
+                                  &len) == 0);
+    seed("member", "no-caps", text, len);
+    free(text);
+    FUZZ_CHECK(keel_member_format("10.0.0.2:7420", caps, 2, 6000, &text,
+                                  &len) == 0);
+    seed("member", "caps-timeout", text, len);
+    snprintf(buf, sizeof buf,
+             "%.*sstore 0123456789abcdef0123456789abcdef\nleaving 1\n",
+             (int)len, text);
+    seed("member", "store-leaving", buf, strlen(buf));
+    free(text);
+    FUZZ_CHECK(keel_member_format("host.example:1", caps, 1, 0, &text,
+                                  &len) == 0);
+    snprintf(buf, sizeof buf, "%.*sleaving 1\n", (int)len, text);
+    seed("member", "leaving", buf, strlen(buf));
+    free(text);
+}
+
+static void config_seeds(void)
+{
+    char buf[128];
+    size_t n;
+
+    buf[0] = 0;
+    n = keel_config_format(buf + 1, sizeof buf - 1, 4096);
+    seed("config", "config", buf, n + 1);
+    n = keel_config_format(buf + 1, sizeof buf - 1, 1);
+    seed("config", "config-one-shard", buf, n + 1);
+    buf[0] = 1;
+    n = keel_epoch_format(buf + 1, sizeof buf - 1, 0);
+    seed("config", "epoch-0", buf, n + 1);
+    n = keel_epoch_format(buf + 1, sizeof buf - 1, 18446744073709551615ull);
+    seed("config", "epoch-max", buf, n + 1);
+    buf[0] = 2;
+    seed("config", "store-none", buf, 1);
+    n = (size_t)snprintf(buf + 1, sizeof buf - 1,
+                         "store 0123456789abcdef0123456789abcdef\n");
+    seed("config", "store", buf, n + 1);
+}
+
+/* ------------------------------------------------------- keys, dedup */
+
+static void key_seeds(void)
+{
+    uint8_t k[KEEL_KEY_MAX + 64];
+    char id[256];
+    int n;
+
+    n = keel_key_encode(k, 3, "counter", 7, "c1", 2, NULL, 0);
+    seed("key", "state-blob", k, (size_t)n);
+    n = keel_key_encode(k, 65535, "kv", 2, "users", 5, "ann", 3);
+    seed("key", "entry", k, (size_t)n);
+    n = keel_key_encode(k, 0, "kv", 2, "a\0b", 3, "\0keel.requests", 14);
+    seed("key", "nul-id-dedup-entry", k, (size_t)n);
+    memset(id, 'i', 255);
+    n = keel_key_encode(k, 1, "t", 1, id, 255, NULL, 0);
+    seed("key", "id-at-limit", k, (size_t)n);
+    /* A stored value: version be64 | epoch be64 | data. */
+    memcpy(k, "\0\0\0\0\0\0\0\x05\0\0\0\0\0\0\0\x02hello", 21);
+    seed("key", "record", k, 21);
+}
+
+static void dedup_seeds(void)
+{
+    static const uint8_t key1[16] = "0123456789abcdef";
+    static const uint8_t key2[16] = "fedcba9876543210";
+    uint8_t *t1, *t2, *t3;
+    size_t l1, l2, l3;
+    char big[1100];
+    const char *hex = "00112233445566778899aAbBcCdDeEfF";
+
+    memset(big, 'r', sizeof big);
+    FUZZ_CHECK(keel_dedup_add(NULL, 0, key1, 1, "OK", 2, &t1, &l1) == 0);
+    FUZZ_CHECK(keel_dedup_add(t1, l1, key2, 2, "", 0, &t2, &l2) == 0);
+    FUZZ_CHECK(keel_dedup_add(t2, l2, (const uint8_t *)"another key....",
+                              3, big, sizeof big, &t3, &l3) == 0);
+    b_reset();
+    b_u8(0);
+    b_put(key1, 16);
+    seed("dedup", "empty-table", B.p, B.len);
+    b_put(t1, l1);
+    seed("dedup", "one-record-found", B.p, B.len);
+    b_reset();
+    b_u8(0);
+    b_put(key1, 16);
+    b_put(t3, l3);
+    seed("dedup", "three-records-one-not-kept", B.p, B.len);
+    b_reset();
+    b_u8(1);
+    b_str(hex);
+    seed("dedup", "hex-key", B.p, B.len);
+    b_reset();
+    b_u8(1);
+    b_str("0011223344556677889xaabbccddeeff");
+    seed("dedup", "hex-key-bad-digit", B.p, B.len);
+    free(t1);
+    free(t2);
+    free(t3);
+}
+
+/* ---------------------------------------------------------- recovery */
+
+static void wal_seed(const char *name, int mode, const uint8_t *p,
+                     size_t len)
+{
+    b_reset();
+    b_u8((unsigned)mode);
+    b_put(p, len);
+    seed("recovery_wal", name, B.p, B.len);
+}
+
+static void recovery_seeds(void)
+{
+    const rh_template *t = rh_template_get();
+    uint8_t *w = malloc(t->wal.len);
+    size_t end = t->rec_off[RH_COMMITS], r3 = t->rec_off[3];
+    char name[64];
+    int k;
+
+    FUZZ_CHECK(w != NULL);
+    wal_seed("crash-image", 0, t->wal.p, t->wal.len);
+    wal_seed("crash-image-reseal", 1, t->wal.p, t->wal.len);
+    wal_seed("records-only", 0, t->wal.p, end);
+    for (k = 0; k < RH_COMMITS; k += 3) {
+        snprintf(name, sizeof name, "cut-after-%d", k);
+        wal_seed(name, 0, t->wal.p, t->rec_off[k]);
+    }
+    wal_seed("torn-in-record-6", 0, t->wal.p,
+             (t->rec_off[5] + t->rec_off[6]) / 2);
+    wal_seed("torn-in-header-4", 0, t->wal.p, t->rec_off[3] + 20);
+    /* A flipped byte in the middle record: later records stay valid. */
+    memcpy(w, t->wal.p, t->wal.len);
+    w[r3 + 60] ^= 0x40;
+    wal_seed("damaged-record-4", 0, w, t->wal.len);
+    /* The same, resealed: the change reaches the record's parser. */
+    wal_seed("changed-record-4-reseal", 1, w, t->wal.len);
+    /* An op length that no longer fits its group, resealed. */
+    memcpy(w, t->wal.p, t->wal.len);
+    w[t->rec_off[1] + 40 + 24 + 4] ^= 0x7f; /* its first op's klen */
+    wal_seed("bad-op-record-2-reseal", 1, w, t->wal.len);
+    /* Record 2 twice: the second is out of sequence. */
+    memcpy(w, t->wal.p, t->rec_off[2]);
+    memcpy(w + t->rec_off[2], t->wal.p + t->rec_off[1],
+           t->rec_off[2] - t->rec_off[1]);
+    wal_seed("record-2-twice", 0, w, t->rec_off[2] * 2 - t->rec_off[1]);
+    wal_seed("empty", 0, NULL, 0);
+    free(w);
+
+    /* keel.ckpt: reserved byte, be32 length of the first slot's part,
+     * the part, the second slot's part (fuzz_recovery_ckpt.c). */
+#define CKPT_SEED(name, s0, n0, s1, n1)                                      \
+    do {                                                                     \
+        b_reset();                                                           \
+        b_u8(0);                                                             \
+        b_be((n0), 4);                                                       \
+        b_put((s0), (n0));                                                   \
+        b_put((s1), (n1));                                                   \
+        seed("recovery_ckpt", (name), B.p, B.len);                           \
+    } while (0)
+    CKPT_SEED("both-slots", t->slot[0].p, t->slot[0].len, t->slot[1].p,
+              t->slot[1].len);
+    /* The newest slot lost or torn, with the older one intact, are kept
+     * in tests/fuzz/found/ instead (see the README there): the store
+     * does not recover them as it should yet. */
+    CKPT_SEED("older-slot-lost", NULL, 0, t->slot[1].p, t->slot[1].len);
+    CKPT_SEED("newest-in-slot-0", t->slot[1].p, t->slot[1].len, NULL, 0);
+    CKPT_SEED("no-slot", NULL, 0, NULL, 0);
+#undef CKPT_SEED
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
+        return 2;
+    }
+    out_dir = argv[1];
+    if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
+        perror(out_dir);
+        return 1;
+    }
+    wire_seeds();
+    map_seeds();
+    nodestate_seeds();
+    member_seeds();
+    config_seeds();
+    key_seeds();
+    dedup_seeds();
+    recovery_seeds();
+    printf("%zu seeds written under %s\n", written, out_dir);
+    return 0;
+}
