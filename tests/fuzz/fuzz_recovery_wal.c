@@ -27,7 +27,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const rh_template *t = rh_template_get();
     uint8_t *wal;
-    size_t len, pos = 0;
+    size_t len, pos;
+    uint64_t seed;
     int reseal;
 
     if (size < 1)
@@ -38,14 +39,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(wal != NULL);
     if (len > 0)
         memcpy(wal, data + 1, len);
-    while (reseal && len - pos >= 40) {
+    /* Records begin after the log's 4 KiB header, 48-byte headers each,
+     * hashed with the header's seed (wal.h). */
+    pos = 4096;
+    seed = rh_wal_seed(wal, len);
+    while (reseal && len >= pos && len - pos >= 48) {
         uint64_t rlen, h;
         memcpy(&rlen, wal + pos + 24, 8);
-        if (rlen > len - pos - 40)
+        if (rlen > len - pos - 48)
             break;
-        h = XXH3_64bits(wal + pos + 8, 32 + (size_t)rlen);
+        h = XXH3_64bits_withSeed(wal + pos + 8, 40 + (size_t)rlen, seed);
         memcpy(wal + pos, &h, 8);
-        pos += 40 + (size_t)rlen;
+        pos += 48 + (size_t)rlen;
     }
     rh_recover(wal, len, t->ckpt.p, t->ckpt.len,
                !reseal && !rh_wal_forged(wal, len));

@@ -492,7 +492,7 @@ static void recovery_seeds(void)
     wal_seed("changed-record-4-reseal", 1, w, t->wal.len);
     /* An op length that no longer fits its group, resealed. */
     memcpy(w, t->wal.p, t->wal.len);
-    w[t->rec_off[1] + 40 + 24 + 4] ^= 0x7f; /* its first op's klen */
+    w[t->rec_off[1] + 48 + 24 + 4] ^= 0x7f; /* its first op's klen */
     wal_seed("bad-op-record-2-reseal", 1, w, t->wal.len);
     /* Record 2 twice: the second is out of sequence. */
     memcpy(w, t->wal.p, t->rec_off[2]);

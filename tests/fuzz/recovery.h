@@ -43,6 +43,8 @@ const rh_template *rh_template_get(void);
 /* Whether the recovery of this log (keel.wal) would meet a record that
  * passes the log's integrity check without being the template's own: a
  * forgery (the fuzzer's comparison tracing can compute a hash). */
+/* The seed of a log's header, or 0 when it has no valid header. */
+uint64_t rh_wal_seed(const uint8_t *wal, size_t len);
 int rh_wal_forged(const uint8_t *wal, size_t len);
 /* The same for keel.ckpt: a slot that passes its check but holds bytes
  * the store never wrote. */
