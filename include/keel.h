@@ -98,7 +98,9 @@ KEEL_API const char *keel_version_string(void);
     X(ECAPUNKNOWN, -33, "stored records of a type whose capability is unknown") \
     X(EDEADLINE, -34, "deadline passed; the request did not run")           \
     X(ENOTTARGET, -35, "unit is not moving to this node at that epoch")      \
-    X(ENOTSENT, -36, "request not sent; safe to retry")
+    X(ENOTSENT, -36, "request not sent; safe to retry")                   \
+    X(EUNAUTH, -37, "not authenticated")                                     \
+    X(EDENIED, -38, "not permitted for this identity")
 
 typedef enum keel_errno {
     KEEL_OK = 0,
