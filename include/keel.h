@@ -202,7 +202,21 @@ typedef struct keel_node_options {
      * refusing to start (KEEL_ECORRUPT). docs/operations.md, "Damaged
      * storage". */
     int recover_to_last_good;
-    void *reserved[3];
+    /* Security (docs/security.md). TLS: PEM files of this node's
+     * certificate chain and key, and of the CA that signs the cluster's
+     * node and client certificates; NULL: no TLS. */
+    const char *tls_cert;
+    const char *tls_key;
+    const char *tls_ca;
+    /* A file of bearer tokens and their roles; NULL: none. */
+    const char *auth_tokens;
+    /* A file holding the "user:password" this node authenticates to
+     * ZooKeeper with (digest); NULL: none. */
+    const char *zk_auth;
+    /* Nonzero: run without TLS and credentials where they would be
+     * required. */
+    int insecure;
+    void *reserved[8];
 } keel_node_options;
 
 /* Fills *opts with defaults (all fields zero except the documented ones). */
