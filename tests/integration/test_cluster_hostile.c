@@ -22,6 +22,7 @@
 #include "keel.h"
 #include "cluster.h"
 #include "proc.h"
+#include "rawconn.h"
 #include "runtime/proto.h"
 #include "testutil.h"
 
@@ -38,77 +39,16 @@ static void teardown(void)
     tu_cluster_teardown(&cl, SIGTERM);
 }
 
-static int raw_connect(int port)
-{
-    struct sockaddr_in sin;
-    struct timeval tv = {10, 0};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    if (fd < 0)
-        return -1;
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_port = htons((uint16_t)port);
-    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
-    if (connect(fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int send_all(int fd, const void *p, size_t len)
-{
-    const uint8_t *b = p;
-
-    while (len > 0) {
-        ssize_t w = send(fd, b, len, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        b += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
-static int recv_all(int fd, void *p, size_t len)
-{
-    uint8_t *b = p;
-
-    while (len > 0) {
-        ssize_t r = recv(fd, b, len, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        b += r;
-        len -= (size_t)r;
-    }
-    return 0;
-}
-
-/* Reads one answer: its kind, and for an ERROR the KEEL_E* code. Bodies
- * over 4096 bytes are not expected. -1 when none comes (10 s). */
+/* Reads one answer: its kind, and for an ERROR the KEEL_E* code. -1
+ * when none comes (10 s). */
 static int read_answer(int fd, int *code)
 {
-    uint8_t hdr[KEEL_FRAME_HEADER], body[4096];
-    uint32_t len;
+    tu_rframe f;
 
-    if (recv_all(fd, hdr, sizeof hdr) != 0)
+    if (tu_read_frame(fd, &f, 10000) != 1)
         return -1;
-    len = ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) |
-          ((uint32_t)hdr[2] << 8) | hdr[3];
-    if (len < 12 || len - 12 > sizeof body ||
-        recv_all(fd, body, len - 12) != 0)
-        return -1;
-    *code = hdr[4] == KEEL_FRAME_ERROR && len >= 14
-                ? -((body[0] << 8) | body[1])
-                : 0;
-    return hdr[4];
+    *code = f.code;
+    return f.kind;
 }
 
 /* The first frame a node sends on its connections to another. */
@@ -119,7 +59,7 @@ static void say_peer(int fd)
 
     keel_frame_header(f, KEEL_FRAME_INFO, 1, 4);
     memcpy(f + KEEL_FRAME_HEADER, "peer", 4);
-    ck_assert_int_eq(send_all(fd, f, sizeof f), 0);
+    ck_assert_int_eq(tu_send_all(fd, f, sizeof f), 0);
     ck_assert_int_ge(read_answer(fd, &code), 0);
 }
 
@@ -157,20 +97,7 @@ static int send_xfer(int fd, uint32_t shard, uint64_t epoch, uint32_t seq)
     p[2 + klen + 9] = (uint8_t)(REC_VALUE >> 16);
     p[2 + klen + 10] = (uint8_t)(REC_VALUE >> 8);
     p[2 + klen + 11] = (uint8_t)REC_VALUE;
-    return send_all(fd, frame, KEEL_FRAME_HEADER + body);
-}
-
-static long rss_kb(pid_t pid)
-{
-    char path[64], *s, *p;
-    long kb = -1;
-
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    s = tu_read_file(path);
-    if (s != NULL && (p = strstr(s, "VmRSS:")) != NULL)
-        kb = strtol(p + 6, NULL, 10);
-    free(s);
-    return kb;
+    return tu_send_all(fd, frame, KEEL_FRAME_HEADER + body);
 }
 
 /* The units n1 owns, settled (no target), as shard and epoch: how many. */
@@ -248,10 +175,10 @@ START_TEST(unfinished_streams_bounded)
     }
     TU_CLUSTER_CHECK(&cl, nunits >= 5, "n1 owns %d units", nunits);
     tu_sleep_ms(500); /* the handoffs' last answers are out */
-    rss0 = rss_kb(cl.nodes[1].pid);
+    rss0 = tu_rss_kb(cl.nodes[1].pid);
 
     /* One stream that never ends: refused once over the cap. */
-    fd = raw_connect(cl.nodes[1].port);
+    fd = tu_raw_connect(cl.nodes[1].port);
     ck_assert_int_ge(fd, 0);
     say_peer(fd);
     TU_CLUSTER_CHECK(&cl, start_stream(fd, shards[0], &epochs[0]) ==
@@ -270,7 +197,7 @@ START_TEST(unfinished_streams_bounded)
         else
             other = other != 0 ? other : code != 0 ? code : -1000 - kind;
     }
-    rss1 = rss_kb(cl.nodes[1].pid);
+    rss1 = tu_rss_kb(cl.nodes[1].pid);
     close(fd);
     TU_CLUSTER_CHECK(&cl, toobig > 0 && replies <= (int)(CAP_BYTES / REC_VALUE),
                      "%d frames stored, %d refused ETOOBIG (other answer: %s, "
@@ -283,7 +210,7 @@ START_TEST(unfinished_streams_bounded)
     /* Streams under the cap, left unfinished by connections that close:
      * what they sent is let go with them. */
     for (u = 1; u < 5; u++) {
-        fd = raw_connect(cl.nodes[1].port);
+        fd = tu_raw_connect(cl.nodes[1].port);
         ck_assert_int_ge(fd, 0);
         say_peer(fd);
         TU_CLUSTER_CHECK(&cl, start_stream(fd, shards[u], &epochs[u]) ==
@@ -301,7 +228,7 @@ START_TEST(unfinished_streams_bounded)
         close(fd);
     }
     tu_sleep_ms(500); /* the closes reach the node */
-    rss2 = rss_kb(cl.nodes[1].pid);
+    rss2 = tu_rss_kb(cl.nodes[1].pid);
     TU_CLUSTER_CHECK(&cl, rss2 - rss1 < 16 * 1024,
                      "resident memory grew by %ld KiB after 4 unfinished "
                      "streams of 6.3 MB closed",

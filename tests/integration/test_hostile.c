@@ -24,6 +24,7 @@
 
 #include "keel.h"
 #include "proc.h"
+#include "rawconn.h"
 #include "runtime/client.h"
 #include "runtime/proto.h"
 #include "testutil.h"
@@ -65,166 +66,18 @@ static double now_s(void)
 
 /* ------------------------------------------------------- raw sockets */
 
-/* A blocking TCP connection from `from` (NULL: any) to 127.0.0.1:port,
- * with 5 s send and receive timeouts. -1 on failure. */
-static int raw_connect_from(const char *from, int port)
-{
-    struct sockaddr_in sin;
-    struct timeval tv = {5, 0};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    if (fd < 0)
-        return -1;
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (from != NULL) {
-        memset(&sin, 0, sizeof sin);
-        sin.sin_family = AF_INET;
-        inet_pton(AF_INET, from, &sin.sin_addr);
-        if (bind(fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
-            close(fd);
-            return -1;
-        }
-    }
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_port = htons((uint16_t)port);
-    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
-    if (connect(fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int raw_connect(int port)
-{
-    return raw_connect_from(NULL, port);
-}
-
-static int send_all(int fd, const void *p, size_t len)
-{
-    const uint8_t *b = p;
-
-    while (len > 0) {
-        ssize_t w = send(fd, b, len, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        b += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Waits at most ms for fd to be readable. */
-static int wait_readable(int fd, int ms)
-{
-    struct pollfd pfd = {fd, POLLIN, 0};
-    int rc;
-
-    do
-        rc = poll(&pfd, 1, ms);
-    while (rc < 0 && errno == EINTR);
-    return rc > 0;
-}
-
-/* Reads exactly len bytes within ms milliseconds in all. Returns 1, 0 at
- * EOF (or a reset), -1 on timeout. */
-static int read_exact(int fd, void *p, size_t len, int ms)
-{
-    uint8_t *b = p;
-    double deadline = now_s() + ms / 1000.0;
-
-    while (len > 0) {
-        int left = (int)((deadline - now_s()) * 1000);
-        ssize_t r;
-        if (left <= 0 || !wait_readable(fd, left))
-            return -1;
-        r = recv(fd, b, len, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return 0;
-        b += r;
-        len -= (size_t)r;
-    }
-    return 1;
-}
-
-struct rframe {
-    uint8_t kind;
-    uint64_t id;
-    int code; /* ERROR: the KEEL_E* code */
-    size_t len;
-    uint8_t body[4096];
-};
-
-/* Reads one frame (body up to 4096 bytes kept) within ms. 1, 0 at EOF,
- * -1 on timeout or a bad frame. */
-static int read_frame(int fd, struct rframe *f, int ms)
-{
-    uint8_t hdr[KEEL_FRAME_HEADER];
-    uint32_t length;
-    size_t blen;
-    int i, rc = read_exact(fd, hdr, sizeof hdr, ms);
-
-    if (rc != 1)
-        return rc;
-    length = ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) |
-             ((uint32_t)hdr[2] << 8) | hdr[3];
-    if (length < 12 || length - 12 > sizeof f->body)
-        return -1;
-    blen = length - 12;
-    f->kind = hdr[4];
-    f->id = 0;
-    for (i = 8; i < 16; i++)
-        f->id = (f->id << 8) | hdr[i];
-    f->len = blen;
-    if (blen > 0 && read_exact(fd, f->body, blen, ms) != 1)
-        return -1;
-    f->code = 0;
-    if (f->kind == KEEL_FRAME_ERROR && blen >= 2)
-        f->code = -((f->body[0] << 8) | f->body[1]);
-    return 1;
-}
-
-/* The server closed fd: EOF (or a reset) within ms, no frame first. */
-static int closed_within(int fd, int ms)
-{
-    uint8_t b;
-    int rc = read_exact(fd, &b, 1, ms);
-
-    return rc == 0;
-}
-
 /* A PING over a raw connection, answered by the same bytes within ms. */
 static int raw_ping(int fd, uint64_t id, int ms)
 {
     uint8_t frame[KEEL_FRAME_HEADER + 4];
-    struct rframe f;
+    tu_rframe f;
 
     keel_frame_header(frame, KEEL_FRAME_PING, id, 4);
     memcpy(frame + KEEL_FRAME_HEADER, "ping", 4);
-    if (send_all(fd, frame, sizeof frame) != 0)
+    if (tu_send_all(fd, frame, sizeof frame) != 0)
         return 0;
-    return read_frame(fd, &f, ms) == 1 && f.kind == KEEL_FRAME_PONG &&
+    return tu_read_frame(fd, &f, ms) == 1 && f.kind == KEEL_FRAME_PONG &&
            f.id == id && f.len == 4 && memcmp(f.body, "ping", 4) == 0;
-}
-
-/* The node's resident memory (VmRSS) in KiB, or -1. */
-static long rss_kb(pid_t pid)
-{
-    char path[64], *s, *p;
-    long kb = -1;
-
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    s = tu_read_file(path);
-    if (s != NULL && (p = strstr(s, "VmRSS:")) != NULL)
-        kb = strtol(p + 6, NULL, 10);
-    free(s);
-    return kb;
 }
 
 static long file_size(const char *path)
@@ -252,27 +105,27 @@ START_TEST(xfer_held_to_max_frame)
     keel_client *c;
 
     start_node(NULL);
-    before = rss_kb(node.pid);
+    before = tu_rss_kb(node.pid);
     ck_assert(before > 0);
     for (i = 0; i < XFER_CONNS; i++) {
         uint8_t hdr[KEEL_FRAME_HEADER];
         size_t sent;
-        fds[i] = raw_connect(node.port);
+        fds[i] = tu_raw_connect(node.port);
         ck_assert_int_ge(fds[i], 0);
         keel_frame_header(hdr, KEEL_FRAME_XFER, 7, 60u << 20);
-        ck_assert_int_eq(send_all(fds[i], hdr, sizeof hdr), 0);
+        ck_assert_int_eq(tu_send_all(fds[i], hdr, sizeof hdr), 0);
         /* Sends stop when the node closes the connection. */
         for (sent = 0; sent < XFER_SENT; sent += sizeof chunk)
-            if (send_all(fds[i], chunk, sizeof chunk) != 0)
+            if (tu_send_all(fds[i], chunk, sizeof chunk) != 0)
                 break;
     }
     for (i = 0; i < XFER_CONNS; i++) {
-        struct rframe f;
-        if (read_frame(fds[i], &f, 5000) == 1 && f.kind == KEEL_FRAME_ERROR &&
+        tu_rframe f;
+        if (tu_read_frame(fds[i], &f, 5000) == 1 && f.kind == KEEL_FRAME_ERROR &&
             f.code == KEEL_ETOOBIG)
             refused++;
     }
-    after = rss_kb(node.pid);
+    after = tu_rss_kb(node.pid);
     for (i = 0; i < XFER_CONNS; i++)
         close(fds[i]);
     ck_assert_msg(refused == XFER_CONNS,
@@ -305,13 +158,13 @@ START_TEST(fd_limit_keeps_serving)
     long log0, log1;
 
     start_node(NULL);
-    early = raw_connect(node.port);
+    early = tu_raw_connect(node.port);
     ck_assert_int_ge(early, 0);
     ck_assert(raw_ping(early, 1, 5000));
     ck_assert_int_eq(prlimit(node.pid, RLIMIT_NOFILE, &rl, NULL), 0);
     log0 = file_size(node.log_path);
     for (i = 0; i < FLOOD; i++) {
-        fds[i] = raw_connect(node.port);
+        fds[i] = tu_raw_connect(node.port);
         if (fds[i] >= 0)
             opened++;
     }
@@ -323,9 +176,9 @@ START_TEST(fd_limit_keeps_serving)
         usleep(100 * 1000);
     }
     for (i = 0; i < FLOOD; i++) {
-        struct rframe f;
-        if (fds[i] >= 0 && wait_readable(fds[i], 0) &&
-            read_frame(fds[i], &f, 1000) == 1 &&
+        tu_rframe f;
+        if (fds[i] >= 0 && tu_wait_readable(fds[i], 0) &&
+            tu_read_frame(fds[i], &f, 1000) == 1 &&
             f.kind == KEEL_FRAME_ERROR && f.id == 0 &&
             f.code == KEEL_EOVERLOAD)
             refused++;
@@ -342,7 +195,7 @@ START_TEST(fd_limit_keeps_serving)
                   refused, opened);
     /* Once the flood is gone, new connections are served again. */
     for (j = 0, answered = 0; j < 50 && !answered; j++) {
-        int fd = raw_connect(node.port);
+        int fd = tu_raw_connect(node.port);
         if (fd >= 0) {
             answered = raw_ping(fd, 9, 2000);
             close(fd);
@@ -362,29 +215,29 @@ START_TEST(max_connections_refuses)
 {
     static const char *const extra[] = {"--max-connections", "3", NULL};
     int fds[3], fd, i, ok = 0;
-    struct rframe f;
+    tu_rframe f;
 
     start_node(extra);
     for (i = 0; i < 3; i++) {
-        fds[i] = raw_connect(node.port);
+        fds[i] = tu_raw_connect(node.port);
         ck_assert_int_ge(fds[i], 0);
         ck_assert(raw_ping(fds[i], 1, 5000));
     }
     /* The fourth is told why, with the farewell's id 0, and closed. */
-    fd = raw_connect(node.port);
+    fd = tu_raw_connect(node.port);
     ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(read_frame(fd, &f, 5000), 1);
+    ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
     ck_assert_int_eq(f.kind, KEEL_FRAME_ERROR);
     ck_assert_uint_eq(f.id, 0);
     ck_assert_int_eq(f.code, KEEL_EOVERLOAD);
-    ck_assert(closed_within(fd, 5000));
+    ck_assert(tu_closed_within(fd, 5000));
     close(fd);
     for (i = 0; i < 3; i++)
         ck_assert(raw_ping(fds[i], 2, 5000));
     /* A place freed is taken again (the close reaches the node soon). */
     close(fds[0]);
     for (i = 0; i < 50 && !ok; i++) {
-        fd = raw_connect(node.port);
+        fd = tu_raw_connect(node.port);
         if (fd >= 0) {
             ok = raw_ping(fd, 3, 2000);
             close(fd);
@@ -408,12 +261,12 @@ START_TEST(idle_connections_closed)
     static const char *const extra[] = {"--conn-idle-timeout", "1", NULL};
     uint8_t hdr[KEEL_FRAME_HEADER];
     int quiet, trickle, busy, j, served = 0;
-    struct rframe f;
+    tu_rframe f;
 
     start_node(extra);
-    quiet = raw_connect(node.port);
-    trickle = raw_connect(node.port);
-    busy = raw_connect(node.port);
+    quiet = tu_raw_connect(node.port);
+    trickle = tu_raw_connect(node.port);
+    busy = tu_raw_connect(node.port);
     ck_assert(quiet >= 0 && trickle >= 0 && busy >= 0);
     keel_frame_header(hdr, KEEL_FRAME_PING, 5, 64);
     /* 4 s: the trickler sends a byte of its frame every 200 ms, the busy
@@ -428,16 +281,16 @@ START_TEST(idle_connections_closed)
         usleep(200 * 1000);
     }
     ck_assert_int_eq(served, 20);
-    ck_assert_int_eq(read_frame(quiet, &f, 5000), 1);
+    ck_assert_int_eq(tu_read_frame(quiet, &f, 5000), 1);
     ck_assert_int_eq(f.kind, KEEL_FRAME_ERROR);
     ck_assert_uint_eq(f.id, 0);
     ck_assert_int_eq(f.code, KEEL_ETIMEDOUT);
-    ck_assert(closed_within(quiet, 5000));
+    ck_assert(tu_closed_within(quiet, 5000));
     /* The trickler gets the same farewell (its frame never ran). */
-    ck_assert_int_eq(read_frame(trickle, &f, 5000), 1);
+    ck_assert_int_eq(tu_read_frame(trickle, &f, 5000), 1);
     ck_assert_int_eq(f.kind, KEEL_FRAME_ERROR);
     ck_assert_int_eq(f.code, KEEL_ETIMEDOUT);
-    ck_assert(closed_within(trickle, 5000));
+    ck_assert(tu_closed_within(trickle, 5000));
     ck_assert(raw_ping(busy, 99, 5000));
     close(quiet);
     close(trickle);
@@ -457,22 +310,22 @@ START_TEST(truncated_frame_answered)
 
     start_node(NULL);
     for (v = 0; v < 2; v++) {
-        struct rframe f;
-        int fd = raw_connect(node.port);
+        tu_rframe f;
+        int fd = tu_raw_connect(node.port);
         ck_assert_int_ge(fd, 0);
         keel_frame_header(buf, KEEL_FRAME_PING, 5, 64);
         memset(buf + KEEL_FRAME_HEADER, 'p', 64);
         /* v 0: half a header; v 1: a whole header and half its body. */
-        ck_assert_int_eq(send_all(fd, buf,
+        ck_assert_int_eq(tu_send_all(fd, buf,
                                   v == 0 ? KEEL_FRAME_HEADER / 2
                                          : KEEL_FRAME_HEADER + 32),
                          0);
         ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
-        ck_assert_int_eq(read_frame(fd, &f, 5000), 1);
+        ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
         ck_assert_int_eq(f.kind, KEEL_FRAME_ERROR);
         ck_assert_int_eq(f.code, KEEL_EMALFORMED);
         ck_assert_uint_eq(f.id, v == 0 ? 0 : 5);
-        ck_assert(closed_within(fd, 5000));
+        ck_assert(tu_closed_within(fd, 5000));
         close(fd);
     }
 }
@@ -487,26 +340,26 @@ START_TEST(client_hops_refused)
 {
     uint8_t frame[KEEL_FRAME_HEADER + 64];
     size_t blen = keel_call_body_size(7, 2, 4);
-    struct rframe f;
+    tu_rframe f;
     int fd;
 
     start_node(NULL);
-    fd = raw_connect(node.port);
+    fd = tu_raw_connect(node.port);
     ck_assert_int_ge(fd, 0);
     keel_frame_header(frame, KEEL_FRAME_CALL, 3, blen);
     frame[5] = 3;
     keel_call_body_encode(frame + KEEL_FRAME_HEADER, "counter", 7, "c1", 2,
                           "incr", 4);
-    ck_assert_int_eq(send_all(fd, frame, KEEL_FRAME_HEADER + blen), 0);
-    ck_assert_int_eq(read_frame(fd, &f, 5000), 1);
+    ck_assert_int_eq(tu_send_all(fd, frame, KEEL_FRAME_HEADER + blen), 0);
+    ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
     ck_assert_int_eq(f.kind, KEEL_FRAME_ERROR);
     ck_assert_uint_eq(f.id, 3);
     ck_assert_int_eq(f.code, KEEL_EPROTO);
     /* The same call without hops runs, as the first increment. */
     frame[5] = 0;
     keel_frame_header(frame, KEEL_FRAME_CALL, 4, blen);
-    ck_assert_int_eq(send_all(fd, frame, KEEL_FRAME_HEADER + blen), 0);
-    ck_assert_int_eq(read_frame(fd, &f, 5000), 1);
+    ck_assert_int_eq(tu_send_all(fd, frame, KEEL_FRAME_HEADER + blen), 0);
+    ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
     ck_assert_int_eq(f.kind, KEEL_FRAME_REPLY);
     ck_assert_uint_eq(f.len, 1);
     ck_assert_int_eq(f.body[0], '1');
@@ -533,12 +386,12 @@ static int http_healthz(const char *from, int port)
     static const char req[] =
         "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     char buf[256];
-    int fd = raw_connect_from(from, port), ok = 0;
+    int fd = tu_raw_connect_from(from, port), ok = 0;
     ssize_t r;
 
     if (fd < 0)
         return 0;
-    if (send_all(fd, req, sizeof req - 1) == 0 && wait_readable(fd, 3000)) {
+    if (tu_send_all(fd, req, sizeof req - 1) == 0 && tu_wait_readable(fd, 3000)) {
         r = recv(fd, buf, sizeof buf - 1, 0);
         if (r > 0) {
             buf[r] = '\0';
@@ -557,8 +410,8 @@ static void trickle_open(int port, int *fds, int *alive, int n)
     int i;
 
     for (i = 0; i < n; i++) {
-        fds[i] = raw_connect(port);
-        alive[i] = fds[i] >= 0 && send_all(fds[i], head, sizeof head - 1) == 0;
+        fds[i] = tu_raw_connect(port);
+        alive[i] = fds[i] >= 0 && tu_send_all(fds[i], head, sizeof head - 1) == 0;
     }
 }
 
@@ -572,7 +425,7 @@ static int trickle_round(int *fds, int *alive, int n)
         if (!alive[i])
             continue;
         if (send(fds[i], "a", 1, MSG_NOSIGNAL) != 1 ||
-            (wait_readable(fds[i], 0) && closed_within(fds[i], 100)))
+            (tu_wait_readable(fds[i], 0) && tu_closed_within(fds[i], 100)))
             alive[i] = 0;
         else
             open_now++;
@@ -637,8 +490,8 @@ START_TEST(http_per_ip_cap)
     trickle_open(port, fds, alive, CAPPED);
     usleep(1000 * 1000); /* the refused ones are closed by then */
     for (i = 0; i < CAPPED; i++)
-        if (alive[i] && wait_readable(fds[i], 0) &&
-            closed_within(fds[i], 100)) {
+        if (alive[i] && tu_wait_readable(fds[i], 0) &&
+            tu_closed_within(fds[i], 100)) {
             alive[i] = 0;
             closed++;
         }
