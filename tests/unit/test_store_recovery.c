@@ -113,6 +113,24 @@ static int count_of(keel_store *s, const char *id)
     return atoi(v);
 }
 
+/* Opens the store (recovering when told), checks the count, closes. */
+static void expect_count(const char *dir, int recover, int n)
+{
+    keel_store *s = open_ok(dir, recover);
+
+    ck_assert_int_eq(count_of(s, "c"), n);
+    keel_store_close(s);
+}
+
+/* Opens the store, sets the count to i, closes. */
+static void count_once(const char *dir, int i)
+{
+    keel_store *s = open_ok(dir, 0);
+
+    ck_assert_int_eq(put_count(s, "c", i), 0);
+    keel_store_close(s);
+}
+
 /* A child opens the store, counts from..to (each commit flushed before
  * the next: acknowledged), and dies without closing. */
 static void child_counts(const char *dir, int from, int to)
@@ -219,9 +237,7 @@ static void mid_log_case(off_t in_record)
     ck_assert_int_eq(put_count(s, "c", 100), 0);
     keel_store_close(s);
     /* What recovery kept is the store's state from now on. */
-    s = open_ok(dir, 0);
-    ck_assert_int_eq(count_of(s, "c"), 100);
-    keel_store_close(s);
+    expect_count(dir, 0, 100);
     tu_rmrf(dir);
     free(dir);
 }
@@ -261,9 +277,7 @@ START_TEST(test_first_record_damaged)
     ck_assert_int_eq(open_rc(dir, KEEL_DURABILITY_NONE, 0, &s, err,
                              sizeof err),
                      KEEL_ECORRUPT);
-    s = open_ok(dir, 1);
-    ck_assert_int_eq(count_of(s, "c"), 0);
-    keel_store_close(s);
+    expect_count(dir, 1, 0);
     tu_rmrf(dir);
     free(dir);
 }
@@ -278,15 +292,12 @@ START_TEST(test_torn_tail_opens)
 {
     char *dir = tu_tmpdir("recov");
     off_t offs[64];
-    keel_store *s;
     int fd;
 
     child_counts(dir, 1, 50);
     ck_assert_int_eq(wal_offsets(dir, offs, 64), 50);
     flip(dir, KEEL_WAL_NAME, offs[49] + WAL_HDR + 3);
-    s = open_ok(dir, 0);
-    ck_assert_int_eq(count_of(s, "c"), 49);
-    keel_store_close(s);
+    expect_count(dir, 0, 49);
     tu_rmrf(dir);
     free(dir);
 
@@ -296,9 +307,7 @@ START_TEST(test_torn_tail_opens)
     fd = open_file(dir, KEEL_WAL_NAME);
     ck_assert_int_eq(ftruncate(fd, offs[49] + WAL_HDR + 2), 0);
     close(fd);
-    s = open_ok(dir, 0);
-    ck_assert_int_eq(count_of(s, "c"), 49);
-    keel_store_close(s);
+    expect_count(dir, 0, 49);
     tu_rmrf(dir);
     free(dir);
 }
@@ -316,9 +325,7 @@ START_TEST(test_newest_checkpoint_damaged_refused)
     char err[1024];
     keel_store *s;
 
-    s = open_ok(dir, 0);
-    ck_assert_int_eq(put_count(s, "c", 1), 0);
-    keel_store_close(s);
+    count_once(dir, 1);
     child_counts(dir, 2, 60);
     flip(dir, KEEL_CKPT_NAME, newest_slot(dir) + 100);
     ck_assert_int_eq(open_rc(dir, KEEL_DURABILITY_FSYNC, 0, &s, err,
@@ -331,9 +338,7 @@ START_TEST(test_newest_checkpoint_damaged_refused)
     ck_assert_int_eq(count_of(s, "c"), 60);
     ck_assert_int_eq(put_count(s, "c", 61), 0);
     keel_store_close(s);
-    s = open_ok(dir, 0);
-    ck_assert_int_eq(count_of(s, "c"), 61);
-    keel_store_close(s);
+    expect_count(dir, 0, 61);
     tu_rmrf(dir);
     free(dir);
 }
@@ -352,12 +357,8 @@ START_TEST(test_newest_checkpoint_damaged_nothing_after)
         ck_assert_int_eq(put_count(s, "c", i), 0);
     keel_store_close(s);
     flip(dir, KEEL_CKPT_NAME, newest_slot(dir) + 60);
-    s = open_ok(dir, 0);
-    ck_assert_int_eq(count_of(s, "c"), 30);
-    keel_store_close(s);
-    s = open_ok(dir, 0);
-    ck_assert_int_eq(count_of(s, "c"), 30);
-    keel_store_close(s);
+    expect_count(dir, 0, 30);
+    expect_count(dir, 0, 30);
     tu_rmrf(dir);
     free(dir);
 }
@@ -370,9 +371,7 @@ START_TEST(test_both_checkpoints_damaged)
     char err[1024];
     keel_store *s;
 
-    s = open_ok(dir, 0);
-    ck_assert_int_eq(put_count(s, "c", 1), 0);
-    keel_store_close(s);
+    count_once(dir, 1);
     child_counts(dir, 2, 20);
     flip(dir, KEEL_CKPT_NAME, 70);
     flip(dir, KEEL_CKPT_NAME, SLOT1 + 70);
@@ -380,9 +379,7 @@ START_TEST(test_both_checkpoints_damaged)
                              sizeof err),
                      KEEL_ECORRUPT);
     ck_assert_msg(strstr(err, "no checkpoint") != NULL, "%s", err);
-    s = open_ok(dir, 1);
-    ck_assert_int_eq(count_of(s, "c"), 20);
-    keel_store_close(s);
+    expect_count(dir, 1, 20);
     tu_rmrf(dir);
     free(dir);
 }
@@ -399,9 +396,7 @@ START_TEST(test_newest_checkpoint_lost)
     keel_store *s;
     int fd;
 
-    s = open_ok(dir, 0);
-    ck_assert_int_eq(put_count(s, "c", 1), 0);
-    keel_store_close(s);
+    count_once(dir, 1);
     child_counts(dir, 2, 30);
     fd = open_file(dir, KEEL_CKPT_NAME);
     ck_assert_int_eq(pwrite(fd, zeros, sizeof zeros, newest_slot(dir)),
@@ -411,9 +406,7 @@ START_TEST(test_newest_checkpoint_lost)
                              sizeof err),
                      KEEL_ECORRUPT);
     ck_assert_msg(strstr(err, "newer than any valid one") != NULL, "%s", err);
-    s = open_ok(dir, 1);
-    ck_assert_int_eq(count_of(s, "c"), 30);
-    keel_store_close(s);
+    expect_count(dir, 1, 30);
     tu_rmrf(dir);
     free(dir);
 }
@@ -500,9 +493,7 @@ START_TEST(test_forged_records_in_values)
     ck_assert_int_eq(ftruncate(fd, offs[5] + 4096), 0);
     close(fd);
     flip(dir, KEEL_WAL_NAME, offs[5] + 2); /* the torn record's hash */
-    s = open_ok(dir, 0);
-    ck_assert_int_eq(count_of(s, "c"), 5);
-    keel_store_close(s);
+    expect_count(dir, 0, 5);
     tu_rmrf(dir);
     free(dir);
 }
@@ -514,24 +505,19 @@ END_TEST
 START_TEST(test_first_checkpoint_torn)
 {
     char *dir = tu_tmpdir("recov");
-    keel_store *s;
     pid_t pid = fork();
     int status;
 
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        s = open_ok(dir, 0);
+        (void)open_ok(dir, 0);
         _exit(0); /* dies after its first checkpoint, nothing written */
     }
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     flip(dir, KEEL_CKPT_NAME, newest_slot(dir) + 200);
-    s = open_ok(dir, 0);
-    ck_assert_int_eq(put_count(s, "c", 1), 0);
-    keel_store_close(s);
-    s = open_ok(dir, 0);
-    ck_assert_int_eq(count_of(s, "c"), 1);
-    keel_store_close(s);
+    count_once(dir, 1);
+    expect_count(dir, 0, 1);
     tu_rmrf(dir);
     free(dir);
 }
@@ -541,16 +527,11 @@ END_TEST
 START_TEST(test_older_checkpoint_damaged)
 {
     char *dir = tu_tmpdir("recov");
-    keel_store *s;
 
-    s = open_ok(dir, 0);
-    ck_assert_int_eq(put_count(s, "c", 1), 0);
-    keel_store_close(s);
+    count_once(dir, 1);
     child_counts(dir, 2, 20);
     flip(dir, KEEL_CKPT_NAME, (newest_slot(dir) ? 0 : SLOT1) + 100);
-    s = open_ok(dir, 0);
-    ck_assert_int_eq(count_of(s, "c"), 20);
-    keel_store_close(s);
+    expect_count(dir, 0, 20);
     tu_rmrf(dir);
     free(dir);
 }
