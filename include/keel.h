@@ -245,6 +245,13 @@ KEEL_API int keel_node_start(keel_node *node);
  * the replies, passivates all actors, then the loop returns. */
 KEEL_API void keel_node_stop(keel_node *node);
 
+/* Asks the node to read again the files it may take anew while it runs:
+ * today the TLS certificate, key and CA (docs/security.md, "TLS"). New
+ * connections use the new ones, existing connections keep theirs; a file
+ * that cannot be read or does not fit is logged and the files in use
+ * stay. Any thread; async-signal-safe (keeld calls it on SIGHUP). */
+KEEL_API void keel_node_reload(keel_node *node);
+
 /* Waits for a node started with keel_node_start() to stop. */
 KEEL_API int keel_node_join(keel_node *node);
 

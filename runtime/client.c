@@ -16,6 +16,8 @@
  * only compacted or grown at the start of the next receive. */
 #include "runtime/client.h"
 
+#include "runtime/tls.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -48,6 +50,9 @@ struct keel_client {
 
     uint8_t *rbuf; /* received bytes; rbuf[rpos, rlen) not yet parsed */
     size_t rpos, rlen, rcap;
+
+    keel_tls *tls; /* NULL: plaintext */
+    short want;    /* after a TLS call that must wait: POLLIN / POLLOUT */
 };
 
 /* ------------------------------------------------------------ deadlines */
@@ -94,6 +99,43 @@ static int wait_fd(int fd, short events, int64_t deadline)
             return KEEL_ECONN;
         /* Timed out a slice or interrupted: the loop rechecks the clock. */
     }
+}
+
+/* ------------------------------------------------------------------ io */
+
+/* recv(2) / send(2) through TLS when the connection has it: bytes, 0 at
+ * the end of the stream (reads), or -1 with errno; EAGAIN with c->want
+ * saying what to wait for. */
+static ssize_t cl_recv(keel_client *c, void *buf, size_t len)
+{
+    ssize_t r;
+
+    c->want = POLLIN;
+    if (c->tls == NULL)
+        return recv(c->fd, buf, len, MSG_DONTWAIT);
+    r = keel_tls_read(c->tls, buf, len);
+    if (r >= 0)
+        return r;
+    if (r == KEEL_TLS_WANT_WRITE)
+        c->want = POLLOUT;
+    errno = r == KEEL_ECONN ? ECONNRESET : EAGAIN;
+    return -1;
+}
+
+static ssize_t cl_send(keel_client *c, const void *buf, size_t len)
+{
+    ssize_t w;
+
+    c->want = POLLOUT;
+    if (c->tls == NULL)
+        return send(c->fd, buf, len, MSG_NOSIGNAL);
+    w = keel_tls_write(c->tls, buf, len);
+    if (w >= 0)
+        return w;
+    if (w == KEEL_TLS_WANT_READ)
+        c->want = POLLIN;
+    errno = w == KEEL_ECONN ? EPIPE : EAGAIN;
+    return -1;
 }
 
 /* -------------------------------------------------------------- connect */
@@ -191,6 +233,52 @@ int keel_client_connect(const char *addr, int timeout_ms, keel_client **out)
 int keel_client_connect_why(const char *addr, int timeout_ms,
                             keel_client **out, char *why, size_t whylen)
 {
+    return keel_client_connect_tls(addr, timeout_ms, NULL, out, why, whylen);
+}
+
+/* The TLS handshake on c's fresh socket, bounded by deadline.
+ * Errors: KEEL_EINVAL / KEEL_EIO (the files), KEEL_ENOMEM, KEEL_ENOTSENT
+ * (the handshake failed or timed out; nothing of ours was sent). */
+static int client_handshake(keel_client *c, const keel_client_tls *tls,
+                            int64_t deadline, char *why, size_t whylen)
+{
+    keel_tls_ctx *ctx;
+    char err[512];
+    int rc;
+
+    rc = keel_tls_ctx_create(tls->cert, tls->key, tls->ca, &ctx, err,
+                             sizeof err);
+    if (rc != 0) {
+        if (why != NULL && whylen > 0)
+            snprintf(why, whylen, "%s", err);
+        return rc;
+    }
+    rc = keel_tls_connect(ctx, c->fd, tls->node, &c->tls);
+    keel_tls_ctx_unref(ctx); /* the connection holds it */
+    if (rc != 0)
+        return rc;
+    for (;;) {
+        rc = keel_tls_handshake(c->tls, err, sizeof err);
+        if (rc == 0)
+            return 0;
+        if (rc == KEEL_TLS_WANT_READ || rc == KEEL_TLS_WANT_WRITE) {
+            rc = wait_fd(c->fd, rc == KEEL_TLS_WANT_READ ? POLLIN : POLLOUT,
+                         deadline);
+            if (rc == 0)
+                continue;
+            snprintf(err, sizeof err, "TLS handshake %s",
+                     rc == KEEL_ETIMEDOUT ? "timed out" : "failed");
+        }
+        if (why != NULL && whylen > 0)
+            snprintf(why, whylen, "%s", err);
+        return KEEL_ENOTSENT;
+    }
+}
+
+int keel_client_connect_tls(const char *addr, int timeout_ms,
+                            const keel_client_tls *tls, keel_client **out,
+                            char *why, size_t whylen)
+{
     struct addrinfo hints, *res = NULL, *ai;
     char host[256], port[8];
     keel_client *c;
@@ -246,19 +334,29 @@ int keel_client_connect_why(const char *addr, int timeout_ms,
         goto err_after_client;
     }
     freeaddrinfo(res);
+    res = NULL;
 
     c->fd = fd;
     c->timeout_ms = timeout_ms;
     c->max_frame = CLIENT_DEFAULT_MAX_FRAME;
     c->next_id = 1; /* 0 is what a server quotes when it cannot tell */
+    if (tls != NULL) {
+        rc = client_handshake(c, tls, deadline, why, whylen);
+        if (rc != 0)
+            goto err_after_socket;
+    }
     *out = c;
     return 0;
 
+err_after_socket:
+    keel_tls_free(c->tls);
+    close(c->fd);
 err_after_client:
     free(c->rbuf);
     free(c);
 err_after_addrinfo:
-    freeaddrinfo(res);
+    if (res != NULL)
+        freeaddrinfo(res);
     return rc;
 }
 
@@ -266,6 +364,10 @@ void keel_client_close(keel_client *c)
 {
     if (c == NULL)
         return;
+    if (c->tls != NULL) {
+        keel_tls_shutdown(c->tls);
+        keel_tls_free(c->tls);
+    }
     close(c->fd);
     free(c->sbuf);
     free(c->rbuf);
@@ -281,6 +383,24 @@ void keel_client_set_max_frame(keel_client *c, size_t max_frame)
 int keel_client_fd(const keel_client *c)
 {
     return c->fd;
+}
+
+int keel_client_pending(const keel_client *c)
+{
+    return c->tls != NULL && keel_tls_pending(c->tls);
+}
+
+long keel_client_read_some(keel_client *c, void *buf, size_t len)
+{
+    for (;;) {
+        ssize_t r = cl_recv(c, buf, len);
+        if (r >= 0)
+            return (long)r;
+        if (errno == EINTR)
+            continue;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? KEEL_ETIMEDOUT
+                                                        : KEEL_ECONN;
+    }
 }
 
 /* ----------------------------------------------------------------- send */
@@ -480,7 +600,7 @@ int keel_client_flush(keel_client *c)
      * longer be completed or taken back. */
     deadline = deadline_in(c->timeout_ms);
     while (sent < c->slen) {
-        n = send(c->fd, c->sbuf + sent, c->slen - sent, MSG_NOSIGNAL);
+        n = cl_send(c, c->sbuf + sent, c->slen - sent);
         if (n > 0) {
             sent += (size_t)n;
             deadline = deadline_in(c->timeout_ms);
@@ -489,7 +609,7 @@ int keel_client_flush(keel_client *c)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (wait_fd(c->fd, POLLOUT, deadline) == 0)
+            if (wait_fd(c->fd, c->want, deadline) == 0)
                 continue;
         }
         /* Nothing of what was queued left: none of it can have run. */
@@ -574,7 +694,7 @@ static int recv_frame(keel_client *c, keel_frame *out, int64_t deadline)
         rc = rbuf_make_room(c);
         if (rc < 0)
             return rc;
-        r = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
+        r = cl_recv(c, c->rbuf + c->rlen, c->rcap - c->rlen);
         if (r > 0) {
             c->rlen += (size_t)r;
             continue;
@@ -586,7 +706,7 @@ static int recv_frame(keel_client *c, keel_frame *out, int64_t deadline)
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            rc = wait_fd(c->fd, POLLIN, deadline);
+            rc = wait_fd(c->fd, c->want, deadline);
             if (rc < 0)
                 return rc;
             continue;
@@ -628,7 +748,7 @@ static int salvage_answer(keel_client *c, uint64_t rid, keel_frame *out)
         }
         if (n < 0 || rbuf_make_room(c) < 0)
             return 0;
-        r = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, MSG_DONTWAIT);
+        r = cl_recv(c, c->rbuf + c->rlen, c->rcap - c->rlen);
         if (r > 0)
             c->rlen += (size_t)r;
         else if (!(r < 0 && errno == EINTR))

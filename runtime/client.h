@@ -22,6 +22,27 @@ int keel_client_connect(const char *addr, int timeout_ms, keel_client **out);
  * empty when there is nothing to add). */
 int keel_client_connect_why(const char *addr, int timeout_ms,
                             keel_client **out, char *why, size_t whylen);
+
+/* TLS for a connection (docs/security.md, "TLS"). The server's
+ * certificate must chain to ca; its name is not a host name (nodes are
+ * named CN=node:<id>), so no host name is checked: with node set, the
+ * certificate must name that node, otherwise any certificate the CA
+ * signed will do. */
+typedef struct keel_client_tls {
+    const char *ca;   /* PEM file of the CA; required */
+    const char *cert; /* this client's certificate chain (PEM), or NULL */
+    const char *key;  /* its key (PEM), with cert */
+    const char *node; /* the node id the server must prove, or NULL */
+} keel_client_tls;
+
+/* keel_client_connect_why over TLS 1.3 when tls is not NULL. The timeout
+ * bounds the handshake too. More errors: KEEL_EINVAL / KEEL_EIO (the
+ * files: why says which), KEEL_ENOTSENT also when the handshake fails
+ * (the server's certificate does not verify, the server refuses ours, a
+ * plaintext server): nothing was sent. */
+int keel_client_connect_tls(const char *addr, int timeout_ms,
+                            const keel_client_tls *tls, keel_client **out,
+                            char *why, size_t whylen);
 void keel_client_close(keel_client *c);
 
 /* The largest frame the client accepts from the server (default 1 MiB +
@@ -77,7 +98,16 @@ int keel_client_call_keyed(keel_client *c, uint8_t kind, const uint8_t *key,
                            const void *msg, size_t len, char **reply,
                            size_t *reply_len);
 
-/* The socket, for poll() by callers that multiplex. */
+/* The socket, for poll() by callers that multiplex. With TLS the socket
+ * may be quiet while bytes wait inside the client: see
+ * keel_client_pending. */
 int keel_client_fd(const keel_client *c);
+/* For callers that parse frames themselves: reads what has arrived into
+ * buf without waiting. Returns bytes (> 0), 0 when the server closed,
+ * KEEL_ETIMEDOUT when nothing is there now, KEEL_ECONN on failure. Not to
+ * be mixed with keel_client_recv on one connection. */
+long keel_client_read_some(keel_client *c, void *buf, size_t len);
+/* 1 when a read would find bytes without the socket being readable. */
+int keel_client_pending(const keel_client *c);
 
 #endif

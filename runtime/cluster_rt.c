@@ -606,3 +606,34 @@ void keel__cluster_rt_destroy(keel_node *n)
     n->cluster = NULL;
     rt_free(rt);
 }
+
+int keel__cluster_is_member(keel_node *n, const char *name)
+{
+    keel_cluster_rt *rt = n->cluster;
+    char addr[KEEL_ADDR_MAX + 1];
+
+    if (rt == NULL || n->coord == NULL || rt->c == NULL)
+        return 0;
+    /* KEEL_EADDR: a member, if one nobody can reach. */
+    return keel_cluster_member_addr(rt->c, name, addr, sizeof addr) !=
+           KEEL_ENOTFOUND;
+}
+
+int keel__cluster_member_at(keel_node *n, const char *addr, char *name,
+                            size_t cap)
+{
+    keel_cluster_rt *rt = n->cluster;
+    const keel_member *v;
+    size_t i, nv = 0;
+
+    if (rt == NULL || n->coord == NULL || rt->c == NULL)
+        return KEEL_ENOTFOUND;
+    v = keel_cluster_view(rt->c, &nv);
+    for (i = 0; v != NULL && i < nv; i++) {
+        if (strcmp(v[i].addr, addr) == 0) {
+            snprintf(name, cap, "%s", v[i].name);
+            return 0;
+        }
+    }
+    return KEEL_ENOTFOUND;
+}

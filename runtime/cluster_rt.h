@@ -70,4 +70,13 @@ int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
  * dropped (their senders start them over). */
 void keel__cluster_conn_closed(keel_node *n, const keel_conn *c);
 
+/* Whether a member of the cluster named `name` is in this node's view
+ * (TLS: a node certificate's holder, net.c). */
+int keel__cluster_is_member(keel_node *n, const char *name);
+/* The name of the member this node's view shows at addr ("host:port"),
+ * into name (cap bytes). KEEL_ENOTFOUND when none (peer.c: whom a link
+ * must reach). */
+int keel__cluster_member_at(keel_node *n, const char *addr, char *name,
+                            size_t cap);
+
 #endif

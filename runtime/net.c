@@ -43,6 +43,7 @@
 #include "runtime/info.h"
 #include "runtime/node.h"
 #include "runtime/proto.h"
+#include "runtime/tls.h"
 
 #define READ_CHUNK 65536
 #define WBUF_PAUSE (8u << 20)    /* stop reading above this much unsent */
@@ -63,10 +64,20 @@ struct keel_conn {
     int in_flush;
     int buried;
     int paused;
-    /* The connection said it comes from another node of the cluster
-     * (INFO "peer"): it may set a call's hop count and send XFER frames
-     * larger than --max-frame. Nothing proves it yet. */
+    /* The connection comes from another node of the cluster: it may set
+     * a call's hop count and send XFER frames (larger than --max-frame).
+     * Without TLS the connection said so (INFO "peer"), which nothing
+     * proves; with TLS its certificate proved it (conn_peer). */
     int peer;
+    /* TLS (tls.h), or NULL on a node without it. tls_ready: the
+     * handshake is done, and ident holds what the client's certificate
+     * proved. A read that must wait for the socket to be writable, or a
+     * write for it to be readable (rare in TLS 1.3), is retried from the
+     * other watcher. */
+    keel_tls *tls;
+    int tls_ready;
+    int read_wants_write, write_wants_read;
+    keel_tls_identity ident;
     /* ev_now of the last whole frame read or answer queued: idle since. */
     ev_tstamp active_at;
     /* Monotonic time at which the socket was last seen empty: every byte
@@ -242,11 +253,52 @@ static void send_error(keel_conn *c, uint64_t id, int code, const char *msg)
 
 static void resume_reading(keel_conn *c);
 
+/* read(2) on the connection, through TLS when it has it: bytes, 0 at the
+ * end of the stream, or -1 with errno (EAGAIN: nothing for now). */
+static ssize_t conn_recv(keel_conn *c, void *buf, size_t len)
+{
+    ssize_t r;
+
+    if (c->tls == NULL)
+        return read(c->fd, buf, len);
+    r = keel_tls_read(c->tls, buf, len);
+    if (r >= 0)
+        return r;
+    if (r == KEEL_TLS_WANT_WRITE) {
+        c->read_wants_write = 1;
+        ev_io_start(c->n->loop, &c->wio);
+    }
+    errno = r == KEEL_ECONN ? ECONNRESET : EAGAIN;
+    return -1;
+}
+
+/* write(2) on the connection, through TLS when it has it. A TLS write
+ * that waits for the socket to be readable leaves the write watcher
+ * alone (it would fire at once, forever): the read watcher retries. */
+static ssize_t conn_send(keel_conn *c, const void *buf, size_t len)
+{
+    ssize_t w;
+
+    if (c->tls == NULL)
+        return write(c->fd, buf, len);
+    w = keel_tls_write(c->tls, buf, len);
+    if (w >= 0)
+        return w;
+    if (w == KEEL_TLS_WANT_READ) {
+        c->write_wants_read = 1;
+        ev_io_start(c->n->loop, &c->rio);
+    }
+    errno = w == KEEL_ECONN ? EPIPE : EAGAIN;
+    return -1;
+}
+
 /* Writes what the socket takes. Returns -1 if the connection was closed. */
 static int conn_write(keel_conn *c)
 {
+    if (c->tls != NULL && !c->tls_ready)
+        return 0; /* nothing is queued before the handshake is done */
     while (c->woff < c->wlen) {
-        ssize_t w = write(c->fd, c->wbuf + c->woff, c->wlen - c->woff);
+        ssize_t w = conn_send(c, c->wbuf + c->woff, c->wlen - c->woff);
         if (w > 0) {
             c->woff += (size_t)w;
             continue;
@@ -254,7 +306,7 @@ static int conn_write(keel_conn *c)
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!ev_is_active(&c->wio))
+            if (!c->write_wants_read && !ev_is_active(&c->wio))
                 ev_io_start(c->n->loop, &c->wio);
             return 0;
         }
@@ -262,7 +314,7 @@ static int conn_write(keel_conn *c)
         return -1;
     }
     c->woff = c->wlen = 0;
-    if (ev_is_active(&c->wio))
+    if (ev_is_active(&c->wio) && !c->read_wants_write)
         ev_io_stop(c->n->loop, &c->wio);
     if (c->closing && c->pending == 0) {
         /* Every reply the client is owed has been written. */
@@ -303,11 +355,24 @@ void keel__net_flush_all(keel_node *n)
     net_mark_wait(n);
 }
 
+static int conn_handshake(keel_conn *c);
+static void rio_cb(struct ev_loop *loop, ev_io *w, int revents);
+
 static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
+    keel_conn *c = w->data;
+
     (void)revents;
-    conn_write(w->data);
+    if (c->tls != NULL && !c->tls_ready) {
+        conn_handshake(c);
+        return;
+    }
+    if (conn_write(c) != 0)
+        return;
+    if (c->read_wants_write) {
+        c->read_wants_write = 0;
+        rio_cb(loop, &c->rio, EV_READ);
+    }
 }
 
 /* ------------------------------------------------------------- replies */
@@ -341,6 +406,28 @@ void keel__net_complete(keel_node *n, keel_req *req)
 }
 
 /* ------------------------------------------------------------- reading */
+
+/* Whether c comes from another node of the cluster. With TLS: its
+ * certificate names a node (CN=node:<id>) that is a member of the
+ * cluster; the membership is looked up until it is once found (a node
+ * that has just joined may be missing from this node's view for a
+ * moment), and the connection keeps the mark. INFO "peer" counts for
+ * nothing then. Without TLS: the connection said so (INFO "peer"). */
+static int conn_peer(keel_conn *c)
+{
+    if (c->peer)
+        return 1;
+    if (c->tls != NULL && c->tls_ready && c->ident.kind == KEEL_TLS_NODE &&
+        (c->n->cluster == NULL ||
+         keel__cluster_is_member(c->n, c->ident.name)))
+        c->peer = 1;
+    return c->peer;
+}
+
+const keel_tls_identity *keel__conn_identity(const keel_conn *c)
+{
+    return c->tls != NULL && c->tls_ready ? &c->ident : NULL;
+}
 
 /* The deadline of a call whose frame carries a budget, on this node's
  * monotonic clock. The budget counts from when the frame reached this
@@ -382,11 +469,11 @@ static void handle_call(keel_conn *c, const keel_frame *f)
     uint64_t deadline = 0;
     int rc;
 
-    if ((f->flags & KEEL_FLAG_HOPS) != 0 && !c->peer) {
+    if ((f->flags & KEEL_FLAG_HOPS) != 0 && !conn_peer(c)) {
         /* Only a node forwards: a client's hop count would hold its call
          * as if it had bounced between nodes already. */
         STAT_ADD(n, frames_bad, 1);
-        send_error(c, f->request_id, KEEL_EPROTO,
+        send_error(c, f->request_id, KEEL_EDENIED,
                    "hop count set by a client: flags bits 0-3 are for "
                    "nodes forwarding a call");
         return;
@@ -488,8 +575,10 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
         int rc;
         if (f->body_len >= 4 && memcmp(f->body, "peer", 4) == 0 &&
             (f->body_len == 4 || f->body[4] == '\0')) {
-            /* A node's connection to this one says so (peer.c). */
-            c->peer = 1;
+            /* A node's connection to this one says so (peer.c). With
+             * TLS only its certificate counts (conn_peer). */
+            if (c->tls == NULL)
+                c->peer = 1;
             send_frame(c, KEEL_FRAME_REPLY, f->request_id, "peer", 4);
             return 0;
         }
@@ -504,8 +593,17 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
     }
     case KEEL_FRAME_XFER: {
         /* A unit streamed from another node (cluster mode only). */
-        keel_req *req = keel__req_alloc(n, 0);
+        keel_req *req;
         int rc;
+        if (!conn_peer(c)) {
+            /* Refused before its body is looked at; the connection is
+             * closed, as it may have more of the stream on its way. */
+            STAT_ADD(n, frames_bad, 1);
+            send_error(c, f->request_id, KEEL_EDENIED,
+                       "XFER is sent only between nodes");
+            return -1;
+        }
+        req = keel__req_alloc(n, 0);
         if (req == NULL) {
             send_error(c, f->request_id, KEEL_ENOMEM, "out of memory");
             return 0;
@@ -513,9 +611,8 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
         req->origin = REQ_NET;
         req->u.net.conn = c;
         req->u.net.request_id = f->request_id;
-        rc = n->cluster != NULL && c->peer
-                 ? keel__cluster_xfer_frame(n, f, req)
-                 : KEEL_EPROTO;
+        rc = n->cluster != NULL ? keel__cluster_xfer_frame(n, f, req)
+                                : KEEL_EPROTO;
         if (rc == 0) {
             c->pending++;
             return 0;
@@ -528,7 +625,6 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
         STAT_ADD(n, frames_bad, 1);
         send_error(c, f->request_id, rc,
                    n->cluster == NULL ? "not in cluster mode"
-                   : !c->peer         ? "XFER is sent only between nodes"
                    : rc == KEEL_ETOOBIG
                        ? "unit stream over --max-unit-stream"
                        : "unit stream refused");
@@ -560,13 +656,13 @@ static void pause_reading(keel_conn *c)
  * for a frame it refuses anyway. */
 #define XFER_MAX_FRAME ((size_t)KEEL_MAX_VALUE_LEN + (64u << 10))
 
-static size_t frame_limit(const keel_conn *c, const uint8_t *p, size_t avail)
+static size_t frame_limit(keel_conn *c, const uint8_t *p, size_t avail)
 {
     const keel_node *n = c->n;
     size_t m = n->opts.max_frame;
 
     if (avail >= 5 && p[4] == KEEL_FRAME_XFER && m < XFER_MAX_FRAME &&
-        n->cluster != NULL && c->peer)
+        n->cluster != NULL && conn_peer(c))
         return XFER_MAX_FRAME;
     /* A call's budget, added by the node that forwards it, must not make
      * a call that fitted the limit too large for the next node. */
@@ -617,6 +713,48 @@ static void process_input(keel_conn *c)
         pause_reading(c);
 }
 
+static void accept_log(keel_node *n, const char *what, int err);
+
+/* Drives the TLS handshake of c. Returns 1 once it is done, 0 while it
+ * waits for the socket, -1 when it failed and c was closed: a plaintext
+ * client, a certificate that does not verify. */
+static int conn_handshake(keel_conn *c)
+{
+    keel_node *n = c->n;
+    char err[320];
+    int rc = keel_tls_handshake(c->tls, err, sizeof err);
+
+    if (rc == KEEL_TLS_WANT_READ) {
+        if (ev_is_active(&c->wio))
+            ev_io_stop(n->loop, &c->wio);
+        return 0;
+    }
+    if (rc == KEEL_TLS_WANT_WRITE) {
+        if (!ev_is_active(&c->wio))
+            ev_io_start(n->loop, &c->wio);
+        return 0;
+    }
+    if (ev_is_active(&c->wio))
+        ev_io_stop(n->loop, &c->wio);
+    if (rc != 0) {
+        char what[400];
+        snprintf(what, sizeof what, "TLS handshake failed on fd %d: %s",
+                 c->fd, err);
+        accept_log(n, what, 0);
+        conn_close(c);
+        return -1;
+    }
+    c->tls_ready = 1;
+    keel_tls_peer_identity(c->tls, &c->ident);
+    keel_debug("connection fd %d: TLS, %s%s", c->fd,
+               c->ident.kind == KEEL_TLS_NODE     ? "node "
+               : c->ident.kind == KEEL_TLS_CLIENT ? "client "
+               : c->ident.kind == KEEL_TLS_OTHER  ? "certificate "
+                                                  : "no certificate",
+               c->ident.name);
+    return 1;
+}
+
 static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     keel_conn *c = w->data;
@@ -624,6 +762,20 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
 
     (void)loop;
     (void)revents;
+    if (c->tls != NULL) {
+        if (!c->tls_ready && conn_handshake(c) <= 0)
+            return;
+        if (c->write_wants_read) {
+            c->write_wants_read = 0;
+            if (conn_write(c) != 0)
+                return;
+            if (c->paused || c->closing) {
+                if (!c->write_wants_read)
+                    ev_io_stop(c->n->loop, &c->rio);
+                return;
+            }
+        }
+    }
     for (rounds = 0; rounds < 16 && !c->dead && !c->closing && !c->paused;
          rounds++) {
         ssize_t r;
@@ -647,15 +799,16 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
         want = c->rcap - c->rlen;
         /* Read before the read: whatever it leaves behind came later. */
         t = keel__now_ns();
-        r = read(c->fd, c->rbuf + c->rlen, want);
+        r = conn_recv(c, c->rbuf + c->rlen, want);
         if (r > 0) {
             c->rlen += (size_t)r;
             process_input(c);
             /* A short read drained the socket: asking again would only
              * return EAGAIN, one system call per request for nothing.
              * The watcher is level-triggered, so data that arrives
-             * meanwhile wakes it again. */
-            if ((size_t)r < want) {
+             * meanwhile wakes it again. Not so with TLS, which returns
+             * one record at a time: it reads on until it waits. */
+            if ((size_t)r < want && c->tls == NULL) {
                 if (!c->dead) {
                     c->quiet_ns = t;
                     c->undrained = 0;
@@ -696,6 +849,10 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     c->undrained = 1; /* more may wait: bytes older than this round */
+    /* Bytes TLS has taken from the socket wake no watcher: come back. */
+    if (c->tls != NULL && !c->dead && !c->closing && !c->paused &&
+        keel_tls_pending(c->tls))
+        ev_feed_event(c->n->loop, &c->rio, EV_READ);
 }
 
 static void resume_reading(keel_conn *c)
@@ -703,8 +860,12 @@ static void resume_reading(keel_conn *c)
     if (c->paused && !c->dead && !c->closing) {
         c->paused = 0;
         ev_io_start(c->n->loop, &c->rio);
-        /* Frames already buffered wait for no new byte. */
+        /* Frames already buffered wait for no new byte; nor do bytes
+         * TLS holds. */
         process_input(c);
+        if (c->tls != NULL && !c->dead && !c->paused && !c->closing &&
+            keel_tls_pending(c->tls))
+            ev_feed_event(c->n->loop, &c->rio, EV_READ);
     }
 }
 
@@ -718,6 +879,11 @@ static void conn_close(keel_conn *c)
         return;
     ev_io_stop(n->loop, &c->rio);
     ev_io_stop(n->loop, &c->wio);
+    if (c->tls != NULL) {
+        keel_tls_shutdown(c->tls); /* close_notify, if it fits */
+        keel_tls_free(c->tls);
+        c->tls = NULL;
+    }
     close(c->fd);
     c->fd = -1;
     c->dead = 1;
@@ -748,10 +914,16 @@ static void conn_close(keel_conn *c)
 /* A connection the node will not serve gets one ERROR quoting request id
  * 0 (nothing it sends runs) and is closed. Written straight to the fresh
  * socket, whose buffer is empty: a write that does not fit is dropped. */
-static void refuse(int fd, int code, const char *msg)
+static void refuse(keel_node *n, int fd, int code, const char *msg)
 {
     uint8_t frame[KEEL_FRAME_HEADER + 2 + 128];
     size_t ml = strlen(msg), bl;
+
+    if (n->tls != NULL) {
+        /* A TLS client could not read a plaintext frame: just close. */
+        close(fd);
+        return;
+    }
 
     if (ml > 128)
         ml = 128;
@@ -824,7 +996,7 @@ static int accept_overflow(keel_node *n, int err)
     close(n->reserve_fd);
     fd = accept4(n->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0)
-        refuse(fd, KEEL_EOVERLOAD,
+        refuse(n, fd, KEEL_EOVERLOAD,
                "node out of file descriptors: connection refused");
     /* Another thread may take the descriptor first: then rest. */
     n->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -863,7 +1035,7 @@ static int accept_some(keel_node *n, int max, int watch)
         if (n->nconns >= n->opts.max_connections) {
             accept_log(n, "connection limit (--max-connections) reached, "
                           "refusing connections", 0);
-            refuse(fd, KEEL_EOVERLOAD,
+            refuse(n, fd, KEEL_EOVERLOAD,
                    "node at its connection limit: connection refused");
             continue;
         }
@@ -875,6 +1047,11 @@ static int accept_some(keel_node *n, int max, int watch)
         }
         c->n = n;
         c->fd = fd;
+        if (n->tls != NULL && keel_tls_accept(n->tls, fd, &c->tls) != 0) {
+            free(c);
+            close(fd);
+            continue;
+        }
         c->quiet_ns = keel__now_ns();
         c->active_at = ev_now(n->loop);
         ev_io_init(&c->rio, rio_cb, fd, EV_READ);
@@ -917,6 +1094,10 @@ static void idle_conns_cb(struct ev_loop *loop, ev_timer *w, int revents)
         if (c->dead || c->closing || c->peer || c->pending > 0 ||
             c->woff < c->wlen || t - c->active_at < limit)
             continue;
+        if (c->tls != NULL && !c->tls_ready) {
+            conn_close(c); /* a handshake that never finished */
+            continue;
+        }
         send_error(c, 0, KEEL_ETIMEDOUT,
                    "idle connection closed; nothing sent after its last "
                    "answer ran");
@@ -978,8 +1159,9 @@ static void linger_flush(keel_node *n)
 
         for (c = n->conns; c != NULL && np < 64; c = c->next) {
             while (!c->dead && c->woff < c->wlen) {
-                ssize_t w = write(c->fd, c->wbuf + c->woff,
-                                  c->wlen - c->woff);
+                ssize_t w;
+                c->write_wants_read = 0;
+                w = conn_send(c, c->wbuf + c->woff, c->wlen - c->woff);
                 if (w > 0) {
                     c->woff += (size_t)w;
                 } else if (w < 0 && errno == EINTR) {
@@ -987,7 +1169,8 @@ static void linger_flush(keel_node *n)
                 } else {
                     if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
                         pfd[np].fd = c->fd;
-                        pfd[np].events = POLLOUT;
+                        pfd[np].events =
+                            c->write_wants_read ? POLLIN : POLLOUT;
                         np++;
                     } else {
                         c->woff = c->wlen; /* the peer is gone */
@@ -1019,10 +1202,13 @@ static void drain_input(keel_node *n)
     keel_conn *c;
 
     for (c = n->conns; c != NULL; c = c->next) {
-        if (!c->dead && c->woff < c->wlen)
+        if (!c->dead && c->woff < c->wlen) {
             conn_close(c); /* a reader too slow for the farewell */
-        else if (!c->dead)
+        } else if (!c->dead) {
+            if (c->tls != NULL)
+                keel_tls_shutdown(c->tls); /* close_notify first */
             shutdown(c->fd, SHUT_WR);
+        }
     }
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
@@ -1080,11 +1266,34 @@ void keel__net_close_all(keel_node *n)
      * stop gave up waiting) may have had them run: it gets no farewell,
      * and its client learns only that the connection closed. */
     for (c = n->conns; c != NULL; c = c->next)
-        if (!c->dead && c->pending == 0)
+        if (!c->dead && c->pending == 0 &&
+            (c->tls == NULL || c->tls_ready))
             send_error(c, 0, KEEL_ESTOPPING, bye);
     linger_flush(n);
     drain_input(n);
     while ((c = n->conns) != NULL)
         conn_close(c);
     free_graveyard(n);
+}
+
+int keel__net_tls_reload(keel_node *n)
+{
+    keel_tls_ctx *ctx;
+    char err[600];
+    int rc;
+
+    if (n->tls == NULL)
+        return 0; /* no TLS: nothing to reload */
+    rc = keel_tls_ctx_create(n->tls_cert, n->tls_key, n->tls_ca, &ctx, err,
+                             sizeof err);
+    if (rc != 0) {
+        keel_error("TLS reload failed, the old certificate stays: %s", err);
+        return rc;
+    }
+    /* Connections made from the old context hold it. */
+    keel_tls_ctx_unref(n->tls);
+    n->tls = ctx;
+    keel_info("TLS reloaded: certificate %s, key %s, CA %s", n->tls_cert,
+              n->tls_key, n->tls_ca);
+    return 0;
 }

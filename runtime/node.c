@@ -32,6 +32,7 @@
 #include "runtime/dedup.h"
 #include "runtime/http.h"
 #include "runtime/proto.h"
+#include "runtime/tls.h"
 
 #define RUN_BUDGET 512 /* turns per run_cb call before I/O gets a go */
 #define RUN_PER_ACTOR 64    /* turns of one actor before others get a go */
@@ -2145,6 +2146,8 @@ static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
     (void)revents;
     poll_writer(n, 1);
     run_posts(n);
+    if (atomic_exchange(&n->reload_requested, 0))
+        (void)keel__net_tls_reload(n); /* logs what went wrong */
     /* In cluster mode the units are handed off first (graceful leave). */
     if (atomic_load(&n->stop_requested) && !keel__cluster_rt_leave(n))
         begin_stop(n);
@@ -2233,6 +2236,33 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
     atomic_init(&n->stop_requested, 0);
     n->open_seq = 1;
     n->durable_seq = 0;
+    if (opts.tls_cert != NULL || opts.tls_key != NULL ||
+        opts.tls_ca != NULL) {
+        /* A node's certificate serves both its listener and its links to
+         * other nodes: all three files are needed. */
+        if (opts.tls_cert == NULL || opts.tls_key == NULL ||
+            opts.tls_ca == NULL) {
+            snprintf(errbuf, errlen, "TLS needs a certificate, its key and "
+                                     "the CA file");
+            rc = KEEL_EINVAL;
+            goto err_after_alloc;
+        }
+        n->tls_cert = strdup(opts.tls_cert);
+        n->tls_key = strdup(opts.tls_key);
+        n->tls_ca = strdup(opts.tls_ca);
+        if (n->tls_cert == NULL || n->tls_key == NULL || n->tls_ca == NULL) {
+            rc = KEEL_ENOMEM;
+            goto err_after_alloc;
+        }
+        n->opts.tls_cert = n->tls_cert;
+        n->opts.tls_key = n->tls_key;
+        n->opts.tls_ca = n->tls_ca;
+        rc = keel_tls_ctx_create(n->tls_cert, n->tls_key, n->tls_ca, &n->tls,
+                                 errbuf, errlen);
+        if (rc != 0)
+            goto err_after_alloc;
+    }
+    atomic_init(&n->reload_requested, 0);
 
     if (opts.activation_log != NULL) {
         n->actlog_fd = open(opts.activation_log,
@@ -2330,6 +2360,10 @@ err_after_alloc:
         close(n->actlog_fd);
     pthread_mutex_destroy(&n->done_mu);
     pthread_mutex_destroy(&n->post_mu);
+    keel_tls_ctx_unref(n->tls);
+    free(n->tls_cert);
+    free(n->tls_key);
+    free(n->tls_ca);
     free(n->data_dir);
     free(n->listen_addr);
     free(n);
@@ -2406,6 +2440,13 @@ int keel_node_start(keel_node *n)
     return 0;
 }
 
+void keel_node_reload(keel_node *n)
+{
+    /* Async-signal-safe, as keel_node_stop. */
+    atomic_store(&n->reload_requested, 1);
+    ev_async_send(n->loop, &n->async);
+}
+
 void keel_node_stop(keel_node *n)
 {
     /* Async-signal-safe: an atomic store and ev_async_send. */
@@ -2479,6 +2520,10 @@ void keel_node_destroy(keel_node *n)
         close(n->actlog_fd);
     pthread_mutex_destroy(&n->done_mu);
     pthread_mutex_destroy(&n->post_mu);
+    keel_tls_ctx_unref(n->tls);
+    free(n->tls_cert);
+    free(n->tls_key);
+    free(n->tls_ca);
     free(n->data_dir);
     free(n->listen_addr);
     free(n);

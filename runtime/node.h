@@ -234,6 +234,13 @@ struct keel_node {
 
     /* Network. */
     int listen_fd;
+    /* TLS (tls.h): the context new wire connections get and peer links
+     * are made with, or NULL without TLS. keel_node_reload swaps it; a
+     * connection holds the one it was made with. The files' paths are
+     * copies. */
+    struct keel_tls_ctx *tls;
+    char *tls_cert, *tls_key, *tls_ca;
+    atomic_int reload_requested;
     /* ev_now of the last CALL/CAST another node forwarded here (cluster
      * mode): a stopping node waits for its peers to fall quiet. */
     double last_forward_in;
@@ -322,6 +329,10 @@ void keel__net_close_all(keel_node *n);
 void keel__net_complete(keel_node *n, keel_req *req);
 /* Writes every buffered reply out now, as far as the sockets take it. */
 void keel__net_flush_all(keel_node *n);
+/* Reads the TLS files again into a new context for new connections
+ * (existing ones keep theirs). On error the old context stays and the
+ * error is logged. Loop thread. */
+int keel__net_tls_reload(keel_node *n);
 
 /* --- builtins.c ---------------------------------------------------------*/
 

@@ -8,7 +8,14 @@
  * remaining budget, which shrinks while the frame waits here: the budget
  * is written as the frame leaves (peer_write), and a frame whose deadline
  * passes before any byte of it left gets budget 0, which every receiver
- * refuses, so its caller learns for certain that it did not run. */
+ * refuses, so its caller learns for certain that it did not run.
+ *
+ * TLS. On a node with TLS every link is mutual TLS with the node's own
+ * certificate and CA. The link must reach the member this node's view
+ * shows at the address: the other side's certificate must name that
+ * node (CN=node:<id>), or the link fails. Frames wait until the
+ * handshake is done and the other side has accepted our certificate
+ * (tls.h), so a refused link fails with none of them sent. */
 #include "runtime/peer.h"
 
 #include <arpa/inet.h>
@@ -26,8 +33,10 @@
 
 #include "common/addr.h"
 #include "common/log.h"
+#include "runtime/cluster_rt.h"
 #include "runtime/hmap.h"
 #include "runtime/proto.h"
+#include "runtime/tls.h"
 
 #define PEER_MAX_FRAME (64u << 20)
 #define PEER_RETRY_S 0.2 /* between connection attempts to a failed peer */
@@ -67,6 +76,13 @@ struct peer {
     char addr[256];
     int fd; /* -1: not connected */
     int connected;
+    /* TLS, on a node with it: ready once the handshake is done and the
+     * other side accepted us; frames are written only then. A read that
+     * waits for the socket to be writable, or a write for it to be
+     * readable, is retried from the other watcher. */
+    keel_tls *tls;
+    int tls_ready;
+    int read_wants_write, write_wants_read;
     ev_tstamp retry_at; /* after a failure, no new connection before */
     ev_io rio, wio;
     uint8_t *wbuf;
@@ -133,10 +149,17 @@ static void peer_fail(peer *pr, int how)
     if (pr->fd >= 0) {
         ev_io_stop(n->loop, &pr->rio);
         ev_io_stop(n->loop, &pr->wio);
+        if (pr->tls != NULL) {
+            keel_tls_shutdown(pr->tls);
+            keel_tls_free(pr->tls);
+            pr->tls = NULL;
+        }
         close(pr->fd);
         pr->fd = -1;
     }
     pr->connected = 0;
+    pr->tls_ready = 0;
+    pr->read_wants_write = pr->write_wants_read = 0;
     pr->retry_at = ev_now(n->loop) + PEER_RETRY_S;
     cnt = pr->pending.count;
     all = cnt ? malloc(cnt * sizeof *all) : NULL;
@@ -215,6 +238,8 @@ static void write_budgets(peer *pr)
 
 static void peer_write(peer *pr)
 {
+    if (pr->tls != NULL && !pr->tls_ready)
+        return; /* written once the link is up */
     while (pr->woff < pr->wlen) {
         size_t want = pr->wlen - pr->woff;
         ssize_t w;
@@ -223,7 +248,22 @@ static void peer_write(peer *pr)
             if (want > PEER_WRITE_WINDOW)
                 want = PEER_WRITE_WINDOW;
         }
-        w = write(pr->fd, pr->wbuf + pr->woff, want);
+        if (pr->tls != NULL) {
+            w = keel_tls_write(pr->tls, pr->wbuf + pr->woff, want);
+            if (w == KEEL_TLS_WANT_WRITE) {
+                ev_io_start(pr->p->n->loop, &pr->wio);
+                return;
+            }
+            if (w == KEEL_TLS_WANT_READ) {
+                /* Not the write watcher: it would fire forever. */
+                pr->write_wants_read = 1;
+                return;
+            }
+            if (w < 0)
+                errno = EPIPE;
+        } else {
+            w = write(pr->fd, pr->wbuf + pr->woff, want);
+        }
         if (w > 0) {
             pr->woff += (size_t)w;
             pr->written += (uint64_t)w;
@@ -242,14 +282,66 @@ static void peer_write(peer *pr)
         return;
     }
     pr->woff = pr->wlen = 0;
-    ev_io_stop(pr->p->n->loop, &pr->wio);
+    if (!pr->read_wants_write)
+        ev_io_stop(pr->p->n->loop, &pr->wio);
 }
+
+/* Drives the TLS handshake of the link. Returns 1 once the link is up
+ * (queued frames are on their way), 0 while it waits for the socket, -1
+ * when it failed (the link is reset; no frame of it was sent). */
+static int peer_tls_step(peer *pr)
+{
+    keel_node *n = pr->p->n;
+    char err[320];
+    int rc = keel_tls_handshake(pr->tls, err, sizeof err);
+
+    if (rc == KEEL_TLS_WANT_READ) {
+        ev_io_stop(n->loop, &pr->wio);
+        return 0;
+    }
+    if (rc == KEEL_TLS_WANT_WRITE) {
+        ev_io_start(n->loop, &pr->wio);
+        return 0;
+    }
+    if (rc != 0) {
+        keel_warn("peer %s: %s", pr->addr, err);
+        peer_fail(pr, PF_ERROR);
+        return -1;
+    }
+    pr->tls_ready = 1;
+    ev_io_stop(n->loop, &pr->wio);
+    peer_write(pr);
+    return pr->fd >= 0 ? 1 : -1;
+}
+
+/* The TCP connection is up: with TLS, starts the handshake, expecting
+ * the member the view shows at the address. Returns -1 when the link
+ * failed. */
+static int peer_tls_start(peer *pr)
+{
+    keel_node *n = pr->p->n;
+    char name[KEEL_TLS_NAME_MAX + 1];
+
+    if (keel__cluster_member_at(n, pr->addr, name, sizeof name) != 0) {
+        keel_warn("peer %s: no member at that address in this node's "
+                  "view; no TLS link to it",
+                  pr->addr);
+        peer_fail(pr, PF_ERROR);
+        return -1;
+    }
+    if (keel_tls_connect(n->tls, pr->fd, name, &pr->tls) != 0) {
+        peer_fail(pr, PF_ERROR);
+        return -1;
+    }
+    return peer_tls_step(pr) < 0 ? -1 : 0;
+}
+
+static void rio_cb(struct ev_loop *loop, ev_io *w, int revents);
 
 static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     peer *pr = w->data;
 
-    (void)loop;
     (void)revents;
     if (!pr->connected) {
         int err = 0;
@@ -263,8 +355,20 @@ static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         pr->connected = 1;
         ev_io_start(pr->p->n->loop, &pr->rio);
+        if (pr->p->n->tls != NULL) {
+            (void)peer_tls_start(pr);
+            return;
+        }
+    }
+    if (pr->tls != NULL && !pr->tls_ready) {
+        (void)peer_tls_step(pr);
+        return;
     }
     peer_write(pr);
+    if (pr->fd >= 0 && pr->read_wants_write) {
+        pr->read_wants_write = 0;
+        rio_cb(loop, &pr->rio, EV_READ);
+    }
 }
 
 static void handle_answer(peer *pr, const keel_frame *f)
@@ -302,6 +406,16 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
 
     (void)loop;
     (void)revents;
+    if (pr->tls != NULL) {
+        if (!pr->tls_ready && peer_tls_step(pr) <= 0)
+            return;
+        if (pr->write_wants_read) {
+            pr->write_wants_read = 0;
+            peer_write(pr);
+            if (pr->fd < 0)
+                return;
+        }
+    }
     for (;;) {
         ssize_t r;
         size_t off = 0;
@@ -315,7 +429,21 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
             pr->rbuf = q;
             pr->rcap = cap;
         }
-        r = read(pr->fd, pr->rbuf + pr->rlen, pr->rcap - pr->rlen);
+        if (pr->tls != NULL) {
+            r = keel_tls_read(pr->tls, pr->rbuf + pr->rlen,
+                              pr->rcap - pr->rlen);
+            if (r == KEEL_TLS_WANT_READ)
+                return;
+            if (r == KEEL_TLS_WANT_WRITE) {
+                pr->read_wants_write = 1;
+                ev_io_start(pr->p->n->loop, &pr->wio);
+                return;
+            }
+            if (r < 0)
+                errno = ECONNRESET;
+        } else {
+            r = read(pr->fd, pr->rbuf + pr->rlen, pr->rcap - pr->rlen);
+        }
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -553,7 +681,7 @@ uint8_t *keel__peer_frame_by(keel_peers *p, const char *addr, uint8_t kind,
     keel_frame_header(hdr, kind, pd->id, body_len);
     hdr[5] = flags;
     pr->wlen += KEEL_FRAME_HEADER + body_len;
-    if (pr->connected)
+    if (pr->connected && (pr->tls == NULL || pr->tls_ready))
         ev_io_start(p->n->loop, &pr->wio); /* written on the next round */
     return hdr + KEEL_FRAME_HEADER;
 }

@@ -1,6 +1,7 @@
 /* keel-bench — throughput, latency and memory of a keel node.
  *
- *   keel-bench [--durability fsync|none] [--transport inproc|tcp] [--json]
+ *   keel-bench [--durability fsync|none] [--transport inproc|tcp|tls|tcp+tls]
+ *              [--tls-ca FILE --tls-cert FILE --tls-key FILE] [--json]
  *              [--data DIR] [--runs N] [--connections N]
  *              [--perf-ctl CTL[,ACK]] [WORKLOAD...]
  *
@@ -10,7 +11,11 @@
  * calls in flight, each completion issuing the next call); with --transport
  * tcp the node also listens on 127.0.0.1 and the workload drives it over
  * the wire protocol from the main thread, pipelined, its connections
- * multiplexed by poll(). Latency is taken per call, from just before the
+ * multiplexed by poll(); --transport tls is the same over TLS 1.3 (the
+ * node serves --tls-cert/--tls-key, the connections verify it against
+ * --tls-ca and present the same certificate: mutual TLS, as between
+ * nodes), and tcp+tls runs each workload over both, one after the other,
+ * for a comparison in one table. Latency is taken per call, from just before the
  * call is handed to keel (or written to the socket) to its completion.
  *
  * Every call is checked: an error reply, a wrong reply or a wrong final
@@ -211,7 +216,7 @@ static int on_path(const char *name)
 
 /* --------------------------------------------------------------- config */
 
-enum transport { T_INPROC = 0, T_TCP = 1 };
+enum transport { T_INPROC = 0, T_TCP = 1, T_TLS = 2, T_TCP_TLS = 3 };
 
 struct config {
     int durability;     /* enum keel_durability */
@@ -220,6 +225,7 @@ struct config {
     const char *data;   /* parent of the data directories; NULL: $TMPDIR */
     int runs;
     unsigned connections; /* TCP connections per pipelined workload */
+    const char *tls_ca, *tls_cert, *tls_key; /* --transport tls */
     int progress;       /* progress lines on stderr */
 };
 
@@ -230,7 +236,10 @@ static const char *durability_name(int d)
 
 static const char *transport_name(int t)
 {
-    return t == T_TCP ? "tcp" : "inproc";
+    return t == T_TCP       ? "tcp"
+           : t == T_TLS     ? "tls"
+           : t == T_TCP_TLS ? "tcp+tls"
+                            : "inproc";
 }
 
 /* ---------------------------------------------------------------- phases */
@@ -501,8 +510,13 @@ static int env_open(struct env *e, const struct config *cfg, int transport,
     o.durability = cfg->durability;
     o.log_level = KEEL_LOG_WARN;
     o.idle_timeout_ms = idle_timeout_ms;
-    if (transport == T_TCP)
+    if (transport != T_INPROC)
         o.listen = "127.0.0.1:0";
+    if (transport == T_TLS) {
+        o.tls_cert = cfg->tls_cert;
+        o.tls_key = cfg->tls_key;
+        o.tls_ca = cfg->tls_ca;
+    }
     if (http)
         o.http_listen = "127.0.0.1:0";
     rc = keel_node_create(&o, &e->node, err, sizeof err);
@@ -558,11 +572,20 @@ static int env_connect(struct env *e, unsigned n)
         struct tconn *tc = &e->conns[e->nconns];
         int rc;
 
+        keel_client_tls tls;
+        char why[512];
+
         memset(tc, 0, sizeof *tc);
-        rc = keel_client_connect(e->addr, CONNECT_TIMEOUT_MS, &tc->c);
+        memset(&tls, 0, sizeof tls);
+        tls.ca = e->cfg->tls_ca;
+        tls.cert = e->cfg->tls_cert;
+        tls.key = e->cfg->tls_key;
+        rc = keel_client_connect_tls(e->addr, CONNECT_TIMEOUT_MS,
+                                     e->transport == T_TLS ? &tls : NULL,
+                                     &tc->c, why, sizeof why);
         if (rc != 0) {
-            fprintf(stderr, "%s: cannot connect to %s: %s\n", prog, e->addr,
-                    keel_strerror(rc));
+            fprintf(stderr, "%s: cannot connect to %s: %s%s%s\n", prog,
+                    e->addr, keel_strerror(rc), why[0] ? ": " : "", why);
             return -1;
         }
         tc->fd = keel_client_fd(tc->c);
@@ -764,12 +787,14 @@ static int tcp_read(struct tcp_run *run, struct tconn *tc, uint64_t t)
         if (tc->rbuf == NULL)
             die("out of memory");
     }
-    r = read(tc->fd, tc->rbuf + tc->rlen, tc->rcap - tc->rlen);
-    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+    /* Through the client: with TLS the bytes are decrypted there. */
+    r = keel_client_read_some(tc->c, tc->rbuf + tc->rlen,
+                              tc->rcap - tc->rlen);
+    if (r == KEEL_ETIMEDOUT)
         return 0;
     if (r <= 0) {
         tcp_abort(run, r == 0 ? "connection closed by the node"
-                              : strerror(errno),
+                              : keel_strerror((int)r),
                   KEEL_ECONN);
         return -1;
     }
@@ -850,17 +875,27 @@ static void tcp_drive(struct tcp_run *run)
                 break;
         if (run->broken)
             break;
+        int buffered = 0;
         for (np = 0, k = 0; k < run->nconn; k++) {
             if (run->conns[k].inflight == 0)
                 continue;
             pfd[np].fd = run->conns[k].fd;
             pfd[np].events = POLLIN;
             pfd[np].revents = 0;
+            /* TLS may hold bytes the socket no longer shows. */
+            if (keel_client_pending(run->conns[k].c))
+                buffered = 1;
             which[np++] = k;
         }
         if (np == 0)
             break; /* nothing in flight and nothing left to send */
-        rc = poll(pfd, np, POLL_TIMEOUT_MS);
+        rc = poll(pfd, np, buffered ? 0 : POLL_TIMEOUT_MS);
+        if (buffered && rc >= 0) {
+            for (k = 0; k < np; k++)
+                if (keel_client_pending(run->conns[which[k]].c))
+                    pfd[k].revents |= POLLIN;
+            rc = 1;
+        }
         if (rc < 0 && errno == EINTR)
             continue;
         if (rc <= 0) {
@@ -918,7 +953,7 @@ static int run_phase(struct env *e, struct phase *ph)
 {
     if (ph->gen == NULL)
         ph->gen = gen_default;
-    if (e->transport == T_TCP)
+    if (e->transport != T_INPROC)
         return run_tcp(e, ph);
     return run_inproc(e, ph);
 }
@@ -1371,7 +1406,7 @@ static int wl_memory(struct env *e, struct result *res, int *nres)
 
     *nres = 1;
     result_init(r, "memory", e, "activations/s", "counter incr");
-    if (e->transport == T_TCP) {
+    if (e->transport != T_INPROC) {
         r->skipped = "measured in-process only (--transport inproc)";
         return 0;
     }
@@ -1994,9 +2029,16 @@ static void usage(FILE *f)
             "options:\n"
             "  --durability fsync|none  reply after the commit is fsynced\n"
             "                           (default) or after the commit only\n"
-            "  --transport inproc|tcp   drive the node through the C API on\n"
+            "  --transport inproc|tcp|tls|tcp+tls\n"
+            "                           drive the node through the C API on\n"
             "                           its loop thread (default), or over\n"
-            "                           the wire protocol on 127.0.0.1\n"
+            "                           the wire protocol on 127.0.0.1, in\n"
+            "                           plaintext, over TLS 1.3, or both one\n"
+            "                           after the other (tcp+tls)\n"
+            "  --tls-ca FILE            tls: the CA the connections trust\n"
+            "  --tls-cert FILE          tls: the node's certificate, also\n"
+            "                           presented by the connections\n"
+            "  --tls-key FILE           tls: its key\n"
             "  --json                   one JSON object per line and result\n"
             "  --data DIR               make the data directories under DIR\n"
             "                           (default $TMPDIR, else /tmp); each\n"
@@ -2033,10 +2075,28 @@ static int usage_error(const char *fmt, ...)
 
 /* Runs one workload cfg->runs times and prints the medians, or the run
  * that failed. Returns 0, or -1 if a run failed. */
+static int run_workload_over(const struct config *cfg,
+                             const struct workload *w, int transport);
+
 static int run_workload(const struct config *cfg, const struct workload *w)
 {
+    int failed = 0;
+
+    if (cfg->transport != T_TCP_TLS || w->force_tcp)
+        return run_workload_over(cfg, w, w->force_tcp ? T_TCP
+                                                      : cfg->transport);
+    /* Both, plaintext first, for rows side by side. */
+    if (run_workload_over(cfg, w, T_TCP) != 0)
+        failed = -1;
+    if (run_workload_over(cfg, w, T_TLS) != 0)
+        failed = -1;
+    return failed;
+}
+
+static int run_workload_over(const struct config *cfg,
+                             const struct workload *w, int transport)
+{
     static struct result runs[MAX_RUNS][MAX_RESULTS];
-    int transport = w->force_tcp ? T_TCP : cfg->transport;
     int nres = 0, nruns = 0, k, failed = 0;
 
     while (nruns < cfg->runs) {
@@ -2095,6 +2155,9 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"durability", required_argument, NULL, 'd'},
         {"transport", required_argument, NULL, 't'},
+        {"tls-ca", required_argument, NULL, 'A'},
+        {"tls-cert", required_argument, NULL, 'C'},
+        {"tls-key", required_argument, NULL, 'K'},
         {"json", no_argument, NULL, 'j'},
         {"data", required_argument, NULL, 'D'},
         {"runs", required_argument, NULL, 'r'},
@@ -2130,10 +2193,23 @@ int main(int argc, char **argv)
                 cfg.transport = T_INPROC;
             else if (strcmp(optarg, "tcp") == 0)
                 cfg.transport = T_TCP;
+            else if (strcmp(optarg, "tls") == 0)
+                cfg.transport = T_TLS;
+            else if (strcmp(optarg, "tcp+tls") == 0)
+                cfg.transport = T_TCP_TLS;
             else
-                return usage_error("transport must be inproc or tcp, not "
-                                   "'%s'",
+                return usage_error("transport must be inproc, tcp, tls or "
+                                   "tcp+tls, not '%s'",
                                    optarg);
+            break;
+        case 'A':
+            cfg.tls_ca = optarg;
+            break;
+        case 'C':
+            cfg.tls_cert = optarg;
+            break;
+        case 'K':
+            cfg.tls_key = optarg;
             break;
         case 'j':
             cfg.json = 1;
@@ -2182,6 +2258,14 @@ int main(int argc, char **argv)
     if (nsel == 0)
         for (i = 0; i < NWORKLOADS; i++)
             selected[nsel++] = (int)i;
+    if ((cfg.transport == T_TLS || cfg.transport == T_TCP_TLS) &&
+        (cfg.tls_ca == NULL || cfg.tls_cert == NULL || cfg.tls_key == NULL))
+        return usage_error("--transport %s needs --tls-ca, --tls-cert and "
+                           "--tls-key",
+                           transport_name(cfg.transport));
+    if (cfg.transport != T_TLS && cfg.transport != T_TCP_TLS &&
+        cfg.tls_ca != NULL)
+        return usage_error("--tls-ca goes with --transport tls or tcp+tls");
     cfg.progress = isatty(STDERR_FILENO);
     signal(SIGPIPE, SIG_IGN);
     /* glibc raises its mmap threshold each time a large block is freed, so

@@ -35,7 +35,8 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: keel [-a HOST:PORT] [-t TIMEOUT_MS] COMMAND [ARGS]\n"
+            "usage: keel [-a HOST:PORT] [-t TIMEOUT_MS] [--tls-ca FILE\n"
+            "            [--tls-cert FILE --tls-key FILE]] COMMAND [ARGS]\n"
             "\n"
             "commands:\n"
             "  call TYPE ID ARG...  send ARGs (joined by spaces) to actor\n"
@@ -77,6 +78,12 @@ static void usage(FILE *f)
             "  -t, --timeout MS         connect and reply timeout in\n"
             "                           milliseconds, 0 for none (default "
             "%d)\n"
+            "  --tls-ca FILE            connect with TLS; the node's\n"
+            "                           certificate must chain to this CA\n"
+            "                           (default $KEEL_TLS_CA; none: no TLS)\n"
+            "  --tls-cert FILE          with TLS, present this client\n"
+            "                           certificate (default $KEEL_TLS_CERT)\n"
+            "  --tls-key FILE           its key (default $KEEL_TLS_KEY)\n"
             "  -h, --help               show this help\n"
             "  -V, --version            show the version\n"
             "\n"
@@ -117,7 +124,7 @@ static void print_error(int code, const char *msg, size_t len)
  * may be NULL) or ECONN (it left: it may have run). */
 static int transport_error_why(int code, const char *why)
 {
-    char msg[256];
+    char msg[700];
 
     if (code == KEEL_ENOTSENT) {
         snprintf(msg, sizeof msg, "request not sent (%s); safe to retry",
@@ -127,6 +134,8 @@ static int transport_error_why(int code, const char *why)
         snprintf(msg, sizeof msg, "connection lost after the request was "
                                   "sent; it may have run");
         print_error(code, msg, strlen(msg));
+    } else if (why != NULL && why[0] != '\0') {
+        print_error(code, why, strlen(why)); /* e.g. a TLS file */
     } else {
         print_error(code, NULL, 0);
     }
@@ -197,6 +206,16 @@ static int request(keel_client *c, uint8_t kind, const char *type,
 
 /* How call and cast are sent: with a request key when retrying or when
  * given one (--key), so that a request that ran is not run again. */
+/* TLS for every connection of this run, or NULL (see main). */
+static const keel_client_tls *cli_tls;
+
+static int cli_connect(const char *addr, int timeout_ms, keel_client **out,
+                       char *why, size_t whylen)
+{
+    return keel_client_connect_tls(addr, timeout_ms, cli_tls, out, why,
+                                   whylen);
+}
+
 struct send_opts {
     const char *addr;
     int timeout_ms;
@@ -226,7 +245,7 @@ static int request_keyed(keel_client **cp, const struct send_opts *so,
                          size_t *reply_len, int rc0, const char *why0)
 {
     int attempt, rc = rc0, delay_ms = 100;
-    char why[128];
+    char why[512];
 
     snprintf(why, sizeof why, "%s", why0 != NULL ? why0 : "");
     for (attempt = 0; attempt <= so->retries; attempt++) {
@@ -239,8 +258,7 @@ static int request_keyed(keel_client **cp, const struct send_opts *so,
             nanosleep(&ts, NULL);
             if (delay_ms < 2000)
                 delay_ms *= 2;
-            rc = keel_client_connect_why(so->addr, so->timeout_ms, &nc, why,
-                                         sizeof why);
+            rc = cli_connect(so->addr, so->timeout_ms, &nc, why, sizeof why);
             if (rc != 0) {
                 if (!retryable(rc))
                     break;
@@ -456,6 +474,9 @@ int main(int argc, char **argv)
         {"direct", no_argument, NULL, 'd'},
         {"retry", required_argument, NULL, 'r'},
         {"key", required_argument, NULL, 'k'},
+        {"tls-ca", required_argument, NULL, 'C'},
+        {"tls-cert", required_argument, NULL, 'E'},
+        {"tls-key", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -465,12 +486,17 @@ int main(int argc, char **argv)
     int timeout_ms = DEFAULT_TIMEOUT_MS;
     keel_client *c = NULL;
     int opt, rc, nargs, info_argc = 0, direct = 0, is_send;
-    char **args, **info_argv = NULL, why[128];
+    char **args, **info_argv = NULL, why[512];
     struct send_opts so;
+    keel_client_tls tls;
 
     if (addr == NULL || addr[0] == '\0')
         addr = DEFAULT_ADDR;
     memset(&so, 0, sizeof so);
+    memset(&tls, 0, sizeof tls);
+    tls.ca = getenv("KEEL_TLS_CA");
+    tls.cert = getenv("KEEL_TLS_CERT");
+    tls.key = getenv("KEEL_TLS_KEY");
     opterr = 0;
     /* "+": stop at the command, so message words such as "-1" are not
      * taken for options; ":": report a missing value apart. */
@@ -500,6 +526,15 @@ int main(int argc, char **argv)
                                    optarg, 2 * KEEL_REQUEST_KEY_LEN);
             so.keyed = 1;
             break;
+        case 'C':
+            tls.ca = optarg;
+            break;
+        case 'E':
+            tls.cert = optarg;
+            break;
+        case 'K':
+            tls.key = optarg;
+            break;
         case 't':
             if (parse_timeout(optarg, &timeout_ms) < 0)
                 return usage_error("bad timeout '%s' (milliseconds, >= 0)",
@@ -520,6 +555,18 @@ int main(int argc, char **argv)
             return usage_error("unknown option '%s'", argv[optind - 1]);
         }
     }
+    if (tls.ca != NULL && tls.ca[0] == '\0')
+        tls.ca = NULL;
+    if (tls.cert != NULL && tls.cert[0] == '\0')
+        tls.cert = NULL;
+    if (tls.key != NULL && tls.key[0] == '\0')
+        tls.key = NULL;
+    if ((tls.cert != NULL) != (tls.key != NULL))
+        return usage_error("--tls-cert and --tls-key go together");
+    if (tls.cert != NULL && tls.ca == NULL)
+        return usage_error("--tls-cert needs --tls-ca");
+    if (tls.ca != NULL)
+        cli_tls = &tls;
     if (optind >= argc)
         return usage_error("no command given");
     cmd = argv[optind];
@@ -576,7 +623,7 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     is_send = strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0;
-    rc = keel_client_connect_why(addr, timeout_ms, &c, why, sizeof why);
+    rc = cli_connect(addr, timeout_ms, &c, why, sizeof why);
     if (rc < 0 && !(is_send && so.keyed && so.retries > 0 && retryable(rc)))
         return transport_error_why(rc, why);
     if (c != NULL && direct && (strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0)) {
@@ -584,7 +631,7 @@ int main(int argc, char **argv)
         keel_client *oc;
         find_owner(c, addr, args[0], args[1], owner, sizeof owner);
         if (strcmp(owner, addr) != 0 &&
-            keel_client_connect(owner, timeout_ms, &oc) == 0) {
+            cli_connect(owner, timeout_ms, &oc, NULL, 0) == 0) {
             keel_client_close(c);
             c = oc;
         }

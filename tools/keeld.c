@@ -1,6 +1,7 @@
 /* keeld: the keel node daemon. Runs one node in the foreground until
  * SIGTERM or SIGINT, then stops cleanly: no new work, queued turns finish,
- * every write is committed and every reply sent, exit 0. */
+ * every write is committed and every reply sent, exit 0. SIGHUP reloads
+ * what can be reloaded (keel_node_reload: the TLS files). */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -14,11 +15,22 @@
 
 static keel_node *volatile the_node; /* read by the signal handler */
 
+/* One dispatch for every signal keeld acts on; each action is
+ * async-signal-safe. */
 static void on_signal(int sig)
 {
-    (void)sig;
-    if (the_node != NULL)
-        keel_node_stop(the_node); /* async-signal-safe */
+    keel_node *n = the_node;
+
+    if (n == NULL)
+        return;
+    switch (sig) {
+    case SIGHUP:
+        keel_node_reload(n);
+        break;
+    default:
+        keel_node_stop(n);
+        break;
+    }
 }
 
 static void usage(FILE *f)
@@ -77,11 +89,20 @@ static void usage(FILE *f)
         "                         the node exits anyway (default 30000)\n"
         "  --max-unit-stream BYTES  memory the unfinished unit streams from one\n"
         "                         connection may hold (default 1 GiB)\n"
+        "\n"
+        "TLS (docs/security.md; all three, or none):\n"
+        "  --tls-cert FILE        this node's certificate chain (PEM), CN\n"
+        "                         node:<node id>; served to clients and shown\n"
+        "                         to other nodes\n"
+        "  --tls-key FILE         its private key (PEM)\n"
+        "  --tls-ca FILE          the CA that signs the cluster's node and\n"
+        "                         client certificates (PEM)\n"
         "  --version              print the version and exit\n"
         "  --help                 this text\n"
         "\n"
         "Built-in actor types: counter, kv, register (see `keel --help`).\n"
-        "SIGTERM or SIGINT stops the node cleanly.\n");
+        "SIGTERM or SIGINT stops the node cleanly; SIGHUP reloads the TLS\n"
+        "files.\n");
 }
 
 static int parse_u64(const char *s, unsigned long long max,
@@ -120,7 +141,7 @@ int main(int argc, char **argv)
         O_FRAME, O_MAP, O_LOAD, O_LOG, O_VERSION, O_HELP, O_ZK, O_CLUSTER,
         O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE, O_ACTLOG,
         O_HOLD, O_LEAVE, O_MAXCONN, O_CONNIDLE, O_UNITSTREAM, O_HTTPHDR,
-        O_HTTPPERIP, O_RECOVER
+        O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, O_DATA},
@@ -149,6 +170,9 @@ int main(int argc, char **argv)
         {"max-unit-stream", required_argument, NULL, O_UNITSTREAM},
         {"http-header-timeout", required_argument, NULL, O_HTTPHDR},
         {"http-max-per-ip", required_argument, NULL, O_HTTPPERIP},
+        {"tls-cert", required_argument, NULL, O_TLSCERT},
+        {"tls-key", required_argument, NULL, O_TLSKEY},
+        {"tls-ca", required_argument, NULL, O_TLSCA},
         {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0}};
@@ -322,6 +346,15 @@ int main(int argc, char **argv)
             }
             opts.max_unit_stream = v;
             break;
+        case O_TLSCERT:
+            opts.tls_cert = optarg;
+            break;
+        case O_TLSKEY:
+            opts.tls_key = optarg;
+            break;
+        case O_TLSCA:
+            opts.tls_ca = optarg;
+            break;
         case O_VERSION:
             printf("keeld %s\n", keel_version_string());
             return 0;
@@ -343,6 +376,14 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    if ((opts.tls_cert != NULL || opts.tls_key != NULL ||
+         opts.tls_ca != NULL) &&
+        (opts.tls_cert == NULL || opts.tls_key == NULL ||
+         opts.tls_ca == NULL)) {
+        fprintf(stderr, "keeld: TLS needs --tls-cert, --tls-key and "
+                        "--tls-ca together\n");
+        return 2;
+    }
     if (opts.zk_hosts != NULL &&
         (opts.cluster == NULL || opts.node_id == NULL)) {
         fprintf(stderr, "keeld: --zk needs --cluster and --node-id\n");
@@ -396,6 +437,7 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 
     /* Tests and scripts wait for this line before connecting. */
     fprintf(stderr, "keeld: ready on port %d\n", keel_node_port(the_node));
@@ -410,6 +452,7 @@ int main(int argc, char **argv)
         sigemptyset(&stop_sigs);
         sigaddset(&stop_sigs, SIGTERM);
         sigaddset(&stop_sigs, SIGINT);
+        sigaddset(&stop_sigs, SIGHUP);
         sigprocmask(SIG_BLOCK, &stop_sigs, NULL);
     }
     keel_node *n = the_node;

@@ -334,8 +334,8 @@ END_TEST
 /* ------------------------------------------------ 4 client hop counts */
 
 /* Bits 0-3 of a CALL's flags count forwards between nodes. A client that
- * sets them is refused EPROTO on that request; the connection stays
- * usable. */
+ * sets them is refused EDENIED (not permitted for this connection) on
+ * that request; the connection stays usable. */
 START_TEST(client_hops_refused)
 {
     uint8_t frame[KEEL_FRAME_HEADER + 64];
@@ -354,7 +354,7 @@ START_TEST(client_hops_refused)
     ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
     ck_assert_int_eq(f.kind, KEEL_FRAME_ERROR);
     ck_assert_uint_eq(f.id, 3);
-    ck_assert_int_eq(f.code, KEEL_EPROTO);
+    ck_assert_int_eq(f.code, KEEL_EDENIED);
     /* The same call without hops runs, as the first increment. */
     frame[5] = 0;
     keel_frame_header(frame, KEEL_FRAME_CALL, 4, blen);

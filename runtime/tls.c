@@ -1,0 +1,405 @@
+/* TLS contexts and connections over OpenSSL (see tls.h). Every OpenSSL
+ * call is preceded by ERR_clear_error so that an error found after it is
+ * its own; errors become KEEL_E* codes and a line of text in tls_error. */
+#include "runtime/tls.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "keel.h"
+
+struct keel_tls_ctx {
+    SSL_CTX *ssl_ctx;
+    int refs; /* the owner's and each connection's; loop thread (or the
+               * client's thread) only */
+};
+
+struct keel_tls {
+    SSL *ssl;
+    keel_tls_ctx *ctx;
+    int client;        /* the connecting side */
+    int hs_done;       /* SSL_do_handshake finished */
+    int ticket;        /* connecting side: the server sent a ticket */
+    int ident_set;
+    keel_tls_identity ident;
+    char expect[KEEL_TLS_NAME_MAX + 1]; /* node id the server must be */
+};
+
+static int tls_ex_index = -1;
+
+/* The OpenSSL error queue as one line ("what: reason; reason"), emptied. */
+static void tls_error(char *buf, size_t len, const char *what)
+{
+    size_t off;
+    unsigned long e;
+    int n;
+
+    if (buf == NULL || len == 0) {
+        ERR_clear_error();
+        return;
+    }
+    n = snprintf(buf, len, "%s", what);
+    off = n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
+    while ((e = ERR_get_error()) != 0) {
+        char r[256];
+        ERR_error_string_n(e, r, sizeof r);
+        if (off + 3 < len) {
+            n = snprintf(buf + off, len - off, "%s%s",
+                         off == strlen(what) ? ": " : "; ", r);
+            if (n > 0)
+                off += (size_t)n < len - off ? (size_t)n : len - off - 1;
+        }
+    }
+}
+
+/* The connecting side learns that the server is satisfied with it from
+ * the server's first session ticket (tls.h). The session is not kept. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    keel_tls *t = SSL_get_ex_data(ssl, tls_ex_index);
+
+    (void)sess;
+    if (t != NULL)
+        t->ticket = 1;
+    return 0; /* not taken: OpenSSL frees it */
+}
+
+int keel_tls_ctx_create(const char *cert, const char *key, const char *ca,
+                        keel_tls_ctx **out, char *errbuf, size_t errlen)
+{
+    keel_tls_ctx *c;
+    SSL_CTX *sc;
+    STACK_OF(X509_NAME) *names;
+    char what[600];
+
+    if (errbuf != NULL && errlen > 0)
+        errbuf[0] = '\0';
+    if (ca == NULL || (cert == NULL) != (key == NULL)) {
+        snprintf(errbuf, errlen, "%s",
+                 ca == NULL ? "TLS needs the CA file"
+                            : "a TLS certificate needs its key, and a key "
+                              "its certificate");
+        return KEEL_EINVAL;
+    }
+    if (tls_ex_index < 0) {
+        /* OpenSSL initialises itself on first use (1.1.0 and later). */
+        tls_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        if (tls_ex_index < 0)
+            return KEEL_ENOMEM;
+    }
+    c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return KEEL_ENOMEM;
+    ERR_clear_error();
+    sc = SSL_CTX_new(TLS_method());
+    if (sc == NULL) {
+        tls_error(errbuf, errlen, "cannot make a TLS context");
+        free(c);
+        return KEEL_ENOMEM;
+    }
+    if (SSL_CTX_set_min_proto_version(sc, TLS1_3_VERSION) != 1)
+        goto err_openssl;
+    SSL_CTX_set_options(sc, SSL_OP_NO_RENEGOTIATION
+#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
+                                | SSL_OP_IGNORE_UNEXPECTED_EOF
+#endif
+    );
+    /* Buffers may move and grow between a write that wants to wait and
+     * its retry (net.c's write buffer is realloc'd). */
+    SSL_CTX_set_mode(sc, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (cert != NULL) {
+        snprintf(what, sizeof what, "certificate %s", cert);
+        if (SSL_CTX_use_certificate_chain_file(sc, cert) != 1)
+            goto err_file;
+        snprintf(what, sizeof what, "key %s", key);
+        if (SSL_CTX_use_PrivateKey_file(sc, key, SSL_FILETYPE_PEM) != 1)
+            goto err_file;
+        snprintf(what, sizeof what, "key %s does not match certificate %s",
+                 key, cert);
+        if (SSL_CTX_check_private_key(sc) != 1)
+            goto err_file;
+    }
+    snprintf(what, sizeof what, "CA file %s", ca);
+    if (SSL_CTX_load_verify_locations(sc, ca, NULL) != 1)
+        goto err_file;
+    /* The CA's name goes in the certificate request, so a client with
+     * several certificates can pick the right one. */
+    names = SSL_load_client_CA_file(ca);
+    if (names == NULL)
+        goto err_file;
+    SSL_CTX_set_client_CA_list(sc, names);
+    /* Servers ask for a certificate and check it when one comes; one
+     * without is let in (a client that authenticates otherwise).
+     * Clients require the server's to verify. */
+    SSL_CTX_set_verify(sc, SSL_VERIFY_PEER, NULL);
+    /* One ticket, the acceptance signal of tls.h; no resumption. */
+    SSL_CTX_set_num_tickets(sc, 1);
+    SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_BOTH |
+                                           SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_sess_set_new_cb(sc, new_session_cb);
+    c->ssl_ctx = sc;
+    c->refs = 1;
+    *out = c;
+    return 0;
+
+err_file:
+    tls_error(errbuf, errlen, what);
+    SSL_CTX_free(sc);
+    free(c);
+    return KEEL_EIO;
+err_openssl:
+    tls_error(errbuf, errlen, "TLS context");
+    SSL_CTX_free(sc);
+    free(c);
+    return KEEL_ENOMEM;
+}
+
+void keel_tls_ctx_ref(keel_tls_ctx *ctx)
+{
+    ctx->refs++;
+}
+
+void keel_tls_ctx_unref(keel_tls_ctx *ctx)
+{
+    if (ctx == NULL || --ctx->refs > 0)
+        return;
+    SSL_CTX_free(ctx->ssl_ctx);
+    free(ctx);
+}
+
+static int tls_new(keel_tls_ctx *ctx, int fd, int client,
+                   const char *expect_node, keel_tls **out)
+{
+    keel_tls *t = calloc(1, sizeof *t);
+
+    if (t == NULL)
+        return KEEL_ENOMEM;
+    ERR_clear_error();
+    t->ssl = SSL_new(ctx->ssl_ctx);
+    if (t->ssl == NULL || SSL_set_fd(t->ssl, fd) != 1 ||
+        SSL_set_ex_data(t->ssl, tls_ex_index, t) != 1) {
+        ERR_clear_error();
+        SSL_free(t->ssl);
+        free(t);
+        return KEEL_ENOMEM;
+    }
+    t->client = client;
+    if (expect_node != NULL)
+        snprintf(t->expect, sizeof t->expect, "%s", expect_node);
+    if (client)
+        SSL_set_connect_state(t->ssl);
+    else
+        SSL_set_accept_state(t->ssl);
+    t->ctx = ctx;
+    keel_tls_ctx_ref(ctx);
+    *out = t;
+    return 0;
+}
+
+int keel_tls_accept(keel_tls_ctx *ctx, int fd, keel_tls **out)
+{
+    return tls_new(ctx, fd, 0, NULL, out);
+}
+
+int keel_tls_connect(keel_tls_ctx *ctx, int fd, const char *expect_node,
+                     keel_tls **out)
+{
+    return tls_new(ctx, fd, 1, expect_node, out);
+}
+
+void keel_tls_free(keel_tls *t)
+{
+    if (t == NULL)
+        return;
+    SSL_free(t->ssl);
+    keel_tls_ctx_unref(t->ctx);
+    free(t);
+}
+
+void keel_tls_shutdown(keel_tls *t)
+{
+    if (t == NULL || !t->hs_done)
+        return;
+    ERR_clear_error();
+    (void)SSL_shutdown(t->ssl);
+    ERR_clear_error();
+}
+
+/* The identity of a verified certificate, from its one subject CN. */
+static void identity_of(SSL *ssl, keel_tls_identity *id)
+{
+    X509 *x = SSL_get0_peer_certificate(ssl);
+    X509_NAME *subj;
+    ASN1_STRING *data;
+    unsigned char *cn = NULL;
+    int i, len;
+
+    memset(id, 0, sizeof *id);
+    if (x == NULL || SSL_get_verify_result(ssl) != X509_V_OK)
+        return;
+    /* Verified: authenticated, if only as a certificate of no known
+     * kind, whatever its CN turns out to be. */
+    id->kind = KEEL_TLS_OTHER;
+    subj = X509_get_subject_name(x);
+    i = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
+    /* Exactly one CN: with two, which one names the holder is a guess. */
+    if (i < 0 || X509_NAME_get_index_by_NID(subj, NID_commonName, i) >= 0)
+        return;
+    data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, i));
+    len = ASN1_STRING_to_UTF8(&cn, data);
+    if (len < 0)
+        return;
+    if ((size_t)len == strlen((const char *)cn)) { /* no NUL inside */
+        const char *s = (const char *)cn;
+        if (strncmp(s, "node:", 5) == 0 && s[5] != '\0') {
+            id->kind = KEEL_TLS_NODE;
+            s += 5;
+        } else if (strncmp(s, "client:", 7) == 0 && s[7] != '\0') {
+            id->kind = KEEL_TLS_CLIENT;
+            s += 7;
+        }
+        if (strlen(s) > KEEL_TLS_NAME_MAX)
+            id->kind = KEEL_TLS_OTHER; /* no node or client has that name */
+        else
+            snprintf(id->name, sizeof id->name, "%s", s);
+    }
+    OPENSSL_free(cn);
+}
+
+/* What an SSL call that returned r <= 0 means. */
+static int tls_result(keel_tls *t, int r, char *errbuf, size_t errlen,
+                      const char *what)
+{
+    int e = SSL_get_error(t->ssl, r);
+
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        ERR_clear_error();
+        return KEEL_TLS_WANT_READ;
+    case SSL_ERROR_WANT_WRITE:
+        ERR_clear_error();
+        return KEEL_TLS_WANT_WRITE;
+    case SSL_ERROR_SYSCALL:
+        if (errbuf != NULL && errlen > 0)
+            snprintf(errbuf, errlen, "%s: %s", what,
+                     errno != 0 ? strerror(errno) : "connection closed");
+        ERR_clear_error();
+        return KEEL_ECONN;
+    default:
+        tls_error(errbuf, errlen, what);
+        if (e == SSL_ERROR_SSL && SSL_get_verify_result(t->ssl) != X509_V_OK &&
+            errbuf != NULL && errlen > 0) {
+            size_t off = strlen(errbuf);
+            snprintf(errbuf + off, errlen - off, " (%s)",
+                     X509_verify_cert_error_string(
+                         SSL_get_verify_result(t->ssl)));
+        }
+        return KEEL_ECONN;
+    }
+}
+
+int keel_tls_handshake(keel_tls *t, char *errbuf, size_t errlen)
+{
+    int r;
+
+    if (errbuf != NULL && errlen > 0)
+        errbuf[0] = '\0';
+    if (!t->hs_done) {
+        ERR_clear_error();
+        errno = 0;
+        r = SSL_do_handshake(t->ssl);
+        if (r != 1)
+            return tls_result(t, r, errbuf, errlen, "TLS handshake");
+        t->hs_done = 1;
+        identity_of(t->ssl, &t->ident);
+        t->ident_set = 1;
+        if (t->client && (t->ident.kind == KEEL_TLS_ANON)) {
+            snprintf(errbuf, errlen, "TLS: the server's certificate did not "
+                                     "verify");
+            return KEEL_ECONN;
+        }
+        if (t->client && t->expect[0] != '\0' &&
+            (t->ident.kind != KEEL_TLS_NODE ||
+             strcmp(t->ident.name, t->expect) != 0)) {
+            snprintf(errbuf, errlen,
+                     "TLS: the server's certificate names %s%s, not "
+                     "node:%s",
+                     t->ident.kind == KEEL_TLS_NODE ? "node:" :
+                     t->ident.kind == KEEL_TLS_CLIENT ? "client:" : "",
+                     t->ident.name, t->expect);
+            return KEEL_ECONN;
+        }
+    }
+    if (!t->client)
+        return 0;
+    /* Wait for the ticket: peeking processes the records after the
+     * handshake (the ticket, or the server's alert) and keeps any
+     * application data for the caller. */
+    while (!t->ticket) {
+        unsigned char b;
+        ERR_clear_error();
+        errno = 0;
+        r = SSL_peek(t->ssl, &b, 1);
+        if (r > 0)
+            break; /* data before a ticket: a server without tickets */
+        if (t->ticket)
+            break;
+        r = tls_result(t, r, errbuf, errlen, "TLS: the server refused us");
+        if (r == KEEL_ECONN && errbuf != NULL && errbuf[0] == '\0')
+            snprintf(errbuf, errlen, "TLS: the server closed the "
+                                     "connection after the handshake");
+        return r;
+    }
+    return 0;
+}
+
+ssize_t keel_tls_read(keel_tls *t, void *buf, size_t len)
+{
+    int r, n = len > INT32_MAX ? INT32_MAX : (int)len;
+
+    ERR_clear_error();
+    errno = 0;
+    r = SSL_read(t->ssl, buf, n);
+    if (r > 0)
+        return r;
+    if (SSL_get_error(t->ssl, r) == SSL_ERROR_ZERO_RETURN) {
+        ERR_clear_error();
+        return 0;
+    }
+    return tls_result(t, r, NULL, 0, "TLS read");
+}
+
+ssize_t keel_tls_write(keel_tls *t, const void *buf, size_t len)
+{
+    int r, n = len > INT32_MAX ? INT32_MAX : (int)len;
+
+    if (len == 0)
+        return 0;
+    ERR_clear_error();
+    errno = 0;
+    r = SSL_write(t->ssl, buf, n);
+    if (r > 0)
+        return r;
+    return tls_result(t, r, NULL, 0, "TLS write");
+}
+
+int keel_tls_pending(const keel_tls *t)
+{
+    return SSL_has_pending(t->ssl);
+}
+
+void keel_tls_peer_identity(const keel_tls *t, keel_tls_identity *out)
+{
+    if (t->ident_set)
+        *out = t->ident;
+    else
+        memset(out, 0, sizeof *out);
+}

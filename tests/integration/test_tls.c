@@ -1,0 +1,299 @@
+/* TLS on a standalone keeld (docs/security.md, "TLS"): a client that
+ * trusts the CA is answered, with or without a client certificate; a
+ * plaintext client, a client certificate from another CA and a client
+ * that does not trust the node's CA get nowhere, and nothing they sent
+ * runs; a client's hop count is refused EDENIED; SIGHUP swaps the
+ * certificate for new connections while an open one goes on, and a bad
+ * file on reload keeps the old one. Certificates are made per test with
+ * the openssl command (tests/support/certs.h). Every wait is bounded. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "certs.h"
+#include "keel.h"
+#include "proc.h"
+#include "runtime/client.h"
+#include "runtime/proto.h"
+#include "testutil.h"
+
+static char *dir, *data;
+static tu_keeld node;
+static char ca[512], cert[512], key[512], ccert[512], ckey[512];
+static char ocert[512], okey[512], oca[512];
+
+static void setup(void)
+{
+    dir = tu_tmpdir("tls");
+    if (asprintf(&data, "%s/data", dir) < 0)
+        abort();
+    memset(&node, 0, sizeof node);
+    ck_assert_int_eq(tu_certs_ca(dir, "ca"), 0);
+    ck_assert_int_eq(tu_certs_ca(dir, "other"), 0);
+    ck_assert_int_eq(tu_certs_issue(dir, "ca", "node", "node:n0"), 0);
+    ck_assert_int_eq(tu_certs_issue(dir, "ca", "alice", "client:alice"), 0);
+    ck_assert_int_eq(tu_certs_issue(dir, "other", "mallory",
+                                    "client:mallory"),
+                     0);
+    tu_certs_path(ca, sizeof ca, dir, "ca", "pem");
+    tu_certs_path(oca, sizeof oca, dir, "other", "pem");
+    tu_certs_path(cert, sizeof cert, dir, "node", "pem");
+    tu_certs_path(key, sizeof key, dir, "node", "key");
+    tu_certs_path(ccert, sizeof ccert, dir, "alice", "pem");
+    tu_certs_path(ckey, sizeof ckey, dir, "alice", "key");
+    tu_certs_path(ocert, sizeof ocert, dir, "mallory", "pem");
+    tu_certs_path(okey, sizeof okey, dir, "mallory", "key");
+    /* The CLI (tu_keeld_start's readiness check, tu_keel) trusts the CA. */
+    setenv("KEEL_TLS_CA", ca, 1);
+}
+
+static void teardown(void)
+{
+    tu_keeld_free(&node);
+    tu_rmrf(dir);
+    free(dir);
+    free(data);
+}
+
+static void start_node(void)
+{
+    const char *extra[] = {"--tls-cert", cert, "--tls-key", key,
+                           "--tls-ca", ca, NULL};
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, extra), 0);
+}
+
+/* A TLS connection: the CA file, an optional client certificate (name in
+ * the test's directory) and the node id the server must prove. */
+static int tls_connect(const char *with_ca, const char *cfile,
+                       const char *kfile, const char *want_node,
+                       keel_client **c, char *why, size_t whylen)
+{
+    keel_client_tls t;
+
+    memset(&t, 0, sizeof t);
+    t.ca = with_ca;
+    t.cert = cfile;
+    t.key = kfile;
+    t.node = want_node;
+    return keel_client_connect_tls(node.addr, 5000, &t, c, why, whylen);
+}
+
+/* counter/id `op` over c: the value, or -1. */
+static long counter(keel_client *c, const char *id, const char *op)
+{
+    char *reply = NULL;
+    long v = -1;
+    int rc = keel_client_call(c, KEEL_FRAME_CALL, "counter", id, strlen(id),
+                              op, strlen(op), &reply, NULL);
+
+    if (rc == 0)
+        v = strtol(reply, NULL, 10);
+    free(reply);
+    return v;
+}
+
+/* counter/id's value read over a fresh TLS connection. */
+static long counter_get(const char *id)
+{
+    keel_client *c = NULL;
+    long v;
+
+    ck_assert_int_eq(tls_connect(ca, NULL, NULL, NULL, &c, NULL, 0), 0);
+    v = counter(c, id, "get");
+    keel_client_close(c);
+    return v;
+}
+
+START_TEST(tls_client_answered)
+{
+    keel_client *c = NULL;
+    char why[512];
+
+    start_node();
+    /* Server authentication only. */
+    ck_assert_int_eq(tls_connect(ca, NULL, NULL, NULL, &c, why, sizeof why),
+                     0);
+    ck_assert_int_eq(counter(c, "c1", "incr"), 1);
+    keel_client_close(c);
+    /* Mutual: a client certificate from the CA; the node's id checked. */
+    ck_assert_msg(tls_connect(ca, ccert, ckey, "n0", &c, why, sizeof why) ==
+                      0,
+                  "%s", why);
+    ck_assert_int_eq(counter(c, "c1", "incr"), 2);
+    keel_client_close(c);
+    /* The CLI through KEEL_TLS_CA. */
+    ck_assert_int_eq(tu_keel(node.addr, NULL, NULL, "ping", NULL), 0);
+}
+END_TEST
+
+START_TEST(plaintext_refused)
+{
+    keel_client *c = NULL;
+    char *reply = NULL;
+    int rc;
+
+    start_node();
+    /* The TCP connection is taken; the first frame is not a ClientHello,
+     * the handshake fails and the node closes without running it. */
+    ck_assert_int_eq(keel_client_connect(node.addr, 5000, &c), 0);
+    rc = keel_client_call(c, KEEL_FRAME_CALL, "counter", "p1", 2, "incr", 4,
+                          &reply, NULL);
+    ck_assert_msg(rc == KEEL_ECONN || rc == KEEL_ENOTSENT ||
+                      rc == KEEL_EMALFORMED || rc == KEEL_ETOOBIG,
+                  "plaintext call: %d (%s)", rc, reply ? reply : "");
+    free(reply);
+    keel_client_close(c);
+    ck_assert_int_eq(counter_get("p1"), 0);
+}
+END_TEST
+
+START_TEST(foreign_client_cert_refused)
+{
+    keel_client *c = NULL;
+    char why[512];
+
+    start_node();
+    /* The server refuses the certificate: the client learns it before it
+     * sends anything (keel_tls_handshake waits for the server's ticket). */
+    ck_assert_int_eq(tls_connect(ca, ocert, okey, NULL, &c, why, sizeof why),
+                     KEEL_ENOTSENT);
+    ck_assert_msg(strstr(why, "unknown ca") != NULL, "why: %s", why);
+    ck_assert_ptr_null(c);
+    /* A client that does not trust the node's CA does not go on either. */
+    ck_assert_int_eq(tls_connect(oca, NULL, NULL, NULL, &c, why, sizeof why),
+                     KEEL_ENOTSENT);
+    ck_assert_msg(strstr(why, "certificate verify failed") != NULL, "why: %s",
+                  why);
+    /* Nor one that expects another node. */
+    ck_assert_int_eq(tls_connect(ca, NULL, NULL, "n9", &c, why, sizeof why),
+                     KEEL_ENOTSENT);
+    ck_assert_msg(strstr(why, "node:n0") != NULL, "why: %s", why);
+    ck_assert_int_eq(counter_get("m1"), 0);
+}
+END_TEST
+
+/* A client with a client certificate is no node: hop bits are refused. */
+START_TEST(client_hops_denied)
+{
+    uint8_t frame[KEEL_FRAME_HEADER + 64];
+    size_t blen = keel_call_body_size(7, 2, 4);
+    keel_client *c = NULL;
+    keel_frame f;
+    const char *m;
+    size_t ml;
+
+    start_node();
+    ck_assert_int_eq(tls_connect(ca, ccert, ckey, NULL, &c, NULL, 0), 0);
+    keel_frame_header(frame, KEEL_FRAME_CALL, 9, blen);
+    frame[5] = 2;
+    keel_call_body_encode(frame + KEEL_FRAME_HEADER, "counter", 7, "h1", 2,
+                          "incr", 4);
+    ck_assert_int_eq(keel_client_queue_raw(c, frame, KEEL_FRAME_HEADER + blen),
+                     0);
+    ck_assert_int_eq(keel_client_flush(c), 0);
+    ck_assert_int_eq(keel_client_recv(c, &f), 0);
+    ck_assert_int_eq(f.kind, KEEL_FRAME_ERROR);
+    ck_assert_uint_eq(f.request_id, 9);
+    ck_assert_int_eq(keel_error_body_parse(f.body, f.body_len, &m, &ml),
+                     KEEL_EDENIED);
+    /* The connection goes on; the call did not run. */
+    ck_assert_int_eq(counter(c, "h1", "get"), 0);
+    keel_client_close(c);
+}
+END_TEST
+
+/* Waits (at most 10 s) for `what` to appear in the node's log `times`
+ * times. */
+static int log_has(const char *what, int times)
+{
+    int tries;
+
+    for (tries = 0; tries < 200; tries++) {
+        char *log = tu_keeld_log(&node), *p = log;
+        int n = 0;
+        while (p != NULL && (p = strstr(p, what)) != NULL) {
+            n++;
+            p++;
+        }
+        free(log);
+        if (n >= times)
+            return 1;
+        usleep(50000);
+    }
+    return 0;
+}
+
+START_TEST(sighup_reloads)
+{
+    keel_client *old = NULL, *c = NULL;
+    char why[512];
+    FILE *f;
+
+    /* The node starts as node:old (a standalone node's certificate need
+     * not match any node id), then gets node:new from the same CA. */
+    ck_assert_int_eq(tu_certs_issue(dir, "ca", "node", "node:old"), 0);
+    start_node();
+    ck_assert_int_eq(tls_connect(ca, ccert, ckey, "old", &old, why,
+                                 sizeof why),
+                     0);
+    ck_assert_int_eq(counter(old, "r1", "incr"), 1);
+    ck_assert_int_eq(tu_certs_issue(dir, "ca", "node", "node:new"), 0);
+    ck_assert_int_eq(kill(node.pid, SIGHUP), 0);
+    ck_assert(log_has("TLS reloaded", 1));
+    /* The open connection goes on over its old session. */
+    ck_assert_int_eq(counter(old, "r1", "incr"), 2);
+    /* New connections get the new certificate. */
+    ck_assert_msg(tls_connect(ca, NULL, NULL, "new", &c, why, sizeof why) ==
+                      0,
+                  "%s", why);
+    ck_assert_int_eq(counter(c, "r1", "incr"), 3);
+    keel_client_close(c);
+    ck_assert_int_eq(tls_connect(ca, NULL, NULL, "old", &c, why, sizeof why),
+                     KEEL_ENOTSENT);
+    /* A bad file: logged, and the certificate in use stays. */
+    f = fopen(cert, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("not a certificate\n", f);
+    fclose(f);
+    ck_assert_int_eq(kill(node.pid, SIGHUP), 0);
+    ck_assert(log_has("TLS reload failed", 1));
+    ck_assert_msg(tls_connect(ca, NULL, NULL, "new", &c, why, sizeof why) ==
+                      0,
+                  "%s", why);
+    ck_assert_int_eq(counter(c, "r1", "incr"), 4);
+    keel_client_close(c);
+    ck_assert_int_eq(counter(old, "r1", "incr"), 5);
+    keel_client_close(old);
+    /* SIGHUP did not stop the node: SIGTERM does, cleanly. */
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("tls");
+    TCase *tc = tcase_create("standalone");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, tls_client_answered);
+    tcase_add_test(tc, plaintext_refused);
+    tcase_add_test(tc, foreign_client_cert_refused);
+    tcase_add_test(tc, client_hops_denied);
+    tcase_add_test(tc, sighup_reloads);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    if (!tu_certs_available()) {
+        fprintf(stderr, "test_tls: the openssl command is not installed\n");
+        return 1;
+    }
+    return tu_run_suite(suite());
+}

@@ -1,0 +1,30 @@
+/* Certificates for the TLS tests, made with the openssl command line in a
+ * directory the test owns (docs/security.md names them the same way):
+ *   <dir>/<ca>.pem, <ca>.key       a CA (self-signed)
+ *   <dir>/<name>.pem, <name>.key   a certificate signed by a CA, with the
+ *                                  subject CN given ("node:n0",
+ *                                  "client:alice")
+ * P-256 keys, valid for two days. Every openssl run is bounded (tu_run). */
+#ifndef KEEL_TEST_CERTS_H
+#define KEEL_TEST_CERTS_H
+
+#include <stddef.h>
+
+/* 1 when the openssl command is installed. */
+int tu_certs_available(void);
+
+/* Makes CA `ca` in dir. Returns 0, or -1 with openssl's output on
+ * stderr. */
+int tu_certs_ca(const char *dir, const char *ca);
+
+/* Makes certificate `name` for subject CN `cn`, signed by CA `ca` of dir.
+ * Replaces the files of an earlier one of that name (atomically: each is
+ * written aside, then renamed). Returns 0, or -1 as above. */
+int tu_certs_issue(const char *dir, const char *ca, const char *name,
+                   const char *cn);
+
+/* "<dir>/<name>.<ext>" into buf (cap bytes); returns buf. */
+char *tu_certs_path(char *buf, size_t cap, const char *dir, const char *name,
+                    const char *ext);
+
+#endif
