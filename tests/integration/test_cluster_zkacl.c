@@ -551,6 +551,85 @@ START_TEST(other_credentials_refuse_to_start)
 }
 END_TEST
 
+/* A session that expired is replaced by a new one, which must
+ * authenticate again: n1 paused past its session timeout comes back as a
+ * new incarnation, whose member znode has the cluster's ACL, and serves
+ * (its writes under the root would be refused otherwise). */
+START_TEST(expired_session_authenticates_again)
+{
+    char *auth = cred_file("alice.auth", ALICE "\n", 0600);
+    char root[128], path[256];
+    zhandle_t *anon;
+    zsync z = {0};
+    int64_t owner;
+    long v = -1;
+    int tries;
+
+    start_node(0, auth);
+    start_node(1, auth);
+    ck_assert_int_eq(incr_until(1, "e"), 1);
+    snprintf(root, sizeof root, "/keel/%s", fx.name);
+    snprintf(path, sizeof path, "%s/members/n1", root);
+    anon = zc_open(NULL);
+    ck_assert_int_eq(zoo_aget(anon, path, 0, zs_data, &z), ZOK);
+    ck_assert_int_eq(drive(anon, &z.done), 0);
+    ck_assert_int_eq(z.rc, ZOK);
+    owner = z.st.ephemeralOwner;
+    /* The test's own session would expire too while nobody drives it. */
+    zookeeper_close(anon);
+
+    /* Paused for twice its 2 s session timeout: the servers expire it. */
+    ck_assert_int_eq(kill(fx.nodes[1].pid, SIGSTOP), 0);
+    tu_sleep_ms(4500);
+    ck_assert_int_eq(kill(fx.nodes[1].pid, SIGCONT), 0);
+    anon = zc_open(NULL);
+    for (tries = 0; tries < 300; tries++) {
+        memset(&z, 0, sizeof z);
+        ck_assert_int_eq(zoo_aget(anon, path, 0, zs_data, &z), ZOK);
+        ck_assert_int_eq(drive(anon, &z.done), 0);
+        if (z.rc == ZOK && z.st.ephemeralOwner != owner &&
+            tu_keel_stat(fx.nodes[1].addr, "session_expirations") >= 1)
+            break;
+        tu_sleep_ms(100);
+    }
+    TU_CLUSTER_CHECK(&fx, tries < 300,
+                     "n1 did not rejoin with a new session after expiry");
+    check_acl(anon, path, "alice:x", ZOO_PERM_READ);
+    zookeeper_close(anon);
+    fx.quiet = 1;
+    for (tries = 0; tries < 300 && v < 0; tries++)
+        if ((v = tu_cluster_counter(&fx, 1, "e", "incr")) < 0)
+            tu_sleep_ms(100);
+    fx.quiet = 0;
+    TU_CLUSTER_CHECK(&fx, v == 2, "incr through n1 after its expiry: %ld",
+                     v);
+    free(auth);
+}
+END_TEST
+
+/* The same mechanism for any reason a node cannot take part: another
+ * shard count (KEEL_ECONFIG) stops keeld with a non-zero exit too. */
+START_TEST(other_shard_count_stops_the_node)
+{
+    char *auth = cred_file("alice.auth", ALICE "\n", 0600);
+    char *log = NULL;
+    int code;
+
+    start_node(0, auth);
+    ck_assert_int_eq(incr_until(0, "s"), 1);
+    /* The last --shards wins over run_keeld's 64. */
+    code = run_keeld("n1", &log, "--zk-auth", auth, "--shards", "32", NULL);
+    TU_CLUSTER_CHECK(&fx, code != 0 && code < 128,
+                     "n1 with 32 shards exited %d:\n%s", code, log);
+    ck_assert_msg(strstr(log, "refusing to join") != NULL &&
+                      strstr(log, "ECONFIG") != NULL,
+                  "n1's log does not say why:\n%s", log);
+    free(log);
+    ck_assert_int_eq(tu_cluster_counter(&fx, 0, "s", "incr"), 2);
+    free(auth);
+}
+END_TEST
+
 START_TEST(bad_credentials_file_is_refused)
 {
     static const struct {
@@ -654,6 +733,8 @@ int main(void)
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, acl_cluster_works_and_outsiders_only_read);
     tcase_add_test(tc, other_credentials_refuse_to_start);
+    tcase_add_test(tc, expired_session_authenticates_again);
+    tcase_add_test(tc, other_shard_count_stops_the_node);
     tcase_add_test(tc, bad_credentials_file_is_refused);
     tcase_add_test(tc, open_cluster_moves_to_acls);
     suite_add_tcase(s, tc);
