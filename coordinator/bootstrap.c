@@ -36,6 +36,14 @@ static void failed(keel_bootstrap *b, int rc)
         b->stalled = 1;
         return;
     }
+    /* Creating an existing znode is refused for want of the permission
+     * before it is found to exist: a node of another identity (or of
+     * none) fails here, at the first znode under the cluster's root. */
+    if (rc == KEEL_EDENIED)
+        keel_error("ZooKeeper refused this node's credentials for %s: the "
+                   "cluster's znodes belong to another identity; check "
+                   "--zk-auth",
+                   b->layout->root);
     finish(b, rc, 0);
 }
 
@@ -100,11 +108,14 @@ static int run(keel_bootstrap *b)
     char path[KEEL_ZK_PATH_MAX], buf[64];
     const char *leaf = NULL, *data = NULL;
     size_t len = 0;
-    int rc;
+    int rc, flags = 0;
 
     switch (b->step) {
     case STEP_KEEL:
+        /* Shared by every cluster, whatever its identity: with
+         * credentials, anyone may create a cluster root in it. */
         snprintf(path, sizeof path, "/keel");
+        flags = KEEL_ZK_SHARED;
         break;
     case STEP_ROOT:
         snprintf(path, sizeof path, "%s", b->layout->root);
@@ -141,7 +152,7 @@ static int run(keel_bootstrap *b)
     }
     if (leaf != NULL)
         keel_layout_path(b->layout, path, leaf, NULL, NULL);
-    rc = keel_zk_create(b->zk, path, data, len, 0, created, b);
+    rc = keel_zk_create(b->zk, path, data, len, flags, created, b);
     b->busy = rc == 0;
     return rc;
 }

@@ -17,8 +17,9 @@
 typedef struct keel_bootstrap keel_bootstrap;
 
 /* rc: 0 (ready), KEEL_ECONFIG (other shard count; *found holds it),
- * KEEL_ECORRUPT (unreadable config), or another ZooKeeper error that is
- * not worth retrying (KEEL_ESESSION, KEEL_EINVAL). Connection losses are
+ * KEEL_ECORRUPT (unreadable config), KEEL_EDENIED (the cluster's znodes
+ * belong to another ZooKeeper identity: logged), or another ZooKeeper
+ * error that is not worth retrying (KEEL_ESESSION, KEEL_EINVAL). Connection losses are
  * not reported: the bootstrap waits for resume(). */
 typedef void (*keel_bootstrap_cb)(keel_bootstrap *b, int rc, uint32_t found,
                                   void *arg);

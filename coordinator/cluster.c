@@ -201,6 +201,8 @@ static void set_failed(keel_cluster *c, int rc)
                keel_strerror(rc));
     c->phase = KEEL_CLUSTER_FAILED;
     c->error = rc;
+    if (c->hooks.failed != NULL)
+        c->hooks.failed(c, rc, c->hooks.data);
 }
 
 /* ---------------------------------------------------------- local units */
@@ -1239,8 +1241,15 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
                                           : DEFAULT_SESSION_TIMEOUT_MS;
     c->hooks = o->hooks;
     c->my_idx = -1;
-    if (zk == NULL && (rc = keel_zk_real_create(loop, o->zk_hosts, &zk)) != 0)
-        goto fail;
+    if (zk == NULL) {
+        if ((rc = keel_zk_real_create(loop, o->zk_hosts, &zk)) != 0)
+            goto fail;
+        if (o->zk_auth != NULL &&
+            (rc = keel_zk_real_set_auth(zk, o->zk_auth)) != 0) {
+            keel_zk_destroy(zk);
+            goto fail;
+        }
+    }
     c->zk = zk;
     zk->data = c;
     keel_map_init(&c->map, c->shard_count);

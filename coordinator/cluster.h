@@ -70,11 +70,21 @@ typedef struct keel_cluster_hooks {
      * after that, so that a crash before the purge is durable finds the
      * mark again and purges again. */
     void (*forgotten)(keel_cluster *c, void *data);
-    void *reserved[3];
+    /* The node cannot take part in the cluster, for good (phase
+     * KEEL_CLUSTER_FAILED, rc as keel_cluster_error(): another shard
+     * count, credentials of another identity, a session timeout the
+     * servers shorten too much...); the reason was logged. Nothing will
+     * change that while the node runs: stop it. */
+    void (*failed)(keel_cluster *c, int rc, void *data);
+    void *reserved[2];
 } keel_cluster_hooks;
 
 typedef struct keel_cluster_options {
     const char *zk_hosts;    /* "host:port,..." for the real client */
+    /* Credentials of the real client, "user:password" (copied;
+     * keel_zk_real_set_auth): its znodes then belong to that identity.
+     * NULL: none, open znodes. Ignored with a given zk. */
+    const char *zk_auth;
     const char *cluster;     /* cluster name: /keel/<cluster> */
     const char *node;        /* this node's name (unique in the cluster) */
     const char *address;     /* where other nodes reach it, "host:port" */
@@ -103,7 +113,8 @@ void keel_cluster_options_init(keel_cluster_options *o);
  * agent, and its data field is the agent's from then on); NULL makes a
  * real client on o->zk_hosts driven by loop. loop may
  * be NULL only with a given zk (time then comes from keel_cluster_tick).
- * Strings are copied. Returns 0, KEEL_EINVAL or KEEL_ENOMEM. */
+ * Strings are copied. Returns 0, KEEL_EINVAL (KEEL_EINVAL for malformed
+ * zk_auth too) or KEEL_ENOMEM. */
 int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
                         keel_zk *zk, keel_cluster **out);
 /* Connects and joins; everything after happens on events. */

@@ -22,7 +22,14 @@
  * operation may or may not have been applied), KEEL_ESESSION (session
  * expired or closed; nothing was applied), KEEL_EINVAL (bad path or
  * argument, ephemeral parent), KEEL_ETOOBIG (data over the server's
- * limit), KEEL_ENOMEM, KEEL_EPROTO (anything else the server said). */
+ * limit), KEEL_EDENIED (the node's ACL does not give this session's
+ * identity the permission), KEEL_ENOMEM, KEEL_EPROTO (anything else the
+ * server said).
+ *
+ * ACLs: a real client given credentials (keel_zk_real_set_auth) creates
+ * every znode so that only its own identity may change it and everyone
+ * may read it; without credentials znodes are open to all. The fake
+ * ignores ACLs and credentials altogether. */
 #ifndef KEEL_COORDINATOR_ZK_H
 #define KEEL_COORDINATOR_ZK_H
 
@@ -39,8 +46,12 @@ typedef struct keel_zk keel_zk;
 #define KEEL_ZK_PATH_MAX 512
 
 enum keel_zk_create_flags {
-    KEEL_ZK_EPHEMERAL = 1, /* deleted when the creating session ends */
-    KEEL_ZK_SEQUENTIAL = 2 /* the server appends a 10-digit counter */
+    KEEL_ZK_EPHEMERAL = 1,  /* deleted when the creating session ends */
+    KEEL_ZK_SEQUENTIAL = 2, /* the server appends a 10-digit counter */
+    /* A parent shared with clients of other identities (/keel, under
+     * which every cluster makes its root): with credentials, everyone may
+     * also create children in it. No effect without credentials. */
+    KEEL_ZK_SHARED = 4
 };
 
 enum keel_zk_session_event {
@@ -178,6 +189,18 @@ struct keel_zk {
  * KEEL_ENOMEM. */
 int keel_zk_real_create(struct ev_loop *loop, const char *hosts,
                         keel_zk **out);
+/* Credentials of a real client (zk from keel_zk_real_create), before its
+ * first connect(): "user:password" (copied; the copy is wiped when the
+ * client is destroyed). Every session of the client then authenticates
+ * with ZooKeeper's digest scheme as soon as it is made (a new session
+ * after an expiry too; the library sends the credentials again itself
+ * when it reconnects within a session), and every znode it creates gets
+ * the ACL [auth: all rights, world: read] (KEEL_ZK_SHARED: world read and
+ * create). ZooKeeper's digest scheme accepts any credentials at
+ * authentication: wrong ones show up as KEEL_EDENIED on znodes whose ACL
+ * names another identity. Returns 0, KEEL_EINVAL (no ':' or an empty
+ * user, or already connected) or KEEL_ENOMEM. */
+int keel_zk_real_set_auth(keel_zk *zk, const char *user_password);
 
 /* Short inline forms: keel_zk_get(zk, ...) for zk->ops->get(zk, ...). */
 static inline int keel_zk_connect(keel_zk *zk, int timeout_ms,

@@ -23,7 +23,12 @@
  *    Undelivered completions turn into KEEL_ESESSION.
  *  - close (the vtable's): like expire, but the client hears nothing more.
  *  - cut off: the client's server loses the ZooKeeper leader without
- *    noticing yet (keel_zk_fake_cut_off). */
+ *    noticing yet (keel_zk_fake_cut_off).
+ *
+ * ACLs are not modelled: every client may do everything, KEEL_ZK_SHARED
+ * is accepted and ignored, and no request fails with KEEL_EDENIED.
+ * Credentials and ACLs are tested against the real server
+ * (tests/integration/test_cluster_zkacl.c). */
 #ifndef KEEL_COORDINATOR_ZK_FAKE_H
 #define KEEL_COORDINATOR_ZK_FAKE_H
 

@@ -13,7 +13,13 @@
  * the library calls exactly once, with ZCLOSING at the latest. Watches are
  * kept in our own registry, not as per-watch contexts inside the library,
  * because the library drops its watchers without calling them when a
- * handle closes. */
+ * handle closes.
+ *
+ * With credentials (keel_zk_real_set_auth) every session adds them with
+ * zoo_add_auth() right after zookeeper_init2(): the library keeps them
+ * and sends them again, ahead of any queued request, each time it
+ * (re)connects within that session; a new session after an expiry is a
+ * new handle, which gets them here again. */
 #include <ev.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +93,12 @@ struct zk_real {
     int timeout_ms;
     int depth;           /* >0 while inside the library */
     int destroy_pending; /* destroy() ran inside the library */
+    /* Digest credentials "user:password", or NULL: owned, wiped before
+     * they are freed. With them, znodes are created with these ACLs. */
+    char *auth;
+    size_t auth_len;
+    struct ACL acl_own[2], acl_shared[2];
+    struct ACL_vector own, shared;
 };
 
 static int settle(zk_real *z);
@@ -103,6 +115,8 @@ static int zk_err(int zrc)
         return KEEL_EEXIST;
     if (zrc == ZBADVERSION)
         return KEEL_EBADVERSION;
+    if (zrc == ZNOAUTH)
+        return KEEL_EDENIED;
     if (zrc == ZCONNECTIONLOSS || zrc == ZOPERATIONTIMEOUT)
         return KEEL_ECONNLOSS;
     if (zrc == ZSESSIONEXPIRED || zrc == ZINVALIDSTATE ||
@@ -139,6 +153,25 @@ static int zk_mode(int flags)
 static void zk_log(const char *msg)
 {
     keel_debug("zookeeper client: %s", msg);
+}
+
+/* The ACL of a znode created with `flags`: open without credentials. */
+static struct ACL_vector *acl_for(zk_real *z, int flags)
+{
+    if (z->auth == NULL)
+        return &ZOO_OPEN_ACL_UNSAFE;
+    return (flags & KEEL_ZK_SHARED) ? &z->shared : &z->own;
+}
+
+/* The digest provider accepts any credentials, so this reports only
+ * transport trouble; a refusal by another provider ends the session
+ * (ZOO_AUTH_FAILED_STATE), which on_session() reports as expiry. No
+ * context: the answer may come after the session was retired. */
+static void auth_done(int rc, const void *data)
+{
+    (void)data;
+    if (rc != ZOK && rc != ZCLOSING)
+        keel_debug("zookeeper: authentication answered %s", zerror(rc));
 }
 
 /* ------------------------------------------------------------ watches */
@@ -347,6 +380,10 @@ static void free_all(zk_real *z)
     watches_clear(z);
     ev_io_stop(z->loop, &z->io);
     ev_timer_stop(z->loop, &z->timer);
+    if (z->auth != NULL) {
+        explicit_bzero(z->auth, z->auth_len);
+        free(z->auth);
+    }
     free(z->hosts);
     free(z);
 }
@@ -637,6 +674,15 @@ static int real_connect(keel_zk *zk, int timeout_ms, keel_zk_session_cb cb,
         return KEEL_EADDR;
     }
     z->cur = s;
+    if (z->auth != NULL &&
+        zoo_add_auth(s->zh, "digest", z->auth, (int)z->auth_len, auth_done,
+                     NULL) != ZOK) {
+        /* Without its credentials the session would create open znodes
+         * or be refused everything: none at all is better. */
+        retire(z);
+        settle(z);
+        return KEEL_ENOMEM;
+    }
     z->session_cb = cb;
     z->session_arg = arg;
     z->timeout_ms = 0;
@@ -678,7 +724,7 @@ static int real_create(keel_zk *zk, const char *path, const void *data,
     r->cb.create = cb;
     return submitted(z, r,
                      zoo_acreate2(z->cur->zh, path, data, data ? (int)len : -1,
-                                  &ZOO_OPEN_ACL_UNSAFE, zk_mode(flags),
+                                  acl_for(z, flags), zk_mode(flags),
                                   create_done, r));
 }
 
@@ -833,7 +879,7 @@ static int real_multi(keel_zk *zk, const keel_zk_op *ops, size_t n,
         switch (op->type) {
         case KEEL_ZK_OP_CREATE:
             zoo_create_op_init(&r->zops[i], op->path, d, dl,
-                               &ZOO_OPEN_ACL_UNSAFE, zk_mode(op->flags),
+                               acl_for(z, op->flags), zk_mode(op->flags),
                                r->pathbufs + i * KEEL_ZK_PATH_MAX,
                                KEEL_ZK_PATH_MAX);
             break;
@@ -914,5 +960,41 @@ int keel_zk_real_create(struct ev_loop *loop, const char *hosts,
     ev_timer_init(&z->timer, timer_cb, 0., 0.);
     z->timer.data = z;
     *out = &z->base;
+    return 0;
+}
+
+int keel_zk_real_set_auth(keel_zk *zk, const char *user_password)
+{
+    zk_real *z = (zk_real *)zk;
+    const char *colon;
+    char *copy;
+
+    if (zk == NULL || zk->ops != &real_ops || user_password == NULL ||
+        z->cur != NULL)
+        return KEEL_EINVAL;
+    colon = strchr(user_password, ':');
+    if (colon == NULL || colon == user_password)
+        return KEEL_EINVAL;
+    if ((copy = strdup(user_password)) == NULL)
+        return KEEL_ENOMEM;
+    if (z->auth != NULL) {
+        explicit_bzero(z->auth, z->auth_len);
+        free(z->auth);
+    }
+    z->auth = copy;
+    z->auth_len = strlen(copy);
+    /* "auth" stands for every identity the creating session has
+     * authenticated as: here the digest of these credentials. */
+    z->acl_own[0].perms = ZOO_PERM_ALL;
+    z->acl_own[0].id = ZOO_AUTH_IDS;
+    z->acl_own[1].perms = ZOO_PERM_READ;
+    z->acl_own[1].id = ZOO_ANYONE_ID_UNSAFE;
+    z->own.count = 2;
+    z->own.data = z->acl_own;
+    z->acl_shared[0] = z->acl_own[0];
+    z->acl_shared[1].perms = ZOO_PERM_READ | ZOO_PERM_CREATE;
+    z->acl_shared[1].id = ZOO_ANYONE_ID_UNSAFE;
+    z->shared.count = 2;
+    z->shared.data = z->acl_shared;
     return 0;
 }

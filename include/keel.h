@@ -232,8 +232,12 @@ KEEL_API void keel_node_options_init(keel_node_options *opts);
 KEEL_API int keel_node_create(const keel_node_options *opts, keel_node **out,
                               char *errbuf, size_t errlen);
 
-/* Runs the loop on the calling thread until the node has stopped
- * (keel_node_stop), then returns 0. */
+/* Runs the loop on the calling thread until the node has stopped, then
+ * returns 0 after keel_node_stop(), or a KEEL_E* code when the node
+ * stopped on its own because it cannot take part in its cluster (the
+ * reason is logged): KEEL_ECONFIG (e.g. another shard count),
+ * KEEL_EDENIED (its ZooKeeper credentials are not the cluster's
+ * identity), or another error that ended its cluster agent for good. */
 KEEL_API int keel_node_run(keel_node *node);
 
 /* Starts the loop on a new thread and returns once it runs. */

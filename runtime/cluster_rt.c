@@ -17,6 +17,7 @@
 
 #include "coordinator/layout.h"
 #include "coordinator/shardmap.h"
+#include "coordinator/zkauth.h"
 
 /* How long a leaving node waits for its units to be handed off, unless
  * leave_timeout_ms says otherwise. */
@@ -201,6 +202,27 @@ static void on_map(keel_cluster *c, uint64_t map_epoch, void *data)
     (void)c;
     keel_debug("cluster: map %llu applied", (unsigned long long)map_epoch);
     rt->sweep = 1;
+}
+
+/* The node cannot take part in the cluster, for good: a node that serves
+ * nothing and never will must not look alive to its operator, so it
+ * stops, and keel_node_run returns the reason (keeld exits with it). */
+static void on_failed(keel_cluster *c, int rc, void *data)
+{
+    keel_cluster_rt *rt = data;
+
+    if (rt->failure != 0)
+        return;
+    rt->failure = rc;
+    keel_error("cluster %s: stopping node %s, which cannot take part (%s)",
+               keel_cluster_name(c), keel_cluster_node_name(c),
+               keel_err_name(rc));
+    keel_node_stop(rt->n);
+}
+
+int keel__cluster_rt_failure(const keel_node *n)
+{
+    return n->cluster != NULL ? n->cluster->failure : 0;
 }
 
 /* Graceful leave. Marked leaving by someone else (`keel node drain`): stop
@@ -427,6 +449,7 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     keel_cluster_options co;
     keel_cluster_rt *rt;
     keel_coord *coord = NULL;
+    char auth[KEEL_ZKAUTH_MAX + 1];
     int rc;
 
     if (o->cluster == NULL || o->node_id == NULL) {
@@ -474,6 +497,15 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
         return KEEL_ENOMEM;
     }
     keel_cluster_options_init(&co);
+    if (o->zk_auth != NULL) {
+        rc = keel_zkauth_load(o->zk_auth, auth, sizeof auth, errbuf, errlen);
+        if (rc != 0) {
+            keel__peers_destroy(rt->peers);
+            rt_free(rt);
+            return rc;
+        }
+        co.zk_auth = auth;
+    }
     co.zk_hosts = o->zk_hosts;
     co.cluster = o->cluster;
     co.node = o->node_id;
@@ -493,7 +525,9 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     co.hooks.expired = on_expired;
     co.hooks.map_applied = on_map;
     co.hooks.forgotten = on_forgotten;
+    co.hooks.failed = on_failed;
     rc = keel_coord_cluster_create(n->loop, &co, &coord);
+    explicit_bzero(auth, sizeof auth); /* the client keeps its own copy */
     if (rc != 0) {
         snprintf(errbuf, errlen, "cannot join cluster %s as %s: %s",
                  o->cluster, o->node_id, keel_strerror(rc));
@@ -512,8 +546,9 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     ev_check_init(&rt->lease, lease_cb);
     ev_set_priority(&rt->lease, EV_MAXPRI);
     rt->lease.data = rt;
-    keel_info("cluster %s: node %s at %s, zookeeper %s", o->cluster,
-              o->node_id, rt->address, o->zk_hosts);
+    keel_info("cluster %s: node %s at %s, zookeeper %s%s", o->cluster,
+              o->node_id, rt->address, o->zk_hosts,
+              o->zk_auth != NULL ? " (digest credentials, own ACLs)" : "");
     return 0;
 }
 

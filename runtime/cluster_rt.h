@@ -23,6 +23,10 @@ int keel__cluster_rt_start(keel_node *n);
 void keel__cluster_rt_stop(keel_node *n);
 /* Leaves the cluster and frees everything (n->coord too). */
 void keel__cluster_rt_destroy(keel_node *n);
+/* 0, or the KEEL_E* code for which the node stopped itself because it
+ * cannot take part in its cluster (another shard count, credentials of
+ * another identity...; logged when it happened). Standalone: 0. */
+int keel__cluster_rt_failure(const keel_node *n);
 
 /* Graceful leave, from the stop sequence on the loop thread: 1 while the
  * node hands its units off (the stop must wait: keel_node_stop() is called

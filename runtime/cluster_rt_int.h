@@ -183,6 +183,9 @@ struct keel_cluster_rt {
 
     /* Graceful leave: 0 none, 1 handing off, 2 done (the stop goes on). */
     int leave;
+    /* Why the node stopped on its own: it cannot take part in the
+     * cluster (hook failed); 0 otherwise. keel_node_run returns it. */
+    int failure;
     ev_tstamp leave_deadline, leave_report;
     ev_tstamp stop_since; /* when the stop first waited for quiet */
 };

@@ -2421,7 +2421,7 @@ int keel_node_run(keel_node *n)
     keel_writer_stop(n->writer);
     n->writer = NULL;
     keel_info("node stopped");
-    return 0;
+    return keel__cluster_rt_failure(n);
 }
 
 static void *node_thread(void *arg)

@@ -80,6 +80,10 @@ static void usage(FILE *f)
         "                         (required with --zk)\n"
         "  --capabilities A,B     capabilities this node declares\n"
         "  --zk-session-timeout MS  ZooKeeper session timeout (default 4000)\n"
+        "  --zk-auth FILE         authenticate to ZooKeeper with the one line\n"
+        "                         user:password of FILE (not readable by other\n"
+        "                         users); the cluster's znodes then belong to\n"
+        "                         that identity (docs/security.md, \"ZooKeeper\")\n"
         "  --advertise HOST:PORT  address other nodes reach this one at\n"
         "                         (default: the listen host, bound port)\n"
         "  --hold-timeout MS      how long a call waits for its shard to\n"
@@ -141,7 +145,7 @@ int main(int argc, char **argv)
         O_FRAME, O_MAP, O_LOAD, O_LOG, O_VERSION, O_HELP, O_ZK, O_CLUSTER,
         O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE, O_ACTLOG,
         O_HOLD, O_LEAVE, O_MAXCONN, O_CONNIDLE, O_UNITSTREAM, O_HTTPHDR,
-        O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA
+        O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, O_DATA},
@@ -162,6 +166,7 @@ int main(int argc, char **argv)
         {"node-id", required_argument, NULL, O_NODEID},
         {"capabilities", required_argument, NULL, O_CAPS},
         {"zk-session-timeout", required_argument, NULL, O_ZKTIMEOUT},
+        {"zk-auth", required_argument, NULL, O_ZKAUTH},
         {"hold-timeout", required_argument, NULL, O_HOLD},
         {"leave-timeout", required_argument, NULL, O_LEAVE},
         {"advertise", required_argument, NULL, O_ADVERTISE},
@@ -273,6 +278,9 @@ int main(int argc, char **argv)
             break;
         case O_CAPS:
             opts.capabilities = optarg;
+            break;
+        case O_ZKAUTH:
+            opts.zk_auth = optarg;
             break;
         case O_ADVERTISE:
             /* Peers connect to it: refused now, not at each of their
@@ -393,7 +401,8 @@ int main(int argc, char **argv)
         (opts.cluster != NULL || opts.node_id != NULL ||
          opts.capabilities != NULL || opts.advertise != NULL ||
          opts.zk_session_timeout_ms != 0 || opts.hold_timeout_ms != 0 ||
-         opts.leave_timeout_ms != 0 || opts.max_unit_stream != 0)) {
+         opts.leave_timeout_ms != 0 || opts.max_unit_stream != 0 ||
+         opts.zk_auth != NULL)) {
         fprintf(stderr, "keeld: cluster options need --zk\n");
         return 2;
     }
@@ -455,6 +464,11 @@ int main(int argc, char **argv)
         sigaddset(&stop_sigs, SIGHUP);
         sigprocmask(SIG_BLOCK, &stop_sigs, NULL);
     }
+    /* A node that stopped on its own, e.g. unable to take part in its
+     * cluster (keel_node_run), logged why: exit non-zero. */
+    if (rc != 0)
+        fprintf(stderr, "keeld: stopped: %s (%s); the log above says why\n",
+                keel_strerror(rc), keel_err_name(rc));
     keel_node *n = the_node;
     the_node = NULL;
     keel_node_destroy(n);

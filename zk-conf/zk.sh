@@ -29,6 +29,10 @@
 #                  gone, so a crashed test does not leave a server behind.
 #   ZK_READY_SECS  how long start waits for readiness (default 30).
 #   ZK_HOME        ZooKeeper installation (default /usr/share/zookeeper).
+#   ZK_SUPER_DIGEST  "super:<base64 of SHA-1 of super:password>": the
+#                  servers' superDigest, an identity that passes every ACL
+#                  (docs/security.md, "ZooKeeper", shows how to make one).
+#                  Unset: none.
 #
 # Each server runs in the foreground of its own background process: its
 # PID (the java process, since start-foreground execs java) is written to
@@ -39,6 +43,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ZK_HOME="${ZK_HOME:-/usr/share/zookeeper}"
 TICK="${ZK_TICK_MS:-2000}"
 READY_SECS="${ZK_READY_SECS:-30}"
+SUPER_DIGEST="${ZK_SUPER_DIGEST:-}"
 JARS=/usr/share/java
 CLASSPATH_ZK="$JARS/zookeeper.jar:$JARS/slf4j-log4j12.jar:$JARS/log4j-1.2.jar"
 
@@ -74,8 +79,18 @@ ready() {
 render() {
     local dir="$1" port="$2" servers="$3" myid="$4"
     mkdir -p "$dir/data" || die "cannot create $dir/data"
+    local super="# no superDigest (ZK_SUPER_DIGEST unset)"
+    if [ -n "$SUPER_DIGEST" ]; then
+        case "$SUPER_DIGEST" in
+        *[!A-Za-z0-9+/=:._-]* | *:*:* | :* | *:) die "bad ZK_SUPER_DIGEST" ;;
+        *:*) ;;
+        *) die "bad ZK_SUPER_DIGEST (user:digest)" ;;
+        esac
+        super="DigestAuthenticationProvider.superDigest=$SUPER_DIGEST"
+    fi
     sed -e "s|@TICK@|$TICK|" -e "s|@DATADIR@|$dir/data|" \
         -e "s|@PORT@|$port|" -e "s|@SERVERS@|$servers|" \
+        -e "s|@SUPERDIGEST@|$super|" \
         "$HERE/zoo.cfg.in" | tr '\001' '\n' >"$dir/zoo.cfg" ||
         die "cannot write $dir/zoo.cfg"
     if [ -n "$myid" ]; then
