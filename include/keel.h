@@ -245,6 +245,12 @@ KEEL_API int keel_node_start(keel_node *node);
  * the replies, passivates all actors, then the loop returns. */
 KEEL_API void keel_node_stop(keel_node *node);
 
+/* Asks the node to read its configuration files again (the token file
+ * of auth_tokens; docs/security.md), as keeld does on SIGHUP. Any thread;
+ * async-signal-safe. A file that is unsafe or malformed is logged and
+ * what was loaded before is kept. */
+KEEL_API void keel_node_reload(keel_node *node);
+
 /* Waits for a node started with keel_node_start() to stop. */
 KEEL_API int keel_node_join(keel_node *node);
 
@@ -314,7 +320,15 @@ typedef struct keel_stats {
     uint64_t retries_answered;  /* requests whose key the actor had
                                  * recorded: answered with the first
                                  * outcome, not run again */
-    uint64_t reserved[4];
+    /* Requests refused by the access rules (docs/security.md), wire and
+     * HTTP together: from a connection with no identity (EUNAUTH, HTTP
+     * 401), and from one whose identity may not (EDENIED, HTTP 403). */
+    uint64_t auth_refused_unauth;
+    uint64_t auth_refused_denied;
+    /* 1 when the node runs exposed (beyond loopback, or in a cluster)
+     * without credentials because it was told to (insecure). */
+    uint64_t insecure;
+    uint64_t reserved[1];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

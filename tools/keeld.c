@@ -21,6 +21,14 @@ static void on_signal(int sig)
         keel_node_stop(the_node); /* async-signal-safe */
 }
 
+/* SIGHUP: read the token file again (docs/security.md). */
+static void on_hup(int sig)
+{
+    (void)sig;
+    if (the_node != NULL)
+        keel_node_reload(the_node); /* async-signal-safe */
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -59,6 +67,13 @@ static void usage(FILE *f)
         "                         log what was dropped (default: refuse to start);\n"
         "                         see docs/operations.md, \"Damaged storage\"\n"
         "  --load PATH.so         load actor types from a plugin (repeatable)\n"
+        "  --auth-tokens FILE     bearer tokens and their roles, one\n"
+        "                         'TOKEN client|admin [TYPE,...]' a line; the\n"
+        "                         file must not be readable by others; read\n"
+        "                         again on SIGHUP (docs/security.md)\n"
+        "  --insecure             run without credentials where they are\n"
+        "                         required: a listener beyond loopback, or a\n"
+        "                         cluster node (--zk)\n"
         "  --log-level LEVEL      error, warn, info (default) or debug\n"
         "\n"
         "Cluster mode (docs/cluster.md; without --zk the node runs standalone):\n"
@@ -81,7 +96,7 @@ static void usage(FILE *f)
         "  --help                 this text\n"
         "\n"
         "Built-in actor types: counter, kv, register (see `keel --help`).\n"
-        "SIGTERM or SIGINT stops the node cleanly.\n");
+        "SIGTERM or SIGINT stops the node cleanly; SIGHUP reloads --auth-tokens.\n");
 }
 
 static int parse_u64(const char *s, unsigned long long max,
@@ -120,7 +135,7 @@ int main(int argc, char **argv)
         O_FRAME, O_MAP, O_LOAD, O_LOG, O_VERSION, O_HELP, O_ZK, O_CLUSTER,
         O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE, O_ACTLOG,
         O_HOLD, O_LEAVE, O_MAXCONN, O_CONNIDLE, O_UNITSTREAM, O_HTTPHDR,
-        O_HTTPPERIP, O_RECOVER
+        O_HTTPPERIP, O_RECOVER, O_AUTHTOKENS, O_INSECURE
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, O_DATA},
@@ -149,6 +164,8 @@ int main(int argc, char **argv)
         {"max-unit-stream", required_argument, NULL, O_UNITSTREAM},
         {"http-header-timeout", required_argument, NULL, O_HTTPHDR},
         {"http-max-per-ip", required_argument, NULL, O_HTTPPERIP},
+        {"auth-tokens", required_argument, NULL, O_AUTHTOKENS},
+        {"insecure", no_argument, NULL, O_INSECURE},
         {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0}};
@@ -322,6 +339,12 @@ int main(int argc, char **argv)
             }
             opts.max_unit_stream = v;
             break;
+        case O_AUTHTOKENS:
+            opts.auth_tokens = optarg;
+            break;
+        case O_INSECURE:
+            opts.insecure = 1;
+            break;
         case O_VERSION:
             printf("keeld %s\n", keel_version_string());
             return 0;
@@ -396,6 +419,8 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_hup;
+    sigaction(SIGHUP, &sa, NULL);
 
     /* Tests and scripts wait for this line before connecting. */
     fprintf(stderr, "keeld: ready on port %d\n", keel_node_port(the_node));
@@ -410,6 +435,7 @@ int main(int argc, char **argv)
         sigemptyset(&stop_sigs);
         sigaddset(&stop_sigs, SIGTERM);
         sigaddset(&stop_sigs, SIGINT);
+        sigaddset(&stop_sigs, SIGHUP);
         sigprocmask(SIG_BLOCK, &stop_sigs, NULL);
     }
     keel_node *n = the_node;
