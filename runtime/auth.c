@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -734,7 +735,8 @@ int keel__auth_http(keel_auth *a, const char *authorization, int op,
 
     if (!keel__auth_enabled(a) || op == KEEL_AUTH_OP_OPEN)
         return 0;
-    if (authorization == NULL || strncasecmp(authorization, "Bearer ", 7) != 0) {
+    if (authorization == NULL ||
+        strncasecmp(authorization, "Bearer ", 7) != 0) {
         snprintf(errbuf, errlen,
                  "not authenticated: this request needs %s in an "
                  "'Authorization: Bearer TOKEN' header",
@@ -816,7 +818,8 @@ int keel__auth_exposure_check(const keel_node_options *o, int *insecure,
     *insecure = 0;
     if (o->zk_hosts != NULL)
         why = "it is a cluster node (--zk)";
-    else if (o->listen != NULL && keel__auth_addr_is_loopback(o->listen) == 0) {
+    else if (o->listen != NULL &&
+             keel__auth_addr_is_loopback(o->listen) == 0) {
         snprintf(wbuf, sizeof wbuf, "it listens on %s, beyond loopback",
                  o->listen);
         why = wbuf;

@@ -16,6 +16,7 @@
 
 #include "keel.h"
 #include "proc.h"
+#include "runtime/client.h"
 #include "testutil.h"
 
 #define ADMIN "admin-token-0123456789"
@@ -162,7 +163,8 @@ START_TEST(no_token_nothing_runs)
                NULL);
     refused_as(NULL, "needs a token", "stat", NULL);
     refused_as(NULL, "keel: EUNAUTH: ", "nodes", NULL);
-    refused_as("wrong-token-0123456789", "keel: EUNAUTH: not authenticated: unknown token",
+    refused_as("wrong-token-0123456789",
+               "keel: EUNAUTH: not authenticated: unknown token",
                "call", "counter", "c1", "incr", NULL);
     /* PING stays open (liveness probes). */
     ck_assert_int_eq(keel_as(NULL, NULL, NULL, "ping", NULL), 0);
@@ -423,17 +425,38 @@ static int wait_exit(const char *token, int want)
 
 START_TEST(sighup_reload)
 {
-    char *log;
+    char *log, *reply = NULL;
+    size_t rlen;
+    keel_client *kc;
 
     start_with_tokens(0);
-    refused_as(LATER, "keel: EUNAUTH: not authenticated: unknown token", "call", "counter", "r",
-               "incr", NULL);
+    /* A connection that authenticated with CLIENT before the reload. */
+    ck_assert_int_eq(keel_client_connect(node.addr, 10000, &kc), 0);
+    ck_assert_int_eq(keel_client_auth(kc, CLIENT, &reply, &rlen), 0);
+    ck_assert_str_eq(reply, "auth client\n");
+    free(reply);
+    ck_assert_int_eq(keel_client_call(kc, KEEL_FRAME_CALL, "counter", "k", 1,
+                                      "incr", 4, &reply, &rlen),
+                     0);
+    free(reply);
+    refused_as(LATER, "keel: EUNAUTH: not authenticated: unknown token",
+               "call", "counter", "r", "incr", NULL);
     /* LATER added, CLIENT removed. */
     write_tokens(ADMIN " admin\n" LATER " client\n", 0600);
     ck_assert_int_eq(kill(node.pid, SIGHUP), 0);
     ck_assert_int_eq(wait_exit(LATER, 0), 0);
-    refused_as(CLIENT, "keel: EUNAUTH: not authenticated: unknown token", "call", "counter",
-               "r", "incr", NULL);
+    refused_as(CLIENT, "keel: EUNAUTH: not authenticated: unknown token",
+               "call", "counter", "r", "incr", NULL);
+    /* The connection authenticated with it is anonymous now: refused, and
+     * the counter did not move. */
+    ck_assert_int_eq(keel_client_call(kc, KEEL_FRAME_CALL, "counter", "k", 1,
+                                      "incr", 4, &reply, &rlen),
+                     KEEL_EUNAUTH);
+    free(reply);
+    keel_client_close(kc);
+    reply = admin_call("counter", "k", "get");
+    ck_assert_str_eq(reply, "1\n");
+    free(reply);
     /* A bad file on reload: logged, the table kept. */
     write_tokens(ADMIN " admin\n" LATER " root\n", 0600);
     ck_assert_int_eq(kill(node.pid, SIGHUP), 0);
