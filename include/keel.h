@@ -250,10 +250,12 @@ KEEL_API int keel_node_start(keel_node *node);
 KEEL_API void keel_node_stop(keel_node *node);
 
 /* Asks the node to read again the files it may take anew while it runs:
- * today the TLS certificate, key and CA (docs/security.md, "TLS"). New
- * connections use the new ones, existing connections keep theirs; a file
- * that cannot be read or does not fit is logged and the files in use
- * stay. Any thread; async-signal-safe (keeld calls it on SIGHUP). */
+ * the TLS certificate, key and CA, and the token file of auth_tokens
+ * (docs/security.md). New connections use the new certificates, existing
+ * connections keep theirs; token changes apply from each connection's
+ * next request. A file that cannot be read, is unsafe or does not fit is
+ * logged and what was loaded before stays. Any thread; async-signal-safe
+ * (keeld calls it on SIGHUP). */
 KEEL_API void keel_node_reload(keel_node *node);
 
 /* Waits for a node started with keel_node_start() to stop. */
@@ -325,7 +327,15 @@ typedef struct keel_stats {
     uint64_t retries_answered;  /* requests whose key the actor had
                                  * recorded: answered with the first
                                  * outcome, not run again */
-    uint64_t reserved[4];
+    /* Requests refused by the access rules (docs/security.md), wire and
+     * HTTP together: from a connection with no identity (EUNAUTH, HTTP
+     * 401), and from one whose identity may not (EDENIED, HTTP 403). */
+    uint64_t auth_refused_unauth;
+    uint64_t auth_refused_denied;
+    /* 1 when the node runs exposed (beyond loopback, or in a cluster)
+     * without credentials because it was told to (insecure). */
+    uint64_t insecure;
+    uint64_t reserved[1];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

@@ -849,3 +849,44 @@ int keel_client_call_keyed(keel_client *c, uint8_t kind, const uint8_t *key,
     return call_frame(c, kind, key, type, id, idlen, msg, len, reply,
                       reply_len);
 }
+
+/* ------------------------------------------------------- authentication */
+
+int keel_client_auth(keel_client *c, const char *token, char **reply,
+                     size_t *reply_len)
+{
+    size_t tl = token != NULL ? strlen(token) : 0;
+    uint8_t body[5 + 256];
+
+    if (reply != NULL)
+        *reply = NULL;
+    if (c == NULL || tl == 0 || tl > sizeof body - 5)
+        return KEEL_EINVAL;
+    memcpy(body, "auth", 5); /* the word, then its NUL separator */
+    memcpy(body + 5, token, tl);
+    return keel_client_call(c, KEEL_FRAME_INFO, NULL, NULL, 0, body, 5 + tl,
+                            reply, reply_len);
+}
+
+int keel_client_token_from_file(const char *path, char *buf, size_t cap)
+{
+    FILE *f;
+    size_t n;
+
+    if (path == NULL || buf == NULL || cap < 2)
+        return KEEL_EINVAL;
+    f = fopen(path, "re");
+    if (f == NULL)
+        return KEEL_EIO;
+    if (fgets(buf, (int)cap, f) == NULL) {
+        fclose(f);
+        buf[0] = '\0';
+        return KEEL_EINVAL;
+    }
+    fclose(f);
+    n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
+                     buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        buf[--n] = '\0';
+    return n > 0 ? 0 : KEEL_EINVAL;
+}

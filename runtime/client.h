@@ -98,6 +98,20 @@ int keel_client_call_keyed(keel_client *c, uint8_t kind, const uint8_t *key,
                            const void *msg, size_t len, char **reply,
                            size_t *reply_len);
 
+/* Presents a bearer token (INFO "auth" TOKEN, docs/protocol.md) so that
+ * later requests on the connection run with its role; send it first,
+ * right after connecting. Returns 0 with *reply ("auth ROLE...", malloc'd;
+ * reply may be NULL) or what keel_client_call returns: KEEL_EUNAUTH for
+ * a token the node does not know, a transport error. KEEL_EINVAL for an
+ * empty token or one over 256 bytes. */
+int keel_client_auth(keel_client *c, const char *token, char **reply,
+                     size_t *reply_len);
+
+/* Reads a token from the first line of the file at path into buf (cap
+ * bytes, NUL-terminated; trailing blanks and the newline dropped).
+ * Errors: KEEL_EIO (cannot open), KEEL_EINVAL (empty). */
+int keel_client_token_from_file(const char *path, char *buf, size_t cap);
+
 /* The socket, for poll() by callers that multiplex. With TLS the socket
  * may be quiet while bytes wait inside the client: see
  * keel_client_pending. */

@@ -51,6 +51,7 @@
 
 #include "common/log.h"
 #include "coordinator/cluster.h"
+#include "runtime/auth.h"
 #include "runtime/dedup.h"
 #include "runtime/info.h"
 #include "runtime/node.h"
@@ -148,7 +149,10 @@ struct http_req {
     /* An error found while routing, answered once the body is in:
      * a KEEL_E* code and its text. */
     int err;
-    char errmsg[160];
+    char errmsg[320];
+    int auth_err;                    /* refused by the access rules:
+                                      * KEEL_EUNAUTH (401), KEEL_EDENIED
+                                      * (403); the text in errmsg */
     int not_allowed;                 /* wrong method: 405 */
     int too_big;                     /* body over the limit: 413 */
     char type[KEEL_MAX_TYPE_LEN + 1];
@@ -526,6 +530,10 @@ static unsigned http_status(int code)
         return MHD_HTTP_SERVICE_UNAVAILABLE;
     case KEEL_EALREADY:
         return MHD_HTTP_CONFLICT;
+    case KEEL_EUNAUTH:
+        return MHD_HTTP_UNAUTHORIZED;
+    case KEEL_EDENIED:
+        return MHD_HTTP_FORBIDDEN;
     case KEEL_ENOSPC:
         return MHD_HTTP_INSUFFICIENT_STORAGE;
     default:
@@ -565,6 +573,9 @@ static enum MHD_Result queue(struct http_req *r, unsigned status,
          (status == MHD_HTTP_SERVICE_UNAVAILABLE &&
           MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1") !=
               MHD_YES) ||
+         (status == MHD_HTTP_UNAUTHORIZED &&
+          MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                  "Bearer realm=\"keel\"") != MHD_YES) ||
          (allow != NULL &&
           MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow) !=
               MHD_YES))) {
@@ -751,6 +762,18 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            "", st->frames_in);
     metric(&b, "keel_frames_bad_total", "counter",
            "Malformed wire-protocol frames.", "", st->frames_bad);
+    metric(&b, "keel_auth_refused_unauth_total", "counter",
+           "Requests refused for want of an identity: no token or an "
+           "unknown one (wire EUNAUTH, HTTP 401).",
+           "", st->auth_refused_unauth);
+    metric(&b, "keel_auth_refused_denied_total", "counter",
+           "Requests refused because the identity's role or actor types do "
+           "not permit them (wire EDENIED, HTTP 403).",
+           "", st->auth_refused_denied);
+    metric(&b, "keel_insecure", "gauge",
+           "1 when the node runs beyond loopback or in a cluster without "
+           "credentials (--insecure).",
+           "", st->insecure);
     /* Cumulative buckets; _count is their total so that the +Inf bucket
      * and _count agree even though the figures are read without a lock. */
     sb_puts(&b, "# HELP keel_call_latency_seconds Time from submission of a "
@@ -1072,6 +1095,8 @@ static enum MHD_Result answer_from_loop(struct http_req *r)
 /* The whole request is in. */
 static enum MHD_Result request_complete(struct http_req *r)
 {
+    if (r->auth_err != 0)
+        return answer_code(r, r->auth_err, r->errmsg);
     if (r->not_allowed)
         return answer_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, KEEL_EINVAL,
                             r->errmsg, strlen(r->errmsg),
@@ -1151,6 +1176,27 @@ static int declared_too_big(struct MHD_Connection *c, uint32_t limit)
     return v > limit;
 }
 
+/* The access rules (auth.c, docs/security.md): every endpoint but the
+ * health probes needs a bearer token when the node has tokens; actor
+ * endpoints one that allows the type. Nonzero when r is refused (its
+ * answer is then a 401 or 403). */
+static int auth_refused(struct http_req *r)
+{
+    keel_auth *a = r->h->n->auth;
+    int op;
+
+    if (!keel__auth_enabled(a) || r->route == R_HEALTHZ ||
+        r->route == R_READYZ)
+        return 0;
+    op = r->route == R_ACTOR ? KEEL_AUTH_OP_CALL : KEEL_AUTH_OP_READ;
+    r->auth_err = keel__auth_http(
+        a,
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                    MHD_HTTP_HEADER_AUTHORIZATION),
+        op, r->type, strlen(r->type), r->errmsg, sizeof r->errmsg);
+    return r->auth_err != 0;
+}
+
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
                                  const char *url, const char *method,
                                  const char *version, const char *upload,
@@ -1172,6 +1218,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
         *con_cls = r;
         atomic_fetch_add(&h->active, 1);
         route(r, url, method);
+        if (auth_refused(r))
+            return request_complete(r); /* the body is not read */
         if (r->route == R_ACTOR && r->method == M_POST && r->err == 0 &&
             declared_too_big(conn, h->n->opts.max_frame)) {
             /* Answering now skips the body (and "100 Continue"); MHD closes

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "runtime/auth.h"
 #include "runtime/cluster_rt.h"
 #include "runtime/info.h"
 #include "runtime/node.h"
@@ -78,6 +79,8 @@ struct keel_conn {
     int tls_ready;
     int read_wants_write, write_wants_read;
     keel_tls_identity ident;
+    /* Who the connection has proven (or said) it is: auth.h. */
+    keel_auth_conn auth;
     /* ev_now of the last whole frame read or answer queued: idle since. */
     ev_tstamp active_at;
     /* Monotonic time at which the socket was last seen empty: every byte
@@ -543,6 +546,19 @@ static void handle_call(keel_conn *c, const keel_frame *f)
     c->pending++;
 }
 
+/* The access rules (auth.c, docs/security.md): a request this
+ * connection's identity may not make is answered EUNAUTH or EDENIED here
+ * and goes no further. Returns nonzero when it was refused. */
+static int auth_refused(keel_conn *c, const keel_frame *f)
+{
+    char err[320];
+    int rc = keel__auth_frame(c->n->auth, &c->auth, f, err, sizeof err);
+
+    if (rc != 0)
+        send_error(c, f->request_id, rc, err);
+    return rc;
+}
+
 /* Handles one whole frame. Returns -1 when the connection must close. */
 static int handle_frame(keel_conn *c, const keel_frame *f)
 {
@@ -550,6 +566,8 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
 
     STAT_ADD(n, frames_in, 1);
     c->active_at = ev_now(n->loop);
+    if (keel__auth_enabled(n->auth) && auth_refused(c, f))
+        return 0;
     switch (f->kind) {
     case KEEL_FRAME_CALL:
     case KEEL_FRAME_CAST:
@@ -570,15 +588,35 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
         send_frame(c, KEEL_FRAME_PONG, f->request_id, f->body, f->body_len);
         return 0;
     case KEEL_FRAME_INFO: {
-        char *text = NULL, err[160];
+        char *text = NULL, err[320];
+        const uint8_t *tok;
         size_t len = 0;
         int rc;
+        if (keel__auth_is_login(f, &tok, &len)) {
+            char reply[400];
+            size_t rl = 0;
+            rc = keel__auth_login(n->auth, &c->auth, tok, len, reply,
+                                  sizeof reply, &rl, err, sizeof err);
+            if (rc != 0)
+                send_error(c, f->request_id, rc, err);
+            else
+                send_frame(c, KEEL_FRAME_REPLY, f->request_id, reply, rl);
+            return 0;
+        }
         if (f->body_len >= 4 && memcmp(f->body, "peer", 4) == 0 &&
             (f->body_len == 4 || f->body[4] == '\0')) {
             /* A node's connection to this one says so (peer.c). With
-             * TLS only its certificate counts (conn_peer). */
-            if (c->tls == NULL)
+             * TLS only its certificate counts (conn_peer), and the
+             * claim changes nothing. */
+            if (c->tls == NULL) {
+                if (keel__auth_peer_claim(n->auth, &c->auth) != 0) {
+                    send_error(c, f->request_id, KEEL_EDENIED,
+                               "not permitted: a client's certificate does "
+                               "not make a node");
+                    return 0;
+                }
                 c->peer = 1;
+            }
             send_frame(c, KEEL_FRAME_REPLY, f->request_id, "peer", 4);
             return 0;
         }
@@ -746,6 +784,19 @@ static int conn_handshake(keel_conn *c)
     }
     c->tls_ready = 1;
     keel_tls_peer_identity(c->tls, &c->ident);
+    /* What the certificate proved is the connection's identity for the
+     * role checks too (auth.h): node:ID a node, client:NAME a client,
+     * admin:NAME an administrator; any other name proves nothing. */
+    if (c->ident.kind != KEEL_TLS_ANON) {
+        char cn[KEEL_TLS_NAME_MAX + 8];
+
+        snprintf(cn, sizeof cn, "%s%s",
+                 c->ident.kind == KEEL_TLS_NODE     ? "node:"
+                 : c->ident.kind == KEEL_TLS_CLIENT ? "client:"
+                                                    : "",
+                 c->ident.name);
+        (void)keel__auth_conn_from_cert(&c->auth, cn);
+    }
     keel_debug("connection fd %d: TLS, %s%s", c->fd,
                c->ident.kind == KEEL_TLS_NODE     ? "node "
                : c->ident.kind == KEEL_TLS_CLIENT ? "client "

@@ -28,6 +28,7 @@
 #include <xxhash.h>
 
 #include "common/log.h"
+#include "runtime/auth.h"
 #include "runtime/cluster_rt.h"
 #include "runtime/dedup.h"
 #include "runtime/http.h"
@@ -2148,6 +2149,7 @@ static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
     run_posts(n);
     if (atomic_exchange(&n->reload_requested, 0))
         (void)keel__net_tls_reload(n); /* logs what went wrong */
+        keel__auth_reload(n->auth);
     /* In cluster mode the units are handed off first (graceful leave). */
     if (atomic_load(&n->stop_requested) && !keel__cluster_rt_leave(n))
         begin_stop(n);
@@ -2213,6 +2215,14 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
         return KEEL_EINVAL;
     }
     keel_log_set_level(opts.log_level);
+    {
+        /* Secure by default: refused before anything is created. */
+        int insecure;
+        rc = keel__auth_exposure_check(&opts, &insecure, errbuf, errlen);
+        if (rc != 0)
+            return rc;
+        opts.insecure = insecure;
+    }
 
     n = calloc(1, sizeof *n);
     if (n == NULL)
@@ -2234,6 +2244,8 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
     pthread_mutex_init(&n->done_mu, NULL);
     pthread_mutex_init(&n->post_mu, NULL);
     atomic_init(&n->stop_requested, 0);
+    atomic_init(&n->reload_requested, 0);
+    STAT_SET(n, insecure, (uint64_t)opts.insecure);
     n->open_seq = 1;
     n->durable_seq = 0;
     if (opts.tls_cert != NULL || opts.tls_key != NULL ||
@@ -2279,6 +2291,9 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
         rc = KEEL_ENOMEM;
         goto err_after_alloc;
     }
+    rc = keel__auth_create(n, opts.auth_tokens, &n->auth, errbuf, errlen);
+    if (rc != 0)
+        goto err_after_loop;
     memset(&so, 0, sizeof so);
     so.path = n->data_dir;
     so.shard_count = opts.shard_count;
@@ -2354,6 +2369,7 @@ err_after_coord:
 err_after_store:
     keel_store_close(n->store);
 err_after_loop:
+    keel__auth_destroy(n->auth);
     ev_loop_destroy(n->loop);
 err_after_alloc:
     if (n->actlog_fd >= 0)
@@ -2454,6 +2470,13 @@ void keel_node_stop(keel_node *n)
     ev_async_send(n->loop, &n->async);
 }
 
+void keel_node_reload(keel_node *n)
+{
+    /* Async-signal-safe, like keel_node_stop. */
+    atomic_store(&n->reload_requested, 1);
+    ev_async_send(n->loop, &n->async);
+}
+
 int keel_node_join(keel_node *n)
 {
     if (n == NULL || !n->thread_started)
@@ -2515,6 +2538,7 @@ void keel_node_destroy(keel_node *n)
     free(n->scratch_state);
     free(n->scratch_reply);
     free(n->stage);
+    keel__auth_destroy(n->auth);
     ev_loop_destroy(n->loop);
     if (n->actlog_fd >= 0)
         close(n->actlog_fd);
@@ -2597,7 +2621,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "units_handed_off %llu\nunits_dropped %llu\n"
         "handoff_bytes_in %llu\nhandoff_bytes_out %llu\nfenced %llu\n"
         "session_expirations %llu\nreplies_in_doubt %llu\n"
-        "retries_answered %llu\n",
+        "retries_answered %llu\nauth_refused_unauth %llu\n"
+        "auth_refused_denied %llu\ninsecure %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -2630,7 +2655,10 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->fenced,
         (unsigned long long)st->session_expirations,
         (unsigned long long)st->replies_in_doubt,
-        (unsigned long long)st->retries_answered);
+        (unsigned long long)st->retries_answered,
+        (unsigned long long)st->auth_refused_unauth,
+        (unsigned long long)st->auth_refused_denied,
+        (unsigned long long)st->insecure);
     return w < 0 ? 0 : (size_t)w;
 }
 

@@ -266,6 +266,12 @@ struct keel_node {
     /* Cluster mode (cluster_rt.c), or NULL when standalone. */
     struct keel_cluster_rt *cluster;
 
+    /* Tokens and access rules (auth.c); never NULL once created. A
+     * reload (keel_node_reload) is asked for from any thread, done on the
+     * loop thread. */
+    struct keel_auth *auth;
+    atomic_int reload_requested;
+
     int actlog_fd;         /* activation log (opts.activation_log), or -1 */
     uint64_t clock_ns;     /* monotonic, refreshed per run and per settle */
 

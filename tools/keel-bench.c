@@ -227,6 +227,8 @@ struct config {
     unsigned connections; /* TCP connections per pipelined workload */
     const char *tls_ca, *tls_cert, *tls_key; /* --transport tls */
     int progress;       /* progress lines on stderr */
+    const char *token;  /* --token: the node requires it (an admin token
+                         * in a token file), every connection presents it */
 };
 
 static const char *durability_name(int d)
@@ -470,6 +472,7 @@ struct env {
     char dir[PATH_MAX];
     char addr[64];
     int http_port; /* the node's HTTP listener, or 0 */
+    char token_file[PATH_MAX + 16]; /* --token: the node's token file */
     struct tconn *conns;
     unsigned nconns;
 };
@@ -519,6 +522,24 @@ static int env_open(struct env *e, const struct config *cfg, int transport,
     }
     if (http)
         o.http_listen = "127.0.0.1:0";
+    if (cfg->token != NULL) {
+        /* Measures the node with its access checks on. The file sits in
+         * the data directory, which mkdtemp made 0700. */
+        FILE *tf;
+        int tfd;
+        snprintf(e->token_file, sizeof e->token_file, "%s/auth-tokens",
+                 e->dir);
+        tfd = open(e->token_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                   0600);
+        tf = tfd >= 0 ? fdopen(tfd, "w") : NULL;
+        if (tf == NULL || fprintf(tf, "%s admin\n", cfg->token) < 0 ||
+            fclose(tf) != 0) {
+            fprintf(stderr, "%s: cannot write %s\n", prog, e->token_file);
+            rm_rf(e->dir);
+            return -1;
+        }
+        o.auth_tokens = e->token_file;
+    }
     rc = keel_node_create(&o, &e->node, err, sizeof err);
     if (rc != 0) {
         fprintf(stderr, "%s: cannot create the node: %s: %s\n", prog,
@@ -586,6 +607,13 @@ static int env_connect(struct env *e, unsigned n)
         if (rc != 0) {
             fprintf(stderr, "%s: cannot connect to %s: %s%s%s\n", prog,
                     e->addr, keel_strerror(rc), why[0] ? ": " : "", why);
+            return -1;
+        }
+        if (e->cfg->token != NULL &&
+            (rc = keel_client_auth(tc->c, e->cfg->token, NULL, NULL)) != 0) {
+            fprintf(stderr, "%s: the node refused the token: %s\n", prog,
+                    keel_strerror(rc));
+            keel_client_close(tc->c);
             return -1;
         }
         tc->fd = keel_client_fd(tc->c);
@@ -1792,6 +1820,9 @@ static int wl_http(struct env *e, struct result *res, int *nres)
     fputs("wrk.method = \"POST\"\nwrk.body = \"incr\"\n"
           "wrk.headers[\"Content-Type\"] = \"text/plain\"\n",
           f);
+    if (e->cfg->token != NULL)
+        fprintf(f, "wrk.headers[\"Authorization\"] = \"Bearer %s\"\n",
+                e->cfg->token);
     fclose(f);
     snprintf(cmd, sizeof cmd,
              "wrk -t2 -c%d -d%ds --latency -s %s "
@@ -2050,6 +2081,11 @@ static void usage(FILE *f)
             "  --perf-ctl CTL[,ACK]     perf's control fifos (perf record\n"
             "                           --control fifo:CTL,ACK -D -1):\n"
             "                           profile only the measured phases\n"
+            "  --token TOKEN            the node requires this token (16\n"
+            "                           to 256 characters, role admin) and\n"
+            "                           every TCP and HTTP connection\n"
+            "                           presents it: the cost of the\n"
+            "                           access checks\n"
             "  -h, --help               show this help\n"
             "\n"
             "workloads:\n",
@@ -2163,6 +2199,7 @@ int main(int argc, char **argv)
         {"runs", required_argument, NULL, 'r'},
         {"connections", required_argument, NULL, 'c'},
         {"perf-ctl", required_argument, NULL, 'P'},
+        {"token", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     struct config cfg;
@@ -2187,6 +2224,9 @@ int main(int argc, char **argv)
                 return usage_error("durability must be fsync or none, not "
                                    "'%s'",
                                    optarg);
+            break;
+        case 'T':
+            cfg.token = optarg;
             break;
         case 't':
             if (strcmp(optarg, "inproc") == 0)

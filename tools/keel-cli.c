@@ -10,6 +10,11 @@
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] node drain ID
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] node forget ID
  *
+ * A node with tokens (keeld --auth-tokens) wants one: $KEEL_TOKEN,
+ * $KEEL_TOKEN_FILE, --token-file FILE or --token TOKEN (seen by anyone
+ * who can list processes), presented on each connection before the
+ * first request.
+ *
  * Exit status: 0 success, 1 the server answered with an error, 2 usage,
  * 3 connection or transport failure. Errors are printed to stderr as
  * "keel: ENAME: message" so scripts can match on the symbolic name. */
@@ -84,6 +89,13 @@ static void usage(FILE *f)
             "  --tls-cert FILE          with TLS, present this client\n"
             "                           certificate (default $KEEL_TLS_CERT)\n"
             "  --tls-key FILE           its key (default $KEEL_TLS_KEY)\n"
+            "      --token-file FILE    present the token in FILE's first\n"
+            "                           line to a node that requires one\n"
+            "                           (default $KEEL_TOKEN, else the file\n"
+            "                           $KEEL_TOKEN_FILE)\n"
+            "      --token TOKEN        the token itself; other users can\n"
+            "                           see command lines: prefer the file\n"
+            "                           or $KEEL_TOKEN\n"
             "  -h, --help               show this help\n"
             "  -V, --version            show the version\n"
             "\n"
@@ -145,6 +157,32 @@ static int transport_error_why(int code, const char *why)
 static int transport_error(int code)
 {
     return transport_error_why(code, NULL);
+}
+
+/* The token presented on each connection, or NULL (main sets it). */
+static const char *the_token;
+
+/* Presents the token on a fresh connection, before any request. Returns
+ * 0, the node's refusal (its message printed) or a transport error. */
+static int present_token(keel_client *c)
+{
+    char *reply = NULL;
+    size_t rlen = 0;
+    int rc;
+
+    if (the_token == NULL)
+        return 0;
+    rc = keel_client_auth(c, the_token, &reply, &rlen);
+    if (rc == KEEL_EINVAL && reply != NULL) {
+        /* A node older than tokens does not know the query: it has no
+         * tokens to check either. */
+        free(reply);
+        return 0;
+    }
+    if (rc != 0 && reply != NULL)
+        print_error(rc, reply, rlen);
+    free(reply);
+    return rc;
 }
 
 /* Joins argv[0..argc) with single spaces into a malloc'd buffer the caller
@@ -259,6 +297,11 @@ static int request_keyed(keel_client **cp, const struct send_opts *so,
             if (delay_ms < 2000)
                 delay_ms *= 2;
             rc = cli_connect(so->addr, so->timeout_ms, &nc, why, sizeof why);
+            if (rc == 0 && (rc = present_token(nc)) != 0) {
+                keel_client_close(nc);
+                if (rc == KEEL_EUNAUTH)
+                    return EXIT_SERVER;
+            }
             if (rc != 0) {
                 if (!retryable(rc))
                     break;
@@ -477,6 +520,8 @@ int main(int argc, char **argv)
         {"tls-ca", required_argument, NULL, 'C'},
         {"tls-cert", required_argument, NULL, 'E'},
         {"tls-key", required_argument, NULL, 'K'},
+        {"token", required_argument, NULL, 'T'},
+        {"token-file", required_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -489,6 +534,8 @@ int main(int argc, char **argv)
     char **args, **info_argv = NULL, why[512];
     struct send_opts so;
     keel_client_tls tls;
+    const char *token_file = NULL;
+    static char token_buf[512];
 
     if (addr == NULL || addr[0] == '\0')
         addr = DEFAULT_ADDR;
@@ -500,7 +547,7 @@ int main(int argc, char **argv)
     opterr = 0;
     /* "+": stop at the command, so message words such as "-1" are not
      * taken for options; ":": report a missing value apart. */
-    while ((opt = getopt_long(argc, argv, "+:a:t:dr:k:hV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+:a:t:dr:k:T:F:hV", longopts, NULL)) != -1) {
         switch (opt) {
         case 'a':
             addr = optarg;
@@ -534,6 +581,14 @@ int main(int argc, char **argv)
             break;
         case 'K':
             tls.key = optarg;
+            break;
+        case 'T':
+            the_token = optarg;
+            token_file = NULL;
+            break;
+        case 'F':
+            token_file = optarg;
+            the_token = NULL;
             break;
         case 't':
             if (parse_timeout(optarg, &timeout_ms) < 0)
@@ -569,6 +624,25 @@ int main(int argc, char **argv)
         cli_tls = &tls;
     if (optind >= argc)
         return usage_error("no command given");
+    if (the_token == NULL && token_file == NULL) {
+        const char *e = getenv("KEEL_TOKEN");
+        if (e != NULL && e[0] != '\0')
+            the_token = e;
+        else if ((e = getenv("KEEL_TOKEN_FILE")) != NULL && e[0] != '\0')
+            token_file = e;
+    }
+    if (token_file != NULL) {
+        rc = keel_client_token_from_file(token_file, token_buf,
+                                         sizeof token_buf);
+        if (rc != 0)
+            return usage_error("cannot read a token from '%s'%s",
+                               token_file,
+                               rc == KEEL_EIO ? "" : ": its first line is "
+                                                     "empty");
+        the_token = token_buf;
+    }
+    if (the_token != NULL && the_token[0] == '\0')
+        the_token = NULL;
     cmd = argv[optind];
     args = argv + optind + 1;
     nargs = argc - optind - 1;
@@ -624,6 +698,12 @@ int main(int argc, char **argv)
     }
     is_send = strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0;
     rc = cli_connect(addr, timeout_ms, &c, why, sizeof why);
+    if (rc == 0 && (rc = present_token(c)) != 0) {
+        keel_client_close(c);
+        c = NULL;
+        if (rc == KEEL_EUNAUTH || rc == KEEL_EDENIED)
+            return EXIT_SERVER;
+    }
     if (rc < 0 && !(is_send && so.keyed && so.retries > 0 && retryable(rc)))
         return transport_error_why(rc, why);
     if (c != NULL && direct && (strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0)) {
@@ -632,8 +712,12 @@ int main(int argc, char **argv)
         find_owner(c, addr, args[0], args[1], owner, sizeof owner);
         if (strcmp(owner, addr) != 0 &&
             cli_connect(owner, timeout_ms, &oc, NULL, 0) == 0) {
-            keel_client_close(c);
-            c = oc;
+            if (present_token(oc) == 0) {
+                keel_client_close(c);
+                c = oc;
+            } else {
+                keel_client_close(oc); /* the contact node forwards */
+            }
         }
     }
     so.addr = addr;

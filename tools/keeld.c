@@ -1,7 +1,7 @@
 /* keeld: the keel node daemon. Runs one node in the foreground until
  * SIGTERM or SIGINT, then stops cleanly: no new work, queued turns finish,
  * every write is committed and every reply sent, exit 0. SIGHUP reloads
- * what can be reloaded (keel_node_reload: the TLS files). */
+ * what can be reloaded (keel_node_reload: the TLS files and the token file). */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -71,6 +71,13 @@ static void usage(FILE *f)
         "                         log what was dropped (default: refuse to start);\n"
         "                         see docs/operations.md, \"Damaged storage\"\n"
         "  --load PATH.so         load actor types from a plugin (repeatable)\n"
+        "  --auth-tokens FILE     bearer tokens and their roles, one\n"
+        "                         'TOKEN client|admin [TYPE,...]' a line; the\n"
+        "                         file must not be readable by others; read\n"
+        "                         again on SIGHUP (docs/security.md)\n"
+        "  --insecure             run without credentials where they are\n"
+        "                         required: a listener beyond loopback, or a\n"
+        "                         cluster node (--zk)\n"
         "  --log-level LEVEL      error, warn, info (default) or debug\n"
         "\n"
         "Cluster mode (docs/cluster.md; without --zk the node runs standalone):\n"
@@ -106,7 +113,7 @@ static void usage(FILE *f)
         "\n"
         "Built-in actor types: counter, kv, register (see `keel --help`).\n"
         "SIGTERM or SIGINT stops the node cleanly; SIGHUP reloads the TLS\n"
-        "files.\n");
+        "files and --auth-tokens.\n");
 }
 
 static int parse_u64(const char *s, unsigned long long max,
@@ -145,7 +152,8 @@ int main(int argc, char **argv)
         O_FRAME, O_MAP, O_LOAD, O_LOG, O_VERSION, O_HELP, O_ZK, O_CLUSTER,
         O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE, O_ACTLOG,
         O_HOLD, O_LEAVE, O_MAXCONN, O_CONNIDLE, O_UNITSTREAM, O_HTTPHDR,
-        O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH
+        O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH,
+        O_AUTHTOKENS, O_INSECURE
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, O_DATA},
@@ -178,6 +186,8 @@ int main(int argc, char **argv)
         {"tls-cert", required_argument, NULL, O_TLSCERT},
         {"tls-key", required_argument, NULL, O_TLSKEY},
         {"tls-ca", required_argument, NULL, O_TLSCA},
+        {"auth-tokens", required_argument, NULL, O_AUTHTOKENS},
+        {"insecure", no_argument, NULL, O_INSECURE},
         {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0}};
@@ -362,6 +372,12 @@ int main(int argc, char **argv)
             break;
         case O_TLSCA:
             opts.tls_ca = optarg;
+            break;
+        case O_AUTHTOKENS:
+            opts.auth_tokens = optarg;
+            break;
+        case O_INSECURE:
+            opts.insecure = 1;
             break;
         case O_VERSION:
             printf("keeld %s\n", keel_version_string());

@@ -83,6 +83,7 @@ static keel_node *start_cluster_node(void)
     o.zk_hosts = zk.hosts;
     o.cluster = "reply";
     o.node_id = "solo";
+    o.insecure = 1; /* a cluster node without credentials */
     o.shard_count = 1; /* one unit: nothing else commits meanwhile */
     o.zk_session_timeout_ms = 2000;
     rc = keel_node_create(&o, &n, err, sizeof err);

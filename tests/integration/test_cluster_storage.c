@@ -204,7 +204,8 @@ START_TEST(replaced_disk_is_refused)
         char data[512];
         const char *extra[] = {"--shards", "64", "--zk", fx.zk.hosts,
                                "--cluster", fx.name, "--node-id", "n2",
-                               "--zk-session-timeout", "2000", NULL};
+                               "--zk-session-timeout", "2000",
+                               "--insecure", NULL};
         snprintf(data, sizeof data, "%s/n2-replaced", fx.dir);
         ck_assert_int_eq(tu_keeld_start(&fx.nodes[2], data, 0, extra), 0);
     }

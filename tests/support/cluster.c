@@ -55,7 +55,7 @@ void tu_cluster_setup(tu_cluster *c, const char *tag, const char *prefix)
 int tu_cluster_start_node(tu_cluster *c, int i, int port, ...)
 {
     char data[512], id[16], shards[16], session[16];
-    const char *args[10 + MAX_EXTRA + 1];
+    const char *args[11 + MAX_EXTRA + 1];
     const char *a;
     int n = 0;
     va_list ap;
@@ -74,8 +74,12 @@ int tu_cluster_start_node(tu_cluster *c, int i, int port, ...)
     args[n++] = id;
     args[n++] = "--zk-session-timeout";
     args[n++] = session;
+    /* The cluster tests run without credentials (test_auth gives its
+     * nodes tokens instead, as extra arguments: those come after this
+     * and make it moot). */
+    args[n++] = "--insecure";
     va_start(ap, port);
-    while ((a = va_arg(ap, const char *)) != NULL && n < 10 + MAX_EXTRA)
+    while ((a = va_arg(ap, const char *)) != NULL && n < 11 + MAX_EXTRA)
         args[n++] = a;
     va_end(ap);
     args[n] = NULL;

@@ -43,7 +43,8 @@ int tu_cluster_run_suite(tu_cluster *c, struct Suite *s);
 void tu_cluster_setup(tu_cluster *c, const char *tag, const char *prefix);
 
 /* Starts node i ("n<i>", data in dir/n<i>) on port `port` (0: any) with
- * --shards, --zk, --cluster, --node-id, --zk-session-timeout and then the
+ * --shards, --zk, --cluster, --node-id, --zk-session-timeout, --insecure
+ * (no credentials; extra --auth-tokens make it moot) and then the
  * extra arguments, NULL-terminated (at most 16). Returns tu_keeld_start's
  * result: 0, or -1 with the log on stderr. */
 int tu_cluster_start_node(tu_cluster *c, int i, int port, ...);

@@ -802,6 +802,7 @@ START_TEST(advertise_must_be_host_port)
         o.zk_hosts = "127.0.0.1:1";
         o.cluster = "c";
         o.node_id = "n1";
+        o.insecure = 1; /* a cluster node: credentials or this */
         o.advertise = bad[i];
         err[0] = '\0';
         ck_assert_msg(keel_node_create(&o, &n, err, sizeof err) ==

@@ -1,0 +1,177 @@
+/* Who may ask a node for what: bearer tokens with roles (keeld
+ * --auth-tokens FILE), the identity of each wire connection, the role
+ * rules shared by the wire protocol and the HTTP face, and the check that
+ * a node exposed beyond loopback, or in a cluster, has credentials.
+ * docs/security.md is the reference.
+ *
+ * Identities. A connection starts anonymous. It becomes
+ *  - a client with a role (client or admin, and for a client token maybe
+ *    a list of actor types) by presenting a token (INFO "auth" TOKEN), or
+ *    from its TLS certificate (keel__auth_conn_from_cert);
+ *  - a node, by saying so (INFO "peer"): without TLS nothing proves that
+ *    claim, so a node may do nothing an admin-only request needs (drain,
+ *    forget), only what forwarding and handoffs need.
+ *
+ * Threads. The token table is read by the loop thread (wire connections)
+ * and by the HTTP thread (each request's bearer token), and replaced by
+ * keel__auth_reload on the loop thread; a mutex guards the swap and every
+ * lookup. A keel_auth_conn belongs to its connection's thread. */
+#ifndef KEEL_RUNTIME_AUTH_H
+#define KEEL_RUNTIME_AUTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keel.h"
+#include "runtime/proto.h"
+
+typedef struct keel_auth keel_auth;
+
+#define KEEL_AUTH_TOKEN_MIN 16  /* bytes of a token, at least */
+#define KEEL_AUTH_TOKEN_MAX 256 /* and at most */
+#define KEEL_AUTH_NAME_MAX 64   /* bytes of an identity's name */
+
+enum keel_auth_kind {
+    KEEL_AUTH_ANON = 0,   /* nothing presented */
+    KEEL_AUTH_CLIENT = 1, /* a token or a client certificate */
+    KEEL_AUTH_NODE = 2    /* another node of the cluster */
+};
+
+enum keel_auth_role {
+    KEEL_ROLE_NONE = 0,
+    KEEL_ROLE_CLIENT = 1, /* calls and casts (maybe of listed types only),
+                           * read-only queries */
+    KEEL_ROLE_ADMIN = 2   /* all a client may, and requests that change the
+                           * cluster (drain, forget) */
+};
+
+enum keel_auth_source {
+    KEEL_AUTH_SRC_NONE = 0,
+    KEEL_AUTH_SRC_TOKEN = 1, /* a token of the table; role and types are
+                              * looked up again after a reload */
+    KEEL_AUTH_SRC_CERT = 2,  /* a verified TLS certificate */
+    KEEL_AUTH_SRC_CLAIM = 3  /* INFO "peer", unproven */
+};
+
+/* What a request needs. */
+enum keel_auth_op {
+    KEEL_AUTH_OP_OPEN = 0, /* PING, INFO auth, INFO peer, /healthz, /readyz */
+    KEEL_AUTH_OP_READ,     /* STAT, nodes, shards, where, capabilities,
+                            * /metrics, /v1/cluster: any identity */
+    KEEL_AUTH_OP_CALL,     /* CALL, CAST, actor endpoints: a client whose
+                            * token allows the type, or a node */
+    KEEL_AUTH_OP_ADMIN,    /* drain, forget: an admin */
+    KEEL_AUTH_OP_NODE      /* XFER: a node */
+};
+
+/* A connection's identity; all zero is anonymous. Kept in the connection
+ * (no allocation), so that closing it needs no call here. */
+typedef struct keel_auth_conn {
+    uint8_t kind;   /* enum keel_auth_kind */
+    uint8_t role;   /* enum keel_auth_role, for clients */
+    uint8_t source; /* enum keel_auth_source */
+    uint16_t token_len;
+    uint32_t idx;   /* its entry in the table of generation gen */
+    uint64_t gen;
+    char name[KEEL_AUTH_NAME_MAX + 1];
+    /* The token presented, kept to find it again in a reloaded table. */
+    uint8_t token[KEEL_AUTH_TOKEN_MAX];
+} keel_auth_conn;
+
+/* Reads the token file at path (NULL: no tokens; requests are then
+ * checked only against certificate identities, when there are any) and
+ * creates the checker for node n. Errors: KEEL_EINVAL when the file is
+ * unsafe (readable or writable by others, not a regular file) or has a
+ * malformed line, KEEL_EIO when it cannot be read, KEEL_ENOMEM; the
+ * message in errbuf names the file and the line. *out is untouched on
+ * error. */
+int keel__auth_create(keel_node *n, const char *path, keel_auth **out,
+                      char *errbuf, size_t errlen);
+void keel__auth_destroy(keel_auth *a);
+
+/* Nonzero when requests are checked (a token file is loaded). Without it
+ * every request is allowed, as before tokens existed. */
+int keel__auth_enabled(const keel_auth *a);
+
+/* Reads the token file again (SIGHUP, keel_node_reload). A file that is
+ * unsafe or malformed is logged and the table loaded before is kept.
+ * Connections authenticated with a token that the new table no longer
+ * holds are anonymous from their next request; a token whose role or
+ * types changed takes the new ones. Returns 0 or the error logged. Loop
+ * thread. */
+int keel__auth_reload(keel_auth *a);
+
+/* May connection ac make a request that needs op (for KEEL_AUTH_OP_CALL,
+ * of actor type type/tlen)? 0, or KEEL_EUNAUTH (no identity: it must
+ * authenticate first) or KEEL_EDENIED (its identity may not), with what
+ * was needed in errbuf. Refusals are counted in the node's statistics.
+ * Loop thread. */
+int keel__auth_check(keel_auth *a, keel_auth_conn *ac, int op,
+                     const void *type, size_t tlen, char *errbuf,
+                     size_t errlen);
+
+/* keel__auth_check for a whole wire frame: finds what it needs from its
+ * kind (and a call's type, an INFO query's name). A frame whose body
+ * cannot be read is let through: the handler refuses it as malformed. */
+int keel__auth_frame(keel_auth *a, keel_auth_conn *ac, const keel_frame *f,
+                     char *errbuf, size_t errlen);
+
+/* Nonzero when f is the INFO query "auth"; *tok and *tlen are then the
+ * token it carries (the rest of the body after "auth\0"). */
+int keel__auth_is_login(const keel_frame *f, const uint8_t **tok,
+                        size_t *tlen);
+
+/* Authenticates ac with a token. On success the connection takes the
+ * token's role and reply holds "auth ROLE[ types A,B]\n" (*rlen bytes).
+ * A node without tokens answers "auth none\n" and changes nothing.
+ * Errors: KEEL_EUNAUTH (unknown token: the connection is anonymous
+ * afterwards, unless its identity comes from a certificate, which is
+ * kept), with a message in errbuf. Loop thread. */
+int keel__auth_login(keel_auth *a, keel_auth_conn *ac, const uint8_t *tok,
+                     size_t tlen, char *reply, size_t cap, size_t *rlen,
+                     char *errbuf, size_t errlen);
+
+/* INFO "peer": the connection says it comes from another node. Accepted
+ * (the identity becomes a node, unproven) unless it holds a client
+ * certificate: then KEEL_EDENIED. The TLS code should make a node
+ * certificate a condition once peers present one. */
+int keel__auth_peer_claim(keel_auth *a, keel_auth_conn *ac);
+
+/* The hook for TLS: sets ac's identity from a verified certificate.
+ * kind is KEEL_AUTH_NODE or KEEL_AUTH_CLIENT; a client's role is
+ * KEEL_ROLE_CLIENT or KEEL_ROLE_ADMIN (a certificate allows every actor
+ * type). name is kept for logs (at most KEEL_AUTH_NAME_MAX bytes).
+ * Returns 0 or KEEL_EINVAL. */
+int keel__auth_conn_set(keel_auth_conn *ac, int kind, int role,
+                        const char *name);
+
+/* keel__auth_conn_set from a certificate's subject common name:
+ * "node:NAME" is a node, "client:NAME" a client with role client,
+ * "admin:NAME" a client with role admin. Any other CN: KEEL_EDENIED and
+ * ac stays as it was. */
+int keel__auth_conn_from_cert(keel_auth_conn *ac, const char *cn);
+
+/* The HTTP face: checks an Authorization header value ("Bearer TOKEN";
+ * NULL when absent) for a request that needs op (of type for
+ * KEEL_AUTH_OP_CALL). 0, KEEL_EUNAUTH (missing or unknown token: 401) or
+ * KEEL_EDENIED (403), with a message in errbuf; refusals are counted.
+ * Any thread. */
+int keel__auth_http(keel_auth *a, const char *authorization, int op,
+                    const void *type, size_t tlen, char *errbuf,
+                    size_t errlen);
+
+/* Secure by default: a node that listens beyond loopback (wire or HTTP)
+ * or is a cluster node (zk_hosts) needs credentials (auth_tokens, or
+ * tls_cert). Returns 0 when it has them or needs none, with *insecure
+ * set when it runs without them because opts->insecure says so; else
+ * KEEL_EINVAL with the reason in errbuf. */
+int keel__auth_exposure_check(const keel_node_options *opts, int *insecure,
+                              char *errbuf, size_t errlen);
+
+/* 1 when every address HOST (of "HOST:PORT", "[V6]:PORT") resolves to
+ * is a loopback address (127.0.0.0/8, ::1); 0 when one is not, or HOST is
+ * empty (every address); -1 when it cannot be told (no port separator,
+ * HOST does not resolve): the listener then refuses the address itself. */
+int keel__auth_addr_is_loopback(const char *hostport);
+
+#endif
