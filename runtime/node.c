@@ -2147,9 +2147,11 @@ static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
     (void)revents;
     poll_writer(n, 1);
     run_posts(n);
-    if (atomic_exchange(&n->reload_requested, 0))
-        (void)keel__net_tls_reload(n); /* logs what went wrong */
+    if (atomic_exchange(&n->reload_requested, 0)) {
+        /* Each logs what went wrong and keeps what it had. */
+        (void)keel__net_tls_reload(n);
         keel__auth_reload(n->auth);
+    }
     /* In cluster mode the units are handed off first (graceful leave). */
     if (atomic_load(&n->stop_requested) && !keel__cluster_rt_leave(n))
         begin_stop(n);
@@ -2274,7 +2276,6 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
         if (rc != 0)
             goto err_after_alloc;
     }
-    atomic_init(&n->reload_requested, 0);
 
     if (opts.activation_log != NULL) {
         n->actlog_fd = open(opts.activation_log,
@@ -2467,13 +2468,6 @@ void keel_node_stop(keel_node *n)
 {
     /* Async-signal-safe: an atomic store and ev_async_send. */
     atomic_store(&n->stop_requested, 1);
-    ev_async_send(n->loop, &n->async);
-}
-
-void keel_node_reload(keel_node *n)
-{
-    /* Async-signal-safe, like keel_node_stop. */
-    atomic_store(&n->reload_requested, 1);
     ev_async_send(n->loop, &n->async);
 }
 

@@ -240,6 +240,8 @@ struct keel_node {
      * copies. */
     struct keel_tls_ctx *tls;
     char *tls_cert, *tls_key, *tls_ca;
+    /* keel_node_reload asked for the TLS files and the token file to be
+     * read again; done on the loop thread. */
     atomic_int reload_requested;
     /* ev_now of the last CALL/CAST another node forwarded here (cluster
      * mode): a stopping node waits for its peers to fall quiet. */
@@ -270,7 +272,6 @@ struct keel_node {
      * reload (keel_node_reload) is asked for from any thread, done on the
      * loop thread. */
     struct keel_auth *auth;
-    atomic_int reload_requested;
 
     int actlog_fd;         /* activation log (opts.activation_log), or -1 */
     uint64_t clock_ns;     /* monotonic, refreshed per run and per settle */
