@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "certs.h"
@@ -273,6 +274,99 @@ START_TEST(sighup_reloads)
 }
 END_TEST
 
+/* keel over TLS with a client certificate (name of the test's directory;
+ * NULL: none): its exit code, stderr in *err (malloc'd). */
+static int keel_cert(const char *name, char **out, char **err,
+                     const char *a1, const char *a2, const char *a3,
+                     const char *a4, const char *a5)
+{
+    char *bin = tu_bin("keel"), pem[512], pkey[512];
+    const char *argv[16];
+    int argc = 0, rc;
+
+    argv[argc++] = bin;
+    argv[argc++] = "-a";
+    argv[argc++] = node.addr;
+    argv[argc++] = "--tls-ca";
+    argv[argc++] = ca;
+    if (name != NULL) {
+        argv[argc++] = "--tls-cert";
+        argv[argc++] = tu_certs_path(pem, sizeof pem, dir, name, "pem");
+        argv[argc++] = "--tls-key";
+        argv[argc++] = tu_certs_path(pkey, sizeof pkey, dir, name, "key");
+    }
+    argv[argc++] = a1;
+    argv[argc++] = a2;
+    argv[argc++] = a3;
+    argv[argc++] = a4;
+    argv[argc++] = a5;
+    argv[argc] = NULL;
+    rc = tu_run(argv, out, err);
+    free(bin);
+    return rc;
+}
+
+/* With tokens required, a verified client certificate is a credential:
+ * CN=client:NAME calls actors but may not drain, CN=admin:NAME may; a
+ * connection with neither certificate nor token may do nothing. */
+START_TEST(certificate_roles)
+{
+    char tokens[600], *out = NULL, *err = NULL;
+    const char *extra[9];
+    FILE *f;
+
+    snprintf(tokens, sizeof tokens, "%s/tokens", dir);
+    f = fopen(tokens, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("a-token-nobody-uses-0123456789 admin\n", f);
+    fclose(f);
+    ck_assert_int_eq(chmod(tokens, 0600), 0);
+    ck_assert_int_eq(tu_certs_issue(dir, "ca", "ops", "admin:ops"), 0);
+    extra[0] = "--tls-cert";
+    extra[1] = cert;
+    extra[2] = "--tls-key";
+    extra[3] = key;
+    extra[4] = "--tls-ca";
+    extra[5] = ca;
+    extra[6] = "--auth-tokens";
+    extra[7] = tokens;
+    extra[8] = NULL;
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, extra), 0);
+
+    ck_assert_int_ne(keel_cert(NULL, &out, &err, "call", "counter", "c1",
+                               "incr", NULL),
+                     0);
+    ck_assert_msg(strstr(err, "EUNAUTH") != NULL, "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(keel_cert("alice", &out, &err, "call", "counter", "c1",
+                               "incr", NULL),
+                     0);
+    ck_assert_str_eq(out, "1\n");
+    free(out);
+    free(err);
+    ck_assert_int_ne(keel_cert("alice", &out, &err, "node", "drain", "n0",
+                               NULL, NULL),
+                     0);
+    ck_assert_msg(strstr(err, "EDENIED") != NULL, "%s", err);
+    free(out);
+    free(err);
+    /* An administrator's drain reaches the node, which is standalone. */
+    ck_assert_int_ne(keel_cert("ops", &out, &err, "node", "drain", "n0",
+                               NULL, NULL),
+                     0);
+    ck_assert_msg(strstr(err, "not a cluster node") != NULL, "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(keel_cert("alice", &out, &err, "call", "counter", "c1",
+                               "get", NULL),
+                     0);
+    ck_assert_str_eq(out, "1\n");
+    free(out);
+    free(err);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("tls");
@@ -285,6 +379,7 @@ static Suite *suite(void)
     tcase_add_test(tc, foreign_client_cert_refused);
     tcase_add_test(tc, client_hops_denied);
     tcase_add_test(tc, sighup_reloads);
+    tcase_add_test(tc, certificate_roles);
     suite_add_tcase(s, tc);
     return s;
 }
