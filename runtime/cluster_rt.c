@@ -206,12 +206,17 @@ static void on_map(keel_cluster *c, uint64_t map_epoch, void *data)
 
 /* The node cannot take part in the cluster, for good: a node that serves
  * nothing and never will must not look alive to its operator, so it
- * stops, and keel_node_run returns the reason (keeld exits with it). */
+ * stops, and keel_node_run returns the reason (keeld exits with it). Only
+ * refusals of its configuration are lasting: ZooKeeper refusing its
+ * credentials (EDENIED) and a cluster made otherwise (ECONFIG). Any other
+ * failure (a request lost in a partition, say) leaves it running fenced,
+ * as before: stopping then would skip the orderly deactivation of what it
+ * held. */
 static void on_failed(keel_cluster *c, int rc, void *data)
 {
     keel_cluster_rt *rt = data;
 
-    if (rt->failure != 0)
+    if (rt->failure != 0 || (rc != KEEL_EDENIED && rc != KEEL_ECONFIG))
         return;
     rt->failure = rc;
     keel_error("cluster %s: stopping node %s, which cannot take part (%s)",
