@@ -724,9 +724,9 @@ int keel__auth_conn_from_cert(keel_auth_conn *ac, const char *cn)
 
 /* ----------------------------------------------------------------- HTTP */
 
-int keel__auth_http(keel_auth *a, const char *authorization, int op,
-                    const void *type, size_t tlen, char *errbuf,
-                    size_t errlen)
+int keel__auth_http(keel_auth *a, const keel_auth_conn *cert,
+                    const char *authorization, int op, const void *type,
+                    size_t tlen, char *errbuf, size_t errlen)
 {
     const char *tok;
     size_t len;
@@ -735,6 +735,15 @@ int keel__auth_http(keel_auth *a, const char *authorization, int op,
 
     if (!keel__auth_enabled(a) || op == KEEL_AUTH_OP_OPEN)
         return 0;
+    /* As on the wire, a certificate's identity is the one that counts: a
+     * token beside it changes nothing. */
+    if (cert != NULL && cert->source == KEEL_AUTH_SRC_CERT) {
+        rc = decide(cert->kind, cert->role, NULL, op, type, tlen, errbuf,
+                    errlen);
+        if (rc != 0)
+            count_refusal(a, rc);
+        return rc;
+    }
     if (authorization == NULL ||
         strncasecmp(authorization, "Bearer ", 7) != 0) {
         snprintf(errbuf, errlen,

@@ -151,14 +151,16 @@ int keel__auth_conn_set(keel_auth_conn *ac, int kind, int role,
  * ac stays as it was. */
 int keel__auth_conn_from_cert(keel_auth_conn *ac, const char *cn);
 
-/* The HTTP face: checks an Authorization header value ("Bearer TOKEN";
- * NULL when absent) for a request that needs op (of type for
- * KEEL_AUTH_OP_CALL). 0, KEEL_EUNAUTH (missing or unknown token: 401) or
- * KEEL_EDENIED (403), with a message in errbuf; refusals are counted.
- * Any thread. */
-int keel__auth_http(keel_auth *a, const char *authorization, int op,
-                    const void *type, size_t tlen, char *errbuf,
-                    size_t errlen);
+/* The HTTP face: checks a request that needs op (of type for
+ * KEEL_AUTH_OP_CALL). cert, when not NULL, is the identity its HTTPS
+ * connection's verified client certificate gave (keel__auth_conn_from_cert):
+ * the request is then decided by that identity alone. Otherwise by the
+ * Authorization header value ("Bearer TOKEN"; NULL when absent). 0,
+ * KEEL_EUNAUTH (missing or unknown token: 401) or KEEL_EDENIED (403),
+ * with a message in errbuf; refusals are counted. Any thread. */
+int keel__auth_http(keel_auth *a, const keel_auth_conn *cert,
+                    const char *authorization, int op, const void *type,
+                    size_t tlen, char *errbuf, size_t errlen);
 
 /* Secure by default: a node that listens beyond loopback (wire or HTTP)
  * or is a cluster node (zk_hosts) needs credentials (auth_tokens, or

@@ -28,11 +28,22 @@
  * the watchdog thread enforces by shutting down the socket of a
  * connection that missed it; MHD then sees the end of the stream and
  * closes the connection. And one client address may hold at most
- * --http-max-per-ip connections. */
+ * --http-max-per-ip connections.
+ *
+ * HTTPS. A node with TLS files serves HTTPS only, TLS 1.3 only, with the
+ * node's certificate; a client certificate that verifies against the CA
+ * gives the connection its identity (auth.h). MHD cannot change a running
+ * daemon's certificate, so a reload starts a second daemon with the new
+ * files on a duplicate of the listen socket and quiesces the first: the
+ * old daemon accepts nothing more, finishes the connections it has, and
+ * the watchdog stops it once it has none. No connection is cut. */
 #include "runtime/http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <pthread.h>
@@ -64,6 +75,12 @@
 #define HTTP_DRAIN_MS 2000      /* how long a stop waits for answers */
 #define HTTP_LOG_PER_S 10       /* MHD messages logged per second, at most:
                                  * most are about clients' mistakes */
+#define HTTP_PEM_MAX (1 << 20)  /* bytes of a certificate, key or CA file */
+#define HTTP_RETIRE_MIN_S 1.0   /* a quiesced daemon lives at least this
+                                 * long, so that a connection MHD accepted
+                                 * as the quiesce came is counted */
+/* TLS 1.3 only, as on the wire port. */
+#define HTTP_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3"
 
 /* A connection's header deadline, from MHD's connect notice to its close
  * notice (which comes before MHD closes the socket, so fd is this
@@ -72,14 +89,41 @@ struct hconn {
     struct hconn *prev, *next;
     int fd;
     double deadline; /* CLOCK_MONOTONIC seconds; 0: a request is in */
+    /* HTTPS: the identity the client certificate gave, looked up at the
+     * connection's first request (the handshake is over by then). MHD
+     * thread. */
+    int ident_known;
+    keel_auth_conn ident;
+};
+
+/* One MHD daemon serving the listen socket. There is one, the current,
+ * and after reloads maybe older ones, quiesced, that finish their
+ * connections. */
+struct hdaemon {
+    struct keel_http *h;
+    struct hdaemon *next;  /* keel_http.retired; under keel_http.mu */
+    struct MHD_Daemon *d;
+    int fd;                /* its listen descriptor */
+    int quiesced;          /* fd is ours to close (else MHD closes it) */
+    double retired_at;     /* mono_s() of the quiesce */
+    unsigned limit;        /* its connection limit */
+    atomic_int conns;      /* its open connections */
+    /* The PEM text MHD was given: kept for the daemon's lifetime. */
+    char *cert, *key, *ca;
 };
 
 struct keel_http {
     keel_node *n;
     char *addr;   /* as configured; owned */
-    int fd;       /* the listen socket, ours to close; -1 when closed */
+    int fd;       /* the listen socket until a daemon takes it, ours to
+                   * close; -1 after */
     int port;     /* bound port */
-    struct MHD_Daemon *d;
+    int tls;      /* HTTPS: the node has TLS files */
+    /* The daemon accepting connections: set by start and reload (loop
+     * thread) and stop, never while the other runs. */
+    struct hdaemon *cur;
+    struct hdaemon *retired; /* quiesced daemons; under mu */
+    atomic_int conns;        /* open connections, every daemon's */
     /* Requests between their first handler call and MHD's completion
      * notice: what a stop waits for. */
     atomic_int active;
@@ -668,7 +712,6 @@ static enum MHD_Result answer_metrics(struct http_req *r)
     static const uint32_t bounds[] = KEEL_LATENCY_BOUNDS_US;
     keel_http *h = r->h;
     const keel_stats *st = &r->stats;
-    const union MHD_DaemonInfo *di;
     struct sbuf b = {0};
     uint64_t cum = 0;
     unsigned i;
@@ -751,10 +794,8 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            st->map_size);
     metric(&b, "keel_connections", "gauge",
            "Open wire-protocol client connections.", "", st->connections);
-    di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-    if (di != NULL)
-        metric(&b, "keel_http_connections", "gauge", "Open HTTP connections.",
-               "", di->num_connections);
+    metric(&b, "keel_http_connections", "gauge", "Open HTTP connections.",
+           "", (uint64_t)atomic_load(&h->conns));
     metric(&b, "keel_http_responses_total", "counter",
            "HTTP responses queued by this node (not counting this one).", "",
            atomic_load(&h->answered));
@@ -1176,21 +1217,89 @@ static int declared_too_big(struct MHD_Connection *c, uint32_t limit)
     return v > limit;
 }
 
+/* The identity an HTTPS connection's client certificate proves: one that
+ * verifies against the CA (MHD gave gnutls the CA as its trust list), may
+ * serve a TLS client, and has one subject CN naming a node, a client or
+ * an admin (keel__auth_conn_from_cert). 0 with ac set; -1 (ac left
+ * anonymous) for no certificate, one that does not verify, or another
+ * name: the bearer token rules apply then. MHD thread. */
+static int peer_identity(struct MHD_Connection *conn, keel_auth_conn *ac)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    gnutls_session_t s;
+    gnutls_typed_vdata_st purpose;
+    const gnutls_datum_t *certs;
+    unsigned ncerts = 0, status = 0;
+    gnutls_x509_crt_t crt;
+    char cn[KEEL_AUTH_NAME_MAX + 16], more[8];
+    size_t cnlen = sizeof cn, morelen = sizeof more;
+    int rc = -1;
+
+    memset(ac, 0, sizeof *ac);
+    if (ci == NULL || ci->tls_session == NULL)
+        return -1;
+    s = ci->tls_session;
+    certs = gnutls_certificate_get_peers(s, &ncerts);
+    if (certs == NULL || ncerts == 0)
+        return -1;
+    memset(&purpose, 0, sizeof purpose);
+    purpose.type = GNUTLS_DT_KEY_PURPOSE_OID;
+    purpose.data = (unsigned char *)GNUTLS_KP_TLS_WWW_CLIENT;
+    if (gnutls_certificate_verify_peers(s, &purpose, 1, &status) != 0 ||
+        status != 0)
+        return -1;
+    if (gnutls_x509_crt_init(&crt) < 0)
+        return -1;
+    /* Exactly one CN, without a NUL inside: as on the wire (tls.c). */
+    if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0 &&
+        gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0,
+                                      cn, &cnlen) == 0 &&
+        cnlen < sizeof cn && strlen(cn) == cnlen &&
+        gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 1, 0,
+                                      more, &morelen) ==
+            GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE &&
+        keel__auth_conn_from_cert(ac, cn) == 0)
+        rc = 0;
+    gnutls_x509_crt_deinit(crt);
+    if (rc != 0)
+        memset(ac, 0, sizeof *ac);
+    return rc;
+}
+
 /* The access rules (auth.c, docs/security.md): every endpoint but the
- * health probes needs a bearer token when the node has tokens; actor
- * endpoints one that allows the type. Nonzero when r is refused (its
- * answer is then a 401 or 403). */
+ * health probes needs an identity when the node has tokens, from a client
+ * certificate (HTTPS) or a bearer token; actor endpoints one that allows
+ * the type. Nonzero when r is refused (its answer is then a 401 or
+ * 403). */
 static int auth_refused(struct http_req *r)
 {
     keel_auth *a = r->h->n->auth;
+    const keel_auth_conn *cert = NULL;
+    keel_auth_conn tmp;
     int op;
 
     if (!keel__auth_enabled(a) || r->route == R_HEALTHZ ||
         r->route == R_READYZ)
         return 0;
+    if (r->h->tls) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+            r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        struct hconn *hc = ci != NULL ? ci->socket_context : NULL;
+
+        if (hc != NULL) {
+            if (!hc->ident_known) {
+                (void)peer_identity(r->conn, &hc->ident);
+                hc->ident_known = 1;
+            }
+            cert = &hc->ident;
+        } else if (peer_identity(r->conn, &tmp) == 0) {
+            cert = &tmp;
+        }
+    }
     op = r->route == R_ACTOR ? KEEL_AUTH_OP_CALL : KEEL_AUTH_OP_READ;
     r->auth_err = keel__auth_http(
-        a,
+        a, cert,
         MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                     MHD_HTTP_HEADER_AUTHORIZATION),
         op, r->type, strlen(r->type), r->errmsg, sizeof r->errmsg);
@@ -1273,12 +1382,16 @@ static void notify_conn_cb(void *cls, struct MHD_Connection *conn,
                            void **socket_context,
                            enum MHD_ConnectionNotificationCode code)
 {
-    keel_http *h = cls;
+    struct hdaemon *hd = cls;
+    keel_http *h = hd->h;
     struct hconn *hc;
 
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+        atomic_fetch_add(&hd->conns, 1);
+        atomic_fetch_add(&h->conns, 1);
         if (ci == NULL || (hc = calloc(1, sizeof *hc)) == NULL)
             return; /* no deadline: MHD's idle timeout still applies */
         hc->fd = ci->connect_fd;
@@ -1292,6 +1405,8 @@ static void notify_conn_cb(void *cls, struct MHD_Connection *conn,
         *socket_context = hc;
         return;
     }
+    atomic_fetch_sub(&hd->conns, 1);
+    atomic_fetch_sub(&h->conns, 1);
     hc = *socket_context;
     if (hc == NULL)
         return;
@@ -1307,9 +1422,12 @@ static void notify_conn_cb(void *cls, struct MHD_Connection *conn,
     free(hc);
 }
 
+static void daemon_stop(struct hdaemon *hd);
+
 /* Four times a second: the connections past their header deadline are
  * shut down (not closed: the descriptor stays MHD's until its close
- * notice). */
+ * notice), and daemons quiesced by a reload that have no connection left
+ * are stopped. */
 static void *watchdog_main(void *arg)
 {
     keel_http *h = arg;
@@ -1320,6 +1438,31 @@ static void *watchdog_main(void *arg)
         struct timespec ts;
         double t = mono_s();
         struct hconn *hc;
+        struct hdaemon **pp = &h->retired, *done = NULL, *hd;
+
+        while ((hd = *pp) != NULL) {
+            if (atomic_load(&hd->conns) == 0 &&
+                t - hd->retired_at >= HTTP_RETIRE_MIN_S) {
+                *pp = hd->next;
+                hd->next = done;
+                done = hd;
+            } else {
+                pp = &hd->next;
+            }
+        }
+        if (done != NULL) {
+            /* Stopping joins the daemon's thread, whose callbacks take
+             * mu. */
+            pthread_mutex_unlock(&h->mu);
+            while ((hd = done) != NULL) {
+                done = hd->next;
+                daemon_stop(hd);
+                keel_info("http: the daemon of the previous certificate "
+                          "has finished its connections and stopped");
+            }
+            pthread_mutex_lock(&h->mu);
+            continue;
+        }
 
         for (hc = h->hconns; hc != NULL; hc = hc->next) {
             if (hc->deadline != 0 && t >= hc->deadline) {
@@ -1454,6 +1597,7 @@ int keel__http_create(keel_node *n, const char *addr, char *errbuf,
     h->n = n;
     h->fd = -1;
     atomic_init(&h->active, 0);
+    atomic_init(&h->conns, 0);
     atomic_init(&h->suspended, 0);
     atomic_init(&h->answered, 0);
     atomic_init(&h->log_second, 0);
@@ -1476,16 +1620,134 @@ int keel__http_create(keel_node *n, const char *addr, char *errbuf,
     return 0;
 }
 
-int keel__http_start(keel_node *n)
+/* Reads a PEM file whole, NUL-terminated, for MHD. NULL with the reason in
+ * errbuf. */
+static char *read_pem(const char *path, char *errbuf, size_t errlen)
 {
-    keel_http *h = n->http;
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t len;
+
+    if (f == NULL) {
+        snprintf(errbuf, errlen, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    buf = malloc(HTTP_PEM_MAX + 1);
+    if (buf == NULL) {
+        snprintf(errbuf, errlen, "out of memory reading %s", path);
+        fclose(f);
+        return NULL;
+    }
+    len = fread(buf, 1, HTTP_PEM_MAX + 1, f);
+    if (ferror(f) || len > HTTP_PEM_MAX || len == 0) {
+        snprintf(errbuf, errlen, "cannot read %s: %s", path,
+                 ferror(f) ? strerror(errno)
+                 : len == 0 ? "empty file"
+                            : "larger than 1 MiB");
+        free(buf);
+        fclose(f);
+        return NULL;
+    }
+    fclose(f);
+    buf[len] = '\0';
+    return buf;
+}
+
+static void daemon_free(struct hdaemon *hd)
+{
+    free(hd->cert);
+    free(hd->key);
+    free(hd->ca);
+    free(hd);
+}
+
+/* Checks what gnutls will make of the node's files before MHD is given
+ * them: a daemon that fails to start may close its listen descriptor
+ * (see daemon_start). 0, or KEEL_EIO with the reason in errbuf. */
+static int tls_check(const struct hdaemon *hd, char *errbuf, size_t errlen)
+{
+    gnutls_certificate_credentials_t cred;
+    gnutls_datum_t c, k, ca;
+    int rc;
+
+    if (gnutls_certificate_allocate_credentials(&cred) < 0) {
+        snprintf(errbuf, errlen, "out of memory");
+        return KEEL_ENOMEM;
+    }
+    c.data = (unsigned char *)hd->cert;
+    c.size = (unsigned)strlen(hd->cert);
+    k.data = (unsigned char *)hd->key;
+    k.size = (unsigned)strlen(hd->key);
+    ca.data = (unsigned char *)hd->ca;
+    ca.size = (unsigned)strlen(hd->ca);
+    rc = gnutls_certificate_set_x509_key_mem(cred, &c, &k,
+                                             GNUTLS_X509_FMT_PEM);
+    if (rc < 0) {
+        snprintf(errbuf, errlen, "certificate or key: %s",
+                 gnutls_strerror(rc));
+    } else {
+        rc = gnutls_certificate_set_x509_trust_mem(cred, &ca,
+                                                   GNUTLS_X509_FMT_PEM);
+        if (rc <= 0)
+            snprintf(errbuf, errlen, "CA: %s",
+                     rc == 0 ? "no certificate in it" : gnutls_strerror(rc));
+        rc = rc <= 0 ? -1 : 0;
+    }
+    gnutls_certificate_free_credentials(cred);
+    return rc < 0 ? KEEL_EIO : 0;
+}
+
+/* Starts a daemon on listen descriptor fd, with the node's TLS files
+ * read now when it has them. Returns the daemon, or NULL with the reason
+ * in errbuf and *rc set: KEEL_EIO (a TLS file cannot be read or used; fd
+ * is still the caller's) or KEEL_ENOMEM (MHD could not start; whether it
+ * closed fd on its way out is not documented: the caller must neither
+ * use nor close it). */
+static struct hdaemon *daemon_start(keel_http *h, int fd, int *rc,
+                                    char *errbuf, size_t errlen)
+{
+    keel_node *n = h->n;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     unsigned limit = HTTP_MAX_CONNECTIONS;
+    struct MHD_OptionItem tls_opts[5];
     struct rlimit rl;
+    struct hdaemon *hd;
 
-    if (h == NULL || h->d != NULL)
-        return 0;
+    *rc = KEEL_ENOMEM;
+    hd = calloc(1, sizeof *hd);
+    if (hd == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        return NULL;
+    }
+    hd->h = h;
+    hd->fd = fd;
+    atomic_init(&hd->conns, 0);
+    memset(tls_opts, 0, sizeof tls_opts);
+    tls_opts[0].option = MHD_OPTION_END;
+    if (h->tls) {
+        hd->cert = read_pem(n->tls_cert, errbuf, errlen);
+        hd->key = hd->cert ? read_pem(n->tls_key, errbuf, errlen) : NULL;
+        hd->ca = hd->key ? read_pem(n->tls_ca, errbuf, errlen) : NULL;
+        if (hd->ca == NULL || (*rc = tls_check(hd, errbuf, errlen)) != 0) {
+            *rc = KEEL_EIO;
+            daemon_free(hd);
+            return NULL;
+        }
+        *rc = KEEL_ENOMEM;
+        flags |= MHD_USE_TLS;
+        tls_opts[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0,
+                                              hd->cert};
+        tls_opts[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0,
+                                              hd->key};
+        /* With a trust list MHD asks every client for a certificate,
+         * without requiring one; peer_identity verifies it. */
+        tls_opts[2] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST, 0,
+                                              hd->ca};
+        tls_opts[3] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
+                                              (void *)HTTP_TLS_PRIORITIES};
+        tls_opts[4] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    }
     flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES
                  ? MHD_USE_EPOLL
                  : MHD_USE_POLL;
@@ -1497,30 +1759,117 @@ int keel__http_start(keel_node *n)
                     ? (unsigned)(rl.rlim_cur - HTTP_FD_RESERVE)
                     : 16;
     /* The logger goes first so that it sees complaints about the rest. */
-    h->d = MHD_start_daemon(
+    hd->d = MHD_start_daemon(
         flags, 0, NULL, NULL, access_cb, h, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_log, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)h->fd,
+        mhd_log, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
         MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_TIMEOUT,
         HTTP_CONN_TIMEOUT_S, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned)h->n->opts.http_max_per_ip, MHD_OPTION_NOTIFY_CONNECTION,
-        notify_conn_cb, h, MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
-        MHD_OPTION_UNESCAPE_CALLBACK, raw_unescape, NULL, MHD_OPTION_END);
-    if (h->d == NULL) {
-        keel_error("http: cannot start the HTTP server on %s", h->addr);
-        /* Whether MHD closed the socket on its way out is not documented:
-         * leave it alone rather than risk closing a reused descriptor. */
-        h->fd = -1;
-        return KEEL_ENOMEM;
+        (unsigned)n->opts.http_max_per_ip, MHD_OPTION_NOTIFY_CONNECTION,
+        notify_conn_cb, hd, MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
+        MHD_OPTION_UNESCAPE_CALLBACK, raw_unescape, NULL, MHD_OPTION_ARRAY,
+        tls_opts, MHD_OPTION_END);
+    if (hd->d == NULL) {
+        snprintf(errbuf, errlen, "libmicrohttpd could not start%s",
+                 h->tls ? " (with TLS)" : "");
+        daemon_free(hd);
+        return NULL;
     }
+    hd->limit = limit;
+    *rc = 0;
+    return hd;
+}
+
+/* Stops a daemon with no suspended connection (an MHD rule): joins its
+ * thread, closes its connections, and its listen descriptor. */
+static void daemon_stop(struct hdaemon *hd)
+{
+    MHD_stop_daemon(hd->d); /* joins the thread, frees every request */
+    /* After a quiesce the descriptor is ours to close; without one MHD
+     * closed it. */
+    if (hd->quiesced)
+        close(hd->fd);
+    daemon_free(hd);
+}
+
+/* The daemon accepts no more connections; its listen descriptor becomes
+ * ours. */
+static void daemon_quiesce(struct hdaemon *hd)
+{
+    hd->quiesced = MHD_quiesce_daemon(hd->d) != MHD_INVALID_SOCKET;
+    hd->retired_at = mono_s();
+}
+
+int keel__http_start(keel_node *n)
+{
+    keel_http *h = n->http;
+    char err[600];
+    int rc;
+
+    if (h == NULL || h->cur != NULL || h->fd < 0)
+        return 0;
+    h->tls = n->tls_cert != NULL && n->tls_key != NULL && n->tls_ca != NULL;
+    h->cur = daemon_start(h, h->fd, &rc, err, sizeof err);
+    if (h->cur == NULL) {
+        keel_error("http: cannot start the HTTP%s server on %s: %s",
+                   h->tls ? "S" : "", h->addr, err);
+        /* A daemon that failed may have closed the socket: leave it alone
+         * rather than risk closing a reused descriptor. */
+        if (rc == KEEL_ENOMEM)
+            h->fd = -1;
+        return rc;
+    }
+    h->fd = -1; /* the daemon's now */
     h->watch_stop = 0;
     if (pthread_create(&h->watchdog, NULL, watchdog_main, h) == 0)
         h->watching = 1;
     else
         keel_warn("http: no header deadlines (cannot start a thread)");
-    keel_info("http: serving on %s (port %d, at most %u connections, %u "
+    keel_info("http: serving %s on %s (port %d, at most %u connections, %u "
               "per client address, headers within %u s)",
-              h->addr, h->port, limit, (unsigned)h->n->opts.http_max_per_ip,
-              (unsigned)h->n->opts.http_header_timeout_s);
+              h->tls ? "HTTPS (TLS 1.3)" : "HTTP", h->addr, h->port,
+              h->cur->limit, (unsigned)n->opts.http_max_per_ip,
+              (unsigned)n->opts.http_header_timeout_s);
+    return 0;
+}
+
+int keel__http_tls_reload(keel_node *n)
+{
+    keel_http *h = n->http;
+    struct hdaemon *nd, *old;
+    char err[600];
+    int fd, rc;
+
+    if (h == NULL || h->cur == NULL || !h->tls)
+        return 0;
+    /* The new daemon listens on a duplicate: both accept from the same
+     * socket for a moment, then the old one is quiesced. A failed start
+     * can only lose the duplicate. */
+    fd = fcntl(h->cur->fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+        keel_error("HTTPS reload failed, the old certificate stays: dup: %s",
+                   strerror(errno));
+        return KEEL_EIO;
+    }
+    nd = daemon_start(h, fd, &rc, err, sizeof err);
+    if (nd == NULL) {
+        if (rc != KEEL_ENOMEM)
+            close(fd);
+        keel_error("HTTPS reload failed, the old certificate stays: %s", err);
+        return rc;
+    }
+    old = h->cur;
+    h->cur = nd;
+    daemon_quiesce(old);
+    if (!old->quiesced)
+        keel_warn("http: the old daemon could not be quiesced; it stops "
+                  "once it has no connection");
+    pthread_mutex_lock(&h->mu);
+    old->next = h->retired;
+    h->retired = old;
+    pthread_mutex_unlock(&h->mu);
+    keel_info("HTTPS reloaded: certificate %s, key %s, CA %s (connections "
+              "already open finish on the old one)",
+              n->tls_cert, n->tls_key, n->tls_ca);
     return 0;
 }
 
@@ -1535,12 +1884,12 @@ static double now_ms(void)
 void keel__http_stop(keel_node *n)
 {
     keel_http *h = n->http;
-    MHD_socket lfd;
+    struct hdaemon *hd;
     double deadline;
 
-    if (h == NULL || h->d == NULL)
+    if (h == NULL || h->cur == NULL)
         return;
-    lfd = MHD_quiesce_daemon(h->d); /* no new connections */
+    daemon_quiesce(h->cur); /* no new connections */
     /* Every job posted before the loop ended has run and resumed its
      * connection; what may remain are connections the MHD thread itself
      * is resuming after a refused post. That takes microseconds, and the
@@ -1555,8 +1904,7 @@ void keel__http_stop(keel_node *n)
     if (atomic_load(&h->active) > 0)
         keel_info("http: closing %d unfinished requests",
                   atomic_load(&h->active));
-    MHD_stop_daemon(h->d); /* joins the thread, frees every request */
-    h->d = NULL;
+    /* The watchdog first: it may be stopping a retired daemon. */
     if (h->watching) {
         pthread_mutex_lock(&h->mu);
         h->watch_stop = 1;
@@ -1565,11 +1913,18 @@ void keel__http_stop(keel_node *n)
         pthread_join(h->watchdog, NULL);
         h->watching = 0;
     }
-    /* After a quiesce the socket is ours to close; without one MHD closed
-     * it. */
-    if (lfd != MHD_INVALID_SOCKET)
-        close(h->fd);
-    h->fd = -1;
+    daemon_stop(h->cur);
+    h->cur = NULL;
+    pthread_mutex_lock(&h->mu);
+    hd = h->retired;
+    h->retired = NULL;
+    pthread_mutex_unlock(&h->mu);
+    while (hd != NULL) {
+        struct hdaemon *next = hd->next;
+
+        daemon_stop(hd);
+        hd = next;
+    }
     keel_info("http: stopped");
 }
 

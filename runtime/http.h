@@ -29,9 +29,20 @@ typedef struct keel_http keel_http;
 int keel__http_create(keel_node *n, const char *addr, char *errbuf,
                       size_t errlen);
 
-/* Starts the daemon thread. Called once, before the loop runs. Errors:
- * KEEL_ENOMEM (libmicrohttpd could not start; the reason is logged). */
+/* Starts the daemon thread, serving HTTPS when the node has TLS files
+ * (n->tls_cert, tls_key, tls_ca). Called once, before the loop runs.
+ * Errors: KEEL_EIO (a TLS file cannot be read or used), KEEL_ENOMEM
+ * (libmicrohttpd could not start); the reason is logged. */
 int keel__http_start(keel_node *n);
+
+/* SIGHUP (keel_node_reload), after the wire's TLS files reloaded: an
+ * HTTPS face starts a new daemon with the files read again on the same
+ * listening socket and quiesces the old one, which finishes its open
+ * connections and is then stopped (by the watchdog thread). If the files
+ * cannot be used the failure is logged and the old daemon serves on.
+ * Returns 0 (also for a plain HTTP face, or none) or KEEL_EIO /
+ * KEEL_ENOMEM. Loop thread, while the face runs. */
+int keel__http_tls_reload(keel_node *n);
 
 /* Stops serving: no new connections; requests that arrive now get 503;
  * answers already queued go out (for at most a couple of seconds); then

@@ -2149,7 +2149,10 @@ static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
     run_posts(n);
     if (atomic_exchange(&n->reload_requested, 0)) {
         /* Each logs what went wrong and keeps what it had. */
-        (void)keel__net_tls_reload(n);
+        /* The HTTPS face follows the wire's certificate: it reloads only
+         * when the wire's did, so that both present the same one. */
+        if (keel__net_tls_reload(n) == 0)
+            (void)keel__http_tls_reload(n);
         keel__auth_reload(n->auth);
     }
     /* In cluster mode the units are handed off first (graceful leave). */

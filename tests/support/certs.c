@@ -73,10 +73,12 @@ int tu_certs_issue(const char *dir, const char *ca, const char *name,
     char tmp[540];
     const char *req[] = {NULL, "req", "-newkey", "ec", "-pkeyopt",
                          "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
-                         "-out", csr, "-subj", subj, NULL};
+                         "-out", csr, "-subj", subj, "-addext",
+                         "subjectAltName=IP:127.0.0.1,DNS:localhost", NULL};
     const char *sign[] = {NULL, "x509", "-req", "-in", csr, "-CA", capem,
                           "-CAkey", cakey, "-CAserial", serial,
-                          "-CAcreateserial", "-out", pem, "-days", "2", NULL};
+                          "-CAcreateserial", "-copy_extensions", "copy",
+                          "-out", pem, "-days", "2", NULL};
 
     snprintf(tmp, sizeof tmp, "%s.new", name);
     tu_certs_path(key, sizeof key, dir, tmp, "key");

@@ -3,7 +3,10 @@
  *   <dir>/<ca>.pem, <ca>.key       a CA (self-signed)
  *   <dir>/<name>.pem, <name>.key   a certificate signed by a CA, with the
  *                                  subject CN given ("node:n0",
- *                                  "client:alice")
+ *                                  "client:alice") and the subject
+ *                                  alternative names 127.0.0.1 and
+ *                                  localhost (for HTTPS clients such as
+ *                                  curl, which check the host name)
  * P-256 keys, valid for two days. Every openssl run is bounded (tu_run). */
 #ifndef KEEL_TEST_CERTS_H
 #define KEEL_TEST_CERTS_H
