@@ -571,7 +571,7 @@ int chaos_event_parse(const char *line, size_t len, chaos_arena *scratch,
     chaos_json root;
     const chaos_json *j;
     const char *s;
-    int64_t i;
+    int64_t i = 0;
     size_t k;
     int rc, n;
 
