@@ -11,6 +11,7 @@
 
 #include "chaos/history.h"
 #include "chaos/lin.h"
+#include "chaos/lostwrite.h"
 #include "chaos_hist.h"
 #include "keel.h"
 #include "testutil.h"
@@ -788,6 +789,7 @@ static double seconds(void)
 START_TEST(simulated_10k_ops_20_actors)
 {
     char *dir = tu_tmpdir("chaos-lin"), path[512], err[512];
+    chaos_lost_result lost;
     chaos_lin_result r;
     double t0, t1;
     size_t k;
@@ -814,6 +816,12 @@ START_TEST(simulated_10k_ops_20_actors)
      * verdict is what the test asserts. */
     ck_assert_msg(t1 - t0 < 60, "took %.1f s", t1 - t0);
     chaos_lin_result_free(&r);
+    /* Every actor was read at the end: nothing acknowledged is lost. */
+    ck_assert_int_eq(chaos_lost_check(&h, &lost, err, sizeof err), 0);
+    ck_assert_uint_eq(lost.finals, SIM_ACTORS);
+    ck_assert_uint_eq(lost.actors_read, SIM_ACTORS);
+    ck_assert_uint_eq(lost.nfound, 0);
+    chaos_lost_result_free(&lost);
 
     /* The same run with one register read that returns a value nobody
      * wrote: found, on that register alone. */
