@@ -385,7 +385,7 @@ int chaos_actlog_read_dir(chaos_actlog *a, const char *dir, char *err,
         n++;
     }
     closedir(d);
-    if (rc == 0)
+    if (rc == 0 && n > 1)
         qsort(names, n, sizeof *names, cmp_name);
     for (k = 0; k < n && rc == 0; k++) {
         char *path, *node = names[k];

@@ -1,0 +1,34 @@
+/* keel-chaos check DIR: every check of a recorded run, with a verdict per
+ * check for people and an exit status for scripts.
+ *
+ *   DIR/history.jsonl     the operations (chaos/history.h); required
+ *   DIR/actlogs/NODE.log  each node's activation log (chaos/actlog.h);
+ *                         without the directory that check is skipped
+ *
+ * A check that cannot run for lack of input (no activation logs, no
+ * final reads) says SKIPPED and does not fail the run; one whose input is
+ * malformed says BAD INPUT. */
+#ifndef KEEL_CHAOS_CHECKDIR_H
+#define KEEL_CHAOS_CHECKDIR_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#define CHAOS_EXIT_PASS 0      /* every check passed or was skipped */
+#define CHAOS_EXIT_VIOLATION 1 /* some check found a violation */
+#define CHAOS_EXIT_BAD_INPUT 2 /* no violation, some input did not read */
+#define CHAOS_EXIT_UNDECIDED 3 /* none of those; linearizability undecided */
+
+typedef struct chaos_check_opts {
+    uint64_t max_states; /* per actor; 0: no bound (chaos/lin.h) */
+    size_t max_detail;   /* violations described per check */
+} chaos_check_opts;
+
+void chaos_check_opts_init(chaos_check_opts *o);
+
+/* Runs the checks on dir, printing verdicts to out and input errors to
+ * err as well. Returns one of the CHAOS_EXIT_ codes. */
+int chaos_check_dir(const char *dir, const chaos_check_opts *o, FILE *out,
+                    FILE *err);
+
+#endif

@@ -1,0 +1,284 @@
+/* keel-chaos check DIR, run as a user would: a verdict per check, exit 0
+ * when all pass, 1 on a violation, 2 on bad input or usage, 3 when the
+ * linearizability search is cut short; run and report are no commands. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "proc.h"
+#include "testutil.h"
+
+static char *dir;
+
+static void setup(void)
+{
+    dir = tu_tmpdir("chaos-check");
+}
+
+static void teardown(void)
+{
+    tu_rmrf(dir);
+    free(dir);
+}
+
+static void put(const char *name, const char *text)
+{
+    char path[512];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (strchr(name, '/') != NULL) {
+        char sub[512];
+        snprintf(sub, sizeof sub, "%s/actlogs", dir);
+        mkdir(sub, 0755);
+    }
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* keel-chaos ARGS...; returns the exit code, output in *out and *err. */
+static int chaos(char **out, char **err, const char *a1, const char *a2,
+                 const char *a3, const char *a4)
+{
+    char *bin = tu_bin("keel-chaos");
+    const char *argv[] = {bin, a1, a2, a3, a4, NULL};
+    int rc = tu_run(argv, out, err);
+
+    fprintf(stderr, "--- keel-chaos %s %s: exit %d\n%s%s", a1 ? a1 : "",
+            a2 ? a2 : "", rc, *out ? *out : "", *err ? *err : "");
+    free(bin);
+    return rc;
+}
+
+#define LINE(i, t, c, op, args, rest)                                        \
+    "{\"t\":\"" t "\",\"index\":" #i ",\"time_ns\":1" #i ",\"client\":" #c \
+    ",\"actor\":\"counter/c1\",\"op\":\"" op "\",\"args\":" args rest "}\n"
+
+/* Two increments, a final get that sees both. */
+static const char *good_history =
+    LINE(0, "invoke", 1, "incr", "1", "")
+    LINE(1, "invoke", 2, "incr", "1", "")
+    LINE(2, "ok", 2, "incr", "1", ",\"result\":1")
+    LINE(3, "ok", 1, "incr", "1", ",\"result\":2")
+    LINE(4, "invoke", 1, "get", "null", ",\"final\":true")
+    LINE(5, "ok", 1, "get", "null", ",\"result\":2,\"final\":true");
+
+/* counter/c1 is 63 31 in hex; n1 hands it to n2. */
+static const char *n1_log =
+    "1000 activate counter 6331 shard 5 epoch 1\n"
+    "2000 deactivate counter 6331 shard 5 epoch 1\n";
+static const char *n2_log = "2000 activate counter 6331 shard 5 epoch 2\n";
+
+START_TEST(all_pass)
+{
+    char *out, *err;
+
+    put("history.jsonl", good_history);
+    put("actlogs/n1.log", n1_log);
+    put("actlogs/n2.log", n2_log);
+    put("actlogs/README", "not a log\n");
+    ck_assert_int_eq(chaos(&out, &err, "check", dir, NULL, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "3 ok, 0 fail, 0 info, 0 without "
+                                      "completion; 1 final reads) by 2 "
+                                      "clients on 1 actors"));
+    ck_assert_ptr_nonnull(strstr(out, "linearizability: PASS (1 actors: 0 "
+                                      "register, 1 counter, 0 set;"));
+    ck_assert_ptr_nonnull(strstr(out, "lost-writes: PASS"));
+    ck_assert_ptr_nonnull(strstr(out, "at-most-one-activation: PASS (2 "
+                                      "nodes, 2 activations of 1 actors, 1 "
+                                      "moves between nodes"));
+    ck_assert_ptr_nonnull(strstr(out, "verdict: PASS\n"));
+    ck_assert_str_eq(err, "");
+    free(out);
+    free(err);
+}
+END_TEST
+
+/* No activation logs, no final reads: those checks are skipped, said so,
+ * and the run still passes on what was checked. */
+START_TEST(skipped_checks)
+{
+    char *out, *err;
+
+    put("history.jsonl", LINE(0, "invoke", 1, "incr", "1", "")
+                             LINE(1, "ok", 1, "incr", "1", ",\"result\":1"));
+    ck_assert_int_eq(chaos(&out, &err, "check", dir, NULL, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "lost-writes: SKIPPED"));
+    ck_assert_ptr_nonnull(strstr(out, "at-most-one-activation: SKIPPED (no "));
+    ck_assert_ptr_nonnull(strstr(out, "verdict: PASS"));
+    free(out);
+    free(err);
+    put("actlogs/notes.txt", "x\n");
+    ck_assert_int_eq(chaos(&out, &err, "check", dir, NULL, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "at-most-one-activation: SKIPPED (no "
+                                      "NODE.log in "));
+    free(out);
+    free(err);
+}
+END_TEST
+
+/* A final get that lost an increment: both history checks fail. */
+START_TEST(violations_exit_1)
+{
+    char *out, *err;
+
+    put("history.jsonl",
+        LINE(0, "invoke", 1, "incr", "1", "")
+        LINE(1, "ok", 1, "incr", "1", ",\"result\":1")
+        LINE(2, "invoke", 1, "incr", "1", "")
+        LINE(3, "ok", 1, "incr", "1", ",\"result\":2")
+        LINE(4, "invoke", 2, "get", "null", ",\"final\":true")
+        LINE(5, "ok", 2, "get", "null", ",\"result\":1,\"final\":true"));
+    put("actlogs/n1.log", n1_log);
+    put("actlogs/n2.log", n2_log);
+    ck_assert_int_eq(chaos(&out, &err, "check", dir, NULL, NULL), 1);
+    ck_assert_ptr_nonnull(strstr(out, "linearizability: FAIL"));
+    ck_assert_ptr_nonnull(strstr(out, "counter/c1 (counter model): not "
+                                      "linearizable"));
+    ck_assert_ptr_nonnull(strstr(out, "lost-writes: FAIL"));
+    ck_assert_ptr_nonnull(strstr(out, "at-most-one-activation: PASS"));
+    ck_assert_ptr_nonnull(strstr(out, "verdict: FAIL\n"));
+    free(out);
+    free(err);
+
+    /* A good history, but the two nodes overlap. */
+    put("history.jsonl", good_history);
+    put("actlogs/n2.log", "1500 activate counter 6331 shard 5 epoch 2\n");
+    ck_assert_int_eq(chaos(&out, &err, "check", dir, NULL, NULL), 1);
+    ck_assert_ptr_nonnull(strstr(out, "linearizability: PASS"));
+    ck_assert_ptr_nonnull(strstr(out, "at-most-one-activation: FAIL"));
+    ck_assert_ptr_nonnull(strstr(out, "counter/6331 (\"c1\") active on two "
+                                      "nodes at once"));
+    free(out);
+    free(err);
+}
+END_TEST
+
+START_TEST(bad_input_exit_2)
+{
+    char *out, *err, want[600];
+
+    put("history.jsonl", LINE(0, "invoke", 1, "incr", "1", "")
+                             "{\"t\":\"ok\",\"index\":1}\n");
+    put("actlogs/n1.log", n1_log);
+    ck_assert_int_eq(chaos(&out, &err, "check", dir, NULL, NULL), 2);
+    snprintf(want, sizeof want, "keel-chaos: %s/history.jsonl:2: \"time_ns\" "
+                                "missing\n",
+             dir);
+    ck_assert_str_eq(err, want);
+    ck_assert_ptr_nonnull(strstr(out, "history: BAD INPUT: "));
+    ck_assert_ptr_nonnull(strstr(out, "linearizability: not checked"));
+    /* What does not depend on the history is still checked. */
+    ck_assert_ptr_nonnull(strstr(out, "at-most-one-activation: PASS"));
+    ck_assert_ptr_nonnull(strstr(out, "verdict: BAD INPUT\n"));
+    free(out);
+    free(err);
+
+    put("history.jsonl", good_history);
+    put("actlogs/n2.log", "2000 activate counter 6331 shard 5\n");
+    ck_assert_int_eq(chaos(&out, &err, "check", dir, NULL, NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "/actlogs/n2.log:1: expected"));
+    ck_assert_ptr_nonnull(strstr(out, "linearizability: PASS"));
+    free(out);
+    free(err);
+
+    /* A violation outweighs bad input. */
+    put("actlogs/n1.log", "1000 activate counter 6331 shard 5 epoch 1\n");
+    put("actlogs/n3.log", "1000 activate counter 6331 shard 5 epoch 1\n");
+    ck_assert_int_eq(chaos(&out, &err, "check", dir, NULL, NULL), 2);
+    free(out);
+    free(err);
+    put("actlogs/n2.log", "");
+    ck_assert_int_eq(chaos(&out, &err, "check", dir, NULL, NULL), 1);
+    free(out);
+    free(err);
+    put("history.jsonl", "not json\n");
+    ck_assert_int_eq(chaos(&out, &err, "check", dir, NULL, NULL), 1);
+    ck_assert_ptr_nonnull(strstr(out, "verdict: FAIL"));
+    free(out);
+    free(err);
+
+    ck_assert_int_eq(chaos(&out, &err, "check", "/nonexistent/run", NULL,
+                           NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "keel-chaos: /nonexistent/run/"
+                                      "history.jsonl: No such file"));
+    free(out);
+    free(err);
+}
+END_TEST
+
+/* A bound on the search that is too low: undecided, exit 3. */
+START_TEST(undecided_exit_3)
+{
+    char *out, *err;
+
+    put("history.jsonl", good_history);
+    ck_assert_int_eq(chaos(&out, &err, "check", "--max-states", "1", dir), 3);
+    ck_assert_ptr_nonnull(strstr(out, "linearizability: UNDECIDED"));
+    ck_assert_ptr_nonnull(strstr(out, "counter/c1: undecided after"));
+    ck_assert_ptr_nonnull(strstr(out, "verdict: UNDECIDED"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "check", "--max-states", "100", dir),
+                     0);
+    free(out);
+    free(err);
+}
+END_TEST
+
+/* Only check exists: other words are unknown commands, and the usage
+ * offers nothing else. */
+START_TEST(usage)
+{
+    char *out, *err;
+
+    ck_assert_int_eq(chaos(&out, &err, NULL, NULL, NULL, NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "usage: keel-chaos check "));
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "--help", NULL, NULL, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "usage: keel-chaos check "));
+    ck_assert_ptr_null(strstr(out, "keel-chaos run"));
+    ck_assert_ptr_null(strstr(out, "report"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "run", NULL, NULL, NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "keel-chaos: unknown command 'run'"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "report", dir, NULL, NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "keel-chaos: unknown command "
+                                      "'report'"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "check", NULL, NULL, NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "check takes one directory"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "check", "--max-states", "x", dir), 2);
+    ck_assert_ptr_nonnull(strstr(err, "--max-states takes a number"));
+    free(out);
+    free(err);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("chaos_check");
+    TCase *tc = tcase_create("check");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, all_pass);
+    tcase_add_test(tc, skipped_checks);
+    tcase_add_test(tc, violations_exit_1);
+    tcase_add_test(tc, bad_input_exit_2);
+    tcase_add_test(tc, undecided_exit_3);
+    tcase_add_test(tc, usage);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}
