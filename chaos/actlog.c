@@ -442,7 +442,12 @@ int chaos_actlog_check(chaos_actlog *a)
         if (q->epoch < prev->epoch &&
             add_finding(a, CHAOS_ACT_EPOCH_BACK, idx[k - 1], idx[k]) != 0)
             goto oom;
-        if (q->start < a->iv[cur].end && strcmp(a->iv[cur].node, q->node) != 0 &&
+        /* Closed intervals: sharing an instant, an end included, is an
+         * overlap. A handoff's deactivate and activate lie milliseconds
+         * apart, and an activation that ends as it begins still held the
+         * actor at that instant. */
+        if (q->start <= a->iv[cur].end &&
+            strcmp(a->iv[cur].node, q->node) != 0 &&
             add_finding(a, CHAOS_ACT_OVERLAP, cur, idx[k]) != 0)
             goto oom;
         if (q->end > a->iv[cur].end)

@@ -20,7 +20,8 @@
  * overlap, never of missing one).
  *
  * One file per node (the lines do not name their node). An actor active
- * on two nodes over intervals that overlap is a violation; so is a node
+ * on two nodes over intervals that share an instant (ends included) is a
+ * violation; so is a node
  * that activates an actor it holds active already, and a shard epoch that
  * goes back from one activation of an actor to the next. */
 #ifndef KEEL_CHAOS_ACTLOG_H

@@ -71,7 +71,7 @@ static const char *good_history =
 static const char *n1_log =
     "1000 activate counter 6331 shard 5 epoch 1\n"
     "2000 deactivate counter 6331 shard 5 epoch 1\n";
-static const char *n2_log = "2000 activate counter 6331 shard 5 epoch 2\n";
+static const char *n2_log = "2001 activate counter 6331 shard 5 epoch 2\n";
 
 START_TEST(all_pass)
 {

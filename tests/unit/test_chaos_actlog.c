@@ -123,14 +123,14 @@ START_TEST(reads_what_keeld_writes)
 }
 END_TEST
 
-/* A handoff: deactivated on one node before (or as) the other activates. */
+/* A handoff: deactivated on one node before the other activates. */
 START_TEST(handoff_passes)
 {
     char *out;
 
     add("n1", A(100, "61", 1) D(200, "61", 1) A(250, "62", 1));
-    add("n2", A(200, "61", 2) A(260, "63", 2) D(300, "61", 2));
-    add("n3", A(300, "61", 3));
+    add("n2", A(201, "61", 2) A(260, "63", 2) D(300, "61", 2));
+    add("n3", A(301, "61", 3));
     ck_assert_int_eq(chaos_actlog_check(&al), 0);
     ck_assert_uint_eq(al.nfound, 0);
     ck_assert_uint_eq(al.actors, 3);
@@ -139,6 +139,18 @@ START_TEST(handoff_passes)
     ck_assert_ptr_nonnull(strstr(out, "at-most-one-activation: PASS (3 nodes, "
                                       "5 activations of 3 actors, 2 moves"));
     free(out);
+}
+END_TEST
+
+/* Intervals are closed: a deactivate and an activate at the same
+ * instant overlap, and so does an activation that ends as it begins. */
+START_TEST(touching_overlaps)
+{
+    add("n1", A(100, "61", 1) D(200, "61", 1) A(300, "62", 1)
+                  D(300, "62", 1));
+    add("n2", A(200, "61", 2) A(300, "62", 2));
+    ck_assert_int_eq(chaos_actlog_check(&al), 0);
+    ck_assert_uint_eq(count(CHAOS_ACT_OVERLAP), 2);
 }
 END_TEST
 
@@ -326,6 +338,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, reads_what_keeld_writes);
     tcase_add_test(tc, handoff_passes);
+    tcase_add_test(tc, touching_overlaps);
     tcase_add_test(tc, overlaps_found);
     tcase_add_test(tc, process_end_closes);
     tcase_add_test(tc, activated_twice);
