@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "chaos/history.h"
 #include "coordinator/layout.h"
 #include "coordinator/nodestate.h"
 #include "coordinator/shardmap.h"
@@ -454,6 +455,179 @@ static void dedup_seeds(void)
     free(t3);
 }
 
+/* ------------------------------------------------------------ history */
+
+/* Events of a history, through the writer keel-chaos runs will use. */
+static FILE *hw_file;
+static char *hw_buf;
+static size_t hw_len;
+static chaos_hwriter hw;
+static int64_t hw_ns;
+
+static void hw_begin(void)
+{
+    hw_file = open_memstream(&hw_buf, &hw_len);
+    FUZZ_CHECK(hw_file != NULL);
+    chaos_hwriter_init(&hw, hw_file);
+    hw_ns = 1000;
+}
+
+static void hw_ev(chaos_type t, int client, const char *actor, chaos_fn op,
+                  const char *args, const char *result, int final)
+{
+    static const char *pair[2];
+    chaos_event e;
+    char err[256], *end;
+
+    memset(&e, 0, sizeof e);
+    e.t = t;
+    e.time_ns = hw_ns += 500;
+    e.client = client;
+    e.actor = actor;
+    e.op = op;
+    e.final = final;
+    /* args and result: NULL for null, "=N" an integer, "?" a boolean
+     * (true), "!" false, "a|b" a pair or a list, else a string. */
+    if (args != NULL && args[0] == '=') {
+        e.args.type = CHAOS_V_INT;
+        e.args.i = strtoll(args + 1, &end, 10);
+    } else if (args != NULL && strchr(args, '|') != NULL) {
+        static char a[64];
+        snprintf(a, sizeof a, "%s", args);
+        pair[0] = a;
+        pair[1] = strchr(a, '|') + 1;
+        a[pair[1] - a - 1] = '\0';
+        e.args.type = CHAOS_V_STRS;
+        e.args.strs = pair;
+        e.args.n = 2;
+    } else if (args != NULL) {
+        e.args.type = CHAOS_V_STR;
+        e.args.s = args;
+    }
+    if (result != NULL && result[0] == '=') {
+        e.result.type = CHAOS_V_INT;
+        e.result.i = strtoll(result + 1, &end, 10);
+    } else if (result != NULL && (result[0] == '?' || result[0] == '!')) {
+        e.result.type = CHAOS_V_BOOL;
+        e.result.b = result[0] == '?';
+    } else if (result != NULL && result[0] == '[') {
+        static const char *elems[8];
+        static char l[128];
+        char *save = NULL, *tok;
+        e.result.type = CHAOS_V_STRS;
+        e.result.strs = elems;
+        snprintf(l, sizeof l, "%s", result + 1);
+        for (tok = strtok_r(l, "|", &save); tok != NULL && e.result.n < 8;
+             tok = strtok_r(NULL, "|", &save))
+            elems[e.result.n++] = tok;
+    } else if (result != NULL) {
+        e.result.type = CHAOS_V_STR;
+        e.result.s = result;
+    }
+    if (t == CHAOS_INFO)
+        e.error = "ETIMEDOUT";
+    if (chaos_hwriter_write(&hw, &e, err, sizeof err) != 0) {
+        fprintf(stderr, "history seed: %s\n", err);
+        exit(1);
+    }
+}
+
+static void hw_end(const char *name, size_t cut)
+{
+    chaos_hwriter_close(&hw);
+    fclose(hw_file);
+    b_reset();
+    b_u8(0);
+    b_put(hw_buf, cut > 0 && cut < hw_len ? cut : hw_len);
+    seed("history", name, B.p, B.len);
+    free(hw_buf);
+}
+
+static void history_seeds(void)
+{
+    static const char *const logs[][2] = {
+        {"actlog-handoff",
+         "1000 activate counter 6331 shard 5 epoch 1\n"
+         "2000 deactivate counter 6331 shard 5 epoch 1\n"
+         "2000 activate register 72 shard 9 epoch 3\n"},
+        {"actlog-kill-end",
+         "1000 activate counter 6331 shard 5 epoch 1\n"
+         "1500 activate kv - shard 1 epoch 2\n"
+         "3000 end\n"
+         "4000 activate counter 6331 shard 5 epoch 2\n"},
+        {"actlog-twice-bad-epoch",
+         "1000 activate counter 61 shard 5 epoch 4\n"
+         "2000 activate counter 61 shard 5 epoch 2\n"
+         "2500 deactivate counter 61 shard 5 epoch 2\n"},
+        {"actlog-malformed", "1000 activate counter 6 shard 5 epoch 1\n"},
+        /* Found by fuzzing: read as two nodes' logs, an activation cut
+         * short at the instant it began, against one open from then. */
+        {"actlog-reactivated-same-instant",
+         "1000 activate counter 6331 shard 5 epoch 1\n"
+         "1000 activate counter 6331 shard 5 epoch 2\n"},
+    };
+    size_t k;
+
+    /* A register: concurrent writes, cas both ways, an info write that
+     * lands late, a final read. */
+    hw_begin();
+    hw_ev(CHAOS_INVOKE, 1, "register/r", CHAOS_WRITE, "1", NULL, 0);
+    hw_ev(CHAOS_INVOKE, 2, "register/r", CHAOS_READ, NULL, NULL, 0);
+    hw_ev(CHAOS_OK, 1, "register/r", CHAOS_WRITE, "1", NULL, 0);
+    hw_ev(CHAOS_OK, 2, "register/r", CHAOS_READ, NULL, "", 0);
+    hw_ev(CHAOS_INVOKE, 1, "register/r", CHAOS_CAS, "1|2", NULL, 0);
+    hw_ev(CHAOS_INVOKE, 3, "register/r", CHAOS_WRITE, "3", NULL, 0);
+    hw_ev(CHAOS_OK, 1, "register/r", CHAOS_CAS, "1|2", "?", 0);
+    hw_ev(CHAOS_INFO, 3, "register/r", CHAOS_WRITE, "3", NULL, 0);
+    hw_ev(CHAOS_INVOKE, 2, "register/r", CHAOS_CAS, "1|4", NULL, 0);
+    hw_ev(CHAOS_OK, 2, "register/r", CHAOS_CAS, "1|4", "!", 0);
+    hw_ev(CHAOS_INVOKE, 2, "register/r", CHAOS_READ, NULL, NULL, 1);
+    hw_ev(CHAOS_OK, 2, "register/r", CHAOS_READ, NULL, "3", 1);
+    hw_end("register", 0);
+
+    /* A counter with an increment that counted twice, a cast, a failed
+     * and an unfinished one; several actors. */
+    hw_begin();
+    hw_ev(CHAOS_INVOKE, 1, "counter/c", CHAOS_INCR, "=1", NULL, 0);
+    hw_ev(CHAOS_INVOKE, 2, "counter/d", CHAOS_INCR, "=-2", NULL, 0);
+    hw_ev(CHAOS_OK, 1, "counter/c", CHAOS_INCR, "=1", "=1", 0);
+    hw_ev(CHAOS_OK, 2, "counter/d", CHAOS_INCR, "=-2", NULL, 0);
+    hw_ev(CHAOS_INVOKE, 1, "counter/c", CHAOS_INCR, "=1", NULL, 0);
+    hw_ev(CHAOS_OK, 1, "counter/c", CHAOS_INCR, "=1", "=3", 0);
+    hw_ev(CHAOS_INVOKE, 2, "counter/c", CHAOS_INCR, "=5", NULL, 0);
+    hw_ev(CHAOS_FAIL, 2, "counter/c", CHAOS_INCR, "=5", NULL, 0);
+    hw_ev(CHAOS_INVOKE, 3, "counter/d", CHAOS_INCR, "=7", NULL, 0);
+    hw_ev(CHAOS_INVOKE, 1, "counter/c", CHAOS_GET, NULL, NULL, 1);
+    hw_ev(CHAOS_OK, 1, "counter/c", CHAOS_GET, NULL, "=3", 1);
+    hw_end("counter", 0);
+
+    /* A set: info adds, one never read, an element that disappears. */
+    hw_begin();
+    hw_ev(CHAOS_INVOKE, 1, "kv/s", CHAOS_ADD, "a", NULL, 0);
+    hw_ev(CHAOS_INVOKE, 2, "kv/s", CHAOS_ADD, "b", NULL, 0);
+    hw_ev(CHAOS_OK, 1, "kv/s", CHAOS_ADD, "a", NULL, 0);
+    hw_ev(CHAOS_INFO, 2, "kv/s", CHAOS_ADD, "b", NULL, 0);
+    hw_ev(CHAOS_INVOKE, 3, "kv/s", CHAOS_ADD, "never read", NULL, 0);
+    hw_ev(CHAOS_INFO, 3, "kv/s", CHAOS_ADD, "never read", NULL, 0);
+    hw_ev(CHAOS_INVOKE, 1, "kv/s", CHAOS_READ_SET, NULL, NULL, 0);
+    hw_ev(CHAOS_OK, 1, "kv/s", CHAOS_READ_SET, NULL, "[a|b", 0);
+    hw_ev(CHAOS_INVOKE, 1, "kv/s", CHAOS_READ_SET, NULL, NULL, 1);
+    hw_ev(CHAOS_OK, 1, "kv/s", CHAOS_READ_SET, NULL, "[b", 1);
+    hw_end("set", 0);
+    /* The same, cut inside a line, as a runner that died leaves it. */
+    hw_begin();
+    hw_ev(CHAOS_INVOKE, 1, "kv/s", CHAOS_ADD, "a", NULL, 0);
+    hw_ev(CHAOS_OK, 1, "kv/s", CHAOS_ADD, "a", NULL, 0);
+    hw_end("cut-short", 150);
+
+    for (k = 0; k < sizeof logs / sizeof *logs; k++) {
+        b_reset();
+        b_u8(1);
+        b_str(logs[k][1]);
+        seed("history", logs[k][0], B.p, B.len);
+    }
+}
+
 /* ---------------------------------------------------------- recovery */
 
 static void wal_seed(const char *name, int mode, const uint8_t *p,
@@ -542,6 +716,7 @@ int main(int argc, char **argv)
     config_seeds();
     key_seeds();
     dedup_seeds();
+    history_seeds();
     recovery_seeds();
     printf("%zu seeds written under %s\n", written, out_dir);
     return 0;
