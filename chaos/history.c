@@ -854,11 +854,23 @@ static int pending_eq(const void *item, const void *key)
     return ((const struct pending_inv *)item)->client == *(const int64_t *)key;
 }
 
+/* An actor the writer has seen, with the family of its operations. */
+struct family_ent {
+    chaos_family family;
+    char name[]; /* the actor */
+};
+
+static int family_eq(const void *item, const void *key)
+{
+    return strcmp(((const struct family_ent *)item)->name, key) == 0;
+}
+
 void chaos_hwriter_init(chaos_hwriter *w, FILE *f)
 {
     memset(w, 0, sizeof *w);
     w->f = f;
     keel_hmap_init(&w->pending);
+    keel_hmap_init(&w->families);
 }
 
 void chaos_hwriter_close(chaos_hwriter *w)
@@ -869,15 +881,20 @@ void chaos_hwriter_close(chaos_hwriter *w)
     while (keel_hmap_next(&w->pending, &pos, &item))
         free(item);
     keel_hmap_free(&w->pending);
+    pos = 0;
+    while (keel_hmap_next(&w->families, &pos, &item))
+        free(item);
+    keel_hmap_free(&w->families);
 }
 
 int chaos_hwriter_write(chaos_hwriter *w, const chaos_event *ev, char *err,
                         size_t errlen)
 {
-    uint64_t hc = hash_client(ev->client);
+    uint64_t hc = hash_client(ev->client), ha = 0;
     struct pending_inv *p = keel_hmap_get(&w->pending, hc, &ev->client,
                                           pending_eq),
                        *np = NULL;
+    struct family_ent *fe = NULL, *nfe = NULL;
     chaos_event e = *ev;
     chaos_buf b;
     int rc;
@@ -896,9 +913,26 @@ int chaos_hwriter_write(chaos_hwriter *w, const chaos_event *ev, char *err,
                                     "%s is outstanding",
                        (long long)e.client, chaos_fn_name(e.op),
                        chaos_fn_name(p->ev.op), p->ev.actor);
+        ha = hash_str(e.actor);
+        fe = keel_hmap_get(&w->families, ha, e.actor, family_eq);
+        if (fe != NULL && fe->family != chaos_fn_family(e.op))
+            return say(err, errlen, "%s on %s, whose operations so far are "
+                                    "%s operations: one actor, one model",
+                       chaos_fn_name(e.op), e.actor,
+                       chaos_family_name(fe->family));
+        if (fe == NULL) {
+            nfe = malloc(sizeof *nfe + strlen(e.actor) + 1);
+            if (nfe == NULL || keel_hmap_reserve(&w->families, 1) != 0) {
+                free(nfe);
+                return KEEL_ENOMEM;
+            }
+            nfe->family = chaos_fn_family(e.op);
+            memcpy(nfe->name, e.actor, strlen(e.actor) + 1);
+        }
         np = pending_copy(&e, (size_t)e.index + 1);
         if (np == NULL || keel_hmap_reserve(&w->pending, 1) != 0) {
             free(np);
+            free(nfe);
             return KEEL_ENOMEM;
         }
     } else {
@@ -921,8 +955,11 @@ int chaos_hwriter_write(chaos_hwriter *w, const chaos_event *ev, char *err,
     chaos_buf_free(&b);
     if (rc != 0) {
         free(np);
+        free(nfe);
         return rc;
     }
+    if (nfe != NULL)
+        keel_hmap_put(&w->families, ha, nfe);
     if (np != NULL) {
         keel_hmap_put(&w->pending, hc, np);
     } else {

@@ -170,8 +170,8 @@ int chaos_event_format(const chaos_event *ev, struct chaos_buf *out,
 
 /* A writer of history.jsonl: numbers the events and checks each one as
  * chaos_history_add would before it writes it, so that what it writes
- * reads back. It keeps only the clients' outstanding invocations, not
- * the history. Not thread-safe: a runner with several threads takes one
+ * reads back. It keeps the clients' outstanding invocations and each
+ * actor's family, not the history. Not thread-safe: a runner with several threads takes one
  * lock around reading the clock and calling chaos_hwriter_write, so that
  * times never go back down the file. */
 typedef struct chaos_hwriter {
@@ -179,7 +179,8 @@ typedef struct chaos_hwriter {
     uint64_t next_index;
     int64_t last_ns;
     /* private */
-    keel_hmap pending; /* client -> a copy of its outstanding invocation */
+    keel_hmap pending;  /* client -> a copy of its outstanding invocation */
+    keel_hmap families; /* actor -> the family of its operations */
 } chaos_hwriter;
 
 void chaos_hwriter_init(chaos_hwriter *w, FILE *f);

@@ -223,6 +223,12 @@ START_TEST(writer_refuses_what_reader_would)
     ck_assert_int_eq(chaos_hwriter_write(&w, &e, err, sizeof err),
                      KEEL_EINVAL);
     ck_assert_ptr_nonnull(strstr(err, "[old, new]"));
+    e = event(CHAOS_INVOKE, 2, "register/r", CHAOS_INCR, 8);
+    e.args = vint(1);
+    ck_assert_int_eq(chaos_hwriter_write(&w, &e, err, sizeof err),
+                     KEEL_EINVAL);
+    ck_assert_str_eq(err, "incr on register/r, whose operations so far are "
+                          "register operations: one actor, one model");
     chaos_hwriter_close(&w);
     fclose(f);
     ck_assert_str_eq(buf, "{\"t\":\"invoke\",\"index\":0,\"time_ns\":5,"
