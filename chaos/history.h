@@ -24,66 +24,8 @@
 #include <stdio.h>
 
 #include "chaos/arena.h"
+#include "chaos/event.h"
 #include "runtime/hmap.h"
-
-typedef enum chaos_type {
-    CHAOS_INVOKE,
-    CHAOS_OK,
-    CHAOS_FAIL,
-    CHAOS_INFO
-} chaos_type;
-
-typedef enum chaos_fn {
-    CHAOS_READ,
-    CHAOS_WRITE,
-    CHAOS_CAS,
-    CHAOS_INCR,
-    CHAOS_GET,
-    CHAOS_ADD,
-    CHAOS_READ_SET,
-    CHAOS_FN_COUNT
-} chaos_fn;
-
-typedef enum chaos_family {
-    CHAOS_REGISTER,
-    CHAOS_COUNTER,
-    CHAOS_SET
-} chaos_family;
-
-typedef enum chaos_vtype {
-    CHAOS_V_NULL,
-    CHAOS_V_BOOL,
-    CHAOS_V_INT,
-    CHAOS_V_STR,
-    CHAOS_V_STRS /* an array of strings */
-} chaos_vtype;
-
-/* An argument or a result. Strings are UTF-8 without NUL bytes. */
-typedef struct chaos_value {
-    chaos_vtype type;
-    int b;
-    int64_t i;
-    const char *s;
-    const char *const *strs;
-    size_t n;
-} chaos_value;
-
-/* One line of history.jsonl. The pointers are the caller's (writing) or
- * the reader's scratch (reading): chaos_history_add copies what it
- * keeps. */
-typedef struct chaos_event {
-    chaos_type t;
-    uint64_t index;   /* the event's position in the file, from 0 */
-    int64_t time_ns;  /* monotonic, never decreasing down the file */
-    int64_t client;   /* >= 0; at most one operation outstanding */
-    const char *actor; /* "type/id" */
-    chaos_fn op;
-    chaos_value args;
-    chaos_value result; /* completions only; CHAOS_V_NULL otherwise */
-    int final;         /* a read of the state once the run has healed */
-    const char *node;  /* optional: the node the client sent to, or NULL */
-    const char *error; /* optional on fail and info: why, or NULL */
-} chaos_event;
 
 /* One operation: an invocation and its completion. */
 typedef struct chaos_op {
@@ -123,17 +65,6 @@ typedef struct chaos_history {
     keel_hmap clients;     /* client -> its outstanding operation */
 } chaos_history;
 
-const char *chaos_type_name(chaos_type t);
-const char *chaos_fn_name(chaos_fn f);
-const char *chaos_family_name(chaos_family f);
-chaos_family chaos_fn_family(chaos_fn f);
-/* 1 for read, get and read_set: operations that change nothing. */
-int chaos_fn_is_read(chaos_fn f);
-
-/* Checks one event on its own: the fields its type and operation need,
- * and the shapes of args and result. KEEL_EINVAL with a message, or 0. */
-int chaos_event_check(const chaos_event *ev, char *err, size_t errlen);
-
 void chaos_history_init(chaos_history *h);
 void chaos_history_free(chaos_history *h);
 
@@ -146,13 +77,6 @@ void chaos_history_free(chaos_history *h);
 int chaos_history_add(chaos_history *h, const chaos_event *ev, size_t line,
                       char *err, size_t errlen);
 
-/* Parses one line (without its newline) into *ev; scratch holds what ev
- * points to. Returns 0, KEEL_ENOMEM or KEEL_EINVAL with a message. The
- * event is only parsed: chaos_history_add checks it against the
- * history. */
-int chaos_event_parse(const char *line, size_t len, chaos_arena *scratch,
-                      chaos_event *ev, char *err, size_t errlen);
-
 /* Reads history.jsonl at path into h (initialised by the caller, usually
  * empty). Errors name the file and line: KEEL_EIO (cannot read),
  * KEEL_EINVAL (malformed), KEEL_ENOMEM. */
@@ -161,35 +85,6 @@ int chaos_history_read(chaos_history *h, const char *path, char *err,
 /* The same from a stream; name is used in messages. */
 int chaos_history_read_stream(chaos_history *h, FILE *f, const char *name,
                               char *err, size_t errlen);
-
-/* One event as a line of history.jsonl, with its newline, appended to
- * out (a chaos_buf). KEEL_EINVAL if the event fails chaos_event_check. */
-struct chaos_buf;
-int chaos_event_format(const chaos_event *ev, struct chaos_buf *out,
-                       char *err, size_t errlen);
-
-/* A writer of history.jsonl: numbers the events and checks each one as
- * chaos_history_add would before it writes it, so that what it writes
- * reads back. It keeps the clients' outstanding invocations and each
- * actor's family, not the history. Not thread-safe: a runner with several threads takes one
- * lock around reading the clock and calling chaos_hwriter_write, so that
- * times never go back down the file. */
-typedef struct chaos_hwriter {
-    FILE *f; /* not owned */
-    uint64_t next_index;
-    int64_t last_ns;
-    /* private */
-    keel_hmap pending;  /* client -> a copy of its outstanding invocation */
-    keel_hmap families; /* actor -> the family of its operations */
-} chaos_hwriter;
-
-void chaos_hwriter_init(chaos_hwriter *w, FILE *f);
-void chaos_hwriter_close(chaos_hwriter *w); /* does not close f */
-/* Writes ev with the next index (ev->index is ignored) and flushes the
- * line to f. Returns 0, KEEL_EINVAL (refused, nothing written),
- * KEEL_EIO or KEEL_ENOMEM. */
-int chaos_hwriter_write(chaos_hwriter *w, const chaos_event *ev, char *err,
-                        size_t errlen);
 
 /* "client 3 cas("1", "2") -> true" and the outcome: for reports.
  * Strings longer than a few dozen bytes are cut. */

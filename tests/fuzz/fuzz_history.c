@@ -24,6 +24,7 @@
 
 #include "chaos/actlog.h"
 #include "chaos/history.h"
+#include "chaos/hwriter.h"
 #include "chaos/json.h"
 #include "chaos/lin.h"
 #include "chaos/lostwrite.h"

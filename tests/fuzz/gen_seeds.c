@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "chaos/history.h"
+#include "chaos/hwriter.h"
 #include "coordinator/layout.h"
 #include "coordinator/nodestate.h"
 #include "coordinator/shardmap.h"

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "chaos/history.h"
+#include "chaos/hwriter.h"
 #include "chaos/json.h"
 #include "chaos_hist.h"
 #include "keel.h"

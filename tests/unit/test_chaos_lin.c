@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "chaos/history.h"
+#include "chaos/hwriter.h"
 #include "chaos/lin.h"
 #include "chaos/lostwrite.h"
 #include "chaos_hist.h"
