@@ -531,6 +531,7 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     co.hooks.map_applied = on_map;
     co.hooks.forgotten = on_forgotten;
     co.hooks.failed = on_failed;
+    co.insecure = o->insecure;
     rc = keel_coord_cluster_create(n->loop, &co, &coord);
     explicit_bzero(auth, sizeof auth); /* the client keeps its own copy */
     if (rc != 0) {

@@ -853,16 +853,20 @@ static void sb_addr(struct sbuf *b, const char *configured, int port)
 }
 
 /* True facts of standalone mode: one member, no controller, no shard map
- * yet (epoch 0), no capabilities declared. The node's addresses and shard
- * count are fixed before the daemon thread starts. */
+ * yet (epoch 0), no capabilities declared. The node's addresses, shard
+ * count and whether it runs insecure are fixed before the daemon thread
+ * starts. */
 static enum MHD_Result answer_cluster(struct http_req *r)
 {
     keel_http *h = r->h;
     keel_node *n = h->n;
+    const char *insecure = n->opts.insecure ? "true" : "false";
     struct sbuf b = {0};
 
-    sb_puts(&b, "{\"mode\": \"standalone\", \"members\": [{\"self\": true, "
-                "\"listen\": ");
+    sb_printf(&b, "{\"mode\": \"standalone\", \"insecure\": %s, "
+                  "\"members\": [{\"self\": true, \"insecure\": %s, "
+                  "\"listen\": ",
+              insecure, insecure);
     if (n->listen_addr != NULL)
         sb_addr(&b, n->listen_addr, n->port);
     else

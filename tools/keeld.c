@@ -464,8 +464,15 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
 
-    /* Tests and scripts wait for this line before connecting. */
-    fprintf(stderr, "keeld: ready on port %d\n", keel_node_port(the_node));
+    /* Tests and scripts wait for this line before connecting. A node
+     * that runs exposed without credentials says so on it too. */
+    {
+        keel_stats st;
+        keel_node_stats(the_node, &st);
+        fprintf(stderr, "keeld: ready on port %d%s\n",
+                keel_node_port(the_node),
+                st.insecure ? " (INSECURE: no credentials, --insecure)" : "");
+    }
     if (opts.http_listen != NULL)
         fprintf(stderr, "keeld: http on port %d\n",
                 keel_node_http_port(the_node));

@@ -1,7 +1,8 @@
 /* Access control on a standalone keeld (docs/security.md): tokens and
  * their roles on the wire and over HTTP, the token file's checks, its
- * reload on SIGHUP, and credentials required beyond loopback. Every
- * refusal is checked to have left the state as it was. */
+ * reload on SIGHUP, credentials required beyond loopback, and a node
+ * without them saying so in every status answer. Every refusal is
+ * checked to have left the state as it was. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <netinet/in.h>
@@ -16,6 +17,7 @@
 
 #include "keel.h"
 #include "proc.h"
+#include "rawconn.h"
 #include "runtime/client.h"
 #include "testutil.h"
 
@@ -238,24 +240,20 @@ END_TEST
 
 /* ---------------------------------------------------------------- HTTP */
 
-/* One HTTP/1.1 request (Connection: close); the status, and the whole
- * response in *resp (malloc'd) when given. */
-static int http(int port, const char *method, const char *path,
-                const char *token, const char *body, char **resp)
+/* One HTTP/1.1 request (Connection: close) from local address `from`
+ * (NULL: any); the status, and the whole response in *resp (malloc'd)
+ * when given. */
+static int http_from(const char *from, int port, const char *method,
+                     const char *path, const char *token, const char *body,
+                     char **resp)
 {
-    struct sockaddr_in sin;
     char req[1024], buf[65536];
     size_t got = 0;
     ssize_t r;
     int fd, status = -1;
 
-    fd = socket(AF_INET, SOCK_STREAM, 0);
+    fd = tu_raw_connect_from(from, port);
     ck_assert_int_ge(fd, 0);
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_port = htons((uint16_t)port);
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
     snprintf(req, sizeof req,
              "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
              "%s%s%sContent-Length: %zu\r\n\r\n%s",
@@ -274,14 +272,24 @@ static int http(int port, const char *method, const char *path,
     return status;
 }
 
+static int http(int port, const char *method, const char *path,
+                const char *token, const char *body, char **resp)
+{
+    return http_from(NULL, port, method, path, token, body, resp);
+}
+
+/* The HTTP port of this start of the node (its log may hold earlier
+ * ones). */
 static int http_port_of(void)
 {
-    char *log = tu_keeld_log(&node), *p;
+    char *log = tu_keeld_log(&node), *p, *last = NULL;
     int port = 0;
 
-    p = log ? strstr(log, "keeld: http on port ") : NULL;
-    if (p != NULL)
-        port = atoi(p + strlen("keeld: http on port "));
+    for (p = log; p != NULL && (p = strstr(p, "keeld: http on port ")) != NULL;
+         p++)
+        last = p;
+    if (last != NULL)
+        port = atoi(last + strlen("keeld: http on port "));
     free(log);
     ck_assert_int_gt(port, 0);
     return port;
@@ -488,6 +496,56 @@ END_TEST
 
 /* ---------------------------------------------------- secure by default */
 
+/* Whether every status answer of the node (started with --http) says it
+ * runs without credentials: keeld's ready line, `keel nodes`, `shards`,
+ * `where`, `capabilities` and /v1/cluster. */
+static void says_insecure(int insecure)
+{
+    static const char *const cmds[][4] = {
+        {"nodes", NULL}, {"shards", NULL}, {"where", "counter", "c", NULL},
+        {"capabilities", NULL}};
+    const char *line = "insecure local (running without credentials: "
+                       "--insecure)\n";
+    char *out, *log, *resp = NULL;
+    size_t i;
+
+    log = tu_keeld_log(&node);
+    ck_assert_ptr_nonnull(log);
+    ck_assert_msg((strstr(log, "keeld: ready on port ") != NULL) &&
+                      (strstr(log, " (INSECURE: no credentials, "
+                                   "--insecure)\n") != NULL) == insecure,
+                  "%s", log);
+    free(log);
+    for (i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+        out = NULL;
+        ck_assert_int_eq(keel_as(NULL, &out, NULL, cmds[i][0], cmds[i][1],
+                                 cmds[i][2], NULL),
+                         0);
+        ck_assert_msg((strstr(out, line) != NULL) == insecure,
+                      "keel %s: %s", cmds[i][0], out);
+        free(out);
+    }
+    out = NULL;
+    ck_assert_int_eq(keel_as(NULL, &out, NULL, "nodes", NULL), 0);
+    ck_assert_msg((strstr(out, " role controller self insecure\n") != NULL) ==
+                      insecure,
+                  "%s", out);
+    free(out);
+    ck_assert_int_eq(http(http_port_of(), "GET", "/v1/cluster", NULL, NULL,
+                          &resp),
+                     200);
+    ck_assert_msg(strstr(resp, insecure ? "{\"mode\": \"standalone\", "
+                                          "\"insecure\": true, "
+                                        : "{\"mode\": \"standalone\", "
+                                          "\"insecure\": false, ") &&
+                      strstr(resp, insecure ? "\"self\": true, \"insecure\": "
+                                              "true"
+                                            : "\"self\": true, \"insecure\": "
+                                              "false"),
+                  "%s", resp);
+    free(resp);
+}
+
 START_TEST(credentials_required_beyond_loopback)
 {
     const char *cluster[] = {"--listen", "127.0.0.1:0", "--zk", "127.0.0.1:1",
@@ -504,12 +562,17 @@ START_TEST(credentials_required_beyond_loopback)
                   any);
     keeld_refuses("its HTTP face listens on 0.0.0.0:0, beyond loopback",
                   http_any);
-    /* Loopback without credentials: as before, not insecure. */
-    ck_assert_int_eq(tu_keeld_start(&node, data, 0, NULL), 0);
+    /* Loopback without credentials: as before, not insecure, and no
+     * answer says it is. */
+    {
+        const char *h[] = {"--http", "127.0.0.1:0", NULL};
+        ck_assert_int_eq(tu_keeld_start(&node, data, 0, h), 0);
+    }
     ck_assert_int_eq(keel_as(NULL, NULL, NULL, "call", "counter", "c",
                              "incr", NULL),
                      0);
     ck_assert_int_eq(stat_as(NULL, "insecure"), 0);
+    says_insecure(0);
     ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
     tu_keeld_free(&node);
     memset(&node, 0, sizeof node);
@@ -522,7 +585,7 @@ START_TEST(credentials_required_beyond_loopback)
         /* tu_keeld_start listens on 127.0.0.1; a later --listen wins. */
         {
             const char *wide[] = {"--listen", "0.0.0.0:0", "--insecure",
-                                  NULL};
+                                  "--http", "127.0.0.1:0", NULL};
             (void)extra;
             ck_assert_int_eq(tu_keeld_start(&k, data, 0, wide), 0);
         }
@@ -533,6 +596,7 @@ START_TEST(credentials_required_beyond_loopback)
         snprintf(k.addr, sizeof k.addr, "127.0.0.1:%d", k.port);
         node = k;
         ck_assert_int_eq(stat_as(NULL, "insecure"), 1);
+        says_insecure(1);
     }
 }
 END_TEST
