@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "coordinator/shardmap.h"
 #include "runtime/node.h"
 
 #define TOKEN_FILE_MAX (4u << 20) /* bytes of a token file, at most */
@@ -41,6 +42,16 @@ struct keel_auth {
     pthread_mutex_t mu; /* guards table (swapped by reload, read by HTTP) */
     struct auth_table *table;
     uint64_t next_gen;
+
+    /* Cluster mode: node identities count while their node is one of
+     * members (the latest view, set by the membership hook). members_gen
+     * grows with every new list; a connection remembers the generation
+     * it looked itself up in. mmu guards the list. */
+    int cluster;
+    pthread_mutex_t mmu;
+    char (*members)[KEEL_AUTH_NAME_MAX + 1];
+    size_t nmembers;
+    uint64_t members_gen;
 };
 
 /* ----------------------------------------------------------- the table */
@@ -336,7 +347,10 @@ int keel__auth_create(keel_node *n, const char *path, keel_auth **out,
         return KEEL_ENOMEM;
     a->n = n;
     pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->mmu, NULL);
     a->next_gen = 1;
+    a->cluster = n->opts.zk_hosts != NULL;
+    a->members_gen = 1;
     if (path != NULL) {
         a->path = strdup(path);
         if (a->path == NULL) {
@@ -359,6 +373,7 @@ int keel__auth_create(keel_node *n, const char *path, keel_auth **out,
 
 err_after_alloc:
     pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->mmu);
     free(a->path);
     free(a);
     return rc;
@@ -370,6 +385,8 @@ void keel__auth_destroy(keel_auth *a)
         return;
     table_free(a->table);
     pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->mmu);
+    free(a->members);
     free(a->path);
     free(a);
 }
@@ -414,6 +431,86 @@ static void count_refusal(keel_auth *a, int code)
     else if (code == KEEL_EDENIED)
         __atomic_fetch_add(&a->n->stats.auth_refused_denied, 1,
                            __ATOMIC_RELAXED);
+}
+
+/* --------------------------------------------------- members (cluster) */
+
+static int members_has(const keel_auth *a, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < a->nmembers; i++)
+        if (strcmp(a->members[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+void keel__auth_set_members(keel_auth *a, const char *const *names,
+                            size_t n)
+{
+    char (*list)[KEEL_AUTH_NAME_MAX + 1] = NULL;
+    size_t i, k = 0;
+
+    if (n > 0 && (list = calloc(n, sizeof *list)) == NULL) {
+        /* The old list stays: better a member that left for a while
+         * longer than every member refused. */
+        keel_error("auth: out of memory for the member list; the previous "
+                   "one stays");
+        return;
+    }
+    for (i = 0; i < n; i++)
+        if (names[i] != NULL && strlen(names[i]) <= KEEL_AUTH_NAME_MAX)
+            strcpy(list[k++], names[i]);
+    pthread_mutex_lock(&a->mmu);
+    free(a->members);
+    a->members = list;
+    a->nmembers = k;
+    __atomic_store_n(&a->members_gen, a->members_gen + 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&a->mmu);
+}
+
+int keel__auth_peer(keel_auth *a, keel_auth_conn *ac)
+{
+    uint64_t gen;
+
+    if (ac->kind != KEEL_AUTH_NODE)
+        return 0;
+    if (!a->cluster)
+        return 1; /* standalone: no membership to be part of */
+    gen = __atomic_load_n(&a->members_gen, __ATOMIC_ACQUIRE);
+    if (ac->member_gen != gen) {
+        pthread_mutex_lock(&a->mmu);
+        ac->member = (uint8_t)members_has(a, ac->name);
+        ac->member_gen = a->members_gen;
+        pthread_mutex_unlock(&a->mmu);
+    }
+    return ac->member;
+}
+
+/* A node identity's membership, for a caller that may not cache it
+ * (HTTP: const, other thread). */
+static int node_is_member(keel_auth *a, const keel_auth_conn *ac)
+{
+    int m;
+
+    if (!a->cluster)
+        return 1;
+    pthread_mutex_lock(&a->mmu);
+    m = members_has(a, ac->name);
+    pthread_mutex_unlock(&a->mmu);
+    return m;
+}
+
+static int not_member(keel_auth *a, const keel_auth_conn *ac, char *errbuf,
+                      size_t errlen)
+{
+    snprintf(errbuf, errlen,
+             "not permitted: this connection's node %s is not a member of "
+             "the cluster in this node's view (it left or was forgotten, "
+             "or has not been seen yet); it did not run",
+             ac->name[0] != '\0' ? ac->name : "(unnamed)");
+    count_refusal(a, KEEL_EDENIED);
+    return KEEL_EDENIED;
 }
 
 static int type_listed(const char *types, const void *type, size_t tlen)
@@ -530,6 +627,8 @@ int keel__auth_check(keel_auth *a, keel_auth_conn *ac, int op,
 
     if (!keel__auth_enabled(a) || op == KEEL_AUTH_OP_OPEN)
         return 0;
+    if (ac->kind == KEEL_AUTH_NODE && !keel__auth_peer(a, ac))
+        return not_member(a, ac, errbuf, errlen);
     pthread_mutex_lock(&a->mu);
     e = refresh(a, ac);
     rc = decide(ac->kind, ac->role, e != NULL ? e->types : NULL, op, type,
@@ -666,25 +765,59 @@ int keel__auth_login(keel_auth *a, keel_auth_conn *ac, const uint8_t *tok,
     return 0;
 }
 
-int keel__auth_peer_claim(keel_auth *a, keel_auth_conn *ac)
+int keel__auth_peer_claim(keel_auth *a, keel_auth_conn *ac,
+                          const uint8_t *body, size_t len, char *errbuf,
+                          size_t errlen)
 {
+    char id[KEEL_AUTH_NAME_MAX + 1];
+    size_t idl = len > 5 ? len - 5 : 0;
+
     if (ac->source == KEEL_AUTH_SRC_CERT) {
         if (ac->kind == KEEL_AUTH_NODE)
             return 0;
+        snprintf(errbuf, errlen,
+                 "not permitted: a client's certificate does not make a "
+                 "node");
+        count_refusal(a, KEEL_EDENIED);
+        return KEEL_EDENIED;
+    }
+    /* body is "peer", or "peer" NUL ID. */
+    if (idl > KEEL_AUTH_NAME_MAX ||
+        (idl > 0 && memchr(body + 5, '\0', idl) != NULL)) {
+        snprintf(errbuf, errlen,
+                 "not permitted: a node's id is 1 to %d bytes of "
+                 "[A-Za-z0-9._-]",
+                 KEEL_AUTH_NAME_MAX);
+        count_refusal(a, KEEL_EDENIED);
+        return KEEL_EDENIED;
+    }
+    if (idl > 0)
+        memcpy(id, body + 5, idl);
+    id[idl] = '\0';
+    if ((idl > 0 && !keel_name_valid(id, 0)) || (idl == 0 && a->cluster)) {
+        snprintf(errbuf, errlen,
+                 idl == 0 ? "not permitted: a node says which one it is: "
+                            "INFO peer NUL NODE-ID"
+                          : "not permitted: a node's id is 1 to %d bytes "
+                            "of [A-Za-z0-9._-]",
+                 KEEL_AUTH_NAME_MAX);
         count_refusal(a, KEEL_EDENIED);
         return KEEL_EDENIED;
     }
     memset(ac, 0, sizeof *ac);
     ac->kind = KEEL_AUTH_NODE;
     ac->source = KEEL_AUTH_SRC_CLAIM;
-    snprintf(ac->name, sizeof ac->name, "peer (unproven)");
+    memcpy(ac->name, id, idl + 1);
     return 0;
 }
 
 int keel__auth_conn_set(keel_auth_conn *ac, int kind, int role,
                         const char *name)
 {
-    if (ac == NULL || name == NULL ||
+    /* A longer name is refused rather than cut: cut, it could match
+     * another node's id. */
+    if (ac == NULL || name == NULL || name[0] == '\0' ||
+        strlen(name) > KEEL_AUTH_NAME_MAX ||
         (kind != KEEL_AUTH_NODE && kind != KEEL_AUTH_CLIENT) ||
         (kind == KEEL_AUTH_CLIENT && role != KEEL_ROLE_CLIENT &&
          role != KEEL_ROLE_ADMIN))
@@ -738,6 +871,8 @@ int keel__auth_http(keel_auth *a, const keel_auth_conn *cert,
     /* As on the wire, a certificate's identity is the one that counts: a
      * token beside it changes nothing. */
     if (cert != NULL && cert->source == KEEL_AUTH_SRC_CERT) {
+        if (cert->kind == KEEL_AUTH_NODE && !node_is_member(a, cert))
+            return not_member(a, cert, errbuf, errlen);
         rc = decide(cert->kind, cert->role, NULL, op, type, tlen, errbuf,
                     errlen);
         if (rc != 0)
