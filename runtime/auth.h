@@ -16,16 +16,22 @@
  *    that leaves, or is forgotten, loses those rights on every connection
  *    it still has.
  *
- * Threads. The token table and the member list are read by the loop
- * thread (wire connections) and by the HTTP thread (each request's bearer
- * token or certificate), and replaced by the loop thread
- * (keel__auth_reload, keel__auth_set_members); mutexes guard them. A
- * keel_auth_conn belongs to its connection's thread. */
+ * Failed token attempts are limited: a connection is closed after a few
+ * (keel__auth_conn_spent), and an address from which too many failed
+ * lately has its attempts refused without a look at the token, on the
+ * wire and over HTTP alike.
+ *
+ * Threads. The token table, the member list and the failure counts by
+ * address are read by the loop thread (wire connections) and by the HTTP
+ * thread (each request's bearer token); the loop thread replaces the
+ * first two (keel__auth_reload, keel__auth_set_members). Mutexes guard
+ * them. A keel_auth_conn belongs to its connection's thread. */
 #ifndef KEEL_RUNTIME_AUTH_H
 #define KEEL_RUNTIME_AUTH_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "keel.h"
 #include "runtime/proto.h"
@@ -36,6 +42,11 @@ typedef struct keel_auth keel_auth;
 #define KEEL_AUTH_TOKEN_MAX 256 /* and at most */
 #define KEEL_AUTH_NAME_MAX 64   /* bytes of an identity's name (a node's:
                                  * a member's name, KEEL_NAME_MAX) */
+
+/* Defaults of the limits on failed token attempts (keel_node_options). */
+#define KEEL_AUTH_CONN_FAILS 3   /* on one connection, then it is closed */
+#define KEEL_AUTH_ADDR_FAILS 10  /* from one address in a window... */
+#define KEEL_AUTH_FAIL_WINDOW_S 10 /* ...of this many seconds */
 
 enum keel_auth_kind {
     KEEL_AUTH_ANON = 0,   /* nothing presented */
@@ -76,6 +87,8 @@ typedef struct keel_auth_conn {
     uint8_t kind;   /* enum keel_auth_kind */
     uint8_t role;   /* enum keel_auth_role, for clients */
     uint8_t source; /* enum keel_auth_source */
+    uint8_t fails;  /* failed token attempts on the connection; outlives
+                     * every change of identity */
     uint16_t token_len;
     uint8_t member;      /* a node: its name was a member in the member */
     uint64_t member_gen; /* list of this generation (0: not looked up) */
@@ -89,12 +102,12 @@ typedef struct keel_auth_conn {
 
 /* Reads the token file at path (NULL: no tokens; requests are then
  * checked only against certificate identities, when there are any) and
- * creates the checker for node n (a cluster node when n->opts.zk_hosts
- * is set). Errors: KEEL_EINVAL when the file is unsafe (readable or
- * writable by others, not a regular file) or has a malformed line,
- * KEEL_EIO when it cannot be read, KEEL_ENOMEM; the message in errbuf
- * names the file and the line. *out is untouched on
- * error. */
+ * creates the checker for node n, whose options (n->opts) give the
+ * limits on failed attempts and whether it is a cluster node. Errors:
+ * KEEL_EINVAL when the file is unsafe (readable or writable by others,
+ * not a regular file) or has a malformed line, KEEL_EIO when it cannot be
+ * read, KEEL_ENOMEM; the message in errbuf names the file and the line.
+ * *out is untouched on error. */
 int keel__auth_create(keel_node *n, const char *path, keel_auth **out,
                       char *errbuf, size_t errlen);
 void keel__auth_destroy(keel_auth *a);
@@ -132,15 +145,24 @@ int keel__auth_frame(keel_auth *a, keel_auth_conn *ac, const keel_frame *f,
 int keel__auth_is_login(const keel_frame *f, const uint8_t **tok,
                         size_t *tlen);
 
-/* Authenticates ac with a token. On success the connection takes the
- * token's role and reply holds "auth ROLE[ types A,B]\n" (*rlen bytes).
- * A node without tokens answers "auth none\n" and changes nothing.
- * Errors: KEEL_EUNAUTH (unknown token: the connection is anonymous
- * afterwards, unless its identity comes from a certificate, which is
- * kept), with a message in errbuf. Loop thread. */
-int keel__auth_login(keel_auth *a, keel_auth_conn *ac, const uint8_t *tok,
-                     size_t tlen, char *reply, size_t cap, size_t *rlen,
-                     char *errbuf, size_t errlen);
+/* Authenticates ac with a token. fd is the connection's socket: its
+ * peer's address is what the limit by address counts (-1, or a socket
+ * without an IP address: no such limit). On success the connection
+ * takes the token's role and reply holds "auth ROLE[ types A,B]\n"
+ * (*rlen bytes). A node without tokens answers "auth none\n" and changes
+ * nothing. Errors: KEEL_EUNAUTH, with a message in errbuf, for an unknown
+ * token, or any token at all while the address has failed too often
+ * lately (it is not looked at); the connection is anonymous afterwards,
+ * unless its identity comes from a certificate, which is kept. Either
+ * counts as a failure of the connection: once keel__auth_conn_spent()
+ * says so, the caller closes it (counted here). Loop thread. */
+int keel__auth_login(keel_auth *a, keel_auth_conn *ac, int fd,
+                     const uint8_t *tok, size_t tlen, char *reply,
+                     size_t cap, size_t *rlen, char *errbuf, size_t errlen);
+
+/* Nonzero when connection ac has failed as many token attempts as a
+ * connection may: it must be closed (after the refusal is sent). */
+int keel__auth_conn_spent(const keel_auth *a, const keel_auth_conn *ac);
 
 /* INFO "peer" on a connection without TLS: the connection says it comes
  * from another node. body/len is the whole INFO body: "peer", then NUL
@@ -188,12 +210,16 @@ int keel__auth_conn_from_cert(keel_auth_conn *ac, const char *cn);
  * connection's verified client certificate gave (keel__auth_conn_from_cert):
  * the request is then decided by that identity alone (a node's only
  * while it is a member). Otherwise by the Authorization header value
- * ("Bearer TOKEN"; NULL when absent). 0, KEEL_EUNAUTH (missing or unknown
- * token: 401) or KEEL_EDENIED (403), with a message in errbuf; refusals
- * are counted. Any thread. */
+ * ("Bearer TOKEN"; NULL when absent); from, when not NULL, is the
+ * client's address, whose failed tokens are limited as on the wire: once
+ * it has failed too often lately its tokens are refused unlooked-at. 0,
+ * KEEL_EUNAUTH (missing or unknown token, or refused unlooked-at: 401)
+ * or KEEL_EDENIED (403), with a message in errbuf; refusals are counted.
+ * Any thread. */
 int keel__auth_http(keel_auth *a, const keel_auth_conn *cert,
-                    const char *authorization, int op, const void *type,
-                    size_t tlen, char *errbuf, size_t errlen);
+                    const char *authorization, const struct sockaddr *from,
+                    int op, const void *type, size_t tlen, char *errbuf,
+                    size_t errlen);
 
 /* Secure by default: a node that listens beyond loopback (wire or HTTP)
  * or is a cluster node (zk_hosts) needs credentials (auth_tokens, or

@@ -590,13 +590,14 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
         if (keel__auth_is_login(f, &tok, &len)) {
             char reply[400];
             size_t rl = 0;
-            rc = keel__auth_login(n->auth, &c->auth, tok, len, reply,
+            rc = keel__auth_login(n->auth, &c->auth, c->fd, tok, len, reply,
                                   sizeof reply, &rl, err, sizeof err);
             if (rc != 0)
                 send_error(c, f->request_id, rc, err);
             else
                 send_frame(c, KEEL_FRAME_REPLY, f->request_id, reply, rl);
-            return 0;
+            /* Too many failed tokens: closed once the refusal is out. */
+            return keel__auth_conn_spent(n->auth, &c->auth) ? -1 : 0;
         }
         if (f->body_len >= 4 && memcmp(f->body, "peer", 4) == 0 &&
             (f->body_len == 4 || f->body[4] == '\0')) {
