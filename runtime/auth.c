@@ -67,8 +67,9 @@ struct keel_auth {
 
     /* Cluster mode: node identities count while their node is one of
      * members (the latest view, set by the membership hook). members_gen
-     * grows with every new list; a connection remembers the generation
-     * it looked itself up in. mmu guards the list. */
+     * grows with every new list (1: none came yet); a connection
+     * remembers the generation it looked itself up in. mmu guards the
+     * list. */
     int cluster;
     pthread_mutex_t mmu;
     char (*members)[KEEL_AUTH_NAME_MAX + 1];
@@ -539,6 +540,12 @@ int keel__auth_peer(keel_auth *a, keel_auth_conn *ac)
     if (!a->cluster)
         return 1; /* standalone: no membership to be part of */
     gen = __atomic_load_n(&a->members_gen, __ATOMIC_ACQUIRE);
+    if (gen == 1)
+        /* No view yet (this node has not joined): it cannot tell members
+         * from others, and its peers must be able to hand it what it will
+         * own (it holds forwarded calls until then). Judged from the
+         * first view on. */
+        return 1;
     if (ac->member_gen != gen) {
         pthread_mutex_lock(&a->mmu);
         ac->member = (uint8_t)members_has(a, ac->name);
@@ -554,8 +561,9 @@ static int node_is_member(keel_auth *a, const keel_auth_conn *ac)
 {
     int m;
 
-    if (!a->cluster)
-        return 1;
+    if (!a->cluster ||
+        __atomic_load_n(&a->members_gen, __ATOMIC_ACQUIRE) == 1)
+        return 1; /* no view yet: as keel__auth_peer */
     pthread_mutex_lock(&a->mmu);
     m = members_has(a, ac->name);
     pthread_mutex_unlock(&a->mmu);

@@ -180,14 +180,17 @@ int keel__auth_peer_claim(keel_auth *a, keel_auth_conn *ac,
  * certificate or a claim) and, on a cluster node, that node is a member
  * of the cluster in this node's latest view. A node that has just joined
  * may be missing from that view for a moment: the answer follows the
- * view, never a past one. Cheap while the view does not change. Loop
- * thread. */
+ * view, never a past one. Before this node has any view (it has not
+ * joined yet, e.g. it is restarting), every node identity is taken, as
+ * the other members hand it calls for units it is about to own; from
+ * its first view on they are judged. Cheap while the view does not
+ * change. Loop thread. */
 int keel__auth_peer(keel_auth *a, keel_auth_conn *ac);
 
 /* The membership hook: names (n of them) are the cluster's members in
  * this node's view from now on; node identities are judged against them
  * (keel__auth_peer, keel__auth_http). Copied. Until the first call a
- * cluster node knows no member. Loop thread. */
+ * cluster node judges no node identity (keel__auth_peer). Loop thread. */
 void keel__auth_set_members(keel_auth *a, const char *const *names,
                             size_t n);
 
