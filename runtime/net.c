@@ -472,8 +472,9 @@ static void handle_call(keel_conn *c, const keel_frame *f)
          * as if it had bounced between nodes already. */
         STAT_ADD(n, frames_bad, 1);
         send_error(c, f->request_id, KEEL_EDENIED,
-                   "hop count set by a client: flags bits 0-3 are for "
-                   "nodes forwarding a call");
+                   "hop count set by a client or a node that is no member "
+                   "(any more): flags bits 0-3 are for members forwarding "
+                   "a call; it did not run");
         return;
     }
     rc = keel_call_deadline_split(f, &budget, &body, &blen);
