@@ -933,6 +933,8 @@ static void membership_cb(keel_membership *m, int event, void *arg)
     case KEEL_MEMBERSHIP_CHANGED:
         compute_live(c);
         keel_controller_members_changed(&c->ctl, c->now);
+        if (c->hooks.members != NULL)
+            c->hooks.members(c, c->hooks.data);
         break;
     case KEEL_MEMBERSHIP_FAILED:
         if (m->error != KEEL_ESESSION)
@@ -1259,6 +1261,7 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
                          c);
     if (o->store_id != NULL)
         keel_membership_set_store(&c->members, o->store_id);
+    keel_membership_set_insecure(&c->members, o->insecure);
     keel_storecheck_init(&c->store_check, zk, &c->layout, c->node,
                          o->store_id, storecheck_cb, c);
     keel_election_init(&c->election, zk, &c->layout, c->node, election_cb, c);

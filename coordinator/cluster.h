@@ -76,7 +76,10 @@ typedef struct keel_cluster_hooks {
      * servers shorten too much...); the reason was logged. Nothing will
      * change that while the node runs: stop it. */
     void (*failed)(keel_cluster *c, int rc, void *data);
-    void *reserved[2];
+    /* The view of the members changed (keel_cluster_view): one joined,
+     * left, or changed its data. */
+    void (*members)(keel_cluster *c, void *data);
+    void *reserved[1];
 } keel_cluster_hooks;
 
 typedef struct keel_cluster_options {
@@ -103,6 +106,9 @@ typedef struct keel_cluster_options {
      * they stay unavailable until it returns. */
     int reassign_dead_owner;
     uint32_t dead_owner_grace_ms;
+    /* The node runs without credentials: its member znode says so
+     * ("insecure 1"), for the others' status pages. */
+    int insecure;
     keel_cluster_hooks hooks;
     void *reserved[4];
 } keel_cluster_options;

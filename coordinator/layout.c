@@ -204,6 +204,13 @@ int keel_member_parse(const void *data, size_t len, keel_member *m)
         memcpy(tmp.store, v, vl);
         tmp.store[vl] = '\0';
     }
+    if (p != end && (size_t)(end - p) >= 11 &&
+        memcmp(p, "insecure 1\n", 11) == 0) {
+        /* Optional: the node runs without credentials (--insecure);
+         * written only by such nodes. */
+        p += 11;
+        tmp.insecure = 1;
+    }
     if (p != end) {
         /* Optional last line: the node is leaving (graceful leave). */
         const char *l;
@@ -252,6 +259,7 @@ int keel_member_parse(const void *data, size_t len, keel_member *m)
     memcpy(m->caps, tmp.caps, sizeof tmp.caps[0] * tmp.ncaps);
     m->ncaps = tmp.ncaps;
     m->leaving = tmp.leaving;
+    m->insecure = tmp.insecure;
     memcpy(m->store, tmp.store, sizeof m->store);
     m->session_timeout_ms = tmp.session_timeout_ms;
     return 0;

@@ -65,6 +65,7 @@ typedef struct keel_member {
      * member, so it is treated as unreachable and placed nothing. */
     int addr_bad;
     char store[33];      /* its store's identity, "" when not published */
+    int insecure;        /* "insecure 1": it runs without credentials */
     uint32_t session_timeout_ms; /* negotiated; 0: not published */
 } keel_member;
 
@@ -76,10 +77,11 @@ void keel_member_clear(keel_member *m);
 int keel_member_format(const char *addr, const char *const *caps,
                        size_t ncaps, uint32_t session_timeout_ms, char **out,
                        size_t *len);
-/* Fills addr, addr_bad, caps, leaving and session_timeout_ms of m (name
- * and ids untouched). An address of printable bytes that is not HOST:PORT
- * is kept, with addr_bad set; data that does not parse is KEEL_ECORRUPT.
- * 0, KEEL_ECORRUPT or KEEL_ENOMEM. */
+/* Fills addr, addr_bad, caps, leaving, store, insecure and
+ * session_timeout_ms of m (name and ids untouched). An address of
+ * printable bytes that is not HOST:PORT is kept, with addr_bad set; data
+ * that does not parse is KEEL_ECORRUPT. 0, KEEL_ECORRUPT or
+ * KEEL_ENOMEM. */
 int keel_member_parse(const void *data, size_t len, keel_member *m);
 /* The member data with "leaving 1" appended into *out (malloc'd). 0,
  * KEEL_EEXIST (already leaving; *out NULL), KEEL_ECORRUPT or KEEL_ENOMEM. */

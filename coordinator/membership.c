@@ -121,6 +121,11 @@ void keel_membership_set_store(keel_membership *m, const char *store)
     snprintf(m->store, sizeof m->store, "%s", store ? store : "");
 }
 
+void keel_membership_set_insecure(keel_membership *m, int insecure)
+{
+    m->insecure = insecure != 0;
+}
+
 int keel_membership_join(keel_membership *m, const char *addr,
                          const char *const *caps, size_t ncaps)
 {
@@ -146,6 +151,16 @@ int keel_membership_join(keel_membership *m, const char *addr,
         d[m->len + 6 + sl] = '\n';
         m->data = d;
         m->len += 6 + sl + 1;
+    }
+    if (m->insecure) {
+        /* Only such nodes write the line: the others' znodes read as
+         * they did before it existed. */
+        char *d = realloc(m->data, m->len + 11);
+        if (d == NULL)
+            return KEEL_ENOMEM;
+        memcpy(d + m->len, "insecure 1\n", 11);
+        m->data = d;
+        m->len += 11;
     }
     m->incarnation = 0;
     m->join_stalled = 0;

@@ -41,6 +41,7 @@ struct keel_membership {
     /* join */
     char *data; /* our member znode's content */
     char store[33]; /* published in it when not empty */
+    int insecure;   /* publish "insecure 1" */
     size_t len;
     int join_state;
     int join_busy, join_stalled;
@@ -78,6 +79,9 @@ int keel_membership_join(keel_membership *m, const char *addr,
 /* The store identity the member znode publishes (32 hex digits; NULL or
  * "": none). Before keel_membership_join. */
 void keel_membership_set_store(keel_membership *m, const char *store);
+/* Whether the member znode says the node runs without credentials
+ * ("insecure 1"). Before keel_membership_join. */
+void keel_membership_set_insecure(keel_membership *m, int insecure);
 /* Starts maintaining the view (children watch on members/). */
 int keel_membership_watch(keel_membership *m);
 /* Redoes stalled requests after a reconnection. */

@@ -216,6 +216,15 @@ typedef struct keel_node_options {
     /* Nonzero: run without TLS and credentials where they would be
      * required. */
     int insecure;
+    /* Limits on failed token attempts (docs/security.md, "Failed token
+     * attempts"), wire and HTTP: a wire connection is closed after
+     * auth_conn_fails failed INFO auth (0: 3; at most 255), and an
+     * address from which auth_addr_fails attempts failed within
+     * auth_fail_window_s seconds (0: 10 and 10) has every token attempt
+     * refused, unchecked, until that window ends. */
+    uint32_t auth_conn_fails;
+    uint32_t auth_addr_fails;
+    uint32_t auth_fail_window_s;
     void *reserved[8];
 } keel_node_options;
 
@@ -335,7 +344,13 @@ typedef struct keel_stats {
     /* 1 when the node runs exposed (beyond loopback, or in a cluster)
      * without credentials because it was told to (insecure). */
     uint64_t insecure;
-    uint64_t reserved[1];
+    /* Failed token attempts cut short (docs/security.md): attempts
+     * refused unchecked because their address failed too often lately
+     * (counted in auth_refused_unauth too), and wire connections closed
+     * after too many failed attempts. */
+    uint64_t auth_throttled;
+    uint64_t auth_conns_closed;
+    uint64_t reserved[4];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

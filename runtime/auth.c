@@ -16,9 +16,17 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "coordinator/shardmap.h"
 #include "runtime/node.h"
 
 #define TOKEN_FILE_MAX (4u << 20) /* bytes of a token file, at most */
+
+/* Failed token attempts by source address: an open-addressed table of
+ * ADDR_SLOTS, probed ADDR_PROBE slots from an address's hash. A slot
+ * whose window has ended is free; when none of the probed ones is, the
+ * one whose window began first is taken over. */
+#define ADDR_SLOTS 1024
+#define ADDR_PROBE 16
 
 struct auth_entry {
     uint8_t tok[KEEL_AUTH_TOKEN_MAX];
@@ -35,12 +43,46 @@ struct auth_table {
     uint64_t gen;
 };
 
+/* Where failed attempts come from: an IPv4 address, or the /64 of an
+ * IPv6 one (a host usually holds a whole /64). */
+struct addr_key {
+    uint8_t fam; /* 4 or 6 */
+    uint8_t b[8];
+};
+
+/* The failures of one address in the window that began at since_ns. */
+struct addr_slot {
+    struct addr_key key;
+    uint8_t used;
+    uint32_t fails;
+    uint64_t since_ns;
+};
+
 struct keel_auth {
     keel_node *n;
     char *path;  /* the token file, or NULL */
     pthread_mutex_t mu; /* guards table (swapped by reload, read by HTTP) */
     struct auth_table *table;
     uint64_t next_gen;
+
+    /* Cluster mode: node identities count while their node is one of
+     * members (the latest view, set by the membership hook). members_gen
+     * grows with every new list (1: none came yet); a connection
+     * remembers the generation it looked itself up in. mmu guards the
+     * list. */
+    int cluster;
+    pthread_mutex_t mmu;
+    char (*members)[KEEL_AUTH_NAME_MAX + 1];
+    size_t nmembers;
+    uint64_t members_gen;
+
+    /* Limits on failed token attempts (keel_node_options), and the
+     * failures by address, under lmu (wire and HTTP threads). */
+    uint32_t conn_fails_max;
+    uint32_t addr_fails_max;
+    uint64_t window_ns;
+    pthread_mutex_t lmu;
+    struct addr_slot *slots;
 };
 
 /* ----------------------------------------------------------- the table */
@@ -336,7 +378,28 @@ int keel__auth_create(keel_node *n, const char *path, keel_auth **out,
         return KEEL_ENOMEM;
     a->n = n;
     pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->mmu, NULL);
+    pthread_mutex_init(&a->lmu, NULL);
     a->next_gen = 1;
+    a->cluster = n->opts.zk_hosts != NULL;
+    a->members_gen = 1;
+    a->conn_fails_max = n->opts.auth_conn_fails != 0
+                            ? n->opts.auth_conn_fails
+                            : KEEL_AUTH_CONN_FAILS;
+    if (a->conn_fails_max > UINT8_MAX)
+        a->conn_fails_max = UINT8_MAX; /* keel_auth_conn.fails */
+    a->addr_fails_max = n->opts.auth_addr_fails != 0
+                            ? n->opts.auth_addr_fails
+                            : KEEL_AUTH_ADDR_FAILS;
+    a->window_ns = (uint64_t)(n->opts.auth_fail_window_s != 0
+                                  ? n->opts.auth_fail_window_s
+                                  : KEEL_AUTH_FAIL_WINDOW_S) *
+                   1000000000ull;
+    a->slots = calloc(ADDR_SLOTS, sizeof *a->slots);
+    if (a->slots == NULL) {
+        rc = KEEL_ENOMEM;
+        goto err_after_alloc;
+    }
     if (path != NULL) {
         a->path = strdup(path);
         if (a->path == NULL) {
@@ -359,6 +422,9 @@ int keel__auth_create(keel_node *n, const char *path, keel_auth **out,
 
 err_after_alloc:
     pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->mmu);
+    pthread_mutex_destroy(&a->lmu);
+    free(a->slots);
     free(a->path);
     free(a);
     return rc;
@@ -370,6 +436,10 @@ void keel__auth_destroy(keel_auth *a)
         return;
     table_free(a->table);
     pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->mmu);
+    pthread_mutex_destroy(&a->lmu);
+    free(a->members);
+    free(a->slots);
     free(a->path);
     free(a);
 }
@@ -414,6 +484,269 @@ static void count_refusal(keel_auth *a, int code)
     else if (code == KEEL_EDENIED)
         __atomic_fetch_add(&a->n->stats.auth_refused_denied, 1,
                            __ATOMIC_RELAXED);
+}
+
+/* Anonymous again, but what the connection failed stays counted. */
+static void conn_clear(keel_auth_conn *ac)
+{
+    uint8_t fails = ac->fails;
+
+    memset(ac, 0, sizeof *ac);
+    ac->fails = fails;
+}
+
+/* --------------------------------------------------- members (cluster) */
+
+static int members_has(const keel_auth *a, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < a->nmembers; i++)
+        if (strcmp(a->members[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+void keel__auth_set_members(keel_auth *a, const char *const *names,
+                            size_t n)
+{
+    char (*list)[KEEL_AUTH_NAME_MAX + 1] = NULL;
+    size_t i, k = 0;
+
+    if (n > 0 && (list = calloc(n, sizeof *list)) == NULL) {
+        /* The old list stays: better a member that left for a while
+         * longer than every member refused. */
+        keel_error("auth: out of memory for the member list; the previous "
+                   "one stays");
+        return;
+    }
+    for (i = 0; i < n; i++)
+        if (names[i] != NULL && strlen(names[i]) <= KEEL_AUTH_NAME_MAX)
+            strcpy(list[k++], names[i]);
+    pthread_mutex_lock(&a->mmu);
+    free(a->members);
+    a->members = list;
+    a->nmembers = k;
+    __atomic_store_n(&a->members_gen, a->members_gen + 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&a->mmu);
+}
+
+int keel__auth_peer(keel_auth *a, keel_auth_conn *ac)
+{
+    uint64_t gen;
+
+    if (ac->kind != KEEL_AUTH_NODE)
+        return 0;
+    if (!a->cluster)
+        return 1; /* standalone: no membership to be part of */
+    gen = __atomic_load_n(&a->members_gen, __ATOMIC_ACQUIRE);
+    if (gen == 1)
+        /* No view yet (this node has not joined): it cannot tell members
+         * from others, and its peers must be able to hand it what it will
+         * own (it holds forwarded calls until then). Judged from the
+         * first view on. */
+        return 1;
+    if (ac->member_gen != gen) {
+        pthread_mutex_lock(&a->mmu);
+        ac->member = (uint8_t)members_has(a, ac->name);
+        ac->member_gen = a->members_gen;
+        pthread_mutex_unlock(&a->mmu);
+    }
+    return ac->member;
+}
+
+/* A node identity's membership, for a caller that may not cache it
+ * (HTTP: const, other thread). */
+static int node_is_member(keel_auth *a, const keel_auth_conn *ac)
+{
+    int m;
+
+    if (!a->cluster ||
+        __atomic_load_n(&a->members_gen, __ATOMIC_ACQUIRE) == 1)
+        return 1; /* no view yet: as keel__auth_peer */
+    pthread_mutex_lock(&a->mmu);
+    m = members_has(a, ac->name);
+    pthread_mutex_unlock(&a->mmu);
+    return m;
+}
+
+static int not_member(keel_auth *a, const keel_auth_conn *ac, char *errbuf,
+                      size_t errlen)
+{
+    snprintf(errbuf, errlen,
+             "not permitted: this connection's node %s is not a member of "
+             "the cluster in this node's view (it left or was forgotten, "
+             "or has not been seen yet); it did not run",
+             ac->name[0] != '\0' ? ac->name : "(unnamed)");
+    count_refusal(a, KEEL_EDENIED);
+    return KEEL_EDENIED;
+}
+
+/* ------------------------------------------- failed attempts by address */
+
+/* The key of a peer address; -1 for one that is not IP (a Unix socket:
+ * no limit by address). */
+static int addr_key_of(const struct sockaddr *sa, struct addr_key *k)
+{
+    memset(k, 0, sizeof *k);
+    if (sa == NULL)
+        return -1;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const void *)sa;
+        k->fam = 4;
+        memcpy(k->b, &s4->sin_addr, 4);
+        return 0;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const void *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+            k->fam = 4;
+            memcpy(k->b, s6->sin6_addr.s6_addr + 12, 4);
+        } else {
+            k->fam = 6;
+            memcpy(k->b, s6->sin6_addr.s6_addr, 8);
+        }
+        return 0;
+    }
+    return -1;
+}
+
+static int addr_key_of_fd(int fd, struct addr_key *k)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+        return -1;
+    return addr_key_of((const struct sockaddr *)&ss, k);
+}
+
+static void addr_key_str(const struct addr_key *k, char *buf, size_t cap)
+{
+    uint8_t b[16] = {0};
+    char tmp[INET6_ADDRSTRLEN];
+
+    if (k->fam == 4) {
+        if (inet_ntop(AF_INET, k->b, buf, (socklen_t)cap) == NULL)
+            snprintf(buf, cap, "?");
+        return;
+    }
+    memcpy(b, k->b, 8);
+    if (inet_ntop(AF_INET6, b, tmp, sizeof tmp) == NULL)
+        snprintf(tmp, sizeof tmp, "?");
+    snprintf(buf, cap, "%s/64", tmp);
+}
+
+/* The slot of k: its live one, or with create a fresh one (failures 0,
+ * window from now) in place of a free or the oldest probed one; NULL
+ * when k has none and create is 0. Under lmu. */
+static struct addr_slot *addr_slot(keel_auth *a, const struct addr_key *k,
+                                   uint64_t now, int create)
+{
+    struct addr_slot *free_slot = NULL, *oldest = NULL, *victim;
+    uint32_t h = 2166136261u; /* FNV-1a */
+    size_t i;
+
+    h = (h ^ k->fam) * 16777619u;
+    for (i = 0; i < sizeof k->b; i++)
+        h = (h ^ k->b[i]) * 16777619u;
+    for (i = 0; i < ADDR_PROBE; i++) {
+        struct addr_slot *s = &a->slots[(h + i) % ADDR_SLOTS];
+        int live = s->used && now - s->since_ns < a->window_ns;
+        if (live && memcmp(&s->key, k, sizeof *k) == 0)
+            return s;
+        if (!live) {
+            if (free_slot == NULL)
+                free_slot = s;
+        } else if (oldest == NULL || s->since_ns < oldest->since_ns) {
+            oldest = s;
+        }
+    }
+    if (!create)
+        return NULL;
+    victim = free_slot != NULL ? free_slot : oldest;
+    memset(victim, 0, sizeof *victim);
+    victim->key = *k;
+    victim->used = 1;
+    victim->since_ns = now;
+    return victim;
+}
+
+/* Whether k has failed addr_fails_max times in its window; *left_s is
+ * then how long the window still runs (whole seconds, rounded up). */
+static int addr_blocked(keel_auth *a, const struct addr_key *k, uint64_t now,
+                        unsigned *left_s)
+{
+    struct addr_slot *s;
+    int blocked = 0;
+
+    pthread_mutex_lock(&a->lmu);
+    s = addr_slot(a, k, now, 0);
+    if (s != NULL && s->fails >= a->addr_fails_max) {
+        uint64_t left = a->window_ns - (now - s->since_ns);
+        *left_s = (unsigned)((left + 999999999ull) / 1000000000ull);
+        blocked = 1;
+    }
+    pthread_mutex_unlock(&a->lmu);
+    return blocked;
+}
+
+static void addr_failed(keel_auth *a, const struct addr_key *k, uint64_t now)
+{
+    struct addr_slot *s;
+    uint32_t fails;
+
+    pthread_mutex_lock(&a->lmu);
+    s = addr_slot(a, k, now, 1);
+    fails = ++s->fails;
+    pthread_mutex_unlock(&a->lmu);
+    if (fails == a->addr_fails_max) {
+        char addr[INET6_ADDRSTRLEN + 4];
+        addr_key_str(k, addr, sizeof addr);
+        keel_warn("auth: %u failed token attempts from %s within %llu s: its "
+                  "token attempts are refused without being looked at until "
+                  "that window ends",
+                  fails, addr,
+                  (unsigned long long)(a->window_ns / 1000000000ull));
+    }
+}
+
+/* A token attempt refused unlooked-at: the message, counted. */
+static int refuse_throttled(keel_auth *a, const struct addr_key *k,
+                            unsigned left_s, const char *more, char *errbuf,
+                            size_t errlen)
+{
+    char addr[INET6_ADDRSTRLEN + 4];
+
+    addr_key_str(k, addr, sizeof addr);
+    snprintf(errbuf, errlen,
+             "not authenticated: too many failed token attempts from %s "
+             "lately: its tokens are refused without being looked at for "
+             "%u s more%s",
+             addr, left_s, more);
+    count_refusal(a, KEEL_EUNAUTH);
+    __atomic_fetch_add(&a->n->stats.auth_throttled, 1, __ATOMIC_RELAXED);
+    return KEEL_EUNAUTH;
+}
+
+/* A failed attempt on connection ac: a token identity is dropped, the
+ * failure counted; the connection is closed at the limit. Returns the
+ * words that say so, for the refusal's message. */
+static const char *conn_failed(keel_auth *a, keel_auth_conn *ac)
+{
+    if (ac->source == KEEL_AUTH_SRC_TOKEN)
+        conn_clear(ac);
+    if (ac->fails < UINT8_MAX)
+        ac->fails++;
+    if (ac->fails != a->conn_fails_max)
+        return "";
+    __atomic_fetch_add(&a->n->stats.auth_conns_closed, 1, __ATOMIC_RELAXED);
+    return "; too many failed attempts on this connection: it is closed";
+}
+
+int keel__auth_conn_spent(const keel_auth *a, const keel_auth_conn *ac)
+{
+    return keel__auth_enabled(a) && ac->fails >= a->conn_fails_max;
 }
 
 static int type_listed(const char *types, const void *type, size_t tlen)
@@ -511,7 +844,7 @@ static const struct auth_entry *refresh(keel_auth *a, keel_auth_conn *ac)
     if (ac->gen != t->gen) {
         i = table_find(t, ac->token, ac->token_len);
         if (i < 0) {
-            memset(ac, 0, sizeof *ac);
+            conn_clear(ac);
             return NULL;
         }
         ac->gen = t->gen;
@@ -530,6 +863,8 @@ int keel__auth_check(keel_auth *a, keel_auth_conn *ac, int op,
 
     if (!keel__auth_enabled(a) || op == KEEL_AUTH_OP_OPEN)
         return 0;
+    if (ac->kind == KEEL_AUTH_NODE && !keel__auth_peer(a, ac))
+        return not_member(a, ac, errbuf, errlen);
     pthread_mutex_lock(&a->mu);
     e = refresh(a, ac);
     rc = decide(ac->kind, ac->role, e != NULL ? e->types : NULL, op, type,
@@ -619,11 +954,15 @@ int keel__auth_is_login(const keel_frame *f, const uint8_t **tok,
     return 1;
 }
 
-int keel__auth_login(keel_auth *a, keel_auth_conn *ac, const uint8_t *tok,
-                     size_t tlen, char *reply, size_t cap, size_t *rlen,
-                     char *errbuf, size_t errlen)
+int keel__auth_login(keel_auth *a, keel_auth_conn *ac, int fd,
+                     const uint8_t *tok, size_t tlen, char *reply,
+                     size_t cap, size_t *rlen, char *errbuf, size_t errlen)
 {
     const struct auth_entry *e;
+    struct addr_key k;
+    uint64_t now = 0;
+    unsigned left_s;
+    int have_addr;
     long i = -1;
     int w;
 
@@ -632,22 +971,30 @@ int keel__auth_login(keel_auth *a, keel_auth_conn *ac, const uint8_t *tok,
         *rlen = w < 0 ? 0 : (size_t)w < cap ? (size_t)w : cap - 1;
         return 0;
     }
+    have_addr = addr_key_of_fd(fd, &k) == 0;
+    if (have_addr) {
+        now = keel__now_ns();
+        if (addr_blocked(a, &k, now, &left_s))
+            return refuse_throttled(a, &k, left_s, conn_failed(a, ac),
+                                    errbuf, errlen);
+    }
     pthread_mutex_lock(&a->mu);
     if (tlen >= KEEL_AUTH_TOKEN_MIN && tlen <= KEEL_AUTH_TOKEN_MAX)
         i = table_find(a->table, tok, tlen);
     if (i < 0) {
         pthread_mutex_unlock(&a->mu);
-        if (ac->source == KEEL_AUTH_SRC_TOKEN)
-            memset(ac, 0, sizeof *ac);
+        if (have_addr)
+            addr_failed(a, &k, now);
         snprintf(errbuf, errlen,
                  "not authenticated: unknown token; the connection has no "
-                 "token identity");
+                 "token identity%s",
+                 conn_failed(a, ac));
         count_refusal(a, KEEL_EUNAUTH);
         return KEEL_EUNAUTH;
     }
     e = &a->table->e[i];
     if (ac->source != KEEL_AUTH_SRC_CERT) {
-        memset(ac, 0, sizeof *ac);
+        conn_clear(ac);
         ac->kind = KEEL_AUTH_CLIENT;
         ac->role = (uint8_t)e->role;
         ac->source = KEEL_AUTH_SRC_TOKEN;
@@ -666,30 +1013,64 @@ int keel__auth_login(keel_auth *a, keel_auth_conn *ac, const uint8_t *tok,
     return 0;
 }
 
-int keel__auth_peer_claim(keel_auth *a, keel_auth_conn *ac)
+int keel__auth_peer_claim(keel_auth *a, keel_auth_conn *ac,
+                          const uint8_t *body, size_t len, char *errbuf,
+                          size_t errlen)
 {
+    char id[KEEL_AUTH_NAME_MAX + 1];
+    size_t idl = len > 5 ? len - 5 : 0;
+
     if (ac->source == KEEL_AUTH_SRC_CERT) {
         if (ac->kind == KEEL_AUTH_NODE)
             return 0;
+        snprintf(errbuf, errlen,
+                 "not permitted: a client's certificate does not make a "
+                 "node");
         count_refusal(a, KEEL_EDENIED);
         return KEEL_EDENIED;
     }
-    memset(ac, 0, sizeof *ac);
+    /* body is "peer", or "peer" NUL ID. */
+    if (idl > KEEL_AUTH_NAME_MAX ||
+        (idl > 0 && memchr(body + 5, '\0', idl) != NULL)) {
+        snprintf(errbuf, errlen,
+                 "not permitted: a node's id is 1 to %d bytes of "
+                 "[A-Za-z0-9._-]",
+                 KEEL_AUTH_NAME_MAX);
+        count_refusal(a, KEEL_EDENIED);
+        return KEEL_EDENIED;
+    }
+    if (idl > 0)
+        memcpy(id, body + 5, idl);
+    id[idl] = '\0';
+    if ((idl > 0 && !keel_name_valid(id, 0)) || (idl == 0 && a->cluster)) {
+        snprintf(errbuf, errlen,
+                 idl == 0 ? "not permitted: a node says which one it is: "
+                            "INFO peer NUL NODE-ID"
+                          : "not permitted: a node's id is 1 to %d bytes "
+                            "of [A-Za-z0-9._-]",
+                 KEEL_AUTH_NAME_MAX);
+        count_refusal(a, KEEL_EDENIED);
+        return KEEL_EDENIED;
+    }
+    conn_clear(ac);
     ac->kind = KEEL_AUTH_NODE;
     ac->source = KEEL_AUTH_SRC_CLAIM;
-    snprintf(ac->name, sizeof ac->name, "peer (unproven)");
+    memcpy(ac->name, id, idl + 1);
     return 0;
 }
 
 int keel__auth_conn_set(keel_auth_conn *ac, int kind, int role,
                         const char *name)
 {
-    if (ac == NULL || name == NULL ||
+    /* A longer name is refused rather than cut: cut, it could match
+     * another node's id. */
+    if (ac == NULL || name == NULL || name[0] == '\0' ||
+        strlen(name) > KEEL_AUTH_NAME_MAX ||
         (kind != KEEL_AUTH_NODE && kind != KEEL_AUTH_CLIENT) ||
         (kind == KEEL_AUTH_CLIENT && role != KEEL_ROLE_CLIENT &&
          role != KEEL_ROLE_ADMIN))
         return KEEL_EINVAL;
-    memset(ac, 0, sizeof *ac);
+    conn_clear(ac);
     ac->kind = (uint8_t)kind;
     ac->role = kind == KEEL_AUTH_CLIENT ? (uint8_t)role : KEEL_ROLE_NONE;
     ac->source = KEEL_AUTH_SRC_CERT;
@@ -725,10 +1106,15 @@ int keel__auth_conn_from_cert(keel_auth_conn *ac, const char *cn)
 /* ----------------------------------------------------------------- HTTP */
 
 int keel__auth_http(keel_auth *a, const keel_auth_conn *cert,
-                    const char *authorization, int op, const void *type,
-                    size_t tlen, char *errbuf, size_t errlen)
+                    const char *authorization, const struct sockaddr *from,
+                    int op, const void *type, size_t tlen, char *errbuf,
+                    size_t errlen)
 {
     const char *tok;
+    struct addr_key k;
+    uint64_t now = 0;
+    unsigned left_s;
+    int have_addr;
     size_t len;
     long i = -1;
     int rc;
@@ -738,6 +1124,8 @@ int keel__auth_http(keel_auth *a, const keel_auth_conn *cert,
     /* As on the wire, a certificate's identity is the one that counts: a
      * token beside it changes nothing. */
     if (cert != NULL && cert->source == KEEL_AUTH_SRC_CERT) {
+        if (cert->kind == KEEL_AUTH_NODE && !node_is_member(a, cert))
+            return not_member(a, cert, errbuf, errlen);
         rc = decide(cert->kind, cert->role, NULL, op, type, tlen, errbuf,
                     errlen);
         if (rc != 0)
@@ -759,11 +1147,19 @@ int keel__auth_http(keel_auth *a, const keel_auth_conn *cert,
     len = strlen(tok);
     while (len > 0 && (tok[len - 1] == ' ' || tok[len - 1] == '\t'))
         len--;
+    have_addr = addr_key_of(from, &k) == 0;
+    if (have_addr) {
+        now = keel__now_ns();
+        if (addr_blocked(a, &k, now, &left_s))
+            return refuse_throttled(a, &k, left_s, "", errbuf, errlen);
+    }
     pthread_mutex_lock(&a->mu);
     if (len >= KEEL_AUTH_TOKEN_MIN && len <= KEEL_AUTH_TOKEN_MAX)
         i = table_find(a->table, (const uint8_t *)tok, len);
     if (i < 0) {
         pthread_mutex_unlock(&a->mu);
+        if (have_addr)
+            addr_failed(a, &k, now);
         snprintf(errbuf, errlen, "not authenticated: unknown token");
         count_refusal(a, KEEL_EUNAUTH);
         return KEEL_EUNAUTH;

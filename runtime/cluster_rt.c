@@ -14,6 +14,7 @@
 
 #include "common/addr.h"
 #include "common/log.h"
+#include "runtime/auth.h"
 
 #include "coordinator/layout.h"
 #include "coordinator/shardmap.h"
@@ -105,6 +106,28 @@ static void on_drop(keel_cluster *c, const char *cap, uint32_t shard,
     STAT_ADD(rt->n, units_dropped, 1);
     rt_drop_rel(rt, cap, shard);
     rt->sweep = 1;
+}
+
+/* Node identities (peer connections) count while their node is a
+ * member: the new view says who is. A connection from a node that left
+ * or was forgotten loses its rights from its next request. */
+static void on_members(keel_cluster *c, void *data)
+{
+    keel_cluster_rt *rt = data;
+    const keel_member *v;
+    const char **names;
+    size_t nv = 0, i;
+
+    v = keel_cluster_view(c, &nv);
+    names = calloc(nv > 0 ? nv : 1, sizeof *names);
+    if (names == NULL) {
+        keel_error("cluster: out of memory passing on the member list");
+        return;
+    }
+    for (i = 0; i < nv; i++)
+        names[i] = v[i].name;
+    keel__auth_set_members(rt->n->auth, names, nv);
+    free(names);
 }
 
 static void on_fenced(keel_cluster *c, int fenced, void *data)
@@ -531,6 +554,8 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     co.hooks.map_applied = on_map;
     co.hooks.forgotten = on_forgotten;
     co.hooks.failed = on_failed;
+    co.hooks.members = on_members;
+    co.insecure = o->insecure;
     rc = keel_coord_cluster_create(n->loop, &co, &coord);
     explicit_bzero(auth, sizeof auth); /* the client keeps its own copy */
     if (rc != 0) {

@@ -815,6 +815,13 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            "1 when the node runs beyond loopback or in a cluster without "
            "credentials (--insecure).",
            "", st->insecure);
+    metric(&b, "keel_auth_throttled_total", "counter",
+           "Token attempts refused unchecked because their address failed "
+           "too many lately (wire EUNAUTH, HTTP 401).",
+           "", st->auth_throttled);
+    metric(&b, "keel_auth_conns_closed_total", "counter",
+           "Wire connections closed after too many failed token attempts.",
+           "", st->auth_conns_closed);
     /* Cumulative buckets; _count is their total so that the +Inf bucket
      * and _count agree even though the figures are read without a lock. */
     sb_puts(&b, "# HELP keel_call_latency_seconds Time from submission of a "
@@ -853,16 +860,20 @@ static void sb_addr(struct sbuf *b, const char *configured, int port)
 }
 
 /* True facts of standalone mode: one member, no controller, no shard map
- * yet (epoch 0), no capabilities declared. The node's addresses and shard
- * count are fixed before the daemon thread starts. */
+ * yet (epoch 0), no capabilities declared. The node's addresses, shard
+ * count and whether it runs insecure are fixed before the daemon thread
+ * starts. */
 static enum MHD_Result answer_cluster(struct http_req *r)
 {
     keel_http *h = r->h;
     keel_node *n = h->n;
+    const char *insecure = n->opts.insecure ? "true" : "false";
     struct sbuf b = {0};
 
-    sb_puts(&b, "{\"mode\": \"standalone\", \"members\": [{\"self\": true, "
-                "\"listen\": ");
+    sb_printf(&b, "{\"mode\": \"standalone\", \"insecure\": %s, "
+                  "\"members\": [{\"self\": true, \"insecure\": %s, "
+                  "\"listen\": ",
+              insecure, insecure);
     if (n->listen_addr != NULL)
         sb_addr(&b, n->listen_addr, n->port);
     else
@@ -1298,11 +1309,17 @@ static int auth_refused(struct http_req *r)
         }
     }
     op = r->route == R_ACTOR ? KEEL_AUTH_OP_CALL : KEEL_AUTH_OP_READ;
-    r->auth_err = keel__auth_http(
-        a, cert,
-        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                    MHD_HTTP_HEADER_AUTHORIZATION),
-        op, r->type, strlen(r->type), r->errmsg, sizeof r->errmsg);
+    {
+        /* The client's address: its failed tokens are limited. */
+        const union MHD_ConnectionInfo *ai = MHD_get_connection_info(
+            r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        r->auth_err = keel__auth_http(
+            a, cert,
+            MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                        MHD_HTTP_HEADER_AUTHORIZATION),
+            ai != NULL ? ai->client_addr : NULL, op, r->type,
+            strlen(r->type), r->errmsg, sizeof r->errmsg);
+    }
     return r->auth_err != 0;
 }
 

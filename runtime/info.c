@@ -141,6 +141,52 @@ static const keel_member *member_find(keel_cluster *c, const char *name)
     return NULL;
 }
 
+/* Whether a member of the view runs without credentials: this node
+ * knows it of itself, and the others say so in their member znodes. */
+static int member_insecure(keel_node *n, keel_cluster *c,
+                           const keel_member *m)
+{
+    return m->insecure ||
+           (n->opts.insecure && strcmp(m->name, keel_cluster_node_name(c)) == 0);
+}
+
+/* "insecure NODE,...": the nodes among this one and the members it sees
+ * that run without credentials (--insecure), first in every answer so
+ * that nobody reads a cluster's layout without being told. Nothing when
+ * there are none. */
+static void insecure_line(keel_node *n, tbuf *b)
+{
+    keel_cluster *c = cluster_of(n);
+    const keel_member *v;
+    size_t nv = 0, i;
+    int any = 0, self_seen = 0;
+
+    if (c == NULL) {
+        if (n->opts.insecure)
+            tb_printf(b, "insecure %s (running without credentials: "
+                         "--insecure)\n",
+                      self_name(n));
+        return;
+    }
+    v = keel_cluster_view(c, &nv);
+    for (i = 0; i < nv; i++) {
+        if (strcmp(v[i].name, keel_cluster_node_name(c)) == 0)
+            self_seen = 1;
+        if (!member_insecure(n, c, &v[i]))
+            continue;
+        tb_printf(b, "%s%s", any ? "," : "insecure ", v[i].name);
+        any = 1;
+    }
+    if (n->opts.insecure && !self_seen) {
+        /* Not in its own view yet (joining): it still says so. */
+        tb_printf(b, "%s%s", any ? "," : "insecure ",
+                  keel_cluster_node_name(c));
+        any = 1;
+    }
+    if (any)
+        tb_printf(b, " (running without credentials: --insecure)\n");
+}
+
 /* ------------------------------------------------------------- queries */
 
 /* Why a node does not take part, when it does not: "refused ENAME: why".
@@ -175,13 +221,15 @@ static void q_nodes(keel_node *n, tbuf *b)
         self_addr(n, addr, sizeof addr);
         tb_printf(b, "mode standalone\nself %s\ncontroller %s\nmap_epoch 1\n",
                   self_name(n), self_name(n));
+        insecure_line(n, b);
         tb_printf(b, "node %s addr %s incarnation 1 caps ", self_name(n),
                   addr);
         if (nc == 1)
             tb_printf(b, "%s", NONE);
         for (i = 1; i < nc; i++)
             tb_printf(b, "%s%s", i > 1 ? "," : "", caps[i]);
-        tb_printf(b, " role controller self\n");
+        tb_printf(b, " role controller self%s\n",
+                  n->opts.insecure ? " insecure" : "");
         return;
     }
     m = keel_cluster_map(c);
@@ -191,6 +239,7 @@ static void q_nodes(keel_node *n, tbuf *b)
               keel_cluster_name(c), keel_cluster_node_name(c),
               ctl ? ctl : NONE, m ? m->map_epoch : 0);
     refused_line(c, b);
+    insecure_line(n, b);
     v = keel_cluster_view(c, &nv);
     for (i = 0; i < nv; i++) {
         tb_printf(b, "node %s addr %s incarnation %" PRId64 " caps ",
@@ -199,11 +248,12 @@ static void q_nodes(keel_node *n, tbuf *b)
             tb_printf(b, "%s", NONE);
         for (j = 0; j < v[i].ncaps; j++)
             tb_printf(b, "%s%s", j ? "," : "", v[i].caps[j]);
-        tb_printf(b, " role %s%s\n",
+        tb_printf(b, " role %s%s%s\n",
                   ctl && strcmp(ctl, v[i].name) == 0 ? "controller"
                                                      : "member",
                   strcmp(v[i].name, keel_cluster_node_name(c)) == 0 ? " self"
-                                                                     : "");
+                                                                     : "",
+                  member_insecure(n, c, &v[i]) ? " insecure" : "");
     }
 }
 
@@ -228,6 +278,7 @@ static void q_shards(keel_node *n, const char *only, tbuf *b)
         const char *caps[KEEL_MAP_MAX_CAPS];
         size_t nc = local_caps(n, caps, KEEL_MAP_MAX_CAPS), i;
 
+        insecure_line(n, b);
         if (only != NULL && strcmp(only, self_name(n)) != 0)
             return;
         for (i = 0; i < nc; i++)
@@ -236,6 +287,7 @@ static void q_shards(keel_node *n, const char *only, tbuf *b)
         return;
     }
     refused_line(c, b);
+    insecure_line(n, b);
     if ((m = keel_cluster_map(c)) == NULL)
         return;
     for (ci = 0; ci < m->ncaps; ci++)
@@ -306,6 +358,7 @@ static int q_where(keel_node *n, const char *type, const uint8_t *id,
                 snprintf(addr, sizeof addr, "%s", mem->addr);
         }
     }
+    insecure_line(n, b);
     tb_printf(b, "type %s\nid %.*s\ncapability %s\nshard %" PRIu32 "\n"
                  "owner %s\naddress %s\nepoch %" PRIu64 "\n",
               te->name, (int)idlen, (const char *)id,
@@ -332,6 +385,7 @@ static void q_capabilities(keel_node *n, tbuf *b)
     const keel_member *v;
     size_t nall = 0, nv, i, j, k;
 
+    insecure_line(n, b);
     if (c == NULL) {
         const char *caps[KEEL_MAP_MAX_CAPS];
         size_t nc = local_caps(n, caps, KEEL_MAP_MAX_CAPS);
@@ -571,7 +625,7 @@ int keel__info_json(keel_node *n, const char *http_addr, char **json,
     size_t nv, i, j;
     uint32_t ci, s;
     tbuf b = {0};
-    char *text = NULL, *line;
+    char *text = NULL, *line, *nl = NULL;
     size_t tlen = 0;
     char err[64];
 
@@ -581,7 +635,8 @@ int keel__info_json(keel_node *n, const char *http_addr, char **json,
     ctl = keel_cluster_controller_name(c);
     self = keel_cluster_node_name(c);
     v = keel_cluster_view(c, &nv);
-    tb_printf(&b, "{\"mode\": \"cluster\", \"cluster\": ");
+    tb_printf(&b, "{\"mode\": \"cluster\", \"insecure\": %s, \"cluster\": ",
+              n->opts.insecure ? "true" : "false");
     tb_json_str(&b, keel_cluster_name(c));
     tb_printf(&b, ", \"self\": ");
     tb_json_str(&b, self);
@@ -591,8 +646,9 @@ int keel__info_json(keel_node *n, const char *http_addr, char **json,
     for (i = 0; i < nv; i++) {
         tb_printf(&b, "%s{\"name\": ", i ? ", " : "");
         tb_json_str(&b, v[i].name);
-        tb_printf(&b, ", \"self\": %s, \"listen\": ",
-                  strcmp(v[i].name, self) == 0 ? "true" : "false");
+        tb_printf(&b, ", \"self\": %s, \"insecure\": %s, \"listen\": ",
+                  strcmp(v[i].name, self) == 0 ? "true" : "false",
+                  member_insecure(n, c, &v[i]) ? "true" : "false");
         tb_json_str(&b, v[i].addr);
         tb_printf(&b, ", \"incarnation\": %" PRId64 ", \"capabilities\": [",
                   v[i].incarnation);
@@ -616,15 +672,19 @@ int keel__info_json(keel_node *n, const char *http_addr, char **json,
             0)
             b.oom = 1;
     }
-    for (line = text, i = 0; line != NULL && *line; i++) {
-        /* "capability NAME nodes A,B\n" */
-        char *nl = strchr(line, '\n'), *name, *nodes, *comma;
+    for (line = text, i = 0; line != NULL && *line; line = nl + 1) {
+        /* "capability NAME nodes A,B\n"; the insecure line is the JSON's
+         * own fields. */
+        char *name, *nodes, *comma;
+        nl = strchr(line, '\n');
         *nl = '\0';
+        if (strncmp(line, "capability ", sizeof "capability " - 1) != 0)
+            continue;
         name = line + sizeof "capability " - 1;
         nodes = strstr(name, " nodes ");
         *nodes = '\0';
         nodes += sizeof " nodes " - 1;
-        tb_printf(&b, "%s", i ? ", " : "");
+        tb_printf(&b, "%s", i++ ? ", " : "");
         tb_json_str(&b, strcmp(name, DEFAULT_CAP) == 0 ? "" : name);
         tb_printf(&b, ": [");
         if (strcmp(nodes, NONE) != 0) {
@@ -638,7 +698,6 @@ int keel__info_json(keel_node *n, const char *http_addr, char **json,
             }
         }
         tb_printf(&b, "]");
-        line = nl + 1;
     }
     free(text);
     tb_printf(&b, "}, \"map_epoch\": %" PRIu64 ", \"shard_count\": %" PRIu32

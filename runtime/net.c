@@ -65,10 +65,11 @@ struct keel_conn {
     int in_flush;
     int buried;
     int paused;
-    /* The connection comes from another node of the cluster: it may set
-     * a call's hop count and send XFER frames (larger than --max-frame).
-     * Without TLS the connection said so (INFO "peer"), which nothing
-     * proves; with TLS its certificate proved it (conn_peer). */
+    /* The connection comes from another node of the cluster, a member:
+     * it may set a call's hop count and send XFER frames (larger than
+     * --max-frame). As conn_peer last found it: without TLS the
+     * connection said so (INFO "peer"), which nothing proves; with TLS
+     * its certificate proved it. */
     int peer;
     /* TLS (tls.h), or NULL on a node without it. tls_ready: the
      * handshake is done, and ident holds what the client's certificate
@@ -410,20 +411,14 @@ void keel__net_complete(keel_node *n, keel_req *req)
 
 /* ------------------------------------------------------------- reading */
 
-/* Whether c comes from another node of the cluster. With TLS: its
- * certificate names a node (CN=node:<id>) that is a member of the
- * cluster; the membership is looked up until it is once found (a node
- * that has just joined may be missing from this node's view for a
- * moment), and the connection keeps the mark. INFO "peer" counts for
- * nothing then. Without TLS: the connection said so (INFO "peer"). */
+/* Whether c comes from another node of the cluster now: its identity is
+ * a node's (with TLS from its certificate CN=node:<id>, INFO "peer"
+ * counting for nothing; without, from INFO "peer" NUL <id>) and that node
+ * is a member in this node's latest view (auth.h): it loses the mark
+ * when the node leaves or is forgotten. */
 static int conn_peer(keel_conn *c)
 {
-    if (c->peer)
-        return 1;
-    if (c->tls != NULL && c->tls_ready && c->ident.kind == KEEL_TLS_NODE &&
-        (c->n->cluster == NULL ||
-         keel__cluster_is_member(c->n, c->ident.name)))
-        c->peer = 1;
+    c->peer = keel__auth_peer(c->n->auth, &c->auth);
     return c->peer;
 }
 
@@ -477,8 +472,9 @@ static void handle_call(keel_conn *c, const keel_frame *f)
          * as if it had bounced between nodes already. */
         STAT_ADD(n, frames_bad, 1);
         send_error(c, f->request_id, KEEL_EDENIED,
-                   "hop count set by a client: flags bits 0-3 are for "
-                   "nodes forwarding a call");
+                   "hop count set by a client or a node that is no member "
+                   "(any more): flags bits 0-3 are for members forwarding "
+                   "a call; it did not run");
         return;
     }
     rc = keel_call_deadline_split(f, &budget, &body, &blen);
@@ -595,27 +591,26 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
         if (keel__auth_is_login(f, &tok, &len)) {
             char reply[400];
             size_t rl = 0;
-            rc = keel__auth_login(n->auth, &c->auth, tok, len, reply,
+            rc = keel__auth_login(n->auth, &c->auth, c->fd, tok, len, reply,
                                   sizeof reply, &rl, err, sizeof err);
             if (rc != 0)
                 send_error(c, f->request_id, rc, err);
             else
                 send_frame(c, KEEL_FRAME_REPLY, f->request_id, reply, rl);
-            return 0;
+            /* Too many failed tokens: closed once the refusal is out. */
+            return keel__auth_conn_spent(n->auth, &c->auth) ? -1 : 0;
         }
         if (f->body_len >= 4 && memcmp(f->body, "peer", 4) == 0 &&
             (f->body_len == 4 || f->body[4] == '\0')) {
             /* A node's connection to this one says so (peer.c). With
              * TLS only its certificate counts (conn_peer), and the
              * claim changes nothing. */
-            if (c->tls == NULL) {
-                if (keel__auth_peer_claim(n->auth, &c->auth) != 0) {
-                    send_error(c, f->request_id, KEEL_EDENIED,
-                               "not permitted: a client's certificate does "
-                               "not make a node");
-                    return 0;
-                }
-                c->peer = 1;
+            if (c->tls == NULL &&
+                (rc = keel__auth_peer_claim(n->auth, &c->auth, f->body,
+                                            f->body_len, err,
+                                            sizeof err)) != 0) {
+                send_error(c, f->request_id, rc, err);
+                return 0;
             }
             send_frame(c, KEEL_FRAME_REPLY, f->request_id, "peer", 4);
             return 0;
@@ -1142,7 +1137,7 @@ static void idle_conns_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     for (c = n->conns; c != NULL; c = next) {
         next = c->next;
-        if (c->dead || c->closing || c->peer || c->pending > 0 ||
+        if (c->dead || c->closing || conn_peer(c) || c->pending > 0 ||
             c->woff < c->wlen || t - c->active_at < limit)
             continue;
         if (c->tls != NULL && !c->tls_ready) {

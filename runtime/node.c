@@ -2619,7 +2619,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "handoff_bytes_in %llu\nhandoff_bytes_out %llu\nfenced %llu\n"
         "session_expirations %llu\nreplies_in_doubt %llu\n"
         "retries_answered %llu\nauth_refused_unauth %llu\n"
-        "auth_refused_denied %llu\ninsecure %llu\n",
+        "auth_refused_denied %llu\ninsecure %llu\nauth_throttled %llu\n"
+        "auth_conns_closed %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -2655,7 +2656,9 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->retries_answered,
         (unsigned long long)st->auth_refused_unauth,
         (unsigned long long)st->auth_refused_denied,
-        (unsigned long long)st->insecure);
+        (unsigned long long)st->insecure,
+        (unsigned long long)st->auth_throttled,
+        (unsigned long long)st->auth_conns_closed);
     return w < 0 ? 0 : (size_t)w;
 }
 

@@ -619,17 +619,22 @@ uint8_t *keel__peer_frame_by(keel_peers *p, const char *addr, uint8_t kind,
             keel_warn("peer %s: cannot connect", pr->addr);
             return NULL;
         }
-        /* First on every connection: INFO "peer" says it comes from a
-         * node, which may forward calls (hop counts) and stream units
-         * (XFER) over it; a node refuses both from clients. The answer
-         * needs no callback. */
-        hdr = keel__peer_frame_by(p, addr, KEEL_FRAME_INFO, 0, 4, 0, NULL,
-                                  NULL);
+        /* First on every connection: INFO "peer" NUL ID says it comes
+         * from node ID, which may forward calls (hop counts) and stream
+         * units (XFER) over it while it is a member; a node refuses both
+         * from clients. With TLS the certificate says it instead. The
+         * answer needs no callback. */
+        const char *self = p->n->opts.node_id;
+        size_t sl = self != NULL ? strlen(self) : 0;
+        hdr = keel__peer_frame_by(p, addr, KEEL_FRAME_INFO, 0, 5 + sl, 0,
+                                  NULL, NULL);
         if (hdr == NULL) {
             peer_fail(pr, PF_ERROR);
             return NULL;
         }
-        memcpy(hdr, "peer", 4);
+        memcpy(hdr, "peer", 5); /* with its NUL */
+        if (sl > 0)
+            memcpy(hdr + 5, self, sl);
     }
     need = pr->wlen + KEEL_FRAME_HEADER + body_len;
     if (need > pr->wcap) {

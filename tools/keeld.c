@@ -75,6 +75,12 @@ static void usage(FILE *f)
         "                         'TOKEN client|admin [TYPE,...]' a line; the\n"
         "                         file must not be readable by others; read\n"
         "                         again on SIGHUP (docs/security.md)\n"
+        "  --auth-conn-fails N    close a wire connection after N failed\n"
+        "                         token attempts (default 3, at most 255)\n"
+        "  --auth-addr-fails N    once N token attempts from one address\n"
+        "  --auth-fail-window S   failed within S seconds (defaults 10, 10),\n"
+        "                         refuse its attempts unchecked until those\n"
+        "                         S seconds are over\n"
         "  --insecure             run without credentials where they are\n"
         "                         required: a listener beyond loopback, or a\n"
         "                         cluster node (--zk)\n"
@@ -153,7 +159,8 @@ int main(int argc, char **argv)
         O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE, O_ACTLOG,
         O_HOLD, O_LEAVE, O_MAXCONN, O_CONNIDLE, O_UNITSTREAM, O_HTTPHDR,
         O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH,
-        O_AUTHTOKENS, O_INSECURE
+        O_AUTHTOKENS, O_INSECURE, O_AUTHCONNFAILS, O_AUTHADDRFAILS,
+        O_AUTHWINDOW
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, O_DATA},
@@ -188,6 +195,9 @@ int main(int argc, char **argv)
         {"tls-ca", required_argument, NULL, O_TLSCA},
         {"auth-tokens", required_argument, NULL, O_AUTHTOKENS},
         {"insecure", no_argument, NULL, O_INSECURE},
+        {"auth-conn-fails", required_argument, NULL, O_AUTHCONNFAILS},
+        {"auth-addr-fails", required_argument, NULL, O_AUTHADDRFAILS},
+        {"auth-fail-window", required_argument, NULL, O_AUTHWINDOW},
         {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0}};
@@ -379,6 +389,28 @@ int main(int argc, char **argv)
         case O_INSECURE:
             opts.insecure = 1;
             break;
+        case O_AUTHCONNFAILS:
+        case O_AUTHADDRFAILS:
+        case O_AUTHWINDOW: {
+            unsigned long long max = c == O_AUTHCONNFAILS ? 255
+                                     : c == O_AUTHADDRFAILS ? 1000000
+                                                            : 3600;
+            if (parse_u64(optarg, max, &v) != 0 || v == 0) {
+                fprintf(stderr, "keeld: --%s takes %s from 1 to %llu\n",
+                        c == O_AUTHCONNFAILS   ? "auth-conn-fails"
+                        : c == O_AUTHADDRFAILS ? "auth-addr-fails"
+                                               : "auth-fail-window",
+                        c == O_AUTHWINDOW ? "seconds" : "a count", max);
+                return 2;
+            }
+            if (c == O_AUTHCONNFAILS)
+                opts.auth_conn_fails = (uint32_t)v;
+            else if (c == O_AUTHADDRFAILS)
+                opts.auth_addr_fails = (uint32_t)v;
+            else
+                opts.auth_fail_window_s = (uint32_t)v;
+            break;
+        }
         case O_VERSION:
             printf("keeld %s\n", keel_version_string());
             return 0;
@@ -464,8 +496,15 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
 
-    /* Tests and scripts wait for this line before connecting. */
-    fprintf(stderr, "keeld: ready on port %d\n", keel_node_port(the_node));
+    /* Tests and scripts wait for this line before connecting. A node
+     * that runs exposed without credentials says so on it too. */
+    {
+        keel_stats st;
+        keel_node_stats(the_node, &st);
+        fprintf(stderr, "keeld: ready on port %d%s\n",
+                keel_node_port(the_node),
+                st.insecure ? " (INSECURE: no credentials, --insecure)" : "");
+    }
     if (opts.http_listen != NULL)
         fprintf(stderr, "keeld: http on port %d\n",
                 keel_node_http_port(the_node));

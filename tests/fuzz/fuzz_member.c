@@ -8,7 +8,8 @@
  *  - parsing fails only with KEEL_ECORRUPT, and then leaves the member it
  *    was given as it was;
  *  - what parses is written back by the format's own rules (addr, caps,
- *    then the optional session_timeout, store and leaving lines) to the
+ *    then the optional session_timeout, store, insecure and leaving
+ *    lines) to the
  *    very bytes it came from: the format is strict, one text per member;
  *  - marking a member leaving appends "leaving 1\n", parses again, and
  *    is refused (KEEL_EEXIST) for a member already leaving. */
@@ -63,6 +64,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(strlen(m.store) == 32);
         FUZZ_CHECK((size_t)(p - text) + 39 <= size);
         p += sprintf(p, "store %s\n", m.store);
+    }
+    if (m.insecure) {
+        FUZZ_CHECK((size_t)(p - text) + 11 <= size);
+        memcpy(p, "insecure 1\n", 11);
+        p += 11;
     }
     if (m.leaving) {
         FUZZ_CHECK((size_t)(p - text) + 10 <= size);

@@ -366,6 +366,11 @@ static void member_seeds(void)
              "%.*sstore 0123456789abcdef0123456789abcdef\nleaving 1\n",
              (int)len, text);
     seed("member", "store-leaving", buf, strlen(buf));
+    snprintf(buf, sizeof buf,
+             "%.*sstore 0123456789abcdef0123456789abcdef\ninsecure 1\n"
+             "leaving 1\n",
+             (int)len, text);
+    seed("member", "store-insecure-leaving", buf, strlen(buf));
     free(text);
     FUZZ_CHECK(keel_member_format("host.example:1", caps, 1, 0, &text,
                                   &len) == 0);

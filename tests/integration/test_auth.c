@@ -1,7 +1,9 @@
 /* Access control on a standalone keeld (docs/security.md): tokens and
  * their roles on the wire and over HTTP, the token file's checks, its
- * reload on SIGHUP, and credentials required beyond loopback. Every
- * refusal is checked to have left the state as it was. */
+ * reload on SIGHUP, limits on failed token attempts (per connection, per
+ * address), credentials required beyond loopback, and a node without
+ * them saying so in every status answer. Every refusal is checked to have
+ * left the state as it was. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <netinet/in.h>
@@ -12,11 +14,14 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "keel.h"
 #include "proc.h"
+#include "rawconn.h"
 #include "runtime/client.h"
+#include "runtime/proto.h"
 #include "testutil.h"
 
 #define ADMIN "admin-token-0123456789"
@@ -238,24 +243,20 @@ END_TEST
 
 /* ---------------------------------------------------------------- HTTP */
 
-/* One HTTP/1.1 request (Connection: close); the status, and the whole
- * response in *resp (malloc'd) when given. */
-static int http(int port, const char *method, const char *path,
-                const char *token, const char *body, char **resp)
+/* One HTTP/1.1 request (Connection: close) from local address `from`
+ * (NULL: any); the status, and the whole response in *resp (malloc'd)
+ * when given. */
+static int http_from(const char *from, int port, const char *method,
+                     const char *path, const char *token, const char *body,
+                     char **resp)
 {
-    struct sockaddr_in sin;
     char req[1024], buf[65536];
     size_t got = 0;
     ssize_t r;
     int fd, status = -1;
 
-    fd = socket(AF_INET, SOCK_STREAM, 0);
+    fd = tu_raw_connect_from(from, port);
     ck_assert_int_ge(fd, 0);
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_port = htons((uint16_t)port);
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
     snprintf(req, sizeof req,
              "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
              "%s%s%sContent-Length: %zu\r\n\r\n%s",
@@ -274,14 +275,24 @@ static int http(int port, const char *method, const char *path,
     return status;
 }
 
+static int http(int port, const char *method, const char *path,
+                const char *token, const char *body, char **resp)
+{
+    return http_from(NULL, port, method, path, token, body, resp);
+}
+
+/* The HTTP port of this start of the node (its log may hold earlier
+ * ones). */
 static int http_port_of(void)
 {
-    char *log = tu_keeld_log(&node), *p;
+    char *log = tu_keeld_log(&node), *p, *last = NULL;
     int port = 0;
 
-    p = log ? strstr(log, "keeld: http on port ") : NULL;
-    if (p != NULL)
-        port = atoi(p + strlen("keeld: http on port "));
+    for (p = log; p != NULL && (p = strstr(p, "keeld: http on port ")) != NULL;
+         p++)
+        last = p;
+    if (last != NULL)
+        port = atoi(last + strlen("keeld: http on port "));
     free(log);
     ck_assert_int_gt(port, 0);
     return port;
@@ -486,7 +497,311 @@ START_TEST(sighup_reload)
 }
 END_TEST
 
+/* ------------------------------------------------ failed token attempts */
+
+/* INFO auth TOKEN on raw connection fd, request id `id`; the answer in
+ * *f. Returns its kind, or -1 when none came (the connection closed, 5 s
+ * passed). */
+static int raw_auth(int fd, uint64_t id, const char *token, tu_rframe *f)
+{
+    uint8_t frame[KEEL_FRAME_HEADER + 5 + 256];
+    size_t tl = strlen(token);
+
+    ck_assert_uint_le(tl, 256);
+    keel_frame_header(frame, KEEL_FRAME_INFO, id, (uint32_t)(5 + tl));
+    memcpy(frame + KEEL_FRAME_HEADER, "auth", 5); /* with its NUL */
+    memcpy(frame + KEEL_FRAME_HEADER + 5, token, tl);
+    if (tu_send_all(fd, frame, KEEL_FRAME_HEADER + 5 + tl) != 0 ||
+        tu_read_frame(fd, f, 5000) != 1)
+        return -1;
+    ck_assert_uint_eq(f->id, id);
+    return f->kind;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int body_has(const tu_rframe *f, const char *s)
+{
+    return memmem(f->body, f->len, s, strlen(s)) != NULL;
+}
+
+/* A PING on fd is answered. */
+static int raw_ping(int fd)
+{
+    uint8_t frame[KEEL_FRAME_HEADER + 2];
+    tu_rframe f;
+
+    keel_frame_header(frame, KEEL_FRAME_PING, 99, 2);
+    memcpy(frame + KEEL_FRAME_HEADER, "hi", 2);
+    return tu_send_all(fd, frame, sizeof frame) == 0 &&
+           tu_read_frame(fd, &f, 5000) == 1 && f.kind == KEEL_FRAME_PONG;
+}
+
+/* Wrong tokens from 127.0.0.1 until the node refuses them unchecked, on
+ * fresh connections (each closed after its third failure). At most 40
+ * attempts. Returns how many were refused as unknown before that. */
+static int brute_force(const char *from)
+{
+    int attempts = 0, unknown = 0, fd = -1, on_conn = 0, cut = 0;
+    char wrong[64];
+    tu_rframe f;
+
+    while (!cut && attempts < 40) {
+        if (fd < 0) {
+            fd = tu_raw_connect_from(from, node.port);
+            ck_assert_int_ge(fd, 0);
+            on_conn = 0;
+        }
+        snprintf(wrong, sizeof wrong, "guess-%04d-0123456789abcdef",
+                 attempts);
+        ck_assert_int_eq(raw_auth(fd, (uint64_t)attempts + 1, wrong, &f),
+                         KEEL_FRAME_ERROR);
+        ck_assert_int_eq(f.code, KEEL_EUNAUTH);
+        attempts++;
+        if (body_has(&f, "too many failed token attempts from"))
+            cut = 1;
+        else
+            ck_assert_msg(body_has(&f, "unknown token"), "%.*s",
+                          (int)f.len, (const char *)f.body);
+        unknown += !cut;
+        if (++on_conn == 3) {
+            /* Closed after the refusal of its third failure. */
+            ck_assert(body_has(&f, "it is closed"));
+            ck_assert(tu_closed_within(fd, 5000));
+            close(fd);
+            fd = -1;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    ck_assert_msg(cut, "still checking tokens after %d wrong ones",
+                  attempts);
+    return unknown;
+}
+
+START_TEST(failed_token_attempts_limited)
+{
+    const char *extra[] = {"--auth-tokens", tokens, "--http", "127.0.0.1:0",
+                           NULL};
+    tu_rframe f;
+    char *resp = NULL;
+    int fd, port;
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, extra), 0);
+    port = http_port_of();
+
+    /* One connection: two failures leave it open, the third closes it,
+     * and a frame sent after is not answered. */
+    fd = tu_raw_connect_from("127.0.0.3", node.port);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(raw_auth(fd, 1, "wrong-token-0123456789", &f),
+                     KEEL_FRAME_ERROR);
+    ck_assert_int_eq(raw_auth(fd, 2, "wrong-token-0123456789", &f),
+                     KEEL_FRAME_ERROR);
+    ck_assert(!body_has(&f, "closed"));
+    ck_assert(raw_ping(fd));
+    ck_assert_int_eq(raw_auth(fd, 3, "wrong-token-0123456789", &f),
+                     KEEL_FRAME_ERROR);
+    ck_assert_int_eq(f.code, KEEL_EUNAUTH);
+    ck_assert_msg(body_has(&f, "too many failed attempts on this "
+                               "connection: it is closed"),
+                  "%.*s", (int)f.len, (const char *)f.body);
+    ck_assert(tu_closed_within(fd, 5000));
+    close(fd);
+    ck_assert_int_eq(stat_as(ADMIN, "auth_conns_closed"), 1);
+    /* A right token on a fresh connection from there still works: three
+     * failures are below the address's limit. */
+    fd = tu_raw_connect_from("127.0.0.3", node.port);
+    ck_assert_int_eq(raw_auth(fd, 1, ADMIN, &f), KEEL_FRAME_REPLY);
+    close(fd);
+
+    /* A brute force from 127.0.0.1: ten wrong tokens are looked at, the
+     * next is refused without a look. */
+    ck_assert_int_eq(brute_force("127.0.0.1"), 10);
+    /* From there even the right token is refused now, on the wire and
+     * over HTTP... */
+    fd = tu_raw_connect_from("127.0.0.1", node.port);
+    ck_assert_int_eq(raw_auth(fd, 1, ADMIN, &f), KEEL_FRAME_ERROR);
+    ck_assert_int_eq(f.code, KEEL_EUNAUTH);
+    ck_assert(body_has(&f, "too many failed token attempts from "
+                           "127.0.0.1"));
+    close(fd);
+    refused_as(ADMIN, "keel: EUNAUTH: not authenticated: too many failed "
+                      "token attempts from 127.0.0.1",
+               "call", "counter", "bf", "incr", NULL);
+    ck_assert_int_eq(http_from("127.0.0.1", port, "POST",
+                               "/v1/actors/counter/bf", ADMIN, "incr",
+                               &resp),
+                     401);
+    ck_assert_ptr_nonnull(strstr(resp, "too many failed token attempts"));
+    free(resp);
+    /* ...while another address is served as usual. */
+    fd = tu_raw_connect_from("127.0.0.2", node.port);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(raw_auth(fd, 1, CLIENT, &f), KEEL_FRAME_REPLY);
+    ck_assert_int_eq(memcmp(f.body, "auth client\n", 12), 0);
+    close(fd);
+    ck_assert_int_eq(http_from("127.0.0.2", port, "POST",
+                               "/v1/actors/counter/bf", ADMIN, "incr",
+                               &resp),
+                     200);
+    ck_assert_ptr_nonnull(strstr(resp, "\r\n\r\n1"));
+    free(resp);
+    ck_assert_int_eq(http_from("127.0.0.2", port, "GET", "/metrics", CLIENT,
+                               NULL, &resp),
+                     200);
+    /* Four refused unchecked: the brute force's last, the raw attempt,
+     * the CLI's and the HTTP request; four connections closed: the first
+     * one and three of the brute force. */
+    ck_assert_msg(strstr(resp, "\nkeel_auth_throttled_total 4\n") &&
+                      strstr(resp, "\nkeel_auth_conns_closed_total 4\n"),
+                  "%s", resp);
+    free(resp);
+
+    /* Wrong bearer tokens count as well: ten from 127.0.0.4, then the
+     * right one is refused there, over HTTP and on the wire. */
+    {
+        int k;
+        for (k = 0; k < 10; k++)
+            ck_assert_int_eq(http_from("127.0.0.4", port, "GET", "/metrics",
+                                       "not-a-token-0123456789", NULL, NULL),
+                             401);
+    }
+    ck_assert_int_eq(http_from("127.0.0.4", port, "GET", "/metrics", CLIENT,
+                               NULL, &resp),
+                     401);
+    ck_assert_ptr_nonnull(strstr(resp, "too many failed token attempts from "
+                                       "127.0.0.4"));
+    free(resp);
+    fd = tu_raw_connect_from("127.0.0.4", node.port);
+    ck_assert_int_eq(raw_auth(fd, 1, CLIENT, &f), KEEL_FRAME_ERROR);
+    ck_assert(body_has(&f, "too many failed token attempts"));
+    close(fd);
+    /* Nothing refused ran: bf was incremented once, from 127.0.0.2 (the
+     * CLI cannot choose its address: read it over HTTP from there). */
+    ck_assert_int_eq(http_from("127.0.0.2", port, "POST",
+                               "/v1/actors/counter/bf", ADMIN, "get", &resp),
+                     200);
+    ck_assert_msg(strstr(resp, "\r\n\r\n1") != NULL, "%s", resp);
+    free(resp);
+    {
+        char *log = tu_keeld_log(&node);
+        ck_assert_msg(log != NULL &&
+                          strstr(log, "10 failed token attempts from "
+                                      "127.0.0.1 within 10 s"),
+                      "%s", log ? log : "(no log)");
+        free(log);
+    }
+}
+END_TEST
+
+/* A short window: the address is served again once it is over. */
+START_TEST(failed_token_window_ends)
+{
+    const char *extra[] = {"--auth-tokens", tokens, "--auth-fail-window",
+                           "3", "--auth-addr-fails", "4",
+                           "--auth-conn-fails", "2", NULL};
+    tu_rframe f;
+    double t0;
+    int fd, ok = 0;
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, extra), 0);
+    /* Two failures close a connection now. */
+    fd = tu_raw_connect_from("127.0.0.1", node.port);
+    ck_assert_int_eq(raw_auth(fd, 1, "wrong-token-0123456789", &f),
+                     KEEL_FRAME_ERROR);
+    ck_assert(raw_ping(fd));
+    ck_assert_int_eq(raw_auth(fd, 2, "wrong-token-0123456789", &f),
+                     KEEL_FRAME_ERROR);
+    ck_assert(body_has(&f, "it is closed"));
+    ck_assert(tu_closed_within(fd, 5000));
+    close(fd);
+    /* Two more, and the address is cut off. */
+    fd = tu_raw_connect_from("127.0.0.1", node.port);
+    ck_assert_int_eq(raw_auth(fd, 1, "wrong-token-0123456789", &f),
+                     KEEL_FRAME_ERROR);
+    ck_assert(body_has(&f, "unknown token"));
+    ck_assert_int_eq(raw_auth(fd, 2, "wrong-token-0123456789", &f),
+                     KEEL_FRAME_ERROR);
+    ck_assert(body_has(&f, "unknown token"));
+    close(fd);
+    t0 = now_s();
+    fd = tu_raw_connect_from("127.0.0.1", node.port);
+    ck_assert_int_eq(raw_auth(fd, 1, ADMIN, &f), KEEL_FRAME_ERROR);
+    ck_assert(body_has(&f, "too many failed token attempts"));
+    close(fd);
+    /* Served again within the window and a second or so (at most 10 s). */
+    while (!ok && now_s() - t0 < 10) {
+        fd = tu_raw_connect_from("127.0.0.1", node.port);
+        ck_assert_int_ge(fd, 0);
+        ok = raw_auth(fd, 1, ADMIN, &f) == KEEL_FRAME_REPLY;
+        close(fd);
+        if (!ok)
+            usleep(200000);
+    }
+    ck_assert_msg(ok, "still refused 10 s after a 3 s window began");
+    ck_assert_int_eq(stat_as(ADMIN, "auth_conns_closed"), 2);
+    ck_assert_int_ge(stat_as(ADMIN, "auth_throttled"), 1);
+}
+END_TEST
+
 /* ---------------------------------------------------- secure by default */
+
+/* Whether every status answer of the node (started with --http) says it
+ * runs without credentials: keeld's ready line, `keel nodes`, `shards`,
+ * `where`, `capabilities` and /v1/cluster. */
+static void says_insecure(int insecure)
+{
+    static const char *const cmds[][4] = {
+        {"nodes", NULL}, {"shards", NULL}, {"where", "counter", "c", NULL},
+        {"capabilities", NULL}};
+    const char *line = "insecure local (running without credentials: "
+                       "--insecure)\n";
+    char *out, *log, *resp = NULL;
+    size_t i;
+
+    log = tu_keeld_log(&node);
+    ck_assert_ptr_nonnull(log);
+    ck_assert_msg((strstr(log, "keeld: ready on port ") != NULL) &&
+                      (strstr(log, " (INSECURE: no credentials, "
+                                   "--insecure)\n") != NULL) == insecure,
+                  "%s", log);
+    free(log);
+    for (i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+        out = NULL;
+        ck_assert_int_eq(keel_as(NULL, &out, NULL, cmds[i][0], cmds[i][1],
+                                 cmds[i][2], NULL),
+                         0);
+        ck_assert_msg((strstr(out, line) != NULL) == insecure,
+                      "keel %s: %s", cmds[i][0], out);
+        free(out);
+    }
+    out = NULL;
+    ck_assert_int_eq(keel_as(NULL, &out, NULL, "nodes", NULL), 0);
+    ck_assert_msg((strstr(out, " role controller self insecure\n") != NULL) ==
+                      insecure,
+                  "%s", out);
+    free(out);
+    ck_assert_int_eq(http(http_port_of(), "GET", "/v1/cluster", NULL, NULL,
+                          &resp),
+                     200);
+    ck_assert_msg(strstr(resp, insecure ? "{\"mode\": \"standalone\", "
+                                          "\"insecure\": true, "
+                                        : "{\"mode\": \"standalone\", "
+                                          "\"insecure\": false, ") &&
+                      strstr(resp, insecure ? "\"self\": true, \"insecure\": "
+                                              "true"
+                                            : "\"self\": true, \"insecure\": "
+                                              "false"),
+                  "%s", resp);
+    free(resp);
+}
 
 START_TEST(credentials_required_beyond_loopback)
 {
@@ -504,12 +819,17 @@ START_TEST(credentials_required_beyond_loopback)
                   any);
     keeld_refuses("its HTTP face listens on 0.0.0.0:0, beyond loopback",
                   http_any);
-    /* Loopback without credentials: as before, not insecure. */
-    ck_assert_int_eq(tu_keeld_start(&node, data, 0, NULL), 0);
+    /* Loopback without credentials: as before, not insecure, and no
+     * answer says it is. */
+    {
+        const char *h[] = {"--http", "127.0.0.1:0", NULL};
+        ck_assert_int_eq(tu_keeld_start(&node, data, 0, h), 0);
+    }
     ck_assert_int_eq(keel_as(NULL, NULL, NULL, "call", "counter", "c",
                              "incr", NULL),
                      0);
     ck_assert_int_eq(stat_as(NULL, "insecure"), 0);
+    says_insecure(0);
     ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
     tu_keeld_free(&node);
     memset(&node, 0, sizeof node);
@@ -522,7 +842,7 @@ START_TEST(credentials_required_beyond_loopback)
         /* tu_keeld_start listens on 127.0.0.1; a later --listen wins. */
         {
             const char *wide[] = {"--listen", "0.0.0.0:0", "--insecure",
-                                  NULL};
+                                  "--http", "127.0.0.1:0", NULL};
             (void)extra;
             ck_assert_int_eq(tu_keeld_start(&k, data, 0, wide), 0);
         }
@@ -533,6 +853,7 @@ START_TEST(credentials_required_beyond_loopback)
         snprintf(k.addr, sizeof k.addr, "127.0.0.1:%d", k.port);
         node = k;
         ck_assert_int_eq(stat_as(NULL, "insecure"), 1);
+        says_insecure(1);
     }
 }
 END_TEST
@@ -549,6 +870,8 @@ static Suite *suite(void)
     tcase_add_test(tc, http_401_403_200);
     tcase_add_test(tc, bad_token_files_refused);
     tcase_add_test(tc, sighup_reload);
+    tcase_add_test(tc, failed_token_attempts_limited);
+    tcase_add_test(tc, failed_token_window_ends);
     tcase_add_test(tc, credentials_required_beyond_loopback);
     suite_add_tcase(s, tc);
     return s;

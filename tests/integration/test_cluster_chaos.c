@@ -482,6 +482,8 @@ START_TEST(membership_changes_under_load)
     for (line = strtok_r(out, "\n", &save); line != NULL;
          line = strtok_r(NULL, "\n", &save)) {
         unsigned shard;
+        if (strncmp(line, "insecure ", 9) == 0)
+            continue; /* the nodes run --insecure: the answer says so */
         ck_assert_int_eq(sscanf(line, "unit (default) %u", &shard), 1);
         ck_assert_uint_lt(shard, SHARDS);
         crashed_shard[shard] = 1;

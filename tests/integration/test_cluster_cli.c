@@ -139,7 +139,21 @@ START_TEST(nodes_one_controller)
         }
         snprintf(want, sizeof want, "node %s addr ", ctl_name);
         ck_assert_ptr_nonnull(strstr(strstr(out, want), " role controller"));
-        ck_assert_ptr_nonnull(strstr(out, " self\n"));
+        /* The nodes run without credentials (the fixture's --insecure):
+         * each says so in its member znode, and every answer says it. */
+        ck_assert_ptr_nonnull(strstr(out, " self insecure\n"));
+        ck_assert_ptr_nonnull(strstr(out, "\ninsecure n0,n1,n2 (running "
+                                          "without credentials: "
+                                          "--insecure)\n"));
+        {
+            size_t n = 0;
+            const char *p = out;
+            while ((p = strstr(p, " insecure\n")) != NULL) {
+                n++;
+                p++;
+            }
+            ck_assert_int_eq(n, 3);
+        }
         free(out);
     }
 }
@@ -156,7 +170,11 @@ START_TEST(where_names_the_serving_node)
         char name[8];
         snprintf(name, sizeof name, "c%d", c + 1);
         out = cli(c % N, "where", "counter", name, NULL);
-        ck_assert_ptr_nonnull(strstr(out, "type counter\n"));
+        ck_assert_int_eq(strncmp(out, "insecure n0,n1,n2 (running without "
+                                      "credentials: --insecure)\ntype "
+                                      "counter\n",
+                                 73),
+                         0);
         ck_assert_ptr_nonnull(strstr(out, "capability (default)\n"));
         p = strstr(out, "\nowner ");
         ck_assert_ptr_nonnull(p);
@@ -206,7 +224,12 @@ START_TEST(shards_cover_every_unit_once)
     await_settled();
     memset(seen, 0, sizeof seen);
     out = cli(1, "shards", NULL, NULL, NULL);
-    for (line = strtok(out, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+    /* First, that the members run without credentials (--insecure). */
+    line = strtok(out, "\n");
+    ck_assert_ptr_nonnull(line);
+    ck_assert_str_eq(line, "insecure n0,n1,n2 (running without credentials: "
+                           "--insecure)");
+    for (line = strtok(NULL, "\n"); line != NULL; line = strtok(NULL, "\n")) {
         char cap[32], own[16];
         unsigned shard;
         unsigned long long epoch;
@@ -240,7 +263,10 @@ START_TEST(shards_cover_every_unit_once)
         snprintf(want, sizeof want, " owner n%d ", i);
         out = cli(0, "shards", "--node", id, NULL);
         per_node += count_lines(out, "unit ");
-        for (line = strtok(out, "\n"); line; line = strtok(NULL, "\n"))
+        line = strtok(out, "\n");
+        ck_assert_ptr_nonnull(line);
+        ck_assert_int_eq(strncmp(line, "insecure n0,n1,n2 ", 18), 0);
+        for (line = strtok(NULL, "\n"); line; line = strtok(NULL, "\n"))
             ck_assert_ptr_nonnull(strstr(line, want));
         free(out);
     }
@@ -257,7 +283,9 @@ START_TEST(capabilities_and_http)
     await_settled();
     for (i = 0; i < N; i++) {
         out = cli(i, "capabilities", NULL, NULL, NULL);
-        ck_assert_str_eq(out, "capability (default) nodes n0,n1,n2\n"
+        ck_assert_str_eq(out, "insecure n0,n1,n2 (running without "
+                              "credentials: --insecure)\n"
+                              "capability (default) nodes n0,n1,n2\n"
                               "capability gpu nodes n0,n1\n"
                               "capability ssd nodes n1\n");
         free(out);
@@ -274,7 +302,18 @@ START_TEST(capabilities_and_http)
         const char *argv[] = {"/usr/bin/curl", "-sf", url, NULL};
         ck_assert_int_eq(tu_run(argv, &body, NULL), 0);
     }
-    ck_assert_ptr_nonnull(strstr(body, "\"mode\": \"cluster\""));
+    ck_assert_ptr_nonnull(strstr(body, "\"mode\": \"cluster\", "
+                                       "\"insecure\": true, "));
+    {
+        size_t n = 0;
+        const char *m = body;
+        while ((m = strstr(m, ", \"insecure\": true, \"listen\": ")) !=
+               NULL) {
+            n++;
+            m++;
+        }
+        ck_assert_int_eq(n, 3); /* each member */
+    }
     ck_assert_ptr_nonnull(strstr(body, "\"self\": \"n2\""));
     ck_assert_ptr_nonnull(strstr(body, "\"name\": \"n0\""));
     ck_assert_ptr_nonnull(strstr(body, "\"name\": \"n1\""));

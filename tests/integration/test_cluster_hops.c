@@ -90,9 +90,10 @@ START_TEST(hops_used_up_reroutes)
     /* To n0: one call with its hops used up, then two ordinary ones for
      * the same actor. */
     ck_assert_int_eq(keel_client_connect(cl.nodes[0].addr, 20000, &c), 0);
-    /* As a node does: only a connection from a node may carry hops. */
+    /* As a node does (here member n1): only a connection from a member
+     * may carry hops. */
     ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_INFO, NULL, NULL, 0,
-                                      "peer", 4, NULL, NULL),
+                                      "peer\0n1", 7, NULL, NULL),
                      0);
     queue_hopped(c, 1, id, "incr", 3);
     ck_assert_int_eq(keel_client_queue(c, KEEL_FRAME_CALL, 2, "counter", id,

@@ -51,14 +51,15 @@ static int read_answer(int fd, int *code)
     return f.kind;
 }
 
-/* The first frame a node sends on its connections to another. */
+/* The first frame a node sends on its connections to another: here as
+ * member n0 would, to n1. */
 static void say_peer(int fd)
 {
-    uint8_t f[KEEL_FRAME_HEADER + 4];
+    uint8_t f[KEEL_FRAME_HEADER + 7];
     int code;
 
-    keel_frame_header(f, KEEL_FRAME_INFO, 1, 4);
-    memcpy(f + KEEL_FRAME_HEADER, "peer", 4);
+    keel_frame_header(f, KEEL_FRAME_INFO, 1, 7);
+    memcpy(f + KEEL_FRAME_HEADER, "peer\0n0", 7);
     ck_assert_int_eq(tu_send_all(fd, f, sizeof f), 0);
     ck_assert_int_ge(read_answer(fd, &code), 0);
 }

@@ -4,8 +4,9 @@
  * without a node certificate cannot forward a call (hop bits) or stream a
  * unit (XFER), even after INFO "peer" (EDENIED, nothing changes); a
  * certificate from another CA, even one naming a member, gets no
- * connection at all, and a node started with one cannot forward. Every
- * wait is bounded. */
+ * connection at all, and a node started with one cannot forward; a node's
+ * connections lose their rights when it leaves the cluster. Every wait is
+ * bounded. */
 #include <check.h>
 #include <signal.h>
 #include <stdio.h>
@@ -208,6 +209,80 @@ START_TEST(forged_peer_frames_denied)
 }
 END_TEST
 
+/* A hopped call on c: its answer's code (0: it ran). */
+static int hop_call(keel_client *c, uint64_t rid, const char *id)
+{
+    queue_hopped(c, rid, id);
+    ck_assert_int_eq(keel_client_flush(c), 0);
+    return answer_code(c, rid);
+}
+
+/* Whether `keel nodes` through node 0 lists node `name`. */
+static int listed(const char *name)
+{
+    char *out = NULL, want[32];
+    int yes;
+
+    snprintf(want, sizeof want, "node %s addr ", name);
+    if (tu_keel(cl.nodes[0].addr, &out, NULL, "nodes", NULL) != 0) {
+        free(out);
+        return -1;
+    }
+    yes = strstr(out, want) != NULL;
+    free(out);
+    return yes;
+}
+
+/* A connection is a peer while the node its certificate names is a
+ * member: n2's connection to n0 forwards calls while n2 is in the
+ * cluster, and is refused them once n2 has left and been forgotten, as is
+ * a new one with the same certificate. */
+START_TEST(departed_node_loses_peer_rights)
+{
+    keel_client *c = NULL, *c2 = NULL;
+    char why[512], *out = NULL;
+    uint64_t rid = 1;
+    int i, rc = -1, tries;
+    double t0;
+
+    for (i = 0; i < 3; i++)
+        start_node(i, i == 0 ? "n0" : i == 1 ? "n1" : "n2");
+    wait_served("d", 1);
+    ck_assert_msg(tls_connect(0, "n2", ca, &c, why, sizeof why) == 0, "%s",
+                  why);
+    /* Taken once n0 sees n2 as a member (on this same connection). */
+    for (tries = 0; tries < 100 && rc != 0; tries++) {
+        rc = hop_call(c, rid++, "d0");
+        if (rc != 0)
+            tu_sleep_ms(100);
+    }
+    TU_CLUSTER_CHECK(&cl, rc == 0, "n2's forwarded call refused: %d", rc);
+
+    tu_keeld_stop(&cl.nodes[2], SIGKILL);
+    t0 = tu_now_s();
+    while (listed("n2") != 0 && tu_now_s() - t0 < 30)
+        tu_sleep_ms(200);
+    TU_CLUSTER_CHECK(&cl, listed("n2") == 0, "n2 still a member 30 s after "
+                                             "it was killed");
+    /* Its session is over: its connection is no peer any more. */
+    ck_assert_int_eq(hop_call(c, rid++, "d0"), KEEL_EDENIED);
+    /* Forgotten: still refused, a stream too, and a new connection with
+     * its certificate as well. */
+    TU_CLUSTER_CHECK(&cl, tu_cluster_forget(&cl, 0, "n2", 50, 200, &out) == 0,
+                     "forget n2");
+    free(out);
+    ck_assert_int_eq(hop_call(c, rid++, "d0"), KEEL_EDENIED);
+    queue_xfer(c, rid);
+    ck_assert_int_eq(keel_client_flush(c), 0);
+    ck_assert_int_eq(answer_code(c, rid++), KEEL_EDENIED);
+    keel_client_close(c);
+    ck_assert_msg(tls_connect(0, "n2", ca, &c2, why, sizeof why) == 0, "%s",
+                  why);
+    ck_assert_int_eq(hop_call(c2, rid++, "d0"), KEEL_EDENIED);
+    keel_client_close(c2);
+}
+END_TEST
+
 START_TEST(foreign_ca_gets_no_link)
 {
     keel_client *c = NULL;
@@ -273,6 +348,7 @@ int main(void)
     tcase_add_test(tc, forwards_over_mutual_tls);
     tcase_add_test(tc, forged_peer_frames_denied);
     tcase_add_test(tc, foreign_ca_gets_no_link);
+    tcase_add_test(tc, departed_node_loses_peer_rights);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&cl, s);
 }

@@ -38,6 +38,8 @@ typedef struct tnode {
     int fenced_calls, last_fenced, expired_calls;
     int delay_release;
     int release_calls, drop_calls;
+    int members_calls;  /* the members hook: how often */
+    size_t members_seen; /* and the view's size at the last call */
     rel pending[1024 * 4];
     size_t npending;
 } tnode;
@@ -200,6 +202,14 @@ static void on_drop(keel_cluster *c, const char *cap, uint32_t shard,
 
 static int forgotten_calls[6];
 
+static void on_members(keel_cluster *c, void *data)
+{
+    tnode *n = data;
+
+    n->members_calls++;
+    (void)keel_cluster_view(c, &n->members_seen);
+}
+
 static void on_forgotten(keel_cluster *c, void *data)
 {
     tnode *n = data;
@@ -218,6 +228,9 @@ typedef struct mkopt {
     uint32_t timeout; /* 0: TIMEOUT */
     const char *store; /* store id, 32 hex digits, or NULL */
 } mkopt;
+
+/* The nodes mk() makes from now on run without credentials. */
+static int mk_insecure;
 
 static tnode *mk(int i, const mkopt *mo)
 {
@@ -245,6 +258,8 @@ static tnode *mk(int i, const mkopt *mo)
     o.hooks.expired = on_expired;
     o.hooks.forgotten = on_forgotten;
     o.hooks.drop = on_drop;
+    o.hooks.members = on_members;
+    o.insecure = mk_insecure;
     if (mo && mo->acquire_hook)
         o.hooks.acquire = on_acquire;
     o.store_id = mo ? mo->store : NULL;
@@ -592,6 +607,52 @@ START_TEST(test_member_leaving_format)
     keel_member_clear(&m);
     free(data);
     free(marked);
+}
+END_TEST
+
+/* The members hook follows the view (the runtime judges peers by it),
+ * and a node without credentials says so in its member znode, for the
+ * others' status pages. */
+START_TEST(test_members_hook_and_insecure)
+{
+    const keel_member *v;
+    char buf[256];
+    size_t nv = 0, len;
+    int calls;
+
+    mk(0, NULL);
+    mk_insecure = 1;
+    mk(1, NULL);
+    mk_insecure = 0;
+    settle();
+    advance(1000);
+    ck_assert_int_gt(N[0].members_calls, 0);
+    ck_assert_uint_eq(N[0].members_seen, 2);
+    v = keel_cluster_view(N[0].c, &nv);
+    ck_assert_uint_eq(nv, 2);
+    ck_assert_str_eq(v[0].name, "node-a");
+    ck_assert_int_eq(v[0].insecure, 0);
+    ck_assert_str_eq(v[1].name, "node-b");
+    ck_assert_int_eq(v[1].insecure, 1);
+    len = sizeof buf - 1;
+    ck_assert_int_eq(keel_zk_fake_get(F, "/keel/test/members/node-b", buf,
+                                      &len, NULL),
+                     0);
+    buf[len] = '\0';
+    ck_assert_ptr_nonnull(strstr(buf, "\ninsecure 1\n"));
+    len = sizeof buf - 1;
+    ck_assert_int_eq(keel_zk_fake_get(F, "/keel/test/members/node-a", buf,
+                                      &len, NULL),
+                     0);
+    buf[len] = '\0';
+    ck_assert_ptr_null(strstr(buf, "insecure"));
+    /* node-b leaves: node-a's hook hears of it. */
+    calls = N[0].members_calls;
+    kill_node(1);
+    settle();
+    advance(1000);
+    ck_assert_int_gt(N[0].members_calls, calls);
+    ck_assert_uint_eq(N[0].members_seen, 1);
 }
 END_TEST
 
@@ -2269,6 +2330,7 @@ int main(void)
     tcase_add_test(tc, test_join_moves_a_fraction);
     tcase_add_test(tc, test_drain_moves_everything_off);
     tcase_add_test(tc, test_member_leaving_format);
+    tcase_add_test(tc, test_members_hook_and_insecure);
     tcase_add_test(tc, test_capabilities);
     tcase_add_test(tc, test_controller_failover);
     tcase_add_test(tc, test_dead_owner_waits);

@@ -107,6 +107,24 @@ START_TEST(test_text_formats)
                      0);
     ck_assert_uint_eq(m.session_timeout_ms, 9);
     ck_assert_int_eq(m.leaving, 1);
+    ck_assert_int_eq(m.insecure, 0);
+    /* a node running without credentials says so, before "leaving" */
+    ck_assert_int_eq(keel_member_parse("addr x:1\ncaps \ninsecure 1\n"
+                                       "leaving 1\n",
+                                       36, &m),
+                     0);
+    ck_assert_int_eq(m.insecure, 1);
+    ck_assert_int_eq(m.leaving, 1);
+    ck_assert_int_eq(keel_member_parse("addr x:1\ncaps \nleaving 1\n"
+                                       "insecure 1\n",
+                                       36, &m),
+                     KEEL_ECORRUPT);
+    ck_assert_int_eq(keel_member_parse("addr x:1\ncaps \ninsecure 0\n", 26,
+                                       &m),
+                     KEEL_ECORRUPT);
+    ck_assert_int_eq(keel_member_parse("addr x:1\ncaps \ninsecure 1", 25,
+                                       &m),
+                     KEEL_ECORRUPT);
     /* an older node's znode has no timeout */
     ck_assert_int_eq(keel_member_parse("addr x:1\ncaps \n", 15, &m), 0);
     ck_assert_uint_eq(m.session_timeout_ms, 0);
