@@ -162,6 +162,32 @@ static void xfer_frame(uint64_t id, const char *cap, uint16_t shard,
     frame(KEEL_FRAME_XFER, 0, id, body, n);
 }
 
+/* A REPL frame from n1 with a unit of puts and deletes and an empty
+ * unit, and a REPLY acking both. */
+static void repl_frames(uint64_t id)
+{
+    uint8_t body[512], k[KEEL_KEY_MAX];
+    size_t n = 0;
+    int kl = keel_key_encode(k, 3, "counter", 7, "c1", 2, NULL, 0);
+
+    FUZZ_CHECK(kl > 0);
+    n += keel_repl_head_encode(body, "n1", 2, 2);
+    n += keel_repl_unit_encode(body + n, "pay", 3, 3, 2, 7, 3);
+    n += keel_repl_op_encode(body + n, KEEL_REPL_PUT, k, (size_t)kl, 5, "42",
+                             2);
+    n += keel_repl_op_encode(body + n, KEEL_REPL_DEL, k, (size_t)kl, 0, NULL,
+                             0);
+    n += keel_repl_op_encode(body + n, KEEL_REPL_DEL_PREFIX, k, 2, 0, NULL,
+                             0);
+    n += keel_repl_unit_encode(body + n, "", 0, 0, 1, 1, 0);
+    frame(KEEL_FRAME_REPL, 0, id, body, n);
+    n = 2;
+    keel_repl_acks_count(body, 2);
+    n += keel_repl_ack_encode(body + n, "pay", 3, 3, 0, 7);
+    n += keel_repl_ack_encode(body + n, "", 0, 0, KEEL_EFENCED, 0);
+    frame(KEEL_FRAME_REPLY, 0, id, body, n);
+}
+
 static void wire_seed(const char *name, unsigned max_frame_sel)
 {
     uint8_t *p = malloc(B.len + 1);
@@ -232,6 +258,9 @@ static void wire_seeds(void)
     b_reset();
     xfer_frame(22, "", 0, 1, 0, 1, 0);
     wire_seed("xfer-empty-unit", 2);
+    b_reset();
+    repl_frames(23);
+    wire_seed("repl-and-acks", 0);
     b_reset();
     call_frame(KEEL_FRAME_CALL, 0, 1, "counter", "c1", "incr");
     call_frame(KEEL_FRAME_CALL, KEEL_FLAG_KEYED, 2, "counter", "c2", "incr");
