@@ -214,12 +214,13 @@ int keel_xfer_head_parse(const uint8_t *body, size_t len,
 /* ------------------------------------------------------------- REPL */
 
 size_t keel_repl_head_encode(uint8_t *p, const void *from, size_t flen,
-                             uint16_t nunits)
+                             uint64_t stream, uint16_t nunits)
 {
     p[0] = KEEL_REPL_VERSION;
     p[1] = (uint8_t)flen; /* node names are at most 64 bytes */
     copy_bytes(p + 2, from, flen);
-    put_be16(p + 2 + flen, nunits);
+    put_be64(p + 2 + flen, stream);
+    put_be16(p + 10 + flen, nunits);
     return KEEL_REPL_HEAD_SIZE(flen);
 }
 
@@ -270,13 +271,14 @@ int keel_repl_head_parse(const uint8_t *body, size_t len,
     if (body[0] != KEEL_REPL_VERSION)
         return KEEL_EPROTO;
     flen = body[1];
-    if (flen == 0 || len - 2 < flen + 2)
+    if (flen == 0 || len - 2 < flen + 10)
         return KEEL_EMALFORMED;
     out->from = body + 2;
     out->flen = flen;
-    out->nunits = get_be16(body + 2 + flen);
-    out->units = body + 4 + flen;
-    out->units_len = len - 4 - flen;
+    out->stream = get_be64(body + 2 + flen);
+    out->nunits = get_be16(body + 10 + flen);
+    out->units = body + 12 + flen;
+    out->units_len = len - 12 - flen;
     return 0;
 }
 

@@ -142,11 +142,13 @@ int keel_xfer_head_parse(const uint8_t *body, size_t len,
 
 /* REPL body (node to node, docs/protocol.md "REPL body"), integers
  * big-endian:
- *   version u8 (1) | len(from) u8 | from | nunits be16
+ *   version u8 (1) | len(from) u8 | from | stream be64 | nunits be16
  *   | per unit: len(cap) u8 | cap | shard be16 | shard_epoch be64
  *               | seq be64 | nops be32 | ops
  *   op = kind u8 | klen be16 | key | (put: version be64 | dlen be32 | data)
- * from is the sending primary's node name. Its answer, a REPLY:
+ * from is the sending primary's node name; stream names the run of seqs
+ * the sender numbers (a new one each time it starts counting from 1 at an
+ * epoch, larger than the one before). Its answer, a REPLY:
  *   nunits be16 | per unit: len(cap) u8 | cap | shard be16
  *               | status be16 (0, or the magnitude of a KEEL_E* code)
  *               | seq be64 (the highest seq of the unit durable there at
@@ -158,13 +160,14 @@ enum keel_repl_op_kind {
     KEEL_REPL_DEL = 2,
     KEEL_REPL_DEL_PREFIX = 3
 };
-#define KEEL_REPL_HEAD_SIZE(flen) (1 + 1 + (size_t)(flen) + 2)
+#define KEEL_REPL_HEAD_SIZE(flen) (1 + 1 + (size_t)(flen) + 8 + 2)
 #define KEEL_REPL_UNIT_SIZE(clen) (1 + (size_t)(clen) + 2 + 8 + 8 + 4)
 #define KEEL_REPL_ACK_SIZE(clen) (1 + (size_t)(clen) + 2 + 2 + 8)
 
 typedef struct keel_repl_head {
     const uint8_t *from;
     size_t flen;
+    uint64_t stream;
     uint16_t nunits;
     const uint8_t *units; /* the units, nunits of them, to the end */
     size_t units_len;
@@ -202,7 +205,7 @@ typedef struct keel_repl_ack {
  * nunits may be written again later, once known: the head's size does
  * not depend on it. Returns the bytes written. */
 size_t keel_repl_head_encode(uint8_t *p, const void *from, size_t flen,
-                             uint16_t nunits);
+                             uint64_t stream, uint16_t nunits);
 /* Writes a unit's head (KEEL_REPL_UNIT_SIZE(clen) bytes); its ops
  * follow. Returns the bytes written. */
 size_t keel_repl_unit_encode(uint8_t *p, const void *cap, size_t clen,

@@ -192,7 +192,8 @@ static void check_repl(const keel_frame *f)
                h.units + h.units_len == f->body + f->body_len);
     out = malloc(f->body_len + 1);
     FUZZ_CHECK(out != NULL);
-    out_len = keel_repl_head_encode(out, h.from, h.flen, h.nunits);
+    out_len = keel_repl_head_encode(out, h.from, h.flen, h.stream,
+                                    h.nunits);
     FUZZ_CHECK(out_len == (size_t)(h.units - f->body));
     p = h.units;
     rest = h.units_len;

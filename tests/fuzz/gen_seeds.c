@@ -171,7 +171,7 @@ static void repl_frames(uint64_t id)
     int kl = keel_key_encode(k, 3, "counter", 7, "c1", 2, NULL, 0);
 
     FUZZ_CHECK(kl > 0);
-    n += keel_repl_head_encode(body, "n1", 2, 2);
+    n += keel_repl_head_encode(body, "n1", 2, 1700000000000000000ull, 2);
     n += keel_repl_unit_encode(body + n, "pay", 3, 3, 2, 7, 3);
     n += keel_repl_op_encode(body + n, KEEL_REPL_PUT, k, (size_t)kl, 5, "42",
                              2);

@@ -449,7 +449,7 @@ static size_t repl_sample(uint8_t *buf)
     static const uint8_t k1[] = {0, 7, 'a'}, k2[] = {0, 7, 'b', 'c'};
     size_t off = 0;
 
-    off += keel_repl_head_encode(buf, "n1", 2, 0);
+    off += keel_repl_head_encode(buf, "n1", 2, 0x1122334455667788ull, 0);
     off += keel_repl_unit_encode(buf + off, "gpu", 3, 7, 0x0102030405060708ull,
                                  42, 3);
     off += keel_repl_op_encode(buf + off, KEEL_REPL_PUT, k1, sizeof k1, 9,
@@ -459,7 +459,8 @@ static size_t repl_sample(uint8_t *buf)
     off += keel_repl_op_encode(buf + off, KEEL_REPL_DEL_PREFIX, k1, 2, 0,
                                NULL, 0);
     off += keel_repl_unit_encode(buf + off, "", 0, 65535, 1, 1, 0);
-    keel_repl_head_encode(buf, "n1", 2, 2); /* the count, once known */
+    keel_repl_head_encode(buf, "n1", 2, 0x1122334455667788ull,
+                          2); /* the count, once known */
     return off;
 }
 
@@ -471,7 +472,9 @@ START_TEST(repl_round_trip)
     keel_repl_unit u;
     keel_repl_op op;
     const uint8_t *p, *ops;
-    static const uint8_t want_head[] = {1, 2, 'n', '1', 0, 2};
+    static const uint8_t want_head[] = {1,    2,    'n',  '1',  0x11, 0x22,
+                                        0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
+                                        0,    2};
     static const uint8_t want_unit[] = {3,    'g',  'p',  'u',  0,    7,
                                         1,    2,    3,    4,    5,    6,
                                         7,    8,    0,    0,    0,    0,
@@ -492,6 +495,7 @@ START_TEST(repl_round_trip)
     ck_assert_int_eq(keel_repl_head_parse(buf, len, &h), 0);
     ck_assert_uint_eq(h.flen, 2);
     ck_assert_mem_eq(h.from, "n1", 2);
+    ck_assert_uint_eq(h.stream, 0x1122334455667788ull);
     ck_assert_uint_eq(h.nunits, 2);
     p = h.units;
     rest = h.units_len;
@@ -572,21 +576,21 @@ START_TEST(repl_truncated_and_bad)
         ck_assert_int_eq(keel_repl_head_parse(b2, len, &h), KEEL_EMALFORMED);
         /* op kind 4 */
         memcpy(b2, buf, len);
-        b2[6 + 26] = 4;
+        b2[14 + 26] = 4;
         ck_assert_int_eq(keel_repl_head_parse(b2, len, &h), 0);
         p = h.units;
         rest = h.units_len;
         ck_assert_int_eq(keel_repl_unit_next(&p, &rest, &u), KEEL_EMALFORMED);
         /* a key of one byte */
         memcpy(b2, buf, len);
-        b2[6 + 26 + 2] = 1;
+        b2[14 + 26 + 2] = 1;
         ck_assert_int_eq(keel_repl_head_parse(b2, len, &h), 0);
         p = h.units;
         rest = h.units_len;
         ck_assert_int_eq(keel_repl_unit_next(&p, &rest, &u), KEEL_EMALFORMED);
         /* more ops announced than there are */
         memcpy(b2, buf, len);
-        b2[6 + 25] = 4;
+        b2[14 + 25] = 4;
         ck_assert_int_eq(keel_repl_head_parse(b2, len, &h), 0);
         p = h.units;
         rest = h.units_len;
