@@ -378,10 +378,14 @@ static void config_seeds(void)
     size_t n;
 
     buf[0] = 0;
-    n = keel_config_format(buf + 1, sizeof buf - 1, 4096);
+    n = keel_config_format(buf + 1, sizeof buf - 1, 4096, 1);
     seed("config", "config", buf, n + 1);
-    n = keel_config_format(buf + 1, sizeof buf - 1, 1);
+    n = keel_config_format(buf + 1, sizeof buf - 1, 1, 1);
     seed("config", "config-one-shard", buf, n + 1);
+    n = keel_config_format(buf + 1, sizeof buf - 1, 4096, 3);
+    seed("config", "config-replicas-3", buf, n + 1);
+    n = keel_config_format(buf + 1, sizeof buf - 1, 64, KEEL_MAP_MAX_REPLICAS);
+    seed("config", "config-replicas-max", buf, n + 1);
     buf[0] = 1;
     n = keel_epoch_format(buf + 1, sizeof buf - 1, 0);
     seed("config", "epoch-0", buf, n + 1);
