@@ -216,6 +216,11 @@ typedef struct keel_node_options {
     /* Nonzero: run without TLS and credentials where they would be
      * required. */
     int insecure;
+    /* Cluster mode: replicas of every unit (1..5: the primary and up to
+     * four backups) in a cluster this node creates; 0: 1. A cluster keeps
+     * the count it was created with (docs/cluster.md, "Replicas and the
+     * in-sync set"). */
+    int replicas;
     void *reserved[8];
 } keel_node_options;
 

@@ -100,6 +100,10 @@ static void usage(FILE *f)
         "                         the node exits anyway (default 30000)\n"
         "  --max-unit-stream BYTES  memory the unfinished unit streams from one\n"
         "                         connection may hold (default 1 GiB)\n"
+        "  --replicas R           copies of every shard (1 to 5: the primary\n"
+        "                         and R-1 synchronous backups) in a cluster\n"
+        "                         this node creates (default 1); an existing\n"
+        "                         cluster keeps its own count\n"
         "\n"
         "TLS (docs/security.md; all three, or none):\n"
         "  --tls-cert FILE        this node's certificate chain (PEM), CN\n"
@@ -153,7 +157,7 @@ int main(int argc, char **argv)
         O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE, O_ACTLOG,
         O_HOLD, O_LEAVE, O_MAXCONN, O_CONNIDLE, O_UNITSTREAM, O_HTTPHDR,
         O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH,
-        O_AUTHTOKENS, O_INSECURE
+        O_AUTHTOKENS, O_INSECURE, O_REPLICAS
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, O_DATA},
@@ -188,6 +192,7 @@ int main(int argc, char **argv)
         {"tls-ca", required_argument, NULL, O_TLSCA},
         {"auth-tokens", required_argument, NULL, O_AUTHTOKENS},
         {"insecure", no_argument, NULL, O_INSECURE},
+        {"replicas", required_argument, NULL, O_REPLICAS},
         {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0}};
@@ -376,6 +381,13 @@ int main(int argc, char **argv)
         case O_AUTHTOKENS:
             opts.auth_tokens = optarg;
             break;
+        case O_REPLICAS:
+            if (parse_u64(optarg, 5, &v) != 0 || v < 1) {
+                fprintf(stderr, "keeld: --replicas takes 1 to 5\n");
+                return 2;
+            }
+            opts.replicas = (int)v;
+            break;
         case O_INSECURE:
             opts.insecure = 1;
             break;
@@ -418,7 +430,7 @@ int main(int argc, char **argv)
          opts.capabilities != NULL || opts.advertise != NULL ||
          opts.zk_session_timeout_ms != 0 || opts.hold_timeout_ms != 0 ||
          opts.leave_timeout_ms != 0 || opts.max_unit_stream != 0 ||
-         opts.zk_auth != NULL)) {
+         opts.zk_auth != NULL || opts.replicas != 0)) {
         fprintf(stderr, "keeld: cluster options need --zk\n");
         return 2;
     }

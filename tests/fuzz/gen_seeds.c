@@ -346,6 +346,49 @@ static void map_seeds(void)
     sealed_seeds("map", "three-nodes-caps-move", enc, len);
     free(enc);
     keel_map_free(&map);
+
+    /* Replication: three replicas of each unit, in-sync sets of every
+     * shape, store ids known and unknown (format 2). The corpus also
+     * keeps maps of format 1 (v1-*), written by earlier versions. */
+    FUZZ_CHECK(keel_map_compute(m, 3, all, 2, 8, 3, &map) == 0);
+    map.map_epoch = 7;
+    FUZZ_CHECK(keel_map_set_store(&map, 0, "0123456789abcdef0123456789abcdef")
+               == 0);
+    FUZZ_CHECK(keel_map_set_store(&map, 2, "ffffffffffffffff0000000000000001")
+               == 0);
+    {
+        size_t i, n = (size_t)map.ncaps * map.shard_count;
+        for (i = 0; i < n; i++) {
+            keel_map_unit *u = &map.units[i];
+            if (u->nreplicas == 0 || i % 5 == 4)
+                continue; /* some never owned */
+            u->shard_epoch = 1 + i;
+            u->insync =
+                (uint8_t)(1u | ((i << 1) & ((1u << u->nreplicas) - 2)));
+        }
+    }
+    keel_map_unit_at(&map, 0, 2)->target = 1;
+    FUZZ_CHECK(keel_map_encode(&map, &enc, &len) == 0);
+    sealed_seeds("map", "replicas-insync-stores", enc, len);
+    free(enc);
+    keel_map_free(&map);
+
+    {
+        keel_map_member five[5] = {{"a", NULL, 0}, {"b", NULL, 0},
+                                   {"c", NULL, 0}, {"d", NULL, 0},
+                                   {"e", NULL, 0}};
+        FUZZ_CHECK(keel_map_compute(five, 5, NULL, 0, 2, KEEL_MAP_MAX_REPLICAS,
+                                    &map) == 0);
+        map.map_epoch = 3;
+        keel_map_unit_at(&map, 0, 0)->shard_epoch = 2;
+        keel_map_unit_at(&map, 0, 0)->insync = 0x1f;
+        keel_map_unit_at(&map, 0, 1)->shard_epoch = 5;
+        keel_map_unit_at(&map, 0, 1)->insync = 0x11;
+        FUZZ_CHECK(keel_map_encode(&map, &enc, &len) == 0);
+        sealed_seeds("map", "five-replicas", enc, len);
+        free(enc);
+        keel_map_free(&map);
+    }
 }
 
 static void nodestate_seeds(void)
@@ -370,6 +413,14 @@ static void nodestate_seeds(void)
                                    "n1") == 0);
     FUZZ_CHECK(keel_node_state_encode(&st, &enc, &len) == 0);
     sealed_seeds("nodestate", "primary-released", enc, len);
+    free(enc);
+    /* A primary asking for backups to leave in-sync sets (format 2); the
+     * corpus keeps a state of format 1 (v1-*) too. */
+    FUZZ_CHECK(keel_node_state_put_drop(&st, "", 0, "n3") == 0);
+    FUZZ_CHECK(keel_node_state_put_drop(&st, "", 200, "n2") == 0);
+    FUZZ_CHECK(keel_node_state_put_drop(&st, "", 200, "a-first") == 0);
+    FUZZ_CHECK(keel_node_state_encode(&st, &enc, &len) == 0);
+    sealed_seeds("nodestate", "primary-drops", enc, len);
     free(enc);
     keel_node_state_free(&st);
 }
@@ -407,10 +458,14 @@ static void config_seeds(void)
     size_t n;
 
     buf[0] = 0;
-    n = keel_config_format(buf + 1, sizeof buf - 1, 4096);
+    n = keel_config_format(buf + 1, sizeof buf - 1, 4096, 1);
     seed("config", "config", buf, n + 1);
-    n = keel_config_format(buf + 1, sizeof buf - 1, 1);
+    n = keel_config_format(buf + 1, sizeof buf - 1, 1, 1);
     seed("config", "config-one-shard", buf, n + 1);
+    n = keel_config_format(buf + 1, sizeof buf - 1, 4096, 3);
+    seed("config", "config-replicas-3", buf, n + 1);
+    n = keel_config_format(buf + 1, sizeof buf - 1, 64, KEEL_MAP_MAX_REPLICAS);
+    seed("config", "config-replicas-max", buf, n + 1);
     buf[0] = 1;
     n = keel_epoch_format(buf + 1, sizeof buf - 1, 0);
     seed("config", "epoch-0", buf, n + 1);
