@@ -18,6 +18,7 @@
 #include "coordinator/layout.h"
 #include "coordinator/shardmap.h"
 #include "coordinator/zkauth.h"
+#include "runtime/repl.h"
 
 /* How long a leaving node waits for its units to be handed off, unless
  * leave_timeout_ms says otherwise. */
@@ -206,6 +207,7 @@ static void on_map(keel_cluster *c, uint64_t map_epoch, void *data)
     (void)c;
     keel_debug("cluster: map %llu applied", (unsigned long long)map_epoch);
     rt->sweep = 1;
+    keel__repl_map_applied(rt->n); /* backups it shows out of sync */
 }
 
 /* The node cannot take part in the cluster, for good: a node that serves

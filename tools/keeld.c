@@ -104,6 +104,9 @@ static void usage(FILE *f)
         "                         and R-1 synchronous backups) in a cluster\n"
         "                         this node creates (default 1); an existing\n"
         "                         cluster keeps its own count\n"
+        "  --repl-lag-ms MS       how long a backup may leave writes\n"
+        "                         unacknowledged before the primary asks to\n"
+        "                         drop it from the in-sync set (default 1000)\n"
         "\n"
         "TLS (docs/security.md; all three, or none):\n"
         "  --tls-cert FILE        this node's certificate chain (PEM), CN\n"
@@ -157,7 +160,7 @@ int main(int argc, char **argv)
         O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE, O_ACTLOG,
         O_HOLD, O_LEAVE, O_MAXCONN, O_CONNIDLE, O_UNITSTREAM, O_HTTPHDR,
         O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH,
-        O_AUTHTOKENS, O_INSECURE, O_REPLICAS
+        O_AUTHTOKENS, O_INSECURE, O_REPLICAS, O_REPLLAG
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, O_DATA},
@@ -193,6 +196,7 @@ int main(int argc, char **argv)
         {"auth-tokens", required_argument, NULL, O_AUTHTOKENS},
         {"insecure", no_argument, NULL, O_INSECURE},
         {"replicas", required_argument, NULL, O_REPLICAS},
+        {"repl-lag-ms", required_argument, NULL, O_REPLLAG},
         {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0}};
@@ -388,6 +392,14 @@ int main(int argc, char **argv)
             }
             opts.replicas = (int)v;
             break;
+        case O_REPLLAG:
+            if (parse_u64(optarg, 3600000, &v) != 0 || v < 1) {
+                fprintf(stderr,
+                        "keeld: --repl-lag-ms takes ms from 1 to 3600000\n");
+                return 2;
+            }
+            opts.repl_lag_ms = (uint32_t)v;
+            break;
         case O_INSECURE:
             opts.insecure = 1;
             break;
@@ -430,7 +442,8 @@ int main(int argc, char **argv)
          opts.capabilities != NULL || opts.advertise != NULL ||
          opts.zk_session_timeout_ms != 0 || opts.hold_timeout_ms != 0 ||
          opts.leave_timeout_ms != 0 || opts.max_unit_stream != 0 ||
-         opts.zk_auth != NULL || opts.replicas != 0)) {
+         opts.zk_auth != NULL || opts.replicas != 0 ||
+         opts.repl_lag_ms != 0)) {
         fprintf(stderr, "keeld: cluster options need --zk\n");
         return 2;
     }
