@@ -1242,6 +1242,8 @@ static void bw_done(keel_batch *b, int status, void *data)
 
     (void)b;
     pthread_mutex_lock(&r->mu);
+    while (r->wnext != NULL && r->wnext->done)
+        r->wnext = r->wnext->next; /* refused at the door: never reported */
     if (r->wnext != NULL) {
         r->wnext->wstatus = status;
         r->wnext->done = 1;
@@ -1543,8 +1545,6 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
         pthread_mutex_lock(&r->mu);
         j->wstatus = rc;
         j->done = 1;
-        if (r->wnext == j)
-            r->wnext = j->next;
         pthread_mutex_unlock(&r->mu);
         ev_async_send(n->loop, &r->wake);
     }
