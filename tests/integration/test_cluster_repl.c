@@ -14,7 +14,9 @@
  *    (SIGSTOP), an increment of the unit is not answered while the map
  *    shows that backup in sync; it is answered, successfully, once the
  *    map shows it out; after SIGCONT the counter holds every acknowledged
- *    increment.
+ *    increment;
+ *  - a primary killed and restarted on its data (same epoch, seqs from 1
+ *    again) keeps its backups in sync, and they hold what it holds.
  * The map is read straight from ZooKeeper. Every wait is bounded; the
  * checks are about order (what the map shows when a reply comes), not
  * durations. On a failure the nodes' logs are printed. */
@@ -626,6 +628,69 @@ START_TEST(reply_waits_for_a_paused_backup)
 }
 END_TEST
 
+/* A primary killed and restarted on its data numbers its pieces from 1
+ * again at the same epoch: its backups take them as a new stream (not as
+ * duplicates of what they hold), stay in sync, and hold what it holds. */
+START_TEST(a_restarted_primary_keeps_its_backups)
+{
+    keel_client *c = NULL;
+    keel_shard_map m;
+    char id[16] = "", owner[64], d[3][128];
+    int j, i, port;
+    long v, acked = 0;
+    uint32_t shard;
+
+    start_cluster(3, "3", "2000");
+    for (j = 0; j < 64 && id[0] == '\0'; j++) {
+        char cand[16];
+        counter_id(j, cand, sizeof cand);
+        tu_cluster_owner_of(&fx, 1, "counter", cand, owner, sizeof owner);
+        if (strcmp(owner, "n0") == 0)
+            snprintf(id, sizeof id, "%s", cand);
+    }
+    CHECK(id[0] != '\0', "no counter owned by n0");
+    shard = shard_of(id);
+    for (j = 0; j < 5; j++) {
+        v = incr_keyed(&c, 0, id);
+        CHECK(v == acked + 1, "%s answered %ld after %ld", id, v, acked);
+        acked = v;
+    }
+    keel_client_close(c);
+    c = NULL;
+    port = fx.nodes[0].port;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[0], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[0]);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 0, port, "--replicas", "3",
+                                           "--repl-lag-ms", "2000", NULL),
+                     0);
+    /* Its unit waits for it (no promotion in stage 1), then goes on. */
+    for (j = 0; j < 5; j++) {
+        v = incr_keyed(&c, 1, id);
+        CHECK(v == acked + 1, "%s answered %ld after %ld, n0 restarted", id,
+              v, acked);
+        acked = v;
+    }
+    keel_client_close(c);
+    CHECK(map_read(&m) == 0, "no map");
+    for (i = 0; i < 3; i++) {
+        char name[4];
+        snprintf(name, sizeof name, "n%d", i);
+        CHECK(in_sync(&m, unit_of(&m, shard), name),
+              "%s left the in-sync set of shard %u after n0 restarted", name,
+              shard);
+    }
+    keel_map_free(&m);
+    for (i = 0; i < 3; i++) {
+        v = get_via(i, id);
+        CHECK(v == acked, "%s is %ld through n%d, %ld acknowledged", id, v, i,
+              acked);
+        digest_via(i, shard, d[i], sizeof d[i]);
+        CHECK(d[i][0] != '\0' && strcmp(d[i], d[0]) == 0,
+              "shard %u differs: n0 '%s', n%d '%s'", shard, d[0], i, d[i]);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_repl");
@@ -635,6 +700,7 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, replicas_agree_and_a_dead_backup_is_dropped);
     tcase_add_test(tc, reply_waits_for_a_paused_backup);
+    tcase_add_test(tc, a_restarted_primary_keeps_its_backups);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
