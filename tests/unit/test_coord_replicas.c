@@ -11,6 +11,7 @@
  * test_coord_cluster.c: events are delivered only when told, on the
  * fake's clock. */
 #include <check.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1274,6 +1275,167 @@ START_TEST(test_new_controller_keeps_insync)
 }
 END_TEST
 
+/* A node back on another store does not take writes as the replica the
+ * map may still count in sync, until the controller has recorded its new
+ * store (and taken it out of every in-sync set). */
+START_TEST(test_new_store_takes_no_writes_before_the_map)
+{
+    const char *fresh = "00000000000000000000000000000ccc";
+    mkopt g = {3, "gpu", 0, 0};
+    keel_shard_map m;
+    uint32_t s, backed = SHARDS;
+    uint64_t e = 0;
+    int gi;
+    char rec[64];
+
+    start_gpu(3);
+    m = checked_map();
+    gi = keel_map_cap_index(&m, "gpu");
+    for (s = 0; s < SHARDS && backed == SHARDS; s++)
+        if (strcmp(keel_map_primary(&m, (uint32_t)gi, s), "node-b") == 0) {
+            backed = s;
+            e = unit(&m, "gpu", s)->shard_epoch;
+        }
+    ck_assert_uint_lt(backed, SHARDS);
+    ck_assert_int_eq(
+        keel_cluster_may_replicate(C[2], "gpu", backed, e, "node-b"), 0);
+    keel_map_free(&m);
+    kill_node(2);
+    settle();
+    /* the controller hears nothing while node-c comes back on a new
+     * store (its record says so: the store check lets it in) */
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    snprintf(rec, sizeof rec, "store %s\n", fresh);
+    ck_assert_int_eq(keel_zk_fake_set(F, "/keel/test/nodes/node-c", rec,
+                                      strlen(rec)),
+                     0);
+    snprintf(store_of_[2], sizeof store_of_[2], "%s", fresh);
+    mk(2, &g);
+    settle();
+    ck_assert_int_eq(keel_cluster_phase(C[2]), KEEL_CLUSTER_RUNNING);
+    ck_assert_int_eq(
+        keel_cluster_may_replicate(C[2], "gpu", backed, e, "node-b"),
+        KEEL_ENOTTARGET);
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    settle();
+    m = checked_map();
+    ck_assert_str_eq(unit_str(&m, "gpu", backed), "node-b*,node-c");
+    ck_assert_int_eq(
+        keel_cluster_may_replicate(C[2], "gpu", backed, e, "node-b"), 0);
+    keel_map_free(&m);
+}
+END_TEST
+
+/* Releases the hook saw and left open (stall_release). */
+static struct {
+    int node;
+    char cap[KEEL_NAME_MAX + 1];
+    uint32_t shard;
+    uint64_t epoch;
+    char to[KEEL_NAME_MAX + 1];
+} stalled[SHARDS * 2];
+static size_t nstalled;
+
+static void on_release_stall(keel_cluster *c, const char *cap,
+                             uint32_t shard, uint64_t epoch, const char *to,
+                             void *data)
+{
+    (void)c;
+    ck_assert_ptr_nonnull(to);
+    ck_assert_uint_lt(nstalled, SHARDS * 2);
+    stalled[nstalled].node = (int)(intptr_t)data;
+    snprintf(stalled[nstalled].cap, sizeof stalled[0].cap, "%s", cap);
+    stalled[nstalled].shard = shard;
+    stalled[nstalled].epoch = epoch;
+    snprintf(stalled[nstalled].to, sizeof stalled[0].to, "%s", to);
+    nstalled++;
+}
+
+/* A primary handing a unit off may still wait on a backup: its drop
+ * request is published (as PRIMARY, for the unit it is releasing) and
+ * honoured; the move then keeps only the backups still in sync. */
+START_TEST(test_drop_while_releasing)
+{
+    mkopt o = {3, NULL, 0, 0};
+    keel_cluster_options opt;
+    keel_shard_map m;
+    keel_node_state st;
+    const keel_state_entry *en;
+    size_t i, k = SHARDS * 2;
+    char want[256], backup[KEEL_NAME_MAX + 1];
+    keel_zk *zk;
+    uint32_t s;
+
+    /* node-a's releases stall: it is made by hand with that hook */
+    keel_cluster_options_init(&opt);
+    snprintf(name_of_[0], sizeof name_of_[0], "node-a");
+    snprintf(store_of_[0], sizeof store_of_[0], "%032x", 0xa0);
+    opt.cluster = "test";
+    opt.node = name_of_[0];
+    opt.address = "127.0.0.1:7000";
+    opt.shard_count = SHARDS;
+    opt.session_timeout_ms = TIMEOUT;
+    opt.replicas = 3;
+    opt.store_id = store_of_[0];
+    opt.hooks.release = on_release_stall;
+    opt.hooks.data = (void *)(intptr_t)0;
+    ck_assert_int_eq(keel_zk_fake_client(F, &zk), 0);
+    ck_assert_int_eq(keel_cluster_create(NULL, &opt, zk, &C[0]), 0);
+    ck_assert_int_eq(keel_cluster_start(C[0]), 0);
+    settle();
+    mk(1, &o);
+    mk(2, &o);
+    settle();
+    advance(FORMATION);
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++)
+        ck_assert_uint_eq(count_insync(unit(&m, "", s)), 3);
+    keel_map_free(&m);
+    nstalled = 0;
+    ck_assert_int_eq(keel_cluster_drain(C[1], "node-a"), 0);
+    settle();
+    ck_assert_uint_gt(nstalled, 0);
+    m = checked_map();
+    /* the first stalled release: node-a asks to drop the backup that is
+     * not the recipient */
+    for (i = 0; i < nstalled && k == SHARDS * 2; i++)
+        if (stalled[i].node == 0)
+            k = i;
+    s = stalled[k].shard;
+    ck_assert_uint_eq(stalled[k].epoch, unit(&m, "", s)->shard_epoch);
+    snprintf(backup, sizeof backup, "%s",
+             strcmp(stalled[k].to, "node-b") == 0 ? "node-c" : "node-b");
+    keel_map_free(&m);
+    ck_assert_int_eq(keel_cluster_request_drop(C[0], "", s, stalled[k].epoch,
+                                               backup),
+                     0);
+    settle();
+    m = checked_map();
+    snprintf(want, sizeof want, "node-a*,%s*,%s", stalled[k].to, backup);
+    if (strcmp(m.nodes[unit(&m, "", s)->replicas[1]], backup) == 0)
+        snprintf(want, sizeof want, "node-a*,%s,%s*", backup, stalled[k].to);
+    ck_assert_str_eq(unit_str(&m, "", s), want);
+    keel_map_free(&m);
+    st = zk_state("node-a");
+    en = keel_node_state_find(&st, "", s);
+    /* settled: withdrawn (a unit being released is published only to
+     * carry a request) */
+    ck_assert(en == NULL || en->ndrop == 0);
+    keel_node_state_free(&st);
+    /* the stream is stored: the recipient is primary, the dropped
+     * backup stays out of sync, node-a (leaving) is gone from the list */
+    ck_assert_int_eq(keel_cluster_released(C[0], "", s, stalled[k].epoch,
+                                           stalled[k].to),
+                     0);
+    settle();
+    m = checked_map();
+    snprintf(want, sizeof want, "%s*,%s", stalled[k].to, backup);
+    ck_assert_str_eq(unit_str(&m, "", s), want);
+    ck_assert_uint_eq(unit(&m, "", s)->shard_epoch, stalled[k].epoch + 1);
+    keel_map_free(&m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("coord_replicas");
@@ -1303,6 +1465,8 @@ int main(void)
     tcase_add_test(tc, test_dead_backup);
     tcase_add_test(tc, test_drain_with_backups);
     tcase_add_test(tc, test_new_controller_keeps_insync);
+    tcase_add_test(tc, test_new_store_takes_no_writes_before_the_map);
+    tcase_add_test(tc, test_drop_while_releasing);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
