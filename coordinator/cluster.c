@@ -1607,6 +1607,13 @@ int keel_cluster_may_replicate(keel_cluster *c, const char *cap,
         u->replicas[0] != (uint16_t)fi || fi == c->my_idx ||
         keel_map_replica_pos(u, (uint16_t)c->my_idx) < 1)
         return KEEL_ENOTTARGET;
+    /* The map may count this node in sync on the store it had: on
+     * another one (a replaced disk), it must not answer for that replica
+     * until the controller has recorded the change, which takes it out of
+     * every in-sync set. */
+    if (c->map.store_ids[c->my_idx][0] != '\0' &&
+        strcmp(c->map.store_ids[c->my_idx], c->members.store) != 0)
+        return KEEL_ENOTTARGET;
     return 0;
 }
 

@@ -240,9 +240,10 @@ int keel_cluster_request_drop(keel_cluster *c, const char *cap,
 /* Backup side: whether this node may apply replicated writes of the unit
  * at shard_epoch coming from node `from`: joined, not fenced, and the map
  * applied in this session lists this node among the unit's backups (in
- * sync or not) with primary `from` at that epoch. 0, KEEL_EFENCED
- * (fenced, or not joined), KEEL_ENOTTARGET (the applied map does not say
- * so: the sender's map may be newer or older; it tries again). The
+ * sync or not) with primary `from` at that epoch, under this node's
+ * store (the map's node table records which). 0, KEEL_EFENCED (fenced,
+ * or not joined), KEEL_ENOTTARGET (the applied map does not say so: the
+ * sender's map may be newer or older; it tries again). The
  * store's fence is the real guard; this keeps a node from storing units
  * that are none of its business. */
 int keel_cluster_may_replicate(keel_cluster *c, const char *cap,

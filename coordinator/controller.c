@@ -21,6 +21,8 @@ enum {
 /* Bumping the epoch can only race with another controller's bump; a few
  * tries settle it or something is badly wrong. */
 #define MAX_BUMP_TRIES 5
+/* keel_controller_options.formation_ms by default. */
+#define FORMATION_MS 3000
 
 static void pump(keel_controller *ctl);
 static void report_deadline(keel_controller *ctl);
@@ -758,12 +760,34 @@ static const char *name_of(const keel_shard_map *m, uint16_t idx)
     return idx == KEEL_MAP_NO_NODE ? NULL : m->nodes[idx];
 }
 
+/* When this controller first saw a member able to hold cap's units
+ * (recorded now if never); now as well when out of memory. */
+static uint64_t seen_at(keel_controller *ctl, const char *cap)
+{
+    struct keel_ctl_seen *v;
+    size_t i;
+
+    for (i = 0; i < ctl->nseen; i++)
+        if (strcmp(ctl->seen[i].name, cap) == 0)
+            return ctl->seen[i].at;
+    v = realloc(ctl->seen, (ctl->nseen + 1) * sizeof *v);
+    if (v == NULL)
+        return ctl->now;
+    ctl->seen = v;
+    snprintf(v[ctl->nseen].name, sizeof v[0].name, "%s", cap);
+    v[ctl->nseen].at = ctl->now;
+    ctl->nseen++;
+    return ctl->now;
+}
+
 /* The primary position of unit (c, s): first owner, handoffs, dead
  * owners. `want` is placement's choice for primary, env what the replica
- * rules need. Returns 0 or a code. */
+ * rules need; a unit never owned is placed only if `fresh_ok`. Returns 0
+ * or a code. */
 static int place_primary(keel_controller *ctl, keel_shard_map *next,
                          const char *cap, uint32_t c, uint32_t s,
-                         const char *want, const keel_rs_env *env)
+                         const char *want, const keel_rs_env *env,
+                         int fresh_ok)
 {
     keel_map_unit *u = keel_map_unit_at(next, c, s);
     const char *owner = u->nreplicas > 0 ? next->nodes[u->replicas[0]] : NULL;
@@ -775,7 +799,7 @@ static int place_primary(keel_controller *ctl, keel_shard_map *next,
         return KEEL_ENOMEM;
     if (owner == NULL) {
         /* Never owned: nobody holds data, no handoff needed. */
-        if (want != NULL) {
+        if (want != NULL && fresh_ok) {
             keel_rs rs;
             keel_rs_fresh(env, &rs);
             if ((rc = put_rs(ctl, next, c, s, &rs)) != 0)
@@ -928,6 +952,7 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
     rc = 0;
     check_stores(ctl, next);
 
+    ctl->formation_deadline = 0;
     memset(&env, 0, sizeof env);
     env.replicas = k;
     env.live = rs_live;
@@ -937,6 +962,16 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
     for (c = 0; c < next->ncaps; c++) {
         const char *cap = next->caps[c];
         int dc = keel_map_cap_index(&desired, cap);
+        uint64_t formed = 0;
+        /* A unit never owned goes to the members there are once R of
+         * them could hold it, or once the formation wait is over: the
+         * members placed in its first write are all in sync, those
+         * appended later are not (until catch-up). */
+        if (k > 1 && dc >= 0 &&
+            keel_map_unit_at(&desired, (uint32_t)dc, 0)->nreplicas > 0)
+            formed = seen_at(ctl, cap) + (ctl->opt.formation_ms
+                                              ? ctl->opt.formation_ms
+                                              : FORMATION_MS);
         for (s = 0; s < next->shard_count; s++) {
             const keel_map_unit *d =
                 dc >= 0 ? keel_map_unit_at(&desired, (uint32_t)dc, s) : NULL;
@@ -948,8 +983,13 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
             env.desired = want;
             env.ndesired = nwant;
             apply_drops(ctl, next, cap, c, s);
+            int fresh_ok = nwant >= k || ctl->now >= formed;
+            if (!fresh_ok && keel_map_unit_at(next, c, s)->nreplicas == 0 &&
+                (ctl->formation_deadline == 0 ||
+                 formed < ctl->formation_deadline))
+                ctl->formation_deadline = formed;
             rc = place_primary(ctl, next, cap, c, s,
-                               nwant > 0 ? want[0] : NULL, &env);
+                               nwant > 0 ? want[0] : NULL, &env, fresh_ok);
             if (rc != 0)
                 goto out;
             u = keel_map_unit_at(next, c, s);
@@ -1236,6 +1276,7 @@ void keel_controller_free(keel_controller *ctl)
         keel_node_state_free(&ctl->nodes[i].state);
     free(ctl->nodes);
     free(ctl->forgotten);
+    free(ctl->seen);
     for (i = 0; i < ctl->ncaps; i++)
         free(ctl->caps[i].moves);
     free(ctl->caps);
@@ -1260,6 +1301,8 @@ int keel_controller_start(keel_controller *ctl, const char *candidate,
     ctl->map_dirty = 1;
     ctl->forgot_dirty = 1;
     ctl->forgot_watched = 0;
+    ctl->nseen = 0; /* a new term waits anew for units never owned */
+    ctl->formation_deadline = 0;
     /* A new term re-reads everything and re-arms every watch. */
     for (i = 0; i < ctl->nnodes; i++) {
         ctl->nodes[i].dirty = 1;
@@ -1325,6 +1368,7 @@ uint64_t keel_controller_deadline(const keel_controller *ctl)
 
     if (ctl->state != C_RUNNING)
         return 0;
+    best = ctl->formation_deadline;
     for (i = 0; i < ctl->ncaps; i++)
         for (s = 0; s < ctl->opt.shard_count; s++) {
             uint64_t d = keel_handoff_deadline(&ctl->caps[i].moves[s]);

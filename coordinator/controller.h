@@ -55,6 +55,12 @@ typedef struct keel_controller_options {
     /* R: primary + R-1 backups per unit (1..KEEL_MAP_MAX_REPLICAS);
      * the cluster's config says, keel_controller_set_replicas() */
     int replicas;
+    /* With R > 1: how long units never owned wait to be placed while
+     * fewer than R members could hold them, from when this controller
+     * first saw a member for their capability (0: 3000 ms), so that the
+     * nodes of a cluster started together are all in sync (a backup
+     * appended later is out of sync until catch-up exists). */
+    uint32_t formation_ms;
     int reassign_dead_owner;  /* 0: a dead owner's units wait for it */
     /* after its member znode is gone: never less than
      * keel_controller_grace() */
@@ -117,6 +123,16 @@ struct keel_controller {
      * is given up, so their units move as soon as they are not members. */
     char (*forgotten)[KEEL_NAME_MAX + 1];
     size_t nforgotten;
+
+    /* Per capability, when this controller first saw a member able to
+     * hold its units (the formation wait starts there), and the end of
+     * the wait still pending, 0 when none. */
+    struct keel_ctl_seen {
+        char name[KEEL_NAME_MAX + 1];
+        uint64_t at;
+    } *seen;
+    size_t nseen;
+    uint64_t formation_deadline;
     int forgot_dirty, forgot_watched, forgot_arming;
 
     uint64_t writes;   /* map writes acknowledged */

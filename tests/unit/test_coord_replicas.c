@@ -11,6 +11,7 @@
  * test_coord_cluster.c: events are delivered only when told, on the
  * fake's clock. */
 #include <check.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 #define SHARDS 32
 #define TIMEOUT 3000
 #define MAXN 6
+#define FORMATION 3000 /* the controller's default formation wait */
 
 /* ------------------------------------------------------- pure rules */
 
@@ -468,7 +470,8 @@ static size_t count_insync(const keel_map_unit *u)
 
 /* Node a alone (default group), then nodes b and c declaring "gpu" joined
  * while the controller (a) hears nothing: the gpu units are first placed
- * with both members there, R = replicas. */
+ * with both members there (after the formation wait when R > 2), R =
+ * replicas. */
 static void start_gpu(int replicas)
 {
     mkopt a = {replicas, NULL, 0, 0}, g = {replicas, "gpu", 0, 0};
@@ -482,7 +485,85 @@ static void start_gpu(int replicas)
     settle();
     keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
     settle();
+    advance(FORMATION);
 }
+
+/* Node a alone, then b and c (default group only), R = replicas. */
+static void start3(int replicas)
+{
+    mkopt o = {replicas, NULL, 0, 0};
+
+    mk(0, &o);
+    settle();
+    mk(1, &o);
+    mk(2, &o);
+    settle();
+}
+
+/* Units never owned wait (at most the formation wait) for R members to
+ * hold them, so that nodes started together are all in sync. */
+START_TEST(test_formation_wait)
+{
+    mkopt three = {3, NULL, 0, 0};
+    char buf[64];
+    size_t len = sizeof buf;
+    keel_shard_map m;
+    uint32_t s;
+
+    mk(0, &three);
+    settle();
+    advance(FORMATION - 1);
+    if (keel_zk_fake_get(F, "/keel/test/map", buf, &len, NULL) == 0) {
+        m = zk_map();
+        for (s = 0; s < SHARDS; s++)
+            ck_assert_uint_eq(unit(&m, "", s)->nreplicas, 0);
+        keel_map_free(&m);
+    }
+    mk(1, &three);
+    settle();
+    len = sizeof buf;
+    if (keel_zk_fake_get(F, "/keel/test/map", buf, &len, NULL) == 0) {
+        m = zk_map();
+        for (s = 0; s < SHARDS; s++)
+            ck_assert_uint_eq(unit(&m, "", s)->nreplicas, 0);
+        keel_map_free(&m);
+    }
+    advance(1); /* the wait is over: placed on the two there are */
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        ck_assert_uint_eq(unit(&m, "", s)->nreplicas, 2);
+        ck_assert_uint_eq(count_insync(unit(&m, "", s)), 2);
+        ck_assert_uint_eq(unit(&m, "", s)->shard_epoch, 1);
+    }
+    keel_map_free(&m);
+    /* the third is appended out of sync */
+    mk(2, &three);
+    settle();
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        ck_assert_uint_eq(unit(&m, "", s)->nreplicas, 3);
+        ck_assert_uint_eq(count_insync(unit(&m, "", s)), 2);
+    }
+    keel_map_free(&m);
+}
+END_TEST
+
+/* Nodes started within the formation wait are all in sync. */
+START_TEST(test_formation_all_in_sync)
+{
+    keel_shard_map m;
+    uint32_t s;
+
+    start3(3);
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        ck_assert_uint_eq(unit(&m, "", s)->nreplicas, 3);
+        ck_assert_uint_eq(count_insync(unit(&m, "", s)), 3);
+        ck_assert_uint_eq(unit(&m, "", s)->shard_epoch, 1);
+    }
+    keel_map_free(&m);
+}
+END_TEST
 
 START_TEST(test_config_replicas)
 {
@@ -759,6 +840,602 @@ START_TEST(test_drop_request)
 }
 END_TEST
 
+/* The backups placement wants for a unit whose primary is `primary`:
+ * the first R-1 of the top R live placeable members other than it. */
+static size_t wanted_backups(const char *cap, uint32_t shard,
+                             const char *primary, size_t r,
+                             const char **out)
+{
+    keel_map_member mm[MAXN];
+    size_t top[KEEL_MAP_MAX_REPLICAS], n = 0, got, i, k = 0;
+    int j;
+
+    memset(mm, 0, sizeof mm);
+    for (j = 0; j < MAXN; j++)
+        if (C[j] != NULL && !keel_cluster_member_leaving(C[0] ? C[0] : C[j],
+                                                          nm(j)))
+            mm[n++].name = nm(j);
+    got = keel_rendezvous_top(mm, n, cap, shard, r, top);
+    for (i = 0; i < got && k + 1 < r; i++)
+        if (strcmp(mm[top[i]].name, primary) != 0)
+            out[k++] = mm[top[i]].name;
+    return k;
+}
+
+/* Rule 2 and rule 3 with the data: a fourth node joins a cluster of three
+ * with R = 2. Every unit's backups are exactly what placement wants next
+ * to its primary; a backup is in sync only if it was an in-sync backup
+ * before (the joining node never is, nor is a former primary); a moved
+ * unit took one epoch. */
+START_TEST(test_backups_follow_placement)
+{
+    mkopt o = {2, NULL, 0, 0};
+    keel_shard_map before, after;
+    uint32_t s;
+
+    start3(2);
+    before = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&before, "", s);
+        ck_assert_uint_eq(u->nreplicas, 2);
+    }
+    mk(3, &o);
+    settle();
+    after = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "", s);
+        const keel_map_unit *ua = unit(&after, "", s);
+        const char *pa = after.nodes[ua->replicas[0]];
+        const char *pb = before.nodes[ub->replicas[0]];
+        const char *want[KEEL_MAP_MAX_REPLICAS];
+        size_t nw = wanted_backups("", s, pa, 2, want), i;
+        int r;
+        ck_assert_uint_eq(ua->nreplicas, 1 + nw);
+        for (i = 0; i < nw; i++)
+            ck_assert_int_ge(pos_of(&after, ua, want[i]), 1);
+        ck_assert_uint_eq(ua->shard_epoch,
+                          ub->shard_epoch + (strcmp(pa, pb) != 0));
+        for (r = 1; r < ua->nreplicas; r++) {
+            const char *n = after.nodes[ua->replicas[r]];
+            int was = pos_of(&before, ub, n);
+            if (keel_map_insync(ua, r))
+                ck_assert_msg(was >= 1 && keel_map_insync(ub, was),
+                              "unit %u: %s in sync from nowhere (%s -> %s)",
+                              s, n, unit_str(&before, "", s),
+                              unit_str(&after, "", s));
+            if (strcmp(n, "node-d") == 0)
+                ck_assert(!keel_map_insync(ua, r));
+        }
+    }
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* Rule 3: a primary move with the data keeps the in-sync backups that
+ * stay listed, and the old primary is never in sync after it. */
+START_TEST(test_primary_move_carries_insync)
+{
+    mkopt g = {3, "gpu", 0, 0};
+    keel_shard_map before, after;
+    uint32_t s;
+    size_t moved = 0;
+
+    start_gpu(3); /* gpu units: [b, c] or [c, b], both in sync */
+    before = checked_map();
+    mk(3, &g);
+    settle();
+    after = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "gpu", s);
+        const keel_map_unit *ua = unit(&after, "gpu", s);
+        const char *pb = before.nodes[ub->replicas[0]];
+        const char *other = before.nodes[ub->replicas[1]];
+        char want[128];
+        ck_assert_uint_eq(ua->nreplicas, 3);
+        if (strcmp(after.nodes[ua->replicas[0]], "node-d") != 0) {
+            /* d appended, out of sync */
+            snprintf(want, sizeof want, "%s*,%s*,node-d", pb, other);
+            ck_assert_str_eq(unit_str(&after, "gpu", s), want);
+            ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch);
+            continue;
+        }
+        moved++;
+        ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch + 1);
+        snprintf(want, sizeof want, "node-d*,%s,%s*", pb, other);
+        ck_assert_str_eq(unit_str(&after, "gpu", s), want);
+    }
+    ck_assert_uint_gt(moved, 0);
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* Rule 3 without the data: a dead primary's units, its loss accepted,
+ * move with shard_epoch + 2 and only the new primary in sync (an
+ * in-sync backup included: stage 1 promotes nobody). */
+START_TEST(test_primary_lost_alone_in_sync)
+{
+    mkopt a = {3, NULL, 0, 1}, g = {3, "gpu", 0, 1};
+    keel_shard_map before, after;
+    uint32_t s;
+    size_t moved = 0;
+
+    mk(0, &a);
+    settle();
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    mk(1, &g);
+    mk(2, &g);
+    settle();
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    advance(FORMATION);
+    before = checked_map();
+    kill_node(1);
+    settle();
+    advance(TIMEOUT * 2);
+    after = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "gpu", s);
+        const keel_map_unit *ua = unit(&after, "gpu", s);
+        if (strcmp(before.nodes[ub->replicas[0]], "node-b") == 0) {
+            moved++;
+            ck_assert_str_eq(unit_str(&after, "gpu", s), "node-c*");
+            ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch + 2);
+        } else {
+            /* node-b was an in-sync backup: it stays, gone, in sync
+             * until node-c asks to drop it */
+            ck_assert_str_eq(unit_str(&after, "gpu", s), "node-c*,node-b*");
+            ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch);
+        }
+    }
+    ck_assert_uint_gt(moved, 0);
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* Writes member data for node i as its agent would, with `store` (NULL:
+ * none): a node seen on another store without a new session. */
+static void republish_member(int i, const char *store)
+{
+    char path[64], data[256];
+    int n;
+
+    snprintf(path, sizeof path, "/keel/test/members/%s", nm(i));
+    n = snprintf(data, sizeof data, "addr 127.0.0.1:%d\ncaps gpu\n"
+                                    "session_timeout %d\n%s%s%s",
+                 7000 + i, TIMEOUT, store ? "store " : "", store ? store : "",
+                 store ? "\n" : "");
+    ck_assert_int_eq(keel_zk_fake_set(F, path, data, (size_t)n), 0);
+}
+
+/* Rule 4 and invariant 7: the table records each node's store; a node
+ * seen on another store leaves every in-sync set it backs up (as a
+ * primary it stays, the store check being what keeps a replaced disk
+ * from serving), in one map write. */
+START_TEST(test_store_change_leaves_insync)
+{
+    const char *fresh = "00000000000000000000000000000fff";
+    keel_shard_map before, after;
+    uint64_t writes;
+    uint32_t s;
+    size_t backed = 0;
+    int ci;
+
+    start_gpu(3);
+    before = checked_map();
+    writes = before.map_epoch;
+    republish_member(2, fresh);
+    snprintf(store_of_[2], sizeof store_of_[2], "%s", fresh);
+    settle();
+    after = checked_map(); /* invariant 7 with node-c's new store */
+    ck_assert_uint_eq(after.map_epoch, writes + 1);
+    ci = keel_map_node_index(&after, "node-c");
+    ck_assert_str_eq(after.store_ids[ci], fresh);
+    for (s = 0; s < SHARDS; s++) {
+        const char *p = before.nodes[unit(&before, "gpu", s)->replicas[0]];
+        if (strcmp(p, "node-c") == 0) {
+            ck_assert_str_eq(unit_str(&after, "gpu", s), "node-c*,node-b*");
+        } else {
+            backed++;
+            ck_assert_str_eq(unit_str(&after, "gpu", s), "node-b*,node-c");
+        }
+    }
+    ck_assert_uint_gt(backed, 0);
+    /* without a store id at all: the same (unknown is not in sync) */
+    republish_member(1, NULL);
+    store_of_[1][0] = '\0';
+    settle();
+    keel_map_free(&after);
+    after = zk_map();
+    ci = keel_map_node_index(&after, "node-b");
+    ck_assert_str_eq(after.store_ids[ci], "");
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&after, "gpu", s);
+        ck_assert_uint_eq(count_insync(u), 1);
+    }
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* Rule 5, stale requests: from another epoch, for a node not in sync,
+ * or published by a node that is not the unit's primary; none changes
+ * the map. */
+START_TEST(test_stale_drop_requests_ignored)
+{
+    keel_shard_map before, after;
+    keel_node_state st;
+    uint8_t *buf;
+    size_t len;
+    int gi, p, b;
+    uint64_t e;
+    char path[64];
+
+    start_gpu(3);
+    before = checked_map();
+    gi = keel_map_cap_index(&before, "gpu");
+    e = unit(&before, "gpu", 5)->shard_epoch;
+    p = node_idx(keel_map_primary(&before, (uint32_t)gi, 5));
+    b = p == 1 ? 2 : 1;
+    /* the primary asks at an older epoch, and for a node not listed */
+    keel_node_state_init(&st);
+    st.map_epoch = before.map_epoch;
+    ck_assert_int_eq(
+        keel_node_state_put(&st, "gpu", 5, KEEL_ROLE_PRIMARY, e + 7, NULL),
+        0);
+    ck_assert_int_eq(keel_node_state_put_drop(&st, "gpu", 5, nm(b)), 0);
+    ck_assert_int_eq(keel_node_state_put_drop(&st, "gpu", 5, "node-a"), 0);
+    ck_assert_int_eq(keel_node_state_encode(&st, &buf, &len), 0);
+    snprintf(path, sizeof path, "/keel/test/nodes/%s/state", nm(p));
+    ck_assert_int_eq(keel_zk_fake_set(F, path, buf, len), 0);
+    free(buf);
+    keel_node_state_free(&st);
+    settle();
+    /* the backup claims to be primary and asks to drop the primary */
+    keel_node_state_init(&st);
+    st.map_epoch = before.map_epoch;
+    ck_assert_int_eq(
+        keel_node_state_put(&st, "gpu", 5, KEEL_ROLE_PRIMARY, e, NULL), 0);
+    ck_assert_int_eq(keel_node_state_put_drop(&st, "gpu", 5, nm(p)), 0);
+    ck_assert_int_eq(keel_node_state_encode(&st, &buf, &len), 0);
+    snprintf(path, sizeof path, "/keel/test/nodes/%s/state", nm(b));
+    ck_assert_int_eq(keel_zk_fake_set(F, path, buf, len), 0);
+    free(buf);
+    keel_node_state_free(&st);
+    settle();
+    after = checked_map();
+    ck_assert_uint_eq(after.map_epoch, before.map_epoch);
+    ck_assert(keel_map_same_placement(&before, &after));
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* Rule 6: a backup that dies stays listed and in sync until its primary
+ * asks to drop it; then it leaves the list. Back on the same store, it
+ * is a backup again, out of sync (stage 3 catches it up), and the units
+ * it was primary of are its again, their in-sync backups kept. */
+START_TEST(test_dead_backup)
+{
+    mkopt g = {3, "gpu", 0, 0};
+    keel_shard_map before, dead, dropped, back;
+    uint32_t s, mine = SHARDS;
+    int gi;
+
+    start_gpu(3);
+    before = checked_map();
+    gi = keel_map_cap_index(&before, "gpu");
+    kill_node(2);
+    settle();
+    advance(TIMEOUT * 2);
+    dead = checked_map();
+    for (s = 0; s < SHARDS; s++) /* nothing changes for gpu units */
+        ck_assert_str_eq(unit_str(&dead, "gpu", s),
+                         unit_str(&before, "gpu", s));
+    for (s = 0; s < SHARDS; s++)
+        if (strcmp(keel_map_primary(&dead, (uint32_t)gi, s), "node-b") == 0) {
+            uint64_t e = unit(&dead, "gpu", s)->shard_epoch;
+            ck_assert_int_eq(
+                keel_cluster_request_drop(C[1], "gpu", s, e, "node-c"), 0);
+            mine = s;
+        }
+    ck_assert_uint_lt(mine, SHARDS);
+    settle();
+    dropped = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        if (strcmp(keel_map_primary(&dead, (uint32_t)gi, s), "node-b") == 0)
+            ck_assert_str_eq(unit_str(&dropped, "gpu", s), "node-b*");
+        else /* a dead primary's units wait for it */
+            ck_assert_str_eq(unit_str(&dropped, "gpu", s), "node-c*,node-b*");
+    }
+    mk(2, &g);
+    settle();
+    back = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        if (strcmp(keel_map_primary(&dead, (uint32_t)gi, s), "node-b") == 0)
+            ck_assert_str_eq(unit_str(&back, "gpu", s), "node-b*,node-c");
+        else
+            ck_assert_str_eq(unit_str(&back, "gpu", s), "node-c*,node-b*");
+    }
+    keel_map_free(&before);
+    keel_map_free(&dead);
+    keel_map_free(&dropped);
+    keel_map_free(&back);
+}
+END_TEST
+
+/* A draining backup leaves the lists at once (placement drops it), and
+ * its units as primary move with their in-sync backups kept. */
+START_TEST(test_drain_with_backups)
+{
+    keel_shard_map before, after;
+    uint32_t s;
+
+    start3(3);
+    before = checked_map();
+    ck_assert_int_eq(keel_cluster_drain(C[0], "node-c"), 0);
+    settle();
+    after = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "", s);
+        const keel_map_unit *ua = unit(&after, "", s);
+        int r;
+        ck_assert_int_eq(pos_of(&after, ua, "node-c"), -1);
+        ck_assert_uint_eq(ua->nreplicas, 2);
+        for (r = 1; r < ua->nreplicas; r++) {
+            const char *n = after.nodes[ua->replicas[r]];
+            int was = pos_of(&before, ub, n);
+            /* in sync now only if an in-sync backup before */
+            if (keel_map_insync(ua, r))
+                ck_assert(was >= 1 && keel_map_insync(ub, was));
+        }
+    }
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* The in-sync members of a unit, sorted, as "a,b". */
+static const char *insync_set(const keel_shard_map *m, const char *cap,
+                              uint32_t s)
+{
+    static char out[128];
+    const keel_map_unit *u = unit(m, cap, s);
+    const char *v[KEEL_MAP_MAX_REPLICAS];
+    size_t n = 0, i, j, off = 0;
+    int r;
+
+    for (r = 0; r < u->nreplicas; r++)
+        if (keel_map_insync(u, r))
+            v[n++] = m->nodes[u->replicas[r]];
+    for (i = 1; i < n; i++)
+        for (j = i; j > 0 && strcmp(v[j - 1], v[j]) > 0; j--) {
+            const char *t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    out[0] = '\0';
+    for (i = 0; i < n; i++)
+        off += (size_t)snprintf(out + off, sizeof out - off, "%s%s",
+                                i ? "," : "", v[i]);
+    return out;
+}
+
+/* A new controller reads the map and keeps every in-sync set as it is.
+ * The old one's node rejoins meanwhile (a new session, its own store):
+ * its out-of-sync places may be listed in another order after its
+ * absence, but no in-sync set, primary or epoch changes. */
+START_TEST(test_new_controller_keeps_insync)
+{
+    keel_shard_map before, after;
+    int gi, p, b, who = -1, i;
+    uint64_t e;
+
+    start_gpu(3);
+    before = checked_map();
+    gi = keel_map_cap_index(&before, "gpu");
+    e = unit(&before, "gpu", 1)->shard_epoch;
+    p = node_idx(keel_map_primary(&before, (uint32_t)gi, 1));
+    b = p == 1 ? 2 : 1;
+    ck_assert_int_eq(keel_cluster_request_drop(C[p], "gpu", 1, e, nm(b)), 0);
+    settle();
+    keel_map_free(&before);
+    before = checked_map();
+    ck_assert_uint_eq(count_insync(unit(&before, "gpu", 1)), 1);
+    /* the controller's session expires: another node leads, node-a
+     * rejoins on its own store */
+    keel_zk_fake_expire(keel_cluster_zk(C[0]));
+    settle();
+    advance(1000);
+    for (i = 0; i < 3; i++)
+        if (keel_cluster_is_controller(C[i]))
+            who = i;
+    ck_assert_int_gt(who, 0);
+    after = checked_map();
+    for (i = 0; i < 2; i++) {
+        const char *cap = i == 0 ? "" : "gpu";
+        uint32_t s;
+        char was[128];
+        for (s = 0; s < SHARDS; s++) {
+            snprintf(was, sizeof was, "%s", insync_set(&before, cap, s));
+            ck_assert_str_eq(insync_set(&after, cap, s), was);
+            ck_assert_uint_eq(unit(&after, cap, s)->shard_epoch,
+                              unit(&before, cap, s)->shard_epoch);
+            ck_assert_str_eq(
+                after.nodes[unit(&after, cap, s)->replicas[0]],
+                before.nodes[unit(&before, cap, s)->replicas[0]]);
+            if (i == 1)
+                ck_assert_str_eq(unit_str(&after, cap, s),
+                                 unit_str(&before, cap, s));
+        }
+    }
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* A node back on another store does not take writes as the replica the
+ * map may still count in sync, until the controller has recorded its new
+ * store (and taken it out of every in-sync set). */
+START_TEST(test_new_store_takes_no_writes_before_the_map)
+{
+    const char *fresh = "00000000000000000000000000000ccc";
+    mkopt g = {3, "gpu", 0, 0};
+    keel_shard_map m;
+    uint32_t s, backed = SHARDS;
+    uint64_t e = 0;
+    int gi;
+    char rec[64];
+
+    start_gpu(3);
+    m = checked_map();
+    gi = keel_map_cap_index(&m, "gpu");
+    for (s = 0; s < SHARDS && backed == SHARDS; s++)
+        if (strcmp(keel_map_primary(&m, (uint32_t)gi, s), "node-b") == 0) {
+            backed = s;
+            e = unit(&m, "gpu", s)->shard_epoch;
+        }
+    ck_assert_uint_lt(backed, SHARDS);
+    ck_assert_int_eq(
+        keel_cluster_may_replicate(C[2], "gpu", backed, e, "node-b"), 0);
+    keel_map_free(&m);
+    kill_node(2);
+    settle();
+    /* the controller hears nothing while node-c comes back on a new
+     * store (its record says so: the store check lets it in) */
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    snprintf(rec, sizeof rec, "store %s\n", fresh);
+    ck_assert_int_eq(keel_zk_fake_set(F, "/keel/test/nodes/node-c", rec,
+                                      strlen(rec)),
+                     0);
+    snprintf(store_of_[2], sizeof store_of_[2], "%s", fresh);
+    mk(2, &g);
+    settle();
+    ck_assert_int_eq(keel_cluster_phase(C[2]), KEEL_CLUSTER_RUNNING);
+    ck_assert_int_eq(
+        keel_cluster_may_replicate(C[2], "gpu", backed, e, "node-b"),
+        KEEL_ENOTTARGET);
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    settle();
+    m = checked_map();
+    ck_assert_str_eq(unit_str(&m, "gpu", backed), "node-b*,node-c");
+    ck_assert_int_eq(
+        keel_cluster_may_replicate(C[2], "gpu", backed, e, "node-b"), 0);
+    keel_map_free(&m);
+}
+END_TEST
+
+/* Releases the hook saw and left open (stall_release). */
+static struct {
+    int node;
+    char cap[KEEL_NAME_MAX + 1];
+    uint32_t shard;
+    uint64_t epoch;
+    char to[KEEL_NAME_MAX + 1];
+} stalled[SHARDS * 2];
+static size_t nstalled;
+
+static void on_release_stall(keel_cluster *c, const char *cap,
+                             uint32_t shard, uint64_t epoch, const char *to,
+                             void *data)
+{
+    (void)c;
+    ck_assert_ptr_nonnull(to);
+    ck_assert_uint_lt(nstalled, SHARDS * 2);
+    stalled[nstalled].node = (int)(intptr_t)data;
+    snprintf(stalled[nstalled].cap, sizeof stalled[0].cap, "%s", cap);
+    stalled[nstalled].shard = shard;
+    stalled[nstalled].epoch = epoch;
+    snprintf(stalled[nstalled].to, sizeof stalled[0].to, "%s", to);
+    nstalled++;
+}
+
+/* A primary handing a unit off may still wait on a backup: its drop
+ * request is published (as PRIMARY, for the unit it is releasing) and
+ * honoured; the move then keeps only the backups still in sync. */
+START_TEST(test_drop_while_releasing)
+{
+    mkopt o = {3, NULL, 0, 0};
+    keel_cluster_options opt;
+    keel_shard_map m;
+    keel_node_state st;
+    const keel_state_entry *en;
+    size_t i, k = SHARDS * 2;
+    char want[256], backup[KEEL_NAME_MAX + 1];
+    keel_zk *zk;
+    uint32_t s;
+
+    /* node-a's releases stall: it is made by hand with that hook */
+    keel_cluster_options_init(&opt);
+    snprintf(name_of_[0], sizeof name_of_[0], "node-a");
+    snprintf(store_of_[0], sizeof store_of_[0], "%032x", 0xa0);
+    opt.cluster = "test";
+    opt.node = name_of_[0];
+    opt.address = "127.0.0.1:7000";
+    opt.shard_count = SHARDS;
+    opt.session_timeout_ms = TIMEOUT;
+    opt.replicas = 3;
+    opt.store_id = store_of_[0];
+    opt.hooks.release = on_release_stall;
+    opt.hooks.data = (void *)(intptr_t)0;
+    ck_assert_int_eq(keel_zk_fake_client(F, &zk), 0);
+    ck_assert_int_eq(keel_cluster_create(NULL, &opt, zk, &C[0]), 0);
+    ck_assert_int_eq(keel_cluster_start(C[0]), 0);
+    settle();
+    mk(1, &o);
+    mk(2, &o);
+    settle();
+    advance(FORMATION);
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++)
+        ck_assert_uint_eq(count_insync(unit(&m, "", s)), 3);
+    keel_map_free(&m);
+    nstalled = 0;
+    ck_assert_int_eq(keel_cluster_drain(C[1], "node-a"), 0);
+    settle();
+    ck_assert_uint_gt(nstalled, 0);
+    m = checked_map();
+    /* the first stalled release: node-a asks to drop the backup that is
+     * not the recipient */
+    for (i = 0; i < nstalled && k == SHARDS * 2; i++)
+        if (stalled[i].node == 0)
+            k = i;
+    s = stalled[k].shard;
+    ck_assert_uint_eq(stalled[k].epoch, unit(&m, "", s)->shard_epoch);
+    snprintf(backup, sizeof backup, "%s",
+             strcmp(stalled[k].to, "node-b") == 0 ? "node-c" : "node-b");
+    keel_map_free(&m);
+    ck_assert_int_eq(keel_cluster_request_drop(C[0], "", s, stalled[k].epoch,
+                                               backup),
+                     0);
+    settle();
+    m = checked_map();
+    snprintf(want, sizeof want, "node-a*,%s*,%s", stalled[k].to, backup);
+    if (strcmp(m.nodes[unit(&m, "", s)->replicas[1]], backup) == 0)
+        snprintf(want, sizeof want, "node-a*,%s,%s*", backup, stalled[k].to);
+    ck_assert_str_eq(unit_str(&m, "", s), want);
+    keel_map_free(&m);
+    st = zk_state("node-a");
+    en = keel_node_state_find(&st, "", s);
+    /* settled: withdrawn (a unit being released is published only to
+     * carry a request) */
+    ck_assert(en == NULL || en->ndrop == 0);
+    keel_node_state_free(&st);
+    /* the stream is stored: the recipient is primary, the dropped
+     * backup stays out of sync, node-a (leaving) is gone from the list */
+    ck_assert_int_eq(keel_cluster_released(C[0], "", s, stalled[k].epoch,
+                                           stalled[k].to),
+                     0);
+    settle();
+    m = checked_map();
+    snprintf(want, sizeof want, "%s*,%s", stalled[k].to, backup);
+    ck_assert_str_eq(unit_str(&m, "", s), want);
+    ck_assert_uint_eq(unit(&m, "", s)->shard_epoch, stalled[k].epoch + 1);
+    keel_map_free(&m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("coord_replicas");
@@ -773,11 +1450,23 @@ int main(void)
     suite_add_tcase(s, rules);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_config_replicas);
+    tcase_add_test(tc, test_formation_wait);
+    tcase_add_test(tc, test_formation_all_in_sync);
     tcase_add_test(tc, test_config_without_replicas_means_one);
     tcase_add_test(tc, test_fresh_units_all_in_sync);
     tcase_add_test(tc, test_fresh_without_store_id);
     tcase_add_test(tc, test_runtime_api);
     tcase_add_test(tc, test_drop_request);
+    tcase_add_test(tc, test_backups_follow_placement);
+    tcase_add_test(tc, test_primary_move_carries_insync);
+    tcase_add_test(tc, test_primary_lost_alone_in_sync);
+    tcase_add_test(tc, test_store_change_leaves_insync);
+    tcase_add_test(tc, test_stale_drop_requests_ignored);
+    tcase_add_test(tc, test_dead_backup);
+    tcase_add_test(tc, test_drain_with_backups);
+    tcase_add_test(tc, test_new_controller_keeps_insync);
+    tcase_add_test(tc, test_new_store_takes_no_writes_before_the_map);
+    tcase_add_test(tc, test_drop_while_releasing);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
