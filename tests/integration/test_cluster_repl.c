@@ -256,10 +256,11 @@ static pid_t zk_pid(void)
 /* Nodes n0..n<nodes-1> of a new cluster with `replicas` replicas per
  * unit: stage 1 brings no backup into the in-sync set after a unit's
  * first placement, so the test wants every node a member when the
- * controller first places the units. The nodes start while ZooKeeper is
- * paused (SIGSTOP), so that their sessions and joins reach it together
- * when it resumes; a cluster that still came up without them all is
- * stopped and another started (at most 4 tries). */
+ * controller first places the units. The controller waits up to 3 s for
+ * R members; on a loaded machine the nodes may start further apart, so
+ * they start while ZooKeeper is paused (SIGSTOP), and their sessions and
+ * joins reach it together when it resumes. A cluster that still came up
+ * without them all is stopped and another started (at most 4 tries). */
 static void start_cluster(int nodes, const char *replicas,
                           const char *lag_ms)
 {
