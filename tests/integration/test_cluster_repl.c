@@ -16,7 +16,9 @@
  *    map shows it out; after SIGCONT the counter holds every acknowledged
  *    increment;
  *  - a primary killed and restarted on its data (same epoch, seqs from 1
- *    again) keeps its backups in sync, and they hold what it holds.
+ *    again) keeps its backups in sync, and they hold what it holds;
+ *  - a node drained under load hands its units off with their backups
+ *    in sync and equal to the new primaries; nothing acknowledged lost.
  * The map is read straight from ZooKeeper. Every wait is bounded; the
  * checks are about order (what the map shows when a reply comes), not
  * durations. On a failure the nodes' logs are printed. */
@@ -692,6 +694,72 @@ START_TEST(a_restarted_primary_keeps_its_backups)
 }
 END_TEST
 
+/* A primary drained under load hands its units off only with everything
+ * acknowledged on their backups: the new primaries and the backups the
+ * map keeps in sync hold the same records, and no acknowledged increment
+ * is lost. */
+START_TEST(a_drained_primary_hands_off_with_its_backups)
+{
+    keel_client *c = NULL;
+    keel_shard_map m;
+    long acked[COUNTERS] = {0};
+    int touched[SHARDS] = {0};
+    int i, j, round, code = -1;
+    char id[16], *out = NULL, *err = NULL;
+
+    start_cluster(3, "3", "2000");
+    for (round = 0; round < 6; round++) {
+        if (round == 2) {
+            /* n0 leaves, through n1, while the increments go on */
+            CHECK(tu_keel(fx.nodes[1].addr, &out, &err, "node", "drain",
+                          "n0", NULL) == 0,
+                  "drain n0: %s", err != NULL ? err : "");
+            free(out);
+            free(err);
+        }
+        for (j = 0; j < COUNTERS; j++) {
+            long v;
+            counter_id(j, id, sizeof id);
+            v = incr_keyed(&c, 1, id);
+            CHECK(v == acked[j] + 1, "%s answered %ld after %ld increments",
+                  id, v, acked[j]);
+            acked[j] = v;
+            touched[shard_of(id)] = 1;
+        }
+    }
+    keel_client_close(c);
+    code = tu_keeld_stop(&fx.nodes[0], SIGTERM);
+    CHECK(code == 0, "drained n0 exited with %d", code);
+    for (j = 0; j < COUNTERS; j++)
+        for (i = 1; i < 3; i++) {
+            long v;
+            counter_id(j, id, sizeof id);
+            v = get_via(i, id);
+            CHECK(v == acked[j], "%s is %ld through n%d, %ld acknowledged", id,
+                  v, i, acked[j]);
+        }
+    CHECK(map_read(&m) == 0, "no map");
+    for (j = 0; j < SHARDS; j++) {
+        const keel_map_unit *u = unit_of(&m, (uint32_t)j);
+        const char *p = keel_map_primary(&m, (uint32_t)keel_map_cap_index(
+                                                 &m, ""),
+                                         (uint32_t)j);
+        char d1[128], d2[128];
+        CHECK(p != NULL && strcmp(p, "n0") != 0,
+              "shard %d still on n0 after its drain", j);
+        CHECK(!in_sync(&m, u, "n0"), "drained n0 in sync for shard %d", j);
+        if (!touched[j] || !in_sync(&m, u, "n1") || !in_sync(&m, u, "n2"))
+            continue;
+        digest_via(1, (uint32_t)j, d1, sizeof d1);
+        digest_via(2, (uint32_t)j, d2, sizeof d2);
+        CHECK(d1[0] != '\0' && strcmp(d1, d2) == 0,
+              "shard %d differs between n1 '%s' and n2 '%s', both in sync", j,
+              d1, d2);
+    }
+    keel_map_free(&m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_repl");
@@ -702,6 +770,7 @@ int main(void)
     tcase_add_test(tc, replicas_agree_and_a_dead_backup_is_dropped);
     tcase_add_test(tc, reply_waits_for_a_paused_backup);
     tcase_add_test(tc, a_restarted_primary_keeps_its_backups);
+    tcase_add_test(tc, a_drained_primary_hands_off_with_its_backups);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
