@@ -81,6 +81,7 @@ static void config_read(keel_zk *zk, int rc, const void *data, size_t len,
 {
     keel_bootstrap *b = arg;
     uint32_t found = 0;
+    int replicas = 1;
 
     (void)zk;
     (void)st;
@@ -89,7 +90,7 @@ static void config_read(keel_zk *zk, int rc, const void *data, size_t len,
         failed(b, rc);
         return;
     }
-    if ((rc = keel_config_parse(data, len, &found)) != 0) {
+    if ((rc = keel_config_parse(data, len, &found, &replicas)) != 0) {
         keel_error("cluster config in %s is unreadable", b->layout->root);
         finish(b, rc, 0);
         return;
@@ -100,6 +101,12 @@ static void config_read(keel_zk *zk, int rc, const void *data, size_t len,
         finish(b, KEEL_ECONFIG, found);
         return;
     }
+    if (b->replicas_explicit && b->replicas != replicas &&
+        b->cluster_replicas != replicas)
+        keel_warn("cluster %s keeps %d replica(s) of each unit; this node "
+                  "was started with --replicas %d and follows the cluster",
+                  b->layout->root, replicas, b->replicas);
+    b->cluster_replicas = replicas;
     next(b);
 }
 
@@ -122,7 +129,8 @@ static int run(keel_bootstrap *b)
         break;
     case STEP_CONFIG:
         leaf = "config";
-        len = keel_config_format(buf, sizeof buf, b->shards);
+        len = keel_config_format(buf, sizeof buf, b->shards,
+                                 b->replicas > 0 ? b->replicas : 1);
         data = buf;
         break;
     case STEP_READ:

@@ -1,8 +1,10 @@
 /* Cluster bootstrap: makes sure the cluster's znodes exist under
  * /keel/<cluster> and that the cluster's shard count is this node's. The
- * first node to get there creates `config`; every later node reads it and
- * refuses to join with another shard count (KEEL_ECONFIG), since a shard
- * number means nothing across shard counts.
+ * first node to get there creates `config` (with its shard count and
+ * replica count); every later node reads it and refuses to join with
+ * another shard count (KEEL_ECONFIG), since a shard number means nothing
+ * across shard counts. The replica count is the cluster's: a node asking
+ * for another one is told (a warning) and follows the config.
  *
  * Asynchronous, one request in flight; idempotent, so a step that lost its
  * connection is simply redone by keel_bootstrap_resume(). */
@@ -28,6 +30,13 @@ struct keel_bootstrap {
     keel_zk *zk;
     const keel_layout *layout;
     uint32_t shards;
+    /* What this node would create the cluster with (0: 1), and whether it
+     * was asked for explicitly (then another count is warned about).
+     * Set after init. */
+    int replicas;
+    int replicas_explicit;
+    /* The cluster's replica count, once config was read (0 before). */
+    int cluster_replicas;
     keel_bootstrap_cb cb;
     void *arg;
     int step;

@@ -46,6 +46,15 @@ typedef struct local_cap {
     local_unit *units; /* shard_count */
 } local_cap;
 
+/* A primary's request that the controller drop a backup from a unit's
+ * in-sync set (keel_cluster_request_drop). Rare: kept in a plain list. */
+typedef struct drop_req {
+    char cap[KEEL_NAME_MAX + 1];
+    uint32_t shard;
+    uint64_t epoch;
+    char backup[KEEL_NAME_MAX + 1];
+} drop_req;
+
 /* Setup after joining: nodes/<node>, then nodes/<node>/state. */
 enum { SETUP_NONE = 0, SETUP_NODE, SETUP_STATE, SETUP_DONE };
 
@@ -61,6 +70,7 @@ struct keel_cluster {
     char **caps;
     size_t ncaps;
     uint32_t shard_count;
+    int replicas;              /* the cluster's (config), 1 before read */
     uint32_t timeout_ms;       /* requested; the negotiated one is the
                                 * client's (keel_zk_session_timeout) */
     uint32_t warned_timeout;   /* the negotiated one last warned about */
@@ -88,6 +98,8 @@ struct keel_cluster {
     size_t nlcaps;
     char **names; /* release targets by index */
     size_t nnames;
+    drop_req *drops; /* drop requests not yet settled by a map */
+    size_t ndrops;
 
     int setup, setup_busy, setup_stalled;
     int state_busy, state_dirty, state_stalled, state_missing;
@@ -417,7 +429,28 @@ static int build_state(keel_cluster *c, keel_node_state *st)
                 return rc;
             }
         }
+    for (i = 0; i < c->ndrops; i++) {
+        const drop_req *d = &c->drops[i];
+        const local_cap *lc = lcap(c, d->cap, 0);
+        const local_unit *lu = lc != NULL ? &lc->units[d->shard] : NULL;
+        if (lu == NULL || lu->epoch != d->epoch ||
+            (lu->phase != U_PRIMARY && lu->phase != U_RELEASING))
+            continue;
+        /* A unit being handed off is still the map's primary and may
+         * still be waiting on a backup: published as PRIMARY (its fence
+         * is at that epoch) to carry the request. */
+        if (keel_node_state_find(st, d->cap, d->shard) == NULL &&
+            (rc = keel_node_state_put(st, d->cap, d->shard,
+                                      KEEL_ROLE_PRIMARY, d->epoch, NULL)))
+            goto fail;
+        rc = keel_node_state_put_drop(st, d->cap, d->shard, d->backup);
+        if (rc != 0 && rc != KEEL_EOVERLOAD)
+            goto fail;
+    }
     return 0;
+fail:
+    keel_node_state_free(st);
+    return rc;
 }
 
 /* Writes nodes/<node>/state from the local units; coalesces: one write in
@@ -612,6 +645,42 @@ static void apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
     }
 }
 
+/* Whether the applied map has node `name` in the in-sync set of a unit
+ * this node is primary of at epoch (1, or 0), or -1 when the unit is not
+ * this node's at that epoch. */
+static int backup_insync(const keel_cluster *c, const char *cap,
+                         uint32_t shard, uint64_t epoch, const char *name)
+{
+    const keel_map_unit *u;
+    int ci, idx;
+
+    if (!c->have_map || c->my_idx < 0 || shard >= c->map.shard_count ||
+        (ci = keel_map_cap_index(&c->map, cap)) < 0)
+        return -1;
+    u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
+    if (u->nreplicas == 0 || u->replicas[0] != c->my_idx ||
+        u->shard_epoch != epoch)
+        return -1;
+    idx = keel_map_node_index(&c->map, name);
+    return idx >= 0 && idx != c->my_idx &&
+           keel_map_insync(u, keel_map_replica_pos(u, (uint16_t)idx));
+}
+
+/* Withdraws the drop requests the applied map settled. */
+static void prune_drops(keel_cluster *c)
+{
+    size_t i = 0;
+
+    while (i < c->ndrops) {
+        const drop_req *d = &c->drops[i];
+        if (backup_insync(c, d->cap, d->shard, d->epoch, d->backup) == 1) {
+            i++;
+            continue;
+        }
+        c->drops[i] = c->drops[--c->ndrops];
+    }
+}
+
 static void apply_map(keel_cluster *c)
 {
     uint32_t ci, s;
@@ -640,6 +709,7 @@ static void apply_map(keel_cluster *c)
     for (ci = 0; ci < c->map.ncaps; ci++)
         c->cap_of[ci] = lcap(c, c->map.caps[ci], 0);
     compute_live(c);
+    prune_drops(c);
     for (ci = 0; ci < c->map.ncaps; ci++) {
         local_cap *lc = c->cap_of[ci];
         if (lc == NULL)
@@ -949,13 +1019,15 @@ static void bootstrap_cb(keel_bootstrap *b, int rc, uint32_t found, void *arg)
 {
     keel_cluster *c = arg;
 
-    (void)b;
     (void)found;
     if (rc != 0) {
         if (rc != KEEL_ESESSION)
             set_failed(c, rc);
         return;
     }
+    /* The config is the cluster's word on the replica count. */
+    c->replicas = b->cluster_replicas > 0 ? b->cluster_replicas : 1;
+    keel_controller_set_replicas(&c->ctl, c->replicas);
     rc = keel_storecheck_start(&c->store_check);
     if (rc != 0 && rc != KEEL_ESESSION)
         set_failed(c, rc);
@@ -1049,6 +1121,7 @@ static void expired(keel_cluster *c)
     if (keel_lease_expired(&c->lease))
         fenced_changed(c);
     drop_all(c);
+    c->ndrops = 0; /* the units they were about are dropped */
     if (c->hooks.expired != NULL)
         c->hooks.expired(c, c->hooks.data);
     keel_controller_stop(&c->ctl);
@@ -1188,7 +1261,7 @@ void keel_cluster_options_init(keel_cluster_options *o)
 {
     memset(o, 0, sizeof *o);
     o->session_timeout_ms = DEFAULT_SESSION_TIMEOUT_MS;
-    o->replicas = 1;
+    o->replicas = 0; /* 1 when creating a cluster; else the cluster's */
 }
 
 static void free_strings(char **v, size_t n)
@@ -1214,6 +1287,7 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
         !keel_name_valid(o->cluster, 0) || o->address == NULL ||
         o->shard_count == 0 || o->shard_count > KEEL_MAP_MAX_SHARDS ||
         o->ncaps > KEEL_MAP_MAX_CAPS || (o->ncaps > 0 && o->caps == NULL) ||
+        o->replicas < 0 || o->replicas > KEEL_MAP_MAX_REPLICAS ||
         (zk == NULL && (loop == NULL || o->zk_hosts == NULL)))
         return KEEL_EINVAL;
     for (i = 0; i < o->ncaps; i++)
@@ -1257,6 +1331,9 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
     keel_map_init(&c->map, c->shard_count);
     keel_bootstrap_init(&c->boot, zk, &c->layout, c->shard_count,
                         bootstrap_cb, c);
+    c->boot.replicas = o->replicas > 0 ? o->replicas : 1;
+    c->boot.replicas_explicit = o->replicas > 0;
+    c->replicas = 1;
     keel_membership_init(&c->members, zk, &c->layout, c->node, membership_cb,
                          c);
     if (o->store_id != NULL)
@@ -1267,7 +1344,7 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
     keel_election_init(&c->election, zk, &c->layout, c->node, election_cb, c);
     memset(&copt, 0, sizeof copt);
     copt.shard_count = c->shard_count;
-    copt.replicas = o->replicas > 0 ? o->replicas : 1;
+    copt.replicas = 1; /* the config's, once read */
     copt.reassign_dead_owner = o->reassign_dead_owner;
     /* 0: the controller waits the dead node's own negotiated timeout and
      * a quarter (keel_controller_grace), the least it ever waits. */
@@ -1324,6 +1401,7 @@ void keel_cluster_destroy(keel_cluster *c)
         free(c->lcaps[i].units);
     free(c->lcaps);
     free_strings(c->names, c->nnames);
+    free(c->drops);
     free(c->address);
     free_strings(c->caps, c->ncaps);
     free(c);
@@ -1439,6 +1517,105 @@ int keel_cluster_may_receive(keel_cluster *c, const char *cap, uint32_t shard,
     if (u->nreplicas == 0 || u->replicas[0] == c->my_idx ||
         u->target == KEEL_MAP_NO_NODE || u->target != c->my_idx ||
         u->shard_epoch != shard_epoch)
+        return KEEL_ENOTTARGET;
+    return 0;
+}
+
+/* ---------------------------------------------------------- replication */
+
+int keel_cluster_replicas(const keel_cluster *c)
+{
+    return c->replicas;
+}
+
+size_t keel_cluster_insync_backups(keel_cluster *c, const char *cap,
+                                   uint32_t shard, uint64_t shard_epoch,
+                                   keel_replica_ref *out, size_t max)
+{
+    const keel_map_unit *u;
+    size_t n = 0;
+    int ci, r;
+
+    if (!c->have_map || c->my_idx < 0 || shard >= c->map.shard_count ||
+        (ci = keel_map_cap_index(&c->map, cap)) < 0)
+        return 0;
+    u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
+    if (u->nreplicas < 2 || u->replicas[0] != c->my_idx ||
+        u->shard_epoch != shard_epoch)
+        return 0;
+    for (r = 1; r < u->nreplicas && n < max; r++) {
+        const char *name = c->map.nodes[u->replicas[r]];
+        const keel_member *m;
+        if (!keel_map_insync(u, r))
+            continue;
+        m = keel_membership_find(&c->members, name);
+        snprintf(out[n].name, sizeof out[n].name, "%s", name);
+        snprintf(out[n].addr, sizeof out[n].addr, "%s",
+                 m != NULL && !m->addr_bad ? m->addr : "");
+        n++;
+    }
+    return n;
+}
+
+int keel_cluster_request_drop(keel_cluster *c, const char *cap,
+                              uint32_t shard, uint64_t shard_epoch,
+                              const char *backup)
+{
+    drop_req *v, *d;
+    size_t i;
+
+    if (cap == NULL || backup == NULL || !keel_name_valid(cap, 1) ||
+        !keel_name_valid(backup, 0) ||
+        backup_insync(c, cap, shard, shard_epoch, backup) != 1)
+        return KEEL_ENOTFOUND;
+    for (i = 0; i < c->ndrops; i++)
+        if (c->drops[i].shard == shard && c->drops[i].epoch == shard_epoch &&
+            strcmp(c->drops[i].cap, cap) == 0 &&
+            strcmp(c->drops[i].backup, backup) == 0)
+            return 0;
+    v = realloc(c->drops, (c->ndrops + 1) * sizeof *v);
+    if (v == NULL)
+        return KEEL_ENOMEM;
+    c->drops = v;
+    d = &v[c->ndrops++];
+    snprintf(d->cap, sizeof d->cap, "%s", cap);
+    d->shard = shard;
+    d->epoch = shard_epoch;
+    snprintf(d->backup, sizeof d->backup, "%s", backup);
+    keel_info("cluster: %s asks to drop %s from the in-sync set of %s/%u at "
+              "epoch %llu",
+              c->node, backup, cap, shard, (unsigned long long)shard_epoch);
+    publish(c);
+    return 0;
+}
+
+int keel_cluster_may_replicate(keel_cluster *c, const char *cap,
+                               uint32_t shard, uint64_t shard_epoch,
+                               const char *from)
+{
+    const keel_map_unit *u;
+    int ci, fi;
+
+    if (c->phase != KEEL_CLUSTER_RUNNING || c->lease.fence.fenced)
+        return KEEL_EFENCED;
+    /* A map from an earlier session may list this node where it is not
+     * any more: only one read in this session counts. */
+    if (!c->have_map || !c->map_this_session || c->my_idx < 0 ||
+        cap == NULL || from == NULL || shard >= c->shard_count ||
+        (ci = keel_map_cap_index(&c->map, cap)) < 0 ||
+        (fi = keel_map_node_index(&c->map, from)) < 0)
+        return KEEL_ENOTTARGET;
+    u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
+    if (u->nreplicas < 2 || u->shard_epoch != shard_epoch ||
+        u->replicas[0] != (uint16_t)fi || fi == c->my_idx ||
+        keel_map_replica_pos(u, (uint16_t)c->my_idx) < 1)
+        return KEEL_ENOTTARGET;
+    /* The map may count this node in sync on the store it had: on
+     * another one (a replaced disk), it must not answer for that replica
+     * until the controller has recorded the change, which takes it out of
+     * every in-sync set. */
+    if (c->map.store_ids[c->my_idx][0] != '\0' &&
+        strcmp(c->map.store_ids[c->my_idx], c->members.store) != 0)
         return KEEL_ENOTTARGET;
     return 0;
 }

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "coordinator/coord.h"
+#include "coordinator/shardmap.h"
 #include "coordinator/zk.h"
 
 struct ev_loop;
@@ -98,7 +99,11 @@ typedef struct keel_cluster_options {
     size_t ncaps;
     uint32_t shard_count;    /* must match the cluster's */
     uint32_t session_timeout_ms; /* 0: 10000 */
-    int replicas;            /* 0: 1 (primary only) */
+    /* Replicas per unit (1..KEEL_MAP_MAX_REPLICAS) a cluster this node
+     * creates keeps, written into its config; 0: 1. An existing cluster's
+     * config wins (a different explicit count is warned about):
+     * keel_cluster_replicas() says what the cluster uses. */
+    int replicas;
     /* Whether a dead owner's units go to others (losing what only the
      * dead node had) once its member znode has been gone for
      * dead_owner_grace_ms, never less than the dead node's negotiated
@@ -200,6 +205,56 @@ int keel_cluster_acquiring(keel_cluster *c, const char *cap, uint32_t shard,
  * it tries again; or the move was called off). */
 int keel_cluster_may_receive(keel_cluster *c, const char *cap, uint32_t shard,
                              uint64_t shard_epoch);
+
+/* ------------------------------------------------------------ replication
+ * (docs/cluster.md, "Replicas and the in-sync set"). Every unit has a
+ * replica list in the map, primary first, and an in-sync set; only the
+ * controller changes either. */
+
+typedef struct keel_replica_ref {
+    char name[KEEL_NAME_MAX + 1];
+    char addr[300]; /* "" when not a live member, or unreachable */
+} keel_replica_ref;
+
+/* The cluster's replica count (its config), 1 before the config was
+ * read. A unit has fewer when fewer members declare its capability. */
+int keel_cluster_replicas(const keel_cluster *c);
+
+/* The in-sync backups (replicas[1..] with their in-sync flag) of a unit
+ * this node is primary of at shard_epoch in the applied map, in map
+ * order, into out (at most max). Returns how many were written: 0 when
+ * there are none, or the unit is not this node's at that epoch. Cheap:
+ * array lookups and a binary search in the member view per backup. */
+size_t keel_cluster_insync_backups(keel_cluster *c, const char *cap,
+                                   uint32_t shard, uint64_t shard_epoch,
+                                   keel_replica_ref *out, size_t max);
+
+/* Asks the controller to drop `backup` from the unit's in-sync set,
+ * published in nodes/<self>/state with the next state write (a unit
+ * being handed off is published as PRIMARY to carry it). Returns 0
+ * (asked, or asked already), KEEL_ENOTFOUND (the applied map does not
+ * have this node as primary at that epoch, or backup is not in sync
+ * there: nothing to ask) or KEEL_ENOMEM. The runtime learns the outcome
+ * from the map_applied hook: keel_cluster_insync_backups() no longer
+ * lists it. The request is withdrawn once an applied map shows it
+ * settled (the backup out of sync, or the unit no longer this node's at
+ * that epoch), and with the session. */
+int keel_cluster_request_drop(keel_cluster *c, const char *cap,
+                              uint32_t shard, uint64_t shard_epoch,
+                              const char *backup);
+
+/* Backup side: whether this node may apply replicated writes of the unit
+ * at shard_epoch coming from node `from`: joined, not fenced, and the map
+ * applied in this session lists this node among the unit's backups (in
+ * sync or not) with primary `from` at that epoch, under this node's
+ * store (the map's node table records which). 0, KEEL_EFENCED (fenced,
+ * or not joined), KEEL_ENOTTARGET (the applied map does not say so: the
+ * sender's map may be newer or older; it tries again). The
+ * store's fence is the real guard; this keeps a node from storing units
+ * that are none of its business. */
+int keel_cluster_may_replicate(keel_cluster *c, const char *cap,
+                               uint32_t shard, uint64_t shard_epoch,
+                               const char *from);
 
 /* Graceful leave (docs/cluster.md). Marks member `name` (this node or
  * another) leaving: "leaving 1" in its member znode. The controller then

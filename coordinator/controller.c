@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "coordinator/replicaset.h"
 #include "keel.h"
 
 enum {
@@ -20,6 +21,8 @@ enum {
 /* Bumping the epoch can only race with another controller's bump; a few
  * tries settle it or something is badly wrong. */
 #define MAX_BUMP_TRIES 5
+/* keel_controller_options.formation_ms by default. */
+#define FORMATION_MS 3000
 
 static void pump(keel_controller *ctl);
 static void report_deadline(keel_controller *ctl);
@@ -605,35 +608,290 @@ static void feed(keel_controller *ctl, keel_handoff *h, const char *cap,
     keel_handoff_tick(h, ctl->now);
 }
 
-/* Sets a unit's replica list: primary first, then the desired replicas
- * other than it (k-1 of them). */
-static int set_replicas(keel_shard_map *next, keel_map_unit *u,
-                        const char *primary, const keel_shard_map *desired,
-                        const keel_map_unit *d, size_t k)
-{
-    int p = keel_map_add_node(next, primary), r;
+/* ---------------------------------------------------- replica sets */
 
-    if (p < 0)
-        return p;
-    u->replicas[0] = (uint16_t)p;
-    u->nreplicas = 1;
-    for (r = 0; d != NULL && r < d->nreplicas && u->nreplicas < k; r++) {
-        const char *name = desired->nodes[d->replicas[r]];
-        int idx;
-        if (strcmp(name, primary) == 0)
-            continue;
-        if ((idx = keel_map_add_node(next, name)) < 0)
+static int rs_live(const char *name, void *arg)
+{
+    keel_controller *ctl = arg;
+
+    return live(ctl, name);
+}
+
+/* A member's store id as the map keeps it ("" when none or malformed). */
+static const char *member_store(const keel_member *m)
+{
+    return m != NULL && keel_map_store_valid(m->store) &&
+                   strspn(m->store, "0") != KEEL_MAP_STORE_HEX
+               ? m->store
+               : "";
+}
+
+static int rs_has_store(const char *name, void *arg)
+{
+    keel_controller *ctl = arg;
+
+    return member_store(keel_membership_find(ctl->members, name))[0] != '\0';
+}
+
+static int rs_forgotten(const char *name, void *arg)
+{
+    return keel_controller_forgotten(arg, name);
+}
+
+/* The unit's replica set, by name (the names are next's). */
+static void unit_rs(const keel_shard_map *next, const keel_map_unit *u,
+                    keel_rs *rs)
+{
+    int r;
+
+    memset(rs, 0, sizeof *rs);
+    for (r = 0; r < u->nreplicas; r++)
+        rs->names[r] = next->nodes[u->replicas[r]];
+    rs->n = u->nreplicas;
+    rs->insync = u->insync;
+}
+
+/* The index of name in next's node table, added if missing with the store
+ * its member publishes (unknown for a node that is not a member). */
+static int add_node(keel_controller *ctl, keel_shard_map *next,
+                    const char *name)
+{
+    uint32_t before = next->nnodes;
+    int idx = keel_map_add_node(next, name);
+
+    if (idx >= 0 && next->nnodes != before)
+        keel_map_set_store(
+            next, (uint32_t)idx,
+            member_store(keel_membership_find(ctl->members, name)));
+    return idx;
+}
+
+/* Writes a replica set into unit (c, s) of next. The names may be next's
+ * own, which adding nodes does not move (only the table of pointers). */
+static int put_rs(keel_controller *ctl, keel_shard_map *next, uint32_t c,
+                  uint32_t s, const keel_rs *rs)
+{
+    keel_map_unit *u;
+    int r, idx;
+
+    for (r = 0; r < rs->n; r++)
+        if ((idx = add_node(ctl, next, rs->names[r])) < 0)
             return idx;
-        /* add_node may renumber: primary's index first */
-        u->replicas[0] = (uint16_t)keel_map_node_index(next, primary);
-        u->replicas[u->nreplicas++] = (uint16_t)idx;
-    }
+    /* adding may renumber: look every index up once all are in */
+    u = keel_map_unit_at(next, c, s);
+    for (r = 0; r < rs->n; r++)
+        u->replicas[r] = (uint16_t)keel_map_node_index(next, rs->names[r]);
+    u->nreplicas = rs->n;
+    u->insync = rs->insync;
     return 0;
+}
+
+/* A node back on another store (its member znode names another store id
+ * than the map's node table) is a new, empty replica: it leaves the
+ * in-sync set of every unit it backs up, and the table records its new
+ * store, in the same map write. A primary keeps its place (a unit's
+ * primary is in sync by definition); the store check before joining is
+ * what keeps a node whose disk was replaced from serving its units. */
+static void check_stores(keel_controller *ctl, keel_shard_map *next)
+{
+    size_t i, nunits = (size_t)next->ncaps * next->shard_count;
+    uint32_t j;
+
+    for (j = 0; j < next->nnodes; j++) {
+        const keel_member *m =
+            keel_membership_find(ctl->members, next->nodes[j]);
+        const char *now = member_store(m);
+        size_t dropped = 0;
+        if (m == NULL || strcmp(next->store_ids[j], now) == 0)
+            continue;
+        for (i = 0; i < nunits; i++) {
+            keel_map_unit *u = &next->units[i];
+            int pos = keel_map_replica_pos(u, (uint16_t)j);
+            if (pos >= 1 && keel_map_insync(u, pos)) {
+                u->insync &= (uint8_t)~(1u << pos);
+                dropped++;
+            }
+        }
+        if (next->store_ids[j][0] != '\0' || dropped > 0)
+            keel_info("cluster: node %s runs on store %s, not %s: out of "
+                      "sync as a backup of %zu unit(s)",
+                      next->nodes[j], now[0] ? now : "(none)",
+                      next->store_ids[j][0] ? next->store_ids[j] : "(none)",
+                      dropped);
+        keel_map_set_store(next, j, now);
+    }
+}
+
+/* Honours the drop requests the unit's primary publishes for it at the
+ * unit's shard_epoch: those backups leave the in-sync set. A request
+ * from another epoch, or for a node not in sync, is stale: ignored. */
+static void apply_drops(keel_controller *ctl, keel_shard_map *next,
+                        const char *cap, uint32_t c, uint32_t s)
+{
+    keel_map_unit *u = keel_map_unit_at(next, c, s);
+    const keel_state_entry *e;
+    keel_rs rs;
+    int id, d, changed = 0;
+
+    if (u->nreplicas < 2 || u->shard_epoch == 0)
+        return;
+    id = keel_controller_node_id(ctl, next->nodes[u->replicas[0]]);
+    e = entry_of(ctl, id, cap, s);
+    if (e == NULL || e->role != KEEL_ROLE_PRIMARY ||
+        e->shard_epoch != u->shard_epoch || e->ndrop == 0)
+        return;
+    unit_rs(next, u, &rs);
+    for (d = 0; d < e->ndrop; d++) {
+        const char *name = ctl->nodes[id].state.names[e->drop[d]];
+        if (keel_rs_drop(&rs, name)) {
+            keel_info("cluster: %s/%u: %s leaves the in-sync set at epoch "
+                      "%llu (asked by its primary %s)",
+                      cap, s, name, (unsigned long long)u->shard_epoch,
+                      ctl->nodes[id].name);
+            changed = 1;
+        }
+    }
+    if (changed)
+        u->insync = rs.insync;
 }
 
 static const char *name_of(const keel_shard_map *m, uint16_t idx)
 {
     return idx == KEEL_MAP_NO_NODE ? NULL : m->nodes[idx];
+}
+
+/* When this controller first saw a member able to hold cap's units
+ * (recorded now if never); now as well when out of memory. */
+static uint64_t seen_at(keel_controller *ctl, const char *cap)
+{
+    struct keel_ctl_seen *v;
+    size_t i;
+
+    for (i = 0; i < ctl->nseen; i++)
+        if (strcmp(ctl->seen[i].name, cap) == 0)
+            return ctl->seen[i].at;
+    v = realloc(ctl->seen, (ctl->nseen + 1) * sizeof *v);
+    if (v == NULL)
+        return ctl->now;
+    ctl->seen = v;
+    snprintf(v[ctl->nseen].name, sizeof v[0].name, "%s", cap);
+    v[ctl->nseen].at = ctl->now;
+    ctl->nseen++;
+    return ctl->now;
+}
+
+/* The primary position of unit (c, s): first owner, handoffs, dead
+ * owners. `want` is placement's choice for primary, env what the replica
+ * rules need; a unit never owned is placed only if `fresh_ok`. Returns 0
+ * or a code. */
+static int place_primary(keel_controller *ctl, keel_shard_map *next,
+                         const char *cap, uint32_t c, uint32_t s,
+                         const char *want, const keel_rs_env *env,
+                         int fresh_ok)
+{
+    keel_map_unit *u = keel_map_unit_at(next, c, s);
+    const char *owner = u->nreplicas > 0 ? next->nodes[u->replicas[0]] : NULL;
+    const char *target = name_of(next, u->target);
+    keel_handoff *h = machine(ctl, cap, s, 1);
+    int from, to, rc;
+
+    if (h == NULL)
+        return KEEL_ENOMEM;
+    if (owner == NULL) {
+        /* Never owned: nobody holds data, no handoff needed. */
+        if (want != NULL && fresh_ok) {
+            keel_rs rs;
+            keel_rs_fresh(env, &rs);
+            if ((rc = put_rs(ctl, next, c, s, &rs)) != 0)
+                return rc;
+            u->shard_epoch++;
+            u->target = KEEL_MAP_NO_NODE;
+        }
+        return 0;
+    }
+    if ((from = track(ctl, owner)) < 0)
+        return KEEL_ENOMEM;
+    if (target == NULL) {
+        const keel_state_entry *e = entry_of(ctl, from, cap, s);
+        if (h->state == KEEL_HANDOFF_AWAIT_FENCE)
+            feed(ctl, h, cap, s);
+        if (e != NULL && e->role == KEEL_ROLE_RELEASED &&
+            e->shard_epoch == u->shard_epoch &&
+            h->state != KEEL_HANDOFF_PRIMARY_PENDING) {
+            /* The owner handed the unit over at its current epoch
+             * though no move is in the map (called off after the
+             * recipient had stored it): the recipient has the only
+             * copy, live or not. It owns the unit from now on; if it is
+             * gone, the unit waits for it as for any dead owner. */
+            const char *rcpt = ctl->nodes[from].state.names[e->to];
+            if ((to = track(ctl, rcpt)) < 0)
+                return KEEL_ENOMEM;
+            keel_info("cluster: %s/%u was handed from %s to %s after its "
+                      "move was called off: %s owns it",
+                      cap, s, owner, ctl->nodes[to].name,
+                      ctl->nodes[to].name);
+            keel_handoff_adopt(h, (uint32_t)from, (uint32_t)to,
+                               u->shard_epoch, loss_ok(ctl, owner),
+                               grace_of(ctl, owner));
+        } else if (want == NULL || strcmp(want, owner) == 0) {
+            return 0;
+        }
+    }
+    if (target == NULL && h->state == KEEL_HANDOFF_PRIMARY_PENDING) {
+        /* adopted above: written below */
+    } else if (target == NULL) {
+        if (!live(ctl, owner) && !loss_ok(ctl, owner))
+            return 0; /* the owner has the only copy: wait */
+        if ((to = track(ctl, want)) < 0)
+            return KEEL_ENOMEM;
+        keel_handoff_begin(h, (uint32_t)from, (uint32_t)to, u->shard_epoch,
+                           loss_ok(ctl, owner), grace_of(ctl, owner));
+        feed(ctl, h, cap, s);
+    } else {
+        if ((to = track(ctl, target)) < 0)
+            return KEEL_ENOMEM;
+        if (h->state == KEEL_HANDOFF_IDLE || h->state == KEEL_HANDOFF_DONE ||
+            h->state == KEEL_HANDOFF_ABORTED)
+            keel_handoff_resume(h, (uint32_t)from, (uint32_t)to,
+                                u->shard_epoch, 0, loss_ok(ctl, owner),
+                                grace_of(ctl, owner));
+        feed(ctl, h, cap, s);
+        if (want != NULL && strcmp(want, ctl->nodes[h->to].name) &&
+            !(h->flags & KEEL_HANDOFF_F_RELEASED) &&
+            h->state != KEEL_HANDOFF_PRIMARY_PENDING) {
+            if (strcmp(want, owner) == 0) {
+                /* Back to the owner before it let go: cancel. */
+                memset(h, 0, sizeof *h);
+                u->target = KEEL_MAP_NO_NODE;
+                return 0;
+            }
+            if ((to = track(ctl, want)) < 0)
+                return KEEL_ENOMEM;
+            keel_handoff_retarget(h, (uint32_t)to);
+        }
+    }
+    /* The unit as the machine says it must be written. */
+    if (h->state == KEEL_HANDOFF_TARGET_PENDING ||
+        h->state == KEEL_HANDOFF_AWAIT_RELEASE ||
+        h->state == KEEL_HANDOFF_AWAIT_DEATH) {
+        int t = add_node(ctl, next, ctl->nodes[h->to].name);
+        if (t < 0)
+            return t;
+        u = keel_map_unit_at(next, c, s);
+        u->target = (uint16_t)t;
+    } else if (h->state == KEEL_HANDOFF_PRIMARY_PENDING) {
+        uint64_t epoch = keel_handoff_next_epoch(h);
+        keel_rs old, rs;
+        unit_rs(next, u, &old);
+        keel_rs_move(env, &old, ctl->nodes[h->to].name,
+                     epoch == u->shard_epoch + 1, &rs);
+        if ((rc = put_rs(ctl, next, c, s, &rs)) != 0)
+            return rc;
+        u = keel_map_unit_at(next, c, s);
+        u->shard_epoch = epoch;
+        u->target = KEEL_MAP_NO_NODE;
+    }
+    return 0;
 }
 
 /* Builds the map the controller wants written now into *next. Returns 0
@@ -644,6 +902,7 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
     keel_map_member *mm = NULL;
     const char **caps = NULL;
     keel_shard_map desired;
+    keel_rs_env env;
     size_t i, j, ncaps = 0, nmm = 0, k = (size_t)ctl->opt.replicas;
     uint32_t c, s;
     int rc;
@@ -691,131 +950,55 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
         if ((rc = keel_map_add_cap(next, desired.caps[c])) < 0)
             goto out;
     rc = 0;
+    check_stores(ctl, next);
 
+    ctl->formation_deadline = 0;
+    memset(&env, 0, sizeof env);
+    env.replicas = k;
+    env.live = rs_live;
+    env.has_store = rs_has_store;
+    env.forgotten = rs_forgotten;
+    env.arg = ctl;
     for (c = 0; c < next->ncaps; c++) {
         const char *cap = next->caps[c];
         int dc = keel_map_cap_index(&desired, cap);
+        uint64_t formed = 0;
+        /* A unit never owned goes to the members there are once R of
+         * them could hold it, or once the formation wait is over: the
+         * members placed in its first write are all in sync, those
+         * appended later are not (until catch-up). */
+        if (k > 1 && dc >= 0 &&
+            keel_map_unit_at(&desired, (uint32_t)dc, 0)->nreplicas > 0)
+            formed = seen_at(ctl, cap) + (ctl->opt.formation_ms
+                                              ? ctl->opt.formation_ms
+                                              : FORMATION_MS);
         for (s = 0; s < next->shard_count; s++) {
-            keel_map_unit *u = keel_map_unit_at(next, c, s);
             const keel_map_unit *d =
                 dc >= 0 ? keel_map_unit_at(&desired, (uint32_t)dc, s) : NULL;
-            const char *want = d != NULL && d->nreplicas > 0
-                                   ? desired.nodes[d->replicas[0]]
-                                   : NULL;
-            const char *owner =
-                u->nreplicas > 0 ? next->nodes[u->replicas[0]] : NULL;
-            const char *target = name_of(next, u->target);
-            keel_handoff *h = machine(ctl, cap, s, 1);
-            int from, to;
-
-            if (h == NULL) {
-                rc = KEEL_ENOMEM;
+            const char *want[KEEL_MAP_MAX_REPLICAS];
+            keel_map_unit *u;
+            size_t nwant = 0;
+            for (; d != NULL && nwant < d->nreplicas; nwant++)
+                want[nwant] = desired.nodes[d->replicas[nwant]];
+            env.desired = want;
+            env.ndesired = nwant;
+            apply_drops(ctl, next, cap, c, s);
+            int fresh_ok = nwant >= k || ctl->now >= formed;
+            if (!fresh_ok && keel_map_unit_at(next, c, s)->nreplicas == 0 &&
+                (ctl->formation_deadline == 0 ||
+                 formed < ctl->formation_deadline))
+                ctl->formation_deadline = formed;
+            rc = place_primary(ctl, next, cap, c, s,
+                               nwant > 0 ? want[0] : NULL, &env, fresh_ok);
+            if (rc != 0)
                 goto out;
-            }
-            if (owner == NULL) {
-                /* Never owned: nobody holds data, no handoff needed. */
-                if (want != NULL) {
-                    if ((rc = set_replicas(next, u, want, &desired, d, k)))
-                        goto out;
-                    u->shard_epoch++;
-                    u->target = KEEL_MAP_NO_NODE;
-                }
-                continue;
-            }
-            from = track(ctl, owner);
-            if (from < 0) {
-                rc = KEEL_ENOMEM;
-                goto out;
-            }
-            if (target == NULL) {
-                const keel_state_entry *e = entry_of(ctl, from, cap, s);
-                if (h->state == KEEL_HANDOFF_AWAIT_FENCE)
-                    feed(ctl, h, cap, s);
-                if (e != NULL && e->role == KEEL_ROLE_RELEASED &&
-                    e->shard_epoch == u->shard_epoch &&
-                    h->state != KEEL_HANDOFF_PRIMARY_PENDING) {
-                    /* The owner handed the unit over at its current epoch
-                     * though no move is in the map (called off after the
-                     * recipient had stored it): the recipient has the only
-                     * copy, live or not. It owns the unit from now on; if
-                     * it is gone, the unit waits for it as for any dead
-                     * owner. */
-                    const char *rcpt =
-                        ctl->nodes[from].state.names[e->to];
-                    if ((to = track(ctl, rcpt)) < 0) {
-                        rc = KEEL_ENOMEM;
-                        goto out;
-                    }
-                    keel_info("cluster: %s/%u was handed from %s to %s "
-                              "after its move was called off: %s owns it",
-                              cap, s, owner, rcpt, rcpt);
-                    keel_handoff_adopt(h, (uint32_t)from, (uint32_t)to,
-                                       u->shard_epoch, loss_ok(ctl, owner),
-                                       grace_of(ctl, owner));
-                } else if (want == NULL || strcmp(want, owner) == 0) {
-                    continue;
-                }
-            }
-            if (target == NULL && h->state == KEEL_HANDOFF_PRIMARY_PENDING) {
-                /* adopted above: written below */
-            } else if (target == NULL) {
-                if (!live(ctl, owner) && !loss_ok(ctl, owner))
-                    continue; /* the owner has the only copy: wait */
-                if ((to = track(ctl, want)) < 0) {
-                    rc = KEEL_ENOMEM;
+            u = keel_map_unit_at(next, c, s);
+            if (u->nreplicas > 0 && u->shard_epoch > 0) {
+                keel_rs old, rs;
+                unit_rs(next, u, &old);
+                keel_rs_follow(&env, &old, &rs);
+                if ((rc = put_rs(ctl, next, c, s, &rs)) != 0)
                     goto out;
-                }
-                keel_handoff_begin(h, (uint32_t)from, (uint32_t)to,
-                                   u->shard_epoch, loss_ok(ctl, owner),
-                                   grace_of(ctl, owner));
-                feed(ctl, h, cap, s);
-            } else {
-                keel_handoff *cur = h;
-                if ((to = track(ctl, target)) < 0) {
-                    rc = KEEL_ENOMEM;
-                    goto out;
-                }
-                if (cur->state == KEEL_HANDOFF_IDLE ||
-                    cur->state == KEEL_HANDOFF_DONE ||
-                    cur->state == KEEL_HANDOFF_ABORTED)
-                    keel_handoff_resume(cur, (uint32_t)from, (uint32_t)to,
-                                        u->shard_epoch, 0,
-                                        loss_ok(ctl, owner),
-                                        grace_of(ctl, owner));
-                feed(ctl, cur, cap, s);
-                if (want != NULL && strcmp(want, ctl->nodes[cur->to].name) &&
-                    !(cur->flags & KEEL_HANDOFF_F_RELEASED) &&
-                    cur->state != KEEL_HANDOFF_PRIMARY_PENDING) {
-                    if (strcmp(want, owner) == 0) {
-                        /* Back to the owner before it let go: cancel. */
-                        memset(cur, 0, sizeof *cur);
-                        u->target = KEEL_MAP_NO_NODE;
-                        continue;
-                    }
-                    if ((to = track(ctl, want)) < 0) {
-                        rc = KEEL_ENOMEM;
-                        goto out;
-                    }
-                    keel_handoff_retarget(cur, (uint32_t)to);
-                }
-            }
-            /* The unit as the machine says it must be written. */
-            if (h->state == KEEL_HANDOFF_TARGET_PENDING ||
-                h->state == KEEL_HANDOFF_AWAIT_RELEASE ||
-                h->state == KEEL_HANDOFF_AWAIT_DEATH) {
-                int t = keel_map_add_node(next, ctl->nodes[h->to].name);
-                if (t < 0) {
-                    rc = t;
-                    goto out;
-                }
-                u = keel_map_unit_at(next, c, s);
-                u->target = (uint16_t)t;
-            } else if (h->state == KEEL_HANDOFF_PRIMARY_PENDING) {
-                if ((rc = set_replicas(next, u, ctl->nodes[h->to].name,
-                                       &desired, d, k)))
-                    goto out;
-                u->shard_epoch = keel_handoff_next_epoch(h);
-                u->target = KEEL_MAP_NO_NODE;
             }
         }
     }
@@ -1067,13 +1250,19 @@ void keel_controller_init(keel_controller *ctl, keel_zk *zk,
     ctl->layout = layout;
     ctl->members = members;
     ctl->opt = *opt;
-    if (ctl->opt.replicas <= 0)
-        ctl->opt.replicas = 1;
-    if (ctl->opt.replicas > KEEL_MAP_MAX_REPLICAS)
-        ctl->opt.replicas = KEEL_MAP_MAX_REPLICAS;
+    keel_controller_set_replicas(ctl, opt->replicas);
     ctl->cb = cb;
     ctl->arg = arg;
     keel_map_init(&ctl->map, opt->shard_count);
+}
+
+void keel_controller_set_replicas(keel_controller *ctl, int replicas)
+{
+    if (replicas <= 0)
+        replicas = 1;
+    if (replicas > KEEL_MAP_MAX_REPLICAS)
+        replicas = KEEL_MAP_MAX_REPLICAS;
+    ctl->opt.replicas = replicas;
 }
 
 void keel_controller_free(keel_controller *ctl)
@@ -1087,6 +1276,7 @@ void keel_controller_free(keel_controller *ctl)
         keel_node_state_free(&ctl->nodes[i].state);
     free(ctl->nodes);
     free(ctl->forgotten);
+    free(ctl->seen);
     for (i = 0; i < ctl->ncaps; i++)
         free(ctl->caps[i].moves);
     free(ctl->caps);
@@ -1111,6 +1301,8 @@ int keel_controller_start(keel_controller *ctl, const char *candidate,
     ctl->map_dirty = 1;
     ctl->forgot_dirty = 1;
     ctl->forgot_watched = 0;
+    ctl->nseen = 0; /* a new term waits anew for units never owned */
+    ctl->formation_deadline = 0;
     /* A new term re-reads everything and re-arms every watch. */
     for (i = 0; i < ctl->nnodes; i++) {
         ctl->nodes[i].dirty = 1;
@@ -1176,6 +1368,7 @@ uint64_t keel_controller_deadline(const keel_controller *ctl)
 
     if (ctl->state != C_RUNNING)
         return 0;
+    best = ctl->formation_deadline;
     for (i = 0; i < ctl->ncaps; i++)
         for (s = 0; s < ctl->opt.shard_count; s++) {
             uint64_t d = keel_handoff_deadline(&ctl->caps[i].moves[s]);

@@ -9,6 +9,10 @@
  * go straight to their rendezvous owner (shard_epoch 1); units whose owner
  * should change move through the handoff state machine (handoff.h), one
  * machine per moving unit, fed from the members' `nodes/<node>/state`.
+ * With R > 1 each unit also has backups and an in-sync set, kept by the
+ * rules of replicaset.h, by the node table's store ids (a node back on
+ * another store leaves every in-sync set it was in) and by its primary's
+ * drop requests (published in its node state).
  * A unit whose owner is gone stays with it (unavailable) unless the
  * operator allowed reassigning dead owners' units, or forgot the owner
  * (forgotten/<node>, `keel node forget`): either way the new owner gets
@@ -48,7 +52,15 @@ typedef void (*keel_controller_cb)(keel_controller *ctl, int event,
 
 typedef struct keel_controller_options {
     uint32_t shard_count;
-    int replicas;             /* k: primary + k-1 replicas; 1 for now */
+    /* R: primary + R-1 backups per unit (1..KEEL_MAP_MAX_REPLICAS);
+     * the cluster's config says, keel_controller_set_replicas() */
+    int replicas;
+    /* With R > 1: how long units never owned wait to be placed while
+     * fewer than R members could hold them, from when this controller
+     * first saw a member for their capability (0: 3000 ms), so that the
+     * nodes of a cluster started together are all in sync (a backup
+     * appended later is out of sync until catch-up exists). */
+    uint32_t formation_ms;
     int reassign_dead_owner;  /* 0: a dead owner's units wait for it */
     /* after its member znode is gone: never less than
      * keel_controller_grace() */
@@ -111,6 +123,16 @@ struct keel_controller {
      * is given up, so their units move as soon as they are not members. */
     char (*forgotten)[KEEL_NAME_MAX + 1];
     size_t nforgotten;
+
+    /* Per capability, when this controller first saw a member able to
+     * hold its units (the formation wait starts there), and the end of
+     * the wait still pending, 0 when none. */
+    struct keel_ctl_seen {
+        char name[KEEL_NAME_MAX + 1];
+        uint64_t at;
+    } *seen;
+    size_t nseen;
+    uint64_t formation_deadline;
     int forgot_dirty, forgot_watched, forgot_arming;
 
     uint64_t writes;   /* map writes acknowledged */
@@ -132,6 +154,10 @@ int keel_controller_start(keel_controller *ctl, const char *candidate,
  * ignored when they complete. */
 void keel_controller_stop(keel_controller *ctl);
 int keel_controller_active(const keel_controller *ctl);
+
+/* The cluster's replica count, as its config says (read before the
+ * controller starts); clamped to 1..KEEL_MAP_MAX_REPLICAS. */
+void keel_controller_set_replicas(keel_controller *ctl, int replicas);
 
 /* Inputs: the member view changed; time passed; the connection is back. */
 void keel_controller_members_changed(keel_controller *ctl, uint64_t now);

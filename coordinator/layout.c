@@ -64,14 +64,21 @@ static int parse_u64(const char *s, size_t len, uint64_t *out)
     return 0;
 }
 
-size_t keel_config_format(char *buf, size_t cap, uint32_t shards)
+size_t keel_config_format(char *buf, size_t cap, uint32_t shards,
+                          int replicas)
 {
-    int n = snprintf(buf, cap, "keel-cluster 1\nshards %u\n", shards);
+    int n;
 
+    if (replicas > 1)
+        n = snprintf(buf, cap, "keel-cluster 1\nshards %u\nreplicas %d\n",
+                     shards, replicas);
+    else
+        n = snprintf(buf, cap, "keel-cluster 1\nshards %u\n", shards);
     return n < 0 ? 0 : (size_t)n;
 }
 
-int keel_config_parse(const void *data, size_t len, uint32_t *shards)
+int keel_config_parse(const void *data, size_t len, uint32_t *shards,
+                      int *replicas)
 {
     const char *p = data, *end = p + len, *v;
     uint64_t x;
@@ -84,9 +91,23 @@ int keel_config_parse(const void *data, size_t len, uint32_t *shards)
         return KEEL_ECORRUPT;
     v = field(&p, end, "shards", &vl);
     if (v == NULL || parse_u64(v, vl, &x) != 0 || x == 0 ||
-        x > KEEL_MAP_MAX_SHARDS || p != end)
+        x > KEEL_MAP_MAX_SHARDS)
         return KEEL_ECORRUPT;
     *shards = (uint32_t)x;
+    x = 1;
+    if (p != end) {
+        /* Optional, canonical: present only for more than one replica. */
+        uint64_t r;
+        v = field(&p, end, "replicas", &vl);
+        if (v == NULL || parse_u64(v, vl, &r) != 0 || r < 2 ||
+            r > KEEL_MAP_MAX_REPLICAS)
+            return KEEL_ECORRUPT;
+        x = r;
+    }
+    if (p != end)
+        return KEEL_ECORRUPT;
+    if (replicas != NULL)
+        *replicas = (int)x;
     return 0;
 }
 

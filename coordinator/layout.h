@@ -1,7 +1,8 @@
 /* Where a cluster lives in ZooKeeper, and the small text formats of its
  * znodes. Everything sits under the chroot-like prefix /keel/<cluster>:
  *
- *   config              "keel-cluster 1\nshards <S>\n", created once
+ *   config              "keel-cluster 1\nshards <S>\n" [+ "replicas <R>\n"
+ *                       for R > 1; without it R is 1], created once
  *   controller_epoch    decimal epoch, bumped by compare-and-set by each
  *                       new controller; its version fences controller
  *                       writes (a check op in every multi)
@@ -44,9 +45,14 @@ int keel_layout_init(keel_layout *l, const char *cluster);
 char *keel_layout_path(const keel_layout *l, char *buf, const char *a,
                        const char *b, const char *c);
 
-/* config: 0, or KEEL_ECORRUPT. */
-size_t keel_config_format(char *buf, size_t cap, uint32_t shards);
-int keel_config_parse(const void *data, size_t len, uint32_t *shards);
+/* config: the shard count and the replica count (1..KEEL_MAP_MAX_REPLICAS;
+ * its line is written only when above 1, and a config without it, as
+ * clusters made before replication have, means 1). format takes replicas
+ * 0 as 1. parse: 0, or KEEL_ECORRUPT; replicas may be NULL. */
+size_t keel_config_format(char *buf, size_t cap, uint32_t shards,
+                          int replicas);
+int keel_config_parse(const void *data, size_t len, uint32_t *shards,
+                      int *replicas);
 
 /* controller_epoch */
 size_t keel_epoch_format(char *buf, size_t cap, uint64_t epoch);

@@ -10,7 +10,10 @@
 #include "keel.h"
 
 static const uint8_t state_magic[4] = {'K', 'N', 'S', 'T'};
-#define STATE_FORMAT 1
+/* Written: 2 (drop lists). Read: 1 and 2. */
+#define STATE_FORMAT 2
+#define STATE_FORMAT_V1 1
+#define ROLE_DROPS 0x80u
 #define STATE_MAX_ENTRIES ((size_t)KEEL_MAP_MAX_CAPS * KEEL_MAP_MAX_SHARDS)
 
 void keel_node_state_init(keel_node_state *st)
@@ -55,10 +58,15 @@ static int intern(keel_node_state *st, char ***tab, uint32_t *n,
     (*n)++;
     for (i = 0; i < st->n; i++) {
         keel_state_entry *e = &st->entries[i];
+        int d;
         if (is_cap && e->cap >= pos)
             e->cap++;
         if (!is_cap && e->role == KEEL_ROLE_RELEASED && e->to >= pos)
             e->to++;
+        /* +1 for those at or past pos keeps the list ascending */
+        for (d = 0; !is_cap && d < e->ndrop; d++)
+            if (e->drop[d] >= pos)
+                e->drop[d]++;
     }
     return pos;
 }
@@ -122,6 +130,38 @@ int keel_node_state_put(keel_node_state *st, const char *cap, uint32_t shard,
     v->role = (uint8_t)role;
     v->shard_epoch = shard_epoch;
     v->to = role == KEEL_ROLE_RELEASED ? (uint16_t)ti : 0;
+    v->ndrop = 0;
+    return 0;
+}
+
+int keel_node_state_put_drop(keel_node_state *st, const char *cap,
+                             uint32_t shard, const char *name)
+{
+    keel_state_entry *e;
+    long pos;
+    int ci, ni, d;
+
+    if (!keel_name_valid(name, 0))
+        return KEEL_EINVAL;
+    ci = keel_names_find(st->caps, st->ncaps, cap);
+    if (ci < 0 || (pos = entry_pos(st, (uint16_t)ci, shard)) < 0 ||
+        st->entries[pos].role != KEEL_ROLE_PRIMARY)
+        return KEEL_ENOTFOUND;
+    e = &st->entries[pos];
+    ni = keel_names_find(st->names, st->nnames, name);
+    if (ni >= 0)
+        for (d = 0; d < e->ndrop; d++)
+            if (e->drop[d] == ni)
+                return 0;
+    if (e->ndrop >= KEEL_STATE_MAX_DROPS)
+        return KEEL_EOVERLOAD;
+    if ((ni = intern(st, &st->names, &st->nnames, name, 0)) < 0)
+        return ni;
+    /* intern may renumber, never reorder: insert keeping it ascending */
+    for (d = e->ndrop; d > 0 && e->drop[d - 1] > ni; d--)
+        e->drop[d] = e->drop[d - 1];
+    e->drop[d] = (uint16_t)ni;
+    e->ndrop++;
     return 0;
 }
 
@@ -174,12 +214,18 @@ int keel_node_state_encode(const keel_node_state *st, uint8_t **out,
     keel_wbuf_varint(&w, st->n);
     for (i = 0; i < st->n; i++) {
         const keel_state_entry *e = &st->entries[i];
+        int d, drops = e->role == KEEL_ROLE_PRIMARY && e->ndrop > 0;
         keel_wbuf_varint(&w, e->cap);
         keel_wbuf_varint(&w, e->shard);
-        keel_wbuf_u8(&w, e->role);
+        keel_wbuf_u8(&w, e->role | (drops ? ROLE_DROPS : 0));
         keel_wbuf_varint(&w, e->shard_epoch);
         if (e->role == KEEL_ROLE_RELEASED)
             keel_wbuf_varint(&w, e->to);
+        if (drops) {
+            keel_wbuf_varint(&w, e->ndrop);
+            for (d = 0; d < e->ndrop; d++)
+                keel_wbuf_varint(&w, e->drop[d]);
+        }
     }
     return keel_wbuf_seal(&w, out, len);
 }
@@ -191,6 +237,7 @@ int keel_node_state_decode(const void *buf, size_t len, keel_node_state *out)
     const uint8_t *magic;
     uint64_t sum, count;
     uint32_t ncaps, nnames;
+    unsigned format;
     size_t i;
     int rc;
 
@@ -205,8 +252,11 @@ int keel_node_state_decode(const void *buf, size_t len, keel_node_state *out)
         return KEEL_ECORRUPT;
     r.len = len - 8;
     magic = keel_rbuf_take(&r, 4);
-    if (magic == NULL || memcmp(magic, state_magic, 4) != 0 ||
-        keel_rbuf_u8(&r) != STATE_FORMAT || keel_rbuf_u8(&r) != 0)
+    if (magic == NULL || memcmp(magic, state_magic, 4) != 0)
+        return KEEL_ECORRUPT;
+    format = keel_rbuf_u8(&r);
+    if ((format != STATE_FORMAT && format != STATE_FORMAT_V1) ||
+        keel_rbuf_u8(&r) != 0)
         return KEEL_ECORRUPT;
     st.map_epoch = keel_rbuf_be(&r, 8);
     st.incarnation = (int64_t)keel_rbuf_be(&r, 8);
@@ -234,11 +284,14 @@ int keel_node_state_decode(const void *buf, size_t len, keel_node_state *out)
     for (i = 0; i < count; i++) {
         keel_state_entry *e = &st.entries[i];
         uint64_t cap = keel_rbuf_varint(&r), shard = keel_rbuf_varint(&r);
+        unsigned role = keel_rbuf_u8(&r), drops = role & ROLE_DROPS;
         memset(e, 0, sizeof *e);
-        e->role = (uint8_t)keel_rbuf_u8(&r);
+        e->role = (uint8_t)(role & ~ROLE_DROPS);
         e->shard_epoch = keel_rbuf_varint(&r);
         if (r.bad || cap >= ncaps || shard >= KEEL_MAP_MAX_SHARDS ||
-            (e->role != KEEL_ROLE_PRIMARY && e->role != KEEL_ROLE_RELEASED)) {
+            (e->role != KEEL_ROLE_PRIMARY && e->role != KEEL_ROLE_RELEASED) ||
+            (drops && (format == STATE_FORMAT_V1 ||
+                       e->role != KEEL_ROLE_PRIMARY))) {
             rc = KEEL_ECORRUPT;
             goto fail;
         }
@@ -251,6 +304,22 @@ int keel_node_state_decode(const void *buf, size_t len, keel_node_state *out)
                 goto fail;
             }
             e->to = (uint16_t)to;
+        }
+        if (drops) {
+            uint64_t nd = keel_rbuf_varint(&r), d;
+            if (r.bad || nd == 0 || nd > KEEL_STATE_MAX_DROPS) {
+                rc = KEEL_ECORRUPT;
+                goto fail;
+            }
+            for (d = 0; d < nd; d++) {
+                uint64_t x = keel_rbuf_varint(&r);
+                if (r.bad || x >= nnames || (d > 0 && x <= e->drop[d - 1])) {
+                    rc = KEEL_ECORRUPT;
+                    goto fail;
+                }
+                e->drop[d] = (uint16_t)x;
+            }
+            e->ndrop = (uint8_t)nd;
         }
         if (i > 0 && entry_cmp(&st.entries[i - 1], e->cap, e->shard) >= 0) {
             rc = KEEL_ECORRUPT;

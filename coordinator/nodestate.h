@@ -2,22 +2,32 @@
  * CurrentState): per placement unit its role and shard_epoch, and the
  * map_epoch the node has applied. The controller reads it to learn that a
  * node released a unit (handoff step 1) and that the new owner recorded
- * its fence (step 3).
+ * its fence (step 3). A primary also asks here for backups that stopped
+ * answering to leave the unit's in-sync set (its drop list).
  *
  * Encoding (big-endian, LEB128 varints):
- *   "KNST" | u8 format (1) | u8 flags (0) | u64 map_epoch | u64
+ *   "KNST" | u8 format (2) | u8 flags (0) | u64 map_epoch | u64
  *   incarnation | u16 ncaps | u16 nnames | ncaps x (u8 len, bytes) |
  *   nnames x (u8 len, bytes) | varint count | per entry: varint cap index,
- *   varint shard, u8 role, varint shard_epoch, and for RELEASED a varint
- *   index into the names (the node the unit was released to)
+ *   varint shard, u8 role (bit 7: a drop list follows), varint
+ *   shard_epoch, for RELEASED a varint index into the names (the node the
+ *   unit was released to), for a PRIMARY with a drop list a varint count
+ *   (1..KEEL_STATE_MAX_DROPS) and as many varint indexes into the names,
+ *   ascending
  *   | u64 XXH3_64 of everything before.
  * Entries are sorted by (cap, shard), unique; capability and name tables
- * sorted and unique. */
+ * sorted and unique. Format 1 (no drop lists) is still decoded; states are
+ * always written in format 2. */
 #ifndef KEEL_COORDINATOR_NODESTATE_H
 #define KEEL_COORDINATOR_NODESTATE_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "coordinator/shardmap.h"
+
+/* A unit has at most this many backups to ask to drop. */
+#define KEEL_STATE_MAX_DROPS (KEEL_MAP_MAX_REPLICAS - 1)
 
 enum keel_unit_role {
     KEEL_ROLE_PRIMARY = 1,  /* fence recorded at shard_epoch; serving */
@@ -30,6 +40,10 @@ typedef struct keel_state_entry {
     uint8_t role;
     uint64_t shard_epoch;
     uint16_t to; /* RELEASED: index into names */
+    /* PRIMARY: backups this node asks the controller to drop from the
+     * unit's in-sync set at shard_epoch (indexes into names, ascending). */
+    uint8_t ndrop;
+    uint16_t drop[KEEL_STATE_MAX_DROPS];
 } keel_state_entry;
 
 typedef struct keel_node_state {
@@ -46,10 +60,17 @@ typedef struct keel_node_state {
 /* A builder: add entries in any order, then encode. */
 void keel_node_state_init(keel_node_state *st);
 void keel_node_state_free(keel_node_state *st);
-/* Adds or replaces the entry of (cap, shard). `to` is used for RELEASED.
- * Returns 0, KEEL_EINVAL or KEEL_ENOMEM. */
+/* Adds or replaces the entry of (cap, shard) (a replaced entry loses its
+ * drop list). `to` is used for RELEASED. Returns 0, KEEL_EINVAL or
+ * KEEL_ENOMEM. */
 int keel_node_state_put(keel_node_state *st, const char *cap, uint32_t shard,
                         int role, uint64_t shard_epoch, const char *to);
+/* Adds node `name` to the drop list of the PRIMARY entry of (cap, shard).
+ * Returns 0 (also when listed already), KEEL_ENOTFOUND (no PRIMARY entry),
+ * KEEL_EINVAL (bad name), KEEL_EOVERLOAD (KEEL_STATE_MAX_DROPS listed) or
+ * KEEL_ENOMEM; st is unchanged on error. */
+int keel_node_state_put_drop(keel_node_state *st, const char *cap,
+                             uint32_t shard, const char *name);
 /* Removes the entry, if any. */
 void keel_node_state_remove(keel_node_state *st, const char *cap,
                             uint32_t shard);

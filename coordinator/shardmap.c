@@ -9,7 +9,10 @@
 #include "keel.h"
 
 static const uint8_t map_magic[4] = {'K', 'M', 'A', 'P'};
-#define MAP_FORMAT 1
+/* Written: 2 (store ids, in-sync flags). Read: 1 and 2. */
+#define MAP_FORMAT 2
+#define MAP_FORMAT_V1 1
+#define STORE_BYTES (KEEL_MAP_STORE_HEX / 2)
 
 int keel_name_valid(const char *s, int allow_empty)
 {
@@ -52,6 +55,7 @@ void keel_map_free(keel_shard_map *m)
         return;
     keel_names_free(m->caps, m->ncaps);
     keel_names_free(m->nodes, m->nnodes);
+    free(m->store_ids);
     free(m->units);
     memset(m, 0, sizeof *m);
 }
@@ -80,10 +84,14 @@ int keel_map_copy(keel_shard_map *dst, const keel_shard_map *src)
     dst->shard_count = src->shard_count;
     dst->caps = dup_names(src->caps, src->ncaps);
     dst->nodes = dup_names(src->nodes, src->nnodes);
+    dst->store_ids = calloc(src->nnodes ? src->nnodes : 1,
+                            sizeof *dst->store_ids);
     dst->units = malloc(nunits ? nunits * sizeof *dst->units : 1);
-    if (dst->caps == NULL || dst->nodes == NULL || dst->units == NULL) {
+    if (dst->caps == NULL || dst->nodes == NULL || dst->store_ids == NULL ||
+        dst->units == NULL) {
         keel_names_free(dst->caps, dst->caps ? src->ncaps : 0);
         keel_names_free(dst->nodes, dst->nodes ? src->nnodes : 0);
+        free(dst->store_ids);
         free(dst->units);
         memset(dst, 0, sizeof *dst);
         return KEEL_ENOMEM;
@@ -92,6 +100,9 @@ int keel_map_copy(keel_shard_map *dst, const keel_shard_map *src)
     dst->nnodes = src->nnodes;
     if (nunits > 0)
         memcpy(dst->units, src->units, nunits * sizeof *dst->units);
+    if (src->nnodes > 0 && src->store_ids != NULL)
+        memcpy(dst->store_ids, src->store_ids,
+               src->nnodes * sizeof *dst->store_ids);
     return 0;
 }
 
@@ -167,6 +178,7 @@ int keel_map_add_node(keel_shard_map *m, const char *name)
 {
     int pos = keel_names_find(m->nodes, m->nnodes, name);
     char **nodes, *copy;
+    char (*sids)[KEEL_MAP_STORE_HEX + 1];
     uint16_t *remap;
     uint32_t i;
 
@@ -180,7 +192,10 @@ int keel_map_add_node(keel_shard_map *m, const char *name)
     nodes = realloc(m->nodes, (m->nnodes + 1) * sizeof *nodes);
     if (nodes != NULL)
         m->nodes = nodes;
-    if (copy == NULL || remap == NULL || nodes == NULL) {
+    sids = realloc(m->store_ids, (m->nnodes + 1) * sizeof *sids);
+    if (sids != NULL)
+        m->store_ids = sids;
+    if (copy == NULL || remap == NULL || nodes == NULL || sids == NULL) {
         free(copy);
         free(remap);
         return KEEL_ENOMEM;
@@ -191,7 +206,10 @@ int keel_map_add_node(keel_shard_map *m, const char *name)
     free(remap);
     memmove(&nodes[pos + 1], &nodes[pos],
             (m->nnodes - (uint32_t)pos) * sizeof *nodes);
+    memmove(&sids[pos + 1], &sids[pos],
+            (m->nnodes - (uint32_t)pos) * sizeof *sids);
     nodes[pos] = copy;
+    sids[pos][0] = '\0';
     m->nnodes++;
     return pos;
 }
@@ -215,6 +233,9 @@ void keel_map_compact_nodes(keel_shard_map *m)
     for (j = 0; j < m->nnodes; j++) {
         if (used[j]) {
             remap[j] = (uint16_t)k;
+            if (k != j)
+                memcpy(m->store_ids[k], m->store_ids[j],
+                       sizeof m->store_ids[0]);
             m->nodes[k++] = m->nodes[j];
         } else {
             remap[j] = KEEL_MAP_NO_NODE;
@@ -223,6 +244,43 @@ void keel_map_compact_nodes(keel_shard_map *m)
     }
     m->nnodes = k;
     renumber(m, remap);
+}
+
+int keel_map_store_valid(const char *s)
+{
+    size_t i;
+
+    if (s == NULL || strlen(s) != KEEL_MAP_STORE_HEX)
+        return 0;
+    for (i = 0; i < KEEL_MAP_STORE_HEX; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+int keel_map_set_store(keel_shard_map *m, uint32_t idx, const char *store)
+{
+    if (idx >= m->nnodes)
+        return KEEL_EINVAL;
+    if (store == NULL || store[0] == '\0' ||
+        strspn(store, "0") == KEEL_MAP_STORE_HEX) {
+        m->store_ids[idx][0] = '\0';
+        return 0;
+    }
+    if (!keel_map_store_valid(store))
+        return KEEL_EINVAL;
+    memcpy(m->store_ids[idx], store, KEEL_MAP_STORE_HEX + 1);
+    return 0;
+}
+
+int keel_map_replica_pos(const keel_map_unit *u, uint16_t idx)
+{
+    int r;
+
+    for (r = 0; r < u->nreplicas; r++)
+        if (u->replicas[r] == idx)
+            return r;
+    return -1;
 }
 
 const char *keel_map_primary(const keel_shard_map *m, uint32_t cap,
@@ -376,6 +434,58 @@ fail:
 
 /* --------------------------------------------------------------- codec */
 
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c - 'a' + 10;
+}
+
+static void store_put(keel_wbuf *w, const char *hex)
+{
+    uint8_t b[STORE_BYTES];
+    int i;
+
+    memset(b, 0, sizeof b);
+    if (hex[0] != '\0')
+        for (i = 0; i < STORE_BYTES; i++)
+            b[i] = (uint8_t)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
+    keel_wbuf_put(w, b, sizeof b);
+}
+
+/* Reads 16 raw bytes into hex ("" when all zero). */
+static void store_get(keel_rbuf *r, char *hex)
+{
+    static const char digits[] = "0123456789abcdef";
+    const uint8_t *p = keel_rbuf_take(r, STORE_BYTES);
+    int i, zero = 1;
+
+    hex[0] = '\0';
+    if (p == NULL)
+        return;
+    for (i = 0; i < STORE_BYTES; i++) {
+        hex[2 * i] = digits[p[i] >> 4];
+        hex[2 * i + 1] = digits[p[i] & 15];
+        zero &= p[i] == 0;
+    }
+    hex[KEEL_MAP_STORE_HEX] = '\0';
+    if (zero)
+        hex[0] = '\0';
+}
+
+/* Whether the unit has a primary, which is then always in sync. */
+static int has_primary(const keel_map_unit *u)
+{
+    return u->shard_epoch > 0 && u->nreplicas > 0;
+}
+
+/* The in-sync flags of replicas[1..nreplicas-1] (the primary's is
+ * implied), as the header's high bits carry them. */
+static unsigned backup_flags(const keel_map_unit *u)
+{
+    if (!has_primary(u) || u->nreplicas < 2)
+        return 0;
+    return (unsigned)(u->insync >> 1) & ((1u << (u->nreplicas - 1)) - 1);
+}
+
 int keel_map_encode(const keel_shard_map *m, uint8_t **out, size_t *len)
 {
     keel_wbuf w = {0};
@@ -392,12 +502,15 @@ int keel_map_encode(const keel_shard_map *m, uint8_t **out, size_t *len)
     keel_wbuf_be(&w, m->nnodes, 2);
     for (j = 0; j < m->ncaps; j++)
         keel_wbuf_str8(&w, m->caps[j]);
-    for (j = 0; j < m->nnodes; j++)
+    for (j = 0; j < m->nnodes; j++) {
         keel_wbuf_str8(&w, m->nodes[j]);
+        store_put(&w, m->store_ids != NULL ? m->store_ids[j] : "");
+    }
     for (i = 0; i < n; i++) {
         const keel_map_unit *u = &m->units[i];
         int has_target = u->target != KEEL_MAP_NO_NODE;
-        keel_wbuf_u8(&w, (unsigned)(u->nreplicas | (has_target ? 8 : 0)));
+        keel_wbuf_u8(&w, (unsigned)(u->nreplicas | (has_target ? 8 : 0) |
+                                    backup_flags(u) << 4));
         for (r = 0; r < u->nreplicas; r++)
             keel_wbuf_varint(&w, u->replicas[r]);
         if (has_target)
@@ -407,6 +520,47 @@ int keel_map_encode(const keel_shard_map *m, uint8_t **out, size_t *len)
     return keel_wbuf_seal(&w, out, len);
 }
 
+/* Format 2's node table: n x (u8 len, name, 16 bytes store id), names
+ * sorted, unique and valid. Sets m->nodes and m->store_ids on success
+ * only. KEEL_ECORRUPT or KEEL_ENOMEM. */
+static int names_with_stores(keel_rbuf *r, uint32_t n, keel_shard_map *m)
+{
+    char **v;
+    char (*sids)[KEEL_MAP_STORE_HEX + 1];
+    uint32_t i;
+    int oom = 0;
+
+    /* Each entry takes at least 2 + STORE_BYTES bytes: refuse counts the
+     * input cannot hold before allocating for them. */
+    if ((size_t)n * (2 + STORE_BYTES) > r->len - r->off)
+        return KEEL_ECORRUPT;
+    v = calloc(n ? n : 1, sizeof *v);
+    sids = calloc(n ? n : 1, sizeof *sids);
+    if (v == NULL || sids == NULL) {
+        free(v);
+        free(sids);
+        return KEEL_ENOMEM;
+    }
+    for (i = 0; i < n; i++) {
+        v[i] = keel_rbuf_str8(r, &oom);
+        if (v[i] == NULL || !keel_name_valid(v[i], 0) ||
+            (i > 0 && strcmp(v[i - 1], v[i]) >= 0)) {
+            keel_names_free(v, v[i] != NULL ? i + 1 : i);
+            free(sids);
+            return oom ? KEEL_ENOMEM : KEEL_ECORRUPT;
+        }
+        store_get(r, sids[i]);
+    }
+    if (r->bad) {
+        keel_names_free(v, n);
+        free(sids);
+        return KEEL_ECORRUPT;
+    }
+    m->nodes = v;
+    m->store_ids = sids;
+    return 0;
+}
+
 int keel_map_decode(const void *buf, size_t len, keel_shard_map *out)
 {
     keel_rbuf r = {buf, len, 0, 0};
@@ -414,6 +568,7 @@ int keel_map_decode(const void *buf, size_t len, keel_shard_map *out)
     const uint8_t *magic;
     size_t i, n;
     uint64_t sum;
+    unsigned format;
     int rc;
 
     memset(&m, 0, sizeof m);
@@ -428,8 +583,11 @@ int keel_map_decode(const void *buf, size_t len, keel_shard_map *out)
         return KEEL_ECORRUPT;
     r.len = len - 8;
     magic = keel_rbuf_take(&r, 4);
-    if (magic == NULL || memcmp(magic, map_magic, 4) != 0 ||
-        keel_rbuf_u8(&r) != MAP_FORMAT || keel_rbuf_u8(&r) != 0)
+    if (magic == NULL || memcmp(magic, map_magic, 4) != 0)
+        return KEEL_ECORRUPT;
+    format = keel_rbuf_u8(&r);
+    if ((format != MAP_FORMAT && format != MAP_FORMAT_V1) ||
+        keel_rbuf_u8(&r) != 0)
         return KEEL_ECORRUPT;
     m.map_epoch = keel_rbuf_be(&r, 8);
     m.shard_count = (uint32_t)keel_rbuf_be(&r, 4);
@@ -444,9 +602,22 @@ int keel_map_decode(const void *buf, size_t len, keel_shard_map *out)
         if ((rc = keel_rbuf_names(&r, ncaps, 1, &m.caps)) != 0)
             return rc;
         m.ncaps = ncaps;
-        if ((rc = keel_rbuf_names(&r, nnodes, 0, &m.nodes)) != 0)
+        if (format == MAP_FORMAT_V1) {
+            rc = keel_rbuf_names(&r, nnodes, 0, &m.nodes);
+        } else {
+            /* Each name is followed by its store id: read them in turn,
+             * then check the names as keel_rbuf_names would. */
+            rc = names_with_stores(&r, nnodes, &m);
+        }
+        if (rc != 0)
             goto fail;
         m.nnodes = nnodes;
+        if (m.store_ids == NULL &&
+            (m.store_ids = calloc(nnodes ? nnodes : 1,
+                                  sizeof *m.store_ids)) == NULL) {
+            rc = KEEL_ENOMEM;
+            goto fail;
+        }
     }
     n = (size_t)m.ncaps * m.shard_count;
     /* Each unit takes at least 2 bytes: refuse sizes the input cannot
@@ -465,7 +636,10 @@ int keel_map_decode(const void *buf, size_t len, keel_shard_map *out)
         unsigned h = keel_rbuf_u8(&r);
         int k, j;
         unit_clear(u);
-        if ((h & ~0x0Fu) != 0 || (h & 7) > KEEL_MAP_MAX_REPLICAS) {
+        if ((format == MAP_FORMAT_V1 && (h & ~0x0Fu) != 0) ||
+            (h & 7) > KEEL_MAP_MAX_REPLICAS ||
+            /* an in-sync flag for a replica beyond the count */
+            ((h >> 4) >> ((h & 7) > 1 ? (h & 7) - 1 : 0)) != 0) {
             rc = KEEL_ECORRUPT;
             goto fail;
         }
@@ -496,6 +670,13 @@ int keel_map_decode(const void *buf, size_t len, keel_shard_map *out)
             rc = KEEL_ECORRUPT;
             goto fail;
         }
+        if (has_primary(u)) {
+            u->insync = (uint8_t)(1u | (h >> 4) << 1);
+        } else if ((h >> 4) != 0) {
+            /* in sync with no primary: nobody ever wrote it */
+            rc = KEEL_ECORRUPT;
+            goto fail;
+        }
     }
     if (r.bad || r.off != r.len) {
         rc = KEEL_ECORRUPT;
@@ -506,6 +687,17 @@ int keel_map_decode(const void *buf, size_t len, keel_shard_map *out)
 fail:
     keel_map_free(&m);
     return rc;
+}
+
+/* The in-sync set as the encoding carries it. */
+static unsigned insync_of(const keel_map_unit *u)
+{
+    return has_primary(u) ? 1u | backup_flags(u) << 1 : 0;
+}
+
+static const char *store_of(const keel_shard_map *m, uint16_t idx)
+{
+    return m->store_ids != NULL ? m->store_ids[idx] : "";
 }
 
 int keel_map_same_placement(const keel_shard_map *a, const keel_shard_map *b)
@@ -524,15 +716,19 @@ int keel_map_same_placement(const keel_shard_map *a, const keel_shard_map *b)
             const keel_map_unit *ub = keel_map_unit_at(b, c, s);
             if (ua->shard_epoch != ub->shard_epoch ||
                 ua->nreplicas != ub->nreplicas ||
+                insync_of(ua) != insync_of(ub) ||
                 (ua->target == KEEL_MAP_NO_NODE) !=
                     (ub->target == KEEL_MAP_NO_NODE))
                 return 0;
             if (ua->target != KEEL_MAP_NO_NODE &&
-                strcmp(a->nodes[ua->target], b->nodes[ub->target]) != 0)
+                (strcmp(a->nodes[ua->target], b->nodes[ub->target]) != 0 ||
+                 strcmp(store_of(a, ua->target), store_of(b, ub->target))))
                 return 0;
             for (r = 0; r < ua->nreplicas; r++)
                 if (strcmp(a->nodes[ua->replicas[r]],
-                           b->nodes[ub->replicas[r]]) != 0)
+                           b->nodes[ub->replicas[r]]) != 0 ||
+                    strcmp(store_of(a, ua->replicas[r]),
+                           store_of(b, ub->replicas[r])) != 0)
                     return 0;
         }
     return 1;

@@ -225,6 +225,16 @@ typedef struct keel_node_options {
     uint32_t auth_conn_fails;
     uint32_t auth_addr_fails;
     uint32_t auth_fail_window_s;
+    /* Cluster mode: replicas of every unit (1..5: the primary and up to
+     * four backups) in a cluster this node creates; 0: 1. A cluster keeps
+     * the count it was created with (docs/cluster.md, "Replicas and the
+     * in-sync set"). */
+    int replicas;
+    /* Cluster mode, with backups: how long a primary waits for a backup
+     * to acknowledge replicated writes before it asks the controller to
+     * drop that backup from the unit's in-sync set (replies wait until
+     * the drop lands); 0: 1000. docs/cluster.md, "Replication stream". */
+    uint32_t repl_lag_ms;
     void *reserved[8];
 } keel_node_options;
 
@@ -350,6 +360,20 @@ typedef struct keel_stats {
      * after too many failed attempts. */
     uint64_t auth_throttled;
     uint64_t auth_conns_closed;
+    /* Replication (docs/cluster.md, "Replication stream"). Primary side:
+     * REPL frames and their bytes sent to backups (resends count again),
+     * units acknowledged by a backup, drops of a backup from a unit's
+     * in-sync set asked of the controller, replies waiting on backups
+     * now. Backup side: REPL frames whose writes were committed here,
+     * units refused (not this node's to take, out of order, or the
+     * store refused them). */
+    uint64_t repl_frames_sent;
+    uint64_t repl_bytes_sent;
+    uint64_t repl_acks;
+    uint64_t repl_drop_requests;
+    uint64_t repl_waiting;
+    uint64_t repl_applied_frames;
+    uint64_t repl_refused;
     uint64_t reserved[4];
 } keel_stats;
 

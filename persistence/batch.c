@@ -86,20 +86,19 @@ int keel_batch_begin_group(keel_batch *b, const char *cap, uint16_t shard,
         b->groups = ng;
         b->gcap = ncap;
     }
-    /* The capability goes into the arena, padded so that the ops after it
-     * stay aligned. */
-    pad = (BATCH_ALIGN - clen % BATCH_ALIGN) % BATCH_ALIGN;
-    rc = batch_reserve(b, clen + pad);
+    /* The capability goes into the arena with a NUL after it (so that
+     * keel_batch_group_unit can hand out a C string), padded so that the
+     * ops after it stay aligned. */
+    pad = (BATCH_ALIGN - (clen + 1) % BATCH_ALIGN) % BATCH_ALIGN;
+    rc = batch_reserve(b, clen + 1 + pad);
     if (rc < 0)
         return rc;
     g = &b->groups[b->ngroups];
     g->cap_off = b->len;
     g->cap_len = clen;
-    if (clen + pad > 0) {
-        memcpy(b->buf + b->len, cap, clen);
-        memset(b->buf + b->len + clen, 0, pad);
-        b->len += clen + pad;
-    }
+    memcpy(b->buf + b->len, cap, clen);
+    memset(b->buf + b->len + clen, 0, 1 + pad);
+    b->len += clen + 1 + pad;
     g->ops_off = b->len;
     g->ops_end = b->len;
     g->nops = 0;
@@ -287,6 +286,69 @@ size_t keel_batch_bytes(const keel_batch *b)
 size_t keel_batch_op_count(const keel_batch *b)
 {
     return b->nops;
+}
+
+int keel_batch_group_unit(const keel_batch *b, size_t i, const char **cap,
+                          uint16_t *shard, uint64_t *epoch)
+{
+    const struct batch_group *g;
+
+    if (b == NULL || i >= b->ngroups)
+        return KEEL_EINVAL;
+    g = &b->groups[i];
+    if (cap != NULL)
+        *cap = (const char *)b->buf + g->cap_off;
+    if (shard != NULL)
+        *shard = g->shard;
+    if (epoch != NULL)
+        *epoch = g->epoch;
+    return 0;
+}
+
+int keel_batch_group_ops(const keel_batch *b, size_t i, keel_batch_op_fn fn,
+                         void *data)
+{
+    const struct batch_group *g;
+    size_t off;
+    int rc;
+
+    if (b == NULL || fn == NULL || i >= b->ngroups)
+        return KEEL_EINVAL;
+    g = &b->groups[i];
+    if (g->nops == 0)
+        return fn(KEEL_BATCH_OP_FENCE_ONLY, NULL, 0, 0, NULL, 0, data);
+    for (off = g->ops_off; off < g->ops_end;) {
+        const struct batch_op *op = batch_op_at(b, off);
+        const uint8_t *key = batch_op_key(op);
+        uint64_t version = op->version;
+
+        switch (op->kind) {
+        case BATCH_OP_PUT:
+            rc = fn(KEEL_BATCH_OP_PUT, key, op->klen, version,
+                    batch_op_data(op), (size_t)op->dlen, data);
+            break;
+        case BATCH_OP_DEL:
+            rc = fn(KEEL_BATCH_OP_DEL, key, op->klen, 0, NULL, 0, data);
+            break;
+        case BATCH_OP_DEL_PREFIX:
+            rc = fn(KEEL_BATCH_OP_DEL_PREFIX, key, op->klen, 0, NULL, 0, data);
+            break;
+        case BATCH_OP_DEL_UNIT:
+            /* The key is only the group's shard: nothing to hand out. */
+            rc = fn(KEEL_BATCH_OP_DEL_UNIT, NULL, 0, version, NULL, 0, data);
+            break;
+        case BATCH_OP_HANDOFF:
+            rc = fn(KEEL_BATCH_OP_HANDOFF, key, op->klen, version, NULL, 0,
+                    data);
+            break;
+        default:
+            return KEEL_ECORRUPT;
+        }
+        if (rc != 0)
+            return rc;
+        off += batch_op_size(op);
+    }
+    return 0;
 }
 
 void *keel_batch_group(const keel_batch *b, size_t i, int *status)

@@ -1588,6 +1588,61 @@ int keel_store_unit_scan(keel_store_read *r, const char *cap, uint16_t shard,
     return keel_store_scan(r, prefix, sizeof prefix, unit_scan_cb, &u);
 }
 
+struct unit_digest {
+    XXH3_state_t *st;
+    uint64_t n;
+};
+
+static int unit_digest_cb(const uint8_t *key, size_t klen,
+                          const keel_record *rec, void *data)
+{
+    struct unit_digest *d = data;
+    uint8_t hdr[8];
+
+    /* klen fits 16 bits (KEEL_KEY_MAX) and a value 32 (LMDB's size). */
+    put_be16(hdr, (uint16_t)klen);
+    if (XXH3_64bits_update(d->st, hdr, 2) != XXH_OK ||
+        XXH3_64bits_update(d->st, key, klen) != XXH_OK)
+        return KEEL_ENOMEM;
+    put_be64(hdr, rec->version);
+    if (XXH3_64bits_update(d->st, hdr, 8) != XXH_OK)
+        return KEEL_ENOMEM;
+    put_be32(hdr, (uint32_t)rec->len);
+    if (XXH3_64bits_update(d->st, hdr, 4) != XXH_OK ||
+        (rec->len > 0 &&
+         XXH3_64bits_update(d->st, rec->data, rec->len) != XXH_OK))
+        return KEEL_ENOMEM;
+    d->n++;
+    return 0;
+}
+
+int keel_store_unit_digest(keel_store_read *r, const char *cap,
+                           uint16_t shard, uint64_t *digest,
+                           uint64_t *nrecords)
+{
+    struct unit_digest d;
+    int rc;
+
+    if (r == NULL || digest == NULL)
+        return KEEL_EINVAL;
+    d.st = XXH3_createState();
+    if (d.st == NULL)
+        return KEEL_ENOMEM;
+    d.n = 0;
+    if (XXH3_64bits_reset(d.st) != XXH_OK) {
+        XXH3_freeState(d.st);
+        return KEEL_ENOMEM;
+    }
+    rc = keel_store_unit_scan(r, cap, shard, unit_digest_cb, &d);
+    if (rc == 0) {
+        *digest = XXH3_64bits_digest(d.st);
+        if (nrecords != NULL)
+            *nrecords = d.n;
+    }
+    XXH3_freeState(d.st);
+    return rc;
+}
+
 void keel_store_id(const keel_store *s, char hex[2 * KEEL_STORE_ID_LEN + 1])
 {
     static const char digits[] = "0123456789abcdef";

@@ -175,6 +175,15 @@ int keel_store_scan(keel_store_read *r, const void *prefix, size_t plen,
  * then nobody can tell which unit it belongs to. */
 int keel_store_unit_scan(keel_store_read *r, const char *cap, uint16_t shard,
                          keel_scan_fn fn, void *data);
+/* The content digest of the placement unit (cap, shard): XXH3_64 over
+ * its records in key order (keel_store_unit_scan), each as
+ *   klen be16 | key | version be64 | dlen be32 | data
+ * The record's epoch is left out, so the replicas of a unit and a unit
+ * that moved agree whatever epoch wrote each record. *nrecords (may be
+ * NULL) gets the number of records. Errors as keel_store_unit_scan. */
+int keel_store_unit_digest(keel_store_read *r, const char *cap,
+                           uint16_t shard, uint64_t *digest,
+                           uint64_t *nrecords);
 /* The last handover recorded for (cap, shard) by keel_batch_handoff: the
  * shard_epoch it happened at (*epoch, 0 when none) and the recipient's
  * name (copied into to, NUL-terminated; KEEL_ELIMIT when to_cap is too
@@ -252,6 +261,41 @@ size_t keel_batch_group_count(const keel_batch *b);
 size_t keel_batch_op_count(const keel_batch *b);
 /* Bytes the batch holds (keys, values, capabilities). */
 size_t keel_batch_bytes(const keel_batch *b);
+/* What a group holds, to re-create it elsewhere (replication sends the
+ * groups of a committed batch to other nodes' stores).
+ * keel_batch_group_unit: the group's placement unit and shard_epoch; *cap
+ * is NUL-terminated and points into the batch (valid until the batch is
+ * reset, appended to or destroyed). KEEL_EINVAL when there is no group i.
+ *
+ * keel_batch_group_ops calls fn for each op of group i, in order, with
+ * what the keel_batch call that made it took:
+ *   KEEL_BATCH_OP_PUT         key, version, data (keel_batch_put)
+ *   KEEL_BATCH_OP_DEL         key (keel_batch_del)
+ *   KEEL_BATCH_OP_DEL_PREFIX  key: the prefix (keel_batch_del_prefix)
+ *   KEEL_BATCH_OP_DEL_UNIT    version: `below` (keel_batch_del_unit)
+ *   KEEL_BATCH_OP_HANDOFF     key: the recipient's name (not
+ *                             NUL-terminated), version: the epoch
+ *                             (keel_batch_handoff)
+ *   KEEL_BATCH_OP_FENCE_ONLY  nothing; a group without ops is a fence
+ *                             raise (keel_batch_fence_only), visited once
+ * Pointers point into the batch. fn returns nonzero to stop; that value
+ * is returned. KEEL_EINVAL when there is no group i. */
+enum keel_batch_op_kind {
+    KEEL_BATCH_OP_PUT = 1,
+    KEEL_BATCH_OP_DEL = 2,
+    KEEL_BATCH_OP_DEL_PREFIX = 3,
+    KEEL_BATCH_OP_DEL_UNIT = 4,
+    KEEL_BATCH_OP_HANDOFF = 5,
+    KEEL_BATCH_OP_FENCE_ONLY = 6
+};
+typedef int (*keel_batch_op_fn)(int kind, const uint8_t *key, size_t klen,
+                                uint64_t version, const void *data,
+                                size_t dlen, void *arg);
+int keel_batch_group_unit(const keel_batch *b, size_t i, const char **cap,
+                          uint16_t *shard, uint64_t *epoch);
+int keel_batch_group_ops(const keel_batch *b, size_t i, keel_batch_op_fn fn,
+                         void *data);
+
 /* After a commit: the tag and status of group i: 0, KEEL_EFENCED, or,
  * for a group the writer refused because it depended on a failed group
  * (see keel_writer), that failure's status. */

@@ -19,6 +19,7 @@
 #include "coordinator/layout.h"
 #include "coordinator/shardmap.h"
 #include "coordinator/zkauth.h"
+#include "runtime/repl.h"
 
 /* How long a leaving node waits for its units to be handed off, unless
  * leave_timeout_ms says otherwise. */
@@ -160,8 +161,11 @@ static void on_expired(keel_cluster *c, void *data)
 /* This node was forgotten (keel node forget) and joined again: what it
  * still stores of units others own now is stale (they restarted from
  * nothing), so it goes, before this node could own one of them again.
- * Each unit's purge is fenced at the unit's current shard_epoch. The
- * coordinator hears when every wipe is durable (rt_wipe_done). */
+ * Each unit's purge is fenced at the unit's current shard_epoch. A unit
+ * the map still lists it as a backup of is held, not stale: its copy is
+ * the in-sync replica the map may say it is (or one stage 3's catch-up
+ * replaces). The coordinator hears when every wipe is durable
+ * (rt_wipe_done). */
 static void on_forgotten(keel_cluster *c, void *data)
 {
     keel_cluster_rt *rt = data;
@@ -169,6 +173,7 @@ static void on_forgotten(keel_cluster *c, void *data)
     const char *me = keel_cluster_node_name(c);
     uint32_t ci, s;
     size_t queued = 0;
+    int mi;
 
     rt->wipe_gen++;
     rt->wipes_left = 0;
@@ -177,13 +182,13 @@ static void on_forgotten(keel_cluster *c, void *data)
         keel_cluster_forgotten_done(c, KEEL_EUNAVAIL);
         return;
     }
+    mi = keel_map_node_index(m, me);
     for (ci = 0; ci < m->ncaps; ci++)
         for (s = 0; s < m->shard_count; s++) {
             const keel_map_unit *u = keel_map_unit_at(m, ci, s);
-            const char *owner = keel_map_primary(m, ci, s);
             rt_job *j;
-            if (owner != NULL && strcmp(owner, me) == 0)
-                continue;
+            if (mi >= 0 && keel_map_replica_pos(u, (uint16_t)mi) >= 0)
+                continue; /* primary or backup: held */
             if ((j = calloc(1, sizeof *j)) == NULL) {
                 keel_error("out of memory purging stale units");
                 rt->wipe_status = KEEL_ENOMEM;
@@ -225,6 +230,7 @@ static void on_map(keel_cluster *c, uint64_t map_epoch, void *data)
     (void)c;
     keel_debug("cluster: map %llu applied", (unsigned long long)map_epoch);
     rt->sweep = 1;
+    keel__repl_map_applied(rt->n); /* backups it shows out of sync */
 }
 
 /* The node cannot take part in the cluster, for good: a node that serves
@@ -485,6 +491,11 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
                  "cluster mode needs a cluster name and a node id");
         return KEEL_EINVAL;
     }
+    if (o->replicas < 0 || o->replicas > KEEL_MAP_MAX_REPLICAS) {
+        snprintf(errbuf, errlen, "replicas takes 1 to %d, not %d",
+                 KEEL_MAP_MAX_REPLICAS, o->replicas);
+        return KEEL_EINVAL;
+    }
     rt = calloc(1, sizeof *rt);
     if (rt == NULL)
         return KEEL_ENOMEM;
@@ -543,6 +554,7 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     co.caps = (const char *const *)rt->caps;
     co.ncaps = rt->ncaps;
     co.shard_count = o->shard_count;
+    co.replicas = o->replicas;
     co.session_timeout_ms =
         o->zk_session_timeout_ms ? o->zk_session_timeout_ms : 4000;
     co.hooks.data = rt;

@@ -822,6 +822,26 @@ static enum MHD_Result answer_metrics(struct http_req *r)
     metric(&b, "keel_auth_conns_closed_total", "counter",
            "Wire connections closed after too many failed token attempts.",
            "", st->auth_conns_closed);
+    metric(&b, "keel_repl_frames_sent_total", "counter",
+           "REPL frames sent to backups (a frame sent again counts again).",
+           "", st->repl_frames_sent);
+    metric(&b, "keel_repl_bytes_sent_total", "counter",
+           "Bytes of REPL frames sent to backups.", "", st->repl_bytes_sent);
+    metric(&b, "keel_repl_acks_total", "counter",
+           "Units whose replicated writes a backup acknowledged.", "",
+           st->repl_acks);
+    metric(&b, "keel_repl_drop_requests_total", "counter",
+           "Backups this primary asked to drop from a unit's in-sync set.",
+           "", st->repl_drop_requests);
+    metric(&b, "keel_repl_waiting", "gauge",
+           "Replies waiting for backups to acknowledge their writes.", "",
+           st->repl_waiting);
+    metric(&b, "keel_repl_applied_frames_total", "counter",
+           "REPL frames whose writes this backup committed.", "",
+           st->repl_applied_frames);
+    metric(&b, "keel_repl_refused_total", "counter",
+           "Units of REPL frames this backup did not take.", "",
+           st->repl_refused);
     /* Cumulative buckets; _count is their total so that the +Inf bucket
      * and _count agree even though the figures are read without a lock. */
     sb_puts(&b, "# HELP keel_call_latency_seconds Time from submission of a "

@@ -2,6 +2,7 @@
 #include "runtime/info.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include "coordinator/layout.h"
 #include "coordinator/shardmap.h"
 #include "keel.h"
+#include "persistence/store.h"
 
 /* Printed for the default group (capability ""), which no capability name
  * can spell: names are [A-Za-z0-9._-]. */
@@ -425,6 +427,55 @@ static void q_capabilities(keel_node *n, tbuf *b)
     }
 }
 
+static int next_word(const uint8_t **p, const uint8_t *end, char *buf,
+                     size_t cap);
+
+/* digest CAP SHARD (keel digest): the content digest of unit (CAP, SHARD)
+ * as this node's store holds it, whether it is the unit's primary, a
+ * backup or neither (docs/protocol.md, "INFO body"). CAP (default) names
+ * the default group, as the other answers print it. */
+static int q_digest(keel_node *n, const uint8_t *p, const uint8_t *end,
+                    tbuf *b, char *errbuf, size_t errlen)
+{
+    char cap[KEEL_NAME_MAX + 1], num[16], *e;
+    keel_store_read *r;
+    unsigned long shard;
+    uint64_t digest = 0, nrec = 0;
+    int rc;
+
+    if (next_word(&p, end, cap, sizeof cap) != 0 ||
+        next_word(&p, end, num, sizeof num) != 0 || p != end) {
+        snprintf(errbuf, errlen, "digest needs CAP SHARD");
+        return KEEL_EINVAL;
+    }
+    if (strcmp(cap, DEFAULT_CAP) == 0)
+        cap[0] = '\0';
+    else if (!keel_name_valid(cap, 0)) {
+        snprintf(errbuf, errlen, "digest: '%s' is not a capability (%s for "
+                 "the default group)", cap, DEFAULT_CAP);
+        return KEEL_EINVAL;
+    }
+    shard = num[0] >= '0' && num[0] <= '9' ? strtoul(num, &e, 10) : ULONG_MAX;
+    if (shard == ULONG_MAX || *e != '\0' || shard >= n->opts.shard_count) {
+        snprintf(errbuf, errlen, "digest: shard '%s' is not a number below "
+                 "%u", num, n->opts.shard_count);
+        return KEEL_EINVAL;
+    }
+    rc = keel_store_read_begin(n->store, &r);
+    if (rc == 0) {
+        rc = keel_store_unit_digest(r, cap, (uint16_t)shard, &digest, &nrec);
+        keel_store_read_end(r);
+    }
+    if (rc != 0) {
+        snprintf(errbuf, errlen, "digest of (%s, %lu): %s", cap_name(cap),
+                 shard, keel_strerror(rc));
+        return rc;
+    }
+    tb_printf(b, "digest %016llx records %llu\n", (unsigned long long)digest,
+              (unsigned long long)nrec);
+    return 0;
+}
+
 /* Splits off the next NUL-terminated word of [*p, end) into buf. 0, or -1
  * when there is none or it does not fit. */
 static int next_word(const uint8_t **p, const uint8_t *end, char *buf,
@@ -534,6 +585,11 @@ int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
         /* The id is the rest of the body, whatever its bytes. */
         rc = q_where(n, arg, p, (size_t)(end - p), &b, errbuf, errlen);
         if (rc != 0) {
+            free(b.p);
+            return rc;
+        }
+    } else if (strcmp(q, "digest") == 0) {
+        if ((rc = q_digest(n, p, end, &b, errbuf, errlen)) != 0) {
             free(b.p);
             return rc;
         }

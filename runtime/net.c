@@ -44,6 +44,7 @@
 #include "runtime/info.h"
 #include "runtime/node.h"
 #include "runtime/proto.h"
+#include "runtime/repl.h"
 #include "runtime/tls.h"
 
 #define READ_CHUNK 65536
@@ -624,8 +625,10 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
         free(text);
         return 0;
     }
-    case KEEL_FRAME_XFER: {
-        /* A unit streamed from another node (cluster mode only). */
+    case KEEL_FRAME_XFER:
+    case KEEL_FRAME_REPL: {
+        /* A unit streamed from another node, or replicated writes from a
+         * unit's primary (cluster mode only, runtime/repl.h). */
         keel_req *req;
         int rc;
         if (!conn_peer(c)) {
@@ -633,7 +636,9 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
              * closed, as it may have more of the stream on its way. */
             STAT_ADD(n, frames_bad, 1);
             send_error(c, f->request_id, KEEL_EDENIED,
-                       "XFER is sent only between nodes");
+                       f->kind == KEEL_FRAME_XFER
+                           ? "XFER is sent only between nodes"
+                           : "REPL is sent only between nodes");
             return -1;
         }
         req = keel__req_alloc(n, 0);
@@ -644,8 +649,9 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
         req->origin = REQ_NET;
         req->u.net.conn = c;
         req->u.net.request_id = f->request_id;
-        rc = n->cluster != NULL ? keel__cluster_xfer_frame(n, f, req)
-                                : KEEL_EPROTO;
+        rc = n->cluster == NULL            ? KEEL_EPROTO
+             : f->kind == KEEL_FRAME_REPL ? keel__repl_frame(n, f, req)
+                                          : keel__cluster_xfer_frame(n, f, req);
         if (rc == 0) {
             c->pending++;
             return 0;
@@ -658,6 +664,7 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
         STAT_ADD(n, frames_bad, 1);
         send_error(c, f->request_id, rc,
                    n->cluster == NULL ? "not in cluster mode"
+                   : f->kind == KEEL_FRAME_REPL ? "replicated writes refused"
                    : rc == KEEL_ETOOBIG
                        ? "unit stream over --max-unit-stream"
                        : "unit stream refused");
@@ -694,8 +701,9 @@ static size_t frame_limit(keel_conn *c, const uint8_t *p, size_t avail)
     const keel_node *n = c->n;
     size_t m = n->opts.max_frame;
 
-    if (avail >= 5 && p[4] == KEEL_FRAME_XFER && m < XFER_MAX_FRAME &&
-        n->cluster != NULL && conn_peer(c))
+    if (avail >= 5 &&
+        (p[4] == KEEL_FRAME_XFER || p[4] == KEEL_FRAME_REPL) &&
+        m < XFER_MAX_FRAME && n->cluster != NULL && conn_peer(c))
         return XFER_MAX_FRAME;
     /* A call's budget, added by the node that forwards it, must not make
      * a call that fitted the limit too large for the next node. */

@@ -33,6 +33,7 @@
 #include "runtime/dedup.h"
 #include "runtime/http.h"
 #include "runtime/proto.h"
+#include "runtime/repl.h"
 #include "runtime/tls.h"
 
 #define RUN_BUDGET 512 /* turns per run_cb call before I/O gets a go */
@@ -590,9 +591,14 @@ static void actor_deactivate(keel_node *n, keel_actor *a)
 
 static int actor_idle(const keel_node *n, const keel_actor *a)
 {
+    /* Replies of its unit that wait on backups keep it: a unit released
+     * to another node goes with everything its backups acknowledged. */
     return a->mb_head == NULL &&
            !(a->flags & (ACTOR_IN_RUNQ | ACTOR_RUNNING | ACTOR_IN_DIRTY)) &&
-           a->last_write_seq <= n->durable_seq;
+           a->last_write_seq <= n->durable_seq &&
+           (n->repl_busy == 0 ||
+            !keel__repl_unit_busy((keel_node *)n, a->type->capability,
+                                  a->shard));
 }
 
 /* Passivates and frees an idle actor. Everything it wrote is durable. */
@@ -1408,6 +1414,9 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
             queue_push(&n->wait_open, req);
         else
             queue_push(&wb_holding(n, a->last_write_seq)->wait, req);
+    } else if (n->repl_busy > 0 && keel__repl_hold(n, req)) {
+        /* Its actor's last writes are durable here, not yet on the
+         * unit's backups: it leaves after their replies. */
     } else if (lease_lapsed(n)) {
         /* Nothing of this turn waits for a commit, so it wrote nothing;
          * but what it answered (a value, or an error such as a missing
@@ -1902,6 +1911,28 @@ void keel__req_release(keel_node *n, keel_req *req)
     release_req(n, req);
 }
 
+void keel__req_settle(keel_node *n, keel_req *req)
+{
+    clock_refresh(n);
+    if (lease_lapsed(n))
+        keel__req_doubt(n, req, "outcome unknown: this node lost its "
+                                "cluster lease before the reply left; the "
+                                "write may have taken effect");
+    else
+        release_req(n, req);
+}
+
+void keel__req_doubt(keel_node *n, keel_req *req, const char *msg)
+{
+    clock_refresh(n);
+    if (req->wrote) {
+        STAT_ADD(n, replies_in_doubt, 1);
+        fail_req(n, req, KEEL_EINDOUBT, msg);
+    } else {
+        fail_req(n, req, KEEL_EUNAVAIL, not_served_msg);
+    }
+}
+
 
 /* Fails the replies in q of actors marked ACTOR_FAILED; keeps the others
  * in q, in order. */
@@ -1955,7 +1986,7 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
     keel_req_queue q;
     keel_req *req, *next;
     uint64_t j;
-    int any_failed = 0, lapsed;
+    int any_failed = 0, lapsed, held;
 
     n->durable_seq = wb->hi_seq;
     if (status == 0) {
@@ -1989,6 +2020,9 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
             ovl_prune(a, n->durable_seq);
         }
     }
+    /* Writes of units with backups go to them now; the replies wait for
+     * their acks (repl.c). Without backups: one check, as before. */
+    held = n->repl != NULL && keel__repl_settled(n, b, status);
     q = wb->wait;
     lapsed = q.head != NULL && lease_lapsed(n);
     for (req = q.head; req != NULL; req = next) {
@@ -2010,7 +2044,7 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
         } else if (lapsed) {
             /* A read (or a failed turn) queued behind a write. */
             fail_req(n, req, KEEL_EUNAVAIL, not_served_msg);
-        } else {
+        } else if (!held || !keel__repl_hold(n, req)) {
             release_req(n, req);
         }
     }
@@ -2096,6 +2130,8 @@ static void maybe_finish_stop(keel_node *n)
         return;
     if (n->cluster != NULL && keel__cluster_rt_busy(n))
         return; /* its tick calls keel__node_stop_check again */
+    if (keel__repl_busy(n))
+        return; /* replies wait on backups: acks, drops or the lease end it */
     /* Everything is durable and answered: passivate and leave. An actor
      * that still has messages stays (scheduled): they run first, and the
      * run comes back here. */
@@ -2339,6 +2375,12 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
         rc = keel__cluster_rt_create(n, errbuf, errlen);
         if (rc != 0)
             goto err_after_coord;
+        rc = keel__repl_create(n);
+        if (rc != 0) {
+            snprintf(errbuf, errlen, "out of memory");
+            keel__cluster_rt_destroy(n);
+            goto err_after_coord;
+        }
     }
     ev_async_init(&n->async, async_cb);
     n->async.data = n;
@@ -2405,6 +2447,7 @@ int keel_node_run(keel_node *n)
         n->writer = NULL;
         return rc;
     }
+    keel__repl_start(n);
     n->running = 1;
     ev_async_start(n->loop, &n->async);
     /* After the async watcher: the HTTP thread posts to the loop. */
@@ -2437,6 +2480,7 @@ int keel_node_run(keel_node *n)
     pthread_mutex_unlock(&n->post_mu);
     run_posts(n);
     keel__cluster_rt_stop(n); /* fails what is still held or forwarded */
+    keel__repl_stop(n); /* after the peer links: their answers came */
     keel__http_stop(n); /* posts are refused now: see http.h */
     keel_writer_stop(n->writer);
     n->writer = NULL;
@@ -2505,6 +2549,7 @@ void keel_node_destroy(keel_node *n)
         actor_passivate(n, a);
     }
     keel__cluster_rt_destroy(n); /* leaves the cluster */
+    keel__repl_destroy(n);
     keel__net_close_all(n);
     if (n->listen_fd >= 0)
         keel__net_stop_accepting(n);
@@ -2620,7 +2665,10 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "session_expirations %llu\nreplies_in_doubt %llu\n"
         "retries_answered %llu\nauth_refused_unauth %llu\n"
         "auth_refused_denied %llu\ninsecure %llu\nauth_throttled %llu\n"
-        "auth_conns_closed %llu\n",
+        "auth_conns_closed %llu\n"
+        "repl_frames_sent %llu\nrepl_bytes_sent %llu\nrepl_acks %llu\n"
+        "repl_drop_requests %llu\nrepl_waiting %llu\n"
+        "repl_applied_frames %llu\nrepl_refused %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -2658,7 +2706,14 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->auth_refused_denied,
         (unsigned long long)st->insecure,
         (unsigned long long)st->auth_throttled,
-        (unsigned long long)st->auth_conns_closed);
+        (unsigned long long)st->auth_conns_closed,
+        (unsigned long long)st->repl_frames_sent,
+        (unsigned long long)st->repl_bytes_sent,
+        (unsigned long long)st->repl_acks,
+        (unsigned long long)st->repl_drop_requests,
+        (unsigned long long)st->repl_waiting,
+        (unsigned long long)st->repl_applied_frames,
+        (unsigned long long)st->repl_refused);
     return w < 0 ? 0 : (size_t)w;
 }
 

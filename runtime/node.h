@@ -267,6 +267,10 @@ struct keel_node {
 
     /* Cluster mode (cluster_rt.c), or NULL when standalone. */
     struct keel_cluster_rt *cluster;
+    /* Replication (repl.c), cluster mode only; and how many units have
+     * replies waiting on backups: while 0, replies pay nothing for it. */
+    struct keel_repl *repl;
+    uint64_t repl_busy;
 
     /* Tokens and access rules (auth.c); never NULL once created. A
      * reload (keel_node_reload) is asked for from any thread, done on the
@@ -307,6 +311,13 @@ int keel__req_set(keel_req *req, const void *data, size_t len);
 /* Sends a finished request's reply (status, buf) to its origin and frees
  * it. */
 void keel__req_release(keel_node *n, keel_req *req);
+/* Releases a reply whose writes are confirmed (repl.c) by the rules of a
+ * settled batch: if the cluster lease lapsed meanwhile, a write's reply
+ * becomes KEEL_EINDOUBT and a read's KEEL_EUNAVAIL. */
+void keel__req_settle(keel_node *n, keel_req *req);
+/* Fails a reply whose writes cannot be confirmed: KEEL_EINDOUBT (with
+ * msg) for a turn that wrote, KEEL_EUNAVAIL for one that did not. */
+void keel__req_doubt(keel_node *n, keel_req *req, const char *msg);
 /* Whether an actor has nothing queued, running or waiting for a commit;
  * such an actor can be passivated (freed) at once. */
 int keel__actor_idle(const keel_node *n, const keel_actor *a);

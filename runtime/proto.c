@@ -1,4 +1,5 @@
-/* The wire codec: frame headers and the CALL/CAST and ERROR bodies.
+/* The wire codec: frame headers, the CALL/CAST, ERROR and XFER bodies,
+ * and the REPL body and its answer.
  *
  * Everything here is pure byte shuffling on caller-owned buffers: nothing
  * is allocated, and parsed results point into the buffer they came from,
@@ -207,6 +208,197 @@ int keel_xfer_head_parse(const uint8_t *body, size_t len,
     out->last = body[15 + clen] & 1;
     out->recs = body + 16 + clen;
     out->recs_len = len - 16 - clen;
+    return 0;
+}
+
+/* ------------------------------------------------------------- REPL */
+
+size_t keel_repl_head_encode(uint8_t *p, const void *from, size_t flen,
+                             uint64_t stream, uint16_t nunits)
+{
+    p[0] = KEEL_REPL_VERSION;
+    p[1] = (uint8_t)flen; /* node names are at most 64 bytes */
+    copy_bytes(p + 2, from, flen);
+    put_be64(p + 2 + flen, stream);
+    put_be16(p + 10 + flen, nunits);
+    return KEEL_REPL_HEAD_SIZE(flen);
+}
+
+size_t keel_repl_unit_encode(uint8_t *p, const void *cap, size_t clen,
+                             uint32_t shard, uint64_t epoch, uint64_t seq,
+                             uint32_t nops)
+{
+    p[0] = (uint8_t)clen;
+    copy_bytes(p + 1, cap, clen);
+    p += 1 + clen;
+    put_be16(p, (uint16_t)shard);
+    put_be64(p + 2, epoch);
+    put_be64(p + 10, seq);
+    put_be32(p + 18, nops);
+    return KEEL_REPL_UNIT_SIZE(clen);
+}
+
+size_t keel_repl_op_size(int kind, size_t klen, size_t dlen)
+{
+    return 1 + 2 + klen + (kind == KEEL_REPL_PUT ? 8 + 4 + dlen : 0);
+}
+
+size_t keel_repl_op_encode(uint8_t *p, int kind, const void *key,
+                           size_t klen, uint64_t version, const void *data,
+                           size_t dlen)
+{
+    uint8_t *q = p;
+
+    *q++ = (uint8_t)kind;
+    put_be16(q, (uint16_t)klen);
+    q = copy_bytes(q + 2, key, klen);
+    if (kind == KEEL_REPL_PUT) {
+        put_be64(q, version);
+        put_be32(q + 8, (uint32_t)dlen);
+        q = copy_bytes(q + 12, data, dlen);
+    }
+    return (size_t)(q - p);
+}
+
+int keel_repl_head_parse(const uint8_t *body, size_t len,
+                         keel_repl_head *out)
+{
+    size_t flen;
+
+    memset(out, 0, sizeof *out);
+    if (len < 2)
+        return KEEL_EMALFORMED;
+    if (body[0] != KEEL_REPL_VERSION)
+        return KEEL_EPROTO;
+    flen = body[1];
+    if (flen == 0 || len - 2 < flen + 10)
+        return KEEL_EMALFORMED;
+    out->from = body + 2;
+    out->flen = flen;
+    out->stream = get_be64(body + 2 + flen);
+    out->nunits = get_be16(body + 10 + flen);
+    out->units = body + 12 + flen;
+    out->units_len = len - 12 - flen;
+    return 0;
+}
+
+int keel_repl_op_next(const uint8_t **p, size_t *len, keel_repl_op *out)
+{
+    const uint8_t *q = *p;
+    size_t n = *len, klen, used;
+
+    memset(out, 0, sizeof *out);
+    if (n < 3)
+        return KEEL_EMALFORMED;
+    out->kind = q[0];
+    klen = get_be16(q + 1);
+    if (out->kind < KEEL_REPL_PUT || out->kind > KEEL_REPL_DEL_PREFIX ||
+        klen < 2 || n - 3 < klen)
+        return KEEL_EMALFORMED;
+    out->key = q + 3;
+    out->klen = klen;
+    used = 3 + klen;
+    if (out->kind == KEEL_REPL_PUT) {
+        uint64_t dlen;
+        if (n - used < 12)
+            return KEEL_EMALFORMED;
+        out->version = get_be64(q + used);
+        dlen = get_be32(q + used + 8);
+        used += 12;
+        if ((uint64_t)(n - used) < dlen)
+            return KEEL_EMALFORMED;
+        out->data = q + used;
+        out->dlen = (size_t)dlen;
+        used += (size_t)dlen;
+    }
+    *p = q + used;
+    *len = n - used;
+    return 0;
+}
+
+int keel_repl_unit_next(const uint8_t **p, size_t *len, keel_repl_unit *out)
+{
+    const uint8_t *q = *p, *ops;
+    size_t n = *len, clen, rest;
+    uint32_t i;
+
+    memset(out, 0, sizeof *out);
+    if (n < 1)
+        return KEEL_EMALFORMED;
+    clen = q[0];
+    if (n - 1 < clen + 22)
+        return KEEL_EMALFORMED;
+    out->cap = q + 1;
+    out->clen = clen;
+    q += 1 + clen;
+    out->shard = get_be16(q);
+    out->epoch = get_be64(q + 2);
+    out->seq = get_be64(q + 10);
+    out->nops = get_be32(q + 18);
+    ops = q + 22;
+    rest = n - 1 - clen - 22;
+    out->ops = ops;
+    for (i = 0; i < out->nops; i++) {
+        keel_repl_op op;
+        if (keel_repl_op_next(&ops, &rest, &op) != 0)
+            return KEEL_EMALFORMED;
+    }
+    out->ops_len = (size_t)(ops - out->ops);
+    *p = ops;
+    *len = rest;
+    return 0;
+}
+
+void keel_repl_acks_count(uint8_t *p, uint16_t nunits)
+{
+    put_be16(p, nunits);
+}
+
+size_t keel_repl_ack_encode(uint8_t *p, const void *cap, size_t clen,
+                            uint32_t shard, int status, uint64_t seq)
+{
+    long long mag = status < 0 ? -(long long)status : (long long)status;
+
+    if (mag > 0xFFFF)
+        mag = -(long long)KEEL_EPROTO;
+    p[0] = (uint8_t)clen;
+    copy_bytes(p + 1, cap, clen);
+    p += 1 + clen;
+    put_be16(p, (uint16_t)shard);
+    put_be16(p + 2, (uint16_t)mag);
+    put_be64(p + 4, seq);
+    return KEEL_REPL_ACK_SIZE(clen);
+}
+
+int keel_repl_acks_parse(const uint8_t **p, size_t *len, uint16_t *nunits)
+{
+    if (*len < 2)
+        return KEEL_EMALFORMED;
+    *nunits = get_be16(*p);
+    *p += 2;
+    *len -= 2;
+    return 0;
+}
+
+int keel_repl_ack_next(const uint8_t **p, size_t *len, keel_repl_ack *out)
+{
+    const uint8_t *q = *p;
+    size_t n = *len, clen;
+
+    memset(out, 0, sizeof *out);
+    if (n < 1)
+        return KEEL_EMALFORMED;
+    clen = q[0];
+    if (n - 1 < clen + 12)
+        return KEEL_EMALFORMED;
+    out->cap = q + 1;
+    out->clen = clen;
+    q += 1 + clen;
+    out->shard = get_be16(q);
+    out->status = -(int)get_be16(q + 2);
+    out->seq = get_be64(q + 4);
+    *p = q + 12;
+    *len = n - 1 - clen - 12;
     return 0;
 }
 

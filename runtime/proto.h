@@ -19,6 +19,9 @@
  *   INFO body      = query words separated by NUL bytes ("nodes",
  *                    "shards" [NODE], "where" TYPE ID, "capabilities");
  *                    answered by REPLY with text lines (runtime/info.h)
+ *   REPL body      = node to node only: committed writes of units, from
+ *                    their primary to a backup (runtime/repl.h), see
+ *                    below and docs/protocol.md
  *
  * flags on CALL/CAST:
  *   bits 0-3  how many times the request was forwarded between nodes (0
@@ -53,9 +56,12 @@ enum keel_frame_kind {
     KEEL_FRAME_XFER = 8,
     /* Introspection of placement (runtime/info.h): the body names the
      * query; answered by REPLY with text lines. */
-    KEEL_FRAME_INFO = 9
+    KEEL_FRAME_INFO = 9,
+    /* Node to node (cluster mode): committed writes of units from their
+     * primary to a backup; answered by REPLY with per-unit acks. */
+    KEEL_FRAME_REPL = 10
 };
-#define KEEL_FRAME_KIND_MAX KEEL_FRAME_INFO
+#define KEEL_FRAME_KIND_MAX KEEL_FRAME_REPL
 
 typedef struct keel_frame {
     uint8_t kind;
@@ -133,6 +139,105 @@ typedef struct keel_xfer_head {
  * is shorter than its head. The records are not looked at. */
 int keel_xfer_head_parse(const uint8_t *body, size_t len,
                          keel_xfer_head *out);
+
+/* REPL body (node to node, docs/protocol.md "REPL body"), integers
+ * big-endian:
+ *   version u8 (1) | len(from) u8 | from | stream be64 | nunits be16
+ *   | per unit: len(cap) u8 | cap | shard be16 | shard_epoch be64
+ *               | seq be64 | nops be32 | ops
+ *   op = kind u8 | klen be16 | key | (put: version be64 | dlen be32 | data)
+ * from is the sending primary's node name; stream names the run of seqs
+ * the sender numbers (a new one each time it starts counting from 1 at an
+ * epoch, larger than the one before). Its answer, a REPLY:
+ *   nunits be16 | per unit: len(cap) u8 | cap | shard be16
+ *               | status be16 (0, or the magnitude of a KEEL_E* code)
+ *               | seq be64 (the highest seq of the unit durable there at
+ *                 that shard_epoch)
+ * Parsed parts point into the body they came from. */
+#define KEEL_REPL_VERSION 1
+enum keel_repl_op_kind {
+    KEEL_REPL_PUT = 1,
+    KEEL_REPL_DEL = 2,
+    KEEL_REPL_DEL_PREFIX = 3
+};
+#define KEEL_REPL_HEAD_SIZE(flen) (1 + 1 + (size_t)(flen) + 8 + 2)
+#define KEEL_REPL_UNIT_SIZE(clen) (1 + (size_t)(clen) + 2 + 8 + 8 + 4)
+#define KEEL_REPL_ACK_SIZE(clen) (1 + (size_t)(clen) + 2 + 2 + 8)
+
+typedef struct keel_repl_head {
+    const uint8_t *from;
+    size_t flen;
+    uint64_t stream;
+    uint16_t nunits;
+    const uint8_t *units; /* the units, nunits of them, to the end */
+    size_t units_len;
+} keel_repl_head;
+
+typedef struct keel_repl_unit {
+    const uint8_t *cap;
+    size_t clen;
+    uint32_t shard;
+    uint64_t epoch;
+    uint64_t seq;
+    uint32_t nops;
+    const uint8_t *ops; /* nops ops, checked by keel_repl_unit_next */
+    size_t ops_len;
+} keel_repl_unit;
+
+typedef struct keel_repl_op {
+    int kind; /* enum keel_repl_op_kind */
+    const uint8_t *key;
+    size_t klen;
+    uint64_t version; /* puts */
+    const uint8_t *data;
+    size_t dlen;
+} keel_repl_op;
+
+typedef struct keel_repl_ack {
+    const uint8_t *cap;
+    size_t clen;
+    uint32_t shard;
+    int status; /* 0 or a negative KEEL_E* code */
+    uint64_t seq;
+} keel_repl_ack;
+
+/* Writes the head of a REPL body (KEEL_REPL_HEAD_SIZE(flen) bytes).
+ * nunits may be written again later, once known: the head's size does
+ * not depend on it. Returns the bytes written. */
+size_t keel_repl_head_encode(uint8_t *p, const void *from, size_t flen,
+                             uint64_t stream, uint16_t nunits);
+/* Writes a unit's head (KEEL_REPL_UNIT_SIZE(clen) bytes); its ops
+ * follow. Returns the bytes written. */
+size_t keel_repl_unit_encode(uint8_t *p, const void *cap, size_t clen,
+                             uint32_t shard, uint64_t epoch, uint64_t seq,
+                             uint32_t nops);
+/* Bytes an op takes, and its encoder (data only for puts). */
+size_t keel_repl_op_size(int kind, size_t klen, size_t dlen);
+size_t keel_repl_op_encode(uint8_t *p, int kind, const void *key,
+                           size_t klen, uint64_t version, const void *data,
+                           size_t dlen);
+
+/* Splits the head off a REPL body. KEEL_EMALFORMED when it is shorter
+ * than its head or from is empty; KEEL_EPROTO for a version other than
+ * KEEL_REPL_VERSION. */
+int keel_repl_head_parse(const uint8_t *body, size_t len,
+                         keel_repl_head *out);
+/* Takes the next unit off [*p, *p + *len), checking that its nops ops
+ * are all there and well formed (kind 1-3, a key of at least 2 bytes).
+ * 0 (*p, *len advanced), or KEEL_EMALFORMED. */
+int keel_repl_unit_next(const uint8_t **p, size_t *len, keel_repl_unit *out);
+/* Takes the next op off [*p, *p + *len) (a unit's ops). 0 or
+ * KEEL_EMALFORMED. */
+int keel_repl_op_next(const uint8_t **p, size_t *len, keel_repl_op *out);
+
+/* REPLY to a REPL: the count (2 bytes), then per unit an ack of
+ * KEEL_REPL_ACK_SIZE(clen) bytes. */
+void keel_repl_acks_count(uint8_t *p, uint16_t nunits);
+size_t keel_repl_ack_encode(uint8_t *p, const void *cap, size_t clen,
+                            uint32_t shard, int status, uint64_t seq);
+/* The count off the front of an answer: 0 or KEEL_EMALFORMED. */
+int keel_repl_acks_parse(const uint8_t **p, size_t *len, uint16_t *nunits);
+int keel_repl_ack_next(const uint8_t **p, size_t *len, keel_repl_ack *out);
 
 /* ERROR body: code is a negative KEEL_E* value. Returns bytes written
  * (at most 2 + msglen). */

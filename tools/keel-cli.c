@@ -7,6 +7,7 @@
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] nodes | capabilities
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] shards [--node NODE]
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] where TYPE ID
+ *   keel [-a HOST:PORT] [-t TIMEOUT_MS] digest CAP SHARD
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] node drain ID
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] node forget ID
  *
@@ -59,6 +60,9 @@ static void usage(FILE *f)
             "                       of actor TYPE/ID\n"
             "  capabilities         every capability and the nodes that\n"
             "                       declare it\n"
+            "  digest CAP SHARD     content digest and record count of\n"
+            "                       unit (CAP, SHARD) in this node's store\n"
+            "                       (CAP (default) for the default group)\n"
             "  node drain ID        graceful leave of node ID: it hands\n"
             "                       every unit off, then stops\n"
             "  node forget ID       give up dead node ID's data: its\n"
@@ -682,6 +686,10 @@ int main(int argc, char **argv)
             return usage_error("node takes: drain ID | forget ID");
         info_argv = args; /* query words: drain ID, forget ID */
         info_argc = 2;
+    } else if (strcmp(cmd, "digest") == 0) {
+        if (nargs != 2 || args[0][0] == '\0' || args[1][0] == '\0')
+            return usage_error("digest needs CAP SHARD (CAP (default) for "
+                               "the default group)");
     } else if (strcmp(cmd, "where") == 0) {
         if (nargs != 2)
             return usage_error("where needs TYPE ID");

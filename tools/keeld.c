@@ -106,6 +106,13 @@ static void usage(FILE *f)
         "                         the node exits anyway (default 30000)\n"
         "  --max-unit-stream BYTES  memory the unfinished unit streams from one\n"
         "                         connection may hold (default 1 GiB)\n"
+        "  --replicas R           copies of every shard (1 to 5: the primary\n"
+        "                         and R-1 synchronous backups) in a cluster\n"
+        "                         this node creates (default 1); an existing\n"
+        "                         cluster keeps its own count\n"
+        "  --repl-lag-ms MS       how long a backup may leave writes\n"
+        "                         unacknowledged before the primary asks to\n"
+        "                         drop it from the in-sync set (default 1000)\n"
         "\n"
         "TLS (docs/security.md; all three, or none):\n"
         "  --tls-cert FILE        this node's certificate chain (PEM), CN\n"
@@ -160,7 +167,7 @@ int main(int argc, char **argv)
         O_HOLD, O_LEAVE, O_MAXCONN, O_CONNIDLE, O_UNITSTREAM, O_HTTPHDR,
         O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH,
         O_AUTHTOKENS, O_INSECURE, O_AUTHCONNFAILS, O_AUTHADDRFAILS,
-        O_AUTHWINDOW
+        O_AUTHWINDOW, O_REPLICAS, O_REPLLAG
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, O_DATA},
@@ -198,6 +205,8 @@ int main(int argc, char **argv)
         {"auth-conn-fails", required_argument, NULL, O_AUTHCONNFAILS},
         {"auth-addr-fails", required_argument, NULL, O_AUTHADDRFAILS},
         {"auth-fail-window", required_argument, NULL, O_AUTHWINDOW},
+        {"replicas", required_argument, NULL, O_REPLICAS},
+        {"repl-lag-ms", required_argument, NULL, O_REPLLAG},
         {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0}};
@@ -386,6 +395,21 @@ int main(int argc, char **argv)
         case O_AUTHTOKENS:
             opts.auth_tokens = optarg;
             break;
+        case O_REPLICAS:
+            if (parse_u64(optarg, 5, &v) != 0 || v < 1) {
+                fprintf(stderr, "keeld: --replicas takes 1 to 5\n");
+                return 2;
+            }
+            opts.replicas = (int)v;
+            break;
+        case O_REPLLAG:
+            if (parse_u64(optarg, 3600000, &v) != 0 || v < 1) {
+                fprintf(stderr,
+                        "keeld: --repl-lag-ms takes ms from 1 to 3600000\n");
+                return 2;
+            }
+            opts.repl_lag_ms = (uint32_t)v;
+            break;
         case O_INSECURE:
             opts.insecure = 1;
             break;
@@ -450,7 +474,8 @@ int main(int argc, char **argv)
          opts.capabilities != NULL || opts.advertise != NULL ||
          opts.zk_session_timeout_ms != 0 || opts.hold_timeout_ms != 0 ||
          opts.leave_timeout_ms != 0 || opts.max_unit_stream != 0 ||
-         opts.zk_auth != NULL)) {
+         opts.zk_auth != NULL || opts.replicas != 0 ||
+         opts.repl_lag_ms != 0)) {
         fprintf(stderr, "keeld: cluster options need --zk\n");
         return 2;
     }

@@ -8,8 +8,9 @@
  *
  * Properties, besides "no crash, no sanitizer report":
  *  - parsing fails only with KEEL_ECORRUPT;
- *  - what parses is a legal value (a shard count in 1..KEEL_MAP_MAX_SHARDS,
- *    a store id of 32 lowercase hex digits) and is written back by the
+ *  - what parses is a legal value (a shard count in 1..KEEL_MAP_MAX_SHARDS
+ *    and a replica count in 1..KEEL_MAP_MAX_REPLICAS, a store id of 32
+ *    lowercase hex digits) and is written back by the
  *    format's own writer (keel_config_format, keel_epoch_format,
  *    "store <id>\n") to the very same bytes. */
 #include <string.h>
@@ -30,12 +31,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     switch (data[0] % 3) {
     case 0: {
         uint32_t shards = 0;
-        rc = keel_config_parse(data + 1, size - 1, &shards);
+        int replicas = 0;
+        rc = keel_config_parse(data + 1, size - 1, &shards, &replicas);
         FUZZ_CHECK(rc == 0 || rc == KEEL_ECORRUPT);
         if (rc != 0)
             return 0;
         FUZZ_CHECK(shards >= 1 && shards <= KEEL_MAP_MAX_SHARDS);
-        n = keel_config_format(out, sizeof out, shards);
+        FUZZ_CHECK(replicas >= 1 && replicas <= KEEL_MAP_MAX_REPLICAS);
+        n = keel_config_format(out, sizeof out, shards, replicas);
         FUZZ_CHECK(n == size - 1 && memcmp(out, data + 1, n) == 0);
         break;
     }

@@ -9,9 +9,13 @@
  *    inputs this small: the decoder refuses sizes the input cannot hold
  *    before it allocates);
  *  - a map that decodes encodes to exactly the same bytes (the format is
- *    canonical: sorted unique names, minimal varints, flags 0);
+ *    canonical: sorted unique names, minimal varints, flags 0); a map of
+ *    format 1, which is read but no longer written, encodes to a format 2
+ *    map that decodes to the same placement and encodes to itself;
  *  - a decoded map is usable: every replica and target index names a node,
- *    a copy places every unit the same way. */
+ *    every store id is "" or 32 lowercase hex digits, the in-sync flags
+ *    are within the replica count and the primary's is set exactly when
+ *    the unit has a primary, a copy places every unit the same way. */
 #include "coordinator/shardmap.h"
 #include "fuzz.h"
 #include "keel.h"
@@ -47,14 +51,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (r = 0; r < u->nreplicas; r++)
             FUZZ_CHECK(u->replicas[r] < m.nnodes);
         FUZZ_CHECK(u->target == KEEL_MAP_NO_NODE || u->target < m.nnodes);
+        FUZZ_CHECK((u->insync >> u->nreplicas) == 0);
+        FUZZ_CHECK((u->insync & 1) ==
+                   (u->shard_epoch > 0 && u->nreplicas > 0));
     }
+    for (c = 0; c < m.nnodes; c++)
+        FUZZ_CHECK(m.store_ids[c][0] == '\0' ||
+                   keel_map_store_valid(m.store_ids[c]));
     for (c = 0; c < m.ncaps; c++)
         for (s = 0; s < m.shard_count && s < 64; s++) {
             const char *p = keel_map_primary(&m, c, s);
             FUZZ_CHECK(p == NULL || keel_map_node_index(&m, p) >= 0);
         }
     FUZZ_CHECK(keel_map_encode(&m, &enc, &enc_len) == 0);
-    FUZZ_CHECK(enc_len == len && memcmp(enc, buf, len) == 0);
+    if (buf[4] == 1) {
+        keel_shard_map m2;
+        uint8_t *enc2 = NULL;
+        size_t enc2_len = 0;
+        FUZZ_CHECK(enc[4] == 2);
+        FUZZ_CHECK(keel_map_decode(enc, enc_len, &m2) == 0);
+        FUZZ_CHECK(m2.map_epoch == m.map_epoch &&
+                   keel_map_same_placement(&m2, &m));
+        FUZZ_CHECK(keel_map_encode(&m2, &enc2, &enc2_len) == 0);
+        FUZZ_CHECK(enc2_len == enc_len && memcmp(enc2, enc, enc_len) == 0);
+        keel_map_free(&m2);
+        free(enc2);
+    } else {
+        FUZZ_CHECK(enc_len == len && memcmp(enc, buf, len) == 0);
+    }
     FUZZ_CHECK(keel_map_copy(&copy, &m) == 0);
     FUZZ_CHECK(keel_map_same_placement(&copy, &m));
     keel_map_free(&copy);

@@ -7,9 +7,12 @@
  * Properties, besides "no crash, no sanitizer report, no leak":
  *  - decoding fails only with KEEL_ECORRUPT;
  *  - a state that decodes encodes to exactly the same bytes (canonical:
- *    sorted unique tables and entries, minimal varints);
+ *    sorted unique tables and entries, minimal varints, drop lists
+ *    ascending); format 1, read but no longer written, encodes to the
+ *    same bytes but for the format byte (and the checksum);
  *  - its entries are sorted and each is found by keel_node_state_find;
- *    indexes name a capability, and for RELEASED a node. */
+ *    indexes name a capability, for RELEASED a node, and in a PRIMARY's
+ *    drop list nodes, ascending. */
 #include "coordinator/nodestate.h"
 #include "coordinator/shardmap.h"
 #include "fuzz.h"
@@ -21,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     keel_node_state st;
     uint8_t *buf, *enc = NULL;
     size_t len, enc_len = 0, i;
-    int rc;
+    int rc, d;
 
     buf = fuzz_sealed_input(data, size, &len);
     rc = keel_node_state_decode(buf, len, &st);
@@ -38,9 +41,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(e->role != KEEL_ROLE_RELEASED || e->to < st.nnames);
         FUZZ_CHECK(keel_node_state_find(&st, st.caps[e->cap], e->shard) ==
                    e);
+        FUZZ_CHECK(e->ndrop <= KEEL_STATE_MAX_DROPS);
+        FUZZ_CHECK(e->ndrop == 0 || e->role == KEEL_ROLE_PRIMARY);
+        for (d = 0; d < e->ndrop; d++)
+            FUZZ_CHECK(e->drop[d] < st.nnames &&
+                       (d == 0 || e->drop[d - 1] < e->drop[d]));
     }
     FUZZ_CHECK(keel_node_state_encode(&st, &enc, &enc_len) == 0);
-    FUZZ_CHECK(enc_len == len && memcmp(enc, buf, len) == 0);
+    FUZZ_CHECK(enc_len == len);
+    if (buf[4] == 1) {
+        FUZZ_CHECK(enc[4] == 2 && memcmp(enc, buf, 4) == 0 &&
+                   memcmp(enc + 5, buf + 5, len - 5 - 8) == 0);
+    } else {
+        FUZZ_CHECK(memcmp(enc, buf, len) == 0);
+    }
     keel_node_state_free(&st);
     free(enc);
     free(buf);

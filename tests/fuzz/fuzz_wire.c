@@ -3,11 +3,13 @@
  *
  * Input: one byte choosing the receiver's max frame size, then the bytes
  * of a connection. The stream is cut into frames the way net.c does it
- * (keel_frame_parse, with the exemptions of frame_limit: XFER frames up to
- * 64 MiB + 64 KiB, calls with a budget 4 bytes more), and each frame's
- * body goes to the parser of its kind, with the prefixes its flags
- * announce: CALL/CAST (budget if bit 4, request key if bit 6, then the
- * call body), ERROR (code, message), XFER (unit head, then records).
+ * (keel_frame_parse, with the exemptions of frame_limit: XFER and REPL
+ * frames up to 64 MiB + 64 KiB, calls with a budget 4 bytes more), and
+ * each frame's body goes to the parser of its kind, with the prefixes its
+ * flags announce: CALL/CAST (budget if bit 4, request key if bit 6, then
+ * the call body), ERROR (code, message), XFER (unit head, then records),
+ * REPL (head, units, ops), REPLY (also read as a REPL's answer, per-unit
+ * acks, which is what a primary does with it).
  *
  * Properties, besides "no crash, no sanitizer report":
  *  - a frame is taken only whole: its size is 4 + its length field, within
@@ -15,7 +17,7 @@
  *    its header is what keel_frame_header writes (plus the flags byte);
  *  - parsed parts lie inside the body, in order, and cover it exactly;
  *  - what parses re-encodes to the same bytes (call body, error body,
- *    XFER records): one message, one encoding;
+ *    XFER records, REPL units and ops, acks): one message, one encoding;
  *  - error codes are the documented ones. */
 #include <string.h>
 
@@ -32,7 +34,9 @@ static size_t frame_limit(size_t m, const uint8_t *p, size_t avail)
 {
     const size_t xfer_max = (size_t)KEEL_MAX_VALUE_LEN + (64u << 10);
 
-    if (avail >= 5 && p[4] == KEEL_FRAME_XFER && m < xfer_max)
+    if (avail >= 5 &&
+        (p[4] == KEEL_FRAME_XFER || p[4] == KEEL_FRAME_REPL) &&
+        m < xfer_max)
         return xfer_max;
     if (avail >= 6 && (p[4] == KEEL_FRAME_CALL || p[4] == KEEL_FRAME_CAST) &&
         (p[5] & KEEL_FLAG_DEADLINE))
@@ -167,6 +171,93 @@ static void check_xfer(const keel_frame *f)
     free(out);
 }
 
+/* A REPL body as a backup reads it, written out again as the primary
+ * writes it. */
+static void check_repl(const keel_frame *f)
+{
+    keel_repl_head h;
+    const uint8_t *p;
+    size_t rest, out_len;
+    uint8_t *out;
+    unsigned i;
+    int rc = keel_repl_head_parse(f->body, f->body_len, &h);
+
+    if (rc != 0) {
+        FUZZ_CHECK(rc == KEEL_EMALFORMED || rc == KEEL_EPROTO);
+        FUZZ_CHECK((rc == KEEL_EPROTO) ==
+                   (f->body_len >= 2 && f->body[0] != KEEL_REPL_VERSION));
+        return;
+    }
+    FUZZ_CHECK(h.flen > 0 && h.from == f->body + 2 &&
+               h.units + h.units_len == f->body + f->body_len);
+    out = malloc(f->body_len + 1);
+    FUZZ_CHECK(out != NULL);
+    out_len = keel_repl_head_encode(out, h.from, h.flen, h.stream,
+                                    h.nunits);
+    FUZZ_CHECK(out_len == (size_t)(h.units - f->body));
+    p = h.units;
+    rest = h.units_len;
+    for (i = 0; i < h.nunits; i++) {
+        keel_repl_unit u;
+        const uint8_t *ops, *prev = p;
+        size_t olen;
+        uint32_t k;
+
+        if (keel_repl_unit_next(&p, &rest, &u) != 0)
+            break;
+        FUZZ_CHECK(u.cap == prev + 1 && u.ops + u.ops_len == p &&
+                   p + rest == f->body + f->body_len);
+        out_len += keel_repl_unit_encode(out + out_len, u.cap, u.clen,
+                                         u.shard, u.epoch, u.seq, u.nops);
+        ops = u.ops;
+        olen = u.ops_len;
+        for (k = 0; k < u.nops; k++) {
+            keel_repl_op op;
+            FUZZ_CHECK(keel_repl_op_next(&ops, &olen, &op) == 0);
+            FUZZ_CHECK(op.kind >= KEEL_REPL_PUT &&
+                       op.kind <= KEEL_REPL_DEL_PREFIX && op.klen >= 2);
+            FUZZ_CHECK(keel_repl_op_size(op.kind, op.klen, op.dlen) ==
+                       (size_t)(ops - op.key) + 3);
+            out_len += keel_repl_op_encode(out + out_len, op.kind, op.key,
+                                           op.klen, op.version, op.data,
+                                           op.dlen);
+        }
+        FUZZ_CHECK(olen == 0 && ops == p);
+    }
+    FUZZ_CHECK(out_len == (size_t)(p - f->body) &&
+               memcmp(out, f->body, out_len) == 0);
+    free(out);
+}
+
+/* A REPLY read as a REPL's answer, written out again. */
+static void check_acks(const keel_frame *f)
+{
+    const uint8_t *p = f->body;
+    size_t rest = f->body_len, out_len = 2;
+    uint16_t n = 0;
+    uint8_t *out;
+    unsigned i;
+
+    if (keel_repl_acks_parse(&p, &rest, &n) != 0) {
+        FUZZ_CHECK(f->body_len < 2);
+        return;
+    }
+    out = malloc(f->body_len + 1);
+    FUZZ_CHECK(out != NULL);
+    keel_repl_acks_count(out, n);
+    for (i = 0; i < n; i++) {
+        keel_repl_ack a;
+        if (keel_repl_ack_next(&p, &rest, &a) != 0)
+            break;
+        FUZZ_CHECK(a.status <= 0 && a.status >= -0xFFFF);
+        out_len += keel_repl_ack_encode(out + out_len, a.cap, a.clen, a.shard,
+                                        a.status, a.seq);
+    }
+    FUZZ_CHECK(out_len == (size_t)(p - f->body) &&
+               memcmp(out, f->body, out_len) == 0);
+    free(out);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     size_t max_frame, off = 0;
@@ -228,8 +319,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case KEEL_FRAME_XFER:
             check_xfer(&f);
             break;
+        case KEEL_FRAME_REPL:
+            check_repl(&f);
+            break;
+        case KEEL_FRAME_REPLY:
+            check_acks(&f);
+            break;
         default:
-            /* REPLY, PONG: bytes for the caller; STAT: ignored; PING:
+            /* PONG: bytes for the caller; STAT: ignored; PING:
              * echoed; INFO: words for runtime/info.c, which needs a
              * running node. */
             break;

@@ -164,6 +164,32 @@ static void xfer_frame(uint64_t id, const char *cap, uint16_t shard,
     frame(KEEL_FRAME_XFER, 0, id, body, n);
 }
 
+/* A REPL frame from n1 with a unit of puts and deletes and an empty
+ * unit, and a REPLY acking both. */
+static void repl_frames(uint64_t id)
+{
+    uint8_t body[512], k[KEEL_KEY_MAX];
+    size_t n = 0;
+    int kl = keel_key_encode(k, 3, "counter", 7, "c1", 2, NULL, 0);
+
+    FUZZ_CHECK(kl > 0);
+    n += keel_repl_head_encode(body, "n1", 2, 1700000000000000000ull, 2);
+    n += keel_repl_unit_encode(body + n, "pay", 3, 3, 2, 7, 3);
+    n += keel_repl_op_encode(body + n, KEEL_REPL_PUT, k, (size_t)kl, 5, "42",
+                             2);
+    n += keel_repl_op_encode(body + n, KEEL_REPL_DEL, k, (size_t)kl, 0, NULL,
+                             0);
+    n += keel_repl_op_encode(body + n, KEEL_REPL_DEL_PREFIX, k, 2, 0, NULL,
+                             0);
+    n += keel_repl_unit_encode(body + n, "", 0, 0, 1, 1, 0);
+    frame(KEEL_FRAME_REPL, 0, id, body, n);
+    n = 2;
+    keel_repl_acks_count(body, 2);
+    n += keel_repl_ack_encode(body + n, "pay", 3, 3, 0, 7);
+    n += keel_repl_ack_encode(body + n, "", 0, 0, KEEL_EFENCED, 0);
+    frame(KEEL_FRAME_REPLY, 0, id, body, n);
+}
+
 static void wire_seed(const char *name, unsigned max_frame_sel)
 {
     uint8_t *p = malloc(B.len + 1);
@@ -234,6 +260,9 @@ static void wire_seeds(void)
     b_reset();
     xfer_frame(22, "", 0, 1, 0, 1, 0);
     wire_seed("xfer-empty-unit", 2);
+    b_reset();
+    repl_frames(23);
+    wire_seed("repl-and-acks", 0);
     b_reset();
     call_frame(KEEL_FRAME_CALL, 0, 1, "counter", "c1", "incr");
     call_frame(KEEL_FRAME_CALL, KEEL_FLAG_KEYED, 2, "counter", "c2", "incr");
@@ -319,6 +348,49 @@ static void map_seeds(void)
     sealed_seeds("map", "three-nodes-caps-move", enc, len);
     free(enc);
     keel_map_free(&map);
+
+    /* Replication: three replicas of each unit, in-sync sets of every
+     * shape, store ids known and unknown (format 2). The corpus also
+     * keeps maps of format 1 (v1-*), written by earlier versions. */
+    FUZZ_CHECK(keel_map_compute(m, 3, all, 2, 8, 3, &map) == 0);
+    map.map_epoch = 7;
+    FUZZ_CHECK(keel_map_set_store(&map, 0, "0123456789abcdef0123456789abcdef")
+               == 0);
+    FUZZ_CHECK(keel_map_set_store(&map, 2, "ffffffffffffffff0000000000000001")
+               == 0);
+    {
+        size_t i, n = (size_t)map.ncaps * map.shard_count;
+        for (i = 0; i < n; i++) {
+            keel_map_unit *u = &map.units[i];
+            if (u->nreplicas == 0 || i % 5 == 4)
+                continue; /* some never owned */
+            u->shard_epoch = 1 + i;
+            u->insync =
+                (uint8_t)(1u | ((i << 1) & ((1u << u->nreplicas) - 2)));
+        }
+    }
+    keel_map_unit_at(&map, 0, 2)->target = 1;
+    FUZZ_CHECK(keel_map_encode(&map, &enc, &len) == 0);
+    sealed_seeds("map", "replicas-insync-stores", enc, len);
+    free(enc);
+    keel_map_free(&map);
+
+    {
+        keel_map_member five[5] = {{"a", NULL, 0}, {"b", NULL, 0},
+                                   {"c", NULL, 0}, {"d", NULL, 0},
+                                   {"e", NULL, 0}};
+        FUZZ_CHECK(keel_map_compute(five, 5, NULL, 0, 2, KEEL_MAP_MAX_REPLICAS,
+                                    &map) == 0);
+        map.map_epoch = 3;
+        keel_map_unit_at(&map, 0, 0)->shard_epoch = 2;
+        keel_map_unit_at(&map, 0, 0)->insync = 0x1f;
+        keel_map_unit_at(&map, 0, 1)->shard_epoch = 5;
+        keel_map_unit_at(&map, 0, 1)->insync = 0x11;
+        FUZZ_CHECK(keel_map_encode(&map, &enc, &len) == 0);
+        sealed_seeds("map", "five-replicas", enc, len);
+        free(enc);
+        keel_map_free(&map);
+    }
 }
 
 static void nodestate_seeds(void)
@@ -343,6 +415,14 @@ static void nodestate_seeds(void)
                                    "n1") == 0);
     FUZZ_CHECK(keel_node_state_encode(&st, &enc, &len) == 0);
     sealed_seeds("nodestate", "primary-released", enc, len);
+    free(enc);
+    /* A primary asking for backups to leave in-sync sets (format 2); the
+     * corpus keeps a state of format 1 (v1-*) too. */
+    FUZZ_CHECK(keel_node_state_put_drop(&st, "", 0, "n3") == 0);
+    FUZZ_CHECK(keel_node_state_put_drop(&st, "", 200, "n2") == 0);
+    FUZZ_CHECK(keel_node_state_put_drop(&st, "", 200, "a-first") == 0);
+    FUZZ_CHECK(keel_node_state_encode(&st, &enc, &len) == 0);
+    sealed_seeds("nodestate", "primary-drops", enc, len);
     free(enc);
     keel_node_state_free(&st);
 }
@@ -385,10 +465,14 @@ static void config_seeds(void)
     size_t n;
 
     buf[0] = 0;
-    n = keel_config_format(buf + 1, sizeof buf - 1, 4096);
+    n = keel_config_format(buf + 1, sizeof buf - 1, 4096, 1);
     seed("config", "config", buf, n + 1);
-    n = keel_config_format(buf + 1, sizeof buf - 1, 1);
+    n = keel_config_format(buf + 1, sizeof buf - 1, 1, 1);
     seed("config", "config-one-shard", buf, n + 1);
+    n = keel_config_format(buf + 1, sizeof buf - 1, 4096, 3);
+    seed("config", "config-replicas-3", buf, n + 1);
+    n = keel_config_format(buf + 1, sizeof buf - 1, 64, KEEL_MAP_MAX_REPLICAS);
+    seed("config", "config-replicas-max", buf, n + 1);
     buf[0] = 1;
     n = keel_epoch_format(buf + 1, sizeof buf - 1, 0);
     seed("config", "epoch-0", buf, n + 1);

@@ -26,6 +26,7 @@ START_TEST(test_text_formats)
     char buf[64], *data;
     keel_member m;
     uint32_t shards;
+    int replicas;
     uint64_t e;
     size_t len;
     keel_layout l;
@@ -37,21 +38,46 @@ START_TEST(test_text_formats)
                      "/keel/prod/map");
     ck_assert_int_eq(keel_layout_init(&l, "a/b"), KEEL_EINVAL);
 
-    len = keel_config_format(buf, sizeof buf, 4096);
-    ck_assert_int_eq(keel_config_parse(buf, len, &shards), 0);
+    len = keel_config_format(buf, sizeof buf, 4096, 1);
+    ck_assert_int_eq(keel_config_parse(buf, len, &shards, &replicas), 0);
     ck_assert_uint_eq(shards, 4096);
+    ck_assert_int_eq(replicas, 1);
     ck_assert_int_eq(keel_config_parse("keel-cluster 1\nshards 0\n", 24,
-                                       &shards),
+                                       &shards, NULL),
                      KEEL_ECORRUPT);
     ck_assert_int_eq(keel_config_parse("keel-cluster 2\nshards 8\n", 24,
-                                       &shards),
+                                       &shards, NULL),
                      KEEL_ECORRUPT);
     ck_assert_int_eq(keel_config_parse("keel-cluster 1\nshards 8", 23,
-                                       &shards),
+                                       &shards, NULL),
                      KEEL_ECORRUPT);
     ck_assert_int_eq(keel_config_parse("keel-cluster 1\nshards 8\nx", 25,
-                                       &shards),
+                                       &shards, NULL),
                      KEEL_ECORRUPT);
+    /* The replica count: a line only above 1; without it, 1. */
+    len = keel_config_format(buf, sizeof buf, 64, 3);
+    ck_assert_str_eq(buf, "keel-cluster 1\nshards 64\nreplicas 3\n");
+    ck_assert_int_eq(keel_config_parse(buf, len, &shards, &replicas), 0);
+    ck_assert_uint_eq(shards, 64);
+    ck_assert_int_eq(replicas, 3);
+    len = keel_config_format(buf, sizeof buf, 64, 0);
+    ck_assert_str_eq(buf, "keel-cluster 1\nshards 64\n");
+    {
+        static const char *bad[] = {
+            "keel-cluster 1\nshards 8\nreplicas 1\n", /* not canonical */
+            "keel-cluster 1\nshards 8\nreplicas 0\n",
+            "keel-cluster 1\nshards 8\nreplicas 6\n",
+            "keel-cluster 1\nshards 8\nreplicas 03\n",
+            "keel-cluster 1\nshards 8\nreplicas 3",
+            "keel-cluster 1\nshards 8\nreplicas 3\nx\n",
+            "keel-cluster 1\nreplicas 3\nshards 8\n",
+        };
+        size_t i;
+        for (i = 0; i < sizeof bad / sizeof bad[0]; i++)
+            ck_assert_int_eq(
+                keel_config_parse(bad[i], strlen(bad[i]), &shards, &replicas),
+                KEEL_ECORRUPT);
+    }
 
     ck_assert_int_eq(keel_epoch_parse("17", 2, &e), 0);
     ck_assert_uint_eq(e, 17);

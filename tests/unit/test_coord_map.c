@@ -9,6 +9,7 @@
 
 #include <xxhash.h>
 
+#include "coordinator/codec.h"
 #include "coordinator/nodestate.h"
 #include "coordinator/shardmap.h"
 #include "keel.h"
@@ -485,6 +486,392 @@ START_TEST(test_node_state_roundtrip)
 }
 END_TEST
 
+/* ------------------------------------------------- format 2: replicas */
+
+static const char *SID_A = "0123456789abcdef0123456789abcdef";
+static const char *SID_B = "fedcba9876543210fedcba9876543210";
+
+/* A map of 8 shards over node-a..node-e with replica sets of every size,
+ * in-sync flags and store ids. */
+static keel_shard_map replica_map(void)
+{
+    keel_shard_map a;
+    const char *nn[] = {"node-a", "node-b", "node-c", "node-d", "node-e"};
+    uint32_t s;
+    int i;
+
+    ck_assert_int_eq(keel_map_init(&a, 8), 0);
+    ck_assert_int_eq(keel_map_add_cap(&a, ""), 0);
+    for (i = 0; i < 5; i++)
+        ck_assert_int_ge(keel_map_add_node(&a, nn[i]), 0);
+    ck_assert_int_eq(keel_map_set_store(&a, 0, SID_A), 0);
+    ck_assert_int_eq(keel_map_set_store(&a, 3, SID_B), 0);
+    a.map_epoch = 9;
+    for (s = 0; s < 6; s++) {
+        keel_map_unit *u = keel_map_unit_at(&a, 0, s);
+        u->nreplicas = (uint8_t)s; /* 0..5 replicas */
+        for (i = 0; i < (int)s; i++)
+            u->replicas[i] = (uint16_t)((s + (uint32_t)i) % 5);
+        u->shard_epoch = s > 0 ? 3 * s : 0;
+        u->insync = s > 0 ? (uint8_t)(1u | ((0x1eu & (s * 7)) &
+                                           ((1u << s) - 1)))
+                          : 0;
+    }
+    keel_map_unit_at(&a, 0, 4)->target = 1;
+    return a;
+}
+
+START_TEST(test_map_v2_roundtrip)
+{
+    keel_shard_map a = replica_map(), b;
+    uint8_t *buf, *again;
+    size_t len, len2;
+    uint32_t s;
+
+    ck_assert_int_eq(keel_map_encode(&a, &buf, &len), 0);
+    ck_assert_uint_eq(buf[4], 2); /* format */
+    ck_assert_int_eq(keel_map_decode(buf, len, &b), 0);
+    ck_assert(keel_map_same_placement(&a, &b));
+    ck_assert_str_eq(b.store_ids[0], SID_A);
+    ck_assert_str_eq(b.store_ids[1], "");
+    ck_assert_str_eq(b.store_ids[3], SID_B);
+    for (s = 0; s < 8; s++) {
+        const keel_map_unit *ua = keel_map_unit_at(&a, 0, s);
+        const keel_map_unit *ub = keel_map_unit_at(&b, 0, s);
+        ck_assert_uint_eq(ua->insync, ub->insync);
+        ck_assert_uint_eq(ua->nreplicas, ub->nreplicas);
+    }
+    ck_assert_int_eq(keel_map_insync(keel_map_unit_at(&b, 0, 5), 0), 1);
+    ck_assert_int_eq(keel_map_insync(keel_map_unit_at(&b, 0, 5), 5), 0);
+    ck_assert_int_eq(keel_map_replica_pos(keel_map_unit_at(&b, 0, 3), 4), 1);
+    ck_assert_int_eq(keel_map_replica_pos(keel_map_unit_at(&b, 0, 3), 1), -1);
+    ck_assert_int_eq(keel_map_encode(&b, &again, &len2), 0);
+    ck_assert_uint_eq(len2, len);
+    ck_assert_int_eq(memcmp(again, buf, len), 0);
+    free(again);
+
+    /* in-sync sets and store ids are part of the placement */
+    keel_map_unit_at(&b, 0, 3)->insync &= (uint8_t)~4u;
+    ck_assert(!keel_map_same_placement(&a, &b));
+    keel_map_unit_at(&b, 0, 3)->insync |= 4u;
+    ck_assert(keel_map_same_placement(&a, &b));
+    ck_assert_int_eq(keel_map_set_store(&b, 3, SID_A), 0);
+    ck_assert(!keel_map_same_placement(&a, &b));
+    /* a copy keeps the store ids */
+    keel_map_free(&b);
+    ck_assert_int_eq(keel_map_copy(&b, &a), 0);
+    ck_assert_str_eq(b.store_ids[3], SID_B);
+    ck_assert(keel_map_same_placement(&a, &b));
+    keel_map_free(&b);
+    free(buf);
+    keel_map_free(&a);
+}
+END_TEST
+
+START_TEST(test_map_store_ids)
+{
+    keel_shard_map a;
+    int zed, alpha;
+
+    ck_assert_int_eq(keel_map_init(&a, 2), 0);
+    ck_assert_int_eq(keel_map_add_cap(&a, ""), 0);
+    zed = keel_map_add_node(&a, "zed");
+    ck_assert_int_eq(keel_map_set_store(&a, (uint32_t)zed, SID_A), 0);
+    ck_assert_int_eq(keel_map_set_store(&a, 1, SID_A), KEEL_EINVAL);
+    ck_assert_int_eq(keel_map_set_store(&a, 0, "0123"), KEEL_EINVAL);
+    ck_assert_int_eq(
+        keel_map_set_store(&a, 0, "0123456789ABCDEF0123456789abcdef"),
+        KEEL_EINVAL);
+    ck_assert_str_eq(a.store_ids[0], SID_A);
+    /* a node added before keeps the ids aligned */
+    alpha = keel_map_add_node(&a, "alpha");
+    ck_assert_int_eq(alpha, 0);
+    ck_assert_str_eq(a.store_ids[0], "");
+    ck_assert_str_eq(a.store_ids[1], SID_A);
+    ck_assert_int_eq(keel_map_set_store(&a, 0, SID_B), 0);
+    /* all zeros cannot be told from unknown: it is unknown */
+    ck_assert_int_eq(
+        keel_map_set_store(&a, 0, "00000000000000000000000000000000"), 0);
+    ck_assert_str_eq(a.store_ids[0], "");
+    ck_assert_int_eq(keel_map_set_store(&a, 0, SID_B), 0);
+    /* compaction keeps each id with its node */
+    keel_map_unit_at(&a, 0, 1)->replicas[0] = 1;
+    keel_map_unit_at(&a, 0, 1)->nreplicas = 1;
+    keel_map_compact_nodes(&a);
+    ck_assert_uint_eq(a.nnodes, 1);
+    ck_assert_str_eq(a.nodes[0], "zed");
+    ck_assert_str_eq(a.store_ids[0], SID_A);
+    keel_map_free(&a);
+}
+END_TEST
+
+/* A map in format 1 as nodes of earlier versions wrote it: 2 shards, the
+ * capability "", nodes "n1" and "n2"; shard 0 primary n1 at epoch 4 with
+ * n2 listed, shard 1 never owned. With hdr the header of shard 0. */
+static size_t v1_map(uint8_t **out, unsigned format, unsigned hdr)
+{
+    keel_wbuf w = {0};
+    size_t len;
+
+    keel_wbuf_put(&w, "KMAP", 4);
+    keel_wbuf_u8(&w, format);
+    keel_wbuf_u8(&w, 0);
+    keel_wbuf_be(&w, 77, 8);
+    keel_wbuf_be(&w, 2, 4);
+    keel_wbuf_be(&w, 1, 2);
+    keel_wbuf_be(&w, 2, 2);
+    keel_wbuf_str8(&w, "");
+    keel_wbuf_str8(&w, "n1");
+    keel_wbuf_str8(&w, "n2");
+    keel_wbuf_u8(&w, hdr);
+    keel_wbuf_varint(&w, 0);
+    keel_wbuf_varint(&w, 1);
+    keel_wbuf_varint(&w, 4);
+    keel_wbuf_u8(&w, 0);
+    keel_wbuf_varint(&w, 0);
+    ck_assert_int_eq(keel_wbuf_seal(&w, out, &len), 0);
+    return len;
+}
+
+START_TEST(test_map_v1_decodes)
+{
+    keel_shard_map m, back;
+    uint8_t *buf, *enc;
+    size_t len, elen;
+
+    len = v1_map(&buf, 1, 2);
+    ck_assert_int_eq(keel_map_decode(buf, len, &m), 0);
+    ck_assert_uint_eq(m.map_epoch, 77);
+    ck_assert_str_eq(keel_map_primary(&m, 0, 0), "n1");
+    /* format 1: the primary alone in sync, store ids unknown */
+    ck_assert_uint_eq(keel_map_unit_at(&m, 0, 0)->insync, 1);
+    ck_assert_uint_eq(keel_map_unit_at(&m, 0, 1)->insync, 0);
+    ck_assert_str_eq(m.store_ids[0], "");
+    ck_assert_str_eq(m.store_ids[1], "");
+    /* written again, it is format 2 and means the same */
+    ck_assert_int_eq(keel_map_encode(&m, &enc, &elen), 0);
+    ck_assert_uint_eq(enc[4], 2);
+    ck_assert_int_eq(keel_map_decode(enc, elen, &back), 0);
+    ck_assert(keel_map_same_placement(&m, &back));
+    free(enc);
+    keel_map_free(&back);
+    keel_map_free(&m);
+    free(buf);
+    /* format 1 has no in-sync flags; format 3 does not exist */
+    len = v1_map(&buf, 1, 2 | 0x10);
+    ck_assert_int_eq(keel_map_decode(buf, len, &m), KEEL_ECORRUPT);
+    free(buf);
+    len = v1_map(&buf, 3, 2);
+    ck_assert_int_eq(keel_map_decode(buf, len, &m), KEEL_ECORRUPT);
+    free(buf);
+}
+END_TEST
+
+/* Format 2 with one unit of header hdr: replicas 0, 1, 2 (of 3 nodes) at
+ * shard_epoch epoch. */
+static size_t v2_unit(uint8_t **out, unsigned hdr, uint64_t epoch)
+{
+    static const uint8_t sid[16] = {1, 2, 3};
+    keel_wbuf w = {0};
+    unsigned k;
+    size_t len;
+
+    keel_wbuf_put(&w, "KMAP", 4);
+    keel_wbuf_u8(&w, 2);
+    keel_wbuf_u8(&w, 0);
+    keel_wbuf_be(&w, 1, 8);
+    keel_wbuf_be(&w, 1, 4);
+    keel_wbuf_be(&w, 1, 2);
+    keel_wbuf_be(&w, 3, 2);
+    keel_wbuf_str8(&w, "");
+    keel_wbuf_str8(&w, "a");
+    keel_wbuf_put(&w, sid, 16);
+    keel_wbuf_str8(&w, "b");
+    keel_wbuf_put(&w, sid, 16);
+    keel_wbuf_str8(&w, "c");
+    keel_wbuf_put(&w, sid, 16);
+    keel_wbuf_u8(&w, hdr);
+    for (k = 0; k < (hdr & 7); k++)
+        keel_wbuf_varint(&w, k);
+    keel_wbuf_varint(&w, epoch);
+    ck_assert_int_eq(keel_wbuf_seal(&w, out, &len), 0);
+    return len;
+}
+
+START_TEST(test_map_insync_flags_checked)
+{
+    static const struct {
+        unsigned hdr;
+        uint64_t epoch;
+        int rc;
+        uint8_t insync;
+    } cases[] = {
+        {0x03, 5, 0, 0x01},          /* primary only in sync */
+        {0x13, 5, 0, 0x03},          /* replicas[1] too */
+        {0x33, 5, 0, 0x07},          /* everyone */
+        {0x23, 5, 0, 0x05},          /* replicas[2], not [1] */
+        {0x43, 5, KEEL_ECORRUPT, 0}, /* replicas[3]: beyond the count */
+        {0x11, 5, KEEL_ECORRUPT, 0}, /* a lone primary's backup flag */
+        {0x13, 0, KEEL_ECORRUPT, 0}, /* in sync without a primary */
+        {0x03, 0, 0, 0x00},          /* listed, never owned: no flags */
+        {0x06, 5, KEEL_ECORRUPT, 0}, /* 6 replicas */
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        keel_shard_map m;
+        uint8_t *buf, *enc;
+        size_t len, elen;
+        int rc;
+        len = v2_unit(&buf, cases[i].hdr, cases[i].epoch);
+        rc = keel_map_decode(buf, len, &m);
+        ck_assert_msg(rc == cases[i].rc, "case %zu: %d", i, rc);
+        if (rc == 0) {
+            ck_assert_uint_eq(m.units[0].insync, cases[i].insync);
+            ck_assert_str_eq(m.store_ids[2],
+                             "01020300000000000000000000000000");
+            ck_assert_int_eq(keel_map_encode(&m, &enc, &elen), 0);
+            ck_assert_uint_eq(elen, len);
+            ck_assert_int_eq(memcmp(enc, buf, len), 0);
+            free(enc);
+            keel_map_free(&m);
+        }
+        free(buf);
+    }
+}
+END_TEST
+
+START_TEST(test_node_state_drops)
+{
+    keel_node_state st, back;
+    const keel_state_entry *e;
+    uint8_t *buf;
+    size_t len, i;
+
+    keel_node_state_init(&st);
+    st.map_epoch = 5;
+    ck_assert_int_eq(
+        keel_node_state_put(&st, "", 1, KEEL_ROLE_PRIMARY, 3, NULL), 0);
+    ck_assert_int_eq(
+        keel_node_state_put(&st, "", 2, KEEL_ROLE_RELEASED, 3, "node-m"), 0);
+    ck_assert_int_eq(keel_node_state_put_drop(&st, "", 1, "node-x"), 0);
+    ck_assert_int_eq(keel_node_state_put_drop(&st, "", 1, "node-c"), 0);
+    ck_assert_int_eq(keel_node_state_put_drop(&st, "", 1, "node-x"), 0);
+    /* a new name sorting before the others renumbers every list */
+    ck_assert_int_eq(keel_node_state_put_drop(&st, "", 1, "node-a"), 0);
+    ck_assert_int_eq(keel_node_state_put_drop(&st, "", 1, "node-z"), 0);
+    ck_assert_int_eq(keel_node_state_put_drop(&st, "", 1, "node-q"),
+                     KEEL_EOVERLOAD);
+    ck_assert_int_eq(keel_node_state_put_drop(&st, "", 2, "node-a"),
+                     KEEL_ENOTFOUND); /* RELEASED */
+    ck_assert_int_eq(keel_node_state_put_drop(&st, "", 3, "node-a"),
+                     KEEL_ENOTFOUND);
+    ck_assert_int_eq(keel_node_state_put_drop(&st, "", 1, "no/de"),
+                     KEEL_EINVAL);
+    e = keel_node_state_find(&st, "", 2);
+    ck_assert_str_eq(st.names[e->to], "node-m");
+    ck_assert_int_eq(keel_node_state_encode(&st, &buf, &len), 0);
+    ck_assert_uint_eq(buf[4], 2);
+    ck_assert_int_eq(keel_node_state_decode(buf, len, &back), 0);
+    e = keel_node_state_find(&back, "", 1);
+    ck_assert_uint_eq(e->ndrop, 4);
+    ck_assert_str_eq(back.names[e->drop[0]], "node-a");
+    ck_assert_str_eq(back.names[e->drop[1]], "node-c");
+    ck_assert_str_eq(back.names[e->drop[2]], "node-x");
+    ck_assert_str_eq(back.names[e->drop[3]], "node-z");
+    e = keel_node_state_find(&back, "", 2);
+    ck_assert_str_eq(back.names[e->to], "node-m");
+    ck_assert_uint_eq(e->ndrop, 0);
+    keel_node_state_free(&back);
+    for (i = 0; i < len; i++) {
+        uint8_t *copy = malloc(i ? i : 1);
+        memcpy(copy, buf, i);
+        ck_assert_int_eq(keel_node_state_decode(copy, i, &back),
+                         KEEL_ECORRUPT);
+        free(copy);
+    }
+    free(buf);
+    /* replacing the entry clears its list */
+    ck_assert_int_eq(
+        keel_node_state_put(&st, "", 1, KEEL_ROLE_PRIMARY, 4, NULL), 0);
+    ck_assert_uint_eq(keel_node_state_find(&st, "", 1)->ndrop, 0);
+    keel_node_state_free(&st);
+}
+END_TEST
+
+/* A node state written by hand: one entry of role byte `role`, followed
+ * by `tail` (n bytes), in format `format`; names "a", "b". */
+static size_t raw_state(uint8_t **out, unsigned format, unsigned role,
+                        const uint8_t *tail, size_t n)
+{
+    keel_wbuf w = {0};
+    size_t len;
+
+    keel_wbuf_put(&w, "KNST", 4);
+    keel_wbuf_u8(&w, format);
+    keel_wbuf_u8(&w, 0);
+    keel_wbuf_be(&w, 1, 8);
+    keel_wbuf_be(&w, 2, 8);
+    keel_wbuf_be(&w, 1, 2);
+    keel_wbuf_be(&w, 2, 2);
+    keel_wbuf_str8(&w, "");
+    keel_wbuf_str8(&w, "a");
+    keel_wbuf_str8(&w, "b");
+    keel_wbuf_varint(&w, 1);
+    keel_wbuf_varint(&w, 0);
+    keel_wbuf_varint(&w, 7);
+    keel_wbuf_u8(&w, role);
+    keel_wbuf_varint(&w, 3);
+    keel_wbuf_put(&w, tail, n);
+    ck_assert_int_eq(keel_wbuf_seal(&w, out, &len), 0);
+    return len;
+}
+
+START_TEST(test_node_state_v1_and_bad_drops)
+{
+    static const struct {
+        unsigned format, role;
+        uint8_t tail[4];
+        size_t n;
+        int rc;
+    } cases[] = {
+        {1, 0x01, {0}, 0, 0},                 /* format 1 PRIMARY */
+        {1, 0x02, {1}, 1, 0},                 /* format 1 RELEASED to b */
+        {2, 0x81, {2, 0, 1}, 3, 0},           /* drops a, b */
+        {1, 0x81, {1, 0}, 2, KEEL_ECORRUPT},  /* no drop lists in format 1 */
+        {2, 0x82, {1, 1, 0}, 3, KEEL_ECORRUPT}, /* RELEASED with drops */
+        {2, 0x81, {0}, 1, KEEL_ECORRUPT},     /* empty list */
+        {2, 0x81, {2, 1, 0}, 3, KEEL_ECORRUPT}, /* not ascending */
+        {2, 0x81, {2, 0, 0}, 3, KEEL_ECORRUPT}, /* twice */
+        {2, 0x81, {1, 2}, 2, KEEL_ECORRUPT},  /* no such name */
+        {2, 0x81, {5, 0, 1}, 3, KEEL_ECORRUPT}, /* more than 4 */
+        {2, 0x41, {0}, 0, KEEL_ECORRUPT},     /* unknown bit */
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        keel_node_state st;
+        uint8_t *buf, *enc;
+        size_t len, elen;
+        int rc;
+        len = raw_state(&buf, cases[i].format, cases[i].role, cases[i].tail,
+                        cases[i].n);
+        rc = keel_node_state_decode(buf, len, &st);
+        ck_assert_msg(rc == cases[i].rc, "case %zu: %d", i, rc);
+        if (rc == 0) {
+            /* written back in format 2, otherwise the same */
+            ck_assert_int_eq(keel_node_state_encode(&st, &enc, &elen), 0);
+            ck_assert_uint_eq(elen, len);
+            ck_assert_uint_eq(enc[4], 2);
+            ck_assert_int_eq(memcmp(enc + 5, buf + 5, len - 5 - 8), 0);
+            free(enc);
+            keel_node_state_free(&st);
+        }
+        free(buf);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("coord_map");
@@ -502,6 +889,12 @@ int main(void)
     tcase_add_test(tc, test_codec_structure_checks);
     tcase_add_test(tc, test_add_node_renumbers);
     tcase_add_test(tc, test_node_state_roundtrip);
+    tcase_add_test(tc, test_map_v2_roundtrip);
+    tcase_add_test(tc, test_map_store_ids);
+    tcase_add_test(tc, test_map_v1_decodes);
+    tcase_add_test(tc, test_map_insync_flags_checked);
+    tcase_add_test(tc, test_node_state_drops);
+    tcase_add_test(tc, test_node_state_v1_and_bad_drops);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

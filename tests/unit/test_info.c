@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "keel.h"
 #include "testutil.h"
@@ -81,6 +82,40 @@ START_TEST(standalone_facts)
 }
 END_TEST
 
+/* digest CAP SHARD: the unit's records as the store holds them; the
+ * same content gives the same answer, an empty unit the digest of
+ * nothing. */
+START_TEST(digest)
+{
+    unsigned sh = keel_shard_of("counter", "c1", 2, 2);
+    char *t, *t2, num[8], want[64];
+    void *reply = NULL;
+    size_t rlen = 0;
+
+    snprintf(num, sizeof num, "%u", sh);
+    t = info(3, "digest", "(default)", num);
+    snprintf(want, sizeof want, "digest %016llx records 0\n",
+             (unsigned long long)XXH3_64bits(NULL, 0));
+    ck_assert_str_eq(t, want);
+    free(t);
+    ck_assert_int_eq(keel_call_sync(node, "counter", "c1", 2, "incr 5", 6,
+                                    &reply, &rlen),
+                     0);
+    keel_free(reply);
+    t = info(3, "digest", "(default)", num);
+    ck_assert_int_eq(strncmp(t, "digest ", 7), 0);
+    ck_assert_ptr_nonnull(strstr(t, " records 1\n"));
+    ck_assert_str_ne(t, want);
+    t2 = info(3, "digest", "(default)", num);
+    ck_assert_str_eq(t, t2); /* nothing changed, nor does the answer */
+    free(t2);
+    free(t);
+    t = info(3, "digest", "gpu", num);
+    ck_assert_str_eq(t, want); /* another unit of the shard: empty */
+    free(t);
+}
+END_TEST
+
 START_TEST(errors)
 {
     const char *unknown[] = {"stats"}, *notype[] = {"where", "nosuch", "x"},
@@ -98,6 +133,23 @@ START_TEST(errors)
                      KEEL_EINVAL);
     ck_assert_int_eq(keel_node_info(node, 0, unknown, &text, NULL),
                      KEEL_EINVAL);
+    {
+        const char *bad[][3] = {{"digest", "(default)", "2"},
+                                {"digest", "(default)", "x"},
+                                {"digest", "(default)", "-1"},
+                                {"digest", "no space", "0"},
+                                {"digest", "(default)", NULL}};
+        ck_assert_int_eq(keel_node_info(node, 3, bad[0], &text, NULL),
+                         KEEL_EINVAL); /* 2 shards: 0 and 1 */
+        ck_assert_int_eq(keel_node_info(node, 3, bad[1], &text, NULL),
+                         KEEL_EINVAL);
+        ck_assert_int_eq(keel_node_info(node, 3, bad[2], &text, NULL),
+                         KEEL_EINVAL);
+        ck_assert_int_eq(keel_node_info(node, 3, bad[3], &text, NULL),
+                         KEEL_EINVAL);
+        ck_assert_int_eq(keel_node_info(node, 2, bad[4], &text, NULL),
+                         KEEL_EINVAL);
+    }
 }
 END_TEST
 
@@ -108,6 +160,7 @@ static Suite *suite(void)
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, standalone_facts);
+    tcase_add_test(tc, digest);
     tcase_add_test(tc, errors);
     suite_add_tcase(s, tc);
     return s;

@@ -440,6 +440,215 @@ START_TEST(error_body_round_trip)
 END_TEST
 
 /* The worked example of docs/protocol.md, byte for byte. */
+/* ------------------------------------------------------------- REPL */
+
+/* A REPL body: from "n1", two units, the first with a put, a delete and
+ * a prefix delete, the second with no ops. */
+static size_t repl_sample(uint8_t *buf)
+{
+    static const uint8_t k1[] = {0, 7, 'a'}, k2[] = {0, 7, 'b', 'c'};
+    size_t off = 0;
+
+    off += keel_repl_head_encode(buf, "n1", 2, 0x1122334455667788ull, 0);
+    off += keel_repl_unit_encode(buf + off, "gpu", 3, 7, 0x0102030405060708ull,
+                                 42, 3);
+    off += keel_repl_op_encode(buf + off, KEEL_REPL_PUT, k1, sizeof k1, 9,
+                               "value", 5);
+    off += keel_repl_op_encode(buf + off, KEEL_REPL_DEL, k2, sizeof k2, 0,
+                               NULL, 0);
+    off += keel_repl_op_encode(buf + off, KEEL_REPL_DEL_PREFIX, k1, 2, 0,
+                               NULL, 0);
+    off += keel_repl_unit_encode(buf + off, "", 0, 65535, 1, 1, 0);
+    keel_repl_head_encode(buf, "n1", 2, 0x1122334455667788ull,
+                          2); /* the count, once known */
+    return off;
+}
+
+START_TEST(repl_round_trip)
+{
+    uint8_t buf[256];
+    size_t len = repl_sample(buf), rest;
+    keel_repl_head h;
+    keel_repl_unit u;
+    keel_repl_op op;
+    const uint8_t *p, *ops;
+    static const uint8_t want_head[] = {1,    2,    'n',  '1',  0x11, 0x22,
+                                        0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
+                                        0,    2};
+    static const uint8_t want_unit[] = {3,    'g',  'p',  'u',  0,    7,
+                                        1,    2,    3,    4,    5,    6,
+                                        7,    8,    0,    0,    0,    0,
+                                        0,    0,    0,    42,   0,    0,
+                                        0,    3};
+    static const uint8_t want_put[] = {1, 0, 3, 0, 7, 'a', 0, 0, 0, 0, 0,
+                                       0, 0, 9, 0, 0, 0, 5, 'v', 'a', 'l',
+                                       'u', 'e'};
+
+    /* the bytes, as docs/protocol.md spells them */
+    ck_assert_mem_eq(buf, want_head, sizeof want_head);
+    ck_assert_mem_eq(buf + sizeof want_head, want_unit, sizeof want_unit);
+    ck_assert_mem_eq(buf + sizeof want_head + sizeof want_unit, want_put,
+                     sizeof want_put);
+    ck_assert_uint_eq(keel_repl_op_size(KEEL_REPL_PUT, 3, 5), sizeof want_put);
+    ck_assert_uint_eq(keel_repl_op_size(KEEL_REPL_DEL, 4, 99), 7);
+
+    ck_assert_int_eq(keel_repl_head_parse(buf, len, &h), 0);
+    ck_assert_uint_eq(h.flen, 2);
+    ck_assert_mem_eq(h.from, "n1", 2);
+    ck_assert_uint_eq(h.stream, 0x1122334455667788ull);
+    ck_assert_uint_eq(h.nunits, 2);
+    p = h.units;
+    rest = h.units_len;
+    ck_assert_int_eq(keel_repl_unit_next(&p, &rest, &u), 0);
+    ck_assert_uint_eq(u.clen, 3);
+    ck_assert_mem_eq(u.cap, "gpu", 3);
+    ck_assert_uint_eq(u.shard, 7);
+    ck_assert_uint_eq(u.epoch, 0x0102030405060708ull);
+    ck_assert_uint_eq(u.seq, 42);
+    ck_assert_uint_eq(u.nops, 3);
+    ops = u.ops;
+    {
+        size_t olen = u.ops_len;
+        ck_assert_int_eq(keel_repl_op_next(&ops, &olen, &op), 0);
+        ck_assert_int_eq(op.kind, KEEL_REPL_PUT);
+        ck_assert_uint_eq(op.klen, 3);
+        ck_assert_uint_eq(op.version, 9);
+        ck_assert_uint_eq(op.dlen, 5);
+        ck_assert_mem_eq(op.data, "value", 5);
+        ck_assert_int_eq(keel_repl_op_next(&ops, &olen, &op), 0);
+        ck_assert_int_eq(op.kind, KEEL_REPL_DEL);
+        ck_assert_uint_eq(op.klen, 4);
+        ck_assert_mem_eq(op.key, "\0\7bc", 4);
+        ck_assert_int_eq(keel_repl_op_next(&ops, &olen, &op), 0);
+        ck_assert_int_eq(op.kind, KEEL_REPL_DEL_PREFIX);
+        ck_assert_uint_eq(op.klen, 2);
+        ck_assert_uint_eq(olen, 0);
+    }
+    ck_assert_int_eq(keel_repl_unit_next(&p, &rest, &u), 0);
+    ck_assert_uint_eq(u.clen, 0);
+    ck_assert_uint_eq(u.shard, 65535);
+    ck_assert_uint_eq(u.nops, 0);
+    ck_assert_uint_eq(u.ops_len, 0);
+    ck_assert_uint_eq(rest, 0);
+    ck_assert_ptr_eq(p, buf + len);
+}
+END_TEST
+
+/* Every truncation of a REPL body is refused by some step, never read
+ * past; other versions, empty senders, bad op kinds and short keys too. */
+START_TEST(repl_truncated_and_bad)
+{
+    uint8_t buf[256];
+    size_t len = repl_sample(buf), cut;
+
+    for (cut = 0; cut < len; cut++) {
+        uint8_t *copy = malloc(cut ? cut : 1);
+        keel_repl_head h;
+        keel_repl_unit u;
+        const uint8_t *p;
+        size_t rest;
+        int rc, i;
+
+        memcpy(copy, buf, cut);
+        rc = keel_repl_head_parse(copy, cut, &h);
+        for (i = 0; rc == 0 && i < h.nunits; i++) {
+            if (i == 0) {
+                p = h.units;
+                rest = h.units_len;
+            }
+            rc = keel_repl_unit_next(&p, &rest, &u);
+        }
+        ck_assert_msg(rc == KEEL_EMALFORMED, "cut at %zu: %d", cut, rc);
+        free(copy);
+    }
+    {
+        keel_repl_head h;
+        keel_repl_unit u;
+        const uint8_t *p;
+        size_t rest;
+        uint8_t b2[256];
+
+        memcpy(b2, buf, len);
+        b2[0] = 2;
+        ck_assert_int_eq(keel_repl_head_parse(b2, len, &h), KEEL_EPROTO);
+        b2[0] = 1;
+        b2[1] = 0;
+        ck_assert_int_eq(keel_repl_head_parse(b2, len, &h), KEEL_EMALFORMED);
+        /* op kind 4 */
+        memcpy(b2, buf, len);
+        b2[14 + 26] = 4;
+        ck_assert_int_eq(keel_repl_head_parse(b2, len, &h), 0);
+        p = h.units;
+        rest = h.units_len;
+        ck_assert_int_eq(keel_repl_unit_next(&p, &rest, &u), KEEL_EMALFORMED);
+        /* a key of one byte */
+        memcpy(b2, buf, len);
+        b2[14 + 26 + 2] = 1;
+        ck_assert_int_eq(keel_repl_head_parse(b2, len, &h), 0);
+        p = h.units;
+        rest = h.units_len;
+        ck_assert_int_eq(keel_repl_unit_next(&p, &rest, &u), KEEL_EMALFORMED);
+        /* more ops announced than there are */
+        memcpy(b2, buf, len);
+        b2[14 + 25] = 4;
+        ck_assert_int_eq(keel_repl_head_parse(b2, len, &h), 0);
+        p = h.units;
+        rest = h.units_len;
+        ck_assert_int_eq(keel_repl_unit_next(&p, &rest, &u), KEEL_EMALFORMED);
+    }
+}
+END_TEST
+
+START_TEST(repl_acks_round_trip)
+{
+    uint8_t buf[64], *copy;
+    size_t off = 2, len, cut;
+    const uint8_t *p;
+    uint16_t n = 0;
+    keel_repl_ack a;
+    static const uint8_t want[] = {0, 2,  3, 'g', 'p', 'u', 0, 7, 0, 0,
+                                   0, 0,  0, 0,   0,   0,   1, 2, 0, 0,
+                                   3, 0, 11, 0,   0,   0,   0, 0, 0, 0, 5};
+
+    keel_repl_acks_count(buf, 2);
+    off += keel_repl_ack_encode(buf + off, "gpu", 3, 7, 0, 258);
+    off += keel_repl_ack_encode(buf + off, "", 0, 3, KEEL_EFENCED, 5);
+    ck_assert_uint_eq(off, sizeof want);
+    ck_assert_mem_eq(buf, want, sizeof want);
+    ck_assert_uint_eq(KEEL_REPL_ACK_SIZE(3), 16);
+
+    copy = malloc(off);
+    memcpy(copy, buf, off);
+    p = copy;
+    len = off;
+    ck_assert_int_eq(keel_repl_acks_parse(&p, &len, &n), 0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_int_eq(keel_repl_ack_next(&p, &len, &a), 0);
+    ck_assert_mem_eq(a.cap, "gpu", 3);
+    ck_assert_uint_eq(a.shard, 7);
+    ck_assert_int_eq(a.status, 0);
+    ck_assert_uint_eq(a.seq, 258);
+    ck_assert_int_eq(keel_repl_ack_next(&p, &len, &a), 0);
+    ck_assert_uint_eq(a.clen, 0);
+    ck_assert_int_eq(a.status, KEEL_EFENCED);
+    ck_assert_uint_eq(a.seq, 5);
+    ck_assert_uint_eq(len, 0);
+    ck_assert_int_eq(keel_repl_ack_next(&p, &len, &a), KEEL_EMALFORMED);
+    free(copy);
+    for (cut = 2; cut < 18; cut++) {
+        copy = malloc(cut);
+        memcpy(copy, buf, cut);
+        p = copy + 2;
+        len = cut - 2;
+        ck_assert_int_eq(keel_repl_ack_next(&p, &len, &a), KEEL_EMALFORMED);
+        free(copy);
+    }
+    p = buf;
+    len = 1;
+    ck_assert_int_eq(keel_repl_acks_parse(&p, &len, &n), KEEL_EMALFORMED);
+}
+END_TEST
+
 START_TEST(doc_example_bytes)
 {
     static const uint8_t call[] = {
@@ -1258,6 +1467,9 @@ static Suite *proto_suite(void)
     tcase_add_test(codec, call_body_limits);
     tcase_add_test(codec, error_body_round_trip);
     tcase_add_test(codec, doc_example_bytes);
+    tcase_add_test(codec, repl_round_trip);
+    tcase_add_test(codec, repl_truncated_and_bad);
+    tcase_add_test(codec, repl_acks_round_trip);
     suite_add_tcase(s, codec);
 
     tcase_add_test(client, client_call_reply_and_error);

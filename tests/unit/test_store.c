@@ -17,6 +17,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "gates.h"
 #include "persistence/store.h"
 #include "testutil.h"
@@ -2594,6 +2596,281 @@ START_TEST(test_fence_only_default_capability)
 }
 END_TEST
 
+/* ------------------------------------------------- group visitor, digest */
+
+struct visit_log {
+    char text[2048];
+    size_t len;
+    keel_batch *into; /* replays each op there */
+};
+
+static int visit_op(int kind, const uint8_t *key, size_t klen,
+                    uint64_t version, const void *data, size_t dlen,
+                    void *arg)
+{
+    struct visit_log *v = arg;
+    int w = snprintf(v->text + v->len, sizeof v->text - v->len,
+                     "%d:%zu:%llu:%.*s;", kind, klen,
+                     (unsigned long long)version, (int)dlen,
+                     data != NULL ? (const char *)data : "");
+
+    ck_assert_int_gt(w, 0);
+    v->len += (size_t)w;
+    ck_assert_uint_lt(v->len, sizeof v->text);
+    switch (kind) {
+    case KEEL_BATCH_OP_PUT:
+        return keel_batch_put(v->into, key, klen, version, data, dlen);
+    case KEEL_BATCH_OP_DEL:
+        return keel_batch_del(v->into, key, klen);
+    case KEEL_BATCH_OP_DEL_PREFIX:
+        return keel_batch_del_prefix(v->into, key, klen);
+    case KEEL_BATCH_OP_DEL_UNIT:
+        ck_assert_ptr_null(key);
+        return keel_batch_del_unit(v->into, version);
+    case KEEL_BATCH_OP_HANDOFF: {
+        char to[KEEL_HANDOFF_NAME_MAX + 1];
+        memcpy(to, key, klen);
+        to[klen] = '\0';
+        return keel_batch_handoff(v->into, version, to);
+    }
+    case KEEL_BATCH_OP_FENCE_ONLY:
+        return keel_batch_fence_only(v->into);
+    default:
+        ck_abort_msg("unknown op kind %d", kind);
+    }
+    return 0;
+}
+
+static int visit_stop(int kind, const uint8_t *key, size_t klen,
+                      uint64_t version, const void *data, size_t dlen,
+                      void *arg)
+{
+    (void)kind;
+    (void)key;
+    (void)klen;
+    (void)version;
+    (void)data;
+    (void)dlen;
+    return ++*(int *)arg == 2 ? 77 : 0;
+}
+
+static uint64_t digest_of(keel_store *s, const char *cap, uint16_t shard,
+                          uint64_t *n)
+{
+    keel_store_read *r;
+    uint64_t d = 0;
+
+    ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+    ck_assert_int_eq(keel_store_unit_digest(r, cap, shard, &d, n), 0);
+    keel_store_read_end(r);
+    return d;
+}
+
+/* The ops of each group, visited in order, re-create the batch on
+ * another store: both stores end with the same units and fences. */
+START_TEST(test_batch_group_ops_replay)
+{
+    char *dir = tu_tmpdir("store");
+    char *da = NULL, *db = NULL;
+    keel_store *sa, *sb;
+    keel_batch *b = keel_batch_create(), *c = keel_batch_create();
+    struct visit_log v;
+    uint8_t k1[KEEL_KEY_MAX], k2[KEEL_KEY_MAX], k3[KEEL_KEY_MAX];
+    uint8_t pre[KEEL_KEY_MAX];
+    int n1, n2, n3, np, st, stop = 0;
+    const char *cap;
+    uint16_t shard;
+    uint64_t epoch, na, nb;
+    size_t i;
+
+    ck_assert_int_ge(asprintf(&da, "%s/a", dir), 0);
+    ck_assert_int_ge(asprintf(&db, "%s/b", dir), 0);
+    sa = open_store(da);
+    sb = open_store(db);
+    n1 = mkkey(k1, 3, "x", 1, NULL);
+    n2 = mkkey(k2, 3, "y", 1, "e1");
+    n3 = mkkey(k3, 3, "y", 1, "e2");
+    np = keel_key_prefix_len(k3, (size_t)n3);
+    memcpy(pre, k3, (size_t)np);
+    /* The same start on both: y has two entries, x none. */
+    ck_assert_int_eq(commit_put(sa, "game", 3, 1, k3, (size_t)n3, 1, "old"),
+                     0);
+    ck_assert_int_eq(commit_put(sb, "game", 3, 1, k3, (size_t)n3, 1, "old"),
+                     0);
+
+    ck_assert_int_eq(keel_batch_group_unit(b, 0, &cap, &shard, &epoch),
+                     KEEL_EINVAL);
+    /* group 0: puts, a delete of y's entries, a put after it */
+    ck_assert_int_eq(keel_batch_begin_group(b, "game", 3, 2, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k1, (size_t)n1, 5, "vx", 2), 0);
+    ck_assert_int_eq(keel_batch_del_prefix(b, pre, (size_t)np), 0);
+    ck_assert_int_eq(keel_batch_put(b, k2, (size_t)n2, 6, "", 0), 0);
+    ck_assert_int_eq(keel_batch_del(b, k1, (size_t)n1), 0);
+    ck_assert_int_eq(keel_batch_put(b, k1, (size_t)n1, 7, "vx2", 3), 0);
+    /* group 1: a fence raise of the default group */
+    ck_assert_int_eq(keel_batch_begin_group(b, "", 4, 9, NULL), 0);
+    ck_assert_int_eq(keel_batch_fence_only(b), 0);
+    /* group 2: a capability of 8 bytes (no padding after it), a purge */
+    ck_assert_int_eq(keel_batch_begin_group(b, "abcdefgh", 5, 4, NULL), 0);
+    ck_assert_int_eq(keel_batch_del_unit(b, 3), 0);
+    ck_assert_int_eq(keel_batch_handoff(b, 3, "n7"), 0);
+
+    memset(&v, 0, sizeof v);
+    v.into = c;
+    for (i = 0; i < keel_batch_group_count(b); i++) {
+        ck_assert_int_eq(keel_batch_group_unit(b, i, &cap, &shard, &epoch),
+                         0);
+        ck_assert_int_eq(keel_batch_begin_group(c, cap, shard, epoch, NULL),
+                         0);
+        ck_assert_int_eq(keel_batch_group_ops(b, i, visit_op, &v), 0);
+    }
+    ck_assert_int_eq(keel_batch_group_unit(b, 2, &cap, &shard, &epoch), 0);
+    ck_assert_str_eq(cap, "abcdefgh");
+    ck_assert_uint_eq(shard, 5);
+    ck_assert_uint_eq(epoch, 4);
+    ck_assert_int_eq(keel_batch_group_unit(b, 1, &cap, NULL, NULL), 0);
+    ck_assert_str_eq(cap, "");
+    ck_assert_int_eq(keel_batch_group_ops(b, 3, visit_op, &v), KEEL_EINVAL);
+    {
+        char want[512];
+        snprintf(want, sizeof want,
+                 "1:%d:5:vx;3:%d:0:;1:%d:6:;2:%d:0:;1:%d:7:vx2;6:0:0:;"
+                 "4:0:3:;5:2:3:;",
+                 n1, np, n2, n1, n1);
+        ck_assert_str_eq(v.text, want);
+    }
+    /* fn's nonzero return stops the visit and is returned */
+    ck_assert_int_eq(keel_batch_group_ops(b, 0, visit_stop, &stop), 77);
+    ck_assert_int_eq(stop, 2);
+    ck_assert_uint_eq(keel_batch_op_count(c), keel_batch_op_count(b));
+
+    ck_assert_int_eq(keel_store_commit(sa, b), 0);
+    ck_assert_int_eq(keel_store_commit(sb, c), 0);
+    for (i = 0; i < 3; i++) {
+        keel_batch_group(b, i, &st);
+        ck_assert_int_eq(st, 0);
+        keel_batch_group(c, i, &st);
+        ck_assert_int_eq(st, 0);
+    }
+    expect_value(sb, k1, (size_t)n1, "vx2");
+    expect_value(sb, k2, (size_t)n2, "");
+    expect_absent(sb, k3, (size_t)n3);
+    ck_assert_uint_eq(digest_of(sa, "game", 3, &na),
+                      digest_of(sb, "game", 3, &nb));
+    ck_assert_uint_eq(na, 2);
+    ck_assert_uint_eq(nb, 2);
+    ck_assert_uint_eq(fence_of(sb, "", 4), 9);
+    ck_assert_uint_eq(fence_of(sb, "abcdefgh", 5), 4);
+    {
+        keel_store_read *r;
+        char to[16];
+        uint64_t at = 0;
+        ck_assert_int_eq(keel_store_read_begin(sb, &r), 0);
+        ck_assert_int_eq(keel_store_handoff_get(r, "abcdefgh", 5, &at, to,
+                                                sizeof to),
+                         0);
+        keel_store_read_end(r);
+        ck_assert_uint_eq(at, 3);
+        ck_assert_str_eq(to, "n7");
+    }
+    keel_batch_destroy(b);
+    keel_batch_destroy(c);
+    keel_store_close(sa);
+    keel_store_close(sb);
+    tu_rmrf(dir);
+    free(da);
+    free(db);
+    free(dir);
+}
+END_TEST
+
+/* The digest covers a unit's records (key, version, data) in key order,
+ * not their epochs, and nothing of other units. */
+START_TEST(test_unit_digest)
+{
+    char *dir = tu_tmpdir("store");
+    char *da = NULL, *db = NULL;
+    keel_store *sa, *sb;
+    uint8_t k1[KEEL_KEY_MAX], k2[KEEL_KEY_MAX], buf[1024];
+    int n1, n2;
+    uint64_t n = 99, d0, d;
+    size_t off = 0;
+    keel_store_read *r;
+
+    ck_assert_int_ge(asprintf(&da, "%s/a", dir), 0);
+    ck_assert_int_ge(asprintf(&db, "%s/b", dir), 0);
+    sa = open_store(da);
+    sb = open_store(db);
+    n1 = mkkey(k1, 3, "a", 1, NULL);
+    n2 = mkkey(k2, 3, "b", 1, "e");
+
+    /* empty: the digest of nothing */
+    d0 = digest_of(sa, "", 3, &n);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_uint_eq(d0, XXH3_64bits(NULL, 0));
+
+    /* the same records written at other epochs, in another order */
+    ck_assert_int_eq(commit_put(sa, "", 3, 1, k1, (size_t)n1, 4, "one"), 0);
+    ck_assert_int_eq(commit_put(sa, "", 3, 1, k2, (size_t)n2, 2, "two!"), 0);
+    ck_assert_int_eq(commit_put(sb, "", 3, 5, k2, (size_t)n2, 2, "two!"), 0);
+    ck_assert_int_eq(commit_put(sb, "", 3, 6, k1, (size_t)n1, 4, "one"), 0);
+    d = digest_of(sa, "", 3, &n);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_uint_eq(d, digest_of(sb, "", 3, NULL));
+    ck_assert_uint_ne(d, d0);
+
+    /* by hand: klen be16 | key | version be64 | dlen be32 | data */
+#define PUT_BE(p, v, nb)                                                     \
+    do {                                                                     \
+        for (int i_ = 0; i_ < (nb); i_++)                                    \
+            (p)[i_] = (uint8_t)((uint64_t)(v) >> (8 * ((nb)-1 - i_)));       \
+    } while (0)
+    PUT_BE(buf + off, n1, 2);
+    memcpy(buf + off + 2, k1, (size_t)n1);
+    off += 2 + (size_t)n1;
+    PUT_BE(buf + off, 4, 8);
+    PUT_BE(buf + off + 8, 3, 4);
+    memcpy(buf + off + 12, "one", 3);
+    off += 15;
+    PUT_BE(buf + off, n2, 2);
+    memcpy(buf + off + 2, k2, (size_t)n2);
+    off += 2 + (size_t)n2;
+    PUT_BE(buf + off, 2, 8);
+    PUT_BE(buf + off + 8, 4, 4);
+    memcpy(buf + off + 12, "two!", 4);
+    off += 16;
+#undef PUT_BE
+    ck_assert_uint_eq(d, XXH3_64bits(buf, off));
+
+    /* a record of another unit in the same shard does not count */
+    {
+        uint8_t k3[KEEL_KEY_MAX];
+        int n3 = keel_key_encode(k3, 3, "g", 1, "a", 1, NULL, 0);
+        ck_assert_int_gt(n3, 0);
+        ck_assert_int_eq(commit_put(sb, "gpu", 3, 1, k3, (size_t)n3, 1, "z"),
+                         0);
+        ck_assert_uint_eq(digest_of(sb, "", 3, &n), d);
+        ck_assert_uint_eq(n, 2);
+        ck_assert_uint_ne(digest_of(sb, "gpu", 3, &n), d0);
+        ck_assert_uint_eq(n, 1);
+    }
+    /* another version changes it */
+    ck_assert_int_eq(commit_put(sb, "", 3, 6, k1, (size_t)n1, 5, "one"), 0);
+    ck_assert_uint_ne(digest_of(sb, "", 3, NULL), d);
+    ck_assert_int_eq(keel_store_read_begin(sa, &r), 0);
+    ck_assert_int_eq(keel_store_unit_digest(r, "", 3, NULL, NULL),
+                     KEEL_EINVAL);
+    keel_store_read_end(r);
+
+    keel_store_close(sa);
+    keel_store_close(sb);
+    tu_rmrf(dir);
+    free(da);
+    free(db);
+    free(dir);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -2642,6 +2919,8 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_store_identity);
     tcase_add_test(tc, test_scan_null_prefix);
     tcase_add_test(tc, test_fence_only_default_capability);
+    tcase_add_test(tc, test_batch_group_ops_replay);
+    tcase_add_test(tc, test_unit_digest);
     suite_add_tcase(s, tc);
     return s;
 }

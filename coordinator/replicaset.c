@@ -1,0 +1,124 @@
+/* Replica sets: the controller's rules for backups and in-sync sets. */
+#include "coordinator/replicaset.h"
+
+#include <string.h>
+
+int keel_rs_find(const keel_rs *rs, const char *name)
+{
+    int i;
+
+    for (i = 0; i < rs->n; i++)
+        if (strcmp(rs->names[i], name) == 0)
+            return i;
+    return -1;
+}
+
+/* Appends a replica; a full list takes no more (see build()). */
+static void push(keel_rs *rs, const char *name, int insync)
+{
+    if (rs->n >= KEEL_MAP_MAX_REPLICAS)
+        return;
+    if (insync)
+        rs->insync |= (uint8_t)(1u << rs->n);
+    rs->names[rs->n++] = name;
+}
+
+/* The backups placement wants beside `primary`: the first R - 1 of the
+ * desired members other than it. */
+static size_t wanted(const keel_rs_env *env, const char *primary,
+                     const char **out)
+{
+    size_t i, n = 0;
+
+    for (i = 0; i < env->ndesired && n + 1 < env->replicas &&
+                n < KEEL_MAP_MAX_REPLICAS - 1;
+         i++)
+        if (strcmp(env->desired[i], primary) != 0)
+            out[n++] = env->desired[i];
+    return n;
+}
+
+static int listed(const char *const *v, size_t n, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (strcmp(v[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+/* The set with `primary` (in sync) and, of the candidates (names[i], in
+ * sync per ins[i], in their order), those placement wants or that are
+ * gone while still in sync; then placement's other choices, out of sync.
+ * Gone in-sync backups kept listed can fill the list: the new ones that
+ * do not fit wait until the primary has them dropped. */
+static void build(const keel_rs_env *env, const char *primary,
+                  const char *const *names, const int *ins, size_t n,
+                  keel_rs *out)
+{
+    const char *want[KEEL_MAP_MAX_REPLICAS];
+    size_t nwant = wanted(env, primary, want), i;
+
+    memset(out, 0, sizeof *out);
+    push(out, primary, 1);
+    for (i = 0; i < n; i++) {
+        if (strcmp(names[i], primary) == 0)
+            continue;
+        if (listed(want, nwant, names[i]))
+            push(out, names[i], ins[i]);
+        else if (ins[i] && !env->live(names[i], env->arg) &&
+                 !env->forgotten(names[i], env->arg))
+            push(out, names[i], 1);
+    }
+    for (i = 0; i < nwant; i++)
+        if (keel_rs_find(out, want[i]) < 0)
+            push(out, want[i], 0);
+}
+
+void keel_rs_fresh(const keel_rs_env *env, keel_rs *out)
+{
+    size_t i;
+
+    memset(out, 0, sizeof *out);
+    for (i = 0; i < env->ndesired && i < env->replicas; i++)
+        push(out, env->desired[i],
+             i == 0 || env->has_store(env->desired[i], env->arg));
+}
+
+void keel_rs_follow(const keel_rs_env *env, const keel_rs *old, keel_rs *out)
+{
+    int ins[KEEL_MAP_MAX_REPLICAS];
+    int i;
+
+    for (i = 0; i < old->n; i++)
+        ins[i] = (old->insync >> i) & 1;
+    build(env, old->names[0], old->names + 1, ins + 1,
+          old->n > 0 ? (size_t)old->n - 1 : 0, out);
+}
+
+void keel_rs_move(const keel_rs_env *env, const keel_rs *old, const char *to,
+                  int with_data, keel_rs *out)
+{
+    int ins[KEEL_MAP_MAX_REPLICAS];
+    int i;
+
+    /* The old primary (i == 0) is out: what it wrote after the stream is
+     * nowhere, and it deletes its copy once the stream is stored. The
+     * backups that were in sync have all that A acknowledged, which the
+     * stream gave B too; without the stream, B starts from nothing and
+     * no one else agrees with it. */
+    for (i = 0; i < old->n; i++)
+        ins[i] = with_data && i > 0 && ((old->insync >> i) & 1);
+    build(env, to, old->names, ins, old->n, out);
+}
+
+int keel_rs_drop(keel_rs *rs, const char *name)
+{
+    int pos = keel_rs_find(rs, name);
+
+    if (pos < 1 || !((rs->insync >> pos) & 1))
+        return 0;
+    rs->insync &= (uint8_t)~(1u << pos);
+    return 1;
+}

@@ -1,0 +1,1667 @@
+/* Replication: see runtime/repl.h and docs/cluster.md, "Replication
+ * stream".
+ *
+ * Primary side. Each unit this node has sent writes of (repl_unit) counts
+ * its pieces: a piece is one unit's whole groups (an actor's writes are
+ * never split) of one settled batch, at most REPL_PIECE_MAX bytes unless
+ * one group is larger, numbered by seq from 1 at each shard_epoch. Every
+ * piece goes to every in-sync backup of the unit, in the REPL frame this
+ * settle builds for that backup node (repl_link). A wait entry
+ * (repl_wait) per unit and settle holds the replies of the unit's actors
+ * from that settle on, with the backups that must acknowledge its last
+ * seq; entries leave in order, so a reply never overtakes an earlier one
+ * of its actor.
+ *
+ * A frame stays on its link until each of its units is acknowledged by
+ * the backup, or the backup is out of the unit's in-sync set in the map
+ * this node applied, or the unit is no longer this node's at that epoch.
+ * A refusal or a failed link sends every listed frame of the link again,
+ * in order, once none of its sends is unanswered: the backup takes a
+ * unit's pieces only in seq order and once each, so a resend that
+ * reaches it twice changes nothing.
+ *
+ * Backup side. Per unit (repl_bunit) the stream, epoch and seqs taken
+ * (accepted: queued for the writer; durable: reported committed). The
+ * writer is one of this module's own, started with the first REPL frame:
+ * one batch per frame, reported in order, so a frame of duplicates only
+ * is answered once everything before it is durable. */
+#include "runtime/repl.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+
+#include "common/log.h"
+#include "coordinator/cluster.h"
+#include "coordinator/shardmap.h"
+#include "runtime/cluster_rt_int.h"
+
+#define REPL_LAG_MS_DEFAULT 1000
+#define REPL_TICK_S 0.02
+/* A refused piece or a failed link: everything unacknowledged goes again
+ * after this pause (the refusal is typically a backup that has not read
+ * the map yet). */
+#define REPL_RETRY_S 0.05
+#define REPL_PIECE_MAX (256u << 10)
+#define REPL_FRAME_MAX (1u << 20)
+/* What one frame may carry: a peer link's limit. A single group larger
+ * than that is never sent: the backup sees the gap in seqs and refuses
+ * what follows, and it is dropped from the in-sync set after the lag. */
+#define REPL_SEND_MAX ((64u << 20) - KEEL_FRAME_HEADER)
+#define REPL_MAX_BACKUPS 4
+
+typedef struct repl_link repl_link;
+typedef struct repl_frame repl_frame;
+typedef struct repl_unit repl_unit;
+typedef struct repl_wait repl_wait;
+
+/* Replies of a unit's actors from one settle on, released when every
+ * backup listed has acknowledged seq at epoch (or left the unit's in-sync
+ * set), or failed in doubt. */
+struct repl_wait {
+    repl_wait *next;
+    uint64_t epoch, seq;
+    ev_tstamp born;
+    int doubt; /* fail the replies: the writes cannot be confirmed */
+    unsigned nb;
+    struct {
+        repl_link *l;
+        int done;
+    } b[REPL_MAX_BACKUPS];
+    keel_req_queue reqs;
+    size_t nreqs;
+};
+
+struct repl_unit {
+    uint64_t hash;
+    uint32_t shard;
+    uint64_t epoch;  /* of seq */
+    uint64_t seq;    /* the last piece numbered at epoch */
+    uint64_t stale;  /* a backup holds a newer epoch than this one */
+    repl_wait *head, *tail;
+    repl_unit *bnext, *bprev; /* on r->busy while it has entries */
+    int busy;
+    /* Drops asked for (keel_cluster_request_drop), by backup and epoch. */
+    struct {
+        repl_link *l;
+        uint64_t epoch;
+    } asked[REPL_MAX_BACKUPS];
+    /* Scratch of one settle: its backups, decided once per settle. */
+    uint64_t settle;
+    uint64_t settle_epoch;
+    unsigned snb;
+    int sdoubt;
+    uint64_t sfail; /* the settle whose replies it could not hold */
+    repl_link *sl[REPL_MAX_BACKUPS];
+    char cap[];
+};
+
+struct rf_unit {
+    repl_unit *u;
+    uint64_t epoch, seq;
+    int done;
+};
+
+struct repl_frame {
+    repl_frame *next;
+    repl_link *l;
+    int refs;   /* listed on its link, and its send while unanswered */
+    int listed;
+    ev_tstamp born;
+    uint8_t *body;
+    size_t len, cap;
+    uint16_t nunits, nleft;
+    struct rf_unit *units;
+    size_t ucap;
+};
+
+/* A backup node. Links live as long as the module. */
+struct repl_link {
+    repl_link *next;
+    char name[KEEL_NAME_MAX + 1];
+    char addr[300];
+    repl_frame *head, *tail; /* sent or to send, not acknowledged */
+    size_t nframes;
+    uint32_t inflight;       /* sends not answered yet */
+    int retry;               /* listed frames go again at retry_at */
+    ev_tstamp retry_at;
+    ev_tstamp warned_at;
+    repl_frame *build;       /* the frame of the settle under way */
+};
+
+/* Backup side: what this node took of a unit. */
+typedef struct repl_bunit {
+    uint64_t hash;
+    uint32_t shard;
+    uint64_t epoch;
+    uint64_t stream;
+    uint64_t accepted; /* the last seq queued for the writer */
+    uint64_t durable;  /* the last seq committed (durable as the mode says) */
+    char cap[];
+} repl_bunit;
+
+struct bj_unit {
+    repl_bunit *bu;
+    int status;  /* refused before the writer, or 0 */
+    int grouped; /* a group of the batch (else a duplicate or refused) */
+    size_t gidx;
+    uint64_t epoch, stream, seq;
+    /* What bu was before this unit was taken: restored when the frame
+     * cannot be queued at all. */
+    uint64_t old_epoch, old_stream, old_accepted, old_durable;
+    uint32_t shard;
+    uint8_t clen;
+    char cap[256];
+};
+
+/* A REPL frame with the backup's writer. */
+typedef struct bjob {
+    struct bjob *next;
+    keel_req *req;
+    keel_batch *b;
+    int wstatus;  /* the writer's report */
+    int done;     /* reported, or refused at the door (under r->mu) */
+    int reported; /* by the writer: a failure there is acknowledged */
+    uint16_t nunits;
+    struct bj_unit *units;
+} bjob;
+
+struct keel_repl {
+    keel_node *n;
+    keel_cluster_rt *rt;
+    uint64_t stream; /* this process's stream: its start, in ns */
+    double lag_s;
+    keel_hmap units;   /* repl_unit by (cap, shard) */
+    repl_unit *busy;   /* units with entries */
+    repl_link *links;
+    size_t nframes;    /* listed, over every link */
+    uint64_t settle_no;
+    /* A settle that ran out of memory: its replies of units marked (or of
+     * every unit, sfail_all) fail in doubt rather than go unconfirmed. */
+    uint64_t sfail, sfail_all;
+    /* Out of memory lost writes of units this node cannot name: every
+     * unit starts its seqs at 2 from then on, so backups that never saw
+     * seq 1 refuse what follows and are dropped. */
+    int lossy;
+    struct gref {
+        repl_unit *u;
+        size_t g;
+    } *gv;
+    size_t gcap;
+    keel_replica_ref refs[REPL_MAX_BACKUPS];
+    uint8_t *piece; /* the ops of the piece being made */
+    size_t plen, pcap;
+    uint32_t pops;
+    ev_timer tick;
+    int started;
+
+    /* Backup side. */
+    keel_hmap bunits; /* repl_bunit by (cap, shard) */
+    keel_writer *writer;
+    pthread_mutex_t mu;
+    bjob *jobs, *jobs_tail; /* with the writer, in order */
+    bjob *wnext;            /* the next one it reports (under mu) */
+    ev_async wake;
+};
+
+static const char doubt_msg[] =
+    "outcome unknown: the write is durable on this node, but a backup of "
+    "its unit could not confirm it (this node may no longer own the unit)";
+
+static uint64_t unit_hash(const char *cap, uint32_t shard)
+{
+    return XXH3_64bits_withSeed(cap, strlen(cap), shard);
+}
+
+struct ukey {
+    const char *cap;
+    uint32_t shard;
+};
+
+static int punit_eq(const void *item, const void *key)
+{
+    const repl_unit *u = item;
+    const struct ukey *k = key;
+
+    return u->shard == k->shard && strcmp(u->cap, k->cap) == 0;
+}
+
+static int bunit_eq(const void *item, const void *key)
+{
+    const repl_bunit *u = item;
+    const struct ukey *k = key;
+
+    return u->shard == k->shard && strcmp(u->cap, k->cap) == 0;
+}
+
+static repl_unit *punit_find(keel_repl *r, const char *cap, uint32_t shard)
+{
+    struct ukey k = {cap, shard};
+
+    if (r->units.count == 0)
+        return NULL;
+    return keel_hmap_get(&r->units, unit_hash(cap, shard), &k, punit_eq);
+}
+
+/* Units are kept as long as the module: frames and entries point at
+ * them, and their seqs must go on at the same epoch. There is one per unit
+ * this node sent writes of, at most. */
+static repl_unit *punit_get(keel_repl *r, const char *cap, uint32_t shard)
+{
+    repl_unit *u = punit_find(r, cap, shard);
+    size_t clen = strlen(cap);
+
+    if (u != NULL)
+        return u;
+    u = calloc(1, sizeof *u + clen + 1);
+    if (u == NULL)
+        return NULL;
+    memcpy(u->cap, cap, clen + 1);
+    u->shard = shard;
+    u->hash = unit_hash(cap, shard);
+    if (keel_hmap_put(&r->units, u->hash, u) != 0) {
+        free(u);
+        return NULL;
+    }
+    return u;
+}
+
+static void busy_update(keel_repl *r, repl_unit *u)
+{
+    int want = u->head != NULL;
+
+    if (want == u->busy)
+        return;
+    if (want) {
+        u->bprev = NULL;
+        u->bnext = r->busy;
+        if (r->busy != NULL)
+            r->busy->bprev = u;
+        r->busy = u;
+        r->n->repl_busy++;
+    } else {
+        if (u->bprev != NULL)
+            u->bprev->bnext = u->bnext;
+        else
+            r->busy = u->bnext;
+        if (u->bnext != NULL)
+            u->bnext->bprev = u->bprev;
+        u->bnext = u->bprev = NULL;
+        r->n->repl_busy--;
+    }
+    u->busy = want;
+}
+
+static void arm(keel_repl *r, double after)
+{
+    if (!r->started)
+        return;
+    if (ev_is_active(&r->tick)) {
+        if (after > 0)
+            return;
+        ev_timer_stop(r->n->loop, &r->tick);
+    }
+    ev_timer_set(&r->tick, after, REPL_TICK_S);
+    ev_timer_start(r->n->loop, &r->tick);
+}
+
+/* ----------------------------------------------------- the applied map */
+
+static keel_cluster *cl(keel_repl *r)
+{
+    return r->rt->c;
+}
+
+/* Whether the applied map has this node as the unit's primary at epoch. */
+static int unit_ours(keel_repl *r, const char *cap, uint32_t shard,
+                     uint64_t epoch)
+{
+    const keel_shard_map *m = keel_cluster_map(cl(r));
+    const char *p;
+    int ci;
+
+    if (m == NULL || shard >= m->shard_count)
+        return 0;
+    ci = keel_map_cap_index(m, cap);
+    if (ci < 0)
+        return 0;
+    p = keel_map_primary(m, (uint32_t)ci, shard);
+    return p != NULL &&
+           keel_map_unit_at(m, (uint32_t)ci, shard)->shard_epoch == epoch &&
+           strcmp(p, keel_cluster_node_name(cl(r))) == 0;
+}
+
+/* The unit's in-sync backups at epoch into r->refs; their count. */
+static size_t insync(keel_repl *r, const repl_unit *u, uint64_t epoch)
+{
+    return keel_cluster_insync_backups(cl(r), u->cap, u->shard, epoch,
+                                       r->refs, REPL_MAX_BACKUPS);
+}
+
+static int in_refs(const keel_repl *r, size_t nrefs, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < nrefs; i++)
+        if (strcmp(r->refs[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------ links */
+
+static repl_link *link_get(keel_repl *r, const keel_replica_ref *ref)
+{
+    repl_link *l;
+
+    for (l = r->links; l != NULL; l = l->next)
+        if (strcmp(l->name, ref->name) == 0)
+            break;
+    if (l == NULL) {
+        l = calloc(1, sizeof *l);
+        if (l == NULL)
+            return NULL;
+        snprintf(l->name, sizeof l->name, "%s", ref->name);
+        l->next = r->links;
+        r->links = l;
+    }
+    if (ref->addr[0] != '\0' && strcmp(l->addr, ref->addr) != 0) {
+        /* A new address (the backup restarted elsewhere): what it has not
+         * acknowledged goes there. */
+        if (l->addr[0] != '\0' && l->head != NULL) {
+            l->retry = 1;
+            l->retry_at = 0;
+        }
+        snprintf(l->addr, sizeof l->addr, "%s", ref->addr);
+    }
+    return l;
+}
+
+static void frame_unref(repl_frame *f)
+{
+    if (--f->refs > 0)
+        return;
+    free(f->body);
+    free(f->units);
+    free(f);
+}
+
+static void frame_unlist(keel_repl *r, repl_frame *f)
+{
+    repl_link *l = f->l;
+    repl_frame **pp;
+
+    for (pp = &l->head; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == f)
+            break;
+    if (*pp == NULL)
+        return;
+    *pp = f->next;
+    if (l->tail == f) {
+        repl_frame *t = l->head;
+        while (t != NULL && t->next != NULL)
+            t = t->next;
+        l->tail = t;
+    }
+    f->next = NULL;
+    f->listed = 0;
+    l->nframes--;
+    r->nframes--;
+    frame_unref(f);
+}
+
+static void link_retry(keel_repl *r, repl_link *l, double pause)
+{
+    ev_tstamp at = ev_now(r->n->loop) + pause;
+
+    if (!l->retry || at < l->retry_at)
+        l->retry_at = at;
+    l->retry = 1;
+    arm(r, 0.001);
+}
+
+static void frame_cb(keel_node *n, int status, const uint8_t *body,
+                     size_t len, void *arg);
+
+/* Sends f (listed on its link). On failure the link retries later; no
+ * callback ever sends (peer.h: a failing link completes its frames from
+ * inside its own teardown). */
+static void frame_send(keel_repl *r, repl_frame *f)
+{
+    repl_link *l = f->l;
+    uint8_t *body;
+
+    if (r->rt->peers == NULL || l->addr[0] == '\0') {
+        link_retry(r, l, 0.2);
+        return;
+    }
+    body = keel__peer_frame(r->rt->peers, l->addr, KEEL_FRAME_REPL, 0, f->len,
+                            frame_cb, f);
+    if (body == NULL) {
+        link_retry(r, l, 0.2);
+        return;
+    }
+    memcpy(body, f->body, f->len);
+    f->refs++;
+    l->inflight++;
+    STAT_ADD(r->n, repl_frames_sent, 1);
+    STAT_ADD(r->n, repl_bytes_sent, f->len);
+}
+
+/* ---------------------------------------------------- releasing replies */
+
+static void wait_free(keel_repl *r, repl_wait *w)
+{
+    keel_req *req;
+
+    while ((req = w->reqs.head) != NULL) {
+        w->reqs.head = req->next;
+        req->next = NULL;
+        STAT_SUB(r->n, repl_waiting, 1);
+        if (w->doubt)
+            keel__req_doubt(r->n, req, doubt_msg);
+        else
+            keel__req_settle(r->n, req);
+    }
+    free(w);
+}
+
+static int wait_complete(const repl_wait *w)
+{
+    unsigned i;
+
+    if (w->doubt)
+        return 1;
+    for (i = 0; i < w->nb; i++)
+        if (!w->b[i].done)
+            return 0;
+    return 1;
+}
+
+/* Releases the unit's complete entries, oldest first, up to the first
+ * that still waits. */
+static void unit_progress(keel_repl *r, repl_unit *u)
+{
+    repl_wait *w;
+
+    while ((w = u->head) != NULL && wait_complete(w)) {
+        u->head = w->next;
+        if (u->head == NULL)
+            u->tail = NULL;
+        wait_free(r, w);
+    }
+    busy_update(r, u);
+}
+
+/* The backup acknowledged the unit up to seq at epoch. */
+static void unit_acked(repl_unit *u, uint64_t epoch, const repl_link *l,
+                       uint64_t seq)
+{
+    repl_wait *w;
+    unsigned i;
+
+    for (w = u->head; w != NULL; w = w->next) {
+        if (w->epoch != epoch || w->seq > seq)
+            continue;
+        for (i = 0; i < w->nb; i++)
+            if (w->b[i].l == l)
+                w->b[i].done = 1;
+    }
+}
+
+/* Nothing more is waited for from l on (u, epoch): it acknowledged, left
+ * the in-sync set, or cannot be heard from; doubt fails what waited on it
+ * rather than releasing it. */
+static void unit_forget_link(keel_repl *r, repl_unit *u, uint64_t epoch,
+                             repl_link *l, int doubt)
+{
+    repl_wait *w;
+    repl_frame *f, *next;
+    unsigned i;
+    uint16_t k;
+
+    for (w = u->head; w != NULL; w = w->next) {
+        if (w->epoch != epoch)
+            continue;
+        for (i = 0; i < w->nb; i++) {
+            if (w->b[i].l != l || w->b[i].done)
+                continue;
+            w->b[i].done = 1;
+            if (doubt)
+                w->doubt = 1;
+        }
+    }
+    for (f = l->head; f != NULL; f = next) {
+        next = f->next;
+        for (k = 0; k < f->nunits; k++) {
+            struct rf_unit *x = &f->units[k];
+            if (x->done || x->u != u || x->epoch != epoch)
+                continue;
+            x->done = 1;
+            f->nleft--;
+        }
+        if (f->nleft == 0)
+            frame_unlist(r, f);
+    }
+}
+
+/* A backup holds a newer epoch of the unit than `epoch`: this node is
+ * not its primary there any more, whatever its map says yet. Every reply
+ * waiting on the unit at that epoch fails in doubt, and later writes at
+ * that epoch are not sent. */
+static void unit_stale(keel_repl *r, repl_unit *u, uint64_t epoch,
+                       const repl_link *l)
+{
+    repl_wait *w;
+
+    if (u->stale < epoch) {
+        keel_warn("unit (%s, %u): backup %s holds a newer epoch than %llu: "
+                  "this node is not its primary any more; its waiting "
+                  "replies fail in doubt",
+                  u->cap, u->shard, l->name, (unsigned long long)epoch);
+        u->stale = epoch;
+    }
+    for (w = u->head; w != NULL; w = w->next)
+        if (w->epoch <= epoch)
+            w->doubt = 1;
+    STAT_ADD(r->n, fence_refusals, 1);
+}
+
+/* --------------------------------------------------- a frame's answer */
+
+static void frame_cb(keel_node *n, int status, const uint8_t *body,
+                     size_t len, void *arg)
+{
+    repl_frame *f = arg;
+    repl_link *l = f->l;
+    keel_repl *r = n->repl;
+    const uint8_t *p = body;
+    size_t rest = len;
+    uint16_t cnt = 0, k;
+    int again = 0, why = status;
+
+    l->inflight--;
+    if (r == NULL || !f->listed) {
+        frame_unref(f);
+        return;
+    }
+    if (status == 0 && (keel_repl_acks_parse(&p, &rest, &cnt) != 0 ||
+                        cnt != f->nunits)) {
+        status = why = KEEL_EPROTO;
+    }
+    for (k = 0; status == 0 && k < cnt; k++) {
+        struct rf_unit *x = &f->units[k];
+        keel_repl_ack a;
+        if (keel_repl_ack_next(&p, &rest, &a) != 0 ||
+            a.clen != strlen(x->u->cap) ||
+            memcmp(a.cap, x->u->cap, a.clen) != 0 || a.shard != x->u->shard) {
+            why = KEEL_EPROTO;
+            again = 1;
+            break;
+        }
+        if (x->done)
+            continue;
+        if (a.status == 0 && a.seq >= x->seq) {
+            STAT_ADD(n, repl_acks, 1);
+            unit_acked(x->u, x->epoch, l, a.seq);
+            x->done = 1;
+            f->nleft--;
+            unit_progress(r, x->u);
+        } else if (a.status == KEEL_EFENCED) {
+            unit_stale(r, x->u, x->epoch, l);
+            unit_progress(r, x->u);
+            x->done = 1;
+            f->nleft--;
+        } else {
+            /* Not taken yet: its map lags (ENOTTARGET), a piece before
+             * it is missing there (EPROTO), its store failed... */
+            if (!again)
+                why = a.status != 0 ? a.status : KEEL_EPROTO;
+            again = 1;
+        }
+    }
+    if (status != 0)
+        again = 1;
+    if (again && ev_now(n->loop) - l->warned_at >= 1.0) {
+        l->warned_at = ev_now(n->loop);
+        keel_debug("replication to %s: %s; sending again", l->name,
+                   why == KEEL_PEER_UNSENT ? "not sent" : keel_strerror(why));
+    }
+    if (f->nleft == 0)
+        frame_unlist(r, f);
+    else if (again)
+        link_retry(r, l, REPL_RETRY_S);
+    frame_unref(f);
+}
+
+/* ------------------------------------------------- building the frames */
+
+static int reserve(uint8_t **buf, size_t *cap, size_t len, size_t more)
+{
+    size_t c = *cap ? *cap : 4096;
+    uint8_t *q;
+
+    if (more <= *cap - len && *buf != NULL)
+        return 0;
+    if (more > SIZE_MAX / 4 - len)
+        return KEEL_ENOMEM;
+    while (c - len < more)
+        c *= 2;
+    q = realloc(*buf, c);
+    if (q == NULL)
+        return KEEL_ENOMEM;
+    *buf = q;
+    *cap = c;
+    return 0;
+}
+
+static int piece_op(int kind, const uint8_t *key, size_t klen,
+                    uint64_t version, const void *data, size_t dlen,
+                    void *arg)
+{
+    keel_repl *r = arg;
+    size_t need;
+    int k;
+
+    switch (kind) {
+    case KEEL_BATCH_OP_PUT:
+        k = KEEL_REPL_PUT;
+        break;
+    case KEEL_BATCH_OP_DEL:
+        k = KEEL_REPL_DEL;
+        break;
+    case KEEL_BATCH_OP_DEL_PREFIX:
+        k = KEEL_REPL_DEL_PREFIX;
+        break;
+    case KEEL_BATCH_OP_FENCE_ONLY:
+        return 0; /* the unit's head carries the epoch */
+    default:
+        /* Unit deletions and handovers are the cluster runtime's own
+         * writes, never in a batch of actor turns. */
+        return KEEL_EINVAL;
+    }
+    need = keel_repl_op_size(k, klen, dlen);
+    if (need > REPL_SEND_MAX || reserve(&r->piece, &r->pcap, r->plen, need))
+        return KEEL_ETOOBIG;
+    r->plen += keel_repl_op_encode(r->piece + r->plen, k, key, klen, version,
+                                   data, dlen);
+    r->pops++;
+    return 0;
+}
+
+static repl_frame *frame_new(keel_repl *r, repl_link *l)
+{
+    repl_frame *f = calloc(1, sizeof *f);
+    const char *me = keel_cluster_node_name(cl(r));
+    size_t flen = strlen(me);
+
+    if (f == NULL)
+        return NULL;
+    f->l = l;
+    f->refs = 1;
+    if (reserve(&f->body, &f->cap, 0, KEEL_REPL_HEAD_SIZE(flen)) != 0) {
+        free(f);
+        return NULL;
+    }
+    f->len = keel_repl_head_encode(f->body, me, flen, r->stream, 0);
+    return f;
+}
+
+/* Lists and sends the frame built for l in this settle. */
+static void frame_finish(keel_repl *r, repl_link *l)
+{
+    repl_frame *f = l->build;
+    const char *me = keel_cluster_node_name(cl(r));
+
+    l->build = NULL;
+    if (f == NULL)
+        return;
+    if (f->nunits == 0) {
+        frame_unref(f);
+        return;
+    }
+    keel_repl_head_encode(f->body, me, strlen(me), r->stream, f->nunits);
+    f->born = ev_now(r->n->loop);
+    f->nleft = f->nunits;
+    f->listed = 1;
+    if (l->tail != NULL)
+        l->tail->next = f;
+    else
+        l->head = f;
+    l->tail = f;
+    l->nframes++;
+    r->nframes++;
+    if (!l->retry)
+        frame_send(r, f);
+}
+
+/* Appends the piece in r->piece (unit u, seq) to l's frame of this
+ * settle, starting another when it is full. A piece that cannot be added
+ * is not sent: the backup then refuses what follows it (a gap in seqs)
+ * and is dropped after the lag. */
+static void frame_add_piece(keel_repl *r, repl_link *l, repl_unit *u,
+                            uint64_t epoch, uint64_t seq)
+{
+    size_t clen = strlen(u->cap), need = KEEL_REPL_UNIT_SIZE(clen) + r->plen;
+    repl_frame *f = l->build;
+
+    if (f != NULL && (f->nunits == UINT16_MAX ||
+                      (f->nunits > 0 && f->len + need > REPL_FRAME_MAX))) {
+        frame_finish(r, l);
+        f = NULL;
+    }
+    if (f == NULL && (f = l->build = frame_new(r, l)) == NULL)
+        goto fail;
+    if (f->len + need > REPL_SEND_MAX ||
+        reserve(&f->body, &f->cap, f->len, need) != 0)
+        goto fail;
+    if (f->nunits == f->ucap) {
+        size_t c = f->ucap ? f->ucap * 2 : 8;
+        struct rf_unit *nu = realloc(f->units, c * sizeof *nu);
+        if (nu == NULL)
+            goto fail;
+        f->units = nu;
+        f->ucap = c;
+    }
+    f->len += keel_repl_unit_encode(f->body + f->len, u->cap, clen, u->shard,
+                                    epoch, seq, r->pops);
+    if (r->plen > 0)
+        memcpy(f->body + f->len, r->piece, r->plen);
+    f->len += r->plen;
+    f->units[f->nunits].u = u;
+    f->units[f->nunits].epoch = epoch;
+    f->units[f->nunits].seq = seq;
+    f->units[f->nunits].done = 0;
+    f->nunits++;
+    return;
+fail:
+    keel_error("unit (%s, %u): cannot send %zu bytes of writes to backup %s; "
+               "it will be dropped from the in-sync set",
+               u->cap, u->shard, r->plen, l->name);
+}
+
+/* Numbers the piece in r->piece and hands it to every backup of u. */
+static void piece_emit(keel_repl *r, repl_unit *u, uint64_t epoch)
+{
+    unsigned i;
+
+    u->seq++;
+    for (i = 0; i < u->snb; i++)
+        frame_add_piece(r, u->sl[i], u, epoch, u->seq);
+    r->plen = 0;
+    r->pops = 0;
+}
+
+/* Decides, once per settle, whether and where the writes of u at epoch
+ * go. */
+static void unit_decide(keel_repl *r, repl_unit *u, uint64_t epoch)
+{
+    size_t i, nrefs;
+
+    u->settle = r->settle_no;
+    u->settle_epoch = epoch;
+    u->snb = 0;
+    u->sdoubt = 0;
+    if (epoch < u->epoch || u->stale >= epoch) {
+        /* Written at an epoch this node has left (its backups hold a
+         * newer one): whatever waits on it is in doubt. */
+        u->sdoubt = 1;
+        return;
+    }
+    nrefs = insync(r, u, epoch);
+    for (i = 0; i < nrefs; i++) {
+        repl_link *l = link_get(r, &r->refs[i]);
+        if (l != NULL)
+            u->sl[u->snb++] = l;
+        else
+            u->sdoubt = 1; /* out of memory: cannot be confirmed */
+    }
+    if (u->snb > 0 && epoch > u->epoch) {
+        u->epoch = epoch;
+        u->seq = r->lossy ? 1 : 0;
+    }
+    if (nrefs == 0 && !unit_ours(r, u->cap, u->shard, epoch))
+        u->sdoubt = 1; /* not this node's there: nobody confirms it */
+}
+
+/* Out of memory before anything of b was sent: its replies fail in
+ * doubt, and the backups of its units must see a gap in seqs. */
+static void repl_lost(keel_repl *r, keel_batch *b)
+{
+    size_t i, ng = keel_batch_group_count(b);
+
+    keel_error("replication: out of memory; the writes of %zu actors are "
+               "not sent to backups, which will be dropped",
+               ng);
+    r->sfail = r->sfail_all = r->settle_no;
+    r->lossy = 1;
+    for (i = 0; i < ng; i++) {
+        const char *cap;
+        uint16_t shard;
+        uint64_t epoch;
+        repl_unit *u;
+        if (keel_batch_group_unit(b, i, &cap, &shard, &epoch) == 0 &&
+            (u = punit_find(r, cap, shard)) != NULL &&
+            u->settle != r->settle_no) {
+            u->settle = r->settle_no;
+            u->seq++;
+        }
+    }
+}
+
+static int gref_cmp(const void *a, const void *b)
+{
+    const struct gref *x = a, *y = b;
+
+    if (x->u != y->u)
+        return x->u < y->u ? -1 : 1;
+    return x->g < y->g ? -1 : x->g > y->g;
+}
+
+/* Sends the writes of the units of b (durable here) that have in-sync
+ * backups, and makes a wait entry per such unit. */
+static void repl_send(keel_repl *r, keel_batch *b)
+{
+    size_t ng = keel_batch_group_count(b), nv = 0, i, j;
+    repl_link *l;
+
+    if (ng == 0)
+        return;
+    r->settle_no++;
+    if (r->gcap < ng) {
+        struct gref *v = realloc(r->gv, ng * sizeof *v);
+        if (v == NULL) {
+            repl_lost(r, b);
+            return;
+        }
+        r->gv = v;
+        r->gcap = ng;
+    }
+    for (i = 0; i < ng; i++) {
+        const char *cap;
+        uint16_t shard;
+        uint64_t epoch;
+        int gst;
+        repl_unit *u;
+
+        keel_batch_group(b, i, &gst);
+        if (gst != 0 || keel_batch_group_unit(b, i, &cap, &shard, &epoch))
+            continue;
+        u = punit_find(r, cap, shard);
+        if (u == NULL || u->settle != r->settle_no) {
+            if (u == NULL && (u = punit_get(r, cap, shard)) == NULL) {
+                keel_error("unit (%s, %u): out of memory; writes not sent to "
+                           "its backups",
+                           cap, shard);
+                continue;
+            }
+            unit_decide(r, u, epoch);
+        }
+        if (u->settle_epoch != epoch)
+            u->sdoubt = 1; /* two epochs in one batch: never confirmed */
+        if (u->snb == 0 && !u->sdoubt)
+            continue;
+        r->gv[nv].u = u;
+        r->gv[nv].g = i;
+        nv++;
+    }
+    if (nv == 0)
+        return;
+    qsort(r->gv, nv, sizeof *r->gv, gref_cmp);
+    for (i = 0; i < nv; i = j) {
+        repl_unit *u = r->gv[i].u;
+        uint64_t epoch = u->settle_epoch;
+        repl_wait *w;
+        unsigned k;
+
+        if (u->sdoubt && u->snb > 0)
+            u->seq++; /* sent nowhere: its backups must see the gap */
+        for (j = i; j < nv && r->gv[j].u == u; j++) {
+            if (u->sdoubt)
+                continue;
+            if (keel_batch_group_ops(b, r->gv[j].g, piece_op, r) != 0) {
+                /* Nothing of this group is sent; the seq it would have
+                 * had is skipped, so the backups refuse the rest. */
+                keel_error("unit (%s, %u): a write cannot be sent to its "
+                           "backups",
+                           u->cap, u->shard);
+                r->plen = 0;
+                r->pops = 0;
+                u->seq++;
+                continue;
+            }
+            if (r->plen >= REPL_PIECE_MAX && j + 1 < nv &&
+                r->gv[j + 1].u == u)
+                piece_emit(r, u, epoch);
+        }
+        if (!u->sdoubt)
+            piece_emit(r, u, epoch); /* perhaps empty: it still has a seq */
+        w = calloc(1, sizeof *w);
+        if (w == NULL) {
+            /* Its replies must not go unconfirmed: they fail in doubt. */
+            keel_error("unit (%s, %u): out of memory waiting on backups",
+                       u->cap, u->shard);
+            u->sfail = r->sfail = r->settle_no;
+            if (u->tail != NULL)
+                u->tail->doubt = 1;
+            continue;
+        }
+        w->epoch = epoch;
+        w->seq = u->seq;
+        w->born = ev_now(r->n->loop);
+        w->doubt = u->sdoubt;
+        for (k = 0; k < u->snb; k++)
+            w->b[w->nb++].l = u->sl[k];
+        if (u->tail != NULL)
+            u->tail->next = w;
+        else
+            u->head = w;
+        u->tail = w;
+        busy_update(r, u);
+    }
+    for (l = r->links; l != NULL; l = l->next)
+        frame_finish(r, l);
+    arm(r, 0);
+}
+
+/* --------------------------------------------------------- the hooks */
+
+int keel__repl_settled(keel_node *n, keel_batch *b, int status)
+{
+    keel_repl *r = n->repl;
+
+    if (r == NULL)
+        return 0;
+    if (status == 0 && keel_cluster_replicas(cl(r)) > 1)
+        repl_send(r, b);
+    return n->repl_busy > 0 || (r->sfail != 0 && r->sfail == r->settle_no);
+}
+
+int keel__repl_hold(keel_node *n, keel_req *req)
+{
+    keel_repl *r = n->repl;
+    keel_actor *a = req->actor;
+    repl_unit *u;
+    repl_wait *w;
+
+    if (r == NULL || a == NULL)
+        return 0;
+    if (r->sfail != 0 && r->sfail == r->settle_no) {
+        u = punit_find(r, a->type->capability, a->shard);
+        if (r->sfail_all == r->settle_no ||
+            (u != NULL && u->sfail == r->settle_no)) {
+            keel__req_doubt(n, req, doubt_msg);
+            return 1;
+        }
+    }
+    if (n->repl_busy == 0)
+        return 0;
+    u = punit_find(r, a->type->capability, a->shard);
+    if (u == NULL || (w = u->tail) == NULL)
+        return 0;
+    req->next = NULL;
+    if (w->reqs.tail != NULL)
+        w->reqs.tail->next = req;
+    else
+        w->reqs.head = req;
+    w->reqs.tail = req;
+    w->nreqs++;
+    STAT_ADD(n, repl_waiting, 1);
+    if (w->doubt || w->nb == 0)
+        arm(r, 0); /* released at once, after the replies before it */
+    return 1;
+}
+
+int keel__repl_unit_busy(keel_node *n, const char *cap, uint32_t shard)
+{
+    repl_unit *u;
+
+    if (n->repl == NULL || n->repl_busy == 0)
+        return 0;
+    u = punit_find(n->repl, cap, shard);
+    return u != NULL && u->head != NULL;
+}
+
+int keel__repl_busy(keel_node *n)
+{
+    return n->repl != NULL && n->repl_busy > 0;
+}
+
+void keel__repl_map_applied(keel_node *n)
+{
+    keel_repl *r = n->repl;
+    repl_unit *u, *unext;
+    repl_link *l;
+
+    if (r == NULL)
+        return;
+    /* Entries: a backup the map shows out of the unit's in-sync set at
+     * the entry's epoch (this node still its primary there) is not waited
+     * for any more. */
+    for (u = r->busy; u != NULL; u = unext) {
+        uint64_t e = 0;
+        size_t nrefs = 0;
+        repl_wait *w;
+        unext = u->bnext;
+        for (w = u->head; w != NULL; w = w->next) {
+            unsigned i;
+            if (w->epoch != e) {
+                e = w->epoch;
+                nrefs = unit_ours(r, u->cap, u->shard, e) ? insync(r, u, e)
+                                                          : SIZE_MAX;
+            }
+            if (nrefs == SIZE_MAX)
+                continue; /* not ours there: the lag decides */
+            for (i = 0; i < w->nb; i++)
+                if (!w->b[i].done && !in_refs(r, nrefs, w->b[i].l->name))
+                    unit_forget_link(r, u, e, w->b[i].l, 0);
+        }
+        unit_progress(r, u);
+    }
+    /* Frames (their units may have no entry left). */
+    for (l = r->links; l != NULL; l = l->next) {
+        repl_frame *f, *next;
+        for (f = l->head; f != NULL; f = next) {
+            uint16_t k;
+            next = f->next;
+            for (k = 0; k < f->nunits && f->listed; k++) {
+                struct rf_unit *x = &f->units[k];
+                size_t nrefs;
+                if (x->done ||
+                    !unit_ours(r, x->u->cap, x->u->shard, x->epoch))
+                    continue;
+                nrefs = insync(r, x->u, x->epoch);
+                if (!in_refs(r, nrefs, l->name)) {
+                    /* May unlist f, and frames after it of l: start the
+                     * walk of l again. */
+                    unit_forget_link(r, x->u, x->epoch, l, 0);
+                    unit_progress(r, x->u);
+                    next = l->head;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------- the tick */
+
+enum { LAG_WAIT = 0, LAG_OUT, LAG_GIVE_UP };
+
+/* Backup l has not acknowledged (u, epoch) within the lag bound. */
+static int lag_unit(keel_repl *r, repl_unit *u, uint64_t epoch,
+                    repl_link *l)
+{
+    unsigned i, free_slot = REPL_MAX_BACKUPS;
+    int rc;
+
+    if (!unit_ours(r, u->cap, u->shard, epoch))
+        return LAG_GIVE_UP; /* cannot be dropped by this node: in doubt */
+    if (!in_refs(r, insync(r, u, epoch), l->name))
+        return LAG_OUT;
+    for (i = 0; i < REPL_MAX_BACKUPS; i++) {
+        if (u->asked[i].l == l && u->asked[i].epoch == epoch)
+            return LAG_WAIT;
+        if (free_slot == REPL_MAX_BACKUPS &&
+            (u->asked[i].l == NULL || u->asked[i].epoch < epoch))
+            free_slot = i;
+    }
+    rc = keel_cluster_request_drop(cl(r), u->cap, u->shard, epoch, l->name);
+    if (rc != 0) {
+        if (rc != KEEL_ENOTFOUND)
+            keel_warn("unit (%s, %u): cannot ask to drop backup %s: %s",
+                      u->cap, u->shard, l->name, keel_strerror(rc));
+        return LAG_WAIT; /* the next tick looks again */
+    }
+    keel_warn("unit (%s, %u): backup %s has not acknowledged its writes "
+              "for %.0f ms: asking the controller to drop it from the "
+              "in-sync set",
+              u->cap, u->shard, l->name, r->lag_s * 1000);
+    STAT_ADD(r->n, repl_drop_requests, 1);
+    if (free_slot == REPL_MAX_BACKUPS)
+        free_slot = 0;
+    u->asked[free_slot].l = l;
+    u->asked[free_slot].epoch = epoch;
+    return LAG_WAIT;
+}
+
+static void lag_check(keel_repl *r, ev_tstamp now)
+{
+    repl_unit *u, *unext;
+    repl_link *l;
+
+    for (u = r->busy; u != NULL; u = unext) {
+        repl_wait *w;
+        unext = u->bnext;
+        for (w = u->head; w != NULL && now - w->born >= r->lag_s;
+             w = w->next) {
+            unsigned i;
+            for (i = 0; i < w->nb; i++) {
+                int what;
+                if (w->b[i].done)
+                    continue;
+                what = lag_unit(r, u, w->epoch, w->b[i].l);
+                if (what != LAG_WAIT)
+                    unit_forget_link(r, u, w->epoch, w->b[i].l,
+                                     what == LAG_GIVE_UP);
+            }
+        }
+        unit_progress(r, u);
+    }
+    for (l = r->links; l != NULL; l = l->next) {
+        repl_frame *f, *next;
+        for (f = l->head; f != NULL && now - f->born >= r->lag_s; f = next) {
+            uint16_t k;
+            next = f->next;
+            for (k = 0; k < f->nunits && f->listed; k++) {
+                struct rf_unit *x = &f->units[k];
+                int what;
+                if (x->done)
+                    continue;
+                what = lag_unit(r, x->u, x->epoch, l);
+                if (what != LAG_WAIT) {
+                    unit_forget_link(r, x->u, x->epoch, l,
+                                     what == LAG_GIVE_UP);
+                    unit_progress(r, x->u);
+                    next = l->head;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    keel_repl *r = t->data;
+    keel_node *n = r->n;
+    ev_tstamp now = ev_now(loop);
+    repl_unit *u, *unext;
+    repl_link *l;
+
+    (void)revents;
+    if (n->repl_busy > 0 && !keel__cluster_rt_serving(n)) {
+        /* Fenced: no reply may leave as a success. What waits goes now,
+         * by the lease rules (in doubt). */
+        for (u = r->busy; u != NULL; u = unext) {
+            repl_wait *w;
+            unext = u->bnext;
+            for (w = u->head; w != NULL; w = w->next)
+                w->doubt = 1;
+            unit_progress(r, u);
+        }
+    }
+    for (u = r->busy; u != NULL; u = unext) {
+        unext = u->bnext;
+        unit_progress(r, u);
+    }
+    lag_check(r, now);
+    for (l = r->links; l != NULL; l = l->next) {
+        repl_frame *f;
+        if (!l->retry || now < l->retry_at || l->inflight > 0)
+            continue;
+        l->retry = 0;
+        for (f = l->head; f != NULL && !l->retry; f = f->next)
+            frame_send(r, f);
+    }
+    if (r->busy == NULL && r->nframes == 0)
+        ev_timer_stop(loop, t);
+}
+
+/* ------------------------------------------------------ backup side */
+
+static repl_bunit *bunit_get(keel_repl *r, const char *cap, uint32_t shard)
+{
+    struct ukey k = {cap, shard};
+    uint64_t h = unit_hash(cap, shard);
+    repl_bunit *u = keel_hmap_get(&r->bunits, h, &k, bunit_eq);
+    size_t clen = strlen(cap);
+
+    if (u != NULL)
+        return u;
+    u = calloc(1, sizeof *u + clen + 1);
+    if (u == NULL)
+        return NULL;
+    memcpy(u->cap, cap, clen + 1);
+    u->shard = shard;
+    u->hash = h;
+    if (keel_hmap_put(&r->bunits, h, u) != 0) {
+        free(u);
+        return NULL;
+    }
+    return u;
+}
+
+/* Writer thread: the batches come back in the order they went. */
+static void bw_done(keel_batch *b, int status, void *data)
+{
+    keel_repl *r = data;
+
+    (void)b;
+    pthread_mutex_lock(&r->mu);
+    while (r->wnext != NULL && r->wnext->done)
+        r->wnext = r->wnext->next; /* refused at the door: never reported */
+    if (r->wnext != NULL) {
+        r->wnext->wstatus = status;
+        r->wnext->done = 1;
+        r->wnext->reported = 1;
+        r->wnext = r->wnext->next;
+    }
+    pthread_mutex_unlock(&r->mu);
+    ev_async_send(r->n->loop, &r->wake);
+}
+
+/* The answer to a frame whose writes settled with status (the writer's,
+ * or a refusal at the door). */
+static void bjob_finish(keel_repl *r, bjob *j, int status)
+{
+    keel_node *n = r->n;
+    size_t len = 2, k;
+    uint8_t *body;
+    int failed = status != 0;
+
+    for (k = 0; k < j->nunits; k++)
+        len += KEEL_REPL_ACK_SIZE(j->units[k].clen);
+    body = malloc(len);
+    if (body != NULL)
+        keel_repl_acks_count(body, j->nunits);
+    len = 2;
+    for (k = 0; k < j->nunits; k++) {
+        struct bj_unit *x = &j->units[k];
+        repl_bunit *bu = x->bu;
+        int st = x->status;
+        uint64_t seq = 0;
+        if (st == 0 && x->grouped) {
+            int gst = 0;
+            keel_batch_group(j->b, x->gidx, &gst);
+            st = status != 0 ? status : gst;
+            if (st != 0)
+                failed = 1;
+            if (bu->epoch == x->epoch && bu->stream == x->stream) {
+                if (st == 0 && x->seq > bu->durable)
+                    bu->durable = x->seq;
+                /* Not written: taken again when sent again. Pieces after
+                 * it taken since the writer heard of the failure stay
+                 * taken; those before were refused with it. */
+                else if (st != 0 && bu->accepted >= x->seq)
+                    bu->accepted = x->seq - 1;
+            }
+        }
+        if (st == 0 && bu != NULL && bu->epoch == x->epoch &&
+            bu->stream == x->stream)
+            seq = bu->durable;
+        if (st != 0)
+            STAT_ADD(n, repl_refused, 1);
+        if (body != NULL)
+            len += keel_repl_ack_encode(body + len, x->cap, x->clen, x->shard,
+                                        st, seq);
+    }
+    if (failed && j->reported && r->writer != NULL)
+        keel_writer_ack_failure(r->writer);
+    if (status == 0)
+        STAT_ADD(n, repl_applied_frames, 1);
+    if (j->req != NULL) {
+        keel_req *req = j->req;
+        j->req = NULL;
+        if (body == NULL) {
+            req->status = KEEL_ENOMEM;
+            keel__req_set(req, "out of memory", 13);
+        } else {
+            req->status = 0;
+            if (keel__req_set(req, body, len) != 0) {
+                req->status = KEEL_ENOMEM;
+                req->len = 0;
+            }
+        }
+        keel__net_complete(n, req);
+    }
+    free(body);
+    keel_batch_destroy(j->b);
+    free(j->units);
+    free(j);
+}
+
+static void bjobs_reap(keel_repl *r)
+{
+    for (;;) {
+        bjob *j;
+        int st;
+
+        pthread_mutex_lock(&r->mu);
+        j = r->jobs;
+        if (j == NULL || !j->done) {
+            pthread_mutex_unlock(&r->mu);
+            return;
+        }
+        r->jobs = j->next;
+        if (r->jobs == NULL)
+            r->jobs_tail = NULL;
+        st = j->wstatus;
+        pthread_mutex_unlock(&r->mu);
+        bjob_finish(r, j, st);
+    }
+}
+
+static void wake_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    bjobs_reap(w->data);
+}
+
+/* Whether every op of the unit writes within its shard, as the store's
+ * fencing needs. */
+static int ops_in_shard(const keel_repl_unit *ru)
+{
+    const uint8_t *p = ru->ops;
+    size_t rest = ru->ops_len;
+    uint32_t k;
+
+    for (k = 0; k < ru->nops; k++) {
+        keel_repl_op op;
+        if (keel_repl_op_next(&p, &rest, &op) != 0 || op.klen > KEEL_KEY_MAX ||
+            (((unsigned)op.key[0] << 8) | op.key[1]) != ru->shard)
+            return 0;
+    }
+    return 1;
+}
+
+static int unit_build(keel_batch *b, const keel_repl_unit *ru, void *tag,
+                      const char *cap)
+{
+    const uint8_t *p = ru->ops;
+    size_t rest = ru->ops_len;
+    uint32_t k;
+    int rc = keel_batch_begin_group(b, cap, (uint16_t)ru->shard, ru->epoch,
+                                    tag);
+
+    for (k = 0; rc == 0 && k < ru->nops; k++) {
+        keel_repl_op op;
+        (void)keel_repl_op_next(&p, &rest, &op); /* checked before */
+        if (op.kind == KEEL_REPL_PUT)
+            rc = keel_batch_put(b, op.key, op.klen, op.version, op.data,
+                                op.dlen);
+        else if (op.kind == KEEL_REPL_DEL)
+            rc = keel_batch_del(b, op.key, op.klen);
+        else
+            rc = keel_batch_del_prefix(b, op.key, op.klen);
+    }
+    return rc;
+}
+
+/* Whether a unit piece may be taken: the cluster's view, then order. */
+static int piece_admit(keel_repl *r, struct bj_unit *x, const char *from,
+                       uint64_t stream)
+{
+    repl_bunit *bu;
+    int rc = keel_cluster_may_replicate(cl(r), x->cap, x->shard, x->epoch,
+                                        from);
+
+    /* EFENCED from the cluster means this node is fenced or not joined,
+     * not that the sender is stale: it must not read as the store's
+     * EFENCED, which tells the sender a newer epoch exists. */
+    if (rc == KEEL_EFENCED)
+        return KEEL_EUNAVAIL;
+    if (rc != 0)
+        return rc;
+    if ((bu = bunit_get(r, x->cap, x->shard)) == NULL)
+        return KEEL_ENOMEM;
+    x->bu = bu;
+    x->old_epoch = bu->epoch;
+    x->old_stream = bu->stream;
+    x->old_accepted = bu->accepted;
+    x->old_durable = bu->durable;
+    if (x->epoch < bu->epoch)
+        return KEEL_EFENCED;
+    if (x->epoch > bu->epoch) {
+        bu->epoch = x->epoch;
+        bu->stream = 0;
+        bu->accepted = bu->durable = 0;
+    }
+    if (stream != bu->stream) {
+        /* Another run of seqs: taken only from its start, and only a
+         * newer one (a restarted primary). Anything else has a gap. */
+        if (x->seq != 1 || stream < bu->stream)
+            return KEEL_EPROTO;
+        bu->stream = stream;
+        bu->accepted = bu->durable = 0;
+    }
+    if (x->seq <= bu->accepted)
+        return 0; /* had it already: answered once it is durable */
+    if (x->seq != bu->accepted + 1)
+        return KEEL_EPROTO; /* a piece before it is missing here */
+    x->grouped = 1;
+    bu->accepted = x->seq;
+    return 0;
+}
+
+int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
+{
+    keel_repl *r = n->repl;
+    keel_repl_head h;
+    const uint8_t *p;
+    size_t rest, k;
+    char from[KEEL_NAME_MAX + 1];
+    bjob *j;
+    int rc;
+
+    if (r == NULL)
+        return KEEL_EPROTO;
+    rc = keel_repl_head_parse(f->body, f->body_len, &h);
+    if (rc != 0)
+        return rc;
+    if (h.flen > KEEL_NAME_MAX || memchr(h.from, '\0', h.flen) != NULL)
+        return KEEL_EMALFORMED;
+    memcpy(from, h.from, h.flen);
+    from[h.flen] = '\0';
+    /* The whole frame is checked before anything of it is taken. */
+    p = h.units;
+    rest = h.units_len;
+    for (k = 0; k < h.nunits; k++) {
+        keel_repl_unit ru;
+        if (keel_repl_unit_next(&p, &rest, &ru) != 0)
+            return KEEL_EMALFORMED;
+    }
+    if (rest != 0)
+        return KEEL_EMALFORMED;
+    if (r->writer == NULL) {
+        rc = keel_writer_start(n->store, bw_done, r, &r->writer);
+        if (rc != 0)
+            return rc;
+    }
+    j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return KEEL_ENOMEM;
+    j->nunits = h.nunits;
+    j->units = calloc(h.nunits ? h.nunits : 1, sizeof *j->units);
+    j->b = keel_batch_create();
+    if (j->units == NULL || j->b == NULL) {
+        keel_batch_destroy(j->b);
+        free(j->units);
+        free(j);
+        return KEEL_ENOMEM;
+    }
+    p = h.units;
+    rest = h.units_len;
+    for (k = 0; k < h.nunits; k++) {
+        struct bj_unit *x = &j->units[k];
+        keel_repl_unit ru;
+        (void)keel_repl_unit_next(&p, &rest, &ru);
+        x->clen = (uint8_t)ru.clen;
+        memcpy(x->cap, ru.cap, ru.clen);
+        x->cap[ru.clen] = '\0';
+        x->shard = ru.shard;
+        x->epoch = ru.epoch;
+        x->stream = h.stream;
+        x->seq = ru.seq;
+        if (memchr(ru.cap, '\0', ru.clen) != NULL ||
+            ru.shard >= n->opts.shard_count || ru.seq == 0 ||
+            !ops_in_shard(&ru))
+            x->status = KEEL_EMALFORMED;
+        else
+            x->status = piece_admit(r, x, from, h.stream);
+        if (x->status == 0 && x->grouped) {
+            x->gidx = keel_batch_group_count(j->b);
+            rc = unit_build(j->b, &ru, x->bu, x->cap);
+            if (rc != 0)
+                break;
+        }
+    }
+    if (rc != 0) {
+        /* Out of memory building the batch: nothing of the frame is
+         * taken (the unit that failed, k, included); the sender sends it
+         * again. Newest first, so that a unit taken twice ends as it
+         * was. */
+        for (k++; k-- > 0;) {
+            struct bj_unit *x = &j->units[k];
+            if (x->bu == NULL)
+                continue;
+            x->bu->epoch = x->old_epoch;
+            x->bu->stream = x->old_stream;
+            x->bu->accepted = x->old_accepted;
+            x->bu->durable = x->old_durable;
+        }
+        keel_batch_destroy(j->b);
+        free(j->units);
+        free(j);
+        return rc;
+    }
+    j->req = req;
+    pthread_mutex_lock(&r->mu);
+    if (r->jobs_tail != NULL)
+        r->jobs_tail->next = j;
+    else
+        r->jobs = j;
+    r->jobs_tail = j;
+    if (r->wnext == NULL)
+        r->wnext = j;
+    pthread_mutex_unlock(&r->mu);
+    rc = keel_writer_submit(r->writer, j->b);
+    if (rc != 0) {
+        /* Refused at the door (stopping): answered in turn, as failed. */
+        pthread_mutex_lock(&r->mu);
+        j->wstatus = rc;
+        j->done = 1;
+        pthread_mutex_unlock(&r->mu);
+        ev_async_send(n->loop, &r->wake);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------- lifecycle */
+
+static uint64_t stream_now(void)
+{
+    struct timespec ts;
+    uint64_t v;
+
+    /* Larger for each start of the process, as long as the clock does not
+     * go back across a restart; if it does, the backups refuse the new
+     * stream and are dropped from the in-sync set: never a silent loss. */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    v = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return v != 0 ? v : 1;
+}
+
+int keel__repl_create(keel_node *n)
+{
+    keel_repl *r;
+
+    if (n->cluster == NULL)
+        return 0;
+    r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return KEEL_ENOMEM;
+    r->n = n;
+    r->rt = n->cluster;
+    r->stream = stream_now();
+    r->lag_s = (n->opts.repl_lag_ms != 0 ? n->opts.repl_lag_ms
+                                         : REPL_LAG_MS_DEFAULT) /
+               1000.0;
+    keel_hmap_init(&r->units);
+    keel_hmap_init(&r->bunits);
+    pthread_mutex_init(&r->mu, NULL);
+    ev_timer_init(&r->tick, tick_cb, REPL_TICK_S, REPL_TICK_S);
+    r->tick.data = r;
+    ev_async_init(&r->wake, wake_cb);
+    r->wake.data = r;
+    n->repl = r;
+    return 0;
+}
+
+void keel__repl_start(keel_node *n)
+{
+    keel_repl *r = n->repl;
+
+    if (r == NULL)
+        return;
+    ev_async_start(n->loop, &r->wake);
+    r->started = 1;
+    if (r->busy != NULL || r->nframes > 0)
+        arm(r, 0);
+}
+
+void keel__repl_stop(keel_node *n)
+{
+    keel_repl *r = n->repl;
+    repl_unit *u;
+
+    if (r == NULL)
+        return;
+    r->started = 0;
+    ev_timer_stop(n->loop, &r->tick);
+    ev_async_stop(n->loop, &r->wake);
+    if (r->writer != NULL) {
+        keel_writer_stop(r->writer); /* commits and reports what it has */
+        r->writer = NULL;
+    }
+    bjobs_reap(r);
+    /* An orderly stop waited for these; a stop that could not (the
+     * store failed, say) leaves them in doubt. */
+    while ((u = r->busy) != NULL) {
+        repl_wait *w;
+        for (w = u->head; w != NULL; w = w->next)
+            w->doubt = 1;
+        unit_progress(r, u);
+    }
+}
+
+void keel__repl_destroy(keel_node *n)
+{
+    keel_repl *r = n->repl;
+    size_t pos = 0;
+    void *item;
+
+    if (r == NULL)
+        return;
+    keel__repl_stop(n);
+    while (r->jobs != NULL) {
+        bjob *j = r->jobs;
+        r->jobs = j->next;
+        bjob_finish(r, j, KEEL_ESTOPPING);
+    }
+    while (r->links != NULL) {
+        repl_link *l = r->links;
+        r->links = l->next;
+        if (l->build != NULL)
+            frame_unref(l->build);
+        while (l->head != NULL)
+            frame_unlist(r, l->head);
+        free(l);
+    }
+    while (keel_hmap_next(&r->units, &pos, &item))
+        free(item);
+    keel_hmap_free(&r->units);
+    pos = 0;
+    while (keel_hmap_next(&r->bunits, &pos, &item))
+        free(item);
+    keel_hmap_free(&r->bunits);
+    pthread_mutex_destroy(&r->mu);
+    free(r->gv);
+    free(r->piece);
+    free(r);
+    n->repl = NULL;
+}

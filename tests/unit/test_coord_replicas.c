@@ -1,0 +1,1472 @@
+/* Replication on the coordinator's side: the replica-set rules as pure
+ * logic (coordinator/replicaset.c), then whole agents on the in-memory
+ * ZooKeeper: the cluster's replica count, units placed with backups and
+ * in-sync sets, backups following placement, primary moves, a node back
+ * on another store, a primary's drop requests, dead backups, a new
+ * controller, and the runtime's API (keel_cluster_insync_backups,
+ * keel_cluster_request_drop, keel_cluster_may_replicate). After every
+ * step the map is checked against the invariants: a unit's primary is in
+ * its in-sync set, and no node is in sync under another store id than
+ * the one its live member publishes. Deterministic, like
+ * test_coord_cluster.c: events are delivered only when told, on the
+ * fake's clock. */
+#include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "coordinator/cluster.h"
+#include "coordinator/controller.h"
+#include "coordinator/layout.h"
+#include "coordinator/nodestate.h"
+#include "coordinator/replicaset.h"
+#include "coordinator/shardmap.h"
+#include "coordinator/zk_fake.h"
+#include "keel.h"
+#include "testutil.h"
+
+#define SHARDS 32
+#define TIMEOUT 3000
+#define MAXN 6
+#define FORMATION 3000 /* the controller's default formation wait */
+
+/* ------------------------------------------------------- pure rules */
+
+static const char *live_set[8];
+static const char *forgot_set[8];
+static const char *nostore_set[8];
+
+static int in(const char *const *v, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < 8 && v[i] != NULL; i++)
+        if (strcmp(v[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+static int t_live(const char *name, void *arg)
+{
+    (void)arg;
+    return in(live_set, name);
+}
+
+static int t_has_store(const char *name, void *arg)
+{
+    (void)arg;
+    return in(live_set, name) && !in(nostore_set, name);
+}
+
+static int t_forgotten(const char *name, void *arg)
+{
+    (void)arg;
+    return in(forgot_set, name);
+}
+
+static keel_rs_env env_of(size_t r, const char *const *desired, size_t nd)
+{
+    keel_rs_env e;
+
+    memset(&e, 0, sizeof e);
+    e.replicas = r;
+    e.desired = desired;
+    e.ndesired = nd;
+    e.live = t_live;
+    e.has_store = t_has_store;
+    e.forgotten = t_forgotten;
+    return e;
+}
+
+static keel_rs rs_of(const char *names, unsigned insync)
+{
+    static char buf[8][8][16];
+    static int slot;
+    keel_rs rs;
+    char *p, *tok, *save = NULL;
+
+    memset(&rs, 0, sizeof rs);
+    slot = (slot + 1) % 8;
+    snprintf(buf[slot][7], sizeof buf[slot][7], "%s", names);
+    p = buf[slot][7];
+    for (tok = strtok_r(p, ",", &save); tok != NULL;
+         tok = strtok_r(NULL, ",", &save)) {
+        snprintf(buf[slot][rs.n], sizeof buf[slot][0], "%s", tok);
+        rs.names[rs.n] = buf[slot][rs.n];
+        rs.n++;
+    }
+    rs.insync = (uint8_t)insync;
+    return rs;
+}
+
+/* "a,b*,c": the names, in-sync ones starred. */
+static const char *show(const keel_rs *rs)
+{
+    static char out[128];
+    size_t off = 0;
+    int i;
+
+    out[0] = '\0';
+    for (i = 0; i < rs->n; i++)
+        off += (size_t)snprintf(out + off, sizeof out - off, "%s%s%s",
+                                i ? "," : "", rs->names[i],
+                                (rs->insync >> i) & 1 ? "*" : "");
+    return out;
+}
+
+static void set_live(const char *a, const char *b, const char *c,
+                     const char *d, const char *e)
+{
+    memset(live_set, 0, sizeof live_set);
+    live_set[0] = a;
+    live_set[1] = b;
+    live_set[2] = c;
+    live_set[3] = d;
+    live_set[4] = e;
+    memset(forgot_set, 0, sizeof forgot_set);
+    memset(nostore_set, 0, sizeof nostore_set);
+}
+
+START_TEST(test_rs_fresh)
+{
+    const char *d[] = {"b", "a", "c"};
+    keel_rs_env e = env_of(3, d, 3);
+    keel_rs out;
+
+    set_live("a", "b", "c", NULL, NULL);
+    keel_rs_fresh(&e, &out);
+    ck_assert_str_eq(show(&out), "b*,a*,c*");
+    /* a member without a store id is never in sync as a backup */
+    nostore_set[0] = "a";
+    keel_rs_fresh(&e, &out);
+    ck_assert_str_eq(show(&out), "b*,a,c*");
+    nostore_set[0] = "b"; /* ...a primary is, by definition */
+    keel_rs_fresh(&e, &out);
+    ck_assert_str_eq(show(&out), "b*,a*,c*");
+    /* fewer capable members than R */
+    e = env_of(3, d, 1);
+    keel_rs_fresh(&e, &out);
+    ck_assert_str_eq(show(&out), "b*");
+    e = env_of(1, d, 3);
+    keel_rs_fresh(&e, &out);
+    ck_assert_str_eq(show(&out), "b*");
+}
+END_TEST
+
+START_TEST(test_rs_follow)
+{
+    const char *d[] = {"a", "d", "b"};
+    keel_rs_env e = env_of(3, d, 3);
+    keel_rs old, out;
+
+    set_live("a", "b", "c", "d", NULL);
+    /* c left the top 3 (d joined): removed; d appended out of sync; b
+     * keeps its flag and place */
+    old = rs_of("a,b,c", 7);
+    keel_rs_follow(&e, &old, &out);
+    ck_assert_str_eq(show(&out), "a*,b*,d");
+    /* idempotent */
+    old = out;
+    keel_rs_follow(&e, &old, &out);
+    ck_assert_str_eq(show(&out), "a*,b*,d");
+    /* the primary is not placement's first choice (a move is under way):
+     * the backups are the top R-1 of the others */
+    {
+        const char *d2[] = {"d", "b", "c"};
+        e = env_of(3, d2, 3);
+        old = rs_of("a,b,c", 7);
+        keel_rs_follow(&e, &old, &out);
+        ck_assert_str_eq(show(&out), "a*,b*,d");
+    }
+    /* R = 1: no backups, whatever was listed */
+    e = env_of(1, d, 3);
+    old = rs_of("a,b,c", 7);
+    keel_rs_follow(&e, &old, &out);
+    ck_assert_str_eq(show(&out), "a*");
+}
+END_TEST
+
+START_TEST(test_rs_dead_backups)
+{
+    const char *d[] = {"a", "b", "d"};
+    keel_rs_env e = env_of(3, d, 3);
+    keel_rs old, out;
+
+    /* c died in sync: it stays listed and in sync until its primary asks
+     * to drop it; placement's replacement d is appended meanwhile */
+    set_live("a", "b", "d", NULL, NULL);
+    old = rs_of("a,b,c", 7);
+    keel_rs_follow(&e, &old, &out);
+    ck_assert_str_eq(show(&out), "a*,b*,c*,d");
+    ck_assert_int_eq(keel_rs_drop(&out, "c"), 1);
+    ck_assert_int_eq(keel_rs_drop(&out, "c"), 0);
+    ck_assert_int_eq(keel_rs_drop(&out, "a"), 0); /* never the primary */
+    ck_assert_int_eq(keel_rs_drop(&out, "x"), 0);
+    ck_assert_str_eq(show(&out), "a*,b*,c,d");
+    /* out of sync and dead: it goes */
+    old = out;
+    keel_rs_follow(&e, &old, &out);
+    ck_assert_str_eq(show(&out), "a*,b*,d");
+    /* forgotten: its data is given up, it goes at once */
+    old = rs_of("a,b,c", 7);
+    forgot_set[0] = "c";
+    keel_rs_follow(&e, &old, &out);
+    ck_assert_str_eq(show(&out), "a*,b*,d");
+    /* a full list leaves the new ones waiting for room */
+    {
+        const char *d5[] = {"a", "f", "g", "h", "i"};
+        e = env_of(5, d5, 5);
+        set_live("a", "f", "g", "h", "i");
+        old = rs_of("a,b,c,d,e", 31);
+        keel_rs_follow(&e, &old, &out);
+        ck_assert_str_eq(show(&out), "a*,b*,c*,d*,e*");
+    }
+}
+END_TEST
+
+START_TEST(test_rs_move)
+{
+    const char *d[] = {"b", "c", "d"};
+    keel_rs_env e = env_of(3, d, 3);
+    keel_rs old, out;
+
+    set_live("a", "b", "c", "d", NULL);
+    /* A -> B with A's data: B and the in-sync backups that stay */
+    old = rs_of("a,b,c", 5); /* b listed out of sync, c in sync */
+    keel_rs_move(&e, &old, "b", 1, &out);
+    ck_assert_str_eq(show(&out), "b*,c*,d");
+    /* without it (+2): B alone */
+    keel_rs_move(&e, &old, "b", 0, &out);
+    ck_assert_str_eq(show(&out), "b*,c,d");
+    /* A stays a backup when placement keeps it: out of sync */
+    {
+        const char *d2[] = {"b", "a", "c"};
+        e = env_of(3, d2, 3);
+        old = rs_of("a,c", 3);
+        keel_rs_move(&e, &old, "b", 1, &out);
+        ck_assert_str_eq(show(&out), "b*,a,c*");
+    }
+    /* a recipient placement does not want (a called-off move adopted) */
+    e = env_of(3, d, 3);
+    old = rs_of("a,b,c", 7);
+    keel_rs_move(&e, &old, "x", 1, &out);
+    ck_assert_str_eq(show(&out), "x*,b*,c*");
+    /* an old in-sync backup that is gone stays in sync */
+    set_live("a", "b", "d", NULL, NULL);
+    old = rs_of("a,b,c", 7);
+    keel_rs_move(&e, &old, "b", 1, &out);
+    ck_assert_str_eq(show(&out), "b*,c*,d");
+}
+END_TEST
+
+/* ------------------------------------------------------------ agents */
+
+static keel_zk_fake *F;
+static keel_cluster *C[MAXN];
+static char name_of_[MAXN][16];
+static char store_of_[MAXN][KEEL_MAP_STORE_HEX + 1];
+
+typedef struct mkopt {
+    int replicas;
+    const char *caps; /* one capability, or NULL */
+    int no_store;
+    int reassign;
+} mkopt;
+
+static const char *nm(int i)
+{
+    return name_of_[i];
+}
+
+static void mk(int i, const mkopt *mo)
+{
+    keel_cluster_options o;
+    const char *caps[1];
+    char addr[32];
+    keel_zk *zk;
+
+    snprintf(name_of_[i], sizeof name_of_[i], "node-%c", 'a' + i);
+    if (store_of_[i][0] == '\0')
+        snprintf(store_of_[i], sizeof store_of_[i], "%032x", 0xa0 + i);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", 7000 + i);
+    keel_cluster_options_init(&o);
+    o.cluster = "test";
+    o.node = name_of_[i];
+    o.address = addr;
+    o.shard_count = SHARDS;
+    o.session_timeout_ms = TIMEOUT;
+    o.replicas = mo ? mo->replicas : 0;
+    o.reassign_dead_owner = mo ? mo->reassign : 0;
+    if (mo && mo->caps) {
+        caps[0] = mo->caps;
+        o.caps = caps;
+        o.ncaps = 1;
+    }
+    o.store_id = mo && mo->no_store ? NULL : store_of_[i];
+    ck_assert_int_eq(keel_zk_fake_client(F, &zk), 0);
+    ck_assert_int_eq(keel_cluster_create(NULL, &o, zk, &C[i]), 0);
+    ck_assert_int_eq(keel_cluster_start(C[i]), 0);
+}
+
+static void kill_node(int i)
+{
+    keel_cluster_destroy(C[i]);
+    C[i] = NULL;
+}
+
+static void settle(void)
+{
+    int round, i;
+
+    for (round = 0; round < 10000; round++) {
+        size_t n = keel_zk_fake_run(F, 0);
+        for (i = 0; i < MAXN; i++)
+            if (C[i] != NULL)
+                keel_cluster_tick(C[i], keel_zk_fake_now(F));
+        if (n == 0 && keel_zk_fake_run(F, 0) == 0)
+            return;
+    }
+    ck_abort_msg("the cluster did not settle");
+}
+
+static void advance(uint64_t ms)
+{
+    keel_zk_fake_advance(F, ms);
+    settle();
+}
+
+static void setup(void)
+{
+    F = keel_zk_fake_create();
+    memset(C, 0, sizeof C);
+    memset(store_of_, 0, sizeof store_of_);
+}
+
+static void teardown(void)
+{
+    int i;
+
+    for (i = 0; i < MAXN; i++)
+        if (C[i] != NULL)
+            kill_node(i);
+    keel_zk_fake_destroy(F);
+}
+
+static keel_shard_map zk_map(void)
+{
+    static uint8_t buf[1 << 20];
+    size_t len = sizeof buf;
+    keel_shard_map m;
+
+    ck_assert_int_eq(keel_zk_fake_get(F, "/keel/test/map", buf, &len, NULL),
+                     0);
+    ck_assert_int_eq(keel_map_decode(buf, len, &m), 0);
+    return m;
+}
+
+static int node_idx(const char *name)
+{
+    int i;
+
+    for (i = 0; i < MAXN; i++)
+        if (strcmp(name_of_[i], name) == 0)
+            return i;
+    return -1;
+}
+
+/* The store a live node publishes, or NULL when it is not live. */
+static const char *live_store(const char *name)
+{
+    int i = node_idx(name);
+
+    return i >= 0 && C[i] != NULL ? store_of_[i] : NULL;
+}
+
+/* Invariant 7 and the map's shape: every unit with a primary has it in
+ * sync; no in-sync flag for a node whose table store differs from its
+ * live member's; no node twice in a list; at most R replicas plus the
+ * gone in-sync ones kept. Every live node applied this very map. */
+static void check_map(const keel_shard_map *m)
+{
+    uint32_t c, s;
+    int r, q, i;
+
+    for (c = 0; c < m->ncaps; c++)
+        for (s = 0; s < m->shard_count; s++) {
+            const keel_map_unit *u = keel_map_unit_at(m, c, s);
+            if (u->shard_epoch > 0 && u->nreplicas > 0)
+                ck_assert(u->insync & 1);
+            for (r = 0; r < u->nreplicas; r++) {
+                const char *n = m->nodes[u->replicas[r]];
+                const char *st = live_store(n);
+                for (q = 0; q < r; q++)
+                    ck_assert_uint_ne(u->replicas[q], u->replicas[r]);
+                if (st != NULL)
+                    ck_assert_str_eq(m->store_ids[u->replicas[r]], st);
+            }
+        }
+    for (i = 0; i < MAXN; i++)
+        if (C[i] != NULL && keel_cluster_phase(C[i]) == KEEL_CLUSTER_RUNNING)
+            ck_assert_uint_eq(keel_cluster_map(C[i])->map_epoch,
+                              m->map_epoch);
+}
+
+static keel_shard_map checked_map(void)
+{
+    keel_shard_map m = zk_map();
+
+    check_map(&m);
+    return m;
+}
+
+/* The unit's replica set as "a,b*,c" (starred: in sync). */
+static const char *unit_str(const keel_shard_map *m, const char *cap,
+                            uint32_t s)
+{
+    static char out[128];
+    const keel_map_unit *u;
+    size_t off = 0;
+    int r, ci = keel_map_cap_index(m, cap);
+
+    out[0] = '\0';
+    if (ci < 0)
+        return out;
+    u = keel_map_unit_at(m, (uint32_t)ci, s);
+    for (r = 0; r < u->nreplicas; r++)
+        off += (size_t)snprintf(out + off, sizeof out - off, "%s%s%s",
+                                r ? "," : "", m->nodes[u->replicas[r]],
+                                keel_map_insync(u, r) ? "*" : "");
+    return out;
+}
+
+static const keel_map_unit *unit(const keel_shard_map *m, const char *cap,
+                                 uint32_t s)
+{
+    int ci = keel_map_cap_index(m, cap);
+
+    ck_assert_int_ge(ci, 0);
+    return keel_map_unit_at(m, (uint32_t)ci, s);
+}
+
+static int pos_of(const keel_shard_map *m, const keel_map_unit *u,
+                  const char *name)
+{
+    int idx = keel_map_node_index(m, name);
+
+    return idx < 0 ? -1 : keel_map_replica_pos(u, (uint16_t)idx);
+}
+
+static size_t count_insync(const keel_map_unit *u)
+{
+    size_t n = 0;
+    int r;
+
+    for (r = 0; r < u->nreplicas; r++)
+        n += keel_map_insync(u, r);
+    return n;
+}
+
+/* Node a alone (default group), then nodes b and c declaring "gpu" joined
+ * while the controller (a) hears nothing: the gpu units are first placed
+ * with both members there (after the formation wait when R > 2), R =
+ * replicas. */
+static void start_gpu(int replicas)
+{
+    mkopt a = {replicas, NULL, 0, 0}, g = {replicas, "gpu", 0, 0};
+
+    mk(0, &a);
+    settle();
+    ck_assert(keel_cluster_is_controller(C[0]));
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    mk(1, &g);
+    mk(2, &g);
+    settle();
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    settle();
+    advance(FORMATION);
+}
+
+/* Node a alone, then b and c (default group only), R = replicas. */
+static void start3(int replicas)
+{
+    mkopt o = {replicas, NULL, 0, 0};
+
+    mk(0, &o);
+    settle();
+    mk(1, &o);
+    mk(2, &o);
+    settle();
+}
+
+/* Units never owned wait (at most the formation wait) for R members to
+ * hold them, so that nodes started together are all in sync. */
+START_TEST(test_formation_wait)
+{
+    mkopt three = {3, NULL, 0, 0};
+    char buf[64];
+    size_t len = sizeof buf;
+    keel_shard_map m;
+    uint32_t s;
+
+    mk(0, &three);
+    settle();
+    advance(FORMATION - 1);
+    if (keel_zk_fake_get(F, "/keel/test/map", buf, &len, NULL) == 0) {
+        m = zk_map();
+        for (s = 0; s < SHARDS; s++)
+            ck_assert_uint_eq(unit(&m, "", s)->nreplicas, 0);
+        keel_map_free(&m);
+    }
+    mk(1, &three);
+    settle();
+    len = sizeof buf;
+    if (keel_zk_fake_get(F, "/keel/test/map", buf, &len, NULL) == 0) {
+        m = zk_map();
+        for (s = 0; s < SHARDS; s++)
+            ck_assert_uint_eq(unit(&m, "", s)->nreplicas, 0);
+        keel_map_free(&m);
+    }
+    advance(1); /* the wait is over: placed on the two there are */
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        ck_assert_uint_eq(unit(&m, "", s)->nreplicas, 2);
+        ck_assert_uint_eq(count_insync(unit(&m, "", s)), 2);
+        ck_assert_uint_eq(unit(&m, "", s)->shard_epoch, 1);
+    }
+    keel_map_free(&m);
+    /* the third is appended out of sync */
+    mk(2, &three);
+    settle();
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        ck_assert_uint_eq(unit(&m, "", s)->nreplicas, 3);
+        ck_assert_uint_eq(count_insync(unit(&m, "", s)), 2);
+    }
+    keel_map_free(&m);
+}
+END_TEST
+
+/* Nodes started within the formation wait are all in sync. */
+START_TEST(test_formation_all_in_sync)
+{
+    keel_shard_map m;
+    uint32_t s;
+
+    start3(3);
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        ck_assert_uint_eq(unit(&m, "", s)->nreplicas, 3);
+        ck_assert_uint_eq(count_insync(unit(&m, "", s)), 3);
+        ck_assert_uint_eq(unit(&m, "", s)->shard_epoch, 1);
+    }
+    keel_map_free(&m);
+}
+END_TEST
+
+START_TEST(test_config_replicas)
+{
+    mkopt three = {3, NULL, 0, 0}, two = {2, NULL, 0, 0};
+    char buf[128];
+    size_t len = sizeof buf - 1;
+
+    mk(0, &three);
+    ck_assert_int_eq(keel_cluster_replicas(C[0]), 1); /* before joining */
+    settle();
+    ck_assert_int_eq(keel_zk_fake_get(F, "/keel/test/config", buf, &len,
+                                      NULL),
+                     0);
+    buf[len] = '\0';
+    ck_assert_str_eq(buf, "keel-cluster 1\nshards 32\nreplicas 3\n");
+    ck_assert_int_eq(keel_cluster_replicas(C[0]), 3);
+    /* another explicit count follows the cluster's (with a warning), and
+     * so does the default */
+    mk(1, &two);
+    mk(2, NULL);
+    settle();
+    ck_assert_int_eq(keel_cluster_replicas(C[1]), 3);
+    ck_assert_int_eq(keel_cluster_replicas(C[2]), 3);
+    /* the controller places 3 replicas where 3 members are */
+    {
+        keel_shard_map m = checked_map();
+        uint32_t s;
+        for (s = 0; s < SHARDS; s++)
+            ck_assert_uint_eq(unit(&m, "", s)->nreplicas, 3);
+        keel_map_free(&m);
+    }
+    /* out of range: refused */
+    {
+        keel_cluster_options o;
+        keel_cluster *c;
+        keel_zk *zk;
+        keel_cluster_options_init(&o);
+        ck_assert_int_eq(o.replicas, 0);
+        o.cluster = "test";
+        o.node = "node-z";
+        o.address = "127.0.0.1:1";
+        o.shard_count = SHARDS;
+        o.replicas = KEEL_MAP_MAX_REPLICAS + 1;
+        ck_assert_int_eq(keel_zk_fake_client(F, &zk), 0);
+        ck_assert_int_eq(keel_cluster_create(NULL, &o, zk, &c), KEEL_EINVAL);
+        keel_zk_destroy(zk);
+    }
+}
+END_TEST
+
+/* A cluster made before replication (a config without the line) has one
+ * replica per unit, whatever a node asks for. */
+START_TEST(test_config_without_replicas_means_one)
+{
+    mkopt three = {3, NULL, 0, 0};
+    const char *old = "keel-cluster 1\nshards 32\n";
+    keel_shard_map m;
+    uint32_t s;
+
+    ck_assert_int_eq(
+        keel_zk_fake_mkdirs(F, "/keel/test/config", old, strlen(old)), 0);
+    mk(0, &three);
+    mk(1, &three);
+    settle();
+    ck_assert_int_eq(keel_cluster_replicas(C[0]), 1);
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++)
+        ck_assert_str_eq(unit_str(&m, "", s),
+                         strcmp(keel_map_primary(&m, 0, s), "node-a") == 0
+                             ? "node-a*"
+                             : "node-b*");
+    keel_map_free(&m);
+}
+END_TEST
+
+/* Rule 1: units never owned get the top R capable members, all in sync,
+ * and the node table the members' store ids. */
+START_TEST(test_fresh_units_all_in_sync)
+{
+    keel_shard_map m;
+    uint32_t s;
+    int gi;
+
+    start_gpu(3);
+    m = checked_map();
+    gi = keel_map_cap_index(&m, "gpu");
+    ck_assert_int_ge(gi, 0);
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&m, "gpu", s);
+        ck_assert_uint_eq(u->nreplicas, 2); /* two members declare gpu */
+        ck_assert_uint_eq(u->shard_epoch, 1);
+        ck_assert_uint_eq(count_insync(u), 2);
+    }
+    ck_assert_str_eq(m.store_ids[keel_map_node_index(&m, "node-b")],
+                     store_of_[1]);
+    ck_assert_str_eq(m.store_ids[keel_map_node_index(&m, "node-c")],
+                     store_of_[2]);
+    keel_map_free(&m);
+}
+END_TEST
+
+/* Rule 1 again: a member that publishes no store id is listed, out of
+ * sync, as a backup. */
+START_TEST(test_fresh_without_store_id)
+{
+    mkopt a = {2, NULL, 0, 0}, g = {2, "gpu", 0, 0}, gn = {2, "gpu", 1, 0};
+    keel_shard_map m;
+    uint32_t s;
+
+    mk(0, &a);
+    settle();
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    mk(1, &g);
+    mk(2, &gn);
+    settle();
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    settle();
+    m = zk_map();
+    ck_assert_str_eq(m.store_ids[keel_map_node_index(&m, "node-c")], "");
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&m, "gpu", s);
+        ck_assert_uint_eq(u->nreplicas, 2);
+        if (strcmp(keel_map_primary(&m, (uint32_t)keel_map_cap_index(&m,
+                                                                     "gpu"),
+                                    s),
+                   "node-b") == 0)
+            ck_assert_str_eq(unit_str(&m, "gpu", s), "node-b*,node-c");
+        else
+            ck_assert_str_eq(unit_str(&m, "gpu", s), "node-c*,node-b*");
+    }
+    keel_map_free(&m);
+}
+END_TEST
+
+/* The runtime's API on the primary and on a backup. */
+START_TEST(test_runtime_api)
+{
+    keel_replica_ref refs[KEEL_MAP_MAX_REPLICAS];
+    keel_shard_map m;
+    const keel_map_unit *u;
+    int p, b, gi;
+    uint64_t e;
+
+    start_gpu(3);
+    m = checked_map();
+    gi = keel_map_cap_index(&m, "gpu");
+    u = unit(&m, "gpu", 7);
+    e = u->shard_epoch;
+    p = node_idx(keel_map_primary(&m, (uint32_t)gi, 7));
+    b = p == 1 ? 2 : 1;
+    ck_assert_int_eq(
+        keel_cluster_insync_backups(C[p], "gpu", 7, e, refs, 4), 1);
+    ck_assert_str_eq(refs[0].name, nm(b));
+    ck_assert_str_eq(refs[0].addr, b == 1 ? "127.0.0.1:7001"
+                                          : "127.0.0.1:7002");
+    ck_assert_int_eq(keel_cluster_insync_backups(C[p], "gpu", 7, e, refs, 0),
+                     0);
+    ck_assert_int_eq(
+        keel_cluster_insync_backups(C[p], "gpu", 7, e + 1, refs, 4), 0);
+    ck_assert_int_eq(
+        keel_cluster_insync_backups(C[b], "gpu", 7, e, refs, 4), 0);
+    ck_assert_int_eq(
+        keel_cluster_insync_backups(C[p], "nope", 7, e, refs, 4), 0);
+    ck_assert_int_eq(
+        keel_cluster_insync_backups(C[p], "gpu", SHARDS, e, refs, 4), 0);
+
+    ck_assert_int_eq(keel_cluster_may_replicate(C[b], "gpu", 7, e, nm(p)), 0);
+    ck_assert_int_eq(keel_cluster_may_replicate(C[b], "gpu", 7, e + 1, nm(p)),
+                     KEEL_ENOTTARGET);
+    ck_assert_int_eq(keel_cluster_may_replicate(C[b], "gpu", 7, e, "node-a"),
+                     KEEL_ENOTTARGET);
+    ck_assert_int_eq(keel_cluster_may_replicate(C[p], "gpu", 7, e, nm(b)),
+                     KEEL_ENOTTARGET); /* the primary is no backup */
+    ck_assert_int_eq(keel_cluster_may_replicate(C[0], "gpu", 7, e, nm(p)),
+                     KEEL_ENOTTARGET); /* not listed */
+    ck_assert_int_eq(keel_cluster_may_replicate(C[b], "gpu", 7, e, "x/y"),
+                     KEEL_ENOTTARGET);
+    /* a fenced backup takes nothing */
+    keel_zk_fake_disconnect(keel_cluster_zk(C[b]));
+    advance(TIMEOUT / 2);
+    ck_assert(keel_cluster_fenced(C[b]));
+    ck_assert_int_eq(keel_cluster_may_replicate(C[b], "gpu", 7, e, nm(p)),
+                     KEEL_EFENCED);
+    keel_zk_fake_reconnect(keel_cluster_zk(C[b]));
+    settle();
+    ck_assert_int_eq(keel_cluster_may_replicate(C[b], "gpu", 7, e, nm(p)), 0);
+
+    /* Requests that make no sense are refused on the spot. */
+    ck_assert_int_eq(keel_cluster_request_drop(C[p], "gpu", 7, e + 1, nm(b)),
+                     KEEL_ENOTFOUND);
+    ck_assert_int_eq(keel_cluster_request_drop(C[b], "gpu", 7, e, nm(p)),
+                     KEEL_ENOTFOUND);
+    ck_assert_int_eq(keel_cluster_request_drop(C[p], "gpu", 7, e, nm(p)),
+                     KEEL_ENOTFOUND);
+    ck_assert_int_eq(keel_cluster_request_drop(C[p], "gpu", 7, e, "node-a"),
+                     KEEL_ENOTFOUND);
+    keel_map_free(&m);
+}
+END_TEST
+
+/* The primary's state as ZooKeeper has it (caller frees). */
+static keel_node_state zk_state(const char *name)
+{
+    static uint8_t buf[1 << 16];
+    char path[128];
+    size_t len = sizeof buf;
+    keel_node_state st;
+
+    snprintf(path, sizeof path, "/keel/test/nodes/%s/state", name);
+    ck_assert_int_eq(keel_zk_fake_get(F, path, buf, &len, NULL), 0);
+    ck_assert_int_eq(keel_node_state_decode(buf, len, &st), 0);
+    return st;
+}
+
+/* Rule 5: a drop request is published in the primary's state, the
+ * controller clears the flag, the primary sees it and withdraws the
+ * request; the backup stays listed. */
+START_TEST(test_drop_request)
+{
+    keel_replica_ref refs[4];
+    keel_shard_map m, m2;
+    keel_node_state st;
+    const keel_state_entry *en;
+    int p, b, gi;
+    uint64_t e, epoch_before;
+    uint32_t s;
+
+    start_gpu(3);
+    m = checked_map();
+    gi = keel_map_cap_index(&m, "gpu");
+    e = unit(&m, "gpu", 3)->shard_epoch;
+    p = node_idx(keel_map_primary(&m, (uint32_t)gi, 3));
+    b = p == 1 ? 2 : 1;
+    epoch_before = m.map_epoch;
+    /* hold the controller: the request is seen in the state first */
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    ck_assert_int_eq(keel_cluster_request_drop(C[p], "gpu", 3, e, nm(b)), 0);
+    ck_assert_int_eq(keel_cluster_request_drop(C[p], "gpu", 3, e, nm(b)), 0);
+    settle();
+    st = zk_state(nm(p));
+    en = keel_node_state_find(&st, "gpu", 3);
+    ck_assert_ptr_nonnull(en);
+    ck_assert_int_eq(en->role, KEEL_ROLE_PRIMARY);
+    ck_assert_uint_eq(en->shard_epoch, e);
+    ck_assert_uint_eq(en->ndrop, 1);
+    ck_assert_str_eq(st.names[en->drop[0]], nm(b));
+    keel_node_state_free(&st);
+    /* still in sync until the map says otherwise */
+    ck_assert_int_eq(
+        keel_cluster_insync_backups(C[p], "gpu", 3, e, refs, 4), 1);
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    settle();
+    m2 = checked_map();
+    ck_assert_uint_gt(m2.map_epoch, epoch_before);
+    /* out of sync, still listed, nothing else changed */
+    ck_assert_int_eq(pos_of(&m2, unit(&m2, "gpu", 3), nm(b)), 1);
+    ck_assert_uint_eq(count_insync(unit(&m2, "gpu", 3)), 1);
+    ck_assert_uint_eq(unit(&m2, "gpu", 3)->shard_epoch, e);
+    for (s = 0; s < SHARDS; s++)
+        if (s != 3)
+            ck_assert_str_eq(unit_str(&m2, "gpu", s), unit_str(&m, "gpu", s));
+    ck_assert_int_eq(
+        keel_cluster_insync_backups(C[p], "gpu", 3, e, refs, 4), 0);
+    /* the request is withdrawn; asking again is pointless */
+    st = zk_state(nm(p));
+    ck_assert_uint_eq(keel_node_state_find(&st, "gpu", 3)->ndrop, 0);
+    keel_node_state_free(&st);
+    ck_assert_int_eq(keel_cluster_request_drop(C[p], "gpu", 3, e, nm(b)),
+                     KEEL_ENOTFOUND);
+    /* the backup may still take the primary's writes (catch-up, later) */
+    ck_assert_int_eq(keel_cluster_may_replicate(C[b], "gpu", 3, e, nm(p)), 0);
+    keel_map_free(&m);
+    keel_map_free(&m2);
+}
+END_TEST
+
+/* The backups placement wants for a unit whose primary is `primary`:
+ * the first R-1 of the top R live placeable members other than it. */
+static size_t wanted_backups(const char *cap, uint32_t shard,
+                             const char *primary, size_t r,
+                             const char **out)
+{
+    keel_map_member mm[MAXN];
+    size_t top[KEEL_MAP_MAX_REPLICAS], n = 0, got, i, k = 0;
+    int j;
+
+    memset(mm, 0, sizeof mm);
+    for (j = 0; j < MAXN; j++)
+        if (C[j] != NULL && !keel_cluster_member_leaving(C[0] ? C[0] : C[j],
+                                                          nm(j)))
+            mm[n++].name = nm(j);
+    got = keel_rendezvous_top(mm, n, cap, shard, r, top);
+    for (i = 0; i < got && k + 1 < r; i++)
+        if (strcmp(mm[top[i]].name, primary) != 0)
+            out[k++] = mm[top[i]].name;
+    return k;
+}
+
+/* Rule 2 and rule 3 with the data: a fourth node joins a cluster of three
+ * with R = 2. Every unit's backups are exactly what placement wants next
+ * to its primary; a backup is in sync only if it was an in-sync backup
+ * before (the joining node never is, nor is a former primary); a moved
+ * unit took one epoch. */
+START_TEST(test_backups_follow_placement)
+{
+    mkopt o = {2, NULL, 0, 0};
+    keel_shard_map before, after;
+    uint32_t s;
+
+    start3(2);
+    before = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&before, "", s);
+        ck_assert_uint_eq(u->nreplicas, 2);
+    }
+    mk(3, &o);
+    settle();
+    after = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "", s);
+        const keel_map_unit *ua = unit(&after, "", s);
+        const char *pa = after.nodes[ua->replicas[0]];
+        const char *pb = before.nodes[ub->replicas[0]];
+        const char *want[KEEL_MAP_MAX_REPLICAS];
+        size_t nw = wanted_backups("", s, pa, 2, want), i;
+        int r;
+        ck_assert_uint_eq(ua->nreplicas, 1 + nw);
+        for (i = 0; i < nw; i++)
+            ck_assert_int_ge(pos_of(&after, ua, want[i]), 1);
+        ck_assert_uint_eq(ua->shard_epoch,
+                          ub->shard_epoch + (strcmp(pa, pb) != 0));
+        for (r = 1; r < ua->nreplicas; r++) {
+            const char *n = after.nodes[ua->replicas[r]];
+            int was = pos_of(&before, ub, n);
+            if (keel_map_insync(ua, r))
+                ck_assert_msg(was >= 1 && keel_map_insync(ub, was),
+                              "unit %u: %s in sync from nowhere (%s -> %s)",
+                              s, n, unit_str(&before, "", s),
+                              unit_str(&after, "", s));
+            if (strcmp(n, "node-d") == 0)
+                ck_assert(!keel_map_insync(ua, r));
+        }
+    }
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* Rule 3: a primary move with the data keeps the in-sync backups that
+ * stay listed, and the old primary is never in sync after it. */
+START_TEST(test_primary_move_carries_insync)
+{
+    mkopt g = {3, "gpu", 0, 0};
+    keel_shard_map before, after;
+    uint32_t s;
+    size_t moved = 0;
+
+    start_gpu(3); /* gpu units: [b, c] or [c, b], both in sync */
+    before = checked_map();
+    mk(3, &g);
+    settle();
+    after = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "gpu", s);
+        const keel_map_unit *ua = unit(&after, "gpu", s);
+        const char *pb = before.nodes[ub->replicas[0]];
+        const char *other = before.nodes[ub->replicas[1]];
+        char want[128];
+        ck_assert_uint_eq(ua->nreplicas, 3);
+        if (strcmp(after.nodes[ua->replicas[0]], "node-d") != 0) {
+            /* d appended, out of sync */
+            snprintf(want, sizeof want, "%s*,%s*,node-d", pb, other);
+            ck_assert_str_eq(unit_str(&after, "gpu", s), want);
+            ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch);
+            continue;
+        }
+        moved++;
+        ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch + 1);
+        snprintf(want, sizeof want, "node-d*,%s,%s*", pb, other);
+        ck_assert_str_eq(unit_str(&after, "gpu", s), want);
+    }
+    ck_assert_uint_gt(moved, 0);
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* Rule 3 without the data: a dead primary's units, its loss accepted,
+ * move with shard_epoch + 2 and only the new primary in sync (an
+ * in-sync backup included: stage 1 promotes nobody). */
+START_TEST(test_primary_lost_alone_in_sync)
+{
+    mkopt a = {3, NULL, 0, 1}, g = {3, "gpu", 0, 1};
+    keel_shard_map before, after;
+    uint32_t s;
+    size_t moved = 0;
+
+    mk(0, &a);
+    settle();
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    mk(1, &g);
+    mk(2, &g);
+    settle();
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    advance(FORMATION);
+    before = checked_map();
+    kill_node(1);
+    settle();
+    advance(TIMEOUT * 2);
+    after = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "gpu", s);
+        const keel_map_unit *ua = unit(&after, "gpu", s);
+        if (strcmp(before.nodes[ub->replicas[0]], "node-b") == 0) {
+            moved++;
+            ck_assert_str_eq(unit_str(&after, "gpu", s), "node-c*");
+            ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch + 2);
+        } else {
+            /* node-b was an in-sync backup: it stays, gone, in sync
+             * until node-c asks to drop it */
+            ck_assert_str_eq(unit_str(&after, "gpu", s), "node-c*,node-b*");
+            ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch);
+        }
+    }
+    ck_assert_uint_gt(moved, 0);
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* Writes member data for node i as its agent would, with `store` (NULL:
+ * none): a node seen on another store without a new session. */
+static void republish_member(int i, const char *store)
+{
+    char path[64], data[256];
+    int n;
+
+    snprintf(path, sizeof path, "/keel/test/members/%s", nm(i));
+    n = snprintf(data, sizeof data, "addr 127.0.0.1:%d\ncaps gpu\n"
+                                    "session_timeout %d\n%s%s%s",
+                 7000 + i, TIMEOUT, store ? "store " : "", store ? store : "",
+                 store ? "\n" : "");
+    ck_assert_int_eq(keel_zk_fake_set(F, path, data, (size_t)n), 0);
+}
+
+/* Rule 4 and invariant 7: the table records each node's store; a node
+ * seen on another store leaves every in-sync set it backs up (as a
+ * primary it stays, the store check being what keeps a replaced disk
+ * from serving), in one map write. */
+START_TEST(test_store_change_leaves_insync)
+{
+    const char *fresh = "00000000000000000000000000000fff";
+    keel_shard_map before, after;
+    uint64_t writes;
+    uint32_t s;
+    size_t backed = 0;
+    int ci;
+
+    start_gpu(3);
+    before = checked_map();
+    writes = before.map_epoch;
+    republish_member(2, fresh);
+    snprintf(store_of_[2], sizeof store_of_[2], "%s", fresh);
+    settle();
+    after = checked_map(); /* invariant 7 with node-c's new store */
+    ck_assert_uint_eq(after.map_epoch, writes + 1);
+    ci = keel_map_node_index(&after, "node-c");
+    ck_assert_str_eq(after.store_ids[ci], fresh);
+    for (s = 0; s < SHARDS; s++) {
+        const char *p = before.nodes[unit(&before, "gpu", s)->replicas[0]];
+        if (strcmp(p, "node-c") == 0) {
+            ck_assert_str_eq(unit_str(&after, "gpu", s), "node-c*,node-b*");
+        } else {
+            backed++;
+            ck_assert_str_eq(unit_str(&after, "gpu", s), "node-b*,node-c");
+        }
+    }
+    ck_assert_uint_gt(backed, 0);
+    /* without a store id at all: the same (unknown is not in sync) */
+    republish_member(1, NULL);
+    store_of_[1][0] = '\0';
+    settle();
+    keel_map_free(&after);
+    after = zk_map();
+    ci = keel_map_node_index(&after, "node-b");
+    ck_assert_str_eq(after.store_ids[ci], "");
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&after, "gpu", s);
+        ck_assert_uint_eq(count_insync(u), 1);
+    }
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* Rule 5, stale requests: from another epoch, for a node not in sync,
+ * or published by a node that is not the unit's primary; none changes
+ * the map. */
+START_TEST(test_stale_drop_requests_ignored)
+{
+    keel_shard_map before, after;
+    keel_node_state st;
+    uint8_t *buf;
+    size_t len;
+    int gi, p, b;
+    uint64_t e;
+    char path[64];
+
+    start_gpu(3);
+    before = checked_map();
+    gi = keel_map_cap_index(&before, "gpu");
+    e = unit(&before, "gpu", 5)->shard_epoch;
+    p = node_idx(keel_map_primary(&before, (uint32_t)gi, 5));
+    b = p == 1 ? 2 : 1;
+    /* the primary asks at an older epoch, and for a node not listed */
+    keel_node_state_init(&st);
+    st.map_epoch = before.map_epoch;
+    ck_assert_int_eq(
+        keel_node_state_put(&st, "gpu", 5, KEEL_ROLE_PRIMARY, e + 7, NULL),
+        0);
+    ck_assert_int_eq(keel_node_state_put_drop(&st, "gpu", 5, nm(b)), 0);
+    ck_assert_int_eq(keel_node_state_put_drop(&st, "gpu", 5, "node-a"), 0);
+    ck_assert_int_eq(keel_node_state_encode(&st, &buf, &len), 0);
+    snprintf(path, sizeof path, "/keel/test/nodes/%s/state", nm(p));
+    ck_assert_int_eq(keel_zk_fake_set(F, path, buf, len), 0);
+    free(buf);
+    keel_node_state_free(&st);
+    settle();
+    /* the backup claims to be primary and asks to drop the primary */
+    keel_node_state_init(&st);
+    st.map_epoch = before.map_epoch;
+    ck_assert_int_eq(
+        keel_node_state_put(&st, "gpu", 5, KEEL_ROLE_PRIMARY, e, NULL), 0);
+    ck_assert_int_eq(keel_node_state_put_drop(&st, "gpu", 5, nm(p)), 0);
+    ck_assert_int_eq(keel_node_state_encode(&st, &buf, &len), 0);
+    snprintf(path, sizeof path, "/keel/test/nodes/%s/state", nm(b));
+    ck_assert_int_eq(keel_zk_fake_set(F, path, buf, len), 0);
+    free(buf);
+    keel_node_state_free(&st);
+    settle();
+    after = checked_map();
+    ck_assert_uint_eq(after.map_epoch, before.map_epoch);
+    ck_assert(keel_map_same_placement(&before, &after));
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* Rule 6: a backup that dies stays listed and in sync until its primary
+ * asks to drop it; then it leaves the list. Back on the same store, it
+ * is a backup again, out of sync (stage 3 catches it up), and the units
+ * it was primary of are its again, their in-sync backups kept. */
+START_TEST(test_dead_backup)
+{
+    mkopt g = {3, "gpu", 0, 0};
+    keel_shard_map before, dead, dropped, back;
+    uint32_t s, mine = SHARDS;
+    int gi;
+
+    start_gpu(3);
+    before = checked_map();
+    gi = keel_map_cap_index(&before, "gpu");
+    kill_node(2);
+    settle();
+    advance(TIMEOUT * 2);
+    dead = checked_map();
+    for (s = 0; s < SHARDS; s++) /* nothing changes for gpu units */
+        ck_assert_str_eq(unit_str(&dead, "gpu", s),
+                         unit_str(&before, "gpu", s));
+    for (s = 0; s < SHARDS; s++)
+        if (strcmp(keel_map_primary(&dead, (uint32_t)gi, s), "node-b") == 0) {
+            uint64_t e = unit(&dead, "gpu", s)->shard_epoch;
+            ck_assert_int_eq(
+                keel_cluster_request_drop(C[1], "gpu", s, e, "node-c"), 0);
+            mine = s;
+        }
+    ck_assert_uint_lt(mine, SHARDS);
+    settle();
+    dropped = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        if (strcmp(keel_map_primary(&dead, (uint32_t)gi, s), "node-b") == 0)
+            ck_assert_str_eq(unit_str(&dropped, "gpu", s), "node-b*");
+        else /* a dead primary's units wait for it */
+            ck_assert_str_eq(unit_str(&dropped, "gpu", s), "node-c*,node-b*");
+    }
+    mk(2, &g);
+    settle();
+    back = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        if (strcmp(keel_map_primary(&dead, (uint32_t)gi, s), "node-b") == 0)
+            ck_assert_str_eq(unit_str(&back, "gpu", s), "node-b*,node-c");
+        else
+            ck_assert_str_eq(unit_str(&back, "gpu", s), "node-c*,node-b*");
+    }
+    keel_map_free(&before);
+    keel_map_free(&dead);
+    keel_map_free(&dropped);
+    keel_map_free(&back);
+}
+END_TEST
+
+/* A draining backup leaves the lists at once (placement drops it), and
+ * its units as primary move with their in-sync backups kept. */
+START_TEST(test_drain_with_backups)
+{
+    keel_shard_map before, after;
+    uint32_t s;
+
+    start3(3);
+    before = checked_map();
+    ck_assert_int_eq(keel_cluster_drain(C[0], "node-c"), 0);
+    settle();
+    after = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "", s);
+        const keel_map_unit *ua = unit(&after, "", s);
+        int r;
+        ck_assert_int_eq(pos_of(&after, ua, "node-c"), -1);
+        ck_assert_uint_eq(ua->nreplicas, 2);
+        for (r = 1; r < ua->nreplicas; r++) {
+            const char *n = after.nodes[ua->replicas[r]];
+            int was = pos_of(&before, ub, n);
+            /* in sync now only if an in-sync backup before */
+            if (keel_map_insync(ua, r))
+                ck_assert(was >= 1 && keel_map_insync(ub, was));
+        }
+    }
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* The in-sync members of a unit, sorted, as "a,b". */
+static const char *insync_set(const keel_shard_map *m, const char *cap,
+                              uint32_t s)
+{
+    static char out[128];
+    const keel_map_unit *u = unit(m, cap, s);
+    const char *v[KEEL_MAP_MAX_REPLICAS];
+    size_t n = 0, i, j, off = 0;
+    int r;
+
+    for (r = 0; r < u->nreplicas; r++)
+        if (keel_map_insync(u, r))
+            v[n++] = m->nodes[u->replicas[r]];
+    for (i = 1; i < n; i++)
+        for (j = i; j > 0 && strcmp(v[j - 1], v[j]) > 0; j--) {
+            const char *t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    out[0] = '\0';
+    for (i = 0; i < n; i++)
+        off += (size_t)snprintf(out + off, sizeof out - off, "%s%s",
+                                i ? "," : "", v[i]);
+    return out;
+}
+
+/* A new controller reads the map and keeps every in-sync set as it is.
+ * The old one's node rejoins meanwhile (a new session, its own store):
+ * its out-of-sync places may be listed in another order after its
+ * absence, but no in-sync set, primary or epoch changes. */
+START_TEST(test_new_controller_keeps_insync)
+{
+    keel_shard_map before, after;
+    int gi, p, b, who = -1, i;
+    uint64_t e;
+
+    start_gpu(3);
+    before = checked_map();
+    gi = keel_map_cap_index(&before, "gpu");
+    e = unit(&before, "gpu", 1)->shard_epoch;
+    p = node_idx(keel_map_primary(&before, (uint32_t)gi, 1));
+    b = p == 1 ? 2 : 1;
+    ck_assert_int_eq(keel_cluster_request_drop(C[p], "gpu", 1, e, nm(b)), 0);
+    settle();
+    keel_map_free(&before);
+    before = checked_map();
+    ck_assert_uint_eq(count_insync(unit(&before, "gpu", 1)), 1);
+    /* the controller's session expires: another node leads, node-a
+     * rejoins on its own store */
+    keel_zk_fake_expire(keel_cluster_zk(C[0]));
+    settle();
+    advance(1000);
+    for (i = 0; i < 3; i++)
+        if (keel_cluster_is_controller(C[i]))
+            who = i;
+    ck_assert_int_gt(who, 0);
+    after = checked_map();
+    for (i = 0; i < 2; i++) {
+        const char *cap = i == 0 ? "" : "gpu";
+        uint32_t s;
+        char was[128];
+        for (s = 0; s < SHARDS; s++) {
+            snprintf(was, sizeof was, "%s", insync_set(&before, cap, s));
+            ck_assert_str_eq(insync_set(&after, cap, s), was);
+            ck_assert_uint_eq(unit(&after, cap, s)->shard_epoch,
+                              unit(&before, cap, s)->shard_epoch);
+            ck_assert_str_eq(
+                after.nodes[unit(&after, cap, s)->replicas[0]],
+                before.nodes[unit(&before, cap, s)->replicas[0]]);
+            if (i == 1)
+                ck_assert_str_eq(unit_str(&after, cap, s),
+                                 unit_str(&before, cap, s));
+        }
+    }
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* A node back on another store does not take writes as the replica the
+ * map may still count in sync, until the controller has recorded its new
+ * store (and taken it out of every in-sync set). */
+START_TEST(test_new_store_takes_no_writes_before_the_map)
+{
+    const char *fresh = "00000000000000000000000000000ccc";
+    mkopt g = {3, "gpu", 0, 0};
+    keel_shard_map m;
+    uint32_t s, backed = SHARDS;
+    uint64_t e = 0;
+    int gi;
+    char rec[64];
+
+    start_gpu(3);
+    m = checked_map();
+    gi = keel_map_cap_index(&m, "gpu");
+    for (s = 0; s < SHARDS && backed == SHARDS; s++)
+        if (strcmp(keel_map_primary(&m, (uint32_t)gi, s), "node-b") == 0) {
+            backed = s;
+            e = unit(&m, "gpu", s)->shard_epoch;
+        }
+    ck_assert_uint_lt(backed, SHARDS);
+    ck_assert_int_eq(
+        keel_cluster_may_replicate(C[2], "gpu", backed, e, "node-b"), 0);
+    keel_map_free(&m);
+    kill_node(2);
+    settle();
+    /* the controller hears nothing while node-c comes back on a new
+     * store (its record says so: the store check lets it in) */
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    snprintf(rec, sizeof rec, "store %s\n", fresh);
+    ck_assert_int_eq(keel_zk_fake_set(F, "/keel/test/nodes/node-c", rec,
+                                      strlen(rec)),
+                     0);
+    snprintf(store_of_[2], sizeof store_of_[2], "%s", fresh);
+    mk(2, &g);
+    settle();
+    ck_assert_int_eq(keel_cluster_phase(C[2]), KEEL_CLUSTER_RUNNING);
+    ck_assert_int_eq(
+        keel_cluster_may_replicate(C[2], "gpu", backed, e, "node-b"),
+        KEEL_ENOTTARGET);
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    settle();
+    m = checked_map();
+    ck_assert_str_eq(unit_str(&m, "gpu", backed), "node-b*,node-c");
+    ck_assert_int_eq(
+        keel_cluster_may_replicate(C[2], "gpu", backed, e, "node-b"), 0);
+    keel_map_free(&m);
+}
+END_TEST
+
+/* Releases the hook saw and left open (stall_release). */
+static struct {
+    int node;
+    char cap[KEEL_NAME_MAX + 1];
+    uint32_t shard;
+    uint64_t epoch;
+    char to[KEEL_NAME_MAX + 1];
+} stalled[SHARDS * 2];
+static size_t nstalled;
+
+static void on_release_stall(keel_cluster *c, const char *cap,
+                             uint32_t shard, uint64_t epoch, const char *to,
+                             void *data)
+{
+    (void)c;
+    ck_assert_ptr_nonnull(to);
+    ck_assert_uint_lt(nstalled, SHARDS * 2);
+    stalled[nstalled].node = (int)(intptr_t)data;
+    snprintf(stalled[nstalled].cap, sizeof stalled[0].cap, "%s", cap);
+    stalled[nstalled].shard = shard;
+    stalled[nstalled].epoch = epoch;
+    snprintf(stalled[nstalled].to, sizeof stalled[0].to, "%s", to);
+    nstalled++;
+}
+
+/* A primary handing a unit off may still wait on a backup: its drop
+ * request is published (as PRIMARY, for the unit it is releasing) and
+ * honoured; the move then keeps only the backups still in sync. */
+START_TEST(test_drop_while_releasing)
+{
+    mkopt o = {3, NULL, 0, 0};
+    keel_cluster_options opt;
+    keel_shard_map m;
+    keel_node_state st;
+    const keel_state_entry *en;
+    size_t i, k = SHARDS * 2;
+    char want[256], backup[KEEL_NAME_MAX + 1];
+    keel_zk *zk;
+    uint32_t s;
+
+    /* node-a's releases stall: it is made by hand with that hook */
+    keel_cluster_options_init(&opt);
+    snprintf(name_of_[0], sizeof name_of_[0], "node-a");
+    snprintf(store_of_[0], sizeof store_of_[0], "%032x", 0xa0);
+    opt.cluster = "test";
+    opt.node = name_of_[0];
+    opt.address = "127.0.0.1:7000";
+    opt.shard_count = SHARDS;
+    opt.session_timeout_ms = TIMEOUT;
+    opt.replicas = 3;
+    opt.store_id = store_of_[0];
+    opt.hooks.release = on_release_stall;
+    opt.hooks.data = (void *)(intptr_t)0;
+    ck_assert_int_eq(keel_zk_fake_client(F, &zk), 0);
+    ck_assert_int_eq(keel_cluster_create(NULL, &opt, zk, &C[0]), 0);
+    ck_assert_int_eq(keel_cluster_start(C[0]), 0);
+    settle();
+    mk(1, &o);
+    mk(2, &o);
+    settle();
+    advance(FORMATION);
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++)
+        ck_assert_uint_eq(count_insync(unit(&m, "", s)), 3);
+    keel_map_free(&m);
+    nstalled = 0;
+    ck_assert_int_eq(keel_cluster_drain(C[1], "node-a"), 0);
+    settle();
+    ck_assert_uint_gt(nstalled, 0);
+    m = checked_map();
+    /* the first stalled release: node-a asks to drop the backup that is
+     * not the recipient */
+    for (i = 0; i < nstalled && k == SHARDS * 2; i++)
+        if (stalled[i].node == 0)
+            k = i;
+    s = stalled[k].shard;
+    ck_assert_uint_eq(stalled[k].epoch, unit(&m, "", s)->shard_epoch);
+    snprintf(backup, sizeof backup, "%s",
+             strcmp(stalled[k].to, "node-b") == 0 ? "node-c" : "node-b");
+    keel_map_free(&m);
+    ck_assert_int_eq(keel_cluster_request_drop(C[0], "", s, stalled[k].epoch,
+                                               backup),
+                     0);
+    settle();
+    m = checked_map();
+    snprintf(want, sizeof want, "node-a*,%s*,%s", stalled[k].to, backup);
+    if (strcmp(m.nodes[unit(&m, "", s)->replicas[1]], backup) == 0)
+        snprintf(want, sizeof want, "node-a*,%s,%s*", backup, stalled[k].to);
+    ck_assert_str_eq(unit_str(&m, "", s), want);
+    keel_map_free(&m);
+    st = zk_state("node-a");
+    en = keel_node_state_find(&st, "", s);
+    /* settled: withdrawn (a unit being released is published only to
+     * carry a request) */
+    ck_assert(en == NULL || en->ndrop == 0);
+    keel_node_state_free(&st);
+    /* the stream is stored: the recipient is primary, the dropped
+     * backup stays out of sync, node-a (leaving) is gone from the list */
+    ck_assert_int_eq(keel_cluster_released(C[0], "", s, stalled[k].epoch,
+                                           stalled[k].to),
+                     0);
+    settle();
+    m = checked_map();
+    snprintf(want, sizeof want, "%s*,%s", stalled[k].to, backup);
+    ck_assert_str_eq(unit_str(&m, "", s), want);
+    ck_assert_uint_eq(unit(&m, "", s)->shard_epoch, stalled[k].epoch + 1);
+    keel_map_free(&m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("coord_replicas");
+    TCase *rules = tcase_create("rules");
+    TCase *tc = tcase_create("agents");
+
+    keel_log_set_level(KEEL_LOG_WARN);
+    tcase_add_test(rules, test_rs_fresh);
+    tcase_add_test(rules, test_rs_follow);
+    tcase_add_test(rules, test_rs_dead_backups);
+    tcase_add_test(rules, test_rs_move);
+    suite_add_tcase(s, rules);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_config_replicas);
+    tcase_add_test(tc, test_formation_wait);
+    tcase_add_test(tc, test_formation_all_in_sync);
+    tcase_add_test(tc, test_config_without_replicas_means_one);
+    tcase_add_test(tc, test_fresh_units_all_in_sync);
+    tcase_add_test(tc, test_fresh_without_store_id);
+    tcase_add_test(tc, test_runtime_api);
+    tcase_add_test(tc, test_drop_request);
+    tcase_add_test(tc, test_backups_follow_placement);
+    tcase_add_test(tc, test_primary_move_carries_insync);
+    tcase_add_test(tc, test_primary_lost_alone_in_sync);
+    tcase_add_test(tc, test_store_change_leaves_insync);
+    tcase_add_test(tc, test_stale_drop_requests_ignored);
+    tcase_add_test(tc, test_dead_backup);
+    tcase_add_test(tc, test_drain_with_backups);
+    tcase_add_test(tc, test_new_controller_keeps_insync);
+    tcase_add_test(tc, test_new_store_takes_no_writes_before_the_map);
+    tcase_add_test(tc, test_drop_while_releasing);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}
