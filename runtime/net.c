@@ -860,9 +860,11 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
             /* A short read drained the socket: asking again would only
              * return EAGAIN, one system call per request for nothing.
              * The watcher is level-triggered, so data that arrives
-             * meanwhile wakes it again. Not so with TLS, which returns
-             * one record at a time: it reads on until it waits. */
-            if ((size_t)r < want && c->tls == NULL) {
+             * meanwhile wakes it again. TLS returns one record at a
+             * time, so a short answer says nothing there: it tells
+             * whether its own last read of the socket was short. */
+            if (c->tls == NULL ? (size_t)r < want
+                               : keel_tls_drained(c->tls)) {
                 if (!c->dead) {
                     c->quiet_ns = t;
                     c->undrained = 0;

@@ -89,9 +89,15 @@ ssize_t keel_tls_read(keel_tls *t, void *buf, size_t len);
  * same bytes at the start of buf (buf may have moved, len may be
  * larger). */
 ssize_t keel_tls_write(keel_tls *t, const void *buf, size_t len);
-/* 1 when bytes wait inside the TLS state (a read would return them
- * without the socket being readable). */
+/* 1 when bytes wait inside the TLS state that a read may return without
+ * the socket being readable: read ahead, and not found short of a whole
+ * record by the last read (which then wanted the socket). */
 int keel_tls_pending(const keel_tls *t);
+/* 1 when the last read from the socket found it empty and nothing waits
+ * inside the TLS state: another read would only find nothing, so a
+ * caller woken by a level-triggered watcher may wait for the next wakeup
+ * instead. 0 when more may be there. */
+int keel_tls_drained(const keel_tls *t);
 
 /* The verified identity of the other side (after the handshake). */
 void keel_tls_peer_identity(const keel_tls *t, keel_tls_identity *out);
