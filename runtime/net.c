@@ -23,7 +23,10 @@
  * --max-unit-stream (unit_stream.c, freed when it closes). The number of
  * connections is bounded by --max-connections, and by the descriptor
  * limit, which the listener survives (accept_some); a connection that
- * sends and owes nothing for --conn-idle-timeout is closed. */
+ * sends and owes nothing for --conn-idle-timeout is closed.
+ *
+ * A plaintext client on a TLS port is told why it is not served, in a
+ * last ERROR quoting request id 0 that it can read (refuse_conn). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -79,8 +82,16 @@ struct keel_conn {
      * other watcher. */
     keel_tls *tls;
     int tls_ready;
+    int tls_checked; /* its first byte began a TLS handshake record */
     int read_wants_write, write_wants_read;
     keel_tls_identity ident;
+    /* The node refuses the connection (refuse_conn): it sends the
+     * refusal, then lingers (its write side shut, what it reads dropped)
+     * until the client closes or refuse_until. */
+    int refusing, lingering;
+    int refuse_code;
+    const char *refuse_msg; /* static */
+    ev_tstamp refuse_until;
     /* Who the connection has proven (or said) it is: auth.h. */
     keel_auth_conn auth;
     /* ev_now of the last whole frame read or answer queued: idle since. */
@@ -96,6 +107,7 @@ struct keel_conn {
 };
 
 static void conn_close(keel_conn *c);
+static void conn_linger(keel_conn *c);
 
 /* A closed connection is freed only from the prepare watcher, never inside
  * a callback that may still hold it. */
@@ -323,7 +335,10 @@ static int conn_write(keel_conn *c)
         ev_io_stop(c->n->loop, &c->wio);
     if (c->closing && c->pending == 0) {
         /* Every reply the client is owed has been written. */
-        conn_close(c);
+        if (c->refusing)
+            conn_linger(c);
+        else
+            conn_close(c);
         return -1;
     }
     if (c->paused && c->pending < PENDING_PAUSE / 2)
@@ -756,9 +771,136 @@ static void process_input(keel_conn *c)
 
 static void accept_log(keel_node *n, const char *what, int err);
 
+/* ------------------------------------------------------------ refusals */
+
+/* A connection the node will not serve gets one ERROR quoting request id
+ * 0, which says why and that nothing it sent ran, and is closed. The
+ * client must be able to read it: over TLS it comes after the handshake,
+ * and a client that sent requests meanwhile must get it before the close,
+ * since closing a socket with unread input resets the connection and a
+ * reset can destroy what the client has not read yet. So a refused
+ * connection lives on for at most REFUSE_LINGER_S: its handshake, the
+ * frame, then its write side shut and what it sends read and dropped
+ * until it closes (conn_linger). The time is bounded per connection,
+ * the number by --max-connections. */
+#define REFUSE_LINGER_S 2.0
+#define REFUSE_TICK_S 0.25
+
+static const char refuse_plaintext[] =
+    "this port requires TLS: the connection sent plaintext, and nothing "
+    "it sent ran; connect with TLS (keel --tls-ca FILE)";
+
+/* Marks c refused with code and msg (static). With TLS the frame waits
+ * for the handshake (conn_handshake); without, it is queued now. */
+static void refuse_conn(keel_conn *c, int code, const char *msg)
+{
+    keel_node *n = c->n;
+
+    if (!c->refusing) {
+        c->refusing = 1;
+        c->refuse_until = ev_now(n->loop) + REFUSE_LINGER_S;
+        n->nrefusing++;
+        if (!ev_is_active(&n->refuse_timer))
+            ev_timer_start(n->loop, &n->refuse_timer);
+    }
+    c->refuse_code = code;
+    c->refuse_msg = msg;
+    if (c->tls != NULL && !c->tls_ready)
+        return;
+    c->rlen = 0; /* nothing it sent is handled */
+    send_error(c, 0, code, msg);
+    c->closing = 1;
+    pause_reading(c);
+}
+
+/* The refusal is written: close_notify, the write side shut, and what
+ * the client still sends read and dropped until it closes too. */
+static void conn_linger(keel_conn *c)
+{
+    keel_node *n = c->n;
+
+    if (c->lingering)
+        return;
+    c->lingering = 1;
+    if (c->tls != NULL)
+        keel_tls_shutdown(c->tls);
+    shutdown(c->fd, SHUT_WR);
+    ev_io_stop(n->loop, &c->wio);
+    c->paused = 0;
+    ev_io_start(n->loop, &c->rio);
+}
+
+/* Reads and drops what a lingering connection sends, a bounded amount a
+ * wakeup; closes it at the end of its stream. */
+static void linger_read(keel_conn *c)
+{
+    uint8_t sink[16384];
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        ssize_t r = read(c->fd, sink, sizeof sink);
+        if (r > 0 || (r < 0 && errno == EINTR))
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        conn_close(c); /* the client closed too, or is gone */
+        return;
+    }
+}
+
+/* Closes refused connections whose time is up. */
+static void refuse_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    keel_node *n = w->data;
+    ev_tstamp t = ev_now(loop);
+    keel_conn *c, *next;
+
+    (void)revents;
+    for (c = n->conns; c != NULL && n->nrefusing > 0; c = next) {
+        next = c->next;
+        if (c->refusing && !c->dead && t >= c->refuse_until)
+            conn_close(c);
+    }
+    if (n->nrefusing == 0)
+        ev_timer_stop(loop, w);
+}
+
+/* A TLS connection's first byte, looked at before TLS takes it: a TLS
+ * client begins with a handshake record (content type 22). A plaintext
+ * keel client begins with a frame's length, an HTTP client with a
+ * letter; either would fail the handshake without learning why, so it
+ * is told in plaintext, which it can read (refuse_conn). Returns 1 for
+ * TLS, 0 while nothing has come, -1 when c was refused or closed. */
+#define TLS_RECORD_HANDSHAKE 0x16
+
+static int conn_check_tls(keel_conn *c)
+{
+    uint8_t b;
+    ssize_t r = recv(c->fd, &b, 1, MSG_PEEK);
+
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    if (r <= 0) {
+        conn_close(c); /* closed (or reset) before it said anything */
+        return -1;
+    }
+    if (b == TLS_RECORD_HANDSHAKE) {
+        c->tls_checked = 1;
+        return 1;
+    }
+    accept_log(c->n, "a plaintext client on the TLS port: told that it "
+                     "requires TLS, and closed", 0);
+    keel_tls_free(c->tls);
+    c->tls = NULL;
+    refuse_conn(c, KEEL_EUNAUTH, refuse_plaintext);
+    mark_flush(c);
+    return -1;
+}
+
 /* Drives the TLS handshake of c. Returns 1 once it is done, 0 while it
- * waits for the socket, -1 when it failed and c was closed: a plaintext
- * client, a certificate that does not verify. */
+ * waits for the socket (or c is refused: its refusal is queued), -1 when
+ * it failed and c was closed: a certificate that does not verify, a
+ * client that hung up. */
 static int conn_handshake(keel_conn *c)
 {
     keel_node *n = c->n;
@@ -786,6 +928,11 @@ static int conn_handshake(keel_conn *c)
         return -1;
     }
     c->tls_ready = 1;
+    if (c->refusing) {
+        /* Told why in TLS, which it now reads; nothing it sends runs. */
+        refuse_conn(c, c->refuse_code, c->refuse_msg);
+        return 0;
+    }
     keel_tls_peer_identity(c->tls, &c->ident);
     /* What the certificate proved is the connection's identity for the
      * role checks too (auth.h): node:ID a node, client:NAME a client,
@@ -816,7 +963,13 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
 
     (void)loop;
     (void)revents;
+    if (c->lingering) {
+        linger_read(c);
+        return;
+    }
     if (c->tls != NULL) {
+        if (!c->tls_checked && conn_check_tls(c) <= 0)
+            return;
         if (!c->tls_ready && conn_handshake(c) <= 0)
             return;
         if (c->write_wants_read) {
@@ -959,6 +1112,8 @@ static void conn_close(keel_conn *c)
         n->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    if (c->refusing)
+        n->nrefusing--;
     STAT_SUB(n, connections, 1);
     n->nconns--;
     if (n->cluster != NULL)
@@ -968,8 +1123,9 @@ static void conn_close(keel_conn *c)
 }
 
 /* A connection the node will not serve gets one ERROR quoting request id
- * 0 (nothing it sends runs) and is closed. Written straight to the fresh
- * socket, whose buffer is empty: a write that does not fit is dropped. */
+ * 0 (nothing it sends runs) and is closed at once. Written straight to
+ * the fresh socket, whose buffer is empty: a write that does not fit is
+ * dropped. For the refusals that wait to be read, see refuse_conn. */
 static void refuse(keel_node *n, int fd, int code, const char *msg)
 {
     uint8_t frame[KEEL_FRAME_HEADER + 2 + 128];
@@ -1174,6 +1330,9 @@ void keel__net_start(keel_node *n)
     if (n->reserve_fd < 0)
         n->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     ev_io_start(n->loop, &n->listen_watcher);
+    ev_timer_init(&n->refuse_timer, refuse_timer_cb, REFUSE_TICK_S,
+                  REFUSE_TICK_S);
+    n->refuse_timer.data = n;
     if (n->opts.conn_idle_timeout_s > 0) {
         ev_timer_init(&n->idle_conns, idle_conns_cb, 1., 1.);
         n->idle_conns.data = n;
@@ -1311,6 +1470,7 @@ void keel__net_close_all(keel_node *n)
     keel_conn *c;
 
     ev_timer_stop(n->loop, &n->idle_conns);
+    ev_timer_stop(n->loop, &n->refuse_timer);
     /* Connections the kernel completed but nobody accepted would be reset
      * with the listener: take them, to say goodbye to them too. */
     if (n->listen_fd >= 0) {
@@ -1322,7 +1482,7 @@ void keel__net_close_all(keel_node *n)
      * stop gave up waiting) may have had them run: it gets no farewell,
      * and its client learns only that the connection closed. */
     for (c = n->conns; c != NULL; c = c->next)
-        if (!c->dead && c->pending == 0 &&
+        if (!c->dead && c->pending == 0 && !c->refusing &&
             (c->tls == NULL || c->tls_ready))
             send_error(c, 0, KEEL_ESTOPPING, bye);
     linger_flush(n);

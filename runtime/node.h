@@ -260,6 +260,11 @@ struct keel_node {
     uint64_t accept_log_quiet; /* ...counting the ones not logged */
     ev_timer idle_conns;      /* closes idle connections */
     uint32_t nconns;          /* open wire connections */
+    /* Connections told why they are refused before they close (net.c,
+     * refuse_conn): how many are open; the timer that closes them when
+     * their time is up. */
+    uint32_t nrefusing;
+    ev_timer refuse_timer;
     keel_conn *conns;      /* all open connections */
     keel_conn *flush_head; /* connections with bytes to write */
     keel_conn *graveyard;  /* closed connections waiting to be freed */

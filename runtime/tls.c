@@ -34,6 +34,10 @@ struct keel_tls {
     /* The last read wanted more from the socket: what the TLS state holds
      * (read ahead) is not a whole record yet. */
     int starved;
+    /* The first byte the other side sent, once it came: a TLS peer's is
+     * a record's content type. */
+    int got_first;
+    unsigned char first;
     keel_tls_identity ident;
     char expect[KEEL_TLS_NAME_MAX + 1]; /* node id the server must be */
 };
@@ -73,12 +77,16 @@ static long sock_read_cb(BIO *b, int oper, const char *argp, size_t len,
 {
     keel_tls *t = (keel_tls *)BIO_get_callback_arg(b);
 
-    (void)argp;
     (void)argi;
     (void)argl;
-    if (oper == (BIO_CB_READ | BIO_CB_RETURN) && t != NULL)
-        t->sock_short = ret > 0 ? processed != NULL && *processed < len
-                                : BIO_should_retry(b);
+    if (oper != (BIO_CB_READ | BIO_CB_RETURN) || t == NULL)
+        return ret;
+    t->sock_short = ret > 0 ? processed != NULL && *processed < len
+                            : BIO_should_retry(b);
+    if (!t->got_first && ret > 0 && processed != NULL && *processed > 0) {
+        t->got_first = 1;
+        t->first = (unsigned char)argp[0];
+    }
     return ret;
 }
 
@@ -263,18 +271,16 @@ void keel_tls_shutdown(keel_tls *t)
     ERR_clear_error();
 }
 
-/* The identity of a verified certificate, from its one subject CN. */
-static void identity_of(SSL *ssl, keel_tls_identity *id)
+/* The identity a certificate names, from its one subject CN, taken as
+ * verified: KEEL_TLS_OTHER at least. */
+static void identity_of_cert(X509 *x, keel_tls_identity *id)
 {
-    X509 *x = SSL_get0_peer_certificate(ssl);
     X509_NAME *subj;
     ASN1_STRING *data;
     unsigned char *cn = NULL;
     int i, len;
 
     memset(id, 0, sizeof *id);
-    if (x == NULL || SSL_get_verify_result(ssl) != X509_V_OK)
-        return;
     /* Verified: authenticated, if only as a certificate of no known
      * kind, whatever its CN turns out to be. */
     id->kind = KEEL_TLS_OTHER;
@@ -303,6 +309,19 @@ static void identity_of(SSL *ssl, keel_tls_identity *id)
     }
     OPENSSL_free(cn);
 }
+
+/* The identity of the other side's certificate, if it verified. */
+static void identity_of(SSL *ssl, keel_tls_identity *id)
+{
+    X509 *x = SSL_get0_peer_certificate(ssl);
+
+    memset(id, 0, sizeof *id);
+    if (x == NULL || SSL_get_verify_result(ssl) != X509_V_OK)
+        return;
+    identity_of_cert(x, id);
+}
+
+
 
 /* What an SSL call that returned r <= 0 means. */
 static int tls_result(keel_tls *t, int r, char *errbuf, size_t errlen,
@@ -336,6 +355,27 @@ static int tls_result(keel_tls *t, int r, char *errbuf, size_t errlen,
     }
 }
 
+/* TLS record content types: change_cipher_spec 20 to heartbeat 24. */
+#define TLS_TYPE_FIRST 20
+#define TLS_TYPE_LAST 24
+
+/* Says in plain words why the connecting side's handshake failed when
+ * the server does not speak TLS at all: OpenSSL's "wrong version
+ * number" or "packet length too long" would be all the caller sees. */
+static void handshake_failure(const keel_tls *t, char *errbuf, size_t errlen)
+{
+    if (errbuf == NULL || errlen == 0)
+        return;
+    if (t->got_first && (t->first < TLS_TYPE_FIRST || t->first > TLS_TYPE_LAST))
+        snprintf(errbuf, errlen,
+                 "TLS: the server does not speak TLS (it answered in "
+                 "plaintext): is this port's node without TLS?");
+    else if (!t->got_first)
+        snprintf(errbuf, errlen,
+                 "TLS: the server closed the connection without answering "
+                 "the handshake (at its connection limit?)");
+}
+
 int keel_tls_handshake(keel_tls *t, char *errbuf, size_t errlen)
 {
     int r;
@@ -346,8 +386,12 @@ int keel_tls_handshake(keel_tls *t, char *errbuf, size_t errlen)
         ERR_clear_error();
         errno = 0;
         r = SSL_do_handshake(t->ssl);
-        if (r != 1)
-            return tls_result(t, r, errbuf, errlen, "TLS handshake");
+        if (r != 1) {
+            r = tls_result(t, r, errbuf, errlen, "TLS handshake");
+            if (r == KEEL_ECONN && t->client)
+                handshake_failure(t, errbuf, errlen);
+            return r;
+        }
         t->hs_done = 1;
         identity_of(t->ssl, &t->ident);
         t->ident_set = 1;

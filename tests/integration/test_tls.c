@@ -2,7 +2,9 @@
  * trusts the CA is answered, with or without a client certificate; a
  * plaintext client, a client certificate from another CA and a client
  * that does not trust the node's CA get nowhere, and nothing they sent
- * runs; a client's hop count is refused EDENIED; SIGHUP swaps the
+ * runs; a plaintext client is told in plaintext that the port requires
+ * TLS, and a TLS client on a plaintext port learns that it is one; a
+ * client's hop count is refused EDENIED; SIGHUP swaps the
  * certificate for new connections while an open one goes on, and a bad
  * file on reload keeps the old one. Certificates are made per test with
  * the openssl command (tests/support/certs.h). Every wait is bounded. */
@@ -12,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "certs.h"
@@ -109,6 +112,27 @@ static long counter_get(const char *id)
     return v;
 }
 
+/* Waits (at most 10 s) for `what` to appear in the node's log `times`
+ * times. */
+static int log_has(const char *what, int times)
+{
+    int tries;
+
+    for (tries = 0; tries < 200; tries++) {
+        char *log = tu_keeld_log(&node), *p = log;
+        int n = 0;
+        while (p != NULL && (p = strstr(p, what)) != NULL) {
+            n++;
+            p++;
+        }
+        free(log);
+        if (n >= times)
+            return 1;
+        usleep(50000);
+    }
+    return 0;
+}
+
 START_TEST(tls_client_answered)
 {
     keel_client *c = NULL;
@@ -134,23 +158,67 @@ END_TEST
 START_TEST(plaintext_refused)
 {
     keel_client *c = NULL;
-    char *reply = NULL;
+    char *reply = NULL, *out = NULL, *err = NULL;
+    char *bin = tu_bin("keel");
+    const char *argv[] = {bin, "-a", NULL, "call", "counter", "p1", "incr",
+                          NULL};
     int rc;
 
     start_node();
-    /* The TCP connection is taken; the first frame is not a ClientHello,
-     * the handshake fails and the node closes without running it. */
+    /* The first bytes are not a TLS handshake record: the node answers in
+     * plaintext, EUNAUTH quoting request id 0 (the call did not run), and
+     * closes. */
     ck_assert_int_eq(keel_client_connect(node.addr, 5000, &c), 0);
     rc = keel_client_call(c, KEEL_FRAME_CALL, "counter", "p1", 2, "incr", 4,
                           &reply, NULL);
-    ck_assert_msg(rc == KEEL_ECONN || rc == KEEL_ENOTSENT ||
-                      rc == KEEL_EMALFORMED || rc == KEEL_ETOOBIG,
-                  "plaintext call: %d (%s)", rc, reply ? reply : "");
+    ck_assert_msg(rc == KEEL_EUNAUTH, "plaintext call: %d (%s)", rc,
+                  reply ? reply : "");
+    ck_assert_msg(strstr(reply, "requires TLS") != NULL, "%s", reply);
     free(reply);
     keel_client_close(c);
+    /* The CLI without TLS says the same. */
+    unsetenv("KEEL_TLS_CA");
+    argv[2] = node.addr;
+    ck_assert_int_ne(tu_run(argv, &out, &err), 0);
+    ck_assert_msg(strstr(err, "requires TLS") != NULL, "%s", err);
+    free(out);
+    free(err);
+    free(bin);
+    setenv("KEEL_TLS_CA", ca, 1);
     ck_assert_int_eq(counter_get("p1"), 0);
 }
 END_TEST
+
+/* A TLS client on a plaintext port learns at once that it is one, before
+ * it sends anything; nothing runs. */
+START_TEST(tls_client_on_plaintext_port)
+{
+    keel_client *c = NULL;
+    char why[512], *reply = NULL;
+    struct timespec t0, t1;
+    long ms;
+
+    unsetenv("KEEL_TLS_CA"); /* tu_keeld_start's ping is plaintext */
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, NULL), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ck_assert_int_eq(tls_connect(ca, NULL, NULL, NULL, &c, why, sizeof why),
+                     KEEL_ENOTSENT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    ck_assert_msg(strstr(why, "does not speak TLS") != NULL, "why: %s", why);
+    ck_assert_msg(ms < 3000, "the refusal took %ld ms", ms);
+    ck_assert_ptr_null(c);
+    ck_assert_int_eq(keel_client_connect(node.addr, 5000, &c), 0);
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "counter", "q1", 2,
+                                      "get", 3, &reply, NULL),
+                     0);
+    ck_assert_str_eq(reply, "0");
+    free(reply);
+    keel_client_close(c);
+}
+END_TEST
+
+
 
 START_TEST(foreign_client_cert_refused)
 {
@@ -206,27 +274,6 @@ START_TEST(client_hops_denied)
     keel_client_close(c);
 }
 END_TEST
-
-/* Waits (at most 10 s) for `what` to appear in the node's log `times`
- * times. */
-static int log_has(const char *what, int times)
-{
-    int tries;
-
-    for (tries = 0; tries < 200; tries++) {
-        char *log = tu_keeld_log(&node), *p = log;
-        int n = 0;
-        while (p != NULL && (p = strstr(p, what)) != NULL) {
-            n++;
-            p++;
-        }
-        free(log);
-        if (n >= times)
-            return 1;
-        usleep(50000);
-    }
-    return 0;
-}
 
 START_TEST(sighup_reloads)
 {
@@ -376,6 +423,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, tls_client_answered);
     tcase_add_test(tc, plaintext_refused);
+    tcase_add_test(tc, tls_client_on_plaintext_port);
     tcase_add_test(tc, foreign_client_cert_refused);
     tcase_add_test(tc, client_hops_denied);
     tcase_add_test(tc, sighup_reloads);
