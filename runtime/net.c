@@ -25,8 +25,10 @@
  * limit, which the listener survives (accept_some); a connection that
  * sends and owes nothing for --conn-idle-timeout is closed.
  *
- * A plaintext client on a TLS port is told why it is not served, in a
- * last ERROR quoting request id 0 that it can read (refuse_conn). */
+ * A connection the node will not serve is told why, in a last ERROR
+ * quoting request id 0 that it can read: in plaintext to a plaintext
+ * client on a TLS port, inside TLS to a TLS client over the connection
+ * limit (refuse_conn). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -87,8 +89,9 @@ struct keel_conn {
     keel_tls_identity ident;
     /* The node refuses the connection (refuse_conn): it sends the
      * refusal, then lingers (its write side shut, what it reads dropped)
-     * until the client closes or refuse_until. */
-    int refusing, lingering;
+     * until the client closes or refuse_until. overflow: it came over the
+     * connection limit, and is not counted in nconns. */
+    int refusing, overflow, lingering;
     int refuse_code;
     const char *refuse_msg; /* static */
     ev_tstamp refuse_until;
@@ -781,11 +784,20 @@ static void accept_log(keel_node *n, const char *what, int err);
  * reset can destroy what the client has not read yet. So a refused
  * connection lives on for at most REFUSE_LINGER_S: its handshake, the
  * frame, then its write side shut and what it sends read and dropped
- * until it closes (conn_linger). The time is bounded per connection,
- * the number by --max-connections. */
+ * until it closes (conn_linger). The time is bounded per connection;
+ * the number is bounded by --max-connections for those that came under
+ * it, and for those over it (accept_some, TLS only) by OVERFLOW_TLS_MAX
+ * at once and OVERFLOW_TLS_PER_S begun a second: every one costs a
+ * handshake. Beyond those, a connection over the limit is closed at once
+ * without a word, as a plaintext client would be were the node out of
+ * descriptors. */
 #define REFUSE_LINGER_S 2.0
 #define REFUSE_TICK_S 0.25
+#define OVERFLOW_TLS_MAX 16
+#define OVERFLOW_TLS_PER_S 64
 
+static const char refuse_overload[] =
+    "node at its connection limit: connection refused";
 static const char refuse_plaintext[] =
     "this port requires TLS: the connection sent plaintext, and nothing "
     "it sent ran; connect with TLS (keel --tls-ca FILE)";
@@ -1114,8 +1126,12 @@ static void conn_close(keel_conn *c)
         c->next->prev = c->prev;
     if (c->refusing)
         n->nrefusing--;
-    STAT_SUB(n, connections, 1);
-    n->nconns--;
+    if (c->overflow) {
+        n->noverflow--;
+    } else {
+        STAT_SUB(n, connections, 1);
+        n->nconns--;
+    }
     if (n->cluster != NULL)
         keel__cluster_conn_closed(n, c); /* its unfinished unit streams */
     if (c->pending == 0)
@@ -1215,6 +1231,24 @@ static int accept_overflow(keel_node *n, int err)
     return fd >= 0 && n->reserve_fd >= 0;
 }
 
+/* Whether one more TLS connection over the connection limit may be told
+ * so (refuse_conn): within OVERFLOW_TLS_MAX at once and
+ * OVERFLOW_TLS_PER_S a second. */
+static int overflow_admit(keel_node *n)
+{
+    ev_tstamp t = ev_now(n->loop);
+
+    if (t - n->overflow_second >= 1.0) {
+        n->overflow_second = t;
+        n->overflow_in_second = 0;
+    }
+    if (n->noverflow >= OVERFLOW_TLS_MAX ||
+        n->overflow_in_second >= OVERFLOW_TLS_PER_S)
+        return 0;
+    n->overflow_in_second++;
+    return 1;
+}
+
 /* Accepts up to max connections waiting on the listener; with watch,
  * starts reading them. Returns how many it took (refused ones count). */
 static int accept_some(keel_node *n, int max, int watch)
@@ -1224,7 +1258,7 @@ static int accept_some(keel_node *n, int max, int watch)
     for (i = 0; i < max; i++) {
         int fd = accept4(n->listen_fd, NULL, NULL,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
-        int one = 1;
+        int one = 1, overflow = 0;
         keel_conn *c;
 
         if (fd < 0) {
@@ -1247,9 +1281,12 @@ static int accept_some(keel_node *n, int max, int watch)
         if (n->nconns >= n->opts.max_connections) {
             accept_log(n, "connection limit (--max-connections) reached, "
                           "refusing connections", 0);
-            refuse(n, fd, KEEL_EOVERLOAD,
-                   "node at its connection limit: connection refused");
-            continue;
+            /* A TLS client can read EOVERLOAD only after a handshake. */
+            if (n->tls == NULL || !watch || !overflow_admit(n)) {
+                refuse(n, fd, KEEL_EOVERLOAD, refuse_overload);
+                continue;
+            }
+            overflow = 1;
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         c = calloc(1, sizeof *c);
@@ -1264,6 +1301,11 @@ static int accept_some(keel_node *n, int max, int watch)
             close(fd);
             continue;
         }
+        /* Another node's link is refused in the handshake, as it was
+         * before, so that it knows nothing it queued ran: it would send
+         * once the handshake is done, and read EOVERLOAD only after. */
+        if (overflow)
+            keel_tls_refuse_nodes(c->tls);
         c->quiet_ns = keel__now_ns();
         c->active_at = ev_now(n->loop);
         ev_io_init(&c->rio, rio_cb, fd, EV_READ);
@@ -1274,8 +1316,14 @@ static int accept_some(keel_node *n, int max, int watch)
         if (n->conns)
             n->conns->prev = c;
         n->conns = c;
-        n->nconns++;
-        STAT_ADD(n, connections, 1);
+        if (overflow) {
+            c->overflow = 1;
+            n->noverflow++;
+            refuse_conn(c, KEEL_EOVERLOAD, refuse_overload);
+        } else {
+            n->nconns++;
+            STAT_ADD(n, connections, 1);
+        }
         if (watch)
             ev_io_start(n->loop, &c->rio);
     }

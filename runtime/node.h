@@ -261,9 +261,12 @@ struct keel_node {
     ev_timer idle_conns;      /* closes idle connections */
     uint32_t nconns;          /* open wire connections */
     /* Connections told why they are refused before they close (net.c,
-     * refuse_conn): how many are open; the timer that closes them when
-     * their time is up. */
-    uint32_t nrefusing;
+     * refuse_conn): how many are open, how many of them are over the
+     * connection limit (TLS), how many of those began in the second that
+     * began at overflow_second; the timer that closes them when their
+     * time is up. */
+    uint32_t nrefusing, noverflow, overflow_in_second;
+    ev_tstamp overflow_second;
     ev_timer refuse_timer;
     keel_conn *conns;      /* all open connections */
     keel_conn *flush_head; /* connections with bytes to write */

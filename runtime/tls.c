@@ -321,7 +321,26 @@ static void identity_of(SSL *ssl, keel_tls_identity *id)
     identity_of_cert(x, id);
 }
 
+/* Verification of a client's certificate on a connection that must not
+ * be a node's (keel_tls_refuse_nodes): a leaf that verified and names a
+ * node fails, and the handshake with it. */
+static int refuse_node_verify_cb(int ok, X509_STORE_CTX *xs)
+{
+    keel_tls_identity id;
 
+    if (!ok || X509_STORE_CTX_get_error_depth(xs) != 0)
+        return ok;
+    identity_of_cert(X509_STORE_CTX_get_current_cert(xs), &id);
+    if (id.kind != KEEL_TLS_NODE)
+        return 1;
+    X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
+}
+
+void keel_tls_refuse_nodes(keel_tls *t)
+{
+    SSL_set_verify(t->ssl, SSL_VERIFY_PEER, refuse_node_verify_cb);
+}
 
 /* What an SSL call that returned r <= 0 means. */
 static int tls_result(keel_tls *t, int r, char *errbuf, size_t errlen,

@@ -64,6 +64,12 @@ void keel_tls_ctx_unref(keel_tls_ctx *ctx);
 int keel_tls_accept(keel_tls_ctx *ctx, int fd, keel_tls **out);
 int keel_tls_connect(keel_tls_ctx *ctx, int fd, const char *expect_node,
                      keel_tls **out);
+/* On an accepted connection, before its handshake: a client certificate
+ * that names a node (CN=node:<id>) fails the handshake, which the node on
+ * the other side then reports as refused before it has sent anything.
+ * For connections that will not be served: a link between nodes must
+ * learn that nothing it sends will run before it sends. */
+void keel_tls_refuse_nodes(keel_tls *t);
 /* Frees the state; the socket is the caller's. No close_notify: see
  * keel_tls_shutdown. */
 void keel_tls_free(keel_tls *t);

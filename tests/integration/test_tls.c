@@ -3,16 +3,22 @@
  * plaintext client, a client certificate from another CA and a client
  * that does not trust the node's CA get nowhere, and nothing they sent
  * runs; a plaintext client is told in plaintext that the port requires
- * TLS, and a TLS client on a plaintext port learns that it is one; a
- * client's hop count is refused EDENIED; SIGHUP swaps the
+ * TLS, and a TLS client on a plaintext port learns that it is one; over
+ * the connection limit a TLS client is told EOVERLOAD, and a flood of
+ * such connections costs the node a bounded number of handshakes for a
+ * bounded time; a client's hop count is refused EDENIED; SIGHUP swaps the
  * certificate for new connections while an open one goes on, and a bad
  * file on reload keeps the old one. Certificates are made per test with
  * the openssl command (tests/support/certs.h). Every wait is bounded. */
+#include <arpa/inet.h>
 #include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -218,7 +224,151 @@ START_TEST(tls_client_on_plaintext_port)
 }
 END_TEST
 
+/* Over --max-connections a TLS client is told EOVERLOAD inside TLS, as a
+ * plaintext client is in plaintext; its call did not run. */
+START_TEST(overload_told_over_tls)
+{
+    const char *extra[] = {"--tls-cert", cert, "--tls-key", key,
+                           "--tls-ca", ca, "--max-connections", "2", NULL};
+    keel_client *a = NULL, *b = NULL, *c = NULL;
+    char why[512], *reply = NULL;
+    int rc;
 
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, extra), 0);
+    ck_assert_int_eq(tls_connect(ca, NULL, NULL, NULL, &a, why, sizeof why),
+                     0);
+    ck_assert_int_eq(tls_connect(ca, NULL, NULL, NULL, &b, why, sizeof why),
+                     0);
+    ck_assert_int_eq(counter(a, "o1", "incr"), 1);
+    ck_assert_msg(tls_connect(ca, NULL, NULL, NULL, &c, why, sizeof why) == 0,
+                  "%s", why);
+    rc = keel_client_call(c, KEEL_FRAME_CALL, "counter", "o1", 2, "incr", 4,
+                          &reply, NULL);
+    ck_assert_msg(rc == KEEL_EOVERLOAD, "over the limit: %d (%s)", rc,
+                  reply ? reply : "");
+    ck_assert_msg(strstr(reply, "connection limit") != NULL, "%s", reply);
+    free(reply);
+    keel_client_close(c);
+    /* A node's certificate (another node's link) is refused in the
+     * handshake instead: it learns before it sends anything. */
+    c = NULL;
+    ck_assert_int_eq(tls_connect(ca, cert, key, NULL, &c, why, sizeof why),
+                     KEEL_ENOTSENT);
+    ck_assert_msg(strstr(why, "refused us") != NULL, "why: %s", why);
+    ck_assert_ptr_null(c);
+    ck_assert_int_eq(counter(b, "o1", "get"), 1);
+    /* A place freed is a place taken. */
+    keel_client_close(b);
+    ck_assert_int_eq(log_has("connection limit", 1), 1);
+    c = NULL;
+    for (rc = 0; rc < 100 && c == NULL; rc++) {
+        long v;
+        ck_assert_int_eq(tls_connect(ca, NULL, NULL, NULL, &c, why,
+                                     sizeof why),
+                         0);
+        v = counter(c, "o1", "incr");
+        if (v < 0) { /* the node had not yet seen b close */
+            keel_client_close(c);
+            c = NULL;
+            usleep(20000);
+            continue;
+        }
+        ck_assert_int_eq(v, 2);
+    }
+    ck_assert_ptr_nonnull(c);
+    keel_client_close(c);
+    keel_client_close(a);
+}
+END_TEST
+
+/* Connects to addr over plain TCP and sends nothing: the socket, or -1. */
+static int raw_connect(const char *addr)
+{
+    struct sockaddr_in sin;
+    const char *colon = strrchr(addr, ':');
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    if (fd < 0 || colon == NULL)
+        return -1;
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((uint16_t)atoi(colon + 1));
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* How many of fds[0..n) the node has closed (EOF or reset), waiting at
+ * most ms for at least want of them; closed ones become -1. */
+static int closed_by_node(int *fds, int n, int want, int ms, int *closed)
+{
+    int waited;
+
+    for (waited = 0;; waited += 20) {
+        int i;
+        for (i = 0; i < n; i++) {
+            char b;
+            ssize_t r;
+            if (fds[i] < 0)
+                continue;
+            r = recv(fds[i], &b, 1, MSG_DONTWAIT);
+            if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+                close(fds[i]);
+                fds[i] = -1;
+                (*closed)++;
+            }
+        }
+        if (*closed >= want || waited >= ms)
+            return *closed;
+        usleep(20000);
+    }
+}
+
+/* Telling connections over the limit why costs the node a handshake
+ * each, so it does that for a few at once, for a few seconds each: a
+ * flood of connections that never finish a handshake is closed at once
+ * beyond those, and the rest when their time is up. Meanwhile the node
+ * serves the connections it has. */
+START_TEST(overload_refusals_bounded)
+{
+    const char *extra[] = {"--tls-cert", cert, "--tls-key", key,
+                           "--tls-ca", ca, "--max-connections", "1", NULL};
+    enum { FLOOD = 40, HELD = 16 }; /* HELD: net.c's OVERFLOW_TLS_MAX */
+    int fds[FLOOD], i, closed = 0;
+    keel_client *a = NULL;
+    struct timespec t0, t1;
+    long ms;
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, extra), 0);
+    ck_assert_int_eq(tls_connect(ca, NULL, NULL, NULL, &a, NULL, 0), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (i = 0; i < FLOOD; i++) {
+        fds[i] = raw_connect(node.addr);
+        ck_assert_int_ge(fds[i], 0);
+    }
+    /* Those beyond the few are closed at once, well before the few's
+     * two seconds are up. */
+    closed_by_node(fds, FLOOD, FLOOD - HELD, 1500, &closed);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    ck_assert_msg(closed >= FLOOD - HELD, "%d closed after %ld ms", closed,
+                  ms);
+    if (ms < 1500)
+        ck_assert_msg(closed <= FLOOD - HELD,
+                      "%d closed after %ld ms: more than the excess", closed,
+                      ms);
+    ck_assert_int_eq(counter(a, "f1", "incr"), 1);
+    /* The few are closed when their time is up, not at the idle
+     * timeout. */
+    closed_by_node(fds, FLOOD, FLOOD, 8000, &closed);
+    ck_assert_int_eq(closed, FLOOD);
+    ck_assert_int_eq(counter(a, "f1", "incr"), 2);
+    keel_client_close(a);
+}
+END_TEST
 
 START_TEST(foreign_client_cert_refused)
 {
@@ -424,6 +574,8 @@ static Suite *suite(void)
     tcase_add_test(tc, tls_client_answered);
     tcase_add_test(tc, plaintext_refused);
     tcase_add_test(tc, tls_client_on_plaintext_port);
+    tcase_add_test(tc, overload_told_over_tls);
+    tcase_add_test(tc, overload_refusals_bounded);
     tcase_add_test(tc, foreign_client_cert_refused);
     tcase_add_test(tc, client_hops_denied);
     tcase_add_test(tc, sighup_reloads);
