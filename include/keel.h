@@ -208,6 +208,10 @@ typedef struct keel_node_options {
     const char *tls_cert;
     const char *tls_key;
     const char *tls_ca;
+    /* With TLS: a PEM file of certificate revocation lists, one per CA of
+     * tls_ca; certificates they list are refused, for clients and other
+     * nodes alike. Read again on keel_node_reload. NULL: none. */
+    const char *tls_crl;
     /* A file of bearer tokens and their roles; NULL: none. */
     const char *auth_tokens;
     /* A file holding the "user:password" this node authenticates to
@@ -269,7 +273,7 @@ KEEL_API int keel_node_start(keel_node *node);
 KEEL_API void keel_node_stop(keel_node *node);
 
 /* Asks the node to read again the files it may take anew while it runs:
- * the TLS certificate, key and CA, and the token file of auth_tokens
+ * the TLS certificate, key, CA and CRL, and the token file of auth_tokens
  * (docs/security.md). New connections use the new certificates, existing
  * connections keep theirs; token changes apply from each connection's
  * next request. A file that cannot be read, is unsafe or does not fit is

@@ -246,8 +246,8 @@ static int client_handshake(keel_client *c, const keel_client_tls *tls,
     char err[512];
     int rc;
 
-    rc = keel_tls_ctx_create(tls->cert, tls->key, tls->ca, &ctx, err,
-                             sizeof err);
+    rc = keel_tls_ctx_create(tls->cert, tls->key, tls->ca, tls->crl, &ctx,
+                             err, sizeof err);
     if (rc != 0) {
         if (why != NULL && whylen > 0)
             snprintf(why, whylen, "%s", err);

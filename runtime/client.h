@@ -33,6 +33,8 @@ typedef struct keel_client_tls {
     const char *cert; /* this client's certificate chain (PEM), or NULL */
     const char *key;  /* its key (PEM), with cert */
     const char *node; /* the node id the server must prove, or NULL */
+    const char *crl;  /* PEM file of CRLs of ca (docs/security.md,
+                       * "Revocation"), or NULL */
 } keel_client_tls;
 
 /* keel_client_connect_why over TLS 1.3 when tls is not NULL. The timeout

@@ -1540,24 +1540,52 @@ void keel__net_close_all(keel_node *n)
     free_graveyard(n);
 }
 
+static const char refuse_revoked[] =
+    "certificate revoked: the node's certificate revocation list now "
+    "lists the certificate this connection presented";
+
 int keel__net_tls_reload(keel_node *n)
 {
     keel_tls_ctx *ctx;
+    keel_conn *c, *next;
     char err[600];
+    unsigned cut = 0;
     int rc;
 
     if (n->tls == NULL)
         return 0; /* no TLS: nothing to reload */
-    rc = keel_tls_ctx_create(n->tls_cert, n->tls_key, n->tls_ca, &ctx, err,
-                             sizeof err);
+    rc = keel_tls_ctx_create(n->tls_cert, n->tls_key, n->tls_ca, n->tls_crl,
+                             &ctx, err, sizeof err);
     if (rc != 0) {
         keel_error("TLS reload failed, the old certificate stays: %s", err);
         return rc;
     }
-    /* Connections made from the old context hold it. */
+    /* Connections made from the old context hold it and go on, except
+     * those whose certificate the new CRLs revoke: their identity no
+     * longer holds. One with nothing in flight is told so (nothing it
+     * sent and was not answered ran); one with requests in flight gets
+     * their answers, then is closed. */
+    for (c = n->conns; c != NULL; c = next) {
+        next = c->next;
+        if (c->dead || c->tls == NULL || !c->tls_ready || c->refusing ||
+            !keel_tls_revoked(ctx, c->tls))
+            continue;
+        cut++;
+        if (c->pending == 0) {
+            refuse_conn(c, KEEL_EUNAUTH, refuse_revoked);
+        } else if (!c->closing) {
+            c->closing = 1;
+            pause_reading(c);
+        }
+    }
     keel_tls_ctx_unref(n->tls);
     n->tls = ctx;
-    keel_info("TLS reloaded: certificate %s, key %s, CA %s", n->tls_cert,
-              n->tls_key, n->tls_ca);
+    keel_info("TLS reloaded: certificate %s, key %s, CA %s%s%s", n->tls_cert,
+              n->tls_key, n->tls_ca, n->tls_crl != NULL ? ", CRL " : "",
+              n->tls_crl != NULL ? n->tls_crl : "");
+    if (cut > 0)
+        keel_warn("TLS: %u open connection(s) presented a certificate the "
+                  "CRL now revokes: closed",
+                  cut);
     return 0;
 }

@@ -2289,6 +2289,12 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
     STAT_SET(n, insecure, (uint64_t)opts.insecure);
     n->open_seq = 1;
     n->durable_seq = 0;
+    if (opts.tls_crl != NULL && opts.tls_ca == NULL) {
+        snprintf(errbuf, errlen, "a CRL file (tls_crl) goes with TLS: the "
+                                 "certificate, its key and the CA file");
+        rc = KEEL_EINVAL;
+        goto err_after_alloc;
+    }
     if (opts.tls_cert != NULL || opts.tls_key != NULL ||
         opts.tls_ca != NULL) {
         /* A node's certificate serves both its listener and its links to
@@ -2303,15 +2309,18 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
         n->tls_cert = strdup(opts.tls_cert);
         n->tls_key = strdup(opts.tls_key);
         n->tls_ca = strdup(opts.tls_ca);
-        if (n->tls_cert == NULL || n->tls_key == NULL || n->tls_ca == NULL) {
+        n->tls_crl = opts.tls_crl != NULL ? strdup(opts.tls_crl) : NULL;
+        if (n->tls_cert == NULL || n->tls_key == NULL || n->tls_ca == NULL ||
+            (opts.tls_crl != NULL && n->tls_crl == NULL)) {
             rc = KEEL_ENOMEM;
             goto err_after_alloc;
         }
         n->opts.tls_cert = n->tls_cert;
         n->opts.tls_key = n->tls_key;
         n->opts.tls_ca = n->tls_ca;
-        rc = keel_tls_ctx_create(n->tls_cert, n->tls_key, n->tls_ca, &n->tls,
-                                 errbuf, errlen);
+        n->opts.tls_crl = n->tls_crl;
+        rc = keel_tls_ctx_create(n->tls_cert, n->tls_key, n->tls_ca,
+                                 n->tls_crl, &n->tls, errbuf, errlen);
         if (rc != 0)
             goto err_after_alloc;
     }
@@ -2426,6 +2435,7 @@ err_after_alloc:
     free(n->tls_cert);
     free(n->tls_key);
     free(n->tls_ca);
+    free(n->tls_crl);
     free(n->data_dir);
     free(n->listen_addr);
     free(n);
@@ -2590,6 +2600,7 @@ void keel_node_destroy(keel_node *n)
     free(n->tls_cert);
     free(n->tls_key);
     free(n->tls_ca);
+    free(n->tls_crl);
     free(n->data_dir);
     free(n->listen_addr);
     free(n);

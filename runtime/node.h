@@ -239,7 +239,7 @@ struct keel_node {
      * connection holds the one it was made with. The files' paths are
      * copies. */
     struct keel_tls_ctx *tls;
-    char *tls_cert, *tls_key, *tls_ca;
+    char *tls_cert, *tls_key, *tls_ca, *tls_crl; /* tls_crl: or NULL */
     /* keel_node_reload asked for the TLS files and the token file to be
      * read again; done on the loop thread. */
     atomic_int reload_requested;

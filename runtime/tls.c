@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -17,6 +18,7 @@
 
 struct keel_tls_ctx {
     SSL_CTX *ssl_ctx;
+    STACK_OF(X509_CRL) *crls; /* also in the SSL_CTX's store; NULL: none */
     int refs; /* the owner's and each connection's; loop thread (or the
                * client's thread) only */
 };
@@ -102,8 +104,144 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
     return 0; /* not taken: OpenSSL frees it */
 }
 
+/* The certificates of PEM file path, or NULL with errbuf set. */
+static STACK_OF(X509) *read_certs(const char *path, char *errbuf,
+                                  size_t errlen)
+{
+    STACK_OF(X509) *certs = sk_X509_new_null();
+    BIO *b = BIO_new_file(path, "r");
+    X509 *x;
+
+    if (certs == NULL || b == NULL) {
+        tls_error(errbuf, errlen, path);
+        sk_X509_free(certs);
+        BIO_free(b);
+        return NULL;
+    }
+    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        if (sk_X509_push(certs, x) <= 0) {
+            X509_free(x);
+            break;
+        }
+    }
+    ERR_clear_error(); /* the end of the file reads as an error */
+    BIO_free(b);
+    return certs;
+}
+
+/* name as one line into buf. */
+static const char *name_line(const X509_NAME *name, char *buf, int len)
+{
+    if (X509_NAME_oneline(name, buf, len) == NULL)
+        snprintf(buf, (size_t)len, "?");
+    return buf;
+}
+
+/* Loads the CRLs of file crl into sc's store and c->crls, and has the
+ * store check every peer certificate against its issuer's CRL
+ * (X509_V_FLAG_CRL_CHECK: the leaf; intermediates are trusted as the CA
+ * file says). Each CRL must be signed by a certificate of the CA file,
+ * be current (a CRL past its next update makes OpenSSL refuse every
+ * certificate of its issuer: better to say so now), and not revoke this
+ * side's own certificate. Returns 0, or -1 with errbuf set. */
+static int load_crls(keel_tls_ctx *c, const char *crl, const char *ca,
+                     char *errbuf, size_t errlen)
+{
+    X509_STORE *st = SSL_CTX_get_cert_store(c->ssl_ctx);
+    X509 *own = SSL_CTX_get0_certificate(c->ssl_ctx);
+    STACK_OF(X509) *cas;
+    X509_CRL *x;
+    BIO *b;
+    char name[256];
+    int i, rc = -1;
+
+    cas = read_certs(ca, errbuf, errlen);
+    if (cas == NULL)
+        return -1;
+    c->crls = sk_X509_CRL_new_null();
+    b = BIO_new_file(crl, "r");
+    if (c->crls == NULL || b == NULL) {
+        char what[600];
+        snprintf(what, sizeof what, "CRL file %s", crl);
+        tls_error(errbuf, errlen, what);
+        goto out;
+    }
+    while ((x = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL)) != NULL) {
+        const ASN1_TIME *next = X509_CRL_get0_nextUpdate(x);
+        X509_REVOKED *rev;
+        X509 *issuer = NULL;
+
+        for (i = 0; i < sk_X509_num(cas) && issuer == NULL; i++) {
+            X509 *cand = sk_X509_value(cas, i);
+            if (X509_NAME_cmp(X509_get_subject_name(cand),
+                              X509_CRL_get_issuer(x)) == 0 &&
+                X509_CRL_verify(x, X509_get0_pubkey(cand)) == 1)
+                issuer = cand;
+        }
+        ERR_clear_error();
+        if (issuer == NULL) {
+            snprintf(errbuf, errlen,
+                     "CRL file %s: the CRL of %s is not signed by a CA of "
+                     "%s",
+                     crl, name_line(X509_CRL_get_issuer(x), name,
+                                    sizeof name),
+                     ca);
+            X509_CRL_free(x);
+            goto out;
+        }
+        if (next != NULL && X509_cmp_current_time(next) <= 0) {
+            snprintf(errbuf, errlen,
+                     "CRL file %s: the CRL of %s has expired (its next "
+                     "update was due): issue a new one",
+                     crl, name_line(X509_CRL_get_issuer(x), name,
+                                    sizeof name));
+            X509_CRL_free(x);
+            goto out;
+        }
+        if (own != NULL &&
+            X509_NAME_cmp(X509_get_issuer_name(own),
+                          X509_CRL_get_issuer(x)) == 0 &&
+            X509_CRL_get0_by_cert(x, &rev, own) == 1) {
+            snprintf(errbuf, errlen,
+                     "CRL file %s revokes this side's own certificate (%s)",
+                     crl, name_line(X509_get_subject_name(own), name,
+                                    sizeof name));
+            X509_CRL_free(x);
+            goto out;
+        }
+        if (X509_STORE_add_crl(st, x) != 1 ||
+            sk_X509_CRL_push(c->crls, x) <= 0) {
+            X509_CRL_free(x);
+            tls_error(errbuf, errlen, "CRL");
+            goto out;
+        }
+    }
+    /* The end of the file reads as "no start line"; anything else is a
+     * CRL that does not parse. */
+    if (ERR_GET_REASON(ERR_peek_last_error()) != PEM_R_NO_START_LINE) {
+        char what[600];
+        snprintf(what, sizeof what, "CRL file %s", crl);
+        tls_error(errbuf, errlen, what);
+        goto out;
+    }
+    ERR_clear_error();
+    if (sk_X509_CRL_num(c->crls) == 0) {
+        snprintf(errbuf, errlen, "CRL file %s: no CRL in it", crl);
+        goto out;
+    }
+    X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK);
+    X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(c->ssl_ctx),
+                                X509_V_FLAG_CRL_CHECK);
+    rc = 0;
+out:
+    BIO_free(b);
+    sk_X509_pop_free(cas, X509_free);
+    return rc;
+}
+
 int keel_tls_ctx_create(const char *cert, const char *key, const char *ca,
-                        keel_tls_ctx **out, char *errbuf, size_t errlen)
+                        const char *crl, keel_tls_ctx **out, char *errbuf,
+                        size_t errlen)
 {
     keel_tls_ctx *c;
     SSL_CTX *sc;
@@ -183,6 +321,10 @@ int keel_tls_ctx_create(const char *cert, const char *key, const char *ca,
     SSL_CTX_sess_set_new_cb(sc, new_session_cb);
     c->ssl_ctx = sc;
     c->refs = 1;
+    if (crl != NULL && load_crls(c, crl, ca, errbuf, errlen) != 0) {
+        keel_tls_ctx_unref(c);
+        return KEEL_EIO;
+    }
     *out = c;
     return 0;
 
@@ -208,6 +350,7 @@ void keel_tls_ctx_unref(keel_tls_ctx *ctx)
     if (ctx == NULL || --ctx->refs > 0)
         return;
     SSL_CTX_free(ctx->ssl_ctx);
+    sk_X509_CRL_pop_free(ctx->crls, X509_CRL_free);
     free(ctx);
 }
 
@@ -497,6 +640,24 @@ int keel_tls_pending(const keel_tls *t)
 int keel_tls_drained(const keel_tls *t)
 {
     return t->sock_short && !SSL_has_pending(t->ssl);
+}
+
+int keel_tls_revoked(const keel_tls_ctx *ctx, const keel_tls *t)
+{
+    X509 *x = SSL_get0_peer_certificate(t->ssl);
+    X509_REVOKED *rev;
+    int i;
+
+    if (x == NULL || ctx->crls == NULL)
+        return 0;
+    for (i = 0; i < sk_X509_CRL_num(ctx->crls); i++) {
+        X509_CRL *crl = sk_X509_CRL_value(ctx->crls, i);
+        if (X509_NAME_cmp(X509_get_issuer_name(x),
+                          X509_CRL_get_issuer(crl)) == 0 &&
+            X509_CRL_get0_by_cert(crl, &rev, x) == 1)
+            return 1;
+    }
+    return 0;
 }
 
 void keel_tls_peer_identity(const keel_tls *t, keel_tls_identity *out)

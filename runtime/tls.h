@@ -49,11 +49,17 @@ typedef struct keel_tls_identity {
 /* Makes a context from PEM files: cert (a chain, leaf first) and key may
  * both be NULL (a client that presents no certificate); ca is required.
  * TLS 1.3 only; peers' certificates are requested and, when presented,
- * must verify against ca. Errors: KEEL_EINVAL (missing ca, a cert without
- * its key), KEEL_EIO (a file cannot be read or parsed, or the key does
- * not match the certificate), KEEL_ENOMEM; errbuf says which. */
+ * must verify against ca. crl, when not NULL, holds certificate
+ * revocation lists (PEM, one or more), each signed by a CA of ca: a
+ * peer's certificate then also needs a CRL of its issuer that does not
+ * list it (docs/security.md, "Revocation"). Errors: KEEL_EINVAL (missing
+ * ca, a cert without its key), KEEL_EIO (a file cannot be read or
+ * parsed, the key does not match the certificate, a CRL is not signed by
+ * a CA of ca or has expired, or revokes cert), KEEL_ENOMEM; errbuf says
+ * which. */
 int keel_tls_ctx_create(const char *cert, const char *key, const char *ca,
-                        keel_tls_ctx **out, char *errbuf, size_t errlen);
+                        const char *crl, keel_tls_ctx **out, char *errbuf,
+                        size_t errlen);
 void keel_tls_ctx_ref(keel_tls_ctx *ctx);
 void keel_tls_ctx_unref(keel_tls_ctx *ctx);
 
@@ -107,6 +113,10 @@ int keel_tls_drained(const keel_tls *t);
 
 /* The verified identity of the other side (after the handshake). */
 void keel_tls_peer_identity(const keel_tls *t, keel_tls_identity *out);
+/* 1 when a CRL of ctx lists the certificate t's other side presented:
+ * for connections made before ctx was loaded. 0 otherwise (no
+ * certificate, no CRL of its issuer in ctx). */
+int keel_tls_revoked(const keel_tls_ctx *ctx, const keel_tls *t);
 
 /* For the rest of the node (net.c): the identity a wire connection's
  * certificate proved; NULL for a connection without TLS. */

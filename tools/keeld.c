@@ -121,6 +121,9 @@ static void usage(FILE *f)
         "  --tls-key FILE         its private key (PEM)\n"
         "  --tls-ca FILE          the CA that signs the cluster's node and\n"
         "                         client certificates (PEM)\n"
+        "  --tls-crl FILE         with them: the CA's certificate revocation\n"
+        "                         list (PEM; one per CA); certificates it\n"
+        "                         lists are refused\n"
         "  --version              print the version and exit\n"
         "  --help                 this text\n"
         "\n"
@@ -163,7 +166,7 @@ int main(int argc, char **argv)
     enum {
         O_DATA = 256, O_LISTEN, O_HTTP, O_IDLE, O_MAXRES, O_DUR, O_SHARDS,
         O_FRAME, O_MAP, O_LOAD, O_LOG, O_VERSION, O_HELP, O_ZK, O_CLUSTER,
-        O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE, O_ACTLOG,
+        O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE, O_ACTLOG, O_TLSCRL,
         O_HOLD, O_LEAVE, O_MAXCONN, O_CONNIDLE, O_UNITSTREAM, O_HTTPHDR,
         O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH,
         O_AUTHTOKENS, O_INSECURE, O_AUTHCONNFAILS, O_AUTHADDRFAILS,
@@ -200,6 +203,7 @@ int main(int argc, char **argv)
         {"tls-cert", required_argument, NULL, O_TLSCERT},
         {"tls-key", required_argument, NULL, O_TLSKEY},
         {"tls-ca", required_argument, NULL, O_TLSCA},
+        {"tls-crl", required_argument, NULL, O_TLSCRL},
         {"auth-tokens", required_argument, NULL, O_AUTHTOKENS},
         {"insecure", no_argument, NULL, O_INSECURE},
         {"auth-conn-fails", required_argument, NULL, O_AUTHCONNFAILS},
@@ -392,6 +396,9 @@ int main(int argc, char **argv)
         case O_TLSCA:
             opts.tls_ca = optarg;
             break;
+        case O_TLSCRL:
+            opts.tls_crl = optarg;
+            break;
         case O_AUTHTOKENS:
             opts.auth_tokens = optarg;
             break;
@@ -462,6 +469,11 @@ int main(int argc, char **argv)
          opts.tls_ca == NULL)) {
         fprintf(stderr, "keeld: TLS needs --tls-cert, --tls-key and "
                         "--tls-ca together\n");
+        return 2;
+    }
+    if (opts.tls_crl != NULL && opts.tls_ca == NULL) {
+        fprintf(stderr, "keeld: --tls-crl goes with --tls-cert, --tls-key "
+                        "and --tls-ca\n");
         return 2;
     }
     if (opts.zk_hosts != NULL &&

@@ -471,6 +471,116 @@ START_TEST(sighup_reloads)
 }
 END_TEST
 
+/* Revocation (docs/security.md, "Revocation"): certificates a CRL of the
+ * CA lists are refused in the handshake, a client's as another node's;
+ * SIGHUP with a new CRL refuses newly revoked certificates to new
+ * connections and closes the open connections that presented one, telling
+ * one with nothing in flight EUNAUTH; a CRL that revokes the node's own
+ * certificate is refused on reload, the old one staying; a client given
+ * the CRL refuses a node whose certificate it lists. */
+START_TEST(crl_revokes)
+{
+    char crl[512], crl2[512], why[512], *reply = NULL;
+    const char *extra[] = {"--tls-cert", cert, "--tls-key", key,
+                           "--tls-ca", ca, "--tls-crl", crl, NULL};
+    keel_client *a = NULL, *c = NULL;
+    keel_client_tls t;
+    int rc;
+
+    tu_certs_path(crl, sizeof crl, dir, "crl", "pem");
+    ck_assert_int_eq(tu_certs_issue(dir, "ca", "bob", "client:bob"), 0);
+    ck_assert_int_eq(tu_certs_issue(dir, "ca", "n1", "node:n1"), 0);
+    ck_assert_int_eq(tu_certs_revoke(dir, "ca", "bob"), 0);
+    ck_assert_int_eq(tu_certs_revoke(dir, "ca", "n1"), 0);
+    ck_assert_int_eq(tu_certs_crl(dir, "ca", "crl", 0), 0);
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, extra), 0);
+    /* alice is not listed; bob is, and so is node n1's certificate (a
+     * link n1 opened would present it). */
+    ck_assert_msg(tls_connect(ca, ccert, ckey, NULL, &a, why, sizeof why) ==
+                      0,
+                  "%s", why);
+    ck_assert_int_eq(counter(a, "v1", "incr"), 1);
+    {
+        char bc[512], bk[512];
+        tu_certs_path(bc, sizeof bc, dir, "bob", "pem");
+        tu_certs_path(bk, sizeof bk, dir, "bob", "key");
+        ck_assert_int_eq(tls_connect(ca, bc, bk, NULL, &c, why, sizeof why),
+                         KEEL_ENOTSENT);
+        ck_assert_msg(strstr(why, "revoked") != NULL, "why: %s", why);
+        tu_certs_path(bc, sizeof bc, dir, "n1", "pem");
+        tu_certs_path(bk, sizeof bk, dir, "n1", "key");
+        ck_assert_int_eq(tls_connect(ca, bc, bk, NULL, &c, why, sizeof why),
+                         KEEL_ENOTSENT);
+        ck_assert_msg(strstr(why, "revoked") != NULL, "why: %s", why);
+    }
+    /* Refusals are logged once a second at most. */
+    ck_assert(log_has("certificate revoked", 1));
+    /* alice is revoked too: the new CRL is renamed into place, SIGHUP. */
+    ck_assert_int_eq(tu_certs_revoke(dir, "ca", "alice"), 0);
+    ck_assert_int_eq(tu_certs_crl(dir, "ca", "crl", 0), 0);
+    ck_assert_int_eq(kill(node.pid, SIGHUP), 0);
+    ck_assert(log_has("TLS reloaded", 1));
+    /* Her open connection is told, and closed; nothing more runs. */
+    rc = keel_client_call(a, KEEL_FRAME_CALL, "counter", "v1", 2, "incr", 4,
+                          &reply, NULL);
+    ck_assert_msg(rc == KEEL_EUNAUTH, "%d (%s)", rc, reply ? reply : "");
+    ck_assert_msg(strstr(reply, "revoked") != NULL, "%s", reply);
+    free(reply);
+    keel_client_close(a);
+    ck_assert_int_eq(tls_connect(ca, ccert, ckey, NULL, &c, why, sizeof why),
+                     KEEL_ENOTSENT);
+    ck_assert_msg(strstr(why, "revoked") != NULL, "why: %s", why);
+    /* A client without a certificate has nothing to revoke. */
+    ck_assert_int_eq(counter_get("v1"), 1);
+    /* A CRL that revokes the node's own certificate: refused, the one in
+     * force stays (alice still out, anonymous still in). */
+    ck_assert_int_eq(tu_certs_revoke(dir, "ca", "node"), 0);
+    ck_assert_int_eq(tu_certs_crl(dir, "ca", "crl2", 0), 0);
+    ck_assert_int_eq(tu_certs_crl(dir, "ca", "crl", 0), 0);
+    ck_assert_int_eq(kill(node.pid, SIGHUP), 0);
+    ck_assert(log_has("TLS reload failed", 1));
+    ck_assert(log_has("own certificate", 1));
+    ck_assert_int_eq(tls_connect(ca, ccert, ckey, NULL, &c, why, sizeof why),
+                     KEEL_ENOTSENT);
+    ck_assert_int_eq(counter_get("v1"), 1);
+    /* A client that has the CRL refuses the node. */
+    memset(&t, 0, sizeof t);
+    t.ca = ca;
+    t.crl = tu_certs_path(crl2, sizeof crl2, dir, "crl2", "pem");
+    ck_assert_int_eq(keel_client_connect_tls(node.addr, 5000, &t, &c, why,
+                                             sizeof why),
+                     KEEL_ENOTSENT);
+    ck_assert_msg(strstr(why, "revoked") != NULL, "why: %s", why);
+    ck_assert_ptr_null(c);
+}
+END_TEST
+
+/* keeld refuses to start with a CRL it could not use, saying why. */
+START_TEST(crl_refused_at_start)
+{
+    char crl[512], *out = NULL, *err = NULL, *bin = tu_bin("keeld");
+    const char *argv[] = {bin, "--data", data, "--listen", "127.0.0.1:0",
+                          "--tls-cert", cert, "--tls-key", key, "--tls-ca",
+                          ca, "--tls-crl", crl, NULL};
+    const char *bare[] = {bin, "--data", data, "--listen", "127.0.0.1:0",
+                          "--tls-crl", crl, NULL};
+
+    /* Another CA's. */
+    ck_assert_int_eq(tu_certs_crl(dir, "other", "ocrl", 0), 0);
+    tu_certs_path(crl, sizeof crl, dir, "ocrl", "pem");
+    ck_assert_int_ne(tu_run(argv, &out, &err), 0);
+    ck_assert_msg(strstr(err, "not signed by a CA") != NULL, "%s", err);
+    free(out);
+    free(err);
+    /* Without TLS. */
+    ck_assert_int_eq(tu_run(bare, &out, &err), 2);
+    ck_assert_msg(strstr(err, "--tls-crl goes with") != NULL, "%s", err);
+    free(out);
+    free(err);
+    free(bin);
+}
+END_TEST
+
 /* keel over TLS with a client certificate (name of the test's directory;
  * NULL: none): its exit code, stderr in *err (malloc'd). */
 static int keel_cert(const char *name, char **out, char **err,
@@ -580,6 +690,8 @@ static Suite *suite(void)
     tcase_add_test(tc, client_hops_denied);
     tcase_add_test(tc, sighup_reloads);
     tcase_add_test(tc, certificate_roles);
+    tcase_add_test(tc, crl_revokes);
+    tcase_add_test(tc, crl_refused_at_start);
     suite_add_tcase(s, tc);
     return s;
 }

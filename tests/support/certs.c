@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proc.h"
@@ -95,4 +96,74 @@ int tu_certs_issue(const char *dir, const char *ca, const char *name,
         rename(pem, tu_certs_path(fpem, sizeof fpem, dir, name, "pem")) != 0)
         return -1;
     return 0;
+}
+
+/* The configuration `openssl ca` needs to revoke and to make CRLs for CA
+ * `ca` of dir: <dir>/<ca>.cnf and its empty database, made once. Its path
+ * into cnf. */
+static int ca_config(const char *dir, const char *ca, char *cnf, size_t cap)
+{
+    char index[512], pem[512], key[512];
+    FILE *f;
+
+    tu_certs_path(cnf, cap, dir, ca, "cnf");
+    if (access(cnf, R_OK) == 0)
+        return 0;
+    tu_certs_path(index, sizeof index, dir, ca, "index");
+    f = fopen(index, "w");
+    if (f == NULL || fclose(f) != 0)
+        return -1;
+    f = fopen(cnf, "w");
+    if (f == NULL)
+        return -1;
+    fprintf(f,
+            "[ ca ]\ndefault_ca = keel\n[ keel ]\ndatabase = %s\n"
+            "certificate = %s\nprivate_key = %s\ndefault_md = sha256\n"
+            "default_crl_days = 2\n",
+            index, tu_certs_path(pem, sizeof pem, dir, ca, "pem"),
+            tu_certs_path(key, sizeof key, dir, ca, "key"));
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+int tu_certs_revoke(const char *dir, const char *ca, const char *name)
+{
+    char cnf[512], pem[512];
+    const char *argv[] = {NULL, "ca", "-config", cnf, "-revoke", pem, NULL};
+
+    if (ca_config(dir, ca, cnf, sizeof cnf) != 0)
+        return -1;
+    tu_certs_path(pem, sizeof pem, dir, name, "pem");
+    return run_openssl(argv);
+}
+
+int tu_certs_crl(const char *dir, const char *ca, const char *out,
+                 int expired)
+{
+    char cnf[512], tmp[540], aside[600], fin[512], last[32], next[32];
+    const char *argv[] = {NULL, "ca", "-config", cnf, "-gencrl", "-out",
+                          aside, NULL, NULL, NULL, NULL, NULL};
+    time_t now = time(NULL);
+    struct tm tm;
+
+    if (ca_config(dir, ca, cnf, sizeof cnf) != 0)
+        return -1;
+    snprintf(tmp, sizeof tmp, "%s.new", out);
+    tu_certs_path(aside, sizeof aside, dir, tmp, "pem");
+    if (expired) {
+        time_t t = now - 2 * 3600;
+        gmtime_r(&t, &tm);
+        strftime(last, sizeof last, "%Y%m%d%H%M%SZ", &tm);
+        t = now - 3600;
+        gmtime_r(&t, &tm);
+        strftime(next, sizeof next, "%Y%m%d%H%M%SZ", &tm);
+        argv[7] = "-crl_lastupdate";
+        argv[8] = last;
+        argv[9] = "-crl_nextupdate";
+        argv[10] = next;
+    }
+    if (run_openssl(argv) != 0)
+        return -1;
+    return rename(aside, tu_certs_path(fin, sizeof fin, dir, out, "pem")) == 0
+               ? 0
+               : -1;
 }

@@ -1,8 +1,9 @@
-/* runtime/tls.c's connections on their own: a client and a server over
- * two socket pairs joined by a relay in this file, which moves the bytes
- * between them as the test says, so that a test can hold back part of a
- * record. Certificates are made per test with the openssl command
- * (tests/support/certs.h). Every wait is bounded. */
+/* runtime/tls.c's contexts and connections on their own: a client and a
+ * server over two socket pairs joined by a relay in this file, which
+ * moves the bytes between them as the test says, so that a test can hold
+ * back part of a record; CRLs checked when a context is made and when a
+ * certificate is presented. Certificates and CRLs are made per test with
+ * the openssl command (tests/support/certs.h). Every wait is bounded. */
 #include <check.h>
 #include <errno.h>
 #include <stdint.h>
@@ -18,7 +19,7 @@
 #include "testutil.h"
 
 static char *dir;
-static char ca[512], cert[512], key[512];
+static char ca[512], cert[512], key[512], ccert[512], ckey[512];
 
 /* The client's socket is cs[1], the server's ss[0]; the relay reads
  * cs[0] and writes ss[1], and back. */
@@ -33,9 +34,12 @@ static void setup(void)
     dir = tu_tmpdir("tlsconn");
     ck_assert_int_eq(tu_certs_ca(dir, "ca"), 0);
     ck_assert_int_eq(tu_certs_issue(dir, "ca", "node", "node:n0"), 0);
+    ck_assert_int_eq(tu_certs_issue(dir, "ca", "bob", "client:bob"), 0);
     tu_certs_path(ca, sizeof ca, dir, "ca", "pem");
     tu_certs_path(cert, sizeof cert, dir, "node", "pem");
     tu_certs_path(key, sizeof key, dir, "node", "key");
+    tu_certs_path(ccert, sizeof ccert, dir, "bob", "pem");
+    tu_certs_path(ckey, sizeof ckey, dir, "bob", "key");
 }
 
 static void teardown(void)
@@ -76,7 +80,12 @@ static ssize_t waiting(int fd)
     return recv(fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
 }
 
-static void pair_open(struct pair *p)
+/* Opens a pair: the client presents cfile/kfile (NULL: none), the
+ * server checks it against crl (NULL: none). Returns 0 once both sides
+ * are done, or the KEEL_E* code of the side that failed first, with its
+ * reason in why. */
+static int pair_try(struct pair *p, const char *cfile, const char *kfile,
+                    const char *crl, char *why, size_t whylen)
 {
     char err[512];
     int i, cdone = 0, sdone = 0;
@@ -88,10 +97,10 @@ static void pair_open(struct pair *p)
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0,
                                 p->ss),
                      0);
-    ck_assert_int_eq(keel_tls_ctx_create(NULL, NULL, ca, &p->cctx, err,
-                                         sizeof err),
-                     0);
-    ck_assert_msg(keel_tls_ctx_create(cert, key, ca, &p->sctx, err,
+    ck_assert_msg(keel_tls_ctx_create(cfile, kfile, ca, NULL, &p->cctx,
+                                      err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert_msg(keel_tls_ctx_create(cert, key, ca, crl, &p->sctx, err,
                                       sizeof err) == 0,
                   "%s", err);
     ck_assert_int_eq(keel_tls_connect(p->cctx, p->cs[1], "n0", &p->c), 0);
@@ -101,21 +110,34 @@ static void pair_open(struct pair *p)
         int rc;
         if (!cdone) {
             rc = keel_tls_handshake(p->c, err, sizeof err);
-            ck_assert_msg(rc == 0 || rc == KEEL_TLS_WANT_READ ||
-                              rc == KEEL_TLS_WANT_WRITE,
-                          "client: %d %s", rc, err);
+            if (rc != 0 && rc != KEEL_TLS_WANT_READ &&
+                rc != KEEL_TLS_WANT_WRITE) {
+                snprintf(why, whylen, "client: %s", err);
+                return rc;
+            }
             cdone = rc == 0;
         }
         if (!sdone) {
             rc = keel_tls_handshake(p->s, err, sizeof err);
-            ck_assert_msg(rc == 0 || rc == KEEL_TLS_WANT_READ ||
-                              rc == KEEL_TLS_WANT_WRITE,
-                          "server: %d %s", rc, err);
+            if (rc != 0 && rc != KEEL_TLS_WANT_READ &&
+                rc != KEEL_TLS_WANT_WRITE) {
+                snprintf(why, whylen, "server: %s", err);
+                return rc;
+            }
             sdone = rc == 0;
         }
         relay_all(p);
     }
     ck_assert(cdone && sdone);
+    return 0;
+}
+
+static void pair_open(struct pair *p)
+{
+    char why[600];
+
+    ck_assert_msg(pair_try(p, NULL, NULL, NULL, why, sizeof why) == 0, "%s",
+                  why);
 }
 
 static void pair_close(struct pair *p)
@@ -219,6 +241,97 @@ START_TEST(partial_record_not_pending)
 }
 END_TEST
 
+/* keel_tls_ctx_create with a CRL: err (the reason) for a file that would
+ * not do, or 0. */
+static int ctx_with_crl(const char *crl, char *err, size_t errlen)
+{
+    keel_tls_ctx *ctx = NULL;
+    int rc = keel_tls_ctx_create(cert, key, ca, crl, &ctx, err, errlen);
+
+    keel_tls_ctx_unref(ctx);
+    return rc;
+}
+
+/* A CRL file that would not do is refused when the context is made, with
+ * the reason, rather than found out when every certificate of its CA
+ * starts to fail. */
+START_TEST(crl_checked_at_load)
+{
+    char crl[512], err[600];
+
+    ck_assert_int_eq(tu_certs_ca(dir, "other"), 0);
+    ck_assert_int_eq(tu_certs_crl(dir, "ca", "good", 0), 0);
+    ck_assert_msg(ctx_with_crl(tu_certs_path(crl, sizeof crl, dir, "good",
+                                             "pem"),
+                               err, sizeof err) == 0,
+                  "%s", err);
+    /* Signed by a CA the node does not trust. */
+    ck_assert_int_eq(tu_certs_crl(dir, "other", "foreign", 0), 0);
+    ck_assert_int_eq(ctx_with_crl(tu_certs_path(crl, sizeof crl, dir,
+                                                "foreign", "pem"),
+                                  err, sizeof err),
+                     KEEL_EIO);
+    ck_assert_msg(strstr(err, "not signed by a CA") != NULL, "%s", err);
+    /* Past its next update. */
+    ck_assert_int_eq(tu_certs_crl(dir, "ca", "stale", 1), 0);
+    ck_assert_int_eq(ctx_with_crl(tu_certs_path(crl, sizeof crl, dir, "stale",
+                                                "pem"),
+                                  err, sizeof err),
+                     KEEL_EIO);
+    ck_assert_msg(strstr(err, "expired") != NULL, "%s", err);
+    /* No CRL at all (a certificate), and no file. */
+    ck_assert_int_eq(ctx_with_crl(ca, err, sizeof err), KEEL_EIO);
+    ck_assert_msg(strstr(err, "no CRL") != NULL, "%s", err);
+    ck_assert_int_eq(ctx_with_crl(tu_certs_path(crl, sizeof crl, dir,
+                                                "missing", "pem"),
+                                  err, sizeof err),
+                     KEEL_EIO);
+    /* One that revokes this side's own certificate. */
+    ck_assert_int_eq(tu_certs_revoke(dir, "ca", "node"), 0);
+    ck_assert_int_eq(tu_certs_crl(dir, "ca", "self", 0), 0);
+    ck_assert_int_eq(ctx_with_crl(tu_certs_path(crl, sizeof crl, dir, "self",
+                                                "pem"),
+                                  err, sizeof err),
+                     KEEL_EIO);
+    ck_assert_msg(strstr(err, "own certificate") != NULL, "%s", err);
+}
+END_TEST
+
+/* A client certificate the server's CRL lists fails the handshake on both
+ * sides; keel_tls_revoked finds it on a connection made before the CRL
+ * was loaded. */
+START_TEST(crl_refuses_revoked)
+{
+    struct pair p;
+    keel_tls_ctx *later = NULL;
+    char crl[512], why[600];
+
+    ck_assert_int_eq(tu_certs_crl(dir, "ca", "none", 0), 0);
+    tu_certs_path(crl, sizeof crl, dir, "none", "pem");
+    /* Not revoked yet: in. */
+    ck_assert_msg(pair_try(&p, ccert, ckey, crl, why, sizeof why) == 0, "%s",
+                  why);
+    ck_assert_int_eq(tu_certs_revoke(dir, "ca", "bob"), 0);
+    ck_assert_int_eq(tu_certs_crl(dir, "ca", "revoked", 0), 0);
+    tu_certs_path(crl, sizeof crl, dir, "revoked", "pem");
+    ck_assert_msg(keel_tls_ctx_create(cert, key, ca, crl, &later, why,
+                                      sizeof why) == 0,
+                  "%s", why);
+    ck_assert_int_eq(keel_tls_revoked(later, p.s), 1);
+    pair_close(&p);
+    /* A client without a certificate has nothing to revoke. */
+    pair_open(&p);
+    ck_assert_int_eq(keel_tls_revoked(later, p.s), 0);
+    pair_close(&p);
+    keel_tls_ctx_unref(later);
+    /* Revoked: out, with the reason on both sides. */
+    ck_assert_int_eq(pair_try(&p, ccert, ckey, crl, why, sizeof why),
+                     KEEL_ECONN);
+    ck_assert_msg(strstr(why, "revoked") != NULL, "%s", why);
+    pair_close(&p);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("tls_conn");
@@ -228,6 +341,8 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, burst_read_at_once);
     tcase_add_test(tc, partial_record_not_pending);
+    tcase_add_test(tc, crl_checked_at_load);
+    tcase_add_test(tc, crl_refuses_revoked);
     suite_add_tcase(s, tc);
     return s;
 }
