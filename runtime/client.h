@@ -40,8 +40,9 @@ typedef struct keel_client_tls {
 /* keel_client_connect_why over TLS 1.3 when tls is not NULL. The timeout
  * bounds the handshake too. More errors: KEEL_EINVAL / KEEL_EIO (the
  * files: why says which), KEEL_ENOTSENT also when the handshake fails
- * (the server's certificate does not verify, the server refuses ours, a
- * plaintext server): nothing was sent. */
+ * (the server's certificate does not verify or is revoked by tls->crl,
+ * the server refuses ours, a plaintext server: why says "the server does
+ * not speak TLS"): nothing was sent. */
 int keel_client_connect_tls(const char *addr, int timeout_ms,
                             const keel_client_tls *tls, keel_client **out,
                             char *why, size_t whylen);
