@@ -77,11 +77,14 @@ static void tls_error(char *buf, size_t len, const char *what)
 static long sock_read_cb(BIO *b, int oper, const char *argp, size_t len,
                          int argi, long argl, int ret, size_t *processed)
 {
-    keel_tls *t = (keel_tls *)BIO_get_callback_arg(b);
+    keel_tls *t;
 
     (void)argi;
     (void)argl;
-    if (oper != (BIO_CB_READ | BIO_CB_RETURN) || t == NULL)
+    if (oper != (BIO_CB_READ | BIO_CB_RETURN))
+        return ret; /* before a read, or a write: the same BIO */
+    t = (keel_tls *)BIO_get_callback_arg(b);
+    if (t == NULL)
         return ret;
     t->sock_short = ret > 0 ? processed != NULL && *processed < len
                             : BIO_should_retry(b);
