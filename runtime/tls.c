@@ -1,6 +1,8 @@
 /* TLS contexts and connections over OpenSSL (see tls.h). Every OpenSSL
- * call is preceded by ERR_clear_error so that an error found after it is
- * its own; errors become KEEL_E* codes and a line of text in tls_error. */
+ * call is preceded by an empty error queue (ERR_clear_error, or
+ * errors_clear on the paths taken for every record) so that an error
+ * found after it is its own; errors become KEEL_E* codes and a line of
+ * text in tls_error. */
 #include "runtime/tls.h"
 
 #include <errno.h>
@@ -45,6 +47,15 @@ struct keel_tls {
 };
 
 static int tls_ex_index = -1;
+
+/* Empties the thread's error queue. ERR_clear_error costs about 130 ns
+ * with OpenSSL 3.0, a look at the queue a fifth of that, and the queue
+ * is empty nearly always: this is for the calls made for every record. */
+static void errors_clear(void)
+{
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
+}
 
 /* The OpenSSL error queue as one line ("what: reason; reason"), emptied. */
 static void tls_error(char *buf, size_t len, const char *what)
@@ -496,10 +507,10 @@ static int tls_result(keel_tls *t, int r, char *errbuf, size_t errlen,
 
     switch (e) {
     case SSL_ERROR_WANT_READ:
-        ERR_clear_error();
+        errors_clear();
         return KEEL_TLS_WANT_READ;
     case SSL_ERROR_WANT_WRITE:
-        ERR_clear_error();
+        errors_clear();
         return KEEL_TLS_WANT_WRITE;
     case SSL_ERROR_SYSCALL:
         if (errbuf != NULL && errlen > 0)
@@ -604,7 +615,7 @@ ssize_t keel_tls_read(keel_tls *t, void *buf, size_t len)
 {
     int r, n = len > INT32_MAX ? INT32_MAX : (int)len;
 
-    ERR_clear_error();
+    errors_clear();
     errno = 0;
     r = SSL_read(t->ssl, buf, n);
     t->starved = 0;
@@ -625,7 +636,7 @@ ssize_t keel_tls_write(keel_tls *t, const void *buf, size_t len)
 
     if (len == 0)
         return 0;
-    ERR_clear_error();
+    errors_clear();
     errno = 0;
     r = SSL_write(t->ssl, buf, n);
     if (r > 0)
