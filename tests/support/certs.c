@@ -69,7 +69,7 @@ int tu_certs_ca(const char *dir, const char *ca)
 int tu_certs_issue(const char *dir, const char *ca, const char *name,
                    const char *cn)
 {
-    char key[512], csr[512], pem[512], cakey[512], capem[512], serial[512];
+    char key[600], csr[600], pem[600], cakey[512], capem[512], serial[512];
     char subj[300], fkey[512], fpem[512];
     char tmp[540];
     const char *req[] = {NULL, "req", "-newkey", "ec", "-pkeyopt",
