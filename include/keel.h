@@ -100,7 +100,8 @@ KEEL_API const char *keel_version_string(void);
     X(ENOTTARGET, -35, "unit is not moving to this node at that epoch")      \
     X(ENOTSENT, -36, "request not sent; safe to retry")                   \
     X(EUNAUTH, -37, "not authenticated")                                     \
-    X(EDENIED, -38, "not permitted for this identity")
+    X(EDENIED, -38, "not permitted for this identity")                      \
+    X(ENOTMEMBER, -39, "sending node is not a member in this node's view")
 
 typedef enum keel_errno {
     KEEL_OK = 0,

@@ -578,8 +578,12 @@ static int not_member(keel_auth *a, const keel_auth_conn *ac, char *errbuf,
              "the cluster in this node's view (it left or was forgotten, "
              "or has not been seen yet); it did not run",
              ac->name[0] != '\0' ? ac->name : "(unnamed)");
+    /* Counted with the refusals, but answered with a code of its own: a
+     * node that joined a moment ago, or left, forwards calls that did
+     * not run, and its route.c holds them and routes them again rather
+     * than failing its clients' calls as if they were not permitted. */
     count_refusal(a, KEEL_EDENIED);
-    return KEEL_EDENIED;
+    return KEEL_ENOTMEMBER;
 }
 
 /* ------------------------------------------- failed attempts by address */

@@ -577,6 +577,7 @@ static unsigned http_status(int code)
     case KEEL_EUNAUTH:
         return MHD_HTTP_UNAUTHORIZED;
     case KEEL_EDENIED:
+    case KEEL_ENOTMEMBER: /* a node: certificate of a node that left */
         return MHD_HTTP_FORBIDDEN;
     case KEEL_ENOSPC:
         return MHD_HTTP_INSUFFICIENT_STORAGE;

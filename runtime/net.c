@@ -490,6 +490,18 @@ static void handle_call(keel_conn *c, const keel_frame *f)
         /* Only a node forwards: a client's hop count would hold its call
          * as if it had bounced between nodes already. */
         STAT_ADD(n, frames_bad, 1);
+        if (c->auth.kind == KEEL_AUTH_NODE) {
+            /* A node this one does not (yet, or any more) see as a
+             * member: one that just joined, before this view shows it,
+             * or one that left. Its own code, so that the forwarder
+             * holds the call and routes it again instead of handing a
+             * refusal to its client as if the client were at fault. */
+            send_error(c, f->request_id, KEEL_ENOTMEMBER,
+                       "forwarded by a node that is not a member in this "
+                       "node's view of the cluster (not yet, or no "
+                       "longer); it did not run");
+            return;
+        }
         send_error(c, f->request_id, KEEL_EDENIED,
                    "hop count set by a client or a node that is no member "
                    "(any more): flags bits 0-3 are for members forwarding "

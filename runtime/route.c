@@ -318,11 +318,14 @@ static void fwd_cb(keel_node *n, int status, const uint8_t *body, size_t len,
     rt_unit *u = m->u;
 
     fly_unlink(m);
-    if (status == KEEL_PEER_UNSENT ||
+    if (status == KEEL_PEER_UNSENT || status == KEEL_ENOTMEMBER ||
         (status == KEEL_ESTOPPING && !n->stopping)) {
-        /* Never reached the owner, or reached a node that is stopping and
-         * did not run it: back to its place in the queue, routed again
-         * before the unit's younger messages. */
+        /* Never reached the owner, reached a node that is stopping, or
+         * one whose view does not show this node as a member yet (it
+         * joined a moment ago) or any more (it left, and its own map
+         * will say so): none of them ran it. Back to its place in the
+         * queue, routed again before the unit's younger messages, until
+         * the call's deadline. */
         if (rt->started && now_ns() < m->req->deadline_ns) {
             hold_insert(rt, m);
             return;
