@@ -616,6 +616,98 @@ START_TEST(paused_primary_answers_nothing_stale)
 }
 END_TEST
 
+/* The epoch gap: a unit handed off (n0 drained) keeps its in-sync backup,
+ * which has recorded only the old primary's epoch; its new primary dies
+ * before writing anything at its own. The backup is promoted two epochs
+ * above what its store recorded, and keeps its records all the same (the
+ * map says it was promoted from the in-sync set): its digest is the one
+ * it had as a backup, and every counter answers its acknowledged count. */
+START_TEST(promoted_backup_keeps_its_records_across_an_epoch_gap)
+{
+    keel_shard_map m, after;
+    long acked[COUNTERS] = {0};
+    char before[SHARDS][128], id[16], *out = NULL, *err = NULL;
+    int j, k, code, kept = 0;
+
+    start3();
+    for (k = 0; k < 3; k++)
+        for (j = 0; j < COUNTERS; j++) {
+            long v;
+            counter_id(j, id, sizeof id);
+            v = tu_cluster_counter(&fx, 1, id, "incr");
+            CHECK(v == acked[j] + 1, "%s answered %ld after %ld", id, v,
+                  acked[j]);
+            acked[j] = v;
+        }
+    CHECK(tu_keel(fx.nodes[1].addr, &out, &err, "node", "drain", "n0",
+                  NULL) == 0,
+          "drain n0: %s", err != NULL ? err : "");
+    free(out);
+    free(err);
+    code = tu_keeld_stop(&fx.nodes[0], SIGTERM);
+    CHECK(code == 0, "drained n0 exited with %d", code);
+    /* every unit on n1 and n2 now, n2 in sync wherever n1 leads */
+    map_checked(&m);
+    for (j = 0; j < SHARDS; j++) {
+        const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)j);
+        before[j][0] = '\0';
+        if (strcmp(primary_of(&m, (uint32_t)j), "n1") != 0)
+            continue;
+        CHECK(tu_map_in_sync(&m, u, "n2"), "shard %d: n2 out of sync", j);
+        digest_via(2, (uint32_t)j, before[j], sizeof before[j]);
+        CHECK(strncmp(before[j], "digest ", 7) == 0, "digest: '%s'",
+              before[j]);
+    }
+    tu_keeld_stop(&fx.nodes[1], SIGKILL);
+    /* n2 alone: every unit it backed up fails over to it (at most 30 s) */
+    for (k = 0; k < 300; k++) {
+        int done = 1;
+        CHECK(tu_map_read(&fx, &after) == 0, "no map");
+        for (j = 0; j < SHARDS; j++)
+            if (strcmp(primary_of(&after, (uint32_t)j), "n2") != 0)
+                done = 0;
+        if (done)
+            break;
+        keel_map_free(&after);
+        tu_sleep_ms(100);
+    }
+    CHECK(k < 300, "n2 did not take every unit over");
+    for (j = 0; j < SHARDS; j++) {
+        const keel_map_unit *ub = tu_map_unit(&m, "", (uint32_t)j);
+        const keel_map_unit *ua = tu_map_unit(&after, "", (uint32_t)j);
+        char now[128];
+        if (before[j][0] == '\0')
+            continue;
+        CHECK(ua->shard_epoch == ub->shard_epoch + 1 && ua->promoted,
+              "shard %d: epoch %llu -> %llu, promoted %d", j,
+              (unsigned long long)ub->shard_epoch,
+              (unsigned long long)ua->shard_epoch, ua->promoted);
+        for (k = 0; k < 100; k++) { /* its acquire may be under way */
+            digest_via(2, (uint32_t)j, now, sizeof now);
+            if (strcmp(now, before[j]) == 0)
+                break;
+            tu_sleep_ms(100);
+        }
+        CHECK(strcmp(now, before[j]) == 0,
+              "shard %d on n2: '%s' as a backup, '%s' promoted", j,
+              before[j], now);
+        kept++;
+    }
+    CHECK(kept > 0, "n1 led no unit");
+    for (j = 0; j < COUNTERS; j++) {
+        long v;
+        counter_id(j, id, sizeof id);
+        v = get_via(2, id);
+        CHECK(v == acked[j], "%s is %ld on n2, %ld acknowledged", id, v,
+              acked[j]);
+    }
+    fprintf(stderr, "failover: %d units promoted across an epoch gap kept "
+                    "their records\n", kept);
+    keel_map_free(&m);
+    keel_map_free(&after);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_failover");
@@ -625,6 +717,7 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, killed_primary_fails_over_under_load);
     tcase_add_test(tc, paused_primary_answers_nothing_stale);
+    tcase_add_test(tc, promoted_backup_keeps_its_records_across_an_epoch_gap);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
