@@ -351,7 +351,8 @@ typedef struct keel_stats {
      * in-sync set asked of the controller, replies waiting on backups
      * now. Backup side: REPL frames whose writes were committed here,
      * units refused (not this node's to take, out of order, or the
-     * store refused them). */
+     * store refused them). Reads (the read rule): confirm rounds sent,
+     * one per unit with reads waiting in a loop iteration. */
     uint64_t repl_frames_sent;
     uint64_t repl_bytes_sent;
     uint64_t repl_acks;
@@ -359,6 +360,7 @@ typedef struct keel_stats {
     uint64_t repl_waiting;
     uint64_t repl_applied_frames;
     uint64_t repl_refused;
+    uint64_t repl_confirms;
     uint64_t reserved[1];
 } keel_stats;
 

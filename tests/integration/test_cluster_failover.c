@@ -20,6 +20,7 @@
  * Every wait is bounded; the checks are about order and outcomes, not
  * durations. On a failure the nodes' logs are printed. */
 #include <check.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -66,7 +67,9 @@ static void actlog_path(int i, char *buf, size_t cap)
     snprintf(buf, cap, "%s/n%d.act", fx.dir, i);
 }
 
-static void start3(void)
+/* Nodes n0..n<nodes-1>, every unit on min(replicas, nodes) replicas in
+ * sync, activation logs on. */
+static void start_n(int nodes, int replicas)
 {
     static char act[NODES][512];
     static const char *common[] = {"--repl-lag-ms", "1000", NULL};
@@ -74,14 +77,19 @@ static void start3(void)
     const char *const *extra[NODES];
     int i;
 
-    for (i = 0; i < NODES; i++) {
+    for (i = 0; i < nodes; i++) {
         actlog_path(i, act[i], sizeof act[i]);
         per[i][0] = "--activation-log";
         per[i][1] = act[i];
         per[i][2] = NULL;
         extra[i] = per[i];
     }
-    tu_cluster_start_together(&fx, NODES, 3, common, extra);
+    tu_cluster_start_together(&fx, nodes, replicas, common, extra);
+}
+
+static void start3(void)
+{
+    start_n(NODES, 3);
 }
 
 static void counter_id(int j, char *id, size_t cap)
@@ -708,6 +716,87 @@ START_TEST(promoted_backup_keeps_its_records_across_an_epoch_gap)
 }
 END_TEST
 
+/* The read rule: a read of a unit leaves only once each in-sync backup
+ * confirmed the primary's epoch after the read ran. With the backup
+ * paused (SIGSTOP), a `get` through the primary is not answered while the
+ * map shows the backup in sync; it is answered, with the acknowledged
+ * count, once the primary had it dropped. */
+START_TEST(read_waits_for_a_paused_backup)
+{
+    keel_client *q;
+    keel_shard_map m;
+    char id[16] = "", owner[64], *out = NULL, *err = NULL;
+    int j, rc, polls, answered = 0;
+    long v, acked = 0;
+    keel_frame f;
+    double sent;
+    uint32_t shard;
+
+    start_n(2, 2);
+    for (j = 0; j < 64 && id[0] == '\0'; j++) {
+        char cand[16];
+        snprintf(cand, sizeof cand, "q%d", j);
+        tu_cluster_owner_of(&fx, 0, "counter", cand, owner, sizeof owner);
+        if (strcmp(owner, "n0") == 0)
+            snprintf(id, sizeof id, "%s", cand);
+    }
+    CHECK(id[0] != '\0', "no counter owned by n0");
+    shard = shard_of(id);
+    for (j = 0; j < 3; j++) {
+        v = tu_cluster_counter(&fx, 0, id, "incr");
+        CHECK(v == acked + 1, "%s answered %ld after %ld", id, v, acked);
+        acked = v;
+    }
+    v = tu_cluster_counter(&fx, 0, id, "get");
+    CHECK(v == acked, "%s read %ld, %ld acknowledged", id, v, acked);
+
+    ck_assert_int_eq(kill(fx.nodes[1].pid, SIGSTOP), 0);
+    CHECK(keel_client_connect(fx.nodes[0].addr, CLIENT_MS, &q) == 0,
+          "cannot connect to n0");
+    ck_assert_int_eq(keel_client_queue(q, KEEL_FRAME_CALL, 1, "counter", id,
+                                       strlen(id), "get", 3),
+                     0);
+    ck_assert_int_eq(keel_client_flush(q), 0);
+    sent = tu_now_s();
+    for (polls = 0; polls < 600 && !answered; polls++) {
+        struct pollfd p = {keel_client_fd(q), POLLIN, 0};
+        const keel_map_unit *u;
+        int ready = keel_client_pending(q) || poll(&p, 1, 50) > 0;
+        CHECK(tu_map_read(&fx, &m) == 0, "no map");
+        u = tu_map_unit(&m, "", shard);
+        if (ready) {
+            rc = keel_client_recv(q, &f);
+            CHECK(rc == 0, "receiving the answer: %s", keel_strerror(rc));
+            answered = 1;
+            CHECK(!tu_map_in_sync(&m, u, "n1"),
+                  "the read was answered while the map showed the paused "
+                  "backup n1 in sync (after %.2f s)",
+                  tu_now_s() - sent);
+            CHECK(f.kind == KEEL_FRAME_REPLY,
+                  "the read failed (kind %d) once n1 was dropped", f.kind);
+            v = strtol((const char *)f.body, NULL, 10);
+            CHECK(v == acked, "read %ld, %ld acknowledged", v, acked);
+        }
+        keel_map_free(&m);
+    }
+    CHECK(answered, "no answer within %d polls while n1 is paused", polls);
+    fprintf(stderr, "failover: a read waited %.2f s for the paused backup "
+                    "to leave the in-sync set\n",
+            tu_now_s() - sent);
+    keel_client_close(q);
+    ck_assert_int_eq(kill(fx.nodes[1].pid, SIGCONT), 0);
+    /* reads of a unit alone in sync need no round */
+    v = tu_cluster_counter(&fx, 0, id, "get");
+    CHECK(v == acked, "%s read %ld, %ld acknowledged", id, v, acked);
+    CHECK(tu_keel(fx.nodes[0].addr, &out, &err, "stat", NULL) == 0 &&
+              out != NULL && strstr(out, "repl_confirms ") != NULL &&
+              strstr(out, "repl_confirms 0\n") == NULL,
+          "keel stat shows no confirm round: %s", out ? out : "");
+    free(out);
+    free(err);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_failover");
@@ -718,6 +807,7 @@ int main(void)
     tcase_add_test(tc, killed_primary_fails_over_under_load);
     tcase_add_test(tc, paused_primary_answers_nothing_stale);
     tcase_add_test(tc, promoted_backup_keeps_its_records_across_an_epoch_gap);
+    tcase_add_test(tc, read_waits_for_a_paused_backup);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
