@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "coordinator/cluster.h"
 #include "coordinator/controller.h"
+#include "coordinator/failover.h"
 #include "coordinator/layout.h"
 #include "coordinator/nodestate.h"
 #include "coordinator/replicaset.h"
@@ -258,6 +259,73 @@ START_TEST(test_rs_move)
     old = rs_of("a,b,c", 7);
     keel_rs_move(&e, &old, "b", 1, &out);
     ck_assert_str_eq(show(&out), "b*,c*,d");
+}
+END_TEST
+
+static const char *leaving_set[8];
+
+static int t_placeable(const char *name, void *arg)
+{
+    (void)arg;
+    return in(live_set, name) && !in(leaving_set, name);
+}
+
+/* Rule 6: whom failover picks, and the set after it. */
+START_TEST(test_failover_pick)
+{
+    const char *want[] = {"b", "c"};
+    keel_rs_env e = env_of(3, want, 2);
+    keel_failover_unit fu;
+    keel_rs rs, out;
+
+    set_live("b", "c", "d", NULL, NULL);
+    memset(leaving_set, 0, sizeof leaving_set);
+    rs = rs_of("a,b,c", 7);
+    fu.rs = &rs;
+    fu.primary_gone = 1;
+    fu.released = 0;
+    /* the first live in-sync backup, in list order */
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 1);
+    /* not while the primary is a member, nor after it released */
+    fu.primary_gone = 0;
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 0);
+    fu.primary_gone = 1;
+    fu.released = 1;
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 0);
+    fu.released = 0;
+    /* never out of sync: b is out, c is in */
+    rs = rs_of("a,b,c", 5);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 2);
+    /* nobody in sync but the primary: none */
+    rs = rs_of("a,b,c", 1);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 0);
+    /* in sync but gone, or without a store: none */
+    rs = rs_of("a,x,c", 3);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 0);
+    nostore_set[0] = "c";
+    rs = rs_of("a,b,c", 5);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 0);
+    nostore_set[0] = NULL;
+    /* one placement can give units to first; a leaving one otherwise */
+    e.placeable = t_placeable;
+    leaving_set[0] = "b";
+    rs = rs_of("a,b,c", 7);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 2);
+    rs = rs_of("a,b,d", 3);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 1);
+    leaving_set[0] = NULL;
+    /* the set after it: the promoted backup alone in sync, the others
+     * listed out of sync if placement wants them, the gone primary out */
+    rs = rs_of("a,b,c", 7);
+    keel_rs_promote(&e, &rs, 1, &out);
+    ck_assert_str_eq(show(&out), "b*,c");
+    rs = rs_of("a,c,b", 7);
+    keel_rs_promote(&e, &rs, 2, &out);
+    ck_assert_str_eq(show(&out), "b*,c");
+    /* a backup placement no longer wants goes */
+    rs = rs_of("a,b,d", 7);
+    keel_rs_promote(&e, &rs, 1, &out);
+    ck_assert_str_eq(show(&out), "b*,c");
 }
 END_TEST
 
@@ -1910,6 +1978,7 @@ int main(void)
     tcase_add_test(rules, test_rs_follow);
     tcase_add_test(rules, test_rs_dead_backups);
     tcase_add_test(rules, test_rs_move);
+    tcase_add_test(rules, test_failover_pick);
     suite_add_tcase(s, rules);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_config_replicas);
