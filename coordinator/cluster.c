@@ -1557,6 +1557,21 @@ size_t keel_cluster_insync_backups(keel_cluster *c, const char *cap,
     return n;
 }
 
+int keel_cluster_promoted(keel_cluster *c, const char *cap, uint32_t shard,
+                          uint64_t shard_epoch)
+{
+    const keel_map_unit *u;
+    int ci;
+
+    if (!c->have_map || c->my_idx < 0 || cap == NULL ||
+        shard >= c->map.shard_count ||
+        (ci = keel_map_cap_index(&c->map, cap)) < 0)
+        return 0;
+    u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
+    return u->nreplicas > 0 && u->replicas[0] == c->my_idx &&
+           u->shard_epoch == shard_epoch && u->promoted;
+}
+
 int keel_cluster_request_drop(keel_cluster *c, const char *cap,
                               uint32_t shard, uint64_t shard_epoch,
                               const char *backup)

@@ -229,6 +229,13 @@ size_t keel_cluster_insync_backups(keel_cluster *c, const char *cap,
                                    uint32_t shard, uint64_t shard_epoch,
                                    keel_replica_ref *out, size_t max);
 
+/* Whether the applied map has this node primary of the unit at
+ * shard_epoch by failover: promoted from the unit's in-sync set, so its
+ * store holds the unit's data whatever fence it recorded as a backup
+ * (the acquire keeps it; docs/cluster.md, "Failover"). 1 or 0. */
+int keel_cluster_promoted(keel_cluster *c, const char *cap, uint32_t shard,
+                          uint64_t shard_epoch);
+
 /* Asks the controller to drop `backup` from the unit's in-sync set,
  * published in nodes/<self>/state with the next state write (a unit
  * being handed off is published as PRIMARY to carry it). Returns 0

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "coordinator/failover.h"
 #include "coordinator/replicaset.h"
 #include "keel.h"
 
@@ -638,6 +639,14 @@ static int rs_forgotten(const char *name, void *arg)
     return keel_controller_forgotten(arg, name);
 }
 
+static int rs_placeable(const char *name, void *arg)
+{
+    keel_controller *ctl = arg;
+    const keel_member *m = keel_membership_find(ctl->members, name);
+
+    return m != NULL && !m->leaving && !m->addr_bad;
+}
+
 /* The unit's replica set, by name (the names are next's). */
 static void unit_rs(const keel_shard_map *next, const keel_map_unit *u,
                     keel_rs *rs)
@@ -736,6 +745,12 @@ static void apply_drops(keel_controller *ctl, keel_shard_map *next,
     if (u->nreplicas < 2 || u->shard_epoch == 0)
         return;
     id = keel_controller_node_id(ctl, next->nodes[u->replicas[0]]);
+    /* A gone primary's requests wait: it cannot have acknowledged
+     * anything without a backup it asked to drop before a map it applied
+     * showed the drop, so that backup still holds every acknowledged
+     * write and may be the one failover needs. */
+    if (id >= 0 && ctl->nodes[id].gone)
+        return;
     e = entry_of(ctl, id, cap, s);
     if (e == NULL || e->role != KEEL_ROLE_PRIMARY ||
         e->shard_epoch != u->shard_epoch || e->ndrop == 0)
@@ -780,6 +795,53 @@ static uint64_t seen_at(keel_controller *ctl, const char *cap)
     return ctl->now;
 }
 
+/* Failover (coordinator/failover.h): if the primary of unit (c, s),
+ * node `from`, is gone and one of the unit's in-sync backups can take its
+ * place, writes that backup primary at shard_epoch + 1 into next, alone
+ * in sync and marked promoted, and returns 0. Returns 1 when the unit
+ * does not fail over, or a code. */
+static int failover(keel_controller *ctl, keel_shard_map *next,
+                    const char *cap, uint32_t c, uint32_t s, keel_handoff *h,
+                    int from, const keel_rs_env *env)
+{
+    keel_map_unit *u = keel_map_unit_at(next, c, s);
+    const keel_state_entry *e = entry_of(ctl, from, cap, s);
+    keel_failover_unit fu;
+    keel_rs old, rs;
+    int pos, to, rc;
+
+    if (u->shard_epoch == 0 || u->nreplicas < 2)
+        return 1;
+    observe(ctl, from);
+    unit_rs(next, u, &old);
+    fu.rs = &old;
+    fu.primary_gone = ctl->nodes[from].gone;
+    fu.released = (e != NULL && e->role == KEEL_ROLE_RELEASED &&
+                   e->shard_epoch == u->shard_epoch) ||
+                  (h->state != KEEL_HANDOFF_IDLE &&
+                   h->state != KEEL_HANDOFF_DONE &&
+                   h->state != KEEL_HANDOFF_ABORTED &&
+                   (h->flags & KEEL_HANDOFF_F_RELEASED) &&
+                   h->epoch == u->shard_epoch);
+    if ((pos = keel_failover_pick(env, &fu)) == 0)
+        return 1;
+    if ((to = track(ctl, old.names[pos])) < 0)
+        return KEEL_ENOMEM;
+    keel_info("cluster: %s/%u: primary %s is gone; promoting in-sync backup "
+              "%s at epoch %llu",
+              cap, s, old.names[0], old.names[pos],
+              (unsigned long long)u->shard_epoch + 1);
+    keel_handoff_promote(h, (uint32_t)from, (uint32_t)to, u->shard_epoch);
+    keel_rs_promote(env, &old, pos, &rs);
+    if ((rc = put_rs(ctl, next, c, s, &rs)) != 0)
+        return rc;
+    u = keel_map_unit_at(next, c, s);
+    u->shard_epoch++;
+    u->target = KEEL_MAP_NO_NODE;
+    u->promoted = 1;
+    return 0;
+}
+
 /* The primary position of unit (c, s): first owner, handoffs, dead
  * owners. `want` is placement's choice for primary, env what the replica
  * rules need; a unit never owned is placed only if `fresh_ok`. Returns 0
@@ -804,13 +866,17 @@ static int place_primary(keel_controller *ctl, keel_shard_map *next,
             keel_rs_fresh(env, &rs);
             if ((rc = put_rs(ctl, next, c, s, &rs)) != 0)
                 return rc;
+            u = keel_map_unit_at(next, c, s);
             u->shard_epoch++;
+            u->promoted = 0;
             u->target = KEEL_MAP_NO_NODE;
         }
         return 0;
     }
     if ((from = track(ctl, owner)) < 0)
         return KEEL_ENOMEM;
+    if ((rc = failover(ctl, next, cap, c, s, h, from, env)) <= 0)
+        return rc;
     if (target == NULL) {
         const keel_state_entry *e = entry_of(ctl, from, cap, s);
         if (h->state == KEEL_HANDOFF_AWAIT_FENCE)
@@ -890,6 +956,7 @@ static int place_primary(keel_controller *ctl, keel_shard_map *next,
         u = keel_map_unit_at(next, c, s);
         u->shard_epoch = epoch;
         u->target = KEEL_MAP_NO_NODE;
+        u->promoted = 0;
     }
     return 0;
 }
@@ -958,6 +1025,7 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
     env.live = rs_live;
     env.has_store = rs_has_store;
     env.forgotten = rs_forgotten;
+    env.placeable = rs_placeable;
     env.arg = ctl;
     for (c = 0; c < next->ncaps; c++) {
         const char *cap = next->caps[c];

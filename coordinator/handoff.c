@@ -95,6 +95,16 @@ int keel_handoff_adopt(keel_handoff *h, uint32_t from, uint32_t to,
     return KEEL_HANDOFF_WRITE_PRIMARY;
 }
 
+int keel_handoff_promote(keel_handoff *h, uint32_t from, uint32_t to,
+                         uint64_t epoch)
+{
+    setup(h, from, to, epoch, 0, 0);
+    h->flags |= KEEL_HANDOFF_F_PROMOTE | KEEL_HANDOFF_F_GONE;
+    h->state = KEEL_HANDOFF_PRIMARY_PENDING;
+    h->next_epoch = epoch + 1;
+    return KEEL_HANDOFF_WRITE_PRIMARY;
+}
+
 int keel_handoff_retarget(keel_handoff *h, uint32_t to)
 {
     if (h->state == KEEL_HANDOFF_ABORTED || h->state == KEEL_HANDOFF_DONE ||
@@ -188,6 +198,13 @@ int keel_handoff_member(keel_handoff *h, uint32_t node, int present,
         /* A new incarnation of A: it holds nothing and will release on
          * its own, so the clock restarts if it goes again. */
         h->flags &= (uint8_t)~KEEL_HANDOFF_F_GONE;
+        if (h->state == KEEL_HANDOFF_PRIMARY_PENDING &&
+            (h->flags & KEEL_HANDOFF_F_PROMOTE)) {
+            /* A failover not written yet: A serves its unit again, with
+             * its backups as they were. */
+            memset(h, 0, sizeof *h);
+            return KEEL_HANDOFF_NONE;
+        }
         if (h->state == KEEL_HANDOFF_PRIMARY_PENDING &&
             !(h->flags & KEEL_HANDOFF_F_RELEASED)) {
             /* Promoting without A, and A is back before the write went

@@ -9,6 +9,8 @@
  *   AWAIT_RELEASE ──(A's member znode gone, owner loss allowed)──> AWAIT_DEATH
  *   AWAIT_DEATH ──(grace elapsed: A's session certainly dead)──> PRIMARY_PENDING
  *   AWAIT_DEATH ──(A back: a new incarnation)──> AWAIT_RELEASE
+ *   promote (A gone, B an in-sync backup) ──> PRIMARY_PENDING
+ *   PRIMARY_PENDING, promoting ──(A back before the write)──> IDLE
  *   PRIMARY_PENDING ──(map with primary B, epoch e+1 written)──> AWAIT_FENCE
  *   AWAIT_FENCE ──(B's state: primary at e+1, fence recorded)──> DONE
  *   any ──(a write failed with KEEL_EDEPOSED)──> ABORTED
@@ -50,6 +52,7 @@ enum keel_handoff_action {
 #define KEEL_HANDOFF_F_GONE 4      /* A's member znode gone */
 #define KEEL_HANDOFF_F_LOSS_OK 8   /* may proceed without A's release */
 #define KEEL_HANDOFF_F_ACKED 16    /* the pending write is acknowledged */
+#define KEEL_HANDOFF_F_PROMOTE 32  /* failover: B was an in-sync backup */
 
 typedef struct keel_handoff {
     uint8_t state;
@@ -95,6 +98,13 @@ int keel_handoff_retarget(keel_handoff *h, uint32_t to);
  * finishes there. Returns KEEL_HANDOFF_WRITE_PRIMARY. */
 int keel_handoff_adopt(keel_handoff *h, uint32_t from, uint32_t to,
                        uint64_t epoch, int loss_ok, uint32_t grace_ms);
+
+/* Failover (coordinator/failover.h): A is gone and B, one of the unit's
+ * in-sync backups, holds every write A acknowledged: B becomes primary at
+ * epoch + 1 without a release (flag KEEL_HANDOFF_F_PROMOTE). Whatever
+ * move was under way is replaced. Returns KEEL_HANDOFF_WRITE_PRIMARY. */
+int keel_handoff_promote(keel_handoff *h, uint32_t from, uint32_t to,
+                         uint64_t epoch);
 
 int keel_handoff_target_written(keel_handoff *h, int rc, uint64_t now);
 int keel_handoff_primary_written(keel_handoff *h, int rc);

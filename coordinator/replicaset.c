@@ -113,6 +113,14 @@ void keel_rs_move(const keel_rs_env *env, const keel_rs *old, const char *to,
     build(env, to, old->names, ins, old->n, out);
 }
 
+void keel_rs_promote(const keel_rs_env *env, const keel_rs *old, int pos,
+                     keel_rs *out)
+{
+    int ins[KEEL_MAP_MAX_REPLICAS] = {0};
+
+    build(env, old->names[pos], old->names, ins, old->n, out);
+}
+
 int keel_rs_drop(keel_rs *rs, const char *name)
 {
     int pos = keel_rs_find(rs, name);

@@ -25,7 +25,8 @@
  *  3. A primary move A -> B: B in sync; with A's data streamed to B
  *     (B's epoch is A's + 1) the old in-sync backups that stay listed stay
  *     in sync; without it (+ 2) B alone. A is never in sync after it.
- *  Rule 5 (drops) is keel_rs_drop(). The primary is always in sync. */
+ *  Rule 5 (drops) is keel_rs_drop(), rule 6 (failover) keel_rs_promote().
+ *  The primary is always in sync. */
 #ifndef KEEL_COORDINATOR_REPLICASET_H
 #define KEEL_COORDINATOR_REPLICASET_H
 
@@ -55,6 +56,9 @@ typedef struct keel_rs_env {
     int (*has_store)(const char *name, void *arg);
     /* Whether the operator forgot it (its data is given up). */
     int (*forgotten)(const char *name, void *arg);
+    /* Whether placement could give it units (live, not leaving,
+     * reachable); NULL: every live member. Failover prefers those. */
+    int (*placeable)(const char *name, void *arg);
     void *arg;
 } keel_rs_env;
 
@@ -68,6 +72,14 @@ void keel_rs_follow(const keel_rs_env *env, const keel_rs *old,
  * got its data (with_data) or starts without it. */
 void keel_rs_move(const keel_rs_env *env, const keel_rs *old, const char *to,
                   int with_data, keel_rs *out);
+/* Rule 6, failover (coordinator/failover.h): old->names[pos], an in-sync
+ * backup, replaces the gone primary. It is the in-sync set alone: the
+ * other backups may hold writes the old primary sent them and never got
+ * acknowledged, or miss some the new primary has, and stay listed out of
+ * sync (until catch-up) if placement wants them; so does the old primary
+ * when it comes back. Then rule 2. */
+void keel_rs_promote(const keel_rs_env *env, const keel_rs *old, int pos,
+                     keel_rs *out);
 /* Rule 5: takes backup `name` out of the in-sync set. Returns 1 if it was
  * in it, 0 otherwise (not listed, the primary, already out). */
 int keel_rs_drop(keel_rs *rs, const char *name);

@@ -9,8 +9,9 @@
 #include "keel.h"
 
 static const uint8_t map_magic[4] = {'K', 'M', 'A', 'P'};
-/* Written: 2 (store ids, in-sync flags). Read: 1 and 2. */
-#define MAP_FORMAT 2
+/* Written: 3 (store ids, in-sync flags, promotions). Read: 1 to 3. */
+#define MAP_FORMAT 3
+#define MAP_FORMAT_V2 2
 #define MAP_FORMAT_V1 1
 #define STORE_BYTES (KEEL_MAP_STORE_HEX / 2)
 
@@ -517,6 +518,18 @@ int keel_map_encode(const keel_shard_map *m, uint8_t **out, size_t *len)
             keel_wbuf_varint(&w, u->target);
         keel_wbuf_varint(&w, u->shard_epoch);
     }
+    {
+        size_t np = 0, last = 0;
+        for (i = 0; i < n; i++)
+            np += m->units[i].promoted && has_primary(&m->units[i]);
+        keel_wbuf_varint(&w, np);
+        for (i = 0, np = 0; i < n; i++) {
+            if (!m->units[i].promoted || !has_primary(&m->units[i]))
+                continue;
+            keel_wbuf_varint(&w, np++ == 0 ? i : i - last);
+            last = i;
+        }
+    }
     return keel_wbuf_seal(&w, out, len);
 }
 
@@ -586,7 +599,8 @@ int keel_map_decode(const void *buf, size_t len, keel_shard_map *out)
     if (magic == NULL || memcmp(magic, map_magic, 4) != 0)
         return KEEL_ECORRUPT;
     format = keel_rbuf_u8(&r);
-    if ((format != MAP_FORMAT && format != MAP_FORMAT_V1) ||
+    if ((format != MAP_FORMAT && format != MAP_FORMAT_V2 &&
+         format != MAP_FORMAT_V1) ||
         keel_rbuf_u8(&r) != 0)
         return KEEL_ECORRUPT;
     m.map_epoch = keel_rbuf_be(&r, 8);
@@ -678,6 +692,24 @@ int keel_map_decode(const void *buf, size_t len, keel_shard_map *out)
             goto fail;
         }
     }
+    if (format >= MAP_FORMAT) {
+        /* The promoted units, ascending: each must have a primary. */
+        uint64_t np = keel_rbuf_varint(&r), k, at = 0;
+        if (np > n) {
+            rc = KEEL_ECORRUPT;
+            goto fail;
+        }
+        for (k = 0; k < np; k++) {
+            uint64_t d = keel_rbuf_varint(&r);
+            if (r.bad || (k > 0 && d == 0) || d >= n || at + d >= n ||
+                !has_primary(&m.units[at + d])) {
+                rc = KEEL_ECORRUPT;
+                goto fail;
+            }
+            at += d;
+            m.units[at].promoted = 1;
+        }
+    }
     if (r.bad || r.off != r.len) {
         rc = KEEL_ECORRUPT;
         goto fail;
@@ -717,6 +749,8 @@ int keel_map_same_placement(const keel_shard_map *a, const keel_shard_map *b)
             if (ua->shard_epoch != ub->shard_epoch ||
                 ua->nreplicas != ub->nreplicas ||
                 insync_of(ua) != insync_of(ub) ||
+                (ua->promoted && has_primary(ua)) !=
+                    (ub->promoted && has_primary(ub)) ||
                 (ua->target == KEEL_MAP_NO_NODE) !=
                     (ub->target == KEEL_MAP_NO_NODE))
                 return 0;

@@ -18,16 +18,19 @@
  * (empty) data directory is never taken for an in-sync replica.
  *
  * Encoding of the `map` znode (all integers big-endian or LEB128 varints):
- *   "KMAP" | u8 format (2) | u8 flags (0) | u64 map_epoch | u32 shard_count
+ *   "KMAP" | u8 format (3) | u8 flags (0) | u64 map_epoch | u32 shard_count
  *   | u16 ncaps | u16 nnodes | ncaps x (u8 len, bytes) | nnodes x (u8 len,
  *   bytes, 16 bytes store id: all zero when unknown) | per unit,
  *   capability-major: u8 header (bits 0-2 replica count, bit 3 "has
  *   target", bits 4-7 in-sync flags of replicas[1..4]; the primary's is
  *   implicit: set iff the unit has a primary), replica node indexes
  *   (varint), target node index (varint, if flagged), shard_epoch (varint)
+ *   | varint count of promoted units | their unit indexes (varint, the
+ *   first as is, then each as the gap to the one before, ascending)
  *   | u64 XXH3_64 of everything before.
- * Format 1 (no store ids, header bits 4-7 zero, the primary alone in
- * sync) is still decoded; maps are always written in format 2.
+ * Formats 2 (no promoted list) and 1 (no store ids either, header bits
+ * 4-7 zero, the primary alone in sync) are still decoded; maps are always
+ * written in format 3.
  * Capabilities are sorted and unique, node names sorted and unique. A
  * settled unit takes 3 bytes (5 with two backups), so 4096 shards x 8
  * capabilities is ~100-170 KB, well under ZooKeeper's 1 MB limit. */
@@ -58,6 +61,12 @@ typedef struct keel_map_unit {
      * is set iff the unit has a primary (shard_epoch > 0, nreplicas >
      * 0); no bit at or beyond nreplicas. */
     uint8_t insync;
+    /* 1: the primary was promoted from the unit's in-sync set at
+     * shard_epoch (its predecessor died): its store holds the unit's data
+     * whatever fence it recorded as a backup, so its acquire keeps what
+     * it holds (docs/cluster.md, "Failover"). Only on a unit with a
+     * primary; cleared by the next change of primary. */
+    uint8_t promoted;
 } keel_map_unit;
 
 typedef struct keel_shard_map {
@@ -148,15 +157,17 @@ int keel_map_compute(const keel_map_member *members, size_t n,
 
 /* Encodes m into a malloc'd buffer (*out, *len). 0 or KEEL_ENOMEM. */
 int keel_map_encode(const keel_shard_map *m, uint8_t **out, size_t *len);
-/* Decodes and validates (formats 1 and 2); *out is initialised only on
+/* Decodes and validates (formats 1 to 3); *out is initialised only on
  * success. Returns 0, KEEL_ECORRUPT (truncated, trailing bytes, bad magic
  * or checksum, an index out of range, unsorted or invalid names, in-sync
- * flags beyond the replica count or on a unit without a primary) or
+ * flags beyond the replica count or on a unit without a primary, a
+ * promoted unit without a primary) or
  * KEEL_ENOMEM. Never reads outside buf[0..len). */
 int keel_map_decode(const void *buf, size_t len, keel_shard_map *out);
 
 /* 1 if the two maps place every unit identically (epochs, targets,
- * replica names, in-sync sets, and the store ids of the nodes units name;
+ * replica names, in-sync sets, promotions, and the store ids of the nodes
+ * units name;
  * map_epoch ignored). */
 int keel_map_same_placement(const keel_shard_map *a, const keel_shard_map *b);
 

@@ -174,8 +174,10 @@ typedef struct keel_node_options {
      * no actor ever ran on two nodes at once; NULL: none. */
     const char *activation_log;
     /* Cluster mode: how long a call waits for its unit to have a serving
-     * owner (a move, a restart, a fenced owner) before it is answered
-     * KEEL_EUNAVAIL; 0: 5000. */
+     * owner (a move, a failover, a restart, a fenced owner) before it is
+     * answered KEEL_EUNAVAIL; 0: twice zk_session_timeout_ms, at least
+     * 5000 (8000 with the default session timeout), so that a failover
+     * fits in it. */
     uint32_t hold_timeout_ms;
     /* Cluster mode: how long a stopping node hands units off before it
      * leaves anyway, the rest unavailable until it returns; 0: 30000. */
@@ -371,7 +373,8 @@ typedef struct keel_stats {
      * in-sync set asked of the controller, replies waiting on backups
      * now. Backup side: REPL frames whose writes were committed here,
      * units refused (not this node's to take, out of order, or the
-     * store refused them). */
+     * store refused them). Reads (the read rule): confirm rounds sent,
+     * one per unit with reads waiting in a loop iteration. */
     uint64_t repl_frames_sent;
     uint64_t repl_bytes_sent;
     uint64_t repl_acks;
@@ -379,6 +382,7 @@ typedef struct keel_stats {
     uint64_t repl_waiting;
     uint64_t repl_applied_frames;
     uint64_t repl_refused;
+    uint64_t repl_confirms;
     uint64_t reserved[4];
 } keel_stats;
 

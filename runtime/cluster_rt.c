@@ -73,7 +73,9 @@ static void on_acquire(keel_cluster *c, const char *cap, uint32_t shard,
         /* This store's fence says what it holds of the unit: the epoch
          * itself (it served the unit at that epoch before a restart) or
          * the one below (a handoff streamed it here). Anything lower
-         * means the unit came here without its data (its owner was
+         * means, unless the map says this node was promoted from the
+         * unit's in-sync set, that the unit came here without its data
+         * (its owner was
          * forgotten or presumed dead, the loss accepted): what this store
          * still holds of it is an older owner's copy, deleted in the
          * transaction that records the epoch, before anything
@@ -87,7 +89,19 @@ static void on_acquire(keel_cluster *c, const char *cap, uint32_t shard,
         } else {
             fence = epoch;
         }
-        if (fence + 1 < epoch) {
+        if (fence + 1 < epoch &&
+            keel_cluster_promoted(c, cap, shard, epoch)) {
+            /* Failover: an in-sync backup holds every acknowledged write
+             * of the unit, whatever epoch its last replicated write
+             * carried (none may have come from the primary it followed
+             * last, if that primary got the unit by a handoff and died
+             * before writing). */
+            keel_info("unit (%s, %u) comes here at epoch %llu by failover: "
+                      "keeping its replicated records (this store is at "
+                      "%llu)",
+                      cap, shard, (unsigned long long)epoch,
+                      (unsigned long long)fence);
+        } else if (fence + 1 < epoch) {
             j->wipe = 1;
             keel_info("unit (%s, %u) comes here at epoch %llu without its "
                       "records (this store is at %llu): starting it empty",

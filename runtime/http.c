@@ -843,6 +843,10 @@ static enum MHD_Result answer_metrics(struct http_req *r)
     metric(&b, "keel_repl_refused_total", "counter",
            "Units of REPL frames this backup did not take.", "",
            st->repl_refused);
+    metric(&b, "keel_repl_confirms_total", "counter",
+           "Confirm rounds sent for reads (the read rule): one per unit "
+           "with reads waiting in a loop iteration.",
+           "", st->repl_confirms);
     /* Cumulative buckets; _count is their total so that the +Inf bucket
      * and _count agree even though the figures are read without a lock. */
     sb_puts(&b, "# HELP keel_call_latency_seconds Time from submission of a "

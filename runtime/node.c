@@ -1414,9 +1414,10 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
             queue_push(&n->wait_open, req);
         else
             queue_push(&wb_holding(n, a->last_write_seq)->wait, req);
-    } else if (n->repl_busy > 0 && keel__repl_hold(n, req)) {
-        /* Its actor's last writes are durable here, not yet on the
-         * unit's backups: it leaves after their replies. */
+    } else if (n->repl != NULL && keel__repl_read(n, req)) {
+        /* It read the unit's state: it leaves once the unit's in-sync
+         * backups confirmed that no newer primary can have served, and
+         * after the unit's earlier replies (the read rule, repl.h). */
     } else if (lease_lapsed(n)) {
         /* Nothing of this turn waits for a commit, so it wrote nothing;
          * but what it answered (a value, or an error such as a missing
@@ -2679,7 +2680,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "auth_conns_closed %llu\n"
         "repl_frames_sent %llu\nrepl_bytes_sent %llu\nrepl_acks %llu\n"
         "repl_drop_requests %llu\nrepl_waiting %llu\n"
-        "repl_applied_frames %llu\nrepl_refused %llu\n",
+        "repl_applied_frames %llu\nrepl_refused %llu\n"
+        "repl_confirms %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -2724,7 +2726,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->repl_drop_requests,
         (unsigned long long)st->repl_waiting,
         (unsigned long long)st->repl_applied_frames,
-        (unsigned long long)st->repl_refused);
+        (unsigned long long)st->repl_refused,
+        (unsigned long long)st->repl_confirms);
     return w < 0 ? 0 : (size_t)w;
 }
 

@@ -66,6 +66,12 @@ struct repl_wait {
     uint64_t epoch, seq;
     ev_tstamp born;
     int doubt; /* fail the replies: the writes cannot be confirmed */
+    /* A confirm round (the read rule): its replies wrote nothing; it is
+     * complete once each backup answered the round's empty piece `cid`
+     * (sent after the replies' turns ran) at epoch without refusing it,
+     * seq is not used. */
+    int confirm;
+    uint64_t cid;
     unsigned nb;
     struct {
         repl_link *l;
@@ -82,6 +88,11 @@ struct repl_unit {
     uint64_t seq;    /* the last piece numbered at epoch */
     uint64_t stale;  /* a backup holds a newer epoch than this one */
     repl_wait *head, *tail;
+    /* The confirm round of reads not sent yet (on r->cpend), or NULL;
+     * and the last round's number. */
+    repl_wait *conf;
+    uint64_t cid;
+    repl_unit *cnext;
     repl_unit *bnext, *bprev; /* on r->busy while it has entries */
     int busy;
     /* Drops asked for (keel_cluster_request_drop), by backup and epoch. */
@@ -101,7 +112,8 @@ struct repl_unit {
 
 struct rf_unit {
     repl_unit *u;
-    uint64_t epoch, seq;
+    uint64_t epoch, seq; /* seq 0: the confirm round cid */
+    uint64_t cid;
     int done;
 };
 
@@ -146,6 +158,7 @@ typedef struct repl_bunit {
 struct bj_unit {
     repl_bunit *bu;
     int status;  /* refused before the writer, or 0 */
+    int confirm; /* an empty piece of seq 0: a confirm round */
     int grouped; /* a group of the batch (else a duplicate or refused) */
     size_t gidx;
     uint64_t epoch, stream, seq;
@@ -197,6 +210,10 @@ struct keel_repl {
     uint32_t pops;
     ev_timer tick;
     int started;
+    /* The read rule: units with a confirm round to send, sent when the
+     * loop has run what this iteration had (flush, an ev_prepare). */
+    repl_unit *cpend;
+    ev_prepare flush;
 
     /* Backup side. */
     keel_hmap bunits; /* repl_bunit by (cap, shard) */
@@ -491,6 +508,8 @@ static void unit_progress(keel_repl *r, repl_unit *u)
         u->head = w->next;
         if (u->head == NULL)
             u->tail = NULL;
+        if (u->conf == w)
+            u->conf = NULL; /* failed before it was sent */
         wait_free(r, w);
     }
     busy_update(r, u);
@@ -504,7 +523,24 @@ static void unit_acked(repl_unit *u, uint64_t epoch, const repl_link *l,
     unsigned i;
 
     for (w = u->head; w != NULL; w = w->next) {
-        if (w->epoch != epoch || w->seq > seq)
+        if (w->confirm || w->epoch != epoch || w->seq > seq)
+            continue;
+        for (i = 0; i < w->nb; i++)
+            if (w->b[i].l == l)
+                w->b[i].done = 1;
+    }
+}
+
+/* The backup confirmed round cid of the unit at epoch: it holds no newer
+ * epoch than that, at a moment after the round's turns ran. */
+static void unit_confirmed(repl_unit *u, uint64_t epoch, uint64_t cid,
+                           const repl_link *l)
+{
+    repl_wait *w;
+    unsigned i;
+
+    for (w = u->head; w != NULL; w = w->next) {
+        if (!w->confirm || w->cid != cid || w->epoch != epoch)
             continue;
         for (i = 0; i < w->nb; i++)
             if (w->b[i].l == l)
@@ -607,6 +643,8 @@ static void frame_cb(keel_node *n, int status, const uint8_t *body,
         if (a.status == 0 && a.seq >= x->seq) {
             STAT_ADD(n, repl_acks, 1);
             unit_acked(x->u, x->epoch, l, a.seq);
+            if (x->seq == 0)
+                unit_confirmed(x->u, x->epoch, x->cid, l);
             x->done = 1;
             f->nleft--;
             unit_progress(r, x->u);
@@ -742,8 +780,8 @@ static void frame_finish(keel_repl *r, repl_link *l)
  * settle, starting another when it is full. A piece that cannot be added
  * is not sent: the backup then refuses what follows it (a gap in seqs)
  * and is dropped after the lag. */
-static void frame_add_piece(keel_repl *r, repl_link *l, repl_unit *u,
-                            uint64_t epoch, uint64_t seq)
+static int frame_add_piece(keel_repl *r, repl_link *l, repl_unit *u,
+                           uint64_t epoch, uint64_t seq)
 {
     size_t clen = strlen(u->cap), need = KEEL_REPL_UNIT_SIZE(clen) + r->plen;
     repl_frame *f = l->build;
@@ -774,13 +812,15 @@ static void frame_add_piece(keel_repl *r, repl_link *l, repl_unit *u,
     f->units[f->nunits].u = u;
     f->units[f->nunits].epoch = epoch;
     f->units[f->nunits].seq = seq;
+    f->units[f->nunits].cid = 0;
     f->units[f->nunits].done = 0;
     f->nunits++;
-    return;
+    return 0;
 fail:
     keel_error("unit (%s, %u): cannot send %zu bytes of writes to backup %s; "
                "it will be dropped from the in-sync set",
                u->cap, u->shard, r->plen, l->name);
+    return KEEL_ENOMEM;
 }
 
 /* Numbers the piece in r->piece and hands it to every backup of u. */
@@ -1087,6 +1127,150 @@ void keel__repl_map_applied(keel_node *n)
     }
 }
 
+/* ------------------------------------------------------- the read rule */
+
+/* A reply of a turn that wrote nothing is as dangerous as a write's: if
+ * a backup was promoted over this node (this node lost its session
+ * without knowing, its lease judged wrongly), the state it read may be
+ * stale. So it leaves only once every in-sync backup of its unit, as the
+ * applied map shows them, has confirmed after the turn ran that it holds
+ * no newer epoch of the unit: an empty piece of seq 0 at the unit's
+ * epoch, one frame per backup node for all the units with reads in one
+ * loop iteration (flush_cb). A promotion needs an in-sync backup, which
+ * records the new epoch before the new primary serves; one that answered
+ * the round had not, so whatever the new primary acknowledged came after
+ * the read. A unit without in-sync backups needs no round: nobody can be
+ * promoted over this node. */
+int keel__repl_read(keel_node *n, keel_req *req)
+{
+    keel_repl *r = n->repl;
+    keel_actor *a = req->actor;
+    const char *cap;
+    repl_unit *u;
+    repl_wait *w;
+    uint64_t epoch;
+    size_t nrefs, i;
+
+    if (r == NULL || a == NULL)
+        return 0;
+    if (keel_cluster_replicas(cl(r)) < 2)
+        return n->repl_busy > 0 && keel__repl_hold(n, req);
+    cap = a->type->capability;
+    epoch = keel_cluster_write_epoch(cl(r), cap, a->shard);
+    nrefs = epoch > 0 ? keel_cluster_insync_backups(cl(r), cap, a->shard,
+                                                    epoch, r->refs,
+                                                    REPL_MAX_BACKUPS)
+                      : 0;
+    if (nrefs == 0)
+        return n->repl_busy > 0 && keel__repl_hold(n, req);
+    if ((u = punit_get(r, cap, a->shard)) == NULL) {
+        keel__req_doubt(n, req, doubt_msg); /* a read: not served */
+        return 1;
+    }
+    if (u->stale >= epoch) {
+        keel__req_doubt(n, req, doubt_msg);
+        return 1;
+    }
+    if ((w = u->conf) == NULL || w->epoch != epoch) {
+        if ((w = calloc(1, sizeof *w)) == NULL) {
+            keel__req_doubt(n, req, doubt_msg);
+            return 1;
+        }
+        w->confirm = 1;
+        w->cid = ++u->cid;
+        w->epoch = epoch;
+        w->born = ev_now(n->loop);
+        for (i = 0; i < nrefs; i++) {
+            repl_link *l = link_get(r, &r->refs[i]);
+            if (l == NULL)
+                w->doubt = 1; /* out of memory: cannot be confirmed */
+            else
+                w->b[w->nb++].l = l;
+        }
+        if (u->tail != NULL)
+            u->tail->next = w;
+        else
+            u->head = w;
+        u->tail = w;
+        busy_update(r, u);
+        if (u->conf == NULL) {
+            u->cnext = r->cpend;
+            r->cpend = u;
+        }
+        u->conf = w;
+        if (r->started && !ev_is_active(&r->flush))
+            ev_prepare_start(n->loop, &r->flush);
+    }
+    req->next = NULL;
+    if (w->reqs.tail != NULL)
+        w->reqs.tail->next = req;
+    else
+        w->reqs.head = req;
+    w->reqs.tail = req;
+    w->nreqs++;
+    STAT_ADD(n, repl_waiting, 1);
+    return 1;
+}
+
+/* Sends the confirm rounds of this loop iteration: one frame per backup
+ * node. */
+static void confirm_flush(keel_repl *r)
+{
+    repl_unit *u;
+    repl_link *l;
+
+    while ((u = r->cpend) != NULL) {
+        repl_wait *w = u->conf;
+        unsigned i;
+        r->cpend = u->cnext;
+        u->cnext = NULL;
+        u->conf = NULL;
+        if (w == NULL || w->doubt)
+            continue; /* failed meanwhile */
+        r->plen = 0;
+        r->pops = 0;
+        for (i = 0; i < w->nb; i++) {
+            repl_frame *f;
+            if (frame_add_piece(r, w->b[i].l, u, w->epoch, 0) != 0) {
+                w->doubt = 1;
+                continue;
+            }
+            f = w->b[i].l->build;
+            f->units[f->nunits - 1].cid = w->cid;
+        }
+        STAT_ADD(r->n, repl_confirms, 1);
+        if (w->doubt)
+            unit_progress(r, u);
+    }
+    for (l = r->links; l != NULL; l = l->next)
+        frame_finish(r, l);
+    arm(r, 0);
+}
+
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    keel_repl *r = w->data;
+
+    (void)revents;
+    ev_prepare_stop(loop, w);
+    confirm_flush(r);
+}
+
+/* Whether the applied map has the unit at a newer epoch than `epoch`:
+ * another node is (or is being made) its primary there, and a piece or a
+ * confirm round at `epoch` comes from a primary that was replaced. */
+static int map_newer(keel_repl *r, const char *cap, uint32_t shard,
+                     uint64_t epoch)
+{
+    const keel_shard_map *m = keel_cluster_map(cl(r));
+    int ci;
+
+    if (m == NULL || shard >= m->shard_count ||
+        (ci = keel_map_cap_index(m, cap)) < 0)
+        return 0;
+    return keel_map_unit_at(m, (uint32_t)ci, shard)->shard_epoch > epoch;
+}
+
 /* ---------------------------------------------------------- the tick */
 
 enum { LAG_WAIT = 0, LAG_OUT, LAG_GIVE_UP };
@@ -1339,6 +1523,8 @@ static void bjobs_reap(keel_repl *r)
         r->jobs = j->next;
         if (r->jobs == NULL)
             r->jobs_tail = NULL;
+        if (r->wnext == j)
+            r->wnext = j->next; /* done without the writer: never its */
         st = j->wstatus;
         pthread_mutex_unlock(&r->mu);
         bjob_finish(r, j, st);
@@ -1397,9 +1583,11 @@ static int piece_admit(keel_repl *r, struct bj_unit *x, const char *from,
                        uint64_t stream)
 {
     repl_bunit *bu;
-    int rc = keel_cluster_may_replicate(cl(r), x->cap, x->shard, x->epoch,
-                                        from);
+    int rc;
 
+    if (map_newer(r, x->cap, x->shard, x->epoch))
+        return KEEL_EFENCED;
+    rc = keel_cluster_may_replicate(cl(r), x->cap, x->shard, x->epoch, from);
     /* EFENCED from the cluster means this node is fenced or not joined,
      * not that the sender is stale: it must not read as the store's
      * EFENCED, which tells the sender a newer epoch exists. */
@@ -1438,6 +1626,32 @@ static int piece_admit(keel_repl *r, struct bj_unit *x, const char *from,
     return 0;
 }
 
+/* A confirm round (an empty piece of seq 0): 0 when this node still
+ * takes the unit's pieces from `from` at that epoch, EFENCED when it
+ * knows a newer one. Answered from memory and the applied map, without a
+ * transaction: this store records no epoch of the unit that a map this
+ * node applied does not show. */
+static int confirm_admit(keel_repl *r, struct bj_unit *x, const char *from)
+{
+    struct ukey k = {x->cap, x->shard};
+    repl_bunit *bu;
+    int rc;
+
+    if (map_newer(r, x->cap, x->shard, x->epoch))
+        return KEEL_EFENCED;
+    rc = keel_cluster_may_replicate(cl(r), x->cap, x->shard, x->epoch, from);
+    if (rc == KEEL_EFENCED)
+        return KEEL_EUNAVAIL; /* this node is fenced, as in piece_admit */
+    if (rc != 0)
+        return rc;
+    bu = keel_hmap_get(&r->bunits, unit_hash(x->cap, x->shard), &k,
+                       bunit_eq);
+    if (bu != NULL && bu->epoch > x->epoch)
+        return KEEL_EFENCED;
+    x->bu = bu;
+    return 0;
+}
+
 int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
 {
     keel_repl *r = n->repl;
@@ -1446,7 +1660,7 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
     size_t rest, k;
     char from[KEEL_NAME_MAX + 1];
     bjob *j;
-    int rc;
+    int rc, confirms = 0;
 
     if (r == NULL)
         return KEEL_EPROTO;
@@ -1497,10 +1711,14 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
         x->epoch = ru.epoch;
         x->stream = h.stream;
         x->seq = ru.seq;
+        x->confirm = ru.seq == 0 && ru.nops == 0;
+        confirms += x->confirm;
         if (memchr(ru.cap, '\0', ru.clen) != NULL ||
-            ru.shard >= n->opts.shard_count || ru.seq == 0 ||
-            !ops_in_shard(&ru))
+            ru.shard >= n->opts.shard_count ||
+            (ru.seq == 0 && !x->confirm) || !ops_in_shard(&ru))
             x->status = KEEL_EMALFORMED;
+        else if (x->confirm)
+            x->status = confirm_admit(r, x, from);
         else
             x->status = piece_admit(r, x, from, h.stream);
         if (x->status == 0 && x->grouped) {
@@ -1538,6 +1756,15 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
     r->jobs_tail = j;
     if (r->wnext == NULL)
         r->wnext = j;
+    if (confirms == h.nunits) {
+        /* Confirm rounds only: nothing to write. Answered in turn, after
+         * the frames before it, like one the writer refused at the door
+         * (it reports nothing for it). */
+        j->done = 1;
+        pthread_mutex_unlock(&r->mu);
+        ev_async_send(n->loop, &r->wake);
+        return 0;
+    }
     pthread_mutex_unlock(&r->mu);
     rc = keel_writer_submit(r->writer, j->b);
     if (rc != 0) {
@@ -1588,6 +1815,8 @@ int keel__repl_create(keel_node *n)
     r->tick.data = r;
     ev_async_init(&r->wake, wake_cb);
     r->wake.data = r;
+    ev_prepare_init(&r->flush, flush_cb);
+    r->flush.data = r;
     n->repl = r;
     return 0;
 }
@@ -1602,6 +1831,8 @@ void keel__repl_start(keel_node *n)
     r->started = 1;
     if (r->busy != NULL || r->nframes > 0)
         arm(r, 0);
+    if (r->cpend != NULL)
+        ev_prepare_start(n->loop, &r->flush);
 }
 
 void keel__repl_stop(keel_node *n)
@@ -1614,6 +1845,7 @@ void keel__repl_stop(keel_node *n)
     r->started = 0;
     ev_timer_stop(n->loop, &r->tick);
     ev_async_stop(n->loop, &r->wake);
+    ev_prepare_stop(n->loop, &r->flush);
     if (r->writer != NULL) {
         keel_writer_stop(r->writer); /* commits and reports what it has */
         r->writer = NULL;
@@ -1626,6 +1858,11 @@ void keel__repl_stop(keel_node *n)
         for (w = u->head; w != NULL; w = w->next)
             w->doubt = 1;
         unit_progress(r, u);
+    }
+    while ((u = r->cpend) != NULL) { /* their rounds failed above */
+        r->cpend = u->cnext;
+        u->cnext = NULL;
+        u->conf = NULL;
     }
 }
 

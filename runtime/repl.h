@@ -53,6 +53,13 @@ int keel__repl_settled(keel_node *n, keel_batch *b, int status);
  * its actor's unit has replies waiting on backups: it leaves after them,
  * under the lease rules of keel__req_settle(). 1 when taken, else 0. */
 int keel__repl_hold(keel_node *n, keel_req *req);
+/* The read rule: takes req, the reply of a turn that wrote nothing, when
+ * its unit has in-sync backups: it leaves once each has confirmed, in a
+ * round sent after the turn ran, that it holds no newer epoch of the unit
+ * (else it fails EUNAVAIL: not served), and after the unit's earlier
+ * replies; or when it must wait behind them (keel__repl_hold). 1 when
+ * taken, else 0: no backup can have been promoted over this node. */
+int keel__repl_read(keel_node *n, keel_req *req);
 /* Whether replies of the unit wait on backups (its actors then stay
  * resident, and a release of the unit waits). */
 int keel__repl_unit_busy(keel_node *n, const char *cap, uint32_t shard);

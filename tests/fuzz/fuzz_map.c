@@ -10,12 +10,14 @@
  *    before it allocates);
  *  - a map that decodes encodes to exactly the same bytes (the format is
  *    canonical: sorted unique names, minimal varints, flags 0); a map of
- *    format 1, which is read but no longer written, encodes to a format 2
- *    map that decodes to the same placement and encodes to itself;
+ *    format 1 or 2, which are read but no longer written, encodes to a
+ *    format 3 map that decodes to the same placement and encodes to
+ *    itself;
  *  - a decoded map is usable: every replica and target index names a node,
  *    every store id is "" or 32 lowercase hex digits, the in-sync flags
  *    are within the replica count and the primary's is set exactly when
- *    the unit has a primary, a copy places every unit the same way. */
+ *    the unit has a primary, so is the promoted flag only on a unit with
+ *    a primary, a copy places every unit the same way. */
 #include "coordinator/shardmap.h"
 #include "fuzz.h"
 #include "keel.h"
@@ -54,6 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK((u->insync >> u->nreplicas) == 0);
         FUZZ_CHECK((u->insync & 1) ==
                    (u->shard_epoch > 0 && u->nreplicas > 0));
+        FUZZ_CHECK(!u->promoted || (u->insync & 1));
     }
     for (c = 0; c < m.nnodes; c++)
         FUZZ_CHECK(m.store_ids[c][0] == '\0' ||
@@ -64,11 +67,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(p == NULL || keel_map_node_index(&m, p) >= 0);
         }
     FUZZ_CHECK(keel_map_encode(&m, &enc, &enc_len) == 0);
-    if (buf[4] == 1) {
+    if (buf[4] == 1 || buf[4] == 2) {
         keel_shard_map m2;
         uint8_t *enc2 = NULL;
         size_t enc2_len = 0;
-        FUZZ_CHECK(enc[4] == 2);
+        FUZZ_CHECK(enc[4] == 3);
         FUZZ_CHECK(keel_map_decode(enc, enc_len, &m2) == 0);
         FUZZ_CHECK(m2.map_epoch == m.map_epoch &&
                    keel_map_same_placement(&m2, &m));

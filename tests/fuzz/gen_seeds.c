@@ -350,8 +350,9 @@ static void map_seeds(void)
     keel_map_free(&map);
 
     /* Replication: three replicas of each unit, in-sync sets of every
-     * shape, store ids known and unknown (format 2). The corpus also
-     * keeps maps of format 1 (v1-*), written by earlier versions. */
+     * shape, store ids known and unknown, units promoted by failover
+     * (format 3). The corpus also keeps maps of formats 1 (v1-*) and 2
+     * (v2-*), written by earlier versions. */
     FUZZ_CHECK(keel_map_compute(m, 3, all, 2, 8, 3, &map) == 0);
     map.map_epoch = 7;
     FUZZ_CHECK(keel_map_set_store(&map, 0, "0123456789abcdef0123456789abcdef")
@@ -367,6 +368,7 @@ static void map_seeds(void)
             u->shard_epoch = 1 + i;
             u->insync =
                 (uint8_t)(1u | ((i << 1) & ((1u << u->nreplicas) - 2)));
+            u->promoted = i % 3 == 1;
         }
     }
     keel_map_unit_at(&map, 0, 2)->target = 1;

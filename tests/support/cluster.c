@@ -54,11 +54,25 @@ void tu_cluster_setup(tu_cluster *c, const char *tag, const char *prefix)
 
 int tu_cluster_start_node(tu_cluster *c, int i, int port, ...)
 {
-    char data[512], id[16], shards[16], session[16];
-    const char *args[11 + MAX_EXTRA + 1];
+    const char *extra[MAX_EXTRA + 1];
     const char *a;
     int n = 0;
     va_list ap;
+
+    va_start(ap, port);
+    while ((a = va_arg(ap, const char *)) != NULL && n < MAX_EXTRA)
+        extra[n++] = a;
+    va_end(ap);
+    extra[n] = NULL;
+    return tu_cluster_start_nodev(c, i, port, extra);
+}
+
+int tu_cluster_start_nodev(tu_cluster *c, int i, int port,
+                           const char *const *extra)
+{
+    char data[512], id[16], shards[16], session[16];
+    const char *args[11 + MAX_EXTRA + 1];
+    int n = 0, k;
 
     snprintf(data, sizeof data, "%s/n%d", c->dir, i);
     snprintf(id, sizeof id, "n%d", i);
@@ -78,10 +92,8 @@ int tu_cluster_start_node(tu_cluster *c, int i, int port, ...)
      * nodes tokens instead, as extra arguments: those come after this
      * and make it moot). */
     args[n++] = "--insecure";
-    va_start(ap, port);
-    while ((a = va_arg(ap, const char *)) != NULL && n < 11 + MAX_EXTRA)
-        args[n++] = a;
-    va_end(ap);
+    for (k = 0; extra != NULL && extra[k] != NULL && n < 11 + MAX_EXTRA; k++)
+        args[n++] = extra[k];
     args[n] = NULL;
     return tu_keeld_start(&c->nodes[i], data, port, args);
 }

@@ -49,6 +49,10 @@ void tu_cluster_setup(tu_cluster *c, const char *tag, const char *prefix);
  * result: 0, or -1 with the log on stderr. */
 int tu_cluster_start_node(tu_cluster *c, int i, int port, ...);
 
+/* The same with the extra arguments in a NULL-terminated array. */
+int tu_cluster_start_nodev(tu_cluster *c, int i, int port,
+                           const char *const *extra);
+
 /* Per-test teardown: every started node gets SIGCONT (in case a test left
  * it stopped), then `sig` and tu_keeld_stop's bounded wait, and is freed;
  * the directory is removed. Returns how many stops did not return 0 (exit

@@ -518,6 +518,8 @@ static keel_shard_map replica_map(void)
                           : 0;
     }
     keel_map_unit_at(&a, 0, 4)->target = 1;
+    keel_map_unit_at(&a, 0, 2)->promoted = 1;
+    keel_map_unit_at(&a, 0, 5)->promoted = 1;
     return a;
 }
 
@@ -529,7 +531,7 @@ START_TEST(test_map_v2_roundtrip)
     uint32_t s;
 
     ck_assert_int_eq(keel_map_encode(&a, &buf, &len), 0);
-    ck_assert_uint_eq(buf[4], 2); /* format */
+    ck_assert_uint_eq(buf[4], 3); /* format */
     ck_assert_int_eq(keel_map_decode(buf, len, &b), 0);
     ck_assert(keel_map_same_placement(&a, &b));
     ck_assert_str_eq(b.store_ids[0], SID_A);
@@ -540,6 +542,7 @@ START_TEST(test_map_v2_roundtrip)
         const keel_map_unit *ub = keel_map_unit_at(&b, 0, s);
         ck_assert_uint_eq(ua->insync, ub->insync);
         ck_assert_uint_eq(ua->nreplicas, ub->nreplicas);
+        ck_assert_uint_eq(ub->promoted, s == 2 || s == 5);
     }
     ck_assert_int_eq(keel_map_insync(keel_map_unit_at(&b, 0, 5), 0), 1);
     ck_assert_int_eq(keel_map_insync(keel_map_unit_at(&b, 0, 5), 5), 0);
@@ -555,6 +558,10 @@ START_TEST(test_map_v2_roundtrip)
     ck_assert(!keel_map_same_placement(&a, &b));
     keel_map_unit_at(&b, 0, 3)->insync |= 4u;
     ck_assert(keel_map_same_placement(&a, &b));
+    /* so are promotions */
+    keel_map_unit_at(&b, 0, 2)->promoted = 0;
+    ck_assert(!keel_map_same_placement(&a, &b));
+    keel_map_unit_at(&b, 0, 2)->promoted = 1;
     ck_assert_int_eq(keel_map_set_store(&b, 3, SID_A), 0);
     ck_assert(!keel_map_same_placement(&a, &b));
     /* a copy keeps the store ids */
@@ -648,20 +655,20 @@ START_TEST(test_map_v1_decodes)
     ck_assert_uint_eq(keel_map_unit_at(&m, 0, 1)->insync, 0);
     ck_assert_str_eq(m.store_ids[0], "");
     ck_assert_str_eq(m.store_ids[1], "");
-    /* written again, it is format 2 and means the same */
+    /* written again, it is format 3 and means the same */
     ck_assert_int_eq(keel_map_encode(&m, &enc, &elen), 0);
-    ck_assert_uint_eq(enc[4], 2);
+    ck_assert_uint_eq(enc[4], 3);
     ck_assert_int_eq(keel_map_decode(enc, elen, &back), 0);
     ck_assert(keel_map_same_placement(&m, &back));
     free(enc);
     keel_map_free(&back);
     keel_map_free(&m);
     free(buf);
-    /* format 1 has no in-sync flags; format 3 does not exist */
+    /* format 1 has no in-sync flags; format 4 does not exist */
     len = v1_map(&buf, 1, 2 | 0x10);
     ck_assert_int_eq(keel_map_decode(buf, len, &m), KEEL_ECORRUPT);
     free(buf);
-    len = v1_map(&buf, 3, 2);
+    len = v1_map(&buf, 4, 2);
     ck_assert_int_eq(keel_map_decode(buf, len, &m), KEEL_ECORRUPT);
     free(buf);
 }
@@ -669,18 +676,21 @@ END_TEST
 
 /* Format 2 with one unit of header hdr: replicas 0, 1, 2 (of 3 nodes) at
  * shard_epoch epoch. */
-static size_t v2_unit(uint8_t **out, unsigned hdr, uint64_t epoch)
+static size_t vx_units(uint8_t **out, unsigned format, uint32_t nunits,
+                       unsigned hdr, uint64_t epoch, const uint64_t *tail,
+                       size_t ntail)
 {
     static const uint8_t sid[16] = {1, 2, 3};
     keel_wbuf w = {0};
     unsigned k;
+    uint32_t s;
     size_t len;
 
     keel_wbuf_put(&w, "KMAP", 4);
-    keel_wbuf_u8(&w, 2);
+    keel_wbuf_u8(&w, format);
     keel_wbuf_u8(&w, 0);
     keel_wbuf_be(&w, 1, 8);
-    keel_wbuf_be(&w, 1, 4);
+    keel_wbuf_be(&w, nunits, 4);
     keel_wbuf_be(&w, 1, 2);
     keel_wbuf_be(&w, 3, 2);
     keel_wbuf_str8(&w, "");
@@ -690,12 +700,25 @@ static size_t v2_unit(uint8_t **out, unsigned hdr, uint64_t epoch)
     keel_wbuf_put(&w, sid, 16);
     keel_wbuf_str8(&w, "c");
     keel_wbuf_put(&w, sid, 16);
-    keel_wbuf_u8(&w, hdr);
-    for (k = 0; k < (hdr & 7); k++)
-        keel_wbuf_varint(&w, k);
-    keel_wbuf_varint(&w, epoch);
+    for (s = 0; s < nunits; s++) {
+        /* the last unit has no primary */
+        unsigned h = s + 1 < nunits || nunits == 1 ? hdr : 0;
+        keel_wbuf_u8(&w, h);
+        for (k = 0; k < (h & 7); k++)
+            keel_wbuf_varint(&w, k);
+        keel_wbuf_varint(&w, h ? epoch : 0);
+    }
+    for (k = 0; k < ntail; k++)
+        keel_wbuf_varint(&w, tail[k]);
     ck_assert_int_eq(keel_wbuf_seal(&w, out, &len), 0);
     return len;
+}
+
+/* Format 2 with one unit of header hdr: replicas 0, 1, 2 (of 3 nodes) at
+ * shard_epoch epoch. */
+static size_t v2_unit(uint8_t **out, unsigned hdr, uint64_t epoch)
+{
+    return vx_units(out, 2, 1, hdr, epoch, NULL, 0);
 }
 
 START_TEST(test_map_insync_flags_checked)
@@ -730,12 +753,75 @@ START_TEST(test_map_insync_flags_checked)
             ck_assert_uint_eq(m.units[0].insync, cases[i].insync);
             ck_assert_str_eq(m.store_ids[2],
                              "01020300000000000000000000000000");
+            /* written again in format 3: the same but for the format
+             * byte and an empty promoted list */
             ck_assert_int_eq(keel_map_encode(&m, &enc, &elen), 0);
-            ck_assert_uint_eq(elen, len);
-            ck_assert_int_eq(memcmp(enc, buf, len), 0);
+            ck_assert_uint_eq(elen, len + 1);
+            ck_assert_uint_eq(enc[4], 3);
+            ck_assert_int_eq(memcmp(enc + 5, buf + 5, len - 13), 0);
+            ck_assert_uint_eq(enc[len - 8], 0);
             free(enc);
             keel_map_free(&m);
         }
+        free(buf);
+    }
+}
+END_TEST
+
+/* Format 3's promoted list: ascending unit indexes (as gaps), each unit
+ * with a primary. Units 0..2 have one at epoch 5, unit 3 has none. */
+START_TEST(test_map_promoted_checked)
+{
+    static const struct {
+        uint64_t tail[5];
+        size_t ntail;
+        int rc;
+        unsigned promoted; /* bit per unit */
+    } cases[] = {
+        {{0}, 1, 0, 0},              /* none */
+        {{1, 2}, 2, 0, 4},           /* unit 2 */
+        {{2, 0, 2}, 3, 0, 5},        /* units 0 and 2 */
+        {{3, 0, 1, 1}, 4, 0, 7},     /* all three with a primary */
+        {{1, 3}, 2, KEEL_ECORRUPT, 0},    /* unit 3 has no primary */
+        {{2, 1, 0}, 3, KEEL_ECORRUPT, 0}, /* the same unit twice */
+        {{1, 4}, 2, KEEL_ECORRUPT, 0},    /* beyond the units */
+        {{5, 0, 1, 1, 1}, 5, KEEL_ECORRUPT, 0}, /* more than units */
+        {{2, 1}, 2, KEEL_ECORRUPT, 0},    /* truncated */
+        {{0}, 0, KEEL_ECORRUPT, 0},       /* no list at all */
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        keel_shard_map m, back;
+        uint8_t *buf, *enc;
+        size_t len, elen;
+        uint32_t s;
+        int rc;
+        len = vx_units(&buf, 3, 4, 0x13, 5, cases[i].tail, cases[i].ntail);
+        rc = keel_map_decode(buf, len, &m);
+        ck_assert_msg(rc == cases[i].rc, "case %zu: %d", i, rc);
+        if (rc == 0) {
+            for (s = 0; s < 4; s++)
+                ck_assert_uint_eq(m.units[s].promoted,
+                                  (cases[i].promoted >> s) & 1);
+            ck_assert_int_eq(keel_map_encode(&m, &enc, &elen), 0);
+            ck_assert_uint_eq(elen, len);
+            ck_assert_int_eq(memcmp(enc, buf, len), 0);
+            ck_assert_int_eq(keel_map_decode(enc, elen, &back), 0);
+            ck_assert(keel_map_same_placement(&m, &back));
+            keel_map_free(&back);
+            free(enc);
+            keel_map_free(&m);
+        }
+        free(buf);
+    }
+    /* format 2 has no list */
+    {
+        static const uint64_t one[] = {1, 2};
+        keel_shard_map m;
+        uint8_t *buf;
+        size_t len = vx_units(&buf, 2, 4, 0x13, 5, one, 2);
+        ck_assert_int_eq(keel_map_decode(buf, len, &m), KEEL_ECORRUPT);
         free(buf);
     }
 }
@@ -893,6 +979,7 @@ int main(void)
     tcase_add_test(tc, test_map_store_ids);
     tcase_add_test(tc, test_map_v1_decodes);
     tcase_add_test(tc, test_map_insync_flags_checked);
+    tcase_add_test(tc, test_map_promoted_checked);
     tcase_add_test(tc, test_node_state_drops);
     tcase_add_test(tc, test_node_state_v1_and_bad_drops);
     suite_add_tcase(s, tc);

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "coordinator/cluster.h"
 #include "coordinator/controller.h"
+#include "coordinator/failover.h"
 #include "coordinator/layout.h"
 #include "coordinator/nodestate.h"
 #include "coordinator/replicaset.h"
@@ -258,6 +259,73 @@ START_TEST(test_rs_move)
     old = rs_of("a,b,c", 7);
     keel_rs_move(&e, &old, "b", 1, &out);
     ck_assert_str_eq(show(&out), "b*,c*,d");
+}
+END_TEST
+
+static const char *leaving_set[8];
+
+static int t_placeable(const char *name, void *arg)
+{
+    (void)arg;
+    return in(live_set, name) && !in(leaving_set, name);
+}
+
+/* Rule 6: whom failover picks, and the set after it. */
+START_TEST(test_failover_pick)
+{
+    const char *want[] = {"b", "c"};
+    keel_rs_env e = env_of(3, want, 2);
+    keel_failover_unit fu;
+    keel_rs rs, out;
+
+    set_live("b", "c", "d", NULL, NULL);
+    memset(leaving_set, 0, sizeof leaving_set);
+    rs = rs_of("a,b,c", 7);
+    fu.rs = &rs;
+    fu.primary_gone = 1;
+    fu.released = 0;
+    /* the first live in-sync backup, in list order */
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 1);
+    /* not while the primary is a member, nor after it released */
+    fu.primary_gone = 0;
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 0);
+    fu.primary_gone = 1;
+    fu.released = 1;
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 0);
+    fu.released = 0;
+    /* never out of sync: b is out, c is in */
+    rs = rs_of("a,b,c", 5);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 2);
+    /* nobody in sync but the primary: none */
+    rs = rs_of("a,b,c", 1);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 0);
+    /* in sync but gone, or without a store: none */
+    rs = rs_of("a,x,c", 3);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 0);
+    nostore_set[0] = "c";
+    rs = rs_of("a,b,c", 5);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 0);
+    nostore_set[0] = NULL;
+    /* one placement can give units to first; a leaving one otherwise */
+    e.placeable = t_placeable;
+    leaving_set[0] = "b";
+    rs = rs_of("a,b,c", 7);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 2);
+    rs = rs_of("a,b,d", 3);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 1);
+    leaving_set[0] = NULL;
+    /* the set after it: the promoted backup alone in sync, the others
+     * listed out of sync if placement wants them, the gone primary out */
+    rs = rs_of("a,b,c", 7);
+    keel_rs_promote(&e, &rs, 1, &out);
+    ck_assert_str_eq(show(&out), "b*,c");
+    rs = rs_of("a,c,b", 7);
+    keel_rs_promote(&e, &rs, 2, &out);
+    ck_assert_str_eq(show(&out), "b*,c");
+    /* a backup placement no longer wants goes */
+    rs = rs_of("a,b,d", 7);
+    keel_rs_promote(&e, &rs, 1, &out);
+    ck_assert_str_eq(show(&out), "b*,c");
 }
 END_TEST
 
@@ -951,9 +1019,9 @@ START_TEST(test_primary_move_carries_insync)
 }
 END_TEST
 
-/* Rule 3 without the data: a dead primary's units, its loss accepted,
- * move with shard_epoch + 2 and only the new primary in sync (an
- * in-sync backup included: stage 1 promotes nobody). */
+/* Rule 3 without the data: a dead primary's units, its loss accepted and
+ * no in-sync backup left to promote (it asked to drop them), move with
+ * shard_epoch + 2 and only the new primary in sync. */
 START_TEST(test_primary_lost_alone_in_sync)
 {
     mkopt a = {3, NULL, 0, 1}, g = {3, "gpu", 0, 1};
@@ -970,6 +1038,15 @@ START_TEST(test_primary_lost_alone_in_sync)
     keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
     advance(FORMATION);
     before = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "gpu", s);
+        if (strcmp(before.nodes[ub->replicas[0]], "node-b") == 0)
+            ck_assert_int_eq(keel_cluster_request_drop(C[1], "gpu", s,
+                                                       ub->shard_epoch,
+                                                       "node-c"),
+                             0);
+    }
+    settle();
     kill_node(1);
     settle();
     advance(TIMEOUT * 2);
@@ -981,6 +1058,7 @@ START_TEST(test_primary_lost_alone_in_sync)
             moved++;
             ck_assert_str_eq(unit_str(&after, "gpu", s), "node-c*");
             ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch + 2);
+            ck_assert_uint_eq(ua->promoted, 0);
         } else {
             /* node-b was an in-sync backup: it stays, gone, in sync
              * until node-c asks to drop it */
@@ -1112,10 +1190,10 @@ START_TEST(test_stale_drop_requests_ignored)
 }
 END_TEST
 
-/* Rule 6: a backup that dies stays listed and in sync until its primary
- * asks to drop it; then it leaves the list. Back on the same store, it
- * is a backup again, out of sync (stage 3 catches it up), and the units
- * it was primary of are its again, their in-sync backups kept. */
+/* A backup that dies stays listed and in sync until its primary asks to
+ * drop it; then it leaves the list. The units it was primary of fail
+ * over to their in-sync backup. Back on the same store, it is a backup
+ * again, out of sync (stage 3 catches it up), of every unit. */
 START_TEST(test_dead_backup)
 {
     mkopt g = {3, "gpu", 0, 0};
@@ -1130,11 +1208,22 @@ START_TEST(test_dead_backup)
     settle();
     advance(TIMEOUT * 2);
     dead = checked_map();
-    for (s = 0; s < SHARDS; s++) /* nothing changes for gpu units */
-        ck_assert_str_eq(unit_str(&dead, "gpu", s),
-                         unit_str(&before, "gpu", s));
+    for (s = 0; s < SHARDS; s++) {
+        if (strcmp(keel_map_primary(&before, (uint32_t)gi, s), "node-b") ==
+            0) { /* nothing changes for node-b's units */
+            ck_assert_str_eq(unit_str(&dead, "gpu", s),
+                             unit_str(&before, "gpu", s));
+            continue;
+        }
+        /* node-c's fail over to node-b */
+        ck_assert_str_eq(unit_str(&dead, "gpu", s), "node-b*");
+        ck_assert_uint_eq(unit(&dead, "gpu", s)->shard_epoch,
+                          unit(&before, "gpu", s)->shard_epoch + 1);
+        ck_assert_uint_eq(unit(&dead, "gpu", s)->promoted, 1);
+    }
     for (s = 0; s < SHARDS; s++)
-        if (strcmp(keel_map_primary(&dead, (uint32_t)gi, s), "node-b") == 0) {
+        if (strcmp(keel_map_primary(&before, (uint32_t)gi, s), "node-b") ==
+            0) {
             uint64_t e = unit(&dead, "gpu", s)->shard_epoch;
             ck_assert_int_eq(
                 keel_cluster_request_drop(C[1], "gpu", s, e, "node-c"), 0);
@@ -1143,20 +1232,23 @@ START_TEST(test_dead_backup)
     ck_assert_uint_lt(mine, SHARDS);
     settle();
     dropped = checked_map();
-    for (s = 0; s < SHARDS; s++) {
-        if (strcmp(keel_map_primary(&dead, (uint32_t)gi, s), "node-b") == 0)
-            ck_assert_str_eq(unit_str(&dropped, "gpu", s), "node-b*");
-        else /* a dead primary's units wait for it */
-            ck_assert_str_eq(unit_str(&dropped, "gpu", s), "node-c*,node-b*");
-    }
+    for (s = 0; s < SHARDS; s++)
+        ck_assert_str_eq(unit_str(&dropped, "gpu", s), "node-b*");
     mk(2, &g);
     settle();
     back = checked_map();
     for (s = 0; s < SHARDS; s++) {
-        if (strcmp(keel_map_primary(&dead, (uint32_t)gi, s), "node-b") == 0)
+        if (strcmp(keel_map_primary(&before, (uint32_t)gi, s), "node-b") ==
+            0) {
             ck_assert_str_eq(unit_str(&back, "gpu", s), "node-b*,node-c");
-        else
-            ck_assert_str_eq(unit_str(&back, "gpu", s), "node-c*,node-b*");
+            continue;
+        }
+        /* placement gives node-c its units back: handed off by node-b
+         * with the data, node-b out of sync after it */
+        ck_assert_str_eq(unit_str(&back, "gpu", s), "node-c*,node-b");
+        ck_assert_uint_eq(unit(&back, "gpu", s)->shard_epoch,
+                          unit(&before, "gpu", s)->shard_epoch + 2);
+        ck_assert_uint_eq(unit(&back, "gpu", s)->promoted, 0);
     }
     keel_map_free(&before);
     keel_map_free(&dead);
@@ -1225,11 +1317,14 @@ static const char *insync_set(const keel_shard_map *m, const char *cap,
 /* A new controller reads the map and keeps every in-sync set as it is.
  * The old one's node rejoins meanwhile (a new session, its own store):
  * its out-of-sync places may be listed in another order after its
- * absence, but no in-sync set, primary or epoch changes. */
+ * absence, but no in-sync set, primary or epoch changes, except that the
+ * units node-a was primary of fail over while it is gone: to an in-sync
+ * backup, at shard_epoch + 1, alone in sync. */
 START_TEST(test_new_controller_keeps_insync)
 {
     keel_shard_map before, after;
     int gi, p, b, who = -1, i;
+    size_t nfailed = 0;
     uint64_t e;
 
     start_gpu(3);
@@ -1258,6 +1353,22 @@ START_TEST(test_new_controller_keeps_insync)
         uint32_t s;
         char was[128];
         for (s = 0; s < SHARDS; s++) {
+            const keel_map_unit *ub = unit(&before, cap, s);
+            const keel_map_unit *ua = unit(&after, cap, s);
+            const char *np = after.nodes[ua->replicas[0]];
+            if (strcmp(before.nodes[ub->replicas[0]], "node-a") == 0 &&
+                ua->shard_epoch != ub->shard_epoch) {
+                /* failed over to an in-sync backup (and, once node-a was
+                 * back, possibly handed back to it with the data) */
+                int was_pos = pos_of(&before, ub, np);
+                ck_assert(was_pos == 0 || keel_map_insync(ub, was_pos));
+                ck_assert_uint_eq(ua->shard_epoch,
+                                  ub->shard_epoch + (was_pos == 0 ? 2 : 1));
+                ck_assert_uint_eq(ua->promoted, was_pos != 0);
+                ck_assert_str_eq(insync_set(&after, cap, s), np);
+                nfailed++;
+                continue;
+            }
             snprintf(was, sizeof was, "%s", insync_set(&before, cap, s));
             ck_assert_str_eq(insync_set(&after, cap, s), was);
             ck_assert_uint_eq(unit(&after, cap, s)->shard_epoch,
@@ -1270,6 +1381,7 @@ START_TEST(test_new_controller_keeps_insync)
                                  unit_str(&before, cap, s));
         }
     }
+    ck_assert_uint_gt(nfailed, 0);
     keel_map_free(&before);
     keel_map_free(&after);
 }
@@ -1436,6 +1548,425 @@ START_TEST(test_drop_while_releasing)
 }
 END_TEST
 
+/* ----------------------------------------------------------- failover */
+
+/* No two nodes are primary of a unit at the same shard_epoch: neither by
+ * their published states, nor by what the live agents serve. Every
+ * primary in the map is in sync there (check_map), and every live agent
+ * serving a unit serves it at the map's epoch. */
+static void check_primaries(void)
+{
+    keel_shard_map m = checked_map();
+    keel_node_state st[MAXN];
+    int have[MAXN], i, j;
+    uint32_t c, s;
+
+    for (i = 0; i < MAXN; i++) {
+        have[i] = 0;
+        if (name_of_[i][0] != '\0') {
+            static uint8_t buf[1 << 16];
+            char path[128];
+            size_t len = sizeof buf;
+            snprintf(path, sizeof path, "/keel/test/nodes/%s/state", nm(i));
+            if (keel_zk_fake_get(F, path, buf, &len, NULL) == 0 &&
+                keel_node_state_decode(buf, len, &st[i]) == 0)
+                have[i] = 1;
+        }
+    }
+    for (c = 0; c < m.ncaps; c++)
+        for (s = 0; s < m.shard_count; s++) {
+            int local = 0;
+            for (i = 0; i < MAXN; i++) {
+                const keel_state_entry *ei, *ej;
+                keel_placement p;
+                if (C[i] != NULL) {
+                    keel_cluster_placement(C[i], m.caps[c], s, &p);
+                    if (p.state == KEEL_PLACEMENT_LOCAL) {
+                        local++;
+                        ck_assert_uint_eq(
+                            p.epoch,
+                            keel_map_unit_at(&m, c, s)->shard_epoch);
+                    }
+                }
+                if (!have[i] ||
+                    (ei = keel_node_state_find(&st[i], m.caps[c], s)) ==
+                        NULL ||
+                    ei->role != KEEL_ROLE_PRIMARY)
+                    continue;
+                for (j = i + 1; j < MAXN; j++)
+                    if (have[j] &&
+                        (ej = keel_node_state_find(&st[j], m.caps[c], s)) !=
+                            NULL &&
+                        ej->role == KEEL_ROLE_PRIMARY)
+                        ck_assert_msg(ei->shard_epoch != ej->shard_epoch,
+                                      "%s/%u: %s and %s primary at %llu",
+                                      m.caps[c], s, nm(i), nm(j),
+                                      (unsigned long long)ei->shard_epoch);
+            }
+            ck_assert_int_le(local, 1);
+        }
+    for (i = 0; i < MAXN; i++)
+        if (have[i])
+            keel_node_state_free(&st[i]);
+    keel_map_free(&m);
+}
+
+/* Checks that every unit `dead` was primary of in `before` failed over in
+ * `after`: to a backup in sync in `before` (the first live one in list
+ * order), at shard_epoch + 1, alone in sync, marked promoted, no target;
+ * and that the others kept primary and epoch. Returns how many failed
+ * over. */
+static size_t check_failed_over2(const keel_shard_map *before,
+                                 const keel_shard_map *after,
+                                 const char *dead, const char *dead2)
+{
+    size_t n = 0;
+    uint32_t c, s;
+
+    for (c = 0; c < before->ncaps; c++)
+        for (s = 0; s < before->shard_count; s++) {
+            const char *cap = before->caps[c];
+            const keel_map_unit *ub = keel_map_unit_at(before, c, s);
+            const keel_map_unit *ua = unit(after, cap, s);
+            const char *np = after->nodes[ua->replicas[0]];
+            int r, first = -1;
+            if (ub->nreplicas == 0)
+                continue;
+            if (strcmp(before->nodes[ub->replicas[0]], dead) != 0 &&
+                (dead2 == NULL ||
+                 strcmp(before->nodes[ub->replicas[0]], dead2) != 0)) {
+                ck_assert_str_eq(np, before->nodes[ub->replicas[0]]);
+                ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch);
+                continue;
+            }
+            for (r = 1; r < ub->nreplicas && first < 0; r++)
+                if (keel_map_insync(ub, r) &&
+                    live_store(before->nodes[ub->replicas[r]]) != NULL)
+                    first = r;
+            ck_assert_int_ge(first, 1);
+            ck_assert_str_eq(np, before->nodes[ub->replicas[first]]);
+            ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch + 1);
+            ck_assert_uint_eq(ua->promoted, 1);
+            ck_assert_uint_eq(count_insync(ua), 1);
+            ck_assert_uint_eq(ua->target, KEEL_MAP_NO_NODE);
+            ck_assert_int_eq(
+                keel_cluster_promoted(C[node_idx(np)], cap, s,
+                                      ua->shard_epoch),
+                1);
+            n++;
+        }
+    return n;
+}
+
+static size_t check_failed_over(const keel_shard_map *before,
+                                const keel_shard_map *after,
+                                const char *dead)
+{
+    return check_failed_over2(before, after, dead, NULL);
+}
+
+/* A primary whose session expires (its process stopped, its connection
+ * gone): its units fail over to their first live in-sync backup, which
+ * serves them at shard_epoch + 1; the old primary serves nothing after
+ * its lease lapsed, and when it comes back (a new session) it is an
+ * out-of-sync backup of those units, or their primary again through a
+ * handoff with the data where placement wants it. */
+START_TEST(test_failover_on_session_expiry)
+{
+    keel_shard_map before, after, back;
+    uint32_t s;
+    int i;
+
+    start3(3);
+    advance(FORMATION);
+    before = checked_map();
+    check_primaries();
+    keel_zk_fake_disconnect(keel_cluster_zk(C[1]));
+    advance(TIMEOUT / 2);
+    /* fenced before the servers can expire its session: nothing moved */
+    for (s = 0; s < SHARDS; s++) {
+        keel_placement p;
+        keel_cluster_placement(C[1], "", s, &p);
+        ck_assert_int_ne(p.state, KEEL_PLACEMENT_LOCAL);
+    }
+    after = checked_map();
+    ck_assert(keel_map_same_placement(&before, &after));
+    keel_map_free(&after);
+    advance(TIMEOUT);
+    after = zk_map();
+    ck_assert_uint_gt(check_failed_over(&before, &after, "node-b"), 0);
+    for (s = 0; s < SHARDS; s++) /* gone from the units it led */
+        if (strcmp(keel_map_primary(&before, 0, s), "node-b") == 0)
+            ck_assert_int_lt(pos_of(&after, unit(&after, "", s), "node-b"),
+                             0);
+    keel_map_free(&after);
+    keel_zk_fake_reconnect(keel_cluster_zk(C[1]));
+    settle();
+    advance(1000);
+    back = checked_map();
+    check_primaries();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "", s);
+        const keel_map_unit *u = unit(&back, "", s);
+        int pos = pos_of(&back, u, "node-b");
+        if (strcmp(before.nodes[ub->replicas[0]], "node-b") != 0)
+            continue;
+        if (pos == 0) {
+            /* placement wanted it back: handed back with the data */
+            ck_assert_uint_eq(u->shard_epoch, ub->shard_epoch + 2);
+            ck_assert_uint_eq(u->promoted, 0);
+        } else {
+            ck_assert_int_ge(pos, 1);
+            ck_assert(!keel_map_insync(u, pos));
+        }
+    }
+    for (i = 0; i < 3; i++)
+        ck_assert_int_eq(keel_cluster_phase(C[i]), KEEL_CLUSTER_RUNNING);
+    keel_map_free(&before);
+    keel_map_free(&back);
+}
+END_TEST
+
+/* Never from outside the in-sync set: a unit whose primary asked to drop
+ * every backup waits for it when it dies; one with an in-sync backup
+ * left fails over to that one, not to the first listed; one whose only
+ * in-sync backup died first waits too. */
+START_TEST(test_failover_only_from_insync)
+{
+    keel_shard_map before, after;
+    uint32_t s, alone = SHARDS, one = SHARDS, gone = SHARDS;
+    int pi;
+
+    start3(3);
+    advance(FORMATION);
+    before = checked_map();
+    pi = keel_map_node_index(&before, "node-b");
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&before, "", s);
+        if (u->replicas[0] != pi)
+            continue;
+        if (alone == SHARDS)
+            alone = s;
+        else if (one == SHARDS)
+            one = s;
+        else if (gone == SHARDS)
+            gone = s;
+    }
+    ck_assert_uint_lt(gone, SHARDS);
+    /* alone: both backups dropped; one: the first listed dropped; gone:
+     * node-a dropped, node-c (in sync) killed below */
+    ck_assert_int_eq(keel_cluster_request_drop(
+                         C[1], "", alone, unit(&before, "", alone)->shard_epoch,
+                         "node-a"),
+                     0);
+    ck_assert_int_eq(keel_cluster_request_drop(
+                         C[1], "", alone, unit(&before, "", alone)->shard_epoch,
+                         "node-c"),
+                     0);
+    ck_assert_int_eq(
+        keel_cluster_request_drop(
+            C[1], "", one, unit(&before, "", one)->shard_epoch,
+            before.nodes[unit(&before, "", one)->replicas[1]]),
+        0);
+    ck_assert_int_eq(keel_cluster_request_drop(
+                         C[1], "", gone, unit(&before, "", gone)->shard_epoch,
+                         "node-a"),
+                     0);
+    settle();
+    keel_map_free(&before);
+    before = checked_map();
+    ck_assert_uint_eq(count_insync(unit(&before, "", alone)), 1);
+    ck_assert_uint_eq(count_insync(unit(&before, "", one)), 2);
+    ck_assert(!keel_map_insync(unit(&before, "", one), 1));
+    kill_node(2);
+    settle();
+    kill_node(1);
+    settle();
+    advance(TIMEOUT * 3);
+    after = checked_map();
+    check_primaries();
+    /* alone and gone wait for node-b */
+    ck_assert_str_eq(keel_map_primary(&after, 0, alone), "node-b");
+    ck_assert_uint_eq(unit(&after, "", alone)->shard_epoch,
+                      unit(&before, "", alone)->shard_epoch);
+    ck_assert_str_eq(keel_map_primary(&after, 0, gone), "node-b");
+    ck_assert_uint_eq(unit(&after, "", gone)->shard_epoch,
+                      unit(&before, "", gone)->shard_epoch);
+    /* one: to its in-sync backup (the second listed), if it is live */
+    {
+        const keel_map_unit *ub = unit(&before, "", one);
+        const char *second = before.nodes[ub->replicas[2]];
+        if (strcmp(second, "node-a") == 0) {
+            ck_assert_str_eq(keel_map_primary(&after, 0, one), "node-a");
+            ck_assert_uint_eq(unit(&after, "", one)->shard_epoch,
+                              ub->shard_epoch + 1);
+        } else { /* node-c, killed: waits */
+            ck_assert_str_eq(keel_map_primary(&after, 0, one), "node-b");
+        }
+    }
+    /* no unit has a primary outside the in-sync set it had */
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "", s);
+        const keel_map_unit *ua = unit(&after, "", s);
+        const char *np = after.nodes[ua->replicas[0]];
+        int was = pos_of(&before, ub, np);
+        ck_assert_int_ge(was, 0);
+        ck_assert(keel_map_insync(ub, was));
+    }
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* The controller is held (it hears nothing) while a primary dies, then
+ * dies itself: its successor reads a map whose primaries are gone and
+ * promotes the same way, for both dead nodes' units. */
+START_TEST(test_failover_by_new_controller)
+{
+    keel_shard_map before, after;
+    size_t n;
+
+    start3(3);
+    advance(FORMATION);
+    before = checked_map();
+    ck_assert(keel_cluster_is_controller(C[0]));
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    kill_node(1);
+    settle();
+    advance(TIMEOUT);
+    kill_node(0);
+    settle();
+    advance(TIMEOUT);
+    ck_assert(keel_cluster_is_controller(C[2]));
+    after = zk_map();
+    /* every unit is node-c's now, from the in-sync set */
+    n = check_failed_over2(&before, &after, "node-a", "node-b");
+    ck_assert_uint_gt(n, 0);
+    check_primaries();
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* Events delivered in random order (several seeds): a primary killed, the
+ * controller's answers and watches interleaved at random with the
+ * agents'. Whatever the order, the units fail over as the rules say and
+ * no two nodes serve a unit at one epoch. */
+START_TEST(test_failover_reordered)
+{
+    static const uint64_t seeds[] = {1, 7, 42, 1234, 99991};
+    size_t k;
+
+    for (k = 0; k < sizeof seeds / sizeof seeds[0]; k++) {
+        keel_shard_map before, after;
+        int i;
+        if (k > 0) {
+            teardown();
+            setup();
+        }
+        start3(3);
+        advance(FORMATION);
+        keel_zk_fake_shuffle(F, seeds[k]);
+        before = checked_map();
+        kill_node(2);
+        for (i = 0; i < 20; i++) {
+            advance(100);
+            check_primaries();
+        }
+        advance(TIMEOUT);
+        after = checked_map();
+        ck_assert_uint_gt(check_failed_over(&before, &after, "node-c"), 0);
+        check_primaries();
+        keel_zk_fake_shuffle(F, 0);
+        keel_map_free(&before);
+        keel_map_free(&after);
+    }
+}
+END_TEST
+
+/* Moves under way when their primary dies (node-a drained; its releases
+ * stall): a unit whose stream was stored (node-a published the release
+ * before dying) goes to the recipient at shard_epoch + 1, which has the
+ * data; the others are not waited for: they fail over to an in-sync
+ * backup, their targets cleared. node-b is the controller, held while
+ * node-a releases and dies. */
+START_TEST(test_failover_during_move)
+{
+    mkopt o = {3, NULL, 0, 0};
+    keel_cluster_options opt;
+    keel_shard_map before, after;
+    size_t i, k = SHARDS * 2, promoted = 0;
+    keel_zk *zk;
+    uint32_t s;
+
+    mk(1, &o);
+    settle();
+    ck_assert(keel_cluster_is_controller(C[1]));
+    keel_cluster_options_init(&opt);
+    snprintf(name_of_[0], sizeof name_of_[0], "node-a");
+    snprintf(store_of_[0], sizeof store_of_[0], "%032x", 0xa0);
+    opt.cluster = "test";
+    opt.node = name_of_[0];
+    opt.address = "127.0.0.1:7000";
+    opt.shard_count = SHARDS;
+    opt.session_timeout_ms = TIMEOUT;
+    opt.replicas = 3;
+    opt.store_id = store_of_[0];
+    opt.hooks.release = on_release_stall;
+    opt.hooks.data = (void *)(intptr_t)0;
+    ck_assert_int_eq(keel_zk_fake_client(F, &zk), 0);
+    ck_assert_int_eq(keel_cluster_create(NULL, &opt, zk, &C[0]), 0);
+    ck_assert_int_eq(keel_cluster_start(C[0]), 0);
+    mk(2, &o);
+    settle();
+    advance(FORMATION);
+    nstalled = 0;
+    ck_assert_int_eq(keel_cluster_drain(C[1], "node-a"), 0);
+    settle();
+    ck_assert_uint_gt(nstalled, 1);
+    before = checked_map();
+    for (i = 0; i < nstalled && k == SHARDS * 2; i++)
+        if (stalled[i].node == 0)
+            k = i;
+    ck_assert_uint_lt(k, SHARDS * 2);
+    keel_zk_fake_hold(keel_cluster_zk(C[1]), 1);
+    ck_assert_int_eq(keel_cluster_released(C[0], stalled[k].cap,
+                                           stalled[k].shard, stalled[k].epoch,
+                                           stalled[k].to),
+                     0);
+    settle();
+    kill_node(0);
+    settle();
+    keel_zk_fake_hold(keel_cluster_zk(C[1]), 0);
+    settle();
+    advance(TIMEOUT);
+    after = checked_map();
+    check_primaries();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "", s);
+        const keel_map_unit *ua = unit(&after, "", s);
+        const char *np = after.nodes[ua->replicas[0]];
+        if (strcmp(before.nodes[ub->replicas[0]], "node-a") != 0)
+            continue;
+        ck_assert_uint_eq(ua->target, KEEL_MAP_NO_NODE);
+        ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch + 1);
+        if (s == stalled[k].shard) {
+            ck_assert_str_eq(np, stalled[k].to);
+            ck_assert_uint_eq(ua->promoted, 0);
+        } else {
+            int was = pos_of(&before, ub, np);
+            ck_assert_int_ge(was, 1);
+            ck_assert(keel_map_insync(ub, was));
+            ck_assert_uint_eq(ua->promoted, 1);
+            promoted++;
+        }
+    }
+    ck_assert_uint_gt(promoted, 0);
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("coord_replicas");
@@ -1447,6 +1978,7 @@ int main(void)
     tcase_add_test(rules, test_rs_follow);
     tcase_add_test(rules, test_rs_dead_backups);
     tcase_add_test(rules, test_rs_move);
+    tcase_add_test(rules, test_failover_pick);
     suite_add_tcase(s, rules);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_config_replicas);
@@ -1462,6 +1994,11 @@ int main(void)
     tcase_add_test(tc, test_primary_lost_alone_in_sync);
     tcase_add_test(tc, test_store_change_leaves_insync);
     tcase_add_test(tc, test_stale_drop_requests_ignored);
+    tcase_add_test(tc, test_failover_on_session_expiry);
+    tcase_add_test(tc, test_failover_only_from_insync);
+    tcase_add_test(tc, test_failover_by_new_controller);
+    tcase_add_test(tc, test_failover_reordered);
+    tcase_add_test(tc, test_failover_during_move);
     tcase_add_test(tc, test_dead_backup);
     tcase_add_test(tc, test_drain_with_backups);
     tcase_add_test(tc, test_new_controller_keeps_insync);
