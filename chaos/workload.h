@@ -1,0 +1,69 @@
+/* What the clients of a chaos run ask of keel (docs/chaos.md,
+ * "Workloads"): the actors, the operations, the keel message of each, how
+ * a reply becomes a history result, and how an error becomes an outcome
+ * (ok, fail, info). No I/O: the runner sends and records. */
+#ifndef KEEL_CHAOS_WORKLOAD_H
+#define KEEL_CHAOS_WORKLOAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chaos/event.h"
+#include "chaos/schedule.h"
+
+typedef enum chaos_workload {
+    CHAOS_W_REGISTER, /* register: read, write, cas on a few hot actors */
+    CHAOS_W_COUNTER,  /* counter: incr (some negative), get */
+    CHAOS_W_SET,      /* kv: put E 1 of distinct elements, keys */
+    CHAOS_W_MIXED     /* the three, actor k of family k % 3 */
+} chaos_workload;
+
+const char *chaos_workload_name(chaos_workload w);
+/* 0 with *w, or KEEL_EINVAL. */
+int chaos_workload_parse(const char *s, chaos_workload *w);
+
+#define CHAOS_WOP_MSG_MAX 96
+#define CHAOS_WOP_ACTOR_MAX 48
+
+/* One operation, ready to send and to record. */
+typedef struct chaos_wop {
+    chaos_fn fn;
+    int final;
+    char actor[CHAOS_WOP_ACTOR_MAX]; /* "type/id", the history's name */
+    const char *type;                /* points into actor */
+    const char *id;                  /* points into actor */
+    char msg[CHAOS_WOP_MSG_MAX];     /* the keel message */
+    size_t msg_len;
+    /* The history's args: args.s / args.strs point into these. */
+    chaos_value args;
+    char arg1[32], arg2[32];
+    const char *pair[2];
+} chaos_wop;
+
+/* The family, keel type and id of actor k (0 <= k) of workload w:
+ * "register/r<k>", "counter/c<k>", "kv/s<k>". */
+chaos_family chaos_wl_family(chaos_workload w, int k);
+void chaos_wl_actor_name(chaos_workload w, int k, char *buf, size_t cap);
+
+/* The next operation of client `client` (its seq-th) on one of `actors`
+ * actors, drawn from r. Set elements are unique per client and seq. */
+void chaos_wl_next(chaos_workload w, int actors, chaos_rng *r, int client,
+                   uint64_t seq, chaos_wop *op);
+/* The final read of actor k ("final": true). */
+void chaos_wl_final(chaos_workload w, int k, chaos_wop *op);
+
+/* A successful reply as the history's result. For read_set, *strs gets a
+ * malloc'd array (free it with the reply) whose strings point into reply,
+ * which is modified (newlines become NULs). Returns 0, or KEEL_EPROTO
+ * when the reply is not what the operation answers (a counter that is not
+ * a number, a cas answer that is neither OK nor FAILED): the runner
+ * records such an answer as info and counts it. */
+int chaos_wl_result(const chaos_wop *op, char *reply, size_t len,
+                    chaos_value *out, const char ***strs);
+
+/* The outcome of an error code from keel_client_call (docs/chaos.md,
+ * "Outcomes"; docs/protocol.md, "Did it run?"): CHAOS_FAIL when keel
+ * says the request did not run, CHAOS_INFO when nobody knows. */
+chaos_type chaos_wl_outcome(int rc);
+
+#endif
