@@ -426,7 +426,7 @@ int chaos_zk_kill(chaos_cluster *c)
 
 void chaos_zk_stop(chaos_cluster *c)
 {
-    if (c->zk_dir == NULL || c->zk_port <= 0)
+    if (c->zk_dir == NULL || c->zk_port <= 0 || !c->zk_up)
         return;
     zk_script(c, "stop", 0, NULL, 0);
     c->zk_up = 0;
