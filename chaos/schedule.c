@@ -108,7 +108,7 @@ int chaos_schedule_make(const chaos_sched_opts *o, chaos_fault **out,
 {
     chaos_fault *v = NULL;
     size_t cnt = 0, cap = 0;
-    int kinds[CHAOS_F_COUNT], nkinds = 0, k;
+    int kinds[CHAOS_F_COUNT], nkinds = 0, dealt, k;
     int64_t t, end, margin;
     chaos_rng r;
 
@@ -124,6 +124,7 @@ int chaos_schedule_make(const chaos_sched_opts *o, chaos_fault **out,
     /* The seed is mixed once, so that seeds 1, 2, 3 start far apart. */
     chaos_rng_seed(&r, o->seed ^ 0x6b65656c63686173ull);
     (void)chaos_rng_next(&r);
+    dealt = nkinds;
     /* From a tenth of the run (at least 2 s: the clients get going) to
      * a tenth before its end (at least 3 s: the cluster settles). */
     t = o->seconds * 100 > 2000 ? o->seconds * 100 : 2000;
@@ -132,8 +133,20 @@ int chaos_schedule_make(const chaos_sched_opts *o, chaos_fault **out,
     for (;;) {
         chaos_fault f;
 
+        /* The kinds are dealt like cards from a deck shuffled anew each
+         * round: every kind asked for comes once before any comes
+         * twice, so a run long enough for a round has them all. */
+        if (dealt == nkinds) {
+            int j;
+            for (j = nkinds - 1; j > 0; j--) {
+                int x = (int)chaos_rng_range(&r, 0, j), tmp = kinds[j];
+                kinds[j] = kinds[x];
+                kinds[x] = tmp;
+            }
+            dealt = 0;
+        }
         memset(&f, 0, sizeof f);
-        f.kind = (chaos_fault_kind)kinds[chaos_rng_range(&r, 0, nkinds - 1)];
+        f.kind = (chaos_fault_kind)kinds[dealt++];
         f.at_ms = t;
         f.dur_ms = duration(&r, f.kind, o->session_ms);
         f.node = (int)chaos_rng_range(&r, 0, o->nodes - 1);

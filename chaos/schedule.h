@@ -60,7 +60,8 @@ int chaos_faults_parse(const char *list, unsigned *kinds, char *err,
 /* Makes the schedule: faults one after another, never two at once, each
  * followed by a pause for the cluster to recover, from about a tenth of
  * the run until a few seconds before its end, so that everything is
- * healed while the clients still run. *out is malloc'd (NULL when *n is
+ * healed while the clients still run. Each round of faults has every
+ * kind asked for once, in an order drawn from the seed. *out is malloc'd (NULL when *n is
  * 0). Returns 0, KEEL_EINVAL (nodes < 1, seconds < 1) or KEEL_ENOMEM. */
 int chaos_schedule_make(const chaos_sched_opts *o, chaos_fault **out,
                         size_t *n);
