@@ -15,6 +15,7 @@
 #include "chaos/cluster.h"
 #include "chaos/hwriter.h"
 #include "chaos/json.h"
+#include "chaos/report.h"
 #include "chaos/schedule.h"
 #include "keel.h"
 #include "runtime/client.h"
@@ -821,6 +822,8 @@ static int check_and_report(run *r, FILE *out, FILE *err)
         fclose(f);
     }
     free(text);
+    if (chaos_report_write(o->out, &co, err) == 0)
+        fprintf(out, "report: %s/report.html\n", o->out);
     fflush(out);
     return rc;
 }

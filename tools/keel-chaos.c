@@ -4,6 +4,8 @@
  *   keel-chaos run [options]       start a cluster, drive clients, inject
  *                                  faults, heal, check, report
  *   keel-chaos check [options] DIR check a recorded run
+ *   keel-chaos report [options] DIR
+ *                                  write DIR/report.html again
  *
  * Exit status: 0 every check passed (or was skipped for lack of input),
  * 1 a violation, 2 bad input or usage, 3 linearizability undecided
@@ -17,6 +19,7 @@
 #include <unistd.h>
 
 #include "chaos/checkdir.h"
+#include "chaos/report.h"
 #include "chaos/run.h"
 #include "chaos/schedule.h"
 
@@ -29,6 +32,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: keel-chaos run [options]\n"
             "       keel-chaos check [--max-states N] [--detail N] DIR\n"
+            "       keel-chaos report [--max-states N] DIR\n"
             "\n"
             "run: starts ZooKeeper and a cluster of keeld nodes, drives\n"
             "concurrent clients over the wire protocol, injects faults on a\n"
@@ -66,6 +70,11 @@ static void usage(FILE *f)
             "  lost-writes             every acknowledged write is in the\n"
             "                          final reads\n"
             "  at-most-one-activation  no actor active on two nodes at once\n"
+            "\n"
+            "report: writes DIR/report.html again from the run's files: the\n"
+            "verdicts, a timeline of the operations, faults and nodes, the\n"
+            "operations a violation names, throughput and latency. One page,\n"
+            "nothing fetched from elsewhere.\n"
             "\n"
             "options:\n"
             "  --max-states N  give up on an actor's linearizability after N\n"
@@ -295,7 +304,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "run") == 0)
         return cmd_run(argc, argv);
-    if (strcmp(argv[1], "check") != 0) {
+    if (strcmp(argv[1], "check") != 0 && strcmp(argv[1], "report") != 0) {
         fprintf(stderr, "keel-chaos: unknown command '%s'\n\n", argv[1]);
         usage(stderr);
         return CHAOS_EXIT_BAD_INPUT;
@@ -322,9 +331,17 @@ int main(int argc, char **argv)
         }
     }
     if (optind != argc - 1) {
-        fprintf(stderr, "keel-chaos: check takes one directory\n\n");
+        fprintf(stderr, "keel-chaos: %s takes one directory\n\n", argv[1]);
         usage(stderr);
         return CHAOS_EXIT_BAD_INPUT;
+    }
+    if (strcmp(argv[1], "report") == 0) {
+        /* Exit 0 once the page is written, whatever it says: check
+         * gives the verdict's status. */
+        if (chaos_report_write(argv[optind], &o, stderr) != 0)
+            return CHAOS_EXIT_BAD_INPUT;
+        printf("%s/report.html\n", argv[optind]);
+        return 0;
     }
     return chaos_check_dir(argv[optind], &o, stdout, stderr);
 }
