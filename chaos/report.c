@@ -266,7 +266,8 @@ static const char *script =
     "var e=document.getElementById(a.dataset.op);if(!e)return;"
     "e.scrollIntoView({behavior:'smooth',block:'center',inline:'center'});"
     "e.classList.remove('flash');void e.getBBox();"
-    "e.classList.add('flash');});});";
+    "e.classList.add('flash');});});"
+    "document.body.dataset.ready='1';";
 
 /* The verdict of a check line ("linearizability: PASS (...)", "lost-writes:
  * BAD INPUT: ...", "lost-writes: not checked"): the words in capitals

@@ -76,14 +76,16 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("chaos_nofence");
-    TCase *tc = tcase_create("nofence");
+    Suite *s;
+    TCase *tc;
 
     if (!tu_zk_available()) {
         fprintf(stderr, "test_chaos_nofence: skipped: ZooKeeper is not "
                         "installed (sh scripts/install-deps)\n");
         return 77;
     }
+    s = suite_create("chaos_nofence");
+    tc = tcase_create("nofence");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 280);
     tcase_add_test(tc, violations_reported);

@@ -126,14 +126,16 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("chaos_run");
-    TCase *tc = tcase_create("run");
+    Suite *s;
+    TCase *tc;
 
     if (!tu_zk_available()) {
         fprintf(stderr, "test_chaos_run: skipped: ZooKeeper is not "
                         "installed (sh scripts/install-deps)\n");
         return 77;
     }
+    s = suite_create("chaos_run");
+    tc = tcase_create("run");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 280);
     tcase_add_test(tc, short_run_passes);
