@@ -180,6 +180,17 @@ int chaos_cluster_init(chaos_cluster *c, int n, int base, const char *host)
     return 0;
 }
 
+void chaos_cluster_place(chaos_cluster *c, int i, const char *host, int port,
+                         const char *netns)
+{
+    chaos_node *nd = &c->nodes[i];
+
+    snprintf(nd->host, sizeof nd->host, "%s", host);
+    nd->port = port;
+    snprintf(nd->netns, sizeof nd->netns, "%s", netns);
+    set_addr(nd);
+}
+
 /* ------------------------------------------------------------ processes */
 
 extern char **environ;
@@ -486,7 +497,7 @@ int chaos_node_start(chaos_cluster *c, int i, char *err, size_t errlen)
     argv[argc++] = "--listen";
     argv[argc++] = listen;
     argv[argc++] = "--zk";
-    argv[argc++] = c->zk_hosts;
+    argv[argc++] = c->zk_via[0] != '\0' ? c->zk_via : c->zk_hosts;
     argv[argc++] = "--cluster";
     argv[argc++] = c->name;
     argv[argc++] = "--node-id";

@@ -54,7 +54,8 @@ typedef struct chaos_cluster {
     char *zk_dir;        /* DIR/zk (owned) */
     char zk_host[48];    /* the address nodes reach it at */
     int zk_port;
-    char zk_hosts[64];   /* --zk of the nodes */
+    char zk_hosts[64];   /* where ZooKeeper listens */
+    char zk_via[64];     /* --zk of the nodes when not zk_hosts (a relay) */
     int zk_up;
     /* Nodes: the first `base` start with the cluster, the rest are
      * spares. */
@@ -66,6 +67,10 @@ typedef struct chaos_cluster {
  * (NULL: 127.0.0.1), paths under c->dir. 0, or KEEL_EINVAL / KEEL_ENOMEM /
  * KEEL_EADDR (no free port). */
 int chaos_cluster_init(chaos_cluster *c, int n, int base, const char *host);
+/* Puts node i at host:port in network namespace netns (chaos/netns.h)
+ * instead of the loopback port init chose. */
+void chaos_cluster_place(chaos_cluster *c, int i, const char *host, int port,
+                         const char *netns);
 /* Kills whatever still runs (SIGCONT first for stopped nodes), frees. */
 void chaos_cluster_free(chaos_cluster *c);
 

@@ -15,6 +15,8 @@
 #include "chaos/cluster.h"
 #include "chaos/hwriter.h"
 #include "chaos/json.h"
+#include "chaos/netns.h"
+#include "chaos/relay.h"
 #include "chaos/report.h"
 #include "chaos/schedule.h"
 #include "keel.h"
@@ -80,6 +82,12 @@ struct run {
     int64_t real0; /* CLOCK_REALTIME at t0 */
     int stray_exits; /* nodes that exited when nothing made them */
     char unsettled[256]; /* why the cluster did not settle, if it did not */
+    /* Partitions: the nodes in network namespaces, ZooKeeper through a
+     * relay; or why not. */
+    chaos_net net;
+    chaos_relay relay;
+    int net_up;
+    char no_net[256];
 };
 
 static void note(fault_rec *fr, const char *fmt, ...)
@@ -430,6 +438,66 @@ static void drain_and_wait(run *r, fault_rec *fr, int i, int wait)
     }
 }
 
+/* A partition of shape f->variant around node f->node until end, then
+ * healed. The clients (the harness's own address) reach every node
+ * throughout: what is cut is node to node and node to ZooKeeper. */
+static void partition(run *r, fault_rec *fr, int64_t end)
+{
+    const chaos_fault *f = fr->f;
+    unsigned cut[CHAOS_NODES_MAX] = {0}, minority = 0;
+    int zk[CHAOS_NODES_MAX] = {0}, n = r->cl.nnodes, i, j, size;
+
+    if (!r->net_up) {
+        fr->status = "skipped";
+        note(fr, "%s", r->no_net);
+        return;
+    }
+    snprintf(fr->node, sizeof fr->node, "%s", r->cl.nodes[f->node].id);
+    switch ((chaos_part_shape)f->variant) {
+    case CHAOS_P_FROM_PEERS:
+        cut[f->node] = ~0u;
+        progress(r, "partition: %s cut from the other nodes, not from "
+                    "ZooKeeper, for %.1f s",
+                 fr->node, (double)f->dur_ms / 1000);
+        break;
+    case CHAOS_P_FROM_ZK:
+        zk[f->node] = 1;
+        progress(r, "partition: %s cut from ZooKeeper, not from the other "
+                    "nodes, for %.1f s",
+                 fr->node, (double)f->dur_ms / 1000);
+        break;
+    case CHAOS_P_MAJORITY:
+    default:
+        /* The minority: (nodes - 1) / 2 of the cluster's nodes from this
+         * one on, cut from the rest and from ZooKeeper. */
+        size = (r->cl.base - 1) / 2 > 0 ? (r->cl.base - 1) / 2 : 1;
+        for (i = 0; i < size; i++)
+            minority |= 1u << ((f->node + i) % r->cl.base);
+        for (i = 0; i < n; i++)
+            if ((minority >> i) & 1u) {
+                zk[i] = 1;
+                for (j = 0; j < n; j++)
+                    if (!((minority >> j) & 1u))
+                        cut[i] |= 1u << j;
+            }
+        progress(r, "partition: a minority of %d from %s cut from the "
+                    "majority and ZooKeeper for %.1f s",
+                 size, fr->node, (double)f->dur_ms / 1000);
+        break;
+    }
+    on_event(r, fr->node, "partition");
+    if (chaos_net_apply(&r->net, cut, zk) != 0) {
+        fr->status = "failed";
+        note(fr, "an nft command failed (see run.log)");
+    }
+    wait_until(r, end, -1);
+    if (chaos_net_heal(&r->net) != 0) {
+        fr->status = "failed";
+        note(fr, "healing failed (see run.log)");
+    }
+    on_event(r, fr->node, "heal");
+}
+
 /* Executes fault fr->f from now (fr->start_ns) for its duration, heals
  * it, and says what it did in fr. */
 static void fault_run(run *r, fault_rec *fr)
@@ -535,9 +603,9 @@ static void fault_run(run *r, fault_rec *fr)
             drain_and_wait(r, fr, i, 1);
         break;
     case CHAOS_F_PARTITION:
+        partition(r, fr, end);
+        break;
     default:
-        fr->status = "skipped";
-        note(fr, "partitions are not supported by this runner");
         break;
     }
     if (strcmp(fr->status, "skipped") == 0)
@@ -580,6 +648,8 @@ static void heal_all(run *r)
 
     memset(&fr, 0, sizeof fr);
     fr.status = "done";
+    if (r->net_up)
+        chaos_net_heal(&r->net);
     if (!r->cl.zk_up) {
         char err[256];
         if (chaos_zk_start(&r->cl, err, sizeof err) != 0)
@@ -841,6 +911,7 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     struct stat st;
 
     memset(&r, 0, sizeof r);
+    r.relay.lfd = r.relay.stop_pipe[0] = r.relay.stop_pipe[1] = -1;
     r.o = o;
     r.out = out;
     r.err = err;
@@ -950,10 +1021,40 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
                      "port?)\n");
         goto out;
     }
+    if (o->faults & (1u << CHAOS_F_PARTITION)) {
+        /* Each node in a network namespace of its own; where that cannot
+         * be done, the partitions are skipped, and said so once. */
+        if (chaos_net_check(r.no_net, sizeof r.no_net) == 0 &&
+            chaos_net_setup(&r.net, o->out, r.cl.nnodes, r.log, r.no_net,
+                            sizeof r.no_net) == 0) {
+            r.net_up = 1;
+            for (i = 0; i < r.cl.nnodes; i++)
+                chaos_cluster_place(&r.cl, i, r.net.addr[i], 7420,
+                                    r.net.ns[i]);
+            progress(&r, "network: nodes in namespaces %s-n0.. on a bridge "
+                         "with the harness at %s",
+                     r.net.tag, r.net.host_addr);
+        } else {
+            fprintf(out, "keel-chaos: partition faults skipped: %s\n",
+                    r.no_net);
+        }
+    }
     progress(&r, "starting ZooKeeper (%s/zk.sh)", o->zk_conf);
     if (chaos_zk_start(&r.cl, msg, sizeof msg) != 0) {
         fprintf(err, "keel-chaos: ZooKeeper: %s\n", msg);
         goto out;
+    }
+    if (r.net_up) {
+        /* ZooKeeper listens on loopback: the nodes reach it through a
+         * relay on its own address of the bridge. */
+        if (chaos_relay_start(&r.relay, r.net.zk_addr, "127.0.0.1",
+                              r.cl.zk_port) != 0) {
+            fprintf(err, "keel-chaos: cannot relay ZooKeeper to %s: %s\n",
+                    r.net.zk_addr, strerror(errno));
+            goto out;
+        }
+        snprintf(r.cl.zk_via, sizeof r.cl.zk_via, "%s:%d", r.net.zk_addr,
+                 r.relay.port);
     }
     for (i = 0; i < o->nodes; i++)
         if (chaos_node_start(&r.cl, i, msg, sizeof msg) != 0) {
@@ -1074,6 +1175,8 @@ out:
         fclose(r.faults);
     if (r.cl.dir != NULL) {
         chaos_cluster_free(&r.cl);
+        chaos_relay_stop(&r.relay);
+        chaos_net_teardown(&r.net);
         if (!o->keep_data) {
             for (i = 0; i < r.cl.nnodes; i++)
                 if (asprintf(&p, "%s/nodes/n%d", o->out, i) >= 0) {
