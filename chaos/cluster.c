@@ -508,6 +508,10 @@ int chaos_node_start(chaos_cluster *c, int i, char *err, size_t errlen)
     argv[argc++] = shards;
     argv[argc++] = "--activation-log";
     argv[argc++] = nd->actlog;
+    if (c->load != NULL) {
+        argv[argc++] = "--load";
+        argv[argc++] = c->load;
+    }
     /* A cluster node without credentials must say so. */
     argv[argc++] = "--insecure";
     argv[argc] = NULL;

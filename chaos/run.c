@@ -80,6 +80,7 @@ struct run {
     FILE *events, *faults, *log;
     int64_t t0; /* the workload's start, CLOCK_MONOTONIC */
     int64_t real0; /* CLOCK_REALTIME at t0 */
+    chaos_wl wl;     /* what the clients do */
     int stray_exits; /* nodes that exited when nothing made them */
     char unsettled[256]; /* why the cluster did not settle, if it did not */
     /* Partitions: the nodes in network namespaces, ZooKeeper through a
@@ -313,7 +314,7 @@ static void *client_main(void *arg)
             client_wait(r, chaos_mono_ns() + 100000000);
             continue;
         }
-        chaos_wl_next(o->workload, o->actors, &rng, c->id, seq++, &op);
+        chaos_wl_next(&r->wl, &rng, c->id, seq++, &op);
         rc = do_op(r, k, c->id, &r->cl.nodes[node], &op, &outcome);
         if (rc == KEEL_EINVAL && r->hist_err[0] != '\0')
             break;
@@ -718,7 +719,7 @@ static int final_reads(run *r)
                 chaos_sleep_ms(200);
                 continue;
             }
-            chaos_wl_final(o->workload, k, &op);
+            chaos_wl_final(&r->wl, k, &op);
             rc = do_op(r, c, o->clients, &r->cl.nodes[i], &op, &outcome);
             keel_client_close(c);
             if (outcome == CHAOS_OK) {
@@ -830,6 +831,10 @@ static void write_run_json(run *r, int64_t end_ns, size_t nfaults,
                      nfaults, settled ? "true" : "false", finals,
                      (unsigned long long)r->nbad, r->stray_exits);
     chaos_json_put_str(&b, r->cl.name);
+    if (o->workload_type != NULL) {
+        chaos_buf_puts(&b, ",\"workload_type\":");
+        chaos_json_put_str(&b, o->workload_type);
+    }
     chaos_buf_puts(&b, ",\"node_names\":[");
     for (i = 0; i < r->cl.nnodes; i++) {
         if (i > 0)
@@ -933,6 +938,22 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
                 o->replicas);
         return CHAOS_EXIT_BAD_INPUT;
     }
+    if (o->workload_type != NULL && o->workload == CHAOS_W_MIXED) {
+        fprintf(err, "keel-chaos: --workload-type needs one workload "
+                     "(register, counter or set): the type answers that "
+                     "family's messages\n");
+        return CHAOS_EXIT_BAD_INPUT;
+    }
+    if (o->workload_type != NULL &&
+        (o->workload_type[0] == '\0' || strlen(o->workload_type) > 64 ||
+         strchr(o->workload_type, '/') != NULL)) {
+        fprintf(err, "keel-chaos: --workload-type: 1 to 64 bytes, no '/'\n");
+        return CHAOS_EXIT_BAD_INPUT;
+    }
+    if (o->load != NULL && access(o->load, R_OK) != 0) {
+        fprintf(err, "keel-chaos: --load %s: %s\n", o->load, strerror(errno));
+        return CHAOS_EXIT_BAD_INPUT;
+    }
     if (access(o->keeld, X_OK) != 0) {
         fprintf(err, "keel-chaos: no keeld at %s (--keeld PATH)\n",
                 o->keeld);
@@ -954,6 +975,9 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         }
     }
 
+    r.wl.kind = o->workload;
+    r.wl.actors = o->actors;
+    r.wl.type = o->workload_type;
     memset(&so, 0, sizeof so);
     so.seed = o->seed;
     so.seconds = o->seconds;
@@ -984,6 +1008,13 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
             (unsigned long long)o->seed, o->nodes, o->clients, o->actors,
             chaos_workload_name(o->workload), (long long)o->seconds, o->rate,
             faults, nsched);
+    if (o->workload_type != NULL)
+        fprintf(out, "  actor type %s%s%s, answering as the built-in %s "
+                     "type\n",
+                o->workload_type, o->load != NULL ? " from " : "",
+                o->load != NULL ? o->load : "",
+                o->workload == CHAOS_W_SET ? "kv"
+                                           : chaos_workload_name(o->workload));
     for (k = 0; k < nsched; k++) {
         if (sched[k].node >= 0)
             fprintf(out, "  planned: +%5.1f s %s n%d for %.1f s%s%s\n",
@@ -1009,6 +1040,7 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     snprintf(r.cl.name, sizeof r.cl.name, "chaos%d-%llu", (int)getpid(),
              (unsigned long long)o->seed);
     r.cl.shards = o->shards;
+    r.cl.load = o->load;
     r.cl.session_ms = o->session_ms;
     /* Session timeouts must lie within 2 to 20 ticks: 10. */
     r.cl.zk_tick_ms = o->session_ms / 10 > 100 ? o->session_ms / 10 : 100;

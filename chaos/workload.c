@@ -28,9 +28,9 @@ int chaos_workload_parse(const char *s, chaos_workload *w)
     return KEEL_EINVAL;
 }
 
-chaos_family chaos_wl_family(chaos_workload w, int k)
+chaos_family chaos_wl_family(const chaos_wl *w, int k)
 {
-    switch (w) {
+    switch (w->kind) {
     case CHAOS_W_REGISTER:
         return CHAOS_REGISTER;
     case CHAOS_W_COUNTER:
@@ -43,30 +43,26 @@ chaos_family chaos_wl_family(chaos_workload w, int k)
     }
 }
 
-void chaos_wl_actor_name(chaos_workload w, int k, char *buf, size_t cap)
+static const char *type_of(const chaos_wl *w, chaos_family f)
 {
-    switch (chaos_wl_family(w, k)) {
-    case CHAOS_REGISTER:
-        snprintf(buf, cap, "register/r%d", k);
-        break;
-    case CHAOS_COUNTER:
-        snprintf(buf, cap, "counter/c%d", k);
-        break;
-    case CHAOS_SET:
-    default:
-        snprintf(buf, cap, "kv/s%d", k);
-        break;
-    }
+    static const char *const types[] = {"register", "counter", "kv"};
+
+    return w->type != NULL ? w->type : types[f];
+}
+
+void chaos_wl_actor_name(const chaos_wl *w, int k, char *buf, size_t cap)
+{
+    static const char prefix[] = {'r', 'c', 's'};
+    chaos_family f = chaos_wl_family(w, k);
+
+    snprintf(buf, cap, "%s/%c%d", type_of(w, f), prefix[f], k);
 }
 
 /* The history's name in actor; the id is what follows its '/'. */
-static void set_actor(chaos_wop *op, chaos_workload w, int k)
+static void set_actor(chaos_wop *op, const chaos_wl *w, int k)
 {
-    static const char *const types[] = {"register", "counter", "kv"};
-    chaos_family f = chaos_wl_family(w, k);
-
     chaos_wl_actor_name(w, k, op->actor, sizeof op->actor);
-    op->type = types[f];
+    op->type = type_of(w, chaos_wl_family(w, k));
     op->id = strchr(op->actor, '/') + 1;
 }
 
@@ -85,10 +81,10 @@ static void arg_str(chaos_wop *op, const char *s)
     op->args.s = op->arg1;
 }
 
-void chaos_wl_next(chaos_workload w, int actors, chaos_rng *r, int client,
-                   uint64_t seq, chaos_wop *op)
+void chaos_wl_next(const chaos_wl *w, chaos_rng *r, int client, uint64_t seq,
+                   chaos_wop *op)
 {
-    int k = (int)chaos_rng_range(r, 0, actors > 0 ? actors - 1 : 0);
+    int k = (int)chaos_rng_range(r, 0, w->actors > 0 ? w->actors - 1 : 0);
     int64_t roll = chaos_rng_range(r, 0, 99);
     char v[32];
 
@@ -152,7 +148,7 @@ void chaos_wl_next(chaos_workload w, int actors, chaos_rng *r, int client,
     }
 }
 
-void chaos_wl_final(chaos_workload w, int k, chaos_wop *op)
+void chaos_wl_final(const chaos_wl *w, int k, chaos_wop *op)
 {
     memset(op, 0, sizeof *op);
     set_actor(op, w, k);

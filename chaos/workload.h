@@ -22,8 +22,19 @@ const char *chaos_workload_name(chaos_workload w);
 /* 0 with *w, or KEEL_EINVAL. */
 int chaos_workload_parse(const char *s, chaos_workload *w);
 
+/* A workload: its kind, how many actors the clients share, and the
+ * actor type that speaks it when it is not keel's built-in one. A type
+ * of one's own (a plugin's) must answer the built-in type's messages the
+ * same way: register `read`, `write V`, `cas OLD NEW`; counter `incr N`,
+ * `get`; set (as kv) `put E 1`, `keys` (docs/chaos.md). */
+typedef struct chaos_wl {
+    chaos_workload kind;
+    int actors;
+    const char *type; /* NULL: register, counter or kv; not with mixed */
+} chaos_wl;
+
 #define CHAOS_WOP_MSG_MAX 96
-#define CHAOS_WOP_ACTOR_MAX 48
+#define CHAOS_WOP_ACTOR_MAX 96
 
 /* One operation, ready to send and to record. */
 typedef struct chaos_wop {
@@ -40,17 +51,18 @@ typedef struct chaos_wop {
     const char *pair[2];
 } chaos_wop;
 
-/* The family, keel type and id of actor k (0 <= k) of workload w:
- * "register/r<k>", "counter/c<k>", "kv/s<k>". */
-chaos_family chaos_wl_family(chaos_workload w, int k);
-void chaos_wl_actor_name(chaos_workload w, int k, char *buf, size_t cap);
+/* The family of actor k (0 <= k), and its name in the history:
+ * "register/r<k>", "counter/c<k>", "kv/s<k>", or "<type>/..." with w->type. */
+chaos_family chaos_wl_family(const chaos_wl *w, int k);
+void chaos_wl_actor_name(const chaos_wl *w, int k, char *buf, size_t cap);
 
-/* The next operation of client `client` (its seq-th) on one of `actors`
- * actors, drawn from r. Set elements are unique per client and seq. */
-void chaos_wl_next(chaos_workload w, int actors, chaos_rng *r, int client,
-                   uint64_t seq, chaos_wop *op);
+/* The next operation of client `client` (its seq-th) on one of the
+ * workload's actors, drawn from r. Set elements are unique per client and
+ * seq. op->type points to w->type or a static string. */
+void chaos_wl_next(const chaos_wl *w, chaos_rng *r, int client, uint64_t seq,
+                   chaos_wop *op);
 /* The final read of actor k ("final": true). */
-void chaos_wl_final(chaos_workload w, int k, chaos_wop *op);
+void chaos_wl_final(const chaos_wl *w, int k, chaos_wop *op);
 
 /* A successful reply as the history's result. For read_set, *strs gets a
  * malloc'd array (free it with the reply) whose strings point into reply,

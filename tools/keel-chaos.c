@@ -45,6 +45,10 @@ static void usage(FILE *f)
             "  --clients C       concurrent clients (default 8)\n"
             "  --actors A        actors they share (default 12)\n"
             "  --workload W      register, counter, set or mixed (default)\n"
+            "  --load PLUGIN.so  every node loads this plugin (keeld --load)\n"
+            "  --workload-type T the actors are of type T (a plugin's), which\n"
+            "                    answers as the built-in type of --workload\n"
+            "                    does (register, counter, or kv for set)\n"
             "  --rate N          operations per second, all clients together\n"
             "                    (default 200; 0: as fast as they go)\n"
             "  --faults LIST     kill,stop,zk,controller,drain,join,partition,\n"
@@ -136,7 +140,8 @@ static int cmd_run(int argc, char **argv)
     enum {
         O_NODES = 256, O_REPLICAS, O_SECONDS, O_CLIENTS, O_ACTORS,
         O_WORKLOAD, O_FAULTS, O_SEED, O_OUT, O_KEELD, O_ZKCONF, O_RATE,
-        O_SHARDS, O_SESSION, O_CTIMEOUT, O_KEEP, O_MAXSTATES
+        O_SHARDS, O_SESSION, O_CTIMEOUT, O_KEEP, O_MAXSTATES, O_LOAD,
+        O_WTYPE
     };
     static const struct option longopts[] = {
         {"nodes", required_argument, NULL, O_NODES},
@@ -156,8 +161,11 @@ static int cmd_run(int argc, char **argv)
         {"client-timeout-ms", required_argument, NULL, O_CTIMEOUT},
         {"keep-data", no_argument, NULL, O_KEEP},
         {"max-states", required_argument, NULL, O_MAXSTATES},
+        {"load", required_argument, NULL, O_LOAD},
+        {"workload-type", required_argument, NULL, O_WTYPE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
+    static char load[PATH_MAX];
     static char keeld[PATH_MAX + 16], zkconf[PATH_MAX + 16], out[64];
     char self[PATH_MAX], probe[PATH_MAX + 32], err[256];
     chaos_run_opts o;
@@ -259,6 +267,18 @@ static int cmd_run(int argc, char **argv)
             if (number("--max-states", optarg, &u) != 0)
                 return CHAOS_EXIT_BAD_INPUT;
             o.max_states = u;
+            break;
+        case O_LOAD:
+            /* The nodes may start elsewhere than here: an absolute path. */
+            if (realpath(optarg, load) == NULL) {
+                fprintf(stderr, "keel-chaos: --load %s: no such file\n",
+                        optarg);
+                return CHAOS_EXIT_BAD_INPUT;
+            }
+            o.load = load;
+            break;
+        case O_WTYPE:
+            o.workload_type = optarg;
             break;
         case 'h':
             usage(stdout);

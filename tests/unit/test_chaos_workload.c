@@ -132,11 +132,12 @@ START_TEST(operations_write_and_parse)
         for (n = 0; n < 400; n++) {
             chaos_wop op;
             chaos_event e;
-            char name[64];
+            char name[128];
             /* Actors named per workload: the writer refuses one actor
              * with two families, and counter/c1 of "counter" is
              * counter/c1 of "mixed" too. */
-            chaos_wl_next(ws[w], 6, &r, (int)w, n, &op);
+            chaos_wl wl = {ws[w], 6, NULL};
+            chaos_wl_next(&wl, &r, (int)w, n, &op);
             seen[op.fn] = 1;
             snprintf(name, sizeof name, "%s-%zu", op.actor, w);
             ck_assert_ptr_eq(op.id, strchr(op.actor, '/') + 1);
@@ -204,6 +205,7 @@ END_TEST
 
 START_TEST(same_seed_same_operations)
 {
+    chaos_wl wl = {CHAOS_W_MIXED, 12, NULL};
     chaos_rng a, b;
     int n;
 
@@ -211,8 +213,8 @@ START_TEST(same_seed_same_operations)
     chaos_rng_seed(&b, 7);
     for (n = 0; n < 100; n++) {
         chaos_wop x, y;
-        chaos_wl_next(CHAOS_W_MIXED, 12, &a, 3, (uint64_t)n, &x);
-        chaos_wl_next(CHAOS_W_MIXED, 12, &b, 3, (uint64_t)n, &y);
+        chaos_wl_next(&wl, &a, 3, (uint64_t)n, &x);
+        chaos_wl_next(&wl, &b, 3, (uint64_t)n, &y);
         ck_assert_str_eq(x.actor, y.actor);
         ck_assert_str_eq(x.msg, y.msg);
     }
@@ -221,21 +223,30 @@ END_TEST
 
 START_TEST(final_reads)
 {
+    chaos_wl mixed = {CHAOS_W_MIXED, 12, NULL};
+    chaos_wl counter = {CHAOS_W_COUNTER, 12, NULL};
+    chaos_wl tally = {CHAOS_W_COUNTER, 12, "tally"};
     chaos_wop op;
 
-    chaos_wl_final(CHAOS_W_MIXED, 0, &op);
+    chaos_wl_final(&mixed, 0, &op);
     ck_assert_str_eq(op.actor, "register/r0");
     ck_assert_int_eq(op.fn, CHAOS_READ);
     ck_assert_int_eq(op.final, 1);
-    chaos_wl_final(CHAOS_W_MIXED, 4, &op);
+    chaos_wl_final(&mixed, 4, &op);
     ck_assert_str_eq(op.actor, "counter/c4");
     ck_assert_str_eq(op.msg, "get");
-    chaos_wl_final(CHAOS_W_MIXED, 5, &op);
+    chaos_wl_final(&mixed, 5, &op);
     ck_assert_str_eq(op.actor, "kv/s5");
     ck_assert_str_eq(op.id, "s5");
     ck_assert_str_eq(op.msg, "keys");
-    chaos_wl_final(CHAOS_W_COUNTER, 5, &op);
+    chaos_wl_final(&counter, 5, &op);
     ck_assert_str_eq(op.actor, "counter/c5");
+    /* A type of one's own speaking the counter's messages. */
+    chaos_wl_final(&tally, 5, &op);
+    ck_assert_str_eq(op.actor, "tally/c5");
+    ck_assert_str_eq(op.type, "tally");
+    ck_assert_str_eq(op.id, "c5");
+    ck_assert_str_eq(op.msg, "get");
 }
 END_TEST
 
