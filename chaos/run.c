@@ -14,6 +14,7 @@
 #include "chaos/checkdir.h"
 #include "chaos/cluster.h"
 #include "chaos/hwriter.h"
+#include "chaos/diskfull.h"
 #include "chaos/json.h"
 #include "chaos/netns.h"
 #include "chaos/relay.h"
@@ -89,6 +90,10 @@ struct run {
     chaos_relay relay;
     int net_up;
     char no_net[256];
+    /* disk-full: each node's data on a tmpfs of its own; or why not. */
+    int disk_up;
+    int mounted[CHAOS_NODES_MAX];
+    char no_disk[256];
 };
 
 static void note(fault_rec *fr, const char *fmt, ...)
@@ -606,6 +611,28 @@ static void fault_run(run *r, fault_rec *fr)
     case CHAOS_F_PARTITION:
         partition(r, fr, end);
         break;
+    case CHAOS_F_DISKFULL: {
+        size_t filled = 0;
+        if (!r->disk_up) {
+            fr->status = "skipped";
+            note(fr, "%s", r->no_disk);
+            break;
+        }
+        snprintf(fr->node, sizeof fr->node, "%s", r->cl.nodes[i].id);
+        progress(r, "disk-full: %s's file system filled for %.1f s",
+                 fr->node, (double)f->dur_ms / 1000);
+        on_event(r, fr->node, "disk-full");
+        if (chaos_disk_fill(r->cl.nodes[i].data, &filled) != 0) {
+            fr->status = "failed";
+            note(fr, "cannot write in %s", r->cl.nodes[i].data);
+        } else {
+            note(fr, "%zu bytes written to fill it", filled);
+        }
+        wait_until(r, end, -1);
+        chaos_disk_free(r->cl.nodes[i].data);
+        on_event(r, fr->node, "disk-freed");
+        break;
+    }
     default:
         break;
     }
@@ -651,6 +678,9 @@ static void heal_all(run *r)
     fr.status = "done";
     if (r->net_up)
         chaos_net_heal(&r->net);
+    for (i = 0; i < r->cl.nnodes; i++)
+        if (r->mounted[i])
+            chaos_disk_free(r->cl.nodes[i].data);
     if (!r->cl.zk_up) {
         char err[256];
         if (chaos_zk_start(&r->cl, err, sizeof err) != 0)
@@ -1071,6 +1101,26 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
                     r.no_net);
         }
     }
+    if (o->faults & (1u << CHAOS_F_DISKFULL)) {
+        /* Each node's data on a small file system of its own, which the
+         * fault fills. */
+        if (chaos_disk_check(r.no_disk, sizeof r.no_disk) == 0) {
+            r.disk_up = 1;
+            for (i = 0; i < r.cl.nnodes && r.disk_up; i++) {
+                if (chaos_disk_mount(r.cl.nodes[i].data, CHAOS_DISK_BYTES,
+                                     r.no_disk, sizeof r.no_disk) != 0)
+                    r.disk_up = 0;
+                else
+                    r.mounted[i] = 1;
+            }
+        }
+        if (r.disk_up)
+            progress(&r, "disks: each node's data on a tmpfs of %u MiB",
+                     CHAOS_DISK_BYTES >> 20);
+        else
+            fprintf(out, "keel-chaos: disk-full faults skipped: %s\n",
+                    r.no_disk);
+    }
     progress(&r, "starting ZooKeeper (%s/zk.sh)", o->zk_conf);
     if (chaos_zk_start(&r.cl, msg, sizeof msg) != 0) {
         fprintf(err, "keel-chaos: ZooKeeper: %s\n", msg);
@@ -1209,6 +1259,12 @@ out:
         chaos_cluster_free(&r.cl);
         chaos_relay_stop(&r.relay);
         chaos_net_teardown(&r.net);
+        /* On a tmpfs, the nodes' data goes with it, kept or not. */
+        for (i = 0; i < CHAOS_NODES_MAX; i++)
+            if (r.mounted[i] && asprintf(&p, "%s/nodes/n%d", o->out, i) >= 0) {
+                chaos_disk_umount(p);
+                free(p);
+            }
         if (!o->keep_data) {
             for (i = 0; i < r.cl.nnodes; i++)
                 if (asprintf(&p, "%s/nodes/n%d", o->out, i) >= 0) {

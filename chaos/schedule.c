@@ -8,7 +8,8 @@
 #include "keel.h"
 
 static const char *const fault_names[CHAOS_F_COUNT] = {
-    "kill", "stop", "zk", "controller", "drain", "join", "partition"};
+    "kill", "stop", "zk", "controller", "drain", "join", "partition",
+    "disk-full"};
 
 static const char *const part_names[CHAOS_P_COUNT] = {
     "from-peers", "from-zk", "majority"};
@@ -46,7 +47,7 @@ int chaos_faults_parse(const char *list, unsigned *kinds, char *err,
             if (errlen > 0)
                 snprintf(err, errlen,
                          "unknown fault '%.*s' (kill, stop, zk, controller, "
-                         "drain, join, partition, all, none)",
+                         "drain, join, partition, disk-full, all, none)",
                          (int)n, p);
             return KEEL_EINVAL;
         }
@@ -98,6 +99,7 @@ static int64_t duration(chaos_rng *r, chaos_fault_kind k, int session_ms)
     case CHAOS_F_JOIN:
         return chaos_rng_range(r, 5000, 10000);
     case CHAOS_F_PARTITION:
+    case CHAOS_F_DISKFULL:
     default:
         return chaos_rng_range(r, 3000, 8000);
     }

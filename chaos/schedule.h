@@ -19,6 +19,7 @@ typedef enum chaos_fault_kind {
     CHAOS_F_DRAIN,      /* keel node drain, restart once it left */
     CHAOS_F_JOIN,       /* a spare node joins, then is drained */
     CHAOS_F_PARTITION,  /* network partition (namespaces), then healed */
+    CHAOS_F_DISKFULL,   /* a node's file system filled, then freed */
     CHAOS_F_COUNT
 } chaos_fault_kind;
 

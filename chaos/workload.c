@@ -267,18 +267,14 @@ chaos_type chaos_wl_outcome(int rc)
     case KEEL_EALREADY:  /* it ran (a keyed retry); its reply is gone */
     case KEEL_EPROTO:    /* an answer the client could not make sense of */
     case KEEL_ENOMEM:    /* the client could not keep the answer */
-    /* Storage failures: the turn should have left nothing, but a run
-     * relies on no more than keel promises without a doubt; info only
-     * costs the checks some power. */
-    case KEEL_EIO:
-    case KEEL_ESTORE:
-    case KEEL_ENOSPC:
-    case KEEL_ECORRUPT:
         return CHAOS_INFO;
     default:
         /* ENOTSENT, ESTOPPING (the farewell too), EUNAVAIL, EDEADLINE,
          * EOVERLOAD: keel says it did not run; and errors of the turn
-         * itself, which leave the state as it was. */
+         * itself, storage errors included (ENOSPC, EIO: the commit failed
+         * and the actor is reloaded), which keel promises leave the state
+         * as it was. Recording them as fail puts that promise to the
+         * test: a write that failed and still took effect is reported. */
         return CHAOS_FAIL;
     }
 }

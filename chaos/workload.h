@@ -75,7 +75,9 @@ int chaos_wl_result(const chaos_wop *op, char *reply, size_t len,
 
 /* The outcome of an error code from keel_client_call (docs/chaos.md,
  * "Outcomes"; docs/protocol.md, "Did it run?"): CHAOS_FAIL when keel
- * says the request did not run, CHAOS_INFO when nobody knows. */
+ * says the request did not run (every error of the turn, storage errors
+ * included), CHAOS_INFO when nobody knows (ECONN, ETIMEDOUT, EINDOUBT,
+ * EALREADY, and the client's own EPROTO and ENOMEM). */
 chaos_type chaos_wl_outcome(int rc);
 
 #endif

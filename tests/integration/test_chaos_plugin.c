@@ -1,8 +1,11 @@
 /* keel-chaos run against an actor type of one's own: every node loads
  * chaos_plugin_tally.so (a counter type "tally"), the clients drive tally
- * actors as a counter workload while nodes are killed, and the run checks
- * them against the counter model: every check passes and the history
- * names the plugin's type.
+ * actors as a counter workload while nodes are killed and a node's file
+ * system fills up (its writes fail with ENOSPC, recorded as fail: keel
+ * promises they left nothing), and the run checks them against the
+ * counter model: every check passes and the history names the plugin's
+ * type. Where no file system can be mounted the run says it skipped
+ * disk-full.
  *
  * Skipped (exit 77) without the ZooKeeper server package. */
 #include <check.h>
@@ -40,12 +43,12 @@ START_TEST(plugin_type_checked)
                               "--nodes",   "3",
                               "--clients", "4",
                               "--actors",  "4",
-                              "--seconds", "15",
+                              "--seconds", "20",
                               "--workload", "counter",
                               "--load",    plugin,
                               "--workload-type", "tally",
-                              "--faults",  "kill",
-                              "--seed",    "1",
+                              "--faults",  "kill,disk-full",
+                              "--seed",    "13",
                               "--out",     run,
                               "--keeld",   keeld,
                               "--zk-conf", KEEL_SOURCE_DIR "/zk-conf",
@@ -61,6 +64,15 @@ START_TEST(plugin_type_checked)
     ck_assert_ptr_nonnull(strstr(out, "lost-writes: PASS (4 actors read"));
     ck_assert_ptr_nonnull(strstr(out, "verdict: PASS"));
     ck_assert_ptr_nonnull(strstr(out, "final reads: 4 of 4 actors read"));
+    /* Seed 13 deals kill, disk-full, kill in 20 s. */
+    snprintf(path, sizeof path, "%s/faults.jsonl", run);
+    text = tu_read_file(path);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_ptr_nonnull(strstr(text, "\"fault\":\"kill\""));
+    if (strstr(out, "keel-chaos: disk-full faults skipped: ") == NULL)
+        ck_assert_ptr_nonnull(strstr(text, "\"fault\":\"disk-full\",\"node\""
+                                           ":\"n"));
+    free(text);
     snprintf(path, sizeof path, "%s/history.jsonl", run);
     text = tu_read_file(path);
     ck_assert_ptr_nonnull(text);

@@ -41,6 +41,9 @@ START_TEST(faults_parse)
     ck_assert_uint_eq(k, 0);
     ck_assert_int_eq(chaos_faults_parse("partition", &k, err, sizeof err), 0);
     ck_assert_uint_eq(k, 1u << CHAOS_F_PARTITION);
+    ck_assert_int_eq(chaos_faults_parse("disk-full,zk", &k, err, sizeof err),
+                     0);
+    ck_assert_uint_eq(k, (1u << CHAOS_F_DISKFULL) | (1u << CHAOS_F_ZK));
     ck_assert_int_eq(chaos_faults_parse("kill,bogus", &k, err, sizeof err),
                      KEEL_EINVAL);
     ck_assert_ptr_nonnull(strstr(err, "bogus"));
@@ -73,7 +76,8 @@ START_TEST(schedule_is_the_seeds)
         if (a[k].kind == CHAOS_F_STOP)
             ck_assert_int_gt(a[k].dur_ms, o.session_ms);
         if (a[k].kind == CHAOS_F_KILL || a[k].kind == CHAOS_F_STOP ||
-            a[k].kind == CHAOS_F_DRAIN || a[k].kind == CHAOS_F_PARTITION)
+            a[k].kind == CHAOS_F_DRAIN || a[k].kind == CHAOS_F_PARTITION ||
+            a[k].kind == CHAOS_F_DISKFULL)
             ck_assert(a[k].node >= 0 && a[k].node < 3);
         else
             ck_assert_int_eq(a[k].node, -1);
@@ -320,7 +324,11 @@ START_TEST(outcomes)
     ck_assert_int_eq(chaos_wl_outcome(KEEL_ETIMEDOUT), CHAOS_INFO);
     ck_assert_int_eq(chaos_wl_outcome(KEEL_EINDOUBT), CHAOS_INFO);
     ck_assert_int_eq(chaos_wl_outcome(KEEL_EALREADY), CHAOS_INFO);
-    ck_assert_int_eq(chaos_wl_outcome(KEEL_EIO), CHAOS_INFO);
+    /* A failed commit leaves the state as it was, keel says: fail, so
+     * that a write that failed and still took effect is caught. */
+    ck_assert_int_eq(chaos_wl_outcome(KEEL_ENOSPC), CHAOS_FAIL);
+    ck_assert_int_eq(chaos_wl_outcome(KEEL_EIO), CHAOS_FAIL);
+    ck_assert_int_eq(chaos_wl_outcome(KEEL_EPROTO), CHAOS_INFO);
 }
 END_TEST
 
