@@ -282,6 +282,14 @@ static void client_wait(run *r, int64_t at)
     }
 }
 
+/* The generation of set actors at this moment of the run
+ * (chaos/workload.h). */
+static int set_gen(const run *r)
+{
+    return (int)((chaos_mono_ns() - r->t0) /
+                 (CHAOS_WL_SET_GEN_S * 1000000000LL));
+}
+
 static void *client_main(void *arg)
 {
     client *c = arg;
@@ -319,7 +327,7 @@ static void *client_main(void *arg)
             client_wait(r, chaos_mono_ns() + 100000000);
             continue;
         }
-        chaos_wl_next(&r->wl, &rng, c->id, seq++, &op);
+        chaos_wl_next(&r->wl, set_gen(r), &rng, c->id, seq++, &op);
         rc = do_op(r, k, c->id, &r->cl.nodes[node], &op, &outcome);
         if (rc == KEEL_EINVAL && r->hist_err[0] != '\0')
             break;
@@ -723,15 +731,24 @@ static int settle(run *r, int ms, const char *what)
 }
 
 /* Every actor read once more, "final": true, through any node that
- * answers, until one read of it is ok. Returns how many were read. */
-static int final_reads(run *r)
+ * answers, until one read of it is ok: each set actor in each generation
+ * the clients used (max_gen the last). Returns how many were read, and
+ * how many there are in *total. */
+static int final_reads(run *r, int max_gen, int *total)
 {
     const chaos_run_opts *o = r->o;
     int64_t deadline = chaos_mono_ns() + FINAL_MS * 1000000LL;
-    int k, read = 0;
+    int k, read = 0, gen;
 
-    for (k = 0; k < o->actors; k++) {
+    *total = 0;
+    for (k = 0; k < o->actors; k++)
+        for (gen = 0; gen <= (chaos_wl_family(&r->wl, k) == CHAOS_SET
+                                  ? max_gen
+                                  : 0);
+             gen++) {
         int attempt;
+
+        (*total)++;
 
         for (attempt = 0; attempt < FINAL_TRIES; attempt++) {
             int i = (k + attempt) % r->cl.base;
@@ -749,7 +766,7 @@ static int final_reads(run *r)
                 chaos_sleep_ms(200);
                 continue;
             }
-            chaos_wl_final(&r->wl, k, &op);
+            chaos_wl_final(&r->wl, k, gen, &op);
             rc = do_op(r, c, o->clients, &r->cl.nodes[i], &op, &outcome);
             keel_client_close(c);
             if (outcome == CHAOS_OK) {
@@ -943,6 +960,7 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     chaos_sched_opts so;
     char msg[256], faults[128], *p;
     int i, rc = CHAOS_EXIT_NO_RUN, settled = 0, finals = 0, spares;
+    int max_gen = 0, nactors = 0;
     struct stat st;
 
     memset(&r, 0, sizeof r);
@@ -1211,10 +1229,11 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         goto out;
     }
 
+    max_gen = set_gen(&r);
     heal_all(&r);
     settled = settle(&r, SETTLE_MS, "healed");
-    finals = final_reads(&r);
-    progress(&r, "final reads: %d of %d actors read", finals, o->actors);
+    finals = final_reads(&r, max_gen, &nactors);
+    progress(&r, "final reads: %d of %d actors read", finals, nactors);
     save_cluster(&r);
     write_run_json(&r, chaos_mono_ns(), nsched, settled, finals);
     for (i = 0; i < r.cl.nnodes; i++)
@@ -1232,10 +1251,10 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         fprintf(out, "warning: the cluster did not settle within %d s of "
                      "healing: %s\n",
                 SETTLE_MS / 1000, r.unsettled);
-    if (finals < o->actors)
+    if (finals < nactors)
         fprintf(out, "warning: %d of %d actors have no successful final "
                      "read: lost-writes cannot check them\n",
-                o->actors - finals, o->actors);
+                nactors - finals, nactors);
     if (r.stray_exits > 0)
         fprintf(out, "warning: %d node exits nobody caused (see the nodes' "
                      "logs)\n",

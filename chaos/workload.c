@@ -50,18 +50,22 @@ static const char *type_of(const chaos_wl *w, chaos_family f)
     return w->type != NULL ? w->type : types[f];
 }
 
-void chaos_wl_actor_name(const chaos_wl *w, int k, char *buf, size_t cap)
+void chaos_wl_actor_name(const chaos_wl *w, int k, int gen, char *buf,
+                         size_t cap)
 {
     static const char prefix[] = {'r', 'c', 's'};
     chaos_family f = chaos_wl_family(w, k);
 
-    snprintf(buf, cap, "%s/%c%d", type_of(w, f), prefix[f], k);
+    if (f == CHAOS_SET && gen > 0)
+        snprintf(buf, cap, "%s/%c%d.g%d", type_of(w, f), prefix[f], k, gen);
+    else
+        snprintf(buf, cap, "%s/%c%d", type_of(w, f), prefix[f], k);
 }
 
 /* The history's name in actor; the id is what follows its '/'. */
-static void set_actor(chaos_wop *op, const chaos_wl *w, int k)
+static void set_actor(chaos_wop *op, const chaos_wl *w, int k, int gen)
 {
-    chaos_wl_actor_name(w, k, op->actor, sizeof op->actor);
+    chaos_wl_actor_name(w, k, gen, op->actor, sizeof op->actor);
     op->type = type_of(w, chaos_wl_family(w, k));
     op->id = strchr(op->actor, '/') + 1;
 }
@@ -81,15 +85,15 @@ static void arg_str(chaos_wop *op, const char *s)
     op->args.s = op->arg1;
 }
 
-void chaos_wl_next(const chaos_wl *w, chaos_rng *r, int client, uint64_t seq,
-                   chaos_wop *op)
+void chaos_wl_next(const chaos_wl *w, int gen, chaos_rng *r, int client,
+                   uint64_t seq, chaos_wop *op)
 {
     int k = (int)chaos_rng_range(r, 0, w->actors > 0 ? w->actors - 1 : 0);
     int64_t roll = chaos_rng_range(r, 0, 99);
     char v[32];
 
     memset(op, 0, sizeof *op);
-    set_actor(op, w, k);
+    set_actor(op, w, k, gen);
     switch (chaos_wl_family(w, k)) {
     case CHAOS_REGISTER:
         /* Values from a small set, as Jepsen does: a read then says
@@ -134,7 +138,8 @@ void chaos_wl_next(const chaos_wl *w, chaos_rng *r, int client, uint64_t seq,
         break;
     case CHAOS_SET:
     default:
-        if (roll < 20) {
+        /* Adds mostly: a read returns the whole set. */
+        if (roll < 10) {
             op->fn = CHAOS_READ_SET;
             set_msg(op, "keys", NULL, NULL);
         } else {
@@ -148,10 +153,10 @@ void chaos_wl_next(const chaos_wl *w, chaos_rng *r, int client, uint64_t seq,
     }
 }
 
-void chaos_wl_final(const chaos_wl *w, int k, chaos_wop *op)
+void chaos_wl_final(const chaos_wl *w, int k, int gen, chaos_wop *op)
 {
     memset(op, 0, sizeof *op);
-    set_actor(op, w, k);
+    set_actor(op, w, k, gen);
     op->final = 1;
     switch (chaos_wl_family(w, k)) {
     case CHAOS_REGISTER:

@@ -51,18 +51,28 @@ typedef struct chaos_wop {
     const char *pair[2];
 } chaos_wop;
 
-/* The family of actor k (0 <= k), and its name in the history:
- * "register/r<k>", "counter/c<k>", "kv/s<k>", or "<type>/..." with w->type. */
+/* A set grows with every add and each read returns all of it, so the
+ * history of a long run would grow with the square of its length: set
+ * actors are taken afresh every CHAOS_WL_SET_GEN_S seconds of the run
+ * (generation g of set actor k is "kv/s<k>.g<g>", g 0 "kv/s<k>").
+ * Registers and counters do not grow and keep one actor each. */
+#define CHAOS_WL_SET_GEN_S 30
+
+/* The family of actor k (0 <= k), and the name in the history of its
+ * generation gen: "register/r<k>", "counter/c<k>", "kv/s<k>[.g<gen>]", or
+ * "<type>/..." with w->type. gen matters to sets only. */
 chaos_family chaos_wl_family(const chaos_wl *w, int k);
-void chaos_wl_actor_name(const chaos_wl *w, int k, char *buf, size_t cap);
+void chaos_wl_actor_name(const chaos_wl *w, int k, int gen, char *buf,
+                         size_t cap);
 
 /* The next operation of client `client` (its seq-th) on one of the
- * workload's actors, drawn from r. Set elements are unique per client and
- * seq. op->type points to w->type or a static string. */
-void chaos_wl_next(const chaos_wl *w, chaos_rng *r, int client, uint64_t seq,
-                   chaos_wop *op);
-/* The final read of actor k ("final": true). */
-void chaos_wl_final(const chaos_wl *w, int k, chaos_wop *op);
+ * workload's actors, drawn from r, in generation gen. Set elements are
+ * unique per client and seq. op->type points to w->type or a static
+ * string. */
+void chaos_wl_next(const chaos_wl *w, int gen, chaos_rng *r, int client,
+                   uint64_t seq, chaos_wop *op);
+/* The final read of actor k in generation gen ("final": true). */
+void chaos_wl_final(const chaos_wl *w, int k, int gen, chaos_wop *op);
 
 /* A successful reply as the history's result. For read_set, *strs gets a
  * malloc'd array (free it with the reply) whose strings point into reply,

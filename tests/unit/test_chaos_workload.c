@@ -141,7 +141,7 @@ START_TEST(operations_write_and_parse)
              * with two families, and counter/c1 of "counter" is
              * counter/c1 of "mixed" too. */
             chaos_wl wl = {ws[w], 6, NULL};
-            chaos_wl_next(&wl, &r, (int)w, n, &op);
+            chaos_wl_next(&wl, (int)(n / 100), &r, (int)w, n, &op);
             seen[op.fn] = 1;
             snprintf(name, sizeof name, "%s-%zu", op.actor, w);
             ck_assert_ptr_eq(op.id, strchr(op.actor, '/') + 1);
@@ -217,8 +217,8 @@ START_TEST(same_seed_same_operations)
     chaos_rng_seed(&b, 7);
     for (n = 0; n < 100; n++) {
         chaos_wop x, y;
-        chaos_wl_next(&wl, &a, 3, (uint64_t)n, &x);
-        chaos_wl_next(&wl, &b, 3, (uint64_t)n, &y);
+        chaos_wl_next(&wl, 0, &a, 3, (uint64_t)n, &x);
+        chaos_wl_next(&wl, 0, &b, 3, (uint64_t)n, &y);
         ck_assert_str_eq(x.actor, y.actor);
         ck_assert_str_eq(x.msg, y.msg);
     }
@@ -232,21 +232,27 @@ START_TEST(final_reads)
     chaos_wl tally = {CHAOS_W_COUNTER, 12, "tally"};
     chaos_wop op;
 
-    chaos_wl_final(&mixed, 0, &op);
+    chaos_wl_final(&mixed, 0, 0, &op);
     ck_assert_str_eq(op.actor, "register/r0");
     ck_assert_int_eq(op.fn, CHAOS_READ);
     ck_assert_int_eq(op.final, 1);
-    chaos_wl_final(&mixed, 4, &op);
+    chaos_wl_final(&mixed, 4, 0, &op);
     ck_assert_str_eq(op.actor, "counter/c4");
     ck_assert_str_eq(op.msg, "get");
-    chaos_wl_final(&mixed, 5, &op);
+    chaos_wl_final(&mixed, 5, 0, &op);
     ck_assert_str_eq(op.actor, "kv/s5");
     ck_assert_str_eq(op.id, "s5");
     ck_assert_str_eq(op.msg, "keys");
-    chaos_wl_final(&counter, 5, &op);
+    chaos_wl_final(&counter, 5, 0, &op);
     ck_assert_str_eq(op.actor, "counter/c5");
+    /* Sets are taken afresh each generation; the others are not. */
+    chaos_wl_final(&mixed, 5, 3, &op);
+    ck_assert_str_eq(op.actor, "kv/s5.g3");
+    ck_assert_str_eq(op.id, "s5.g3");
+    chaos_wl_final(&mixed, 4, 3, &op);
+    ck_assert_str_eq(op.actor, "counter/c4");
     /* A type of one's own speaking the counter's messages. */
-    chaos_wl_final(&tally, 5, &op);
+    chaos_wl_final(&tally, 5, 0, &op);
     ck_assert_str_eq(op.actor, "tally/c5");
     ck_assert_str_eq(op.type, "tally");
     ck_assert_str_eq(op.id, "c5");
