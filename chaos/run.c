@@ -75,7 +75,8 @@ struct run {
     pthread_mutex_t mu;
     chaos_hwriter hw;
     FILE *hf;
-    char hist_err[256]; /* the first event the writer refused */
+    char hist_err[256]; /* the first event the writer refused (under mu) */
+    atomic_int refused; /* set once the writer refused an event */
     uint64_t nops, nok, nfail, ninfo, nbad;
     atomic_int stop;
     FILE *events, *faults, *log;
@@ -176,8 +177,10 @@ static int record(run *r, chaos_event *e)
     pthread_mutex_lock(&r->mu);
     e->time_ns = chaos_mono_ns();
     rc = chaos_hwriter_write(&r->hw, e, err, sizeof err);
-    if (rc != 0 && r->hist_err[0] == '\0')
+    if (rc != 0 && r->hist_err[0] == '\0') {
         snprintf(r->hist_err, sizeof r->hist_err, "%s", err);
+        atomic_store(&r->refused, 1);
+    }
     if (rc == 0) {
         if (e->t == CHAOS_INVOKE)
             r->nops++;
@@ -329,7 +332,7 @@ static void *client_main(void *arg)
         }
         chaos_wl_next(&r->wl, set_gen(r), &rng, c->id, seq++, &op);
         rc = do_op(r, k, c->id, &r->cl.nodes[node], &op, &outcome);
-        if (rc == KEEL_EINVAL && r->hist_err[0] != '\0')
+        if (rc == KEEL_EINVAL && atomic_load(&r->refused))
             break;
         if (drop_connection(rc)) {
             keel_client_close(k);
@@ -773,7 +776,7 @@ static int final_reads(run *r, int max_gen, int *total)
                 read++;
                 break;
             }
-            if (rc == KEEL_EINVAL && r->hist_err[0] != '\0')
+            if (rc == KEEL_EINVAL && atomic_load(&r->refused))
                 return read;
             chaos_sleep_ms(500);
         }
@@ -971,6 +974,7 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     pthread_mutex_init(&r.mu, NULL);
     chaos_hwriter_init(&r.hw, NULL);
     atomic_init(&r.stop, 0);
+    atomic_init(&r.refused, 0);
     signal(SIGPIPE, SIG_IGN);
 
     if (o->nodes < 1 || o->clients < 1 || o->actors < 1 || o->seconds < 1 ||
@@ -1190,7 +1194,7 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     /* A fault that ran long (a slow restart, a drain) pushes the later
      * ones back, keeping the pauses between them; one that would then not
      * be healed before the last tenth of the run is left out. */
-    for (k = 0; k < nsched && r.hist_err[0] == '\0'; k++) {
+    for (k = 0; k < nsched && !atomic_load(&r.refused); k++) {
         int64_t at = r.t0 + (sched[k].at_ms + slip_ms) * 1000000LL;
         fault_rec fr;
 
