@@ -299,15 +299,18 @@ static void *client_main(void *arg)
     run *r = c->r;
     const chaos_run_opts *o = r->o;
     keel_client *k = NULL;
-    chaos_rng rng;
+    chaos_rng rng, pace;
     uint64_t seq = 0;
     int node = c->id % r->cl.base;
     int64_t gap = o->rate > 0 ? 1000000000LL * o->clients / o->rate : 0;
     int64_t next = chaos_mono_ns();
 
-    /* Each client's choices depend on the seed and its number alone. */
+    /* Each client's operations depend on the seed and its number alone;
+     * its pauses come from a generator of their own, so that a connect
+     * that failed does not shift the operations that follow. */
     chaos_rng_seed(&rng, o->seed * 0x100000001b3ull + (uint64_t)c->id + 1);
     (void)chaos_rng_next(&rng);
+    chaos_rng_seed(&pace, ~chaos_rng_next(&rng));
     while (!atomic_load(&r->stop)) {
         chaos_wop op;
         chaos_type outcome;
@@ -318,7 +321,7 @@ static void *client_main(void *arg)
             client_wait(r, next);
             if (next < now)
                 next = now;
-            next += gap / 2 + chaos_rng_range(&rng, 0, gap);
+            next += gap / 2 + chaos_rng_range(&pace, 0, gap);
             if (atomic_load(&r->stop))
                 break;
         }
