@@ -472,11 +472,12 @@ static void overlaps(FILE *f, const rdata *d, double width, double y0,
             double x1 = X(d, width, s), x2 = X(d, width, e);
             if (lane < 0)
                 continue;
+            /* A band under the lane's state bar, which stays visible. */
             fprintf(f,
                     "<rect class='ov' id='act%zu%c' x='%.1f' y='%.1f' "
-                    "width='%.1f' height='%.1f'><title>",
-                    k, 'a' + j, x1, y0 + lane * lh, x2 - x1 > 3 ? x2 - x1 : 3,
-                    lh);
+                    "width='%.1f' height='4'><title>",
+                    k, 'a' + j, x1, y0 + lane * lh + lh - 4,
+                    x2 - x1 > 3 ? x2 - x1 : 3);
             esc(f, a->actor);
             fprintf(f, " %s (%s and %s)</title></rect>",
                     fd->kind == CHAOS_ACT_OVERLAP
