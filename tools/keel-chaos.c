@@ -1,32 +1,84 @@
-/* keel-chaos — checks a recorded chaos run (docs/chaos.md).
+/* keel-chaos — puts a keel cluster under faults and checks what its
+ * clients saw against keel's promises (docs/chaos.md).
  *
- *   keel-chaos check [--max-states N] [--detail N] DIR
- *
- * reads DIR/history.jsonl and DIR/actlogs/NODE.log and prints a verdict
- * per check: linearizability, lost-writes, at-most-one-activation.
+ *   keel-chaos run [options]       start a cluster, drive clients, inject
+ *                                  faults, heal, check, report
+ *   keel-chaos check [options] DIR check a recorded run
+ *   keel-chaos report [options] DIR
+ *                                  write DIR/report.html again
  *
  * Exit status: 0 every check passed (or was skipped for lack of input),
  * 1 a violation, 2 bad input or usage, 3 linearizability undecided
- * within --max-states. */
+ * within --max-states, 4 (run) the run could not be made. */
 #include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "chaos/checkdir.h"
+#include "chaos/report.h"
+#include "chaos/run.h"
+#include "chaos/schedule.h"
+
+#ifndef KEEL_CHAOS_ZK_CONF
+#define KEEL_CHAOS_ZK_CONF "zk-conf"
+#endif
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: keel-chaos check [--max-states N] [--detail N] DIR\n"
+            "usage: keel-chaos run [options]\n"
+            "       keel-chaos check [--max-states N] [--detail N] DIR\n"
+            "       keel-chaos report [--max-states N] DIR\n"
             "\n"
-            "Checks a recorded run: DIR/history.jsonl (the clients'\n"
+            "run: starts ZooKeeper and a cluster of keeld nodes, drives\n"
+            "concurrent clients over the wire protocol, injects faults on a\n"
+            "schedule made from the seed, heals everything, reads every actor\n"
+            "once more, then checks the run and writes DIR/report.html.\n"
+            "  --nodes N         keeld nodes (default 3)\n"
+            "  --replicas R      replicas per shard: only 1 (no replication\n"
+            "                    yet)\n"
+            "  --seconds S       how long the clients run (default 60)\n"
+            "  --clients C       concurrent clients (default 8)\n"
+            "  --actors A        actors they share (default 12)\n"
+            "  --workload W      register, counter, set or mixed (default)\n"
+            "  --load PLUGIN.so  every node loads this plugin (keeld --load)\n"
+            "  --workload-type T the actors are of type T (a plugin's), which\n"
+            "                    answers as the built-in type of --workload\n"
+            "                    does (register, counter, or kv for set)\n"
+            "  --rate N          operations per second, all clients together\n"
+            "                    (default 200; 0: as fast as they go)\n"
+            "  --faults LIST     kill,stop,zk,controller,drain,join,partition,\n"
+            "                    disk-full, all or none (default kill,stop,zk)\n"
+            "  --seed N          the schedule's and the clients' seed (default 1)\n"
+            "  --out DIR         the run directory (default chaos-run-SEED)\n"
+            "  --keeld PATH      the node program (default: keeld beside this\n"
+            "                    program)\n"
+            "  --zk-conf DIR     where zk.sh is (default: the source tree's\n"
+            "                    zk-conf)\n"
+            "  --shards N        shards of the cluster (default 64)\n"
+            "  --session-ms MS   the nodes' ZooKeeper session timeout (default\n"
+            "                    2000)\n"
+            "  --client-timeout-ms MS  a client's wait for an answer (default\n"
+            "                    10000)\n"
+            "  --keep-data       keep the nodes' and ZooKeeper's data\n"
+            "  --max-states N    as for check\n"
+            "\n"
+            "check: checks a recorded run: DIR/history.jsonl (the clients'\n"
             "operations) and DIR/actlogs/NODE.log (each node's activation\n"
             "log, optional), and prints a verdict per check:\n"
             "  linearizability         per actor, against its model\n"
             "  lost-writes             every acknowledged write is in the\n"
             "                          final reads\n"
             "  at-most-one-activation  no actor active on two nodes at once\n"
+            "\n"
+            "report: writes DIR/report.html again from the run's files: the\n"
+            "verdicts, a timeline of the operations, faults and nodes, the\n"
+            "operations a violation names, throughput and latency. One page,\n"
+            "nothing fetched from elsewhere.\n"
             "\n"
             "options:\n"
             "  --max-states N  give up on an actor's linearizability after N\n"
@@ -35,8 +87,9 @@ static void usage(FILE *f)
             "                  (default 3)\n"
             "\n"
             "exit status: 0 passed (or skipped), 1 violation, 2 bad input\n"
-            "or usage, 3 undecided within --max-states. docs/chaos.md has\n"
-            "the formats and what each check proves.\n");
+            "or usage, 3 undecided within --max-states, 4 the run could not\n"
+            "be made. docs/chaos.md has the formats and what each check\n"
+            "proves.\n");
 }
 
 static int number(const char *opt, const char *s, unsigned long long *out)
@@ -51,6 +104,202 @@ static int number(const char *opt, const char *s, unsigned long long *out)
 bad:
     fprintf(stderr, "keel-chaos: %s takes a number, not '%s'\n", opt, s);
     return -1;
+}
+
+/* The directory of this program, into buf ("" when unknown). */
+static void self_dir(char *buf, size_t cap)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+
+    buf[0] = '\0';
+    if (n <= 0)
+        return;
+    exe[n] = '\0';
+    snprintf(buf, cap, "%s", dirname(exe));
+}
+
+static int int_opt(const char *opt, const char *s, long long lo, long long hi,
+                   long long *out)
+{
+    unsigned long long v;
+
+    if (number(opt, s, &v) != 0)
+        return -1;
+    if ((long long)v < lo || (long long)v > hi) {
+        fprintf(stderr, "keel-chaos: %s must lie within %lld and %lld\n",
+                opt, lo, hi);
+        return -1;
+    }
+    *out = (long long)v;
+    return 0;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    enum {
+        O_NODES = 256, O_REPLICAS, O_SECONDS, O_CLIENTS, O_ACTORS,
+        O_WORKLOAD, O_FAULTS, O_SEED, O_OUT, O_KEELD, O_ZKCONF, O_RATE,
+        O_SHARDS, O_SESSION, O_CTIMEOUT, O_KEEP, O_MAXSTATES, O_LOAD,
+        O_WTYPE
+    };
+    static const struct option longopts[] = {
+        {"nodes", required_argument, NULL, O_NODES},
+        {"replicas", required_argument, NULL, O_REPLICAS},
+        {"seconds", required_argument, NULL, O_SECONDS},
+        {"clients", required_argument, NULL, O_CLIENTS},
+        {"actors", required_argument, NULL, O_ACTORS},
+        {"workload", required_argument, NULL, O_WORKLOAD},
+        {"faults", required_argument, NULL, O_FAULTS},
+        {"seed", required_argument, NULL, O_SEED},
+        {"out", required_argument, NULL, O_OUT},
+        {"keeld", required_argument, NULL, O_KEELD},
+        {"zk-conf", required_argument, NULL, O_ZKCONF},
+        {"rate", required_argument, NULL, O_RATE},
+        {"shards", required_argument, NULL, O_SHARDS},
+        {"session-ms", required_argument, NULL, O_SESSION},
+        {"client-timeout-ms", required_argument, NULL, O_CTIMEOUT},
+        {"keep-data", no_argument, NULL, O_KEEP},
+        {"max-states", required_argument, NULL, O_MAXSTATES},
+        {"load", required_argument, NULL, O_LOAD},
+        {"workload-type", required_argument, NULL, O_WTYPE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    static char load[PATH_MAX];
+    static char keeld[PATH_MAX + 16], zkconf[PATH_MAX + 16], out[64];
+    char self[PATH_MAX], probe[PATH_MAX + 32], err[256];
+    chaos_run_opts o;
+    long long v;
+    unsigned long long u;
+    int c;
+
+    chaos_run_opts_init(&o);
+    self_dir(self, sizeof self);
+    snprintf(keeld, sizeof keeld, "%s/keeld", self);
+    /* A build directory inside the source tree finds zk-conf beside it;
+     * otherwise the source tree this program was built from. */
+    snprintf(zkconf, sizeof zkconf, "%s/../zk-conf", self);
+    snprintf(probe, sizeof probe, "%s/zk.sh", zkconf);
+    if (access(probe, R_OK) != 0)
+        snprintf(zkconf, sizeof zkconf, "%s", KEEL_CHAOS_ZK_CONF);
+    o.keeld = keeld;
+    o.zk_conf = zkconf;
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case O_NODES:
+            if (int_opt("--nodes", optarg, 1, 15, &v) != 0)
+                return CHAOS_EXIT_BAD_INPUT;
+            o.nodes = (int)v;
+            break;
+        case O_REPLICAS:
+            if (int_opt("--replicas", optarg, 1, 15, &v) != 0)
+                return CHAOS_EXIT_BAD_INPUT;
+            o.replicas = (int)v;
+            break;
+        case O_SECONDS:
+            if (int_opt("--seconds", optarg, 1, 7 * 86400, &v) != 0)
+                return CHAOS_EXIT_BAD_INPUT;
+            o.seconds = v;
+            break;
+        case O_CLIENTS:
+            if (int_opt("--clients", optarg, 1, 1024, &v) != 0)
+                return CHAOS_EXIT_BAD_INPUT;
+            o.clients = (int)v;
+            break;
+        case O_ACTORS:
+            if (int_opt("--actors", optarg, 1, 100000, &v) != 0)
+                return CHAOS_EXIT_BAD_INPUT;
+            o.actors = (int)v;
+            break;
+        case O_WORKLOAD:
+            if (chaos_workload_parse(optarg, &o.workload) != 0) {
+                fprintf(stderr, "keel-chaos: --workload: register, counter, "
+                                "set or mixed, not '%s'\n",
+                        optarg);
+                return CHAOS_EXIT_BAD_INPUT;
+            }
+            break;
+        case O_FAULTS:
+            if (chaos_faults_parse(optarg, &o.faults, err, sizeof err) != 0) {
+                fprintf(stderr, "keel-chaos: --faults: %s\n", err);
+                return CHAOS_EXIT_BAD_INPUT;
+            }
+            break;
+        case O_SEED:
+            if (number("--seed", optarg, &u) != 0)
+                return CHAOS_EXIT_BAD_INPUT;
+            o.seed = u;
+            break;
+        case O_OUT:
+            o.out = optarg;
+            break;
+        case O_KEELD:
+            o.keeld = optarg;
+            break;
+        case O_ZKCONF:
+            o.zk_conf = optarg;
+            break;
+        case O_RATE:
+            if (int_opt("--rate", optarg, 0, 1000000, &v) != 0)
+                return CHAOS_EXIT_BAD_INPUT;
+            o.rate = (int)v;
+            break;
+        case O_SHARDS:
+            if (int_opt("--shards", optarg, 1, 65536, &v) != 0)
+                return CHAOS_EXIT_BAD_INPUT;
+            o.shards = (int)v;
+            break;
+        case O_SESSION:
+            if (int_opt("--session-ms", optarg, 1000, 600000, &v) != 0)
+                return CHAOS_EXIT_BAD_INPUT;
+            o.session_ms = (int)v;
+            break;
+        case O_CTIMEOUT:
+            if (int_opt("--client-timeout-ms", optarg, 100, 3600000, &v) != 0)
+                return CHAOS_EXIT_BAD_INPUT;
+            o.client_timeout_ms = (int)v;
+            break;
+        case O_KEEP:
+            o.keep_data = 1;
+            break;
+        case O_MAXSTATES:
+            if (number("--max-states", optarg, &u) != 0)
+                return CHAOS_EXIT_BAD_INPUT;
+            o.max_states = u;
+            break;
+        case O_LOAD:
+            /* The nodes may start elsewhere than here: an absolute path. */
+            if (realpath(optarg, load) == NULL) {
+                fprintf(stderr, "keel-chaos: --load %s: no such file\n",
+                        optarg);
+                return CHAOS_EXIT_BAD_INPUT;
+            }
+            o.load = load;
+            break;
+        case O_WTYPE:
+            o.workload_type = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return CHAOS_EXIT_BAD_INPUT;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "keel-chaos: run takes options only, not '%s'\n\n",
+                argv[optind]);
+        usage(stderr);
+        return CHAOS_EXIT_BAD_INPUT;
+    }
+    if (o.out == NULL) {
+        snprintf(out, sizeof out, "chaos-run-%llu",
+                 (unsigned long long)o.seed);
+        o.out = out;
+    }
+    return chaos_run(&o, stdout, stderr);
 }
 
 int main(int argc, char **argv)
@@ -73,7 +322,9 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (strcmp(argv[1], "check") != 0) {
+    if (strcmp(argv[1], "run") == 0)
+        return cmd_run(argc, argv);
+    if (strcmp(argv[1], "check") != 0 && strcmp(argv[1], "report") != 0) {
         fprintf(stderr, "keel-chaos: unknown command '%s'\n\n", argv[1]);
         usage(stderr);
         return CHAOS_EXIT_BAD_INPUT;
@@ -100,9 +351,17 @@ int main(int argc, char **argv)
         }
     }
     if (optind != argc - 1) {
-        fprintf(stderr, "keel-chaos: check takes one directory\n\n");
+        fprintf(stderr, "keel-chaos: %s takes one directory\n\n", argv[1]);
         usage(stderr);
         return CHAOS_EXIT_BAD_INPUT;
+    }
+    if (strcmp(argv[1], "report") == 0) {
+        /* Exit 0 once the page is written, whatever it says: check
+         * gives the verdict's status. */
+        if (chaos_report_write(argv[optind], &o, stderr) != 0)
+            return CHAOS_EXIT_BAD_INPUT;
+        printf("%s/report.html\n", argv[optind]);
+        return 0;
     }
     return chaos_check_dir(argv[optind], &o, stdout, stderr);
 }

@@ -1,6 +1,7 @@
 /* keel-chaos check DIR, run as a user would: a verdict per check, exit 0
  * when all pass, 1 on a violation, 2 on bad input or usage, 3 when the
- * linearizability search is cut short; run and report are no commands. */
+ * linearizability search is cut short; the usage of run and what run
+ * refuses before it starts anything (test_chaos_run runs it). */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,29 +232,54 @@ START_TEST(undecided_exit_3)
 }
 END_TEST
 
-/* Only check exists: other words are unknown commands, and the usage
- * offers nothing else. */
+/* The commands are run and check; other words are unknown commands. run
+ * refuses bad options before it starts anything. */
 START_TEST(usage)
 {
     char *out, *err;
 
     ck_assert_int_eq(chaos(&out, &err, NULL, NULL, NULL, NULL), 2);
-    ck_assert_ptr_nonnull(strstr(err, "usage: keel-chaos check "));
+    ck_assert_ptr_nonnull(strstr(err, "usage: keel-chaos run "));
+    ck_assert_ptr_nonnull(strstr(err, "keel-chaos check [--max-states N]"));
     free(out);
     free(err);
     ck_assert_int_eq(chaos(&out, &err, "--help", NULL, NULL, NULL), 0);
-    ck_assert_ptr_nonnull(strstr(out, "usage: keel-chaos check "));
-    ck_assert_ptr_null(strstr(out, "keel-chaos run"));
-    ck_assert_ptr_null(strstr(out, "report"));
+    ck_assert_ptr_nonnull(strstr(out, "usage: keel-chaos run "));
+    ck_assert_ptr_nonnull(strstr(out, "--faults LIST"));
     free(out);
     free(err);
-    ck_assert_int_eq(chaos(&out, &err, "run", NULL, NULL, NULL), 2);
-    ck_assert_ptr_nonnull(strstr(err, "keel-chaos: unknown command 'run'"));
-    free(out);
-    free(err);
-    ck_assert_int_eq(chaos(&out, &err, "report", dir, NULL, NULL), 2);
+    ck_assert_int_eq(chaos(&out, &err, "bogus", dir, NULL, NULL), 2);
     ck_assert_ptr_nonnull(strstr(err, "keel-chaos: unknown command "
-                                      "'report'"));
+                                      "'bogus'"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "run", "--nodes", "0", NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "--nodes must lie within 1 and"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "run", "--faults", "kill,fire", NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "unknown fault 'fire'"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "run", "--workload", "queue", NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "--workload: register, counter"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "run", dir, NULL, NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "run takes options only"));
+    free(out);
+    free(err);
+    /* Refused before anything starts or is written. */
+    ck_assert_int_eq(chaos(&out, &err, "run", "--replicas", "2", NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "no replication yet"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "run", "--keeld", "/nonexistent/keeld",
+                           NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "no keeld at /nonexistent/keeld"));
     free(out);
     free(err);
     ck_assert_int_eq(chaos(&out, &err, "check", NULL, NULL, NULL), 2);

@@ -1,0 +1,125 @@
+/* The cluster a chaos run starts and hurts: one ZooKeeper server (through
+ * zk-conf/zk.sh) and keeld processes joined to it, each with its data
+ * directory, its log and its activation log under the run directory.
+ *
+ * Every wait here is bounded. Processes started here die with the
+ * harness: keeld through PR_SET_PDEATHSIG (so only the thread that
+ * started them may start them: the runner's main thread), ZooKeeper
+ * through zk.sh's ZK_WATCH_PID. When a keeld process is gone (killed,
+ * or exited after a drain), its activation log gets the harness's line
+ * "<ns> end" (chaos/actlog.h), since the node cannot say when it died. */
+#ifndef KEEL_CHAOS_CLUSTER_H
+#define KEEL_CHAOS_CLUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#define CHAOS_NODES_MAX 16
+
+typedef struct chaos_node {
+    char id[16];     /* "n0", "n1", ... */
+    char host[48];   /* the address it listens on and is reached at */
+    int port;
+    char addr[64];   /* host:port */
+    char netns[32];  /* its network namespace, "" for the harness's */
+    char *data;      /* DIR/nodes/<id> (owned) */
+    char *log;       /* DIR/nodes/<id>.log: its stderr (owned) */
+    char *actlog;    /* DIR/actlogs/<id>.log (owned) */
+    pid_t pid;       /* 0: not running */
+    int stopped;     /* SIGSTOP sent, no SIGCONT yet */
+    int spare;       /* not started with the cluster: for join faults */
+    int starts;      /* how many times it was started */
+} chaos_node;
+
+/* Called for every thing done to a process (start, kill, stop, exit...),
+ * for the report's node events. what is a short word. */
+typedef void (*chaos_cluster_event_cb)(void *data, const char *node,
+                                       const char *what);
+
+typedef struct chaos_cluster {
+    /* Set by the caller before chaos_cluster_init's fields are used: */
+    const char *dir;     /* the run directory */
+    const char *keeld;   /* the keeld program */
+    const char *zk_conf; /* the directory of zk.sh */
+    char name[48];       /* --cluster */
+    int shards;          /* --shards */
+    int session_ms;      /* --zk-session-timeout */
+    int zk_tick_ms;      /* ZooKeeper's tickTime */
+    const char *load;    /* keeld --load of every node, or NULL */
+    FILE *log;           /* what the harness does, for people; may be NULL */
+    chaos_cluster_event_cb on_event;
+    void *event_data;
+    /* ZooKeeper */
+    char *zk_dir;        /* DIR/zk (owned) */
+    char zk_host[48];    /* the address nodes reach it at */
+    int zk_port;
+    char zk_hosts[64];   /* where ZooKeeper listens */
+    char zk_via[64];     /* --zk of the nodes when not zk_hosts (a relay) */
+    int zk_up;
+    /* Nodes: the first `base` start with the cluster, the rest are
+     * spares. */
+    chaos_node nodes[CHAOS_NODES_MAX];
+    int nnodes, base;
+} chaos_cluster;
+
+/* Lays out n nodes (base of them not spares) with free ports on host
+ * (NULL: 127.0.0.1), paths under c->dir. 0, or KEEL_EINVAL / KEEL_ENOMEM /
+ * KEEL_EADDR (no free port). */
+int chaos_cluster_init(chaos_cluster *c, int n, int base, const char *host);
+/* Puts node i at host:port in network namespace netns (chaos/netns.h)
+ * instead of the loopback port init chose. */
+void chaos_cluster_place(chaos_cluster *c, int i, const char *host, int port,
+                         const char *netns);
+/* Kills whatever still runs (SIGCONT first for stopped nodes), frees. */
+void chaos_cluster_free(chaos_cluster *c);
+
+/* ZooKeeper: starts a server on a free port (or on c->zk_port when it was
+ * started before: a restart on the same data). Returns 0, or -1 with err
+ * (the script's last words are in DIR/zk/zk-script.log). */
+int chaos_zk_start(chaos_cluster *c, char *err, size_t errlen);
+/* SIGKILL the server and wait (at most 10 s) until it is gone. */
+int chaos_zk_kill(chaos_cluster *c);
+/* Stops it (zk.sh stop). */
+void chaos_zk_stop(chaos_cluster *c);
+
+/* Starts node i and waits (at most 30 s) until it answers PING. 0, or -1
+ * with err. */
+int chaos_node_start(chaos_cluster *c, int i, char *err, size_t errlen);
+/* SIGKILL node i, reap it, append its end line. 0, or -1 if it was not
+ * running. */
+int chaos_node_kill(chaos_cluster *c, int i);
+int chaos_node_sigstop(chaos_cluster *c, int i);
+int chaos_node_sigcont(chaos_cluster *c, int i);
+/* Reaps node i if it exited on its own (and appends its end line):
+ * 1 if it is not running (any more), 0 if it runs. */
+int chaos_node_reap(chaos_cluster *c, int i);
+/* Waits at most ms for node i to exit on its own: 1 when it has, 0 not. */
+int chaos_node_wait_exit(chaos_cluster *c, int i, int ms);
+/* 1 when node i runs and is not stopped. */
+int chaos_node_up(const chaos_cluster *c, int i);
+
+/* An INFO query (words separated by spaces, e.g. "drain n2") sent to
+ * node i; *out gets the answer (malloc'd). Returns 0 or the KEEL_E*
+ * error. timeout_ms bounds the connect and the answer. */
+int chaos_node_info(const chaos_cluster *c, int i, const char *words,
+                    int timeout_ms, char **out);
+
+/* The controller as node i sees it, into name ("" when none or no
+ * answer). Returns the index of that node, or -1. */
+int chaos_cluster_controller(const chaos_cluster *c, int i, char *name,
+                             size_t cap);
+
+/* Whether the cluster has settled: every running node answers, lists
+ * exactly the running nodes as members with one controller and the same
+ * map epoch, and its units have owners among them with no move under
+ * way. 1 settled, 0 not yet; why (if not NULL) says what is missing. */
+int chaos_cluster_settled(const chaos_cluster *c, char *why, size_t cap);
+
+/* CLOCK_MONOTONIC and CLOCK_REALTIME in ns. */
+int64_t chaos_mono_ns(void);
+int64_t chaos_real_ns(void);
+void chaos_sleep_ms(int64_t ms);
+
+#endif

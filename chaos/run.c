@@ -1,0 +1,1313 @@
+#include "chaos/run.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chaos/checkdir.h"
+#include "chaos/cluster.h"
+#include "chaos/hwriter.h"
+#include "chaos/diskfull.h"
+#include "chaos/json.h"
+#include "chaos/netns.h"
+#include "chaos/relay.h"
+#include "chaos/report.h"
+#include "chaos/schedule.h"
+#include "keel.h"
+#include "runtime/client.h"
+#include "runtime/proto.h"
+
+#define SETTLE_MS 90000     /* after healing, for the cluster to settle */
+#define LEAVE_WAIT_MS 40000 /* for a drained node to exit (its leave
+                             * timeout is 30 s) */
+#define FINAL_TRIES 20      /* final reads of one actor */
+#define FINAL_MS 60000      /* all final reads together */
+
+void chaos_run_opts_init(chaos_run_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->nodes = 3;
+    o->replicas = 1;
+    o->clients = 8;
+    o->actors = 12;
+    o->seconds = 60;
+    o->workload = CHAOS_W_MIXED;
+    o->faults = (1u << CHAOS_F_KILL) | (1u << CHAOS_F_STOP) |
+                (1u << CHAOS_F_ZK);
+    o->seed = 1;
+    o->rate = 200;
+    o->shards = 64;
+    o->session_ms = 2000;
+    o->client_timeout_ms = 10000;
+}
+
+typedef struct run run;
+
+typedef struct client {
+    run *r;
+    int id;
+    pthread_t th;
+    int started;
+} client;
+
+/* One executed fault, as faults.jsonl records it. */
+typedef struct fault_rec {
+    const chaos_fault *f;
+    int64_t start_ns, end_ns; /* CLOCK_MONOTONIC, as the history */
+    char node[16];            /* the node it hit, "" for none */
+    const char *status;       /* "done", "skipped", "failed" */
+    char note[256];
+} fault_rec;
+
+struct run {
+    const chaos_run_opts *o;
+    FILE *out, *err;
+    chaos_cluster cl;
+    /* The history: one lock around the clock and the writer, so that
+     * times never go back down the file. */
+    pthread_mutex_t mu;
+    chaos_hwriter hw;
+    FILE *hf;
+    char hist_err[256]; /* the first event the writer refused (under mu) */
+    atomic_int refused; /* set once the writer refused an event */
+    uint64_t nops, nok, nfail, ninfo, nbad;
+    atomic_int stop;
+    FILE *events, *faults, *log;
+    int64_t t0; /* the workload's start, CLOCK_MONOTONIC */
+    int64_t real0; /* CLOCK_REALTIME at t0 */
+    chaos_wl wl;     /* what the clients do */
+    int stray_exits; /* nodes that exited when nothing made them */
+    char unsettled[256]; /* why the cluster did not settle, if it did not */
+    /* Partitions: the nodes in network namespaces, ZooKeeper through a
+     * relay; or why not. */
+    chaos_net net;
+    chaos_relay relay;
+    int net_up;
+    char no_net[256];
+    /* disk-full: each node's data on a tmpfs of its own; or why not. */
+    int disk_up;
+    int mounted[CHAOS_NODES_MAX];
+    char no_disk[256];
+};
+
+static void note(fault_rec *fr, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void note(fault_rec *fr, const char *fmt, ...)
+{
+    size_t n = strlen(fr->note);
+    va_list ap;
+
+    if (n > 0 && n + 2 < sizeof fr->note) {
+        fr->note[n++] = ';';
+        fr->note[n++] = ' ';
+        fr->note[n] = '\0';
+    }
+    va_start(ap, fmt);
+    vsnprintf(fr->note + n, sizeof fr->note - n, fmt, ap);
+    va_end(ap);
+}
+
+static void progress(run *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* A line for the person running it, with the time since the workload
+ * began (or "setup" before). */
+static void progress(run *r, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (r->t0 > 0)
+        fprintf(r->out, "  %+7.1f s  ",
+                (double)(chaos_mono_ns() - r->t0) / 1e9);
+    else
+        fprintf(r->out, "  %9s  ", "");
+    va_start(ap, fmt);
+    vfprintf(r->out, fmt, ap);
+    va_end(ap);
+    fputc('\n', r->out);
+    fflush(r->out);
+    if (r->log != NULL) {
+        va_start(ap, fmt);
+        fprintf(r->log, "progress: ");
+        vfprintf(r->log, fmt, ap);
+        fputc('\n', r->log);
+        fflush(r->log);
+        va_end(ap);
+    }
+}
+
+/* events.jsonl: called by the cluster, on the main thread. */
+static void on_event(void *data, const char *node, const char *what)
+{
+    run *r = data;
+    chaos_buf b;
+
+    if (r->events == NULL)
+        return;
+    chaos_buf_init(&b);
+    chaos_buf_printf(&b, "{\"time_ns\":%lld,\"node\":",
+                     (long long)chaos_mono_ns());
+    chaos_json_put_str(&b, node);
+    chaos_buf_puts(&b, ",\"event\":");
+    chaos_json_put_str(&b, what);
+    chaos_buf_puts(&b, "}\n");
+    if (!b.oom)
+        fputs(b.p, r->events);
+    fflush(r->events);
+    chaos_buf_free(&b);
+}
+
+/* ------------------------------------------------------------ history */
+
+/* Writes e with the current time. 0, or -1 when the writer refused it (a
+ * mistake of this runner: the clients stop). */
+static int record(run *r, chaos_event *e)
+{
+    char err[256];
+    int rc;
+
+    pthread_mutex_lock(&r->mu);
+    e->time_ns = chaos_mono_ns();
+    rc = chaos_hwriter_write(&r->hw, e, err, sizeof err);
+    if (rc != 0 && r->hist_err[0] == '\0') {
+        snprintf(r->hist_err, sizeof r->hist_err, "%s", err);
+        atomic_store(&r->refused, 1);
+    }
+    if (rc == 0) {
+        if (e->t == CHAOS_INVOKE)
+            r->nops++;
+        else if (e->t == CHAOS_OK)
+            r->nok++;
+        else if (e->t == CHAOS_FAIL)
+            r->nfail++;
+        else
+            r->ninfo++;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (rc != 0) {
+        atomic_store(&r->stop, 1);
+        return -1;
+    }
+    return 0;
+}
+
+/* One operation of client cid through connection k to node nd: the invocation, the
+ * call, the completion. Returns the call's status (0, a KEEL_E* code),
+ * or KEEL_EINVAL when the history refused an event; *outcome says how it
+ * was recorded. */
+static int do_op(run *r, keel_client *k, int cid, const chaos_node *nd,
+                 chaos_wop *op, chaos_type *outcome)
+{
+    chaos_event e;
+    char *reply = NULL;
+    const char **strs = NULL;
+    size_t len = 0;
+    int rc;
+
+    memset(&e, 0, sizeof e);
+    e.t = CHAOS_INVOKE;
+    e.client = cid;
+    e.actor = op->actor;
+    e.op = op->fn;
+    e.args = op->args;
+    e.final = op->final;
+    e.node = nd->id;
+    if (record(r, &e) != 0)
+        return KEEL_EINVAL;
+    rc = keel_client_call(k, KEEL_FRAME_CALL, op->type, op->id,
+                          strlen(op->id), op->msg, op->msg_len, &reply, &len);
+    memset(&e.result, 0, sizeof e.result);
+    if (rc == 0) {
+        if (chaos_wl_result(op, reply, len, &e.result, &strs) == 0) {
+            e.t = CHAOS_OK;
+        } else {
+            /* keel answered, so it ran; what it said is not known to the
+             * model. Recorded as unknown, and counted: a run with such
+             * answers says so. */
+            e.t = CHAOS_INFO;
+            e.error = "unreadable reply";
+            memset(&e.result, 0, sizeof e.result);
+            pthread_mutex_lock(&r->mu);
+            if (r->nbad++ < 5 && r->log != NULL)
+                fprintf(r->log, "unreadable reply from %s to %s %s: %.*s\n",
+                        nd->id, op->actor, op->msg, (int)(len < 80 ? len : 80),
+                        reply != NULL ? reply : "");
+            pthread_mutex_unlock(&r->mu);
+        }
+    } else {
+        e.t = chaos_wl_outcome(rc);
+        e.error = keel_err_name(rc);
+    }
+    *outcome = e.t;
+    if (record(r, &e) != 0)
+        rc = KEEL_EINVAL;
+    free(strs);
+    free(reply);
+    return rc;
+}
+
+/* After these the connection is of no more use: a transport failure, or
+ * the node is leaving (send to another). */
+static int drop_connection(int rc)
+{
+    switch (rc) {
+    case KEEL_ECONN:
+    case KEEL_ETIMEDOUT:
+    case KEEL_ENOTSENT:
+    case KEEL_ESTOPPING:
+    case KEEL_EPROTO:
+    case KEEL_EMALFORMED:
+    case KEEL_ETOOBIG:
+    case KEEL_EOVERLOAD:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Sleeps until at (CLOCK_MONOTONIC ns) or until the clients are told to
+ * stop, in slices short enough to notice. */
+static void client_wait(run *r, int64_t at)
+{
+    for (;;) {
+        int64_t left = at - chaos_mono_ns();
+        if (left <= 0 || atomic_load(&r->stop))
+            return;
+        chaos_sleep_ms(left > 100000000 ? 100 : (left + 999999) / 1000000);
+    }
+}
+
+/* The generation of set actors at this moment of the run
+ * (chaos/workload.h). */
+static int set_gen(const run *r)
+{
+    return (int)((chaos_mono_ns() - r->t0) /
+                 (CHAOS_WL_SET_GEN_S * 1000000000LL));
+}
+
+static void *client_main(void *arg)
+{
+    client *c = arg;
+    run *r = c->r;
+    const chaos_run_opts *o = r->o;
+    keel_client *k = NULL;
+    chaos_rng rng, pace;
+    uint64_t seq = 0;
+    int node = c->id % r->cl.base;
+    int64_t gap = o->rate > 0 ? 1000000000LL * o->clients / o->rate : 0;
+    int64_t next = chaos_mono_ns();
+
+    /* Each client's operations depend on the seed and its number alone;
+     * its pauses come from a generator of their own, so that a connect
+     * that failed does not shift the operations that follow. */
+    chaos_rng_seed(&rng, o->seed * 0x100000001b3ull + (uint64_t)c->id + 1);
+    (void)chaos_rng_next(&rng);
+    chaos_rng_seed(&pace, ~chaos_rng_next(&rng));
+    while (!atomic_load(&r->stop)) {
+        chaos_wop op;
+        chaos_type outcome;
+        int rc;
+
+        if (gap > 0) {
+            int64_t now = chaos_mono_ns();
+            client_wait(r, next);
+            if (next < now)
+                next = now;
+            next += gap / 2 + chaos_rng_range(&pace, 0, gap);
+            if (atomic_load(&r->stop))
+                break;
+        }
+        if (k == NULL &&
+            keel_client_connect(r->cl.nodes[node].addr, o->client_timeout_ms,
+                                &k) != 0) {
+            k = NULL;
+            node = (node + 1) % r->cl.base;
+            client_wait(r, chaos_mono_ns() + 100000000);
+            continue;
+        }
+        chaos_wl_next(&r->wl, set_gen(r), &rng, c->id, seq++, &op);
+        rc = do_op(r, k, c->id, &r->cl.nodes[node], &op, &outcome);
+        if (rc == KEEL_EINVAL && atomic_load(&r->refused))
+            break;
+        if (drop_connection(rc)) {
+            keel_client_close(k);
+            k = NULL;
+            node = (node + 1) % r->cl.base;
+        }
+    }
+    if (k != NULL)
+        keel_client_close(k);
+    return NULL;
+}
+
+/* ------------------------------------------------------------- faults */
+
+/* Notices nodes that exited on their own. A node the harness did not ask
+ * to leave that exits is worth a line: keeld should not. */
+static void reap_all(run *r, int expected)
+{
+    int i;
+
+    for (i = 0; i < r->cl.nnodes; i++) {
+        if (r->cl.nodes[i].pid > 0 && chaos_node_reap(&r->cl, i) &&
+            i != expected) {
+            r->stray_exits++;
+            progress(r, "%s exited by itself (see nodes/%s.log)",
+                     r->cl.nodes[i].id, r->cl.nodes[i].id);
+        }
+    }
+}
+
+/* Waits until at, noticing exits (node `expected` may exit: a drain). */
+static void wait_until(run *r, int64_t at, int expected)
+{
+    for (;;) {
+        int64_t left = at - chaos_mono_ns();
+        reap_all(r, expected);
+        if (left <= 0)
+            return;
+        chaos_sleep_ms(left > 50000000 ? 50 : (left + 999999) / 1000000);
+    }
+}
+
+/* A node other than i that runs, to send it an INFO query; i if none. */
+static int other_up(const run *r, int i)
+{
+    int j;
+
+    for (j = 1; j <= r->cl.base; j++) {
+        int k = (i + j) % r->cl.base;
+        if (k != i && chaos_node_up(&r->cl, k))
+            return k;
+    }
+    return i;
+}
+
+static void start_node(run *r, fault_rec *fr, int i)
+{
+    char err[256];
+
+    if (chaos_node_start(&r->cl, i, err, sizeof err) != 0) {
+        note(fr, "restart failed: %s", err);
+        fr->status = "failed";
+        progress(r, "%s", err);
+    }
+}
+
+/* keel node drain NODE through another node. The answer says the node
+ * was marked leaving, but the mark is a ZooKeeper write that may still
+ * fail (ZooKeeper just restarted): callers send it again while the node
+ * stays. Returns 0 or the KEEL_E* code of the answer. */
+static int send_drain(run *r, int i)
+{
+    char words[32], *out = NULL;
+    int via = other_up(r, i), rc;
+
+    snprintf(words, sizeof words, "drain %s", r->cl.nodes[i].id);
+    rc = chaos_node_info(&r->cl, via, words, 5000, &out);
+    free(out);
+    if (r->log != NULL)
+        fprintf(r->log, "drain %s through %s: %s\n", r->cl.nodes[i].id,
+                r->cl.nodes[via].id, rc == 0 ? "accepted" : keel_err_name(rc));
+    return rc;
+}
+
+/* Waits until `until` for node i to leave after a drain, sending the
+ * drain again every 5 s while it runs. 1 when it has left. */
+static int await_leave(run *r, int i, int64_t until)
+{
+    int64_t again = chaos_mono_ns() + 5000000000LL;
+
+    for (;;) {
+        if (chaos_node_wait_exit(&r->cl, i, 100))
+            return 1;
+        reap_all(r, i);
+        if (chaos_mono_ns() > until)
+            return 0;
+        if (chaos_mono_ns() > again) {
+            send_drain(r, i);
+            again = chaos_mono_ns() + 5000000000LL;
+        }
+    }
+}
+
+/* Drains node i; with wait, waits for it to exit (it hands its units off
+ * first) and kills it if it does not within LEAVE_WAIT_MS. */
+static void drain_and_wait(run *r, fault_rec *fr, int i, int wait)
+{
+    int rc = send_drain(r, i);
+
+    if (rc != 0)
+        note(fr, "drain of %s refused: %s", r->cl.nodes[i].id,
+             keel_err_name(rc));
+    on_event(r, r->cl.nodes[i].id, "drain");
+    if (!wait)
+        return;
+    if (!await_leave(r, i, chaos_mono_ns() + LEAVE_WAIT_MS * 1000000LL)) {
+        note(fr, "%s did not leave within %d s: killed", r->cl.nodes[i].id,
+             LEAVE_WAIT_MS / 1000);
+        chaos_node_kill(&r->cl, i);
+    }
+}
+
+/* A partition of shape f->variant around node f->node until end, then
+ * healed. The clients (the harness's own address) reach every node
+ * throughout: what is cut is node to node and node to ZooKeeper. */
+static void partition(run *r, fault_rec *fr, int64_t end)
+{
+    const chaos_fault *f = fr->f;
+    unsigned cut[CHAOS_NODES_MAX] = {0}, minority = 0;
+    int zk[CHAOS_NODES_MAX] = {0}, n = r->cl.nnodes, i, j, size;
+
+    if (!r->net_up) {
+        fr->status = "skipped";
+        note(fr, "%s", r->no_net);
+        return;
+    }
+    snprintf(fr->node, sizeof fr->node, "%s", r->cl.nodes[f->node].id);
+    switch ((chaos_part_shape)f->variant) {
+    case CHAOS_P_FROM_PEERS:
+        cut[f->node] = ~0u;
+        progress(r, "partition: %s cut from the other nodes, not from "
+                    "ZooKeeper, for %.1f s",
+                 fr->node, (double)f->dur_ms / 1000);
+        break;
+    case CHAOS_P_FROM_ZK:
+        zk[f->node] = 1;
+        progress(r, "partition: %s cut from ZooKeeper, not from the other "
+                    "nodes, for %.1f s",
+                 fr->node, (double)f->dur_ms / 1000);
+        break;
+    case CHAOS_P_MAJORITY:
+    default:
+        /* The minority: (nodes - 1) / 2 of the cluster's nodes from this
+         * one on, cut from the rest and from ZooKeeper. */
+        size = (r->cl.base - 1) / 2 > 0 ? (r->cl.base - 1) / 2 : 1;
+        for (i = 0; i < size; i++)
+            minority |= 1u << ((f->node + i) % r->cl.base);
+        for (i = 0; i < n; i++)
+            if ((minority >> i) & 1u) {
+                zk[i] = 1;
+                for (j = 0; j < n; j++)
+                    if (!((minority >> j) & 1u))
+                        cut[i] |= 1u << j;
+            }
+        progress(r, "partition: a minority of %d from %s cut from the "
+                    "majority and ZooKeeper for %.1f s",
+                 size, fr->node, (double)f->dur_ms / 1000);
+        break;
+    }
+    on_event(r, fr->node, "partition");
+    if (chaos_net_apply(&r->net, cut, zk) != 0) {
+        fr->status = "failed";
+        note(fr, "an nft command failed (see run.log)");
+    }
+    wait_until(r, end, -1);
+    if (chaos_net_heal(&r->net) != 0) {
+        fr->status = "failed";
+        note(fr, "healing failed (see run.log)");
+    }
+    on_event(r, fr->node, "heal");
+}
+
+/* Executes fault fr->f from now (fr->start_ns) for its duration, heals
+ * it, and says what it did in fr. */
+static void fault_run(run *r, fault_rec *fr)
+{
+    const chaos_fault *f = fr->f;
+    int64_t end = fr->start_ns + f->dur_ms * 1000000LL;
+    int i = f->node;
+    char name[32];
+
+    fr->status = "done";
+    switch (f->kind) {
+    case CHAOS_F_KILL:
+    case CHAOS_F_CONTROLLER:
+        if (f->kind == CHAOS_F_CONTROLLER) {
+            int j;
+            i = -1;
+            for (j = 0; j < r->cl.nnodes && i < 0; j++)
+                if (chaos_node_up(&r->cl, j))
+                    i = chaos_cluster_controller(&r->cl, j, name,
+                                                 sizeof name);
+            if (i < 0 || !chaos_node_up(&r->cl, i)) {
+                fr->status = "skipped";
+                note(fr, "no node names a running controller");
+                break;
+            }
+        }
+        if (r->cl.nodes[i].pid <= 0) {
+            fr->status = "skipped";
+            note(fr, "%s is not running", r->cl.nodes[i].id);
+            break;
+        }
+        snprintf(fr->node, sizeof fr->node, "%s", r->cl.nodes[i].id);
+        progress(r, "%s: SIGKILL %s, restart in %.1f s",
+                 chaos_fault_name(f->kind), fr->node,
+                 (double)f->dur_ms / 1000);
+        chaos_node_kill(&r->cl, i);
+        wait_until(r, end, -1);
+        start_node(r, fr, i);
+        break;
+    case CHAOS_F_STOP:
+        if (!chaos_node_up(&r->cl, i)) {
+            fr->status = "skipped";
+            note(fr, "%s is not running", r->cl.nodes[i].id);
+            break;
+        }
+        snprintf(fr->node, sizeof fr->node, "%s", r->cl.nodes[i].id);
+        progress(r, "stop: SIGSTOP %s for %.1f s (session timeout %.1f s)",
+                 fr->node, (double)f->dur_ms / 1000,
+                 (double)r->o->session_ms / 1000);
+        chaos_node_sigstop(&r->cl, i);
+        wait_until(r, end, -1);
+        chaos_node_sigcont(&r->cl, i);
+        break;
+    case CHAOS_F_ZK: {
+        char err[256];
+        snprintf(fr->node, sizeof fr->node, "zk");
+        progress(r, "zk: SIGKILL ZooKeeper, restart in %.1f s",
+                 (double)f->dur_ms / 1000);
+        if (chaos_zk_kill(&r->cl) != 0)
+            note(fr, "ZooKeeper did not die within 10 s");
+        wait_until(r, end, -1);
+        if (chaos_zk_start(&r->cl, err, sizeof err) != 0) {
+            note(fr, "restart failed: %s", err);
+            fr->status = "failed";
+        }
+        break;
+    }
+    case CHAOS_F_DRAIN:
+        if (!chaos_node_up(&r->cl, i)) {
+            fr->status = "skipped";
+            note(fr, "%s is not running", r->cl.nodes[i].id);
+            break;
+        }
+        snprintf(fr->node, sizeof fr->node, "%s", r->cl.nodes[i].id);
+        progress(r, "drain: keel node drain %s, restart in %.1f s",
+                 fr->node, (double)f->dur_ms / 1000);
+        drain_and_wait(r, fr, i, 0);
+        /* It leaves within the window, or late: the restart waits. */
+        if (!await_leave(r, i, end) &&
+            !await_leave(r, i, chaos_mono_ns() + LEAVE_WAIT_MS * 1000000LL)) {
+            note(fr, "%s did not leave within %d s: killed", fr->node,
+                 LEAVE_WAIT_MS / 1000);
+            chaos_node_kill(&r->cl, i);
+        }
+        wait_until(r, end, -1);
+        start_node(r, fr, i);
+        break;
+    case CHAOS_F_JOIN:
+        for (i = r->cl.base; i < r->cl.nnodes; i++)
+            if (r->cl.nodes[i].pid <= 0)
+                break;
+        if (i >= r->cl.nnodes) {
+            fr->status = "skipped";
+            note(fr, "no spare node left");
+            break;
+        }
+        snprintf(fr->node, sizeof fr->node, "%s", r->cl.nodes[i].id);
+        progress(r, "join: %s joins, drained in %.1f s", fr->node,
+                 (double)f->dur_ms / 1000);
+        start_node(r, fr, i);
+        wait_until(r, end, -1);
+        if (r->cl.nodes[i].pid > 0)
+            drain_and_wait(r, fr, i, 1);
+        break;
+    case CHAOS_F_PARTITION:
+        partition(r, fr, end);
+        break;
+    case CHAOS_F_DISKFULL: {
+        size_t filled = 0;
+        if (!r->disk_up) {
+            fr->status = "skipped";
+            note(fr, "%s", r->no_disk);
+            break;
+        }
+        snprintf(fr->node, sizeof fr->node, "%s", r->cl.nodes[i].id);
+        progress(r, "disk-full: %s's file system filled for %.1f s",
+                 fr->node, (double)f->dur_ms / 1000);
+        on_event(r, fr->node, "disk-full");
+        if (chaos_disk_fill(r->cl.nodes[i].data, &filled) != 0) {
+            fr->status = "failed";
+            note(fr, "cannot write in %s", r->cl.nodes[i].data);
+        } else {
+            note(fr, "%zu bytes written to fill it", filled);
+        }
+        wait_until(r, end, -1);
+        chaos_disk_free(r->cl.nodes[i].data);
+        on_event(r, fr->node, "disk-freed");
+        break;
+    }
+    default:
+        break;
+    }
+    if (strcmp(fr->status, "skipped") == 0)
+        progress(r, "%s skipped: %s", chaos_fault_name(f->kind), fr->note);
+}
+
+static void write_fault(run *r, size_t idx, const fault_rec *fr)
+{
+    chaos_buf b;
+
+    chaos_buf_init(&b);
+    chaos_buf_printf(&b, "{\"index\":%zu,\"fault\":\"%s\"", idx,
+                     chaos_fault_name(fr->f->kind));
+    if (fr->f->kind == CHAOS_F_PARTITION)
+        chaos_buf_printf(&b, ",\"shape\":\"%s\"",
+                         chaos_part_name((chaos_part_shape)fr->f->variant));
+    chaos_buf_puts(&b, ",\"node\":");
+    chaos_json_put_str(&b, fr->node);
+    chaos_buf_printf(&b,
+                     ",\"planned_at_ms\":%lld,\"planned_ms\":%lld,"
+                     "\"start_ns\":%lld,\"end_ns\":%lld,\"status\":\"%s\"",
+                     (long long)fr->f->at_ms, (long long)fr->f->dur_ms,
+                     (long long)fr->start_ns, (long long)fr->end_ns,
+                     fr->status);
+    chaos_buf_puts(&b, ",\"note\":");
+    chaos_json_put_str(&b, fr->note);
+    chaos_buf_puts(&b, "}\n");
+    if (!b.oom)
+        fputs(b.p, r->faults);
+    fflush(r->faults);
+    chaos_buf_free(&b);
+}
+
+/* ------------------------------------------------------- heal, settle */
+
+static void heal_all(run *r)
+{
+    fault_rec fr;
+    int i;
+
+    memset(&fr, 0, sizeof fr);
+    fr.status = "done";
+    if (r->net_up)
+        chaos_net_heal(&r->net);
+    for (i = 0; i < r->cl.nnodes; i++)
+        if (r->mounted[i])
+            chaos_disk_free(r->cl.nodes[i].data);
+    if (!r->cl.zk_up) {
+        char err[256];
+        if (chaos_zk_start(&r->cl, err, sizeof err) != 0)
+            progress(r, "heal: ZooKeeper does not start: %s", err);
+    }
+    for (i = 0; i < r->cl.nnodes; i++)
+        if (r->cl.nodes[i].stopped)
+            chaos_node_sigcont(&r->cl, i);
+    reap_all(r, -1);
+    for (i = 0; i < r->cl.base; i++)
+        if (r->cl.nodes[i].pid <= 0)
+            start_node(r, &fr, i);
+    for (i = r->cl.base; i < r->cl.nnodes; i++)
+        if (r->cl.nodes[i].pid > 0)
+            drain_and_wait(r, &fr, i, 1);
+    if (fr.note[0] != '\0')
+        progress(r, "heal: %s", fr.note);
+}
+
+/* Waits (at most ms) for the cluster to settle. Returns 1 when it did. */
+static int settle(run *r, int ms, const char *what)
+{
+    int64_t t = chaos_mono_ns(), deadline = t + (int64_t)ms * 1000000;
+    char why[256] = "";
+
+    for (;;) {
+        if (chaos_cluster_settled(&r->cl, why, sizeof why)) {
+            progress(r, "%s: settled in %.1f s", what,
+                     (double)(chaos_mono_ns() - t) / 1e9);
+            return 1;
+        }
+        if (chaos_mono_ns() > deadline)
+            break;
+        reap_all(r, -1);
+        chaos_sleep_ms(250);
+    }
+    progress(r, "%s: not settled after %d s: %s", what, ms / 1000, why);
+    snprintf(r->unsettled, sizeof r->unsettled, "%s", why);
+    return 0;
+}
+
+/* Every actor read once more, "final": true, through any node that
+ * answers, until one read of it is ok: each set actor in each generation
+ * the clients used (max_gen the last). Returns how many were read, and
+ * how many there are in *total. */
+static int final_reads(run *r, int max_gen, int *total)
+{
+    const chaos_run_opts *o = r->o;
+    int64_t deadline = chaos_mono_ns() + FINAL_MS * 1000000LL;
+    int k, read = 0, gen;
+
+    *total = 0;
+    for (k = 0; k < o->actors; k++)
+        for (gen = 0; gen <= (chaos_wl_family(&r->wl, k) == CHAOS_SET
+                                  ? max_gen
+                                  : 0);
+             gen++) {
+        int attempt;
+
+        (*total)++;
+
+        for (attempt = 0; attempt < FINAL_TRIES; attempt++) {
+            int i = (k + attempt) % r->cl.base;
+            keel_client *c;
+            chaos_wop op;
+            chaos_type outcome = CHAOS_FAIL;
+            int rc;
+
+            if (chaos_mono_ns() > deadline)
+                break;
+            if (!chaos_node_up(&r->cl, i))
+                continue;
+            if (keel_client_connect(r->cl.nodes[i].addr,
+                                    o->client_timeout_ms, &c) != 0) {
+                chaos_sleep_ms(200);
+                continue;
+            }
+            chaos_wl_final(&r->wl, k, gen, &op);
+            rc = do_op(r, c, o->clients, &r->cl.nodes[i], &op, &outcome);
+            keel_client_close(c);
+            if (outcome == CHAOS_OK) {
+                read++;
+                break;
+            }
+            if (rc == KEEL_EINVAL && atomic_load(&r->refused))
+                return read;
+            chaos_sleep_ms(500);
+        }
+    }
+    return read;
+}
+
+/* ------------------------------------------------------------- files */
+
+static FILE *open_in(const char *dir, const char *name, const char *mode)
+{
+    char *p;
+    FILE *f;
+
+    if (asprintf(&p, "%s/%s", dir, name) < 0)
+        return NULL;
+    f = fopen(p, mode); /* mode with 'e': not inherited by the nodes */
+    free(p);
+    return f;
+}
+
+static int mkdir_p(const char *path)
+{
+    char *p = strdup(path), *s;
+    int rc = 0;
+
+    if (p == NULL)
+        return -1;
+    for (s = p + 1; *s != '\0'; s++)
+        if (*s == '/') {
+            *s = '\0';
+            if (mkdir(p, 0755) != 0 && errno != EEXIST)
+                rc = -1;
+            *s = '/';
+        }
+    if (mkdir(p, 0755) != 0 && errno != EEXIST)
+        rc = -1;
+    free(p);
+    return rc;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag,
+                  struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if (flag == FTW_DP)
+        rmdir(path);
+    else
+        unlink(path);
+    return 0;
+}
+
+static void rm_rf(const char *path)
+{
+    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void faults_list(unsigned kinds, char *buf, size_t cap)
+{
+    size_t n = 0;
+    int k;
+
+    buf[0] = '\0';
+    for (k = 0; k < CHAOS_F_COUNT; k++)
+        if (kinds & (1u << k))
+            n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "%s%s",
+                                  n ? "," : "",
+                                  chaos_fault_name((chaos_fault_kind)k));
+    if (n == 0)
+        snprintf(buf, cap, "none");
+}
+
+static void write_run_json(run *r, int64_t end_ns, size_t nfaults,
+                           int settled, int finals)
+{
+    const chaos_run_opts *o = r->o;
+    FILE *f = open_in(o->out, "run.json", "we");
+    char faults[128];
+    chaos_buf b;
+    int i;
+
+    if (f == NULL)
+        return;
+    faults_list(o->faults, faults, sizeof faults);
+    chaos_buf_init(&b);
+    chaos_buf_printf(&b,
+                     "{\"seed\":%llu,\"nodes\":%d,\"replicas\":%d,"
+                     "\"clients\":%d,\"actors\":%d,\"seconds\":%lld,"
+                     "\"workload\":\"%s\",\"faults\":\"%s\",\"rate\":%d,"
+                     "\"shards\":%d,\"session_ms\":%d,"
+                     "\"start_ns\":%lld,\"end_ns\":%lld,"
+                     "\"realtime_minus_monotonic_ns\":%lld,"
+                     "\"faults_planned\":%zu,\"settled\":%s,"
+                     "\"final_reads_ok\":%d,\"unreadable_replies\":%llu,"
+                     "\"stray_exits\":%d,\"cluster\":",
+                     (unsigned long long)o->seed, o->nodes, o->replicas,
+                     o->clients, o->actors, (long long)o->seconds,
+                     chaos_workload_name(o->workload), faults, o->rate,
+                     o->shards, o->session_ms, (long long)r->t0,
+                     (long long)end_ns, (long long)(r->real0 - r->t0),
+                     nfaults, settled ? "true" : "false", finals,
+                     (unsigned long long)r->nbad, r->stray_exits);
+    chaos_json_put_str(&b, r->cl.name);
+    if (o->workload_type != NULL) {
+        chaos_buf_puts(&b, ",\"workload_type\":");
+        chaos_json_put_str(&b, o->workload_type);
+    }
+    chaos_buf_puts(&b, ",\"node_names\":[");
+    for (i = 0; i < r->cl.nnodes; i++) {
+        if (i > 0)
+            chaos_buf_puts(&b, ",");
+        chaos_json_put_str(&b, r->cl.nodes[i].id);
+    }
+    chaos_buf_puts(&b, "]}\n");
+    if (!b.oom)
+        fputs(b.p, f);
+    chaos_buf_free(&b);
+    fclose(f);
+}
+
+static void save_cluster(run *r)
+{
+    FILE *f = open_in(r->o->out, "cluster.txt", "we");
+    int i;
+
+    if (f == NULL)
+        return;
+    for (i = 0; i < r->cl.nnodes; i++) {
+        char *out = NULL;
+        if (!chaos_node_up(&r->cl, i))
+            continue;
+        fprintf(f, "# INFO nodes, through %s\n", r->cl.nodes[i].id);
+        if (chaos_node_info(&r->cl, i, "nodes", 5000, &out) == 0)
+            fputs(out, f);
+        free(out);
+        out = NULL;
+        fprintf(f, "# INFO shards, through %s\n", r->cl.nodes[i].id);
+        if (chaos_node_info(&r->cl, i, "shards", 5000, &out) == 0)
+            fputs(out, f);
+        free(out);
+        break;
+    }
+    fclose(f);
+}
+
+/* ---------------------------------------------------------------- run */
+
+static int check_and_report(run *r, FILE *out, FILE *err)
+{
+    const chaos_run_opts *o = r->o;
+    chaos_check_opts co;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    FILE *f;
+    int rc;
+
+    chaos_check_opts_init(&co);
+    co.max_states = o->max_states;
+    if (mem == NULL)
+        return chaos_check_dir(o->out, &co, out, err);
+    rc = chaos_check_dir(o->out, &co, mem, err);
+    fclose(mem);
+    fputs(text, out);
+    if ((f = open_in(o->out, "check.txt", "we")) != NULL) {
+        fputs(text, f);
+        fclose(f);
+    }
+    free(text);
+    if (chaos_report_write(o->out, &co, err) == 0)
+        fprintf(out, "report: %s/report.html\n", o->out);
+    fflush(out);
+    return rc;
+}
+
+int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
+{
+    run r;
+    client *cls = NULL;
+    chaos_fault *sched = NULL;
+    size_t nsched = 0, k;
+    int64_t slip_ms = 0, last_end;
+    chaos_sched_opts so;
+    char msg[256], faults[128], *p;
+    int i, rc = CHAOS_EXIT_NO_RUN, settled = 0, finals = 0, spares;
+    int max_gen = 0, nactors = 0;
+    struct stat st;
+
+    memset(&r, 0, sizeof r);
+    r.relay.lfd = r.relay.stop_pipe[0] = r.relay.stop_pipe[1] = -1;
+    r.o = o;
+    r.out = out;
+    r.err = err;
+    pthread_mutex_init(&r.mu, NULL);
+    chaos_hwriter_init(&r.hw, NULL);
+    atomic_init(&r.stop, 0);
+    atomic_init(&r.refused, 0);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (o->nodes < 1 || o->clients < 1 || o->actors < 1 || o->seconds < 1 ||
+        o->nodes + 1 > CHAOS_NODES_MAX) {
+        fprintf(err, "keel-chaos: run needs at least one node, client, "
+                     "actor and second (and at most %d nodes)\n",
+                CHAOS_NODES_MAX - 1);
+        return CHAOS_EXIT_BAD_INPUT;
+    }
+    if (o->replicas != 1) {
+        fprintf(err, "keel-chaos: --replicas %d: keel has no replication "
+                     "yet; only 1 can be run\n",
+                o->replicas);
+        return CHAOS_EXIT_BAD_INPUT;
+    }
+    if (o->workload_type != NULL && o->workload == CHAOS_W_MIXED) {
+        fprintf(err, "keel-chaos: --workload-type needs one workload "
+                     "(register, counter or set): the type answers that "
+                     "family's messages\n");
+        return CHAOS_EXIT_BAD_INPUT;
+    }
+    if (o->workload_type != NULL &&
+        (o->workload_type[0] == '\0' || strlen(o->workload_type) > 64 ||
+         strchr(o->workload_type, '/') != NULL)) {
+        fprintf(err, "keel-chaos: --workload-type: 1 to 64 bytes, no '/'\n");
+        return CHAOS_EXIT_BAD_INPUT;
+    }
+    if (o->load != NULL && access(o->load, R_OK) != 0) {
+        fprintf(err, "keel-chaos: --load %s: %s\n", o->load, strerror(errno));
+        return CHAOS_EXIT_BAD_INPUT;
+    }
+    if (access(o->keeld, X_OK) != 0) {
+        fprintf(err, "keel-chaos: no keeld at %s (--keeld PATH)\n",
+                o->keeld);
+        return CHAOS_EXIT_BAD_INPUT;
+    }
+    if (mkdir_p(o->out) != 0) {
+        fprintf(err, "keel-chaos: cannot create %s: %s\n", o->out,
+                strerror(errno));
+        return CHAOS_EXIT_NO_RUN;
+    }
+    if (asprintf(&p, "%s/history.jsonl", o->out) >= 0) {
+        int exists = stat(p, &st) == 0;
+        free(p);
+        if (exists) {
+            fprintf(err, "keel-chaos: %s holds a run already; give another "
+                         "--out\n",
+                    o->out);
+            return CHAOS_EXIT_BAD_INPUT;
+        }
+    }
+
+    r.wl.kind = o->workload;
+    r.wl.actors = o->actors;
+    r.wl.type = o->workload_type;
+    memset(&so, 0, sizeof so);
+    so.seed = o->seed;
+    so.seconds = o->seconds;
+    so.nodes = o->nodes;
+    so.session_ms = o->session_ms;
+    so.kinds = o->faults;
+    if (chaos_schedule_make(&so, &sched, &nsched) != 0) {
+        fprintf(err, "keel-chaos: out of memory\n");
+        return CHAOS_EXIT_NO_RUN;
+    }
+
+    r.log = open_in(o->out, "run.log", "we");
+    r.hf = open_in(o->out, "history.jsonl", "we");
+    r.events = open_in(o->out, "events.jsonl", "we");
+    r.faults = open_in(o->out, "faults.jsonl", "we");
+    if (r.log == NULL || r.hf == NULL || r.events == NULL ||
+        r.faults == NULL) {
+        fprintf(err, "keel-chaos: cannot write in %s: %s\n", o->out,
+                strerror(errno));
+        goto out;
+    }
+    r.hw.f = r.hf;
+
+    faults_list(o->faults, faults, sizeof faults);
+    fprintf(out,
+            "keel-chaos run: seed %llu, %d nodes, %d clients, %d %s actors, "
+            "%lld s, %d ops/s, faults %s: %zu scheduled\n",
+            (unsigned long long)o->seed, o->nodes, o->clients, o->actors,
+            chaos_workload_name(o->workload), (long long)o->seconds, o->rate,
+            faults, nsched);
+    if (o->workload_type != NULL)
+        fprintf(out, "  actor type %s%s%s, answering as the built-in %s "
+                     "type\n",
+                o->workload_type, o->load != NULL ? " from " : "",
+                o->load != NULL ? o->load : "",
+                o->workload == CHAOS_W_SET ? "kv"
+                                           : chaos_workload_name(o->workload));
+    for (k = 0; k < nsched; k++) {
+        if (sched[k].node >= 0)
+            fprintf(out, "  planned: +%5.1f s %s n%d for %.1f s%s%s\n",
+                    (double)sched[k].at_ms / 1000,
+                    chaos_fault_name(sched[k].kind), sched[k].node,
+                    (double)sched[k].dur_ms / 1000,
+                    sched[k].kind == CHAOS_F_PARTITION ? ", " : "",
+                    sched[k].kind == CHAOS_F_PARTITION
+                        ? chaos_part_name((chaos_part_shape)sched[k].variant)
+                        : "");
+        else
+            fprintf(out, "  planned: +%5.1f s %s for %.1f s\n",
+                    (double)sched[k].at_ms / 1000,
+                    chaos_fault_name(sched[k].kind),
+                    (double)sched[k].dur_ms / 1000);
+    }
+    fflush(out);
+
+    /* The cluster: a name of its own, one spare node for join faults. */
+    r.cl.dir = o->out;
+    r.cl.keeld = o->keeld;
+    r.cl.zk_conf = o->zk_conf;
+    snprintf(r.cl.name, sizeof r.cl.name, "chaos%d-%llu", (int)getpid(),
+             (unsigned long long)o->seed);
+    r.cl.shards = o->shards;
+    r.cl.load = o->load;
+    r.cl.session_ms = o->session_ms;
+    /* Session timeouts must lie within 2 to 20 ticks: 10. */
+    r.cl.zk_tick_ms = o->session_ms / 10 > 100 ? o->session_ms / 10 : 100;
+    r.cl.log = r.log;
+    r.cl.on_event = on_event;
+    r.cl.event_data = &r;
+    spares = (o->faults & (1u << CHAOS_F_JOIN)) ? 1 : 0;
+    if (chaos_cluster_init(&r.cl, o->nodes + spares, o->nodes, NULL) != 0) {
+        fprintf(err, "keel-chaos: cannot lay out the cluster (no free "
+                     "port?)\n");
+        goto out;
+    }
+    if (o->faults & (1u << CHAOS_F_PARTITION)) {
+        /* Each node in a network namespace of its own; where that cannot
+         * be done, the partitions are skipped, and said so once. */
+        if (chaos_net_check(r.no_net, sizeof r.no_net) == 0 &&
+            chaos_net_setup(&r.net, o->out, r.cl.nnodes, r.log, r.no_net,
+                            sizeof r.no_net) == 0) {
+            r.net_up = 1;
+            for (i = 0; i < r.cl.nnodes; i++)
+                chaos_cluster_place(&r.cl, i, r.net.addr[i], 7420,
+                                    r.net.ns[i]);
+            progress(&r, "network: nodes in namespaces %s-n0.. on a bridge "
+                         "with the harness at %s",
+                     r.net.tag, r.net.host_addr);
+        } else {
+            fprintf(out, "keel-chaos: partition faults skipped: %s\n",
+                    r.no_net);
+        }
+    }
+    if (o->faults & (1u << CHAOS_F_DISKFULL)) {
+        /* Each node's data on a small file system of its own, which the
+         * fault fills. */
+        if (chaos_disk_check(r.no_disk, sizeof r.no_disk) == 0) {
+            r.disk_up = 1;
+            for (i = 0; i < r.cl.nnodes && r.disk_up; i++) {
+                if (chaos_disk_mount(r.cl.nodes[i].data, CHAOS_DISK_BYTES,
+                                     r.no_disk, sizeof r.no_disk) != 0)
+                    r.disk_up = 0;
+                else
+                    r.mounted[i] = 1;
+            }
+        }
+        if (r.disk_up)
+            progress(&r, "disks: each node's data on a tmpfs of %u MiB",
+                     CHAOS_DISK_BYTES >> 20);
+        else
+            fprintf(out, "keel-chaos: disk-full faults skipped: %s\n",
+                    r.no_disk);
+    }
+    progress(&r, "starting ZooKeeper (%s/zk.sh)", o->zk_conf);
+    if (chaos_zk_start(&r.cl, msg, sizeof msg) != 0) {
+        fprintf(err, "keel-chaos: ZooKeeper: %s\n", msg);
+        goto out;
+    }
+    if (r.net_up) {
+        /* ZooKeeper listens on loopback: the nodes reach it through a
+         * relay on its own address of the bridge. */
+        if (chaos_relay_start(&r.relay, r.net.zk_addr, "127.0.0.1",
+                              r.cl.zk_port) != 0) {
+            fprintf(err, "keel-chaos: cannot relay ZooKeeper to %s: %s\n",
+                    r.net.zk_addr, strerror(errno));
+            goto out;
+        }
+        snprintf(r.cl.zk_via, sizeof r.cl.zk_via, "%s:%d", r.net.zk_addr,
+                 r.relay.port);
+    }
+    for (i = 0; i < o->nodes; i++)
+        if (chaos_node_start(&r.cl, i, msg, sizeof msg) != 0) {
+            fprintf(err, "keel-chaos: %s\n", msg);
+            goto out;
+        }
+    progress(&r, "%d nodes up (cluster %s, %d shards)", o->nodes, r.cl.name,
+             o->shards);
+    if (!settle(&r, SETTLE_MS, "start")) {
+        fprintf(err, "keel-chaos: the cluster did not form\n");
+        goto out;
+    }
+
+    /* The workload. */
+    cls = calloc((size_t)o->clients, sizeof *cls);
+    if (cls == NULL)
+        goto out;
+    r.t0 = chaos_mono_ns();
+    r.real0 = chaos_real_ns();
+    last_end = r.t0 + (o->seconds * 1000 - (o->seconds * 100 > 3000
+                                                ? o->seconds * 100
+                                                : 3000)) *
+                          1000000LL;
+    on_event(&r, "clients", "start");
+    for (i = 0; i < o->clients; i++) {
+        cls[i].r = &r;
+        cls[i].id = i;
+        cls[i].started =
+            pthread_create(&cls[i].th, NULL, client_main, &cls[i]) == 0;
+    }
+    progress(&r, "%d clients running for %lld s", o->clients,
+             (long long)o->seconds);
+    /* A fault that ran long (a slow restart, a drain) pushes the later
+     * ones back, keeping the pauses between them; one that would then not
+     * be healed before the last tenth of the run is left out. */
+    for (k = 0; k < nsched && !atomic_load(&r.refused); k++) {
+        int64_t at = r.t0 + (sched[k].at_ms + slip_ms) * 1000000LL;
+        fault_rec fr;
+
+        memset(&fr, 0, sizeof fr);
+        fr.f = &sched[k];
+        wait_until(&r, at, -1);
+        fr.start_ns = chaos_mono_ns();
+        if (fr.start_ns > at + 100000000LL)
+            slip_ms += (fr.start_ns - at) / 1000000;
+        if (fr.start_ns + sched[k].dur_ms * 1000000LL > last_end) {
+            fr.status = "skipped";
+            note(&fr, "no time left: the faults before ran %.1f s over",
+                 (double)slip_ms / 1000);
+            progress(&r, "%s skipped: %s", chaos_fault_name(sched[k].kind),
+                     fr.note);
+        } else {
+            fault_run(&r, &fr);
+        }
+        fr.end_ns = chaos_mono_ns();
+        write_fault(&r, k, &fr);
+    }
+    wait_until(&r, r.t0 + o->seconds * 1000000000LL, -1);
+    atomic_store(&r.stop, 1);
+    for (i = 0; i < o->clients; i++)
+        if (cls[i].started)
+            pthread_join(cls[i].th, NULL);
+    on_event(&r, "clients", "stop");
+    progress(&r, "clients stopped: %llu operations (%llu ok, %llu fail, "
+                 "%llu info)",
+             (unsigned long long)r.nops, (unsigned long long)r.nok,
+             (unsigned long long)r.nfail, (unsigned long long)r.ninfo);
+    if (r.hist_err[0] != '\0') {
+        fprintf(err, "keel-chaos: the history writer refused an event (a "
+                     "bug of the runner): %s\n",
+                r.hist_err);
+        goto out;
+    }
+
+    max_gen = set_gen(&r);
+    heal_all(&r);
+    settled = settle(&r, SETTLE_MS, "healed");
+    finals = final_reads(&r, max_gen, &nactors);
+    progress(&r, "final reads: %d of %d actors read", finals, nactors);
+    save_cluster(&r);
+    write_run_json(&r, chaos_mono_ns(), nsched, settled, finals);
+    for (i = 0; i < r.cl.nnodes; i++)
+        if (r.cl.nodes[i].pid > 0) {
+            if (r.cl.nodes[i].stopped)
+                chaos_node_sigcont(&r.cl, i);
+            chaos_node_kill(&r.cl, i);
+        }
+    chaos_zk_stop(&r.cl);
+    if (r.nbad > 0)
+        fprintf(out, "warning: %llu replies could not be read (recorded as "
+                     "info; see run.log)\n",
+                (unsigned long long)r.nbad);
+    if (!settled)
+        fprintf(out, "warning: the cluster did not settle within %d s of "
+                     "healing: %s\n",
+                SETTLE_MS / 1000, r.unsettled);
+    if (finals < nactors)
+        fprintf(out, "warning: %d of %d actors have no successful final "
+                     "read: lost-writes cannot check them\n",
+                nactors - finals, nactors);
+    if (r.stray_exits > 0)
+        fprintf(out, "warning: %d node exits nobody caused (see the nodes' "
+                     "logs)\n",
+                r.stray_exits);
+    fclose(r.hf);
+    r.hf = NULL;
+    fclose(r.events);
+    r.events = NULL;
+    fclose(r.faults);
+    r.faults = NULL;
+    rc = check_and_report(&r, out, err);
+
+out:
+    if (r.hf != NULL)
+        fclose(r.hf);
+    if (r.events != NULL)
+        fclose(r.events);
+    if (r.faults != NULL)
+        fclose(r.faults);
+    if (r.cl.dir != NULL) {
+        chaos_cluster_free(&r.cl);
+        chaos_relay_stop(&r.relay);
+        chaos_net_teardown(&r.net);
+        /* On a tmpfs, the nodes' data goes with it, kept or not. */
+        for (i = 0; i < CHAOS_NODES_MAX; i++)
+            if (r.mounted[i] && asprintf(&p, "%s/nodes/n%d", o->out, i) >= 0) {
+                chaos_disk_umount(p);
+                free(p);
+            }
+        if (!o->keep_data) {
+            for (i = 0; i < r.cl.nnodes; i++)
+                if (asprintf(&p, "%s/nodes/n%d", o->out, i) >= 0) {
+                    rm_rf(p);
+                    free(p);
+                }
+            if (asprintf(&p, "%s/zk/data", o->out) >= 0) {
+                rm_rf(p);
+                free(p);
+            }
+        }
+    }
+    chaos_hwriter_close(&r.hw);
+    if (r.log != NULL)
+        fclose(r.log);
+    free(cls);
+    free(sched);
+    pthread_mutex_destroy(&r.mu);
+    return rc;
+}

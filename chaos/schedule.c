@@ -1,0 +1,180 @@
+#include "chaos/schedule.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keel.h"
+
+static const char *const fault_names[CHAOS_F_COUNT] = {
+    "kill", "stop", "zk", "controller", "drain", "join", "partition",
+    "disk-full"};
+
+static const char *const part_names[CHAOS_P_COUNT] = {
+    "from-peers", "from-zk", "majority"};
+
+const char *chaos_fault_name(chaos_fault_kind k)
+{
+    return (unsigned)k < CHAOS_F_COUNT ? fault_names[k] : "?";
+}
+
+const char *chaos_part_name(chaos_part_shape s)
+{
+    return (unsigned)s < CHAOS_P_COUNT ? part_names[s] : "?";
+}
+
+int chaos_faults_parse(const char *list, unsigned *kinds, char *err,
+                       size_t errlen)
+{
+    const char *p = list;
+
+    *kinds = 0;
+    if (list == NULL || *list == '\0' || strcmp(list, "none") == 0)
+        return 0;
+    if (strcmp(list, "all") == 0) {
+        *kinds = (1u << CHAOS_F_COUNT) - 1;
+        return 0;
+    }
+    while (*p != '\0') {
+        size_t n = strcspn(p, ","), k;
+
+        for (k = 0; k < CHAOS_F_COUNT; k++)
+            if (strlen(fault_names[k]) == n &&
+                memcmp(fault_names[k], p, n) == 0)
+                break;
+        if (k == CHAOS_F_COUNT) {
+            if (errlen > 0)
+                snprintf(err, errlen,
+                         "unknown fault '%.*s' (kill, stop, zk, controller, "
+                         "drain, join, partition, disk-full, all, none)",
+                         (int)n, p);
+            return KEEL_EINVAL;
+        }
+        *kinds |= 1u << k;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+void chaos_rng_seed(chaos_rng *r, uint64_t seed)
+{
+    r->s = seed;
+}
+
+uint64_t chaos_rng_next(chaos_rng *r)
+{
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+int64_t chaos_rng_range(chaos_rng *r, int64_t lo, int64_t hi)
+{
+    uint64_t span = (uint64_t)(hi - lo) + 1;
+
+    if (span == 0) /* the whole range */
+        return (int64_t)chaos_rng_next(r);
+    return lo + (int64_t)(chaos_rng_next(r) % span);
+}
+
+/* How long a fault lasts, in ms. A stopped node stays stopped past its
+ * session timeout, so that its session expires while it cannot know. */
+static int64_t duration(chaos_rng *r, chaos_fault_kind k, int session_ms)
+{
+    switch (k) {
+    case CHAOS_F_KILL:
+    case CHAOS_F_CONTROLLER:
+        return chaos_rng_range(r, 1000, 4000);
+    case CHAOS_F_STOP:
+        return session_ms * 3 / 2 + chaos_rng_range(r, 0, session_ms);
+    case CHAOS_F_ZK:
+        return chaos_rng_range(r, 1000, 6000);
+    case CHAOS_F_DRAIN:
+        return chaos_rng_range(r, 4000, 8000);
+    case CHAOS_F_JOIN:
+        return chaos_rng_range(r, 5000, 10000);
+    case CHAOS_F_PARTITION:
+    case CHAOS_F_DISKFULL:
+    default:
+        return chaos_rng_range(r, 3000, 8000);
+    }
+}
+
+int chaos_schedule_make(const chaos_sched_opts *o, chaos_fault **out,
+                        size_t *n)
+{
+    chaos_fault *v = NULL;
+    size_t cnt = 0, cap = 0;
+    int kinds[CHAOS_F_COUNT], nkinds = 0, dealt, k;
+    int64_t t, end, margin;
+    chaos_rng r;
+
+    *out = NULL;
+    *n = 0;
+    if (o->nodes < 1 || o->seconds < 1)
+        return KEEL_EINVAL;
+    for (k = 0; k < CHAOS_F_COUNT; k++)
+        if (o->kinds & (1u << k))
+            kinds[nkinds++] = k;
+    if (nkinds == 0)
+        return 0;
+    /* The seed is mixed once, so that seeds 1, 2, 3 start far apart. */
+    chaos_rng_seed(&r, o->seed ^ 0x6b65656c63686173ull);
+    (void)chaos_rng_next(&r);
+    dealt = nkinds;
+    /* From a tenth of the run (at least 2 s: the clients get going) to
+     * a tenth before its end (at least 3 s: the cluster settles). */
+    t = o->seconds * 100 > 2000 ? o->seconds * 100 : 2000;
+    margin = o->seconds * 100 > 3000 ? o->seconds * 100 : 3000;
+    end = o->seconds * 1000 - margin;
+    for (;;) {
+        chaos_fault f;
+
+        /* The kinds are dealt like cards from a deck shuffled anew each
+         * round: every kind asked for comes once before any comes
+         * twice, so a run long enough for a round has them all. */
+        if (dealt == nkinds) {
+            int j;
+            for (j = nkinds - 1; j > 0; j--) {
+                int x = (int)chaos_rng_range(&r, 0, j), tmp = kinds[j];
+                kinds[j] = kinds[x];
+                kinds[x] = tmp;
+            }
+            dealt = 0;
+        }
+        memset(&f, 0, sizeof f);
+        f.kind = (chaos_fault_kind)kinds[dealt++];
+        f.at_ms = t;
+        f.dur_ms = duration(&r, f.kind, o->session_ms);
+        f.node = (int)chaos_rng_range(&r, 0, o->nodes - 1);
+        f.variant = (int)chaos_rng_range(&r, 0, CHAOS_P_COUNT - 1);
+        if (f.kind == CHAOS_F_ZK || f.kind == CHAOS_F_CONTROLLER ||
+            f.kind == CHAOS_F_JOIN)
+            f.node = -1;
+        if (f.kind != CHAOS_F_PARTITION)
+            f.variant = 0;
+        if (t + f.dur_ms > end)
+            break;
+        if (cnt == cap) {
+            chaos_fault *nv;
+            cap = cap ? cap * 2 : 16;
+            nv = realloc(v, cap * sizeof *v);
+            if (nv == NULL) {
+                free(v);
+                return KEEL_ENOMEM;
+            }
+            v = nv;
+        }
+        v[cnt++] = f;
+        /* Time to recover before the next one. */
+        t += f.dur_ms + chaos_rng_range(&r, 2000, 5000);
+    }
+    *out = v;
+    *n = cnt;
+    return 0;
+}

@@ -1,0 +1,81 @@
+/* The fault schedule of a chaos run (docs/chaos.md, "Faults"): which
+ * faults happen when, against which node, for how long. It is made from
+ * the seed and the run's shape alone, never from what happens during the
+ * run, so the same seed with the same options gives the same schedule;
+ * what a fault does when its time comes (which node is the controller
+ * then, whether a partition could be made) is the runner's and goes to
+ * faults.jsonl with the times it was executed at. */
+#ifndef KEEL_CHAOS_SCHEDULE_H
+#define KEEL_CHAOS_SCHEDULE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum chaos_fault_kind {
+    CHAOS_F_KILL,       /* SIGKILL a node, restart it on its data */
+    CHAOS_F_STOP,       /* SIGSTOP a node past its session timeout */
+    CHAOS_F_ZK,         /* SIGKILL ZooKeeper, restart it on its data */
+    CHAOS_F_CONTROLLER, /* SIGKILL the elected controller, restart it */
+    CHAOS_F_DRAIN,      /* keel node drain, restart once it left */
+    CHAOS_F_JOIN,       /* a spare node joins, then is drained */
+    CHAOS_F_PARTITION,  /* network partition (namespaces), then healed */
+    CHAOS_F_DISKFULL,   /* a node's file system filled, then freed */
+    CHAOS_F_COUNT
+} chaos_fault_kind;
+
+/* Partition shapes (chaos_fault.variant for CHAOS_F_PARTITION). */
+typedef enum chaos_part_shape {
+    CHAOS_P_FROM_PEERS, /* a node cut from the other nodes, not from ZK */
+    CHAOS_P_FROM_ZK,    /* a node cut from ZooKeeper, not from its peers */
+    CHAOS_P_MAJORITY,   /* a minority of nodes cut from the rest and ZK */
+    CHAOS_P_COUNT
+} chaos_part_shape;
+
+typedef struct chaos_fault {
+    chaos_fault_kind kind;
+    int64_t at_ms;  /* from the start of the workload */
+    int64_t dur_ms; /* from at_ms until the fault is healed */
+    int node;       /* the node it targets; -1: none or decided when it
+                     * happens (zk, controller, join) */
+    int variant;    /* partition: a chaos_part_shape */
+} chaos_fault;
+
+typedef struct chaos_sched_opts {
+    uint64_t seed;
+    int64_t seconds;    /* the workload's length */
+    int nodes;          /* nodes in the cluster at the start */
+    int session_ms;     /* the nodes' ZooKeeper session timeout */
+    unsigned kinds;     /* bit (1 << kind) for each fault kind wanted */
+} chaos_sched_opts;
+
+/* The fault names, as --faults and faults.jsonl spell them. */
+const char *chaos_fault_name(chaos_fault_kind k);
+const char *chaos_part_name(chaos_part_shape s);
+
+/* Parses a --faults list: names separated by commas, "all", or "none"
+ * (or ""). Returns 0 with the kinds in *kinds, or KEEL_EINVAL with err
+ * naming what is not a fault. */
+int chaos_faults_parse(const char *list, unsigned *kinds, char *err,
+                       size_t errlen);
+
+/* Makes the schedule: faults one after another, never two at once, each
+ * followed by a pause for the cluster to recover, from about a tenth of
+ * the run until a few seconds before its end, so that everything is
+ * healed while the clients still run. Each round of faults has every
+ * kind asked for once, in an order drawn from the seed. *out is malloc'd (NULL when *n is
+ * 0). Returns 0, KEEL_EINVAL (nodes < 1, seconds < 1) or KEEL_ENOMEM. */
+int chaos_schedule_make(const chaos_sched_opts *o, chaos_fault **out,
+                        size_t *n);
+
+/* A small seeded generator (splitmix64): the schedule and the clients'
+ * choices come from it, so they depend on the seed alone. */
+typedef struct chaos_rng {
+    uint64_t s;
+} chaos_rng;
+
+void chaos_rng_seed(chaos_rng *r, uint64_t seed);
+uint64_t chaos_rng_next(chaos_rng *r);
+/* Uniform in [lo, hi] (hi >= lo). */
+int64_t chaos_rng_range(chaos_rng *r, int64_t lo, int64_t hi);
+
+#endif

@@ -1,0 +1,159 @@
+/* keel-chaos run as a user runs it, against keeld: 3 nodes under 8
+ * clients for 45 s while nodes are killed and restarted, stopped past
+ * their session timeout, ZooKeeper is killed and restarted, and the
+ * network is partitioned (a minority cut from the rest and from
+ * ZooKeeper, a node cut from its peers) where the test may make network
+ * namespaces; elsewhere the run says it skipped them. Every check must
+ * pass, and faults.jsonl must show the faults were made; a recorded run
+ * checks the same again with keel-chaos check.
+ *
+ * Skipped (exit 77) without the ZooKeeper server package. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proc.h"
+#include "testutil.h"
+#include "zk.h"
+
+#define SECONDS "45"
+
+static char *dir;
+
+static void setup(void)
+{
+    dir = tu_tmpdir("chaos-run");
+}
+
+static void teardown(void)
+{
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* How many lines of DIR/run/faults.jsonl say a fault of this kind was
+ * done. */
+static int faults_done(const char *run, const char *kind)
+{
+    char path[512], pat[64], *text, *p;
+    int n = 0;
+
+    snprintf(path, sizeof path, "%s/faults.jsonl", run);
+    text = tu_read_file(path);
+    ck_assert_ptr_nonnull(text);
+    snprintf(pat, sizeof pat, "\"fault\":\"%s\"", kind);
+    for (p = text; (p = strstr(p, pat)) != NULL; p++) {
+        const char *eol = strchr(p, '\n');
+        const char *st = strstr(p, "\"status\":\"done\"");
+        if (st != NULL && (eol == NULL || st < eol))
+            n++;
+    }
+    free(text);
+    return n;
+}
+
+START_TEST(short_run_passes)
+{
+    char *bin = tu_bin("keel-chaos"), *keeld = tu_bin("keeld");
+    char run[512], *out = NULL, *err = NULL, path[600], *text;
+    int rc;
+
+    snprintf(run, sizeof run, "%s/run", dir);
+    {
+        const char *argv[] = {bin,        "run",
+                              "--nodes",  "3",
+                              "--clients", "8",
+                              "--actors", "12",
+                              "--seconds", SECONDS,
+                              "--faults", "kill,stop,zk,partition",
+                              "--seed",   "8",
+                              "--out",    run,
+                              "--keeld",  keeld,
+                              "--zk-conf", KEEL_SOURCE_DIR "/zk-conf",
+                              NULL};
+        rc = tu_run_for(argv, 240, &out, &err);
+    }
+    fprintf(stderr, "--- keel-chaos run: exit %d\n%s%s", rc, out ? out : "",
+            err ? err : "");
+    ck_assert_int_eq(rc, 0);
+    ck_assert_ptr_nonnull(strstr(out, "linearizability: PASS"));
+    ck_assert_ptr_nonnull(strstr(out, "lost-writes: PASS"));
+    ck_assert_ptr_nonnull(strstr(out, "at-most-one-activation: PASS"));
+    ck_assert_ptr_nonnull(strstr(out, "verdict: PASS"));
+    /* Settled, every actor read at the end, no node died by itself. */
+    ck_assert_ptr_null(strstr(out, "warning:"));
+    ck_assert_ptr_nonnull(strstr(out, "report: "));
+    /* 4 registers, 4 counters, 4 sets in two generations (45 s). */
+    ck_assert_ptr_nonnull(strstr(out, "final reads: 16 of 16 actors read"));
+
+    /* Seed 8 deals a majority partition, zk, kill, stop and a node cut
+     * from its peers in 45 s. */
+    ck_assert_int_ge(faults_done(run, "kill"), 1);
+    ck_assert_int_ge(faults_done(run, "stop"), 1);
+    ck_assert_int_ge(faults_done(run, "zk"), 1);
+    if (strstr(out, "keel-chaos: partition faults skipped: ") != NULL) {
+        fprintf(stderr, "test_chaos_run: partitions could not be made "
+                        "here; the other faults were\n");
+        ck_assert_int_eq(faults_done(run, "partition"), 0);
+    } else {
+        ck_assert_int_eq(faults_done(run, "partition"), 2);
+    }
+
+    /* What the run leaves for people and for check. */
+    snprintf(path, sizeof path, "%s/report.html", run);
+    text = tu_read_file(path);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_ptr_nonnull(strstr(text, "id=verdict>PASS<"));
+    free(text);
+    snprintf(path, sizeof path, "%s/check.txt", run);
+    text = tu_read_file(path);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_ptr_nonnull(strstr(text, "verdict: PASS"));
+    free(text);
+    snprintf(path, sizeof path, "%s/actlogs/n1.log", run);
+    text = tu_read_file(path);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_ptr_nonnull(strstr(text, " end\n")); /* the harness's line */
+    free(text);
+    snprintf(path, sizeof path, "%s/run.json", run);
+    text = tu_read_file(path);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_ptr_nonnull(strstr(text, "\"seed\":8,"));
+    ck_assert_ptr_nonnull(strstr(text, "\"settled\":true"));
+    free(text);
+    free(out);
+    free(err);
+
+    /* The recorded run checks the same again. */
+    {
+        const char *argv[] = {bin, "check", run, NULL};
+        rc = tu_run_for(argv, 120, &out, &err);
+    }
+    ck_assert_int_eq(rc, 0);
+    ck_assert_ptr_nonnull(strstr(out, "verdict: PASS"));
+    free(out);
+    free(err);
+    free(bin);
+    free(keeld);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s;
+    TCase *tc;
+
+    if (!tu_zk_available()) {
+        fprintf(stderr, "test_chaos_run: skipped: ZooKeeper is not "
+                        "installed (sh scripts/install-deps)\n");
+        return 77;
+    }
+    s = suite_create("chaos_run");
+    tc = tcase_create("run");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 280);
+    tcase_add_test(tc, short_run_passes);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}

@@ -1,0 +1,15 @@
+/* A small recorded chaos run, written by hand, for the tests of keel-chaos
+ * report (test_chaos_report, test_chaos_browser): a history.jsonl,
+ * run.json, faults.jsonl, events.jsonl and two activation logs, as
+ * keel-chaos run leaves them. */
+#ifndef KEEL_TEST_CHAOSRUN_H
+#define KEEL_TEST_CHAOSRUN_H
+
+/* Writes the run into dir (which exists). With violating, a register
+ * read returns a value nobody wrote (linearizability), the final read of
+ * a counter misses an acknowledged increment (lost writes) and counter
+ * c1 is active on n1 and n2 at once (at most one activation); without,
+ * every check passes. Aborts the test on a write error. */
+void tu_chaos_fake_run(const char *dir, int violating);
+
+#endif
