@@ -791,7 +791,9 @@ static int units_ok(const chaos_cluster *c, int i, char *why, size_t cap)
         char owner[32];
         int j;
 
-        if (len > 0) {
+        /* Only unit lines: the answer may start with others (the
+         * "insecure" line of nodes run without credentials). */
+        if (len > 0 && strncmp(p, "unit ", 5) == 0) {
             o = strstr(p, " owner ");
             if (o == NULL || o > p + len) {
                 errf(why, cap, "%s: a unit line without owner", c->nodes[i].id);
