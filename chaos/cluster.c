@@ -479,7 +479,7 @@ static int ping(const char *addr, int timeout_ms)
 int chaos_node_start(chaos_cluster *c, int i, char *err, size_t errlen)
 {
     chaos_node *nd = &c->nodes[i];
-    char listen[80], shards[16], session[16];
+    char listen[80], shards[16], session[16], replicas[16];
     const char *argv[32];
     int argc = 0;
     int64_t deadline;
@@ -508,6 +508,11 @@ int chaos_node_start(chaos_cluster *c, int i, char *err, size_t errlen)
     argv[argc++] = shards;
     argv[argc++] = "--activation-log";
     argv[argc++] = nd->actlog;
+    if (c->replicas > 1) {
+        snprintf(replicas, sizeof replicas, "%d", c->replicas);
+        argv[argc++] = "--replicas";
+        argv[argc++] = replicas;
+    }
     if (c->load != NULL) {
         argv[argc++] = "--load";
         argv[argc++] = c->load;

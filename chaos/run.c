@@ -987,10 +987,9 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
                 CHAOS_NODES_MAX - 1);
         return CHAOS_EXIT_BAD_INPUT;
     }
-    if (o->replicas != 1) {
-        fprintf(err, "keel-chaos: --replicas %d: keel has no replication "
-                     "yet; only 1 can be run\n",
-                o->replicas);
+    if (o->replicas < 1 || o->replicas > 5) {
+        fprintf(err, "keel-chaos: --replicas takes 1 to 5 (keeld "
+                     "--replicas)\n");
         return CHAOS_EXIT_BAD_INPUT;
     }
     if (o->workload_type != NULL && o->workload == CHAOS_W_MIXED) {
@@ -1096,6 +1095,7 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
              (unsigned long long)o->seed);
     r.cl.shards = o->shards;
     r.cl.load = o->load;
+    r.cl.replicas = o->replicas;
     r.cl.session_ms = o->session_ms;
     /* Session timeouts must lie within 2 to 20 ticks: 10. */
     r.cl.zk_tick_ms = o->session_ms / 10 > 100 ? o->session_ms / 10 : 100;

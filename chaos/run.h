@@ -33,7 +33,7 @@
 
 typedef struct chaos_run_opts {
     int nodes;           /* keeld nodes at the start */
-    int replicas;        /* 1: keel has no replication yet */
+    int replicas;        /* keeld --replicas of every node; 1: none */
     int clients;
     int actors;
     int64_t seconds;     /* how long the clients run */

@@ -39,8 +39,8 @@ static void usage(FILE *f)
             "schedule made from the seed, heals everything, reads every actor\n"
             "once more, then checks the run and writes DIR/report.html.\n"
             "  --nodes N         keeld nodes (default 3)\n"
-            "  --replicas R      replicas per shard: only 1 (no replication\n"
-            "                    yet)\n"
+            "  --replicas R      replicas per unit, 1 to 5 (keeld --replicas;\n"
+            "                    default 1)\n"
             "  --seconds S       how long the clients run (default 60)\n"
             "  --clients C       concurrent clients (default 8)\n"
             "  --actors A        actors they share (default 12)\n"
@@ -193,7 +193,7 @@ static int cmd_run(int argc, char **argv)
             o.nodes = (int)v;
             break;
         case O_REPLICAS:
-            if (int_opt("--replicas", optarg, 1, 15, &v) != 0)
+            if (int_opt("--replicas", optarg, 1, 5, &v) != 0)
                 return CHAOS_EXIT_BAD_INPUT;
             o.replicas = (int)v;
             break;
