@@ -24,16 +24,15 @@
  * durations. On a failure the nodes' logs are printed. */
 #include <check.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <zookeeper/zookeeper.h>
 
 #include "cluster.h"
+#include "clmap.h"
 #include "coordinator/shardmap.h"
 #include "keel.h"
 #include "proc.h"
@@ -72,231 +71,14 @@ static void teardown(void)
     tu_cluster_teardown(&fx, SIGKILL);
 }
 
-struct starter {
-    pthread_t t;
-    int i, rc;
-    const char *replicas, *lag_ms;
-};
-
-static void *start_main(void *arg)
+/* Nodes n0..n<nodes-1> of a new cluster, every one in every unit's
+ * first placement (stage 1 brings no backup into the in-sync set later):
+ * tests/support/clmap.h. */
+static void start_cluster(int nodes, int replicas, const char *lag_ms)
 {
-    struct starter *s = arg;
+    const char *common[] = {"--repl-lag-ms", lag_ms, NULL};
 
-    s->rc = tu_cluster_start_node(&fx, s->i, 0, "--replicas", s->replicas,
-                                  "--repl-lag-ms", s->lag_ms, NULL);
-    return NULL;
-}
-
-/* --------------------------------------------- the map, from ZooKeeper */
-
-typedef struct zget {
-    int done, rc;
-    char *data;
-    int len;
-} zget;
-
-static void zget_cb(int rc, const char *v, int len, const struct Stat *st,
-                    const void *arg)
-{
-    zget *z = (zget *)arg;
-
-    (void)st;
-    z->rc = rc;
-    if (rc == ZOK && v != NULL && len > 0) {
-        z->data = malloc((size_t)len);
-        memcpy(z->data, v, (size_t)len);
-        z->len = len;
-    }
-    z->done = 1;
-}
-
-/* Drives the client until *flag is set (flag NULL: until connected); at
- * most 15 s. 0 or -1. */
-static int zdrive(zhandle_t *zh, const int *flag)
-{
-    double deadline = tu_now_s() + 15;
-
-    while (tu_now_s() < deadline) {
-        struct timeval tv;
-        struct pollfd p;
-        int fd = -1, interest = 0, events = 0, ms;
-
-        if (flag != NULL ? *flag : zoo_state(zh) == ZOO_CONNECTED_STATE)
-            return 0;
-        if (zookeeper_interest(zh, &fd, &interest, &tv) != ZOK)
-            return -1;
-        ms = (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000);
-        if (ms > 100 || ms < 0)
-            ms = 100;
-        p.fd = fd;
-        p.events = (short)(((interest & ZOOKEEPER_READ) ? POLLIN : 0) |
-                           ((interest & ZOOKEEPER_WRITE) ? POLLOUT : 0));
-        p.revents = 0;
-        if (fd >= 0 && poll(&p, 1, ms) > 0) {
-            if (p.revents & (POLLIN | POLLHUP | POLLERR))
-                events |= ZOOKEEPER_READ;
-            if (p.revents & POLLOUT)
-                events |= ZOOKEEPER_WRITE;
-        } else if (fd < 0) {
-            poll(NULL, 0, ms);
-        }
-        zookeeper_process(zh, events);
-    }
-    return -1;
-}
-
-static zhandle_t *zopen(void)
-{
-    zhandle_t *zh;
-
-    zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR);
-    zh = zookeeper_init(fx.zk.hosts, NULL, 10000, NULL, NULL, 0);
-    ck_assert_ptr_nonnull(zh);
-    ck_assert_msg(zdrive(zh, NULL) == 0, "test client did not connect");
-    return zh;
-}
-
-/* The cluster's map as ZooKeeper holds it now: 0, or -1 when there is
- * none (yet) or it does not decode. A session of its own each time: the
- * test does not keep one alive between reads. */
-static int map_read(keel_shard_map *m)
-{
-    zhandle_t *zh = zopen();
-    char path[128];
-    zget z = {0};
-    int rc;
-
-    snprintf(path, sizeof path, "/keel/%s/map", fx.name);
-    rc = zoo_aget(zh, path, 0, zget_cb, &z) != ZOK ||
-                 zdrive(zh, &z.done) != 0 || z.rc != ZOK || z.data == NULL
-             ? -1
-             : 0;
-    zookeeper_close(zh);
-    if (rc != 0) {
-        free(z.data);
-        return -1;
-    }
-    rc = keel_map_decode(z.data, (size_t)z.len, m);
-    free(z.data);
-    return rc == 0 ? 0 : -1;
-}
-
-/* The default group's unit of shard s in m. */
-static const keel_map_unit *unit_of(const keel_shard_map *m, uint32_t s)
-{
-    int ci = keel_map_cap_index(m, "");
-
-    return ci < 0 ? NULL : keel_map_unit_at(m, (uint32_t)ci, s);
-}
-
-/* Whether node `name` is a replica of the unit in the in-sync set. */
-static int in_sync(const keel_shard_map *m, const keel_map_unit *u,
-                   const char *name)
-{
-    int ni = keel_map_node_index(m, name);
-    int pos = ni < 0 ? -1 : keel_map_replica_pos(u, (uint16_t)ni);
-
-    return keel_map_insync(u, pos);
-}
-
-/* Waits (at most 20 s) until every unit of the default group has a
- * primary, `want` replicas, every one in sync, and no move under way.
- * 1 when it has, else 0. */
-static int wait_settled(int want)
-{
-    int tries, ok = 0;
-
-    for (tries = 0; tries < 200 && !ok; tries++) {
-        keel_shard_map m;
-        uint32_t s;
-        if (map_read(&m) == 0) {
-            ok = keel_map_cap_index(&m, "") >= 0;
-            for (s = 0; ok && s < m.shard_count; s++) {
-                const keel_map_unit *u = unit_of(&m, s);
-                ok = u->shard_epoch > 0 && u->nreplicas == want &&
-                     u->insync == (uint8_t)((1u << want) - 1) &&
-                     u->target == KEEL_MAP_NO_NODE;
-            }
-            keel_map_free(&m);
-        }
-        if (!ok)
-            tu_sleep_ms(100);
-    }
-    if (!ok) {
-        keel_shard_map m;
-        uint32_t s;
-        if (map_read(&m) == 0 && keel_map_cap_index(&m, "") >= 0) {
-            for (s = 0; s < m.shard_count; s++) {
-                const keel_map_unit *u = unit_of(&m, s);
-                fprintf(stderr, "repl: map %llu shard %u: epoch %llu, %u "
-                                "replicas, in sync 0x%x, target %u\n",
-                        (unsigned long long)m.map_epoch, s,
-                        (unsigned long long)u->shard_epoch, u->nreplicas,
-                        u->insync, u->target);
-            }
-            keel_map_free(&m);
-        }
-    }
-    return ok;
-}
-
-/* The ZooKeeper server's process (zk.sh writes it beside its data). */
-static pid_t zk_pid(void)
-{
-    char path[512], *text;
-    pid_t pid;
-
-    snprintf(path, sizeof path, "%s/zk.pid", fx.zk.dir);
-    text = tu_read_file(path);
-    ck_assert_msg(text != NULL, "no %s", path);
-    pid = (pid_t)atol(text);
-    free(text);
-    ck_assert_int_gt(pid, 0);
-    return pid;
-}
-
-/* Nodes n0..n<nodes-1> of a new cluster with `replicas` replicas per
- * unit: stage 1 brings no backup into the in-sync set after a unit's
- * first placement, so the test wants every node a member when the
- * controller first places the units. The controller waits up to 3 s for
- * R members; on a loaded machine the nodes may start further apart, so
- * they start while ZooKeeper is paused (SIGSTOP), and their sessions and
- * joins reach it together when it resumes. A cluster that still came up
- * without them all is stopped and another started (at most 4 tries). */
-static void start_cluster(int nodes, const char *replicas,
-                          const char *lag_ms)
-{
-    pid_t zk = zk_pid();
-    int attempt, i;
-
-    for (attempt = 0; attempt < 4; attempt++) {
-        struct starter s[TU_CLUSTER_MAX];
-        ck_assert_int_eq(kill(zk, SIGSTOP), 0);
-        for (i = 0; i < nodes; i++) {
-            s[i].i = i;
-            s[i].replicas = replicas;
-            s[i].lag_ms = lag_ms;
-            ck_assert_int_eq(pthread_create(&s[i].t, NULL, start_main, &s[i]),
-                             0);
-        }
-        for (i = 0; i < nodes; i++)
-            pthread_join(s[i].t, NULL);
-        tu_sleep_ms(300); /* their connects wait in ZooKeeper's backlog */
-        ck_assert_int_eq(kill(zk, SIGCONT), 0);
-        for (i = 0; i < nodes; i++)
-            ck_assert_int_eq(s[i].rc, 0);
-        if (wait_settled(nodes < atoi(replicas) ? nodes : atoi(replicas)))
-            return;
-        fprintf(stderr, "repl: the cluster came up without every node in "
-                        "the first placement; starting another\n");
-        tu_cluster_teardown(&fx, SIGKILL);
-        tu_cluster_setup(&fx, "clrepl", "rp");
-        fx.shards = SHARDS;
-        fx.session_ms = 4000;
-    }
-    tu_cluster_dump_logs(&fx);
-    ck_abort_msg("no cluster with every unit on %s replicas in sync",
-                 replicas);
+    tu_cluster_start_together(&fx, nodes, replicas, common, NULL);
 }
 
 /* ------------------------------------------------------------ calls */
@@ -406,7 +188,7 @@ START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
     keel_shard_map m;
     char id[16];
 
-    start_cluster(3, "3", "2000");
+    start_cluster(3, 3, "2000");
     for (i = 0; i < 3; i++)
         cl[i] = connect_to(i);
 
@@ -433,16 +215,16 @@ START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
     /* Every unit touched holds the same records on its replicas in
      * sync: all three, unless one lagged past the bound under the load
      * (then the map shows it dropped, and it is left out). */
-    CHECK(map_read(&m) == 0, "no map");
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
     for (j = 0; j < SHARDS; j++) {
-        const keel_map_unit *u = unit_of(&m, (uint32_t)j);
+        const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)j);
         char d[3][128], names[3][4];
         int first = -1, insync = 0;
         if (!touched[j])
             continue;
         for (i = 0; i < 3; i++) {
             snprintf(names[i], sizeof names[i], "n%d", i);
-            if (!in_sync(&m, u, names[i]))
+            if (!tu_map_in_sync(&m, u, names[i]))
                 continue;
             insync++;
             digest_via(i, (uint32_t)j, d[i], sizeof d[i]);
@@ -465,7 +247,7 @@ START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
     keel_map_free(&m);
 
     /* The victim dies; the counters it does not own go on. */
-    CHECK(map_read(&m) == 0, "no map");
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
     for (j = 0; j < COUNTERS; j++) {
         const char *p;
         counter_id(j, id, sizeof id);
@@ -496,21 +278,21 @@ START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
         }
     /* Every unit that acknowledged a write since n2 died had n2 out of
      * its in-sync set by then (the map only ever drops it). */
-    CHECK(map_read(&m) == 0, "no map");
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
     for (j = 0; j < COUNTERS; j++) {
         const keel_map_unit *u;
         if (acked[j] < 0)
             continue;
         counter_id(j, id, sizeof id);
-        u = unit_of(&m, shard_of(id));
-        CHECK(!in_sync(&m, u, "n2"),
+        u = tu_map_unit(&m, "", shard_of(id));
+        CHECK(!tu_map_in_sync(&m, u, "n2"),
               "%s (shard %u) acknowledged writes with dead n2 in sync", id,
               shard_of(id));
-        CHECK(in_sync(&m, u, keel_map_primary(&m, (uint32_t)keel_map_cap_index(
+        CHECK(tu_map_in_sync(&m, u, keel_map_primary(&m, (uint32_t)keel_map_cap_index(
                                                        &m, ""),
                                                 shard_of(id))),
               "%s (shard %u): its primary is not in sync", id, shard_of(id));
-        live_insync[j] = in_sync(&m, u, "n0") && in_sync(&m, u, "n1");
+        live_insync[j] = tu_map_in_sync(&m, u, "n0") && tu_map_in_sync(&m, u, "n1");
     }
     keel_map_free(&m);
     for (j = 0; j < COUNTERS; j++) {
@@ -549,7 +331,7 @@ START_TEST(reply_waits_for_a_paused_backup)
     double sent;
     uint32_t shard = 0;
 
-    start_cluster(2, "2", "1500");
+    start_cluster(2, 2, "1500");
     for (j = 0; j < 64 && id[0] == '\0'; j++) {
         char cand[16];
         counter_id(j, cand, sizeof cand);
@@ -581,13 +363,13 @@ START_TEST(reply_waits_for_a_paused_backup)
         struct pollfd p = {keel_client_fd(q), POLLIN, 0};
         const keel_map_unit *u;
         int ready = keel_client_pending(q) || poll(&p, 1, 50) > 0;
-        CHECK(map_read(&m) == 0, "no map");
-        u = unit_of(&m, shard);
+        CHECK(tu_map_read(&fx, &m) == 0, "no map");
+        u = tu_map_unit(&m, "", shard);
         if (ready) {
             rc = keel_client_recv(q, &f);
             CHECK(rc == 0, "receiving the answer: %s", keel_strerror(rc));
             answered = 1;
-            CHECK(!in_sync(&m, u, "n1"),
+            CHECK(!tu_map_in_sync(&m, u, "n1"),
                   "the increment was answered while the map showed the "
                   "paused backup n1 in sync (after %.2f s)",
                   tu_now_s() - sent);
@@ -618,8 +400,8 @@ START_TEST(reply_waits_for_a_paused_backup)
         CHECK(v == acked + 1, "%s answered %ld after %ld", id, v, acked);
         acked = v;
     }
-    CHECK(map_read(&m) == 0, "no map");
-    CHECK(!in_sync(&m, unit_of(&m, shard), "n1"),
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    CHECK(!tu_map_in_sync(&m, tu_map_unit(&m, "", shard), "n1"),
           "n1 came back in sync (stage 1 has no catch-up)");
     keel_map_free(&m);
     for (j = 0; j < 2; j++) {
@@ -647,7 +429,7 @@ START_TEST(a_restarted_primary_keeps_its_backups)
     uint32_t shard;
     uint64_t epoch;
 
-    start_cluster(3, "3", "2000");
+    start_cluster(3, 3, "2000");
     for (j = 0; j < 64 && id[0] == '\0'; j++) {
         char cand[16];
         counter_id(j, cand, sizeof cand);
@@ -657,8 +439,8 @@ START_TEST(a_restarted_primary_keeps_its_backups)
     }
     CHECK(id[0] != '\0', "no counter owned by n0");
     shard = shard_of(id);
-    CHECK(map_read(&m) == 0, "no map");
-    epoch = unit_of(&m, shard)->shard_epoch;
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    epoch = tu_map_unit(&m, "", shard)->shard_epoch;
     keel_map_free(&m);
     for (j = 0; j < 5; j++) {
         v = incr_keyed(&c, 0, id);
@@ -681,21 +463,21 @@ START_TEST(a_restarted_primary_keeps_its_backups)
         acked = v;
     }
     keel_client_close(c);
-    CHECK(map_read(&m) == 0, "no map");
-    failed_over = unit_of(&m, shard)->shard_epoch != epoch;
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    failed_over = tu_map_unit(&m, "", shard)->shard_epoch != epoch;
     fprintf(stderr, "repl: after n0's restart shard %u is %s\n", shard,
             failed_over ? "promoted to a backup" : "n0's again, same epoch");
     if (failed_over) {
         const char *p = keel_map_primary(
             &m, (uint32_t)keel_map_cap_index(&m, ""), shard);
-        CHECK(unit_of(&m, shard)->promoted && strcmp(p, "n0") != 0,
+        CHECK(tu_map_unit(&m, "", shard)->promoted && strcmp(p, "n0") != 0,
               "shard %u moved on from epoch %llu without a failover", shard,
               (unsigned long long)epoch);
     }
     for (i = 0; i < 3 && !failed_over; i++) {
         char name[4];
         snprintf(name, sizeof name, "n%d", i);
-        CHECK(in_sync(&m, unit_of(&m, shard), name),
+        CHECK(tu_map_in_sync(&m, tu_map_unit(&m, "", shard), name),
               "%s left the in-sync set of shard %u after n0 restarted", name,
               shard);
     }
@@ -706,7 +488,7 @@ START_TEST(a_restarted_primary_keeps_its_backups)
               acked);
         snprintf(name, sizeof name, "n%d", i);
         d[i][0] = '\0';
-        if (in_sync(&m, unit_of(&m, shard), name))
+        if (tu_map_in_sync(&m, tu_map_unit(&m, "", shard), name))
             digest_via(i, shard, d[i], sizeof d[i]);
     }
     for (i = 0; i < 3; i++)
@@ -733,7 +515,7 @@ START_TEST(a_drained_primary_hands_off_with_its_backups)
     int i, j, round, code = -1;
     char id[16], *out = NULL, *err = NULL;
 
-    start_cluster(3, "3", "2000");
+    start_cluster(3, 3, "2000");
     for (round = 0; round < 6; round++) {
         if (round == 2) {
             /* n0 leaves, through n1, while the increments go on */
@@ -764,17 +546,17 @@ START_TEST(a_drained_primary_hands_off_with_its_backups)
             CHECK(v == acked[j], "%s is %ld through n%d, %ld acknowledged", id,
                   v, i, acked[j]);
         }
-    CHECK(map_read(&m) == 0, "no map");
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
     for (j = 0; j < SHARDS; j++) {
-        const keel_map_unit *u = unit_of(&m, (uint32_t)j);
+        const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)j);
         const char *p = keel_map_primary(&m, (uint32_t)keel_map_cap_index(
                                                  &m, ""),
                                          (uint32_t)j);
         char d1[128], d2[128];
         CHECK(p != NULL && strcmp(p, "n0") != 0,
               "shard %d still on n0 after its drain", j);
-        CHECK(!in_sync(&m, u, "n0"), "drained n0 in sync for shard %d", j);
-        if (!touched[j] || !in_sync(&m, u, "n1") || !in_sync(&m, u, "n2"))
+        CHECK(!tu_map_in_sync(&m, u, "n0"), "drained n0 in sync for shard %d", j);
+        if (!touched[j] || !tu_map_in_sync(&m, u, "n1") || !tu_map_in_sync(&m, u, "n2"))
             continue;
         digest_via(1, (uint32_t)j, d1, sizeof d1);
         digest_via(2, (uint32_t)j, d2, sizeof d2);
