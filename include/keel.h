@@ -381,6 +381,15 @@ typedef struct keel_stats {
     uint64_t repl_applied_frames;
     uint64_t repl_refused;
     uint64_t repl_confirms;
+    /* Catch-up (docs/cluster.md, "Catch-up"), primary side: snapshots
+     * sent to backups out of sync, and their bytes. The controller's
+     * in-sync set changes, counted by the node whose controller wrote
+     * them: backups added, backups dropped, units failed over. */
+    uint64_t repl_catchups;
+    uint64_t repl_catchup_bytes;
+    uint64_t isr_expansions;
+    uint64_t isr_shrinks;
+    uint64_t failovers;
     uint64_t reserved[4];
 } keel_stats;
 

@@ -847,6 +847,22 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            "Confirm rounds sent for reads (the read rule): one per unit "
            "with reads waiting in a loop iteration.",
            "", st->repl_confirms);
+    metric(&b, "keel_repl_catchups_total", "counter",
+           "Snapshots sent to backups out of sync to bring them into the "
+           "in-sync set.",
+           "", st->repl_catchups);
+    metric(&b, "keel_repl_catchup_bytes_total", "counter",
+           "Bytes of the snapshots sent to backups catching up.", "",
+           st->repl_catchup_bytes);
+    metric(&b, "keel_isr_expansions_total", "counter",
+           "Backups this node's controller added to in-sync sets.", "",
+           st->isr_expansions);
+    metric(&b, "keel_isr_shrinks_total", "counter",
+           "Backups this node's controller dropped from in-sync sets.", "",
+           st->isr_shrinks);
+    metric(&b, "keel_failovers_total", "counter",
+           "Units this node's controller failed over to an in-sync backup.",
+           "", st->failovers);
     /* Cumulative buckets; _count is their total so that the +Inf bucket
      * and _count agree even though the figures are read without a lock. */
     sb_puts(&b, "# HELP keel_call_latency_seconds Time from submission of a "

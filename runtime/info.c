@@ -259,14 +259,45 @@ static void q_nodes(keel_node *n, tbuf *b)
     }
 }
 
-/* One unit line: "unit CAP SHARD owner NODE epoch E [target NODE]". */
+/* The backups of u (m's replicas after the primary) as "n2,n3" into b
+ * after `lead` (`lead`-separated fields), and those out of sync after
+ * `outlead`; nothing when u has none (resp. all in sync). */
+static void backups_fields(tbuf *b, const keel_shard_map *m,
+                           const keel_map_unit *u, const char *lead,
+                           const char *outlead, const char *end)
+{
+    unsigned i, out = 0;
+
+    if (u->nreplicas < 2)
+        return;
+    tb_printf(b, "%s", lead);
+    for (i = 1; i < u->nreplicas; i++) {
+        tb_printf(b, "%s%s", i > 1 ? "," : "", m->nodes[u->replicas[i]]);
+        if (!(u->insync & (1u << i)))
+            out++;
+    }
+    tb_printf(b, "%s", end);
+    if (out == 0)
+        return;
+    tb_printf(b, "%s", outlead);
+    for (i = 1, out = 0; i < u->nreplicas; i++)
+        if (!(u->insync & (1u << i)))
+            tb_printf(b, "%s%s", out++ ? "," : "", m->nodes[u->replicas[i]]);
+    tb_printf(b, "%s", end);
+}
+
+/* One unit line: "unit CAP SHARD owner NODE epoch E [target NODE]
+ * [backups NODE,... [out_of_sync NODE,...]]". */
 static void unit_line(tbuf *b, const char *cap, uint32_t shard,
-                      const char *owner, uint64_t epoch, const char *target)
+                      const char *owner, uint64_t epoch, const char *target,
+                      const keel_shard_map *m, const keel_map_unit *u)
 {
     tb_printf(b, "unit %s %" PRIu32 " owner %s epoch %" PRIu64, cap_name(cap),
               shard, owner ? owner : NONE, epoch);
     if (target != NULL)
         tb_printf(b, " target %s", target);
+    if (m != NULL)
+        backups_fields(b, m, u, " backups ", " out_of_sync ", "");
     tb_printf(b, "\n");
 }
 
@@ -285,7 +316,7 @@ static void q_shards(keel_node *n, const char *only, tbuf *b)
             return;
         for (i = 0; i < nc; i++)
             for (s = 0; s < n->opts.shard_count; s++)
-                unit_line(b, caps[i], s, self_name(n), 1, NULL);
+                unit_line(b, caps[i], s, self_name(n), 1, NULL, NULL, NULL);
         return;
     }
     refused_line(c, b);
@@ -301,7 +332,7 @@ static void q_shards(keel_node *n, const char *only, tbuf *b)
                                      : NULL;
             if (only != NULL && (owner == NULL || strcmp(owner, only) != 0))
                 continue;
-            unit_line(b, m->caps[ci], s, owner, u->shard_epoch, target);
+            unit_line(b, m->caps[ci], s, owner, u->shard_epoch, target, m, u);
         }
 }
 
@@ -323,6 +354,8 @@ static int q_where(keel_node *n, const char *type, const uint8_t *id,
     keel_cluster *c = cluster_of(n);
     struct keel_type_entry *te;
     const char *owner = NULL, *target = NULL;
+    const keel_shard_map *bm = NULL;
+    const keel_map_unit *bu = NULL;
     char addr[KEEL_ADDR_MAX + 1];
     uint64_t epoch = 0;
     keel_placement pl;
@@ -354,6 +387,8 @@ static int q_where(keel_node *n, const char *type, const uint8_t *id,
 
             owner = keel_map_primary(m, (uint32_t)ci, shard);
             epoch = u->shard_epoch;
+            bm = m;
+            bu = u;
             if (u->target != KEEL_MAP_NO_NODE)
                 target = m->nodes[u->target];
             if (owner != NULL && (mem = member_find(c, owner)) != NULL)
@@ -368,6 +403,8 @@ static int q_where(keel_node *n, const char *type, const uint8_t *id,
               epoch);
     if (target != NULL)
         tb_printf(b, "target %s\n", target);
+    if (bm != NULL)
+        backups_fields(b, bm, bu, "backups ", "out_of_sync ", "\n");
     tb_printf(b, "placement %s\n", placement_name(pl.state));
     return 0;
 }
@@ -679,7 +716,7 @@ int keel__info_json(keel_node *n, const char *http_addr, char **json,
     const keel_member *v;
     const char *ctl, *self;
     size_t nv, i, j;
-    uint32_t ci, s;
+    uint32_t ci, s, k;
     tbuf b = {0};
     char *text = NULL, *line, *nl = NULL;
     size_t tlen = 0;
@@ -782,6 +819,28 @@ int keel__info_json(keel_node *n, const char *http_addr, char **json,
                 continue;
             tb_printf(&b, "%s\"%" PRIu32 "\": ", j++ ? ", " : "", s);
             tb_json_str(&b, m->nodes[u->target]);
+        }
+        /* Replicas: per shard with backups, the backups in map order, and
+         * those of them out of the in-sync set. */
+        for (k = 0; k < 2; k++) {
+            tb_printf(&b, k ? "}, \"out_of_sync\": {" : "}, \"backups\": {");
+            for (s = 0, j = 0; s < m->shard_count; s++) {
+                const keel_map_unit *u = keel_map_unit_at(m, ci, s);
+                unsigned r, o = 0;
+                for (r = 1; r < u->nreplicas; r++)
+                    if (!k || !(u->insync & (1u << r)))
+                        o++;
+                if (o == 0)
+                    continue;
+                tb_printf(&b, "%s\"%" PRIu32 "\": [", j++ ? ", " : "", s);
+                for (r = 1, o = 0; r < u->nreplicas; r++) {
+                    if (k && (u->insync & (1u << r)))
+                        continue;
+                    tb_printf(&b, "%s", o++ ? ", " : "");
+                    tb_json_str(&b, m->nodes[u->replicas[r]]);
+                }
+                tb_printf(&b, "]");
+            }
         }
         tb_printf(&b, "}}");
     }

@@ -2681,7 +2681,9 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "repl_frames_sent %llu\nrepl_bytes_sent %llu\nrepl_acks %llu\n"
         "repl_drop_requests %llu\nrepl_waiting %llu\n"
         "repl_applied_frames %llu\nrepl_refused %llu\n"
-        "repl_confirms %llu\n",
+        "repl_confirms %llu\nrepl_catchups %llu\n"
+        "repl_catchup_bytes %llu\nisr_expansions %llu\n"
+        "isr_shrinks %llu\nfailovers %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -2727,7 +2729,12 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->repl_waiting,
         (unsigned long long)st->repl_applied_frames,
         (unsigned long long)st->repl_refused,
-        (unsigned long long)st->repl_confirms);
+        (unsigned long long)st->repl_confirms,
+        (unsigned long long)st->repl_catchups,
+        (unsigned long long)st->repl_catchup_bytes,
+        (unsigned long long)st->isr_expansions,
+        (unsigned long long)st->isr_shrinks,
+        (unsigned long long)st->failovers);
     return w < 0 ? 0 : (size_t)w;
 }
 

@@ -292,8 +292,9 @@ int keel_repl_op_next(const uint8_t **p, size_t *len, keel_repl_op *out)
         return KEEL_EMALFORMED;
     out->kind = q[0];
     klen = get_be16(q + 1);
-    if (out->kind < KEEL_REPL_PUT || out->kind > KEEL_REPL_DEL_PREFIX ||
-        klen < 2 || n - 3 < klen)
+    if (out->kind < KEEL_REPL_PUT || out->kind > KEEL_REPL_DEL_UNIT ||
+        (out->kind == KEEL_REPL_DEL_UNIT ? klen != 0 : klen < 2) ||
+        n - 3 < klen)
         return KEEL_EMALFORMED;
     out->key = q + 3;
     out->klen = klen;

@@ -158,7 +158,10 @@ int keel_xfer_head_parse(const uint8_t *body, size_t len,
 enum keel_repl_op_kind {
     KEEL_REPL_PUT = 1,
     KEEL_REPL_DEL = 2,
-    KEEL_REPL_DEL_PREFIX = 3
+    KEEL_REPL_DEL_PREFIX = 3,
+    /* Every record of the unit, key empty: only as a piece's first op,
+     * which makes the piece a snapshot (docs/protocol.md). */
+    KEEL_REPL_DEL_UNIT = 4
 };
 #define KEEL_REPL_HEAD_SIZE(flen) (1 + 1 + (size_t)(flen) + 8 + 2)
 #define KEEL_REPL_UNIT_SIZE(clen) (1 + (size_t)(clen) + 2 + 8 + 8 + 4)
@@ -223,7 +226,8 @@ size_t keel_repl_op_encode(uint8_t *p, int kind, const void *key,
 int keel_repl_head_parse(const uint8_t *body, size_t len,
                          keel_repl_head *out);
 /* Takes the next unit off [*p, *p + *len), checking that its nops ops
- * are all there and well formed (kind 1-3, a key of at least 2 bytes).
+ * are all there and well formed (kind 1-3 with a key of at least 2
+ * bytes, kind 4 with none).
  * 0 (*p, *len advanced), or KEEL_EMALFORMED. */
 int keel_repl_unit_next(const uint8_t **p, size_t *len, keel_repl_unit *out);
 /* Takes the next op off [*p, *p + *len) (a unit's ops). 0 or

@@ -39,190 +39,7 @@
 #include "coordinator/shardmap.h"
 #include "runtime/cluster_rt_int.h"
 
-#define REPL_LAG_MS_DEFAULT 1000
-#define REPL_TICK_S 0.02
-/* A refused piece or a failed link: everything unacknowledged goes again
- * after this pause (the refusal is typically a backup that has not read
- * the map yet). */
-#define REPL_RETRY_S 0.05
-#define REPL_PIECE_MAX (256u << 10)
-#define REPL_FRAME_MAX (1u << 20)
-/* What one frame may carry: a peer link's limit. A single group larger
- * than that is never sent: the backup sees the gap in seqs and refuses
- * what follows, and it is dropped from the in-sync set after the lag. */
-#define REPL_SEND_MAX ((64u << 20) - KEEL_FRAME_HEADER)
-#define REPL_MAX_BACKUPS 4
-
-typedef struct repl_link repl_link;
-typedef struct repl_frame repl_frame;
-typedef struct repl_unit repl_unit;
-typedef struct repl_wait repl_wait;
-
-/* Replies of a unit's actors from one settle on, released when every
- * backup listed has acknowledged seq at epoch (or left the unit's in-sync
- * set), or failed in doubt. */
-struct repl_wait {
-    repl_wait *next;
-    uint64_t epoch, seq;
-    ev_tstamp born;
-    int doubt; /* fail the replies: the writes cannot be confirmed */
-    /* A confirm round (the read rule): its replies wrote nothing; it is
-     * complete once each backup answered the round's empty piece `cid`
-     * (sent after the replies' turns ran) at epoch without refusing it,
-     * seq is not used. */
-    int confirm;
-    uint64_t cid;
-    unsigned nb;
-    struct {
-        repl_link *l;
-        int done;
-    } b[REPL_MAX_BACKUPS];
-    keel_req_queue reqs;
-    size_t nreqs;
-};
-
-struct repl_unit {
-    uint64_t hash;
-    uint32_t shard;
-    uint64_t epoch;  /* of seq */
-    uint64_t seq;    /* the last piece numbered at epoch */
-    uint64_t stale;  /* a backup holds a newer epoch than this one */
-    repl_wait *head, *tail;
-    /* The confirm round of reads not sent yet (on r->cpend), or NULL;
-     * and the last round's number. */
-    repl_wait *conf;
-    uint64_t cid;
-    repl_unit *cnext;
-    repl_unit *bnext, *bprev; /* on r->busy while it has entries */
-    int busy;
-    /* Drops asked for (keel_cluster_request_drop), by backup and epoch. */
-    struct {
-        repl_link *l;
-        uint64_t epoch;
-    } asked[REPL_MAX_BACKUPS];
-    /* Scratch of one settle: its backups, decided once per settle. */
-    uint64_t settle;
-    uint64_t settle_epoch;
-    unsigned snb;
-    int sdoubt;
-    uint64_t sfail; /* the settle whose replies it could not hold */
-    repl_link *sl[REPL_MAX_BACKUPS];
-    char cap[];
-};
-
-struct rf_unit {
-    repl_unit *u;
-    uint64_t epoch, seq; /* seq 0: the confirm round cid */
-    uint64_t cid;
-    int done;
-};
-
-struct repl_frame {
-    repl_frame *next;
-    repl_link *l;
-    int refs;   /* listed on its link, and its send while unanswered */
-    int listed;
-    ev_tstamp born;
-    uint8_t *body;
-    size_t len, cap;
-    uint16_t nunits, nleft;
-    struct rf_unit *units;
-    size_t ucap;
-};
-
-/* A backup node. Links live as long as the module. */
-struct repl_link {
-    repl_link *next;
-    char name[KEEL_NAME_MAX + 1];
-    char addr[300];
-    repl_frame *head, *tail; /* sent or to send, not acknowledged */
-    size_t nframes;
-    uint32_t inflight;       /* sends not answered yet */
-    int retry;               /* listed frames go again at retry_at */
-    ev_tstamp retry_at;
-    ev_tstamp warned_at;
-    repl_frame *build;       /* the frame of the settle under way */
-};
-
-/* Backup side: what this node took of a unit. */
-typedef struct repl_bunit {
-    uint64_t hash;
-    uint32_t shard;
-    uint64_t epoch;
-    uint64_t stream;
-    uint64_t accepted; /* the last seq queued for the writer */
-    uint64_t durable;  /* the last seq committed (durable as the mode says) */
-    char cap[];
-} repl_bunit;
-
-struct bj_unit {
-    repl_bunit *bu;
-    int status;  /* refused before the writer, or 0 */
-    int confirm; /* an empty piece of seq 0: a confirm round */
-    int grouped; /* a group of the batch (else a duplicate or refused) */
-    size_t gidx;
-    uint64_t epoch, stream, seq;
-    /* What bu was before this unit was taken: restored when the frame
-     * cannot be queued at all. */
-    uint64_t old_epoch, old_stream, old_accepted, old_durable;
-    uint32_t shard;
-    uint8_t clen;
-    char cap[256];
-};
-
-/* A REPL frame with the backup's writer. */
-typedef struct bjob {
-    struct bjob *next;
-    keel_req *req;
-    keel_batch *b;
-    int wstatus;  /* the writer's report */
-    int done;     /* reported, or refused at the door (under r->mu) */
-    int reported; /* by the writer: a failure there is acknowledged */
-    uint16_t nunits;
-    struct bj_unit *units;
-} bjob;
-
-struct keel_repl {
-    keel_node *n;
-    keel_cluster_rt *rt;
-    uint64_t stream; /* this process's stream: its start, in ns */
-    double lag_s;
-    keel_hmap units;   /* repl_unit by (cap, shard) */
-    repl_unit *busy;   /* units with entries */
-    repl_link *links;
-    size_t nframes;    /* listed, over every link */
-    uint64_t settle_no;
-    /* A settle that ran out of memory: its replies of units marked (or of
-     * every unit, sfail_all) fail in doubt rather than go unconfirmed. */
-    uint64_t sfail, sfail_all;
-    /* Out of memory lost writes of units this node cannot name: every
-     * unit starts its seqs at 2 from then on, so backups that never saw
-     * seq 1 refuse what follows and are dropped. */
-    int lossy;
-    struct gref {
-        repl_unit *u;
-        size_t g;
-    } *gv;
-    size_t gcap;
-    keel_replica_ref refs[REPL_MAX_BACKUPS];
-    uint8_t *piece; /* the ops of the piece being made */
-    size_t plen, pcap;
-    uint32_t pops;
-    ev_timer tick;
-    int started;
-    /* The read rule: units with a confirm round to send, sent when the
-     * loop has run what this iteration had (flush, an ev_prepare). */
-    repl_unit *cpend;
-    ev_prepare flush;
-
-    /* Backup side. */
-    keel_hmap bunits; /* repl_bunit by (cap, shard) */
-    keel_writer *writer;
-    pthread_mutex_t mu;
-    bjob *jobs, *jobs_tail; /* with the writer, in order */
-    bjob *wnext;            /* the next one it reports (under mu) */
-    ev_async wake;
-};
+#include "runtime/repl_int.h"
 
 static const char doubt_msg[] =
     "outcome unknown: the write is durable on this node, but a backup of "
@@ -254,7 +71,7 @@ static int bunit_eq(const void *item, const void *key)
     return u->shard == k->shard && strcmp(u->cap, k->cap) == 0;
 }
 
-static repl_unit *punit_find(keel_repl *r, const char *cap, uint32_t shard)
+repl_unit *repl_unit_find(keel_repl *r, const char *cap, uint32_t shard)
 {
     struct ukey k = {cap, shard};
 
@@ -266,9 +83,9 @@ static repl_unit *punit_find(keel_repl *r, const char *cap, uint32_t shard)
 /* Units are kept as long as the module: frames and entries point at
  * them, and their seqs must go on at the same epoch. There is one per unit
  * this node sent writes of, at most. */
-static repl_unit *punit_get(keel_repl *r, const char *cap, uint32_t shard)
+repl_unit *repl_unit_get(keel_repl *r, const char *cap, uint32_t shard)
 {
-    repl_unit *u = punit_find(r, cap, shard);
+    repl_unit *u = repl_unit_find(r, cap, shard);
     size_t clen = strlen(cap);
 
     if (u != NULL)
@@ -286,7 +103,7 @@ static repl_unit *punit_get(keel_repl *r, const char *cap, uint32_t shard)
     return u;
 }
 
-static void busy_update(keel_repl *r, repl_unit *u)
+void repl_busy_update(keel_repl *r, repl_unit *u)
 {
     int want = u->head != NULL;
 
@@ -312,7 +129,7 @@ static void busy_update(keel_repl *r, repl_unit *u)
     u->busy = want;
 }
 
-static void arm(keel_repl *r, double after)
+void repl_arm(keel_repl *r, double after)
 {
     if (!r->started)
         return;
@@ -333,7 +150,7 @@ static keel_cluster *cl(keel_repl *r)
 }
 
 /* Whether the applied map has this node as the unit's primary at epoch. */
-static int unit_ours(keel_repl *r, const char *cap, uint32_t shard,
+int repl_unit_ours(keel_repl *r, const char *cap, uint32_t shard,
                      uint64_t epoch)
 {
     const keel_shard_map *m = keel_cluster_map(cl(r));
@@ -370,7 +187,7 @@ static int in_refs(const keel_repl *r, size_t nrefs, const char *name)
 
 /* ------------------------------------------------------------ links */
 
-static repl_link *link_get(keel_repl *r, const keel_replica_ref *ref)
+repl_link *repl_link_get(keel_repl *r, const keel_replica_ref *ref)
 {
     repl_link *l;
 
@@ -437,7 +254,7 @@ static void link_retry(keel_repl *r, repl_link *l, double pause)
     if (!l->retry || at < l->retry_at)
         l->retry_at = at;
     l->retry = 1;
-    arm(r, 0.001);
+    repl_arm(r, 0.001);
 }
 
 static void frame_cb(keel_node *n, int status, const uint8_t *body,
@@ -500,7 +317,7 @@ static int wait_complete(const repl_wait *w)
 
 /* Releases the unit's complete entries, oldest first, up to the first
  * that still waits. */
-static void unit_progress(keel_repl *r, repl_unit *u)
+void repl_unit_progress(keel_repl *r, repl_unit *u)
 {
     repl_wait *w;
 
@@ -512,7 +329,7 @@ static void unit_progress(keel_repl *r, repl_unit *u)
             u->conf = NULL; /* failed before it was sent */
         wait_free(r, w);
     }
-    busy_update(r, u);
+    repl_busy_update(r, u);
 }
 
 /* The backup acknowledged the unit up to seq at epoch. */
@@ -551,7 +368,7 @@ static void unit_confirmed(repl_unit *u, uint64_t epoch, uint64_t cid,
 /* Nothing more is waited for from l on (u, epoch): it acknowledged, left
  * the in-sync set, or cannot be heard from; doubt fails what waited on it
  * rather than releasing it. */
-static void unit_forget_link(keel_repl *r, repl_unit *u, uint64_t epoch,
+void repl_forget_link(keel_repl *r, repl_unit *u, uint64_t epoch,
                              repl_link *l, int doubt)
 {
     repl_wait *w;
@@ -643,14 +460,16 @@ static void frame_cb(keel_node *n, int status, const uint8_t *body,
         if (a.status == 0 && a.seq >= x->seq) {
             STAT_ADD(n, repl_acks, 1);
             unit_acked(x->u, x->epoch, l, a.seq);
+            if (x->u->ncu > 0)
+                repl_catchup_acked(r, x->u, x->epoch, l, a.seq);
             if (x->seq == 0)
                 unit_confirmed(x->u, x->epoch, x->cid, l);
             x->done = 1;
             f->nleft--;
-            unit_progress(r, x->u);
+            repl_unit_progress(r, x->u);
         } else if (a.status == KEEL_EFENCED) {
             unit_stale(r, x->u, x->epoch, l);
-            unit_progress(r, x->u);
+            repl_unit_progress(r, x->u);
             x->done = 1;
             f->nleft--;
         } else {
@@ -677,7 +496,7 @@ static void frame_cb(keel_node *n, int status, const uint8_t *body,
 
 /* ------------------------------------------------- building the frames */
 
-static int reserve(uint8_t **buf, size_t *cap, size_t len, size_t more)
+int repl_reserve(uint8_t **buf, size_t *cap, size_t len, size_t more)
 {
     size_t c = *cap ? *cap : 4096;
     uint8_t *q;
@@ -722,7 +541,7 @@ static int piece_op(int kind, const uint8_t *key, size_t klen,
         return KEEL_EINVAL;
     }
     need = keel_repl_op_size(k, klen, dlen);
-    if (need > REPL_SEND_MAX || reserve(&r->piece, &r->pcap, r->plen, need))
+    if (need > REPL_SEND_MAX || repl_reserve(&r->piece, &r->pcap, r->plen, need))
         return KEEL_ETOOBIG;
     r->plen += keel_repl_op_encode(r->piece + r->plen, k, key, klen, version,
                                    data, dlen);
@@ -740,7 +559,7 @@ static repl_frame *frame_new(keel_repl *r, repl_link *l)
         return NULL;
     f->l = l;
     f->refs = 1;
-    if (reserve(&f->body, &f->cap, 0, KEEL_REPL_HEAD_SIZE(flen)) != 0) {
+    if (repl_reserve(&f->body, &f->cap, 0, KEEL_REPL_HEAD_SIZE(flen)) != 0) {
         free(f);
         return NULL;
     }
@@ -749,7 +568,7 @@ static repl_frame *frame_new(keel_repl *r, repl_link *l)
 }
 
 /* Lists and sends the frame built for l in this settle. */
-static void frame_finish(keel_repl *r, repl_link *l)
+void repl_frame_finish(keel_repl *r, repl_link *l)
 {
     repl_frame *f = l->build;
     const char *me = keel_cluster_node_name(cl(r));
@@ -780,7 +599,7 @@ static void frame_finish(keel_repl *r, repl_link *l)
  * settle, starting another when it is full. A piece that cannot be added
  * is not sent: the backup then refuses what follows it (a gap in seqs)
  * and is dropped after the lag. */
-static int frame_add_piece(keel_repl *r, repl_link *l, repl_unit *u,
+int repl_frame_add_piece(keel_repl *r, repl_link *l, repl_unit *u,
                            uint64_t epoch, uint64_t seq)
 {
     size_t clen = strlen(u->cap), need = KEEL_REPL_UNIT_SIZE(clen) + r->plen;
@@ -788,13 +607,13 @@ static int frame_add_piece(keel_repl *r, repl_link *l, repl_unit *u,
 
     if (f != NULL && (f->nunits == UINT16_MAX ||
                       (f->nunits > 0 && f->len + need > REPL_FRAME_MAX))) {
-        frame_finish(r, l);
+        repl_frame_finish(r, l);
         f = NULL;
     }
     if (f == NULL && (f = l->build = frame_new(r, l)) == NULL)
         goto fail;
     if (f->len + need > REPL_SEND_MAX ||
-        reserve(&f->body, &f->cap, f->len, need) != 0)
+        repl_reserve(&f->body, &f->cap, f->len, need) != 0)
         goto fail;
     if (f->nunits == f->ucap) {
         size_t c = f->ucap ? f->ucap * 2 : 8;
@@ -830,7 +649,7 @@ static void piece_emit(keel_repl *r, repl_unit *u, uint64_t epoch)
 
     u->seq++;
     for (i = 0; i < u->snb; i++)
-        frame_add_piece(r, u->sl[i], u, epoch, u->seq);
+        repl_frame_add_piece(r, u->sl[i], u, epoch, u->seq);
     r->plen = 0;
     r->pops = 0;
 }
@@ -853,17 +672,21 @@ static void unit_decide(keel_repl *r, repl_unit *u, uint64_t epoch)
     }
     nrefs = insync(r, u, epoch);
     for (i = 0; i < nrefs; i++) {
-        repl_link *l = link_get(r, &r->refs[i]);
-        if (l != NULL)
+        repl_link *l = repl_link_get(r, &r->refs[i]);
+        if (l != NULL) {
+            u->sw[u->snb] = 1;
             u->sl[u->snb++] = l;
-        else
+        } else {
             u->sdoubt = 1; /* out of memory: cannot be confirmed */
+        }
     }
+    if (u->ncu > 0)
+        repl_catchup_decide(r, u, epoch);
     if (u->snb > 0 && epoch > u->epoch) {
         u->epoch = epoch;
         u->seq = r->lossy ? 1 : 0;
     }
-    if (nrefs == 0 && !unit_ours(r, u->cap, u->shard, epoch))
+    if (nrefs == 0 && !repl_unit_ours(r, u->cap, u->shard, epoch))
         u->sdoubt = 1; /* not this node's there: nobody confirms it */
 }
 
@@ -884,7 +707,7 @@ static void repl_lost(keel_repl *r, keel_batch *b)
         uint64_t epoch;
         repl_unit *u;
         if (keel_batch_group_unit(b, i, &cap, &shard, &epoch) == 0 &&
-            (u = punit_find(r, cap, shard)) != NULL &&
+            (u = repl_unit_find(r, cap, shard)) != NULL &&
             u->settle != r->settle_no) {
             u->settle = r->settle_no;
             u->seq++;
@@ -930,9 +753,9 @@ static void repl_send(keel_repl *r, keel_batch *b)
         keel_batch_group(b, i, &gst);
         if (gst != 0 || keel_batch_group_unit(b, i, &cap, &shard, &epoch))
             continue;
-        u = punit_find(r, cap, shard);
+        u = repl_unit_find(r, cap, shard);
         if (u == NULL || u->settle != r->settle_no) {
-            if (u == NULL && (u = punit_get(r, cap, shard)) == NULL) {
+            if (u == NULL && (u = repl_unit_get(r, cap, shard)) == NULL) {
                 keel_error("unit (%s, %u): out of memory; writes not sent to "
                            "its backups",
                            cap, shard);
@@ -994,17 +817,18 @@ static void repl_send(keel_repl *r, keel_batch *b)
         w->born = ev_now(r->n->loop);
         w->doubt = u->sdoubt;
         for (k = 0; k < u->snb; k++)
-            w->b[w->nb++].l = u->sl[k];
+            if (u->sw[k])
+                w->b[w->nb++].l = u->sl[k];
         if (u->tail != NULL)
             u->tail->next = w;
         else
             u->head = w;
         u->tail = w;
-        busy_update(r, u);
+        repl_busy_update(r, u);
     }
     for (l = r->links; l != NULL; l = l->next)
-        frame_finish(r, l);
-    arm(r, 0);
+        repl_frame_finish(r, l);
+    repl_arm(r, 0);
 }
 
 /* --------------------------------------------------------- the hooks */
@@ -1030,7 +854,7 @@ int keel__repl_hold(keel_node *n, keel_req *req)
     if (r == NULL || a == NULL)
         return 0;
     if (r->sfail != 0 && r->sfail == r->settle_no) {
-        u = punit_find(r, a->type->capability, a->shard);
+        u = repl_unit_find(r, a->type->capability, a->shard);
         if (r->sfail_all == r->settle_no ||
             (u != NULL && u->sfail == r->settle_no)) {
             keel__req_doubt(n, req, doubt_msg);
@@ -1039,7 +863,7 @@ int keel__repl_hold(keel_node *n, keel_req *req)
     }
     if (n->repl_busy == 0)
         return 0;
-    u = punit_find(r, a->type->capability, a->shard);
+    u = repl_unit_find(r, a->type->capability, a->shard);
     if (u == NULL || (w = u->tail) == NULL)
         return 0;
     req->next = NULL;
@@ -1051,7 +875,7 @@ int keel__repl_hold(keel_node *n, keel_req *req)
     w->nreqs++;
     STAT_ADD(n, repl_waiting, 1);
     if (w->doubt || w->nb == 0)
-        arm(r, 0); /* released at once, after the replies before it */
+        repl_arm(r, 0); /* released at once, after the replies before it */
     return 1;
 }
 
@@ -1061,7 +885,7 @@ int keel__repl_unit_busy(keel_node *n, const char *cap, uint32_t shard)
 
     if (n->repl == NULL || n->repl_busy == 0)
         return 0;
-    u = punit_find(n->repl, cap, shard);
+    u = repl_unit_find(n->repl, cap, shard);
     return u != NULL && u->head != NULL;
 }
 
@@ -1078,6 +902,7 @@ void keel__repl_map_applied(keel_node *n)
 
     if (r == NULL)
         return;
+    repl_catchup_map_applied(r);
     /* Entries: a backup the map shows out of the unit's in-sync set at
      * the entry's epoch (this node still its primary there) is not waited
      * for any more. */
@@ -1090,16 +915,17 @@ void keel__repl_map_applied(keel_node *n)
             unsigned i;
             if (w->epoch != e) {
                 e = w->epoch;
-                nrefs = unit_ours(r, u->cap, u->shard, e) ? insync(r, u, e)
-                                                          : SIZE_MAX;
+                nrefs = repl_unit_ours(r, u->cap, u->shard, e)
+                            ? repl_catchup_counted(r, u, e, insync(r, u, e))
+                            : SIZE_MAX;
             }
             if (nrefs == SIZE_MAX)
                 continue; /* not ours there: the lag decides */
             for (i = 0; i < w->nb; i++)
                 if (!w->b[i].done && !in_refs(r, nrefs, w->b[i].l->name))
-                    unit_forget_link(r, u, e, w->b[i].l, 0);
+                    repl_forget_link(r, u, e, w->b[i].l, 0);
         }
-        unit_progress(r, u);
+        repl_unit_progress(r, u);
     }
     /* Frames (their units may have no entry left). */
     for (l = r->links; l != NULL; l = l->next) {
@@ -1111,14 +937,15 @@ void keel__repl_map_applied(keel_node *n)
                 struct rf_unit *x = &f->units[k];
                 size_t nrefs;
                 if (x->done ||
-                    !unit_ours(r, x->u->cap, x->u->shard, x->epoch))
+                    !repl_unit_ours(r, x->u->cap, x->u->shard, x->epoch))
                     continue;
                 nrefs = insync(r, x->u, x->epoch);
-                if (!in_refs(r, nrefs, l->name)) {
+                if (!in_refs(r, nrefs, l->name) &&
+                    !repl_catchup_has(x->u, x->epoch, l)) {
                     /* May unlist f, and frames after it of l: start the
                      * walk of l again. */
-                    unit_forget_link(r, x->u, x->epoch, l, 0);
-                    unit_progress(r, x->u);
+                    repl_forget_link(r, x->u, x->epoch, l, 0);
+                    repl_unit_progress(r, x->u);
                     next = l->head;
                     break;
                 }
@@ -1161,9 +988,12 @@ int keel__repl_read(keel_node *n, keel_req *req)
                                                     epoch, r->refs,
                                                     REPL_MAX_BACKUPS)
                       : 0;
+    u = repl_unit_find(r, cap, a->shard);
+    if (u != NULL && u->ncu > 0 && epoch > 0)
+        nrefs = repl_catchup_counted(r, u, epoch, nrefs);
     if (nrefs == 0)
         return n->repl_busy > 0 && keel__repl_hold(n, req);
-    if ((u = punit_get(r, cap, a->shard)) == NULL) {
+    if (u == NULL && (u = repl_unit_get(r, cap, a->shard)) == NULL) {
         keel__req_doubt(n, req, doubt_msg); /* a read: not served */
         return 1;
     }
@@ -1181,7 +1011,7 @@ int keel__repl_read(keel_node *n, keel_req *req)
         w->epoch = epoch;
         w->born = ev_now(n->loop);
         for (i = 0; i < nrefs; i++) {
-            repl_link *l = link_get(r, &r->refs[i]);
+            repl_link *l = repl_link_get(r, &r->refs[i]);
             if (l == NULL)
                 w->doubt = 1; /* out of memory: cannot be confirmed */
             else
@@ -1192,7 +1022,7 @@ int keel__repl_read(keel_node *n, keel_req *req)
         else
             u->head = w;
         u->tail = w;
-        busy_update(r, u);
+        repl_busy_update(r, u);
         if (u->conf == NULL) {
             u->cnext = r->cpend;
             r->cpend = u;
@@ -1231,7 +1061,7 @@ static void confirm_flush(keel_repl *r)
         r->pops = 0;
         for (i = 0; i < w->nb; i++) {
             repl_frame *f;
-            if (frame_add_piece(r, w->b[i].l, u, w->epoch, 0) != 0) {
+            if (repl_frame_add_piece(r, w->b[i].l, u, w->epoch, 0) != 0) {
                 w->doubt = 1;
                 continue;
             }
@@ -1240,11 +1070,11 @@ static void confirm_flush(keel_repl *r)
         }
         STAT_ADD(r->n, repl_confirms, 1);
         if (w->doubt)
-            unit_progress(r, u);
+            repl_unit_progress(r, u);
     }
     for (l = r->links; l != NULL; l = l->next)
-        frame_finish(r, l);
-    arm(r, 0);
+        repl_frame_finish(r, l);
+    repl_arm(r, 0);
 }
 
 static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
@@ -1273,7 +1103,6 @@ static int map_newer(keel_repl *r, const char *cap, uint32_t shard,
 
 /* ---------------------------------------------------------- the tick */
 
-enum { LAG_WAIT = 0, LAG_OUT, LAG_GIVE_UP };
 
 /* Backup l has not acknowledged (u, epoch) within the lag bound. */
 static int lag_unit(keel_repl *r, repl_unit *u, uint64_t epoch,
@@ -1282,8 +1111,10 @@ static int lag_unit(keel_repl *r, repl_unit *u, uint64_t epoch,
     unsigned i, free_slot = REPL_MAX_BACKUPS;
     int rc;
 
-    if (!unit_ours(r, u->cap, u->shard, epoch))
+    if (!repl_unit_ours(r, u->cap, u->shard, epoch))
         return LAG_GIVE_UP; /* cannot be dropped by this node: in doubt */
+    if (u->ncu > 0 && (rc = repl_catchup_lag(r, u, epoch, l)) >= 0)
+        return rc;
     if (!in_refs(r, insync(r, u, epoch), l->name))
         return LAG_OUT;
     for (i = 0; i < REPL_MAX_BACKUPS; i++) {
@@ -1329,11 +1160,11 @@ static void lag_check(keel_repl *r, ev_tstamp now)
                     continue;
                 what = lag_unit(r, u, w->epoch, w->b[i].l);
                 if (what != LAG_WAIT)
-                    unit_forget_link(r, u, w->epoch, w->b[i].l,
+                    repl_forget_link(r, u, w->epoch, w->b[i].l,
                                      what == LAG_GIVE_UP);
             }
         }
-        unit_progress(r, u);
+        repl_unit_progress(r, u);
     }
     for (l = r->links; l != NULL; l = l->next) {
         repl_frame *f, *next;
@@ -1347,9 +1178,9 @@ static void lag_check(keel_repl *r, ev_tstamp now)
                     continue;
                 what = lag_unit(r, x->u, x->epoch, l);
                 if (what != LAG_WAIT) {
-                    unit_forget_link(r, x->u, x->epoch, l,
+                    repl_forget_link(r, x->u, x->epoch, l,
                                      what == LAG_GIVE_UP);
-                    unit_progress(r, x->u);
+                    repl_unit_progress(r, x->u);
                     next = l->head;
                     break;
                 }
@@ -1375,12 +1206,12 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
             unext = u->bnext;
             for (w = u->head; w != NULL; w = w->next)
                 w->doubt = 1;
-            unit_progress(r, u);
+            repl_unit_progress(r, u);
         }
     }
     for (u = r->busy; u != NULL; u = unext) {
         unext = u->bnext;
-        unit_progress(r, u);
+        repl_unit_progress(r, u);
     }
     lag_check(r, now);
     for (l = r->links; l != NULL; l = l->next) {
@@ -1391,7 +1222,9 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
         for (f = l->head; f != NULL && !l->retry; f = f->next)
             frame_send(r, f);
     }
-    if (r->busy == NULL && r->nframes == 0)
+    repl_catchup_tick(r);
+    if (r->busy == NULL && r->nframes == 0 && r->cuhead == NULL &&
+        !r->rescan)
         ev_timer_stop(loop, t);
 }
 
@@ -1539,7 +1372,8 @@ static void wake_cb(struct ev_loop *loop, ev_async *w, int revents)
 }
 
 /* Whether every op of the unit writes within its shard, as the store's
- * fencing needs. */
+ * fencing needs, and a deletion of the whole unit comes only first (a
+ * snapshot). */
 static int ops_in_shard(const keel_repl_unit *ru)
 {
     const uint8_t *p = ru->ops;
@@ -1548,11 +1382,25 @@ static int ops_in_shard(const keel_repl_unit *ru)
 
     for (k = 0; k < ru->nops; k++) {
         keel_repl_op op;
-        if (keel_repl_op_next(&p, &rest, &op) != 0 || op.klen > KEEL_KEY_MAX ||
+        if (keel_repl_op_next(&p, &rest, &op) != 0)
+            return 0;
+        if (op.kind == KEEL_REPL_DEL_UNIT) {
+            if (k != 0)
+                return 0;
+            continue;
+        }
+        if (op.klen > KEEL_KEY_MAX ||
             (((unsigned)op.key[0] << 8) | op.key[1]) != ru->shard)
             return 0;
     }
     return 1;
+}
+
+/* A snapshot: a piece whose first op deletes the whole unit. */
+static int piece_is_snapshot(const keel_repl_unit *ru)
+{
+    return ru->nops > 0 && ru->ops_len > 0 &&
+           ru->ops[0] == KEEL_REPL_DEL_UNIT;
 }
 
 static int unit_build(keel_batch *b, const keel_repl_unit *ru, void *tag,
@@ -1570,6 +1418,8 @@ static int unit_build(keel_batch *b, const keel_repl_unit *ru, void *tag,
         if (op.kind == KEEL_REPL_PUT)
             rc = keel_batch_put(b, op.key, op.klen, op.version, op.data,
                                 op.dlen);
+        else if (op.kind == KEEL_REPL_DEL_UNIT)
+            rc = keel_batch_del_unit(b, 0);
         else if (op.kind == KEEL_REPL_DEL)
             rc = keel_batch_del(b, op.key, op.klen);
         else
@@ -1580,7 +1430,7 @@ static int unit_build(keel_batch *b, const keel_repl_unit *ru, void *tag,
 
 /* Whether a unit piece may be taken: the cluster's view, then order. */
 static int piece_admit(keel_repl *r, struct bj_unit *x, const char *from,
-                       uint64_t stream)
+                       uint64_t stream, int snap)
 {
     repl_bunit *bu;
     int rc;
@@ -1610,12 +1460,24 @@ static int piece_admit(keel_repl *r, struct bj_unit *x, const char *from,
         bu->accepted = bu->durable = 0;
     }
     if (stream != bu->stream) {
-        /* Another run of seqs: taken only from its start, and only a
-         * newer one (a restarted primary). Anything else has a gap. */
-        if (x->seq != 1 || stream < bu->stream)
+        /* Another run of seqs: taken only from its start (or from a
+         * snapshot), and only a newer one (a restarted primary). Anything
+         * else has a gap. */
+        if ((x->seq != 1 && !snap) || stream < bu->stream)
             return KEEL_EPROTO;
         bu->stream = stream;
         bu->accepted = bu->durable = 0;
+    }
+    if (snap) {
+        /* The unit as the primary held it at seq (and perhaps a little
+         * after: the pieces after seq, applied again, end in the same
+         * content). Replaces whatever this node held of it; one older
+         * than the pieces taken already is a resend, done with. */
+        if (x->seq < bu->accepted)
+            return 0;
+        x->grouped = 1;
+        bu->accepted = x->seq;
+        return 0;
     }
     if (x->seq <= bu->accepted)
         return 0; /* had it already: answered once it is durable */
@@ -1720,7 +1582,8 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
         else if (x->confirm)
             x->status = confirm_admit(r, x, from);
         else
-            x->status = piece_admit(r, x, from, h.stream);
+            x->status = piece_admit(r, x, from, h.stream,
+                                    piece_is_snapshot(&ru));
         if (x->status == 0 && x->grouped) {
             x->gidx = keel_batch_group_count(j->b);
             rc = unit_build(j->b, &ru, x->bu, x->cap);
@@ -1817,6 +1680,7 @@ int keel__repl_create(keel_node *n)
     r->wake.data = r;
     ev_prepare_init(&r->flush, flush_cb);
     r->flush.data = r;
+    repl_catchup_init(r);
     n->repl = r;
     return 0;
 }
@@ -1829,8 +1693,9 @@ void keel__repl_start(keel_node *n)
         return;
     ev_async_start(n->loop, &r->wake);
     r->started = 1;
+    repl_catchup_start(r);
     if (r->busy != NULL || r->nframes > 0)
-        arm(r, 0);
+        repl_arm(r, 0);
     if (r->cpend != NULL)
         ev_prepare_start(n->loop, &r->flush);
 }
@@ -1843,6 +1708,7 @@ void keel__repl_stop(keel_node *n)
     if (r == NULL)
         return;
     r->started = 0;
+    repl_catchup_stop(r);
     ev_timer_stop(n->loop, &r->tick);
     ev_async_stop(n->loop, &r->wake);
     ev_prepare_stop(n->loop, &r->flush);
@@ -1857,7 +1723,7 @@ void keel__repl_stop(keel_node *n)
         repl_wait *w;
         for (w = u->head; w != NULL; w = w->next)
             w->doubt = 1;
-        unit_progress(r, u);
+        repl_unit_progress(r, u);
     }
     while ((u = r->cpend) != NULL) { /* their rounds failed above */
         r->cpend = u->cnext;

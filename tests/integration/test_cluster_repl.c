@@ -568,6 +568,306 @@ START_TEST(a_drained_primary_hands_off_with_its_backups)
 }
 END_TEST
 
+/* ------------------------------------------------------------ catch-up */
+
+/* Waits (at most 40 s) until every unit has its 3 replicas in sync and
+ * no move under way: the backups out of sync caught up. */
+static void wait_all_in_sync(const char *what)
+{
+    int ok = tu_map_wait_settled(&fx, 3) || tu_map_wait_settled(&fx, 3);
+
+    CHECK(ok, "%s: the units did not get 3 replicas in sync again", what);
+}
+
+/* One round of increments of every counter, counter j through node
+ * nodes[(j + round) % nn]. */
+static void load_round(keel_client **cl, long *acked, const int *nodes,
+                       int nn, int round, const char *when)
+{
+    char id[16];
+    int j;
+
+    for (j = 0; j < COUNTERS; j++) {
+        int i = nodes[(j + round) % nn];
+        long v;
+        counter_id(j, id, sizeof id);
+        v = incr_keyed(&cl[i], i, id);
+        CHECK(v == acked[j] + 1, "%s answered %ld after %ld increments (%s)",
+              id, v, acked[j], when);
+        acked[j] = v;
+    }
+}
+
+/* Every counter answers its acknowledged count through each live node,
+ * and every unit's replicas in sync print the same digest, with every
+ * live node in sync (so the digests of all of them are compared). */
+static void check_agree(const long *acked, const int *live, int nl,
+                        const char *when)
+{
+    keel_shard_map m;
+    char id[16];
+    int j, k;
+
+    for (j = 0; j < COUNTERS; j++)
+        for (k = 0; k < nl; k++) {
+            long v;
+            counter_id(j, id, sizeof id);
+            v = get_via(live[k], id);
+            CHECK(v == acked[j], "%s is %ld through n%d, %ld acknowledged "
+                  "(%s)", id, v, live[k], acked[j], when);
+        }
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    for (j = 0; j < SHARDS; j++) {
+        const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)j);
+        char d[TU_CLUSTER_MAX][128];
+        for (k = 0; k < nl; k++) {
+            char name[8];
+            snprintf(name, sizeof name, "n%d", live[k]);
+            CHECK(tu_map_in_sync(&m, u, name),
+                  "shard %d: %s is not in sync (%s)", j, name, when);
+            digest_via(live[k], (uint32_t)j, d[k], sizeof d[k]);
+            CHECK(strncmp(d[k], "digest ", 7) == 0 && strcmp(d[k], d[0]) == 0,
+                  "shard %d differs between n%d '%s' and n%d '%s' (%s)", j,
+                  live[0], d[0], live[k], d[k], when);
+        }
+    }
+    keel_map_free(&m);
+}
+
+/* A backup killed under load is dropped from the in-sync sets; started
+ * again on its data it is sent a snapshot of each unit it backs up, and
+ * the controller adds it back: every unit has its three replicas in sync
+ * again, they print the same digest, and no acknowledged increment is
+ * lost. */
+START_TEST(a_restarted_backup_catches_up)
+{
+    keel_client *cl[3] = {NULL, NULL, NULL};
+    long acked[COUNTERS] = {0};
+    const int all[3] = {0, 1, 2}, two[2] = {0, 1};
+    int round, port;
+
+    start_cluster(3, 3, "1000");
+    for (round = 0; round < 3; round++)
+        load_round(cl, acked, all, 3, round, "three nodes");
+    port = fx.nodes[2].port;
+    keel_client_close(cl[2]);
+    cl[2] = NULL;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[2], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[2]);
+    for (round = 0; round < 3; round++)
+        load_round(cl, acked, two, 2, round, "n2 dead");
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 2, port, "--replicas", "3",
+                                           "--repl-lag-ms", "1000", NULL),
+                     0);
+    wait_all_in_sync("n2 back on its data");
+    for (round = 0; round < 2; round++)
+        load_round(cl, acked, all, 3, round, "n2 caught up");
+    check_agree(acked, all, 3, "n2 caught up");
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "repl_catchups") +
+                  tu_keel_stat(fx.nodes[1].addr, "repl_catchups") >
+              0,
+          "no snapshot was sent");
+    for (round = 0; round < 3; round++)
+        if (cl[round] != NULL)
+            keel_client_close(cl[round]);
+}
+END_TEST
+
+/* With catch-up, a unit fails over more than once: its primary killed,
+ * a backup is promoted (alone in sync), the old primary comes back and
+ * both other replicas catch up; then the new primary is killed and the
+ * unit fails over again, to a replica that caught up. Nothing
+ * acknowledged is lost, and the replicas agree after each step. */
+START_TEST(a_unit_fails_over_twice)
+{
+    keel_client *cl[3] = {NULL, NULL, NULL};
+    long acked[COUNTERS] = {0};
+    const int all[3] = {0, 1, 2};
+    keel_shard_map m;
+    char id[16], owner[64], second[64];
+    int round, port, first_victim = 0, second_victim, rest[2], k;
+    uint32_t shard;
+    uint64_t epoch;
+
+    start_cluster(3, 3, "1000");
+    for (round = 0; round < 2; round++)
+        load_round(cl, acked, all, 3, round, "three nodes");
+    counter_id(0, id, sizeof id);
+    shard = shard_of(id);
+    tu_cluster_owner_of(&fx, 1, "counter", id, owner, sizeof owner);
+    CHECK(owner[0] == 'n', "no owner of %s", id);
+    first_victim = owner[1] - '0';
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    epoch = tu_map_unit(&m, "", shard)->shard_epoch;
+    keel_map_free(&m);
+
+    /* First failover. */
+    port = fx.nodes[first_victim].port;
+    keel_client_close(cl[first_victim]);
+    cl[first_victim] = NULL;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[first_victim], SIGKILL),
+                     128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[first_victim]);
+    for (k = 0, round = 0; round < 3; round++)
+        if (round != first_victim)
+            rest[k++] = round;
+    for (round = 0; round < 2; round++)
+        load_round(cl, acked, rest, 2, round, "first primary dead");
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    CHECK(tu_map_unit(&m, "", shard)->shard_epoch > epoch,
+          "shard %u did not fail over", shard);
+    epoch = tu_map_unit(&m, "", shard)->shard_epoch;
+    keel_map_free(&m);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, first_victim, port,
+                                           "--replicas", "3", "--repl-lag-ms",
+                                           "1000", NULL),
+                     0);
+    wait_all_in_sync("after the first failover");
+    load_round(cl, acked, all, 3, 0, "after the first failover");
+    check_agree(acked, all, 3, "after the first failover");
+
+    /* Second failover: whoever leads the unit now. */
+    tu_cluster_owner_of(&fx, 0, "counter", id, second, sizeof second);
+    CHECK(second[0] == 'n', "no owner of %s", id);
+    second_victim = second[1] - '0';
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    epoch = tu_map_unit(&m, "", shard)->shard_epoch;
+    keel_map_free(&m);
+    keel_client_close(cl[second_victim]);
+    cl[second_victim] = NULL;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[second_victim], SIGKILL),
+                     128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[second_victim]);
+    for (k = 0, round = 0; round < 3; round++)
+        if (round != second_victim)
+            rest[k++] = round;
+    for (round = 0; round < 2; round++)
+        load_round(cl, acked, rest, 2, round, "second primary dead");
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    {
+        const keel_map_unit *u = tu_map_unit(&m, "", shard);
+        const char *p = keel_map_primary(
+            &m, (uint32_t)keel_map_cap_index(&m, ""), shard);
+        CHECK(u->shard_epoch > epoch && u->promoted && p != NULL &&
+                  strcmp(p, second) != 0,
+              "shard %u did not fail over a second time (epoch %llu, "
+              "primary %s)",
+              shard, (unsigned long long)u->shard_epoch, p ? p : "-");
+    }
+    keel_map_free(&m);
+    {
+        const int *live = rest;
+        int j, kk;
+        for (j = 0; j < COUNTERS; j++)
+            for (kk = 0; kk < 2; kk++) {
+                long v;
+                counter_id(j, id, sizeof id);
+                v = get_via(live[kk], id);
+                CHECK(v == acked[j], "%s is %ld through n%d, %ld "
+                      "acknowledged (second failover)", id, v, live[kk],
+                      acked[j]);
+            }
+    }
+    for (round = 0; round < 3; round++)
+        if (cl[round] != NULL)
+            keel_client_close(cl[round]);
+}
+END_TEST
+
+/* A node back on an empty data directory (its disk replaced) comes back
+ * under another store id: it is never taken for an in-sync replica of
+ * what it held before; it catches up like any backup out of sync, and
+ * the map records its new store. */
+START_TEST(a_wiped_backup_catches_up_under_its_new_store)
+{
+    keel_client *cl[3] = {NULL, NULL, NULL};
+    long acked[COUNTERS] = {0};
+    const int all[3] = {0, 1, 2}, two[2] = {0, 1};
+    keel_shard_map m;
+    char dir[600], old_store[KEEL_MAP_STORE_HEX + 1];
+    int round, port, tries, idx, gone = 0;
+    uint32_t s;
+
+    start_cluster(3, 3, "1000");
+    for (round = 0; round < 2; round++)
+        load_round(cl, acked, all, 3, round, "three nodes");
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    idx = keel_map_node_index(&m, "n2");
+    CHECK(idx >= 0 && m.store_ids[idx][0] != '\0', "n2 has no store id");
+    snprintf(old_store, sizeof old_store, "%s", m.store_ids[idx]);
+    keel_map_free(&m);
+    port = fx.nodes[2].port;
+    keel_client_close(cl[2]);
+    cl[2] = NULL;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[2], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[2]);
+    for (round = 0; round < 2; round++)
+        load_round(cl, acked, two, 2, round, "n2 dead");
+    /* Its units failed over (the load above went through them). */
+    for (tries = 0; tries < 100 && !gone; tries++) {
+        if (tu_map_read(&fx, &m) == 0) {
+            gone = 1;
+            for (s = 0; s < (uint32_t)SHARDS; s++) {
+                const char *p = keel_map_primary(
+                    &m, (uint32_t)keel_map_cap_index(&m, ""), s);
+                if (p != NULL && strcmp(p, "n2") == 0)
+                    gone = 0;
+            }
+            keel_map_free(&m);
+        }
+        if (!gone)
+            tu_sleep_ms(200);
+    }
+    CHECK(gone, "n2 still leads units after it died");
+    snprintf(dir, sizeof dir, "%s/n2", fx.dir);
+    tu_rmrf(dir);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 2, port, "--replicas", "3",
+                                           "--repl-lag-ms", "1000", NULL),
+                     0);
+    wait_all_in_sync("n2 back on an empty disk");
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    idx = keel_map_node_index(&m, "n2");
+    CHECK(idx >= 0 && m.store_ids[idx][0] != '\0' &&
+              strcmp(m.store_ids[idx], old_store) != 0,
+          "the map does not record n2's new store (still '%s')",
+          idx >= 0 ? m.store_ids[idx] : "?");
+    keel_map_free(&m);
+    load_round(cl, acked, all, 3, 0, "n2 caught up");
+    check_agree(acked, all, 3, "n2 caught up from an empty disk");
+    for (round = 0; round < 3; round++)
+        if (cl[round] != NULL)
+            keel_client_close(cl[round]);
+}
+END_TEST
+
+/* A node that joins a cluster with replicas after its units were first
+ * placed is appended to their replica lists out of sync and catches up:
+ * then every unit has its replicas in sync, equal. */
+START_TEST(a_later_node_catches_up)
+{
+    keel_client *cl[3] = {NULL, NULL, NULL};
+    long acked[COUNTERS] = {0};
+    const int all[3] = {0, 1, 2}, two[2] = {0, 1};
+    int round;
+
+    tu_cluster_start_together(&fx, 2, 3,
+                              (const char *const[]){"--repl-lag-ms", "1000",
+                                                    NULL},
+                              NULL);
+    for (round = 0; round < 3; round++)
+        load_round(cl, acked, two, 2, round, "two nodes");
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 2, 0, "--replicas", "3",
+                                           "--repl-lag-ms", "1000", NULL),
+                     0);
+    wait_all_in_sync("n2 joined");
+    load_round(cl, acked, all, 3, 0, "n2 joined");
+    check_agree(acked, all, 3, "n2 joined");
+    for (round = 0; round < 3; round++)
+        if (cl[round] != NULL)
+            keel_client_close(cl[round]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_repl");
@@ -579,6 +879,10 @@ int main(void)
     tcase_add_test(tc, reply_waits_for_a_paused_backup);
     tcase_add_test(tc, a_restarted_primary_keeps_its_backups);
     tcase_add_test(tc, a_drained_primary_hands_off_with_its_backups);
+    tcase_add_test(tc, a_restarted_backup_catches_up);
+    tcase_add_test(tc, a_unit_fails_over_twice);
+    tcase_add_test(tc, a_wiped_backup_catches_up_under_its_new_store);
+    tcase_add_test(tc, a_later_node_catches_up);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }

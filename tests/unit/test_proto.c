@@ -534,6 +534,45 @@ START_TEST(repl_round_trip)
 }
 END_TEST
 
+/* A snapshot piece: op kind 4 (every record of the unit) has no key and
+ * no data, three bytes; a put follows it. */
+START_TEST(repl_snapshot_op)
+{
+    static const uint8_t k1[] = {0, 7, 'a'};
+    static const uint8_t want_del_unit[] = {4, 0, 0};
+    uint8_t buf[128];
+    size_t off = 0, rest, olen;
+    keel_repl_head h;
+    keel_repl_unit u;
+    keel_repl_op op;
+    const uint8_t *p, *ops;
+
+    ck_assert_uint_eq(keel_repl_op_size(KEEL_REPL_DEL_UNIT, 0, 0), 3);
+    off += keel_repl_head_encode(buf, "n1", 2, 5, 1);
+    off += keel_repl_unit_encode(buf + off, "", 0, 7, 3, 9, 2);
+    ck_assert_uint_eq(keel_repl_op_encode(buf + off, KEEL_REPL_DEL_UNIT, NULL,
+                                          0, 0, NULL, 0),
+                      3);
+    ck_assert_mem_eq(buf + off, want_del_unit, 3);
+    off += 3;
+    off += keel_repl_op_encode(buf + off, KEEL_REPL_PUT, k1, sizeof k1, 2,
+                               "v", 1);
+    ck_assert_int_eq(keel_repl_head_parse(buf, off, &h), 0);
+    p = h.units;
+    rest = h.units_len;
+    ck_assert_int_eq(keel_repl_unit_next(&p, &rest, &u), 0);
+    ck_assert_uint_eq(u.seq, 9);
+    ops = u.ops;
+    olen = u.ops_len;
+    ck_assert_int_eq(keel_repl_op_next(&ops, &olen, &op), 0);
+    ck_assert_int_eq(op.kind, KEEL_REPL_DEL_UNIT);
+    ck_assert_uint_eq(op.klen, 0);
+    ck_assert_int_eq(keel_repl_op_next(&ops, &olen, &op), 0);
+    ck_assert_int_eq(op.kind, KEEL_REPL_PUT);
+    ck_assert_uint_eq(olen, 0);
+}
+END_TEST
+
 /* Every truncation of a REPL body is refused by some step, never read
  * past; other versions, empty senders, bad op kinds and short keys too. */
 START_TEST(repl_truncated_and_bad)
@@ -574,10 +613,14 @@ START_TEST(repl_truncated_and_bad)
         b2[0] = 1;
         b2[1] = 0;
         ck_assert_int_eq(keel_repl_head_parse(b2, len, &h), KEEL_EMALFORMED);
-        /* op kind 4 */
+        /* op kind 4 (the whole unit) with a key, and kind 5 */
         memcpy(b2, buf, len);
         b2[14 + 26] = 4;
         ck_assert_int_eq(keel_repl_head_parse(b2, len, &h), 0);
+        p = h.units;
+        rest = h.units_len;
+        ck_assert_int_eq(keel_repl_unit_next(&p, &rest, &u), KEEL_EMALFORMED);
+        b2[14 + 26] = 5;
         p = h.units;
         rest = h.units_len;
         ck_assert_int_eq(keel_repl_unit_next(&p, &rest, &u), KEEL_EMALFORMED);
@@ -1469,6 +1512,7 @@ static Suite *proto_suite(void)
     tcase_add_test(codec, doc_example_bytes);
     tcase_add_test(codec, repl_round_trip);
     tcase_add_test(codec, repl_truncated_and_bad);
+    tcase_add_test(codec, repl_snapshot_op);
     tcase_add_test(codec, repl_acks_round_trip);
     suite_add_tcase(s, codec);
 

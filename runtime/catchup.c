@@ -1,0 +1,594 @@
+/* Catch-up: bringing a backup that is out of a unit's in-sync set back
+ * into it (docs/cluster.md, "Catch-up"). The primary's side; the backup
+ * takes what it is sent through the REPL frames like any piece.
+ *
+ * A backup the map lists for a unit out of sync, live under the store the
+ * map records for it (keel_cluster_catchup_backups), is sent a snapshot:
+ * one piece whose first op deletes everything it holds of the unit,
+ * followed by a put of every record the primary's store holds of it,
+ * numbered with the unit's last seq k. Every piece numbered after k goes
+ * to it too, on the same ordered link. The snapshot is read after every
+ * piece up to k was committed here, so it holds all of them, and perhaps
+ * some writes of pieces after k, which those pieces write again with the
+ * same content: once the backup applied the pieces that follow, it holds
+ * exactly what the primary holds.
+ *
+ * Once the snapshot is durable there, the primary asks the controller to
+ * add the backup to the in-sync set (keel_cluster_request_add) and from
+ * that moment counts it: every reply of the unit not released yet whose
+ * writes it may lack, every later reply, and every confirm round of the
+ * read rule waits for it as for an in-sync backup. So when the map adds
+ * it, it holds every acknowledged write, and a promotion of it is safe.
+ * A counted backup that stops answering has its request withdrawn; it is
+ * counted until the coordinator says the withdrawal settled (no map can
+ * add it any more: keel_cluster_add_pending), then what waited on it
+ * goes. One that the map adds is an in-sync backup like any other (its
+ * lag leads to a drop request).
+ *
+ * Snapshots are read on the loop thread, at most CU_MAX_SNAP unanswered
+ * at a time, each at most REPL_SEND_MAX bytes (a unit larger than that
+ * cannot catch up: it is logged and tried again later). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "runtime/repl_int.h"
+
+/* Every so often, and soon after a map is applied, the units this node is
+ * primary of are looked over for backups to catch up. */
+#define CU_SCAN_S 1.0
+#define CU_SCAN_SOON_S 0.05
+/* Snapshots sent and not acknowledged yet, at most. */
+#define CU_MAX_SNAP 16
+/* A snapshot not durable on the backup this long after it left is given
+ * up (the backup is slow or gone); the unit is tried again later. */
+#define CU_SNAP_TIMEOUT_S 10.0
+/* A unit whose catch-up failed is not tried again before this. */
+#define CU_RETRY_S 1.0
+#define CU_RETRY_LONG_S 30.0
+
+static keel_cluster *cl(keel_repl *r)
+{
+    return r->rt->c;
+}
+
+static repl_catchup *cu_find(repl_unit *u, uint64_t epoch,
+                             const repl_link *l)
+{
+    unsigned i;
+
+    for (i = 0; i < REPL_MAX_BACKUPS; i++)
+        if (u->cu[i].l == l && u->cu[i].epoch == epoch)
+            return &u->cu[i];
+    return NULL;
+}
+
+static int counted(const repl_catchup *c)
+{
+    return c->phase == CU_ASKED || c->phase == CU_WITHDRAWN;
+}
+
+static void cu_list(keel_repl *r, repl_unit *u)
+{
+    if (u->culisted)
+        return;
+    u->cuprev = NULL;
+    u->cunext = r->cuhead;
+    if (r->cuhead != NULL)
+        r->cuhead->cuprev = u;
+    r->cuhead = u;
+    u->culisted = 1;
+    repl_arm(r, 0);
+}
+
+static void cu_unlist(keel_repl *r, repl_unit *u)
+{
+    if (!u->culisted)
+        return;
+    if (u->cuprev != NULL)
+        u->cuprev->cunext = u->cunext;
+    else
+        r->cuhead = u->cunext;
+    if (u->cunext != NULL)
+        u->cunext->cuprev = u->cuprev;
+    u->cunext = u->cuprev = NULL;
+    u->culisted = 0;
+}
+
+/* Ends a catch-up. forget: what the backup was sent of the unit is not
+ * waited for any more (doubt: what waited on it fails in doubt). */
+static void cu_end(keel_repl *r, repl_unit *u, repl_catchup *c, int forget,
+                   int doubt, double retry)
+{
+    repl_link *l = c->l;
+    uint64_t epoch = c->epoch;
+
+    if (c->phase == CU_SNAP && r->nsnap > 0)
+        r->nsnap--;
+    memset(c, 0, sizeof *c);
+    u->ncu--;
+    if (retry > 0) {
+        ev_tstamp at = ev_now(r->n->loop) + retry;
+        if (at > u->cu_retry_at)
+            u->cu_retry_at = at;
+    }
+    if (forget) {
+        repl_forget_link(r, u, epoch, l, doubt);
+        repl_unit_progress(r, u);
+    }
+}
+
+/* ------------------------------------------------------------ settles */
+
+void repl_catchup_decide(keel_repl *r, repl_unit *u, uint64_t epoch)
+{
+    unsigned i, k;
+
+    (void)r;
+    for (i = 0; i < REPL_MAX_BACKUPS; i++) {
+        repl_catchup *c = &u->cu[i];
+        int dup = 0;
+        if (c->l == NULL || c->epoch != epoch)
+            continue;
+        for (k = 0; k < u->snb; k++)
+            if (u->sl[k] == c->l) {
+                dup = 1; /* in sync meanwhile: already there */
+                break;
+            }
+        if (dup || u->snb == REPL_MAX_BACKUPS)
+            continue;
+        u->sw[u->snb] = (uint8_t)counted(c);
+        u->sl[u->snb++] = c->l;
+    }
+}
+
+size_t repl_catchup_counted(keel_repl *r, repl_unit *u, uint64_t epoch,
+                            size_t n)
+{
+    unsigned i;
+    size_t k;
+
+    for (i = 0; i < REPL_MAX_BACKUPS && n < REPL_MAX_BACKUPS; i++) {
+        const repl_catchup *c = &u->cu[i];
+        int dup = 0;
+        if (c->l == NULL || c->epoch != epoch || !counted(c))
+            continue;
+        for (k = 0; k < n; k++)
+            if (strcmp(r->refs[k].name, c->l->name) == 0)
+                dup = 1;
+        if (dup)
+            continue;
+        snprintf(r->refs[n].name, sizeof r->refs[n].name, "%s", c->l->name);
+        snprintf(r->refs[n].addr, sizeof r->refs[n].addr, "%s", c->l->addr);
+        n++;
+    }
+    return n;
+}
+
+int repl_catchup_has(const repl_unit *u, uint64_t epoch, const repl_link *l)
+{
+    unsigned i;
+
+    for (i = 0; i < REPL_MAX_BACKUPS; i++)
+        if (u->cu[i].l == l && u->cu[i].epoch == epoch)
+            return 1;
+    return 0;
+}
+
+/* ------------------------------------------------------- asking to add */
+
+/* From now on replies of u wait for c's backup: the writes it may lack
+ * (after what it acknowledged), and the confirm rounds of reads not
+ * answered yet, which it is sent. */
+static void cu_count(keel_repl *r, repl_unit *u, repl_catchup *c)
+{
+    repl_wait *w;
+    int sent = 0;
+
+    for (w = u->head; w != NULL; w = w->next) {
+        unsigned i;
+        int there = 0;
+        if (w->epoch != c->epoch || w->doubt)
+            continue;
+        if (!w->confirm && w->seq <= c->acked)
+            continue;
+        for (i = 0; i < w->nb; i++)
+            if (w->b[i].l == c->l)
+                there = 1;
+        if (there || w->nb == REPL_MAX_BACKUPS)
+            continue;
+        if (w->confirm && w != u->conf) {
+            /* Its round went to the others already: this one gets its
+             * own piece of the round. */
+            repl_frame *f;
+            r->plen = 0;
+            r->pops = 0;
+            if (repl_frame_add_piece(r, c->l, u, w->epoch, 0) != 0) {
+                w->doubt = 1;
+                continue;
+            }
+            f = c->l->build;
+            f->units[f->nunits - 1].cid = w->cid;
+            sent = 1;
+        }
+        w->b[w->nb].l = c->l;
+        w->b[w->nb].done = 0;
+        w->nb++;
+    }
+    if (sent)
+        repl_frame_finish(r, c->l);
+    repl_unit_progress(r, u);
+}
+
+static void cu_ask(keel_repl *r, repl_unit *u, repl_catchup *c)
+{
+    int rc = keel_cluster_request_add(cl(r), u->cap, u->shard, c->epoch,
+                                      c->l->name, c->store);
+
+    if (rc == KEEL_ENOTFOUND) {
+        /* The map moved on: no longer this node's, or not out of sync. */
+        cu_end(r, u, c, 1, 0, CU_RETRY_S);
+        return;
+    }
+    if (rc != 0) {
+        keel_warn("unit (%s, %u): cannot ask to add backup %s to the "
+                  "in-sync set: %s",
+                  u->cap, u->shard, c->l->name, keel_strerror(rc));
+        return; /* the next tick asks again */
+    }
+    keel_info("unit (%s, %u): backup %s caught up at seq %llu; asking the "
+              "controller to add it to the in-sync set",
+              u->cap, u->shard, c->l->name, (unsigned long long)c->acked);
+    c->phase = CU_ASKED;
+    c->since = ev_now(r->n->loop);
+    cu_count(r, u, c);
+}
+
+void repl_catchup_acked(keel_repl *r, repl_unit *u, uint64_t epoch,
+                        repl_link *l, uint64_t seq)
+{
+    repl_catchup *c = cu_find(u, epoch, l);
+
+    if (c == NULL)
+        return;
+    if (seq > c->acked)
+        c->acked = seq;
+    if (c->phase == CU_SNAP && c->acked >= c->snap_seq) {
+        /* Asked from the tick: an answer's callback never sends. */
+        r->nsnap--;
+        c->phase = CU_TAIL;
+        c->since = ev_now(r->n->loop);
+        repl_arm(r, 0);
+    }
+}
+
+static void cu_withdraw(keel_repl *r, repl_unit *u, repl_catchup *c,
+                        const char *why)
+{
+    int rc = keel_cluster_withdraw_add(cl(r), u->cap, u->shard, c->epoch,
+                                       c->l->name);
+
+    if (rc != 0 && rc != KEEL_ENOTFOUND) {
+        keel_warn("unit (%s, %u): cannot withdraw the add of backup %s: %s",
+                  u->cap, u->shard, c->l->name, keel_strerror(rc));
+        return; /* the next tick tries again */
+    }
+    keel_warn("unit (%s, %u): backup %s %s; withdrawing its add to the "
+              "in-sync set",
+              u->cap, u->shard, c->l->name, why);
+    c->phase = CU_WITHDRAWN;
+    c->since = ev_now(r->n->loop);
+}
+
+int repl_catchup_lag(keel_repl *r, repl_unit *u, uint64_t epoch,
+                     repl_link *l)
+{
+    repl_catchup *c = cu_find(u, epoch, l);
+
+    if (c == NULL)
+        return -1;
+    switch (c->phase) {
+    case CU_ASKED:
+        cu_withdraw(r, u, c, "stopped acknowledging");
+        return LAG_WAIT;
+    case CU_WITHDRAWN:
+        return LAG_WAIT;
+    default:
+        if (ev_now(r->n->loop) - c->since < CU_SNAP_TIMEOUT_S)
+            return LAG_WAIT;
+        keel_warn("unit (%s, %u): backup %s did not store its snapshot "
+                  "within %.0f s; trying again later",
+                  u->cap, u->shard, l->name, CU_SNAP_TIMEOUT_S);
+        cu_end(r, u, c, 0, 0, CU_RETRY_S);
+        return LAG_OUT;
+    }
+}
+
+/* ---------------------------------------------------------- snapshots */
+
+static int snap_record(const uint8_t *key, size_t klen,
+                       const keel_record *rec, void *data)
+{
+    keel_repl *r = data;
+    size_t need = keel_repl_op_size(KEEL_REPL_PUT, klen, rec->len);
+
+    if (need > REPL_SEND_MAX - r->plen)
+        return KEEL_ETOOBIG;
+    if (repl_reserve(&r->piece, &r->pcap, r->plen, need) != 0)
+        return KEEL_ENOMEM;
+    r->plen += keel_repl_op_encode(r->piece + r->plen, KEEL_REPL_PUT, key,
+                                   klen, rec->version, rec->data, rec->len);
+    r->pops++;
+    return 0;
+}
+
+/* Sends the backup `ref` (store `store`) a snapshot of u at epoch. */
+static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
+                     const keel_replica_ref *ref, const char *store)
+{
+    keel_store_read *rd = NULL;
+    repl_catchup *c = NULL;
+    repl_link *l;
+    size_t need, i, nin;
+    int rc;
+
+    for (i = 0; i < REPL_MAX_BACKUPS; i++)
+        if (u->cu[i].l == NULL) {
+            c = &u->cu[i];
+            break;
+        }
+    if (c == NULL || (l = repl_link_get(r, ref)) == NULL)
+        return;
+    if (u->epoch > epoch)
+        return;
+    if (u->epoch < epoch) {
+        /* No piece numbered at this epoch yet. */
+        u->epoch = epoch;
+        u->seq = r->lossy ? 1 : 0;
+    }
+    if (u->seq == 0) {
+        /* The snapshot needs a number: an empty piece takes 1, sent to
+         * the in-sync backups so that they take what follows. */
+        nin = keel_cluster_insync_backups(cl(r), u->cap, u->shard, epoch,
+                                          r->refs, REPL_MAX_BACKUPS);
+        u->seq = 1;
+        r->plen = 0;
+        r->pops = 0;
+        for (i = 0; i < nin; i++) {
+            repl_link *il = repl_link_get(r, &r->refs[i]);
+            if (il != NULL && repl_frame_add_piece(r, il, u, epoch, 1) == 0)
+                repl_frame_finish(r, il);
+        }
+    }
+    r->plen = 0;
+    r->pops = 0;
+    need = keel_repl_op_size(KEEL_REPL_DEL_UNIT, 0, 0);
+    rc = repl_reserve(&r->piece, &r->pcap, 0, need);
+    if (rc == 0) {
+        r->plen = keel_repl_op_encode(r->piece, KEEL_REPL_DEL_UNIT, NULL, 0,
+                                      0, NULL, 0);
+        r->pops = 1;
+        rc = keel_store_read_begin(r->n->store, &rd);
+    }
+    if (rc == 0) {
+        rc = keel_store_unit_scan(rd, u->cap, (uint16_t)u->shard,
+                                  snap_record, r);
+        keel_store_read_end(rd);
+    }
+    if (rc == 0)
+        rc = repl_frame_add_piece(r, l, u, epoch, u->seq);
+    if (rc != 0) {
+        keel_error("unit (%s, %u): cannot send backup %s a snapshot: %s; "
+                   "trying again in %.0f s",
+                   u->cap, u->shard, l->name, keel_strerror(rc),
+                   CU_RETRY_LONG_S);
+        r->plen = 0;
+        r->pops = 0;
+        u->cu_retry_at = ev_now(r->n->loop) + CU_RETRY_LONG_S;
+        if (l->build != NULL)
+            repl_frame_finish(r, l);
+        return;
+    }
+    STAT_ADD(r->n, repl_catchups, 1);
+    STAT_ADD(r->n, repl_catchup_bytes, r->plen);
+    keel_info("unit (%s, %u): backup %s is out of sync; sending it a "
+              "snapshot (%u records, %zu bytes) at epoch %llu seq %llu",
+              u->cap, u->shard, l->name, r->pops - 1, r->plen,
+              (unsigned long long)epoch, (unsigned long long)u->seq);
+    r->plen = 0;
+    r->pops = 0;
+    repl_frame_finish(r, l);
+    memset(c, 0, sizeof *c);
+    c->l = l;
+    c->epoch = epoch;
+    c->snap_seq = u->seq;
+    c->phase = CU_SNAP;
+    c->since = ev_now(r->n->loop);
+    snprintf(c->store, sizeof c->store, "%s", store);
+    u->ncu++;
+    r->nsnap++;
+    cu_list(r, u);
+}
+
+/* Looks for backups to catch up on the units this node is primary of,
+ * serving at their map epoch. Stops once CU_MAX_SNAP snapshots are out;
+ * the tick goes on from there. */
+static void cu_scan(keel_repl *r)
+{
+    const keel_shard_map *m = keel_cluster_map(cl(r));
+    const char *me = keel_cluster_node_name(cl(r));
+    keel_replica_ref refs[REPL_MAX_BACKUPS];
+    char stores[REPL_MAX_BACKUPS][KEEL_MAP_STORE_HEX + 1];
+    ev_tstamp now = ev_now(r->n->loop);
+    uint32_t ci, s;
+    int self;
+
+    r->rescan = 0;
+    if (m == NULL || keel_cluster_replicas(cl(r)) < 2 ||
+        !keel__cluster_rt_serving(r->n) ||
+        (self = keel_map_node_index(m, me)) < 0)
+        return;
+    for (ci = 0; ci < m->ncaps; ci++) {
+        for (s = 0; s < m->shard_count; s++) {
+            const keel_map_unit *mu = &m->units[ci * m->shard_count + s];
+            const char *cap = m->caps[ci];
+            repl_unit *u;
+            size_t n, i;
+            if (mu->nreplicas < 2 || mu->shard_epoch == 0 ||
+                mu->replicas[0] != (uint16_t)self ||
+                mu->insync == (uint8_t)((1u << mu->nreplicas) - 1))
+                continue;
+            if (keel_cluster_write_epoch(cl(r), cap, s) != mu->shard_epoch)
+                continue; /* not serving it there (yet) */
+            n = keel_cluster_catchup_backups(cl(r), cap, s, mu->shard_epoch,
+                                             refs, stores, REPL_MAX_BACKUPS);
+            if (n == 0)
+                continue;
+            u = repl_unit_get(r, cap, s);
+            if (u == NULL || u->cu_retry_at > now)
+                continue;
+            for (i = 0; i < n; i++) {
+                repl_link *l;
+                if (r->nsnap >= CU_MAX_SNAP) {
+                    r->rescan = 1; /* the tick goes on */
+                    repl_arm(r, 0);
+                    return;
+                }
+                l = repl_link_get(r, &refs[i]);
+                if (l == NULL || cu_find(u, mu->shard_epoch, l) != NULL)
+                    continue;
+                cu_begin(r, u, mu->shard_epoch, &refs[i], stores[i]);
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- tick */
+
+/* Whether the map still lets l catch up on u at epoch (listed out of
+ * sync, live, under store). */
+static int still_candidate(keel_repl *r, repl_unit *u, const repl_catchup *c)
+{
+    keel_replica_ref refs[REPL_MAX_BACKUPS];
+    char stores[REPL_MAX_BACKUPS][KEEL_MAP_STORE_HEX + 1];
+    size_t n, i;
+
+    n = keel_cluster_catchup_backups(cl(r), u->cap, u->shard, c->epoch, refs,
+                                     stores, REPL_MAX_BACKUPS);
+    for (i = 0; i < n; i++)
+        if (strcmp(refs[i].name, c->l->name) == 0)
+            return strcmp(stores[i], c->store) == 0;
+    return 0;
+}
+
+static int is_insync(keel_repl *r, repl_unit *u, const repl_catchup *c)
+{
+    size_t n, i;
+
+    n = keel_cluster_insync_backups(cl(r), u->cap, u->shard, c->epoch,
+                                    r->refs, REPL_MAX_BACKUPS);
+    for (i = 0; i < n; i++)
+        if (strcmp(r->refs[i].name, c->l->name) == 0)
+            return 1;
+    return 0;
+}
+
+static void cu_check(keel_repl *r, repl_unit *u, repl_catchup *c)
+{
+    if (!repl_unit_ours(r, u->cap, u->shard, c->epoch)) {
+        /* The unit left this node at that epoch: whatever waited on the
+         * backup cannot be confirmed here any more. */
+        cu_end(r, u, c, 1, counted(c), 0);
+        return;
+    }
+    switch (c->phase) {
+    case CU_ASKED:
+    case CU_WITHDRAWN:
+        if (keel_cluster_add_pending(cl(r), u->cap, u->shard, c->epoch,
+                                     c->l->name)) {
+            if (c->phase == CU_ASKED && !still_candidate(r, u, c) &&
+                !is_insync(r, u, c))
+                cu_withdraw(r, u, c, "is not a live replica of it any more");
+            return;
+        }
+        if (is_insync(r, u, c)) {
+            keel_info("unit (%s, %u): backup %s is in sync at epoch %llu",
+                      u->cap, u->shard, c->l->name,
+                      (unsigned long long)c->epoch);
+            cu_end(r, u, c, 0, 0, 0); /* an in-sync backup from now on */
+        } else {
+            /* Settled without it: no map can add it on this request. */
+            cu_end(r, u, c, 1, 0, CU_RETRY_S);
+        }
+        return;
+    case CU_TAIL:
+        if (!still_candidate(r, u, c))
+            cu_end(r, u, c, 1, 0, CU_RETRY_S);
+        else
+            cu_ask(r, u, c);
+        return;
+    default:
+        if (!still_candidate(r, u, c))
+            cu_end(r, u, c, 1, 0, CU_RETRY_S);
+        return;
+    }
+}
+
+static void cu_settle_all(keel_repl *r)
+{
+    repl_unit *u, *unext;
+
+    for (u = r->cuhead; u != NULL; u = unext) {
+        unsigned i;
+        unext = u->cunext;
+        for (i = 0; i < REPL_MAX_BACKUPS; i++)
+            if (u->cu[i].l != NULL)
+                cu_check(r, u, &u->cu[i]);
+        if (u->ncu == 0)
+            cu_unlist(r, u);
+    }
+}
+
+void repl_catchup_tick(keel_repl *r)
+{
+    cu_settle_all(r);
+    if (r->rescan && r->nsnap < CU_MAX_SNAP)
+        cu_scan(r);
+}
+
+void repl_catchup_map_applied(keel_repl *r)
+{
+    cu_settle_all(r);
+    if (r->started && keel_cluster_replicas(cl(r)) > 1) {
+        ev_timer_stop(r->n->loop, &r->scan);
+        ev_timer_set(&r->scan, CU_SCAN_SOON_S, CU_SCAN_S);
+        ev_timer_start(r->n->loop, &r->scan);
+    }
+}
+
+static void scan_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    keel_repl *r = t->data;
+
+    (void)loop;
+    (void)revents;
+    if (r->nsnap < CU_MAX_SNAP)
+        cu_scan(r);
+}
+
+void repl_catchup_init(keel_repl *r)
+{
+    ev_timer_init(&r->scan, scan_cb, CU_SCAN_S, CU_SCAN_S);
+    r->scan.data = r;
+}
+
+void repl_catchup_start(keel_repl *r)
+{
+    ev_timer_start(r->n->loop, &r->scan);
+}
+
+void repl_catchup_stop(keel_repl *r)
+{
+    ev_timer_stop(r->n->loop, &r->scan);
+}

@@ -1,0 +1,283 @@
+/* Internals of replication shared by runtime/repl.c (the stream, the
+ * commit rule, the backup side) and runtime/catchup.c (bringing a backup
+ * out of sync back into the in-sync set). Loop thread unless noted. */
+#ifndef KEEL_RUNTIME_REPL_INT_H
+#define KEEL_RUNTIME_REPL_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "coordinator/cluster.h"
+#include "coordinator/shardmap.h"
+#include "runtime/cluster_rt_int.h"
+#include "runtime/hmap.h"
+#include "runtime/repl.h"
+
+#define REPL_LAG_MS_DEFAULT 1000
+#define REPL_TICK_S 0.02
+/* A refused piece or a failed link: everything unacknowledged goes again
+ * after this pause (the refusal is typically a backup that has not read
+ * the map yet). */
+#define REPL_RETRY_S 0.05
+#define REPL_PIECE_MAX (256u << 10)
+#define REPL_FRAME_MAX (1u << 20)
+/* What one frame may carry: a peer link's limit. A single group larger
+ * than that is never sent: the backup sees the gap in seqs and refuses
+ * what follows, and it is dropped from the in-sync set after the lag. */
+#define REPL_SEND_MAX ((64u << 20) - KEEL_FRAME_HEADER)
+#define REPL_MAX_BACKUPS 4
+
+typedef struct repl_link repl_link;
+typedef struct repl_frame repl_frame;
+typedef struct repl_unit repl_unit;
+typedef struct repl_wait repl_wait;
+
+/* A backup of a unit that is not in its in-sync set being brought into
+ * it (runtime/catchup.c): sent a snapshot of the unit at snap_seq, then
+ * every later piece; once the snapshot is durable there, the controller
+ * is asked to add it, and from then on replies of the unit wait for it as
+ * for an in-sync backup (it is "counted") until the coordinator says the
+ * request is settled (keel_cluster_add_pending). */
+enum repl_cu_phase {
+    CU_SNAP = 1,  /* snapshot sent, not acknowledged yet */
+    CU_TAIL,      /* snapshot durable there; the add not asked yet */
+    CU_ASKED,     /* add asked: counted */
+    CU_WITHDRAWN  /* add withdrawn: counted until the withdrawal settles */
+};
+
+typedef struct repl_catchup {
+    repl_link *l; /* NULL: free slot */
+    uint64_t epoch;
+    uint64_t snap_seq;
+    uint64_t acked; /* the highest seq it acknowledged at epoch */
+    int phase;
+    ev_tstamp since; /* when the phase began */
+    char store[KEEL_MAP_STORE_HEX + 1];
+} repl_catchup;
+
+/* Replies of a unit's actors from one settle on, released when every
+ * backup listed has acknowledged seq at epoch (or left the unit's in-sync
+ * set), or failed in doubt. */
+struct repl_wait {
+    repl_wait *next;
+    uint64_t epoch, seq;
+    ev_tstamp born;
+    int doubt; /* fail the replies: the writes cannot be confirmed */
+    /* A confirm round (the read rule): its replies wrote nothing; it is
+     * complete once each backup answered the round's empty piece `cid`
+     * (sent after the replies' turns ran) at epoch without refusing it,
+     * seq is not used. */
+    int confirm;
+    uint64_t cid;
+    unsigned nb;
+    struct {
+        repl_link *l;
+        int done;
+    } b[REPL_MAX_BACKUPS];
+    keel_req_queue reqs;
+    size_t nreqs;
+};
+
+struct repl_unit {
+    uint64_t hash;
+    uint32_t shard;
+    uint64_t epoch;  /* of seq */
+    uint64_t seq;    /* the last piece numbered at epoch */
+    uint64_t stale;  /* a backup holds a newer epoch than this one */
+    repl_wait *head, *tail;
+    /* The confirm round of reads not sent yet (on r->cpend), or NULL;
+     * and the last round's number. */
+    repl_wait *conf;
+    uint64_t cid;
+    repl_unit *cnext;
+    repl_unit *bnext, *bprev; /* on r->busy while it has entries */
+    int busy;
+    /* Drops asked for (keel_cluster_request_drop), by backup and epoch. */
+    struct {
+        repl_link *l;
+        uint64_t epoch;
+    } asked[REPL_MAX_BACKUPS];
+    /* Scratch of one settle: its backups, decided once per settle, and
+     * whether its replies wait on each (a backup catching up is sent the
+     * pieces before its acknowledgements count). */
+    uint64_t settle;
+    uint64_t settle_epoch;
+    unsigned snb;
+    int sdoubt;
+    uint64_t sfail; /* the settle whose replies it could not hold */
+    repl_link *sl[REPL_MAX_BACKUPS];
+    uint8_t sw[REPL_MAX_BACKUPS];
+    /* Backups catching up (runtime/catchup.c); on r->cuhead while any. */
+    repl_catchup cu[REPL_MAX_BACKUPS];
+    unsigned ncu;
+    repl_unit *cunext, *cuprev;
+    int culisted;
+    ev_tstamp cu_retry_at; /* no new catch-up of the unit before */
+    char cap[];
+};
+
+struct rf_unit {
+    repl_unit *u;
+    uint64_t epoch, seq; /* seq 0: the confirm round cid */
+    uint64_t cid;
+    int done;
+};
+
+struct repl_frame {
+    repl_frame *next;
+    repl_link *l;
+    int refs;   /* listed on its link, and its send while unanswered */
+    int listed;
+    ev_tstamp born;
+    uint8_t *body;
+    size_t len, cap;
+    uint16_t nunits, nleft;
+    struct rf_unit *units;
+    size_t ucap;
+};
+
+/* A backup node. Links live as long as the module. */
+struct repl_link {
+    repl_link *next;
+    char name[KEEL_NAME_MAX + 1];
+    char addr[300];
+    repl_frame *head, *tail; /* sent or to send, not acknowledged */
+    size_t nframes;
+    uint32_t inflight;       /* sends not answered yet */
+    int retry;               /* listed frames go again at retry_at */
+    ev_tstamp retry_at;
+    ev_tstamp warned_at;
+    repl_frame *build;       /* the frame of the settle under way */
+};
+
+/* Backup side: what this node took of a unit. */
+typedef struct repl_bunit {
+    uint64_t hash;
+    uint32_t shard;
+    uint64_t epoch;
+    uint64_t stream;
+    uint64_t accepted; /* the last seq queued for the writer */
+    uint64_t durable;  /* the last seq committed (durable as the mode says) */
+    char cap[];
+} repl_bunit;
+
+struct bj_unit {
+    repl_bunit *bu;
+    int status;  /* refused before the writer, or 0 */
+    int confirm; /* an empty piece of seq 0: a confirm round */
+    int grouped; /* a group of the batch (else a duplicate or refused) */
+    size_t gidx;
+    uint64_t epoch, stream, seq;
+    /* What bu was before this unit was taken: restored when the frame
+     * cannot be queued at all. */
+    uint64_t old_epoch, old_stream, old_accepted, old_durable;
+    uint32_t shard;
+    uint8_t clen;
+    char cap[256];
+};
+
+/* A REPL frame with the backup's writer. */
+typedef struct bjob {
+    struct bjob *next;
+    keel_req *req;
+    keel_batch *b;
+    int wstatus;  /* the writer's report */
+    int done;     /* reported, or refused at the door (under r->mu) */
+    int reported; /* by the writer: a failure there is acknowledged */
+    uint16_t nunits;
+    struct bj_unit *units;
+} bjob;
+
+struct keel_repl {
+    keel_node *n;
+    keel_cluster_rt *rt;
+    uint64_t stream; /* this process's stream: its start, in ns */
+    double lag_s;
+    keel_hmap units;   /* repl_unit by (cap, shard) */
+    repl_unit *busy;   /* units with entries */
+    repl_link *links;
+    size_t nframes;    /* listed, over every link */
+    uint64_t settle_no;
+    /* A settle that ran out of memory: its replies of units marked (or of
+     * every unit, sfail_all) fail in doubt rather than go unconfirmed. */
+    uint64_t sfail, sfail_all;
+    /* Out of memory lost writes of units this node cannot name: every
+     * unit starts its seqs at 2 from then on, so backups that never saw
+     * seq 1 refuse what follows and are dropped. */
+    int lossy;
+    struct gref {
+        repl_unit *u;
+        size_t g;
+    } *gv;
+    size_t gcap;
+    keel_replica_ref refs[REPL_MAX_BACKUPS];
+    uint8_t *piece; /* the ops of the piece being made */
+    size_t plen, pcap;
+    uint32_t pops;
+    ev_timer tick;
+    int started;
+    /* The read rule: units with a confirm round to send, sent when the
+     * loop has run what this iteration had (flush, an ev_prepare). */
+    repl_unit *cpend;
+    ev_prepare flush;
+
+    /* Catch-up (runtime/catchup.c): units with backups catching up, how
+     * many snapshots are unacknowledged, and the scan for backups that
+     * need one (every CU_SCAN_S, soon after a map is applied, and on the
+     * next tick while a scan stopped short). */
+    repl_unit *cuhead;
+    unsigned nsnap;
+    int rescan;
+    ev_timer scan;
+
+    /* Backup side. */
+    keel_hmap bunits; /* repl_bunit by (cap, shard) */
+    keel_writer *writer;
+    pthread_mutex_t mu;
+    bjob *jobs, *jobs_tail; /* with the writer, in order */
+    bjob *wnext;            /* the next one it reports (under mu) */
+    ev_async wake;
+};
+
+enum { LAG_WAIT = 0, LAG_OUT, LAG_GIVE_UP };
+
+/* runtime/repl.c */
+repl_unit *repl_unit_find(keel_repl *r, const char *cap, uint32_t shard);
+repl_unit *repl_unit_get(keel_repl *r, const char *cap, uint32_t shard);
+void repl_busy_update(keel_repl *r, repl_unit *u);
+void repl_arm(keel_repl *r, double after);
+int repl_unit_ours(keel_repl *r, const char *cap, uint32_t shard,
+                   uint64_t epoch);
+repl_link *repl_link_get(keel_repl *r, const keel_replica_ref *ref);
+int repl_reserve(uint8_t **buf, size_t *cap, size_t len, size_t more);
+int repl_frame_add_piece(keel_repl *r, repl_link *l, repl_unit *u,
+                         uint64_t epoch, uint64_t seq);
+void repl_frame_finish(keel_repl *r, repl_link *l);
+void repl_forget_link(keel_repl *r, repl_unit *u, uint64_t epoch,
+                      repl_link *l, int doubt);
+void repl_unit_progress(keel_repl *r, repl_unit *u);
+
+/* runtime/catchup.c */
+void repl_catchup_init(keel_repl *r);
+void repl_catchup_start(keel_repl *r);
+void repl_catchup_stop(keel_repl *r);
+/* A settle decided u's in-sync backups (u->sl[0..snb)): appends the
+ * backups catching up at epoch, marking in u->sw those replies wait on. */
+void repl_catchup_decide(keel_repl *r, repl_unit *u, uint64_t epoch);
+/* Appends to r->refs[0..n) the backups of u counted at epoch (add asked
+ * or withdrawn, not settled) that are not there yet; the new count. */
+size_t repl_catchup_counted(keel_repl *r, repl_unit *u, uint64_t epoch,
+                            size_t n);
+/* Whether l is catching up on u at epoch (its frames of u stay). */
+int repl_catchup_has(const repl_unit *u, uint64_t epoch, const repl_link *l);
+/* l acknowledged u up to seq at epoch. */
+void repl_catchup_acked(keel_repl *r, repl_unit *u, uint64_t epoch,
+                        repl_link *l, uint64_t seq);
+/* l left (u, epoch) unacknowledged past the lag: -1 when l is not
+ * catching up there (the in-sync rules apply), else LAG_*. */
+int repl_catchup_lag(keel_repl *r, repl_unit *u, uint64_t epoch,
+                     repl_link *l);
+void repl_catchup_tick(keel_repl *r);
+void repl_catchup_map_applied(keel_repl *r);
+
+#endif
