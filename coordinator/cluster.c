@@ -55,6 +55,28 @@ typedef struct drop_req {
     char backup[KEEL_NAME_MAX + 1];
 } drop_req;
 
+/* A primary's request that the controller add a backup it caught up to a
+ * unit's in-sync set (keel_cluster_request_add). Once withdrawn it stays
+ * here, unpublished, until the runtime may stop counting the backup: the
+ * first state write that leaves it out has completed, and then a map read
+ * issued after that completion has been applied (a controller that read
+ * the request earlier either wrote its map before that write, and the
+ * read shows it, or fails the CHECK of nodes/<node>/state that every map
+ * write honouring an add carries). Rare: kept in a plain list. */
+typedef struct add_req {
+    char cap[KEEL_NAME_MAX + 1];
+    uint32_t shard;
+    uint64_t epoch;
+    char backup[KEEL_NAME_MAX + 1];
+    char store[KEEL_MAP_STORE_HEX + 1];
+    uint8_t withdrawn;
+    uint8_t written; /* withdrawn: a state write without it completed */
+    uint8_t reading; /* written: the settle read in flight was issued
+                      * after that */
+    uint64_t write_from; /* withdrawn: the number of the first state write
+                          * that leaves it out */
+} add_req;
+
 /* Setup after joining: nodes/<node>, then nodes/<node>/state. */
 enum { SETUP_NONE = 0, SETUP_NODE, SETUP_STATE, SETUP_DONE };
 
@@ -100,6 +122,13 @@ struct keel_cluster {
     size_t nnames;
     drop_req *drops; /* drop requests not yet settled by a map */
     size_t ndrops;
+    add_req *adds; /* add requests, active or withdrawn, not settled */
+    size_t nadds;
+    /* State writes are numbered as they are submitted: state_sent is the
+     * last number given, state_flight the one in flight. */
+    uint64_t state_sent, state_flight;
+    /* The map read that settles withdrawn adds (one at a time). */
+    int settle_busy, settle_stalled;
 
     int setup, setup_busy, setup_stalled;
     int state_busy, state_dirty, state_stalled, state_missing;
@@ -131,6 +160,8 @@ static int rejoin_step(keel_cluster *c);
 static void schedule(keel_cluster *c);
 static void publish(keel_cluster *c);
 static void apply_map(keel_cluster *c);
+static void adds_written(keel_cluster *c);
+static void settle_kick(keel_cluster *c);
 
 /* The agent's clock, read afresh (ev_now() follows the wall clock, which
  * may be stepped). CLOCK_BOOTTIME keeps counting while the machine (or
@@ -388,6 +419,8 @@ static void state_written(keel_zk *zk, int rc, const keel_zk_stat *st,
                    keel_strerror(rc));
         return;
     }
+    if (rc == 0)
+        adds_written(c);
     if (c->state_dirty)
         publish(c);
 }
@@ -447,6 +480,24 @@ static int build_state(keel_cluster *c, keel_node_state *st)
         if (rc != 0 && rc != KEEL_EOVERLOAD)
             goto fail;
     }
+    for (i = 0; i < c->nadds; i++) {
+        const add_req *a = &c->adds[i];
+        const local_cap *lc = lcap(c, a->cap, 0);
+        const local_unit *lu = lc != NULL ? &lc->units[a->shard] : NULL;
+        if (a->withdrawn || lu == NULL || lu->epoch != a->epoch ||
+            (lu->phase != U_PRIMARY && lu->phase != U_RELEASING))
+            continue;
+        /* As for drops: a unit being handed off is published as PRIMARY
+         * to carry the request. */
+        if (keel_node_state_find(st, a->cap, a->shard) == NULL &&
+            (rc = keel_node_state_put(st, a->cap, a->shard,
+                                      KEEL_ROLE_PRIMARY, a->epoch, NULL)))
+            goto fail;
+        rc = keel_node_state_put_add(st, a->cap, a->shard, a->backup,
+                                     a->store);
+        if (rc != 0 && rc != KEEL_EOVERLOAD)
+            goto fail;
+    }
     return 0;
 fail:
     keel_node_state_free(st);
@@ -489,6 +540,7 @@ static void publish(keel_cluster *c)
     if (rc == 0) {
         c->state_busy = 1;
         c->state_dirty = 0;
+        c->state_flight = ++c->state_sent;
     }
 }
 
@@ -645,25 +697,54 @@ static void apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
     }
 }
 
+/* The unit (cap, shard) of the applied map if this node is its primary
+ * at epoch, else NULL. */
+static const keel_map_unit *my_unit(const keel_cluster *c, const char *cap,
+                                    uint32_t shard, uint64_t epoch)
+{
+    const keel_map_unit *u;
+    int ci;
+
+    if (!c->have_map || c->my_idx < 0 || cap == NULL ||
+        shard >= c->map.shard_count ||
+        (ci = keel_map_cap_index(&c->map, cap)) < 0)
+        return NULL;
+    u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
+    if (u->nreplicas == 0 || u->replicas[0] != c->my_idx ||
+        u->shard_epoch != epoch)
+        return NULL;
+    return u;
+}
+
+/* Where the applied map has node `name` in a unit this node is primary of
+ * at epoch: B_INSYNC, B_OUT (listed, out of sync), B_NONE (not a backup
+ * of it), or B_NOT_MINE when the unit is not this node's at that epoch. */
+enum { B_NOT_MINE = -1, B_NONE = 0, B_OUT = 1, B_INSYNC = 2 };
+
+static int backup_state(const keel_cluster *c, const char *cap,
+                        uint32_t shard, uint64_t epoch, const char *name)
+{
+    const keel_map_unit *u = my_unit(c, cap, shard, epoch);
+    int idx, pos;
+
+    if (u == NULL)
+        return B_NOT_MINE;
+    idx = keel_map_node_index(&c->map, name);
+    if (idx < 0 || idx == c->my_idx ||
+        (pos = keel_map_replica_pos(u, (uint16_t)idx)) < 1)
+        return B_NONE;
+    return keel_map_insync(u, pos) ? B_INSYNC : B_OUT;
+}
+
 /* Whether the applied map has node `name` in the in-sync set of a unit
  * this node is primary of at epoch (1, or 0), or -1 when the unit is not
  * this node's at that epoch. */
 static int backup_insync(const keel_cluster *c, const char *cap,
                          uint32_t shard, uint64_t epoch, const char *name)
 {
-    const keel_map_unit *u;
-    int ci, idx;
+    int b = backup_state(c, cap, shard, epoch, name);
 
-    if (!c->have_map || c->my_idx < 0 || shard >= c->map.shard_count ||
-        (ci = keel_map_cap_index(&c->map, cap)) < 0)
-        return -1;
-    u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
-    if (u->nreplicas == 0 || u->replicas[0] != c->my_idx ||
-        u->shard_epoch != epoch)
-        return -1;
-    idx = keel_map_node_index(&c->map, name);
-    return idx >= 0 && idx != c->my_idx &&
-           keel_map_insync(u, keel_map_replica_pos(u, (uint16_t)idx));
+    return b == B_NOT_MINE ? -1 : b == B_INSYNC;
 }
 
 /* Withdraws the drop requests the applied map settled. */
@@ -678,6 +759,29 @@ static void prune_drops(keel_cluster *c)
             continue;
         }
         c->drops[i] = c->drops[--c->ndrops];
+    }
+}
+
+/* Ends the add requests the applied map settled: the backup is in sync
+ * (keel_cluster_insync_backups lists it now), or the unit is no longer
+ * this node's at that epoch. Withdrawn or not. */
+static void prune_adds(keel_cluster *c)
+{
+    size_t i = 0;
+
+    while (i < c->nadds) {
+        const add_req *a = &c->adds[i];
+        int b = backup_state(c, a->cap, a->shard, a->epoch, a->backup);
+        if (b != B_NOT_MINE && b != B_INSYNC) {
+            i++;
+            continue;
+        }
+        if (b == B_INSYNC)
+            keel_info("cluster: %s/%u: %s is in the in-sync set at epoch "
+                      "%llu",
+                      a->cap, a->shard, a->backup,
+                      (unsigned long long)a->epoch);
+        c->adds[i] = c->adds[--c->nadds];
     }
 }
 
@@ -710,6 +814,7 @@ static void apply_map(keel_cluster *c)
         c->cap_of[ci] = lcap(c, c->map.caps[ci], 0);
     compute_live(c);
     prune_drops(c);
+    prune_adds(c);
     for (ci = 0; ci < c->map.ncaps; ci++) {
         local_cap *lc = c->cap_of[ci];
         if (lc == NULL)
@@ -777,6 +882,132 @@ static void map_got(keel_zk *zk, int rc, const void *data, size_t len,
         if ((rc = map_read(c)) != 0)
             keel_error("cluster: cannot read the map: %s", keel_strerror(rc));
     }
+    settle_kick(c); /* a settle read that failed is tried again */
+}
+
+/* ------------------------------------------------ withdrawn add requests */
+
+/* A state write completed: the withdrawn requests it left out (every
+ * write numbered from their write_from on does) now wait for a map read
+ * issued after this moment. */
+static void adds_written(keel_cluster *c)
+{
+    size_t i;
+    int any = 0;
+
+    for (i = 0; i < c->nadds; i++) {
+        add_req *a = &c->adds[i];
+        if (a->withdrawn && !a->written && a->write_from <= c->state_flight) {
+            a->written = 1;
+            any = 1;
+        }
+    }
+    if (any)
+        settle_kick(c);
+}
+
+static void settle_unmark(keel_cluster *c)
+{
+    size_t i;
+
+    for (i = 0; i < c->nadds; i++)
+        c->adds[i].reading = 0;
+}
+
+static void settle_got(keel_zk *zk, int rc, const void *data, size_t len,
+                       const keel_zk_stat *st, void *arg)
+{
+    keel_cluster *c = arg;
+    keel_shard_map m;
+    size_t i;
+    int newer;
+
+    (void)zk;
+    (void)st;
+    if (rc == KEEL_ESESSION)
+        return; /* expired() dropped every request */
+    c->settle_busy = 0;
+    if (rc == KEEL_ECONNLOSS) {
+        settle_unmark(c);
+        c->settle_stalled = 1;
+        return;
+    }
+    if (rc == 0 && (rc = keel_map_decode(data, len, &m)) == 0 &&
+        m.shard_count != c->shard_count) {
+        keel_map_free(&m);
+        rc = KEEL_ECONFIG; /* the watched read fails the node */
+    }
+    if (rc != 0) {
+        /* Still counted; the next map read through the watch tries
+         * again. */
+        keel_error("cluster: cannot read the map to settle withdrawn add "
+                   "requests: %s",
+                   keel_strerror(rc));
+        settle_unmark(c);
+        return;
+    }
+    /* Within a session reads never go back: a map older than the applied
+     * one cannot come, an equal one is the applied one. */
+    newer = !c->have_map || m.map_epoch > c->map.map_epoch;
+    if (newer) {
+        keel_map_free(&c->map);
+        c->map = m;
+        c->have_map = 1;
+    } else {
+        keel_map_free(&m);
+    }
+    i = 0;
+    while (i < c->nadds) {
+        const add_req *a = &c->adds[i];
+        if (!a->withdrawn || !a->reading) {
+            i++;
+            continue;
+        }
+        keel_info("cluster: %s/%u: the withdrawn request to add %s at epoch "
+                  "%llu is settled",
+                  a->cap, a->shard, a->backup, (unsigned long long)a->epoch);
+        c->adds[i] = c->adds[--c->nadds];
+    }
+    if (newer)
+        apply_map(c); /* calls the hook */
+    else if (c->hooks.map_applied != NULL)
+        c->hooks.map_applied(c, c->map.map_epoch, c->hooks.data);
+    settle_kick(c);
+}
+
+/* Issues the settle read for the withdrawn requests whose write
+ * completed, unless one is in flight (its answer kicks again). */
+static void settle_kick(keel_cluster *c)
+{
+    char path[KEEL_ZK_PATH_MAX];
+    size_t i;
+    int any = 0, rc;
+
+    if (c->settle_busy || c->settle_stalled ||
+        c->phase != KEEL_CLUSTER_RUNNING)
+        return;
+    for (i = 0; i < c->nadds; i++) {
+        add_req *a = &c->adds[i];
+        if (a->withdrawn && a->written && !a->reading) {
+            a->reading = 1;
+            any = 1;
+        }
+    }
+    if (!any)
+        return;
+    keel_layout_path(&c->layout, path, "map", NULL, NULL);
+    rc = keel_zk_get(c->zk, path, NULL, NULL, settle_got, c);
+    if (rc == 0) {
+        c->settle_busy = 1;
+        return;
+    }
+    settle_unmark(c);
+    if (rc == KEEL_ECONNLOSS)
+        c->settle_stalled = 1;
+    else if (rc != KEEL_ESESSION)
+        keel_error("cluster: cannot read the map to settle withdrawn add "
+                   "requests: %s",
+                   keel_strerror(rc));
 }
 
 static void map_checked(keel_zk *zk, int rc, const keel_zk_stat *st,
@@ -1102,6 +1333,10 @@ static void resume_all(keel_cluster *c)
         c->state_stalled = 0;
         publish(c);
     }
+    if (c->settle_stalled) {
+        c->settle_stalled = 0;
+        settle_kick(c);
+    }
     if (c->rejoin_stalled && !c->rejoin_busy) {
         c->rejoin_stalled = 0;
         if (rejoin_step(c) != 0)
@@ -1122,6 +1357,8 @@ static void expired(keel_cluster *c)
         fenced_changed(c);
     drop_all(c);
     c->ndrops = 0; /* the units they were about are dropped */
+    c->nadds = 0;
+    c->settle_busy = c->settle_stalled = 0;
     if (c->hooks.expired != NULL)
         c->hooks.expired(c, c->hooks.data);
     keel_controller_stop(&c->ctl);
@@ -1402,6 +1639,7 @@ void keel_cluster_destroy(keel_cluster *c)
     free(c->lcaps);
     free_strings(c->names, c->nnames);
     free(c->drops);
+    free(c->adds);
     free(c->address);
     free_strings(c->caps, c->ncaps);
     free(c);
@@ -1602,6 +1840,134 @@ int keel_cluster_request_drop(keel_cluster *c, const char *cap,
               c->node, backup, cap, shard, (unsigned long long)shard_epoch);
     publish(c);
     return 0;
+}
+
+size_t keel_cluster_catchup_backups(keel_cluster *c, const char *cap,
+                                    uint32_t shard, uint64_t shard_epoch,
+                                    keel_replica_ref *out,
+                                    char (*stores)[KEEL_MAP_STORE_HEX + 1],
+                                    size_t max)
+{
+    const keel_map_unit *u = my_unit(c, cap, shard, shard_epoch);
+    size_t n = 0;
+    int r;
+
+    if (u == NULL || out == NULL)
+        return 0;
+    for (r = 1; r < u->nreplicas && n < max; r++) {
+        const char *name = c->map.nodes[u->replicas[r]];
+        const char *recorded = c->map.store_ids[u->replicas[r]];
+        const keel_member *m;
+        if (keel_map_insync(u, r) || recorded[0] == '\0')
+            continue;
+        /* Caught up on another store than the one the map records, the
+         * controller would not add it (rule 7): not worth a stream. */
+        m = keel_membership_find(&c->members, name);
+        if (m == NULL || m->leaving || strcmp(m->store, recorded) != 0)
+            continue;
+        snprintf(out[n].name, sizeof out[n].name, "%s", name);
+        snprintf(out[n].addr, sizeof out[n].addr, "%s",
+                 m->addr_bad ? "" : m->addr);
+        if (stores != NULL)
+            memcpy(stores[n], recorded, KEEL_MAP_STORE_HEX + 1);
+        n++;
+    }
+    return n;
+}
+
+static add_req *find_add(keel_cluster *c, const char *cap, uint32_t shard,
+                         uint64_t shard_epoch, const char *backup)
+{
+    size_t i;
+
+    if (cap == NULL || backup == NULL)
+        return NULL;
+    for (i = 0; i < c->nadds; i++)
+        if (c->adds[i].shard == shard && c->adds[i].epoch == shard_epoch &&
+            strcmp(c->adds[i].cap, cap) == 0 &&
+            strcmp(c->adds[i].backup, backup) == 0)
+            return &c->adds[i];
+    return NULL;
+}
+
+int keel_cluster_request_add(keel_cluster *c, const char *cap, uint32_t shard,
+                             uint64_t shard_epoch, const char *backup,
+                             const char *store)
+{
+    add_req *v, *a;
+
+    if (store == NULL || !keel_map_store_valid(store) ||
+        strspn(store, "0") == KEEL_MAP_STORE_HEX)
+        return KEEL_EINVAL;
+    if (cap == NULL || backup == NULL || !keel_name_valid(cap, 1) ||
+        !keel_name_valid(backup, 0) ||
+        backup_state(c, cap, shard, shard_epoch, backup) != B_OUT)
+        return KEEL_ENOTFOUND;
+    if ((a = find_add(c, cap, shard, shard_epoch, backup)) != NULL) {
+        if (!a->withdrawn && strcmp(a->store, store) == 0)
+            return 0;
+        /* Asked again after a withdrawal (counted all along: the
+         * settling is moot), or under another store. */
+        snprintf(a->store, sizeof a->store, "%s", store);
+        a->withdrawn = a->written = a->reading = 0;
+    } else {
+        v = realloc(c->adds, (c->nadds + 1) * sizeof *v);
+        if (v == NULL)
+            return KEEL_ENOMEM;
+        c->adds = v;
+        a = &v[c->nadds++];
+        memset(a, 0, sizeof *a);
+        snprintf(a->cap, sizeof a->cap, "%s", cap);
+        a->shard = shard;
+        a->epoch = shard_epoch;
+        snprintf(a->backup, sizeof a->backup, "%s", backup);
+        snprintf(a->store, sizeof a->store, "%s", store);
+    }
+    keel_info("cluster: %s asks to add %s (store %s) to the in-sync set of "
+              "%s/%u at epoch %llu",
+              c->node, backup, store, cap, shard,
+              (unsigned long long)shard_epoch);
+    publish(c);
+    return 0;
+}
+
+int keel_cluster_withdraw_add(keel_cluster *c, const char *cap,
+                              uint32_t shard, uint64_t shard_epoch,
+                              const char *backup)
+{
+    add_req *a = find_add(c, cap, shard, shard_epoch, backup);
+
+    if (a == NULL)
+        return KEEL_ENOTFOUND;
+    if (a->withdrawn)
+        return 0;
+    a->withdrawn = 1;
+    a->written = a->reading = 0;
+    /* Writes are numbered when submitted: every one from the next on
+     * leaves the request out. */
+    a->write_from = c->state_sent + 1;
+    keel_info("cluster: %s withdraws its request to add %s to the in-sync "
+              "set of %s/%u at epoch %llu",
+              c->node, backup, cap, shard, (unsigned long long)shard_epoch);
+    publish(c);
+    return 0;
+}
+
+int keel_cluster_add_pending(keel_cluster *c, const char *cap, uint32_t shard,
+                             uint64_t shard_epoch, const char *backup)
+{
+    return find_add(c, cap, shard, shard_epoch, backup) != NULL;
+}
+
+void keel_cluster_repl_counts(const keel_cluster *c, uint64_t *expansions,
+                              uint64_t *shrinks, uint64_t *failovers)
+{
+    if (expansions != NULL)
+        *expansions = c->ctl.expansions;
+    if (shrinks != NULL)
+        *shrinks = c->ctl.shrinks;
+    if (failovers != NULL)
+        *failovers = c->ctl.failovers;
 }
 
 int keel_cluster_may_replicate(keel_cluster *c, const char *cap,

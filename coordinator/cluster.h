@@ -250,6 +250,76 @@ int keel_cluster_request_drop(keel_cluster *c, const char *cap,
                               uint32_t shard, uint64_t shard_epoch,
                               const char *backup);
 
+/* Catch-up (docs/cluster.md, "Replicas and the in-sync set", rule 7).
+ *
+ * The backups of a unit this node is primary of at shard_epoch in the
+ * applied map that may catch up: listed in the unit's replicas, NOT in
+ * its in-sync set, live members (member znode present) publishing the
+ * store id that the map's node table records for them, not leaving. In
+ * map order into out[] (name, addr; addr "" when unreachable) and
+ * stores[] (that recorded store id, 32 hex + NUL; stores may be NULL), at
+ * most max. Returns how many. 0 when this node is not the unit's primary
+ * at shard_epoch in the applied map. */
+size_t keel_cluster_catchup_backups(keel_cluster *c, const char *cap,
+                                    uint32_t shard, uint64_t shard_epoch,
+                                    keel_replica_ref *out,
+                                    char (*stores)[KEEL_MAP_STORE_HEX + 1],
+                                    size_t max);
+
+/* Asks the controller to add `backup` (which holds the unit's content
+ * under store id `store`) to the unit's in-sync set at shard_epoch: an
+ * add request in nodes/<self>/state with the next state write (a unit
+ * being handed off is published as PRIMARY to carry it). From this call
+ * on, keel_cluster_add_pending() is 1: the runtime counts the backup as
+ * in sync. Returns 0 (also when asked already; asking again after a
+ * withdrawal makes the request active again, asking under another store
+ * replaces it), KEEL_ENOTFOUND when the applied map does not have this
+ * node primary at shard_epoch with backup listed out of sync, KEEL_EINVAL
+ * for a bad store id (not 32 lowercase hex digits, or all zero),
+ * KEEL_ENOMEM. The outcome shows in an applied map: the backup in sync
+ * (keel_cluster_insync_backups lists it, and the request leaves the state
+ * with the next state write). Dropped with the session. */
+int keel_cluster_request_add(keel_cluster *c, const char *cap, uint32_t shard,
+                             uint64_t shard_epoch, const char *backup,
+                             const char *store);
+
+/* Withdraws an add request (the backup stopped answering, or left the
+ * list): the next state write leaves it out. Returns 0 (also when
+ * withdrawn already), or KEEL_ENOTFOUND when none is pending. The runtime
+ * keeps counting the backup while keel_cluster_add_pending() says 1. */
+int keel_cluster_withdraw_add(keel_cluster *c, const char *cap,
+                              uint32_t shard, uint64_t shard_epoch,
+                              const char *backup);
+
+/* 1 while the runtime must count `backup` as if it were in the unit's
+ * in-sync set because of an add request, else 0:
+ *  - 1 from keel_cluster_request_add() on;
+ *  - 0 once the applied map shows backup in the unit's in-sync set at
+ *    shard_epoch with this node primary (keel_cluster_insync_backups now
+ *    lists it);
+ *  - 0 once the applied map no longer has this node primary of the unit
+ *    at shard_epoch, or the session ended (everything dropped);
+ *  - after keel_cluster_withdraw_add(): still 1 until (i) the state write
+ *    without the request has COMPLETED and (ii) a map read ISSUED AFTER
+ *    that completion has been applied; then 0 (if that map shows the
+ *    backup in sync, keel_cluster_insync_backups lists it instead).
+ * The agent issues that map read itself (one get after the state write
+ * completes) and calls the map_applied hook after applying it even when
+ * the map's content did not change. Cheap: a search of the (short) list
+ * of requests. */
+int keel_cluster_add_pending(keel_cluster *c, const char *cap, uint32_t shard,
+                             uint64_t shard_epoch, const char *backup);
+
+/* What this node's controller changed in the maps it wrote, counted when
+ * each write landed, cumulative over its terms (0 on a node that never
+ * led). Over units that keep their primary and shard_epoch across a
+ * write: *expansions backups that joined an in-sync set (rule 7), *shrinks
+ * backups that left one (drop requests, a store change, an in-sync backup
+ * placement no longer lists); *failovers units promoted to an in-sync
+ * backup (rule 6). Any pointer may be NULL. */
+void keel_cluster_repl_counts(const keel_cluster *c, uint64_t *expansions,
+                              uint64_t *shrinks, uint64_t *failovers);
+
 /* Backup side: whether this node may apply replicated writes of the unit
  * at shard_epoch coming from node `from`: joined, not fenced, and the map
  * applied in this session lists this node among the unit's backups (in

@@ -66,3 +66,39 @@ int keel_rbuf_names(keel_rbuf *r, uint32_t n, int allow_empty, char ***out)
     *out = v;
     return 0;
 }
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c - 'a' + 10;
+}
+
+void keel_wbuf_store(keel_wbuf *w, const char *hex)
+{
+    uint8_t b[KEEL_MAP_STORE_HEX / 2];
+    int i;
+
+    memset(b, 0, sizeof b);
+    if (hex[0] != '\0')
+        for (i = 0; i < (int)sizeof b; i++)
+            b[i] = (uint8_t)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
+    keel_wbuf_put(w, b, sizeof b);
+}
+
+void keel_rbuf_store(keel_rbuf *r, char *hex)
+{
+    static const char digits[] = "0123456789abcdef";
+    const uint8_t *p = keel_rbuf_take(r, KEEL_MAP_STORE_HEX / 2);
+    int i, zero = 1;
+
+    hex[0] = '\0';
+    if (p == NULL)
+        return;
+    for (i = 0; i < KEEL_MAP_STORE_HEX / 2; i++) {
+        hex[2 * i] = digits[p[i] >> 4];
+        hex[2 * i + 1] = digits[p[i] & 15];
+        zero &= p[i] == 0;
+    }
+    hex[KEEL_MAP_STORE_HEX] = '\0';
+    if (zero)
+        hex[0] = '\0';
+}

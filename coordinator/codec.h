@@ -185,5 +185,11 @@ void keel_names_free(char **v, uint32_t n);
 /* Reads a sorted, unique table of n names, each valid per
  * keel_name_valid(). KEEL_ECORRUPT or KEEL_ENOMEM. */
 int keel_rbuf_names(keel_rbuf *r, uint32_t n, int allow_empty, char ***out);
+/* A store id on the wire: 16 raw bytes, all zero for "" (unknown).
+ * keel_wbuf_store takes "" or KEEL_MAP_STORE_HEX lowercase hex digits;
+ * keel_rbuf_store writes the hex digits and a NUL into hex (33 bytes), ""
+ * when the bytes are all zero or missing (then r->bad is set). */
+void keel_wbuf_store(keel_wbuf *w, const char *hex);
+void keel_rbuf_store(keel_rbuf *r, char *hex);
 
 #endif

@@ -468,6 +468,9 @@ static void state_read(keel_zk *zk, int rc, const void *data, size_t len,
      * `watched` and set `dirty`): the next read must leave one. */
     if (n->arming)
         n->watched = 1;
+    /* A map write honouring this state's add requests checks that the
+     * node has not rewritten it since (rule 7). */
+    n->state_version = st->version;
     if (len == 0) {
         /* created, not yet written by its node: holds nothing */
         keel_node_state_free(&n->state);
@@ -659,6 +662,22 @@ static int rs_placeable(const char *name, void *arg)
     return m != NULL && !m->leaving && !m->addr_bad;
 }
 
+static const char *rs_store(const char *name, void *arg)
+{
+    keel_controller *ctl = arg;
+    const keel_member *m = keel_membership_find(ctl->members, name);
+
+    return m != NULL ? member_store(m) : NULL;
+}
+
+static int rs_leaving(const char *name, void *arg)
+{
+    keel_controller *ctl = arg;
+    const keel_member *m = keel_membership_find(ctl->members, name);
+
+    return m != NULL && m->leaving;
+}
+
 /* The unit's replica set, by name (the names are next's). */
 static void unit_rs(const keel_shard_map *next, const keel_map_unit *u,
                     keel_rs *rs)
@@ -780,6 +799,85 @@ static void apply_drops(keel_controller *ctl, keel_shard_map *next,
     }
     if (changed)
         u->insync = rs.insync;
+}
+
+/* Notes that the map being built relies on node id's state as read:
+ * the write carries a CHECK of nodes/<node>/state at that version. */
+static int note_check(keel_controller *ctl, size_t id)
+{
+    struct keel_ctl_check *v;
+    size_t i;
+
+    for (i = 0; i < ctl->nchecks; i++)
+        if (ctl->checks[i].node == id)
+            return 0;
+    if (ctl->nchecks == ctl->checks_cap) {
+        size_t cap = ctl->checks_cap ? 2 * ctl->checks_cap : 8;
+        v = realloc(ctl->checks, cap * sizeof *v);
+        if (v == NULL)
+            return KEEL_ENOMEM;
+        ctl->checks = v;
+        ctl->checks_cap = cap;
+    }
+    ctl->checks[ctl->nchecks].node = id;
+    ctl->checks[ctl->nchecks].version = ctl->nodes[id].state_version;
+    ctl->nchecks++;
+    return 0;
+}
+
+/* Rule 7 (keel_rs_add): honours the add requests the unit's primary
+ * publishes for it at the unit's shard_epoch. Once one is honoured, the
+ * write carries a check that the primary's state is still the one read:
+ * a primary that withdrew the request meanwhile, and may already have
+ * stopped counting the backup, makes the write fail, and the controller
+ * decides again from fresh reads. Returns 0 or KEEL_ENOMEM. */
+static int apply_adds(keel_controller *ctl, keel_shard_map *next,
+                      const char *cap, uint32_t c, uint32_t s,
+                      const keel_rs_env *env)
+{
+    keel_map_unit *u = keel_map_unit_at(next, c, s);
+    const keel_state_entry *e;
+    const keel_node_state *st;
+    keel_rs rs;
+    int id, a, d, added = 0;
+
+    if (u->nreplicas < 2 || u->shard_epoch == 0)
+        return 0;
+    id = keel_controller_node_id(ctl, next->nodes[u->replicas[0]]);
+    e = entry_of(ctl, id, cap, s);
+    if (e == NULL || e->role != KEEL_ROLE_PRIMARY || e->nadd == 0)
+        return 0;
+    st = &ctl->nodes[id].state;
+    unit_rs(next, u, &rs);
+    for (a = 0; a < e->nadd; a++) {
+        keel_rs_add_req req;
+        int ri;
+        req.from = ctl->nodes[id].name;
+        req.shard_epoch = e->shard_epoch;
+        req.backup = st->names[e->add[a]];
+        req.store = e->add_store[a];
+        req.drop_too = 0;
+        for (d = 0; d < e->ndrop; d++)
+            if (e->drop[d] == e->add[a])
+                req.drop_too = 1;
+        /* The table as read: this write's store changes (rule 4) only
+         * ever clear in-sync bits. */
+        ri = keel_map_node_index(&ctl->map, req.backup);
+        if (!keel_rs_add(env, &rs, u->shard_epoch, &req,
+                         ri >= 0 ? ctl->map.store_ids[ri] : NULL))
+            continue;
+        keel_info("cluster: %s/%u: %s joins the in-sync set at epoch %llu "
+                  "(caught up by its primary %s, store %s)",
+                  cap, s, req.backup, (unsigned long long)u->shard_epoch,
+                  req.from, req.store);
+        added = 1;
+    }
+    if (!added)
+        return 0;
+    if (note_check(ctl, (size_t)id) != 0)
+        return KEEL_ENOMEM; /* unchecked, nothing is honoured */
+    u->insync = rs.insync;
+    return 0;
 }
 
 static const char *name_of(const keel_shard_map *m, uint16_t idx)
@@ -987,6 +1085,7 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
     int rc;
 
     memset(&desired, 0, sizeof desired);
+    ctl->nchecks = 0;
     if ((rc = keel_map_copy(next, &ctl->map)) != 0)
         return rc;
     mm = calloc(mb->nview ? mb->nview : 1, sizeof *mm);
@@ -1038,6 +1137,8 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
     env.has_store = rs_has_store;
     env.forgotten = rs_forgotten;
     env.placeable = rs_placeable;
+    env.store = rs_store;
+    env.leaving = rs_leaving;
     env.arg = ctl;
     for (c = 0; c < next->ncaps; c++) {
         const char *cap = next->caps[c];
@@ -1063,6 +1164,8 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
             env.desired = want;
             env.ndesired = nwant;
             apply_drops(ctl, next, cap, c, s);
+            if ((rc = apply_adds(ctl, next, cap, c, s, &env)) != 0)
+                goto out;
             int fresh_ok = nwant >= k || ctl->now >= formed;
             if (!fresh_ok && keel_map_unit_at(next, c, s)->nreplicas == 0 &&
                 (ctl->formation_deadline == 0 ||
@@ -1094,6 +1197,53 @@ out:
 
 /* ------------------------------------------------------------- writing */
 
+/* What a landed write changed (keel_controller.expansions...): over the
+ * units that keep their primary and shard_epoch, backups that joined or
+ * left the in-sync set; and the units promoted by failover. */
+static void count_changes(keel_controller *ctl, const keel_shard_map *old,
+                          const keel_shard_map *now)
+{
+    uint32_t c, s;
+    int r, idx;
+
+    for (c = 0; c < now->ncaps; c++) {
+        int oc = keel_map_cap_index(old, now->caps[c]);
+        if (oc < 0)
+            continue;
+        for (s = 0; s < now->shard_count; s++) {
+            const keel_map_unit *un = keel_map_unit_at(now, c, s);
+            const keel_map_unit *uo = keel_map_unit_at(old, (uint32_t)oc, s);
+            if (un->nreplicas == 0 || uo->nreplicas == 0)
+                continue;
+            if (un->shard_epoch != uo->shard_epoch ||
+                strcmp(now->nodes[un->replicas[0]],
+                       old->nodes[uo->replicas[0]]) != 0) {
+                if (un->promoted && un->shard_epoch != uo->shard_epoch)
+                    ctl->failovers++;
+                continue;
+            }
+            for (r = 1; r < uo->nreplicas; r++) {
+                if (!keel_map_insync(uo, r))
+                    continue;
+                idx = keel_map_node_index(now, old->nodes[uo->replicas[r]]);
+                if (idx < 0 ||
+                    !keel_map_insync(un, keel_map_replica_pos(un,
+                                                              (uint16_t)idx)))
+                    ctl->shrinks++;
+            }
+            for (r = 1; r < un->nreplicas; r++) {
+                if (!keel_map_insync(un, r))
+                    continue;
+                idx = keel_map_node_index(old, now->nodes[un->replicas[r]]);
+                if (idx < 0 ||
+                    !keel_map_insync(uo, keel_map_replica_pos(uo,
+                                                              (uint16_t)idx)))
+                    ctl->expansions++;
+            }
+        }
+    }
+}
+
 static void map_written(keel_zk *zk, int rc, size_t failed,
                         const keel_zk_op_result *res, size_t n, void *arg)
 {
@@ -1111,6 +1261,7 @@ static void map_written(keel_zk *zk, int rc, size_t failed,
         return;
     }
     if (rc == 0) {
+        count_changes(ctl, &ctl->map, &ctl->pending);
         keel_map_free(&ctl->map);
         ctl->map = ctl->pending;
         ctl->pending_valid = 0;
@@ -1161,6 +1312,22 @@ static void map_written(keel_zk *zk, int rc, size_t failed,
         pump(ctl);
         return;
     }
+    if ((rc == KEEL_EBADVERSION || rc == KEEL_ENOTFOUND) &&
+        failed >= ctl->pending_checks &&
+        failed - ctl->pending_checks < ctl->nchecks) {
+        /* A primary whose add request this write honoured rewrote its
+         * state meanwhile (it may have withdrawn the request and stopped
+         * counting the backup): read it again, and decide again. */
+        keel_ctl_node *node =
+            &ctl->nodes[ctl->checks[failed - ctl->pending_checks].node];
+        keel_info("cluster: the state of %s changed while its add request "
+                  "was being honoured; deciding again",
+                  node->name);
+        node->dirty = 1;
+        ctl->map_dirty = 1;
+        pump(ctl);
+        return;
+    }
     if (rc == KEEL_EEXIST && failed >= 2 && failed % 2 == 0) {
         /* An owner whose units were being promoted without it is a member
          * again: decide with it live (its watch event is on its way). */
@@ -1199,20 +1366,36 @@ static size_t promoted_owners(const keel_controller *ctl, size_t *v,
  * others wait for the next (the proof is what lets them move). */
 #define MAX_PROOFS 16
 
-static int write_map(keel_controller *ctl, keel_shard_map *next)
+/* Writes next, with the checks the reconciliation noted (ctl->checks, when
+ * `checked`) after the proofs. */
+static int write_map(keel_controller *ctl, keel_shard_map *next, int checked)
 {
     char epath[KEEL_ZK_PATH_MAX], mpath[KEEL_ZK_PATH_MAX];
     char ppath[MAX_PROOFS][KEEL_ZK_PATH_MAX];
-    keel_zk_op ops[2 + 2 * MAX_PROOFS];
-    size_t owners[MAX_PROOFS], nproofs, i;
+    char (*cpath)[KEEL_ZK_PATH_MAX] = NULL;
+    keel_zk_op *ops;
+    size_t owners[MAX_PROOFS], nproofs, nchecks = checked ? ctl->nchecks : 0;
+    size_t i;
     uint8_t *buf;
     size_t len;
     int rc;
 
+    if (!checked)
+        ctl->nchecks = 0; /* none in flight: nothing to match a failure */
     next->map_epoch = ctl->map.map_epoch + 1;
-    if ((rc = keel_map_encode(next, &buf, &len)) != 0)
+    ops = calloc(2 + 2 * MAX_PROOFS + nchecks, sizeof *ops);
+    if (nchecks > 0)
+        cpath = calloc(nchecks, sizeof *cpath);
+    if (ops == NULL || (nchecks > 0 && cpath == NULL)) {
+        free(ops);
+        free(cpath);
+        return KEEL_ENOMEM;
+    }
+    if ((rc = keel_map_encode(next, &buf, &len)) != 0) {
+        free(ops);
+        free(cpath);
         return rc;
-    memset(ops, 0, sizeof ops);
+    }
     /* A promotion without the owner's release relies on the owner being
      * gone. If it joined again meanwhile (a forgotten or dead node back
      * while the write is on its way), it may already have read the map
@@ -1239,8 +1422,22 @@ static int write_map(keel_controller *ctl, keel_shard_map *next)
     ops[1].data = buf;
     ops[1].len = len;
     ops[1].version = ctl->map_version;
-    rc = keel_zk_multi(ctl->zk, ops, 2 + 2 * nproofs, map_written, ctl);
+    /* Rule 7: the states whose add requests the map honours are still the
+     * ones read. */
+    for (i = 0; i < nchecks; i++) {
+        keel_zk_op *op = &ops[2 + 2 * nproofs + i];
+        op->type = KEEL_ZK_OP_CHECK;
+        op->path = keel_layout_path(ctl->layout, cpath[i], "nodes",
+                                    ctl->nodes[ctl->checks[i].node].name,
+                                    "state");
+        op->version = ctl->checks[i].version;
+    }
+    ctl->pending_checks = 2 + 2 * nproofs;
+    rc = keel_zk_multi(ctl->zk, ops, 2 + 2 * nproofs + nchecks, map_written,
+                       ctl);
     free(buf);
+    free(ops);
+    free(cpath);
     if (rc != 0)
         return rc;
     ctl->pending = *next;
@@ -1309,7 +1506,7 @@ static void pump(keel_controller *ctl)
         report_deadline(ctl);
         return;
     }
-    if ((rc = write_map(ctl, &next)) != 0) {
+    if ((rc = write_map(ctl, &next, 1)) != 0) {
         keel_map_free(&next);
         fail(ctl, rc);
         return;
@@ -1357,6 +1554,7 @@ void keel_controller_free(keel_controller *ctl)
     free(ctl->nodes);
     free(ctl->forgotten);
     free(ctl->seen);
+    free(ctl->checks);
     for (i = 0; i < ctl->ncaps; i++)
         free(ctl->caps[i].moves);
     free(ctl->caps);
@@ -1471,7 +1669,7 @@ int keel_controller_republish(keel_controller *ctl)
         return KEEL_EOVERLOAD;
     if ((rc = keel_map_copy(&next, &ctl->map)) != 0)
         return rc;
-    if ((rc = write_map(ctl, &next)) != 0)
+    if ((rc = write_map(ctl, &next, 0)) != 0)
         keel_map_free(&next);
     return rc;
 }

@@ -76,6 +76,7 @@ typedef struct keel_ctl_node {
     char name[KEEL_NAME_MAX + 1];
     keel_node_state state; /* as last read */
     int have_state;
+    int32_t state_version; /* of the znode, as last read */
     int dirty;   /* must be (re)read */
     int watched; /* a watch is armed */
     int arming;  /* the read in flight leaves a watch */
@@ -136,6 +137,19 @@ struct keel_controller {
     int forgot_dirty, forgot_watched, forgot_arming;
 
     uint64_t writes;   /* map writes acknowledged */
+    /* What those writes changed (keel_cluster_repl_counts), cumulative:
+     * over units keeping primary and shard_epoch, backups that joined an
+     * in-sync set and backups that left one; units failed over. */
+    uint64_t expansions, shrinks, failovers;
+    /* The nodes whose states the map being built honours add requests
+     * of, with the version read: the write checks each is unchanged. */
+    struct keel_ctl_check {
+        size_t node;
+        int32_t version;
+    } *checks;
+    size_t nchecks, checks_cap;
+    size_t pending_checks; /* index of the first CHECK in the write in
+                            * flight */
     uint64_t deadline; /* as last reported with KEEL_CONTROLLER_TIMER */
 };
 

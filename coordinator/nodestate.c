@@ -10,10 +10,12 @@
 #include "keel.h"
 
 static const uint8_t state_magic[4] = {'K', 'N', 'S', 'T'};
-/* Written: 2 (drop lists). Read: 1 and 2. */
-#define STATE_FORMAT 2
+/* Written: 3 (add lists). Read: 1 to 3. */
+#define STATE_FORMAT 3
+#define STATE_FORMAT_V2 2
 #define STATE_FORMAT_V1 1
 #define ROLE_DROPS 0x80u
+#define ROLE_ADDS 0x40u
 #define STATE_MAX_ENTRIES ((size_t)KEEL_MAP_MAX_CAPS * KEEL_MAP_MAX_SHARDS)
 
 void keel_node_state_init(keel_node_state *st)
@@ -63,10 +65,13 @@ static int intern(keel_node_state *st, char ***tab, uint32_t *n,
             e->cap++;
         if (!is_cap && e->role == KEEL_ROLE_RELEASED && e->to >= pos)
             e->to++;
-        /* +1 for those at or past pos keeps the list ascending */
+        /* +1 for those at or past pos keeps the lists ascending */
         for (d = 0; !is_cap && d < e->ndrop; d++)
             if (e->drop[d] >= pos)
                 e->drop[d]++;
+        for (d = 0; !is_cap && d < e->nadd; d++)
+            if (e->add[d] >= pos)
+                e->add[d]++;
     }
     return pos;
 }
@@ -131,6 +136,7 @@ int keel_node_state_put(keel_node_state *st, const char *cap, uint32_t shard,
     v->shard_epoch = shard_epoch;
     v->to = role == KEEL_ROLE_RELEASED ? (uint16_t)ti : 0;
     v->ndrop = 0;
+    v->nadd = 0;
     return 0;
 }
 
@@ -162,6 +168,51 @@ int keel_node_state_put_drop(keel_node_state *st, const char *cap,
         e->drop[d] = e->drop[d - 1];
     e->drop[d] = (uint16_t)ni;
     e->ndrop++;
+    return 0;
+}
+
+/* A store id as an add list carries it: 32 lowercase hex digits, not all
+ * zero (that is how the map writes "unknown"). */
+static int add_store_valid(const char *store)
+{
+    return keel_map_store_valid(store) &&
+           strspn(store, "0") != KEEL_MAP_STORE_HEX;
+}
+
+int keel_node_state_put_add(keel_node_state *st, const char *cap,
+                            uint32_t shard, const char *name,
+                            const char *store)
+{
+    keel_state_entry *e;
+    long pos;
+    int ci, ni, d;
+
+    if (!keel_name_valid(name, 0) || !add_store_valid(store))
+        return KEEL_EINVAL;
+    ci = keel_names_find(st->caps, st->ncaps, cap);
+    if (ci < 0 || (pos = entry_pos(st, (uint16_t)ci, shard)) < 0 ||
+        st->entries[pos].role != KEEL_ROLE_PRIMARY)
+        return KEEL_ENOTFOUND;
+    e = &st->entries[pos];
+    ni = keel_names_find(st->names, st->nnames, name);
+    if (ni >= 0)
+        for (d = 0; d < e->nadd; d++)
+            if (e->add[d] == ni) {
+                memcpy(e->add_store[d], store, KEEL_MAP_STORE_HEX + 1);
+                return 0;
+            }
+    if (e->nadd >= KEEL_STATE_MAX_ADDS)
+        return KEEL_EOVERLOAD;
+    if ((ni = intern(st, &st->names, &st->nnames, name, 0)) < 0)
+        return ni;
+    /* intern may renumber, never reorder: insert keeping it ascending */
+    for (d = e->nadd; d > 0 && e->add[d - 1] > ni; d--) {
+        e->add[d] = e->add[d - 1];
+        memcpy(e->add_store[d], e->add_store[d - 1], KEEL_MAP_STORE_HEX + 1);
+    }
+    e->add[d] = (uint16_t)ni;
+    memcpy(e->add_store[d], store, KEEL_MAP_STORE_HEX + 1);
+    e->nadd++;
     return 0;
 }
 
@@ -215,9 +266,11 @@ int keel_node_state_encode(const keel_node_state *st, uint8_t **out,
     for (i = 0; i < st->n; i++) {
         const keel_state_entry *e = &st->entries[i];
         int d, drops = e->role == KEEL_ROLE_PRIMARY && e->ndrop > 0;
+        int adds = e->role == KEEL_ROLE_PRIMARY && e->nadd > 0;
         keel_wbuf_varint(&w, e->cap);
         keel_wbuf_varint(&w, e->shard);
-        keel_wbuf_u8(&w, e->role | (drops ? ROLE_DROPS : 0));
+        keel_wbuf_u8(&w, e->role | (drops ? ROLE_DROPS : 0) |
+                             (adds ? ROLE_ADDS : 0));
         keel_wbuf_varint(&w, e->shard_epoch);
         if (e->role == KEEL_ROLE_RELEASED)
             keel_wbuf_varint(&w, e->to);
@@ -225,6 +278,13 @@ int keel_node_state_encode(const keel_node_state *st, uint8_t **out,
             keel_wbuf_varint(&w, e->ndrop);
             for (d = 0; d < e->ndrop; d++)
                 keel_wbuf_varint(&w, e->drop[d]);
+        }
+        if (adds) {
+            keel_wbuf_varint(&w, e->nadd);
+            for (d = 0; d < e->nadd; d++) {
+                keel_wbuf_varint(&w, e->add[d]);
+                keel_wbuf_store(&w, e->add_store[d]);
+            }
         }
     }
     return keel_wbuf_seal(&w, out, len);
@@ -255,7 +315,7 @@ int keel_node_state_decode(const void *buf, size_t len, keel_node_state *out)
     if (magic == NULL || memcmp(magic, state_magic, 4) != 0)
         return KEEL_ECORRUPT;
     format = keel_rbuf_u8(&r);
-    if ((format != STATE_FORMAT && format != STATE_FORMAT_V1) ||
+    if (format < STATE_FORMAT_V1 || format > STATE_FORMAT ||
         keel_rbuf_u8(&r) != 0)
         return KEEL_ECORRUPT;
     st.map_epoch = keel_rbuf_be(&r, 8);
@@ -285,13 +345,16 @@ int keel_node_state_decode(const void *buf, size_t len, keel_node_state *out)
         keel_state_entry *e = &st.entries[i];
         uint64_t cap = keel_rbuf_varint(&r), shard = keel_rbuf_varint(&r);
         unsigned role = keel_rbuf_u8(&r), drops = role & ROLE_DROPS;
+        unsigned adds = role & ROLE_ADDS;
         memset(e, 0, sizeof *e);
-        e->role = (uint8_t)(role & ~ROLE_DROPS);
+        e->role = (uint8_t)(role & ~(ROLE_DROPS | ROLE_ADDS));
         e->shard_epoch = keel_rbuf_varint(&r);
         if (r.bad || cap >= ncaps || shard >= KEEL_MAP_MAX_SHARDS ||
             (e->role != KEEL_ROLE_PRIMARY && e->role != KEEL_ROLE_RELEASED) ||
             (drops && (format == STATE_FORMAT_V1 ||
-                       e->role != KEEL_ROLE_PRIMARY))) {
+                       e->role != KEEL_ROLE_PRIMARY)) ||
+            (adds && (format < STATE_FORMAT ||
+                      e->role != KEEL_ROLE_PRIMARY))) {
             rc = KEEL_ECORRUPT;
             goto fail;
         }
@@ -320,6 +383,24 @@ int keel_node_state_decode(const void *buf, size_t len, keel_node_state *out)
                 e->drop[d] = (uint16_t)x;
             }
             e->ndrop = (uint8_t)nd;
+        }
+        if (adds) {
+            uint64_t na = keel_rbuf_varint(&r), a;
+            if (r.bad || na == 0 || na > KEEL_STATE_MAX_ADDS) {
+                rc = KEEL_ECORRUPT;
+                goto fail;
+            }
+            for (a = 0; a < na; a++) {
+                uint64_t x = keel_rbuf_varint(&r);
+                keel_rbuf_store(&r, e->add_store[a]);
+                if (r.bad || x >= nnames || (a > 0 && x <= e->add[a - 1]) ||
+                    e->add_store[a][0] == '\0') {
+                    rc = KEEL_ECORRUPT;
+                    goto fail;
+                }
+                e->add[a] = (uint16_t)x;
+            }
+            e->nadd = (uint8_t)na;
         }
         if (i > 0 && entry_cmp(&st.entries[i - 1], e->cap, e->shard) >= 0) {
             rc = KEEL_ECORRUPT;

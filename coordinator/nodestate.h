@@ -3,21 +3,25 @@
  * map_epoch the node has applied. The controller reads it to learn that a
  * node released a unit (handoff step 1) and that the new owner recorded
  * its fence (step 3). A primary also asks here for backups that stopped
- * answering to leave the unit's in-sync set (its drop list).
+ * answering to leave the unit's in-sync set (its drop list), and for
+ * backups it caught up to join it (its add list).
  *
  * Encoding (big-endian, LEB128 varints):
- *   "KNST" | u8 format (2) | u8 flags (0) | u64 map_epoch | u64
+ *   "KNST" | u8 format (3) | u8 flags (0) | u64 map_epoch | u64
  *   incarnation | u16 ncaps | u16 nnames | ncaps x (u8 len, bytes) |
  *   nnames x (u8 len, bytes) | varint count | per entry: varint cap index,
- *   varint shard, u8 role (bit 7: a drop list follows), varint
- *   shard_epoch, for RELEASED a varint index into the names (the node the
- *   unit was released to), for a PRIMARY with a drop list a varint count
- *   (1..KEEL_STATE_MAX_DROPS) and as many varint indexes into the names,
- *   ascending
+ *   varint shard, u8 role (bit 7: a drop list follows, bit 6: an add list
+ *   follows), varint shard_epoch, for RELEASED a varint index into the
+ *   names (the node the unit was released to), for a PRIMARY with a drop
+ *   list a varint count (1..KEEL_STATE_MAX_DROPS) and as many varint
+ *   indexes into the names, ascending, then for a PRIMARY with an add
+ *   list a varint count (1..KEEL_STATE_MAX_ADDS) and per add a varint
+ *   index into the names (ascending) and the 16 bytes of the store id
+ *   the backup was caught up under (never all zero)
  *   | u64 XXH3_64 of everything before.
  * Entries are sorted by (cap, shard), unique; capability and name tables
- * sorted and unique. Format 1 (no drop lists) is still decoded; states are
- * always written in format 2. */
+ * sorted and unique. Formats 1 (no drop lists) and 2 (no add lists) are
+ * still decoded; states are always written in format 3. */
 #ifndef KEEL_COORDINATOR_NODESTATE_H
 #define KEEL_COORDINATOR_NODESTATE_H
 
@@ -26,8 +30,9 @@
 
 #include "coordinator/shardmap.h"
 
-/* A unit has at most this many backups to ask to drop. */
+/* A unit has at most this many backups to ask to drop, or to add. */
 #define KEEL_STATE_MAX_DROPS (KEEL_MAP_MAX_REPLICAS - 1)
+#define KEEL_STATE_MAX_ADDS (KEEL_MAP_MAX_REPLICAS - 1)
 
 enum keel_unit_role {
     KEEL_ROLE_PRIMARY = 1,  /* fence recorded at shard_epoch; serving */
@@ -44,6 +49,13 @@ typedef struct keel_state_entry {
      * unit's in-sync set at shard_epoch (indexes into names, ascending). */
     uint8_t ndrop;
     uint16_t drop[KEEL_STATE_MAX_DROPS];
+    /* PRIMARY: backups this node caught up and asks the controller to add
+     * to the unit's in-sync set at shard_epoch (indexes into names,
+     * ascending), each with the store id (32 lowercase hex digits) it
+     * holds the unit's content under. */
+    uint8_t nadd;
+    uint16_t add[KEEL_STATE_MAX_ADDS];
+    char add_store[KEEL_STATE_MAX_ADDS][KEEL_MAP_STORE_HEX + 1];
 } keel_state_entry;
 
 typedef struct keel_node_state {
@@ -61,7 +73,7 @@ typedef struct keel_node_state {
 void keel_node_state_init(keel_node_state *st);
 void keel_node_state_free(keel_node_state *st);
 /* Adds or replaces the entry of (cap, shard) (a replaced entry loses its
- * drop list). `to` is used for RELEASED. Returns 0, KEEL_EINVAL or
+ * drop and add lists). `to` is used for RELEASED. Returns 0, KEEL_EINVAL or
  * KEEL_ENOMEM. */
 int keel_node_state_put(keel_node_state *st, const char *cap, uint32_t shard,
                         int role, uint64_t shard_epoch, const char *to);
@@ -71,6 +83,14 @@ int keel_node_state_put(keel_node_state *st, const char *cap, uint32_t shard,
  * KEEL_ENOMEM; st is unchanged on error. */
 int keel_node_state_put_drop(keel_node_state *st, const char *cap,
                              uint32_t shard, const char *name);
+/* Adds node `name`, caught up under store id `store` (32 lowercase hex
+ * digits, not all zero), to the add list of the PRIMARY entry of (cap,
+ * shard); a name listed already gets that store. Returns 0, KEEL_ENOTFOUND
+ * (no PRIMARY entry), KEEL_EINVAL (bad name or store id), KEEL_EOVERLOAD
+ * (KEEL_STATE_MAX_ADDS listed) or KEEL_ENOMEM; st is unchanged on error. */
+int keel_node_state_put_add(keel_node_state *st, const char *cap,
+                            uint32_t shard, const char *name,
+                            const char *store);
 /* Removes the entry, if any. */
 void keel_node_state_remove(keel_node_state *st, const char *cap,
                             uint32_t shard);

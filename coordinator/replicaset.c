@@ -130,3 +130,30 @@ int keel_rs_drop(keel_rs *rs, const char *name)
     rs->insync &= (uint8_t)~(1u << pos);
     return 1;
 }
+
+int keel_rs_add(const keel_rs_env *env, keel_rs *rs, uint64_t shard_epoch,
+                const keel_rs_add_req *req, const char *recorded)
+{
+    const char *published;
+    int pos;
+
+    if (rs->n == 0 || req->from == NULL || req->backup == NULL ||
+        req->store == NULL || req->store[0] == '\0' ||
+        strcmp(rs->names[0], req->from) != 0 ||
+        req->shard_epoch != shard_epoch || req->drop_too)
+        return 0;
+    pos = keel_rs_find(rs, req->backup);
+    if (pos < 1 || ((rs->insync >> pos) & 1))
+        return 0;
+    /* The same store everywhere: the one the primary streamed to, the one
+     * the backup runs on now, and the one the map records (what keeps a
+     * node back on another disk out of every in-sync set, rule 4). */
+    if (recorded == NULL || strcmp(recorded, req->store) != 0)
+        return 0;
+    published = env->store(req->backup, env->arg);
+    if (published == NULL || strcmp(published, req->store) != 0 ||
+        env->leaving(req->backup, env->arg))
+        return 0;
+    rs->insync |= (uint8_t)(1u << pos);
+    return 1;
+}

@@ -10,8 +10,8 @@
  * another store) or the nodes' published states (a primary's drop
  * requests).
  *
- * The rules, stage 1 of replication (no catch-up yet: a replica that is
- * out of sync stays so):
+ * The rules (a replica out of sync comes back only through its primary's
+ * add request, rule 7):
  *  1. A unit never owned goes to the top R placeable members, all in sync
  *     (nobody holds anything of it), except a backup that publishes no
  *     store identity, which could not be told apart from a node back on
@@ -25,7 +25,8 @@
  *  3. A primary move A -> B: B in sync; with A's data streamed to B
  *     (B's epoch is A's + 1) the old in-sync backups that stay listed stay
  *     in sync; without it (+ 2) B alone. A is never in sync after it.
- *  Rule 5 (drops) is keel_rs_drop(), rule 6 (failover) keel_rs_promote().
+ *  Rule 5 (drops) is keel_rs_drop(), rule 6 (failover) keel_rs_promote(),
+ *  rule 7 (adds of backups caught up) keel_rs_add().
  *  The primary is always in sync. */
 #ifndef KEEL_COORDINATOR_REPLICASET_H
 #define KEEL_COORDINATOR_REPLICASET_H
@@ -59,8 +60,22 @@ typedef struct keel_rs_env {
     /* Whether placement could give it units (live, not leaving,
      * reachable); NULL: every live member. Failover prefers those. */
     int (*placeable)(const char *name, void *arg);
+    /* Rule 7 only. The store id a live member publishes, as the map keeps
+     * them ("" when none), or NULL when `name` is not a live member; and
+     * whether it is leaving (drained). */
+    const char *(*store)(const char *name, void *arg);
+    int (*leaving)(const char *name, void *arg);
     void *arg;
 } keel_rs_env;
+
+/* An add request (rule 7), as a node publishes it in its state. */
+typedef struct keel_rs_add_req {
+    const char *from;     /* the node asking */
+    uint64_t shard_epoch; /* the unit's epoch it asks at */
+    const char *backup;
+    const char *store;    /* the store id it caught backup up under */
+    int drop_too;         /* it also asks to drop backup (rule 5) */
+} keel_rs_add_req;
 
 /* Rule 1: the set of a unit that never had a primary. */
 void keel_rs_fresh(const keel_rs_env *env, keel_rs *out);
@@ -83,6 +98,17 @@ void keel_rs_promote(const keel_rs_env *env, const keel_rs *old, int pos,
 /* Rule 5: takes backup `name` out of the in-sync set. Returns 1 if it was
  * in it, 0 otherwise (not listed, the primary, already out). */
 int keel_rs_drop(keel_rs *rs, const char *name);
+/* Rule 7: honours a request to add a backup the primary caught up: it
+ * gets its in-sync bit only when the request comes from the unit's
+ * primary (rs->names[0]) at the unit's shard_epoch, the backup is listed
+ * and out of sync, it is a live member not leaving that publishes the
+ * store id the request names, `recorded` (the store id the map's node
+ * table records for it; NULL or "" unknown) is that one too, and the
+ * primary does not also ask to drop it (a drop wins). env->store and
+ * env->leaving must be set. Returns 1 if the backup was added, 0 if the
+ * request is stale or refused (rs unchanged). */
+int keel_rs_add(const keel_rs_env *env, keel_rs *rs, uint64_t shard_epoch,
+                const keel_rs_add_req *req, const char *recorded);
 /* Position of name in the set, or -1. */
 int keel_rs_find(const keel_rs *rs, const char *name);
 

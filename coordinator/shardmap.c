@@ -435,43 +435,6 @@ fail:
 
 /* --------------------------------------------------------------- codec */
 
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c - 'a' + 10;
-}
-
-static void store_put(keel_wbuf *w, const char *hex)
-{
-    uint8_t b[STORE_BYTES];
-    int i;
-
-    memset(b, 0, sizeof b);
-    if (hex[0] != '\0')
-        for (i = 0; i < STORE_BYTES; i++)
-            b[i] = (uint8_t)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
-    keel_wbuf_put(w, b, sizeof b);
-}
-
-/* Reads 16 raw bytes into hex ("" when all zero). */
-static void store_get(keel_rbuf *r, char *hex)
-{
-    static const char digits[] = "0123456789abcdef";
-    const uint8_t *p = keel_rbuf_take(r, STORE_BYTES);
-    int i, zero = 1;
-
-    hex[0] = '\0';
-    if (p == NULL)
-        return;
-    for (i = 0; i < STORE_BYTES; i++) {
-        hex[2 * i] = digits[p[i] >> 4];
-        hex[2 * i + 1] = digits[p[i] & 15];
-        zero &= p[i] == 0;
-    }
-    hex[KEEL_MAP_STORE_HEX] = '\0';
-    if (zero)
-        hex[0] = '\0';
-}
-
 /* Whether the unit has a primary, which is then always in sync. */
 static int has_primary(const keel_map_unit *u)
 {
@@ -505,7 +468,7 @@ int keel_map_encode(const keel_shard_map *m, uint8_t **out, size_t *len)
         keel_wbuf_str8(&w, m->caps[j]);
     for (j = 0; j < m->nnodes; j++) {
         keel_wbuf_str8(&w, m->nodes[j]);
-        store_put(&w, m->store_ids != NULL ? m->store_ids[j] : "");
+        keel_wbuf_store(&w, m->store_ids != NULL ? m->store_ids[j] : "");
     }
     for (i = 0; i < n; i++) {
         const keel_map_unit *u = &m->units[i];
@@ -562,7 +525,7 @@ static int names_with_stores(keel_rbuf *r, uint32_t n, keel_shard_map *m)
             free(sids);
             return oom ? KEEL_ENOMEM : KEEL_ECORRUPT;
         }
-        store_get(r, sids[i]);
+        keel_rbuf_store(r, sids[i]);
     }
     if (r->bad) {
         keel_names_free(v, n);

@@ -418,13 +418,27 @@ static void nodestate_seeds(void)
     FUZZ_CHECK(keel_node_state_encode(&st, &enc, &len) == 0);
     sealed_seeds("nodestate", "primary-released", enc, len);
     free(enc);
-    /* A primary asking for backups to leave in-sync sets (format 2); the
-     * corpus keeps a state of format 1 (v1-*) too. */
+    /* A primary asking for backups to leave in-sync sets; the corpus
+     * keeps states of format 1 (v1-*) and 2 (v2-*) too. */
     FUZZ_CHECK(keel_node_state_put_drop(&st, "", 0, "n3") == 0);
     FUZZ_CHECK(keel_node_state_put_drop(&st, "", 200, "n2") == 0);
     FUZZ_CHECK(keel_node_state_put_drop(&st, "", 200, "a-first") == 0);
     FUZZ_CHECK(keel_node_state_encode(&st, &enc, &len) == 0);
     sealed_seeds("nodestate", "primary-drops", enc, len);
+    free(enc);
+    /* ...and for backups it caught up to join them (format 3), one of
+     * them also on a drop list. */
+    FUZZ_CHECK(keel_node_state_put_add(&st, "", 0, "n4",
+                                       "0123456789abcdef0123456789abcdef") ==
+               0);
+    FUZZ_CHECK(keel_node_state_put_add(&st, "", 200, "n1",
+                                       "00000000000000000000000000000001") ==
+               0);
+    FUZZ_CHECK(keel_node_state_put_add(&st, "", 200, "n2",
+                                       "fedcba9876543210fedcba9876543210") ==
+               0);
+    FUZZ_CHECK(keel_node_state_encode(&st, &enc, &len) == 0);
+    sealed_seeds("nodestate", "primary-adds", enc, len);
     free(enc);
     keel_node_state_free(&st);
 }

@@ -857,10 +857,11 @@ START_TEST(test_node_state_drops)
     e = keel_node_state_find(&st, "", 2);
     ck_assert_str_eq(st.names[e->to], "node-m");
     ck_assert_int_eq(keel_node_state_encode(&st, &buf, &len), 0);
-    ck_assert_uint_eq(buf[4], 2);
+    ck_assert_uint_eq(buf[4], 3);
     ck_assert_int_eq(keel_node_state_decode(buf, len, &back), 0);
     e = keel_node_state_find(&back, "", 1);
     ck_assert_uint_eq(e->ndrop, 4);
+    ck_assert_uint_eq(e->nadd, 0);
     ck_assert_str_eq(back.names[e->drop[0]], "node-a");
     ck_assert_str_eq(back.names[e->drop[1]], "node-c");
     ck_assert_str_eq(back.names[e->drop[2]], "node-x");
@@ -913,11 +914,17 @@ static size_t raw_state(uint8_t **out, unsigned format, unsigned role,
     return len;
 }
 
+/* Store ids in an add list: 16 bytes (S1 ends in 1, S2 in 2, Z0 is the
+ * unknown one, all zero). */
+#define S1 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1
+#define S2 0xab, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2
+#define Z0 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+
 START_TEST(test_node_state_v1_and_bad_drops)
 {
     static const struct {
         unsigned format, role;
-        uint8_t tail[4];
+        uint8_t tail[48];
         size_t n;
         int rc;
     } cases[] = {
@@ -931,7 +938,23 @@ START_TEST(test_node_state_v1_and_bad_drops)
         {2, 0x81, {2, 0, 0}, 3, KEEL_ECORRUPT}, /* twice */
         {2, 0x81, {1, 2}, 2, KEEL_ECORRUPT},  /* no such name */
         {2, 0x81, {5, 0, 1}, 3, KEEL_ECORRUPT}, /* more than 4 */
-        {2, 0x41, {0}, 0, KEEL_ECORRUPT},     /* unknown bit */
+        {2, 0x41, {0}, 0, KEEL_ECORRUPT},     /* no add lists in format 2 */
+        {2, 0x41, {1, 0, S1}, 18, KEEL_ECORRUPT},
+        {3, 0x01, {0}, 0, 0},                 /* format 3 PRIMARY */
+        {3, 0x81, {1, 1}, 2, 0},              /* drops b */
+        {3, 0x41, {1, 0, S1}, 18, 0},         /* adds a */
+        {3, 0x41, {2, 0, S1, 1, S2}, 35, 0},  /* adds a, b */
+        {3, 0xc1, {1, 1, 2, 0, S2, 1, S1}, 37, 0}, /* drops b, adds a, b */
+        {3, 0x42, {1, 1, 0, S1}, 19, KEEL_ECORRUPT}, /* RELEASED with adds */
+        {3, 0x41, {0}, 1, KEEL_ECORRUPT},     /* empty list */
+        {3, 0x41, {1, 0, Z0}, 18, KEEL_ECORRUPT}, /* the unknown store */
+        {3, 0x41, {2, 1, S1, 0, S2}, 35, KEEL_ECORRUPT}, /* not ascending */
+        {3, 0x41, {2, 0, S1, 0, S2}, 35, KEEL_ECORRUPT}, /* twice */
+        {3, 0x41, {1, 2, S1}, 18, KEEL_ECORRUPT}, /* no such name */
+        {3, 0x41, {5, 0, S1}, 18, KEEL_ECORRUPT}, /* more than 4 */
+        {3, 0x41, {1, 0, S1}, 17, KEEL_ECORRUPT}, /* store cut short */
+        {3, 0x21, {0}, 0, KEEL_ECORRUPT},     /* unknown bit */
+        {4, 0x01, {0}, 0, KEEL_ECORRUPT},     /* no format 4 */
     };
     size_t i;
 
@@ -945,16 +968,104 @@ START_TEST(test_node_state_v1_and_bad_drops)
         rc = keel_node_state_decode(buf, len, &st);
         ck_assert_msg(rc == cases[i].rc, "case %zu: %d", i, rc);
         if (rc == 0) {
-            /* written back in format 2, otherwise the same */
+            /* written back in format 3, otherwise the same */
             ck_assert_int_eq(keel_node_state_encode(&st, &enc, &elen), 0);
             ck_assert_uint_eq(elen, len);
-            ck_assert_uint_eq(enc[4], 2);
+            ck_assert_uint_eq(enc[4], 3);
             ck_assert_int_eq(memcmp(enc + 5, buf + 5, len - 5 - 8), 0);
+            if (cases[i].format == 3)
+                ck_assert_int_eq(memcmp(enc, buf, len), 0);
             free(enc);
             keel_node_state_free(&st);
         }
         free(buf);
     }
+}
+END_TEST
+
+/* Format 3: a primary's add list, names and store ids, through the
+ * builder and the codec. */
+START_TEST(test_node_state_adds)
+{
+    static const char *s1 = "00000000000000000000000000000001";
+    static const char *s2 = "ab000000000000000000000000000002";
+    keel_node_state st, back;
+    const keel_state_entry *e;
+    uint8_t *buf;
+    size_t len, i;
+
+    keel_node_state_init(&st);
+    ck_assert_int_eq(
+        keel_node_state_put(&st, "", 1, KEEL_ROLE_PRIMARY, 3, NULL), 0);
+    ck_assert_int_eq(
+        keel_node_state_put(&st, "", 2, KEEL_ROLE_RELEASED, 3, "node-m"), 0);
+    ck_assert_int_eq(keel_node_state_put_add(&st, "", 1, "node-x", s1), 0);
+    ck_assert_int_eq(keel_node_state_put_drop(&st, "", 1, "node-x"), 0);
+    ck_assert_int_eq(keel_node_state_put_add(&st, "", 1, "node-c", s2), 0);
+    /* listed already: takes the new store */
+    ck_assert_int_eq(keel_node_state_put_add(&st, "", 1, "node-x", s2), 0);
+    /* a new name sorting before the others renumbers every list */
+    ck_assert_int_eq(keel_node_state_put_add(&st, "", 1, "node-a", s1), 0);
+    ck_assert_int_eq(keel_node_state_put_add(&st, "", 1, "node-z", s1), 0);
+    ck_assert_int_eq(keel_node_state_put_add(&st, "", 1, "node-q", s1),
+                     KEEL_EOVERLOAD);
+    ck_assert_int_eq(keel_node_state_put_add(&st, "", 2, "node-a", s1),
+                     KEEL_ENOTFOUND); /* RELEASED */
+    ck_assert_int_eq(keel_node_state_put_add(&st, "", 3, "node-a", s1),
+                     KEEL_ENOTFOUND);
+    ck_assert_int_eq(keel_node_state_put_add(&st, "", 1, "no/de", s1),
+                     KEEL_EINVAL);
+    ck_assert_int_eq(keel_node_state_put_add(&st, "", 1, "node-a", NULL),
+                     KEEL_EINVAL);
+    ck_assert_int_eq(keel_node_state_put_add(&st, "", 1, "node-a", "01"),
+                     KEEL_EINVAL);
+    ck_assert_int_eq(keel_node_state_put_add(
+                         &st, "", 1, "node-a",
+                         "0000000000000000000000000000000A"),
+                     KEEL_EINVAL);
+    ck_assert_int_eq(keel_node_state_put_add(
+                         &st, "", 1, "node-a",
+                         "00000000000000000000000000000000"),
+                     KEEL_EINVAL);
+    e = keel_node_state_find(&st, "", 2);
+    ck_assert_str_eq(st.names[e->to], "node-m");
+    ck_assert_int_eq(keel_node_state_encode(&st, &buf, &len), 0);
+    ck_assert_uint_eq(buf[4], 3);
+    ck_assert_int_eq(keel_node_state_decode(buf, len, &back), 0);
+    e = keel_node_state_find(&back, "", 1);
+    ck_assert_uint_eq(e->nadd, 4);
+    ck_assert_str_eq(back.names[e->add[0]], "node-a");
+    ck_assert_str_eq(e->add_store[0], s1);
+    ck_assert_str_eq(back.names[e->add[1]], "node-c");
+    ck_assert_str_eq(e->add_store[1], s2);
+    ck_assert_str_eq(back.names[e->add[2]], "node-x");
+    ck_assert_str_eq(e->add_store[2], s2);
+    ck_assert_str_eq(back.names[e->add[3]], "node-z");
+    ck_assert_str_eq(e->add_store[3], s1);
+    ck_assert_uint_eq(e->ndrop, 1);
+    ck_assert_str_eq(back.names[e->drop[0]], "node-x");
+    e = keel_node_state_find(&back, "", 2);
+    ck_assert_str_eq(back.names[e->to], "node-m");
+    ck_assert_uint_eq(e->nadd, 0);
+    keel_node_state_free(&back);
+    for (i = 0; i < len; i++) {
+        uint8_t *copy = malloc(i ? i : 1);
+        memcpy(copy, buf, i);
+        ck_assert_int_eq(keel_node_state_decode(copy, i, &back),
+                         KEEL_ECORRUPT);
+        free(copy);
+        buf[i] ^= 0x10;
+        ck_assert_int_eq(keel_node_state_decode(buf, len, &back),
+                         KEEL_ECORRUPT);
+        buf[i] ^= 0x10;
+    }
+    free(buf);
+    /* replacing the entry clears its lists */
+    ck_assert_int_eq(
+        keel_node_state_put(&st, "", 1, KEEL_ROLE_PRIMARY, 4, NULL), 0);
+    ck_assert_uint_eq(keel_node_state_find(&st, "", 1)->nadd, 0);
+    ck_assert_uint_eq(keel_node_state_find(&st, "", 1)->ndrop, 0);
+    keel_node_state_free(&st);
 }
 END_TEST
 
@@ -982,6 +1093,7 @@ int main(void)
     tcase_add_test(tc, test_map_promoted_checked);
     tcase_add_test(tc, test_node_state_drops);
     tcase_add_test(tc, test_node_state_v1_and_bad_drops);
+    tcase_add_test(tc, test_node_state_adds);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -1967,6 +1967,133 @@ START_TEST(test_failover_during_move)
 }
 END_TEST
 
+
+/* --------------------------------------------------- catch-up: rule 7 */
+
+/* A gpu unit whose primary dropped its backup (start_gpu(3): every gpu
+ * unit on node-b and node-c, both in sync): the backup stays listed, out
+ * of sync. *p and *b get the primary's and the backup's indexes; returns
+ * the unit's shard_epoch. */
+static uint64_t out_of_sync(uint32_t s, int *p, int *b)
+{
+    keel_shard_map m;
+    uint64_t e;
+    int gi;
+
+    start_gpu(3);
+    m = checked_map();
+    gi = keel_map_cap_index(&m, "gpu");
+    e = unit(&m, "gpu", s)->shard_epoch;
+    *p = node_idx(keel_map_primary(&m, (uint32_t)gi, s));
+    *b = *p == 1 ? 2 : 1;
+    keel_map_free(&m);
+    ck_assert_int_eq(keel_cluster_request_drop(C[*p], "gpu", s, e, nm(*b)),
+                     0);
+    settle();
+    m = checked_map();
+    ck_assert_uint_eq(count_insync(unit(&m, "gpu", s)), 1);
+    ck_assert_int_eq(pos_of(&m, unit(&m, "gpu", s), nm(*b)), 1);
+    keel_map_free(&m);
+    return e;
+}
+
+/* The add list of node `name`'s entry for gpu/s as ZooKeeper has it:
+ * "b@store,c@store", "" when none. */
+static const char *zk_adds(const char *name, uint32_t s)
+{
+    static char out[256];
+    keel_node_state st = zk_state(name);
+    const keel_state_entry *en = keel_node_state_find(&st, "gpu", s);
+    size_t off = 0;
+    int a;
+
+    out[0] = '\0';
+    for (a = 0; en != NULL && a < en->nadd; a++)
+        off += (size_t)snprintf(out + off, sizeof out - off, "%s%s@%s",
+                                a ? "," : "", st.names[en->add[a]],
+                                en->add_store[a]);
+    keel_node_state_free(&st);
+    return out;
+}
+
+/* Rule 7 and the runtime's side: a backup out of sync is offered for
+ * catch-up; the primary's add request is published in its state and
+ * honoured; the backup is then in sync, the request leaves the state, and
+ * add_pending() turns 0 with insync_backups() listing it. */
+START_TEST(test_add_request)
+{
+    keel_replica_ref refs[4];
+    char stores[4][KEEL_MAP_STORE_HEX + 1], want[256];
+    keel_shard_map m;
+    uint64_t e, x, sh, f;
+    int p, b;
+
+    e = out_of_sync(3, &p, &b);
+    keel_cluster_repl_counts(C[0], &x, &sh, &f);
+    ck_assert_uint_eq(x, 0);
+    ck_assert_uint_eq(sh, 1);
+    ck_assert_uint_eq(f, 0);
+    ck_assert_uint_eq(keel_cluster_catchup_backups(C[p], "gpu", 3, e, refs,
+                                                   stores, 4),
+                      1);
+    ck_assert_str_eq(refs[0].name, nm(b));
+    ck_assert_str_eq(refs[0].addr, b == 1 ? "127.0.0.1:7001"
+                                          : "127.0.0.1:7002");
+    ck_assert_str_eq(stores[0], store_of_[b]);
+    ck_assert_uint_eq(keel_cluster_catchup_backups(C[p], "gpu", 3, e, refs,
+                                                   NULL, 4),
+                      1);
+    ck_assert_uint_eq(keel_cluster_catchup_backups(C[p], "gpu", 3, e, refs,
+                                                   stores, 0),
+                      0);
+    ck_assert_uint_eq(keel_cluster_catchup_backups(C[p], "gpu", 3, e + 1,
+                                                   refs, stores, 4),
+                      0);
+    ck_assert_uint_eq(keel_cluster_catchup_backups(C[b], "gpu", 3, e, refs,
+                                                   stores, 4),
+                      0);
+    /* the controller is held: the request shows in the state first */
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 0);
+    ck_assert_int_eq(
+        keel_cluster_request_add(C[p], "gpu", 3, e, nm(b), store_of_[b]), 0);
+    ck_assert_int_eq(
+        keel_cluster_request_add(C[p], "gpu", 3, e, nm(b), store_of_[b]), 0);
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 1);
+    settle();
+    snprintf(want, sizeof want, "%s@%s", nm(b), store_of_[b]);
+    ck_assert_str_eq(zk_adds(nm(p), 3), want);
+    ck_assert_int_eq(
+        keel_cluster_insync_backups(C[p], "gpu", 3, e, refs, 4), 0);
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 1);
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    settle();
+    m = checked_map();
+    snprintf(want, sizeof want, "%s*,%s*", nm(p), nm(b));
+    ck_assert_str_eq(unit_str(&m, "gpu", 3), want);
+    ck_assert_uint_eq(unit(&m, "gpu", 3)->shard_epoch, e);
+    keel_map_free(&m);
+    ck_assert_int_eq(
+        keel_cluster_insync_backups(C[p], "gpu", 3, e, refs, 4), 1);
+    ck_assert_str_eq(refs[0].name, nm(b));
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 0);
+    ck_assert_str_eq(zk_adds(nm(p), 3), "");
+    ck_assert_uint_eq(keel_cluster_catchup_backups(C[p], "gpu", 3, e, refs,
+                                                   stores, 4),
+                      0);
+    /* in sync: asking again is pointless, withdrawing finds nothing */
+    ck_assert_int_eq(
+        keel_cluster_request_add(C[p], "gpu", 3, e, nm(b), store_of_[b]),
+        KEEL_ENOTFOUND);
+    ck_assert_int_eq(keel_cluster_withdraw_add(C[p], "gpu", 3, e, nm(b)),
+                     KEEL_ENOTFOUND);
+    keel_cluster_repl_counts(C[0], &x, &sh, &f);
+    ck_assert_uint_eq(x, 1);
+    ck_assert_uint_eq(sh, 1);
+    ck_assert_uint_eq(f, 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("coord_replicas");
@@ -2004,6 +2131,7 @@ int main(void)
     tcase_add_test(tc, test_new_controller_keeps_insync);
     tcase_add_test(tc, test_new_store_takes_no_writes_before_the_map);
     tcase_add_test(tc, test_drop_while_releasing);
+    tcase_add_test(tc, test_add_request);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
