@@ -1640,6 +1640,7 @@ void keel_cluster_destroy(keel_cluster *c)
     free_strings(c->names, c->nnames);
     free(c->drops);
     free(c->adds);
+    keel_storecheck_free(&c->store_check);
     free(c->address);
     free_strings(c->caps, c->ncaps);
     free(c);

@@ -3,6 +3,7 @@
 #include "coordinator/storecheck.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -181,6 +182,7 @@ static void state_read(keel_zk *zk, int rc, const void *data, size_t len,
         go(sc, S_RECORD);
         return;
     }
+    keel_storecheck_free(sc);
     if (rc == 0 && len > 0) {
         if (keel_node_state_decode(data, len, &ns) != 0) {
             /* Unreadable: it may list units, so count it as one. */
@@ -189,7 +191,11 @@ static void state_read(keel_zk *zk, int rc, const void *data, size_t len,
             for (i = 0; i < ns.n; i++)
                 if (ns.entries[i].role == KEEL_ROLE_PRIMARY)
                     sc->units++;
-            keel_node_state_free(&ns);
+            /* Kept for the map, which tells which of them moved on. */
+            if ((sc->state = malloc(sizeof *sc->state)) != NULL)
+                *sc->state = ns;
+            else
+                keel_node_state_free(&ns);
         }
     }
     go(sc, S_MAP);
@@ -211,7 +217,28 @@ static void map_read(keel_zk *zk, int rc, const void *data, size_t len,
             sc->units++;
         } else {
             size_t from_state = sc->units;
-            size_t from_map = 0;
+            size_t from_map = 0, i;
+            if (sc->state != NULL) {
+                /* A unit its state holds at epoch e that the map has at a
+                 * later epoch moved on without needing this node's copy:
+                 * it was handed over with its data, promoted from another
+                 * replica's, or given up (docs/cluster.md, "Failover"). */
+                const keel_node_state *ns = sc->state;
+                from_state = 0;
+                for (i = 0; i < ns->n; i++) {
+                    const keel_state_entry *e = &ns->entries[i];
+                    int mc;
+                    if (e->role != KEEL_ROLE_PRIMARY)
+                        continue;
+                    mc = e->cap < ns->ncaps
+                             ? keel_map_cap_index(&m, ns->caps[e->cap])
+                             : -1;
+                    if (mc < 0 || e->shard >= m.shard_count ||
+                        keel_map_unit_at(&m, (uint32_t)mc, e->shard)
+                                ->shard_epoch <= e->shard_epoch)
+                        from_state++;
+                }
+            }
             for (ci = 0; ci < m.ncaps; ci++)
                 for (s = 0; s < m.shard_count; s++) {
                     const keel_map_unit *u = keel_map_unit_at(&m, ci, s);
@@ -224,10 +251,12 @@ static void map_read(keel_zk *zk, int rc, const void *data, size_t len,
                         from_map++;
                 }
             keel_map_free(&m);
+            keel_storecheck_free(sc);
             /* The larger count: the two name mostly the same units. */
             sc->units = from_map > from_state ? from_map : from_state;
         }
     }
+    keel_storecheck_free(sc);
     if (sc->units == 0) {
         go(sc, S_RECORD); /* responsible for nothing: nothing is lost */
         return;
@@ -308,8 +337,18 @@ void keel_storecheck_init(keel_storecheck *sc, keel_zk *zk,
     sc->arg = arg;
 }
 
+void keel_storecheck_free(keel_storecheck *sc)
+{
+    if (sc->state == NULL)
+        return;
+    keel_node_state_free(sc->state);
+    free(sc->state);
+    sc->state = NULL;
+}
+
 int keel_storecheck_start(keel_storecheck *sc)
 {
+    keel_storecheck_free(sc);
     sc->step = S_READ;
     sc->busy = sc->stalled = sc->done = 0;
     sc->retry_at = 0;

@@ -59,6 +59,8 @@ struct keel_storecheck {
     uint64_t retry_at; /* after a refusal: when to check again, 0: no */
     int32_t version; /* of nodes/<node> when read */
     int64_t forgotten_at; /* czxid of forgotten/<node>, 0: none */
+    /* Its last published state, between S_STATE and S_MAP (owned). */
+    struct keel_node_state *state;
     int step;
     int busy, stalled, done;
 };
@@ -72,6 +74,8 @@ void keel_storecheck_init(keel_storecheck *sc, keel_zk *zk,
 /* Starts from the first step (also after a new session). 0 or the submit
  * error. */
 int keel_storecheck_start(keel_storecheck *sc);
+/* Frees what a check under way holds (the owner's destroy). */
+void keel_storecheck_free(keel_storecheck *sc);
 /* Redoes a step that lost its connection; no-op otherwise. */
 void keel_storecheck_resume(keel_storecheck *sc);
 

@@ -399,6 +399,11 @@ static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
     r->plen = 0;
     r->pops = 0;
     repl_frame_finish(r, l);
+    /* A drop of it asked at this epoch was settled (it is out): the next
+     * lag of it, once it is back in, asks again. */
+    for (i = 0; i < REPL_MAX_BACKUPS; i++)
+        if (u->asked[i].l == l && u->asked[i].epoch == epoch)
+            u->asked[i].l = NULL;
     memset(c, 0, sizeof *c);
     c->l = l;
     c->epoch = epoch;

@@ -902,6 +902,15 @@ void keel__repl_map_applied(keel_node *n)
 
     if (r == NULL)
         return;
+    {
+        /* The controller's in-sync set changes, counted on this thread
+         * when its map write landed; the map follows it here. */
+        uint64_t e, s, f;
+        keel_cluster_repl_counts(cl(r), &e, &s, &f);
+        STAT_SET(n, isr_expansions, e);
+        STAT_SET(n, isr_shrinks, s);
+        STAT_SET(n, failovers, f);
+    }
     repl_catchup_map_applied(r);
     /* Entries: a backup the map shows out of the unit's in-sync set at
      * the entry's epoch (this node still its primary there) is not waited
