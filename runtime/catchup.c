@@ -426,6 +426,7 @@ static void cu_scan(keel_repl *r)
     keel_replica_ref refs[REPL_MAX_BACKUPS];
     char stores[REPL_MAX_BACKUPS][KEEL_MAP_STORE_HEX + 1];
     ev_tstamp now = ev_now(r->n->loop);
+    keel_placement pl;
     uint32_t ci, s;
     int self;
 
@@ -444,8 +445,14 @@ static void cu_scan(keel_repl *r)
                 mu->replicas[0] != (uint16_t)self ||
                 mu->insync == (uint8_t)((1u << mu->nreplicas) - 1))
                 continue;
-            if (keel_cluster_write_epoch(cl(r), cap, s) != mu->shard_epoch)
-                continue; /* not serving it there (yet) */
+            /* Only a unit this node serves at that epoch and that is not
+             * moving: a unit being handed off may have had its records
+             * deleted here already (they went to the new primary), and
+             * a snapshot of that would wipe the backup's copy. */
+            keel_coord_placement(r->n->coord, cap, s, &pl);
+            if (pl.state != KEEL_PLACEMENT_LOCAL ||
+                pl.epoch != mu->shard_epoch)
+                continue;
             n = keel_cluster_catchup_backups(cl(r), cap, s, mu->shard_epoch,
                                              refs, stores, REPL_MAX_BACKUPS);
             if (n == 0)

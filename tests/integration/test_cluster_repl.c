@@ -18,7 +18,14 @@
  *  - a primary killed and restarted on its data (same epoch, seqs from 1
  *    again) keeps its backups in sync, and they hold what it holds;
  *  - a node drained under load hands its units off with their backups
- *    in sync and equal to the new primaries; nothing acknowledged lost.
+ *    in sync and equal to the new primaries; nothing acknowledged lost;
+ *  - catch-up (docs/cluster.md, "Catch-up"): a backup killed and started
+ *    again on its data, one started on an empty data directory (under a
+ *    new store id, which the map records), and a node that joins after
+ *    the first placement are sent snapshots and added back: every unit
+ *    has its three replicas in sync again, with the same digest, nothing
+ *    acknowledged lost; and a unit fails over twice, the second time to
+ *    a replica that caught up after the first.
  * The map is read straight from ZooKeeper. Every wait is bounded; the
  * checks are about order (what the map shows when a reply comes), not
  * durations. On a failure the nodes' logs are printed. */
