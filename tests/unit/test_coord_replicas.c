@@ -2714,6 +2714,146 @@ START_TEST(test_add_by_new_controller)
 }
 END_TEST
 
+
+/* The safety of rule 7, after any event: a node that holds a unit at
+ * shard_epoch E (keel_cluster_write_epoch) counts, by
+ * keel_cluster_insync_backups or keel_cluster_add_pending, every backup
+ * the map in ZooKeeper has in sync at E with it primary. Otherwise it
+ * could acknowledge a write that an in-sync backup, promoted later, does
+ * not have. */
+static void check_counted(void)
+{
+    keel_shard_map m = zk_map();
+    keel_replica_ref refs[KEEL_MAP_MAX_REPLICAS];
+    uint32_t c, s;
+    int i, r;
+
+    for (i = 0; i < MAXN; i++) {
+        if (C[i] == NULL || keel_cluster_phase(C[i]) != KEEL_CLUSTER_RUNNING)
+            continue;
+        for (c = 0; c < m.ncaps; c++)
+            for (s = 0; s < m.shard_count; s++) {
+                const keel_map_unit *u = keel_map_unit_at(&m, c, s);
+                size_t n;
+                if (u->nreplicas < 2 ||
+                    strcmp(m.nodes[u->replicas[0]], nm(i)) != 0 ||
+                    keel_cluster_write_epoch(C[i], m.caps[c], s) !=
+                        u->shard_epoch)
+                    continue;
+                n = keel_cluster_insync_backups(C[i], m.caps[c], s,
+                                                u->shard_epoch, refs,
+                                                KEEL_MAP_MAX_REPLICAS);
+                for (r = 1; r < u->nreplicas; r++) {
+                    const char *y = m.nodes[u->replicas[r]];
+                    size_t k;
+                    int counted = 0;
+                    if (!keel_map_insync(u, r))
+                        continue;
+                    for (k = 0; k < n; k++)
+                        counted |= strcmp(refs[k].name, y) == 0;
+                    counted |= keel_cluster_add_pending(
+                        C[i], m.caps[c], s, u->shard_epoch, y);
+                    ck_assert_msg(counted,
+                                  "%s/%u: %s holds it at epoch %llu and does "
+                                  "not count %s, in sync in map %llu",
+                                  m.caps[c], s, nm(i),
+                                  (unsigned long long)u->shard_epoch, y,
+                                  (unsigned long long)m.map_epoch);
+                }
+            }
+    }
+    keel_map_free(&m);
+}
+
+/* Delivers every event one at a time (in the fake's order: shuffled when
+ * a seed is set), ticking the agents, checking check_counted() after
+ * each. */
+static void settle_checked(void)
+{
+    int round, i;
+
+    for (round = 0; round < 100000; round++) {
+        if (keel_zk_fake_step(F) == 0) {
+            for (i = 0; i < MAXN; i++)
+                if (C[i] != NULL)
+                    keel_cluster_tick(C[i], keel_zk_fake_now(F));
+            if (keel_zk_fake_step(F) == 0)
+                return;
+        }
+        check_counted();
+    }
+    ck_abort_msg("the cluster did not settle");
+}
+
+/* Delivers at most n events to the agent of node i alone (ticking it);
+ * returns how many it got. */
+static size_t step_upto(int i, size_t n)
+{
+    size_t k;
+    int j;
+
+    for (j = 0; j < MAXN; j++)
+        if (C[j] != NULL)
+            keel_zk_fake_hold(keel_cluster_zk(C[j]), j != i);
+    for (k = 0; k < n; k++) {
+        if (keel_zk_fake_step(F) == 0) {
+            keel_cluster_tick(C[i], keel_zk_fake_now(F));
+            if (keel_zk_fake_step(F) == 0)
+                break;
+        }
+    }
+    for (j = 0; j < MAXN; j++)
+        if (C[j] != NULL)
+            keel_zk_fake_hold(keel_cluster_zk(C[j]), 0);
+    return k;
+}
+
+/* A primary's session ends with an add request in its state that the
+ * controller has not read yet: the request is dropped with the session
+ * (the node stops counting the backup), but its state znode, persistent,
+ * still holds it until the node writes it again in its new session. The
+ * controller may honour it meanwhile. Whatever the point of the node's
+ * return at which the controller (held until then) reads the state and
+ * writes its map, the node (held in turn) must never hold the unit while
+ * the map has the backup in sync and the node does not count it. */
+START_TEST(test_add_stale_across_sessions)
+{
+    size_t j, got = 0;
+
+    for (j = 0; j < 48; j++) {
+        uint64_t e;
+        int p, b;
+        if (j > 0) {
+            teardown();
+            setup();
+        }
+        e = out_of_sync(3, &p, &b);
+        keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+        ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", 3, e, nm(b),
+                                                  store_of_[b]),
+                         0);
+        settle();
+        /* the primary's session ends; it comes back through j events */
+        keel_zk_fake_expire(keel_cluster_zk(C[p]));
+        got = step_upto(p, j);
+        check_counted();
+        /* the controller reads and writes; the primary hears nothing */
+        keel_zk_fake_hold(keel_cluster_zk(C[p]), 1);
+        keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+        settle();
+        check_counted();
+        keel_zk_fake_hold(keel_cluster_zk(C[p]), 0);
+        settle_checked();
+        advance(1000);
+        check_counted();
+        check_primaries();
+        if (got < j)
+            break; /* the node came back in fewer events: all cut */
+    }
+    ck_assert_uint_lt(got, j); /* every cut point was tried */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("coord_replicas");
@@ -2760,6 +2900,7 @@ int main(void)
     tcase_add_test(tc, test_add_settle_read_after_write);
     tcase_add_test(tc, test_add_withdrawn_after_honoured);
     tcase_add_test(tc, test_add_by_new_controller);
+    tcase_add_test(tc, test_add_stale_across_sessions);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
