@@ -2854,6 +2854,64 @@ START_TEST(test_add_stale_across_sessions)
 }
 END_TEST
 
+
+/* A request withdrawn at any point of its way (after k events), events
+ * delivered in shuffled orders: after every event, a node holding a unit
+ * counts every backup the map has in sync there (check_counted); in the
+ * end the request is settled, and the backup is in sync exactly when the
+ * primary's map lists it so. */
+START_TEST(test_add_withdraw_reordered)
+{
+    static const uint64_t seeds[] = {1, 7, 42, 1234, 99991};
+    static const size_t cuts[] = {0, 1, 2, 3, 4, 6, 9, 14};
+    keel_replica_ref refs[4];
+    size_t i, j, k, added = 0, refused = 0;
+
+    for (i = 0; i < sizeof seeds / sizeof seeds[0]; i++)
+        for (j = 0; j < sizeof cuts / sizeof cuts[0]; j++) {
+            keel_shard_map m;
+            uint64_t e;
+            int p, b, pos;
+            if (i + j > 0) {
+                teardown();
+                setup();
+            }
+            e = out_of_sync(3, &p, &b);
+            keel_zk_fake_shuffle(F, seeds[i]);
+            ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", 3, e,
+                                                      nm(b), store_of_[b]),
+                             0);
+            for (k = 0; k < cuts[j] && keel_zk_fake_step(F); k++)
+                check_counted();
+            ck_assert_int_eq(
+                keel_cluster_withdraw_add(C[p], "gpu", 3, e, nm(b)),
+                keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b))
+                    ? 0
+                    : KEEL_ENOTFOUND);
+            settle_checked();
+            keel_zk_fake_shuffle(F, 0);
+            ck_assert_int_eq(
+                keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 0);
+            m = checked_map();
+            pos = pos_of(&m, unit(&m, "gpu", 3), nm(b));
+            ck_assert_int_ge(pos, 1);
+            if (keel_map_insync(unit(&m, "gpu", 3), pos)) {
+                ck_assert_int_eq(keel_cluster_insync_backups(C[p], "gpu", 3,
+                                                             e, refs, 4),
+                                 1);
+                added++;
+            } else {
+                refused++;
+            }
+            keel_map_free(&m);
+            check_primaries();
+        }
+    /* both outcomes were seen */
+    ck_assert_uint_gt(added, 0);
+    ck_assert_uint_gt(refused, 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("coord_replicas");
@@ -2901,6 +2959,7 @@ int main(void)
     tcase_add_test(tc, test_add_withdrawn_after_honoured);
     tcase_add_test(tc, test_add_by_new_controller);
     tcase_add_test(tc, test_add_stale_across_sessions);
+    tcase_add_test(tc, test_add_withdraw_reordered);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
