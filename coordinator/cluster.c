@@ -115,6 +115,9 @@ struct keel_cluster {
     uint8_t *live;       /* per map node: a member now */
     local_cap **cap_of;  /* per map capability */
     int map_busy, map_stalled, map_dirty;
+    /* The map is read (and watched) in a session only once the session's
+     * first state write has completed: see state_written(). */
+    int map_started;
 
     local_cap *lcaps;
     size_t nlcaps;
@@ -162,6 +165,7 @@ static void publish(keel_cluster *c);
 static void apply_map(keel_cluster *c);
 static void adds_written(keel_cluster *c);
 static void settle_kick(keel_cluster *c);
+static int map_read(keel_cluster *c);
 
 /* The agent's clock, read afresh (ev_now() follows the wall clock, which
  * may be stepped). CLOCK_BOOTTIME keeps counting while the machine (or
@@ -415,9 +419,27 @@ static void state_written(keel_zk *zk, int rc, const keel_zk_stat *st,
         c->state_missing = 0; /* recreated meanwhile: set it */
         c->state_dirty = 1;
     } else if (rc != 0) {
-        keel_error("cluster: cannot publish the state of %s: %s", c->node,
-                   keel_strerror(rc));
+        keel_error("cluster: cannot publish the state of %s: %s%s", c->node,
+                   keel_strerror(rc),
+                   c->map_started ? ""
+                                  : " (it reads no map, and holds no unit, "
+                                    "until it can)");
         return;
+    }
+    if (rc == 0 && !c->map_started) {
+        /* The state znode outlives sessions, and an earlier session's
+         * (or process's) add requests with it, dropped here, no longer
+         * counted: a controller honouring one must not go unnoticed. Its
+         * map write checks the state's version, so it landed before this
+         * write or fails; the first map this session reads, read now,
+         * shows it, before the node holds any unit. */
+        int mrc;
+        c->map_started = 1;
+        if ((mrc = map_read(c)) == KEEL_ECONNLOSS)
+            c->map_stalled = 1;
+        else if (mrc != 0 && mrc != KEEL_ESESSION)
+            keel_error("cluster: cannot read the map: %s",
+                       keel_strerror(mrc));
     }
     if (rc == 0)
         adds_written(c);
@@ -1224,9 +1246,11 @@ static void membership_cb(keel_membership *m, int event, void *arg)
         if ((rc = rejoin_step(c)) != 0 && rc != KEEL_ESESSION)
             keel_error("cluster: %s cannot check forgotten/: %s", c->node,
                        keel_strerror(rc));
+        /* The map is read once the first state write completed
+         * (state_written). */
         if ((rc = keel_membership_watch(m)) != 0 ||
             (rc = keel_election_start(&c->election)) != 0 ||
-            (rc = map_read(c)) != 0 || (rc = leader_list(c)) != 0)
+            (rc = leader_list(c)) != 0)
             if (rc != KEEL_ESESSION)
                 keel_error("cluster: %s cannot start: %s", c->node,
                            keel_strerror(rc));
@@ -1365,6 +1389,7 @@ static void expired(keel_cluster *c)
     keel_membership_reset(&c->members);
     keel_election_reset(&c->election);
     c->map_busy = c->map_stalled = c->map_dirty = 0;
+    c->map_started = 0;
     c->lead_busy = c->lead_stalled = c->lead_dirty = c->lead_started = 0;
     c->leader_session = 0;
     c->setup = SETUP_NONE;

@@ -4,8 +4,11 @@
  *  - joins as members/<node> (a new incarnation per session),
  *  - stands in the controller election and, when elected, runs the
  *    controller (controller.h),
- *  - watches `map`, applies it to what the node holds, and publishes that
- *    in nodes/<node>/state,
+ *  - publishes what it holds in nodes/<node>/state and, once the
+ *    session's first state write has completed, watches `map` and applies
+ *    it (a controller honouring an add request an earlier session left in
+ *    that persistent znode does so before that write, or fails: the first
+ *    map read shows it before the node holds anything),
  *  - holds a lease renewed by its own heartbeats (syncs answered through
  *    the ZooKeeper leader, lease.h) and fences itself when it lapses,
  *    half the session timeout after the last answered one left; on

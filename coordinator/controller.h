@@ -12,7 +12,9 @@
  * With R > 1 each unit also has backups and an in-sync set, kept by the
  * rules of replicaset.h, by the node table's store ids (a node back on
  * another store leaves every in-sync set it was in) and by its primary's
- * drop requests (published in its node state).
+ * drop and add requests (published in its node state). A write that
+ * honours an add request also checks that the primary's state znode is
+ * at the version the request was read from (rule 7).
  * A unit whose owner is gone stays with it (unavailable) unless the
  * operator allowed reassigning dead owners' units, or forgot the owner
  * (forgotten/<node>, `keel node forget`): either way the new owner gets

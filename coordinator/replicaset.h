@@ -8,7 +8,8 @@
  * reads the old set from the map, writes the new one back, and alone
  * applies the rules that need the map's node table (a node back on
  * another store) or the nodes' published states (a primary's drop
- * requests).
+ * requests); for a primary's add requests (rule 7) it says what it read
+ * there and keel_rs_add() decides.
  *
  * The rules (a replica out of sync comes back only through its primary's
  * add request, rule 7):

@@ -3,8 +3,11 @@
  * ZooKeeper: the cluster's replica count, units placed with backups and
  * in-sync sets, backups following placement, primary moves, a node back
  * on another store, a primary's drop requests, dead backups, a new
- * controller, and the runtime's API (keel_cluster_insync_backups,
- * keel_cluster_request_drop, keel_cluster_may_replicate). After every
+ * controller, failover, catch-up (a primary's add requests, rule 7, and
+ * their withdrawal), and the runtime's API (keel_cluster_insync_backups,
+ * keel_cluster_request_drop, keel_cluster_may_replicate,
+ * keel_cluster_catchup_backups, keel_cluster_request_add / withdraw_add /
+ * add_pending, keel_cluster_repl_counts). After every
  * step the map is checked against the invariants: a unit's primary is in
  * its in-sync set, and no node is in sync under another store id than
  * the one its live member publishes. Deterministic, like
@@ -329,6 +332,112 @@ START_TEST(test_failover_pick)
 }
 END_TEST
 
+/* Rule 7: the store a live member publishes: "" for those in
+ * nostore_set, else 30 zeros and the hex of its name's first byte; NULL
+ * when it is not live. */
+static const char *t_store(const char *name, void *arg)
+{
+    static char buf[8][KEEL_MAP_STORE_HEX + 1];
+    static int slot;
+
+    (void)arg;
+    if (!in(live_set, name))
+        return NULL;
+    if (in(nostore_set, name))
+        return "";
+    slot = (slot + 1) % 8;
+    snprintf(buf[slot], sizeof buf[slot], "%030d%02x", 0,
+             (unsigned char)name[0]);
+    return buf[slot];
+}
+
+static int t_leaving(const char *name, void *arg)
+{
+    (void)arg;
+    return in(leaving_set, name);
+}
+
+/* Rule 7 as pure logic: every condition alone refuses the add. */
+START_TEST(test_rs_add)
+{
+    const char *want[] = {"a", "b", "c"};
+    keel_rs_env e = env_of(3, want, 3);
+    keel_rs_add_req q;
+    keel_rs rs;
+    char sb[KEEL_MAP_STORE_HEX + 1];
+
+    e.store = t_store;
+    e.leaving = t_leaving;
+    set_live("a", "b", "c", "d", NULL);
+    memset(leaving_set, 0, sizeof leaving_set);
+    snprintf(sb, sizeof sb, "%s", t_store("b", NULL));
+    memset(&q, 0, sizeof q);
+    q.from = "a";
+    q.shard_epoch = 5;
+    q.backup = "b";
+    q.store = sb;
+    /* honoured: b listed out of sync, live, publishing and recorded on
+     * the store asked for */
+    rs = rs_of("a,b,c", 5);
+    ck_assert_int_eq(keel_rs_add(&e, &rs, 5, &q, sb), 1);
+    ck_assert_str_eq(show(&rs), "a*,b*,c*");
+    /* already in sync: nothing to do */
+    ck_assert_int_eq(keel_rs_add(&e, &rs, 5, &q, sb), 0);
+    ck_assert_str_eq(show(&rs), "a*,b*,c*");
+#define REFUSED(why)                                                       \
+    do {                                                                   \
+        rs = rs_of("a,b,c", 5);                                            \
+        ck_assert_msg(keel_rs_add(&e, &rs, 5, &q, rec) == 0, why);         \
+        ck_assert_str_eq(show(&rs), "a*,b,c*");                            \
+    } while (0)
+    {
+        const char *rec = sb;
+        q.from = "c";
+        REFUSED("not from the primary");
+        q.from = "a";
+        q.shard_epoch = 4;
+        REFUSED("another epoch");
+        q.shard_epoch = 5;
+        q.drop_too = 1;
+        REFUSED("a drop for the same backup");
+        q.drop_too = 0;
+        q.store = "0000000000000000000000000000ffff";
+        REFUSED("another store than the backup publishes");
+        q.store = "";
+        REFUSED("no store");
+        q.store = sb;
+        rec = "0000000000000000000000000000ffff";
+        REFUSED("another store than the map records");
+        rec = "";
+        REFUSED("no store recorded");
+        rec = NULL;
+        REFUSED("not in the node table");
+        rec = sb;
+        set_live("a", "c", "d", NULL, NULL);
+        REFUSED("not a live member");
+        set_live("a", "b", "c", "d", NULL);
+        nostore_set[0] = "b";
+        REFUSED("publishing no store");
+        nostore_set[0] = NULL;
+        leaving_set[0] = "b";
+        REFUSED("leaving");
+        leaving_set[0] = NULL;
+        q.backup = "d";
+        REFUSED("not listed");
+        q.backup = "a";
+        REFUSED("the primary itself");
+        q.backup = "c";
+        REFUSED("in sync already");
+        q.backup = "b";
+    }
+#undef REFUSED
+    /* every condition restored: honoured again */
+    rs = rs_of("a,b,c", 5);
+    ck_assert_int_eq(keel_rs_add(&e, &rs, 5, &q, sb), 1);
+    ck_assert_str_eq(show(&rs), "a*,b*,c*");
+}
+END_TEST
+
 /* ------------------------------------------------------------ agents */
 
 static keel_zk_fake *F;
@@ -346,6 +455,16 @@ typedef struct mkopt {
 static const char *nm(int i)
 {
     return name_of_[i];
+}
+
+/* map_applied hook calls, per node made by mk(). */
+static uint64_t applied_n[MAXN];
+
+static void on_map_applied(keel_cluster *c, uint64_t map_epoch, void *data)
+{
+    (void)c;
+    (void)map_epoch;
+    applied_n[(intptr_t)data]++;
 }
 
 static void mk(int i, const mkopt *mo)
@@ -373,6 +492,8 @@ static void mk(int i, const mkopt *mo)
         o.ncaps = 1;
     }
     o.store_id = mo && mo->no_store ? NULL : store_of_[i];
+    o.hooks.map_applied = on_map_applied;
+    o.hooks.data = (void *)(intptr_t)i;
     ck_assert_int_eq(keel_zk_fake_client(F, &zk), 0);
     ck_assert_int_eq(keel_cluster_create(NULL, &o, zk, &C[i]), 0);
     ck_assert_int_eq(keel_cluster_start(C[i]), 0);
@@ -410,6 +531,7 @@ static void setup(void)
     F = keel_zk_fake_create();
     memset(C, 0, sizeof C);
     memset(store_of_, 0, sizeof store_of_);
+    memset(applied_n, 0, sizeof applied_n);
 }
 
 static void teardown(void)
@@ -2091,6 +2213,702 @@ START_TEST(test_add_request)
     ck_assert_uint_eq(x, 1);
     ck_assert_uint_eq(sh, 1);
     ck_assert_uint_eq(f, 0);
+    /* only the node whose controller wrote the maps counts */
+    keel_cluster_repl_counts(C[p], &x, &sh, &f);
+    ck_assert_uint_eq(x + sh + f, 0);
+    keel_cluster_repl_counts(C[b], &x, NULL, NULL);
+    ck_assert_uint_eq(x, 0);
+    check_primaries();
+}
+END_TEST
+
+
+/* The runtime's calls that make no sense are refused on the spot; a
+ * request can be asked again, under another store, withdrawn, asked
+ * again after its withdrawal; the session takes every request with it. */
+START_TEST(test_add_request_api)
+{
+    keel_replica_ref refs[4];
+    char want[256];
+    uint64_t e;
+    int p, b;
+
+    e = out_of_sync(3, &p, &b);
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1); /* nothing is honoured */
+    /* bad store ids */
+    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", 3, e, nm(b), NULL),
+                     KEEL_EINVAL);
+    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", 3, e, nm(b), "ab"),
+                     KEEL_EINVAL);
+    ck_assert_int_eq(keel_cluster_request_add(
+                         C[p], "gpu", 3, e, nm(b),
+                         "0000000000000000000000000000000A"),
+                     KEEL_EINVAL);
+    ck_assert_int_eq(keel_cluster_request_add(
+                         C[p], "gpu", 3, e, nm(b),
+                         "00000000000000000000000000000000"),
+                     KEEL_EINVAL);
+    /* not this node's unit at that epoch, not listed, in sync, itself */
+    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", 3, e + 1, nm(b),
+                                              store_of_[b]),
+                     KEEL_ENOTFOUND);
+    ck_assert_int_eq(keel_cluster_request_add(C[b], "gpu", 3, e, nm(p),
+                                              store_of_[p]),
+                     KEEL_ENOTFOUND);
+    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", 3, e, "node-a",
+                                              store_of_[0]),
+                     KEEL_ENOTFOUND);
+    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", 3, e, nm(p),
+                                              store_of_[p]),
+                     KEEL_ENOTFOUND);
+    ck_assert_int_eq(keel_cluster_request_add(C[p], "nope", 3, e, nm(b),
+                                              store_of_[b]),
+                     KEEL_ENOTFOUND);
+    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", SHARDS, e, nm(b),
+                                              store_of_[b]),
+                     KEEL_ENOTFOUND);
+    {
+        /* a unit where b is still in sync */
+        const keel_shard_map *m = keel_cluster_map(C[p]);
+        uint32_t s, other = SHARDS;
+        int gi = keel_map_cap_index(m, "gpu");
+        for (s = 0; s < SHARDS && other == SHARDS; s++)
+            if (s != 3 && strcmp(keel_map_primary(m, (uint32_t)gi, s),
+                                 nm(p)) == 0)
+                other = s;
+        ck_assert_uint_lt(other, SHARDS);
+        ck_assert_int_eq(keel_cluster_request_add(
+                             C[p], "gpu", other,
+                             keel_map_unit_at(m, (uint32_t)gi, other)
+                                 ->shard_epoch,
+                             nm(b), store_of_[b]),
+                         KEEL_ENOTFOUND);
+    }
+    ck_assert_int_eq(keel_cluster_withdraw_add(C[p], "gpu", 3, e, nm(b)),
+                     KEEL_ENOTFOUND);
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 0);
+    /* asked, then under another store: the state carries the last */
+    ck_assert_int_eq(keel_cluster_request_add(
+                         C[p], "gpu", 3, e, nm(b),
+                         "0000000000000000000000000000abcd"),
+                     0);
+    settle();
+    snprintf(want, sizeof want, "%s@0000000000000000000000000000abcd",
+             nm(b));
+    ck_assert_str_eq(zk_adds(nm(p), 3), want);
+    ck_assert_int_eq(
+        keel_cluster_request_add(C[p], "gpu", 3, e, nm(b), store_of_[b]), 0);
+    settle();
+    snprintf(want, sizeof want, "%s@%s", nm(b), store_of_[b]);
+    ck_assert_str_eq(zk_adds(nm(p), 3), want);
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 1);
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e + 1, nm(b)),
+                     0);
+    ck_assert_int_eq(keel_cluster_add_pending(C[b], "gpu", 3, e, nm(b)), 0);
+    /* withdrawn: out of the state at once, still counted until settled */
+    ck_assert_int_eq(keel_cluster_withdraw_add(C[p], "gpu", 3, e, nm(b)), 0);
+    ck_assert_int_eq(keel_cluster_withdraw_add(C[p], "gpu", 3, e, nm(b)), 0);
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 1);
+    settle();
+    ck_assert_str_eq(zk_adds(nm(p), 3), "");
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 0);
+    ck_assert_int_eq(keel_cluster_withdraw_add(C[p], "gpu", 3, e, nm(b)),
+                     KEEL_ENOTFOUND);
+    /* asked again; withdrawn, and asked again before it settled: active
+     * again, published again */
+    ck_assert_int_eq(
+        keel_cluster_request_add(C[p], "gpu", 3, e, nm(b), store_of_[b]), 0);
+    ck_assert_int_eq(keel_cluster_withdraw_add(C[p], "gpu", 3, e, nm(b)), 0);
+    ck_assert_int_eq(
+        keel_cluster_request_add(C[p], "gpu", 3, e, nm(b), store_of_[b]), 0);
+    settle();
+    ck_assert_str_eq(zk_adds(nm(p), 3), want);
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 1);
+    /* the session ends: everything is dropped */
+    keel_zk_fake_expire(keel_cluster_zk(C[p]));
+    settle();
+    ck_assert_uint_eq(keel_cluster_catchup_backups(C[p], "gpu", 3, e, refs,
+                                                   NULL, 4),
+                      1); /* the map: still its unit (the controller is
+                           * held) */
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 0);
+    ck_assert_str_eq(zk_adds(nm(p), 3), "");
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    settle();
+    {
+        keel_shard_map m = checked_map();
+        const keel_map_unit *u = unit(&m, "gpu", 3);
+        int pos = pos_of(&m, u, nm(b));
+        ck_assert(pos < 0 || !keel_map_insync(u, pos) ||
+                  u->shard_epoch != e);
+        keel_map_free(&m);
+    }
+}
+END_TEST
+
+/* Writes node `name`'s state with (cap "gpu", shard s) changed by hand:
+ * its PRIMARY entry at `epoch` (made anew), with an add of
+ * `add` under `store` and a drop of `drop` (each NULL: none). */
+static void craft_state(const char *name, uint32_t s, uint64_t epoch,
+                        const char *add, const char *store, const char *drop)
+{
+    keel_node_state st = zk_state(name);
+    char path[128];
+    uint8_t *buf;
+    size_t len;
+
+    /* a new entry: no lists left from earlier crafts */
+    ck_assert_int_eq(keel_node_state_put(&st, "gpu", s, KEEL_ROLE_PRIMARY,
+                                         epoch, NULL),
+                     0);
+    if (add != NULL)
+        ck_assert_int_eq(keel_node_state_put_add(&st, "gpu", s, add, store),
+                         0);
+    if (drop != NULL)
+        ck_assert_int_eq(keel_node_state_put_drop(&st, "gpu", s, drop), 0);
+    ck_assert_int_eq(keel_node_state_encode(&st, &buf, &len), 0);
+    snprintf(path, sizeof path, "/keel/test/nodes/%s/state", name);
+    ck_assert_int_eq(keel_zk_fake_set(F, path, buf, len), 0);
+    free(buf);
+    keel_node_state_free(&st);
+}
+
+/* Rule 7's refusals, end to end: requests written into the primary's
+ * state by hand (the API refuses them up front) under another store, at
+ * another epoch, for a node not listed, from a node that is not the
+ * unit's primary, together with a drop of the same backup; none changes
+ * the map. Then a backup that died after the request was published: not
+ * added (a gone backup in sync would stay listed). */
+START_TEST(test_add_refused)
+{
+    const char *other = "0000000000000000000000000000ffff";
+    keel_shard_map before, after;
+    uint64_t e, x;
+    int p, b;
+    char want[128];
+
+    e = out_of_sync(3, &p, &b);
+    before = checked_map();
+    craft_state(nm(p), 3, e, nm(b), other, NULL); /* another store */
+    settle();
+    craft_state(nm(p), 3, e + 7, nm(b), store_of_[b], NULL); /* epoch */
+    settle();
+    craft_state(nm(p), 3, e, "node-a", store_of_[0], NULL); /* not listed */
+    settle();
+    craft_state(nm(b), 3, e, nm(b), store_of_[b], NULL); /* not primary */
+    settle();
+    craft_state(nm(p), 3, e, nm(b), store_of_[b], nm(b)); /* drop wins */
+    settle();
+    after = checked_map();
+    ck_assert_uint_eq(after.map_epoch, before.map_epoch);
+    ck_assert(keel_map_same_placement(&before, &after));
+    keel_map_free(&after);
+    keel_cluster_repl_counts(C[0], &x, NULL, NULL);
+    ck_assert_uint_eq(x, 0);
+    /* the same request without the drop is honoured: the refusals above
+     * were the conditions', not the crafting's */
+    craft_state(nm(p), 3, e, nm(b), store_of_[b], NULL);
+    settle();
+    after = checked_map();
+    snprintf(want, sizeof want, "%s*,%s*", nm(p), nm(b));
+    ck_assert_str_eq(unit_str(&after, "gpu", 3), want);
+    keel_map_free(&after);
+    keel_map_free(&before);
+}
+END_TEST
+
+/* A backup that died before the controller read the request: the
+ * primary, which has not applied a map since (held), still sees it listed
+ * out of sync and asks; the controller, which saw it gone, refuses. (A
+ * listed backup that is not live only lasts within one reconciliation,
+ * before rule 2 removes it: test_rs_add has it alone.) */
+START_TEST(test_add_refused_dead_backup)
+{
+    keel_shard_map m;
+    uint64_t e, x;
+    int p, b;
+    char want[128];
+
+    e = out_of_sync(3, &p, &b);
+    keel_zk_fake_hold(keel_cluster_zk(C[p]), 1);
+    kill_node(b);
+    settle();
+    ck_assert_int_eq(
+        keel_cluster_request_add(C[p], "gpu", 3, e, nm(b), store_of_[b]), 0);
+    settle();
+    keel_zk_fake_hold(keel_cluster_zk(C[p]), 0);
+    settle();
+    m = checked_map();
+    snprintf(want, sizeof want, "%s*", nm(p));
+    ck_assert_str_eq(unit_str(&m, "gpu", 3), want);
+    ck_assert_uint_eq(unit(&m, "gpu", 3)->shard_epoch, e);
+    keel_map_free(&m);
+    keel_cluster_repl_counts(C[0], &x, NULL, NULL);
+    ck_assert_uint_eq(x, 0);
+    check_primaries();
+}
+END_TEST
+
+/* Delivers one event to the agent of node i alone (every other client
+ * held meanwhile). */
+static void step1(int i)
+{
+    int j;
+
+    for (j = 0; j < MAXN; j++)
+        if (C[j] != NULL)
+            keel_zk_fake_hold(keel_cluster_zk(C[j]), j != i);
+    ck_assert_int_eq(keel_zk_fake_step(F), 1);
+    for (j = 0; j < MAXN; j++)
+        if (C[j] != NULL)
+            keel_zk_fake_hold(keel_cluster_zk(C[j]), 0);
+}
+
+/* Requests the agent of node i submitted so far. */
+static uint64_t nreq(int i)
+{
+    return keel_zk_fake_requests(keel_cluster_zk(C[i]));
+}
+
+/* The withdrawal race (contract of keel_cluster_add_pending): the
+ * controller reads the primary's state with the request; the primary
+ * withdraws it and its state write completes before the controller's map
+ * write, which must then fail its check of the primary's state: the
+ * backup is not added. The primary keeps counting the backup until a map
+ * read issued after its write completed is applied: a map read issued
+ * before (in flight across the withdrawal) does not settle it, and the
+ * agent makes that read itself, calling map_applied though the map did
+ * not change. */
+START_TEST(test_add_withdrawal_race)
+{
+    keel_controller *ctl;
+    keel_shard_map before, after;
+    uint64_t e, writes, applied, x, r0;
+    int p, b, pid;
+    size_t k;
+
+    e = out_of_sync(3, &p, &b);
+    ctl = keel_cluster_controller(C[0]);
+    ck_assert(keel_cluster_is_controller(C[0]));
+    before = checked_map();
+    /* 1. the request is published; the controller hears of it later */
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    ck_assert_int_eq(
+        keel_cluster_request_add(C[p], "gpu", 3, e, nm(b), store_of_[b]), 0);
+    settle();
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    /* 2. the controller republishes the map (the primary's map read that
+     * follows is in flight across the withdrawal), then reads the
+     * primary's state: the read reaches the server, which answers with
+     * the request; the answer waits */
+    ck_assert_int_eq(keel_controller_republish(ctl), 0);
+    pid = keel_controller_node_id(ctl, nm(p));
+    ck_assert_int_ge(pid, 0);
+    for (k = 0; k < 64 && !(ctl->busy && ctl->reading == (size_t)pid &&
+                             !ctl->nodes[pid].dirty && !ctl->pending_valid);
+         k++)
+        step1(0);
+    ck_assert(ctl->busy && ctl->reading == (size_t)pid);
+    writes = ctl->writes;
+    /* the primary's map watch fires: exists, then get; stop once the get
+     * is out */
+    r0 = nreq(p);
+    for (k = 0; k < 16 && nreq(p) < r0 + 2; k++)
+        step1(p);
+    ck_assert_uint_eq(nreq(p), r0 + 2);
+    /* 3. the primary withdraws; its state write reaches the server */
+    applied = applied_n[p];
+    ck_assert_int_eq(keel_cluster_withdraw_add(C[p], "gpu", 3, e, nm(b)), 0);
+    ck_assert_str_eq(zk_adds(nm(p), 3), "");
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 1);
+    /* the map read issued before the write completed is applied: still
+     * counted */
+    step1(p);
+    ck_assert_uint_eq(applied_n[p], applied + 1);
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 1);
+    /* the write completes: the agent reads the map (one get; and it
+     * writes its state again, for the map it applied) */
+    r0 = nreq(p);
+    step1(p);
+    ck_assert_uint_ge(nreq(p), r0 + 1);
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 1);
+    ck_assert_uint_eq(applied_n[p], applied + 1);
+    /* 4. the controller gets the state it read, with the request: the
+     * map write it makes fails its check of the primary's state */
+    for (k = 0; k < 16 && !ctl->pending_valid; k++)
+        step1(0);
+    ck_assert(ctl->busy && ctl->pending_valid);
+    ck_assert_uint_eq(ctl->nchecks, 1);
+    settle();
+    ck_assert_uint_eq(ctl->writes, writes);
+    ck_assert(keel_cluster_is_controller(C[0]));
+    after = checked_map();
+    ck_assert_uint_eq(after.map_epoch, before.map_epoch + 1); /* republish */
+    ck_assert(keel_map_same_placement(&before, &after));
+    keel_map_free(&after);
+    /* 5. the settling read was applied (the map unchanged): counted no
+     * more, and map_applied told the runtime */
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 0);
+    ck_assert_uint_eq(applied_n[p], applied + 2);
+    keel_cluster_repl_counts(C[0], &x, NULL, NULL);
+    ck_assert_uint_eq(x, 0);
+    check_primaries();
+    keel_map_free(&before);
+}
+END_TEST
+
+
+/* The settling read is one issued after the withdrawal's write completed:
+ * a settling read that failed is issued again with the next map read; a
+ * second request withdrawn meanwhile, whose write completes while that
+ * read is in flight, is not settled by it, only by the next. (The
+ * requests name another store: the controller refuses them.) */
+START_TEST(test_add_settle_read_after_write)
+{
+    const char *wrong = "0000000000000000000000000000abcd";
+    const keel_shard_map *m;
+    uint64_t e, e2, r0;
+    uint32_t o = SHARDS, s;
+    int p, b, gi;
+    size_t k;
+
+    e = out_of_sync(3, &p, &b);
+    m = keel_cluster_map(C[p]);
+    gi = keel_map_cap_index(m, "gpu");
+    for (s = 0; s < SHARDS && o == SHARDS; s++)
+        if (s != 3 && strcmp(keel_map_primary(m, (uint32_t)gi, s), nm(p)) == 0)
+            o = s;
+    ck_assert_uint_lt(o, SHARDS);
+    e2 = keel_map_unit_at(m, (uint32_t)gi, o)->shard_epoch;
+    ck_assert_int_eq(keel_cluster_request_drop(C[p], "gpu", o, e2, nm(b)), 0);
+    settle();
+    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", 3, e, nm(b), wrong),
+                     0);
+    ck_assert_int_eq(
+        keel_cluster_request_add(C[p], "gpu", o, e2, nm(b), wrong), 0);
+    settle();
+    ck_assert_str_ne(zk_adds(nm(p), o), "");
+    /* 1. the first is withdrawn: its write completes, the settling read
+     * fails */
+    ck_assert_int_eq(keel_cluster_withdraw_add(C[p], "gpu", 3, e, nm(b)), 0);
+    keel_zk_fake_fail_next(keel_cluster_zk(C[p]), KEEL_EPROTO, 0);
+    settle();
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 1);
+    /* 2. a map read of the primary's watch: its get goes out */
+    ck_assert_int_eq(keel_controller_republish(keel_cluster_controller(C[0])),
+                     0);
+    r0 = nreq(p);
+    for (k = 0; k < 16 && nreq(p) < r0 + 2; k++)
+        step1(p);
+    ck_assert_uint_eq(nreq(p), r0 + 2);
+    /* 3. the second is withdrawn: its write goes out */
+    ck_assert_int_eq(keel_cluster_withdraw_add(C[p], "gpu", o, e2, nm(b)),
+                     0);
+    /* 4. the get's answer: the map is applied, and the settling read of
+     * the first goes out (after the second's write, before its
+     * completion) */
+    r0 = nreq(p);
+    step1(p);
+    ck_assert_uint_eq(nreq(p), r0 + 1);
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 1);
+    /* 5. the second's write completes; 6. the settling read answers: the
+     * first is settled, not the second */
+    step1(p);
+    step1(p);
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 0);
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", o, e2, nm(b)), 1);
+    settle();
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", o, e2, nm(b)), 0);
+    ck_assert_str_eq(zk_adds(nm(p), o), "");
+    m = keel_cluster_map(C[p]);
+    ck_assert_uint_eq(count_insync(keel_map_unit_at(m, (uint32_t)gi, 3)), 1);
+    ck_assert_uint_eq(count_insync(keel_map_unit_at(m, (uint32_t)gi, o)), 1);
+}
+END_TEST
+
+
+/* The other order: the controller's map write lands before the
+ * primary's withdrawal (the primary, held, hears of neither in time):
+ * once it applies the map, the backup is in sync, add_pending() is 0 and
+ * insync_backups() lists the backup, which the runtime keeps counting. */
+START_TEST(test_add_withdrawn_after_honoured)
+{
+    keel_replica_ref refs[4];
+    keel_shard_map m;
+    uint64_t e, x;
+    int p, b;
+    char want[128];
+
+    e = out_of_sync(3, &p, &b);
+    keel_zk_fake_hold(keel_cluster_zk(C[p]), 1);
+    ck_assert_int_eq(
+        keel_cluster_request_add(C[p], "gpu", 3, e, nm(b), store_of_[b]), 0);
+    settle();
+    m = zk_map();
+    snprintf(want, sizeof want, "%s*,%s*", nm(p), nm(b));
+    ck_assert_str_eq(unit_str(&m, "gpu", 3), want);
+    keel_map_free(&m);
+    ck_assert_int_eq(
+        keel_cluster_insync_backups(C[p], "gpu", 3, e, refs, 4), 0);
+    ck_assert_int_eq(keel_cluster_withdraw_add(C[p], "gpu", 3, e, nm(b)), 0);
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 1);
+    keel_zk_fake_hold(keel_cluster_zk(C[p]), 0);
+    settle();
+    m = checked_map();
+    ck_assert_str_eq(unit_str(&m, "gpu", 3), want);
+    keel_map_free(&m);
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 0);
+    ck_assert_int_eq(
+        keel_cluster_insync_backups(C[p], "gpu", 3, e, refs, 4), 1);
+    ck_assert_str_eq(refs[0].name, nm(b));
+    ck_assert_str_eq(zk_adds(nm(p), 3), "");
+    keel_cluster_repl_counts(C[0], &x, NULL, NULL);
+    ck_assert_uint_eq(x, 1);
+}
+END_TEST
+
+/* A request published while the controller hears nothing, and the
+ * controller dies: its successor reads the states and honours it, in the
+ * map write that also fails over the dead node's units. Counted by the
+ * node whose controller wrote it. */
+START_TEST(test_add_by_new_controller)
+{
+    keel_replica_ref refs[4];
+    keel_shard_map before, after;
+    uint64_t e, x, sh, f;
+    size_t n;
+    int p, b, who = -1, i;
+    char want[128];
+
+    e = out_of_sync(3, &p, &b);
+    before = checked_map();
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    ck_assert_int_eq(
+        keel_cluster_request_add(C[p], "gpu", 3, e, nm(b), store_of_[b]), 0);
+    settle();
+    kill_node(0);
+    settle();
+    advance(TIMEOUT);
+    for (i = 1; i < 3; i++)
+        if (keel_cluster_is_controller(C[i]))
+            who = i;
+    ck_assert_int_gt(who, 0);
+    after = checked_map();
+    snprintf(want, sizeof want, "%s*,%s*", nm(p), nm(b));
+    ck_assert_str_eq(unit_str(&after, "gpu", 3), want);
+    ck_assert_uint_eq(unit(&after, "gpu", 3)->shard_epoch, e);
+    ck_assert_int_eq(keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 0);
+    ck_assert_int_eq(
+        keel_cluster_insync_backups(C[p], "gpu", 3, e, refs, 4), 1);
+    n = check_failed_over(&before, &after, "node-a");
+    ck_assert_uint_gt(n, 0);
+    keel_cluster_repl_counts(C[who], &x, &sh, &f);
+    ck_assert_uint_eq(x, 1);
+    ck_assert_uint_eq(sh, 0);
+    ck_assert_uint_eq(f, n);
+    keel_cluster_repl_counts(C[3 - who], &x, &sh, &f);
+    ck_assert_uint_eq(x + sh + f, 0);
+    check_primaries();
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
+
+/* The safety of rule 7, after any event: a node that holds a unit at
+ * shard_epoch E (keel_cluster_write_epoch) counts, by
+ * keel_cluster_insync_backups or keel_cluster_add_pending, every backup
+ * the map in ZooKeeper has in sync at E with it primary. Otherwise it
+ * could acknowledge a write that an in-sync backup, promoted later, does
+ * not have. */
+static void check_counted(void)
+{
+    keel_shard_map m = zk_map();
+    keel_replica_ref refs[KEEL_MAP_MAX_REPLICAS];
+    uint32_t c, s;
+    int i, r;
+
+    for (i = 0; i < MAXN; i++) {
+        if (C[i] == NULL || keel_cluster_phase(C[i]) != KEEL_CLUSTER_RUNNING)
+            continue;
+        for (c = 0; c < m.ncaps; c++)
+            for (s = 0; s < m.shard_count; s++) {
+                const keel_map_unit *u = keel_map_unit_at(&m, c, s);
+                size_t n;
+                if (u->nreplicas < 2 ||
+                    strcmp(m.nodes[u->replicas[0]], nm(i)) != 0 ||
+                    keel_cluster_write_epoch(C[i], m.caps[c], s) !=
+                        u->shard_epoch)
+                    continue;
+                n = keel_cluster_insync_backups(C[i], m.caps[c], s,
+                                                u->shard_epoch, refs,
+                                                KEEL_MAP_MAX_REPLICAS);
+                for (r = 1; r < u->nreplicas; r++) {
+                    const char *y = m.nodes[u->replicas[r]];
+                    size_t k;
+                    int counted = 0;
+                    if (!keel_map_insync(u, r))
+                        continue;
+                    for (k = 0; k < n; k++)
+                        counted |= strcmp(refs[k].name, y) == 0;
+                    counted |= keel_cluster_add_pending(
+                        C[i], m.caps[c], s, u->shard_epoch, y);
+                    ck_assert_msg(counted,
+                                  "%s/%u: %s holds it at epoch %llu and does "
+                                  "not count %s, in sync in map %llu",
+                                  m.caps[c], s, nm(i),
+                                  (unsigned long long)u->shard_epoch, y,
+                                  (unsigned long long)m.map_epoch);
+                }
+            }
+    }
+    keel_map_free(&m);
+}
+
+/* Delivers every event one at a time (in the fake's order: shuffled when
+ * a seed is set), ticking the agents, checking check_counted() after
+ * each. */
+static void settle_checked(void)
+{
+    int round, i;
+
+    for (round = 0; round < 100000; round++) {
+        if (keel_zk_fake_step(F) == 0) {
+            for (i = 0; i < MAXN; i++)
+                if (C[i] != NULL)
+                    keel_cluster_tick(C[i], keel_zk_fake_now(F));
+            if (keel_zk_fake_step(F) == 0)
+                return;
+        }
+        check_counted();
+    }
+    ck_abort_msg("the cluster did not settle");
+}
+
+/* Delivers at most n events to the agent of node i alone (ticking it);
+ * returns how many it got. */
+static size_t step_upto(int i, size_t n)
+{
+    size_t k;
+    int j;
+
+    for (j = 0; j < MAXN; j++)
+        if (C[j] != NULL)
+            keel_zk_fake_hold(keel_cluster_zk(C[j]), j != i);
+    for (k = 0; k < n; k++) {
+        if (keel_zk_fake_step(F) == 0) {
+            keel_cluster_tick(C[i], keel_zk_fake_now(F));
+            if (keel_zk_fake_step(F) == 0)
+                break;
+        }
+    }
+    for (j = 0; j < MAXN; j++)
+        if (C[j] != NULL)
+            keel_zk_fake_hold(keel_cluster_zk(C[j]), 0);
+    return k;
+}
+
+/* A primary's session ends with an add request in its state that the
+ * controller has not read yet: the request is dropped with the session
+ * (the node stops counting the backup), but its state znode, persistent,
+ * still holds it until the node writes it again in its new session. The
+ * controller may honour it meanwhile. Whatever the point of the node's
+ * return at which the controller (held until then) reads the state and
+ * writes its map, the node (held in turn) must never hold the unit while
+ * the map has the backup in sync and the node does not count it. */
+START_TEST(test_add_stale_across_sessions)
+{
+    size_t j, got = 0;
+
+    for (j = 0; j < 48; j++) {
+        uint64_t e;
+        int p, b;
+        if (j > 0) {
+            teardown();
+            setup();
+        }
+        e = out_of_sync(3, &p, &b);
+        keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+        ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", 3, e, nm(b),
+                                                  store_of_[b]),
+                         0);
+        settle();
+        /* the primary's session ends; it comes back through j events */
+        keel_zk_fake_expire(keel_cluster_zk(C[p]));
+        got = step_upto(p, j);
+        check_counted();
+        /* the controller reads and writes; the primary hears nothing */
+        keel_zk_fake_hold(keel_cluster_zk(C[p]), 1);
+        keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+        settle();
+        check_counted();
+        keel_zk_fake_hold(keel_cluster_zk(C[p]), 0);
+        settle_checked();
+        advance(1000);
+        check_counted();
+        check_primaries();
+        if (got < j)
+            break; /* the node came back in fewer events: all cut */
+    }
+    ck_assert_uint_lt(got, j); /* every cut point was tried */
+}
+END_TEST
+
+
+/* A request withdrawn at any point of its way (after k events), events
+ * delivered in shuffled orders: after every event, a node holding a unit
+ * counts every backup the map has in sync there (check_counted); in the
+ * end the request is settled, and the backup is in sync exactly when the
+ * primary's map lists it so. */
+START_TEST(test_add_withdraw_reordered)
+{
+    static const uint64_t seeds[] = {1, 7, 42, 1234, 99991};
+    static const size_t cuts[] = {0, 1, 2, 3, 4, 6, 9, 14};
+    keel_replica_ref refs[4];
+    size_t i, j, k, added = 0, refused = 0;
+
+    for (i = 0; i < sizeof seeds / sizeof seeds[0]; i++)
+        for (j = 0; j < sizeof cuts / sizeof cuts[0]; j++) {
+            keel_shard_map m;
+            uint64_t e;
+            int p, b, pos;
+            if (i + j > 0) {
+                teardown();
+                setup();
+            }
+            e = out_of_sync(3, &p, &b);
+            keel_zk_fake_shuffle(F, seeds[i]);
+            ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", 3, e,
+                                                      nm(b), store_of_[b]),
+                             0);
+            for (k = 0; k < cuts[j] && keel_zk_fake_step(F); k++)
+                check_counted();
+            ck_assert_int_eq(
+                keel_cluster_withdraw_add(C[p], "gpu", 3, e, nm(b)),
+                keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b))
+                    ? 0
+                    : KEEL_ENOTFOUND);
+            settle_checked();
+            keel_zk_fake_shuffle(F, 0);
+            ck_assert_int_eq(
+                keel_cluster_add_pending(C[p], "gpu", 3, e, nm(b)), 0);
+            m = checked_map();
+            pos = pos_of(&m, unit(&m, "gpu", 3), nm(b));
+            ck_assert_int_ge(pos, 1);
+            if (keel_map_insync(unit(&m, "gpu", 3), pos)) {
+                ck_assert_int_eq(keel_cluster_insync_backups(C[p], "gpu", 3,
+                                                             e, refs, 4),
+                                 1);
+                added++;
+            } else {
+                refused++;
+            }
+            keel_map_free(&m);
+            check_primaries();
+        }
+    /* both outcomes were seen */
+    ck_assert_uint_gt(added, 0);
+    ck_assert_uint_gt(refused, 0);
 }
 END_TEST
 
@@ -2106,6 +2924,7 @@ int main(void)
     tcase_add_test(rules, test_rs_dead_backups);
     tcase_add_test(rules, test_rs_move);
     tcase_add_test(rules, test_failover_pick);
+    tcase_add_test(rules, test_rs_add);
     suite_add_tcase(s, rules);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_config_replicas);
@@ -2132,6 +2951,15 @@ int main(void)
     tcase_add_test(tc, test_new_store_takes_no_writes_before_the_map);
     tcase_add_test(tc, test_drop_while_releasing);
     tcase_add_test(tc, test_add_request);
+    tcase_add_test(tc, test_add_request_api);
+    tcase_add_test(tc, test_add_refused);
+    tcase_add_test(tc, test_add_refused_dead_backup);
+    tcase_add_test(tc, test_add_withdrawal_race);
+    tcase_add_test(tc, test_add_settle_read_after_write);
+    tcase_add_test(tc, test_add_withdrawn_after_honoured);
+    tcase_add_test(tc, test_add_by_new_controller);
+    tcase_add_test(tc, test_add_stale_across_sessions);
+    tcase_add_test(tc, test_add_withdraw_reordered);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
