@@ -508,7 +508,7 @@ int chaos_node_start(chaos_cluster *c, int i, char *err, size_t errlen)
     argv[argc++] = shards;
     argv[argc++] = "--activation-log";
     argv[argc++] = nd->actlog;
-    if (c->replicas > 1) {
+    if (c->replicas > 0) {
         snprintf(replicas, sizeof replicas, "%d", c->replicas);
         argv[argc++] = "--replicas";
         argv[argc++] = replicas;

@@ -48,7 +48,7 @@ typedef struct chaos_cluster {
     int session_ms;      /* --zk-session-timeout */
     int zk_tick_ms;      /* ZooKeeper's tickTime */
     const char *load;    /* keeld --load of every node, or NULL */
-    int replicas;        /* keeld --replicas of every node (1: none) */
+    int replicas;        /* keeld --replicas of every node (0: its default) */
     FILE *log;           /* what the harness does, for people; may be NULL */
     chaos_cluster_event_cb on_event;
     void *event_data;

@@ -1550,6 +1550,8 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
         o->shard_count == 0 || o->shard_count > KEEL_MAP_MAX_SHARDS ||
         o->ncaps > KEEL_MAP_MAX_CAPS || (o->ncaps > 0 && o->caps == NULL) ||
         o->replicas < 0 || o->replicas > KEEL_MAP_MAX_REPLICAS ||
+        o->replicas_default < 0 ||
+        o->replicas_default > KEEL_MAP_MAX_REPLICAS ||
         (zk == NULL && (loop == NULL || o->zk_hosts == NULL)))
         return KEEL_EINVAL;
     for (i = 0; i < o->ncaps; i++)
@@ -1593,7 +1595,9 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
     keel_map_init(&c->map, c->shard_count);
     keel_bootstrap_init(&c->boot, zk, &c->layout, c->shard_count,
                         bootstrap_cb, c);
-    c->boot.replicas = o->replicas > 0 ? o->replicas : 1;
+    c->boot.replicas = o->replicas > 0           ? o->replicas
+                       : o->replicas_default > 0 ? o->replicas_default
+                                                 : 1;
     c->boot.replicas_explicit = o->replicas > 0;
     c->replicas = 1;
     keel_membership_init(&c->members, zk, &c->layout, c->node, membership_cb,

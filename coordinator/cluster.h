@@ -103,10 +103,13 @@ typedef struct keel_cluster_options {
     uint32_t shard_count;    /* must match the cluster's */
     uint32_t session_timeout_ms; /* 0: 10000 */
     /* Replicas per unit (1..KEEL_MAP_MAX_REPLICAS) a cluster this node
-     * creates keeps, written into its config; 0: 1. An existing cluster's
-     * config wins (a different explicit count is warned about):
-     * keel_cluster_replicas() says what the cluster uses. */
+     * creates keeps, written into its config; 0: replicas_default. An
+     * existing cluster's config wins (a different explicit count is
+     * warned about): keel_cluster_replicas() says what the cluster uses. */
     int replicas;
+    /* The count of a cluster this node creates without an explicit one
+     * (0: 1); never warned about. */
+    int replicas_default;
     /* Whether a dead owner's units go to others (losing what only the
      * dead node had) once its member znode has been gone for
      * dead_owner_grace_ms, never less than the dead node's negotiated

@@ -146,6 +146,9 @@ enum keel_log_level {
     KEEL_LOG_DEBUG = 3
 };
 
+/* Replicas per unit of a cluster created without a count. */
+#define KEEL_REPLICAS_DEFAULT 3
+
 typedef struct keel_node_options {
     const char *data_dir;      /* required; created if missing */
     const char *listen;        /* "HOST:PORT" for the wire protocol; NULL:
@@ -231,9 +234,10 @@ typedef struct keel_node_options {
     uint32_t auth_addr_fails;
     uint32_t auth_fail_window_s;
     /* Cluster mode: replicas of every unit (1..5: the primary and up to
-     * four backups) in a cluster this node creates; 0: 1. A cluster keeps
-     * the count it was created with (docs/cluster.md, "Replicas and the
-     * in-sync set"). */
+     * four backups) in a cluster this node creates; 0: KEEL_REPLICAS_DEFAULT
+     * (3; a unit has fewer while fewer members declare its capability). A
+     * cluster keeps the count it was created with (docs/cluster.md,
+     * "Replicas and the in-sync set"). */
     int replicas;
     /* Cluster mode, with backups: how long a primary waits for a backup
      * to acknowledge replicated writes before it asks the controller to

@@ -108,7 +108,7 @@ static void usage(FILE *f)
         "                         connection may hold (default 1 GiB)\n"
         "  --replicas R           copies of every shard (1 to 5: the primary\n"
         "                         and R-1 synchronous backups) in a cluster\n"
-        "                         this node creates (default 1); an existing\n"
+        "                         this node creates (default 3); an existing\n"
         "                         cluster keeps its own count\n"
         "  --repl-lag-ms MS       how long a backup may leave writes\n"
         "                         unacknowledged before the primary asks to\n"

@@ -71,7 +71,7 @@ int tu_cluster_start_nodev(tu_cluster *c, int i, int port,
                            const char *const *extra)
 {
     char data[512], id[16], shards[16], session[16];
-    const char *args[11 + MAX_EXTRA + 1];
+    const char *args[13 + MAX_EXTRA + 1];
     int n = 0, k;
 
     snprintf(data, sizeof data, "%s/n%d", c->dir, i);
@@ -92,7 +92,13 @@ int tu_cluster_start_nodev(tu_cluster *c, int i, int port,
      * nodes tokens instead, as extra arguments: those come after this
      * and make it moot). */
     args[n++] = "--insecure";
-    for (k = 0; extra != NULL && extra[k] != NULL && n < 11 + MAX_EXTRA; k++)
+    /* One replica unless the test asks for more (a later --replicas
+     * wins): the cluster tests of handoff, drain, dead owners and the
+     * rest are about units with one copy; replication has tests of its
+     * own. */
+    args[n++] = "--replicas";
+    args[n++] = "1";
+    for (k = 0; extra != NULL && extra[k] != NULL && n < 13 + MAX_EXTRA; k++)
         args[n++] = extra[k];
     args[n] = NULL;
     return tu_keeld_start(&c->nodes[i], data, port, args);
