@@ -330,7 +330,7 @@ static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
     keel_store_read *rd = NULL;
     repl_catchup *c = NULL;
     repl_link *l;
-    size_t need, i, nin;
+    size_t need, i, nin, slen;
     int rc;
 
     for (i = 0; i < REPL_MAX_BACKUPS; i++)
@@ -410,7 +410,11 @@ static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
     c->snap_seq = u->seq;
     c->phase = CU_SNAP;
     c->since = ev_now(r->n->loop);
-    snprintf(c->store, sizeof c->store, "%s", store);
+    /* A store id is KEEL_MAP_STORE_HEX characters at most (a plain
+     * copy: snprintf here makes gcc -O2 warn about truncation). */
+    slen = strnlen(store, sizeof c->store - 1);
+    memcpy(c->store, store, slen);
+    c->store[slen] = '\0';
     u->ncu++;
     r->nsnap++;
     cu_list(r, u);

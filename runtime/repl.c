@@ -951,10 +951,12 @@ void keel__repl_map_applied(keel_node *n)
                 nrefs = insync(r, x->u, x->epoch);
                 if (!in_refs(r, nrefs, l->name) &&
                     !repl_catchup_has(x->u, x->epoch, l)) {
-                    /* May unlist f, and frames after it of l: start the
-                     * walk of l again. */
-                    repl_forget_link(r, x->u, x->epoch, l, 0);
-                    repl_unit_progress(r, x->u);
+                    /* May unlist and free f, and frames after it of l:
+                     * x goes with f, so the unit is kept aside; the walk
+                     * of l starts again. */
+                    repl_unit *xu = x->u;
+                    repl_forget_link(r, xu, x->epoch, l, 0);
+                    repl_unit_progress(r, xu);
                     next = l->head;
                     break;
                 }
@@ -1187,9 +1189,10 @@ static void lag_check(keel_repl *r, ev_tstamp now)
                     continue;
                 what = lag_unit(r, x->u, x->epoch, l);
                 if (what != LAG_WAIT) {
-                    repl_forget_link(r, x->u, x->epoch, l,
+                    repl_unit *xu = x->u; /* x may go with f */
+                    repl_forget_link(r, xu, x->epoch, l,
                                      what == LAG_GIVE_UP);
-                    repl_unit_progress(r, x->u);
+                    repl_unit_progress(r, xu);
                     next = l->head;
                     break;
                 }

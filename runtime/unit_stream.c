@@ -181,8 +181,12 @@ static int xfer_send(keel_cluster_rt *rt, rt_rel *r)
         body = keel__peer_frame(rt->peers, addr, KEEL_FRAME_XFER, 0,
                                 hdr + (end - off), xfer_out_cb, ref);
         if (body == NULL) {
+            /* No frame of this stream was queued when the first one is
+             * refused (the link to the recipient is pausing between
+             * reconnects): nothing will answer, so the release must be
+             * retried rather than wait for an answer. */
             free(ref);
-            rc = KEEL_ECONN;
+            rc = seq == 0 ? KEEL_EUNAVAIL : KEEL_ECONN;
             break;
         }
         body[0] = (uint8_t)clen;
