@@ -25,7 +25,11 @@
  *    the first placement are sent snapshots and added back: every unit
  *    has its three replicas in sync again, with the same digest, nothing
  *    acknowledged lost; and a unit fails over twice, the second time to
- *    a replica that caught up after the first.
+ *    a replica that caught up after the first;
+ *  - the controller killed while it leads units, then the next one
+ *    killed while a returning node is caught up: each following
+ *    controller finishes the failovers and the catch-up from the map and
+ *    the nodes' states.
  * The map is read straight from ZooKeeper. Every wait is bounded; the
  * checks are about order (what the map shows when a reply comes), not
  * durations. On a failure the nodes' logs are printed. */
@@ -875,6 +879,180 @@ START_TEST(a_later_node_catches_up)
 }
 END_TEST
 
+/* The controller named by node i's `keel nodes`: its index, or -1. */
+static int controller_via(int i)
+{
+    char *o = NULL, *e = NULL, name[32];
+    const char *p;
+    int idx = -1;
+
+    if (tu_keel(fx.nodes[i].addr, &o, &e, "nodes", NULL) == 0 && o != NULL &&
+        (p = strstr(o, "\ncontroller ")) != NULL &&
+        sscanf(p, "\ncontroller %31s", name) == 1 && name[0] == 'n' &&
+        name[1] >= '0' && name[1] <= '2' && name[2] == '\0')
+        idx = name[1] - '0';
+    free(o);
+    free(e);
+    return idx;
+}
+
+/* Waits (bounded) until some node other than `not` names a controller
+ * other than `not`: its index, or -1. */
+static int wait_new_controller(int not)
+{
+    int tries, i, c;
+
+    for (tries = 0; tries < 150; tries++) {
+        for (i = 0; i < 3; i++) {
+            if (i == not || fx.nodes[i].pid <= 0)
+                continue;
+            c = controller_via(i);
+            if (c >= 0 && c != not)
+                return c;
+        }
+        tu_sleep_ms(200);
+    }
+    return -1;
+}
+
+/* Waits (bounded) until node `name` is in the in-sync set of every unit
+ * of the default group: 1 when it is. */
+static int wait_in_sync_everywhere(const char *name)
+{
+    keel_shard_map m;
+    int tries, ok = 0;
+    uint32_t s;
+
+    for (tries = 0; tries < 300 && !ok; tries++) {
+        if (tu_map_read(&fx, &m) == 0) {
+            ok = keel_map_cap_index(&m, "") >= 0;
+            for (s = 0; ok && s < m.shard_count; s++)
+                ok = tu_map_in_sync(&m, tu_map_unit(&m, "", s), name);
+            keel_map_free(&m);
+        }
+        if (!ok)
+            tu_sleep_ms(100);
+    }
+    return ok;
+}
+
+/* The controller's work left half done is finished by the next one.
+ * First the controller itself is killed with -9 while it leads units:
+ * no controller is left to fail them over until another node is
+ * elected, which promotes their backups (shard_epoch higher, the dead
+ * node no longer primary) from the map and the nodes' states. Then the
+ * dead node comes back on its data and is being caught up (a snapshot
+ * sent) when the new controller is killed too: the third controller
+ * fails over what that one led and adds the returning node once caught
+ * up. In the end all three nodes are in sync everywhere, they agree, and
+ * no acknowledged increment is lost. */
+START_TEST(a_killed_controller_s_work_is_finished_by_the_next)
+{
+    keel_client *cl[3] = {NULL, NULL, NULL};
+    long acked[COUNTERS] = {0};
+    const int all[3] = {0, 1, 2};
+    uint64_t epochs[SHARDS];
+    int led[SHARDS] = {0};
+    keel_shard_map m;
+    int round, c1, c2, third, port1, port2, rest[2], k, nled = 0, tries;
+    char c1name[16], thirdname[16];
+    uint32_t s;
+    long snaps = 0;
+
+    start_cluster(3, 3, "1000");
+    for (round = 0; round < 2; round++)
+        load_round(cl, acked, all, 3, round, "three nodes");
+    c1 = controller_via(0);
+    CHECK(c1 >= 0, "n0 names no controller");
+    snprintf(c1name, sizeof c1name, "n%d", c1);
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    for (s = 0; s < (uint32_t)SHARDS; s++) {
+        const char *p =
+            keel_map_primary(&m, (uint32_t)keel_map_cap_index(&m, ""), s);
+        epochs[s] = tu_map_unit(&m, "", s)->shard_epoch;
+        if (p != NULL && strcmp(p, c1name) == 0) {
+            led[s] = 1;
+            nled++;
+        }
+    }
+    keel_map_free(&m);
+    CHECK(nled > 0, "the controller %s leads no unit", c1name);
+
+    /* The controller dies with units it leads. */
+    port1 = fx.nodes[c1].port;
+    keel_client_close(cl[c1]);
+    cl[c1] = NULL;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[c1], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[c1]);
+    for (k = 0, round = 0; round < 3; round++)
+        if (round != c1)
+            rest[k++] = round;
+    for (round = 0; round < 2; round++)
+        load_round(cl, acked, rest, 2, round, "the controller dead");
+    c2 = wait_new_controller(c1);
+    CHECK(c2 >= 0, "no controller after %s was killed", c1name);
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    for (s = 0; s < (uint32_t)SHARDS; s++) {
+        const char *p =
+            keel_map_primary(&m, (uint32_t)keel_map_cap_index(&m, ""), s);
+        if (!led[s])
+            continue;
+        CHECK(tu_map_unit(&m, "", s)->shard_epoch > epochs[s] && p != NULL &&
+                  strcmp(p, c1name) != 0,
+              "shard %u, led by the killed controller, did not fail over "
+              "(epoch %llu, was %llu, primary %s)",
+              s, (unsigned long long)tu_map_unit(&m, "", s)->shard_epoch,
+              (unsigned long long)epochs[s], p ? p : "-");
+    }
+    keel_map_free(&m);
+
+    /* The third node must be in sync everywhere before the second
+     * controller dies, or a unit would rightly wait for it. */
+    third = 3 - c1 - c2;
+    snprintf(thirdname, sizeof thirdname, "n%d", third);
+    CHECK(wait_in_sync_everywhere(thirdname),
+          "%s is not in sync everywhere", thirdname);
+
+    /* The old controller comes back; while it is being caught up, the
+     * new controller dies. */
+    ck_assert_int_eq(tu_cluster_start_node(&fx, c1, port1, "--replicas", "3",
+                                           "--repl-lag-ms", "1000", NULL),
+                     0);
+    for (tries = 0; tries < 300 && snaps == 0; tries++) {
+        snaps = tu_keel_stat(fx.nodes[c2].addr, "repl_catchups") +
+                tu_keel_stat(fx.nodes[third].addr, "repl_catchups");
+        if (snaps <= 0) {
+            snaps = 0;
+            tu_sleep_ms(50);
+        }
+    }
+    CHECK(snaps > 0, "n%d is not being caught up", c1);
+    port2 = fx.nodes[c2].port;
+    keel_client_close(cl[c2]);
+    cl[c2] = NULL;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[c2], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[c2]);
+    rest[0] = third;
+    rest[1] = c1;
+    CHECK(wait_in_sync_everywhere(c1name),
+          "%s was not caught up after the second controller died", c1name);
+    for (round = 0; round < 2; round++)
+        load_round(cl, acked, rest, 2, round, "two controllers killed");
+    check_agree(acked, rest, 2, "two controllers killed");
+
+    /* And the second comes back: all three agree. */
+    ck_assert_int_eq(tu_cluster_start_node(&fx, c2, port2, "--replicas", "3",
+                                           "--repl-lag-ms", "1000", NULL),
+                     0);
+    wait_all_in_sync("both controllers back");
+    load_round(cl, acked, all, 3, 0, "both controllers back");
+    check_agree(acked, all, 3, "both controllers back");
+    for (round = 0; round < 3; round++)
+        if (cl[round] != NULL)
+            keel_client_close(cl[round]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_repl");
@@ -890,6 +1068,7 @@ int main(void)
     tcase_add_test(tc, a_unit_fails_over_twice);
     tcase_add_test(tc, a_wiped_backup_catches_up_under_its_new_store);
     tcase_add_test(tc, a_later_node_catches_up);
+    tcase_add_test(tc, a_killed_controller_s_work_is_finished_by_the_next);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
