@@ -14,4 +14,12 @@
  * no service names, no brackets. */
 int keel_addr_valid(const char *addr, size_t len, int port0_ok);
 
+/* Whether addr (NUL-terminated) is an HTTP listen address: what
+ * keel_addr_valid takes with a port from 0 to 65535, or [V6]:PORT, V6 an
+ * IPv6 address in text form (hex digits, ':' and '.', an optional
+ * %zone of letters and digits) of 2 to 45 characters. Name resolution is
+ * left to the listener; this only refuses what can never be right, such
+ * as a port past 65535 that getaddrinfo would wrap. */
+int keel_http_addr_valid(const char *addr);
+
 #endif

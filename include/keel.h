@@ -153,7 +153,9 @@ typedef struct keel_node_options {
     const char *data_dir;      /* required; created if missing */
     const char *listen;        /* "HOST:PORT" for the wire protocol; NULL:
                                 * no listener (embedded use only) */
-    uint32_t shard_count;      /* 0: KEEL_DEFAULT_SHARDS. Fixed per data dir */
+    uint32_t shard_count;      /* fixed per data dir; 0: the count the
+                                * directory was created with, or
+                                * KEEL_DEFAULT_SHARDS for a new one */
     uint32_t idle_timeout_ms;  /* passivate after this long idle; 0: 60000 */
     uint32_t max_resident;     /* LRU cap on resident actors; 0: unlimited */
     int durability;            /* enum keel_durability */

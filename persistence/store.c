@@ -117,6 +117,7 @@ struct fence_cache {
 
 struct keel_store {
     MDB_env *env;
+    uint32_t shards; /* the count its meta records */
     MDB_dbi state;
     MDB_dbi fence;
     MDB_dbi meta;
@@ -544,6 +545,8 @@ static int store_init_dbs(keel_store *s, const keel_store_options *o,
 
     rf = meta_get_u32(txn, s->meta, "format", &format);
     rs = meta_get_u32(txn, s->meta, "shards", &shards);
+    if (shard_count == 0)
+        shard_count = rs == 0 ? shards : KEEL_DEFAULT_SHARDS;
     if (rf == MDB_NOTFOUND && rs == MDB_NOTFOUND) {
         /* A fresh store, unless records exist without metadata. */
         rc = mdb_stat(txn, s->state, &st);
@@ -585,6 +588,7 @@ static int store_init_dbs(keel_store *s, const keel_store_options *o,
                s->path, shards, shard_count);
         return KEEL_EMISMATCH;
     }
+    s->shards = shard_count;
     rc = keel_typetab_load(&s->tt, txn, s->types);
     if (rc == 0 && upgrade)
         rc = store_list_old_types(s, txn);
@@ -1093,7 +1097,7 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
         seterr(errbuf, errlen, "store: no path given");
         return KEEL_EINVAL;
     }
-    if (opts->shard_count == 0 || opts->shard_count > 65536) {
+    if (opts->shard_count > 65536) {
         seterr(errbuf, errlen, "%s: shard count %u out of range 1..65536",
                opts->path, opts->shard_count);
         return KEEL_EINVAL;
@@ -1641,6 +1645,11 @@ int keel_store_unit_digest(keel_store_read *r, const char *cap,
     }
     XXH3_freeState(d.st);
     return rc;
+}
+
+uint32_t keel_store_shards(const keel_store *s)
+{
+    return s->shards;
 }
 
 void keel_store_id(const keel_store *s, char hex[2 * KEEL_STORE_ID_LEN + 1])

@@ -51,7 +51,9 @@ typedef struct keel_batch keel_batch;
 
 typedef struct keel_store_options {
     const char *path;          /* directory; created (mode 0700) if missing */
-    uint32_t shard_count;      /* recorded on creation; must match after */
+    uint32_t shard_count;      /* recorded on creation; must match after.
+                                * 0: the count the directory records, or
+                                * KEEL_DEFAULT_SHARDS for a new one */
     int durability;            /* enum keel_durability */
     uint64_t initial_map_size; /* 0: 64 MiB */
     uint64_t max_map_size;     /* 0: no limit but the disk's */
@@ -115,6 +117,8 @@ void keel_store_close(keel_store *s);
  * lowercase hex digits and a NUL into hex. A node back on an empty or
  * replaced disk has another one. */
 void keel_store_id(const keel_store *s, char hex[2 * KEEL_STORE_ID_LEN + 1]);
+/* The shard count the store was created with. */
+uint32_t keel_store_shards(const keel_store *s);
 /* Records the capability of an actor type whose records predate the type
  * table (the store listed it as unknown when it was upgraded). 0 when
  * recorded or already recorded with that capability; KEEL_ENOTFOUND when

@@ -60,6 +60,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/addr.h"
 #include "common/log.h"
 #include "coordinator/cluster.h"
 #include "runtime/auth.h"
@@ -1591,8 +1592,12 @@ static int http_bind(keel_http *h, char *errbuf, size_t errlen)
     size_t hl;
     int fd, one = 1, rc;
 
-    if (colon == NULL || colon == addr || colon[1] == '\0') {
-        snprintf(errbuf, errlen, "http address '%s' is not HOST:PORT", addr);
+    if (colon == NULL || colon == addr || colon[1] == '\0' ||
+        !keel_http_addr_valid(addr)) {
+        snprintf(errbuf, errlen,
+                 "http address '%s' is not HOST:PORT or [IPV6]:PORT (a port "
+                 "from 0 to 65535, 0 for any free one)",
+                 addr);
         return KEEL_EADDR;
     }
     hl = (size_t)(colon - addr);

@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/addr.h"
 #include "common/log.h"
 #include "runtime/auth.h"
 #include "runtime/cluster_rt.h"
@@ -144,8 +145,11 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss,
     size_t hl;
     int rc;
 
-    if (colon == NULL || colon == addr || colon[1] == '\0') {
-        snprintf(errbuf, errlen, "address '%s' is not HOST:PORT", addr);
+    if (!keel_addr_valid(addr, strlen(addr), 1)) {
+        snprintf(errbuf, errlen,
+                 "address '%s' is not HOST:PORT (a host name or IPv4 "
+                 "address, a port from 0 to 65535, 0 for any free one)",
+                 addr);
         return KEEL_EADDR;
     }
     hl = (size_t)(colon - addr);

@@ -105,7 +105,7 @@ static void schedule(keel_node *n, keel_actor *a);
 void keel_node_options_init(keel_node_options *opts)
 {
     memset(opts, 0, sizeof *opts);
-    opts->shard_count = KEEL_DEFAULT_SHARDS;
+    opts->shard_count = 0; /* the data directory's, or the default */
     opts->idle_timeout_ms = 60000;
     opts->durability = KEEL_DURABILITY_FSYNC;
     opts->max_frame = KEEL_DEFAULT_MAX_FRAME;
@@ -2226,8 +2226,6 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
         return KEEL_EINVAL;
     }
     opts = *opts_in;
-    if (opts.shard_count == 0)
-        opts.shard_count = KEEL_DEFAULT_SHARDS;
     if (opts.shard_count > 65536) {
         snprintf(errbuf, errlen, "shard count %u over 65536",
                  opts.shard_count);
@@ -2358,6 +2356,9 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
     rc = keel_store_open(&so, &n->store, errbuf, errlen);
     if (rc != 0)
         goto err_after_loop;
+    /* Without a count given, the directory's own (or the default, for a
+     * new one). */
+    opts.shard_count = n->opts.shard_count = keel_store_shards(n->store);
     rc = keel_coord_standalone_create(opts.shard_count, &n->coord);
     if (rc != 0)
         goto err_after_store;
@@ -2476,11 +2477,21 @@ int keel_node_run(keel_node *n)
     if (atomic_load(&n->stop_requested))
         begin_stop(n);
     ev_async_send(n->loop, &n->async); /* pick up posts queued before run */
-    keel_info("node running: data %s, %u shards, durability %s%s%s",
-              n->data_dir, n->opts.shard_count,
-              n->opts.durability == KEEL_DURABILITY_FSYNC ? "fsync" : "none",
-              n->listen_addr ? ", listening on " : "",
-              n->listen_addr ? n->listen_addr : "");
+    if (n->listen_addr != NULL) {
+        /* The port bound, not the one asked for (0: any free one). */
+        const char *colon = strrchr(n->listen_addr, ':');
+        keel_info("node running: data %s, %u shards, durability %s, "
+                  "listening on %.*s:%d",
+                  n->data_dir, n->opts.shard_count,
+                  n->opts.durability == KEEL_DURABILITY_FSYNC ? "fsync"
+                                                              : "none",
+                  (int)(colon - n->listen_addr), n->listen_addr, n->port);
+    } else {
+        keel_info("node running: data %s, %u shards, durability %s",
+                  n->data_dir, n->opts.shard_count,
+                  n->opts.durability == KEEL_DURABILITY_FSYNC ? "fsync"
+                                                              : "none");
+    }
     n->loop_tid = pthread_self();
     atomic_store(&n->loop_tid_set, 1);
     ev_run(n->loop, 0);

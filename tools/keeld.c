@@ -4,13 +4,16 @@
  * what can be reloaded (keel_node_reload: the TLS files and the token file). */
 #include <errno.h>
 #include <getopt.h>
+#include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include "common/addr.h"
+#include "coordinator/shardmap.h"
 #include "keel.h"
 
 static keel_node *volatile the_node; /* read by the signal handler */
@@ -53,7 +56,8 @@ static void usage(FILE *f)
         "                         none: the OS decides when data reaches the disk, so\n"
         "                         a power loss can lose recent acknowledged writes\n"
         "  --shards N             shard count, fixed when the data dir is created\n"
-        "                         (default 4096)\n"
+        "                         (default: the data dir's own, 4096 for a\n"
+        "                         new one)\n"
         "  --max-frame BYTES      largest wire frame accepted (default 1048576)\n"
         "  --max-connections N    wire connections open at once; more are\n"
         "                         refused with EOVERLOAD (default 16384)\n"
@@ -148,6 +152,33 @@ static int parse_u64(const char *s, unsigned long long max,
     return 0;
 }
 
+/* keeld creates its data directory, not the directories above it: a
+ * mistyped path is refused (with the part that is missing) rather than
+ * made four levels deep. 1 when dir exists or its parent does. */
+static int data_parent_exists(const char *dir)
+{
+    struct stat st;
+    char *copy;
+    const char *parent;
+    int ok;
+
+    if (stat(dir, &st) == 0 || errno != ENOENT)
+        return 1; /* there, or an error the store will name */
+    copy = strdup(dir);
+    if (copy == NULL)
+        return 1;
+    parent = dirname(copy);
+    ok = stat(parent, &st) == 0;
+    if (!ok)
+        fprintf(stderr,
+                "keeld: --data %s: its parent directory %s does not exist "
+                "(keeld creates the data directory, not the ones above "
+                "it)\n",
+                dir, parent);
+    free(copy);
+    return ok;
+}
+
 static int parse_level(const char *s)
 {
     if (strcmp(s, "error") == 0)
@@ -229,9 +260,25 @@ int main(int argc, char **argv)
             opts.data_dir = optarg;
             break;
         case O_LISTEN:
+            if (!keel_addr_valid(optarg, strlen(optarg), 1)) {
+                fprintf(stderr,
+                        "keeld: --listen takes HOST:PORT (a host name or IPv4 "
+                        "address, a port from 0 to 65535, 0 for any free "
+                        "one; the wire protocol does not listen on IPv6 "
+                        "yet, --http does), not '%s'\n",
+                        optarg);
+                return 2;
+            }
             opts.listen = optarg;
             break;
         case O_HTTP:
+            if (!keel_http_addr_valid(optarg)) {
+                fprintf(stderr,
+                        "keeld: --http takes HOST:PORT or [IPV6]:PORT (a port "
+                        "from 0 to 65535, 0 for any free one), not '%s'\n",
+                        optarg);
+                return 2;
+            }
             opts.http_listen = optarg;
             break;
         case O_ACTLOG:
@@ -304,10 +351,22 @@ int main(int argc, char **argv)
             opts.zk_hosts = optarg;
             break;
         case O_CLUSTER:
-            opts.cluster = optarg;
-            break;
         case O_NODEID:
-            opts.node_id = optarg;
+            /* Both name znodes in ZooKeeper and appear in every peer's
+             * map: refused here with the rule, not later as EINVAL. */
+            if (!keel_name_valid(optarg, 0)) {
+                fprintf(stderr,
+                        "keeld: --%s takes a name of 1 to %d letters, "
+                        "digits, '.', '_' or '-' (neither '.' nor '..'), "
+                        "not '%s'\n",
+                        c == O_CLUSTER ? "cluster" : "node-id", KEEL_NAME_MAX,
+                        optarg);
+                return 2;
+            }
+            if (c == O_CLUSTER)
+                opts.cluster = optarg;
+            else
+                opts.node_id = optarg;
             break;
         case O_CAPS:
             opts.capabilities = optarg;
@@ -462,6 +521,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (!data_parent_exists(opts.data_dir))
+        return 2;
 
     if ((opts.tls_cert != NULL || opts.tls_key != NULL ||
          opts.tls_ca != NULL) &&

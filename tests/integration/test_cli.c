@@ -331,6 +331,76 @@ START_TEST(keeld_advertise_checked)
 }
 END_TEST
 
+/* keeld refuses, as usage errors and with the rule, addresses and names
+ * that could never work: a port past 65535 (which the resolver would
+ * wrap to another port), an IPv6 wire listener, names with a '/'. */
+START_TEST(keeld_addresses_and_names_checked)
+{
+    static const char *const bad[][3] = {
+        {"--listen", "127.0.0.1:99999", "--listen takes HOST:PORT"},
+        {"--listen", "127.0.0.1:-1", "--listen takes HOST:PORT"},
+        {"--listen", "[::1]:7480", "does not listen on IPv6"},
+        {"--http", "127.0.0.1:99999", "--http takes HOST:PORT or [IPV6]"},
+        {"--http", "[::1]:70000", "--http takes HOST:PORT or [IPV6]"},
+        {"--http", "[zz]:80", "--http takes HOST:PORT or [IPV6]"},
+        {"--cluster", "a/b", "--cluster takes a name of 1 to 64"},
+        {"--node-id", "n/1", "--node-id takes a name of 1 to 64"},
+        {"--node-id", "..", "--node-id takes a name of 1 to 64"},
+        {"--data", "/nonexistent-keel/a/b", "its parent directory "
+                                            "/nonexistent-keel/a does not "
+                                            "exist"},
+    };
+    char *bin = tu_bin("keeld"), *out = NULL, *err = NULL;
+    size_t i;
+
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *argv[] = {bin,       "--data", data, "--listen",
+                              "127.0.0.1:0", bad[i][0], bad[i][1], NULL};
+        int rc = tu_run_for(argv, 5, &out, &err);
+        ck_assert_msg(rc == 2, "%s '%s': exit %d: %s", bad[i][0], bad[i][1],
+                      rc, err);
+        ck_assert_msg(strstr(err, bad[i][2]) != NULL && strstr(err, bad[i][1]),
+                      "%s '%s': %s", bad[i][0], bad[i][1], err);
+        free(out);
+        free(err);
+    }
+    free(bin);
+}
+END_TEST
+
+/* A data directory keeps the shard count it was created with: keeld
+ * started on it without --shards takes that count (a count is needed
+ * only for a new directory), and a different one is refused. The log
+ * names the port bound, not the 0 asked for. */
+START_TEST(shard_count_kept_by_the_directory)
+{
+    const char *one[] = {"--shards", "1", NULL};
+    char *bin = tu_bin("keeld"), *out = NULL, *err = NULL, *log, want[96];
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, one), 0);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, NULL), 0);
+    cli_expect("1\n", 0, "call", "counter", "c1", "incr", NULL);
+    log = tu_keeld_log(&node);
+    snprintf(want, sizeof want, "1 shards, durability fsync, listening on "
+             "127.0.0.1:%d\n", node.port);
+    ck_assert_msg(log != NULL && strstr(log, want) != NULL,
+                  "no '%s' in:\n%s", want, log ? log : "");
+    free(log);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+    {
+        const char *argv[] = {bin, "--data", data, "--listen", "127.0.0.1:0",
+                              "--shards", "8", NULL};
+        int rc = tu_run_for(argv, 10, &out, &err);
+        ck_assert_msg(rc != 0 && strstr(err, "created with 1 shards") != NULL,
+                      "exit %d: %s", rc, err);
+        free(out);
+        free(err);
+    }
+    free(bin);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cli");
@@ -348,6 +418,8 @@ static Suite *suite(void)
     tcase_add_test(tc, introspection_standalone);
     tcase_add_test(tc, admin_needs_a_joined_cluster_node);
     tcase_add_test(tc, keeld_advertise_checked);
+    tcase_add_test(tc, keeld_addresses_and_names_checked);
+    tcase_add_test(tc, shard_count_kept_by_the_directory);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -784,8 +784,18 @@ START_TEST(test_open_errors)
     ck_assert_msg(strstr(err, "in use") != NULL, "message: %s", err);
     keel_store_close(s);
 
+    /* No count: the directory's own. */
+    {
+        uint32_t made = o.shard_count;
+        o.shard_count = 0;
+        ck_assert_int_eq(keel_store_open(&o, &s, err, sizeof err), 0);
+        ck_assert_uint_eq(keel_store_shards(s), made);
+        keel_store_close(s);
+        o.shard_count = made;
+    }
+
     /* Bad options. */
-    o.shard_count = 0;
+    o.shard_count = 65537;
     ck_assert_int_eq(keel_store_open(&o, &s, err, sizeof err), KEEL_EINVAL);
     o.shard_count = 8;
     o.durability = 7;
