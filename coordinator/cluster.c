@@ -2228,6 +2228,29 @@ static int drain_get(keel_cluster *c)
     return rc;
 }
 
+static int can_take_but(const keel_cluster *c, const char *cap,
+                        const char *but);
+
+const char *keel_cluster_drain_stranded(const keel_cluster *c,
+                                        const char *name)
+{
+    uint32_t ci, s;
+    int idx;
+
+    if (!c->have_map || (idx = keel_map_node_index(&c->map, name)) < 0)
+        return NULL;
+    for (ci = 0; ci < c->map.ncaps; ci++) {
+        int leads = 0;
+        for (s = 0; s < c->map.shard_count && !leads; s++) {
+            const keel_map_unit *u = keel_map_unit_at(&c->map, ci, s);
+            leads = u->nreplicas > 0 && u->replicas[0] == idx;
+        }
+        if (leads && !can_take_but(c, c->map.caps[ci], name))
+            return c->map.caps[ci];
+    }
+    return NULL;
+}
+
 int keel_cluster_drain(keel_cluster *c, const char *name)
 {
     const keel_member *m;
@@ -2240,6 +2263,9 @@ int keel_cluster_drain(keel_cluster *c, const char *name)
         return KEEL_ENOTFOUND;
     if (m->leaving)
         return 0;
+    /* Leaving would leave its units with nobody to serve them. */
+    if (keel_cluster_drain_stranded(c, name) != NULL)
+        return KEEL_EUNAVAIL;
     if (c->drain_busy)
         return KEEL_EOVERLOAD;
     snprintf(c->drain_name, sizeof c->drain_name, "%s", name);
@@ -2254,13 +2280,15 @@ int keel_cluster_member_leaving(const keel_cluster *c, const char *name)
     return m != NULL && m->leaving;
 }
 
-static int can_take(const keel_cluster *c, const char *cap)
+/* Whether a live member other than `but`, not leaving, has cap. */
+static int can_take_but(const keel_cluster *c, const char *cap,
+                        const char *but)
 {
     size_t i, j;
 
     for (i = 0; i < c->members.nview; i++) {
         const keel_member *m = &c->members.view[i];
-        if (m->leaving || m->addr_bad || strcmp(m->name, c->node) == 0)
+        if (m->leaving || m->addr_bad || strcmp(m->name, but) == 0)
             continue;
         if (cap[0] == '\0')
             return 1;
@@ -2269,6 +2297,11 @@ static int can_take(const keel_cluster *c, const char *cap)
                 return 1;
     }
     return 0;
+}
+
+static int can_take(const keel_cluster *c, const char *cap)
+{
+    return can_take_but(c, cap, c->node);
 }
 
 void keel_cluster_held(const keel_cluster *c, size_t *held, size_t *movable)
@@ -2335,7 +2368,11 @@ int keel_cluster_forget(keel_cluster *c, const char *name, size_t *units)
         return KEEL_EEXIST;
     if (c->forget_busy)
         return KEEL_EOVERLOAD;
-    if (c->have_map && (idx = keel_map_node_index(&c->map, name)) >= 0) {
+    /* A name the map does not list either was never a node of this
+     * cluster (a typo), or was forgotten and holds nothing any more. */
+    if (!c->have_map || keel_map_node_index(&c->map, name) < 0)
+        return KEEL_ENOTFOUND;
+    if ((idx = keel_map_node_index(&c->map, name)) >= 0) {
         uint32_t ci, s;
         for (ci = 0; ci < c->map.ncaps; ci++)
             for (s = 0; s < c->map.shard_count; s++) {

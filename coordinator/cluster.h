@@ -345,9 +345,17 @@ int keel_cluster_may_replicate(keel_cluster *c, const char *cap,
  * the usual handoff; the member stays live meanwhile (it releases and
  * streams). The flag lasts as long as the member's session. Returns 0
  * (submitted, or already leaving), KEEL_EINVAL, KEEL_ESESSION (not
- * joined), KEEL_ENOTFOUND (not a live member), KEEL_EOVERLOAD (another
- * mark in flight) or a submit error. The outcome is logged. */
+ * joined), KEEL_ENOTFOUND (not a live member), KEEL_EUNAVAIL (it leads
+ * units of a capability no other live member that is not leaving has:
+ * they would stay unavailable; keel_cluster_drain_stranded names it),
+ * KEEL_EOVERLOAD (another mark in flight) or a submit error. The outcome
+ * is logged. */
 int keel_cluster_drain(keel_cluster *c, const char *name);
+/* A capability ("" for the default group) of units `name` leads in the
+ * applied map that no other live member that is not leaving has, or
+ * NULL when every unit it leads could move. */
+const char *keel_cluster_drain_stranded(const keel_cluster *c,
+                                        const char *name);
 /* Gives up the data of node `name`, which must not be a live member
  * (keel node forget, docs/cluster.md): creates the persistent znode
  * forgotten/<name>, atomically with a proof that members/<name> does not
@@ -356,9 +364,12 @@ int keel_cluster_drain(keel_cluster *c, const char *name);
  * session timeout and a quarter have passed since its member znode was
  * seen gone), and what they held is lost.
  * *units (may be NULL) gets how many units the applied map gives it.
- * Returns 0 (submitted; already forgotten counts as done), KEEL_EINVAL,
- * KEEL_ESESSION (not joined), KEEL_EEXIST (a live member: drain it
- * instead), KEEL_EOVERLOAD (another forget in flight) or a submit error.
+ * Returns 0 (submitted; already forgotten counts as done while the map
+ * still lists it), KEEL_EINVAL, KEEL_ESESSION (not joined), KEEL_EEXIST
+ * (a live member: drain it instead), KEEL_ENOTFOUND (the applied map
+ * lists no such node: never one of this cluster, or forgotten and
+ * holding nothing any more), KEEL_EOVERLOAD (another forget in flight)
+ * or a submit error.
  * The outcome is logged. */
 int keel_cluster_forget(keel_cluster *c, const char *name, size_t *units);
 /* Whether the view shows member `name` leaving. */

@@ -641,6 +641,17 @@ int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
         if ((rc = admin_cluster(n, "drain", &c, errbuf, errlen)) != 0)
             return rc;
         rc = keel_cluster_drain(c, arg);
+        if (rc == KEEL_EUNAVAIL) {
+            const char *cap = keel_cluster_drain_stranded(c, arg);
+            snprintf(errbuf, errlen,
+                     "cannot drain %s: no other live member has capability "
+                     "%s%s%s, so its units would stay unavailable; start a "
+                     "node with it first",
+                     arg, cap != NULL && cap[0] != '\0' ? "'" : "",
+                     cap != NULL && cap[0] != '\0' ? cap : "(default)",
+                     cap != NULL && cap[0] != '\0' ? "'" : "");
+            return rc;
+        }
         if (rc != 0) {
             snprintf(errbuf, errlen, "cannot drain %s: %s", arg,
                      rc == KEEL_ENOTFOUND ? "not a live member"
@@ -668,14 +679,24 @@ int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
             snprintf(errbuf, errlen, "cannot forget %s: %s", arg,
                      rc == KEEL_EEXIST
                          ? "it is a live member (drain it instead)"
+                     : rc == KEEL_ENOTFOUND
+                         ? "the map lists no such node (`keel nodes` and "
+                           "`keel shards` show the cluster's nodes)"
                          : keel_strerror(rc));
             return rc;
         }
-        tb_printf(&b,
-                  "node %s forgotten: its %zu units are reassigned; the "
-                  "state they held is lost\nThey answer again, starting "
-                  "from empty state, once live members own them.\n",
-                  arg, units);
+        if (units == 0)
+            tb_printf(&b,
+                      "node %s forgotten: it led no unit, so no state is "
+                      "lost\n",
+                      arg);
+        else
+            tb_printf(&b,
+                      "node %s forgotten: its %zu units are reassigned; the "
+                      "state they held is lost\nThey answer again, "
+                      "starting from empty state, once live members own "
+                      "them.\n",
+                      arg, units);
     } else {
         snprintf(errbuf, errlen,
                  "unknown query '%s' (nodes, shards, where, capabilities, "

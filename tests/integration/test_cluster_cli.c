@@ -350,6 +350,41 @@ START_TEST(capabilities_and_http)
 }
 END_TEST
 
+/* Admin requests that would go wrong are refused with the reason: a
+ * drain of n1, the only node with capability ssd (its ssd units would
+ * stay unavailable), and a forget of a node the cluster never had. The
+ * refused drain leaves n1 a member that is not leaving. */
+START_TEST(drain_and_forget_refuse_what_would_go_wrong)
+{
+    char *out = NULL, *err = NULL;
+    int rc;
+
+    await_settled();
+    rc = tu_keel(fx.nodes[0].addr, &out, &err, "node", "drain", "n1", NULL);
+    ck_assert_msg(rc != 0 && err != NULL &&
+                      strstr(err, "EUNAVAIL") != NULL &&
+                      strstr(err, "no other live member has capability "
+                                  "'ssd'") != NULL,
+                  "drain n1: exit %d: %s", rc, err ? err : "");
+    free(out);
+    free(err);
+    out = err = NULL;
+    rc = tu_keel(fx.nodes[0].addr, &out, &err, "node", "forget", "nobody",
+                 NULL);
+    ck_assert_msg(rc != 0 && err != NULL &&
+                      strstr(err, "ENOTFOUND") != NULL &&
+                      strstr(err, "lists no such node") != NULL,
+                  "forget nobody: exit %d: %s", rc, err ? err : "");
+    free(out);
+    free(err);
+    out = cli(2, "nodes", NULL, NULL, NULL);
+    ck_assert_msg(count_lines(out, "node ") == N && strstr(out, "leaving") ==
+                                                      NULL,
+                  "%s", out);
+    free(out);
+}
+END_TEST
+
 /* `keel --direct call` asks where the actor lives and sends the call to
  * its owner: the contact node forwards nothing, the owner runs the turn.
  * Without --direct the contact node forwards it (its `forwarded` count
@@ -407,6 +442,7 @@ int main(void)
     tcase_add_test(tc, direct_call_goes_to_the_owner);
     tcase_add_test(tc, shards_cover_every_unit_once);
     tcase_add_test(tc, capabilities_and_http);
+    tcase_add_test(tc, drain_and_forget_refuse_what_would_go_wrong);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }

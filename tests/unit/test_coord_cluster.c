@@ -822,9 +822,13 @@ START_TEST(test_forget_dead_node)
             ck_assert_uint_eq(keel_map_unit_at(&m, 0, s)->shard_epoch,
                               keel_map_unit_at(&before, 0, s)->shard_epoch);
     keel_map_free(&m);
-    /* forgetting it again is harmless */
-    ck_assert_int_eq(keel_cluster_forget(N[0].c, "node-c", &units), 0);
+    /* forgetting it again does nothing: the map lists it no more, like
+     * a name the cluster never had */
+    ck_assert_int_eq(keel_cluster_forget(N[0].c, "node-c", &units),
+                     KEEL_ENOTFOUND);
     ck_assert_uint_eq(units, 0);
+    ck_assert_int_eq(keel_cluster_forget(N[0].c, "node-z", &units),
+                     KEEL_ENOTFOUND);
     settle();
     /* it comes back: it purges its stale units, the mark goes, and it
      * gets units again through the usual handoffs */
