@@ -132,6 +132,7 @@ static void observe(keel_controller *ctl, int id)
 
     if (m != NULL) {
         n->gone = 0;
+        n->dead_logged = 0;
         if (m->session_timeout_ms > 0)
             n->session_timeout_ms = m->session_timeout_ms;
     } else if (!n->gone && ctl->members->listings > 0) {
@@ -689,8 +690,18 @@ static int rs_waiting(const char *name, void *arg)
     if (id < 0 || !ctl->nodes[id].gone)
         return 1;
     until = ctl->nodes[id].gone_at + dead_ms(ctl);
-    if (ctl->now >= until)
+    if (ctl->now >= until) {
+        if (!ctl->nodes[id].dead_logged)
+            keel_info("cluster: node %s has been gone for %llu ms (dead "
+                      "time %u ms): live nodes replace it in the replica "
+                      "lists and catch up",
+                      name,
+                      (unsigned long long)(ctl->now -
+                                           ctl->nodes[id].gone_at),
+                      dead_ms(ctl));
+        ctl->nodes[id].dead_logged = 1;
         return 0;
+    }
     if (ctl->dead_deadline == 0 || until < ctl->dead_deadline)
         ctl->dead_deadline = until;
     return 1;

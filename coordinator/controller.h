@@ -101,6 +101,7 @@ typedef struct keel_ctl_node {
     uint32_t session_timeout_ms; /* as it last published it; 0: unknown */
     int gone;           /* missing from a member listing */
     uint64_t gone_at;   /* when this controller first saw that */
+    int dead_logged;    /* its dead time's end was logged (rule 2) */
 } keel_ctl_node;
 
 /* Handoff machines of one capability, per shard. */
