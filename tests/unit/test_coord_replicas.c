@@ -1757,6 +1757,58 @@ START_TEST(test_dead_time_new_controller)
 }
 END_TEST
 
+/* A controller that joined after the node died never saw it go: it
+ * counts the dead time from its own first look at the map (later than
+ * the nodes that were members then would have, never earlier). Node e
+ * joins halfway through node-d's dead time; a, b and c die, e leads. */
+START_TEST(test_dead_time_later_controller)
+{
+    mkopt o = {3, NULL, 0, 0, DEAD};
+    keel_shard_map m;
+    uint64_t gone, took;
+    uint32_t s;
+    size_t out = 0;
+    int k;
+
+    start4(DEAD);
+    gone = kill_until_gone(3);
+    advance_to(gone + DEAD / 2);
+    mk(4, &o);
+    settle();
+    kill_node(0);
+    kill_node(1);
+    kill_node(2);
+    for (k = 0; k < 200 && !keel_cluster_is_controller(C[4]); k++)
+        advance(100);
+    ck_assert(keel_cluster_is_controller(C[4]));
+    took = keel_zk_fake_now(F);
+    ck_assert_uint_gt(took, gone + DEAD / 2);
+    /* past node-d's time as the others counted it: still listed, out of
+     * sync where it led */
+    advance_to(gone + DEAD + 2000);
+    ck_assert_uint_lt(keel_zk_fake_now(F) + 1000, took + DEAD);
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&m, "", s);
+        int pd = pos_of(&m, u, "node-d");
+        if (pd >= 1 && !keel_map_insync(u, pd))
+            out++;
+    }
+    ck_assert_uint_gt(out, 0);
+    keel_map_free(&m);
+    /* past it as node-e counts it: gone wherever it was out of sync */
+    advance_to(took + DEAD + 1000);
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&m, "", s);
+        int pd = pos_of(&m, u, "node-d");
+        ck_assert_msg(pd < 0 || keel_map_insync(u, pd), "%u: %s", s,
+                      unit_str(&m, "", s));
+    }
+    keel_map_free(&m);
+}
+END_TEST
+
 /* A draining backup leaves the lists at once (placement drops it), and
  * its units as primary move with their in-sync backups kept. */
 START_TEST(test_drain_with_backups)
@@ -3331,6 +3383,7 @@ int main(void)
     tcase_add_test(tc, test_dead_time_kept_then_replaced);
     tcase_add_test(tc, test_dead_time_back_before_it);
     tcase_add_test(tc, test_dead_time_new_controller);
+    tcase_add_test(tc, test_dead_time_later_controller);
     tcase_add_test(tc, test_drain_with_backups);
     tcase_add_test(tc, test_new_controller_keeps_insync);
     tcase_add_test(tc, test_new_store_takes_no_writes_before_the_map);
