@@ -1615,6 +1615,7 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
     /* 0: the controller waits the dead node's own negotiated timeout and
      * a quarter (keel_controller_grace), the least it ever waits. */
     copt.dead_owner_grace_ms = o->dead_owner_grace_ms;
+    copt.replica_dead_ms = o->replica_dead_ms;
     copt.clock = clock_ms;
     copt.clock_arg = c;
     keel_controller_init(&c->ctl, zk, &c->layout, &c->members, &copt,

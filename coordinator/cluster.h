@@ -117,6 +117,11 @@ typedef struct keel_cluster_options {
      * they stay unavailable until it returns. */
     int reassign_dead_owner;
     uint32_t dead_owner_grace_ms;
+    /* With backups: how long a replica whose member znode is gone keeps
+     * its place in the replica lists before a live node replaces it and
+     * catches up (docs/cluster.md, rule 2); 0: 300000 (5 minutes). What
+     * counts is the value of the node that is the controller. */
+    uint32_t replica_dead_ms;
     /* The node runs without credentials: its member znode says so
      * ("insecure 1"), for the others' status pages. */
     int insecure;

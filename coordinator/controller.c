@@ -132,6 +132,7 @@ static void observe(keel_controller *ctl, int id)
 
     if (m != NULL) {
         n->gone = 0;
+        n->dead_logged = 0;
         if (m->session_timeout_ms > 0)
             n->session_timeout_ms = m->session_timeout_ms;
     } else if (!n->gone && ctl->members->listings > 0) {
@@ -670,6 +671,42 @@ static const char *rs_store(const char *name, void *arg)
     return m != NULL ? member_store(m) : NULL;
 }
 
+static uint32_t dead_ms(const keel_controller *ctl)
+{
+    return ctl->opt.replica_dead_ms ? ctl->opt.replica_dead_ms
+                                    : KEEL_CONTROLLER_REPLICA_DEAD_MS;
+}
+
+/* Rule 2: a gone replica keeps its places until it has been gone for the
+ * dead time, as this node measures it (observe()); the reconciliation
+ * wakes up when the first of those times ends. Not seen missing in a
+ * completed listing yet (no listing, or the node unknown): it waits. */
+static int rs_waiting(const char *name, void *arg)
+{
+    keel_controller *ctl = arg;
+    int id = keel_controller_node_id(ctl, name);
+    uint64_t until;
+
+    if (id < 0 || !ctl->nodes[id].gone)
+        return 1;
+    until = ctl->nodes[id].gone_at + dead_ms(ctl);
+    if (ctl->now >= until) {
+        if (!ctl->nodes[id].dead_logged)
+            keel_info("cluster: node %s has been gone for %llu ms (dead "
+                      "time %u ms): live nodes replace it in the replica "
+                      "lists and catch up",
+                      name,
+                      (unsigned long long)(ctl->now -
+                                           ctl->nodes[id].gone_at),
+                      dead_ms(ctl));
+        ctl->nodes[id].dead_logged = 1;
+        return 0;
+    }
+    if (ctl->dead_deadline == 0 || until < ctl->dead_deadline)
+        ctl->dead_deadline = until;
+    return 1;
+}
+
 static int rs_leaving(const char *name, void *arg)
 {
     keel_controller *ctl = arg;
@@ -1119,6 +1156,13 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
         }
         track(ctl, mb->view[i].name);
     }
+    /* Every node the map lists, so that the dead time of one gone before
+     * this controller knew it starts now (observe_all). */
+    for (j = 0; j < ctl->map.nnodes; j++)
+        if (track(ctl, ctl->map.nodes[j]) < 0) {
+            rc = KEEL_ENOMEM;
+            goto out;
+        }
     observe_all(ctl);
     rc = keel_map_compute(mm, nmm, caps, ncaps, ctl->opt.shard_count,
                           k, &desired);
@@ -1131,11 +1175,13 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
     check_stores(ctl, next);
 
     ctl->formation_deadline = 0;
+    ctl->dead_deadline = 0;
     memset(&env, 0, sizeof env);
     env.replicas = k;
     env.live = rs_live;
     env.has_store = rs_has_store;
     env.forgotten = rs_forgotten;
+    env.waiting = rs_waiting;
     env.placeable = rs_placeable;
     env.store = rs_store;
     env.leaving = rs_leaving;
@@ -1581,6 +1627,7 @@ int keel_controller_start(keel_controller *ctl, const char *candidate,
     ctl->forgot_watched = 0;
     ctl->nseen = 0; /* a new term waits anew for units never owned */
     ctl->formation_deadline = 0;
+    ctl->dead_deadline = 0;
     /* A new term re-reads everything and re-arms every watch. */
     for (i = 0; i < ctl->nnodes; i++) {
         ctl->nodes[i].dirty = 1;
@@ -1647,6 +1694,8 @@ uint64_t keel_controller_deadline(const keel_controller *ctl)
     if (ctl->state != C_RUNNING)
         return 0;
     best = ctl->formation_deadline;
+    if (ctl->dead_deadline != 0 && (best == 0 || ctl->dead_deadline < best))
+        best = ctl->dead_deadline;
     for (i = 0; i < ctl->ncaps; i++)
         for (s = 0; s < ctl->opt.shard_count; s++) {
             uint64_t d = keel_handoff_deadline(&ctl->caps[i].moves[s]);

@@ -15,6 +15,12 @@
  * drop and add requests (published in its node state). A write that
  * honours an add request also checks that the primary's state znode is
  * at the version the request was read from (rule 7).
+ * A replica whose node is gone keeps its place in the replica lists
+ * for replica_dead_ms (replicaset.h, rule 2), counted from when this
+ * node first saw its member znode missing: every node's controller
+ * watches the members, elected or not, so a successor that was a member
+ * then counts from the same moment (one that joined later counts from
+ * its first listing: later, never earlier).
  * A unit whose owner is gone stays with it (unavailable) unless the
  * operator allowed reassigning dead owners' units, or forgot the owner
  * (forgotten/<node>, `keel node forget`): either way the new owner gets
@@ -49,6 +55,11 @@ enum keel_controller_event {
                                       * re-arm the timer */
 };
 
+/* keel_controller_options.replica_dead_ms by default: 5 minutes, as
+ * operators of other replicated stores expect (a restart, a reboot, a
+ * short maintenance do not move data). */
+#define KEEL_CONTROLLER_REPLICA_DEAD_MS 300000u
+
 typedef void (*keel_controller_cb)(keel_controller *ctl, int event,
                                    void *arg);
 
@@ -67,6 +78,11 @@ typedef struct keel_controller_options {
     /* after its member znode is gone: never less than
      * keel_controller_grace() */
     uint32_t dead_owner_grace_ms;
+    /* How long a replica whose member znode is gone keeps its place in
+     * the replica lists before placement's next live choice replaces it
+     * (replicaset.h, rule 2), from when this node first saw the znode
+     * missing; 0: KEEL_CONTROLLER_REPLICA_DEAD_MS. */
+    uint32_t replica_dead_ms;
     /* Current time in ms, read whenever the controller acts on events;
      * NULL: the time last given to start/tick/members_changed. */
     uint64_t (*clock)(void *clock_arg);
@@ -85,6 +101,7 @@ typedef struct keel_ctl_node {
     uint32_t session_timeout_ms; /* as it last published it; 0: unknown */
     int gone;           /* missing from a member listing */
     uint64_t gone_at;   /* when this controller first saw that */
+    int dead_logged;    /* its dead time's end was logged (rule 2) */
 } keel_ctl_node;
 
 /* Handoff machines of one capability, per shard. */
@@ -136,6 +153,9 @@ struct keel_controller {
     } *seen;
     size_t nseen;
     uint64_t formation_deadline;
+    /* The earliest end of a dead time that keeps a gone replica listed,
+     * as the last reconciliation found it; 0 when none. */
+    uint64_t dead_deadline;
     int forgot_dirty, forgot_watched, forgot_arming;
 
     uint64_t writes;   /* map writes acknowledged */

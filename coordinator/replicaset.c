@@ -23,14 +23,14 @@ static void push(keel_rs *rs, const char *name, int insync)
     rs->names[rs->n++] = name;
 }
 
-/* The backups placement wants beside `primary`: the first R - 1 of the
- * desired members other than it. */
+/* The backups placement wants beside `primary`: the first `slots` of
+ * the desired members other than it. */
 static size_t wanted(const keel_rs_env *env, const char *primary,
-                     const char **out)
+                     size_t slots, const char **out)
 {
     size_t i, n = 0;
 
-    for (i = 0; i < env->ndesired && n + 1 < env->replicas &&
+    for (i = 0; i < env->ndesired && n < slots &&
                 n < KEEL_MAP_MAX_REPLICAS - 1;
          i++)
         if (strcmp(env->desired[i], primary) != 0)
@@ -48,32 +48,70 @@ static int listed(const char *const *v, size_t n, const char *name)
     return 0;
 }
 
+/* Whether a listed backup that is gone still holds its place. */
+static int waiting(const keel_rs_env *env, const char *name)
+{
+    return env->waiting != NULL && !env->live(name, env->arg) &&
+           !env->forgotten(name, env->arg) && env->waiting(name, env->arg);
+}
+
 /* The set with `primary` (in sync) and, of the candidates (names[i], in
- * sync per ins[i], in their order), those placement wants or that are
- * gone while still in sync; then placement's other choices, out of sync.
- * Gone in-sync backups kept listed can fill the list: the new ones that
- * do not fit wait until the primary has them dropped. */
+ * sync per ins[i], in their order), those placement wants, the gone ones
+ * still within their dead time (each takes one of the R - 1 backup
+ * places from placement) and, while there is room, the gone ones past it
+ * still in sync; then placement's other choices, out of sync. The gone
+ * in-sync ones past their dead time leave once the others are R, all in
+ * sync: their replacements caught up. */
 static void build(const keel_rs_env *env, const char *primary,
                   const char *const *names, const int *ins, size_t n,
                   keel_rs *out)
 {
-    const char *want[KEEL_MAP_MAX_REPLICAS];
-    size_t nwant = wanted(env, primary, want), i;
+    const char *want[KEEL_MAP_MAX_REPLICAS], *wait[KEEL_MAP_MAX_REPLICAS];
+    size_t nwant, nwait = 0, nkept = 1, room, nstale = 0, i;
+    uint8_t stale = 0; /* bit r: out->names[r] is gone past its time */
+    keel_rs all;
 
+    for (i = 0; i < n; i++)
+        if (strcmp(names[i], primary) != 0 && nwait + 1 < env->replicas &&
+            nwait < KEEL_MAP_MAX_REPLICAS - 1 && waiting(env, names[i]))
+            wait[nwait++] = names[i];
+    nwant = wanted(env, primary,
+                   env->replicas > nwait + 1 ? env->replicas - 1 - nwait : 0,
+                   want);
+    /* Room left for gone in-sync backups past their time once the
+     * primary, the kept backups and placement's new choices are in: a
+     * replacement never waits for one of them to be dropped. */
+    nkept += nwait + nwant;
+    room = nkept < KEEL_MAP_MAX_REPLICAS ? KEEL_MAP_MAX_REPLICAS - nkept : 0;
     memset(out, 0, sizeof *out);
     push(out, primary, 1);
     for (i = 0; i < n; i++) {
         if (strcmp(names[i], primary) == 0)
             continue;
-        if (listed(want, nwant, names[i]))
+        if (listed(want, nwant, names[i]) || listed(wait, nwait, names[i])) {
             push(out, names[i], ins[i]);
-        else if (ins[i] && !env->live(names[i], env->arg) &&
-                 !env->forgotten(names[i], env->arg))
+        } else if (ins[i] && room > 0 && !env->live(names[i], env->arg) &&
+                   !env->forgotten(names[i], env->arg)) {
+            stale |= (uint8_t)(1u << out->n);
             push(out, names[i], 1);
+            room--;
+            nstale++;
+        }
     }
     for (i = 0; i < nwant; i++)
         if (keel_rs_find(out, want[i]) < 0)
             push(out, want[i], 0);
+    /* R others, all in sync: the stale ones are not needed any more. */
+    if (nstale == 0 || (size_t)out->n - nstale < env->replicas)
+        return;
+    for (i = 0; i < out->n; i++)
+        if (!((stale >> i) & 1) && !((out->insync >> i) & 1))
+            return;
+    all = *out;
+    memset(out, 0, sizeof *out);
+    for (i = 0; i < all.n; i++)
+        if (!((stale >> i) & 1))
+            push(out, all.names[i], (all.insync >> i) & 1);
 }
 
 void keel_rs_fresh(const keel_rs_env *env, keel_rs *out)

@@ -19,10 +19,16 @@
  *     an empty disk later.
  *  2. Backups follow placement: those no longer among the top R are
  *     removed, new ones are appended out of sync. A backup that is gone
- *     (no member znode) but still in sync stays listed (its primary asks
- *     to drop it once it misses a write); once out of sync, or forgotten
- *     by the operator, it goes too. The primary position is the handoff
- *     machine's, not this module's.
+ *     (no member znode) keeps its place, in sync or not, for the dead
+ *     time (env->waiting): placement fills only the places left, so a
+ *     node that restarts soon catches up where it was rather than a
+ *     new node being given a copy. Past the dead time it is replaced:
+ *     placement's next live choice is appended out of sync (and catches
+ *     up); the gone backup goes at once if out of sync, and if in sync
+ *     it stays listed (its primary asks to drop it once it misses a
+ *     write) until the others are R, all in sync, or there is no room
+ *     for it. Forgotten by the operator, it goes at once. The primary
+ *     position is the handoff machine's, not this module's.
  *  3. A primary move A -> B: B in sync; with A's data streamed to B
  *     (B's epoch is A's + 1) the old in-sync backups that stay listed stay
  *     in sync; without it (+ 2) B alone. A is never in sync after it.
@@ -54,6 +60,10 @@ typedef struct keel_rs_env {
     size_t ndesired;
     /* Whether node `name` is a live member (its member znode exists). */
     int (*live)(const char *name, void *arg);
+    /* Whether node `name`, not a live member, still holds its places as
+     * a backup (gone for less than the dead time, not forgotten); NULL:
+     * none does (rule 2 replaces gone backups at once). */
+    int (*waiting)(const char *name, void *arg);
     /* Whether it is a live member publishing its store's identity. */
     int (*has_store)(const char *name, void *arg);
     /* Whether the operator forgot it (its data is given up). */

@@ -246,6 +246,13 @@ typedef struct keel_node_options {
      * drop that backup from the unit's in-sync set (replies wait until
      * the drop lands); 0: 1000. docs/cluster.md, "Replication stream". */
     uint32_t repl_lag_ms;
+    /* Cluster mode, with backups: how long a node may be dead (its member
+     * znode gone) and keep its places in the units' replica lists, so
+     * that it catches up where it was when it comes back; after that a
+     * live node replaces it in each and catches up instead. 0: 300000
+     * (5 minutes). The controller's value counts: give every node the
+     * same. docs/cluster.md, "Replicas and the in-sync set". */
+    uint32_t replica_dead_ms;
     void *reserved[8];
 } keel_node_options;
 

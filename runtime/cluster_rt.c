@@ -570,6 +570,7 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     co.shard_count = o->shard_count;
     co.replicas = o->replicas;
     co.replicas_default = KEEL_REPLICAS_DEFAULT;
+    co.replica_dead_ms = o->replica_dead_ms;
     co.session_timeout_ms =
         o->zk_session_timeout_ms ? o->zk_session_timeout_ms : 4000;
     co.hooks.data = rt;

@@ -117,6 +117,9 @@ static void usage(FILE *f)
         "  --repl-lag-ms MS       how long a backup may leave writes\n"
         "                         unacknowledged before the primary asks to\n"
         "                         drop it from the in-sync set (default 1000)\n"
+        "  --replica-dead-ms MS   how long a dead node keeps its places in\n"
+        "                         the shards' replica lists before live nodes\n"
+        "                         replace it and catch up (default 300000)\n"
         "\n"
         "TLS (docs/security.md; all three, or none):\n"
         "  --tls-cert FILE        this node's certificate chain (PEM), CN\n"
@@ -201,7 +204,7 @@ int main(int argc, char **argv)
         O_HOLD, O_LEAVE, O_MAXCONN, O_CONNIDLE, O_UNITSTREAM, O_HTTPHDR,
         O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH,
         O_AUTHTOKENS, O_INSECURE, O_AUTHCONNFAILS, O_AUTHADDRFAILS,
-        O_AUTHWINDOW, O_REPLICAS, O_REPLLAG
+        O_AUTHWINDOW, O_REPLICAS, O_REPLLAG, O_REPLDEAD
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, O_DATA},
@@ -242,6 +245,7 @@ int main(int argc, char **argv)
         {"auth-fail-window", required_argument, NULL, O_AUTHWINDOW},
         {"replicas", required_argument, NULL, O_REPLICAS},
         {"repl-lag-ms", required_argument, NULL, O_REPLLAG},
+        {"replica-dead-ms", required_argument, NULL, O_REPLDEAD},
         {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0}};
@@ -476,6 +480,14 @@ int main(int argc, char **argv)
             }
             opts.repl_lag_ms = (uint32_t)v;
             break;
+        case O_REPLDEAD:
+            if (parse_u64(optarg, 86400000, &v) != 0 || v < 1) {
+                fprintf(stderr, "keeld: --replica-dead-ms takes ms from 1 "
+                                "to 86400000\n");
+                return 2;
+            }
+            opts.replica_dead_ms = (uint32_t)v;
+            break;
         case O_INSECURE:
             opts.insecure = 1;
             break;
@@ -548,7 +560,7 @@ int main(int argc, char **argv)
          opts.zk_session_timeout_ms != 0 || opts.hold_timeout_ms != 0 ||
          opts.leave_timeout_ms != 0 || opts.max_unit_stream != 0 ||
          opts.zk_auth != NULL || opts.replicas != 0 ||
-         opts.repl_lag_ms != 0)) {
+         opts.repl_lag_ms != 0 || opts.replica_dead_ms != 0)) {
         fprintf(stderr, "keeld: cluster options need --zk\n");
         return 2;
     }

@@ -189,10 +189,25 @@ START_TEST(keeld_usage)
                              "--load", "/nonexistent/x.so", NULL};
     const char *baddur[] = {bin, "--data", data, "--durability", "maybe",
                             NULL};
+    const char *baddead[] = {bin, "--data", data, "--zk", "127.0.0.1:1",
+                             "--cluster", "c", "--node-id", "n0",
+                             "--replica-dead-ms", "0", NULL};
+    const char *deadnozk[] = {bin, "--data", data, "--replica-dead-ms",
+                              "60000", NULL};
 
     ck_assert_int_eq(tu_run(help, &out, &err), 0);
     ck_assert_ptr_nonnull(strstr(out, "--durability"));
     ck_assert_ptr_nonnull(strstr(out, "--max-resident"));
+    ck_assert_ptr_nonnull(strstr(out, "--replica-dead-ms"));
+    free(out);
+    free(err);
+    /* the dead time: 1 ms or more, and only in a cluster */
+    ck_assert_int_eq(tu_run(baddead, &out, &err), 2);
+    ck_assert_ptr_nonnull(strstr(err, "--replica-dead-ms"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_run(deadnozk, &out, &err), 2);
+    ck_assert_ptr_nonnull(strstr(err, "need --zk"));
     free(out);
     free(err);
     ck_assert_int_eq(tu_run(nodata, &out, &err), 2);

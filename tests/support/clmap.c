@@ -92,6 +92,31 @@ int tu_map_read(const tu_cluster *c, keel_shard_map *m)
     return rc;
 }
 
+int tu_cluster_member_exists(const tu_cluster *c, const char *node)
+{
+    zhandle_t *zh;
+    char path[160];
+    zget z = {0};
+    int rc;
+
+    zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR);
+    zh = zookeeper_init(c->zk_hosts != NULL ? c->zk_hosts : c->zk.hosts, NULL,
+                        10000, NULL, NULL, 0);
+    if (zh == NULL)
+        return -1;
+    snprintf(path, sizeof path, "/keel/%s/members/%s", c->name, node);
+    rc = zdrive(zh, NULL) != 0 ||
+                 zoo_aget(zh, path, 0, zget_cb, &z) != ZOK ||
+                 zdrive(zh, &z.done) != 0
+             ? -1
+         : z.rc == ZOK     ? 1
+         : z.rc == ZNONODE ? 0
+                           : -1;
+    zookeeper_close(zh);
+    free(z.data);
+    return rc;
+}
+
 const keel_map_unit *tu_map_unit(const keel_shard_map *m, const char *cap,
                                  uint32_t shard)
 {

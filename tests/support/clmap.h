@@ -14,6 +14,10 @@
  * it does not decode, or ZooKeeper did not answer within 15 s. */
 int tu_map_read(const tu_cluster *c, keel_shard_map *m);
 
+/* Whether members/<node> of c's cluster exists now: 1 or 0, -1 when
+ * ZooKeeper did not answer within 15 s. */
+int tu_cluster_member_exists(const tu_cluster *c, const char *node);
+
 /* The unit (cap, shard) of m, or NULL when m has no such capability. */
 const keel_map_unit *tu_map_unit(const keel_shard_map *m, const char *cap,
                                  uint32_t shard);

@@ -218,15 +218,135 @@ START_TEST(test_rs_dead_backups)
     forgot_set[0] = "c";
     keel_rs_follow(&e, &old, &out);
     ck_assert_str_eq(show(&out), "a*,b*,d");
-    /* a full list leaves the new ones waiting for room */
+    /* the replacement in sync: the gone one is not needed any more */
+    forgot_set[0] = NULL;
+    old = rs_of("a,b,c,d", 15);
+    keel_rs_follow(&e, &old, &out);
+    ck_assert_str_eq(show(&out), "a*,b*,d*");
+    /* ...but while fewer than R others could hold the unit, it stays */
+    {
+        const char *d2[] = {"a", "b"};
+        e = env_of(3, d2, 2);
+        set_live("a", "b", NULL, NULL, NULL);
+        old = rs_of("a,b,c", 7);
+        keel_rs_follow(&e, &old, &out);
+        ck_assert_str_eq(show(&out), "a*,b*,c*");
+    }
+    /* a full list: the replacements take the room, gone in-sync
+     * backups past their dead time give it up */
     {
         const char *d5[] = {"a", "f", "g", "h", "i"};
         e = env_of(5, d5, 5);
         set_live("a", "f", "g", "h", "i");
         old = rs_of("a,b,c,d,e", 31);
         keel_rs_follow(&e, &old, &out);
-        ck_assert_str_eq(show(&out), "a*,b*,c*,d*,e*");
+        ck_assert_str_eq(show(&out), "a*,f,g,h,i");
+        e = env_of(4, d5, 4);
+        old = rs_of("a,b,c,d", 15);
+        keel_rs_follow(&e, &old, &out);
+        ck_assert_str_eq(show(&out), "a*,b*,f,g,h");
     }
+}
+END_TEST
+
+static const char *waiting_set[8];
+
+static int t_waiting(const char *name, void *arg)
+{
+    (void)arg;
+    return in(waiting_set, name);
+}
+
+/* Rule 2 with a dead time: a gone backup still within it keeps its place
+ * and takes one of the R - 1 backup places from placement, in sync or
+ * not; past it, placement's next choice replaces it. */
+START_TEST(test_rs_dead_time)
+{
+    const char *d[] = {"a", "b", "d"}; /* live placement: c is gone */
+    keel_rs_env e = env_of(3, d, 3);
+    keel_rs old, out;
+
+    e.waiting = t_waiting;
+    set_live("a", "b", "d", NULL, NULL);
+    memset(waiting_set, 0, sizeof waiting_set);
+    waiting_set[0] = "c";
+    /* within its dead time: kept, in sync or out, and no d */
+    old = rs_of("a,b,c", 7);
+    keel_rs_follow(&e, &old, &out);
+    ck_assert_str_eq(show(&out), "a*,b*,c*");
+    ck_assert_int_eq(keel_rs_drop(&out, "c"), 1);
+    old = out;
+    keel_rs_follow(&e, &old, &out);
+    ck_assert_str_eq(show(&out), "a*,b*,c");
+    /* back before the time: placement wants it again, it stays where
+     * it is, out of sync (catch-up brings it back in) */
+    {
+        const char *d2[] = {"a", "b", "c"};
+        keel_rs_env e2 = e;
+        e2.desired = d2;
+        set_live("a", "b", "c", "d", NULL);
+        keel_rs_follow(&e2, &old, &out);
+        ck_assert_str_eq(show(&out), "a*,b*,c");
+        set_live("a", "b", "d", NULL, NULL);
+    }
+    /* past it: replaced by placement's next live choice, out of sync;
+     * gone out of sync, c leaves at once */
+    waiting_set[0] = NULL;
+    keel_rs_follow(&e, &old, &out);
+    ck_assert_str_eq(show(&out), "a*,b*,d");
+    /* forgotten within the time: it goes */
+    waiting_set[0] = "c";
+    forgot_set[0] = "c";
+    old = rs_of("a,b,c", 3);
+    keel_rs_follow(&e, &old, &out);
+    ck_assert_str_eq(show(&out), "a*,b*,d");
+    forgot_set[0] = NULL;
+    /* two gone, R = 3: both keep their places */
+    {
+        const char *d1[] = {"a", "d", "e"};
+        keel_rs_env e3 = e;
+        e3.desired = d1;
+        set_live("a", "d", "e", NULL, NULL);
+        waiting_set[1] = "b";
+        old = rs_of("a,b,c", 7);
+        keel_rs_follow(&e3, &old, &out);
+        ck_assert_str_eq(show(&out), "a*,b*,c*");
+        /* b's time ends first: d takes its place, b stays (in sync)
+         * until d is in sync too */
+        waiting_set[1] = NULL;
+        keel_rs_follow(&e3, &old, &out);
+        ck_assert_str_eq(show(&out), "a*,b*,c*,d");
+        out.insync |= 8; /* d caught up (rule 7) */
+        old = out;
+        keel_rs_follow(&e3, &old, &out);
+        ck_assert_str_eq(show(&out), "a*,c*,d*");
+        waiting_set[1] = NULL;
+    }
+    /* failover: the dead primary is a backup that keeps its place, out
+     * of sync, while it waits; the other backup is out of sync */
+    {
+        const char *d3[] = {"b", "d"};
+        keel_rs_env e4 = e;
+        e4.desired = d3;
+        e4.ndesired = 2;
+        set_live("b", "d", NULL, NULL, NULL);
+        memset(waiting_set, 0, sizeof waiting_set);
+        waiting_set[0] = "a";
+        old = rs_of("a,b,d", 7);
+        keel_rs_promote(&e4, &old, 1, &out);
+        ck_assert_str_eq(show(&out), "b*,a,d");
+        waiting_set[0] = NULL;
+        keel_rs_promote(&e4, &old, 1, &out);
+        ck_assert_str_eq(show(&out), "b*,d");
+    }
+    /* R = 1: nothing waits */
+    e = env_of(1, d, 3);
+    e.waiting = t_waiting;
+    waiting_set[0] = "c";
+    old = rs_of("a,c", 3);
+    keel_rs_follow(&e, &old, &out);
+    ck_assert_str_eq(show(&out), "a*");
+    memset(waiting_set, 0, sizeof waiting_set);
 }
 END_TEST
 
@@ -450,6 +570,7 @@ typedef struct mkopt {
     const char *caps; /* one capability, or NULL */
     int no_store;
     int reassign;
+    uint32_t dead_ms; /* replica_dead_ms; 0: the default */
 } mkopt;
 
 static const char *nm(int i)
@@ -486,6 +607,7 @@ static void mk(int i, const mkopt *mo)
     o.session_timeout_ms = TIMEOUT;
     o.replicas = mo ? mo->replicas : 0;
     o.reassign_dead_owner = mo ? mo->reassign : 0;
+    o.replica_dead_ms = mo ? mo->dead_ms : 0;
     if (mo && mo->caps) {
         caps[0] = mo->caps;
         o.caps = caps;
@@ -664,7 +786,7 @@ static size_t count_insync(const keel_map_unit *u)
  * replicas. */
 static void start_gpu(int replicas)
 {
-    mkopt a = {replicas, NULL, 0, 0}, g = {replicas, "gpu", 0, 0};
+    mkopt a = {replicas, NULL, 0, 0, 0}, g = {replicas, "gpu", 0, 0, 0};
 
     mk(0, &a);
     settle();
@@ -681,7 +803,7 @@ static void start_gpu(int replicas)
 /* Node a alone, then b and c (default group only), R = replicas. */
 static void start3(int replicas)
 {
-    mkopt o = {replicas, NULL, 0, 0};
+    mkopt o = {replicas, NULL, 0, 0, 0};
 
     mk(0, &o);
     settle();
@@ -694,7 +816,7 @@ static void start3(int replicas)
  * hold them, so that nodes started together are all in sync. */
 START_TEST(test_formation_wait)
 {
-    mkopt three = {3, NULL, 0, 0};
+    mkopt three = {3, NULL, 0, 0, 0};
     char buf[64];
     size_t len = sizeof buf;
     keel_shard_map m;
@@ -757,7 +879,7 @@ END_TEST
 
 START_TEST(test_config_replicas)
 {
-    mkopt three = {3, NULL, 0, 0}, two = {2, NULL, 0, 0};
+    mkopt three = {3, NULL, 0, 0, 0}, two = {2, NULL, 0, 0, 0};
     char buf[128];
     size_t len = sizeof buf - 1;
 
@@ -808,7 +930,7 @@ END_TEST
  * replica per unit, whatever a node asks for. */
 START_TEST(test_config_without_replicas_means_one)
 {
-    mkopt three = {3, NULL, 0, 0};
+    mkopt three = {3, NULL, 0, 0, 0};
     const char *old = "keel-cluster 1\nshards 32\n";
     keel_shard_map m;
     uint32_t s;
@@ -859,7 +981,8 @@ END_TEST
  * sync, as a backup. */
 START_TEST(test_fresh_without_store_id)
 {
-    mkopt a = {2, NULL, 0, 0}, g = {2, "gpu", 0, 0}, gn = {2, "gpu", 1, 0};
+    mkopt a = {2, NULL, 0, 0, 0}, g = {2, "gpu", 0, 0, 0},
+          gn = {2, "gpu", 1, 0, 0};
     keel_shard_map m;
     uint32_t s;
 
@@ -1059,7 +1182,7 @@ static size_t wanted_backups(const char *cap, uint32_t shard,
  * unit took one epoch. */
 START_TEST(test_backups_follow_placement)
 {
-    mkopt o = {2, NULL, 0, 0};
+    mkopt o = {2, NULL, 0, 0, 0};
     keel_shard_map before, after;
     uint32_t s;
 
@@ -1106,7 +1229,7 @@ END_TEST
  * stay listed, and the old primary is never in sync after it. */
 START_TEST(test_primary_move_carries_insync)
 {
-    mkopt g = {3, "gpu", 0, 0};
+    mkopt g = {3, "gpu", 0, 0, 0};
     keel_shard_map before, after;
     uint32_t s;
     size_t moved = 0;
@@ -1146,7 +1269,7 @@ END_TEST
  * shard_epoch + 2 and only the new primary in sync. */
 START_TEST(test_primary_lost_alone_in_sync)
 {
-    mkopt a = {3, NULL, 0, 1}, g = {3, "gpu", 0, 1};
+    mkopt a = {3, NULL, 0, 1, 0}, g = {3, "gpu", 0, 1, 0};
     keel_shard_map before, after;
     uint32_t s;
     size_t moved = 0;
@@ -1178,7 +1301,8 @@ START_TEST(test_primary_lost_alone_in_sync)
         const keel_map_unit *ua = unit(&after, "gpu", s);
         if (strcmp(before.nodes[ub->replicas[0]], "node-b") == 0) {
             moved++;
-            ck_assert_str_eq(unit_str(&after, "gpu", s), "node-c*");
+            /* node-b keeps its place, out of sync, for its dead time */
+            ck_assert_str_eq(unit_str(&after, "gpu", s), "node-c*,node-b");
             ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch + 2);
             ck_assert_uint_eq(ua->promoted, 0);
         } else {
@@ -1313,12 +1437,13 @@ START_TEST(test_stale_drop_requests_ignored)
 END_TEST
 
 /* A backup that dies stays listed and in sync until its primary asks to
- * drop it; then it leaves the list. The units it was primary of fail
- * over to their in-sync backup. Back on the same store, it is a backup
- * again, out of sync (stage 3 catches it up), of every unit. */
+ * drop it; then it stays listed, out of sync, for its dead time. The
+ * units it was primary of fail over to their in-sync backup, and list it
+ * out of sync. Back on the same store, it is a backup of every unit
+ * where it was, out of sync (catch-up brings it back in). */
 START_TEST(test_dead_backup)
 {
-    mkopt g = {3, "gpu", 0, 0};
+    mkopt g = {3, "gpu", 0, 0, 0};
     keel_shard_map before, dead, dropped, back;
     uint32_t s, mine = SHARDS;
     int gi;
@@ -1338,7 +1463,7 @@ START_TEST(test_dead_backup)
             continue;
         }
         /* node-c's fail over to node-b */
-        ck_assert_str_eq(unit_str(&dead, "gpu", s), "node-b*");
+        ck_assert_str_eq(unit_str(&dead, "gpu", s), "node-b*,node-c");
         ck_assert_uint_eq(unit(&dead, "gpu", s)->shard_epoch,
                           unit(&before, "gpu", s)->shard_epoch + 1);
         ck_assert_uint_eq(unit(&dead, "gpu", s)->promoted, 1);
@@ -1355,7 +1480,7 @@ START_TEST(test_dead_backup)
     settle();
     dropped = checked_map();
     for (s = 0; s < SHARDS; s++)
-        ck_assert_str_eq(unit_str(&dropped, "gpu", s), "node-b*");
+        ck_assert_str_eq(unit_str(&dropped, "gpu", s), "node-b*,node-c");
     mk(2, &g);
     settle();
     back = checked_map();
@@ -1376,6 +1501,311 @@ START_TEST(test_dead_backup)
     keel_map_free(&dead);
     keel_map_free(&dropped);
     keel_map_free(&back);
+}
+END_TEST
+
+/* ------------------------------------------------ the dead time */
+
+#define DEAD 20000 /* replica_dead_ms of the dead-time tests */
+
+/* Nodes a, b, c and d in the default group, R = 3, dead time `dead_ms`:
+ * every unit placed, all in sync; a is the controller. */
+static void start4(uint32_t dead_ms)
+{
+    mkopt o = {3, NULL, 0, 0, dead_ms};
+    int i;
+
+    mk(0, &o);
+    settle();
+    for (i = 1; i < 4; i++)
+        mk(i, &o);
+    settle();
+    advance(FORMATION);
+    ck_assert(keel_cluster_is_controller(C[0]));
+}
+
+/* Kills node i and moves time on, 100 ms at a time, until its member
+ * znode is gone; returns the fake's time then (the controllers saw it
+ * gone within that step). */
+static uint64_t kill_until_gone(int i)
+{
+    char path[64];
+    int k;
+
+    snprintf(path, sizeof path, "/keel/test/members/%s", nm(i));
+    kill_node(i);
+    settle();
+    for (k = 0; k < 200; k++) {
+        if (keel_zk_fake_get(F, path, NULL, NULL, NULL) == KEEL_ENOTFOUND)
+            return keel_zk_fake_now(F);
+        advance(100);
+    }
+    ck_abort_msg("the member znode of %s stayed", nm(i));
+    return 0;
+}
+
+/* Moves the fake's time on to `t`, a second at most at a time. */
+static void advance_to(uint64_t t)
+{
+    int k;
+
+    for (k = 0; k < 1000 && keel_zk_fake_now(F) < t; k++) {
+        uint64_t left = t - keel_zk_fake_now(F);
+        advance(left < 1000 ? left : 1000);
+    }
+    ck_assert_uint_ge(keel_zk_fake_now(F), t);
+}
+
+/* Whether unit s lists exactly the nodes it listed in `before` (in any
+ * order, in sync or not). */
+static int same_nodes(const keel_shard_map *before, const keel_shard_map *m,
+                      uint32_t s)
+{
+    const keel_map_unit *ub = unit(before, "", s), *u = unit(m, "", s);
+    int r;
+
+    if (ub->nreplicas != u->nreplicas)
+        return 0;
+    for (r = 0; r < ub->nreplicas; r++)
+        if (pos_of(m, u, before->nodes[ub->replicas[r]]) < 0)
+            return 0;
+    return 1;
+}
+
+/* Every out-of-sync backup of every unit is caught up by its primary
+ * (rule 7: the runtime's add request, as if its snapshot were stored). */
+static void catch_all_up(void)
+{
+    keel_shard_map m = checked_map();
+    uint32_t s;
+    int r;
+
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&m, "", s);
+        int p = node_idx(m.nodes[u->replicas[0]]);
+        for (r = 1; r < u->nreplicas; r++) {
+            int b = node_idx(m.nodes[u->replicas[r]]);
+            if (keel_map_insync(u, r) || b < 0 || C[b] == NULL)
+                continue;
+            ck_assert_int_eq(keel_cluster_request_add(C[p], "", s,
+                                                      u->shard_epoch, nm(b),
+                                                      store_of_[b]),
+                             0);
+        }
+    }
+    keel_map_free(&m);
+    settle();
+}
+
+/* A dead node keeps its place in every replica list (a unit it led fails
+ * over and lists it out of sync) until it has been gone for the dead
+ * time; then the live node placement ranks next replaces it, out of sync,
+ * and catches up; once that one is in sync, the dead node, still in sync
+ * where its primary never asked to drop it, leaves too. */
+START_TEST(test_dead_time_kept_then_replaced)
+{
+    keel_shard_map before, m;
+    uint64_t gone;
+    uint32_t s;
+    size_t held = 0, led = 0;
+
+    start4(DEAD);
+    before = checked_map();
+    gone = kill_until_gone(3);
+    advance_to(gone + DEAD - 1000);
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "", s);
+        const keel_map_unit *u = unit(&m, "", s);
+        ck_assert_msg(same_nodes(&before, &m, s), "%u: %s", s,
+                      unit_str(&m, "", s));
+        if (pos_of(&before, ub, "node-d") < 0)
+            continue;
+        held++;
+        if (pos_of(&before, ub, "node-d") == 0) {
+            /* failed over; node-d listed out of sync */
+            led++;
+            ck_assert_uint_eq(u->shard_epoch, ub->shard_epoch + 1);
+            ck_assert(!keel_map_insync(u, pos_of(&m, u, "node-d")));
+        }
+    }
+    ck_assert_uint_gt(held, 0);
+    ck_assert_uint_gt(led, 0);
+    keel_map_free(&m);
+    advance_to(gone + DEAD + 1000);
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "", s);
+        const keel_map_unit *u = unit(&m, "", s);
+        int pd = pos_of(&m, u, "node-d"), i;
+        if (pos_of(&before, ub, "node-d") < 0) {
+            ck_assert(same_nodes(&before, &m, s));
+            continue;
+        }
+        /* the three live nodes, the new one out of sync; node-d only
+         * where it is still in sync */
+        for (i = 0; i < 3; i++) {
+            int p = pos_of(&m, u, nm(i));
+            ck_assert_msg(p >= 0, "%u: %s", s, unit_str(&m, "", s));
+            if (pos_of(&before, ub, nm(i)) < 0)
+                ck_assert(!keel_map_insync(u, p));
+        }
+        ck_assert(pd < 0 || keel_map_insync(u, pd));
+        ck_assert_uint_eq(u->nreplicas, pd < 0 ? 3 : 4);
+    }
+    keel_map_free(&m);
+    catch_all_up();
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&m, "", s);
+        ck_assert_msg(pos_of(&m, u, "node-d") < 0, "%u: %s", s,
+                      unit_str(&m, "", s));
+        ck_assert_uint_eq(u->nreplicas, 3);
+        ck_assert_uint_eq(count_insync(u), 3);
+    }
+    keel_map_free(&m);
+    keel_map_free(&before);
+}
+END_TEST
+
+/* A dead node that comes back before its dead time keeps every place it
+ * had: nothing is re-replicated, then or after the time would have
+ * ended. */
+START_TEST(test_dead_time_back_before_it)
+{
+    mkopt o = {3, NULL, 0, 0, DEAD};
+    keel_shard_map before, m;
+    uint64_t gone;
+    uint32_t s;
+    size_t held = 0;
+
+    start4(DEAD);
+    before = checked_map();
+    gone = kill_until_gone(3);
+    advance_to(gone + DEAD / 2);
+    mk(3, &o); /* the same store */
+    settle();
+    advance_to(gone + 2 * DEAD);
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        ck_assert_msg(same_nodes(&before, &m, s), "%u: %s", s,
+                      unit_str(&m, "", s));
+        held += pos_of(&m, unit(&m, "", s), "node-d") >= 0;
+    }
+    ck_assert_uint_gt(held, 0);
+    keel_map_free(&m);
+    /* and it dies again: the time starts again from then */
+    gone = kill_until_gone(3);
+    advance_to(gone + DEAD - 1000);
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++)
+        ck_assert(same_nodes(&before, &m, s));
+    keel_map_free(&m);
+    keel_map_free(&before);
+}
+END_TEST
+
+/* The controller dies halfway through a dead node's dead time: its
+ * successor, a member when the node died, counts from that moment too,
+ * and replaces the dead node when the time ends, not a whole dead time
+ * after it took over. */
+START_TEST(test_dead_time_new_controller)
+{
+    keel_shard_map before, m;
+    uint64_t gone;
+    uint32_t s;
+    size_t out = 0;
+    int k;
+
+    start4(DEAD);
+    before = checked_map();
+    gone = kill_until_gone(3);
+    advance_to(gone + DEAD / 2);
+    kill_until_gone(0);
+    for (k = 0; k < 100 && !keel_cluster_is_controller(C[1]) &&
+                !keel_cluster_is_controller(C[2]);
+         k++)
+        advance(100);
+    ck_assert(keel_cluster_is_controller(C[1]) ||
+              keel_cluster_is_controller(C[2]));
+    advance_to(gone + DEAD - 1000);
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&m, "", s);
+        int pd = pos_of(&m, u, "node-d");
+        /* still where it was; out of sync where it led */
+        ck_assert(same_nodes(&before, &m, s));
+        if (pd >= 0 && !keel_map_insync(u, pd))
+            out++;
+    }
+    ck_assert_uint_gt(out, 0);
+    keel_map_free(&m);
+    advance_to(gone + DEAD + 1000);
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&m, "", s);
+        int pd = pos_of(&m, u, "node-d");
+        /* gone from every unit where it was out of sync; node-a, dead
+         * for less than its own dead time, keeps its places */
+        ck_assert_msg(pd < 0 || keel_map_insync(u, pd), "%u: %s", s,
+                      unit_str(&m, "", s));
+        if (pos_of(&before, unit(&before, "", s), "node-a") >= 0)
+            ck_assert_int_ge(pos_of(&m, u, "node-a"), 0);
+    }
+    keel_map_free(&m);
+    keel_map_free(&before);
+}
+END_TEST
+
+/* A controller that joined after the node died never saw it go: it
+ * counts the dead time from its own first look at the map (later than
+ * the nodes that were members then would have, never earlier). Node e
+ * joins halfway through node-d's dead time; a, b and c die, e leads. */
+START_TEST(test_dead_time_later_controller)
+{
+    mkopt o = {3, NULL, 0, 0, DEAD};
+    keel_shard_map m;
+    uint64_t gone, took;
+    uint32_t s;
+    size_t out = 0;
+    int k;
+
+    start4(DEAD);
+    gone = kill_until_gone(3);
+    advance_to(gone + DEAD / 2);
+    mk(4, &o);
+    settle();
+    kill_node(0);
+    kill_node(1);
+    kill_node(2);
+    for (k = 0; k < 200 && !keel_cluster_is_controller(C[4]); k++)
+        advance(100);
+    ck_assert(keel_cluster_is_controller(C[4]));
+    took = keel_zk_fake_now(F);
+    ck_assert_uint_gt(took, gone + DEAD / 2);
+    /* past node-d's time as the others counted it: still listed, out of
+     * sync where it led */
+    advance_to(gone + DEAD + 2000);
+    ck_assert_uint_lt(keel_zk_fake_now(F) + 1000, took + DEAD);
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&m, "", s);
+        int pd = pos_of(&m, u, "node-d");
+        if (pd >= 1 && !keel_map_insync(u, pd))
+            out++;
+    }
+    ck_assert_uint_gt(out, 0);
+    keel_map_free(&m);
+    /* past it as node-e counts it: gone wherever it was out of sync */
+    advance_to(took + DEAD + 1000);
+    m = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&m, "", s);
+        int pd = pos_of(&m, u, "node-d");
+        ck_assert_msg(pd < 0 || keel_map_insync(u, pd), "%u: %s", s,
+                      unit_str(&m, "", s));
+    }
+    keel_map_free(&m);
 }
 END_TEST
 
@@ -1515,7 +1945,7 @@ END_TEST
 START_TEST(test_new_store_takes_no_writes_before_the_map)
 {
     const char *fresh = "00000000000000000000000000000ccc";
-    mkopt g = {3, "gpu", 0, 0};
+    mkopt g = {3, "gpu", 0, 0, 0};
     keel_shard_map m;
     uint32_t s, backed = SHARDS;
     uint64_t e = 0;
@@ -1590,7 +2020,7 @@ static void on_release_stall(keel_cluster *c, const char *cap,
  * honoured; the move then keeps only the backups still in sync. */
 START_TEST(test_drop_while_releasing)
 {
-    mkopt o = {3, NULL, 0, 0};
+    mkopt o = {3, NULL, 0, 0, 0};
     keel_cluster_options opt;
     keel_shard_map m;
     keel_node_state st;
@@ -1817,10 +2247,14 @@ START_TEST(test_failover_on_session_expiry)
     advance(TIMEOUT);
     after = zk_map();
     ck_assert_uint_gt(check_failed_over(&before, &after, "node-b"), 0);
-    for (s = 0; s < SHARDS; s++) /* gone from the units it led */
-        if (strcmp(keel_map_primary(&before, 0, s), "node-b") == 0)
-            ck_assert_int_lt(pos_of(&after, unit(&after, "", s), "node-b"),
-                             0);
+    for (s = 0; s < SHARDS; s++) /* out of sync in the units it led, and
+                                  * listed for its dead time */
+        if (strcmp(keel_map_primary(&before, 0, s), "node-b") == 0) {
+            const keel_map_unit *u = unit(&after, "", s);
+            int pos = pos_of(&after, u, "node-b");
+            ck_assert_int_ge(pos, 1);
+            ck_assert(!keel_map_insync(u, pos));
+        }
     keel_map_free(&after);
     keel_zk_fake_reconnect(keel_cluster_zk(C[1]));
     settle();
@@ -2014,7 +2448,7 @@ END_TEST
  * node-a releases and dies. */
 START_TEST(test_failover_during_move)
 {
-    mkopt o = {3, NULL, 0, 0};
+    mkopt o = {3, NULL, 0, 0, 0};
     keel_cluster_options opt;
     keel_shard_map before, after;
     size_t i, k = SHARDS * 2, promoted = 0;
@@ -2419,9 +2853,8 @@ END_TEST
 
 /* A backup that died before the controller read the request: the
  * primary, which has not applied a map since (held), still sees it listed
- * out of sync and asks; the controller, which saw it gone, refuses. (A
- * listed backup that is not live only lasts within one reconciliation,
- * before rule 2 removes it: test_rs_add has it alone.) */
+ * out of sync and asks; the controller, which saw it gone, refuses. The
+ * backup stays listed, out of sync, for its dead time (rule 2). */
 START_TEST(test_add_refused_dead_backup)
 {
     keel_shard_map m;
@@ -2439,7 +2872,7 @@ START_TEST(test_add_refused_dead_backup)
     keel_zk_fake_hold(keel_cluster_zk(C[p]), 0);
     settle();
     m = checked_map();
-    snprintf(want, sizeof want, "%s*", nm(p));
+    snprintf(want, sizeof want, "%s*,%s", nm(p), nm(b));
     ck_assert_str_eq(unit_str(&m, "gpu", 3), want);
     ck_assert_uint_eq(unit(&m, "gpu", 3)->shard_epoch, e);
     keel_map_free(&m);
@@ -2922,6 +3355,7 @@ int main(void)
     tcase_add_test(rules, test_rs_fresh);
     tcase_add_test(rules, test_rs_follow);
     tcase_add_test(rules, test_rs_dead_backups);
+    tcase_add_test(rules, test_rs_dead_time);
     tcase_add_test(rules, test_rs_move);
     tcase_add_test(rules, test_failover_pick);
     tcase_add_test(rules, test_rs_add);
@@ -2946,6 +3380,10 @@ int main(void)
     tcase_add_test(tc, test_failover_reordered);
     tcase_add_test(tc, test_failover_during_move);
     tcase_add_test(tc, test_dead_backup);
+    tcase_add_test(tc, test_dead_time_kept_then_replaced);
+    tcase_add_test(tc, test_dead_time_back_before_it);
+    tcase_add_test(tc, test_dead_time_new_controller);
+    tcase_add_test(tc, test_dead_time_later_controller);
     tcase_add_test(tc, test_drain_with_backups);
     tcase_add_test(tc, test_new_controller_keeps_insync);
     tcase_add_test(tc, test_new_store_takes_no_writes_before_the_map);
