@@ -89,6 +89,11 @@ struct keel_cluster {
 
     char node[KEEL_NAME_MAX + 1];
     char *address;
+    char *zk_hosts; /* for the log; NULL with a given client */
+    /* While connecting: since when (agent clock, ms), and when to say
+     * again that ZooKeeper has not answered (0: said nothing yet). */
+    uint64_t connect_since, connect_warn_at;
+    int connect_warned;
     char **caps;
     size_t ncaps;
     uint32_t shard_count;
@@ -161,6 +166,7 @@ static void rejoin_purge(keel_cluster *c);
 static int rejoin_step(keel_cluster *c);
 
 static void schedule(keel_cluster *c);
+static void connecting(keel_cluster *c);
 static void publish(keel_cluster *c);
 static void apply_map(keel_cluster *c);
 static void adds_written(keel_cluster *c);
@@ -1402,9 +1408,13 @@ static void expired(keel_cluster *c)
     c->map_this_session = 0;
     keel_storecheck_cancel(&c->store_check); /* the new session checks */
     c->phase = KEEL_CLUSTER_CONNECTING;
+    now_ms(c);
+    connecting(c);
     rc = keel_zk_connect(c->zk, (int)c->timeout_ms, session_cb, c);
     if (rc != 0)
         set_failed(c, rc);
+    else
+        schedule(c);
 }
 
 /* Whether the negotiated session timeout leaves the lease its margin
@@ -1445,6 +1455,11 @@ static void session_cb(keel_zk *zk, int event, void *arg)
         if (keel_lease_connected(&c->lease, c->now))
             fenced_changed(c);
         if (c->phase == KEEL_CLUSTER_CONNECTING) {
+            if (c->connect_warned)
+                keel_info("cluster %s: %s reached ZooKeeper after %.1f s",
+                          keel_cluster_name(c), c->node,
+                          (double)(c->now - c->connect_since) / 1000.0);
+            c->connect_warn_at = 0;
             c->phase = KEEL_CLUSTER_BOOTSTRAP;
             if ((rc = keel_bootstrap_start(&c->boot)) != 0 &&
                 rc != KEEL_ESESSION)
@@ -1483,10 +1498,47 @@ static uint64_t earlier(uint64_t a, uint64_t b)
     return a == 0 ? b : (b == 0 || a < b ? a : b);
 }
 
+/* The first warning that ZooKeeper has not answered comes after this
+ * long; the next ones after twice the wait so far, at most a minute. */
+#define CONNECT_WARN_MS 5000u
+#define CONNECT_WARN_MAX_MS 60000u
+
+static void connecting(keel_cluster *c)
+{
+    c->connect_since = c->now;
+    c->connect_warn_at = c->now + CONNECT_WARN_MS;
+    c->connect_warned = 0;
+}
+
+/* A node that cannot reach ZooKeeper says so, rather than look ready and
+ * stay silent while its calls wait and fail. */
+static void connect_warn(keel_cluster *c)
+{
+    uint64_t waited, gap;
+
+    if (c->phase != KEEL_CLUSTER_CONNECTING || c->connect_warn_at == 0 ||
+        c->now < c->connect_warn_at)
+        return;
+    waited = c->now - c->connect_since;
+    keel_warn("cluster %s: %s has not reached ZooKeeper (%s) for %.0f s; "
+              "still trying. Until it joins it serves nothing: calls "
+              "through it wait, then fail with EUNAVAIL, and /readyz says "
+              "so",
+              keel_cluster_name(c), c->node,
+              c->zk_hosts != NULL ? c->zk_hosts : "its client",
+              (double)waited / 1000.0);
+    c->connect_warned = 1;
+    gap = waited < CONNECT_WARN_MAX_MS ? waited : CONNECT_WARN_MAX_MS;
+    c->connect_warn_at = c->now + (gap > 0 ? gap : CONNECT_WARN_MS);
+}
+
 static void schedule(keel_cluster *c)
 {
     uint64_t next = earlier(keel_lease_deadline(&c->lease),
                             keel_controller_deadline(&c->ctl));
+
+    if (c->phase == KEEL_CLUSTER_CONNECTING)
+        next = earlier(next, c->connect_warn_at);
 
     next = earlier(next, keel_storecheck_deadline(&c->store_check));
     if (c->loop == NULL)
@@ -1505,6 +1557,7 @@ void keel_cluster_tick(keel_cluster *c, uint64_t now)
     int rc;
 
     c->now = now;
+    connect_warn(c);
     if (keel_lease_tick(&c->lease, now))
         fenced_changed(c);
     keel_controller_tick(&c->ctl, now);
@@ -1584,6 +1637,7 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
     if (zk == NULL) {
         if ((rc = keel_zk_real_create(loop, o->zk_hosts, &zk)) != 0)
             goto fail;
+        c->zk_hosts = strdup(o->zk_hosts); /* NULL: the log says less */
         if (o->zk_auth != NULL &&
             (rc = keel_zk_real_set_auth(zk, o->zk_auth)) != 0) {
             keel_zk_destroy(zk);
@@ -1629,6 +1683,7 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
     *out = c;
     return 0;
 fail:
+    free(c->zk_hosts);
     free(c->address);
     free_strings(c->caps, c->ncaps);
     free(c);
@@ -1643,9 +1698,12 @@ int keel_cluster_start(keel_cluster *c)
         return KEEL_EINVAL;
     c->phase = KEEL_CLUSTER_CONNECTING;
     now_ms(c);
+    connecting(c);
     rc = keel_zk_connect(c->zk, (int)c->timeout_ms, session_cb, c);
     if (rc != 0)
         c->phase = KEEL_CLUSTER_IDLE;
+    else
+        schedule(c); /* the warning if ZooKeeper does not answer */
     return rc;
 }
 
@@ -1662,6 +1720,7 @@ void keel_cluster_destroy(keel_cluster *c)
     keel_controller_free(&c->ctl);
     keel_membership_free(&c->members);
     keel_map_free(&c->map);
+    free(c->zk_hosts);
     free(c->live);
     free(c->cap_of);
     for (i = 0; i < c->nlcaps; i++)

@@ -214,6 +214,8 @@ struct http_req {
     uint8_t *out;   /* reply, or error text; malloc'd */
     size_t outlen;
     int ready;      /* /readyz */
+    int unready_code;          /* /readyz: KEEL_E* when not ready */
+    const char *unready_why;   /* /readyz: a static text when not ready */
     keel_stats stats; /* /metrics */
     int cluster_mode; /* /metrics: cluster mode, and units it serves */
     size_t units_owned;
@@ -1063,6 +1065,51 @@ static void read_state(keel_node *n, struct http_req *r)
         set_result(r, 0, "", 0);
 }
 
+/* Whether the node serves, and if not why: a cluster node is ready only
+ * once it has joined and while it holds a lease. One refused by its store
+ * check (or failed) serves nothing until the operator acts; one still
+ * connecting to ZooKeeper or joining serves nothing yet. */
+static void readiness(keel_node *n, struct http_req *r)
+{
+    keel_cluster *c;
+    int err;
+
+    r->ready = 0;
+    r->unready_code = KEEL_ESESSION;
+    if (!n->running || n->stopping) {
+        r->unready_code = KEEL_ESTOPPING;
+        r->unready_why = "not ready: the node is stopping";
+        return;
+    }
+    if (n->cluster == NULL) {
+        r->ready = 1;
+        return;
+    }
+    c = keel_coord_to_cluster(n->coord);
+    if ((err = keel_cluster_error(c)) != 0) {
+        r->unready_code = err;
+        r->unready_why = "not ready: refused by its cluster (the node's "
+                         "log says why)";
+        return;
+    }
+    switch (keel_cluster_phase(c)) {
+    case KEEL_CLUSTER_RUNNING:
+        break;
+    case KEEL_CLUSTER_CONNECTING:
+        r->unready_why = "not ready: connecting to ZooKeeper";
+        return;
+    default:
+        r->unready_why = "not ready: joining its cluster";
+        return;
+    }
+    if (keel_cluster_fenced(c)) {
+        r->unready_why = "not ready: fenced (ZooKeeper has not answered "
+                         "within its lease)";
+        return;
+    }
+    r->ready = 1;
+}
+
 /* Runs on the loop thread (keel_node_post). */
 static void job_fn(keel_node *n, void *data)
 {
@@ -1070,11 +1117,7 @@ static void job_fn(keel_node *n, void *data)
     int rc;
 
     if (r->route == R_READYZ) {
-        /* A cluster node refused by its store check (or failed) is not
-         * ready: it serves nothing until the operator acts. */
-        r->ready = n->running && !n->stopping &&
-                   (n->cluster == NULL ||
-                    keel_cluster_error(keel_coord_to_cluster(n->coord)) == 0);
+        readiness(n, r);
     } else if (r->route == R_METRICS) {
         keel_node_stats(n, &r->stats);
         r->cluster_mode = n->cluster != NULL;
@@ -1165,7 +1208,14 @@ static enum MHD_Result answer_from_loop(struct http_req *r)
     if (r->route == R_READYZ) {
         if (r->ready)
             return answer_text(r, MHD_HTTP_OK, "ready\n");
-        return answer_code(r, KEEL_ESTOPPING, keel_strerror(KEEL_ESTOPPING));
+        {
+            /* Always 503: a probe asks only whether to send traffic. */
+            const char *why = r->unready_why != NULL
+                                  ? r->unready_why
+                                  : keel_strerror(r->unready_code);
+            return answer_error(r, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                r->unready_code, why, strlen(why), NULL);
+        }
     }
     if (r->status != 0)
         return answer_error(r, http_status(r->status), r->status, r->out,

@@ -300,12 +300,25 @@ static uint64_t map_epoch(keel_cluster_rt *rt)
 
 static void fail_expired(keel_cluster_rt *rt, rt_msg *m)
 {
-    char text[160];
+    char text[256];
+    int phase = keel_cluster_phase(rt->c);
 
-    snprintf(text, sizeof text,
-             "shard %u unavailable: not served within the call's deadline "
-             "(hold bound %u ms)",
-             m->u->shard, rt_hold_ms(rt));
+    if (phase == KEEL_CLUSTER_CONNECTING || phase == KEEL_CLUSTER_BOOTSTRAP ||
+        phase == KEEL_CLUSTER_JOINING)
+        snprintf(text, sizeof text,
+                 "shard %u unavailable: this node has not joined cluster %s "
+                 "(%s) within the call's deadline (hold bound %u ms); try "
+                 "another member",
+                 m->u->shard, keel_cluster_name(rt->c),
+                 phase == KEEL_CLUSTER_CONNECTING
+                     ? "it cannot reach ZooKeeper yet"
+                     : "it is joining",
+                 rt_hold_ms(rt));
+    else
+        snprintf(text, sizeof text,
+                 "shard %u unavailable: not served within the call's "
+                 "deadline (hold bound %u ms)",
+                 m->u->shard, rt_hold_ms(rt));
     STAT_ADD(rt->n, held_expired, 1);
     rt_msg_fail(rt, m, KEEL_EUNAVAIL, text);
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "keel.h"
 #include "proc.h"
@@ -416,6 +417,61 @@ START_TEST(shard_count_kept_by_the_directory)
 }
 END_TEST
 
+/* A cluster node that cannot reach ZooKeeper says so: /readyz answers
+ * 503 with the reason, a call through it fails EUNAVAIL saying that the
+ * node has not joined (at its hold bound), and the log says, after 5 s,
+ * that ZooKeeper has not answered. */
+START_TEST(unreachable_zookeeper_is_said)
+{
+    const char *zk[] = {"--zk", "127.0.0.1:1", "--cluster", "c1",
+                        "--node-id", "n1", "--insecure", "--http",
+                        "127.0.0.1:0", "--hold-timeout", "1000", NULL};
+    char *zdata = NULL, *log, *out = NULL, *err = NULL, url[80];
+    const char *p;
+    int port = 0, rc, tries, warned = 0;
+
+    if (asprintf(&zdata, "%s/zdata", dir) < 0)
+        abort();
+    ck_assert_int_eq(tu_keeld_start(&node, zdata, 0, zk), 0);
+    log = tu_keeld_log(&node);
+    p = log != NULL ? strstr(log, "keeld: http on port ") : NULL;
+    ck_assert_ptr_nonnull(p);
+    port = atoi(p + strlen("keeld: http on port "));
+    free(log);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", port);
+    {
+        const char *argv[] = {"/usr/bin/curl", "-s", "-w", " %{http_code}",
+                              url, NULL};
+        ck_assert_int_eq(tu_run(argv, &out, NULL), 0);
+        ck_assert_msg(strstr(out, "not ready: connecting to ZooKeeper") !=
+                              NULL &&
+                          strstr(out, " 503") != NULL,
+                      "%s", out);
+        free(out);
+        out = NULL;
+    }
+    rc = tu_keel(node.addr, &out, &err, "call", "counter", "c1", "incr",
+                 NULL);
+    ck_assert_msg(rc == 1 && err != NULL && strstr(err, "EUNAVAIL") &&
+                      strstr(err, "has not joined cluster c1"),
+                  "exit %d: %s", rc, err ? err : "");
+    free(out);
+    free(err);
+    for (tries = 0; tries < 200 && !warned; tries++) {
+        log = tu_keeld_log(&node);
+        warned = log != NULL &&
+                 strstr(log, "has not reached ZooKeeper (127.0.0.1:1) "
+                             "for 5 s") != NULL;
+        free(log);
+        if (!warned)
+            usleep(100 * 1000);
+    }
+    ck_assert_msg(warned, "no warning about ZooKeeper in 20 s");
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+    free(zdata);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cli");
@@ -435,6 +491,7 @@ static Suite *suite(void)
     tcase_add_test(tc, keeld_advertise_checked);
     tcase_add_test(tc, keeld_addresses_and_names_checked);
     tcase_add_test(tc, shard_count_kept_by_the_directory);
+    tcase_add_test(tc, unreachable_zookeeper_is_said);
     suite_add_tcase(s, tc);
     return s;
 }
