@@ -19,8 +19,10 @@
  * Exit status: 0 success, 1 the server answered with an error, 2 usage,
  * 3 connection or transport failure. Errors are printed to stderr as
  * "keel: ENAME: message" so scripts can match on the symbolic name. */
+#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +51,8 @@ static void usage(FILE *f)
             "                       TYPE/ID and print its reply\n"
             "  cast TYPE ID ARG...  send without printing a reply; returns\n"
             "                       once the effect is durable\n"
+            "                       (an ARG '-' is standard input, '@FILE'\n"
+            "                       a file's contents, '@@X' the word '@X')\n"
             "  stat                 print the node's statistics\n"
             "  ping                 check the node answers; print the\n"
             "                       round-trip time\n"
@@ -189,26 +193,115 @@ static int present_token(keel_client *c)
     return rc;
 }
 
-/* Joins argv[0..argc) with single spaces into a malloc'd buffer the caller
- * frees. NULL when out of memory. */
-static char *join_args(int argc, char **argv, size_t *lenp)
+/* The whole of f, malloc'd into *out (*len bytes): 0, or -1 with errno
+ * set. */
+static int slurp(FILE *f, char **out, size_t *len)
+{
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap);
+
+    if (buf == NULL)
+        return -1;
+    for (;;) {
+        size_t got;
+        if (n == cap) {
+            char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
+            if (nb == NULL) {
+                free(buf);
+                errno = ENOMEM;
+                return -1;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    if (ferror(f)) {
+        free(buf);
+        errno = EIO;
+        return -1;
+    }
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+/* One message argument as given: `-` is standard input, `@PATH` the
+ * contents of a file (for values too large, or too binary, for a command
+ * line), `@@...` the argument `@...`; anything else itself. *owned gets
+ * what the caller frees. 0, or -1 after a message on stderr. */
+static int arg_value(const char *a, const char **v, size_t *vl, char **owned)
+{
+    FILE *f;
+    int rc;
+
+    *owned = NULL;
+    if (strcmp(a, "-") != 0 && (a[0] != '@' || a[1] == '@')) {
+        *v = a[0] == '@' ? a + 1 : a;
+        *vl = strlen(*v);
+        return 0;
+    }
+    if (a[0] == '-') {
+        rc = slurp(stdin, owned, vl);
+        if (rc != 0)
+            fprintf(stderr, "keel: cannot read standard input: %s\n",
+                    strerror(errno));
+    } else if ((f = fopen(a + 1, "rb")) == NULL) {
+        fprintf(stderr, "keel: cannot read %s: %s\n", a + 1, strerror(errno));
+        return -1;
+    } else {
+        rc = slurp(f, owned, vl);
+        if (rc != 0)
+            fprintf(stderr, "keel: cannot read %s: %s\n", a + 1,
+                    strerror(errno));
+        fclose(f);
+    }
+    if (rc != 0)
+        return -1;
+    *v = *owned;
+    return 0;
+}
+
+/* Joins the message arguments argv[0..argc) with single spaces into a
+ * malloc'd buffer the caller frees, `-` and `@PATH` read (arg_value).
+ * NULL with *bad set when an argument could not be read, else when out
+ * of memory. */
+static char *join_args(int argc, char **argv, size_t *lenp, int *bad)
 {
     size_t len = 0, off = 0;
-    char *buf;
+    char *buf = NULL;
+    int i;
 
-    for (int i = 0; i < argc; i++)
-        len += strlen(argv[i]) + (i > 0);
-    buf = malloc(len + 1);
-    if (buf == NULL)
-        return NULL;
-    for (int i = 0; i < argc; i++) {
-        size_t n = strlen(argv[i]);
-
+    *bad = 0;
+    for (i = 0; i < argc; i++) {
+        const char *v;
+        size_t vl;
+        char *owned, *nb;
+        if (arg_value(argv[i], &v, &vl, &owned) != 0) {
+            free(buf);
+            *bad = 1;
+            return NULL;
+        }
+        nb = realloc(buf, len + vl + (i > 0) + 1);
+        if (nb == NULL) {
+            free(owned);
+            free(buf);
+            return NULL;
+        }
+        buf = nb;
         if (i > 0)
             buf[off++] = ' ';
-        memcpy(buf + off, argv[i], n);
-        off += n;
+        if (vl > 0)
+            memcpy(buf + off, v, vl);
+        off += vl;
+        len = off;
+        free(owned);
     }
+    if (buf == NULL && (buf = malloc(1)) == NULL)
+        return NULL;
     buf[off] = '\0';
     *lenp = len;
     return buf;
@@ -340,11 +433,11 @@ static int cmd_send(keel_client **cp, const struct send_opts *so, int argc,
     char *msg, *reply = NULL;
     size_t len, rlen = 0;
     uint8_t kind = is_call ? KEEL_FRAME_CALL : KEEL_FRAME_CAST;
-    int rc;
+    int rc, bad;
 
-    msg = join_args(argc - 2, argv + 2, &len);
+    msg = join_args(argc - 2, argv + 2, &len, &bad);
     if (msg == NULL)
-        return transport_error(KEEL_ENOMEM);
+        return bad ? EXIT_USAGE : transport_error(KEEL_ENOMEM);
     if (so->keyed)
         rc = request_keyed(cp, so, kind, argv[0], argv[1], msg, len, &reply,
                            &rlen, connect_rc, connect_why);

@@ -472,6 +472,65 @@ START_TEST(unreachable_zookeeper_is_said)
 }
 END_TEST
 
+/* A message argument `@FILE` is a file's contents (a 700 KB value, too
+ * large for a command line), `-` is standard input, `@@X` the word @X;
+ * an unreadable file is a usage error and sends nothing. */
+START_TEST(message_arguments_from_files_and_stdin)
+{
+    char *path = NULL, *arg = NULL, *cmd = NULL, *bin = tu_bin("keel");
+    char *out = NULL, *err = NULL, *want;
+    size_t n = 700 * 1000, i;
+    FILE *f;
+    int rc;
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, NULL), 0);
+    if (asprintf(&path, "%s/value", dir) < 0 || asprintf(&arg, "@%s", path) < 0)
+        abort();
+    want = malloc(n + 2);
+    ck_assert_ptr_nonnull(want);
+    for (i = 0; i < n; i++)
+        want[i] = (char)('a' + (i * 7919) % 26);
+    want[n] = '\n';
+    want[n + 1] = '\0';
+    f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(want, 1, n, f), n);
+    fclose(f);
+    cli_expect("OK\n", 0, "call", "kv", "k", "put", "big", arg, NULL);
+    cli_expect(want, 0, "call", "kv", "k", "get", "big", NULL);
+    cli_expect("OK\n", 0, "call", "kv", "k", "put", "at", "@@x", NULL);
+    cli_expect("@x\n", 0, "call", "kv", "k", "get", "at", NULL);
+    if (asprintf(&cmd, "printf 'two words' | %s -a %s call kv k put in -",
+                 bin, node.addr) < 0)
+        abort();
+    {
+        const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+        ck_assert_int_eq(tu_run(argv, &out, &err), 0);
+        ck_assert_str_eq(out, "OK\n");
+        free(out);
+        free(err);
+    }
+    cli_expect("two words\n", 0, "call", "kv", "k", "get", "in", NULL);
+    {
+        const char *argv[] = {bin, "-a", node.addr, "call", "kv", "k", "put",
+                              "gone", "@/nonexistent-keel-file", NULL};
+        rc = tu_run(argv, &out, &err);
+        ck_assert_msg(rc == 2 && strstr(err, "cannot read "
+                                             "/nonexistent-keel-file") != NULL,
+                      "exit %d: %s", rc, err);
+        free(out);
+        free(err);
+    }
+    cli_expect("", 1, "call", "kv", "k", "get", "gone", NULL);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+    free(want);
+    free(cmd);
+    free(arg);
+    free(path);
+    free(bin);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cli");
@@ -492,6 +551,7 @@ static Suite *suite(void)
     tcase_add_test(tc, keeld_addresses_and_names_checked);
     tcase_add_test(tc, shard_count_kept_by_the_directory);
     tcase_add_test(tc, unreachable_zookeeper_is_said);
+    tcase_add_test(tc, message_arguments_from_files_and_stdin);
     suite_add_tcase(s, tc);
     return s;
 }
