@@ -1548,10 +1548,12 @@ static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
 
     (void)loop;
     (void)revents;
-    /* Cluster mode: the lease is checked before the first turn and then
-     * every RUN_POLL_WRITER turns with a fresh clock, so that a pause in
-     * the middle of a run stops it within that many turns. Standalone
-     * mode reads no clock here. */
+    /* Cluster mode: the lease is checked with a fresh clock before every
+     * turn (one clock read and one comparison while it holds). Checking
+     * only every few turns let a node stopped (SIGSTOP, a starved
+     * process) between two turns of a run run the next ones on resuming,
+     * its lease lapsed and its units perhaps served elsewhere by then.
+     * Standalone mode reads no clock here. */
     n->lease_lost = 0;
     if (n->cluster != NULL && !keel__cluster_rt_serving(n))
         fenced = 1;
@@ -1581,6 +1583,17 @@ again:
                          "the call's deadline passed before its turn; it "
                          "did not run");
                 continue;
+            }
+            if (n->cluster != NULL && !keel__cluster_rt_serving(n)) {
+                /* The message keeps its place at the head of the mailbox;
+                 * run_fenced() leaves it to the sweep. */
+                req->next = a->mb_head;
+                a->mb_head = req;
+                if (a->mb_tail == NULL)
+                    a->mb_tail = req;
+                a->mb_len++;
+                fenced = 1;
+                break;
             }
             run_turn(n, a, req);
             budget--;
