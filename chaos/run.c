@@ -644,8 +644,9 @@ static void fault_run(run *r, fault_rec *fr)
         break;
     case CHAOS_F_WIPE:
         if (!r->wipe_up) {
+            /* The reason was said once, at the start. */
             fr->status = "skipped";
-            note(fr, "%s", r->no_wipe);
+            note(fr, "no wipe with --replicas 1");
             break;
         }
         if (r->cl.nodes[i].pid <= 0) {
