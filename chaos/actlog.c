@@ -121,7 +121,9 @@ static int is_hexid(const char *s, const char *e)
 /* The open activations of the node being parsed, by actor. */
 struct open_ent {
     const char *actor;
-    size_t iv; /* SIZE_MAX: none open */
+    size_t iv;   /* SIZE_MAX: none open */
+    size_t last; /* its latest activation on this node */
+    int held;    /* resident through a fence: active again at "serving" */
 };
 
 static int open_eq(const void *item, const void *key)
@@ -136,7 +138,7 @@ int chaos_actlog_parse(chaos_actlog *a, const char *node, const char *name,
     const char *p = text, *end = text + len;
     keel_hmap open;
     size_t lineno = 0, k, first = a->n, first_found = a->nfound,
-           ends = a->process_ends;
+           ends = a->process_ends, fences = a->fences;
     uint64_t last_ns = 0;
     const char *nodename;
     int rc = 0;
@@ -188,8 +190,8 @@ int chaos_actlog_parse(chaos_actlog *a, const char *node, const char *name,
         if (ns < a->t0)
             a->t0 = ns;
         if (next_word(&q, le, &ws, &we) != 0) {
-            rc = say(err, errlen, "%s:%zu: expected activate, deactivate "
-                                  "or end after the time",
+            rc = say(err, errlen, "%s:%zu: expected activate, deactivate, "
+                                  "fenced, serving or end after the time",
                      name, lineno);
             break;
         }
@@ -204,10 +206,85 @@ int chaos_actlog_parse(chaos_actlog *a, const char *node, const char *name,
             {
                 size_t pos = 0;
                 void *item;
-                while (keel_hmap_next(&open, &pos, &item))
+                while (keel_hmap_next(&open, &pos, &item)) {
                     ((struct open_ent *)item)->iv = SIZE_MAX;
+                    ((struct open_ent *)item)->held = 0;
+                }
             }
             a->process_ends++;
+            continue;
+        }
+        if ((size_t)(we - ws) == 6 && memcmp(ws, "fenced", 6) == 0) {
+            /* "fenced since T": the node started no turn from T on, even
+             * if it noticed later (T may lie before the lines above). Its
+             * activations, open or closed since T, end at T; those still
+             * resident resume at the next "serving". */
+            uint64_t since;
+            size_t pos = 0;
+            void *item;
+
+            if (next_word(&q, le, &ws, &we) != 0 || (we - ws) != 5 ||
+                memcmp(ws, "since", 5) != 0 ||
+                next_word(&q, le, &ws, &we) != 0 ||
+                dec(ws, we, &since) != 0 || q != le) {
+                rc = say(err, errlen, "%s:%zu: expected \"<ns> fenced "
+                                      "since <ns>\"",
+                         name, lineno);
+                break;
+            }
+            if (since > ns) {
+                rc = say(err, errlen, "%s:%zu: fenced since %llu, after the "
+                                      "line's own time",
+                         name, lineno, (unsigned long long)since);
+                break;
+            }
+            if (since < a->t0)
+                a->t0 = since;
+            for (k = first; k < a->n; k++) {
+                chaos_act_iv *iv = &a->iv[k];
+                if (iv->end <= since)
+                    continue;
+                iv->end = iv->start > since ? iv->start : since;
+                iv->how = CHAOS_ACT_FENCED;
+                iv->end_line = lineno;
+            }
+            while (keel_hmap_next(&open, &pos, &item)) {
+                struct open_ent *o = item;
+                if (o->iv != SIZE_MAX) {
+                    o->held = 1;
+                    o->iv = SIZE_MAX;
+                }
+            }
+            a->fences++;
+            continue;
+        }
+        if ((size_t)(we - ws) == 7 && memcmp(ws, "serving", 7) == 0 &&
+            q == le) {
+            /* The fence lifted: what stayed resident runs turns again. */
+            size_t pos = 0;
+            void *item;
+
+            while (keel_hmap_next(&open, &pos, &item)) {
+                struct open_ent *o = item;
+                chaos_act_iv *iv;
+                if (!o->held)
+                    continue;
+                o->held = 0;
+                if (grow((void **)&a->iv, &a->cap, a->n + 1, sizeof *a->iv)) {
+                    rc = KEEL_ENOMEM;
+                    break;
+                }
+                iv = &a->iv[a->n];
+                *iv = a->iv[o->last];
+                iv->start = ns;
+                iv->end = CHAOS_ACT_OPEN;
+                iv->how = CHAOS_ACT_STILL_OPEN;
+                iv->start_line = lineno;
+                iv->end_line = 0;
+                o->iv = o->last = a->n++;
+            }
+            if (rc != 0)
+                break;
             continue;
         }
         if ((size_t)(we - ws) == 8 && memcmp(ws, "activate", 8) == 0) {
@@ -216,8 +293,9 @@ int chaos_actlog_parse(chaos_actlog *a, const char *node, const char *name,
                    memcmp(ws, "deactivate", 10) == 0) {
             act = 0;
         } else {
-            rc = say(err, errlen, "%s:%zu: expected activate, deactivate or "
-                                  "end after the time, not \"%.*s\"",
+            rc = say(err, errlen, "%s:%zu: expected activate, deactivate, "
+                                  "fenced, serving or end after the time, "
+                                  "not \"%.*s\"",
                      name, lineno, (int)(we - ws), ws);
             break;
         }
@@ -243,6 +321,12 @@ int chaos_actlog_parse(chaos_actlog *a, const char *node, const char *name,
                  (int)(ie - is), is);
         h = XXH3_64bits(actor, strlen(actor));
         oe = keel_hmap_get(&open, h, actor, open_eq);
+        if (!act && oe != NULL && oe->held) {
+            /* Resident through a fence, deactivated now: its activation
+             * ended at the fence. */
+            oe->held = 0;
+            continue;
+        }
         if (!act) {
             if (oe == NULL || oe->iv == SIZE_MAX) {
                 rc = say(err, errlen, "%s:%zu: deactivate of %s, which this "
@@ -270,8 +354,10 @@ int chaos_actlog_parse(chaos_actlog *a, const char *node, const char *name,
                 break;
             }
             oe->iv = SIZE_MAX;
+            oe->held = 0;
             keel_hmap_put(&open, h, oe);
         }
+        oe->held = 0;
         if (oe->iv != SIZE_MAX) {
             /* Active here already: a finding; the old activation is cut
              * at the new one, so that it is reported once. */
@@ -296,7 +382,7 @@ int chaos_actlog_parse(chaos_actlog *a, const char *node, const char *name,
             iv->epoch = epoch;
             iv->file = name;
             iv->start_line = lineno;
-            oe->iv = a->n++;
+            oe->iv = oe->last = a->n++;
         }
     }
     keel_hmap_free(&open);
@@ -307,6 +393,7 @@ int chaos_actlog_parse(chaos_actlog *a, const char *node, const char *name,
         a->n = first;
         a->nfound = first_found;
         a->process_ends = ends;
+        a->fences = fences;
     }
     return rc;
 }
@@ -511,6 +598,11 @@ static void put_iv(FILE *f, const chaos_actlog *a, const chaos_act_iv *iv)
         put_time(f, a, iv->end);
         fprintf(f, " (process end, line %zu)", iv->end_line);
         return;
+    case CHAOS_ACT_FENCED:
+        fprintf(f, "to ");
+        put_time(f, a, iv->end);
+        fprintf(f, " (fenced since, line %zu)", iv->end_line);
+        return;
     default:
         fprintf(f, "to ");
         put_time(f, a, iv->end);
@@ -523,9 +615,12 @@ void chaos_actlog_print(FILE *f, const chaos_actlog *a, size_t max)
     size_t k;
 
     fprintf(f, "at-most-one-activation: %s (%zu nodes, %zu activations of "
-               "%zu actors, %zu moves between nodes, %zu process ends)\n",
+               "%zu actors, %zu moves between nodes, %zu process ends",
             a->nfound > 0 ? "FAIL" : "PASS", a->nnodes, a->n, a->actors,
             a->moves, a->process_ends);
+    if (a->fences > 0)
+        fprintf(f, ", %zu fences", a->fences);
+    fprintf(f, ")\n");
     for (k = 0; k < a->nfound && k < max; k++) {
         const chaos_act_finding *fd = &a->found[k];
         const chaos_act_iv *p = &a->iv[fd->a], *q = &a->iv[fd->b];

@@ -19,6 +19,21 @@
  * not mark its death, and the check then errs on the side of an
  * overlap, never of missing one).
  *
+ * keeld writes two more lines in cluster mode, when the node's fence
+ * comes and goes:
+ *
+ *   <wall-clock ns> fenced since <wall-clock ns>
+ *   <wall-clock ns> serving
+ *
+ * From the `since` time on (the moment its lease ran out, which for a node
+ * that noticed late, resumed after SIGSTOP, lies before the line's own
+ * time and maybe before lines above it) the node starts no turn until the
+ * next "serving" line. So every activation of that node ends at
+ * min(its deactivation, since): those ended after `since` are cut back to
+ * it, those still open end there, and the actors still resident when the
+ * node serves again (no deactivate between) start a new activation at
+ * the "serving" line.
+ *
  * One file per node (the lines do not name their node). An actor active
  * on two nodes over intervals that share an instant (ends included) is a
  * violation; so is a node
@@ -40,7 +55,8 @@ typedef enum chaos_act_end {
     CHAOS_ACT_DEACTIVATED,
     CHAOS_ACT_PROCESS_END, /* an "end" line */
     CHAOS_ACT_STILL_OPEN,  /* nothing ended it before the log's end */
-    CHAOS_ACT_REACTIVATED  /* cut short by another activate (a finding) */
+    CHAOS_ACT_REACTIVATED, /* cut short by another activate (a finding) */
+    CHAOS_ACT_FENCED       /* its node fenced itself ("fenced since") */
 } chaos_act_end;
 
 /* One activation of one actor on one node. */
@@ -74,6 +90,7 @@ typedef struct chaos_actlog {
     chaos_act_finding *found;
     size_t nfound, found_cap;
     size_t process_ends; /* "end" lines */
+    size_t fences;       /* "fenced since" lines */
     size_t actors, moves; /* after chaos_actlog_check: distinct actors,
                            * and how often one moved between nodes */
     uint64_t t0;          /* the earliest time read: reports count from it */

@@ -9,6 +9,7 @@
 #include "chaos/history.h"
 #include "chaos/lin.h"
 #include "chaos/lostwrite.h"
+#include "chaos/replicas.h"
 #include "keel.h"
 
 void chaos_check_opts_init(chaos_check_opts *o)
@@ -139,6 +140,41 @@ static void check_actlogs(const char *dir, const chaos_check_opts *o,
     free(path);
 }
 
+static void check_replicas(const char *dir, const chaos_check_opts *o,
+                           FILE *out, FILE *err, struct verdicts *v)
+{
+    char *path = NULL, msg[1024];
+    chaos_replicas rp;
+    struct stat st;
+    int rc;
+
+    if (asprintf(&path, "%s/digests.txt", dir) < 0) {
+        bad_input(v, out, err, "replicas-agree", "out of memory");
+        return;
+    }
+    if (stat(path, &st) != 0 && errno == ENOENT) {
+        fprintf(out, "replicas-agree: SKIPPED (no %s: the units' in-sync "
+                     "sets and the nodes' digests go there)\n",
+                path);
+        free(path);
+        return;
+    }
+    chaos_replicas_init(&rp);
+    rc = chaos_replicas_read(&rp, path, msg, sizeof msg);
+    if (rc == 0)
+        rc = chaos_replicas_check(&rp, msg, sizeof msg);
+    if (rc == 0) {
+        chaos_replicas_print(out, &rp, o->max_detail);
+        v->violation |= rp.ndisagree > 0;
+    } else {
+        if (rc == KEEL_ENOMEM)
+            snprintf(msg, sizeof msg, "out of memory");
+        bad_input(v, out, err, "replicas-agree", msg);
+    }
+    chaos_replicas_free(&rp);
+    free(path);
+}
+
 int chaos_check_dir(const char *dir, const chaos_check_opts *o, FILE *out,
                     FILE *err)
 {
@@ -151,6 +187,7 @@ int chaos_check_dir(const char *dir, const chaos_check_opts *o, FILE *out,
     }
     check_history(dir, o, out, err, &v);
     check_actlogs(dir, o, out, err, &v);
+    check_replicas(dir, o, out, err, &v);
     if (v.violation) {
         fprintf(out, "verdict: FAIL\n");
         return CHAOS_EXIT_VIOLATION;

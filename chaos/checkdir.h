@@ -4,6 +4,9 @@
  *   DIR/history.jsonl     the operations (chaos/history.h); required
  *   DIR/actlogs/NODE.log  each node's activation log (chaos/actlog.h);
  *                         without the directory that check is skipped
+ *   DIR/digests.txt       the units' in-sync sets and every node's digest
+ *                         of each unit (chaos/replicas.h); without it the
+ *                         replicas-agree check is skipped
  *
  * A check that cannot run for lack of input (no activation logs, no
  * final reads) says SKIPPED and does not fail the run; one whose input is

@@ -299,12 +299,13 @@ static void verdict_word(const char *line, size_t n, char *word, size_t cap,
 static void verdicts(FILE *f, const rdata *d)
 {
     static const char *const names[] = {"linearizability", "lost-writes",
-                                        "at-most-one-activation"};
+                                        "at-most-one-activation",
+                                        "replicas-agree"};
     const char *t = d->check_text != NULL ? d->check_text : "";
     size_t k;
 
     fputs("<table class=checks>", f);
-    for (k = 0; k < 3; k++) {
+    for (k = 0; k < sizeof names / sizeof *names; k++) {
         size_t nl = strlen(names[k]);
         const char *p = t;
         while (p != NULL && *p != '\0') {

@@ -29,6 +29,9 @@
                              * timeout is 30 s) */
 #define FINAL_TRIES 20      /* final reads of one actor */
 #define FINAL_MS 60000      /* all final reads together */
+#define INSYNC_MS 60000     /* after the final reads, for every replica to
+                             * be back in its unit's in-sync set */
+#define DIGEST_TRIES 5      /* digest rounds, until the map held still */
 
 void chaos_run_opts_init(chaos_run_opts *o)
 {
@@ -95,6 +98,9 @@ struct run {
     int disk_up;
     int mounted[CHAOS_NODES_MAX];
     char no_disk[256];
+    /* wipe: only with replicas; or why not. */
+    int wipe_up;
+    char no_wipe[256];
 };
 
 static void note(fault_rec *fr, const char *fmt, ...)
@@ -391,6 +397,20 @@ static int other_up(const run *r, int i)
     return i;
 }
 
+static void rm_rf(const char *path);
+static int mkdir_p(const char *path);
+
+/* Empties node i's data directory (the node is down): keeld creates a
+ * store there with a new identity when it starts. On a tmpfs of the
+ * harness's (disk-full) the mount point stays. */
+static int wipe_data(run *r, int i)
+{
+    const char *d = r->cl.nodes[i].data;
+
+    rm_rf(d);
+    return mkdir_p(d);
+}
+
 static void start_node(run *r, fault_rec *fr, int i)
 {
     char err[256];
@@ -621,6 +641,31 @@ static void fault_run(run *r, fault_rec *fr)
         wait_until(r, end, -1);
         if (r->cl.nodes[i].pid > 0)
             drain_and_wait(r, fr, i, 1);
+        break;
+    case CHAOS_F_WIPE:
+        if (!r->wipe_up) {
+            /* The reason was said once, at the start. */
+            fr->status = "skipped";
+            note(fr, "no wipe with --replicas 1");
+            break;
+        }
+        if (r->cl.nodes[i].pid <= 0) {
+            fr->status = "skipped";
+            note(fr, "%s is not running", r->cl.nodes[i].id);
+            break;
+        }
+        snprintf(fr->node, sizeof fr->node, "%s", r->cl.nodes[i].id);
+        progress(r, "wipe: SIGKILL %s, restart on an empty data directory "
+                    "in %.1f s",
+                 fr->node, (double)f->dur_ms / 1000);
+        chaos_node_kill(&r->cl, i);
+        if (wipe_data(r, i) != 0) {
+            fr->status = "failed";
+            note(fr, "cannot empty %s", r->cl.nodes[i].data);
+        }
+        on_event(r, fr->node, "wipe");
+        wait_until(r, end, -1);
+        start_node(r, fr, i);
         break;
     case CHAOS_F_PARTITION:
         partition(r, fr, end);
@@ -926,6 +971,147 @@ static void save_cluster(run *r)
     fclose(f);
 }
 
+/* The unit lines of an INFO shards answer (the answer may begin with
+ * other lines), malloc'd; NULL when the node does not answer. */
+static char *unit_lines(run *r, int via)
+{
+    char *out = NULL, *keep, *p, *q;
+
+    if (chaos_node_info(&r->cl, via, "shards", 5000, &out) != 0)
+        return NULL;
+    keep = q = out;
+    for (p = out; *p != '\0';) {
+        char *nl = strchr(p, '\n');
+        size_t n = nl != NULL ? (size_t)(nl - p) + 1 : strlen(p);
+        if (strncmp(p, "unit ", 5) == 0) {
+            memmove(q, p, n);
+            q += n;
+        }
+        p += n;
+    }
+    *q = '\0';
+    return keep;
+}
+
+/* How many units of a unit_lines() text are moving or have a backup out
+ * of sync. */
+static int units_behind(const char *units)
+{
+    const char *p;
+    int n = 0;
+
+    for (p = units; *p != '\0';) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl != NULL ? (size_t)(nl - p) : strlen(p);
+        if (memmem(p, len, " target ", 8) != NULL ||
+            memmem(p, len, " out_of_sync ", 13) != NULL)
+            n++;
+        p += len + (nl != NULL);
+    }
+    return n;
+}
+
+/* DIR/digests.txt for the replicas-agree check (chaos/replicas.h): the
+ * unit lines of INFO shards as one node sees the map, then INFO digest of
+ * every unit on every node that runs. First waits (at most INSYNC_MS) for
+ * every backup to be in sync again, so that the wiped and restarted ones
+ * are compared too; then takes the digests between two readings of the
+ * map, again until both readings agree (at most DIGEST_TRIES times). The
+ * clients have stopped: nothing writes any more. */
+static void save_digests(run *r)
+{
+    int64_t t = chaos_mono_ns(), until = t + INSYNC_MS * 1000000LL;
+    char *units = NULL, *again = NULL;
+    int via = -1, i, tries, behind = 0, ndg = 0, nunits = 0;
+    chaos_buf b;
+    FILE *f;
+
+    for (i = 0; i < r->cl.base && via < 0; i++)
+        if (chaos_node_up(&r->cl, i))
+            via = i;
+    if (via < 0) {
+        progress(r, "digests: no node runs");
+        return;
+    }
+    for (;;) {
+        free(units);
+        units = unit_lines(r, via);
+        behind = units != NULL ? units_behind(units) : -1;
+        if (behind == 0 || chaos_mono_ns() > until)
+            break;
+        chaos_sleep_ms(500);
+    }
+    if (behind != 0)
+        fprintf(r->out, "warning: %d units still moving or with replicas "
+                        "out of sync %d s after the final reads: "
+                        "replicas-agree compares only the in-sync ones\n",
+                behind, INSYNC_MS / 1000);
+    chaos_buf_init(&b);
+    for (tries = 0; tries < DIGEST_TRIES && units != NULL; tries++) {
+        const char *p;
+
+        chaos_buf_free(&b);
+        chaos_buf_init(&b);
+        chaos_buf_printf(&b, "# keel-chaos digests: INFO shards through %s, "
+                             "then INFO digest of each unit on each node "
+                             "that runs\n",
+                         r->cl.nodes[via].id);
+        chaos_buf_puts(&b, units);
+        ndg = nunits = 0;
+        for (p = units; *p != '\0';) {
+            const char *nl = strchr(p, '\n');
+            size_t len = nl != NULL ? (size_t)(nl - p) : strlen(p);
+            char cap[80], words[128];
+            unsigned shard;
+
+            nunits++;
+            if (sscanf(p, "unit %79s %u", cap, &shard) == 2)
+                for (i = 0; i < r->cl.nnodes; i++) {
+                    char *out = NULL, hex[32];
+                    unsigned long long recs;
+                    if (!chaos_node_up(&r->cl, i))
+                        continue;
+                    snprintf(words, sizeof words, "digest %s %u", cap, shard);
+                    if (chaos_node_info(&r->cl, i, words, 5000, &out) == 0 &&
+                        sscanf(out, "digest %31s records %llu", hex,
+                               &recs) == 2) {
+                        chaos_buf_printf(&b, "digest %s %s %u %s %llu\n",
+                                         r->cl.nodes[i].id, cap, shard, hex,
+                                         recs);
+                        ndg++;
+                    } else if (r->log != NULL) {
+                        fprintf(r->log, "digest %s %u on %s: no answer\n",
+                                cap, shard, r->cl.nodes[i].id);
+                    }
+                    free(out);
+                }
+            p += len + (nl != NULL);
+        }
+        again = unit_lines(r, via);
+        if (again != NULL && strcmp(again, units) == 0)
+            break;
+        free(units);
+        units = again;
+        again = NULL;
+    }
+    if (units != NULL && !b.oom &&
+        (f = open_in(r->o->out, "digests.txt", "we")) != NULL) {
+        fputs(b.p, f);
+        fclose(f);
+        progress(r, "digests: %d digests of %d units from the nodes that "
+                    "run, in %.1f s%s",
+                 ndg, nunits, (double)(chaos_mono_ns() - t) / 1e9,
+                 tries == DIGEST_TRIES ? " (the map kept changing)" : "");
+    } else {
+        progress(r, "digests: not recorded (%s does not answer INFO "
+                    "shards)",
+                 r->cl.nodes[via].id);
+    }
+    chaos_buf_free(&b);
+    free(units);
+    free(again);
+}
+
 /* ---------------------------------------------------------------- run */
 
 static int check_and_report(run *r, FILE *out, FILE *err)
@@ -1146,6 +1332,20 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
             fprintf(out, "keel-chaos: disk-full faults skipped: %s\n",
                     r.no_disk);
     }
+    if (o->faults & (1u << CHAOS_F_WIPE)) {
+        /* With one replica a wiped node's units have no other copy: the
+         * loss is by design, and taking it is an operator's decision
+         * (keel node forget), not a fault keel could survive. */
+        if (o->replicas > 1) {
+            r.wipe_up = 1;
+        } else {
+            snprintf(r.no_wipe, sizeof r.no_wipe,
+                     "with --replicas 1 a node's units have no other copy: "
+                     "a wipe loses them by design (keel node forget accepts "
+                     "that loss)");
+            fprintf(out, "keel-chaos: wipe faults skipped: %s\n", r.no_wipe);
+        }
+    }
     progress(&r, "starting ZooKeeper (%s/zk.sh)", o->zk_conf);
     if (chaos_zk_start(&r.cl, msg, sizeof msg) != 0) {
         fprintf(err, "keel-chaos: ZooKeeper: %s\n", msg);
@@ -1241,6 +1441,7 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     settled = settle(&r, SETTLE_MS, "healed");
     finals = final_reads(&r, max_gen, &nactors);
     progress(&r, "final reads: %d of %d actors read", finals, nactors);
+    save_digests(&r);
     save_cluster(&r);
     write_run_json(&r, chaos_mono_ns(), nsched, settled, finals);
     for (i = 0; i < r.cl.nnodes; i++)

@@ -9,7 +9,7 @@
 
 static const char *const fault_names[CHAOS_F_COUNT] = {
     "kill", "stop", "zk", "controller", "drain", "join", "partition",
-    "disk-full"};
+    "disk-full", "wipe"};
 
 static const char *const part_names[CHAOS_P_COUNT] = {
     "from-peers", "from-zk", "majority"};
@@ -47,7 +47,8 @@ int chaos_faults_parse(const char *list, unsigned *kinds, char *err,
             if (errlen > 0)
                 snprintf(err, errlen,
                          "unknown fault '%.*s' (kill, stop, zk, controller, "
-                         "drain, join, partition, disk-full, all, none)",
+                         "drain, join, partition, disk-full, wipe, all, "
+                         "none)",
                          (int)n, p);
             return KEEL_EINVAL;
         }
@@ -89,6 +90,7 @@ static int64_t duration(chaos_rng *r, chaos_fault_kind k, int session_ms)
     switch (k) {
     case CHAOS_F_KILL:
     case CHAOS_F_CONTROLLER:
+    case CHAOS_F_WIPE:
         return chaos_rng_range(r, 1000, 4000);
     case CHAOS_F_STOP:
         return session_ms * 3 / 2 + chaos_rng_range(r, 0, session_ms);

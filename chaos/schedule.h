@@ -20,6 +20,8 @@ typedef enum chaos_fault_kind {
     CHAOS_F_JOIN,       /* a spare node joins, then is drained */
     CHAOS_F_PARTITION,  /* network partition (namespaces), then healed */
     CHAOS_F_DISKFULL,   /* a node's file system filled, then freed */
+    CHAOS_F_WIPE,       /* SIGKILL a node, restart it on an empty data
+                         * directory (a new store) */
     CHAOS_F_COUNT
 } chaos_fault_kind;
 

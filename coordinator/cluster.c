@@ -2106,6 +2106,25 @@ int keel_cluster_fenced(const keel_cluster *c)
     return c->lease.fence.fenced;
 }
 
+int64_t keel_cluster_fenced_ago_ns(keel_cluster *c)
+{
+    const keel_selffence *f = &c->lease.fence;
+    uint64_t now_ns, at_ns;
+    struct timespec ts;
+
+    if (!f->fenced || c->loop == NULL)
+        return 0;
+    /* The clock of now_ms(), in ns: fenced_at is a whole ms on it (the
+     * lease ends at such a ms, and a rule holds from it on). */
+    if (clock_gettime(CLOCK_BOOTTIME, &ts) != 0)
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+    now_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    if (f->fenced_at == 0 || f->fenced_at > now_ns / 1000000u)
+        return 0;
+    at_ns = f->fenced_at * 1000000u;
+    return (int64_t)(now_ns - at_ns);
+}
+
 uint64_t keel_cluster_lease_until(const keel_cluster *c)
 {
     return c->lease.fence.lease_until;

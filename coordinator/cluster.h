@@ -398,6 +398,10 @@ int keel_cluster_fenced(const keel_cluster *c);
 /* Until when the lease lets this node serve (ms on the agent's clock:
  * CLOCK_BOOTTIME, or keel_cluster_tick's time); 0 without a lease. */
 uint64_t keel_cluster_lease_until(const keel_cluster *c);
+/* While fenced: how long ago (ns, on the agent's clock read now) the node
+ * stopped being allowed to serve, the lease's end for a node that noticed
+ * late (resumed after SIGSTOP, starved). 0 when not fenced. */
+int64_t keel_cluster_fenced_ago_ns(keel_cluster *c);
 int keel_cluster_is_controller(const keel_cluster *c);
 int64_t keel_cluster_incarnation(const keel_cluster *c);
 /* The applied map (NULL before the first); valid until the next event. */

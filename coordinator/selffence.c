@@ -15,6 +15,24 @@ void keel_selffence_init(keel_selffence *f, uint32_t timeout_ms)
     f->fenced = 1;
 }
 
+/* When the node stopped being allowed to serve, seen at `now` when it
+ * notices: the earliest end among the rules that hold, never after now. */
+static uint64_t fenced_since(const keel_selffence *f, uint64_t now)
+{
+    uint64_t t = now;
+
+#ifdef KEEL_TEST_NO_FENCE
+    /* keeld-nofence served through its lease: its fence is the flip. */
+    (void)f;
+    return t;
+#endif
+    if (f->lease_until != 0 && f->lease_until < t)
+        t = f->lease_until;
+    if (!f->connected && f->disconnected_at + lease_ms(f) < t)
+        t = f->disconnected_at + lease_ms(f);
+    return t;
+}
+
 /* Recomputes `fenced` at `now`; 1 when it changed. */
 static int update(keel_selffence *f, uint64_t now)
 {
@@ -29,6 +47,8 @@ static int update(keel_selffence *f, uint64_t now)
 #endif
     int changed = f->fenced != fenced;
 
+    if (changed && fenced)
+        f->fenced_at = fenced_since(f, now);
     f->fenced = fenced;
     return changed;
 }
@@ -57,6 +77,17 @@ int keel_selffence_disconnected(keel_selffence *f, uint64_t now)
 int keel_selffence_expired(keel_selffence *f)
 {
     int changed = !f->fenced;
+
+    /* The lease, if it had not ended yet, ends now: the owner's clock is
+     * not at hand here, so the lease's end stands for now (the caller
+     * bounds fenced_at by its clock, keel_cluster_fenced_ago_ns). */
+#ifdef KEEL_TEST_NO_FENCE
+    if (changed)
+        f->fenced_at = UINT64_MAX; /* served to this moment */
+#else
+    if (changed)
+        f->fenced_at = f->lease_until != 0 ? f->lease_until : UINT64_MAX;
+#endif
 
     f->expired = 1;
     f->connected = 0;

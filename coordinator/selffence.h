@@ -46,6 +46,12 @@ typedef struct keel_selffence {
     int expired;
     uint64_t disconnected_at; /* valid while !connected */
     uint64_t lease_until;     /* serving only strictly before; 0: none */
+    /* While fenced: since when, the earliest moment a rule that fences
+     * held (the lease's end, T/2 after the disconnection), which may lie
+     * well before the moment the node noticed (a node resumed after a
+     * pause); the time of the flip when no rule says earlier (an expiry
+     * learned of, no lease yet). 0 before the first flip. */
+    uint64_t fenced_at;
 } keel_selffence;
 
 void keel_selffence_init(keel_selffence *f, uint32_t timeout_ms);

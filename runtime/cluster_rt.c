@@ -149,7 +149,8 @@ static void on_fenced(keel_cluster *c, int fenced, void *data)
 {
     keel_cluster_rt *rt = data;
 
-    (void)c;
+    keel__actlog_fence(rt->n, fenced,
+                       fenced ? keel_cluster_fenced_ago_ns(c) : 0);
     keel_warn("cluster: %s", fenced ? "fenced: not serving any unit"
                                      : "fence lifted: serving again");
     if (fenced)

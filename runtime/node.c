@@ -550,6 +550,39 @@ static void actlog(keel_node *n, keel_actor *a, const char *what)
         return; /* a log that cannot be written must not stop the node */
 }
 
+/* The node's fence, in the activation log (cluster mode):
+ *   <realtime ns> fenced since <realtime ns>
+ *   <realtime ns> serving
+ * "fenced since T": from T on (the moment its lease ran out, which for a
+ * node that noticed late, resumed after a pause, lies before the line's
+ * own time) this node started no turn, and it starts none until a
+ * "serving" line; its actors stay resident meanwhile and may be
+ * deactivated later. T is the agent's clock's ago_ns before now, put on
+ * the wall clock. */
+void keel__actlog_fence(keel_node *n, int fenced, int64_t ago_ns)
+{
+    char line[96];
+    struct timespec ts;
+    unsigned long long now;
+    int w;
+
+    if (n->actlog_fd < 0)
+        return;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    now = (unsigned long long)ts.tv_sec * 1000000000ull +
+          (unsigned long long)ts.tv_nsec;
+    if (ago_ns < 0 || (unsigned long long)ago_ns > now)
+        ago_ns = 0;
+    if (fenced)
+        w = snprintf(line, sizeof line, "%llu fenced since %llu\n", now,
+                     now - (unsigned long long)ago_ns);
+    else
+        w = snprintf(line, sizeof line, "%llu serving\n", now);
+    if (w > 0 && (size_t)w < sizeof line &&
+        write(n->actlog_fd, line, (size_t)w) < 0)
+        return; /* a log that cannot be written must not stop the node */
+}
+
 static void call_passivate(keel_node *n, keel_actor *a)
 {
     if ((a->flags & ACTOR_ACTIVE) && a->type->t.on_passivate != NULL) {
@@ -1548,10 +1581,12 @@ static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
 
     (void)loop;
     (void)revents;
-    /* Cluster mode: the lease is checked before the first turn and then
-     * every RUN_POLL_WRITER turns with a fresh clock, so that a pause in
-     * the middle of a run stops it within that many turns. Standalone
-     * mode reads no clock here. */
+    /* Cluster mode: the lease is checked with a fresh clock before every
+     * turn (one clock read and one comparison while it holds). Checking
+     * only every few turns let a node stopped (SIGSTOP, a starved
+     * process) between two turns of a run run the next ones on resuming,
+     * its lease lapsed and its units perhaps served elsewhere by then.
+     * Standalone mode reads no clock here. */
     n->lease_lost = 0;
     if (n->cluster != NULL && !keel__cluster_rt_serving(n))
         fenced = 1;
@@ -1581,6 +1616,17 @@ again:
                          "the call's deadline passed before its turn; it "
                          "did not run");
                 continue;
+            }
+            if (n->cluster != NULL && !keel__cluster_rt_serving(n)) {
+                /* The message keeps its place at the head of the mailbox;
+                 * run_fenced() leaves it to the sweep. */
+                req->next = a->mb_head;
+                a->mb_head = req;
+                if (a->mb_tail == NULL)
+                    a->mb_tail = req;
+                a->mb_len++;
+                fenced = 1;
+                break;
             }
             run_turn(n, a, req);
             budget--;

@@ -338,6 +338,9 @@ void keel__node_set_inline_commits(keel_node *n, int on);
 /* Restarts the run of queued turns, stopped while the node was fenced
  * (cluster mode). */
 void keel__run_resume(keel_node *n);
+/* A "fenced since" (fenced: the fence came ago_ns ago) or "serving" line
+ * in the activation log, if there is one. */
+void keel__actlog_fence(keel_node *n, int fenced, int64_t ago_ns);
 
 /* --- net.c --------------------------------------------------------------*/
 

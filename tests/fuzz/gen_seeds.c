@@ -671,6 +671,19 @@ static void history_seeds(void)
         {"actlog-reactivated-same-instant",
          "1000 activate counter 6331 shard 5 epoch 1\n"
          "1000 activate counter 6331 shard 5 epoch 2\n"},
+        /* A node resumed after its lease ran out: the fence dates back
+         * before a deactivation it logged, and before an activation;
+         * then it serves again with one actor still resident. */
+        {"actlog-fenced",
+         "1000 activate counter 6331 shard 5 epoch 1\n"
+         "1100 activate kv 61 shard 2 epoch 1\n"
+         "1500 deactivate kv 61 shard 2 epoch 1\n"
+         "1600 activate register 72 shard 9 epoch 3\n"
+         "3000 fenced since 1200\n"
+         "3100 deactivate register 72 shard 9 epoch 3\n"
+         "3500 serving\n"
+         "4000 deactivate counter 6331 shard 5 epoch 1\n"
+         "4100 end\n"},
     };
     size_t k;
 

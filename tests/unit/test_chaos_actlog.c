@@ -256,8 +256,8 @@ START_TEST(malformed_refused)
     } cases[] = {
         {"abc\n", "n9.log:1: expected the time in ns first"},
         {"100 start counter 61 shard 1 epoch 1\n",
-         "n9.log:1: expected activate, deactivate or end after the time, "
-         "not \"start\""},
+         "n9.log:1: expected activate, deactivate, fenced, serving or end "
+         "after the time, not \"start\""},
         {A(100, "61", 1) "200 activate counter 61\n",
          "n9.log:2: expected \"<ns> activate <type> <hex id> shard <n> epoch "
          "<n>\""},
@@ -268,7 +268,12 @@ START_TEST(malformed_refused)
         {"100 activate counter 61 shard 1 epoch 1 \n", "n9.log:1: expected"},
         {"100 activate counter 61 shard 4294967296 epoch 1\n",
          "n9.log:1: expected"},
-        {"100 end now\n", "n9.log:1: expected activate, deactivate or end"},
+        {"100 end now\n", "n9.log:1: expected activate, deactivate, fenced, "
+                         "serving or end"},
+        {"100 fenced\n", "n9.log:1: expected \"<ns> fenced since <ns>\""},
+        {"100 fenced since 101\n", "n9.log:1: fenced since 101, after the "
+                                   "line's own time"},
+        {"100 serving now\n", "n9.log:1: expected activate"},
         {D(100, "61", 1), "n9.log:1: deactivate of counter/61, which this "
                           "node had not activated"},
         {A(100, "61", 1) D(99, "61", 1),
@@ -298,6 +303,86 @@ START_TEST(malformed_refused)
     ck_assert_int_eq(chaos_actlog_read(&al, "n8", "/nonexistent/n8.log", err,
                                        sizeof err),
                      KEEL_EIO);
+}
+END_TEST
+
+#define F(ns, since) #ns " fenced since " #since "\n"
+#define S(ns) #ns " serving\n"
+
+/* A node stopped past its lease (SIGSTOP): its lease ran out at 150, it
+ * noticed at 400 ("fenced since 150") and deactivated at 410; n2 took the
+ * actor over at 300. The activation on n1 ends at 150: no overlap. */
+START_TEST(fenced_ends_activations)
+{
+    char *out;
+
+    add("n1", A(100, "61", 1) F(400, 150) D(410, "61", 1));
+    add("n2", A(300, "61", 2) D(500, "61", 2));
+    ck_assert_int_eq(chaos_actlog_check(&al), 0);
+    ck_assert_uint_eq(al.nfound, 0);
+    ck_assert_uint_eq(al.fences, 1);
+    ck_assert_uint_eq(al.iv[0].end, 150);
+    ck_assert_int_eq(al.iv[0].how, CHAOS_ACT_FENCED);
+    out = report();
+    ck_assert_ptr_nonnull(strstr(out, "at-most-one-activation: PASS"));
+    ck_assert_ptr_nonnull(strstr(out, "1 fences"));
+    free(out);
+}
+END_TEST
+
+/* The fence came at 350, after n2 activated at 300: an overlap from 300
+ * to 350, reported with the fence as n1's end. */
+START_TEST(fenced_too_late_overlaps)
+{
+    char *out;
+
+    add("n1", A(100, "61", 1) F(400, 350) D(410, "61", 1));
+    add("n2", A(300, "61", 2) D(500, "61", 2));
+    ck_assert_int_eq(chaos_actlog_check(&al), 0);
+    ck_assert_uint_eq(count(CHAOS_ACT_OVERLAP), 1);
+    out = report();
+    ck_assert_ptr_nonnull(strstr(out, "(fenced since, line 2)"));
+    free(out);
+}
+END_TEST
+
+/* A deactivation logged after the lease ran out but before the node
+ * noticed (line 2 at 200, fence since 150, noticed at 400) is cut back to
+ * the fence too; an activation after the fence's time (line 3 at 220,
+ * which keel never does) counts as the instant it was logged. */
+START_TEST(fenced_cuts_back)
+{
+    add("n1", A(100, "61", 1) D(200, "61", 1) A(220, "62", 1) F(400, 150)
+                  D(410, "62", 1));
+    add("n2", A(180, "61", 2) A(220, "62", 2) D(500, "61", 2)
+                  D(500, "62", 2));
+    ck_assert_int_eq(chaos_actlog_check(&al), 0);
+    ck_assert_uint_eq(al.iv[0].end, 150);
+    ck_assert_uint_eq(al.iv[1].start, 220);
+    ck_assert_uint_eq(al.iv[1].end, 220);
+    ck_assert_int_eq(al.iv[1].how, CHAOS_ACT_FENCED);
+    ck_assert_uint_eq(count(CHAOS_ACT_OVERLAP), 1); /* counter/62 at 220 */
+}
+END_TEST
+
+/* A fence lifted (a ZooKeeper blip with no failover): the actors still
+ * resident are active again from "serving" on; one deactivated while
+ * fenced is not. An end line closes what serving reopened. */
+START_TEST(serving_reopens)
+{
+    add("n1", A(100, "61", 1) A(110, "62", 1) F(200, 150) D(210, "62", 1)
+                  S(300) "400 end\n");
+    add("n2", A(160, "62", 2) D(170, "62", 2) A(350, "61", 2)
+                  D(500, "61", 2));
+    ck_assert_int_eq(chaos_actlog_check(&al), 0);
+    /* 62 on n2 within n1's fence: fine; 61 on n2 at 350 while n1 serves
+     * it again since 300: an overlap */
+    ck_assert_uint_eq(count(CHAOS_ACT_OVERLAP), 1);
+    ck_assert_uint_eq(al.n, 5);
+    ck_assert_uint_eq(al.iv[2].start, 300);
+    ck_assert_uint_eq(al.iv[2].end, 400);
+    ck_assert_int_eq(al.iv[2].how, CHAOS_ACT_PROCESS_END);
+    ck_assert_str_eq(al.iv[2].actor, "counter/61");
 }
 END_TEST
 
@@ -344,6 +429,10 @@ int main(void)
     tcase_add_test(tc, activated_twice);
     tcase_add_test(tc, epoch_goes_back);
     tcase_add_test(tc, malformed_refused);
+    tcase_add_test(tc, fenced_ends_activations);
+    tcase_add_test(tc, fenced_too_late_overlaps);
+    tcase_add_test(tc, fenced_cuts_back);
+    tcase_add_test(tc, serving_reopens);
     tcase_add_test(tc, reads_a_directory);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

@@ -282,6 +282,47 @@ START_TEST(test_lease)
 }
 END_TEST
 
+/* fenced_at: when the node stopped being allowed to serve, the lease's
+ * end for a node that notices late (resumed after a pause), which the
+ * activation log reports as "fenced since". T = 3000, lease T/2. */
+START_TEST(test_fenced_at)
+{
+    keel_selffence f;
+
+    keel_selffence_init(&f, 3000);
+    keel_selffence_expired(&f);
+    keel_selffence_connected(&f, 0, 3000);
+    keel_selffence_rejoined(&f, 10, 3000);
+    ck_assert_int_eq(keel_selffence_renewed(&f, 1000, 1010), 1);
+    ck_assert(!f.fenced);
+    /* stopped from 1100 to 9000: the first tick after it fences, and the
+     * fence dates from the lease's end (2500), not from 9000 */
+    ck_assert_int_eq(keel_selffence_tick(&f, 9000), 1);
+    ck_assert(f.fenced);
+    ck_assert_uint_eq(f.fenced_at, 2500);
+    /* a later tick while fenced keeps it */
+    ck_assert_int_eq(keel_selffence_tick(&f, 9500), 0);
+    ck_assert_uint_eq(f.fenced_at, 2500);
+    /* serving again, then disconnected at 10100 with the lease to 11500:
+     * fenced from 11500, noticed at 12000 */
+    ck_assert_int_eq(keel_selffence_renewed(&f, 10000, 10005), 1);
+    keel_selffence_disconnected(&f, 10100);
+    ck_assert_int_eq(keel_selffence_tick(&f, 12000), 1);
+    ck_assert_uint_eq(f.fenced_at, 11500);
+    /* an expiry learned of while serving dates from the lease's end */
+    keel_selffence_connected(&f, 12100, 3000);
+    ck_assert_int_eq(keel_selffence_renewed(&f, 12100, 12110), 1);
+    ck_assert_int_eq(keel_selffence_expired(&f), 1);
+    ck_assert_uint_eq(f.fenced_at, 13600);
+    /* a node fenced noticing in time: fenced_at is the tick's time */
+    keel_selffence_connected(&f, 20000, 3000);
+    keel_selffence_rejoined(&f, 20000, 3000);
+    ck_assert_int_eq(keel_selffence_renewed(&f, 20000, 20001), 1);
+    ck_assert_int_eq(keel_selffence_tick(&f, 21500), 1);
+    ck_assert_uint_eq(f.fenced_at, 21500);
+}
+END_TEST
+
 /* Which negotiated timeouts a node accepts (the lease needs room), and
  * the heartbeat interval. */
 START_TEST(test_lease_timeouts)
@@ -330,6 +371,7 @@ int main(void)
     tcase_add_test(tc, test_resume_from_map);
     tcase_add_test(tc, test_selffence);
     tcase_add_test(tc, test_lease);
+    tcase_add_test(tc, test_fenced_at);
     tcase_add_test(tc, test_lease_timeouts);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
