@@ -60,7 +60,7 @@
 #define POLL_TIMEOUT_MS 60000 /* no reply on any connection for this long */
 #define CONNECT_TIMEOUT_MS 10000
 #define MAX_RUNS 15
-#define MAX_EXTRA 10
+#define MAX_EXTRA 14
 #define MAX_RESULTS 6
 
 /* --------------------------------------------------------------- helpers */
@@ -477,6 +477,8 @@ struct tconn {
 struct route {
     uint32_t shards;
     int owner[65536];
+    unsigned nnodes;
+    char addr[8][64]; /* the nodes, in the order of env.conns */
 };
 
 static unsigned route_op(const struct route *rt, const struct op *op)
@@ -1206,6 +1208,47 @@ static void add_commit_extras(struct result *r, const keel_stats *a,
               commits > 0 ? turns / commits : 0);
 }
 
+/* Cluster workloads: the sums over the nodes of what their statistics
+ * (a STAT request each) say of the store and the replication stream. */
+struct cl_stats {
+    double commits, fsyncs, frames_sent, frames_applied;
+};
+
+static double stat_line(const char *text, const char *key)
+{
+    size_t kl = strlen(key);
+    const char *p = text;
+
+    for (; p != NULL && *p != '\0'; p = strchr(p, '\n'), p = p ? p + 1 : p)
+        if (strncmp(p, key, kl) == 0 && p[kl] == ' ')
+            return strtod(p + kl + 1, NULL);
+    return 0;
+}
+
+static void cl_stats_get(const struct route *rt, struct cl_stats *out)
+{
+    unsigned i;
+
+    memset(out, 0, sizeof *out);
+    for (i = 0; i < rt->nnodes; i++) {
+        keel_client *k;
+        char *reply = NULL;
+
+        if (keel_client_connect(rt->addr[i], CONNECT_TIMEOUT_MS, &k) != 0)
+            continue;
+        if (keel_client_call(k, KEEL_FRAME_STAT, NULL, NULL, 0, NULL, 0,
+                             &reply, NULL) == 0 &&
+            reply != NULL) {
+            out->commits += stat_line(reply, "commits");
+            out->fsyncs += stat_line(reply, "fsyncs");
+            out->frames_sent += stat_line(reply, "repl_frames_sent");
+            out->frames_applied += stat_line(reply, "repl_applied_frames");
+        }
+        free(reply);
+        keel_client_close(k);
+    }
+}
+
 /* The node must not have seen a handler error or a failed commit. */
 /* Runs a measured phase between two snapshots of the node's statistics
  * and, when it succeeded, records its figures and the commits it took. */
@@ -1215,11 +1258,21 @@ static int measure(struct env *e, struct phase *p, struct result *r,
     int rc;
 
     if (e->node == NULL) { /* a cluster's nodes: their own processes */
+        struct cl_stats sa, sb;
         memset(a, 0, sizeof *a);
         memset(b, 0, sizeof *b);
+        cl_stats_get(e->route, &sa);
         rc = step(e, p, r);
-        if (rc == 0)
+        cl_stats_get(e->route, &sb);
+        if (rc == 0) {
             result_from_phase(r, p);
+            add_extra(r, "commits", "commits", 0, sb.commits - sa.commits);
+            add_extra(r, "fsyncs", "fsyncs", 0, sb.fsyncs - sa.fsyncs);
+            add_extra(r, "repl_frames_sent", "frames sent", 0,
+                      sb.frames_sent - sa.frames_sent);
+            add_extra(r, "repl_frames_applied", "frames applied", 0,
+                      sb.frames_applied - sa.frames_applied);
+        }
         return rc;
     }
     keel_node_stats(e->node, a);
@@ -2218,9 +2271,10 @@ static int cl_start(struct cl *cl, int first, const char *name, int replicas,
     return cl_wait_ready(cl, replicas, route);
 }
 
-/* e: the driver's connections to the running nodes, routed. */
+/* e: the driver's connections to the running nodes, routed by route
+ * (which also gets their addresses). */
 static int cl_connect(struct env *e, const struct config *cfg,
-                      const struct cl *cl, const struct route *route)
+                      const struct cl *cl, struct route *route)
 {
     int i;
 
@@ -2229,6 +2283,10 @@ static int cl_connect(struct env *e, const struct config *cfg,
     e->transport = T_TCP;
     e->route = route;
     e->conns = xcalloc(CL_NODES, sizeof *e->conns);
+    route->nnodes = CL_NODES;
+    for (i = 0; i < CL_NODES; i++)
+        snprintf(route->addr[i], sizeof route->addr[i], "%s",
+                 cl->c.nodes[cl->first + i].addr);
     for (i = 0; i < CL_NODES; i++) {
         struct tconn *tc = &e->conns[i];
         const char *addr = cl->c.nodes[cl->first + i].addr;
