@@ -236,6 +236,8 @@ struct config {
     int shards;         /* --shards of the cluster */
     int session_ms;     /* --zk-session-timeout of its nodes */
     int rounds;         /* failover: kills */
+    unsigned repl_loads; /* replication: bit l runs load l (hot, create,
+                          * latency) */
 };
 
 static const char *durability_name(int d)
@@ -2353,6 +2355,10 @@ static int wl_replication(struct env *e0, struct result *res, int *nres)
         }
         for (l = 0; l < 3 && rc == 0; l++) {
             struct result *r = &res[2 * l + k];
+            if (!(cfg->repl_loads & (1u << l))) {
+                r->skipped = "not in --repl-loads";
+                continue;
+            }
             rc = loads[l](&e, r, &n);
             r->workload = "replication";
             r->transport = "tcp";
@@ -2367,6 +2373,8 @@ static int wl_replication(struct env *e0, struct result *res, int *nres)
         for (l = 0; l < 3; l++) {
             struct result *r1 = &res[2 * l], *r3 = &res[2 * l + 1];
             double ratio;
+            if (r1->skipped != NULL)
+                continue;
             if (l < 2) {
                 ratio = r1->ops_per_s > 0 ? r3->ops_per_s / r1->ops_per_s : 0;
                 add_extra(r3, "ratio", "R3/R1", 2, ratio);
@@ -2960,6 +2968,8 @@ static void usage(FILE *f)
             "  --zk-session-timeout MS  their nodes' ZooKeeper session\n"
             "                           timeout (default 4000)\n"
             "  --rounds N               failover: kills (default 10)\n"
+            "  --repl-loads LIST        replication: which of hot, create,\n"
+            "                           latency to run (default all three)\n"
             "  -h, --help               show this help\n"
             "\n"
             "workloads:\n",
@@ -3042,7 +3052,9 @@ static int run_workload_over(const struct config *cfg,
                 failed = 1;
         if (rc != 0 && !failed) /* every failure path writes an error */
             failed = result_fail(&res[0], "failed") != 0;
-        if (failed || res[0].skipped != NULL)
+        for (k = 0; k < nres && res[k].skipped != NULL; k++)
+            ;
+        if (failed || k == nres) /* failed, or nothing to run again */
             break;
     }
     for (k = 0; k < nres; k++) {
@@ -3084,6 +3096,7 @@ int main(int argc, char **argv)
         {"shards", required_argument, NULL, 's'},
         {"zk-session-timeout", required_argument, NULL, 'S'},
         {"rounds", required_argument, NULL, 'R'},
+        {"repl-loads", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     struct config cfg;
@@ -3100,6 +3113,7 @@ int main(int argc, char **argv)
     cfg.shards = 64;
     cfg.session_ms = 4000;
     cfg.rounds = 10;
+    cfg.repl_loads = 7;
     {
         /* keeld beside this program; zk-conf beside a build directory in
          * the source tree, else in the tree it was built from. */
@@ -3137,6 +3151,28 @@ int main(int argc, char **argv)
         case 'k':
             cfg.keeld = optarg;
             break;
+        case 'L': {
+            static const char *const names[3] = {"hot", "create", "latency"};
+            char *dup = strdup(optarg), *tok, *save = NULL;
+            cfg.repl_loads = 0;
+            for (tok = dup ? strtok_r(dup, ",", &save) : NULL; tok != NULL;
+                 tok = strtok_r(NULL, ",", &save)) {
+                int l;
+                for (l = 0; l < 3 && strcmp(tok, names[l]) != 0; l++)
+                    ;
+                if (l == 3) {
+                    free(dup);
+                    return usage_error("--repl-loads takes hot, create and "
+                                       "latency, not '%s'",
+                                       tok);
+                }
+                cfg.repl_loads |= 1u << l;
+            }
+            free(dup);
+            if (cfg.repl_loads == 0)
+                return usage_error("--repl-loads: no load named");
+            break;
+        }
         case 'z':
             cfg.zk_conf = optarg;
             break;
