@@ -2926,10 +2926,11 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: keel-bench [OPTIONS] [WORKLOAD...]\n"
             "\n"
-            "Runs each workload (all of them when none is named) on its own\n"
-            "node and data directory, in this process, and prints a table\n"
-            "(or JSON lines). Exits 1 if any call failed or any result was\n"
-            "wrong.\n"
+            "Runs each workload (all but replication and failover when none\n"
+            "is named) on its own node and data directory, in this process,\n"
+            "and prints a table (or JSON lines); replication and failover\n"
+            "start ZooKeeper and keeld processes of their own. Exits 1 if\n"
+            "any call failed or any result was wrong.\n"
             "\n"
             "options:\n"
             "  --durability fsync|none  reply after the commit is fsynced\n"
@@ -3263,9 +3264,12 @@ int main(int argc, char **argv)
         if (k == (size_t)nsel)
             selected[nsel++] = (int)i;
     }
+    /* The cluster workloads (ZooKeeper, keeld processes, a minute or
+     * more) run only when named. */
     if (nsel == 0)
         for (i = 0; i < NWORKLOADS; i++)
-            selected[nsel++] = (int)i;
+            if (workloads[i].force_tcp != 3)
+                selected[nsel++] = (int)i;
     if ((cfg.transport == T_TLS || cfg.transport == T_TCP_TLS) &&
         (cfg.tls_ca == NULL || cfg.tls_cert == NULL || cfg.tls_key == NULL))
         return usage_error("--transport %s needs --tls-ca, --tls-cert and "
