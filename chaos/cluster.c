@@ -481,7 +481,7 @@ int chaos_node_start(chaos_cluster *c, int i, char *err, size_t errlen)
     chaos_node *nd = &c->nodes[i];
     char listen[80], shards[16], session[16], replicas[16];
     const char *argv[32];
-    int argc = 0;
+    int argc = 0, j;
     int64_t deadline;
 
     if (nd->pid > 0) {
@@ -506,8 +506,10 @@ int chaos_node_start(chaos_cluster *c, int i, char *err, size_t errlen)
     argv[argc++] = session;
     argv[argc++] = "--shards";
     argv[argc++] = shards;
-    argv[argc++] = "--activation-log";
-    argv[argc++] = nd->actlog;
+    if (!c->no_actlog) {
+        argv[argc++] = "--activation-log";
+        argv[argc++] = nd->actlog;
+    }
     if (c->replicas > 0) {
         snprintf(replicas, sizeof replicas, "%d", c->replicas);
         argv[argc++] = "--replicas";
@@ -517,6 +519,8 @@ int chaos_node_start(chaos_cluster *c, int i, char *err, size_t errlen)
         argv[argc++] = "--load";
         argv[argc++] = c->load;
     }
+    for (j = 0; c->args != NULL && c->args[j] != NULL && j < 8; j++)
+        argv[argc++] = c->args[j];
     /* A cluster node without credentials must say so. */
     argv[argc++] = "--insecure";
     argv[argc] = NULL;

@@ -49,6 +49,10 @@ typedef struct chaos_cluster {
     int zk_tick_ms;      /* ZooKeeper's tickTime */
     const char *load;    /* keeld --load of every node, or NULL */
     int replicas;        /* keeld --replicas of every node (0: its default) */
+    int no_actlog;       /* no --activation-log (keel-bench: a write(2)
+                          * per activation would be measured too) */
+    const char *const *args; /* more keeld arguments of every node,
+                              * NULL-terminated, or NULL (at most 8) */
     FILE *log;           /* what the harness does, for people; may be NULL */
     chaos_cluster_event_cb on_event;
     void *event_data;

@@ -48,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chaos/cluster.h"
 #include "keel.h"
 #include "runtime/client.h"
 #include "runtime/proto.h"
@@ -59,8 +60,8 @@
 #define POLL_TIMEOUT_MS 60000 /* no reply on any connection for this long */
 #define CONNECT_TIMEOUT_MS 10000
 #define MAX_RUNS 15
-#define MAX_EXTRA 10
-#define MAX_RESULTS 2
+#define MAX_EXTRA 14
+#define MAX_RESULTS 6
 
 /* --------------------------------------------------------------- helpers */
 
@@ -229,6 +230,14 @@ struct config {
     int progress;       /* progress lines on stderr */
     const char *token;  /* --token: the node requires it (an admin token
                          * in a token file), every connection presents it */
+    /* The cluster workloads (replication, failover): */
+    const char *keeld;  /* the node program */
+    const char *zk_conf; /* the directory of zk.sh */
+    int shards;         /* --shards of the cluster */
+    int session_ms;     /* --zk-session-timeout of its nodes */
+    int rounds;         /* failover: kills */
+    unsigned repl_loads; /* replication: bit l runs load l (hot, create,
+                          * latency) */
 };
 
 static const char *durability_name(int d)
@@ -464,6 +473,23 @@ struct tconn {
     size_t nfresh, fresh_cap;
 };
 
+/* Where a cluster's units are: per shard of the default capability the
+ * connection (env.conns) of its primary, as a client that read the map
+ * would send. */
+struct route {
+    uint32_t shards;
+    int owner[65536];
+    unsigned nnodes;
+    char addr[8][64]; /* the nodes, in the order of env.conns */
+};
+
+static unsigned route_op(const struct route *rt, const struct op *op)
+{
+    uint32_t s = keel_shard_of(op->type, op->id, op->idlen, rt->shards);
+
+    return rt->owner[s] >= 0 ? (unsigned)rt->owner[s] : 0;
+}
+
 /* One node on a fresh data directory, for one run of one workload. */
 struct env {
     const struct config *cfg;
@@ -475,6 +501,9 @@ struct env {
     char token_file[PATH_MAX + 16]; /* --token: the node's token file */
     struct tconn *conns;
     unsigned nconns;
+    /* Cluster workloads: conns[k] reaches the k-th node, and route sends
+     * each op to its unit's primary; NULL for a node of this process. */
+    const struct route *route;
 };
 
 static int env_open(struct env *e, const struct config *cfg, int transport,
@@ -566,7 +595,8 @@ static void env_close(struct env *e)
     unsigned i;
 
     for (i = 0; i < e->nconns; i++) {
-        keel_client_close(e->conns[i].c);
+        if (e->conns[i].c != NULL)
+            keel_client_close(e->conns[i].c);
         free(e->conns[i].rbuf);
         free(e->conns[i].fresh);
     }
@@ -578,7 +608,8 @@ static void env_close(struct env *e)
         keel_node_destroy(e->node); /* joins the loop thread */
         e->node = NULL;
     }
-    rm_rf(e->dir);
+    if (e->dir[0] != '\0')
+        rm_rf(e->dir);
 }
 
 /* Makes sure at least n connections are open. */
@@ -764,6 +795,7 @@ struct tcp_run {
     uint64_t next;    /* next op to send */
     uint64_t *t_send; /* per op: when its frame was flushed */
     int broken;       /* a connection failed: the phase stops */
+    const struct route *route; /* routed: window is over all connections */
 };
 
 static void tcp_abort(struct tcp_run *run, const char *what, int code)
@@ -846,46 +878,96 @@ static int tcp_read(struct tcp_run *run, struct tconn *tc, uint64_t t)
     return 0;
 }
 
-/* Fills the connection's window and sends what it queued in one write. */
-static int tcp_refill(struct tcp_run *run, struct tconn *tc)
+/* Queues op i on the connection. */
+static int tcp_queue(struct tcp_run *run, struct tconn *tc, uint64_t i,
+                     const struct op *op)
 {
-    struct phase *ph = run->ph;
-    struct op op;
+    int rc = keel_client_queue(tc->c,
+                               run->ph->cast ? KEEL_FRAME_CAST
+                                             : KEEL_FRAME_CALL,
+                               i + 1, op->type, op->id, op->idlen, op->msg,
+                               op->len);
+
+    if (rc != 0) {
+        tcp_abort(run, "cannot queue a request", rc);
+        return -1;
+    }
+    if (tc->nfresh == tc->fresh_cap) {
+        tc->fresh_cap = tc->fresh_cap ? tc->fresh_cap * 2 : 64;
+        tc->fresh = realloc(tc->fresh, tc->fresh_cap * sizeof *tc->fresh);
+        if (tc->fresh == NULL)
+            die("out of memory");
+    }
+    tc->fresh[tc->nfresh++] = i;
+    tc->inflight++;
+    return 0;
+}
+
+/* Sends what the connection queued since its last flush, in one write. */
+static int tcp_send(struct tcp_run *run, struct tconn *tc)
+{
     uint64_t t;
     size_t k;
     int rc;
 
-    tc->nfresh = 0;
-    while (tc->inflight < run->window && run->next < ph->ops) {
-        uint64_t i = run->next++;
-        ph->gen(ph, i, &op);
-        rc = keel_client_queue(tc->c,
-                               ph->cast ? KEEL_FRAME_CAST : KEEL_FRAME_CALL,
-                               i + 1, op.type, op.id, op.idlen, op.msg,
-                               op.len);
-        if (rc != 0) {
-            tcp_abort(run, "cannot queue a request", rc);
-            return -1;
-        }
-        if (tc->nfresh == tc->fresh_cap) {
-            tc->fresh_cap = tc->fresh_cap ? tc->fresh_cap * 2 : 64;
-            tc->fresh = realloc(tc->fresh, tc->fresh_cap * sizeof *tc->fresh);
-            if (tc->fresh == NULL)
-                die("out of memory");
-        }
-        tc->fresh[tc->nfresh++] = i;
-        tc->inflight++;
-    }
     if (tc->nfresh == 0)
         return 0;
     t = now_ns();
     for (k = 0; k < tc->nfresh; k++)
         run->t_send[tc->fresh[k]] = t;
+    tc->nfresh = 0;
     rc = keel_client_flush(tc->c);
     if (rc != 0) {
         tcp_abort(run, "cannot send", rc);
         return -1;
     }
+    return 0;
+}
+
+/* Fills the connection's window and sends what it queued in one write. */
+static int tcp_refill(struct tcp_run *run, struct tconn *tc)
+{
+    struct phase *ph = run->ph;
+    struct op op;
+
+    tc->nfresh = 0;
+    while (tc->inflight < run->window && run->next < ph->ops) {
+        uint64_t i = run->next++;
+        ph->gen(ph, i, &op);
+        if (tcp_queue(run, tc, i, &op) != 0)
+            return -1;
+    }
+    return tcp_send(run, tc);
+}
+
+/* Routed: fills the window, which counts the calls in flight on every
+ * connection, each op on the connection of its unit's primary; then
+ * each connection sends what it queued in one write. */
+static int tcp_refill_routed(struct tcp_run *run)
+{
+    struct phase *ph = run->ph;
+    struct op op;
+    unsigned k, inflight = 0;
+
+    for (k = 0; k < run->nconn; k++) {
+        run->conns[k].nfresh = 0;
+        inflight += run->conns[k].inflight;
+    }
+    while (inflight < run->window && run->next < ph->ops) {
+        uint64_t i = run->next++;
+        unsigned to;
+
+        ph->gen(ph, i, &op);
+        to = route_op(run->route, &op);
+        if (to >= run->nconn)
+            to = 0;
+        if (tcp_queue(run, &run->conns[to], i, &op) != 0)
+            return -1;
+        inflight++;
+    }
+    for (k = 0; k < run->nconn; k++)
+        if (tcp_send(run, &run->conns[k]) != 0)
+            return -1;
     return 0;
 }
 
@@ -898,9 +980,12 @@ static void tcp_drive(struct tcp_run *run)
     int rc;
 
     while (!run->broken) {
-        for (k = 0; k < run->nconn; k++)
-            if (tcp_refill(run, &run->conns[k]) != 0)
-                break;
+        if (run->route != NULL)
+            (void)tcp_refill_routed(run);
+        else
+            for (k = 0; k < run->nconn; k++)
+                if (tcp_refill(run, &run->conns[k]) != 0)
+                    break;
         if (run->broken)
             break;
         int buffered = 0;
@@ -948,6 +1033,8 @@ static int run_tcp(struct env *e, struct phase *ph)
     uint64_t t0;
     unsigned k;
 
+    if (e->route != NULL)
+        nconn = e->nconns; /* connected by the cluster workload */
     if (nconn == 0)
         nconn = 1;
     if (env_connect(e, nconn) != 0) {
@@ -961,6 +1048,10 @@ static int run_tcp(struct env *e, struct phase *ph)
     /* The window is per connection, or the phase's window spread evenly
      * (rounded up) over the connections. */
     run.window = ph->per_conn ? ph->window : (ph->window + nconn - 1) / nconn;
+    if (e->route != NULL) {
+        run.route = e->route;
+        run.window = ph->window; /* over all of them */
+    }
     if (run.window == 0)
         run.window = 1;
     run.t_send = xcalloc(ph->ops, sizeof *run.t_send);
@@ -1119,6 +1210,47 @@ static void add_commit_extras(struct result *r, const keel_stats *a,
               commits > 0 ? turns / commits : 0);
 }
 
+/* Cluster workloads: the sums over the nodes of what their statistics
+ * (a STAT request each) say of the store and the replication stream. */
+struct cl_stats {
+    double commits, fsyncs, frames_sent, frames_applied;
+};
+
+static double stat_line(const char *text, const char *key)
+{
+    size_t kl = strlen(key);
+    const char *p = text;
+
+    for (; p != NULL && *p != '\0'; p = strchr(p, '\n'), p = p ? p + 1 : p)
+        if (strncmp(p, key, kl) == 0 && p[kl] == ' ')
+            return strtod(p + kl + 1, NULL);
+    return 0;
+}
+
+static void cl_stats_get(const struct route *rt, struct cl_stats *out)
+{
+    unsigned i;
+
+    memset(out, 0, sizeof *out);
+    for (i = 0; i < rt->nnodes; i++) {
+        keel_client *k;
+        char *reply = NULL;
+
+        if (keel_client_connect(rt->addr[i], CONNECT_TIMEOUT_MS, &k) != 0)
+            continue;
+        if (keel_client_call(k, KEEL_FRAME_STAT, NULL, NULL, 0, NULL, 0,
+                             &reply, NULL) == 0 &&
+            reply != NULL) {
+            out->commits += stat_line(reply, "commits");
+            out->fsyncs += stat_line(reply, "fsyncs");
+            out->frames_sent += stat_line(reply, "repl_frames_sent");
+            out->frames_applied += stat_line(reply, "repl_applied_frames");
+        }
+        free(reply);
+        keel_client_close(k);
+    }
+}
+
 /* The node must not have seen a handler error or a failed commit. */
 /* Runs a measured phase between two snapshots of the node's statistics
  * and, when it succeeded, records its figures and the commits it took. */
@@ -1127,6 +1259,24 @@ static int measure(struct env *e, struct phase *p, struct result *r,
 {
     int rc;
 
+    if (e->node == NULL) { /* a cluster's nodes: their own processes */
+        struct cl_stats sa, sb;
+        memset(a, 0, sizeof *a);
+        memset(b, 0, sizeof *b);
+        cl_stats_get(e->route, &sa);
+        rc = step(e, p, r);
+        cl_stats_get(e->route, &sb);
+        if (rc == 0) {
+            result_from_phase(r, p);
+            add_extra(r, "commits", "commits", 0, sb.commits - sa.commits);
+            add_extra(r, "fsyncs", "fsyncs", 0, sb.fsyncs - sa.fsyncs);
+            add_extra(r, "repl_frames_sent", "frames sent", 0,
+                      sb.frames_sent - sa.frames_sent);
+            add_extra(r, "repl_frames_applied", "frames applied", 0,
+                      sb.frames_applied - sa.frames_applied);
+        }
+        return rc;
+    }
     keel_node_stats(e->node, a);
     rc = step(e, p, r);
     keel_node_stats(e->node, b);
@@ -1141,6 +1291,8 @@ static int check_node(struct env *e, struct result *r)
 {
     keel_stats st;
 
+    if (e->node == NULL)
+        return 0;
     keel_node_stats(e->node, &st);
     if (st.handler_errors != 0)
         return result_fail(r, "the node counted %" PRIu64 " handler errors",
@@ -1157,6 +1309,8 @@ static int check_activations(struct result *r, const keel_stats *a,
 {
     uint64_t got = b->activations - a->activations;
 
+    if (b->activations == 0 && a->activations == 0)
+        return 0; /* no statistics: a cluster's nodes */
     if (got == want)
         return 0;
     return result_fail(r, "%" PRIu64 " activations, expected %" PRIu64, got,
@@ -1889,6 +2043,720 @@ static int wl_http(struct env *e, struct result *res, int *nres)
     return 0;
 }
 
+/* ----------------------------------------------------- cluster workloads */
+
+/* replication and failover start their own ZooKeeper (zk-conf/zk.sh, on
+ * a free loopback port) and keeld processes from the build, through the
+ * chaos harness's cluster (chaos/cluster.h), under one directory that is
+ * removed afterwards (kept, and named on stderr, when the run failed).
+ * The driver reaches every node over TCP and sends each op to its unit's
+ * primary, as read from the map (INFO shards). */
+
+#define CL_NODES 3
+#define CL_SETTLE_S 120      /* a cluster that takes longer has hung */
+#define FO_STALL_MS 100      /* a call slower than this is a stalled one */
+#define FO_CALL_TIMEOUT_MS 15000
+#define FO_STEADY_MS 500     /* load before each kill */
+#define FO_DOWN_S 60         /* no success this long after a kill: failed */
+#define FO_RECORDS (1u << 21)
+
+struct cl {
+    chaos_cluster c;
+    char dir[PATH_MAX];
+    FILE *log;
+    const char *args[4]; /* more keeld arguments: --durability */
+    int first;           /* the first node of the running cluster */
+    int failed;          /* keep the directory */
+};
+
+static int cl_open(struct cl *cl, const struct config *cfg, int nnodes)
+{
+    const char *parent = cfg->data;
+    char err[256], path[PATH_MAX + 32];
+
+    memset(cl, 0, sizeof *cl);
+    if (parent == NULL) {
+        parent = getenv("TMPDIR");
+        if (parent == NULL || parent[0] == '\0')
+            parent = "/tmp";
+    } else if (mkdir(parent, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "%s: cannot create %s: %s\n", prog, parent,
+                strerror(errno));
+        return -1;
+    }
+    if ((size_t)snprintf(cl->dir, sizeof cl->dir, "%s/keel-bench-cl-XXXXXX",
+                         parent) >= sizeof cl->dir ||
+        mkdtemp(cl->dir) == NULL) {
+        fprintf(stderr, "%s: cannot create a directory in %s: %s\n", prog,
+                parent, strerror(errno));
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/harness.log", cl->dir);
+    cl->log = fopen(path, "w");
+    cl->args[0] = "--durability";
+    cl->args[1] = durability_name(cfg->durability);
+    cl->args[2] = NULL;
+    cl->c.dir = cl->dir;
+    cl->c.keeld = cfg->keeld;
+    cl->c.zk_conf = cfg->zk_conf;
+    cl->c.shards = cfg->shards;
+    cl->c.session_ms = cfg->session_ms;
+    /* Session timeouts must lie within 2 to 20 ticks: 10, as keel-chaos. */
+    cl->c.zk_tick_ms = cfg->session_ms / 10 > 100 ? cfg->session_ms / 10
+                                                   : 100;
+    cl->c.no_actlog = 1;
+    cl->c.args = cl->args;
+    cl->c.log = cl->log;
+    if (access(cfg->keeld, X_OK) != 0) {
+        fprintf(stderr, "%s: no keeld at %s (--keeld PATH)\n", prog,
+                cfg->keeld);
+        goto err;
+    }
+    if (chaos_cluster_init(&cl->c, nnodes, nnodes, NULL) != 0) {
+        fprintf(stderr, "%s: cannot lay out the cluster (no free port?)\n",
+                prog);
+        goto err;
+    }
+    if (chaos_zk_start(&cl->c, err, sizeof err) != 0) {
+        fprintf(stderr, "%s: cannot start ZooKeeper: %s\n", prog, err);
+        goto err;
+    }
+    return 0;
+err:
+    cl->failed = 1;
+    return -1;
+}
+
+static void cl_close(struct cl *cl)
+{
+    chaos_cluster_free(&cl->c);
+    if (cl->log != NULL)
+        fclose(cl->log);
+    cl->log = NULL;
+    if (cl->failed)
+        fprintf(stderr, "%s: the cluster's logs are kept in %s\n", prog,
+                cl->dir);
+    else
+        rm_rf(cl->dir);
+}
+
+/* The index of the running node called name, or -1. */
+static int cl_node(const struct cl *cl, const char *name, size_t len)
+{
+    int i;
+
+    for (i = 0; i < cl->c.nnodes; i++)
+        if (strlen(cl->c.nodes[i].id) == len &&
+            memcmp(cl->c.nodes[i].id, name, len) == 0)
+            return i;
+    return -1;
+}
+
+/* A running node that answers INFO, from first on, or -1. */
+static int cl_any(const struct cl *cl)
+{
+    int i;
+
+    for (i = cl->first; i < cl->first + CL_NODES; i++)
+        if (chaos_node_up(&cl->c, i))
+            return i;
+    return -1;
+}
+
+/* Whether every unit has a running primary, no move under way and, with
+ * replicas > 1, replicas - 1 backups all in sync, as node via sees the
+ * map. With route, fills it: per shard the connection index of the
+ * primary (its node index minus cl->first). 1 yes, 0 not yet (why). */
+static int cl_units_ok(const struct cl *cl, int via, int replicas,
+                       struct route *route, char *why, size_t cap)
+{
+    char *out = NULL;
+    const char *p;
+    int units = 0;
+
+    if (chaos_node_info(&cl->c, via, "shards", 5000, &out) != 0) {
+        snprintf(why, cap, "%s does not answer INFO shards",
+                 cl->c.nodes[via].id);
+        return 0;
+    }
+    for (p = out; p != NULL && *p != '\0';) {
+        const char *nl = strchr(p, '\n'), *o, *b;
+        size_t len = nl != NULL ? (size_t)(nl - p) : strlen(p);
+        unsigned long shard;
+        int owner, nb = 0;
+        char line[512];
+
+        snprintf(line, sizeof line, "%.*s", (int)len, p);
+        p = nl != NULL ? nl + 1 : NULL;
+        if (strncmp(line, "unit ", 5) != 0)
+            continue;
+        units++;
+        o = strstr(line, " owner ");
+        if (o == NULL || strstr(line, " target ") != NULL ||
+            strstr(line, " out_of_sync ") != NULL) {
+            snprintf(why, cap, "not yet: %s", line);
+            free(out);
+            return 0;
+        }
+        o += 7;
+        owner = cl_node(cl, o, strcspn(o, " "));
+        if (owner < 0 || !chaos_node_up(&cl->c, owner)) {
+            snprintf(why, cap, "owner not up: %s", line);
+            free(out);
+            return 0;
+        }
+        if ((b = strstr(line, " backups ")) != NULL)
+            for (nb = 1, b += 9; *b != '\0' && *b != ' '; b++)
+                nb += *b == ',';
+        if (nb != replicas - 1) {
+            snprintf(why, cap, "backups: %s", line);
+            free(out);
+            return 0;
+        }
+        /* "unit CAP SHARD owner": the shard is the third word. */
+        shard = strtoul(strchr(line + 5, ' ') + 1, NULL, 10);
+        if (route != NULL && shard < 65536)
+            route->owner[shard] = owner - cl->first;
+    }
+    free(out);
+    if (units == 0) {
+        snprintf(why, cap, "no units yet");
+        return 0;
+    }
+    return 1;
+}
+
+/* Waits (at most CL_SETTLE_S) until the cluster has settled and every
+ * unit is served with all its replicas in sync. */
+static int cl_wait_ready(struct cl *cl, int replicas, struct route *route)
+{
+    int64_t deadline = chaos_mono_ns() + CL_SETTLE_S * 1000000000LL;
+    char why[600] = "";
+    int via;
+
+    while (chaos_mono_ns() < deadline) {
+        if ((via = cl_any(cl)) >= 0 &&
+            chaos_cluster_settled(&cl->c, why, sizeof why) &&
+            cl_units_ok(cl, via, replicas, route, why, sizeof why))
+            return 0;
+        chaos_sleep_ms(100);
+    }
+    fprintf(stderr, "%s: the cluster did not settle in %d s: %s\n", prog,
+            CL_SETTLE_S, why);
+    cl->failed = 1;
+    return -1;
+}
+
+/* Starts nodes first.. of cluster name with replicas, and waits until
+ * they serve every unit with its replicas in sync. */
+static int cl_start(struct cl *cl, int first, const char *name, int replicas,
+                    struct route *route)
+{
+    char err[256];
+    int i;
+
+    cl->first = first;
+    snprintf(cl->c.name, sizeof cl->c.name, "%s", name);
+    cl->c.replicas = replicas;
+    sync(); /* as env_open: earlier runs' dirty pages */
+    for (i = first; i < first + CL_NODES; i++)
+        if (chaos_node_start(&cl->c, i, err, sizeof err) != 0) {
+            fprintf(stderr, "%s: %s\n", prog, err);
+            cl->failed = 1;
+            return -1;
+        }
+    if (route != NULL) {
+        route->shards = (uint32_t)cl->c.shards;
+        for (i = 0; i < 65536; i++)
+            route->owner[i] = -1;
+    }
+    return cl_wait_ready(cl, replicas, route);
+}
+
+/* e: the driver's connections to the running nodes, routed by route
+ * (which also gets their addresses). */
+static int cl_connect(struct env *e, const struct config *cfg,
+                      const struct cl *cl, struct route *route)
+{
+    int i;
+
+    memset(e, 0, sizeof *e);
+    e->cfg = cfg;
+    e->transport = T_TCP;
+    e->route = route;
+    e->conns = xcalloc(CL_NODES, sizeof *e->conns);
+    route->nnodes = CL_NODES;
+    for (i = 0; i < CL_NODES; i++)
+        snprintf(route->addr[i], sizeof route->addr[i], "%s",
+                 cl->c.nodes[cl->first + i].addr);
+    for (i = 0; i < CL_NODES; i++) {
+        struct tconn *tc = &e->conns[i];
+        const char *addr = cl->c.nodes[cl->first + i].addr;
+        int rc = keel_client_connect(addr, CONNECT_TIMEOUT_MS, &tc->c);
+
+        if (rc != 0) {
+            fprintf(stderr, "%s: cannot connect to %s: %s\n", prog, addr,
+                    keel_strerror(rc));
+            env_close(e);
+            return -1;
+        }
+        tc->fd = keel_client_fd(tc->c);
+        tc->rcap = 1u << 20;
+        tc->rbuf = xcalloc(1, tc->rcap);
+        e->nconns++;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------- replication */
+
+/* The hot, create and latency loads of a single node, on a cluster of
+ * three with one replica per unit, then on another with three. Results: hot R=1, hot R=3, create R=1, create R=3, latency R=1,
+ * latency R=3. The R=3 rows carry the ratios to R=1. */
+static int wl_replication(struct env *e0, struct result *res, int *nres)
+{
+    static const int reps[2] = {1, 3};
+    static const char *const what[6] = {
+        "hot, R=1: counter incr, window 200",
+        "hot, R=3: counter incr, window 200",
+        "create, R=1: new counter incr, window 500",
+        "create, R=3: new counter incr, window 500",
+        "latency, R=1: sequential incr",
+        "latency, R=3: sequential incr"};
+    int (*const loads[3])(struct env *, struct result *, int *) = {
+        wl_hot, wl_create, wl_latency};
+    static struct route route;
+    const struct config *cfg = e0->cfg;
+    struct cl cl;
+    char name[48];
+    int k, l, rc = 0, n;
+
+    *nres = 6;
+    for (k = 0; k < 6; k++) {
+        result_init(&res[k], "replication", e0, "", what[k]);
+        res[k].transport = "tcp";
+    }
+    if (cl_open(&cl, cfg, 2 * CL_NODES) != 0) {
+        cl_close(&cl);
+        return result_fail(&res[0], "cannot start ZooKeeper");
+    }
+    for (k = 0; k < 2 && rc == 0; k++) {
+        struct env e;
+
+        snprintf(name, sizeof name, "bench%d-r%d", (int)getpid(), reps[k]);
+        if (cl_start(&cl, k * CL_NODES, name, reps[k], &route) != 0) {
+            rc = result_fail(&res[k], "the cluster with R=%d did not start "
+                                      "or settle", reps[k]);
+            break;
+        }
+        if (cl_connect(&e, cfg, &cl, &route) != 0) {
+            rc = result_fail(&res[k], "cannot connect to the cluster");
+            break;
+        }
+        for (l = 0; l < 3 && rc == 0; l++) {
+            struct result *r = &res[2 * l + k];
+            if (!(cfg->repl_loads & (1u << l))) {
+                r->skipped = "not in --repl-loads";
+                continue;
+            }
+            rc = loads[l](&e, r, &n);
+            r->workload = "replication";
+            r->transport = "tcp";
+            r->what = what[2 * l + k];
+            add_extra(r, "replicas", "R", 0, reps[k]);
+        }
+        env_close(&e);
+        for (l = k * CL_NODES; l < (k + 1) * CL_NODES; l++)
+            chaos_node_kill(&cl.c, l);
+    }
+    if (rc == 0)
+        for (l = 0; l < 3; l++) {
+            struct result *r1 = &res[2 * l], *r3 = &res[2 * l + 1];
+            double ratio;
+            if (r1->skipped != NULL)
+                continue;
+            if (l < 2) {
+                ratio = r1->ops_per_s > 0 ? r3->ops_per_s / r1->ops_per_s : 0;
+                add_extra(r3, "ratio", "R3/R1", 2, ratio);
+                add_extra(r3, "target_met", "target >= 0.5 met", 0,
+                          ratio >= 0.5);
+            } else {
+                ratio = r1->lat.p50 > 0 ? r3->lat.p50 / r1->lat.p50 : 0;
+                add_extra(r3, "p50_ratio", "p50 R3/R1", 2, ratio);
+                add_extra(r3, "p99_ratio", "p99 R3/R1", 2,
+                          r1->lat.p99 > 0 ? r3->lat.p99 / r1->lat.p99 : 0);
+                add_extra(r3, "target_met", "target p50 <= 2x met", 0,
+                          ratio <= 2.0);
+            }
+        }
+    if (rc != 0)
+        cl.failed = 1;
+    cl_close(&cl);
+    return rc;
+}
+
+/* ------------------------------------------------------------- failover */
+
+/* One incr of the loaded unit's counter, as the client saw it. */
+struct fo_rec {
+    uint64_t t0, t1; /* sent, answered (or failed) */
+    int ok;
+};
+
+/* The load: one client thread making sequential keyed `incr` calls to
+ * counter/fo. A call that fails is retried with its key (on another node
+ * after a transport error or a refusal), so every increment takes effect
+ * once: each reply must be the previous one plus 1, whatever failed over
+ * in between. */
+struct fo_load {
+    const struct cl *cl;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    int stop;            /* under mu */
+    char prefer[64];     /* under mu: connect here next (the primary) */
+    unsigned prefer_gen; /* under mu */
+    uint64_t last_ok;    /* under mu: when the latest success came back */
+    struct fo_rec *recs; /* written by the thread; read after the join */
+    size_t nrecs;
+    int64_t value;       /* the counter, as acknowledged */
+    char error[300];     /* a wrong reply: the workload fails */
+};
+
+static void fo_connect(struct fo_load *fl, keel_client **k, unsigned *rr,
+                       unsigned *gen)
+{
+    char addr[64];
+    int i;
+
+    pthread_mutex_lock(&fl->mu);
+    if (*gen != fl->prefer_gen) {
+        *gen = fl->prefer_gen;
+        snprintf(addr, sizeof addr, "%s", fl->prefer);
+    } else {
+        i = fl->cl->first + (int)((*rr)++ % CL_NODES);
+        snprintf(addr, sizeof addr, "%s", fl->cl->c.nodes[i].addr);
+    }
+    pthread_mutex_unlock(&fl->mu);
+    if (keel_client_connect(addr, FO_CALL_TIMEOUT_MS, k) != 0)
+        *k = NULL;
+}
+
+static void *fo_thread(void *arg)
+{
+    struct fo_load *fl = arg;
+    keel_client *k = NULL;
+    uint8_t key[KEEL_REQUEST_KEY_LEN];
+    unsigned rr = 0, gen = 0;
+    int need_key = 1;
+
+    for (;;) {
+        struct fo_rec *rec;
+        char *reply = NULL;
+        size_t len = 0;
+        int rc, stop, moved;
+        int64_t v;
+
+        pthread_mutex_lock(&fl->mu);
+        stop = fl->stop;
+        moved = gen != fl->prefer_gen;
+        pthread_mutex_unlock(&fl->mu);
+        if (stop)
+            break;
+        if (fl->nrecs == FO_RECORDS) {
+            snprintf(fl->error, sizeof fl->error, "more than %u calls",
+                     FO_RECORDS);
+            break;
+        }
+        if (moved && k != NULL) {
+            keel_client_close(k);
+            k = NULL;
+        }
+        if (need_key) {
+            if (keel_client_new_key(key) != 0) {
+                snprintf(fl->error, sizeof fl->error, "no request key");
+                break;
+            }
+            need_key = 0;
+        }
+        rec = &fl->recs[fl->nrecs++];
+        rec->t0 = now_ns();
+        rec->ok = 0;
+        if (k == NULL)
+            fo_connect(fl, &k, &rr, &gen);
+        if (k == NULL) {
+            rec->t1 = now_ns();
+            chaos_sleep_ms(5);
+            continue;
+        }
+        rc = keel_client_call_keyed(k, KEEL_FRAME_CALL, key, "counter", "fo",
+                                    2, "incr", 4, &reply, &len);
+        rec->t1 = now_ns();
+        if (rc == 0) {
+            if (parse_reply_i64(reply, len, &v) != 0 || v != fl->value + 1) {
+                snprintf(fl->error, sizeof fl->error,
+                         "incr answered '%.*s' after %" PRId64, (int)len,
+                         reply, fl->value);
+                free(reply);
+                break;
+            }
+        } else if (rc == KEEL_EALREADY) {
+            v = fl->value + 1; /* it ran; its reply was not kept */
+        } else {
+            /* Transport errors, EUNAVAIL, EINDOUBT, ESTOPPING...: the
+             * same key again, through another connection. */
+            free(reply);
+            keel_client_close(k);
+            k = NULL;
+            chaos_sleep_ms(5);
+            continue;
+        }
+        free(reply);
+        fl->value = v;
+        need_key = 1;
+        rec->ok = 1;
+        pthread_mutex_lock(&fl->mu);
+        fl->last_ok = rec->t1;
+        pthread_mutex_unlock(&fl->mu);
+    }
+    if (k != NULL)
+        keel_client_close(k);
+    return NULL;
+}
+
+/* The primary of counter/fo as node via sees it, or -1. */
+static int fo_primary(const struct cl *cl, int via)
+{
+    char *out = NULL, *o;
+    int i = -1;
+    if (chaos_node_info(&cl->c, via, "where counter fo", 3000, &out) == 0 &&
+        (o = strstr(out, "\nowner ")) != NULL) {
+        o += 7;
+        i = cl_node(cl, o, strcspn(o, "\n"));
+    }
+    free(out);
+    return i;
+}
+
+static int cmp_i64(const void *x, const void *y)
+{
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+
+    return (a > b) - (a < b);
+}
+
+/* Per round: the outage the client saw, from the first call after the
+ * kill that failed or stalled to the next success (0 when none failed),
+ * and from the kill to that success; in ns. */
+static void fo_outages(const struct fo_load *fl, const uint64_t *kill_t,
+                       int rounds, int64_t *outage, int64_t *from_kill)
+{
+    size_t i = 0;
+    int r;
+
+    for (r = 0; r < rounds; r++) {
+        size_t bad = SIZE_MAX;
+
+        outage[r] = from_kill[r] = -1;
+        while (i < fl->nrecs && fl->recs[i].t1 < kill_t[r])
+            i++;
+        for (; i < fl->nrecs; i++) {
+            const struct fo_rec *c = &fl->recs[i];
+            int stalled = c->t1 - c->t0 > (uint64_t)FO_STALL_MS * 1000000;
+            if (bad == SIZE_MAX && (!c->ok || stalled))
+                bad = i;
+            if (c->ok) {
+                outage[r] = bad == SIZE_MAX
+                                ? 0
+                                : (int64_t)(c->t1 - fl->recs[bad].t0);
+                from_kill[r] = (int64_t)(c->t1 - kill_t[r]);
+                break;
+            }
+        }
+    }
+}
+
+static double pct_ms(const int64_t *sorted, int n, double q)
+{
+    int r = (int)ceil(q * n);
+
+    if (r < 1)
+        r = 1;
+    return (double)sorted[r - 1] / 1e6;
+}
+
+static int wl_failover(struct env *e0, struct result *res, int *nres)
+{
+    const struct config *cfg = e0->cfg;
+    struct result *r = &res[0];
+    static struct fo_load fl;
+    uint64_t *kill_t = xcalloc((size_t)cfg->rounds, sizeof *kill_t);
+    int64_t *outage = xcalloc((size_t)cfg->rounds, sizeof *outage);
+    int64_t *from_kill = xcalloc((size_t)cfg->rounds, sizeof *from_kill);
+    struct cl cl;
+    char name[48];
+    int round, rc = 0, started = 0;
+    uint64_t calls_ok = 0;
+    size_t i;
+
+    *nres = 1;
+    result_init(r, "failover", e0, "ms p99 down",
+                "kill -9 of counter/fo's primary, sequential keyed incr");
+    r->transport = "tcp";
+    memset(&fl, 0, sizeof fl);
+    if (cl_open(&cl, cfg, CL_NODES) != 0) {
+        rc = result_fail(r, "cannot start ZooKeeper");
+        goto out;
+    }
+    snprintf(name, sizeof name, "bench%d-fo", (int)getpid());
+    if (cl_start(&cl, 0, name, 3, NULL) != 0) {
+        rc = result_fail(r, "the cluster did not start or settle");
+        goto out;
+    }
+    fl.cl = &cl;
+    fl.recs = xcalloc(FO_RECORDS, sizeof *fl.recs);
+    pthread_mutex_init(&fl.mu, NULL);
+    if (pthread_create(&fl.thread, NULL, fo_thread, &fl) != 0) {
+        rc = result_fail(r, "cannot start the client thread");
+        goto out;
+    }
+    started = 1;
+    for (round = 0; round < cfg->rounds && rc == 0; round++) {
+        int via = cl_any(&cl), p = via >= 0 ? fo_primary(&cl, via) : -1;
+        uint64_t deadline, before;
+        char err[256];
+
+        if (p < 0 || !chaos_node_up(&cl.c, p)) {
+            rc = result_fail(r, "round %d: no primary for counter/fo",
+                             round + 1);
+            break;
+        }
+        /* The client goes to the primary, as one that read the map. */
+        pthread_mutex_lock(&fl.mu);
+        snprintf(fl.prefer, sizeof fl.prefer, "%s", cl.c.nodes[p].addr);
+        fl.prefer_gen++;
+        before = fl.last_ok;
+        pthread_mutex_unlock(&fl.mu);
+        chaos_sleep_ms(FO_STEADY_MS);
+        pthread_mutex_lock(&fl.mu);
+        if (fl.last_ok == before || fl.error[0] != '\0') {
+            pthread_mutex_unlock(&fl.mu);
+            rc = result_fail(r, "round %d: no success before the kill%s%s",
+                             round + 1, fl.error[0] ? ": " : "", fl.error);
+            break;
+        }
+        pthread_mutex_unlock(&fl.mu);
+        if (cfg->progress)
+            fprintf(stderr, "%s: failover round %d: kill -9 %s\n", prog,
+                    round + 1, cl.c.nodes[p].id);
+        kill_t[round] = now_ns();
+        chaos_node_kill(&cl.c, p);
+        deadline = now_ns() + (uint64_t)FO_DOWN_S * 1000000000u;
+        for (;;) {
+            uint64_t ok;
+            pthread_mutex_lock(&fl.mu);
+            ok = fl.last_ok;
+            pthread_mutex_unlock(&fl.mu);
+            if (ok > kill_t[round])
+                break;
+            if (now_ns() > deadline || fl.error[0] != '\0') {
+                rc = result_fail(r, "round %d: no success within %d s of "
+                                    "the kill%s%s",
+                                 round + 1, FO_DOWN_S,
+                                 fl.error[0] ? ": " : "", fl.error);
+                break;
+            }
+            chaos_sleep_ms(5);
+        }
+        if (rc != 0)
+            break;
+        /* Back on its data; the load goes on meanwhile. */
+        if (chaos_node_start(&cl.c, p, err, sizeof err) != 0) {
+            rc = result_fail(r, "round %d: %s", round + 1, err);
+            break;
+        }
+        if (cl_wait_ready(&cl, 3, NULL) != 0)
+            rc = result_fail(r, "round %d: %s did not come back in sync",
+                             round + 1, cl.c.nodes[p].id);
+    }
+out:
+    if (started) {
+        pthread_mutex_lock(&fl.mu);
+        fl.stop = 1;
+        pthread_mutex_unlock(&fl.mu);
+        pthread_join(fl.thread, NULL);
+        pthread_mutex_destroy(&fl.mu);
+        if (rc == 0 && fl.error[0] != '\0')
+            rc = result_fail(r, "%s", fl.error);
+    }
+    if (rc == 0) {
+        /* Every acknowledged increment is there, once. */
+        int via = cl_any(&cl);
+        keel_client *k = NULL;
+        char *reply = NULL, want[32];
+        int crc = via < 0 ? KEEL_ECONN
+                          : keel_client_connect(cl.c.nodes[via].addr,
+                                                FO_CALL_TIMEOUT_MS, &k);
+        if (crc == 0)
+            crc = keel_client_call(k, KEEL_FRAME_CALL, "counter", "fo", 2,
+                                   "get", 3, &reply, NULL);
+        snprintf(want, sizeof want, "%" PRId64, fl.value);
+        if (crc != 0 || reply == NULL || strcmp(reply, want) != 0)
+            rc = result_fail(r, "counter/fo reads %s (%s), expected %s",
+                             reply ? reply : "nothing", keel_strerror(crc),
+                             want);
+        free(reply);
+        if (k != NULL)
+            keel_client_close(k);
+    }
+    if (rc == 0) {
+        int n = cfg->rounds;
+        for (i = 0; i < fl.nrecs; i++)
+            calls_ok += fl.recs[i].ok;
+        fo_outages(&fl, kill_t, n, outage, from_kill);
+        for (round = 0; round < n; round++)
+            if (outage[round] < 0)
+                rc = result_fail(r, "round %d: no success recorded",
+                                 round + 1);
+    }
+    if (rc == 0) {
+        int n = cfg->rounds;
+        double sum = 0;
+        for (round = 0; round < n; round++)
+            sum += (double)outage[round];
+        qsort(outage, (size_t)n, sizeof *outage, cmp_i64);
+        qsort(from_kill, (size_t)n, sizeof *from_kill, cmp_i64);
+        r->ops = (uint64_t)n;
+        r->ops_per_s = pct_ms(outage, n, 0.99);
+        r->lat.avg = sum / n / 1000.0;
+        r->lat.p50 = pct_ms(outage, n, 0.50) * 1000.0;
+        r->lat.p95 = pct_ms(outage, n, 0.95) * 1000.0;
+        r->lat.p99 = pct_ms(outage, n, 0.99) * 1000.0;
+        r->lat.max = (double)outage[n - 1] / 1000.0;
+        add_extra(r, "outage_p50_ms", "down p50 ms", 0,
+                  pct_ms(outage, n, 0.50));
+        add_extra(r, "outage_p99_ms", "down p99 ms", 0,
+                  pct_ms(outage, n, 0.99));
+        add_extra(r, "outage_max_ms", "down max ms", 0,
+                  (double)outage[n - 1] / 1e6);
+        add_extra(r, "from_kill_p50_ms", "kill to success p50 ms", 0,
+                  pct_ms(from_kill, n, 0.50));
+        add_extra(r, "from_kill_max_ms", "kill to success max ms", 0,
+                  (double)from_kill[n - 1] / 1e6);
+        add_extra(r, "calls", "calls", 0, (double)calls_ok);
+        add_extra(r, "session_ms", "session ms", 0, cfg->session_ms);
+        add_extra(r, "target_met", "target p99 <= 5 s met", 0,
+                  pct_ms(outage, n, 0.99) <= 5000.0);
+    }
+    if (rc != 0)
+        cl.failed = 1;
+    cl_close(&cl);
+    free(fl.recs);
+    free(kill_t);
+    free(outage);
+    free(from_kill);
+    return rc;
+}
+
 /* ------------------------------------------------------------- workloads */
 
 struct workload {
@@ -1896,7 +2764,9 @@ struct workload {
     int (*run)(struct env *e, struct result *res, int *nres);
     int force_tcp;           /* runs over TCP whatever --transport says;
                               * 2: over HTTP (the node gets an HTTP
-                              * listener) */
+                              * listener); 3: against a cluster of keeld
+                              * processes it starts itself (no node in
+                              * this process) */
     uint32_t idle_timeout_ms; /* 0: the node's default */
     const char *help;
 };
@@ -1920,6 +2790,10 @@ static const struct workload workloads[] = {
      "one counter from 50 TCP clients vs redis-benchmark INCR, -P 1 and 16"},
     {"http", wl_http, 2, 0,
      "POST `incr` to one counter through the HTTP face, wrk -c50 for 5 s"},
+    {"replication", wl_replication, 3, 0,
+     "hot, create, latency on 3 keeld nodes with R=1, then R=3: ratios"},
+    {"failover", wl_failover, 3, 0,
+     "kill -9 a loaded unit's primary --rounds times: client outage"},
 };
 #define NWORKLOADS (sizeof workloads / sizeof workloads[0])
 
@@ -2052,10 +2926,11 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: keel-bench [OPTIONS] [WORKLOAD...]\n"
             "\n"
-            "Runs each workload (all of them when none is named) on its own\n"
-            "node and data directory, in this process, and prints a table\n"
-            "(or JSON lines). Exits 1 if any call failed or any result was\n"
-            "wrong.\n"
+            "Runs each workload (all but replication and failover when none\n"
+            "is named) on its own node and data directory, in this process,\n"
+            "and prints a table (or JSON lines); replication and failover\n"
+            "start ZooKeeper and keeld processes of their own. Exits 1 if\n"
+            "any call failed or any result was wrong.\n"
             "\n"
             "options:\n"
             "  --durability fsync|none  reply after the commit is fsynced\n"
@@ -2086,6 +2961,16 @@ static void usage(FILE *f)
             "                           every TCP and HTTP connection\n"
             "                           presents it: the cost of the\n"
             "                           access checks\n"
+            "  --keeld PATH             replication, failover: the node\n"
+            "                           program (default: keeld beside\n"
+            "                           keel-bench)\n"
+            "  --zk-conf DIR            their zk-conf directory (zk.sh)\n"
+            "  --shards N               their cluster's shards (default 64)\n"
+            "  --zk-session-timeout MS  their nodes' ZooKeeper session\n"
+            "                           timeout (default 4000)\n"
+            "  --rounds N               failover: kills (default 10)\n"
+            "  --repl-loads LIST        replication: which of hot, create,\n"
+            "                           latency to run (default all three)\n"
             "  -h, --help               show this help\n"
             "\n"
             "workloads:\n",
@@ -2146,8 +3031,13 @@ static int run_workload_over(const struct config *cfg,
                     transport_name(transport), nruns, cfg->runs);
         memset(res, 0, sizeof runs[0]);
         nres = 1;
-        if (env_open(&e, cfg, transport, w->idle_timeout_ms,
-                     w->force_tcp == 2) != 0) {
+        if (w->force_tcp == 3) {
+            /* The workload starts its cluster; e only carries cfg. */
+            memset(&e, 0, sizeof e);
+            e.cfg = cfg;
+            e.transport = T_TCP;
+        } else if (env_open(&e, cfg, transport, w->idle_timeout_ms,
+                            w->force_tcp == 2) != 0) {
             result_init(&res[0], w->name, &e, "", "");
             res[0].transport = transport_name(transport);
             result_fail(&res[0], "cannot start a node");
@@ -2163,7 +3053,9 @@ static int run_workload_over(const struct config *cfg,
                 failed = 1;
         if (rc != 0 && !failed) /* every failure path writes an error */
             failed = result_fail(&res[0], "failed") != 0;
-        if (failed || res[0].skipped != NULL)
+        for (k = 0; k < nres && res[k].skipped != NULL; k++)
+            ;
+        if (failed || k == nres) /* failed, or nothing to run again */
             break;
     }
     for (k = 0; k < nres; k++) {
@@ -2200,6 +3092,12 @@ int main(int argc, char **argv)
         {"connections", required_argument, NULL, 'c'},
         {"perf-ctl", required_argument, NULL, 'P'},
         {"token", required_argument, NULL, 'T'},
+        {"keeld", required_argument, NULL, 'k'},
+        {"zk-conf", required_argument, NULL, 'z'},
+        {"shards", required_argument, NULL, 's'},
+        {"zk-session-timeout", required_argument, NULL, 'S'},
+        {"rounds", required_argument, NULL, 'R'},
+        {"repl-loads", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     struct config cfg;
@@ -2213,6 +3111,29 @@ int main(int argc, char **argv)
     cfg.transport = T_INPROC;
     cfg.runs = 1;
     cfg.connections = 1;
+    cfg.shards = 64;
+    cfg.session_ms = 4000;
+    cfg.rounds = 10;
+    cfg.repl_loads = 7;
+    {
+        /* keeld beside this program; zk-conf beside a build directory in
+         * the source tree, else in the tree it was built from. */
+        static char keeld[PATH_MAX + 16], zkconf[PATH_MAX + 16];
+        char exe[PATH_MAX], probe[PATH_MAX + 32], *slash;
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+
+        exe[n > 0 ? n : 0] = '\0';
+        slash = strrchr(exe, '/');
+        if (slash != NULL)
+            *slash = '\0';
+        snprintf(keeld, sizeof keeld, "%s/keeld", exe);
+        snprintf(zkconf, sizeof zkconf, "%s/../zk-conf", exe);
+        snprintf(probe, sizeof probe, "%s/zk.sh", zkconf);
+        if (access(probe, R_OK) != 0)
+            snprintf(zkconf, sizeof zkconf, "%s", KEEL_BENCH_ZK_CONF);
+        cfg.keeld = keeld;
+        cfg.zk_conf = zkconf;
+    }
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'd':
@@ -2227,6 +3148,54 @@ int main(int argc, char **argv)
             break;
         case 'T':
             cfg.token = optarg;
+            break;
+        case 'k':
+            cfg.keeld = optarg;
+            break;
+        case 'L': {
+            static const char *const names[3] = {"hot", "create", "latency"};
+            char *dup = strdup(optarg), *tok, *save = NULL;
+            cfg.repl_loads = 0;
+            for (tok = dup ? strtok_r(dup, ",", &save) : NULL; tok != NULL;
+                 tok = strtok_r(NULL, ",", &save)) {
+                int l;
+                for (l = 0; l < 3 && strcmp(tok, names[l]) != 0; l++)
+                    ;
+                if (l == 3) {
+                    free(dup);
+                    return usage_error("--repl-loads takes hot, create and "
+                                       "latency, not '%s'",
+                                       tok);
+                }
+                cfg.repl_loads |= 1u << l;
+            }
+            free(dup);
+            if (cfg.repl_loads == 0)
+                return usage_error("--repl-loads: no load named");
+            break;
+        }
+        case 'z':
+            cfg.zk_conf = optarg;
+            break;
+        case 's':
+        case 'S':
+        case 'R':
+            errno = 0;
+            v = strtol(optarg, &end, 10);
+            if (errno != 0 || *end != '\0' ||
+                v < (opt == 'S' ? 1000 : 1) ||
+                v > (opt == 's' ? 65536 : opt == 'S' ? 60000 : 1000))
+                return usage_error("bad --%s value '%s'",
+                                   opt == 's'   ? "shards"
+                                   : opt == 'S' ? "zk-session-timeout"
+                                                : "rounds",
+                                   optarg);
+            if (opt == 's')
+                cfg.shards = (int)v;
+            else if (opt == 'S')
+                cfg.session_ms = (int)v;
+            else
+                cfg.rounds = (int)v;
             break;
         case 't':
             if (strcmp(optarg, "inproc") == 0)
@@ -2295,9 +3264,12 @@ int main(int argc, char **argv)
         if (k == (size_t)nsel)
             selected[nsel++] = (int)i;
     }
+    /* The cluster workloads (ZooKeeper, keeld processes, a minute or
+     * more) run only when named. */
     if (nsel == 0)
         for (i = 0; i < NWORKLOADS; i++)
-            selected[nsel++] = (int)i;
+            if (workloads[i].force_tcp != 3)
+                selected[nsel++] = (int)i;
     if ((cfg.transport == T_TLS || cfg.transport == T_TCP_TLS) &&
         (cfg.tls_ca == NULL || cfg.tls_cert == NULL || cfg.tls_key == NULL))
         return usage_error("--transport %s needs --tls-ca, --tls-cert and "
