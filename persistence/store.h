@@ -395,12 +395,6 @@ int keel_writer_submit_merge(keel_writer *w, keel_batch *b,
  * as usual). Saves two thread hand-offs for a small batch that finds the
  * writer idle, at the price of blocking the caller for the commit. */
 int keel_writer_try_inline(keel_writer *w, keel_batch *b);
-/* After this, keel_writer_try_inline leaves the data file's write-back
- * (keel_store_writeback) that follows its flush to the writer thread
- * instead of sending it before it returns: for a caller whose answers
- * should not wait for it, and whose next inline commit is not due at
- * once (the thread is busy until it has sent it). Any thread. */
-void keel_writer_defer_writeback(keel_writer *w);
 /* The submitter has seen one failed batch (see above). Any thread. */
 void keel_writer_ack_failure(keel_writer *w);
 /* Commits what was submitted, makes it durable, then joins the thread and

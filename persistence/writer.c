@@ -54,10 +54,6 @@ struct keel_writer {
     /* Set while a thread works on the fields below: the writer thread, or
      * a caller of keel_writer_try_inline. */
     int busy;
-    /* A commit made durable by keel_writer_try_inline left the data
-     * file's write-back to the writer thread (defer_wb: it does so). */
-    int wb_due;
-    int defer_wb;
 
     /* Writer thread only: committed batches waiting for the flush, in
      * order, linked through next. */
@@ -146,10 +142,8 @@ static void report(keel_writer *w, keel_batch *b, int status)
 
 /* Flushes the store if a pending batch needs it, then reports every
  * pending batch in order: a batch that wrote nothing or failed with its
- * own status, the others with the flush's. Then sends the data file's
- * pages to the disk, or, with defer, returns 1 when that is due (the
- * caller leaves it to the writer thread). */
-static int settle_as(keel_writer *w, int defer)
+ * own status, the others with the flush's. */
+static void settle(keel_writer *w)
 {
     keel_batch *b, *next;
     int sync_rc = 0, synced = 0;
@@ -170,17 +164,8 @@ static int settle_as(keel_writer *w, int defer)
     }
     w->pending = w->pending_tail = NULL;
     w->npending = 0;
-    if (!synced || sync_rc != 0)
-        return 0;
-    if (defer)
-        return 1;
-    keel_store_writeback(w->store);
-    return 0;
-}
-
-static void settle(keel_writer *w)
-{
-    (void)settle_as(w, 0);
+    if (synced && sync_rc == 0)
+        keel_store_writeback(w->store);
 }
 
 static int batch_failed(const keel_batch *b)
@@ -222,19 +207,10 @@ static void *writer_main(void *arg)
 
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        while (w->busy || (w->head == NULL && w->pending == NULL &&
-                           !w->wb_due && !w->stopping))
+        while (w->busy ||
+               (w->head == NULL && w->pending == NULL && !w->stopping))
             pthread_cond_wait(&w->cond, &w->lock);
         w->busy = 1;
-        if (w->wb_due) {
-            /* After an inline commit: its caller has its reports. */
-            w->wb_due = 0;
-            pthread_mutex_unlock(&w->lock);
-            keel_store_writeback(w->store);
-            pthread_mutex_lock(&w->lock);
-            w->busy = 0;
-            continue;
-        }
         if (w->head == NULL) {
             /* Stopping drains the queue first: what was submitted is
              * committed, and made durable. */
@@ -359,47 +335,27 @@ int keel_writer_submit_merge(keel_writer *w, keel_batch *b,
 
 int keel_writer_try_inline(keel_writer *w, keel_batch *b)
 {
-    int due;
-
     pthread_mutex_lock(&w->lock);
     if (w->stopping || w->busy || w->head != NULL || w->pending != NULL) {
         pthread_mutex_unlock(&w->lock);
         return 0;
     }
     w->busy = 1;
-    due = w->wb_due; /* the thread has not got to it yet: done here */
-    w->wb_due = 0;
     b->next = NULL;
     b->wgen = w->acks;
     b->mergeable = 0;
     pthread_mutex_unlock(&w->lock);
 
-    if (due)
-        keel_store_writeback(w->store);
     writer_commit(w, b);
-    /* With defer_wb the write-back of the data file, no part of
-     * durability, is left to the writer thread, so that the caller gets
-     * to its answers first. Until the thread has sent it, the writer is
-     * busy and takes no inline commit, so the next flush does not queue
-     * behind those writes either (and a commit that comes before the
-     * thread got to them sends them first, as without defer_wb). */
-    due = w->pending != NULL ? settle_as(w, w->defer_wb) : 0;
+    if (w->pending != NULL)
+        settle(w);
 
     pthread_mutex_lock(&w->lock);
     w->busy = 0;
-    if (due)
-        w->wb_due = 1;
-    if (w->head != NULL || due)
+    if (w->head != NULL)
         pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->lock);
     return 1;
-}
-
-void keel_writer_defer_writeback(keel_writer *w)
-{
-    pthread_mutex_lock(&w->lock);
-    w->defer_wb = 1;
-    pthread_mutex_unlock(&w->lock);
 }
 
 void keel_writer_ack_failure(keel_writer *w)

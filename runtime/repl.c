@@ -1559,9 +1559,6 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
         rc = keel_writer_start(n->store, bw_done, r, &r->writer);
         if (rc != 0)
             return rc;
-        /* A frame committed inline (below) is answered before the data
-         * file's write-back: the next frame is a round trip away. */
-        keel_writer_defer_writeback(r->writer);
     }
     j = calloc(1, sizeof *j);
     if (j == NULL)

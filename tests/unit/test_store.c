@@ -1659,58 +1659,6 @@ START_TEST(test_writer_reports_when_durable)
 }
 END_TEST
 
-/* An inline commit with the write-back deferred: reported durable before
- * keel_writer_try_inline returns, on the calling thread; the write-back
- * follows on the writer thread, which takes no inline commit meanwhile
- * (the batch is then submitted); every batch ends committed and synced. */
-START_TEST(test_writer_inline_defers_writeback)
-{
-    char *dir = tu_tmpdir("store");
-    keel_store *s = open_store(dir);
-    struct wdone d;
-    keel_store_stats st;
-    keel_writer *w;
-    int tag, i, inlined = 0;
-    void *tags[] = {&tag};
-    const char *ids[3][1] = {{"one"}, {"two"}, {"three"}};
-    keel_batch *b[3];
-
-    wdone_init(&d);
-    ck_assert_int_eq(keel_writer_start(s, wdone_cb, &d, &w), 0);
-    keel_writer_defer_writeback(w);
-    for (i = 0; i < 3; i++)
-        b[i] = tagged_batch(1, 1, 1, tags, ids[i]);
-    ck_assert_int_eq(keel_writer_try_inline(w, b[0]), 1);
-    ck_assert_int_eq(wdone_count(&d), 1); /* reported before the return */
-    ck_assert_ptr_eq(d.b[0], b[0]);
-    ck_assert_int_eq(d.status[0], 0);
-    keel_store_stats_get(s, &st);
-    ck_assert_uint_eq(st.unsynced, 0);
-    /* Right away: inline, or refused while the thread writes back. */
-    for (i = 1; i < 3; i++) {
-        if (keel_writer_try_inline(w, b[i]) == 1)
-            inlined++;
-        else
-            ck_assert_int_eq(keel_writer_submit(w, b[i]), 0);
-        wdone_wait(&d, i + 1);
-        ck_assert_ptr_eq(d.b[i], b[i]);
-        ck_assert_int_eq(d.status[i], 0);
-    }
-    (void)inlined; /* either way is right: it depends on the thread */
-    keel_writer_stop(w);
-    keel_store_stats_get(s, &st);
-    ck_assert_uint_eq(st.commits, 3);
-    ck_assert_uint_eq(st.unsynced, 0);
-    for (i = 0; i < 3; i++) {
-        expect_id(s, 1, ids[i][0], 1);
-        keel_batch_destroy(b[i]);
-    }
-    keel_store_close(s);
-    tu_rmrf(dir);
-    free(dir);
-}
-END_TEST
-
 /* Stopping right after a submit: the batch is committed and synced before
  * the writer is gone. */
 START_TEST(test_writer_stop_syncs)
@@ -2962,7 +2910,6 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_writer_stop_drains);
     tcase_add_test(tc, test_commit_deferred);
     tcase_add_test(tc, test_writer_reports_when_durable);
-    tcase_add_test(tc, test_writer_inline_defers_writeback);
     tcase_add_test(tc, test_writer_stop_syncs);
     tcase_add_test(tc, test_writer_failure_refuses_dependents);
     tcase_add_test(tc, test_writer_fence_refusal_refuses_dependents);
