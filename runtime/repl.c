@@ -1534,7 +1534,7 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
     size_t rest, k;
     char from[KEEL_NAME_MAX + 1];
     bjob *j;
-    int rc, confirms = 0, inline_ok;
+    int rc, confirms = 0;
 
     if (r == NULL)
         return KEEL_EPROTO;
@@ -1640,22 +1640,7 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
         ev_async_send(n->loop, &r->wake);
         return 0;
     }
-    inline_ok = r->jobs == j;
     pthread_mutex_unlock(&r->mu);
-    /* A small frame that finds nothing else to do here (no frame before
-     * it unanswered, this node's own writer idle, no turn waiting) is
-     * committed on the loop thread, as node.c commits its own small
-     * batches: the writer thread's wake-up and the wake-up of the loop
-     * after it are most of what a backup adds to a sequential write's
-     * latency. Nothing else changes: the writer's commit, flush and
-     * failure rules apply, bw_done reports the frame once it is durable,
-     * and the answer leaves from wake_cb, as always. */
-    if (inline_ok && n->inline_commits && n->runq_head == NULL &&
-        n->wb_first == n->wb_next &&
-        keel_batch_group_count(j->b) <= REPL_INLINE_GROUPS &&
-        keel_batch_bytes(j->b) <= REPL_INLINE_BYTES &&
-        keel_writer_try_inline(r->writer, j->b))
-        return 0;
     rc = keel_writer_submit(r->writer, j->b);
     if (rc != 0) {
         /* Refused at the door (stopping): answered in turn, as failed. */
