@@ -1509,6 +1509,31 @@ void keel__run_resume(keel_node *n)
         ev_idle_start(n->loop, &n->run_watcher);
 }
 
+/* An actor queued with an empty mailbox has nothing to run: the run would
+ * only take it off the queue. The cluster runtime's sweep empties the
+ * mailboxes of actors whose unit is not served here; left queued, they
+ * would stay activated (with the state they read) for as long as the
+ * node stays fenced, overlapping the activation of the unit's new owner,
+ * and would reach a later session still holding that state. */
+void keel__run_prune(keel_node *n)
+{
+    keel_actor **pp = &n->runq_head, *a, *last = NULL;
+
+    while ((a = *pp) != NULL) {
+        if (a->mb_head == NULL && !(a->flags & ACTOR_RUNNING)) {
+            *pp = a->run_next;
+            a->run_next = NULL;
+            a->flags &= (uint8_t)~ACTOR_IN_RUNQ;
+        } else {
+            last = a;
+            pp = &a->run_next;
+        }
+    }
+    n->runq_tail = last;
+    if (n->runq_head == NULL && ev_is_active(&n->run_watcher))
+        ev_idle_stop(n->loop, &n->run_watcher);
+}
+
 /* An inactive actor whose stale writes may still be with the writer (its
  * batch failed, see batch_settled) waits on the parked list: loading it
  * now could read a store those writes have not reached yet. */

@@ -338,6 +338,10 @@ void keel__node_set_inline_commits(keel_node *n, int on);
 /* Restarts the run of queued turns, stopped while the node was fenced
  * (cluster mode). */
 void keel__run_resume(keel_node *n);
+/* Takes the actors whose mailbox is empty off the run queue (cluster
+ * mode: the sweep emptied them). Queued, an actor is never idle, so a
+ * fenced node, whose run is stopped, could not passivate it. */
+void keel__run_prune(keel_node *n);
 
 /* --- net.c --------------------------------------------------------------*/
 

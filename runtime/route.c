@@ -33,8 +33,8 @@
  * Sweeping. Resident actors whose unit is no longer LOCAL (released,
  * dropped, self-fenced, session expired) run no more turns: their queued
  * messages go back to the front of their unit's queue (they are older
- * than any message held for it), and each actor is passivated as soon as
- * its writes are durable. */
+ * than any message held for it), the actor leaves the run queue, and it
+ * is passivated as soon as its writes are durable, fenced or not. */
 #include "runtime/cluster_rt_int.h"
 
 #include <stdio.h>
@@ -607,8 +607,16 @@ size_t rt_sweep(keel_cluster_rt *rt)
         }
         a->mb_tail = NULL;
         a->mb_len = 0;
+    }
+    /* Their mailboxes are empty now: off the run queue with them, or none
+     * of those queued would count as idle, and a fenced node (its run
+     * stopped) would keep them activated until it serves again. */
+    if (cnt > 0)
+        keel__run_prune(n);
+    for (i = 0; i < cnt; i++) {
+        keel_actor *a = v[i];
         if (keel__actor_idle(n, a))
-            keel__actor_passivate(n, a); /* may free u */
+            keel__actor_passivate(n, a); /* may free its unit */
         else
             left++;
     }
