@@ -114,6 +114,11 @@ struct keel_req {
      * a call whose frame carried it is not started past it
      * (KEEL_EDEADLINE): whoever sent it has given up by then. */
     uint64_t deadline_ns;
+    /* Cluster mode: the ZooKeeper session (keel_cluster_session) in which
+     * it was accepted to run here, under that session's map. A turn is
+     * not started, and a reply is not sent as a success, in a later
+     * one. */
+    uint64_t session;
     uint8_t *buf;  /* points to inl or to a malloc'd block */
     union {
         struct {

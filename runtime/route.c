@@ -420,8 +420,11 @@ int keel__cluster_route(keel_node *n, struct keel_type_entry *te,
     uint64_t dest = 0, seq, t;
     char addr[KEEL_ADDR_MAX + 1];
 
-    if (rt->admit)
+    if (rt->admit) {
+        /* A held message the map of this session places here. */
+        req->session = keel_cluster_session(rt->c);
         return 1;
+    }
     shard = keel_shard_of(te->name, id, idlen, n->opts.shard_count);
     t = now_ns();
     if (req->deadline_ns == 0)
@@ -433,8 +436,10 @@ int keel__cluster_route(keel_node *n, struct keel_type_entry *te,
         go = destination(rt, te, shard, addr, sizeof addr, &dest) &&
              order_ok(u, seq, entry, dest) &&
              (dest == 0 || req->hops < MAX_HOPS);
-    if (go && dest == 0)
+    if (go && dest == 0) {
+        req->session = keel_cluster_session(rt->c);
         return 1;
+    }
     if (rt->nheld >= MAX_HELD)
         return KEEL_EUNAVAIL;
     if (u == NULL && (u = unit_get(rt, te->capability, shard)) == NULL)
