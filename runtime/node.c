@@ -1439,7 +1439,11 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         /* It read the unit's state: it leaves once the unit's in-sync
          * backups confirmed that no newer primary can have served, and
          * after the unit's earlier replies (the read rule, repl.h). */
-    } else if (req_stale(n, req) || lease_lapsed(n)) {
+    } else if (req_stale(n, req)) {
+        /* Nothing of this turn waits for a commit, so it wrote nothing;
+         * but what it read belongs to a session that ended. */
+        fail_req(n, req, KEEL_EUNAVAIL, stale_read_msg);
+    } else if (lease_lapsed(n)) {
         /* Nothing of this turn waits for a commit, so it wrote nothing;
          * but what it answered (a value, or an error such as a missing
          * key) came from state another node may have changed by now. */
