@@ -156,6 +156,9 @@ struct keel_cluster {
     /* Joining again after being forgotten: R_* below. */
     int rejoin, rejoin_busy, rejoin_stalled;
     int map_this_session; /* a map was applied since the session began */
+    /* Counts the sessions that ended (expired): what the runtime accepted
+     * or read in one of them must not be answered in a later one. */
+    uint64_t session_gen;
 };
 
 /* R_PURGE: forgotten, waiting for a map of this session; R_PURGING: the
@@ -342,7 +345,12 @@ void keel_cluster_placement(keel_cluster *c, const char *cap, uint32_t shard,
 
     out->state = KEEL_PLACEMENT_UNAVAILABLE;
     out->epoch = 0;
-    if (!c->have_map || shard >= c->map.shard_count)
+    /* A map applied in an earlier session routes nothing: it may be
+     * older than what happened while this node was cut off (its units
+     * failed over or given up, moves called off), and the live flags
+     * were those of that session's view. Messages wait for a map read
+     * in this session, or their deadline. */
+    if (!c->have_map || !c->map_this_session || shard >= c->map.shard_count)
         return;
     ci = keel_map_cap_index(&c->map, cap);
     if (ci < 0)
@@ -371,9 +379,10 @@ int keel_cluster_owner(keel_cluster *c, const char *cap, uint32_t shard,
     const keel_member *m;
     int ci;
 
-    if (!c->have_map || shard >= c->map.shard_count ||
+    if (!c->have_map || !c->map_this_session ||
+        shard >= c->map.shard_count ||
         (ci = keel_map_cap_index(&c->map, cap)) < 0)
-        return KEEL_EUNAVAIL;
+        return KEEL_EUNAVAIL; /* no map of this session: as placement */
     u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
     if (u->nreplicas == 0)
         return KEEL_EUNAVAIL;
@@ -861,10 +870,11 @@ static void apply_map(keel_cluster *c)
                 }
     keel_debug("cluster: %s applied map %llu", c->node,
                (unsigned long long)c->map.map_epoch);
+    /* Before the hook: placement answers from this map from now on. */
+    c->map_this_session = 1;
     publish(c); /* the applied map_epoch changed in any case */
     if (c->hooks.map_applied != NULL)
         c->hooks.map_applied(c, c->map.map_epoch, c->hooks.data);
-    c->map_this_session = 1;
     if (c->rejoin == R_PURGE)
         rejoin_purge(c);
 }
@@ -1383,6 +1393,7 @@ static void expired(keel_cluster *c)
     keel_warn("cluster: session of %s expired; dropping everything and "
               "rejoining",
               c->node);
+    c->session_gen++; /* before the hooks: replies check it */
     if (keel_lease_expired(&c->lease))
         fenced_changed(c);
     drop_all(c);
@@ -2133,6 +2144,11 @@ uint64_t keel_cluster_lease_until(const keel_cluster *c)
 int keel_cluster_is_controller(const keel_cluster *c)
 {
     return keel_controller_active(&c->ctl);
+}
+
+uint64_t keel_cluster_session(const keel_cluster *c)
+{
+    return c->session_gen;
 }
 
 int64_t keel_cluster_incarnation(const keel_cluster *c)

@@ -404,6 +404,12 @@ uint64_t keel_cluster_lease_until(const keel_cluster *c);
 int64_t keel_cluster_fenced_ago_ns(keel_cluster *c);
 int keel_cluster_is_controller(const keel_cluster *c);
 int64_t keel_cluster_incarnation(const keel_cluster *c);
+/* The session this agent is in: a number that grows by one each time a
+ * session expires (before the hooks run), 0 for the first. A request the
+ * runtime accepted to run here in one session must not be answered as a
+ * success in a later one: the unit may have been served elsewhere
+ * meanwhile, and what it read or wrote belongs to a superseded map. */
+uint64_t keel_cluster_session(const keel_cluster *c);
 /* The applied map (NULL before the first); valid until the next event. */
 const struct keel_shard_map *keel_cluster_map(const keel_cluster *c);
 /* The controller part (active or not), for tests and diagnostics. */

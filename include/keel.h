@@ -179,8 +179,11 @@ typedef struct keel_node_options {
      * no actor ever ran on two nodes at once; NULL: none. */
     const char *activation_log;
     /* Cluster mode: how long a call waits for its unit to have a serving
-     * owner (a move, a restart, a fenced owner) before it is answered
-     * KEEL_EUNAVAIL; 0: 5000. */
+     * owner (a move, a failover, a restart, a fenced owner) before it is
+     * answered KEEL_EUNAVAIL; 0: twice zk_session_timeout_ms, at least
+     * 5000 (8000 with the default session timeout), so that a failover
+     * fits in it. A call held across the end of this node's own session
+     * is never answered from what the node held in that session. */
     uint32_t hold_timeout_ms;
     /* Cluster mode: how long a stopping node hands units off before it
      * leaves anyway, the rest unavailable until it returns; 0: 30000. */

@@ -378,6 +378,11 @@ int keel__cluster_rt_serving(keel_node *n)
     return !keel_cluster_check_lease(n->cluster->c);
 }
 
+int keel__cluster_req_stale(keel_node *n, const keel_req *req)
+{
+    return req->session != keel_cluster_session(n->cluster->c);
+}
+
 uint64_t keel__cluster_write_epoch(keel_node *n, const char *cap,
                                    uint32_t shard)
 {

@@ -59,6 +59,12 @@ void keel__cluster_actor_out(keel_node *n, struct keel_type_entry *te,
  * lapsed. Cluster mode only (n->cluster set). */
 int keel__cluster_rt_serving(keel_node *n);
 
+/* Whether req was accepted to run here in a ZooKeeper session that has
+ * ended since (keel_cluster_session): its turn must not run, and its
+ * reply must not leave as a success, since the unit may have been served
+ * elsewhere meanwhile. Cluster mode only (n->cluster set). */
+int keel__cluster_req_stale(keel_node *n, const keel_req *req);
+
 /* The shard_epoch the writes of a unit's actors carry: the epoch at which
  * this node holds the unit, 0 when it holds it at none (the store then
  * refuses them once any fence is recorded). Cluster mode only. */

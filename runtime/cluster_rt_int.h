@@ -195,10 +195,28 @@ static inline ev_tstamp rt_now(keel_cluster_rt *rt)
     return ev_now(rt->n->loop);
 }
 
+/* The hold bound: --hold-timeout, else twice the session timeout asked
+ * for and at least HOLD_MS_DEFAULT (8 s with the default 4 s timeout). A
+ * unit whose primary died is served again once the servers expired its
+ * session (T after its last heartbeat, rounded up to their next tick,
+ * which is at most T/2 away) and the controller promoted a backup: a call
+ * held for 2T outlives that (docs/cluster.md, "Failover"). A held call
+ * that outlives this node's own session instead is not answered from
+ * what it held then: it waits for the new session's map (placement), and
+ * is not run, nor its reply sent as a success, in a later session than
+ * the one that accepted it (keel_req.session). */
 static inline uint32_t rt_hold_ms(const keel_cluster_rt *rt)
 {
     uint32_t v = rt->n->opts.hold_timeout_ms;
-    return v != 0 ? v : HOLD_MS_DEFAULT;
+    uint32_t t = rt->n->opts.zk_session_timeout_ms;
+
+    if (v != 0)
+        return v;
+    if (t == 0)
+        t = 4000;
+    return t <= HOLD_MS_DEFAULT / 2 ? HOLD_MS_DEFAULT
+           : t > UINT32_MAX / 2     ? UINT32_MAX
+                                    : 2 * t;
 }
 
 /* A hop-exhausted message waits this long, or for a map change, before it

@@ -95,6 +95,27 @@ static const char not_served_msg[] =
     "the request did not change anything";
 static void fail_req(keel_node *n, keel_req *req, int status,
                      const char *msg);
+
+/* Cluster mode: whether req was accepted to run here in a ZooKeeper
+ * session that has ended since. Whatever its turn read or wrote belongs
+ * to that session's ownership: the unit may have failed over or been
+ * given up while this node was cut off, and served elsewhere. A new
+ * session's lease says nothing about it, so such a reply never leaves as
+ * a success. Standalone: never. */
+static int req_stale(keel_node *n, const keel_req *req)
+{
+    return n->cluster != NULL && keel__cluster_req_stale(n, req);
+}
+
+static const char stale_msg[] =
+    "not served: this node's cluster session ended after the call was "
+    "accepted; it did not run";
+static const char stale_read_msg[] =
+    "not served: this node's cluster session ended before the reply left; "
+    "the request did not change anything";
+static const char stale_doubt_msg[] =
+    "outcome unknown: this node's cluster session ended before the reply "
+    "left; the write may have taken effect";
 static void clock_refresh(keel_node *n);
 static void flush_open(keel_node *n);
 static void maybe_finish_stop(keel_node *n);
@@ -1451,6 +1472,10 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         /* It read the unit's state: it leaves once the unit's in-sync
          * backups confirmed that no newer primary can have served, and
          * after the unit's earlier replies (the read rule, repl.h). */
+    } else if (req_stale(n, req)) {
+        /* Nothing of this turn waits for a commit, so it wrote nothing;
+         * but what it read belongs to a session that ended. */
+        fail_req(n, req, KEEL_EUNAVAIL, stale_read_msg);
     } else if (lease_lapsed(n)) {
         /* Nothing of this turn waits for a commit, so it wrote nothing;
          * but what it answered (a value, or an error such as a missing
@@ -1542,6 +1567,31 @@ void keel__run_resume(keel_node *n)
         ev_idle_start(n->loop, &n->run_watcher);
 }
 
+/* An actor queued with an empty mailbox has nothing to run: the run would
+ * only take it off the queue. The cluster runtime's sweep empties the
+ * mailboxes of actors whose unit is not served here; left queued, they
+ * would stay activated (with the state they read) for as long as the
+ * node stays fenced, overlapping the activation of the unit's new owner,
+ * and would reach a later session still holding that state. */
+void keel__run_prune(keel_node *n)
+{
+    keel_actor **pp = &n->runq_head, *a, *last = NULL;
+
+    while ((a = *pp) != NULL) {
+        if (a->mb_head == NULL && !(a->flags & ACTOR_RUNNING)) {
+            *pp = a->run_next;
+            a->run_next = NULL;
+            a->flags &= (uint8_t)~ACTOR_IN_RUNQ;
+        } else {
+            last = a;
+            pp = &a->run_next;
+        }
+    }
+    n->runq_tail = last;
+    if (n->runq_head == NULL && ev_is_active(&n->run_watcher))
+        ev_idle_stop(n->loop, &n->run_watcher);
+}
+
 /* An inactive actor whose stale writes may still be with the writer (its
  * batch failed, see batch_settled) waits on the parked list: loading it
  * now could read a store those writes have not reached yet. */
@@ -1609,6 +1659,14 @@ again:
             if (a->mb_head == NULL)
                 a->mb_tail = NULL;
             a->mb_len--;
+            if (req_stale(n, req)) {
+                /* Queued in a session that ended: the unit it was
+                 * accepted for may be someone else's by now. The sweep
+                 * takes such messages back into the hold list when the
+                 * session ends; one that slipped past it is not run. */
+                fail_req(n, req, KEEL_EUNAVAIL, stale_msg);
+                continue;
+            }
             if (req->wire_deadline && keel__now_ns() >= req->deadline_ns) {
                 /* Its sender has answered its caller by now: running it
                  * would run a call that may be sent again. */
@@ -1961,7 +2019,9 @@ void keel__req_release(keel_node *n, keel_req *req)
 void keel__req_settle(keel_node *n, keel_req *req)
 {
     clock_refresh(n);
-    if (lease_lapsed(n))
+    if (req_stale(n, req))
+        keel__req_doubt(n, req, stale_doubt_msg);
+    else if (lease_lapsed(n))
         keel__req_doubt(n, req, "outcome unknown: this node lost its "
                                 "cluster lease before the reply left; the "
                                 "write may have taken effect");
@@ -2079,6 +2139,11 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
             snprintf(msg, sizeof msg, "write not committed: %s",
                      keel_strerror(req->actor->fail_status));
             fail_req(n, req, req->actor->fail_status, msg);
+        } else if (req_stale(n, req)) {
+            if (req->wrote)
+                STAT_ADD(n, replies_in_doubt, 1);
+            fail_req(n, req, req->wrote ? KEEL_EINDOUBT : KEEL_EUNAVAIL,
+                     req->wrote ? stale_doubt_msg : stale_read_msg);
         } else if (lapsed && req->wrote) {
             /* Durable here, but another node may own the unit by now and
              * never see this write: neither success nor failure is

@@ -114,6 +114,11 @@ struct keel_req {
      * a call whose frame carried it is not started past it
      * (KEEL_EDEADLINE): whoever sent it has given up by then. */
     uint64_t deadline_ns;
+    /* Cluster mode: the ZooKeeper session (keel_cluster_session) in which
+     * it was accepted to run here, under that session's map. A turn is
+     * not started, and a reply is not sent as a success, in a later
+     * one. */
+    uint64_t session;
     uint8_t *buf;  /* points to inl or to a malloc'd block */
     union {
         struct {
@@ -341,6 +346,10 @@ void keel__run_resume(keel_node *n);
 /* A "fenced since" (fenced: the fence came ago_ns ago) or "serving" line
  * in the activation log, if there is one. */
 void keel__actlog_fence(keel_node *n, int fenced, int64_t ago_ns);
+/* Takes the actors whose mailbox is empty off the run queue (cluster
+ * mode: the sweep emptied them). Queued, an actor is never idle, so a
+ * fenced node, whose run is stopped, could not passivate it. */
+void keel__run_prune(keel_node *n);
 
 /* --- net.c --------------------------------------------------------------*/
 

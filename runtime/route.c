@@ -33,8 +33,8 @@
  * Sweeping. Resident actors whose unit is no longer LOCAL (released,
  * dropped, self-fenced, session expired) run no more turns: their queued
  * messages go back to the front of their unit's queue (they are older
- * than any message held for it), and each actor is passivated as soon as
- * its writes are durable. */
+ * than any message held for it), the actor leaves the run queue, and it
+ * is passivated as soon as its writes are durable, fenced or not. */
 #include "runtime/cluster_rt_int.h"
 
 #include <stdio.h>
@@ -433,8 +433,11 @@ int keel__cluster_route(keel_node *n, struct keel_type_entry *te,
     uint64_t dest = 0, seq, t;
     char addr[KEEL_ADDR_MAX + 1];
 
-    if (rt->admit)
+    if (rt->admit) {
+        /* A held message the map of this session places here. */
+        req->session = keel_cluster_session(rt->c);
         return 1;
+    }
     shard = keel_shard_of(te->name, id, idlen, n->opts.shard_count);
     t = now_ns();
     if (req->deadline_ns == 0)
@@ -446,8 +449,10 @@ int keel__cluster_route(keel_node *n, struct keel_type_entry *te,
         go = destination(rt, te, shard, addr, sizeof addr, &dest) &&
              order_ok(u, seq, entry, dest) &&
              (dest == 0 || req->hops < MAX_HOPS);
-    if (go && dest == 0)
+    if (go && dest == 0) {
+        req->session = keel_cluster_session(rt->c);
         return 1;
+    }
     if (rt->nheld >= MAX_HELD)
         return KEEL_EUNAVAIL;
     if (u == NULL && (u = unit_get(rt, te->capability, shard)) == NULL)
@@ -620,8 +625,16 @@ size_t rt_sweep(keel_cluster_rt *rt)
         }
         a->mb_tail = NULL;
         a->mb_len = 0;
+    }
+    /* Their mailboxes are empty now: off the run queue with them, or none
+     * of those queued would count as idle, and a fenced node (its run
+     * stopped) would keep them activated until it serves again. */
+    if (cnt > 0)
+        keel__run_prune(n);
+    for (i = 0; i < cnt; i++) {
+        keel_actor *a = v[i];
         if (keel__actor_idle(n, a))
-            keel__actor_passivate(n, a); /* may free u */
+            keel__actor_passivate(n, a); /* may free its unit */
         else
             left++;
     }
