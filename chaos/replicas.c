@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chaos/textfile.h"
 #include "keel.h"
 
 static int say(char *err, size_t errlen, const char *fmt, ...)
@@ -339,41 +340,12 @@ int chaos_replicas_parse(chaos_replicas *r, const char *name,
 int chaos_replicas_read(chaos_replicas *r, const char *path, char *err,
                         size_t errlen)
 {
-    FILE *f = fopen(path, "r");
     char *text = NULL;
-    size_t len = 0, cap = 0, got;
-    int rc;
+    size_t len = 0;
+    int rc = chaos_read_text(path, &text, &len, err, errlen);
 
-    if (f == NULL) {
-        if (errlen > 0)
-            snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return KEEL_EIO;
-    }
-    for (;;) {
-        if (len == cap) {
-            char *t;
-            cap = cap ? cap * 2 : 65536;
-            t = realloc(text, cap);
-            if (t == NULL) {
-                free(text);
-                fclose(f);
-                return KEEL_ENOMEM;
-            }
-            text = t;
-        }
-        got = fread(text + len, 1, cap - len, f);
-        len += got;
-        if (got == 0)
-            break;
-    }
-    if (ferror(f)) {
-        free(text);
-        fclose(f);
-        if (errlen > 0)
-            snprintf(err, errlen, "%s: read error", path);
-        return KEEL_EIO;
-    }
-    fclose(f);
+    if (rc != 0)
+        return rc;
     rc = chaos_replicas_parse(r, path, text, len, err, errlen);
     free(text);
     return rc;
