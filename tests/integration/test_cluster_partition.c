@@ -229,16 +229,64 @@ static void teardown(void)
     tu_zk_stop(&fx.zk);
 }
 
+/* Waits (bounded) until every node serves and n0 owns units enough to
+ * pick `want` counters of them into picked. */
+static void settle_and_pick(int *picked, int want)
+{
+    static char owned[SHARDS];
+    char *out = NULL, *line, *save = NULL;
+    double deadline = tu_now_s() + 60;
+    int npicked = 0, c, i;
+
+    for (;;) {
+        int ok = 1;
+        for (i = 0; i < NODES && ok; i++) {
+            out = NULL;
+            ok = tu_keel(fx.nodes[i].addr, &out, NULL, "call", "counter",
+                         "probe", "get", NULL) == 0;
+            free(out);
+        }
+        out = NULL;
+        /* Only from a settled map (and n1's view of it): a unit n0 is
+         * still handing off would reach its new owner with n0's counts,
+         * legitimately. */
+        if (ok && !tu_map_wait_settled(&fx, 1))
+            ok = 0;
+        else if (ok)
+            tu_sleep_ms(500);
+        memset(owned, 0, sizeof owned);
+        if (ok && tu_keel(fx.nodes[1].addr, &out, NULL, "shards", "--node",
+                          "n0", NULL) == 0 && out != NULL) {
+            for (line = strtok_r(out, "\n", &save); line != NULL;
+                 line = strtok_r(NULL, "\n", &save)) {
+                unsigned sh;
+                if (sscanf(line, "unit (default) %u", &sh) == 1 &&
+                    sh < SHARDS)
+                    owned[sh] = 1;
+            }
+        }
+        free(out);
+        out = NULL;
+        npicked = 0;
+        for (c = 0; c < 4096 && npicked < want; c++)
+            if (owned[keel_shard_of("counter", cname(c), strlen(cname(c)),
+                                    SHARDS)])
+                picked[npicked++] = c;
+        if (ok && npicked == want)
+            return;
+        CHECK(tu_now_s() < deadline, "the cluster did not settle in 60 s");
+        tu_sleep_ms(200);
+    }
+}
+
 /* --------------------------------------------------------------- test */
 
 START_TEST(cut_off_follower_does_not_serve_twice)
 {
-    char near[128], far[64], mode[32], *out = NULL, *line,
-        *save = NULL, act[512];
-    static char owned[SHARDS];
+    char near[128], far[64], mode[32], *out = NULL, act[512];
     static rec recs[2][MAXRECS];
     caller callers[2];
-    int picked[PICK], npicked = 0, c, i, rc;
+    int picked[PICK], i, rc;
     unsigned long long cut, gone = 0, forgot = 0, first_new = 0,
                                   last_old = 0;
     size_t old_after_cut = 0, new_served = 0, k;
@@ -255,39 +303,9 @@ START_TEST(cut_off_follower_does_not_serve_twice)
     start_node(1, near);
     start_node(2, near);
 
-    /* Every node serves; n0's units as n1 sees them. */
-    deadline = tu_now_s() + 60;
-    for (;;) {
-        int ok = 1;
-        for (i = 0; i < NODES && ok; i++) {
-            out = NULL;
-            ok = tu_keel(fx.nodes[i].addr, &out, NULL, "call", "counter",
-                         "probe", "get", NULL) == 0;
-            free(out);
-        }
-        out = NULL;
-        memset(owned, 0, sizeof owned);
-        if (ok && tu_keel(fx.nodes[1].addr, &out, NULL, "shards", "--node",
-                          "n0", NULL) == 0 && out != NULL) {
-            for (line = strtok_r(out, "\n", &save); line != NULL;
-                 line = strtok_r(NULL, "\n", &save)) {
-                unsigned s;
-                if (sscanf(line, "unit (default) %u", &s) == 1 && s < SHARDS)
-                    owned[s] = 1;
-            }
-        }
-        free(out);
-        out = NULL;
-        npicked = 0;
-        for (c = 0; c < 4096 && npicked < PICK; c++)
-            if (owned[keel_shard_of("counter", cname(c), strlen(cname(c)),
-                                    SHARDS)])
-                picked[npicked++] = c;
-        if (ok && npicked == PICK)
-            break;
-        CHECK(tu_now_s() < deadline, "the cluster did not settle in 60 s");
-        tu_sleep_ms(200);
-    }
+    /* Every node serves; n0's units as n1 sees them, from a settled
+     * map. */
+    settle_and_pick(picked, PICK);
 
     /* n0's counters hold BIG, so that a reply tells n0's state (BIG and
      * more) from a new owner's (counting from 0 after the forget). */
@@ -444,55 +462,6 @@ END_TEST
 #define HELD_CLIENT_MS 75000
 #define HELD_MAXRECS 1000000 /* pipelined calls at most */
 
-/* Waits (bounded) until every node serves and n0 owns units enough to
- * pick `want` counters of them into picked. */
-static void settle_and_pick(int *picked, int want)
-{
-    static char owned[SHARDS];
-    char *out = NULL, *line, *save = NULL;
-    double deadline = tu_now_s() + 60;
-    int npicked = 0, c, i;
-
-    for (;;) {
-        int ok = 1;
-        for (i = 0; i < NODES && ok; i++) {
-            out = NULL;
-            ok = tu_keel(fx.nodes[i].addr, &out, NULL, "call", "counter",
-                         "probe", "get", NULL) == 0;
-            free(out);
-        }
-        out = NULL;
-        /* Only from a settled map (and n1's view of it): a unit n0 is
-         * still handing off would reach its new owner with n0's counts,
-         * legitimately. */
-        if (ok && !tu_map_wait_settled(&fx, 1))
-            ok = 0;
-        else if (ok)
-            tu_sleep_ms(500);
-        memset(owned, 0, sizeof owned);
-        if (ok && tu_keel(fx.nodes[1].addr, &out, NULL, "shards", "--node",
-                          "n0", NULL) == 0 && out != NULL) {
-            for (line = strtok_r(out, "\n", &save); line != NULL;
-                 line = strtok_r(NULL, "\n", &save)) {
-                unsigned sh;
-                if (sscanf(line, "unit (default) %u", &sh) == 1 &&
-                    sh < SHARDS)
-                    owned[sh] = 1;
-            }
-        }
-        free(out);
-        out = NULL;
-        npicked = 0;
-        for (c = 0; c < 4096 && npicked < want; c++)
-            if (owned[keel_shard_of("counter", cname(c), strlen(cname(c)),
-                                    SHARDS)])
-                picked[npicked++] = c;
-        if (ok && npicked == want)
-            return;
-        CHECK(tu_now_s() < deadline, "the cluster did not settle in 60 s");
-        tu_sleep_ms(200);
-    }
-}
 
 /* Increments the counters through one node over one connection with
  * HELD_WINDOW calls in flight, until told to stop (at most k->max calls,
