@@ -67,6 +67,7 @@
 #include "runtime/dedup.h"
 #include "runtime/info.h"
 #include "runtime/node.h"
+#include "runtime/procstat.h"
 
 #define HTTP_BACKLOG 4096
 #define HTTP_CONN_TIMEOUT_S 60u /* idle connections are closed after this */
@@ -711,6 +712,47 @@ static const struct {
 /* Prometheus text format, from the figures the loop thread copied (the
  * loop writes them without locks, so they are read there). Only what this
  * node really measures. */
+/* The process and its data directory (runtime/procstat.h), under the
+ * names Prometheus's client libraries use for the process figures; a
+ * figure that cannot be read is left out. */
+static void process_metrics(struct sbuf *b, const char *data_dir)
+{
+    keel_procstat p;
+
+    keel__procstat(data_dir, &p);
+    if (p.have_rss)
+        metric(b, "process_resident_memory_bytes", "gauge",
+               "Resident memory of the keeld process.", "", p.rss_bytes);
+    if (p.have_fds)
+        metric(b, "process_open_fds", "gauge", "Open file descriptors.", "",
+               p.open_fds);
+    if (p.have_max_fds)
+        metric(b, "process_max_fds", "gauge",
+               "Most file descriptors the process may open.", "", p.max_fds);
+    if (p.have_start)
+        sb_printf(b, "# HELP process_start_time_seconds Start time of the "
+                     "process, Unix time.\n# TYPE process_start_time_seconds "
+                     "gauge\nprocess_start_time_seconds %.2f\n",
+                  p.start_time_s);
+    if (p.have_cpu)
+        sb_printf(b, "# HELP process_cpu_seconds_total User and system CPU "
+                     "time used.\n# TYPE process_cpu_seconds_total counter\n"
+                     "process_cpu_seconds_total %.3f\n",
+                  p.cpu_s);
+    if (p.have_dir)
+        metric(b, "keel_data_dir_bytes", "gauge",
+               "Disk space the data directory's files take.", "",
+               p.dir_bytes);
+    if (p.have_disk) {
+        metric(b, "keel_data_dir_free_bytes", "gauge",
+               "Space free (to this user) on the data directory's file "
+               "system.",
+               "", p.disk_free);
+        metric(b, "keel_data_dir_fs_size_bytes", "gauge",
+               "Size of the data directory's file system.", "", p.disk_size);
+    }
+}
+
 static enum MHD_Result answer_metrics(struct http_req *r)
 {
     static const uint32_t bounds[] = KEEL_LATENCY_BOUNDS_US;
@@ -883,6 +925,7 @@ static enum MHD_Result answer_metrics(struct http_req *r)
     sb_printf(&b, "keel_call_latency_seconds_sum %.6f\n",
               (double)st->latency_sum_us / 1e6);
     sb_printf(&b, "keel_call_latency_seconds_count %" PRIu64 "\n", cum);
+    process_metrics(&b, h->n->data_dir);
     return queue(r, MHD_HTTP_OK, &b, "text/plain; version=0.0.4; charset=utf-8",
                  NULL);
 }

@@ -548,6 +548,27 @@ START_TEST(metrics_health_cluster)
     get(&r, "/metrics");
     m1 = metric_value(r.body, "keel_messages_total");
     ck_assert_msg(m1 >= m0 + 2, "messages %g -> %g", m0, m1);
+    /* The process and its data directory: a resident keeld with open
+     * descriptors, started moments ago, whose store takes disk space on
+     * a file system with room left. */
+    ck_assert_double_gt(metric_value(r.body, "process_resident_memory_bytes"),
+                        1e6);
+    ck_assert_double_ge(metric_value(r.body, "process_open_fds"), 3);
+    ck_assert_double_ge(metric_value(r.body, "process_max_fds"),
+                        metric_value(r.body, "process_open_fds"));
+    {
+        double started = metric_value(r.body, "process_start_time_seconds");
+        double now = (double)time(NULL);
+        ck_assert_msg(started > now - 600 && started <= now + 1,
+                      "started %.2f, now %.0f", started, now);
+    }
+    ck_assert_double_ge(metric_value(r.body, "process_cpu_seconds_total"), 0);
+    ck_assert_double_gt(metric_value(r.body, "keel_data_dir_bytes"), 0);
+    ck_assert_double_gt(metric_value(r.body, "keel_data_dir_free_bytes"), 0);
+    ck_assert_double_ge(metric_value(r.body, "keel_data_dir_fs_size_bytes"),
+                        metric_value(r.body, "keel_data_dir_free_bytes"));
+    ck_assert_ptr_nonnull(
+        strstr(r.body, "# TYPE process_cpu_seconds_total counter\n"));
     ck_assert_double_ge(metric_value(r.body, "keel_commits_total"), 2);
     ck_assert_double_ge(
         metric_value(r.body, "keel_call_latency_seconds_count"), 2);
