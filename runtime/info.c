@@ -334,6 +334,26 @@ static void q_shards(keel_node *n, const char *only, tbuf *b)
                 continue;
             unit_line(b, m->caps[ci], s, owner, u->shard_epoch, target, m, u);
         }
+    /* Then the units whose owner is not a live member: they answer
+     * nothing until it returns, a backup is promoted, or it is
+     * forgotten. Their own lines start otherwise, so readers of unit
+     * lines are not disturbed. */
+    for (ci = 0; ci < m->ncaps; ci++)
+        for (s = 0; s < m->shard_count; s++) {
+            const char *owner = keel_map_primary(m, ci, s);
+            char addr[KEEL_ADDR_MAX + 1];
+            if (only != NULL && (owner == NULL || strcmp(owner, only) != 0))
+                continue;
+            if (owner == NULL)
+                tb_printf(b, "unavailable unit %s %" PRIu32 ": no owner\n",
+                          cap_name(m->caps[ci]), s);
+            else if (keel_cluster_member_addr(c, owner, addr, sizeof addr) ==
+                     KEEL_ENOTFOUND)
+                tb_printf(b,
+                          "unavailable unit %s %" PRIu32 ": owner %s is not "
+                          "a live member\n",
+                          cap_name(m->caps[ci]), s, owner);
+        }
 }
 
 static const char *placement_name(int state)

@@ -284,6 +284,42 @@ START_TEST(dead_owner_units_unavailable)
     }
     ck_assert_int_gt(unavailable, 0);
     ck_assert_int_lt(unavailable, COUNTERS);
+    /* `keel shards` lists, after the unit lines, each unit whose owner is
+     * not a live member: n2's, and only those (n2's session has expired
+     * by now: calls above waited past it). */
+    {
+        char *out = NULL, *err = NULL, *sh = NULL;
+        const char *p;
+        size_t n2_units = 0, listed = 0;
+        int tries;
+        for (tries = 0; tries < 100; tries++) {
+            free(out);
+            out = NULL;
+            ck_assert_int_eq(tu_keel(fx.nodes[0].addr, &out, &err, "shards",
+                                     NULL),
+                             0);
+            free(err);
+            err = NULL;
+            if (strstr(out, "is not a live member") != NULL)
+                break;
+            usleep(100 * 1000);
+        }
+        ck_assert_int_eq(tu_keel(fx.nodes[0].addr, &sh, NULL, "shards",
+                                 "--node", "n2", NULL),
+                         0);
+        for (p = sh; (p = strstr(p, "unit (default) ")) != NULL; p++)
+            if (p == sh || p[-1] == '\n')
+                n2_units++;
+        for (p = out; (p = strstr(p, "\nunavailable unit ")) != NULL; p++) {
+            ck_assert_ptr_nonnull(strstr(p, "owner n2 is not a live member"));
+            listed++;
+        }
+        ck_assert_uint_gt(listed, 0);
+        ck_assert_uint_eq(listed, n2_units);
+        ck_assert_ptr_nonnull(strstr(sh, "\nunavailable unit (default) "));
+        free(out);
+        free(sh);
+    }
 }
 END_TEST
 
