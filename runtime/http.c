@@ -508,6 +508,13 @@ static void route(struct http_req *r, const char *url, const char *method)
     static const char actors[] = "/v1/actors/";
     const char *allow = "GET, HEAD";
 
+    /* An absolute-form target (RFC 9112, 3.2.2: "http://host:port/path",
+     * which a server must accept) names the same resource as its path. */
+    if (strncasecmp(url, "http://", 7) == 0 ||
+        strncasecmp(url, "https://", 8) == 0) {
+        const char *path = strchr(url + (url[4] == ':' ? 7 : 8), '/');
+        url = path != NULL ? path : "/";
+    }
     if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
         r->method = M_GET; /* MHD leaves the body out of HEAD answers */
     else if (strcmp(method, "POST") == 0)
@@ -991,6 +998,19 @@ static void set_result(struct http_req *r, int status, const void *data,
     r->outlen = len;
 }
 
+/* An error of the request's own: its message, naming the type where the
+ * type is what is wrong. */
+static void set_error(struct http_req *r, int rc)
+{
+    char msg[KEEL_MAX_TYPE_LEN + 64];
+
+    if (rc == KEEL_ENOTYPE)
+        snprintf(msg, sizeof msg, "%s '%s'", keel_strerror(rc), r->type);
+    else
+        snprintf(msg, sizeof msg, "%s", keel_strerror(rc));
+    set_result(r, rc, msg, strlen(msg));
+}
+
 /* Publishes the outcome and hands the connection back to MHD. After this
  * r belongs to the MHD thread again (it may be freed at once). */
 static void resume(struct http_req *r)
@@ -1048,8 +1068,7 @@ static void read_state(keel_node *n, struct http_req *r)
     int klen, rc;
 
     if (te == NULL) {
-        set_result(r, KEEL_ENOTYPE, keel_strerror(KEEL_ENOTYPE),
-                   strlen(keel_strerror(KEEL_ENOTYPE)));
+        set_error(r, KEEL_ENOTYPE);
         return;
     }
     r->shard = keel_shard_of(te->name, r->id, r->idlen, n->opts.shard_count);
@@ -1198,7 +1217,7 @@ static void job_fn(keel_node *n, void *data)
                                   r->len, call_cb, r);
         if (rc == 0)
             return;
-        set_result(r, rc, keel_strerror(rc), strlen(keel_strerror(rc)));
+        set_error(r, rc);
     } else {
         read_state(n, r);
     }

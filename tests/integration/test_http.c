@@ -315,6 +315,8 @@ START_TEST(actor_calls_and_status_codes)
     /* 404: unknown type, missing key, unknown path. */
     post(&r, "/v1/actors/nosuch/x", "hi");
     expect_error(&r, 404, "ENOTYPE", 3);
+    ck_assert_msg(strstr(r.body, "unknown actor type 'nosuch'") != NULL, "%s",
+                  r.body);
     hres_free(&r);
     post(&r, "/v1/actors/kv/users", "get bob");
     expect_error(&r, 404, "ENOTFOUND", 16);
@@ -386,6 +388,23 @@ START_TEST(state_reads_and_ids)
     hres_free(&r);
     get(&r, "/v1/actors/nosuch/c1");
     expect_error(&r, 404, "ENOTYPE", 3);
+    ck_assert_msg(strstr(r.body, "unknown actor type 'nosuch'") != NULL, "%s",
+                  r.body);
+    /* An absolute-form request target names the same resource. */
+    {
+        char target[128], base[64], *out = NULL;
+        snprintf(target, sizeof target,
+                 "http://127.0.0.1:%d/v1/actors/counter/absolute", http_port);
+        snprintf(base, sizeof base, "http://127.0.0.1:%d/", http_port);
+        {
+            const char *argv[] = {"/usr/bin/curl", "-s", "-X", "POST",
+                                  "--data-binary", "incr 7",
+                                  "--request-target", target, base, NULL};
+            ck_assert_int_eq(tu_run(argv, &out, NULL), 0);
+            ck_assert_str_eq(out, "7");
+            free(out);
+        }
+    }
     hres_free(&r);
 
     expect("POST", "/v1/actors/counter/c1", "incr 5", 200, "5");
