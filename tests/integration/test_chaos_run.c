@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chaosrun.h"
 #include "proc.h"
 #include "testutil.h"
 #include "zk.h"
@@ -30,27 +31,6 @@ static void teardown(void)
 {
     tu_rmrf(dir);
     free(dir);
-}
-
-/* How many lines of DIR/run/faults.jsonl say a fault of this kind was
- * done. */
-static int faults_done(const char *run, const char *kind)
-{
-    char path[512], pat[64], *text, *p;
-    int n = 0;
-
-    snprintf(path, sizeof path, "%s/faults.jsonl", run);
-    text = tu_read_file(path);
-    ck_assert_ptr_nonnull(text);
-    snprintf(pat, sizeof pat, "\"fault\":\"%s\"", kind);
-    for (p = text; (p = strstr(p, pat)) != NULL; p++) {
-        const char *eol = strchr(p, '\n');
-        const char *st = strstr(p, "\"status\":\"done\"");
-        if (st != NULL && (eol == NULL || st < eol))
-            n++;
-    }
-    free(text);
-    return n;
 }
 
 START_TEST(short_run_passes)
@@ -89,15 +69,15 @@ START_TEST(short_run_passes)
 
     /* Seed 8 deals a majority partition, zk, kill, stop and a node cut
      * from its peers in 45 s. */
-    ck_assert_int_ge(faults_done(run, "kill"), 1);
-    ck_assert_int_ge(faults_done(run, "stop"), 1);
-    ck_assert_int_ge(faults_done(run, "zk"), 1);
+    ck_assert_int_ge(tu_chaos_faults(run, "kill", "done"), 1);
+    ck_assert_int_ge(tu_chaos_faults(run, "stop", "done"), 1);
+    ck_assert_int_ge(tu_chaos_faults(run, "zk", "done"), 1);
     if (strstr(out, "keel-chaos: partition faults skipped: ") != NULL) {
         fprintf(stderr, "test_chaos_run: partitions could not be made "
                         "here; the other faults were\n");
-        ck_assert_int_eq(faults_done(run, "partition"), 0);
+        ck_assert_int_eq(tu_chaos_faults(run, "partition", "done"), 0);
     } else {
-        ck_assert_int_eq(faults_done(run, "partition"), 2);
+        ck_assert_int_eq(tu_chaos_faults(run, "partition", "done"), 2);
     }
 
     /* What the run leaves for people and for check. */

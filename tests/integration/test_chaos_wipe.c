@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chaosrun.h"
 #include "proc.h"
 #include "testutil.h"
 #include "zk.h"
@@ -29,47 +30,6 @@ static void teardown(void)
 {
     tu_rmrf(dir);
     free(dir);
-}
-
-/* How many lines of DIR/run/faults.jsonl say a fault of this kind was
- * done. */
-static int faults_done(const char *run, const char *kind)
-{
-    char path[512], pat[64], *text, *p;
-    int n = 0;
-
-    snprintf(path, sizeof path, "%s/faults.jsonl", run);
-    text = tu_read_file(path);
-    ck_assert_ptr_nonnull(text);
-    snprintf(pat, sizeof pat, "\"fault\":\"%s\"", kind);
-    for (p = text; (p = strstr(p, pat)) != NULL; p++) {
-        const char *eol = strchr(p, '\n');
-        const char *st = strstr(p, "\"status\":\"done\"");
-        if (st != NULL && (eol == NULL || st < eol))
-            n++;
-    }
-    free(text);
-    return n;
-}
-
-/* How many lines of faults.jsonl say a fault of this kind was skipped. */
-static int faults_skipped(const char *run, const char *kind)
-{
-    char path[512], pat[64], *text, *p;
-    int n = 0;
-
-    snprintf(path, sizeof path, "%s/faults.jsonl", run);
-    text = tu_read_file(path);
-    ck_assert_ptr_nonnull(text);
-    snprintf(pat, sizeof pat, "\"fault\":\"%s\"", kind);
-    for (p = text; (p = strstr(p, pat)) != NULL; p++) {
-        const char *eol = strchr(p, '\n');
-        const char *st = strstr(p, "\"status\":\"skipped\"");
-        if (st != NULL && (eol == NULL || st < eol))
-            n++;
-    }
-    free(text);
-    return n;
 }
 
 START_TEST(wipes_pass)
@@ -112,9 +72,9 @@ START_TEST(wipes_pass)
     ck_assert_ptr_nonnull(strstr(out, "final reads: 16 of 16 actors read"));
 
     /* Seed 2 deals three wipes and three kills in 45 s. */
-    ck_assert_int_ge(faults_done(run, "wipe"), 2);
-    ck_assert_int_ge(faults_done(run, "kill"), 2);
-    ck_assert_int_eq(faults_skipped(run, "wipe"), 0);
+    ck_assert_int_ge(tu_chaos_faults(run, "wipe", "done"), 2);
+    ck_assert_int_ge(tu_chaos_faults(run, "kill", "done"), 2);
+    ck_assert_int_eq(tu_chaos_faults(run, "wipe", "skipped"), 0);
 
     snprintf(path, sizeof path, "%s/digests.txt", run);
     text = tu_read_file(path);
@@ -178,8 +138,8 @@ START_TEST(one_replica_skips_wipes)
     ck_assert_ptr_null(strstr(p + 20, "wipe faults skipped"));
     ck_assert_ptr_nonnull(strstr(out, "wipe skipped: no wipe with "
                                       "--replicas 1"));
-    ck_assert_int_eq(faults_done(run, "wipe"), 0);
-    ck_assert_int_ge(faults_skipped(run, "wipe"), 1);
+    ck_assert_int_eq(tu_chaos_faults(run, "wipe", "done"), 0);
+    ck_assert_int_ge(tu_chaos_faults(run, "wipe", "skipped"), 1);
     ck_assert_ptr_nonnull(strstr(out, "verdict: PASS"));
     free(out);
     free(err);

@@ -4,7 +4,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
+
+#include "proc.h"
 
 /* The clocks of the run: monotonic times from START, and the wall clock
  * RT ahead of it (run.json's realtime_minus_monotonic_ns). */
@@ -107,4 +110,24 @@ void tu_chaos_fake_run(const char *dir, int violating)
     put(dir, "actlogs/n2.log",
         "%lld activate counter 6331 shard 5 epoch 2\n",
         RT + START + 400 * MS);
+}
+
+int tu_chaos_faults(const char *run, const char *kind, const char *status)
+{
+    char path[512], pat[64], st_pat[64], *text, *p;
+    int n = 0;
+
+    snprintf(path, sizeof path, "%s/faults.jsonl", run);
+    text = tu_read_file(path);
+    ck_assert_msg(text != NULL, "cannot read %s", path);
+    snprintf(pat, sizeof pat, "\"fault\":\"%s\"", kind);
+    snprintf(st_pat, sizeof st_pat, "\"status\":\"%s\"", status);
+    for (p = text; (p = strstr(p, pat)) != NULL; p++) {
+        const char *eol = strchr(p, '\n');
+        const char *st = strstr(p, st_pat);
+        if (st != NULL && (eol == NULL || st < eol))
+            n++;
+    }
+    free(text);
+    return n;
 }

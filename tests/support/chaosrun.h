@@ -1,7 +1,7 @@
-/* A small recorded chaos run, written by hand, for the tests of keel-chaos
- * report (test_chaos_report, test_chaos_browser): a history.jsonl,
- * run.json, faults.jsonl, events.jsonl and two activation logs, as
- * keel-chaos run leaves them. */
+/* Recorded chaos runs in tests: a small one written by hand, for the
+ * tests of keel-chaos report (test_chaos_report, test_chaos_browser): a
+ * history.jsonl, run.json, faults.jsonl, events.jsonl and two activation
+ * logs, as keel-chaos run leaves them; and what real runs recorded. */
 #ifndef KEEL_TEST_CHAOSRUN_H
 #define KEEL_TEST_CHAOSRUN_H
 
@@ -11,5 +11,10 @@
  * c1 is active on n1 and n2 at once (at most one activation); without,
  * every check passes. Aborts the test on a write error. */
 void tu_chaos_fake_run(const char *dir, int violating);
+
+/* How many lines of RUN/faults.jsonl (a keel-chaos run's directory) say
+ * a fault of this kind ended with this status ("done", "skipped"...).
+ * Aborts the test when the file cannot be read. */
+int tu_chaos_faults(const char *run, const char *kind, const char *status);
 
 #endif
