@@ -41,28 +41,10 @@ void chaos_actlog_free(chaos_actlog *a)
     memset(a, 0, sizeof *a);
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t size)
-{
-    size_t c;
-    void *q;
-
-    if (need <= *cap)
-        return 0;
-    c = *cap ? *cap * 2 : 64;
-    while (c < need)
-        c *= 2;
-    q = realloc(*p, c * size);
-    if (q == NULL)
-        return KEEL_ENOMEM;
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 static int add_finding(chaos_actlog *a, chaos_act_kind kind, size_t x,
                        size_t y)
 {
-    if (grow((void **)&a->found, &a->found_cap, a->nfound + 1,
+    if (chaos_grow((void **)&a->found, &a->found_cap, a->nfound + 1,
              sizeof *a->found))
         return KEEL_ENOMEM;
     a->found[a->nfound].kind = kind;
@@ -147,7 +129,7 @@ int chaos_actlog_parse(chaos_actlog *a, const char *node, const char *name,
     for (k = 0; k < a->nnodes; k++)
         if (strcmp(a->nodes[k], node) == 0)
             return say(err, errlen, "%s: node %s given twice", name, node);
-    if (grow((void **)&a->nodes, &a->nodes_cap, a->nnodes + 1,
+    if (chaos_grow((void **)&a->nodes, &a->nodes_cap, a->nnodes + 1,
              sizeof *a->nodes))
         return KEEL_ENOMEM;
     nodename = chaos_arena_strndup(&a->arena, node, strlen(node));
@@ -271,7 +253,7 @@ int chaos_actlog_parse(chaos_actlog *a, const char *node, const char *name,
                 if (!o->held)
                     continue;
                 o->held = 0;
-                if (grow((void **)&a->iv, &a->cap, a->n + 1, sizeof *a->iv)) {
+                if (chaos_grow((void **)&a->iv, &a->cap, a->n + 1, sizeof *a->iv)) {
                     rc = KEEL_ENOMEM;
                     break;
                 }
@@ -341,7 +323,7 @@ int chaos_actlog_parse(chaos_actlog *a, const char *node, const char *name,
             oe->iv = SIZE_MAX;
             continue;
         }
-        if (grow((void **)&a->iv, &a->cap, a->n + 1, sizeof *a->iv) ||
+        if (chaos_grow((void **)&a->iv, &a->cap, a->n + 1, sizeof *a->iv) ||
             keel_hmap_reserve(&open, 1) != 0) {
             rc = KEEL_ENOMEM;
             break;
@@ -436,7 +418,7 @@ int chaos_actlog_read_dir(chaos_actlog *a, const char *dir, char *err,
         size_t l = strlen(de->d_name);
         if (l <= 4 || strcmp(de->d_name + l - 4, ".log") != 0)
             continue;
-        if (grow((void **)&names, &cap, n + 1, sizeof *names) != 0 ||
+        if (chaos_grow((void **)&names, &cap, n + 1, sizeof *names) != 0 ||
             (names[n] = strdup(de->d_name)) == NULL) {
             rc = KEEL_ENOMEM;
             break;

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keel.h"
+
 #define BLOCK_MIN (64 * 1024)
 
 struct chaos_arena_block {
@@ -91,4 +93,22 @@ char *chaos_arena_strndup(chaos_arena *a, const char *s, size_t n)
     memcpy(p, s, n);
     p[n] = '\0';
     return p;
+}
+
+int chaos_grow(void **p, size_t *cap, size_t need, size_t size)
+{
+    size_t c;
+    void *q;
+
+    if (need <= *cap)
+        return 0;
+    c = *cap ? *cap * 2 : 64;
+    while (c < need)
+        c *= 2;
+    q = realloc(*p, c * size);
+    if (q == NULL)
+        return KEEL_ENOMEM;
+    *p = q;
+    *cap = c;
+    return 0;
 }

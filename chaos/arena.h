@@ -23,4 +23,9 @@ void *chaos_arena_alloc(chaos_arena *a, size_t n);
 /* A NUL-terminated copy of s[0..n), or NULL when out of memory. */
 char *chaos_arena_strndup(chaos_arena *a, const char *s, size_t n);
 
+/* Grows the heap array *p of `size`-byte elements, *cap of them now, to
+ * hold at least `need` (doubling): 0, or KEEL_ENOMEM with *p untouched.
+ * For the arrays of a checker that outgrow arenas (they move). */
+int chaos_grow(void **p, size_t *cap, size_t need, size_t size);
+
 #endif

@@ -130,24 +130,6 @@ static void op_as_invocation(const chaos_history *h, const chaos_op *op,
     ev->final = op->final;
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t size)
-{
-    size_t c;
-    void *q;
-
-    if (need <= *cap)
-        return 0;
-    c = *cap ? *cap * 2 : 64;
-    while (c < need)
-        c *= 2;
-    q = realloc(*p, c * size);
-    if (q == NULL)
-        return KEEL_ENOMEM;
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 static int add_invocation(chaos_history *h, const chaos_event *ev,
                           size_t line, struct client_ent *ce, char *err,
                           size_t errlen)
@@ -165,8 +147,8 @@ static int add_invocation(chaos_history *h, const chaos_event *ev,
                                 "operations: one actor, one model",
                    chaos_fn_name(ev->op), ev->actor,
                    chaos_family_name(h->actors[ae->idx].family));
-    if (grow((void **)&h->ops, &h->ops_cap, h->nops + 1, sizeof *h->ops) ||
-        grow((void **)&h->actors, &h->actors_cap, h->nactors + 1,
+    if (chaos_grow((void **)&h->ops, &h->ops_cap, h->nops + 1, sizeof *h->ops) ||
+        chaos_grow((void **)&h->actors, &h->actors_cap, h->nactors + 1,
              sizeof *h->actors) ||
         keel_hmap_reserve(&h->actor_index, 1) != 0 ||
         keel_hmap_reserve(&h->clients, 1) != 0)
@@ -187,7 +169,7 @@ static int add_invocation(chaos_history *h, const chaos_event *ev,
     } else {
         act = &h->actors[ae->idx];
     }
-    if (grow((void **)&act->ops, &act->cap, act->nops + 1, sizeof *act->ops))
+    if (chaos_grow((void **)&act->ops, &act->cap, act->nops + 1, sizeof *act->ops))
         return KEEL_ENOMEM;
     new_client = ce == NULL;
     if (new_client) {

@@ -41,24 +41,6 @@ void chaos_replicas_free(chaos_replicas *r)
     memset(r, 0, sizeof *r);
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t size)
-{
-    size_t c;
-    void *q;
-
-    if (need <= *cap)
-        return 0;
-    c = *cap ? *cap * 2 : 16;
-    while (c < need)
-        c *= 2;
-    q = realloc(*p, c * size);
-    if (q == NULL)
-        return KEEL_ENOMEM;
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 /* The words of one line: [w[i], we[i]), single spaces between them. */
 #define MAX_WORDS 16
 
@@ -222,7 +204,7 @@ static int parse_unit(chaos_replicas *r, const char **w, const char **we,
                                     "among the backups",
                        r->file, lineno, out[k]);
     }
-    if (grow((void **)&r->units, &r->cap, r->nunits + 1, sizeof *r->units))
+    if (chaos_grow((void **)&r->units, &r->cap, r->nunits + 1, sizeof *r->units))
         return KEEL_ENOMEM;
     u = &r->units[r->nunits];
     memset(u, 0, sizeof *u);
@@ -281,7 +263,7 @@ static int parse_digest(chaos_replicas *r, const char **w, const char **we,
                                     "given twice (line %zu)",
                        r->file, lineno, (int)(we[1] - w[1]), w[1], u->cap,
                        u->shard, u->dg[k].line);
-    if (grow((void **)&u->dg, &u->dg_cap, u->ndg + 1, sizeof *u->dg))
+    if (chaos_grow((void **)&u->dg, &u->dg_cap, u->ndg + 1, sizeof *u->dg))
         return KEEL_ENOMEM;
     d = &u->dg[u->ndg];
     d->node = chaos_arena_strndup(&r->arena, w[1], (size_t)(we[1] - w[1]));
