@@ -640,7 +640,7 @@ static void actor_deactivate(keel_node *n, keel_actor *a)
     a->version = 0;
     a->user = NULL;
     a->last_write_seq = 0;
-    a->flags &= (uint8_t)~ACTOR_ACTIVE;
+    a->flags &= (uint8_t)~(ACTOR_ACTIVE | ACTOR_HAS_BLOB);
 }
 
 static int actor_idle(const keel_node *n, const keel_actor *a)
@@ -1197,8 +1197,10 @@ static int actor_load(keel_node *n, keel_actor *a, char *err, size_t errlen)
         rc = keel_store_get(r, kbuf, (size_t)klen, &rec);
         if (rc == 0) {
             rc = actor_state_set(a, rec.data, rec.len);
-            if (rc == 0)
+            if (rc == 0) {
                 a->version = rec.version;
+                a->flags |= ACTOR_HAS_BLOB;
+            }
         } else if (rc == KEEL_ENOTFOUND) {
             rc = 0; /* a fresh actor: empty state, version 0 */
         }
@@ -1264,7 +1266,7 @@ static int turn_apply(keel_node *n, keel_actor *a, keel_turn *t)
     /* From here on nothing can fail. */
     if (t->state_set) {
         a->version++;
-        a->flags |= ACTOR_STATE_DIRTY;
+        a->flags |= ACTOR_STATE_DIRTY | ACTOR_HAS_BLOB;
     }
     for (i = 0; i < nops; i++)
         ovl_install(a, fresh[i]);
@@ -1370,6 +1372,48 @@ static int dedup_record(keel_turn *t, const keel_req *req, const void *reply,
     free(out);
     return rc;
 }
+static int count_entry(const void *key, size_t klen, const void *val,
+                       size_t vlen, void *data)
+{
+    (*(uint64_t *)data)++;
+    return 0;
+}
+
+/* The reply of a state read (keel__read_state): what the actor holds as
+ * of this turn, every earlier turn's writes included, in the layout
+ * node.h gives. Its release waits, as any turn's reply, for the commit
+ * that holds those writes and for the read rule, so it never shows a
+ * write that could still be lost. */
+static int state_reply(keel_turn *t)
+{
+    keel_actor *a = t->a;
+    int blob = (a->flags & ACTOR_HAS_BLOB) != 0;
+    uint64_t entries = 0, version;
+    uint8_t *p;
+    int rc;
+
+    rc = keel_turn_entries(t, count_entry, &entries);
+    if (rc != 0)
+        return rc;
+    if (!blob && entries == 0) {
+        keel_turn_error(t, "the actor has never been written");
+        return KEEL_ENOTFOUND;
+    }
+    /* Entries carry the actor's version; one with entries only stores 1
+     * (turn_apply) but loads as 0. */
+    version = blob || a->version > 0 ? a->version : 1;
+    rc = grow(&t->n->scratch_reply, &t->n->scratch_reply_cap,
+              KEEL_STATE_READ_HDR + a->state_len);
+    if (rc != 0)
+        return rc;
+    p = t->n->scratch_reply;
+    keel_state_read_head(p, blob, version, entries);
+    if (a->state_len > 0)
+        memcpy(p + KEEL_STATE_READ_HDR, actor_state(a), a->state_len);
+    t->reply_len = KEEL_STATE_READ_HDR + a->state_len;
+    return 0;
+}
+
 
 /* Runs one message through its actor and routes the reply. */
 static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
@@ -1409,6 +1453,8 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         keel_turn_error(&t, "this request key ran already; its reply was "
                             "longer than the %d bytes kept",
                         KEEL_DEDUP_REPLY_MAX);
+    } else if (rc == 0 && req->read_state) {
+        rc = state_reply(&t);
     } else if (rc == 0 && dup == DUP_NONE) {
         ran = 1;
         rc = ty->on_message(&t, req->buf, req->len);
@@ -1440,6 +1486,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
             a->user = NULL;
             actor_state_free(a);
             a->version = 0;
+            a->flags &= (uint8_t)~ACTOR_HAS_BLOB;
             if (loaded)
                 actlog(n, a, "deactivate");
         }
@@ -2862,9 +2909,11 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
 
 /* ---------------------------------------------------------------- calls */
 
+enum { AS_CALL, AS_CAST, AS_READ };
+
 static int call_common(keel_node *n, const uint8_t *key, const char *type,
                        const void *id, size_t idlen, const void *msg,
-                       size_t len, keel_call_cb cb, void *data, int cast)
+                       size_t len, keel_call_cb cb, void *data, int how)
 {
     struct keel_type_entry *te;
     keel_req *req;
@@ -2887,7 +2936,8 @@ static int call_common(keel_node *n, const uint8_t *key, const char *type,
         return KEEL_ENOMEM;
     keel__req_set(req, msg, len);
     req->origin = REQ_LOCAL;
-    req->is_cast = (uint8_t)cast;
+    req->is_cast = how == AS_CAST;
+    req->read_state = how == AS_READ;
     req->u.local.cb = cb;
     req->u.local.data = data;
     if (key != NULL) {
@@ -2903,7 +2953,13 @@ static int call_common(keel_node *n, const uint8_t *key, const char *type,
 int keel_call(keel_node *n, const char *type, const void *id, size_t idlen,
               const void *msg, size_t len, keel_call_cb cb, void *data)
 {
-    return call_common(n, NULL, type, id, idlen, msg, len, cb, data, 0);
+    return call_common(n, NULL, type, id, idlen, msg, len, cb, data, AS_CALL);
+}
+
+int keel__read_state(keel_node *n, const char *type, const void *id,
+                     size_t idlen, keel_call_cb cb, void *data)
+{
+    return call_common(n, NULL, type, id, idlen, NULL, 0, cb, data, AS_READ);
 }
 
 int keel_call_keyed(keel_node *n, const uint8_t *key, const char *type,
@@ -2912,7 +2968,7 @@ int keel_call_keyed(keel_node *n, const uint8_t *key, const char *type,
 {
     if (key == NULL)
         return KEEL_EINVAL;
-    return call_common(n, key, type, id, idlen, msg, len, cb, data, 0);
+    return call_common(n, key, type, id, idlen, msg, len, cb, data, AS_CALL);
 }
 
 int keel_cast_keyed(keel_node *n, const uint8_t *key, const char *type,
@@ -2921,13 +2977,13 @@ int keel_cast_keyed(keel_node *n, const uint8_t *key, const char *type,
 {
     if (key == NULL)
         return KEEL_EINVAL;
-    return call_common(n, key, type, id, idlen, msg, len, cb, data, 1);
+    return call_common(n, key, type, id, idlen, msg, len, cb, data, AS_CAST);
 }
 
 int keel_cast(keel_node *n, const char *type, const void *id, size_t idlen,
               const void *msg, size_t len, keel_call_cb cb, void *data)
 {
-    return call_common(n, NULL, type, id, idlen, msg, len, cb, data, 1);
+    return call_common(n, NULL, type, id, idlen, msg, len, cb, data, AS_CAST);
 }
 
 static void sync_finish(struct keel_sync_call *s, int status, const char *msg)
