@@ -22,7 +22,9 @@
  *    in sync and equal to the new primaries; nothing acknowledged lost;
  *  - catch-up (docs/cluster.md, "Catch-up"): a backup killed and started
  *    again on its data, one started on an empty data directory (under a
- *    new store id, which the map records), and a node that joins after
+ *    new store id, which the map records; one of its units, of about
+ *    10 MiB, is sent in parts and written to meanwhile, and ends equal
+ *    on the three nodes), and a node that joins after
  *    the first placement are sent snapshots and added back: every unit
  *    has its three replicas in sync again, with the same digest, nothing
  *    acknowledged lost; and a unit fails over twice, the second time to
@@ -854,6 +856,50 @@ END_TEST
  * under another store id: it is never taken for an in-sync replica of
  * what it held before; it catches up like any backup out of sync, and
  * the map records its new store. */
+/* Puts entry `key` of kv actor `id` through node i: a value of `len`
+ * bytes of one letter. */
+static void big_put(int i, const char *id, int key, size_t len)
+{
+    keel_client *c = connect_to(i);
+    char *msg = malloc(len + 32), *reply = NULL;
+    int n, rc = -1, tries;
+
+    ck_assert_ptr_nonnull(msg);
+    n = snprintf(msg, 32, "put k%d ", key);
+    memset(msg + n, 'a' + key % 26, len);
+    for (tries = 0; tries < 50 && rc != 0; tries++) {
+        rc = keel_client_call(c, KEEL_FRAME_CALL, "kv", id, strlen(id), msg,
+                              (size_t)n + len, &reply, NULL);
+        free(reply);
+        reply = NULL;
+        if (rc != 0)
+            tu_sleep_ms(100);
+    }
+    CHECK(rc == 0, "put k%d of kv %s through n%d: %s", key, id, i,
+          keel_strerror(rc));
+    free(msg);
+    keel_client_close(c);
+}
+
+/* The unit of kv actor `id` has the same digest on the three nodes. */
+static void big_agree(const char *id, const char *what)
+{
+    uint32_t shard = keel_shard_of("kv", id, strlen(id), SHARDS);
+    char d[3][128];
+    int i, tries, same = 0;
+
+    for (tries = 0; tries < 50 && !same; tries++) {
+        for (i = 0; i < 3; i++)
+            digest_via(i, shard, d[i], sizeof d[i]);
+        same = d[0][0] != '\0' && strcmp(d[0], d[1]) == 0 &&
+               strcmp(d[0], d[2]) == 0;
+        if (!same)
+            tu_sleep_ms(200);
+    }
+    CHECK(same, "%s: the unit of kv %s differs: n0 %s, n1 %s, n2 %s", what,
+          id, d[0], d[1], d[2]);
+}
+
 START_TEST(a_wiped_backup_catches_up_under_its_new_store)
 {
     keel_client *cl[3] = {NULL, NULL, NULL};
@@ -867,6 +913,9 @@ START_TEST(a_wiped_backup_catches_up_under_its_new_store)
     start_cluster(3, 3, "1000");
     for (round = 0; round < 2; round++)
         load_round(cl, acked, all, 3, round, "three nodes");
+    /* A unit of about 10 MiB: its snapshot goes in parts. */
+    for (round = 0; round < 12; round++)
+        big_put(round % 2, "big", round, 900 << 10);
     CHECK(tu_map_read(&fx, &m) == 0, "no map");
     idx = keel_map_node_index(&m, "n2");
     CHECK(idx >= 0 && m.store_ids[idx][0] != '\0', "n2 has no store id");
@@ -898,9 +947,24 @@ START_TEST(a_wiped_backup_catches_up_under_its_new_store)
     snprintf(dir, sizeof dir, "%s/n2", fx.dir);
     tu_rmrf(dir);
     ck_assert_int_eq(tu_cluster_start_node(&fx, 2, port, "--replicas", "3",
-                                           "--repl-lag-ms", "1000", NULL),
+                                           "--repl-lag-ms", "1000", "--http",
+                                           "127.0.0.1:0", NULL),
                      0);
+    /* Writes to the big unit while its snapshot may be on its way. */
+    for (round = 12; round < 15; round++)
+        big_put(round % 2, "big", round, 64 << 10);
     wait_all_in_sync("n2 back on an empty disk");
+    big_agree("big", "n2 caught up from an empty disk");
+    {
+        char *log = NULL;
+        int parts = 0, t;
+        for (t = 0; t < 3; t++) {
+            log = tu_keeld_log(&fx.nodes[t]);
+            parts |= log != NULL && strstr(log, "snapshot (in parts") != NULL;
+            free(log);
+        }
+        CHECK(parts, "no snapshot went in parts");
+    }
     CHECK(tu_map_read(&fx, &m) == 0, "no map");
     idx = keel_map_node_index(&m, "n2");
     CHECK(idx >= 0 && m.store_ids[idx][0] != '\0' &&
