@@ -17,7 +17,7 @@ static int log_level = KEEL_LOG_INFO;
 static int log_format = KEEL_LOG_FORMAT_TEXT;
 static char log_node[256];
 
-/* The descriptor lines go to. A reopened file is dup2()'d onto the same
+/* The descriptor lines go to. A reopened file is dup3()'d onto the same
  * number, so a thread writing a line meanwhile writes it whole to the old
  * file or the new one, never to a closed descriptor. */
 static atomic_int log_fd = STDERR_FILENO;
@@ -123,7 +123,7 @@ void keel_log_reopen(void)
     fd = open_log(log_path);
     if (fd < 0)
         err = errno;
-    else if (dup2(fd, atomic_load(&log_fd)) < 0)
+    else if (dup3(fd, atomic_load(&log_fd), O_CLOEXEC) < 0)
         err = errno;
     if (fd >= 0)
         close(fd);

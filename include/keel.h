@@ -320,8 +320,9 @@ KEEL_API void keel_node_stop(keel_node *node);
  * (docs/security.md). New connections use the new certificates, existing
  * connections keep theirs; token changes apply from each connection's
  * next request. A file that cannot be read, is unsafe or does not fit is
- * logged and what was loaded before stays. Any thread; async-signal-safe
- * (keeld calls it on SIGHUP). */
+ * logged and what was loaded before stays. It also opens the process's
+ * log file again (keeld's --log-file), for log rotation. Any thread;
+ * async-signal-safe (keeld calls it on SIGHUP). */
 KEEL_API void keel_node_reload(keel_node *node);
 
 /* Waits for a node started with keel_node_start() to stop. */
