@@ -39,8 +39,9 @@ static void on_signal(int sig)
     }
 }
 
-/* Nonzero when the log does not go to stderr as text (--log-file,
- * --log-format json). */
+/* log_elsewhere: the log does not go to stderr as text (--log-file or
+ * --log-format json); log_to_file: --log-file. Set once, before the node
+ * is created. */
 static int log_elsewhere;
 static int log_to_file;
 

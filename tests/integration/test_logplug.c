@@ -231,6 +231,27 @@ START_TEST(json_lines)
 }
 END_TEST
 
+/* The ready line is written whatever the level, JSON or not: scripts
+ * wait for it. */
+START_TEST(json_ready_at_error_level)
+{
+    const char *args[] = {"--log-format", "json", "--log-level", "error",
+                          NULL};
+    char *log;
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, args), 0);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+    log = tu_keeld_log(&node);
+    ck_assert_msg(strncmp(log, "{\"time\":\"", 9) == 0 &&
+                      strstr(log, "\"level\":\"info\",\"msg\":\"keeld: "
+                                  "ready on port ") != NULL,
+                  "%s", log);
+    /* Info lines of the node itself are below the level. */
+    ck_assert_ptr_null(strstr(log, "node running"));
+    free(log);
+}
+END_TEST
+
 static int file_has(const char *path, const char *what)
 {
     char *s = tu_read_file(path);
@@ -386,6 +407,7 @@ static Suite *suite(void)
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, json_lines);
+    tcase_add_test(tc, json_ready_at_error_level);
     tcase_add_test(tc, log_file_rotation);
     tcase_add_test(tc, plugin_args_and_log);
     tcase_add_test(tc, plugin_abi_refused);
