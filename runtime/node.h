@@ -162,6 +162,7 @@ struct keel_node {
     keel_node_options opts;
     char *data_dir;
     char *listen_addr;
+    char *log_node; /* node_id for keel_node_log's lines; NULL: none */
     struct ev_loop *loop;
     keel_store *store;
     keel_writer *writer;

@@ -1,11 +1,13 @@
 /* keeld: the keel node daemon. Runs one node in the foreground until
  * SIGTERM or SIGINT, then stops cleanly: no new work, queued turns finish,
  * every write is committed and every reply sent, exit 0. SIGHUP reloads
- * what can be reloaded (keel_node_reload: the TLS files and the token file). */
+ * what can be reloaded (keel_node_reload: the TLS files and the token file)
+ * and opens the --log-file again, for log rotation. */
 #include <errno.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "common/addr.h"
+#include "common/log.h"
 #include "coordinator/shardmap.h"
 #include "keel.h"
 
@@ -34,6 +37,33 @@ static void on_signal(int sig)
         keel_node_stop(n);
         break;
     }
+}
+
+/* log_elsewhere: the log does not go to stderr as text (--log-file or
+ * --log-format json); log_to_file: --log-file. Set once, before the node
+ * is created. */
+static int log_elsewhere;
+static int log_to_file;
+
+/* keeld's own lines once the log is set up. As text on stderr they read
+ * as they always have ("keeld: ready on port N", which scripts wait
+ * for). Otherwise they go through the log like the node's lines, and with
+ * --log-file the text line still goes to stderr too, for whoever waits on
+ * it there. */
+static void say(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void say(int level, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (!log_elsewhere || log_to_file)
+        fprintf(stderr, "keeld: %s\n", line);
+    if (log_elsewhere)
+        keel_log_always(level, "keeld: %s", line);
 }
 
 static void usage(FILE *f)
@@ -74,7 +104,9 @@ static void usage(FILE *f)
         "                         writes, start from the last good state anyway and\n"
         "                         log what was dropped (default: refuse to start);\n"
         "                         see docs/operations.md, \"Damaged storage\"\n"
-        "  --load PATH.so         load actor types from a plugin (repeatable)\n"
+        "  --load PATH.so[:ARGS]  load actor types from a plugin (repeatable);\n"
+        "                         the text after the first ':' goes to the\n"
+        "                         plugin's keel_plugin_init\n"
         "  --auth-tokens FILE     bearer tokens and their roles, one\n"
         "                         'TOKEN client|admin [TYPE,...]' a line; the\n"
         "                         file must not be readable by others; read\n"
@@ -89,6 +121,11 @@ static void usage(FILE *f)
         "                         required: a listener beyond loopback, or a\n"
         "                         cluster node (--zk)\n"
         "  --log-level LEVEL      error, warn, info (default) or debug\n"
+        "  --log-format FORMAT    text (default): 'TIME LEVEL MESSAGE' lines;\n"
+        "                         json: one JSON object a line, with time,\n"
+        "                         level, node (with --node-id) and msg\n"
+        "  --log-file PATH        append the log to PATH (created 0640)\n"
+        "                         instead of stderr; SIGHUP opens it again\n"
         "\n"
         "Cluster mode (docs/cluster.md; without --zk the node runs standalone):\n"
         "  --zk HOST:PORT[,...]   ZooKeeper servers; joins the cluster\n"
@@ -138,7 +175,7 @@ static void usage(FILE *f)
         "\n"
         "Built-in actor types: counter, kv, register (see `keel --help`).\n"
         "SIGTERM or SIGINT stops the node cleanly; SIGHUP reloads the TLS\n"
-        "files and --auth-tokens.\n");
+        "files and --auth-tokens, and opens --log-file again.\n");
 }
 
 static int parse_u64(const char *s, unsigned long long max,
@@ -206,7 +243,8 @@ int main(int argc, char **argv)
         O_HOLD, O_LEAVE, O_MAXCONN, O_CONNIDLE, O_UNITSTREAM, O_HTTPHDR,
         O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH,
         O_AUTHTOKENS, O_INSECURE, O_AUTHCONNFAILS, O_AUTHADDRFAILS,
-        O_AUTHWINDOW, O_REPLICAS, O_REPLLAG, O_REPLDEAD
+        O_AUTHWINDOW, O_REPLICAS, O_REPLLAG, O_REPLDEAD, O_LOGFORMAT,
+        O_LOGFILE
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, O_DATA},
@@ -222,6 +260,8 @@ int main(int argc, char **argv)
         {"recover-to-last-good", no_argument, NULL, O_RECOVER},
         {"load", required_argument, NULL, O_LOAD},
         {"log-level", required_argument, NULL, O_LOG},
+        {"log-format", required_argument, NULL, O_LOGFORMAT},
+        {"log-file", required_argument, NULL, O_LOGFILE},
         {"zk", required_argument, NULL, O_ZK},
         {"cluster", required_argument, NULL, O_CLUSTER},
         {"node-id", required_argument, NULL, O_NODEID},
@@ -257,6 +297,8 @@ int main(int argc, char **argv)
     unsigned long long v;
     char err[1024];
     struct sigaction sa;
+    int log_format = KEEL_LOG_FORMAT_TEXT;
+    const char *log_file = NULL;
 
     keel_node_options_init(&opts);
     opts.listen = "127.0.0.1:7420";
@@ -339,6 +381,10 @@ int main(int argc, char **argv)
             opts.recover_to_last_good = 1;
             break;
         case O_LOAD:
+            if (optarg[0] == '\0' || optarg[0] == ':') {
+                fprintf(stderr, "keeld: --load takes PATH.so[:ARGS]\n");
+                return 2;
+            }
             if (nloads == (int)(sizeof loads / sizeof loads[0])) {
                 fprintf(stderr, "keeld: too many --load\n");
                 return 2;
@@ -352,6 +398,25 @@ int main(int argc, char **argv)
                         "keeld: --log-level is error, warn, info or debug\n");
                 return 2;
             }
+            break;
+        case O_LOGFORMAT:
+            if (strcmp(optarg, "text") == 0)
+                log_format = KEEL_LOG_FORMAT_TEXT;
+            else if (strcmp(optarg, "json") == 0)
+                log_format = KEEL_LOG_FORMAT_JSON;
+            else {
+                fprintf(stderr, "keeld: --log-format is text or json, not "
+                                "'%s'\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case O_LOGFILE:
+            if (optarg[0] == '\0') {
+                fprintf(stderr, "keeld: --log-file takes a path\n");
+                return 2;
+            }
+            log_file = optarg;
             break;
         case O_ZK:
             opts.zk_hosts = optarg;
@@ -567,6 +632,21 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    /* The log is set up before anything logs: the node's first lines go
+     * where the rest will. */
+    keel_log_set_format(log_format);
+    if (opts.node_id != NULL)
+        keel_log_set_node(opts.node_id);
+    if (log_file != NULL) {
+        rc = keel_log_open_file(log_file, err, sizeof err);
+        if (rc != 0) {
+            fprintf(stderr, "keeld: --log-file: %s\n", err);
+            return 2;
+        }
+        log_to_file = 1;
+    }
+    log_elsewhere = log_to_file || log_format != KEEL_LOG_FORMAT_TEXT;
+
     /* A full disk must surface as a write error, not kill the process:
      * EFBIG from a file-size limit is handled like ENOSPC. */
     signal(SIGXFSZ, SIG_IGN);
@@ -589,14 +669,28 @@ int main(int argc, char **argv)
         the_node = created;
     }
     if (rc != 0) {
-        fprintf(stderr, "keeld: cannot start: %s%s%s\n", keel_strerror(rc),
-                err[0] ? ": " : "", err);
+        say(KEEL_LOG_ERROR, "cannot start: %s%s%s", keel_strerror(rc),
+            err[0] ? ": " : "", err);
         return 1;
     }
     for (i = 0; i < nloads; i++) {
-        rc = keel_node_load_plugin(the_node, loads[i], err, sizeof err);
+        /* PATH.so[:ARGS]: the path ends at the first ':'. */
+        const char *colon = strchr(loads[i], ':');
+        char *path = colon != NULL
+                         ? strndup(loads[i], (size_t)(colon - loads[i]))
+                         : strdup(loads[i]);
+        if (path == NULL) {
+            say(KEEL_LOG_ERROR, "--load %s: out of memory", loads[i]);
+            keel_node_destroy(the_node);
+            return 1;
+        }
+        err[0] = '\0';
+        rc = keel_node_load_plugin_args(the_node, path,
+                                        colon != NULL ? colon + 1 : NULL,
+                                        err, sizeof err);
+        free(path);
         if (rc != 0) {
-            fprintf(stderr, "keeld: --load %s: %s\n", loads[i], err);
+            say(KEEL_LOG_ERROR, "--load %s: %s", loads[i], err);
             keel_node_destroy(the_node);
             return 1;
         }
@@ -613,13 +707,11 @@ int main(int argc, char **argv)
     {
         keel_stats st;
         keel_node_stats(the_node, &st);
-        fprintf(stderr, "keeld: ready on port %d%s\n",
-                keel_node_port(the_node),
-                st.insecure ? " (INSECURE: no credentials, --insecure)" : "");
+        say(KEEL_LOG_INFO, "ready on port %d%s", keel_node_port(the_node),
+            st.insecure ? " (INSECURE: no credentials, --insecure)" : "");
     }
     if (opts.http_listen != NULL)
-        fprintf(stderr, "keeld: http on port %d\n",
-                keel_node_http_port(the_node));
+        say(KEEL_LOG_INFO, "http on port %d", keel_node_http_port(the_node));
     rc = keel_node_run(the_node);
     {
         /* A late SIGTERM must not reach a node being freed: block the
@@ -634,8 +726,8 @@ int main(int argc, char **argv)
     /* A node that stopped on its own, e.g. unable to take part in its
      * cluster (keel_node_run), logged why: exit non-zero. */
     if (rc != 0)
-        fprintf(stderr, "keeld: stopped: %s (%s); the log above says why\n",
-                keel_strerror(rc), keel_err_name(rc));
+        say(KEEL_LOG_ERROR, "stopped: %s (%s); the log above says why",
+            keel_strerror(rc), keel_err_name(rc));
     keel_node *n = the_node;
     the_node = NULL;
     keel_node_destroy(n);
