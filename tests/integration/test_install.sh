@@ -148,14 +148,14 @@ grep -q "keelConfig.cmake, version: $version" "$tmp/cmake-next.log" ||
 # render PAGE: plain text, wide and unhyphenated, so that every option
 # stays on one line.
 render() {
-    groff -man -Tascii -P-cbou -rLL=300n -rHY=0 "$1" 2>/dev/null
+    LC_ALL=C groff -man -Tascii -P-cbou -rLL=300n -rHY=0 "$1" 2>/dev/null
 }
 for page in share/man/man8/keeld.8 share/man/man1/keel.1; do
     step "man -l $page"
-    groff -man -ww -z "$p/$page" 2>"$tmp/groff.err" || fail "groff $page"
+    LC_ALL=C groff -man -ww -z "$p/$page" 2>"$tmp/groff.err" || fail "groff $page"
     [ ! -s "$tmp/groff.err" ] ||
         { cat "$tmp/groff.err" >&2; fail "groff warns about $page"; }
-    MANWIDTH=80 man -l --warnings=all "$p/$page" >"$tmp/man.out" \
+    LC_ALL=C MANWIDTH=80 man -l --warnings=all "$p/$page" >"$tmp/man.out" \
         2>"$tmp/man.err" || fail "man -l $page exited $?"
     [ ! -s "$tmp/man.err" ] ||
         { cat "$tmp/man.err" >&2; fail "man -l warns about $page"; }
