@@ -2382,6 +2382,77 @@ START_TEST(test_type_table_units)
 }
 END_TEST
 
+struct keys_seen {
+    int n;
+    char ids[8][8];
+};
+
+static int ids_cb(const uint8_t *key, size_t klen, const keel_record *rec,
+                  void *data)
+{
+    struct keys_seen *k = data;
+
+    (void)rec;
+    ck_assert_int_lt(k->n, 8);
+    /* The id is the key's tail here: ids of one letter. */
+    k->ids[k->n][0] = (char)key[klen - 1];
+    k->ids[k->n][1] = '\0';
+    k->n++;
+    return 0;
+}
+
+/* A unit scan in pieces: from after a key of the unit, only the records
+ * after it (of the unit, not of the shard's other units); after the last
+ * one, none; a key of another shard is refused. */
+START_TEST(test_unit_scan_from)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    uint8_t k[4][KEEL_KEY_MAX], kg[KEEL_KEY_MAX], ko[KEEL_KEY_MAX];
+    int n[4], ng, no, i;
+    static const char *const ids[4] = {"a", "b", "c", "d"};
+    struct keys_seen seen;
+    keel_store_read *r;
+
+    for (i = 0; i < 4; i++) {
+        n[i] = tkey(k[i], 9, "counter", ids[i]);
+        ck_assert_int_eq(commit_put(s, NULL, 9, 1, k[i], (size_t)n[i], 1,
+                                    "v"), 0);
+    }
+    ng = tkey(kg, 9, "gputype", "e");
+    ck_assert_int_eq(commit_put(s, "gpu", 9, 1, kg, (size_t)ng, 1, "g"), 0);
+    no = tkey(ko, 10, "counter", "a");
+    ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+    memset(&seen, 0, sizeof seen);
+    ck_assert_int_eq(keel_store_unit_scan_from(r, "", 9, k[1], (size_t)n[1],
+                                               ids_cb, &seen), 0);
+    ck_assert_int_eq(seen.n, 2);
+    ck_assert_str_eq(seen.ids[0], "c");
+    ck_assert_str_eq(seen.ids[1], "d");
+    memset(&seen, 0, sizeof seen);
+    ck_assert_int_eq(keel_store_unit_scan_from(r, "", 9, k[3], (size_t)n[3],
+                                               ids_cb, &seen), 0);
+    ck_assert_int_eq(seen.n, 0);
+    memset(&seen, 0, sizeof seen);
+    ck_assert_int_eq(keel_store_unit_scan_from(r, "gpu", 9, k[0],
+                                               (size_t)n[0], ids_cb, &seen),
+                     0);
+    ck_assert_int_eq(seen.n, 1);
+    ck_assert_str_eq(seen.ids[0], "e");
+    memset(&seen, 0, sizeof seen);
+    ck_assert_int_eq(keel_store_unit_scan_from(r, "", 9, NULL, 0, ids_cb,
+                                               &seen), 0);
+    ck_assert_int_eq(seen.n, 4);
+    ck_assert_int_eq(keel_store_unit_scan_from(r, "", 9, ko, (size_t)no,
+                                               ids_cb, &seen),
+                     KEEL_EINVAL);
+    keel_store_read_end(r);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* A unit's deletion is decided inside the transaction, after the batch's
  * earlier groups: a unit received by an earlier group at epoch 5 stays
  * when a later group deletes what was written below 5, and what the
@@ -2931,6 +3002,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_fence_only_default_capability);
     tcase_add_test(tc, test_batch_group_ops_replay);
     tcase_add_test(tc, test_unit_digest);
+    tcase_add_test(tc, test_unit_scan_from);
     suite_add_tcase(s, tc);
     return s;
 }
