@@ -2358,9 +2358,6 @@ int keel_cluster_drain(keel_cluster *c, const char *name)
         return KEEL_ENOTFOUND;
     if (m->leaving)
         return 0;
-    /* Leaving would leave its units with nobody to serve them. */
-    if (keel_cluster_drain_stranded(c, name) != NULL)
-        return KEEL_EUNAVAIL;
     if (c->drain_busy)
         return KEEL_EOVERLOAD;
     snprintf(c->drain_name, sizeof c->drain_name, "%s", name);

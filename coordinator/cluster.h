@@ -350,11 +350,12 @@ int keel_cluster_may_replicate(keel_cluster *c, const char *cap,
  * the usual handoff; the member stays live meanwhile (it releases and
  * streams). The flag lasts as long as the member's session. Returns 0
  * (submitted, or already leaving), KEEL_EINVAL, KEEL_ESESSION (not
- * joined), KEEL_ENOTFOUND (not a live member), KEEL_EUNAVAIL (it leads
- * units of a capability no other live member that is not leaving has:
- * they would stay unavailable; keel_cluster_drain_stranded names it),
- * KEEL_EOVERLOAD (another mark in flight) or a submit error. The outcome
- * is logged. */
+ * joined), KEEL_ENOTFOUND (not a live member), KEEL_EOVERLOAD (another
+ * mark in flight) or a submit error. The outcome is logged. Units of a
+ * capability no other member has stay with the leaving member until it
+ * goes: an operator's drain checks keel_cluster_drain_stranded first and
+ * refuses; a node that stops (SIGTERM) leaves anyway, after handing off
+ * what others can take. */
 int keel_cluster_drain(keel_cluster *c, const char *name);
 /* A capability ("" for the default group) of units `name` leads in the
  * applied map that no other live member that is not leaving has, or

@@ -660,9 +660,12 @@ int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
         }
         if ((rc = admin_cluster(n, "drain", &c, errbuf, errlen)) != 0)
             return rc;
-        rc = keel_cluster_drain(c, arg);
-        if (rc == KEEL_EUNAVAIL) {
+        /* A drain would leave the units of a capability nobody else has
+         * unavailable: refused (a node that stops leaves anyway). */
+        if (keel_cluster_drain_stranded(c, arg) != NULL &&
+            !keel_cluster_member_leaving(c, arg)) {
             const char *cap = keel_cluster_drain_stranded(c, arg);
+            rc = KEEL_EUNAVAIL;
             snprintf(errbuf, errlen,
                      "cannot drain %s: no other live member has capability "
                      "%s%s%s, so its units would stay unavailable; start a "
@@ -672,6 +675,7 @@ int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
                      cap != NULL && cap[0] != '\0' ? "'" : "");
             return rc;
         }
+        rc = keel_cluster_drain(c, arg);
         if (rc != 0) {
             snprintf(errbuf, errlen, "cannot drain %s: %s", arg,
                      rc == KEEL_ENOTFOUND ? "not a live member"

@@ -404,6 +404,40 @@ START_TEST(state_reads_are_forwarded_to_the_owner)
 }
 END_TEST
 
+/* A node that stops (SIGTERM) leaves gracefully even when it is the only
+ * one with a capability: it hands off the units others can take and
+ * keeps, until it goes, only those nobody else can (an operator's drain
+ * of it is refused, below; a stop is not). */
+START_TEST(stopping_the_only_node_with_a_capability_hands_off_the_rest)
+{
+    char *log, *out;
+    int tries, left = 1;
+
+    await_settled();
+    out = cli(0, "shards", "--node", "n1", NULL);
+    ck_assert_msg(strstr(out, "unit (default) ") != NULL, "%s", out);
+    free(out);
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[1], SIGTERM), 0);
+    log = tu_keeld_log(&fx.nodes[1]);
+    ck_assert_msg(strstr(log, "cannot mark this node leaving") == NULL &&
+                      strstr(log, "cluster: leaving: handing every unit "
+                                  "off") != NULL &&
+                      strstr(log, "leaving with ") != NULL,
+                  "n1's log:\n%s", log);
+    free(log);
+    /* The default and gpu units it led are the others' now. */
+    for (tries = 0; tries < 100 && left; tries++) {
+        out = cli(0, "shards", "--node", "n1", NULL);
+        left = strstr(out, "unit (default) ") != NULL ||
+               strstr(out, "unit gpu ") != NULL;
+        free(out);
+        if (left)
+            usleep(100 * 1000);
+    }
+    ck_assert_msg(!left, "n1 still leads default or gpu units");
+}
+END_TEST
+
 /* Admin requests that would go wrong are refused with the reason: a
  * drain of n1, the only node with capability ssd (its ssd units would
  * stay unavailable), and a forget of a node the cluster never had. The
@@ -497,6 +531,7 @@ int main(void)
     tcase_add_test(tc, shards_cover_every_unit_once);
     tcase_add_test(tc, capabilities_and_http);
     tcase_add_test(tc, state_reads_are_forwarded_to_the_owner);
+    tcase_add_test(tc, stopping_the_only_node_with_a_capability_hands_off_the_rest);
     tcase_add_test(tc, drain_and_forget_refuse_what_would_go_wrong);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
