@@ -301,6 +301,21 @@ static void unit_line(tbuf *b, const char *cap, uint32_t shard,
     tb_printf(b, "\n");
 }
 
+/* Whether `name` is this standalone node, a member, or a node of the
+ * applied map. */
+static int node_known(keel_node *n, const char *name)
+{
+    keel_cluster *c = cluster_of(n);
+    const keel_shard_map *m;
+
+    if (c == NULL)
+        return strcmp(name, self_name(n)) == 0;
+    if (member_find(c, name) != NULL)
+        return 1;
+    m = keel_cluster_map(c);
+    return m != NULL && keel_map_node_index(m, name) >= 0;
+}
+
 static void q_shards(keel_node *n, const char *only, tbuf *b)
 {
     keel_cluster *c = cluster_of(n);
@@ -491,6 +506,22 @@ static int next_word(const uint8_t **p, const uint8_t *end, char *buf,
  * as this node's store holds it, whether it is the unit's primary, a
  * backup or neither (docs/protocol.md, "INFO body"). CAP (default) names
  * the default group, as the other answers print it. */
+/* Whether a type registered here, or a unit of the applied map, has
+ * capability cap. */
+static int cap_known(keel_node *n, const char *cap)
+{
+    keel_cluster *c = cluster_of(n);
+    const char *caps[KEEL_MAP_MAX_CAPS];
+    size_t nc = local_caps(n, caps, KEEL_MAP_MAX_CAPS), i;
+    const keel_shard_map *m;
+
+    for (i = 0; i < nc; i++)
+        if (strcmp(caps[i], cap) == 0)
+            return 1;
+    m = c != NULL ? keel_cluster_map(c) : NULL;
+    return m != NULL && keel_map_cap_index(m, cap) >= 0;
+}
+
 static int q_digest(keel_node *n, const uint8_t *p, const uint8_t *end,
                     tbuf *b, char *errbuf, size_t errlen)
 {
@@ -517,6 +548,13 @@ static int q_digest(keel_node *n, const uint8_t *p, const uint8_t *end,
         snprintf(errbuf, errlen, "digest: shard '%s' is not a number below "
                  "%u", num, n->opts.shard_count);
         return KEEL_EINVAL;
+    }
+    if (!cap_known(n, cap)) {
+        /* It would answer the digest of nothing: say why instead. */
+        snprintf(errbuf, errlen, "digest: no unit of capability '%s' (no "
+                 "type here and no unit of the map has it; `keel "
+                 "capabilities` lists them)", cap);
+        return KEEL_ENOTFOUND;
     }
     rc = keel_store_read_begin(n->store, &r);
     if (rc == 0) {
@@ -632,6 +670,13 @@ int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
                 return KEEL_EINVAL;
             }
             only = arg;
+            if (!node_known(n, only)) {
+                snprintf(errbuf, errlen,
+                         "no node '%s' here: neither a member nor in the "
+                         "shard map (`keel nodes` lists the members)",
+                         only);
+                return KEEL_ENOTFOUND;
+            }
         }
         q_shards(n, only, &b);
     } else if (strcmp(q, "where") == 0) {

@@ -66,9 +66,14 @@ START_TEST(standalone_facts)
     ck_assert_str_eq(t, "unit (default) 0 owner local epoch 1\n"
                         "unit (default) 1 owner local epoch 1\n");
     free(t);
-    t = info(2, "shards", "other", NULL);
-    ck_assert_str_eq(t, "");
-    free(t);
+    {
+        /* A node nobody knows: an error, not an empty list. */
+        const char *other[] = {"shards", "other"};
+        char *text = NULL;
+        ck_assert_int_eq(keel_node_info(node, 2, other, &text, NULL),
+                         KEEL_ENOTFOUND);
+        free(text);
+    }
     t = info(1, "capabilities", NULL, NULL);
     ck_assert_str_eq(t, "capability (default) nodes local\n");
     free(t);
@@ -110,9 +115,15 @@ START_TEST(digest)
     ck_assert_str_eq(t, t2); /* nothing changed, nor does the answer */
     free(t2);
     free(t);
-    t = info(3, "digest", "gpu", num);
-    ck_assert_str_eq(t, want); /* another unit of the shard: empty */
-    free(t);
+    {
+        /* A capability no type here (and no map) has: an error, not the
+         * digest of nothing. */
+        const char *gpu[] = {"digest", "gpu", num};
+        char *text = NULL;
+        ck_assert_int_eq(keel_node_info(node, 3, gpu, &text, NULL),
+                         KEEL_ENOTFOUND);
+        free(text);
+    }
 }
 END_TEST
 
