@@ -399,6 +399,68 @@ START_TEST(check_config_cases)
 }
 END_TEST
 
+/* The example configuration shipped in dist/ passes --check-config (its
+ * data directory replaced: /var/lib/keel may not exist here). */
+START_TEST(example_config_checks_ok)
+{
+    char *data = path_of("data"), *out = NULL, *err = NULL;
+    const char *args[] = {"--config", KEEL_SOURCE_DIR "/dist/keeld.conf",
+                          "--data", data, "--check-config", NULL};
+    int rc = run_keeld(args, &out, &err);
+
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    ck_assert_str_eq(out, "configuration ok\n");
+    free(out);
+    free(err);
+    free(data);
+}
+END_TEST
+
+/* dist/keeld.service passes systemd-analyze verify, where that tool is
+ * (it is not needed to build or run keel): its programs pointed at the
+ * keeld just built, as verify wants them to exist. */
+START_TEST(unit_file_verifies)
+{
+    static const char *const tool = "/usr/bin/systemd-analyze";
+    char *unit = path_of("keeld.service"), *text, *out = NULL, *err = NULL;
+    char *bin = tu_bin("keeld"), *p;
+    FILE *f;
+    int rc;
+
+    if (access(tool, X_OK) != 0) {
+        fprintf(stderr, "unit_file_verifies: skipped: no %s\n", tool);
+        goto done;
+    }
+    text = tu_read_file(KEEL_SOURCE_DIR "/dist/keeld.service");
+    ck_assert_ptr_nonnull(text);
+    f = fopen(unit, "w");
+    ck_assert_ptr_nonnull(f);
+    for (p = text; *p != '\0';) {
+        const char *hit = strstr(p, "/usr/bin/keeld");
+        if (hit == NULL) {
+            fputs(p, f);
+            break;
+        }
+        fwrite(p, 1, (size_t)(hit - p), f);
+        fputs(bin, f);
+        p = (char *)hit + strlen("/usr/bin/keeld");
+    }
+    fclose(f);
+    free(text);
+    {
+        const char *argv[] = {tool, "verify", unit, NULL};
+        rc = tu_run(argv, &out, &err);
+    }
+    ck_assert_msg(rc == 0 && (err == NULL || err[0] == '\0'),
+                  "exit %d: %s", rc, err ? err : "");
+    free(out);
+    free(err);
+done:
+    free(bin);
+    free(unit);
+}
+END_TEST
+
 /* ------------------------------------------------------------ notify */
 
 /* Binds the datagram socket the service manager would listen on. */
@@ -644,6 +706,8 @@ static Suite *suite(void)
     tcase_add_test(tc, command_line_overrides_file);
     tcase_add_test(tc, bad_config_refused);
     tcase_add_test(tc, check_config_cases);
+    tcase_add_test(tc, example_config_checks_ok);
+    tcase_add_test(tc, unit_file_verifies);
     suite_add_tcase(s, tc);
     tc = tcase_create("notify");
     tcase_add_checked_fixture(tc, setup, teardown);
