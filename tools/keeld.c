@@ -283,10 +283,14 @@ struct keeld_conf {
     struct origin load_from[MAX_LOADS];
     int nloads;
     int loads_from_file; /* a --load replaces the file's list */
-    struct origin from[O_COUNT]; /* where each option was set; line 0: not */
+    struct origin from[O_COUNT]; /* where each option was set (FROM) */
     char **owned;
     size_t nowned;
 };
+
+/* Where option id was set: line 0 (and file NULL) when not from the
+ * file. */
+#define FROM(kc, id) ((kc)->from[(id) - O_DATA])
 
 static int conf_errors; /* errors reported so far */
 
@@ -616,9 +620,7 @@ static int apply_option(struct keeld_conf *kc, const struct keeld_opt *o,
     default: /* cmdline_only: acted on by main */
         return 0;
     }
-    kc->from[c - O_DATA] = *at;
-    if (kc->from[c - O_DATA].line == 0)
-        kc->from[c - O_DATA].line = -1; /* set, from the command line */
+    FROM(kc, c) = *at;
     return 0;
 }
 
@@ -710,9 +712,9 @@ static int conf_handler(void *user, const char *section, const char *name,
         conf_error(&at, "key '%s' has no value", name);
         return 1;
     }
-    if (o->id != O_LOAD && kc->from[o->id - O_DATA].line != 0) {
+    if (o->id != O_LOAD && FROM(kc, o->id).file != NULL) {
         conf_error(&at, "key '%s' is set twice (first on line %d)", name,
-                   kc->from[o->id - O_DATA].line);
+                   FROM(kc, o->id).line);
         return 1;
     }
     copy = strdup(value);
@@ -853,17 +855,18 @@ static void check_files(const struct keeld_conf *kc)
     int k;
 
     for (i = 0; i < sizeof files / sizeof files[0]; i++)
-        check_readable(&kc->from[files[i] - O_DATA],
+        check_readable(&FROM(kc, files[i]),
                        opt_by_id(files[i])->name, paths[i]);
     for (k = 0; k < kc->nloads; k++)
         check_readable(&kc->load_from[k], "load", kc->loads[k]);
     if (opts->data_dir != NULL && stat(opts->data_dir, &st) == 0 &&
         !S_ISDIR(st.st_mode))
-        conf_error(&kc->from[O_DATA - O_DATA], "%s %s: not a directory",
-                   kc->from[0].file ? "data" : "--data", opts->data_dir);
+        conf_error(&FROM(kc, O_DATA), "%s %s: not a directory",
+                   FROM(kc, O_DATA).file ? "data" : "--data",
+                   opts->data_dir);
     if (opts->activation_log != NULL) {
         char *copy = strdup(opts->activation_log);
-        const struct origin *at = &kc->from[O_ACTLOG - O_DATA];
+        const struct origin *at = &FROM(kc, O_ACTLOG);
         if (copy != NULL && (stat(dirname(copy), &st) != 0 ||
                              !S_ISDIR(st.st_mode)))
             conf_error(at, "%s %s: its directory does not exist",
@@ -1204,10 +1207,7 @@ int main(int argc, char **argv)
         if (config == NULL)
             usage(stderr);
     } else {
-        struct origin at = kc.from[O_DATA - O_DATA];
-        if (at.line < 0)
-            at.line = 0;
-        data_parent_exists(kc.opts.data_dir, &at);
+        data_parent_exists(kc.opts.data_dir, &FROM(&kc, O_DATA));
     }
     check_combinations(&kc.opts);
     if (check)
