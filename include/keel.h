@@ -146,6 +146,32 @@ enum keel_log_level {
     KEEL_LOG_DEBUG = 3
 };
 
+/* Logging is process-wide: every node of the process logs through it,
+ * at the level of the node created last (log_level). By default each
+ * line goes to stderr as "TIME LEVEL MESSAGE".
+ *
+ * A callback set with keel_log_set_callback receives each message
+ * instead: level is an enum keel_log_level, msg the message alone (no
+ * time, level or newline; NUL-terminated, owned by keel, valid until the
+ * callback returns; its bytes are what was logged and may not be valid
+ * UTF-8). It is called from whichever thread logs: a node's loop thread
+ * (most lines, and those of handlers and plugins), its storage writer
+ * thread, the HTTP face's threads, any thread calling keel_node_log. keel makes the calls one at a time (never two at once),
+ * so the callback needs no lock of its own, but it must be quick: other
+ * threads wait for it before logging. Lines it logs through keel itself
+ * go to stderr. Set it at any time, from any thread; NULL goes back to
+ * stderr. Once keel_log_set_callback returns, the previous callback is
+ * not running and will not be called again, so its data may be freed. */
+typedef void (*keel_log_fn)(void *data, int level, const char *msg);
+KEEL_API void keel_log_set_callback(keel_log_fn fn, void *data);
+
+/* Logs a line through the process's logging (stderr, the keeld log
+ * file, JSON lines or the callback, whichever is in use), if level is
+ * within the level set. For plugins and embedders; any thread. In JSON
+ * lines "node" is the node's node_id (cluster mode). */
+KEEL_API void keel_node_log(keel_node *node, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Replicas per unit of a cluster created without a count. */
 #define KEEL_REPLICAS_DEFAULT 3
 
@@ -294,8 +320,9 @@ KEEL_API void keel_node_stop(keel_node *node);
  * (docs/security.md). New connections use the new certificates, existing
  * connections keep theirs; token changes apply from each connection's
  * next request. A file that cannot be read, is unsafe or does not fit is
- * logged and what was loaded before stays. Any thread; async-signal-safe
- * (keeld calls it on SIGHUP). */
+ * logged and what was loaded before stays. It also opens the process's
+ * log file again (keeld's --log-file), for log rotation. Any thread;
+ * async-signal-safe (keeld calls it on SIGHUP). */
 KEEL_API void keel_node_reload(keel_node *node);
 
 /* Waits for a node started with keel_node_start() to stop. */
@@ -438,12 +465,49 @@ KEEL_API int keel_node_info(keel_node *node, int argc,
                             const char *const *argv, char **text,
                             size_t *len);
 
-/* Loads actor types from a shared object. The object must export
- *     int keel_plugin_init(keel_node *node);
+/* Plugins: actor types from a shared object (keeld --load PATH.so[:ARGS]).
+ *
+ * A plugin declares the plugin ABI it was built against with
+ * KEEL_PLUGIN_DECLARE_ABI; (once, at file scope, in one of its sources)
+ * and exports
+ *     int keel_plugin_init(keel_node *node, const char *args);
  * which registers its types with keel_node_register_type() and returns 0
- * or a KEEL_E* code. Before the node runs. Errors: KEEL_EPLUGIN. */
+ * or a KEEL_E* code. args is the text given after the path (keeld: what
+ * follows the first ':' of --load), NULL when none was given; it is
+ * valid only during the call: copy what is kept.
+ *
+ * keel refuses a plugin whose ABI major version is not its own, or whose
+ * minor version is newer than its own (it may call functions this keel
+ * lacks), and a plugin that declares no ABI at all (one built before the
+ * declaration existed: its keel_plugin_init took no args). The major
+ * version changes when keel_plugin_init or a structure plugins share
+ * with keel changes incompatibly; the minor one when functions are added.
+ *
+ * ABI 1.0: keel_plugin_init(node, args); keel_node_log. */
+#define KEEL_PLUGIN_ABI_MAJOR 1
+#define KEEL_PLUGIN_ABI_MINOR 0
+#define KEEL_PLUGIN_ABI                                                     \
+    ((uint32_t)KEEL_PLUGIN_ABI_MAJOR << 16 | (uint32_t)KEEL_PLUGIN_ABI_MINOR)
+#define KEEL_PLUGIN_ABI_SYMBOL "keel_plugin_abi"
 #define KEEL_PLUGIN_INIT_SYMBOL "keel_plugin_init"
-typedef int (*keel_plugin_init_fn)(keel_node *node);
+#if defined(__GNUC__)
+#define KEEL_PLUGIN_EXPORT __attribute__((visibility("default")))
+#else
+#define KEEL_PLUGIN_EXPORT
+#endif
+#define KEEL_PLUGIN_DECLARE_ABI                                             \
+    KEEL_PLUGIN_EXPORT extern const uint32_t keel_plugin_abi;               \
+    KEEL_PLUGIN_EXPORT const uint32_t keel_plugin_abi = KEEL_PLUGIN_ABI
+typedef int (*keel_plugin_init_fn)(keel_node *node, const char *args);
+
+/* Loads a plugin; args goes to its keel_plugin_init (NULL: none). Before
+ * the node runs. Errors: KEEL_EPLUGIN (the object cannot be opened, has
+ * no keel_plugin_init, declares no ABI or another one, or its init
+ * failed), with the reason in errbuf; KEEL_EINVAL. */
+KEEL_API int keel_node_load_plugin_args(keel_node *node, const char *path,
+                                        const char *args, char *errbuf,
+                                        size_t errlen);
+/* keel_node_load_plugin_args with no args. */
 KEEL_API int keel_node_load_plugin(keel_node *node, const char *path,
                                    char *errbuf, size_t errlen);
 

@@ -1492,8 +1492,11 @@ int keel_store_get(keel_store_read *r, const void *key, size_t klen,
     return record_parse(&v, out);
 }
 
-int keel_store_scan(keel_store_read *r, const void *prefix, size_t plen,
-                    keel_scan_fn fn, void *data)
+/* keel_store_scan, from the first key after `after` (alen 0: from the
+ * prefix's first key). */
+static int scan_from(keel_store_read *r, const void *prefix, size_t plen,
+                     const void *after, size_t alen, keel_scan_fn fn,
+                     void *data)
 {
     MDB_cursor *cur;
     MDB_val k = {plen, (void *)prefix};
@@ -1502,14 +1505,22 @@ int keel_store_scan(keel_store_read *r, const void *prefix, size_t plen,
     int rc, ret = 0;
 
     if (r == NULL || fn == NULL || (plen > 0 && prefix == NULL) ||
-        plen > KEEL_KEY_MAX)
+        plen > KEEL_KEY_MAX || alen > KEEL_KEY_MAX ||
+        (alen > 0 && after == NULL))
         return KEEL_EINVAL;
     rc = mdb_cursor_open(r->txn, r->store->state, &cur);
     if (rc != 0)
         return store_err(rc);
+    if (alen > 0) {
+        k.mv_size = alen;
+        k.mv_data = (void *)after;
+    }
     /* LMDB refuses an empty key to MDB_SET_RANGE; the empty prefix is the
      * whole database. */
-    rc = mdb_cursor_get(cur, &k, &v, plen > 0 ? MDB_SET_RANGE : MDB_FIRST);
+    rc = mdb_cursor_get(cur, &k, &v, k.mv_size > 0 ? MDB_SET_RANGE : MDB_FIRST);
+    if (rc == 0 && alen > 0 && k.mv_size == alen &&
+        memcmp(k.mv_data, after, alen) == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT); /* after it, not it */
     while (rc == 0) {
         /* plen 0 may come with a NULL prefix, which memcmp must not be
          * given even for zero bytes. */
@@ -1528,6 +1539,12 @@ int keel_store_scan(keel_store_read *r, const void *prefix, size_t plen,
         ret = store_err(rc);
     mdb_cursor_close(cur);
     return ret;
+}
+
+int keel_store_scan(keel_store_read *r, const void *prefix, size_t plen,
+                    keel_scan_fn fn, void *data)
+{
+    return scan_from(r, prefix, plen, NULL, 0, fn, data);
 }
 
 struct unit_scan {
@@ -1573,6 +1590,13 @@ static int unit_scan_cb(const uint8_t *key, size_t klen,
 int keel_store_unit_scan(keel_store_read *r, const char *cap, uint16_t shard,
                          keel_scan_fn fn, void *data)
 {
+    return keel_store_unit_scan_from(r, cap, shard, NULL, 0, fn, data);
+}
+
+int keel_store_unit_scan_from(keel_store_read *r, const char *cap,
+                              uint16_t shard, const void *after, size_t alen,
+                              keel_scan_fn fn, void *data)
+{
     struct unit_scan u;
     uint8_t prefix[2];
 
@@ -1589,7 +1613,11 @@ int keel_store_unit_scan(keel_store_read *r, const char *cap, uint16_t shard,
     if (u.clen > 255)
         return KEEL_EINVAL;
     put_be16(prefix, shard);
-    return keel_store_scan(r, prefix, sizeof prefix, unit_scan_cb, &u);
+    if (alen > 0 && (alen < sizeof prefix || after == NULL ||
+                     memcmp(after, prefix, sizeof prefix) != 0))
+        return KEEL_EINVAL; /* not a key of the shard */
+    return scan_from(r, prefix, sizeof prefix, after, alen, unit_scan_cb,
+                     &u);
 }
 
 struct unit_digest {

@@ -179,6 +179,13 @@ int keel_store_scan(keel_store_read *r, const void *prefix, size_t plen,
  * then nobody can tell which unit it belongs to. */
 int keel_store_unit_scan(keel_store_read *r, const char *cap, uint16_t shard,
                          keel_scan_fn fn, void *data);
+/* The same from the first record after the key `after` (one of the
+ * shard's keys, alen bytes; alen 0: from the start): a long scan done in
+ * pieces, each in a read of its own. KEEL_EINVAL when `after` is not a
+ * key of the shard. */
+int keel_store_unit_scan_from(keel_store_read *r, const char *cap,
+                              uint16_t shard, const void *after, size_t alen,
+                              keel_scan_fn fn, void *data);
 /* The content digest of the placement unit (cap, shard): XXH3_64 over
  * its records in key order (keel_store_unit_scan), each as
  *   klen be16 | key | version be64 | dlen be32 | data

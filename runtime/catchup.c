@@ -26,8 +26,19 @@
  * lag leads to a drop request).
  *
  * Snapshots are read on the loop thread, at most CU_MAX_SNAP unanswered
- * at a time, each at most REPL_SEND_MAX bytes (a unit larger than that
- * cannot catch up: it is logged and tried again later). */
+ * at a time. A unit larger than CU_PART_BYTES goes in parts, each a
+ * piece of its own with a number of its own, read in a read of its own
+ * once the part before it is durable on the backup (one part in flight
+ * per backup): the first deletes the unit and puts its first records, the
+ * others put the records after the key where the one before stopped. The
+ * in-sync backups (and any other backup catching up) get an empty piece
+ * under each part's number, so the unit's numbering stays one sequence.
+ * The parts together hold everything up to the first part's seq k: a
+ * part read later may also hold writes of pieces after k, which reach
+ * the backup after that part (they are numbered after it), or before it
+ * (and the part, read after they were committed here, holds their
+ * result); either way the backup ends with what the primary holds. The
+ * snapshot counts as durable there once its last part is. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +55,10 @@
 /* A snapshot not durable on the backup this long after it left is given
  * up (the backup is slow or gone); the unit is tried again later. */
 #define CU_SNAP_TIMEOUT_S 10.0
+/* A snapshot part holds records up to about this many bytes. */
+#define CU_PART_BYTES (4u << 20)
+/* snap_record: the part is full. */
+#define SNAP_FULL 1
 /* A unit whose catch-up failed is not tried again before this. */
 #define CU_RETRY_S 1.0
 #define CU_RETRY_LONG_S 30.0
@@ -106,6 +121,7 @@ static void cu_end(keel_repl *r, repl_unit *u, repl_catchup *c, int forget,
 
     if (c->phase == CU_SNAP && r->nsnap > 0)
         r->nsnap--;
+    free(c->resume);
     memset(c, 0, sizeof *c);
     u->ncu--;
     if (retry > 0) {
@@ -260,6 +276,9 @@ void repl_catchup_acked(keel_repl *r, repl_unit *u, uint64_t epoch,
         c->phase = CU_TAIL;
         c->since = ev_now(r->n->loop);
         repl_arm(r, 0);
+    } else if (c->phase == CU_SNAP && c->resume != NULL &&
+               c->acked >= c->part_seq) {
+        repl_arm(r, 0); /* the next part, from the tick */
     }
 }
 
@@ -307,6 +326,8 @@ int repl_catchup_lag(keel_repl *r, repl_unit *u, uint64_t epoch,
 
 /* ---------------------------------------------------------- snapshots */
 
+/* Adds a record to the snapshot part in r->piece; SNAP_FULL (with the
+ * record's key in r->snap_key) once the part holds CU_PART_BYTES. */
 static int snap_record(const uint8_t *key, size_t klen,
                        const keel_record *rec, void *data)
 {
@@ -320,18 +341,141 @@ static int snap_record(const uint8_t *key, size_t klen,
     r->plen += keel_repl_op_encode(r->piece + r->plen, KEEL_REPL_PUT, key,
                                    klen, rec->version, rec->data, rec->len);
     r->pops++;
+    if (r->plen < CU_PART_BYTES)
+        return 0;
+    memcpy(r->snap_key, key, klen);
+    r->snap_klen = klen;
+    return SNAP_FULL;
+}
+
+/* Reads the next snapshot part of u into r->piece (after what it holds
+ * already): 0 when it is the last, SNAP_FULL when more follow (the key
+ * to go on after in r->snap_key), or an error. */
+static int snap_read(keel_repl *r, repl_unit *u, const uint8_t *after,
+                     size_t alen)
+{
+    keel_store_read *rd;
+    int rc = keel_store_read_begin(r->n->store, &rd);
+
+    if (rc != 0)
+        return rc;
+    r->snap_klen = 0;
+    rc = keel_store_unit_scan_from(rd, u->cap, (uint16_t)u->shard, after,
+                                   alen, snap_record, r);
+    keel_store_read_end(rd);
+    return rc;
+}
+
+/* Gives the next number of u at epoch to a snapshot part for c's backup:
+ * every other backup that takes u's pieces (in sync, or catching up) gets
+ * an empty piece under it, so that what follows is in sequence there. The
+ * part itself (r->piece) is left as it is. */
+static void part_number(keel_repl *r, repl_unit *u, uint64_t epoch,
+                        const repl_link *to)
+{
+    size_t plen = r->plen, nin, i;
+    uint32_t pops = r->pops;
+    repl_link *sent[2 * REPL_MAX_BACKUPS];
+    size_t nsent = 0, k;
+
+    u->seq++;
+    r->plen = 0;
+    r->pops = 0;
+    nin = keel_cluster_insync_backups(cl(r), u->cap, u->shard, epoch, r->refs,
+                                      REPL_MAX_BACKUPS);
+    for (i = 0; i < nin; i++) {
+        repl_link *l = repl_link_get(r, &r->refs[i]);
+        if (l != NULL && l != to)
+            sent[nsent++] = l;
+    }
+    for (i = 0; i < REPL_MAX_BACKUPS; i++) {
+        repl_link *l = u->cu[i].l;
+        int dup = 0;
+        if (l == NULL || l == to || u->cu[i].epoch != epoch)
+            continue;
+        for (k = 0; k < nsent; k++)
+            dup |= sent[k] == l;
+        if (!dup)
+            sent[nsent++] = l;
+    }
+    for (k = 0; k < nsent; k++)
+        if (repl_frame_add_piece(r, sent[k], u, epoch, u->seq) == 0)
+            repl_frame_finish(r, sent[k]);
+    r->plen = plen;
+    r->pops = pops;
+}
+
+/* Keeps where the next part of c's snapshot starts (rc SNAP_FULL), or
+ * notes that the part just made is the last. 0, or KEEL_ENOMEM. */
+static int part_resume(keel_repl *r, repl_catchup *c, int rc, uint64_t seq)
+{
+    c->part_seq = seq;
+    if (rc != SNAP_FULL) {
+        free(c->resume);
+        c->resume = NULL;
+        c->rlen = 0;
+        c->snap_seq = seq;
+        return 0;
+    }
+    if (c->resume == NULL && (c->resume = malloc(KEEL_KEY_MAX)) == NULL)
+        return KEEL_ENOMEM;
+    memcpy(c->resume, r->snap_key, r->snap_klen);
+    c->rlen = r->snap_klen;
+    c->snap_seq = UINT64_MAX;
     return 0;
+}
+
+/* Sends c's backup the next part of its snapshot of u, once the one
+ * before is durable there. */
+static void cu_part(keel_repl *r, repl_unit *u, repl_catchup *c)
+{
+    int rc;
+
+    if (u->epoch != c->epoch) {
+        cu_end(r, u, c, 1, 0, CU_RETRY_S); /* numbered at another epoch */
+        return;
+    }
+    r->plen = 0;
+    r->pops = 0;
+    rc = snap_read(r, u, c->resume, c->rlen);
+    if (rc == 0 || rc == SNAP_FULL) {
+        part_number(r, u, c->epoch, c->l);
+        if (repl_frame_add_piece(r, c->l, u, c->epoch, u->seq) != 0)
+            rc = KEEL_ENOMEM;
+        else
+            rc = part_resume(r, c, rc, u->seq);
+    }
+    if (rc != 0) {
+        keel_error("unit (%s, %u): cannot send backup %s the next part of "
+                   "its snapshot: %s; trying again in %.0f s",
+                   u->cap, u->shard, c->l->name, keel_strerror(rc),
+                   CU_RETRY_LONG_S);
+        r->plen = 0;
+        r->pops = 0;
+        if (c->l->build != NULL)
+            repl_frame_finish(r, c->l);
+        cu_end(r, u, c, 1, 0, CU_RETRY_LONG_S);
+        return;
+    }
+    STAT_ADD(r->n, repl_catchup_bytes, r->plen);
+    keel_debug("unit (%s, %u): snapshot part for backup %s at seq %llu "
+               "(%u records, %zu bytes)%s",
+               u->cap, u->shard, c->l->name, (unsigned long long)u->seq,
+               r->pops, r->plen, c->resume != NULL ? ", more follow" : "");
+    r->plen = 0;
+    r->pops = 0;
+    repl_frame_finish(r, c->l);
+    c->since = ev_now(r->n->loop);
 }
 
 /* Sends the backup `ref` (store `store`) a snapshot of u at epoch. */
 static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
                      const keel_replica_ref *ref, const char *store)
 {
-    keel_store_read *rd = NULL;
     repl_catchup *c = NULL;
     repl_link *l;
-    size_t need, i, nin, slen;
-    int rc;
+    size_t need, i, slen;
+    int rc, more = 0;
 
     for (i = 0; i < REPL_MAX_BACKUPS; i++)
         if (u->cu[i].l == NULL) {
@@ -350,16 +494,9 @@ static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
     if (u->seq == 0) {
         /* The snapshot needs a number: an empty piece takes 1, sent to
          * the in-sync backups so that they take what follows. */
-        nin = keel_cluster_insync_backups(cl(r), u->cap, u->shard, epoch,
-                                          r->refs, REPL_MAX_BACKUPS);
-        u->seq = 1;
         r->plen = 0;
         r->pops = 0;
-        for (i = 0; i < nin; i++) {
-            repl_link *il = repl_link_get(r, &r->refs[i]);
-            if (il != NULL && repl_frame_add_piece(r, il, u, epoch, 1) == 0)
-                repl_frame_finish(r, il);
-        }
+        part_number(r, u, epoch, l);
     }
     r->plen = 0;
     r->pops = 0;
@@ -369,15 +506,12 @@ static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
         r->plen = keel_repl_op_encode(r->piece, KEEL_REPL_DEL_UNIT, NULL, 0,
                                       0, NULL, 0);
         r->pops = 1;
-        rc = keel_store_read_begin(r->n->store, &rd);
+        rc = snap_read(r, u, NULL, 0);
     }
-    if (rc == 0) {
-        rc = keel_store_unit_scan(rd, u->cap, (uint16_t)u->shard,
-                                  snap_record, r);
-        keel_store_read_end(rd);
-    }
-    if (rc == 0)
+    if (rc == 0 || rc == SNAP_FULL) {
+        more = rc == SNAP_FULL;
         rc = repl_frame_add_piece(r, l, u, epoch, u->seq);
+    }
     if (rc != 0) {
         keel_error("unit (%s, %u): cannot send backup %s a snapshot: %s; "
                    "trying again in %.0f s",
@@ -393,9 +527,10 @@ static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
     STAT_ADD(r->n, repl_catchups, 1);
     STAT_ADD(r->n, repl_catchup_bytes, r->plen);
     keel_info("unit (%s, %u): backup %s is out of sync; sending it a "
-              "snapshot (%u records, %zu bytes) at epoch %llu seq %llu",
-              u->cap, u->shard, l->name, r->pops - 1, r->plen,
-              (unsigned long long)epoch, (unsigned long long)u->seq);
+              "snapshot (%s%u records, %zu bytes) at epoch %llu seq %llu",
+              u->cap, u->shard, l->name, more ? "in parts, the first " : "",
+              r->pops - 1, r->plen, (unsigned long long)epoch,
+              (unsigned long long)u->seq);
     r->plen = 0;
     r->pops = 0;
     repl_frame_finish(r, l);
@@ -407,7 +542,13 @@ static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
     memset(c, 0, sizeof *c);
     c->l = l;
     c->epoch = epoch;
-    c->snap_seq = u->seq;
+    if (part_resume(r, c, more ? SNAP_FULL : 0, u->seq) != 0) {
+        /* Out of memory for the key to go on from: the part sent is a
+         * snapshot the backup takes, never completed; tried again. */
+        memset(c, 0, sizeof *c);
+        u->cu_retry_at = ev_now(r->n->loop) + CU_RETRY_LONG_S;
+        return;
+    }
     c->phase = CU_SNAP;
     c->since = ev_now(r->n->loop);
     /* A store id is KEEL_MAP_STORE_HEX characters at most (a plain
@@ -547,6 +688,8 @@ static void cu_check(keel_repl *r, repl_unit *u, repl_catchup *c)
     default:
         if (!still_candidate(r, u, c))
             cu_end(r, u, c, 1, 0, CU_RETRY_S);
+        else if (c->resume != NULL && c->acked >= c->part_seq)
+            cu_part(r, u, c);
         return;
     }
 }

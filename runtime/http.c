@@ -937,49 +937,6 @@ static enum MHD_Result answer_metrics(struct http_req *r)
                  NULL);
 }
 
-/* ------------------------------------------------------------- cluster */
-
-/* "HOST:PORT" with the bound port (the configured one may be 0). */
-static void sb_addr(struct sbuf *b, const char *configured, int port)
-{
-    const char *colon = strrchr(configured, ':');
-    char tmp[300];
-    int w;
-
-    w = snprintf(tmp, sizeof tmp, "%.*s:%d",
-                 (int)(colon ? colon - configured : 0), configured, port);
-    if (w < 0 || (size_t)w >= sizeof tmp)
-        w = 0;
-    sb_json_str(b, (const uint8_t *)tmp, (size_t)w);
-}
-
-/* True facts of standalone mode: one member, no controller, no shard map
- * yet (epoch 0), no capabilities declared. The node's addresses, shard
- * count and whether it runs insecure are fixed before the daemon thread
- * starts. */
-static enum MHD_Result answer_cluster(struct http_req *r)
-{
-    keel_http *h = r->h;
-    keel_node *n = h->n;
-    const char *insecure = n->opts.insecure ? "true" : "false";
-    struct sbuf b = {0};
-
-    sb_printf(&b, "{\"mode\": \"standalone\", \"insecure\": %s, "
-                  "\"members\": [{\"self\": true, \"insecure\": %s, "
-                  "\"listen\": ",
-              insecure, insecure);
-    if (n->listen_addr != NULL)
-        sb_addr(&b, n->listen_addr, n->port);
-    else
-        sb_puts(&b, "null");
-    sb_puts(&b, ", \"http\": ");
-    sb_addr(&b, h->addr, h->port);
-    sb_printf(&b, "}], \"capabilities\": [], \"controller\": null, "
-                  "\"map_epoch\": 0, \"shard_count\": %u}\n",
-              n->opts.shard_count);
-    return queue(r, MHD_HTTP_OK, &b, "application/json", NULL);
-}
-
 /* -------------------------------------------- work on the loop thread */
 
 /* Records the outcome (copied) in r. Loop thread, before resume(). */
@@ -1031,100 +988,39 @@ static void call_cb(int status, const void *reply, size_t len, void *data)
     resume(r);
 }
 
-struct count_entries {
-    size_t prefix_len;
-    uint64_t count;
-    uint64_t max_version;
-    int runtime_only; /* only entries of the runtime (dedup.h) */
-};
-
-static int count_entries_cb(const uint8_t *key, size_t klen,
-                            const keel_record *rec, void *data)
+/* A state read's reply (runtime/proto.h layout) into r's fields. Loop
+ * thread, before resume(). */
+static void read_cb(int status, const void *reply, size_t len, void *data)
 {
-    struct count_entries *ce = data;
+    struct http_req *r = data;
+    keel_state_read sr;
 
-    if (klen == ce->prefix_len)
-        return 0; /* the state blob */
-    if (key[ce->prefix_len] != 0)
-        ce->count++; /* entries beginning with NUL are the runtime's */
-    else
-        ce->runtime_only = 1;
-    if (rec->version > ce->max_version)
-        ce->max_version = rec->version;
-    return 0;
+    if (status != 0) {
+        set_result(r, status, reply, len);
+    } else if (keel_state_read_parse(reply, len, &sr) != 0) {
+        static const char bad[] = "malformed state read reply";
+        set_result(r, KEEL_EPROTO, bad, sizeof bad - 1);
+    } else {
+        r->have_blob = sr.has_blob;
+        r->version = sr.version;
+        r->entries = sr.entries;
+        set_result(r, 0, sr.blob, sr.blob_len);
+    }
+    resume(r);
 }
 
-/* The actor's persisted state, straight from the store: the actor is not
- * activated, and writes not yet committed are not seen. Loop thread. */
-static void read_state(keel_node *n, struct http_req *r)
+/* The actor's state, read by a turn on the owner of its unit (forwarded
+ * there from any node): ordered after the actor's earlier messages and
+ * answered once what it shows is durable and past the read rule, as a
+ * call's reply would be. Loop thread. */
+static int read_state(keel_node *n, struct http_req *r)
 {
     struct keel_type_entry *te = keel__type_find(n, r->type, strlen(r->type));
-    struct count_entries ce = {0};
-    uint8_t key[KEEL_KEY_MAX];
-    keel_placement pl;
-    keel_store_read *rd;
-    keel_record rec;
-    char msg[96];
-    int klen, rc;
 
-    if (te == NULL) {
-        set_error(r, KEEL_ENOTYPE);
-        return;
-    }
+    if (te == NULL)
+        return KEEL_ENOTYPE;
     r->shard = keel_shard_of(te->name, r->id, r->idlen, n->opts.shard_count);
-    keel_coord_placement(n->coord, te->capability, r->shard, &pl);
-    if (pl.state != KEEL_PLACEMENT_LOCAL) {
-        snprintf(msg, sizeof msg, "shard %u is not served here", r->shard);
-        set_result(r, KEEL_EUNAVAIL, msg, strlen(msg));
-        return;
-    }
-    klen = keel_key_encode(key, (uint16_t)r->shard, te->name,
-                           strlen(te->name), r->id, r->idlen, NULL, 0);
-    if (klen < 0) {
-        set_result(r, klen, keel_strerror(klen), strlen(keel_strerror(klen)));
-        return;
-    }
-    rc = keel_store_read_begin(n->store, &rd);
-    if (rc != 0) {
-        set_result(r, rc, keel_strerror(rc), strlen(keel_strerror(rc)));
-        return;
-    }
-    /* Copy out and end the read at once: a read must not outlive this
-     * call (the map may need to grow). */
-    rc = keel_store_get(rd, key, (size_t)klen, &rec);
-    if (rc == 0) {
-        r->have_blob = 1;
-        r->version = rec.version;
-        set_result(r, 0, rec.data, rec.len);
-        rc = r->status;
-    } else if (rc == KEEL_ENOTFOUND) {
-        rc = 0;
-    }
-    ce.prefix_len = (size_t)klen;
-    if (rc == 0) {
-        rc = keel_store_scan(rd, key, (size_t)klen, count_entries_cb, &ce);
-        if (rc > 0)
-            rc = 0;
-    }
-    keel_store_read_end(rd);
-    if (rc != 0) {
-        free(r->out);
-        r->out = NULL;
-        set_result(r, rc, keel_strerror(rc), strlen(keel_strerror(rc)));
-        return;
-    }
-    if (!r->have_blob && ce.count == 0 && !ce.runtime_only) {
-        static const char never[] = "the actor has never been written";
-        set_result(r, KEEL_ENOTFOUND, never, sizeof never - 1);
-        return;
-    }
-    /* Entries carry the actor's version at the time they were written; an
-     * actor with entries only (kv) has no blob to take it from. */
-    if (!r->have_blob)
-        r->version = ce.max_version;
-    r->entries = ce.count;
-    if (!r->have_blob)
-        set_result(r, 0, "", 0);
+    return keel__read_state(n, r->type, r->id, r->idlen, read_cb, r);
 }
 
 /* Whether the node serves, and if not why: a cluster node is ready only
@@ -1197,7 +1093,8 @@ static void job_fn(keel_node *n, void *data)
             r->units_owned = n->opts.shard_count;
         }
     } else if (r->route == R_CLUSTER) {
-        /* Cluster mode: the agent's view lives on this thread. */
+        /* The node's view (and in cluster mode the agent's) lives on
+         * this thread. */
         char addr[300], *json;
         size_t len;
         const char *colon = strrchr(r->h->addr, ':');
@@ -1223,7 +1120,10 @@ static void job_fn(keel_node *n, void *data)
             return;
         set_error(r, rc);
     } else {
-        read_state(n, r);
+        rc = read_state(n, r);
+        if (rc == 0)
+            return;
+        set_error(r, rc);
     }
     resume(r);
 }
@@ -1323,13 +1223,8 @@ static enum MHD_Result request_complete(struct http_req *r)
     switch (r->route) {
     case R_HEALTHZ:
         return answer_text(r, MHD_HTTP_OK, "ok\n");
-    case R_CLUSTER:
-        /* Standalone facts are fixed; a cluster's live on the loop. */
-        if (r->h->n->opts.zk_hosts != NULL)
-            return to_loop(r);
-        return answer_cluster(r);
     default:
-        return to_loop(r); /* R_READYZ, R_METRICS, R_ACTOR */
+        return to_loop(r); /* R_READYZ, R_METRICS, R_CLUSTER, R_ACTOR */
     }
 }
 

@@ -749,34 +749,90 @@ static void tb_json_str(tbuf *b, const char *s)
     tb_printf(b, "\"");
 }
 
+/* The members array of a standalone node: itself, the controller. */
+static void json_standalone_member(keel_node *n, tbuf *b)
+{
+    const char *caps[KEEL_MAP_MAX_CAPS];
+    size_t nc = local_caps(n, caps, KEEL_MAP_MAX_CAPS), j;
+    char addr[KEEL_ADDR_MAX + 1];
+
+    tb_printf(b, "{\"name\": ");
+    tb_json_str(b, self_name(n));
+    tb_printf(b, ", \"self\": true, \"insecure\": %s, \"listen\": ",
+              n->opts.insecure ? "true" : "false");
+    if (n->listen_addr != NULL) {
+        self_addr(n, addr, sizeof addr);
+        tb_json_str(b, addr);
+    } else {
+        tb_printf(b, "null");
+    }
+    tb_printf(b, ", \"incarnation\": 1, \"capabilities\": [");
+    for (j = 1; j < nc; j++) {
+        tb_printf(b, "%s", j > 1 ? ", " : "");
+        tb_json_str(b, caps[j]);
+    }
+    tb_printf(b, "], \"controller\": true}");
+}
+
+/* One unit array entry of a standalone node: every shard its own at
+ * epoch 1, no move, no backups. */
+static void json_standalone_unit(keel_node *n, tbuf *b, const char *cap)
+{
+    uint32_t s;
+
+    tb_printf(b, "{\"capability\": ");
+    tb_json_str(b, cap);
+    tb_printf(b, ", \"owners\": [");
+    for (s = 0; s < n->opts.shard_count; s++) {
+        tb_printf(b, "%s", s ? ", " : "");
+        tb_json_str(b, self_name(n));
+    }
+    tb_printf(b, "], \"shard_epochs\": [");
+    for (s = 0; s < n->opts.shard_count; s++)
+        tb_printf(b, "%s1", s ? ", " : "");
+    tb_printf(b, "], \"targets\": {}, \"backups\": {}, "
+                 "\"out_of_sync\": {}}");
+}
+
+/* One schema in both modes: a standalone node answers as the only member
+ * of a cluster of its own (no name), its controller, owning every unit at
+ * epoch 1, as the text answers do. */
 int keel__info_json(keel_node *n, const char *http_addr, char **json,
                     size_t *len)
 {
     keel_cluster *c = cluster_of(n);
-    const keel_shard_map *m;
-    const keel_member *v;
+    const keel_shard_map *m = NULL;
+    const keel_member *v = NULL;
     const char *ctl, *self;
-    size_t nv, i, j;
+    size_t nv = 0, i, j;
     uint32_t ci, s, k;
     tbuf b = {0};
     char *text = NULL, *line, *nl = NULL;
     size_t tlen = 0;
     char err[64];
 
-    if (c == NULL)
-        return KEEL_EINVAL;
-    m = keel_cluster_map(c);
-    ctl = keel_cluster_controller_name(c);
-    self = keel_cluster_node_name(c);
-    v = keel_cluster_view(c, &nv);
-    tb_printf(&b, "{\"mode\": \"cluster\", \"insecure\": %s, \"cluster\": ",
+    if (c != NULL) {
+        m = keel_cluster_map(c);
+        ctl = keel_cluster_controller_name(c);
+        self = keel_cluster_node_name(c);
+        v = keel_cluster_view(c, &nv);
+    } else {
+        ctl = self = self_name(n);
+    }
+    tb_printf(&b, "{\"mode\": \"%s\", \"insecure\": %s, \"cluster\": ",
+              c ? "cluster" : "standalone",
               n->opts.insecure ? "true" : "false");
-    tb_json_str(&b, keel_cluster_name(c));
+    if (c != NULL)
+        tb_json_str(&b, keel_cluster_name(c));
+    else
+        tb_printf(&b, "null");
     tb_printf(&b, ", \"self\": ");
     tb_json_str(&b, self);
     tb_printf(&b, ", \"http\": ");
     tb_json_str(&b, http_addr);
     tb_printf(&b, ", \"members\": [");
+    if (c == NULL)
+        json_standalone_member(n, &b);
     for (i = 0; i < nv; i++) {
         tb_printf(&b, "%s{\"name\": ", i ? ", " : "");
         tb_json_str(&b, v[i].name);
@@ -836,7 +892,15 @@ int keel__info_json(keel_node *n, const char *http_addr, char **json,
     free(text);
     tb_printf(&b, "}, \"map_epoch\": %" PRIu64 ", \"shard_count\": %" PRIu32
                   ", \"units\": [",
-              m ? m->map_epoch : 0, n->opts.shard_count);
+              c == NULL ? 1 : m ? m->map_epoch : 0, n->opts.shard_count);
+    if (c == NULL) {
+        const char *caps[KEEL_MAP_MAX_CAPS];
+        size_t nc = local_caps(n, caps, KEEL_MAP_MAX_CAPS);
+        for (i = 0; i < nc; i++) {
+            tb_printf(&b, "%s", i ? ", " : "");
+            json_standalone_unit(n, &b, caps[i]);
+        }
+    }
     for (ci = 0; m != NULL && ci < m->ncaps; ci++) {
         tb_printf(&b, "%s{\"capability\": ", ci ? ", " : "");
         tb_json_str(&b, m->caps[ci]);

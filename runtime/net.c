@@ -541,6 +541,13 @@ static void handle_call(keel_conn *c, const keel_frame *f)
                                      : "malformed call body");
         return;
     }
+    if ((f->flags & KEEL_FLAG_READ) &&
+        (f->kind != KEEL_FRAME_CALL || rkey != NULL || cb.msglen != 0)) {
+        send_error(c, f->request_id, KEEL_EMALFORMED,
+                   "a state read (flags bit 5) is a CALL with an empty "
+                   "message and no request key");
+        return;
+    }
     te = keel__type_find(n, cb.type, cb.tlen);
     if (te == NULL) {
         char msg[KEEL_MAX_TYPE_LEN + 32];
@@ -557,6 +564,7 @@ static void handle_call(keel_conn *c, const keel_frame *f)
     keel__req_set(req, cb.msg, cb.msglen);
     req->origin = REQ_NET;
     req->is_cast = f->kind == KEEL_FRAME_CAST;
+    req->read_state = (f->flags & KEEL_FLAG_READ) != 0;
     req->hops = f->flags & KEEL_FLAG_HOPS;
     req->deadline_ns = deadline;
     req->wire_deadline = deadline != 0;

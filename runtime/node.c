@@ -253,43 +253,103 @@ int keel_node_register_type(keel_node *n, const keel_actor_type *type)
     return 0;
 }
 
-int keel_node_load_plugin(keel_node *n, const char *path, char *errbuf,
-                          size_t errlen)
+void keel_node_log(keel_node *n, int level, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (fmt == NULL || !KEEL_LOG_ENABLED(level))
+        return;
+    va_start(ap, fmt);
+    keel_log_v(n != NULL ? n->log_node : NULL, level, fmt, ap);
+    va_end(ap);
+}
+
+/* The plugin's declared ABI against this keel's: 0, or KEEL_EPLUGIN with
+ * errbuf naming both. */
+static int plugin_abi_check(void *h, const char *path, char *errbuf,
+                            size_t errlen)
+{
+    const uint32_t *abi;
+    unsigned major, minor;
+
+    *(void **)&abi = dlsym(h, KEEL_PLUGIN_ABI_SYMBOL);
+    if (abi == NULL) {
+        snprintf(errbuf, errlen,
+                 "%s declares no plugin ABI (no symbol %s): it was built "
+                 "for an older keel; rebuild it against this keel.h "
+                 "(plugin ABI %u.%u) with KEEL_PLUGIN_DECLARE_ABI",
+                 path, KEEL_PLUGIN_ABI_SYMBOL, KEEL_PLUGIN_ABI_MAJOR,
+                 KEEL_PLUGIN_ABI_MINOR);
+        return KEEL_EPLUGIN;
+    }
+    major = *abi >> 16;
+    minor = *abi & 0xffffu;
+    if (major != KEEL_PLUGIN_ABI_MAJOR || minor > KEEL_PLUGIN_ABI_MINOR) {
+        snprintf(errbuf, errlen,
+                 "%s was built for plugin ABI %u.%u, this keel has plugin "
+                 "ABI %u.%u%s; rebuild it against this keel.h",
+                 path, major, minor, KEEL_PLUGIN_ABI_MAJOR,
+                 KEEL_PLUGIN_ABI_MINOR,
+                 major == KEEL_PLUGIN_ABI_MAJOR
+                     ? " (the plugin may use functions this keel lacks)"
+                     : "");
+        return KEEL_EPLUGIN;
+    }
+    return 0;
+}
+
+int keel_node_load_plugin_args(keel_node *n, const char *path,
+                               const char *args, char *errbuf, size_t errlen)
 {
     keel_plugin_init_fn init;
+    char scratch[1];
     void *h;
     int rc;
 
     if (n == NULL || path == NULL || n->running)
         return KEEL_EINVAL;
+    /* Every message below has somewhere to go. */
+    if (errbuf == NULL || errlen == 0) {
+        errbuf = scratch;
+        errlen = sizeof scratch;
+    }
     if (n->nplugins >= sizeof n->plugins / sizeof n->plugins[0]) {
         snprintf(errbuf, errlen, "%s: too many plugins", path);
         return KEEL_EPLUGIN;
     }
     h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (h == NULL) {
-        if (errbuf)
-            snprintf(errbuf, errlen, "%s", dlerror());
+        snprintf(errbuf, errlen, "%s", dlerror());
         return KEEL_EPLUGIN;
+    }
+    /* The ABI first: an init of another signature is never called. */
+    rc = plugin_abi_check(h, path, errbuf, errlen);
+    if (rc != 0) {
+        dlclose(h);
+        return rc;
     }
     *(void **)&init = dlsym(h, KEEL_PLUGIN_INIT_SYMBOL);
     if (init == NULL) {
-        if (errbuf)
-            snprintf(errbuf, errlen, "%s: no symbol %s", path,
-                     KEEL_PLUGIN_INIT_SYMBOL);
+        snprintf(errbuf, errlen, "%s: no symbol %s", path,
+                 KEEL_PLUGIN_INIT_SYMBOL);
         dlclose(h);
         return KEEL_EPLUGIN;
     }
-    rc = init(n);
+    rc = init(n, args);
     if (rc != 0) {
-        if (errbuf)
-            snprintf(errbuf, errlen, "%s: %s returned %s", path,
-                     KEEL_PLUGIN_INIT_SYMBOL, keel_strerror(rc));
+        snprintf(errbuf, errlen, "%s: %s returned %s", path,
+                 KEEL_PLUGIN_INIT_SYMBOL, keel_strerror(rc));
         dlclose(h);
         return KEEL_EPLUGIN;
     }
     n->plugins[n->nplugins++] = h;
     return 0;
+}
+
+int keel_node_load_plugin(keel_node *n, const char *path, char *errbuf,
+                          size_t errlen)
+{
+    return keel_node_load_plugin_args(n, path, NULL, errbuf, errlen);
 }
 
 /* ------------------------------------------------------- state blobs */
@@ -640,7 +700,7 @@ static void actor_deactivate(keel_node *n, keel_actor *a)
     a->version = 0;
     a->user = NULL;
     a->last_write_seq = 0;
-    a->flags &= (uint8_t)~ACTOR_ACTIVE;
+    a->flags &= (uint8_t)~(ACTOR_ACTIVE | ACTOR_HAS_BLOB);
 }
 
 static int actor_idle(const keel_node *n, const keel_actor *a)
@@ -1197,8 +1257,10 @@ static int actor_load(keel_node *n, keel_actor *a, char *err, size_t errlen)
         rc = keel_store_get(r, kbuf, (size_t)klen, &rec);
         if (rc == 0) {
             rc = actor_state_set(a, rec.data, rec.len);
-            if (rc == 0)
+            if (rc == 0) {
                 a->version = rec.version;
+                a->flags |= ACTOR_HAS_BLOB;
+            }
         } else if (rc == KEEL_ENOTFOUND) {
             rc = 0; /* a fresh actor: empty state, version 0 */
         }
@@ -1264,7 +1326,7 @@ static int turn_apply(keel_node *n, keel_actor *a, keel_turn *t)
     /* From here on nothing can fail. */
     if (t->state_set) {
         a->version++;
-        a->flags |= ACTOR_STATE_DIRTY;
+        a->flags |= ACTOR_STATE_DIRTY | ACTOR_HAS_BLOB;
     }
     for (i = 0; i < nops; i++)
         ovl_install(a, fresh[i]);
@@ -1370,6 +1432,48 @@ static int dedup_record(keel_turn *t, const keel_req *req, const void *reply,
     free(out);
     return rc;
 }
+static int count_entry(const void *key, size_t klen, const void *val,
+                       size_t vlen, void *data)
+{
+    (*(uint64_t *)data)++;
+    return 0;
+}
+
+/* The reply of a state read (keel__read_state): what the actor holds as
+ * of this turn, every earlier turn's writes included, in the layout
+ * node.h gives. Its release waits, as any turn's reply, for the commit
+ * that holds those writes and for the read rule, so it never shows a
+ * write that could still be lost. */
+static int state_reply(keel_turn *t)
+{
+    keel_actor *a = t->a;
+    int blob = (a->flags & ACTOR_HAS_BLOB) != 0;
+    uint64_t entries = 0, version;
+    uint8_t *p;
+    int rc;
+
+    rc = keel_turn_entries(t, count_entry, &entries);
+    if (rc != 0)
+        return rc;
+    if (!blob && entries == 0) {
+        keel_turn_error(t, "the actor has never been written");
+        return KEEL_ENOTFOUND;
+    }
+    /* Entries carry the actor's version; one with entries only stores 1
+     * (turn_apply) but loads as 0. */
+    version = blob || a->version > 0 ? a->version : 1;
+    rc = grow(&t->n->scratch_reply, &t->n->scratch_reply_cap,
+              KEEL_STATE_READ_HDR + a->state_len);
+    if (rc != 0)
+        return rc;
+    p = t->n->scratch_reply;
+    keel_state_read_head(p, blob, version, entries);
+    if (a->state_len > 0)
+        memcpy(p + KEEL_STATE_READ_HDR, actor_state(a), a->state_len);
+    t->reply_len = KEEL_STATE_READ_HDR + a->state_len;
+    return 0;
+}
+
 
 /* Runs one message through its actor and routes the reply. */
 static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
@@ -1409,6 +1513,8 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         keel_turn_error(&t, "this request key ran already; its reply was "
                             "longer than the %d bytes kept",
                         KEEL_DEDUP_REPLY_MAX);
+    } else if (rc == 0 && req->read_state) {
+        rc = state_reply(&t);
     } else if (rc == 0 && dup == DUP_NONE) {
         ran = 1;
         rc = ty->on_message(&t, req->buf, req->len);
@@ -1440,6 +1546,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
             a->user = NULL;
             actor_state_free(a);
             a->version = 0;
+            a->flags &= (uint8_t)~ACTOR_HAS_BLOB;
             if (loaded)
                 actlog(n, a, "deactivate");
         }
@@ -2302,6 +2409,8 @@ static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
         if (keel__net_tls_reload(n) == 0)
             (void)keel__http_tls_reload(n);
         keel__auth_reload(n->auth);
+        /* keeld's --log-file, for log rotation; nothing without one. */
+        keel_log_reopen();
     }
     /* In cluster mode the units are handed off first (graceful leave). */
     if (atomic_load(&n->stop_requested) && !keel__cluster_rt_leave(n))
@@ -2385,7 +2494,9 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
     n->opts = opts;
     n->data_dir = strdup(opts.data_dir);
     n->listen_addr = opts.listen ? strdup(opts.listen) : NULL;
-    if (n->data_dir == NULL || (opts.listen && n->listen_addr == NULL)) {
+    n->log_node = opts.node_id ? strdup(opts.node_id) : NULL;
+    if (n->data_dir == NULL || (opts.listen && n->listen_addr == NULL) ||
+        (opts.node_id && n->log_node == NULL)) {
         rc = KEEL_ENOMEM;
         goto err_after_alloc;
     }
@@ -2551,6 +2662,7 @@ err_after_alloc:
     free(n->tls_crl);
     free(n->data_dir);
     free(n->listen_addr);
+    free(n->log_node);
     free(n);
     return rc;
 }
@@ -2726,6 +2838,7 @@ void keel_node_destroy(keel_node *n)
     free(n->tls_crl);
     free(n->data_dir);
     free(n->listen_addr);
+    free(n->log_node);
     free(n);
 }
 
@@ -2862,9 +2975,11 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
 
 /* ---------------------------------------------------------------- calls */
 
+enum { AS_CALL, AS_CAST, AS_READ };
+
 static int call_common(keel_node *n, const uint8_t *key, const char *type,
                        const void *id, size_t idlen, const void *msg,
-                       size_t len, keel_call_cb cb, void *data, int cast)
+                       size_t len, keel_call_cb cb, void *data, int how)
 {
     struct keel_type_entry *te;
     keel_req *req;
@@ -2887,7 +3002,8 @@ static int call_common(keel_node *n, const uint8_t *key, const char *type,
         return KEEL_ENOMEM;
     keel__req_set(req, msg, len);
     req->origin = REQ_LOCAL;
-    req->is_cast = (uint8_t)cast;
+    req->is_cast = how == AS_CAST;
+    req->read_state = how == AS_READ;
     req->u.local.cb = cb;
     req->u.local.data = data;
     if (key != NULL) {
@@ -2903,7 +3019,13 @@ static int call_common(keel_node *n, const uint8_t *key, const char *type,
 int keel_call(keel_node *n, const char *type, const void *id, size_t idlen,
               const void *msg, size_t len, keel_call_cb cb, void *data)
 {
-    return call_common(n, NULL, type, id, idlen, msg, len, cb, data, 0);
+    return call_common(n, NULL, type, id, idlen, msg, len, cb, data, AS_CALL);
+}
+
+int keel__read_state(keel_node *n, const char *type, const void *id,
+                     size_t idlen, keel_call_cb cb, void *data)
+{
+    return call_common(n, NULL, type, id, idlen, NULL, 0, cb, data, AS_READ);
 }
 
 int keel_call_keyed(keel_node *n, const uint8_t *key, const char *type,
@@ -2912,7 +3034,7 @@ int keel_call_keyed(keel_node *n, const uint8_t *key, const char *type,
 {
     if (key == NULL)
         return KEEL_EINVAL;
-    return call_common(n, key, type, id, idlen, msg, len, cb, data, 0);
+    return call_common(n, key, type, id, idlen, msg, len, cb, data, AS_CALL);
 }
 
 int keel_cast_keyed(keel_node *n, const uint8_t *key, const char *type,
@@ -2921,13 +3043,13 @@ int keel_cast_keyed(keel_node *n, const uint8_t *key, const char *type,
 {
     if (key == NULL)
         return KEEL_EINVAL;
-    return call_common(n, key, type, id, idlen, msg, len, cb, data, 1);
+    return call_common(n, key, type, id, idlen, msg, len, cb, data, AS_CAST);
 }
 
 int keel_cast(keel_node *n, const char *type, const void *id, size_t idlen,
               const void *msg, size_t len, keel_call_cb cb, void *data)
 {
-    return call_common(n, NULL, type, id, idlen, msg, len, cb, data, 1);
+    return call_common(n, NULL, type, id, idlen, msg, len, cb, data, AS_CAST);
 }
 
 static void sync_finish(struct keel_sync_call *s, int status, const char *msg)

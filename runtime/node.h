@@ -48,6 +48,7 @@ enum {
     ACTOR_IN_DIRTY = 1 << 3,    /* on the open batch's dirty list */
     ACTOR_RUNNING = 1 << 4,
     ACTOR_PARKED = 1 << 5,      /* on the parked list (see run_cb) */
+    ACTOR_HAS_BLOB = 1 << 6,    /* a state blob exists (stored or set) */
     ACTOR_FAILED = 1 << 7       /* transient: its batch failed, settling */
 };
 
@@ -104,6 +105,10 @@ struct keel_req {
     uint8_t keyed; /* rkey holds the request key (runtime/dedup.h) */
     uint8_t wrote; /* its turn changed the actor's state */
     uint8_t wire_deadline; /* deadline_ns came with the frame */
+    /* Not a message: a read of the actor's state, answered by the
+     * runtime from a turn of its own (keel__read_state) without calling
+     * the handler. */
+    uint8_t read_state;
     int status;
     uint32_t len;
     uint32_t cap;  /* capacity of buf */
@@ -157,6 +162,7 @@ struct keel_node {
     keel_node_options opts;
     char *data_dir;
     char *listen_addr;
+    char *log_node; /* node_id for keel_node_log's lines; NULL: none */
     struct ev_loop *loop;
     keel_store *store;
     keel_writer *writer;
@@ -315,6 +321,15 @@ int keel__on_loop_thread(keel_node *n);
  * has not been queued and the caller still owns it. */
 int keel__submit(keel_node *n, struct keel_type_entry *te, const void *id,
                  size_t idlen, keel_req *req);
+/* Reads an actor's state through a turn of its own on the owner of its
+ * unit (forwarded there in cluster mode, activating the actor if need
+ * be, without calling its handler): cb gets the reply in the state-read
+ * layout (runtime/proto.h), or KEEL_ENOTFOUND when the actor has never
+ * been written. Ordered after the actor's earlier messages, and answered
+ * as a read turn is: once the writes it shows are durable and, with
+ * replicas, past the read rule (repl.h). Loop thread. */
+int keel__read_state(keel_node *n, const char *type, const void *id,
+                     size_t idlen, keel_call_cb cb, void *data);
 struct keel_type_entry *keel__type_find(keel_node *n, const void *name,
                                         size_t len);
 keel_req *keel__req_alloc(keel_node *n, size_t msglen);

@@ -439,3 +439,23 @@ int keel_error_body_parse(const uint8_t *body, size_t len, const char **msg,
         return KEEL_EPROTO;
     return -(int)mag;
 }
+
+void keel_state_read_head(uint8_t *p, int has_blob, uint64_t version,
+                          uint64_t entries)
+{
+    p[0] = has_blob ? KEEL_STATE_READ_BLOB : 0;
+    put_be64(p + 1, version);
+    put_be64(p + 9, entries);
+}
+
+int keel_state_read_parse(const uint8_t *p, size_t len, keel_state_read *out)
+{
+    if (len < KEEL_STATE_READ_HDR || (p[0] & ~KEEL_STATE_READ_BLOB) != 0)
+        return KEEL_EMALFORMED;
+    out->has_blob = (p[0] & KEEL_STATE_READ_BLOB) != 0;
+    out->version = get_be64(p + 1);
+    out->entries = get_be64(p + 9);
+    out->blob = p + KEEL_STATE_READ_HDR;
+    out->blob_len = len - KEEL_STATE_READ_HDR;
+    return 0;
+}

@@ -28,6 +28,9 @@
  *             from clients);
  *   bit 4     KEEL_FLAG_DEADLINE (between nodes): the body starts with the
  *             call's remaining time budget, be32 milliseconds;
+ *   bit 5     KEEL_FLAG_READ (CALL only, empty message, not keyed): not
+ *             a message but a read of the actor's state, answered by a
+ *             REPLY in the state-read layout below;
  *   bit 6     KEEL_FLAG_KEYED: then a 16-byte request key
  *             (runtime/dedup.h);
  *   then the CALL/CAST body proper. Other bits: 0.
@@ -73,6 +76,7 @@ typedef struct keel_frame {
 
 #define KEEL_FLAG_HOPS 0x0Fu
 #define KEEL_FLAG_DEADLINE 0x10u
+#define KEEL_FLAG_READ 0x20u
 #define KEEL_FLAG_KEYED 0x40u
 #define KEEL_DEADLINE_LEN 4
 
@@ -120,6 +124,25 @@ void keel_deadline_put(uint8_t *p, uint32_t budget_ms);
  * KEEL_EMALFORMED when the body is shorter than the prefix. */
 int keel_call_deadline_split(const keel_frame *f, uint32_t *budget_ms,
                              const uint8_t **body, size_t *len);
+
+/* The reply to a state read (KEEL_FLAG_READ; keel__read_state):
+ *   flags u8 (bit 0: the actor has a state blob) | version be64
+ *   | entries be64 | the state blob (the rest) */
+#define KEEL_STATE_READ_HDR 17
+#define KEEL_STATE_READ_BLOB 0x01u
+
+typedef struct keel_state_read {
+    int has_blob;
+    uint64_t version;
+    uint64_t entries;    /* named entries the actor has */
+    const uint8_t *blob; /* points into the parsed reply */
+    size_t blob_len;
+} keel_state_read;
+
+void keel_state_read_head(uint8_t *p, int has_blob, uint64_t version,
+                          uint64_t entries);
+/* KEEL_EMALFORMED when shorter than the head or with unknown flags. */
+int keel_state_read_parse(const uint8_t *p, size_t len, keel_state_read *out);
 
 /* The head of an XFER body (node to node, docs/protocol.md "XFER body"):
  *   len(cap) u8 | cap | shard be16 | shard_epoch be64 | seq be32

@@ -48,7 +48,14 @@ enum repl_cu_phase {
 typedef struct repl_catchup {
     repl_link *l; /* NULL: free slot */
     uint64_t epoch;
+    /* The seq of the snapshot's last part (UINT64_MAX while parts are
+     * still to be read), and of the part sent last. */
     uint64_t snap_seq;
+    uint64_t part_seq;
+    /* A snapshot larger than CU_PART_BYTES goes in parts: the key the
+     * next one starts after (malloc'd; NULL once the last is sent). */
+    uint8_t *resume;
+    size_t rlen;
     uint64_t acked; /* the highest seq it acknowledged at epoch */
     int phase;
     ev_tstamp since; /* when the phase began */
@@ -227,6 +234,9 @@ struct keel_repl {
      * next tick while a scan stopped short). */
     repl_unit *cuhead;
     unsigned nsnap;
+    /* The key a snapshot part read last (catchup.c snap_record). */
+    uint8_t snap_key[KEEL_KEY_MAX];
+    size_t snap_klen;
     int rescan;
     ev_timer scan;
 

@@ -366,7 +366,8 @@ static int forward(keel_cluster_rt *rt, rt_msg *m, const char *addr)
     body = keel__peer_frame_by(
         rt->peers, addr, req->is_cast ? KEEL_FRAME_CAST : KEEL_FRAME_CALL,
         (uint8_t)(hops | KEEL_FLAG_DEADLINE |
-                  (req->keyed ? KEEL_FLAG_KEYED : 0)),
+                  (req->keyed ? KEEL_FLAG_KEYED : 0) |
+                  (req->read_state ? KEEL_FLAG_READ : 0)),
         blen, req->deadline_ns, fwd_cb, m);
     if (body == NULL)
         return -1;

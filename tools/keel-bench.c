@@ -3117,9 +3117,10 @@ int main(int argc, char **argv)
     cfg.repl_loads = 7;
     {
         /* keeld beside this program; zk-conf beside a build directory in
-         * the source tree, else in the tree it was built from. */
-        static char keeld[PATH_MAX + 16], zkconf[PATH_MAX + 16];
-        char exe[PATH_MAX], probe[PATH_MAX + 32], *slash;
+         * the source tree, else the copy installed with this program,
+         * else in the tree it was built from. */
+        static char keeld[PATH_MAX + 16], zkconf[PATH_MAX + 32];
+        char exe[PATH_MAX], probe[PATH_MAX + 48], *slash;
         ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
 
         exe[n > 0 ? n : 0] = '\0';
@@ -3129,6 +3130,13 @@ int main(int argc, char **argv)
         snprintf(keeld, sizeof keeld, "%s/keeld", exe);
         snprintf(zkconf, sizeof zkconf, "%s/../zk-conf", exe);
         snprintf(probe, sizeof probe, "%s/zk.sh", zkconf);
+#ifdef KEEL_ZK_CONF_FROM_BIN
+        if (access(probe, R_OK) != 0) {
+            snprintf(zkconf, sizeof zkconf, "%s/%s", exe,
+                     KEEL_ZK_CONF_FROM_BIN);
+            snprintf(probe, sizeof probe, "%s/zk.sh", zkconf);
+        }
+#endif
         if (access(probe, R_OK) != 0)
             snprintf(zkconf, sizeof zkconf, "%s", KEEL_BENCH_ZK_CONF);
         cfg.keeld = keeld;

@@ -59,7 +59,7 @@ static void usage(FILE *f)
             "  --keeld PATH      the node program (default: keeld beside this\n"
             "                    program)\n"
             "  --zk-conf DIR     where zk.sh is (default: the source tree's\n"
-            "                    zk-conf)\n"
+            "                    zk-conf, or the one installed with keel)\n"
             "  --shards N        shards of the cluster (default 64)\n"
             "  --session-ms MS   the nodes' ZooKeeper session timeout (default\n"
             "                    2000)\n"
@@ -167,8 +167,8 @@ static int cmd_run(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     static char load[PATH_MAX];
-    static char keeld[PATH_MAX + 16], zkconf[PATH_MAX + 16], out[64];
-    char self[PATH_MAX], probe[PATH_MAX + 32], err[256];
+    static char keeld[PATH_MAX + 16], zkconf[PATH_MAX + 32], out[64];
+    char self[PATH_MAX], probe[PATH_MAX + 48], err[256];
     chaos_run_opts o;
     long long v;
     unsigned long long u;
@@ -178,9 +178,16 @@ static int cmd_run(int argc, char **argv)
     self_dir(self, sizeof self);
     snprintf(keeld, sizeof keeld, "%s/keeld", self);
     /* A build directory inside the source tree finds zk-conf beside it;
-     * otherwise the source tree this program was built from. */
+     * an installed program, the copy installed with it; otherwise the
+     * source tree this program was built from. */
     snprintf(zkconf, sizeof zkconf, "%s/../zk-conf", self);
     snprintf(probe, sizeof probe, "%s/zk.sh", zkconf);
+#ifdef KEEL_ZK_CONF_FROM_BIN
+    if (access(probe, R_OK) != 0) {
+        snprintf(zkconf, sizeof zkconf, "%s/%s", self, KEEL_ZK_CONF_FROM_BIN);
+        snprintf(probe, sizeof probe, "%s/zk.sh", zkconf);
+    }
+#endif
     if (access(probe, R_OK) != 0)
         snprintf(zkconf, sizeof zkconf, "%s", KEEL_CHAOS_ZK_CONF);
     o.keeld = keeld;

@@ -1,7 +1,8 @@
 /* keeld: the keel node daemon. Runs one node in the foreground until
  * SIGTERM or SIGINT, then stops cleanly: no new work, queued turns finish,
  * every write is committed and every reply sent, exit 0. SIGHUP reloads
- * what can be reloaded (keel_node_reload: the TLS files and the token file).
+ * what can be reloaded (keel_node_reload: the TLS files and the token file)
+ * and opens the --log-file again, for log rotation.
  *
  * Options come from the command line and from a --config file; both go
  * through one table (keeld_opts) and one function (apply_option), so a
@@ -26,6 +27,7 @@
 #include <unistd.h>
 
 #include "common/addr.h"
+#include "common/log.h"
 #include "common/notify.h"
 #include "coordinator/shardmap.h"
 #include "keel.h"
@@ -53,6 +55,34 @@ static void on_signal(int sig)
         keel_node_stop(n);
         break;
     }
+}
+
+/* log_elsewhere: the log does not go to stderr as text (--log-file or
+ * --log-format json); log_to_file: --log-file. Set once, before the node
+ * is created. */
+static int log_elsewhere;
+static int log_to_file;
+
+/* keeld's own lines once the log is set up. As text on stderr they read
+ * as they always have ("keeld: ready on port N", which scripts wait
+ * for). Otherwise they go through the log like the node's lines, and with
+ * --log-file the text line still goes to stderr too, for whoever waits on
+ * it there. Errors in the options come before the log is set up and go
+ * to stderr (conf_error). */
+static void say(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void say(int level, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (!log_elsewhere || log_to_file)
+        fprintf(stderr, "keeld: %s\n", line);
+    if (log_elsewhere)
+        keel_log_always(level, "keeld: %s", line);
 }
 
 static void usage(FILE *f)
@@ -101,7 +131,9 @@ static void usage(FILE *f)
         "                         writes, start from the last good state anyway and\n"
         "                         log what was dropped (default: refuse to start);\n"
         "                         see docs/operations.md, \"Damaged storage\"\n"
-        "  --load PATH.so         load actor types from a plugin (repeatable)\n"
+        "  --load PATH.so[:ARGS]  load actor types from a plugin (repeatable);\n"
+        "                         the text after the first ':' goes to the\n"
+        "                         plugin's keel_plugin_init\n"
         "  --auth-tokens FILE     bearer tokens and their roles, one\n"
         "                         'TOKEN client|admin [TYPE,...]' a line; the\n"
         "                         file must not be readable by others; read\n"
@@ -116,6 +148,11 @@ static void usage(FILE *f)
         "                         required: a listener beyond loopback, or a\n"
         "                         cluster node (--zk)\n"
         "  --log-level LEVEL      error, warn, info (default) or debug\n"
+        "  --log-format FORMAT    text (default): 'TIME LEVEL MESSAGE' lines;\n"
+        "                         json: one JSON object a line, with time,\n"
+        "                         level, node (with --node-id) and msg\n"
+        "  --log-file PATH        append the log to PATH (created 0640)\n"
+        "                         instead of stderr; SIGHUP opens it again\n"
         "\n"
         "Cluster mode (docs/cluster.md; without --zk the node runs standalone):\n"
         "  --zk HOST:PORT[,...]   ZooKeeper servers; joins the cluster\n"
@@ -165,7 +202,7 @@ static void usage(FILE *f)
         "\n"
         "Built-in actor types: counter, kv, register (see `keel --help`).\n"
         "SIGTERM or SIGINT stops the node cleanly; SIGHUP reloads the TLS\n"
-        "files and --auth-tokens. Under systemd (Type=notify) keeld reports\n"
+        "files and --auth-tokens, and opens --log-file again. Under systemd (Type=notify) keeld reports\n"
         "READY=1 once it serves, and WATCHDOG=1 while its loop runs.\n");
 }
 
@@ -207,8 +244,8 @@ enum {
     O_HOLD, O_LEAVE, O_MAXCONN, O_CONNIDLE, O_UNITSTREAM, O_HTTPHDR,
     O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH,
     O_AUTHTOKENS, O_INSECURE, O_AUTHCONNFAILS, O_AUTHADDRFAILS,
-    O_AUTHWINDOW, O_REPLICAS, O_REPLLAG, O_REPLDEAD, O_CONFIG, O_CHECK,
-    O_END
+    O_AUTHWINDOW, O_REPLICAS, O_REPLLAG, O_REPLDEAD, O_LOGFORMAT,
+    O_LOGFILE, O_CONFIG, O_CHECK, O_END
 };
 #define O_COUNT (O_END - O_DATA)
 #define MAX_LOADS 32
@@ -235,6 +272,8 @@ static const struct keeld_opt {
     {"recover-to-last-good", O_RECOVER, 0, 0},
     {"load", O_LOAD, 1, 0},
     {"log-level", O_LOG, 1, 0},
+    {"log-format", O_LOGFORMAT, 1, 0},
+    {"log-file", O_LOGFILE, 1, 0},
     {"zk", O_ZK, 1, 0},
     {"cluster", O_CLUSTER, 1, 0},
     {"node-id", O_NODEID, 1, 0},
@@ -283,6 +322,8 @@ struct keeld_conf {
     struct origin load_from[MAX_LOADS];
     int nloads;
     int loads_from_file; /* a --load replaces the file's list */
+    int log_format;      /* KEEL_LOG_FORMAT_* */
+    const char *log_file;
     struct origin from[O_COUNT]; /* where each option was set (FROM) */
     char **owned;
     size_t nowned;
@@ -450,6 +491,12 @@ static int apply_option(struct keeld_conf *kc, const struct keeld_opt *o,
         break;
     }
     case O_LOAD:
+        /* PATH.so[:ARGS]: the path ends at the first ':' and is not
+         * empty. */
+        if (val[0] == '\0' || val[0] == ':') {
+            conf_error(at, "%s takes PATH.so[:ARGS], not '%s'", who, val);
+            return -1;
+        }
         /* The command line's list replaces the file's, as any option
          * given there replaces the file's value. */
         if (at->file == NULL && kc->loads_from_file) {
@@ -471,6 +518,23 @@ static int apply_option(struct keeld_conf *kc, const struct keeld_opt *o,
             conf_error(at, "%s is error, warn, info or debug", who);
             return -1;
         }
+        break;
+    case O_LOGFORMAT:
+        if (strcmp(val, "text") == 0)
+            kc->log_format = KEEL_LOG_FORMAT_TEXT;
+        else if (strcmp(val, "json") == 0)
+            kc->log_format = KEEL_LOG_FORMAT_JSON;
+        else {
+            conf_error(at, "%s is text or json, not '%s'", who, val);
+            return -1;
+        }
+        break;
+    case O_LOGFILE:
+        if (val[0] == '\0') {
+            conf_error(at, "%s takes a path", who);
+            return -1;
+        }
+        kc->log_file = val;
         break;
     case O_ZK:
         opts->zk_hosts = val;
@@ -841,6 +905,54 @@ static void check_readable(const struct origin *at, const char *name,
     close(fd);
 }
 
+/* --check-config: keeld appends to --log-file, creating it when it is
+ * missing; the check creates nothing. */
+static void check_log_file(const struct keeld_conf *kc)
+{
+    const struct origin *at = &FROM(kc, O_LOGFILE);
+    const char *who = at->file ? "log-file" : "--log-file";
+    const char *path = kc->log_file;
+    struct stat st;
+    char *copy;
+    const char *dir;
+    int fd;
+
+    if (path == NULL)
+        return;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            conf_error(at, "%s %s: is a directory, not a file", who, path);
+            return;
+        }
+        /* Opened as keeld will, less O_CREAT; nothing is written. */
+        fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY |
+                            O_NONBLOCK);
+        if (fd < 0)
+            conf_error(at, "%s %s: cannot append to it: %s", who, path,
+                       strerror(errno));
+        else
+            close(fd);
+        return;
+    }
+    if (errno != ENOENT) {
+        conf_error(at, "%s %s: %s", who, path, strerror(errno));
+        return;
+    }
+    copy = strdup(path);
+    if (copy == NULL) {
+        conf_error(at, "out of memory");
+        return;
+    }
+    dir = dirname(copy);
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        conf_error(at, "%s %s: its directory %s does not exist", who, path,
+                   dir);
+    else if (access(dir, W_OK | X_OK) != 0)
+        conf_error(at, "%s %s: cannot create it in %s: %s", who, path, dir,
+                   strerror(errno));
+    free(copy);
+}
+
 /* --check-config: what the node would find wrong only when it starts. */
 static void check_files(const struct keeld_conf *kc)
 {
@@ -857,8 +969,21 @@ static void check_files(const struct keeld_conf *kc)
     for (i = 0; i < sizeof files / sizeof files[0]; i++)
         check_readable(&FROM(kc, files[i]),
                        opt_by_id(files[i])->name, paths[i]);
-    for (k = 0; k < kc->nloads; k++)
-        check_readable(&kc->load_from[k], "load", kc->loads[k]);
+    for (k = 0; k < kc->nloads; k++) {
+        /* The plugin is the part before ARGS. */
+        const char *colon = strchr(kc->loads[k], ':');
+        char *path = colon != NULL
+                         ? strndup(kc->loads[k],
+                                   (size_t)(colon - kc->loads[k]))
+                         : strdup(kc->loads[k]);
+        if (path == NULL) {
+            conf_error(&kc->load_from[k], "out of memory");
+            continue;
+        }
+        check_readable(&kc->load_from[k], "load", path);
+        free(path);
+    }
+    check_log_file(kc);
     if (opts->data_dir != NULL && stat(opts->data_dir, &st) == 0 &&
         !S_ISDIR(st.st_mode))
         conf_error(&FROM(kc, O_DATA), "%s %s: not a directory",
@@ -1042,6 +1167,23 @@ static int run_node(const struct keeld_conf *kc)
     char err[1024], msg[1200];
     int rc, i;
 
+    /* The log is set up before anything logs: the node's first lines go
+     * where the rest will. */
+    keel_log_set_format(kc->log_format);
+    if (opts->node_id != NULL)
+        keel_log_set_node(opts->node_id);
+    if (kc->log_file != NULL) {
+        rc = keel_log_open_file(kc->log_file, err, sizeof err);
+        if (rc != 0) {
+            /* Still before the log: a configuration error, exit 2. */
+            conf_error(&FROM(kc, O_LOGFILE), "%slog-file: %s",
+                       FROM(kc, O_LOGFILE).file ? "" : "--", err);
+            return 2;
+        }
+        log_to_file = 1;
+    }
+    log_elsewhere = log_to_file || kc->log_format != KEEL_LOG_FORMAT_TEXT;
+
     /* A full disk must surface as a write error, not kill the process:
      * EFBIG from a file-size limit is handled like ENOSPC. */
     signal(SIGXFSZ, SIG_IGN);
@@ -1058,11 +1200,12 @@ static int run_node(const struct keeld_conf *kc)
     }
     rc = keel_notify_init(&notifier);
     if (rc != 0)
-        fprintf(stderr, "keeld: NOTIFY_SOCKET: %s (%s); running without "
-                        "service manager notification\n",
-                rc == KEEL_EINVAL ? "not an absolute path or @name"
-                                  : strerror(errno),
-                keel_err_name(rc));
+        say(KEEL_LOG_WARN,
+            "NOTIFY_SOCKET: %s (%s); running without service manager "
+            "notification",
+            rc == KEEL_EINVAL ? "not an absolute path or @name"
+                              : strerror(errno),
+            keel_err_name(rc));
     snprintf(msg, sizeof msg, "STATUS=starting: opening %s\n",
              opts->data_dir);
     keel_notify_send(&notifier, msg);
@@ -1074,15 +1217,33 @@ static int run_node(const struct keeld_conf *kc)
         the_node = created;
     }
     if (rc != 0) {
-        fprintf(stderr, "keeld: cannot start: %s%s%s\n", keel_strerror(rc),
-                err[0] ? ": " : "", err);
+        say(KEEL_LOG_ERROR, "cannot start: %s%s%s", keel_strerror(rc),
+            err[0] ? ": " : "", err);
         keel_notify_close(&notifier);
         return 1;
     }
     for (i = 0; i < kc->nloads; i++) {
-        rc = keel_node_load_plugin(the_node, kc->loads[i], err, sizeof err);
+        /* PATH.so[:ARGS]: the path ends at the first ':' (apply_option
+         * refused an empty one). */
+        const char *colon = strchr(kc->loads[i], ':');
+        const char *who = kc->load_from[i].file ? "load" : "--load";
+        char *path = colon != NULL
+                         ? strndup(kc->loads[i],
+                                   (size_t)(colon - kc->loads[i]))
+                         : strdup(kc->loads[i]);
+        if (path == NULL) {
+            say(KEEL_LOG_ERROR, "%s %s: out of memory", who, kc->loads[i]);
+            rc = KEEL_ENOMEM;
+        } else {
+            err[0] = '\0';
+            rc = keel_node_load_plugin_args(the_node, path,
+                                            colon != NULL ? colon + 1 : NULL,
+                                            err, sizeof err);
+            free(path);
+            if (rc != 0)
+                say(KEEL_LOG_ERROR, "%s %s: %s", who, kc->loads[i], err);
+        }
         if (rc != 0) {
-            fprintf(stderr, "keeld: --load %s: %s\n", kc->loads[i], err);
             keel_node_destroy(the_node);
             keel_notify_close(&notifier);
             return 1;
@@ -1100,16 +1261,14 @@ static int run_node(const struct keeld_conf *kc)
     {
         keel_stats st;
         keel_node_stats(the_node, &st);
-        fprintf(stderr, "keeld: ready on port %d%s\n",
-                keel_node_port(the_node),
-                st.insecure ? " (INSECURE: no credentials, --insecure)" : "");
+        say(KEEL_LOG_INFO, "ready on port %d%s", keel_node_port(the_node),
+            st.insecure ? " (INSECURE: no credentials, --insecure)" : "");
     }
     if (opts->http_listen != NULL)
-        fprintf(stderr, "keeld: http on port %d\n",
-                keel_node_http_port(the_node));
+        say(KEEL_LOG_INFO, "http on port %d", keel_node_http_port(the_node));
     if (service_start(&svc, the_node) != 0)
-        fprintf(stderr, "keeld: cannot start the service manager "
-                        "notification thread; running without it\n");
+        say(KEEL_LOG_WARN, "cannot start the service manager notification "
+                           "thread; running without it");
     rc = keel_node_run(the_node);
     service_stop(&svc);
     {
@@ -1125,8 +1284,8 @@ static int run_node(const struct keeld_conf *kc)
     /* A node that stopped on its own, e.g. unable to take part in its
      * cluster (keel_node_run), logged why: exit non-zero. */
     if (rc != 0) {
-        fprintf(stderr, "keeld: stopped: %s (%s); the log above says why\n",
-                keel_strerror(rc), keel_err_name(rc));
+        say(KEEL_LOG_ERROR, "stopped: %s (%s); the log above says why",
+            keel_strerror(rc), keel_err_name(rc));
         snprintf(msg, sizeof msg, "STOPPING=1\nSTATUS=stopped: %s (%s)\n",
                  keel_strerror(rc), keel_err_name(rc));
         keel_notify_send(&notifier, msg);

@@ -10,6 +10,8 @@
 
 #include "keel.h"
 
+KEEL_PLUGIN_DECLARE_ABI;
+
 static int64_t value_of(keel_turn *t)
 {
     const void *st;
@@ -58,11 +60,12 @@ static int tally_message(keel_turn *t, const void *msg, size_t len)
     return keel_turn_replyf(t, "%lld", (long long)v);
 }
 
-int keel_plugin_init(keel_node *node);
+int keel_plugin_init(keel_node *node, const char *args);
 
-int keel_plugin_init(keel_node *node)
+int keel_plugin_init(keel_node *node, const char *args)
 {
     keel_actor_type type = {.name = "tally", .on_message = tally_message};
 
+    (void)args;
     return keel_node_register_type(node, &type);
 }

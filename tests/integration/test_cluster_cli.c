@@ -276,8 +276,8 @@ END_TEST
 
 START_TEST(capabilities_and_http)
 {
-    char *out, *log, url[64], *body = NULL;
-    const char *p, *q = NULL;
+    char *out, url[64], *body = NULL;
+    const char *p;
     int i, port;
 
     await_settled();
@@ -291,12 +291,8 @@ START_TEST(capabilities_and_http)
         free(out);
     }
     /* /v1/cluster on n2: the same facts as JSON. */
-    log = tu_keeld_log(&fx.nodes[2]);
-    for (p = log; (p = strstr(p, "keeld: http on port ")) != NULL; p++)
-        q = p;
-    ck_assert_ptr_nonnull(q);
-    port = atoi(q + strlen("keeld: http on port "));
-    free(log);
+    port = tu_keeld_http_port(&fx.nodes[2]);
+    ck_assert_int_gt(port, 0);
     snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/cluster", port);
     {
         const char *argv[] = {"/usr/bin/curl", "-sf", url, NULL};
@@ -347,6 +343,64 @@ START_TEST(capabilities_and_http)
         free(out);
         free(body);
     }
+}
+END_TEST
+
+/* GET of path through node i's HTTP port: the status, and the body in
+ * *body (malloc'd). */
+static int http_get(int i, const char *path, char **body)
+{
+    char url[256], *out = NULL;
+    int port = tu_keeld_http_port(&fx.nodes[i]), code;
+    const char *argv[] = {"/usr/bin/curl", "-s", "--max-time", "20", "-w",
+                          "\n%{http_code}", url, NULL};
+    char *nl;
+
+    ck_assert_int_gt(port, 0);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    ck_assert_int_eq(tu_run(argv, &out, NULL), 0);
+    nl = strrchr(out, '\n');
+    ck_assert_ptr_nonnull(nl);
+    code = atoi(nl + 1);
+    *nl = '\0';
+    *body = out;
+    return code;
+}
+
+/* An actor's state read over HTTP through any node is answered by the
+ * owner of its unit (forwarded like a POST), as one answer: the same
+ * through every node, and what the acknowledged calls left. An actor
+ * never written is 404 through every node. */
+START_TEST(state_reads_are_forwarded_to_the_owner)
+{
+    char *body, owner[64];
+    int i, code, others = 0;
+
+    await_settled();
+    for (i = 0; i < 3; i++)
+        ck_assert_int_eq(tu_cluster_counter(&fx, i, "fwd", "incr"), i + 1);
+    tu_cluster_owner_of(&fx, 0, "counter", "fwd", owner, sizeof owner);
+    for (i = 0; i < N; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "n%d", i);
+        others += strcmp(name, owner) != 0;
+        code = http_get(i, "/v1/actors/counter/fwd", &body);
+        ck_assert_msg(code == 200, "GET through n%d (owner %s): %d %s", i,
+                      owner, code, body);
+        /* The counter's state: its value, 8 bytes big-endian (3). */
+        ck_assert_msg(strstr(body, "\"state_base64\": \"AAAAAAAAAAM=\"") !=
+                          NULL &&
+                          strstr(body, "\"version\": 3,") != NULL &&
+                          strstr(body, "\"shard\": ") != NULL,
+                      "GET through n%d: %s", i, body);
+        free(body);
+        code = http_get(i, "/v1/actors/counter/never-fwd", &body);
+        ck_assert_msg(code == 404 && strstr(body, "ENOTFOUND") != NULL,
+                      "GET of an unwritten actor through n%d: %d %s", i,
+                      code, body);
+        free(body);
+    }
+    ck_assert_int_eq(others, N - 1);
 }
 END_TEST
 
@@ -442,6 +496,7 @@ int main(void)
     tcase_add_test(tc, direct_call_goes_to_the_owner);
     tcase_add_test(tc, shards_cover_every_unit_once);
     tcase_add_test(tc, capabilities_and_http);
+    tcase_add_test(tc, state_reads_are_forwarded_to_the_owner);
     tcase_add_test(tc, drain_and_forget_refuse_what_would_go_wrong);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);

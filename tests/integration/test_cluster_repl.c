@@ -13,15 +13,18 @@
  *  - a reply waits for its backups: with the backup of a unit paused
  *    (SIGSTOP), an increment of the unit is not answered while the map
  *    shows that backup in sync; it is answered, successfully, once the
- *    map shows it out; after SIGCONT the counter holds every acknowledged
- *    increment;
+ *    map shows it out; a read of the counter's state over HTTP sent
+ *    after it waits as long, and then shows it; after SIGCONT the
+ *    counter holds every acknowledged increment;
  *  - a primary killed and restarted on its data (same epoch, seqs from 1
  *    again) keeps its backups in sync, and they hold what it holds;
  *  - a node drained under load hands its units off with their backups
  *    in sync and equal to the new primaries; nothing acknowledged lost;
  *  - catch-up (docs/cluster.md, "Catch-up"): a backup killed and started
  *    again on its data, one started on an empty data directory (under a
- *    new store id, which the map records), and a node that joins after
+ *    new store id, which the map records; one of its units, of about
+ *    10 MiB, is sent in parts and written to meanwhile, and ends equal
+ *    on the three nodes), and a node that joins after
  *    the first placement are sent snapshots and added back: every unit
  *    has its three replicas in sync again, with the same digest, nothing
  *    acknowledged lost; and a unit fails over twice, the second time to
@@ -48,6 +51,7 @@
 #include "keel.h"
 #include "proc.h"
 #include "runtime/client.h"
+#include "rawconn.h"
 #include "runtime/proto.h"
 #include "testutil.h"
 #include "zk.h"
@@ -87,7 +91,8 @@ static void teardown(void)
  * tests/support/clmap.h. */
 static void start_cluster(int nodes, int replicas, const char *lag_ms)
 {
-    const char *common[] = {"--repl-lag-ms", lag_ms, NULL};
+    const char *common[] = {"--repl-lag-ms", lag_ms, "--http", "127.0.0.1:0",
+                            NULL};
 
     tu_cluster_start_together(&fx, nodes, replicas, common, NULL);
 }
@@ -331,13 +336,46 @@ START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
 }
 END_TEST
 
+/* Sends a GET of the counter's state to node i's HTTP port on a
+ * connection of its own: the socket, to read the answer from. */
+static int state_get_send(int i, const char *id)
+{
+    char req[256];
+    int fd, port = tu_keeld_http_port(&fx.nodes[i]);
+
+    CHECK(port > 0, "n%d names no http port", i);
+    fd = tu_raw_connect(port);
+    CHECK(fd >= 0, "cannot connect to n%d's http port", i);
+    snprintf(req, sizeof req,
+             "GET /v1/actors/counter/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "Connection: close\r\n\r\n",
+             id);
+    CHECK(tu_send_all(fd, req, strlen(req)) == 0, "GET not sent");
+    return fd;
+}
+
+/* The whole answer on fd (the server closes it), within 5 s. */
+static void state_get_recv(int fd, char *out, size_t cap)
+{
+    size_t len = 0;
+
+    while (len + 1 < cap && tu_wait_readable(fd, 5000)) {
+        ssize_t r = read(fd, out + len, cap - 1 - len);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    out[len] = '\0';
+    close(fd);
+}
+
 START_TEST(reply_waits_for_a_paused_backup)
 {
     keel_client *c, *q;
     keel_shard_map m;
-    char id[16] = "", owner[64];
-    int j, tries, rc, polls = 0, answered = 0;
-    long v, acked = 0;
+    char id[16] = "", owner[64], http[4096], want[64];
+    int j, tries, rc, polls = 0, answered = 0, read_answered = 0, hfd;
+    long v, acked = 0, before;
     keel_frame f;
     double sent;
     uint32_t shard = 0;
@@ -360,6 +398,7 @@ START_TEST(reply_waits_for_a_paused_backup)
     }
 
     /* n1 pauses: it neither acknowledges nor closes its connections. */
+    before = acked;
     ck_assert_int_eq(kill(fx.nodes[1].pid, SIGSTOP), 0);
     q = connect_to(0);
     ck_assert_int_eq(keel_client_queue(q, KEEL_FRAME_CALL, 1, "counter", id,
@@ -367,15 +406,41 @@ START_TEST(reply_waits_for_a_paused_backup)
                      0);
     ck_assert_int_eq(keel_client_flush(q), 0);
     sent = tu_now_s();
+    /* A read of the state sent after the increment is ordered after it:
+     * it must not show the increment before the increment's reply could
+     * leave. */
+    tu_sleep_ms(100);
+    hfd = state_get_send(0, id);
     /* Each round: has the answer come? Then what does the map say? An
      * answer seen while a map read after it still shows n1 in sync left
      * before the drop landed: the promise broken. */
-    for (polls = 0; polls < 600 && !answered; polls++) {
-        struct pollfd p = {keel_client_fd(q), POLLIN, 0};
+    for (polls = 0; polls < 600 && !(answered && read_answered); polls++) {
+        struct pollfd p[2] = {{keel_client_fd(q), POLLIN, 0},
+                              {hfd, POLLIN, 0}};
         const keel_map_unit *u;
-        int ready = keel_client_pending(q) || poll(&p, 1, 50) > 0;
+        int ready, hready;
+        if (poll(p, 2, 50) < 0)
+            p[0].revents = p[1].revents = 0;
+        ready = !answered &&
+                (keel_client_pending(q) || (p[0].revents & POLLIN));
+        hready = !read_answered && (p[1].revents & (POLLIN | POLLHUP));
         CHECK(tu_map_read(&fx, &m) == 0, "no map");
         u = tu_map_unit(&m, "", shard);
+        if (hready) {
+            read_answered = 1;
+            CHECK(!tu_map_in_sync(&m, u, "n1"),
+                  "a state read was answered while the map showed the "
+                  "paused backup n1 in sync (after %.2f s)",
+                  tu_now_s() - sent);
+            state_get_recv(hfd, http, sizeof http);
+            hfd = -1;
+            /* The increment ran before it: acked + 1 as its version (one
+             * per increment) once it was answered. */
+            snprintf(want, sizeof want, "\"version\": %ld,", before + 1);
+            CHECK(strncmp(http, "HTTP/1.1 200", 12) == 0 &&
+                      strstr(http, want) != NULL,
+                  "state read: %s", http);
+        }
         if (ready) {
             rc = keel_client_recv(q, &f);
             CHECK(rc == 0, "receiving the answer: %s", keel_strerror(rc));
@@ -393,7 +458,9 @@ START_TEST(reply_waits_for_a_paused_backup)
         }
         keel_map_free(&m);
     }
-    CHECK(answered, "no answer within %d polls while n1 is paused", polls);
+    CHECK(answered && read_answered,
+          "no answer (call %d, read %d) within %d polls while n1 is paused",
+          answered, read_answered, polls);
     fprintf(stderr,
             "repl: the increment was answered %.2f s after it was sent, "
             "once n1 was out of the in-sync set\n",
@@ -789,6 +856,50 @@ END_TEST
  * under another store id: it is never taken for an in-sync replica of
  * what it held before; it catches up like any backup out of sync, and
  * the map records its new store. */
+/* Puts entry `key` of kv actor `id` through node i: a value of `len`
+ * bytes of one letter. */
+static void big_put(int i, const char *id, int key, size_t len)
+{
+    keel_client *c = connect_to(i);
+    char *msg = malloc(len + 32), *reply = NULL;
+    int n, rc = -1, tries;
+
+    ck_assert_ptr_nonnull(msg);
+    n = snprintf(msg, 32, "put k%d ", key);
+    memset(msg + n, 'a' + key % 26, len);
+    for (tries = 0; tries < 50 && rc != 0; tries++) {
+        rc = keel_client_call(c, KEEL_FRAME_CALL, "kv", id, strlen(id), msg,
+                              (size_t)n + len, &reply, NULL);
+        free(reply);
+        reply = NULL;
+        if (rc != 0)
+            tu_sleep_ms(100);
+    }
+    CHECK(rc == 0, "put k%d of kv %s through n%d: %s", key, id, i,
+          keel_strerror(rc));
+    free(msg);
+    keel_client_close(c);
+}
+
+/* The unit of kv actor `id` has the same digest on the three nodes. */
+static void big_agree(const char *id, const char *what)
+{
+    uint32_t shard = keel_shard_of("kv", id, strlen(id), SHARDS);
+    char d[3][128];
+    int i, tries, same = 0;
+
+    for (tries = 0; tries < 50 && !same; tries++) {
+        for (i = 0; i < 3; i++)
+            digest_via(i, shard, d[i], sizeof d[i]);
+        same = d[0][0] != '\0' && strcmp(d[0], d[1]) == 0 &&
+               strcmp(d[0], d[2]) == 0;
+        if (!same)
+            tu_sleep_ms(200);
+    }
+    CHECK(same, "%s: the unit of kv %s differs: n0 %s, n1 %s, n2 %s", what,
+          id, d[0], d[1], d[2]);
+}
+
 START_TEST(a_wiped_backup_catches_up_under_its_new_store)
 {
     keel_client *cl[3] = {NULL, NULL, NULL};
@@ -802,6 +913,9 @@ START_TEST(a_wiped_backup_catches_up_under_its_new_store)
     start_cluster(3, 3, "1000");
     for (round = 0; round < 2; round++)
         load_round(cl, acked, all, 3, round, "three nodes");
+    /* A unit of about 10 MiB: its snapshot goes in parts. */
+    for (round = 0; round < 12; round++)
+        big_put(round % 2, "big", round, 900 << 10);
     CHECK(tu_map_read(&fx, &m) == 0, "no map");
     idx = keel_map_node_index(&m, "n2");
     CHECK(idx >= 0 && m.store_ids[idx][0] != '\0', "n2 has no store id");
@@ -833,9 +947,24 @@ START_TEST(a_wiped_backup_catches_up_under_its_new_store)
     snprintf(dir, sizeof dir, "%s/n2", fx.dir);
     tu_rmrf(dir);
     ck_assert_int_eq(tu_cluster_start_node(&fx, 2, port, "--replicas", "3",
-                                           "--repl-lag-ms", "1000", NULL),
+                                           "--repl-lag-ms", "1000", "--http",
+                                           "127.0.0.1:0", NULL),
                      0);
+    /* Writes to the big unit while its snapshot may be on its way. */
+    for (round = 12; round < 15; round++)
+        big_put(round % 2, "big", round, 64 << 10);
     wait_all_in_sync("n2 back on an empty disk");
+    big_agree("big", "n2 caught up from an empty disk");
+    {
+        char *log = NULL;
+        int parts = 0, t;
+        for (t = 0; t < 3; t++) {
+            log = tu_keeld_log(&fx.nodes[t]);
+            parts |= log != NULL && strstr(log, "snapshot (in parts") != NULL;
+            free(log);
+        }
+        CHECK(parts, "no snapshot went in parts");
+    }
     CHECK(tu_map_read(&fx, &m) == 0, "no map");
     idx = keel_map_node_index(&m, "n2");
     CHECK(idx >= 0 && m.store_ids[idx][0] != '\0' &&

@@ -595,10 +595,24 @@ START_TEST(metrics_health_cluster)
 
     get(&r, "/v1/cluster");
     ck_assert_int_eq(r.code, 200);
-    ck_assert_ptr_nonnull(strstr(r.body, "\"mode\": \"standalone\""));
-    ck_assert_ptr_nonnull(strstr(r.body, "\"capabilities\": []"));
-    ck_assert_ptr_nonnull(strstr(r.body, "\"controller\": null"));
-    ck_assert_ptr_nonnull(strstr(r.body, "\"map_epoch\": 0"));
+    /* The schema of cluster mode: the only member, its controller,
+     * owning every unit at map epoch 1 (as `keel nodes` says). */
+    ck_assert_ptr_nonnull(strstr(r.body, "{\"mode\": \"standalone\", "));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"cluster\": null, "
+                                         "\"self\": \"local\", "));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"members\": [{\"name\": "
+                                         "\"local\", \"self\": true, "));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"incarnation\": 1, "
+                                         "\"capabilities\": [], "
+                                         "\"controller\": true}]"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"controller\": \"local\", "
+                                         "\"capabilities\": "
+                                         "{\"\": [\"local\"]}"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"map_epoch\": 1, "));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"units\": [{\"capability\": "
+                                         "\"\", \"owners\": [\"local\", "));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"targets\": {}, \"backups\": "
+                                         "{}, \"out_of_sync\": {}}]}\n"));
     snprintf(want, sizeof want, "\"shard_count\": %u", KEEL_DEFAULT_SHARDS);
     ck_assert_ptr_nonnull(strstr(r.body, want));
     snprintf(want, sizeof want, "\"listen\": \"%s\"", node.addr);

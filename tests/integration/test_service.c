@@ -274,6 +274,11 @@ START_TEST(bad_config_refused)
         {"[other]\nshards = 8\n", 3, "key 'shards' is in section [other]"},
         {"config = /x\n", 2, "key 'config' is a command-line option only"},
         {"cluster = a/b\n", 2, "cluster takes a name of 1 to 64"},
+        {"log-format = xml\n", 2, "log-format is text or json, not 'xml'"},
+        {"load = :greeting\n", 2,
+         "load takes PATH.so[:ARGS], not ':greeting'"},
+        {"log-file = /a\nlog-file = /b\n", 3,
+         "key 'log-file' is set twice (first on line 2)"},
     };
     char *data = path_of("data"), *out = NULL, *err = NULL, want[512];
     size_t i;
@@ -395,6 +400,151 @@ START_TEST(check_config_cases)
     free(conf2);
     free(cert);
     free(missing);
+    free(data);
+}
+END_TEST
+
+/* The log options as keys of the file, checked like the rest: a log
+ * file whose directory is missing, or that is a directory; a plugin
+ * checked by its path, without its :ARGS. Nothing is created. */
+START_TEST(check_config_log_and_load)
+{
+    char *data = path_of("data"), *out = NULL, *err = NULL, want[1024];
+    char *plugin = tu_bin("plugin_greeter.so");
+    char *logf = path_of("logs/keeld.log"), *missing = path_of("no.so");
+    char *conf = write_file("keeld.conf",
+                            "data = %s\n"
+                            "log-format = json\n"
+                            "log-file = %s\n"
+                            "load = %s:greeting=hello: there\n"
+                            "load = %s:x\n",
+                            data, logf, plugin, missing);
+    char *ok = write_file("ok.conf",
+                          "data = %s\nlog-format = text\n"
+                          "log-file = %s/keeld.log\nload = %s:a:b\n",
+                          data, dir, plugin);
+    int rc;
+
+    {
+        const char *args[] = {"--config", conf, "--check-config", NULL};
+        rc = run_keeld(args, &out, &err);
+        ck_assert_msg(rc == 2, "exit %d: %s", rc, err);
+        snprintf(want, sizeof want, "keeld: %s:3: log-file %s: its "
+                 "directory %s/logs does not exist", conf, logf, dir);
+        ck_assert_msg(strstr(err, want) != NULL, "no '%s' in: %s", want,
+                      err);
+        snprintf(want, sizeof want, "keeld: %s:5: load %s: cannot read: No "
+                 "such file or directory", conf, missing);
+        ck_assert_msg(strstr(err, want) != NULL, "no '%s' in: %s", want,
+                      err);
+        /* The greeter's line, ARGS and all, is not among the errors. */
+        ck_assert_msg(strstr(err, "configuration has 2 errors"), "%s", err);
+        free(out);
+        free(err);
+    }
+    {
+        /* The command line's --log-file overrides the file's and is
+         * checked the same way: here a directory. */
+        const char *args[] = {"--config", conf, "--log-file", dir, "--load",
+                              plugin, "--check-config", NULL};
+        rc = run_keeld(args, &out, &err);
+        snprintf(want, sizeof want, "keeld: --log-file %s: is a directory, "
+                 "not a file", dir);
+        ck_assert_msg(rc == 2 && strstr(err, want) != NULL, "exit %d: %s",
+                      rc, err);
+        ck_assert_msg(strstr(err, "configuration has 1 error"), "%s", err);
+        free(out);
+        free(err);
+    }
+    {
+        const char *args[] = {"--config", ok, "--check-config", NULL};
+        char *created = path_of("keeld.log");
+        rc = run_keeld(args, &out, &err);
+        ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+        ck_assert_str_eq(out, "configuration ok\n");
+        ck_assert(!exists(created));
+        free(created);
+        free(out);
+        free(err);
+    }
+    ck_assert(!exists(data));
+    free(conf);
+    free(ok);
+    free(logf);
+    free(missing);
+    free(plugin);
+    free(data);
+}
+END_TEST
+
+/* log-format, log-file and load with ARGS from the file start a node
+ * that logs JSON lines to the file (keeld's ready line as text on stderr
+ * too), hands ARGS to the plugin, and opens the file again on SIGHUP
+ * after it was renamed, as log rotation does. */
+START_TEST(log_and_load_from_file)
+{
+    char *data = path_of("data"), *log = path_of("stderr.log");
+    char *logf = path_of("node.log"), *rotated = path_of("node.log.1");
+    char *plugin = tu_bin("plugin_greeter.so"), *text, *out = NULL;
+    char *conf = write_file("keeld.conf",
+                            "data = %s\nlisten = 127.0.0.1:0\n"
+                            "log-format = json\nlog-file = %s\n"
+                            "load = %s:Hi: there\n",
+                            data, logf, plugin);
+    const char *args[] = {"--config", conf, NULL};
+    char addr[32];
+    double deadline;
+    int port = start_keeld(args, log), reopened = 0;
+
+    ck_assert_int_gt(port, 0);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    ck_assert_int_eq(tu_keel(addr, &out, NULL, "call", "greeter", "ann",
+                             "hello", NULL),
+                     0);
+    ck_assert_msg(strncmp(out, "Hi: there", 9) == 0, "%s", out);
+    free(out);
+    text = tu_read_file(logf);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_msg(strncmp(text, "{\"time\":", 8) == 0 &&
+                      strstr(text, "\"msg\":\"keeld: ready on port ") !=
+                          NULL,
+                  "%s", text);
+    free(text);
+    text = tu_read_file(log);
+    ck_assert_msg(strstr(text, "keeld: ready on port ") != NULL &&
+                      strstr(text, "{\"time\"") == NULL,
+                  "%s", text);
+    free(text);
+
+    ck_assert_int_eq(rename(logf, rotated), 0);
+    kill(child, SIGHUP);
+    deadline = now_s() + 10;
+    while (!reopened && now_s() < deadline) {
+        text = tu_read_file(logf);
+        reopened = text != NULL && strstr(text, "opened again") != NULL;
+        free(text);
+        if (!reopened)
+            usleep(20000);
+    }
+    ck_assert_msg(reopened, "no new %s after SIGHUP", logf);
+    /* Lines after the reopen go to the new file. */
+    ck_assert_int_eq(tu_keel(addr, &out, NULL, "call", "counter", "c",
+                             "incr", NULL),
+                     0);
+    free(out);
+    ck_assert_int_eq(stop_keeld(), 0);
+    text = tu_read_file(logf);
+    ck_assert_msg(strstr(text, "\"msg\":\"node stopped\"") != NULL, "%s",
+                  text);
+    free(text);
+    text = tu_read_file(rotated);
+    ck_assert_msg(strstr(text, "node stopped") == NULL, "%s", text);
+    free(text);
+    free(conf);
+    free(plugin);
+    free(rotated);
+    free(logf);
+    free(log);
     free(data);
 }
 END_TEST
@@ -706,6 +856,8 @@ static Suite *suite(void)
     tcase_add_test(tc, command_line_overrides_file);
     tcase_add_test(tc, bad_config_refused);
     tcase_add_test(tc, check_config_cases);
+    tcase_add_test(tc, check_config_log_and_load);
+    tcase_add_test(tc, log_and_load_from_file);
     tcase_add_test(tc, example_config_checks_ok);
     tcase_add_test(tc, unit_file_verifies);
     suite_add_tcase(s, tc);

@@ -50,6 +50,21 @@ char *tu_keeld_log(const tu_keeld *k)
     return tu_read_file(k->log_path);
 }
 
+int tu_keeld_http_port(const tu_keeld *k)
+{
+    static const char tag[] = "keeld: http on port ";
+    char *log = tu_keeld_log(k);
+    const char *p, *q = NULL;
+    int port = -1;
+
+    for (p = log; p != NULL && (p = strstr(p, tag)) != NULL; p++)
+        q = p;
+    if (q != NULL)
+        port = atoi(q + sizeof tag - 1);
+    free(log);
+    return port;
+}
+
 void tu_keeld_dump_logs(const tu_keeld *nodes, int n)
 {
     int i;

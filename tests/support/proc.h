@@ -28,6 +28,9 @@ int tu_keeld_stop(tu_keeld *k, int sig);
 void tu_keeld_free(tu_keeld *k);
 /* The node's log so far (malloc'd). */
 char *tu_keeld_log(const tu_keeld *k);
+/* The HTTP port the node's log names last ("keeld: http on port N"), or
+ * -1 when it names none. */
+int tu_keeld_http_port(const tu_keeld *k);
 /* Prints the logs of nodes[0..n) that were started, each headed by its
  * index, to stderr: for a failure report that shows what a cluster did. */
 void tu_keeld_dump_logs(const tu_keeld *nodes, int n);

@@ -1,0 +1,33 @@
+/* Test plugins with a plugin ABI keel must refuse (test_logplug): built
+ * twice, as plugin_wrongabi.so (FIXTURE_ABI_MAJOR: a major version that
+ * is not keel's) and as plugin_noabi.so (FIXTURE_NO_ABI: no declaration,
+ * as a plugin built before the declaration existed). Were its init ever
+ * called, it would log "fixture init ran" and register the type
+ * "fixture": the test checks that neither happens. */
+#include <stdint.h>
+
+#include "keel.h"
+
+#ifndef FIXTURE_NO_ABI
+KEEL_PLUGIN_EXPORT extern const uint32_t keel_plugin_abi;
+KEEL_PLUGIN_EXPORT const uint32_t keel_plugin_abi =
+    (uint32_t)FIXTURE_ABI_MAJOR << 16;
+#endif
+
+static int fixture_message(keel_turn *t, const void *msg, size_t len)
+{
+    (void)msg;
+    (void)len;
+    return keel_turn_replyf(t, "fixture");
+}
+
+int keel_plugin_init(keel_node *node, const char *args);
+
+int keel_plugin_init(keel_node *node, const char *args)
+{
+    keel_actor_type type = {.name = "fixture", .on_message = fixture_message};
+
+    (void)args;
+    keel_node_log(node, KEEL_LOG_ERROR, "fixture init ran");
+    return keel_node_register_type(node, &type);
+}
