@@ -336,6 +336,13 @@ KEEL_API void keel_node_destroy(keel_node *node);
 typedef void (*keel_post_fn)(keel_node *node, void *data);
 KEEL_API int keel_node_post(keel_node *node, keel_post_fn fn, void *data);
 
+/* Whether the node serves: 0 once it does (standalone: its loop runs;
+ * in a cluster: it has joined and holds its lease), else the KEEL_E* code
+ * /readyz answers with, and in *why (if not NULL) a static text saying
+ * what the node waits for. On the loop thread only: call it from a
+ * keel_node_post job. */
+KEEL_API int keel_node_readiness(keel_node *node, const char **why);
+
 /* The bound listen port (useful with port 0), or 0 without a listener. */
 KEEL_API int keel_node_port(const keel_node *node);
 /* The bound HTTP port (useful with port 0), or 0 without HTTP. */

@@ -1026,46 +1026,50 @@ static int read_state(keel_node *n, struct http_req *r)
 /* Whether the node serves, and if not why: a cluster node is ready only
  * once it has joined and while it holds a lease. One refused by its store
  * check (or failed) serves nothing until the operator acts; one still
- * connecting to ZooKeeper or joining serves nothing yet. */
-static void readiness(keel_node *n, struct http_req *r)
+ * connecting to ZooKeeper or joining serves nothing yet. keel.h; /readyz
+ * answers with it, keeld tells the service manager. */
+int keel_node_readiness(keel_node *n, const char **why)
 {
     keel_cluster *c;
     int err;
+    const char *unused;
 
-    r->ready = 0;
-    r->unready_code = KEEL_ESESSION;
+    if (why == NULL)
+        why = &unused;
+    *why = NULL;
     if (!n->running || n->stopping) {
-        r->unready_code = KEEL_ESTOPPING;
-        r->unready_why = "not ready: the node is stopping";
-        return;
+        *why = "not ready: the node is stopping";
+        return KEEL_ESTOPPING;
     }
-    if (n->cluster == NULL) {
-        r->ready = 1;
-        return;
-    }
+    if (n->cluster == NULL)
+        return 0;
     c = keel_coord_to_cluster(n->coord);
     if ((err = keel_cluster_error(c)) != 0) {
-        r->unready_code = err;
-        r->unready_why = "not ready: refused by its cluster (the node's "
-                         "log says why)";
-        return;
+        *why = "not ready: refused by its cluster (the node's log says why)";
+        return err;
     }
     switch (keel_cluster_phase(c)) {
     case KEEL_CLUSTER_RUNNING:
         break;
     case KEEL_CLUSTER_CONNECTING:
-        r->unready_why = "not ready: connecting to ZooKeeper";
-        return;
+        *why = "not ready: connecting to ZooKeeper";
+        return KEEL_ESESSION;
     default:
-        r->unready_why = "not ready: joining its cluster";
-        return;
+        *why = "not ready: joining its cluster";
+        return KEEL_ESESSION;
     }
     if (keel_cluster_fenced(c)) {
-        r->unready_why = "not ready: fenced (ZooKeeper has not answered "
-                         "within its lease)";
-        return;
+        *why = "not ready: fenced (ZooKeeper has not answered within its "
+               "lease)";
+        return KEEL_ESESSION;
     }
-    r->ready = 1;
+    return 0;
+}
+
+static void readiness(keel_node *n, struct http_req *r)
+{
+    r->unready_code = keel_node_readiness(n, &r->unready_why);
+    r->ready = r->unready_code == 0;
 }
 
 /* Runs on the loop thread (keel_node_post). */

@@ -2,27 +2,43 @@
  * SIGTERM or SIGINT, then stops cleanly: no new work, queued turns finish,
  * every write is committed and every reply sent, exit 0. SIGHUP reloads
  * what can be reloaded (keel_node_reload: the TLS files and the token file)
- * and opens the --log-file again, for log rotation. */
+ * and opens the --log-file again, for log rotation.
+ *
+ * Options come from the command line and from a --config file; both go
+ * through one table (keeld_opts) and one function (apply_option), so a
+ * value is checked the same way wherever it is written. Under a service
+ * manager keeld reports its state ($NOTIFY_SOCKET, common/notify.h). */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <ini.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "common/addr.h"
 #include "common/log.h"
+#include "common/notify.h"
 #include "coordinator/shardmap.h"
 #include "keel.h"
 
 static keel_node *volatile the_node; /* read by the signal handler */
 
+/* The service manager's socket; set up before the signal handlers. */
+static keel_notify notifier = {.fd = -1};
+
 /* One dispatch for every signal keeld acts on; each action is
- * async-signal-safe. */
+ * async-signal-safe (keel_notify_send is a sendto). */
 static void on_signal(int sig)
 {
     keel_node *n = the_node;
@@ -34,6 +50,8 @@ static void on_signal(int sig)
         keel_node_reload(n);
         break;
     default:
+        keel_notify_send(&notifier, "STOPPING=1\nSTATUS=stopping: finishing "
+                                    "the work in hand\n");
         keel_node_stop(n);
         break;
     }
@@ -49,7 +67,8 @@ static int log_to_file;
  * as they always have ("keeld: ready on port N", which scripts wait
  * for). Otherwise they go through the log like the node's lines, and with
  * --log-file the text line still goes to stderr too, for whoever waits on
- * it there. */
+ * it there. Errors in the options come before the log is set up and go
+ * to stderr (conf_error). */
 static void say(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void say(int level, const char *fmt, ...)
@@ -70,9 +89,17 @@ static void usage(FILE *f)
 {
     fprintf(f,
         "usage: keeld --data DIR [options]\n"
+        "       keeld --config FILE [options]\n"
         "\n"
         "Runs a keel node in the foreground.\n"
         "\n"
+        "  --config FILE          read options from FILE, one 'name = value'\n"
+        "                         a line, each name an option below without\n"
+        "                         its dashes; options given here override\n"
+        "                         the file's (docs/operations.md)\n"
+        "  --check-config         check the options and files, print\n"
+        "                         'configuration ok' or the errors, exit\n"
+        "                         0 or 2 without starting\n"
         "  --data DIR             data directory (created if missing); required\n"
         "  --listen HOST:PORT     wire-protocol listener (default 127.0.0.1:7420)\n"
         "  --http HOST:PORT       HTTP/JSON listener (default: none; port 0 picks\n"
@@ -175,7 +202,8 @@ static void usage(FILE *f)
         "\n"
         "Built-in actor types: counter, kv, register (see `keel --help`).\n"
         "SIGTERM or SIGINT stops the node cleanly; SIGHUP reloads the TLS\n"
-        "files and --auth-tokens, and opens --log-file again.\n");
+        "files and --auth-tokens, and opens --log-file again. Under systemd (Type=notify) keeld reports\n"
+        "READY=1 once it serves, and WATCHDOG=1 while its loop runs.\n");
 }
 
 static int parse_u64(const char *s, unsigned long long max,
@@ -194,10 +222,620 @@ static int parse_u64(const char *s, unsigned long long max,
     return 0;
 }
 
+static int parse_level(const char *s)
+{
+    if (strcmp(s, "error") == 0)
+        return KEEL_LOG_ERROR;
+    if (strcmp(s, "warn") == 0)
+        return KEEL_LOG_WARN;
+    if (strcmp(s, "info") == 0)
+        return KEEL_LOG_INFO;
+    if (strcmp(s, "debug") == 0)
+        return KEEL_LOG_DEBUG;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- options */
+
+enum {
+    O_DATA = 256, O_LISTEN, O_HTTP, O_IDLE, O_MAXRES, O_DUR, O_SHARDS,
+    O_FRAME, O_MAP, O_LOAD, O_LOG, O_VERSION, O_HELP, O_ZK, O_CLUSTER,
+    O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE, O_ACTLOG, O_TLSCRL,
+    O_HOLD, O_LEAVE, O_MAXCONN, O_CONNIDLE, O_UNITSTREAM, O_HTTPHDR,
+    O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH,
+    O_AUTHTOKENS, O_INSECURE, O_AUTHCONNFAILS, O_AUTHADDRFAILS,
+    O_AUTHWINDOW, O_REPLICAS, O_REPLLAG, O_REPLDEAD, O_LOGFORMAT,
+    O_LOGFILE, O_CONFIG, O_CHECK, O_END
+};
+#define O_COUNT (O_END - O_DATA)
+#define MAX_LOADS 32
+
+/* Every option of keeld. The --config file takes each one that is not
+ * cmdline_only as a key of the same name; a switch there is written
+ * 'name = yes' (or no). */
+static const struct keeld_opt {
+    const char *name;
+    int id;
+    int has_arg;      /* 0: a switch */
+    int cmdline_only; /* what acts on the invocation, not on the node */
+} keeld_opts[] = {
+    {"data", O_DATA, 1, 0},
+    {"activation-log", O_ACTLOG, 1, 0},
+    {"listen", O_LISTEN, 1, 0},
+    {"http", O_HTTP, 1, 0},
+    {"idle-timeout", O_IDLE, 1, 0},
+    {"max-resident", O_MAXRES, 1, 0},
+    {"durability", O_DUR, 1, 0},
+    {"shards", O_SHARDS, 1, 0},
+    {"max-frame", O_FRAME, 1, 0},
+    {"map-size", O_MAP, 1, 0},
+    {"recover-to-last-good", O_RECOVER, 0, 0},
+    {"load", O_LOAD, 1, 0},
+    {"log-level", O_LOG, 1, 0},
+    {"log-format", O_LOGFORMAT, 1, 0},
+    {"log-file", O_LOGFILE, 1, 0},
+    {"zk", O_ZK, 1, 0},
+    {"cluster", O_CLUSTER, 1, 0},
+    {"node-id", O_NODEID, 1, 0},
+    {"capabilities", O_CAPS, 1, 0},
+    {"zk-session-timeout", O_ZKTIMEOUT, 1, 0},
+    {"zk-auth", O_ZKAUTH, 1, 0},
+    {"hold-timeout", O_HOLD, 1, 0},
+    {"leave-timeout", O_LEAVE, 1, 0},
+    {"advertise", O_ADVERTISE, 1, 0},
+    {"max-connections", O_MAXCONN, 1, 0},
+    {"conn-idle-timeout", O_CONNIDLE, 1, 0},
+    {"max-unit-stream", O_UNITSTREAM, 1, 0},
+    {"http-header-timeout", O_HTTPHDR, 1, 0},
+    {"http-max-per-ip", O_HTTPPERIP, 1, 0},
+    {"tls-cert", O_TLSCERT, 1, 0},
+    {"tls-key", O_TLSKEY, 1, 0},
+    {"tls-ca", O_TLSCA, 1, 0},
+    {"tls-crl", O_TLSCRL, 1, 0},
+    {"auth-tokens", O_AUTHTOKENS, 1, 0},
+    {"insecure", O_INSECURE, 0, 0},
+    {"auth-conn-fails", O_AUTHCONNFAILS, 1, 0},
+    {"auth-addr-fails", O_AUTHADDRFAILS, 1, 0},
+    {"auth-fail-window", O_AUTHWINDOW, 1, 0},
+    {"replicas", O_REPLICAS, 1, 0},
+    {"repl-lag-ms", O_REPLLAG, 1, 0},
+    {"replica-dead-ms", O_REPLDEAD, 1, 0},
+    {"config", O_CONFIG, 1, 1},
+    {"check-config", O_CHECK, 0, 1},
+    {"version", O_VERSION, 0, 1},
+    {"help", O_HELP, 0, 1},
+};
+#define N_OPTS (sizeof keeld_opts / sizeof keeld_opts[0])
+
+/* Where a value was given: the command line (file NULL) or a line of the
+ * --config file. Errors name it. */
+struct origin {
+    const char *file;
+    int line;
+};
+
+/* The options as they are being read. The file's values are copies that
+ * live as long as this (owned); the command line's point into argv. */
+struct keeld_conf {
+    keel_node_options opts;
+    const char *loads[MAX_LOADS];
+    struct origin load_from[MAX_LOADS];
+    int nloads;
+    int loads_from_file; /* a --load replaces the file's list */
+    int log_format;      /* KEEL_LOG_FORMAT_* */
+    const char *log_file;
+    struct origin from[O_COUNT]; /* where each option was set (FROM) */
+    char **owned;
+    size_t nowned;
+};
+
+/* Where option id was set: line 0 (and file NULL) when not from the
+ * file. */
+#define FROM(kc, id) ((kc)->from[(id) - O_DATA])
+
+static int conf_errors; /* errors reported so far */
+
+/* Reports a bad configuration: "keeld: [FILE:LINE: ]MESSAGE". */
+static void conf_error(const struct origin *at, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void conf_error(const struct origin *at, const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("keeld: ", stderr);
+    if (at != NULL && at->file != NULL)
+        fprintf(stderr, "%s:%d: ", at->file, at->line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    conf_errors++;
+}
+
+static const struct keeld_opt *opt_by_name(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < N_OPTS; i++)
+        if (strcmp(keeld_opts[i].name, name) == 0)
+            return &keeld_opts[i];
+    return NULL;
+}
+
+static const struct keeld_opt *opt_by_id(int id)
+{
+    size_t i;
+
+    for (i = 0; i < N_OPTS; i++)
+        if (keeld_opts[i].id == id)
+            return &keeld_opts[i];
+    return NULL;
+}
+
+/* A switch's value in the file; 1 on the command line. -1: not a yes/no. */
+static int parse_switch(const char *val)
+{
+    static const char *const yes[] = {"yes", "true", "on", "1"};
+    static const char *const no[] = {"no", "false", "off", "0"};
+    size_t i;
+
+    if (val == NULL)
+        return 1;
+    for (i = 0; i < 4; i++) {
+        if (strcasecmp(val, yes[i]) == 0)
+            return 1;
+        if (strcasecmp(val, no[i]) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+/* Checks val for option o and sets it in kc. val must outlive kc (argv,
+ * or a copy kc owns). 0, or -1 after reporting the error at `at`. The
+ * messages name the option as it was written: --name on the command
+ * line, name in the file. */
+static int apply_option(struct keeld_conf *kc, const struct keeld_opt *o,
+                        const char *val, const struct origin *at)
+{
+    keel_node_options *opts = &kc->opts;
+    unsigned long long v;
+    char who[40];
+    int c = o->id;
+
+    snprintf(who, sizeof who, "%s%s", at->file != NULL ? "" : "--", o->name);
+    switch (c) {
+    case O_DATA:
+        opts->data_dir = val;
+        break;
+    case O_LISTEN:
+        if (!keel_addr_valid(val, strlen(val), 1)) {
+            conf_error(at,
+                       "%s takes HOST:PORT (a host name or IPv4 "
+                       "address, a port from 0 to 65535, 0 for any free "
+                       "one; the wire protocol does not listen on IPv6 "
+                       "yet, --http does), not '%s'",
+                       who, val);
+            return -1;
+        }
+        opts->listen = val;
+        break;
+    case O_HTTP:
+        if (!keel_http_addr_valid(val)) {
+            conf_error(at,
+                       "%s takes HOST:PORT or [IPV6]:PORT (a port "
+                       "from 0 to 65535, 0 for any free one), not '%s'",
+                       who, val);
+            return -1;
+        }
+        opts->http_listen = val;
+        break;
+    case O_ACTLOG:
+        opts->activation_log = val;
+        break;
+    case O_IDLE:
+        if (parse_u64(val, 86400 * 365, &v) != 0 || v == 0) {
+            conf_error(at, "%s takes seconds > 0", who);
+            return -1;
+        }
+        opts->idle_timeout_ms = (uint32_t)(v * 1000);
+        break;
+    case O_MAXRES:
+        if (parse_u64(val, UINT32_MAX, &v) != 0) {
+            conf_error(at, "%s takes a count", who);
+            return -1;
+        }
+        opts->max_resident = (uint32_t)v;
+        break;
+    case O_DUR:
+        if (strcmp(val, "fsync") == 0)
+            opts->durability = KEEL_DURABILITY_FSYNC;
+        else if (strcmp(val, "none") == 0)
+            opts->durability = KEEL_DURABILITY_NONE;
+        else {
+            conf_error(at, "%s is fsync or none", who);
+            return -1;
+        }
+        break;
+    case O_SHARDS:
+        if (parse_u64(val, 65536, &v) != 0 || v == 0) {
+            conf_error(at, "%s takes 1..65536", who);
+            return -1;
+        }
+        opts->shard_count = (uint32_t)v;
+        break;
+    case O_FRAME:
+        if (parse_u64(val, UINT32_MAX, &v) != 0 || v < 64) {
+            conf_error(at, "%s takes bytes >= 64", who);
+            return -1;
+        }
+        opts->max_frame = (uint32_t)v;
+        break;
+    case O_MAP:
+        if (parse_u64(val, 1ULL << 50, &v) != 0 || v < 65536) {
+            conf_error(at, "%s takes bytes >= 65536", who);
+            return -1;
+        }
+        opts->initial_map_size = v;
+        break;
+    case O_RECOVER:
+    case O_INSECURE: {
+        int on = parse_switch(val);
+        if (on < 0) {
+            conf_error(at, "%s is yes or no, not '%s'", who, val);
+            return -1;
+        }
+        if (c == O_RECOVER)
+            opts->recover_to_last_good = on;
+        else
+            opts->insecure = on;
+        break;
+    }
+    case O_LOAD:
+        /* PATH.so[:ARGS]: the path ends at the first ':' and is not
+         * empty. */
+        if (val[0] == '\0' || val[0] == ':') {
+            conf_error(at, "%s takes PATH.so[:ARGS], not '%s'", who, val);
+            return -1;
+        }
+        /* The command line's list replaces the file's, as any option
+         * given there replaces the file's value. */
+        if (at->file == NULL && kc->loads_from_file) {
+            kc->nloads = 0;
+            kc->loads_from_file = 0;
+        }
+        if (kc->nloads == MAX_LOADS) {
+            conf_error(at, "too many %s (at most %d)", who, MAX_LOADS);
+            return -1;
+        }
+        kc->load_from[kc->nloads] = *at;
+        kc->loads[kc->nloads++] = val;
+        if (at->file != NULL)
+            kc->loads_from_file = 1;
+        break;
+    case O_LOG:
+        opts->log_level = parse_level(val);
+        if (opts->log_level < 0) {
+            conf_error(at, "%s is error, warn, info or debug", who);
+            return -1;
+        }
+        break;
+    case O_LOGFORMAT:
+        if (strcmp(val, "text") == 0)
+            kc->log_format = KEEL_LOG_FORMAT_TEXT;
+        else if (strcmp(val, "json") == 0)
+            kc->log_format = KEEL_LOG_FORMAT_JSON;
+        else {
+            conf_error(at, "%s is text or json, not '%s'", who, val);
+            return -1;
+        }
+        break;
+    case O_LOGFILE:
+        if (val[0] == '\0') {
+            conf_error(at, "%s takes a path", who);
+            return -1;
+        }
+        kc->log_file = val;
+        break;
+    case O_ZK:
+        opts->zk_hosts = val;
+        break;
+    case O_CLUSTER:
+    case O_NODEID:
+        /* Both name znodes in ZooKeeper and appear in every peer's
+         * map: refused here with the rule, not later as EINVAL. */
+        if (!keel_name_valid(val, 0)) {
+            conf_error(at,
+                       "%s takes a name of 1 to %d letters, "
+                       "digits, '.', '_' or '-' (neither '.' nor '..'), "
+                       "not '%s'",
+                       who, KEEL_NAME_MAX, val);
+            return -1;
+        }
+        if (c == O_CLUSTER)
+            opts->cluster = val;
+        else
+            opts->node_id = val;
+        break;
+    case O_CAPS:
+        opts->capabilities = val;
+        break;
+    case O_ZKAUTH:
+        opts->zk_auth = val;
+        break;
+    case O_ADVERTISE:
+        /* Peers connect to it: refused now, not at each of their
+         * connection attempts. */
+        if (!keel_addr_valid(val, strlen(val), 0)) {
+            conf_error(at,
+                       "%s takes HOST:PORT (a host name or "
+                       "IPv4 address, a port from 1 to 65535), not '%s'",
+                       who, val);
+            return -1;
+        }
+        opts->advertise = val;
+        break;
+    case O_ZKTIMEOUT:
+        /* The lease needs room below the timeout (docs/cluster.md,
+         * "Self-fencing and expiry"); the node would refuse less. */
+        if (parse_u64(val, 600000, &v) != 0 || v < 1000) {
+            conf_error(at, "%s takes ms >= 1000", who);
+            return -1;
+        }
+        opts->zk_session_timeout_ms = (uint32_t)v;
+        break;
+    case O_HOLD:
+    case O_LEAVE:
+        if (parse_u64(val, 3600000, &v) != 0 || v < 1) {
+            conf_error(at, "%s takes ms from 1 to 3600000", who);
+            return -1;
+        }
+        if (c == O_HOLD)
+            opts->hold_timeout_ms = (uint32_t)v;
+        else
+            opts->leave_timeout_ms = (uint32_t)v;
+        break;
+    case O_MAXCONN:
+    case O_HTTPPERIP:
+        if (parse_u64(val, 1000000, &v) != 0 || v == 0) {
+            conf_error(at, "%s takes a count from 1 to 1000000", who);
+            return -1;
+        }
+        if (c == O_MAXCONN)
+            opts->max_connections = (uint32_t)v;
+        else
+            opts->http_max_per_ip = (uint32_t)v;
+        break;
+    case O_CONNIDLE:
+        if (parse_u64(val, 86400 * 365, &v) != 0) {
+            conf_error(at, "%s takes seconds (0: never)", who);
+            return -1;
+        }
+        opts->conn_idle_timeout_s = (uint32_t)v;
+        break;
+    case O_HTTPHDR:
+        if (parse_u64(val, 3600, &v) != 0 || v == 0) {
+            conf_error(at, "%s takes seconds from 1 to 3600", who);
+            return -1;
+        }
+        opts->http_header_timeout_s = (uint32_t)v;
+        break;
+    case O_UNITSTREAM:
+        if (parse_u64(val, 1ULL << 40, &v) != 0 || v < (1u << 20)) {
+            conf_error(at, "%s takes bytes >= 1048576", who);
+            return -1;
+        }
+        opts->max_unit_stream = v;
+        break;
+    case O_TLSCERT:
+        opts->tls_cert = val;
+        break;
+    case O_TLSKEY:
+        opts->tls_key = val;
+        break;
+    case O_TLSCA:
+        opts->tls_ca = val;
+        break;
+    case O_TLSCRL:
+        opts->tls_crl = val;
+        break;
+    case O_AUTHTOKENS:
+        opts->auth_tokens = val;
+        break;
+    case O_REPLICAS:
+        if (parse_u64(val, 5, &v) != 0 || v < 1) {
+            conf_error(at, "%s takes 1 to 5", who);
+            return -1;
+        }
+        opts->replicas = (int)v;
+        break;
+    case O_REPLLAG:
+        if (parse_u64(val, 3600000, &v) != 0 || v < 1) {
+            conf_error(at, "%s takes ms from 1 to 3600000", who);
+            return -1;
+        }
+        opts->repl_lag_ms = (uint32_t)v;
+        break;
+    case O_REPLDEAD:
+        if (parse_u64(val, 86400000, &v) != 0 || v < 1) {
+            conf_error(at, "%s takes ms from 1 to 86400000", who);
+            return -1;
+        }
+        opts->replica_dead_ms = (uint32_t)v;
+        break;
+    case O_AUTHCONNFAILS:
+    case O_AUTHADDRFAILS:
+    case O_AUTHWINDOW: {
+        unsigned long long max = c == O_AUTHCONNFAILS   ? 255
+                                 : c == O_AUTHADDRFAILS ? 1000000
+                                                        : 3600;
+        if (parse_u64(val, max, &v) != 0 || v == 0) {
+            conf_error(at, "%s takes %s from 1 to %llu", who,
+                       c == O_AUTHWINDOW ? "seconds" : "a count", max);
+            return -1;
+        }
+        if (c == O_AUTHCONNFAILS)
+            opts->auth_conn_fails = (uint32_t)v;
+        else if (c == O_AUTHADDRFAILS)
+            opts->auth_addr_fails = (uint32_t)v;
+        else
+            opts->auth_fail_window_s = (uint32_t)v;
+        break;
+    }
+    default: /* cmdline_only: acted on by main */
+        return 0;
+    }
+    FROM(kc, c) = *at;
+    return 0;
+}
+
+/* ------------------------------------------------------------ config file */
+
+/* Reading one --config file with inih. Our reader hands inih one line at
+ * a time, so that every error names its line, leading blanks removed (no
+ * continuation lines: an indented key is a key like any other). */
+struct conf_file {
+    struct keeld_conf *kc;
+    FILE *f;
+    const char *path;
+    int line;
+    char *buf; /* getline's */
+    size_t cap;
+};
+
+static char *conf_reader(char *str, int num, void *stream)
+{
+    struct conf_file *cf = stream;
+    struct origin at;
+    ssize_t len;
+    char *p;
+
+    errno = 0;
+    len = getline(&cf->buf, &cf->cap, cf->f);
+    if (len < 0) {
+        if (ferror(cf->f)) {
+            at.file = cf->path;
+            at.line = cf->line + 1;
+            conf_error(&at, "cannot read: %s", strerror(errno));
+        }
+        return NULL;
+    }
+    cf->line++;
+    at.file = cf->path;
+    at.line = cf->line;
+    while (len > 0 && (cf->buf[len - 1] == '\n' || cf->buf[len - 1] == '\r'))
+        cf->buf[--len] = '\0';
+    p = cf->buf;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    /* inih's line buffer holds num bytes with the line end and the NUL. */
+    if (strlen(p) + 3 > (size_t)num) {
+        conf_error(&at, "line longer than %d characters", num - 3);
+        p = "";
+    } else if (*p == '[' && strchr(p, ']') == NULL) {
+        conf_error(&at, "'%s' opens a section without closing it", p);
+        p = "";
+    } else if (*p != '\0' && *p != '#' && *p != ';' && *p != '[' &&
+               strpbrk(p, "=:") == NULL) {
+        conf_error(&at, "'%s' is not a 'name = value' line", p);
+        p = "";
+    }
+    memcpy(str, p, strlen(p) + 1);
+    return str;
+}
+
+static int conf_handler(void *user, const char *section, const char *name,
+                        const char *value)
+{
+    struct conf_file *cf = user;
+    struct keeld_conf *kc = cf->kc;
+    struct origin at = {cf->path, cf->line};
+    const struct keeld_opt *o;
+    char *copy, **owned;
+
+    /* Errors are reported and counted here; parsing goes on so that one
+     * run shows them all. */
+    if (section[0] != '\0' && strcmp(section, "keeld") != 0) {
+        conf_error(&at, "key '%s' is in section [%s]: keeld reads keys "
+                        "before any section or under [keeld]",
+                   name, section);
+        return 1;
+    }
+    o = opt_by_name(name);
+    if (o == NULL) {
+        conf_error(&at, "unknown key '%s' (the keys are keeld's options "
+                        "without their leading dashes: keeld --help)",
+                   name);
+        return 1;
+    }
+    if (o->cmdline_only) {
+        conf_error(&at, "key '%s' is a command-line option only (--%s)",
+                   name, name);
+        return 1;
+    }
+    if (value[0] == '\0') {
+        conf_error(&at, "key '%s' has no value", name);
+        return 1;
+    }
+    if (o->id != O_LOAD && FROM(kc, o->id).file != NULL) {
+        conf_error(&at, "key '%s' is set twice (first on line %d)", name,
+                   FROM(kc, o->id).line);
+        return 1;
+    }
+    copy = strdup(value);
+    owned = realloc(kc->owned, (kc->nowned + 1) * sizeof *owned);
+    if (copy == NULL || owned == NULL) {
+        free(copy);
+        if (owned != NULL)
+            kc->owned = owned;
+        conf_error(&at, "out of memory");
+        return 1;
+    }
+    kc->owned = owned;
+    kc->owned[kc->nowned++] = copy;
+    apply_option(kc, o, copy, &at);
+    return 1;
+}
+
+/* Reads the --config file into kc; every error is reported (and counted
+ * in conf_errors). -1 when the file cannot be read at all. */
+static int read_config(struct keeld_conf *kc, const char *path)
+{
+    struct conf_file cf = {kc, NULL, path, 0, NULL, 0};
+    struct stat st;
+    int before = conf_errors, rc;
+
+    cf.f = fopen(path, "r");
+    if (cf.f == NULL) {
+        conf_error(NULL, "--config %s: cannot open: %s", path,
+                   strerror(errno));
+        return -1;
+    }
+    if (fstat(fileno(cf.f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        conf_error(NULL, "--config %s: is a directory, not a file", path);
+        fclose(cf.f);
+        return -1;
+    }
+    rc = ini_parse_stream(conf_reader, &cf, conf_handler, &cf);
+    /* Our reader and handler report what they refuse; inih reports only
+     * the first line it could not parse, should it find one they let
+     * through. */
+    if (rc > 0 && conf_errors == before) {
+        struct origin at = {path, rc};
+        conf_error(&at, "cannot parse this line");
+    } else if (rc < 0 && conf_errors == before) {
+        conf_error(NULL, "--config %s: cannot read it (out of memory)", path);
+    }
+    free(cf.buf);
+    fclose(cf.f);
+    return 0;
+}
+
+/* ----------------------------------------------------------------- checks */
+
 /* keeld creates its data directory, not the directories above it: a
  * mistyped path is refused (with the part that is missing) rather than
  * made four levels deep. 1 when dir exists or its parent does. */
-static int data_parent_exists(const char *dir)
+static int data_parent_exists(const char *dir, const struct origin *at)
 {
     struct stat st;
     char *copy;
@@ -212,440 +850,339 @@ static int data_parent_exists(const char *dir)
     parent = dirname(copy);
     ok = stat(parent, &st) == 0;
     if (!ok)
-        fprintf(stderr,
-                "keeld: --data %s: its parent directory %s does not exist "
-                "(keeld creates the data directory, not the ones above "
-                "it)\n",
-                dir, parent);
+        conf_error(at,
+                   "%s %s: its parent directory %s does not exist "
+                   "(keeld creates the data directory, not the ones above "
+                   "it)",
+                   at->file != NULL ? "data" : "--data", dir, parent);
     free(copy);
     return ok;
 }
 
-static int parse_level(const char *s)
+/* What needs several options together, or none of some. */
+static void check_combinations(const keel_node_options *opts)
 {
-    if (strcmp(s, "error") == 0)
-        return KEEL_LOG_ERROR;
-    if (strcmp(s, "warn") == 0)
-        return KEEL_LOG_WARN;
-    if (strcmp(s, "info") == 0)
-        return KEEL_LOG_INFO;
-    if (strcmp(s, "debug") == 0)
-        return KEEL_LOG_DEBUG;
-    return -1;
+    if ((opts->tls_cert != NULL || opts->tls_key != NULL ||
+         opts->tls_ca != NULL) &&
+        (opts->tls_cert == NULL || opts->tls_key == NULL ||
+         opts->tls_ca == NULL))
+        conf_error(NULL, "TLS needs --tls-cert, --tls-key and --tls-ca "
+                         "together");
+    if (opts->tls_crl != NULL && opts->tls_ca == NULL)
+        conf_error(NULL, "--tls-crl goes with --tls-cert, --tls-key and "
+                         "--tls-ca");
+    if (opts->zk_hosts != NULL &&
+        (opts->cluster == NULL || opts->node_id == NULL))
+        conf_error(NULL, "--zk needs --cluster and --node-id");
+    if (opts->zk_hosts == NULL &&
+        (opts->cluster != NULL || opts->node_id != NULL ||
+         opts->capabilities != NULL || opts->advertise != NULL ||
+         opts->zk_session_timeout_ms != 0 || opts->hold_timeout_ms != 0 ||
+         opts->leave_timeout_ms != 0 || opts->max_unit_stream != 0 ||
+         opts->zk_auth != NULL || opts->replicas != 0 ||
+         opts->repl_lag_ms != 0 || opts->replica_dead_ms != 0))
+        conf_error(NULL, "cluster options need --zk");
 }
 
-int main(int argc, char **argv)
+/* --check-config: a file option must name a regular file keeld can read. */
+static void check_readable(const struct origin *at, const char *name,
+                           const char *path)
 {
-    enum {
-        O_DATA = 256, O_LISTEN, O_HTTP, O_IDLE, O_MAXRES, O_DUR, O_SHARDS,
-        O_FRAME, O_MAP, O_LOAD, O_LOG, O_VERSION, O_HELP, O_ZK, O_CLUSTER,
-        O_NODEID, O_CAPS, O_ZKTIMEOUT, O_ADVERTISE, O_ACTLOG, O_TLSCRL,
-        O_HOLD, O_LEAVE, O_MAXCONN, O_CONNIDLE, O_UNITSTREAM, O_HTTPHDR,
-        O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH,
-        O_AUTHTOKENS, O_INSECURE, O_AUTHCONNFAILS, O_AUTHADDRFAILS,
-        O_AUTHWINDOW, O_REPLICAS, O_REPLLAG, O_REPLDEAD, O_LOGFORMAT,
-        O_LOGFILE
-    };
-    static const struct option longopts[] = {
-        {"data", required_argument, NULL, O_DATA},
-        {"activation-log", required_argument, NULL, O_ACTLOG},
-        {"listen", required_argument, NULL, O_LISTEN},
-        {"http", required_argument, NULL, O_HTTP},
-        {"idle-timeout", required_argument, NULL, O_IDLE},
-        {"max-resident", required_argument, NULL, O_MAXRES},
-        {"durability", required_argument, NULL, O_DUR},
-        {"shards", required_argument, NULL, O_SHARDS},
-        {"max-frame", required_argument, NULL, O_FRAME},
-        {"map-size", required_argument, NULL, O_MAP},
-        {"recover-to-last-good", no_argument, NULL, O_RECOVER},
-        {"load", required_argument, NULL, O_LOAD},
-        {"log-level", required_argument, NULL, O_LOG},
-        {"log-format", required_argument, NULL, O_LOGFORMAT},
-        {"log-file", required_argument, NULL, O_LOGFILE},
-        {"zk", required_argument, NULL, O_ZK},
-        {"cluster", required_argument, NULL, O_CLUSTER},
-        {"node-id", required_argument, NULL, O_NODEID},
-        {"capabilities", required_argument, NULL, O_CAPS},
-        {"zk-session-timeout", required_argument, NULL, O_ZKTIMEOUT},
-        {"zk-auth", required_argument, NULL, O_ZKAUTH},
-        {"hold-timeout", required_argument, NULL, O_HOLD},
-        {"leave-timeout", required_argument, NULL, O_LEAVE},
-        {"advertise", required_argument, NULL, O_ADVERTISE},
-        {"max-connections", required_argument, NULL, O_MAXCONN},
-        {"conn-idle-timeout", required_argument, NULL, O_CONNIDLE},
-        {"max-unit-stream", required_argument, NULL, O_UNITSTREAM},
-        {"http-header-timeout", required_argument, NULL, O_HTTPHDR},
-        {"http-max-per-ip", required_argument, NULL, O_HTTPPERIP},
-        {"tls-cert", required_argument, NULL, O_TLSCERT},
-        {"tls-key", required_argument, NULL, O_TLSKEY},
-        {"tls-ca", required_argument, NULL, O_TLSCA},
-        {"tls-crl", required_argument, NULL, O_TLSCRL},
-        {"auth-tokens", required_argument, NULL, O_AUTHTOKENS},
-        {"insecure", no_argument, NULL, O_INSECURE},
-        {"auth-conn-fails", required_argument, NULL, O_AUTHCONNFAILS},
-        {"auth-addr-fails", required_argument, NULL, O_AUTHADDRFAILS},
-        {"auth-fail-window", required_argument, NULL, O_AUTHWINDOW},
-        {"replicas", required_argument, NULL, O_REPLICAS},
-        {"repl-lag-ms", required_argument, NULL, O_REPLLAG},
-        {"replica-dead-ms", required_argument, NULL, O_REPLDEAD},
-        {"version", no_argument, NULL, O_VERSION},
-        {"help", no_argument, NULL, O_HELP},
-        {NULL, 0, NULL, 0}};
-    keel_node_options opts;
-    const char *loads[32];
-    int nloads = 0, c, rc, i;
-    unsigned long long v;
-    char err[1024];
-    struct sigaction sa;
-    int log_format = KEEL_LOG_FORMAT_TEXT;
-    const char *log_file = NULL;
+    struct stat st;
+    int fd;
 
-    keel_node_options_init(&opts);
-    opts.listen = "127.0.0.1:7420";
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case O_DATA:
-            opts.data_dir = optarg;
-            break;
-        case O_LISTEN:
-            if (!keel_addr_valid(optarg, strlen(optarg), 1)) {
-                fprintf(stderr,
-                        "keeld: --listen takes HOST:PORT (a host name or IPv4 "
-                        "address, a port from 0 to 65535, 0 for any free "
-                        "one; the wire protocol does not listen on IPv6 "
-                        "yet, --http does), not '%s'\n",
-                        optarg);
-                return 2;
-            }
-            opts.listen = optarg;
-            break;
-        case O_HTTP:
-            if (!keel_http_addr_valid(optarg)) {
-                fprintf(stderr,
-                        "keeld: --http takes HOST:PORT or [IPV6]:PORT (a port "
-                        "from 0 to 65535, 0 for any free one), not '%s'\n",
-                        optarg);
-                return 2;
-            }
-            opts.http_listen = optarg;
-            break;
-        case O_ACTLOG:
-            opts.activation_log = optarg;
-            break;
-        case O_IDLE:
-            if (parse_u64(optarg, 86400 * 365, &v) != 0 || v == 0) {
-                fprintf(stderr, "keeld: --idle-timeout takes seconds > 0\n");
-                return 2;
-            }
-            opts.idle_timeout_ms = (uint32_t)(v * 1000);
-            break;
-        case O_MAXRES:
-            if (parse_u64(optarg, UINT32_MAX, &v) != 0) {
-                fprintf(stderr, "keeld: --max-resident takes a count\n");
-                return 2;
-            }
-            opts.max_resident = (uint32_t)v;
-            break;
-        case O_DUR:
-            if (strcmp(optarg, "fsync") == 0)
-                opts.durability = KEEL_DURABILITY_FSYNC;
-            else if (strcmp(optarg, "none") == 0)
-                opts.durability = KEEL_DURABILITY_NONE;
-            else {
-                fprintf(stderr, "keeld: --durability is fsync or none\n");
-                return 2;
-            }
-            break;
-        case O_SHARDS:
-            if (parse_u64(optarg, 65536, &v) != 0 || v == 0) {
-                fprintf(stderr, "keeld: --shards takes 1..65536\n");
-                return 2;
-            }
-            opts.shard_count = (uint32_t)v;
-            break;
-        case O_FRAME:
-            if (parse_u64(optarg, UINT32_MAX, &v) != 0 || v < 64) {
-                fprintf(stderr, "keeld: --max-frame takes bytes >= 64\n");
-                return 2;
-            }
-            opts.max_frame = (uint32_t)v;
-            break;
-        case O_MAP:
-            if (parse_u64(optarg, 1ULL << 50, &v) != 0 || v < 65536) {
-                fprintf(stderr, "keeld: --map-size takes bytes >= 65536\n");
-                return 2;
-            }
-            opts.initial_map_size = v;
-            break;
-        case O_RECOVER:
-            opts.recover_to_last_good = 1;
-            break;
-        case O_LOAD:
-            if (optarg[0] == '\0' || optarg[0] == ':') {
-                fprintf(stderr, "keeld: --load takes PATH.so[:ARGS]\n");
-                return 2;
-            }
-            if (nloads == (int)(sizeof loads / sizeof loads[0])) {
-                fprintf(stderr, "keeld: too many --load\n");
-                return 2;
-            }
-            loads[nloads++] = optarg;
-            break;
-        case O_LOG:
-            opts.log_level = parse_level(optarg);
-            if (opts.log_level < 0) {
-                fprintf(stderr,
-                        "keeld: --log-level is error, warn, info or debug\n");
-                return 2;
-            }
-            break;
-        case O_LOGFORMAT:
-            if (strcmp(optarg, "text") == 0)
-                log_format = KEEL_LOG_FORMAT_TEXT;
-            else if (strcmp(optarg, "json") == 0)
-                log_format = KEEL_LOG_FORMAT_JSON;
-            else {
-                fprintf(stderr, "keeld: --log-format is text or json, not "
-                                "'%s'\n",
-                        optarg);
-                return 2;
-            }
-            break;
-        case O_LOGFILE:
-            if (optarg[0] == '\0') {
-                fprintf(stderr, "keeld: --log-file takes a path\n");
-                return 2;
-            }
-            log_file = optarg;
-            break;
-        case O_ZK:
-            opts.zk_hosts = optarg;
-            break;
-        case O_CLUSTER:
-        case O_NODEID:
-            /* Both name znodes in ZooKeeper and appear in every peer's
-             * map: refused here with the rule, not later as EINVAL. */
-            if (!keel_name_valid(optarg, 0)) {
-                fprintf(stderr,
-                        "keeld: --%s takes a name of 1 to %d letters, "
-                        "digits, '.', '_' or '-' (neither '.' nor '..'), "
-                        "not '%s'\n",
-                        c == O_CLUSTER ? "cluster" : "node-id", KEEL_NAME_MAX,
-                        optarg);
-                return 2;
-            }
-            if (c == O_CLUSTER)
-                opts.cluster = optarg;
-            else
-                opts.node_id = optarg;
-            break;
-        case O_CAPS:
-            opts.capabilities = optarg;
-            break;
-        case O_ZKAUTH:
-            opts.zk_auth = optarg;
-            break;
-        case O_ADVERTISE:
-            /* Peers connect to it: refused now, not at each of their
-             * connection attempts. */
-            if (!keel_addr_valid(optarg, strlen(optarg), 0)) {
-                fprintf(stderr,
-                        "keeld: --advertise takes HOST:PORT (a host name or "
-                        "IPv4 address, a port from 1 to 65535), not '%s'\n",
-                        optarg);
-                return 2;
-            }
-            opts.advertise = optarg;
-            break;
-        case O_ZKTIMEOUT:
-            /* The lease needs room below the timeout (docs/cluster.md,
-             * "Self-fencing and expiry"); the node would refuse less. */
-            if (parse_u64(optarg, 600000, &v) != 0 || v < 1000) {
-                fprintf(stderr,
-                        "keeld: --zk-session-timeout takes ms >= 1000\n");
-                return 2;
-            }
-            opts.zk_session_timeout_ms = (uint32_t)v;
-            break;
-        case O_HOLD:
-        case O_LEAVE:
-            if (parse_u64(optarg, 3600000, &v) != 0 || v < 1) {
-                fprintf(stderr, "keeld: --%s takes ms from 1 to 3600000\n",
-                        c == O_HOLD ? "hold-timeout" : "leave-timeout");
-                return 2;
-            }
-            if (c == O_HOLD)
-                opts.hold_timeout_ms = (uint32_t)v;
-            else
-                opts.leave_timeout_ms = (uint32_t)v;
-            break;
-        case O_MAXCONN:
-        case O_HTTPPERIP:
-            if (parse_u64(optarg, 1000000, &v) != 0 || v == 0) {
-                fprintf(stderr, "keeld: --%s takes a count from 1 to "
-                                "1000000\n",
-                        c == O_MAXCONN ? "max-connections"
-                                       : "http-max-per-ip");
-                return 2;
-            }
-            if (c == O_MAXCONN)
-                opts.max_connections = (uint32_t)v;
-            else
-                opts.http_max_per_ip = (uint32_t)v;
-            break;
-        case O_CONNIDLE:
-            if (parse_u64(optarg, 86400 * 365, &v) != 0) {
-                fprintf(stderr, "keeld: --conn-idle-timeout takes seconds "
-                                "(0: never)\n");
-                return 2;
-            }
-            opts.conn_idle_timeout_s = (uint32_t)v;
-            break;
-        case O_HTTPHDR:
-            if (parse_u64(optarg, 3600, &v) != 0 || v == 0) {
-                fprintf(stderr, "keeld: --http-header-timeout takes seconds "
-                                "from 1 to 3600\n");
-                return 2;
-            }
-            opts.http_header_timeout_s = (uint32_t)v;
-            break;
-        case O_UNITSTREAM:
-            if (parse_u64(optarg, 1ULL << 40, &v) != 0 || v < (1u << 20)) {
-                fprintf(stderr, "keeld: --max-unit-stream takes bytes >= "
-                                "1048576\n");
-                return 2;
-            }
-            opts.max_unit_stream = v;
-            break;
-        case O_TLSCERT:
-            opts.tls_cert = optarg;
-            break;
-        case O_TLSKEY:
-            opts.tls_key = optarg;
-            break;
-        case O_TLSCA:
-            opts.tls_ca = optarg;
-            break;
-        case O_TLSCRL:
-            opts.tls_crl = optarg;
-            break;
-        case O_AUTHTOKENS:
-            opts.auth_tokens = optarg;
-            break;
-        case O_REPLICAS:
-            if (parse_u64(optarg, 5, &v) != 0 || v < 1) {
-                fprintf(stderr, "keeld: --replicas takes 1 to 5\n");
-                return 2;
-            }
-            opts.replicas = (int)v;
-            break;
-        case O_REPLLAG:
-            if (parse_u64(optarg, 3600000, &v) != 0 || v < 1) {
-                fprintf(stderr,
-                        "keeld: --repl-lag-ms takes ms from 1 to 3600000\n");
-                return 2;
-            }
-            opts.repl_lag_ms = (uint32_t)v;
-            break;
-        case O_REPLDEAD:
-            if (parse_u64(optarg, 86400000, &v) != 0 || v < 1) {
-                fprintf(stderr, "keeld: --replica-dead-ms takes ms from 1 "
-                                "to 86400000\n");
-                return 2;
-            }
-            opts.replica_dead_ms = (uint32_t)v;
-            break;
-        case O_INSECURE:
-            opts.insecure = 1;
-            break;
-        case O_AUTHCONNFAILS:
-        case O_AUTHADDRFAILS:
-        case O_AUTHWINDOW: {
-            unsigned long long max = c == O_AUTHCONNFAILS ? 255
-                                     : c == O_AUTHADDRFAILS ? 1000000
-                                                            : 3600;
-            if (parse_u64(optarg, max, &v) != 0 || v == 0) {
-                fprintf(stderr, "keeld: --%s takes %s from 1 to %llu\n",
-                        c == O_AUTHCONNFAILS   ? "auth-conn-fails"
-                        : c == O_AUTHADDRFAILS ? "auth-addr-fails"
-                                               : "auth-fail-window",
-                        c == O_AUTHWINDOW ? "seconds" : "a count", max);
-                return 2;
-            }
-            if (c == O_AUTHCONNFAILS)
-                opts.auth_conn_fails = (uint32_t)v;
-            else if (c == O_AUTHADDRFAILS)
-                opts.auth_addr_fails = (uint32_t)v;
-            else
-                opts.auth_fail_window_s = (uint32_t)v;
-            break;
-        }
-        case O_VERSION:
-            printf("keeld %s\n", keel_version_string());
-            return 0;
-        case 'h':
-        case O_HELP:
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
+    if (path == NULL)
+        return;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        conf_error(at, "%s%s %s: cannot read: %s", at->file ? "" : "--",
+                   name, path, strerror(errno));
+        return;
     }
-    if (optind != argc || opts.data_dir == NULL) {
-        if (opts.data_dir == NULL)
-            fprintf(stderr, "keeld: --data DIR is required\n");
+    if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode))
+        conf_error(at, "%s%s %s: not a regular file", at->file ? "" : "--",
+                   name, path);
+    close(fd);
+}
+
+/* --check-config: keeld appends to --log-file, creating it when it is
+ * missing; the check creates nothing. */
+static void check_log_file(const struct keeld_conf *kc)
+{
+    const struct origin *at = &FROM(kc, O_LOGFILE);
+    const char *who = at->file ? "log-file" : "--log-file";
+    const char *path = kc->log_file;
+    struct stat st;
+    char *copy;
+    const char *dir;
+    int fd;
+
+    if (path == NULL)
+        return;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            conf_error(at, "%s %s: is a directory, not a file", who, path);
+            return;
+        }
+        /* Opened as keeld will, less O_CREAT; nothing is written. */
+        fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY |
+                            O_NONBLOCK);
+        if (fd < 0)
+            conf_error(at, "%s %s: cannot append to it: %s", who, path,
+                       strerror(errno));
         else
-            fprintf(stderr, "keeld: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
-        return 2;
+            close(fd);
+        return;
     }
-    if (!data_parent_exists(opts.data_dir))
-        return 2;
+    if (errno != ENOENT) {
+        conf_error(at, "%s %s: %s", who, path, strerror(errno));
+        return;
+    }
+    copy = strdup(path);
+    if (copy == NULL) {
+        conf_error(at, "out of memory");
+        return;
+    }
+    dir = dirname(copy);
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        conf_error(at, "%s %s: its directory %s does not exist", who, path,
+                   dir);
+    else if (access(dir, W_OK | X_OK) != 0)
+        conf_error(at, "%s %s: cannot create it in %s: %s", who, path, dir,
+                   strerror(errno));
+    free(copy);
+}
 
-    if ((opts.tls_cert != NULL || opts.tls_key != NULL ||
-         opts.tls_ca != NULL) &&
-        (opts.tls_cert == NULL || opts.tls_key == NULL ||
-         opts.tls_ca == NULL)) {
-        fprintf(stderr, "keeld: TLS needs --tls-cert, --tls-key and "
-                        "--tls-ca together\n");
-        return 2;
+/* --check-config: what the node would find wrong only when it starts. */
+static void check_files(const struct keeld_conf *kc)
+{
+    static const int files[] = {O_TLSCERT, O_TLSKEY,    O_TLSCA,
+                                O_TLSCRL,  O_AUTHTOKENS, O_ZKAUTH};
+    const keel_node_options *opts = &kc->opts;
+    const char *paths[] = {opts->tls_cert, opts->tls_key,
+                           opts->tls_ca,   opts->tls_crl,
+                           opts->auth_tokens, opts->zk_auth};
+    struct stat st;
+    size_t i;
+    int k;
+
+    for (i = 0; i < sizeof files / sizeof files[0]; i++)
+        check_readable(&FROM(kc, files[i]),
+                       opt_by_id(files[i])->name, paths[i]);
+    for (k = 0; k < kc->nloads; k++) {
+        /* The plugin is the part before ARGS. */
+        const char *colon = strchr(kc->loads[k], ':');
+        char *path = colon != NULL
+                         ? strndup(kc->loads[k],
+                                   (size_t)(colon - kc->loads[k]))
+                         : strdup(kc->loads[k]);
+        if (path == NULL) {
+            conf_error(&kc->load_from[k], "out of memory");
+            continue;
+        }
+        check_readable(&kc->load_from[k], "load", path);
+        free(path);
     }
-    if (opts.tls_crl != NULL && opts.tls_ca == NULL) {
-        fprintf(stderr, "keeld: --tls-crl goes with --tls-cert, --tls-key "
-                        "and --tls-ca\n");
-        return 2;
+    check_log_file(kc);
+    if (opts->data_dir != NULL && stat(opts->data_dir, &st) == 0 &&
+        !S_ISDIR(st.st_mode))
+        conf_error(&FROM(kc, O_DATA), "%s %s: not a directory",
+                   FROM(kc, O_DATA).file ? "data" : "--data",
+                   opts->data_dir);
+    if (opts->activation_log != NULL) {
+        char *copy = strdup(opts->activation_log);
+        const struct origin *at = &FROM(kc, O_ACTLOG);
+        if (copy != NULL && (stat(dirname(copy), &st) != 0 ||
+                             !S_ISDIR(st.st_mode)))
+            conf_error(at, "%s %s: its directory does not exist",
+                       at->file ? "activation-log" : "--activation-log",
+                       opts->activation_log);
+        free(copy);
     }
-    if (opts.zk_hosts != NULL &&
-        (opts.cluster == NULL || opts.node_id == NULL)) {
-        fprintf(stderr, "keeld: --zk needs --cluster and --node-id\n");
-        return 2;
+}
+
+/* ---------------------------------------------------------------- service */
+
+/* keeld under a service manager (docs/operations.md, "systemd"): READY=1
+ * once the node serves, STATUS= whenever what it waits for changes,
+ * WATCHDOG=1 pings. The checks run as jobs on the node's loop
+ * (keel_node_post), so each ping also says that the loop turns: a stuck
+ * loop stops the pings and the service manager restarts the node. */
+struct service {
+    keel_node *node;
+    uint64_t half_us;   /* half of $WATCHDOG_USEC; 0: no watchdog */
+    uint64_t period_us; /* between checks once ready */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* on CLOCK_MONOTONIC */
+    int quit;          /* under mu */
+    atomic_int queued; /* a check is posted and has not run yet */
+    atomic_int ready;  /* READY=1 sent */
+    /* The loop thread's: */
+    char status[160];
+    uint64_t last_ping_us;
+};
+
+/* A check while the node starts: short, so READY=1 follows soon after the
+ * node serves. */
+#define SERVICE_START_PERIOD_US 100000
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Runs on the loop thread. */
+static void service_check(keel_node *n, void *data)
+{
+    struct service *s = data;
+    const char *why = NULL;
+    char status[sizeof s->status], msg[sizeof status + 64];
+    size_t len = 0;
+    uint64_t now = mono_us();
+    int rc = keel_node_readiness(n, &why);
+
+    if (rc == 0)
+        snprintf(status, sizeof status, "serving on port %d",
+                 keel_node_port(n));
+    else
+        snprintf(status, sizeof status, "%s",
+                 why != NULL ? why : keel_strerror(rc));
+    msg[0] = '\0';
+    if (rc == 0 && !atomic_load(&s->ready)) {
+        len += (size_t)snprintf(msg + len, sizeof msg - len, "READY=1\n");
+        atomic_store(&s->ready, 1);
     }
-    if (opts.zk_hosts == NULL &&
-        (opts.cluster != NULL || opts.node_id != NULL ||
-         opts.capabilities != NULL || opts.advertise != NULL ||
-         opts.zk_session_timeout_ms != 0 || opts.hold_timeout_ms != 0 ||
-         opts.leave_timeout_ms != 0 || opts.max_unit_stream != 0 ||
-         opts.zk_auth != NULL || opts.replicas != 0 ||
-         opts.repl_lag_ms != 0 || opts.replica_dead_ms != 0)) {
-        fprintf(stderr, "keeld: cluster options need --zk\n");
-        return 2;
+    if (strcmp(status, s->status) != 0) {
+        len += (size_t)snprintf(msg + len, sizeof msg - len, "STATUS=%s\n",
+                                status);
+        memcpy(s->status, status, sizeof status);
     }
+    /* Checks come every period_us (<= half_us): a ping at the first one
+     * that could not wait for the next keeps pings at most half_us
+     * apart, give or take the loop's delay. */
+    if (s->half_us != 0 &&
+        now - s->last_ping_us + s->period_us >= s->half_us) {
+        len += (size_t)snprintf(msg + len, sizeof msg - len, "WATCHDOG=1\n");
+        s->last_ping_us = now;
+    }
+    if (len > 0)
+        keel_notify_send(&notifier, msg);
+    atomic_store(&s->queued, 0);
+}
+
+static void *service_main(void *arg)
+{
+    struct service *s = arg;
+    struct timespec at;
+
+    pthread_mutex_lock(&s->mu);
+    while (!s->quit) {
+        uint64_t wait_us = atomic_load(&s->ready) ? s->period_us
+                                                  : SERVICE_START_PERIOD_US;
+        /* One check at a time: a loop that does not run them gets no
+         * second one queued, and sends no ping. */
+        if (!atomic_exchange(&s->queued, 1) &&
+            keel_node_post(s->node, service_check, s) != 0)
+            atomic_store(&s->queued, 0); /* stopping: nothing to check */
+        clock_gettime(CLOCK_MONOTONIC, &at);
+        at.tv_sec += (time_t)(wait_us / 1000000u);
+        at.tv_nsec += (long)(wait_us % 1000000u) * 1000;
+        if (at.tv_nsec >= 1000000000L) {
+            at.tv_sec++;
+            at.tv_nsec -= 1000000000L;
+        }
+        while (!s->quit &&
+               pthread_cond_timedwait(&s->cv, &s->mu, &at) != ETIMEDOUT)
+            ;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* Starts the checks when a service manager listens; 0 also when none
+ * does (nothing started). */
+static int service_start(struct service *s, keel_node *node)
+{
+    pthread_condattr_t ca;
+    sigset_t all, old;
+    uint64_t wd = keel_notify_watchdog_usec();
+    int rc;
+
+    memset(s, 0, sizeof *s);
+    if (!keel_notify_on(&notifier))
+        return 0;
+    s->node = node;
+    s->half_us = wd / 2;
+    s->period_us = 1000000;
+    if (s->half_us != 0 && s->half_us < s->period_us)
+        s->period_us = s->half_us;
+    s->last_ping_us = mono_us();
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    /* Signals go to the main thread: the handler must not run here while
+     * main frees the node. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    rc = pthread_create(&s->thread, NULL, service_main, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        pthread_cond_destroy(&s->cv);
+        pthread_mutex_destroy(&s->mu);
+        s->node = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static void service_stop(struct service *s)
+{
+    if (s->node == NULL)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->quit = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    s->node = NULL;
+}
+
+/* ------------------------------------------------------------------- main */
+
+/* Runs the node with the checked options until it stops; keeld's exit
+ * status. */
+static int run_node(const struct keeld_conf *kc)
+{
+    const keel_node_options *opts = &kc->opts;
+    struct service svc;
+    struct sigaction sa;
+    char err[1024], msg[1200];
+    int rc, i;
 
     /* The log is set up before anything logs: the node's first lines go
      * where the rest will. */
-    keel_log_set_format(log_format);
-    if (opts.node_id != NULL)
-        keel_log_set_node(opts.node_id);
-    if (log_file != NULL) {
-        rc = keel_log_open_file(log_file, err, sizeof err);
+    keel_log_set_format(kc->log_format);
+    if (opts->node_id != NULL)
+        keel_log_set_node(opts->node_id);
+    if (kc->log_file != NULL) {
+        rc = keel_log_open_file(kc->log_file, err, sizeof err);
         if (rc != 0) {
-            fprintf(stderr, "keeld: --log-file: %s\n", err);
+            /* Still before the log: a configuration error, exit 2. */
+            conf_error(&FROM(kc, O_LOGFILE), "%slog-file: %s",
+                       FROM(kc, O_LOGFILE).file ? "" : "--", err);
             return 2;
         }
         log_to_file = 1;
     }
-    log_elsewhere = log_to_file || log_format != KEEL_LOG_FORMAT_TEXT;
+    log_elsewhere = log_to_file || kc->log_format != KEEL_LOG_FORMAT_TEXT;
 
     /* A full disk must surface as a write error, not kill the process:
      * EFBIG from a file-size limit is handled like ENOSPC. */
@@ -661,37 +1198,54 @@ int main(int argc, char **argv)
             setrlimit(RLIMIT_NOFILE, &rl);
         }
     }
+    rc = keel_notify_init(&notifier);
+    if (rc != 0)
+        say(KEEL_LOG_WARN,
+            "NOTIFY_SOCKET: %s (%s); running without service manager "
+            "notification",
+            rc == KEEL_EINVAL ? "not an absolute path or @name"
+                              : strerror(errno),
+            keel_err_name(rc));
+    snprintf(msg, sizeof msg, "STATUS=starting: opening %s\n",
+             opts->data_dir);
+    keel_notify_send(&notifier, msg);
 
     {
         /* Through a plain pointer: the_node is volatile. */
         keel_node *created = NULL;
-        rc = keel_node_create(&opts, &created, err, sizeof err);
+        rc = keel_node_create(opts, &created, err, sizeof err);
         the_node = created;
     }
     if (rc != 0) {
         say(KEEL_LOG_ERROR, "cannot start: %s%s%s", keel_strerror(rc),
             err[0] ? ": " : "", err);
+        keel_notify_close(&notifier);
         return 1;
     }
-    for (i = 0; i < nloads; i++) {
-        /* PATH.so[:ARGS]: the path ends at the first ':'. */
-        const char *colon = strchr(loads[i], ':');
+    for (i = 0; i < kc->nloads; i++) {
+        /* PATH.so[:ARGS]: the path ends at the first ':' (apply_option
+         * refused an empty one). */
+        const char *colon = strchr(kc->loads[i], ':');
+        const char *who = kc->load_from[i].file ? "load" : "--load";
         char *path = colon != NULL
-                         ? strndup(loads[i], (size_t)(colon - loads[i]))
-                         : strdup(loads[i]);
+                         ? strndup(kc->loads[i],
+                                   (size_t)(colon - kc->loads[i]))
+                         : strdup(kc->loads[i]);
         if (path == NULL) {
-            say(KEEL_LOG_ERROR, "--load %s: out of memory", loads[i]);
-            keel_node_destroy(the_node);
-            return 1;
+            say(KEEL_LOG_ERROR, "%s %s: out of memory", who, kc->loads[i]);
+            rc = KEEL_ENOMEM;
+        } else {
+            err[0] = '\0';
+            rc = keel_node_load_plugin_args(the_node, path,
+                                            colon != NULL ? colon + 1 : NULL,
+                                            err, sizeof err);
+            free(path);
+            if (rc != 0)
+                say(KEEL_LOG_ERROR, "%s %s: %s", who, kc->loads[i], err);
         }
-        err[0] = '\0';
-        rc = keel_node_load_plugin_args(the_node, path,
-                                        colon != NULL ? colon + 1 : NULL,
-                                        err, sizeof err);
-        free(path);
         if (rc != 0) {
-            say(KEEL_LOG_ERROR, "--load %s: %s", loads[i], err);
             keel_node_destroy(the_node);
+            keel_notify_close(&notifier);
             return 1;
         }
     }
@@ -710,9 +1264,13 @@ int main(int argc, char **argv)
         say(KEEL_LOG_INFO, "ready on port %d%s", keel_node_port(the_node),
             st.insecure ? " (INSECURE: no credentials, --insecure)" : "");
     }
-    if (opts.http_listen != NULL)
+    if (opts->http_listen != NULL)
         say(KEEL_LOG_INFO, "http on port %d", keel_node_http_port(the_node));
+    if (service_start(&svc, the_node) != 0)
+        say(KEEL_LOG_WARN, "cannot start the service manager notification "
+                           "thread; running without it");
     rc = keel_node_run(the_node);
+    service_stop(&svc);
     {
         /* A late SIGTERM must not reach a node being freed: block the
          * stop signals first (pending ones die with the process). */
@@ -725,11 +1283,109 @@ int main(int argc, char **argv)
     }
     /* A node that stopped on its own, e.g. unable to take part in its
      * cluster (keel_node_run), logged why: exit non-zero. */
-    if (rc != 0)
+    if (rc != 0) {
         say(KEEL_LOG_ERROR, "stopped: %s (%s); the log above says why",
             keel_strerror(rc), keel_err_name(rc));
+        snprintf(msg, sizeof msg, "STOPPING=1\nSTATUS=stopped: %s (%s)\n",
+                 keel_strerror(rc), keel_err_name(rc));
+        keel_notify_send(&notifier, msg);
+    }
     keel_node *n = the_node;
     the_node = NULL;
     keel_node_destroy(n);
+    keel_notify_close(&notifier);
     return rc == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct origin cmdline = {NULL, 0};
+    struct option longopts[N_OPTS + 1];
+    struct keeld_conf kc;
+    const char *config = NULL;
+    int check = 0, c, rc = 2;
+    size_t i;
+
+    for (i = 0; i < N_OPTS; i++) {
+        longopts[i].name = keeld_opts[i].name;
+        longopts[i].has_arg =
+            keeld_opts[i].has_arg ? required_argument : no_argument;
+        longopts[i].flag = NULL;
+        longopts[i].val = keeld_opts[i].id;
+    }
+    memset(&longopts[N_OPTS], 0, sizeof longopts[N_OPTS]);
+    memset(&kc, 0, sizeof kc);
+    keel_node_options_init(&kc.opts);
+    kc.opts.listen = "127.0.0.1:7420";
+
+    /* First the options about the invocation: the file is read before
+     * the command line's options so that those override it, wherever
+     * they stand. Errors are the second pass's to report. */
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case O_CONFIG:
+            config = optarg;
+            break;
+        case O_CHECK:
+            check = 1;
+            break;
+        case O_VERSION:
+            printf("keeld %s\n", keel_version_string());
+            return 0;
+        case 'h':
+        case O_HELP:
+            usage(stdout);
+            return 0;
+        default:
+            break;
+        }
+    }
+    if (config != NULL && read_config(&kc, config) != 0)
+        goto out;
+
+    optind = 0; /* glibc: start over, permutation state included */
+    opterr = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        const struct keeld_opt *o = opt_by_id(c);
+        if (o == NULL) {
+            usage(stderr);
+            goto out;
+        }
+        if (!o->cmdline_only)
+            apply_option(&kc, o, optarg, &cmdline);
+    }
+    if (optind != argc) {
+        conf_error(NULL, "unexpected argument '%s'", argv[optind]);
+        usage(stderr);
+        goto out;
+    }
+    if (kc.opts.data_dir == NULL) {
+        conf_error(NULL, "--data DIR is required%s",
+                   config != NULL ? " (or 'data = DIR' in the file)" : "");
+        if (config == NULL)
+            usage(stderr);
+    } else {
+        data_parent_exists(kc.opts.data_dir, &FROM(&kc, O_DATA));
+    }
+    check_combinations(&kc.opts);
+    if (check)
+        check_files(&kc);
+    if (conf_errors > 0) {
+        if (check)
+            fprintf(stderr, "keeld: configuration has %d error%s\n",
+                    conf_errors, conf_errors == 1 ? "" : "s");
+        goto out;
+    }
+    if (check) {
+        printf("configuration ok\n");
+        rc = 0;
+        goto out;
+    }
+    rc = run_node(&kc);
+out:
+    for (i = 0; i < kc.nowned; i++)
+        free(kc.owned[i]);
+    free(kc.owned);
+    return rc;
 }

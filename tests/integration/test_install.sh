@@ -3,7 +3,8 @@
 #
 #   cmake --install BUILD --prefix TMP, and the files a Debian-style
 #   library has (programs, libkeel.so with its soname, libkeel.a, keel.h,
-#   keel.pc, the CMake package, the man pages);
+#   keel.pc, the CMake package, the man pages, keeld's systemd unit and
+#   example configuration);
 #   examples/embed.c built with pkg-config alone against libkeel.so, and
 #   against libkeel.a with pkg-config --static, each run twice (the
 #   counter it keeps is durable: 1, then 2);
@@ -49,6 +50,21 @@ for f in "$libdir/libkeel.so.$version" "$libdir/libkeel.a" include/keel.h \
          share/keel/zk-conf/zk.sh share/keel/zk-conf/zoo.cfg.in; do
     [ -f "$p/$f" ] || fail "$f is not installed"
 done
+# keeld's systemd unit names this prefix's keeld and configuration file;
+# the example configuration is among the docs, and it passes the
+# installed keeld's --check-config. Nothing goes to /etc for a prefix
+# other than /usr.
+unit=$p/lib/systemd/system/keeld.service
+[ -f "$unit" ] || fail "lib/systemd/system/keeld.service is not installed"
+grep -qx "ExecStart=$p/bin/keeld --config $p/etc/keel/keeld.conf" "$unit" ||
+    fail "keeld.service's ExecStart does not name $p/bin/keeld and $p/etc/keel/keeld.conf"
+grep -q "/usr/bin/keeld" "$unit" && fail "keeld.service still names /usr/bin/keeld"
+[ -f "$p/share/doc/keel/examples/keeld.conf" ] ||
+    fail "share/doc/keel/examples/keeld.conf is not installed"
+[ ! -e "$p/etc" ] || fail "cmake --install wrote $p/etc"
+"$p/bin/keeld" --config "$p/share/doc/keel/examples/keeld.conf" \
+    --data "$tmp/data" --check-config >"$tmp/check.out" 2>&1 ||
+    { cat "$tmp/check.out" >&2; fail "the installed example fails --check-config"; }
 # The development link and the soname link, as ldconfig would make them.
 [ "$(readlink "$p/$libdir/libkeel.so")" = "libkeel.so.$major" ] ||
     fail "libkeel.so does not point to libkeel.so.$major"
