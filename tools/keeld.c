@@ -874,14 +874,28 @@ static void check_combinations(const keel_node_options *opts)
     if (opts->zk_hosts != NULL &&
         (opts->cluster == NULL || opts->node_id == NULL))
         conf_error(NULL, "--zk needs --cluster and --node-id");
-    if (opts->zk_hosts == NULL &&
-        (opts->cluster != NULL || opts->node_id != NULL ||
-         opts->capabilities != NULL || opts->advertise != NULL ||
-         opts->zk_session_timeout_ms != 0 || opts->hold_timeout_ms != 0 ||
-         opts->leave_timeout_ms != 0 || opts->max_unit_stream != 0 ||
-         opts->zk_auth != NULL || opts->replicas != 0 ||
-         opts->repl_lag_ms != 0 || opts->replica_dead_ms != 0))
-        conf_error(NULL, "cluster options need --zk");
+    if (opts->zk_hosts == NULL) {
+        /* The first cluster option given, to name it. */
+        const char *given =
+            opts->cluster != NULL            ? "--cluster"
+            : opts->node_id != NULL          ? "--node-id"
+            : opts->capabilities != NULL     ? "--capabilities"
+            : opts->advertise != NULL        ? "--advertise"
+            : opts->zk_session_timeout_ms    ? "--zk-session-timeout"
+            : opts->hold_timeout_ms          ? "--hold-timeout"
+            : opts->leave_timeout_ms         ? "--leave-timeout"
+            : opts->max_unit_stream          ? "--max-unit-stream"
+            : opts->zk_auth != NULL          ? "--zk-auth"
+            : opts->replicas                 ? "--replicas"
+            : opts->repl_lag_ms              ? "--repl-lag-ms"
+            : opts->replica_dead_ms          ? "--replica-dead-ms"
+                                             : NULL;
+        if (given != NULL)
+            conf_error(NULL,
+                       "%s is a cluster option: it needs --zk (a standalone "
+                       "node has none)",
+                       given);
+    }
 }
 
 /* --check-config: a file option must name a regular file keeld can read. */
@@ -1217,8 +1231,8 @@ static int run_node(const struct keeld_conf *kc)
         the_node = created;
     }
     if (rc != 0) {
-        say(KEEL_LOG_ERROR, "cannot start: %s%s%s", keel_strerror(rc),
-            err[0] ? ": " : "", err);
+        say(KEEL_LOG_ERROR, "cannot start: %s: %s%s%s", keel_err_name(rc),
+            keel_strerror(rc), err[0] ? ": " : "", err);
         keel_notify_close(&notifier);
         return 1;
     }
