@@ -208,7 +208,8 @@ START_TEST(keeld_usage)
     free(out);
     free(err);
     ck_assert_int_eq(tu_run(deadnozk, &out, &err), 2);
-    ck_assert_ptr_nonnull(strstr(err, "need --zk"));
+    ck_assert_ptr_nonnull(strstr(err, "--replica-dead-ms is a cluster "
+                                      "option: it needs --zk"));
     free(out);
     free(err);
     ck_assert_int_eq(tu_run(nodata, &out, &err), 2);
