@@ -57,6 +57,9 @@
 #define CU_SNAP_TIMEOUT_S 10.0
 /* A snapshot part holds records up to about this many bytes. */
 #define CU_PART_BYTES (4u << 20)
+/* At most this many bytes of ops in a part: room for its unit head and
+ * the frame's in a REPL frame. */
+#define CU_PART_ROOM (REPL_SEND_MAX - 4096)
 /* snap_record: the part is full. */
 #define SNAP_FULL 1
 /* A unit whose catch-up failed is not tried again before this. */
@@ -334,23 +337,25 @@ static int snap_record(const uint8_t *key, size_t klen,
     keel_repl *r = data;
     size_t need = keel_repl_op_size(KEEL_REPL_PUT, klen, rec->len);
 
-    if (need > REPL_SEND_MAX - r->plen)
-        return KEEL_ETOOBIG;
+    if (need > CU_PART_ROOM - r->plen) {
+        /* A record that does not fit beside those of the part starts the
+         * next one; one that fits in no part cannot be sent. */
+        return r->snap_klen > 0 ? SNAP_FULL : KEEL_ETOOBIG;
+    }
     if (repl_reserve(&r->piece, &r->pcap, r->plen, need) != 0)
         return KEEL_ENOMEM;
     r->plen += keel_repl_op_encode(r->piece + r->plen, KEEL_REPL_PUT, key,
                                    klen, rec->version, rec->data, rec->len);
     r->pops++;
-    if (r->plen < CU_PART_BYTES)
-        return 0;
     memcpy(r->snap_key, key, klen);
     r->snap_klen = klen;
-    return SNAP_FULL;
+    return r->plen < CU_PART_BYTES ? 0 : SNAP_FULL;
 }
 
 /* Reads the next snapshot part of u into r->piece (after what it holds
  * already): 0 when it is the last, SNAP_FULL when more follow (the key
- * to go on after in r->snap_key), or an error. */
+ * to go on after, the last one the part holds, in r->snap_key), or an
+ * error. */
 static int snap_read(keel_repl *r, repl_unit *u, const uint8_t *after,
                      size_t alen)
 {
@@ -653,11 +658,24 @@ static int is_insync(keel_repl *r, repl_unit *u, const repl_catchup *c)
 
 static void cu_check(keel_repl *r, repl_unit *u, repl_catchup *c)
 {
+    keel_placement pl;
+
     if (!repl_unit_ours(r, u->cap, u->shard, c->epoch)) {
         /* The unit left this node at that epoch: whatever waited on the
          * backup cannot be confirmed here any more. */
         cu_end(r, u, c, 1, counted(c), 0);
         return;
+    }
+    if (c->phase == CU_SNAP || c->phase == CU_TAIL) {
+        /* As cu_scan: only while this node serves the unit at that epoch
+         * and it is not moving. A unit being handed off may have had its
+         * records purged here, and a later part read then would be empty:
+         * the backup would be taken for caught up without them. */
+        keel_coord_placement(r->n->coord, u->cap, u->shard, &pl);
+        if (pl.state != KEEL_PLACEMENT_LOCAL || pl.epoch != c->epoch) {
+            cu_end(r, u, c, 1, 0, CU_RETRY_S);
+            return;
+        }
     }
     switch (c->phase) {
     case CU_ASKED:

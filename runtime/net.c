@@ -49,6 +49,7 @@
 #include "runtime/cluster_rt.h"
 #include "runtime/info.h"
 #include "runtime/node.h"
+#include "runtime/peer.h"
 #include "runtime/proto.h"
 #include "runtime/repl.h"
 #include "runtime/tls.h"
@@ -404,6 +405,8 @@ static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ------------------------------------------------------------- replies */
 
+static int conn_peer(keel_conn *c);
+
 void keel__net_complete(keel_node *n, keel_req *req)
 {
     keel_conn *c = req->u.net.conn;
@@ -417,7 +420,12 @@ void keel__net_complete(keel_node *n, keel_req *req)
             memcpy(msg, req->buf, ml);
             msg[ml] = '\0';
             send_error(c, id, req->status, msg);
-        } else if (KEEL_FRAME_HEADER + (size_t)req->len > n->opts.max_frame) {
+        } else if (KEEL_FRAME_HEADER + (size_t)req->len >
+                   (req->read_state && conn_peer(c) ? KEEL_PEER_MAX_FRAME
+                                                    : n->opts.max_frame)) {
+            /* A state read forwarded by another node may carry a blob up
+             * to the largest value (the node reads such frames); any
+             * other reply keeps to the max frame size. */
             send_error(c, id, KEEL_ETOOBIG,
                        "reply larger than the maximum frame size");
         } else {

@@ -38,7 +38,7 @@
 #include "runtime/proto.h"
 #include "runtime/tls.h"
 
-#define PEER_MAX_FRAME (64u << 20)
+#define PEER_MAX_FRAME KEEL_PEER_MAX_FRAME
 #define PEER_RETRY_S 0.2 /* between connection attempts to a failed peer */
 /* Budgets are written into at most this many bytes ahead of each write,
  * so the work is in proportion to what leaves. */

@@ -10,6 +10,10 @@
 
 #include "runtime/node.h"
 
+/* The largest frame a node reads on a link to another node: room for
+ * the largest value an actor may store, with its framing. */
+#define KEEL_PEER_MAX_FRAME (64u << 20)
+
 typedef struct keel_peers keel_peers;
 
 #define KEEL_PEER_UNSENT 1

@@ -1767,8 +1767,13 @@ void keel__repl_destroy(keel_node *n)
             frame_unlist(r, l->head);
         free(l);
     }
-    while (keel_hmap_next(&r->units, &pos, &item))
+    while (keel_hmap_next(&r->units, &pos, &item)) {
+        repl_unit *u = item;
+        unsigned i;
+        for (i = 0; i < REPL_MAX_BACKUPS; i++)
+            free(u->cu[i].resume); /* a snapshot still in parts */
         free(item);
+    }
     keel_hmap_free(&r->units);
     pos = 0;
     while (keel_hmap_next(&r->bunits, &pos, &item))
