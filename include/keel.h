@@ -101,7 +101,8 @@ KEEL_API const char *keel_version_string(void);
     X(ENOTSENT, -36, "request not sent; safe to retry")                   \
     X(EUNAUTH, -37, "not authenticated")                                     \
     X(EDENIED, -38, "not permitted for this identity")                      \
-    X(ENOTMEMBER, -39, "sending node is not a member in this node's view")
+    X(ENOTMEMBER, -39, "sending node is not a member in this node's view")  \
+    X(ESTATEVER, -40, "actor state of a version its type cannot read")
 
 typedef enum keel_errno {
     KEEL_OK = 0,
@@ -483,9 +484,11 @@ KEEL_API int keel_node_info(keel_node *node, int argc,
  * version changes when keel_plugin_init or a structure plugins share
  * with keel changes incompatibly; the minor one when functions are added.
  *
- * ABI 1.0: keel_plugin_init(node, args); keel_node_log. */
+ * ABI 1.0: keel_plugin_init(node, args); keel_node_log.
+ * ABI 1.1: keel_actor_type.state_version and upgrade (in what were
+ * reserved fields: a 1.0 plugin's zeroes mean "not versioned"). */
 #define KEEL_PLUGIN_ABI_MAJOR 1
-#define KEEL_PLUGIN_ABI_MINOR 0
+#define KEEL_PLUGIN_ABI_MINOR 1
 #define KEEL_PLUGIN_ABI                                                     \
     ((uint32_t)KEEL_PLUGIN_ABI_MAJOR << 16 | (uint32_t)KEEL_PLUGIN_ABI_MINOR)
 #define KEEL_PLUGIN_ABI_SYMBOL "keel_plugin_abi"
@@ -539,7 +542,24 @@ typedef struct keel_actor_type {
     void (*on_passivate)(keel_turn *turn);
 
     void *data; /* the type's own pointer, see keel_turn_type_data() */
-    void *reserved[4];
+
+    /* Optional: the version of the state layout this code reads and
+     * writes, 0 (the default) for a type that does not version it. The
+     * runtime records it with the actor's state. An actor whose state
+     * was written by an older version (0 included) is passed, on
+     * activation, through upgrade(turn, from_version): after its state
+     * is loaded, before on_activate and its first message. upgrade reads
+     * the old state and entries and writes the new ones with the usual
+     * turn calls; its writes, and the new version, are part of the first
+     * turn (if that turn fails, nothing of the upgrade is kept and the
+     * next activation upgrades again). A nonzero return fails the
+     * message that caused the activation with that code. Without
+     * upgrade, such an actor fails KEEL_ESTATEVER; so does one written by
+     * a newer version than this one. An actor never written is not
+     * upgraded: its first write records the version. */
+    uint32_t state_version;
+    int (*upgrade)(keel_turn *turn, uint32_t from_version);
+    void *reserved[2];
 } keel_actor_type;
 
 /* Registers a type; the struct is copied, the strings too. Before the node

@@ -79,6 +79,9 @@ struct keel_actor {
     void *user;                      /* keel_turn_actor_data slot */
     uint32_t shard;
     uint32_t mb_len;
+    /* The version of its type's state layout its state was written by
+     * (keel_actor_type.state_version), as loaded or last written. */
+    uint32_t state_ver;
     uint8_t flags;
     uint8_t idlen;
     int8_t fail_status; /* while ACTOR_FAILED: the error of its group */
