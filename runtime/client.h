@@ -48,6 +48,25 @@ int keel_client_connect_tls(const char *addr, int timeout_ms,
                             char *why, size_t whylen);
 void keel_client_close(keel_client *c);
 
+/* Every connection begins with the protocol hello (docs/protocol.md,
+ * "Hello"): the client's is queued at connect and leaves with the first
+ * request; the server's is read before the first answer. A server that
+ * answers something else makes that receive fail with KEEL_EPROTO (not a
+ * keel node, or another protocol version) or KEEL_ECONN (closed without
+ * a hello); keel_client_why says which, in words.
+ *
+ * keel_client_hello exchanges the hellos now, before any request is
+ * queued, so that a tool learns at once what it reached (one round trip,
+ * bounded by the connect timeout). Returns 0; KEEL_EPROTO with why
+ * saying what the server is instead; KEEL_ENOTSENT when it closed or
+ * said nothing in time (nothing but the hello was sent); the node's own
+ * refusal (KEEL_EOVERLOAD, KEEL_EUNAUTH, ...) with its message in why;
+ * KEEL_EINVAL when requests were queued already. */
+int keel_client_hello(keel_client *c, char *why, size_t whylen);
+/* What the last hello failure on c means ("the server at ADDR is not a
+ * keel node: ..."), or "". */
+const char *keel_client_why(const keel_client *c);
+
 /* The largest frame the client accepts from the server (default 1 MiB +
  * header slack). */
 void keel_client_set_max_frame(keel_client *c, size_t max_frame);
