@@ -413,7 +413,8 @@ int keel_client_fd(const keel_client *c)
 
 int keel_client_pending(const keel_client *c)
 {
-    return c->tls != NULL && keel_tls_pending(c->tls);
+    /* Bytes that came behind the server's hello wait in rbuf. */
+    return c->rpos < c->rlen || (c->tls != NULL && keel_tls_pending(c->tls));
 }
 
 long keel_client_read_some(keel_client *c, void *buf, size_t len)
@@ -694,7 +695,9 @@ static int rbuf_make_room(keel_client *c)
     /* A partial frame whose length is known (the parser has already
      * refused it if that exceeds max_frame) needs that much room. */
     need = KEEL_FRAME_HEADER;
-    if (avail >= 4) {
+    /* Before the server's hello the bytes are no frame's (a hello, or
+     * whatever a server that is not keel sent). */
+    if (avail >= 4 && c->hello_seen) {
         const uint8_t *b = c->rbuf;
         size_t total = 4 + ((size_t)b[0] << 24 | (size_t)b[1] << 16 |
                             (size_t)b[2] << 8 | (size_t)b[3]);
