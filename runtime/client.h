@@ -102,14 +102,17 @@ int keel_client_flush(keel_client *c);
  * is the server's last word on the connection: with KEEL_ESTOPPING it
  * promises that no request it has not answered ran. Errors: KEEL_ECONN
  * (closed), KEEL_ETIMEDOUT, KEEL_EMALFORMED / KEEL_ETOOBIG (bad frame from
- * server). */
+ * server), KEEL_EPROTO (the server's first bytes were not a keel hello of
+ * this version: keel_client_why). */
 int keel_client_recv(keel_client *c, keel_frame *out);
 
 /* One request, one reply. Returns 0 with *reply (malloc'd, NUL-terminated
  * for convenience, caller frees) or the server's negative error code with
  * *reply holding its message; or a transport error (then *reply is NULL):
  * KEEL_ENOTSENT (the request did not leave), KEEL_ECONN (the connection
- * failed after it left: it may have run), KEEL_ETIMEDOUT. */
+ * failed after it left: it may have run), KEEL_ETIMEDOUT, KEEL_EPROTO (not
+ * a keel node, or another protocol version: nothing ran there;
+ * keel_client_why says which). */
 int keel_client_call(keel_client *c, uint8_t kind, const char *type,
                      const void *id, size_t idlen, const void *msg, size_t len,
                      char **reply, size_t *reply_len);
