@@ -139,7 +139,10 @@ int keel_client_token_from_file(const char *path, char *buf, size_t cap);
 
 /* The socket, for poll() by callers that multiplex. With TLS the socket
  * may be quiet while bytes wait inside the client: see
- * keel_client_pending. */
+ * keel_client_pending. Until the server's hello has been read, the
+ * socket may turn readable for the hello alone: a caller that takes
+ * readability to mean that an answer came calls keel_client_hello after
+ * connecting. */
 int keel_client_fd(const keel_client *c);
 /* For callers that parse frames themselves: reads what has arrived into
  * buf without waiting. Returns bytes (> 0), 0 when the server closed,
