@@ -10,6 +10,12 @@
  * before the write, or the write failed before taking a byte), KEEL_ECONN
  * once some of it may have reached the server.
  *
+ * The hello (proto.h): ours is queued at connect and leaves with the first
+ * request, so it costs no round trip; the server's is taken off the front
+ * of what arrives before the first frame is read (take_hello). A server
+ * that answers something else is not a keel node of this protocol, and
+ * c->why says what it is instead.
+ *
  * Buffers: the send buffer holds queued frames until keel_client_flush();
  * the receive buffer holds bytes read from the socket. A frame returned by
  * keel_client_recv() points into the receive buffer, so that buffer is
@@ -53,7 +59,15 @@ struct keel_client {
 
     keel_tls *tls; /* NULL: plaintext */
     short want;    /* after a TLS call that must wait: POLLIN / POLLOUT */
+
+    int hello_seen;  /* the server's hello was read */
+    char addr[128];  /* as given to connect, for messages */
+    char why[400];   /* what the last hello failure means, or "" */
 };
+
+static int sbuf_reserve(keel_client *c, size_t n);
+static int rbuf_make_room(keel_client *c);
+static int take_hello(keel_client *c, int eof);
 
 /* ------------------------------------------------------------ deadlines */
 
@@ -337,6 +351,7 @@ int keel_client_connect_tls(const char *addr, int timeout_ms,
     res = NULL;
 
     c->fd = fd;
+    snprintf(c->addr, sizeof c->addr, "%s", addr);
     c->timeout_ms = timeout_ms;
     c->max_frame = CLIENT_DEFAULT_MAX_FRAME;
     c->next_id = 1; /* 0 is what a server quotes when it cannot tell */
@@ -345,6 +360,12 @@ int keel_client_connect_tls(const char *addr, int timeout_ms,
         if (rc != 0)
             goto err_after_socket;
     }
+    /* The hello goes first, inside TLS where there is TLS. */
+    rc = sbuf_reserve(c, KEEL_HELLO_LEN);
+    if (rc != 0)
+        goto err_after_socket;
+    keel_hello_encode(c->sbuf, KEEL_PROTO_VERSION);
+    c->slen = KEEL_HELLO_LEN;
     *out = c;
     return 0;
 
@@ -374,6 +395,11 @@ void keel_client_close(keel_client *c)
     free(c);
 }
 
+const char *keel_client_why(const keel_client *c)
+{
+    return c != NULL ? c->why : "";
+}
+
 void keel_client_set_max_frame(keel_client *c, size_t max_frame)
 {
     c->max_frame = max_frame < KEEL_FRAME_MIN_MAX ? KEEL_FRAME_MIN_MAX
@@ -387,11 +413,41 @@ int keel_client_fd(const keel_client *c)
 
 int keel_client_pending(const keel_client *c)
 {
-    return c->tls != NULL && keel_tls_pending(c->tls);
+    /* Bytes that came behind the server's hello wait in rbuf. */
+    return c->rpos < c->rlen || (c->tls != NULL && keel_tls_pending(c->tls));
 }
 
 long keel_client_read_some(keel_client *c, void *buf, size_t len)
 {
+    /* The server's hello first, then what came behind it. */
+    while (!c->hello_seen) {
+        ssize_t r;
+        int rc = c->desync ? KEEL_ECONN : take_hello(c, 0);
+
+        if (rc < 0)
+            return KEEL_ECONN;
+        if (rc > 0)
+            break;
+        if (rbuf_make_room(c) < 0)
+            return KEEL_ECONN;
+        r = cl_recv(c, c->rbuf + c->rlen, c->rcap - c->rlen);
+        if (r > 0) {
+            c->rlen += (size_t)r;
+            continue;
+        }
+        if (r == 0)
+            return take_hello(c, 1) < 0 ? KEEL_ECONN : 0;
+        if (errno == EINTR)
+            continue;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? KEEL_ETIMEDOUT
+                                                        : KEEL_ECONN;
+    }
+    if (c->rpos < c->rlen) {
+        size_t n = c->rlen - c->rpos < len ? c->rlen - c->rpos : len;
+        memcpy(buf, c->rbuf + c->rpos, n);
+        c->rpos += n;
+        return (long)n;
+    }
     for (;;) {
         ssize_t r = cl_recv(c, buf, len);
         if (r >= 0)
@@ -639,7 +695,9 @@ static int rbuf_make_room(keel_client *c)
     /* A partial frame whose length is known (the parser has already
      * refused it if that exceeds max_frame) needs that much room. */
     need = KEEL_FRAME_HEADER;
-    if (avail >= 4) {
+    /* Before the server's hello the bytes are no frame's (a hello, or
+     * whatever a server that is not keel sent). */
+    if (avail >= 4 && c->hello_seen) {
         const uint8_t *b = c->rbuf;
         size_t total = 4 + ((size_t)b[0] << 24 | (size_t)b[1] << 16 |
                             (size_t)b[2] << 8 | (size_t)b[3]);
@@ -662,6 +720,105 @@ static int rbuf_make_room(keel_client *c)
     return 0;
 }
 
+/* What a server that is not a keel node sent, quoted for a message: up to
+ * the first line end, at most 60 bytes, bytes that are not printable as
+ * '.'. */
+static void quote_bytes(const uint8_t *b, size_t len, char *out, size_t cap)
+{
+    size_t i, n = 0;
+
+    for (i = 0; i < len && i < 60 && n + 1 < cap; i++) {
+        if (b[i] == '\r' || b[i] == '\n')
+            break;
+        out[n++] = b[i] >= 0x20 && b[i] < 0x7f ? (char)b[i] : '.';
+    }
+    out[n] = '\0';
+}
+
+/* The hello failed: the stream cannot be read on. */
+static int hello_failed(keel_client *c, int code)
+{
+    mark_broken(c);
+    c->desync = 1;
+    return code;
+}
+
+/* Takes the server's hello off the front of what was received. Returns 1
+ * once it is taken, 2 when the server began with a bare ERROR quoting
+ * request id 0 instead (a node that refuses the connection before it
+ * reads the hello: the caller reads it as a frame); 0 while more bytes
+ * are needed (eof: none will come); KEEL_EPROTO when the server is not a
+ * keel node of this protocol version, or KEEL_ECONN when it closed before
+ * saying anything, with c->why saying which. */
+static int take_hello(keel_client *c, int eof)
+{
+    const uint8_t *b = c->rbuf + c->rpos;
+    size_t len = c->rlen - c->rpos;
+    char q[64];
+    unsigned version;
+    keel_frame f;
+    long r = len > 0 ? keel_hello_parse(b, len, &version) : 0;
+
+    if (r > 0) {
+        if (version != KEEL_PROTO_VERSION) {
+            snprintf(c->why, sizeof c->why,
+                     "the keel node at %s speaks protocol version %u; this "
+                     "client speaks version %u",
+                     c->addr, version, KEEL_PROTO_VERSION);
+            return hello_failed(c, KEEL_EPROTO);
+        }
+        c->rpos += KEEL_HELLO_LEN;
+        c->hello_seen = 1;
+        return 1;
+    }
+    if (r == 0 && !eof)
+        return 0;
+    if (len == 0) {
+        snprintf(c->why, sizeof c->why,
+                 "the server at %s closed the connection without the keel "
+                 "hello: not a keel node, or one that is stopping",
+                 c->addr);
+        return hello_failed(c, KEEL_ECONN);
+    }
+    if (b[0] == 0) {
+        /* A frame: a refusal before the hello, or a node older than the
+         * hello, which read ours as a frame far over its limit. */
+        long n = keel_frame_parse(b, len, c->max_frame, &f);
+        if (n == 0 && !eof)
+            return 0;
+        if (n > 0 && f.kind == KEEL_FRAME_ERROR) {
+            int code = keel_error_body_parse(f.body, f.body_len, NULL, NULL);
+            if (code != KEEL_ETOOBIG && code != KEEL_EMALFORMED &&
+                f.request_id == 0) {
+                c->hello_seen = 1;
+                return 2;
+            }
+            snprintf(c->why, sizeof c->why,
+                     "the keel node at %s is older than the protocol hello "
+                     "(it refused ours as a frame, %s); this client speaks "
+                     "protocol version %u",
+                     c->addr, keel_err_name(code), KEEL_PROTO_VERSION);
+            return hello_failed(c, KEEL_EPROTO);
+        }
+    }
+    /* Something else altogether. Wait for its first line, to quote it. */
+    if (!eof && len < 60 && memchr(b, '\n', len) == NULL)
+        return 0;
+    quote_bytes(b, len, q, sizeof q);
+    if (len >= 5 && memcmp(b, "HTTP/", 5) == 0)
+        snprintf(c->why, sizeof c->why,
+                 "the server at %s is not a keel node: it answered like an "
+                 "HTTP server ('%s'); is that a node's HTTP port "
+                 "(keeld --http)?",
+                 c->addr, q);
+    else
+        snprintf(c->why, sizeof c->why,
+                 "the server at %s is not a keel node: it answered '%s' to "
+                 "the keel hello",
+                 c->addr, q);
+    return hello_failed(c, KEEL_EPROTO);
+}
+
 /* Receives one frame, waiting until the deadline. */
 static int recv_frame(keel_client *c, keel_frame *out, int64_t deadline)
 {
@@ -670,8 +827,15 @@ static int recv_frame(keel_client *c, keel_frame *out, int64_t deadline)
     int rc;
 
     for (;;) {
-        n = keel_frame_parse(c->rbuf + c->rpos, c->rlen - c->rpos,
-                             c->max_frame, out);
+        if (!c->hello_seen && !c->desync) {
+            rc = take_hello(c, 0);
+            if (rc < 0)
+                return rc;
+        }
+        n = !c->hello_seen ? 0
+                           : keel_frame_parse(c->rbuf + c->rpos,
+                                              c->rlen - c->rpos,
+                                              c->max_frame, out);
         if (n > 0) {
             c->rpos += (size_t)n;
             /* An ERROR quoting id 0 comes last: the server closes next
@@ -700,6 +864,12 @@ static int recv_frame(keel_client *c, keel_frame *out, int64_t deadline)
             continue;
         }
         if (r == 0) {
+            if (!c->hello_seen && !c->desync) {
+                rc = take_hello(c, 1);
+                if (rc > 0)
+                    continue;
+                return rc < 0 ? rc : KEEL_ECONN;
+            }
             mark_broken(c);
             return KEEL_ECONN;
         }
@@ -707,6 +877,11 @@ static int recv_frame(keel_client *c, keel_frame *out, int64_t deadline)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             rc = wait_fd(c->fd, c->want, deadline);
+            if (rc == KEEL_ETIMEDOUT && !c->hello_seen)
+                snprintf(c->why, sizeof c->why,
+                         "no answer from %s, not even the keel hello, "
+                         "within %d ms: not a keel node, or not answering",
+                         c->addr, c->timeout_ms);
             if (rc < 0)
                 return rc;
             continue;
@@ -734,9 +909,14 @@ static int answers(const keel_frame *f, uint64_t rid)
 static int salvage_answer(keel_client *c, uint64_t rid, keel_frame *out)
 {
     for (;;) {
-        long n = keel_frame_parse(c->rbuf + c->rpos, c->rlen - c->rpos,
-                                  c->max_frame, out);
+        long n = 0;
         ssize_t r;
+
+        if (!c->hello_seen && (c->desync || take_hello(c, 0) < 0))
+            return 0;
+        if (c->hello_seen)
+            n = keel_frame_parse(c->rbuf + c->rpos, c->rlen - c->rpos,
+                                 c->max_frame, out);
 
         if (n > 0) {
             c->rpos += (size_t)n;
@@ -759,6 +939,82 @@ static int salvage_answer(keel_client *c, uint64_t rid, keel_frame *out)
 int keel_client_recv(keel_client *c, keel_frame *out)
 {
     return recv_frame(c, out, deadline_in(c->timeout_ms));
+}
+
+int keel_client_hello(keel_client *c, char *why, size_t whylen)
+{
+    int64_t deadline;
+    int rc;
+
+    if (why != NULL && whylen > 0)
+        why[0] = '\0';
+    if (c->hello_seen)
+        return 0;
+    if (c->slen > KEEL_HELLO_LEN)
+        return KEEL_EINVAL; /* requests are queued behind the hello */
+    /* A node that refuses the connection says so and closes, perhaps
+     * before the hello leaves: its refusal is read all the same. */
+    (void)keel_client_flush(c);
+    deadline = deadline_in(c->timeout_ms);
+    for (;;) {
+        ssize_t r;
+
+        rc = c->desync ? KEEL_ECONN : take_hello(c, 0);
+        if (rc != 0)
+            break;
+        rc = rbuf_make_room(c);
+        if (rc < 0)
+            return rc;
+        r = cl_recv(c, c->rbuf + c->rlen, c->rcap - c->rlen);
+        if (r > 0) {
+            c->rlen += (size_t)r;
+            continue;
+        }
+        if (r == 0) {
+            rc = take_hello(c, 1);
+            break;
+        }
+        if (errno == EINTR)
+            continue;
+        if ((errno != EAGAIN && errno != EWOULDBLOCK) ||
+            wait_fd(c->fd, c->want, deadline) != 0) {
+            rc = errno == EAGAIN || errno == EWOULDBLOCK ? KEEL_ETIMEDOUT
+                                                          : KEEL_ECONN;
+            if (rc == KEEL_ETIMEDOUT)
+                snprintf(c->why, sizeof c->why,
+                         "no keel hello from %s within %d ms: not a keel "
+                         "node, or not answering",
+                         c->addr, c->timeout_ms);
+            else
+                snprintf(c->why, sizeof c->why,
+                         "connection to %s failed before the keel hello",
+                         c->addr);
+            (void)hello_failed(c, rc);
+            break;
+        }
+    }
+    if (rc == 1)
+        return 0;
+    if (rc == 2) {
+        /* Refused before the hello: its ERROR says why. Nothing of ours
+         * but the hello was sent. */
+        keel_frame f;
+        const char *m;
+        size_t ml;
+        int code;
+
+        (void)keel_frame_parse(c->rbuf + c->rpos, c->rlen - c->rpos,
+                               c->max_frame, &f);
+        code = keel_error_body_parse(f.body, f.body_len, &m, &ml);
+        if (why != NULL && whylen > 0)
+            snprintf(why, whylen, "%.*s", (int)ml, m);
+        mark_broken(c);
+        return code;
+    }
+    if (why != NULL && whylen > 0)
+        snprintf(why, whylen, "%s", c->why);
+    /* Only the hello left: whatever the server is, nothing ran. */
+    return rc == KEEL_EPROTO ? KEEL_EPROTO : KEEL_ENOTSENT;
 }
 
 /* --------------------------------------------------------------- calls */

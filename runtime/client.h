@@ -48,6 +48,25 @@ int keel_client_connect_tls(const char *addr, int timeout_ms,
                             char *why, size_t whylen);
 void keel_client_close(keel_client *c);
 
+/* Every connection begins with the protocol hello (docs/protocol.md,
+ * "Hello"): the client's is queued at connect and leaves with the first
+ * request; the server's is read before the first answer. A server that
+ * answers something else makes that receive fail with KEEL_EPROTO (not a
+ * keel node, or another protocol version) or KEEL_ECONN (closed without
+ * a hello); keel_client_why says which, in words.
+ *
+ * keel_client_hello exchanges the hellos now, before any request is
+ * queued, so that a tool learns at once what it reached (one round trip,
+ * bounded by the connect timeout). Returns 0; KEEL_EPROTO with why
+ * saying what the server is instead; KEEL_ENOTSENT when it closed or
+ * said nothing in time (nothing but the hello was sent); the node's own
+ * refusal (KEEL_EOVERLOAD, KEEL_EUNAUTH, ...) with its message in why;
+ * KEEL_EINVAL when requests were queued already. */
+int keel_client_hello(keel_client *c, char *why, size_t whylen);
+/* What the last hello failure on c means ("the server at ADDR is not a
+ * keel node: ..."), or "". */
+const char *keel_client_why(const keel_client *c);
+
 /* The largest frame the client accepts from the server (default 1 MiB +
  * header slack). */
 void keel_client_set_max_frame(keel_client *c, size_t max_frame);
@@ -83,14 +102,17 @@ int keel_client_flush(keel_client *c);
  * is the server's last word on the connection: with KEEL_ESTOPPING it
  * promises that no request it has not answered ran. Errors: KEEL_ECONN
  * (closed), KEEL_ETIMEDOUT, KEEL_EMALFORMED / KEEL_ETOOBIG (bad frame from
- * server). */
+ * server), KEEL_EPROTO (the server's first bytes were not a keel hello of
+ * this version: keel_client_why). */
 int keel_client_recv(keel_client *c, keel_frame *out);
 
 /* One request, one reply. Returns 0 with *reply (malloc'd, NUL-terminated
  * for convenience, caller frees) or the server's negative error code with
  * *reply holding its message; or a transport error (then *reply is NULL):
  * KEEL_ENOTSENT (the request did not leave), KEEL_ECONN (the connection
- * failed after it left: it may have run), KEEL_ETIMEDOUT. */
+ * failed after it left: it may have run), KEEL_ETIMEDOUT, KEEL_EPROTO (not
+ * a keel node, or another protocol version: nothing ran there;
+ * keel_client_why says which). */
 int keel_client_call(keel_client *c, uint8_t kind, const char *type,
                      const void *id, size_t idlen, const void *msg, size_t len,
                      char **reply, size_t *reply_len);
@@ -117,7 +139,10 @@ int keel_client_token_from_file(const char *path, char *buf, size_t cap);
 
 /* The socket, for poll() by callers that multiplex. With TLS the socket
  * may be quiet while bytes wait inside the client: see
- * keel_client_pending. */
+ * keel_client_pending. Until the server's hello has been read, the
+ * socket may turn readable for the hello alone: a caller that takes
+ * readability to mean that an answer came calls keel_client_hello after
+ * connecting. */
 int keel_client_fd(const keel_client *c);
 /* For callers that parse frames themselves: reads what has arrived into
  * buf without waiting. Returns bytes (> 0), 0 when the server closed,

@@ -97,6 +97,12 @@ struct keel_conn {
     int refuse_code;
     const char *refuse_msg; /* static */
     ev_tstamp refuse_until;
+    /* hello: the client's hello was read and answered (conn_hello); no
+     * frame is read before. linger_close: a protocol error ends the
+     * connection, which lingers once its last answer is written (as a
+     * refusal does) so that a client still sending reads the error
+     * rather than a reset. */
+    int hello, linger_close;
     /* Who the connection has proven (or said) it is: auth.h. */
     keel_auth_conn auth;
     /* ev_now of the last whole frame read or answer queued: idle since. */
@@ -113,6 +119,8 @@ struct keel_conn {
 
 static void conn_close(keel_conn *c);
 static void conn_linger(keel_conn *c);
+static void refuse_mark(keel_conn *c);
+static void accept_log(keel_node *n, const char *what, int err);
 
 /* A closed connection is freed only from the prepare watcher, never inside
  * a callback that may still hold it. */
@@ -343,6 +351,8 @@ static int conn_write(keel_conn *c)
         ev_io_stop(c->n->loop, &c->wio);
     if (c->closing && c->pending == 0) {
         /* Every reply the client is owed has been written. */
+        if (c->linger_close && !c->refusing)
+            refuse_mark(c);
         if (c->refusing)
             conn_linger(c);
         else
@@ -763,28 +773,172 @@ static size_t frame_limit(keel_conn *c, const uint8_t *p, size_t avail)
     return m;
 }
 
+/* ------------------------------------------------------------- hello */
+
+/* Appends bytes that are not a frame (a hello, an HTTP answer). */
+static void send_raw(keel_conn *c, const void *p, size_t len)
+{
+    if (c->dead)
+        return;
+    if (wbuf_reserve(c, len) != 0) {
+        conn_close(c);
+        return;
+    }
+    memcpy(c->wbuf + c->wlen, p, len);
+    c->wlen += len;
+    mark_flush(c);
+}
+
+/* 1 when b begins like an HTTP request line (a method in capitals, then
+ * a space), 0 when it does not, -1 while too few bytes tell. */
+static int looks_http(const uint8_t *b, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len && i < 16; i++) {
+        if (b[i] == ' ')
+            return i >= 3;
+        if (b[i] < 'A' || b[i] > 'Z')
+            return 0;
+    }
+    return i < 16 ? -1 : 0;
+}
+
+/* What an HTTP client that reached the wire port gets: an answer it can
+ * show, which tells the operator which port is which. */
+static void hello_http(keel_conn *c)
+{
+    char body[300], resp[600];
+    int port = keel_node_http_port(c->n), bl, rl;
+
+    if (port > 0)
+        bl = snprintf(body, sizeof body,
+                      "This is the keel wire protocol port, not HTTP. This "
+                      "node serves its HTTP API on port %d (keeld --http).\n",
+                      port);
+    else
+        bl = snprintf(body, sizeof body,
+                      "This is the keel wire protocol port, not HTTP. A "
+                      "node serves its HTTP API on the port given with "
+                      "keeld --http HOST:PORT.\n");
+    rl = snprintf(resp, sizeof resp,
+                  "HTTP/1.1 400 Bad Request\r\n"
+                  "Content-Type: text/plain; charset=utf-8\r\n"
+                  "Content-Length: %d\r\n"
+                  "Connection: close\r\n\r\n%s",
+                  bl, body);
+    send_raw(c, resp, (size_t)rl);
+}
+
+/* Reads the client's hello at the front of c->rbuf and answers with this
+ * node's. Returns the bytes it took (KEEL_HELLO_LEN), 0 while more are
+ * needed, -1 when c is refused: what it sent is not a keel client's
+ * hello, or names another version. The refusal is what that client can
+ * read: an HTTP client an HTTP answer; a client of another version this
+ * node's hello, then an ERROR naming both versions; anything else a bare
+ * ERROR, which an older keel client (frames without a hello) reads as
+ * any other. Nothing the connection sent runs. */
+static long conn_hello(keel_conn *c)
+{
+    static const char no_hello[] =
+        "no protocol hello: this node speaks keel protocol version "
+        "1, whose connections begin with the 8-byte hello \"KEEL\" + "
+        "version (docs/protocol.md); the connection sent a frame without "
+        "one (an older client?), and nothing it sent ran";
+    static const char not_keel[] =
+        "not a keel client: a connection to the keel wire port begins "
+        "with the 8-byte hello \"KEEL\" + version (docs/protocol.md); "
+        "nothing it sent ran";
+    uint8_t hello[KEEL_HELLO_LEN];
+    unsigned version;
+    char msg[200];
+    long r = keel_hello_parse(c->rbuf, c->rlen, &version);
+    int http = 0;
+
+    if (r == 0)
+        return 0;
+    if (r > 0) {
+        keel_hello_encode(hello, KEEL_PROTO_VERSION);
+        send_raw(c, hello, sizeof hello);
+        if (version == KEEL_PROTO_VERSION) {
+            c->hello = 1;
+            return r;
+        }
+        snprintf(msg, sizeof msg,
+                 "unsupported protocol version %u (this node speaks %u); "
+                 "nothing sent on this connection ran",
+                 version, KEEL_PROTO_VERSION);
+        send_error(c, 0, KEEL_EPROTO, msg);
+    } else if ((http = looks_http(c->rbuf, c->rlen)) < 0) {
+        return 0;
+    } else if (http) {
+        hello_http(c);
+    } else {
+        /* A frame's length begins with 0 below 16 MiB: a client older
+         * than the hello. */
+        send_error(c, 0, KEEL_EPROTO, c->rbuf[0] == 0 ? no_hello : not_keel);
+    }
+    STAT_ADD(c->n, frames_bad, 1);
+    accept_log(c->n,
+               r > 0  ? "a client of another protocol version: told so, "
+                        "and closed"
+               : http ? "an HTTP request on the wire port: answered 400, "
+                        "and closed"
+                      : "a connection without the protocol hello: told "
+                        "so, and closed",
+               0);
+    refuse_mark(c);
+    c->rlen = 0;
+    c->closing = 1;
+    return -1;
+}
+
 static void process_input(keel_conn *c)
 {
     keel_node *n = c->n;
     size_t off = 0;
 
+    if (!c->hello && !c->dead && !c->closing && c->rlen > 0) {
+        long h = conn_hello(c);
+
+        if (h == 0 || c->dead)
+            return;
+        if (h < 0) {
+            pause_reading(c);
+            mark_flush(c);
+            return;
+        }
+        off = (size_t)h;
+    }
     while (!c->dead && !c->closing && off < c->rlen) {
         keel_frame f;
-        long r = keel_frame_parse(c->rbuf + off, c->rlen - off,
-                                  frame_limit(c, c->rbuf + off, c->rlen - off),
-                                  &f);
+        size_t limit = frame_limit(c, c->rbuf + off, c->rlen - off);
+        long r = keel_frame_parse(c->rbuf + off, c->rlen - off, limit, &f);
         if (r == 0)
             break;
         if (r < 0) {
+            char msg[160];
+            const uint8_t *b = c->rbuf + off;
             STAT_ADD(n, frames_bad, 1);
-            send_error(c, f.request_id, (int)r,
-                       r == KEEL_ETOOBIG ? "frame larger than the maximum"
-                                         : "malformed frame header");
+            if (r == KEEL_ETOOBIG)
+                snprintf(msg, sizeof msg,
+                         "frame of %llu bytes over the maximum frame size "
+                         "of %zu bytes (keeld --max-frame); the connection "
+                         "closes",
+                         4ull + ((unsigned long long)b[0] << 24 |
+                                 (unsigned long long)b[1] << 16 |
+                                 (unsigned long long)b[2] << 8 | b[3]),
+                         limit);
+            else
+                snprintf(msg, sizeof msg, "malformed frame header");
+            send_error(c, f.request_id, (int)r, msg);
             c->closing = 1;
+            c->linger_close = 1;
             break;
         }
         if (handle_frame(c, &f) != 0) {
             c->closing = 1;
+            c->linger_close = 1;
             break;
         }
         off += (size_t)r;
@@ -803,8 +957,6 @@ static void process_input(keel_conn *c)
     if (c->pending >= PENDING_PAUSE || c->wlen - c->woff >= WBUF_PAUSE)
         pause_reading(c);
 }
-
-static void accept_log(keel_node *n, const char *what, int err);
 
 /* ------------------------------------------------------------ refusals */
 
@@ -834,19 +986,26 @@ static const char refuse_plaintext[] =
     "this port requires TLS: the connection sent plaintext, and nothing "
     "it sent ran; connect with TLS (keel --tls-ca FILE)";
 
+/* Counts c among the refused connections, which linger at most
+ * REFUSE_LINGER_S from now. */
+static void refuse_mark(keel_conn *c)
+{
+    keel_node *n = c->n;
+
+    if (c->refusing)
+        return;
+    c->refusing = 1;
+    c->refuse_until = ev_now(n->loop) + REFUSE_LINGER_S;
+    n->nrefusing++;
+    if (!ev_is_active(&n->refuse_timer))
+        ev_timer_start(n->loop, &n->refuse_timer);
+}
+
 /* Marks c refused with code and msg (static). With TLS the frame waits
  * for the handshake (conn_handshake); without, it is queued now. */
 static void refuse_conn(keel_conn *c, int code, const char *msg)
 {
-    keel_node *n = c->n;
-
-    if (!c->refusing) {
-        c->refusing = 1;
-        c->refuse_until = ev_now(n->loop) + REFUSE_LINGER_S;
-        n->nrefusing++;
-        if (!ev_is_active(&n->refuse_timer))
-            ev_timer_start(n->loop, &n->refuse_timer);
-    }
+    refuse_mark(c);
     c->refuse_code = code;
     c->refuse_msg = msg;
     if (c->tls != NULL && !c->tls_ready)
@@ -1082,7 +1241,12 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
              * to what it sent (a half-close). A frame it began and did not
              * finish is malformed: say so, quoting its request id if it
              * arrived. */
-            if (c->rlen > 0) {
+            if (c->rlen > 0 && !c->hello) {
+                STAT_ADD(c->n, frames_bad, 1);
+                send_error(c, 0, KEEL_EPROTO,
+                           "truncated hello: the stream ended inside it");
+                c->rlen = 0;
+            } else if (c->rlen > 0) {
                 uint64_t id = 0;
                 size_t i;
                 if (c->rlen >= KEEL_FRAME_HEADER)

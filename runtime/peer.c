@@ -15,7 +15,13 @@
  * shows at the address: the other side's certificate must name that
  * node (CN=node:<id>), or the link fails. Frames wait until the
  * handshake is done and the other side has accepted our certificate
- * (tls.h), so a refused link fails with none of them sent. */
+ * (tls.h), so a refused link fails with none of them sent.
+ *
+ * Hello. Every connection begins with the protocol hello (proto.h): ours
+ * is queued ahead of the first frame, and counts in the stream positions
+ * like a frame; the peer's is taken off what it sends before its first
+ * answer. A peer that answers something else is not a keel node of this
+ * protocol version, and the link fails. */
 #include "runtime/peer.h"
 
 #include <arpa/inet.h>
@@ -91,6 +97,7 @@ struct peer {
     uint64_t queued;  /* bytes queued over this connection */
     uint8_t *rbuf;
     size_t rlen, rcap;
+    int hello_seen; /* the peer's hello was read on this connection */
     keel_hmap pending;
     /* Frames with a budget, not yet started on the wire. */
     struct pending *unw_head, *unw_tail;
@@ -159,6 +166,7 @@ static void peer_fail(peer *pr, int how)
     }
     pr->connected = 0;
     pr->tls_ready = 0;
+    pr->hello_seen = 0;
     pr->read_wants_write = pr->write_wants_read = 0;
     pr->retry_at = ev_now(n->loop) + PEER_RETRY_S;
     cnt = pr->pending.count;
@@ -400,6 +408,55 @@ static void handle_answer(peer *pr, const keel_frame *f)
     free(pd);
 }
 
+/* Takes the peer's hello off the front of pr->rbuf: 1 when it is there,
+ * 0 while more bytes are needed, -1 when the peer is not a keel node of
+ * this version or refused the link (a bare ERROR before the hello, which
+ * a node at its connection limit sends): the link failed. */
+static int peer_hello(peer *pr)
+{
+    unsigned version;
+    long r = keel_hello_parse(pr->rbuf, pr->rlen, &version);
+    keel_frame f;
+
+    if (r == 0)
+        return 0;
+    if (r > 0 && version == KEEL_PROTO_VERSION) {
+        pr->hello_seen = 1;
+        return 1;
+    }
+    if (r > 0) {
+        keel_warn("peer %s: speaks protocol version %u; this node speaks "
+                  "%u",
+                  pr->addr, version, KEEL_PROTO_VERSION);
+    } else if (pr->rbuf[0] == 0) {
+        long n = keel_frame_parse(pr->rbuf, pr->rlen, PEER_MAX_FRAME, &f);
+        const char *m = "";
+        size_t ml = 0;
+        int code;
+        if (n == 0)
+            return 0;
+        if (n < 0 || f.kind != KEEL_FRAME_ERROR) {
+            keel_warn("peer %s: not a keel node (no protocol hello)",
+                      pr->addr);
+        } else {
+            code = keel_error_body_parse(f.body, f.body_len, &m, &ml);
+            keel_warn("peer %s: refused the link before the hello: %s: %.*s",
+                      pr->addr, keel_err_name(code), (int)ml, m);
+            if (code == KEEL_ESTOPPING) {
+                /* Its farewell: nothing it was sent ran. */
+                peer_fail(pr, PF_FAREWELL);
+                return -1;
+            }
+        }
+    } else {
+        keel_warn("peer %s: not a keel node (it answered the protocol "
+                  "hello with something else)",
+                  pr->addr);
+    }
+    peer_fail(pr, PF_ERROR);
+    return -1;
+}
+
 static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     peer *pr = w->data;
@@ -455,6 +512,14 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
             return;
         }
         pr->rlen += (size_t)r;
+        if (!pr->hello_seen) {
+            int h = peer_hello(pr);
+            if (h < 0)
+                return; /* the link failed */
+            if (h == 0)
+                continue;
+            off = KEEL_HELLO_LEN;
+        }
         while (off < pr->rlen) {
             keel_frame f;
             long fl = keel_frame_parse(pr->rbuf + off, pr->rlen - off,
@@ -619,6 +684,20 @@ uint8_t *keel__peer_frame_by(keel_peers *p, const char *addr, uint8_t kind,
             keel_warn("peer %s: cannot connect", pr->addr);
             return NULL;
         }
+        /* The hello first (the write buffer is empty on a new
+         * connection). */
+        if (pr->wcap < KEEL_HELLO_LEN) {
+            uint8_t *q = realloc(pr->wbuf, 65536);
+            if (q == NULL) {
+                peer_fail(pr, PF_ERROR);
+                return NULL;
+            }
+            pr->wbuf = q;
+            pr->wcap = 65536;
+        }
+        keel_hello_encode(pr->wbuf, KEEL_PROTO_VERSION);
+        pr->wlen = KEEL_HELLO_LEN;
+        pr->queued = KEEL_HELLO_LEN;
         /* First on every connection: INFO "peer" NUL ID says it comes
          * from node ID, which may forward calls (hop counts) and stream
          * units (XFER) over it while it is a member; a node refuses both

@@ -57,6 +57,30 @@ static uint8_t *copy_bytes(uint8_t *dst, const void *src, size_t n)
     return dst + n;
 }
 
+void keel_hello_encode(uint8_t *p, unsigned version)
+{
+    memcpy(p, KEEL_HELLO_MAGIC, 4);
+    p[4] = (uint8_t)version;
+    p[5] = 0;
+    p[6] = '\r';
+    p[7] = '\n';
+}
+
+long keel_hello_parse(const uint8_t *buf, size_t len, unsigned *version)
+{
+    static const uint8_t end[2] = {'\r', '\n'};
+
+    *version = 0;
+    if (memcmp(buf, KEEL_HELLO_MAGIC, len < 4 ? len : 4) != 0)
+        return KEEL_EPROTO;
+    if (len > 6 && memcmp(buf + 6, end, len < 8 ? len - 6 : 2) != 0)
+        return KEEL_EPROTO;
+    if (len < KEEL_HELLO_LEN)
+        return 0;
+    *version = buf[4];
+    return KEEL_HELLO_LEN;
+}
+
 long keel_frame_parse(const uint8_t *buf, size_t len, size_t max_frame,
                       keel_frame *out)
 {

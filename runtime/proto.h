@@ -2,6 +2,9 @@
  * correlated by request id. docs/protocol.md is the reference for other
  * languages; this is the codec.
  *
+ *   hello   = "KEEL" | version u8 | flags u8 (0) | "\r\n", once each way
+ *             before any frame: the connecting side's first, the
+ *             server's in answer (see keel_hello_parse below)
  *   frame   = length be32 | kind u8 | flags u8 | reserved be16 (0)
  *             | request_id be64 | body
  *   length  = bytes after the length field (12 + body length); a frame whose
@@ -79,6 +82,28 @@ typedef struct keel_frame {
 #define KEEL_FLAG_READ 0x20u
 #define KEEL_FLAG_KEYED 0x40u
 #define KEEL_DEADLINE_LEN 4
+
+/* The hello (docs/protocol.md "Hello"): the first 8 bytes each side sends
+ * on a connection, inside TLS where there is TLS:
+ *   "KEEL" | version u8 | flags u8 (0) | "\r\n"
+ * The connecting side sends its hello first and may send frames right
+ * behind it without waiting; the server answers with its own hello (the
+ * version the connection uses) before its first frame. The magic can
+ * never begin a frame from an older peer: read as a length it is over
+ * 1 GiB. The line end makes a line-based server that is not keel (HTTP,
+ * Redis) answer at once, so that a client learns so without waiting. */
+#define KEEL_HELLO_MAGIC "KEEL"
+#define KEEL_HELLO_LEN 8
+/* The protocol version this code speaks. 1: the first with a hello. */
+#define KEEL_PROTO_VERSION 1
+
+/* Writes a hello (KEEL_HELLO_LEN bytes) for version, flags 0. */
+void keel_hello_encode(uint8_t *p, unsigned version);
+/* Reads a hello from the front of buf: KEEL_HELLO_LEN with *version set
+ * when buf holds one, 0 when the len bytes so far begin one but are fewer
+ * than KEEL_HELLO_LEN, KEEL_EPROTO when buf does not begin with a hello.
+ * Flag bits are for later versions and ignored here. */
+long keel_hello_parse(const uint8_t *buf, size_t len, unsigned *version);
 
 /* Parses one frame from the front of buf.
  * Returns the frame's total size (> 0) when buf holds a whole frame,

@@ -853,8 +853,10 @@ static int tcp_read(struct tcp_run *run, struct tconn *tc, uint64_t t)
     if (r == KEEL_ETIMEDOUT)
         return 0;
     if (r <= 0) {
-        tcp_abort(run, r == 0 ? "connection closed by the node"
-                              : keel_strerror((int)r),
+        const char *why = keel_client_why(tc->c);
+        tcp_abort(run, r == 0         ? "connection closed by the node"
+                       : why[0] != '\0' ? why
+                                       : keel_strerror((int)r),
                   KEEL_ECONN);
         return -1;
     }

@@ -344,11 +344,33 @@ static int request(keel_client *c, uint8_t kind, const char *type,
 /* TLS for every connection of this run, or NULL (see main). */
 static const keel_client_tls *cli_tls;
 
+/* The last cli_connect failed because the node refused the connection
+ * (at its connection limit, ...): its error is in why. */
+static int cli_refused;
+
+/* Connects and exchanges the protocol hellos at once, so that an address
+ * that is not a keel node (an HTTP port, another service) or a node of
+ * another protocol version is reported as such, in why, before anything
+ * is sent. */
 static int cli_connect(const char *addr, int timeout_ms, keel_client **out,
                        char *why, size_t whylen)
 {
-    return keel_client_connect_tls(addr, timeout_ms, cli_tls, out, why,
-                                   whylen);
+    char hwhy[512];
+    int rc = keel_client_connect_tls(addr, timeout_ms, cli_tls, out, why,
+                                     whylen);
+
+    if (rc != 0)
+        return rc;
+    rc = keel_client_hello(*out, hwhy, sizeof hwhy);
+    cli_refused = rc != 0 && rc != KEEL_EPROTO && rc != KEEL_ENOTSENT &&
+                  rc != KEEL_ENOMEM;
+    if (rc != 0) {
+        if (why != NULL && whylen > 0)
+            snprintf(why, whylen, "%s", hwhy);
+        keel_client_close(*out);
+        *out = NULL;
+    }
+    return rc;
 }
 
 struct send_opts {
@@ -804,6 +826,10 @@ int main(int argc, char **argv)
         c = NULL;
         if (rc == KEEL_EUNAUTH || rc == KEEL_EDENIED)
             return EXIT_SERVER;
+    }
+    if (rc < 0 && cli_refused) {
+        print_error(rc, why, strlen(why));
+        return EXIT_SERVER;
     }
     if (rc < 0 && !(is_send && so.keyed && so.retries > 0 && retryable(rc)))
         return transport_error_why(rc, why);

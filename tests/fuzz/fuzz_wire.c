@@ -1,8 +1,12 @@
 /* Fuzz target: the wire protocol as a node reads it off a connection
  * (runtime/proto.c, and the record parser of XFER streams).
  *
- * Input: one byte choosing the receiver's max frame size, then the bytes
- * of a connection. The stream is cut into frames the way net.c does it
+ * Input: one byte choosing the receiver's max frame size (bits 0-1) and
+ * whether the connection begins with the protocol hello (bit 2: then it
+ * goes to keel_hello_parse first, and frames follow a valid one, as in
+ * net.c; without it the bytes are frames from the start, so inputs that
+ * predate the hello still reach the frame parser), then the bytes of a
+ * connection. The stream is cut into frames the way net.c does it
  * (keel_frame_parse, with the exemptions of frame_limit: XFER and REPL
  * frames up to 64 MiB + 64 KiB, calls with a budget 4 bytes more), and
  * each frame's body goes to the parser of its kind, with the prefixes its
@@ -18,6 +22,8 @@
  *  - parsed parts lie inside the body, in order, and cover it exactly;
  *  - what parses re-encodes to the same bytes (call body, error body,
  *    XFER records, REPL units and ops, acks): one message, one encoding;
+ *  - a hello is taken only whole, re-encodes to the same bytes when its
+ *    flags are 0, and anything that does not begin like one is refused;
  *  - error codes are the documented ones. */
 #include <string.h>
 
@@ -265,6 +271,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     max_frame = max_frames[data[0] & 3];
+    if (data[0] & 4) {
+        unsigned version;
+        long h = keel_hello_parse(data + 1, size - 1, &version);
+        uint8_t again[KEEL_HELLO_LEN];
+
+        FUZZ_CHECK(h == 0 || h == KEEL_HELLO_LEN || h == KEEL_EPROTO);
+        if (h == 0)
+            FUZZ_CHECK(size - 1 < KEEL_HELLO_LEN);
+        if (h != KEEL_HELLO_LEN)
+            return 0; /* refused, or more bytes needed */
+        FUZZ_CHECK(version == data[5]);
+        keel_hello_encode(again, version);
+        if (data[6] == 0)
+            FUZZ_CHECK(memcmp(again, data + 1, KEEL_HELLO_LEN) == 0);
+        off = KEEL_HELLO_LEN;
+    }
     data++;
     size--;
     while (off < size) {

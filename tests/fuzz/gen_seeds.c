@@ -210,6 +210,15 @@ static void wire_seeds(void)
     call_frame(KEEL_FRAME_CALL, 0, 1, "counter", "c1", "incr");
     wire_seed("call", 2);
     b_reset();
+    {
+        /* A connection as it begins: the hello, then a frame. */
+        uint8_t hello[KEEL_HELLO_LEN];
+        keel_hello_encode(hello, KEEL_PROTO_VERSION);
+        b_put(hello, sizeof hello);
+    }
+    call_frame(KEEL_FRAME_CALL, 0, 1, "counter", "c1", "incr");
+    wire_seed("hello-call", 2 | 4);
+    b_reset();
     call_frame(KEEL_FRAME_CAST, 0, 2, "kv", "users", "put ann Ann Lee");
     wire_seed("cast", 2);
     b_reset();

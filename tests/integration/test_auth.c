@@ -255,7 +255,7 @@ static int http_from(const char *from, int port, const char *method,
     ssize_t r;
     int fd, status = -1;
 
-    fd = tu_raw_connect_from(from, port);
+    fd = tu_raw_connect_bare_from(from, port);
     ck_assert_int_ge(fd, 0);
     snprintf(req, sizeof req,
              "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"

@@ -753,6 +753,8 @@ START_TEST(read_waits_for_a_paused_backup)
     ck_assert_int_eq(kill(fx.nodes[1].pid, SIGSTOP), 0);
     CHECK(keel_client_connect(fx.nodes[0].addr, CLIENT_MS, &q) == 0,
           "cannot connect to n0");
+    /* The hellos first: then the socket turns readable for the answer. */
+    CHECK(keel_client_hello(q, NULL, 0) == 0, "no hello from n0");
     ck_assert_int_eq(keel_client_queue(q, KEEL_FRAME_CALL, 1, "counter", id,
                                        strlen(id), "get", 3),
                      0);

@@ -386,7 +386,7 @@ static int http_healthz(const char *from, int port)
     static const char req[] =
         "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     char buf[256];
-    int fd = tu_raw_connect_from(from, port), ok = 0;
+    int fd = tu_raw_connect_bare_from(from, port), ok = 0;
     ssize_t r;
 
     if (fd < 0)
@@ -410,7 +410,7 @@ static void trickle_open(int port, int *fds, int *alive, int n)
     int i;
 
     for (i = 0; i < n; i++) {
-        fds[i] = tu_raw_connect(port);
+        fds[i] = tu_raw_connect_bare(port);
         alive[i] = fds[i] >= 0 && tu_send_all(fds[i], head, sizeof head - 1) == 0;
     }
 }

@@ -25,7 +25,7 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-int tu_raw_connect_from(const char *from, int port)
+int tu_raw_connect_bare_from(const char *from, int port)
 {
     struct sockaddr_in sin;
     struct timeval tv = {5, 0};
@@ -49,6 +49,24 @@ int tu_raw_connect_from(const char *from, int port)
     sin.sin_port = htons((uint16_t)port);
     inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
     if (connect(fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int tu_raw_connect_bare(int port)
+{
+    return tu_raw_connect_bare_from(NULL, port);
+}
+
+int tu_raw_connect_from(const char *from, int port)
+{
+    uint8_t hello[KEEL_HELLO_LEN];
+    int fd = tu_raw_connect_bare_from(from, port);
+
+    keel_hello_encode(hello, KEEL_PROTO_VERSION);
+    if (fd >= 0 && tu_send_all(fd, hello, sizeof hello) != 0) {
         close(fd);
         return -1;
     }
@@ -109,12 +127,33 @@ int tu_read_exact(int fd, void *p, size_t len, int ms)
     return 1;
 }
 
+/* Reads the first bytes of what comes next on fd into hdr (n of them):
+ * a hello there is read past (it never begins a frame). */
+static int read_past_hello(int fd, uint8_t *hdr, size_t n, int ms)
+{
+    uint8_t rest[KEEL_HELLO_LEN];
+    unsigned version;
+    int rc = tu_read_exact(fd, hdr, 4, ms);
+
+    if (rc != 1)
+        return rc;
+    if (keel_hello_parse(hdr, 4, &version) == 0) {
+        rc = tu_read_exact(fd, rest, KEEL_HELLO_LEN - 4, ms);
+        if (rc != 1)
+            return rc;
+        rc = tu_read_exact(fd, hdr, 4, ms);
+        if (rc != 1)
+            return rc;
+    }
+    return n > 4 ? tu_read_exact(fd, hdr + 4, n - 4, ms) : 1;
+}
+
 int tu_read_frame(int fd, tu_rframe *f, int ms)
 {
     uint8_t hdr[KEEL_FRAME_HEADER];
     uint32_t length;
     size_t blen;
-    int i, rc = tu_read_exact(fd, hdr, sizeof hdr, ms);
+    int i, rc = read_past_hello(fd, hdr, sizeof hdr, ms);
 
     if (rc != 1)
         return rc;
@@ -138,9 +177,21 @@ int tu_read_frame(int fd, tu_rframe *f, int ms)
 
 int tu_closed_within(int fd, int ms)
 {
-    uint8_t b;
+    uint8_t b[4];
+    unsigned version;
+    int rc = tu_read_exact(fd, b, 1, ms);
 
-    return tu_read_exact(fd, &b, 1, ms) == 0;
+    if (rc == 1 && b[0] == 'K') {
+        /* The node's hello is no frame: past it, the close. */
+        rc = tu_read_exact(fd, b + 1, 3, ms);
+        if (rc != 1 || keel_hello_parse(b, 4, &version) != 0)
+            return 0;
+        rc = tu_read_exact(fd, b, 4, ms);
+        if (rc != 1)
+            return 0;
+        rc = tu_read_exact(fd, b, 1, ms);
+    }
+    return rc == 0;
 }
 
 long tu_rss_kb(pid_t pid)

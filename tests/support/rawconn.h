@@ -9,9 +9,14 @@
 #include <sys/types.h>
 
 /* A blocking TCP connection from `from` (NULL: any local address) to
- * 127.0.0.1:port, with 5 s send and receive timeouts. -1 on failure. */
+ * 127.0.0.1:port, with 5 s send and receive timeouts, that has sent the
+ * protocol hello (the node's answer, its own, is read past by
+ * tu_read_frame and tu_closed_within). -1 on failure. */
 int tu_raw_connect_from(const char *from, int port);
 int tu_raw_connect(int port);
+/* The same without the hello: the first bytes are the caller's. */
+int tu_raw_connect_bare_from(const char *from, int port);
+int tu_raw_connect_bare(int port);
 
 /* Sends all of p: 0, or -1 when the connection fails. */
 int tu_send_all(int fd, const void *p, size_t len);
@@ -31,7 +36,8 @@ typedef struct tu_rframe {
     uint8_t body[4096];
 } tu_rframe;
 
-/* Reads one frame (bodies up to 4096 bytes) within ms. 1, 0 at EOF, -1 on
+/* Reads one frame (bodies up to 4096 bytes) within ms, past a hello
+ * before it. 1, 0 at EOF, -1 on
  * timeout or a frame too large to keep. */
 int tu_read_frame(int fd, tu_rframe *f, int ms);
 

@@ -738,8 +738,13 @@ enum srv_mode {
     SRV_REFUSE,  /* refuses the first frame as too big and hangs up
                   * without reading the rest, like a node does */
     SRV_TAKE_HANGUP, /* reads one whole frame, closes without answering */
-    SRV_FAREWELL /* reads one whole frame, then says goodbye like a
-                  * stopping node: ERROR ESTOPPING quoting id 0, EOF */
+    SRV_FAREWELL, /* reads one whole frame, then says goodbye like a
+                   * stopping node: ERROR ESTOPPING quoting id 0, EOF */
+    SRV_HTTP,     /* an HTTP server: answers the hello 400 and closes */
+    SRV_OLD,      /* a node older than the hello: reads ours as a frame
+                   * over its limit, ERROR ETOOBIG */
+    SRV_V2,       /* a node of protocol version 2 refusing version 1 */
+    SRV_OVERLOAD  /* refuses at once with a bare ERROR EOVERLOAD */
 };
 
 struct test_server {
@@ -940,10 +945,60 @@ static void serve_refuse(int fd)
     /* closing with unread input makes the kernel reset the connection */
 }
 
+/* The client's hello: 0 when it came whole and well formed. */
+static int read_hello(int fd)
+{
+    uint8_t h[KEEL_HELLO_LEN];
+    size_t got = 0;
+    unsigned v;
+
+    while (got < sizeof h) {
+        ssize_t r = read(fd, h + got, sizeof h - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
+    return keel_hello_parse(h, sizeof h, &v) == KEEL_HELLO_LEN &&
+                   v == KEEL_PROTO_VERSION
+               ? 0
+               : -1;
+}
+
+/* A server that is not what the client expects. */
+static void serve_odd(int fd, enum srv_mode mode)
+{
+    static const char http[] = "HTTP/1.1 400 Bad Request\r\n"
+                               "Content-Length: 0\r\n\r\n";
+    struct obuf o = {NULL, 0, 0};
+    uint8_t hello[KEEL_HELLO_LEN];
+
+    if (mode != SRV_OVERLOAD && read_hello(fd) != 0)
+        return;
+    if (mode == SRV_HTTP) {
+        (void)send_all(fd, (const uint8_t *)http, sizeof http - 1);
+    } else if (mode == SRV_OLD) {
+        obuf_error(&o, 0, KEEL_ETOOBIG, "frame larger than the maximum");
+    } else if (mode == SRV_V2) {
+        keel_hello_encode(hello, 2);
+        (void)send_all(fd, hello, sizeof hello);
+        obuf_error(&o, 0, KEEL_EPROTO, "unsupported protocol version 1");
+    } else {
+        obuf_error(&o, 0, KEEL_EOVERLOAD, "node at its connection limit");
+    }
+    if (o.len > 0)
+        (void)send_all(fd, o.p, o.len);
+    free(o.p);
+    shutdown(fd, SHUT_WR);
+    drain(fd);
+}
+
 static void *server_main(void *arg)
 {
     struct test_server *s = arg;
     static const uint8_t garbage[] = {0, 0, 0, 5, 1, 0, 0, 0, 0};
+    uint8_t hello[KEEL_HELLO_LEN];
     int fd;
 
     do
@@ -951,7 +1006,30 @@ static void *server_main(void *arg)
     while (fd < 0 && errno == EINTR);
     if (fd < 0)
         return NULL;
+    /* A node's hello comes first (the client reads it before any frame);
+     * the client's leaves with its first request, and is read first. */
+    keel_hello_encode(hello, KEEL_PROTO_VERSION);
+    if (s->mode == SRV_ECHO || s->mode == SRV_GARBAGE ||
+        s->mode == SRV_REFUSE || s->mode == SRV_TAKE_HANGUP ||
+        s->mode == SRV_FAREWELL) {
+        if (send_all(fd, hello, sizeof hello) != 0) {
+            close(fd);
+            return NULL;
+        }
+    }
+    if ((s->mode == SRV_ECHO || s->mode == SRV_REFUSE ||
+         s->mode == SRV_TAKE_HANGUP || s->mode == SRV_FAREWELL) &&
+        read_hello(fd) != 0) {
+        close(fd);
+        return NULL;
+    }
     switch (s->mode) {
+    case SRV_HTTP:
+    case SRV_OLD:
+    case SRV_V2:
+    case SRV_OVERLOAD:
+        serve_odd(fd, s->mode);
+        break;
     case SRV_ECHO:
         serve_echo(fd);
         break;
@@ -1493,6 +1571,127 @@ START_TEST(client_connect_by_name)
 }
 END_TEST
 
+START_TEST(hello_round_trip)
+{
+    uint8_t h[KEEL_HELLO_LEN];
+    unsigned v = 99;
+    size_t i;
+
+    keel_hello_encode(h, KEEL_PROTO_VERSION);
+    ck_assert_int_eq(memcmp(h, "KEEL\x01\x00\r\n", KEEL_HELLO_LEN), 0);
+    ck_assert_int_eq(keel_hello_parse(h, sizeof h, &v), KEEL_HELLO_LEN);
+    ck_assert_uint_eq(v, KEEL_PROTO_VERSION);
+    /* every proper prefix asks for more */
+    for (i = 0; i < KEEL_HELLO_LEN; i++)
+        ck_assert_int_eq(keel_hello_parse(h, i, &v), 0);
+    /* a frame, an HTTP request line, a broken line end: no hello */
+    ck_assert_int_eq(keel_hello_parse((const uint8_t *)"\0\0\0\x1c", 4, &v),
+                     KEEL_EPROTO);
+    ck_assert_int_eq(keel_hello_parse((const uint8_t *)"GET / HTTP/1.1", 14,
+                                      &v),
+                     KEEL_EPROTO);
+    ck_assert_int_eq(keel_hello_parse((const uint8_t *)"KEEL\x01\x00\n\r", 8,
+                                      &v),
+                     KEEL_EPROTO);
+    ck_assert_int_eq(keel_hello_parse((const uint8_t *)"KEEL\x01\x00X", 7,
+                                      &v),
+                     KEEL_EPROTO);
+    /* another version reads as such */
+    keel_hello_encode(h, 7);
+    ck_assert_int_eq(keel_hello_parse(h, sizeof h, &v), KEEL_HELLO_LEN);
+    ck_assert_uint_eq(v, 7);
+    /* read as a frame's length, the magic is far over any limit */
+    {
+        keel_frame f;
+        ck_assert_int_eq(keel_frame_parse(h, sizeof h, 64u << 20, &f),
+                         KEEL_ETOOBIG);
+    }
+}
+END_TEST
+
+/* A client that reached something else says what, in its error: an HTTP
+ * server, a node older than the hello, a node of another version; a bare
+ * refusal before the hello is read as the node's error. */
+START_TEST(client_hello_mismatch)
+{
+    static const struct {
+        enum srv_mode mode;
+        int code;
+        const char *says;
+    } cases[] = {
+        {SRV_HTTP, KEEL_EPROTO, "not a keel node: it answered like an HTTP "
+                                "server ('HTTP/1.1 400 Bad Request')"},
+        {SRV_OLD, KEEL_EPROTO, "older than the protocol hello"},
+        {SRV_V2, KEEL_EPROTO, "speaks protocol version 2; this client "
+                              "speaks version 1"},
+        {SRV_OVERLOAD, KEEL_EOVERLOAD, "node at its connection limit"},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct test_server s;
+        keel_client *c;
+        char *reply = NULL, why[400];
+        size_t rlen;
+        int rc;
+
+        /* through a call: the hello leaves with it */
+        server_start(&s, cases[i].mode);
+        c = connect_to(&s, 5000);
+        rc = keel_client_call(c, KEEL_FRAME_PING, NULL, NULL, 0, "x", 1,
+                              &reply, &rlen);
+        ck_assert_msg(rc == cases[i].code, "case %zu: %s", i,
+                      keel_err_name(rc));
+        if (cases[i].code == KEEL_EPROTO) {
+            ck_assert_ptr_null(reply);
+            ck_assert_msg(strstr(keel_client_why(c), cases[i].says) != NULL,
+                          "case %zu: %s", i, keel_client_why(c));
+        } else {
+            ck_assert_ptr_nonnull(reply);
+            ck_assert_str_eq(reply, cases[i].says);
+        }
+        free(reply);
+        keel_client_close(c);
+        server_stop(&s);
+
+        /* through keel_client_hello, before any request */
+        server_start(&s, cases[i].mode);
+        c = connect_to(&s, 5000);
+        rc = keel_client_hello(c, why, sizeof why);
+        ck_assert_msg(rc == cases[i].code, "case %zu: %s", i,
+                      keel_err_name(rc));
+        ck_assert_msg(strstr(why, cases[i].says) != NULL, "case %zu: %s", i,
+                      why);
+        keel_client_close(c);
+        server_stop(&s);
+    }
+}
+END_TEST
+
+/* The hellos cost no round trip of their own, and keel_client_hello on a
+ * node's connection succeeds. */
+START_TEST(client_hello_ok)
+{
+    struct test_server s;
+    keel_client *c;
+    char *reply = NULL, why[400];
+    size_t rlen;
+
+    server_start(&s, SRV_ECHO);
+    c = connect_to(&s, 5000);
+    ck_assert_int_eq(keel_client_hello(c, why, sizeof why), 0);
+    ck_assert_int_eq(keel_client_hello(c, why, sizeof why), 0);
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "t", "i", 1, "hi",
+                                      2, &reply, &rlen),
+                     0);
+    ck_assert_str_eq(reply, "hi");
+    ck_assert_str_eq(keel_client_why(c), "");
+    free(reply);
+    keel_client_close(c);
+    server_stop(&s);
+}
+END_TEST
+
 static Suite *proto_suite(void)
 {
     Suite *s = suite_create("proto");
@@ -1514,6 +1713,7 @@ static Suite *proto_suite(void)
     tcase_add_test(codec, repl_truncated_and_bad);
     tcase_add_test(codec, repl_snapshot_op);
     tcase_add_test(codec, repl_acks_round_trip);
+    tcase_add_test(codec, hello_round_trip);
     suite_add_tcase(s, codec);
 
     tcase_add_test(client, client_call_reply_and_error);
@@ -1529,6 +1729,8 @@ static Suite *proto_suite(void)
     tcase_add_test(client, client_connect_refused_notsent);
     tcase_add_test(client, client_farewell);
     tcase_add_test(client, client_connect_by_name);
+    tcase_add_test(client, client_hello_mismatch);
+    tcase_add_test(client, client_hello_ok);
     tcase_set_timeout(client, 30);
     suite_add_tcase(s, client);
     return s;
