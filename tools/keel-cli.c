@@ -139,20 +139,27 @@ static void print_error(int code, const char *msg, size_t len)
     fputc('\n', stderr);
 }
 
+/* The address of the node the last connection went to (cli_connect),
+ * for the transport errors. */
+static char cli_addr[300];
+
 /* A failure of the connection, worded by what it means for the request:
  * ENOTSENT (it never left: safe to send again; why says what happened,
- * may be NULL) or ECONN (it left: it may have run). */
+ * may be NULL) or ECONN (it left: it may have run). Both name the
+ * address. */
 static int transport_error_why(int code, const char *why)
 {
-    char msg[700];
+    char msg[900];
 
     if (code == KEEL_ENOTSENT) {
-        snprintf(msg, sizeof msg, "request not sent (%s); safe to retry",
+        snprintf(msg, sizeof msg,
+                 "request not sent to %s (%s); safe to retry", cli_addr,
                  why != NULL && why[0] != '\0' ? why : "connection closed");
         print_error(code, msg, strlen(msg));
     } else if (code == KEEL_ECONN) {
-        snprintf(msg, sizeof msg, "connection lost after the request was "
-                                  "sent; it may have run");
+        snprintf(msg, sizeof msg, "connection to %s lost after the request "
+                                  "was sent; it may have run",
+                 cli_addr);
         print_error(code, msg, strlen(msg));
     } else if (why != NULL && why[0] != '\0') {
         print_error(code, why, strlen(why)); /* e.g. a TLS file */
@@ -356,8 +363,11 @@ static int cli_connect(const char *addr, int timeout_ms, keel_client **out,
                        char *why, size_t whylen)
 {
     char hwhy[512];
-    int rc = keel_client_connect_tls(addr, timeout_ms, cli_tls, out, why,
-                                     whylen);
+    int rc;
+
+    snprintf(cli_addr, sizeof cli_addr, "%s", addr);
+    rc = keel_client_connect_tls(addr, timeout_ms, cli_tls, out, why,
+                                 whylen);
 
     if (rc != 0)
         return rc;
@@ -844,7 +854,10 @@ int main(int argc, char **argv)
                 c = oc;
             } else {
                 keel_client_close(oc); /* the contact node forwards */
+                snprintf(cli_addr, sizeof cli_addr, "%s", addr);
             }
+        } else {
+            snprintf(cli_addr, sizeof cli_addr, "%s", addr);
         }
     }
     so.addr = addr;

@@ -118,8 +118,9 @@ START_TEST(errors_through_cli)
     ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "call", "counter",
                              "x", "get", NULL),
                      3);
-    ck_assert_str_eq(err, "keel: ENOTSENT: request not sent (connection "
-                          "refused); safe to retry\n");
+    ck_assert_str_eq(err, "keel: ENOTSENT: request not sent to "
+                          "127.0.0.1:1 (connection refused); safe to "
+                          "retry\n");
     free(out);
     free(err);
     /* --retry tries again when nothing was sent, then gives up alike */
