@@ -301,21 +301,6 @@ static void unit_line(tbuf *b, const char *cap, uint32_t shard,
     tb_printf(b, "\n");
 }
 
-/* Whether `name` is this standalone node, a member, or a node of the
- * applied map. */
-static int node_known(keel_node *n, const char *name)
-{
-    keel_cluster *c = cluster_of(n);
-    const keel_shard_map *m;
-
-    if (c == NULL)
-        return strcmp(name, self_name(n)) == 0;
-    if (member_find(c, name) != NULL)
-        return 1;
-    m = keel_cluster_map(c);
-    return m != NULL && keel_map_node_index(m, name) >= 0;
-}
-
 static void q_shards(keel_node *n, const char *only, tbuf *b)
 {
     keel_cluster *c = cluster_of(n);
@@ -670,13 +655,6 @@ int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
                 return KEEL_EINVAL;
             }
             only = arg;
-            if (!node_known(n, only)) {
-                snprintf(errbuf, errlen,
-                         "no node '%s' here: neither a member nor in the "
-                         "shard map (`keel nodes` lists the members)",
-                         only);
-                return KEEL_ENOTFOUND;
-            }
         }
         q_shards(n, only, &b);
     } else if (strcmp(q, "where") == 0) {
