@@ -532,6 +532,16 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     } else if (o->listen != NULL) {
         const char *colon = strrchr(o->listen, ':');
         int hl = colon ? (int)(colon - o->listen) : 0;
+        if ((hl == 7 && strncmp(o->listen, "0.0.0.0", 7) == 0) || hl == 0) {
+            /* Published as is, it would send the other nodes to
+             * themselves (0.0.0.0 connects to the local host). */
+            snprintf(errbuf, errlen,
+                     "listening on every address (%s) needs --advertise "
+                     "HOST:PORT: the address other nodes reach this one at",
+                     o->listen);
+            rt_free(rt);
+            return KEEL_EINVAL;
+        }
         snprintf(rt->address, sizeof rt->address, "%.*s:%d", hl, o->listen,
                  n->port);
     } else {

@@ -196,6 +196,10 @@ START_TEST(keeld_usage)
                              "--replica-dead-ms", "0", NULL};
     const char *deadnozk[] = {bin, "--data", data, "--replica-dead-ms",
                               "60000", NULL};
+    /* A cluster node on every address must say where others reach it. */
+    const char *wildcard[] = {bin, "--data", data, "--zk", "127.0.0.1:1",
+                              "--cluster", "c", "--node-id", "n0",
+                              "--insecure", "--listen", "0.0.0.0:0", NULL};
 
     ck_assert_int_eq(tu_run(help, &out, &err), 0);
     ck_assert_ptr_nonnull(strstr(out, "--durability"));
@@ -206,6 +210,11 @@ START_TEST(keeld_usage)
     /* the dead time: 1 ms or more, and only in a cluster */
     ck_assert_int_eq(tu_run(baddead, &out, &err), 2);
     ck_assert_ptr_nonnull(strstr(err, "--replica-dead-ms"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_run(wildcard, &out, &err), 1);
+    ck_assert_msg(strstr(err, "needs --advertise HOST:PORT") != NULL, "%s",
+                  err);
     free(out);
     free(err);
     ck_assert_int_eq(tu_run(deadnozk, &out, &err), 2);
