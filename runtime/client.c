@@ -483,9 +483,10 @@ static int sbuf_reserve(keel_client *c, size_t n)
     return 0;
 }
 
-static int queue_frame(keel_client *c, uint8_t kind, uint64_t request_id,
-                       const uint8_t *key, const char *type, const void *id,
-                       size_t idlen, const void *msg, size_t len)
+static int queue_frame(keel_client *c, uint8_t kind, uint8_t flags,
+                       uint64_t request_id, const uint8_t *key,
+                       const char *type, const void *id, size_t idlen,
+                       const void *msg, size_t len)
 {
     /* The 32-bit length field counts 12 header bytes plus the body. */
     const uint64_t max_body = UINT32_MAX - (KEEL_FRAME_HEADER - 4);
@@ -533,8 +534,9 @@ static int queue_frame(keel_client *c, uint8_t kind, uint64_t request_id,
     keel_frame_header(p, kind, request_id, body);
     if (kind == KEEL_FRAME_CALL || kind == KEEL_FRAME_CAST) {
         uint8_t *q = p + KEEL_FRAME_HEADER;
+        p[5] = flags;
         if (key != NULL) {
-            p[5] = KEEL_FLAG_KEYED;
+            p[5] |= KEEL_FLAG_KEYED;
             memcpy(q, key, KEEL_REQUEST_KEY_LEN);
             q += KEEL_REQUEST_KEY_LEN;
         }
@@ -550,7 +552,8 @@ int keel_client_queue(keel_client *c, uint8_t kind, uint64_t request_id,
                       const char *type, const void *id, size_t idlen,
                       const void *msg, size_t len)
 {
-    return queue_frame(c, kind, request_id, NULL, type, id, idlen, msg, len);
+    return queue_frame(c, kind, 0, request_id, NULL, type, id, idlen, msg,
+                       len);
 }
 
 int keel_client_queue_keyed(keel_client *c, uint8_t kind,
@@ -561,7 +564,8 @@ int keel_client_queue_keyed(keel_client *c, uint8_t kind,
     if (key == NULL ||
         (kind != KEEL_FRAME_CALL && kind != KEEL_FRAME_CAST))
         return KEEL_EINVAL;
-    return queue_frame(c, kind, request_id, key, type, id, idlen, msg, len);
+    return queue_frame(c, kind, 0, request_id, key, type, id, idlen, msg,
+                       len);
 }
 
 int keel_client_new_key(uint8_t *key)
@@ -1019,9 +1023,9 @@ int keel_client_hello(keel_client *c, char *why, size_t whylen)
 
 /* --------------------------------------------------------------- calls */
 
-static int call_frame(keel_client *c, uint8_t kind, const uint8_t *key,
-                      const char *type, const void *id, size_t idlen,
-                      const void *msg, size_t len, char **reply,
+static int call_frame(keel_client *c, uint8_t kind, uint8_t flags,
+                      const uint8_t *key, const char *type, const void *id,
+                      size_t idlen, const void *msg, size_t len, char **reply,
                       size_t *reply_len)
 {
     uint8_t expect = kind == KEEL_FRAME_PING ? KEEL_FRAME_PONG
@@ -1040,7 +1044,7 @@ static int call_frame(keel_client *c, uint8_t kind, const uint8_t *key,
     rid = c->next_id++;
     if (rid == 0)
         rid = c->next_id++;
-    rc = queue_frame(c, kind, rid, key, type, id, idlen, msg, len);
+    rc = queue_frame(c, kind, flags, rid, key, type, id, idlen, msg, len);
     if (rc < 0)
         return rc;
     rc = keel_client_flush(c);
@@ -1090,8 +1094,15 @@ int keel_client_call(keel_client *c, uint8_t kind, const char *type,
                      const void *id, size_t idlen, const void *msg, size_t len,
                      char **reply, size_t *reply_len)
 {
-    return call_frame(c, kind, NULL, type, id, idlen, msg, len, reply,
+    return call_frame(c, kind, 0, NULL, type, id, idlen, msg, len, reply,
                       reply_len);
+}
+
+int keel_client_read_state(keel_client *c, const char *type, const void *id,
+                           size_t idlen, char **reply, size_t *reply_len)
+{
+    return call_frame(c, KEEL_FRAME_CALL, KEEL_FLAG_READ, NULL, type, id,
+                      idlen, NULL, 0, reply, reply_len);
 }
 
 int keel_client_call_keyed(keel_client *c, uint8_t kind, const uint8_t *key,
@@ -1102,7 +1113,7 @@ int keel_client_call_keyed(keel_client *c, uint8_t kind, const uint8_t *key,
     if (key == NULL ||
         (kind != KEEL_FRAME_CALL && kind != KEEL_FRAME_CAST))
         return KEEL_EINVAL;
-    return call_frame(c, kind, key, type, id, idlen, msg, len, reply,
+    return call_frame(c, kind, 0, key, type, id, idlen, msg, len, reply,
                       reply_len);
 }
 

@@ -122,6 +122,12 @@ int keel_client_call_keyed(keel_client *c, uint8_t kind, const uint8_t *key,
                            const char *type, const void *id, size_t idlen,
                            const void *msg, size_t len, char **reply,
                            size_t *reply_len);
+/* Reads actor TYPE/ID's state (a CALL with flag bit 5, docs/protocol.md
+ * "State reads"): 0 with *reply in the state-read layout (runtime/proto.h,
+ * keel_state_read_parse), or the node's error (KEEL_ENOTFOUND for an
+ * actor never written) as keel_client_call returns it. */
+int keel_client_read_state(keel_client *c, const char *type, const void *id,
+                           size_t idlen, char **reply, size_t *reply_len);
 
 /* Presents a bearer token (INFO "auth" TOKEN, docs/protocol.md) so that
  * later requests on the connection run with its role; send it first,

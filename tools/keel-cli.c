@@ -32,6 +32,7 @@
 #include "keel.h"
 #include "runtime/client.h"
 #include "runtime/dedup.h"
+#include "runtime/proto.h"
 
 #define EXIT_SERVER 1
 #define EXIT_USAGE 2
@@ -62,6 +63,8 @@ static void usage(FILE *f)
             "                       shard_epoch (only NODE's with --node)\n"
             "  where TYPE ID        the shard, capability, owner and epoch\n"
             "                       of actor TYPE/ID\n"
+            "  state TYPE ID        actor TYPE/ID's state, version and\n"
+            "                       entry count, read by its owner\n"
             "  capabilities         every capability and the nodes that\n"
             "                       declare it\n"
             "  digest CAP SHARD     content digest and record count of\n"
@@ -507,6 +510,45 @@ static int cmd_stat(keel_client *c)
     return flush_stdout();
 }
 
+/* state TYPE ID: the actor's state as its owner holds it (a state read,
+ * docs/protocol.md "State reads"), as lines "version V", "entries N",
+ * then "state none" or "state N bytes" followed by the bytes and a
+ * newline. */
+static int cmd_state(keel_client *c, const char *type, const char *id)
+{
+    keel_state_read sr;
+    char *reply = NULL;
+    size_t rlen = 0;
+    int rc;
+
+    rc = keel_client_read_state(c, type, id, strlen(id), &reply, &rlen);
+    if (rc != 0) {
+        if (reply != NULL) {
+            print_error(rc, reply, rlen);
+            free(reply);
+            return EXIT_SERVER;
+        }
+        return transport_error(rc);
+    }
+    if (keel_state_read_parse((const uint8_t *)reply, rlen, &sr) != 0) {
+        free(reply);
+        print_error(KEEL_EPROTO, "malformed state read reply",
+                    strlen("malformed state read reply"));
+        return EXIT_TRANSPORT;
+    }
+    printf("version %llu\nentries %llu\n", (unsigned long long)sr.version,
+           (unsigned long long)sr.entries);
+    if (!sr.has_blob) {
+        printf("state none\n");
+    } else {
+        printf("state %zu bytes\n", sr.blob_len);
+        fwrite(sr.blob, 1, sr.blob_len, stdout);
+        putchar('\n');
+    }
+    free(reply);
+    return flush_stdout();
+}
+
 static int64_t now_us(void)
 {
     struct timespec ts;
@@ -821,9 +863,9 @@ int main(int argc, char **argv)
         if (nargs != 2 || args[0][0] == '\0' || args[1][0] == '\0')
             return usage_error("digest needs CAP SHARD (CAP (default) for "
                                "the default group)");
-    } else if (strcmp(cmd, "where") == 0) {
+    } else if (strcmp(cmd, "where") == 0 || strcmp(cmd, "state") == 0) {
         if (nargs != 2)
-            return usage_error("where needs TYPE ID");
+            return usage_error("%s needs TYPE ID", cmd);
         if (args[0][0] == '\0')
             return usage_error("empty actor type");
     } else {
@@ -876,6 +918,8 @@ int main(int argc, char **argv)
         rc = cmd_stat(c);
     else if (strcmp(cmd, "ping") == 0)
         rc = cmd_ping(c);
+    else if (strcmp(cmd, "state") == 0)
+        rc = cmd_state(c, args[0], args[1]);
     else if (info_argv != NULL)
         rc = cmd_info(c, info_argc, info_argv);
     else

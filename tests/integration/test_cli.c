@@ -273,6 +273,16 @@ START_TEST(introspection_standalone)
              "owner local\naddress %s\nepoch 1\nplacement local\n",
              shard, node.addr);
     cli_expect(want, 0, "where", "counter", "c1", NULL);
+    /* state: what the owner holds, read by a turn there. */
+    cli_expect("OK\n", 0, "call", "register", "st", "write", "hello",
+               "world", NULL);
+    cli_expect("version 1\nentries 0\nstate 11 bytes\nhello world\n", 0,
+               "state", "register", "st", NULL);
+    cli_expect("OK\n", 0, "call", "kv", "stkv", "put", "a", "1", NULL);
+    cli_expect("version 1\nentries 1\nstate none\n", 0, "state", "kv",
+               "stkv", NULL);
+    cli_expect("", 1, "state", "register", "never", NULL);
+    cli_expect("", 2, "state", "register", NULL);
     cli_expect("unit (default) 0 owner local epoch 1\n"
                "unit (default) 1 owner local epoch 1\n"
                "unit (default) 2 owner local epoch 1\n"

@@ -394,6 +394,15 @@ START_TEST(state_reads_are_forwarded_to_the_owner)
                           strstr(body, "\"shard\": ") != NULL,
                       "GET through n%d: %s", i, body);
         free(body);
+        /* The same read over the wire (keel state). */
+        body = cli(i, "state", "counter", "fwd", NULL);
+        {
+            static const char head[] =
+                "version 3\nentries 0\nstate 8 bytes\n";
+            ck_assert_msg(strncmp(body, head, sizeof head - 1) == 0,
+                          "keel state through n%d: %s", i, body);
+        }
+        free(body);
         code = http_get(i, "/v1/actors/counter/never-fwd", &body);
         ck_assert_msg(code == 404 && strstr(body, "ENOTFOUND") != NULL,
                       "GET of an unwritten actor through n%d: %d %s", i,
