@@ -320,6 +320,12 @@ uint64_t keel__now_ns(void);
  * themselves. */
 int keel__on_loop_thread(keel_node *n);
 
+/* --- plugin.c -----------------------------------------------------------*/
+
+/* Closes the plugins the node loaded (keel_node_destroy, after its types
+ * are gone). */
+void keel__plugins_close(keel_node *n);
+
 /* Submits a message; the reply goes wherever req says. On error the req
  * has not been queued and the caller still owns it. */
 int keel__submit(keel_node *n, struct keel_type_entry *te, const void *id,

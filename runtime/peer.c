@@ -44,7 +44,6 @@
 #include "runtime/proto.h"
 #include "runtime/tls.h"
 
-#define PEER_MAX_FRAME KEEL_PEER_MAX_FRAME
 #define PEER_RETRY_S 0.2 /* between connection attempts to a failed peer */
 /* Budgets are written into at most this many bytes ahead of each write,
  * so the work is in proportion to what leaves. */
@@ -429,7 +428,8 @@ static int peer_hello(peer *pr)
                   "%u",
                   pr->addr, version, KEEL_PROTO_VERSION);
     } else if (pr->rbuf[0] == 0) {
-        long n = keel_frame_parse(pr->rbuf, pr->rlen, PEER_MAX_FRAME, &f);
+        long n =
+            keel_frame_parse(pr->rbuf, pr->rlen, KEEL_PEER_MAX_FRAME, &f);
         const char *m = "";
         size_t ml = 0;
         int code;
@@ -523,7 +523,7 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
         while (off < pr->rlen) {
             keel_frame f;
             long fl = keel_frame_parse(pr->rbuf + off, pr->rlen - off,
-                                       PEER_MAX_FRAME, &f);
+                                       KEEL_PEER_MAX_FRAME, &f);
             if (fl == 0)
                 break;
             if (fl < 0 || (f.kind != KEEL_FRAME_REPLY &&
@@ -672,7 +672,7 @@ uint8_t *keel__peer_frame_by(keel_peers *p, const char *addr, uint8_t kind,
     size_t need;
     uint8_t *hdr;
 
-    if (pr == NULL || body_len > PEER_MAX_FRAME - KEEL_FRAME_HEADER)
+    if (pr == NULL || body_len > KEEL_PEER_MAX_FRAME - KEEL_FRAME_HEADER)
         return NULL;
     if ((flags & KEEL_FLAG_DEADLINE) && body_len < KEEL_DEADLINE_LEN)
         return NULL;
