@@ -610,6 +610,16 @@ static void cu_scan(keel_repl *r)
             u = repl_unit_get(r, cap, s);
             if (u == NULL || u->cu_retry_at > now)
                 continue;
+            if (u->early_no > r->settled_no) {
+                /* Writes of it left before their commit here, which has
+                 * not settled: a snapshot read now could miss them. Its
+                 * flushes go late from now on, and the tick looks again
+                 * once they settled. */
+                u->cu_want_at = now;
+                r->rescan = 1;
+                repl_arm(r, REPL_TICK_S);
+                continue;
+            }
             for (i = 0; i < n; i++) {
                 repl_link *l;
                 if (r->nsnap >= CU_MAX_SNAP) {

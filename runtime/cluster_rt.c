@@ -89,7 +89,11 @@ static void on_acquire(keel_cluster *c, const char *cap, uint32_t shard,
         } else {
             fence = epoch;
         }
-        if (fence + 1 < epoch &&
+        if (fence == epoch) {
+            /* Served here at this epoch before: writes that had left for
+             * its backups may not have committed here (repl.h). */
+            keel__repl_resumed(rt->n, cap, shard, epoch);
+        } else if (fence + 1 < epoch &&
             keel_cluster_promoted(c, cap, shard, epoch)) {
             /* Failover: an in-sync backup holds every acknowledged write
              * of the unit, whatever epoch its last replicated write

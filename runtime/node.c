@@ -1928,6 +1928,7 @@ static void flush_open(keel_node *n)
     uint8_t kbuf[KEEL_KEY_MAX];
     int rc = 0, klen, inlined = 0;
     int fsync = n->opts.durability == KEEL_DURABILITY_FSYNC;
+    uint64_t repl_no = 0;
 
     if (n->dirty_head == NULL ||
         n->wb_next - n->wb_first >= KEEL_WBATCH_MAX)
@@ -1984,6 +1985,10 @@ static void flush_open(keel_node *n)
      * loop has nothing else to do but wait for it. Big batches, and any
      * batch flushed while turns are queued, go to the writer thread, so
      * that turns go on beside their commit. */
+    /* Writes of units with backups leave now, so that the backups'
+     * flushes run beside this one (repl.h). */
+    if (rc == 0 && n->repl != NULL)
+        repl_no = keel__repl_flushed(n, b);
     if (rc == 0 && n->inline_commits && n->runq_head == NULL &&
         n->wb_first == n->wb_next &&
         keel_batch_group_count(b) <= (fsync ? INLINE_GROUPS_FSYNC
@@ -2003,6 +2008,8 @@ static void flush_open(keel_node *n)
                        keel_strerror(rc));
     }
     if (rc != 0) {
+        if (repl_no != 0)
+            keel__repl_flush_lost(n, b, repl_no);
         fail_batch_building(n, b, rc);
         return;
     }
@@ -2022,6 +2029,7 @@ static void flush_open(keel_node *n)
         wb->b = b;
         wb->turns = 0;
         wb->wait.head = wb->wait.tail = NULL;
+        wb->repl_lo = wb->repl_hi = 0;
         n->spare = NULL;
     } else {
         /* Appended to the batch still waiting: the newest one. */
@@ -2030,6 +2038,11 @@ static void flush_open(keel_node *n)
     }
     wb->hi_seq = n->open_seq;
     wb->turns += n->open_turns;
+    if (repl_no != 0) {
+        if (wb->repl_lo == 0)
+            wb->repl_lo = repl_no;
+        wb->repl_hi = repl_no;
+    }
     if (n->wait_open.head != NULL) {
         if (wb->wait.tail != NULL)
             wb->wait.tail->next = n->wait_open.head;
@@ -2132,6 +2145,20 @@ static void fail_req(keel_node *n, keel_req *req, int status, const char *msg)
     release_req(n, req);
 }
 
+/* A failure of a turn whose writes may have left for backups before
+ * their commit here failed: it leaves once no backup holding them can be
+ * promoted (replication), else at once. */
+static void fail_held(keel_node *n, keel_req *req, int status,
+                      const char *msg)
+{
+    req->status = status;
+    if (keel__req_set(req, msg, strlen(msg)) != 0)
+        req->len = 0;
+    if (n->repl != NULL && keel__repl_hold_failed(n, req))
+        return;
+    release_req(n, req);
+}
+
 void keel__req_release(keel_node *n, keel_req *req)
 {
     clock_refresh(n);
@@ -2178,7 +2205,7 @@ static void fail_marked(keel_node *n, keel_req_queue *q)
         if (a->flags & ACTOR_FAILED) {
             snprintf(msg, sizeof msg, "write not committed: %s",
                      keel_strerror(a->fail_status));
-            fail_req(n, req, a->fail_status, msg);
+            fail_held(n, req, a->fail_status, msg);
         } else {
             queue_push(q, req);
         }
@@ -2251,7 +2278,8 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
     }
     /* Writes of units with backups go to them now; the replies wait for
      * their acks (repl.c). Without backups: one check, as before. */
-    held = n->repl != NULL && keel__repl_settled(n, b, status);
+    held = n->repl != NULL &&
+           keel__repl_settled(n, b, status, wb->repl_lo, wb->repl_hi);
     q = wb->wait;
     lapsed = q.head != NULL && lease_lapsed(n);
     for (req = q.head; req != NULL; req = next) {
@@ -2260,7 +2288,7 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
             char msg[160];
             snprintf(msg, sizeof msg, "write not committed: %s",
                      keel_strerror(req->actor->fail_status));
-            fail_req(n, req, req->actor->fail_status, msg);
+            fail_held(n, req, req->actor->fail_status, msg);
         } else if (req_stale(n, req)) {
             if (req->wrote)
                 STAT_ADD(n, replies_in_doubt, 1);
@@ -2278,7 +2306,8 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
         } else if (lapsed) {
             /* A read (or a failed turn) queued behind a write. */
             fail_req(n, req, KEEL_EUNAVAIL, not_served_msg);
-        } else if (!held || !keel__repl_hold(n, req)) {
+        } else if (!held ||
+                   !keel__repl_hold(n, req, wb->repl_lo, wb->repl_hi)) {
             release_req(n, req);
         }
     }

@@ -112,6 +112,9 @@ struct keel_req {
      * runtime from a turn of its own (keel__read_state) without calling
      * the handler. */
     uint8_t read_state;
+    /* A failed reply held by replication until no backup that may hold
+     * its write can be promoted (keel__repl_hold_failed). */
+    uint8_t failed_hold;
     int status;
     uint32_t len;
     uint32_t cap;  /* capacity of buf */
@@ -153,6 +156,8 @@ struct keel_wbatch {
     uint64_t hi_seq;     /* the newest turn sequence it holds */
     uint64_t turns;
     keel_req_queue wait; /* replies released when it is durable */
+    /* The replication flushes it holds (keel__repl_flushed), 0: none. */
+    uint64_t repl_lo, repl_hi;
 };
 
 struct keel_post {

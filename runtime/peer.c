@@ -770,6 +770,35 @@ uint8_t *keel__peer_frame_by(keel_peers *p, const char *addr, uint8_t kind,
     return hdr + KEEL_FRAME_HEADER;
 }
 
+/* Writes what is queued on the plain links now, where a socket takes it
+ * at once; anything else (TLS, a full socket, an error) is left to the
+ * write watcher, so that no link fails, and no callback runs, in here. */
+void keel__peers_push(keel_peers *p)
+{
+    peer *pr;
+
+    if (p == NULL)
+        return;
+    for (pr = p->list; pr != NULL; pr = pr->next) {
+        if (pr->fd < 0 || !pr->connected || pr->tls != NULL ||
+            pr->unw_head != NULL)
+            continue;
+        while (pr->woff < pr->wlen) {
+            ssize_t w = write(pr->fd, pr->wbuf + pr->woff,
+                              pr->wlen - pr->woff);
+            if (w <= 0)
+                break;
+            pr->woff += (size_t)w;
+            pr->written += (uint64_t)w;
+        }
+        if (pr->woff == pr->wlen) {
+            pr->woff = pr->wlen = 0;
+            if (!pr->read_wants_write)
+                ev_io_stop(p->n->loop, &pr->wio);
+        }
+    }
+}
+
 size_t keel__peers_pending(const keel_peers *p)
 {
     return p ? p->npending : 0;

@@ -50,6 +50,9 @@ uint8_t *keel__peer_frame_by(keel_peers *p, const char *addr, uint8_t kind,
                              void *arg);
 
 /* Frames queued and not answered yet, over all peers. */
+/* Writes the frames queued on plain links now rather than on the loop's
+ * next round (a commit is about to block the loop). Never fails a link. */
+void keel__peers_push(keel_peers *p);
 size_t keel__peers_pending(const keel_peers *p);
 
 #endif

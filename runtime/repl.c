@@ -45,6 +45,11 @@ static const char doubt_msg[] =
     "outcome unknown: the write is durable on this node, but a backup of "
     "its unit could not confirm it (this node may no longer own the unit)";
 
+static int suspect_find(const repl_unit *u, const repl_link *l,
+                        uint64_t epoch);
+static int lag_unit(keel_repl *r, repl_unit *u, uint64_t epoch,
+                    repl_link *l);
+
 static uint64_t unit_hash(const char *cap, uint32_t shard)
 {
     return XXH3_64bits_withSeed(cap, strlen(cap), shard);
@@ -295,10 +300,19 @@ static void wait_free(keel_repl *r, repl_wait *w)
         w->reqs.head = req->next;
         req->next = NULL;
         STAT_SUB(r->n, repl_waiting, 1);
-        if (w->doubt)
+        if (req->failed_hold) {
+            /* A failure held until no backup that may have its write
+             * can be promoted: then it is true as it stands. */
+            req->failed_hold = 0;
+            if (w->doubt)
+                keel__req_doubt(r->n, req, doubt_msg);
+            else
+                keel__req_release(r->n, req);
+        } else if (w->doubt) {
             keel__req_doubt(r->n, req, doubt_msg);
-        else
+        } else {
             keel__req_settle(r->n, req);
+        }
     }
     free(w);
 }
@@ -343,7 +357,7 @@ static void unit_acked(repl_unit *u, uint64_t epoch, const repl_link *l,
         if (w->confirm || w->epoch != epoch || w->seq > seq)
             continue;
         for (i = 0; i < w->nb; i++)
-            if (w->b[i].l == l)
+            if (w->b[i].l == l && !w->b[i].drop_only)
                 w->b[i].done = 1;
     }
 }
@@ -663,7 +677,9 @@ static void unit_decide(keel_repl *r, repl_unit *u, uint64_t epoch)
     u->settle = r->settle_no;
     u->settle_epoch = epoch;
     u->snb = 0;
+    u->sns = 0;
     u->sdoubt = 0;
+    u->smode = SM_SEND;
     if (epoch < u->epoch || u->stale >= epoch) {
         /* Written at an epoch this node has left (its backups hold a
          * newer one): whatever waits on it is in doubt. */
@@ -673,7 +689,9 @@ static void unit_decide(keel_repl *r, repl_unit *u, uint64_t epoch)
     nrefs = insync(r, u, epoch);
     for (i = 0; i < nrefs; i++) {
         repl_link *l = repl_link_get(r, &r->refs[i]);
-        if (l != NULL) {
+        if (l != NULL && suspect_find(u, l, epoch) >= 0) {
+            u->ss[u->sns++] = l; /* waited on until dropped, sent nothing */
+        } else if (l != NULL) {
             u->sw[u->snb] = 1;
             u->sl[u->snb++] = l;
         } else {
@@ -692,14 +710,14 @@ static void unit_decide(keel_repl *r, repl_unit *u, uint64_t epoch)
 
 /* Out of memory before anything of b was sent: its replies fail in
  * doubt, and the backups of its units must see a gap in seqs. */
-static void repl_lost(keel_repl *r, keel_batch *b)
+static void repl_lost(keel_repl *r, keel_batch *b, uint64_t no)
 {
     size_t i, ng = keel_batch_group_count(b);
 
     keel_error("replication: out of memory; the writes of %zu actors are "
                "not sent to backups, which will be dropped",
                ng);
-    r->sfail = r->sfail_all = r->settle_no;
+    r->sfail = r->sfail_all = no;
     r->lossy = 1;
     for (i = 0; i < ng; i++) {
         const char *cap;
@@ -724,9 +742,27 @@ static int gref_cmp(const void *a, const void *b)
     return x->g < y->g ? -1 : x->g > y->g;
 }
 
-/* Sends the writes of the units of b (durable here) that have in-sync
- * backups, and makes a wait entry per such unit. */
-static void repl_send(keel_repl *r, keel_batch *b)
+/* Whether the unit's writes flushed now may leave before their commit
+ * here: not while a backup catches up (its snapshot and parts are read
+ * from this store and must hold every piece numbered before them), nor
+ * while pieces of an earlier flush still wait for their batch to settle
+ * (they would be numbered after these). */
+static int early_ok(keel_repl *r, const repl_unit *u)
+{
+    if (u->ncu > 0 || u->late_to > r->settled_no)
+        return 0;
+    return u->cu_want_at == 0 || ev_now(r->n->loop) - u->cu_want_at > 1.0;
+}
+
+/* Sends writes of the units of b that have in-sync backups and makes a
+ * wait entry per such unit, tagged `no`. From a flush (hi 0), before the
+ * commit here: the units whose writes may leave early; the others are
+ * marked late. From a settle of the flushes lo..hi (b durable here): the
+ * units marked late in one of them, with every group of theirs in b (a
+ * group that went early already goes again: the backup applies the
+ * same writes in the same order, which changes nothing). */
+static void repl_send(keel_repl *r, keel_batch *b, uint64_t no, uint64_t lo,
+                      uint64_t hi)
 {
     size_t ng = keel_batch_group_count(b), nv = 0, i, j;
     repl_link *l;
@@ -737,7 +773,7 @@ static void repl_send(keel_repl *r, keel_batch *b)
     if (r->gcap < ng) {
         struct gref *v = realloc(r->gv, ng * sizeof *v);
         if (v == NULL) {
-            repl_lost(r, b);
+            repl_lost(r, b, no);
             return;
         }
         r->gv = v;
@@ -761,11 +797,29 @@ static void repl_send(keel_repl *r, keel_batch *b)
                            cap, shard);
                 continue;
             }
-            unit_decide(r, u, epoch);
+            if (hi == 0 && early_ok(r, u)) {
+                unit_decide(r, u, epoch);
+                u->early_no = no;
+            } else if (hi == 0) {
+                /* Late: sent by the settle of its batch. */
+                if (u->late_from <= u->early_no)
+                    u->late_from = no;
+                u->late_to = no;
+                u->settle = r->settle_no;
+                u->smode = SM_SKIP;
+            } else if (u->late_from != 0 && u->late_from > u->early_no &&
+                       u->late_from <= hi && u->late_to >= lo) {
+                unit_decide(r, u, epoch);
+            } else {
+                u->settle = r->settle_no;
+                u->smode = SM_SKIP;
+            }
         }
+        if (u->smode != SM_SEND)
+            continue;
         if (u->settle_epoch != epoch)
             u->sdoubt = 1; /* two epochs in one batch: never confirmed */
-        if (u->snb == 0 && !u->sdoubt)
+        if (u->snb == 0 && u->sns == 0 && !u->sdoubt)
             continue;
         r->gv[nv].u = u;
         r->gv[nv].g = i;
@@ -807,18 +861,23 @@ static void repl_send(keel_repl *r, keel_batch *b)
             /* Its replies must not go unconfirmed: they fail in doubt. */
             keel_error("unit (%s, %u): out of memory waiting on backups",
                        u->cap, u->shard);
-            u->sfail = r->sfail = r->settle_no;
+            u->sfail = r->sfail = no;
             if (u->tail != NULL)
                 u->tail->doubt = 1;
             continue;
         }
         w->epoch = epoch;
         w->seq = u->seq;
+        w->no = no;
         w->born = ev_now(r->n->loop);
         w->doubt = u->sdoubt;
         for (k = 0; k < u->snb; k++)
             if (u->sw[k])
                 w->b[w->nb++].l = u->sl[k];
+        for (k = 0; k < u->sns && w->nb < REPL_MAX_BACKUPS; k++) {
+            w->b[w->nb].l = u->ss[k];
+            w->b[w->nb++].drop_only = 1;
+        }
         if (u->tail != NULL)
             u->tail->next = w;
         else
@@ -831,32 +890,165 @@ static void repl_send(keel_repl *r, keel_batch *b)
     repl_arm(r, 0);
 }
 
+/* ------------------------------------------------------ suspect backups */
+
+static int suspect_find(const repl_unit *u, const repl_link *l,
+                        uint64_t epoch)
+{
+    unsigned i;
+
+    for (i = 0; i < u->nsuspect; i++)
+        if (u->suspect[i].l == l && u->suspect[i].epoch == epoch)
+            return (int)i;
+    return -1;
+}
+
+static void suspect_remove(keel_repl *r, repl_unit *u, unsigned i)
+{
+    u->suspect[i] = u->suspect[--u->nsuspect];
+    if (u->nsuspect == 0 && r->nsuspect > 0)
+        r->nsuspect--;
+}
+
+/* Every in-sync backup of u at epoch may hold writes this node does not:
+ * none is waited on for an ack any more, only for the map to show it out
+ * (its drop is asked at once, by the tick). */
+static void suspect_all(keel_repl *r, repl_unit *u, uint64_t epoch,
+                        const char *why)
+{
+    size_t nrefs, i;
+
+    if (!repl_unit_ours(r, u->cap, u->shard, epoch))
+        return;
+    nrefs = insync(r, u, epoch);
+    for (i = 0; i < nrefs; i++) {
+        repl_link *l = repl_link_get(r, &r->refs[i]);
+        if (l == NULL || suspect_find(u, l, epoch) >= 0 ||
+            u->nsuspect == REPL_MAX_BACKUPS)
+            continue;
+        if (u->nsuspect == 0)
+            r->nsuspect++;
+        u->suspect[u->nsuspect].l = l;
+        u->suspect[u->nsuspect++].epoch = epoch;
+        keel_warn("unit (%s, %u): backup %s may hold writes this node does "
+                  "not (%s); asking the controller to drop it from the "
+                  "in-sync set, it then catches up",
+                  u->cap, u->shard, l->name, why);
+    }
+    if (u->nsuspect > 0)
+        repl_arm(r, 0);
+}
+
+/* The tick: asks the drop of every suspect backup (once per backup and
+ * epoch, lag_unit remembers), and forgets those the map shows out. */
+static void suspect_tick(keel_repl *r)
+{
+    size_t pos = 0;
+    void *item;
+
+    if (r->nsuspect == 0)
+        return;
+    while (keel_hmap_next(&r->units, &pos, &item)) {
+        repl_unit *u = item;
+        unsigned i = 0;
+        while (i < u->nsuspect) {
+            repl_link *l = u->suspect[i].l;
+            uint64_t epoch = u->suspect[i].epoch;
+            int what = lag_unit(r, u, epoch, l);
+            if (what == LAG_WAIT) {
+                i++;
+                continue;
+            }
+            suspect_remove(r, u, i);
+            repl_forget_link(r, u, epoch, l, what == LAG_GIVE_UP);
+            repl_unit_progress(r, u);
+        }
+    }
+}
+
 /* --------------------------------------------------------- the hooks */
 
-int keel__repl_settled(keel_node *n, keel_batch *b, int status)
+uint64_t keel__repl_flushed(keel_node *n, keel_batch *b)
 {
     keel_repl *r = n->repl;
 
-    if (r == NULL)
+    if (r == NULL || keel_cluster_replicas(cl(r)) < 2)
         return 0;
-    if (status == 0 && keel_cluster_replicas(cl(r)) > 1)
-        repl_send(r, b);
-    return n->repl_busy > 0 || (r->sfail != 0 && r->sfail == r->settle_no);
+    r->flush_no++;
+    repl_send(r, b, r->flush_no, 0, 0);
+    /* The commit that follows may block the loop (inline): the frames go
+     * out first, so that the backups' flushes run beside it. */
+    keel__peers_push(r->rt->peers);
+    return r->flush_no;
 }
 
-int keel__repl_hold(keel_node *n, keel_req *req)
+void keel__repl_flush_lost(keel_node *n, keel_batch *b, uint64_t no)
+{
+    keel_repl *r = n->repl;
+    size_t i, ng = keel_batch_group_count(b);
+
+    if (r == NULL || no == 0)
+        return;
+    for (i = 0; i < ng; i++) {
+        const char *cap;
+        uint16_t shard;
+        uint64_t epoch;
+        repl_unit *u;
+        if (keel_batch_group_unit(b, i, &cap, &shard, &epoch) == 0 &&
+            (u = repl_unit_find(r, cap, shard)) != NULL &&
+            u->early_no == no)
+            suspect_all(r, u, epoch, "writes sent were never committed");
+    }
+}
+
+int keel__repl_settled(keel_node *n, keel_batch *b, int status, uint64_t lo,
+                       uint64_t hi)
+{
+    keel_repl *r = n->repl;
+    size_t i, ng;
+    int suspects = 0;
+
+    if (r == NULL)
+        return 0;
+    if (hi > r->settled_no)
+        r->settled_no = hi;
+    if (hi != 0 && status == 0)
+        repl_send(r, b, hi, lo, hi);
+    ng = hi != 0 ? keel_batch_group_count(b) : 0;
+    for (i = 0; i < ng; i++) {
+        /* A group that did not commit here but may have left early: its
+         * unit's backups may hold it. */
+        const char *cap;
+        uint16_t shard;
+        uint64_t epoch;
+        int gst;
+        repl_unit *u;
+        keel_batch_group(b, i, &gst);
+        if ((status == 0 && gst == 0) ||
+            keel_batch_group_unit(b, i, &cap, &shard, &epoch) != 0 ||
+            (u = repl_unit_find(r, cap, shard)) == NULL || u->early_no < lo)
+            continue;
+        suspect_all(r, u, epoch, "a commit here failed after its writes "
+                                 "left");
+        suspects |= u->nsuspect > 0;
+    }
+    return n->repl_busy > 0 || suspects ||
+           (r->sfail != 0 && r->sfail >= lo && r->sfail <= hi);
+}
+
+int keel__repl_hold(keel_node *n, keel_req *req, uint64_t lo, uint64_t hi)
 {
     keel_repl *r = n->repl;
     keel_actor *a = req->actor;
     repl_unit *u;
-    repl_wait *w;
+    repl_wait *w, *at = NULL;
 
     if (r == NULL || a == NULL)
         return 0;
-    if (r->sfail != 0 && r->sfail == r->settle_no) {
+    if (r->sfail != 0 && r->sfail >= lo && r->sfail <= hi) {
         u = repl_unit_find(r, a->type->capability, a->shard);
-        if (r->sfail_all == r->settle_no ||
-            (u != NULL && u->sfail == r->settle_no)) {
+        if (r->sfail_all == r->sfail ||
+            (u != NULL && u->sfail == r->sfail)) {
             keel__req_doubt(n, req, doubt_msg);
             return 1;
         }
@@ -864,7 +1056,14 @@ int keel__repl_hold(keel_node *n, keel_req *req)
     if (n->repl_busy == 0)
         return 0;
     u = repl_unit_find(r, a->type->capability, a->shard);
-    if (u == NULL || (w = u->tail) == NULL)
+    if (u == NULL)
+        return 0;
+    /* The last entry made by a flush of this batch or before it: those
+     * after it hold later writes only. None left: its own went (entries
+     * leave in order), and what remains came later. */
+    for (w = u->head; w != NULL && w->no <= hi; w = w->next)
+        at = w;
+    if ((w = at) == NULL)
         return 0;
     req->next = NULL;
     if (w->reqs.tail != NULL)
@@ -877,6 +1076,71 @@ int keel__repl_hold(keel_node *n, keel_req *req)
     if (w->doubt || w->nb == 0)
         repl_arm(r, 0); /* released at once, after the replies before it */
     return 1;
+}
+
+int keel__repl_hold_failed(keel_node *n, keel_req *req)
+{
+    keel_repl *r = n->repl;
+    keel_actor *a = req->actor;
+    repl_unit *u;
+    repl_wait *w;
+    uint64_t epoch = 0;
+    unsigned i;
+
+    if (r == NULL || a == NULL ||
+        (u = repl_unit_find(r, a->type->capability, a->shard)) == NULL ||
+        u->nsuspect == 0)
+        return 0;
+    for (i = 0; i < u->nsuspect; i++)
+        if (u->suspect[i].epoch > epoch)
+            epoch = u->suspect[i].epoch;
+    w = u->tail;
+    if (w == NULL || w->seq != UINT64_MAX || w->epoch != epoch) {
+        if ((w = calloc(1, sizeof *w)) == NULL)
+            return 0; /* as it stands: out of memory */
+        w->epoch = epoch;
+        w->seq = UINT64_MAX; /* no ack completes it */
+        w->no = r->flush_no;
+        w->born = ev_now(n->loop);
+        for (i = 0; i < u->nsuspect; i++)
+            if (u->suspect[i].epoch == epoch) {
+                w->b[w->nb].l = u->suspect[i].l;
+                w->b[w->nb++].drop_only = 1;
+            }
+        if (u->tail != NULL)
+            u->tail->next = w;
+        else
+            u->head = w;
+        u->tail = w;
+        repl_busy_update(r, u);
+    }
+    req->failed_hold = 1;
+    req->next = NULL;
+    if (w->reqs.tail != NULL)
+        w->reqs.tail->next = req;
+    else
+        w->reqs.head = req;
+    w->reqs.tail = req;
+    w->nreqs++;
+    STAT_ADD(n, repl_waiting, 1);
+    return 1;
+}
+
+void keel__repl_resumed(keel_node *n, const char *cap, uint32_t shard,
+                        uint64_t epoch)
+{
+    keel_repl *r = n->repl;
+    repl_unit *u;
+
+    if (r == NULL || keel_cluster_replicas(cl(r)) < 2 ||
+        keel_cluster_insync_backups(cl(r), cap, shard, epoch, r->refs,
+                                    REPL_MAX_BACKUPS) == 0 ||
+        (u = repl_unit_get(r, cap, shard)) == NULL)
+        return;
+    if (u->epoch == epoch)
+        return; /* this process sent its pieces there: nothing was lost */
+    suspect_all(r, u, epoch, "this node served the unit at this epoch "
+                             "before, and may have lost writes it had sent");
 }
 
 int keel__repl_unit_busy(keel_node *n, const char *cap, uint32_t shard)
@@ -912,6 +1176,30 @@ void keel__repl_map_applied(keel_node *n)
         STAT_SET(n, failovers, f);
     }
     repl_catchup_map_applied(r);
+    if (r->nsuspect > 0) {
+        /* A suspect backup the map shows out of the in-sync set (or a
+         * unit no longer this node's there) is suspect no more: it
+         * catches up, or is another primary's concern. */
+        size_t pos = 0;
+        void *item;
+        while (keel_hmap_next(&r->units, &pos, &item)) {
+            repl_unit *su = item;
+            unsigned i = 0;
+            while (i < su->nsuspect) {
+                uint64_t e = su->suspect[i].epoch;
+                repl_link *sl = su->suspect[i].l;
+                if (repl_unit_ours(r, su->cap, su->shard, e) &&
+                    in_refs(r, insync(r, su, e), sl->name)) {
+                    i++;
+                    continue;
+                }
+                suspect_remove(r, su, i);
+                repl_forget_link(r, su, e, sl,
+                                 !repl_unit_ours(r, su->cap, su->shard, e));
+                repl_unit_progress(r, su);
+            }
+        }
+    }
     /* Entries: a backup the map shows out of the unit's in-sync set at
      * the entry's epoch (this node still its primary there) is not waited
      * for any more. */
@@ -992,7 +1280,7 @@ int keel__repl_read(keel_node *n, keel_req *req)
     if (r == NULL || a == NULL)
         return 0;
     if (keel_cluster_replicas(cl(r)) < 2)
-        return n->repl_busy > 0 && keel__repl_hold(n, req);
+        return n->repl_busy > 0 && keel__repl_hold(n, req, 0, UINT64_MAX);
     cap = a->type->capability;
     epoch = keel_cluster_write_epoch(cl(r), cap, a->shard);
     nrefs = epoch > 0 ? keel_cluster_insync_backups(cl(r), cap, a->shard,
@@ -1003,7 +1291,7 @@ int keel__repl_read(keel_node *n, keel_req *req)
     if (u != NULL && u->ncu > 0 && epoch > 0)
         nrefs = repl_catchup_counted(r, u, epoch, nrefs);
     if (nrefs == 0)
-        return n->repl_busy > 0 && keel__repl_hold(n, req);
+        return n->repl_busy > 0 && keel__repl_hold(n, req, 0, UINT64_MAX);
     if (u == NULL && (u = repl_unit_get(r, cap, a->shard)) == NULL) {
         keel__req_doubt(n, req, doubt_msg); /* a read: not served */
         return 1;
@@ -1226,6 +1514,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
         repl_unit_progress(r, u);
     }
     lag_check(r, now);
+    suspect_tick(r);
     for (l = r->links; l != NULL; l = l->next) {
         repl_frame *f;
         if (!l->retry || now < l->retry_at || l->inflight > 0)
@@ -1236,7 +1525,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     repl_catchup_tick(r);
     if (r->busy == NULL && r->nframes == 0 && r->cuhead == NULL &&
-        !r->rescan)
+        !r->rescan && r->nsuspect == 0)
         ev_timer_stop(loop, t);
 }
 

@@ -5,14 +5,22 @@
  * acknowledged the write, or has left the in-sync set in a map this node
  * applied.
  *
- * Primary side: once a batch of the group commit is durable here
- * (batch_settled in node.c), keel__repl_settled() sends the writes of
- * each unit with in-sync backups, in REPL frames (one per backup node per
- * settled batch, many units), and the batch's replies are handed to
- * keel__repl_hold(): they wait for the acks. A backup that does not
- * answer within the lag bound (keel_node_options.repl_lag_ms) is asked to
- * be dropped from the unit's in-sync set (keel_cluster_request_drop);
- * what waited on it goes once a map this node applied shows it out.
+ * Primary side: when the group commit flushes a batch to its writer
+ * (flush_open in node.c), keel__repl_flushed() sends the writes of each
+ * unit with in-sync backups at once, in REPL frames (one per backup node
+ * per flush, many units), so that the backups' flushes run beside this
+ * node's own; once the batch is durable here (batch_settled),
+ * keel__repl_settled() takes note, and the batch's replies are handed to
+ * keel__repl_hold(): they wait for the acks. While a backup of a unit
+ * catches up, that unit's writes leave only once durable here (its
+ * snapshot is read from this store). A write that left but did not commit
+ * here, and a restart, make the unit's in-sync backups suspect: they may
+ * hold what this node does not, so they are dropped from the in-sync set
+ * (and catch up) before any reply of the unit leaves, failures included.
+ * A backup that does not answer within the lag bound
+ * (keel_node_options.repl_lag_ms) is asked to be dropped from the unit's
+ * in-sync set (keel_cluster_request_drop); what waited on it goes once a
+ * map this node applied shows it out.
  *
  * Backup side: keel__repl_frame() applies the units of a REPL frame the
  * cluster lets it take, in order and once each, in one transaction per
@@ -43,16 +51,37 @@ void keel__repl_start(keel_node *n);
 void keel__repl_stop(keel_node *n);
 void keel__repl_destroy(keel_node *n);
 
-/* A batch of the group commit settled with status (0: durable here).
- * Sends the writes of its units that have in-sync backups. Returns
- * nonzero when the batch's replies must be offered to keel__repl_hold()
- * (something of this batch, or before it, waits on backups), 0 when they
- * go as they always did. */
-int keel__repl_settled(keel_node *n, keel_batch *b, int status);
-/* Takes req (a settled reply, or one of a turn that wrote nothing) when
- * its actor's unit has replies waiting on backups: it leaves after them,
- * under the lease rules of keel__req_settle(). 1 when taken, else 0. */
-int keel__repl_hold(keel_node *n, keel_req *req);
+/* The group commit hands b to its writer: sends the writes of b's units
+ * that have in-sync backups and may leave before the commit. Returns the
+ * flush's number (0: none needed, one replica). */
+uint64_t keel__repl_flushed(keel_node *n, keel_batch *b);
+/* Flush `no` of b never reached the writer: its units' backups become
+ * suspect. */
+void keel__repl_flush_lost(keel_node *n, keel_batch *b, uint64_t no);
+/* A batch of the group commit, holding flushes lo..hi (0: none
+ * numbered), settled with status (0: durable here). Sends the writes of
+ * its units that had to wait for it; a group that did not commit here
+ * but left early makes its unit's backups suspect. Returns nonzero when
+ * the batch's replies must be offered to keel__repl_hold() (and its
+ * failures to keel__repl_hold_failed()), 0 when they go as they always
+ * did. */
+int keel__repl_settled(keel_node *n, keel_batch *b, int status, uint64_t lo,
+                       uint64_t hi);
+/* Takes req (a settled reply of a batch holding flushes lo..hi, or one of
+ * a turn that wrote nothing: UINT64_MAX) when its actor's unit has
+ * replies waiting on backups: it leaves after them, under the lease rules
+ * of keel__req_settle(). 1 when taken, else 0. */
+int keel__repl_hold(keel_node *n, keel_req *req, uint64_t lo, uint64_t hi);
+/* Takes req, a failed reply (status and text set) whose write may have
+ * reached backups of its unit that are suspect: it leaves as it is once
+ * the map shows them out, or in doubt if that cannot be had. 1 when
+ * taken. */
+int keel__repl_hold_failed(keel_node *n, keel_req *req);
+/* The unit is acquired at an epoch this node's store already served: it
+ * may have lost, in a crash, writes that had left for its in-sync
+ * backups, which become suspect. */
+void keel__repl_resumed(keel_node *n, const char *cap, uint32_t shard,
+                        uint64_t epoch);
 /* The read rule: takes req, the reply of a turn that wrote nothing, when
  * its unit has in-sync backups: it leaves once each has confirmed, in a
  * round sent after the turn ran, that it holds no newer epoch of the unit

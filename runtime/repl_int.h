@@ -68,6 +68,9 @@ typedef struct repl_catchup {
 struct repl_wait {
     repl_wait *next;
     uint64_t epoch, seq;
+    /* The flush (keel__repl_flushed) that made it: the replies of a batch
+     * wait on the last entry made by a flush the batch holds, or earlier. */
+    uint64_t no;
     ev_tstamp born;
     int doubt; /* fail the replies: the writes cannot be confirmed */
     /* A confirm round (the read rule): its replies wrote nothing; it is
@@ -80,6 +83,9 @@ struct repl_wait {
     struct {
         repl_link *l;
         int done;
+        /* A suspect backup (repl_unit.suspect): its acks do not count,
+         * only the map showing it out of the in-sync set. */
+        int drop_only;
     } b[REPL_MAX_BACKUPS];
     keel_req_queue reqs;
     size_t nreqs;
@@ -99,6 +105,25 @@ struct repl_unit {
     repl_unit *cnext;
     repl_unit *bnext, *bprev; /* on r->busy while it has entries */
     int busy;
+    /* Flushes of the unit's writes: the last whose pieces were sent at
+     * the flush, before the local commit (early), and the first and last
+     * of the run of flushes since whose pieces wait for their batch to
+     * settle (late: while a backup catches up, see keel__repl_flushed). */
+    uint64_t early_no, late_from, late_to;
+    /* A catch-up waits for the early pieces to settle (catchup.c): the
+     * unit's flushes go late meanwhile. */
+    ev_tstamp cu_want_at;
+    int smode; /* this settle: SM_SKIP, SM_SEND */
+    /* In-sync backups that may hold writes this node does not (a commit
+     * of its own that failed after its pieces left, or a restart): they
+     * get no more pieces at that epoch, and every reply of the unit waits
+     * until the map shows them out of the in-sync set (they then catch up
+     * from a snapshot like any backup out of sync). */
+    struct {
+        repl_link *l;
+        uint64_t epoch;
+    } suspect[REPL_MAX_BACKUPS];
+    unsigned nsuspect;
     /* Drops asked for (keel_cluster_request_drop), by backup and epoch. */
     struct {
         repl_link *l;
@@ -114,6 +139,8 @@ struct repl_unit {
     uint64_t sfail; /* the settle whose replies it could not hold */
     repl_link *sl[REPL_MAX_BACKUPS];
     uint8_t sw[REPL_MAX_BACKUPS];
+    unsigned sns; /* the suspect backups of this settle: waited on only */
+    repl_link *ss[REPL_MAX_BACKUPS];
     /* Backups catching up (runtime/catchup.c); on r->cuhead while any. */
     repl_catchup cu[REPL_MAX_BACKUPS];
     unsigned ncu;
@@ -205,7 +232,11 @@ struct keel_repl {
     repl_link *links;
     size_t nframes;    /* listed, over every link */
     uint64_t settle_no;
-    /* A settle that ran out of memory: its replies of units marked (or of
+    /* Flushes numbered (keel__repl_flushed), and the last one settled. */
+    uint64_t flush_no, settled_no;
+    /* Units with suspect backups. */
+    unsigned nsuspect;
+    /* A flush that ran out of memory: its replies of units marked (or of
      * every unit, sfail_all) fail in doubt rather than go unconfirmed. */
     uint64_t sfail, sfail_all;
     /* Out of memory lost writes of units this node cannot name: every
@@ -250,6 +281,7 @@ struct keel_repl {
 };
 
 enum { LAG_WAIT = 0, LAG_OUT, LAG_GIVE_UP };
+enum { SM_SKIP = 0, SM_SEND };
 
 /* runtime/repl.c */
 repl_unit *repl_unit_find(keel_repl *r, const char *cap, uint32_t shard);
