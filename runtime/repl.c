@@ -1123,6 +1123,7 @@ int keel__repl_hold_failed(keel_node *n, keel_req *req)
     w->reqs.tail = req;
     w->nreqs++;
     STAT_ADD(n, repl_waiting, 1);
+    repl_arm(r, 0);
     return 1;
 }
 
