@@ -48,7 +48,7 @@ static const char doubt_msg[] =
 static int suspect_find(const repl_unit *u, const repl_link *l,
                         uint64_t epoch);
 static int lag_unit(keel_repl *r, repl_unit *u, uint64_t epoch,
-                    repl_link *l);
+                    repl_link *l, int suspect);
 
 static uint64_t unit_hash(const char *cap, uint32_t shard)
 {
@@ -954,7 +954,7 @@ static void suspect_tick(keel_repl *r)
         while (i < u->nsuspect) {
             repl_link *l = u->suspect[i].l;
             uint64_t epoch = u->suspect[i].epoch;
-            int what = lag_unit(r, u, epoch, l);
+            int what = lag_unit(r, u, epoch, l, 1);
             if (what == LAG_WAIT) {
                 i++;
                 continue;
@@ -1404,9 +1404,10 @@ static int map_newer(keel_repl *r, const char *cap, uint32_t shard,
 /* ---------------------------------------------------------- the tick */
 
 
-/* Backup l has not acknowledged (u, epoch) within the lag bound. */
+/* Backup l has not acknowledged (u, epoch) within the lag bound, or is
+ * suspect (it may hold writes this node lacks). */
 static int lag_unit(keel_repl *r, repl_unit *u, uint64_t epoch,
-                    repl_link *l)
+                    repl_link *l, int suspect)
 {
     unsigned i, free_slot = REPL_MAX_BACKUPS;
     int rc;
@@ -1431,10 +1432,11 @@ static int lag_unit(keel_repl *r, repl_unit *u, uint64_t epoch,
                       u->cap, u->shard, l->name, keel_strerror(rc));
         return LAG_WAIT; /* the next tick looks again */
     }
-    keel_warn("unit (%s, %u): backup %s has not acknowledged its writes "
-              "for %.0f ms: asking the controller to drop it from the "
-              "in-sync set",
-              u->cap, u->shard, l->name, r->lag_s * 1000);
+    if (!suspect)
+        keel_warn("unit (%s, %u): backup %s has not acknowledged its writes "
+                  "for %.0f ms: asking the controller to drop it from the "
+                  "in-sync set",
+                  u->cap, u->shard, l->name, r->lag_s * 1000);
     STAT_ADD(r->n, repl_drop_requests, 1);
     if (free_slot == REPL_MAX_BACKUPS)
         free_slot = 0;
@@ -1458,7 +1460,7 @@ static void lag_check(keel_repl *r, ev_tstamp now)
                 int what;
                 if (w->b[i].done)
                     continue;
-                what = lag_unit(r, u, w->epoch, w->b[i].l);
+                what = lag_unit(r, u, w->epoch, w->b[i].l, 0);
                 if (what != LAG_WAIT)
                     repl_forget_link(r, u, w->epoch, w->b[i].l,
                                      what == LAG_GIVE_UP);
@@ -1476,7 +1478,7 @@ static void lag_check(keel_repl *r, ev_tstamp now)
                 int what;
                 if (x->done)
                     continue;
-                what = lag_unit(r, x->u, x->epoch, l);
+                what = lag_unit(r, x->u, x->epoch, l, 0);
                 if (what != LAG_WAIT) {
                     repl_unit *xu = x->u; /* x may go with f */
                     repl_forget_link(r, xu, x->epoch, l,
