@@ -308,10 +308,11 @@ static void xfer_out_cb(keel_node *n, int status, const uint8_t *body,
                           (const char *)body);
             if (!r->failed)
                 r->refused = status;
-            if (r->keep && status != KEEL_ENOTTARGET &&
-                status != KEEL_PEER_UNSENT && status != KEEL_ECONN) {
-                /* The recipient does not hold what this node holds (or
-                 * cannot tell): the next attempt streams the records. */
+            if (r->keep &&
+                (status == KEEL_ENOTFOUND || status == KEEL_EMALFORMED)) {
+                /* The recipient does not hold what this node holds, or
+                 * predates keep frames: the next attempt streams the
+                 * records. Other refusals would meet a stream too. */
                 keel_info("unit (%s, %u): %s refused to keep its copy "
                           "(%s): streaming the records instead",
                           r->cap, r->shard, r->sent_to,

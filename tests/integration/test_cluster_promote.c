@@ -146,6 +146,17 @@ struct ctr {
 
 static struct ctr ctrs[COUNTERS];
 static volatile int stop_load;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+
+static long acked_of(int j)
+{
+    long v;
+
+    pthread_mutex_lock(&mu);
+    v = ctrs[j].acked;
+    pthread_mutex_unlock(&mu);
+    return v;
+}
 
 /* Counter j, through n1 and n2 in turn: each increment with a key of its
  * own, sent again with that key until it succeeds (30 s at most). */
@@ -189,6 +200,7 @@ static void *worker(void *arg)
             }
             free(reply);
         }
+        pthread_mutex_lock(&mu);
         if (v < 0) {
             c->given_up = 1;
         } else if (v != c->acked + 1) {
@@ -197,6 +209,7 @@ static void *worker(void *arg)
         } else {
             c->acked = v;
         }
+        pthread_mutex_unlock(&mu);
     }
     for (round = 0; round < NODES; round++)
         if (cl[round] != NULL)
@@ -227,7 +240,7 @@ START_TEST(drain_promotes_in_sync_backups_without_streaming)
     for (i = 0; i < 100; i++) {
         int done = 1;
         for (j = 0; j < COUNTERS; j++)
-            done &= ctrs[j].acked >= 3;
+            done &= acked_of(j) >= 3;
         if (done)
             break;
         tu_sleep_ms(100);
