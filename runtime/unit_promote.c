@@ -114,8 +114,9 @@ int rt_promote_in(keel_cluster_rt *rt, keel_req *req, const char *cap,
     j->shard = shard;
     j->epoch = epoch;
     j->req = req;
-    keel_info("unit (%s, %u): coming here at epoch %llu + 1 as an in-sync "
-              "backup: keeping its %llu records (digest %016llx)",
+    keel_info("unit (%s, %u): moving here from epoch %llu; an in-sync "
+              "backup, this node keeps its copy (%llu records, digest "
+              "%016llx)",
               cap, shard, (unsigned long long)epoch,
               (unsigned long long)nrec, (unsigned long long)have);
     rt_job_push(rt, j);
