@@ -441,7 +441,11 @@ typedef struct keel_stats {
     uint64_t isr_expansions;
     uint64_t isr_shrinks;
     uint64_t failovers;
-    uint64_t reserved[4];
+    /* Units this node took as their new primary from its own replicated
+     * copy, as an in-sync backup, with no records streamed to it
+     * (docs/cluster.md, "A move onto an in-sync backup"). */
+    uint64_t units_promoted_on_move;
+    uint64_t reserved[3];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

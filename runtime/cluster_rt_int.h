@@ -8,7 +8,9 @@
  *   unit_stream.c  streaming a unit out to its new owner and receiving
  *                  one (XFER frames);
  *   unit_jobs.c    the module's own store writes (fences, received units,
- *                  purges) through a writer thread of its own.
+ *                  purges) through a writer thread of its own;
+ *   unit_promote.c handing a unit to an in-sync backup without a stream
+ *                  (both ends).
  * Not part of any API: runtime/cluster_rt.h is the runtime's view. */
 #ifndef KEEL_RUNTIME_CLUSTER_RT_INT_H
 #define KEEL_RUNTIME_CLUSTER_RT_INT_H
@@ -23,6 +25,7 @@
 #include "runtime/cluster_rt.h"
 #include "runtime/hmap.h"
 #include "runtime/peer.h"
+#include "runtime/proto.h"
 
 #define HOLD_MS_DEFAULT 5000
 #define MAX_HELD 65536
@@ -71,7 +74,7 @@ typedef struct rt_unit {
     int waiting;
 } rt_unit;
 
-enum { JOB_FENCE = 1, JOB_XFER_IN, JOB_PURGE, JOB_WIPE };
+enum { JOB_FENCE = 1, JOB_XFER_IN, JOB_PURGE, JOB_WIPE, JOB_KEEP };
 
 typedef struct rt_job {
     struct rt_job *next;
@@ -79,7 +82,7 @@ typedef struct rt_job {
     char cap[256];
     uint32_t shard;
     uint64_t epoch;
-    keel_req *req;       /* JOB_XFER_IN: the last frame's reply */
+    keel_req *req;       /* JOB_XFER_IN, JOB_KEEP: the frame's reply */
     uint8_t *recs;       /* JOB_XFER_IN: records, XFER encoding */
     size_t recs_len;
     uint64_t gen;        /* JOB_WIPE: the purge it belongs to */
@@ -107,6 +110,10 @@ typedef struct rt_rel {
     int call_off;     /* the map called the move off (to is void) */
     uint32_t gen;     /* the stream out: answers of older ones are stale */
     int refused;      /* the last stream's refusal, for the retry pace */
+    int keep;         /* the stream out is a keep frame (unit_promote.c):
+                       * the recipient, an in-sync backup, keeps its copy */
+    int full;         /* the recipient refused a keep frame other than for
+                       * a map it had not read yet: stream the records */
     ev_tstamp sent_at;
     ev_tstamp not_before;
 } rt_rel;
@@ -334,5 +341,26 @@ void rt_rel_purged(keel_cluster_rt *rt, const char *cap, uint32_t shard,
 /* Forgets the releases of one unit (cap NULL: of every unit), except one
  * whose purge is with the writer: its completion lets it go. */
 void rt_drop_rel(keel_cluster_rt *rt, const char *cap, uint32_t shard);
+/* Whether a stream of the unit at epoch was stored here (and the applied
+ * map has not moved past it yet). */
+int rt_receipt_has(keel_cluster_rt *rt, const char *cap, uint32_t shard,
+                   uint64_t epoch);
+
+/* ----------------------------------------------------- unit_promote.c */
+
+/* Sender: whether r's unit may go to r->to without its records (r->to is
+ * an in-sync backup of it by the applied map, nothing of it waits on
+ * backups, no keep frame was refused), and then the digest of what this
+ * node holds of it into *digest. 1 when it may, 0 when it is streamed. */
+int rt_promote_may_keep(keel_cluster_rt *rt, const rt_rel *r,
+                        uint64_t *digest);
+/* Receiver: a keep frame (an XFER with flag bit 1) for unit (cap, shard)
+ * at epoch, carrying the sender's digest. 0 when req was taken (answered
+ * once this node's fence records the epoch, durably), or a KEEL_E* code:
+ * refused, nothing recorded. */
+int rt_promote_in(keel_cluster_rt *rt, keel_req *req, const char *cap,
+                  uint32_t shard, uint64_t epoch, const keel_xfer_head *h);
+/* JOB_KEEP settled with status. */
+void rt_promote_kept(keel_cluster_rt *rt, rt_job *j, int status);
 
 #endif

@@ -915,6 +915,10 @@ static enum MHD_Result answer_metrics(struct http_req *r)
     metric(&b, "keel_failovers_total", "counter",
            "Units this node's controller failed over to an in-sync backup.",
            "", st->failovers);
+    metric(&b, "keel_units_promoted_on_move_total", "counter",
+           "Units this node took over as an in-sync backup from its own "
+           "replicated copy, with nothing streamed.",
+           "", st->units_promoted_on_move);
     /* Cumulative buckets; _count is their total so that the +Inf bucket
      * and _count agree even though the figures are read without a lock. */
     sb_puts(&b, "# HELP keel_call_latency_seconds Time from submission of a "

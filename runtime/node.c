@@ -2961,7 +2961,7 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "repl_applied_frames %llu\nrepl_refused %llu\n"
         "repl_confirms %llu\nrepl_catchups %llu\n"
         "repl_catchup_bytes %llu\nisr_expansions %llu\n"
-        "isr_shrinks %llu\nfailovers %llu\n",
+        "isr_shrinks %llu\nfailovers %llu\nunits_promoted_on_move %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -3012,7 +3012,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->repl_catchup_bytes,
         (unsigned long long)st->isr_expansions,
         (unsigned long long)st->isr_shrinks,
-        (unsigned long long)st->failovers);
+        (unsigned long long)st->failovers,
+        (unsigned long long)st->units_promoted_on_move);
     return w < 0 ? 0 : (size_t)w;
 }
 

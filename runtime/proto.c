@@ -230,6 +230,7 @@ int keel_xfer_head_parse(const uint8_t *body, size_t len,
     out->epoch = get_be64(body + 3 + clen);
     out->seq = get_be32(body + 11 + clen);
     out->last = body[15 + clen] & 1;
+    out->keep = (body[15 + clen] >> 1) & 1;
     out->recs = body + 16 + clen;
     out->recs_len = len - 16 - clen;
     return 0;

@@ -180,6 +180,10 @@ typedef struct keel_xfer_head {
     uint64_t epoch;
     uint32_t seq;
     int last;
+    /* flags bit 1: the recipient is an in-sync backup and keeps what it
+     * holds; the record area is the sender's content digest (be64), no
+     * records (docs/cluster.md, "A move onto an in-sync backup"). */
+    int keep;
     const uint8_t *recs; /* klen be16 | key | version be64 | vlen be32 | value */
     size_t recs_len;
 } keel_xfer_head;

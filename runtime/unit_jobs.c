@@ -1,5 +1,6 @@
 /* The cluster runtime's own store writes: a unit's fence on acquire, a
- * received unit (replacing what this node held of it), the purge after a
+ * received unit (replacing what this node held of it), the fence of a
+ * unit kept as an in-sync backup (unit_promote.c), the purge after a
  * unit was streamed out, the wipe of a forgotten node's stale copies.
  * They go through a writer thread of their own on the node's store, one
  * batch at a time, so they never mix with the node's group commit of
@@ -146,6 +147,13 @@ int rt_job_build(keel_cluster_rt *rt, keel_batch *b, rt_job *j)
         if (rc == 0)
             rc = keel_batch_handoff(b, j->epoch - 1, j->to);
         return rc;
+    case JOB_KEEP:
+        /* This node's copy is the unit's from now on, at that epoch: its
+         * fence records it before the answer lets the sender purge, so
+         * that the acquire at the next epoch keeps the records. Durable,
+         * whatever this node's durability, like a received stream. */
+        keel_batch_require_sync(b);
+        return keel_batch_fence_only(b);
     case JOB_XFER_IN:
         break;
     default:
@@ -254,6 +262,9 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
         break;
     case JOB_PURGE:
         rt_rel_purged(rt, j->cap, j->shard, status);
+        break;
+    case JOB_KEEP:
+        rt_promote_kept(rt, j, status);
         break;
     }
 }

@@ -5,12 +5,14 @@
  * writes committed), its records are read from the store and streamed to
  * the new owner in XFER frames; when the new owner has stored them, the
  * unit's records are deleted here and keel_cluster_released() publishes
- * the release.
+ * the release. When the new owner is an in-sync backup of the unit, one
+ * keep frame replaces the records (unit_promote.c); the rest is the same.
  *
  * XFER body (all integers big-endian):
  *   len(cap) u8 | cap | shard be16 | shard_epoch be64 | seq be32
- *   | flags u8 (bit 0: last frame of the unit)
+ *   | flags u8 (bit 0: last frame of the unit; bit 1: keep frame)
  *   | records: klen be16 | key | version be64 | vlen be32 | value
+ *     (a keep frame: the sender's content digest be64 instead)
  * Frames of one unit travel in order on one connection, seq from 0. The
  * receiver replaces everything it holds of the unit with the records of
  * the whole stream, in one transaction, when the last frame arrives. */
@@ -110,6 +112,8 @@ void rt_release(keel_cluster_rt *rt, const char *cap, uint32_t shard,
      * release finishes there; if not, the next one goes to `to`. */
     r->call_off = 0;
     r->epoch = epoch;
+    if (strcmp(r->to, to) != 0)
+        r->full = 0; /* a refused keep frame says nothing of another node */
     snprintf(r->to, sizeof r->to, "%s", to);
     if (r->stage == REL_DRAIN)
         r->not_before = 0;
@@ -129,6 +133,37 @@ typedef struct xfer_ref {
     int last;
 } xfer_ref;
 
+/* One frame, the last, with flag bit 1 and the digest for records: the
+ * recipient keeps what it holds if that is what this node holds. */
+static int keep_send(keel_cluster_rt *rt, rt_rel *r, const char *addr,
+                     uint64_t digest)
+{
+    size_t clen = strlen(r->cap), hdr = 1 + clen + 2 + 8 + 4 + 1;
+    xfer_ref *ref = malloc(sizeof *ref);
+    uint8_t *body;
+
+    if (ref == NULL)
+        return KEEL_ENOMEM;
+    snprintf(ref->cap, sizeof ref->cap, "%s", r->cap);
+    ref->shard = r->shard;
+    ref->gen = r->gen;
+    ref->last = 1;
+    body = keel__peer_frame(rt->peers, addr, KEEL_FRAME_XFER, 0, hdr + 8,
+                            xfer_out_cb, ref);
+    if (body == NULL) {
+        free(ref);
+        return KEEL_EUNAVAIL;
+    }
+    body[0] = (uint8_t)clen;
+    memcpy(body + 1, r->cap, clen);
+    rt_put_be(body + 1 + clen, r->shard, 2);
+    rt_put_be(body + 3 + clen, r->epoch, 8);
+    rt_put_be(body + 11 + clen, 0, 4);
+    body[15 + clen] = 3; /* last, keep */
+    rt_put_be(body + hdr, digest, 8);
+    return 0;
+}
+
 static int xfer_send(keel_cluster_rt *rt, rt_rel *r)
 {
     char addr[KEEL_ADDR_MAX + 1];
@@ -136,10 +171,14 @@ static int xfer_send(keel_cluster_rt *rt, rt_rel *r)
     size_t off = 0, clen = strlen(r->cap);
     size_t chunk = rt->n->opts.max_frame / 2;
     uint32_t seq = 0;
+    uint64_t digest;
     int rc;
 
     if (keel_cluster_member_addr(rt->c, r->sent_to, addr, sizeof addr) != 0)
         return KEEL_EUNAVAIL;
+    r->keep = rt_promote_may_keep(rt, r, &digest);
+    if (r->keep)
+        return keep_send(rt, r, addr, digest);
     if (chunk > XFER_CHUNK)
         chunk = XFER_CHUNK;
     memset(&s, 0, sizeof s);
@@ -269,6 +308,17 @@ static void xfer_out_cb(keel_node *n, int status, const uint8_t *body,
                           (const char *)body);
             if (!r->failed)
                 r->refused = status;
+            if (r->keep &&
+                (status == KEEL_ENOTFOUND || status == KEEL_EMALFORMED)) {
+                /* The recipient does not hold what this node holds, or
+                 * predates keep frames: the next attempt streams the
+                 * records. Other refusals would meet a stream too. */
+                keel_info("unit (%s, %u): %s refused to keep its copy "
+                          "(%s): streaming the records instead",
+                          r->cap, r->shard, r->sent_to,
+                          keel_strerror(status));
+                r->full = 1;
+            }
             r->failed = 1;
         }
         if (ref->last) {
@@ -394,8 +444,9 @@ void rt_rel_purged(keel_cluster_rt *rt, const char *cap, uint32_t shard,
     rc = keel_cluster_released(rt->c, r->cap, r->shard, r->epoch,
                                r->sent_to);
     STAT_ADD(n, units_handed_off, 1);
-    keel_info("unit (%s, %u) handed to %s at epoch %llu%s", r->cap,
+    keel_info("unit (%s, %u) handed to %s at epoch %llu%s%s", r->cap,
               r->shard, r->sent_to, (unsigned long long)r->epoch,
+              r->keep ? " without a stream (an in-sync backup)" : "",
               rc == 0 ? "" : " (the map moved on meanwhile)");
     free(r);
 }
@@ -429,6 +480,12 @@ static rt_rcvd *rcvd_find(keel_cluster_rt *rt, const char *cap,
         if (x->shard == shard && x->epoch == epoch && strcmp(x->cap, cap) == 0)
             return x;
     return NULL;
+}
+
+int rt_receipt_has(keel_cluster_rt *rt, const char *cap, uint32_t shard,
+                   uint64_t epoch)
+{
+    return rcvd_find(rt, cap, shard, epoch) != NULL;
 }
 
 /* Out of memory loses only the leniency towards a repeated stream: the
@@ -548,6 +605,8 @@ int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
     off = (size_t)(h.recs - p);
     if (shard >= n->opts.shard_count)
         return KEEL_EMALFORMED;
+    if (h.keep)
+        return rt_promote_in(rt, req, cap, shard, epoch, &h);
     for (pp = &rt->xins; (x = *pp) != NULL; pp = &x->next)
         if (x->shard == shard && strcmp(x->cap, cap) == 0)
             break;

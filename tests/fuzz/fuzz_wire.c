@@ -143,7 +143,8 @@ static void check_xfer(const keel_frame *f)
     FUZZ_CHECK(h.clen == f->body[0] && h.cap == f->body + 1);
     FUZZ_CHECK(h.recs == f->body + 16 + h.clen &&
                h.recs + h.recs_len == f->body + f->body_len);
-    FUZZ_CHECK(h.shard <= 0xFFFF && (h.last == 0 || h.last == 1));
+    FUZZ_CHECK(h.shard <= 0xFFFF && (h.last == 0 || h.last == 1) &&
+               h.keep == ((f->body[15 + h.clen] >> 1) & 1));
     /* The records, as the receiver validates them before keeping any,
      * written out again as the sender writes them. */
     out = malloc(h.recs_len + 1);

@@ -692,6 +692,36 @@ START_TEST(repl_acks_round_trip)
 }
 END_TEST
 
+/* The XFER head: flag bit 0 ends the unit, bit 1 makes a keep frame
+ * (its record area is the sender's digest; docs/protocol.md). */
+START_TEST(xfer_head_flags)
+{
+    uint8_t body[1 + 3 + 2 + 8 + 4 + 1 + 8];
+    keel_xfer_head h;
+    unsigned flags;
+
+    memset(body, 0, sizeof body);
+    body[0] = 3;
+    memcpy(body + 1, "gpu", 3);
+    body[4] = 0x01; /* shard 300 */
+    body[5] = 0x2c;
+    body[13] = 9; /* shard_epoch 9 */
+    for (flags = 0; flags < 4; flags++) {
+        body[1 + 3 + 2 + 8 + 4] = (uint8_t)flags;
+        ck_assert_int_eq(keel_xfer_head_parse(body, sizeof body, &h), 0);
+        ck_assert_int_eq(h.last, (int)(flags & 1));
+        ck_assert_int_eq(h.keep, (int)(flags >> 1));
+        ck_assert_uint_eq(h.shard, 300);
+        ck_assert_uint_eq(h.epoch, 9);
+        ck_assert_uint_eq(h.seq, 0);
+        ck_assert_uint_eq(h.recs_len, 8);
+        ck_assert_ptr_eq(h.recs, body + sizeof body - 8);
+    }
+    ck_assert_int_eq(keel_xfer_head_parse(body, 3 + 1 + 2 + 8 + 4, &h),
+                     KEEL_EMALFORMED);
+}
+END_TEST
+
 START_TEST(doc_example_bytes)
 {
     static const uint8_t call[] = {
@@ -1713,6 +1743,7 @@ static Suite *proto_suite(void)
     tcase_add_test(codec, repl_truncated_and_bad);
     tcase_add_test(codec, repl_snapshot_op);
     tcase_add_test(codec, repl_acks_round_trip);
+    tcase_add_test(codec, xfer_head_flags);
     tcase_add_test(codec, hello_round_trip);
     suite_add_tcase(s, codec);
 

@@ -2,7 +2,7 @@
  * its writer builds them and committed to a real store: a received unit
  * and the purge of a forgotten node's stale copy in one batch, a unit's
  * records when the node lacks one of the stored types, the durability of
- * a received unit. */
+ * a received unit, the fence of a unit kept by an in-sync backup. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -266,6 +266,66 @@ START_TEST(test_received_unit_durable_with_none)
 }
 END_TEST
 
+/* The fence of unit ("", SHARD) on n's store. */
+static uint64_t fence_of(keel_node *n)
+{
+    keel_store_read *r;
+    uint64_t f = 0;
+
+    ck_assert_int_eq(keel_store_read_begin(n->store, &r), 0);
+    ck_assert_int_eq(keel_store_fence_get(r, "", SHARD, &f), 0);
+    keel_store_read_end(r);
+    return f;
+}
+
+/* An in-sync backup keeping its copy for a move (JOB_KEEP,
+ * runtime/unit_promote.c): its records stay, the fence records the
+ * epoch of the release, durably before the answer even with durability
+ * none, so that the acquire at the next epoch keeps them (its fence is
+ * one below) and the old primary's writes at an older epoch are refused.
+ * A keep below the fence is refused. */
+START_TEST(test_kept_unit_fenced_durable_with_none)
+{
+    keel_node *n = node_open(KEEL_DURABILITY_NONE, 0);
+    keel_store_stats st0, st1;
+    keel_batch *b;
+    uint8_t k[KEEL_KEY_MAX];
+    rt_job *jobs[1];
+    int gst, kl;
+
+    put(n, "", 2, "counter", "1", "replicated");
+    ck_assert_uint_eq(fence_of(n), 2);
+    jobs[0] = job(JOB_KEEP, "", 5);
+    keel_store_stats_get(n->store, &st0);
+    ck_assert_int_eq(commit_jobs(n, jobs, 1, &gst), 0);
+    ck_assert_int_eq(gst, 0);
+    keel_store_stats_get(n->store, &st1);
+    ck_assert_uint_eq(st1.fsyncs, st0.fsyncs + 1);
+    rt_job_free(jobs[0]);
+    expect(n, "counter", "1", "replicated");
+    ck_assert_uint_eq(fence_of(n), 5);
+    ck_assert_uint_ge(fence_of(n) + 1, 6); /* the acquire at 6 keeps */
+
+    /* a straggler of an older epoch is refused */
+    b = keel_batch_create();
+    kl = key_of(k, "counter", "1");
+    ck_assert_int_eq(keel_batch_begin_group(b, "", SHARD, 4, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)kl, 2, "late", 4), 0);
+    ck_assert_int_eq(keel_store_commit(n->store, b), 0);
+    keel_batch_group(b, 0, &gst);
+    ck_assert_int_eq(gst, KEEL_EFENCED);
+    keel_batch_destroy(b);
+    expect(n, "counter", "1", "replicated");
+
+    jobs[0] = job(JOB_KEEP, "", 3);
+    ck_assert_int_eq(commit_jobs(n, jobs, 1, &gst), 0);
+    ck_assert_int_eq(gst, KEEL_EFENCED);
+    rt_job_free(jobs[0]);
+    ck_assert_uint_eq(fence_of(n), 5);
+    keel_node_destroy(n);
+}
+END_TEST
+
 static Suite *jobs_suite(void)
 {
     Suite *s = suite_create("unit_jobs");
@@ -275,6 +335,7 @@ static Suite *jobs_suite(void)
     tcase_add_test(tc, test_wipe_after_stream_in_one_batch);
     tcase_add_test(tc, test_unit_without_its_type_loaded);
     tcase_add_test(tc, test_received_unit_durable_with_none);
+    tcase_add_test(tc, test_kept_unit_fenced_durable_with_none);
     suite_add_tcase(s, tc);
     return s;
 }
