@@ -570,7 +570,8 @@ typedef struct keel_actor_type {
 } keel_actor_type;
 
 /* Registers a type; the struct is copied, the strings too. Before the node
- * runs. Errors: KEEL_EINVAL, KEEL_ELIMIT, KEEL_EEXIST. */
+ * runs. Names beginning with the byte 0x01 are the runtime's own.
+ * Errors: KEEL_EINVAL, KEEL_ELIMIT, KEEL_EEXIST. */
 KEEL_API int keel_node_register_type(keel_node *node,
                                      const keel_actor_type *type);
 

@@ -230,8 +230,8 @@ int keel_node_register_type(keel_node *n, const keel_actor_type *type)
     if (n->running)
         return KEEL_EINVAL;
     len = strlen(type->name);
-    if (len == 0)
-        return KEEL_EINVAL;
+    if (len == 0 || type->name[0] == '\x01')
+        return KEEL_EINVAL; /* 0x01 begins the runtime's own (outbox.h) */
     if (len > KEEL_MAX_TYPE_LEN)
         return KEEL_ELIMIT;
     if (type->capability != NULL && strlen(type->capability) > 255)
