@@ -3,10 +3,11 @@
  * chains pass around a ring of "tok" actors spread over the nodes, each
  * hop a message from one actor's outbox to the next (forwarded between
  * nodes); one node is killed with SIGKILL while they run and started
- * again on its data. Once quiet, every hop was handled exactly once (the
- * sum of what the actors handled is exactly what the chains make) and in
- * order per pair (each actor counts duplicates and gaps of the per-pair
- * sequence). Every wait is bounded; the checks are about outcomes, not
+ * again on its data; then another node leaves gracefully (its units,
+ * outboxes included, are handed off) and comes back. Once quiet, every
+ * hop was handled exactly once (the sum of what the actors handled is
+ * exactly what the chains make) and in order per pair (each actor counts
+ * duplicates and gaps of the per-pair sequence). Every wait is bounded; the checks are about outcomes, not
  * durations. On a failure the nodes' logs are printed. */
 #include <check.h>
 #include <signal.h>
@@ -113,6 +114,7 @@ START_TEST(token_chains_survive_a_killed_node)
     long handled = 0, dups = 0, gaps = 0, prev = -1;
     char msg[64], id[8];
     int k, port, tries, victim = 1, quiet = 0;
+    long handed;
 
     tu_cluster_start_together(&fx, 3, 3, common, NULL);
     /* The ring's actors land on more than one node: hops are forwarded. */
@@ -161,6 +163,40 @@ START_TEST(token_chains_survive_a_killed_node)
               dups == 0 && gaps == 0,
           "through n2: %ld handled, %ld twice, %ld out of order", handled,
           dups, gaps);
+    /* More chains while n2 leaves gracefully (its units are handed off,
+     * outboxes and indexes with them) and comes back (they are handed
+     * back): again every hop once, in order. */
+    for (k = 0; k < CHAINS; k++) {
+        snprintf(id, sizeof id, "%d", k * (RING / CHAINS) + 1);
+        snprintf(msg, sizeof msg, "tok %d %d - 0", RING, HOPS);
+        CHECK(call_keyed(0, "tok", id, msg, NULL, 0) == 0,
+              "starting chain %d failed", k);
+    }
+    tu_sleep_ms(300);
+    port = fx.nodes[2].port;
+    handed = -tu_keel_stat(fx.nodes[0].addr, "units_acquired") -
+             tu_keel_stat(fx.nodes[1].addr, "units_acquired");
+    CHECK(tu_keeld_stop(&fx.nodes[2], SIGTERM) == 0, "n2 did not leave");
+    handed += tu_keel_stat(fx.nodes[0].addr, "units_acquired") +
+              tu_keel_stat(fx.nodes[1].addr, "units_acquired");
+    tu_keeld_free(&fx.nodes[2]);
+    CHECK(tu_cluster_start_nodev(&fx, 2, port, common) == 0,
+          "n2 did not start again");
+    prev = -1;
+    quiet = 0;
+    for (tries = 0; tries < 240 && quiet < 3; tries++) {
+        CHECK(ring_sums(0, &handled, &dups, &gaps) == 0,
+              "reading the ring failed");
+        quiet = handled >= 2 * want && handled == prev ? quiet + 1 : 0;
+        prev = handled;
+        if (quiet < 3)
+            tu_sleep_ms(250);
+    }
+    CHECK(handled == 2 * want && dups == 0 && gaps == 0,
+          "after n2 left and came back: %ld handled of %ld, %ld twice, %ld "
+          "out of order",
+          handled, 2 * want, dups, gaps);
+    CHECK(handed > 0, "n2's leave handed no unit to n0 or n1");
     fprintf(stderr, "cluster outbox: %ld hops, outbox_sent n0 %ld n1 %ld "
                     "n2 %ld, dropped n0 %ld n1 %ld n2 %ld\n",
             handled, tu_keel_stat(fx.nodes[0].addr, "outbox_sent"),
