@@ -2144,6 +2144,8 @@ static void release_req(keel_node *n, keel_req *req)
     record_latency(n, req->t_submit_ns);
     if (req->ob_hi != 0 && req->status == 0)
         keel__outbox_released(n, req); /* before a callback can free it */
+    else if (req->ob_hi != 0)
+        keel__outbox_doubt(n, req);
     switch (req->origin) {
     case REQ_LOCAL:
         if (req->u.local.cb != NULL)

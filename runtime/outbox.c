@@ -41,6 +41,10 @@ struct ob_sender {
     unsigned acking;   /* retiring turns not answered yet */
     unsigned backoff_ms;
     unsigned not_local;
+    /* A turn that queued messages was answered with an error although
+     * its writes may stand (the lease lapsed before the reply left):
+     * what the store holds may go once the unit is served here again. */
+    int doubt;
     ev_timer retry;
     uint16_t idlen;
     uint8_t id[];
@@ -595,6 +599,12 @@ static void pump(struct ob_sender *s)
             return;
         }
         s->not_local = 0;
+        if (s->doubt) {
+            uint64_t next, done;
+            if (header_read(n, s, &next, &done) == 0 && next > s->released)
+                s->released = next;
+            s->doubt = 0;
+        }
         rc = next_find(n, s, &f);
         if (rc != 0) {
             keel_warn("outbox: reading the outbox of %s: %s", s->te->name,
@@ -685,6 +695,22 @@ void keel__outbox_released(keel_node *n, const keel_req *req)
     if (req->ob_hi > s->released)
         s->released = req->ob_hi;
     pump(s);
+}
+
+void keel__outbox_doubt(keel_node *n, const keel_req *req)
+{
+    keel_actor *a = req->actor;
+    struct ob_sender *s = sender_get(n, a->type, a->id, a->idlen, a->shard);
+
+    if (s == NULL)
+        return; /* found at the unit's next take */
+    s->doubt = 1;
+    /* Looked at after a pause: the lapse that failed the reply is
+     * likely still on now. */
+    if (s->inflight == 0 && !ev_is_active(&s->retry)) {
+        ev_timer_set(&s->retry, 1.0, 0);
+        ev_timer_start(n->loop, &s->retry);
+    }
 }
 
 /* ------------------------------------------------------------- units */

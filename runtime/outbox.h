@@ -82,6 +82,11 @@ int keel__outbox_applied(keel_turn *t, const keel_req *req);
 int keel__outbox_op(keel_turn *t, const keel_req *req);
 /* A reply left with success: the messages its turn queued may go. */
 void keel__outbox_released(keel_node *n, const keel_req *req);
+/* A reply of a turn that queued messages left with an error: if its
+ * writes committed after all (its outcome was in doubt), its messages go
+ * once the unit is served here again; if they did not, there is nothing
+ * to send. */
+void keel__outbox_doubt(keel_node *n, const keel_req *req);
 /* flush_open: adds the actor's pending index write (a->ob_index) to its
  * group of b. */
 int keel__outbox_flush(keel_node *n, keel_batch *b, keel_actor *a);

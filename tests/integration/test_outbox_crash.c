@@ -190,6 +190,7 @@ START_TEST(transfers_survive_kill)
                       v[1], atomic_load(&acked[i]));
     }
     ck_assert_int_gt(tu_keel_stat(node.addr, "outbox_sent"), 0);
+    ck_assert_int_eq(tu_keel_stat(node.addr, "outbox_dead"), 0);
 
     /* A transfer whose turn fails leaves nothing and sends nothing: the
      * next one from the same sender is credited alone. */

@@ -3,7 +3,8 @@
  * redelivered message is answered without running the handler again; a
  * message the receiver refuses becomes a dead letter and the next one
  * goes; messages waiting when the node stops are delivered, in order,
- * after it starts again; bad arguments get typed errors. */
+ * after it starts again; a turn whose commit fails sends nothing; bad
+ * arguments get typed errors. */
 #include <check.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 
 #include "keel.h"
 #include "runtime/node.h"
+#include "gates.h"
 #include "runtime/outbox.h"
 #include "testutil.h"
 
@@ -125,7 +127,7 @@ static int flaky_message(keel_turn *t, const void *msg, size_t len)
     return keel_turn_put(t, "seen", 4, msg, len);
 }
 
-static keel_node *start_node(void)
+static keel_node *make_node(void)
 {
     keel_node_options o;
     keel_node *n;
@@ -140,6 +142,13 @@ static keel_node *start_node(void)
     ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), 0);
     ck_assert_int_eq(keel_node_register_type(n, &acct), 0);
     ck_assert_int_eq(keel_node_register_type(n, &flaky), 0);
+    return n;
+}
+
+static keel_node *start_node(void)
+{
+    keel_node *n = make_node();
+
     ck_assert_int_eq(keel_node_start(n), 0);
     return n;
 }
@@ -220,6 +229,30 @@ START_TEST(many_in_order_once)
     ck_assert_msg(wait_get(n, "acct", "b", want, got, sizeof got), "b: %s",
                   got);
     ck_assert_int_eq(credit_runs, 100);
+    finish(n);
+}
+END_TEST
+
+/* A turn whose commit fails is answered with the failure, and its
+ * message never leaves, not even when the node looks again later. */
+START_TEST(failed_commit_sends_nothing)
+{
+    keel_node *n = make_node();
+    struct gates g = {.fail_commit = 1, .fail_rc = KEEL_ENOSPC};
+    char got[128];
+    keel_stats st;
+
+    gates_install(n->store, &g);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "acct", "a", "xfer b 10", NULL, 0),
+                     KEEL_ENOSPC);
+    usleep(1500000); /* past the second look at a reply that failed */
+    keel_node_stats(n, &st);
+    ck_assert_uint_eq(st.outbox_sent, 0);
+    ck_assert_int_eq(call(n, "acct", "a", "xfer b 5", NULL, 0), 0);
+    ck_assert_msg(wait_get(n, "acct", "b", "5 0 1 0", got, sizeof got),
+                  "b: %s", got);
+    ck_assert_int_eq(credit_runs, 1);
     finish(n);
 }
 END_TEST
@@ -414,6 +447,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, failed_turn_sends_nothing);
     tcase_add_test(tc, many_in_order_once);
+    tcase_add_test(tc, failed_commit_sends_nothing);
     tcase_add_test(tc, redelivery_dropped);
     tcase_add_test(tc, refused_is_dead_letter);
     tcase_add_test(tc, waiting_messages_survive_restart);
