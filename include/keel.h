@@ -445,7 +445,13 @@ typedef struct keel_stats {
      * copy, as an in-sync backup, with no records streamed to it
      * (docs/cluster.md, "A move onto an in-sync backup"). */
     uint64_t units_promoted_on_move;
-    uint64_t reserved[3];
+    /* The outbox (keel_turn_send), sender side: messages sent to their
+     * receiver (a resend counts again), messages kept as dead letters;
+     * receiver side: redelivered messages it had applied already, answered
+     * without running the handler again. */
+    uint64_t outbox_sent;
+    uint64_t outbox_dropped;
+    uint64_t outbox_dead;
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);
@@ -567,7 +573,8 @@ typedef struct keel_actor_type {
 } keel_actor_type;
 
 /* Registers a type; the struct is copied, the strings too. Before the node
- * runs. Errors: KEEL_EINVAL, KEEL_ELIMIT, KEEL_EEXIST. */
+ * runs. Names beginning with the byte 0x01 are the runtime's own.
+ * Errors: KEEL_EINVAL, KEEL_ELIMIT, KEEL_EEXIST. */
 KEEL_API int keel_node_register_type(keel_node *node,
                                      const keel_actor_type *type);
 
@@ -611,6 +618,31 @@ KEEL_API void *keel_turn_type_data(keel_turn *turn);
 KEEL_API void **keel_turn_actor_data(keel_turn *turn);
 KEEL_API keel_node *keel_turn_node(keel_turn *turn);
 
+/* The durable outbox: queues msg for actor (type, id) as part of this
+ * turn. The message is stored with the turn's writes, in the same commit:
+ * if the turn fails, nothing is stored and nothing is sent; once the turn
+ * is answered, the message will be delivered, even if this node crashes
+ * right after, and across moves and failovers of the sender's unit.
+ *
+ * Delivery runs after the turn's reply, on the node that serves the
+ * sender: messages of one sender go one at a time, in the order they
+ * were queued (so in order per sender and receiver), each sent again with
+ * backoff until the receiver's turn that handles it has committed. The
+ * receiver records, in that same turn, the sender's sequence number, and
+ * answers a message it applied already without running it again: its
+ * handler sees each message exactly once. The receiver is activated if
+ * need be; its reply is dropped. A message the receiver refuses (its
+ * handler returns an error other than "try later" ones such as
+ * KEEL_EUNAVAIL), or one whose type is no longer registered, is kept as a
+ * dead letter of the sender and logged, and the next message goes.
+ * docs/design.md, "The outbox".
+ *
+ * Arguments as keel_call takes them; copied. Not from on_passivate.
+ * Errors: KEEL_EINVAL, KEEL_ELIMIT, KEEL_ENOTYPE (not registered on this
+ * node), KEEL_ETOOBIG (over the node's max_frame), KEEL_ENOMEM. */
+KEEL_API int keel_turn_send(keel_turn *turn, const char *type, const void *id,
+                            size_t idlen, const void *msg, size_t len);
+
 /* ----------------------------------------------------------------- calls */
 
 /* Completion of a call or cast, on the loop thread. status is 0 or a
@@ -622,7 +654,14 @@ typedef void (*keel_call_cb)(int status, const void *reply, size_t len,
 
 /* Sends msg to actor (type, id); loop thread only. cb may be NULL. A cast is
  * a call whose reply body is dropped: cb still says when its effect is
- * durable. Returns 0 or an error raised before queueing (then cb is not
+ * durable.
+ *
+ * Made from inside a handler, keel_call and keel_cast (and their keyed
+ * forms) send at once: the message leaves even if the turn that sent it
+ * then fails and its writes are discarded, and nothing sends it again if
+ * this node crashes before it arrives. A handler that must send only
+ * what its turn commits (a debit here, a credit there) uses
+ * keel_turn_send. Returns 0 or an error raised before queueing (then cb is not
  * called): KEEL_EINVAL, KEEL_ELIMIT, KEEL_ENOTYPE, KEEL_ETOOBIG,
  * KEEL_ESTOPPING, KEEL_ENOMEM. */
 KEEL_API int keel_call(keel_node *node, const char *type, const void *id,

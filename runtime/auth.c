@@ -927,6 +927,14 @@ int keel__auth_frame(keel_auth *a, keel_auth_conn *ac, const keel_frame *f,
             body += KEEL_REQUEST_KEY_LEN;
             blen -= KEEL_REQUEST_KEY_LEN;
         }
+        if (f->flags & KEEL_FLAG_FROM) {
+            keel_from from;
+            long fl = keel_from_parse(body, blen, &from);
+            if (fl < 0)
+                return 0; /* answered EMALFORMED or EDENIED there */
+            body += fl;
+            blen -= (size_t)fl;
+        }
         if (keel_call_body_parse(body, blen, &cb) != 0)
             return 0;
         return keel__auth_check(a, ac, KEEL_AUTH_OP_CALL, cb.type, cb.tlen,

@@ -7,6 +7,7 @@
  * store's fence, then keel_cluster_acquired(). Old owner (hook release):
  * see unit_stream.c. */
 #include "runtime/cluster_rt_int.h"
+#include "runtime/outbox.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -406,8 +407,10 @@ static void acquire_pending(keel_cluster_rt *rt)
             continue;
         }
         *pp = j->next;
-        if (keel_cluster_acquired(rt->c, j->cap, j->shard, j->epoch) == 0)
+        if (keel_cluster_acquired(rt->c, j->cap, j->shard, j->epoch) == 0) {
             STAT_ADD(rt->n, units_acquired, 1);
+            keel__outbox_unit_taken(rt->n, j->cap, j->shard);
+        }
         rt_job_free(j);
     }
 }

@@ -919,6 +919,14 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            "Units this node took over as an in-sync backup from its own "
            "replicated copy, with nothing streamed.",
            "", st->units_promoted_on_move);
+    metric(&b, "keel_outbox_sent_total", "counter",
+           "Outbox messages sent to their receiver (resends count again).",
+           "", st->outbox_sent);
+    metric(&b, "keel_outbox_dropped_total", "counter",
+           "Redelivered outbox messages answered without running again.",
+           "", st->outbox_dropped);
+    metric(&b, "keel_outbox_dead_total", "counter",
+           "Outbox messages kept as dead letters.", "", st->outbox_dead);
     /* Cumulative buckets; _count is their total so that the +Inf bucket
      * and _count agree even though the figures are read without a lock. */
     sb_puts(&b, "# HELP keel_call_latency_seconds Time from submission of a "

@@ -50,6 +50,7 @@
 #include "runtime/info.h"
 #include "runtime/node.h"
 #include "runtime/peer.h"
+#include "runtime/outbox.h"
 #include "runtime/proto.h"
 #include "runtime/repl.h"
 #include "runtime/tls.h"
@@ -503,6 +504,8 @@ static void handle_call(keel_conn *c, const keel_frame *f)
     struct keel_type_entry *te;
     keel_req *req;
     const uint8_t *body, *rkey = NULL;
+    keel_from from;
+    int has_from = 0;
     size_t blen;
     uint32_t budget;
     uint64_t deadline = 0;
@@ -552,6 +555,26 @@ static void handle_call(keel_conn *c, const keel_frame *f)
         body += KEEL_REQUEST_KEY_LEN;
         blen -= KEEL_REQUEST_KEY_LEN;
     }
+    if (f->flags & KEEL_FLAG_FROM) {
+        long fl;
+        if (!conn_peer(c)) {
+            /* The receiver trusts the sender and sequence it names to
+             * drop what it applied already: only nodes say. */
+            send_error(c, f->request_id, KEEL_EDENIED,
+                       "an outbox message (flags bit 7) comes from a member "
+                       "node only; it did not run");
+            return;
+        }
+        fl = keel_from_parse(body, blen, &from);
+        if (fl < 0) {
+            send_error(c, f->request_id, (int)fl,
+                       "malformed sender of an outbox message");
+            return;
+        }
+        has_from = 1;
+        body += fl;
+        blen -= (size_t)fl;
+    }
     rc = keel_call_body_parse(body, blen, &cb);
     if (rc != 0) {
         send_error(c, f->request_id, rc,
@@ -560,7 +583,8 @@ static void handle_call(keel_conn *c, const keel_frame *f)
         return;
     }
     if ((f->flags & KEEL_FLAG_READ) &&
-        (f->kind != KEEL_FRAME_CALL || rkey != NULL || cb.msglen != 0)) {
+        (f->kind != KEEL_FRAME_CALL || rkey != NULL || has_from ||
+         cb.msglen != 0)) {
         send_error(c, f->request_id, KEEL_EMALFORMED,
                    "a state read (flags bit 5) is a CALL with an empty "
                    "message and no request key");
@@ -591,6 +615,20 @@ static void handle_call(keel_conn *c, const keel_frame *f)
     if (rkey != NULL) {
         req->keyed = 1;
         memcpy(req->rkey, rkey, KEEL_REQUEST_KEY_LEN);
+    }
+    if (has_from) {
+        req->from = malloc(sizeof *req->from);
+        if (req->from == NULL) {
+            keel__req_free(n, req);
+            send_error(c, f->request_id, KEEL_ENOMEM, "out of memory");
+            return;
+        }
+        req->from->seq = from.seq;
+        req->from->tlen = (uint8_t)from.tlen;
+        memcpy(req->from->type, from.type, from.tlen);
+        req->from->type[from.tlen] = '\0';
+        req->from->idlen = (uint16_t)from.idlen;
+        memcpy(req->from->id, from.id, from.idlen);
     }
     req->u.net.conn = c;
     req->u.net.request_id = f->request_id;
@@ -631,7 +669,7 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
         handle_call(c, f);
         return 0;
     case KEEL_FRAME_STAT: {
-        char text[2048];
+        char text[4096]; /* every figure at its widest fits */
         keel_stats st;
         size_t len;
         keel_node_stats(n, &st);

@@ -31,6 +31,7 @@
 #include "runtime/cluster_rt.h"
 #include "runtime/dedup.h"
 #include "runtime/http.h"
+#include "runtime/outbox.h"
 #include "runtime/proto.h"
 #include "runtime/repl.h"
 #include "runtime/tls.h"
@@ -84,6 +85,7 @@ struct keel_turn {
     int no_writes; /* on_passivate: reading only */
     int err_set;
     int ver_staged; /* the state version entry is among its writes */
+    struct keel_ob_turn ob; /* its outbox messages (outbox.h) */
     struct tmp_block *tmp;
     char err[256]; /* last: run_turn clears everything before it */
 };
@@ -162,6 +164,8 @@ void keel__req_free(keel_node *n, keel_req *req)
 {
     if (req->buf != req->inl)
         free(req->buf);
+    free(req->from);
+    req->from = NULL;
     if (n->req_free_count >= REQ_FREE_MAX) {
         free(req);
         return;
@@ -226,8 +230,8 @@ int keel_node_register_type(keel_node *n, const keel_actor_type *type)
     if (n->running)
         return KEEL_EINVAL;
     len = strlen(type->name);
-    if (len == 0)
-        return KEEL_EINVAL;
+    if (len == 0 || type->name[0] == '\x01')
+        return KEEL_EINVAL; /* 0x01 begins the runtime's own (outbox.h) */
     if (len > KEEL_MAX_TYPE_LEN)
         return KEEL_ELIMIT;
     if (type->capability != NULL && strlen(type->capability) > 255)
@@ -612,6 +616,7 @@ static void actor_deactivate(keel_node *n, keel_actor *a)
     a->version = 0;
     a->user = NULL;
     a->last_write_seq = 0;
+    a->ob_index = 0; /* its open writes, the outbox's among them, are gone */
     a->flags &= (uint8_t)~(ACTOR_ACTIVE | ACTOR_HAS_BLOB);
 }
 
@@ -964,6 +969,33 @@ int keel_turn_del(keel_turn *t, const void *key, size_t klen)
     if (t->no_writes)
         return KEEL_EINVAL;
     return stage_add(t, STAGE_DEL, key, klen, NULL, 0);
+}
+
+int keel__turn_writable(keel_turn *t)
+{
+    return !t->no_writes;
+}
+
+int keel__turn_rt_get(keel_turn *t, const void *key, size_t klen,
+                      const void **val, size_t *vlen)
+{
+    return turn_get(t, key, klen, val, vlen);
+}
+
+int keel__turn_rt_put(keel_turn *t, const void *key, size_t klen,
+                      const void *val, size_t vlen)
+{
+    return stage_add(t, STAGE_PUT, key, klen, val, vlen);
+}
+
+int keel__turn_rt_del(keel_turn *t, const void *key, size_t klen)
+{
+    return stage_add(t, STAGE_DEL, key, klen, NULL, 0);
+}
+
+struct keel_ob_turn *keel__turn_ob(keel_turn *t)
+{
+    return &t->ob;
 }
 
 /* keel_turn_entries merges three layers (store, overlay, this turn's stage)
@@ -1486,7 +1518,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     keel_turn t;
     const keel_actor_type *ty = &a->type->t;
     int rc = 0, activating = !(a->flags & ACTOR_ACTIVE), hooked = 0;
-    int loaded = 0, dup = DUP_NONE, ran = 0;
+    int loaded = 0, dup = DUP_NONE, ran = 0, ob_dup = 0;
     const void *reply;
     const uint8_t *dup_reply = NULL;
     size_t reply_len, dup_len = 0;
@@ -1514,6 +1546,8 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     }
     if (rc == 0 && req->keyed)
         rc = dedup_lookup(&t, req, &dup, &dup_reply, &dup_len);
+    if (rc == 0 && req->from != NULL)
+        rc = keel__outbox_check(&t, req, &ob_dup);
     if (rc == 0 && dup == DUP_NOT_KEPT) {
         rc = KEEL_EALREADY;
         keel_turn_error(&t, "this request key ran already; its reply was "
@@ -1522,9 +1556,17 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     } else if (rc == 0 && req->read_state) {
         /* No handler: its reply is made once the turn's writes (those of
          * on_activate, if any) are the actor's, below. */
+    } else if (rc == 0 && req->ob_op != KEEL_OB_OP_NONE) {
+        rc = keel__outbox_op(&t, req); /* the runtime's, no handler */
+    } else if (rc == 0 && ob_dup) {
+        /* An outbox message this actor applied already: answered as
+         * applied, without running it again. */
+        STAT_ADD(n, outbox_dropped, 1);
     } else if (rc == 0 && dup == DUP_NONE) {
         ran = 1;
         rc = ty->on_message(&t, req->buf, req->len);
+        if (rc == 0 && req->from != NULL)
+            rc = keel__outbox_applied(&t, req);
         if (rc == 0 && req->keyed && (t.state_set || n->stage_len > 0))
             rc = dedup_record(&t, req, n->scratch_reply,
                               req->is_cast ? 0 : t.reply_len);
@@ -1546,6 +1588,10 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         rc = turn_apply(n, a, &t);
         if (rc == 0 && t.ver_staged)
             a->state_ver = ty->state_version;
+        if (rc == 0 && t.ob.index != KEEL_OB_INDEX_NONE)
+            a->ob_index = t.ob.index;
+        if (rc == 0)
+            req->ob_hi = t.ob.hi;
         if (rc == 0 && req->read_state)
             rc = state_reply(&t);
     } else {
@@ -1978,6 +2024,10 @@ static void flush_open(keel_node *n)
                                         e->data + e->klen, e->vlen);
             }
         }
+        if (rc == 0 && a->ob_index != KEEL_OB_INDEX_NONE) {
+            rc = keel__outbox_flush(n, b, a);
+            a->ob_index = KEEL_OB_INDEX_NONE;
+        }
     }
     /* A small batch that finds nothing of ours with the writer, flushed
      * when no other turn is waiting to run, is committed right here: the
@@ -2105,6 +2155,10 @@ static int lease_lapsed(keel_node *n)
 static void release_req(keel_node *n, keel_req *req)
 {
     record_latency(n, req->t_submit_ns);
+    if (req->ob_hi != 0 && req->status == 0)
+        keel__outbox_released(n, req); /* before a callback can free it */
+    else if (req->ob_hi != 0)
+        keel__outbox_doubt(n, req);
     switch (req->origin) {
     case REQ_LOCAL:
         if (req->u.local.cb != NULL)
@@ -2717,6 +2771,8 @@ int keel_node_run(keel_node *n)
 
     if (n == NULL || n->running)
         return KEEL_EINVAL;
+    if (n->outbox == NULL && (rc = keel__outbox_init(n)) != 0)
+        return rc;
     rc = keel_writer_start(n->store, writer_done_cb, n, &n->writer);
     if (rc != 0)
         return rc;
@@ -2741,6 +2797,7 @@ int keel_node_run(keel_node *n)
     ev_timer_start(n->loop, &n->idle_timer);
     ev_prepare_start(n->loop, &n->flush_watcher);
     keel__net_start(n);
+    keel__outbox_start(n); /* standalone: messages waiting since the last run */
     if (atomic_load(&n->stop_requested))
         begin_stop(n);
     ev_async_send(n->loop, &n->async); /* pick up posts queued before run */
@@ -2868,6 +2925,7 @@ void keel_node_destroy(keel_node *n)
     free(n->scratch_state);
     free(n->scratch_reply);
     free(n->stage);
+    keel__outbox_free(n);
     keel__auth_destroy(n->auth);
     ev_loop_destroy(n->loop);
     if (n->actlog_fd >= 0)
@@ -2961,7 +3019,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "repl_applied_frames %llu\nrepl_refused %llu\n"
         "repl_confirms %llu\nrepl_catchups %llu\n"
         "repl_catchup_bytes %llu\nisr_expansions %llu\n"
-        "isr_shrinks %llu\nfailovers %llu\nunits_promoted_on_move %llu\n",
+        "isr_shrinks %llu\nfailovers %llu\nunits_promoted_on_move %llu\n"
+        "outbox_sent %llu\noutbox_dropped %llu\noutbox_dead %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -3013,7 +3072,10 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->isr_expansions,
         (unsigned long long)st->isr_shrinks,
         (unsigned long long)st->failovers,
-        (unsigned long long)st->units_promoted_on_move);
+        (unsigned long long)st->units_promoted_on_move,
+        (unsigned long long)st->outbox_sent,
+        (unsigned long long)st->outbox_dropped,
+        (unsigned long long)st->outbox_dead);
     return w < 0 ? 0 : (size_t)w;
 }
 

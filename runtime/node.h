@@ -85,6 +85,9 @@ struct keel_actor {
     uint8_t flags;
     uint8_t idlen;
     int8_t fail_status; /* while ACTOR_FAILED: the error of its group */
+    /* The outbox index write (outbox.h, KEEL_OB_INDEX_*) its turns since
+     * the last flush call for; flush_open adds it to its group. */
+    uint8_t ob_index;
     uint8_t id[];
 };
 
@@ -115,6 +118,9 @@ struct keel_req {
     /* A failed reply held by replication until no backup that may hold
      * its write can be promoted (keel__repl_hold_failed). */
     uint8_t failed_hold;
+    /* Not a message: a runtime turn of an outbox's sender (outbox.h,
+     * KEEL_OB_OP_*), answered without calling the handler. */
+    uint8_t ob_op;
     int status;
     uint32_t len;
     uint32_t cap;  /* capacity of buf */
@@ -130,6 +136,12 @@ struct keel_req {
      * not started, and a reply is not sent as a success, in a later
      * one. */
     uint64_t session;
+    /* A message from an actor's outbox: its sender and sequence number
+     * (malloc'd, freed with the req), or NULL. */
+    struct keel_ob_from *from;
+    /* Its turn queued outbox messages up to this sequence (0: none):
+     * they may go once its reply leaves with success. */
+    uint64_t ob_hi;
     uint8_t *buf;  /* points to inl or to a malloc'd block */
     union {
         struct {
@@ -304,6 +316,9 @@ struct keel_node {
      * loop thread. */
     struct keel_auth *auth;
 
+    /* Outbox delivery (outbox.c). */
+    struct keel_outbox *outbox;
+
     int actlog_fd;         /* activation log (opts.activation_log), or -1 */
     uint64_t clock_ns;     /* monotonic, refreshed per run and per settle */
 
@@ -324,6 +339,17 @@ uint64_t keel__now_ns(void);
 /* Nonzero on the node's loop thread, where blocking calls would wait on
  * themselves. */
 int keel__on_loop_thread(keel_node *n);
+
+/* The turn, for the runtime's own entries (keys beginning with a NUL
+ * byte) kept by outbox.c: reads see the turn's writes and earlier turns';
+ * writes are staged with the turn's. */
+int keel__turn_writable(keel_turn *t);
+int keel__turn_rt_get(keel_turn *t, const void *key, size_t klen,
+                      const void **val, size_t *vlen);
+int keel__turn_rt_put(keel_turn *t, const void *key, size_t klen,
+                      const void *val, size_t vlen);
+int keel__turn_rt_del(keel_turn *t, const void *key, size_t klen);
+struct keel_ob_turn *keel__turn_ob(keel_turn *t);
 
 /* --- plugin.c -----------------------------------------------------------*/
 

@@ -191,6 +191,45 @@ size_t keel_call_body_encode(uint8_t *buf, const void *type, size_t tlen,
     return (size_t)(p - buf);
 }
 
+long keel_from_parse(const uint8_t *p, size_t len, keel_from *out)
+{
+    size_t tlen, idlen;
+
+    if (len < 8 + 1)
+        return KEEL_EMALFORMED;
+    out->seq = get_be64(p);
+    tlen = p[8];
+    if (out->seq == 0 || tlen == 0 || len < 8 + 1 + tlen + 2)
+        return KEEL_EMALFORMED;
+    idlen = get_be16(p + 9 + tlen);
+    if (len - (8 + 1 + tlen + 2) < idlen)
+        return KEEL_EMALFORMED;
+    out->type = p + 9;
+    out->tlen = tlen;
+    out->id = p + 9 + tlen + 2;
+    out->idlen = idlen;
+    if (tlen > KEEL_MAX_TYPE_LEN || idlen > KEEL_MAX_ID_LEN)
+        return KEEL_ELIMIT;
+    return (long)(8 + 1 + tlen + 2 + idlen);
+}
+
+size_t keel_from_size(size_t tlen, size_t idlen)
+{
+    return 8 + 1 + tlen + 2 + idlen;
+}
+
+size_t keel_from_encode(uint8_t *p, uint64_t seq, const void *type,
+                        size_t tlen, const void *id, size_t idlen)
+{
+    put_be64(p, seq);
+    p[8] = (uint8_t)tlen;
+    memcpy(p + 9, type, tlen);
+    put_be16(p + 9 + tlen, (uint16_t)idlen);
+    if (idlen > 0)
+        memcpy(p + 11 + tlen, id, idlen);
+    return keel_from_size(tlen, idlen);
+}
+
 void keel_deadline_put(uint8_t *p, uint32_t budget_ms)
 {
     put_be32(p, budget_ms);

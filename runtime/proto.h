@@ -36,7 +36,10 @@
  *             REPLY in the state-read layout below;
  *   bit 6     KEEL_FLAG_KEYED: then a 16-byte request key
  *             (runtime/dedup.h);
- *   then the CALL/CAST body proper. Other bits: 0.
+ *   bit 7     KEEL_FLAG_FROM (between nodes): a message from an actor's
+ *             outbox (runtime/outbox.h); then the sender prefix
+ *             seq be64 | len(type) u8 | type | len(id) be16 | id;
+ *   then the CALL/CAST body proper.
  */
 #ifndef KEEL_RUNTIME_PROTO_H
 #define KEEL_RUNTIME_PROTO_H
@@ -81,6 +84,7 @@ typedef struct keel_frame {
 #define KEEL_FLAG_DEADLINE 0x10u
 #define KEEL_FLAG_READ 0x20u
 #define KEEL_FLAG_KEYED 0x40u
+#define KEEL_FLAG_FROM 0x80u
 #define KEEL_DEADLINE_LEN 4
 
 /* The hello (docs/protocol.md "Hello"): the first 8 bytes each side sends
@@ -149,6 +153,27 @@ void keel_deadline_put(uint8_t *p, uint32_t budget_ms);
  * KEEL_EMALFORMED when the body is shorter than the prefix. */
 int keel_call_deadline_split(const keel_frame *f, uint32_t *budget_ms,
                              const uint8_t **body, size_t *len);
+
+/* The sender prefix of a CALL/CAST with KEEL_FLAG_FROM: which actor's
+ * outbox the message comes from and its sequence number there (1 and
+ * up). type and id point into the parsed buffer. */
+typedef struct keel_from {
+    uint64_t seq;
+    const uint8_t *type;
+    size_t tlen;
+    const uint8_t *id;
+    size_t idlen;
+} keel_from;
+
+/* Reads a sender prefix from the front of p. Returns its length (> 0),
+ * KEEL_EMALFORMED when p is shorter than the prefix, the type is empty
+ * or seq is 0, KEEL_ELIMIT when type or id is over its limit. */
+long keel_from_parse(const uint8_t *p, size_t len, keel_from *out);
+/* Bytes a sender prefix needs, and the encoder (p must hold that many).
+ * Returns the length written. */
+size_t keel_from_size(size_t tlen, size_t idlen);
+size_t keel_from_encode(uint8_t *p, uint64_t seq, const void *type,
+                        size_t tlen, const void *id, size_t idlen);
 
 /* The reply to a state read (KEEL_FLAG_READ; keel__read_state):
  *   flags u8 (bit 0: the actor has a state blob) | version be64

@@ -36,6 +36,7 @@
  * than any message held for it), the actor leaves the run queue, and it
  * is passivated as soon as its writes are durable, fenced or not. */
 #include "runtime/cluster_rt_int.h"
+#include "runtime/outbox.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -360,13 +361,18 @@ static int forward(keel_cluster_rt *rt, rt_msg *m, const char *addr)
     unsigned hops = req->hops < MAX_HOPS ? req->hops + 1u : MAX_HOPS;
     uint8_t *body;
 
+    if (req->ob_op != 0)
+        return -1; /* an outbox's own turn runs where its unit is, or not */
     blen = KEEL_DEADLINE_LEN + keel_call_body_size(tlen, m->idlen, req->len);
     if (req->keyed)
         blen += KEEL_REQUEST_KEY_LEN;
+    if (req->from != NULL)
+        blen += keel_from_size(req->from->tlen, req->from->idlen);
     body = keel__peer_frame_by(
         rt->peers, addr, req->is_cast ? KEEL_FRAME_CAST : KEEL_FRAME_CALL,
         (uint8_t)(hops | KEEL_FLAG_DEADLINE |
                   (req->keyed ? KEEL_FLAG_KEYED : 0) |
+                  (req->from != NULL ? KEEL_FLAG_FROM : 0) |
                   (req->read_state ? KEEL_FLAG_READ : 0)),
         blen, req->deadline_ns, fwd_cb, m);
     if (body == NULL)
@@ -378,6 +384,10 @@ static int forward(keel_cluster_rt *rt, rt_msg *m, const char *addr)
         memcpy(body, req->rkey, KEEL_REQUEST_KEY_LEN);
         body += KEEL_REQUEST_KEY_LEN;
     }
+    if (req->from != NULL)
+        body += keel_from_encode(body, req->from->seq, req->from->type,
+                                 req->from->tlen, req->from->id,
+                                 req->from->idlen);
     keel_call_body_encode(body, m->te->name, tlen, m->id, m->idlen, req->buf,
                           req->len);
     fly_insert(m, XXH3_64bits(addr, strlen(addr)));

@@ -6,6 +6,7 @@
  * batch at a time, so they never mix with the node's group commit of
  * actor state; the store serializes commits. */
 #include "runtime/cluster_rt_int.h"
+#include "runtime/outbox.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -236,8 +237,10 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
             break;
         }
         rc = keel_cluster_acquired(rt->c, j->cap, j->shard, j->epoch);
-        if (rc == 0)
+        if (rc == 0) {
             STAT_ADD(n, units_acquired, 1);
+            keel__outbox_unit_taken(n, j->cap, j->shard);
+        }
         keel_debug("unit (%s, %u) acquired at epoch %llu: %s", j->cap,
                    j->shard, (unsigned long long)j->epoch, keel_strerror(rc));
         rt->sweep = 1;

@@ -10,8 +10,9 @@
  * (keel_frame_parse, with the exemptions of frame_limit: XFER and REPL
  * frames up to 64 MiB + 64 KiB, calls with a budget 4 bytes more), and
  * each frame's body goes to the parser of its kind, with the prefixes its
- * flags announce: CALL/CAST (budget if bit 4, request key if bit 6, then
- * the call body), ERROR (code, message), XFER (unit head, then records),
+ * flags announce: CALL/CAST (budget if bit 4, request key if bit 6,
+ * sender prefix if bit 7, then the call body), ERROR (code, message),
+ * XFER (unit head, then records),
  * REPL (head, units, ops), REPLY (also read as a REPL's answer, per-unit
  * acks, which is what a primary does with it).
  *
@@ -78,6 +79,28 @@ static void check_call(const keel_frame *f)
             return; /* answered EMALFORMED there */
         body += KEEL_REQUEST_KEY_LEN;
         len -= KEEL_REQUEST_KEY_LEN;
+    }
+    /* The sender of an outbox message, as handle_call takes it off. */
+    if (f->flags & KEEL_FLAG_FROM) {
+        keel_from from;
+        long fl = keel_from_parse(body, len, &from);
+        FUZZ_CHECK(fl > 0 || fl == KEEL_EMALFORMED || fl == KEEL_ELIMIT);
+        if (fl < 0)
+            return;
+        FUZZ_CHECK((size_t)fl <= len && from.seq != 0 && from.tlen > 0);
+        FUZZ_CHECK(from.type == body + 9 && from.id == from.type +
+                                                      from.tlen + 2);
+        FUZZ_CHECK(from.id + from.idlen == body + fl);
+        {
+            uint8_t *buf = malloc((size_t)fl);
+            FUZZ_CHECK(buf != NULL);
+            FUZZ_CHECK(keel_from_encode(buf, from.seq, from.type, from.tlen,
+                                        from.id, from.idlen) == (size_t)fl);
+            FUZZ_CHECK(memcmp(buf, body, (size_t)fl) == 0);
+            free(buf);
+        }
+        body += fl;
+        len -= (size_t)fl;
     }
     rc = keel_call_body_parse(body, len, &cb);
     FUZZ_CHECK(rc == 0 || rc == KEEL_EMALFORMED || rc == KEEL_ELIMIT);

@@ -120,6 +120,8 @@ static void call_frame(uint8_t kind, uint8_t flags, uint64_t id,
         memcpy(body + n, "0123456789abcdef", KEEL_REQUEST_KEY_LEN);
         n += KEEL_REQUEST_KEY_LEN;
     }
+    if (flags & KEEL_FLAG_FROM)
+        n += keel_from_encode(body + n, 7, "order", 5, "o-17", 4);
     n += keel_call_body_encode(body + n, type, strlen(type), aid, strlen(aid),
                                msg, strlen(msg));
     frame(kind, flags, id, body, n);
@@ -233,6 +235,10 @@ static void wire_seeds(void)
     call_frame(KEEL_FRAME_CAST, KEEL_FLAG_DEADLINE | KEEL_FLAG_KEYED | 1, 5,
                "kv", "k", "del a");
     wire_seed("cast-deadline-keyed", 2);
+    b_reset();
+    call_frame(KEEL_FRAME_CAST, KEEL_FLAG_DEADLINE | KEEL_FLAG_FROM | 1, 5,
+               "payment", "p-17", "charge 30");
+    wire_seed("cast-outbox-from", 2);
     b_reset();
     call_frame(KEEL_FRAME_CALL, 0, 6, "counter", "", "");
     wire_seed("call-empty-id-msg", 2);

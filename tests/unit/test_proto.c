@@ -311,6 +311,50 @@ START_TEST(call_body_round_trip)
 }
 END_TEST
 
+/* The sender prefix of an outbox message (KEEL_FLAG_FROM). */
+START_TEST(from_prefix_round_trip)
+{
+    static const uint8_t id[] = {'o', 0, 0xfe};
+    uint8_t buf[8 + 1 + KEEL_MAX_TYPE_LEN + 1 + 2 + KEEL_MAX_ID_LEN + 1];
+    char longtype[KEEL_MAX_TYPE_LEN + 2];
+    keel_from f;
+    size_t n = keel_from_size(5, sizeof id), i;
+
+    ck_assert_uint_eq(n, 8 + 1 + 5 + 2 + sizeof id);
+    ck_assert_uint_eq(keel_from_encode(buf, 0x0102030405060708ull, "order",
+                                       5, id, sizeof id),
+                      n);
+    ck_assert_uint_eq(buf[0], 1);
+    ck_assert_uint_eq(buf[7], 8);
+    ck_assert_uint_eq(buf[8], 5);
+    ck_assert_uint_eq(buf[14], 0);
+    ck_assert_uint_eq(buf[15], sizeof id);
+    /* Parsed from a longer buffer: the call body follows. */
+    buf[n] = 0x42;
+    ck_assert_int_eq(keel_from_parse(buf, n + 1, &f), (long)n);
+    ck_assert_uint_eq(f.seq, 0x0102030405060708ull);
+    ck_assert_uint_eq(f.tlen, 5);
+    ck_assert_mem_eq(f.type, "order", 5);
+    ck_assert_uint_eq(f.idlen, sizeof id);
+    ck_assert_mem_eq(f.id, id, sizeof id);
+    /* Every cut short of the whole prefix is malformed. */
+    for (i = 0; i < n; i++)
+        ck_assert_int_eq(keel_from_parse(buf, i, &f), KEEL_EMALFORMED);
+    /* Sequence 0 and an empty type are not senders. */
+    keel_from_encode(buf, 0, "order", 5, id, sizeof id);
+    ck_assert_int_eq(keel_from_parse(buf, n, &f), KEEL_EMALFORMED);
+    n = keel_from_encode(buf, 1, "", 0, id, sizeof id);
+    ck_assert_int_eq(keel_from_parse(buf, n, &f), KEEL_EMALFORMED);
+    /* An empty id is fine; a type over its limit is not. */
+    n = keel_from_encode(buf, 9, "a", 1, NULL, 0);
+    ck_assert_int_eq(keel_from_parse(buf, n, &f), (long)n);
+    ck_assert_uint_eq(f.idlen, 0);
+    memset(longtype, 't', sizeof longtype);
+    n = keel_from_encode(buf, 9, longtype, KEEL_MAX_TYPE_LEN + 1, "x", 1);
+    ck_assert_int_eq(keel_from_parse(buf, n, &f), KEEL_ELIMIT);
+}
+END_TEST
+
 START_TEST(call_body_truncated)
 {
     uint8_t id[KEEL_MAX_ID_LEN];
@@ -1737,6 +1781,7 @@ static Suite *proto_suite(void)
     tcase_add_test(codec, call_body_round_trip);
     tcase_add_test(codec, call_body_truncated);
     tcase_add_test(codec, call_body_limits);
+    tcase_add_test(codec, from_prefix_round_trip);
     tcase_add_test(codec, error_body_round_trip);
     tcase_add_test(codec, doc_example_bytes);
     tcase_add_test(codec, repl_round_trip);

@@ -1,0 +1,862 @@
+/* The durable outbox: keel_turn_send, delivery and its dedup (outbox.h
+ * has the storage layout and the protocol between sender and receiver). */
+#include "runtime/outbox.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "common/log.h"
+#include "runtime/cluster_rt.h"
+
+#define OB_HDR "\0keel.ob"
+#define OB_HDR_LEN 8
+#define OB_REC "\0keel.ob/"
+#define OB_REC_LEN 9
+#define OB_DEAD "\0keel.dead/"
+#define OB_DEAD_LEN 11
+#define OB_IN "\0keel.in/"
+#define OB_IN_LEN 9
+#define OB_H_LEN 16
+#define IDX_TYPE_LEN 24 /* "\x01outbox." + 16 hex digits */
+
+/* Redelivery waits this long after a failure, doubling up to the most. */
+#define RETRY_MIN_MS 20
+#define RETRY_MAX_MS 2000
+/* Looks at a unit that is not served here (while a take settles) before
+ * its sender is forgotten; the node that serves it delivers. */
+#define NOT_LOCAL_MAX 40
+
+/* A sender with messages this node delivers. Lives while it has messages
+ * waiting, one out, or retiring turns unanswered. */
+struct ob_sender {
+    uint64_t hash;
+    keel_node *n;
+    struct keel_type_entry *te;
+    uint32_t shard;
+    uint64_t released; /* messages up to this one may go */
+    uint64_t done;     /* messages up to this one are retired (or going) */
+    uint64_t inflight; /* the message out now; 0: none */
+    unsigned acking;   /* retiring turns not answered yet */
+    unsigned backoff_ms;
+    unsigned not_local;
+    /* A turn that queued messages was answered with an error although
+     * its writes may stand (the lease lapsed before the reply left):
+     * what the store holds may go once the unit is served here again. */
+    int doubt;
+    ev_timer retry;
+    uint16_t idlen;
+    uint8_t id[];
+};
+
+struct keel_outbox {
+    keel_hmap senders;
+};
+
+static void pump(struct ob_sender *s);
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    int i;
+
+    for (i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    int i;
+
+    for (i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+/* A sender's name in receivers' records and in the index. */
+static void sender_h(const char *type, size_t tlen, const void *id,
+                     size_t idlen, uint8_t out[OB_H_LEN])
+{
+    uint8_t buf[1 + KEEL_MAX_TYPE_LEN + KEEL_MAX_ID_LEN];
+    XXH128_canonical_t c;
+
+    buf[0] = (uint8_t)tlen;
+    memcpy(buf + 1, type, tlen);
+    if (idlen > 0)
+        memcpy(buf + 1 + tlen, id, idlen);
+    XXH128_canonicalFromHash(&c, XXH3_128bits(buf, 1 + tlen + idlen));
+    memcpy(out, c.digest, OB_H_LEN);
+}
+
+/* The index's record type for a capability (not NUL-terminated). */
+static void index_type(const char *cap, char out[IDX_TYPE_LEN + 1])
+{
+    snprintf(out, IDX_TYPE_LEN + 1, "\x01outbox.%016llx",
+             (unsigned long long)XXH3_64bits(cap, strlen(cap)));
+}
+
+/* ------------------------------------------------------------ turns */
+
+int keel_turn_send(keel_turn *t, const char *type, const void *id,
+                   size_t idlen, const void *msg, size_t len)
+{
+    keel_node *n;
+    struct keel_ob_turn *ob;
+    const void *v;
+    size_t vl, tlen, rl;
+    uint64_t next = 0, done = 0;
+    uint8_t key[OB_REC_LEN + 8], hdr[16], *rec;
+    int rc;
+
+    if (t == NULL || type == NULL || (id == NULL && idlen > 0) ||
+        (msg == NULL && len > 0))
+        return KEEL_EINVAL;
+    if (!keel__turn_writable(t))
+        return KEEL_EINVAL; /* on_passivate */
+    tlen = strlen(type);
+    if (tlen == 0)
+        return KEEL_EINVAL;
+    if (tlen > KEEL_MAX_TYPE_LEN || idlen > KEEL_MAX_ID_LEN)
+        return KEEL_ELIMIT;
+    n = keel_turn_node(t);
+    if (len > n->opts.max_frame)
+        return KEEL_ETOOBIG; /* it travels as a call */
+    if (keel__type_find(n, type, tlen) == NULL)
+        return KEEL_ENOTYPE;
+    rc = keel__turn_rt_get(t, OB_HDR, OB_HDR_LEN, &v, &vl);
+    if (rc == 0 && vl != 16) {
+        keel_turn_error(t, "the actor's outbox record is %zu bytes, not 16",
+                        vl);
+        return KEEL_ECORRUPT;
+    }
+    if (rc == 0) {
+        next = get_be64(v);
+        done = get_be64((const uint8_t *)v + 8);
+    } else if (rc != KEEL_ENOTFOUND) {
+        return rc;
+    }
+    rl = 1 + tlen + 2 + idlen + len;
+    rec = malloc(rl);
+    if (rec == NULL)
+        return KEEL_ENOMEM;
+    rec[0] = (uint8_t)tlen;
+    memcpy(rec + 1, type, tlen);
+    rec[1 + tlen] = (uint8_t)(idlen >> 8);
+    rec[2 + tlen] = (uint8_t)idlen;
+    if (idlen > 0)
+        memcpy(rec + 3 + tlen, id, idlen);
+    if (len > 0)
+        memcpy(rec + 3 + tlen + idlen, msg, len);
+    memcpy(key, OB_REC, OB_REC_LEN);
+    put_be64(key + OB_REC_LEN, next + 1);
+    rc = keel__turn_rt_put(t, key, sizeof key, rec, rl);
+    free(rec);
+    if (rc != 0)
+        return rc;
+    put_be64(hdr, next + 1);
+    put_be64(hdr + 8, done);
+    rc = keel__turn_rt_put(t, OB_HDR, OB_HDR_LEN, hdr, sizeof hdr);
+    if (rc != 0)
+        return rc;
+    ob = keel__turn_ob(t);
+    ob->hi = next + 1;
+    if (next == done)
+        ob->index = KEEL_OB_INDEX_PUT; /* the first one waiting */
+    return 0;
+}
+
+static void in_key(const keel_req *req, uint8_t key[OB_IN_LEN + OB_H_LEN])
+{
+    memcpy(key, OB_IN, OB_IN_LEN);
+    sender_h(req->from->type, req->from->tlen, req->from->id,
+             req->from->idlen, key + OB_IN_LEN);
+}
+
+int keel__outbox_check(keel_turn *t, const keel_req *req, int *dup)
+{
+    uint8_t key[OB_IN_LEN + OB_H_LEN];
+    const void *v;
+    size_t vl;
+    int rc;
+
+    *dup = 0;
+    in_key(req, key);
+    rc = keel__turn_rt_get(t, key, sizeof key, &v, &vl);
+    if (rc == KEEL_ENOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    if (vl != 8) {
+        keel_turn_error(t, "the actor's record of a sender is %zu bytes, "
+                           "not 8",
+                        vl);
+        return KEEL_ECORRUPT;
+    }
+    *dup = get_be64(v) >= req->from->seq;
+    return 0;
+}
+
+int keel__outbox_applied(keel_turn *t, const keel_req *req)
+{
+    uint8_t key[OB_IN_LEN + OB_H_LEN], val[8];
+
+    in_key(req, key);
+    put_be64(val, req->from->seq);
+    return keel__turn_rt_put(t, key, sizeof key, val, sizeof val);
+}
+
+int keel__outbox_op(keel_turn *t, const keel_req *req)
+{
+    uint8_t key[OB_DEAD_LEN + 8], hdr[16];
+    const void *v, *rv;
+    size_t vl, rvl;
+    uint64_t seq, next, done;
+    int code, rc;
+
+    if (req->len != 10)
+        return KEEL_EINVAL;
+    seq = get_be64(req->buf);
+    code = req->buf[8] << 8 | req->buf[9];
+    rc = keel__turn_rt_get(t, OB_HDR, OB_HDR_LEN, &v, &vl);
+    if (rc == KEEL_ENOTFOUND)
+        return 0; /* nothing was ever queued: nothing to retire */
+    if (rc != 0)
+        return rc;
+    if (vl != 16)
+        return KEEL_ECORRUPT;
+    next = get_be64(v);
+    done = get_be64((const uint8_t *)v + 8);
+    if (seq <= done || seq > next)
+        return 0; /* retired already (a redelivery's answer) */
+    memcpy(key, OB_REC, OB_REC_LEN);
+    put_be64(key + OB_REC_LEN, seq);
+    if (req->ob_op == KEEL_OB_OP_DEAD) {
+        rc = keel__turn_rt_get(t, key, OB_REC_LEN + 8, &rv, &rvl);
+        if (rc == 0) {
+            uint8_t *d = malloc(2 + rvl);
+            uint8_t dkey[OB_DEAD_LEN + 8];
+            if (d == NULL)
+                return KEEL_ENOMEM;
+            d[0] = (uint8_t)(code >> 8);
+            d[1] = (uint8_t)code;
+            memcpy(d + 2, rv, rvl);
+            memcpy(dkey, OB_DEAD, OB_DEAD_LEN);
+            put_be64(dkey + OB_DEAD_LEN, seq);
+            rc = keel__turn_rt_put(t, dkey, sizeof dkey, d, 2 + rvl);
+            free(d);
+        }
+        if (rc != 0 && rc != KEEL_ENOTFOUND)
+            return rc;
+    }
+    rc = keel__turn_rt_del(t, key, OB_REC_LEN + 8);
+    if (rc != 0)
+        return rc;
+    if (seq != done + 1) {
+        /* Retired out of order (cannot happen while one message of a
+         * sender is out at a time): the record goes, the count stays. */
+        keel_warn("outbox: message %llu retired before %llu",
+                  (unsigned long long)seq, (unsigned long long)done + 1);
+        return 0;
+    }
+    put_be64(hdr, next);
+    put_be64(hdr + 8, seq);
+    rc = keel__turn_rt_put(t, OB_HDR, OB_HDR_LEN, hdr, sizeof hdr);
+    if (rc == 0 && seq == next)
+        keel__turn_ob(t)->index = KEEL_OB_INDEX_DEL; /* none waits now */
+    return rc;
+}
+
+int keel__outbox_flush(keel_node *n, keel_batch *b, keel_actor *a)
+{
+    char it[IDX_TYPE_LEN + 1];
+    uint8_t h[OB_H_LEN], key[KEEL_KEY_MAX];
+    uint8_t val[1 + KEEL_MAX_TYPE_LEN + KEEL_MAX_ID_LEN];
+    size_t tlen = strlen(a->type->name);
+    int kl;
+
+    (void)n;
+    index_type(a->type->capability, it);
+    sender_h(a->type->name, tlen, a->id, a->idlen, h);
+    kl = keel_key_encode(key, (uint16_t)a->shard, it, IDX_TYPE_LEN, h,
+                         sizeof h, NULL, 0);
+    if (kl < 0)
+        return kl;
+    if (a->ob_index == KEEL_OB_INDEX_DEL)
+        return keel_batch_del(b, key, (size_t)kl);
+    val[0] = (uint8_t)tlen;
+    memcpy(val + 1, a->type->name, tlen);
+    memcpy(val + 1 + tlen, a->id, a->idlen);
+    return keel_batch_put(b, key, (size_t)kl, 1, val, 1 + tlen + a->idlen);
+}
+
+/* ---------------------------------------------------------- senders */
+
+static uint64_t sender_hash(const struct keel_type_entry *te, const void *id,
+                            size_t idlen)
+{
+    return XXH3_64bits_withSeed(id, idlen, (uint64_t)te->index + 1);
+}
+
+struct sender_key {
+    const struct keel_type_entry *te;
+    const void *id;
+    size_t idlen;
+};
+
+static int sender_eq(const void *item, const void *key)
+{
+    const struct ob_sender *s = item;
+    const struct sender_key *k = key;
+
+    return s->te == k->te && s->idlen == k->idlen &&
+           memcmp(s->id, k->id, k->idlen) == 0;
+}
+
+static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    pump(w->data);
+}
+
+/* Reads what the store holds of a sender's outbox: its next and done. */
+static int header_read(keel_node *n, const struct ob_sender *s,
+                       uint64_t *next, uint64_t *done)
+{
+    keel_store_read *r;
+    keel_record rec;
+    uint8_t key[KEEL_KEY_MAX];
+    int kl, rc;
+
+    *next = *done = 0;
+    kl = keel_key_encode(key, (uint16_t)s->shard, s->te->name,
+                         strlen(s->te->name), s->id, s->idlen, OB_HDR,
+                         OB_HDR_LEN);
+    if (kl < 0)
+        return kl;
+    rc = keel_store_read_begin(n->store, &r);
+    if (rc != 0)
+        return rc;
+    rc = keel_store_get(r, key, (size_t)kl, &rec);
+    if (rc == 0 && rec.len == 16) {
+        *next = get_be64(rec.data);
+        *done = get_be64((const uint8_t *)rec.data + 8);
+    } else if (rc == 0) {
+        rc = KEEL_ECORRUPT;
+    }
+    keel_store_read_end(r);
+    return rc == KEEL_ENOTFOUND ? 0 : rc;
+}
+
+static struct ob_sender *sender_get(keel_node *n, struct keel_type_entry *te,
+                                    const void *id, size_t idlen,
+                                    uint32_t shard)
+{
+    struct sender_key k = {te, id, idlen};
+    uint64_t h = sender_hash(te, id, idlen), next, done;
+    struct ob_sender *s = keel_hmap_get(&n->outbox->senders, h, &k,
+                                        sender_eq);
+
+    if (s != NULL)
+        return s;
+    s = calloc(1, sizeof *s + idlen);
+    if (s == NULL)
+        return NULL;
+    s->hash = h;
+    s->n = n;
+    s->te = te;
+    s->shard = shard;
+    s->idlen = (uint16_t)idlen;
+    if (idlen > 0)
+        memcpy(s->id, id, idlen);
+    ev_timer_init(&s->retry, retry_cb, 0, 0);
+    s->retry.data = s;
+    if (header_read(n, s, &next, &done) == 0)
+        s->done = done;
+    if (keel_hmap_put(&n->outbox->senders, h, s) != 0) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Forgets a sender with nothing going on: the index finds it again. */
+static void sender_drop_idle(struct ob_sender *s)
+{
+    keel_node *n = s->n;
+
+    if (s->inflight != 0 || s->acking != 0 || ev_is_active(&s->retry))
+        return;
+    keel_hmap_remove(&n->outbox->senders, s->hash, s);
+    free(s);
+}
+
+static void retry_later(struct ob_sender *s)
+{
+    s->backoff_ms = s->backoff_ms == 0 ? RETRY_MIN_MS : s->backoff_ms * 2;
+    if (s->backoff_ms > RETRY_MAX_MS)
+        s->backoff_ms = RETRY_MAX_MS;
+    ev_timer_set(&s->retry, s->backoff_ms / 1000.0, 0);
+    ev_timer_start(s->n->loop, &s->retry);
+}
+
+/* Failures after which the same message is sent again: the receiver's
+ * turn did not run or did not commit, or nobody knows; it may next time.
+ * Any other error is the receiver's answer to this message (its type is
+ * unknown, its handler refused it): sending it again would get the same,
+ * and hold up the sender's later messages for ever. */
+static int retryable(int status)
+{
+    switch (status) {
+    case KEEL_ENOMEM:
+    case KEEL_ENOSPC:
+    case KEEL_EIO:
+    case KEEL_EFENCED:
+    case KEEL_EUNAVAIL:
+    case KEEL_ESTOPPING:
+    case KEEL_ECONN:
+    case KEEL_ETIMEDOUT:
+    case KEEL_ESTORE:
+    case KEEL_EOVERLOAD:
+    case KEEL_ECONNLOSS:
+    case KEEL_ESESSION:
+    case KEEL_EDEPOSED:
+    case KEEL_EINDOUBT:
+    case KEEL_ECAPUNKNOWN:
+    case KEEL_EDEADLINE:
+    case KEEL_ENOTSENT:
+    case KEEL_ENOTMEMBER:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static void ack_cb(int status, const void *reply, size_t len, void *data)
+{
+    struct ob_sender *s = data;
+
+    (void)reply;
+    (void)len;
+    if (status != 0)
+        keel_debug("outbox: retiring a message of %s failed: %s",
+                   s->te->name, keel_strerror(status));
+    s->acking--;
+    pump(s);
+}
+
+/* Retires message seq of s: a runtime turn of the sender deletes it (and
+ * keeps it as a dead letter with code when op is KEEL_OB_OP_DEAD). */
+static void retire(struct ob_sender *s, uint64_t seq, int op, int code)
+{
+    keel_node *n = s->n;
+    keel_req *req = keel__req_alloc(n, 10);
+    int rc;
+
+    s->done = seq;
+    if (req == NULL)
+        return; /* delivered again later: the receiver drops it */
+    put_be64(req->buf, seq);
+    req->buf[8] = (uint8_t)((-code) >> 8);
+    req->buf[9] = (uint8_t)(-code);
+    req->len = 10;
+    req->origin = REQ_LOCAL;
+    req->is_cast = 1;
+    req->ob_op = (uint8_t)op;
+    req->u.local.cb = ack_cb;
+    req->u.local.data = s;
+    s->acking++;
+    rc = keel__submit(n, s->te, s->id, s->idlen, req);
+    if (rc != 0) {
+        s->acking--;
+        keel__req_free(n, req);
+    }
+}
+
+static void dead_letter(struct ob_sender *s, uint64_t seq, int status,
+                        const char *why, size_t why_len)
+{
+    keel_warn("outbox: message %llu of %s '%.*s' kept as a dead letter: "
+              "%s: %.*s",
+              (unsigned long long)seq, s->te->name, (int)s->idlen,
+              (const char *)s->id, keel_err_name(status), (int)why_len, why);
+    STAT_ADD(s->n, outbox_dead, 1);
+    retire(s, seq, KEEL_OB_OP_DEAD, status);
+}
+
+static void deliver_cb(int status, const void *reply, size_t len, void *data)
+{
+    struct ob_sender *s = data;
+    uint64_t seq = s->inflight;
+
+    s->inflight = 0;
+    if (status == 0) {
+        s->backoff_ms = 0;
+        retire(s, seq, KEEL_OB_OP_DONE, 0);
+        pump(s);
+    } else if (retryable(status)) {
+        keel_debug("outbox: message %llu of %s: %s; sending it again",
+                   (unsigned long long)seq, s->te->name,
+                   keel_strerror(status));
+        if (!s->n->stopping)
+            retry_later(s);
+    } else {
+        s->backoff_ms = 0;
+        dead_letter(s, seq, status, reply, len);
+        pump(s);
+    }
+}
+
+struct next_find {
+    size_t plen;
+    uint64_t after, upto, seq;
+    uint8_t *val;
+    size_t vlen;
+    int err;
+};
+
+static int next_cb(const uint8_t *key, size_t klen, const keel_record *rec,
+                   void *data)
+{
+    struct next_find *f = data;
+    uint64_t seq;
+
+    if (klen != f->plen + 8)
+        return 0;
+    seq = get_be64(key + f->plen);
+    if (seq <= f->after)
+        return 0; /* retired; its deletion is on its way */
+    if (seq > f->upto)
+        return 1;
+    f->val = malloc(rec->len ? rec->len : 1);
+    if (f->val == NULL) {
+        f->err = KEEL_ENOMEM;
+        return 1;
+    }
+    memcpy(f->val, rec->data, rec->len);
+    f->vlen = rec->len;
+    f->seq = seq;
+    return 1;
+}
+
+/* The sender's lowest message that may go: *f filled, f->val NULL when
+ * there is none. */
+static int next_find(keel_node *n, struct ob_sender *s, struct next_find *f)
+{
+    uint8_t prefix[KEEL_KEY_MAX];
+    keel_store_read *r;
+    int pl, rc;
+
+    memset(f, 0, sizeof *f);
+    pl = keel_key_encode(prefix, (uint16_t)s->shard, s->te->name,
+                         strlen(s->te->name), s->id, s->idlen, OB_REC,
+                         OB_REC_LEN);
+    if (pl < 0)
+        return pl;
+    f->plen = (size_t)pl;
+    f->after = s->done;
+    f->upto = s->released;
+    rc = keel_store_read_begin(n->store, &r);
+    if (rc != 0)
+        return rc;
+    rc = keel_store_scan(r, prefix, (size_t)pl, next_cb, f);
+    keel_store_read_end(r);
+    if (f->err != 0)
+        rc = f->err;
+    else if (rc > 0)
+        rc = 0;
+    if (rc != 0) {
+        free(f->val);
+        f->val = NULL;
+    }
+    return rc;
+}
+
+/* Sends the sender's next message, if one may go. */
+static void pump(struct ob_sender *s)
+{
+    keel_node *n = s->n;
+
+    while (!n->stopping && s->inflight == 0 && !ev_is_active(&s->retry)) {
+        keel_placement pl;
+        struct next_find f;
+        struct keel_type_entry *te;
+        struct keel_ob_from *from;
+        keel_req *req;
+        const uint8_t *p, *rid, *msg;
+        size_t tlen, idlen, mlen;
+        int rc;
+
+        keel_coord_placement(n->coord, s->te->capability, s->shard, &pl);
+        if (pl.state != KEEL_PLACEMENT_LOCAL ||
+            (n->cluster != NULL && !keel__cluster_rt_serving(n))) {
+            if (pl.state == KEEL_PLACEMENT_REMOTE ||
+                ++s->not_local > NOT_LOCAL_MAX)
+                sender_drop_idle(s);
+            else
+                retry_later(s);
+            return;
+        }
+        s->not_local = 0;
+        if (s->doubt) {
+            uint64_t next, done;
+            if (header_read(n, s, &next, &done) == 0 && next > s->released)
+                s->released = next;
+            s->doubt = 0;
+        }
+        rc = next_find(n, s, &f);
+        if (rc != 0) {
+            keel_warn("outbox: reading the outbox of %s: %s", s->te->name,
+                      keel_strerror(rc));
+            retry_later(s);
+            return;
+        }
+        if (f.val == NULL) {
+            sender_drop_idle(s);
+            return;
+        }
+        p = f.val;
+        tlen = f.vlen > 0 ? p[0] : 0;
+        if (f.vlen < 1 + tlen + 2 || tlen == 0) {
+            free(f.val);
+            dead_letter(s, f.seq, KEEL_ECORRUPT, "unreadable record", 17);
+            continue;
+        }
+        idlen = (size_t)p[1 + tlen] << 8 | p[2 + tlen];
+        if (f.vlen - (1 + tlen + 2) < idlen || idlen > KEEL_MAX_ID_LEN) {
+            free(f.val);
+            dead_letter(s, f.seq, KEEL_ECORRUPT, "unreadable record", 17);
+            continue;
+        }
+        rid = p + 3 + tlen;
+        msg = rid + idlen;
+        mlen = f.vlen - (3 + tlen + idlen);
+        te = keel__type_find(n, p + 1, tlen);
+        if (te == NULL) {
+            char why[KEEL_MAX_TYPE_LEN + 32];
+            int wl = snprintf(why, sizeof why, "unknown actor type '%.*s'",
+                              (int)tlen, (const char *)p + 1);
+            free(f.val);
+            dead_letter(s, f.seq, KEEL_ENOTYPE, why, (size_t)wl);
+            continue;
+        }
+        req = keel__req_alloc(n, mlen);
+        from = malloc(sizeof *from);
+        if (req == NULL || from == NULL) {
+            if (req != NULL)
+                keel__req_free(n, req);
+            free(from);
+            free(f.val);
+            retry_later(s);
+            return;
+        }
+        keel__req_set(req, msg, mlen);
+        from->seq = f.seq;
+        from->tlen = (uint8_t)strlen(s->te->name);
+        memcpy(from->type, s->te->name, from->tlen + 1u);
+        from->idlen = s->idlen;
+        memcpy(from->id, s->id, s->idlen);
+        req->from = from;
+        req->origin = REQ_LOCAL;
+        req->is_cast = 1;
+        req->u.local.cb = deliver_cb;
+        req->u.local.data = s;
+        s->inflight = f.seq;
+        rc = keel__submit(n, te, rid, idlen, req);
+        free(f.val);
+        if (rc != 0) {
+            keel__req_free(n, req);
+            s->inflight = 0;
+            if (retryable(rc)) {
+                retry_later(s);
+                return;
+            }
+            dead_letter(s, f.seq, rc, keel_strerror(rc),
+                        strlen(keel_strerror(rc)));
+            continue;
+        }
+        STAT_ADD(n, outbox_sent, 1);
+        return;
+    }
+}
+
+void keel__outbox_released(keel_node *n, const keel_req *req)
+{
+    keel_actor *a = req->actor;
+    struct ob_sender *s = sender_get(n, a->type, a->id, a->idlen, a->shard);
+
+    if (s == NULL) {
+        keel_warn("outbox: out of memory; %s's messages wait for the next "
+                  "start",
+                  a->type->name);
+        return;
+    }
+    if (req->ob_hi > s->released)
+        s->released = req->ob_hi;
+    pump(s);
+}
+
+void keel__outbox_doubt(keel_node *n, const keel_req *req)
+{
+    keel_actor *a = req->actor;
+    struct ob_sender *s = sender_get(n, a->type, a->id, a->idlen, a->shard);
+
+    if (s == NULL)
+        return; /* found at the unit's next take */
+    s->doubt = 1;
+    /* Looked at after a pause: the lapse that failed the reply is
+     * likely still on now. */
+    if (s->inflight == 0 && !ev_is_active(&s->retry)) {
+        ev_timer_set(&s->retry, 1.0, 0);
+        ev_timer_start(n->loop, &s->retry);
+    }
+}
+
+/* ------------------------------------------------------------- units */
+
+struct idx_list {
+    struct idx_item {
+        uint8_t v[1 + KEEL_MAX_TYPE_LEN + KEEL_MAX_ID_LEN];
+        size_t len;
+    } *items;
+    size_t n, cap;
+    int err;
+};
+
+static int idx_cb(const uint8_t *key, size_t klen, const keel_record *rec,
+                  void *data)
+{
+    struct idx_list *l = data;
+
+    (void)key;
+    (void)klen;
+    if (rec->len < 2 || rec->len > sizeof l->items[0].v)
+        return 0; /* not one of ours */
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        struct idx_item *v = realloc(l->items, cap * sizeof *v);
+        if (v == NULL) {
+            l->err = KEEL_ENOMEM;
+            return 1;
+        }
+        l->items = v;
+        l->cap = cap;
+    }
+    memcpy(l->items[l->n].v, rec->data, rec->len);
+    l->items[l->n].len = rec->len;
+    l->n++;
+    return 0;
+}
+
+/* Starts delivery for every sender the unit's index lists. What the store
+ * holds when the unit is taken may all go: it was committed by an owner
+ * before this one. */
+static void unit_scan(keel_node *n, const char *cap, uint32_t shard)
+{
+    char it[IDX_TYPE_LEN + 1];
+    uint8_t prefix[KEEL_KEY_MAX];
+    struct idx_list l;
+    keel_store_read *r;
+    size_t i;
+    int pl, rc;
+
+    memset(&l, 0, sizeof l);
+    index_type(cap, it);
+    pl = keel_key_encode(prefix, (uint16_t)shard, it, IDX_TYPE_LEN, NULL, 0,
+                         NULL, 0);
+    if (pl < 0)
+        return;
+    pl = 2 + 1 + IDX_TYPE_LEN; /* shard | len(type) | type */
+    rc = keel_store_read_begin(n->store, &r);
+    if (rc != 0) {
+        keel_warn("outbox: reading the index of unit (%s, %u): %s", cap,
+                  shard, keel_strerror(rc));
+        return;
+    }
+    rc = keel_store_scan(r, prefix, (size_t)pl, idx_cb, &l);
+    keel_store_read_end(r);
+    if (l.err != 0)
+        rc = l.err;
+    if (rc < 0)
+        keel_warn("outbox: reading the index of unit (%s, %u): %s", cap,
+                  shard, keel_strerror(rc));
+    for (i = 0; i < l.n; i++) {
+        const uint8_t *v = l.items[i].v;
+        size_t tlen = v[0], idlen;
+        struct keel_type_entry *te;
+        struct ob_sender *s;
+        uint64_t next, done;
+
+        if (tlen == 0 || 1 + tlen > l.items[i].len)
+            continue;
+        idlen = l.items[i].len - 1 - tlen;
+        te = keel__type_find(n, v + 1, tlen);
+        if (te == NULL) {
+            keel_warn("outbox: messages of an actor of type '%.*s', not "
+                      "known here, wait in unit (%s, %u)",
+                      (int)tlen, (const char *)v + 1, cap, shard);
+            continue;
+        }
+        s = sender_get(n, te, v + 1 + tlen, idlen, shard);
+        if (s == NULL)
+            continue;
+        if (header_read(n, s, &next, &done) == 0 && next > s->released)
+            s->released = next;
+        s->not_local = 0;
+        pump(s);
+    }
+    free(l.items);
+}
+
+void keel__outbox_unit_taken(keel_node *n, const char *cap, uint32_t shard)
+{
+    if (n->outbox != NULL)
+        unit_scan(n, cap, shard);
+}
+
+void keel__outbox_start(keel_node *n)
+{
+    unsigned i, j;
+    uint32_t shard;
+
+    if (n->cluster != NULL)
+        return; /* units are taken one by one (keel__outbox_unit_taken) */
+    for (i = 0; i < n->ntypes; i++) {
+        const char *cap = n->types[i]->capability;
+        for (j = 0; j < i; j++)
+            if (strcmp(n->types[j]->capability, cap) == 0)
+                break;
+        if (j < i)
+            continue; /* that capability's units are done */
+        for (shard = 0; shard < n->opts.shard_count; shard++)
+            unit_scan(n, cap, shard);
+    }
+}
+
+int keel__outbox_init(keel_node *n)
+{
+    n->outbox = calloc(1, sizeof *n->outbox);
+    if (n->outbox == NULL)
+        return KEEL_ENOMEM;
+    keel_hmap_init(&n->outbox->senders);
+    return 0;
+}
+
+void keel__outbox_free(keel_node *n)
+{
+    size_t pos = 0;
+    void *item;
+
+    if (n->outbox == NULL)
+        return;
+    while (keel_hmap_next(&n->outbox->senders, &pos, &item)) {
+        struct ob_sender *s = item;
+        if (n->loop != NULL)
+            ev_timer_stop(n->loop, &s->retry);
+        free(s);
+    }
+    keel_hmap_free(&n->outbox->senders);
+    free(n->outbox);
+    n->outbox = NULL;
+}

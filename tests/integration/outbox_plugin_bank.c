@@ -1,0 +1,170 @@
+/* A plugin for the outbox tests (test_outbox_crash, test_cluster_outbox):
+ * actors that send to each other with keel_turn_send and count, in their
+ * own state, what they received, so that a test can tell a message lost,
+ * handled twice or out of order.
+ *
+ * "acct": a bank account, entries as decimal text.
+ *   xfer TO AMT [fail]  debits AMT and sends "credit AMT SELF SEQ" to acct
+ *                       TO, SEQ counting the transfers from SELF to TO;
+ *                       with "fail" the turn then fails (nothing of it may
+ *                       stay or leave). Answers SEQ.
+ *   credit AMT FROM SEQ adds AMT; SEQ must be one more than the last from
+ *                       FROM: not above it counts a duplicate, above it
+ *                       a gap.
+ *   get                 "balance sent credits dups gaps"
+ *
+ * "tok": a ring of actors "0".."R-1" passing tokens.
+ *   tok R HOPS FROM SEQ handles a token (FROM "-": a client's, unchecked;
+ *                       else SEQ checked as for credit) and, if HOPS > 0,
+ *                       sends "tok R HOPS-1 SELF SEQ'" to its successor.
+ *   get                 "handled dups gaps" */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keel.h"
+
+KEEL_PLUGIN_DECLARE_ABI;
+
+static long num(keel_turn *t, const char *key)
+{
+    const void *v;
+    size_t vl;
+    char buf[32];
+
+    if (keel_turn_get(t, key, strlen(key), &v, &vl) != 0 || vl >= sizeof buf)
+        return 0;
+    memcpy(buf, v, vl);
+    buf[vl] = '\0';
+    return strtol(buf, NULL, 10);
+}
+
+static int set(keel_turn *t, const char *key, long v)
+{
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%ld", v);
+
+    return keel_turn_put(t, key, strlen(key), buf, (size_t)n);
+}
+
+/* Checks SEQ against the last one from FROM and records it. */
+static int check_seq(keel_turn *t, const char *from, long seq)
+{
+    char key[96];
+    long last;
+
+    snprintf(key, sizeof key, "last:%s", from);
+    last = num(t, key);
+    if (seq <= last)
+        return set(t, "dups", num(t, "dups") + 1);
+    if (seq > last + 1 && set(t, "gaps", num(t, "gaps") + 1) != 0)
+        return KEEL_ENOMEM;
+    return set(t, key, seq);
+}
+
+static int text(const void *msg, size_t len, char *m, size_t cap)
+{
+    if (len >= cap)
+        return -1;
+    memcpy(m, msg, len);
+    m[len] = '\0';
+    return 0;
+}
+
+static int acct_message(keel_turn *t, const void *msg, size_t len)
+{
+    char m[160], to[64], from[64], key[96], out[160];
+    const void *self;
+    size_t sl;
+    long amt, seq;
+    int n, rc;
+
+    if (text(msg, len, m, sizeof m) != 0)
+        return KEEL_EBADMSG;
+    keel_turn_id(t, &self, &sl);
+    if (strcmp(m, "get") == 0)
+        return keel_turn_replyf(t, "%ld %ld %ld %ld %ld", num(t, "bal"),
+                                num(t, "sent"), num(t, "credits"),
+                                num(t, "dups"), num(t, "gaps"));
+    if (sscanf(m, "xfer %63s %ld", to, &amt) == 2 && sl < 64) {
+        snprintf(key, sizeof key, "to:%s", to);
+        seq = num(t, key) + 1;
+        if ((rc = set(t, key, seq)) != 0 ||
+            (rc = set(t, "sent", num(t, "sent") + 1)) != 0 ||
+            (rc = set(t, "bal", num(t, "bal") - amt)) != 0)
+            return rc;
+        n = snprintf(out, sizeof out, "credit %ld %.*s %ld", amt, (int)sl,
+                     (const char *)self, seq);
+        rc = keel_turn_send(t, "acct", to, strlen(to), out, (size_t)n);
+        if (rc != 0)
+            return rc;
+        if (strstr(m, " fail") != NULL) {
+            keel_turn_error(t, "transfer failed as asked");
+            return KEEL_EHANDLER;
+        }
+        return keel_turn_replyf(t, "%ld", seq);
+    }
+    if (sscanf(m, "credit %ld %63s %ld", &amt, from, &seq) == 3) {
+        if ((rc = check_seq(t, from, seq)) != 0 ||
+            (rc = set(t, "bal", num(t, "bal") + amt)) != 0)
+            return rc;
+        return set(t, "credits", num(t, "credits") + 1);
+    }
+    keel_turn_error(t, "acct understands xfer, credit and get");
+    return KEEL_EBADMSG;
+}
+
+static int tok_message(keel_turn *t, const void *msg, size_t len)
+{
+    char m[160], from[64], next[32], key[96], out[160];
+    const void *self;
+    size_t sl;
+    long ring, hops, seq, me, oseq;
+    int n, rc;
+
+    if (text(msg, len, m, sizeof m) != 0)
+        return KEEL_EBADMSG;
+    if (strcmp(m, "get") == 0)
+        return keel_turn_replyf(t, "%ld %ld %ld", num(t, "handled"),
+                                num(t, "dups"), num(t, "gaps"));
+    if (sscanf(m, "tok %ld %ld %63s %ld", &ring, &hops, from, &seq) != 4 ||
+        ring <= 0) {
+        keel_turn_error(t, "tok understands 'tok R HOPS FROM SEQ' and get");
+        return KEEL_EBADMSG;
+    }
+    keel_turn_id(t, &self, &sl);
+    if (sl >= sizeof next)
+        return KEEL_EBADMSG;
+    memcpy(next, self, sl);
+    next[sl] = '\0';
+    me = strtol(next, NULL, 10);
+    if (strcmp(from, "-") != 0 && (rc = check_seq(t, from, seq)) != 0)
+        return rc;
+    if ((rc = set(t, "handled", num(t, "handled") + 1)) != 0)
+        return rc;
+    if (hops <= 0)
+        return 0;
+    snprintf(next, sizeof next, "%ld", (me + 1) % ring);
+    snprintf(key, sizeof key, "to:%s", next);
+    oseq = num(t, key) + 1;
+    if ((rc = set(t, key, oseq)) != 0)
+        return rc;
+    n = snprintf(out, sizeof out, "tok %ld %ld %ld %ld", ring, hops - 1, me,
+                 oseq);
+    return keel_turn_send(t, "tok", next, strlen(next), out, (size_t)n);
+}
+
+int keel_plugin_init(keel_node *node, const char *args);
+
+KEEL_PLUGIN_EXPORT int keel_plugin_init(keel_node *node, const char *args)
+{
+    keel_actor_type acct = {.name = "acct", .on_message = acct_message};
+    keel_actor_type tok = {.name = "tok", .on_message = tok_message};
+    int rc;
+
+    (void)args;
+    rc = keel_node_register_type(node, &acct);
+    if (rc == 0)
+        rc = keel_node_register_type(node, &tok);
+    return rc;
+}

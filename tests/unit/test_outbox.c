@@ -1,0 +1,462 @@
+/* The durable outbox inside one node (runtime/outbox.c, keel_turn_send):
+ * a failed turn sends nothing and a committed one delivers once; a
+ * redelivered message is answered without running the handler again; a
+ * message the receiver refuses becomes a dead letter and the next one
+ * goes; messages waiting when the node stops are delivered, in order,
+ * after it starts again; a turn whose commit fails sends nothing; bad
+ * arguments get typed errors. */
+#include <check.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "keel.h"
+#include "runtime/node.h"
+#include "gates.h"
+#include "runtime/outbox.h"
+#include "testutil.h"
+
+static char *dir;
+/* Written on the loop thread, read by the test thread once the loop is
+ * quiet (polled with sync calls, which order them). */
+static int credit_runs;
+static int flaky_down;
+static char flaky_seen[256];
+
+static void setup(void)
+{
+    dir = tu_tmpdir("outbox");
+    credit_runs = 0;
+    flaky_down = 0;
+    flaky_seen[0] = '\0';
+}
+
+static void teardown(void)
+{
+    tu_rmrf(dir);
+    free(dir);
+}
+
+static long entry_num(keel_turn *t, const char *key)
+{
+    const void *v;
+    size_t vl;
+    char buf[32];
+
+    if (keel_turn_get(t, key, strlen(key), &v, &vl) != 0 || vl >= sizeof buf)
+        return 0;
+    memcpy(buf, v, vl);
+    buf[vl] = '\0';
+    return strtol(buf, NULL, 10);
+}
+
+static int entry_set(keel_turn *t, const char *key, long v)
+{
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%ld", v);
+
+    return keel_turn_put(t, key, strlen(key), buf, (size_t)n);
+}
+
+/* acct: "xfer TO AMT [fail]" debits itself and sends "credit AMT SELF SEQ"
+ * to acct TO (SEQ counts its transfers); "credit AMT FROM SEQ" adds AMT
+ * and checks SEQ follows the last one from FROM; "get" answers
+ * "balance sent credits bad". */
+static int acct_message(keel_turn *t, const void *msg, size_t len)
+{
+    char m[128], to[32], from[64], key[80], cmsg[128];
+    const void *self;
+    size_t sl;
+    long amt, seq, sent;
+    int rc, n;
+
+    if (len >= sizeof m)
+        return KEEL_EBADMSG;
+    memcpy(m, msg, len);
+    m[len] = '\0';
+    if (strcmp(m, "get") == 0)
+        return keel_turn_replyf(t, "%ld %ld %ld %ld", entry_num(t, "bal"),
+                                entry_num(t, "sent"), entry_num(t, "credits"),
+                                entry_num(t, "bad"));
+    if (sscanf(m, "xfer %31s %ld", to, &amt) == 2) {
+        keel_turn_id(t, &self, &sl);
+        sent = entry_num(t, "sent") + 1;
+        entry_set(t, "bal", entry_num(t, "bal") - amt);
+        entry_set(t, "sent", sent);
+        n = snprintf(cmsg, sizeof cmsg, "credit %ld %.*s %ld", amt, (int)sl,
+                     (const char *)self, sent);
+        rc = keel_turn_send(t, "acct", to, strlen(to), cmsg, (size_t)n);
+        if (rc != 0)
+            return rc;
+        if (strstr(m, " fail") != NULL)
+            return KEEL_EHANDLER;
+        return 0;
+    }
+    if (sscanf(m, "credit %ld %63s %ld", &amt, from, &seq) == 3) {
+        credit_runs++;
+        snprintf(key, sizeof key, "last:%s", from);
+        if (entry_num(t, key) != seq - 1)
+            entry_set(t, "bad", entry_num(t, "bad") + 1);
+        entry_set(t, key, seq);
+        entry_set(t, "bal", entry_num(t, "bal") + amt);
+        return entry_set(t, "credits", entry_num(t, "credits") + 1);
+    }
+    return KEEL_EBADMSG;
+}
+
+/* flaky: while flaky_down, every message fails KEEL_EUNAVAIL (sent again
+ * later); "bad" is refused with KEEL_EBADMSG; anything else is appended
+ * to flaky_seen. "send TEXT" (to any actor) queues TEXT for flaky/r. */
+static int flaky_message(keel_turn *t, const void *msg, size_t len)
+{
+    if (len > 5 && memcmp(msg, "send ", 5) == 0)
+        return keel_turn_send(t, "flaky", "r", 1, (const char *)msg + 5,
+                              len - 5);
+    if (len == 3 && memcmp(msg, "get", 3) == 0)
+        return keel_turn_replyf(t, "%s", flaky_seen);
+    if (flaky_down)
+        return KEEL_EUNAVAIL;
+    if (len == 3 && memcmp(msg, "bad", 3) == 0)
+        return KEEL_EBADMSG;
+    if (strlen(flaky_seen) + len + 2 < sizeof flaky_seen) {
+        strncat(flaky_seen, msg, len);
+        strcat(flaky_seen, ",");
+    }
+    return keel_turn_put(t, "seen", 4, msg, len);
+}
+
+static keel_node *make_node(void)
+{
+    keel_node_options o;
+    keel_node *n;
+    char err[256];
+    keel_actor_type acct = {.name = "acct", .on_message = acct_message};
+    keel_actor_type flaky = {.name = "flaky", .on_message = flaky_message};
+
+    keel_node_options_init(&o);
+    o.data_dir = dir;
+    o.log_level = KEEL_LOG_ERROR;
+    o.durability = KEEL_DURABILITY_NONE;
+    ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), 0);
+    ck_assert_int_eq(keel_node_register_type(n, &acct), 0);
+    ck_assert_int_eq(keel_node_register_type(n, &flaky), 0);
+    return n;
+}
+
+static keel_node *start_node(void)
+{
+    keel_node *n = make_node();
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    return n;
+}
+
+static void finish(keel_node *n)
+{
+    keel_node_stop(n);
+    keel_node_join(n);
+    keel_node_destroy(n);
+}
+
+static int call(keel_node *n, const char *type, const char *id,
+                const char *msg, char *out, size_t cap)
+{
+    void *reply = NULL;
+    size_t rl = 0;
+    int rc = keel_call_sync(n, type, id, strlen(id), msg, strlen(msg), &reply,
+                            &rl);
+
+    if (out != NULL) {
+        size_t k = rl < cap - 1 ? rl : cap - 1;
+        if (reply != NULL)
+            memcpy(out, reply, k);
+        out[reply != NULL ? k : 0] = '\0';
+    }
+    keel_free(reply);
+    return rc;
+}
+
+/* Polls acct id's "get" until it answers want (at most 5 s). */
+static int wait_get(keel_node *n, const char *type, const char *id,
+                    const char *want, char *got, size_t cap)
+{
+    int i;
+
+    for (i = 0; i < 500; i++) {
+        if (call(n, type, id, "get", got, cap) == 0 && strcmp(got, want) == 0)
+            return 1;
+        usleep(10000);
+    }
+    return 0;
+}
+
+START_TEST(failed_turn_sends_nothing)
+{
+    keel_node *n = start_node();
+    char got[128];
+    keel_stats st;
+
+    ck_assert_int_eq(call(n, "acct", "a", "xfer b 10 fail", NULL, 0),
+                     KEEL_EHANDLER);
+    ck_assert_int_eq(call(n, "acct", "a", "xfer b 5", NULL, 0), 0);
+    /* One sender's messages go in order: had the failed turn queued its
+     * credit, it would arrive before this one. */
+    ck_assert_msg(wait_get(n, "acct", "b", "5 0 1 0", got, sizeof got),
+                  "b: %s", got);
+    ck_assert_int_eq(call(n, "acct", "a", "get", got, sizeof got), 0);
+    ck_assert_str_eq(got, "-5 1 0 0");
+    ck_assert_int_eq(credit_runs, 1);
+    keel_node_stats(n, &st);
+    ck_assert_uint_eq(st.outbox_sent, 1);
+    ck_assert_uint_eq(st.outbox_dropped, 0);
+    finish(n);
+}
+END_TEST
+
+START_TEST(many_in_order_once)
+{
+    keel_node *n = start_node();
+    char got[128], want[64];
+    int i;
+
+    for (i = 0; i < 50; i++) {
+        ck_assert_int_eq(call(n, "acct", "a", "xfer b 1", NULL, 0), 0);
+        ck_assert_int_eq(call(n, "acct", "c", "xfer b 2", NULL, 0), 0);
+    }
+    snprintf(want, sizeof want, "%d 0 %d 0", 150, 100);
+    ck_assert_msg(wait_get(n, "acct", "b", want, got, sizeof got), "b: %s",
+                  got);
+    ck_assert_int_eq(credit_runs, 100);
+    finish(n);
+}
+END_TEST
+
+/* A turn whose commit fails is answered with the failure, and its
+ * message never leaves, not even when the node looks again later. */
+START_TEST(failed_commit_sends_nothing)
+{
+    keel_node *n = make_node();
+    struct gates g = {.fail_commit = 1, .fail_rc = KEEL_ENOSPC};
+    char got[128];
+    keel_stats st;
+
+    gates_install(n->store, &g);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "acct", "a", "xfer b 10", NULL, 0),
+                     KEEL_ENOSPC);
+    usleep(1500000); /* past the second look at a reply that failed */
+    keel_node_stats(n, &st);
+    ck_assert_uint_eq(st.outbox_sent, 0);
+    ck_assert_int_eq(call(n, "acct", "a", "xfer b 5", NULL, 0), 0);
+    ck_assert_msg(wait_get(n, "acct", "b", "5 0 1 0", got, sizeof got),
+                  "b: %s", got);
+    ck_assert_int_eq(credit_runs, 1);
+    finish(n);
+}
+END_TEST
+
+/* Runs on the loop thread: hands acct/b a credit as if redelivered from
+ * acct/z's outbox at sequence `seq`. */
+struct redeliver {
+    uint64_t seq;
+    int done, status;
+    pthread_mutex_t mu;
+};
+
+static void redeliver_cb(int status, const void *reply, size_t len,
+                         void *data)
+{
+    struct redeliver *r = data;
+
+    (void)reply;
+    (void)len;
+    pthread_mutex_lock(&r->mu);
+    r->status = status;
+    r->done = 1;
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void redeliver_post(keel_node *n, void *data)
+{
+    struct redeliver *r = data;
+    char msg[64];
+    int len = snprintf(msg, sizeof msg, "credit 7 z %llu",
+                       (unsigned long long)r->seq);
+    keel_req *req = keel__req_alloc(n, (size_t)len);
+    struct keel_type_entry *te = keel__type_find(n, "acct", 4);
+
+    ck_assert_ptr_nonnull(req);
+    keel__req_set(req, msg, (size_t)len);
+    req->from = calloc(1, sizeof *req->from);
+    req->from->seq = r->seq;
+    req->from->tlen = 4;
+    memcpy(req->from->type, "acct", 5);
+    req->from->idlen = 1;
+    req->from->id[0] = 'z';
+    req->origin = REQ_LOCAL;
+    req->is_cast = 1;
+    req->u.local.cb = redeliver_cb;
+    req->u.local.data = r;
+    ck_assert_int_eq(keel__submit(n, te, "b", 1, req), 0);
+}
+
+static int redeliver(keel_node *n, uint64_t seq)
+{
+    struct redeliver r = {.seq = seq};
+    int i, done = 0;
+
+    pthread_mutex_init(&r.mu, NULL);
+    ck_assert_int_eq(keel_node_post(n, redeliver_post, &r), 0);
+    for (i = 0; i < 500 && !done; i++) {
+        usleep(10000);
+        pthread_mutex_lock(&r.mu);
+        done = r.done;
+        pthread_mutex_unlock(&r.mu);
+    }
+    pthread_mutex_destroy(&r.mu);
+    ck_assert_msg(done, "no answer to a delivery");
+    return r.status;
+}
+
+START_TEST(redelivery_dropped)
+{
+    keel_node *n = start_node();
+    char got[128];
+    keel_stats st;
+
+    ck_assert_int_eq(redeliver(n, 1), 0);
+    ck_assert_int_eq(redeliver(n, 1), 0); /* the answer was lost: again */
+    ck_assert_int_eq(redeliver(n, 2), 0);
+    ck_assert_int_eq(redeliver(n, 1), 0); /* a late copy of the first */
+    ck_assert_int_eq(call(n, "acct", "b", "get", got, sizeof got), 0);
+    ck_assert_str_eq(got, "14 0 2 0");
+    ck_assert_int_eq(credit_runs, 2);
+    keel_node_stats(n, &st);
+    ck_assert_uint_eq(st.outbox_dropped, 2);
+    finish(n);
+    /* The record of what b applied is durable with b's state. */
+    n = start_node();
+    ck_assert_int_eq(redeliver(n, 2), 0);
+    ck_assert_int_eq(call(n, "acct", "b", "get", got, sizeof got), 0);
+    ck_assert_str_eq(got, "14 0 2 0");
+    ck_assert_int_eq(credit_runs, 2);
+    finish(n);
+}
+END_TEST
+
+START_TEST(refused_is_dead_letter)
+{
+    keel_node *n = start_node();
+    char got[128];
+    keel_stats st;
+
+    ck_assert_int_eq(call(n, "flaky", "s", "send one", NULL, 0), 0);
+    ck_assert_int_eq(call(n, "flaky", "s", "send bad", NULL, 0), 0);
+    ck_assert_int_eq(call(n, "flaky", "s", "send two", NULL, 0), 0);
+    ck_assert_msg(wait_get(n, "flaky", "q", "one,two,", got, sizeof got),
+                  "seen: %s", got);
+    keel_node_stats(n, &st);
+    ck_assert_uint_eq(st.outbox_dead, 1);
+    finish(n);
+}
+END_TEST
+
+START_TEST(waiting_messages_survive_restart)
+{
+    keel_node *n = start_node();
+    char got[128];
+    keel_stats st;
+    int i;
+
+    flaky_down = 1;
+    ck_assert_int_eq(call(n, "flaky", "s", "send m1", NULL, 0), 0);
+    ck_assert_int_eq(call(n, "flaky", "s", "send m2", NULL, 0), 0);
+    ck_assert_int_eq(call(n, "flaky", "t", "send m3", NULL, 0), 0);
+    for (i = 0; i < 500; i++) {
+        keel_node_stats(n, &st);
+        if (st.outbox_sent >= 4)
+            break; /* tried, refused for now, more than once */
+        usleep(10000);
+    }
+    ck_assert_uint_ge(st.outbox_sent, 4);
+    finish(n);
+    ck_assert_str_eq(flaky_seen, ""); /* the loop thread has ended */
+    flaky_down = 0;
+    n = start_node(); /* finds s and t in the index and delivers */
+    got[0] = '\0';
+    for (i = 0; i < 500 && strlen(got) < 9; i++) {
+        if (call(n, "flaky", "q", "get", got, sizeof got) != 0)
+            got[0] = '\0';
+        usleep(10000);
+    }
+    ck_assert_msg(strcmp(got, "m1,m2,m3,") == 0 ||
+                      strcmp(got, "m3,m1,m2,") == 0 ||
+                      strcmp(got, "m1,m3,m2,") == 0,
+                  "seen: %s", got);
+    finish(n);
+}
+END_TEST
+
+static int send_bad_args(keel_turn *t, const void *msg, size_t len)
+{
+    char big[KEEL_MAX_ID_LEN + 1];
+
+    (void)msg;
+    (void)len;
+    memset(big, 'x', sizeof big);
+    if (keel_turn_send(t, "nosuch", "x", 1, "m", 1) != KEEL_ENOTYPE)
+        return keel_turn_replyf(t, "unknown type accepted");
+    if (keel_turn_send(t, "acct", big, sizeof big, "m", 1) != KEEL_ELIMIT)
+        return keel_turn_replyf(t, "long id accepted");
+    if (keel_turn_send(t, "", "x", 1, "m", 1) != KEEL_EINVAL)
+        return keel_turn_replyf(t, "empty type accepted");
+    if (keel_turn_send(t, NULL, "x", 1, "m", 1) != KEEL_EINVAL)
+        return keel_turn_replyf(t, "NULL type accepted");
+    return keel_turn_replyf(t, "ok");
+}
+
+START_TEST(bad_arguments)
+{
+    keel_node_options o;
+    keel_node *n;
+    char err[256], got[64];
+    keel_actor_type acct = {.name = "acct", .on_message = acct_message};
+    keel_actor_type bad = {.name = "bad", .on_message = send_bad_args};
+
+    keel_node_options_init(&o);
+    o.data_dir = dir;
+    o.log_level = KEEL_LOG_ERROR;
+    ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), 0);
+    ck_assert_int_eq(keel_node_register_type(n, &acct), 0);
+    ck_assert_int_eq(keel_node_register_type(n, &bad), 0);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "bad", "x", "go", got, sizeof got), 0);
+    ck_assert_str_eq(got, "ok");
+    finish(n);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("outbox");
+    TCase *tc = tcase_create("node");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, failed_turn_sends_nothing);
+    tcase_add_test(tc, many_in_order_once);
+    tcase_add_test(tc, failed_commit_sends_nothing);
+    tcase_add_test(tc, redelivery_dropped);
+    tcase_add_test(tc, refused_is_dead_letter);
+    tcase_add_test(tc, waiting_messages_survive_restart);
+    tcase_add_test(tc, bad_arguments);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run_suite(suite());
+}
