@@ -680,6 +680,7 @@ static void unit_decide(keel_repl *r, repl_unit *u, uint64_t epoch)
     u->sns = 0;
     u->sdoubt = 0;
     u->smode = SM_SEND;
+    u->fail_doubt = 0;
     if (epoch < u->epoch || u->stale >= epoch) {
         /* Written at an epoch this node has left (its backups hold a
          * newer one): whatever waits on it is in doubt. */
@@ -1012,8 +1013,6 @@ int keel__repl_settled(keel_node *n, keel_batch *b, int status, uint64_t lo,
         return 0;
     if (hi > r->settled_no)
         r->settled_no = hi;
-    if (hi != 0 && status == 0)
-        repl_send(r, b, hi, lo, hi);
     ng = hi != 0 ? keel_batch_group_count(b) : 0;
     for (i = 0; i < ng; i++) {
         /* A group that did not commit here but may have left early: its
@@ -1028,10 +1027,16 @@ int keel__repl_settled(keel_node *n, keel_batch *b, int status, uint64_t lo,
             keel_batch_group_unit(b, i, &cap, &shard, &epoch) != 0 ||
             (u = repl_unit_find(r, cap, shard)) == NULL || u->early_no < lo)
             continue;
-        suspect_all(r, u, epoch, "a commit here failed after its writes "
-                                 "left");
-        suspects |= u->nsuspect > 0;
+        if (!repl_unit_ours(r, cap, shard, epoch))
+            u->fail_doubt = 1; /* cleared by the unit's next send */
+        else
+            suspect_all(r, u, epoch, "a commit here failed after its "
+                                     "writes left");
+        suspects |= u->nsuspect > 0 || u->fail_doubt;
     }
+    /* After the suspects: what goes late now goes to none of them. */
+    if (hi != 0 && status == 0)
+        repl_send(r, b, hi, lo, hi);
     return n->repl_busy > 0 || suspects ||
            (r->sfail != 0 && r->sfail >= lo && r->sfail <= hi);
 }
@@ -1058,11 +1063,19 @@ int keel__repl_hold(keel_node *n, keel_req *req, uint64_t lo, uint64_t hi)
     u = repl_unit_find(r, a->type->capability, a->shard);
     if (u == NULL)
         return 0;
-    /* The last entry made by a flush of this batch or before it: those
-     * after it hold later writes only. None left: its own went (entries
-     * leave in order), and what remains came later. */
-    for (w = u->head; w != NULL && w->no <= hi; w = w->next)
-        at = w;
+    /* The last entry made by a flush of this batch or before it, in list
+     * order (an entry made at a settle, for writes that went late, can
+     * follow one made at a later flush): those after it hold later
+     * writes only. None left: its own went (entries leave in order), and
+     * what remains came later. While backups of the unit are suspect,
+     * the last entry: every reply waits until they are out. */
+    if (u->nsuspect > 0) {
+        at = u->tail;
+    } else {
+        for (w = u->head; w != NULL; w = w->next)
+            if (w->no <= hi)
+                at = w;
+    }
     if ((w = at) == NULL)
         return 0;
     req->next = NULL;
@@ -1088,19 +1101,29 @@ int keel__repl_hold_failed(keel_node *n, keel_req *req)
     unsigned i;
 
     if (r == NULL || a == NULL ||
-        (u = repl_unit_find(r, a->type->capability, a->shard)) == NULL ||
-        u->nsuspect == 0)
+        (u = repl_unit_find(r, a->type->capability, a->shard)) == NULL)
+        return 0;
+    if (u->fail_doubt) {
+        /* Its writes left before the commit here failed, and the unit is
+         * not this node's any more: the new primary may hold them. */
+        keel__req_doubt(n, req, doubt_msg);
+        return 1;
+    }
+    if (u->nsuspect == 0)
         return 0;
     for (i = 0; i < u->nsuspect; i++)
         if (u->suspect[i].epoch > epoch)
             epoch = u->suspect[i].epoch;
     w = u->tail;
     if (w == NULL || w->seq != UINT64_MAX || w->epoch != epoch) {
-        if ((w = calloc(1, sizeof *w)) == NULL)
-            return 0; /* as it stands: out of memory */
+        if ((w = calloc(1, sizeof *w)) == NULL) {
+            /* Out of memory: a suspect backup may hold the write. */
+            keel__req_doubt(n, req, doubt_msg);
+            return 1;
+        }
         w->epoch = epoch;
         w->seq = UINT64_MAX; /* no ack completes it */
-        w->no = r->flush_no;
+        w->no = 0;           /* holds no writes */
         w->born = ev_now(n->loop);
         for (i = 0; i < u->nsuspect; i++)
             if (u->suspect[i].epoch == epoch) {
@@ -1138,8 +1161,10 @@ void keel__repl_resumed(keel_node *n, const char *cap, uint32_t shard,
                                     REPL_MAX_BACKUPS) == 0 ||
         (u = repl_unit_get(r, cap, shard)) == NULL)
         return;
-    if (u->epoch == epoch)
-        return; /* this process sent its pieces there: nothing was lost */
+    if (u->epoch == epoch || u->resumed_epoch == epoch)
+        return; /* this process sent its pieces there, or was here
+                 * already: nothing was lost since */
+    u->resumed_epoch = epoch;
     suspect_all(r, u, epoch, "this node served the unit at this epoch "
                              "before, and may have lost writes it had sent");
 }
@@ -1418,14 +1443,18 @@ static int lag_unit(keel_repl *r, repl_unit *u, uint64_t epoch,
         return rc;
     if (!in_refs(r, insync(r, u, epoch), l->name))
         return LAG_OUT;
+    /* Asked again at every look: the coordinator keeps one request per
+     * backup and epoch, but forgets them all with an expired session
+     * (the unit may come back here at the same epoch). What is
+     * remembered here only keeps the log and the count to one. */
+    rc = keel_cluster_request_drop(cl(r), u->cap, u->shard, epoch, l->name);
     for (i = 0; i < REPL_MAX_BACKUPS; i++) {
         if (u->asked[i].l == l && u->asked[i].epoch == epoch)
-            return LAG_WAIT;
+            return LAG_WAIT; /* asked before: logged then */
         if (free_slot == REPL_MAX_BACKUPS &&
             (u->asked[i].l == NULL || u->asked[i].epoch < epoch))
             free_slot = i;
     }
-    rc = keel_cluster_request_drop(cl(r), u->cap, u->shard, epoch, l->name);
     if (rc != 0) {
         if (rc != KEEL_ENOTFOUND)
             keel_warn("unit (%s, %u): cannot ask to drop backup %s: %s",

@@ -124,6 +124,10 @@ struct repl_unit {
         uint64_t epoch;
     } suspect[REPL_MAX_BACKUPS];
     unsigned nsuspect;
+    /* A commit here failed after the unit's writes left, and the unit was
+     * not this node's any more: its failures are in doubt. */
+    int fail_doubt;
+    uint64_t resumed_epoch; /* keel__repl_resumed ran at this epoch */
     /* Drops asked for (keel_cluster_request_drop), by backup and epoch. */
     struct {
         repl_link *l;
