@@ -2830,8 +2830,11 @@ int keel_node_run(keel_node *n)
     keel__http_stop(n); /* posts are refused now: see http.h */
     keel_writer_stop(n->writer);
     n->writer = NULL;
+    rc = keel__cluster_rt_failure(n);
+    if (rc == 0)
+        keel__repl_stopped_clean(n);
     keel_info("node stopped");
-    return keel__cluster_rt_failure(n);
+    return rc;
 }
 
 static void *node_thread(void *arg)

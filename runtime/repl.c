@@ -31,7 +31,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <time.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "common/log.h"
@@ -1161,7 +1164,7 @@ void keel__repl_resumed(keel_node *n, const char *cap, uint32_t shard,
                                     REPL_MAX_BACKUPS) == 0 ||
         (u = repl_unit_get(r, cap, shard)) == NULL)
         return;
-    if (u->epoch == epoch || u->resumed_epoch == epoch)
+    if (r->clean_start || u->epoch == epoch || u->resumed_epoch == epoch)
         return; /* this process sent its pieces there, or was here
                  * already: nothing was lost since */
     u->resumed_epoch = epoch;
@@ -2018,12 +2021,86 @@ int keel__repl_create(keel_node *n)
     return 0;
 }
 
+/* The clean-stop marker: a file in the data directory, written by an
+ * orderly stop once every write this node sent is durable in its store
+ * and no backup was left suspect, and taken (removed, durably) at the
+ * next start. Present at a start, the store holds every write its last
+ * run sent to backups: units it gets back at the same epoch need no
+ * suspicion. Absent (a crash, a failed removal), they do. */
+#define CLEAN_FILE "clean-stop"
+#define CLEAN_TEXT "clean\n"
+
+static int dir_sync(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY), rc;
+
+    if (fd < 0)
+        return -1;
+    rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+static int clean_take(const char *dir)
+{
+    char path[4096], buf[16];
+    ssize_t got;
+    int fd, clean;
+
+    if (snprintf(path, sizeof path, "%s/%s", dir, CLEAN_FILE) >=
+        (int)sizeof path)
+        return 0;
+    if ((fd = open(path, O_RDONLY)) < 0)
+        return 0;
+    got = read(fd, buf, sizeof buf);
+    close(fd);
+    clean = got == (ssize_t)strlen(CLEAN_TEXT) &&
+            memcmp(buf, CLEAN_TEXT, strlen(CLEAN_TEXT)) == 0;
+    /* Gone for good before anything is served, or not trusted: a crash
+     * of this run must not find it. */
+    if (unlink(path) != 0 || dir_sync(dir) != 0) {
+        keel_warn("cannot remove %s: %s; units this node gets back count "
+                  "as after a crash",
+                  path, strerror(errno));
+        return 0;
+    }
+    return clean;
+}
+
+void keel__repl_stopped_clean(keel_node *n)
+{
+    keel_repl *r = n->repl;
+    char path[4096];
+    int fd, ok;
+
+    if (r == NULL || keel_cluster_replicas(cl(r)) < 2 || r->nsuspect > 0 ||
+        r->lossy || n->wb_first != n->wb_next ||
+        keel_store_sync(n->store) != 0)
+        return;
+    if (snprintf(path, sizeof path, "%s/%s", n->data_dir, CLEAN_FILE) >=
+        (int)sizeof path)
+        return;
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return;
+    ok = write(fd, CLEAN_TEXT, strlen(CLEAN_TEXT)) ==
+             (ssize_t)strlen(CLEAN_TEXT) &&
+         fsync(fd) == 0;
+    close(fd);
+    if (!ok || dir_sync(n->data_dir) != 0)
+        unlink(path);
+}
+
 void keel__repl_start(keel_node *n)
 {
     keel_repl *r = n->repl;
 
     if (r == NULL)
         return;
+    r->clean_start = clean_take(n->data_dir);
+    if (r->clean_start)
+        keel_info("the last run of this node stopped in order: units it "
+                  "gets back keep their backups in sync");
     ev_async_start(n->loop, &r->wake);
     r->started = 1;
     repl_catchup_start(r);

@@ -82,6 +82,11 @@ int keel__repl_hold_failed(keel_node *n, keel_req *req);
  * backups, which become suspect. */
 void keel__repl_resumed(keel_node *n, const char *cap, uint32_t shard,
                         uint64_t epoch);
+/* The loop returned from an orderly stop and the writer is stopped:
+ * leaves the clean-stop marker in the data directory when every write
+ * this node sent to backups is durable here and none is suspect; the
+ * next start takes it (keel__repl_start) and then suspects nothing. */
+void keel__repl_stopped_clean(keel_node *n);
 /* The read rule: takes req, the reply of a turn that wrote nothing, when
  * its unit has in-sync backups: it leaves once each has confirmed, in a
  * round sent after the turn ran, that it holds no newer epoch of the unit

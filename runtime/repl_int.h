@@ -230,6 +230,7 @@ struct keel_repl {
     keel_node *n;
     keel_cluster_rt *rt;
     uint64_t stream; /* this process's stream: its start, in ns */
+    int clean_start; /* the last run stopped in order (clean-stop marker) */
     double lag_s;
     keel_hmap units;   /* repl_unit by (cap, shard) */
     repl_unit *busy;   /* units with entries */

@@ -202,6 +202,126 @@ START_TEST(a_refused_write_is_not_kept_by_the_backups)
 }
 END_TEST
 
+/* The figure `name` of `keel stat` through node i, or -1. */
+static long stat_of(int i, const char *name)
+{
+    char *out = NULL, *err = NULL, *p, key[64];
+    long v = -1;
+
+    snprintf(key, sizeof key, "\n%s ", name);
+    if (tu_keel(fx.nodes[i].addr, &out, &err, "stat", NULL) == 0 &&
+        out != NULL && (p = strstr(out, key)) != NULL)
+        v = atol(p + strlen(key));
+    free(out);
+    free(err);
+    return v;
+}
+
+/* Whether the units marked in `mine` (all when NULL) have n1 and n2 in
+ * their in-sync sets; with `mine`, also n0 primary at epochs[s]. With
+ * `mark`, marks the units n0 is primary of and records their epochs. */
+static int backups_in_sync(int *mine, uint64_t *epochs, int mark)
+{
+    keel_shard_map m;
+    uint32_t s;
+    int ok, ci;
+
+    if (tu_map_read(&fx, &m) != 0)
+        return 0;
+    ci = keel_map_cap_index(&m, "");
+    ok = ci >= 0;
+    for (s = 0; ok && s < m.shard_count; s++) {
+        const keel_map_unit *u = tu_map_unit(&m, "", s);
+        const char *p = keel_map_primary(&m, (uint32_t)ci, s);
+        if (mark) {
+            mine[s] = p != NULL && strcmp(p, "n0") == 0;
+            epochs[s] = u->shard_epoch;
+        } else if (mine != NULL && !mine[s]) {
+            continue;
+        } else if (mine != NULL &&
+                   (p == NULL || strcmp(p, "n0") != 0 ||
+                    u->shard_epoch != epochs[s])) {
+            ok = 0;
+            break;
+        }
+        ok = tu_map_in_sync(&m, u, "n1") && tu_map_in_sync(&m, u, "n2");
+    }
+    keel_map_free(&m);
+    return ok;
+}
+
+/* Whether n0 is the primary of every unit. */
+static int all_n0(void)
+{
+    keel_shard_map m;
+    uint32_t s;
+    int ok, ci;
+
+    if (tu_map_read(&fx, &m) != 0)
+        return 0;
+    ci = keel_map_cap_index(&m, "");
+    ok = ci >= 0;
+    for (s = 0; ok && s < m.shard_count; s++) {
+        const char *p = keel_map_primary(&m, (uint32_t)ci, s);
+        ok = p != NULL && strcmp(p, "n0") == 0;
+    }
+    keel_map_free(&m);
+    return ok;
+}
+
+/* A primary that stopped in order (SIGTERM; its backups had died, so it
+ * kept its units) left the clean-stop marker: back on its data, it gets
+ * its units at the same epoch and suspects nothing, asking no drop of
+ * the backups that were in sync. One killed instead
+ * (a_restarted_primary_has_its_backups_caught_up in test_cluster_repl)
+ * asks them all. */
+START_TEST(a_primary_stopped_in_order_keeps_its_backups)
+{
+    const char *common[] = {"--repl-lag-ms", "1000", NULL};
+    int i, port0, mine[SHARDS], n0units = 0;
+    uint64_t epochs[SHARDS];
+    long drops;
+    char *log;
+
+    tu_cluster_start_together(&fx, 3, 3, common, NULL);
+    CHECK(backups_in_sync(mine, epochs, 1),
+          "the units did not start with n1 and n2 in sync");
+    for (i = 0; i < SHARDS; i++)
+        n0units += mine[i];
+    CHECK(n0units > 0, "n0 is primary of no unit");
+    for (i = 2; i >= 1; i--) {
+        ck_assert_int_eq(tu_keeld_stop(&fx.nodes[i], SIGKILL), 128 + SIGKILL);
+        tu_keeld_free(&fx.nodes[i]);
+    }
+    /* Their sessions expire and n0 takes over their units (failover):
+     * then no member is left that n0's leave could hand a unit to, and
+     * it stops at once, keeping them all. */
+    for (i = 0; i < 300 && !all_n0(); i++)
+        tu_sleep_ms(100);
+    CHECK(all_n0(), "n0 did not take over the units of n1 and n2");
+    port0 = fx.nodes[0].port;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[0], SIGTERM), 0);
+    tu_keeld_free(&fx.nodes[0]);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 0, port0, "--replicas", "3",
+                                           "--repl-lag-ms", "1000", NULL),
+                     0);
+    log = tu_keeld_log(&fx.nodes[0]);
+    CHECK(log != NULL && strstr(log, "stopped in order") != NULL,
+          "n0 did not find its clean-stop marker");
+    free(log);
+    /* Serving again: its acquires are done. Suspect backups would have
+     * their drops asked at once (a tick, 20 ms). */
+    for (i = 0; i < 100 && tu_cluster_counter(&fx, 0, "c0", "get") < 0; i++)
+        tu_sleep_ms(100);
+    tu_sleep_ms(1500);
+    drops = stat_of(0, "repl_drop_requests");
+    CHECK(drops == 0, "n0 asked %ld drops after a clean restart", drops);
+    CHECK(backups_in_sync(mine, epochs, 0),
+          "n1 or n2 left the in-sync set of a unit n0 kept, after n0's "
+          "clean restart");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_repl_fail");
@@ -210,6 +330,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, a_refused_write_is_not_kept_by_the_backups);
+    tcase_add_test(tc, a_primary_stopped_in_order_keeps_its_backups);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
