@@ -320,6 +320,19 @@ static void wait_free(keel_repl *r, repl_wait *w)
     free(w);
 }
 
+/* Queues req on w: it leaves when w does. */
+static void wait_add(keel_node *n, repl_wait *w, keel_req *req)
+{
+    req->next = NULL;
+    if (w->reqs.tail != NULL)
+        w->reqs.tail->next = req;
+    else
+        w->reqs.head = req;
+    w->reqs.tail = req;
+    w->nreqs++;
+    STAT_ADD(n, repl_waiting, 1);
+}
+
 static int wait_complete(const repl_wait *w)
 {
     unsigned i;
@@ -1081,14 +1094,7 @@ int keel__repl_hold(keel_node *n, keel_req *req, uint64_t lo, uint64_t hi)
     }
     if ((w = at) == NULL)
         return 0;
-    req->next = NULL;
-    if (w->reqs.tail != NULL)
-        w->reqs.tail->next = req;
-    else
-        w->reqs.head = req;
-    w->reqs.tail = req;
-    w->nreqs++;
-    STAT_ADD(n, repl_waiting, 1);
+    wait_add(n, w, req);
     if (w->doubt || w->nb == 0)
         repl_arm(r, 0); /* released at once, after the replies before it */
     return 1;
@@ -1141,14 +1147,7 @@ int keel__repl_hold_failed(keel_node *n, keel_req *req)
         repl_busy_update(r, u);
     }
     req->failed_hold = 1;
-    req->next = NULL;
-    if (w->reqs.tail != NULL)
-        w->reqs.tail->next = req;
-    else
-        w->reqs.head = req;
-    w->reqs.tail = req;
-    w->nreqs++;
-    STAT_ADD(n, repl_waiting, 1);
+    wait_add(n, w, req);
     repl_arm(r, 0);
     return 1;
 }
@@ -1359,14 +1358,7 @@ int keel__repl_read(keel_node *n, keel_req *req)
         if (r->started && !ev_is_active(&r->flush))
             ev_prepare_start(n->loop, &r->flush);
     }
-    req->next = NULL;
-    if (w->reqs.tail != NULL)
-        w->reqs.tail->next = req;
-    else
-        w->reqs.head = req;
-    w->reqs.tail = req;
-    w->nreqs++;
-    STAT_ADD(n, repl_waiting, 1);
+    wait_add(n, w, req);
     return 1;
 }
 

@@ -155,20 +155,6 @@ static long get_via(int i, const char *id)
     return v;
 }
 
-static void digest_via(int i, uint32_t shard, char *out, size_t cap)
-{
-    char num[16], *o = NULL, *e = NULL;
-
-    snprintf(num, sizeof num, "%u", shard);
-    out[0] = '\0';
-    if (tu_keel(fx.nodes[i].addr, &o, &e, "digest", "(default)", num, NULL) ==
-            0 &&
-        o != NULL)
-        snprintf(out, cap, "%s", o);
-    free(o);
-    free(e);
-}
-
 /* ------------------------------------------------------------- the load */
 
 /* One counter as the load sees it. Its calls are sequential (one worker
@@ -435,8 +421,9 @@ START_TEST(killed_primary_fails_over_under_load)
             d0[j][0] = '\0';
             if (touched[j] &&
                 atoi(primary_of(&before, (uint32_t)j) + 1) == victim)
-                digest_via(atoi(primary_of(&after, (uint32_t)j) + 1),
-                           (uint32_t)j, d0[j], sizeof d0[j]);
+                tu_cluster_digest(&fx,
+                                  atoi(primary_of(&after, (uint32_t)j) + 1),
+                                  (uint32_t)j, d0[j], sizeof d0[j]);
         }
         for (j = 0; j < COUNTERS; j++)
             for (i = 0; i < ns; i++) {
@@ -453,8 +440,8 @@ START_TEST(killed_primary_fails_over_under_load)
             char d1[128];
             if (d0[j][0] == '\0')
                 continue;
-            digest_via(atoi(primary_of(&after, (uint32_t)j) + 1),
-                       (uint32_t)j, d1, sizeof d1);
+            tu_cluster_digest(&fx, atoi(primary_of(&after, (uint32_t)j) + 1),
+                              (uint32_t)j, d1, sizeof d1);
             CHECK(strncmp(d0[j], "digest ", 7) == 0 && strcmp(d0[j], d1) == 0,
                   "shard %d on its promoted primary: '%s' then '%s'", j,
                   d0[j], d1);
@@ -662,7 +649,7 @@ START_TEST(promoted_backup_keeps_its_records_across_an_epoch_gap)
         if (strcmp(primary_of(&m, (uint32_t)j), "n1") != 0)
             continue;
         CHECK(tu_map_in_sync(&m, u, "n2"), "shard %d: n2 out of sync", j);
-        digest_via(2, (uint32_t)j, before[j], sizeof before[j]);
+        tu_cluster_digest(&fx, 2, (uint32_t)j, before[j], sizeof before[j]);
         CHECK(strncmp(before[j], "digest ", 7) == 0, "digest: '%s'",
               before[j]);
     }
@@ -691,7 +678,7 @@ START_TEST(promoted_backup_keeps_its_records_across_an_epoch_gap)
               (unsigned long long)ub->shard_epoch,
               (unsigned long long)ua->shard_epoch, ua->promoted);
         for (k = 0; k < 100; k++) { /* its acquire may be under way */
-            digest_via(2, (uint32_t)j, now, sizeof now);
+            tu_cluster_digest(&fx, 2, (uint32_t)j, now, sizeof now);
             if (strcmp(now, before[j]) == 0)
                 break;
             tu_sleep_ms(100);

@@ -120,21 +120,6 @@ static long get_via(int i, const char *id)
     return v;
 }
 
-/* `keel digest (default) SHARD` through node i, or "". */
-static void digest_via(int i, uint32_t shard, char *out, size_t cap)
-{
-    char num[16], *o = NULL, *e = NULL;
-
-    snprintf(num, sizeof num, "%u", shard);
-    out[0] = '\0';
-    if (tu_keel(fx.nodes[i].addr, &o, &e, "digest", "(default)", num, NULL) ==
-            0 &&
-        o != NULL)
-        snprintf(out, cap, "%s", o);
-    free(o);
-    free(e);
-}
-
 /* ------------------------------------------------------------ the load */
 
 struct ctr {
@@ -333,8 +318,8 @@ START_TEST(drain_promotes_in_sync_backups_without_streaming)
                   (unsigned long long)ub->shard_epoch,
                   (unsigned long long)ua->shard_epoch);
         }
-        digest_via(1, (uint32_t)j, d1, sizeof d1);
-        digest_via(2, (uint32_t)j, d2, sizeof d2);
+        tu_cluster_digest(&fx, 1, (uint32_t)j, d1, sizeof d1);
+        tu_cluster_digest(&fx, 2, (uint32_t)j, d2, sizeof d2);
         CHECK(strncmp(d1, "digest ", 7) == 0 && strcmp(d1, d2) == 0,
               "shard %d differs: n1 '%s', n2 '%s'", j, d1, d2);
         if (led[j] && touched[j])

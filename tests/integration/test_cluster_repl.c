@@ -167,22 +167,6 @@ static long get_via(int i, const char *id)
     return v;
 }
 
-/* `keel digest (default) SHARD` through node i: the answer's line, or ""
- * when the run failed. */
-static void digest_via(int i, uint32_t shard, char *out, size_t cap)
-{
-    char num[16], *o = NULL, *e = NULL;
-
-    snprintf(num, sizeof num, "%u", shard);
-    out[0] = '\0';
-    if (tu_keel(fx.nodes[i].addr, &o, &e, "digest", "(default)", num, NULL) ==
-            0 &&
-        o != NULL)
-        snprintf(out, cap, "%s", o);
-    free(o);
-    free(e);
-}
-
 static void counter_id(int j, char *id, size_t cap)
 {
     snprintf(id, cap, "r%d", j);
@@ -243,7 +227,7 @@ START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
             if (!tu_map_in_sync(&m, u, names[i]))
                 continue;
             insync++;
-            digest_via(i, (uint32_t)j, d[i], sizeof d[i]);
+            tu_cluster_digest(&fx, i, (uint32_t)j, d[i], sizeof d[i]);
             CHECK(strncmp(d[i], "digest ", 7) == 0 &&
                       strstr(d[i], " records 0\n") == NULL,
                   "digest of shard %d on n%d: '%s'", j, i, d[i]);
@@ -324,8 +308,8 @@ START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
         }
         if (!live_insync[j])
             continue; /* a live backup lagged and was dropped too */
-        digest_via(0, shard_of(id), d0, sizeof d0);
-        digest_via(1, shard_of(id), d1, sizeof d1);
+        tu_cluster_digest(&fx, 0, shard_of(id), d0, sizeof d0);
+        tu_cluster_digest(&fx, 1, shard_of(id), d1, sizeof d1);
         CHECK(d0[0] != '\0' && strcmp(d0, d1) == 0,
               "shard %u differs between n0 '%s' and n1 '%s'", shard_of(id),
               d0, d1);
@@ -582,7 +566,7 @@ START_TEST(a_restarted_primary_has_its_backups_caught_up)
         snprintf(name, sizeof name, "n%d", i);
         d[i][0] = '\0';
         if (tu_map_in_sync(&m, tu_map_unit(&m, "", shard), name))
-            digest_via(i, shard, d[i], sizeof d[i]);
+            tu_cluster_digest(&fx, i, shard, d[i], sizeof d[i]);
     }
     for (i = 0; i < 3; i++)
         for (j = 0; j < 3; j++)
@@ -651,8 +635,8 @@ START_TEST(a_drained_primary_hands_off_with_its_backups)
         CHECK(!tu_map_in_sync(&m, u, "n0"), "drained n0 in sync for shard %d", j);
         if (!touched[j] || !tu_map_in_sync(&m, u, "n1") || !tu_map_in_sync(&m, u, "n2"))
             continue;
-        digest_via(1, (uint32_t)j, d1, sizeof d1);
-        digest_via(2, (uint32_t)j, d2, sizeof d2);
+        tu_cluster_digest(&fx, 1, (uint32_t)j, d1, sizeof d1);
+        tu_cluster_digest(&fx, 2, (uint32_t)j, d2, sizeof d2);
         CHECK(d1[0] != '\0' && strcmp(d1, d2) == 0,
               "shard %d differs between n1 '%s' and n2 '%s', both in sync", j,
               d1, d2);
@@ -718,7 +702,7 @@ static void check_agree(const long *acked, const int *live, int nl,
             snprintf(name, sizeof name, "n%d", live[k]);
             CHECK(tu_map_in_sync(&m, u, name),
                   "shard %d: %s is not in sync (%s)", j, name, when);
-            digest_via(live[k], (uint32_t)j, d[k], sizeof d[k]);
+            tu_cluster_digest(&fx, live[k], (uint32_t)j, d[k], sizeof d[k]);
             CHECK(strncmp(d[k], "digest ", 7) == 0 && strcmp(d[k], d[0]) == 0,
                   "shard %d differs between n%d '%s' and n%d '%s' (%s)", j,
                   live[0], d[0], live[k], d[k], when);
@@ -905,7 +889,7 @@ static void big_agree(const char *id, const char *what)
 
     for (tries = 0; tries < 50 && !same; tries++) {
         for (i = 0; i < 3; i++)
-            digest_via(i, shard, d[i], sizeof d[i]);
+            tu_cluster_digest(&fx, i, shard, d[i], sizeof d[i]);
         same = d[0][0] != '\0' && strcmp(d[0], d[1]) == 0 &&
                strcmp(d[0], d[2]) == 0;
         if (!same)

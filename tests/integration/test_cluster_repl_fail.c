@@ -105,20 +105,6 @@ static int get(keel_client **c, int via, const char *id, int i)
     return rc;
 }
 
-static void digest_via(int i, uint32_t shard, char *out, size_t cap)
-{
-    char num[16], *o = NULL, *e = NULL;
-
-    snprintf(num, sizeof num, "%u", shard);
-    out[0] = '\0';
-    if (tu_keel(fx.nodes[i].addr, &o, &e, "digest", "(default)", num, NULL) ==
-            0 &&
-        o != NULL)
-        snprintf(out, cap, "%s", o);
-    free(o);
-    free(e);
-}
-
 START_TEST(a_refused_write_is_not_kept_by_the_backups)
 {
     static unsigned char acked[MAXPUT];
@@ -176,7 +162,7 @@ START_TEST(a_refused_write_is_not_kept_by_the_backups)
         snprintf(name, sizeof name, "n%d", i);
         d[i][0] = '\0';
         if (tu_map_in_sync(&m, tu_map_unit(&m, "", shard), name))
-            digest_via(i, shard, d[i], sizeof d[i]);
+            tu_cluster_digest(&fx, i, shard, d[i], sizeof d[i]);
     }
     keel_map_free(&m);
     for (i = 0; i < 3; i++)

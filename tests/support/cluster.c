@@ -215,3 +215,18 @@ void tu_sleep_ms(int ms)
 
     nanosleep(&ts, NULL);
 }
+
+void tu_cluster_digest(const tu_cluster *c, int i, unsigned shard, char *out,
+                       size_t cap)
+{
+    char num[16], *o = NULL, *e = NULL;
+
+    snprintf(num, sizeof num, "%u", shard);
+    out[0] = '\0';
+    if (tu_keel(c->nodes[i].addr, &o, &e, "digest", "(default)", num,
+                NULL) == 0 &&
+        o != NULL)
+        snprintf(out, cap, "%s", o);
+    free(o);
+    free(e);
+}

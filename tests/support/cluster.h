@@ -72,6 +72,11 @@ void tu_cluster_dump_logs(const tu_cluster *c);
         }                                                                   \
     } while (0)
 
+/* `keel digest (default) SHARD` through node i: the answer's line into
+ * out, or "" when the run failed. */
+void tu_cluster_digest(const tu_cluster *c, int i, unsigned shard, char *out,
+                       size_t cap);
+
 /* `keel call counter NAME OP` through node i: the number printed, or -1
  * (reported on stderr unless c->quiet). */
 long tu_cluster_counter(const tu_cluster *c, int i, const char *name,
