@@ -452,6 +452,12 @@ typedef struct keel_stats {
     uint64_t outbox_sent;
     uint64_t outbox_dropped;
     uint64_t outbox_dead;
+    /* Backups this node, as a unit's primary, made suspect: they may hold
+     * writes it does not (a commit of its own that failed after its
+     * writes left, or a restart after a crash), so they are dropped from
+     * the in-sync set and caught up (docs/cluster.md, "Suspect
+     * backups"). */
+    uint64_t repl_suspects;
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

@@ -927,6 +927,10 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            "", st->outbox_dropped);
     metric(&b, "keel_outbox_dead_total", "counter",
            "Outbox messages kept as dead letters.", "", st->outbox_dead);
+    metric(&b, "keel_repl_suspects_total", "counter",
+           "Backups made suspect (they may hold writes this primary does "
+           "not): dropped from the in-sync set, then caught up.",
+           "", st->repl_suspects);
     /* Cumulative buckets; _count is their total so that the +Inf bucket
      * and _count agree even though the figures are read without a lock. */
     sb_puts(&b, "# HELP keel_call_latency_seconds Time from submission of a "

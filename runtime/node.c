@@ -3023,7 +3023,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "repl_confirms %llu\nrepl_catchups %llu\n"
         "repl_catchup_bytes %llu\nisr_expansions %llu\n"
         "isr_shrinks %llu\nfailovers %llu\nunits_promoted_on_move %llu\n"
-        "outbox_sent %llu\noutbox_dropped %llu\noutbox_dead %llu\n",
+        "outbox_sent %llu\noutbox_dropped %llu\noutbox_dead %llu\n"
+        "repl_suspects %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -3078,7 +3079,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->units_promoted_on_move,
         (unsigned long long)st->outbox_sent,
         (unsigned long long)st->outbox_dropped,
-        (unsigned long long)st->outbox_dead);
+        (unsigned long long)st->outbox_dead,
+        (unsigned long long)st->repl_suspects);
     return w < 0 ? 0 : (size_t)w;
 }
 

@@ -947,6 +947,7 @@ static void suspect_all(keel_repl *r, repl_unit *u, uint64_t epoch,
             r->nsuspect++;
         u->suspect[u->nsuspect].l = l;
         u->suspect[u->nsuspect++].epoch = epoch;
+        STAT_ADD(r->n, repl_suspects, 1);
         keel_warn("unit (%s, %u): backup %s may hold writes this node does "
                   "not (%s); asking the controller to drop it from the "
                   "in-sync set, it then catches up",

@@ -105,6 +105,21 @@ static int get(keel_client **c, int via, const char *id, int i)
     return rc;
 }
 
+/* The figure `name` of `keel stat` through node i, or -1. */
+static long stat_of(int i, const char *name)
+{
+    char *out = NULL, *err = NULL, *p, key[64];
+    long v = -1;
+
+    snprintf(key, sizeof key, "\n%s ", name);
+    if (tu_keel(fx.nodes[i].addr, &out, &err, "stat", NULL) == 0 &&
+        out != NULL && (p = strstr(out, key)) != NULL)
+        v = atol(p + strlen(key));
+    free(out);
+    free(err);
+    return v;
+}
+
 START_TEST(a_refused_write_is_not_kept_by_the_backups)
 {
     static unsigned char acked[MAXPUT];
@@ -151,6 +166,8 @@ START_TEST(a_refused_write_is_not_kept_by_the_backups)
     c = NULL;
     CHECK(first_fail >= 0, "no ENOSPC after %d puts of 8 KiB on n0", i);
     CHECK(nacked > 0, "no put acknowledged before n0's disk was full");
+    CHECK(stat_of(0, "repl_suspects") > 0,
+          "n0 counts no suspect backup after its commit failed");
 
     /* The backups that may hold the refused put were dropped before its
      * reply left; they catch up from n0's store and are in sync again. */
@@ -187,21 +204,6 @@ START_TEST(a_refused_write_is_not_kept_by_the_backups)
     keel_client_close(c);
 }
 END_TEST
-
-/* The figure `name` of `keel stat` through node i, or -1. */
-static long stat_of(int i, const char *name)
-{
-    char *out = NULL, *err = NULL, *p, key[64];
-    long v = -1;
-
-    snprintf(key, sizeof key, "\n%s ", name);
-    if (tu_keel(fx.nodes[i].addr, &out, &err, "stat", NULL) == 0 &&
-        out != NULL && (p = strstr(out, key)) != NULL)
-        v = atol(p + strlen(key));
-    free(out);
-    free(err);
-    return v;
-}
 
 /* Whether the units marked in `mine` (all when NULL) have n1 and n2 in
  * their in-sync sets; with `mine`, also n0 primary at epochs[s]. With
