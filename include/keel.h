@@ -452,6 +452,11 @@ typedef struct keel_stats {
     uint64_t outbox_sent;
     uint64_t outbox_dropped;
     uint64_t outbox_dead;
+    /* Following actors (docs/protocol.md, "Following an actor"):
+     * subscriptions open on this node now, and change events sent to
+     * subscribers (wire and HTTP). */
+    uint64_t subscribers;
+    uint64_t events_sent;
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);
