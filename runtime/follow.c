@@ -332,16 +332,15 @@ static int served_here(keel_node *n, struct keel_type_entry *te,
     return 0;
 }
 
-static void check_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* Ends the subscriptions to actors whose unit this node no longer
+ * serves (cluster mode). */
+static void check_units(struct keel_follow *f)
 {
-    struct keel_follow *f = w->data;
     struct fkey **gone = NULL;
     size_t ngone = 0, cap = 0, pos = 0, i;
     void *item;
     char msg[256];
 
-    (void)loop;
-    (void)revents;
     /* First the actors no longer served here, then their ends: ending
      * changes the table being walked. */
     while (keel_hmap_next(&f->keys, &pos, &item)) {
@@ -370,6 +369,13 @@ static void check_cb(struct ev_loop *loop, ev_timer *w, int revents)
         sub_end(f, k->subs, KEEL_EUNAVAIL, reason);
     }
     free(gone);
+}
+
+static void check_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    check_units(w->data);
 }
 
 int keel__follow_create(keel_node *n)
@@ -512,6 +518,10 @@ void keel__follow_end_all(keel_node *n, int code, const char *reason)
 
     if (f == NULL)
         return;
+    /* A node that handed its units off before it stops (a drain) says
+     * where they went rather than just that it stops. */
+    if (n->cluster != NULL)
+        check_units(f);
     for (s = f->all; s != NULL; s = next) {
         next = s->all_next; /* s may be freed; next is not touched */
         if (s->sink != NULL)
