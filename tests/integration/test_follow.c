@@ -2,7 +2,8 @@
  * actor"): every committed version in order, the current state for a
  * subscriber that comes back, no event for a failed turn or after
  * UNSUBSCRIBE, a slow subscriber ended, an END when the node stops, the
- * figures in keel stat, and `keel follow`.
+ * figures in keel stat, `keel follow`, and the same as Server-Sent Events
+ * on the HTTP port (a raw socket reading the stream).
  *
  * "No event" is tested without waiting on a clock: a change's event is
  * queued on the subscriber's connection before the reply of its turn
@@ -16,10 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "keel.h"
 #include "proc.h"
+#include "rawconn.h"
 #include "runtime/client.h"
 #include "runtime/proto.h"
 #include "testutil.h"
@@ -56,6 +59,14 @@ static keel_client *connect_node(void)
 
     ck_assert_int_eq(keel_client_connect(node.addr, 5000, &c), 0);
     return c;
+}
+
+static double mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 static uint64_t be64(const uint8_t *p)
@@ -303,6 +314,120 @@ START_TEST(stop_ends_subscriptions)
 }
 END_TEST
 
+
+/* Reads from fd into buf (cap bytes, NUL-ended, *len so far) until buf
+ * holds needle; at most ms in all. Returns the needle's offset, or -1. */
+static long read_until(int fd, char *buf, size_t cap, size_t *len,
+                       const char *needle, int ms)
+{
+    double end = mono_ms() + ms;
+
+    for (;;) {
+        char *hit = strstr(buf, needle);
+        ssize_t r;
+        if (hit != NULL)
+            return hit - buf;
+        if (*len + 1 >= cap || mono_ms() >= end ||
+            !tu_wait_readable(fd, (int)(end - mono_ms()) + 1))
+            return -1;
+        r = read(fd, buf + *len, cap - 1 - *len);
+        if (r <= 0)
+            return -1;
+        *len += (size_t)r;
+        buf[*len] = '\0';
+    }
+}
+
+static int sse_open(int port, const char *path, const char *last_id)
+{
+    char req[512];
+    int fd = tu_raw_connect_bare(port);
+
+    ck_assert_int_ge(fd, 0);
+    snprintf(req, sizeof req,
+             "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s%s%s"
+             "Accept: text/event-stream\r\n\r\n",
+             path, last_id != NULL ? "Last-Event-ID: " : "",
+             last_id != NULL ? last_id : "", last_id != NULL ? "\r\n" : "");
+    ck_assert_int_eq(tu_send_all(fd, req, strlen(req)), 0);
+    return fd;
+}
+
+/* GET /v1/actors/{type}/{id}/events: the current state as the first
+ * event, then every change with its version as the event id, in order;
+ * Last-Event-ID resumes with the current state (no replay); an unknown
+ * type is a 404; a stopping node ends the stream with "event: end". */
+START_TEST(server_sent_events)
+{
+    static const char *const extra[] = {"--durability", "none", "--http",
+                                        "127.0.0.1:0", NULL};
+    static char a[16384], b[16384];
+    size_t al = 0, bl = 0;
+    long p1, p2, p3;
+    keel_client *w;
+    int port, fa, fb;
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, extra), 0);
+    port = tu_keeld_http_port(&node);
+    ck_assert_int_gt(port, 0);
+    w = connect_node();
+    incr(w, "sse");
+
+    fa = sse_open(port, "/v1/actors/counter/sse/events", NULL);
+    ck_assert_int_ge(read_until(fa, a, sizeof a, &al,
+                                "Content-Type: text/event-stream", 10000),
+                     0);
+    ck_assert_int_ge(read_until(fa, a, sizeof a, &al,
+                                "id: 1\ndata: {\"version\": 1, "
+                                "\"state_base64\": \"AAAAAAAAAAE=\"}\n\n",
+                                10000),
+                     0);
+    ck_assert_int_eq(tu_keel_stat(node.addr, "subscribers"), 1);
+    incr(w, "sse");
+    incr(w, "sse");
+    incr(w, "sse");
+    p3 = read_until(fa, a, sizeof a, &al,
+                    "id: 4\ndata: {\"version\": 4, \"state_base64\": "
+                    "\"AAAAAAAAAAQ=\"}\n\n",
+                    10000);
+    ck_assert_int_ge(p3, 0);
+    p1 = strstr(a, "id: 2\n") - a;
+    p2 = strstr(a, "id: 3\n") - a;
+    ck_assert(strstr(a, "id: 2\n") != NULL && strstr(a, "id: 3\n") != NULL);
+    ck_assert(p1 < p2 && p2 < p3);
+
+    /* A browser coming back with Last-Event-ID 2 gets version 4 at once,
+     * not 3. */
+    fb = sse_open(port, "/v1/actors/counter/sse/events", "2");
+    ck_assert_int_ge(read_until(fb, b, sizeof b, &bl, "id: 4\n", 10000), 0);
+    ck_assert_ptr_null(strstr(b, "id: 3\n"));
+    incr(w, "sse");
+    ck_assert_int_ge(read_until(fb, b, sizeof b, &bl, "id: 5\n", 10000), 0);
+    ck_assert_int_ge(read_until(fa, a, sizeof a, &al, "id: 5\n", 10000), 0);
+    close(fb);
+
+    /* An unknown type. */
+    {
+        static char c[4096];
+        size_t cl = 0;
+        int fc = sse_open(port, "/v1/actors/nosuch/x/events", NULL);
+        ck_assert_int_ge(read_until(fc, c, sizeof c, &cl, "404", 10000), 0);
+        ck_assert_int_ge(read_until(fc, c, sizeof c, &cl, "ENOTYPE", 10000),
+                         0);
+        close(fc);
+    }
+    keel_client_close(w);
+
+    /* The node stops: the stream ends with the reason. */
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+    ck_assert_int_ge(read_until(fa, a, sizeof a, &al,
+                                "event: end\ndata: {\"error\": \"ESTOPPING\"",
+                                10000),
+                     0);
+    close(fa);
+}
+END_TEST
+
 /* Reads one line from fd into buf within ms milliseconds. */
 static int read_line(int fd, char *buf, size_t cap, int ms)
 {
@@ -393,6 +518,7 @@ static Suite *follow_suite(void)
     tcase_add_test(tc, slow_subscriber_ended);
     tcase_add_test(tc, stop_ends_subscriptions);
     tcase_add_test(tc, cli_follow);
+    tcase_add_test(tc, server_sent_events);
     suite_add_tcase(s, tc);
     return s;
 }
