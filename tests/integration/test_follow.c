@@ -383,6 +383,16 @@ START_TEST(server_sent_events)
                                 10000),
                      0);
     ck_assert_int_eq(tu_keel_stat(node.addr, "subscribers"), 1);
+    {
+        /* The figures in /metrics too. */
+        static char m[65536];
+        size_t ml = 0;
+        int fm = sse_open(port, "/metrics", NULL);
+        ck_assert_int_ge(read_until(fm, m, sizeof m, &ml,
+                                    "\nkeel_subscribers 1\n", 10000),
+                         0);
+        close(fm);
+    }
     incr(w, "sse");
     incr(w, "sse");
     incr(w, "sse");
@@ -405,6 +415,9 @@ START_TEST(server_sent_events)
     ck_assert_int_ge(read_until(fb, b, sizeof b, &bl, "id: 5\n", 10000), 0);
     ck_assert_int_ge(read_until(fa, a, sizeof a, &al, "id: 5\n", 10000), 0);
     close(fb);
+    /* Versions 2-5 to the first stream, 5 to the second: first answers
+     * are not counted as change events. */
+    ck_assert_int_eq(tu_keel_stat(node.addr, "events_sent"), 5);
 
     /* An unknown type. */
     {
