@@ -421,6 +421,7 @@ int keel__follow_subscribe(keel_node *n, keel_follow_sink *k, uint64_t tag,
     uint32_t shard = keel_shard_of(te->name, id, idlen, n->opts.shard_count);
     struct fkey *key;
     keel_sub *s;
+    unsigned held = 0;
     int rc, fresh = 0;
 
     if (n->stopping) {
@@ -428,12 +429,18 @@ int keel__follow_subscribe(keel_node *n, keel_follow_sink *k, uint64_t tag,
                                  "another node");
         return KEEL_ESTOPPING;
     }
-    for (s = k->subs; s != NULL; s = s->snext) {
+    for (s = k->subs; s != NULL; s = s->snext, held++) {
         if (s->tag == tag) {
             snprintf(errbuf, errlen, "a subscription with this request id "
                                      "is open on the connection");
             return KEEL_EEXIST;
         }
+    }
+    if (held >= KEEL_FOLLOW_PER_SINK_MAX) {
+        snprintf(errbuf, errlen, "at most %d subscriptions are open on one "
+                                 "connection",
+                 KEEL_FOLLOW_PER_SINK_MAX);
+        return KEEL_ELIMIT;
     }
     if (!served_here(n, te, shard, errbuf, errlen))
         return KEEL_EUNAVAIL;

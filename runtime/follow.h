@@ -28,6 +28,8 @@ typedef struct keel_follow_sink keel_follow_sink;
  * subscriptions end (KEEL_EOVERLOAD) rather than let it hold the node's
  * memory. */
 #define KEEL_FOLLOW_BACKLOG_MAX (4u << 20)
+/* Subscriptions one sink (connection) may hold open. */
+#define KEEL_FOLLOW_PER_SINK_MAX 1024
 
 struct keel_follow_ops {
     /* The subscription's first answer. rc 0: st is the actor's current
@@ -69,8 +71,8 @@ void keel__follow_destroy(keel_node *n);
  * the node must own the actor's unit: otherwise KEEL_EUNAVAIL with
  * errbuf naming the owner's address, "owner HOST:PORT", or saying that
  * it has none now. Errors (nothing registered, errbuf says why):
- * KEEL_EUNAVAIL, KEEL_EEXIST (tag in use on k), KEEL_ESTOPPING,
- * KEEL_ENOMEM. */
+ * KEEL_EUNAVAIL, KEEL_EEXIST (tag in use on k), KEEL_ELIMIT (k holds
+ * KEEL_FOLLOW_PER_SINK_MAX already), KEEL_ESTOPPING, KEEL_ENOMEM. */
 int keel__follow_subscribe(keel_node *n, keel_follow_sink *k, uint64_t tag,
                            struct keel_type_entry *te, const void *id,
                            size_t idlen, uint64_t since, char *errbuf,

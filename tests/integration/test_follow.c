@@ -227,10 +227,40 @@ START_TEST(failed_turn_and_unsubscribe)
     incr(w, "x");
     ck_assert_int_eq(events_before_pong(f), 0);
 
-    /* Refusals: an unknown type. */
+    /* Refusals: an unknown type; a request id in use; more than a
+     * connection may hold. */
     ck_assert_int_eq(keel_client_subscribe(f, "nosuch", "x", 1, 0, &sub,
                                            &u),
                      KEEL_ENOTYPE);
+    {
+        uint8_t body[64];
+        keel_frame fr;
+        int i, refused = 0;
+        size_t n = keel_subscribe_encode(body, "counter", 7, "x", 1, 0);
+        for (i = 0; i < 1025; i++) {
+            uint8_t hdr[KEEL_FRAME_HEADER];
+            keel_frame_header(hdr, KEEL_FRAME_SUBSCRIBE,
+                              (uint64_t)(5000 + (i == 1024 ? 0 : i)), n);
+            ck_assert_int_eq(keel_client_queue_raw(f, hdr, sizeof hdr), 0);
+            ck_assert_int_eq(keel_client_queue_raw(f, body, n), 0);
+        }
+        ck_assert_int_eq(keel_client_flush(f), 0);
+        for (i = 0; i < 1025; i++) {
+            ck_assert_int_eq(keel_client_recv(f, &fr), 0);
+            if (fr.kind == KEEL_FRAME_ERROR) {
+                refused++;
+                ck_assert_uint_eq(fr.request_id, 5000);
+                ck_assert_int_eq(keel_error_body_parse(fr.body, fr.body_len,
+                                                       NULL, NULL),
+                                 KEEL_EEXIST);
+            }
+        }
+        ck_assert_int_eq(refused, 1);
+        ck_assert_int_eq(tu_keel_stat(node.addr, "subscribers"), 1024);
+        ck_assert_int_eq(keel_client_subscribe(f, "counter", "y", 1, 0,
+                                               &sub, &u),
+                         KEEL_ELIMIT);
+    }
     keel_client_close(f);
     keel_client_close(w);
 }
