@@ -227,8 +227,27 @@ START_TEST(failed_turn_and_unsubscribe)
     incr(w, "x");
     ck_assert_int_eq(events_before_pong(f), 0);
 
-    /* Refusals: an unknown type; a request id in use; more than a
+    /* Refusals: a malformed body (no 8-byte version) and the connection
+     * goes on; an unknown type; a request id in use; more than a
      * connection may hold. */
+    {
+        uint8_t raw[KEEL_FRAME_HEADER + 16];
+        size_t bl = keel_call_body_encode(raw + KEEL_FRAME_HEADER, "counter",
+                                          7, "x", 1, NULL, 0);
+        keel_frame fr;
+        keel_frame_header(raw, KEEL_FRAME_SUBSCRIBE, 77, bl);
+        ck_assert_int_eq(keel_client_queue_raw(f, raw,
+                                               KEEL_FRAME_HEADER + bl),
+                         0);
+        ck_assert_int_eq(keel_client_flush(f), 0);
+        ck_assert_int_eq(keel_client_recv(f, &fr), 0);
+        ck_assert_int_eq(fr.kind, KEEL_FRAME_ERROR);
+        ck_assert_uint_eq(fr.request_id, 77);
+        ck_assert_int_eq(keel_error_body_parse(fr.body, fr.body_len, NULL,
+                                               NULL),
+                         KEEL_EMALFORMED);
+        ck_assert_int_eq(events_before_pong(f), 0);
+    }
     ck_assert_int_eq(keel_client_subscribe(f, "nosuch", "x", 1, 0, &sub,
                                            &u),
                      KEEL_ENOTYPE);
