@@ -458,6 +458,11 @@ typedef struct keel_stats {
      * the in-sync set and caught up (docs/cluster.md, "Suspect
      * backups"). */
     uint64_t repl_suspects;
+    /* Following actors (docs/protocol.md, "Following an actor"):
+     * subscriptions open on this node now, and change events sent to
+     * subscribers (wire and HTTP). */
+    uint64_t subscribers;
+    uint64_t events_sent;
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

@@ -940,6 +940,20 @@ int keel__auth_frame(keel_auth *a, keel_auth_conn *ac, const keel_frame *f,
         return keel__auth_check(a, ac, KEEL_AUTH_OP_CALL, cb.type, cb.tlen,
                                 errbuf, errlen);
     }
+    case KEEL_FRAME_SUBSCRIBE: {
+        /* Following an actor shows what a state read of it shows: the
+         * same right, a call on its type. */
+        keel_call_body cb;
+        uint64_t since;
+
+        if (ac->kind == KEEL_AUTH_ANON)
+            return keel__auth_check(a, ac, KEEL_AUTH_OP_CALL, NULL, 0,
+                                    errbuf, errlen);
+        if (keel_subscribe_parse(f->body, f->body_len, &cb, &since) != 0)
+            return 0; /* answered EMALFORMED or ELIMIT there */
+        return keel__auth_check(a, ac, KEEL_AUTH_OP_CALL, cb.type, cb.tlen,
+                                errbuf, errlen);
+    }
     case KEEL_FRAME_STAT:
         return keel__auth_check(a, ac, KEEL_AUTH_OP_READ, NULL, 0, errbuf,
                                 errlen);

@@ -499,6 +499,7 @@ static int queue_frame(keel_client *c, uint8_t kind, uint8_t flags,
     switch (kind) {
     case KEEL_FRAME_CALL:
     case KEEL_FRAME_CAST:
+    case KEEL_FRAME_SUBSCRIBE: /* msg: the 8-byte version */
         if (type == NULL || (id == NULL && idlen > 0))
             return KEEL_EINVAL;
         tlen = strlen(type);
@@ -516,6 +517,7 @@ static int queue_frame(keel_client *c, uint8_t kind, uint8_t flags,
         }
         break;
     case KEEL_FRAME_STAT:
+    case KEEL_FRAME_UNSUBSCRIBE:
         body = 0;
         break;
     case KEEL_FRAME_PING:
@@ -532,7 +534,8 @@ static int queue_frame(keel_client *c, uint8_t kind, uint8_t flags,
         return rc;
     p = c->sbuf + c->slen;
     keel_frame_header(p, kind, request_id, body);
-    if (kind == KEEL_FRAME_CALL || kind == KEEL_FRAME_CAST) {
+    if (kind == KEEL_FRAME_CALL || kind == KEEL_FRAME_CAST ||
+        kind == KEEL_FRAME_SUBSCRIBE) {
         uint8_t *q = p + KEEL_FRAME_HEADER;
         p[5] = flags;
         if (key != NULL) {
@@ -1156,4 +1159,132 @@ int keel_client_token_from_file(const char *path, char *buf, size_t cap)
                      buf[n - 1] == ' ' || buf[n - 1] == '\t'))
         buf[--n] = '\0';
     return n > 0 ? 0 : KEEL_EINVAL;
+}
+
+/* ------------------------------------------------------------ following */
+
+/* An answer or event frame as an update; parts point into f's buffer. */
+static int follow_update(const keel_frame *f, keel_follow_update *out)
+{
+    memset(out, 0, sizeof *out);
+    if (f->kind == KEEL_FRAME_ERROR) {
+        out->kind = KEEL_EVENT_END;
+        out->code = keel_error_body_parse(f->body, f->body_len,
+                                          &out->reason, &out->reason_len);
+        return out->code;
+    }
+    if (f->kind == KEEL_FRAME_REPLY) {
+        keel_state_read st;
+        if (f->body_len == 0)
+            return 0; /* kind 0: unchanged since the version given */
+        if (keel_state_read_parse(f->body, f->body_len, &st) != 0)
+            return KEEL_EMALFORMED;
+        out->kind = KEEL_EVENT_CHANGE;
+        out->version = st.version;
+        out->has_state = st.has_blob;
+        out->state = st.blob;
+        out->state_len = st.blob_len;
+        return 0;
+    }
+    if (f->kind == KEEL_FRAME_EVENT) {
+        keel_event ev;
+        if (keel_event_parse(f->body, f->body_len, &ev) != 0)
+            return KEEL_EMALFORMED;
+        out->kind = ev.kind;
+        out->version = ev.version;
+        if (ev.kind == KEEL_EVENT_CHANGE) {
+            out->has_state = 1;
+            out->state = ev.data;
+            out->state_len = ev.data_len;
+        } else {
+            out->code = ev.code;
+            out->reason = (const char *)ev.data;
+            out->reason_len = ev.data_len;
+        }
+        return 0;
+    }
+    return KEEL_EPROTO;
+}
+
+int keel_client_subscribe(keel_client *c, const char *type, const void *id,
+                          size_t idlen, uint64_t since, uint64_t *sub_id,
+                          keel_follow_update *out)
+{
+    uint8_t v[8];
+    keel_frame f;
+    int64_t deadline;
+    uint64_t rid;
+    int rc, i;
+
+    memset(out, 0, sizeof *out);
+    for (i = 0; i < 8; i++)
+        v[i] = (uint8_t)(since >> (56 - 8 * i));
+    rid = c->next_id++;
+    if (rid == 0)
+        rid = c->next_id++;
+    rc = queue_frame(c, KEEL_FRAME_SUBSCRIBE, 0, rid, NULL, type, id, idlen,
+                     v, sizeof v);
+    if (rc < 0)
+        return rc;
+    rc = keel_client_flush(c);
+    if (rc < 0) {
+        if (!salvage_answer(c, rid, &f))
+            return rc;
+    } else {
+        deadline = deadline_in(c->timeout_ms);
+        do {
+            rc = recv_frame(c, &f, deadline);
+            if (rc < 0)
+                return rc;
+        } while (!answers(&f, rid));
+    }
+    if (f.kind != KEEL_FRAME_REPLY && f.kind != KEEL_FRAME_ERROR)
+        return KEEL_EPROTO;
+    *sub_id = rid;
+    return follow_update(&f, out);
+}
+
+int keel_client_next_event(keel_client *c, uint64_t sub_id,
+                           keel_follow_update *out)
+{
+    keel_frame f;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    do {
+        rc = recv_frame(c, &f, deadline_in(c->timeout_ms));
+        if (rc < 0)
+            return rc;
+    } while (!answers(&f, sub_id));
+    if (f.kind != KEEL_FRAME_EVENT && f.kind != KEEL_FRAME_ERROR)
+        return KEEL_EPROTO;
+    rc = follow_update(&f, out);
+    /* An ERROR (the node's last word, or a refusal) ends it too: said as
+     * an END. */
+    return rc < 0 && f.kind == KEEL_FRAME_ERROR ? 0 : rc;
+}
+
+int keel_client_unsubscribe(keel_client *c, uint64_t sub_id)
+{
+    keel_frame f;
+    int64_t deadline;
+    int rc;
+
+    rc = queue_frame(c, KEEL_FRAME_UNSUBSCRIBE, 0, sub_id, NULL, NULL, NULL,
+                     0, NULL, 0);
+    if (rc < 0)
+        return rc;
+    rc = keel_client_flush(c);
+    if (rc < 0)
+        return rc;
+    /* Events sent before the node took it may come first. */
+    deadline = deadline_in(c->timeout_ms);
+    do {
+        rc = recv_frame(c, &f, deadline);
+        if (rc < 0)
+            return rc;
+    } while (!answers(&f, sub_id) || f.kind == KEEL_FRAME_EVENT);
+    if (f.kind == KEEL_FRAME_ERROR)
+        return keel_error_body_parse(f.body, f.body_len, NULL, NULL);
+    return f.kind == KEEL_FRAME_REPLY ? 0 : KEEL_EPROTO;
 }

@@ -129,6 +129,50 @@ int keel_client_call_keyed(keel_client *c, uint8_t kind, const uint8_t *key,
 int keel_client_read_state(keel_client *c, const char *type, const void *id,
                            size_t idlen, char **reply, size_t *reply_len);
 
+/* Following an actor (docs/protocol.md, "Following an actor"). An
+ * update is the first answer to a subscription or an event after it:
+ *   kind KEEL_EVENT_CHANGE: the actor's state is state (state_len bytes;
+ *        has_state 0 and version 0 for an actor never written) at
+ *        version;
+ *   kind 0: first answer only, the actor is still at the version given;
+ *   kind KEEL_EVENT_END: the subscription is over, code (a KEEL_E* code)
+ *        and reason say why; version is the last one the node sent on
+ *        it. Subscribe again (through any node in a cluster) with the
+ *        last version seen.
+ * Parts point into the client's buffer: valid until the next receive.
+ * Only the current state is ever shown, never the versions missed. */
+typedef struct keel_follow_update {
+    int kind;
+    uint64_t version;
+    int has_state;
+    const uint8_t *state;
+    size_t state_len;
+    int code;
+    const char *reason;
+    size_t reason_len;
+} keel_follow_update;
+
+/* Subscribes to actor TYPE/ID, having seen version since (0: none), and
+ * waits for the first answer. Returns 0 with *out and *sub_id (the
+ * subscription's request id), the node's refusal with out->reason saying
+ * why (KEEL_EUNAVAIL "owner HOST:PORT ..." in a cluster when another node
+ * serves the actor, KEEL_ENOTYPE, ...), or a transport error as
+ * keel_client_call returns it. */
+int keel_client_subscribe(keel_client *c, const char *type, const void *id,
+                          size_t idlen, uint64_t since, uint64_t *sub_id,
+                          keel_follow_update *out);
+/* Waits, up to the client's timeout, for the next event of subscription
+ * sub_id (frames for other request ids are dropped). 0 with *out (an ERROR
+ * from the node, such as a stopping node's last word, comes as an END
+ * with its code); KEEL_ETIMEDOUT when nothing came (the connection stays
+ * usable); a transport error (KEEL_ECONN, ...). */
+int keel_client_next_event(keel_client *c, uint64_t sub_id,
+                           keel_follow_update *out);
+/* Ends subscription sub_id and waits for the node's answer (events that
+ * were on their way are dropped). 0, KEEL_ENOTFOUND, or a transport
+ * error. */
+int keel_client_unsubscribe(keel_client *c, uint64_t sub_id);
+
 /* Presents a bearer token (INFO "auth" TOKEN, docs/protocol.md) so that
  * later requests on the connection run with its role; send it first,
  * right after connecting. Returns 0 with *reply ("auth ROLE...", malloc'd;

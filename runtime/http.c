@@ -65,6 +65,7 @@
 #include "coordinator/cluster.h"
 #include "runtime/auth.h"
 #include "runtime/dedup.h"
+#include "runtime/follow.h"
 #include "runtime/info.h"
 #include "runtime/node.h"
 #include "runtime/procstat.h"
@@ -172,6 +173,7 @@ static void hconn_deadline(keel_http *h, struct MHD_Connection *conn,
 enum route {
     R_NONE = 0, /* unknown path */
     R_ACTOR,    /* /v1/actors/{type}/{id} */
+    R_EVENTS,   /* /v1/actors/{type}/{id}/events: Server-Sent Events */
     R_HEALTHZ,
     R_READYZ,
     R_METRICS,
@@ -225,6 +227,10 @@ struct http_req {
     uint32_t shard; /* GET state: */
     uint64_t version, entries;
     int have_blob;
+    /* R_EVENTS: the version in Last-Event-ID (0: none), and the stream
+     * (made by the loop thread; taken by the response once answered). */
+    uint64_t since;
+    struct sse *sse;
 };
 
 /* ------------------------------------------------------------- buffers */
@@ -501,6 +507,37 @@ static void route_key(struct http_req *r)
     r->keyed = 1;
 }
 
+/* /v1/actors/{type}/{id}/events: the actor as route_actor finds it, and
+ * Last-Event-ID, the version a resuming browser saw last. */
+static void route_events(struct http_req *r, const char *rest)
+{
+    size_t n = strlen(rest) - (sizeof "/events" - 1);
+    char *copy = malloc(n + 1);
+    const char *v;
+
+    if (copy == NULL) {
+        route_error(r, KEEL_ENOMEM, "%s", keel_strerror(KEEL_ENOMEM));
+        return;
+    }
+    memcpy(copy, rest, n);
+    copy[n] = '\0';
+    route_actor(r, copy);
+    free(copy);
+    v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                    "Last-Event-ID");
+    if (v != NULL && r->err == 0) {
+        char *end;
+        unsigned long long x;
+        errno = 0;
+        x = strtoull(v, &end, 10);
+        if (errno != 0 || end == v || *end != '\0' || v[0] == '-')
+            route_error(r, KEEL_EINVAL, "Last-Event-ID must be a version "
+                                        "(a decimal number)");
+        else
+            r->since = x;
+    }
+}
+
 /* Routes by path and method. url is the raw path (the unescape callback
  * leaves it alone), without the query string. */
 static void route(struct http_req *r, const char *url, const char *method)
@@ -535,8 +572,12 @@ static void route(struct http_req *r, const char *url, const char *method)
         const char *slash = strchr(rest, '/');
         /* A non-empty type and an id without a raw '/'; the id may be
          * empty, as keel allows. */
-        if (slash != NULL && slash != rest && strchr(slash + 1, '/') == NULL)
+        const char *ev = slash != NULL ? strchr(slash + 1, '/') : NULL;
+        if (slash != NULL && slash != rest && ev == NULL)
             r->route = R_ACTOR;
+        else if (slash != NULL && slash != rest && ev != NULL &&
+                 strcmp(ev, "/events") == 0)
+            r->route = R_EVENTS;
     }
     if (r->route == R_NONE) {
         route_error(r, KEEL_ENOTFOUND, "no such endpoint");
@@ -553,6 +594,8 @@ static void route(struct http_req *r, const char *url, const char *method)
     }
     if (r->route == R_ACTOR)
         route_actor(r, url + sizeof actors - 1);
+    if (r->route == R_EVENTS)
+        route_events(r, url + sizeof actors - 1);
     if (r->route == R_ACTOR && r->method == M_POST && r->err == 0)
         route_key(r);
 }
@@ -931,6 +974,11 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            "Backups made suspect (they may hold writes this primary does "
            "not): dropped from the in-sync set, then caught up.",
            "", st->repl_suspects);
+    metric(&b, "keel_subscribers", "gauge",
+           "Subscriptions to actors' changes open on this node.", "",
+           st->subscribers);
+    metric(&b, "keel_events_sent_total", "counter",
+           "Change events sent to subscribers.", "", st->events_sent);
     /* Cumulative buckets; _count is their total so that the +Inf bucket
      * and _count agree even though the figures are read without a lock. */
     sb_puts(&b, "# HELP keel_call_latency_seconds Time from submission of a "
@@ -1089,6 +1137,237 @@ static void readiness(keel_node *n, struct http_req *r)
 }
 
 /* Runs on the loop thread (keel_node_post). */
+
+/* ------------------------------------------------ Server-Sent Events */
+
+/* GET /v1/actors/{type}/{id}/events: a subscription (follow.h) whose
+ * sink is this stream. The loop thread writes events as text into buf;
+ * MHD's content reader takes them out on the MHD thread, and suspends
+ * the connection when there is nothing, to be resumed by the next write.
+ * Both sides hold the stream: the loop thread through its subscription
+ * (until sse_gone_job closes the sink), MHD through the response (until
+ * its free callback, which posts that job). */
+struct sse {
+    keel_http *h;
+    struct MHD_Connection *conn;
+    keel_follow_sink sink; /* loop thread */
+    struct http_req *r;    /* until the first answer (loop thread) */
+    pthread_mutex_t mu;    /* the fields below */
+    char *buf;
+    size_t len, off, cap;
+    int ended;     /* no more events: the stream ends once buf is out */
+    int suspended; /* the reader suspended the connection */
+};
+
+static void sse_free(struct sse *x)
+{
+    pthread_mutex_destroy(&x->mu);
+    free(x->buf);
+    free(x);
+}
+
+/* Appends text (and with end, ends the stream), waking the reader.
+ * Loop thread. */
+static void sse_push(struct sse *x, const struct sbuf *b, int end)
+{
+    pthread_mutex_lock(&x->mu);
+    if (b->oom) {
+        x->ended = 1; /* a stream that misses an event must not go on */
+    } else if (b->len > 0) {
+        if (x->off > 0 && x->off == x->len)
+            x->off = x->len = 0;
+        if (x->len + b->len > x->cap) {
+            size_t cap = x->cap ? x->cap : 4096;
+            char *p;
+            while (cap < x->len + b->len)
+                cap *= 2;
+            p = realloc(x->buf, cap);
+            if (p == NULL) {
+                x->ended = 1;
+                goto wake;
+            }
+            x->buf = p;
+            x->cap = cap;
+        }
+        memcpy(x->buf + x->len, b->p, b->len);
+        x->len += b->len;
+    }
+    if (end)
+        x->ended = 1;
+wake:
+    if (x->suspended) {
+        /* Under mu: the reader's suspend is over before this resume. */
+        x->suspended = 0;
+        MHD_resume_connection(x->conn);
+        atomic_fetch_sub(&x->h->suspended, 1);
+    }
+    pthread_mutex_unlock(&x->mu);
+}
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct sse *x = cls;
+    size_t n;
+
+    (void)pos;
+    pthread_mutex_lock(&x->mu);
+    n = x->len - x->off;
+    if (n > max)
+        n = max;
+    if (n > 0) {
+        memcpy(out, x->buf + x->off, n);
+        x->off += n;
+        pthread_mutex_unlock(&x->mu);
+        return (ssize_t)n;
+    }
+    if (x->ended) {
+        pthread_mutex_unlock(&x->mu);
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    x->suspended = 1;
+    atomic_fetch_add(&x->h->suspended, 1);
+    MHD_suspend_connection(x->conn);
+    pthread_mutex_unlock(&x->mu);
+    return 0;
+}
+
+static void sse_gone_job(keel_node *n, void *data)
+{
+    struct sse *x = data;
+
+    keel__follow_sink_close(n, &x->sink);
+    sse_free(x);
+}
+
+/* MHD is done with the stream (the response went, or was never made):
+ * the loop thread drops its subscription and frees it. MHD thread. */
+static void sse_release(void *cls)
+{
+    struct sse *x = cls;
+
+    if (keel_node_post(x->h->n, sse_gone_job, x) != 0)
+        sse_free(x); /* the loop has ended: nothing of it runs again */
+}
+
+/* One event as text: id (the version), data (JSON on one line). */
+static void sse_change_text(struct sbuf *b, uint64_t version,
+                            const uint8_t *state, size_t len, int has_state)
+{
+    sb_printf(b, "id: %" PRIu64 "\ndata: {\"version\": %" PRIu64
+                 ", \"state_base64\": ", version, version);
+    sb_base64(b, state, len);
+    if (has_state && is_text(state, len)) {
+        sb_puts(b, ", \"state_text\": ");
+        sb_json_str(b, state, len);
+    }
+    sb_puts(b, "}\n\n");
+}
+
+static int sse_answer(keel_follow_sink *k, uint64_t tag, int rc,
+                      const keel_state_read *st, const char *msg,
+                      size_t msglen)
+{
+    struct sse *x = k->data;
+    struct http_req *r = x->r;
+    struct sbuf b = {0};
+
+    (void)tag;
+    x->r = NULL;
+    if (rc != 0) {
+        /* The request is answered with the error; the stream is never
+         * used: completed_cb gives it back. */
+        set_result(r, rc, msg, msglen);
+        resume(r);
+        return 0;
+    }
+    if (st != NULL)
+        sse_change_text(&b, st->version, st->blob, st->blob_len,
+                        st->has_blob);
+    sse_push(x, &b, 0);
+    free(b.p);
+    r->status = 0;
+    resume(r);
+    return 0;
+}
+
+static int sse_change(keel_follow_sink *k, uint64_t tag, uint64_t version,
+                      const uint8_t *state, size_t len)
+{
+    struct sbuf b = {0};
+
+    (void)tag;
+    sse_change_text(&b, version, state, len, 1);
+    sse_push(k->data, &b, 0);
+    free(b.p);
+    return 0;
+}
+
+static void sse_end(keel_follow_sink *k, uint64_t tag, uint64_t version,
+                    int code, const char *reason)
+{
+    struct sbuf b = {0};
+
+    (void)tag;
+    sb_printf(&b, "event: end\ndata: {\"error\": \"%s\", \"code\": %d, "
+                  "\"version\": %" PRIu64 ", \"message\": ",
+              keel_err_name(code), -code, version);
+    sb_json_str(&b, (const uint8_t *)reason, strlen(reason));
+    sb_puts(&b, "}\n\n");
+    sse_push(k->data, &b, 1);
+    free(b.p);
+}
+
+static size_t sse_backlog(keel_follow_sink *k)
+{
+    struct sse *x = k->data;
+    size_t n;
+
+    pthread_mutex_lock(&x->mu);
+    n = x->ended ? SIZE_MAX : x->len - x->off;
+    pthread_mutex_unlock(&x->mu);
+    return n;
+}
+
+static const struct keel_follow_ops sse_ops = {sse_answer, sse_change,
+                                               sse_end, sse_backlog};
+
+/* Loop thread: subscribes r's stream. 0 when the first answer will come
+ * through sse_answer, else the error, set as r's result. */
+static int sse_subscribe(keel_node *n, struct http_req *r)
+{
+    struct keel_type_entry *te = keel__type_find(n, r->type, strlen(r->type));
+    struct sse *x;
+    char err[320];
+    int rc;
+
+    if (te == NULL) {
+        snprintf(err, sizeof err, "unknown actor type '%s'", r->type);
+        set_result(r, KEEL_ENOTYPE, err, strlen(err));
+        return KEEL_ENOTYPE;
+    }
+    x = calloc(1, sizeof *x);
+    if (x == NULL) {
+        set_error(r, KEEL_ENOMEM);
+        return KEEL_ENOMEM;
+    }
+    x->h = r->h;
+    x->conn = r->conn;
+    x->r = r;
+    x->sink.ops = &sse_ops;
+    x->sink.data = x;
+    pthread_mutex_init(&x->mu, NULL);
+    r->sse = x;
+    rc = keel__follow_subscribe(n, &x->sink, 1, te, r->id, r->idlen,
+                                r->since, err, sizeof err);
+    if (rc != 0) {
+        r->sse = NULL;
+        sse_free(x);
+        set_result(r, rc, err, strlen(err));
+        return rc;
+    }
+    return 0;
+}
+
 static void job_fn(keel_node *n, void *data)
 {
     struct http_req *r = data;
@@ -1125,6 +1404,9 @@ static void job_fn(keel_node *n, void *data)
         } else {
             set_result(r, rc, keel_strerror(rc), strlen(keel_strerror(rc)));
         }
+    } else if (r->route == R_EVENTS) {
+        if (sse_subscribe(n, r) == 0)
+            return; /* resumed by sse_answer */
     } else if (r->method == M_POST) {
         /* keel_call copies the message; the callback runs once the reply
          * is durable, or not at all if the call fails here. */
@@ -1184,6 +1466,35 @@ static enum MHD_Result answer_state(struct http_req *r)
     return queue(r, MHD_HTTP_OK, &b, "application/json", NULL);
 }
 
+/* The stream of an events request: text/event-stream, for as long as the
+ * subscription lasts. */
+static enum MHD_Result answer_events(struct http_req *r)
+{
+    struct sse *x = r->sse;
+    struct MHD_Response *resp;
+    enum MHD_Result ok;
+
+    if (x == NULL) /* cannot be: a success comes with its stream */
+        return answer_code(r, KEEL_EPROTO, "no event stream");
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096,
+                                             sse_read, x, sse_release);
+    if (resp == NULL)
+        return answer_code(r, KEEL_ENOMEM, "out of memory");
+    r->sse = NULL; /* the response's now: sse_release when it goes */
+    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                "text/event-stream") != MHD_YES ||
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+                                "no-cache") != MHD_YES) {
+        MHD_destroy_response(resp);
+        return answer_code(r, KEEL_ENOMEM, "out of memory");
+    }
+    r->phase = PH_ANSWERED;
+    ok = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    atomic_fetch_add(&r->h->answered, 1);
+    return ok;
+}
+
 /* The loop thread is done with r: answer from its outcome. */
 static enum MHD_Result answer_from_loop(struct http_req *r)
 {
@@ -1209,6 +1520,8 @@ static enum MHD_Result answer_from_loop(struct http_req *r)
         sb_add(&b, r->out, r->outlen);
         return queue(r, MHD_HTTP_OK, &b, "application/json", NULL);
     }
+    if (r->route == R_EVENTS)
+        return answer_events(r);
     if (r->method == M_GET)
         return answer_state(r);
     {
@@ -1377,7 +1690,8 @@ static int auth_refused(struct http_req *r)
             cert = &tmp;
         }
     }
-    op = r->route == R_ACTOR ? KEEL_AUTH_OP_CALL : KEEL_AUTH_OP_READ;
+    op = r->route == R_ACTOR || r->route == R_EVENTS ? KEEL_AUTH_OP_CALL
+                                                     : KEEL_AUTH_OP_READ;
     {
         /* The client's address: its failed tokens are limited. */
         const union MHD_ConnectionInfo *ai = MHD_get_connection_info(
@@ -1455,6 +1769,8 @@ static void completed_cb(void *cls, struct MHD_Connection *conn,
     if (r == NULL)
         return;
     *con_cls = NULL;
+    if (r->sse != NULL)
+        sse_release(r->sse); /* answered with an error, or never */
     free(r->id);
     free(r->body);
     free(r->out);

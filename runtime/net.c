@@ -47,6 +47,7 @@
 #include "common/log.h"
 #include "runtime/auth.h"
 #include "runtime/cluster_rt.h"
+#include "runtime/follow.h"
 #include "runtime/info.h"
 #include "runtime/node.h"
 #include "runtime/peer.h"
@@ -116,6 +117,11 @@ struct keel_conn {
     int undrained;
     keel_conn *prev, *next;
     keel_conn *flush_next;
+    /* Its subscriptions to actors' changes (follow.h); a connection with
+     * any is not idle. follow_oom: an event did not fit in memory, the
+     * socket was shut to make the connection close. */
+    keel_follow_sink fsink;
+    int follow_oom;
 };
 
 static void conn_close(keel_conn *c);
@@ -641,6 +647,151 @@ static void handle_call(keel_conn *c, const keel_frame *f)
     c->pending++;
 }
 
+/* ------------------------------------------------------------ following */
+
+/* Appends a frame of two parts (an EVENT's head and its state) without
+ * closing the connection on failure: follow.c is walking its lists. An
+ * event that does not fit shuts the socket; the read watcher then closes
+ * the connection, and the subscriber reconnects. */
+static void send_frame2(keel_conn *c, uint8_t kind, uint64_t id,
+                        const void *a, size_t alen, const void *b,
+                        size_t blen)
+{
+    if (c->dead || c->follow_oom)
+        return;
+    if (wbuf_reserve(c, KEEL_FRAME_HEADER + alen + blen) != 0) {
+        keel_warn("connection fd %d: out of memory for an event; closing",
+                  c->fd);
+        c->follow_oom = 1;
+        shutdown(c->fd, SHUT_RDWR);
+        return;
+    }
+    keel_frame_header(c->wbuf + c->wlen, kind, id, alen + blen);
+    c->wlen += KEEL_FRAME_HEADER;
+    if (alen > 0)
+        memcpy(c->wbuf + c->wlen, a, alen);
+    c->wlen += alen;
+    if (blen > 0)
+        memcpy(c->wbuf + c->wlen, b, blen);
+    c->wlen += blen;
+    c->active_at = ev_now(c->n->loop);
+    mark_flush(c);
+}
+
+static int sub_answer(keel_follow_sink *k, uint64_t tag, int rc,
+                       const keel_state_read *st, const char *msg,
+                       size_t msglen)
+{
+    keel_conn *c = k->data;
+    uint8_t head[KEEL_STATE_READ_HDR];
+
+    if (rc != 0) {
+        uint8_t body[2 + 512];
+        if (msglen > 512)
+            msglen = 512;
+        send_frame2(c, KEEL_FRAME_ERROR, tag, body,
+                    keel_error_body_encode(body, rc, msg, msglen), NULL, 0);
+        return 0;
+    }
+    if (st == NULL) {
+        send_frame2(c, KEEL_FRAME_REPLY, tag, NULL, 0, NULL, 0);
+        return 0;
+    }
+    if (KEEL_FRAME_HEADER + sizeof head + st->blob_len > c->n->opts.max_frame)
+        return KEEL_ETOOBIG;
+    keel_state_read_head(head, st->has_blob, st->version, st->entries);
+    send_frame2(c, KEEL_FRAME_REPLY, tag, head, sizeof head, st->blob,
+                st->blob_len);
+    return 0;
+}
+
+static int sub_change(keel_follow_sink *k, uint64_t tag, uint64_t version,
+                      const uint8_t *state, size_t len)
+{
+    keel_conn *c = k->data;
+    uint8_t head[KEEL_EVENT_HDR];
+
+    /* The node's frame limit is the one its clients are told to accept
+     * (docs/protocol.md). */
+    if (KEEL_FRAME_HEADER + sizeof head + len > c->n->opts.max_frame)
+        return KEEL_ETOOBIG;
+    keel_event_head(head, KEEL_EVENT_CHANGE, version);
+    send_frame2(c, KEEL_FRAME_EVENT, tag, head, sizeof head, state, len);
+    return 0;
+}
+
+static void sub_end(keel_follow_sink *k, uint64_t tag, uint64_t version,
+                    int code, const char *reason)
+{
+    keel_conn *c = k->data;
+    uint8_t body[KEEL_EVENT_HDR + 2 + 512];
+    size_t rl = strlen(reason);
+
+    if (rl > 512)
+        rl = 512;
+    send_frame2(c, KEEL_FRAME_EVENT, tag, body,
+                keel_event_end_encode(body, version, code, reason, rl), NULL,
+                0);
+}
+
+static size_t sub_backlog(keel_follow_sink *k)
+{
+    keel_conn *c = k->data;
+
+    return c->follow_oom ? SIZE_MAX : c->wlen - c->woff;
+}
+
+static const struct keel_follow_ops conn_follow_ops = {
+    sub_answer, sub_change, sub_end, sub_backlog};
+
+static void handle_subscribe(keel_conn *c, const keel_frame *f)
+{
+    keel_node *n = c->n;
+    keel_call_body cb;
+    struct keel_type_entry *te;
+    uint64_t since;
+    char err[320];
+    int rc;
+
+    if (f->flags != 0) {
+        send_error(c, f->request_id, KEEL_EMALFORMED,
+                   "SUBSCRIBE takes no flags");
+        return;
+    }
+    rc = keel_subscribe_parse(f->body, f->body_len, &cb, &since);
+    if (rc != 0) {
+        send_error(c, f->request_id, rc,
+                   rc == KEEL_ELIMIT ? "type name or id over its limit"
+                                     : "malformed SUBSCRIBE body: type, id "
+                                       "and an 8-byte version");
+        return;
+    }
+    te = keel__type_find(n, cb.type, cb.tlen);
+    if (te == NULL) {
+        snprintf(err, sizeof err, "unknown actor type '%.*s'", (int)cb.tlen,
+                 (const char *)cb.type);
+        send_error(c, f->request_id, KEEL_ENOTYPE, err);
+        return;
+    }
+    c->fsink.ops = &conn_follow_ops;
+    c->fsink.data = c;
+    rc = keel__follow_subscribe(n, &c->fsink, f->request_id, te, cb.id,
+                                cb.idlen, since, err, sizeof err);
+    if (rc != 0)
+        send_error(c, f->request_id, rc, err);
+}
+
+static void handle_unsubscribe(keel_conn *c, const keel_frame *f)
+{
+    if (keel__follow_unsubscribe(c->n, &c->fsink, f->request_id) != 0) {
+        send_error(c, f->request_id, KEEL_ENOTFOUND,
+                   "no subscription with this request id on the "
+                   "connection");
+        return;
+    }
+    send_frame(c, KEEL_FRAME_REPLY, f->request_id, NULL, 0);
+}
+
 /* The access rules (auth.c, docs/security.md): a request this
  * connection's identity may not make is answered EUNAUTH or EDENIED here
  * and goes no further. Returns nonzero when it was refused. */
@@ -681,6 +832,12 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
     }
     case KEEL_FRAME_PING:
         send_frame(c, KEEL_FRAME_PONG, f->request_id, f->body, f->body_len);
+        return 0;
+    case KEEL_FRAME_SUBSCRIBE:
+        handle_subscribe(c, f);
+        return 0;
+    case KEEL_FRAME_UNSUBSCRIBE:
+        handle_unsubscribe(c, f);
         return 0;
     case KEEL_FRAME_INFO: {
         char *text = NULL, err[320];
@@ -769,7 +926,8 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
         return rc == KEEL_EPROTO ? -1 : 0;
     }
     default:
-        /* REPLY, ERROR and PONG travel only from server to client. */
+        /* REPLY, ERROR, PONG and EVENT travel only from server to
+         * client. */
         STAT_ADD(n, frames_bad, 1);
         send_error(c, f->request_id, KEEL_EPROTO,
                    "frame kind not accepted by a server");
@@ -1342,6 +1500,7 @@ static void conn_close(keel_conn *c)
     close(c->fd);
     c->fd = -1;
     c->dead = 1;
+    keel__follow_sink_close(n, &c->fsink); /* before anything is sent */
     if (c->in_flush) {
         keel_conn **pp;
         for (pp = &n->flush_head; *pp != NULL; pp = &(*pp)->flush_next) {
@@ -1586,7 +1745,8 @@ static void idle_conns_cb(struct ev_loop *loop, ev_timer *w, int revents)
     for (c = n->conns; c != NULL; c = next) {
         next = c->next;
         if (c->dead || c->closing || conn_peer(c) || c->pending > 0 ||
-            c->woff < c->wlen || t - c->active_at < limit)
+            c->fsink.subs != NULL || c->woff < c->wlen ||
+            t - c->active_at < limit)
             continue;
         if (c->tls != NULL && !c->tls_ready) {
             conn_close(c); /* a handshake that never finished */

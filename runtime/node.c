@@ -30,6 +30,7 @@
 #include "runtime/auth.h"
 #include "runtime/cluster_rt.h"
 #include "runtime/dedup.h"
+#include "runtime/follow.h"
 #include "runtime/http.h"
 #include "runtime/outbox.h"
 #include "runtime/proto.h"
@@ -162,6 +163,8 @@ keel_req *keel__req_alloc(keel_node *n, size_t msglen)
 
 void keel__req_free(keel_node *n, keel_req *req)
 {
+    if (req->fev != NULL)
+        keel__follow_req_free(req);
     if (req->buf != req->inl)
         free(req->buf);
     free(req->from);
@@ -1592,6 +1595,8 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
             a->ob_index = t.ob.index;
         if (rc == 0)
             req->ob_hi = t.ob.hi;
+        if (rc == 0 && t.state_set)
+            keel__follow_turn(n, a, req); /* kept until its release */
         if (rc == 0 && req->read_state)
             rc = state_reply(&t);
     } else {
@@ -2155,6 +2160,8 @@ static int lease_lapsed(keel_node *n)
 static void release_req(keel_node *n, keel_req *req)
 {
     record_latency(n, req->t_submit_ns);
+    if (req->fev != NULL)
+        keel__follow_release(n, req); /* its change, if a success */
     if (req->ob_hi != 0 && req->status == 0)
         keel__outbox_released(n, req); /* before a callback can free it */
     else if (req->ob_hi != 0)
@@ -2432,6 +2439,9 @@ static void begin_stop(keel_node *n)
         return;
     n->stopping = 1;
     keel_info("node stopping: finishing queued turns and flushing");
+    keel__follow_end_all(n, KEEL_ESTOPPING,
+                         "the node is stopping; subscribe again through "
+                         "another node");
     /* The listener stays open until the end (keel__net_close_all): a
      * client that connects meanwhile is answered ESTOPPING, which it can
      * tell from a request lost in flight, rather than refused. */
@@ -2773,6 +2783,8 @@ int keel_node_run(keel_node *n)
         return KEEL_EINVAL;
     if (n->outbox == NULL && (rc = keel__outbox_init(n)) != 0)
         return rc;
+    if (n->follow == NULL && (rc = keel__follow_create(n)) != 0)
+        return rc;
     rc = keel_writer_start(n->store, writer_done_cb, n, &n->writer);
     if (rc != 0)
         return rc;
@@ -2929,6 +2941,7 @@ void keel_node_destroy(keel_node *n)
     free(n->scratch_reply);
     free(n->stage);
     keel__outbox_free(n);
+    keel__follow_destroy(n);
     keel__auth_destroy(n->auth);
     ev_loop_destroy(n->loop);
     if (n->actlog_fd >= 0)
@@ -3024,7 +3037,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "repl_catchup_bytes %llu\nisr_expansions %llu\n"
         "isr_shrinks %llu\nfailovers %llu\nunits_promoted_on_move %llu\n"
         "outbox_sent %llu\noutbox_dropped %llu\noutbox_dead %llu\n"
-        "repl_suspects %llu\n",
+        "repl_suspects %llu\n"
+        "subscribers %llu\nevents_sent %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -3080,7 +3094,9 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->outbox_sent,
         (unsigned long long)st->outbox_dropped,
         (unsigned long long)st->outbox_dead,
-        (unsigned long long)st->repl_suspects);
+        (unsigned long long)st->repl_suspects,
+        (unsigned long long)st->subscribers,
+        (unsigned long long)st->events_sent);
     return w < 0 ? 0 : (size_t)w;
 }
 

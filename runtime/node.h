@@ -142,6 +142,9 @@ struct keel_req {
     /* Its turn queued outbox messages up to this sequence (0: none):
      * they may go once its reply leaves with success. */
     uint64_t ob_hi;
+    /* Its turn changed a followed actor's state: the change, sent to the
+     * followers when the reply is released as a success (follow.h). */
+    struct keel_follow_ev *fev;
     uint8_t *buf;  /* points to inl or to a malloc'd block */
     union {
         struct {
@@ -318,6 +321,9 @@ struct keel_node {
 
     /* Outbox delivery (outbox.c). */
     struct keel_outbox *outbox;
+
+    /* Subscriptions to actors' changes (follow.c). */
+    struct keel_follow *follow;
 
     int actlog_fd;         /* activation log (opts.activation_log), or -1 */
     uint64_t clock_ns;     /* monotonic, refreshed per run and per settle */

@@ -523,3 +523,69 @@ int keel_state_read_parse(const uint8_t *p, size_t len, keel_state_read *out)
     out->blob_len = len - KEEL_STATE_READ_HDR;
     return 0;
 }
+
+/* ------------------------------------------------------------ follow */
+
+int keel_subscribe_parse(const uint8_t *body, size_t len,
+                         keel_call_body *out, uint64_t *since)
+{
+    int rc = keel_call_body_parse(body, len, out);
+
+    *since = 0;
+    if (rc == KEEL_EMALFORMED)
+        return rc;
+    if (out->msglen != KEEL_SUBSCRIBE_SINCE_LEN)
+        return KEEL_EMALFORMED;
+    *since = get_be64(out->msg);
+    return rc; /* 0 or KEEL_ELIMIT */
+}
+
+size_t keel_subscribe_size(size_t tlen, size_t idlen)
+{
+    return keel_call_body_size(tlen, idlen, KEEL_SUBSCRIBE_SINCE_LEN);
+}
+
+size_t keel_subscribe_encode(uint8_t *buf, const void *type, size_t tlen,
+                             const void *id, size_t idlen, uint64_t since)
+{
+    uint8_t v[KEEL_SUBSCRIBE_SINCE_LEN];
+
+    put_be64(v, since);
+    return keel_call_body_encode(buf, type, tlen, id, idlen, v, sizeof v);
+}
+
+void keel_event_head(uint8_t *p, int kind, uint64_t version)
+{
+    p[0] = (uint8_t)kind;
+    put_be64(p + 1, version);
+}
+
+size_t keel_event_end_encode(uint8_t *p, uint64_t version, int code,
+                             const char *msg, size_t msglen)
+{
+    keel_event_head(p, KEEL_EVENT_END, version);
+    return KEEL_EVENT_HDR +
+           keel_error_body_encode(p + KEEL_EVENT_HDR, code, msg, msglen);
+}
+
+int keel_event_parse(const uint8_t *p, size_t len, keel_event *out)
+{
+    memset(out, 0, sizeof *out);
+    if (len < KEEL_EVENT_HDR)
+        return KEEL_EMALFORMED;
+    out->kind = p[0];
+    out->version = get_be64(p + 1);
+    if (out->kind == KEEL_EVENT_CHANGE) {
+        out->data = p + KEEL_EVENT_HDR;
+        out->data_len = len - KEEL_EVENT_HDR;
+        return 0;
+    }
+    if (out->kind != KEEL_EVENT_END || len < KEEL_EVENT_HDR + 2)
+        return KEEL_EMALFORMED;
+    out->code = -(int)get_be16(p + KEEL_EVENT_HDR);
+    if (out->code == 0)
+        return KEEL_EMALFORMED;
+    out->data = p + KEEL_EVENT_HDR + 2;
+    out->data_len = len - KEEL_EVENT_HDR - 2;
+    return 0;
+}

@@ -25,6 +25,12 @@
  *   REPL body      = node to node only: committed writes of units, from
  *                    their primary to a backup (runtime/repl.h), see
  *                    below and docs/protocol.md
+ *   SUBSCRIBE body = len(type) u8 | type | len(id) be16 | id | since be64;
+ *                    answered by REPLY (empty, or the state-read layout),
+ *                    then EVENT frames with the same request id
+ *   UNSUBSCRIBE    = empty body, the subscription's request id
+ *   EVENT body     = server to client: kind u8 | version be64 | rest (see
+ *                    keel_event below and runtime/follow.h)
  *
  * flags on CALL/CAST:
  *   bits 0-3  how many times the request was forwarded between nodes (0
@@ -68,9 +74,16 @@ enum keel_frame_kind {
     KEEL_FRAME_INFO = 9,
     /* Node to node (cluster mode): committed writes of units from their
      * primary to a backup; answered by REPLY with per-unit acks. */
-    KEEL_FRAME_REPL = 10
+    KEEL_FRAME_REPL = 10,
+    /* Following an actor (runtime/follow.h, docs/protocol.md "Following
+     * an actor"): a client subscribes to an actor's committed changes,
+     * and stops; the node sends EVENTs on the subscription's request
+     * id. */
+    KEEL_FRAME_SUBSCRIBE = 11,
+    KEEL_FRAME_UNSUBSCRIBE = 12,
+    KEEL_FRAME_EVENT = 13
 };
-#define KEEL_FRAME_KIND_MAX KEEL_FRAME_REPL
+#define KEEL_FRAME_KIND_MAX KEEL_FRAME_EVENT
 
 typedef struct keel_frame {
     uint8_t kind;
@@ -193,6 +206,48 @@ void keel_state_read_head(uint8_t *p, int has_blob, uint64_t version,
                           uint64_t entries);
 /* KEEL_EMALFORMED when shorter than the head or with unknown flags. */
 int keel_state_read_parse(const uint8_t *p, size_t len, keel_state_read *out);
+
+/* SUBSCRIBE body: a CALL/CAST body whose message is exactly the last
+ * version the subscriber saw (be64; 0: none). type and id point into
+ * body. KEEL_EMALFORMED when the body is not so, KEEL_ELIMIT as for a
+ * call body. */
+#define KEEL_SUBSCRIBE_SINCE_LEN 8
+int keel_subscribe_parse(const uint8_t *body, size_t len,
+                         keel_call_body *out, uint64_t *since);
+/* Bytes a SUBSCRIBE body needs, and the encoder (buf holds that many). */
+size_t keel_subscribe_size(size_t tlen, size_t idlen);
+size_t keel_subscribe_encode(uint8_t *buf, const void *type, size_t tlen,
+                             const void *id, size_t idlen, uint64_t since);
+
+/* EVENT body:
+ *   kind u8 | version be64 | rest
+ * kind 1 (CHANGE): a committed turn changed the actor's state to version;
+ *        rest is the state blob.
+ * kind 2 (END): the subscription is over; version is the last one the
+ *        node sent on it (0: none), rest is code be16 (the magnitude of a
+ *        KEEL_E* code) | reason text. */
+#define KEEL_EVENT_CHANGE 1
+#define KEEL_EVENT_END 2
+#define KEEL_EVENT_HDR 9
+
+typedef struct keel_event {
+    int kind;
+    uint64_t version;
+    const uint8_t *data; /* CHANGE: the state; END: the reason text */
+    size_t data_len;
+    int code;            /* END: a negative KEEL_E* code */
+} keel_event;
+
+/* Writes the head of an EVENT body (KEEL_EVENT_HDR bytes); a CHANGE's
+ * state follows it. */
+void keel_event_head(uint8_t *p, int kind, uint64_t version);
+/* A whole END body into p (at least KEEL_EVENT_HDR + 2 + msglen bytes).
+ * Returns the length written. */
+size_t keel_event_end_encode(uint8_t *p, uint64_t version, int code,
+                             const char *msg, size_t msglen);
+/* KEEL_EMALFORMED for an unknown kind, a short body or an END whose code
+ * is 0. Parts point into p. */
+int keel_event_parse(const uint8_t *p, size_t len, keel_event *out);
 
 /* The head of an XFER body (node to node, docs/protocol.md "XFER body"):
  *   len(cap) u8 | cap | shard be16 | shard_epoch be64 | seq be32

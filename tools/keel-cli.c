@@ -7,6 +7,7 @@
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] nodes | capabilities
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] shards [--node NODE]
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] where TYPE ID
+ *   keel [-a HOST:PORT] [-t TIMEOUT_MS] follow TYPE ID
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] digest CAP SHARD
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] node drain ID
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] node forget ID
@@ -21,6 +22,8 @@
  * "keel: ENAME: message" so scripts can match on the symbolic name. */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
+#include <unistd.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdarg.h>
@@ -65,6 +68,11 @@ static void usage(FILE *f)
             "                       of actor TYPE/ID\n"
             "  state TYPE ID        actor TYPE/ID's state, version and\n"
             "                       entry count, read by its owner\n"
+            "  follow TYPE ID       print actor TYPE/ID's version and\n"
+            "                       state now and after every committed\n"
+            "                       change, until interrupted; reconnects\n"
+            "                       by itself (changes in between are\n"
+            "                       not replayed: the current state is)\n"
             "  capabilities         every capability and the nodes that\n"
             "                       declare it\n"
             "  digest CAP SHARD     content digest and record count of\n"
@@ -549,6 +557,167 @@ static int cmd_state(keel_client *c, const char *type, const char *id)
     return flush_stdout();
 }
 
+/* One line per change: "VERSION STATE", the state as text when it is
+ * printable on one line, else "0x" and its bytes in hex ("-" for an
+ * actor never written). */
+static int follow_print(const keel_follow_update *u)
+{
+    size_t i;
+    int text = 1;
+
+    for (i = 0; i < u->state_len; i++) {
+        if (u->state[i] < 0x20 || u->state[i] >= 0x7f)
+            text = 0;
+    }
+    printf("%llu ", (unsigned long long)u->version);
+    if (!u->has_state && u->state_len == 0)
+        fputs("-", stdout);
+    else if (text && u->state_len > 0)
+        fwrite(u->state, 1, u->state_len, stdout);
+    else {
+        fputs("0x", stdout);
+        for (i = 0; i < u->state_len; i++)
+            printf("%02x", u->state[i]);
+    }
+    putchar('\n');
+    return flush_stdout();
+}
+
+/* The address after "owner " in a node's message, if any. */
+static void follow_owner_hint(const char *msg, size_t len, char *addr,
+                              size_t cap)
+{
+    const char *p = msg, *end = msg + len;
+    size_t n = 0;
+
+    for (; p + 6 <= end; p++) {
+        if (memcmp(p, "owner ", 6) == 0) {
+            p += 6;
+            while (p + n < end && p[n] != ':' && p[n] != ' ' &&
+                   p[n] != ';' && p[n] != ',' && n + 1 < cap)
+                n++;
+            /* HOST:PORT: the port follows the colon */
+            if (p + n < end && p[n] == ':') {
+                n++;
+                while (p + n < end && p[n] >= '0' && p[n] <= '9' &&
+                       n + 1 < cap)
+                    n++;
+            }
+            memcpy(addr, p, n);
+            addr[n] = '\0';
+            return;
+        }
+    }
+}
+
+static int follow_retryable(int code)
+{
+    return code == KEEL_EUNAVAIL || code == KEEL_ESTOPPING ||
+           code == KEEL_EOVERLOAD || code == KEEL_ENOMEM ||
+           code == KEEL_ECONN || code == KEEL_ENOTSENT ||
+           code == KEEL_ETIMEDOUT || code == KEEL_EFENCED;
+}
+
+/* Everything printed is flushed line by line: an interrupt ends follow
+ * at once, with status 0. Installed even where the shell that started it
+ * in the background had SIGINT ignored. */
+static void follow_sigint(int sig)
+{
+    (void)sig;
+    _exit(0);
+}
+
+/* follow TYPE ID: subscribes (docs/protocol.md, "Following an actor") and
+ * prints each change until interrupted. When the subscription ends or
+ * the connection fails it subscribes again, with the last version seen,
+ * at the owner the node named, else at the address it was given, waiting
+ * a little longer each time (up to 2 s). */
+static int cmd_follow(keel_client *c, const char *addr, int timeout_ms,
+                      const char *type, const char *id)
+{
+    char next[300] = "", why[512];
+    uint64_t last = 0, sub = 0;
+    keel_follow_update u;
+    unsigned backoff_ms = 0;
+    struct sigaction sa;
+    int rc;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = follow_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    for (;;) {
+        if (c == NULL) {
+            const char *to = next[0] != '\0' ? next : addr;
+            struct timespec ts;
+
+            if (backoff_ms > 0) {
+                ts.tv_sec = backoff_ms / 1000;
+                ts.tv_nsec = (long)(backoff_ms % 1000) * 1000000L;
+                nanosleep(&ts, NULL);
+            }
+            backoff_ms = backoff_ms == 0 ? 100 : backoff_ms * 2;
+            if (backoff_ms > 2000)
+                backoff_ms = 2000;
+            next[0] = '\0';
+            rc = cli_connect(to, timeout_ms, &c, why, sizeof why);
+            if (rc == 0 && (rc = present_token(c)) != 0) {
+                keel_client_close(c);
+                c = NULL;
+                if (rc == KEEL_EUNAUTH || rc == KEEL_EDENIED)
+                    return EXIT_SERVER;
+            }
+            if (rc != 0)
+                continue;
+        }
+        rc = keel_client_subscribe(c, type, id, strlen(id), last, &sub, &u);
+        if (rc != 0) {
+            if (u.reason != NULL)
+                follow_owner_hint(u.reason, u.reason_len, next, sizeof next);
+            if (!follow_retryable(rc)) {
+                if (u.reason != NULL) {
+                    print_error(rc, u.reason, u.reason_len);
+                    keel_client_close(c);
+                    return EXIT_SERVER;
+                }
+                keel_client_close(c);
+                return transport_error(rc);
+            }
+            keel_client_close(c);
+            c = NULL;
+            continue;
+        }
+        if (u.kind == KEEL_EVENT_CHANGE) {
+            last = u.version;
+            if ((rc = follow_print(&u)) != 0)
+                break;
+        }
+        backoff_ms = 0;
+        for (;;) {
+            rc = keel_client_next_event(c, sub, &u);
+            if (rc == KEEL_ETIMEDOUT)
+                continue; /* quiet actor: keep waiting */
+            if (rc != 0 || u.kind == KEEL_EVENT_END) {
+                if (rc == 0 && u.reason != NULL)
+                    follow_owner_hint(u.reason, u.reason_len, next,
+                                      sizeof next);
+                keel_client_close(c);
+                c = NULL;
+                break;
+            }
+            if (u.version > last) {
+                last = u.version;
+                if ((rc = follow_print(&u)) != 0) {
+                    keel_client_close(c);
+                    return rc;
+                }
+            }
+        }
+    }
+    keel_client_close(c);
+    return rc;
+}
+
 static int64_t now_us(void)
 {
     struct timespec ts;
@@ -863,7 +1032,8 @@ int main(int argc, char **argv)
         if (nargs != 2 || args[0][0] == '\0' || args[1][0] == '\0')
             return usage_error("digest needs CAP SHARD (CAP (default) for "
                                "the default group)");
-    } else if (strcmp(cmd, "where") == 0 || strcmp(cmd, "state") == 0) {
+    } else if (strcmp(cmd, "where") == 0 || strcmp(cmd, "state") == 0 ||
+               strcmp(cmd, "follow") == 0) {
         if (nargs != 2)
             return usage_error("%s needs TYPE ID", cmd);
         if (args[0][0] == '\0')
@@ -920,6 +1090,10 @@ int main(int argc, char **argv)
         rc = cmd_ping(c);
     else if (strcmp(cmd, "state") == 0)
         rc = cmd_state(c, args[0], args[1]);
+    else if (strcmp(cmd, "follow") == 0) {
+        rc = cmd_follow(c, addr, timeout_ms, args[0], args[1]);
+        c = NULL; /* closed there */
+    }
     else if (info_argv != NULL)
         rc = cmd_info(c, info_argc, info_argv);
     else

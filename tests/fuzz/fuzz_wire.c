@@ -14,7 +14,8 @@
  * sender prefix if bit 7, then the call body), ERROR (code, message),
  * XFER (unit head, then records),
  * REPL (head, units, ops), REPLY (also read as a REPL's answer, per-unit
- * acks, which is what a primary does with it).
+ * acks, which is what a primary does with it), SUBSCRIBE (call body with
+ * an 8-byte version) and EVENT (change or end, as a client reads it).
  *
  * Properties, besides "no crash, no sanitizer report":
  *  - a frame is taken only whole: its size is 4 + its length field, within
@@ -288,6 +289,56 @@ static void check_acks(const keel_frame *f)
     free(out);
 }
 
+/* SUBSCRIBE: a call body whose message is the 8-byte version. */
+static void check_subscribe(const keel_frame *f)
+{
+    keel_call_body cb;
+    uint64_t since;
+    int rc = keel_subscribe_parse(f->body, f->body_len, &cb, &since);
+
+    FUZZ_CHECK(rc == 0 || rc == KEEL_EMALFORMED || rc == KEEL_ELIMIT);
+    if (rc == KEEL_EMALFORMED)
+        return;
+    FUZZ_CHECK(cb.msglen == KEEL_SUBSCRIBE_SINCE_LEN &&
+               cb.msg + cb.msglen == f->body + f->body_len);
+    {
+        size_t n = keel_subscribe_size(cb.tlen, cb.idlen);
+        uint8_t *buf = malloc(n);
+        FUZZ_CHECK(buf != NULL && n == f->body_len);
+        FUZZ_CHECK(keel_subscribe_encode(buf, cb.type, cb.tlen, cb.id,
+                                         cb.idlen, since) == n);
+        FUZZ_CHECK(memcmp(buf, f->body, n) == 0);
+        free(buf);
+    }
+}
+
+/* EVENT: a change (version, state) or an end (version, code, reason). */
+static void check_event(const keel_frame *f)
+{
+    keel_event ev;
+    int rc = keel_event_parse(f->body, f->body_len, &ev);
+
+    FUZZ_CHECK(rc == 0 || rc == KEEL_EMALFORMED);
+    if (rc != 0)
+        return;
+    FUZZ_CHECK(ev.kind == KEEL_EVENT_CHANGE || ev.kind == KEEL_EVENT_END);
+    FUZZ_CHECK(ev.data + ev.data_len == f->body + f->body_len);
+    if (ev.kind == KEEL_EVENT_END) {
+        uint8_t *buf = malloc(f->body_len);
+        FUZZ_CHECK(ev.code < 0 && ev.code >= -0xFFFF);
+        FUZZ_CHECK(buf != NULL);
+        FUZZ_CHECK(keel_event_end_encode(buf, ev.version, ev.code,
+                                         (const char *)ev.data,
+                                         ev.data_len) == f->body_len);
+        FUZZ_CHECK(memcmp(buf, f->body, f->body_len) == 0);
+        free(buf);
+    } else {
+        uint8_t head[KEEL_EVENT_HDR];
+        keel_event_head(head, KEEL_EVENT_CHANGE, ev.version);
+        FUZZ_CHECK(memcmp(head, f->body, KEEL_EVENT_HDR) == 0);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     size_t max_frame, off = 0;
@@ -370,6 +421,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case KEEL_FRAME_REPLY:
             check_acks(&f);
+            break;
+        case KEEL_FRAME_SUBSCRIBE:
+            check_subscribe(&f);
+            break;
+        case KEEL_FRAME_EVENT:
+            check_event(&f);
             break;
         default:
             /* PONG: bytes for the caller; STAT: ignored; PING:

@@ -285,6 +285,25 @@ static void wire_seeds(void)
     xfer_frame(4, "", 1, 2, 0, 1, 1);
     call_frame(KEEL_FRAME_CAST, 0, 5, "kv", "u", "put a b");
     wire_seed("pipelined", 2);
+    /* Following an actor: SUBSCRIBE, UNSUBSCRIBE, and the node's answer
+     * and EVENTs (a change, an end). */
+    b_reset();
+    {
+        uint8_t fb[128];
+        size_t fl = keel_subscribe_encode(fb, "counter", 7, "c1", 2, 41);
+        frame(KEEL_FRAME_SUBSCRIBE, 0, 9, fb, fl);
+        keel_state_read_head(fb, 1, 42, 0);
+        memcpy(fb + KEEL_STATE_READ_HDR, "\0\0\0\0\0\0\0\x2a", 8);
+        frame(KEEL_FRAME_REPLY, 0, 9, fb, KEEL_STATE_READ_HDR + 8);
+        keel_event_head(fb, KEEL_EVENT_CHANGE, 43);
+        memcpy(fb + KEEL_EVENT_HDR, "\0\0\0\0\0\0\0\x2b", 8);
+        frame(KEEL_FRAME_EVENT, 0, 9, fb, KEEL_EVENT_HDR + 8);
+        fl = keel_event_end_encode(fb, 43, KEEL_EUNAVAIL,
+                                   "owner 127.0.0.1:7421", 20);
+        frame(KEEL_FRAME_EVENT, 0, 9, fb, fl);
+        frame(KEEL_FRAME_UNSUBSCRIBE, 0, 9, NULL, 0);
+    }
+    wire_seed("follow", 2);
     /* Damage: the connection closes at the bad frame. */
     b_reset();
     call_frame(KEEL_FRAME_CALL, 0, 1, "counter", "c1", "incr");

@@ -1766,6 +1766,102 @@ START_TEST(client_hello_ok)
 }
 END_TEST
 
+
+/* SUBSCRIBE bodies and EVENT bodies (docs/protocol.md, "Following an
+ * actor"): round trips, the exact bytes, and what is refused. */
+START_TEST(follow_codec)
+{
+    static const uint8_t sub_bytes[] = {7, 'c', 'o', 'u', 'n', 't', 'e', 'r',
+                                        0, 2, 'c', '1', 0, 0, 0, 0, 0, 0,
+                                        1, 2};
+    static const uint8_t end_bytes[] = {2, 0, 0, 0, 0, 0, 0, 0, 9,
+                                        0, 12, 'g', 'o', 'n', 'e'};
+    uint8_t buf[64], big[300];
+    keel_call_body cb;
+    keel_event ev;
+    uint64_t since;
+    size_t n;
+
+    n = keel_subscribe_encode(buf, "counter", 7, "c1", 2, 258);
+    ck_assert_uint_eq(n, keel_subscribe_size(7, 2));
+    ck_assert_uint_eq(n, sizeof sub_bytes);
+    ck_assert_mem_eq(buf, sub_bytes, n);
+    ck_assert_int_eq(keel_subscribe_parse(buf, n, &cb, &since), 0);
+    ck_assert_uint_eq(since, 258);
+    ck_assert_uint_eq(cb.tlen, 7);
+    ck_assert_mem_eq(cb.type, "counter", 7);
+    ck_assert_uint_eq(cb.idlen, 2);
+    ck_assert_mem_eq(cb.id, "c1", 2);
+    /* The version is exactly 8 bytes: shorter or longer is malformed, as
+     * is a body cut inside the id or an empty type. */
+    ck_assert_int_eq(keel_subscribe_parse(buf, n - 1, &cb, &since),
+                     KEEL_EMALFORMED);
+    buf[n] = 0;
+    ck_assert_int_eq(keel_subscribe_parse(buf, n + 1, &cb, &since),
+                     KEEL_EMALFORMED);
+    ck_assert_int_eq(keel_subscribe_parse(buf, 9, &cb, &since),
+                     KEEL_EMALFORMED);
+    buf[0] = 0;
+    ck_assert_int_eq(keel_subscribe_parse(buf, n - 7, &cb, &since),
+                     KEEL_EMALFORMED);
+    /* Over the type limit, well formed: ELIMIT. */
+    memset(big, 'x', sizeof big);
+    n = keel_subscribe_encode(big, big + 100, KEEL_MAX_TYPE_LEN + 1, "i", 1,
+                              1);
+    ck_assert_int_eq(keel_subscribe_parse(big, n, &cb, &since), KEEL_ELIMIT);
+
+    /* CHANGE: head then the state. */
+    keel_event_head(buf, KEEL_EVENT_CHANGE, 0x0102030405060708ull);
+    memcpy(buf + KEEL_EVENT_HDR, "abc", 3);
+    ck_assert_uint_eq(buf[0], 1);
+    ck_assert_uint_eq(buf[1], 1);
+    ck_assert_uint_eq(buf[8], 8);
+    ck_assert_int_eq(keel_event_parse(buf, KEEL_EVENT_HDR + 3, &ev), 0);
+    ck_assert_int_eq(ev.kind, KEEL_EVENT_CHANGE);
+    ck_assert_uint_eq(ev.version, 0x0102030405060708ull);
+    ck_assert_uint_eq(ev.data_len, 3);
+    ck_assert_mem_eq(ev.data, "abc", 3);
+    /* An empty state is a change too. */
+    ck_assert_int_eq(keel_event_parse(buf, KEEL_EVENT_HDR, &ev), 0);
+    ck_assert_uint_eq(ev.data_len, 0);
+
+    /* END: version, code, reason. */
+    n = keel_event_end_encode(buf, 9, KEEL_EUNAVAIL, "gone", 4);
+    ck_assert_uint_eq(n, sizeof end_bytes);
+    ck_assert_mem_eq(buf, end_bytes, n);
+    ck_assert_int_eq(keel_event_parse(buf, n, &ev), 0);
+    ck_assert_int_eq(ev.kind, KEEL_EVENT_END);
+    ck_assert_uint_eq(ev.version, 9);
+    ck_assert_int_eq(ev.code, KEEL_EUNAVAIL);
+    ck_assert_uint_eq(ev.data_len, 4);
+    ck_assert_mem_eq(ev.data, "gone", 4);
+    /* Refused: short heads, an END without its code or with code 0, an
+     * unknown kind. */
+    ck_assert_int_eq(keel_event_parse(buf, KEEL_EVENT_HDR - 1, &ev),
+                     KEEL_EMALFORMED);
+    ck_assert_int_eq(keel_event_parse(buf, KEEL_EVENT_HDR + 1, &ev),
+                     KEEL_EMALFORMED);
+    buf[KEEL_EVENT_HDR] = buf[KEEL_EVENT_HDR + 1] = 0;
+    ck_assert_int_eq(keel_event_parse(buf, n, &ev), KEEL_EMALFORMED);
+    buf[0] = 3;
+    ck_assert_int_eq(keel_event_parse(buf, n, &ev), KEEL_EMALFORMED);
+    buf[0] = 0;
+    ck_assert_int_eq(keel_event_parse(buf, n, &ev), KEEL_EMALFORMED);
+
+    /* The new kinds are frames; the one after them is not. */
+    keel_frame_header(buf, KEEL_FRAME_EVENT, 5, 0);
+    {
+        keel_frame f;
+        ck_assert_int_eq(keel_frame_parse(buf, KEEL_FRAME_HEADER, 1024, &f),
+                         KEEL_FRAME_HEADER);
+        ck_assert_uint_eq(f.kind, KEEL_FRAME_EVENT);
+        buf[4] = KEEL_FRAME_EVENT + 1;
+        ck_assert_int_eq(keel_frame_parse(buf, KEEL_FRAME_HEADER, 1024, &f),
+                         KEEL_EMALFORMED);
+    }
+}
+END_TEST
+
 static Suite *proto_suite(void)
 {
     Suite *s = suite_create("proto");
@@ -1790,6 +1886,7 @@ static Suite *proto_suite(void)
     tcase_add_test(codec, repl_acks_round_trip);
     tcase_add_test(codec, xfer_head_flags);
     tcase_add_test(codec, hello_round_trip);
+    tcase_add_test(codec, follow_codec);
     suite_add_tcase(s, codec);
 
     tcase_add_test(client, client_call_reply_and_error);
