@@ -407,6 +407,30 @@ START_TEST(state_read_lists_them)
 }
 END_TEST
 
+/* The listing's entries: what is put parses back; a cut one does not. */
+START_TEST(list_entry_layout)
+{
+    uint8_t buf[KEEL_REMINDERS_ENTRY_HDR + 4];
+    keel_reminder_entry e;
+
+    keel_reminders_entry_put(buf, -1500, 60000, 70000, "tick", 4);
+    ck_assert_int_eq(keel_reminders_entry_parse(buf, sizeof buf, &e),
+                     (long)sizeof buf);
+    ck_assert_int_eq(e.in_ms, -1500);
+    ck_assert_uint_eq(e.period_ms, 60000);
+    ck_assert_uint_eq(e.msg_len, 70000);
+    ck_assert_uint_eq(e.name_len, 4);
+    ck_assert_int_eq(memcmp(e.name, "tick", 4), 0);
+    ck_assert_int_eq(keel_reminders_entry_parse(buf, sizeof buf - 1, &e),
+                     KEEL_EMALFORMED);
+    ck_assert_int_eq(keel_reminders_entry_parse(buf, 10, &e),
+                     KEEL_EMALFORMED);
+    buf[20] = 0; /* no name */
+    ck_assert_int_eq(keel_reminders_entry_parse(buf, sizeof buf, &e),
+                     KEEL_EMALFORMED);
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
     keel_node *n = start_node();
@@ -433,6 +457,7 @@ static Suite *suite(void)
     tcase_add_test(tc, pending_fires_after_restart);
     tcase_add_test(tc, missed_periods_fire_once);
     tcase_add_test(tc, state_read_lists_them);
+    tcase_add_test(tc, list_entry_layout);
     tcase_add_test(tc, bad_arguments);
     suite_add_tcase(s, tc);
     return s;
