@@ -49,6 +49,7 @@ struct keel_reminders {
 };
 
 static void arm(keel_node *n);
+static void arm_at(keel_node *n, uint64_t due);
 
 static uint64_t get_be64(const uint8_t *p)
 {
@@ -544,7 +545,8 @@ static int index_scan(keel_node *n, const char *cap, uint32_t shard,
     return rc > 0 ? 0 : rc;
 }
 
-/* Learns the unit's earliest due time from its index. */
+/* Learns the unit's earliest due time from its index, and sets the timer
+ * for it if it is earlier than the timer's. */
 static void unit_load(keel_node *n, const char *cap, uint32_t shard)
 {
     struct idx_scan s = {.upto = 0, .max = 0};
@@ -567,6 +569,8 @@ static void unit_load(keel_node *n, const char *cap, uint32_t shard)
         return; /* out of memory: found at the unit's next take */
     u->next_due = s.next;
     u->not_local = 0;
+    if (u->busy == 0)
+        arm_at(n, u->next_due);
 }
 
 static void fire_cb(int status, const void *reply, size_t len, void *data)
@@ -593,10 +597,10 @@ static void fire_cb(int status, const void *reply, size_t len, void *data)
          * next time, and a store that failed may have recovered. */
         u->failed = 0;
         u->next_due = wall_ms() + RETRY_MS;
+        arm_at(n, u->next_due);
     } else {
         unit_load(n, cap, shard); /* may drop u */
     }
-    arm(n);
 }
 
 /* Submits a firing for each index entry of u due by now. */
@@ -728,7 +732,28 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     arm(n);
 }
 
-/* Sets the timer at the earliest due time of the units not firing now. */
+/* Sets the timer for due unless it is set for that time or earlier. Every
+ * change of a unit's due time outside timer_cb comes through here, and
+ * timer_cb sets the timer for the earliest of all as it ends, so the timer
+ * is never later than the earliest unit; this costs nothing per unit. */
+static void arm_at(keel_node *n, uint64_t due)
+{
+    struct keel_reminders *r = n->reminders;
+    uint64_t now;
+
+    if (n->stopping || n->loop == NULL || due == UINT64_MAX)
+        return;
+    if (ev_is_active(&r->timer) && r->armed <= due)
+        return;
+    ev_timer_stop(n->loop, &r->timer);
+    now = wall_ms();
+    ev_timer_set(&r->timer, due > now ? (double)(due - now) / 1000.0 : 0, 0);
+    ev_timer_start(n->loop, &r->timer);
+    r->armed = due;
+}
+
+/* Sets the timer at the earliest due time of the units not firing now
+ * (a pass over them: timer_cb and start only). */
 static void arm(keel_node *n)
 {
     struct keel_reminders *r = n->reminders;
@@ -771,7 +796,8 @@ void keel__reminders_released(keel_node *n, const keel_req *req)
     }
     if (req->rm_due < u->next_due)
         u->next_due = req->rm_due;
-    arm(n);
+    if (u->busy == 0)
+        arm_at(n, u->next_due);
 }
 
 void keel__reminders_unit_taken(keel_node *n, const char *cap, uint32_t shard)
@@ -787,7 +813,6 @@ void keel__reminders_unit_taken(keel_node *n, const char *cap, uint32_t shard)
     if (i == n->ntypes)
         return;
     unit_load(n, n->types[i]->capability, shard);
-    arm(n);
 }
 
 void keel__reminders_start(keel_node *n)
