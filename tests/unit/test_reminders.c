@@ -4,8 +4,8 @@
  * replaces it; keel_turn_unremind removes it; a failed turn sets nothing;
  * a pending reminder fires after the node restarts on the same data; one
  * that fell due many periods over while the node was down fires once,
- * not once per missed period; a state read lists them; bad arguments get
- * typed errors. */
+ * not once per missed period; a firing whose handler fails fires again;
+ * a state read lists them; bad arguments get typed errors. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,10 +19,14 @@
 #include "testutil.h"
 
 static char *dir;
+/* Firings of a reminder whose message is "flaky" that failed (loop thread
+ * writes; the test reads it after calls, which order them). */
+static int flaky_failed;
 
 static void setup(void)
 {
     dir = tu_tmpdir("remind");
+    flaky_failed = 0;
 }
 
 static void teardown(void)
@@ -80,6 +84,11 @@ static int rem_message(keel_turn *t, const void *msg, size_t len)
         int n = snprintf(last, sizeof last, "%.*s:%.*s", (int)rl, rname,
                          (int)len, (const char *)msg);
         ck_assert_uint_eq(strlen(rname), rl);
+        if (len == 5 && memcmp(msg, "flaky", 5) == 0 && flaky_failed == 0) {
+            flaky_failed++;
+            entry_set(t, "fires", 1000); /* must not stay */
+            return KEEL_EHANDLER;
+        }
         fires = entry_num(t, "fires") + 1;
         snprintf(key, sizeof key, "t%ld", fires);
         entry_set(t, key, wall_ms());
@@ -297,6 +306,23 @@ START_TEST(failed_turn_sets_nothing)
 }
 END_TEST
 
+/* A firing whose handler fails changes nothing: the reminder is still
+ * due and fires again, and only the successful firing's writes stay. */
+START_TEST(failed_firing_fires_again)
+{
+    keel_node *n = start_node();
+    char last[128];
+
+    ck_assert_int_eq(call(n, "h", "set h 20 0 flaky", NULL, 0), 0);
+    ck_assert_int_eq(wait_fires(n, "h", 1), 1);
+    ck_assert_int_eq(flaky_failed, 1);
+    usleep(200000);
+    ck_assert_int_eq(fires(n, "h", last, sizeof last), 1);
+    ck_assert_str_eq(last, "h:flaky");
+    finish(n);
+}
+END_TEST
+
 START_TEST(pending_fires_after_restart)
 {
     keel_node *n = start_node();
@@ -454,6 +480,7 @@ static Suite *suite(void)
     tcase_add_test(tc, set_again_replaces);
     tcase_add_test(tc, unremind_removes);
     tcase_add_test(tc, failed_turn_sets_nothing);
+    tcase_add_test(tc, failed_firing_fires_again);
     tcase_add_test(tc, pending_fires_after_restart);
     tcase_add_test(tc, missed_periods_fire_once);
     tcase_add_test(tc, state_read_lists_them);
