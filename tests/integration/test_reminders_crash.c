@@ -97,7 +97,7 @@ START_TEST(reminders_fire_across_kill_and_restart)
 
     start_node(0);
     port = node.port;
-    free(rem_call("r1", "set later 2500 0 hello"));
+    free(rem_call("r1", "set later 6000 0 hello"));
     free(rem_call("r2", "set beat 100 300 b"));
     ck_assert_int_eq(tu_keel(node.addr, &out, &err, "reminders", "rem", "r1",
                              NULL),

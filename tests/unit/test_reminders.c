@@ -249,7 +249,9 @@ START_TEST(periodic_fires_until_removed)
     t1 = atol(got);
     ck_assert_int_eq(call(n, "p", "time 2", got, sizeof got), 0);
     t2 = atol(got);
-    ck_assert_int_ge(t2 - t1, 50); /* one period apart at least */
+    /* A period apart, less the time from the firing turn's start (its
+     * next due time counts from there) to the handler's clock read. */
+    ck_assert_int_ge(t2 - t1, 50 - 10);
     ck_assert_int_eq(call(n, "p", "unset tick", NULL, 0), 0);
     f = fires(n, "p", NULL, 0);
     usleep(300000);
@@ -360,7 +362,7 @@ START_TEST(missed_periods_fire_once)
     snprintf(key, sizeof key, "time %ld", f + 2);
     ck_assert_int_eq(call(n, "m", key, got, sizeof got), 0);
     tb = atol(got);
-    ck_assert_int_ge(tb - ta, 150);
+    ck_assert_int_ge(tb - ta, 150 - 10); /* a burst: about 0 */
     finish(n);
 }
 END_TEST
