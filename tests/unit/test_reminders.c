@@ -5,6 +5,7 @@
  * a pending reminder fires after the node restarts on the same data; one
  * that fell due many periods over while the node was down fires once,
  * not once per missed period; a firing whose handler fails fires again;
+ * a firing may set its own reminder again;
  * a state read lists them; bad arguments get typed errors. */
 #include <check.h>
 #include <stdio.h>
@@ -93,6 +94,10 @@ static int rem_message(keel_turn *t, const void *msg, size_t len)
         snprintf(key, sizeof key, "t%ld", fires);
         entry_set(t, key, wall_ms());
         keel_turn_put(t, "last", 4, last, (size_t)n);
+        /* "chain" sets itself again from its own firing, three times. */
+        if (len == 5 && memcmp(msg, "chain", 5) == 0 && fires < 3 &&
+            keel_turn_remind(t, rname, rl, 20, 0, msg, len) != 0)
+            return KEEL_EHANDLER;
         return entry_set(t, "fires", fires);
     }
     if (len >= sizeof m)
@@ -325,6 +330,19 @@ START_TEST(failed_firing_fires_again)
 }
 END_TEST
 
+/* A one-shot that sets itself again from its firing fires again. */
+START_TEST(firing_sets_itself_again)
+{
+    keel_node *n = start_node();
+
+    ck_assert_int_eq(call(n, "c", "set c 20 0 chain", NULL, 0), 0);
+    ck_assert_int_eq(wait_fires(n, "c", 3), 3);
+    usleep(200000);
+    ck_assert_int_eq(fires(n, "c", NULL, 0), 3);
+    finish(n);
+}
+END_TEST
+
 START_TEST(pending_fires_after_restart)
 {
     keel_node *n = start_node();
@@ -483,6 +501,7 @@ static Suite *suite(void)
     tcase_add_test(tc, unremind_removes);
     tcase_add_test(tc, failed_turn_sets_nothing);
     tcase_add_test(tc, failed_firing_fires_again);
+    tcase_add_test(tc, firing_sets_itself_again);
     tcase_add_test(tc, pending_fires_after_restart);
     tcase_add_test(tc, missed_periods_fire_once);
     tcase_add_test(tc, state_read_lists_them);
