@@ -1012,6 +1012,25 @@ keel_actor *keel__turn_actor(keel_turn *t)
     return t->a;
 }
 
+void keel__each_unit(keel_node *n,
+                     void (*fn)(keel_node *n, const char *cap,
+                                uint32_t shard))
+{
+    unsigned i, j;
+    uint32_t shard;
+
+    for (i = 0; i < n->ntypes; i++) {
+        const char *cap = n->types[i]->capability;
+        for (j = 0; j < i; j++)
+            if (strcmp(n->types[j]->capability, cap) == 0)
+                break;
+        if (j < i)
+            continue; /* that capability's units are done */
+        for (shard = 0; shard < n->opts.shard_count; shard++)
+            fn(n, cap, shard);
+    }
+}
+
 /* keel_turn_entries merges three layers (store, overlay, this turn's stage)
  * into one sorted list. It is meant for listings, not the hot path. */
 struct ent {

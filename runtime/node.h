@@ -364,6 +364,12 @@ int keel__turn_rt_del(keel_turn *t, const void *key, size_t klen);
 struct keel_ob_turn *keel__turn_ob(keel_turn *t);
 struct keel_rm_turn *keel__turn_rm(keel_turn *t);
 keel_actor *keel__turn_actor(keel_turn *t);
+/* Calls fn for every placement unit of the registered types' capabilities
+ * (each once; cap is a registered type's string): a standalone node's
+ * units at start. */
+void keel__each_unit(keel_node *n,
+                     void (*fn)(keel_node *n, const char *cap,
+                                uint32_t shard));
 /* keel_turn_entries over the runtime's own entries only. */
 int keel__turn_rt_entries(keel_turn *t, keel_entry_fn fn, void *data);
 

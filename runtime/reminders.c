@@ -9,6 +9,7 @@
 #include <time.h>
 #include <xxhash.h>
 
+#include "common/be.h"
 #include "common/log.h"
 #include "runtime/cluster_rt.h"
 #include "runtime/proto.h"
@@ -50,24 +51,6 @@ struct keel_reminders {
 
 static void arm(keel_node *n);
 static void arm_at(keel_node *n, uint64_t due);
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    int i;
-
-    for (i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    int i;
-
-    for (i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
 
 static uint64_t wall_ms(void)
 {
@@ -115,7 +98,7 @@ static int index_stage(keel_turn *t, int del, uint64_t due, const void *name,
         return KEEL_ENOMEM;
     x->next = NULL;
     x->del = (uint8_t)del;
-    put_be64(x->id, due);
+    keel_put_be64(x->id, due);
     XXH128_canonicalFromHash(&c, XXH3_128bits(val, vl));
     memcpy(x->id + 8, c.digest, 16);
     x->vlen = del ? 0 : (uint16_t)vl;
@@ -151,9 +134,9 @@ static int record_get(keel_turn *t, const uint8_t *key, size_t klen,
                         vl, RM_HDR);
         return KEEL_ECORRUPT;
     }
-    *due = get_be64(v);
+    *due = keel_get_be64(v);
     if (period != NULL)
-        *period = get_be64((const uint8_t *)v + 8);
+        *period = keel_get_be64((const uint8_t *)v + 8);
     if (msg != NULL) {
         *msg = (const uint8_t *)v + RM_HDR;
         *mlen = vl - RM_HDR;
@@ -194,8 +177,8 @@ static int remind_set(keel_turn *t, const void *name, size_t nlen, int del,
     rec = malloc(RM_HDR + len);
     if (rec == NULL)
         return KEEL_ENOMEM;
-    put_be64(rec, due);
-    put_be64(rec + 8, period);
+    keel_put_be64(rec, due);
+    keel_put_be64(rec + 8, period);
     if (len > 0)
         memcpy(rec + RM_HDR, msg, len);
     rc = keel__turn_rt_put(t, key, RM_REC_LEN + nlen, rec, RM_HDR + len);
@@ -274,8 +257,8 @@ int keel__reminders_fire(keel_turn *t, keel_req *req, int *run)
             uint8_t *rec = malloc(RM_HDR + mlen);
             if (rec == NULL)
                 return KEEL_ENOMEM;
-            put_be64(rec, due);
-            put_be64(rec + 8, period);
+            keel_put_be64(rec, due);
+            keel_put_be64(rec + 8, period);
             memcpy(rec + RM_HDR, msg, mlen);
             rc = keel__turn_rt_put(t, key, klen, rec, RM_HDR + mlen);
             free(rec);
@@ -299,8 +282,8 @@ int keel__reminders_fire(keel_turn *t, keel_req *req, int *run)
         uint8_t *rec = malloc(RM_HDR + mlen);
         if (rec == NULL)
             return KEEL_ENOMEM;
-        put_be64(rec, now + period);
-        put_be64(rec + 8, period);
+        keel_put_be64(rec, now + period);
+        keel_put_be64(rec + 8, period);
         memcpy(rec + RM_HDR, req->buf, mlen);
         rc = keel__turn_rt_put(t, key, klen, rec, RM_HDR + mlen);
         free(rec);
@@ -410,9 +393,9 @@ static int list_cb(const void *key, size_t klen, const void *val, size_t vlen,
         l->buf = p;
         l->cap = cap;
     }
-    due = get_be64(v);
+    due = keel_get_be64(v);
     in = (int64_t)(due - l->now);
-    keel_reminders_entry_put(l->buf + l->len, in, get_be64(v + 8),
+    keel_reminders_entry_put(l->buf + l->len, in, keel_get_be64(v + 8),
                              (uint32_t)(vlen - RM_HDR), key + RM_REC_LEN,
                              nlen);
     l->len += need;
@@ -505,7 +488,7 @@ static int scan_cb(const uint8_t *key, size_t klen, const keel_record *rec,
 
     if (klen != s->plen + IDX_ID_LEN || rec->len > IDX_VAL_MAX)
         return 0;
-    due = get_be64(key + s->plen);
+    due = keel_get_be64(key + s->plen);
     if (due > s->upto || s->n == s->max) {
         s->next = due;
         return 1;
@@ -817,21 +800,9 @@ void keel__reminders_unit_taken(keel_node *n, const char *cap, uint32_t shard)
 
 void keel__reminders_start(keel_node *n)
 {
-    unsigned i, j;
-    uint32_t shard;
-
     if (n->cluster != NULL)
         return; /* units are taken one by one (keel__reminders_unit_taken) */
-    for (i = 0; i < n->ntypes; i++) {
-        const char *cap = n->types[i]->capability;
-        for (j = 0; j < i; j++)
-            if (strcmp(n->types[j]->capability, cap) == 0)
-                break;
-        if (j < i)
-            continue; /* that capability's units are done */
-        for (shard = 0; shard < n->opts.shard_count; shard++)
-            unit_load(n, cap, shard);
-    }
+    keel__each_unit(n, unit_load);
     arm(n);
 }
 
