@@ -463,6 +463,11 @@ typedef struct keel_stats {
      * subscribers (wire and HTTP). */
     uint64_t subscribers;
     uint64_t events_sent;
+    /* Reminders (keel_turn_remind) whose handler ran in a committed turn
+     * on this node. */
+    uint64_t reminders_fired;
+    /* Room for figures to come without changing the struct's size. */
+    uint64_t reserved[8];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);
@@ -653,6 +658,44 @@ KEEL_API keel_node *keel_turn_node(keel_turn *turn);
  * node), KEEL_ETOOBIG (over the node's max_frame), KEEL_ENOMEM. */
 KEEL_API int keel_turn_send(keel_turn *turn, const char *type, const void *id,
                             size_t idlen, const void *msg, size_t len);
+
+/* Durable reminders. keel_turn_remind sets this actor's reminder `name`:
+ * at or after due_ms milliseconds from now, the runtime delivers msg to
+ * the actor as a message (activating it if need be), and then, when
+ * period_ms is not 0, again period_ms after each firing; period_ms 0 makes
+ * a one-shot, removed as it fires. Setting a name again replaces the
+ * reminder (due time, period and message); keel_turn_unremind removes it
+ * (0 when there is none).
+ *
+ * Both are writes of the turn: committed with it, and nothing of them is
+ * kept if the turn fails. Reminders are stored with the actor's records,
+ * so they survive restarts and move and fail over with its unit. Times
+ * are the wall clock of the node that serves the unit (keep the nodes'
+ * clocks in step). A firing runs in a turn of the actor that also
+ * reschedules it (next due = the firing's time + period_ms) or removes
+ * it: a reminder that fell due while its unit was not served fires once
+ * when it is served again, not once per missed period. If the handler
+ * fails, the turn changes nothing and the reminder fires again about a
+ * second later. A firing is delivered at least once: a crash after the
+ * handler's turn committed does not repeat it, one before does.
+ *
+ * The handler tells a firing from a call with keel_turn_reminder: it
+ * returns the reminder's name (NUL-terminated, valid during the turn;
+ * *name_len set when not NULL) in a firing's turn, NULL in any other.
+ *
+ * Limits: name 1..KEEL_MAX_REMINDER_NAME_LEN bytes (any byte values), msg
+ * at most KEEL_MAX_REMINDER_MSG_LEN bytes, due_ms and period_ms under
+ * 2^40. Not from on_passivate. docs/design.md, "Reminders".
+ * Errors: KEEL_EINVAL, KEEL_ELIMIT, KEEL_ETOOBIG, KEEL_ENOMEM. */
+#define KEEL_MAX_REMINDER_NAME_LEN 128
+#define KEEL_MAX_REMINDER_MSG_LEN 65536
+KEEL_API int keel_turn_remind(keel_turn *turn, const void *name,
+                              size_t name_len, uint64_t due_ms,
+                              uint64_t period_ms, const void *msg,
+                              size_t msg_len);
+KEEL_API int keel_turn_unremind(keel_turn *turn, const void *name,
+                                size_t name_len);
+KEEL_API const char *keel_turn_reminder(keel_turn *turn, size_t *name_len);
 
 /* ----------------------------------------------------------------- calls */
 

@@ -1108,6 +1108,15 @@ int keel_client_read_state(keel_client *c, const char *type, const void *id,
                       idlen, NULL, 0, reply, reply_len);
 }
 
+int keel_client_read_reminders(keel_client *c, const char *type,
+                               const void *id, size_t idlen, char **reply,
+                               size_t *reply_len)
+{
+    return call_frame(c, KEEL_FRAME_CALL, KEEL_FLAG_READ, NULL, type, id,
+                      idlen, KEEL_READ_REMINDERS, KEEL_READ_REMINDERS_LEN,
+                      reply, reply_len);
+}
+
 int keel_client_call_keyed(keel_client *c, uint8_t kind, const uint8_t *key,
                            const char *type, const void *id, size_t idlen,
                            const void *msg, size_t len, char **reply,

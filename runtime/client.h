@@ -128,6 +128,12 @@ int keel_client_call_keyed(keel_client *c, uint8_t kind, const uint8_t *key,
  * actor never written) as keel_client_call returns it. */
 int keel_client_read_state(keel_client *c, const char *type, const void *id,
                            size_t idlen, char **reply, size_t *reply_len);
+/* Lists actor TYPE/ID's reminders (a state read whose message is
+ * "reminders"): 0 with *reply a run of entries (runtime/proto.h,
+ * keel_reminders_entry_parse), or the node's error. */
+int keel_client_read_reminders(keel_client *c, const char *type,
+                               const void *id, size_t idlen, char **reply,
+                               size_t *reply_len);
 
 /* Following an actor (docs/protocol.md, "Following an actor"). An
  * update is the first answer to a subscription or an event after it:

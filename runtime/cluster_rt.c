@@ -8,6 +8,7 @@
  * see unit_stream.c. */
 #include "runtime/cluster_rt_int.h"
 #include "runtime/outbox.h"
+#include "runtime/reminders.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -410,6 +411,7 @@ static void acquire_pending(keel_cluster_rt *rt)
         if (keel_cluster_acquired(rt->c, j->cap, j->shard, j->epoch) == 0) {
             STAT_ADD(rt->n, units_acquired, 1);
             keel__outbox_unit_taken(rt->n, j->cap, j->shard);
+            keel__reminders_unit_taken(rt->n, j->cap, j->shard);
         }
         rt_job_free(j);
     }

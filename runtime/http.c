@@ -979,6 +979,9 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            st->subscribers);
     metric(&b, "keel_events_sent_total", "counter",
            "Change events sent to subscribers.", "", st->events_sent);
+    metric(&b, "keel_reminders_fired_total", "counter",
+           "Reminders whose handler ran in a committed turn.", "",
+           st->reminders_fired);
     /* Cumulative buckets; _count is their total so that the +Inf bucket
      * and _count agree even though the figures are read without a lock. */
     sb_puts(&b, "# HELP keel_call_latency_seconds Time from submission of a "

@@ -33,6 +33,7 @@
 #include "runtime/follow.h"
 #include "runtime/http.h"
 #include "runtime/outbox.h"
+#include "runtime/reminders.h"
 #include "runtime/proto.h"
 #include "runtime/repl.h"
 #include "runtime/tls.h"
@@ -87,6 +88,7 @@ struct keel_turn {
     int err_set;
     int ver_staged; /* the state version entry is among its writes */
     struct keel_ob_turn ob; /* its outbox messages (outbox.h) */
+    struct keel_rm_turn rm; /* its reminders (reminders.h) */
     struct tmp_block *tmp;
     char err[256]; /* last: run_turn clears everything before it */
 };
@@ -620,6 +622,7 @@ static void actor_deactivate(keel_node *n, keel_actor *a)
     a->user = NULL;
     a->last_write_seq = 0;
     a->ob_index = 0; /* its open writes, the outbox's among them, are gone */
+    keel__reminders_forget(a);
     a->flags &= (uint8_t)~(ACTOR_ACTIVE | ACTOR_HAS_BLOB);
 }
 
@@ -658,6 +661,7 @@ static void actor_passivate(keel_node *n, keel_actor *a)
     lru_unlink(n, a);
     n->resident--;
     STAT_SET(n, resident_actors, n->resident);
+    keel__reminders_forget(a);
     free(a);
 }
 
@@ -1001,6 +1005,35 @@ struct keel_ob_turn *keel__turn_ob(keel_turn *t)
     return &t->ob;
 }
 
+struct keel_rm_turn *keel__turn_rm(keel_turn *t)
+{
+    return &t->rm;
+}
+
+keel_actor *keel__turn_actor(keel_turn *t)
+{
+    return t->a;
+}
+
+void keel__each_unit(keel_node *n,
+                     void (*fn)(keel_node *n, const char *cap,
+                                uint32_t shard))
+{
+    unsigned i, j;
+    uint32_t shard;
+
+    for (i = 0; i < n->ntypes; i++) {
+        const char *cap = n->types[i]->capability;
+        for (j = 0; j < i; j++)
+            if (strcmp(n->types[j]->capability, cap) == 0)
+                break;
+        if (j < i)
+            continue; /* that capability's units are done */
+        for (shard = 0; shard < n->opts.shard_count; shard++)
+            fn(n, cap, shard);
+    }
+}
+
 /* keel_turn_entries merges three layers (store, overlay, this turn's stage)
  * into one sorted list. It is meant for listings, not the hot path. */
 struct ent {
@@ -1074,7 +1107,9 @@ static int ent_cmp(const void *x, const void *y)
     return (a->klen > b->klen) - (a->klen < b->klen);
 }
 
-int keel_turn_entries(keel_turn *t, keel_entry_fn fn, void *data)
+/* The actor's entries as the turn sees them: the handler's (rt 0) or the
+ * runtime's own, whose keys begin with a NUL byte (rt 1). */
+static int turn_entries(keel_turn *t, int rt, keel_entry_fn fn, void *data)
 {
     struct ent_list l;
     keel_store_read *r;
@@ -1125,8 +1160,8 @@ int keel_turn_entries(keel_turn *t, keel_entry_fn fn, void *data)
             for (j = i + 1; j < l.n && ent_cmp(&l.v[i], &l.v[j]) == 0; j++)
                 if (l.v[j].pos > l.v[last].pos)
                     last = j;
-            if (l.v[last].deleted || l.v[last].key[0] == 0)
-                continue; /* gone, or the runtime's own */
+            if (l.v[last].deleted || (l.v[last].key[0] == 0) != rt)
+                continue; /* gone, or not of the kind asked for */
             if (fn(l.v[last].key, l.v[last].klen, l.v[last].val,
                    l.v[last].vlen, data) != 0)
                 break;
@@ -1134,6 +1169,16 @@ int keel_turn_entries(keel_turn *t, keel_entry_fn fn, void *data)
     }
     free(l.v);
     return rc;
+}
+
+int keel_turn_entries(keel_turn *t, keel_entry_fn fn, void *data)
+{
+    return turn_entries(t, 0, fn, data);
+}
+
+int keel__turn_rt_entries(keel_turn *t, keel_entry_fn fn, void *data)
+{
+    return turn_entries(t, 1, fn, data);
 }
 
 const char *keel_turn_type_name(keel_turn *t)
@@ -1484,13 +1529,32 @@ static int count_entry(const void *key, size_t klen, const void *val,
  * Its release waits, as any turn's reply, for the commit that holds
  * those writes and for the read rule, so it never shows a write that
  * could still be lost. */
-static int state_reply(keel_turn *t)
+static int state_reply(keel_turn *t, const keel_req *req)
 {
     keel_actor *a = t->a;
     int blob = (a->flags & ACTOR_HAS_BLOB) != 0;
     uint64_t entries = 0, version;
     uint8_t *p;
     int rc;
+
+    if (req->len == KEEL_READ_REMINDERS_LEN &&
+        memcmp(req->buf, KEEL_READ_REMINDERS, req->len) == 0) {
+        size_t len;
+        rc = keel__reminders_list(t, &p, &len);
+        if (rc != 0)
+            return rc;
+        rc = grow(&t->n->scratch_reply, &t->n->scratch_reply_cap, len);
+        if (rc == 0 && len > 0)
+            memcpy(t->n->scratch_reply, p, len);
+        free(p);
+        t->reply_len = len;
+        return rc;
+    }
+    if (req->len != 0) {
+        keel_turn_error(t, "a state read's message is empty, or "
+                           "\"reminders\"");
+        return KEEL_EINVAL;
+    }
 
     rc = keel_turn_entries(t, count_entry, &entries);
     if (rc != 0)
@@ -1561,6 +1625,13 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
          * on_activate, if any) are the actor's, below. */
     } else if (rc == 0 && req->ob_op != KEEL_OB_OP_NONE) {
         rc = keel__outbox_op(&t, req); /* the runtime's, no handler */
+    } else if (rc == 0 && req->rm != NULL) {
+        int fire = 0;
+        rc = keel__reminders_fire(&t, req, &fire);
+        if (rc == 0 && fire) {
+            ran = 1;
+            rc = ty->on_message(&t, req->buf, req->len);
+        }
     } else if (rc == 0 && ob_dup) {
         /* An outbox message this actor applied already: answered as
          * applied, without running it again. */
@@ -1598,7 +1669,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         if (rc == 0 && t.state_set)
             keel__follow_turn(n, a, req); /* kept until its release */
         if (rc == 0 && req->read_state)
-            rc = state_reply(&t);
+            rc = state_reply(&t, req);
     } else {
         if (ran)
             STAT_ADD(n, handler_errors, 1);
@@ -1618,6 +1689,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         }
     }
     a->flags &= (uint8_t)~ACTOR_RUNNING;
+    keel__reminders_turn_end(&t, a, req, rc == 0);
 
     req->status = rc;
     if (rc == 0 && dup == DUP_KEPT) {
@@ -2033,6 +2105,8 @@ static void flush_open(keel_node *n)
             rc = keel__outbox_flush(n, b, a);
             a->ob_index = KEEL_OB_INDEX_NONE;
         }
+        if (rc == 0 && a->rm_idx != NULL)
+            rc = keel__reminders_flush(n, b, a);
     }
     /* A small batch that finds nothing of ours with the writer, flushed
      * when no other turn is waiting to run, is committed right here: the
@@ -2166,6 +2240,8 @@ static void release_req(keel_node *n, keel_req *req)
         keel__outbox_released(n, req); /* before a callback can free it */
     else if (req->ob_hi != 0)
         keel__outbox_doubt(n, req);
+    if (req->rm_due != 0)
+        keel__reminders_released(n, req);
     switch (req->origin) {
     case REQ_LOCAL:
         if (req->u.local.cb != NULL)
@@ -2785,6 +2861,8 @@ int keel_node_run(keel_node *n)
         return rc;
     if (n->follow == NULL && (rc = keel__follow_create(n)) != 0)
         return rc;
+    if (n->reminders == NULL && (rc = keel__reminders_init(n)) != 0)
+        return rc;
     rc = keel_writer_start(n->store, writer_done_cb, n, &n->writer);
     if (rc != 0)
         return rc;
@@ -2810,6 +2888,7 @@ int keel_node_run(keel_node *n)
     ev_prepare_start(n->loop, &n->flush_watcher);
     keel__net_start(n);
     keel__outbox_start(n); /* standalone: messages waiting since the last run */
+    keel__reminders_start(n); /* standalone: the units' earliest reminders */
     if (atomic_load(&n->stop_requested))
         begin_stop(n);
     ev_async_send(n->loop, &n->async); /* pick up posts queued before run */
@@ -2942,6 +3021,7 @@ void keel_node_destroy(keel_node *n)
     free(n->stage);
     keel__outbox_free(n);
     keel__follow_destroy(n);
+    keel__reminders_free(n);
     keel__auth_destroy(n->auth);
     ev_loop_destroy(n->loop);
     if (n->actlog_fd >= 0)
@@ -3038,7 +3118,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "isr_shrinks %llu\nfailovers %llu\nunits_promoted_on_move %llu\n"
         "outbox_sent %llu\noutbox_dropped %llu\noutbox_dead %llu\n"
         "repl_suspects %llu\n"
-        "subscribers %llu\nevents_sent %llu\n",
+        "subscribers %llu\nevents_sent %llu\n"
+        "reminders_fired %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -3096,7 +3177,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->outbox_dead,
         (unsigned long long)st->repl_suspects,
         (unsigned long long)st->subscribers,
-        (unsigned long long)st->events_sent);
+        (unsigned long long)st->events_sent,
+        (unsigned long long)st->reminders_fired);
     return w < 0 ? 0 : (size_t)w;
 }
 

@@ -88,6 +88,9 @@ struct keel_actor {
     /* The outbox index write (outbox.h, KEEL_OB_INDEX_*) its turns since
      * the last flush call for; flush_open adds it to its group. */
     uint8_t ob_index;
+    /* Reminder index writes (reminders.h) its turns made since the last
+     * flush; flush_open adds them to its group. */
+    struct keel_rm_idx *rm_idx;
     uint8_t id[];
 };
 
@@ -145,6 +148,13 @@ struct keel_req {
     /* Its turn changed a followed actor's state: the change, sent to the
      * followers when the reply is released as a success (follow.h). */
     struct keel_follow_ev *fev;
+    /* Not a message: a reminder firing (reminders.h), whose turn runs the
+     * handler with the reminder's message if it is still due. Owned by
+     * the reply callback. */
+    struct keel_rm_fire *rm;
+    /* Its turn set a reminder due at this wall-clock ms (0: none): the
+     * unit's timer is looked at once the reply leaves. */
+    uint64_t rm_due;
     uint8_t *buf;  /* points to inl or to a malloc'd block */
     union {
         struct {
@@ -321,6 +331,8 @@ struct keel_node {
 
     /* Outbox delivery (outbox.c). */
     struct keel_outbox *outbox;
+    /* Reminders of the units served here (reminders.c). */
+    struct keel_reminders *reminders;
 
     /* Subscriptions to actors' changes (follow.c). */
     struct keel_follow *follow;
@@ -356,6 +368,16 @@ int keel__turn_rt_put(keel_turn *t, const void *key, size_t klen,
                       const void *val, size_t vlen);
 int keel__turn_rt_del(keel_turn *t, const void *key, size_t klen);
 struct keel_ob_turn *keel__turn_ob(keel_turn *t);
+struct keel_rm_turn *keel__turn_rm(keel_turn *t);
+keel_actor *keel__turn_actor(keel_turn *t);
+/* Calls fn for every placement unit of the registered types' capabilities
+ * (each once; cap is a registered type's string): a standalone node's
+ * units at start. */
+void keel__each_unit(keel_node *n,
+                     void (*fn)(keel_node *n, const char *cap,
+                                uint32_t shard));
+/* keel_turn_entries over the runtime's own entries only. */
+int keel__turn_rt_entries(keel_turn *t, keel_entry_fn fn, void *data);
 
 /* --- plugin.c -----------------------------------------------------------*/
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "common/be.h"
 #include "common/log.h"
 #include "runtime/cluster_rt.h"
 
@@ -55,24 +56,6 @@ struct keel_outbox {
 };
 
 static void pump(struct ob_sender *s);
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    int i;
-
-    for (i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    int i;
-
-    for (i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
 
 /* A sender's name in receivers' records and in the index. */
 static void sender_h(const char *type, size_t tlen, const void *id,
@@ -131,8 +114,8 @@ int keel_turn_send(keel_turn *t, const char *type, const void *id,
         return KEEL_ECORRUPT;
     }
     if (rc == 0) {
-        next = get_be64(v);
-        done = get_be64((const uint8_t *)v + 8);
+        next = keel_get_be64(v);
+        done = keel_get_be64((const uint8_t *)v + 8);
     } else if (rc != KEEL_ENOTFOUND) {
         return rc;
     }
@@ -149,13 +132,13 @@ int keel_turn_send(keel_turn *t, const char *type, const void *id,
     if (len > 0)
         memcpy(rec + 3 + tlen + idlen, msg, len);
     memcpy(key, OB_REC, OB_REC_LEN);
-    put_be64(key + OB_REC_LEN, next + 1);
+    keel_put_be64(key + OB_REC_LEN, next + 1);
     rc = keel__turn_rt_put(t, key, sizeof key, rec, rl);
     free(rec);
     if (rc != 0)
         return rc;
-    put_be64(hdr, next + 1);
-    put_be64(hdr + 8, done);
+    keel_put_be64(hdr, next + 1);
+    keel_put_be64(hdr + 8, done);
     rc = keel__turn_rt_put(t, OB_HDR, OB_HDR_LEN, hdr, sizeof hdr);
     if (rc != 0)
         return rc;
@@ -193,7 +176,7 @@ int keel__outbox_check(keel_turn *t, const keel_req *req, int *dup)
                         vl);
         return KEEL_ECORRUPT;
     }
-    *dup = get_be64(v) >= req->from->seq;
+    *dup = keel_get_be64(v) >= req->from->seq;
     return 0;
 }
 
@@ -202,7 +185,7 @@ int keel__outbox_applied(keel_turn *t, const keel_req *req)
     uint8_t key[OB_IN_LEN + OB_H_LEN], val[8];
 
     in_key(req, key);
-    put_be64(val, req->from->seq);
+    keel_put_be64(val, req->from->seq);
     return keel__turn_rt_put(t, key, sizeof key, val, sizeof val);
 }
 
@@ -216,7 +199,7 @@ int keel__outbox_op(keel_turn *t, const keel_req *req)
 
     if (req->len != 10)
         return KEEL_EINVAL;
-    seq = get_be64(req->buf);
+    seq = keel_get_be64(req->buf);
     code = req->buf[8] << 8 | req->buf[9];
     rc = keel__turn_rt_get(t, OB_HDR, OB_HDR_LEN, &v, &vl);
     if (rc == KEEL_ENOTFOUND)
@@ -225,12 +208,12 @@ int keel__outbox_op(keel_turn *t, const keel_req *req)
         return rc;
     if (vl != 16)
         return KEEL_ECORRUPT;
-    next = get_be64(v);
-    done = get_be64((const uint8_t *)v + 8);
+    next = keel_get_be64(v);
+    done = keel_get_be64((const uint8_t *)v + 8);
     if (seq <= done || seq > next)
         return 0; /* retired already (a redelivery's answer) */
     memcpy(key, OB_REC, OB_REC_LEN);
-    put_be64(key + OB_REC_LEN, seq);
+    keel_put_be64(key + OB_REC_LEN, seq);
     if (req->ob_op == KEEL_OB_OP_DEAD) {
         rc = keel__turn_rt_get(t, key, OB_REC_LEN + 8, &rv, &rvl);
         if (rc == 0) {
@@ -242,7 +225,7 @@ int keel__outbox_op(keel_turn *t, const keel_req *req)
             d[1] = (uint8_t)code;
             memcpy(d + 2, rv, rvl);
             memcpy(dkey, OB_DEAD, OB_DEAD_LEN);
-            put_be64(dkey + OB_DEAD_LEN, seq);
+            keel_put_be64(dkey + OB_DEAD_LEN, seq);
             rc = keel__turn_rt_put(t, dkey, sizeof dkey, d, 2 + rvl);
             free(d);
         }
@@ -259,8 +242,8 @@ int keel__outbox_op(keel_turn *t, const keel_req *req)
                   (unsigned long long)seq, (unsigned long long)done + 1);
         return 0;
     }
-    put_be64(hdr, next);
-    put_be64(hdr + 8, seq);
+    keel_put_be64(hdr, next);
+    keel_put_be64(hdr + 8, seq);
     rc = keel__turn_rt_put(t, OB_HDR, OB_HDR_LEN, hdr, sizeof hdr);
     if (rc == 0 && seq == next)
         keel__turn_ob(t)->index = KEEL_OB_INDEX_DEL; /* none waits now */
@@ -340,8 +323,8 @@ static int header_read(keel_node *n, const struct ob_sender *s,
         return rc;
     rc = keel_store_get(r, key, (size_t)kl, &rec);
     if (rc == 0 && rec.len == 16) {
-        *next = get_be64(rec.data);
-        *done = get_be64((const uint8_t *)rec.data + 8);
+        *next = keel_get_be64(rec.data);
+        *done = keel_get_be64((const uint8_t *)rec.data + 8);
     } else if (rc == 0) {
         rc = KEEL_ECORRUPT;
     }
@@ -457,7 +440,7 @@ static void retire(struct ob_sender *s, uint64_t seq, int op, int code)
     s->done = seq;
     if (req == NULL)
         return; /* delivered again later: the receiver drops it */
-    put_be64(req->buf, seq);
+    keel_put_be64(req->buf, seq);
     req->buf[8] = (uint8_t)((-code) >> 8);
     req->buf[9] = (uint8_t)(-code);
     req->len = 10;
@@ -524,7 +507,7 @@ static int next_cb(const uint8_t *key, size_t klen, const keel_record *rec,
 
     if (klen != f->plen + 8)
         return 0;
-    seq = get_be64(key + f->plen);
+    seq = keel_get_be64(key + f->plen);
     if (seq <= f->after)
         return 0; /* retired; its deletion is on its way */
     if (seq > f->upto)
@@ -817,21 +800,9 @@ void keel__outbox_unit_taken(keel_node *n, const char *cap, uint32_t shard)
 
 void keel__outbox_start(keel_node *n)
 {
-    unsigned i, j;
-    uint32_t shard;
-
     if (n->cluster != NULL)
         return; /* units are taken one by one (keel__outbox_unit_taken) */
-    for (i = 0; i < n->ntypes; i++) {
-        const char *cap = n->types[i]->capability;
-        for (j = 0; j < i; j++)
-            if (strcmp(n->types[j]->capability, cap) == 0)
-                break;
-        if (j < i)
-            continue; /* that capability's units are done */
-        for (shard = 0; shard < n->opts.shard_count; shard++)
-            unit_scan(n, cap, shard);
-    }
+    keel__each_unit(n, unit_scan);
 }
 
 int keel__outbox_init(keel_node *n)

@@ -512,6 +512,34 @@ void keel_state_read_head(uint8_t *p, int has_blob, uint64_t version,
     put_be64(p + 9, entries);
 }
 
+void keel_reminders_entry_put(uint8_t *p, int64_t in_ms, uint64_t period_ms,
+                              uint32_t msg_len, const void *name, size_t nlen)
+{
+    put_be64(p, (uint64_t)in_ms);
+    put_be64(p + 8, period_ms);
+    p[16] = (uint8_t)(msg_len >> 24);
+    p[17] = (uint8_t)(msg_len >> 16);
+    p[18] = (uint8_t)(msg_len >> 8);
+    p[19] = (uint8_t)msg_len;
+    p[20] = (uint8_t)nlen;
+    memcpy(p + KEEL_REMINDERS_ENTRY_HDR, name, nlen);
+}
+
+long keel_reminders_entry_parse(const uint8_t *p, size_t len,
+                                keel_reminder_entry *out)
+{
+    if (len < KEEL_REMINDERS_ENTRY_HDR || p[20] == 0 ||
+        len - KEEL_REMINDERS_ENTRY_HDR < p[20])
+        return KEEL_EMALFORMED;
+    out->in_ms = (int64_t)get_be64(p);
+    out->period_ms = get_be64(p + 8);
+    out->msg_len = (uint32_t)p[16] << 24 | (uint32_t)p[17] << 16 |
+                   (uint32_t)p[18] << 8 | p[19];
+    out->name = (const char *)p + KEEL_REMINDERS_ENTRY_HDR;
+    out->name_len = p[20];
+    return KEEL_REMINDERS_ENTRY_HDR + (long)p[20];
+}
+
 int keel_state_read_parse(const uint8_t *p, size_t len, keel_state_read *out)
 {
     if (len < KEEL_STATE_READ_HDR || (p[0] & ~KEEL_STATE_READ_BLOB) != 0)

@@ -248,6 +248,28 @@ size_t keel_event_end_encode(uint8_t *p, uint64_t version, int code,
 /* KEEL_EMALFORMED for an unknown kind, a short body or an END whose code
  * is 0. Parts point into p. */
 int keel_event_parse(const uint8_t *p, size_t len, keel_event *out);
+/* A state read whose message is "reminders" (no NUL) lists the actor's
+ * reminders instead (keel_turn_remind), in name order, each:
+ *   in_ms be64 (signed: due in ms from the owner's now; negative when
+ *   overdue) | period_ms be64 | msg_len be32 | len(name) u8 | name */
+#define KEEL_READ_REMINDERS "reminders"
+#define KEEL_READ_REMINDERS_LEN 9
+#define KEEL_REMINDERS_ENTRY_HDR 21
+
+typedef struct keel_reminder_entry {
+    int64_t in_ms;
+    uint64_t period_ms;
+    uint32_t msg_len;
+    const char *name; /* points into the reply; not NUL-terminated */
+    size_t name_len;
+} keel_reminder_entry;
+
+/* p holds KEEL_REMINDERS_ENTRY_HDR + nlen bytes. */
+void keel_reminders_entry_put(uint8_t *p, int64_t in_ms, uint64_t period_ms,
+                              uint32_t msg_len, const void *name, size_t nlen);
+/* Parses the entry at p: its length, or KEEL_EMALFORMED. */
+long keel_reminders_entry_parse(const uint8_t *p, size_t len,
+                                keel_reminder_entry *out);
 
 /* The head of an XFER body (node to node, docs/protocol.md "XFER body"):
  *   len(cap) u8 | cap | shard be16 | shard_epoch be64 | seq be32

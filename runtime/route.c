@@ -361,8 +361,8 @@ static int forward(keel_cluster_rt *rt, rt_msg *m, const char *addr)
     unsigned hops = req->hops < MAX_HOPS ? req->hops + 1u : MAX_HOPS;
     uint8_t *body;
 
-    if (req->ob_op != 0)
-        return -1; /* an outbox's own turn runs where its unit is, or not */
+    if (req->ob_op != 0 || req->rm != NULL)
+        return -1; /* the runtime's own turns run where the unit is, or not */
     blen = KEEL_DEADLINE_LEN + keel_call_body_size(tlen, m->idlen, req->len);
     if (req->keyed)
         blen += KEEL_REQUEST_KEY_LEN;

@@ -7,6 +7,7 @@
  * actor state; the store serializes commits. */
 #include "runtime/cluster_rt_int.h"
 #include "runtime/outbox.h"
+#include "runtime/reminders.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,6 +241,7 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
         if (rc == 0) {
             STAT_ADD(n, units_acquired, 1);
             keel__outbox_unit_taken(n, j->cap, j->shard);
+            keel__reminders_unit_taken(n, j->cap, j->shard);
         }
         keel_debug("unit (%s, %u) acquired at epoch %llu: %s", j->cap,
                    j->shard, (unsigned long long)j->epoch, keel_strerror(rc));

@@ -506,6 +506,8 @@ struct env {
     const struct route *route;
 };
 
+static int bench_rem_message(keel_turn *t, const void *msg, size_t len);
+
 static int env_open(struct env *e, const struct config *cfg, int transport,
                     uint32_t idle_timeout_ms, int http)
 {
@@ -575,6 +577,19 @@ static int env_open(struct env *e, const struct config *cfg, int transport,
                 keel_err_name(rc), err[0] ? err : keel_strerror(rc));
         rm_rf(e->dir);
         return -1;
+    }
+    {
+        /* The reminders workload's actors. */
+        keel_actor_type rt = {.name = "bench-rem",
+                              .on_message = bench_rem_message};
+        rc = keel_node_register_type(e->node, &rt);
+        if (rc != 0) {
+            fprintf(stderr, "%s: cannot register bench-rem: %s\n", prog,
+                    keel_strerror(rc));
+            keel_node_destroy(e->node);
+            rm_rf(e->dir);
+            return -1;
+        }
     }
     rc = keel_node_start(e->node);
     if (rc != 0) {
@@ -1708,6 +1723,133 @@ static int wl_single_put(struct env *e, struct result *res, int *nres)
     return rc;
 }
 
+/* ---------------------------------------------------------- reminders */
+
+/* reminders: REM_N actors each set a one-shot reminder, all falling due
+ * within REM_SPREAD_MS, REM_LEAD_MS after the first is set (so they are
+ * all pending first); the figure is how late each fires: the wall clock
+ * when its handler runs minus its due time. */
+#define REM_N 100000
+#define REM_SPREAD_MS 10000
+#define REM_LEAD_MS 20000
+#define REM_WAIT_S 60
+
+static uint64_t rem_t0_ms;        /* wall clock at the start of the set */
+static uint64_t *rem_late_ns;     /* loop thread writes, main reads after */
+static uint64_t rem_fired, rem_early; /* atomic */
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* bench-rem: a message "DUE" (wall-clock ms) sets reminder "r" for then,
+ * with DUE as its message; its firing records how late it ran. */
+static int bench_rem_message(keel_turn *t, const void *msg, size_t len)
+{
+    struct timespec ts;
+    uint64_t due = 0, now_ns_wall;
+    size_t i;
+
+    if (len == 0 || len > 20)
+        return KEEL_EBADMSG;
+    for (i = 0; i < len; i++) {
+        char c = ((const char *)msg)[i];
+        if (c < '0' || c > '9')
+            return KEEL_EBADMSG;
+        due = due * 10 + (uint64_t)(c - '0');
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    now_ns_wall = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    if (keel_turn_reminder(t, NULL) != NULL) {
+        uint64_t k = __atomic_load_n(&rem_fired, __ATOMIC_RELAXED);
+        if (now_ns_wall / 1000000u < due)
+            __atomic_add_fetch(&rem_early, 1, __ATOMIC_RELAXED);
+        else if (k < REM_N && rem_late_ns != NULL)
+            rem_late_ns[k] = now_ns_wall - due * 1000000u;
+        __atomic_store_n(&rem_fired, k + 1, __ATOMIC_RELEASE);
+        return 0;
+    }
+    return keel_turn_remind(t, "r", 1,
+                            due > now_ns_wall / 1000000u
+                                ? due - now_ns_wall / 1000000u
+                                : 0,
+                            0, msg, len);
+}
+
+static void gen_rem(const struct phase *ph, uint64_t i, struct op *op)
+{
+    (void)ph;
+    op->type = "bench-rem";
+    op->id[0] = 'r';
+    op->idlen = 1 + put_u64(op->id + 1, i);
+    op->len = put_u64(op->msgbuf,
+                      rem_t0_ms + REM_LEAD_MS + i % REM_SPREAD_MS);
+    op->msg = op->msgbuf;
+}
+
+static int wl_reminders(struct env *e, struct result *res, int *nres)
+{
+    struct result *r = &res[0];
+    struct phase p, late;
+    uint64_t deadline, first_due, fired;
+    double secs;
+    int rc;
+
+    *nres = 1;
+    result_init(r, "reminders", e, "fired/s",
+                "100,000 one-shot reminders due within 10 s; lateness");
+    rem_late_ns = xcalloc(REM_N, sizeof *rem_late_ns);
+    __atomic_store_n(&rem_fired, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&rem_early, 0, __ATOMIC_RELAXED);
+    rem_t0_ms = wall_ms();
+    first_due = rem_t0_ms + REM_LEAD_MS;
+    phase_init(&p, "reminders-set", REM_N, 500);
+    p.gen = gen_rem;
+    rc = step(e, &p, r);
+    if (rc == 0 && wall_ms() > first_due)
+        rc = result_fail(r, "setting %d reminders took %.1f s, longer than "
+                            "the %d ms lead",
+                         REM_N, p.secs, REM_LEAD_MS);
+    deadline = first_due + REM_SPREAD_MS + REM_WAIT_S * 1000u;
+    while (rc == 0 &&
+           (fired = __atomic_load_n(&rem_fired, __ATOMIC_ACQUIRE)) < REM_N) {
+        if (wall_ms() > deadline) {
+            rc = result_fail(r, "%" PRIu64 " of %d reminders fired within "
+                                "%d s of their due time",
+                             fired, REM_N, REM_WAIT_S);
+            break;
+        }
+        usleep(10000);
+    }
+    secs = (double)(wall_ms() - first_due) / 1000.0;
+    if (rc == 0 && __atomic_load_n(&rem_early, __ATOMIC_RELAXED) != 0)
+        rc = result_fail(r, "%" PRIu64 " reminders fired before their due "
+                            "time",
+                         __atomic_load_n(&rem_early, __ATOMIC_RELAXED));
+    if (rc == 0) {
+        phase_init(&late, "reminders-late", REM_N, 1);
+        late.lat_ns = rem_late_ns; /* handed over: freed by phase_fini */
+        rem_late_ns = NULL;
+        r->ops = REM_N;
+        r->ops_per_s = secs > 0 ? REM_N / secs : 0;
+        phase_latency(&late, &r->lat);
+        add_extra(r, "set_per_s", "set/s", 0,
+                  p.secs > 0 ? REM_N / p.secs : 0);
+        add_extra(r, "late_p50_ms", "p50 late ms", 1, r->lat.p50 / 1000.0);
+        add_extra(r, "late_p99_ms", "p99 late ms", 1, r->lat.p99 / 1000.0);
+        phase_fini(&late);
+    }
+    phase_fini(&p);
+    /* The node stops with the workload: no firing runs after this. */
+    free(rem_late_ns);
+    rem_late_ns = NULL;
+    return rc;
+}
+
 /* --------------------------------------------------------- redis-peer */
 
 static int free_port(void)
@@ -2796,6 +2938,8 @@ static const struct workload workloads[] = {
      "hot, create, latency on 3 keeld nodes with R=1, then R=3: ratios"},
     {"failover", wl_failover, 3, 0,
      "kill -9 a loaded unit's primary --rounds times: client outage"},
+    {"reminders", wl_reminders, 0, 0,
+     "100,000 pending one-shot reminders due within 10 s: lateness"},
 };
 #define NWORKLOADS (sizeof workloads / sizeof workloads[0])
 

@@ -73,6 +73,8 @@ static void usage(FILE *f)
             "                       change, until interrupted; reconnects\n"
             "                       by itself (changes in between are\n"
             "                       not replayed: the current state is)\n"
+            "  reminders TYPE ID    actor TYPE/ID's reminders: name, due\n"
+            "                       in ms from now, period, message size\n"
             "  capabilities         every capability and the nodes that\n"
             "                       declare it\n"
             "  digest CAP SHARD     content digest and record count of\n"
@@ -718,6 +720,47 @@ static int cmd_follow(keel_client *c, const char *addr, int timeout_ms,
     return rc;
 }
 
+/* reminders TYPE ID: the actor's reminders as its owner holds them (a
+ * state read, docs/protocol.md "State reads"), one line each:
+ * "NAME due_in_ms IN period_ms P msg_bytes M" (IN is negative for one
+ * overdue), then "reminders N". */
+static int cmd_reminders(keel_client *c, const char *type, const char *id)
+{
+    char *reply = NULL;
+    size_t rlen = 0, off = 0;
+    unsigned count = 0;
+    int rc;
+
+    rc = keel_client_read_reminders(c, type, id, strlen(id), &reply, &rlen);
+    if (rc != 0) {
+        if (reply != NULL) {
+            print_error(rc, reply, rlen);
+            free(reply);
+            return EXIT_SERVER;
+        }
+        return transport_error(rc);
+    }
+    while (off < rlen) {
+        keel_reminder_entry e;
+        long k = keel_reminders_entry_parse((const uint8_t *)reply + off,
+                                            rlen - off, &e);
+        if (k < 0) {
+            free(reply);
+            print_error(KEEL_EPROTO, "malformed reminders reply",
+                        strlen("malformed reminders reply"));
+            return EXIT_TRANSPORT;
+        }
+        printf("%.*s due_in_ms %lld period_ms %llu msg_bytes %u\n",
+               (int)e.name_len, e.name, (long long)e.in_ms,
+               (unsigned long long)e.period_ms, e.msg_len);
+        off += (size_t)k;
+        count++;
+    }
+    printf("reminders %u\n", count);
+    free(reply);
+    return flush_stdout();
+}
+
 static int64_t now_us(void)
 {
     struct timespec ts;
@@ -1033,7 +1076,8 @@ int main(int argc, char **argv)
             return usage_error("digest needs CAP SHARD (CAP (default) for "
                                "the default group)");
     } else if (strcmp(cmd, "where") == 0 || strcmp(cmd, "state") == 0 ||
-               strcmp(cmd, "follow") == 0) {
+               strcmp(cmd, "follow") == 0 ||
+               strcmp(cmd, "reminders") == 0) {
         if (nargs != 2)
             return usage_error("%s needs TYPE ID", cmd);
         if (args[0][0] == '\0')
@@ -1094,6 +1138,8 @@ int main(int argc, char **argv)
         rc = cmd_follow(c, addr, timeout_ms, args[0], args[1]);
         c = NULL; /* closed there */
     }
+    else if (strcmp(cmd, "reminders") == 0)
+        rc = cmd_reminders(c, args[0], args[1]);
     else if (info_argv != NULL)
         rc = cmd_info(c, info_argc, info_argv);
     else

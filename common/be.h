@@ -1,0 +1,27 @@
+/* Big-endian integers in byte buffers: the byte order of the runtime's
+ * own records (runtime/outbox.h, runtime/reminders.h), so that their keys
+ * sort by number. */
+#ifndef KEEL_COMMON_BE_H
+#define KEEL_COMMON_BE_H
+
+#include <stdint.h>
+
+static inline uint64_t keel_get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    int i;
+
+    for (i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static inline void keel_put_be64(uint8_t *p, uint64_t v)
+{
+    int i;
+
+    for (i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+#endif
