@@ -16,6 +16,7 @@
 #include "runtime/node.h"
 #include "gates.h"
 #include "runtime/outbox.h"
+#include "entries.h"
 #include "testutil.h"
 
 static char *dir;
@@ -39,27 +40,6 @@ static void teardown(void)
     free(dir);
 }
 
-static long entry_num(keel_turn *t, const char *key)
-{
-    const void *v;
-    size_t vl;
-    char buf[32];
-
-    if (keel_turn_get(t, key, strlen(key), &v, &vl) != 0 || vl >= sizeof buf)
-        return 0;
-    memcpy(buf, v, vl);
-    buf[vl] = '\0';
-    return strtol(buf, NULL, 10);
-}
-
-static int entry_set(keel_turn *t, const char *key, long v)
-{
-    char buf[32];
-    int n = snprintf(buf, sizeof buf, "%ld", v);
-
-    return keel_turn_put(t, key, strlen(key), buf, (size_t)n);
-}
-
 /* acct: "xfer TO AMT [fail]" debits itself and sends "credit AMT SELF SEQ"
  * to acct TO (SEQ counts its transfers); "credit AMT FROM SEQ" adds AMT
  * and checks SEQ follows the last one from FROM; "get" answers
@@ -77,14 +57,15 @@ static int acct_message(keel_turn *t, const void *msg, size_t len)
     memcpy(m, msg, len);
     m[len] = '\0';
     if (strcmp(m, "get") == 0)
-        return keel_turn_replyf(t, "%ld %ld %ld %ld", entry_num(t, "bal"),
-                                entry_num(t, "sent"), entry_num(t, "credits"),
-                                entry_num(t, "bad"));
+        return keel_turn_replyf(t, "%ld %ld %ld %ld", tu_entry_num(t, "bal"),
+                                tu_entry_num(t, "sent"),
+                                tu_entry_num(t, "credits"),
+                                tu_entry_num(t, "bad"));
     if (sscanf(m, "xfer %31s %ld", to, &amt) == 2) {
         keel_turn_id(t, &self, &sl);
-        sent = entry_num(t, "sent") + 1;
-        entry_set(t, "bal", entry_num(t, "bal") - amt);
-        entry_set(t, "sent", sent);
+        sent = tu_entry_num(t, "sent") + 1;
+        tu_entry_set(t, "bal", tu_entry_num(t, "bal") - amt);
+        tu_entry_set(t, "sent", sent);
         n = snprintf(cmsg, sizeof cmsg, "credit %ld %.*s %ld", amt, (int)sl,
                      (const char *)self, sent);
         rc = keel_turn_send(t, "acct", to, strlen(to), cmsg, (size_t)n);
@@ -97,11 +78,11 @@ static int acct_message(keel_turn *t, const void *msg, size_t len)
     if (sscanf(m, "credit %ld %63s %ld", &amt, from, &seq) == 3) {
         credit_runs++;
         snprintf(key, sizeof key, "last:%s", from);
-        if (entry_num(t, key) != seq - 1)
-            entry_set(t, "bad", entry_num(t, "bad") + 1);
-        entry_set(t, key, seq);
-        entry_set(t, "bal", entry_num(t, "bal") + amt);
-        return entry_set(t, "credits", entry_num(t, "credits") + 1);
+        if (tu_entry_num(t, key) != seq - 1)
+            tu_entry_set(t, "bad", tu_entry_num(t, "bad") + 1);
+        tu_entry_set(t, key, seq);
+        tu_entry_set(t, "bal", tu_entry_num(t, "bal") + amt);
+        return tu_entry_set(t, "credits", tu_entry_num(t, "credits") + 1);
     }
     return KEEL_EBADMSG;
 }

@@ -17,6 +17,7 @@
 #include "keel.h"
 #include "runtime/node.h"
 #include "runtime/proto.h"
+#include "entries.h"
 #include "testutil.h"
 
 static char *dir;
@@ -34,27 +35,6 @@ static void teardown(void)
 {
     tu_rmrf(dir);
     free(dir);
-}
-
-static long entry_num(keel_turn *t, const char *key)
-{
-    const void *v;
-    size_t vl;
-    char buf[32];
-
-    if (keel_turn_get(t, key, strlen(key), &v, &vl) != 0 || vl >= sizeof buf)
-        return 0;
-    memcpy(buf, v, vl);
-    buf[vl] = '\0';
-    return strtol(buf, NULL, 10);
-}
-
-static int entry_set(keel_turn *t, const char *key, long v)
-{
-    char buf[32];
-    int n = snprintf(buf, sizeof buf, "%ld", v);
-
-    return keel_turn_put(t, key, strlen(key), buf, (size_t)n);
 }
 
 static long wall_ms(void)
@@ -87,18 +67,18 @@ static int rem_message(keel_turn *t, const void *msg, size_t len)
         ck_assert_uint_eq(strlen(rname), rl);
         if (len == 5 && memcmp(msg, "flaky", 5) == 0 && flaky_failed == 0) {
             flaky_failed++;
-            entry_set(t, "fires", 1000); /* must not stay */
+            tu_entry_set(t, "fires", 1000); /* must not stay */
             return KEEL_EHANDLER;
         }
-        fires = entry_num(t, "fires") + 1;
+        fires = tu_entry_num(t, "fires") + 1;
         snprintf(key, sizeof key, "t%ld", fires);
-        entry_set(t, key, wall_ms());
+        tu_entry_set(t, key, wall_ms());
         keel_turn_put(t, "last", 4, last, (size_t)n);
         /* "chain" sets itself again from its own firing, three times. */
         if (len == 5 && memcmp(msg, "chain", 5) == 0 && fires < 3 &&
             keel_turn_remind(t, rname, rl, 20, 0, msg, len) != 0)
             return KEEL_EHANDLER;
-        return entry_set(t, "fires", fires);
+        return tu_entry_set(t, "fires", fires);
     }
     if (len >= sizeof m)
         return KEEL_EBADMSG;
@@ -117,12 +97,12 @@ static int rem_message(keel_turn *t, const void *msg, size_t len)
         const void *v = NULL;
         size_t vl = 0;
         keel_turn_get(t, "last", 4, &v, &vl);
-        return keel_turn_replyf(t, "%ld %.*s", entry_num(t, "fires"),
+        return keel_turn_replyf(t, "%ld %.*s", tu_entry_num(t, "fires"),
                                 (int)vl, v != NULL ? (const char *)v : "");
     }
     if (sscanf(m, "time %31s", text) == 1) {
         snprintf(key, sizeof key, "t%s", text);
-        return keel_turn_replyf(t, "%ld", entry_num(t, key));
+        return keel_turn_replyf(t, "%ld", tu_entry_num(t, key));
     }
     if (strcmp(m, "bad") == 0) {
         static char big[KEEL_MAX_REMINDER_MSG_LEN + 1];
