@@ -22,6 +22,7 @@
  * only compacted or grown at the start of the next receive. */
 #include "runtime/client.h"
 
+#include "common/be.h"
 #include "runtime/tls.h"
 
 #include <errno.h>
@@ -1026,6 +1027,37 @@ int keel_client_hello(keel_client *c, char *why, size_t whylen)
 
 /* --------------------------------------------------------------- calls */
 
+/* Sends one request (a new request id, into *rid) and waits for its
+ * answer, into *f. */
+static int exchange(keel_client *c, uint8_t kind, uint8_t flags,
+                    const uint8_t *key, const char *type, const void *id,
+                    size_t idlen, const void *msg, size_t len, uint64_t *rid,
+                    keel_frame *f)
+{
+    int64_t deadline;
+    int rc;
+
+    *rid = c->next_id++;
+    if (*rid == 0)
+        *rid = c->next_id++;
+    rc = queue_frame(c, kind, flags, *rid, key, type, id, idlen, msg, len);
+    if (rc < 0)
+        return rc;
+    rc = keel_client_flush(c);
+    if (rc < 0)
+        return salvage_answer(c, *rid, f) ? 0 : rc;
+    /* One deadline for the whole wait, however many stale frames arrive:
+     * a frame for another id is the late answer to a request an earlier
+     * call stopped waiting for, and is dropped. */
+    deadline = deadline_in(c->timeout_ms);
+    do {
+        rc = recv_frame(c, f, deadline);
+        if (rc < 0)
+            return rc;
+    } while (!answers(f, *rid));
+    return 0;
+}
+
 static int call_frame(keel_client *c, uint8_t kind, uint8_t flags,
                       const uint8_t *key, const char *type, const void *id,
                       size_t idlen, const void *msg, size_t len, char **reply,
@@ -1036,7 +1068,6 @@ static int call_frame(keel_client *c, uint8_t kind, uint8_t flags,
     const uint8_t *data;
     size_t dlen;
     keel_frame f;
-    int64_t deadline;
     uint64_t rid;
     int rc, status;
 
@@ -1044,27 +1075,9 @@ static int call_frame(keel_client *c, uint8_t kind, uint8_t flags,
         *reply = NULL;
     if (reply_len != NULL)
         *reply_len = 0;
-    rid = c->next_id++;
-    if (rid == 0)
-        rid = c->next_id++;
-    rc = queue_frame(c, kind, flags, rid, key, type, id, idlen, msg, len);
+    rc = exchange(c, kind, flags, key, type, id, idlen, msg, len, &rid, &f);
     if (rc < 0)
         return rc;
-    rc = keel_client_flush(c);
-    if (rc < 0) {
-        if (!salvage_answer(c, rid, &f))
-            return rc;
-    } else {
-        /* One deadline for the whole wait, however many stale frames
-         * arrive: a frame for another id is the late answer to a request
-         * an earlier call stopped waiting for, and is dropped. */
-        deadline = deadline_in(c->timeout_ms);
-        do {
-            rc = recv_frame(c, &f, deadline);
-            if (rc < 0)
-                return rc;
-        } while (!answers(&f, rid));
-    }
 
     if (f.kind == expect) {
         status = 0;
@@ -1221,32 +1234,15 @@ int keel_client_subscribe(keel_client *c, const char *type, const void *id,
 {
     uint8_t v[8];
     keel_frame f;
-    int64_t deadline;
     uint64_t rid;
-    int rc, i;
+    int rc;
 
     memset(out, 0, sizeof *out);
-    for (i = 0; i < 8; i++)
-        v[i] = (uint8_t)(since >> (56 - 8 * i));
-    rid = c->next_id++;
-    if (rid == 0)
-        rid = c->next_id++;
-    rc = queue_frame(c, KEEL_FRAME_SUBSCRIBE, 0, rid, NULL, type, id, idlen,
-                     v, sizeof v);
+    keel_put_be64(v, since);
+    rc = exchange(c, KEEL_FRAME_SUBSCRIBE, 0, NULL, type, id, idlen, v,
+                  sizeof v, &rid, &f);
     if (rc < 0)
         return rc;
-    rc = keel_client_flush(c);
-    if (rc < 0) {
-        if (!salvage_answer(c, rid, &f))
-            return rc;
-    } else {
-        deadline = deadline_in(c->timeout_ms);
-        do {
-            rc = recv_frame(c, &f, deadline);
-            if (rc < 0)
-                return rc;
-        } while (!answers(&f, rid));
-    }
     if (f.kind != KEEL_FRAME_REPLY && f.kind != KEEL_FRAME_ERROR)
         return KEEL_EPROTO;
     *sub_id = rid;

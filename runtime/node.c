@@ -34,6 +34,7 @@
 #include "runtime/http.h"
 #include "runtime/outbox.h"
 #include "runtime/reminders.h"
+#include "runtime/statever.h"
 #include "runtime/proto.h"
 #include "runtime/repl.h"
 #include "runtime/tls.h"
@@ -983,6 +984,11 @@ int keel__turn_writable(keel_turn *t)
     return !t->no_writes;
 }
 
+int keel__turn_has_error(keel_turn *t)
+{
+    return t->err_set;
+}
+
 int keel__turn_rt_get(keel_turn *t, const void *key, size_t klen,
                       const void **val, size_t *vlen)
 {
@@ -1424,98 +1430,6 @@ static int dedup_record(keel_turn *t, const keel_req *req, const void *reply,
     free(out);
     return rc;
 }
-/* The version of the type's state layout an actor's state was written
- * by: a runtime entry of 4 bytes, big-endian (keel_actor_type's
- * state_version), absent for version 0. */
-#define STATE_VER_ENTRY "\0keel.state-version"
-#define STATE_VER_ENTRY_LEN (sizeof STATE_VER_ENTRY - 1)
-
-/* Records the type's state version among the turn's writes. */
-static int state_version_stage(keel_turn *t)
-{
-    uint32_t v = t->a->type->t.state_version;
-    uint8_t be[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8),
-                     (uint8_t)v};
-    int rc = stage_add(t, STAGE_PUT, STATE_VER_ENTRY, STATE_VER_ENTRY_LEN, be,
-                       sizeof be);
-
-    if (rc == 0)
-        t->ver_staged = 1;
-    return rc;
-}
-
-static int any_entry(const void *key, size_t klen, const void *val,
-                     size_t vlen, void *data)
-{
-    *(int *)data = 1;
-    return 1; /* one is enough */
-}
-
-/* On activation, once the state is loaded: the version the actor's state
- * was written by, and its upgrade when that is older than the type's
- * (keel_actor_type.upgrade). */
-static int state_version_check(keel_turn *t)
-{
-    keel_actor *a = t->a;
-    const keel_actor_type *ty = &a->type->t;
-    const void *v;
-    size_t vl;
-    uint32_t stored = 0;
-    int rc, any = 0;
-
-    a->state_ver = 0;
-    if (ty->state_version == 0)
-        return 0; /* the type does not version its state */
-    rc = turn_get(t, STATE_VER_ENTRY, STATE_VER_ENTRY_LEN, &v, &vl);
-    if (rc == 0 && vl != 4) {
-        keel_turn_error(t, "the actor's state version record is %zu bytes, "
-                           "not 4",
-                        vl);
-        return KEEL_ECORRUPT;
-    }
-    if (rc == 0) {
-        const uint8_t *b = v;
-        stored = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
-                 (uint32_t)b[2] << 8 | b[3];
-    } else if (rc != KEEL_ENOTFOUND) {
-        return rc;
-    }
-    a->state_ver = stored;
-    if (stored == ty->state_version)
-        return 0;
-    if (stored > ty->state_version) {
-        keel_turn_error(t, "the state of this %s was written by version %u "
-                           "of its type, and this node's is version %u: "
-                           "it cannot read it (run version %u or later)",
-                        ty->name, stored, ty->state_version, stored);
-        return KEEL_ESTATEVER;
-    }
-    if (!(a->flags & ACTOR_HAS_BLOB)) {
-        rc = keel_turn_entries(t, any_entry, &any);
-        if (rc != 0)
-            return rc;
-        if (!any)
-            return 0; /* never written: its first write records it */
-    }
-    if (ty->upgrade == NULL) {
-        keel_turn_error(t, "the state of this %s was written by version %u "
-                           "of its type; this one is version %u and has no "
-                           "upgrade function",
-                        ty->name, stored, ty->state_version);
-        return KEEL_ESTATEVER;
-    }
-    rc = ty->upgrade(t, stored);
-    if (rc != 0) {
-        if (!t->err_set)
-            keel_turn_error(t, "upgrading the state of this %s from version "
-                               "%u to %u failed: %s",
-                            ty->name, stored, ty->state_version,
-                            keel_strerror(rc));
-        return rc;
-    }
-    return state_version_stage(t);
-}
-
 static int count_entry(const void *key, size_t klen, const void *val,
                        size_t vlen, void *data)
 {
@@ -1604,7 +1518,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
             STAT_ADD(n, activations, 1);
             actlog(n, a, "activate"); /* before any handler runs */
             loaded = 1;
-            rc = state_version_check(&t);
+            rc = keel__statever_check(&t, &t.ver_staged);
             if (rc == 0 && ty->on_activate != NULL) {
                 rc = ty->on_activate(&t);
                 hooked = rc == 0;
@@ -1655,7 +1569,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     if (rc == 0 && ty->state_version != 0 &&
         a->state_ver != ty->state_version && !t.ver_staged &&
         (t.state_set || n->stage_len > 0))
-        rc = state_version_stage(&t); /* the actor's first write */
+        rc = keel__statever_stage(&t, &t.ver_staged); /* its first write */
     if (rc == 0) {
         if (activating)
             a->flags |= ACTOR_ACTIVE;

@@ -362,6 +362,8 @@ int keel__on_loop_thread(keel_node *n);
  * byte) kept by outbox.c: reads see the turn's writes and earlier turns';
  * writes are staged with the turn's. */
 int keel__turn_writable(keel_turn *t);
+/* Whether the turn has its error text (keel_turn_error) already. */
+int keel__turn_has_error(keel_turn *t);
 int keel__turn_rt_get(keel_turn *t, const void *key, size_t klen,
                       const void **val, size_t *vlen);
 int keel__turn_rt_put(keel_turn *t, const void *key, size_t klen,
