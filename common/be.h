@@ -24,4 +24,15 @@ static inline void keel_put_be64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)v;
 }
 
+static inline uint16_t keel_get_be16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static inline void keel_put_be16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
 #endif

@@ -283,7 +283,14 @@ typedef struct keel_node_options {
      * (5 minutes). The controller's value counts: give every node the
      * same. docs/cluster.md, "Replicas and the in-sync set". */
     uint32_t replica_dead_ms;
-    void *reserved[8];
+    /* How many times in a row a receiver's handler may refuse, with the
+     * same error, a message the runtime delivers for an actor (from its
+     * outbox, or a reminder's firing) before the message becomes a dead
+     * letter of the actor (keel dead-letters); 0: 3. Failures that say
+     * "try later" (a unit moving, a full disk) never count. */
+    uint32_t dead_letter_after;
+    uint32_t reserved_u32;
+    void *reserved[7];
 } keel_node_options;
 
 /* Fills *opts with defaults (all fields zero except the documented ones). */
@@ -466,8 +473,11 @@ typedef struct keel_stats {
     /* Reminders (keel_turn_remind) whose handler ran in a committed turn
      * on this node. */
     uint64_t reminders_fired;
+    /* Reminder firings this node kept as dead letters of their actor
+     * after the handler refused them dead_letter_after times in a row. */
+    uint64_t reminders_dead;
     /* Room for figures to come without changing the struct's size. */
-    uint64_t reserved[8];
+    uint64_t reserved[7];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

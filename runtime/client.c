@@ -1130,6 +1130,32 @@ int keel_client_read_reminders(keel_client *c, const char *type,
                       reply, reply_len);
 }
 
+int keel_client_dead_letters(keel_client *c, const char *type,
+                             const void *id, size_t idlen, uint64_t after,
+                             char **reply, size_t *reply_len)
+{
+    uint8_t msg[KEEL_DEAD_LIST_LEN + 8];
+
+    memcpy(msg, KEEL_DEAD_LIST, KEEL_DEAD_LIST_LEN);
+    keel_put_be64(msg + KEEL_DEAD_LIST_LEN, after);
+    return call_frame(c, KEEL_FRAME_CALL, KEEL_FLAG_READ, NULL, type, id,
+                      idlen, msg, sizeof msg, reply, reply_len);
+}
+
+int keel_client_dead_letter_act(keel_client *c, const char *type,
+                                const void *id, size_t idlen, int retry,
+                                uint64_t number, char **reply,
+                                size_t *reply_len)
+{
+    uint8_t msg[KEEL_DEAD_RETRY_LEN + 8];
+    size_t wl = retry ? KEEL_DEAD_RETRY_LEN : KEEL_DEAD_DROP_LEN;
+
+    memcpy(msg, retry ? KEEL_DEAD_RETRY : KEEL_DEAD_DROP, wl);
+    keel_put_be64(msg + wl, number);
+    return call_frame(c, KEEL_FRAME_CALL, KEEL_FLAG_READ, NULL, type, id,
+                      idlen, msg, wl + 8, reply, reply_len);
+}
+
 int keel_client_call_keyed(keel_client *c, uint8_t kind, const uint8_t *key,
                            const char *type, const void *id, size_t idlen,
                            const void *msg, size_t len, char **reply,

@@ -134,6 +134,18 @@ int keel_client_read_state(keel_client *c, const char *type, const void *id,
 int keel_client_read_reminders(keel_client *c, const char *type,
                                const void *id, size_t idlen, char **reply,
                                size_t *reply_len);
+/* Lists actor TYPE/ID's dead letters numbered above after (a state read,
+ * runtime/proto.h "Dead letters"): 0 with *reply = held be64 then a run
+ * of entries (keel_dead_entry_parse), or the node's error. */
+int keel_client_dead_letters(keel_client *c, const char *type,
+                             const void *id, size_t idlen, uint64_t after,
+                             char **reply, size_t *reply_len);
+/* Retries (retry nonzero) or drops dead letter number of actor TYPE/ID:
+ * 0, or the node's error with its text in *reply. */
+int keel_client_dead_letter_act(keel_client *c, const char *type,
+                                const void *id, size_t idlen, int retry,
+                                uint64_t number, char **reply,
+                                size_t *reply_len);
 
 /* Following an actor (docs/protocol.md, "Following an actor"). An
  * update is the first answer to a subscription or an event after it:

@@ -982,6 +982,10 @@ static enum MHD_Result answer_metrics(struct http_req *r)
     metric(&b, "keel_reminders_fired_total", "counter",
            "Reminders whose handler ran in a committed turn.", "",
            st->reminders_fired);
+    metric(&b, "keel_reminders_dead_total", "counter",
+           "Reminder firings kept as dead letters after the handler refused "
+           "them too often.",
+           "", st->reminders_dead);
     /* Cumulative buckets; _count is their total so that the +Inf bucket
      * and _count agree even though the figures are read without a lock. */
     sb_puts(&b, "# HELP keel_call_latency_seconds Time from submission of a "

@@ -590,12 +590,11 @@ static void handle_call(keel_conn *c, const keel_frame *f)
     }
     if ((f->flags & KEEL_FLAG_READ) &&
         (f->kind != KEEL_FRAME_CALL || rkey != NULL || has_from ||
-         (cb.msglen != 0 &&
-          (cb.msglen != KEEL_READ_REMINDERS_LEN ||
-           memcmp(cb.msg, KEEL_READ_REMINDERS, cb.msglen) != 0)))) {
+         !keel_read_msg_known(cb.msg, cb.msglen))) {
         send_error(c, f->request_id, KEEL_EMALFORMED,
-                   "a state read (flags bit 5) is a CALL with an empty "
-                   "message (or \"reminders\") and no request key");
+                   "a state read (flags bit 5) is a CALL with no request "
+                   "key and an empty message, \"reminders\" or a "
+                   "dead-letter request");
         return;
     }
     te = keel__type_find(n, cb.type, cb.tlen);

@@ -29,6 +29,7 @@
 #include "common/log.h"
 #include "runtime/auth.h"
 #include "runtime/cluster_rt.h"
+#include "runtime/deadletters.h"
 #include "runtime/dedup.h"
 #include "runtime/follow.h"
 #include "runtime/http.h"
@@ -1492,6 +1493,17 @@ static int state_reply(keel_turn *t, const keel_req *req)
     return 0;
 }
 
+/* The reply of a dead-letter request (deadletters.h), made before the
+ * turn's writes were applied. */
+static int dl_reply_set(keel_turn *t, const uint8_t *p, size_t len)
+{
+    int rc = grow(&t->n->scratch_reply, &t->n->scratch_reply_cap, len);
+
+    if (rc == 0 && len > 0)
+        memcpy(t->n->scratch_reply, p, len);
+    t->reply_len = rc == 0 ? len : 0;
+    return rc;
+}
 
 /* Runs one message through its actor and routes the reply. */
 static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
@@ -1502,7 +1514,9 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     int loaded = 0, dup = DUP_NONE, ran = 0, ob_dup = 0;
     const void *reply;
     const uint8_t *dup_reply = NULL;
-    size_t reply_len, dup_len = 0;
+    size_t reply_len, dup_len = 0, dl_len = 0;
+    uint8_t *dl_reply = NULL;
+    int dl = 0;
 
     memset(&t, 0, offsetof(struct keel_turn, err));
     t.err[0] = '\0';
@@ -1534,6 +1548,9 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         keel_turn_error(&t, "this request key ran already; its reply was "
                             "longer than the %d bytes kept",
                         KEEL_DEDUP_REPLY_MAX);
+    } else if (rc == 0 && req->read_state && keel__dl_is_request(req)) {
+        dl = 1; /* the runtime's, through the handler only to retry */
+        rc = keel__dl_request(&t, req, &dl_reply, &dl_len, &ran);
     } else if (rc == 0 && req->read_state) {
         /* No handler: its reply is made once the turn's writes (those of
          * on_activate, if any) are the actor's, below. */
@@ -1582,7 +1599,9 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
             req->ob_hi = t.ob.hi;
         if (rc == 0 && t.state_set)
             keel__follow_turn(n, a, req); /* kept until its release */
-        if (rc == 0 && req->read_state)
+        if (rc == 0 && dl)
+            rc = dl_reply_set(&t, dl_reply, dl_len);
+        else if (rc == 0 && req->read_state)
             rc = state_reply(&t, req);
     } else {
         if (ran)
@@ -1603,6 +1622,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         }
     }
     a->flags &= (uint8_t)~ACTOR_RUNNING;
+    free(dl_reply);
     keel__reminders_turn_end(&t, a, req, rc == 0);
 
     req->status = rc;
@@ -3033,7 +3053,7 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "outbox_sent %llu\noutbox_dropped %llu\noutbox_dead %llu\n"
         "repl_suspects %llu\n"
         "subscribers %llu\nevents_sent %llu\n"
-        "reminders_fired %llu\n",
+        "reminders_fired %llu\nreminders_dead %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -3092,7 +3112,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->repl_suspects,
         (unsigned long long)st->subscribers,
         (unsigned long long)st->events_sent,
-        (unsigned long long)st->reminders_fired);
+        (unsigned long long)st->reminders_fired,
+        (unsigned long long)st->reminders_dead);
     return w < 0 ? 0 : (size_t)w;
 }
 

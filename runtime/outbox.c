@@ -10,18 +10,20 @@
 #include "common/be.h"
 #include "common/log.h"
 #include "runtime/cluster_rt.h"
+#include "runtime/deadletters.h"
 
 #define OB_HDR "\0keel.ob"
 #define OB_HDR_LEN 8
 #define OB_REC "\0keel.ob/"
 #define OB_REC_LEN 9
-#define OB_DEAD "\0keel.dead/"
-#define OB_DEAD_LEN 11
 #define OB_IN "\0keel.in/"
 #define OB_IN_LEN 9
 #define OB_H_LEN 16
 #define IDX_TYPE_LEN 24 /* "\x01outbox." + 16 hex digits */
 
+/* A retiring turn's message: seq be64 | code be16 | attempts be16, then
+ * (a dead letter) the last error's text. */
+#define OP_HDR 12
 /* Redelivery waits this long after a failure, doubling up to the most. */
 #define RETRY_MIN_MS 20
 #define RETRY_MAX_MS 2000
@@ -42,6 +44,10 @@ struct ob_sender {
     unsigned acking;   /* retiring turns not answered yet */
     unsigned backoff_ms;
     unsigned not_local;
+    /* The message out now was refused this many times in a row, the last
+     * time with fail_code (deadletters.h). */
+    unsigned fails;
+    int fail_code;
     /* A turn that queued messages was answered with an error although
      * its writes may stand (the lease lapsed before the reply left):
      * what the store holds may go once the unit is served here again. */
@@ -85,11 +91,8 @@ int keel_turn_send(keel_turn *t, const char *type, const void *id,
                    size_t idlen, const void *msg, size_t len)
 {
     keel_node *n;
-    struct keel_ob_turn *ob;
-    const void *v;
-    size_t vl, tlen, rl;
-    uint64_t next = 0, done = 0;
-    uint8_t key[OB_REC_LEN + 8], hdr[16], *rec;
+    size_t tlen, rl;
+    uint8_t *rec;
     int rc;
 
     if (t == NULL || type == NULL || (id == NULL && idlen > 0) ||
@@ -107,18 +110,6 @@ int keel_turn_send(keel_turn *t, const char *type, const void *id,
         return KEEL_ETOOBIG; /* it travels as a call */
     if (keel__type_find(n, type, tlen) == NULL)
         return KEEL_ENOTYPE;
-    rc = keel__turn_rt_get(t, OB_HDR, OB_HDR_LEN, &v, &vl);
-    if (rc == 0 && vl != 16) {
-        keel_turn_error(t, "the actor's outbox record is %zu bytes, not 16",
-                        vl);
-        return KEEL_ECORRUPT;
-    }
-    if (rc == 0) {
-        next = keel_get_be64(v);
-        done = keel_get_be64((const uint8_t *)v + 8);
-    } else if (rc != KEEL_ENOTFOUND) {
-        return rc;
-    }
     rl = 1 + tlen + 2 + idlen + len;
     rec = malloc(rl);
     if (rec == NULL)
@@ -131,10 +122,35 @@ int keel_turn_send(keel_turn *t, const char *type, const void *id,
         memcpy(rec + 3 + tlen, id, idlen);
     if (len > 0)
         memcpy(rec + 3 + tlen + idlen, msg, len);
+    rc = keel__outbox_queue(t, rec, rl);
+    free(rec);
+    return rc;
+}
+
+int keel__outbox_queue(keel_turn *t, const void *rec, size_t rl)
+{
+    struct keel_ob_turn *ob;
+    const void *v;
+    size_t vl;
+    uint64_t next = 0, done = 0;
+    uint8_t key[OB_REC_LEN + 8], hdr[16];
+    int rc;
+
+    rc = keel__turn_rt_get(t, OB_HDR, OB_HDR_LEN, &v, &vl);
+    if (rc == 0 && vl != 16) {
+        keel_turn_error(t, "the actor's outbox record is %zu bytes, not 16",
+                        vl);
+        return KEEL_ECORRUPT;
+    }
+    if (rc == 0) {
+        next = keel_get_be64(v);
+        done = keel_get_be64((const uint8_t *)v + 8);
+    } else if (rc != KEEL_ENOTFOUND) {
+        return rc;
+    }
     memcpy(key, OB_REC, OB_REC_LEN);
     keel_put_be64(key + OB_REC_LEN, next + 1);
     rc = keel__turn_rt_put(t, key, sizeof key, rec, rl);
-    free(rec);
     if (rc != 0)
         return rc;
     keel_put_be64(hdr, next + 1);
@@ -191,16 +207,19 @@ int keel__outbox_applied(keel_turn *t, const keel_req *req)
 
 int keel__outbox_op(keel_turn *t, const keel_req *req)
 {
-    uint8_t key[OB_DEAD_LEN + 8], hdr[16];
+    uint8_t key[OB_REC_LEN + 8], hdr[16];
     const void *v, *rv;
     size_t vl, rvl;
     uint64_t seq, next, done;
+    unsigned attempts = 0;
     int code, rc;
 
-    if (req->len != 10)
+    if (req->len < OP_HDR ||
+        (req->ob_op == KEEL_OB_OP_DONE && req->len != OP_HDR))
         return KEEL_EINVAL;
     seq = keel_get_be64(req->buf);
-    code = req->buf[8] << 8 | req->buf[9];
+    code = -(int)keel_get_be16(req->buf + 8);
+    attempts = keel_get_be16(req->buf + 10);
     rc = keel__turn_rt_get(t, OB_HDR, OB_HDR_LEN, &v, &vl);
     if (rc == KEEL_ENOTFOUND)
         return 0; /* nothing was ever queued: nothing to retire */
@@ -217,16 +236,15 @@ int keel__outbox_op(keel_turn *t, const keel_req *req)
     if (req->ob_op == KEEL_OB_OP_DEAD) {
         rc = keel__turn_rt_get(t, key, OB_REC_LEN + 8, &rv, &rvl);
         if (rc == 0) {
-            uint8_t *d = malloc(2 + rvl);
-            uint8_t dkey[OB_DEAD_LEN + 8];
+            /* A copy: the dead letter's writes may move what rv
+             * points into. */
+            uint8_t *d = malloc(rvl ? rvl : 1);
             if (d == NULL)
                 return KEEL_ENOMEM;
-            d[0] = (uint8_t)(code >> 8);
-            d[1] = (uint8_t)code;
-            memcpy(d + 2, rv, rvl);
-            memcpy(dkey, OB_DEAD, OB_DEAD_LEN);
-            keel_put_be64(dkey + OB_DEAD_LEN, seq);
-            rc = keel__turn_rt_put(t, dkey, sizeof dkey, d, 2 + rvl);
+            memcpy(d, rv, rvl);
+            rc = keel__dl_add(t, KEEL_DL_OUTBOX, code, attempts,
+                              (const char *)req->buf + OP_HDR,
+                              req->len - OP_HDR, d, rvl);
             free(d);
         }
         if (rc != 0 && rc != KEEL_ENOTFOUND)
@@ -384,38 +402,6 @@ static void retry_later(struct ob_sender *s)
     ev_timer_start(s->n->loop, &s->retry);
 }
 
-/* Failures after which the same message is sent again: the receiver's
- * turn did not run or did not commit, or nobody knows; it may next time.
- * Any other error is the receiver's answer to this message (its type is
- * unknown, its handler refused it): sending it again would get the same,
- * and hold up the sender's later messages for ever. */
-static int retryable(int status)
-{
-    switch (status) {
-    case KEEL_ENOMEM:
-    case KEEL_ENOSPC:
-    case KEEL_EIO:
-    case KEEL_EFENCED:
-    case KEEL_EUNAVAIL:
-    case KEEL_ESTOPPING:
-    case KEEL_ECONN:
-    case KEEL_ETIMEDOUT:
-    case KEEL_ESTORE:
-    case KEEL_EOVERLOAD:
-    case KEEL_ECONNLOSS:
-    case KEEL_ESESSION:
-    case KEEL_EDEPOSED:
-    case KEEL_EINDOUBT:
-    case KEEL_ECAPUNKNOWN:
-    case KEEL_EDEADLINE:
-    case KEEL_ENOTSENT:
-    case KEEL_ENOTMEMBER:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 static void ack_cb(int status, const void *reply, size_t len, void *data)
 {
     struct ob_sender *s = data;
@@ -430,20 +416,29 @@ static void ack_cb(int status, const void *reply, size_t len, void *data)
 }
 
 /* Retires message seq of s: a runtime turn of the sender deletes it (and
- * keeps it as a dead letter with code when op is KEEL_OB_OP_DEAD). */
-static void retire(struct ob_sender *s, uint64_t seq, int op, int code)
+ * keeps it as a dead letter with code, after attempts refusals, the last
+ * one saying why, when op is KEEL_OB_OP_DEAD). */
+static void retire(struct ob_sender *s, uint64_t seq, int op, int code,
+                   unsigned attempts, const char *why, size_t why_len)
 {
     keel_node *n = s->n;
-    keel_req *req = keel__req_alloc(n, 10);
+    keel_req *req;
     int rc;
 
+    if (why_len > KEEL_DL_WHY_MAX)
+        why_len = KEEL_DL_WHY_MAX;
+    req = keel__req_alloc(n, OP_HDR + why_len);
     s->done = seq;
+    s->fails = 0;
     if (req == NULL)
         return; /* delivered again later: the receiver drops it */
     keel_put_be64(req->buf, seq);
-    req->buf[8] = (uint8_t)((-code) >> 8);
-    req->buf[9] = (uint8_t)(-code);
-    req->len = 10;
+    keel_put_be16(req->buf + 8, (uint16_t)-code);
+    keel_put_be16(req->buf + 10,
+                  (uint16_t)(attempts > 0xffff ? 0xffff : attempts));
+    if (why_len > 0)
+        memcpy(req->buf + OP_HDR, why, why_len);
+    req->len = (uint32_t)(OP_HDR + why_len);
     req->origin = REQ_LOCAL;
     req->is_cast = 1;
     req->ob_op = (uint8_t)op;
@@ -458,14 +453,15 @@ static void retire(struct ob_sender *s, uint64_t seq, int op, int code)
 }
 
 static void dead_letter(struct ob_sender *s, uint64_t seq, int status,
-                        const char *why, size_t why_len)
+                        unsigned attempts, const char *why, size_t why_len)
 {
-    keel_warn("outbox: message %llu of %s '%.*s' kept as a dead letter: "
-              "%s: %.*s",
+    keel_warn("outbox: message %llu of %s '%.*s' kept as a dead letter "
+              "after %u attempt%s: %s: %.*s",
               (unsigned long long)seq, s->te->name, (int)s->idlen,
-              (const char *)s->id, keel_err_name(status), (int)why_len, why);
+              (const char *)s->id, attempts, attempts == 1 ? "" : "s",
+              keel_err_name(status), (int)why_len, why);
     STAT_ADD(s->n, outbox_dead, 1);
-    retire(s, seq, KEEL_OB_OP_DEAD, status);
+    retire(s, seq, KEEL_OB_OP_DEAD, status, attempts, why, why_len);
 }
 
 static void deliver_cb(int status, const void *reply, size_t len, void *data)
@@ -476,19 +472,39 @@ static void deliver_cb(int status, const void *reply, size_t len, void *data)
     s->inflight = 0;
     if (status == 0) {
         s->backoff_ms = 0;
-        retire(s, seq, KEEL_OB_OP_DONE, 0);
+        retire(s, seq, KEEL_OB_OP_DONE, 0, 0, NULL, 0);
         pump(s);
-    } else if (retryable(status)) {
+        return;
+    }
+    if (keel__dl_transient(status)) {
         keel_debug("outbox: message %llu of %s: %s; sending it again",
                    (unsigned long long)seq, s->te->name,
                    keel_strerror(status));
         if (!s->n->stopping)
             retry_later(s);
-    } else {
-        s->backoff_ms = 0;
-        dead_letter(s, seq, status, reply, len);
-        pump(s);
+        return;
     }
+    /* The receiver's answer to this message. Refused the same way often
+     * enough (or its type is unknown there: no attempt can change that),
+     * it is a dead letter; otherwise it goes again after a pause, which
+     * lets a receiver that refused for a passing reason of its own (an
+     * error its handler returns while something it needs is missing)
+     * take it. */
+    if (status != s->fail_code)
+        s->fails = 0;
+    s->fail_code = status;
+    s->fails++;
+    if (status != KEEL_ENOTYPE && s->fails < keel__dl_after(s->n)) {
+        keel_debug("outbox: message %llu of %s refused (%u of %u): %s",
+                   (unsigned long long)seq, s->te->name, s->fails,
+                   keel__dl_after(s->n), keel_strerror(status));
+        if (!s->n->stopping)
+            retry_later(s);
+        return;
+    }
+    s->backoff_ms = 0;
+    dead_letter(s, seq, status, s->fails, reply, len);
+    pump(s);
 }
 
 struct next_find {
@@ -603,13 +619,13 @@ static void pump(struct ob_sender *s)
         tlen = f.vlen > 0 ? p[0] : 0;
         if (f.vlen < 1 + tlen + 2 || tlen == 0) {
             free(f.val);
-            dead_letter(s, f.seq, KEEL_ECORRUPT, "unreadable record", 17);
+            dead_letter(s, f.seq, KEEL_ECORRUPT, 0, "unreadable record", 17);
             continue;
         }
         idlen = (size_t)p[1 + tlen] << 8 | p[2 + tlen];
         if (f.vlen - (1 + tlen + 2) < idlen || idlen > KEEL_MAX_ID_LEN) {
             free(f.val);
-            dead_letter(s, f.seq, KEEL_ECORRUPT, "unreadable record", 17);
+            dead_letter(s, f.seq, KEEL_ECORRUPT, 0, "unreadable record", 17);
             continue;
         }
         rid = p + 3 + tlen;
@@ -621,7 +637,7 @@ static void pump(struct ob_sender *s)
             int wl = snprintf(why, sizeof why, "unknown actor type '%.*s'",
                               (int)tlen, (const char *)p + 1);
             free(f.val);
-            dead_letter(s, f.seq, KEEL_ENOTYPE, why, (size_t)wl);
+            dead_letter(s, f.seq, KEEL_ENOTYPE, 0, why, (size_t)wl);
             continue;
         }
         req = keel__req_alloc(n, mlen);
@@ -651,11 +667,11 @@ static void pump(struct ob_sender *s)
         if (rc != 0) {
             keel__req_free(n, req);
             s->inflight = 0;
-            if (retryable(rc)) {
+            if (keel__dl_transient(rc)) {
                 retry_later(s);
                 return;
             }
-            dead_letter(s, f.seq, rc, keel_strerror(rc),
+            dead_letter(s, f.seq, rc, 0, keel_strerror(rc),
                         strlen(keel_strerror(rc)));
             continue;
         }

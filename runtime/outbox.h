@@ -13,8 +13,8 @@
  *            "\0keel.ob/" seq be64  one waiting message:
  *                                   len(type) u8 | type | len(id) be16
  *                                   | id | message
- *            "\0keel.dead/" seq be64  a dead letter: code be16 (the
- *                                   absolute KEEL_E* value) | the same
+ *            (undeliverable messages become the sender's dead letters:
+ *            runtime/deadletters.h)
  *  receiver  "\0keel.in/" h         h = XXH3-128 of len(type) u8 | type
  *                                   | id of a sender: the highest
  *                                   sequence applied from it, be64
@@ -61,7 +61,8 @@ struct keel_ob_turn {
 };
 
 /* keel_req.ob_op: a runtime turn of a sender, not a message. Its buffer
- * holds seq be64 | code be16. */
+ * holds seq be64 | code be16 | attempts be16, then (KEEL_OB_OP_DEAD) the
+ * last error's text. */
 enum { KEEL_OB_OP_NONE = 0, KEEL_OB_OP_DONE = 1, KEEL_OB_OP_DEAD = 2 };
 
 int keel__outbox_init(keel_node *n);
@@ -71,6 +72,11 @@ void keel__outbox_free(keel_node *n);
 void keel__outbox_start(keel_node *n);
 /* Cluster mode: this node serves the unit from now on. */
 void keel__outbox_unit_taken(keel_node *n, const char *cap, uint32_t shard);
+
+/* Queues an outbox record (rec, rl bytes, the layout above) as the
+ * actor's next message, with the turn's writes: keel_turn_send, and a
+ * dead letter retried. */
+int keel__outbox_queue(keel_turn *t, const void *rec, size_t rl);
 
 /* Receiver, before the handler: *dup set when the actor applied this
  * message already (answer success, run nothing). */

@@ -540,6 +540,74 @@ long keel_reminders_entry_parse(const uint8_t *p, size_t len,
     return KEEL_REMINDERS_ENTRY_HDR + (long)p[20];
 }
 
+size_t keel_dead_entry_size(const keel_dead_entry *e)
+{
+    return KEEL_DEAD_ENTRY_HDR + e->why_len + e->a_len + e->b_len +
+           e->shown_len;
+}
+
+void keel_dead_entry_put(uint8_t *p, const keel_dead_entry *e)
+{
+    put_be64(p, e->number);
+    p[8] = (uint8_t)e->kind;
+    put_be16(p + 9, (uint16_t)-e->code);
+    put_be16(p + 11, (uint16_t)e->attempts);
+    put_be64(p + 13, e->at_ms);
+    put_be16(p + 21, (uint16_t)e->why_len);
+    p[23] = (uint8_t)e->a_len;
+    put_be16(p + 24, (uint16_t)e->b_len);
+    put_be32(p + 26, e->msg_len);
+    put_be16(p + 30, (uint16_t)e->shown_len);
+    p = copy_bytes(p + KEEL_DEAD_ENTRY_HDR, e->why, e->why_len);
+    p = copy_bytes(p, e->a, e->a_len);
+    p = copy_bytes(p, e->b, e->b_len);
+    copy_bytes(p, e->shown, e->shown_len);
+}
+
+long keel_dead_entry_parse(const uint8_t *p, size_t len,
+                           keel_dead_entry *out)
+{
+    size_t need;
+
+    if (len < KEEL_DEAD_ENTRY_HDR)
+        return KEEL_EMALFORMED;
+    out->number = get_be64(p);
+    out->kind = p[8];
+    out->code = -(int)get_be16(p + 9);
+    out->attempts = get_be16(p + 11);
+    out->at_ms = get_be64(p + 13);
+    out->why_len = get_be16(p + 21);
+    out->a_len = p[23];
+    out->b_len = get_be16(p + 24);
+    out->msg_len = get_be32(p + 26);
+    out->shown_len = get_be16(p + 30);
+    need = KEEL_DEAD_ENTRY_HDR + out->why_len + out->a_len + out->b_len +
+           out->shown_len;
+    if (need > len || out->shown_len > out->msg_len ||
+        (out->kind != 1 && out->kind != 2))
+        return KEEL_EMALFORMED;
+    out->why = (const char *)p + KEEL_DEAD_ENTRY_HDR;
+    out->a = out->why + out->why_len;
+    out->b = out->a + out->a_len;
+    out->shown = (const uint8_t *)out->b + out->b_len;
+    return (long)need;
+}
+
+static int msg_is(const uint8_t *msg, size_t len, const char *word,
+                  size_t wlen, size_t extra)
+{
+    return len == wlen + extra && memcmp(msg, word, wlen) == 0;
+}
+
+int keel_read_msg_known(const uint8_t *msg, size_t len)
+{
+    return len == 0 ||
+           msg_is(msg, len, KEEL_READ_REMINDERS, KEEL_READ_REMINDERS_LEN, 0) ||
+           msg_is(msg, len, KEEL_DEAD_LIST, KEEL_DEAD_LIST_LEN, 8) ||
+           msg_is(msg, len, KEEL_DEAD_RETRY, KEEL_DEAD_RETRY_LEN, 8) ||
+           msg_is(msg, len, KEEL_DEAD_DROP, KEEL_DEAD_DROP_LEN, 8);
+}
+
 int keel_state_read_parse(const uint8_t *p, size_t len, keel_state_read *out)
 {
     if (len < KEEL_STATE_READ_HDR || (p[0] & ~KEEL_STATE_READ_BLOB) != 0)

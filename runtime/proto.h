@@ -271,6 +271,65 @@ void keel_reminders_entry_put(uint8_t *p, int64_t in_ms, uint64_t period_ms,
 long keel_reminders_entry_parse(const uint8_t *p, size_t len,
                                 keel_reminder_entry *out);
 
+/* Dead letters (runtime/deadletters.h), through state reads whose
+ * message is one of:
+ *   "dead-letters list" after be64  the actor's dead letters numbered
+ *                                 above after, at most
+ *                                 KEEL_DEAD_LIST_MAX of them: a REPLY of
+ *                                 held be64 (how many the actor holds)
+ *                                 then one entry each, by number;
+ *   "dead-letters retry" n be64   retries dead letter n: an empty REPLY,
+ *                                 or the handler's error when a
+ *                                 reminder's message fails again;
+ *   "dead-letters drop" n be64    drops dead letter n: an empty REPLY.
+ * Retry and drop answer ENOTFOUND when the actor has no dead letter n.
+ * An entry:
+ *   number be64 | kind u8 (1 outbox, 2 reminder) | code be16 (magnitude
+ *   of a KEEL_E* code) | attempts be16 | at_ms be64 (wall clock) | len(why)
+ *   be16 | len(a) u8 | len(b) be16 | msg_len be32 | len(shown) be16
+ *   | why | a | b | shown
+ * where, for kind 1, a and b are the receiver's type and id, and for
+ * kind 2, a is empty and b is the reminder's name; shown is the start of
+ * the message (at most KEEL_DEAD_SHOWN_MAX of its msg_len bytes). */
+#define KEEL_READ_DEAD "dead-letters"
+#define KEEL_READ_DEAD_LEN 12
+#define KEEL_DEAD_LIST "dead-letters list"
+#define KEEL_DEAD_LIST_LEN 17
+#define KEEL_DEAD_RETRY "dead-letters retry"
+#define KEEL_DEAD_RETRY_LEN 18
+#define KEEL_DEAD_DROP "dead-letters drop"
+#define KEEL_DEAD_DROP_LEN 17
+#define KEEL_DEAD_LIST_MAX 100
+#define KEEL_DEAD_SHOWN_MAX 64
+#define KEEL_DEAD_ENTRY_HDR 32
+
+typedef struct keel_dead_entry {
+    uint64_t number;
+    int kind;
+    int code; /* negative KEEL_E* code */
+    unsigned attempts;
+    uint64_t at_ms;
+    const char *why; /* these point into the reply, not NUL-terminated */
+    size_t why_len;
+    const char *a;
+    size_t a_len;
+    const char *b;
+    size_t b_len;
+    uint32_t msg_len;
+    const uint8_t *shown;
+    size_t shown_len;
+} keel_dead_entry;
+
+/* Bytes an entry takes, and its encoder (p holds that many). */
+size_t keel_dead_entry_size(const keel_dead_entry *e);
+void keel_dead_entry_put(uint8_t *p, const keel_dead_entry *e);
+/* Parses the entry at p: its length, or KEEL_EMALFORMED. */
+long keel_dead_entry_parse(const uint8_t *p, size_t len,
+                           keel_dead_entry *out);
+/* Whether a state read's message (len bytes) is a runtime request this
+ * node knows: empty, "reminders", or one of the dead-letter requests. */
+int keel_read_msg_known(const uint8_t *msg, size_t len);
+
 /* The head of an XFER body (node to node, docs/protocol.md "XFER body"):
  *   len(cap) u8 | cap | shard be16 | shard_epoch be64 | seq be32
  *   | flags u8 (bit 0: last frame of the unit) | records

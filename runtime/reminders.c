@@ -12,6 +12,7 @@
 #include "common/be.h"
 #include "common/log.h"
 #include "runtime/cluster_rt.h"
+#include "runtime/deadletters.h"
 #include "runtime/proto.h"
 
 #define RM_REC "\0keel.rm/"
@@ -31,6 +32,18 @@
 #define RETRY_MS 1000
 #define NOT_LOCAL_MAX 40
 
+/* A firing its handler refused (deadletters.h): count times in a row,
+ * the last time with code. Kept in memory only: after a restart the
+ * count starts again. */
+struct rm_fail {
+    struct rm_fail *next;
+    uint64_t key, due;
+    int code;
+    unsigned count;
+    size_t why_len;
+    char why[KEEL_DL_WHY_MAX];
+};
+
 /* A unit this node serves with reminders in its index. */
 struct rm_unit {
     uint64_t hash;
@@ -41,6 +54,7 @@ struct rm_unit {
     unsigned busy;     /* firings not answered yet */
     unsigned not_local;
     int failed;        /* a firing of the current round failed */
+    struct rm_fail *fails;
 };
 
 struct keel_reminders {
@@ -292,6 +306,26 @@ int keel__reminders_fire(keel_turn *t, keel_req *req, int *run)
     }
     if (rc != 0)
         return rc;
+    if (f->dead) {
+        /* Refused too often: the actor keeps the message as a dead
+         * letter, and the reminder goes on as if this firing ran. */
+        uint8_t *body = malloc(1 + f->nlen + mlen);
+        if (body == NULL)
+            return KEEL_ENOMEM;
+        body[0] = f->nlen;
+        memcpy(body + 1, f->name, f->nlen);
+        if (mlen > 0)
+            memcpy(body + 1 + f->nlen, req->buf, mlen);
+        rc = keel__dl_add(t, KEEL_DL_REMINDER, f->code, f->attempts, f->why,
+                          f->why_len, body, 1 + f->nlen + mlen);
+        free(body);
+        if (rc == 0)
+            keel_warn("reminders: a firing of '%.*s' kept as a dead letter "
+                      "after %u refusals: %s: %.*s",
+                      (int)f->nlen, f->name, f->attempts,
+                      keel_err_name(f->code), (int)f->why_len, f->why);
+        return rc;
+    }
     keel__turn_rm(t)->fire = f;
     *run = 1;
     return 0;
@@ -312,7 +346,7 @@ void keel__reminders_turn_end(keel_turn *t, keel_actor *a, keel_req *req,
     struct keel_rm_turn *rt = keel__turn_rm(t);
     struct keel_rm_idx **pp;
 
-    if (rt->fire != NULL && ok)
+    if (rt->fire != NULL && ok && req->rm != NULL)
         req->rm->ran = 1;
     if (rt->idx == NULL)
         return;
@@ -461,10 +495,73 @@ static struct rm_unit *unit_get(keel_node *n, const char *cap, uint32_t shard)
     return u;
 }
 
+static void unit_free(struct rm_unit *u)
+{
+    while (u->fails != NULL) {
+        struct rm_fail *f = u->fails;
+        u->fails = f->next;
+        free(f);
+    }
+    free(u);
+}
+
 static void unit_drop(struct rm_unit *u)
 {
     keel_hmap_remove(&u->n->reminders->units, u->hash, u);
-    free(u);
+    unit_free(u);
+}
+
+static struct rm_fail *fail_find(struct rm_unit *u, uint64_t key,
+                                 uint64_t due)
+{
+    struct rm_fail *f;
+
+    for (f = u->fails; f != NULL; f = f->next)
+        if (f->key == key && f->due == due)
+            return f;
+    return NULL;
+}
+
+/* The reminder's firing went through (or became a dead letter): what
+ * was counted against it goes. */
+static void fail_clear(struct rm_unit *u, uint64_t key)
+{
+    struct rm_fail **pp = &u->fails;
+
+    while (*pp != NULL) {
+        struct rm_fail *f = *pp;
+        if (f->key == key) {
+            *pp = f->next;
+            free(f);
+        } else {
+            pp = &f->next;
+        }
+    }
+}
+
+/* The handler refused the firing f with code: counted, restarting the
+ * count when it refused differently before. */
+static void fail_count(struct rm_unit *u, const struct keel_rm_fire *f,
+                       int code, const void *why, size_t why_len)
+{
+    struct rm_fail *x = fail_find(u, f->key, f->due);
+
+    if (x == NULL) {
+        x = calloc(1, sizeof *x);
+        if (x == NULL)
+            return; /* not counted: fired again, counted then */
+        x->key = f->key;
+        x->due = f->due;
+        x->next = u->fails;
+        u->fails = x;
+    }
+    if (x->code != code)
+        x->count = 0;
+    x->code = code;
+    x->count++;
+    x->why_len = why_len < sizeof x->why ? why_len : sizeof x->why;
+    if (x->why_len > 0)
+        memcpy(x->why, why, x->why_len);
 }
 
 struct idx_scan {
@@ -564,14 +661,22 @@ static void fire_cb(int status, const void *reply, size_t len, void *data)
     const char *cap = u->cap;
     uint32_t shard = u->shard;
 
-    if (status == 0 && f->ran) {
-        STAT_ADD(n, reminders_fired, 1);
-    } else if (status != 0) {
+    if (status == 0) {
+        if (f->ran)
+            STAT_ADD(n, reminders_fired, 1);
+        else if (f->dead)
+            STAT_ADD(n, reminders_dead, 1);
+        if (u->fails != NULL)
+            fail_clear(u, f->key);
+    } else {
         keel_debug("reminders: '%.*s' of unit (%s, %u): %s: %.*s",
                    (int)f->nlen, f->name, cap, shard, keel_err_name(status),
                    (int)len, (const char *)reply);
+        if (!keel__dl_transient(status))
+            fail_count(u, f, status, reply, len);
         u->failed = 1;
     }
+    free(f->why);
     free(f);
     if (--u->busy > 0 || n->stopping)
         return;
@@ -657,6 +762,18 @@ static void unit_fire(struct rm_unit *u, uint64_t now)
         }
         f->u = u;
         f->due = s.v[i].due;
+        f->key = XXH3_64bits(v, vl);
+        if (u->fails != NULL) {
+            struct rm_fail *x = fail_find(u, f->key, f->due);
+            if (x != NULL && x->count >= keel__dl_after(n) &&
+                (f->why = malloc(x->why_len ? x->why_len : 1)) != NULL) {
+                f->dead = 1;
+                f->code = x->code;
+                f->attempts = x->count;
+                f->why_len = x->why_len;
+                memcpy(f->why, x->why, x->why_len);
+            }
+        }
         f->nlen = (uint8_t)nlen;
         memcpy(f->name, v + 2 + tlen + idlen, nlen);
         f->name[nlen] = '\0';
@@ -827,7 +944,7 @@ void keel__reminders_free(keel_node *n)
     if (n->loop != NULL)
         ev_timer_stop(n->loop, &n->reminders->timer);
     while (keel_hmap_next(&n->reminders->units, &pos, &item))
-        free(item);
+        unit_free(item);
     keel_hmap_free(&n->reminders->units);
     free(n->reminders);
     n->reminders = NULL;

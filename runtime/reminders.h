@@ -49,7 +49,15 @@ struct keel_rm_idx {
 struct keel_rm_fire {
     struct rm_unit *u;
     uint64_t due;
+    uint64_t key; /* names the reminder in its unit (its index value's hash) */
     int ran; /* the handler ran (set by the turn) */
+    /* The handler refused this firing attempts times, the last time with
+     * code and why (malloc'd): the turn makes it a dead letter of the
+     * actor instead of running the handler again (deadletters.h). */
+    int dead, code;
+    unsigned attempts;
+    char *why;
+    size_t why_len;
     uint8_t nlen;
     char name[KEEL_MAX_REMINDER_NAME_LEN + 1];
 };

@@ -32,6 +32,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/be.h"
 #include "keel.h"
 #include "runtime/client.h"
 #include "runtime/dedup.h"
@@ -75,6 +76,11 @@ static void usage(FILE *f)
             "                       not replayed: the current state is)\n"
             "  reminders TYPE ID    actor TYPE/ID's reminders: name, due\n"
             "                       in ms from now, period, message size\n"
+            "  dead-letters TYPE ID actor TYPE/ID's dead letters: messages\n"
+            "                       the runtime could not deliver for it\n"
+            "  dead-letters retry|drop TYPE ID [N]\n"
+            "                       retry (send again) or drop dead\n"
+            "                       letter N, or every one without N\n"
             "  capabilities         every capability and the nodes that\n"
             "                       declare it\n"
             "  digest CAP SHARD     content digest and record count of\n"
@@ -761,6 +767,190 @@ static int cmd_reminders(keel_client *c, const char *type, const char *id)
     return flush_stdout();
 }
 
+/* One dead letter as a line: "N outbox TYPE/ID ..." or
+ * "N reminder NAME ...". */
+static void dead_print(const keel_dead_entry *e)
+{
+    time_t at = (time_t)(e->at_ms / 1000);
+    struct tm tm;
+    char when[32] = "?";
+    size_t i;
+
+    if (gmtime_r(&at, &tm) != NULL)
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (e->kind == 1)
+        printf("%llu outbox to %.*s/%.*s", (unsigned long long)e->number,
+               (int)e->a_len, e->a, (int)e->b_len, e->b);
+    else
+        printf("%llu reminder %.*s", (unsigned long long)e->number,
+               (int)e->b_len, e->b);
+    printf(" error %s attempts %u at %s msg_bytes %u msg \"",
+           keel_err_name(e->code), e->attempts, when, e->msg_len);
+    for (i = 0; i < e->shown_len; i++) {
+        uint8_t ch = e->shown[i];
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch >= 0x20 && ch < 0x7f)
+            putchar(ch);
+        else
+            printf("\\x%02x", ch);
+    }
+    printf("%s\": %.*s\n", e->shown_len < e->msg_len ? "..." : "",
+           (int)e->why_len, e->why);
+}
+
+/* Calls fn for each of the actor's dead letters, a page at a time;
+ * *held is how many the actor holds. Returns 0 or an exit code. */
+static int dead_each(keel_client *c, const char *type, const char *id,
+                     void (*fn)(const keel_dead_entry *e, void *data),
+                     void *data, uint64_t *held)
+{
+    uint64_t after = 0;
+    unsigned pages;
+
+    /* A page at a time, each read after the last number seen; bounded
+     * so that a peer that keeps answering the same page cannot hold us. */
+    for (pages = 0; pages < 1000000; pages++) {
+        char *reply = NULL;
+        size_t rlen = 0, off = 8;
+        unsigned n = 0;
+        int rc = keel_client_dead_letters(c, type, id, strlen(id), after,
+                                          &reply, &rlen);
+        if (rc != 0) {
+            if (reply != NULL) {
+                print_error(rc, reply, rlen);
+                free(reply);
+                return EXIT_SERVER;
+            }
+            return transport_error(rc);
+        }
+        if (rlen < 8)
+            goto malformed;
+        *held = keel_get_be64((const uint8_t *)reply);
+        while (off < rlen) {
+            keel_dead_entry e;
+            long k = keel_dead_entry_parse((const uint8_t *)reply + off,
+                                           rlen - off, &e);
+            if (k < 0 || e.number <= after)
+                goto malformed;
+            fn(&e, data);
+            after = e.number;
+            off += (size_t)k;
+            n++;
+        }
+        free(reply);
+        if (n < KEEL_DEAD_LIST_MAX)
+            return 0;
+        continue;
+    malformed:
+        free(reply);
+        print_error(KEEL_EPROTO, "malformed dead-letters reply",
+                    strlen("malformed dead-letters reply"));
+        return EXIT_TRANSPORT;
+    }
+    return 0;
+}
+
+static void dead_list_one(const keel_dead_entry *e, void *data)
+{
+    (void)data;
+    dead_print(e);
+}
+
+struct dead_numbers {
+    uint64_t *v;
+    size_t n, cap;
+    int oom;
+};
+
+static void dead_collect(const keel_dead_entry *e, void *data)
+{
+    struct dead_numbers *d = data;
+
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 64;
+        uint64_t *p = realloc(d->v, cap * sizeof *p);
+        if (p == NULL) {
+            d->oom = 1;
+            return;
+        }
+        d->v = p;
+        d->cap = cap;
+    }
+    d->v[d->n++] = e->number;
+}
+
+/* dead-letters TYPE ID: every dead letter of the actor, one line each,
+ * then "dead-letters HELD".
+ * dead-letters retry|drop TYPE ID [N]: acts on dead letter N, or on each
+ * one the actor holds; prints "retried N" / "dropped N" for each, or the
+ * error, and goes on with the next. */
+static int cmd_dead_letters(keel_client *c, int nargs, char **args)
+{
+    struct dead_numbers d = {0};
+    uint64_t held = 0;
+    const char *type, *id;
+    int retry, failed = 0, rc;
+    size_t i;
+
+    if (nargs == 2) {
+        rc = dead_each(c, args[0], args[1], dead_list_one, NULL, &held);
+        if (rc != 0)
+            return rc;
+        printf("dead-letters %llu\n", (unsigned long long)held);
+        return flush_stdout();
+    }
+    retry = strcmp(args[0], "retry") == 0;
+    type = args[1];
+    id = args[2];
+    if (nargs == 4) {
+        char *end;
+        unsigned long long v;
+        errno = 0;
+        v = strtoull(args[3], &end, 10);
+        if (errno != 0 || *end != '\0' || v == 0 || args[3][0] == '-') {
+            fprintf(stderr, "keel: %s: dead letter number '%s' is not a "
+                            "positive integer\n",
+                    keel_err_name(KEEL_EINVAL), args[3]);
+            return EXIT_USAGE;
+        }
+        if ((d.v = malloc(sizeof *d.v)) == NULL)
+            return transport_error(KEEL_ENOMEM);
+        d.v[0] = v;
+        d.n = 1;
+    } else {
+        rc = dead_each(c, type, id, dead_collect, &d, &held);
+        if (rc == 0 && d.oom)
+            rc = transport_error(KEEL_ENOMEM);
+        if (rc != 0) {
+            free(d.v);
+            return rc;
+        }
+    }
+    for (i = 0; i < d.n; i++) {
+        char *reply = NULL;
+        size_t rlen = 0;
+        rc = keel_client_dead_letter_act(c, type, id, strlen(id), retry,
+                                         d.v[i], &reply, &rlen);
+        if (rc == 0) {
+            printf("%s %llu\n", retry ? "retried" : "dropped",
+                   (unsigned long long)d.v[i]);
+        } else if (reply != NULL) {
+            fprintf(stderr, "keel: %s: dead letter %llu: %.*s\n",
+                    keel_err_name(rc), (unsigned long long)d.v[i], (int)rlen,
+                    reply);
+            failed = 1;
+        } else {
+            free(d.v);
+            return transport_error(rc);
+        }
+        free(reply);
+    }
+    free(d.v);
+    rc = flush_stdout();
+    return rc != 0 ? rc : failed ? EXIT_SERVER : 0;
+}
+
 static int64_t now_us(void)
 {
     struct timespec ts;
@@ -1082,6 +1272,14 @@ int main(int argc, char **argv)
             return usage_error("%s needs TYPE ID", cmd);
         if (args[0][0] == '\0')
             return usage_error("empty actor type");
+    } else if (strcmp(cmd, "dead-letters") == 0) {
+        int act = nargs >= 1 && (strcmp(args[0], "retry") == 0 ||
+                                 strcmp(args[0], "drop") == 0);
+        if (act ? nargs != 3 && nargs != 4 : nargs != 2)
+            return usage_error("dead-letters takes TYPE ID, or retry|drop "
+                               "TYPE ID [N]");
+        if (args[act ? 1 : 0][0] == '\0')
+            return usage_error("empty actor type");
     } else {
         return usage_error("unknown command '%s'", cmd);
     }
@@ -1140,6 +1338,8 @@ int main(int argc, char **argv)
     }
     else if (strcmp(cmd, "reminders") == 0)
         rc = cmd_reminders(c, args[0], args[1]);
+    else if (strcmp(cmd, "dead-letters") == 0)
+        rc = cmd_dead_letters(c, nargs, args);
     else if (info_argv != NULL)
         rc = cmd_info(c, info_argc, info_argv);
     else

@@ -126,6 +126,10 @@ static void usage(FILE *f)
         "  --http-max-per-ip N    HTTP connections open at once from one client\n"
         "                         address (default 1024)\n"
         "  --map-size BYTES       initial LMDB map size (default 64 MiB; grows)\n"
+        "  --dead-letter-after N  an outbox message or reminder firing whose\n"
+        "                         receiver's handler refused it N times in a\n"
+        "                         row with the same error becomes a dead\n"
+        "                         letter (keel dead-letters; default 3)\n"
         "  --recover-to-last-good when the data directory's log or checkpoint is\n"
         "                         damaged so that recovery would lose acknowledged\n"
         "                         writes, start from the last good state anyway and\n"
@@ -244,7 +248,7 @@ enum {
     O_HOLD, O_LEAVE, O_MAXCONN, O_CONNIDLE, O_UNITSTREAM, O_HTTPHDR,
     O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH,
     O_AUTHTOKENS, O_INSECURE, O_AUTHCONNFAILS, O_AUTHADDRFAILS,
-    O_AUTHWINDOW, O_REPLICAS, O_REPLLAG, O_REPLDEAD, O_LOGFORMAT,
+    O_AUTHWINDOW, O_REPLICAS, O_REPLLAG, O_REPLDEAD, O_LOGFORMAT, O_DEADAFTER,
     O_LOGFILE, O_CONFIG, O_CHECK, O_END
 };
 #define O_COUNT (O_END - O_DATA)
@@ -300,6 +304,7 @@ static const struct keeld_opt {
     {"replicas", O_REPLICAS, 1, 0},
     {"repl-lag-ms", O_REPLLAG, 1, 0},
     {"replica-dead-ms", O_REPLDEAD, 1, 0},
+    {"dead-letter-after", O_DEADAFTER, 1, 0},
     {"config", O_CONFIG, 1, 1},
     {"check-config", O_CHECK, 0, 1},
     {"version", O_VERSION, 0, 1},
@@ -654,6 +659,13 @@ static int apply_option(struct keeld_conf *kc, const struct keeld_opt *o,
             return -1;
         }
         opts->repl_lag_ms = (uint32_t)v;
+        break;
+    case O_DEADAFTER:
+        if (parse_u64(val, 1000, &v) != 0 || v < 1) {
+            conf_error(at, "%s takes 1 to 1000", who);
+            return -1;
+        }
+        opts->dead_letter_after = (uint32_t)v;
         break;
     case O_REPLDEAD:
         if (parse_u64(val, 86400000, &v) != 0 || v < 1) {

@@ -200,7 +200,7 @@ for o in $opts; do
     has_tag "$tmp/keel.txt" "$o" || fail "keel.1 does not document $o"
 done
 cmds=$(sed -n '/^commands:/,/^$/p' "$tmp/keel.help" |
-       sed -n 's/^  \([a-z][a-z]*\( [a-z][a-z]*\)\{0,1\}\)\( .*\)\{0,1\}$/\1/p')
+       sed -n 's/^  \([a-z][a-z-]*\( [a-z][a-z-]*\)\{0,1\}\)\( .*\)\{0,1\}$/\1/p')
 [ -n "$cmds" ] || fail "keel --help lists no commands"
 printf '%s\n' "$cmds" >"$tmp/keel.cmds"
 while read -r cmd; do
