@@ -659,8 +659,11 @@ KEEL_API keel_node *keel_turn_node(keel_turn *turn);
  * handler sees each message exactly once. The receiver is activated if
  * need be; its reply is dropped. A message the receiver refuses (its
  * handler returns an error other than "try later" ones such as
- * KEEL_EUNAVAIL), or one whose type is no longer registered, is kept as a
- * dead letter of the sender and logged, and the next message goes.
+ * KEEL_EUNAVAIL) is sent again after a pause; refused with the same error
+ * dead_letter_after times in a row (node option, default 3), or at once
+ * when its type is no longer registered, it is kept as a dead letter of
+ * the sender, logged, and the next message goes. Operators list, retry
+ * and drop dead letters with keel dead-letters.
  * docs/design.md, "The outbox".
  *
  * Arguments as keel_call takes them; copied. Not from on_passivate.
@@ -686,7 +689,10 @@ KEEL_API int keel_turn_send(keel_turn *turn, const char *type, const void *id,
  * it: a reminder that fell due while its unit was not served fires once
  * when it is served again, not once per missed period. If the handler
  * fails, the turn changes nothing and the reminder fires again about a
- * second later. A firing is delivered at least once: a crash after the
+ * second later; refused with the same error dead_letter_after times in
+ * a row (node option), the firing is kept as a dead letter of the actor
+ * (keel dead-letters) and the reminder goes on as if it had fired. A
+ * firing is delivered at least once: a crash after the
  * handler's turn committed does not repeat it, one before does.
  *
  * The handler tells a firing from a call with keel_turn_reminder: it
