@@ -14,7 +14,8 @@
  * sender prefix if bit 7, then the call body), ERROR (code, message),
  * XFER (unit head, then records),
  * REPL (head, units, ops), REPLY (also read as a REPL's answer, per-unit
- * acks, which is what a primary does with it), SUBSCRIBE (call body with
+ * acks, which is what a primary does with it, and as a page of dead
+ * letters, which is what keel dead-letters does with it), SUBSCRIBE (call body with
  * an 8-byte version) and EVENT (change or end, as a client reads it).
  *
  * Properties, besides "no crash, no sanitizer report":
@@ -289,6 +290,37 @@ static void check_acks(const keel_frame *f)
     free(out);
 }
 
+/* A REPLY read as a page of dead letters (held, then entries), as keel
+ * dead-letters reads it: each entry that parses lies inside the body and
+ * writes out again to the same bytes. */
+static void check_dead_list(const keel_frame *f)
+{
+    const uint8_t *p = f->body + 8;
+    size_t rest = f->body_len - 8;
+
+    if (f->body_len < 8)
+        return;
+    while (rest > 0) {
+        keel_dead_entry e;
+        uint8_t *out;
+        long k = keel_dead_entry_parse(p, rest, &e);
+        if (k < 0) {
+            FUZZ_CHECK(k == KEEL_EMALFORMED);
+            return;
+        }
+        FUZZ_CHECK((size_t)k <= rest && (size_t)k >= KEEL_DEAD_ENTRY_HDR);
+        FUZZ_CHECK(keel_dead_entry_size(&e) == (size_t)k);
+        FUZZ_CHECK(e.shown_len <= e.msg_len);
+        out = malloc((size_t)k);
+        FUZZ_CHECK(out != NULL);
+        keel_dead_entry_put(out, &e);
+        FUZZ_CHECK(memcmp(out, p, (size_t)k) == 0);
+        free(out);
+        p += k;
+        rest -= (size_t)k;
+    }
+}
+
 /* SUBSCRIBE: a call body whose message is the 8-byte version. */
 static void check_subscribe(const keel_frame *f)
 {
@@ -421,6 +453,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case KEEL_FRAME_REPLY:
             check_acks(&f);
+            check_dead_list(&f);
             break;
         case KEEL_FRAME_SUBSCRIBE:
             check_subscribe(&f);

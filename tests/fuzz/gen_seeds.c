@@ -304,6 +304,39 @@ static void wire_seeds(void)
         frame(KEEL_FRAME_UNSUBSCRIBE, 0, 9, NULL, 0);
     }
     wire_seed("follow", 2);
+    /* Dead letters: a list request and its page of two entries. */
+    b_reset();
+    {
+        uint8_t fb[512];
+        size_t fl = 8;
+        keel_dead_entry e = {.number = 3, .kind = 1, .code = KEEL_EHANDLER,
+                             .attempts = 3, .at_ms = 1764800000000ull,
+                             .why = "broken", .why_len = 6, .a = "svc",
+                             .a_len = 3, .b = "b", .b_len = 1, .msg_len = 6,
+                             .shown = (const uint8_t *)"work 1",
+                             .shown_len = 6};
+        uint8_t msg[KEEL_DEAD_LIST_LEN + 8];
+        memcpy(msg, KEEL_DEAD_LIST, KEEL_DEAD_LIST_LEN);
+        memset(msg + KEEL_DEAD_LIST_LEN, 0, 8);
+        fl = keel_call_body_encode(fb, "svc", 3, "a", 1, msg, sizeof msg);
+        frame(KEEL_FRAME_CALL, KEEL_FLAG_READ, 5, fb, fl);
+        fl = 8;
+        memset(fb, 0, 8);
+        fb[7] = 2;
+        keel_dead_entry_put(fb + fl, &e);
+        fl += keel_dead_entry_size(&e);
+        e.number = 4;
+        e.kind = 2;
+        e.a_len = 0;
+        e.b = "r1";
+        e.b_len = 2;
+        e.msg_len = 200;
+        e.shown_len = 6;
+        keel_dead_entry_put(fb + fl, &e);
+        fl += keel_dead_entry_size(&e);
+        frame(KEEL_FRAME_REPLY, 0, 5, fb, fl);
+    }
+    wire_seed("dead-letters", 2);
     /* Damage: the connection closes at the bad frame. */
     b_reset();
     call_frame(KEEL_FRAME_CALL, 0, 1, "counter", "c1", "incr");
