@@ -75,8 +75,9 @@ struct keel_follow_sink {
  * of the turn running now; they are copied only when someone follows the
  * actor. */
 struct keel_fl_turn {
-    int set;    /* keel_turn_event was called */
-    int kept;   /* its bytes were kept: the actor is followed */
+    int set;     /* keel_turn_event was called */
+    int kept;    /* its bytes were kept: the actor is followed */
+    int entries; /* an actor at version 0 holds entries (so is at 1) */
     size_t len;
 };
 

@@ -10,7 +10,8 @@
  *   fail TEXT    event TEXT, then the turn fails (KEEL_EBADMSG)
  *   big N        event of N bytes 'x'; replies keel_turn_event's result
  *   keep N       event "kept", then one of N bytes; replies the second
- *                call's result (the first stands when it fails) */
+ *                call's result (the first stands when it fails)
+ *   put K        entry K (value "v"), no state blob, no event */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,8 @@ static int feed_message(keel_turn *t, const void *m, size_t len)
         rc = keel_turn_event(t, "kept", 4);
         return rc != 0 ? rc : big_event(t, arg, alen);
     }
+    if (cmd(msg, len, "put", &arg, &alen))
+        return keel_turn_put(t, arg, alen, "v", 1);
     keel_turn_error(t, "unknown feed command");
     return KEEL_EBADMSG;
 }

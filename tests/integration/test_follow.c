@@ -762,6 +762,39 @@ START_TEST(payload_events)
 }
 END_TEST
 
+/* An actor that holds entries only is shown at version 1 by a state
+ * read, also after a restart (where it loads at 0): its payloads say 1,
+ * not a version older than the one its followers were shown. */
+START_TEST(payload_version_entries_only)
+{
+    keel_client *p, *w;
+    keel_follow_update u;
+    uint64_t psub = 0;
+
+    start_feed_node(0);
+    w = connect_node();
+    ck_assert_int_eq(feed(w, "e", "put k", NULL, 0), 0);
+    keel_client_close(w);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+    tu_keeld_free(&node);
+    memset(&node, 0, sizeof node);
+    start_feed_node(0);
+    w = connect_node();
+    p = connect_node();
+    ck_assert_int_eq(keel_client_subscribe_flags(p, "feed", "e", 1, 0,
+                                                 KEEL_SUBSCRIBE_PAYLOADS,
+                                                 &psub, &u),
+                     0);
+    ck_assert_int_eq(u.kind, KEEL_EVENT_CHANGE);
+    ck_assert_uint_eq(u.version, 1);
+    ck_assert_int_eq(u.has_state, 0);
+    ck_assert_int_eq(feed(w, "e", "emit e1", NULL, 0), 0);
+    EXPECT(p, psub, KEEL_FOLLOW_PAYLOAD, 1, "e1");
+    keel_client_close(p);
+    keel_client_close(w);
+}
+END_TEST
+
 /* Server-Sent Events with ?payloads=1: payloads as "event: payload"
  * with the version as id, states as before; a stream without it sees
  * the states only; another value is a 400. */
@@ -889,6 +922,7 @@ static Suite *follow_suite(void)
     tcase_add_test(tc, cli_follow);
     tcase_add_test(tc, server_sent_events);
     tcase_add_test(tc, payload_events);
+    tcase_add_test(tc, payload_version_entries_only);
     tcase_add_test(tc, server_sent_payloads);
     tcase_add_test(tc, cli_follow_payloads);
     suite_add_tcase(s, tc);
