@@ -713,6 +713,23 @@ KEEL_API int keel_turn_unremind(keel_turn *turn, const void *name,
                                 size_t name_len);
 KEEL_API const char *keel_turn_reminder(keel_turn *turn, size_t *name_len);
 
+/* An event payload for the actor's followers (docs/protocol.md,
+ * "Following an actor"): when this turn commits and its reply is
+ * released as a success, subscribers that take payloads get payload
+ * (copied) with the actor's version after the turn, instead of the
+ * state; those that do not (older clients) get the state as before. A
+ * turn that does not change the state still sends its event, with the
+ * version the state stays at. A later call in the same turn replaces the
+ * payload (the last one goes out); a failed turn sends nothing. The
+ * payload is not stored: a follower that was away is sent the current
+ * state, never the events it missed. len may be 0. Not from
+ * on_passivate.
+ * Errors (the turn's payload, if any, is left as it was): KEEL_EINVAL,
+ * KEEL_ETOOBIG when it cannot fit in an event frame under the node's
+ * max_frame (16 + 9 bytes of headers plus len). */
+KEEL_API int keel_turn_event(keel_turn *turn, const void *payload,
+                             size_t len);
+
 /* ----------------------------------------------------------------- calls */
 
 /* Completion of a call or cast, on the loop thread. status is 0 or a

@@ -1240,7 +1240,12 @@ static int follow_update(const keel_frame *f, keel_follow_update *out)
             return KEEL_EMALFORMED;
         out->kind = ev.kind;
         out->version = ev.version;
-        if (ev.kind == KEEL_EVENT_CHANGE) {
+        if (ev.kind == KEEL_EVENT_CHANGE &&
+            (f->flags & KEEL_FLAG_PAYLOAD) != 0) {
+            out->kind = KEEL_FOLLOW_PAYLOAD;
+            out->payload = ev.data;
+            out->payload_len = ev.data_len;
+        } else if (ev.kind == KEEL_EVENT_CHANGE) {
             out->has_state = 1;
             out->state = ev.data;
             out->state_len = ev.data_len;
@@ -1254,25 +1259,46 @@ static int follow_update(const keel_frame *f, keel_follow_update *out)
     return KEEL_EPROTO;
 }
 
-int keel_client_subscribe(keel_client *c, const char *type, const void *id,
-                          size_t idlen, uint64_t since, uint64_t *sub_id,
-                          keel_follow_update *out)
+int keel_client_subscribe_flags(keel_client *c, const char *type,
+                                const void *id, size_t idlen, uint64_t since,
+                                unsigned flags, uint64_t *sub_id,
+                                keel_follow_update *out)
 {
     uint8_t v[8];
     keel_frame f;
     uint64_t rid;
+    uint8_t wf = (flags & KEEL_SUBSCRIBE_PAYLOADS) ? KEEL_FLAG_PAYLOAD : 0;
     int rc;
 
-    memset(out, 0, sizeof *out);
-    keel_put_be64(v, since);
-    rc = exchange(c, KEEL_FRAME_SUBSCRIBE, 0, NULL, type, id, idlen, v,
-                  sizeof v, &rid, &f);
-    if (rc < 0)
+    if ((flags & ~KEEL_SUBSCRIBE_PAYLOADS) != 0)
+        return KEEL_EINVAL;
+    for (;;) {
+        memset(out, 0, sizeof *out);
+        keel_put_be64(v, since);
+        rc = exchange(c, KEEL_FRAME_SUBSCRIBE, wf, NULL, type, id, idlen, v,
+                      sizeof v, &rid, &f);
+        if (rc < 0)
+            return rc;
+        if (f.kind != KEEL_FRAME_REPLY && f.kind != KEEL_FRAME_ERROR)
+            return KEEL_EPROTO;
+        *sub_id = rid;
+        rc = follow_update(&f, out);
+        /* A node that knows no payloads refuses any flag: then states
+         * are all it has to send. */
+        if (rc == KEEL_EMALFORMED && f.kind == KEEL_FRAME_ERROR && wf != 0) {
+            wf = 0;
+            continue;
+        }
         return rc;
-    if (f.kind != KEEL_FRAME_REPLY && f.kind != KEEL_FRAME_ERROR)
-        return KEEL_EPROTO;
-    *sub_id = rid;
-    return follow_update(&f, out);
+    }
+}
+
+int keel_client_subscribe(keel_client *c, const char *type, const void *id,
+                          size_t idlen, uint64_t since, uint64_t *sub_id,
+                          keel_follow_update *out)
+{
+    return keel_client_subscribe_flags(c, type, id, idlen, since, 0, sub_id,
+                                       out);
 }
 
 int keel_client_next_event(keel_client *c, uint64_t sub_id,

@@ -152,6 +152,12 @@ int keel_client_dead_letter_act(keel_client *c, const char *type,
  *   kind KEEL_EVENT_CHANGE: the actor's state is state (state_len bytes;
  *        has_state 0 and version 0 for an actor never written) at
  *        version;
+ *   kind KEEL_FOLLOW_PAYLOAD (events only, on a subscription made with
+ *        KEEL_SUBSCRIBE_PAYLOADS): a committed turn left the actor at
+ *        version and chose payload (payload_len bytes) as its event
+ *        payload (keel_turn_event); state is not given. version is the
+ *        one before when the turn did not change the state, so several
+ *        payloads may share a version;
  *   kind 0: first answer only, the actor is still at the version given;
  *   kind KEEL_EVENT_END: the subscription is over, code (a KEEL_E* code)
  *        and reason say why; version is the last one the node sent on
@@ -168,7 +174,15 @@ typedef struct keel_follow_update {
     int code;
     const char *reason;
     size_t reason_len;
+    const uint8_t *payload;
+    size_t payload_len;
 } keel_follow_update;
+
+/* The kind of an update that carries an event payload; on the wire a
+ * CHANGE with KEEL_FLAG_PAYLOAD. */
+#define KEEL_FOLLOW_PAYLOAD 3
+/* keel_client_subscribe_flags: take event payloads. */
+#define KEEL_SUBSCRIBE_PAYLOADS 0x01u
 
 /* Subscribes to actor TYPE/ID, having seen version since (0: none), and
  * waits for the first answer. Returns 0 with *out and *sub_id (the
@@ -179,6 +193,15 @@ typedef struct keel_follow_update {
 int keel_client_subscribe(keel_client *c, const char *type, const void *id,
                           size_t idlen, uint64_t since, uint64_t *sub_id,
                           keel_follow_update *out);
+/* keel_client_subscribe with flags: KEEL_SUBSCRIBE_PAYLOADS to get a
+ * handler's event payloads (kind KEEL_FOLLOW_PAYLOAD) instead of the
+ * states they go with. A node of an earlier version refuses the flag
+ * (EMALFORMED); the subscription is then made again without it, and
+ * only states come. */
+int keel_client_subscribe_flags(keel_client *c, const char *type,
+                                const void *id, size_t idlen, uint64_t since,
+                                unsigned flags, uint64_t *sub_id,
+                                keel_follow_update *out);
 /* Waits, up to the client's timeout, for the next event of subscription
  * sub_id (frames for other request ids are dropped). 0 with *out (an ERROR
  * from the node, such as a stopping node's last word, comes as an END

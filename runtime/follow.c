@@ -11,6 +11,12 @@
  * subscriber ever sees a state a failover or a failed commit could take
  * back.
  *
+ * A turn may also choose an event payload (keel_turn_event). Its bytes
+ * are kept in the registry while the turn runs, and only when the actor
+ * is followed; a committed turn copies them with the change, and a
+ * subscriber that takes payloads gets them instead of the state. Nothing
+ * of a payload is stored: it lives as long as its change does.
+ *
  * A new subscription is answered from a state read (keel__read_state,
  * a turn of its own ordered behind the actor's earlier messages). It is
  * in the registry from the start, so that no change released while the
@@ -30,6 +36,7 @@
 
 #include "coordinator/layout.h"
 #include "runtime/cluster_rt_int.h"
+#include "runtime/proto.h"
 
 /* Changes kept for a subscription whose first answer is not out yet;
  * more means the subscriber is far behind already: it is ended. */
@@ -48,12 +55,14 @@ struct fkey {
     uint8_t id[];
 };
 
-/* A change waiting for a subscription's first answer. */
+/* A change waiting for a subscription's first answer: the state, or
+ * (payload) the event payload that goes to this subscriber instead. */
 struct pend {
     struct pend *next;
     uint64_t version;
+    int payload;
     size_t len;
-    uint8_t state[];
+    uint8_t data[];
 };
 
 struct keel_sub {
@@ -66,19 +75,23 @@ struct keel_sub {
     uint64_t tag;
     uint64_t since; /* the version the subscriber said it saw */
     uint64_t last;  /* the last version sent on it */
+    unsigned flags; /* KEEL_FOLLOW_PAYLOADS or 0 */
     int pending;    /* its first answer (a state read) is in flight */
     unsigned npend;
     struct pend *pend_head, *pend_tail;
 };
 
-/* A committed change kept with its request until release. */
+/* A committed change kept with its request until release: the new
+ * state (has_state), the turn's event payload (has_payload), or both. */
 struct keel_follow_ev {
     uint64_t hash;
     struct keel_type_entry *te;
     uint64_t version;
-    size_t len;
+    size_t len;  /* the state's */
+    size_t plen; /* the payload's */
     uint16_t idlen;
-    uint8_t data[]; /* id, then the state */
+    uint8_t has_state, has_payload;
+    uint8_t data[]; /* id, then the state, then the payload */
 };
 
 struct keel_follow {
@@ -87,6 +100,10 @@ struct keel_follow {
     keel_sub *all;
     uint64_t nsubs; /* subscriptions in the registry */
     ev_timer check;
+    /* The event payload of the turn running now, when its actor is
+     * followed (keel_turn_event; struct keel_fl_turn says how long). */
+    uint8_t *pay;
+    size_t pay_cap;
 };
 
 struct key_ref {
@@ -221,21 +238,29 @@ static const char big_msg[] =
     "the actor's state is larger than the maximum frame size; it cannot "
     "be followed here";
 
-/* Sends a change to an answered subscription, or ends it when its sink
- * is too far behind. */
+static const char big_pay_msg[] =
+    "an event payload of the actor does not fit this subscriber's frames; "
+    "subscribe again (without payloads to get states)";
+
+/* Sends a change (the state, or with payload the event payload) to an
+ * answered subscription, or ends it when its sink is too far behind. */
 static void deliver(struct keel_follow *f, keel_sub *s, uint64_t version,
-                    const uint8_t *state, size_t len)
+                    int payload, const uint8_t *data, size_t len)
 {
     keel_follow_sink *k = s->sink;
 
-    if (version <= s->last)
-        return; /* shown already (its first answer was newer) */
+    /* Shown already: its first answer was newer. An event payload at the
+     * version shown is not: a turn that changes no state leaves the
+     * version as it is (and it may be about the very turn whose state
+     * the answer showed). */
+    if (payload ? version < s->last : version <= s->last)
+        return;
     if (k->ops->backlog(k) > KEEL_FOLLOW_BACKLOG_MAX) {
         sub_end(f, s, KEEL_EOVERLOAD, slow_msg);
         return;
     }
-    if (k->ops->change(k, s->tag, version, state, len) != 0) {
-        sub_end(f, s, KEEL_ETOOBIG, big_msg);
+    if (k->ops->change(k, s->tag, version, payload, data, len) != 0) {
+        sub_end(f, s, KEEL_ETOOBIG, payload ? big_pay_msg : big_msg);
         return;
     }
     s->last = version;
@@ -294,7 +319,7 @@ static void read_cb(int status, const void *reply, size_t len, void *data)
     while ((p = s->pend_head) != NULL && s->sink != NULL) {
         s->pend_head = p->next;
         s->npend--;
-        deliver(f, s, p->version, p->state, p->len);
+        deliver(f, s, p->version, p->payload, p->data, p->len);
         free(p);
     }
     if (s->pend_head == NULL)
@@ -407,14 +432,15 @@ void keel__follow_destroy(keel_node *n)
     while (keel_hmap_next(&f->keys, &pos, &item))
         free(item);
     keel_hmap_free(&f->keys);
+    free(f->pay);
     free(f);
     n->follow = NULL;
 }
 
 int keel__follow_subscribe(keel_node *n, keel_follow_sink *k, uint64_t tag,
                            struct keel_type_entry *te, const void *id,
-                           size_t idlen, uint64_t since, char *errbuf,
-                           size_t errlen)
+                           size_t idlen, uint64_t since, unsigned flags,
+                           char *errbuf, size_t errlen)
 {
     struct keel_follow *f = n->follow;
     uint64_t hash = key_hash(te, id, idlen);
@@ -473,6 +499,7 @@ int keel__follow_subscribe(keel_node *n, keel_follow_sink *k, uint64_t tag,
     s->sink = k;
     s->tag = tag;
     s->since = since;
+    s->flags = flags & KEEL_FOLLOW_PAYLOADS;
     s->pending = 1;
     s->key = key;
     s->knext = key->subs;
@@ -538,41 +565,116 @@ void keel__follow_end_all(keel_node *n, int code, const char *reason)
 
 /* ----------------------------------------------------------- node hooks */
 
-void keel__follow_turn(keel_node *n, keel_actor *a, keel_req *req)
+/* Ends every subscription to actor k: its followers would silently miss
+ * a version. They subscribe again and get the current state. */
+static void key_end_oom(struct keel_follow *f, struct fkey *k)
+{
+    while (k != NULL && k->subs != NULL) {
+        int last = k->subs->knext == NULL;
+        sub_end(f, k->subs, KEEL_ENOMEM,
+                "out of memory for a change; subscribe again");
+        if (last)
+            break; /* k went with its last sub */
+    }
+}
+
+static int entry_found(const void *key, size_t klen, const void *val,
+                       size_t vlen, void *data)
+{
+    (void)key;
+    (void)klen;
+    (void)val;
+    (void)vlen;
+    *(int *)data = 1;
+    return 1; /* one is enough */
+}
+
+int keel_turn_event(keel_turn *t, const void *payload, size_t len)
+{
+    struct keel_fl_turn *ft;
+    struct keel_follow *f;
+    keel_actor *a;
+    keel_node *n;
+    int followed;
+
+    if (t == NULL || (payload == NULL && len > 0))
+        return KEEL_EINVAL;
+    if (!keel__turn_writable(t))
+        return KEEL_EINVAL; /* on_passivate */
+    n = keel_turn_node(t);
+    /* Checked whether or not anyone follows the actor now, so that a
+     * handler behaves the same either way: an event that could never be
+     * sent is the handler's error, not a subscriber's. */
+    if (len > n->opts.max_frame ||
+        KEEL_FRAME_HEADER + KEEL_EVENT_HDR + len > n->opts.max_frame)
+        return KEEL_ETOOBIG;
+    ft = keel__turn_fl(t);
+    a = keel__turn_actor(t);
+    f = n->follow;
+    followed = f != NULL && f->nsubs > 0 &&
+               key_find(f, key_hash(a->type, a->id, a->idlen), a->type,
+                        a->id, a->idlen) != NULL;
+    if (followed) {
+        if (len > f->pay_cap) {
+            uint8_t *p = realloc(f->pay, len);
+            if (p == NULL)
+                return KEEL_ENOMEM;
+            f->pay = p;
+            f->pay_cap = len;
+        }
+        if (len > 0)
+            memcpy(f->pay, payload, len);
+    }
+    ft->kept = followed;
+    /* An actor holding entries but no blob loads at version 0, and a
+     * state read shows it at 1 (its entries carry 1): its payloads say 1
+     * too, or a follower would see the version go back. */
+    if (followed && a->version == 0 && !(a->flags & ACTOR_HAS_BLOB) &&
+        !ft->entries)
+        keel_turn_entries(t, entry_found, &ft->entries);
+    ft->set = 1;
+    ft->len = len;
+    return 0;
+}
+
+void keel__follow_turn(keel_node *n, keel_actor *a, keel_req *req,
+                       int state_set, const struct keel_fl_turn *ft)
 {
     struct keel_follow *f = n->follow;
     struct keel_follow_ev *ev;
     uint64_t hash;
     const uint8_t *state;
+    size_t slen, plen;
+    int pay = ft->set && ft->kept;
 
-    if (f == NULL || f->nsubs == 0)
+    if (f == NULL || f->nsubs == 0 || (!state_set && !pay))
         return;
     hash = key_hash(a->type, a->id, a->idlen);
     if (key_find(f, hash, a->type, a->id, a->idlen) == NULL)
         return;
     state = a->state_cap == 0 ? a->st.inl : a->st.heap;
-    ev = malloc(sizeof *ev + a->idlen + a->state_len);
+    slen = state_set ? a->state_len : 0;
+    plen = pay ? ft->len : 0;
+    ev = malloc(sizeof *ev + a->idlen + slen + plen);
     if (ev == NULL) {
-        /* Its followers would silently miss a version: end them, they
-         * subscribe again and get the current state. */
-        struct fkey *k = key_find(f, hash, a->type, a->id, a->idlen);
-        while (k != NULL && k->subs != NULL) {
-            int last = k->subs->knext == NULL;
-            sub_end(f, k->subs, KEEL_ENOMEM,
-                    "out of memory for a change; subscribe again");
-            if (last)
-                break;
-        }
+        key_end_oom(f, key_find(f, hash, a->type, a->id, a->idlen));
         return;
     }
     ev->hash = hash;
     ev->te = a->type;
-    ev->version = a->version;
-    ev->len = a->state_len;
+    /* A turn that changed no state leaves the version as it was: its
+     * payload is about that version. */
+    ev->version = a->version == 0 && pay && ft->entries ? 1 : a->version;
+    ev->len = slen;
+    ev->plen = plen;
     ev->idlen = a->idlen;
+    ev->has_state = (uint8_t)(state_set != 0);
+    ev->has_payload = (uint8_t)pay;
     memcpy(ev->data, a->id, a->idlen);
-    if (a->state_len > 0)
-        memcpy(ev->data + a->idlen, state, a->state_len);
+    if (slen > 0)
+        memcpy(ev->data + a->idlen, state, slen);
+    if (plen > 0)
+        memcpy(ev->data + a->idlen + slen, f->pay, plen);
     /* A second turn of the same request cannot happen; be safe. */
     free(req->fev);
     req->fev = ev;
@@ -584,7 +686,7 @@ void keel__follow_release(keel_node *n, keel_req *req)
     struct keel_follow_ev *ev = req->fev;
     struct fkey *k;
     keel_sub *s, *next;
-    const uint8_t *state;
+    const uint8_t *state, *pay;
 
     req->fev = NULL;
     if (ev == NULL)
@@ -595,12 +697,21 @@ void keel__follow_release(keel_node *n, keel_req *req)
     }
     k = key_find(f, ev->hash, ev->te, ev->data, ev->idlen);
     state = ev->data + ev->idlen;
+    pay = state + ev->len;
     for (s = k != NULL ? k->subs : NULL; s != NULL; s = next) {
+        /* What goes to s: the payload if it takes payloads and there is
+         * one, else the state if the turn changed it, else nothing. */
+        int payload = ev->has_payload && (s->flags & KEEL_FOLLOW_PAYLOADS);
+        const uint8_t *data = payload ? pay : state;
+        size_t len = payload ? ev->plen : ev->len;
+
         /* Ending s may free k with it: read on before. */
         next = s->knext;
+        if (!payload && !ev->has_state)
+            continue;
         if (!s->pending) {
             int last = next == NULL;
-            deliver(f, s, ev->version, state, ev->len);
+            deliver(f, s, ev->version, payload, data, len);
             if (last)
                 break;
             continue;
@@ -610,7 +721,7 @@ void keel__follow_release(keel_node *n, keel_req *req)
             continue;
         }
         {
-            struct pend *p = malloc(sizeof *p + ev->len);
+            struct pend *p = malloc(sizeof *p + len);
             if (p == NULL) {
                 sub_end(f, s, KEEL_ENOMEM,
                         "out of memory for a change; subscribe again");
@@ -618,9 +729,10 @@ void keel__follow_release(keel_node *n, keel_req *req)
             }
             p->next = NULL;
             p->version = ev->version;
-            p->len = ev->len;
-            if (ev->len > 0)
-                memcpy(p->state, state, ev->len);
+            p->payload = payload;
+            p->len = len;
+            if (len > 0)
+                memcpy(p->data, data, len);
             if (s->pend_tail != NULL)
                 s->pend_tail->next = p;
             else

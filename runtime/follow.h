@@ -11,6 +11,13 @@
  * subscriber that falls behind, reconnects or resubscribes gets the
  * current state, not the versions in between.
  *
+ * A handler may also choose an event payload for its turn
+ * (keel_turn_event). Subscribers that said they take payloads
+ * (KEEL_FOLLOW_PAYLOADS) get it instead of the state, for that version;
+ * the others get the state as before, and nothing for a turn that only
+ * emitted. Payloads are never stored: like the versions in between, a
+ * subscriber that was away does not get the ones it missed.
+ *
  * Loop thread only. */
 #ifndef KEEL_RUNTIME_FOLLOW_H
 #define KEEL_RUNTIME_FOLLOW_H
@@ -41,11 +48,14 @@ struct keel_follow_ops {
     int (*answer)(keel_follow_sink *k, uint64_t tag, int rc,
                    const keel_state_read *st, const char *msg,
                    size_t msglen);
-    /* A committed change: the actor's state is now state (len bytes) at
-     * version. KEEL_ETOOBIG, having sent nothing, when it does not fit
-     * the sink's frames: the subscription is then ended with it. */
+    /* A committed change: the actor's state is now data (len bytes) at
+     * version; or, with payload, a committed turn left the actor at
+     * version and chose data as its event payload (only to subscriptions
+     * made with KEEL_FOLLOW_PAYLOADS). KEEL_ETOOBIG, having sent
+     * nothing, when it does not fit the sink's frames: the subscription
+     * is then ended with it. */
     int (*change)(keel_follow_sink *k, uint64_t tag, uint64_t version,
-                   const uint8_t *state, size_t len);
+                   int payload, const uint8_t *data, size_t len);
     /* The subscription ended (code, reason); version is the last one
      * sent on it (0: none). No more calls for tag follow. */
     void (*end)(keel_follow_sink *k, uint64_t tag, uint64_t version,
@@ -60,14 +70,30 @@ struct keel_follow_sink {
     keel_sub *subs; /* its subscriptions (follow.c's) */
 };
 
+/* What a turn chose for its followers (keel_turn_event), kept in
+ * keel_turn. The payload's bytes are in the registry, which holds those
+ * of the turn running now; they are copied only when someone follows the
+ * actor. */
+struct keel_fl_turn {
+    int set;     /* keel_turn_event was called */
+    int kept;    /* its bytes were kept: the actor is followed */
+    int entries; /* an actor at version 0 holds entries (so is at 1) */
+    size_t len;
+};
+
+/* keel__follow_subscribe's flags: the subscriber takes event payloads
+ * (the wire's KEEL_FLAG_PAYLOAD on SUBSCRIBE). */
+#define KEEL_FOLLOW_PAYLOADS 0x01u
+
 /* Creates and frees the node's registry (n->follow; keel_node_create /
  * keel_node_destroy). */
 int keel__follow_create(keel_node *n);
 void keel__follow_destroy(keel_node *n);
 
 /* Subscribes sink k, under tag (its request id), to actor te/id, the
- * subscriber having seen version since (0: none). The first answer comes
- * through k->ops->answer, later changes through change. In cluster mode
+ * subscriber having seen version since (0: none), with flags
+ * (KEEL_FOLLOW_PAYLOADS or 0). The first answer comes through
+ * k->ops->answer, later changes through change. In cluster mode
  * the node must own the actor's unit: otherwise KEEL_EUNAVAIL with
  * errbuf naming the owner's address, "owner HOST:PORT", or saying that
  * it has none now. Errors (nothing registered, errbuf says why):
@@ -75,8 +101,8 @@ void keel__follow_destroy(keel_node *n);
  * KEEL_FOLLOW_PER_SINK_MAX already), KEEL_ESTOPPING, KEEL_ENOMEM. */
 int keel__follow_subscribe(keel_node *n, keel_follow_sink *k, uint64_t tag,
                            struct keel_type_entry *te, const void *id,
-                           size_t idlen, uint64_t since, char *errbuf,
-                           size_t errlen);
+                           size_t idlen, uint64_t since, unsigned flags,
+                           char *errbuf, size_t errlen);
 /* Ends k's subscription tag without an END. KEEL_ENOTFOUND when k has
  * none by that tag. */
 int keel__follow_unsubscribe(keel_node *n, keel_follow_sink *k,
@@ -87,9 +113,11 @@ void keel__follow_sink_close(keel_node *n, keel_follow_sink *k);
  * stopping). */
 void keel__follow_end_all(keel_node *n, int code, const char *reason);
 
-/* node.c's hooks. After a turn of a that set its state blob: if anyone
- * follows a, the change is kept with req until its release. */
-void keel__follow_turn(keel_node *n, keel_actor *a, keel_req *req);
+/* node.c's hooks. After a committed turn of a that set its state blob
+ * (state_set) or chose an event payload (ft->set): if anyone follows a,
+ * the change is kept with req until its release. */
+void keel__follow_turn(keel_node *n, keel_actor *a, keel_req *req,
+                       int state_set, const struct keel_fl_turn *ft);
 /* req's reply is being released: its change goes to the subscribers if
  * the reply is a success, and is dropped otherwise. */
 void keel__follow_release(keel_node *n, keel_req *req);

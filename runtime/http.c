@@ -227,9 +227,11 @@ struct http_req {
     uint32_t shard; /* GET state: */
     uint64_t version, entries;
     int have_blob;
-    /* R_EVENTS: the version in Last-Event-ID (0: none), and the stream
-     * (made by the loop thread; taken by the response once answered). */
+    /* R_EVENTS: the version in Last-Event-ID (0: none), whether the
+     * stream takes event payloads (?payloads=1), and the stream (made by
+     * the loop thread; taken by the response once answered). */
     uint64_t since;
+    int payloads;
     struct sse *sse;
 };
 
@@ -507,8 +509,9 @@ static void route_key(struct http_req *r)
     r->keyed = 1;
 }
 
-/* /v1/actors/{type}/{id}/events: the actor as route_actor finds it, and
- * Last-Event-ID, the version a resuming browser saw last. */
+/* /v1/actors/{type}/{id}/events: the actor as route_actor finds it,
+ * Last-Event-ID, the version a resuming browser saw last, and ?payloads=
+ * (1: event payloads instead of states, where a handler chose one). */
 static void route_events(struct http_req *r, const char *rest)
 {
     size_t n = strlen(rest) - (sizeof "/events" - 1);
@@ -535,6 +538,14 @@ static void route_events(struct http_req *r, const char *rest)
                                         "(a decimal number)");
         else
             r->since = x;
+    }
+    v = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND,
+                                    "payloads");
+    if (v != NULL && r->err == 0) {
+        if (strcmp(v, "1") == 0)
+            r->payloads = 1;
+        else if (strcmp(v, "0") != 0)
+            route_error(r, KEEL_EINVAL, "payloads must be 0 or 1");
     }
 }
 
@@ -1297,13 +1308,31 @@ static int sse_answer(keel_follow_sink *k, uint64_t tag, int rc,
     return 0;
 }
 
+/* An event payload (keel_turn_event) under an event name of its own,
+ * so that a client tells it from a state; its id is the version too. */
+static void sse_payload_text(struct sbuf *b, uint64_t version,
+                             const uint8_t *p, size_t len)
+{
+    sb_printf(b, "event: payload\nid: %" PRIu64 "\ndata: {\"version\": %"
+                 PRIu64 ", \"payload_base64\": ", version, version);
+    sb_base64(b, p, len);
+    if (is_text(p, len)) {
+        sb_puts(b, ", \"payload_text\": ");
+        sb_json_str(b, p, len);
+    }
+    sb_puts(b, "}\n\n");
+}
+
 static int sse_change(keel_follow_sink *k, uint64_t tag, uint64_t version,
-                      const uint8_t *state, size_t len)
+                      int payload, const uint8_t *data, size_t len)
 {
     struct sbuf b = {0};
 
     (void)tag;
-    sse_change_text(&b, version, state, len, 1);
+    if (payload)
+        sse_payload_text(&b, version, data, len);
+    else
+        sse_change_text(&b, version, data, len, 1);
     sse_push(k->data, &b, 0);
     free(b.p);
     return 0;
@@ -1365,7 +1394,9 @@ static int sse_subscribe(keel_node *n, struct http_req *r)
     pthread_mutex_init(&x->mu, NULL);
     r->sse = x;
     rc = keel__follow_subscribe(n, &x->sink, 1, te, r->id, r->idlen,
-                                r->since, err, sizeof err);
+                                r->since,
+                                r->payloads ? KEEL_FOLLOW_PAYLOADS : 0, err,
+                                sizeof err);
     if (rc != 0) {
         r->sse = NULL;
         sse_free(x);

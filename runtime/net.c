@@ -650,13 +650,14 @@ static void handle_call(keel_conn *c, const keel_frame *f)
 
 /* ------------------------------------------------------------ following */
 
-/* Appends a frame of two parts (an EVENT's head and its state) without
- * closing the connection on failure: follow.c is walking its lists. An
- * event that does not fit shuts the socket; the read watcher then closes
- * the connection, and the subscriber reconnects. */
-static void send_frame2(keel_conn *c, uint8_t kind, uint64_t id,
-                        const void *a, size_t alen, const void *b,
-                        size_t blen)
+/* Appends a frame of two parts (an EVENT's head and its state or
+ * payload) without closing the connection on failure: follow.c is
+ * walking its lists. An event that does not fit shuts the socket; the
+ * read watcher then closes the connection, and the subscriber
+ * reconnects. */
+static void send_frame2(keel_conn *c, uint8_t kind, uint8_t flags,
+                        uint64_t id, const void *a, size_t alen,
+                        const void *b, size_t blen)
 {
     if (c->dead || c->follow_oom)
         return;
@@ -668,6 +669,7 @@ static void send_frame2(keel_conn *c, uint8_t kind, uint64_t id,
         return;
     }
     keel_frame_header(c->wbuf + c->wlen, kind, id, alen + blen);
+    c->wbuf[c->wlen + 5] = flags;
     c->wlen += KEEL_FRAME_HEADER;
     if (alen > 0)
         memcpy(c->wbuf + c->wlen, a, alen);
@@ -690,24 +692,24 @@ static int sub_answer(keel_follow_sink *k, uint64_t tag, int rc,
         uint8_t body[2 + 512];
         if (msglen > 512)
             msglen = 512;
-        send_frame2(c, KEEL_FRAME_ERROR, tag, body,
+        send_frame2(c, KEEL_FRAME_ERROR, 0, tag, body,
                     keel_error_body_encode(body, rc, msg, msglen), NULL, 0);
         return 0;
     }
     if (st == NULL) {
-        send_frame2(c, KEEL_FRAME_REPLY, tag, NULL, 0, NULL, 0);
+        send_frame2(c, KEEL_FRAME_REPLY, 0, tag, NULL, 0, NULL, 0);
         return 0;
     }
     if (KEEL_FRAME_HEADER + sizeof head + st->blob_len > c->n->opts.max_frame)
         return KEEL_ETOOBIG;
     keel_state_read_head(head, st->has_blob, st->version, st->entries);
-    send_frame2(c, KEEL_FRAME_REPLY, tag, head, sizeof head, st->blob,
+    send_frame2(c, KEEL_FRAME_REPLY, 0, tag, head, sizeof head, st->blob,
                 st->blob_len);
     return 0;
 }
 
 static int sub_change(keel_follow_sink *k, uint64_t tag, uint64_t version,
-                      const uint8_t *state, size_t len)
+                      int payload, const uint8_t *data, size_t len)
 {
     keel_conn *c = k->data;
     uint8_t head[KEEL_EVENT_HDR];
@@ -717,7 +719,8 @@ static int sub_change(keel_follow_sink *k, uint64_t tag, uint64_t version,
     if (KEEL_FRAME_HEADER + sizeof head + len > c->n->opts.max_frame)
         return KEEL_ETOOBIG;
     keel_event_head(head, KEEL_EVENT_CHANGE, version);
-    send_frame2(c, KEEL_FRAME_EVENT, tag, head, sizeof head, state, len);
+    send_frame2(c, KEEL_FRAME_EVENT, payload ? KEEL_FLAG_PAYLOAD : 0, tag,
+                head, sizeof head, data, len);
     return 0;
 }
 
@@ -730,7 +733,7 @@ static void sub_end(keel_follow_sink *k, uint64_t tag, uint64_t version,
 
     if (rl > 512)
         rl = 512;
-    send_frame2(c, KEEL_FRAME_EVENT, tag, body,
+    send_frame2(c, KEEL_FRAME_EVENT, 0, tag, body,
                 keel_event_end_encode(body, version, code, reason, rl), NULL,
                 0);
 }
@@ -754,9 +757,10 @@ static void handle_subscribe(keel_conn *c, const keel_frame *f)
     char err[320];
     int rc;
 
-    if (f->flags != 0) {
+    /* Older clients send no flags: they get states only. */
+    if ((f->flags & ~KEEL_FLAG_PAYLOAD) != 0) {
         send_error(c, f->request_id, KEEL_EMALFORMED,
-                   "SUBSCRIBE takes no flags");
+                   "SUBSCRIBE takes no flags but bit 0 (event payloads)");
         return;
     }
     rc = keel_subscribe_parse(f->body, f->body_len, &cb, &since);
@@ -777,7 +781,11 @@ static void handle_subscribe(keel_conn *c, const keel_frame *f)
     c->fsink.ops = &conn_follow_ops;
     c->fsink.data = c;
     rc = keel__follow_subscribe(n, &c->fsink, f->request_id, te, cb.id,
-                                cb.idlen, since, err, sizeof err);
+                                cb.idlen, since,
+                                (f->flags & KEEL_FLAG_PAYLOAD)
+                                    ? KEEL_FOLLOW_PAYLOADS
+                                    : 0,
+                                err, sizeof err);
     if (rc != 0)
         send_error(c, f->request_id, rc, err);
 }

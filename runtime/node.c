@@ -91,6 +91,7 @@ struct keel_turn {
     int ver_staged; /* the state version entry is among its writes */
     struct keel_ob_turn ob; /* its outbox messages (outbox.h) */
     struct keel_rm_turn rm; /* its reminders (reminders.h) */
+    struct keel_fl_turn fl; /* its event payload (follow.h) */
     struct tmp_block *tmp;
     char err[256]; /* last: run_turn clears everything before it */
 };
@@ -1017,6 +1018,11 @@ struct keel_rm_turn *keel__turn_rm(keel_turn *t)
     return &t->rm;
 }
 
+struct keel_fl_turn *keel__turn_fl(keel_turn *t)
+{
+    return &t->fl;
+}
+
 keel_actor *keel__turn_actor(keel_turn *t)
 {
     return t->a;
@@ -1597,8 +1603,9 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
             a->ob_index = t.ob.index;
         if (rc == 0)
             req->ob_hi = t.ob.hi;
-        if (rc == 0 && t.state_set)
-            keel__follow_turn(n, a, req); /* kept until its release */
+        /* Its change or event for followers, kept until its release. */
+        if (rc == 0 && (t.state_set || t.fl.set))
+            keel__follow_turn(n, a, req, t.state_set, &t.fl);
         if (rc == 0 && dl)
             rc = dl_reply_set(&t, dl_reply, dl_len);
         else if (rc == 0 && req->read_state)

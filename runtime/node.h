@@ -371,6 +371,7 @@ int keel__turn_rt_put(keel_turn *t, const void *key, size_t klen,
 int keel__turn_rt_del(keel_turn *t, const void *key, size_t klen);
 struct keel_ob_turn *keel__turn_ob(keel_turn *t);
 struct keel_rm_turn *keel__turn_rm(keel_turn *t);
+struct keel_fl_turn *keel__turn_fl(keel_turn *t);
 keel_actor *keel__turn_actor(keel_turn *t);
 /* Calls fn for every placement unit of the registered types' capabilities
  * (each once; cap is a registered type's string): a standalone node's

@@ -46,6 +46,13 @@
  *             outbox (runtime/outbox.h); then the sender prefix
  *             seq be64 | len(type) u8 | type | len(id) be16 | id;
  *   then the CALL/CAST body proper.
+ *
+ * flags on SUBSCRIBE and EVENT:
+ *   bit 0     KEEL_FLAG_PAYLOAD. On a SUBSCRIBE: the subscriber takes
+ *             event payloads (keel_turn_event); without it, it gets
+ *             states only, as before payloads existed. On an EVENT
+ *             CHANGE: rest is the payload a handler chose for that
+ *             version, not the state blob.
  */
 #ifndef KEEL_RUNTIME_PROTO_H
 #define KEEL_RUNTIME_PROTO_H
@@ -98,6 +105,7 @@ typedef struct keel_frame {
 #define KEEL_FLAG_READ 0x20u
 #define KEEL_FLAG_KEYED 0x40u
 #define KEEL_FLAG_FROM 0x80u
+#define KEEL_FLAG_PAYLOAD 0x01u /* SUBSCRIBE and EVENT only */
 #define KEEL_DEADLINE_LEN 4
 
 /* The hello (docs/protocol.md "Hello"): the first 8 bytes each side sends
@@ -222,7 +230,10 @@ size_t keel_subscribe_encode(uint8_t *buf, const void *type, size_t tlen,
 /* EVENT body:
  *   kind u8 | version be64 | rest
  * kind 1 (CHANGE): a committed turn changed the actor's state to version;
- *        rest is the state blob.
+ *        rest is the state blob. With KEEL_FLAG_PAYLOAD on the frame: a
+ *        committed turn chose an event payload (keel_turn_event), rest;
+ *        version is the actor's after that turn (unchanged when the turn
+ *        did not change the state).
  * kind 2 (END): the subscription is over; version is the last one the
  *        node sent on it (0: none), rest is code be16 (the magnitude of a
  *        KEEL_E* code) | reason text. */

@@ -71,9 +71,11 @@ static void usage(FILE *f)
             "                       entry count, read by its owner\n"
             "  follow TYPE ID       print actor TYPE/ID's version and\n"
             "                       state now and after every committed\n"
-            "                       change, until interrupted; reconnects\n"
-            "                       by itself (changes in between are\n"
-            "                       not replayed: the current state is)\n"
+            "                       change (\"event VERSION PAYLOAD\" for\n"
+            "                       a handler's event), until interrupted;\n"
+            "                       reconnects by itself (changes in\n"
+            "                       between are not replayed: the current\n"
+            "                       state is)\n"
             "  reminders TYPE ID    actor TYPE/ID's reminders: name, due\n"
             "                       in ms from now, period, message size\n"
             "  dead-letters TYPE ID actor TYPE/ID's dead letters: messages\n"
@@ -567,25 +569,29 @@ static int cmd_state(keel_client *c, const char *type, const char *id)
 
 /* One line per change: "VERSION STATE", the state as text when it is
  * printable on one line, else "0x" and its bytes in hex ("-" for an
- * actor never written). */
+ * actor never written); an event payload the same way after "event":
+ * "event VERSION PAYLOAD", which no state line can be taken for (those
+ * begin with a digit). */
 static int follow_print(const keel_follow_update *u)
 {
-    size_t i;
+    int pay = u->kind == KEEL_FOLLOW_PAYLOAD;
+    const uint8_t *d = pay ? u->payload : u->state;
+    size_t i, len = pay ? u->payload_len : u->state_len;
     int text = 1;
 
-    for (i = 0; i < u->state_len; i++) {
-        if (u->state[i] < 0x20 || u->state[i] >= 0x7f)
+    for (i = 0; i < len; i++) {
+        if (d[i] < 0x20 || d[i] >= 0x7f)
             text = 0;
     }
-    printf("%llu ", (unsigned long long)u->version);
-    if (!u->has_state && u->state_len == 0)
+    printf("%s%llu ", pay ? "event " : "", (unsigned long long)u->version);
+    if (!pay && !u->has_state && len == 0)
         fputs("-", stdout);
-    else if (text && u->state_len > 0)
-        fwrite(u->state, 1, u->state_len, stdout);
+    else if (text && len > 0)
+        fwrite(d, 1, len, stdout);
     else {
         fputs("0x", stdout);
-        for (i = 0; i < u->state_len; i++)
-            printf("%02x", u->state[i]);
+        for (i = 0; i < len; i++)
+            printf("%02x", d[i]);
     }
     putchar('\n');
     return flush_stdout();
@@ -635,8 +641,8 @@ static void follow_sigint(int sig)
     _exit(0);
 }
 
-/* follow TYPE ID: subscribes (docs/protocol.md, "Following an actor") and
- * prints each change until interrupted. When the subscription ends or
+/* follow TYPE ID: subscribes (docs/protocol.md, "Following an actor"),
+ * taking event payloads, and prints each change until interrupted. When the subscription ends or
  * the connection fails it subscribes again, with the last version seen,
  * at the owner the node named, else at the address it was given, waiting
  * a little longer each time (up to 2 s). */
@@ -678,7 +684,8 @@ static int cmd_follow(keel_client *c, const char *addr, int timeout_ms,
             if (rc != 0)
                 continue;
         }
-        rc = keel_client_subscribe(c, type, id, strlen(id), last, &sub, &u);
+        rc = keel_client_subscribe_flags(c, type, id, strlen(id), last,
+                                         KEEL_SUBSCRIBE_PAYLOADS, &sub, &u);
         if (rc != 0) {
             if (u.reason != NULL)
                 follow_owner_hint(u.reason, u.reason_len, next, sizeof next);
@@ -713,7 +720,10 @@ static int cmd_follow(keel_client *c, const char *addr, int timeout_ms,
                 c = NULL;
                 break;
             }
-            if (u.version > last) {
+            /* Payloads of turns that left the state as it was share its
+             * version. */
+            if (u.version > last ||
+                (u.kind == KEEL_FOLLOW_PAYLOAD && u.version == last)) {
                 last = u.version;
                 if ((rc = follow_print(&u)) != 0) {
                     keel_client_close(c);

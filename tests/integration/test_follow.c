@@ -3,7 +3,12 @@
  * subscriber that comes back, no event for a failed turn or after
  * UNSUBSCRIBE, a slow subscriber ended, an END when the node stops, the
  * figures in keel stat, `keel follow`, and the same as Server-Sent Events
- * on the HTTP port (a raw socket reading the stream).
+ * on the HTTP port (a raw socket reading the stream). Event payloads
+ * (keel_turn_event, with follow_plugin_feed.so): in order with their
+ * versions to subscribers that take them, states to those that do not,
+ * none from a failed turn, a payload too big refused to the handler, the
+ * state (no replay) after a reconnect; on the wire, over SSE and in
+ * `keel follow`.
  *
  * "No event" is tested without waiting on a clock: a change's event is
  * queued on the subscriber's connection before the reply of its turn
@@ -27,7 +32,7 @@
 #include "runtime/proto.h"
 #include "testutil.h"
 
-static char *dir, *data;
+static char *dir, *data, *feed_plugin;
 static tu_keeld node;
 
 static void setup(void)
@@ -35,6 +40,7 @@ static void setup(void)
     dir = tu_tmpdir("follow");
     if (asprintf(&data, "%s/data", dir) < 0)
         abort();
+    feed_plugin = tu_bin("follow_plugin_feed.so");
     memset(&node, 0, sizeof node);
 }
 
@@ -44,6 +50,7 @@ static void teardown(void)
     tu_rmrf(dir);
     free(dir);
     free(data);
+    free(feed_plugin);
 }
 
 static void start_node(void)
@@ -567,6 +574,339 @@ START_TEST(cli_follow)
 }
 END_TEST
 
+/* ------------------------------------------------------ event payloads */
+
+/* The node's frame limit in the payload tests: an event frame holds at
+ * most FEED_FRAME - 16 - 9 bytes of payload. */
+#define FEED_FRAME 4096
+#define FEED_MAX_PAYLOAD (FEED_FRAME - KEEL_FRAME_HEADER - KEEL_EVENT_HDR)
+
+/* A node with the feed type; with http, an HTTP port too. */
+static void start_feed_node(int http)
+{
+    const char *extra[] = {"--durability", "none", "--max-frame", "4096",
+                           "--load", feed_plugin, NULL, NULL, NULL};
+
+    if (http) {
+        extra[6] = "--http";
+        extra[7] = "127.0.0.1:0";
+    }
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, extra), 0);
+}
+
+/* Sends msg to feed/id; returns the call's status, the reply into
+ * out (cap bytes, NUL-ended) when out is not NULL. */
+static int feed(keel_client *c, const char *id, const char *msg, char *out,
+                size_t cap)
+{
+    char *reply = NULL;
+    size_t rl = 0;
+    int rc = keel_client_call(c, KEEL_FRAME_CALL, "feed", id, strlen(id),
+                              msg, strlen(msg), &reply, &rl);
+
+    if (out != NULL) {
+        snprintf(out, cap, "%.*s", (int)rl, reply != NULL ? reply : "");
+    }
+    free(reply);
+    return rc;
+}
+
+/* The next event of sub is kind at version with data (a payload or a
+ * state, as kind says). */
+static void expect_event(keel_client *c, uint64_t sub, int kind,
+                         uint64_t version, const void *want, size_t len)
+{
+    keel_follow_update u;
+
+    ck_assert_int_eq(keel_client_next_event(c, sub, &u), 0);
+    ck_assert_int_eq(u.kind, kind);
+    ck_assert_uint_eq(u.version, version);
+    if (kind == KEEL_FOLLOW_PAYLOAD) {
+        ck_assert_ptr_null(u.state);
+        ck_assert_uint_eq(u.payload_len, len);
+        ck_assert(len == 0 || memcmp(u.payload, want, len) == 0);
+    } else {
+        ck_assert_ptr_null(u.payload);
+        ck_assert_uint_eq(u.state_len, len);
+        ck_assert(len == 0 || memcmp(u.state, want, len) == 0);
+    }
+}
+
+#define EXPECT(c, sub, kind, v, str) \
+    expect_event(c, sub, kind, v, str, strlen(str))
+
+/* A subscriber that takes payloads gets each committed turn's payload,
+ * in order, with the actor's version after the turn (the same version
+ * again for a turn that left the state alone), and the state for a turn
+ * that chose none; the last payload of a turn goes; a failed turn sends
+ * nothing; a payload that cannot fit an event frame is refused to the
+ * handler (KEEL_ETOOBIG), leaving the turn's earlier one, and one that
+ * just fits goes. A subscriber that does not take payloads (as clients
+ * before them) sees only the states, as before. A subscriber that comes
+ * back gets the current state, never the payloads it missed. */
+START_TEST(payload_events)
+{
+    keel_client *p, *s, *w;
+    keel_follow_update u;
+    uint64_t psub = 0, ssub = 0;
+    char reply[64], msg[64], want[64], *big;
+
+    start_feed_node(0);
+    p = connect_node();
+    s = connect_node();
+    w = connect_node();
+    ck_assert_int_eq(keel_client_subscribe_flags(p, "feed", "a", 1, 0,
+                                                 KEEL_SUBSCRIBE_PAYLOADS,
+                                                 &psub, &u),
+                     0);
+    ck_assert_int_eq(u.kind, KEEL_EVENT_CHANGE);
+    ck_assert_uint_eq(u.version, 0);
+    ck_assert_int_eq(keel_client_subscribe(s, "feed", "a", 1, 0, &ssub, &u),
+                     0);
+    ck_assert_uint_eq(u.version, 0);
+
+    ck_assert_int_eq(feed(w, "a", "add x1", NULL, 0), 0);    /* v1 */
+    ck_assert_int_eq(feed(w, "a", "emit e1", NULL, 0), 0);   /* v1 */
+    ck_assert_int_eq(feed(w, "a", "state s2", NULL, 0), 0);  /* v2 */
+    ck_assert_int_eq(feed(w, "a", "twice A B", NULL, 0), 0); /* v2 */
+    ck_assert_int_eq(feed(w, "a", "fail f", NULL, 0), KEEL_EBADMSG);
+    ck_assert_int_eq(feed(w, "a", "add x3", NULL, 0), 0);    /* v3 */
+    snprintf(msg, sizeof msg, "big %d", FEED_MAX_PAYLOAD + 1);
+    ck_assert_int_eq(feed(w, "a", msg, reply, sizeof reply), 0);
+    snprintf(want, sizeof want, "%d", KEEL_ETOOBIG);
+    ck_assert_str_eq(reply, want);
+    snprintf(msg, sizeof msg, "keep %d", FEED_MAX_PAYLOAD + 1);
+    ck_assert_int_eq(feed(w, "a", msg, reply, sizeof reply), 0);
+    ck_assert_str_eq(reply, want);
+    snprintf(msg, sizeof msg, "big %d", FEED_MAX_PAYLOAD);
+    ck_assert_int_eq(feed(w, "a", msg, reply, sizeof reply), 0);
+    ck_assert_str_eq(reply, "0");
+
+    EXPECT(p, psub, KEEL_FOLLOW_PAYLOAD, 1, "added x1");
+    EXPECT(p, psub, KEEL_FOLLOW_PAYLOAD, 1, "e1");
+    EXPECT(p, psub, KEEL_EVENT_CHANGE, 2, "s2");
+    EXPECT(p, psub, KEEL_FOLLOW_PAYLOAD, 2, "B");
+    EXPECT(p, psub, KEEL_FOLLOW_PAYLOAD, 3, "added x3");
+    EXPECT(p, psub, KEEL_FOLLOW_PAYLOAD, 3, "kept");
+    big = malloc(FEED_MAX_PAYLOAD);
+    ck_assert_ptr_nonnull(big);
+    memset(big, 'x', FEED_MAX_PAYLOAD);
+    expect_event(p, psub, KEEL_FOLLOW_PAYLOAD, 3, big, FEED_MAX_PAYLOAD);
+    free(big);
+    ck_assert_int_eq(events_before_pong(p), 0);
+
+    EXPECT(s, ssub, KEEL_EVENT_CHANGE, 1, "x1");
+    EXPECT(s, ssub, KEEL_EVENT_CHANGE, 2, "s2");
+    EXPECT(s, ssub, KEEL_EVENT_CHANGE, 3, "x3");
+    ck_assert_int_eq(events_before_pong(s), 0);
+    ck_assert_int_eq(tu_keel_stat(node.addr, "events_sent"), 10);
+    keel_client_close(p);
+    keel_client_close(s);
+
+    /* Back with the last version seen: nothing to show, then the next
+     * payload at that same version. Back with an older one: the current
+     * state, not the payloads in between. */
+    p = connect_node();
+    ck_assert_int_eq(keel_client_subscribe_flags(p, "feed", "a", 1, 3,
+                                                 KEEL_SUBSCRIBE_PAYLOADS,
+                                                 &psub, &u),
+                     0);
+    ck_assert_int_eq(u.kind, 0);
+    ck_assert_int_eq(feed(w, "a", "emit e4", NULL, 0), 0);
+    EXPECT(p, psub, KEEL_FOLLOW_PAYLOAD, 3, "e4");
+    keel_client_close(p);
+    p = connect_node();
+    ck_assert_int_eq(keel_client_subscribe_flags(p, "feed", "a", 1, 1,
+                                                 KEEL_SUBSCRIBE_PAYLOADS,
+                                                 &psub, &u),
+                     0);
+    ck_assert_int_eq(u.kind, KEEL_EVENT_CHANGE);
+    ck_assert_uint_eq(u.version, 3);
+    ck_assert_uint_eq(u.state_len, 2);
+    ck_assert(memcmp(u.state, "x3", 2) == 0);
+    ck_assert_int_eq(events_before_pong(p), 0);
+
+    /* On the wire: the payload flag is bit 0 of an EVENT; a SUBSCRIBE
+     * with another flag bit is refused, the connection going on. */
+    {
+        uint8_t raw[KEEL_FRAME_HEADER + 64];
+        size_t bl = keel_subscribe_encode(raw + KEEL_FRAME_HEADER, "feed", 4,
+                                          "a", 1, 3);
+        keel_frame fr;
+        keel_event ev;
+
+        keel_frame_header(raw, KEEL_FRAME_SUBSCRIBE, 88, bl);
+        raw[5] = 0x02;
+        ck_assert_int_eq(keel_client_queue_raw(p, raw, KEEL_FRAME_HEADER + bl),
+                         0);
+        ck_assert_int_eq(keel_client_flush(p), 0);
+        ck_assert_int_eq(keel_client_recv(p, &fr), 0);
+        ck_assert_int_eq(fr.kind, KEEL_FRAME_ERROR);
+        ck_assert_uint_eq(fr.request_id, 88);
+        ck_assert_int_eq(keel_error_body_parse(fr.body, fr.body_len, NULL,
+                                               NULL),
+                         KEEL_EMALFORMED);
+        ck_assert_int_eq(feed(w, "a", "emit e5", NULL, 0), 0);
+        ck_assert_int_eq(keel_client_recv(p, &fr), 0);
+        ck_assert_int_eq(fr.kind, KEEL_FRAME_EVENT);
+        ck_assert_uint_eq(fr.request_id, psub);
+        ck_assert_uint_eq(fr.flags, KEEL_FLAG_PAYLOAD);
+        ck_assert_int_eq(keel_event_parse(fr.body, fr.body_len, &ev), 0);
+        ck_assert_int_eq(ev.kind, KEEL_EVENT_CHANGE);
+        ck_assert_uint_eq(ev.version, 3);
+        ck_assert_uint_eq(ev.data_len, 2);
+        ck_assert(memcmp(ev.data, "e5", 2) == 0);
+    }
+    keel_client_close(p);
+    keel_client_close(w);
+}
+END_TEST
+
+/* An actor that holds entries only is shown at version 1 by a state
+ * read, also after a restart (where it loads at 0): its payloads say 1,
+ * not a version older than the one its followers were shown. */
+START_TEST(payload_version_entries_only)
+{
+    keel_client *p, *w;
+    keel_follow_update u;
+    uint64_t psub = 0;
+
+    start_feed_node(0);
+    w = connect_node();
+    ck_assert_int_eq(feed(w, "e", "put k", NULL, 0), 0);
+    keel_client_close(w);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+    tu_keeld_free(&node);
+    memset(&node, 0, sizeof node);
+    start_feed_node(0);
+    w = connect_node();
+    p = connect_node();
+    ck_assert_int_eq(keel_client_subscribe_flags(p, "feed", "e", 1, 0,
+                                                 KEEL_SUBSCRIBE_PAYLOADS,
+                                                 &psub, &u),
+                     0);
+    ck_assert_int_eq(u.kind, KEEL_EVENT_CHANGE);
+    ck_assert_uint_eq(u.version, 1);
+    ck_assert_int_eq(u.has_state, 0);
+    ck_assert_int_eq(feed(w, "e", "emit e1", NULL, 0), 0);
+    EXPECT(p, psub, KEEL_FOLLOW_PAYLOAD, 1, "e1");
+    keel_client_close(p);
+    keel_client_close(w);
+}
+END_TEST
+
+/* Server-Sent Events with ?payloads=1: payloads as "event: payload"
+ * with the version as id, states as before; a stream without it sees
+ * the states only; another value is a 400. */
+START_TEST(server_sent_payloads)
+{
+    static char a[16384], b[16384], c[4096];
+    size_t al = 0, bl = 0, cl = 0;
+    keel_client *w;
+    int port, fa, fb, fc;
+
+    start_feed_node(1);
+    port = tu_keeld_http_port(&node);
+    ck_assert_int_gt(port, 0);
+    w = connect_node();
+    fa = sse_open(port, "/v1/actors/feed/s/events?payloads=1", NULL);
+    fb = sse_open(port, "/v1/actors/feed/s/events", NULL);
+    ck_assert_int_ge(read_until(fa, a, sizeof a, &al,
+                                "id: 0\ndata: {\"version\": 0, "
+                                "\"state_base64\": \"\"}\n\n",
+                                10000),
+                     0);
+    ck_assert_int_ge(read_until(fb, b, sizeof b, &bl, "id: 0\n", 10000), 0);
+    ck_assert_int_eq(feed(w, "s", "add x1", NULL, 0), 0);
+    ck_assert_int_eq(feed(w, "s", "emit e1", NULL, 0), 0);
+    ck_assert_int_eq(feed(w, "s", "fail f", NULL, 0), KEEL_EBADMSG);
+    ck_assert_int_eq(feed(w, "s", "state s2", NULL, 0), 0);
+    /* The events come in order (each in a chunk of its own). */
+    {
+        static const char *const want_a[] = {
+            "event: payload\nid: 1\ndata: {\"version\": 1, "
+            "\"payload_base64\": \"YWRkZWQgeDE=\", \"payload_text\": "
+            "\"added x1\"}\n\n",
+            "event: payload\nid: 1\ndata: {\"version\": 1, "
+            "\"payload_base64\": \"ZTE=\", \"payload_text\": \"e1\"}\n\n",
+            "id: 2\ndata: {\"version\": 2, \"state_base64\": \"czI=\", "
+            "\"state_text\": \"s2\"}\n\n"};
+        static const char *const want_b[] = {
+            "id: 1\ndata: {\"version\": 1, \"state_base64\": \"eDE=\", "
+            "\"state_text\": \"x1\"}\n\n",
+            "id: 2\ndata: {\"version\": 2, \"state_base64\": \"czI=\", "
+            "\"state_text\": \"s2\"}\n\n"};
+        long at = -1, pos;
+        size_t i;
+
+        for (i = 0; i < sizeof want_a / sizeof want_a[0]; i++) {
+            pos = read_until(fa, a, sizeof a, &al, want_a[i], 10000);
+            ck_assert_int_gt(pos, at);
+            at = pos;
+        }
+        at = -1;
+        for (i = 0; i < sizeof want_b / sizeof want_b[0]; i++) {
+            pos = read_until(fb, b, sizeof b, &bl, want_b[i], 10000);
+            ck_assert_int_gt(pos, at);
+            at = pos;
+        }
+    }
+    ck_assert_ptr_null(strstr(b, "event: payload"));
+    ck_assert_ptr_null(strstr(a, "\"f\""));
+
+    fc = sse_open(port, "/v1/actors/feed/s/events?payloads=yes", NULL);
+    ck_assert_int_ge(read_until(fc, c, sizeof c, &cl, "400", 10000), 0);
+    ck_assert_int_ge(read_until(fc, c, sizeof c, &cl, "EINVAL", 10000), 0);
+    close(fc);
+    close(fa);
+    close(fb);
+    keel_client_close(w);
+}
+END_TEST
+
+/* keel follow prints a handler's payloads as "event VERSION PAYLOAD",
+ * states as "VERSION STATE". */
+START_TEST(cli_follow_payloads)
+{
+    char *bin = tu_bin("keel");
+    char line[256];
+    keel_client *w;
+    int fds[2], st;
+    pid_t pid;
+
+    start_feed_node(0);
+    w = connect_node();
+    ck_assert_int_eq(pipe(fds), 0);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        execl(bin, bin, "-a", node.addr, "follow", "feed", "c",
+              (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    ck_assert_int_eq(read_line(fds[0], line, sizeof line, 10000), 0);
+    ck_assert_str_eq(line, "0 -");
+    ck_assert_int_eq(feed(w, "c", "add x1", NULL, 0), 0);
+    ck_assert_int_eq(read_line(fds[0], line, sizeof line, 10000), 0);
+    ck_assert_str_eq(line, "event 1 added x1");
+    ck_assert_int_eq(feed(w, "c", "emit e1", NULL, 0), 0);
+    ck_assert_int_eq(read_line(fds[0], line, sizeof line, 10000), 0);
+    ck_assert_str_eq(line, "event 1 e1");
+    ck_assert_int_eq(feed(w, "c", "state s2", NULL, 0), 0);
+    ck_assert_int_eq(read_line(fds[0], line, sizeof line, 10000), 0);
+    ck_assert_str_eq(line, "2 s2");
+    keel_client_close(w);
+    kill(pid, SIGINT);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(fds[0]);
+    free(bin);
+}
+END_TEST
+
 static Suite *follow_suite(void)
 {
     Suite *s = suite_create("follow");
@@ -581,6 +921,10 @@ static Suite *follow_suite(void)
     tcase_add_test(tc, stop_ends_subscriptions);
     tcase_add_test(tc, cli_follow);
     tcase_add_test(tc, server_sent_events);
+    tcase_add_test(tc, payload_events);
+    tcase_add_test(tc, payload_version_entries_only);
+    tcase_add_test(tc, server_sent_payloads);
+    tcase_add_test(tc, cli_follow_payloads);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -907,6 +907,11 @@ static int read_one_frame(int fd)
     }
 }
 
+/* The flags of the SUBSCRIBEs the echo server saw, in order (server
+ * thread; read once it has been joined). */
+static int sub_seen;
+static uint8_t sub_flags_seen[4];
+
 /* Answers one frame into o. Returns 0 to go on, -1 to close. */
 static int serve_frame(const keel_frame *f, struct obuf *o)
 {
@@ -933,6 +938,17 @@ static int serve_frame(const keel_frame *f, struct obuf *o)
         return 0;
     case KEEL_FRAME_PING:
         obuf_frame(o, KEEL_FRAME_PONG, f->request_id, f->body, f->body_len);
+        return 0;
+    case KEEL_FRAME_SUBSCRIBE:
+        /* As a node from before event payloads: no flag taken; else
+         * "unchanged since the version given". */
+        if (sub_seen < 4)
+            sub_flags_seen[sub_seen++] = f->flags;
+        if (f->flags != 0)
+            obuf_error(o, f->request_id, KEEL_EMALFORMED,
+                       "SUBSCRIBE takes no flags");
+        else
+            obuf_frame(o, KEEL_FRAME_REPLY, f->request_id, NULL, 0);
         return 0;
     default:
         obuf_error(o, f->request_id, KEEL_EPROTO, "not a request");
@@ -1862,6 +1878,36 @@ START_TEST(follow_codec)
 }
 END_TEST
 
+/* Asking a node from before event payloads for them: it refuses the
+ * flag (EMALFORMED), and the client subscribes again without it; a flag
+ * the client does not know is its caller's error. */
+START_TEST(client_subscribe_payloads_older_node)
+{
+    struct test_server s;
+    keel_follow_update u;
+    uint64_t sub = 0;
+    keel_client *c;
+
+    sub_seen = 0;
+    server_start(&s, SRV_ECHO);
+    c = connect_to(&s, 5000);
+    ck_assert_int_eq(keel_client_subscribe_flags(c, "feed", "a", 1, 5,
+                                                 KEEL_SUBSCRIBE_PAYLOADS,
+                                                 &sub, &u),
+                     0);
+    ck_assert_int_eq(u.kind, 0);
+    ck_assert_uint_ne(sub, 0);
+    ck_assert_int_eq(keel_client_subscribe_flags(c, "feed", "a", 1, 5, 0x02,
+                                                 &sub, &u),
+                     KEEL_EINVAL);
+    keel_client_close(c);
+    server_stop(&s);
+    ck_assert_int_eq(sub_seen, 2);
+    ck_assert_uint_eq(sub_flags_seen[0], KEEL_FLAG_PAYLOAD);
+    ck_assert_uint_eq(sub_flags_seen[1], 0);
+}
+END_TEST
+
 static Suite *proto_suite(void)
 {
     Suite *s = suite_create("proto");
@@ -1904,6 +1950,7 @@ static Suite *proto_suite(void)
     tcase_add_test(client, client_connect_by_name);
     tcase_add_test(client, client_hello_mismatch);
     tcase_add_test(client, client_hello_ok);
+    tcase_add_test(client, client_subscribe_payloads_older_node);
     tcase_set_timeout(client, 30);
     suite_add_tcase(s, client);
     return s;
