@@ -1,0 +1,172 @@
+/* Dead letters in a cluster (runtime/deadletters.c): three keeld nodes,
+ * every unit on three replicas, dead_plugin.so loaded, --dead-letter-after
+ * 2. An outbox message that svc/b keeps refusing becomes a dead letter of
+ * its sender svc/a; `keel dead-letters` through a node that does not own
+ * svc/a lists it (the request is forwarded to the owner). The owner of
+ * svc/a is killed with SIGKILL: once a backup is promoted, the dead
+ * letter is still listed (it was replicated with svc/a's records), and
+ * after svc/b is fixed, `keel dead-letters retry` through another node
+ * delivers it exactly once. Every wait is bounded; the checks are about
+ * outcomes. On a failure the nodes' logs are printed. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clmap.h"
+#include "cluster.h"
+#include "keel.h"
+#include "proc.h"
+#include "testutil.h"
+
+static tu_cluster fx;
+static char *plugin;
+
+#define CHECK(cond, ...) TU_CLUSTER_CHECK(&fx, cond, __VA_ARGS__)
+
+static void setup(void)
+{
+    tu_cluster_setup(&fx, "cldead", "dl");
+    fx.shards = 16;
+    fx.session_ms = 4000;
+    plugin = tu_bin("dead_plugin.so");
+}
+
+static void teardown(void)
+{
+    tu_cluster_teardown(&fx, SIGKILL);
+    free(plugin);
+}
+
+/* `keel ARGS...` through node i, tried again for up to 30 s while it
+ * fails (a unit failing over answers EUNAVAIL meanwhile). Returns the
+ * last exit code; *out (malloc'd) the last output. */
+static int keel_via(int i, char **out, const char *a0, const char *a1,
+                    const char *a2, const char *a3, const char *a4)
+{
+    double deadline = tu_now_s() + 30;
+    int rc = -1;
+
+    *out = NULL;
+    while (tu_now_s() < deadline) {
+        char *err = NULL;
+        free(*out);
+        *out = NULL;
+        rc = tu_keel(fx.nodes[i].addr, out, &err, a0, a1, a2, a3, a4, NULL);
+        if (rc != 0 && err != NULL) {
+            free(*out);
+            *out = err;
+            err = NULL;
+        }
+        free(err);
+        if (rc == 0)
+            break;
+        tu_sleep_ms(200);
+    }
+    return rc;
+}
+
+/* Polls the dead letters of svc/ID through node i until HELD is want. */
+static char *wait_dead(int i, const char *id, int want)
+{
+    char *out = NULL, line[32];
+    int k;
+
+    snprintf(line, sizeof line, "dead-letters %d\n", want);
+    for (k = 0; k < 100; k++) {
+        free(out);
+        if (keel_via(i, &out, "dead-letters", "svc", id, NULL, NULL) == 0 &&
+            strstr(out, line) != NULL)
+            return out;
+        tu_sleep_ms(200);
+    }
+    CHECK(0, "dead letters of svc/%s via n%d: %s", id, i, out);
+    return NULL;
+}
+
+static int node_of(const char *owner)
+{
+    CHECK(owner[0] == 'n' && owner[1] >= '0' && owner[1] <= '2' &&
+              owner[2] == '\0',
+          "no owner: '%s'", owner);
+    return owner[1] - '0';
+}
+
+START_TEST(dead_letters_survive_a_failover)
+{
+    const char *common[] = {"--load", plugin, "--dead-letter-after", "2",
+                            "--repl-lag-ms", "1000", NULL};
+    char owner[64], *out;
+    int k, via, other;
+
+    tu_cluster_start_together(&fx, 3, 3, common, NULL);
+    tu_cluster_owner_of(&fx, 0, "svc", "a", owner, sizeof owner);
+    k = node_of(owner);
+    via = (k + 1) % 3;
+    other = (k + 2) % 3;
+
+    CHECK(keel_via(via, &out, "call", "svc", "b", "break", NULL) == 0,
+          "break: %s", out);
+    free(out);
+    CHECK(keel_via(via, &out, "call", "svc", "a", "send b work 7", NULL) ==
+              0,
+          "send: %s", out);
+    free(out);
+    out = wait_dead(via, "a", 1);
+    CHECK(strstr(out, "1 outbox to svc/b error EHANDLER attempts 2 ") !=
+                  NULL &&
+              strstr(out, "msg \"work 7\": broken\n") != NULL,
+          "listing via n%d: %s", via, out);
+    free(out);
+
+    /* The owner of svc/a dies; a backup takes its unit with the dead
+     * letter in its copy. */
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[k], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[k]);
+    out = wait_dead(other, "a", 1);
+    CHECK(strstr(out, "1 outbox to svc/b error EHANDLER attempts 2 ") !=
+              NULL,
+          "listing after the failover: %s", out);
+    free(out);
+
+    CHECK(keel_via(other, &out, "call", "svc", "b", "fix", NULL) == 0,
+          "fix: %s", out);
+    free(out);
+    CHECK(keel_via(via, &out, "dead-letters", "retry", "svc", "a", "1") == 0,
+          "retry: %s", out);
+    CHECK(strcmp(out, "retried 1\n") == 0, "retry said: %s", out);
+    free(out);
+    for (k = 0; k < 100; k++) {
+        CHECK(keel_via(via, &out, "call", "svc", "b", "get", NULL) == 0,
+              "get: %s", out);
+        if (strcmp(out, "done 1 last 7\n") == 0)
+            break;
+        free(out);
+        out = NULL;
+        tu_sleep_ms(200);
+    }
+    CHECK(out != NULL, "the retried message never arrived");
+    free(out);
+    out = wait_dead(other, "a", 0);
+    free(out);
+    tu_sleep_ms(500);
+    CHECK(keel_via(other, &out, "call", "svc", "b", "get", NULL) == 0 &&
+              strcmp(out, "done 1 last 7\n") == 0,
+          "b after the retry: %s", out); /* once */
+    free(out);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cluster_dead_letters");
+    TCase *tc = tcase_create("cluster_dead_letters");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, dead_letters_survive_a_failover);
+    suite_add_tcase(s, tc);
+    return tu_cluster_run_suite(&fx, s);
+}
