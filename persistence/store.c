@@ -2455,9 +2455,11 @@ int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn)
             /* Nothing else would make it durable (no log): flush the
              * file now. A failed flush leaves the fate of every unflushed
              * commit unknown, as in keel_store_sync. */
-            if (s->hooks.before_sync != NULL)
-                s->hooks.before_sync(s->hooks.data);
-            rc = mdb_env_sync(s->env, 1);
+            rc = s->hooks.before_sync != NULL
+                     ? s->hooks.before_sync(s->hooks.data)
+                     : 0;
+            if (rc == 0)
+                rc = mdb_env_sync(s->env, 1);
             if (rc != 0) {
                 store_fail(s, "flushing the data file", rc);
                 rc = KEEL_EIO;
@@ -2504,9 +2506,10 @@ int keel_store_sync(keel_store *s)
     last = __atomic_load_n(&s->last_lsn, __ATOMIC_ACQUIRE);
     if (__atomic_load_n(&s->synced_lsn, __ATOMIC_ACQUIRE) >= last)
         return 0;
-    if (s->hooks.before_sync != NULL)
-        s->hooks.before_sync(s->hooks.data);
-    rc = keel_wal_sync(&s->wal);
+    rc = s->hooks.before_sync != NULL ? s->hooks.before_sync(s->hooks.data)
+                                      : 0;
+    if (rc == 0)
+        rc = keel_wal_sync(&s->wal);
     if (rc != 0) {
         /* The kernel may have dropped the pages it could not write, and a
          * second flush would then report success: what was appended since

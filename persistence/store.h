@@ -348,10 +348,11 @@ int keel_store_commit(keel_store *s, keel_batch *b);
  * commit. before_commit runs at the start of every commit, on the
  * committing thread; a nonzero return fails the commit with that status,
  * with nothing written. before_sync runs before every flush that
- * keel_store_sync makes. */
+ * keel_store_sync makes; a nonzero return (an errno value) fails that
+ * flush as the device would, without flushing. */
 typedef struct keel_store_hooks {
     int (*before_commit)(void *data);
-    void (*before_sync)(void *data);
+    int (*before_sync)(void *data);
     void *data;
 } keel_store_hooks;
 void keel_store_set_hooks(keel_store *s, const keel_store_hooks *hooks);
@@ -367,7 +368,8 @@ void keel_store_set_hooks(keel_store *s, const keel_store_hooks *hooks);
  * Committed batches wait on the writer until its queue runs dry (or a
  * few of them wait, or one has failed); then one keel_store_sync makes
  * them all durable and they are reported in order. Under load one flush
- * thus serves many batches.
+ * thus serves many batches. When that flush fails, the batches it was
+ * for are reported KEEL_EINDOUBT: committed, and perhaps on the disk.
  *
  * Failures and what depends on them. A batch submitted while an earlier
  * one is still with the writer may carry writes that were computed from

@@ -142,7 +142,10 @@ static void report(keel_writer *w, keel_batch *b, int status)
 
 /* Flushes the store if a pending batch needs it, then reports every
  * pending batch in order: a batch that wrote nothing or failed with its
- * own status, the others with the flush's. */
+ * own status, the others with the flush's. A failed flush leaves their
+ * fate unknown: their transactions committed, and what reached the disk
+ * before the failure may be found there after a restart. They are
+ * reported KEEL_EINDOUBT, never as not written. */
 static void settle(keel_writer *w)
 {
     keel_batch *b, *next;
@@ -157,7 +160,7 @@ static void settle(keel_writer *w)
                 sync_rc = keel_store_sync(w->store);
                 synced = 1;
             }
-            report(w, b, sync_rc);
+            report(w, b, sync_rc != 0 ? KEEL_EINDOUBT : 0);
         } else {
             report(w, b, b->wrc);
         }

@@ -2364,8 +2364,20 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
         next = req->next;
         if (req->actor->flags & ACTOR_FAILED) {
             char msg[160];
-            snprintf(msg, sizeof msg, "write not committed: %s",
-                     keel_strerror(req->actor->fail_status));
+            if (req->actor->fail_status == KEEL_EINDOUBT) {
+                /* Committed, but the flush that would make it durable
+                 * failed (the store is now closed to writes): it may be
+                 * on the disk or not. */
+                snprintf(msg, sizeof msg,
+                         "outcome unknown: flushing the store failed after "
+                         "this write was committed; it may have taken "
+                         "effect");
+                if (req->wrote)
+                    STAT_ADD(n, replies_in_doubt, 1);
+            } else {
+                snprintf(msg, sizeof msg, "write not committed: %s",
+                         keel_strerror(req->actor->fail_status));
+            }
             fail_held(n, req, req->actor->fail_status, msg);
         } else if (req_stale(n, req)) {
             if (req->wrote)

@@ -12,14 +12,16 @@ static int gates_commit(void *data)
     return c == g->fail_commit ? g->fail_rc : 0;
 }
 
-static void gates_sync(void *data)
+static int gates_sync(void *data)
 {
     struct gates *g = data;
+    int c = ++g->syncs;
 
-    if (++g->syncs == g->hold_sync) {
+    if (c == g->hold_sync) {
         sem_post(&g->entered);
         sem_wait(&g->release);
     }
+    return c == g->fail_sync ? g->fail_sync_errno : 0;
 }
 
 void gates_install(keel_store *s, struct gates *g)

@@ -15,6 +15,8 @@ struct gates {
     int fail_commit;    /* 1-based commit to fail ... */
     int fail_rc;        /* ... with this */
     int hold_sync;      /* 1-based flushing sync to hold at; 0: none */
+    int fail_sync;      /* 1-based flushing sync to fail ... */
+    int fail_sync_errno; /* ... with this errno value */
 };
 
 /* Installs g's hooks on s (counting from now); before any commit that

@@ -2,6 +2,7 @@
  * handler errors, limits and fencing, on a real LMDB store in a temporary
  * directory. */
 #include <check.h>
+#include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdio.h>
@@ -1129,6 +1130,33 @@ START_TEST(inline_commit_fails)
 }
 END_TEST
 
+/* A flush that fails after a commit leaves that commit's fate unknown:
+ * its caller is answered EINDOUBT, never "not committed", because the
+ * write can be found after a restart; and nothing is written after it. */
+START_TEST(failed_flush_is_in_doubt)
+{
+    keel_node *n = start_node(NULL);
+    struct gates g = {.fail_sync = 2, .fail_sync_errno = EIO};
+    char buf[256];
+
+    gates_install(n->store, &g);
+    run(n);
+    expect(n, "counter", "a", "incr", "1");
+    ck_assert_int_eq(callx(n, "counter", "a", "incr", buf, sizeof buf),
+                     KEEL_EINDOUBT);
+    ck_assert_msg(strstr(buf, "may have taken effect") != NULL, "%s", buf);
+    /* The store refuses everything after a failed flush. */
+    ck_assert_int_ne(callx(n, "counter", "a", "incr", buf, sizeof buf), 0);
+    finish(n);
+
+    /* The write answered in doubt had reached the log. */
+    n = start_node(NULL);
+    run(n);
+    expect(n, "counter", "a", "get", "2");
+    finish(n);
+}
+END_TEST
+
 /* A stop while the last batch is committed but not yet synced: the node
  * syncs it, answers, and only then stops. */
 START_TEST(stop_syncs_last_batch)
@@ -1217,6 +1245,7 @@ static Suite *suite(void)
     tcase_add_test(tc, reply_held_until_sync);
     tcase_add_test(tc, first_of_two_batches_fails);
     tcase_add_test(tc, stop_syncs_last_batch);
+    tcase_add_test(tc, failed_flush_is_in_doubt);
     suite_add_tcase(s, tc);
     return s;
 }
