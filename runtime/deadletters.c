@@ -4,7 +4,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/be.h"
 #include "runtime/outbox.h"
@@ -48,14 +47,6 @@ unsigned keel__dl_after(const keel_node *n)
 {
     return n->opts.dead_letter_after != 0 ? n->opts.dead_letter_after
                                           : KEEL_DEAD_LETTER_AFTER_DEFAULT;
-}
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* The actor's dead-letter header: *last and *held (0 and 0: none yet). */
@@ -111,7 +102,7 @@ int keel__dl_add(keel_turn *t, int kind, int code, unsigned attempts,
     rec[0] = (uint8_t)kind;
     keel_put_be16(rec + 1, (uint16_t)-code);
     keel_put_be16(rec + 3, (uint16_t)(attempts > 0xffff ? 0xffff : attempts));
-    keel_put_be64(rec + 5, wall_ms());
+    keel_put_be64(rec + 5, keel__wall_ms());
     keel_put_be16(rec + 13, (uint16_t)why_len);
     if (why_len > 0)
         memcpy(rec + DL_FIXED, why, why_len);

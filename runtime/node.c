@@ -2135,6 +2135,14 @@ uint64_t keel__now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t keel__wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 /* Release times for the latency statistics come from n->clock_ns, read
  * once per run of turns and once per settled batch rather than once per
  * reply. A reply released in the run that also submitted its message may

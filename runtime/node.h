@@ -354,6 +354,9 @@ struct keel_node {
 /* --- node.c -------------------------------------------------------------*/
 
 uint64_t keel__now_ns(void);
+/* The wall clock (CLOCK_REALTIME) in ms: times kept in the store, which
+ * must mean the same on every node and across restarts. */
+uint64_t keel__wall_ms(void);
 /* Nonzero on the node's loop thread, where blocking calls would wait on
  * themselves. */
 int keel__on_loop_thread(keel_node *n);

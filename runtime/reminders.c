@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <xxhash.h>
 
 #include "common/be.h"
@@ -65,14 +64,6 @@ struct keel_reminders {
 
 static void arm(keel_node *n);
 static void arm_at(keel_node *n, uint64_t due);
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void index_type(const char *cap, char out[IDX_TYPE_LEN + 1])
 {
@@ -216,7 +207,7 @@ int keel_turn_remind(keel_turn *t, const void *name, size_t nlen,
         return KEEL_ETOOBIG;
     if (due_ms >= RM_MAX_MS || period_ms >= RM_MAX_MS)
         return KEEL_ELIMIT;
-    return remind_set(t, name, nlen, 0, wall_ms() + due_ms, period_ms, msg,
+    return remind_set(t, name, nlen, 0, keel__wall_ms() + due_ms, period_ms, msg,
                       len);
 }
 
@@ -249,7 +240,7 @@ int keel__reminders_fire(keel_turn *t, keel_req *req, int *run)
 {
     struct keel_rm_fire *f = req->rm;
     uint8_t key[RM_REC_LEN + KEEL_MAX_REMINDER_NAME_LEN];
-    uint64_t due, period, now = wall_ms();
+    uint64_t due, period, now = keel__wall_ms();
     const uint8_t *msg;
     size_t mlen, klen = RM_REC_LEN + f->nlen;
     int rc;
@@ -438,7 +429,7 @@ static int list_cb(const void *key, size_t klen, const void *val, size_t vlen,
 
 int keel__reminders_list(keel_turn *t, uint8_t **out, size_t *len)
 {
-    struct list_acc l = {.now = wall_ms()};
+    struct list_acc l = {.now = keel__wall_ms()};
     int rc = keel__turn_rt_entries(t, list_cb, &l);
 
     if (rc == 0)
@@ -636,7 +627,7 @@ static void unit_load(keel_node *n, const char *cap, uint32_t shard)
     if (rc != 0) {
         keel_warn("reminders: reading the index of unit (%s, %u): %s", cap,
                   shard, keel_strerror(rc));
-        s.next = wall_ms() + RETRY_MS; /* looked at again then */
+        s.next = keel__wall_ms() + RETRY_MS; /* looked at again then */
     }
     u = keel_hmap_get(&n->reminders->units, unit_hash(cap, shard),
                       &(struct unit_key){cap, shard}, unit_eq);
@@ -684,7 +675,7 @@ static void fire_cb(int status, const void *reply, size_t len, void *data)
         /* Fired again after a pause: a handler that refused may take it
          * next time, and a store that failed may have recovered. */
         u->failed = 0;
-        u->next_due = wall_ms() + RETRY_MS;
+        u->next_due = keel__wall_ms() + RETRY_MS;
         arm_at(n, u->next_due);
     } else {
         unit_load(n, cap, shard); /* may drop u */
@@ -801,7 +792,7 @@ static void unit_fire(struct rm_unit *u, uint64_t now)
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     keel_node *n = w->data;
-    uint64_t now = wall_ms();
+    uint64_t now = keel__wall_ms();
     struct rm_unit **due = NULL;
     size_t pos = 0, nd = 0, cap = 0, i;
     void *item;
@@ -846,7 +837,7 @@ static void arm_at(keel_node *n, uint64_t due)
     if (ev_is_active(&r->timer) && r->armed <= due)
         return;
     ev_timer_stop(n->loop, &r->timer);
-    now = wall_ms();
+    now = keel__wall_ms();
     ev_timer_set(&r->timer, due > now ? (double)(due - now) / 1000.0 : 0, 0);
     ev_timer_start(n->loop, &r->timer);
     r->armed = due;
@@ -874,7 +865,7 @@ static void arm(keel_node *n)
     r->armed = 0;
     if (min == UINT64_MAX)
         return;
-    now = wall_ms();
+    now = keel__wall_ms();
     ev_timer_set(&r->timer, min > now ? (double)(min - now) / 1000.0 : 0, 0);
     ev_timer_start(n->loop, &r->timer);
     r->armed = min;

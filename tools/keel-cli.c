@@ -341,6 +341,17 @@ static char *join_args(int argc, char **argv, size_t *lenp, int *bad)
     return buf;
 }
 
+/* A request that failed: the node's error (its text in reply, freed
+ * here) exits EXIT_SERVER, a failed connection as transport_error says. */
+static int request_failed(int rc, char *reply, size_t rlen)
+{
+    if (reply == NULL)
+        return transport_error(rc);
+    print_error(rc, reply, rlen);
+    free(reply);
+    return EXIT_SERVER;
+}
+
 static int flush_stdout(void)
 {
     if (fflush(stdout) != 0 || ferror(stdout)) {
@@ -541,12 +552,7 @@ static int cmd_state(keel_client *c, const char *type, const char *id)
 
     rc = keel_client_read_state(c, type, id, strlen(id), &reply, &rlen);
     if (rc != 0) {
-        if (reply != NULL) {
-            print_error(rc, reply, rlen);
-            free(reply);
-            return EXIT_SERVER;
-        }
-        return transport_error(rc);
+        return request_failed(rc, reply, rlen);
     }
     if (keel_state_read_parse((const uint8_t *)reply, rlen, &sr) != 0) {
         free(reply);
@@ -749,12 +755,7 @@ static int cmd_reminders(keel_client *c, const char *type, const char *id)
 
     rc = keel_client_read_reminders(c, type, id, strlen(id), &reply, &rlen);
     if (rc != 0) {
-        if (reply != NULL) {
-            print_error(rc, reply, rlen);
-            free(reply);
-            return EXIT_SERVER;
-        }
-        return transport_error(rc);
+        return request_failed(rc, reply, rlen);
     }
     while (off < rlen) {
         keel_reminder_entry e;
@@ -827,12 +828,7 @@ static int dead_each(keel_client *c, const char *type, const char *id,
         int rc = keel_client_dead_letters(c, type, id, strlen(id), after,
                                           &reply, &rlen);
         if (rc != 0) {
-            if (reply != NULL) {
-                print_error(rc, reply, rlen);
-                free(reply);
-                return EXIT_SERVER;
-            }
-            return transport_error(rc);
+            return request_failed(rc, reply, rlen);
         }
         if (rlen < 8)
             goto malformed;
