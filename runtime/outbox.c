@@ -27,6 +27,8 @@
 /* Redelivery waits this long after a failure, doubling up to the most. */
 #define RETRY_MIN_MS 20
 #define RETRY_MAX_MS 2000
+/* A message its receiver refused goes again after at least this long. */
+#define REFUSED_RETRY_MS 1000
 /* Looks at a unit that is not served here (while a take settles) before
  * its sender is forgotten; the node that serves it delivers. */
 #define NOT_LOCAL_MAX 40
@@ -498,6 +500,10 @@ static void deliver_cb(int status, const void *reply, size_t len, void *data)
         keel_debug("outbox: message %llu of %s refused (%u of %u): %s",
                    (unsigned long long)seq, s->te->name, s->fails,
                    keel__dl_after(s->n), keel_strerror(status));
+        /* A second at least, so that what the handler waits for has
+         * time to come. */
+        if (s->backoff_ms < REFUSED_RETRY_MS / 2)
+            s->backoff_ms = REFUSED_RETRY_MS / 2;
         if (!s->n->stopping)
             retry_later(s);
         return;

@@ -159,13 +159,14 @@ static int call(keel_node *n, const char *type, const char *id,
     return rc;
 }
 
-/* Polls acct id's "get" until it answers want (at most 5 s). */
+/* Polls acct id's "get" until it answers want (at most 15 s: a refused
+ * message goes again a second or two later). */
 static int wait_get(keel_node *n, const char *type, const char *id,
                     const char *want, char *got, size_t cap)
 {
     int i;
 
-    for (i = 0; i < 500; i++) {
+    for (i = 0; i < 1500; i++) {
         if (call(n, type, id, "get", got, cap) == 0 && strcmp(got, want) == 0)
             return 1;
         usleep(10000);
