@@ -466,8 +466,12 @@ typedef struct keel_stats {
     /* Reminders (keel_turn_remind) whose handler ran in a committed turn
      * on this node. */
     uint64_t reminders_fired;
+    /* Frames that carried outbox messages from this node to other nodes
+     * (a batch frame, or a message's own CAST): below the messages sent
+     * across when batching works (docs/protocol.md, "OBATCH body"). */
+    uint64_t outbox_frames;
     /* Room for figures to come without changing the struct's size. */
-    uint64_t reserved[8];
+    uint64_t reserved[7];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);
