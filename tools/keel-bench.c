@@ -2917,13 +2917,17 @@ out:
  * to the last message handled, read from the receivers' own counts; the
  * latency is each message's, from the turn that queued it to the turn
  * that handled it, from the receivers' histograms (quarter-octave
- * buckets: about 19 % wide). Types: tools/keel-bench-outbox.c. */
+ * buckets: about 19 % wide). Under that load it is mostly the wait
+ * behind the sender's earlier messages (one at a time per sender); a
+ * second result has OB_SINGLE messages sent one after the other, each
+ * alone. Types: tools/keel-bench-outbox.c. */
 #define OB_NODES 2
 #define OB_SENDERS 200
 #define OB_RECEIVERS 50
 #define OB_FANOUT 10
 #define OB_CALLS 2000
 #define OB_WAIT_S 120
+#define OB_SINGLE 200
 #define OB_BUCKETS 112
 
 static char ob_snd[OB_SENDERS][16], ob_rcv[OB_RECEIVERS][16];
@@ -2969,6 +2973,19 @@ static void gen_obsend(const struct phase *ph, uint64_t i, struct op *op)
     op->len = off;
 }
 
+/* Call i of the single phase: one message from sender i to receiver i. */
+static void gen_obsingle(const struct phase *ph, uint64_t i, struct op *op)
+{
+    const char *rcv = ob_rcv[i % OB_RECEIVERS];
+
+    (void)ph;
+    op->type = "obsend";
+    op->idlen = strlen(ob_snd[i % OB_SENDERS]);
+    memcpy(op->id, ob_snd[i % OB_SENDERS], op->idlen);
+    op->len = (size_t)snprintf(op->msgbuf, sizeof op->msgbuf, "send %s", rcv);
+    op->msg = op->msgbuf;
+}
+
 static void gen_obget(const struct phase *ph, uint64_t i, struct op *op)
 {
     (void)ph;
@@ -3008,21 +3025,36 @@ static int check_obget(const struct phase *ph, uint64_t i, const void *reply,
     return -1;
 }
 
-/* The delay (us) at rank q of the receivers' histogram: the geometric
+/* The delay (us) at rank q of histogram h of n delays: the geometric
  * middle of its bucket. */
-static double ob_rank(double q)
+static double ob_rank(const uint64_t *h, uint64_t n, double q)
 {
-    uint64_t want = (uint64_t)ceil(q * (double)ob_count), seen = 0;
+    uint64_t want = (uint64_t)ceil(q * (double)n), seen = 0;
     int k;
 
     if (want == 0)
         want = 1;
     for (k = 0; k < OB_BUCKETS; k++) {
-        seen += ob_hist[k];
+        seen += h[k];
         if (seen >= want)
             return k == 0 ? 1.0 : pow(2.0, (k + 0.5) / 4.0);
     }
     return 0;
+}
+
+/* r's latency figures from histogram h of n delays summing sum_us. */
+static void ob_lat(struct result *r, const uint64_t *h, uint64_t n,
+                   uint64_t sum_us)
+{
+    int k;
+
+    r->lat.avg = n > 0 ? (double)sum_us / (double)n : 0;
+    r->lat.p50 = ob_rank(h, n, 0.50);
+    r->lat.p95 = ob_rank(h, n, 0.95);
+    r->lat.p99 = ob_rank(h, n, 0.99);
+    for (k = OB_BUCKETS - 1; k > 0 && h[k] == 0; k--)
+        ;
+    r->lat.max = pow(2.0, (k + 1) / 4.0); /* its bucket's upper end */
 }
 
 /* Reads every receiver's figures into ob_*. */
@@ -3055,10 +3087,13 @@ static int wl_outbox(struct env *e0, struct result *res, int *nres)
     int64_t t0, t1 = 0, deadline;
     int rc = 0, k;
 
-    *nres = 1;
+    *nres = 2;
     result_init(r, "outbox", e0, "msgs/s",
                 "obsend to obrecv on another node, R=1, 10 per turn");
     r->transport = "tcp";
+    result_init(&res[1], "outbox", e0, "msgs/s",
+                "one message at a time, each alone: delivery latency");
+    res[1].transport = "tcp";
     if (access(cfg->outbox_plugin, R_OK) != 0)
         return result_fail(r, "no %s (--outbox-plugin PATH)",
                            cfg->outbox_plugin);
@@ -3114,13 +3149,7 @@ static int wl_outbox(struct env *e0, struct result *res, int *nres)
     if (rc == 0) {
         r->ops = want;
         r->ops_per_s = (double)want / ((double)(t1 - t0) / 1e9);
-        r->lat.avg = (double)ob_sum_us / (double)ob_count;
-        r->lat.p50 = ob_rank(0.50);
-        r->lat.p95 = ob_rank(0.95);
-        r->lat.p99 = ob_rank(0.99);
-        for (k = OB_BUCKETS - 1; k > 0 && ob_hist[k] == 0; k--)
-            ;
-        r->lat.max = pow(2.0, (k + 1) / 4.0);
+        ob_lat(r, ob_hist, ob_count, ob_sum_us);
         add_extra(r, "outbox_frames", "frames between the nodes", 0,
                   sb.outbox_frames - sa.outbox_frames);
         add_extra(r, "msgs_per_frame", "msgs/frame", 1,
@@ -3129,6 +3158,42 @@ static int wl_outbox(struct env *e0, struct result *res, int *nres)
                             (sb.outbox_frames - sa.outbox_frames)
                       : 0);
         add_extra(r, "fsyncs", "fsyncs", 0, sb.fsyncs - sa.fsyncs);
+    }
+    /* Each message alone: one call at a time, each answered before the
+     * next. Its latencies are what the receivers' histograms gained. */
+    if (rc == 0) {
+        static uint64_t before[OB_BUCKETS];
+        uint64_t n0 = ob_count, s0 = ob_sum_us;
+        struct result *r2 = &res[1];
+        memcpy(before, ob_hist, sizeof before);
+        phase_init(&p, "single", OB_SINGLE, 1);
+        p.gen = gen_obsingle;
+        t0 = chaos_mono_ns();
+        rc = step(&e, &p, r2);
+        phase_fini(&p);
+        deadline = chaos_mono_ns() + OB_WAIT_S * 1000000000LL;
+        while (rc == 0 && (rc = ob_read(&e, r2)) == 0 &&
+               ob_count < want + OB_SINGLE) {
+            if (chaos_mono_ns() > deadline) {
+                rc = result_fail(r2, "%" PRIu64 " of %d messages handled "
+                                     "after %d s",
+                                 ob_count - n0, OB_SINGLE, OB_WAIT_S);
+                break;
+            }
+            chaos_sleep_ms(20);
+        }
+        t1 = chaos_mono_ns();
+        if (rc == 0 && ob_count != want + OB_SINGLE)
+            rc = result_fail(r2, "the receivers handled %" PRIu64
+                                 " messages, %d were sent",
+                             ob_count - n0, OB_SINGLE);
+        if (rc == 0) {
+            for (k = 0; k < OB_BUCKETS; k++)
+                ob_hist[k] -= before[k];
+            r2->ops = OB_SINGLE;
+            r2->ops_per_s = OB_SINGLE / ((double)(t1 - t0) / 1e9);
+            ob_lat(r2, ob_hist, ob_count - n0, ob_sum_us - s0);
+        }
     }
 out:
     env_close(&e);
