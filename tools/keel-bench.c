@@ -3111,16 +3111,27 @@ static int wl_outbox(struct env *e0, struct result *res, int *nres)
         cl_close(&cl);
         return result_fail(r, "the cluster did not start or settle");
     }
+    /* The map may settle with the first node owning every unit before
+     * the second has joined: wait for the units to spread. */
+    deadline = chaos_mono_ns() + CL_SETTLE_S * 1000000000LL;
+    while (ob_pick(&route, "obsend", "s", 0, ob_snd, OB_SENDERS) != 0 ||
+           ob_pick(&route, "obrecv", "r", 1, ob_rcv, OB_RECEIVERS) != 0) {
+        if (chaos_mono_ns() > deadline) {
+            cl.failed = 1;
+            cl_close(&cl);
+            return result_fail(r, "node %s or %s owns no units",
+                               cl.c.nodes[0].id, cl.c.nodes[1].id);
+        }
+        chaos_sleep_ms(200);
+        if (cl_wait_ready(&cl, 1, &route) != 0) {
+            cl_close(&cl);
+            return result_fail(r, "the cluster did not settle again");
+        }
+    }
     if (cl_connect(&e, cfg, &cl, &route) != 0) {
         cl.failed = 1;
         cl_close(&cl);
         return result_fail(r, "cannot connect to the cluster");
-    }
-    if (ob_pick(&route, "obsend", "s", 0, ob_snd, OB_SENDERS) != 0 ||
-        ob_pick(&route, "obrecv", "r", 1, ob_rcv, OB_RECEIVERS) != 0) {
-        rc = result_fail(r, "node %s or %s owns no units",
-                         cl.c.nodes[0].id, cl.c.nodes[1].id);
-        goto out;
     }
     cl_stats_get(&route, &sa);
     phase_init(&p, "send", OB_CALLS, 200);
