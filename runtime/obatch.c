@@ -41,7 +41,12 @@ struct keel_obatch {
     struct ob_peer *list;
     size_t queued;
     int flushing;
-    ev_timer flush; /* due at once: runs on the loop's next round */
+    /* The end of the round, before the loop waits: what was queued in it
+     * leaves together. What is queued after that watcher ran (by another
+     * one of the same phase) leaves on the timer, due at once, which
+     * also keeps the loop from waiting meanwhile. */
+    ev_prepare flush;
+    ev_timer flush_late;
 };
 
 /* A frame that left: whose callbacks its answer goes to. */
@@ -240,12 +245,22 @@ static void flush_all(keel_obatch *ob)
     ob->flushing = 0;
 }
 
-static void flush_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     keel_obatch *ob = w->data;
 
-    (void)loop;
     (void)revents;
+    ev_prepare_stop(loop, &ob->flush);
+    ev_timer_stop(loop, &ob->flush_late);
+    flush_all(ob);
+}
+
+static void flush_late_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    keel_obatch *ob = w->data;
+
+    (void)revents;
+    ev_prepare_stop(loop, &ob->flush);
     flush_all(ob);
 }
 
@@ -257,8 +272,10 @@ keel_obatch *keel__obatch_create(keel_node *n, keel_peers *peers)
         return NULL;
     ob->n = n;
     ob->peers = peers;
-    ev_timer_init(&ob->flush, flush_cb, 0, 0);
+    ev_prepare_init(&ob->flush, flush_cb);
     ob->flush.data = ob;
+    ev_timer_init(&ob->flush_late, flush_late_cb, 0, 0);
+    ob->flush_late.data = ob;
     return ob;
 }
 
@@ -311,8 +328,10 @@ int keel__obatch_add(keel_obatch *ob, const char *addr, unsigned hops,
     it->len = len;
     pr->blen += len;
     ob->queued++;
-    if (!ev_is_active(&ob->flush))
-        ev_timer_start(ob->n->loop, &ob->flush);
+    if (!ev_is_active(&ob->flush)) {
+        ev_prepare_start(ob->n->loop, &ob->flush);
+        ev_timer_start(ob->n->loop, &ob->flush_late);
+    }
     return 0;
 }
 
@@ -328,7 +347,8 @@ void keel__obatch_stop(keel_obatch *ob, int status)
 
     if (ob == NULL)
         return;
-    ev_timer_stop(ob->n->loop, &ob->flush);
+    ev_prepare_stop(ob->n->loop, &ob->flush);
+    ev_timer_stop(ob->n->loop, &ob->flush_late);
     ob->peers = NULL; /* nothing is queued from now on */
     for (pr = ob->list; pr != NULL; pr = pr->next) {
         size_t i;
@@ -347,7 +367,8 @@ void keel__obatch_destroy(keel_obatch *ob)
 
     if (ob == NULL)
         return;
-    ev_timer_stop(ob->n->loop, &ob->flush);
+    ev_prepare_stop(ob->n->loop, &ob->flush);
+    ev_timer_stop(ob->n->loop, &ob->flush_late);
     while ((pr = ob->list) != NULL) {
         ob->list = pr->next;
         free(pr->items);

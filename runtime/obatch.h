@@ -4,8 +4,8 @@
  * Sender. route.c hands each outbox message it forwards here instead of
  * writing a CAST of its own. Those bound for the same node in the same
  * loop round leave together, in as many frames as the peer's max frame
- * size needs (taken to be this node's: a cluster runs one setting), on
- * the next round; the owner answers each frame with one REPLY holding
+ * size needs (taken to be this node's: a cluster runs one setting), at
+ * the end of the round; the owner answers each frame with one REPLY holding
  * every message's own outcome, which goes to that message's callback as
  * a single CAST's answer would. Nothing changes for one message: it
  * keeps its callback, its deadline (the frame is held to the earliest of

@@ -3206,7 +3206,6 @@ static int wl_outbox(struct env *e0, struct result *res, int *nres)
             ob_lat(r2, ob_hist, ob_count - n0, ob_sum_us - s0);
         }
     }
-out:
     env_close(&e);
     for (k = 0; k < OB_NODES; k++)
         chaos_node_kill(&cl.c, k);
