@@ -7,7 +7,8 @@
  * once and in order per pair (the plugin counts duplicates and gaps), and
  * the frames that carried them from n0 (outbox_frames) are fewer than the
  * messages n0 sent: senders delivering in the same loop round shared
- * frames.
+ * frames. batches_split_at_max_frame: the same with a max frame size
+ * that holds fewer messages than deliver at once.
  *
  * hostile_batches: OBATCH frames written by hand to n1, as member n0
  * would and as a client would. Malformed ones (truncated, counts of 0 or
@@ -151,9 +152,13 @@ static int acct_get(const char *id, long v[5])
                : -1;
 }
 
-START_TEST(many_senders_batched)
+/* Runs the transfers on a fresh two-node cluster whose nodes get extra
+ * (NULL-terminated, may be empty) and checks that every credit arrived
+ * once, in order. Returns n0's outbox_frames; *sent gets its
+ * outbox_sent. */
+static long run_transfers(const char *const *extra, long *sent_out)
 {
-    const char *common[] = {"--load", plugin, NULL};
+    const char *common[8] = {"--load", plugin};
     static char snd[SENDERS][16], rcv[RECEIVERS][16];
     static uint8_t keys[SENDERS * ROUNDS][KEEL_REQUEST_KEY_LEN];
     static char msgs[SENDERS * ROUNDS][64];
@@ -163,6 +168,9 @@ START_TEST(many_senders_batched)
     keel_client *c;
     int k, r, tries, quiet = 0, answered = 0;
 
+    for (k = 0; extra[k] != NULL && k < 5; k++)
+        common[2 + k] = extra[k];
+    memset(ok, 0, sizeof ok);
     tu_cluster_start_together(&fx, 2, 1, common, NULL);
     CHECK(tu_map_wait_settled(&fx, 1), "the map did not settle");
     CHECK(keel_client_connect(fx.nodes[0].addr, CLIENT_MS, &c) == 0,
@@ -243,6 +251,31 @@ START_TEST(many_senders_batched)
           "n0 kept dead letters");
     CHECK(tu_keel_stat(fx.nodes[1].addr, "outbox_frames") == 0,
           "n1 sent outbox frames, but its actors send nothing");
+    *sent_out = out;
+    return frames;
+}
+
+START_TEST(many_senders_batched)
+{
+    const char *none[] = {NULL};
+    long sent;
+
+    (void)run_transfers(none, &sent);
+}
+END_TEST
+
+/* With --max-frame 4096 a frame holds at most 15 messages (each answer
+ * may take 262 bytes: (4096 - 18) / 262), fewer than the 24 senders that
+ * deliver at once: batches are split, and every message still arrives
+ * once. */
+START_TEST(batches_split_at_max_frame)
+{
+    const char *small[] = {"--max-frame", "4096", NULL};
+    long sent, frames = run_transfers(small, &sent);
+
+    CHECK(frames >= (sent + 14) / 15,
+          "%ld messages in %ld frames: a frame carried more than 15", sent,
+          frames);
 }
 END_TEST
 
@@ -437,6 +470,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, many_senders_batched);
+    tcase_add_test(tc, batches_split_at_max_frame);
     tcase_add_test(tc, hostile_batches);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
