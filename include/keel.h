@@ -476,8 +476,12 @@ typedef struct keel_stats {
     /* Reminder firings this node kept as dead letters of their actor
      * after the handler refused them dead_letter_after times in a row. */
     uint64_t reminders_dead;
+    /* Frames that carried outbox messages from this node to other nodes
+     * (a batch frame, or a message's own CAST): below the messages sent
+     * across when batching works (docs/protocol.md, "OBATCH body"). */
+    uint64_t outbox_frames;
     /* Room for figures to come without changing the struct's size. */
-    uint64_t reserved[7];
+    uint64_t reserved[6];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

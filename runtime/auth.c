@@ -954,6 +954,14 @@ int keel__auth_frame(keel_auth *a, keel_auth_conn *ac, const keel_frame *f,
         return keel__auth_check(a, ac, KEEL_AUTH_OP_CALL, cb.type, cb.tlen,
                                 errbuf, errlen);
     }
+    case KEEL_FRAME_OBATCH:
+        /* Calls on the types its messages name: a connection with no
+         * identity is refused here, the others message by message
+         * (net.c), each as the CAST it stands for. */
+        if (ac->kind == KEEL_AUTH_ANON)
+            return keel__auth_check(a, ac, KEEL_AUTH_OP_CALL, NULL, 0,
+                                    errbuf, errlen);
+        return 0;
     case KEEL_FRAME_STAT:
         return keel__auth_check(a, ac, KEEL_AUTH_OP_READ, NULL, 0, errbuf,
                                 errlen);

@@ -7,6 +7,7 @@
  * store's fence, then keel_cluster_acquired(). Old owner (hook release):
  * see unit_stream.c. */
 #include "runtime/cluster_rt_int.h"
+#include "runtime/obatch.h"
 #include "runtime/outbox.h"
 #include "runtime/reminders.h"
 
@@ -456,6 +457,7 @@ int keel__cluster_rt_busy(keel_node *n)
         return 0;
     }
     return rt->nheld > 0 || keel__peers_pending(rt->peers) > 0 ||
+           keel__obatch_queued(rt->obatch) > 0 ||
            t - n->last_forward_in < STOP_QUIET_S;
 }
 
@@ -570,7 +572,9 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
         return KEEL_EADDR;
     }
     rt->peers = keel__peers_create(n);
-    if (rt->peers == NULL) {
+    rt->obatch = rt->peers != NULL ? keel__obatch_create(n, rt->peers) : NULL;
+    if (rt->obatch == NULL) {
+        keel__peers_destroy(rt->peers);
         rt_free(rt);
         return KEEL_ENOMEM;
     }
@@ -579,6 +583,7 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
         rc = keel_zkauth_load(o->zk_auth, auth, sizeof auth, errbuf, errlen);
         if (rc != 0) {
             keel__peers_destroy(rt->peers);
+            keel__obatch_destroy(rt->obatch);
             rt_free(rt);
             return rc;
         }
@@ -615,6 +620,7 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
         snprintf(errbuf, errlen, "cannot join cluster %s as %s: %s",
                  o->cluster, o->node_id, keel_strerror(rc));
         keel__peers_destroy(rt->peers);
+        keel__obatch_destroy(rt->obatch);
         rt_free(rt);
         return rc;
     }
@@ -690,11 +696,15 @@ void keel__cluster_rt_stop(keel_node *n)
         rt_job_free(j);
     }
     rt->jobs_tail = NULL;
+    /* Outbox messages waiting for their batch never left. */
+    keel__obatch_stop(rt->obatch, KEEL_ESTOPPING);
     rt_fail_held(rt, KEEL_ESTOPPING);
     /* Forwarded requests that left fail with KEEL_ECONN (they may have
      * run), the others with KEEL_ESTOPPING. */
     keel__peers_destroy(rt->peers);
     rt->peers = NULL;
+    keel__obatch_destroy(rt->obatch);
+    rt->obatch = NULL;
 }
 
 void keel__cluster_rt_destroy(keel_node *n)
@@ -707,7 +717,10 @@ void keel__cluster_rt_destroy(keel_node *n)
     keel_coord_destroy(n->coord);
     n->coord = NULL;
     rt_fail_held(rt, KEEL_ESTOPPING);
+    keel__obatch_stop(rt->obatch, KEEL_ESTOPPING);
     keel__peers_destroy(rt->peers);
+    keel__obatch_destroy(rt->obatch);
+    rt->obatch = NULL;
     rt_units_free(rt);
     rt_drop_rel(rt, NULL, 0);
     while (rt->rels != NULL) {

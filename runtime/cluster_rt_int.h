@@ -146,6 +146,7 @@ struct keel_cluster_rt {
     keel_node *n;
     keel_cluster *c;
     keel_peers *peers;
+    struct keel_obatch *obatch; /* outbox messages to peers, batched */
     char **caps;
     size_t ncaps;
     char address[300];

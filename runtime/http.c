@@ -981,6 +981,9 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            "", st->outbox_dropped);
     metric(&b, "keel_outbox_dead_total", "counter",
            "Outbox messages kept as dead letters.", "", st->outbox_dead);
+    metric(&b, "keel_outbox_frames_total", "counter",
+           "Frames that carried outbox messages to other nodes.", "",
+           st->outbox_frames);
     metric(&b, "keel_repl_suspects_total", "counter",
            "Backups made suspect (they may hold writes this primary does "
            "not): dropped from the in-sync set, then caught up.",

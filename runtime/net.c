@@ -50,6 +50,7 @@
 #include "runtime/follow.h"
 #include "runtime/info.h"
 #include "runtime/node.h"
+#include "runtime/obatch.h"
 #include "runtime/peer.h"
 #include "runtime/outbox.h"
 #include "runtime/proto.h"
@@ -648,6 +649,88 @@ static void handle_call(keel_conn *c, const keel_frame *f)
     c->pending++;
 }
 
+/* A batch of outbox messages from another node (obatch.h). The whole
+ * frame is checked before any of it runs: one that cannot be read is
+ * refused EMALFORMED, and none of its messages ran. Then each message
+ * goes as a CAST from an outbox would, under the same access rule, with
+ * its own outcome in the one REPLY. */
+static void handle_obatch(keel_conn *c, const keel_frame *f)
+{
+    keel_node *n = c->n;
+    const uint8_t *body, *p;
+    size_t blen, left;
+    uint32_t budget;
+    uint64_t deadline = 0;
+    unsigned count, i;
+    keel_obatch_in *in;
+    keel_req *reply;
+
+    if (!conn_peer(c)) {
+        STAT_ADD(n, frames_bad, 1);
+        if (c->auth.kind == KEEL_AUTH_NODE)
+            send_error(c, f->request_id, KEEL_ENOTMEMBER,
+                       "outbox batch from a node that is not a member in "
+                       "this node's view of the cluster; none of it ran");
+        else
+            send_error(c, f->request_id, KEEL_EDENIED,
+                       "OBATCH is sent only between nodes; none of it ran");
+        return;
+    }
+    if ((f->flags & ~KEEL_FLAG_DEADLINE) != 0 ||
+        keel_call_deadline_split(f, &budget, &body, &blen) != 0 ||
+        keel_obatch_check(body, blen, &count) != 0) {
+        STAT_ADD(n, frames_bad, 1);
+        send_error(c, f->request_id, KEEL_EMALFORMED,
+                   "malformed outbox batch (truncated, a count of 0 or over "
+                   "1024, or an item that runs past the body or cannot be "
+                   "read); none of it ran");
+        return;
+    }
+    if ((f->flags & KEEL_FLAG_DEADLINE) &&
+        (deadline = frame_deadline(c, budget)) == 0) {
+        send_error(c, f->request_id, KEEL_EDEADLINE,
+                   "the batch's deadline passed before it arrived; none of "
+                   "it ran");
+        return;
+    }
+    reply = keel__req_alloc(n, 0);
+    in = reply != NULL ? keel__obatch_in_create(n, reply, count) : NULL;
+    if (in == NULL) {
+        if (reply != NULL)
+            keel__req_free(n, reply);
+        send_error(c, f->request_id, KEEL_ENOMEM, "out of memory");
+        return;
+    }
+    reply->origin = REQ_NET;
+    reply->u.net.conn = c;
+    reply->u.net.request_id = f->request_id;
+    c->pending++;
+    (void)keel_obatch_head_parse(body, blen, &count, &p, &left);
+    for (i = 0; i < count; i++) {
+        keel_obatch_item it;
+        struct keel_type_entry *te;
+        char err[320];
+        int rc;
+        (void)keel_obatch_item_next(&p, &left, &it); /* checked above */
+        if (keel__auth_enabled(n->auth) &&
+            (rc = keel__auth_check(n->auth, &c->auth, KEEL_AUTH_OP_CALL,
+                                   it.call.type, it.call.tlen, err,
+                                   sizeof err)) != 0) {
+            keel__obatch_in_answer(in, i, rc, err, strlen(err));
+            continue;
+        }
+        te = keel__type_find(n, it.call.type, it.call.tlen);
+        if (te == NULL) {
+            int l = snprintf(err, sizeof err, "unknown actor type '%.*s'",
+                             (int)it.call.tlen, (const char *)it.call.type);
+            keel__obatch_in_answer(in, i, KEEL_ENOTYPE, err, (size_t)l);
+            continue;
+        }
+        keel__obatch_in_submit(in, i, te, &it, deadline);
+    }
+    keel__obatch_in_end(in);
+}
+
 /* ------------------------------------------------------------ following */
 
 /* Appends a frame of two parts (an EVENT's head and its state or
@@ -847,6 +930,9 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
         return 0;
     case KEEL_FRAME_UNSUBSCRIBE:
         handle_unsubscribe(c, f);
+        return 0;
+    case KEEL_FRAME_OBATCH:
+        handle_obatch(c, f);
         return 0;
     case KEEL_FRAME_INFO: {
         char *text = NULL, err[320];

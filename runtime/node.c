@@ -3080,7 +3080,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "outbox_sent %llu\noutbox_dropped %llu\noutbox_dead %llu\n"
         "repl_suspects %llu\n"
         "subscribers %llu\nevents_sent %llu\n"
-        "reminders_fired %llu\nreminders_dead %llu\n",
+        "reminders_fired %llu\nreminders_dead %llu\n"
+        "outbox_frames %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -3140,7 +3141,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->subscribers,
         (unsigned long long)st->events_sent,
         (unsigned long long)st->reminders_fired,
-        (unsigned long long)st->reminders_dead);
+        (unsigned long long)st->reminders_dead,
+        (unsigned long long)st->outbox_frames);
     return w < 0 ? 0 : (size_t)w;
 }
 

@@ -230,6 +230,134 @@ size_t keel_from_encode(uint8_t *p, uint64_t seq, const void *type,
     return keel_from_size(tlen, idlen);
 }
 
+size_t keel_obatch_item_size(size_t ftlen, size_t fidlen, size_t tlen,
+                             size_t idlen, size_t msglen)
+{
+    return KEEL_OBATCH_ITEM_HDR + keel_from_size(ftlen, fidlen) +
+           keel_call_body_size(tlen, idlen, msglen);
+}
+
+size_t keel_obatch_item_encode(uint8_t *p, unsigned hops, uint64_t seq,
+                               const void *ftype, size_t ftlen,
+                               const void *fid, size_t fidlen,
+                               const void *type, size_t tlen, const void *id,
+                               size_t idlen, const void *msg, size_t msglen)
+{
+    size_t len = keel_obatch_item_size(ftlen, fidlen, tlen, idlen, msglen);
+    uint8_t *q = p + KEEL_OBATCH_ITEM_HDR;
+
+    p[0] = (uint8_t)(hops & KEEL_FLAG_HOPS);
+    put_be32(p + 1, (uint32_t)(len - KEEL_OBATCH_ITEM_HDR));
+    q += keel_from_encode(q, seq, ftype, ftlen, fid, fidlen);
+    keel_call_body_encode(q, type, tlen, id, idlen, msg, msglen);
+    return len;
+}
+
+int keel_obatch_head_parse(const uint8_t *body, size_t len, unsigned *count,
+                           const uint8_t **items, size_t *items_len)
+{
+    unsigned c;
+
+    if (len < KEEL_OBATCH_HEAD)
+        return KEEL_EMALFORMED;
+    c = get_be16(body);
+    if (c == 0 || c > KEEL_OBATCH_MAX)
+        return KEEL_EMALFORMED;
+    *count = c;
+    *items = body + KEEL_OBATCH_HEAD;
+    *items_len = len - KEEL_OBATCH_HEAD;
+    return 0;
+}
+
+int keel_obatch_item_next(const uint8_t **p, size_t *len,
+                          keel_obatch_item *out)
+{
+    const uint8_t *b = *p;
+    size_t ilen;
+    long fl;
+
+    if (*len < KEEL_OBATCH_ITEM_HDR)
+        return KEEL_EMALFORMED;
+    if (b[0] & ~KEEL_FLAG_HOPS)
+        return KEEL_EMALFORMED;
+    ilen = get_be32(b + 1);
+    /* Compared without adding to ilen, which may be anything. */
+    if (ilen > *len - KEEL_OBATCH_ITEM_HDR)
+        return KEEL_EMALFORMED;
+    b += KEEL_OBATCH_ITEM_HDR;
+    fl = keel_from_parse(b, ilen, &out->from);
+    if (fl < 0)
+        return KEEL_EMALFORMED;
+    if (keel_call_body_parse(b + fl, ilen - (size_t)fl, &out->call) != 0)
+        return KEEL_EMALFORMED;
+    out->hops = (*p)[0] & KEEL_FLAG_HOPS;
+    *p = b + ilen;
+    *len -= KEEL_OBATCH_ITEM_HDR + ilen;
+    return 0;
+}
+
+int keel_obatch_check(const uint8_t *body, size_t len, unsigned *count)
+{
+    const uint8_t *p;
+    size_t left;
+    unsigned c, i;
+    keel_obatch_item it;
+
+    if (keel_obatch_head_parse(body, len, &c, &p, &left) != 0)
+        return KEEL_EMALFORMED;
+    for (i = 0; i < c; i++)
+        if (keel_obatch_item_next(&p, &left, &it) != 0)
+            return KEEL_EMALFORMED;
+    if (left != 0)
+        return KEEL_EMALFORMED;
+    *count = c;
+    return 0;
+}
+
+void keel_obatch_results_count(uint8_t *p, unsigned count)
+{
+    put_be16(p, (uint16_t)count);
+}
+
+size_t keel_obatch_result_encode(uint8_t *p, int status, const void *data,
+                                 size_t len)
+{
+    put_be16(p, (uint16_t)(status < 0 ? -status : status));
+    put_be32(p + 2, (uint32_t)len);
+    if (len > 0)
+        memcpy(p + KEEL_OBATCH_RESULT_HDR, data, len);
+    return KEEL_OBATCH_RESULT_HDR + len;
+}
+
+int keel_obatch_results_parse(const uint8_t **p, size_t *len,
+                              unsigned *count)
+{
+    if (*len < 2)
+        return KEEL_EMALFORMED;
+    *count = get_be16(*p);
+    *p += 2;
+    *len -= 2;
+    return 0;
+}
+
+int keel_obatch_result_next(const uint8_t **p, size_t *len, int *status,
+                            const uint8_t **data, size_t *dlen)
+{
+    size_t dl;
+
+    if (*len < KEEL_OBATCH_RESULT_HDR)
+        return KEEL_EMALFORMED;
+    dl = get_be32(*p + 2);
+    if (dl > *len - KEEL_OBATCH_RESULT_HDR)
+        return KEEL_EMALFORMED;
+    *status = -(int)get_be16(*p);
+    *data = *p + KEEL_OBATCH_RESULT_HDR;
+    *dlen = dl;
+    *p += KEEL_OBATCH_RESULT_HDR + dl;
+    *len -= KEEL_OBATCH_RESULT_HDR + dl;
+    return 0;
+}
+
 void keel_deadline_put(uint8_t *p, uint32_t budget_ms)
 {
     put_be32(p, budget_ms);

@@ -31,6 +31,8 @@
  *   UNSUBSCRIBE    = empty body, the subscription's request id
  *   EVENT body     = server to client: kind u8 | version be64 | rest (see
  *                    keel_event below and runtime/follow.h)
+ *   OBATCH body    = node to node only: outbox messages bound for one
+ *                    node, see keel_obatch_* below and docs/protocol.md
  *
  * flags on CALL/CAST:
  *   bits 0-3  how many times the request was forwarded between nodes (0
@@ -88,9 +90,13 @@ enum keel_frame_kind {
      * id. */
     KEEL_FRAME_SUBSCRIBE = 11,
     KEEL_FRAME_UNSUBSCRIBE = 12,
-    KEEL_FRAME_EVENT = 13
+    KEEL_FRAME_EVENT = 13,
+    /* Node to node (cluster mode): many outbox messages bound for one
+     * node in one frame (runtime/obatch.h, docs/protocol.md "OBATCH
+     * body"); answered by one REPLY with each message's outcome. */
+    KEEL_FRAME_OBATCH = 14
 };
-#define KEEL_FRAME_KIND_MAX KEEL_FRAME_EVENT
+#define KEEL_FRAME_KIND_MAX KEEL_FRAME_OBATCH
 
 typedef struct keel_frame {
     uint8_t kind;
@@ -195,6 +201,67 @@ long keel_from_parse(const uint8_t *p, size_t len, keel_from *out);
 size_t keel_from_size(size_t tlen, size_t idlen);
 size_t keel_from_encode(uint8_t *p, uint64_t seq, const void *type,
                         size_t tlen, const void *id, size_t idlen);
+
+/* OBATCH body (node to node, docs/protocol.md "OBATCH body"), integers
+ * big-endian:
+ *   [budget be32, with KEEL_FLAG_DEADLINE] | count be16
+ *   | count items: flags u8 | len be32 | sender prefix | CALL/CAST body
+ * An item is one outbox message, delivered as a CAST with KEEL_FLAG_FROM
+ * would be: flags bits 0-3 its hop count (other bits 0), len the bytes
+ * of the sender prefix and call body that follow. Every message of the
+ * frame is held to the frame's budget. The answer, a REPLY:
+ *   count be16 | count results: status be16 (0, or the magnitude of a
+ *   KEEL_E* code) | len be32 | the reply (status 0) or the error text
+ * in the order of the items. Parsed parts point into the body. */
+#define KEEL_OBATCH_MAX 1024 /* items in one frame at most */
+#define KEEL_OBATCH_HEAD 2
+#define KEEL_OBATCH_ITEM_HDR 5
+#define KEEL_OBATCH_RESULT_HDR 6
+
+typedef struct keel_obatch_item {
+    unsigned hops;
+    keel_from from;
+    keel_call_body call;
+} keel_obatch_item;
+
+/* Bytes an item needs (its header included), and its encoder (p holds
+ * that many). Returns the length written. */
+size_t keel_obatch_item_size(size_t ftlen, size_t fidlen, size_t tlen,
+                             size_t idlen, size_t msglen);
+size_t keel_obatch_item_encode(uint8_t *p, unsigned hops, uint64_t seq,
+                               const void *ftype, size_t ftlen,
+                               const void *fid, size_t fidlen,
+                               const void *type, size_t tlen, const void *id,
+                               size_t idlen, const void *msg, size_t msglen);
+/* Reads the count off the front of an OBATCH body (after its budget):
+ * *count, and [*items, *items + *items_len) the items. KEEL_EMALFORMED
+ * when shorter than the count, or the count is 0 or over
+ * KEEL_OBATCH_MAX. */
+int keel_obatch_head_parse(const uint8_t *body, size_t len, unsigned *count,
+                           const uint8_t **items, size_t *items_len);
+/* Takes the next item off [*p, *p + *len): 0 (*p, *len advanced), or
+ * KEEL_EMALFORMED (truncated, its length runs past the body, unknown flag
+ * bits, a bad sender prefix or call body, or a type or id over its
+ * limit). Nothing is advanced on error. */
+int keel_obatch_item_next(const uint8_t **p, size_t *len,
+                          keel_obatch_item *out);
+/* Checks a whole OBATCH body (after its budget): every item well formed
+ * and nothing after the last. 0 with *count set, or KEEL_EMALFORMED. */
+int keel_obatch_check(const uint8_t *body, size_t len, unsigned *count);
+
+/* The REPLY to an OBATCH: the count, then per item a result of
+ * KEEL_OBATCH_RESULT_HDR + len bytes (status: 0 or a negative KEEL_E*
+ * code). */
+void keel_obatch_results_count(uint8_t *p, unsigned count);
+size_t keel_obatch_result_encode(uint8_t *p, int status, const void *data,
+                                 size_t len);
+/* The count off the front of an answer: 0 or KEEL_EMALFORMED. */
+int keel_obatch_results_parse(const uint8_t **p, size_t *len,
+                              unsigned *count);
+/* The next result: 0 with *status (0 or a negative KEEL_E* code) and
+ * *data / *dlen pointing into the answer, or KEEL_EMALFORMED. */
+int keel_obatch_result_next(const uint8_t **p, size_t *len, int *status,
+                            const uint8_t **data, size_t *dlen);
 
 /* The reply to a state read (KEEL_FLAG_READ; keel__read_state):
  *   flags u8 (bit 0: the actor has a state blob) | version be64

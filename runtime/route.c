@@ -36,6 +36,7 @@
  * than any message held for it), the actor leaves the run queue, and it
  * is passivated as soon as its writes are durable, fenced or not. */
 #include "runtime/cluster_rt_int.h"
+#include "runtime/obatch.h"
 #include "runtime/outbox.h"
 
 #include <stdio.h>
@@ -363,6 +364,16 @@ static int forward(keel_cluster_rt *rt, rt_msg *m, const char *addr)
 
     if (req->ob_op != 0 || req->rm != NULL)
         return -1; /* the runtime's own turns run where the unit is, or not */
+    /* An outbox message goes in a batch with others bound for the same
+     * node this round (obatch.h): it is in flight from now on. */
+    if (req->from != NULL &&
+        keel__obatch_add(rt->obatch, addr, hops, req, m->te->name, tlen,
+                         m->id, m->idlen, fwd_cb, m) == 0) {
+        fly_insert(m, XXH3_64bits(addr, strlen(addr)));
+        m->hop_wait = 0;
+        STAT_ADD(rt->n, forwarded, 1);
+        return 0;
+    }
     blen = KEEL_DEADLINE_LEN + keel_call_body_size(tlen, m->idlen, req->len);
     if (req->keyed)
         blen += KEEL_REQUEST_KEY_LEN;
@@ -393,6 +404,8 @@ static int forward(keel_cluster_rt *rt, rt_msg *m, const char *addr)
     fly_insert(m, XXH3_64bits(addr, strlen(addr)));
     m->hop_wait = 0;
     STAT_ADD(rt->n, forwarded, 1);
+    if (req->from != NULL)
+        STAT_ADD(rt->n, outbox_frames, 1);
     return 0;
 }
 

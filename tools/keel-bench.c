@@ -238,6 +238,7 @@ struct config {
     int rounds;         /* failover: kills */
     unsigned repl_loads; /* replication: bit l runs load l (hot, create,
                           * latency) */
+    const char *outbox_plugin; /* outbox: the actor types its nodes load */
 };
 
 static const char *durability_name(int d)
@@ -1231,6 +1232,7 @@ static void add_commit_extras(struct result *r, const keel_stats *a,
  * (a STAT request each) say of the store and the replication stream. */
 struct cl_stats {
     double commits, fsyncs, frames_sent, frames_applied;
+    double outbox_sent, outbox_frames;
 };
 
 static double stat_line(const char *text, const char *key)
@@ -1262,6 +1264,8 @@ static void cl_stats_get(const struct route *rt, struct cl_stats *out)
             out->fsyncs += stat_line(reply, "fsyncs");
             out->frames_sent += stat_line(reply, "repl_frames_sent");
             out->frames_applied += stat_line(reply, "repl_applied_frames");
+            out->outbox_sent += stat_line(reply, "outbox_sent");
+            out->outbox_frames += stat_line(reply, "outbox_frames");
         }
         free(reply);
         keel_client_close(k);
@@ -2208,8 +2212,9 @@ struct cl {
     chaos_cluster c;
     char dir[PATH_MAX];
     FILE *log;
-    const char *args[4]; /* more keeld arguments: --durability */
+    const char *args[6]; /* more keeld arguments: --durability, --load */
     int first;           /* the first node of the running cluster */
+    int count;           /* its nodes (cl_open: CL_NODES) */
     int failed;          /* keep the directory */
 };
 
@@ -2240,6 +2245,7 @@ static int cl_open(struct cl *cl, const struct config *cfg, int nnodes)
     cl->args[0] = "--durability";
     cl->args[1] = durability_name(cfg->durability);
     cl->args[2] = NULL;
+    cl->count = CL_NODES;
     cl->c.dir = cl->dir;
     cl->c.keeld = cfg->keeld;
     cl->c.zk_conf = cfg->zk_conf;
@@ -2301,7 +2307,7 @@ static int cl_any(const struct cl *cl)
 {
     int i;
 
-    for (i = cl->first; i < cl->first + CL_NODES; i++)
+    for (i = cl->first; i < cl->first + cl->count; i++)
         if (chaos_node_up(&cl->c, i))
             return i;
     return -1;
@@ -2403,7 +2409,7 @@ static int cl_start(struct cl *cl, int first, const char *name, int replicas,
     snprintf(cl->c.name, sizeof cl->c.name, "%s", name);
     cl->c.replicas = replicas;
     sync(); /* as env_open: earlier runs' dirty pages */
-    for (i = first; i < first + CL_NODES; i++)
+    for (i = first; i < first + cl->count; i++)
         if (chaos_node_start(&cl->c, i, err, sizeof err) != 0) {
             fprintf(stderr, "%s: %s\n", prog, err);
             cl->failed = 1;
@@ -2428,12 +2434,12 @@ static int cl_connect(struct env *e, const struct config *cfg,
     e->cfg = cfg;
     e->transport = T_TCP;
     e->route = route;
-    e->conns = xcalloc(CL_NODES, sizeof *e->conns);
-    route->nnodes = CL_NODES;
-    for (i = 0; i < CL_NODES; i++)
+    e->conns = xcalloc((size_t)cl->count, sizeof *e->conns);
+    route->nnodes = (unsigned)cl->count;
+    for (i = 0; i < cl->count; i++)
         snprintf(route->addr[i], sizeof route->addr[i], "%s",
                  cl->c.nodes[cl->first + i].addr);
-    for (i = 0; i < CL_NODES; i++) {
+    for (i = 0; i < cl->count; i++) {
         struct tconn *tc = &e->conns[i];
         const char *addr = cl->c.nodes[cl->first + i].addr;
         int rc = keel_client_connect(addr, CONNECT_TIMEOUT_MS, &tc->c);
@@ -2901,6 +2907,314 @@ out:
     return rc;
 }
 
+/* --------------------------------------------------------------- outbox */
+
+/* Actor to actor messages across two nodes, durable: OB_SENDERS "obsend"
+ * actors whose units node 0 owns each queue OB_FANOUT messages per call
+ * (keel_turn_send, committed with the turn) to "obrecv" actors whose
+ * units node 1 owns; R=1, --durability as given (fsync by default). The
+ * rate is what the receivers handled over the time from the first call
+ * to the last message handled, read from the receivers' own counts; the
+ * latency is each message's, from the turn that queued it to the turn
+ * that handled it, from the receivers' histograms (quarter-octave
+ * buckets: about 19 % wide). Under that load it is mostly the wait
+ * behind the sender's earlier messages (one at a time per sender); a
+ * second result has OB_SINGLE messages sent one after the other, each
+ * alone. Types: tools/keel-bench-outbox.c. */
+#define OB_NODES 2
+#define OB_SENDERS 200
+#define OB_RECEIVERS 50
+#define OB_FANOUT 10
+#define OB_CALLS 2000
+#define OB_WAIT_S 120
+#define OB_SINGLE 200
+#define OB_BUCKETS 112
+
+static char ob_snd[OB_SENDERS][16], ob_rcv[OB_RECEIVERS][16];
+static uint64_t ob_count, ob_sum_us, ob_hist[OB_BUCKETS];
+
+/* Finds want ids "<prefix><k>" of type whose shard node `node` owns. */
+static int ob_pick(const struct route *route, const char *type,
+                   const char *prefix, int node, char ids[][16], int want)
+{
+    int k, got = 0;
+
+    for (k = 0; k < 100000 && got < want; k++) {
+        char id[16];
+        int n = snprintf(id, sizeof id, "%s%d", prefix, k);
+        uint32_t sh = keel_shard_of(type, id, (size_t)n, route->shards);
+        if (route->owner[sh] == node)
+            memcpy(ids[got++], id, (size_t)n + 1);
+    }
+    return got == want ? 0 : -1;
+}
+
+/* Call i: sender i % OB_SENDERS sends to OB_FANOUT receivers in turn. */
+static void gen_obsend(const struct phase *ph, uint64_t i, struct op *op)
+{
+    size_t off = 4;
+    int j;
+
+    (void)ph;
+    op->type = "obsend";
+    op->idlen = strlen(ob_snd[i % OB_SENDERS]);
+    memcpy(op->id, ob_snd[i % OB_SENDERS], op->idlen);
+    memcpy(op->msgbuf, "send", 4);
+    for (j = 0; j < OB_FANOUT; j++) {
+        const char *r = ob_rcv[(i * OB_FANOUT + (uint64_t)j) % OB_RECEIVERS];
+        size_t rl = strlen(r);
+        if (off + 1 + rl >= sizeof op->msgbuf)
+            break;
+        op->msgbuf[off++] = ' ';
+        memcpy(op->msgbuf + off, r, rl);
+        off += rl;
+    }
+    op->msg = op->msgbuf;
+    op->len = off;
+}
+
+/* Call i of the single phase: one message from sender i to receiver i. */
+static void gen_obsingle(const struct phase *ph, uint64_t i, struct op *op)
+{
+    const char *rcv = ob_rcv[i % OB_RECEIVERS];
+
+    (void)ph;
+    op->type = "obsend";
+    op->idlen = strlen(ob_snd[i % OB_SENDERS]);
+    memcpy(op->id, ob_snd[i % OB_SENDERS], op->idlen);
+    op->len = (size_t)snprintf(op->msgbuf, sizeof op->msgbuf, "send %s", rcv);
+    op->msg = op->msgbuf;
+}
+
+static void gen_obget(const struct phase *ph, uint64_t i, struct op *op)
+{
+    (void)ph;
+    op->type = "obrecv";
+    op->idlen = strlen(ob_rcv[i % OB_RECEIVERS]);
+    memcpy(op->id, ob_rcv[i % OB_RECEIVERS], op->idlen);
+    op->msg = "get";
+    op->len = 3;
+}
+
+/* Adds a receiver's "count sum_us b0 ..." to the totals. */
+static int check_obget(const struct phase *ph, uint64_t i, const void *reply,
+                       size_t len, char *why, size_t whylen)
+{
+    char *text = xcalloc(1, len + 1), *p, *end;
+    unsigned long long v;
+    int k;
+
+    (void)ph;
+    memcpy(text, reply, len);
+    v = strtoull(text, &end, 10);
+    ob_count += v;
+    p = end;
+    ob_sum_us += strtoull(p, &end, 10);
+    for (k = 0; k < OB_BUCKETS && end != p; k++) {
+        p = end;
+        v = strtoull(p, &end, 10);
+        if (end != p)
+            ob_hist[k] += v;
+    }
+    free(text);
+    if (k == OB_BUCKETS)
+        return 0;
+    snprintf(why, whylen, "obrecv %s: reply '%.40s...' is not a count and "
+                          "%d buckets",
+             ob_rcv[i % OB_RECEIVERS], (const char *)reply, OB_BUCKETS);
+    return -1;
+}
+
+/* The delay (us) at rank q of histogram h of n delays: the geometric
+ * middle of its bucket. */
+static double ob_rank(const uint64_t *h, uint64_t n, double q)
+{
+    uint64_t want = (uint64_t)ceil(q * (double)n), seen = 0;
+    int k;
+
+    if (want == 0)
+        want = 1;
+    for (k = 0; k < OB_BUCKETS; k++) {
+        seen += h[k];
+        if (seen >= want)
+            return k == 0 ? 1.0 : pow(2.0, (k + 0.5) / 4.0);
+    }
+    return 0;
+}
+
+/* r's latency figures from histogram h of n delays summing sum_us. */
+static void ob_lat(struct result *r, const uint64_t *h, uint64_t n,
+                   uint64_t sum_us)
+{
+    int k;
+
+    r->lat.avg = n > 0 ? (double)sum_us / (double)n : 0;
+    r->lat.p50 = ob_rank(h, n, 0.50);
+    r->lat.p95 = ob_rank(h, n, 0.95);
+    r->lat.p99 = ob_rank(h, n, 0.99);
+    for (k = OB_BUCKETS - 1; k > 0 && h[k] == 0; k--)
+        ;
+    r->lat.max = pow(2.0, (k + 1) / 4.0); /* its bucket's upper end */
+}
+
+/* Reads every receiver's figures into ob_*. */
+static int ob_read(struct env *e, struct result *r)
+{
+    struct phase g;
+    int rc;
+
+    ob_count = ob_sum_us = 0;
+    memset(ob_hist, 0, sizeof ob_hist);
+    phase_init(&g, "read receivers", OB_RECEIVERS, OB_RECEIVERS);
+    g.gen = gen_obget;
+    g.check = check_obget;
+    rc = step(e, &g, r);
+    phase_fini(&g);
+    return rc;
+}
+
+static int wl_outbox(struct env *e0, struct result *res, int *nres)
+{
+    static struct route route;
+    const struct config *cfg = e0->cfg;
+    struct result *r = &res[0];
+    const uint64_t want = (uint64_t)OB_CALLS * OB_FANOUT;
+    struct cl_stats sa, sb;
+    struct phase p;
+    struct env e;
+    struct cl cl;
+    char name[48];
+    int64_t t0, t1 = 0, deadline;
+    int rc = 0, k;
+
+    *nres = 2;
+    result_init(r, "outbox", e0, "msgs/s",
+                "obsend to obrecv on another node, R=1, 10 per turn");
+    r->transport = "tcp";
+    result_init(&res[1], "outbox", e0, "msgs/s",
+                "one message at a time, each alone: delivery latency");
+    res[1].transport = "tcp";
+    if (access(cfg->outbox_plugin, R_OK) != 0)
+        return result_fail(r, "no %s (--outbox-plugin PATH)",
+                           cfg->outbox_plugin);
+    if (cl_open(&cl, cfg, OB_NODES) != 0) {
+        cl_close(&cl);
+        return result_fail(r, "cannot start ZooKeeper");
+    }
+    cl.count = OB_NODES;
+    cl.args[2] = "--load";
+    cl.args[3] = cfg->outbox_plugin;
+    cl.args[4] = NULL;
+    snprintf(name, sizeof name, "bench%d-ob", (int)getpid());
+    if (cl_start(&cl, 0, name, 1, &route) != 0) {
+        cl.failed = 1;
+        cl_close(&cl);
+        return result_fail(r, "the cluster did not start or settle");
+    }
+    /* The map may settle with the first node owning every unit before
+     * the second has joined: wait for the units to spread. */
+    deadline = chaos_mono_ns() + CL_SETTLE_S * 1000000000LL;
+    while (ob_pick(&route, "obsend", "s", 0, ob_snd, OB_SENDERS) != 0 ||
+           ob_pick(&route, "obrecv", "r", 1, ob_rcv, OB_RECEIVERS) != 0) {
+        if (chaos_mono_ns() > deadline) {
+            cl.failed = 1;
+            cl_close(&cl);
+            return result_fail(r, "node %s or %s owns no units",
+                               cl.c.nodes[0].id, cl.c.nodes[1].id);
+        }
+        chaos_sleep_ms(200);
+        if (cl_wait_ready(&cl, 1, &route) != 0) {
+            cl_close(&cl);
+            return result_fail(r, "the cluster did not settle again");
+        }
+    }
+    if (cl_connect(&e, cfg, &cl, &route) != 0) {
+        cl.failed = 1;
+        cl_close(&cl);
+        return result_fail(r, "cannot connect to the cluster");
+    }
+    cl_stats_get(&route, &sa);
+    phase_init(&p, "send", OB_CALLS, 200);
+    p.gen = gen_obsend;
+    t0 = chaos_mono_ns();
+    rc = step(&e, &p, r);
+    phase_fini(&p);
+    /* Delivered once every receiver counts what was sent: read a few
+     * times a second, so the end is known to within a read. */
+    deadline = chaos_mono_ns() + OB_WAIT_S * 1000000000LL;
+    while (rc == 0 && (rc = ob_read(&e, r)) == 0 && ob_count < want) {
+        if (chaos_mono_ns() > deadline) {
+            rc = result_fail(r, "%" PRIu64 " of %" PRIu64 " messages "
+                                "handled after %d s",
+                             ob_count, want, OB_WAIT_S);
+            break;
+        }
+        chaos_sleep_ms(50);
+    }
+    t1 = chaos_mono_ns();
+    if (rc == 0 && ob_count != want)
+        rc = result_fail(r, "the receivers handled %" PRIu64 " messages, "
+                            "%" PRIu64 " were sent",
+                         ob_count, want);
+    cl_stats_get(&route, &sb);
+    if (rc == 0) {
+        r->ops = want;
+        r->ops_per_s = (double)want / ((double)(t1 - t0) / 1e9);
+        ob_lat(r, ob_hist, ob_count, ob_sum_us);
+        add_extra(r, "outbox_frames", "frames between the nodes", 0,
+                  sb.outbox_frames - sa.outbox_frames);
+        add_extra(r, "msgs_per_frame", "msgs/frame", 1,
+                  sb.outbox_frames > sa.outbox_frames
+                      ? (sb.outbox_sent - sa.outbox_sent) /
+                            (sb.outbox_frames - sa.outbox_frames)
+                      : 0);
+        add_extra(r, "fsyncs", "fsyncs", 0, sb.fsyncs - sa.fsyncs);
+    }
+    /* Each message alone: one call at a time, each answered before the
+     * next. Its latencies are what the receivers' histograms gained. */
+    if (rc == 0) {
+        static uint64_t before[OB_BUCKETS];
+        uint64_t n0 = ob_count, s0 = ob_sum_us;
+        struct result *r2 = &res[1];
+        memcpy(before, ob_hist, sizeof before);
+        phase_init(&p, "single", OB_SINGLE, 1);
+        p.gen = gen_obsingle;
+        t0 = chaos_mono_ns();
+        rc = step(&e, &p, r2);
+        phase_fini(&p);
+        deadline = chaos_mono_ns() + OB_WAIT_S * 1000000000LL;
+        while (rc == 0 && (rc = ob_read(&e, r2)) == 0 &&
+               ob_count < want + OB_SINGLE) {
+            if (chaos_mono_ns() > deadline) {
+                rc = result_fail(r2, "%" PRIu64 " of %d messages handled "
+                                     "after %d s",
+                                 ob_count - n0, OB_SINGLE, OB_WAIT_S);
+                break;
+            }
+            chaos_sleep_ms(20);
+        }
+        t1 = chaos_mono_ns();
+        if (rc == 0 && ob_count != want + OB_SINGLE)
+            rc = result_fail(r2, "the receivers handled %" PRIu64
+                                 " messages, %d were sent",
+                             ob_count - n0, OB_SINGLE);
+        if (rc == 0) {
+            for (k = 0; k < OB_BUCKETS; k++)
+                ob_hist[k] -= before[k];
+            r2->ops = OB_SINGLE;
+            r2->ops_per_s = OB_SINGLE / ((double)(t1 - t0) / 1e9);
+            ob_lat(r2, ob_hist, ob_count - n0, ob_sum_us - s0);
+        }
+    }
+    env_close(&e);
+    for (k = 0; k < OB_NODES; k++)
+        chaos_node_kill(&cl.c, k);
+    if (rc != 0)
+        cl.failed = 1;
+    cl_close(&cl);
+    return rc;
+}
+
 /* ------------------------------------------------------------- workloads */
 
 struct workload {
@@ -2938,6 +3252,8 @@ static const struct workload workloads[] = {
      "hot, create, latency on 3 keeld nodes with R=1, then R=3: ratios"},
     {"failover", wl_failover, 3, 0,
      "kill -9 a loaded unit's primary --rounds times: client outage"},
+    {"outbox", wl_outbox, 3, 0,
+     "20,000 durable actor-to-actor messages to another node"},
     {"reminders", wl_reminders, 0, 0,
      "100,000 pending one-shot reminders due within 10 s: lateness"},
 };
@@ -3072,11 +3388,12 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: keel-bench [OPTIONS] [WORKLOAD...]\n"
             "\n"
-            "Runs each workload (all but replication and failover when none\n"
-            "is named) on its own node and data directory, in this process,\n"
-            "and prints a table (or JSON lines); replication and failover\n"
-            "start ZooKeeper and keeld processes of their own. Exits 1 if\n"
-            "any call failed or any result was wrong.\n"
+            "Runs each workload (all but replication, failover and outbox\n"
+            "when none is named) on its own node and data directory, in this\n"
+            "process, and prints a table (or JSON lines); replication,\n"
+            "failover and outbox start ZooKeeper and keeld processes of\n"
+            "their own. Exits 1 if any call failed or any result was\n"
+            "wrong.\n"
             "\n"
             "options:\n"
             "  --durability fsync|none  reply after the commit is fsynced\n"
@@ -3107,9 +3424,9 @@ static void usage(FILE *f)
             "                           every TCP and HTTP connection\n"
             "                           presents it: the cost of the\n"
             "                           access checks\n"
-            "  --keeld PATH             replication, failover: the node\n"
-            "                           program (default: keeld beside\n"
-            "                           keel-bench)\n"
+            "  --keeld PATH             replication, failover, outbox: the\n"
+            "                           node program (default: keeld\n"
+            "                           beside keel-bench)\n"
             "  --zk-conf DIR            their zk-conf directory (zk.sh)\n"
             "  --shards N               their cluster's shards (default 64)\n"
             "  --zk-session-timeout MS  their nodes' ZooKeeper session\n"
@@ -3117,6 +3434,9 @@ static void usage(FILE *f)
             "  --rounds N               failover: kills (default 10)\n"
             "  --repl-loads LIST        replication: which of hot, create,\n"
             "                           latency to run (default all three)\n"
+            "  --outbox-plugin PATH     outbox: the actor types its nodes\n"
+            "                           load (default: keel-bench-outbox.so\n"
+            "                           beside keel-bench, else installed)\n"
             "  -h, --help               show this help\n"
             "\n"
             "workloads:\n",
@@ -3244,6 +3564,7 @@ int main(int argc, char **argv)
         {"zk-session-timeout", required_argument, NULL, 'S'},
         {"rounds", required_argument, NULL, 'R'},
         {"repl-loads", required_argument, NULL, 'L'},
+        {"outbox-plugin", required_argument, NULL, 'O'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     struct config cfg;
@@ -3266,6 +3587,7 @@ int main(int argc, char **argv)
          * the source tree, else the copy installed with this program,
          * else in the tree it was built from. */
         static char keeld[PATH_MAX + 16], zkconf[PATH_MAX + 32];
+        static char obplug[PATH_MAX + 64];
         char exe[PATH_MAX], probe[PATH_MAX + 48], *slash;
         ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
 
@@ -3287,6 +3609,15 @@ int main(int argc, char **argv)
             snprintf(zkconf, sizeof zkconf, "%s", KEEL_BENCH_ZK_CONF);
         cfg.keeld = keeld;
         cfg.zk_conf = zkconf;
+        /* The outbox workload's actor types: beside this program in a
+         * build, else where they are installed with it. */
+        snprintf(obplug, sizeof obplug, "%s/keel-bench-outbox.so", exe);
+#ifdef KEEL_BENCH_OUTBOX_FROM_BIN
+        if (access(obplug, R_OK) != 0)
+            snprintf(obplug, sizeof obplug, "%s/%s/keel-bench-outbox.so",
+                     exe, KEEL_BENCH_OUTBOX_FROM_BIN);
+#endif
+        cfg.outbox_plugin = obplug;
     }
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (opt) {
@@ -3305,6 +3636,9 @@ int main(int argc, char **argv)
             break;
         case 'k':
             cfg.keeld = optarg;
+            break;
+        case 'O':
+            cfg.outbox_plugin = optarg;
             break;
         case 'L': {
             static const char *const names[3] = {"hot", "create", "latency"};

@@ -15,8 +15,10 @@
  * XFER (unit head, then records),
  * REPL (head, units, ops), REPLY (also read as a REPL's answer, per-unit
  * acks, which is what a primary does with it, and as a page of dead
- * letters, which is what keel dead-letters does with it), SUBSCRIBE (call body with
- * an 8-byte version) and EVENT (change or end, as a client reads it).
+ * letters, which is what keel dead-letters does with it), SUBSCRIBE (call
+ * body with an 8-byte version), EVENT (change or end, as a client reads
+ * it) and OBATCH (budget, count, items; a REPLY is also read as its
+ * answer).
  *
  * Properties, besides "no crash, no sanitizer report":
  *  - a frame is taken only whole: its size is 4 + its length field, within
@@ -371,6 +373,65 @@ static void check_event(const keel_frame *f)
     }
 }
 
+/* OBATCH: the budget its flags announce, then the count and items; each
+ * item re-encodes to its bytes, and the items cover the body. */
+static void check_obatch(const keel_frame *f)
+{
+    const uint8_t *body, *p;
+    size_t len, left;
+    uint32_t budget;
+    unsigned count, i;
+    int rc;
+
+    if (keel_call_deadline_split(f, &budget, &body, &len) != 0)
+        return;
+    rc = keel_obatch_check(body, len, &count);
+    FUZZ_CHECK(rc == 0 || rc == KEEL_EMALFORMED);
+    if (rc != 0)
+        return;
+    FUZZ_CHECK(count >= 1 && count <= KEEL_OBATCH_MAX);
+    FUZZ_CHECK(keel_obatch_head_parse(body, len, &count, &p, &left) == 0);
+    for (i = 0; i < count; i++) {
+        const uint8_t *at = p;
+        keel_obatch_item it;
+        size_t n;
+        uint8_t *buf;
+        FUZZ_CHECK(keel_obatch_item_next(&p, &left, &it) == 0);
+        n = keel_obatch_item_size(it.from.tlen, it.from.idlen, it.call.tlen,
+                                  it.call.idlen, it.call.msglen);
+        FUZZ_CHECK(n == (size_t)(p - at));
+        buf = malloc(n);
+        FUZZ_CHECK(buf != NULL);
+        FUZZ_CHECK(keel_obatch_item_encode(
+                       buf, it.hops, it.from.seq, it.from.type, it.from.tlen,
+                       it.from.id, it.from.idlen, it.call.type, it.call.tlen,
+                       it.call.id, it.call.idlen, it.call.msg,
+                       it.call.msglen) == n);
+        FUZZ_CHECK(memcmp(buf, at, n) == 0);
+        free(buf);
+    }
+    FUZZ_CHECK(left == 0 && p == body + len);
+}
+
+/* A REPLY read as an OBATCH's answer, as a sender reads it: results stay
+ * inside the body. */
+static void check_obatch_results(const keel_frame *f)
+{
+    const uint8_t *p = f->body, *d;
+    size_t left = f->body_len, dl;
+    unsigned count, i;
+    int st;
+
+    if (keel_obatch_results_parse(&p, &left, &count) != 0)
+        return;
+    for (i = 0; i < count; i++) {
+        if (keel_obatch_result_next(&p, &left, &st, &d, &dl) != 0)
+            return;
+        FUZZ_CHECK(st <= 0 && st >= -0xFFFF);
+        FUZZ_CHECK(d >= f->body && d + dl <= f->body + f->body_len);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     size_t max_frame, off = 0;
@@ -454,6 +515,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case KEEL_FRAME_REPLY:
             check_acks(&f);
             check_dead_list(&f);
+            check_obatch_results(&f);
+            break;
+        case KEEL_FRAME_OBATCH:
+            check_obatch(&f);
             break;
         case KEEL_FRAME_SUBSCRIBE:
             check_subscribe(&f);

@@ -285,6 +285,28 @@ static void wire_seeds(void)
     xfer_frame(4, "", 1, 2, 0, 1, 1);
     call_frame(KEEL_FRAME_CAST, 0, 5, "kv", "u", "put a b");
     wire_seed("pipelined", 2);
+    /* Outbox messages between nodes: an OBATCH with a budget and two
+     * items, and its answer (a success, an unknown type). */
+    b_reset();
+    {
+        uint8_t body[512];
+        size_t bn = KEEL_DEADLINE_LEN;
+        keel_deadline_put(body, 5000);
+        body[bn++] = 0;
+        body[bn++] = 2;
+        bn += keel_obatch_item_encode(body + bn, 1, 7, "order", 5, "o-17", 4,
+                                      "pay", 3, "p-9", 3, "charge 30", 9);
+        bn += keel_obatch_item_encode(body + bn, 0, 8, "order", 5, "o-18", 4,
+                                      "nosuch", 6, "x", 1, "", 0);
+        frame(KEEL_FRAME_OBATCH, KEEL_FLAG_DEADLINE, 30, body, bn);
+        bn = 2;
+        keel_obatch_results_count(body, 2);
+        bn += keel_obatch_result_encode(body + bn, 0, NULL, 0);
+        bn += keel_obatch_result_encode(body + bn, KEEL_ENOTYPE,
+                                        "unknown actor type 'nosuch'", 27);
+        frame(KEEL_FRAME_REPLY, 0, 30, body, bn);
+    }
+    wire_seed("obatch-and-answer", 2);
     /* Following an actor: SUBSCRIBE, UNSUBSCRIBE, and the node's answer
      * and EVENTs (a change, an end). */
     b_reset();

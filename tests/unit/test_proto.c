@@ -1871,7 +1871,7 @@ START_TEST(follow_codec)
         ck_assert_int_eq(keel_frame_parse(buf, KEEL_FRAME_HEADER, 1024, &f),
                          KEEL_FRAME_HEADER);
         ck_assert_uint_eq(f.kind, KEEL_FRAME_EVENT);
-        buf[4] = KEEL_FRAME_EVENT + 1;
+        buf[4] = KEEL_FRAME_KIND_MAX + 1;
         ck_assert_int_eq(keel_frame_parse(buf, KEEL_FRAME_HEADER, 1024, &f),
                          KEEL_EMALFORMED);
     }
