@@ -1149,7 +1149,8 @@ static long conn_hello(keel_conn *c)
     if (r == 0)
         return 0;
     if (r > 0) {
-        keel_hello_encode(hello, KEEL_PROTO_VERSION);
+        keel_hello_encode_flags(hello, KEEL_PROTO_VERSION,
+                                KEEL_HELLO_OBATCH);
         send_raw(c, hello, sizeof hello);
         if (version == KEEL_PROTO_VERSION) {
             c->hello = 1;

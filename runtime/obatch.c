@@ -292,6 +292,11 @@ int keel__obatch_add(keel_obatch *ob, const char *addr, unsigned hops,
     if (ob == NULL || ob->peers == NULL || ob->flushing || f == NULL ||
         !req->is_cast || req->keyed || req->read_state)
         return -1;
+    /* Only to a node that said it takes batches: an older one would
+     * close the link (and fail what else is in flight on it) on the
+     * unknown kind. */
+    if (!keel__peer_takes(ob->peers, addr, KEEL_HELLO_OBATCH))
+        return -1;
     pr = peer_find(ob, addr, 1);
     if (pr == NULL || ev_now(ob->n->loop) < pr->legacy_until)
         return -1;

@@ -97,6 +97,7 @@ struct peer {
     uint8_t *rbuf;
     size_t rlen, rcap;
     int hello_seen; /* the peer's hello was read on this connection */
+    unsigned hello_flags; /* what it said it takes (proto.h) */
     keel_hmap pending;
     /* Frames with a budget, not yet started on the wire. */
     struct pending *unw_head, *unw_tail;
@@ -166,6 +167,7 @@ static void peer_fail(peer *pr, int how)
     pr->connected = 0;
     pr->tls_ready = 0;
     pr->hello_seen = 0;
+    pr->hello_flags = 0;
     pr->read_wants_write = pr->write_wants_read = 0;
     pr->retry_at = ev_now(n->loop) + PEER_RETRY_S;
     cnt = pr->pending.count;
@@ -421,6 +423,7 @@ static int peer_hello(peer *pr)
         return 0;
     if (r > 0 && version == KEEL_PROTO_VERSION) {
         pr->hello_seen = 1;
+        pr->hello_flags = keel_hello_flags(pr->rbuf);
         return 1;
     }
     if (r > 0) {
@@ -605,6 +608,16 @@ static int peer_connect(peer *pr)
     pr->rio.data = pr;
     pr->wio.data = pr;
     ev_io_start(pr->p->n->loop, &pr->wio); /* fires when connected */
+    return 0;
+}
+
+int keel__peer_takes(keel_peers *p, const char *addr, unsigned flag)
+{
+    peer *pr;
+
+    for (pr = p->list; pr != NULL; pr = pr->next)
+        if (strcmp(pr->addr, addr) == 0)
+            return pr->hello_seen && (pr->hello_flags & flag) != 0;
     return 0;
 }
 

@@ -49,6 +49,12 @@ uint8_t *keel__peer_frame_by(keel_peers *p, const char *addr, uint8_t kind,
                              uint64_t deadline_ns, keel_peer_cb cb,
                              void *arg);
 
+/* Whether the node at addr said, in the hello of the connection open to
+ * it now, that it takes what flag (a KEEL_HELLO_* bit) names. 0 while no
+ * connection has its hello yet: until then, send it only what every
+ * node of this protocol version takes. */
+int keel__peer_takes(keel_peers *p, const char *addr, unsigned flag);
+
 /* Frames queued and not answered yet, over all peers. */
 /* Writes the frames queued on plain links now rather than on the loop's
  * next round (a commit is about to block the loop). Never fails a link. */

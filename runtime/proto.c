@@ -57,13 +57,23 @@ static uint8_t *copy_bytes(uint8_t *dst, const void *src, size_t n)
     return dst + n;
 }
 
-void keel_hello_encode(uint8_t *p, unsigned version)
+void keel_hello_encode_flags(uint8_t *p, unsigned version, unsigned flags)
 {
     memcpy(p, KEEL_HELLO_MAGIC, 4);
     p[4] = (uint8_t)version;
-    p[5] = 0;
+    p[5] = (uint8_t)flags;
     p[6] = '\r';
     p[7] = '\n';
+}
+
+void keel_hello_encode(uint8_t *p, unsigned version)
+{
+    keel_hello_encode_flags(p, version, 0);
+}
+
+unsigned keel_hello_flags(const uint8_t *buf)
+{
+    return buf[5];
 }
 
 long keel_hello_parse(const uint8_t *buf, size_t len, unsigned *version)

@@ -128,8 +128,18 @@ typedef struct keel_frame {
 /* The protocol version this code speaks. 1: the first with a hello. */
 #define KEEL_PROTO_VERSION 1
 
+/* Hello flags: what the side that sends them takes beyond its version's
+ * frames, so that a newer node speaks to an older one only what it
+ * knows (older nodes send 0 and ignore them).
+ *   bit 0  KEEL_HELLO_OBATCH: OBATCH frames (a node's answer to a node). */
+#define KEEL_HELLO_OBATCH 0x01u
+
 /* Writes a hello (KEEL_HELLO_LEN bytes) for version, flags 0. */
 void keel_hello_encode(uint8_t *p, unsigned version);
+/* The same with flags. */
+void keel_hello_encode_flags(uint8_t *p, unsigned version, unsigned flags);
+/* The flags of a hello keel_hello_parse took from buf. */
+unsigned keel_hello_flags(const uint8_t *buf);
 /* Reads a hello from the front of buf: KEEL_HELLO_LEN with *version set
  * when buf holds one, 0 when the len bytes so far begin one but are fewer
  * than KEEL_HELLO_LEN, KEEL_EPROTO when buf does not begin with a hello.

@@ -1686,6 +1686,12 @@ START_TEST(hello_round_trip)
     ck_assert_int_eq(keel_hello_parse((const uint8_t *)"KEEL\x01\x00X", 7,
                                       &v),
                      KEEL_EPROTO);
+    /* flags ride along, and the parse ignores them */
+    keel_hello_encode_flags(h, KEEL_PROTO_VERSION, KEEL_HELLO_OBATCH);
+    ck_assert_int_eq(memcmp(h, "KEEL\x01\x01\r\n", KEEL_HELLO_LEN), 0);
+    ck_assert_int_eq(keel_hello_parse(h, sizeof h, &v), KEEL_HELLO_LEN);
+    ck_assert_uint_eq(v, KEEL_PROTO_VERSION);
+    ck_assert_uint_eq(keel_hello_flags(h), KEEL_HELLO_OBATCH);
     /* another version reads as such */
     keel_hello_encode(h, 7);
     ck_assert_int_eq(keel_hello_parse(h, sizeof h, &v), KEEL_HELLO_LEN);
