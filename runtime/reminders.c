@@ -128,7 +128,9 @@ static int record_get(keel_turn *t, const uint8_t *key, size_t klen,
     size_t vl;
     int rc = keel__turn_rt_get(t, key, klen, &v, &vl);
 
-    *due = 0;
+    *due = *period = 0;
+    *msg = NULL;
+    *mlen = 0;
     if (rc == KEEL_ENOTFOUND)
         return 0;
     if (rc != 0)

@@ -404,7 +404,7 @@ static int check_distinct(const struct phase *ph, uint64_t i,
                           const void *reply, size_t len, char *why,
                           size_t whylen)
 {
-    int64_t v;
+    int64_t v = 0;
 
     if (check_range(ph, i, reply, len, why, whylen) != 0)
         return -1;
@@ -1602,7 +1602,7 @@ static int wl_memory(struct env *e, struct result *res, int *nres)
     struct result *r = &res[0];
     struct phase p;
     keel_stats a, b;
-    uint64_t res0, shr0, res1, shr1;
+    uint64_t res0 = 0, shr0 = 0, res1 = 0, shr1 = 0;
     struct mallinfo2 m0, m1;
     double page = (double)sysconf(_SC_PAGESIZE);
     int rc;
