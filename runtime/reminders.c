@@ -128,9 +128,7 @@ static int record_get(keel_turn *t, const uint8_t *key, size_t klen,
     size_t vl;
     int rc = keel__turn_rt_get(t, key, klen, &v, &vl);
 
-    *due = *period = 0;
-    *msg = NULL;
-    *mlen = 0;
+    *due = 0;
     if (rc == KEEL_ENOTFOUND)
         return 0;
     if (rc != 0)
@@ -242,9 +240,9 @@ int keel__reminders_fire(keel_turn *t, keel_req *req, int *run)
 {
     struct keel_rm_fire *f = req->rm;
     uint8_t key[RM_REC_LEN + KEEL_MAX_REMINDER_NAME_LEN];
-    uint64_t due, period, now = keel__wall_ms();
-    const uint8_t *msg;
-    size_t mlen, klen = RM_REC_LEN + f->nlen;
+    uint64_t due, period = 0, now = keel__wall_ms();
+    const uint8_t *msg = NULL;
+    size_t mlen = 0, klen = RM_REC_LEN + f->nlen;
     int rc;
 
     *run = 0;
