@@ -466,8 +466,11 @@ typedef struct keel_stats {
     /* Reminders (keel_turn_remind) whose handler ran in a committed turn
      * on this node. */
     uint64_t reminders_fired;
+    /* Backup side: REPL frames committed in the transaction of an earlier
+     * frame that still waited for the writer (one commit for both). */
+    uint64_t repl_merged_frames;
     /* Room for figures to come without changing the struct's size. */
-    uint64_t reserved[8];
+    uint64_t reserved[7];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

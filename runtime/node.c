@@ -3033,7 +3033,7 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "outbox_sent %llu\noutbox_dropped %llu\noutbox_dead %llu\n"
         "repl_suspects %llu\n"
         "subscribers %llu\nevents_sent %llu\n"
-        "reminders_fired %llu\n",
+        "reminders_fired %llu\nrepl_merged_frames %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -3092,7 +3092,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->repl_suspects,
         (unsigned long long)st->subscribers,
         (unsigned long long)st->events_sent,
-        (unsigned long long)st->reminders_fired);
+        (unsigned long long)st->reminders_fired,
+        (unsigned long long)st->repl_merged_frames);
     return w < 0 ? 0 : (size_t)w;
 }
 

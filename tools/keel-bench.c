@@ -1230,7 +1230,7 @@ static void add_commit_extras(struct result *r, const keel_stats *a,
 /* Cluster workloads: the sums over the nodes of what their statistics
  * (a STAT request each) say of the store and the replication stream. */
 struct cl_stats {
-    double commits, fsyncs, frames_sent, frames_applied;
+    double commits, fsyncs, frames_sent, frames_applied, frames_merged;
 };
 
 static double stat_line(const char *text, const char *key)
@@ -1262,6 +1262,7 @@ static void cl_stats_get(const struct route *rt, struct cl_stats *out)
             out->fsyncs += stat_line(reply, "fsyncs");
             out->frames_sent += stat_line(reply, "repl_frames_sent");
             out->frames_applied += stat_line(reply, "repl_applied_frames");
+            out->frames_merged += stat_line(reply, "repl_merged_frames");
         }
         free(reply);
         keel_client_close(k);
@@ -1291,6 +1292,8 @@ static int measure(struct env *e, struct phase *p, struct result *r,
                       sb.frames_sent - sa.frames_sent);
             add_extra(r, "repl_frames_applied", "frames applied", 0,
                       sb.frames_applied - sa.frames_applied);
+            add_extra(r, "repl_frames_merged", "frames merged", 0,
+                      sb.frames_merged - sa.frames_merged);
         }
         return rc;
     }
