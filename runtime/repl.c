@@ -23,8 +23,10 @@
  * Backup side. Per unit (repl_bunit) the stream, epoch and seqs taken
  * (accepted: queued for the writer; durable: reported committed). The
  * writer is one of this module's own, started with the first REPL frame:
- * one batch per frame, reported in order, so a frame of duplicates only
- * is answered once everything before it is durable. */
+ * one batch per frame, or per run of frames that queued while the writer
+ * was busy (the later ones join the batch still waiting), reported in
+ * order, so a frame of duplicates only is answered once everything before
+ * it is durable. */
 #include "runtime/repl.h"
 
 #include <pthread.h>
