@@ -2006,6 +2006,14 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
      * else submits to this writer): one commit for both, and a failure
      * of that commit fails both. */
     rc = keel_writer_submit_merge(r->writer, b, &into);
+    if (rc == KEEL_ENOMEM) {
+        /* No memory to join the waiting batch: a batch of its own (a
+         * submit without merging never allocates). Refusing the frame
+         * here would not do: the frames after it are taken already when
+         * they arrive before its refusal is answered. */
+        rc = keel_writer_submit(r->writer, b);
+        into = b;
+    }
     if (rc == 0 && into != b) {
         j->bb = r->wtail;
         j->gbase = r->wtail->ngroups;
@@ -2018,9 +2026,8 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
     } else if (rc == 0) {
         r->wtail = bb;
     } else {
-        /* Refused at the door (stopping, or no memory to join the waiting
-         * batch): answered in turn, as failed; the sender sends it
-         * again. */
+        /* Refused at the door (stopping): answered in turn, as
+         * failed. */
         j->wstatus = rc;
         j->done = 1;
     }
