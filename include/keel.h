@@ -480,8 +480,11 @@ typedef struct keel_stats {
      * (a batch frame, or a message's own CAST): below the messages sent
      * across when batching works (docs/protocol.md, "OBATCH body"). */
     uint64_t outbox_frames;
+    /* Backup side: REPL frames committed in the transaction of an earlier
+     * frame that still waited for the writer (one commit for both). */
+    uint64_t repl_merged_frames;
     /* Room for figures to come without changing the struct's size. */
-    uint64_t reserved[6];
+    uint64_t reserved[5];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

@@ -946,6 +946,10 @@ static enum MHD_Result answer_metrics(struct http_req *r)
     metric(&b, "keel_repl_applied_frames_total", "counter",
            "REPL frames whose writes this backup committed.", "",
            st->repl_applied_frames);
+    metric(&b, "keel_repl_merged_frames_total", "counter",
+           "REPL frames this backup committed with an earlier frame, in "
+           "one transaction.", "",
+           st->repl_merged_frames);
     metric(&b, "keel_repl_refused_total", "counter",
            "Units of REPL frames this backup did not take.", "",
            st->repl_refused);

@@ -3081,7 +3081,7 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "repl_suspects %llu\n"
         "subscribers %llu\nevents_sent %llu\n"
         "reminders_fired %llu\nreminders_dead %llu\n"
-        "outbox_frames %llu\n",
+        "outbox_frames %llu\nrepl_merged_frames %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -3142,7 +3142,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->events_sent,
         (unsigned long long)st->reminders_fired,
         (unsigned long long)st->reminders_dead,
-        (unsigned long long)st->outbox_frames);
+        (unsigned long long)st->outbox_frames,
+        (unsigned long long)st->repl_merged_frames);
     return w < 0 ? 0 : (size_t)w;
 }
 

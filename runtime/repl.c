@@ -23,8 +23,10 @@
  * Backup side. Per unit (repl_bunit) the stream, epoch and seqs taken
  * (accepted: queued for the writer; durable: reported committed). The
  * writer is one of this module's own, started with the first REPL frame:
- * one batch per frame, reported in order, so a frame of duplicates only
- * is answered once everything before it is durable. */
+ * one batch per frame, or per run of frames that queued while the writer
+ * was busy (the later ones join the batch still waiting), reported in
+ * order, so a frame of duplicates only is answered once everything before
+ * it is durable. */
 #include "runtime/repl.h"
 
 #include <pthread.h>
@@ -1581,23 +1583,59 @@ static repl_bunit *bunit_get(keel_repl *r, const char *cap, uint32_t shard)
     return u;
 }
 
-/* Writer thread: the batches come back in the order they went. */
+/* Writer thread: the batches come back in the order they went, and the
+ * frames a batch holds are consecutive among the jobs (those refused at
+ * the door aside, never reported). */
 static void bw_done(keel_batch *b, int status, void *data)
 {
     keel_repl *r = data;
+    bjob *j;
 
-    (void)b;
     pthread_mutex_lock(&r->mu);
-    while (r->wnext != NULL && r->wnext->done)
-        r->wnext = r->wnext->next; /* refused at the door: never reported */
-    if (r->wnext != NULL) {
-        r->wnext->wstatus = status;
-        r->wnext->done = 1;
-        r->wnext->reported = 1;
-        r->wnext = r->wnext->next;
+    while ((j = r->wnext) != NULL && (j->done || j->bb->b == b)) {
+        if (!j->done) {
+            j->wstatus = status;
+            j->done = 1;
+            j->reported = 1;
+        }
+        r->wnext = j->next;
     }
     pthread_mutex_unlock(&r->mu);
     ev_async_send(r->n->loop, &r->wake);
+}
+
+static int bbatch_failed(const keel_batch *b, int status)
+{
+    size_t i, ng = keel_batch_group_count(b);
+    int gst;
+
+    for (i = 0; status == 0 && i < ng; i++)
+        keel_batch_group(b, i, &gst), status = gst;
+    return status != 0;
+}
+
+/* j is answered: the batch goes with its last frame. The writer counted
+ * one failure for a failed batch, however many frames it held, so it is
+ * acknowledged once, here. */
+static void bbatch_release(keel_repl *r, bjob *j, int status)
+{
+    bbatch *bb = j->bb;
+
+    if (bb == NULL || --bb->refs > 0)
+        return;
+    if (j->reported && status != 0 && bb->nframes > 1 &&
+        ev_now(r->n->loop) - r->merge_warned >= 1.0) {
+        r->merge_warned = ev_now(r->n->loop);
+        keel_warn("replication: a commit of %u frames failed (%s): none of "
+                  "them is acknowledged, their primaries send them again",
+                  bb->nframes, keel_strerror(status));
+    }
+    if (j->reported && r->writer != NULL && bbatch_failed(bb->b, status))
+        keel_writer_ack_failure(r->writer);
+    if (r->wtail == bb)
+        r->wtail = NULL;
+    keel_batch_destroy(bb->b);
+    free(bb);
 }
 
 /* The answer to a frame whose writes settled with status (the writer's,
@@ -1607,7 +1645,6 @@ static void bjob_finish(keel_repl *r, bjob *j, int status)
     keel_node *n = r->n;
     size_t len = 2, k;
     uint8_t *body;
-    int failed = status != 0;
 
     for (k = 0; k < j->nunits; k++)
         len += KEEL_REPL_ACK_SIZE(j->units[k].clen);
@@ -1622,10 +1659,8 @@ static void bjob_finish(keel_repl *r, bjob *j, int status)
         uint64_t seq = 0;
         if (st == 0 && x->grouped) {
             int gst = 0;
-            keel_batch_group(j->b, x->gidx, &gst);
+            keel_batch_group(j->bb->b, j->gbase + x->gidx, &gst);
             st = status != 0 ? status : gst;
-            if (st != 0)
-                failed = 1;
             if (bu->epoch == x->epoch && bu->stream == x->stream) {
                 if (st == 0 && x->seq > bu->durable)
                     bu->durable = x->seq;
@@ -1645,8 +1680,6 @@ static void bjob_finish(keel_repl *r, bjob *j, int status)
             len += keel_repl_ack_encode(body + len, x->cap, x->clen, x->shard,
                                         st, seq);
     }
-    if (failed && j->reported && r->writer != NULL)
-        keel_writer_ack_failure(r->writer);
     if (status == 0)
         STAT_ADD(n, repl_applied_frames, 1);
     if (j->req != NULL) {
@@ -1665,7 +1698,7 @@ static void bjob_finish(keel_repl *r, bjob *j, int status)
         keel__net_complete(n, req);
     }
     free(body);
-    keel_batch_destroy(j->b);
+    bbatch_release(r, j, status);
     free(j->units);
     free(j);
 }
@@ -1850,8 +1883,10 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
     const uint8_t *p;
     size_t rest, k;
     char from[KEEL_NAME_MAX + 1];
+    keel_batch *b, *into = NULL;
+    bbatch *bb;
     bjob *j;
-    int rc, confirms = 0;
+    int rc = 0, confirms = 0;
 
     if (r == NULL)
         return KEEL_EPROTO;
@@ -1882,9 +1917,11 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
         return KEEL_ENOMEM;
     j->nunits = h.nunits;
     j->units = calloc(h.nunits ? h.nunits : 1, sizeof *j->units);
-    j->b = keel_batch_create();
-    if (j->units == NULL || j->b == NULL) {
-        keel_batch_destroy(j->b);
+    bb = calloc(1, sizeof *bb);
+    b = keel_batch_create();
+    if (j->units == NULL || bb == NULL || b == NULL) {
+        keel_batch_destroy(b);
+        free(bb);
         free(j->units);
         free(j);
         return KEEL_ENOMEM;
@@ -1914,8 +1951,8 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
             x->status = piece_admit(r, x, from, h.stream,
                                     piece_is_snapshot(&ru));
         if (x->status == 0 && x->grouped) {
-            x->gidx = keel_batch_group_count(j->b);
-            rc = unit_build(j->b, &ru, x->bu, x->cap);
+            x->gidx = keel_batch_group_count(b);
+            rc = unit_build(b, &ru, x->bu, x->cap);
             if (rc != 0)
                 break;
         }
@@ -1934,11 +1971,16 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
             x->bu->accepted = x->old_accepted;
             x->bu->durable = x->old_durable;
         }
-        keel_batch_destroy(j->b);
+        keel_batch_destroy(b);
+        free(bb);
         free(j->units);
         free(j);
         return rc;
     }
+    bb->b = b;
+    bb->refs = bb->nframes = 1;
+    bb->ngroups = keel_batch_group_count(b);
+    j->bb = bb;
     j->req = req;
     pthread_mutex_lock(&r->mu);
     if (r->jobs_tail != NULL)
@@ -1957,16 +1999,41 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
         ev_async_send(n->loop, &r->wake);
         return 0;
     }
-    pthread_mutex_unlock(&r->mu);
-    rc = keel_writer_submit(r->writer, j->b);
-    if (rc != 0) {
-        /* Refused at the door (stopping): answered in turn, as failed. */
-        pthread_mutex_lock(&r->mu);
+    /* Under mu: the writer may report the batch the frame joins as soon
+     * as it is handed over, and bw_done must find the frame in it. A
+     * frame that arrives while the writer is busy joins the batch still
+     * waiting for it (the one the last frame went into, since nothing
+     * else submits to this writer): one commit for both, and a failure
+     * of that commit fails both. */
+    rc = keel_writer_submit_merge(r->writer, b, &into);
+    if (rc == KEEL_ENOMEM) {
+        /* No memory to join the waiting batch: a batch of its own (a
+         * submit without merging never allocates). Refusing the frame
+         * here would not do: the frames after it are taken already when
+         * they arrive before its refusal is answered. */
+        rc = keel_writer_submit(r->writer, b);
+        into = b;
+    }
+    if (rc == 0 && into != b) {
+        j->bb = r->wtail;
+        j->gbase = r->wtail->ngroups;
+        r->wtail->ngroups += bb->ngroups;
+        r->wtail->refs++;
+        r->wtail->nframes++;
+        keel_batch_destroy(b);
+        free(bb);
+        STAT_ADD(n, repl_merged_frames, 1);
+    } else if (rc == 0) {
+        r->wtail = bb;
+    } else {
+        /* Refused at the door (stopping): answered in turn, as
+         * failed. */
         j->wstatus = rc;
         j->done = 1;
-        pthread_mutex_unlock(&r->mu);
-        ev_async_send(n->loop, &r->wake);
     }
+    pthread_mutex_unlock(&r->mu);
+    if (rc != 0)
+        ev_async_send(n->loop, &r->wake);
     return 0;
 }
 

@@ -23,9 +23,10 @@
  * map this node applied shows it out.
  *
  * Backup side: keel__repl_frame() applies the units of a REPL frame the
- * cluster lets it take, in order and once each, in one transaction per
- * frame through a writer thread of its own, and answers once that is
- * durable as the node's durability mode says.
+ * cluster lets it take, in order and once each, in one transaction
+ * through a writer thread of its own (frames that queue behind the writer
+ * share one), and answers once that is durable as the node's durability
+ * mode says.
  *
  * A node without backups (standalone, one replica, no unit with in-sync
  * backups) pays one check per settled batch and nothing per reply.

@@ -214,11 +214,23 @@ struct bj_unit {
     char cap[256];
 };
 
+/* A batch of the backup's writer: the groups of one REPL frame, and of
+ * the frames that arrived while it still waited for the writer, appended
+ * to it (keel_writer_submit_merge): one transaction and one commit for
+ * them all. Committed or failed as a whole; freed with its last frame. */
+typedef struct bbatch {
+    keel_batch *b;
+    unsigned refs;  /* the frames whose groups it holds, not answered */
+    unsigned nframes; /* the frames whose groups it holds */
+    size_t ngroups; /* its groups so far (the writer's copy is not read) */
+} bbatch;
+
 /* A REPL frame with the backup's writer. */
 typedef struct bjob {
     struct bjob *next;
     keel_req *req;
-    keel_batch *b;
+    bbatch *bb;   /* where its groups are: from gbase on */
+    size_t gbase;
     int wstatus;  /* the writer's report */
     int done;     /* reported, or refused at the door (under r->mu) */
     int reported; /* by the writer: a failure there is acknowledged */
@@ -282,6 +294,11 @@ struct keel_repl {
     pthread_mutex_t mu;
     bjob *jobs, *jobs_tail; /* with the writer, in order */
     bjob *wnext;            /* the next one it reports (under mu) */
+    /* The batch the last frame went into (NULL once freed): the only one
+     * the next frame's groups can join, while the writer has not taken
+     * it yet. Loop thread. */
+    bbatch *wtail;
+    ev_tstamp merge_warned; /* the last failed commit of merged frames */
     ev_async wake;
 };
 

@@ -1231,7 +1231,7 @@ static void add_commit_extras(struct result *r, const keel_stats *a,
 /* Cluster workloads: the sums over the nodes of what their statistics
  * (a STAT request each) say of the store and the replication stream. */
 struct cl_stats {
-    double commits, fsyncs, frames_sent, frames_applied;
+    double commits, fsyncs, frames_sent, frames_applied, frames_merged;
     double outbox_sent, outbox_frames;
 };
 
@@ -1266,6 +1266,7 @@ static void cl_stats_get(const struct route *rt, struct cl_stats *out)
             out->frames_applied += stat_line(reply, "repl_applied_frames");
             out->outbox_sent += stat_line(reply, "outbox_sent");
             out->outbox_frames += stat_line(reply, "outbox_frames");
+            out->frames_merged += stat_line(reply, "repl_merged_frames");
         }
         free(reply);
         keel_client_close(k);
@@ -1295,6 +1296,8 @@ static int measure(struct env *e, struct phase *p, struct result *r,
                       sb.frames_sent - sa.frames_sent);
             add_extra(r, "repl_frames_applied", "frames applied", 0,
                       sb.frames_applied - sa.frames_applied);
+            add_extra(r, "repl_frames_merged", "frames merged", 0,
+                      sb.frames_merged - sa.frames_merged);
         }
         return rc;
     }

@@ -6,12 +6,19 @@
  * reply leaves they are out of the in-sync set, and they come back from a
  * snapshot of the primary. So after the primary dies and a backup is
  * promoted, the refused put is still absent, every acknowledged one is
- * there, and the replicas in sync agree. */
+ * there, and the replicas in sync agree.
+ *
+ * A backup whose own disk fills while frames queue behind its busy
+ * replication writer: the frames that joined one transaction fail
+ * together, none is acknowledged, and the primary keeps its replies
+ * until the backup is out of the in-sync set. */
 #include <check.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cluster.h"
 #include "clmap.h"
@@ -310,6 +317,139 @@ START_TEST(a_primary_stopped_in_order_keeps_its_backups)
 }
 END_TEST
 
+/* Writers of the merged-frames test: each puts to an actor of its own
+ * through a connection of its own, so that n0 flushes batch after batch
+ * and n1 receives frames faster than its writer flushes them. */
+#define MERGE_WRITERS 6
+#define MERGE_PUTS 250
+
+struct merge_writer {
+    char id[16];
+    int ok, failed, first_rc;
+    char first_err[128];
+};
+
+static void *merge_writer_main(void *arg)
+{
+    struct merge_writer *w = arg;
+    keel_client *c = NULL;
+    int i, rc;
+
+    if (keel_client_connect(fx.nodes[0].addr, CLIENT_MS, &c) != 0) {
+        w->failed = MERGE_PUTS;
+        w->first_rc = KEEL_ECONN;
+        return NULL;
+    }
+    for (i = 0; i < MERGE_PUTS; i++) {
+        char *reply = NULL;
+        rc = put(c, w->id, i, &reply);
+        if (rc == 0) {
+            w->ok++;
+        } else if (w->failed++ == 0) {
+            w->first_rc = rc;
+            snprintf(w->first_err, sizeof w->first_err, "%s",
+                     reply ? reply : "");
+        }
+        free(reply);
+    }
+    keel_client_close(c);
+    return NULL;
+}
+
+/* Whether n1's log says a commit of merged frames failed. */
+static int merged_commit_failed(void)
+{
+    char *log = tu_keeld_log(&fx.nodes[1]);
+    int yes = log != NULL && strstr(log, "none of them is acknowledged");
+
+    free(log);
+    return yes;
+}
+
+/* Frames that queued behind n1's busy writer and joined one transaction
+ * fail together when n1's disk is full: none may be acknowledged. A frame
+ * acknowledged without its writes would leave n1 in sync with a hole once
+ * its disk has room again (the limit is lifted as soon as such a commit
+ * failed, well within the lag bound, so n1 normally stays in sync): the
+ * replicas in sync must agree, n1 included. */
+START_TEST(frames_merged_on_a_backup_fail_together)
+{
+    const char *common[] = {"--repl-lag-ms", "5000", NULL};
+    struct merge_writer w[MERGE_WRITERS];
+    pthread_t th[MERGE_WRITERS];
+    struct rlimit unlimited = {RLIM_INFINITY, RLIM_INFINITY};
+    keel_client *c = NULL;
+    keel_shard_map m;
+    char owner[64], d[3][128];
+    uint32_t shards[MERGE_WRITERS];
+    int i, j, k, nw = 0, failed = 0;
+    long merged;
+
+    memset(w, 0, sizeof w);
+    /* n1, a backup of every unit, may not grow a file past 4 MiB. */
+    fx.nodes[1].fsize_limit = 4L << 20;
+    tu_cluster_start_together(&fx, 3, 3, common, NULL);
+    for (j = 0; j < 256 && nw < MERGE_WRITERS; j++) {
+        char cand[16];
+        snprintf(cand, sizeof cand, "mf%d", j);
+        tu_cluster_owner_of(&fx, 0, "kv", cand, owner, sizeof owner);
+        if (strcmp(owner, "n0") != 0)
+            continue;
+        shards[nw] = keel_shard_of("kv", cand, strlen(cand), SHARDS);
+        snprintf(w[nw++].id, sizeof w[0].id, "%s", cand);
+    }
+    CHECK(nw == MERGE_WRITERS, "only %d kv actors owned by n0", nw);
+    for (i = 0; i < nw; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, merge_writer_main,
+                                        &w[i]),
+                         0);
+    /* At most 60 s (the writers take a few). */
+    for (i = 0; i < 1200 && !(failed = merged_commit_failed()); i++)
+        tu_sleep_ms(50);
+    if (failed)
+        ck_assert_int_eq(prlimit(fx.nodes[1].pid, RLIMIT_FSIZE, &unlimited,
+                                 NULL),
+                         0);
+    for (i = 0; i < nw; i++)
+        pthread_join(th[i], NULL);
+    CHECK(failed, "no commit of merged frames failed on n1");
+    merged = stat_of(1, "repl_merged_frames");
+    CHECK(merged > 0, "n1 counts no merged frame (%ld)", merged);
+    CHECK(stat_of(1, "repl_refused") > 0, "n1 refused nothing");
+
+    /* n0's disk is not full: every put is acknowledged, with n1 in sync
+     * again or out of the in-sync sets. */
+    for (i = 0; i < nw; i++)
+        CHECK(w[i].failed == 0, "actor %s: %d puts failed, the first %s (%s)",
+              w[i].id, w[i].failed, keel_err_name(w[i].first_rc),
+              w[i].first_err);
+    /* n1, out of some set or not, is in sync everywhere again. */
+    CHECK(tu_map_wait_settled(&fx, 3), "the replicas did not settle");
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    for (i = 0; i < nw; i++) {
+        const keel_map_unit *u = tu_map_unit(&m, "", shards[i]);
+        for (k = 0; k < 3; k++) {
+            char name[4];
+            snprintf(name, sizeof name, "n%d", k);
+            d[k][0] = '\0';
+            if (tu_map_in_sync(&m, u, name))
+                tu_cluster_digest(&fx, k, shards[i], d[k], sizeof d[k]);
+        }
+        CHECK(d[0][0] != '\0', "no digest of shard %u from n0", shards[i]);
+        for (k = 1; k < 3; k++)
+            CHECK(d[k][0] == '\0' || strcmp(d[0], d[k]) == 0,
+                  "shard %u: n%d in sync with '%s', n0 has '%s'", shards[i],
+                  k, d[k], d[0]);
+    }
+    keel_map_free(&m);
+    /* And the last put of each actor reads back. */
+    for (i = 0; i < nw; i++)
+        CHECK(get(&c, 0, w[i].id, MERGE_PUTS - 1) == 0,
+              "put %d of %s is missing", MERGE_PUTS - 1, w[i].id);
+    keel_client_close(c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_repl_fail");
@@ -319,6 +459,7 @@ int main(void)
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, a_refused_write_is_not_kept_by_the_backups);
     tcase_add_test(tc, a_primary_stopped_in_order_keeps_its_backups);
+    tcase_add_test(tc, frames_merged_on_a_backup_fail_together);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }

@@ -116,8 +116,13 @@ int tu_keeld_start(tu_keeld *k, const char *data_dir, int port,
             close(fd);
         }
         if (k->fsize_limit > 0) {
-            struct rlimit rl = {(rlim_t)k->fsize_limit,
-                                (rlim_t)k->fsize_limit};
+            /* The soft limit only: a test may lift it again (prlimit)
+             * without privileges, giving the node room on its "disk". */
+            struct rlimit rl;
+            getrlimit(RLIMIT_FSIZE, &rl);
+            rl.rlim_cur = (rlim_t)k->fsize_limit;
+            if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < rl.rlim_cur)
+                rl.rlim_cur = rl.rlim_max;
             setrlimit(RLIMIT_FSIZE, &rl);
         }
         execv(argv[0], (char *const *)argv);

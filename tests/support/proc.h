@@ -12,7 +12,8 @@ typedef struct tu_keeld {
     char addr[64];     /* "127.0.0.1:PORT" */
     char *data_dir;    /* owned */
     char *log_path;    /* owned: keeld's stderr */
-    long fsize_limit;  /* >0: RLIMIT_FSIZE for the child, in bytes */
+    long fsize_limit;  /* >0: RLIMIT_FSIZE for the child, in bytes (the
+                        * soft limit: prlimit may lift it) */
 } tu_keeld;
 
 /* Starts keeld on 127.0.0.1 with a kernel-chosen port, data in data_dir,
