@@ -5,6 +5,7 @@
  *
  * "svc":
  *   send ID MSG           keel_turn_send("svc", ID, MSG)
+ *   sendn ID N            N messages "work K" (K = 1..N) to svc/ID
  *   remind NAME DUE MSG   keel_turn_remind(NAME, DUE ms, one-shot, MSG)
  *   break / fix           from now on, refuse / take "work" messages
  *   work X                refused (KEEL_EHANDLER, "broken") while broken;
@@ -43,6 +44,16 @@ static int svc_message(keel_turn *t, const void *msg, size_t len)
         return KEEL_EBADMSG;
     memcpy(m, msg, len);
     m[len] = '\0';
+    if (sscanf(m, "sendn %127s %lu", a, &due) == 2 && due <= 1000) {
+        for (unsigned long k = 1; k <= due; k++) {
+            int rc;
+            n = snprintf(text, sizeof text, "work %lu", k);
+            rc = keel_turn_send(t, "svc", a, strlen(a), text, (size_t)n);
+            if (rc != 0)
+                return rc;
+        }
+        return 0;
+    }
     if (sscanf(m, "send %127s %127[^\n]", a, b) == 2)
         return keel_turn_send(t, "svc", a, strlen(a), b, strlen(b));
     if (sscanf(m, "remind %128s %lu %127[^\n]", a, &due, b) == 3)

@@ -47,6 +47,14 @@ static void teardown(void)
     free(plugin);
 }
 
+static void start_node_after(int port, const char *after)
+{
+    const char *extra[] = {"--load", plugin, "--dead-letter-after", after,
+                           NULL};
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, port, extra), 0);
+}
+
 static void start_node(int port)
 {
     const char *extra[] = {"--load", plugin, "--dead-letter-after", "2",
@@ -292,6 +300,42 @@ START_TEST(drop_and_bad_requests)
 }
 END_TEST
 
+/* More dead letters than one page of the list holds: `keel
+ * dead-letters` reads them all, in order, and drop without a number
+ * drops them all. */
+START_TEST(many_dead_letters_page)
+{
+    char *out, *all, line[64];
+    const char *p;
+    int k;
+
+    start_node_after(0, "1");
+    svc("g", "break");
+    svc("f", "sendn g 150");
+    out = wait_dead("f", 150);
+    /* Each at the start of a line, in order. */
+    if (asprintf(&all, "\n%s", out) < 0)
+        abort();
+    for (k = 1, p = all; k <= 150; k++) {
+        snprintf(line, sizeof line, "\n%d outbox to svc/g error EHANDLER "
+                                    "attempts 1 ",
+                 k);
+        p = strstr(p, line);
+        ck_assert_msg(p != NULL, "dead letter %d missing or out of order", k);
+    }
+    free(all);
+    free(out);
+    ck_assert_int_eq(KEEL(&out, "dead-letters", "drop", "svc", "f"), 0);
+    ck_assert_msg(strncmp(out, "dropped 1\ndropped 2\n", 20) == 0 &&
+                      strstr(out, "dropped 150\n") != NULL,
+                  "drop: %.200s", out);
+    free(out);
+    out = wait_dead("f", 0);
+    free(out);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("dead_letters");
@@ -302,6 +346,7 @@ int main(void)
     tcase_add_test(tc, outbox_message_refused_then_retried);
     tcase_add_test(tc, reminder_refused_then_retried);
     tcase_add_test(tc, drop_and_bad_requests);
+    tcase_add_test(tc, many_dead_letters_page);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
