@@ -180,6 +180,7 @@ static int rec_parse(const uint8_t *v, size_t vl, struct dl_rec *r)
 
 struct list_acc {
     uint64_t after;
+    size_t room; /* the most a reply may hold: it must fit one frame */
     unsigned count;
     uint8_t *buf;
     size_t len, cap;
@@ -220,6 +221,12 @@ static int list_cb(const void *key, size_t klen, const void *val, size_t vlen,
     e.shown_len = r.msg_len < KEEL_DEAD_SHOWN_MAX ? r.msg_len
                                                   : KEEL_DEAD_SHOWN_MAX;
     need = keel_dead_entry_size(&e);
+    if (l->len + need > l->room) {
+        /* The page ends here; the next one starts after it. */
+        if (l->count == 0)
+            l->err = KEEL_ETOOBIG;
+        return 1;
+    }
     if (l->len + need > l->cap) {
         size_t cap = l->cap * 2;
         uint8_t *p;
@@ -242,9 +249,14 @@ static int list_cb(const void *key, size_t klen, const void *val, size_t vlen,
 static int dl_list(keel_turn *t, uint64_t after, uint8_t **reply,
                    size_t *rlen)
 {
+    keel_node *n = keel_turn_node(t);
     struct list_acc l = {.after = after, .cap = 512};
     uint64_t last, held;
     int rc = header_get(t, &last, &held);
+
+    l.room = n->opts.max_frame > KEEL_FRAME_HEADER
+                 ? n->opts.max_frame - KEEL_FRAME_HEADER
+                 : 0;
 
     if (rc != 0)
         return rc;
@@ -260,6 +272,10 @@ static int dl_list(keel_turn *t, uint64_t after, uint8_t **reply,
         free(l.buf);
         if (rc == KEEL_ECORRUPT && !keel__turn_has_error(t))
             keel_turn_error(t, "a dead letter of the actor is unreadable");
+        else if (rc == KEEL_ETOOBIG && !keel__turn_has_error(t))
+            keel_turn_error(t, "a dead letter does not fit in a frame of "
+                               "%u bytes (--max-frame)",
+                            n->opts.max_frame);
         return rc;
     }
     *reply = l.buf;

@@ -362,7 +362,8 @@ long keel_reminders_entry_parse(const uint8_t *p, size_t len,
 /* Dead letters (runtime/deadletters.h), through state reads whose
  * message is one of:
  *   "dead-letters list" after be64  the actor's dead letters numbered
- *                                 above after, at most
+ *                                 above after, as many as fit one frame
+ *                                 and at most
  *                                 KEEL_DEAD_LIST_MAX of them: a REPLY of
  *                                 held be64 (how many the actor holds)
  *                                 then one entry each, by number;

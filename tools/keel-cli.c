@@ -816,7 +816,7 @@ static int dead_each(keel_client *c, const char *type, const char *id,
                      void (*fn)(const keel_dead_entry *e, void *data),
                      void *data, uint64_t *held)
 {
-    uint64_t after = 0;
+    uint64_t after = 0, seen = 0;
     unsigned pages;
 
     /* A page at a time, each read after the last number seen; bounded
@@ -827,9 +827,8 @@ static int dead_each(keel_client *c, const char *type, const char *id,
         unsigned n = 0;
         int rc = keel_client_dead_letters(c, type, id, strlen(id), after,
                                           &reply, &rlen);
-        if (rc != 0) {
+        if (rc != 0)
             return request_failed(rc, reply, rlen);
-        }
         if (rlen < 8)
             goto malformed;
         *held = keel_get_be64((const uint8_t *)reply);
@@ -845,7 +844,11 @@ static int dead_each(keel_client *c, const char *type, const char *id,
             n++;
         }
         free(reply);
-        if (n < KEEL_DEAD_LIST_MAX)
+        /* A page holds fewer than the most when the rest would not fit
+         * one frame: the list ends with an empty page, or once every
+         * dead letter the actor holds was seen. */
+        seen += n;
+        if (n == 0 || seen >= *held)
             return 0;
         continue;
     malformed:
