@@ -518,6 +518,27 @@ static int read_line(int fd, char *buf, size_t cap, int ms)
 /* keel follow prints the state now and each change, in order, and exits
  * 0 on SIGINT; after the node restarts it subscribes again by itself
  * and goes on from the current state. */
+
+/* Starts `keel follow TYPE ID` against the node with its standard output
+ * on a pipe: fds[0] is the end to read. Returns its pid. */
+static pid_t spawn_follow(const char *bin, const char *type, const char *id,
+                          int fds[2])
+{
+    pid_t pid;
+
+    ck_assert_int_eq(pipe(fds), 0);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        execl(bin, bin, "-a", node.addr, "follow", type, id, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    return pid;
+}
+
 START_TEST(cli_follow)
 {
     char *bin = tu_bin("keel");
@@ -529,17 +550,7 @@ START_TEST(cli_follow)
     start_node();
     w = connect_node();
     incr(w, "cli");
-    ck_assert_int_eq(pipe(fds), 0);
-    pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        close(fds[0]);
-        execl(bin, bin, "-a", node.addr, "follow", "counter", "cli",
-              (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
+    pid = spawn_follow(bin, "counter", "cli", fds);
     ck_assert_int_eq(read_line(fds[0], line, sizeof line, 10000), 0);
     ck_assert_str_eq(line, "1 0x0000000000000001");
     for (i = 2; i <= 4; i++) {
@@ -876,17 +887,7 @@ START_TEST(cli_follow_payloads)
 
     start_feed_node(0);
     w = connect_node();
-    ck_assert_int_eq(pipe(fds), 0);
-    pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        close(fds[0]);
-        execl(bin, bin, "-a", node.addr, "follow", "feed", "c",
-              (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
+    pid = spawn_follow(bin, "feed", "c", fds);
     ck_assert_int_eq(read_line(fds[0], line, sizeof line, 10000), 0);
     ck_assert_str_eq(line, "0 -");
     ck_assert_int_eq(feed(w, "c", "add x1", NULL, 0), 0);
