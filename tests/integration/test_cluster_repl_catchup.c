@@ -1,0 +1,255 @@
+/* Catch-up of backups out of sync (docs/cluster.md, "Catch-up"), end to
+ * end with a real ZooKeeper and real keeld processes started with
+ * --replicas 3: a backup killed and started again on its data, one
+ * started on an empty data directory (under a new store id, which the
+ * map records; one of its units, of about 10 MiB, is sent in parts and
+ * written to meanwhile, and ends equal on the three nodes), and a node
+ * that joins after the first placement are sent snapshots and added
+ * back: every unit has its three replicas in sync again, with the same
+ * digest, nothing acknowledged lost. The fixture (counters "r<j>" under
+ * a load through the nodes) is tests/support/replfix.h, shared with
+ * test_cluster_repl.c and test_cluster_repl_move.c. The map is read
+ * straight from ZooKeeper. Every wait is bounded; the checks are about
+ * outcomes, not durations. On a failure the nodes' logs are printed. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster.h"
+#include "clmap.h"
+#include "coordinator/shardmap.h"
+#include "keel.h"
+#include "proc.h"
+#include "replfix.h"
+#include "runtime/client.h"
+#include "runtime/proto.h"
+#include "testutil.h"
+
+#define SHARDS TU_REPL_SHARDS
+#define COUNTERS TU_REPL_COUNTERS
+
+static tu_cluster fx;
+
+#define CHECK(cond, ...) TU_CLUSTER_CHECK(&fx, cond, __VA_ARGS__)
+
+static void setup(void)
+{
+    tu_repl_setup(&fx, "clreplc", "rpc");
+}
+
+static void teardown(void)
+{
+    tu_repl_teardown(&fx);
+}
+
+/* A backup killed under load is dropped from the in-sync sets; started
+ * again on its data it is sent a snapshot of each unit it backs up, and
+ * the controller adds it back: every unit has its three replicas in sync
+ * again, they print the same digest, and no acknowledged increment is
+ * lost. */
+START_TEST(a_restarted_backup_catches_up)
+{
+    keel_client *cl[3] = {NULL, NULL, NULL};
+    long acked[COUNTERS] = {0};
+    const int all[3] = {0, 1, 2}, two[2] = {0, 1};
+    int round, port;
+
+    tu_repl_start(&fx, 3, 3, "1000");
+    for (round = 0; round < 3; round++)
+        tu_repl_load_round(&fx, cl, acked, all, 3, round, "three nodes");
+    port = fx.nodes[2].port;
+    keel_client_close(cl[2]);
+    cl[2] = NULL;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[2], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[2]);
+    for (round = 0; round < 3; round++)
+        tu_repl_load_round(&fx, cl, acked, two, 2, round, "n2 dead");
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 2, port, "--replicas", "3",
+                                           "--repl-lag-ms", "1000", NULL),
+                     0);
+    tu_repl_wait_all_in_sync(&fx, "n2 back on its data");
+    for (round = 0; round < 2; round++)
+        tu_repl_load_round(&fx, cl, acked, all, 3, round, "n2 caught up");
+    tu_repl_check_agree(&fx, acked, all, 3, "n2 caught up");
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "repl_catchups") +
+                  tu_keel_stat(fx.nodes[1].addr, "repl_catchups") >
+              0,
+          "no snapshot was sent");
+    for (round = 0; round < 3; round++)
+        if (cl[round] != NULL)
+            keel_client_close(cl[round]);
+}
+END_TEST
+
+/* Puts entry `key` of kv actor `id` through node i: a value of `len`
+ * bytes of one letter. */
+static void big_put(int i, const char *id, int key, size_t len)
+{
+    keel_client *c = tu_repl_connect(&fx, i);
+    char *msg = malloc(len + 32), *reply = NULL;
+    int n, rc = -1, tries;
+
+    ck_assert_ptr_nonnull(msg);
+    n = snprintf(msg, 32, "put k%d ", key);
+    memset(msg + n, 'a' + key % 26, len);
+    for (tries = 0; tries < 50 && rc != 0; tries++) {
+        rc = keel_client_call(c, KEEL_FRAME_CALL, "kv", id, strlen(id), msg,
+                              (size_t)n + len, &reply, NULL);
+        free(reply);
+        reply = NULL;
+        if (rc != 0)
+            tu_sleep_ms(100);
+    }
+    CHECK(rc == 0, "put k%d of kv %s through n%d: %s", key, id, i,
+          keel_strerror(rc));
+    free(msg);
+    keel_client_close(c);
+}
+
+/* The unit of kv actor `id` has the same digest on the three nodes. */
+static void big_agree(const char *id, const char *what)
+{
+    uint32_t shard = keel_shard_of("kv", id, strlen(id), SHARDS);
+    char d[3][128];
+    int i, tries, same = 0;
+
+    for (tries = 0; tries < 50 && !same; tries++) {
+        for (i = 0; i < 3; i++)
+            tu_cluster_digest(&fx, i, shard, d[i], sizeof d[i]);
+        same = d[0][0] != '\0' && strcmp(d[0], d[1]) == 0 &&
+               strcmp(d[0], d[2]) == 0;
+        if (!same)
+            tu_sleep_ms(200);
+    }
+    CHECK(same, "%s: the unit of kv %s differs: n0 %s, n1 %s, n2 %s", what,
+          id, d[0], d[1], d[2]);
+}
+
+
+/* A node back on an empty data directory (its disk replaced) comes back
+ * under another store id: it is never taken for an in-sync replica of
+ * what it held before; it catches up like any backup out of sync, and
+ * the map records its new store. */
+START_TEST(a_wiped_backup_catches_up_under_its_new_store)
+{
+    keel_client *cl[3] = {NULL, NULL, NULL};
+    long acked[COUNTERS] = {0};
+    const int all[3] = {0, 1, 2}, two[2] = {0, 1};
+    keel_shard_map m;
+    char dir[600], old_store[KEEL_MAP_STORE_HEX + 1];
+    int round, port, tries, idx, gone = 0;
+    uint32_t s;
+
+    tu_repl_start(&fx, 3, 3, "1000");
+    for (round = 0; round < 2; round++)
+        tu_repl_load_round(&fx, cl, acked, all, 3, round, "three nodes");
+    /* A unit of about 10 MiB: its snapshot goes in parts. */
+    for (round = 0; round < 12; round++)
+        big_put(round % 2, "big", round, 900 << 10);
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    idx = keel_map_node_index(&m, "n2");
+    CHECK(idx >= 0 && m.store_ids[idx][0] != '\0', "n2 has no store id");
+    snprintf(old_store, sizeof old_store, "%s", m.store_ids[idx]);
+    keel_map_free(&m);
+    port = fx.nodes[2].port;
+    keel_client_close(cl[2]);
+    cl[2] = NULL;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[2], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[2]);
+    for (round = 0; round < 2; round++)
+        tu_repl_load_round(&fx, cl, acked, two, 2, round, "n2 dead");
+    /* Its units failed over (the load above went through them). */
+    for (tries = 0; tries < 100 && !gone; tries++) {
+        if (tu_map_read(&fx, &m) == 0) {
+            gone = 1;
+            for (s = 0; s < (uint32_t)SHARDS; s++) {
+                const char *p = keel_map_primary(
+                    &m, (uint32_t)keel_map_cap_index(&m, ""), s);
+                if (p != NULL && strcmp(p, "n2") == 0)
+                    gone = 0;
+            }
+            keel_map_free(&m);
+        }
+        if (!gone)
+            tu_sleep_ms(200);
+    }
+    CHECK(gone, "n2 still leads units after it died");
+    snprintf(dir, sizeof dir, "%s/n2", fx.dir);
+    tu_rmrf(dir);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 2, port, "--replicas", "3",
+                                           "--repl-lag-ms", "1000", "--http",
+                                           "127.0.0.1:0", NULL),
+                     0);
+    /* Writes to the big unit while its snapshot may be on its way. */
+    for (round = 12; round < 15; round++)
+        big_put(round % 2, "big", round, 64 << 10);
+    tu_repl_wait_all_in_sync(&fx, "n2 back on an empty disk");
+    big_agree("big", "n2 caught up from an empty disk");
+    {
+        char *log = NULL;
+        int parts = 0, t;
+        for (t = 0; t < 3; t++) {
+            log = tu_keeld_log(&fx.nodes[t]);
+            parts |= log != NULL && strstr(log, "snapshot (in parts") != NULL;
+            free(log);
+        }
+        CHECK(parts, "no snapshot went in parts");
+    }
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    idx = keel_map_node_index(&m, "n2");
+    CHECK(idx >= 0 && m.store_ids[idx][0] != '\0' &&
+              strcmp(m.store_ids[idx], old_store) != 0,
+          "the map does not record n2's new store (still '%s')",
+          idx >= 0 ? m.store_ids[idx] : "?");
+    keel_map_free(&m);
+    tu_repl_load_round(&fx, cl, acked, all, 3, 0, "n2 caught up");
+    tu_repl_check_agree(&fx, acked, all, 3, "n2 caught up from an empty disk");
+    for (round = 0; round < 3; round++)
+        if (cl[round] != NULL)
+            keel_client_close(cl[round]);
+}
+END_TEST
+
+/* A node that joins a cluster with replicas after its units were first
+ * placed is appended to their replica lists out of sync and catches up:
+ * then every unit has its replicas in sync, equal. */
+START_TEST(a_later_node_catches_up)
+{
+    keel_client *cl[3] = {NULL, NULL, NULL};
+    long acked[COUNTERS] = {0};
+    const int all[3] = {0, 1, 2}, two[2] = {0, 1};
+    int round;
+
+    tu_cluster_start_together(&fx, 2, 3,
+                              (const char *const[]){"--repl-lag-ms", "1000",
+                                                    NULL},
+                              NULL);
+    for (round = 0; round < 3; round++)
+        tu_repl_load_round(&fx, cl, acked, two, 2, round, "two nodes");
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 2, 0, "--replicas", "3",
+                                           "--repl-lag-ms", "1000", NULL),
+                     0);
+    tu_repl_wait_all_in_sync(&fx, "n2 joined");
+    tu_repl_load_round(&fx, cl, acked, all, 3, 0, "n2 joined");
+    tu_repl_check_agree(&fx, acked, all, 3, "n2 joined");
+    for (round = 0; round < 3; round++)
+        if (cl[round] != NULL)
+            keel_client_close(cl[round]);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cluster_repl_catchup");
+    TCase *tc = tcase_create("cluster_repl_catchup");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, a_restarted_backup_catches_up);
+    tcase_add_test(tc, a_wiped_backup_catches_up_under_its_new_store);
+    tcase_add_test(tc, a_later_node_catches_up);
+    suite_add_tcase(s, tc);
+    return tu_cluster_run_suite(&fx, s);
+}

@@ -1,0 +1,409 @@
+/* Replicated units that move, end to end with a real ZooKeeper and real
+ * keeld processes started with --replicas 3 (docs/cluster.md,
+ * "Replication stream" and "Catch-up"). Checked:
+ *  - a node drained under load hands its units off with their backups
+ *    in sync and equal to the new primaries; nothing acknowledged lost;
+ *  - a unit fails over twice, the second time to a replica that caught
+ *    up after the first; nothing acknowledged lost, the replicas agree
+ *    after each step;
+ *  - the controller killed while it leads units, then the next one
+ *    killed while a returning node is caught up: each following
+ *    controller finishes the failovers and the catch-up from the map and
+ *    the nodes' states.
+ * The fixture (counters "r<j>" under a load through the nodes) is
+ * tests/support/replfix.h, shared with test_cluster_repl.c and
+ * test_cluster_repl_catchup.c. The map is read straight from ZooKeeper.
+ * Every wait is bounded; the checks are about outcomes, not durations.
+ * On a failure the nodes' logs are printed. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster.h"
+#include "clmap.h"
+#include "coordinator/shardmap.h"
+#include "keel.h"
+#include "proc.h"
+#include "replfix.h"
+#include "runtime/client.h"
+#include "testutil.h"
+
+#define SHARDS TU_REPL_SHARDS
+#define COUNTERS TU_REPL_COUNTERS
+
+static tu_cluster fx;
+
+#define CHECK(cond, ...) TU_CLUSTER_CHECK(&fx, cond, __VA_ARGS__)
+
+static void setup(void)
+{
+    tu_repl_setup(&fx, "clreplm", "rpm");
+}
+
+static void teardown(void)
+{
+    tu_repl_teardown(&fx);
+}
+
+/* A primary drained under load hands its units off only with everything
+ * acknowledged on their backups: the new primaries and the backups the
+ * map keeps in sync hold the same records, and no acknowledged increment
+ * is lost. */
+START_TEST(a_drained_primary_hands_off_with_its_backups)
+{
+    keel_client *c = NULL;
+    keel_shard_map m;
+    long acked[COUNTERS] = {0};
+    int touched[SHARDS] = {0};
+    int i, j, round, code = -1;
+    char id[16], *out = NULL, *err = NULL;
+
+    tu_repl_start(&fx, 3, 3, "2000");
+    for (round = 0; round < 6; round++) {
+        if (round == 2) {
+            /* n0 leaves, through n1, while the increments go on */
+            CHECK(tu_keel(fx.nodes[1].addr, &out, &err, "node", "drain",
+                          "n0", NULL) == 0,
+                  "drain n0: %s", err != NULL ? err : "");
+            free(out);
+            free(err);
+        }
+        for (j = 0; j < COUNTERS; j++) {
+            long v;
+            tu_repl_counter_id(j, id, sizeof id);
+            v = tu_repl_incr(&fx, &c, 1, id);
+            CHECK(v == acked[j] + 1, "%s answered %ld after %ld increments",
+                  id, v, acked[j]);
+            acked[j] = v;
+            touched[tu_repl_shard_of(id)] = 1;
+        }
+    }
+    keel_client_close(c);
+    code = tu_keeld_stop(&fx.nodes[0], SIGTERM);
+    CHECK(code == 0, "drained n0 exited with %d", code);
+    for (j = 0; j < COUNTERS; j++)
+        for (i = 1; i < 3; i++) {
+            long v;
+            tu_repl_counter_id(j, id, sizeof id);
+            v = tu_repl_get(&fx, i, id);
+            CHECK(v == acked[j], "%s is %ld through n%d, %ld acknowledged", id,
+                  v, i, acked[j]);
+        }
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    for (j = 0; j < SHARDS; j++) {
+        const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)j);
+        const char *p = keel_map_primary(&m, (uint32_t)keel_map_cap_index(
+                                                 &m, ""),
+                                         (uint32_t)j);
+        char d1[128], d2[128];
+        CHECK(p != NULL && strcmp(p, "n0") != 0,
+              "shard %d still on n0 after its drain", j);
+        CHECK(!tu_map_in_sync(&m, u, "n0"), "drained n0 in sync for shard %d",
+              j);
+        if (!touched[j] || !tu_map_in_sync(&m, u, "n1") ||
+            !tu_map_in_sync(&m, u, "n2"))
+            continue;
+        tu_cluster_digest(&fx, 1, (uint32_t)j, d1, sizeof d1);
+        tu_cluster_digest(&fx, 2, (uint32_t)j, d2, sizeof d2);
+        CHECK(d1[0] != '\0' && strcmp(d1, d2) == 0,
+              "shard %d differs between n1 '%s' and n2 '%s', both in sync", j,
+              d1, d2);
+    }
+    keel_map_free(&m);
+}
+END_TEST
+
+/* With catch-up, a unit fails over more than once: its primary killed,
+ * a backup is promoted (alone in sync), the old primary comes back and
+ * both other replicas catch up; then the new primary is killed and the
+ * unit fails over again, to a replica that caught up. Nothing
+ * acknowledged is lost, and the replicas agree after each step. */
+START_TEST(a_unit_fails_over_twice)
+{
+    keel_client *cl[3] = {NULL, NULL, NULL};
+    long acked[COUNTERS] = {0};
+    const int all[3] = {0, 1, 2};
+    keel_shard_map m;
+    char id[16], owner[64], second[64];
+    int round, port, first_victim = 0, second_victim, rest[2], k;
+    uint32_t shard;
+    uint64_t epoch;
+
+    tu_repl_start(&fx, 3, 3, "1000");
+    for (round = 0; round < 2; round++)
+        tu_repl_load_round(&fx, cl, acked, all, 3, round, "three nodes");
+    tu_repl_counter_id(0, id, sizeof id);
+    shard = tu_repl_shard_of(id);
+    tu_cluster_owner_of(&fx, 1, "counter", id, owner, sizeof owner);
+    CHECK(owner[0] == 'n', "no owner of %s", id);
+    first_victim = owner[1] - '0';
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    epoch = tu_map_unit(&m, "", shard)->shard_epoch;
+    keel_map_free(&m);
+
+    /* First failover. */
+    port = fx.nodes[first_victim].port;
+    keel_client_close(cl[first_victim]);
+    cl[first_victim] = NULL;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[first_victim], SIGKILL),
+                     128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[first_victim]);
+    for (k = 0, round = 0; round < 3; round++)
+        if (round != first_victim)
+            rest[k++] = round;
+    for (round = 0; round < 2; round++)
+        tu_repl_load_round(&fx, cl, acked, rest, 2, round,
+                           "first primary dead");
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    CHECK(tu_map_unit(&m, "", shard)->shard_epoch > epoch,
+          "shard %u did not fail over", shard);
+    epoch = tu_map_unit(&m, "", shard)->shard_epoch;
+    keel_map_free(&m);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, first_victim, port,
+                                           "--replicas", "3", "--repl-lag-ms",
+                                           "1000", NULL),
+                     0);
+    tu_repl_wait_all_in_sync(&fx, "after the first failover");
+    tu_repl_load_round(&fx, cl, acked, all, 3, 0, "after the first failover");
+    tu_repl_check_agree(&fx, acked, all, 3, "after the first failover");
+
+    /* Second failover: whoever leads the unit now. */
+    tu_cluster_owner_of(&fx, 0, "counter", id, second, sizeof second);
+    CHECK(second[0] == 'n', "no owner of %s", id);
+    second_victim = second[1] - '0';
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    epoch = tu_map_unit(&m, "", shard)->shard_epoch;
+    keel_map_free(&m);
+    keel_client_close(cl[second_victim]);
+    cl[second_victim] = NULL;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[second_victim], SIGKILL),
+                     128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[second_victim]);
+    for (k = 0, round = 0; round < 3; round++)
+        if (round != second_victim)
+            rest[k++] = round;
+    for (round = 0; round < 2; round++)
+        tu_repl_load_round(&fx, cl, acked, rest, 2, round,
+                           "second primary dead");
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    {
+        const keel_map_unit *u = tu_map_unit(&m, "", shard);
+        const char *p = keel_map_primary(
+            &m, (uint32_t)keel_map_cap_index(&m, ""), shard);
+        CHECK(u->shard_epoch > epoch && u->promoted && p != NULL &&
+                  strcmp(p, second) != 0,
+              "shard %u did not fail over a second time (epoch %llu, "
+              "primary %s)",
+              shard, (unsigned long long)u->shard_epoch, p ? p : "-");
+    }
+    keel_map_free(&m);
+    {
+        const int *live = rest;
+        int j, kk;
+        for (j = 0; j < COUNTERS; j++)
+            for (kk = 0; kk < 2; kk++) {
+                long v;
+                tu_repl_counter_id(j, id, sizeof id);
+                v = tu_repl_get(&fx, live[kk], id);
+                CHECK(v == acked[j], "%s is %ld through n%d, %ld "
+                      "acknowledged (second failover)", id, v, live[kk],
+                      acked[j]);
+            }
+    }
+    for (round = 0; round < 3; round++)
+        if (cl[round] != NULL)
+            keel_client_close(cl[round]);
+}
+END_TEST
+
+/* The controller named by node i's `keel nodes`: its index, or -1. */
+static int controller_via(int i)
+{
+    char *o = NULL, *e = NULL, name[32];
+    const char *p;
+    int idx = -1;
+
+    if (tu_keel(fx.nodes[i].addr, &o, &e, "nodes", NULL) == 0 && o != NULL &&
+        (p = strstr(o, "\ncontroller ")) != NULL &&
+        sscanf(p, "\ncontroller %31s", name) == 1 && name[0] == 'n' &&
+        name[1] >= '0' && name[1] <= '2' && name[2] == '\0')
+        idx = name[1] - '0';
+    free(o);
+    free(e);
+    return idx;
+}
+
+/* Waits (bounded) until some node other than `not` names a controller
+ * other than `not`: its index, or -1. */
+static int wait_new_controller(int not)
+{
+    int tries, i, c;
+
+    for (tries = 0; tries < 150; tries++) {
+        for (i = 0; i < 3; i++) {
+            if (i == not || fx.nodes[i].pid <= 0)
+                continue;
+            c = controller_via(i);
+            if (c >= 0 && c != not)
+                return c;
+        }
+        tu_sleep_ms(200);
+    }
+    return -1;
+}
+
+/* Waits (bounded) until node `name` is in the in-sync set of every unit
+ * of the default group: 1 when it is. */
+static int wait_in_sync_everywhere(const char *name)
+{
+    keel_shard_map m;
+    int tries, ok = 0;
+    uint32_t s;
+
+    for (tries = 0; tries < 300 && !ok; tries++) {
+        if (tu_map_read(&fx, &m) == 0) {
+            ok = keel_map_cap_index(&m, "") >= 0;
+            for (s = 0; ok && s < m.shard_count; s++)
+                ok = tu_map_in_sync(&m, tu_map_unit(&m, "", s), name);
+            keel_map_free(&m);
+        }
+        if (!ok)
+            tu_sleep_ms(100);
+    }
+    return ok;
+}
+
+/* The controller's work left half done is finished by the next one.
+ * First the controller itself is killed with -9 while it leads units:
+ * no controller is left to fail them over until another node is
+ * elected, which promotes their backups (shard_epoch higher, the dead
+ * node no longer primary) from the map and the nodes' states. Then the
+ * dead node comes back on its data and is being caught up (a snapshot
+ * sent) when the new controller is killed too: the third controller
+ * fails over what that one led and adds the returning node once caught
+ * up. In the end all three nodes are in sync everywhere, they agree, and
+ * no acknowledged increment is lost. */
+START_TEST(a_killed_controller_s_work_is_finished_by_the_next)
+{
+    keel_client *cl[3] = {NULL, NULL, NULL};
+    long acked[COUNTERS] = {0};
+    const int all[3] = {0, 1, 2};
+    uint64_t epochs[SHARDS];
+    int led[SHARDS] = {0};
+    keel_shard_map m;
+    int round, c1, c2, third, port1, port2, rest[2], k, nled = 0, tries;
+    char c1name[16], thirdname[16];
+    uint32_t s;
+    long snaps = 0;
+
+    tu_repl_start(&fx, 3, 3, "1000");
+    for (round = 0; round < 2; round++)
+        tu_repl_load_round(&fx, cl, acked, all, 3, round, "three nodes");
+    c1 = controller_via(0);
+    CHECK(c1 >= 0, "n0 names no controller");
+    snprintf(c1name, sizeof c1name, "n%d", c1);
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    for (s = 0; s < (uint32_t)SHARDS; s++) {
+        const char *p =
+            keel_map_primary(&m, (uint32_t)keel_map_cap_index(&m, ""), s);
+        epochs[s] = tu_map_unit(&m, "", s)->shard_epoch;
+        if (p != NULL && strcmp(p, c1name) == 0) {
+            led[s] = 1;
+            nled++;
+        }
+    }
+    keel_map_free(&m);
+    CHECK(nled > 0, "the controller %s leads no unit", c1name);
+
+    /* The controller dies with units it leads. */
+    port1 = fx.nodes[c1].port;
+    keel_client_close(cl[c1]);
+    cl[c1] = NULL;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[c1], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[c1]);
+    for (k = 0, round = 0; round < 3; round++)
+        if (round != c1)
+            rest[k++] = round;
+    for (round = 0; round < 2; round++)
+        tu_repl_load_round(&fx, cl, acked, rest, 2, round,
+                           "the controller dead");
+    c2 = wait_new_controller(c1);
+    CHECK(c2 >= 0, "no controller after %s was killed", c1name);
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    for (s = 0; s < (uint32_t)SHARDS; s++) {
+        const char *p =
+            keel_map_primary(&m, (uint32_t)keel_map_cap_index(&m, ""), s);
+        if (!led[s])
+            continue;
+        CHECK(tu_map_unit(&m, "", s)->shard_epoch > epochs[s] && p != NULL &&
+                  strcmp(p, c1name) != 0,
+              "shard %u, led by the killed controller, did not fail over "
+              "(epoch %llu, was %llu, primary %s)",
+              s, (unsigned long long)tu_map_unit(&m, "", s)->shard_epoch,
+              (unsigned long long)epochs[s], p ? p : "-");
+    }
+    keel_map_free(&m);
+
+    /* The third node must be in sync everywhere before the second
+     * controller dies, or a unit would rightly wait for it. */
+    third = 3 - c1 - c2;
+    snprintf(thirdname, sizeof thirdname, "n%d", third);
+    CHECK(wait_in_sync_everywhere(thirdname),
+          "%s is not in sync everywhere", thirdname);
+
+    /* The old controller comes back; while it is being caught up, the
+     * new controller dies. */
+    ck_assert_int_eq(tu_cluster_start_node(&fx, c1, port1, "--replicas", "3",
+                                           "--repl-lag-ms", "1000", NULL),
+                     0);
+    for (tries = 0; tries < 300 && snaps == 0; tries++) {
+        snaps = tu_keel_stat(fx.nodes[c2].addr, "repl_catchups") +
+                tu_keel_stat(fx.nodes[third].addr, "repl_catchups");
+        if (snaps <= 0) {
+            snaps = 0;
+            tu_sleep_ms(50);
+        }
+    }
+    CHECK(snaps > 0, "n%d is not being caught up", c1);
+    port2 = fx.nodes[c2].port;
+    keel_client_close(cl[c2]);
+    cl[c2] = NULL;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[c2], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[c2]);
+    rest[0] = third;
+    rest[1] = c1;
+    CHECK(wait_in_sync_everywhere(c1name),
+          "%s was not caught up after the second controller died", c1name);
+    for (round = 0; round < 2; round++)
+        tu_repl_load_round(&fx, cl, acked, rest, 2, round,
+                           "two controllers killed");
+    tu_repl_check_agree(&fx, acked, rest, 2, "two controllers killed");
+
+    /* And the second comes back: all three agree. */
+    ck_assert_int_eq(tu_cluster_start_node(&fx, c2, port2, "--replicas", "3",
+                                           "--repl-lag-ms", "1000", NULL),
+                     0);
+    tu_repl_wait_all_in_sync(&fx, "both controllers back");
+    tu_repl_load_round(&fx, cl, acked, all, 3, 0, "both controllers back");
+    tu_repl_check_agree(&fx, acked, all, 3, "both controllers back");
+    for (round = 0; round < 3; round++)
+        if (cl[round] != NULL)
+            keel_client_close(cl[round]);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cluster_repl_move");
+    TCase *tc = tcase_create("cluster_repl_move");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, a_drained_primary_hands_off_with_its_backups);
+    tcase_add_test(tc, a_unit_fails_over_twice);
+    tcase_add_test(tc, a_killed_controller_s_work_is_finished_by_the_next);
+    suite_add_tcase(s, tc);
+    return tu_cluster_run_suite(&fx, s);
+}

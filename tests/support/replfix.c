@@ -1,0 +1,186 @@
+#include "replfix.h"
+
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clmap.h"
+#include "coordinator/shardmap.h"
+#include "keel.h"
+#include "runtime/proto.h"
+#include "proc.h"
+#include "testutil.h"
+
+#define CLIENT_MS 20000
+
+void tu_repl_setup(tu_cluster *c, const char *tag, const char *prefix)
+{
+    tu_cluster_setup(c, tag, prefix);
+    c->shards = TU_REPL_SHARDS;
+    c->session_ms = 4000;
+}
+
+void tu_repl_teardown(tu_cluster *c)
+{
+    char path[512], *text;
+
+    /* A test that failed while ZooKeeper was paused (in
+     * tu_cluster_start_together) must not leave it paused for the next
+     * one. */
+    snprintf(path, sizeof path, "%s/zk.pid", c->zk.dir);
+    if ((text = tu_read_file(path)) != NULL && atol(text) > 0)
+        kill((pid_t)atol(text), SIGCONT);
+    free(text);
+    tu_cluster_teardown(c, SIGKILL);
+}
+
+void tu_repl_start(tu_cluster *c, int nodes, int replicas,
+                   const char *lag_ms)
+{
+    const char *common[] = {"--repl-lag-ms", lag_ms, "--http", "127.0.0.1:0",
+                            NULL};
+
+    tu_cluster_start_together(c, nodes, replicas, common, NULL);
+}
+
+keel_client *tu_repl_connect(const tu_cluster *c, int i)
+{
+    keel_client *cl = NULL;
+
+    TU_CLUSTER_CHECK(c, keel_client_connect(c->nodes[i].addr, CLIENT_MS,
+                                            &cl) == 0,
+                     "cannot connect to n%d", i);
+    return cl;
+}
+
+long tu_repl_incr(const tu_cluster *c, keel_client **cl, int i,
+                  const char *id)
+{
+    uint8_t key[KEEL_REQUEST_KEY_LEN];
+    double deadline = tu_now_s() + 30;
+    long v = -1;
+
+    ck_assert_int_eq(keel_client_new_key(key), 0);
+    while (v < 0 && tu_now_s() < deadline) {
+        char *reply = NULL;
+        int rc;
+        if (*cl == NULL &&
+            keel_client_connect(c->nodes[i].addr, CLIENT_MS, cl) != 0) {
+            *cl = NULL;
+            tu_sleep_ms(100);
+            continue;
+        }
+        rc = keel_client_call_keyed(*cl, KEEL_FRAME_CALL, key, "counter", id,
+                                    strlen(id), "incr", 4, &reply, NULL);
+        if (rc == 0) {
+            v = atol(reply);
+        } else {
+            if (rc == KEEL_ECONN || rc == KEEL_ENOTSENT ||
+                rc == KEEL_ETIMEDOUT) {
+                keel_client_close(*cl);
+                *cl = NULL;
+            }
+            tu_sleep_ms(100);
+        }
+        free(reply);
+    }
+    return v;
+}
+
+long tu_repl_get(const tu_cluster *c, int i, const char *id)
+{
+    keel_client *cl = tu_repl_connect(c, i);
+    char *reply = NULL;
+    long v = -1;
+    int tries;
+
+    for (tries = 0; tries < 100 && v < 0; tries++) {
+        int rc = keel_client_call(cl, KEEL_FRAME_CALL, "counter", id,
+                                  strlen(id), "get", 3, &reply, NULL);
+        if (rc == 0)
+            v = atol(reply);
+        else
+            tu_sleep_ms(100);
+        free(reply);
+        reply = NULL;
+    }
+    keel_client_close(cl);
+    return v;
+}
+
+void tu_repl_counter_id(int j, char *id, size_t cap)
+{
+    snprintf(id, cap, "r%d", j);
+}
+
+uint32_t tu_repl_shard_of(const char *id)
+{
+    return keel_shard_of("counter", id, strlen(id), TU_REPL_SHARDS);
+}
+
+void tu_repl_load_round(const tu_cluster *c, keel_client **cl, long *acked,
+                        const int *nodes, int nn, int round,
+                        const char *when)
+{
+    char id[16];
+    int j;
+
+    for (j = 0; j < TU_REPL_COUNTERS; j++) {
+        int i = nodes[(j + round) % nn];
+        long v;
+        tu_repl_counter_id(j, id, sizeof id);
+        v = tu_repl_incr(c, &cl[i], i, id);
+        TU_CLUSTER_CHECK(c, v == acked[j] + 1,
+                         "%s answered %ld after %ld increments (%s)", id, v,
+                         acked[j], when);
+        acked[j] = v;
+    }
+}
+
+void tu_repl_wait_all_in_sync(const tu_cluster *c, const char *what)
+{
+    int ok = tu_map_wait_settled(c, 3) || tu_map_wait_settled(c, 3);
+
+    TU_CLUSTER_CHECK(c, ok,
+                     "%s: the units did not get 3 replicas in sync again",
+                     what);
+}
+
+void tu_repl_check_agree(const tu_cluster *c, const long *acked,
+                         const int *live, int nl, const char *when)
+{
+    keel_shard_map m;
+    char id[16];
+    int j, k;
+
+    for (j = 0; j < TU_REPL_COUNTERS; j++)
+        for (k = 0; k < nl; k++) {
+            long v;
+            tu_repl_counter_id(j, id, sizeof id);
+            v = tu_repl_get(c, live[k], id);
+            TU_CLUSTER_CHECK(c, v == acked[j],
+                             "%s is %ld through n%d, %ld acknowledged (%s)",
+                             id, v, live[k], acked[j], when);
+        }
+    TU_CLUSTER_CHECK(c, tu_map_read(c, &m) == 0, "no map");
+    for (j = 0; j < TU_REPL_SHARDS; j++) {
+        const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)j);
+        char d[TU_CLUSTER_MAX][128];
+        for (k = 0; k < nl; k++) {
+            char name[8];
+            snprintf(name, sizeof name, "n%d", live[k]);
+            TU_CLUSTER_CHECK(c, tu_map_in_sync(&m, u, name),
+                             "shard %d: %s is not in sync (%s)", j, name,
+                             when);
+            tu_cluster_digest(c, live[k], (uint32_t)j, d[k], sizeof d[k]);
+            TU_CLUSTER_CHECK(c, strncmp(d[k], "digest ", 7) == 0 &&
+                                    strcmp(d[k], d[0]) == 0,
+                             "shard %d differs between n%d '%s' and n%d "
+                             "'%s' (%s)",
+                             j, live[0], d[0], live[k], d[k], when);
+        }
+    }
+    keel_map_free(&m);
+}

@@ -1,0 +1,73 @@
+/* The fixture of the replication tests (test_cluster_repl*.c): a cluster
+ * of keeld nodes started with --replicas on TU_REPL_SHARDS shards, a load
+ * of TU_REPL_COUNTERS counters "r0".."r<COUNTERS-1>" incremented with
+ * request keys, and the checks that nothing acknowledged is lost and that
+ * the replicas in sync hold the same records. Every wait is bounded; a
+ * failed check prints the nodes' logs (TU_CLUSTER_CHECK) and fails the
+ * test. */
+#ifndef KEEL_TEST_REPLFIX_H
+#define KEEL_TEST_REPLFIX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cluster.h"
+#include "runtime/client.h"
+
+#define TU_REPL_SHARDS 16
+#define TU_REPL_COUNTERS 24
+
+/* Per-test setup: tu_cluster_setup(c, tag, prefix) with TU_REPL_SHARDS
+ * shards and a 4 s ZooKeeper session. */
+void tu_repl_setup(tu_cluster *c, const char *tag, const char *prefix);
+
+/* Per-test teardown: ZooKeeper resumed (a test that failed while
+ * tu_cluster_start_together had it paused must not leave it so for the
+ * next one), then tu_cluster_teardown(c, SIGKILL). */
+void tu_repl_teardown(tu_cluster *c);
+
+/* Nodes n0..n<nodes-1> of a new cluster with --replicas `replicas`,
+ * --repl-lag-ms lag_ms and an HTTP port each, every one in every unit's
+ * first placement (tests/support/clmap.h). */
+void tu_repl_start(tu_cluster *c, int nodes, int replicas,
+                   const char *lag_ms);
+
+/* A client connected to node i (the test fails otherwise). */
+keel_client *tu_repl_connect(const tu_cluster *c, int i);
+
+/* `incr` of counter id through node i with a request key, sent again
+ * (same key: it runs at most once) after any failure, for at most 30 s.
+ * Returns the value it answered, or -1 when it never succeeded. *cl is
+ * (re)connected as needed and left open for the caller to close. */
+long tu_repl_incr(const tu_cluster *c, keel_client **cl, int i,
+                  const char *id);
+
+/* The counter's value through node i (at most 100 tries 100 ms apart),
+ * or -1. */
+long tu_repl_get(const tu_cluster *c, int i, const char *id);
+
+/* The name of counter j: "r<j>" into id (cap bytes). */
+void tu_repl_counter_id(int j, char *id, size_t cap);
+
+/* The shard of counter id among TU_REPL_SHARDS. */
+uint32_t tu_repl_shard_of(const char *id);
+
+/* One round of increments of every counter, counter j through node
+ * nodes[(j + round) % nn] on cl[that node]; each must answer acked[j] + 1,
+ * which then becomes acked[j]. `when` names the step in a failure. */
+void tu_repl_load_round(const tu_cluster *c, keel_client **cl, long *acked,
+                        const int *nodes, int nn, int round,
+                        const char *when);
+
+/* Waits (at most 40 s) until every unit has its 3 replicas in sync and
+ * no move under way: the backups out of sync caught up. */
+void tu_repl_wait_all_in_sync(const tu_cluster *c, const char *what);
+
+/* Every counter answers its acknowledged count through each live node
+ * (live[0..nl-1]), and every unit's replicas in sync print the same
+ * digest, with every live node in sync (so the digests of all of them
+ * are compared). */
+void tu_repl_check_agree(const tu_cluster *c, const long *acked,
+                         const int *live, int nl, const char *when);
+
+#endif
