@@ -28,6 +28,7 @@
 
 #include "clmap.h"
 #include "cluster.h"
+#include "clplug.h"
 #include "keel.h"
 #include "proc.h"
 #include "rawconn.h"
@@ -35,7 +36,6 @@
 #include "runtime/proto.h"
 #include "testutil.h"
 
-#define SHARDS 16
 #define SENDERS 24
 #define RECEIVERS 12
 #define ROUNDS 6
@@ -48,16 +48,12 @@ static char *plugin;
 
 static void setup(void)
 {
-    tu_cluster_setup(&fx, "clobatch", "obb");
-    fx.shards = SHARDS;
-    fx.session_ms = 4000;
-    plugin = tu_bin("outbox_plugin_bank.so");
+    plugin = tu_clplug_setup(&fx, "clobatch", "obb", "outbox_plugin_bank.so");
 }
 
 static void teardown(void)
 {
-    tu_cluster_teardown(&fx, SIGKILL);
-    free(plugin);
+    tu_clplug_teardown(&fx, plugin);
 }
 
 /* Which node owns acct/id, by INFO "where" on c: 0 or 1, -1 when the
@@ -103,40 +99,6 @@ static void pick(keel_client *c, const char *prefix, int node, int want,
     CHECK(got == want, "found %d of %d ids owned by n%d", got, want, node);
 }
 
-/* A keyed call through node i, sent again with its key after a failure,
- * for at most 30 s: 0 or the last error. */
-static int call_keyed(int i, const uint8_t *key, const char *id,
-                      const char *msg, char *out, size_t cap)
-{
-    double deadline = tu_now_s() + 30;
-    keel_client *c = NULL;
-    int rc = KEEL_ETIMEDOUT;
-
-    while (tu_now_s() < deadline) {
-        char *reply = NULL;
-        if (c == NULL &&
-            keel_client_connect(fx.nodes[i].addr, CLIENT_MS, &c) != 0) {
-            c = NULL;
-            tu_sleep_ms(100);
-            continue;
-        }
-        rc = keel_client_call_keyed(c, KEEL_FRAME_CALL, key, "acct", id,
-                                    strlen(id), msg, strlen(msg), &reply,
-                                    NULL);
-        if (rc == 0 && out != NULL)
-            snprintf(out, cap, "%s", reply);
-        free(reply);
-        if (rc == 0)
-            break;
-        keel_client_close(c);
-        c = NULL;
-        tu_sleep_ms(100);
-    }
-    if (c != NULL)
-        keel_client_close(c);
-    return rc;
-}
-
 /* "get" of acct/id through n0: balance sent credits dups gaps. */
 static int acct_get(const char *id, long v[5])
 {
@@ -144,7 +106,8 @@ static int acct_get(const char *id, long v[5])
     char out[128];
 
     ck_assert_int_eq(keel_client_new_key(key), 0);
-    if (call_keyed(0, key, id, "get", out, sizeof out) != 0)
+    if (tu_clplug_call_keyed(&fx, 0, key, "acct", id, "get", out,
+                             sizeof out) != 0)
         return -1;
     return sscanf(out, "%ld %ld %ld %ld %ld", &v[0], &v[1], &v[2], &v[3],
                   &v[4]) == 5
@@ -207,8 +170,9 @@ static long run_transfers(const char *const *extra, long *sent_out)
      * once at most. */
     for (k = 0; k < SENDERS * ROUNDS; k++)
         if (!ok[k])
-            CHECK(call_keyed(0, keys[k], snd[k % SENDERS], msgs[k], NULL,
-                             0) == 0,
+            CHECK(tu_clplug_call_keyed(&fx, 0, keys[k], "acct",
+                                       snd[k % SENDERS], msgs[k], NULL,
+                                       0) == 0,
                   "transfer %d failed", k);
     /* Quiet: every credit is in and the count stays. */
     for (tries = 0; tries < 120 && quiet < 2; tries++) {

@@ -18,17 +18,16 @@
 
 #include "clmap.h"
 #include "cluster.h"
+#include "clplug.h"
 #include "keel.h"
 #include "proc.h"
 #include "runtime/client.h"
 #include "runtime/proto.h"
 #include "testutil.h"
 
-#define SHARDS 16
 #define RING 9
 #define CHAINS 3
 #define HOPS 120
-#define CLIENT_MS 20000
 
 static tu_cluster fx;
 static char *plugin;
@@ -37,53 +36,12 @@ static char *plugin;
 
 static void setup(void)
 {
-    tu_cluster_setup(&fx, "clobox", "ob");
-    fx.shards = SHARDS;
-    fx.session_ms = 4000;
-    plugin = tu_bin("outbox_plugin_bank.so");
+    plugin = tu_clplug_setup(&fx, "clobox", "ob", "outbox_plugin_bank.so");
 }
 
 static void teardown(void)
 {
-    tu_cluster_teardown(&fx, SIGKILL);
-    free(plugin);
-}
-
-/* A call through node i, sent again with the same request key (so it runs
- * at most once) after any failure, for at most 30 s. Returns 0 or the last
- * error. */
-static int call_keyed(int i, const char *type, const char *id,
-                      const char *msg, char *out, size_t cap)
-{
-    uint8_t key[KEEL_REQUEST_KEY_LEN];
-    double deadline = tu_now_s() + 30;
-    keel_client *c = NULL;
-    int rc = KEEL_ETIMEDOUT;
-
-    ck_assert_int_eq(keel_client_new_key(key), 0);
-    while (tu_now_s() < deadline) {
-        char *reply = NULL;
-        if (c == NULL &&
-            keel_client_connect(fx.nodes[i].addr, CLIENT_MS, &c) != 0) {
-            c = NULL;
-            tu_sleep_ms(100);
-            continue;
-        }
-        rc = keel_client_call_keyed(c, KEEL_FRAME_CALL, key, type, id,
-                                    strlen(id), msg, strlen(msg), &reply,
-                                    NULL);
-        if (rc == 0 && out != NULL)
-            snprintf(out, cap, "%s", reply);
-        free(reply);
-        if (rc == 0)
-            break;
-        keel_client_close(c);
-        c = NULL;
-        tu_sleep_ms(100);
-    }
-    if (c != NULL)
-        keel_client_close(c);
-    return rc;
+    tu_clplug_teardown(&fx, plugin);
 }
 
 /* Sums the ring's "get" answers read through node i. */
@@ -96,7 +54,8 @@ static int ring_sums(int i, long *handled, long *dups, long *gaps)
     *handled = *dups = *gaps = 0;
     for (k = 0; k < RING; k++) {
         snprintf(id, sizeof id, "%d", k);
-        if (call_keyed(i, "tok", id, "get", out, sizeof out) != 0 ||
+        if (tu_clplug_call_keyed(&fx, i, NULL, "tok", id, "get", out,
+                                 sizeof out) != 0 ||
             sscanf(out, "%ld %ld %ld", &h, &d, &g) != 3)
             return -1;
         *handled += h;
@@ -132,7 +91,8 @@ START_TEST(token_chains_survive_a_killed_node)
     for (k = 0; k < CHAINS; k++) {
         snprintf(id, sizeof id, "%d", k * (RING / CHAINS));
         snprintf(msg, sizeof msg, "tok %d %d - 0", RING, HOPS);
-        CHECK(call_keyed(0, "tok", id, msg, NULL, 0) == 0,
+        CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "tok", id, msg, NULL,
+                                   0) == 0,
               "starting chain %d failed", k);
     }
     tu_sleep_ms(300);
@@ -169,7 +129,8 @@ START_TEST(token_chains_survive_a_killed_node)
     for (k = 0; k < CHAINS; k++) {
         snprintf(id, sizeof id, "%d", k * (RING / CHAINS) + 1);
         snprintf(msg, sizeof msg, "tok %d %d - 0", RING, HOPS);
-        CHECK(call_keyed(0, "tok", id, msg, NULL, 0) == 0,
+        CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "tok", id, msg, NULL,
+                                   0) == 0,
               "starting chain %d failed", k);
     }
     tu_sleep_ms(300);

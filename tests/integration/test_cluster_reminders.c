@@ -17,13 +17,11 @@
 
 #include "clmap.h"
 #include "cluster.h"
+#include "clplug.h"
 #include "keel.h"
 #include "proc.h"
 #include "runtime/client.h"
 #include "testutil.h"
-
-#define SHARDS 16
-#define CLIENT_MS 20000
 
 static tu_cluster fx;
 static char *plugin;
@@ -32,54 +30,12 @@ static char *plugin;
 
 static void setup(void)
 {
-    tu_cluster_setup(&fx, "clrem", "rm");
-    fx.shards = SHARDS;
-    fx.session_ms = 4000;
-    plugin = tu_bin("remind_plugin.so");
+    plugin = tu_clplug_setup(&fx, "clrem", "rm", "remind_plugin.so");
 }
 
 static void teardown(void)
 {
-    tu_cluster_teardown(&fx, SIGKILL);
-    free(plugin);
-}
-
-/* A call through node i, sent again with the same request key (so it runs
- * at most once) after any failure, for at most 30 s. Returns 0 or the last
- * error. */
-static int call_keyed(int i, const char *id, const char *msg, char *out,
-                      size_t cap)
-{
-    uint8_t key[KEEL_REQUEST_KEY_LEN];
-    double deadline = tu_now_s() + 30;
-    keel_client *c = NULL;
-    int rc = KEEL_ETIMEDOUT;
-
-    ck_assert_int_eq(keel_client_new_key(key), 0);
-    while (tu_now_s() < deadline) {
-        char *reply = NULL;
-        size_t rl = 0;
-        if (c == NULL &&
-            keel_client_connect(fx.nodes[i].addr, CLIENT_MS, &c) != 0) {
-            c = NULL;
-            tu_sleep_ms(100);
-            continue;
-        }
-        rc = keel_client_call_keyed(c, KEEL_FRAME_CALL, key, "rem", id,
-                                    strlen(id), msg, strlen(msg), &reply,
-                                    &rl);
-        if (rc == 0 && out != NULL)
-            snprintf(out, cap, "%.*s", (int)rl, reply);
-        free(reply);
-        if (rc == 0)
-            break;
-        keel_client_close(c);
-        c = NULL;
-        tu_sleep_ms(100);
-    }
-    if (c != NULL)
-        keel_client_close(c);
-    return rc;
+    tu_clplug_teardown(&fx, plugin);
 }
 
 static long count(int i, const char *id, const char *name)
@@ -87,7 +43,8 @@ static long count(int i, const char *id, const char *name)
     char msg[64], out[32];
 
     snprintf(msg, sizeof msg, "count %s", name);
-    if (call_keyed(i, id, msg, out, sizeof out) != 0)
+    if (tu_clplug_call_keyed(&fx, i, NULL, "rem", id, msg, out,
+                             sizeof out) != 0)
         return -1;
     return strtol(out, NULL, 10);
 }
@@ -122,9 +79,11 @@ static int start_and_set(const char *id, int *via)
           "no owner for rem/%s: '%s'", id, owner);
     k = owner[1] - '0';
     *via = (k + 1) % 3;
-    CHECK(call_keyed(*via, id, "set beat 200 300 b", NULL, 0) == 0,
+    CHECK(tu_clplug_call_keyed(&fx, *via, NULL, "rem", id,
+                               "set beat 200 300 b", NULL, 0) == 0,
           "setting beat failed");
-    CHECK(call_keyed(*via, id, "set once 4000 0 hello", NULL, 0) == 0,
+    CHECK(tu_clplug_call_keyed(&fx, *via, NULL, "rem", id,
+                               "set once 4000 0 hello", NULL, 0) == 0,
           "setting once failed");
     CHECK(wait_count(*via, id, "beat", 1) >= 1, "beat never fired");
     return k;
@@ -144,7 +103,8 @@ static void check_after(int via, const char *id)
     CHECK(wait_count(via, id, "once", 1) == 1, "once did not fire");
     tu_sleep_ms(600);
     CHECK(count(via, id, "once") == 1, "once fired more than once");
-    CHECK(call_keyed(via, id, "last", last, sizeof last) == 0,
+    CHECK(tu_clplug_call_keyed(&fx, via, NULL, "rem", id, "last", last,
+                               sizeof last) == 0,
           "reading last failed");
     CHECK(strcmp(last, "beat:b") == 0 || strcmp(last, "once:hello") == 0,
           "last firing '%s'", last);
