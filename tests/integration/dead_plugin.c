@@ -16,21 +16,9 @@
 #include <string.h>
 
 #include "keel.h"
+#include "plugnum.h"
 
 KEEL_PLUGIN_DECLARE_ABI;
-
-static long num(keel_turn *t, const char *key)
-{
-    const void *v;
-    size_t vl;
-    char buf[32];
-
-    if (keel_turn_get(t, key, strlen(key), &v, &vl) != 0 || vl >= sizeof buf)
-        return 0;
-    memcpy(buf, v, vl);
-    buf[vl] = '\0';
-    return strtol(buf, NULL, 10);
-}
 
 static int svc_message(keel_turn *t, const void *msg, size_t len)
 {
@@ -61,11 +49,11 @@ static int svc_message(keel_turn *t, const void *msg, size_t len)
     if (strcmp(m, "break") == 0 || strcmp(m, "fix") == 0)
         return keel_turn_put(t, "broken", 6, m[0] == 'b' ? "1" : "0", 1);
     if (strncmp(m, "work ", 5) == 0) {
-        if (num(t, "broken") == 1) {
+        if (tu_plug_num(t, "broken") == 1) {
             keel_turn_error(t, "broken");
             return KEEL_EHANDLER;
         }
-        n = snprintf(text, sizeof text, "%ld", num(t, "done") + 1);
+        n = snprintf(text, sizeof text, "%ld", tu_plug_num(t, "done") + 1);
         if (keel_turn_put(t, "done", 4, text, (size_t)n) != 0)
             return KEEL_ENOMEM;
         return keel_turn_put(t, "last", 4, m + 5, len - 5);
@@ -75,8 +63,9 @@ static int svc_message(keel_turn *t, const void *msg, size_t len)
             last = "-";
             ll = 1;
         }
-        return keel_turn_replyf(t, "done %ld last %.*s", num(t, "done"),
-                                (int)ll, (const char *)last);
+        return keel_turn_replyf(t, "done %ld last %.*s",
+                                tu_plug_num(t, "done"), (int)ll,
+                                (const char *)last);
     }
     return KEEL_EBADMSG;
 }

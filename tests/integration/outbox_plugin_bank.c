@@ -23,21 +23,9 @@
 #include <string.h>
 
 #include "keel.h"
+#include "plugnum.h"
 
 KEEL_PLUGIN_DECLARE_ABI;
-
-static long num(keel_turn *t, const char *key)
-{
-    const void *v;
-    size_t vl;
-    char buf[32];
-
-    if (keel_turn_get(t, key, strlen(key), &v, &vl) != 0 || vl >= sizeof buf)
-        return 0;
-    memcpy(buf, v, vl);
-    buf[vl] = '\0';
-    return strtol(buf, NULL, 10);
-}
 
 static int set(keel_turn *t, const char *key, long v)
 {
@@ -54,10 +42,10 @@ static int check_seq(keel_turn *t, const char *from, long seq)
     long last;
 
     snprintf(key, sizeof key, "last:%s", from);
-    last = num(t, key);
+    last = tu_plug_num(t, key);
     if (seq <= last)
-        return set(t, "dups", num(t, "dups") + 1);
-    if (seq > last + 1 && set(t, "gaps", num(t, "gaps") + 1) != 0)
+        return set(t, "dups", tu_plug_num(t, "dups") + 1);
+    if (seq > last + 1 && set(t, "gaps", tu_plug_num(t, "gaps") + 1) != 0)
         return KEEL_ENOMEM;
     return set(t, key, seq);
 }
@@ -83,15 +71,17 @@ static int acct_message(keel_turn *t, const void *msg, size_t len)
         return KEEL_EBADMSG;
     keel_turn_id(t, &self, &sl);
     if (strcmp(m, "get") == 0)
-        return keel_turn_replyf(t, "%ld %ld %ld %ld %ld", num(t, "bal"),
-                                num(t, "sent"), num(t, "credits"),
-                                num(t, "dups"), num(t, "gaps"));
+        return keel_turn_replyf(t, "%ld %ld %ld %ld %ld",
+                                tu_plug_num(t, "bal"), tu_plug_num(t, "sent"),
+                                tu_plug_num(t, "credits"),
+                                tu_plug_num(t, "dups"),
+                                tu_plug_num(t, "gaps"));
     if (sscanf(m, "xfer %63s %ld", to, &amt) == 2 && sl < 64) {
         snprintf(key, sizeof key, "to:%s", to);
-        seq = num(t, key) + 1;
+        seq = tu_plug_num(t, key) + 1;
         if ((rc = set(t, key, seq)) != 0 ||
-            (rc = set(t, "sent", num(t, "sent") + 1)) != 0 ||
-            (rc = set(t, "bal", num(t, "bal") - amt)) != 0)
+            (rc = set(t, "sent", tu_plug_num(t, "sent") + 1)) != 0 ||
+            (rc = set(t, "bal", tu_plug_num(t, "bal") - amt)) != 0)
             return rc;
         n = snprintf(out, sizeof out, "credit %ld %.*s %ld", amt, (int)sl,
                      (const char *)self, seq);
@@ -106,9 +96,9 @@ static int acct_message(keel_turn *t, const void *msg, size_t len)
     }
     if (sscanf(m, "credit %ld %63s %ld", &amt, from, &seq) == 3) {
         if ((rc = check_seq(t, from, seq)) != 0 ||
-            (rc = set(t, "bal", num(t, "bal") + amt)) != 0)
+            (rc = set(t, "bal", tu_plug_num(t, "bal") + amt)) != 0)
             return rc;
-        return set(t, "credits", num(t, "credits") + 1);
+        return set(t, "credits", tu_plug_num(t, "credits") + 1);
     }
     keel_turn_error(t, "acct understands xfer, credit and get");
     return KEEL_EBADMSG;
@@ -125,8 +115,10 @@ static int tok_message(keel_turn *t, const void *msg, size_t len)
     if (text(msg, len, m, sizeof m) != 0)
         return KEEL_EBADMSG;
     if (strcmp(m, "get") == 0)
-        return keel_turn_replyf(t, "%ld %ld %ld", num(t, "handled"),
-                                num(t, "dups"), num(t, "gaps"));
+        return keel_turn_replyf(t, "%ld %ld %ld",
+                                tu_plug_num(t, "handled"),
+                                tu_plug_num(t, "dups"),
+                                tu_plug_num(t, "gaps"));
     if (sscanf(m, "tok %ld %ld %63s %ld", &ring, &hops, from, &seq) != 4 ||
         ring <= 0) {
         keel_turn_error(t, "tok understands 'tok R HOPS FROM SEQ' and get");
@@ -140,13 +132,13 @@ static int tok_message(keel_turn *t, const void *msg, size_t len)
     me = strtol(next, NULL, 10);
     if (strcmp(from, "-") != 0 && (rc = check_seq(t, from, seq)) != 0)
         return rc;
-    if ((rc = set(t, "handled", num(t, "handled") + 1)) != 0)
+    if ((rc = set(t, "handled", tu_plug_num(t, "handled") + 1)) != 0)
         return rc;
     if (hops <= 0)
         return 0;
     snprintf(next, sizeof next, "%ld", (me + 1) % ring);
     snprintf(key, sizeof key, "to:%s", next);
-    oseq = num(t, key) + 1;
+    oseq = tu_plug_num(t, key) + 1;
     if ((rc = set(t, key, oseq)) != 0)
         return rc;
     n = snprintf(out, sizeof out, "tok %ld %ld %ld %ld", ring, hops - 1, me,

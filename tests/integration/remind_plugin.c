@@ -15,21 +15,9 @@
 #include <string.h>
 
 #include "keel.h"
+#include "plugnum.h"
 
 KEEL_PLUGIN_DECLARE_ABI;
-
-static long num(keel_turn *t, const char *key)
-{
-    const void *v;
-    size_t vl;
-    char buf[32];
-
-    if (keel_turn_get(t, key, strlen(key), &v, &vl) != 0 || vl >= sizeof buf)
-        return 0;
-    memcpy(buf, v, vl);
-    buf[vl] = '\0';
-    return strtol(buf, NULL, 10);
-}
 
 static int rem_message(keel_turn *t, const void *msg, size_t len)
 {
@@ -44,7 +32,7 @@ static int rem_message(keel_turn *t, const void *msg, size_t len)
         n = snprintf(last, sizeof last, "%.*s:%.*s", (int)rl, rname,
                      (int)len, (const char *)msg);
         snprintf(key, sizeof key, "n:%.*s", (int)rl, rname);
-        snprintf(text, sizeof text, "%ld", num(t, key) + 1);
+        snprintf(text, sizeof text, "%ld", tu_plug_num(t, key) + 1);
         if (keel_turn_put(t, key, strlen(key), text, strlen(text)) != 0)
             return KEEL_ENOMEM;
         return keel_turn_put(t, "last", 4, last, (size_t)n);
@@ -60,7 +48,7 @@ static int rem_message(keel_turn *t, const void *msg, size_t len)
         return keel_turn_unremind(t, name, strlen(name));
     if (sscanf(m, "count %128s", name) == 1) {
         snprintf(key, sizeof key, "n:%s", name);
-        return keel_turn_replyf(t, "%ld", num(t, key));
+        return keel_turn_replyf(t, "%ld", tu_plug_num(t, key));
     }
     if (strcmp(m, "last") == 0) {
         const void *v = NULL;
