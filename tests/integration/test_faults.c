@@ -215,11 +215,13 @@ static unsigned long long node_stat(keel_client *c, const char *name)
 /* Deterministic value of key i: a prefix naming the key, then letters. */
 static void make_value(char *buf, size_t len, int i)
 {
-    int n = snprintf(buf, len, "v%05d:", i);
-    size_t j;
+    char prefix[16];
+    int n = snprintf(prefix, sizeof prefix, "v%05d:", i);
+    size_t j, plen = n < 0 ? 0 : (size_t)n;
 
-    for (j = (size_t)n; j < len; j++)
-        buf[j] = (char)('a' + (int)((j * 7 + (size_t)i) % 26));
+    for (j = 0; j < len; j++)
+        buf[j] = j < plen ? prefix[j]
+                          : (char)('a' + (int)((j * 7 + (size_t)i) % 26));
 }
 
 /* "put kNNNNN VALUE" for key i with a value of vlen bytes (malloc'd). */

@@ -74,10 +74,14 @@ static int finish_release(tnode *n, const char *cap, uint32_t shard,
 
     if (track_data && cap[0] == '\0' && shard < SHARDS) {
         handed[n - N][shard].epoch = epoch;
-        snprintf(handed[n - N][shard].to, sizeof handed[0][0].to, "%s", to);
+        if (snprintf(handed[n - N][shard].to, sizeof handed[0][0].to, "%s",
+                     to) >= (int)sizeof handed[0][0].to)
+            data_errors++; /* a name longer than the table holds */
         if (strcmp(holder[shard], n->name) != 0)
             data_errors++; /* streamed what it did not have */
-        snprintf(holder[shard], sizeof holder[0], "%s", to);
+        if (snprintf(holder[shard], sizeof holder[0], "%s", to) >=
+            (int)sizeof holder[0])
+            data_errors++;
     }
     return rc;
 }
