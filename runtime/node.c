@@ -1220,10 +1220,25 @@ keel_node *keel_turn_node(keel_turn *t)
     return t->n;
 }
 
-static int record_found(const uint8_t *key, size_t klen,
+/* The first of an actor's records, if any: its state blob when the key
+ * is the actor's prefix itself (it sorts before every entry), else an
+ * entry. rec points into the store's map: valid until the read ends. */
+struct first_rec {
+    size_t plen;
+    int found, blob;
+    keel_record rec;
+};
+
+static int first_record(const uint8_t *key, size_t klen,
                         const keel_record *rec, void *data)
 {
-    *(int *)data = 1;
+    struct first_rec *f = data;
+
+    f->found = 1;
+    if (klen == f->plen) {
+        f->blob = 1;
+        f->rec = *rec;
+    }
     return 1; /* one is enough */
 }
 
@@ -1238,7 +1253,7 @@ static int actor_load(keel_node *n, keel_actor *a, char *err, size_t errlen)
     struct keel_type_entry *te = a->type;
     keel_placement pl;
     keel_store_read *r;
-    keel_record rec;
+    struct first_rec first;
     uint8_t kbuf[KEEL_KEY_MAX];
     uint64_t fence = 0;
     int rc, klen;
@@ -1251,6 +1266,8 @@ static int actor_load(keel_node *n, keel_actor *a, char *err, size_t errlen)
     klen = encode_key(a, NULL, 0, kbuf);
     if (klen < 0)
         return klen;
+    memset(&first, 0, sizeof first);
+    first.plen = (size_t)klen;
     rc = keel_store_read_begin(n->store, &r);
     if (rc != 0)
         return rc;
@@ -1270,24 +1287,21 @@ static int actor_load(keel_node *n, keel_actor *a, char *err, size_t errlen)
         rc = KEEL_EFENCED;
     }
     if (rc == 0) {
-        rc = keel_store_get(r, kbuf, (size_t)klen, &rec);
-        if (rc == 0) {
-            rc = actor_state_set(a, rec.data, rec.len);
-            if (rc == 0) {
-                a->version = rec.version;
-                a->flags |= ACTOR_HAS_BLOB;
-            }
-        } else if (rc == KEEL_ENOTFOUND) {
-            int any = 0;
-            /* The blob's key is the prefix of its entries' keys. */
-            rc = keel_store_scan(r, kbuf, (size_t)klen, record_found, &any);
-            if (rc > 0)
-                rc = 0;
-            if (rc == 0 && any)
-                a->version = 1; /* entries only */
-            /* else a fresh actor: empty state, version 0 */
-        }
+        /* One lookup tells a blob, entries only, and nothing apart. */
+        rc = keel_store_scan(r, kbuf, (size_t)klen, first_record, &first);
+        if (rc > 0)
+            rc = 0;
     }
+    if (rc == 0 && first.blob) {
+        rc = actor_state_set(a, first.rec.data, first.rec.len);
+        if (rc == 0) {
+            a->version = first.rec.version;
+            a->flags |= ACTOR_HAS_BLOB;
+        }
+    } else if (rc == 0 && first.found) {
+        a->version = 1; /* entries only */
+    }
+    /* else a fresh actor: empty state, version 0 */
     keel_store_read_end(r);
     return rc;
 }

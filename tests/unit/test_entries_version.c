@@ -92,12 +92,12 @@ static void call(keel_node *n, const char *id, const char *msg)
     ck_assert_msg(rc == 0, "%s to %s: %s", msg, id, keel_strerror(rc));
 }
 
-/* Waits (bounded) until *flag is set by the loop thread. */
+/* Waits (at most about 10 s) until *flag is set by the loop thread. */
 static void wait_flag(int *flag, const char *what)
 {
     int i;
 
-    for (i = 0; i < 5000 && !__atomic_load_n(flag, __ATOMIC_ACQUIRE); i++)
+    for (i = 0; i < 10000 && !__atomic_load_n(flag, __ATOMIC_ACQUIRE); i++)
         usleep(1000);
     ck_assert_msg(__atomic_load_n(flag, __ATOMIC_ACQUIRE), "no %s", what);
 }
@@ -278,7 +278,7 @@ static void expect_log(struct fol *f, const char *want)
     char got[sizeof f->log];
     int i;
 
-    for (i = 0; i < 5000; i++) {
+    for (i = 0; i < 10000; i++) {
         pthread_mutex_lock(&f->mu);
         memcpy(got, f->log, f->len);
         got[f->len] = '\0';
@@ -304,13 +304,12 @@ static void passivate(keel_node *n, const char *id)
     keel_stats st;
     int i;
 
-    (void)id;
-    for (i = 0; i < 500; i++) {
+    for (i = 0; i < 2000; i++) {
         call(n, "other", "noop");
         keel_node_stats(n, &st);
         if (st.resident_actors == 1)
             return;
-        usleep(2000);
+        usleep(5000);
     }
     ck_abort_msg("%s was not passivated", id);
 }
