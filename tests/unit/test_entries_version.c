@@ -4,7 +4,8 @@
  * stays at 1 after a passivation or a restart of the node on the same
  * store. A state read, a follower's first answer, the version of a
  * payload its next turn chooses, and the version its first state blob
- * takes it to (2) agree, reloaded or not. In process, on a real LMDB
+ * takes it to (2) agree, reloaded or not. One that deleted all it held
+ * is not found, as one never written. In process, on a real LMDB
  * store; the follower is a sink of the node's registry (follow.h). */
 #include <check.h>
 #include <pthread.h>
@@ -34,7 +35,7 @@ static void teardown(void)
     free(dir);
 }
 
-/* "put": an entry, no blob; "remind": a reminder an hour away (the
+/* "put": an entry, no blob; "del": deletes it; "remind": a reminder an hour away (the
  * runtime's entry), no blob; "set TEXT": the blob; "emit TEXT": an
  * event payload, nothing written; "noop": nothing. */
 static int ev_message(keel_turn *t, const void *m, size_t len)
@@ -43,6 +44,8 @@ static int ev_message(keel_turn *t, const void *m, size_t len)
 
     if (len == 3 && memcmp(msg, "put", 3) == 0)
         return keel_turn_put(t, "k", 1, "v", 1);
+    if (len == 3 && memcmp(msg, "del", 3) == 0)
+        return keel_turn_del(t, "k", 1);
     if (len == 6 && memcmp(msg, "remind", 6) == 0)
         return keel_turn_remind(t, "r", 1, 3600000, 0, "x", 1);
     if (len > 4 && memcmp(msg, "set ", 4) == 0)
@@ -153,6 +156,19 @@ static void expect_read(keel_node *n, const char *id, uint64_t version,
     if (blob != NULL)
         ck_assert_str_eq(j.blob, blob);
     ck_assert_uint_eq(j.st.entries, entries);
+}
+
+/* The actor's state read must not find it. */
+static void expect_not_found(keel_node *n, const char *id)
+{
+    struct read_job j;
+
+    memset(&j, 0, sizeof j);
+    j.id = id;
+    ck_assert_int_eq(keel_node_post(n, read_post, &j), 0);
+    wait_flag(&j.done, "state read");
+    ck_assert_msg(j.status == KEEL_ENOTFOUND, "state read of %s: %s", id,
+                  keel_strerror(j.status));
 }
 
 /* ---------------------------------------------------------- followers */
@@ -390,7 +406,6 @@ START_TEST(entries_only_after_restart)
 {
     keel_node *n = start_node(0);
     struct fol f;
-    struct read_job j;
 
     call(n, "e", "put");
     call(n, "b", "set x");
@@ -402,11 +417,7 @@ START_TEST(entries_only_after_restart)
     n = start_node(0);
     expect_read(n, "e", 1, NULL, 1);
     expect_read(n, "b", 2, "y", 1);
-    memset(&j, 0, sizeof j);
-    j.id = "never";
-    ck_assert_int_eq(keel_node_post(n, read_post, &j), 0);
-    wait_flag(&j.done, "state read");
-    ck_assert_int_eq(j.status, KEEL_ENOTFOUND);
+    expect_not_found(n, "never");
     follow(n, &f, "e", 1);
     call(n, "e", "emit e1");
     call(n, "e", "set s1");
@@ -414,6 +425,25 @@ START_TEST(entries_only_after_restart)
     expect_log(&f, "unchanged;payload 1 e1;state 2 s1;");
     finish(n);
     fol_free(&f);
+}
+END_TEST
+
+/* An actor without a blob that deleted its only entry holds nothing: a
+ * state read does not find it, resident or reloaded, and once reloaded
+ * its first blob takes it to 1, as a never-written actor's does. */
+START_TEST(deleted_all_reads_as_never_written)
+{
+    keel_node *n = start_node(1);
+
+    call(n, "d", "put");
+    call(n, "d", "del");
+    expect_not_found(n, "d");
+    passivate(n, "d");
+    expect_not_found(n, "d");
+    passivate(n, "d");
+    call(n, "d", "set s1");
+    expect_read(n, "d", 1, "s1", 0);
+    finish(n);
 }
 END_TEST
 
@@ -428,6 +458,7 @@ static Suite *entries_version_suite(void)
     tcase_add_test(tc, entries_only_resident);
     tcase_add_test(tc, runtime_entries_only);
     tcase_add_test(tc, entries_only_after_restart);
+    tcase_add_test(tc, deleted_all_reads_as_never_written);
     suite_add_tcase(s, tc);
     return s;
 }
