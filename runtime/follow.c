@@ -578,17 +578,6 @@ static void key_end_oom(struct keel_follow *f, struct fkey *k)
     }
 }
 
-static int entry_found(const void *key, size_t klen, const void *val,
-                       size_t vlen, void *data)
-{
-    (void)key;
-    (void)klen;
-    (void)val;
-    (void)vlen;
-    *(int *)data = 1;
-    return 1; /* one is enough */
-}
-
 int keel_turn_event(keel_turn *t, const void *payload, size_t len)
 {
     struct keel_fl_turn *ft;
@@ -626,12 +615,6 @@ int keel_turn_event(keel_turn *t, const void *payload, size_t len)
             memcpy(f->pay, payload, len);
     }
     ft->kept = followed;
-    /* An actor holding entries but no blob loads at version 0, and a
-     * state read shows it at 1 (its entries carry 1): its payloads say 1
-     * too, or a follower would see the version go back. */
-    if (followed && a->version == 0 && !(a->flags & ACTOR_HAS_BLOB) &&
-        !ft->entries)
-        keel_turn_entries(t, entry_found, &ft->entries);
     ft->set = 1;
     ft->len = len;
     return 0;
@@ -664,7 +647,7 @@ void keel__follow_turn(keel_node *n, keel_actor *a, keel_req *req,
     ev->te = a->type;
     /* A turn that changed no state leaves the version as it was: its
      * payload is about that version. */
-    ev->version = a->version == 0 && pay && ft->entries ? 1 : a->version;
+    ev->version = a->version;
     ev->len = slen;
     ev->plen = plen;
     ev->idlen = a->idlen;

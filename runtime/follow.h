@@ -77,7 +77,6 @@ struct keel_follow_sink {
 struct keel_fl_turn {
     int set;     /* keel_turn_event was called */
     int kept;    /* its bytes were kept: the actor is followed */
-    int entries; /* an actor at version 0 holds entries (so is at 1) */
     size_t len;
 };
 

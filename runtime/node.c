@@ -1220,14 +1220,40 @@ keel_node *keel_turn_node(keel_turn *t)
     return t->n;
 }
 
+/* The first of an actor's records, if any: its state blob when the key
+ * is the actor's prefix itself (it sorts before every entry), else an
+ * entry. rec points into the store's map: valid until the read ends. */
+struct first_rec {
+    size_t plen;
+    int found, blob;
+    keel_record rec;
+};
+
+static int first_record(const uint8_t *key, size_t klen,
+                        const keel_record *rec, void *data)
+{
+    struct first_rec *f = data;
+
+    f->found = 1;
+    if (klen == f->plen) {
+        f->blob = 1;
+        f->rec = *rec;
+    }
+    return 1; /* one is enough */
+}
+
 /* Loads the actor's state blob after checking that this node may serve its
- * placement unit and that the store has not seen a newer owner. */
+ * placement unit and that the store has not seen a newer owner. The
+ * actor's version is its blob's; one without a blob that holds entries
+ * (its own or the runtime's) is at 1, as turn_apply left it when it
+ * wrote them: the version does not depend on whether the actor stayed
+ * resident, nor on which replica of its unit loads it. */
 static int actor_load(keel_node *n, keel_actor *a, char *err, size_t errlen)
 {
     struct keel_type_entry *te = a->type;
     keel_placement pl;
     keel_store_read *r;
-    keel_record rec;
+    struct first_rec first;
     uint8_t kbuf[KEEL_KEY_MAX];
     uint64_t fence = 0;
     int rc, klen;
@@ -1240,6 +1266,8 @@ static int actor_load(keel_node *n, keel_actor *a, char *err, size_t errlen)
     klen = encode_key(a, NULL, 0, kbuf);
     if (klen < 0)
         return klen;
+    memset(&first, 0, sizeof first);
+    first.plen = (size_t)klen;
     rc = keel_store_read_begin(n->store, &r);
     if (rc != 0)
         return rc;
@@ -1259,17 +1287,21 @@ static int actor_load(keel_node *n, keel_actor *a, char *err, size_t errlen)
         rc = KEEL_EFENCED;
     }
     if (rc == 0) {
-        rc = keel_store_get(r, kbuf, (size_t)klen, &rec);
-        if (rc == 0) {
-            rc = actor_state_set(a, rec.data, rec.len);
-            if (rc == 0) {
-                a->version = rec.version;
-                a->flags |= ACTOR_HAS_BLOB;
-            }
-        } else if (rc == KEEL_ENOTFOUND) {
-            rc = 0; /* a fresh actor: empty state, version 0 */
-        }
+        /* One lookup tells a blob, entries only, and nothing apart. */
+        rc = keel_store_scan(r, kbuf, (size_t)klen, first_record, &first);
+        if (rc > 0)
+            rc = 0;
     }
+    if (rc == 0 && first.blob) {
+        rc = actor_state_set(a, first.rec.data, first.rec.len);
+        if (rc == 0) {
+            a->version = first.rec.version;
+            a->flags |= ACTOR_HAS_BLOB;
+        }
+    } else if (rc == 0 && first.found) {
+        a->version = 1; /* entries only */
+    }
+    /* else a fresh actor: empty state, version 0 */
     keel_store_read_end(r);
     return rc;
 }
@@ -1338,7 +1370,7 @@ static int turn_apply(keel_node *n, keel_actor *a, keel_turn *t)
     free(fresh);
     if (t->state_set || nops > 0) {
         if (!t->state_set && a->version == 0)
-            a->version = 1; /* entries carry the actor's version */
+            a->version = 1; /* entries only: actor_load gives 1 too */
         a->last_write_seq = n->open_seq;
         n->open_turns++;
         if (!(a->flags & ACTOR_IN_DIRTY)) {
@@ -1444,6 +1476,13 @@ static int count_entry(const void *key, size_t klen, const void *val,
     return 0;
 }
 
+static int rt_entry_found(const void *key, size_t klen, const void *val,
+                          size_t vlen, void *data)
+{
+    *(int *)data = 1;
+    return 1; /* one is enough */
+}
+
 /* The reply of a state read (keel__read_state): what the actor holds as
  * of this turn, every earlier turn's writes included (and on_activate's,
  * applied by turn_apply before this runs), in the layout proto.h gives.
@@ -1456,7 +1495,7 @@ static int state_reply(keel_turn *t, const keel_req *req)
     int blob = (a->flags & ACTOR_HAS_BLOB) != 0;
     uint64_t entries = 0, version;
     uint8_t *p;
-    int rc;
+    int rc, held = 0;
 
     if (req->len == KEEL_READ_REMINDERS_LEN &&
         memcmp(req->buf, KEEL_READ_REMINDERS, req->len) == 0) {
@@ -1478,15 +1517,18 @@ static int state_reply(keel_turn *t, const keel_req *req)
     }
 
     rc = keel_turn_entries(t, count_entry, &entries);
+    /* The runtime's entries (reminders, dead letters, outbox records)
+     * are not counted, but an actor that holds only those was written:
+     * it is at version 1 as one with named entries only is. */
+    if (rc == 0 && !blob && entries == 0)
+        rc = keel__turn_rt_entries(t, rt_entry_found, &held);
     if (rc != 0)
         return rc;
-    if (!blob && entries == 0) {
+    if (!blob && entries == 0 && !held) {
         keel_turn_error(t, "the actor has never been written");
         return KEEL_ENOTFOUND;
     }
-    /* Entries carry the actor's version; one with entries only stores 1
-     * (turn_apply) but loads as 0. */
-    version = blob || a->version > 0 ? a->version : 1;
+    version = a->version;
     rc = grow(&t->n->scratch_reply, &t->n->scratch_reply_cap,
               KEEL_STATE_READ_HDR + a->state_len);
     if (rc != 0)

@@ -774,7 +774,7 @@ START_TEST(payload_events)
 END_TEST
 
 /* An actor that holds entries only is shown at version 1 by a state
- * read, also after a restart (where it loads at 0): its payloads say 1,
+ * read, also after a restart (where it loads at 1): its payloads say 1,
  * not a version older than the one its followers were shown. */
 START_TEST(payload_version_entries_only)
 {
