@@ -61,6 +61,9 @@ struct keel_writer {
     keel_batch *pending_tail;
     size_t npending;
     uint64_t failures; /* failed batches reported */
+    /* Set by an inline commit whose flush left the data file's write-back
+     * to its caller (keel_writer_writeback). */
+    int wb_owed;
     struct refusal *refused;
     size_t nrefused, refused_cap;
     /* When a refusal could not be recorded (out of memory): every group
@@ -146,7 +149,7 @@ static void report(keel_writer *w, keel_batch *b, int status)
  * fate unknown: their transactions committed, and what reached the disk
  * before the failure may be found there after a restart. They are
  * reported KEEL_EINDOUBT, never as not written. */
-static void settle(keel_writer *w)
+static void settle(keel_writer *w, int defer_wb)
 {
     keel_batch *b, *next;
     int sync_rc = 0, synced = 0;
@@ -167,8 +170,12 @@ static void settle(keel_writer *w)
     }
     w->pending = w->pending_tail = NULL;
     w->npending = 0;
-    if (synced && sync_rc == 0)
-        keel_store_writeback(w->store);
+    if (synced && sync_rc == 0) {
+        if (defer_wb)
+            __atomic_store_n(&w->wb_owed, 1, __ATOMIC_RELAXED);
+        else
+            keel_store_writeback(w->store);
+    }
 }
 
 static int batch_failed(const keel_batch *b)
@@ -184,7 +191,7 @@ static int batch_failed(const keel_batch *b)
 /* Commits b and puts it on the pending list. A failed batch is settled at
  * once: its failures must be recorded as refusals before the next batch
  * is committed. */
-static void writer_commit(keel_writer *w, keel_batch *b)
+static void writer_commit(keel_writer *w, keel_batch *b, int defer_wb)
 {
     refusals_apply(w, b);
     b->wtxn = 0;
@@ -200,7 +207,7 @@ static void writer_commit(keel_writer *w, keel_batch *b)
      * checkpoint): so is everything before it, and nobody should wait. */
     if (batch_failed(b) || w->npending >= PENDING_MAX ||
         keel_store_durable(w->store, b->wtxn))
-        settle(w);
+        settle(w, defer_wb);
 }
 
 static void *writer_main(void *arg)
@@ -221,7 +228,7 @@ static void *writer_main(void *arg)
                 break;
             /* Nothing more to commit: flush and report. */
             pthread_mutex_unlock(&w->lock);
-            settle(w);
+            settle(w, 0);
             pthread_mutex_lock(&w->lock);
             w->busy = 0;
             continue;
@@ -233,7 +240,7 @@ static void *writer_main(void *arg)
         b->next = NULL;
         pthread_mutex_unlock(&w->lock);
 
-        writer_commit(w, b);
+        writer_commit(w, b, 0);
 
         pthread_mutex_lock(&w->lock);
         w->busy = 0;
@@ -349,15 +356,23 @@ int keel_writer_try_inline(keel_writer *w, keel_batch *b)
     b->mergeable = 0;
     pthread_mutex_unlock(&w->lock);
 
-    writer_commit(w, b);
+    writer_commit(w, b, 1);
     if (w->pending != NULL)
-        settle(w);
+        settle(w, 1);
 
     pthread_mutex_lock(&w->lock);
     w->busy = 0;
     if (w->head != NULL)
         pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->lock);
+    return 1;
+}
+
+int keel_writer_writeback(keel_writer *w)
+{
+    if (w == NULL || !__atomic_exchange_n(&w->wb_owed, 0, __ATOMIC_RELAXED))
+        return 0;
+    keel_store_writeback(w->store);
     return 1;
 }
 

@@ -2607,9 +2607,15 @@ static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
 
 static void flush_watcher_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
+    keel_node *n = w->data;
+
     (void)loop;
     (void)revents;
-    keel__net_flush_all(w->data);
+    keel__net_flush_all(n);
+    /* After the answers: an inline commit's write-back of the data file
+     * is not part of its durability, and would only have delayed them. */
+    (void)keel_writer_writeback(n->writer);
+    keel__repl_writeback(n);
 }
 
 /* ------------------------------------------------------------ lifecycle */

@@ -1999,6 +1999,29 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
         ev_async_send(n->loop, &r->wake);
         return 0;
     }
+    /* A small frame that finds nothing else waiting on this node (no
+     * frame before it unanswered, the replication writer idle, no turn
+     * queued and no batch of the node's own with its writer) is
+     * committed on the loop thread, as node.c commits its own small
+     * batches: the writer thread's wake-up, and the loop's wake-up after
+     * it, were most of what a backup added to a replicated write's
+     * latency. The writer's commit, flush and failure rules apply
+     * (keel_writer_try_inline), bw_done reports the frame once it is
+     * durable, and it is answered right after; the data file's
+     * write-back waits until the answer has left (flush_watcher_cb). */
+    if (r->jobs == j && n->inline_commits && n->runq_head == NULL &&
+        n->wb_first == n->wb_next &&
+        keel_batch_group_count(b) <= REPL_INLINE_GROUPS &&
+        keel_batch_bytes(b) <= REPL_INLINE_BYTES) {
+        pthread_mutex_unlock(&r->mu);
+        if (keel_writer_try_inline(r->writer, b)) {
+            bjobs_reap(r);
+            return 0;
+        }
+        /* Busy after all: the thread takes it. Nothing else submits to
+         * this writer, so whatever it is busy with came before. */
+        pthread_mutex_lock(&r->mu);
+    }
     /* Under mu: the writer may report the batch the frame joins as soon
      * as it is handed over, and bw_done must find the frame in it. A
      * frame that arrives while the writer is busy joins the batch still
@@ -2035,6 +2058,12 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
     if (rc != 0)
         ev_async_send(n->loop, &r->wake);
     return 0;
+}
+
+void keel__repl_writeback(keel_node *n)
+{
+    if (n->repl != NULL)
+        (void)keel_writer_writeback(n->repl->writer);
 }
 
 /* ---------------------------------------------------------- lifecycle */

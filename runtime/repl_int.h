@@ -26,6 +26,10 @@
  * what follows, and it is dropped from the in-sync set after the lag. */
 #define REPL_SEND_MAX ((64u << 20) - KEEL_FRAME_HEADER)
 #define REPL_MAX_BACKUPS 4
+/* The largest frame a backup commits on its loop thread (keel__repl_frame):
+ * as node.c's inline commits with fsync. */
+#define REPL_INLINE_GROUPS 16
+#define REPL_INLINE_BYTES (64u << 10)
 
 typedef struct repl_link repl_link;
 typedef struct repl_frame repl_frame;

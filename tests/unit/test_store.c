@@ -1659,6 +1659,52 @@ START_TEST(test_writer_reports_when_durable)
 }
 END_TEST
 
+/* An inline commit is durable when done_cb runs, on the caller's thread,
+ * and leaves the data file's write-back to keel_writer_writeback; a
+ * commit made by the writer thread sends its own. */
+START_TEST(test_writer_inline_leaves_writeback)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    struct wdone d;
+    keel_store_stats st;
+    keel_writer *w;
+    int tag;
+    void *tags[] = {&tag};
+    const char *ids1[] = {"one"}, *ids2[] = {"two"};
+    keel_batch *b1 = tagged_batch(1, 1, 1, tags, ids1);
+    keel_batch *b2 = tagged_batch(1, 1, 1, tags, ids2);
+
+    wdone_init(&d);
+    ck_assert_int_eq(keel_writer_start(s, wdone_cb, &d, &w), 0);
+    ck_assert_int_eq(keel_writer_writeback(w), 0); /* nothing owed */
+
+    ck_assert_int_eq(keel_writer_try_inline(w, b1), 1);
+    ck_assert_int_eq(wdone_count(&d), 1); /* reported before returning */
+    ck_assert_ptr_eq(d.b[0], b1);
+    ck_assert_int_eq(d.status[0], 0);
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_eq(st.unsynced, 0);
+    ck_assert_uint_eq(st.syncs, 1);
+    expect_id(s, 1, "one", 1);
+    ck_assert_int_eq(keel_writer_writeback(w), 1);
+    ck_assert_int_eq(keel_writer_writeback(w), 0); /* sent once */
+
+    ck_assert_int_eq(keel_writer_submit(w, b2), 0);
+    wdone_wait(&d, 2);
+    ck_assert_int_eq(d.status[1], 0);
+    expect_id(s, 1, "two", 1);
+    ck_assert_int_eq(keel_writer_writeback(w), 0); /* the thread sent it */
+
+    keel_writer_stop(w);
+    keel_batch_destroy(b1);
+    keel_batch_destroy(b2);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* Stopping right after a submit: the batch is committed and synced before
  * the writer is gone. */
 START_TEST(test_writer_stop_syncs)
@@ -2985,6 +3031,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_writer_failure_refuses_dependents);
     tcase_add_test(tc, test_writer_fence_refusal_refuses_dependents);
     tcase_add_test(tc, test_writer_merge);
+    tcase_add_test(tc, test_writer_inline_leaves_writeback);
     tcase_add_test(tc, test_recover_process_crash);
     tcase_add_test(tc, test_recover_process_crash_none);
     tcase_add_test(tc, test_recover_then_durability_none);
