@@ -2370,8 +2370,8 @@ static void store_after_commit(keel_store *s)
 /* Waits for the data pages sent to the disk last time, then sends the
  * ones committed since. Called by the writer once a round of commits is
  * durable and reported (so the log's flush never queues behind these
- * writes), or, after an inline commit, by the loop once the answers of
- * the round have left (keel_writer_writeback): the disk's bandwidth
+ * writes), or, after an inline commit, once the loop has written the
+ * round's answers (keel_writer_writeback): the disk's bandwidth
  * paces the writer, as it did when every
  * commit flushed its own pages, and a checkpoint, which holds up every
  * commit while it flushes the file, finds little left to write. */

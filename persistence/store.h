@@ -404,12 +404,14 @@ int keel_writer_submit_merge(keel_writer *w, keel_batch *b,
  * as usual). Saves two thread hand-offs for a small batch that finds the
  * writer idle, at the price of blocking the caller for the commit.
  * The data file's write-back that follows a flush (keel_store_writeback)
- * is left to the caller, who calls keel_writer_writeback once its
- * answers have left: it is not part of durability, and on the caller's
- * thread it would only delay them. */
+ * is left owed: the caller calls keel_writer_writeback once its answers
+ * have left. It is not part of durability, and on the caller's thread it
+ * would only delay them. */
 int keel_writer_try_inline(keel_writer *w, keel_batch *b);
-/* Sends the write-back an inline commit left: 1 when one was owed, 0
- * when none was. Any thread. */
+/* Asks the writer thread for the write-back an inline commit left: 1
+ * when one was owed and not asked for yet, 0 otherwise. Any thread. The
+ * thread sends it once nothing is queued; while it does, the writer is
+ * busy and takes no inline commit. */
 int keel_writer_writeback(keel_writer *w);
 /* The submitter has seen one failed batch (see above). Any thread. */
 void keel_writer_ack_failure(keel_writer *w);

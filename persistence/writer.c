@@ -61,9 +61,11 @@ struct keel_writer {
     keel_batch *pending_tail;
     size_t npending;
     uint64_t failures; /* failed batches reported */
-    /* Set by an inline commit whose flush left the data file's write-back
-     * to its caller (keel_writer_writeback). */
+    /* Guarded by lock: an inline commit's flush left the data file's
+     * write-back owed, and keel_writer_writeback asked the thread for it
+     * (wb_asked). */
     int wb_owed;
+    int wb_asked;
     struct refusal *refused;
     size_t nrefused, refused_cap;
     /* When a refusal could not be recorded (out of memory): every group
@@ -171,9 +173,11 @@ static void settle(keel_writer *w, int defer_wb)
     w->pending = w->pending_tail = NULL;
     w->npending = 0;
     if (synced && sync_rc == 0) {
-        if (defer_wb)
-            __atomic_store_n(&w->wb_owed, 1, __ATOMIC_RELAXED);
-        else
+        if (defer_wb) {
+            pthread_mutex_lock(&w->lock);
+            w->wb_owed = 1;
+            pthread_mutex_unlock(&w->lock);
+        } else
             keel_store_writeback(w->store);
     }
 }
@@ -217,10 +221,21 @@ static void *writer_main(void *arg)
 
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        while (w->busy ||
-               (w->head == NULL && w->pending == NULL && !w->stopping))
+        while (w->busy || (w->head == NULL && w->pending == NULL &&
+                           !w->wb_asked && !w->stopping))
             pthread_cond_wait(&w->cond, &w->lock);
         w->busy = 1;
+        if (w->head == NULL && w->pending == NULL && w->wb_asked &&
+            !w->stopping) {
+            /* The write-back an inline commit left: sent here, off the
+             * thread that committed (keel_writer_writeback). */
+            w->wb_asked = w->wb_owed = 0;
+            pthread_mutex_unlock(&w->lock);
+            keel_store_writeback(w->store);
+            pthread_mutex_lock(&w->lock);
+            w->busy = 0;
+            continue;
+        }
         if (w->head == NULL) {
             /* Stopping drains the queue first: what was submitted is
              * committed, and made durable. */
@@ -370,10 +385,17 @@ int keel_writer_try_inline(keel_writer *w, keel_batch *b)
 
 int keel_writer_writeback(keel_writer *w)
 {
-    if (w == NULL || !__atomic_exchange_n(&w->wb_owed, 0, __ATOMIC_RELAXED))
+    int asked = 0;
+
+    if (w == NULL)
         return 0;
-    keel_store_writeback(w->store);
-    return 1;
+    pthread_mutex_lock(&w->lock);
+    if (w->wb_owed && !w->wb_asked) {
+        w->wb_asked = asked = 1;
+        pthread_cond_signal(&w->cond);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return asked;
 }
 
 void keel_writer_ack_failure(keel_writer *w)

@@ -2612,8 +2612,9 @@ static void flush_watcher_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     (void)loop;
     (void)revents;
     keel__net_flush_all(n);
-    /* After the answers: an inline commit's write-back of the data file
-     * is not part of its durability, and would only have delayed them. */
+    /* After the answers, and to the writers' threads: an inline commit's
+     * write-back of the data file is not part of its durability, and on
+     * this thread it would only have delayed them. */
     (void)keel_writer_writeback(n->writer);
     keel__repl_writeback(n);
 }

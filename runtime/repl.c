@@ -2008,7 +2008,8 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
      * latency. The writer's commit, flush and failure rules apply
      * (keel_writer_try_inline), bw_done reports the frame once it is
      * durable, and it is answered right after; the data file's
-     * write-back waits until the answer has left (flush_watcher_cb). */
+     * write-back is handed to the writer thread once the answer has left
+     * (flush_watcher_cb). */
     if (r->jobs == j && n->inline_commits && n->runq_head == NULL &&
         n->wb_first == n->wb_next &&
         keel_batch_group_count(b) <= REPL_INLINE_GROUPS &&

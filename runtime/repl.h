@@ -101,8 +101,9 @@ int keel__repl_unit_busy(keel_node *n, const char *cap, uint32_t shard);
 /* Whether anything waits: replies on backups, or writes sent here by a
  * primary not answered yet. A stopping node waits for it. */
 int keel__repl_busy(keel_node *n);
-/* Loop thread, once the round's answers are written: the write-back of
- * the data file an inline commit of a frame left (keel_writer_writeback). */
+/* Loop thread, once the round's answers are written: hands the write-back
+ * of the data file an inline commit of a frame left to the replication
+ * writer (keel_writer_writeback). */
 void keel__repl_writeback(keel_node *n);
 /* The coordinator applied a map: backups it shows out of sync release
  * what waited on them. */

@@ -1660,8 +1660,9 @@ START_TEST(test_writer_reports_when_durable)
 END_TEST
 
 /* An inline commit is durable when done_cb runs, on the caller's thread,
- * and leaves the data file's write-back to keel_writer_writeback; a
- * commit made by the writer thread sends its own. */
+ * and leaves the data file's write-back owed until keel_writer_writeback
+ * hands it to the writer thread (once); a commit made by the writer
+ * thread sends its own, and the writer goes on with submitted batches. */
 START_TEST(test_writer_inline_leaves_writeback)
 {
     char *dir = tu_tmpdir("store");
@@ -1688,13 +1689,13 @@ START_TEST(test_writer_inline_leaves_writeback)
     ck_assert_uint_eq(st.syncs, 1);
     expect_id(s, 1, "one", 1);
     ck_assert_int_eq(keel_writer_writeback(w), 1);
-    ck_assert_int_eq(keel_writer_writeback(w), 0); /* sent once */
+    ck_assert_int_eq(keel_writer_writeback(w), 0); /* asked once */
 
     ck_assert_int_eq(keel_writer_submit(w, b2), 0);
     wdone_wait(&d, 2);
     ck_assert_int_eq(d.status[1], 0);
     expect_id(s, 1, "two", 1);
-    ck_assert_int_eq(keel_writer_writeback(w), 0); /* the thread sent it */
+    ck_assert_int_eq(keel_writer_writeback(w), 0); /* nothing new owed */
 
     keel_writer_stop(w);
     keel_batch_destroy(b1);
