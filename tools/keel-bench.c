@@ -48,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "keel-bench-flush.h"
 #include "chaos/cluster.h"
 #include "keel.h"
 #include "runtime/client.h"
@@ -3218,6 +3219,50 @@ static int wl_outbox(struct env *e0, struct result *res, int *nres)
     return rc;
 }
 
+/* ------------------------------------------------------------- flushes */
+
+#define FL_ROUNDS 1000u
+#define FL_AT_ONCE 3u
+
+/* The disk under --data, without keel: 128-byte appends flushed one at a
+ * time, from one file, then from three files at once (as three nodes on
+ * one machine flush their logs for one replicated write). */
+static int wl_flushes(struct env *e, struct result *res, int *nres)
+{
+    const char *parent = e->cfg->data ? e->cfg->data : getenv("TMPDIR");
+    static const unsigned files[2] = {1, FL_AT_ONCE};
+    static const char *const what[2] = {
+        "log flushes of one file (128-byte appends)",
+        "log flushes of 3 files at once, one thread each"};
+    struct flush_figures f[2];
+    char err[300];
+    int k;
+
+    if (parent == NULL || parent[0] == '\0')
+        parent = "/tmp";
+    *nres = 2;
+    for (k = 0; k < 2; k++) {
+        struct result *r = &res[k];
+
+        result_init(r, "flushes", e, "flushes/s", what[k]);
+        r->transport = "disk";
+        if (bench_flushes(parent, files[k], FL_ROUNDS, &f[k], err,
+                          sizeof err) != 0)
+            return result_fail(r, "%s", err);
+        r->ops = f[k].flushes;
+        r->ops_per_s = f[k].secs > 0 ? f[k].flushes / f[k].secs : 0;
+        r->lat.p50 = f[k].p50_us;
+        r->lat.p99 = f[k].p99_us;
+        r->lat.max = f[k].max_us;
+        add_extra(r, "files", "files", 0, files[k]);
+    }
+    /* How much longer a flush takes when three run at once: 1 when the
+     * disk serves them side by side, 3 when one after the other. */
+    add_extra(&res[1], "p50_ratio", "p50 vs one file", 2,
+              f[0].p50_us > 0 ? f[1].p50_us / f[0].p50_us : 0);
+    return 0;
+}
+
 /* ------------------------------------------------------------- workloads */
 
 struct workload {
@@ -3225,9 +3270,10 @@ struct workload {
     int (*run)(struct env *e, struct result *res, int *nres);
     int force_tcp;           /* runs over TCP whatever --transport says;
                               * 2: over HTTP (the node gets an HTTP
-                              * listener); 3: against a cluster of keeld
-                              * processes it starts itself (no node in
-                              * this process) */
+                              * listener); 3: no node in this process
+                              * (a cluster of keeld processes it starts
+                              * itself, or the disk alone); runs only
+                              * when named */
     uint32_t idle_timeout_ms; /* 0: the node's default */
     const char *help;
 };
@@ -3259,6 +3305,8 @@ static const struct workload workloads[] = {
      "20,000 durable actor-to-actor messages to another node"},
     {"reminders", wl_reminders, 0, 0,
      "100,000 pending one-shot reminders due within 10 s: lateness"},
+    {"flushes", wl_flushes, 3, 0,
+     "the disk alone: log flushes of one file, then of 3 files at once"},
 };
 #define NWORKLOADS (sizeof workloads / sizeof workloads[0])
 
@@ -3391,12 +3439,13 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: keel-bench [OPTIONS] [WORKLOAD...]\n"
             "\n"
-            "Runs each workload (all but replication, failover and outbox\n"
-            "when none is named) on its own node and data directory, in this\n"
-            "process, and prints a table (or JSON lines); replication,\n"
-            "failover and outbox start ZooKeeper and keeld processes of\n"
-            "their own. Exits 1 if any call failed or any result was\n"
-            "wrong.\n"
+            "Runs each workload (all but replication, failover, outbox\n"
+            "and flushes when none is named) on its own node and data\n"
+            "directory, in this process, and prints a table (or JSON\n"
+            "lines); replication, failover and outbox start ZooKeeper and\n"
+            "keeld processes of their own, and flushes measures the disk\n"
+            "under --data alone. Exits 1 if any call failed or any result\n"
+            "was wrong.\n"
             "\n"
             "options:\n"
             "  --durability fsync|none  reply after the commit is fsynced\n"
