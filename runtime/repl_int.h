@@ -13,6 +13,9 @@
 #include "runtime/hmap.h"
 #include "runtime/repl.h"
 
+#include <string.h>
+#include <xxhash.h>
+
 #define REPL_LAG_MS_DEFAULT 1000
 #define REPL_TICK_S 0.02
 /* A refused piece or a failed link: everything unacknowledged goes again
@@ -307,6 +310,22 @@ struct keel_repl {
 };
 
 enum { LAG_WAIT = 0, LAG_OUT, LAG_GIVE_UP };
+
+/* Units of both sides are found by (cap, shard). */
+struct repl_ukey {
+    const char *cap;
+    uint32_t shard;
+};
+
+static inline uint64_t repl_unit_hash(const char *cap, uint32_t shard)
+{
+    return XXH3_64bits_withSeed(cap, strlen(cap), shard);
+}
+
+static inline keel_cluster *repl_cl(keel_repl *r)
+{
+    return r->rt->c;
+}
 enum { SM_SKIP = 0, SM_SEND };
 
 /* runtime/repl.c */
@@ -324,6 +343,11 @@ void repl_frame_finish(keel_repl *r, repl_link *l);
 void repl_forget_link(keel_repl *r, repl_unit *u, uint64_t epoch,
                       repl_link *l, int doubt);
 void repl_unit_progress(keel_repl *r, repl_unit *u);
+
+/* runtime/repl_backup.c */
+void repl_backup_wake_cb(struct ev_loop *loop, ev_async *w, int revents);
+void repl_bjobs_reap(keel_repl *r);
+void repl_bjob_finish(keel_repl *r, bjob *j, int status);
 
 /* runtime/catchup.c */
 void repl_catchup_init(keel_repl *r);
