@@ -784,7 +784,8 @@ static int take_hello(keel_client *c, int eof)
     if (len == 0) {
         snprintf(c->why, sizeof c->why,
                  "the server at %s closed the connection without the keel "
-                 "hello: not a keel node, or one that is stopping",
+                 "hello: not a keel node (a node's HTTP port, keeld "
+                 "--http, closes so), or one that is stopping",
                  c->addr);
         return hello_failed(c, KEEL_ECONN);
     }
