@@ -316,8 +316,14 @@ int keel_client_connect_tls(const char *addr, int timeout_ms,
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV;
     rc = getaddrinfo(host, port, &hints, &res);
-    if (rc != 0)
+    if (rc != 0) {
+        /* Say which name failed: "address invalid" alone leaves a user
+         * looking for a typo in the port. */
+        if (why != NULL && whylen > 0)
+            snprintf(why, whylen, "cannot resolve host '%s': %s", host,
+                     gai_strerror(rc));
         return rc == EAI_MEMORY ? KEEL_ENOMEM : KEEL_EADDR;
+    }
 
     c = calloc(1, sizeof *c);
     if (c == NULL) {

@@ -281,15 +281,18 @@ static int arg_value(const char *a, const char **v, size_t *vl, char **owned)
     if (a[0] == '-') {
         rc = slurp(stdin, owned, vl);
         if (rc != 0)
-            fprintf(stderr, "keel: cannot read standard input: %s\n",
+            fprintf(stderr, "keel: %s: cannot read standard input: %s; "
+                    "nothing was sent\n", keel_err_name(KEEL_EINVAL),
                     strerror(errno));
     } else if ((f = fopen(a + 1, "rb")) == NULL) {
-        fprintf(stderr, "keel: cannot read %s: %s\n", a + 1, strerror(errno));
+        fprintf(stderr, "keel: %s: cannot read %s: %s; nothing was sent\n",
+                keel_err_name(KEEL_EINVAL), a + 1, strerror(errno));
         return -1;
     } else {
         rc = slurp(f, owned, vl);
         if (rc != 0)
-            fprintf(stderr, "keel: cannot read %s: %s\n", a + 1,
+            fprintf(stderr, "keel: %s: cannot read %s: %s; nothing was "
+                    "sent\n", keel_err_name(KEEL_EINVAL), a + 1,
                     strerror(errno));
         fclose(f);
     }
