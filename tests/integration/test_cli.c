@@ -561,6 +561,18 @@ START_TEST(message_arguments_from_files_and_stdin)
         free(out);
         free(err);
     }
+    {
+        /* Read before connecting: a usage error even with no node there
+         * (port 1 has no listener), not a connection failure. */
+        const char *argv[] = {bin, "-a", "127.0.0.1:1", "call", "kv", "k",
+                              "put", "gone", "@/nonexistent-keel-file", NULL};
+        rc = tu_run(argv, &out, &err);
+        ck_assert_msg(rc == 2 && strstr(err, "cannot read "
+                                             "/nonexistent-keel-file") != NULL,
+                      "exit %d: %s", rc, err);
+        free(out);
+        free(err);
+    }
     cli_expect("", 1, "call", "kv", "k", "get", "gone", NULL);
     ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
     free(want);
