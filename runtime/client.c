@@ -316,8 +316,14 @@ int keel_client_connect_tls(const char *addr, int timeout_ms,
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV;
     rc = getaddrinfo(host, port, &hints, &res);
-    if (rc != 0)
+    if (rc != 0) {
+        /* Say which name failed: "address invalid" alone leaves a user
+         * looking for a typo in the port. */
+        if (why != NULL && whylen > 0)
+            snprintf(why, whylen, "cannot resolve host '%s': %s", host,
+                     gai_strerror(rc));
         return rc == EAI_MEMORY ? KEEL_ENOMEM : KEEL_EADDR;
+    }
 
     c = calloc(1, sizeof *c);
     if (c == NULL) {
@@ -784,7 +790,8 @@ static int take_hello(keel_client *c, int eof)
     if (len == 0) {
         snprintf(c->why, sizeof c->why,
                  "the server at %s closed the connection without the keel "
-                 "hello: not a keel node, or one that is stopping",
+                 "hello: not a keel node (a node's HTTP port, keeld "
+                 "--http, closes so), or one that is stopping",
                  c->addr);
         return hello_failed(c, KEEL_ECONN);
     }

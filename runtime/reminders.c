@@ -310,11 +310,19 @@ int keel__reminders_fire(keel_turn *t, keel_req *req, int *run)
         rc = keel__dl_add(t, KEEL_DL_REMINDER, f->code, f->attempts, f->why,
                           f->why_len, body, 1 + f->nlen + mlen);
         free(body);
-        if (rc == 0)
-            keel_warn("reminders: a firing of '%.*s' kept as a dead letter "
-                      "after %u refusals: %s: %.*s",
-                      (int)f->nlen, f->name, f->attempts,
+        if (rc == 0) {
+            /* Named as the outbox names its senders, so that the operator
+             * knows which actor's dead letters to list. */
+            const void *id;
+            size_t idlen;
+
+            keel_turn_id(t, &id, &idlen);
+            keel_warn("reminders: a firing of reminder '%.*s' of %s '%.*s' "
+                      "kept as a dead letter after %u refusals: %s: %.*s",
+                      (int)f->nlen, f->name, keel_turn_type_name(t),
+                      (int)idlen, (const char *)id, f->attempts,
                       keel_err_name(f->code), (int)f->why_len, f->why);
+        }
         return rc;
     }
     keel__turn_rm(t)->fire = f;

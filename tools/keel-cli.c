@@ -281,15 +281,18 @@ static int arg_value(const char *a, const char **v, size_t *vl, char **owned)
     if (a[0] == '-') {
         rc = slurp(stdin, owned, vl);
         if (rc != 0)
-            fprintf(stderr, "keel: cannot read standard input: %s\n",
+            fprintf(stderr, "keel: %s: cannot read standard input: %s; "
+                    "nothing was sent\n", keel_err_name(KEEL_EINVAL),
                     strerror(errno));
     } else if ((f = fopen(a + 1, "rb")) == NULL) {
-        fprintf(stderr, "keel: cannot read %s: %s\n", a + 1, strerror(errno));
+        fprintf(stderr, "keel: %s: cannot read %s: %s; nothing was sent\n",
+                keel_err_name(KEEL_EINVAL), a + 1, strerror(errno));
         return -1;
     } else {
         rc = slurp(f, owned, vl);
         if (rc != 0)
-            fprintf(stderr, "keel: cannot read %s: %s\n", a + 1,
+            fprintf(stderr, "keel: %s: cannot read %s: %s; nothing was "
+                    "sent\n", keel_err_name(KEEL_EINVAL), a + 1,
                     strerror(errno));
         fclose(f);
     }
@@ -496,24 +499,23 @@ static int request_keyed(keel_client **cp, const struct send_opts *so,
     return transport_error_why(rc, why);
 }
 
-static int cmd_send(keel_client **cp, const struct send_opts *so, int argc,
-                    char **argv, int is_call, int connect_rc,
-                    const char *connect_why)
+/* Sends msg (joined by join_args before connecting, so that a file that
+ * cannot be read is a usage error whether or not the node is up, and a
+ * slow pipe on standard input holds no connection open). */
+static int cmd_send(keel_client **cp, const struct send_opts *so,
+                    char **argv, const char *msg, size_t len, int is_call,
+                    int connect_rc, const char *connect_why)
 {
-    char *msg, *reply = NULL;
-    size_t len, rlen = 0;
+    char *reply = NULL;
+    size_t rlen = 0;
     uint8_t kind = is_call ? KEEL_FRAME_CALL : KEEL_FRAME_CAST;
-    int rc, bad;
+    int rc;
 
-    msg = join_args(argc - 2, argv + 2, &len, &bad);
-    if (msg == NULL)
-        return bad ? EXIT_USAGE : transport_error(KEEL_ENOMEM);
     if (so->keyed)
         rc = request_keyed(cp, so, kind, argv[0], argv[1], msg, len, &reply,
                            &rlen, connect_rc, connect_why);
     else
         rc = request(*cp, kind, argv[0], argv[1], msg, len, &reply, &rlen);
-    free(msg);
     if (rc != 0)
         return rc;
     if (is_call) {
@@ -1120,6 +1122,8 @@ int main(int argc, char **argv)
     keel_client *c = NULL;
     int opt, rc, nargs, info_argc = 0, direct = 0, is_send;
     char **args, **info_argv = NULL, why[512];
+    char *msg = NULL; /* call/cast: the joined message */
+    size_t msg_len = 0;
     struct send_opts so;
     keel_client_tls tls;
     const char *token_file = NULL;
@@ -1299,19 +1303,31 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     is_send = strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0;
+    if (is_send) {
+        int bad;
+
+        msg = join_args(nargs - 2, args + 2, &msg_len, &bad);
+        if (msg == NULL)
+            return bad ? EXIT_USAGE : transport_error(KEEL_ENOMEM);
+    }
     rc = cli_connect(addr, timeout_ms, &c, why, sizeof why);
     if (rc == 0 && (rc = present_token(c)) != 0) {
         keel_client_close(c);
         c = NULL;
-        if (rc == KEEL_EUNAUTH || rc == KEEL_EDENIED)
+        if (rc == KEEL_EUNAUTH || rc == KEEL_EDENIED) {
+            free(msg);
             return EXIT_SERVER;
+        }
     }
     if (rc < 0 && cli_refused) {
         print_error(rc, why, strlen(why));
+        free(msg);
         return EXIT_SERVER;
     }
-    if (rc < 0 && !(is_send && so.keyed && so.retries > 0 && retryable(rc)))
+    if (rc < 0 && !(is_send && so.keyed && so.retries > 0 && retryable(rc))) {
+        free(msg);
         return transport_error_why(rc, why);
+    }
     if (c != NULL && direct && (strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0)) {
         char owner[128];
         keel_client *oc;
@@ -1332,9 +1348,9 @@ int main(int argc, char **argv)
     so.addr = addr;
     so.timeout_ms = timeout_ms;
     if (strcmp(cmd, "call") == 0)
-        rc = cmd_send(&c, &so, nargs, args, 1, rc, why);
+        rc = cmd_send(&c, &so, args, msg, msg_len, 1, rc, why);
     else if (strcmp(cmd, "cast") == 0)
-        rc = cmd_send(&c, &so, nargs, args, 0, rc, why);
+        rc = cmd_send(&c, &so, args, msg, msg_len, 0, rc, why);
     else if (strcmp(cmd, "stat") == 0)
         rc = cmd_stat(c);
     else if (strcmp(cmd, "ping") == 0)
@@ -1354,5 +1370,6 @@ int main(int argc, char **argv)
     else
         rc = cmd_info(c, nargs + 1, argv + optind);
     keel_client_close(c);
+    free(msg);
     return rc;
 }

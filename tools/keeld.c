@@ -85,6 +85,15 @@ static void say(int level, const char *fmt, ...)
         keel_log_always(level, "keeld: %s", line);
 }
 
+/* After a usage error: the error stays the last thing on the screen,
+ * not buried above the whole option list. */
+static void usage_hint(void)
+{
+    fprintf(stderr, "usage: keeld --data DIR [options]\n"
+                    "       keeld --config FILE [options]\n"
+                    "Try 'keeld --help' for every option.\n");
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -1375,7 +1384,7 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         const struct keeld_opt *o = opt_by_id(c);
         if (o == NULL) {
-            usage(stderr);
+            usage_hint();
             goto out;
         }
         if (!o->cmdline_only)
@@ -1383,14 +1392,14 @@ int main(int argc, char **argv)
     }
     if (optind != argc) {
         conf_error(NULL, "unexpected argument '%s'", argv[optind]);
-        usage(stderr);
+        usage_hint();
         goto out;
     }
     if (kc.opts.data_dir == NULL) {
         conf_error(NULL, "--data DIR is required%s",
                    config != NULL ? " (or 'data = DIR' in the file)" : "");
         if (config == NULL)
-            usage(stderr);
+            usage_hint();
     } else {
         data_parent_exists(kc.opts.data_dir, &FROM(&kc, O_DATA));
     }

@@ -130,6 +130,16 @@ START_TEST(errors_through_cli)
     ck_assert_ptr_nonnull(strstr(err, "keel: ENOTSENT: request not sent"));
     free(out);
     free(err);
+    /* A host name that does not resolve (.invalid never does, RFC 6761):
+     * a transport error that names the host, not a bare "invalid". */
+    ck_assert_int_eq(tu_keel("nosuch.invalid:7420", &out, &err, "ping",
+                             NULL),
+                     3);
+    ck_assert_msg(strstr(err, "keel: EADDR: cannot resolve host "
+                              "'nosuch.invalid'") != NULL,
+                  "stderr: %s", err);
+    free(out);
+    free(err);
     ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
 }
 END_TEST
@@ -224,6 +234,11 @@ START_TEST(keeld_usage)
     free(err);
     ck_assert_int_eq(tu_run(nodata, &out, &err), 2);
     ck_assert_ptr_nonnull(strstr(err, "--data"));
+    /* A usage error ends with a pointer to --help, not the option list
+     * that would push the error off the screen. */
+    ck_assert_msg(strstr(err, "Try 'keeld --help'") != NULL &&
+                      strstr(err, "--max-resident") == NULL,
+                  "%s", err);
     free(out);
     free(err);
     ck_assert_int_eq(tu_run(badload, &out, &err), 1);
@@ -538,6 +553,19 @@ START_TEST(message_arguments_from_files_and_stdin)
     {
         const char *argv[] = {bin, "-a", node.addr, "call", "kv", "k", "put",
                               "gone", "@/nonexistent-keel-file", NULL};
+        rc = tu_run(argv, &out, &err);
+        ck_assert_msg(rc == 2 && strstr(err, "keel: EINVAL: cannot read "
+                                             "/nonexistent-keel-file") != NULL &&
+                          strstr(err, "nothing was sent") != NULL,
+                      "exit %d: %s", rc, err);
+        free(out);
+        free(err);
+    }
+    {
+        /* Read before connecting: a usage error even with no node there
+         * (port 1 has no listener), not a connection failure. */
+        const char *argv[] = {bin, "-a", "127.0.0.1:1", "call", "kv", "k",
+                              "put", "gone", "@/nonexistent-keel-file", NULL};
         rc = tu_run(argv, &out, &err);
         ck_assert_msg(rc == 2 && strstr(err, "cannot read "
                                              "/nonexistent-keel-file") != NULL,

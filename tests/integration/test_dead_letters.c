@@ -210,6 +210,13 @@ START_TEST(reminder_refused_then_retried)
     free(out);
     ck_assert_int_eq(tu_keel_stat(node.addr, "reminders_dead"), 1);
     ck_assert_int_eq(tu_keel_stat(node.addr, "reminders_fired"), 0);
+    /* The warning names the actor whose dead letters to list. */
+    out = tu_keeld_log(&node);
+    ck_assert_msg(strstr(out, "a firing of reminder 'r1' of svc 'c' kept as "
+                              "a dead letter after 2 refusals: EHANDLER: "
+                              "broken") != NULL,
+                  "log: %s", out);
+    free(out);
     /* A one-shot: gone from the reminders once it became a dead letter. */
     ck_assert_int_eq(KEEL(&out, "reminders", "svc", "c"), 0);
     ck_assert_str_eq(out, "reminders 0\n");
