@@ -54,6 +54,12 @@ void keel_log_always(int level, const char *fmt, ...)
 size_t keel_log_json_escape(const char *s, char *out, size_t outlen);
 
 #define KEEL_LOG_ENABLED(lvl) ((lvl) <= keel_log_level())
+/* A capability as logs name it: the default one (the empty name) as
+ * "(default)", as the CLI and the docs call it. */
+static inline const char *keel_cap_name(const char *cap)
+{
+    return cap != NULL && cap[0] != '\0' ? cap : "(default)";
+}
 #define keel_error(...) keel_log(KEEL_LOG_ERROR, __VA_ARGS__)
 #define keel_warn(...) keel_log(KEEL_LOG_WARN, __VA_ARGS__)
 #define keel_info(...) keel_log(KEEL_LOG_INFO, __VA_ARGS__)

@@ -688,7 +688,8 @@ static void apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
          * maps this node skipped. What the release was about is over. */
         keel_warn("cluster: %s lost %s/%u at epoch %llu while handing it "
                   "off",
-                  c->node, lc->name, shard, (unsigned long long)lu->epoch);
+                  c->node, keel_cap_name(lc->name), shard,
+                  (unsigned long long)lu->epoch);
         if (c->hooks.drop != NULL)
             c->hooks.drop(c, lc->name, shard, c->hooks.data);
         lu->phase = U_NONE;
@@ -723,7 +724,7 @@ static void apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
             lu->phase == U_RELEASING) {
             /* Lost without a handoff (presumed dead meanwhile). */
             keel_warn("cluster: %s lost %s/%u without handing it off",
-                      c->node, lc->name, shard);
+                      c->node, keel_cap_name(lc->name), shard);
             if (c->hooks.drop != NULL)
                 c->hooks.drop(c, lc->name, shard, c->hooks.data);
             lu->phase = U_NONE;
@@ -816,7 +817,7 @@ static void prune_adds(keel_cluster *c)
         if (b == B_INSYNC)
             keel_info("cluster: %s/%u: %s is in the in-sync set at epoch "
                       "%llu",
-                      a->cap, a->shard, a->backup,
+                      keel_cap_name(a->cap), a->shard, a->backup,
                       (unsigned long long)a->epoch);
         c->adds[i] = c->adds[--c->nadds];
     }
@@ -1003,7 +1004,8 @@ static void settle_got(keel_zk *zk, int rc, const void *data, size_t len,
         }
         keel_info("cluster: %s/%u: the withdrawn request to add %s at epoch "
                   "%llu is settled",
-                  a->cap, a->shard, a->backup, (unsigned long long)a->epoch);
+                  keel_cap_name(a->cap), a->shard, a->backup,
+                  (unsigned long long)a->epoch);
         c->adds[i] = c->adds[--c->nadds];
     }
     if (newer)
@@ -1938,7 +1940,8 @@ int keel_cluster_request_drop(keel_cluster *c, const char *cap,
     snprintf(d->backup, sizeof d->backup, "%s", backup);
     keel_info("cluster: %s asks to drop %s from the in-sync set of %s/%u at "
               "epoch %llu",
-              c->node, backup, cap, shard, (unsigned long long)shard_epoch);
+              c->node, backup, keel_cap_name(cap), shard,
+              (unsigned long long)shard_epoch);
     publish(c);
     return 0;
 }
@@ -2026,7 +2029,7 @@ int keel_cluster_request_add(keel_cluster *c, const char *cap, uint32_t shard,
     }
     keel_info("cluster: %s asks to add %s (store %s) to the in-sync set of "
               "%s/%u at epoch %llu",
-              c->node, backup, store, cap, shard,
+              c->node, backup, store, keel_cap_name(cap), shard,
               (unsigned long long)shard_epoch);
     publish(c);
     return 0;
@@ -2049,7 +2052,8 @@ int keel_cluster_withdraw_add(keel_cluster *c, const char *cap,
     a->write_from = c->state_sent + 1;
     keel_info("cluster: %s withdraws its request to add %s to the in-sync "
               "set of %s/%u at epoch %llu",
-              c->node, backup, cap, shard, (unsigned long long)shard_epoch);
+              c->node, backup, keel_cap_name(cap), shard,
+              (unsigned long long)shard_epoch);
     publish(c);
     return 0;
 }

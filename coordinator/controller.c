@@ -829,7 +829,8 @@ static void apply_drops(keel_controller *ctl, keel_shard_map *next,
         if (keel_rs_drop(&rs, name)) {
             keel_info("cluster: %s/%u: %s leaves the in-sync set at epoch "
                       "%llu (asked by its primary %s)",
-                      cap, s, name, (unsigned long long)u->shard_epoch,
+                      keel_cap_name(cap), s, name,
+                      (unsigned long long)u->shard_epoch,
                       ctl->nodes[id].name);
             changed = 1;
         }
@@ -905,7 +906,8 @@ static int apply_adds(keel_controller *ctl, keel_shard_map *next,
             continue;
         keel_info("cluster: %s/%u: %s joins the in-sync set at epoch %llu "
                   "(caught up by its primary %s, store %s)",
-                  cap, s, req.backup, (unsigned long long)u->shard_epoch,
+                  keel_cap_name(cap), s, req.backup,
+                  (unsigned long long)u->shard_epoch,
                   req.from, req.store);
         added = 1;
     }
@@ -976,7 +978,7 @@ static int failover(keel_controller *ctl, keel_shard_map *next,
         return KEEL_ENOMEM;
     keel_info("cluster: %s/%u: primary %s is gone; promoting in-sync backup "
               "%s at epoch %llu",
-              cap, s, old.names[0], old.names[pos],
+              keel_cap_name(cap), s, old.names[0], old.names[pos],
               (unsigned long long)u->shard_epoch + 1);
     keel_handoff_promote(h, (uint32_t)from, (uint32_t)to, u->shard_epoch);
     keel_rs_promote(env, &old, pos, &rs);
@@ -1041,7 +1043,7 @@ static int place_primary(keel_controller *ctl, keel_shard_map *next,
                 return KEEL_ENOMEM;
             keel_info("cluster: %s/%u was handed from %s to %s after its "
                       "move was called off: %s owns it",
-                      cap, s, owner, ctl->nodes[to].name,
+                      keel_cap_name(cap), s, owner, ctl->nodes[to].name,
                       ctl->nodes[to].name);
             keel_handoff_adopt(h, (uint32_t)from, (uint32_t)to,
                                u->shard_epoch, loss_ok(ctl, owner),

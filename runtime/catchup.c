@@ -253,12 +253,14 @@ static void cu_ask(keel_repl *r, repl_unit *u, repl_catchup *c)
     if (rc != 0) {
         keel_warn("unit (%s, %u): cannot ask to add backup %s to the "
                   "in-sync set: %s",
-                  u->cap, u->shard, c->l->name, keel_strerror(rc));
+                  keel_cap_name(u->cap), u->shard, c->l->name,
+                  keel_strerror(rc));
         return; /* the next tick asks again */
     }
     keel_info("unit (%s, %u): backup %s caught up at seq %llu; asking the "
               "controller to add it to the in-sync set",
-              u->cap, u->shard, c->l->name, (unsigned long long)c->acked);
+              keel_cap_name(u->cap), u->shard, c->l->name,
+              (unsigned long long)c->acked);
     c->phase = CU_ASKED;
     c->since = ev_now(r->n->loop);
     cu_count(r, u, c);
@@ -293,12 +295,13 @@ static void cu_withdraw(keel_repl *r, repl_unit *u, repl_catchup *c,
 
     if (rc != 0 && rc != KEEL_ENOTFOUND) {
         keel_warn("unit (%s, %u): cannot withdraw the add of backup %s: %s",
-                  u->cap, u->shard, c->l->name, keel_strerror(rc));
+                  keel_cap_name(u->cap), u->shard, c->l->name,
+                  keel_strerror(rc));
         return; /* the next tick tries again */
     }
     keel_warn("unit (%s, %u): backup %s %s; withdrawing its add to the "
               "in-sync set",
-              u->cap, u->shard, c->l->name, why);
+              keel_cap_name(u->cap), u->shard, c->l->name, why);
     c->phase = CU_WITHDRAWN;
     c->since = ev_now(r->n->loop);
 }
@@ -321,7 +324,7 @@ int repl_catchup_lag(keel_repl *r, repl_unit *u, uint64_t epoch,
             return LAG_WAIT;
         keel_warn("unit (%s, %u): backup %s did not store its snapshot "
                   "within %.0f s; trying again later",
-                  u->cap, u->shard, l->name, CU_SNAP_TIMEOUT_S);
+                  keel_cap_name(u->cap), u->shard, l->name, CU_SNAP_TIMEOUT_S);
         cu_end(r, u, c, 0, 0, CU_RETRY_S);
         return LAG_OUT;
     }
@@ -453,7 +456,8 @@ static void cu_part(keel_repl *r, repl_unit *u, repl_catchup *c)
     if (rc != 0) {
         keel_error("unit (%s, %u): cannot send backup %s the next part of "
                    "its snapshot: %s; trying again in %.0f s",
-                   u->cap, u->shard, c->l->name, keel_strerror(rc),
+                   keel_cap_name(u->cap), u->shard, c->l->name,
+                   keel_strerror(rc),
                    CU_RETRY_LONG_S);
         r->plen = 0;
         r->pops = 0;
@@ -465,7 +469,8 @@ static void cu_part(keel_repl *r, repl_unit *u, repl_catchup *c)
     STAT_ADD(r->n, repl_catchup_bytes, r->plen);
     keel_debug("unit (%s, %u): snapshot part for backup %s at seq %llu "
                "(%u records, %zu bytes)%s",
-               u->cap, u->shard, c->l->name, (unsigned long long)u->seq,
+               keel_cap_name(u->cap), u->shard, c->l->name,
+               (unsigned long long)u->seq,
                r->pops, r->plen, c->resume != NULL ? ", more follow" : "");
     r->plen = 0;
     r->pops = 0;
@@ -520,7 +525,7 @@ static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
     if (rc != 0) {
         keel_error("unit (%s, %u): cannot send backup %s a snapshot: %s; "
                    "trying again in %.0f s",
-                   u->cap, u->shard, l->name, keel_strerror(rc),
+                   keel_cap_name(u->cap), u->shard, l->name, keel_strerror(rc),
                    CU_RETRY_LONG_S);
         r->plen = 0;
         r->pops = 0;
@@ -533,7 +538,8 @@ static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
     STAT_ADD(r->n, repl_catchup_bytes, r->plen);
     keel_info("unit (%s, %u): backup %s is out of sync; sending it a "
               "snapshot (%s%u records, %zu bytes) at epoch %llu seq %llu",
-              u->cap, u->shard, l->name, more ? "in parts, the first " : "",
+              keel_cap_name(u->cap), u->shard, l->name,
+              more ? "in parts, the first " : "",
               r->pops - 1, r->plen, (unsigned long long)epoch,
               (unsigned long long)u->seq);
     r->plen = 0;
@@ -699,7 +705,7 @@ static void cu_check(keel_repl *r, repl_unit *u, repl_catchup *c)
         }
         if (is_insync(r, u, c)) {
             keel_info("unit (%s, %u): backup %s is in sync at epoch %llu",
-                      u->cap, u->shard, c->l->name,
+                      keel_cap_name(u->cap), u->shard, c->l->name,
                       (unsigned long long)c->epoch);
             cu_end(r, u, c, 0, 0, 0); /* an in-sync backup from now on */
         } else {

@@ -60,12 +60,13 @@ static void on_acquire(keel_cluster *c, const char *cap, uint32_t shard,
          * move was called off meanwhile: the unit is with `to`. */
         keel_info("unit (%s, %u) was handed to %s at epoch %llu before a "
                   "restart",
-                  cap, shard, to, (unsigned long long)epoch);
+                  keel_cap_name(cap), shard, to, (unsigned long long)epoch);
         keel_cluster_released(c, cap, shard, epoch, to);
         return;
     }
     if ((j = calloc(1, sizeof *j)) == NULL) {
-        keel_error("out of memory acquiring (%s, %u)", cap, shard);
+        keel_error("out of memory acquiring (%s, %u)", keel_cap_name(cap),
+                   shard);
         return;
     }
     j->kind = JOB_FENCE;
@@ -106,13 +107,13 @@ static void on_acquire(keel_cluster *c, const char *cap, uint32_t shard,
             keel_info("unit (%s, %u) comes here at epoch %llu by failover: "
                       "keeping its replicated records (this store is at "
                       "%llu)",
-                      cap, shard, (unsigned long long)epoch,
+                      keel_cap_name(cap), shard, (unsigned long long)epoch,
                       (unsigned long long)fence);
         } else if (fence + 1 < epoch) {
             j->wipe = 1;
             keel_info("unit (%s, %u) comes here at epoch %llu without its "
                       "records (this store is at %llu): starting it empty",
-                      cap, shard, (unsigned long long)epoch,
+                      keel_cap_name(cap), shard, (unsigned long long)epoch,
                       (unsigned long long)fence);
         }
     }

@@ -775,7 +775,8 @@ static void unit_scan(keel_node *n, const char *cap, uint32_t shard)
     pl = 2 + 1 + IDX_TYPE_LEN; /* shard | len(type) | type */
     rc = keel_store_read_begin(n->store, &r);
     if (rc != 0) {
-        keel_warn("outbox: reading the index of unit (%s, %u): %s", cap,
+        keel_warn("outbox: reading the index of unit (%s, %u): %s",
+                  keel_cap_name(cap),
                   shard, keel_strerror(rc));
         return;
     }
@@ -784,7 +785,8 @@ static void unit_scan(keel_node *n, const char *cap, uint32_t shard)
     if (l.err != 0)
         rc = l.err;
     if (rc < 0)
-        keel_warn("outbox: reading the index of unit (%s, %u): %s", cap,
+        keel_warn("outbox: reading the index of unit (%s, %u): %s",
+                  keel_cap_name(cap),
                   shard, keel_strerror(rc));
     for (i = 0; i < l.n; i++) {
         const uint8_t *v = l.items[i].v;
@@ -800,7 +802,8 @@ static void unit_scan(keel_node *n, const char *cap, uint32_t shard)
         if (te == NULL) {
             keel_warn("outbox: messages of an actor of type '%.*s', not "
                       "known here, wait in unit (%s, %u)",
-                      (int)tlen, (const char *)v + 1, cap, shard);
+                      (int)tlen, (const char *)v + 1, keel_cap_name(cap),
+                      shard);
             continue;
         }
         s = sender_get(n, te, v + 1 + tlen, idlen, shard);

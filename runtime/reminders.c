@@ -633,7 +633,8 @@ static void unit_load(keel_node *n, const char *cap, uint32_t shard)
     int rc = index_scan(n, cap, shard, &s);
 
     if (rc != 0) {
-        keel_warn("reminders: reading the index of unit (%s, %u): %s", cap,
+        keel_warn("reminders: reading the index of unit (%s, %u): %s",
+                  keel_cap_name(cap),
                   shard, keel_strerror(rc));
         s.next = keel__wall_ms() + RETRY_MS; /* looked at again then */
     }
@@ -669,7 +670,8 @@ static void fire_cb(int status, const void *reply, size_t len, void *data)
             fail_clear(u, f->key);
     } else {
         keel_debug("reminders: '%.*s' of unit (%s, %u): %s: %.*s",
-                   (int)f->nlen, f->name, cap, shard, keel_err_name(status),
+                   (int)f->nlen, f->name, keel_cap_name(cap), shard,
+                   keel_err_name(status),
                    (int)len, (const char *)reply);
         if (!keel__dl_transient(status))
             fail_count(u, f, status, reply, len);
@@ -721,7 +723,7 @@ static void unit_fire(struct rm_unit *u, uint64_t now)
     rc = index_scan(n, u->cap, u->shard, &s);
     if (rc != 0) {
         keel_warn("reminders: reading the index of unit (%s, %u): %s",
-                  u->cap, u->shard, keel_strerror(rc));
+                  keel_cap_name(u->cap), u->shard, keel_strerror(rc));
         free(s.v);
         u->next_due = now + RETRY_MS;
         return;
@@ -746,7 +748,8 @@ static void unit_fire(struct rm_unit *u, uint64_t now)
         if (te == NULL) {
             keel_warn("reminders: a reminder of an actor of type '%.*s', not "
                       "known here, is due in unit (%s, %u)",
-                      (int)tlen, (const char *)v + 1, u->cap, u->shard);
+                      (int)tlen, (const char *)v + 1, keel_cap_name(u->cap),
+                      u->shard);
             u->failed = 1;
             continue;
         }

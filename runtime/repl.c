@@ -417,7 +417,8 @@ static void unit_stale(keel_repl *r, repl_unit *u, uint64_t epoch,
         keel_warn("unit (%s, %u): backup %s holds a newer epoch than %llu: "
                   "this node is not its primary any more; its waiting "
                   "replies fail in doubt",
-                  u->cap, u->shard, l->name, (unsigned long long)epoch);
+                  keel_cap_name(u->cap), u->shard, l->name,
+                  (unsigned long long)epoch);
         u->stale = epoch;
     }
     for (w = u->head; w != NULL; w = w->next)
@@ -641,7 +642,7 @@ int repl_frame_add_piece(keel_repl *r, repl_link *l, repl_unit *u,
 fail:
     keel_error("unit (%s, %u): cannot send %zu bytes of writes to backup %s; "
                "it will be dropped from the in-sync set",
-               u->cap, u->shard, r->plen, l->name);
+               keel_cap_name(u->cap), u->shard, r->plen, l->name);
     return KEEL_ENOMEM;
 }
 
@@ -784,7 +785,7 @@ static void repl_send(keel_repl *r, keel_batch *b, uint64_t no, uint64_t lo,
             if (u == NULL && (u = repl_unit_get(r, cap, shard)) == NULL) {
                 keel_error("unit (%s, %u): out of memory; writes not sent to "
                            "its backups",
-                           cap, shard);
+                           keel_cap_name(cap), shard);
                 continue;
             }
             if (hi == 0 && early_ok(r, u)) {
@@ -834,7 +835,7 @@ static void repl_send(keel_repl *r, keel_batch *b, uint64_t no, uint64_t lo,
                  * had is skipped, so the backups refuse the rest. */
                 keel_error("unit (%s, %u): a write cannot be sent to its "
                            "backups",
-                           u->cap, u->shard);
+                           keel_cap_name(u->cap), u->shard);
                 r->plen = 0;
                 r->pops = 0;
                 u->seq++;
@@ -850,7 +851,7 @@ static void repl_send(keel_repl *r, keel_batch *b, uint64_t no, uint64_t lo,
         if (w == NULL) {
             /* Its replies must not go unconfirmed: they fail in doubt. */
             keel_error("unit (%s, %u): out of memory waiting on backups",
-                       u->cap, u->shard);
+                       keel_cap_name(u->cap), u->shard);
             u->sfail = r->sfail = no;
             if (u->tail != NULL)
                 u->tail->doubt = 1;
@@ -924,7 +925,7 @@ static void suspect_all(keel_repl *r, repl_unit *u, uint64_t epoch,
         keel_warn("unit (%s, %u): backup %s may hold writes this node does "
                   "not (%s); asking the controller to drop it from the "
                   "in-sync set, it then catches up",
-                  u->cap, u->shard, l->name, why);
+                  keel_cap_name(u->cap), u->shard, l->name, why);
     }
     if (u->nsuspect > 0)
         repl_arm(r, 0);
@@ -1416,14 +1417,15 @@ static int lag_unit(keel_repl *r, repl_unit *u, uint64_t epoch,
     if (rc != 0) {
         if (rc != KEEL_ENOTFOUND)
             keel_warn("unit (%s, %u): cannot ask to drop backup %s: %s",
-                      u->cap, u->shard, l->name, keel_strerror(rc));
+                      keel_cap_name(u->cap), u->shard, l->name,
+                      keel_strerror(rc));
         return LAG_WAIT; /* the next tick looks again */
     }
     if (!suspect)
         keel_warn("unit (%s, %u): backup %s has not acknowledged its writes "
                   "for %.0f ms: asking the controller to drop it from the "
                   "in-sync set",
-                  u->cap, u->shard, l->name, r->lag_s * 1000);
+                  keel_cap_name(u->cap), u->shard, l->name, r->lag_s * 1000);
     STAT_ADD(r->n, repl_drop_requests, 1);
     if (free_slot == REPL_MAX_BACKUPS)
         free_slot = 0;

@@ -193,14 +193,16 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
              * (the map will say so); retrying cannot succeed. */
             keel_error("unit (%s, %u): shard epoch %llu refused by a newer "
                        "fence",
-                       j->cap, j->shard, (unsigned long long)j->epoch);
+                       keel_cap_name(j->cap), j->shard,
+                       (unsigned long long)j->epoch);
             break;
         }
         if (status != 0) {
             rt_job *again;
             keel_error("unit (%s, %u): recording shard epoch %llu failed: "
                        "%s; retrying",
-                       j->cap, j->shard, (unsigned long long)j->epoch,
+                       keel_cap_name(j->cap), j->shard,
+                       (unsigned long long)j->epoch,
                        keel_strerror(status));
             /* Without the fence the unit is never served here: the
              * write is retried for as long as the acquire is wanted. */
@@ -224,7 +226,8 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
         if (rt_unit_resident(rt, j->cap, j->shard)) {
             rt_job *later = calloc(1, sizeof *later);
             if (later == NULL) {
-                keel_error("out of memory acquiring (%s, %u)", j->cap,
+                keel_error("out of memory acquiring (%s, %u)",
+                           keel_cap_name(j->cap),
                            j->shard);
                 break;
             }
@@ -243,7 +246,8 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
             keel__outbox_unit_taken(n, j->cap, j->shard);
             keel__reminders_unit_taken(n, j->cap, j->shard);
         }
-        keel_debug("unit (%s, %u) acquired at epoch %llu: %s", j->cap,
+        keel_debug("unit (%s, %u) acquired at epoch %llu: %s",
+                   keel_cap_name(j->cap),
                    j->shard, (unsigned long long)j->epoch, keel_strerror(rc));
         rt->sweep = 1;
         break;
@@ -262,7 +266,7 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
         if (status != 0 && status != KEEL_EFENCED)
             keel_error("unit (%s, %u): deleting the stale local copy failed: "
                        "%s",
-                       j->cap, j->shard, keel_strerror(status));
+                       keel_cap_name(j->cap), j->shard, keel_strerror(status));
         rt_wipe_done(rt, j, status);
         break;
     case JOB_PURGE:
@@ -356,7 +360,8 @@ void rt_kick_writer(keel_cluster_rt *rt)
     }
     if (failed != NULL) {
         rt_job **pp;
-        keel_error("unit (%s, %u): cannot build a write: %s", failed->cap,
+        keel_error("unit (%s, %u): cannot build a write: %s",
+                   keel_cap_name(failed->cap),
                    failed->shard, keel_strerror(rc));
         for (pp = &rt->inflight; *pp != failed; pp = &(*pp)->next)
             ;

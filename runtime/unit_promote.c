@@ -56,7 +56,8 @@ int rt_promote_may_keep(keel_cluster_rt *rt, const rt_rel *r,
     why = keel_promote_check(keel_cluster_map(rt->c), r->cap, r->shard,
                              r->epoch, self, r->sent_to);
     if (why != KEEL_PROMOTE_OK) {
-        keel_debug("unit (%s, %u): streamed to %s: %s", r->cap, r->shard,
+        keel_debug("unit (%s, %u): streamed to %s: %s", keel_cap_name(r->cap),
+                   r->shard,
                    r->sent_to, keel_promote_why_name(why));
         return 0;
     }
@@ -67,12 +68,13 @@ int rt_promote_may_keep(keel_cluster_rt *rt, const rt_rel *r,
     if ((rc = unit_digest(rt->n, r->cap, r->shard, digest, &nrec)) != 0) {
         keel_warn("unit (%s, %u): cannot digest its records (%s): streaming "
                   "them",
-                  r->cap, r->shard, keel_strerror(rc));
+                  keel_cap_name(r->cap), r->shard, keel_strerror(rc));
         return 0;
     }
     keel_debug("unit (%s, %u): %s is an in-sync backup: keep frame, digest "
                "%016llx over %llu records",
-               r->cap, r->shard, r->sent_to, (unsigned long long)*digest,
+               keel_cap_name(r->cap), r->shard, r->sent_to,
+               (unsigned long long)*digest,
                (unsigned long long)nrec);
     return 1;
 }
@@ -96,14 +98,14 @@ int rt_promote_in(keel_cluster_rt *rt, keel_req *req, const char *cap,
     if ((rc = unit_digest(rt->n, cap, shard, &have, &nrec)) != 0) {
         keel_warn("unit (%s, %u): cannot digest this node's copy (%s): "
                   "refusing to keep it",
-                  cap, shard, keel_strerror(rc));
+                  keel_cap_name(cap), shard, keel_strerror(rc));
         return rc == KEEL_ENOMEM ? rc : KEEL_ENOTFOUND;
     }
     if (have != want) {
         keel_warn("unit (%s, %u): the sender holds digest %016llx, this "
                   "node %016llx over %llu records: not keeping it (the "
                   "records will be streamed)",
-                  cap, shard, (unsigned long long)want,
+                  keel_cap_name(cap), shard, (unsigned long long)want,
                   (unsigned long long)have, (unsigned long long)nrec);
         return KEEL_ENOTFOUND;
     }
@@ -117,7 +119,7 @@ int rt_promote_in(keel_cluster_rt *rt, keel_req *req, const char *cap,
     keel_info("unit (%s, %u): moving here from epoch %llu; an in-sync "
               "backup, this node keeps its copy (%llu records, digest "
               "%016llx)",
-              cap, shard, (unsigned long long)epoch,
+              keel_cap_name(cap), shard, (unsigned long long)epoch,
               (unsigned long long)nrec, (unsigned long long)have);
     rt_job_push(rt, j);
     return 0;
@@ -130,7 +132,8 @@ void rt_promote_kept(keel_cluster_rt *rt, rt_job *j, int status)
     if (status != 0) {
         keel_warn("unit (%s, %u): recording epoch %llu to keep it failed: "
                   "%s",
-                  j->cap, j->shard, (unsigned long long)j->epoch,
+                  keel_cap_name(j->cap), j->shard,
+                  (unsigned long long)j->epoch,
                   keel_strerror(status));
         rt_req_finish(n, j->req, status, keel_strerror(status),
                       strlen(keel_strerror(status)));

@@ -66,7 +66,7 @@ static void rel_keep(keel_cluster_rt *rt, rt_rel *r)
     rel_unlink(rt, r);
     rc = keel_cluster_kept(rt->c, r->cap, r->shard, r->epoch);
     keel_info("unit (%s, %u): handoff at epoch %llu called off, kept%s",
-              r->cap, r->shard, (unsigned long long)r->epoch,
+              keel_cap_name(r->cap), r->shard, (unsigned long long)r->epoch,
               rc == 0 ? "" : " (the map moved on meanwhile)");
     free(r);
     rt->sweep = 1;
@@ -77,7 +77,7 @@ void rt_release(keel_cluster_rt *rt, const char *cap, uint32_t shard,
 {
     rt_rel *r = rt_rel_find(rt, cap, shard);
 
-    keel_debug("release (%s, %u) at %llu to %s", cap, shard,
+    keel_debug("release (%s, %u) at %llu to %s", keel_cap_name(cap), shard,
                (unsigned long long)epoch, to != NULL ? to : "(called off)");
     if (r != NULL && r->stage == REL_PURGING)
         return; /* stored by its recipient: finishes there */
@@ -99,7 +99,8 @@ void rt_release(keel_cluster_rt *rt, const char *cap, uint32_t shard,
     if (r == NULL) {
         r = calloc(1, sizeof *r);
         if (r == NULL) {
-            keel_error("out of memory releasing (%s, %u)", cap, shard);
+            keel_error("out of memory releasing (%s, %u)", keel_cap_name(cap),
+                       shard);
             return;
         }
         snprintf(r->cap, sizeof r->cap, "%s", cap);
@@ -188,7 +189,7 @@ static int xfer_send(keel_cluster_rt *rt, rt_rel *r)
          * than sending a unit without records it may own. */
         keel_error("unit (%s, %u): cannot read its records to stream them: "
                    "%s",
-                   r->cap, r->shard, keel_strerror(rc));
+                   keel_cap_name(r->cap), r->shard, keel_strerror(rc));
         free(s.out);
         return rc == KEEL_ENOMEM ? rc : KEEL_EUNAVAIL;
     }
@@ -269,7 +270,8 @@ static void rel_purge(keel_cluster_rt *rt, rt_rel *r)
     rt_job *j = calloc(1, sizeof *j);
 
     if (j == NULL) {
-        keel_error("unit (%s, %u): out of memory purging; retrying", r->cap,
+        keel_error("unit (%s, %u): out of memory purging; retrying",
+                   keel_cap_name(r->cap),
                    r->shard);
         r->not_before = rt_now(rt) + RETRY_S;
         return; /* rt_progress_rels queues it */
@@ -300,11 +302,13 @@ static void xfer_out_cb(keel_node *n, int status, const uint8_t *body,
     if (r != NULL && r->stage == REL_SENDING && r->gen == ref->gen) {
         if (status != 0) {
             if (status == KEEL_PEER_UNSENT)
-                keel_warn("unit (%s, %u): %s is unreachable", r->cap,
+                keel_warn("unit (%s, %u): %s is unreachable",
+                          keel_cap_name(r->cap),
                           r->shard, r->sent_to);
             else if (status != KEEL_ENOTTARGET && !r->failed)
                 keel_warn("unit (%s, %u): streaming to %s failed: %.*s",
-                          r->cap, r->shard, r->sent_to, (int)len,
+                          keel_cap_name(r->cap), r->shard, r->sent_to,
+                          (int)len,
                           (const char *)body);
             if (!r->failed)
                 r->refused = status;
@@ -315,7 +319,7 @@ static void xfer_out_cb(keel_node *n, int status, const uint8_t *body,
                  * records. Other refusals would meet a stream too. */
                 keel_info("unit (%s, %u): %s refused to keep its copy "
                           "(%s): streaming the records instead",
-                          r->cap, r->shard, r->sent_to,
+                          keel_cap_name(r->cap), r->shard, r->sent_to,
                           keel_strerror(status));
                 r->full = 1;
             }
@@ -367,7 +371,7 @@ void rt_progress_rels(keel_cluster_rt *rt)
                 keel_cluster_member_addr(rt->c, r->sent_to, NULL, 0) != 0) {
                 keel_warn("unit (%s, %u): %s left before answering the "
                           "stream",
-                          r->cap, r->shard, r->sent_to);
+                          keel_cap_name(r->cap), r->shard, r->sent_to);
                 rel_unsent(rt, r, 0);
             }
             r = next;
@@ -393,7 +397,8 @@ void rt_progress_rels(keel_cluster_rt *rt)
             STAT_ADD(rt->n, units_handed_off, 1);
             keel_info("unit (%s, %u) was handed to %s at epoch %llu before "
                       "a restart%s",
-                      r->cap, r->shard, to, (unsigned long long)r->epoch,
+                      keel_cap_name(r->cap), r->shard, to,
+                      (unsigned long long)r->epoch,
                       rc == 0 ? "" : " (the map moved on meanwhile)");
             free(r);
             r = next;
@@ -435,7 +440,8 @@ void rt_rel_purged(keel_cluster_rt *rt, const char *cap, uint32_t shard,
     if (status != 0) {
         keel_error("unit (%s, %u): purge after the handoff to %s failed: "
                    "%s; retrying",
-                   r->cap, r->shard, r->sent_to, keel_strerror(status));
+                   keel_cap_name(r->cap), r->shard, r->sent_to,
+                   keel_strerror(status));
         r->failed = 0;
         r->not_before = rt_now(rt) + RETRY_S;
         return;
@@ -444,7 +450,8 @@ void rt_rel_purged(keel_cluster_rt *rt, const char *cap, uint32_t shard,
     rc = keel_cluster_released(rt->c, r->cap, r->shard, r->epoch,
                                r->sent_to);
     STAT_ADD(n, units_handed_off, 1);
-    keel_info("unit (%s, %u) handed to %s at epoch %llu%s%s", r->cap,
+    keel_info("unit (%s, %u) handed to %s at epoch %llu%s%s",
+              keel_cap_name(r->cap),
               r->shard, r->sent_to, (unsigned long long)r->epoch,
               r->keep ? " without a stream (an in-sync backup)" : "",
               rc == 0 ? "" : " (the map moved on meanwhile)");
@@ -569,7 +576,7 @@ void keel__cluster_conn_closed(keel_node *n, const keel_conn *c)
             *pp = x->next;
             keel_info("unit (%s, %u): stream dropped unfinished with its "
                       "connection (%zu bytes received)",
-                      x->cap, x->shard, x->len);
+                      keel_cap_name(x->cap), x->shard, x->len);
             xin_drop(x);
         } else {
             pp = &x->next;
@@ -673,7 +680,7 @@ int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
          * is refused too, and what it sent is let go now. */
         keel_warn("unit (%s, %u): stream over %zu bytes (--max-unit-stream) "
                   "refused",
-                  cap, shard, max);
+                  keel_cap_name(cap), shard, max);
         x->refused = KEEL_ETOOBIG;
         free(x->recs);
         x->recs = NULL;
@@ -718,7 +725,8 @@ int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
         j->recs_len = x->len;
         *pp = x->next;
         free(x);
-        keel_info("unit (%s, %u): received %zu bytes of records", cap, shard,
+        keel_info("unit (%s, %u): received %zu bytes of records",
+                  keel_cap_name(cap), shard,
                   j->recs_len);
         rt_job_push(rt, j);
     }
