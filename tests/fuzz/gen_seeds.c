@@ -267,6 +267,8 @@ static void wire_seeds(void)
     frame(KEEL_FRAME_PONG, 0, 10, "hello", 5);
     frame(KEEL_FRAME_INFO, 0, 11, "where\0kv\0some id", 16);
     frame(KEEL_FRAME_INFO, 0, 12, "shards\0n1", 9);
+    frame(KEEL_FRAME_INFO, 0, 13, "auth\0s3cret-token", 17);
+    frame(KEEL_FRAME_INFO, 0, 14, "auth", 4);
     wire_seed("stat-ping-pong-info", 2);
     b_reset();
     xfer_frame(20, "pay", 3, 7, 0, 0, 3);
