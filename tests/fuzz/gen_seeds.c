@@ -185,6 +185,14 @@ static void repl_frames(uint64_t id)
                              0);
     n += keel_repl_unit_encode(body + n, "", 0, 0, 1, 1, 0);
     frame(KEEL_FRAME_REPL, 0, id, body, n);
+    /* A catch-up's first unit: the unit deleted whole, then a put. */
+    n = keel_repl_head_encode(body, "n1", 2, 1700000000000000000ull, 1);
+    n += keel_repl_unit_encode(body + n, "pay", 3, 3, 2, 1, 2);
+    n += keel_repl_op_encode(body + n, KEEL_REPL_DEL_UNIT, NULL, 0, 0, NULL,
+                             0);
+    n += keel_repl_op_encode(body + n, KEEL_REPL_PUT, k, (size_t)kl, 5, "42",
+                             2);
+    frame(KEEL_FRAME_REPL, 0, id + 1, body, n);
     n = 2;
     keel_repl_acks_count(body, 2);
     n += keel_repl_ack_encode(body + n, "pay", 3, 3, 0, 7);
