@@ -185,6 +185,14 @@ static void repl_frames(uint64_t id)
                              0);
     n += keel_repl_unit_encode(body + n, "", 0, 0, 1, 1, 0);
     frame(KEEL_FRAME_REPL, 0, id, body, n);
+    /* A catch-up's first unit: the unit deleted whole, then a put. */
+    n = keel_repl_head_encode(body, "n1", 2, 1700000000000000000ull, 1);
+    n += keel_repl_unit_encode(body + n, "pay", 3, 3, 2, 1, 2);
+    n += keel_repl_op_encode(body + n, KEEL_REPL_DEL_UNIT, NULL, 0, 0, NULL,
+                             0);
+    n += keel_repl_op_encode(body + n, KEEL_REPL_PUT, k, (size_t)kl, 5, "42",
+                             2);
+    frame(KEEL_FRAME_REPL, 0, id + 1, body, n);
     n = 2;
     keel_repl_acks_count(body, 2);
     n += keel_repl_ack_encode(body + n, "pay", 3, 3, 0, 7);
@@ -267,6 +275,8 @@ static void wire_seeds(void)
     frame(KEEL_FRAME_PONG, 0, 10, "hello", 5);
     frame(KEEL_FRAME_INFO, 0, 11, "where\0kv\0some id", 16);
     frame(KEEL_FRAME_INFO, 0, 12, "shards\0n1", 9);
+    frame(KEEL_FRAME_INFO, 0, 13, "auth\0s3cret-token", 17);
+    frame(KEEL_FRAME_INFO, 0, 14, "auth", 4);
     wire_seed("stat-ping-pong-info", 2);
     b_reset();
     xfer_frame(20, "pay", 3, 7, 0, 0, 3);
@@ -359,6 +369,66 @@ static void wire_seeds(void)
         frame(KEEL_FRAME_REPLY, 0, 5, fb, fl);
     }
     wire_seed("dead-letters", 2);
+    /* A node's connection to a node that takes OBATCH: the hello with
+     * that flag, then a batch of one. */
+    b_reset();
+    {
+        uint8_t hello[KEEL_HELLO_LEN], body[256];
+        size_t bn = 0;
+        keel_hello_encode_flags(hello, KEEL_PROTO_VERSION, KEEL_HELLO_OBATCH);
+        b_put(hello, sizeof hello);
+        body[bn++] = 0;
+        body[bn++] = 1;
+        bn += keel_obatch_item_encode(body + bn, 2, 9, "order", 5, "o-19", 4,
+                                      "pay", 3, "p-1", 3, "refund 5", 8);
+        frame(KEEL_FRAME_OBATCH, 0, 31, body, bn);
+    }
+    wire_seed("hello-flags-obatch", 2 | 4);
+    /* State reads and their answers: the state (a blob and two named
+     * entries), the reminders (two), a dead-letter drop, and a message
+     * no node knows. */
+    b_reset();
+    {
+        uint8_t fb[256];
+        size_t fl;
+        uint8_t msg[KEEL_DEAD_DROP_LEN + 8];
+        call_frame(KEEL_FRAME_CALL, KEEL_FLAG_READ, 40, "counter", "c1", "");
+        keel_state_read_head(fb, 1, 12, 2);
+        memcpy(fb + KEEL_STATE_READ_HDR, "count=7", 7);
+        frame(KEEL_FRAME_REPLY, 0, 40, fb, KEEL_STATE_READ_HDR + 7);
+        call_frame(KEEL_FRAME_CALL, KEEL_FLAG_READ, 41, "counter", "c1",
+                   KEEL_READ_REMINDERS);
+        keel_reminders_entry_put(fb, 1500, 60000, 4, "tick", 4);
+        keel_reminders_entry_put(fb + KEEL_REMINDERS_ENTRY_HDR + 4, -20, 0, 0,
+                                 "expire", 6);
+        frame(KEEL_FRAME_REPLY, 0, 41, fb, 2 * KEEL_REMINDERS_ENTRY_HDR + 10);
+        memcpy(msg, KEEL_DEAD_DROP, KEEL_DEAD_DROP_LEN);
+        memset(msg + KEEL_DEAD_DROP_LEN, 0, 8);
+        msg[sizeof msg - 1] = 3;
+        fl = keel_call_body_encode(fb, "svc", 3, "a", 1, msg, sizeof msg);
+        frame(KEEL_FRAME_CALL, KEEL_FLAG_READ, 42, fb, fl);
+        frame(KEEL_FRAME_REPLY, 0, 42, NULL, 0);
+        call_frame(KEEL_FRAME_CALL, KEEL_FLAG_READ, 43, "svc", "a",
+                   KEEL_READ_DEAD);
+    }
+    wire_seed("state-reads", 2);
+    /* Following with event payloads: SUBSCRIBE and EVENTs with the
+     * payload flag, a payload and a state change. */
+    b_reset();
+    {
+        uint8_t fb[128];
+        size_t fl = keel_subscribe_encode(fb, "counter", 7, "c1", 2, 0);
+        frame(KEEL_FRAME_SUBSCRIBE, KEEL_FLAG_PAYLOAD, 50, fb, fl);
+        keel_state_read_head(fb, 0, 0, 0);
+        frame(KEEL_FRAME_REPLY, 0, 50, fb, KEEL_STATE_READ_HDR);
+        keel_event_head(fb, KEEL_EVENT_CHANGE, 1);
+        memcpy(fb + KEEL_EVENT_HDR, "incremented", 11);
+        frame(KEEL_FRAME_EVENT, KEEL_FLAG_PAYLOAD, 50, fb,
+              KEEL_EVENT_HDR + 11);
+        keel_event_head(fb, KEEL_EVENT_CHANGE, 2);
+        frame(KEEL_FRAME_EVENT, KEEL_FLAG_PAYLOAD, 50, fb, KEEL_EVENT_HDR);
+    }
+    wire_seed("follow-payloads", 2);
     /* Damage: the connection closes at the bad frame. */
     b_reset();
     call_frame(KEEL_FRAME_CALL, 0, 1, "counter", "c1", "incr");
