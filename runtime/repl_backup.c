@@ -270,11 +270,11 @@ static int unit_build(keel_batch *b, const keel_repl_unit *ru, void *tag,
     return rc;
 }
 
-/* Whether a unit piece may be taken: the cluster's view, then order. */
-static int piece_admit(keel_repl *r, struct bj_unit *x, const char *from,
-                       uint64_t stream, int snap)
+/* Whether the cluster's view lets from send x's unit at its epoch here:
+ * the applied map has no newer epoch of it, and this node is a replica
+ * of it with from its primary. */
+static int unit_admit(keel_repl *r, const struct bj_unit *x, const char *from)
 {
-    repl_bunit *bu;
     int rc;
 
     if (map_newer(r, x->cap, x->shard, x->epoch))
@@ -284,9 +284,17 @@ static int piece_admit(keel_repl *r, struct bj_unit *x, const char *from,
     /* EFENCED from the cluster means this node is fenced or not joined,
      * not that the sender is stale: it must not read as the store's
      * EFENCED, which tells the sender a newer epoch exists. */
-    if (rc == KEEL_EFENCED)
-        return KEEL_EUNAVAIL;
-    if (rc != 0)
+    return rc == KEEL_EFENCED ? KEEL_EUNAVAIL : rc;
+}
+
+/* Whether a unit piece may be taken: the cluster's view, then order. */
+static int piece_admit(keel_repl *r, struct bj_unit *x, const char *from,
+                       uint64_t stream, int snap)
+{
+    repl_bunit *bu;
+    int rc;
+
+    if ((rc = unit_admit(r, x, from)) != 0)
         return rc;
     if ((bu = bunit_get(r, x->cap, x->shard)) == NULL)
         return KEEL_ENOMEM;
@@ -342,13 +350,7 @@ static int confirm_admit(keel_repl *r, struct bj_unit *x, const char *from)
     repl_bunit *bu;
     int rc;
 
-    if (map_newer(r, x->cap, x->shard, x->epoch))
-        return KEEL_EFENCED;
-    rc = keel_cluster_may_replicate(repl_cl(r), x->cap, x->shard, x->epoch,
-                                    from);
-    if (rc == KEEL_EFENCED)
-        return KEEL_EUNAVAIL; /* this node is fenced, as in piece_admit */
-    if (rc != 0)
+    if ((rc = unit_admit(r, x, from)) != 0)
         return rc;
     bu = keel_hmap_get(&r->bunits, repl_unit_hash(x->cap, x->shard), &k,
                        bunit_eq);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "clmap.h"
+#include "clplug.h"
 #include "cluster.h"
 #include "keel.h"
 #include "proc.h"
@@ -28,16 +29,12 @@ static char *plugin;
 
 static void setup(void)
 {
-    tu_cluster_setup(&fx, "cldead", "dl");
-    fx.shards = 16;
-    fx.session_ms = 4000;
-    plugin = tu_bin("dead_plugin.so");
+    plugin = tu_clplug_setup(&fx, "cldead", "dl", "dead_plugin.so");
 }
 
 static void teardown(void)
 {
-    tu_cluster_teardown(&fx, SIGKILL);
-    free(plugin);
+    tu_clplug_teardown(&fx, plugin);
 }
 
 /* `keel ARGS...` through node i, tried again for up to 30 s while it

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "clmap.h"
+#include "clplug.h"
 #include "cluster.h"
 #include "keel.h"
 #include "proc.h"
@@ -25,16 +26,12 @@ static char *plugin;
 
 static void setup(void)
 {
-    tu_cluster_setup(&fx, "clentver", "ev");
-    fx.shards = 16;
-    fx.session_ms = 4000;
-    plugin = tu_bin("follow_plugin_feed.so");
+    plugin = tu_clplug_setup(&fx, "clentver", "ev", "follow_plugin_feed.so");
 }
 
 static void teardown(void)
 {
-    tu_cluster_teardown(&fx, SIGKILL);
-    free(plugin);
+    tu_clplug_teardown(&fx, plugin);
 }
 
 /* `keel ARGS...` through node i, tried again for up to 30 s while it
