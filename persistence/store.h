@@ -410,8 +410,8 @@ int keel_writer_submit_merge(keel_writer *w, keel_batch *b,
 int keel_writer_try_inline(keel_writer *w, keel_batch *b);
 /* Asks the writer thread for the write-back an inline commit left: 1
  * when one was owed and not asked for yet, 0 otherwise. Any thread. The
- * thread sends it once nothing is queued; while it does, the writer is
- * busy and takes no inline commit. */
+ * thread sends it once nothing is queued, without counting as busy: an
+ * inline commit may run beside it. */
 int keel_writer_writeback(keel_writer *w);
 /* The submitter has seen one failed batch (see above). Any thread. */
 void keel_writer_ack_failure(keel_writer *w);

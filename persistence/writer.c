@@ -63,7 +63,9 @@ struct keel_writer {
     uint64_t failures; /* failed batches reported */
     /* Guarded by lock: an inline commit's flush left the data file's
      * write-back owed, and keel_writer_writeback asked the thread for it
-     * (wb_asked). */
+     * (wb_asked). wb_owed is also read without the lock (atomically),
+     * so that the loop's call each round takes no lock when nothing is
+     * owed. */
     int wb_owed;
     int wb_asked;
     struct refusal *refused;
@@ -175,7 +177,7 @@ static void settle(keel_writer *w, int defer_wb)
     if (synced && sync_rc == 0) {
         if (defer_wb) {
             pthread_mutex_lock(&w->lock);
-            w->wb_owed = 1;
+            __atomic_store_n(&w->wb_owed, 1, __ATOMIC_RELAXED);
             pthread_mutex_unlock(&w->lock);
         } else
             keel_store_writeback(w->store);
@@ -224,18 +226,22 @@ static void *writer_main(void *arg)
         while (w->busy || (w->head == NULL && w->pending == NULL &&
                            !w->wb_asked && !w->stopping))
             pthread_cond_wait(&w->cond, &w->lock);
-        w->busy = 1;
         if (w->head == NULL && w->pending == NULL && w->wb_asked &&
             !w->stopping) {
             /* The write-back an inline commit left: sent here, off the
-             * thread that committed (keel_writer_writeback). */
-            w->wb_asked = w->wb_owed = 0;
+             * thread that committed (keel_writer_writeback). It touches
+             * none of the writer's fields, so the writer is not busy
+             * meanwhile: the next small batch may still commit inline
+             * (the store's commits and write-backs may overlap, as the
+             * two writers of a node's store always could). */
+            w->wb_asked = 0;
+            __atomic_store_n(&w->wb_owed, 0, __ATOMIC_RELAXED);
             pthread_mutex_unlock(&w->lock);
             keel_store_writeback(w->store);
             pthread_mutex_lock(&w->lock);
-            w->busy = 0;
             continue;
         }
+        w->busy = 1;
         if (w->head == NULL) {
             /* Stopping drains the queue first: what was submitted is
              * committed, and made durable. */
@@ -387,7 +393,7 @@ int keel_writer_writeback(keel_writer *w)
 {
     int asked = 0;
 
-    if (w == NULL)
+    if (w == NULL || !__atomic_load_n(&w->wb_owed, __ATOMIC_RELAXED))
         return 0;
     pthread_mutex_lock(&w->lock);
     if (w->wb_owed && !w->wb_asked) {

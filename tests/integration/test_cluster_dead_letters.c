@@ -37,34 +37,6 @@ static void teardown(void)
     tu_clplug_teardown(&fx, plugin);
 }
 
-/* `keel ARGS...` through node i, tried again for up to 30 s while it
- * fails (a unit failing over answers EUNAVAIL meanwhile). Returns the
- * last exit code; *out (malloc'd) the last output. */
-static int keel_via(int i, char **out, const char *a0, const char *a1,
-                    const char *a2, const char *a3, const char *a4)
-{
-    double deadline = tu_now_s() + 30;
-    int rc = -1;
-
-    *out = NULL;
-    while (tu_now_s() < deadline) {
-        char *err = NULL;
-        free(*out);
-        *out = NULL;
-        rc = tu_keel(fx.nodes[i].addr, out, &err, a0, a1, a2, a3, a4, NULL);
-        if (rc != 0 && err != NULL) {
-            free(*out);
-            *out = err;
-            err = NULL;
-        }
-        free(err);
-        if (rc == 0)
-            break;
-        tu_sleep_ms(200);
-    }
-    return rc;
-}
-
 /* Polls the dead letters of svc/ID through node i until HELD is want. */
 static char *wait_dead(int i, const char *id, int want)
 {
@@ -74,7 +46,8 @@ static char *wait_dead(int i, const char *id, int want)
     snprintf(line, sizeof line, "dead-letters %d\n", want);
     for (k = 0; k < 100; k++) {
         free(out);
-        if (keel_via(i, &out, "dead-letters", "svc", id, NULL, NULL) == 0 &&
+        if (tu_clplug_keel(&fx, i, &out,
+                           "dead-letters", "svc", id, NULL, NULL) == 0 &&
             strstr(out, line) != NULL)
             return out;
         tu_sleep_ms(200);
@@ -104,11 +77,12 @@ START_TEST(dead_letters_survive_a_failover)
     via = (k + 1) % 3;
     other = (k + 2) % 3;
 
-    CHECK(keel_via(via, &out, "call", "svc", "b", "break", NULL) == 0,
+    CHECK(tu_clplug_keel(&fx, via, &out,
+                         "call", "svc", "b", "break", NULL) == 0,
           "break: %s", out);
     free(out);
-    CHECK(keel_via(via, &out, "call", "svc", "a", "send b work 7", NULL) ==
-              0,
+    CHECK(tu_clplug_keel(&fx, via, &out, "call", "svc", "a", "send b work 7",
+                         NULL) == 0,
           "send: %s", out);
     free(out);
     out = wait_dead(via, "a", 1);
@@ -128,15 +102,18 @@ START_TEST(dead_letters_survive_a_failover)
           "listing after the failover: %s", out);
     free(out);
 
-    CHECK(keel_via(other, &out, "call", "svc", "b", "fix", NULL) == 0,
+    CHECK(tu_clplug_keel(&fx, other, &out,
+                         "call", "svc", "b", "fix", NULL) == 0,
           "fix: %s", out);
     free(out);
-    CHECK(keel_via(via, &out, "dead-letters", "retry", "svc", "a", "1") == 0,
+    CHECK(tu_clplug_keel(&fx, via, &out,
+                         "dead-letters", "retry", "svc", "a", "1") == 0,
           "retry: %s", out);
     CHECK(strcmp(out, "retried 1\n") == 0, "retry said: %s", out);
     free(out);
     for (k = 0; k < 100; k++) {
-        CHECK(keel_via(via, &out, "call", "svc", "b", "get", NULL) == 0,
+        CHECK(tu_clplug_keel(&fx, via, &out,
+                             "call", "svc", "b", "get", NULL) == 0,
               "get: %s", out);
         if (strcmp(out, "done 1 last 7\n") == 0)
             break;
@@ -149,7 +126,8 @@ START_TEST(dead_letters_survive_a_failover)
     out = wait_dead(other, "a", 0);
     free(out);
     tu_sleep_ms(500);
-    CHECK(keel_via(other, &out, "call", "svc", "b", "get", NULL) == 0 &&
+    CHECK(tu_clplug_keel(&fx, other, &out,
+                         "call", "svc", "b", "get", NULL) == 0 &&
               strcmp(out, "done 1 last 7\n") == 0,
           "b after the retry: %s", out); /* once */
     free(out);

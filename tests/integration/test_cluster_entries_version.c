@@ -34,40 +34,13 @@ static void teardown(void)
     tu_clplug_teardown(&fx, plugin);
 }
 
-/* `keel ARGS...` through node i, tried again for up to 30 s while it
- * fails (a unit changing hands answers EUNAVAIL meanwhile). Returns the
- * last exit code; *out (malloc'd) the last output, or its error. */
-static int keel_via(int i, char **out, const char *a0, const char *a1,
-                    const char *a2, const char *a3)
-{
-    double deadline = tu_now_s() + 30;
-    int rc = -1;
-
-    *out = NULL;
-    while (tu_now_s() < deadline) {
-        char *err = NULL;
-        free(*out);
-        *out = NULL;
-        rc = tu_keel(fx.nodes[i].addr, out, &err, a0, a1, a2, a3, NULL);
-        if (rc != 0 && err != NULL) {
-            free(*out);
-            *out = err;
-            err = NULL;
-        }
-        free(err);
-        if (rc == 0)
-            break;
-        tu_sleep_ms(200);
-    }
-    return rc;
-}
-
 /* `keel state feed e` through node i must begin with want. */
 static void expect_state(int i, const char *want)
 {
     char *out;
 
-    CHECK(keel_via(i, &out, "state", "feed", "e", NULL) == 0 &&
+    CHECK(tu_clplug_keel(&fx, i, &out,
+                         "state", "feed", "e", NULL, NULL) == 0 &&
               strncmp(out, want, strlen(want)) == 0,
           "state of feed/e via n%d: %s (want %s)", i, out, want);
     free(out);
@@ -77,8 +50,8 @@ static void feed(int i, const char *msg)
 {
     char *out;
 
-    CHECK(keel_via(i, &out, "call", "feed", "e", msg) == 0, "%s via n%d: %s",
-          msg, i, out);
+    CHECK(tu_clplug_keel(&fx, i, &out, "call", "feed", "e", msg, NULL) == 0,
+          "%s via n%d: %s", msg, i, out);
     free(out);
 }
 

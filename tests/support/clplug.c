@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "keel.h"
+#include "proc.h"
 #include "runtime/client.h"
 #include "runtime/proto.h"
 #include "testutil.h"
@@ -64,5 +65,31 @@ int tu_clplug_call_keyed(const tu_cluster *c, int i, const uint8_t *key,
     }
     if (cl != NULL)
         keel_client_close(cl);
+    return rc;
+}
+
+int tu_clplug_keel(const tu_cluster *c, int i, char **out, const char *a0,
+                   const char *a1, const char *a2, const char *a3,
+                   const char *a4)
+{
+    double deadline = tu_now_s() + 30;
+    int rc = -1;
+
+    *out = NULL;
+    while (tu_now_s() < deadline) {
+        char *err = NULL;
+        free(*out);
+        *out = NULL;
+        rc = tu_keel(c->nodes[i].addr, out, &err, a0, a1, a2, a3, a4, NULL);
+        if (rc != 0 && err != NULL) {
+            free(*out);
+            *out = err;
+            err = NULL;
+        }
+        free(err);
+        if (rc == 0)
+            break;
+        tu_sleep_ms(200);
+    }
     return rc;
 }

@@ -28,4 +28,12 @@ int tu_clplug_call_keyed(const tu_cluster *c, int i, const uint8_t *key,
                          const char *type, const char *id, const char *msg,
                          char *out, size_t cap);
 
+/* `keel a0 a1 ...` (up to five words, the rest NULL) through node i,
+ * run again every 200 ms for at most 30 s while it fails (a unit changing
+ * hands answers EUNAVAIL meanwhile). Returns the last exit code; *out
+ * (malloc'd) is the last output, or the last error when it failed. */
+int tu_clplug_keel(const tu_cluster *c, int i, char **out, const char *a0,
+                   const char *a1, const char *a2, const char *a3,
+                   const char *a4);
+
 #endif

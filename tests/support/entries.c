@@ -1,4 +1,5 @@
 #include "entries.h"
+#include "plugnum.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,15 +7,7 @@
 
 long tu_entry_num(keel_turn *t, const char *key)
 {
-    const void *v;
-    size_t vl;
-    char buf[32];
-
-    if (keel_turn_get(t, key, strlen(key), &v, &vl) != 0 || vl >= sizeof buf)
-        return 0;
-    memcpy(buf, v, vl);
-    buf[vl] = '\0';
-    return strtol(buf, NULL, 10);
+    return tu_plug_num(t, key);
 }
 
 int tu_entry_set(keel_turn *t, const char *key, long v)

@@ -1,6 +1,6 @@
-/* For the test plugins (dead_plugin.c, outbox_plugin_bank.c,
- * remind_plugin.c in tests/integration): an actor's entry read as a
- * number. Header only: the plugins are modules of their own that link
+/* An actor's entry read as a number, for the test plugins (dead_plugin.c,
+ * outbox_plugin_bank.c, remind_plugin.c in tests/integration) and
+ * tu_entry_num (entries.c). Header only: the plugins are modules of their own that link
  * nothing but what keeld exports, not the test support library. */
 #ifndef KEEL_TEST_PLUGNUM_H
 #define KEEL_TEST_PLUGNUM_H
