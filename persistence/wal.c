@@ -81,6 +81,9 @@ static int sync_fd(int fd)
 
 #define WAL_FILE_MAGIC 0x4b574c48u /* "KWLH" */
 #define WAL_START 4096u
+/* The log is written ahead of its records with zeros, this much at a
+ * time (see keel_wal_rec_append). */
+#define WAL_AHEAD (1u << 20)
 
 /* Writes a header with a new seed over the start of the file and flushes
  * it: records may then begin at WAL_START. */
@@ -106,6 +109,8 @@ static int header_write(keel_wal *w)
         return rc;
     w->seed = seed;
     w->start = WAL_START;
+    if (w->end < WAL_START)
+        w->end = WAL_START;
     w->legacy = w->bad_header = 0;
     return 0;
 }
@@ -124,6 +129,7 @@ int keel_wal_open(keel_wal *w, const char *dir)
         return rc;
     if (fstat(w->fd, &st) < 0)
         return errno;
+    w->end = (uint64_t)st.st_size;
     if (st.st_size == 0)
         return header_write(w);
     if ((size_t)st.st_size >= sizeof hdr &&
@@ -225,13 +231,46 @@ int keel_wal_rec_group(keel_wal *w, const keel_batch *b, size_t group)
     return 0;
 }
 
+/* Writes zeros from the file's end up to past need. A flush of a record
+ * that makes the file longer also writes the file's new size to the file
+ * system's journal, which on ext4 and XFS is a second write and a second
+ * cache flush, shared by every file of the file system; a record written
+ * over bytes the file already holds needs neither. On a disk too full
+ * for the zeros, they are taken back (the record then lengthens the file
+ * as before, or reports the full disk itself), and the log does not
+ * write ahead again until it restarts. */
+static void write_ahead(keel_wal *w, uint64_t need)
+{
+    static const uint8_t zeros[64u << 10];
+    uint64_t to = (need + WAL_AHEAD) & ~(uint64_t)(WAL_AHEAD - 1);
+    uint64_t at = w->end;
+
+    while (at < to) {
+        uint64_t n = to - at < sizeof zeros ? to - at : sizeof zeros;
+
+        if (write_at(w->fd, zeros, (size_t)n, at) != 0) {
+            /* If they cannot be taken back, they stay: zeros after the
+             * last record are the log's end. */
+            if (ftruncate(w->fd, (off_t)w->end) < 0)
+                w->end = at;
+            w->no_ahead = 1;
+            return;
+        }
+        at += n;
+    }
+    w->end = to;
+}
+
 int keel_wal_rec_append(keel_wal *w, uint64_t lsn, uint64_t synced)
 {
     uint32_t magic = WAL_MAGIC;
     uint64_t len, h;
+    int rc;
 
     if (w->len < WAL_HDR)
         return ENOMEM;
+    if (w->pos + w->len > w->end && !w->no_ahead)
+        write_ahead(w, w->pos + w->len);
     len = w->len - WAL_HDR;
     memcpy(w->rec + 8, &magic, 4);
     memcpy(w->rec + 12, &w->ngroups, 4);
@@ -241,7 +280,10 @@ int keel_wal_rec_append(keel_wal *w, uint64_t lsn, uint64_t synced)
     memcpy(w->rec + 40, &synced, 8);
     h = XXH3_64bits_withSeed(w->rec + 8, w->len - 8, w->seed);
     memcpy(w->rec, &h, 8);
-    return write_at(w->fd, w->rec, w->len, w->pos);
+    rc = write_at(w->fd, w->rec, w->len, w->pos);
+    if (w->pos + w->len > w->end)
+        w->end = w->pos + w->len;
+    return rc;
 }
 
 void keel_wal_rec_done(keel_wal *w)
@@ -270,13 +312,15 @@ void keel_wal_restart(keel_wal *w)
     if (w->legacy && header_write(w) != 0)
         w->start = 0;
     w->pos = w->start;
+    w->no_ahead = 0;
 }
 
 int keel_wal_clear(keel_wal *w)
 {
     if (ftruncate(w->fd, 0) < 0)
         return errno;
-    w->pos = 0;
+    w->pos = w->end = 0;
+    w->no_ahead = 0;
     return header_write(w);
 }
 
@@ -652,6 +696,8 @@ int keel_wal_mark(keel_wal *w, uint64_t gen)
     h = XXH3_64bits_withSeed(rec + 8, WAL_HDR - 8, w->seed);
     memcpy(rec, &h, 8);
     rc = write_at(w->fd, rec, sizeof rec, (uint64_t)st.st_size);
+    if (rc == 0 && (uint64_t)st.st_size + sizeof rec > w->end)
+        w->end = (uint64_t)st.st_size + sizeof rec;
     return rc != 0 ? rc : sync_fd(w->fd);
 }
 

@@ -68,6 +68,9 @@ typedef struct keel_wal {
     int bad_header; /* the header is damaged and records may follow it:
                      * none can be checked */
     uint64_t pos;  /* where the next record goes */
+    uint64_t end;  /* bytes the file holds (records, or zeros written
+                    * ahead of them) */
+    int no_ahead;  /* writing ahead failed: not again until a restart */
     uint8_t *rec;  /* the record being built */
     size_t len;    /* its bytes so far */
     size_t cap;
