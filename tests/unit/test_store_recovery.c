@@ -680,6 +680,38 @@ START_TEST(test_log_ahead_crash_over_older_gen)
 }
 END_TEST
 
+/* A log as a version that did not write ahead leaves it: the records,
+ * and the file's end right after the last one (not on a MiB). The store
+ * replays it, starts it again, and once its records pass that end it
+ * writes ahead from there; a crash then loses nothing. */
+START_TEST(test_log_ahead_from_unaligned_end)
+{
+    char *dir = tu_tmpdir("recov");
+    off_t offs[64], cut;
+    uint64_t len;
+    int fd;
+
+    child_counts_big(dir, 1, 10, 600);
+    ck_assert_int_eq(wal_offsets(dir, offs, 64), 10);
+    fd = open_file(dir, KEEL_WAL_NAME);
+    ck_assert_int_eq(pread(fd, &len, 8, offs[9] + 24), 8);
+    cut = offs[9] + WAL_HDR + (off_t)len;
+    ck_assert_int_lt(cut, WAL_AHEAD);
+    ck_assert_int_eq(ftruncate(fd, cut), 0);
+    close(fd);
+    expect_count(dir, 0, 10);
+    ck_assert_int_eq(wal_size(dir), cut);
+    child_counts_big(dir, 11, 30, 600);
+    ck_assert_int_eq(wal_offsets(dir, offs, 64), 20);
+    ck_assert_int_gt(offs[19], WAL_AHEAD);
+    ck_assert_int_eq(wal_size(dir), 2 * WAL_AHEAD);
+    ck_assert(wal_dense(dir));
+    expect_count(dir, 0, 30);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 static int count_cb(keel_batch *b, uint64_t lsn, uint64_t off, void *data)
 {
     (void)b;
@@ -1009,6 +1041,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_fresh_dir_disk_full);
     tcase_add_test(tc, test_fresh_dir_disk_full_none);
     tcase_add_test(tc, test_log_ahead_crash_over_older_gen);
+    tcase_add_test(tc, test_log_ahead_from_unaligned_end);
     tcase_add_test(tc, test_wal_ahead_cut_short);
     tcase_add_test(tc, test_log_ahead_disk_fills);
     suite_add_tcase(su, tc);
