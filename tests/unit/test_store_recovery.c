@@ -735,6 +735,45 @@ static int wal_append(keel_wal *w, keel_batch *b, uint64_t lsn)
     return rc;
 }
 
+/* A mark made after the log wrote ahead goes past the zeros, at the
+ * file's end: found there, and still no part of the run the replay
+ * ends (cleanly) at the zeros. */
+START_TEST(test_wal_mark_past_zeros)
+{
+    char *dir = tu_tmpdir("recov");
+    keel_batch *b = keel_batch_create(), *scratch = keel_batch_create();
+    uint8_t k[KEEL_KEY_MAX];
+    keel_wal w;
+    keel_wal_end end;
+    uint64_t off = 0, last;
+    int kn = key_of(k, "c"), n = 0;
+
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 1, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)kn, 1, "1", 1), 0);
+    ck_assert_int_eq(keel_wal_open(&w, dir), 0);
+    keel_wal_restart(&w);
+    w.gen = 3;
+    ck_assert_int_eq(wal_append(&w, b, 1), 0);
+    ck_assert_int_eq(wal_size(dir), WAL_AHEAD);
+    ck_assert_int_eq(keel_wal_mark(&w, 7), 0);
+    ck_assert_int_eq(wal_size(dir), WAL_AHEAD + WAL_HDR);
+    ck_assert_int_eq(keel_wal_newer_gen(&w, 6, &off), 1);
+    ck_assert_uint_eq(off, WAL_AHEAD);
+    ck_assert_int_eq(keel_wal_newer_gen(&w, 7, &off), 0);
+    ck_assert_int_eq(keel_wal_replay(&w, 0, 0, 3, scratch, count_cb, &n,
+                                     &last, &end),
+                     0);
+    ck_assert_int_eq(n, 1);
+    ck_assert_uint_eq(last, 1);
+    ck_assert_int_eq(end.kind, KEEL_WAL_END_CLEAN);
+    keel_wal_close(&w);
+    keel_batch_destroy(b);
+    keel_batch_destroy(scratch);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* Writing ahead cut short part way by the file size limit (as by a full
  * disk): the zeros written are taken back and the records lengthen the
  * file, as before the log wrote ahead, until one does not fit. After a
@@ -1043,6 +1082,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_log_ahead_crash_over_older_gen);
     tcase_add_test(tc, test_log_ahead_from_unaligned_end);
     tcase_add_test(tc, test_wal_ahead_cut_short);
+    tcase_add_test(tc, test_wal_mark_past_zeros);
     tcase_add_test(tc, test_log_ahead_disk_fills);
     suite_add_tcase(su, tc);
     return su;
