@@ -8,12 +8,18 @@
  * (by the length in its header) to match, so that the log's parser
  * (rec_to_batch) and the replay of what it yields get arbitrary records;
  * then only refusal-or-consistent-reopen is checked, since a record
- * whose hash holds is the store's to apply, whatever it says. */
+ * whose hash holds is the store's to apply, whatever it says. Bit 1 set:
+ * the log is followed by zeros up to the next MiB past its end, as the
+ * store's writing ahead leaves it (persistence/wal.c, write_ahead),
+ * without the input having to carry them. */
 #include <string.h>
 #include <xxhash.h>
 
 #include "fuzz.h"
 #include "recovery.h"
+
+/* The stretch the log is written ahead by (persistence/wal.c). */
+#define WAL_AHEAD (1u << 20)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -27,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const rh_template *t = rh_template_get();
     uint8_t *wal;
-    size_t len, pos;
+    size_t len, pos, padded;
     uint64_t seed;
     int reseal;
 
@@ -35,7 +41,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     reseal = data[0] & 1;
     len = size - 1;
-    wal = malloc(len + 1);
+    padded = data[0] & 2 ? (len + WAL_AHEAD) & ~(size_t)(WAL_AHEAD - 1)
+                         : len;
+    wal = calloc(1, padded + 1);
     FUZZ_CHECK(wal != NULL);
     if (len > 0)
         memcpy(wal, data + 1, len);
@@ -52,6 +60,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(wal + pos, &h, 8);
         pos += 48 + (size_t)rlen;
     }
+    /* The zeros after the resealing: they are no records. */
+    len = padded;
     rh_recover(wal, len, t->ckpt.p, t->ckpt.len,
                !reseal && !rh_wal_forged(wal, len));
     free(wal);

@@ -920,32 +920,52 @@ static void wal_seed(const char *name, int mode, const uint8_t *p,
 static void recovery_seeds(void)
 {
     const rh_template *t = rh_template_get();
-    uint8_t *w = malloc(t->wal.len);
-    size_t end = t->rec_off[RH_COMMITS], r3 = t->rec_off[3];
+    size_t end = t->rec_off[RH_COMMITS], r3 = t->rec_off[3], img = t->wal.len;
+    uint8_t *w;
     char name[64];
     int k;
 
+    /* The template's log is its records, then zeros up to the next MiB
+     * (the store writes ahead): the seeds carry the bytes before the
+     * zeros and set mode bit 1, which puts the zeros back
+     * (fuzz_recovery_wal.c). */
+    while (img > end && t->wal.p[img - 1] == 0)
+        img--;
+    FUZZ_CHECK(((img + (1u << 20)) & ~(size_t)((1u << 20) - 1)) ==
+               t->wal.len);
+    w = malloc(img);
     FUZZ_CHECK(w != NULL);
-    wal_seed("crash-image", 0, t->wal.p, t->wal.len);
-    wal_seed("crash-image-reseal", 1, t->wal.p, t->wal.len);
+    wal_seed("crash-image", 2, t->wal.p, img);
+    wal_seed("crash-image-reseal", 3, t->wal.p, img);
+    /* A log an older version wrote, without zeros after its records. */
     wal_seed("records-only", 0, t->wal.p, end);
     for (k = 0; k < RH_COMMITS; k += 3) {
         snprintf(name, sizeof name, "cut-after-%d", k);
         wal_seed(name, 0, t->wal.p, t->rec_off[k]);
     }
+    /* Records that never reached the disk, where the zeros written ahead
+     * of them did. */
+    wal_seed("cut-after-3-ahead", 2, t->wal.p, t->rec_off[3]);
     wal_seed("torn-in-record-6", 0, t->wal.p,
+             (t->rec_off[5] + t->rec_off[6]) / 2);
+    wal_seed("torn-in-record-6-ahead", 2, t->wal.p,
              (t->rec_off[5] + t->rec_off[6]) / 2);
     wal_seed("torn-in-header-4", 0, t->wal.p, t->rec_off[3] + 20);
     /* A flipped byte in the middle record: later records stay valid. */
-    memcpy(w, t->wal.p, t->wal.len);
+    memcpy(w, t->wal.p, img);
     w[r3 + 60] ^= 0x40;
-    wal_seed("damaged-record-4", 0, w, t->wal.len);
+    wal_seed("damaged-record-4", 2, w, img);
     /* The same, resealed: the change reaches the record's parser. */
-    wal_seed("changed-record-4-reseal", 1, w, t->wal.len);
+    wal_seed("changed-record-4-reseal", 3, w, img);
+    /* The middle record zeroed whole, as if it were zeros written ahead:
+     * the records after it still say it was flushed. */
+    memcpy(w, t->wal.p, img);
+    memset(w + r3, 0, t->rec_off[4] - r3);
+    wal_seed("zeroed-record-4", 2, w, img);
     /* An op length that no longer fits its group, resealed. */
-    memcpy(w, t->wal.p, t->wal.len);
+    memcpy(w, t->wal.p, img);
     w[t->rec_off[1] + 48 + 24 + 4] ^= 0x7f; /* its first op's klen */
-    wal_seed("bad-op-record-2-reseal", 1, w, t->wal.len);
+    wal_seed("bad-op-record-2-reseal", 3, w, img);
     /* Record 2 twice: the second is out of sequence. */
     memcpy(w, t->wal.p, t->rec_off[2]);
     memcpy(w + t->rec_off[2], t->wal.p + t->rec_off[1],

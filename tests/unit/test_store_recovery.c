@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -180,6 +182,83 @@ static int wal_offsets(const char *dir, off_t *offs, int max)
     }
     close(fd);
     return n;
+}
+
+/* The log is written ahead of its records with zeros, a MiB at a time
+ * (wal.c, write_ahead). */
+#define WAL_AHEAD (1 << 20)
+
+/* The counter set to i, with deletes of n keys that do not exist: a log
+ * record of some 100 bytes per delete, and next to no pages in the data
+ * file, so that the log crosses its stretches written ahead long before
+ * a checkpoint is due. */
+static int put_count_big(keel_store *s, const char *id, int i, int n)
+{
+    uint8_t k[KEEL_KEY_MAX];
+    keel_batch *b = keel_batch_create();
+    char v[16], e[128];
+    int kn = key_of(k, id), rc, st = 0;
+
+    snprintf(v, sizeof v, "%d", i);
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 1, 1, NULL), 0);
+    ck_assert_int_eq(
+        keel_batch_put(b, k, (size_t)kn, (uint64_t)i, v, strlen(v)), 0);
+    for (int j = 0; j < n; j++) {
+        snprintf(e, sizeof e, "absent-%d-%080d", i, j);
+        kn = keel_key_encode(k, 1, TYPE, strlen(TYPE), "x", 1, e, strlen(e));
+        ck_assert_int_gt(kn, 0);
+        ck_assert_int_eq(keel_batch_del(b, k, (size_t)kn), 0);
+    }
+    rc = keel_store_commit(s, b);
+    if (rc == 0)
+        keel_batch_group(b, 0, &st);
+    keel_batch_destroy(b);
+    return rc != 0 ? rc : st;
+}
+
+/* A child opens the store, counts from..to in records of n deletes each
+ * (each acknowledged), and dies without closing. */
+static void child_counts_big(const char *dir, int from, int to, int n)
+{
+    pid_t pid = fork();
+    int status;
+
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        keel_store *s = open_ok(dir, 0);
+
+        for (int i = from; i <= to; i++)
+            if (put_count_big(s, "c", i, n) != 0)
+                _exit(10);
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child");
+}
+
+static off_t wal_size(const char *dir)
+{
+    int fd = open_file(dir, KEEL_WAL_NAME);
+    struct stat st;
+
+    ck_assert_int_eq(fstat(fd, &st), 0);
+    close(fd);
+    return st.st_size;
+}
+
+/* Whether every byte of the log up to its size has a block of its own:
+ * the zeros written ahead are written, never a hole. */
+static int wal_dense(const char *dir)
+{
+    int fd = open_file(dir, KEEL_WAL_NAME);
+    struct stat st;
+    off_t hole;
+
+    ck_assert_int_eq(fstat(fd, &st), 0);
+    hole = lseek(fd, 0, SEEK_HOLE);
+    close(fd);
+    ck_assert_int_ge(hole, 0);
+    return hole >= st.st_size;
 }
 
 static void flip(const char *dir, const char *name, off_t at)
@@ -566,6 +645,300 @@ START_TEST(test_wal_mark)
 }
 END_TEST
 
+/* ----------------------------------------------------- written ahead */
+
+/* A crash after the log crossed a stretch it wrote ahead; then after the
+ * next open's checkpoint started it again, a new generation over the
+ * first one's records and zeros; then after that generation ran past all
+ * of them into a stretch of its own. Every acknowledged count comes
+ * back, and no record of an older generation does. */
+START_TEST(test_log_ahead_crash_over_older_gen)
+{
+    char *dir = tu_tmpdir("recov");
+    off_t offs[64];
+
+    child_counts_big(dir, 1, 20, 600);
+    ck_assert_int_eq(wal_offsets(dir, offs, 64), 20);
+    ck_assert_int_gt(offs[19], WAL_AHEAD);
+    ck_assert_int_eq(wal_size(dir), 2 * WAL_AHEAD);
+    ck_assert(wal_dense(dir));
+    expect_count(dir, 0, 20);
+    /* Small records at the start, the first generation's behind them. */
+    child_counts(dir, 21, 25);
+    ck_assert_int_eq(wal_offsets(dir, offs, 64), 5);
+    ck_assert_int_eq(wal_size(dir), 2 * WAL_AHEAD);
+    expect_count(dir, 0, 25);
+    /* Over all of it and on into a third MiB written ahead. */
+    child_counts_big(dir, 26, 60, 600);
+    ck_assert_int_eq(wal_offsets(dir, offs, 64), 35);
+    ck_assert_int_gt(offs[34], 2 * WAL_AHEAD);
+    ck_assert_int_eq(wal_size(dir), 3 * WAL_AHEAD);
+    ck_assert(wal_dense(dir));
+    expect_count(dir, 0, 60);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A log as a version that did not write ahead leaves it: the records,
+ * and the file's end right after the last one (not on a MiB). The store
+ * replays it, starts it again, and once its records pass that end it
+ * writes ahead from there; a crash then loses nothing. */
+START_TEST(test_log_ahead_from_unaligned_end)
+{
+    char *dir = tu_tmpdir("recov");
+    off_t offs[64], cut;
+    uint64_t len;
+    int fd;
+
+    child_counts_big(dir, 1, 10, 600);
+    ck_assert_int_eq(wal_offsets(dir, offs, 64), 10);
+    fd = open_file(dir, KEEL_WAL_NAME);
+    ck_assert_int_eq(pread(fd, &len, 8, offs[9] + 24), 8);
+    cut = offs[9] + WAL_HDR + (off_t)len;
+    ck_assert_int_lt(cut, WAL_AHEAD);
+    ck_assert_int_eq(ftruncate(fd, cut), 0);
+    close(fd);
+    expect_count(dir, 0, 10);
+    ck_assert_int_eq(wal_size(dir), cut);
+    child_counts_big(dir, 11, 30, 600);
+    ck_assert_int_eq(wal_offsets(dir, offs, 64), 20);
+    ck_assert_int_gt(offs[19], WAL_AHEAD);
+    ck_assert_int_eq(wal_size(dir), 2 * WAL_AHEAD);
+    ck_assert(wal_dense(dir));
+    expect_count(dir, 0, 30);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+static int count_cb(keel_batch *b, uint64_t lsn, uint64_t off, void *data)
+{
+    (void)b;
+    (void)lsn;
+    (void)off;
+    (*(int *)data)++;
+    return 0;
+}
+
+/* Appends a record of b's first group as lsn: 0 or an errno. */
+static int wal_append(keel_wal *w, keel_batch *b, uint64_t lsn)
+{
+    int rc;
+
+    keel_wal_rec_begin(w);
+    rc = keel_wal_rec_group(w, b, 0);
+    if (rc == 0)
+        rc = keel_wal_rec_append(w, lsn, lsn - 1);
+    if (rc == 0)
+        keel_wal_rec_done(w);
+    return rc;
+}
+
+/* A mark made after the log wrote ahead goes past the zeros, at the
+ * file's end: found there, and still no part of the run the replay
+ * ends (cleanly) at the zeros. */
+START_TEST(test_wal_mark_past_zeros)
+{
+    char *dir = tu_tmpdir("recov");
+    keel_batch *b = keel_batch_create(), *scratch = keel_batch_create();
+    uint8_t k[KEEL_KEY_MAX];
+    keel_wal w;
+    keel_wal_end end;
+    uint64_t off = 0, last;
+    int kn = key_of(k, "c"), n = 0;
+
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 1, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)kn, 1, "1", 1), 0);
+    ck_assert_int_eq(keel_wal_open(&w, dir), 0);
+    keel_wal_restart(&w);
+    w.gen = 3;
+    ck_assert_int_eq(wal_append(&w, b, 1), 0);
+    ck_assert_int_eq(wal_size(dir), WAL_AHEAD);
+    ck_assert_int_eq(keel_wal_mark(&w, 7), 0);
+    ck_assert_int_eq(wal_size(dir), WAL_AHEAD + WAL_HDR);
+    ck_assert_int_eq(keel_wal_newer_gen(&w, 6, &off), 1);
+    ck_assert_uint_eq(off, WAL_AHEAD);
+    ck_assert_int_eq(keel_wal_newer_gen(&w, 7, &off), 0);
+    ck_assert_int_eq(keel_wal_replay(&w, 0, 0, 3, scratch, count_cb, &n,
+                                     &last, &end),
+                     0);
+    ck_assert_int_eq(n, 1);
+    ck_assert_uint_eq(last, 1);
+    ck_assert_int_eq(end.kind, KEEL_WAL_END_CLEAN);
+    keel_wal_close(&w);
+    keel_batch_destroy(b);
+    keel_batch_destroy(scratch);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Writing ahead cut short part way by the file size limit (as by a full
+ * disk): the zeros written are taken back and the records lengthen the
+ * file, as before the log wrote ahead, until one does not fit. After a
+ * restart with room again, the log writes ahead once more, over the end
+ * of the record that did not fit. Every record appended replays, and
+ * nothing else. */
+START_TEST(test_wal_ahead_cut_short)
+{
+    char *dir = tu_tmpdir("recov");
+    keel_batch *b = keel_batch_create(), *scratch = keel_batch_create();
+    static char v[60000];
+    uint8_t k[KEEL_KEY_MAX];
+    struct rlimit old, lim;
+    keel_wal w;
+    keel_wal_end end;
+    uint64_t lsn = 1, last, off;
+    int kn = key_of(k, "c"), rc = 0, n = 0;
+
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    if (old.rlim_cur != RLIM_INFINITY && old.rlim_cur < 4 * WAL_AHEAD) {
+        printf("test_wal_ahead_cut_short: file size limit too low: "
+               "not run\n");
+        goto out;
+    }
+    signal(SIGXFSZ, SIG_IGN);
+    memset(v, 'v', sizeof v);
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 1, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)kn, 1, v, sizeof v), 0);
+    ck_assert_int_eq(keel_wal_open(&w, dir), 0);
+    keel_wal_restart(&w); /* as the store's first checkpoint does */
+    w.gen = 5;
+    ck_assert_int_eq(wal_append(&w, b, lsn), 0);
+    ck_assert_int_eq(wal_size(dir), WAL_AHEAD);
+    /* The limit falls inside one of the writes of zeros. */
+    lim.rlim_cur = WAL_AHEAD + WAL_AHEAD / 2 + 1000;
+    lim.rlim_max = old.rlim_max;
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    while (lsn < 100 && (rc = wal_append(&w, b, lsn + 1)) == 0) {
+        lsn++;
+        if (w.pos > WAL_AHEAD)
+            ck_assert_int_eq(wal_size(dir), (off_t)w.pos);
+        else
+            ck_assert_int_eq(wal_size(dir), WAL_AHEAD);
+    }
+    ck_assert_int_eq(rc, EFBIG);
+    ck_assert_uint_gt(w.pos, WAL_AHEAD);
+    ck_assert_int_le(wal_size(dir), (off_t)lim.rlim_cur);
+    ck_assert(wal_dense(dir));
+    /* The record that did not fit is a torn tail; all before it replay. */
+    ck_assert_int_eq(keel_wal_replay(&w, 0, 0, 5, scratch, count_cb, &n,
+                                     &last, &end),
+                     0);
+    ck_assert_int_eq(n, (int)lsn);
+    ck_assert_uint_eq(last, lsn);
+    ck_assert_int_eq(end.kind, KEEL_WAL_END_TORN);
+
+    /* Room again, and the log starts again as a new generation. */
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+    keel_wal_restart(&w);
+    w.gen = 6;
+    lsn = 0;
+    while (lsn < 100 && wal_size(dir) < 2 * WAL_AHEAD)
+        ck_assert_int_eq(wal_append(&w, b, ++lsn), 0);
+    ck_assert_int_eq(wal_size(dir), 2 * WAL_AHEAD);
+    ck_assert(wal_dense(dir));
+    n = 0;
+    ck_assert_int_eq(keel_wal_replay(&w, 0, 0, 6, scratch, count_cb, &n,
+                                     &last, &end),
+                     0);
+    ck_assert_int_eq(n, (int)lsn);
+    ck_assert_int_eq(end.kind, KEEL_WAL_END_CLEAN);
+    ck_assert_int_eq(keel_wal_newer_gen(&w, 5, &off), 1);
+    ck_assert_uint_eq(off, WAL_START);
+    ck_assert_int_eq(keel_wal_newer_gen(&w, 6, &off), 0);
+    keel_wal_close(&w);
+out:
+    keel_batch_destroy(b);
+    keel_batch_destroy(scratch);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A disk that fills while the log writes ahead, then frees room, with a
+ * crash at the end. The log crosses its first MiB with less than a MiB
+ * free: the zeros are taken back and records lengthen the file until the
+ * disk is full (writes then fail with KEEL_ENOSPC, or the log starts
+ * again after a checkpoint). Room freed, the log writes ahead again, and
+ * the crash loses no acknowledged count. In a small tmpfs in a mount
+ * namespace of the test's own; needs the right to mount. */
+START_TEST(test_log_ahead_disk_fills)
+{
+    char *dir = tu_tmpdir("recov");
+    char path[600], filler[600];
+    static char pad[1 << 16];
+    pid_t pid;
+    int fd, status;
+
+    if (unshare(CLONE_NEWNS) != 0 ||
+        mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("tmpfs", dir, "tmpfs", 0, "size=6m") != 0) {
+        printf("test_log_ahead_disk_fills: cannot mount a tmpfs (%s): "
+               "not run\n", strerror(errno));
+        tu_rmrf(dir);
+        free(dir);
+        return;
+    }
+    snprintf(path, sizeof path, "%s/d", dir);
+    snprintf(filler, sizeof filler, "%s/filler", dir);
+    count_once(path, 1);
+    ck_assert_int_eq(wal_size(path), WAL_AHEAD);
+    fd = open(filler, O_CREAT | O_WRONLY, 0600);
+    ck_assert_int_ge(fd, 0);
+    memset(pad, 'x', sizeof pad);
+    for (int i = 0; i < 128; i++) {
+        struct statvfs sv;
+
+        ck_assert_int_eq(fstatvfs(fd, &sv), 0);
+        if ((uint64_t)sv.f_bavail * sv.f_frsize < (512u << 10) ||
+            write(fd, pad, sizeof pad) <= 0)
+            break;
+    }
+    close(fd);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        keel_store *s = open_ok(path, 0);
+        keel_store_stats st;
+        int ok = 1, full = 0;
+
+        for (int i = 2; i <= 150; i++) {
+            int rc = put_count_big(s, "c", i, 600);
+            off_t size = wal_size(path);
+
+            if (rc == 0)
+                ok = i;
+            else if (rc != KEEL_ENOSPC)
+                _exit(201);
+            /* Past the first MiB with no room for the next: no zeros. */
+            if (!full && size > WAL_AHEAD && size % WAL_AHEAD == 0)
+                _exit(202);
+            keel_store_stats_get(s, &st);
+            if (!full && (rc != 0 || st.checkpoints > 0)) {
+                full = 1;
+                if (unlink(filler) != 0)
+                    _exit(203);
+            } else if (full && size > WAL_AHEAD && size % WAL_AHEAD == 0) {
+                _exit(ok); /* written ahead again: the crash */
+            }
+        }
+        _exit(204);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) > 1 &&
+                      WEXITSTATUS(status) <= 150,
+                  "child status %d", status);
+    ck_assert_int_eq(wal_size(path) % WAL_AHEAD, 0);
+    ck_assert(wal_dense(path));
+    expect_count(path, 0, WEXITSTATUS(status));
+    ck_assert_int_eq(umount(dir), 0);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* ------------------------------------------------------------ disk full */
 
 /* A data directory made on a disk that then fills before its second
@@ -706,6 +1079,11 @@ static Suite *suite(void)
     tcase_add_test(tc, test_wal_mark);
     tcase_add_test(tc, test_fresh_dir_disk_full);
     tcase_add_test(tc, test_fresh_dir_disk_full_none);
+    tcase_add_test(tc, test_log_ahead_crash_over_older_gen);
+    tcase_add_test(tc, test_log_ahead_from_unaligned_end);
+    tcase_add_test(tc, test_wal_ahead_cut_short);
+    tcase_add_test(tc, test_wal_mark_past_zeros);
+    tcase_add_test(tc, test_log_ahead_disk_fills);
     suite_add_tcase(su, tc);
     return su;
 }
