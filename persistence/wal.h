@@ -39,6 +39,10 @@
  *              (wal_off 0) as a new generation (gen = its seq), so that
  *              records left from an earlier generation never match, even
  *              where a later one reused their offsets and lsns.
+ *              After the last record: zeros (written up to 1 MiB ahead
+ *              of the records, keel_wal_rec_append), records of older
+ *              generations, or the file's end; replay reads all three
+ *              as the end of the run.
  *   keel.ckpt  two slots, at 0 and 256 KiB; a checkpoint writes the
  *              older one:
  *              hash u64 | magic u32 | psize u32 | seq u64 | lsn u64 |
