@@ -137,11 +137,13 @@ static void route_events(struct keel_http_route *r, const char *rest,
     free(copy);
     v = req->last_event_id;
     if (v != NULL && r->err == 0) {
-        char *end;
         unsigned long long x;
         errno = 0;
-        x = strtoull(v, &end, 10);
-        if (errno != 0 || end == v || *end != '\0' || v[0] == '-')
+        /* Digits only: strtoull alone would take leading white space,
+         * a '+', and a '-' after white space (" -1" is 2^64 - 1). */
+        x = strtoull(v, NULL, 10);
+        if (errno != 0 || v[0] < '0' || v[0] > '9' ||
+            strspn(v, "0123456789") != strlen(v))
             route_error(r, KEEL_EINVAL, "Last-Event-ID must be a version "
                                         "(a decimal number)");
         else
