@@ -208,8 +208,8 @@ struct http_req {
     uint32_t shard; /* GET state: */
     uint64_t version, entries;
     int have_blob;
-    /* KEEL_HTTP_R_EVENTS: the stream (made by the loop thread; taken by the
-     * response once answered). */
+    /* /events: the stream (made by the loop thread; taken by the response
+     * once answered). */
     struct sse *sse;
 };
 
