@@ -1139,6 +1139,24 @@ int keel__auth_conn_from_cert(keel_auth_conn *ac, const char *cn)
 
 /* ----------------------------------------------------------------- HTTP */
 
+const char *keel__auth_bearer(const char *authorization, size_t *len)
+{
+    const char *tok;
+    size_t n;
+
+    if (authorization == NULL ||
+        strncasecmp(authorization, "Bearer ", 7) != 0)
+        return NULL;
+    tok = authorization + 7;
+    while (*tok == ' ')
+        tok++;
+    n = strlen(tok);
+    while (n > 0 && (tok[n - 1] == ' ' || tok[n - 1] == '\t'))
+        n--;
+    *len = n;
+    return tok;
+}
+
 int keel__auth_http(keel_auth *a, const keel_auth_conn *cert,
                     const char *authorization, const struct sockaddr *from,
                     int op, const void *type, size_t tlen, char *errbuf,
@@ -1166,8 +1184,8 @@ int keel__auth_http(keel_auth *a, const keel_auth_conn *cert,
             count_refusal(a, rc);
         return rc;
     }
-    if (authorization == NULL ||
-        strncasecmp(authorization, "Bearer ", 7) != 0) {
+    tok = keel__auth_bearer(authorization, &len);
+    if (tok == NULL) {
         snprintf(errbuf, errlen,
                  "not authenticated: this request needs %s in an "
                  "'Authorization: Bearer TOKEN' header",
@@ -1175,12 +1193,6 @@ int keel__auth_http(keel_auth *a, const keel_auth_conn *cert,
         count_refusal(a, KEEL_EUNAUTH);
         return KEEL_EUNAUTH;
     }
-    tok = authorization + 7;
-    while (*tok == ' ')
-        tok++;
-    len = strlen(tok);
-    while (len > 0 && (tok[len - 1] == ' ' || tok[len - 1] == '\t'))
-        len--;
     have_addr = addr_key_of(from, &k) == 0;
     if (have_addr) {
         now = keel__now_ns();

@@ -208,6 +208,13 @@ int keel__auth_conn_set(keel_auth_conn *ac, int kind, int role,
  * ac stays as it was. */
 int keel__auth_conn_from_cert(keel_auth_conn *ac, const char *cn);
 
+/* The token in an Authorization header value: "Bearer" in any case, a
+ * space, any further spaces, the token, and trailing spaces or tabs,
+ * which are not part of it. Returns a pointer into authorization and the
+ * token's length in *len (0 for none), or NULL when authorization is
+ * NULL or not of that scheme. Pure. */
+const char *keel__auth_bearer(const char *authorization, size_t *len);
+
 /* The HTTP face: checks a request that needs op (of type for
  * KEEL_AUTH_OP_CALL). cert, when not NULL, is the identity its HTTPS
  * connection's verified client certificate gave (keel__auth_conn_from_cert):

@@ -66,6 +66,8 @@
 #include "runtime/auth.h"
 #include "runtime/dedup.h"
 #include "runtime/follow.h"
+#include "runtime/http_route.h"
+#include "runtime/http_text.h"
 #include "runtime/info.h"
 #include "runtime/node.h"
 #include "runtime/procstat.h"
@@ -170,18 +172,6 @@ static void hconn_deadline(keel_http *h, struct MHD_Connection *conn,
     pthread_mutex_unlock(&h->mu);
 }
 
-enum route {
-    R_NONE = 0, /* unknown path */
-    R_ACTOR,    /* /v1/actors/{type}/{id} */
-    R_EVENTS,   /* /v1/actors/{type}/{id}/events: Server-Sent Events */
-    R_HEALTHZ,
-    R_READYZ,
-    R_METRICS,
-    R_CLUSTER
-};
-
-enum method { M_GET = 0, M_POST, M_OTHER };
-
 enum phase {
     PH_BODY = 0, /* headers or body arriving */
     PH_WAIT,     /* suspended: a job is with the loop thread */
@@ -191,25 +181,16 @@ enum phase {
 struct http_req {
     keel_http *h;
     struct MHD_Connection *conn;
-    int route;
-    int method;
+    /* What the request asks for, and an error found while routing,
+     * answered once the body is in (http_route.h). */
+    struct keel_http_route rt;
     int phase;
-    /* An error found while routing, answered once the body is in:
-     * a KEEL_E* code and its text. */
-    int err;
-    char errmsg[320];
     int auth_err;                    /* refused by the access rules:
                                       * KEEL_EUNAUTH (401), KEEL_EDENIED
-                                      * (403); the text in errmsg */
-    int not_allowed;                 /* wrong method: 405 */
+                                      * (403); the text in rt.errmsg */
     int too_big;                     /* body over the limit: 413 */
-    char type[KEEL_MAX_TYPE_LEN + 1];
-    uint8_t *id;                     /* percent-decoded; malloc'd */
-    size_t idlen;
     uint8_t *body;                   /* the message; malloc'd */
     size_t len, cap;
-    int keyed;                       /* Idempotency-Key given */
-    uint8_t rkey[KEEL_REQUEST_KEY_LEN];
 
     /* Outcome, written by the loop thread before `done` is set. */
     atomic_int done;
@@ -227,388 +208,29 @@ struct http_req {
     uint32_t shard; /* GET state: */
     uint64_t version, entries;
     int have_blob;
-    /* R_EVENTS: the version in Last-Event-ID (0: none), whether the
-     * stream takes event payloads (?payloads=1), and the stream (made by
-     * the loop thread; taken by the response once answered). */
-    uint64_t since;
-    int payloads;
+    /* /events: the stream (made by the loop thread; taken by the response
+     * once answered). */
     struct sse *sse;
 };
 
-/* ------------------------------------------------------------- buffers */
-
-/* A growing text buffer. Out of memory sets oom and drops later writes;
- * the caller checks once at the end. */
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-};
-
-static void sb_add(struct sbuf *b, const void *s, size_t n)
-{
-    if (b->oom || n == 0)
-        return;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *p;
-        while (cap < b->len + n)
-            cap *= 2;
-        p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
-
-static void sb_puts(struct sbuf *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->oom = 1;
-        return;
-    }
-    /* Every format here is short; longer text goes through sb_add. */
-    sb_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
-/* Length of the well-formed UTF-8 sequence at s (1 to 4), or 0. */
-static size_t utf8_seq(const uint8_t *s, size_t n)
-{
-    uint8_t c = s[0], lo = 0x80, hi = 0xbf;
-    size_t len, i;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f; /* no surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
-    } else {
-        return 0;
-    }
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    return len;
-}
-
-/* Valid UTF-8 without NUL: can be shown as text. */
-static int is_text(const uint8_t *s, size_t n)
-{
-    size_t i = 0, k;
-
-    while (i < n) {
-        if (s[i] == 0 || (k = utf8_seq(s + i, n - i)) == 0)
-            return 0;
-        i += k;
-    }
-    return 1;
-}
-
-/* A JSON string of s. Bytes that are not UTF-8 become U+FFFD: callers
- * that need the exact bytes send base64 beside it. */
-static void sb_json_str(struct sbuf *b, const uint8_t *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t i = 0, k;
-
-    sb_add(b, "\"", 1);
-    while (i < n) {
-        uint8_t c = s[i];
-        if (c == '"' || c == '\\') {
-            char e[2] = {'\\', (char)c};
-            sb_add(b, e, 2);
-            i++;
-        } else if (c == '\n') {
-            sb_add(b, "\\n", 2);
-            i++;
-        } else if (c == '\r') {
-            sb_add(b, "\\r", 2);
-            i++;
-        } else if (c == '\t') {
-            sb_add(b, "\\t", 2);
-            i++;
-        } else if (c < 0x20) {
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            sb_add(b, e, 6);
-            i++;
-        } else if ((k = utf8_seq(s + i, n - i)) == 0) {
-            sb_add(b, "\\ufffd", 6);
-            i++;
-        } else {
-            sb_add(b, s + i, k);
-            i += k;
-        }
-    }
-    sb_add(b, "\"", 1);
-}
-
-static void sb_base64(struct sbuf *b, const uint8_t *s, size_t n)
-{
-    static const char tab[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t i;
-
-    sb_add(b, "\"", 1);
-    for (i = 0; i + 2 < n; i += 3) {
-        char q[4] = {tab[s[i] >> 2], tab[((s[i] & 3) << 4) | (s[i + 1] >> 4)],
-                     tab[((s[i + 1] & 15) << 2) | (s[i + 2] >> 6)],
-                     tab[s[i + 2] & 63]};
-        sb_add(b, q, 4);
-    }
-    if (n - i == 1) {
-        char q[4] = {tab[s[i] >> 2], tab[(s[i] & 3) << 4], '=', '='};
-        sb_add(b, q, 4);
-    } else if (n - i == 2) {
-        char q[4] = {tab[s[i] >> 2], tab[((s[i] & 3) << 4) | (s[i + 1] >> 4)],
-                     tab[(s[i + 1] & 15) << 2], '='};
-        sb_add(b, q, 4);
-    }
-    sb_add(b, "\"", 1);
-}
-
 /* ------------------------------------------------------------- routing */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decodes [s, s+n) into out (room for n bytes). Returns the
- * decoded length, or -1 for a '%' not followed by two hex digits. '+' is
- * a plus: this is a path, not a form. */
-static long pct_decode(const char *s, size_t n, uint8_t *out)
-{
-    size_t i, o = 0;
-
-    for (i = 0; i < n; i++) {
-        if (s[i] != '%') {
-            out[o++] = (uint8_t)s[i];
-            continue;
-        }
-        if (i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
-            return -1;
-        out[o++] = (uint8_t)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-        i += 2;
-    }
-    return (long)o;
-}
-
-static void route_error(struct http_req *r, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void route_error(struct http_req *r, int code, const char *fmt, ...)
-{
-    va_list ap;
-
-    r->err = code;
-    va_start(ap, fmt);
-    vsnprintf(r->errmsg, sizeof r->errmsg, fmt, ap);
-    va_end(ap);
-}
-
-/* Splits /v1/actors/{type}/{id} and decodes both segments. */
-static void route_actor(struct http_req *r, const char *rest)
-{
-    const char *slash = strchr(rest, '/');
-    size_t tl, il;
-    uint8_t tbuf[256];
-    long dl;
-
-    tl = (size_t)(slash - rest);
-    il = strlen(slash + 1);
-    if (tl >= sizeof tbuf) {
-        route_error(r, KEEL_ELIMIT, "type name over %d bytes",
-                    KEEL_MAX_TYPE_LEN);
-        return;
-    }
-    dl = pct_decode(rest, tl, tbuf);
-    if (dl < 0) {
-        route_error(r, KEEL_EINVAL, "bad percent-encoding in the type");
-        return;
-    }
-    if (dl > KEEL_MAX_TYPE_LEN) {
-        route_error(r, KEEL_ELIMIT, "type name of %ld bytes over %d", dl,
-                    KEEL_MAX_TYPE_LEN);
-        return;
-    }
-    if (memchr(tbuf, 0, (size_t)dl) != NULL) {
-        route_error(r, KEEL_ENOTYPE, "%s", keel_strerror(KEEL_ENOTYPE));
-        return;
-    }
-    memcpy(r->type, tbuf, (size_t)dl);
-    r->type[dl] = '\0';
-    r->id = malloc(il ? il : 1);
-    if (r->id == NULL) {
-        route_error(r, KEEL_ENOMEM, "%s", keel_strerror(KEEL_ENOMEM));
-        return;
-    }
-    dl = pct_decode(slash + 1, il, r->id);
-    if (dl < 0) {
-        route_error(r, KEEL_EINVAL, "bad percent-encoding in the id");
-        return;
-    }
-    r->idlen = (size_t)dl;
-    if (r->idlen > KEEL_MAX_ID_LEN)
-        route_error(r, KEEL_ELIMIT, "id of %zu bytes over %d", r->idlen,
-                    KEEL_MAX_ID_LEN);
-}
-
-/* A POST may carry a request key (docs/protocol.md, "Request keys") as
- * `Idempotency-Key: <32 hex digits>`. */
-static void route_key(struct http_req *r)
-{
-    const char *v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                "Idempotency-Key");
-
-    if (v == NULL)
-        return;
-    if (keel_dedup_key_parse(v, r->rkey) != 0) {
-        route_error(r, KEEL_EINVAL, "Idempotency-Key must be %d hex digits",
-                    2 * KEEL_REQUEST_KEY_LEN);
-        return;
-    }
-    r->keyed = 1;
-}
-
-/* /v1/actors/{type}/{id}/events: the actor as route_actor finds it,
- * Last-Event-ID, the version a resuming browser saw last, and ?payloads=
- * (1: event payloads instead of states, where a handler chose one). */
-static void route_events(struct http_req *r, const char *rest)
-{
-    size_t n = strlen(rest) - (sizeof "/events" - 1);
-    char *copy = malloc(n + 1);
-    const char *v;
-
-    if (copy == NULL) {
-        route_error(r, KEEL_ENOMEM, "%s", keel_strerror(KEEL_ENOMEM));
-        return;
-    }
-    memcpy(copy, rest, n);
-    copy[n] = '\0';
-    route_actor(r, copy);
-    free(copy);
-    v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                    "Last-Event-ID");
-    if (v != NULL && r->err == 0) {
-        char *end;
-        unsigned long long x;
-        errno = 0;
-        x = strtoull(v, &end, 10);
-        if (errno != 0 || end == v || *end != '\0' || v[0] == '-')
-            route_error(r, KEEL_EINVAL, "Last-Event-ID must be a version "
-                                        "(a decimal number)");
-        else
-            r->since = x;
-    }
-    v = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND,
-                                    "payloads");
-    if (v != NULL && r->err == 0) {
-        if (strcmp(v, "1") == 0)
-            r->payloads = 1;
-        else if (strcmp(v, "0") != 0)
-            route_error(r, KEEL_EINVAL, "payloads must be 0 or 1");
-    }
-}
-
-/* Routes by path and method. url is the raw path (the unescape callback
- * leaves it alone), without the query string. */
+/* Routes r by its method, raw path (the unescape callback leaves it
+ * alone) and the header and argument values routing reads. */
 static void route(struct http_req *r, const char *url, const char *method)
 {
-    static const char actors[] = "/v1/actors/";
-    const char *allow = "GET, HEAD";
+    struct keel_http_request req = {
+        .method = method,
+        .path = url,
+        .idempotency_key = MHD_lookup_connection_value(
+            r->conn, MHD_HEADER_KIND, "Idempotency-Key"),
+        .last_event_id = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                     "Last-Event-ID"),
+        .payloads = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND,
+                                                "payloads"),
+    };
 
-    /* An absolute-form target (RFC 9112, 3.2.2: "http://host:port/path",
-     * which a server must accept) names the same resource as its path. */
-    if (strncasecmp(url, "http://", 7) == 0 ||
-        strncasecmp(url, "https://", 8) == 0) {
-        const char *path = strchr(url + (url[4] == ':' ? 7 : 8), '/');
-        url = path != NULL ? path : "/";
-    }
-    if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
-        r->method = M_GET; /* MHD leaves the body out of HEAD answers */
-    else if (strcmp(method, "POST") == 0)
-        r->method = M_POST;
-    else
-        r->method = M_OTHER;
-
-    if (strcmp(url, "/healthz") == 0)
-        r->route = R_HEALTHZ;
-    else if (strcmp(url, "/readyz") == 0)
-        r->route = R_READYZ;
-    else if (strcmp(url, "/metrics") == 0)
-        r->route = R_METRICS;
-    else if (strcmp(url, "/v1/cluster") == 0)
-        r->route = R_CLUSTER;
-    else if (strncmp(url, actors, sizeof actors - 1) == 0) {
-        const char *rest = url + sizeof actors - 1;
-        const char *slash = strchr(rest, '/');
-        /* A non-empty type and an id without a raw '/'; the id may be
-         * empty, as keel allows. */
-        const char *ev = slash != NULL ? strchr(slash + 1, '/') : NULL;
-        if (slash != NULL && slash != rest && ev == NULL)
-            r->route = R_ACTOR;
-        else if (slash != NULL && slash != rest && ev != NULL &&
-                 strcmp(ev, "/events") == 0)
-            r->route = R_EVENTS;
-    }
-    if (r->route == R_NONE) {
-        route_error(r, KEEL_ENOTFOUND, "no such endpoint");
-        return;
-    }
-    if (r->route == R_ACTOR)
-        allow = "GET, HEAD, POST";
-    if (r->method == M_OTHER || (r->method == M_POST && r->route != R_ACTOR)) {
-        /* A 405 rather than the usual mapping of the code. */
-        route_error(r, KEEL_EINVAL, "method %.32s not allowed here; use %s",
-                    method, allow);
-        r->not_allowed = 1;
-        return;
-    }
-    if (r->route == R_ACTOR)
-        route_actor(r, url + sizeof actors - 1);
-    if (r->route == R_EVENTS)
-        route_events(r, url + sizeof actors - 1);
-    if (r->route == R_ACTOR && r->method == M_POST && r->err == 0)
-        route_key(r);
+    keel__http_route(&r->rt, &req);
 }
 
 /* ----------------------------------------------------------- responses */
@@ -654,7 +276,7 @@ static unsigned http_status(int code)
 /* Queues a response whose body is b's buffer (MHD frees it) and sets the
  * request answered. Out of memory anywhere gives a bare 500. */
 static enum MHD_Result queue(struct http_req *r, unsigned status,
-                             struct sbuf *b, const char *ctype,
+                             struct keel_sbuf *b, const char *ctype,
                              const char *allow)
 {
     static char oom_text[] = "{\"error\": \"ENOMEM\", \"code\": 2, "
@@ -711,12 +333,12 @@ static enum MHD_Result answer_error(struct http_req *r, unsigned status,
                                     int code, const void *msg, size_t mlen,
                                     const char *allow)
 {
-    struct sbuf b = {0};
+    struct keel_sbuf b = {0};
 
-    sb_printf(&b, "{\"error\": \"%s\", \"code\": %d, \"message\": ",
-              keel_err_name(code), code < 0 ? -code : code);
-    sb_json_str(&b, msg, mlen);
-    sb_puts(&b, "}\n");
+    keel__sb_printf(&b, "{\"error\": \"%s\", \"code\": %d, \"message\": ",
+                    keel_err_name(code), code < 0 ? -code : code);
+    keel__sb_json_str(&b, msg, mlen);
+    keel__sb_puts(&b, "}\n");
     return queue(r, status, &b, "application/json", allow);
 }
 
@@ -729,19 +351,19 @@ static enum MHD_Result answer_code(struct http_req *r, int code,
 static enum MHD_Result answer_text(struct http_req *r, unsigned status,
                                    const char *text)
 {
-    struct sbuf b = {0};
+    struct keel_sbuf b = {0};
 
-    sb_puts(&b, text);
+    keel__sb_puts(&b, text);
     return queue(r, status, &b, "text/plain; charset=utf-8", NULL);
 }
 
 /* ------------------------------------------------------------- metrics */
 
-static void metric(struct sbuf *b, const char *name, const char *type,
+static void metric(struct keel_sbuf *b, const char *name, const char *type,
                    const char *help, const char *labels, uint64_t v)
 {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s%s %" PRIu64 "\n", name,
-              help, name, type, name, labels, v);
+    keel__sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s%s %" PRIu64 "\n", name,
+                    help, name, type, name, labels, v);
 }
 
 /* Counters of cluster mode, all keel_stats fields. */
@@ -776,7 +398,7 @@ static const struct {
 /* The process and its data directory (runtime/procstat.h), under the
  * names Prometheus's client libraries use for the process figures; a
  * figure that cannot be read is left out. */
-static void process_metrics(struct sbuf *b, const char *data_dir)
+static void process_metrics(struct keel_sbuf *b, const char *data_dir)
 {
     keel_procstat p;
 
@@ -791,15 +413,18 @@ static void process_metrics(struct sbuf *b, const char *data_dir)
         metric(b, "process_max_fds", "gauge",
                "Most file descriptors the process may open.", "", p.max_fds);
     if (p.have_start)
-        sb_printf(b, "# HELP process_start_time_seconds Start time of the "
-                     "process, Unix time.\n# TYPE process_start_time_seconds "
-                     "gauge\nprocess_start_time_seconds %.2f\n",
-                  p.start_time_s);
+        keel__sb_printf(
+            b,
+            "# HELP process_start_time_seconds Start time of the "
+            "process, Unix time.\n# TYPE process_start_time_seconds "
+            "gauge\nprocess_start_time_seconds %.2f\n",
+            p.start_time_s);
     if (p.have_cpu)
-        sb_printf(b, "# HELP process_cpu_seconds_total User and system CPU "
-                     "time used.\n# TYPE process_cpu_seconds_total counter\n"
-                     "process_cpu_seconds_total %.3f\n",
-                  p.cpu_s);
+        keel__sb_printf(b,
+                        "# HELP process_cpu_seconds_total User and system CPU "
+                        "time used.\n# TYPE process_cpu_seconds_total counter\n"
+                        "process_cpu_seconds_total %.3f\n",
+                        p.cpu_s);
     if (p.have_dir)
         metric(b, "keel_data_dir_bytes", "gauge",
                "Disk space the data directory's files take.", "",
@@ -819,7 +444,7 @@ static enum MHD_Result answer_metrics(struct http_req *r)
     static const uint32_t bounds[] = KEEL_LATENCY_BOUNDS_US;
     keel_http *h = r->h;
     const keel_stats *st = &r->stats;
-    struct sbuf b = {0};
+    struct keel_sbuf b = {0};
     uint64_t cum = 0;
     unsigned i;
     char lab[64];
@@ -879,21 +504,22 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            st->checkpoints);
     metric(&b, "keel_commit_failures_total", "counter",
            "Store commits that failed.", "", st->commit_failures);
-    sb_puts(&b, "# HELP keel_commit_batch_turns State-changing turns per "
-                "commit (group commit batch size).\n"
-                "# TYPE keel_commit_batch_turns summary\n");
-    sb_printf(&b, "keel_commit_batch_turns_sum %" PRIu64 "\n",
-              st->batch_turns_total);
-    sb_printf(&b, "keel_commit_batch_turns_count %" PRIu64 "\n", st->commits);
+    keel__sb_puts(&b, "# HELP keel_commit_batch_turns State-changing turns per "
+                      "commit (group commit batch size).\n"
+                      "# TYPE keel_commit_batch_turns summary\n");
+    keel__sb_printf(&b, "keel_commit_batch_turns_sum %" PRIu64 "\n",
+                    st->batch_turns_total);
+    keel__sb_printf(&b, "keel_commit_batch_turns_count %" PRIu64 "\n",
+                    st->commits);
     metric(&b, "keel_commit_batch_turns_max", "gauge",
            "Most state-changing turns in one commit.", "",
            st->batch_turns_max);
-    sb_puts(&b, "# HELP keel_commit_batch_actors Actors written per "
-                "commit.\n# TYPE keel_commit_batch_actors summary\n");
-    sb_printf(&b, "keel_commit_batch_actors_sum %" PRIu64 "\n",
-              st->batch_actors_total);
-    sb_printf(&b, "keel_commit_batch_actors_count %" PRIu64 "\n",
-              st->commits);
+    keel__sb_puts(&b, "# HELP keel_commit_batch_actors Actors written per "
+                      "commit.\n# TYPE keel_commit_batch_actors summary\n");
+    keel__sb_printf(&b, "keel_commit_batch_actors_sum %" PRIu64 "\n",
+                    st->batch_actors_total);
+    keel__sb_printf(&b, "keel_commit_batch_actors_count %" PRIu64 "\n",
+                    st->commits);
     metric(&b, "keel_fence_refusals_total", "counter",
            "Writes the store refused for a stale shard epoch.", "",
            st->fence_refusals);
@@ -1006,21 +632,22 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            "", st->reminders_dead);
     /* Cumulative buckets; _count is their total so that the +Inf bucket
      * and _count agree even though the figures are read without a lock. */
-    sb_puts(&b, "# HELP keel_call_latency_seconds Time from submission of a "
-                "message to the release of its reply (after its commit).\n"
-                "# TYPE keel_call_latency_seconds histogram\n");
+    keel__sb_puts(&b,
+                  "# HELP keel_call_latency_seconds Time from submission of a "
+                  "message to the release of its reply (after its commit).\n"
+                  "# TYPE keel_call_latency_seconds histogram\n");
     for (i = 0; i < KEEL_LATENCY_BUCKETS - 1; i++) {
         cum += st->latency_buckets[i];
-        sb_printf(&b,
-                  "keel_call_latency_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
-                  bounds[i] / 1e6, cum);
+        keel__sb_printf(
+            &b, "keel_call_latency_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+            bounds[i] / 1e6, cum);
     }
     cum += st->latency_buckets[KEEL_LATENCY_BUCKETS - 1];
-    sb_printf(&b, "keel_call_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64
-              "\n", cum);
-    sb_printf(&b, "keel_call_latency_seconds_sum %.6f\n",
-              (double)st->latency_sum_us / 1e6);
-    sb_printf(&b, "keel_call_latency_seconds_count %" PRIu64 "\n", cum);
+    keel__sb_printf(
+        &b, "keel_call_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
+    keel__sb_printf(&b, "keel_call_latency_seconds_sum %.6f\n",
+                    (double)st->latency_sum_us / 1e6);
+    keel__sb_printf(&b, "keel_call_latency_seconds_count %" PRIu64 "\n", cum);
     process_metrics(&b, h->n->data_dir);
     return queue(r, MHD_HTTP_OK, &b, "text/plain; version=0.0.4; charset=utf-8",
                  NULL);
@@ -1051,7 +678,7 @@ static void set_error(struct http_req *r, int rc)
     char msg[KEEL_MAX_TYPE_LEN + 64];
 
     if (rc == KEEL_ENOTYPE)
-        snprintf(msg, sizeof msg, "%s '%s'", keel_strerror(rc), r->type);
+        snprintf(msg, sizeof msg, "%s '%s'", keel_strerror(rc), r->rt.type);
     else
         snprintf(msg, sizeof msg, "%s", keel_strerror(rc));
     set_result(r, rc, msg, strlen(msg));
@@ -1104,12 +731,14 @@ static void read_cb(int status, const void *reply, size_t len, void *data)
  * call's reply would be. Loop thread. */
 static int read_state(keel_node *n, struct http_req *r)
 {
-    struct keel_type_entry *te = keel__type_find(n, r->type, strlen(r->type));
+    struct keel_type_entry *te =
+        keel__type_find(n, r->rt.type, strlen(r->rt.type));
 
     if (te == NULL)
         return KEEL_ENOTYPE;
-    r->shard = keel_shard_of(te->name, r->id, r->idlen, n->opts.shard_count);
-    return keel__read_state(n, r->type, r->id, r->idlen, read_cb, r);
+    r->shard =
+        keel_shard_of(te->name, r->rt.id, r->rt.idlen, n->opts.shard_count);
+    return keel__read_state(n, r->rt.type, r->rt.id, r->rt.idlen, read_cb, r);
 }
 
 /* Whether the node serves, and if not why: a cluster node is ready only
@@ -1193,7 +822,7 @@ static void sse_free(struct sse *x)
 
 /* Appends text (and with end, ends the stream), waking the reader.
  * Loop thread. */
-static void sse_push(struct sse *x, const struct sbuf *b, int end)
+static void sse_push(struct sse *x, const struct keel_sbuf *b, int end)
 {
     pthread_mutex_lock(&x->mu);
     if (b->oom) {
@@ -1275,17 +904,19 @@ static void sse_release(void *cls)
 }
 
 /* One event as text: id (the version), data (JSON on one line). */
-static void sse_change_text(struct sbuf *b, uint64_t version,
+static void sse_change_text(struct keel_sbuf *b, uint64_t version,
                             const uint8_t *state, size_t len, int has_state)
 {
-    sb_printf(b, "id: %" PRIu64 "\ndata: {\"version\": %" PRIu64
-                 ", \"state_base64\": ", version, version);
-    sb_base64(b, state, len);
-    if (has_state && is_text(state, len)) {
-        sb_puts(b, ", \"state_text\": ");
-        sb_json_str(b, state, len);
+    keel__sb_printf(b,
+                    "id: %" PRIu64 "\ndata: {\"version\": %" PRIu64
+                    ", \"state_base64\": ",
+                    version, version);
+    keel__sb_base64(b, state, len);
+    if (has_state && keel__is_text(state, len)) {
+        keel__sb_puts(b, ", \"state_text\": ");
+        keel__sb_json_str(b, state, len);
     }
-    sb_puts(b, "}\n\n");
+    keel__sb_puts(b, "}\n\n");
 }
 
 static int sse_answer(keel_follow_sink *k, uint64_t tag, int rc,
@@ -1294,7 +925,7 @@ static int sse_answer(keel_follow_sink *k, uint64_t tag, int rc,
 {
     struct sse *x = k->data;
     struct http_req *r = x->r;
-    struct sbuf b = {0};
+    struct keel_sbuf b = {0};
 
     (void)tag;
     x->r = NULL;
@@ -1317,23 +948,25 @@ static int sse_answer(keel_follow_sink *k, uint64_t tag, int rc,
 
 /* An event payload (keel_turn_event) under an event name of its own,
  * so that a client tells it from a state; its id is the version too. */
-static void sse_payload_text(struct sbuf *b, uint64_t version,
+static void sse_payload_text(struct keel_sbuf *b, uint64_t version,
                              const uint8_t *p, size_t len)
 {
-    sb_printf(b, "event: payload\nid: %" PRIu64 "\ndata: {\"version\": %"
-                 PRIu64 ", \"payload_base64\": ", version, version);
-    sb_base64(b, p, len);
-    if (is_text(p, len)) {
-        sb_puts(b, ", \"payload_text\": ");
-        sb_json_str(b, p, len);
+    keel__sb_printf(b,
+                    "event: payload\nid: %" PRIu64
+                    "\ndata: {\"version\": %" PRIu64 ", \"payload_base64\": ",
+                    version, version);
+    keel__sb_base64(b, p, len);
+    if (keel__is_text(p, len)) {
+        keel__sb_puts(b, ", \"payload_text\": ");
+        keel__sb_json_str(b, p, len);
     }
-    sb_puts(b, "}\n\n");
+    keel__sb_puts(b, "}\n\n");
 }
 
 static int sse_change(keel_follow_sink *k, uint64_t tag, uint64_t version,
                       int payload, const uint8_t *data, size_t len)
 {
-    struct sbuf b = {0};
+    struct keel_sbuf b = {0};
 
     (void)tag;
     if (payload)
@@ -1348,14 +981,15 @@ static int sse_change(keel_follow_sink *k, uint64_t tag, uint64_t version,
 static void sse_end(keel_follow_sink *k, uint64_t tag, uint64_t version,
                     int code, const char *reason)
 {
-    struct sbuf b = {0};
+    struct keel_sbuf b = {0};
 
     (void)tag;
-    sb_printf(&b, "event: end\ndata: {\"error\": \"%s\", \"code\": %d, "
-                  "\"version\": %" PRIu64 ", \"message\": ",
-              keel_err_name(code), -code, version);
-    sb_json_str(&b, (const uint8_t *)reason, strlen(reason));
-    sb_puts(&b, "}\n\n");
+    keel__sb_printf(&b,
+                    "event: end\ndata: {\"error\": \"%s\", \"code\": %d, "
+                    "\"version\": %" PRIu64 ", \"message\": ",
+                    keel_err_name(code), -code, version);
+    keel__sb_json_str(&b, (const uint8_t *)reason, strlen(reason));
+    keel__sb_puts(&b, "}\n\n");
     sse_push(k->data, &b, 1);
     free(b.p);
 }
@@ -1378,13 +1012,14 @@ static const struct keel_follow_ops sse_ops = {sse_answer, sse_change,
  * through sse_answer, else the error, set as r's result. */
 static int sse_subscribe(keel_node *n, struct http_req *r)
 {
-    struct keel_type_entry *te = keel__type_find(n, r->type, strlen(r->type));
+    struct keel_type_entry *te =
+        keel__type_find(n, r->rt.type, strlen(r->rt.type));
     struct sse *x;
     char err[320];
     int rc;
 
     if (te == NULL) {
-        snprintf(err, sizeof err, "unknown actor type '%s'", r->type);
+        snprintf(err, sizeof err, "unknown actor type '%s'", r->rt.type);
         set_result(r, KEEL_ENOTYPE, err, strlen(err));
         return KEEL_ENOTYPE;
     }
@@ -1400,10 +1035,9 @@ static int sse_subscribe(keel_node *n, struct http_req *r)
     x->sink.data = x;
     pthread_mutex_init(&x->mu, NULL);
     r->sse = x;
-    rc = keel__follow_subscribe(n, &x->sink, 1, te, r->id, r->idlen,
-                                r->since,
-                                r->payloads ? KEEL_FOLLOW_PAYLOADS : 0, err,
-                                sizeof err);
+    rc = keel__follow_subscribe(
+        n, &x->sink, 1, te, r->rt.id, r->rt.idlen, r->rt.since,
+        r->rt.payloads ? KEEL_FOLLOW_PAYLOADS : 0, err, sizeof err);
     if (rc != 0) {
         r->sse = NULL;
         sse_free(x);
@@ -1418,9 +1052,9 @@ static void job_fn(keel_node *n, void *data)
     struct http_req *r = data;
     int rc;
 
-    if (r->route == R_READYZ) {
+    if (r->rt.route == KEEL_HTTP_R_READYZ) {
         readiness(n, r);
-    } else if (r->route == R_METRICS) {
+    } else if (r->rt.route == KEEL_HTTP_R_METRICS) {
         keel_node_stats(n, &r->stats);
         r->cluster_mode = n->cluster != NULL;
         if (r->cluster_mode) {
@@ -1432,7 +1066,7 @@ static void job_fn(keel_node *n, void *data)
         } else {
             r->units_owned = n->opts.shard_count;
         }
-    } else if (r->route == R_CLUSTER) {
+    } else if (r->rt.route == KEEL_HTTP_R_CLUSTER) {
         /* The node's view (and in cluster mode the agent's) lives on
          * this thread. */
         char addr[300], *json;
@@ -1449,16 +1083,17 @@ static void job_fn(keel_node *n, void *data)
         } else {
             set_result(r, rc, keel_strerror(rc), strlen(keel_strerror(rc)));
         }
-    } else if (r->route == R_EVENTS) {
+    } else if (r->rt.route == KEEL_HTTP_R_EVENTS) {
         if (sse_subscribe(n, r) == 0)
             return; /* resumed by sse_answer */
-    } else if (r->method == M_POST) {
+    } else if (r->rt.method == KEEL_HTTP_M_POST) {
         /* keel_call copies the message; the callback runs once the reply
          * is durable, or not at all if the call fails here. */
-        rc = r->keyed ? keel_call_keyed(n, r->rkey, r->type, r->id, r->idlen,
-                                        r->body, r->len, call_cb, r)
-                      : keel_call(n, r->type, r->id, r->idlen, r->body,
-                                  r->len, call_cb, r);
+        rc = r->rt.keyed
+                 ? keel_call_keyed(n, r->rt.rkey, r->rt.type, r->rt.id,
+                                   r->rt.idlen, r->body, r->len, call_cb, r)
+                 : keel_call(n, r->rt.type, r->rt.id, r->rt.idlen, r->body,
+                             r->len, call_cb, r);
         if (rc == 0)
             return;
         set_error(r, rc);
@@ -1492,22 +1127,23 @@ static enum MHD_Result to_loop(struct http_req *r)
 
 static enum MHD_Result answer_state(struct http_req *r)
 {
-    struct sbuf b = {0};
+    struct keel_sbuf b = {0};
 
-    sb_puts(&b, "{\"type\": ");
-    sb_json_str(&b, (const uint8_t *)r->type, strlen(r->type));
-    sb_puts(&b, ", \"id\": ");
-    sb_json_str(&b, r->id, r->idlen);
-    sb_puts(&b, ", \"id_base64\": ");
-    sb_base64(&b, r->id, r->idlen);
-    sb_printf(&b, ", \"shard\": %u, \"version\": %" PRIu64 ", \"state_base64\": ",
-              r->shard, r->version);
-    sb_base64(&b, r->out, r->outlen);
-    if (r->have_blob && is_text(r->out, r->outlen)) {
-        sb_puts(&b, ", \"state_text\": ");
-        sb_json_str(&b, r->out, r->outlen);
+    keel__sb_puts(&b, "{\"type\": ");
+    keel__sb_json_str(&b, (const uint8_t *)r->rt.type, strlen(r->rt.type));
+    keel__sb_puts(&b, ", \"id\": ");
+    keel__sb_json_str(&b, r->rt.id, r->rt.idlen);
+    keel__sb_puts(&b, ", \"id_base64\": ");
+    keel__sb_base64(&b, r->rt.id, r->rt.idlen);
+    keel__sb_printf(
+        &b, ", \"shard\": %u, \"version\": %" PRIu64 ", \"state_base64\": ",
+        r->shard, r->version);
+    keel__sb_base64(&b, r->out, r->outlen);
+    if (r->have_blob && keel__is_text(r->out, r->outlen)) {
+        keel__sb_puts(&b, ", \"state_text\": ");
+        keel__sb_json_str(&b, r->out, r->outlen);
     }
-    sb_printf(&b, ", \"entries\": %" PRIu64 "}\n", r->entries);
+    keel__sb_printf(&b, ", \"entries\": %" PRIu64 "}\n", r->entries);
     return queue(r, MHD_HTTP_OK, &b, "application/json", NULL);
 }
 
@@ -1543,7 +1179,7 @@ static enum MHD_Result answer_events(struct http_req *r)
 /* The loop thread is done with r: answer from its outcome. */
 static enum MHD_Result answer_from_loop(struct http_req *r)
 {
-    if (r->route == R_READYZ) {
+    if (r->rt.route == KEEL_HTTP_R_READYZ) {
         if (r->ready)
             return answer_text(r, MHD_HTTP_OK, "ready\n");
         {
@@ -1558,20 +1194,20 @@ static enum MHD_Result answer_from_loop(struct http_req *r)
     if (r->status != 0)
         return answer_error(r, http_status(r->status), r->status, r->out,
                             r->outlen, NULL);
-    if (r->route == R_METRICS)
+    if (r->rt.route == KEEL_HTTP_R_METRICS)
         return answer_metrics(r);
-    if (r->route == R_CLUSTER) {
-        struct sbuf b = {0};
-        sb_add(&b, r->out, r->outlen);
+    if (r->rt.route == KEEL_HTTP_R_CLUSTER) {
+        struct keel_sbuf b = {0};
+        keel__sb_add(&b, r->out, r->outlen);
         return queue(r, MHD_HTTP_OK, &b, "application/json", NULL);
     }
-    if (r->route == R_EVENTS)
+    if (r->rt.route == KEEL_HTTP_R_EVENTS)
         return answer_events(r);
-    if (r->method == M_GET)
+    if (r->rt.method == KEEL_HTTP_M_GET)
         return answer_state(r);
     {
-        struct sbuf b = {0};
-        sb_add(&b, r->out, r->outlen);
+        struct keel_sbuf b = {0};
+        keel__sb_add(&b, r->out, r->outlen);
         return queue(r, MHD_HTTP_OK, &b, "application/octet-stream", NULL);
     }
 }
@@ -1580,25 +1216,26 @@ static enum MHD_Result answer_from_loop(struct http_req *r)
 static enum MHD_Result request_complete(struct http_req *r)
 {
     if (r->auth_err != 0)
-        return answer_code(r, r->auth_err, r->errmsg);
-    if (r->not_allowed)
+        return answer_code(r, r->auth_err, r->rt.errmsg);
+    if (r->rt.not_allowed)
         return answer_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, KEEL_EINVAL,
-                            r->errmsg, strlen(r->errmsg),
-                            r->route == R_ACTOR ? "GET, HEAD, POST"
-                                                : "GET, HEAD");
-    if (r->err != 0)
-        return answer_code(r, r->err, r->errmsg);
+                            r->rt.errmsg, strlen(r->rt.errmsg),
+                            r->rt.route == KEEL_HTTP_R_ACTOR ? "GET, HEAD, POST"
+                                                             : "GET, HEAD");
+    if (r->rt.err != 0)
+        return answer_code(r, r->rt.err, r->rt.errmsg);
     if (r->too_big) {
         char msg[96];
         snprintf(msg, sizeof msg, "message over the %u-byte limit",
                  r->h->n->opts.max_frame);
         return answer_code(r, KEEL_ETOOBIG, msg);
     }
-    switch (r->route) {
-    case R_HEALTHZ:
+    switch (r->rt.route) {
+    case KEEL_HTTP_R_HEALTHZ:
         return answer_text(r, MHD_HTTP_OK, "ok\n");
     default:
-        return to_loop(r); /* R_READYZ, R_METRICS, R_CLUSTER, R_ACTOR */
+        return to_loop(r); /* KEEL_HTTP_R_READYZ, KEEL_HTTP_R_METRICS,
+                              KEEL_HTTP_R_CLUSTER, KEEL_HTTP_R_ACTOR */
     }
 }
 
@@ -1609,8 +1246,8 @@ static void take_body(struct http_req *r, const char *data, size_t len)
 {
     size_t limit = r->h->n->opts.max_frame;
 
-    if (r->route != R_ACTOR || r->method != M_POST || r->err != 0 ||
-        r->too_big)
+    if (r->rt.route != KEEL_HTTP_R_ACTOR || r->rt.method != KEEL_HTTP_M_POST ||
+        r->rt.err != 0 || r->too_big)
         return;
     if (len > limit - r->len) {
         r->too_big = 1;
@@ -1628,7 +1265,9 @@ static void take_body(struct http_req *r, const char *data, size_t len)
             cap = limit;
         p = realloc(r->body, cap);
         if (p == NULL) {
-            route_error(r, KEEL_ENOMEM, "%s", keel_strerror(KEEL_ENOMEM));
+            r->rt.err = KEEL_ENOMEM;
+            snprintf(r->rt.errmsg, sizeof r->rt.errmsg, "%s",
+                     keel_strerror(KEEL_ENOMEM));
             return;
         }
         r->body = p;
@@ -1717,8 +1356,8 @@ static int auth_refused(struct http_req *r)
     keel_auth_conn tmp;
     int op;
 
-    if (!keel__auth_enabled(a) || r->route == R_HEALTHZ ||
-        r->route == R_READYZ)
+    if (!keel__auth_enabled(a) || r->rt.route == KEEL_HTTP_R_HEALTHZ ||
+        r->rt.route == KEEL_HTTP_R_READYZ)
         return 0;
     if (r->h->tls) {
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
@@ -1735,8 +1374,9 @@ static int auth_refused(struct http_req *r)
             cert = &tmp;
         }
     }
-    op = r->route == R_ACTOR || r->route == R_EVENTS ? KEEL_AUTH_OP_CALL
-                                                     : KEEL_AUTH_OP_READ;
+    op = r->rt.route == KEEL_HTTP_R_ACTOR || r->rt.route == KEEL_HTTP_R_EVENTS
+             ? KEEL_AUTH_OP_CALL
+             : KEEL_AUTH_OP_READ;
     {
         /* The client's address: its failed tokens are limited. */
         const union MHD_ConnectionInfo *ai = MHD_get_connection_info(
@@ -1745,8 +1385,8 @@ static int auth_refused(struct http_req *r)
             a, cert,
             MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                         MHD_HTTP_HEADER_AUTHORIZATION),
-            ai != NULL ? ai->client_addr : NULL, op, r->type,
-            strlen(r->type), r->errmsg, sizeof r->errmsg);
+            ai != NULL ? ai->client_addr : NULL, op, r->rt.type,
+            strlen(r->rt.type), r->rt.errmsg, sizeof r->rt.errmsg);
     }
     return r->auth_err != 0;
 }
@@ -1774,7 +1414,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
         route(r, url, method);
         if (auth_refused(r))
             return request_complete(r); /* the body is not read */
-        if (r->route == R_ACTOR && r->method == M_POST && r->err == 0 &&
+        if (r->rt.route == KEEL_HTTP_R_ACTOR &&
+            r->rt.method == KEEL_HTTP_M_POST && r->rt.err == 0 &&
             declared_too_big(conn, h->n->opts.max_frame)) {
             /* Answering now skips the body (and "100 Continue"); MHD closes
              * the connection after the answer. */
@@ -1816,7 +1457,7 @@ static void completed_cb(void *cls, struct MHD_Connection *conn,
     *con_cls = NULL;
     if (r->sse != NULL)
         sse_release(r->sse); /* answered with an error, or never */
-    free(r->id);
+    keel__http_route_clear(&r->rt);
     free(r->body);
     free(r->out);
     free(r);
