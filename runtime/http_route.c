@@ -151,9 +151,15 @@ static void route_events(struct keel_http_route *r, const char *rest,
     }
     v = req->payloads;
     if (v != NULL && r->err == 0) {
-        if (strcmp(v, "1") == 0)
+        /* Query values come as sent (the unescape callback leaves the
+         * whole target alone): "%31" is a 1. */
+        uint8_t d[4];
+        size_t vl = strlen(v);
+        long dl = vl < sizeof d ? pct_decode(v, vl, d) : -1;
+
+        if (dl == 1 && d[0] == '1')
             r->payloads = 1;
-        else if (strcmp(v, "0") != 0)
+        else if (dl != 1 || d[0] != '0')
             route_error(r, KEEL_EINVAL, "payloads must be 0 or 1");
     }
 }

@@ -869,6 +869,16 @@ START_TEST(server_sent_payloads)
     ck_assert_int_ge(read_until(fc, c, sizeof c, &cl, "400", 10000), 0);
     ck_assert_int_ge(read_until(fc, c, sizeof c, &cl, "EINVAL", 10000), 0);
     close(fc);
+    /* A query value may come percent-encoded: %31 is a 1. */
+    cl = 0;
+    memset(c, 0, sizeof c);
+    fc = sse_open(port, "/v1/actors/feed/s/events?payloads=%31", NULL);
+    ck_assert_int_ge(read_until(fc, c, sizeof c, &cl, "id: 2\n", 10000), 0);
+    ck_assert_int_eq(feed(w, "s", "emit e3", NULL, 0), 0);
+    ck_assert_int_ge(read_until(fc, c, sizeof c, &cl,
+                                "event: payload\nid: 2\n", 10000),
+                     0);
+    close(fc);
     close(fa);
     close(fb);
     keel_client_close(w);
