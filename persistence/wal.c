@@ -86,7 +86,7 @@ static int sync_fd(int fd)
 #define WAL_AHEAD (1u << 20)
 
 /* Writes a header with a new seed over the start of the file and flushes
- * it: records may then begin at WAL_START. */
+ * it: records may then begin at WAL_START, where the next one goes. */
 static int header_write(keel_wal *w)
 {
     uint8_t hdr[WAL_START];
@@ -108,7 +108,7 @@ static int header_write(keel_wal *w)
     if (rc != 0)
         return rc;
     w->seed = seed;
-    w->start = WAL_START;
+    w->start = w->pos = WAL_START;
     if (w->end < WAL_START)
         w->end = WAL_START;
     w->legacy = w->bad_header = 0;
