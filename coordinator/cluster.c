@@ -1,4 +1,8 @@
-/* Cluster mode: the node's coordination agent (see cluster.h). */
+/* Cluster mode: the node's coordination agent (see cluster.h): its
+ * session, joining, the lease, the units it holds, its published state
+ * and the map it applies. Replication's side of the map is in
+ * cluster_repl.c, graceful leave and forget in cluster_leave.c; what the
+ * three share is in cluster_int.h. */
 #include "coordinator/cluster.h"
 
 #include <ev.h>
@@ -10,6 +14,7 @@
 
 #include "common/log.h"
 #include "coordinator/bootstrap.h"
+#include "coordinator/cluster_int.h"
 #include "coordinator/storecheck.h"
 #include "coordinator/controller.h"
 #include "coordinator/election.h"
@@ -22,155 +27,8 @@
 
 #define DEFAULT_SESSION_TIMEOUT_MS 10000
 
-/* What this node does with one unit. */
-enum {
-    U_NONE = 0,  /* holds nothing */
-    U_ACQUIRING, /* recording the fence at `epoch` */
-    U_PRIMARY,   /* fenced at `epoch`, serving */
-    U_RELEASING, /* handing over to `to` */
-    U_RELEASED   /* handed over to `to` at `epoch` */
-};
-
-typedef struct local_unit {
-    uint8_t phase;
-    uint8_t release_wanted; /* release as soon as the acquire is done */
-    /* U_RELEASING: the map called the move off and the hook was told
-     * (to == NULL); kept() or released() ends it. */
-    uint8_t calling_off;
-    uint16_t to;            /* index into c->names */
-    uint64_t epoch;
-} local_unit;
-
-typedef struct local_cap {
-    char name[KEEL_NAME_MAX + 1];
-    local_unit *units; /* shard_count */
-} local_cap;
-
-/* A primary's request that the controller drop a backup from a unit's
- * in-sync set (keel_cluster_request_drop). Rare: kept in a plain list. */
-typedef struct drop_req {
-    char cap[KEEL_NAME_MAX + 1];
-    uint32_t shard;
-    uint64_t epoch;
-    char backup[KEEL_NAME_MAX + 1];
-} drop_req;
-
-/* A primary's request that the controller add a backup it caught up to a
- * unit's in-sync set (keel_cluster_request_add). Once withdrawn it stays
- * here, unpublished, until the runtime may stop counting the backup: the
- * first state write that leaves it out has completed, and then a map read
- * issued after that completion has been applied (a controller that read
- * the request earlier either wrote its map before that write, and the
- * read shows it, or fails the CHECK of nodes/<node>/state that every map
- * write honouring an add carries). Rare: kept in a plain list. */
-typedef struct add_req {
-    char cap[KEEL_NAME_MAX + 1];
-    uint32_t shard;
-    uint64_t epoch;
-    char backup[KEEL_NAME_MAX + 1];
-    char store[KEEL_MAP_STORE_HEX + 1];
-    uint8_t withdrawn;
-    uint8_t written; /* withdrawn: a state write without it completed */
-    uint8_t reading; /* written: the settle read in flight was issued
-                      * after that */
-    uint64_t write_from; /* withdrawn: the number of the first state write
-                          * that leaves it out */
-} add_req;
-
-/* Setup after joining: nodes/<node>, then nodes/<node>/state. */
-enum { SETUP_NONE = 0, SETUP_NODE, SETUP_STATE, SETUP_DONE };
-
-struct keel_cluster {
-    keel_coord coord;
-    struct ev_loop *loop;
-    ev_timer timer;
-    keel_zk *zk;
-    keel_layout layout;
-
-    char node[KEEL_NAME_MAX + 1];
-    char *address;
-    char *zk_hosts; /* for the log; NULL with a given client */
-    /* While connecting: since when (agent clock, ms), and when to say
-     * again that ZooKeeper has not answered (0: said nothing yet). */
-    uint64_t connect_since, connect_warn_at;
-    int connect_warned;
-    char **caps;
-    size_t ncaps;
-    uint32_t shard_count;
-    int replicas;              /* the cluster's (config), 1 before read */
-    uint32_t timeout_ms;       /* requested; the negotiated one is the
-                                * client's (keel_zk_session_timeout) */
-    uint32_t warned_timeout;   /* the negotiated one last warned about */
-    keel_cluster_hooks hooks;
-
-    int phase, error;
-    uint64_t now;
-    keel_bootstrap boot;
-    /* Before joining: the store is the one the node served from. */
-    keel_storecheck store_check;
-    keel_membership members;
-    keel_election election;
-    keel_controller ctl;
-    keel_lease lease;
-
-    /* the applied map */
-    keel_shard_map map;
-    int have_map;
-    int my_idx;          /* our index in map.nodes, or -1 */
-    uint8_t *live;       /* per map node: a member now */
-    local_cap **cap_of;  /* per map capability */
-    int map_busy, map_stalled, map_dirty;
-    /* The map is read (and watched) in a session only once the session's
-     * first state write has completed: see state_written(). */
-    int map_started;
-
-    local_cap *lcaps;
-    size_t nlcaps;
-    char **names; /* release targets by index */
-    size_t nnames;
-    drop_req *drops; /* drop requests not yet settled by a map */
-    size_t ndrops;
-    add_req *adds; /* add requests, active or withdrawn, not settled */
-    size_t nadds;
-    /* State writes are numbered as they are submitted: state_sent is the
-     * last number given, state_flight the one in flight. */
-    uint64_t state_sent, state_flight;
-    /* The map read that settles withdrawn adds (one at a time). */
-    int settle_busy, settle_stalled;
-
-    int setup, setup_busy, setup_stalled;
-    int state_busy, state_dirty, state_stalled, state_missing;
-
-    /* Who leads, for introspection: the session id in the name of the
-     * lowest election node (watched), 0 when unknown. */
-    int64_t leader_session;
-    int lead_busy, lead_dirty, lead_stalled, lead_started;
-
-    /* Graceful leave: the member being marked leaving (one at a time). */
-    char drain_name[KEEL_NAME_MAX + 1];
-    int drain_busy, drain_tries;
-
-    /* keel node forget: the node being forgotten (one at a time). */
-    char forget_name[KEEL_NAME_MAX + 1];
-    int forget_busy;
-    /* Joining again after being forgotten: R_* below. */
-    int rejoin, rejoin_busy, rejoin_stalled;
-    int map_this_session; /* a map was applied since the session began */
-    /* Counts the sessions that ended (expired): what the runtime accepted
-     * or read in one of them must not be answered in a later one. */
-    uint64_t session_gen;
-};
-
-/* R_PURGE: forgotten, waiting for a map of this session; R_PURGING: the
- * forgotten hook runs, waiting for keel_cluster_forgotten_done(). */
-enum { R_NONE = 0, R_CHECK, R_PURGE, R_PURGING, R_REMOVE };
-
-static void rejoin_purge(keel_cluster *c);
-static int rejoin_step(keel_cluster *c);
-
 static void schedule(keel_cluster *c);
 static void connecting(keel_cluster *c);
-static void publish(keel_cluster *c);
 static void apply_map(keel_cluster *c);
 static void adds_written(keel_cluster *c);
 static void settle_kick(keel_cluster *c);
@@ -459,7 +317,7 @@ static void state_written(keel_zk *zk, int rc, const keel_zk_stat *st,
     if (rc == 0)
         adds_written(c);
     if (c->state_dirty)
-        publish(c);
+        keel__cluster_publish(c);
 }
 
 static void state_created(keel_zk *zk, int rc, const char *path,
@@ -544,7 +402,7 @@ fail:
 /* Writes nodes/<node>/state from the local units; coalesces: one write in
  * flight, another after it if anything changed meanwhile. Only this node
  * writes its state, hence no version check. */
-static void publish(keel_cluster *c)
+void keel__cluster_publish(keel_cluster *c)
 {
     char path[KEEL_ZK_PATH_MAX];
     keel_node_state st;
@@ -735,94 +593,6 @@ static void apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
     }
 }
 
-/* The unit (cap, shard) of the applied map if this node is its primary
- * at epoch, else NULL. */
-static const keel_map_unit *my_unit(const keel_cluster *c, const char *cap,
-                                    uint32_t shard, uint64_t epoch)
-{
-    const keel_map_unit *u;
-    int ci;
-
-    if (!c->have_map || c->my_idx < 0 || cap == NULL ||
-        shard >= c->map.shard_count ||
-        (ci = keel_map_cap_index(&c->map, cap)) < 0)
-        return NULL;
-    u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
-    if (u->nreplicas == 0 || u->replicas[0] != c->my_idx ||
-        u->shard_epoch != epoch)
-        return NULL;
-    return u;
-}
-
-/* Where the applied map has node `name` in a unit this node is primary of
- * at epoch: B_INSYNC, B_OUT (listed, out of sync), B_NONE (not a backup
- * of it), or B_NOT_MINE when the unit is not this node's at that epoch. */
-enum { B_NOT_MINE = -1, B_NONE = 0, B_OUT = 1, B_INSYNC = 2 };
-
-static int backup_state(const keel_cluster *c, const char *cap,
-                        uint32_t shard, uint64_t epoch, const char *name)
-{
-    const keel_map_unit *u = my_unit(c, cap, shard, epoch);
-    int idx, pos;
-
-    if (u == NULL)
-        return B_NOT_MINE;
-    idx = keel_map_node_index(&c->map, name);
-    if (idx < 0 || idx == c->my_idx ||
-        (pos = keel_map_replica_pos(u, (uint16_t)idx)) < 1)
-        return B_NONE;
-    return keel_map_insync(u, pos) ? B_INSYNC : B_OUT;
-}
-
-/* Whether the applied map has node `name` in the in-sync set of a unit
- * this node is primary of at epoch (1, or 0), or -1 when the unit is not
- * this node's at that epoch. */
-static int backup_insync(const keel_cluster *c, const char *cap,
-                         uint32_t shard, uint64_t epoch, const char *name)
-{
-    int b = backup_state(c, cap, shard, epoch, name);
-
-    return b == B_NOT_MINE ? -1 : b == B_INSYNC;
-}
-
-/* Withdraws the drop requests the applied map settled. */
-static void prune_drops(keel_cluster *c)
-{
-    size_t i = 0;
-
-    while (i < c->ndrops) {
-        const drop_req *d = &c->drops[i];
-        if (backup_insync(c, d->cap, d->shard, d->epoch, d->backup) == 1) {
-            i++;
-            continue;
-        }
-        c->drops[i] = c->drops[--c->ndrops];
-    }
-}
-
-/* Ends the add requests the applied map settled: the backup is in sync
- * (keel_cluster_insync_backups lists it now), or the unit is no longer
- * this node's at that epoch. Withdrawn or not. */
-static void prune_adds(keel_cluster *c)
-{
-    size_t i = 0;
-
-    while (i < c->nadds) {
-        const add_req *a = &c->adds[i];
-        int b = backup_state(c, a->cap, a->shard, a->epoch, a->backup);
-        if (b != B_NOT_MINE && b != B_INSYNC) {
-            i++;
-            continue;
-        }
-        if (b == B_INSYNC)
-            keel_info("cluster: %s/%u: %s is in the in-sync set at epoch "
-                      "%llu",
-                      keel_cap_name(a->cap), a->shard, a->backup,
-                      (unsigned long long)a->epoch);
-        c->adds[i] = c->adds[--c->nadds];
-    }
-}
-
 static void apply_map(keel_cluster *c)
 {
     uint32_t ci, s;
@@ -851,8 +621,8 @@ static void apply_map(keel_cluster *c)
     for (ci = 0; ci < c->map.ncaps; ci++)
         c->cap_of[ci] = lcap(c, c->map.caps[ci], 0);
     compute_live(c);
-    prune_drops(c);
-    prune_adds(c);
+    keel__cluster_prune_drops(c);
+    keel__cluster_prune_adds(c);
     for (ci = 0; ci < c->map.ncaps; ci++) {
         local_cap *lc = c->cap_of[ci];
         if (lc == NULL)
@@ -873,11 +643,11 @@ static void apply_map(keel_cluster *c)
                (unsigned long long)c->map.map_epoch);
     /* Before the hook: placement answers from this map from now on. */
     c->map_this_session = 1;
-    publish(c); /* the applied map_epoch changed in any case */
+    keel__cluster_publish(c); /* the applied map_epoch changed in any case */
     if (c->hooks.map_applied != NULL)
         c->hooks.map_applied(c, c->map.map_epoch, c->hooks.data);
     if (c->rejoin == R_PURGE)
-        rejoin_purge(c);
+        keel__cluster_rejoin_purge(c);
 }
 
 static void map_watch(keel_zk *zk, int event, const char *path, void *arg);
@@ -1139,7 +909,7 @@ static void setup_step(keel_cluster *c)
     } else {
         /* Everything exists: what we hold (nothing yet, in a new
          * incarnation) replaces what a previous one left. */
-        publish(c);
+        keel__cluster_publish(c);
         return;
     }
     if (rc == 0)
@@ -1261,7 +1031,7 @@ static void membership_cb(keel_membership *m, int event, void *arg)
         setup_step(c);
         c->rejoin = R_CHECK;
         c->rejoin_busy = c->rejoin_stalled = 0;
-        if ((rc = rejoin_step(c)) != 0 && rc != KEEL_ESESSION)
+        if ((rc = keel__cluster_rejoin_step(c)) != 0 && rc != KEEL_ESESSION)
             keel_error("cluster: %s cannot check forgotten/: %s", c->node,
                        keel_strerror(rc));
         /* The map is read once the first state write completed
@@ -1373,7 +1143,7 @@ static void resume_all(keel_cluster *c)
     }
     if (c->state_stalled) {
         c->state_stalled = 0;
-        publish(c);
+        keel__cluster_publish(c);
     }
     if (c->settle_stalled) {
         c->settle_stalled = 0;
@@ -1381,7 +1151,7 @@ static void resume_all(keel_cluster *c)
     }
     if (c->rejoin_stalled && !c->rejoin_busy) {
         c->rejoin_stalled = 0;
-        if (rejoin_step(c) != 0)
+        if (keel__cluster_rejoin_step(c) != 0)
             c->rejoin_stalled = 1;
     }
 }
@@ -1776,7 +1546,7 @@ int keel_cluster_released(keel_cluster *c, const char *cap, uint32_t shard,
      * Taking the unit back would serve it empty, its own fence refusing
      * the old epoch. */
     release_done(c, lc, shard);
-    publish(c);
+    keel__cluster_publish(c);
     return 0;
 }
 
@@ -1805,7 +1575,7 @@ int keel_cluster_kept(keel_cluster *c, const char *cap, uint32_t shard,
         else if (c->hooks.drop != NULL)
             c->hooks.drop(c, lc->name, shard, c->hooks.data);
     }
-    publish(c);
+    keel__cluster_publish(c);
     return 0;
 }
 
@@ -1825,7 +1595,7 @@ int keel_cluster_acquired(keel_cluster *c, const char *cap, uint32_t shard,
         lu->release_wanted = 0;
         start_release(c, lc, shard, c->names[lu->to]);
     }
-    publish(c);
+    keel__cluster_publish(c);
     return 0;
 }
 
@@ -1858,250 +1628,6 @@ int keel_cluster_may_receive(keel_cluster *c, const char *cap, uint32_t shard,
     if (u->nreplicas == 0 || u->replicas[0] == c->my_idx ||
         u->target == KEEL_MAP_NO_NODE || u->target != c->my_idx ||
         u->shard_epoch != shard_epoch)
-        return KEEL_ENOTTARGET;
-    return 0;
-}
-
-/* ---------------------------------------------------------- replication */
-
-int keel_cluster_replicas(const keel_cluster *c)
-{
-    return c->replicas;
-}
-
-size_t keel_cluster_insync_backups(keel_cluster *c, const char *cap,
-                                   uint32_t shard, uint64_t shard_epoch,
-                                   keel_replica_ref *out, size_t max)
-{
-    const keel_map_unit *u;
-    size_t n = 0;
-    int ci, r;
-
-    if (!c->have_map || c->my_idx < 0 || shard >= c->map.shard_count ||
-        (ci = keel_map_cap_index(&c->map, cap)) < 0)
-        return 0;
-    u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
-    if (u->nreplicas < 2 || u->replicas[0] != c->my_idx ||
-        u->shard_epoch != shard_epoch)
-        return 0;
-    for (r = 1; r < u->nreplicas && n < max; r++) {
-        const char *name = c->map.nodes[u->replicas[r]];
-        const keel_member *m;
-        if (!keel_map_insync(u, r))
-            continue;
-        m = keel_membership_find(&c->members, name);
-        snprintf(out[n].name, sizeof out[n].name, "%s", name);
-        snprintf(out[n].addr, sizeof out[n].addr, "%s",
-                 m != NULL && !m->addr_bad ? m->addr : "");
-        n++;
-    }
-    return n;
-}
-
-int keel_cluster_promoted(keel_cluster *c, const char *cap, uint32_t shard,
-                          uint64_t shard_epoch)
-{
-    const keel_map_unit *u;
-    int ci;
-
-    if (!c->have_map || c->my_idx < 0 || cap == NULL ||
-        shard >= c->map.shard_count ||
-        (ci = keel_map_cap_index(&c->map, cap)) < 0)
-        return 0;
-    u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
-    return u->nreplicas > 0 && u->replicas[0] == c->my_idx &&
-           u->shard_epoch == shard_epoch && u->promoted;
-}
-
-int keel_cluster_request_drop(keel_cluster *c, const char *cap,
-                              uint32_t shard, uint64_t shard_epoch,
-                              const char *backup)
-{
-    drop_req *v, *d;
-    size_t i;
-
-    if (cap == NULL || backup == NULL || !keel_name_valid(cap, 1) ||
-        !keel_name_valid(backup, 0) ||
-        backup_insync(c, cap, shard, shard_epoch, backup) != 1)
-        return KEEL_ENOTFOUND;
-    for (i = 0; i < c->ndrops; i++)
-        if (c->drops[i].shard == shard && c->drops[i].epoch == shard_epoch &&
-            strcmp(c->drops[i].cap, cap) == 0 &&
-            strcmp(c->drops[i].backup, backup) == 0)
-            return 0;
-    v = realloc(c->drops, (c->ndrops + 1) * sizeof *v);
-    if (v == NULL)
-        return KEEL_ENOMEM;
-    c->drops = v;
-    d = &v[c->ndrops++];
-    snprintf(d->cap, sizeof d->cap, "%s", cap);
-    d->shard = shard;
-    d->epoch = shard_epoch;
-    snprintf(d->backup, sizeof d->backup, "%s", backup);
-    keel_info("cluster: %s asks to drop %s from the in-sync set of %s/%u at "
-              "epoch %llu",
-              c->node, backup, keel_cap_name(cap), shard,
-              (unsigned long long)shard_epoch);
-    publish(c);
-    return 0;
-}
-
-size_t keel_cluster_catchup_backups(keel_cluster *c, const char *cap,
-                                    uint32_t shard, uint64_t shard_epoch,
-                                    keel_replica_ref *out,
-                                    char (*stores)[KEEL_MAP_STORE_HEX + 1],
-                                    size_t max)
-{
-    const keel_map_unit *u = my_unit(c, cap, shard, shard_epoch);
-    size_t n = 0;
-    int r;
-
-    if (u == NULL || out == NULL)
-        return 0;
-    for (r = 1; r < u->nreplicas && n < max; r++) {
-        const char *name = c->map.nodes[u->replicas[r]];
-        const char *recorded = c->map.store_ids[u->replicas[r]];
-        const keel_member *m;
-        if (keel_map_insync(u, r) || recorded[0] == '\0')
-            continue;
-        /* Caught up on another store than the one the map records, the
-         * controller would not add it (rule 7): not worth a stream. */
-        m = keel_membership_find(&c->members, name);
-        if (m == NULL || m->leaving || strcmp(m->store, recorded) != 0)
-            continue;
-        snprintf(out[n].name, sizeof out[n].name, "%s", name);
-        snprintf(out[n].addr, sizeof out[n].addr, "%s",
-                 m->addr_bad ? "" : m->addr);
-        if (stores != NULL)
-            memcpy(stores[n], recorded, KEEL_MAP_STORE_HEX + 1);
-        n++;
-    }
-    return n;
-}
-
-static add_req *find_add(keel_cluster *c, const char *cap, uint32_t shard,
-                         uint64_t shard_epoch, const char *backup)
-{
-    size_t i;
-
-    if (cap == NULL || backup == NULL)
-        return NULL;
-    for (i = 0; i < c->nadds; i++)
-        if (c->adds[i].shard == shard && c->adds[i].epoch == shard_epoch &&
-            strcmp(c->adds[i].cap, cap) == 0 &&
-            strcmp(c->adds[i].backup, backup) == 0)
-            return &c->adds[i];
-    return NULL;
-}
-
-int keel_cluster_request_add(keel_cluster *c, const char *cap, uint32_t shard,
-                             uint64_t shard_epoch, const char *backup,
-                             const char *store)
-{
-    add_req *v, *a;
-
-    if (store == NULL || !keel_map_store_valid(store) ||
-        strspn(store, "0") == KEEL_MAP_STORE_HEX)
-        return KEEL_EINVAL;
-    if (cap == NULL || backup == NULL || !keel_name_valid(cap, 1) ||
-        !keel_name_valid(backup, 0) ||
-        backup_state(c, cap, shard, shard_epoch, backup) != B_OUT)
-        return KEEL_ENOTFOUND;
-    if ((a = find_add(c, cap, shard, shard_epoch, backup)) != NULL) {
-        if (!a->withdrawn && strcmp(a->store, store) == 0)
-            return 0;
-        /* Asked again after a withdrawal (counted all along: the
-         * settling is moot), or under another store. */
-        snprintf(a->store, sizeof a->store, "%s", store);
-        a->withdrawn = a->written = a->reading = 0;
-    } else {
-        v = realloc(c->adds, (c->nadds + 1) * sizeof *v);
-        if (v == NULL)
-            return KEEL_ENOMEM;
-        c->adds = v;
-        a = &v[c->nadds++];
-        memset(a, 0, sizeof *a);
-        snprintf(a->cap, sizeof a->cap, "%s", cap);
-        a->shard = shard;
-        a->epoch = shard_epoch;
-        snprintf(a->backup, sizeof a->backup, "%s", backup);
-        snprintf(a->store, sizeof a->store, "%s", store);
-    }
-    keel_info("cluster: %s asks to add %s (store %s) to the in-sync set of "
-              "%s/%u at epoch %llu",
-              c->node, backup, store, keel_cap_name(cap), shard,
-              (unsigned long long)shard_epoch);
-    publish(c);
-    return 0;
-}
-
-int keel_cluster_withdraw_add(keel_cluster *c, const char *cap,
-                              uint32_t shard, uint64_t shard_epoch,
-                              const char *backup)
-{
-    add_req *a = find_add(c, cap, shard, shard_epoch, backup);
-
-    if (a == NULL)
-        return KEEL_ENOTFOUND;
-    if (a->withdrawn)
-        return 0;
-    a->withdrawn = 1;
-    a->written = a->reading = 0;
-    /* Writes are numbered when submitted: every one from the next on
-     * leaves the request out. */
-    a->write_from = c->state_sent + 1;
-    keel_info("cluster: %s withdraws its request to add %s to the in-sync "
-              "set of %s/%u at epoch %llu",
-              c->node, backup, keel_cap_name(cap), shard,
-              (unsigned long long)shard_epoch);
-    publish(c);
-    return 0;
-}
-
-int keel_cluster_add_pending(keel_cluster *c, const char *cap, uint32_t shard,
-                             uint64_t shard_epoch, const char *backup)
-{
-    return find_add(c, cap, shard, shard_epoch, backup) != NULL;
-}
-
-void keel_cluster_repl_counts(const keel_cluster *c, uint64_t *expansions,
-                              uint64_t *shrinks, uint64_t *failovers)
-{
-    if (expansions != NULL)
-        *expansions = c->ctl.expansions;
-    if (shrinks != NULL)
-        *shrinks = c->ctl.shrinks;
-    if (failovers != NULL)
-        *failovers = c->ctl.failovers;
-}
-
-int keel_cluster_may_replicate(keel_cluster *c, const char *cap,
-                               uint32_t shard, uint64_t shard_epoch,
-                               const char *from)
-{
-    const keel_map_unit *u;
-    int ci, fi;
-
-    if (c->phase != KEEL_CLUSTER_RUNNING || c->lease.fence.fenced)
-        return KEEL_EFENCED;
-    /* A map from an earlier session may list this node where it is not
-     * any more: only one read in this session counts. */
-    if (!c->have_map || !c->map_this_session || c->my_idx < 0 ||
-        cap == NULL || from == NULL || shard >= c->shard_count ||
-        (ci = keel_map_cap_index(&c->map, cap)) < 0 ||
-        (fi = keel_map_node_index(&c->map, from)) < 0)
-        return KEEL_ENOTTARGET;
-    u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
-    if (u->nreplicas < 2 || u->shard_epoch != shard_epoch ||
-        u->replicas[0] != (uint16_t)fi || fi == c->my_idx ||
-        keel_map_replica_pos(u, (uint16_t)c->my_idx) < 1)
-        return KEEL_ENOTTARGET;
-    /* The map may count this node in sync on the store it had: on
-     * another one (a replaced disk), it must not answer for that replica
-     * until the controller has recorded the change, which takes it out of
-     * every in-sync set. */
-    if (c->map.store_ids[c->my_idx][0] != '\0' &&
-        strcmp(c->map.store_ids[c->my_idx], c->members.store) != 0)
         return KEEL_ENOTTARGET;
     return 0;
 }
@@ -2263,353 +1789,4 @@ int keel_coord_cluster_create(struct ev_loop *loop,
         return rc;
     }
     return keel_cluster_coord(c, out);
-}
-
-/* ------------------------------------------------------- graceful leave */
-
-static int drain_get(keel_cluster *c);
-
-static void drain_set_done(keel_zk *zk, int rc, const keel_zk_stat *st,
-                           void *arg)
-{
-    keel_cluster *c = arg;
-
-    (void)zk;
-    (void)st;
-    c->drain_busy = 0;
-    if (rc == KEEL_EBADVERSION && ++c->drain_tries < 5 &&
-        drain_get(c) == 0)
-        return; /* changed meanwhile: read it again */
-    if (rc == 0)
-        keel_info("cluster: node %s marked leaving", c->drain_name);
-    else
-        keel_warn("cluster: marking node %s leaving failed: %s",
-                  c->drain_name, keel_strerror(rc));
-}
-
-static void drain_got(keel_zk *zk, int rc, const void *data, size_t len,
-                      const keel_zk_stat *st, void *arg)
-{
-    keel_cluster *c = arg;
-    char p[KEEL_ZK_PATH_MAX];
-    char *out = NULL;
-    size_t out_len = 0;
-
-    (void)zk;
-    c->drain_busy = 0;
-    if (rc == 0)
-        rc = keel_member_mark_leaving(data, len, &out, &out_len);
-    if (rc == KEEL_EEXIST)
-        return; /* already leaving */
-    if (rc == 0) {
-        keel_layout_path(&c->layout, p, "members", c->drain_name, NULL);
-        rc = keel_zk_set(c->zk, p, out, out_len, st->version, drain_set_done,
-                         c);
-        free(out);
-        if (rc == 0) {
-            c->drain_busy = 1;
-            return;
-        }
-    }
-    keel_warn("cluster: marking node %s leaving failed: %s", c->drain_name,
-              keel_strerror(rc));
-}
-
-static int drain_get(keel_cluster *c)
-{
-    char p[KEEL_ZK_PATH_MAX];
-    int rc;
-
-    keel_layout_path(&c->layout, p, "members", c->drain_name, NULL);
-    rc = keel_zk_get(c->zk, p, NULL, NULL, drain_got, c);
-    if (rc == 0)
-        c->drain_busy = 1;
-    return rc;
-}
-
-static int can_take_but(const keel_cluster *c, const char *cap,
-                        const char *but);
-
-const char *keel_cluster_drain_stranded(const keel_cluster *c,
-                                        const char *name)
-{
-    uint32_t ci, s;
-    int idx;
-
-    if (!c->have_map || (idx = keel_map_node_index(&c->map, name)) < 0)
-        return NULL;
-    for (ci = 0; ci < c->map.ncaps; ci++) {
-        int leads = 0;
-        for (s = 0; s < c->map.shard_count && !leads; s++) {
-            const keel_map_unit *u = keel_map_unit_at(&c->map, ci, s);
-            leads = u->nreplicas > 0 && u->replicas[0] == idx;
-        }
-        if (leads && !can_take_but(c, c->map.caps[ci], name))
-            return c->map.caps[ci];
-    }
-    return NULL;
-}
-
-int keel_cluster_drain(keel_cluster *c, const char *name)
-{
-    const keel_member *m;
-
-    if (c == NULL || name == NULL || !keel_name_valid(name, 0))
-        return KEEL_EINVAL;
-    if (c->phase != KEEL_CLUSTER_RUNNING)
-        return KEEL_ESESSION; /* not a member in this session (yet) */
-    if ((m = keel_membership_find(&c->members, name)) == NULL)
-        return KEEL_ENOTFOUND;
-    if (m->leaving)
-        return 0;
-    if (c->drain_busy)
-        return KEEL_EOVERLOAD;
-    snprintf(c->drain_name, sizeof c->drain_name, "%s", name);
-    c->drain_tries = 0;
-    return drain_get(c);
-}
-
-int keel_cluster_member_leaving(const keel_cluster *c, const char *name)
-{
-    const keel_member *m = keel_membership_find(&c->members, name);
-
-    return m != NULL && m->leaving;
-}
-
-/* Whether a live member other than `but`, not leaving, has cap. */
-static int can_take_but(const keel_cluster *c, const char *cap,
-                        const char *but)
-{
-    size_t i, j;
-
-    for (i = 0; i < c->members.nview; i++) {
-        const keel_member *m = &c->members.view[i];
-        if (m->leaving || m->addr_bad || strcmp(m->name, but) == 0)
-            continue;
-        if (cap[0] == '\0')
-            return 1;
-        for (j = 0; j < m->ncaps; j++)
-            if (strcmp(m->caps[j], cap) == 0)
-                return 1;
-    }
-    return 0;
-}
-
-static int can_take(const keel_cluster *c, const char *cap)
-{
-    return can_take_but(c, cap, c->node);
-}
-
-void keel_cluster_held(const keel_cluster *c, size_t *held, size_t *movable)
-{
-    uint32_t ci, s;
-
-    *held = *movable = 0;
-    if (!c->have_map || c->my_idx < 0)
-        return;
-    for (ci = 0; ci < c->map.ncaps; ci++) {
-        int any = can_take(c, c->map.caps[ci]);
-        for (s = 0; s < c->map.shard_count; s++) {
-            const keel_map_unit *u = keel_map_unit_at(&c->map, ci, s);
-            if (u->nreplicas > 0 && u->replicas[0] == c->my_idx) {
-                (*held)++;
-                if (any)
-                    (*movable)++;
-            }
-        }
-    }
-}
-
-/* ------------------------------------------------------------- forget */
-
-static void forget_done(keel_zk *zk, int rc, size_t failed,
-                        const keel_zk_op_result *res, size_t n, void *arg)
-{
-    keel_cluster *c = arg;
-
-    (void)zk;
-    (void)res;
-    (void)n;
-    c->forget_busy = 0;
-    if (rc == 0)
-        keel_warn("cluster: node %s forgotten: its units move to live "
-                  "members; the state they held is lost",
-                  c->forget_name);
-    else if (rc == KEEL_EEXIST && failed == 0)
-        keel_warn("cluster: not forgetting node %s: it is a live member",
-                  c->forget_name);
-    else if (rc == KEEL_EEXIST && failed == 2)
-        keel_info("cluster: node %s was already forgotten", c->forget_name);
-    else
-        keel_warn("cluster: forgetting node %s failed: %s", c->forget_name,
-                  keel_strerror(rc));
-}
-
-int keel_cluster_forget(keel_cluster *c, const char *name, size_t *units)
-{
-    char mpath[KEEL_ZK_PATH_MAX], fpath[KEEL_ZK_PATH_MAX];
-    keel_zk_op ops[3];
-    size_t count = 0;
-    int rc, idx;
-
-    if (units != NULL)
-        *units = 0;
-    if (c == NULL || name == NULL || !keel_name_valid(name, 0))
-        return KEEL_EINVAL;
-    if (c->phase != KEEL_CLUSTER_RUNNING)
-        return KEEL_ESESSION; /* not a member in this session (yet) */
-    /* Two incarnations must never serve a unit at once: a live member
-     * still serves its units, so it is drained, not forgotten. */
-    if (keel_membership_find(&c->members, name) != NULL)
-        return KEEL_EEXIST;
-    if (c->forget_busy)
-        return KEEL_EOVERLOAD;
-    /* A name the map does not list either was never a node of this
-     * cluster (a typo), or was forgotten and holds nothing any more. */
-    if (!c->have_map || keel_map_node_index(&c->map, name) < 0)
-        return KEEL_ENOTFOUND;
-    if ((idx = keel_map_node_index(&c->map, name)) >= 0) {
-        uint32_t ci, s;
-        for (ci = 0; ci < c->map.ncaps; ci++)
-            for (s = 0; s < c->map.shard_count; s++) {
-                const keel_map_unit *u = keel_map_unit_at(&c->map, ci, s);
-                if (u->nreplicas > 0 && u->replicas[0] == idx)
-                    count++;
-            }
-    }
-    /* Creating and deleting members/<name> in the same transaction proves
-     * it absent when forgotten/<name> is created (no join in between). */
-    memset(ops, 0, sizeof ops);
-    keel_layout_path(&c->layout, mpath, "members", name, NULL);
-    keel_layout_path(&c->layout, fpath, "forgotten", name, NULL);
-    ops[0].type = KEEL_ZK_OP_CREATE;
-    ops[0].path = mpath;
-    ops[1].type = KEEL_ZK_OP_DELETE;
-    ops[1].path = mpath;
-    ops[1].version = KEEL_ZK_ANY_VERSION;
-    ops[2].type = KEEL_ZK_OP_CREATE;
-    ops[2].path = fpath;
-    snprintf(c->forget_name, sizeof c->forget_name, "%s", name);
-    rc = keel_zk_multi(c->zk, ops, 3, forget_done, c);
-    if (rc != 0)
-        return rc;
-    c->forget_busy = 1;
-    if (units != NULL)
-        *units = count;
-    return 0;
-}
-
-/* Joining again: was this node forgotten? Then its records of units it
- * does not own are stale (others own them now, from empty) and go before
- * forgotten/<node> is removed. */
-static void rejoin_removed(keel_zk *zk, int rc, void *arg)
-{
-    keel_cluster *c = arg;
-
-    (void)zk;
-    c->rejoin_busy = 0;
-    if (c->rejoin != R_REMOVE)
-        return;
-    if (rc == KEEL_ECONNLOSS) {
-        c->rejoin_stalled = 1;
-        return;
-    }
-    c->rejoin = R_NONE;
-    if (rc == 0 || rc == KEEL_ENOTFOUND)
-        keel_info("cluster: %s was forgotten: stale local units purged, "
-                  "forgotten/%s removed",
-                  c->node, c->node);
-    else if (rc != KEEL_ESESSION)
-        keel_warn("cluster: removing forgotten/%s failed: %s", c->node,
-                  keel_strerror(rc));
-}
-
-static void rejoin_got(keel_zk *zk, int rc, const keel_zk_stat *st,
-                       void *arg)
-{
-    keel_cluster *c = arg;
-
-    (void)zk;
-    (void)st;
-    c->rejoin_busy = 0;
-    if (c->rejoin != R_CHECK)
-        return;
-    if (rc == KEEL_ECONNLOSS) {
-        c->rejoin_stalled = 1;
-        return;
-    }
-    if (rc != 0) {
-        if (rc != KEEL_ENOTFOUND && rc != KEEL_ESESSION)
-            keel_warn("cluster: checking forgotten/%s failed: %s", c->node,
-                      keel_strerror(rc));
-        c->rejoin = R_NONE;
-        return;
-    }
-    keel_warn("cluster: %s was forgotten by the operator: purging its "
-              "stale units",
-              c->node);
-    c->rejoin = R_PURGE;
-    /* A map from before the session ended may be older than the moves
-     * that followed the forget: purge against a map read since. */
-    if (c->have_map && c->map_this_session)
-        rejoin_purge(c);
-}
-
-static int rejoin_step(keel_cluster *c)
-{
-    char p[KEEL_ZK_PATH_MAX];
-    int rc;
-
-    keel_layout_path(&c->layout, p, "forgotten", c->node, NULL);
-    if (c->rejoin == R_CHECK)
-        rc = keel_zk_exists(c->zk, p, NULL, NULL, rejoin_got, c);
-    else if (c->rejoin == R_REMOVE)
-        rc = keel_zk_remove(c->zk, p, KEEL_ZK_ANY_VERSION, rejoin_removed,
-                            c);
-    else
-        return 0;
-    if (rc == 0)
-        c->rejoin_busy = 1;
-    return rc;
-}
-
-static void rejoin_remove(keel_cluster *c)
-{
-    int rc;
-
-    c->rejoin = R_REMOVE;
-    if ((rc = rejoin_step(c)) != 0) {
-        if (rc == KEEL_ECONNLOSS)
-            c->rejoin_stalled = 1;
-        else
-            c->rejoin = R_NONE;
-    }
-}
-
-/* The mark goes only once the purge is durable: removed earlier, a crash
- * would bring the node back with its stale copies and no mark to say so.
- * The hook may complete before it returns. */
-static void rejoin_purge(keel_cluster *c)
-{
-    if (c->hooks.forgotten == NULL) {
-        rejoin_remove(c);
-        return;
-    }
-    c->rejoin = R_PURGING;
-    c->hooks.forgotten(c, c->hooks.data);
-}
-
-void keel_cluster_forgotten_done(keel_cluster *c, int status)
-{
-    if (c == NULL || c->rejoin != R_PURGING)
-        return;
-    if (status != 0) {
-        keel_warn("cluster: %s could not purge its stale units (%s); "
-                  "forgotten/%s stays, the purge runs again with the next "
-                  "map",
-                  c->node, keel_strerror(status), c->node);
-        c->rejoin = R_PURGE;
-        return;
-    }
-    rejoin_remove(c);
 }

@@ -16,7 +16,7 @@
  * not its reply). Turns that change nothing are not recorded: running them
  * again is harmless.
  *
- * This file is the record table's codec; runtime/node.c applies it. */
+ * This file is the record table's codec; runtime/node_keys.c applies it. */
 #ifndef KEEL_RUNTIME_DEDUP_H
 #define KEEL_RUNTIME_DEDUP_H
 

@@ -6,7 +6,7 @@
  * set the state of a followed actor keeps a copy of the new state with
  * its request (keel__follow_turn); the copy goes to the subscribers when
  * the request's reply is released as a success (keel__follow_release),
- * which node.c does only once the turn's writes are durable and, with
+ * which node_commit.c does only once the turn's writes are durable and, with
  * replicas, acknowledged. A failed or doubtful reply drops it: no
  * subscriber ever sees a state a failover or a failed commit could take
  * back.

@@ -112,9 +112,10 @@ void keel__follow_sink_close(keel_node *n, keel_follow_sink *k);
  * stopping). */
 void keel__follow_end_all(keel_node *n, int code, const char *reason);
 
-/* node.c's hooks. After a committed turn of a that set its state blob
- * (state_set) or chose an event payload (ft->set): if anyone follows a,
- * the change is kept with req until its release. */
+/* The node's hooks (node.c, node_commit.c). After a committed turn of a
+ * that set its state blob (state_set) or chose an event payload
+ * (ft->set): if anyone follows a, the change is kept with req until its
+ * release. */
 void keel__follow_turn(keel_node *n, keel_actor *a, keel_req *req,
                        int state_set, const struct keel_fl_turn *ft);
 /* req's reply is being released: its change goes to the subscribers if

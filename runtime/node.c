@@ -1,4 +1,4 @@
-/* The node: actor lifecycle, turns, group commit and reply release.
+/* The node: actor lifecycle, turns and the run of turns.
  *
  * A message's path: keel_call / a connection -> keel__submit (the actor's
  * mailbox, the run queue) -> run_cb runs turns, one per actor at a time
@@ -8,7 +8,9 @@
  * thread, joining the batch that waits there if the writer has not taken
  * it yet -> the writer commits it; once it is durable (with fsync, after
  * the next commit's flush or a sync) the writer wakes the loop -> the
- * replies that waited for that batch are released.
+ * replies that waited for that batch are released. Everything after the
+ * run of turns, group commit and reply release, is node_commit.c's; a
+ * keyed request's record and its retry are node_keys.c's (node_int.h).
  *
  * A reply waits for the newest batch holding a write of its actor, even
  * when its own turn wrote nothing: what it read may not be durable yet,
@@ -33,6 +35,7 @@
 #include "runtime/dedup.h"
 #include "runtime/follow.h"
 #include "runtime/http.h"
+#include "runtime/node_int.h"
 #include "runtime/outbox.h"
 #include "runtime/reminders.h"
 #include "runtime/statever.h"
@@ -46,32 +49,8 @@
 /* Dirty actors that make a mid-run flush worth it when the writer is
  * idle (see run_cb). */
 #define FLUSH_EARLY_ACTORS 64
-/* A batch at most this large that finds the writer idle is committed on
- * the loop thread (see flush_open): groups and bytes, with durability
- * fsync (the loop then waits for one flush) and none. */
-#define INLINE_GROUPS_FSYNC 16
-#define INLINE_BYTES_FSYNC (64u << 10)
-#define INLINE_GROUPS_NONE 64
-#define INLINE_BYTES_NONE (256u << 10)
 #define REQ_FREE_MAX 4096
 #define TMP_BLOCK 65536
-
-struct keel_sync_call {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done;
-    int status;
-    void *reply;
-    size_t len;
-    /* The caller's buffers: it blocks until the reply, so they outlive
-     * the request. */
-    char *type;
-    void *id;
-    size_t idlen;
-    void *msg;
-    size_t msglen;
-    int cast;
-};
 
 /* A block of memory handed out to a turn; freed when the turn ends. */
 struct tmp_block {
@@ -96,38 +75,10 @@ struct keel_turn {
     char err[256]; /* last: run_turn clears everything before it */
 };
 
-static void release_req(keel_node *n, keel_req *req);
-static int lease_lapsed(keel_node *n);
-static const char not_served_msg[] =
-    "not served: this node lost its cluster lease before the reply left; "
-    "the request did not change anything";
-static void fail_req(keel_node *n, keel_req *req, int status,
-                     const char *msg);
-
-/* Cluster mode: whether req was accepted to run here in a ZooKeeper
- * session that has ended since. Whatever its turn read or wrote belongs
- * to that session's ownership: the unit may have failed over or been
- * given up while this node was cut off, and served elsewhere. A new
- * session's lease says nothing about it, so such a reply never leaves as
- * a success. Standalone: never. */
-static int req_stale(keel_node *n, const keel_req *req)
-{
-    return n->cluster != NULL && keel__cluster_req_stale(n, req);
-}
-
 static const char stale_msg[] =
     "not served: this node's cluster session ended after the call was "
     "accepted; it did not run";
-static const char stale_read_msg[] =
-    "not served: this node's cluster session ended before the reply left; "
-    "the request did not change anything";
-static const char stale_doubt_msg[] =
-    "outcome unknown: this node's cluster session ended before the reply "
-    "left; the write may have taken effect";
-static void clock_refresh(keel_node *n);
-static void flush_open(keel_node *n);
 static void maybe_finish_stop(keel_node *n);
-static void schedule(keel_node *n, keel_actor *a);
 
 /* ------------------------------------------------------------ options */
 
@@ -202,16 +153,6 @@ int keel__req_set(keel_req *req, const void *data, size_t len)
     return 0;
 }
 
-static void queue_push(keel_req_queue *q, keel_req *req)
-{
-    req->next = NULL;
-    if (q->tail != NULL)
-        q->tail->next = req;
-    else
-        q->head = req;
-    q->tail = req;
-}
-
 /* ---------------------------------------------------------------- types */
 
 struct keel_type_entry *keel__type_find(keel_node *n, const void *name,
@@ -277,11 +218,6 @@ void keel_node_log(keel_node *n, int level, const char *fmt, ...)
 }
 
 /* ------------------------------------------------------- state blobs */
-
-static uint8_t *actor_state(keel_actor *a)
-{
-    return a->state_cap ? a->st.heap : a->st.inl;
-}
 
 static void actor_state_free(keel_actor *a)
 {
@@ -469,7 +405,7 @@ static void ovl_install(keel_actor *a, keel_ovl_entry *e)
 }
 
 /* Drops overlay entries the store now holds (seq <= durable). */
-static void ovl_prune(keel_actor *a, uint64_t durable)
+void keel__ovl_prune(keel_actor *a, uint64_t durable)
 {
     size_t pos = 0, cap, i;
     void *item;
@@ -610,7 +546,7 @@ static void call_passivate(keel_node *n, keel_actor *a)
 /* Forgets the activation: state, uncommitted entries, user data. The actor
  * struct stays (requests may point at it); the next message reloads it
  * from the store. */
-static void actor_deactivate(keel_node *n, keel_actor *a)
+void keel__actor_deactivate(keel_node *n, keel_actor *a)
 {
     if (a->flags & ACTOR_ACTIVE) {
         call_passivate(n, a);
@@ -644,11 +580,11 @@ static int actor_idle(const keel_node *n, const keel_actor *a)
 /* Passivates and frees an idle actor. Everything it wrote is durable. */
 static void actor_passivate(keel_node *n, keel_actor *a)
 {
-    actor_deactivate(n, a);
+    keel__actor_deactivate(n, a);
     if (a->mb_head != NULL) {
         /* on_passivate sent this actor a message: it stays, inactive,
          * and the message reactivates it. */
-        schedule(n, a);
+        keel__run_schedule(n, a);
         return;
     }
     if (a->flags & ACTOR_PARKED) {
@@ -879,14 +815,6 @@ static int check_entry_key(const void *key, size_t klen)
     if (((const uint8_t *)key)[0] == 0)
         return KEEL_EINVAL;
     return 0;
-}
-
-static int encode_key(keel_actor *a, const void *entry, size_t elen,
-                      uint8_t *buf)
-{
-    return keel_key_encode(buf, (uint16_t)a->shard, a->type->name,
-                           strlen(a->type->name), a->id, a->idlen, entry,
-                           elen);
 }
 
 /* keel_turn_get without the check of the key, for the runtime's own
@@ -1405,70 +1333,8 @@ static struct keel_wbatch *wb_holding(keel_node *n, uint64_t seq)
     return &n->wb[i % KEEL_WBATCH_MAX];
 }
 
-/* ---------------------------------------------------- request keys */
+/* ------------------------------------------------------- running a turn */
 
-enum { DUP_NONE = 0, DUP_KEPT, DUP_NOT_KEPT };
-
-/* Whether the actor recorded this request key (dedup.h): *dup says so,
- * with the recorded reply (valid until the turn ends). */
-/* What a retry must repeat: the kind and the message. */
-static uint64_t request_hash(const keel_req *req)
-{
-    return XXH3_64bits_withSeed(req->buf, req->len, req->is_cast ? 2 : 1);
-}
-
-static int dedup_lookup(keel_turn *t, const keel_req *req, int *dup,
-                        const uint8_t **reply, size_t *rlen)
-{
-    const void *tab;
-    size_t len;
-    uint64_t hash;
-    int kept, rc;
-
-    rc = turn_get(t, KEEL_DEDUP_ENTRY, KEEL_DEDUP_ENTRY_LEN, &tab, &len);
-    if (rc == KEEL_ENOTFOUND)
-        return 0;
-    if (rc != 0)
-        return rc;
-    rc = keel_dedup_find(tab, len, req->rkey, &hash, &kept, reply, rlen);
-    if (rc < 0)
-        return rc;
-    if (rc == 1 && hash != request_hash(req)) {
-        keel_turn_error(t, "request key reused for another request: a key "
-                           "may only be sent again with the same message");
-        return KEEL_EINVAL;
-    }
-    if (rc == 1)
-        *dup = kept ? DUP_KEPT : DUP_NOT_KEPT;
-    return 0;
-}
-
-/* Stages the record of this turn's key and reply with the turn's writes:
- * committed, refused or lost together. */
-static int dedup_record(keel_turn *t, const keel_req *req, const void *reply,
-                        size_t rlen)
-{
-    const void *tab = NULL;
-    size_t len = 0, olen;
-    uint8_t *out;
-    int rc;
-
-    rc = turn_get(t, KEEL_DEDUP_ENTRY, KEEL_DEDUP_ENTRY_LEN, &tab, &len);
-    if (rc == KEEL_ENOTFOUND) {
-        tab = NULL;
-        len = 0;
-    } else if (rc != 0) {
-        return rc;
-    }
-    rc = keel_dedup_add(tab, len, req->rkey, request_hash(req), reply, rlen,
-                        &out, &olen);
-    if (rc != 0)
-        return rc;
-    rc = stage_add(t, STAGE_PUT, KEEL_DEDUP_ENTRY, KEEL_DEDUP_ENTRY_LEN, out,
-                   olen);
-    free(out);
-    return rc;
-}
 static int count_entry(const void *key, size_t klen, const void *val,
                        size_t vlen, void *data)
 {
@@ -1588,7 +1454,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         }
     }
     if (rc == 0 && req->keyed)
-        rc = dedup_lookup(&t, req, &dup, &dup_reply, &dup_len);
+        rc = keel__dedup_lookup(&t, req, &dup, &dup_reply, &dup_len);
     if (rc == 0 && req->from != NULL)
         rc = keel__outbox_check(&t, req, &ob_dup);
     if (rc == 0 && dup == DUP_NOT_KEPT) {
@@ -1621,8 +1487,8 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         if (rc == 0 && req->from != NULL)
             rc = keel__outbox_applied(&t, req);
         if (rc == 0 && req->keyed && (t.state_set || n->stage_len > 0))
-            rc = dedup_record(&t, req, n->scratch_reply,
-                              req->is_cast ? 0 : t.reply_len);
+            rc = keel__dedup_record(&t, req, n->scratch_reply,
+                                    req->is_cast ? 0 : t.reply_len);
     }
     if (dup != DUP_NONE)
         STAT_ADD(n, retries_answered, 1);
@@ -1703,20 +1569,20 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     } else if (req_stale(n, req)) {
         /* Nothing of this turn waits for a commit, so it wrote nothing;
          * but what it read belongs to a session that ended. */
-        fail_req(n, req, KEEL_EUNAVAIL, stale_read_msg);
-    } else if (lease_lapsed(n)) {
+        keel__reply_fail(n, req, KEEL_EUNAVAIL, keel__stale_read_msg);
+    } else if (keel__lease_lapsed(n)) {
         /* Nothing of this turn waits for a commit, so it wrote nothing;
          * but what it answered (a value, or an error such as a missing
          * key) came from state another node may have changed by now. */
-        fail_req(n, req, KEEL_EUNAVAIL, not_served_msg);
+        keel__reply_fail(n, req, KEEL_EUNAVAIL, keel__not_served_msg);
     } else {
-        release_req(n, req);
+        keel__reply_release(n, req);
     }
 }
 
 /* ------------------------------------------------------------ run queue */
 
-static void schedule(keel_node *n, keel_actor *a)
+void keel__run_schedule(keel_node *n, keel_actor *a)
 {
     if (a->flags & ACTOR_IN_RUNQ)
         return;
@@ -1729,34 +1595,6 @@ static void schedule(keel_node *n, keel_actor *a)
     n->runq_tail = a;
     if (!ev_is_active(&n->run_watcher))
         ev_idle_start(n->loop, &n->run_watcher);
-}
-
-static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status);
-
-/* Settles the batches the writer has handed back, in order, and, with
- * submit, flushes the open turns. Between turns it runs with submit 0:
- * settling early releases replies sooner, so closed-loop callers refill
- * their windows, while the turns of the run keep collecting. */
-static void poll_writer(keel_node *n, int submit)
-{
-    for (;;) {
-        struct keel_wbatch wb;
-        int status;
-
-        pthread_mutex_lock(&n->done_mu);
-        if (n->wb_first == n->wb_ndone) {
-            pthread_mutex_unlock(&n->done_mu);
-            break;
-        }
-        status = n->wb_status[n->wb_first % KEEL_WBATCH_MAX];
-        pthread_mutex_unlock(&n->done_mu);
-        clock_refresh(n);
-        wb = n->wb[n->wb_first % KEEL_WBATCH_MAX];
-        n->wb_first++;
-        batch_settled(n, &wb, status);
-    }
-    if (submit)
-        flush_open(n);
 }
 
 /* The node is fenced (cluster mode): no turn runs. Queued actors keep
@@ -1782,7 +1620,7 @@ static void run_fenced(keel_node *n)
         while ((req = a->mb_head) != NULL) {
             a->mb_head = req->next;
             req->next = NULL;
-            fail_req(n, req, KEEL_ESTOPPING, msg);
+            keel__reply_fail(n, req, KEEL_ESTOPPING, msg);
         }
         a->mb_tail = NULL;
         a->mb_len = 0;
@@ -1821,8 +1659,9 @@ void keel__run_prune(keel_node *n)
 }
 
 /* An inactive actor whose stale writes may still be with the writer (its
- * batch failed, see batch_settled) waits on the parked list: loading it
- * now could read a store those writes have not reached yet. */
+ * batch failed, see batch_settled in node_commit.c) waits on the parked
+ * list: loading it now could read a store those writes have not reached
+ * yet. */
 static void park(keel_node *n, keel_actor *a)
 {
     if (a->flags & ACTOR_PARKED)
@@ -1832,7 +1671,7 @@ static void park(keel_node *n, keel_actor *a)
     n->parked = a;
 }
 
-static void unpark_settled(keel_node *n)
+void keel__run_unpark(keel_node *n)
 {
     keel_actor **pp = &n->parked, *a;
 
@@ -1845,7 +1684,7 @@ static void unpark_settled(keel_node *n)
         a->dirty_next = NULL;
         a->flags &= (uint8_t)~ACTOR_PARKED;
         if (a->mb_head != NULL)
-            schedule(n, a);
+            keel__run_schedule(n, a);
     }
 }
 
@@ -1855,7 +1694,7 @@ static void run_cb(struct ev_loop *loop, ev_idle *w, int revents)
     int budget = RUN_BUDGET, since_poll = 0, fenced = 0, drained;
     int early = n->opts.durability == KEEL_DURABILITY_NONE;
 
-    clock_refresh(n);
+    keel__clock_refresh(n);
 
     (void)loop;
     (void)revents;
@@ -1892,15 +1731,15 @@ again:
                  * accepted for may be someone else's by now. The sweep
                  * takes such messages back into the hold list when the
                  * session ends; one that slipped past it is not run. */
-                fail_req(n, req, KEEL_EUNAVAIL, stale_msg);
+                keel__reply_fail(n, req, KEEL_EUNAVAIL, stale_msg);
                 continue;
             }
             if (req->wire_deadline && keel__now_ns() >= req->deadline_ns) {
                 /* Its sender has answered its caller by now: running it
                  * would run a call that may be sent again. */
-                fail_req(n, req, KEEL_EDEADLINE,
-                         "the call's deadline passed before its turn; it "
-                         "did not run");
+                keel__reply_fail(n, req, KEEL_EDEADLINE,
+                                 "the call's deadline passed before its "
+                                 "turn; it did not run");
                 continue;
             }
             if (n->cluster != NULL && !keel__cluster_rt_serving(n)) {
@@ -1925,10 +1764,10 @@ again:
         }
         lru_touch(n, a);
         if (a->mb_head != NULL)
-            schedule(n, a);
+            keel__run_schedule(n, a);
         if (since_poll >= RUN_POLL_WRITER) {
             since_poll = 0;
-            poll_writer(n, 0);
+            keel__poll_writer(n, 0);
             /* Without syncs, an idle writer and many actors to write: hand
              * them over now, so the commit runs beside the rest of the run
              * instead of after it. Counting actors, not turns: a commit
@@ -1938,7 +1777,7 @@ again:
              * (docs/benchmarks.md). */
             if (early && n->wb_first == n->wb_next &&
                 n->ndirty >= FLUSH_EARLY_ACTORS)
-                flush_open(n);
+                keel__flush_open(n);
             if (n->cluster != NULL && !keel__cluster_rt_serving(n))
                 fenced = 1;
         }
@@ -1948,7 +1787,7 @@ again:
         run_fenced(n);
     else if (drained)
         ev_idle_stop(n->loop, &n->run_watcher);
-    flush_open(n);
+    keel__flush_open(n);
     /* A commit made right here, after the last turn, released its
      * replies, and callers on this thread may have sent more from their
      * callbacks: with durability none their turns run now, within the
@@ -1957,7 +1796,7 @@ again:
      * and the loop must see its I/O and timers between flushes. The clock
      * and the lease are read again, as at the start of a run. */
     if (drained && early && n->runq_head != NULL && budget > 0) {
-        clock_refresh(n);
+        keel__clock_refresh(n);
         if (n->cluster != NULL && !keel__cluster_rt_serving(n))
             fenced = 1;
         goto again;
@@ -1995,519 +1834,8 @@ int keel__submit(keel_node *n, struct keel_type_entry *te, const void *id,
     a->mb_tail = req;
     a->mb_len++;
     if (!(a->flags & ACTOR_RUNNING))
-        schedule(n, a);
+        keel__run_schedule(n, a);
     return 0;
-}
-
-/* --------------------------------------------------------- group commit */
-
-static void fail_batch_building(keel_node *n, keel_batch *b, int rc);
-
-static keel_batch *batch_take(keel_node *n)
-{
-    if (n->nbpool > 0)
-        return n->bpool[--n->nbpool];
-    return keel_batch_create();
-}
-
-static void batch_give(keel_node *n, keel_batch *b)
-{
-    if (n->nbpool < KEEL_WBATCH_MAX) {
-        keel_batch_reset(b);
-        n->bpool[n->nbpool++] = b;
-    } else {
-        keel_batch_destroy(b);
-    }
-}
-
-/* Serializes the dirty actors and hands them to the writer. Each dirty
- * actor contributes its current state and the entries written since the
- * last flush: however many turns it ran, it costs one record per key.
- * While the writer commits one batch, the next one waits in its queue and
- * every flush appends to it, so a commit takes all that was flushed while
- * the one before it ran. */
-static void flush_open(keel_node *n)
-{
-    struct keel_wbatch *wb;
-    keel_batch *b, *into;
-    keel_actor *a;
-    uint8_t kbuf[KEEL_KEY_MAX];
-    int rc = 0, klen, inlined = 0;
-    int fsync = n->opts.durability == KEEL_DURABILITY_FSYNC;
-    uint64_t repl_no = 0;
-
-    if (n->dirty_head == NULL ||
-        n->wb_next - n->wb_first >= KEEL_WBATCH_MAX)
-        return; /* nothing to write, or a full ring until the next settle */
-    if (n->spare == NULL && (n->spare = batch_take(n)) == NULL) {
-        fail_batch_building(n, NULL, KEEL_ENOMEM);
-        return;
-    }
-    b = n->spare;
-    keel_batch_reset(b);
-    for (a = n->dirty_head; a != NULL && rc == 0; a = a->dirty_next) {
-        uint64_t epoch;
-        if (n->cluster != NULL) {
-            /* The epoch at which this node holds the unit, not the map's:
-             * a unit lost since its turns ran must not write with the new
-             * owner's epoch. */
-            epoch = keel__cluster_write_epoch(n, a->type->capability,
-                                              a->shard);
-        } else {
-            keel_placement pl;
-            keel_coord_placement(n->coord, a->type->capability, a->shard,
-                                 &pl);
-            epoch = pl.epoch;
-        }
-        rc = keel_batch_begin_group(b, a->type->capability,
-                                    (uint16_t)a->shard, epoch, a);
-        if (rc == 0 && (a->flags & ACTOR_STATE_DIRTY)) {
-            klen = encode_key(a, NULL, 0, kbuf);
-            rc = klen < 0 ? klen
-                          : keel_batch_put(b, kbuf, (size_t)klen, a->version,
-                                           actor_state(a), a->state_len);
-        }
-        if (rc == 0 && a->ovl != NULL) {
-            size_t pos = 0;
-            void *item;
-            while (rc == 0 && keel_hmap_next(a->ovl, &pos, &item)) {
-                keel_ovl_entry *e = item;
-                if (e->seq != n->open_seq)
-                    continue; /* already in an earlier batch */
-                klen = encode_key(a, e->data, e->klen, kbuf);
-                if (klen < 0)
-                    rc = klen;
-                else if (e->deleted)
-                    rc = keel_batch_del(b, kbuf, (size_t)klen);
-                else
-                    rc = keel_batch_put(b, kbuf, (size_t)klen, a->version,
-                                        e->data + e->klen, e->vlen);
-            }
-        }
-        if (rc == 0 && a->ob_index != KEEL_OB_INDEX_NONE) {
-            rc = keel__outbox_flush(n, b, a);
-            a->ob_index = KEEL_OB_INDEX_NONE;
-        }
-        if (rc == 0 && a->rm_idx != NULL)
-            rc = keel__reminders_flush(n, b, a);
-    }
-    /* A small batch that finds nothing of ours with the writer, flushed
-     * when no other turn is waiting to run, is committed right here: the
-     * two thread hand-offs it saves cost more than its commit, and the
-     * loop has nothing else to do but wait for it. Big batches, and any
-     * batch flushed while turns are queued, go to the writer thread, so
-     * that turns go on beside their commit. */
-    /* Writes of units with backups leave now, so that the backups'
-     * flushes run beside this one (repl.h). */
-    if (rc == 0 && n->repl != NULL)
-        repl_no = keel__repl_flushed(n, b);
-    if (rc == 0 && n->inline_commits && n->runq_head == NULL &&
-        n->wb_first == n->wb_next &&
-        keel_batch_group_count(b) <= (fsync ? INLINE_GROUPS_FSYNC
-                                            : INLINE_GROUPS_NONE) &&
-        keel_batch_bytes(b) <= (fsync ? INLINE_BYTES_FSYNC
-                                      : INLINE_BYTES_NONE)) {
-        n->inlining = 1;
-        inlined = keel_writer_try_inline(n->writer, b);
-        n->inlining = 0;
-    }
-    if (inlined) {
-        into = b;
-    } else if (rc == 0) {
-        rc = keel_writer_submit_merge(n->writer, b, &into);
-        if (rc != 0 && rc != KEEL_ENOMEM)
-            keel_error("cannot hand a batch to the writer: %s",
-                       keel_strerror(rc));
-    }
-    if (rc != 0) {
-        if (repl_no != 0)
-            keel__repl_flush_lost(n, b, repl_no);
-        fail_batch_building(n, b, rc);
-        return;
-    }
-    for (a = n->dirty_head; a != NULL;) {
-        keel_actor *next = a->dirty_next;
-        a->dirty_next = NULL;
-        a->flags &= (uint8_t)~(ACTOR_IN_DIRTY | ACTOR_STATE_DIRTY);
-        a = next;
-    }
-    n->dirty_head = NULL;
-    n->ndirty = 0;
-    if (into == b) {
-        /* A batch of its own: the writer reports it after the ones
-         * before it. */
-        wb = &n->wb[n->wb_next % KEEL_WBATCH_MAX];
-        n->wb_next++;
-        wb->b = b;
-        wb->turns = 0;
-        wb->wait.head = wb->wait.tail = NULL;
-        wb->repl_lo = wb->repl_hi = 0;
-        n->spare = NULL;
-    } else {
-        /* Appended to the batch still waiting: the newest one. */
-        wb = &n->wb[(n->wb_next - 1) % KEEL_WBATCH_MAX];
-        keel_batch_reset(b);
-    }
-    wb->hi_seq = n->open_seq;
-    wb->turns += n->open_turns;
-    if (repl_no != 0) {
-        if (wb->repl_lo == 0)
-            wb->repl_lo = repl_no;
-        wb->repl_hi = repl_no;
-    }
-    if (n->wait_open.head != NULL) {
-        if (wb->wait.tail != NULL)
-            wb->wait.tail->next = n->wait_open.head;
-        else
-            wb->wait.head = n->wait_open.head;
-        wb->wait.tail = n->wait_open.tail;
-        n->wait_open.head = n->wait_open.tail = NULL;
-    }
-    n->open_turns = 0;
-    n->open_seq++;
-    if (inlined)
-        poll_writer(n, 0); /* settled already: release its replies */
-}
-
-uint64_t keel__now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-uint64_t keel__wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-/* Release times for the latency statistics come from n->clock_ns, read
- * once per run of turns and once per settled batch rather than once per
- * reply. A reply released in the run that also submitted its message may
- * then look older than its submission: it counts as 0. */
-static void clock_refresh(keel_node *n)
-{
-    n->clock_ns = keel__now_ns();
-}
-
-static void record_latency(keel_node *n, uint64_t t0)
-{
-    static const uint32_t bounds[] = KEEL_LATENCY_BOUNDS_US;
-    uint64_t us = n->clock_ns > t0 ? (n->clock_ns - t0) / 1000 : 0;
-    unsigned i;
-
-    for (i = 0; i < KEEL_LATENCY_BUCKETS - 1 && us > bounds[i]; i++)
-        ;
-    STAT_ADD(n, latency_buckets[i], 1);
-    STAT_ADD(n, latency_sum_us, us);
-    STAT_ADD(n, calls_completed, 1);
-}
-
-/* Cluster mode: whether the lease lapsed, read with a fresh clock. A reply
- * is the node's statement about a unit it owns; the lease was checked
- * when the turn started, but a pause between then and the reply (up to a
- * whole run of turns, or a commit in flight) may have let another node
- * take the unit over. So replies that leave after a commit, or after a
- * turn, look again. Standalone: never. */
-static int lease_lapsed(keel_node *n)
-{
-    if (n->cluster == NULL || keel__cluster_rt_serving(n))
-        return 0;
-    n->lease_lost = 1; /* the run of turns stops at the next turn */
-    return 1;
-}
-
-
-static void release_req(keel_node *n, keel_req *req)
-{
-    record_latency(n, req->t_submit_ns);
-    if (req->fev != NULL)
-        keel__follow_release(n, req); /* its change, if a success */
-    if (req->ob_hi != 0 && req->status == 0)
-        keel__outbox_released(n, req); /* before a callback can free it */
-    else if (req->ob_hi != 0)
-        keel__outbox_doubt(n, req);
-    if (req->rm_due != 0)
-        keel__reminders_released(n, req);
-    switch (req->origin) {
-    case REQ_LOCAL:
-        if (req->u.local.cb != NULL)
-            req->u.local.cb(req->status, req->buf, req->len,
-                            req->u.local.data);
-        keel__req_free(n, req);
-        break;
-    case REQ_NET:
-        keel__net_complete(n, req); /* frees req */
-        break;
-    case REQ_SYNC: {
-        struct keel_sync_call *s = req->u.sync;
-        void *copy = malloc(req->len + 1);
-        pthread_mutex_lock(&s->mu);
-        if (copy != NULL) {
-            memcpy(copy, req->buf, req->len);
-            ((char *)copy)[req->len] = '\0';
-            s->reply = copy;
-            s->len = req->len;
-            s->status = req->status;
-        } else {
-            s->status = KEEL_ENOMEM;
-        }
-        s->done = 1;
-        pthread_cond_signal(&s->cv);
-        pthread_mutex_unlock(&s->mu);
-        keel__req_free(n, req);
-        break;
-    }
-    }
-}
-
-static void fail_req(keel_node *n, keel_req *req, int status, const char *msg)
-{
-    req->status = status;
-    if (keel__req_set(req, msg, strlen(msg)) != 0)
-        req->len = 0;
-    release_req(n, req);
-}
-
-/* A failure of a turn whose writes may have left for backups before
- * their commit here failed: it leaves once no backup holding them can be
- * promoted (replication), else at once. */
-static void fail_held(keel_node *n, keel_req *req, int status,
-                      const char *msg)
-{
-    req->status = status;
-    if (keel__req_set(req, msg, strlen(msg)) != 0)
-        req->len = 0;
-    if (n->repl != NULL && keel__repl_hold_failed(n, req))
-        return;
-    release_req(n, req);
-}
-
-void keel__req_release(keel_node *n, keel_req *req)
-{
-    clock_refresh(n);
-    release_req(n, req);
-}
-
-void keel__req_settle(keel_node *n, keel_req *req)
-{
-    clock_refresh(n);
-    if (req_stale(n, req))
-        keel__req_doubt(n, req, stale_doubt_msg);
-    else if (lease_lapsed(n))
-        keel__req_doubt(n, req, "outcome unknown: this node lost its "
-                                "cluster lease before the reply left; the "
-                                "write may have taken effect");
-    else
-        release_req(n, req);
-}
-
-void keel__req_doubt(keel_node *n, keel_req *req, const char *msg)
-{
-    clock_refresh(n);
-    if (req->wrote) {
-        STAT_ADD(n, replies_in_doubt, 1);
-        fail_req(n, req, KEEL_EINDOUBT, msg);
-    } else {
-        fail_req(n, req, KEEL_EUNAVAIL, not_served_msg);
-    }
-}
-
-
-/* Fails the replies in q of actors marked ACTOR_FAILED; keeps the others
- * in q, in order. */
-static void fail_marked(keel_node *n, keel_req_queue *q)
-{
-    keel_req *req, *next, *head = q->head;
-    char msg[160];
-
-    q->head = q->tail = NULL;
-    for (req = head; req != NULL; req = next) {
-        keel_actor *a = req->actor;
-
-        next = req->next;
-        if (a->flags & ACTOR_FAILED) {
-            snprintf(msg, sizeof msg, "write not committed: %s",
-                     keel_strerror(a->fail_status));
-            fail_held(n, req, a->fail_status, msg);
-        } else {
-            queue_push(q, req);
-        }
-    }
-}
-
-/* An actor whose writes were lost: its in-memory state is ahead of the
- * store, so it is deactivated and its open writes dropped. Batches
- * already with the writer may still hold writes built on the lost ones
- * (the writer refuses them, see keel_writer); until they have settled the
- * actor stays pinned and parked, and only then reloads from the store. */
-static void actor_reset_failed(keel_node *n, keel_actor *a)
-{
-    uint64_t pin = a->last_write_seq;
-
-    if (pin > n->open_seq - 1)
-        pin = n->open_seq - 1; /* its open writes are dropped here */
-    a->flags &= (uint8_t)~ACTOR_FAILED;
-    actor_deactivate(n, a);
-    a->last_write_seq = pin;
-    if (a->mb_head != NULL)
-        schedule(n, a);
-}
-
-/* Settles a batch the writer handed back: on success its replies go out;
- * actors whose writes were refused (stale epoch, or built on a failed
- * batch) or lost (the commit failed) are reset to what the store holds,
- * and every reply that saw their uncommitted state fails, in this batch,
- * in later ones and among the open turns. */
-static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
-{
-    keel_batch *b = wb->b;
-    size_t i, ng = keel_batch_group_count(b);
-    keel_req_queue q;
-    keel_req *req, *next;
-    uint64_t j;
-    int any_failed = 0, lapsed, held;
-
-    n->durable_seq = wb->hi_seq;
-    if (status == 0) {
-        STAT_ADD(n, commits, 1);
-        STAT_ADD(n, batch_turns_total, wb->turns);
-        STAT_ADD(n, batch_actors_total, ng);
-        if (wb->turns > n->stats.batch_turns_max)
-            STAT_SET(n, batch_turns_max, wb->turns);
-    } else {
-        STAT_ADD(n, commit_failures, 1);
-        keel_warn("commit of %zu actors failed: %s", ng,
-                  keel_strerror(status));
-    }
-    for (i = 0; i < ng; i++) {
-        int gst;
-        keel_actor *a = keel_batch_group(b, i, &gst);
-        int st = status != 0 ? status : gst;
-
-        if (st != 0) {
-            if (!(a->flags & ACTOR_FAILED)) {
-                a->flags |= ACTOR_FAILED;
-                a->fail_status = (int8_t)st;
-            }
-            any_failed = 1;
-            if (gst == KEEL_EFENCED) {
-                STAT_ADD(n, fence_refusals, 1);
-                if (a->type->fence_ok != NULL)
-                    a->type->fence_ok[a->shard] = 0; /* look again */
-            }
-        } else if (!(a->flags & ACTOR_FAILED)) {
-            ovl_prune(a, n->durable_seq);
-        }
-    }
-    /* Writes of units with backups go to them now; the replies wait for
-     * their acks (repl.c). Without backups: one check, as before. */
-    held = n->repl != NULL &&
-           keel__repl_settled(n, b, status, wb->repl_lo, wb->repl_hi);
-    q = wb->wait;
-    lapsed = q.head != NULL && lease_lapsed(n);
-    for (req = q.head; req != NULL; req = next) {
-        next = req->next;
-        if (req->actor->flags & ACTOR_FAILED) {
-            char msg[160];
-            if (req->actor->fail_status == KEEL_EINDOUBT) {
-                /* Committed, but the flush that would make it durable
-                 * failed (the store is now closed to writes): it may be
-                 * on the disk or not. */
-                snprintf(msg, sizeof msg,
-                         "outcome unknown: flushing the store failed after "
-                         "this write was committed; it may have taken "
-                         "effect");
-                if (req->wrote)
-                    STAT_ADD(n, replies_in_doubt, 1);
-            } else {
-                snprintf(msg, sizeof msg, "write not committed: %s",
-                         keel_strerror(req->actor->fail_status));
-            }
-            fail_held(n, req, req->actor->fail_status, msg);
-        } else if (req_stale(n, req)) {
-            if (req->wrote)
-                STAT_ADD(n, replies_in_doubt, 1);
-            fail_req(n, req, req->wrote ? KEEL_EINDOUBT : KEEL_EUNAVAIL,
-                     req->wrote ? stale_doubt_msg : stale_read_msg);
-        } else if (lapsed && req->wrote) {
-            /* Durable here, but another node may own the unit by now and
-             * never see this write: neither success nor failure is
-             * true. */
-            STAT_ADD(n, replies_in_doubt, 1);
-            fail_req(n, req, KEEL_EINDOUBT,
-                     "outcome unknown: this node lost its cluster lease "
-                     "before the reply left; the write may have taken "
-                     "effect");
-        } else if (lapsed) {
-            /* A read (or a failed turn) queued behind a write. */
-            fail_req(n, req, KEEL_EUNAVAIL, not_served_msg);
-        } else if (!held ||
-                   !keel__repl_hold(n, req, wb->repl_lo, wb->repl_hi)) {
-            release_req(n, req);
-        }
-    }
-    if (any_failed) {
-        /* Replies of later turns built on the lost state fail too. */
-        for (j = n->wb_first; j < n->wb_next; j++)
-            fail_marked(n, &n->wb[j % KEEL_WBATCH_MAX].wait);
-        fail_marked(n, &n->wait_open);
-        for (i = 0; i < ng; i++) {
-            keel_actor *a = keel_batch_group(b, i, NULL);
-            if (a->flags & ACTOR_FAILED)
-                actor_reset_failed(n, a);
-        }
-        /* What is flushed from now on was built knowing of it. */
-        keel_writer_ack_failure(n->writer);
-    }
-    batch_give(n, b);
-    if (n->parked != NULL)
-        unpark_settled(n);
-}
-
-/* Building or handing over the open turns' writes failed (out of memory,
- * or the writer is stopping): nothing of them reached the writer. The
- * dirty actors' open writes are lost: reset those actors and fail every
- * reply that saw them. Their earlier batches, if any, go on. */
-static void fail_batch_building(keel_node *n, keel_batch *b, int rc)
-{
-    keel_actor *a;
-
-    if (b != NULL)
-        keel_batch_reset(b);
-    STAT_ADD(n, commit_failures, 1);
-    keel_warn("could not build a commit batch: %s", keel_strerror(rc));
-    for (a = n->dirty_head; a != NULL; a = a->dirty_next) {
-        a->flags |= ACTOR_FAILED;
-        a->fail_status = (int8_t)rc;
-    }
-    fail_marked(n, &n->wait_open);
-    while ((a = n->dirty_head) != NULL)
-        actor_reset_failed(n, a); /* unlinks it from the dirty list */
-    n->ndirty = 0;
-    n->open_turns = 0;
-}
-
-static void writer_done_cb(keel_batch *b, int status, void *data)
-{
-    keel_node *n = data;
-
-    /* Writer thread: hand the batch back; the loop settles it. Reports
-     * come in queue order, so the count says which batch this is. */
-    (void)b;
-    pthread_mutex_lock(&n->done_mu);
-    n->wb_status[n->wb_ndone % KEEL_WBATCH_MAX] = status;
-    n->wb_ndone++;
-    pthread_mutex_unlock(&n->done_mu);
-    /* A commit made on the loop thread (flush_open) is settled by its
-     * caller right after: a wakeup would only cost the loop an iteration
-     * in which no turn runs. */
-    if (!(keel__on_loop_thread(n) && n->inlining))
-        ev_async_send(n->loop, &n->async);
 }
 
 /* --------------------------------------------------------- loop wakeups */
@@ -2587,7 +1915,7 @@ static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
 
     (void)loop;
     (void)revents;
-    poll_writer(n, 1);
+    keel__poll_writer(n, 1);
     run_posts(n);
     if (atomic_exchange(&n->reload_requested, 0)) {
         /* Each logs what went wrong and keeps what it had. */
@@ -2873,7 +2201,7 @@ int keel_node_run(keel_node *n)
         return rc;
     if (n->reminders == NULL && (rc = keel__reminders_init(n)) != 0)
         return rc;
-    rc = keel_writer_start(n->store, writer_done_cb, n, &n->writer);
+    rc = keel_writer_start(n->store, keel__writer_done_cb, n, &n->writer);
     if (rc != 0)
         return rc;
     rc = keel__cluster_rt_start(n);
@@ -2992,7 +2320,8 @@ void keel_node_destroy(keel_node *n)
         keel_req *req;
         while ((req = a->mb_head) != NULL) {
             a->mb_head = req->next;
-            fail_req(n, req, KEEL_ESTOPPING, keel_strerror(KEEL_ESTOPPING));
+            keel__reply_fail(n, req, KEEL_ESTOPPING,
+                             keel_strerror(KEEL_ESTOPPING));
         }
         a->last_write_seq = 0;
         a->flags = 0;

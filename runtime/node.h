@@ -353,10 +353,6 @@ struct keel_node {
 
 /* --- node.c -------------------------------------------------------------*/
 
-uint64_t keel__now_ns(void);
-/* The wall clock (CLOCK_REALTIME) in ms: times kept in the store, which
- * must mean the same on every node and across restarts. */
-uint64_t keel__wall_ms(void);
 /* Nonzero on the node's loop thread, where blocking calls would wait on
  * themselves. */
 int keel__on_loop_thread(keel_node *n);
@@ -410,16 +406,6 @@ keel_req *keel__req_alloc(keel_node *n, size_t msglen);
 void keel__req_free(keel_node *n, keel_req *req);
 /* Stores bytes in the req's buffer (message or reply). KEEL_ENOMEM. */
 int keel__req_set(keel_req *req, const void *data, size_t len);
-/* Sends a finished request's reply (status, buf) to its origin and frees
- * it. */
-void keel__req_release(keel_node *n, keel_req *req);
-/* Releases a reply whose writes are confirmed (repl.c) by the rules of a
- * settled batch: if the cluster lease lapsed meanwhile, a write's reply
- * becomes KEEL_EINDOUBT and a read's KEEL_EUNAVAIL. */
-void keel__req_settle(keel_node *n, keel_req *req);
-/* Fails a reply whose writes cannot be confirmed: KEEL_EINDOUBT (with
- * msg) for a turn that wrote, KEEL_EUNAVAIL for one that did not. */
-void keel__req_doubt(keel_node *n, keel_req *req, const char *msg);
 /* Whether an actor has nothing queued, running or waiting for a commit;
  * such an actor can be passivated (freed) at once. */
 int keel__actor_idle(const keel_node *n, const keel_actor *a);
@@ -439,6 +425,23 @@ void keel__actlog_fence(keel_node *n, int fenced, int64_t ago_ns);
  * mode: the sweep emptied them). Queued, an actor is never idle, so a
  * fenced node, whose run is stopped, could not passivate it. */
 void keel__run_prune(keel_node *n);
+
+/* --- node_commit.c ------------------------------------------------------*/
+
+uint64_t keel__now_ns(void);
+/* The wall clock (CLOCK_REALTIME) in ms: times kept in the store, which
+ * must mean the same on every node and across restarts. */
+uint64_t keel__wall_ms(void);
+/* Sends a finished request's reply (status, buf) to its origin and frees
+ * it. */
+void keel__req_release(keel_node *n, keel_req *req);
+/* Releases a reply whose writes are confirmed (repl.c) by the rules of a
+ * settled batch: if the cluster lease lapsed meanwhile, a write's reply
+ * becomes KEEL_EINDOUBT and a read's KEEL_EUNAVAIL. */
+void keel__req_settle(keel_node *n, keel_req *req);
+/* Fails a reply whose writes cannot be confirmed: KEEL_EINDOUBT (with
+ * msg) for a turn that wrote, KEEL_EUNAVAIL for one that did not. */
+void keel__req_doubt(keel_node *n, keel_req *req, const char *msg);
 
 /* --- net.c --------------------------------------------------------------*/
 

@@ -6,10 +6,10 @@
  * applied.
  *
  * Primary side: when the group commit flushes a batch to its writer
- * (flush_open in node.c), keel__repl_flushed() sends the writes of each
- * unit with in-sync backups at once, in REPL frames (one per backup node
- * per flush, many units), so that the backups' flushes run beside this
- * node's own; once the batch is durable here (batch_settled),
+ * (flush_open in node_commit.c), keel__repl_flushed() sends the writes of
+ * each unit with in-sync backups at once, in REPL frames (one per backup
+ * node per flush, many units), so that the backups' flushes run beside
+ * this node's own; once the batch is durable here (batch_settled),
  * keel__repl_settled() takes note, and the batch's replies are handed to
  * keel__repl_hold(): they wait for the acks. While a backup of a unit
  * catches up, that unit's writes leave only once durable here (its

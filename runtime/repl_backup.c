@@ -486,8 +486,8 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
     /* A small frame that finds nothing else waiting on this node (no
      * frame before it unanswered, the replication writer idle, no turn
      * queued and no batch of the node's own with its writer) is
-     * committed on the loop thread, as node.c commits its own small
-     * batches: the writer thread's wake-up, and the loop's wake-up after
+     * committed on the loop thread, as node_commit.c commits the node's
+     * small batches: the writer thread's wake-up, and the loop's wake-up after
      * it, were most of what a backup added to a replicated write's
      * latency. The writer's commit, flush and failure rules apply
      * (keel_writer_try_inline), bw_done reports the frame once it is

@@ -30,7 +30,7 @@
 #define REPL_SEND_MAX ((64u << 20) - KEEL_FRAME_HEADER)
 #define REPL_MAX_BACKUPS 4
 /* The largest frame a backup commits on its loop thread (keel__repl_frame):
- * as node.c's inline commits with fsync. */
+ * as node_commit.c's inline commits with fsync. */
 #define REPL_INLINE_GROUPS 16
 #define REPL_INLINE_BYTES (64u << 10)
 

@@ -1,4 +1,4 @@
-/* Request keys inside one node (runtime/dedup.h, node.c): a retry waits
+/* Request keys inside one node (runtime/dedup.h, node_keys.c): a retry waits
  * for the original's write to be durable; a retry of a write whose batch
  * failed fails too, and a later one runs once; two requests with one key
  * run once; a retry that finds its record while the actor activates is

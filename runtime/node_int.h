@@ -1,0 +1,124 @@
+/* Internals shared by the node's files (loop thread unless noted):
+ *   node.c         options, types, actors and their state, the turn, the
+ *                  run queue, loop wakeups, lifecycle, calls;
+ *   node_keys.c    request keys: a keyed request's record and the answer
+ *                  to its retry;
+ *   node_commit.c  group commit: building a batch from the dirty actors,
+ *                  settling what the writer hands back, and releasing or
+ *                  failing the replies that waited for it.
+ * Not part of any API: runtime/node.h is the rest of the runtime's view. */
+#ifndef KEEL_RUNTIME_NODE_INT_H
+#define KEEL_RUNTIME_NODE_INT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "persistence/store.h"
+#include "runtime/cluster_rt.h"
+#include "runtime/node.h"
+
+struct keel_sync_call {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    int status;
+    void *reply;
+    size_t len;
+    /* The caller's buffers: it blocks until the reply, so they outlive
+     * the request. */
+    char *type;
+    void *id;
+    size_t idlen;
+    void *msg;
+    size_t msglen;
+    int cast;
+};
+
+/* Cluster mode: whether req was accepted to run here in a ZooKeeper
+ * session that has ended since. Whatever its turn read or wrote belongs
+ * to that session's ownership: the unit may have failed over or been
+ * given up while this node was cut off, and served elsewhere. A new
+ * session's lease says nothing about it, so such a reply never leaves as
+ * a success. Standalone: never. */
+static inline int req_stale(keel_node *n, const keel_req *req)
+{
+    return n->cluster != NULL && keel__cluster_req_stale(n, req);
+}
+
+static inline void queue_push(keel_req_queue *q, keel_req *req)
+{
+    req->next = NULL;
+    if (q->tail != NULL)
+        q->tail->next = req;
+    else
+        q->head = req;
+    q->tail = req;
+}
+
+static inline uint8_t *actor_state(keel_actor *a)
+{
+    return a->state_cap ? a->st.heap : a->st.inl;
+}
+
+static inline int encode_key(keel_actor *a, const void *entry, size_t elen,
+                             uint8_t *buf)
+{
+    return keel_key_encode(buf, (uint16_t)a->shard, a->type->name,
+                           strlen(a->type->name), a->id, a->idlen, entry,
+                           elen);
+}
+
+/* --- node.c -------------------------------------------------------------*/
+
+void keel__actor_deactivate(keel_node *n, keel_actor *a);
+void keel__ovl_prune(keel_actor *a, uint64_t durable);
+/* Puts the actor on the run queue (once) and starts the run. */
+void keel__run_schedule(keel_node *n, keel_actor *a);
+/* Takes the parked actors whose writes have all settled off the parked
+ * list, and queues those with messages. */
+void keel__run_unpark(keel_node *n);
+
+/* --- node_keys.c --------------------------------------------------------*/
+
+enum { DUP_NONE = 0, DUP_KEPT, DUP_NOT_KEPT };
+
+/* Whether the actor recorded this request key (dedup.h): *dup says so,
+ * with the recorded reply (valid until the turn ends). */
+int keel__dedup_lookup(keel_turn *t, const keel_req *req, int *dup,
+                       const uint8_t **reply, size_t *rlen);
+/* Stages the record of this turn's key and reply with the turn's writes:
+ * committed, refused or lost together. */
+int keel__dedup_record(keel_turn *t, const keel_req *req, const void *reply,
+                       size_t rlen);
+
+/* --- node_commit.c ------------------------------------------------------*/
+
+/* The replies of a node that lost its lease, and of one whose session
+ * ended, when the turn wrote nothing. */
+extern const char keel__not_served_msg[];
+extern const char keel__stale_read_msg[];
+
+/* Settles the batches the writer has handed back, in order, and, with
+ * submit, flushes the open turns. */
+void keel__poll_writer(keel_node *n, int submit);
+/* Serializes the dirty actors and hands them to the writer (or commits
+ * them here, when small and the writer idle). */
+void keel__flush_open(keel_node *n);
+/* Reads the clock that release times are measured with (n->clock_ns). */
+void keel__clock_refresh(keel_node *n);
+/* Cluster mode: whether the lease lapsed, read with a fresh clock; if so
+ * the run of turns stops at the next turn. Standalone: never. */
+int keel__lease_lapsed(keel_node *n);
+/* As keel__req_release, with the clock as last read: sends req's reply
+ * (status, buf) to its origin and frees it. */
+void keel__reply_release(keel_node *n, keel_req *req);
+/* Sets req's reply to the error status with msg, and releases it. */
+void keel__reply_fail(keel_node *n, keel_req *req, int status,
+                      const char *msg);
+/* The writer's report of a batch (keel_writer_start): writer thread, or
+ * the loop thread for a commit made there. */
+void keel__writer_done_cb(keel_batch *b, int status, void *data);
+
+#endif
