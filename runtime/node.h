@@ -387,6 +387,8 @@ int keel__turn_rt_entries(keel_turn *t, keel_entry_fn fn, void *data);
  * are gone). */
 void keel__plugins_close(keel_node *n);
 
+/* --- node.c, continued ---------------------------------------------------*/
+
 /* Submits a message; the reply goes wherever req says. On error the req
  * has not been queued and the caller still owns it. */
 int keel__submit(keel_node *n, struct keel_type_entry *te, const void *id,
