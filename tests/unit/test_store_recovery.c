@@ -857,6 +857,26 @@ out:
 }
 END_TEST
 
+/* Writes file (64 KiB at a time, at most chunks times) until less than
+ * leave bytes of its file system are free. */
+static void fill_disk(const char *file, uint64_t leave, int chunks)
+{
+    static char pad[1 << 16];
+    int fd = open(file, O_CREAT | O_WRONLY, 0600);
+
+    ck_assert_int_ge(fd, 0);
+    memset(pad, 'x', sizeof pad);
+    for (int i = 0; i < chunks; i++) {
+        struct statvfs sv;
+
+        ck_assert_int_eq(fstatvfs(fd, &sv), 0);
+        if ((uint64_t)sv.f_bavail * sv.f_frsize < leave ||
+            write(fd, pad, sizeof pad) <= 0)
+            break;
+    }
+    close(fd);
+}
+
 /* A disk that fills while the log writes ahead, then frees room, with a
  * crash at the end. The log crosses its first MiB with less than a MiB
  * free: the zeros are taken back and records lengthen the file until the
@@ -868,9 +888,8 @@ START_TEST(test_log_ahead_disk_fills)
 {
     char *dir = tu_tmpdir("recov");
     char path[600], filler[600];
-    static char pad[1 << 16];
     pid_t pid;
-    int fd, status;
+    int status;
 
     if (unshare(CLONE_NEWNS) != 0 ||
         mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
@@ -885,18 +904,7 @@ START_TEST(test_log_ahead_disk_fills)
     snprintf(filler, sizeof filler, "%s/filler", dir);
     count_once(path, 1);
     ck_assert_int_eq(wal_size(path), WAL_AHEAD);
-    fd = open(filler, O_CREAT | O_WRONLY, 0600);
-    ck_assert_int_ge(fd, 0);
-    memset(pad, 'x', sizeof pad);
-    for (int i = 0; i < 128; i++) {
-        struct statvfs sv;
-
-        ck_assert_int_eq(fstatvfs(fd, &sv), 0);
-        if ((uint64_t)sv.f_bavail * sv.f_frsize < (512u << 10) ||
-            write(fd, pad, sizeof pad) <= 0)
-            break;
-    }
-    close(fd);
+    fill_disk(filler, 512u << 10, 128);
     pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
@@ -951,9 +959,8 @@ static void fresh_disk_full_case(int durability)
 {
     char *dir = tu_tmpdir("recov");
     char err[1024], path[600];
-    static char pad[1 << 16];
     keel_store *s;
-    int fd, ok = 0, rc = 0;
+    int ok = 0, rc = 0;
 
     if (unshare(CLONE_NEWNS) != 0 ||
         mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
@@ -977,18 +984,7 @@ static void fresh_disk_full_case(int durability)
     /* Most of the rest of the disk goes to a file of the test's own, so
      * that the store fills it before its second checkpoint. */
     snprintf(err, sizeof err, "%s/filler", dir);
-    fd = open(err, O_CREAT | O_WRONLY, 0600);
-    ck_assert_int_ge(fd, 0);
-    memset(pad, 'x', sizeof pad);
-    for (int i = 0; i < 64; i++) {
-        struct statvfs sv;
-
-        ck_assert_int_eq(fstatvfs(fd, &sv), 0);
-        if ((uint64_t)sv.f_bavail * sv.f_frsize < (1u << 20) ||
-            write(fd, pad, sizeof pad) <= 0)
-            break;
-    }
-    close(fd);
+    fill_disk(err, 1u << 20, 64);
     /* Values of 3000 bytes under keys of their own, then the count: with
      * durability none the map's blocks are taken ahead, so only values
      * that outgrow the map fill the disk. */
