@@ -3,11 +3,9 @@
  * Calls forwarded between nodes work over the TLS links; a connection
  * without a node certificate cannot forward a call (hop bits) or stream a
  * unit (XFER), even after INFO "peer" (EDENIED, nothing changes); a
- * certificate from another CA, even one naming a member, gets no
- * connection at all, and a node started with one cannot forward; nor can
- * a node whose certificate the cluster's CRL revokes; a node's
- * connections lose their rights when it leaves the cluster. Every wait is
- * bounded. */
+ * node's connections lose their rights when it leaves the cluster.
+ * (test_cluster_tls_refused.c: certificates that get no link at all.)
+ * Every wait is bounded. */
 #include <check.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +14,7 @@
 #include <unistd.h>
 
 #include "certs.h"
+#include "cltls.h"
 #include "cluster.h"
 #include "keel.h"
 #include "proc.h"
@@ -28,27 +27,7 @@ static char ca[512], oca[512];
 
 static void setup(void)
 {
-    char cn[32], name[32];
-    int i;
-
-    tu_cluster_setup(&cl, "cltls", "tls");
-    cl.shards = 16;
-    ck_assert_int_eq(tu_certs_ca(cl.dir, "ca"), 0);
-    ck_assert_int_eq(tu_certs_ca(cl.dir, "other"), 0);
-    for (i = 0; i < 3; i++) {
-        snprintf(name, sizeof name, "n%d", i);
-        snprintf(cn, sizeof cn, "node:n%d", i);
-        ck_assert_int_eq(tu_certs_issue(cl.dir, "ca", name, cn), 0);
-    }
-    ck_assert_int_eq(tu_certs_issue(cl.dir, "ca", "alice", "client:alice"),
-                     0);
-    /* Another CA's certificate for a member's name. */
-    ck_assert_int_eq(tu_certs_issue(cl.dir, "other", "fake-n1", "node:n1"),
-                     0);
-    tu_certs_path(ca, sizeof ca, cl.dir, "ca", "pem");
-    tu_certs_path(oca, sizeof oca, cl.dir, "other", "pem");
-    /* The CLI (readiness checks, tu_cluster_counter) trusts the CA. */
-    setenv("KEEL_TLS_CA", ca, 1);
+    tu_cltls_setup(&cl, "cltls", ca, oca);
 }
 
 static void teardown(void)
@@ -56,63 +35,20 @@ static void teardown(void)
     tu_cluster_teardown(&cl, SIGTERM);
 }
 
-/* Starts node i with the certificate `name` of the test's directory and
- * the CRL file crl (NULL: none). */
-static void start_node_crl(int i, const char *name, const char *crl)
-{
-    char cert[512], key[512];
-
-    tu_certs_path(cert, sizeof cert, cl.dir, name, "pem");
-    tu_certs_path(key, sizeof key, cl.dir, name, "key");
-    TU_CLUSTER_CHECK(&cl,
-                     tu_cluster_start_node(&cl, i, 0, "--tls-cert", cert,
-                                           "--tls-key", key, "--tls-ca", ca,
-                                           crl != NULL ? "--tls-crl" : NULL,
-                                           crl, NULL) == 0,
-                     "n%d did not start", i);
-}
-
 static void start_node(int i, const char *name)
 {
-    start_node_crl(i, name, NULL);
+    tu_cltls_start(&cl, i, name, ca, NULL, NULL);
 }
 
 static int tls_connect(int i, const char *name, const char *with_ca,
                        keel_client **c, char *why, size_t whylen)
 {
-    keel_client_tls t;
-    char cert[512], key[512];
-
-    memset(&t, 0, sizeof t);
-    t.ca = with_ca;
-    if (name != NULL) {
-        t.cert = tu_certs_path(cert, sizeof cert, cl.dir, name, "pem");
-        t.key = tu_certs_path(key, sizeof key, cl.dir, name, "key");
-    }
-    return keel_client_connect_tls(cl.nodes[i].addr, 10000, &t, c, why,
-                                   whylen);
+    return tu_cltls_connect(&cl, i, name, with_ca, c, why, whylen);
 }
 
-/* Waits (at most 60 s) until every one of ids answers `get` through node
- * 0, which means the map has settled enough to serve them. */
 static void wait_served(const char *prefix, int nids)
 {
-    int tries, k, ok = 0;
-    char id[32];
-
-    cl.quiet = 1;
-    for (tries = 0; tries < 600 && !ok; tries++) {
-        ok = 1;
-        for (k = 0; k < nids && ok; k++) {
-            snprintf(id, sizeof id, "%s%d", prefix, k);
-            ok = tu_cluster_counter(&cl, 0, id, "get") >= 0;
-        }
-        if (!ok)
-            tu_sleep_ms(100);
-    }
-    cl.quiet = 0;
-    TU_CLUSTER_CHECK(&cl, ok, "the cluster did not serve %s* in 60 s",
-                     prefix);
+    tu_cltls_wait_served(&cl, prefix, nids);
 }
 
 #define NIDS 12
@@ -291,99 +227,7 @@ START_TEST(departed_node_loses_peer_rights)
 }
 END_TEST
 
-START_TEST(foreign_ca_gets_no_link)
-{
-    keel_client *c = NULL;
-    char why[512];
-    long v;
-    int k, failed = 0;
 
-    start_node(0, "n0");
-    start_node(1, "n1");
-    wait_served("h", NIDS);
-    /* A certificate that names member n1 but comes from another CA: the
-     * handshake fails, nothing is sent. */
-    ck_assert_int_eq(tls_connect(0, "fake-n1", ca, &c, why, sizeof why),
-                     KEEL_ENOTSENT);
-    ck_assert_msg(strstr(why, "unknown ca") != NULL, "why: %s", why);
-    /* A node started with it (trusting the right CA) reaches ZooKeeper
-     * but no other node: whatever it must forward fails, and nothing of
-     * it runs. Its clients trust its certificate's CA. */
-    setenv("KEEL_TLS_CA", oca, 1);
-    start_node(2, "fake-n1");
-    cl.quiet = 1;
-    for (k = 0; k < NIDS; k++) {
-        char id[32];
-        snprintf(id, sizeof id, "h%d", k);
-        if (tu_cluster_counter(&cl, 2, id, "incr") < 0)
-            failed++;
-    }
-    cl.quiet = 0;
-    setenv("KEEL_TLS_CA", ca, 1);
-    TU_CLUSTER_CHECK(&cl, failed == NIDS, "%d of %d calls through the node "
-                     "with a foreign certificate failed", failed, NIDS);
-    {
-        char *log = tu_keeld_log(&cl.nodes[2]);
-        int refused = log != NULL && strstr(log, "unknown ca") != NULL;
-        free(log);
-        TU_CLUSTER_CHECK(&cl, refused, "n2's links were not refused");
-    }
-    /* The node goes; what it was given returns to the others. Every
-     * counter is still 0 (at most 60 s for the map to settle again). */
-    tu_keeld_stop(&cl.nodes[2], SIGKILL);
-    wait_served("h", NIDS);
-    for (k = 0; k < NIDS; k++) {
-        char id[32];
-        snprintf(id, sizeof id, "h%d", k);
-        v = tu_cluster_counter(&cl, 0, id, "get");
-        TU_CLUSTER_CHECK(&cl, v == 0, "%s is %ld", id, v);
-    }
-}
-END_TEST
-
-START_TEST(revoked_node_gets_no_link)
-{
-    char crl[512];
-    int k, failed = 0;
-    long v;
-
-    ck_assert_int_eq(tu_certs_revoke(cl.dir, "ca", "n2"), 0);
-    ck_assert_int_eq(tu_certs_crl(cl.dir, "ca", "crl", 0), 0);
-    tu_certs_path(crl, sizeof crl, cl.dir, "crl", "pem");
-    start_node_crl(0, "n0", crl);
-    start_node_crl(1, "n1", crl);
-    wait_served("r", NIDS);
-    /* n2's certificate is from the cluster's CA and names a member, but
-     * is revoked: its links are refused both ways (it does not know, and
-     * has no CRL: with one it would not start). Whatever it must forward
-     * fails, and nothing of it runs. */
-    start_node(2, "n2");
-    cl.quiet = 1;
-    for (k = 0; k < NIDS; k++) {
-        char id[32];
-        snprintf(id, sizeof id, "r%d", k);
-        if (tu_cluster_counter(&cl, 2, id, "incr") < 0)
-            failed++;
-    }
-    cl.quiet = 0;
-    TU_CLUSTER_CHECK(&cl, failed == NIDS, "%d of %d calls through the node "
-                     "with a revoked certificate failed", failed, NIDS);
-    {
-        char *log = tu_keeld_log(&cl.nodes[2]);
-        int refused = log != NULL && strstr(log, "revoked") != NULL;
-        free(log);
-        TU_CLUSTER_CHECK(&cl, refused, "n2's links were not refused");
-    }
-    tu_keeld_stop(&cl.nodes[2], SIGKILL);
-    wait_served("r", NIDS);
-    for (k = 0; k < NIDS; k++) {
-        char id[32];
-        snprintf(id, sizeof id, "r%d", k);
-        v = tu_cluster_counter(&cl, 0, id, "get");
-        TU_CLUSTER_CHECK(&cl, v == 0, "%s is %ld", id, v);
-    }
-}
-END_TEST
 
 int main(void)
 {
@@ -399,9 +243,7 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, forwards_over_mutual_tls);
     tcase_add_test(tc, forged_peer_frames_denied);
-    tcase_add_test(tc, foreign_ca_gets_no_link);
     tcase_add_test(tc, departed_node_loses_peer_rights);
-    tcase_add_test(tc, revoked_node_gets_no_link);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&cl, s);
 }
