@@ -56,12 +56,51 @@ static void wait_served(const char *prefix, int nids)
 
 #define NIDS 12
 
+/* Node 2, started without links (its certificate refused), against the
+ * others serving prefix0..: every call through it fails (its clients
+ * trusting client_ca), its log names the refusal, and once it is gone
+ * every counter is still 0, nothing of it having run (at most 60 s for
+ * the map to settle again). */
+static void unlinked_node_runs_nothing(const char *prefix,
+                                       const char *client_ca,
+                                       const char *refusal)
+{
+    char id[32];
+    int k, failed = 0;
+    long v;
+
+    setenv("KEEL_TLS_CA", client_ca, 1);
+    cl.quiet = 1;
+    for (k = 0; k < NIDS; k++) {
+        snprintf(id, sizeof id, "%s%d", prefix, k);
+        if (tu_cluster_counter(&cl, 2, id, "incr") < 0)
+            failed++;
+    }
+    cl.quiet = 0;
+    setenv("KEEL_TLS_CA", ca, 1);
+    TU_CLUSTER_CHECK(&cl, failed == NIDS, "%d of %d calls through the node "
+                     "whose links are refused (%s) failed", failed, NIDS,
+                     refusal);
+    {
+        char *log = tu_keeld_log(&cl.nodes[2]);
+        int refused = log != NULL && strstr(log, refusal) != NULL;
+        free(log);
+        TU_CLUSTER_CHECK(&cl, refused, "n2's links were not refused (%s)",
+                         refusal);
+    }
+    tu_keeld_stop(&cl.nodes[2], SIGKILL);
+    wait_served(prefix, NIDS);
+    for (k = 0; k < NIDS; k++) {
+        snprintf(id, sizeof id, "%s%d", prefix, k);
+        v = tu_cluster_counter(&cl, 0, id, "get");
+        TU_CLUSTER_CHECK(&cl, v == 0, "%s is %ld", id, v);
+    }
+}
+
 START_TEST(foreign_ca_gets_no_link)
 {
     keel_client *c = NULL;
     char why[512];
-    long v;
-    int k, failed = 0;
 
     start_node_crl(0, "n0", NULL);
     start_node_crl(1, "n1", NULL);
@@ -73,44 +112,17 @@ START_TEST(foreign_ca_gets_no_link)
     ck_assert_msg(strstr(why, "unknown ca") != NULL, "why: %s", why);
     /* A node started with it (trusting the right CA) reaches ZooKeeper
      * but no other node: whatever it must forward fails, and nothing of
-     * it runs. Its clients trust its certificate's CA. */
+     * it runs. Its clients (the start's readiness check too) trust its
+     * certificate's CA. */
     setenv("KEEL_TLS_CA", oca, 1);
     start_unlinked(2, "fake-n1");
-    cl.quiet = 1;
-    for (k = 0; k < NIDS; k++) {
-        char id[32];
-        snprintf(id, sizeof id, "h%d", k);
-        if (tu_cluster_counter(&cl, 2, id, "incr") < 0)
-            failed++;
-    }
-    cl.quiet = 0;
-    setenv("KEEL_TLS_CA", ca, 1);
-    TU_CLUSTER_CHECK(&cl, failed == NIDS, "%d of %d calls through the node "
-                     "with a foreign certificate failed", failed, NIDS);
-    {
-        char *log = tu_keeld_log(&cl.nodes[2]);
-        int refused = log != NULL && strstr(log, "unknown ca") != NULL;
-        free(log);
-        TU_CLUSTER_CHECK(&cl, refused, "n2's links were not refused");
-    }
-    /* The node goes; what it was given returns to the others. Every
-     * counter is still 0 (at most 60 s for the map to settle again). */
-    tu_keeld_stop(&cl.nodes[2], SIGKILL);
-    wait_served("h", NIDS);
-    for (k = 0; k < NIDS; k++) {
-        char id[32];
-        snprintf(id, sizeof id, "h%d", k);
-        v = tu_cluster_counter(&cl, 0, id, "get");
-        TU_CLUSTER_CHECK(&cl, v == 0, "%s is %ld", id, v);
-    }
+    unlinked_node_runs_nothing("h", oca, "unknown ca");
 }
 END_TEST
 
 START_TEST(revoked_node_gets_no_link)
 {
     char crl[512];
-    int k, failed = 0;
-    long v;
 
     ck_assert_int_eq(tu_certs_revoke(cl.dir, "ca", "n2"), 0);
     ck_assert_int_eq(tu_certs_crl(cl.dir, "ca", "crl", 0), 0);
@@ -123,30 +135,7 @@ START_TEST(revoked_node_gets_no_link)
      * has no CRL: with one it would not start). Whatever it must forward
      * fails, and nothing of it runs. */
     start_unlinked(2, "n2");
-    cl.quiet = 1;
-    for (k = 0; k < NIDS; k++) {
-        char id[32];
-        snprintf(id, sizeof id, "r%d", k);
-        if (tu_cluster_counter(&cl, 2, id, "incr") < 0)
-            failed++;
-    }
-    cl.quiet = 0;
-    TU_CLUSTER_CHECK(&cl, failed == NIDS, "%d of %d calls through the node "
-                     "with a revoked certificate failed", failed, NIDS);
-    {
-        char *log = tu_keeld_log(&cl.nodes[2]);
-        int refused = log != NULL && strstr(log, "revoked") != NULL;
-        free(log);
-        TU_CLUSTER_CHECK(&cl, refused, "n2's links were not refused");
-    }
-    tu_keeld_stop(&cl.nodes[2], SIGKILL);
-    wait_served("r", NIDS);
-    for (k = 0; k < NIDS; k++) {
-        char id[32];
-        snprintf(id, sizeof id, "r%d", k);
-        v = tu_cluster_counter(&cl, 0, id, "get");
-        TU_CLUSTER_CHECK(&cl, v == 0, "%s is %ld", id, v);
-    }
+    unlinked_node_runs_nothing("r", ca, "revoked");
 }
 END_TEST
 
