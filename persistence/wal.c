@@ -281,7 +281,7 @@ int keel_wal_rec_append(keel_wal *w, uint64_t lsn, uint64_t synced)
     h = XXH3_64bits_withSeed(w->rec + 8, w->len - 8, w->seed);
     memcpy(w->rec, &h, 8);
     rc = write_at(w->fd, w->rec, w->len, w->pos);
-    if (w->pos + w->len > w->end)
+    if (rc == 0 && w->pos + w->len > w->end)
         w->end = w->pos + w->len;
     return rc;
 }

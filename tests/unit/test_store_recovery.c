@@ -133,61 +133,6 @@ static void count_once(const char *dir, int i)
     keel_store_close(s);
 }
 
-/* A child opens the store, counts from..to (each commit flushed before
- * the next: acknowledged), and dies without closing. */
-static void child_counts(const char *dir, int from, int to)
-{
-    pid_t pid = fork();
-    int status;
-
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        keel_store *s = open_ok(dir, 0);
-
-        for (int i = from; i <= to; i++)
-            if (put_count(s, "c", i) != 0)
-                _exit(10);
-        _exit(0);
-    }
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child");
-}
-
-static int open_file(const char *dir, const char *name)
-{
-    char path[512];
-    int fd;
-
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    fd = open(path, O_RDWR);
-    ck_assert_int_ge(fd, 0);
-    return fd;
-}
-
-/* Offsets of the log's records from its start, as far as they chain:
- * returns how many (at most max). */
-static int wal_offsets(const char *dir, off_t *offs, int max)
-{
-    int fd = open_file(dir, KEEL_WAL_NAME), n = 0;
-    uint8_t hdr[WAL_HDR];
-    off_t at = WAL_START;
-
-    while (n < max && pread(fd, hdr, sizeof hdr, at) == (ssize_t)sizeof hdr &&
-           memcmp(hdr + 8, "2LWK", 4) == 0) {
-        uint64_t len;
-
-        memcpy(&len, hdr + 24, 8);
-        offs[n++] = at;
-        at += WAL_HDR + (off_t)len;
-    }
-    close(fd);
-    return n;
-}
-
-/* The log is written ahead of its records with zeros, a MiB at a time
- * (wal.c, write_ahead). */
-#define WAL_AHEAD (1 << 20)
-
 /* The counter set to i, with deletes of n keys that do not exist: a log
  * record of some 100 bytes per delete, and next to no pages in the data
  * file, so that the log crosses its stretches written ahead long before
@@ -235,6 +180,48 @@ static void child_counts_big(const char *dir, int from, int to, int n)
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child");
 }
+
+/* A child opens the store, counts from..to (each commit flushed before
+ * the next: acknowledged), and dies without closing. */
+static void child_counts(const char *dir, int from, int to)
+{
+    child_counts_big(dir, from, to, 0);
+}
+
+static int open_file(const char *dir, const char *name)
+{
+    char path[512];
+    int fd;
+
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    fd = open(path, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    return fd;
+}
+
+/* Offsets of the log's records from its start, as far as they chain:
+ * returns how many (at most max). */
+static int wal_offsets(const char *dir, off_t *offs, int max)
+{
+    int fd = open_file(dir, KEEL_WAL_NAME), n = 0;
+    uint8_t hdr[WAL_HDR];
+    off_t at = WAL_START;
+
+    while (n < max && pread(fd, hdr, sizeof hdr, at) == (ssize_t)sizeof hdr &&
+           memcmp(hdr + 8, "2LWK", 4) == 0) {
+        uint64_t len;
+
+        memcpy(&len, hdr + 24, 8);
+        offs[n++] = at;
+        at += WAL_HDR + (off_t)len;
+    }
+    close(fd);
+    return n;
+}
+
+/* The log is written ahead of its records with zeros, a MiB at a time
+ * (wal.c, write_ahead). */
+#define WAL_AHEAD (1 << 20)
 
 static off_t wal_size(const char *dir)
 {
