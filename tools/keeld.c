@@ -31,6 +31,7 @@
 #include "common/notify.h"
 #include "coordinator/shardmap.h"
 #include "keel.h"
+#include "runtime/auth.h"
 
 static keel_node *volatile the_node; /* read by the signal handler */
 
@@ -1019,6 +1020,16 @@ static void check_files(const struct keeld_conf *kc)
         free(path);
     }
     check_log_file(kc);
+    if (!opts->insecure) {
+        /* The node refuses to start exposed without credentials (a
+         * cluster node, a listener beyond loopback); the check must not
+         * pass what the next restart would refuse. With --insecure it
+         * starts, and says so then. */
+        char why[512];
+        int insecure;
+        if (keel__auth_exposure_check(opts, &insecure, why, sizeof why) != 0)
+            conf_error(NULL, "%s", why);
+    }
     if (opts->data_dir != NULL && stat(opts->data_dir, &st) == 0 &&
         !S_ISDIR(st.st_mode))
         conf_error(&FROM(kc, O_DATA), "%s %s: not a directory",
