@@ -577,7 +577,8 @@ static int cmd_state(keel_client *c, const char *type, const char *id)
 
 /* One line per change: "VERSION STATE", the state as text when it is
  * printable on one line, else "0x" and its bytes in hex ("-" for an
- * actor never written); an event payload the same way after "event":
+ * actor without a blob: never written, or holding only entries); an
+ * event payload the same way after "event":
  * "event VERSION PAYLOAD", which no state line can be taken for (those
  * begin with a digit). */
 static int follow_print(const keel_follow_update *u)
