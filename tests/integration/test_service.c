@@ -395,6 +395,20 @@ START_TEST(check_config_cases)
         free(out);
         free(err);
     }
+    {
+        /* A refused cluster name is one error, not also a missing one. */
+        const char *args[] = {"--check-config", "--data", data, "--zk",
+                              "127.0.0.1:2181", "--cluster", "bad name",
+                              "--node-id", "n1", "--insecure", NULL};
+        rc = run_keeld(args, &out, &err);
+        ck_assert_msg(rc == 2 && strstr(err, "--cluster takes a name"),
+                      "exit %d: %s", rc, err);
+        ck_assert_msg(strstr(err, "--zk needs") == NULL &&
+                          strstr(err, "configuration has 1 error\n"),
+                      "%s", err);
+        free(out);
+        free(err);
+    }
     ck_assert(!exists(data));
     free(conf);
     free(conf2);
