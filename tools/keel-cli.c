@@ -169,10 +169,13 @@ static void print_error(int code, const char *msg, size_t len)
 /* The address of the node the last connection went to (cli_connect),
  * for the transport errors. */
 static char cli_addr[300];
+/* The reply wait (-t), for the timeout's message. */
+static int cli_timeout_ms;
 
 /* A failure of the connection, worded by what it means for the request:
  * ENOTSENT (it never left: safe to send again; why says what happened,
- * may be NULL) or ECONN (it left: it may have run). Both name the
+ * may be NULL), ECONN (it left: it may have run) or ETIMEDOUT (it left
+ * and no reply came within -t: it may have run). They name the
  * address. */
 static int transport_error_why(int code, const char *why)
 {
@@ -187,6 +190,11 @@ static int transport_error_why(int code, const char *why)
         snprintf(msg, sizeof msg, "connection to %s lost after the request "
                                   "was sent; it may have run",
                  cli_addr);
+        print_error(code, msg, strlen(msg));
+    } else if (code == KEEL_ETIMEDOUT) {
+        snprintf(msg, sizeof msg, "no reply from %s within %d ms (-t); "
+                                  "the request was sent and may have run",
+                 cli_addr, cli_timeout_ms);
         print_error(code, msg, strlen(msg));
     } else if (why != NULL && why[0] != '\0') {
         print_error(code, why, strlen(why)); /* e.g. a TLS file */
@@ -1311,6 +1319,7 @@ int main(int argc, char **argv)
         if (msg == NULL)
             return bad ? EXIT_USAGE : transport_error(KEEL_ENOMEM);
     }
+    cli_timeout_ms = timeout_ms;
     rc = cli_connect(addr, timeout_ms, &c, why, sizeof why);
     if (rc == 0 && (rc = present_token(c)) != 0) {
         keel_client_close(c);
