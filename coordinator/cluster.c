@@ -1022,7 +1022,7 @@ static void membership_cb(keel_membership *m, int event, void *arg)
     now_ms(c);
     switch (event) {
     case KEEL_MEMBERSHIP_JOINED:
-        keel_info("cluster: %s joined as incarnation %llx", c->node,
+        keel_info("cluster: %s joined as incarnation %llu", c->node,
                   (unsigned long long)m->incarnation);
         c->phase = KEEL_CLUSTER_RUNNING;
         if (keel_lease_rejoined(&c->lease, c->now))

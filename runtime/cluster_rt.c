@@ -58,7 +58,7 @@ static void on_acquire(keel_cluster *c, const char *cap, uint32_t shard,
     if (rt_handed_over(rt, cap, shard, epoch, to, sizeof to)) {
         /* Streamed out and purged at this epoch before a restart, and the
          * move was called off meanwhile: the unit is with `to`. */
-        keel_info("unit (%s, %u) was handed to %s at epoch %llu before a "
+        keel_info("unit (%s, %u) was handed to %s from epoch %llu before a "
                   "restart",
                   keel_cap_name(cap), shard, to, (unsigned long long)epoch);
         keel_cluster_released(c, cap, shard, epoch, to);
@@ -106,13 +106,14 @@ static void on_acquire(keel_cluster *c, const char *cap, uint32_t shard,
              * before writing). */
             keel_info("unit (%s, %u) comes here at epoch %llu by failover: "
                       "keeping its replicated records (this store is at "
-                      "%llu)",
+                      "epoch %llu)",
                       keel_cap_name(cap), shard, (unsigned long long)epoch,
                       (unsigned long long)fence);
         } else if (fence + 1 < epoch) {
             j->wipe = 1;
             keel_info("unit (%s, %u) comes here at epoch %llu without its "
-                      "records (this store is at %llu): starting it empty",
+                      "records (this store is at epoch %llu): starting it "
+                      "empty",
                       keel_cap_name(cap), shard, (unsigned long long)epoch,
                       (unsigned long long)fence);
         }
@@ -159,8 +160,14 @@ static void on_fenced(keel_cluster *c, int fenced, void *data)
 
     keel__actlog_fence(rt->n, fenced,
                        fenced ? keel_cluster_fenced_ago_ns(c) : 0);
-    keel_warn("cluster: %s", fenced ? "fenced: not serving any unit"
-                                     : "fence lifted: serving again");
+    /* A node comes up fenced, and its first lift is its join, which
+     * the membership logs ("serving"): a lift is news only after a
+     * fence was reported. */
+    if (fenced && !rt->fence_logged)
+        keel_warn("cluster: fenced: not serving any unit");
+    else if (!fenced && rt->fence_logged)
+        keel_warn("cluster: fence lifted: serving again");
+    rt->fence_logged = fenced;
     if (fenced)
         STAT_ADD(rt->n, fenced, 1);
     rt->sweep = 1;

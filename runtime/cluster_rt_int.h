@@ -165,6 +165,7 @@ struct keel_cluster_rt {
     rt_xin *xins;
     rt_rcvd *rcvd;
     int sweep;
+    int fence_logged; /* "fenced" logged, its "lifted" not yet */
     /* The purge of a forgotten node's stale units (hook forgotten): its
      * number (a purge of an earlier session is not waited for), wipes
      * still to settle, and the first failure. */

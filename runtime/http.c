@@ -387,9 +387,6 @@ static const struct {
     {"keel_zk_session_expirations_total",
      "ZooKeeper sessions of this node that expired.",
      offsetof(keel_stats, session_expirations)},
-    {"keel_replies_in_doubt_total",
-     "Replies answered EINDOUBT: the lease lapsed before they left.",
-     offsetof(keel_stats, replies_in_doubt)},
 };
 
 /* Prometheus text format, from the figures the loop thread copied (the
@@ -487,6 +484,13 @@ static enum MHD_Result answer_metrics(struct http_req *r)
     metric(&b, "keel_held_expired_total", "counter",
            "Calls that found no serving owner within the hold bound.", "",
            st->held_expired);
+    /* Every mode: standalone, a flush that fails after a commit leaves
+     * its writes in doubt too. */
+    metric(&b, "keel_replies_in_doubt_total", "counter",
+           "Writes answered EINDOUBT, their outcome unknown: the lease "
+           "lapsed before the reply left, or the store's flush failed "
+           "after the commit.",
+           "", st->replies_in_doubt);
     metric(&b, "keel_retries_answered_total", "counter",
            "Keyed requests answered from the actor's record, not run again.",
            "", st->retries_answered);

@@ -110,8 +110,15 @@ int keel_turn_send(keel_turn *t, const char *type, const void *id,
     n = keel_turn_node(t);
     if (len > n->opts.max_frame)
         return KEEL_ETOOBIG; /* it travels as a call */
-    if (keel__type_find(n, type, tlen) == NULL)
+    if (keel__type_find(n, type, tlen) == NULL) {
+        /* A handler that returns this code as it is would otherwise
+         * answer its caller a bare "unknown actor type", which reads as
+         * if the caller's own type were unknown. */
+        if (!keel__turn_has_error(t))
+            keel_turn_error(t, "keel_turn_send: no actor type '%s' is "
+                               "registered on this node", type);
         return KEEL_ENOTYPE;
+    }
     rl = 1 + tlen + 2 + idlen + len;
     rec = malloc(rl);
     if (rec == NULL)

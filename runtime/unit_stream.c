@@ -395,7 +395,7 @@ void rt_progress_rels(keel_cluster_rt *rt)
             rel_unlink(rt, r);
             rc = keel_cluster_released(rt->c, r->cap, r->shard, r->epoch, to);
             STAT_ADD(rt->n, units_handed_off, 1);
-            keel_info("unit (%s, %u) was handed to %s at epoch %llu before "
+            keel_info("unit (%s, %u) was handed to %s from epoch %llu before "
                       "a restart%s",
                       keel_cap_name(r->cap), r->shard, to,
                       (unsigned long long)r->epoch,
@@ -450,7 +450,7 @@ void rt_rel_purged(keel_cluster_rt *rt, const char *cap, uint32_t shard,
     rc = keel_cluster_released(rt->c, r->cap, r->shard, r->epoch,
                                r->sent_to);
     STAT_ADD(n, units_handed_off, 1);
-    keel_info("unit (%s, %u) handed to %s at epoch %llu%s%s",
+    keel_info("unit (%s, %u) handed to %s from epoch %llu%s%s",
               keel_cap_name(r->cap),
               r->shard, r->sent_to, (unsigned long long)r->epoch,
               r->keep ? " without a stream (an in-sync backup)" : "",

@@ -169,10 +169,13 @@ static void print_error(int code, const char *msg, size_t len)
 /* The address of the node the last connection went to (cli_connect),
  * for the transport errors. */
 static char cli_addr[300];
+/* The reply wait (-t), for the timeout's message. */
+static int cli_timeout_ms;
 
 /* A failure of the connection, worded by what it means for the request:
  * ENOTSENT (it never left: safe to send again; why says what happened,
- * may be NULL) or ECONN (it left: it may have run). Both name the
+ * may be NULL), ECONN (it left: it may have run) or ETIMEDOUT (it left
+ * and no reply came within -t: it may have run). They name the
  * address. */
 static int transport_error_why(int code, const char *why)
 {
@@ -187,6 +190,11 @@ static int transport_error_why(int code, const char *why)
         snprintf(msg, sizeof msg, "connection to %s lost after the request "
                                   "was sent; it may have run",
                  cli_addr);
+        print_error(code, msg, strlen(msg));
+    } else if (code == KEEL_ETIMEDOUT) {
+        snprintf(msg, sizeof msg, "no reply from %s within %d ms (-t); "
+                                  "the request was sent and may have run",
+                 cli_addr, cli_timeout_ms);
         print_error(code, msg, strlen(msg));
     } else if (why != NULL && why[0] != '\0') {
         print_error(code, why, strlen(why)); /* e.g. a TLS file */
@@ -577,7 +585,8 @@ static int cmd_state(keel_client *c, const char *type, const char *id)
 
 /* One line per change: "VERSION STATE", the state as text when it is
  * printable on one line, else "0x" and its bytes in hex ("-" for an
- * actor never written); an event payload the same way after "event":
+ * actor without a blob: never written, or holding only entries); an
+ * event payload the same way after "event":
  * "event VERSION PAYLOAD", which no state line can be taken for (those
  * begin with a digit). */
 static int follow_print(const keel_follow_update *u)
@@ -1310,6 +1319,7 @@ int main(int argc, char **argv)
         if (msg == NULL)
             return bad ? EXIT_USAGE : transport_error(KEEL_ENOMEM);
     }
+    cli_timeout_ms = timeout_ms;
     rc = cli_connect(addr, timeout_ms, &c, why, sizeof why);
     if (rc == 0 && (rc = present_token(c)) != 0) {
         keel_client_close(c);

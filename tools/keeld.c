@@ -31,6 +31,7 @@
 #include "common/notify.h"
 #include "coordinator/shardmap.h"
 #include "keel.h"
+#include "runtime/auth.h"
 
 static keel_node *volatile the_node; /* read by the signal handler */
 
@@ -348,6 +349,9 @@ struct keeld_conf {
 #define FROM(kc, id) ((kc)->from[(id) - O_DATA])
 
 static int conf_errors; /* errors reported so far */
+/* A --cluster or --node-id was given and refused: already reported, so
+ * "--zk needs --cluster and --node-id" would only mislead. */
+static int zk_name_refused;
 
 /* Reports a bad configuration: "keeld: [FILE:LINE: ]MESSAGE". */
 static void conf_error(const struct origin *at, const char *fmt, ...)
@@ -563,6 +567,7 @@ static int apply_option(struct keeld_conf *kc, const struct keeld_opt *o,
                        "digits, '.', '_' or '-' (neither '.' nor '..'), "
                        "not '%s'",
                        who, KEEL_NAME_MAX, val);
+            zk_name_refused = 1;
             return -1;
         }
         if (c == O_CLUSTER)
@@ -892,7 +897,7 @@ static void check_combinations(const keel_node_options *opts)
     if (opts->tls_crl != NULL && opts->tls_ca == NULL)
         conf_error(NULL, "--tls-crl goes with --tls-cert, --tls-key and "
                          "--tls-ca");
-    if (opts->zk_hosts != NULL &&
+    if (opts->zk_hosts != NULL && !zk_name_refused &&
         (opts->cluster == NULL || opts->node_id == NULL))
         conf_error(NULL, "--zk needs --cluster and --node-id");
     if (opts->zk_hosts == NULL) {
@@ -1019,6 +1024,16 @@ static void check_files(const struct keeld_conf *kc)
         free(path);
     }
     check_log_file(kc);
+    if (!opts->insecure) {
+        /* The node refuses to start exposed without credentials (a
+         * cluster node, a listener beyond loopback); the check must not
+         * pass what the next restart would refuse. With --insecure it
+         * starts, and says so then. */
+        char why[512];
+        int insecure;
+        if (keel__auth_exposure_check(opts, &insecure, why, sizeof why) != 0)
+            conf_error(NULL, "%s", why);
+    }
     if (opts->data_dir != NULL && stat(opts->data_dir, &st) == 0 &&
         !S_ISDIR(st.st_mode))
         conf_error(&FROM(kc, O_DATA), "%s %s: not a directory",

@@ -75,6 +75,20 @@ ready() {
     probe "$1" srvr 2>/dev/null | grep -q '^Mode:'
 }
 
+# port_free PORTS...: fails, naming the port, when something already listens
+# on one. A server started there would die at its bind while the one
+# already there answered the readiness probe in its place, and start
+# would report a server that is not ours.
+port_free() {
+    local port
+    for port in "$@"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "zk.sh: port $port on 127.0.0.1 is in use (another server listens there); choose a free one" >&2
+            return 1
+        fi
+    done
+}
+
 # render DIR PORT SERVERS MYID: writes DIR/zoo.cfg (and DIR/data/myid).
 render() {
     local dir="$1" port="$2" servers="$3" myid="$4"
@@ -180,6 +194,10 @@ start)
     [ $# -eq 3 ] || die "usage: zk.sh start DIR PORT"
     check_port "$3"
     dir="$(absdir "$2")"
+    # A server of DIR's own: launch names it.
+    if ! { [ -f "$dir/zk.pid" ] && kill -0 "$(cat "$dir/zk.pid")" 2>/dev/null; }; then
+        port_free "$3" || exit 1
+    fi
     render "$dir" "$3" "" ""
     launch "$dir"
     await "$dir" "$3" || { halt "$dir"; exit 1; }
@@ -193,6 +211,7 @@ start-ensemble)
     check_port "$3"
     check_port "$(($3 + 8))"
     base="$3"
+    port_free $(seq "$base" "$((base + 8))") || exit 1
     dir="$(absdir "$2")"
     # The server lines go through sed on one line; \001 becomes a newline.
     servers=""
@@ -220,6 +239,8 @@ start-split)
     check_port "$(($4 + 5))"
     base="$3"
     proxy="$4"
+    # The relayed ports are the test's own; the servers' are checked.
+    port_free $(seq "$base" "$((base + 8))") || exit 1
     dir="$(absdir "$2")"
     near=""
     far=""

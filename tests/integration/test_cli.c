@@ -1,11 +1,15 @@
 /* keeld driven by the keel CLI, as a user would: built-in types, errors,
  * statistics, the example plugin, clean shutdown and restart. */
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "keel.h"
@@ -140,6 +144,53 @@ START_TEST(errors_through_cli)
                   "stderr: %s", err);
     free(out);
     free(err);
+    {
+        /* A node that answers the hello and then nothing: the request
+         * left, so the timeout says it may have run, and names the wait.
+         * The "node" is a child that says version 1's hello (the 8
+         * bytes of docs/protocol.md, "Hello") and reads to the end. */
+        static const char hello[8] = {0x4b, 0x45, 0x45, 0x4c,
+                                      0x01, 0x00, 0x0d, 0x0a};
+        struct sockaddr_in sa = {.sin_family = AF_INET};
+        socklen_t salen = sizeof sa;
+        int fd = socket(AF_INET, SOCK_STREAM, 0), st = 0;
+        char addr[32], want[160];
+        pid_t pid;
+
+        ck_assert_int_ge(fd, 0);
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        ck_assert_int_eq(listen(fd, 8), 0);
+        ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &salen),
+                         0);
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(sa.sin_port));
+        pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            char buf[512];
+            int c;
+            alarm(10); /* bounded, whatever the client does */
+            c = accept(fd, NULL, NULL);
+            if (c < 0 || write(c, hello, sizeof hello) != sizeof hello)
+                _exit(1);
+            while (read(c, buf, sizeof buf) > 0)
+                ;
+            _exit(0);
+        }
+        ck_assert_int_eq(tu_keel(addr, &out, &err, "-t", "300", "call",
+                                 "counter", "x", "incr", NULL),
+                         3);
+        snprintf(want, sizeof want, "keel: ETIMEDOUT: no reply from %s "
+                 "within 300 ms (-t); the request was sent and may have "
+                 "run\n", addr);
+        ck_assert_str_eq(err, want);
+        free(out);
+        free(err);
+        close(fd);
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                      "the listener child: status %d", st);
+    }
     ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
 }
 END_TEST

@@ -161,6 +161,33 @@ START_TEST(nodes_one_controller)
             }
             ck_assert_int_eq(n, 3);
         }
+        {
+            /* The node's log names its incarnation as `nodes` does (the
+             * last join: a node that lost its session joins again). */
+            char *log = tu_keeld_log(&fx.nodes[i]), me[40];
+            const char *p, *last = NULL;
+            unsigned long long logged = 0, shown = 0;
+
+            snprintf(me, sizeof me, "n%d joined as incarnation ", i);
+            for (p = log; p != NULL && (p = strstr(p, me)) != NULL; p++)
+                last = p;
+            ck_assert_msg(last != NULL, "no '%s' in the log", me);
+            ck_assert_int_eq(sscanf(last + strlen(me), "%llu", &logged), 1);
+            snprintf(want, sizeof want, "node n%d addr ", i);
+            row = strstr(out, want);
+            ck_assert_ptr_nonnull(row);
+            row = strstr(row, " incarnation ");
+            ck_assert_ptr_nonnull(row);
+            ck_assert_int_eq(sscanf(row, " incarnation %llu", &shown), 1);
+            ck_assert_msg(logged == shown, "log %llu, nodes %llu", logged,
+                          shown);
+            /* Joining is no lifted fence: that warning follows only a
+             * fence the log reported. */
+            if (strstr(log, "cluster: fenced: not serving") == NULL)
+                ck_assert_msg(strstr(log, "fence lifted") == NULL,
+                              "n%d: a lift without a fence:\n%s", i, log);
+            free(log);
+        }
         free(out);
     }
 }
@@ -440,6 +467,16 @@ START_TEST(stopping_the_only_node_with_a_capability_hands_off_the_rest)
                                   "off") != NULL &&
                       strstr(log, "leaving with ") != NULL,
                   "n1's log:\n%s", log);
+    {
+        /* Each handoff names the epoch the unit leaves, as the receiver's
+         * "moving here from epoch" does. */
+        const char *h = strstr(log, ") handed to n");
+        ck_assert_msg(h != NULL, "no handoff in n1's log:\n%s", log);
+        h += strlen(") handed to n");
+        ck_assert_msg((h[0] == '0' || h[0] == '2') &&
+                          strncmp(h + 1, " from epoch ", 12) == 0,
+                      "n1's log:\n%s", log);
+    }
     free(log);
     /* The default and gpu units it led are the others' now. */
     for (tries = 0; tries < 100 && left; tries++) {

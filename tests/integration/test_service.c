@@ -395,11 +395,89 @@ START_TEST(check_config_cases)
         free(out);
         free(err);
     }
+    {
+        /* A refused cluster name is one error, not also a missing one. */
+        const char *args[] = {"--check-config", "--data", data, "--zk",
+                              "127.0.0.1:2181", "--cluster", "bad name",
+                              "--node-id", "n1", "--insecure", NULL};
+        rc = run_keeld(args, &out, &err);
+        ck_assert_msg(rc == 2 && strstr(err, "--cluster takes a name"),
+                      "exit %d: %s", rc, err);
+        ck_assert_msg(strstr(err, "--zk needs") == NULL &&
+                          strstr(err, "configuration has 1 error\n"),
+                      "%s", err);
+        free(out);
+        free(err);
+    }
     ck_assert(!exists(data));
     free(conf);
     free(conf2);
     free(cert);
     free(missing);
+    free(data);
+}
+END_TEST
+
+/* A node that would run exposed without credentials (an HTTP face on
+ * every address, a cluster node) refuses to start: --check-config says
+ * so too, and passes the same options once they carry credentials or
+ * --insecure. */
+START_TEST(check_config_credentials)
+{
+    char *data = path_of("data"), *out = NULL, *err = NULL;
+    char *tokens = write_file("tokens", "t0ken-for-the-check admin\n");
+    int rc;
+
+    {
+        const char *args[] = {"--check-config", "--data", data, "--listen",
+                              "127.0.0.1:0", "--http", "0.0.0.0:0", NULL};
+        rc = run_keeld(args, &out, &err);
+        ck_assert_msg(rc == 2 && strstr(err, "its HTTP face listens on "
+                                             "0.0.0.0:0, beyond loopback, "
+                                             "so it needs credentials"),
+                      "exit %d: %s", rc, err);
+        ck_assert(strstr(out, "configuration ok") == NULL);
+        free(out);
+        free(err);
+    }
+    {
+        const char *args[] = {"--check-config", "--data", data,
+                              "--listen", "127.0.0.1:0", "--zk",
+                              "127.0.0.1:2181", "--cluster", "c",
+                              "--node-id", "n1", NULL};
+        rc = run_keeld(args, &out, &err);
+        ck_assert_msg(rc == 2 && strstr(err, "it is a cluster node (--zk), "
+                                             "so it needs credentials"),
+                      "exit %d: %s", rc, err);
+        ck_assert_msg(strstr(err, "configuration has 1 error\n"), "%s",
+                      err);
+        free(out);
+        free(err);
+    }
+    {
+        const char *args[] = {"--check-config", "--data", data,
+                              "--listen", "127.0.0.1:0", "--zk",
+                              "127.0.0.1:2181", "--cluster", "c",
+                              "--node-id", "n1", "--auth-tokens", tokens,
+                              NULL};
+        rc = run_keeld(args, &out, &err);
+        ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+        ck_assert_str_eq(out, "configuration ok\n");
+        free(out);
+        free(err);
+    }
+    {
+        const char *args[] = {"--check-config", "--data", data, "--listen",
+                              "127.0.0.1:0", "--http", "0.0.0.0:0",
+                              "--insecure", NULL};
+        rc = run_keeld(args, &out, &err);
+        ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+        ck_assert_str_eq(out, "configuration ok\n");
+        free(out);
+        free(err);
+    }
+    ck_assert(!exists(data));
+    free(tokens);
     free(data);
 }
 END_TEST
@@ -856,6 +934,7 @@ static Suite *suite(void)
     tcase_add_test(tc, command_line_overrides_file);
     tcase_add_test(tc, bad_config_refused);
     tcase_add_test(tc, check_config_cases);
+    tcase_add_test(tc, check_config_credentials);
     tcase_add_test(tc, check_config_log_and_load);
     tcase_add_test(tc, log_and_load_from_file);
     tcase_add_test(tc, example_config_checks_ok);

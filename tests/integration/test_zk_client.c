@@ -3,11 +3,14 @@
  * their error codes, watches, multi with a check op, sync, ephemeral nodes going
  * with a closed session, connection loss and recovery, and session
  * expiry. Every wait is bounded. */
+#include <arpa/inet.h>
 #include <check.h>
 #include <ev.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "coordinator/zk.h"
@@ -414,6 +417,58 @@ START_TEST(test_connection_loss_and_recovery)
 }
 END_TEST
 
+/* zk.sh start on a port something else listens on fails and names the
+ * port, launching nothing: a server started there would die at its bind
+ * while the one already there answered the readiness probe for it. An
+ * ensemble one of whose nine ports is taken is refused the same way.
+ * The listener here is the test's own, so no other test's server can be
+ * taken for it. */
+START_TEST(test_start_on_taken_port)
+{
+    char *dir = tu_tmpdir("zk-taken"), *out = NULL, *err = NULL;
+    char port[16], base[16], want[96], pidfile[4096];
+    const char *one[] = {"/bin/bash", KEEL_SOURCE_DIR "/zk-conf/zk.sh",
+                         "start", dir, port, NULL};
+    const char *ens[] = {"/bin/bash", KEEL_SOURCE_DIR "/zk-conf/zk.sh",
+                         "start-ensemble", dir, base, NULL};
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t salen = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), taken, rc;
+
+    ck_assert_int_ge(fd, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(fd, 8), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &salen), 0);
+    taken = ntohs(sa.sin_port);
+
+    snprintf(port, sizeof port, "%d", taken);
+    snprintf(want, sizeof want, "port %d on 127.0.0.1 is in use", taken);
+    rc = tu_run_for(one, 20, &out, &err);
+    ck_assert_msg(rc == 1 && err != NULL && strstr(err, want) != NULL,
+                  "exit %d: %s", rc, err != NULL ? err : "");
+    snprintf(pidfile, sizeof pidfile, "%s/zk.pid", dir);
+    ck_assert_msg(access(pidfile, F_OK) != 0, "a server was launched");
+    free(out);
+    free(err);
+
+    if (taken > 4) {
+        /* The taken port is the ensemble's fifth (a quorum port). */
+        snprintf(base, sizeof base, "%d", taken - 4);
+        rc = tu_run_for(ens, 20, &out, &err);
+        ck_assert_msg(rc == 1 && err != NULL && strstr(err, want) != NULL,
+                      "exit %d: %s", rc, err != NULL ? err : "");
+        snprintf(pidfile, sizeof pidfile, "%s/1/zk.pid", dir);
+        ck_assert_msg(access(pidfile, F_OK) != 0, "a server was launched");
+        free(out);
+        free(err);
+    }
+    close(fd);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* A 3-server ensemble from zk.sh start-ensemble: a client sees one
  * session across the loss of any one server. */
 START_TEST(test_ensemble)
@@ -475,6 +530,7 @@ int main(void)
     Suite *s = suite_create("zk_client");
     TCase *tc = tcase_create("real");
     TCase *te = tcase_create("ensemble");
+    TCase *ts = tcase_create("script");
 
     tcase_add_unchecked_fixture(tc, suite_setup, suite_teardown);
     tcase_set_timeout(tc, 60);
@@ -486,5 +542,8 @@ int main(void)
     tcase_set_timeout(te, 90);
     tcase_add_test(te, test_ensemble);
     suite_add_tcase(s, te);
+    tcase_set_timeout(ts, 60);
+    tcase_add_test(ts, test_start_on_taken_port);
+    suite_add_tcase(s, ts);
     return tu_run_suite(s);
 }

@@ -399,6 +399,14 @@ static int send_bad_args(keel_turn *t, const void *msg, size_t len)
     return keel_turn_replyf(t, "ok");
 }
 
+/* Returns keel_turn_send's code as it is, as a handler may. */
+static int send_to_nosuch(keel_turn *t, const void *msg, size_t len)
+{
+    (void)msg;
+    (void)len;
+    return keel_turn_send(t, "payment", "p-17", 4, "charge 30", 9);
+}
+
 START_TEST(bad_arguments)
 {
     keel_node_options o;
@@ -406,6 +414,7 @@ START_TEST(bad_arguments)
     char err[256], got[64];
     keel_actor_type acct = {.name = "acct", .on_message = acct_message};
     keel_actor_type bad = {.name = "bad", .on_message = send_bad_args};
+    keel_actor_type order = {.name = "order", .on_message = send_to_nosuch};
 
     keel_node_options_init(&o);
     o.data_dir = dir;
@@ -413,9 +422,20 @@ START_TEST(bad_arguments)
     ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), 0);
     ck_assert_int_eq(keel_node_register_type(n, &acct), 0);
     ck_assert_int_eq(keel_node_register_type(n, &bad), 0);
+    ck_assert_int_eq(keel_node_register_type(n, &order), 0);
     ck_assert_int_eq(keel_node_start(n), 0);
     ck_assert_int_eq(call(n, "bad", "x", "go", got, sizeof got), 0);
     ck_assert_str_eq(got, "ok");
+    {
+        /* The caller learns which type is missing: the receiver's, not
+         * its own. */
+        char why[160];
+
+        ck_assert_int_eq(call(n, "order", "o-1", "go", why, sizeof why),
+                         KEEL_ENOTYPE);
+        ck_assert_str_eq(why, "keel_turn_send: no actor type 'payment' is "
+                              "registered on this node");
+    }
     finish(n);
 }
 END_TEST
