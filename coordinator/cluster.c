@@ -1006,7 +1006,9 @@ static void controller_cb(keel_controller *ctl, int event, void *arg)
 {
     keel_cluster *c = arg;
 
-    if (event == KEEL_CONTROLLER_DEPOSED)
+    if (event == KEEL_CONTROLLER_MEMBERS_BEHIND)
+        keel_membership_refresh(&c->members);
+    else if (event == KEEL_CONTROLLER_DEPOSED)
         keel_warn("cluster: %s is no longer the controller", c->node);
     else if (event == KEEL_CONTROLLER_FAILED && ctl->error != KEEL_ESESSION)
         keel_error("cluster: controller on %s failed: %s", c->node,

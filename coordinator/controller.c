@@ -132,10 +132,15 @@ static void observe(keel_controller *ctl, int id)
 
     if (m != NULL) {
         n->gone = 0;
+        n->present_until = 0;
         n->dead_logged = 0;
         if (m->session_timeout_ms > 0)
             n->session_timeout_ms = m->session_timeout_ms;
+    } else if (n->present_until != 0 &&
+               ctl->members->list_done < n->present_until) {
+        n->gone = 0; /* ZooKeeper holds its member znode (map_written) */
     } else if (!n->gone && ctl->members->listings > 0) {
+        n->present_until = 0;
         n->gone = 1;
         n->gone_at = ctl->now;
     }
@@ -1376,11 +1381,22 @@ static void map_written(keel_zk *zk, int rc, size_t failed,
         pump(ctl);
         return;
     }
-    if (rc == KEEL_EEXIST && failed >= 2 && failed % 2 == 0) {
+    if (rc == KEEL_EEXIST && failed >= 2 && failed % 2 == 0 &&
+        (failed - 2) / 2 < ctl->nproofs) {
         /* An owner whose units were being promoted without it is a member
-         * again: decide with it live (its watch event is on its way). */
-        keel_info("cluster: an owner came back while its units were being "
-                  "moved without it; deciding again");
+         * again. Decide with it live: its watch event is normally on its
+         * way, but the view may also have missed it (a watch lost with a
+         * connection), and deciding again from that view would only write
+         * the same promotion again, forever. So it counts as live until
+         * a listing begun now has ended, and one is asked for. */
+        keel_ctl_node *node =
+            &ctl->nodes[ctl->proof_owner[(failed - 2) / 2]];
+        keel_info("cluster: %s came back while its units were being moved "
+                  "without it; deciding again with it live",
+                  node->name);
+        node->gone = 0;
+        node->present_until = ctl->members->list_seq + 1;
+        ctl->cb(ctl, KEEL_CONTROLLER_MEMBERS_BEHIND, ctl->arg);
         ctl->map_dirty = 1;
         pump(ctl);
         return;
@@ -1410,9 +1426,9 @@ static size_t promoted_owners(const keel_controller *ctl, size_t *v,
     return n;
 }
 
-/* At most this many owners are proven absent in one write; units of
- * others wait for the next (the proof is what lets them move). */
-#define MAX_PROOFS 16
+/* At most KEEL_CTL_MAX_PROOFS owners are proven absent in one write;
+ * units of others wait for the next (the proof is what lets them move). */
+#define MAX_PROOFS KEEL_CTL_MAX_PROOFS
 
 /* Writes next, with the checks the reconciliation noted (ctl->checks, when
  * `checked`) after the proofs. */
@@ -1453,6 +1469,7 @@ static int write_map(keel_controller *ctl, keel_shard_map *next, int checked)
      * fails as a whole and the moves are decided again, with it live. */
     nproofs = promoted_owners(ctl, owners, MAX_PROOFS);
     for (i = 0; i < nproofs; i++) {
+        ctl->proof_owner[i] = owners[i];
         keel_layout_path(ctl->layout, ppath[i], "members",
                          ctl->nodes[owners[i]].name, NULL);
         ops[2 + 2 * i].type = KEEL_ZK_OP_CREATE;
@@ -1481,6 +1498,7 @@ static int write_map(keel_controller *ctl, keel_shard_map *next, int checked)
         op->version = ctl->checks[i].version;
     }
     ctl->pending_checks = 2 + 2 * nproofs;
+    ctl->nproofs = nproofs;
     rc = keel_zk_multi(ctl->zk, ops, 2 + 2 * nproofs + nchecks, map_written,
                        ctl);
     free(buf);

@@ -51,9 +51,15 @@ enum keel_controller_event {
     KEEL_CONTROLLER_MAP_WRITTEN = 2, /* ctl->map is what ZooKeeper holds */
     KEEL_CONTROLLER_DEPOSED = 3,     /* another controller took over */
     KEEL_CONTROLLER_FAILED = 4,      /* gave up: ctl->error */
-    KEEL_CONTROLLER_TIMER = 5        /* keel_controller_deadline() changed:
+    KEEL_CONTROLLER_TIMER = 5,       /* keel_controller_deadline() changed:
                                       * re-arm the timer */
+    KEEL_CONTROLLER_MEMBERS_BEHIND = 6 /* a member the view lacks exists:
+                                        * list members/ again
+                                        * (keel_membership_refresh) */
 };
+
+/* At most this many owners are proven absent in one map write. */
+#define KEEL_CTL_MAX_PROOFS 16
 
 /* keel_controller_options.replica_dead_ms by default: 5 minutes, as
  * operators of other replicated stores expect (a restart, a reboot, a
@@ -100,6 +106,10 @@ typedef struct keel_ctl_node {
     int arming;  /* the read in flight leaves a watch */
     uint32_t session_timeout_ms; /* as it last published it; 0: unknown */
     int gone;           /* missing from a member listing */
+    /* A write's proof found its member znode although the view lacks it:
+     * taken for live until a listing begun after that ends (the view's
+     * list_done reaches it); 0: no such finding. */
+    uint64_t present_until;
     uint64_t gone_at;   /* when this controller first saw that */
     int dead_logged;    /* its dead time's end was logged (rule 2) */
 } keel_ctl_node;
@@ -172,6 +182,9 @@ struct keel_controller {
     size_t nchecks, checks_cap;
     size_t pending_checks; /* index of the first CHECK in the write in
                             * flight */
+    /* The owners the write in flight proves absent, in op order. */
+    size_t proof_owner[KEEL_CTL_MAX_PROOFS];
+    size_t nproofs;
     uint64_t deadline; /* as last reported with KEEL_CONTROLLER_TIMER */
 };
 

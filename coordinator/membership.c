@@ -213,7 +213,7 @@ static int same_view(const keel_member *a, size_t na, const keel_member *b,
 
 static void list_done(keel_membership *m)
 {
-    int changed;
+    int changed, report;
 
     qsort(m->building, m->nbuilding, sizeof *m->building, cmp_member);
     changed = !same_view(m->view, m->nview, m->building, m->nbuilding);
@@ -225,17 +225,25 @@ static void list_done(keel_membership *m)
     free_names(m);
     m->list_state = L_IDLE;
     m->listings++;
+    m->list_done = m->list_cur;
+    report = changed;
+    if (m->notify_at != 0 && m->list_done >= m->notify_at) {
+        m->notify_at = 0;
+        report = 1; /* asked for by keel_membership_refresh */
+    }
     if (changed)
         m->view_version++;
     if (m->list_dirty) {
         int rc;
         m->list_dirty = 0;
-        if ((rc = list_start(m)) != 0 && rc != KEEL_ECONNLOSS) {
+        if ((rc = list_start(m)) == KEEL_ECONNLOSS) {
+            m->list_stalled = 1; /* started again on resume */
+        } else if (rc != 0) {
             fail(m, rc);
             return;
         }
     }
-    if (changed)
+    if (report)
         m->cb(m, KEEL_MEMBERSHIP_CHANGED, m->arg);
 }
 
@@ -299,6 +307,23 @@ static void warn_bad_addr(const keel_membership *m, const keel_member *b)
               b->name, b->addr);
 }
 
+/* A listing request was lost with its connection. If a reconnection
+ * came since it was sent (its answer arrived late), nothing will resume
+ * it: start over now; otherwise the next resume does. */
+static void list_lost(keel_membership *m)
+{
+    int rc;
+
+    if (m->list_gen == m->resume_gen) {
+        m->list_stalled = 1;
+        return;
+    }
+    if ((rc = list_start(m)) == KEEL_ECONNLOSS)
+        m->list_stalled = 1;
+    else if (rc != 0)
+        fail(m, rc);
+}
+
 static void member_read(keel_zk *zk, int rc, const void *data, size_t len,
                         const keel_zk_stat *st, void *arg)
 {
@@ -308,7 +333,7 @@ static void member_read(keel_zk *zk, int rc, const void *data, size_t len,
     (void)zk;
     m->list_busy = 0;
     if (rc == KEEL_ECONNLOSS) {
-        m->list_stalled = 1;
+        list_lost(m);
         return;
     }
     if (rc != 0 && rc != KEEL_ENOTFOUND) {
@@ -354,6 +379,7 @@ static void get_next(keel_membership *m)
     m->data_arming = dwatched_find(m, m->names[m->next]) < 0;
     rc = keel_zk_get(m->zk, p, m->data_arming ? members_watch : NULL, m,
                      member_read, m);
+    m->list_gen = m->resume_gen;
     if (rc != 0) {
         fail(m, rc);
         return;
@@ -396,7 +422,7 @@ static void children_read(keel_zk *zk, int rc, size_t count,
     (void)zk;
     m->list_busy = 0;
     if (rc == KEEL_ECONNLOSS) {
-        m->list_stalled = 1;
+        list_lost(m);
         return;
     }
     if (rc != 0) {
@@ -436,10 +462,12 @@ static int list_start(keel_membership *m)
 
     m->list_state = L_CHILDREN;
     m->list_dirty = 0;
+    m->list_cur = ++m->list_seq;
     keel_layout_path(m->layout, p, "members", NULL, NULL);
     m->child_arming = !m->child_watched;
     rc = keel_zk_children(m->zk, p, m->child_arming ? members_watch : NULL,
                           m, children_read, m);
+    m->list_gen = m->resume_gen;
     if (rc == 0)
         m->list_busy = 1;
     else
@@ -454,6 +482,32 @@ int keel_membership_watch(keel_membership *m)
     return list_start(m);
 }
 
+void keel_membership_refresh(keel_membership *m)
+{
+    int rc;
+
+    if (!m->view_started)
+        return;
+    /* Whatever this session armed may be gone: the next listing leaves
+     * every watch again. (The servers keep one watch per path and
+     * session, and the client registry one entry per watch callback, so
+     * arming again where one is armed costs nothing.) */
+    m->child_watched = 0;
+    m->ndwatched = 0;
+    /* The listing that answers this one: the next to start. */
+    m->notify_at = m->list_seq + 1;
+    if (m->list_state != L_IDLE || m->list_stalled || m->list_busy) {
+        /* The listing under way may predate the change: one more after
+         * it (a stalled one starts again on resume). */
+        m->list_dirty = 1;
+        return;
+    }
+    if ((rc = list_start(m)) == KEEL_ECONNLOSS)
+        m->list_stalled = 1;
+    else if (rc != 0)
+        fail(m, rc);
+}
+
 void keel_membership_resume(keel_membership *m)
 {
     int rc;
@@ -465,11 +519,16 @@ void keel_membership_resume(keel_membership *m)
         if ((rc = join_create(m)) != 0)
             fail(m, rc);
     }
+    m->resume_gen++;
     if (m->list_stalled && !m->list_busy) {
         m->list_stalled = 0;
-        if ((rc = list_start(m)) != 0)
-            fail(m, rc);
+        m->list_state = L_IDLE;
     }
+    /* Back on a connection, possibly to a server that restarted: list
+     * again and leave every watch again rather than trust that the ones
+     * armed before were carried over, so that a member that came or went
+     * meanwhile is never missed for good. */
+    keel_membership_refresh(m);
 }
 
 void keel_membership_reset(keel_membership *m)

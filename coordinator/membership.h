@@ -24,7 +24,8 @@ typedef struct keel_membership keel_membership;
 
 enum keel_membership_event {
     KEEL_MEMBERSHIP_JOINED = 1,  /* our member znode exists: incarnation set */
-    KEEL_MEMBERSHIP_CHANGED = 2, /* the view changed */
+    KEEL_MEMBERSHIP_CHANGED = 2, /* the view changed, or a listing asked
+                                  * for by keel_membership_refresh ended */
     KEEL_MEMBERSHIP_FAILED = 3   /* a request failed for good: m->error */
 };
 
@@ -52,9 +53,18 @@ struct keel_membership {
     size_t nview;
     uint64_t view_version; /* bumps with every change */
     uint64_t listings;     /* listings completed: the view is one of them */
+    /* Listings started (each gets the next number), the number of the
+     * one under way or last started, and of the last completed: a view
+     * with list_done > N comes from a listing begun after listing N.
+     * notify_at: report the listing of that number (or a later one) even
+     * if the view did not change; 0: none asked. */
+    uint64_t list_seq, list_cur, list_done, notify_at;
     int view_started;
     int list_state;
     int list_busy, list_stalled, list_dirty;
+    /* Reconnections so far, and the count when the listing's request in
+     * flight was sent: an answer lost with an older connection. */
+    uint64_t resume_gen, list_gen;
     char **names; /* children being read */
     size_t nnames, next;
     keel_member *building;
@@ -84,8 +94,13 @@ void keel_membership_set_store(keel_membership *m, const char *store);
 void keel_membership_set_insecure(keel_membership *m, int insecure);
 /* Starts maintaining the view (children watch on members/). */
 int keel_membership_watch(keel_membership *m);
-/* Redoes stalled requests after a reconnection. */
+/* Redoes stalled requests after a reconnection, and lists members/
+ * again with fresh watches (keel_membership_refresh). */
 void keel_membership_resume(keel_membership *m);
+/* Lists members/ again once the listing under way (if any) is done, and
+ * leaves every watch again: for when the view is known to be behind
+ * ZooKeeper (a member znode the view lacks exists). */
+void keel_membership_refresh(keel_membership *m);
 /* Forgets the session: not joined, view kept until the next listing. */
 void keel_membership_reset(keel_membership *m);
 

@@ -1410,6 +1410,25 @@ uint64_t keel_zk_fake_requests(keel_zk *zk)
     return ((fclient *)zk)->requests;
 }
 
+void keel_zk_fake_lose_watches(keel_zk *zk, const char *prefix)
+{
+    fclient *c = (fclient *)zk;
+    size_t pl = strlen(prefix);
+    fwatch **pp = &c->f->watches;
+
+    while (*pp != NULL) {
+        fwatch *w = *pp;
+        if (w->c == c && strncmp(w->path, prefix, pl) == 0 &&
+            (w->path[pl] == '\0' || w->path[pl] == '/')) {
+            *pp = w->next;
+            free(w->path);
+            free(w);
+        } else {
+            pp = &w->next;
+        }
+    }
+}
+
 int keel_zk_fake_get(keel_zk_fake *f, const char *path, void *buf,
                      size_t *len, keel_zk_stat *st)
 {

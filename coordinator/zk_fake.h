@@ -94,6 +94,10 @@ void keel_zk_fake_hold(keel_zk *c, int held);
 void keel_zk_fake_fail_next(keel_zk *c, int rc, int applied);
 /* Requests submitted on c so far (successful or not). */
 uint64_t keel_zk_fake_requests(keel_zk *c);
+/* The server forgets c's watches on prefix and below without telling c,
+ * as when a watch is lost with a connection: what c believes armed no
+ * longer fires. */
+void keel_zk_fake_lose_watches(keel_zk *c, const char *prefix);
 
 /* Direct access to the tree, for setting up and checking (no watches
  * are left; writes do fire watches). get copies at most *len bytes into

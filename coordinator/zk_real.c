@@ -223,7 +223,17 @@ static void watch_add(zk_real *z, int kind, const char *path,
                       keel_zk_watch_cb cb, void *arg)
 {
     size_t len = strlen(path) + 1;
-    zk_watch *w = malloc(sizeof *w + len);
+    zk_watch *w;
+
+    /* The server keeps one watch per path and session, and fires it
+     * once: one entry per callback here too, so that an owner arming
+     * again (after a reconnection, say) hears the event once and the
+     * registry does not grow. */
+    for (w = z->watches; w != NULL; w = w->next)
+        if (w->kind == kind && w->cb == cb && w->arg == arg &&
+            strcmp(w->path, path) == 0)
+            return;
+    w = malloc(sizeof *w + len);
 
     if (w == NULL) {
         keel_error("zookeeper: out of memory registering a watch on %s; "

@@ -2173,6 +2173,41 @@ START_TEST(test_member_watches_bounded)
 }
 END_TEST
 
+/* Watches lost with a connection (as with a server that came back
+ * without them): once reconnected, a node lists members/ again with
+ * fresh watches, so a member that joins afterwards is seen. */
+START_TEST(test_members_listed_again_after_reconnect)
+{
+    keel_zk *raw, *zk;
+    char *member;
+    size_t len;
+    int rc = 1;
+
+    start3(NULL);
+    ck_assert_int_eq(keel_zk_fake_client(F, &raw), 0);
+    ck_assert_int_eq(keel_zk_connect(raw, TIMEOUT, raw_session, NULL), 0);
+    settle();
+    zk = keel_cluster_zk(N[0].c);
+    keel_zk_fake_disconnect(zk);
+    keel_zk_fake_lose_watches(zk, "/keel/test/members");
+    keel_zk_fake_reconnect(zk);
+    settle();
+    ck_assert_int_eq(keel_member_format("127.0.0.1:7999", NULL, 0, 0, &member,
+                                        &len),
+                     0);
+    ck_assert_int_eq(keel_zk_create(raw, "/keel/test/members/node-x",
+                                    member, len, KEEL_ZK_EPHEMERAL,
+                                    raw_created, &rc),
+                     0);
+    settle();
+    ck_assert_int_eq(rc, 0);
+    ck_assert_uint_eq(keel_cluster_members(N[0].c), 4);
+    ck_assert_uint_eq(keel_cluster_members(N[1].c), 4);
+    free(member);
+    keel_zk_destroy(raw);
+}
+END_TEST
+
 /* A unit streamed to node-b, then given a new target (node-c) before
  * node-b read the map that made it the owner: node-b's store holds the
  * unit's records, so node-b must release it through its release hook
@@ -2364,6 +2399,7 @@ int main(void)
     tcase_add_test(tc, test_state_watch_rearmed);
     tcase_add_test(tc, test_chain_move_streams);
     tcase_add_test(tc, test_member_watches_bounded);
+    tcase_add_test(tc, test_members_listed_again_after_reconnect);
     tcase_add_test(tc, test_cancel_after_stream);
     tcase_add_test(tc, test_retarget_during_release);
     tcase_add_test(tc, test_target_dies_mid_stream);

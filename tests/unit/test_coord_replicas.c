@@ -2404,6 +2404,54 @@ START_TEST(test_failover_by_new_controller)
 }
 END_TEST
 
+/* A controller whose member view missed a node's return (the watch that
+ * would have told it was lost with a connection): node-b dies and comes
+ * back while node-a, the controller, hears nothing; node-c saw node-b go
+ * but not come back, and takes over. Its promotion of node-b's units
+ * finds node-b's member znode and fails; deciding again from the same
+ * view would write the same promotion forever. It must take node-b for
+ * live, list the members again, and settle with node-b serving. */
+START_TEST(test_failover_view_behind)
+{
+    keel_shard_map before, after;
+    uint64_t req0;
+    uint32_t s;
+    int bi;
+
+    start3(3);
+    advance(FORMATION);
+    before = checked_map();
+    ck_assert(keel_cluster_is_controller(C[0]));
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    keel_zk_fake_disconnect(keel_cluster_zk(C[1]));
+    advance(TIMEOUT + 500); /* node-b's session expires; node-c sees it */
+    ck_assert_uint_eq(keel_cluster_members(C[2]), 2);
+    keel_zk_fake_lose_watches(keel_cluster_zk(C[2]), "/keel/test/members");
+    keel_zk_fake_reconnect(keel_cluster_zk(C[1]));
+    settle(); /* node-b rejoins: node-c is not told */
+    ck_assert_int_eq(keel_cluster_phase(C[1]), KEEL_CLUSTER_RUNNING);
+    ck_assert_uint_eq(keel_cluster_members(C[2]), 2);
+    req0 = keel_zk_fake_requests(keel_cluster_zk(C[2]));
+    kill_node(0);
+    advance(TIMEOUT + 500); /* node-c takes over: settles, or aborts */
+    ck_assert(keel_cluster_is_controller(C[2]));
+    ck_assert_uint_eq(keel_cluster_members(C[2]), 2); /* node-b, node-c */
+    ck_assert_uint_lt(keel_zk_fake_requests(keel_cluster_zk(C[2])) - req0,
+                      1000);
+    advance(1000);
+    after = checked_map();
+    check_primaries();
+    bi = keel_map_node_index(&after, "node-b");
+    ck_assert_int_ge(bi, 0);
+    for (s = 0; s < SHARDS; s++)
+        /* node-b's units were never taken from it */
+        if (strcmp(keel_map_primary(&before, 0, s), "node-b") == 0)
+            ck_assert_str_eq(keel_map_primary(&after, 0, s), "node-b");
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
 /* Events delivered in random order (several seeds): a primary killed, the
  * controller's answers and watches interleaved at random with the
  * agents'. Whatever the order, the units fail over as the rules say and
@@ -3377,6 +3425,7 @@ int main(void)
     tcase_add_test(tc, test_failover_on_session_expiry);
     tcase_add_test(tc, test_failover_only_from_insync);
     tcase_add_test(tc, test_failover_by_new_controller);
+    tcase_add_test(tc, test_failover_view_behind);
     tcase_add_test(tc, test_failover_reordered);
     tcase_add_test(tc, test_failover_during_move);
     tcase_add_test(tc, test_dead_backup);
