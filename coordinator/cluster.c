@@ -1027,6 +1027,7 @@ static void membership_cb(keel_membership *m, int event, void *arg)
         keel_info("cluster: %s joined as incarnation %llu", c->node,
                   (unsigned long long)m->incarnation);
         c->phase = KEEL_CLUSTER_RUNNING;
+        c->joining = 0;
         if (keel_lease_rejoined(&c->lease, c->now))
             fenced_changed(c);
         c->setup = SETUP_NODE;
@@ -1160,13 +1161,11 @@ static void resume_all(keel_cluster *c)
 
 static void session_cb(keel_zk *zk, int event, void *arg);
 
-static void expired(keel_cluster *c)
+/* Drops everything this session held and connects anew. */
+static void start_over(keel_cluster *c)
 {
     int rc;
 
-    keel_warn("cluster: session of %s expired; dropping everything and "
-              "rejoining",
-              c->node);
     c->session_gen++; /* before the hooks: replies check it */
     if (keel_lease_expired(&c->lease))
         fenced_changed(c);
@@ -1193,6 +1192,7 @@ static void expired(keel_cluster *c)
     c->map_this_session = 0;
     keel_storecheck_cancel(&c->store_check); /* the new session checks */
     c->phase = KEEL_CLUSTER_CONNECTING;
+    c->joining = 0;
     now_ms(c);
     connecting(c);
     rc = keel_zk_connect(c->zk, (int)c->timeout_ms, session_cb, c);
@@ -1200,6 +1200,57 @@ static void expired(keel_cluster *c)
         set_failed(c, rc);
     else
         schedule(c);
+}
+
+static void expired(keel_cluster *c)
+{
+    keel_warn("cluster: session of %s expired; dropping everything and "
+              "rejoining",
+              c->node);
+    start_over(c);
+}
+
+/* How long a node connected to ZooKeeper may take to join: reading the
+ * cluster's config, checking its store and creating its member znode are
+ * a few requests each; waiting out a previous incarnation's session takes
+ * at most about its timeout. */
+static uint64_t join_bound(const keel_cluster *c)
+{
+    uint64_t b = 3 * (uint64_t)c->timeout_ms + 10000;
+
+    return b > 30000 ? b : 30000;
+}
+
+/* A join that has not ended long after the node reached ZooKeeper is
+ * stuck on an answer or an event that will not come: say where, and
+ * start over with a new session rather than stay out of the cluster
+ * with nothing in the log. (A node refused for its store, EMISMATCH,
+ * checks again on its own and is left alone.) */
+static void join_watchdog(keel_cluster *c)
+{
+    if (!c->joining ||
+        (c->phase != KEEL_CLUSTER_BOOTSTRAP &&
+         c->phase != KEEL_CLUSTER_JOINING) ||
+        c->error == KEEL_EMISMATCH ||
+        c->now < c->joining_since + join_bound(c))
+        return;
+    keel_warn("cluster: %s has been connected to ZooKeeper for %.0f s "
+              "without joining (%s; config step %d%s%s, store check step "
+              "%d%s%s, member znode state %d%s%s); starting over with a new "
+              "session",
+              c->node, (double)(c->now - c->joining_since) / 1000.0,
+              c->phase == KEEL_CLUSTER_BOOTSTRAP ? "checking the cluster "
+                                                   "and its store"
+                                                 : "creating its member "
+                                                   "znode",
+              c->boot.step, c->boot.busy ? ", waiting for an answer" : "",
+              c->boot.stalled ? ", stalled" : "", c->store_check.step,
+              c->store_check.busy ? ", waiting for an answer" : "",
+              c->store_check.stalled ? ", stalled" : "",
+              c->members.join_state,
+              c->members.join_busy ? ", waiting for an answer" : "",
+              c->members.join_stalled ? ", stalled" : "");
+    start_over(c);
 }
 
 /* Whether the negotiated session timeout leaves the lease its margin
@@ -1239,6 +1290,10 @@ static void session_cb(keel_zk *zk, int event, void *arg)
         }
         if (keel_lease_connected(&c->lease, c->now))
             fenced_changed(c);
+        if (!c->joining && c->phase != KEEL_CLUSTER_RUNNING) {
+            c->joining = 1;
+            c->joining_since = c->now;
+        }
         if (c->phase == KEEL_CLUSTER_CONNECTING) {
             if (c->connect_warned)
                 keel_info("cluster %s: %s reached ZooKeeper after %.1f s",
@@ -1254,6 +1309,7 @@ static void session_cb(keel_zk *zk, int event, void *arg)
         }
         break;
     case KEEL_ZK_DISCONNECTED:
+        c->joining = 0; /* the bound counts connected time */
         if (keel_lease_disconnected(&c->lease, c->now))
             fenced_changed(c);
         break;
@@ -1324,6 +1380,9 @@ static void schedule(keel_cluster *c)
 
     if (c->phase == KEEL_CLUSTER_CONNECTING)
         next = earlier(next, c->connect_warn_at);
+    if (c->joining && (c->phase == KEEL_CLUSTER_BOOTSTRAP ||
+                                  c->phase == KEEL_CLUSTER_JOINING))
+        next = earlier(next, c->joining_since + join_bound(c));
 
     next = earlier(next, keel_storecheck_deadline(&c->store_check));
     if (c->loop == NULL)
@@ -1343,6 +1402,7 @@ void keel_cluster_tick(keel_cluster *c, uint64_t now)
 
     c->now = now;
     connect_warn(c);
+    join_watchdog(c);
     if (keel_lease_tick(&c->lease, now))
         fenced_changed(c);
     keel_controller_tick(&c->ctl, now);

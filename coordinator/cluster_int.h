@@ -101,6 +101,11 @@ struct keel_cluster {
      * again that ZooKeeper has not answered (0: said nothing yet). */
     uint64_t connect_since, connect_warn_at;
     int connect_warned;
+    /* Whether, and since when, the node has been connected to ZooKeeper
+     * without having joined: a join that has not ended long after is
+     * started over (cluster.c, join_watchdog). */
+    int joining;
+    uint64_t joining_since;
     char **caps;
     size_t ncaps;
     uint32_t shard_count;

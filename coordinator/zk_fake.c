@@ -92,6 +92,7 @@ struct fclient {
     void *arg;
     int held;
     int fail_rc, fail_applied;
+    char *swallow; /* the answer to a create of this path is not delivered */
     uint64_t requests;
     fdeliv *parked; /* watch events awaiting reconnection, in order */
     int zombie;     /* destroyed during its own callback */
@@ -381,8 +382,10 @@ static void deliver(keel_zk_fake *f, fdeliv *d)
     }
     f->delivering = NULL;
     deliv_free(d);
-    if (c->zombie)
+    if (c->zombie) {
+        free(c->swallow);
         free(c);
+    }
 }
 
 static uint64_t rng_next(keel_zk_fake *f)
@@ -844,6 +847,13 @@ static void submit(fclient *c, fdeliv *d)
 {
     fdeliv **pp;
 
+    if (c->swallow != NULL && d->kind == D_CREATE && d->path != NULL &&
+        strcmp(d->path, c->swallow) == 0) {
+        free(c->swallow);
+        c->swallow = NULL;
+        deliv_free(d);
+        return;
+    }
     if (!c->stalling) {
         enqueue(c->f, d);
         return;
@@ -1173,10 +1183,12 @@ static void fake_destroy(keel_zk *zk)
             *pp = c->next;
             break;
         }
-    if (f->delivering == c)
+    if (f->delivering == c) {
         c->zombie = 1; /* freed when its callback returns */
-    else
+    } else {
+        free(c->swallow);
         free(c);
+    }
 }
 
 static int64_t fake_session_id(keel_zk *zk)
@@ -1408,6 +1420,14 @@ void keel_zk_fake_fail_next(keel_zk *zk, int rc, int applied)
 uint64_t keel_zk_fake_requests(keel_zk *zk)
 {
     return ((fclient *)zk)->requests;
+}
+
+void keel_zk_fake_swallow_create(keel_zk *zk, const char *path)
+{
+    fclient *c = (fclient *)zk;
+
+    free(c->swallow);
+    c->swallow = strdup(path);
 }
 
 void keel_zk_fake_lose_watches(keel_zk *zk, const char *prefix)

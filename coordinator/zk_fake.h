@@ -98,6 +98,10 @@ uint64_t keel_zk_fake_requests(keel_zk *c);
  * as when a watch is lost with a connection: what c believes armed no
  * longer fires. */
 void keel_zk_fake_lose_watches(keel_zk *c, const char *prefix);
+/* c's next create of path is applied, but its answer is never delivered
+ * (an answer lost for good: what keel must survive without staying
+ * stuck). */
+void keel_zk_fake_swallow_create(keel_zk *c, const char *path);
 
 /* Direct access to the tree, for setting up and checking (no watches
  * are left; writes do fire watches). get copies at most *len bytes into

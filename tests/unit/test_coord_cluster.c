@@ -2173,6 +2173,29 @@ START_TEST(test_member_watches_bounded)
 }
 END_TEST
 
+/* An answer that never comes while a node joins (lost for good): the node
+ * does not stay out of the cluster in silence; once the join has taken
+ * far longer than it can (30 s here), it starts over with a new session,
+ * and joins. */
+START_TEST(test_stuck_join_starts_over)
+{
+    mk(0, NULL);
+    settle();
+    mk(1, NULL);
+    keel_zk_fake_swallow_create(keel_cluster_zk(N[1].c),
+                                "/keel/test/members/node-b");
+    settle();
+    ck_assert_int_eq(keel_cluster_phase(N[1].c), KEEL_CLUSTER_JOINING);
+    advance(20000);
+    ck_assert_int_eq(keel_cluster_phase(N[1].c), KEEL_CLUSTER_JOINING);
+    ck_assert_uint_eq(keel_cluster_members(N[0].c), 2); /* its znode */
+    advance(15000);
+    ck_assert_int_eq(keel_cluster_phase(N[1].c), KEEL_CLUSTER_RUNNING);
+    ck_assert_uint_eq(keel_cluster_members(N[0].c), 2);
+    ck_assert_uint_eq(keel_cluster_members(N[1].c), 2);
+}
+END_TEST
+
 /* Watches lost with a connection (as with a server that came back
  * without them): once reconnected, a node lists members/ again with
  * fresh watches, so a member that joins afterwards is seen. */
@@ -2400,6 +2423,7 @@ int main(void)
     tcase_add_test(tc, test_chain_move_streams);
     tcase_add_test(tc, test_member_watches_bounded);
     tcase_add_test(tc, test_members_listed_again_after_reconnect);
+    tcase_add_test(tc, test_stuck_join_starts_over);
     tcase_add_test(tc, test_cancel_after_stream);
     tcase_add_test(tc, test_retarget_during_release);
     tcase_add_test(tc, test_target_dies_mid_stream);
