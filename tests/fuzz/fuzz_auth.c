@@ -5,10 +5,11 @@
  * face's check (keel__auth_http, with a bearer header or a certificate
  * identity from keel__auth_conn_from_cert, which needs no handshake), the
  * wire's login, peer claim and check (keel__auth_login,
- * keel__auth_peer_claim, keel__auth_check), and node identities judged
- * against the member list (keel__auth_set_members). No client address
- * is given, so the limit on failed attempts by address, which reads the
- * clock, stays out: every decision is a function of the input.
+ * keel__auth_peer_claim, keel__auth_check, keel__auth_frame), and node
+ * identities judged against the member list (keel__auth_set_members).
+ * No client address is given, so the limit on failed attempts by
+ * address, which reads the clock, stays out: every decision is a
+ * function of the input.
  *
  * Input: a flags byte, then text in three sections separated by lines
  * "%%": token file A, token file B, requests. Flags bit 0: the node is a
@@ -55,6 +56,10 @@
  *  - a refusal has a message and is counted once in the node's
  *    statistics (KEEL_ENOTMEMBER with the EDENIED ones), a pass leaves
  *    them alone;
+ *  - a wire connection's request asked as a frame (PING, STAT or a
+ *    read-only INFO query, a CALL or CAST of the type, INFO drain, forget
+ *    or an unknown query, XFER) gets the same answer from
+ *    keel__auth_frame as from keel__auth_check;
  *  - decisions depend on nothing but the table, the identity, the
  *    operation and the type: each HTTP request is asked twice, the second
  *    time after every other request of the input, with the same answer,
@@ -519,8 +524,59 @@ static void ask_conn(struct state *s, struct conn *c)
     int rc = keel__auth_check(s->a, &c->ac, c->op, c->type, c->tl, err,
                               sizeof err);
 
-    check_rc(rc, m_decide(&s->mn, &c->id, c->op, c->type, c->tl), err, un0,
-             de0);
+    int want = m_decide(&s->mn, &c->id, c->op, c->type, c->tl);
+    uint8_t body[8 + KEEL_MAX_TYPE_LEN + 8];
+    keel_frame f;
+
+    check_rc(rc, want, err, un0, de0);
+    /* The same request as a frame: keel__auth_frame must find the same
+     * operation and type in it (docs/security.md, "What needs what"). */
+    memset(&f, 0, sizeof f);
+    f.body = body;
+    switch (c->op) {
+    case KEEL_AUTH_OP_OPEN:
+        f.kind = KEEL_FRAME_PING;
+        break;
+    case KEEL_AUTH_OP_READ: {
+        static const char *const q[] = {"nodes", "shards", "where",
+                                        "capabilities"};
+        size_t k = c->tl % 5;
+        f.kind = k == 4 ? KEEL_FRAME_STAT : KEEL_FRAME_INFO;
+        if (k < 4) {
+            f.body_len = strlen(q[k]);
+            memcpy(body, q[k], f.body_len);
+        }
+        break;
+    }
+    case KEEL_AUTH_OP_CALL:
+        /* Only a body that parses: one that does not is the handler's
+         * to refuse as malformed. */
+        if (c->tl == 0 || c->tl > KEEL_MAX_TYPE_LEN)
+            return;
+        f.kind = c->tl % 2 ? KEEL_FRAME_CALL : KEEL_FRAME_CAST;
+        f.body_len =
+            keel_call_body_encode(body, c->type, c->tl, "i", 1, NULL, 0);
+        break;
+    case KEEL_AUTH_OP_ADMIN: {
+        /* An INFO query nobody knows needs an admin too. */
+        static const char *const q[] = {"drain\0n1", "forget\0n1",
+                                        "no-such-query"};
+        static const size_t ql[] = {8, 9, 13};
+        size_t k = c->tl % 3;
+        f.kind = KEEL_FRAME_INFO;
+        f.body_len = ql[k];
+        memcpy(body, q[k], ql[k]);
+        break;
+    }
+    default:
+        f.kind = KEEL_FRAME_XFER;
+        break;
+    }
+    un0 = node->stats.auth_refused_unauth;
+    de0 = node->stats.auth_refused_denied;
+    err[0] = '\0';
+    rc = keel__auth_frame(s->a, &c->ac, &f, err, sizeof err);
+    check_rc(rc, want, err, un0, de0);
 }
 
 /* INFO auth with tok on c: the model's identity follows. */
