@@ -30,6 +30,10 @@
  *      c), then the request;
  *   p  a new wire connection: INFO peer NUL ARG (ARG empty: "peer"
  *      alone), then the request;
+ *   l  INFO auth with ARG as the token again on the newest wire
+ *      connection, then the request on it;
+ *   q  INFO peer as for p again on the newest wire connection, then the
+ *      request on it;
  *   m  the member list becomes the space-separated words after "m";
  *   r  the node reloads its token file, which is now B (then A, then
  *      B...). Every wire connection kept (the last 8) is asked its
@@ -57,9 +61,15 @@
  *    statistics (KEEL_ENOTMEMBER with the EDENIED ones), a pass leaves
  *    them alone;
  *  - a wire connection's request asked as a frame (PING, STAT or a
- *    read-only INFO query, a CALL or CAST of the type, INFO drain, forget
- *    or an unknown query, XFER) gets the same answer from
- *    keel__auth_frame as from keel__auth_check;
+ *    read-only INFO query, a CALL or CAST of the type with or without a
+ *    budget and a request key, a SUBSCRIBE, INFO drain, forget or an
+ *    unknown query, XFER) gets the same answer from keel__auth_frame as
+ *    from keel__auth_check; an OBATCH is refused only without identity;
+ *  - a failed login leaves a token identity anonymous and a certificate
+ *    identity as it was; a claim on a connection with a node's
+ *    certificate changes nothing, one with a client's is refused, and a
+ *    refused claim leaves the identity it had; and the third failed login on a connection,
+ *    successes between or not, makes keel__auth_conn_spent say so;
  *  - decisions depend on nothing but the table, the identity, the
  *    operation and the type: each HTTP request is asked twice, the second
  *    time after every other request of the input, with the same answer,
@@ -455,6 +465,8 @@ struct conn {
     const uint8_t *tok; /* its token (in the input), for a reload */
     size_t toklen;
     int by_token; /* the identity came from tok */
+    unsigned fails; /* failed logins */
+    int cert;       /* the identity came from a certificate */
     int op;
     const uint8_t *type;
     size_t tl;
@@ -525,7 +537,7 @@ static void ask_conn(struct state *s, struct conn *c)
                               sizeof err);
 
     int want = m_decide(&s->mn, &c->id, c->op, c->type, c->tl);
-    uint8_t body[8 + KEEL_MAX_TYPE_LEN + 8];
+    uint8_t body[64 + KEEL_MAX_TYPE_LEN];
     keel_frame f;
 
     check_rc(rc, want, err, un0, de0);
@@ -553,9 +565,41 @@ static void ask_conn(struct state *s, struct conn *c)
          * to refuse as malformed. */
         if (c->tl == 0 || c->tl > KEEL_MAX_TYPE_LEN)
             return;
-        f.kind = c->tl % 2 ? KEEL_FRAME_CALL : KEEL_FRAME_CAST;
-        f.body_len =
-            keel_call_body_encode(body, c->type, c->tl, "i", 1, NULL, 0);
+        /* The type byte picks the form: CALL or CAST, with a budget
+         * and a request key in front, or none; a SUBSCRIBE (the right
+         * to follow an actor is the right to call it); an OBATCH, whose
+         * messages are judged one by one elsewhere: here only a
+         * connection with no identity is refused. */
+        switch (c->type[0] % 4) {
+        case 0:
+        case 1: {
+            size_t off = 0;
+            f.kind = c->type[0] % 4 ? KEEL_FRAME_CALL : KEEL_FRAME_CAST;
+            if (c->type[0] & 4) {
+                f.flags |= KEEL_FLAG_DEADLINE;
+                keel_deadline_put(body, 1000);
+                off += KEEL_DEADLINE_LEN;
+            }
+            if (c->type[0] & 8) {
+                f.flags |= KEEL_FLAG_KEYED;
+                memset(body + off, 0xab, KEEL_REQUEST_KEY_LEN);
+                off += KEEL_REQUEST_KEY_LEN;
+            }
+            f.body_len = off + keel_call_body_encode(body + off, c->type,
+                                                     c->tl, "i", 1, NULL, 0);
+            break;
+        }
+        case 2:
+            f.kind = KEEL_FRAME_SUBSCRIBE;
+            f.body_len = keel_subscribe_encode(body, c->type, c->tl, "i", 1,
+                                               7);
+            break;
+        default:
+            f.kind = KEEL_FRAME_OBATCH;
+            if (c->id.kind != M_ANON)
+                want = 0;
+            break;
+        }
         break;
     case KEEL_AUTH_OP_ADMIN: {
         /* An INFO query nobody knows needs an admin too. */
@@ -593,15 +637,57 @@ static void login(struct state *s, struct conn *c, const uint8_t *tok,
 
     m_by_token(&s->tab[s->cur], tok, len, &id);
     check_rc(rc, id.kind == M_ANON ? KEEL_EUNAUTH : 0, err, un0, de0);
+    c->fails += rc != 0;
     if (rc == 0)
         FUZZ_CHECK(rlen > 5 && memcmp(reply, "auth ", 5) == 0 &&
                    reply[rlen - 1] == '\n');
-    if (c->id.kind != M_ANON && !c->by_token)
+    if (c->cert)
         return; /* a certificate's identity stays */
     c->id = id;
     c->by_token = id.kind != M_ANON;
     c->tok = tok;
     c->toklen = len;
+}
+
+/* INFO peer NUL id (id empty: "peer" alone) on c. 0 when id is longer
+ * than a claim the model looks at. */
+static int claim(struct state *s, struct conn *c, const uint8_t *id,
+                 size_t len)
+{
+    uint8_t body[5 + 256];
+    char err[512] = "";
+    uint64_t un0 = node->stats.auth_refused_unauth;
+    uint64_t de0 = node->stats.auth_refused_denied;
+    size_t bl = 4;
+    int ok, rc;
+
+    if (len > 256)
+        return 0;
+    memcpy(body, "peer", 4);
+    if (len > 0) {
+        body[4] = '\0';
+        memcpy(body + 5, id, len);
+        bl = 5 + len;
+    }
+    rc = keel__auth_peer_claim(s->a, &c->ac, body, bl, err, sizeof err);
+    if (c->cert) {
+        /* A node's certificate makes the claim moot; a client's may not
+         * claim. Either way the certificate's identity stays. */
+        check_rc(rc, c->id.kind == M_NODE ? 0 : KEEL_EDENIED, err, un0, de0);
+        return 1;
+    }
+    /* A named claim takes a valid id; an unnamed one only on a
+     * standalone node. A refused claim changes nothing. */
+    ok = len > 0 ? m_node_id(id, len) : !s->mn.cluster;
+    check_rc(rc, ok ? 0 : KEEL_EDENIED, err, un0, de0);
+    if (ok) {
+        memset(&c->id, 0, sizeof c->id);
+        c->id.kind = M_NODE;
+        memcpy(c->id.name, id, len);
+        c->id.name[len] = '\0';
+        c->by_token = 0;
+    }
+    return 1;
 }
 
 static void wire(struct state *s, char kind, const uint8_t *arg, size_t alen,
@@ -630,37 +716,47 @@ static void wire(struct state *s, char kind, const uint8_t *arg, size_t alen,
         cn[cl] = '\0';
         ok = keel__auth_conn_from_cert(&c->ac, cn) == 0;
         FUZZ_CHECK(ok == m_cert(cn, &c->id));
+        c->cert = ok;
         if (tab != NULL)
             login(s, c, tab + 1, alen - cl - 1);
     } else { /* 'p' */
-        uint8_t body[5 + 256];
-        char err[512] = "";
-        uint64_t un0 = node->stats.auth_refused_unauth;
-        uint64_t de0 = node->stats.auth_refused_denied;
-        size_t bl = 4;
-        int ok, rc;
-
-        if (alen > 256) {
+        if (!claim(s, c, arg, alen)) {
             c->used = 0;
             return;
         }
-        memcpy(body, "peer", 4);
-        if (alen > 0) {
-            body[4] = '\0';
-            memcpy(body + 5, arg, alen);
-            bl = 5 + alen;
-        }
-        rc = keel__auth_peer_claim(s->a, &c->ac, body, bl, err, sizeof err);
-        /* A named claim takes a valid id; an unnamed one only on a
-         * standalone node. */
-        ok = alen > 0 ? m_node_id(arg, alen) : !s->mn.cluster;
-        check_rc(rc, ok ? 0 : KEEL_EDENIED, err, un0, de0);
-        if (ok) {
-            c->id.kind = M_NODE;
-            memcpy(c->id.name, arg, alen);
-            c->id.name[alen] = '\0';
-        }
     }
+    ask_conn(s, c);
+}
+
+/* INFO auth ('l') or INFO peer ('q') again on the newest wire
+ * connection, then its request (now op on type). A failed login drops a
+ * token identity; the connection is spent at the third failure,
+ * whatever came between. */
+static void relogin(struct state *s, char again, const uint8_t *tok,
+                    size_t len, int op, const uint8_t *type, size_t tl)
+{
+    struct conn *c;
+
+    if (s->nconns == 0)
+        return;
+    c = &s->conns[(s->nconns - 1) % MAX_CONNS];
+    if (!c->used)
+        return;
+    if (again == 'q') {
+        if (!claim(s, c, tok, len))
+            return;
+    } else {
+        login(s, c, tok, len);
+    }
+    FUZZ_CHECK(keel__auth_conn_spent(s->a, &c->ac) ==
+               (c->fails >= KEEL_AUTH_CONN_FAILS));
+    if (c->fails >= KEEL_AUTH_CONN_FAILS) {
+        c->used = 0; /* closed by its caller */
+        return;
+    }
+    c->op = op;
+    c->type = type;
+    c->tl = tl;
     ask_conn(s, c);
 }
 
@@ -770,6 +866,10 @@ static void request(struct state *s, const uint8_t *l, size_t len,
     tl = sp != NULL ? (size_t)(sp - type) : (size_t)(l + len - type);
     arg = sp != NULL ? sp + 1 : l + len;
     alen = (size_t)(l + len - arg);
+    if (l[0] == 'l' || l[0] == 'q') {
+        relogin(s, (char)l[0], arg, alen, op, type, tl);
+        return;
+    }
     if (l[0] == 'w' || l[0] == 'v' || l[0] == 'p') {
         wire(s, (char)l[0], arg, alen, op, type, tl);
         return;
