@@ -65,8 +65,8 @@
  *    budget and a request key, a SUBSCRIBE, INFO drain, forget or an
  *    unknown query, XFER) gets the same answer from keel__auth_frame as
  *    from keel__auth_check; an OBATCH is refused only without identity;
- *  - a failed login leaves a token identity anonymous and a certificate
- *    identity as it was; a claim on a connection with a node's
+ *  - a failed login leaves a token identity anonymous, and a
+ *    certificate's identity or a node's claim as it was; a claim on a connection with a node's
  *    certificate changes nothing, one with a client's is refused, and a
  *    refused claim leaves the identity it had; and the third failed login on a connection,
  *    successes between or not, makes keel__auth_conn_spent say so;
@@ -643,6 +643,8 @@ static void login(struct state *s, struct conn *c, const uint8_t *tok,
                    reply[rlen - 1] == '\n');
     if (c->cert)
         return; /* a certificate's identity stays */
+    if (id.kind == M_ANON && !c->by_token)
+        return; /* "no token identity afterwards": a node's claim stays */
     c->id = id;
     c->by_token = id.kind != M_ANON;
     c->tok = tok;
