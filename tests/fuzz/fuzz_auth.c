@@ -76,10 +76,10 @@
  *    and a wire connection asked again after a reload answers as the
  *    model does for the new table (its token dropped: no identity). */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -378,34 +378,26 @@ static int m_node_id(const uint8_t *s, size_t n)
 /* ------------------------------------------------------- the real thing */
 
 static keel_node *node;
-static char dir[64], path[96];
-
-static void cleanup(void)
-{
-    unlink(path);
-    rmdir(dir);
-}
+/* The token file: a file in memory with no name in any directory, so
+ * that nothing is left behind by a run, a crash or a minimisation (which
+ * crashes thousands of times), reached by its /proc/self/fd path as a
+ * node reaches its --auth-tokens FILE. */
+static int tokfd = -1;
+static char path[64];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    struct stat st;
-
     keel_log_set_level(-1); /* reload failures are expected, not news */
-    /* Every input writes the token file: in memory where there is some,
-     * as that is what limits the executions a second. */
-    snprintf(dir, sizeof dir, "%s/keel-fuzz-auth-XXXXXX",
-             stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) &&
-                     access("/dev/shm", W_OK) == 0
-                 ? "/dev/shm"
-                 : "/tmp");
-    if (mkdtemp(dir) == NULL) {
-        perror("fuzz_auth: mkdtemp");
+    tokfd = memfd_create("keel-fuzz-auth-tokens", MFD_CLOEXEC);
+    if (tokfd < 0) {
+        perror("fuzz_auth: memfd_create");
         abort();
     }
-    snprintf(path, sizeof path, "%s/tokens", dir);
-    atexit(cleanup);
+    /* Owner-only, as auth.c insists (a memfd starts 0777). */
+    FUZZ_CHECK(fchmod(tokfd, 0600) == 0);
+    snprintf(path, sizeof path, "/proc/self/fd/%d", tokfd);
     node = calloc(1, sizeof *node);
     FUZZ_CHECK(node != NULL);
     return 0;
@@ -413,19 +405,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 static void write_file(const uint8_t *s, size_t len)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     size_t off = 0;
 
-    FUZZ_CHECK(fd >= 0);
-    FUZZ_CHECK(fchmod(fd, 0600) == 0);
+    FUZZ_CHECK(ftruncate(tokfd, 0) == 0);
     while (off < len) {
-        ssize_t w = write(fd, s + off, len - off);
+        ssize_t w = pwrite(tokfd, s + off, len - off, (off_t)off);
         if (w < 0 && errno == EINTR)
             continue;
         FUZZ_CHECK(w > 0);
         off += (size_t)w;
     }
-    FUZZ_CHECK(close(fd) == 0);
 }
 
 /* Checks rc against the model's want and the statistics against the
