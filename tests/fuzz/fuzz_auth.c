@@ -66,10 +66,11 @@
  *    unknown query, XFER) gets the same answer from keel__auth_frame as
  *    from keel__auth_check; an OBATCH is refused only without identity;
  *  - a failed login leaves a token identity anonymous, and a
- *    certificate's identity or a node's claim as it was; a claim on a connection with a node's
- *    certificate changes nothing, one with a client's is refused, and a
- *    refused claim leaves the identity it had; and the third failed login on a connection,
- *    successes between or not, makes keel__auth_conn_spent say so;
+ *    certificate's identity or a node's claim as it was; a claim on a
+ *    connection with a node's certificate changes nothing, one with a
+ *    client's is refused, and a refused claim leaves the identity it
+ *    had; the third failed login on a connection, successes between or
+ *    not, makes keel__auth_conn_spent say so;
  *  - decisions depend on nothing but the table, the identity, the
  *    operation and the type: each HTTP request is asked twice, the second
  *    time after every other request of the input, with the same answer,
