@@ -152,8 +152,9 @@ int keel__auth_is_login(const keel_frame *f, const uint8_t **tok,
  * (*rlen bytes). A node without tokens answers "auth none\n" and changes
  * nothing. Errors: KEEL_EUNAUTH, with a message in errbuf, for an unknown
  * token, or any token at all while the address has failed too often
- * lately (it is not looked at); the connection is anonymous afterwards,
- * unless its identity comes from a certificate, which is kept. Either
+ * lately (it is not looked at); the connection has no token identity
+ * afterwards: one it had from a token is dropped (anonymous), one from a
+ * certificate or a node's claim is kept. Either
  * counts as a failure of the connection: once keel__auth_conn_spent()
  * says so, the caller closes it (counted here). Loop thread. */
 int keel__auth_login(keel_auth *a, keel_auth_conn *ac, int fd,
