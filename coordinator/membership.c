@@ -307,21 +307,26 @@ static void warn_bad_addr(const keel_membership *m, const keel_member *b)
               b->name, b->addr);
 }
 
+/* Starts a listing now; one that cannot be sent is left to resume. */
+static void list_now(keel_membership *m)
+{
+    int rc = list_start(m);
+
+    if (rc == KEEL_ECONNLOSS)
+        m->list_stalled = 1;
+    else if (rc != 0)
+        fail(m, rc);
+}
+
 /* A listing request was lost with its connection. If a reconnection
  * came since it was sent (its answer arrived late), nothing will resume
  * it: start over now; otherwise the next resume does. */
 static void list_lost(keel_membership *m)
 {
-    int rc;
-
-    if (m->list_gen == m->resume_gen) {
+    if (m->list_gen == m->resume_gen)
         m->list_stalled = 1;
-        return;
-    }
-    if ((rc = list_start(m)) == KEEL_ECONNLOSS)
-        m->list_stalled = 1;
-    else if (rc != 0)
-        fail(m, rc);
+    else
+        list_now(m);
 }
 
 static void member_read(keel_zk *zk, int rc, const void *data, size_t len,
@@ -484,8 +489,6 @@ int keel_membership_watch(keel_membership *m)
 
 void keel_membership_refresh(keel_membership *m)
 {
-    int rc;
-
     if (!m->view_started)
         return;
     /* Whatever this session armed may be gone: the next listing leaves
@@ -502,10 +505,7 @@ void keel_membership_refresh(keel_membership *m)
         m->list_dirty = 1;
         return;
     }
-    if ((rc = list_start(m)) == KEEL_ECONNLOSS)
-        m->list_stalled = 1;
-    else if (rc != 0)
-        fail(m, rc);
+    list_now(m);
 }
 
 void keel_membership_resume(keel_membership *m)

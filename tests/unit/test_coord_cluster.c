@@ -1693,6 +1693,24 @@ static void raw_created(keel_zk *zk, int rc, const char *path,
     *(int *)arg = rc;
 }
 
+/* Creates members/node-x through raw, as a member at 127.0.0.1:7999
+ * would; *created gets the answer once it is delivered. */
+static void raw_member_x(keel_zk *raw, int *created)
+{
+    char *member;
+    size_t len;
+
+    *created = 1;
+    ck_assert_int_eq(keel_member_format("127.0.0.1:7999", NULL, 0, 0, &member,
+                                        &len),
+                     0);
+    ck_assert_int_eq(keel_zk_create(raw, "/keel/test/members/node-x",
+                                    member, len, KEEL_ZK_EPHEMERAL,
+                                    raw_created, created),
+                     0);
+    free(member);
+}
+
 /* Writes nodes/node-x/state: no units, map_epoch `epoch`. */
 static void x_state(uint64_t epoch)
 {
@@ -1723,8 +1741,6 @@ START_TEST(test_state_watch_rearmed)
 {
     keel_controller *ctl;
     keel_zk *raw;
-    char *member;
-    size_t len;
     int id = -1, steps, created = 1;
 
     mk(0, NULL);
@@ -1739,14 +1755,7 @@ START_TEST(test_state_watch_rearmed)
     ck_assert_int_eq(keel_zk_fake_client(F, &raw), 0);
     ck_assert_int_eq(keel_zk_connect(raw, TIMEOUT, raw_session, NULL), 0);
     settle();
-    ck_assert_int_eq(keel_member_format("127.0.0.1:7999", NULL, 0, 0, &member,
-                                        &len),
-                     0);
-    ck_assert_int_eq(keel_zk_create(raw, "/keel/test/members/node-x",
-                                    member, len, KEEL_ZK_EPHEMERAL,
-                                    raw_created, &created),
-                     0);
-    free(member);
+    raw_member_x(raw, &created);
 
     /* Until the controller's first read of node-x's state is in flight
      * (answered: not found), then create the state node. */
@@ -2202,9 +2211,7 @@ END_TEST
 START_TEST(test_members_listed_again_after_reconnect)
 {
     keel_zk *raw, *zk;
-    char *member;
-    size_t len;
-    int rc = 1;
+    int rc;
 
     start3(NULL);
     ck_assert_int_eq(keel_zk_fake_client(F, &raw), 0);
@@ -2215,18 +2222,11 @@ START_TEST(test_members_listed_again_after_reconnect)
     keel_zk_fake_lose_watches(zk, "/keel/test/members");
     keel_zk_fake_reconnect(zk);
     settle();
-    ck_assert_int_eq(keel_member_format("127.0.0.1:7999", NULL, 0, 0, &member,
-                                        &len),
-                     0);
-    ck_assert_int_eq(keel_zk_create(raw, "/keel/test/members/node-x",
-                                    member, len, KEEL_ZK_EPHEMERAL,
-                                    raw_created, &rc),
-                     0);
+    raw_member_x(raw, &rc);
     settle();
     ck_assert_int_eq(rc, 0);
     ck_assert_uint_eq(keel_cluster_members(N[0].c), 4);
     ck_assert_uint_eq(keel_cluster_members(N[1].c), 4);
-    free(member);
     keel_zk_destroy(raw);
 }
 END_TEST
