@@ -398,6 +398,30 @@ static void free_all(zk_real *z)
     free(z);
 }
 
+/* The library can lose a connection without a session event: a
+ * connection that ends just after its session was established goes
+ * unreported, and the session event of the next one then reads as a
+ * repeat (seen with a ZooKeeper killed right after a node connected: the
+ * node believed itself connected throughout and never redid the requests
+ * the loss had failed). Its state tells: a session we hold connected
+ * whose handle is neither connected nor ended has lost its connection.
+ * Returns 1 when it reported that (callbacks ran). */
+static int notice_loss(zk_real *z, zk_sess *s)
+{
+    int st;
+
+    if (!s->connected || s->dead)
+        return 0;
+    st = zoo_state(s->zh);
+    if (st == ZOO_CONNECTED_STATE || st == ZOO_READONLY_STATE ||
+        st == ZOO_EXPIRED_SESSION_STATE || st == ZOO_AUTH_FAILED_STATE)
+        return 0; /* connected, or its event is on its way */
+    z->depth++; /* as in a library callback: the caller settles after */
+    on_session(z, s, ZOO_CONNECTING_STATE);
+    z->depth--;
+    return 1;
+}
+
 /* Runs after every entry into the library: closes retired handles, frees
  * a destroyed client, and re-arms the io and timer watchers from
  * zookeeper_interest() (which may itself run callbacks, hence the loop).
@@ -433,6 +457,8 @@ static int settle(zk_real *z)
             s->dead = 1;
             continue;
         }
+        if (notice_loss(z, s))
+            continue;
         /* The fd may be a new socket under an old number: libev must
          * re-register it, so the watcher is always set afresh. */
         ev_io_stop(z->loop, &z->io);
