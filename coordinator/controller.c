@@ -1428,17 +1428,16 @@ static size_t promoted_owners(const keel_controller *ctl, size_t *v,
 
 /* At most KEEL_CTL_MAX_PROOFS owners are proven absent in one write;
  * units of others wait for the next (the proof is what lets them move). */
-#define MAX_PROOFS KEEL_CTL_MAX_PROOFS
 
 /* Writes next, with the checks the reconciliation noted (ctl->checks, when
  * `checked`) after the proofs. */
 static int write_map(keel_controller *ctl, keel_shard_map *next, int checked)
 {
     char epath[KEEL_ZK_PATH_MAX], mpath[KEEL_ZK_PATH_MAX];
-    char ppath[MAX_PROOFS][KEEL_ZK_PATH_MAX];
+    char ppath[KEEL_CTL_MAX_PROOFS][KEEL_ZK_PATH_MAX];
     char (*cpath)[KEEL_ZK_PATH_MAX] = NULL;
     keel_zk_op *ops;
-    size_t owners[MAX_PROOFS], nproofs, nchecks = checked ? ctl->nchecks : 0;
+    size_t nproofs, nchecks = checked ? ctl->nchecks : 0;
     size_t i;
     uint8_t *buf;
     size_t len;
@@ -1447,7 +1446,7 @@ static int write_map(keel_controller *ctl, keel_shard_map *next, int checked)
     if (!checked)
         ctl->nchecks = 0; /* none in flight: nothing to match a failure */
     next->map_epoch = ctl->map.map_epoch + 1;
-    ops = calloc(2 + 2 * MAX_PROOFS + nchecks, sizeof *ops);
+    ops = calloc(2 + 2 * KEEL_CTL_MAX_PROOFS + nchecks, sizeof *ops);
     if (nchecks > 0)
         cpath = calloc(nchecks, sizeof *cpath);
     if (ops == NULL || (nchecks > 0 && cpath == NULL)) {
@@ -1467,11 +1466,10 @@ static int write_map(keel_controller *ctl, keel_shard_map *next, int checked)
      * A create and a delete of its member znode in the same multi prove
      * that it is not a member when the map changes; if it is, the write
      * fails as a whole and the moves are decided again, with it live. */
-    nproofs = promoted_owners(ctl, owners, MAX_PROOFS);
+    nproofs = promoted_owners(ctl, ctl->proof_owner, KEEL_CTL_MAX_PROOFS);
     for (i = 0; i < nproofs; i++) {
-        ctl->proof_owner[i] = owners[i];
         keel_layout_path(ctl->layout, ppath[i], "members",
-                         ctl->nodes[owners[i]].name, NULL);
+                         ctl->nodes[ctl->proof_owner[i]].name, NULL);
         ops[2 + 2 * i].type = KEEL_ZK_OP_CREATE;
         ops[2 + 2 * i].path = ppath[i];
         ops[3 + 2 * i].type = KEEL_ZK_OP_DELETE;

@@ -227,8 +227,6 @@ START_TEST(departed_node_loses_peer_rights)
 }
 END_TEST
 
-
-
 int main(void)
 {
     Suite *s = suite_create("cluster_tls");
