@@ -5,7 +5,7 @@
  *   keel [...] cast TYPE ID ARG...        (same options as call)
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] stat | ping
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] nodes | capabilities
- *   keel [-a HOST:PORT] [-t TIMEOUT_MS] shards [--node NODE]
+ *   keel [-a HOST:PORT] [-t TIMEOUT_MS] shards [--node NODE] [--digest]
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] where TYPE ID
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] follow TYPE ID
  *   keel [-a HOST:PORT] [-t TIMEOUT_MS] digest CAP SHARD
@@ -37,6 +37,7 @@
 #include "runtime/client.h"
 #include "runtime/dedup.h"
 #include "runtime/proto.h"
+#include "tools/keel-cli-digests.h"
 
 #define EXIT_SERVER 1
 #define EXIT_USAGE 2
@@ -63,8 +64,12 @@ static void usage(FILE *f)
             "                       round-trip time\n"
             "  nodes                the cluster's members (address,\n"
             "                       capabilities, incarnation, controller)\n"
-            "  shards [--node NODE] every placement unit: owner and\n"
-            "                       shard_epoch (only NODE's with --node)\n"
+            "  shards [--node NODE] [--digest]\n"
+            "                       every placement unit: owner, backups\n"
+            "                       and shard_epoch (only NODE's with\n"
+            "                       --node); with --digest each replica's\n"
+            "                       content digest and whether those in\n"
+            "                       sync agree (exit 1 if not)\n"
             "  where TYPE ID        the shard, capability, owner and epoch\n"
             "                       of actor TYPE/ID\n"
             "  state TYPE ID        actor TYPE/ID's state, version and\n"
@@ -1050,6 +1055,36 @@ static int cmd_info(keel_client *c, int argc, char **argv)
     return flush_stdout();
 }
 
+/* How keel shards --digest reaches the other nodes: as the contact
+ * node, with the same TLS, token and timeout. */
+static int connect_peer(const char *addr, keel_client **out, char *why,
+                        size_t whylen)
+{
+    int rc = cli_connect(addr, cli_timeout_ms, out, why, whylen);
+
+    if (rc == 0 && (rc = present_token(*out)) != 0) {
+        keel_client_close(*out);
+        *out = NULL;
+        snprintf(why, whylen, "its token was refused");
+    }
+    return rc;
+}
+
+/* shards --digest: exit 1 when replicas in sync differ, 3 when some
+ * could not be asked, 0 when every unit's agree. */
+static int cmd_shards_digest(keel_client *c, const char *node)
+{
+    struct cli_digest_counts k;
+    int rc = cli_shards_digest(c, node, connect_peer, stdout, &k);
+
+    if (rc != 0)
+        return rc == KEEL_ECONN || rc == KEEL_ETIMEDOUT ? EXIT_TRANSPORT
+                                                        : EXIT_SERVER;
+    if ((rc = flush_stdout()) != 0)
+        return rc;
+    return k.differ > 0 ? EXIT_SERVER : k.incomplete > 0 ? EXIT_TRANSPORT : 0;
+}
+
 /* The client checks the address too, but answers KEEL_EADDR alike for a
  * typo and for a name that does not resolve; only the first is a usage
  * error. */
@@ -1130,7 +1165,8 @@ int main(int argc, char **argv)
     int timeout_ms = DEFAULT_TIMEOUT_MS;
     keel_client *c = NULL;
     int opt, rc, nargs, info_argc = 0, direct = 0, is_send;
-    char **args, **info_argv = NULL, why[512];
+    int shards_digest = 0;
+    char **args, **info_argv = NULL, why[512], *shards_node = NULL;
     char *msg = NULL; /* call/cast: the joined message */
     size_t msg_len = 0;
     struct send_opts so;
@@ -1267,13 +1303,25 @@ int main(int argc, char **argv)
         if (nargs != 0)
             return usage_error("%s takes no arguments", cmd);
     } else if (strcmp(cmd, "shards") == 0) {
-        if (nargs == 2 && strcmp(args[0], "--node") == 0 &&
-            args[1][0] != '\0') {
-            args[0] = argv[optind]; /* query words: shards NODE */
-            info_argv = args;
+        int i;
+
+        for (i = 0; i < nargs; i++) {
+            if (strcmp(args[i], "--digest") == 0 && !shards_digest) {
+                shards_digest = 1;
+            } else if (strcmp(args[i], "--node") == 0 && i + 1 < nargs &&
+                       args[i + 1][0] != '\0' && shards_node == NULL) {
+                shards_node = args[++i];
+            } else {
+                return usage_error("shards takes only --node NODE and "
+                                   "--digest");
+            }
+        }
+        if (shards_node != NULL && !shards_digest) {
+            static char *words[2];
+            words[0] = argv[optind]; /* query words: shards NODE */
+            words[1] = shards_node;
+            info_argv = words;
             info_argc = 2;
-        } else if (nargs != 0) {
-            return usage_error("shards takes only --node NODE");
         }
     } else if (strcmp(cmd, "node") == 0) {
         if (nargs != 2 ||
@@ -1375,6 +1423,8 @@ int main(int argc, char **argv)
         rc = cmd_reminders(c, args[0], args[1]);
     else if (strcmp(cmd, "dead-letters") == 0)
         rc = cmd_dead_letters(c, nargs, args);
+    else if (shards_digest)
+        rc = cmd_shards_digest(c, shards_node);
     else if (info_argv != NULL)
         rc = cmd_info(c, info_argc, info_argv);
     else

@@ -5,6 +5,9 @@
  *    every node, every counter answers its acknowledged count through
  *    every node, and `keel digest` of every unit touched is the same on
  *    the three (the backups hold exactly what the primary holds);
+ *    `keel shards --digest` through one node shows those digests and
+ *    finds every unit's replicas in agreement, and, with a node killed,
+ *    shows its replicas as not asked (`?`);
  *  - a backup killed with SIGKILL: the writes to units it backs up keep
  *    being acknowledged, and every unit that acknowledged a write since
  *    then has it out of its in-sync set in the map (the controller
@@ -61,14 +64,21 @@ static void teardown(void)
     tu_repl_teardown(&fx);
 }
 
+/* Where "\nunit ..." (line) starts in out, its first line included. */
+static char *unit_line_of(char *out, const char *line)
+{
+    return strncmp(out, line + 1, strlen(line + 1)) == 0 ? out
+                                                         : strstr(out, line);
+}
+
 START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
 {
     keel_client *cl[3];
     long acked[COUNTERS] = {0};
     int touched[SHARDS] = {0}, live_insync[COUNTERS] = {0};
-    int i, j, round, live = 0, victim = 2;
+    int i, j, round, live = 0, victim = 2, sweep_rc;
     keel_shard_map m;
-    char id[16];
+    char id[16], want[128], *sweep = NULL, *sweep_err = NULL;
 
     tu_repl_start(&fx, 3, 3, "2000");
     for (i = 0; i < 3; i++)
@@ -96,15 +106,33 @@ START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
         }
     /* Every unit touched holds the same records on its replicas in
      * sync: all three, unless one lagged past the bound under the load
-     * (then the map shows it dropped, and it is left out). */
+     * (then the map shows it dropped, and it is left out). `keel shards
+     * --digest` through n0 says so for every unit, with the digests each
+     * node gives itself. */
+    sweep_rc = tu_keel(fx.nodes[0].addr, &sweep, &sweep_err, "shards",
+                       "--digest", NULL);
+    CHECK(sweep_rc == 0 && sweep != NULL, "shards --digest exited %d: %s",
+          sweep_rc, sweep_err ? sweep_err : "");
+    snprintf(want, sizeof want, "digests: %d units, %d agree, 0 differ, 0 "
+             "incomplete\n", SHARDS, SHARDS);
+    CHECK(strstr(sweep, want) != NULL, "shards --digest: no '%s' in:\n%s",
+          want, sweep);
     CHECK(tu_map_read(&fx, &m) == 0, "no map");
     for (j = 0; j < SHARDS; j++) {
         const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)j);
-        char d[3][128], names[3][4];
+        char d[3][128], names[3][4], line[64], *at, *eol;
         int first = -1, insync = 0;
         if (!touched[j])
             continue;
+        snprintf(line, sizeof line, "\nunit (default) %d owner ", j);
+        at = unit_line_of(sweep, line);
+        CHECK(at != NULL, "shards --digest names no shard %d", j);
+        eol = strchr(at + 1, '\n');
+        CHECK(eol != NULL && strncmp(eol - 6, " agree", 6) == 0,
+              "shards --digest: shard %d does not agree", j);
         for (i = 0; i < 3; i++) {
+            char hex[32], mine[64];
+            unsigned long long recs;
             snprintf(names[i], sizeof names[i], "n%d", i);
             if (!tu_map_in_sync(&m, u, names[i]))
                 continue;
@@ -113,6 +141,13 @@ START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
             CHECK(strncmp(d[i], "digest ", 7) == 0 &&
                       strstr(d[i], " records 0\n") == NULL,
                   "digest of shard %d on n%d: '%s'", j, i, d[i]);
+            CHECK(sscanf(d[i], "digest %31s records %llu", hex, &recs) == 2,
+                  "digest of shard %d on n%d: '%s'", j, i, d[i]);
+            snprintf(mine, sizeof mine, "n%d=%s:%llu", i, hex, recs);
+            at = strstr(at, mine);
+            CHECK(at != NULL && at < eol,
+                  "shards --digest: shard %d lacks '%s'", j, mine);
+            at = unit_line_of(sweep, line);
             if (first < 0)
                 first = i;
             CHECK(strcmp(d[first], d[i]) == 0,
@@ -127,6 +162,9 @@ START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
               "sync", j);
     }
     keel_map_free(&m);
+    free(sweep);
+    free(sweep_err);
+    sweep = sweep_err = NULL;
 
     /* The victim dies; the counters it does not own go on. */
     CHECK(tu_map_read(&fx, &m) == 0, "no map");
@@ -145,6 +183,19 @@ START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
     keel_client_close(cl[victim]);
     cl[victim] = NULL;
     tu_keeld_stop(&fx.nodes[victim], SIGKILL);
+    /* A replica that cannot be asked is shown as such, and only units
+     * that count it in sync are incomplete (exit 3 when there are). */
+    sweep_rc = tu_keel(fx.nodes[0].addr, &sweep, &sweep_err, "shards",
+                       "--digest", NULL);
+    CHECK(sweep != NULL && strstr(sweep, "n2=?") != NULL &&
+              strstr(sweep, "n2=?") == strstr(sweep, "n2=") &&
+              (sweep_rc == 3) == (strstr(sweep, " incomplete\n") != NULL) &&
+              (sweep_rc == 0 || sweep_rc == 3) &&
+              strstr(sweep, " DIFFER\n") == NULL,
+          "shards --digest with n2 dead exited %d:\n%s%s", sweep_rc,
+          sweep ? sweep : "", sweep_err ? sweep_err : "");
+    free(sweep);
+    free(sweep_err);
     for (round = 0; round < 3; round++)
         for (j = 0; j < COUNTERS; j++) {
             long v;
