@@ -1038,10 +1038,20 @@ int keel__auth_login(keel_auth *a, keel_auth_conn *ac, int fd,
         memcpy(ac->token, tok, tlen);
         snprintf(ac->name, sizeof ac->name, "token of line %u", e->line);
     }
-    w = e->types != NULL
-            ? snprintf(reply, cap, "auth %s types %s\n", role_name(e->role),
-                       e->types)
-            : snprintf(reply, cap, "auth %s\n", role_name(e->role));
+    /* The reply names the identity the connection's requests run with:
+     * a certificate's stays (docs/security.md), so a valid token on such
+     * a connection is answered with the certificate's role and name,
+     * not the token's, which would promise rights the connection does
+     * not have. */
+    if (ac->source == KEEL_AUTH_SRC_CERT)
+        w = snprintf(reply, cap, "auth %s certificate %s\n",
+                     ac->kind == KEEL_AUTH_NODE ? "node" : role_name(ac->role),
+                     ac->name);
+    else if (e->types != NULL)
+        w = snprintf(reply, cap, "auth %s types %s\n", role_name(e->role),
+                     e->types);
+    else
+        w = snprintf(reply, cap, "auth %s\n", role_name(e->role));
     pthread_mutex_unlock(&a->mu);
     *rlen = w < 0 ? 0 : (size_t)w < cap ? (size_t)w : cap - 1;
     return 0;

@@ -631,8 +631,18 @@ static void login(struct state *s, struct conn *c, const uint8_t *tok,
     if (rc == 0)
         FUZZ_CHECK(rlen > 5 && memcmp(reply, "auth ", 5) == 0 &&
                    reply[rlen - 1] == '\n');
-    if (c->cert)
-        return; /* a certificate's identity stays */
+    if (c->cert) {
+        /* A certificate's identity stays, and the answer names it. */
+        char want[256];
+        int wl = snprintf(want, sizeof want, "auth %s certificate %s\n",
+                          c->id.kind == M_NODE    ? "node"
+                          : c->id.kind == M_ADMIN ? "admin"
+                                                  : "client",
+                          c->id.name);
+        FUZZ_CHECK(rc != 0 || ((size_t)wl == rlen &&
+                               memcmp(reply, want, rlen) == 0));
+        return;
+    }
     if (id.kind == M_ANON && !c->by_token)
         return; /* "no token identity afterwards": a node's claim stays */
     c->id = id;

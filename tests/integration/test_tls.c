@@ -670,6 +670,36 @@ START_TEST(certificate_roles)
     ck_assert_str_eq(out, "1\n");
     free(out);
     free(err);
+    /* A certificate's identity stays when the connection also presents a
+     * token: the administrator's token leaves alice a client, and the
+     * answer to the token says so rather than promising admin. */
+    {
+        keel_client *c = NULL;
+        char *reply = NULL, why[256] = "";
+        size_t rlen = 0;
+        const char *q[] = {"node", "drain", "n0"};
+        char body[32];
+        size_t blen = 0, i;
+
+        ck_assert_int_eq(tls_connect(ca, ccert, ckey, NULL, &c, why,
+                                     sizeof why),
+                         0);
+        ck_assert_int_eq(keel_client_auth(c, "a-token-nobody-uses-0123456789",
+                                          &reply, &rlen),
+                         0);
+        ck_assert_str_eq(reply, "auth client certificate alice\n");
+        free(reply);
+        reply = NULL;
+        for (i = 0; i < 3; i++) {
+            memcpy(body + blen, q[i], strlen(q[i]) + 1);
+            blen += strlen(q[i]) + 1;
+        }
+        ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_INFO, NULL, NULL, 0,
+                                          body, blen - 1, &reply, &rlen),
+                         KEEL_EDENIED);
+        free(reply);
+        keel_client_close(c);
+    }
 }
 END_TEST
 
