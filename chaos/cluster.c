@@ -422,6 +422,7 @@ int chaos_zk_kill(chaos_cluster *c)
     if (pid <= 0)
         return -1;
     kill(pid, SIGKILL);
+    c->zk_stopped = 0;
     while (running(pid) && chaos_mono_ns() < deadline)
         chaos_sleep_ms(10);
     /* zk.sh would take a zombie's pid for a running server. */
@@ -435,8 +436,34 @@ int chaos_zk_kill(chaos_cluster *c)
     return running(pid) ? -1 : 0;
 }
 
+int chaos_zk_sigstop(chaos_cluster *c)
+{
+    pid_t pid = c->zk_up && !c->zk_stopped ? zk_pid(c) : -1;
+
+    if (pid <= 0 || kill(pid, SIGSTOP) != 0)
+        return -1;
+    c->zk_stopped = 1;
+    say(c, "zookeeper stopped (SIGSTOP, pid %d)", (int)pid);
+    event(c, "zk", "sigstop");
+    return 0;
+}
+
+int chaos_zk_sigcont(chaos_cluster *c)
+{
+    pid_t pid = c->zk_stopped ? zk_pid(c) : -1;
+
+    if (pid <= 0 || kill(pid, SIGCONT) != 0)
+        return -1;
+    c->zk_stopped = 0;
+    say(c, "zookeeper continued (SIGCONT)");
+    event(c, "zk", "sigcont");
+    return 0;
+}
+
 void chaos_zk_stop(chaos_cluster *c)
 {
+    if (c->zk_stopped)
+        chaos_zk_sigcont(c); /* zk.sh stop waits for it to exit */
     if (c->zk_dir == NULL || c->zk_port <= 0 || !c->zk_up)
         return;
     zk_script(c, "stop", 0, NULL, 0);

@@ -63,6 +63,7 @@ typedef struct chaos_cluster {
     char zk_hosts[64];   /* where ZooKeeper listens */
     char zk_via[64];     /* --zk of the nodes when not zk_hosts (a relay) */
     int zk_up;
+    int zk_stopped; /* SIGSTOPped (chaos_zk_sigstop) */
     /* Nodes: the first `base` start with the cluster, the rest are
      * spares. */
     chaos_node nodes[CHAOS_NODES_MAX];
@@ -88,6 +89,10 @@ int chaos_zk_start(chaos_cluster *c, char *err, size_t errlen);
 int chaos_zk_kill(chaos_cluster *c);
 /* Stops it (zk.sh stop). */
 void chaos_zk_stop(chaos_cluster *c);
+/* SIGSTOP / SIGCONT the server. 0, or -1 when it is not running (resp.
+ * not stopped). */
+int chaos_zk_sigstop(chaos_cluster *c);
+int chaos_zk_sigcont(chaos_cluster *c);
 
 /* Starts node i and waits (at most 30 s) until it answers PING. 0, or -1
  * with err. */

@@ -605,6 +605,22 @@ static void fault_run(run *r, fault_rec *fr)
         }
         break;
     }
+    case CHAOS_F_ZKSTOP:
+        snprintf(fr->node, sizeof fr->node, "zk");
+        progress(r, "zk-stop: SIGSTOP ZooKeeper for %.1f s (session "
+                 "timeout %.1f s)",
+                 (double)f->dur_ms / 1000, (double)r->o->session_ms / 1000);
+        if (chaos_zk_sigstop(&r->cl) != 0) {
+            fr->status = "skipped";
+            note(fr, "ZooKeeper is not running");
+            break;
+        }
+        wait_until(r, end, -1);
+        if (chaos_zk_sigcont(&r->cl) != 0) {
+            note(fr, "SIGCONT failed");
+            fr->status = "failed";
+        }
+        break;
     case CHAOS_F_DRAIN:
         if (!chaos_node_up(&r->cl, i)) {
             fr->status = "skipped";

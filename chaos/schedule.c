@@ -9,7 +9,7 @@
 
 static const char *const fault_names[CHAOS_F_COUNT] = {
     "kill", "stop", "zk", "controller", "drain", "join", "partition",
-    "disk-full", "wipe"};
+    "disk-full", "wipe", "zk-stop"};
 
 static const char *const part_names[CHAOS_P_COUNT] = {
     "from-peers", "from-zk", "majority"};
@@ -47,8 +47,8 @@ int chaos_faults_parse(const char *list, unsigned *kinds, char *err,
             if (errlen > 0)
                 snprintf(err, errlen,
                          "unknown fault '%.*s' (kill, stop, zk, controller, "
-                         "drain, join, partition, disk-full, wipe, all, "
-                         "none)",
+                         "drain, join, partition, disk-full, wipe, "
+                         "zk-stop, all, none)",
                          (int)n, p);
             return KEEL_EINVAL;
         }
@@ -96,6 +96,11 @@ static int64_t duration(chaos_rng *r, chaos_fault_kind k, int session_ms)
         return session_ms * 3 / 2 + chaos_rng_range(r, 0, session_ms);
     case CHAOS_F_ZK:
         return chaos_rng_range(r, 1000, 6000);
+    case CHAOS_F_ZKSTOP:
+        /* From half a session timeout (the sessions live on) to two and
+         * a half (every session has expired on the server's clock once
+         * it runs again, and the nodes fenced themselves long before). */
+        return chaos_rng_range(r, session_ms / 2, session_ms * 5 / 2);
     case CHAOS_F_DRAIN:
         return chaos_rng_range(r, 4000, 8000);
     case CHAOS_F_JOIN:
@@ -156,7 +161,7 @@ int chaos_schedule_make(const chaos_sched_opts *o, chaos_fault **out,
         f.node = (int)chaos_rng_range(&r, 0, o->nodes - 1);
         f.variant = (int)chaos_rng_range(&r, 0, CHAOS_P_COUNT - 1);
         if (f.kind == CHAOS_F_ZK || f.kind == CHAOS_F_CONTROLLER ||
-            f.kind == CHAOS_F_JOIN)
+            f.kind == CHAOS_F_JOIN || f.kind == CHAOS_F_ZKSTOP)
             f.node = -1;
         if (f.kind != CHAOS_F_PARTITION)
             f.variant = 0;

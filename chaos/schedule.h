@@ -22,6 +22,8 @@ typedef enum chaos_fault_kind {
     CHAOS_F_DISKFULL,   /* a node's file system filled, then freed */
     CHAOS_F_WIPE,       /* SIGKILL a node, restart it on an empty data
                          * directory (a new store) */
+    CHAOS_F_ZKSTOP,     /* SIGSTOP ZooKeeper, about as long as a session
+                         * timeout (shorter or longer), then SIGCONT */
     CHAOS_F_COUNT
 } chaos_fault_kind;
 

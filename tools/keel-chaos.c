@@ -52,7 +52,7 @@ static void usage(FILE *f)
             "  --rate N          operations per second, all clients together\n"
             "                    (default 200; 0: as fast as they go)\n"
             "  --faults LIST     kill,stop,zk,controller,drain,join,partition,\n"
-            "                    disk-full,wipe, all or none (default\n"
+            "                    disk-full,wipe,zk-stop, all or none (default\n"
             "                    kill,stop,zk; wipe only with --replicas > 1)\n"
             "  --seed N          the schedule's and the clients' seed (default 1)\n"
             "  --out DIR         the run directory (default chaos-run-SEED)\n"

@@ -47,6 +47,10 @@ START_TEST(faults_parse)
     ck_assert_int_eq(chaos_faults_parse("wipe,kill", &k, err, sizeof err), 0);
     ck_assert_uint_eq(k, (1u << CHAOS_F_WIPE) | (1u << CHAOS_F_KILL));
     ck_assert_str_eq(chaos_fault_name(CHAOS_F_WIPE), "wipe");
+    ck_assert_int_eq(chaos_faults_parse("zk-stop,zk", &k, err, sizeof err),
+                     0);
+    ck_assert_uint_eq(k, (1u << CHAOS_F_ZKSTOP) | (1u << CHAOS_F_ZK));
+    ck_assert_str_eq(chaos_fault_name(CHAOS_F_ZKSTOP), "zk-stop");
     ck_assert_int_eq(chaos_faults_parse("kill,bogus", &k, err, sizeof err),
                      KEEL_EINVAL);
     ck_assert_ptr_nonnull(strstr(err, "bogus"));
@@ -80,6 +84,9 @@ START_TEST(schedule_is_the_seeds)
             ck_assert_int_gt(a[k].dur_ms, o.session_ms);
         if (a[k].kind == CHAOS_F_WIPE) /* down 1 to 4 s, as a kill */
             ck_assert(a[k].dur_ms >= 1000 && a[k].dur_ms <= 4000);
+        if (a[k].kind == CHAOS_F_ZKSTOP) /* around a session timeout */
+            ck_assert(a[k].dur_ms >= o.session_ms / 2 &&
+                      a[k].dur_ms <= o.session_ms * 5 / 2);
         if (a[k].kind == CHAOS_F_KILL || a[k].kind == CHAOS_F_STOP ||
             a[k].kind == CHAOS_F_DRAIN || a[k].kind == CHAOS_F_PARTITION ||
             a[k].kind == CHAOS_F_DISKFULL || a[k].kind == CHAOS_F_WIPE)
