@@ -1592,6 +1592,15 @@ static size_t raw_unescape(void *cls, struct MHD_Connection *c, char *s)
     return strlen(s);
 }
 
+/* MHD's messages that only say the client went away: a client that
+ * stops following an actor (closes its event stream) leaves MHD failing
+ * to send the stream's next chunk. Nothing is wrong with the node. */
+static int client_gone(const char *msg)
+{
+    return strstr(msg, "no longer available for sending") != NULL ||
+           strstr(msg, "forcibly closed by remote peer") != NULL;
+}
+
 /* MHD's own messages (a refused connection, a malformed request...). A
  * misbehaving client must not flood the log: at most HTTP_LOG_PER_S a
  * second. */
@@ -1602,14 +1611,18 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     char buf[512];
     size_t n;
 
-    if (atomic_exchange(&h->log_second, now) != now)
-        atomic_store(&h->log_count, 0);
-    if (atomic_fetch_add(&h->log_count, 1) >= HTTP_LOG_PER_S)
-        return;
     vsnprintf(buf, sizeof buf, fmt, ap);
     n = strlen(buf);
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         buf[--n] = '\0';
+    if (client_gone(buf)) {
+        keel_debug("http: %s", buf);
+        return;
+    }
+    if (atomic_exchange(&h->log_second, now) != now)
+        atomic_store(&h->log_count, 0);
+    if (atomic_fetch_add(&h->log_count, 1) >= HTTP_LOG_PER_S)
+        return;
     keel_warn("http: %s", buf);
 }
 

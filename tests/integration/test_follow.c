@@ -3,7 +3,8 @@
  * subscriber that comes back, no event for a failed turn or after
  * UNSUBSCRIBE, a slow subscriber ended, an END when the node stops, the
  * figures in keel stat, `keel follow`, and the same as Server-Sent Events
- * on the HTTP port (a raw socket reading the stream). Event payloads
+ * on the HTTP port (a raw socket reading the stream; a client that closes
+ * its stream leaves no warning in the log). Event payloads
  * (keel_turn_event, with follow_plugin_feed.so): in order with their
  * versions to subscribers that take them, states to those that do not,
  * none from a failed turn, a payload too big refused to the handler, the
@@ -484,6 +485,27 @@ START_TEST(server_sent_events)
         ck_assert_int_ge(read_until(fc, c, sizeof c, &cl, "ENOTYPE", 10000),
                          0);
         close(fc);
+    }
+    /* A client that stops following is routine: once the node has ended
+     * the stream closed above (at an event it cannot send),
+     * its log has no warning about it (MHD fails to send the stream's
+     * last chunk to the closed socket). */
+    {
+        int i;
+        char *log;
+        /* A write to a socket the client closed may still succeed: the
+         * node learns of the close at a later event. */
+        for (i = 0; i < 40 && tu_keel_stat(node.addr, "subscribers") != 1;
+             i++) {
+            incr(w, "sse");
+            usleep(50000);
+        }
+        ck_assert_int_eq(tu_keel_stat(node.addr, "subscribers"), 1);
+        usleep(200000);
+        log = tu_keeld_log(&node);
+        ck_assert_ptr_nonnull(log);
+        ck_assert_msg(strstr(log, " warn http:") == NULL, "%s", log);
+        free(log);
     }
     keel_client_close(w);
 
