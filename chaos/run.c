@@ -205,18 +205,65 @@ static int record(run *r, chaos_event *e)
     return 0;
 }
 
-/* One operation of client cid through connection k to node nd: the invocation, the
- * call, the completion. Returns the call's status (0, a KEEL_E* code),
- * or KEEL_EINVAL when the history refused an event; *outcome says how it
- * was recorded. */
-static int do_op(run *r, keel_client *k, int cid, const chaos_node *nd,
-                 chaos_wop *op, chaos_type *outcome)
+static void client_wait(run *r, int64_t at);
+
+/* The call of op over *kp: with a request key (key not NULL, --keyed),
+ * sent again with the same key while its outcome allows (at most
+ * o->keyed more times), each time on a fresh connection to the next node
+ * (*kp and *node follow). *maybe_ran tells whether an attempt before the
+ * last may have run. Returns the last attempt's status, its reply in
+ * *reply (*len bytes). */
+static int call_op(run *r, keel_client **kp, int *node, const chaos_wop *op,
+                   const uint8_t *key, char **reply, size_t *len,
+                   int *maybe_ran)
+{
+    int attempt, rc;
+
+    *maybe_ran = 0;
+    for (attempt = 0;; attempt++) {
+        *reply = NULL;
+        *len = 0;
+        if (*kp == NULL)
+            rc = KEEL_ENOTSENT; /* the reconnection failed */
+        else if (key != NULL)
+            rc = keel_client_call_keyed(*kp, KEEL_FRAME_CALL, key, op->type,
+                                        op->id, strlen(op->id), op->msg,
+                                        op->msg_len, reply, len);
+        else
+            rc = keel_client_call(*kp, KEEL_FRAME_CALL, op->type, op->id,
+                                  strlen(op->id), op->msg, op->msg_len, reply,
+                                  len);
+        if (rc == 0 || key == NULL || !chaos_wl_retryable(rc) ||
+            attempt >= r->o->keyed || atomic_load(&r->stop))
+            return rc;
+        if (chaos_wl_outcome(rc) == CHAOS_INFO)
+            *maybe_ran = 1;
+        free(*reply);
+        if (*kp != NULL)
+            keel_client_close(*kp);
+        *kp = NULL;
+        *node = (*node + 1) % r->cl.base;
+        client_wait(r, chaos_mono_ns() + 100000000);
+        if (keel_client_connect(r->cl.nodes[*node].addr,
+                                r->o->client_timeout_ms, kp) != 0)
+            *kp = NULL;
+    }
+}
+
+/* One operation of client cid through connection *kp to node *node: the
+ * invocation, the call (call_op: with key, retried), the completion.
+ * Returns the last call's status (0, a KEEL_E* code), or KEEL_EINVAL
+ * when the history refused an event; *outcome says how it was
+ * recorded. */
+static int do_op(run *r, keel_client **kp, int cid, int *node,
+                 chaos_wop *op, const uint8_t *key, chaos_type *outcome)
 {
     chaos_event e;
     char *reply = NULL;
     const char **strs = NULL;
+    const chaos_node *nd = &r->cl.nodes[*node];
     size_t len = 0;
-    int rc;
+    int rc, maybe_ran;
 
     memset(&e, 0, sizeof e);
     e.t = CHAOS_INVOKE;
@@ -228,8 +275,7 @@ static int do_op(run *r, keel_client *k, int cid, const chaos_node *nd,
     e.node = nd->id;
     if (record(r, &e) != 0)
         return KEEL_EINVAL;
-    rc = keel_client_call(k, KEEL_FRAME_CALL, op->type, op->id,
-                          strlen(op->id), op->msg, op->msg_len, &reply, &len);
+    rc = call_op(r, kp, node, op, key, &reply, &len, &maybe_ran);
     memset(&e.result, 0, sizeof e.result);
     if (rc == 0) {
         if (chaos_wl_result(op, reply, len, &e.result, &strs) == 0) {
@@ -249,7 +295,7 @@ static int do_op(run *r, keel_client *k, int cid, const chaos_node *nd,
             pthread_mutex_unlock(&r->mu);
         }
     } else {
-        e.t = chaos_wl_outcome(rc);
+        e.t = chaos_wl_keyed_outcome(rc, maybe_ran);
         e.error = keel_err_name(rc);
     }
     *outcome = e.t;
@@ -305,7 +351,7 @@ static void *client_main(void *arg)
     run *r = c->r;
     const chaos_run_opts *o = r->o;
     keel_client *k = NULL;
-    chaos_rng rng, pace;
+    chaos_rng rng, pace, keys;
     uint64_t seq = 0;
     int node = c->id % r->cl.base;
     int64_t gap = o->rate > 0 ? 1000000000LL * o->clients / o->rate : 0;
@@ -317,9 +363,13 @@ static void *client_main(void *arg)
     chaos_rng_seed(&rng, o->seed * 0x100000001b3ull + (uint64_t)c->id + 1);
     (void)chaos_rng_next(&rng);
     chaos_rng_seed(&pace, ~chaos_rng_next(&rng));
+    chaos_rng_seed(&keys, (o->seed ^ 0x6b657973ull) * 0x100000001b3ull +
+                              (uint64_t)c->id + 1);
     while (!atomic_load(&r->stop)) {
         chaos_wop op;
         chaos_type outcome;
+        uint8_t key[KEEL_REQUEST_KEY_LEN];
+        uint64_t k0, k1;
         int rc;
 
         if (gap > 0) {
@@ -340,10 +390,15 @@ static void *client_main(void *arg)
             continue;
         }
         chaos_wl_next(&r->wl, set_gen(r), &rng, c->id, seq++, &op);
-        rc = do_op(r, k, c->id, &r->cl.nodes[node], &op, &outcome);
+        k0 = chaos_rng_next(&keys);
+        k1 = chaos_rng_next(&keys);
+        memcpy(key, &k0, 8);
+        memcpy(key + 8, &k1, 8);
+        rc = do_op(r, &k, c->id, &node, &op, o->keyed > 0 ? key : NULL,
+                   &outcome);
         if (rc == KEEL_EINVAL && atomic_load(&r->refused))
             break;
-        if (drop_connection(rc)) {
+        if (k != NULL && drop_connection(rc)) {
             keel_client_close(k);
             k = NULL;
             node = (node + 1) % r->cl.base;
@@ -834,7 +889,7 @@ static int final_reads(run *r, int max_gen, int *total)
                 continue;
             }
             chaos_wl_final(&r->wl, k, gen, &op);
-            rc = do_op(r, c, o->clients, &r->cl.nodes[i], &op, &outcome);
+            rc = do_op(r, &c, o->clients, &i, &op, NULL, &outcome);
             keel_client_close(c);
             if (outcome == CHAOS_OK) {
                 read++;
@@ -1271,6 +1326,10 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
                 o->load != NULL ? o->load : "",
                 o->workload == CHAOS_W_SET ? "kv"
                                            : chaos_workload_name(o->workload));
+    if (o->keyed > 0)
+        fprintf(out, "  every operation with a request key, sent again up "
+                     "to %d times while its outcome allows\n",
+                o->keyed);
     for (k = 0; k < nsched; k++) {
         if (sched[k].node >= 0)
             fprintf(out, "  planned: +%5.1f s %s n%d for %.1f s%s%s\n",

@@ -44,6 +44,10 @@ typedef struct chaos_run_opts {
     int shards;
     int session_ms;      /* the nodes' ZooKeeper session timeout */
     int client_timeout_ms;
+    int keyed;           /* every operation with a request key, sent again
+                          * up to this many times after an outcome that
+                          * is unknown or says it did not run; 0: once,
+                          * without a key */
     int keep_data;
     uint64_t max_states; /* the check's, per actor; 0: no bound */
     const char *out;     /* the run directory (created) */

@@ -260,6 +260,30 @@ int chaos_wl_result(const chaos_wop *op, char *reply, size_t len,
     }
 }
 
+int chaos_wl_retryable(int rc)
+{
+    switch (rc) {
+    case KEEL_ENOTSENT:
+    case KEEL_ECONN:
+    case KEEL_ETIMEDOUT:
+    case KEEL_EINDOUBT:
+    case KEEL_ESTOPPING:
+    case KEEL_EUNAVAIL:
+    case KEEL_EDEADLINE:
+    case KEEL_EOVERLOAD:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+chaos_type chaos_wl_keyed_outcome(int rc, int maybe_ran)
+{
+    chaos_type t = chaos_wl_outcome(rc);
+
+    return t == CHAOS_FAIL && maybe_ran ? CHAOS_INFO : t;
+}
+
 chaos_type chaos_wl_outcome(int rc)
 {
     switch (rc) {

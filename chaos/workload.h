@@ -90,4 +90,17 @@ int chaos_wl_result(const chaos_wop *op, char *reply, size_t len,
  * EALREADY, and the client's own EPROTO and ENOMEM). */
 chaos_type chaos_wl_outcome(int rc);
 
+/* Keyed retries (keel-chaos run --keyed N): 1 when a request sent with a
+ * request key may be sent again with the same key after rc, because it
+ * did not run (ENOTSENT, ESTOPPING, EUNAVAIL, EDEADLINE, EOVERLOAD) or
+ * nobody knows (ECONN, ETIMEDOUT, EINDOUBT): the actor answers a key it
+ * recorded with its first reply, without running the message again. */
+int chaos_wl_retryable(int rc);
+
+/* The outcome of a keyed operation whose last attempt ended with rc,
+ * maybe_ran saying whether an earlier attempt's outcome was unknown:
+ * CHAOS_OK on an answer (the first run's, if there was an earlier one),
+ * else CHAOS_INFO when it may have run, else CHAOS_FAIL. */
+chaos_type chaos_wl_keyed_outcome(int rc, int maybe_ran);
+
 #endif

@@ -65,6 +65,11 @@ static void usage(FILE *f)
             "                    2000)\n"
             "  --client-timeout-ms MS  a client's wait for an answer (default\n"
             "                    10000)\n"
+            "  --keyed N         send every operation with a request key,\n"
+            "                    and again with the same key (on the next\n"
+            "                    node) up to N times while its outcome is\n"
+            "                    unknown or says it did not run (default\n"
+            "                    0: once, without a key)\n"
             "  --keep-data       keep the nodes' and ZooKeeper's data\n"
             "  --max-states N    as for check\n"
             "\n"
@@ -145,7 +150,7 @@ static int cmd_run(int argc, char **argv)
         O_NODES = 256, O_REPLICAS, O_SECONDS, O_CLIENTS, O_ACTORS,
         O_WORKLOAD, O_FAULTS, O_SEED, O_OUT, O_KEELD, O_ZKCONF, O_RATE,
         O_SHARDS, O_SESSION, O_CTIMEOUT, O_KEEP, O_MAXSTATES, O_LOAD,
-        O_WTYPE
+        O_WTYPE, O_KEYED
     };
     static const struct option longopts[] = {
         {"nodes", required_argument, NULL, O_NODES},
@@ -163,6 +168,7 @@ static int cmd_run(int argc, char **argv)
         {"shards", required_argument, NULL, O_SHARDS},
         {"session-ms", required_argument, NULL, O_SESSION},
         {"client-timeout-ms", required_argument, NULL, O_CTIMEOUT},
+        {"keyed", required_argument, NULL, O_KEYED},
         {"keep-data", no_argument, NULL, O_KEEP},
         {"max-states", required_argument, NULL, O_MAXSTATES},
         {"load", required_argument, NULL, O_LOAD},
@@ -270,6 +276,11 @@ static int cmd_run(int argc, char **argv)
             if (int_opt("--client-timeout-ms", optarg, 100, 3600000, &v) != 0)
                 return CHAOS_EXIT_BAD_INPUT;
             o.client_timeout_ms = (int)v;
+            break;
+        case O_KEYED:
+            if (int_opt("--keyed", optarg, 0, 1000, &v) != 0)
+                return CHAOS_EXIT_BAD_INPUT;
+            o.keyed = (int)v;
             break;
         case O_KEEP:
             o.keep_data = 1;

@@ -350,12 +350,39 @@ START_TEST(outcomes)
 }
 END_TEST
 
+/* --keyed: what may be sent again with its key, and what an operation
+ * was once its attempts are over. */
+START_TEST(keyed_outcomes)
+{
+    ck_assert(chaos_wl_retryable(KEEL_ECONN));
+    ck_assert(chaos_wl_retryable(KEEL_ETIMEDOUT));
+    ck_assert(chaos_wl_retryable(KEEL_EINDOUBT));
+    ck_assert(chaos_wl_retryable(KEEL_EUNAVAIL));
+    ck_assert(chaos_wl_retryable(KEEL_ENOTSENT));
+    ck_assert(chaos_wl_retryable(KEEL_ESTOPPING));
+    ck_assert(chaos_wl_retryable(KEEL_EDEADLINE));
+    ck_assert(!chaos_wl_retryable(0));
+    ck_assert(!chaos_wl_retryable(KEEL_EALREADY)); /* ran; reply gone */
+    ck_assert(!chaos_wl_retryable(KEEL_EBADMSG));
+    ck_assert(!chaos_wl_retryable(KEEL_ENOSPC));
+    /* An answer is the first run's, whatever came before it. */
+    ck_assert_int_eq(chaos_wl_keyed_outcome(0, 1), CHAOS_OK);
+    /* "It did not run" after an attempt that may have: unknown. */
+    ck_assert_int_eq(chaos_wl_keyed_outcome(KEEL_EUNAVAIL, 1), CHAOS_INFO);
+    ck_assert_int_eq(chaos_wl_keyed_outcome(KEEL_ENOSPC, 1), CHAOS_INFO);
+    ck_assert_int_eq(chaos_wl_keyed_outcome(KEEL_EUNAVAIL, 0), CHAOS_FAIL);
+    ck_assert_int_eq(chaos_wl_keyed_outcome(KEEL_ETIMEDOUT, 0), CHAOS_INFO);
+    ck_assert_int_eq(chaos_wl_keyed_outcome(KEEL_EALREADY, 0), CHAOS_INFO);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("chaos_workload");
     TCase *tc = tcase_create("workload");
 
     tcase_add_test(tc, faults_parse);
+    tcase_add_test(tc, keyed_outcomes);
     tcase_add_test(tc, schedule_is_the_seeds);
     tcase_add_test(tc, operations_write_and_parse);
     tcase_add_test(tc, same_seed_same_operations);
