@@ -483,8 +483,13 @@ typedef struct keel_stats {
     /* Backup side: REPL frames committed in the transaction of an earlier
      * frame that still waited for the writer (one commit for both). */
     uint64_t repl_merged_frames;
+    /* Primary side: the largest replication lag over this node's backups
+     * (the age of the oldest write one has not acknowledged), in ms; 0
+     * when every write sent is acknowledged. A gauge, updated every 20 ms
+     * while writes wait. */
+    uint64_t repl_lag_ms;
     /* Room for figures to come without changing the struct's size. */
-    uint64_t reserved[5];
+    uint64_t reserved[4];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

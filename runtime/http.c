@@ -69,6 +69,7 @@
 #include "runtime/http_route.h"
 #include "runtime/http_text.h"
 #include "runtime/info.h"
+#include "runtime/repl.h"
 #include "runtime/node.h"
 #include "runtime/procstat.h"
 
@@ -436,6 +437,42 @@ static void process_metrics(struct keel_sbuf *b, const char *data_dir)
     }
 }
 
+/* Replication lag, per backup this node streams to as a primary: the age
+ * of its oldest write the backup has not acknowledged, and how many
+ * frames wait for its acknowledgement. */
+static void lag_metrics(struct keel_sbuf *b, keel_node *n,
+                        const keel_stats *st)
+{
+    keel_repl_lag *v = NULL;
+    size_t nv = keel__repl_lag(n, NULL, 0), k;
+
+    metric(b, "keel_repl_lag_max_ms", "gauge",
+           "The largest replication lag over this primary's backups, in "
+           "ms (0: every write sent is acknowledged).",
+           "", st->repl_lag_ms);
+    if (nv > 0 && (v = calloc(nv, sizeof *v)) != NULL) {
+        size_t got = keel__repl_lag(n, v, nv); /* links only ever come */
+        if (got < nv)
+            nv = got;
+    } else {
+        nv = 0;
+    }
+    keel__sb_printf(b, "# HELP keel_repl_lag_seconds Age of the oldest "
+                       "write a backup has not acknowledged (0: none).\n"
+                       "# TYPE keel_repl_lag_seconds gauge\n");
+    for (k = 0; k < nv; k++)
+        keel__sb_printf(b, "keel_repl_lag_seconds{backup=\"%s\"} %.6f\n",
+                        v[k].backup, v[k].lag_s);
+    keel__sb_printf(b, "# HELP keel_repl_unacked_frames REPL frames a "
+                       "backup has not acknowledged.\n"
+                       "# TYPE keel_repl_unacked_frames gauge\n");
+    for (k = 0; k < nv; k++)
+        keel__sb_printf(b, "keel_repl_unacked_frames{backup=\"%s\"} %" PRIu64
+                           "\n",
+                        v[k].backup, v[k].frames);
+    free(v);
+}
+
 static enum MHD_Result answer_metrics(struct http_req *r)
 {
     static const uint32_t bounds[] = KEEL_LATENCY_BOUNDS_US;
@@ -622,6 +659,8 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            "Backups made suspect (they may hold writes this primary does "
            "not): dropped from the in-sync set, then caught up.",
            "", st->repl_suspects);
+    if (r->cluster_mode)
+        lag_metrics(&b, h->n, st);
     metric(&b, "keel_subscribers", "gauge",
            "Subscriptions to actors' changes open on this node.", "",
            st->subscribers);

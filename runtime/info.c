@@ -15,6 +15,7 @@
 #include "coordinator/shardmap.h"
 #include "keel.h"
 #include "persistence/store.h"
+#include "runtime/repl.h"
 
 /* Printed for the default group (capability ""), which no capability name
  * can spell: names are [A-Za-z0-9._-]. */
@@ -821,6 +822,38 @@ static void json_standalone_unit(keel_node *n, tbuf *b, const char *cap)
                  "\"out_of_sync\": {}}");
 }
 
+/* The replication figures of this node (the same as /metrics): its lag
+ * per backup as a primary, and the counters of the stream, catch-up and
+ * its controller's in-sync set changes. Zeros and no backup standalone. */
+static void json_replication(keel_node *n, tbuf *b)
+{
+    keel_repl_lag lag[64];
+    keel_stats st;
+    size_t nl = keel__repl_lag(n, lag, 64), k;
+
+    keel_node_stats(n, &st);
+    if (nl > 64)
+        nl = 64;
+    tb_printf(b, "{\"lag_max_ms\": %" PRIu64 ", \"backups\": [",
+              st.repl_lag_ms);
+    for (k = 0; k < nl; k++) {
+        tb_printf(b, "%s{\"name\": ", k ? ", " : "");
+        tb_json_str(b, lag[k].backup);
+        tb_printf(b, ", \"lag_ms\": %.3f, \"unacked_frames\": %" PRIu64 "}",
+                  lag[k].lag_s * 1000, lag[k].frames);
+    }
+    tb_printf(b, "], \"frames_sent\": %" PRIu64 ", \"acks\": %" PRIu64
+                 ", \"waiting\": %" PRIu64 ", \"drop_requests\": %" PRIu64
+                 ", \"suspects\": %" PRIu64 ", \"catchups\": %" PRIu64
+                 ", \"catchup_bytes\": %" PRIu64 ", \"isr_shrinks\": %" PRIu64
+                 ", \"isr_expansions\": %" PRIu64 ", \"failovers\": %" PRIu64
+                 "}",
+              st.repl_frames_sent, st.repl_acks, st.repl_waiting,
+              st.repl_drop_requests, st.repl_suspects, st.repl_catchups,
+              st.repl_catchup_bytes, st.isr_shrinks, st.isr_expansions,
+              st.failovers);
+}
+
 /* One schema in both modes: a standalone node answers as the only member
  * of a cluster of its own (no name), its controller, owning every unit at
  * epoch 1, as the text answers do. */
@@ -976,7 +1009,9 @@ int keel__info_json(keel_node *n, const char *http_addr, char **json,
         }
         tb_printf(&b, "}}");
     }
-    tb_printf(&b, "]}\n");
+    tb_printf(&b, "], \"replication\": ");
+    json_replication(n, &b);
+    tb_printf(&b, "}\n");
     return tb_finish(&b, json, len);
 }
 

@@ -2459,7 +2459,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "repl_suspects %llu\n"
         "subscribers %llu\nevents_sent %llu\n"
         "reminders_fired %llu\nreminders_dead %llu\n"
-        "outbox_frames %llu\nrepl_merged_frames %llu\n",
+        "outbox_frames %llu\nrepl_merged_frames %llu\n"
+        "repl_lag_ms %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -2521,7 +2522,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->reminders_fired,
         (unsigned long long)st->reminders_dead,
         (unsigned long long)st->outbox_frames,
-        (unsigned long long)st->repl_merged_frames);
+        (unsigned long long)st->repl_merged_frames,
+        (unsigned long long)st->repl_lag_ms);
     return w < 0 ? 0 : (size_t)w;
 }
 

@@ -1481,6 +1481,42 @@ static void lag_check(keel_repl *r, ev_tstamp now)
     }
 }
 
+/* Publishes each link's lag (its oldest unacknowledged frame's age) for
+ * keel__repl_lag and the largest in the statistics. The ticks stop once
+ * nothing waits: the last one publishes zeros. */
+static void lag_publish(keel_repl *r, ev_tstamp now)
+{
+    repl_link *l;
+    size_t k = 0, nl = 0;
+    double worst = 0;
+
+    for (l = r->links; l != NULL; l = l->next)
+        nl++;
+    pthread_mutex_lock(&r->lag_mu);
+    if (nl > r->lagcap) {
+        keel_repl_lag *v = realloc(r->lagv, nl * sizeof *v);
+        if (v == NULL) { /* the next tick tries again */
+            pthread_mutex_unlock(&r->lag_mu);
+            return;
+        }
+        r->lagv = v;
+        r->lagcap = nl;
+    }
+    for (l = r->links; l != NULL; l = l->next, k++) {
+        keel_repl_lag *x = &r->lagv[k];
+        snprintf(x->backup, sizeof x->backup, "%s", l->name);
+        x->lag_s = l->head != NULL && now > l->head->born
+                       ? now - l->head->born
+                       : 0;
+        x->frames = l->nframes;
+        if (x->lag_s > worst)
+            worst = x->lag_s;
+    }
+    r->nlag = k;
+    pthread_mutex_unlock(&r->lag_mu);
+    STAT_SET(r->n, repl_lag_ms, (uint64_t)(worst * 1000));
+}
+
 static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     keel_repl *r = t->data;
@@ -1516,9 +1552,25 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
             frame_send(r, f);
     }
     repl_catchup_tick(r);
+    lag_publish(r, now);
     if (r->busy == NULL && r->nframes == 0 && r->cuhead == NULL &&
         !r->rescan && r->nsuspect == 0)
         ev_timer_stop(loop, t);
+}
+
+size_t keel__repl_lag(keel_node *n, keel_repl_lag *out, size_t cap)
+{
+    keel_repl *r = n->repl;
+    size_t k;
+
+    if (r == NULL)
+        return 0;
+    pthread_mutex_lock(&r->lag_mu);
+    for (k = 0; k < r->nlag && k < cap; k++)
+        out[k] = r->lagv[k];
+    k = r->nlag;
+    pthread_mutex_unlock(&r->lag_mu);
+    return k;
 }
 
 /* ---------------------------------------------------------- lifecycle */
@@ -1554,6 +1606,7 @@ int keel__repl_create(keel_node *n)
     keel_hmap_init(&r->units);
     keel_hmap_init(&r->bunits);
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->lag_mu, NULL);
     ev_timer_init(&r->tick, tick_cb, REPL_TICK_S, REPL_TICK_S);
     r->tick.data = r;
     ev_async_init(&r->wake, repl_backup_wake_cb);
@@ -1722,6 +1775,8 @@ void keel__repl_destroy(keel_node *n)
         free(item);
     keel_hmap_free(&r->bunits);
     pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->lag_mu);
+    free(r->lagv);
     free(r->gv);
     free(r->piece);
     free(r);

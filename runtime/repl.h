@@ -37,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "coordinator/shardmap.h"
 #include "runtime/node.h"
 #include "runtime/proto.h"
 
@@ -105,6 +106,19 @@ int keel__repl_busy(keel_node *n);
  * of the data file an inline commit of a frame left to the replication
  * writer (keel_writer_writeback). */
 void keel__repl_writeback(keel_node *n);
+
+/* Replication lag as this node sees it as a primary, per backup node it
+ * streams to (docs/cluster.md, "Replication lag"). */
+typedef struct keel_repl_lag {
+    char backup[KEEL_NAME_MAX + 1];
+    double lag_s;    /* age of its oldest write not acknowledged; 0: none */
+    uint64_t frames; /* frames sent to it (or to send) not acknowledged */
+} keel_repl_lag;
+/* Any thread: the figures the loop published last (on every tick of the
+ * stream, every 20 ms while writes wait, and zeros once none does), at
+ * most cap of them into out. Returns how many backups there are (more
+ * than cap: the rest left out). 0 on a node without replication. */
+size_t keel__repl_lag(keel_node *n, keel_repl_lag *out, size_t cap);
 /* The coordinator applied a map: backups it shows out of sync release
  * what waited on them. */
 void keel__repl_map_applied(keel_node *n);

@@ -306,6 +306,12 @@ struct keel_repl {
      * it yet. Loop thread. */
     bbatch *wtail;
     ev_tstamp merge_warned; /* the last failed commit of merged frames */
+
+    /* The lag figures for other threads (keel__repl_lag), one per link
+     * in link order, republished by every tick. */
+    pthread_mutex_t lag_mu;
+    keel_repl_lag *lagv;
+    size_t nlag, lagcap;
     ev_async wake;
 };
 

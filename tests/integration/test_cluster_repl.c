@@ -256,9 +256,9 @@ START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
 }
 END_TEST
 
-/* Sends a GET of the counter's state to node i's HTTP port on a
- * connection of its own: the socket, to read the answer from. */
-static int state_get_send(int i, const char *id)
+/* Sends a GET of path to node i's HTTP port on a connection of its
+ * own: the socket, to read the answer from. */
+static int get_send(int i, const char *path)
 {
     char req[256];
     int fd, port = tu_keeld_http_port(&fx.nodes[i]);
@@ -267,11 +267,20 @@ static int state_get_send(int i, const char *id)
     fd = tu_raw_connect_bare(port); /* HTTP: no keel hello */
     CHECK(fd >= 0, "cannot connect to n%d's http port", i);
     snprintf(req, sizeof req,
-             "GET /v1/actors/counter/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
              "Connection: close\r\n\r\n",
-             id);
+             path);
     CHECK(tu_send_all(fd, req, strlen(req)) == 0, "GET not sent");
     return fd;
+}
+
+/* A GET of the counter's state (get_send). */
+static int state_get_send(int i, const char *id)
+{
+    char path[128];
+
+    snprintf(path, sizeof path, "/v1/actors/counter/%s", id);
+    return get_send(i, path);
 }
 
 /* The whole answer on fd (the server closes it), within 5 s. */
@@ -289,6 +298,26 @@ static void state_get_recv(int fd, char *out, size_t cap)
     close(fd);
 }
 
+static void state_get_recv(int fd, char *out, size_t cap);
+
+/* Node i's replication lag for backup b, in seconds, as its /metrics
+ * (*metrics_s) and its /v1/cluster (*json_s) give it; -1 where absent. */
+static void lag_read(int i, const char *b, double *metrics_s, double *json_s)
+{
+    static char text[1 << 18];
+    char want[96], *p;
+
+    *metrics_s = *json_s = -1;
+    state_get_recv(get_send(i, "/metrics"), text, sizeof text);
+    snprintf(want, sizeof want, "\nkeel_repl_lag_seconds{backup=\"%s\"} ", b);
+    if ((p = strstr(text, want)) != NULL)
+        *metrics_s = strtod(p + strlen(want), NULL);
+    state_get_recv(get_send(i, "/v1/cluster"), text, sizeof text);
+    snprintf(want, sizeof want, "{\"name\": \"%s\", \"lag_ms\": ", b);
+    if ((p = strstr(text, want)) != NULL)
+        *json_s = strtod(p + strlen(want), NULL) / 1000;
+}
+
 START_TEST(reply_waits_for_a_paused_backup)
 {
     keel_client *c, *q;
@@ -296,6 +325,7 @@ START_TEST(reply_waits_for_a_paused_backup)
     char id[16] = "", owner[64], http[4096], want[64];
     int j, tries, rc, polls = 0, answered = 0, read_answered = 0, hfd;
     long v, acked = 0, before;
+    double lag_m = -1, lag_j = -1, most_m = 0, most_j = 0;
     keel_frame f;
     double sent;
     uint32_t shard = 0;
@@ -345,6 +375,12 @@ START_TEST(reply_waits_for_a_paused_backup)
             p[0].revents = p[1].revents = 0;
         ready = !answered &&
                 (keel_client_pending(q) || (p[0].revents & POLLIN));
+        /* Meanwhile n0 shows n1's lag growing. */
+        if (!answered && polls % 4 == 0) {
+            lag_read(0, "n1", &lag_m, &lag_j);
+            most_m = lag_m > most_m ? lag_m : most_m;
+            most_j = lag_j > most_j ? lag_j : most_j;
+        }
         hready = !read_answered && (p[1].revents & (POLLIN | POLLHUP));
         CHECK(tu_map_read(&fx, &m) == 0, "no map");
         u = tu_map_unit(&m, "", shard);
@@ -386,8 +422,13 @@ START_TEST(reply_waits_for_a_paused_backup)
           answered, read_answered, polls);
     fprintf(stderr,
             "repl: the increment was answered %.2f s after it was sent, "
-            "once n1 was out of the in-sync set\n",
-            tu_now_s() - sent);
+            "once n1 was out of the in-sync set; n1's lag was seen at "
+            "%.3f s (/metrics), %.3f s (/v1/cluster)\n",
+            tu_now_s() - sent, most_m, most_j);
+    CHECK(most_m > 0.2 && most_j > 0.2,
+          "n0 never showed paused n1's lag over 0.2 s: /metrics %.3f s, "
+          "/v1/cluster %.3f s",
+          most_m, most_j);
     keel_client_close(q);
 
     /* Writes go on without n1; it resumes, out of sync, and nothing
@@ -405,6 +446,15 @@ START_TEST(reply_waits_for_a_paused_backup)
     CHECK(!tu_map_in_sync(&m, tu_map_unit(&m, "", shard), "n1"),
           "n1 came back in sync (stage 1 has no catch-up)");
     keel_map_free(&m);
+    /* Nothing waits on n1 any more: its lag is back to 0. */
+    for (tries = 0; tries < 100; tries++) {
+        lag_read(0, "n1", &lag_m, &lag_j);
+        if (lag_m == 0 && lag_j == 0)
+            break;
+        tu_sleep_ms(50);
+    }
+    CHECK(lag_m == 0 && lag_j == 0, "n1's lag stays at %.3f s (/metrics), "
+          "%.3f s (/v1/cluster)", lag_m, lag_j);
     for (j = 0; j < 2; j++) {
         v = tu_repl_get(&fx, j, id);
         CHECK(v == acked, "%s is %ld through n%d, %ld acknowledged", id, v, j,

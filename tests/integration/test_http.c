@@ -616,7 +616,10 @@ START_TEST(metrics_health_cluster)
     ck_assert_ptr_nonnull(strstr(r.body, "\"units\": [{\"capability\": "
                                          "\"\", \"owners\": [\"local\", "));
     ck_assert_ptr_nonnull(strstr(r.body, "\"targets\": {}, \"backups\": "
-                                         "{}, \"out_of_sync\": {}}]}\n"));
+                                         "{}, \"out_of_sync\": {}}], "
+                                         "\"replication\": {\"lag_max_ms\": "
+                                         "0, \"backups\": [], "));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"failovers\": 0}}\n"));
     snprintf(want, sizeof want, "\"shard_count\": %u", KEEL_DEFAULT_SHARDS);
     ck_assert_ptr_nonnull(strstr(r.body, want));
     snprintf(want, sizeof want, "\"listen\": \"%s\"", node.addr);
