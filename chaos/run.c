@@ -1260,12 +1260,25 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     r.hw.f = r.hf;
 
     faults_list(o->faults, faults, sizeof faults);
+    if (o->rate > 0)
+        snprintf(msg, sizeof msg, "%d ops/s", o->rate);
+    else
+        snprintf(msg, sizeof msg, "ops as fast as they go");
     fprintf(out,
             "keel-chaos run: seed %llu, %d nodes, %d clients, %d %s actors, "
-            "%lld s, %d ops/s, faults %s: %zu scheduled\n",
+            "%lld s, %s, faults %s: %zu scheduled\n",
             (unsigned long long)o->seed, o->nodes, o->clients, o->actors,
-            chaos_workload_name(o->workload), (long long)o->seconds, o->rate,
+            chaos_workload_name(o->workload), (long long)o->seconds, msg,
             faults, nsched);
+    /* Faults come from a tenth of the run until a tenth before its end,
+     * each with its pauses: a short run may have room for none, which
+     * would otherwise pass unremarked. */
+    if (nsched == 0 && o->faults != 0)
+        fprintf(out, "  no fault fits in %lld s (faults begin after a tenth "
+                     "of the run, at least 2 s, and are healed a tenth "
+                     "before its end, at least 3 s): give a longer "
+                     "--seconds\n",
+                (long long)o->seconds);
     if (o->workload_type != NULL)
         fprintf(out, "  actor type %s%s%s, answering as the built-in %s "
                      "type\n",

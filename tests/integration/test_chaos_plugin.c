@@ -142,17 +142,19 @@ START_TEST(unknown_type_ends_run)
     free(out);
     free(err);
 
-    /* The plugin's type named, the plugin itself forgotten. */
+    /* The plugin's type named, the plugin itself forgotten; and a run
+     * too short for the fault asked for says so. */
     snprintf(run, sizeof run, "%s/noload", dir);
     {
         const char *argv[] = {bin,         "run",
                               "--nodes",   "1",
                               "--clients", "2",
                               "--actors",  "2",
-                              "--seconds", "30",
+                              "--seconds", "3",
+                              "--rate",    "0",
                               "--workload", "counter",
                               "--workload-type", "tally",
-                              "--faults",  "none",
+                              "--faults",  "kill",
                               "--out",     run,
                               "--keeld",   keeld,
                               "--zk-conf", KEEL_SOURCE_DIR "/zk-conf",
@@ -166,6 +168,9 @@ START_TEST(unknown_type_ends_run)
                                       "'tally' (n0 answered tally/c"));
     ck_assert_ptr_nonnull(strstr(err, "give the plugin that registers it "
                                       "with --load PLUGIN.so"));
+    ck_assert_ptr_nonnull(strstr(out, " 3 s, ops as fast as they go, faults "
+                                      "kill: 0 scheduled\n"));
+    ck_assert_ptr_nonnull(strstr(out, "  no fault fits in 3 s "));
     ck_assert_ptr_null(strstr(out, "verdict:"));
     free(out);
     free(err);
