@@ -82,6 +82,12 @@ struct run {
     atomic_int refused; /* set once the writer refused an event */
     uint64_t nops, nok, nfail, ninfo, nbad;
     atomic_int stop;
+    /* Set when a node answered ENOTYPE: the nodes do not have the
+     * workload's actor type (a --workload-type without the --load that
+     * registers it), so every operation would fail and the checks would
+     * pass on nothing. The run ends there; notype_msg says who answered. */
+    atomic_int notype;
+    char notype_msg[256]; /* under mu */
     FILE *events, *faults, *log;
     int64_t t0; /* the workload's start, CLOCK_MONOTONIC */
     int64_t real0; /* CLOCK_REALTIME at t0 */
@@ -297,6 +303,16 @@ static int do_op(run *r, keel_client **kp, int cid, int *node,
     } else {
         e.t = chaos_wl_keyed_outcome(rc, maybe_ran);
         e.error = keel_err_name(rc);
+        if (rc == KEEL_ENOTYPE) {
+            pthread_mutex_lock(&r->mu);
+            if (!atomic_load(&r->notype))
+                snprintf(r->notype_msg, sizeof r->notype_msg,
+                         "%s answered %s %s with ENOTYPE: %s", nd->id,
+                         op->actor, op->msg, reply != NULL ? reply : "");
+            atomic_store(&r->notype, 1);
+            atomic_store(&r->stop, 1);
+            pthread_mutex_unlock(&r->mu);
+        }
     }
     *outcome = e.t;
     if (record(r, &e) != 0)
@@ -427,13 +443,14 @@ static void reap_all(run *r, int expected)
     }
 }
 
-/* Waits until at, noticing exits (node `expected` may exit: a drain). */
+/* Waits until at, noticing exits (node `expected` may exit: a drain),
+ * or until the run has been given up (r->notype). */
 static void wait_until(run *r, int64_t at, int expected)
 {
     for (;;) {
         int64_t left = at - chaos_mono_ns();
         reap_all(r, expected);
-        if (left <= 0)
+        if (left <= 0 || atomic_load(&r->notype))
             return;
         chaos_sleep_ms(left > 50000000 ? 50 : (left + 999999) / 1000000);
     }
@@ -1235,6 +1252,7 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     chaos_hwriter_init(&r.hw, NULL);
     atomic_init(&r.stop, 0);
     atomic_init(&r.refused, 0);
+    atomic_init(&r.notype, 0);
     signal(SIGPIPE, SIG_IGN);
 
     if (o->nodes < 1 || o->clients < 1 || o->actors < 1 || o->seconds < 1 ||
@@ -1313,12 +1331,25 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     r.hw.f = r.hf;
 
     faults_list(o->faults, faults, sizeof faults);
+    if (o->rate > 0)
+        snprintf(msg, sizeof msg, "%d ops/s", o->rate);
+    else
+        snprintf(msg, sizeof msg, "ops as fast as they go");
     fprintf(out,
             "keel-chaos run: seed %llu, %d nodes, %d clients, %d %s actors, "
-            "%lld s, %d ops/s, faults %s: %zu scheduled\n",
+            "%lld s, %s, faults %s: %zu scheduled\n",
             (unsigned long long)o->seed, o->nodes, o->clients, o->actors,
-            chaos_workload_name(o->workload), (long long)o->seconds, o->rate,
+            chaos_workload_name(o->workload), (long long)o->seconds, msg,
             faults, nsched);
+    /* Faults come from a tenth of the run until a tenth before its end,
+     * each with its pauses: a short run may have room for none, which
+     * would otherwise pass unremarked. */
+    if (nsched == 0 && o->faults != 0)
+        fprintf(out, "  no fault fits in %lld s (faults begin after a tenth "
+                     "of the run, at least 2 s, and are healed a tenth "
+                     "before its end, at least 3 s): give a longer "
+                     "--seconds\n",
+                (long long)o->seconds);
     if (o->workload_type != NULL)
         fprintf(out, "  actor type %s%s%s, answering as the built-in %s "
                      "type\n",
@@ -1472,7 +1503,9 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     /* A fault that ran long (a slow restart, a drain) pushes the later
      * ones back, keeping the pauses between them; one that would then not
      * be healed before the last tenth of the run is left out. */
-    for (k = 0; k < nsched && !atomic_load(&r.refused); k++) {
+    for (k = 0; k < nsched && !atomic_load(&r.refused) &&
+                !atomic_load(&r.notype);
+         k++) {
         int64_t at = r.t0 + (sched[k].at_ms + slip_ms) * 1000000LL;
         fault_rec fr;
 
@@ -1508,6 +1541,20 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         fprintf(err, "keel-chaos: the history writer refused an event (a "
                      "bug of the runner): %s\n",
                 r.hist_err);
+        goto out;
+    }
+    if (atomic_load(&r.notype)) {
+        if (o->load != NULL)
+            fprintf(err, "keel-chaos: the nodes do not have actor type "
+                         "'%s' (%s): %s (--load) does not register it\n",
+                    o->workload_type != NULL ? o->workload_type : "?",
+                    r.notype_msg, o->load);
+        else
+            fprintf(err, "keel-chaos: the nodes do not have actor type "
+                         "'%s' (%s); give the plugin that registers it "
+                         "with --load PLUGIN.so\n",
+                    o->workload_type != NULL ? o->workload_type : "?",
+                    r.notype_msg);
         goto out;
     }
 
@@ -1551,12 +1598,17 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     rc = check_and_report(&r, out, err);
 
 out:
+    /* Each set to NULL once closed: stopping the nodes below still
+     * reports to on_event, which then writes nothing. */
     if (r.hf != NULL)
         fclose(r.hf);
+    r.hf = NULL;
     if (r.events != NULL)
         fclose(r.events);
+    r.events = NULL;
     if (r.faults != NULL)
         fclose(r.faults);
+    r.faults = NULL;
     if (r.cl.dir != NULL) {
         chaos_cluster_free(&r.cl);
         chaos_relay_stop(&r.relay);

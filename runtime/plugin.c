@@ -79,8 +79,16 @@ int keel_node_load_plugin_args(keel_node *n, const char *path,
     }
     rc = init(n, args);
     if (rc != 0) {
-        snprintf(errbuf, errlen, "%s: %s returned %s", path,
-                 KEEL_PLUGIN_INIT_SYMBOL, keel_strerror(rc));
+        /* EEXIST is what keel_node_register_type gives a name taken
+         * already, the likeliest reason for it here. */
+        snprintf(errbuf, errlen, "%s: %s returned %s (%s)%s", path,
+                 KEEL_PLUGIN_INIT_SYMBOL, keel_err_name(rc),
+                 keel_strerror(rc),
+                 rc == KEEL_EEXIST
+                     ? ": a type it registers has the name of one already "
+                       "registered (the built-in counter, kv or register, "
+                       "or a type of a plugin loaded before)"
+                     : "");
         dlclose(h);
         return KEEL_EPLUGIN;
     }

@@ -10,12 +10,14 @@
  * Exit status: 0 every check passed (or was skipped for lack of input),
  * 1 a violation, 2 bad input or usage, 3 linearizability undecided
  * within --max-states, 4 (run) the run could not be made. */
+#include <errno.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "chaos/checkdir.h"
@@ -378,6 +380,22 @@ int main(int argc, char **argv)
         return CHAOS_EXIT_BAD_INPUT;
     }
     if (strcmp(argv[1], "report") == 0) {
+        struct stat st;
+
+        /* The page is written beside the run's files: a DIR that is not
+         * there would otherwise be reported as the page's temporary
+         * file that could not be made. */
+        if (stat(argv[optind], &st) != 0) {
+            fprintf(stderr, "keel-chaos: report: no run directory %s (%s)\n",
+                    argv[optind], strerror(errno));
+            return CHAOS_EXIT_BAD_INPUT;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "keel-chaos: report: %s is not a directory: "
+                            "give the run directory\n",
+                    argv[optind]);
+            return CHAOS_EXIT_BAD_INPUT;
+        }
         /* Exit 0 once the page is written, whatever it says: check
          * gives the verdict's status. */
         if (chaos_report_write(argv[optind], &o, stderr) != 0)

@@ -1274,13 +1274,20 @@ static int run_node(const struct keeld_conf *kc)
     }
     for (i = 0; i < kc->nloads; i++) {
         /* PATH.so[:ARGS]: the path ends at the first ':' (apply_option
-         * refused an empty one). */
+         * refused an empty one). A path without '/' names a file in the
+         * working directory, as for every other file option (and as
+         * --check-config reads it): dlopen would look for it among the
+         * system's libraries instead. */
         const char *colon = strchr(kc->loads[i], ':');
         const char *who = kc->load_from[i].file ? "load" : "--load";
-        char *path = colon != NULL
-                         ? strndup(kc->loads[i],
-                                   (size_t)(colon - kc->loads[i]))
-                         : strdup(kc->loads[i]);
+        size_t plen = colon != NULL ? (size_t)(colon - kc->loads[i])
+                                    : strlen(kc->loads[i]);
+        int bare = memchr(kc->loads[i], '/', plen) == NULL;
+        char *path = NULL;
+
+        if (asprintf(&path, "%s%.*s", bare ? "./" : "", (int)plen,
+                     kc->loads[i]) < 0)
+            path = NULL;
         if (path == NULL) {
             say(KEEL_LOG_ERROR, "%s %s: out of memory", who, kc->loads[i]);
             rc = KEEL_ENOMEM;

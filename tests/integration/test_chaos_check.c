@@ -236,7 +236,7 @@ END_TEST
  * refuses bad options before it starts anything. */
 START_TEST(usage)
 {
-    char *out, *err;
+    char *out, *err, path[600];
 
     ck_assert_int_eq(chaos(&out, &err, NULL, NULL, NULL, NULL), 2);
     ck_assert_ptr_nonnull(strstr(err, "usage: keel-chaos run "));
@@ -288,6 +288,24 @@ START_TEST(usage)
     free(err);
     ck_assert_int_eq(chaos(&out, &err, "check", "--max-states", "x", dir), 2);
     ck_assert_ptr_nonnull(strstr(err, "--max-states takes a number"));
+    free(out);
+    free(err);
+    /* report names a run directory that is not there as such, not as
+     * the page it could not write. */
+    snprintf(path, sizeof path, "%s/nosuch", dir);
+    ck_assert_int_eq(chaos(&out, &err, "report", path, NULL, NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "keel-chaos: report: no run "
+                                      "directory "));
+    ck_assert_ptr_nonnull(strstr(err, "/nosuch (No such file or "
+                                      "directory)"));
+    ck_assert_ptr_null(strstr(err, "report.html"));
+    free(out);
+    free(err);
+    put("afile", "x\n");
+    snprintf(path, sizeof path, "%s/afile", dir);
+    ck_assert_int_eq(chaos(&out, &err, "report", path, NULL, NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "/afile is not a directory: give the "
+                                      "run directory"));
     free(out);
     free(err);
 }

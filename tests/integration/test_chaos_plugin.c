@@ -98,6 +98,88 @@ START_TEST(plugin_type_checked)
 }
 END_TEST
 
+/* A --workload-type the nodes do not have (a typo, or a plugin that
+ * registers another name) is answered ENOTYPE by every node: the run
+ * stops at the first such answer and exits 4, naming the type, instead
+ * of running every operation into a failure and passing checks that saw
+ * nothing. */
+START_TEST(unknown_type_ends_run)
+{
+    char *bin = tu_bin("keel-chaos"), *keeld = tu_bin("keeld");
+    char *plugin = tu_bin("chaos_plugin_tally.so");
+    char run[512], *out = NULL, *err = NULL;
+    int rc;
+
+    snprintf(run, sizeof run, "%s/notype", dir);
+    {
+        const char *argv[] = {bin,         "run",
+                              "--nodes",   "1",
+                              "--clients", "2",
+                              "--actors",  "2",
+                              "--seconds", "30",
+                              "--workload", "counter",
+                              "--load",    plugin,
+                              "--workload-type", "talley",
+                              "--faults",  "none",
+                              "--out",     run,
+                              "--keeld",   keeld,
+                              "--zk-conf", KEEL_SOURCE_DIR "/zk-conf",
+                              NULL};
+        rc = tu_run_for(argv, 120, &out, &err);
+    }
+    fprintf(stderr, "--- keel-chaos run (talley): exit %d\n%s%s", rc,
+            out ? out : "", err ? err : "");
+    ck_assert_int_eq(rc, 4);
+    ck_assert_ptr_nonnull(strstr(err, "keel-chaos: the nodes do not have "
+                                      "actor type 'talley' (n0 answered "
+                                      "talley/c"));
+    ck_assert_ptr_nonnull(strstr(err, "with ENOTYPE: "));
+    ck_assert_ptr_nonnull(strstr(err, "chaos_plugin_tally.so (--load) does "
+                                      "not register it"));
+    /* Given up before the final reads and the checks. */
+    ck_assert_ptr_null(strstr(out, "final reads:"));
+    ck_assert_ptr_null(strstr(out, "verdict:"));
+    free(out);
+    free(err);
+
+    /* The plugin's type named, the plugin itself forgotten; and a run
+     * too short for the fault asked for says so. */
+    snprintf(run, sizeof run, "%s/noload", dir);
+    {
+        const char *argv[] = {bin,         "run",
+                              "--nodes",   "1",
+                              "--clients", "2",
+                              "--actors",  "2",
+                              "--seconds", "3",
+                              "--rate",    "0",
+                              "--workload", "counter",
+                              "--workload-type", "tally",
+                              "--faults",  "kill",
+                              "--out",     run,
+                              "--keeld",   keeld,
+                              "--zk-conf", KEEL_SOURCE_DIR "/zk-conf",
+                              NULL};
+        rc = tu_run_for(argv, 120, &out, &err);
+    }
+    fprintf(stderr, "--- keel-chaos run (tally, no --load): exit %d\n%s%s",
+            rc, out ? out : "", err ? err : "");
+    ck_assert_int_eq(rc, 4);
+    ck_assert_ptr_nonnull(strstr(err, "the nodes do not have actor type "
+                                      "'tally' (n0 answered tally/c"));
+    ck_assert_ptr_nonnull(strstr(err, "give the plugin that registers it "
+                                      "with --load PLUGIN.so"));
+    ck_assert_ptr_nonnull(strstr(out, " 3 s, ops as fast as they go, faults "
+                                      "kill: 0 scheduled\n"));
+    ck_assert_ptr_nonnull(strstr(out, "  no fault fits in 3 s "));
+    ck_assert_ptr_null(strstr(out, "verdict:"));
+    free(out);
+    free(err);
+    free(bin);
+    free(keeld);
+    free(plugin);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s;
@@ -113,6 +195,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, plugin_type_checked);
+    tcase_add_test(tc, unknown_type_ends_run);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -3,8 +3,11 @@
  * --log-file survives a rename and SIGHUP (log rotation) with the node
  * serving throughout; a plugin gets its --load ARGS and logs through the
  * node; plugins of another ABI, or none, are refused with a message
- * naming the versions. */
+ * naming the versions; a plugin whose init fails is named with its
+ * error; --load of a name without '/' is a file of the working
+ * directory. */
 #include <check.h>
+#include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -375,6 +378,66 @@ START_TEST(plugin_abi_refused)
 }
 END_TEST
 
+/* An init that fails is reported with its error's name; EEXIST, which
+ * keel_node_register_type gives a name already taken, says so. */
+START_TEST(plugin_init_fails)
+{
+    char *bin = tu_bin("keeld"), *dup = tu_bin("plugin_dupname.so");
+    char *err = NULL;
+    const char *argv[] = {bin, "--data", data, "--listen", "127.0.0.1:0",
+                          "--load", dup, NULL};
+
+    ck_assert_int_eq(tu_run(argv, NULL, &err), 1);
+    ck_assert_msg(strstr(err, "plugin_dupname.so: keel_plugin_init returned "
+                              "EEXIST (already exists): a type it registers "
+                              "has the name of one already registered") !=
+                      NULL,
+                  "%s", err);
+    ck_assert_ptr_nonnull(strstr(err, "fixture init ran"));
+    free(err);
+    free(bin);
+    free(dup);
+}
+END_TEST
+
+/* `--load plugin.so` beside the file loads it, as --check-config reads
+ * it, rather than looking for it among the system's libraries. */
+START_TEST(plugin_bare_name)
+{
+    char *plugin = tu_bin("plugin_greeter.so"), *out = NULL, *err = NULL;
+    char *bin = tu_bin("keeld"), *pdir = strdup(plugin);
+    const char *args[] = {"--load", "plugin_greeter.so:hi", NULL};
+    const char *check[] = {bin, "--check-config", "--data", data, "--load",
+                           "plugin_greeter.so", NULL};
+    const char *missing[] = {bin, "--data", data, "--listen", "127.0.0.1:0",
+                             "--load", "nosuch_plugin.so", NULL};
+
+    ck_assert_ptr_nonnull(pdir);
+    ck_assert_int_eq(chdir(dirname(pdir)), 0);
+    ck_assert_int_eq(tu_run(check, &out, &err), 0);
+    ck_assert_ptr_nonnull(strstr(out, "configuration ok"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, args), 0);
+    ck_assert_int_eq(tu_keel(node.addr, &out, NULL, "call", "greeter", "ann",
+                             "hello", NULL),
+                     0);
+    ck_assert_str_eq(out, "hi, ann (1)\n");
+    free(out);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+    /* One that is not there is named as a file of this directory. */
+    err = NULL;
+    ck_assert_int_eq(tu_run(missing, NULL, &err), 1);
+    ck_assert_msg(strstr(err, "--load nosuch_plugin.so: ./nosuch_plugin.so: "
+                              "cannot open shared object file") != NULL,
+                  "%s", err);
+    free(err);
+    free(pdir);
+    free(bin);
+    free(plugin);
+}
+END_TEST
+
 START_TEST(bad_log_options)
 {
     char *bin = tu_bin("keeld"), *err = NULL;
@@ -411,6 +474,8 @@ static Suite *suite(void)
     tcase_add_test(tc, log_file_rotation);
     tcase_add_test(tc, plugin_args_and_log);
     tcase_add_test(tc, plugin_abi_refused);
+    tcase_add_test(tc, plugin_init_fails);
+    tcase_add_test(tc, plugin_bare_name);
     tcase_add_test(tc, bad_log_options);
     suite_add_tcase(s, tc);
     return s;
