@@ -1075,7 +1075,10 @@ static int store_check_end(keel_store *s, const keel_store_options *o,
                   "records %llu to %llu (%llu bytes from offset %llu), of "
                   "which records up to %llu had been acknowledged",
                   s->path, s->path, KEEL_WAL_NAME, lsn - 1, lsn, hi,
-                  (unsigned long long)e->bytes, off,
+                  (unsigned long long)(e->later_end > e->off
+                                           ? e->later_end - e->off
+                                           : e->bytes),
+                  off,
                   (unsigned long long)e->vouched);
         return 0;
     default:

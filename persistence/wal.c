@@ -484,6 +484,7 @@ static int rec_read(keel_wal *w, uint64_t pos, uint64_t size, uint64_t gen_lo,
 struct scan_found {
     uint64_t count;
     uint64_t first_off;
+    uint64_t end_off; /* where the last found ends */
     uint64_t lsn_lo, lsn_hi;
     uint64_t synced_max;
 };
@@ -572,6 +573,7 @@ static int scan(keel_wal *w, uint64_t from, uint64_t size, uint64_t gen_lo,
                 goto done;
             /* On past the record: bytes inside it are its own. */
             resume = at + h.size + h.len;
+            out->end_off = resume;
         }
         if (rc != 0)
             break;
@@ -637,6 +639,7 @@ int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off, uint64_t gen,
     end->later_first = later.first_off;
     end->later_lo = later.lsn_lo;
     end->later_hi = later.lsn_hi;
+    end->later_end = later.end_off;
     end->vouched = later.synced_max;
     if (later.count > 0 && later.synced_max >= want) {
         end->kind = KEEL_WAL_END_DAMAGED;

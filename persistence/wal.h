@@ -156,6 +156,7 @@ typedef struct keel_wal_end {
     uint64_t later_first; /* their offset, lowest lsn and highest lsn */
     uint64_t later_lo;
     uint64_t later_hi;
+    uint64_t later_end;  /* where the last of them ends */
     uint64_t vouched;    /* the newest record a later one says was durable */
 } keel_wal_end;
 

@@ -914,8 +914,8 @@ END_TEST
 
 /* The current run of the node's log (records from the start of one
  * generation with consecutive sequence numbers; wal.h): offsets into
- * offs, how many returned. */
-static int wal_run(const char *wal, long *offs, int max)
+ * offs, how many returned; *end where the last one ends. */
+static int wal_run(const char *wal, long *offs, int max, long *end)
 {
     FILE *f = fopen(wal, "rb");
     unsigned char h[48];
@@ -942,6 +942,7 @@ static int wal_run(const char *wal, long *offs, int max)
         at += 48 + (long)len;
     }
     fclose(f);
+    *end = at;
     return n;
 }
 
@@ -955,7 +956,7 @@ START_TEST(damaged_log_refused_then_recovered)
     char *bin = tu_bin("keeld"), *wal, *out = NULL, *err = NULL, *log;
     const char *argv[8];
     static const char *const recover[] = {"--recover-to-last-good", NULL};
-    long offs[4096], acked = 0, v;
+    long offs[4096], acked = 0, v, end = 0;
     char want[160];
     keel_client *c;
     int n = 0, rc;
@@ -974,7 +975,7 @@ START_TEST(damaged_log_refused_then_recovered)
         }
         keel_client_close(c);
         ck_assert_int_eq(tu_keeld_stop(&node, SIGKILL), 128 + SIGKILL);
-        n = wal_run(wal, offs, 4096);
+        n = wal_run(wal, offs, 4096, &end);
     }
     ck_assert_msg(n >= 20, "the log's run stays short: %d records", n);
     f = fopen(wal, "r+b");
@@ -1010,6 +1011,11 @@ START_TEST(damaged_log_refused_then_recovered)
     log = tu_keeld_log(&node);
     ck_assert_msg(strstr(log, "recovering to the last good record") != NULL,
                   "the node does not say what it dropped:\n%s", log);
+    /* The bytes it names are the dropped records', not the zeros the log
+     * holds ahead of its end. */
+    snprintf(want, sizeof want, "(%ld bytes from offset %ld)",
+             end - offs[n / 2], offs[n / 2]);
+    ck_assert_msg(strstr(log, want) != NULL, "no '%s' in:\n%s", want, log);
     free(log);
     c = conn();
     v = counter_get(c, "c");
