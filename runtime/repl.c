@@ -272,6 +272,8 @@ static void wait_free(keel_repl *r, repl_wait *w)
 {
     keel_req *req;
 
+    if (w->doubt && !w->confirm)
+        r->doubted = 1;
     while ((req = w->reqs.head) != NULL) {
         w->reqs.head = req->next;
         req->next = NULL;
@@ -1566,11 +1568,13 @@ int keel__repl_create(keel_node *n)
 }
 
 /* The clean-stop marker: a file in the data directory, written by an
- * orderly stop once every write this node sent is durable in its store
- * and no backup was left suspect, and taken (removed, durably) at the
- * next start. Present at a start, the store holds every write its last
- * run sent to backups: units it gets back at the same epoch need no
- * suspicion. Absent (a crash, a failed removal), they do. */
+ * orderly stop once every write this node sent is durable in its store,
+ * no backup was left suspect and no write was answered in doubt, and
+ * taken (removed, durably) at the next start. Present at a start, the
+ * store holds every write its last run sent to backups, and its backups
+ * in sync every write the store holds: units it gets back at the same
+ * epoch need no suspicion. Absent (a crash, a failed removal, a write in
+ * doubt), they do. */
 #define CLEAN_FILE "clean-stop"
 #define CLEAN_TEXT "clean\n"
 
@@ -1618,8 +1622,15 @@ void keel__repl_stopped_clean(keel_node *n)
     int fd, ok;
 
     if (r == NULL || keel_cluster_replicas(repl_cl(r)) < 2 ||
-        r->nsuspect > 0 || r->lossy || n->wb_first != n->wb_next ||
-        keel_store_sync(n->store) != 0)
+        r->nsuspect > 0 || r->lossy || n->wb_first != n->wb_next)
+        return;
+    if (r->doubted) {
+        keel_info("a write of this run was answered in doubt: no clean-stop "
+                  "marker, the units this node gets back at the same epoch "
+                  "will have their backups caught up");
+        return;
+    }
+    if (keel_store_sync(n->store) != 0)
         return;
     if (snprintf(path, sizeof path, "%s/%s", n->data_dir, CLEAN_FILE) >=
         (int)sizeof path)

@@ -85,7 +85,8 @@ void keel__repl_resumed(keel_node *n, const char *cap, uint32_t shard,
                         uint64_t epoch);
 /* The loop returned from an orderly stop and the writer is stopped:
  * leaves the clean-stop marker in the data directory when every write
- * this node sent to backups is durable here and none is suspect; the
+ * this node sent to backups is durable here, none is suspect and no
+ * write was answered in doubt (it may be here and on no backup); the
  * next start takes it (keel__repl_start) and then suspects nothing. */
 void keel__repl_stopped_clean(keel_node *n);
 /* The read rule: takes req, the reply of a turn that wrote nothing, when

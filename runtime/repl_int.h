@@ -267,6 +267,12 @@ struct keel_repl {
      * unit starts its seqs at 2 from then on, so backups that never saw
      * seq 1 refuse what follows and are dropped. */
     int lossy;
+    /* A write of this run was answered in doubt (its entry failed: this
+     * node fenced, a backup holding a newer epoch, the unit gone): it is
+     * in this store and perhaps on no backup in sync, so the stop leaves
+     * no clean-stop marker and the units this node gets back at the same
+     * epoch suspect their backups. */
+    int doubted;
     struct gref {
         repl_unit *u;
         size_t g;
