@@ -228,6 +228,16 @@ static void frame_unlist(keel_repl *r, repl_frame *f)
     frame_unref(f);
 }
 
+/* x, a unit of f, needs no answer any more: acknowledged, refused for
+ * good, or forgotten. */
+static void piece_done(repl_frame *f, struct rf_unit *x)
+{
+    x->done = 1;
+    f->nleft--;
+    if (x->seq != 0 && x->u->unacked > 0)
+        x->u->unacked--;
+}
+
 static void link_retry(keel_repl *r, repl_link *l, double pause)
 {
     ev_tstamp at = ev_now(r->n->loop) + pause;
@@ -398,8 +408,7 @@ void repl_forget_link(keel_repl *r, repl_unit *u, uint64_t epoch,
             struct rf_unit *x = &f->units[k];
             if (x->done || x->u != u || x->epoch != epoch)
                 continue;
-            x->done = 1;
-            f->nleft--;
+            piece_done(f, x);
         }
         if (f->nleft == 0)
             frame_unlist(r, f);
@@ -470,14 +479,12 @@ static void frame_cb(keel_node *n, int status, const uint8_t *body,
                 repl_catchup_acked(r, x->u, x->epoch, l, a.seq);
             if (x->seq == 0)
                 unit_confirmed(x->u, x->epoch, x->cid, l);
-            x->done = 1;
-            f->nleft--;
+            piece_done(f, x);
             repl_unit_progress(r, x->u);
         } else if (a.status == KEEL_EFENCED) {
             unit_stale(r, x->u, x->epoch, l);
             repl_unit_progress(r, x->u);
-            x->done = 1;
-            f->nleft--;
+            piece_done(f, x);
         } else {
             /* Not taken yet: its map lags (ENOTTARGET), a piece before
              * it is missing there (EPROTO), its store failed... */
@@ -578,6 +585,7 @@ void repl_frame_finish(keel_repl *r, repl_link *l)
 {
     repl_frame *f = l->build;
     const char *me = keel_cluster_node_name(repl_cl(r));
+    uint16_t k;
 
     l->build = NULL;
     if (f == NULL)
@@ -590,6 +598,9 @@ void repl_frame_finish(keel_repl *r, repl_link *l)
     f->born = ev_now(r->n->loop);
     f->nleft = f->nunits;
     f->listed = 1;
+    for (k = 0; k < f->nunits; k++)
+        if (f->units[k].seq != 0)
+            f->units[k].u->unacked++;
     if (l->tail != NULL)
         l->tail->next = f;
     else
@@ -1156,6 +1167,31 @@ int keel__repl_unit_busy(keel_node *n, const char *cap, uint32_t shard)
         return 0;
     u = repl_unit_find(n->repl, cap, shard);
     return u != NULL && u->head != NULL;
+}
+
+int keel__repl_unit_unacked(keel_node *n, const char *cap, uint32_t shard,
+                            uint64_t epoch)
+{
+    keel_repl *r = n->repl;
+    const repl_link *l;
+    const repl_unit *u;
+
+    if (r == NULL || r->nframes == 0 ||
+        (u = repl_unit_find(r, cap, shard)) == NULL || u->unacked == 0)
+        return 0;
+    for (l = r->links; l != NULL; l = l->next) {
+        const repl_frame *f;
+        for (f = l->head; f != NULL; f = f->next) {
+            uint16_t k;
+            for (k = 0; k < f->nunits; k++) {
+                const struct rf_unit *x = &f->units[k];
+                /* seq 0: a confirm round, no writes */
+                if (!x->done && x->u == u && x->epoch == epoch && x->seq != 0)
+                    return 1;
+            }
+        }
+    }
+    return 0;
 }
 
 int keel__repl_busy(keel_node *n)

@@ -99,6 +99,13 @@ int keel__repl_read(keel_node *n, keel_req *req);
 /* Whether replies of the unit wait on backups (its actors then stay
  * resident, and a release of the unit waits). */
 int keel__repl_unit_busy(keel_node *n, const char *cap, uint32_t shard);
+/* Whether a backup has not acknowledged a piece of the unit's writes at
+ * epoch yet. A release of the unit waits for that too: a write answered
+ * in doubt (this node fenced while it waited) released its replies, not
+ * its pieces, and the in-sync backups the map carries over to the new
+ * primary must hold what the stream gives it. */
+int keel__repl_unit_unacked(keel_node *n, const char *cap, uint32_t shard,
+                            uint64_t epoch);
 /* Whether anything waits: replies on backups, or writes sent here by a
  * primary not answered yet. A stopping node waits for it. */
 int keel__repl_busy(keel_node *n);

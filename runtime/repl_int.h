@@ -104,6 +104,9 @@ struct repl_unit {
     uint64_t epoch;  /* of seq */
     uint64_t seq;    /* the last piece numbered at epoch */
     uint64_t stale;  /* a backup holds a newer epoch than this one */
+    /* Its pieces with writes listed on links and not answered for good
+     * (at any epoch): a release scans the frames only when there are. */
+    uint32_t unacked;
     repl_wait *head, *tail;
     /* The confirm round of reads not sent yet (on r->cpend), or NULL;
      * and the last round's number. */
