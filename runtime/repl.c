@@ -228,6 +228,16 @@ static void frame_unlist(keel_repl *r, repl_frame *f)
     frame_unref(f);
 }
 
+/* x, a unit of f, needs no answer any more: acknowledged, refused for
+ * good, or forgotten. */
+static void piece_done(repl_frame *f, struct rf_unit *x)
+{
+    x->done = 1;
+    f->nleft--;
+    if (x->seq != 0 && x->u->unacked > 0)
+        x->u->unacked--;
+}
+
 static void link_retry(keel_repl *r, repl_link *l, double pause)
 {
     ev_tstamp at = ev_now(r->n->loop) + pause;
@@ -272,6 +282,8 @@ static void wait_free(keel_repl *r, repl_wait *w)
 {
     keel_req *req;
 
+    if (w->doubt && !w->confirm)
+        r->doubted = 1;
     while ((req = w->reqs.head) != NULL) {
         w->reqs.head = req->next;
         req->next = NULL;
@@ -396,8 +408,7 @@ void repl_forget_link(keel_repl *r, repl_unit *u, uint64_t epoch,
             struct rf_unit *x = &f->units[k];
             if (x->done || x->u != u || x->epoch != epoch)
                 continue;
-            x->done = 1;
-            f->nleft--;
+            piece_done(f, x);
         }
         if (f->nleft == 0)
             frame_unlist(r, f);
@@ -468,14 +479,12 @@ static void frame_cb(keel_node *n, int status, const uint8_t *body,
                 repl_catchup_acked(r, x->u, x->epoch, l, a.seq);
             if (x->seq == 0)
                 unit_confirmed(x->u, x->epoch, x->cid, l);
-            x->done = 1;
-            f->nleft--;
+            piece_done(f, x);
             repl_unit_progress(r, x->u);
         } else if (a.status == KEEL_EFENCED) {
             unit_stale(r, x->u, x->epoch, l);
             repl_unit_progress(r, x->u);
-            x->done = 1;
-            f->nleft--;
+            piece_done(f, x);
         } else {
             /* Not taken yet: its map lags (ENOTTARGET), a piece before
              * it is missing there (EPROTO), its store failed... */
@@ -576,6 +585,7 @@ void repl_frame_finish(keel_repl *r, repl_link *l)
 {
     repl_frame *f = l->build;
     const char *me = keel_cluster_node_name(repl_cl(r));
+    uint16_t k;
 
     l->build = NULL;
     if (f == NULL)
@@ -588,6 +598,9 @@ void repl_frame_finish(keel_repl *r, repl_link *l)
     f->born = ev_now(r->n->loop);
     f->nleft = f->nunits;
     f->listed = 1;
+    for (k = 0; k < f->nunits; k++)
+        if (f->units[k].seq != 0)
+            f->units[k].u->unacked++;
     if (l->tail != NULL)
         l->tail->next = f;
     else
@@ -1156,6 +1169,31 @@ int keel__repl_unit_busy(keel_node *n, const char *cap, uint32_t shard)
     return u != NULL && u->head != NULL;
 }
 
+int keel__repl_unit_unacked(keel_node *n, const char *cap, uint32_t shard,
+                            uint64_t epoch)
+{
+    keel_repl *r = n->repl;
+    const repl_link *l;
+    const repl_unit *u;
+
+    if (r == NULL || r->nframes == 0 ||
+        (u = repl_unit_find(r, cap, shard)) == NULL || u->unacked == 0)
+        return 0;
+    for (l = r->links; l != NULL; l = l->next) {
+        const repl_frame *f;
+        for (f = l->head; f != NULL; f = f->next) {
+            uint16_t k;
+            for (k = 0; k < f->nunits; k++) {
+                const struct rf_unit *x = &f->units[k];
+                /* seq 0: a confirm round, no writes */
+                if (!x->done && x->u == u && x->epoch == epoch && x->seq != 0)
+                    return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 int keel__repl_busy(keel_node *n)
 {
     return n->repl != NULL && n->repl_busy > 0;
@@ -1619,11 +1657,13 @@ int keel__repl_create(keel_node *n)
 }
 
 /* The clean-stop marker: a file in the data directory, written by an
- * orderly stop once every write this node sent is durable in its store
- * and no backup was left suspect, and taken (removed, durably) at the
- * next start. Present at a start, the store holds every write its last
- * run sent to backups: units it gets back at the same epoch need no
- * suspicion. Absent (a crash, a failed removal), they do. */
+ * orderly stop once every write this node sent is durable in its store,
+ * no backup was left suspect and no write was answered in doubt, and
+ * taken (removed, durably) at the next start. Present at a start, the
+ * store holds every write its last run sent to backups, and its backups
+ * in sync every write the store holds: units it gets back at the same
+ * epoch need no suspicion. Absent (a crash, a failed removal, a write in
+ * doubt), they do. */
 #define CLEAN_FILE "clean-stop"
 #define CLEAN_TEXT "clean\n"
 
@@ -1671,8 +1711,15 @@ void keel__repl_stopped_clean(keel_node *n)
     int fd, ok;
 
     if (r == NULL || keel_cluster_replicas(repl_cl(r)) < 2 ||
-        r->nsuspect > 0 || r->lossy || n->wb_first != n->wb_next ||
-        keel_store_sync(n->store) != 0)
+        r->nsuspect > 0 || r->lossy || n->wb_first != n->wb_next)
+        return;
+    if (r->doubted) {
+        keel_info("a write of this run was answered in doubt: no clean-stop "
+                  "marker, the units this node gets back at the same epoch "
+                  "will have their backups caught up");
+        return;
+    }
+    if (keel_store_sync(n->store) != 0)
         return;
     if (snprintf(path, sizeof path, "%s/%s", n->data_dir, CLEAN_FILE) >=
         (int)sizeof path)

@@ -86,7 +86,8 @@ void keel__repl_resumed(keel_node *n, const char *cap, uint32_t shard,
                         uint64_t epoch);
 /* The loop returned from an orderly stop and the writer is stopped:
  * leaves the clean-stop marker in the data directory when every write
- * this node sent to backups is durable here and none is suspect; the
+ * this node sent to backups is durable here, none is suspect and no
+ * write was answered in doubt (it may be here and on no backup); the
  * next start takes it (keel__repl_start) and then suspects nothing. */
 void keel__repl_stopped_clean(keel_node *n);
 /* The read rule: takes req, the reply of a turn that wrote nothing, when
@@ -99,6 +100,13 @@ int keel__repl_read(keel_node *n, keel_req *req);
 /* Whether replies of the unit wait on backups (its actors then stay
  * resident, and a release of the unit waits). */
 int keel__repl_unit_busy(keel_node *n, const char *cap, uint32_t shard);
+/* Whether a backup has not acknowledged a piece of the unit's writes at
+ * epoch yet. A release of the unit waits for that too: a write answered
+ * in doubt (this node fenced while it waited) released its replies, not
+ * its pieces, and the in-sync backups the map carries over to the new
+ * primary must hold what the stream gives it. */
+int keel__repl_unit_unacked(keel_node *n, const char *cap, uint32_t shard,
+                            uint64_t epoch);
 /* Whether anything waits: replies on backups, or writes sent here by a
  * primary not answered yet. A stopping node waits for it. */
 int keel__repl_busy(keel_node *n);

@@ -104,6 +104,9 @@ struct repl_unit {
     uint64_t epoch;  /* of seq */
     uint64_t seq;    /* the last piece numbered at epoch */
     uint64_t stale;  /* a backup holds a newer epoch than this one */
+    /* Its pieces with writes listed on links and not answered for good
+     * (at any epoch): a release scans the frames only when there are. */
+    uint32_t unacked;
     repl_wait *head, *tail;
     /* The confirm round of reads not sent yet (on r->cpend), or NULL;
      * and the last round's number. */
@@ -267,6 +270,12 @@ struct keel_repl {
      * unit starts its seqs at 2 from then on, so backups that never saw
      * seq 1 refuse what follows and are dropped. */
     int lossy;
+    /* A write of this run was answered in doubt (its entry failed: this
+     * node fenced, a backup holding a newer epoch, the unit gone): it is
+     * in this store and perhaps on no backup in sync, so the stop leaves
+     * no clean-stop marker and the units this node gets back at the same
+     * epoch suspect their backups. */
+    int doubted;
     struct gref {
         repl_unit *u;
         size_t g;

@@ -24,6 +24,7 @@
 
 #include "common/log.h"
 #include "coordinator/layout.h"
+#include "runtime/repl.h"
 
 /* -------------------------------------------------- streaming a unit out */
 
@@ -383,8 +384,13 @@ void rt_progress_rels(keel_cluster_rt *rt)
             r = next;
             continue;
         }
+        /* Pieces its backups have not acknowledged (a write answered in
+         * doubt let its actor go): the lag has them acknowledged or the
+         * backup dropped first, so that the backups the map keeps in sync
+         * hold what the recipient gets. */
         if (rt_now(rt) < r->not_before ||
-            rt_unit_resident(rt, r->cap, r->shard)) {
+            rt_unit_resident(rt, r->cap, r->shard) ||
+            keel__repl_unit_unacked(rt->n, r->cap, r->shard, r->epoch)) {
             r = next;
             continue;
         }

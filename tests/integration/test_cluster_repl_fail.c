@@ -11,7 +11,12 @@
  * A backup whose own disk fills while frames queue behind its busy
  * replication writer: the frames that joined one transaction fail
  * together, none is acknowledged, and the primary keeps its replies
- * until the backup is out of the in-sync set. */
+ * until the backup is out of the in-sync set.
+ *
+ * A primary stopped in order keeps its backups in sync when it comes
+ * back at the same epoch (the clean-stop marker), unless a write of its
+ * run was answered in doubt: that write is in its store and perhaps on
+ * no backup, which then must catch up before it counts as in sync. */
 #include <check.h>
 #include <pthread.h>
 #include <signal.h>
@@ -317,6 +322,146 @@ START_TEST(a_primary_stopped_in_order_keeps_its_backups)
 }
 END_TEST
 
+/* The increment of the doubt test, sent to n0 from a thread of its own:
+ * its answer comes only once n0 has given up on its backups. */
+struct doubt_call {
+    const char *addr, *id;
+    int rc;
+};
+
+static void *doubt_call_main(void *arg)
+{
+    struct doubt_call *d = arg;
+    keel_client *c = NULL;
+    char *reply = NULL;
+
+    d->rc = keel_client_connect(d->addr, CLIENT_MS, &c);
+    if (d->rc == 0)
+        d->rc = keel_client_call(c, KEEL_FRAME_CALL, "counter", d->id,
+                                 strlen(d->id), "incr", 4, &reply, NULL);
+    free(reply);
+    keel_client_close(c);
+    return NULL;
+}
+
+/* Whether n1 is a live member and in the in-sync set of unit `shard`,
+ * whose primary is n0. */
+static int n1_in_sync(uint32_t shard)
+{
+    keel_shard_map m;
+    const keel_map_unit *u;
+    const char *p;
+    int ok;
+
+    if (tu_cluster_member_exists(&fx, "n1") != 1 || tu_map_read(&fx, &m) != 0)
+        return 0;
+    u = tu_map_unit(&m, "", shard);
+    p = keel_map_primary(&m, (uint32_t)keel_map_cap_index(&m, ""), shard);
+    ok = u != NULL && p != NULL && strcmp(p, "n0") == 0 &&
+         tu_map_in_sync(&m, u, "n1");
+    keel_map_free(&m);
+    return ok;
+}
+
+/* A write whose backups never acknowledged it and that was answered in
+ * doubt (n0 fenced: ZooKeeper paused past 2/3 of the session timeout,
+ * its in-sync backups dead) is in n0's store and in no backup's. n0 then
+ * stops in order and comes back on its data with its units at the same
+ * epoch: it must not take its backups for equal to it, though nothing is
+ * left unsettled. A backup that returns is in sync only once caught up,
+ * with n0's digest. With the clean-stop marker left by that stop, n0
+ * suspected nothing and n1 came back in sync without the write. */
+START_TEST(a_write_answered_in_doubt_leaves_no_clean_stop)
+{
+    const char *common[] = {"--repl-lag-ms", "20000", NULL};
+    int i, port0, port1, mine[SHARDS];
+    uint64_t epochs[SHARDS];
+    char id[16] = "", other[16] = "", d0[128], d1[128];
+    uint32_t shard = 0;
+    struct doubt_call dc;
+    pthread_t t;
+    pid_t zk;
+    long v;
+
+    tu_cluster_start_together(&fx, 3, 3, common, NULL);
+    CHECK(backups_in_sync(mine, epochs, 1),
+          "the units did not start with n1 and n2 in sync");
+    for (i = 0; i < 1000 && id[0] == '\0'; i++) {
+        char cand[16];
+        snprintf(cand, sizeof cand, "d%d", i);
+        shard = keel_shard_of("counter", cand, strlen(cand), SHARDS);
+        if (mine[shard])
+            snprintf(id, sizeof id, "%s", cand);
+    }
+    CHECK(id[0] != '\0', "no counter in a unit n0 leads");
+    for (i = 0; i < 1000 && other[0] == '\0'; i++) {
+        char cand[16];
+        snprintf(cand, sizeof cand, "o%d", i);
+        if (!mine[keel_shard_of("counter", cand, strlen(cand), SHARDS)])
+            snprintf(other, sizeof other, "%s", cand);
+    }
+    CHECK(other[0] != '\0', "no counter in a unit n0 does not lead");
+    CHECK(tu_cluster_counter(&fx, 0, id, "incr") == 1,
+          "the first increment of %s failed", id);
+    port0 = fx.nodes[0].port;
+    port1 = fx.nodes[1].port;
+    for (i = 2; i >= 1; i--) {
+        ck_assert_int_eq(tu_keeld_stop(&fx.nodes[i], SIGKILL), 128 + SIGKILL);
+        tu_keeld_free(&fx.nodes[i]);
+    }
+    for (i = 0; i < 300 && !all_n0(); i++)
+        tu_sleep_ms(100);
+    CHECK(all_n0(), "n0 did not take over the units of n1 and n2");
+    CHECK(backups_in_sync(mine, epochs, 0),
+          "n1 and n2 left the in-sync sets of n0's units before any write");
+
+    /* The write waits for the dead backups (the lag is 20 s); n0 is
+     * fenced before it asks them out, which answers it in doubt. */
+    dc.addr = fx.nodes[0].addr;
+    dc.id = id;
+    dc.rc = -1;
+    ck_assert_int_eq(pthread_create(&t, NULL, doubt_call_main, &dc), 0);
+    tu_sleep_ms(300);
+    zk = (pid_t)tu_cluster_zk_pid(&fx);
+    ck_assert_int_eq(kill(zk, SIGSTOP), 0);
+    tu_sleep_ms(3100); /* past 2/3 of the 4 s session, within it */
+    ck_assert_int_eq(kill(zk, SIGCONT), 0);
+    pthread_join(t, NULL);
+    CHECK(dc.rc == KEEL_EINDOUBT, "the increment answered %s, not EINDOUBT",
+          keel_err_name(dc.rc));
+
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[0], SIGTERM), 0);
+    tu_keeld_free(&fx.nodes[0]);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 0, port0, "--replicas", "3",
+                                           "--repl-lag-ms", "20000", NULL),
+                     0);
+    /* Serving again, its acquires done: a counter of a unit it leads
+     * alone answers (a read of one with backups in sync would wait for
+     * the dead ones, and the lag would drop them). Suspect backups have
+     * their drops asked at once (a tick, 20 ms). */
+    for (i = 0; i < 100 && tu_cluster_counter(&fx, 0, other, "get") < 0; i++)
+        tu_sleep_ms(100);
+    tu_sleep_ms(1000);
+
+    /* n1 back on its data, without the write. */
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 1, port1, "--replicas", "3",
+                                           "--repl-lag-ms", "20000", NULL),
+                     0);
+    for (i = 0; i < 300 && !n1_in_sync(shard); i++)
+        tu_sleep_ms(100);
+    CHECK(n1_in_sync(shard), "n1 did not come back into the in-sync set of "
+                             "shard %u",
+          shard);
+    tu_cluster_digest(&fx, 0, shard, d0, sizeof d0);
+    tu_cluster_digest(&fx, 1, shard, d1, sizeof d1);
+    CHECK(d0[0] != '\0' && strcmp(d0, d1) == 0,
+          "shard %u: n1 is in sync with '%s', n0 has '%s'", shard, d1, d0);
+    v = tu_cluster_counter(&fx, 1, id, "get");
+    CHECK(v == 2, "%s answers %ld through n1, not the 2 n0's store holds", id,
+          v);
+}
+END_TEST
+
 /* Writers of the merged-frames test: each puts to an actor of its own
  * through a connection of its own, so that n0 flushes batch after batch
  * and n1 receives frames faster than its writer flushes them. */
@@ -459,6 +604,7 @@ int main(void)
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, a_refused_write_is_not_kept_by_the_backups);
     tcase_add_test(tc, a_primary_stopped_in_order_keeps_its_backups);
+    tcase_add_test(tc, a_write_answered_in_doubt_leaves_no_clean_stop);
     tcase_add_test(tc, frames_merged_on_a_backup_fail_together);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);

@@ -10,12 +10,17 @@
  *    killed while a returning node is caught up: each following
  *    controller finishes the failovers and the catch-up from the map and
  *    the nodes' states.
+ *  - a write answered in doubt (its primary fenced while a dead backup,
+ *    still in sync, had not acknowledged it): a drain moves the units
+ *    only once that backup is dropped, never carrying it over in sync
+ *    without the write.
  * The fixture (counters "r<j>" under a load through the nodes) is
  * tests/support/replfix.h, shared with test_cluster_repl.c and
  * test_cluster_repl_catchup.c. The map is read straight from ZooKeeper.
  * Every wait is bounded; the checks are about outcomes, not durations.
  * On a failure the nodes' logs are printed. */
 #include <check.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -394,6 +399,150 @@ START_TEST(a_killed_controller_s_work_is_finished_by_the_next)
 }
 END_TEST
 
+/* An increment sent to n0 from a thread of its own (the doubt test): its
+ * answer comes only once n0 has given up on its backups. */
+struct doubt_incr {
+    const char *addr;
+    char id[16];
+    pthread_t t;
+    int rc;
+};
+
+static void *doubt_incr_main(void *arg)
+{
+    struct doubt_incr *d = arg;
+    keel_client *c = NULL;
+    char *reply = NULL;
+
+    d->rc = keel_client_connect(d->addr, 20000, &c);
+    if (d->rc == 0)
+        d->rc = keel_client_call(c, KEEL_FRAME_CALL, "counter", d->id,
+                                 strlen(d->id), "incr", 4, &reply, NULL);
+    free(reply);
+    keel_client_close(c);
+    return NULL;
+}
+
+/* Whether no unit has n0 for primary. */
+static int none_on_n0(void)
+{
+    keel_shard_map m;
+    uint32_t s;
+    int ok, ci;
+
+    if (tu_map_read(&fx, &m) != 0)
+        return 0;
+    ci = keel_map_cap_index(&m, "");
+    ok = ci >= 0;
+    for (s = 0; ok && s < m.shard_count; s++) {
+        const char *p = keel_map_primary(&m, (uint32_t)ci, s);
+        ok = p != NULL && strcmp(p, "n0") != 0;
+    }
+    keel_map_free(&m);
+    return ok;
+}
+
+/* A write answered in doubt (n0 fenced by a ZooKeeper pause while its
+ * backup n2, dead, had not acknowledged it) is in n0's store, on n1 and
+ * not on n2, which stays in the in-sync set of n0's units (its dead
+ * time). n0 then drained, its units go to n1 with the records: n2 must
+ * not be carried over in sync without the write. The release waits for
+ * the frames n2 has not acknowledged, until the lag has it dropped; back,
+ * n2 is in sync again only once caught up, with n1's digest. Without the
+ * wait, the units moved with n2 in sync and the digests differed. */
+START_TEST(a_unit_moves_without_a_backup_that_lacks_a_write_in_doubt)
+{
+    struct doubt_incr w[SHARDS];
+    keel_shard_map m;
+    int i, j, nw = 0, port2, ci;
+    char *out = NULL, *err = NULL;
+    pid_t zk;
+
+    tu_repl_start(&fx, 3, 3, "8000");
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    ci = keel_map_cap_index(&m, "");
+    for (j = 0; j < 1000 && nw < SHARDS; j++) {
+        char id[16];
+        uint32_t s;
+        const char *p;
+        snprintf(id, sizeof id, "w%d", j);
+        s = keel_shard_of("counter", id, strlen(id), SHARDS);
+        p = keel_map_primary(&m, (uint32_t)ci, s);
+        if (p == NULL || strcmp(p, "n0") != 0)
+            continue;
+        for (i = 0; i < nw; i++)
+            if (keel_shard_of("counter", w[i].id, strlen(w[i].id), SHARDS) ==
+                s)
+                break;
+        if (i < nw)
+            continue;
+        snprintf(w[nw].id, sizeof w[nw].id, "%s", id);
+        w[nw].addr = fx.nodes[0].addr;
+        nw++;
+    }
+    keel_map_free(&m);
+    CHECK(nw > 0, "n0 leads no unit");
+    for (i = 0; i < nw; i++)
+        CHECK(tu_cluster_counter(&fx, 0, w[i].id, "incr") == 1,
+              "the first increment of %s failed", w[i].id);
+    port2 = fx.nodes[2].port;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[2], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[2]);
+
+    /* The writes wait for n2 (the lag is 8 s); n0 is fenced first, which
+     * answers them in doubt. */
+    for (i = 0; i < nw; i++) {
+        w[i].rc = -1;
+        ck_assert_int_eq(pthread_create(&w[i].t, NULL, doubt_incr_main, &w[i]),
+                         0);
+    }
+    tu_sleep_ms(300);
+    zk = (pid_t)tu_cluster_zk_pid(&fx);
+    ck_assert_int_eq(kill(zk, SIGSTOP), 0);
+    tu_sleep_ms(3100); /* past 2/3 of the 4 s session, within it */
+    ck_assert_int_eq(kill(zk, SIGCONT), 0);
+    for (i = 0; i < nw; i++) {
+        pthread_join(w[i].t, NULL);
+        CHECK(w[i].rc == KEEL_EINDOUBT,
+              "the increment of %s answered %s, not EINDOUBT", w[i].id,
+              keel_err_name(w[i].rc));
+    }
+
+    CHECK(tu_keel(fx.nodes[1].addr, &out, &err, "node", "drain", "n0",
+                  NULL) == 0,
+          "drain n0: %s", err != NULL ? err : "");
+    free(out);
+    free(err);
+    for (i = 0; i < 300 && !none_on_n0(); i++)
+        tu_sleep_ms(100);
+    CHECK(none_on_n0(), "n0 still leads units after its drain");
+
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 2, port2, "--replicas", "3",
+                                           "--repl-lag-ms", "8000", NULL),
+                     0);
+    for (i = 0; i < nw; i++) {
+        uint32_t s =
+            keel_shard_of("counter", w[i].id, strlen(w[i].id), SHARDS);
+        char d1[128], d2[128];
+        int ok = 0;
+        for (j = 0; j < 300 && !ok; j++) {
+            if (tu_cluster_member_exists(&fx, "n2") == 1 &&
+                tu_map_read(&fx, &m) == 0) {
+                ok = tu_map_in_sync(&m, tu_map_unit(&m, "", s), "n2");
+                keel_map_free(&m);
+            }
+            if (!ok)
+                tu_sleep_ms(100);
+        }
+        CHECK(ok, "n2 is not in the in-sync set of shard %u", s);
+        tu_cluster_digest(&fx, 1, s, d1, sizeof d1);
+        tu_cluster_digest(&fx, 2, s, d2, sizeof d2);
+        CHECK(d1[0] != '\0' && strcmp(d1, d2) == 0,
+              "shard %u: n2 is in sync with '%s', n1 has '%s'", s, d2, d1);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_repl_move");
@@ -404,6 +553,8 @@ int main(void)
     tcase_add_test(tc, a_drained_primary_hands_off_with_its_backups);
     tcase_add_test(tc, a_unit_fails_over_twice);
     tcase_add_test(tc, a_killed_controller_s_work_is_finished_by_the_next);
+    tcase_add_test(tc,
+                   a_unit_moves_without_a_backup_that_lacks_a_write_in_doubt);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
