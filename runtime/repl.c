@@ -935,8 +935,8 @@ static void suspect_all(keel_repl *r, repl_unit *u, uint64_t epoch,
         u->suspect[u->nsuspect].l = l;
         u->suspect[u->nsuspect++].epoch = epoch;
         STAT_ADD(r->n, repl_suspects, 1);
-        keel_warn("unit (%s, %u): backup %s may hold writes this node does "
-                  "not (%s); asking the controller to drop it from the "
+        keel_warn("unit (%s, %u): backup %s may not hold what this node "
+                  "holds (%s); asking the controller to drop it from the "
                   "in-sync set, it then catches up",
                   keel_cap_name(u->cap), u->shard, l->name, why);
     }
