@@ -30,6 +30,7 @@
 #include "coordinator/shardmap.h"
 #include "keel.h"
 #include "proc.h"
+#include "replfix.h"
 #include "runtime/client.h"
 #include "runtime/proto.h"
 #include "testutil.h"
@@ -322,28 +323,6 @@ START_TEST(a_primary_stopped_in_order_keeps_its_backups)
 }
 END_TEST
 
-/* The increment of the doubt test, sent to n0 from a thread of its own:
- * its answer comes only once n0 has given up on its backups. */
-struct doubt_call {
-    const char *addr, *id;
-    int rc;
-};
-
-static void *doubt_call_main(void *arg)
-{
-    struct doubt_call *d = arg;
-    keel_client *c = NULL;
-    char *reply = NULL;
-
-    d->rc = keel_client_connect(d->addr, CLIENT_MS, &c);
-    if (d->rc == 0)
-        d->rc = keel_client_call(c, KEEL_FRAME_CALL, "counter", d->id,
-                                 strlen(d->id), "incr", 4, &reply, NULL);
-    free(reply);
-    keel_client_close(c);
-    return NULL;
-}
-
 /* Whether n1 is a live member and in the in-sync set of unit `shard`,
  * whose primary is n0. */
 static int n1_in_sync(uint32_t shard)
@@ -378,8 +357,7 @@ START_TEST(a_write_answered_in_doubt_leaves_no_clean_stop)
     uint64_t epochs[SHARDS];
     char id[16] = "", other[16] = "", d0[128], d1[128];
     uint32_t shard = 0;
-    struct doubt_call dc;
-    pthread_t t;
+    tu_repl_bg_incr dc;
     pid_t zk;
     long v;
 
@@ -417,18 +395,14 @@ START_TEST(a_write_answered_in_doubt_leaves_no_clean_stop)
 
     /* The write waits for the dead backups (the lag is 20 s); n0 is
      * fenced before it asks them out, which answers it in doubt. */
-    dc.addr = fx.nodes[0].addr;
-    dc.id = id;
-    dc.rc = -1;
-    ck_assert_int_eq(pthread_create(&t, NULL, doubt_call_main, &dc), 0);
+    tu_repl_bg_incr_start(&dc, fx.nodes[0].addr, id);
     tu_sleep_ms(300);
     zk = (pid_t)tu_cluster_zk_pid(&fx);
     ck_assert_int_eq(kill(zk, SIGSTOP), 0);
     tu_sleep_ms(3100); /* past 2/3 of the 4 s session, within it */
     ck_assert_int_eq(kill(zk, SIGCONT), 0);
-    pthread_join(t, NULL);
-    CHECK(dc.rc == KEEL_EINDOUBT, "the increment answered %s, not EINDOUBT",
-          keel_err_name(dc.rc));
+    CHECK(tu_repl_bg_incr_join(&dc) == KEEL_EINDOUBT,
+          "the increment answered %s, not EINDOUBT", keel_err_name(dc.rc));
 
     ck_assert_int_eq(tu_keeld_stop(&fx.nodes[0], SIGTERM), 0);
     tu_keeld_free(&fx.nodes[0]);

@@ -399,30 +399,6 @@ START_TEST(a_killed_controller_s_work_is_finished_by_the_next)
 }
 END_TEST
 
-/* An increment sent to n0 from a thread of its own (the doubt test): its
- * answer comes only once n0 has given up on its backups. */
-struct doubt_incr {
-    const char *addr;
-    char id[16];
-    pthread_t t;
-    int rc;
-};
-
-static void *doubt_incr_main(void *arg)
-{
-    struct doubt_incr *d = arg;
-    keel_client *c = NULL;
-    char *reply = NULL;
-
-    d->rc = keel_client_connect(d->addr, 20000, &c);
-    if (d->rc == 0)
-        d->rc = keel_client_call(c, KEEL_FRAME_CALL, "counter", d->id,
-                                 strlen(d->id), "incr", 4, &reply, NULL);
-    free(reply);
-    keel_client_close(c);
-    return NULL;
-}
-
 /* Whether no unit has n0 for primary. */
 static int none_on_n0(void)
 {
@@ -452,7 +428,8 @@ static int none_on_n0(void)
  * wait, the units moved with n2 in sync and the digests differed. */
 START_TEST(a_unit_moves_without_a_backup_that_lacks_a_write_in_doubt)
 {
-    struct doubt_incr w[SHARDS];
+    tu_repl_bg_incr w[SHARDS];
+    char ids[SHARDS][16];
     keel_shard_map m;
     int i, j, nw = 0, port2, ci;
     char *out = NULL, *err = NULL;
@@ -471,42 +448,36 @@ START_TEST(a_unit_moves_without_a_backup_that_lacks_a_write_in_doubt)
         if (p == NULL || strcmp(p, "n0") != 0)
             continue;
         for (i = 0; i < nw; i++)
-            if (keel_shard_of("counter", w[i].id, strlen(w[i].id), SHARDS) ==
+            if (keel_shard_of("counter", ids[i], strlen(ids[i]), SHARDS) ==
                 s)
                 break;
         if (i < nw)
             continue;
-        snprintf(w[nw].id, sizeof w[nw].id, "%s", id);
-        w[nw].addr = fx.nodes[0].addr;
+        snprintf(ids[nw], sizeof ids[nw], "%s", id);
         nw++;
     }
     keel_map_free(&m);
     CHECK(nw > 0, "n0 leads no unit");
     for (i = 0; i < nw; i++)
-        CHECK(tu_cluster_counter(&fx, 0, w[i].id, "incr") == 1,
-              "the first increment of %s failed", w[i].id);
+        CHECK(tu_cluster_counter(&fx, 0, ids[i], "incr") == 1,
+              "the first increment of %s failed", ids[i]);
     port2 = fx.nodes[2].port;
     ck_assert_int_eq(tu_keeld_stop(&fx.nodes[2], SIGKILL), 128 + SIGKILL);
     tu_keeld_free(&fx.nodes[2]);
 
     /* The writes wait for n2 (the lag is 8 s); n0 is fenced first, which
      * answers them in doubt. */
-    for (i = 0; i < nw; i++) {
-        w[i].rc = -1;
-        ck_assert_int_eq(pthread_create(&w[i].t, NULL, doubt_incr_main, &w[i]),
-                         0);
-    }
+    for (i = 0; i < nw; i++)
+        tu_repl_bg_incr_start(&w[i], fx.nodes[0].addr, ids[i]);
     tu_sleep_ms(300);
     zk = (pid_t)tu_cluster_zk_pid(&fx);
     ck_assert_int_eq(kill(zk, SIGSTOP), 0);
     tu_sleep_ms(3100); /* past 2/3 of the 4 s session, within it */
     ck_assert_int_eq(kill(zk, SIGCONT), 0);
-    for (i = 0; i < nw; i++) {
-        pthread_join(w[i].t, NULL);
-        CHECK(w[i].rc == KEEL_EINDOUBT,
-              "the increment of %s answered %s, not EINDOUBT", w[i].id,
+    for (i = 0; i < nw; i++)
+        CHECK(tu_repl_bg_incr_join(&w[i]) == KEEL_EINDOUBT,
+              "the increment of %s answered %s, not EINDOUBT", ids[i],
               keel_err_name(w[i].rc));
-    }
 
     CHECK(tu_keel(fx.nodes[1].addr, &out, &err, "node", "drain", "n0",
                   NULL) == 0,
@@ -522,7 +493,7 @@ START_TEST(a_unit_moves_without_a_backup_that_lacks_a_write_in_doubt)
                      0);
     for (i = 0; i < nw; i++) {
         uint32_t s =
-            keel_shard_of("counter", w[i].id, strlen(w[i].id), SHARDS);
+            keel_shard_of("counter", ids[i], strlen(ids[i]), SHARDS);
         char d1[128], d2[128];
         int ok = 0;
         for (j = 0; j < 300 && !ok; j++) {

@@ -184,3 +184,33 @@ void tu_repl_check_agree(const tu_cluster *c, const long *acked,
     }
     keel_map_free(&m);
 }
+
+static void *bg_incr_main(void *arg)
+{
+    tu_repl_bg_incr *b = arg;
+    keel_client *c = NULL;
+    char *reply = NULL;
+
+    b->rc = keel_client_connect(b->addr, 20000, &c);
+    if (b->rc == 0)
+        b->rc = keel_client_call(c, KEEL_FRAME_CALL, "counter", b->id,
+                                 strlen(b->id), "incr", 4, &reply, NULL);
+    free(reply);
+    keel_client_close(c);
+    return NULL;
+}
+
+void tu_repl_bg_incr_start(tu_repl_bg_incr *b, const char *addr,
+                           const char *id)
+{
+    b->addr = addr;
+    snprintf(b->id, sizeof b->id, "%s", id);
+    b->rc = -1;
+    ck_assert_int_eq(pthread_create(&b->t, NULL, bg_incr_main, b), 0);
+}
+
+int tu_repl_bg_incr_join(tu_repl_bg_incr *b)
+{
+    pthread_join(b->t, NULL);
+    return b->rc;
+}

@@ -8,6 +8,7 @@
 #ifndef KEEL_TEST_REPLFIX_H
 #define KEEL_TEST_REPLFIX_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -69,5 +70,22 @@ void tu_repl_wait_all_in_sync(const tu_cluster *c, const char *what);
  * are compared). */
 void tu_repl_check_agree(const tu_cluster *c, const long *acked,
                          const int *live, int nl, const char *when);
+
+/* An increment of counter/id sent to addr on a connection of its own,
+ * from a thread of its own: for tests whose increment is answered only
+ * once something they do next has happened (a node fenced, say). */
+typedef struct tu_repl_bg_incr {
+    const char *addr;
+    char id[32];
+    pthread_t t;
+    int rc; /* its status once joined: 0 or a KEEL_E* code */
+} tu_repl_bg_incr;
+
+/* Starts b's thread (the test fails if it cannot): it connects within
+ * 20 s, then waits as long for the call's answer. */
+void tu_repl_bg_incr_start(tu_repl_bg_incr *b, const char *addr,
+                           const char *id);
+/* Waits for b's thread; returns b->rc. */
+int tu_repl_bg_incr_join(tu_repl_bg_incr *b);
 
 #endif
