@@ -196,6 +196,16 @@ struct keel_store {
     uint64_t map_grows;
     uint64_t map_size;
     uint64_t checkpoints;
+
+    /* A full disk fails every commit until room comes back, and the
+     * writers try again at once, many times a second: the first failure
+     * of a run is logged, then at most one line a second, with how many
+     * failed unlogged since; the first commit that succeeds says the run
+     * is over. Guarded by commit_lock. */
+    uint64_t fail_run;       /* failed commits since the last success */
+    uint64_t fail_unlogged;  /* of those, failed since the last line */
+    uint64_t fail_logged_ms; /* monotonic time of the last line */
+    int fail_logged_rc;      /* the error it was about */
 };
 
 #define STAT_ADD(s, field, n)                                                \
@@ -631,6 +641,40 @@ static uint64_t now_ms(void)
 }
 
 static int store_checkpoint(keel_store *s, uint64_t wal_off);
+
+/* Between two lines on failed commits of one run (struct keel_store). */
+#define COMMIT_WARN_MS 1000
+
+/* Logs a commit that failed with rc for the reason fmt says, as struct
+ * keel_store's fail_* fields describe: a new error is logged at once.
+ * Under commit_lock. */
+static void commit_warn(keel_store *s, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void commit_warn(keel_store *s, int rc, const char *fmt, ...)
+{
+    uint64_t now = now_ms();
+    char msg[512];
+    va_list ap;
+
+    s->fail_run++;
+    if (s->fail_run > 1 && rc == s->fail_logged_rc &&
+        now - s->fail_logged_ms < COMMIT_WARN_MS) {
+        s->fail_unlogged++;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (s->fail_unlogged > 0)
+        keel_warn("store %s: commit failed: %s (and %llu more since the "
+                  "last such line)",
+                  s->path, msg, (unsigned long long)s->fail_unlogged);
+    else
+        keel_warn("store %s: commit failed: %s", s->path, msg);
+    s->fail_unlogged = 0;
+    s->fail_logged_ms = now;
+    s->fail_logged_rc = rc;
+}
 
 /* Before LMDB opens the file: writes the checkpoint's meta pages back over
  * the file's, which takes LMDB back to the checkpointed state (see
@@ -2433,27 +2477,29 @@ int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn)
 
             rc = raw == EIO ? store_classify_eio(s) : store_err(raw);
             if (rc != 0)
-                keel_warn("store %s: commit failed: %s (%s)", s->path,
-                          keel_strerror(rc),
-                          raw > 0 && raw < 4096 ? strerror(raw)
-                                                : mdb_strerror(raw));
+                commit_warn(s, rc, "%s (%s)", keel_strerror(rc),
+                            raw > 0 && raw < 4096 ? strerror(raw)
+                                                  : mdb_strerror(raw));
             break;
         }
         rc = store_grow(s);
         if (rc < 0) {
             if (rc == KEEL_ENOSPC)
-                keel_warn("store %s: commit failed: map full at %s%llu "
-                          "bytes",
-                          s->path,
-                          s->max_map_size != 0 &&
-                                  s->map_size >= s->max_map_size
-                              ? "its maximum of "
-                              : "",
-                          (unsigned long long)s->map_size);
+                commit_warn(s, rc, "map full at %s%llu bytes",
+                            s->max_map_size != 0 &&
+                                    s->map_size >= s->max_map_size
+                                ? "its maximum of "
+                                : "",
+                            (unsigned long long)s->map_size);
             break;
         }
     }
     if (rc == 0) {
+        if (s->fail_run > 0) {
+            keel_info("store %s: commits succeed again, after %llu failed",
+                      s->path, (unsigned long long)s->fail_run);
+            s->fail_run = s->fail_unlogged = 0;
+        }
         STAT_ADD(s, commits, 1);
         STAT_ADD(s, fence_refusals, refusals);
         if (id != 0 && b->sync && !s->logged) {

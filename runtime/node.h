@@ -238,6 +238,12 @@ struct keel_node {
     /* Replies wait here until the batch that holds their turn is durable;
      * those of turns not yet flushed wait in wait_open. */
     keel_req_queue wait_open;
+    /* Failed commits come one after another while the disk is full: one
+     * line a second says so, with how many failed unlogged since
+     * (commit_failed_warn in node_commit.c). */
+    ev_tstamp commit_warned_at;
+    int commit_warned_rc;
+    uint64_t commit_unlogged;
 
     /* Writer -> loop hand-back: the writer reports batches in the order
      * they were queued, so the i-th report is about wb[i]. Written on the

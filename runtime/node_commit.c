@@ -433,6 +433,34 @@ static void actor_reset_failed(keel_node *n, keel_actor *a)
         keel__run_schedule(n, a);
 }
 
+/* Between two lines on failed commits (commit_failed_warn). */
+#define COMMIT_WARN_S 1.0
+
+/* The store logs why (at its own pace); this says how many actors it
+ * cost, at most once a second while the failures have one cause. Loop
+ * thread. */
+static void commit_failed_warn(keel_node *n, size_t ng, int status)
+{
+    ev_tstamp now = ev_now(n->loop);
+
+    if (n->commit_warned_at != 0 && status == n->commit_warned_rc &&
+        now - n->commit_warned_at < COMMIT_WARN_S) {
+        n->commit_unlogged++;
+        return;
+    }
+    if (n->commit_unlogged > 0)
+        keel_warn("commit of %zu actors failed: %s (and %llu more failed "
+                  "commits since the last such line)",
+                  ng, keel_strerror(status),
+                  (unsigned long long)n->commit_unlogged);
+    else
+        keel_warn("commit of %zu actors failed: %s", ng,
+                  keel_strerror(status));
+    n->commit_unlogged = 0;
+    n->commit_warned_at = now;
+    n->commit_warned_rc = status;
+}
+
 /* Settles a batch the writer handed back: on success its replies go out;
  * actors whose writes were refused (stale epoch, or built on a failed
  * batch) or lost (the commit failed) are reset to what the store holds,
@@ -456,8 +484,7 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
             STAT_SET(n, batch_turns_max, wb->turns);
     } else {
         STAT_ADD(n, commit_failures, 1);
-        keel_warn("commit of %zu actors failed: %s", ng,
-                  keel_strerror(status));
+        commit_failed_warn(n, ng, status);
     }
     for (i = 0; i < ng; i++) {
         int gst;

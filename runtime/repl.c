@@ -914,6 +914,9 @@ static void suspect_remove(keel_repl *r, repl_unit *u, unsigned i)
         r->nsuspect--;
 }
 
+/* Between two lines on suspect backups (keel_repl's suspect_*). */
+#define SUSPECT_WARN_S 1.0
+
 /* Every in-sync backup of u at epoch may hold writes this node does not:
  * none is waited on for an ack any more, only for the map to show it out
  * (its drop is asked at once, by the tick). */
@@ -935,6 +938,12 @@ static void suspect_all(keel_repl *r, repl_unit *u, uint64_t epoch,
         u->suspect[u->nsuspect].l = l;
         u->suspect[u->nsuspect++].epoch = epoch;
         STAT_ADD(r->n, repl_suspects, 1);
+        if (ev_now(r->n->loop) - r->suspect_warned_at < SUSPECT_WARN_S) {
+            r->suspect_unlogged++;
+            r->suspect_why = why;
+            continue;
+        }
+        r->suspect_warned_at = ev_now(r->n->loop);
         keel_warn("unit (%s, %u): backup %s may not hold what this node "
                   "holds (%s); asking the controller to drop it from the "
                   "in-sync set, it then catches up",
@@ -948,9 +957,19 @@ static void suspect_all(keel_repl *r, repl_unit *u, uint64_t epoch,
  * epoch, lag_unit remembers), and forgets those the map shows out. */
 static void suspect_tick(keel_repl *r)
 {
+    ev_tstamp now = ev_now(r->n->loop);
     size_t pos = 0;
     void *item;
 
+    if (r->suspect_unlogged > 0 &&
+        now - r->suspect_warned_at >= SUSPECT_WARN_S) {
+        keel_warn("%llu more backups made suspect since the last such line "
+                  "(the last: %s); each is dropped from its unit's in-sync "
+                  "set and catches up",
+                  (unsigned long long)r->suspect_unlogged, r->suspect_why);
+        r->suspect_unlogged = 0;
+        r->suspect_warned_at = now;
+    }
     if (r->nsuspect == 0)
         return;
     while (keel_hmap_next(&r->units, &pos, &item)) {
@@ -1592,7 +1611,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     repl_catchup_tick(r);
     lag_publish(r, now);
     if (r->busy == NULL && r->nframes == 0 && r->cuhead == NULL &&
-        !r->rescan && r->nsuspect == 0)
+        !r->rescan && r->nsuspect == 0 && r->suspect_unlogged == 0)
         ev_timer_stop(loop, t);
 }
 

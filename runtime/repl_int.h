@@ -263,6 +263,13 @@ struct keel_repl {
     uint64_t flush_no, settled_no;
     /* Units with suspect backups. */
     unsigned nsuspect;
+    /* A restart after a crash makes suspect the backups of every unit
+     * this node resumes, thousands at once with many shards: one line a
+     * second names a backup, the tick then says how many more (and why
+     * the last of them) in one line. */
+    ev_tstamp suspect_warned_at;
+    uint64_t suspect_unlogged;
+    const char *suspect_why; /* a static string */
     /* A flush that ran out of memory: its replies of units marked (or of
      * every unit, sfail_all) fail in doubt rather than go unconfirmed. */
     uint64_t sfail, sfail_all;

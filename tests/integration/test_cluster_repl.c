@@ -20,7 +20,10 @@
  *    after it waits as long, and then shows it; after SIGCONT the
  *    counter holds every acknowledged increment;
  *  - a primary killed and restarted on its data (same epoch, seqs from 1
- *    again) keeps its backups in sync, and they hold what it holds.
+ *    again) keeps its backups in sync, and they hold what it holds;
+ *  - such a primary with many units (256 shards) makes their backups
+ *    suspect at once: its log names one a second and counts the rest,
+ *    and the lines add up to its repl_suspects.
  * Backups that catch up are checked in test_cluster_repl_catchup.c, units
  * that move (a drain, failovers, killed controllers) in
  * test_cluster_repl_move.c; the three share tests/support/replfix.h.
@@ -565,6 +568,101 @@ START_TEST(a_restarted_primary_has_its_backups_caught_up)
 }
 END_TEST
 
+/* How many times what occurs in log. */
+static int log_count(const char *log, const char *what)
+{
+    int n = 0;
+
+    for (const char *p = strstr(log, what); p != NULL; p = strstr(p + 1, what))
+        n++;
+    return n;
+}
+
+/* The sum of the counts the summary lines ("N more backups made suspect
+ * ...") give. */
+static long summary_total(const char *log)
+{
+    const char *what = " more backups made suspect", *p, *q;
+    long sum = 0;
+
+    for (p = strstr(log, what); p != NULL; p = strstr(p + 1, what)) {
+        for (q = p; q > log && q[-1] >= '0' && q[-1] <= '9'; q--)
+            ;
+        sum += atol(q);
+    }
+    return sum;
+}
+
+/* A primary killed with many units resumes them all at their epoch at
+ * once, each backup of each made suspect: the log names one a second and
+ * counts the others in a line of its own, and those lines add up to the
+ * node's repl_suspects. (All of them failed over instead, which the
+ * node's return within its session makes rare: nothing to count.) */
+START_TEST(a_restarted_primary_logs_its_suspects_once_a_second)
+{
+    keel_client *c = NULL;
+    char *log = NULL, id[16] = "", owner[64];
+    long suspects = -1, summed = 0;
+    int j, port, named = 0, summaries = 0, tries;
+    double t0, secs;
+
+    fx.shards = 256;
+    tu_repl_start(&fx, 3, 3, "2000");
+    CHECK(tu_map_wait_settled(&fx, 3), "the cluster did not settle");
+    for (j = 0; j < 64 && id[0] == '\0'; j++) {
+        char cand[16];
+        tu_repl_counter_id(j, cand, sizeof cand);
+        tu_cluster_owner_of(&fx, 1, "counter", cand, owner, sizeof owner);
+        if (strcmp(owner, "n0") == 0)
+            snprintf(id, sizeof id, "%s", cand);
+    }
+    CHECK(id[0] != '\0', "no counter owned by n0");
+    port = fx.nodes[0].port;
+    t0 = tu_now_s();
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[0], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[0]);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 0, port, "--replicas", "3",
+                                           "--repl-lag-ms", "2000", NULL),
+                     0);
+    /* Served again: by n0, resumed, or by a backup promoted. */
+    CHECK(tu_repl_incr(&fx, &c, 1, id) == 1,
+          "%s not served after n0 restarted", id);
+    keel_client_close(c);
+    CHECK(tu_map_wait_settled(&fx, 3),
+          "the backups were not caught up after n0 restarted");
+    /* The last summary comes a second after the line before it at most:
+     * wait (bounded) until the lines account for every suspect. */
+    for (tries = 0; tries < 40; tries++) {
+        suspects = tu_keel_stat(fx.nodes[0].addr, "repl_suspects");
+        free(log);
+        log = tu_keeld_log(&fx.nodes[0]);
+        CHECK(log != NULL, "no log of n0");
+        named = log_count(log, "may not hold what this node holds");
+        summaries = log_count(log, " more backups made suspect");
+        summed = summary_total(log);
+        if (suspects >= 0 && named + summed == suspects)
+            break;
+        usleep(250 * 1000);
+    }
+    secs = tu_now_s() - t0;
+    fprintf(stderr,
+            "repl: n0 made %ld backups suspect: %d named, %ld counted in %d "
+            "lines, in %.1f s\n",
+            suspects, named, summed, summaries, secs);
+    CHECK(suspects >= 0, "no repl_suspects from n0");
+    CHECK(named + summed == suspects,
+          "n0's lines account for %d + %ld suspects of %ld", named, summed,
+          suspects);
+    CHECK(named <= 1 + (int)secs,
+          "n0 named %d suspect backups in %.1f s: more than one a second",
+          named, secs);
+    CHECK(summaries <= 1 + (int)secs,
+          "n0 logged %d summaries in %.1f s: more than one a second",
+          summaries, secs);
+    free(log);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_repl");
@@ -575,6 +673,7 @@ int main(void)
     tcase_add_test(tc, replicas_agree_and_a_dead_backup_is_dropped);
     tcase_add_test(tc, reply_waits_for_a_paused_backup);
     tcase_add_test(tc, a_restarted_primary_has_its_backups_caught_up);
+    tcase_add_test(tc, a_restarted_primary_logs_its_suspects_once_a_second);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }

@@ -5,9 +5,11 @@
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "acall.h"
@@ -1130,6 +1132,66 @@ START_TEST(inline_commit_fails)
 }
 END_TEST
 
+static int fail_every_commit(void *data)
+{
+    (void)data;
+    return KEEL_ENOSPC;
+}
+
+/* The node's lines on failed commits; the loop thread logs, the test
+ * reads them once the node has stopped. */
+struct commit_lines {
+    atomic_int failed;   /* "commit of N actors failed" */
+    atomic_int unlogged; /* of those, ones that count commits unlogged */
+};
+
+static void count_commit_lines(void *data, int level, const char *msg)
+{
+    struct commit_lines *c = data;
+
+    if (level != KEEL_LOG_WARN || strncmp(msg, "commit of ", 10) != 0 ||
+        strstr(msg, "actors failed") == NULL)
+        return;
+    atomic_fetch_add(&c->failed, 1);
+    if (strstr(msg, "more failed commits since the last such line"))
+        atomic_fetch_add(&c->unlogged, 1);
+}
+
+/* A full disk fails every commit, each call's own: the node says so in
+ * one line a second, not one per commit, and every caller still gets
+ * ENOSPC. */
+START_TEST(failed_commits_logged_once_a_second)
+{
+    keel_node *n = start_node(NULL);
+    keel_store_hooks h = {fail_every_commit, NULL, NULL};
+    struct commit_lines c;
+    struct timespec t0, t1;
+    char buf[64];
+    double secs;
+    int i;
+
+    atomic_init(&c.failed, 0);
+    atomic_init(&c.unlogged, 0);
+    keel_store_set_hooks(n->store, &h);
+    keel_log_set_callback(count_commit_lines, &c);
+    run(n);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (i = 0; i < 30; i++)
+        ck_assert_int_eq(callx(n, "counter", "a", "incr", buf, sizeof buf),
+                         KEEL_ENOSPC);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    finish(n);
+    keel_log_set_callback(NULL, NULL);
+    secs = (double)(t1.tv_sec - t0.tv_sec) +
+           (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    ck_assert_int_ge(atomic_load(&c.failed), 1);
+    ck_assert_msg(atomic_load(&c.failed) <= 1 + (int)secs,
+                  "%d lines for 30 failed commits in %.2f s",
+                  atomic_load(&c.failed), secs);
+    ck_assert_int_le(atomic_load(&c.unlogged), atomic_load(&c.failed) - 1);
+}
+END_TEST
+
 /* A flush that fails after a commit leaves that commit's fate unknown:
  * its caller is answered EINDOUBT, never "not committed", because the
  * write can be found after a restart; and nothing is written after it. */
@@ -1236,6 +1298,7 @@ static Suite *suite(void)
     tcase_add_test(tc, small_batches_commit_on_the_loop);
     tcase_add_test(tc, calls_chained_from_completions);
     tcase_add_test(tc, inline_commit_fails);
+    tcase_add_test(tc, failed_commits_logged_once_a_second);
     tcase_add_test(tc, shard_count_is_fixed);
     tcase_add_test(tc, bad_data_dir);
     tcase_add_test(tc, advertise_must_be_host_port);

@@ -15,11 +15,13 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <xxhash.h>
 
 #include "gates.h"
+#include "keel.h"
 #include "persistence/store.h"
 #include "testutil.h"
 
@@ -1060,6 +1062,88 @@ START_TEST(test_map_max)
     ck_assert_int_eq(keel_store_commit(s, b), 0);
     keel_batch_group(b, 0, &status);
     ck_assert_int_eq(status, KEEL_EFENCED);
+
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* The store's warnings, as the log callback hands them over (the test's
+ * own thread commits, so no lock is needed). */
+struct warn_count {
+    int failed;    /* "commit failed" lines */
+    int unlogged;  /* of those, ones that say how many went unlogged */
+    int again;     /* "commits succeed again" lines */
+    char last_again[256];
+};
+
+static void count_store_lines(void *data, int level, const char *msg)
+{
+    struct warn_count *w = data;
+
+    if (level == KEEL_LOG_WARN && strstr(msg, "commit failed: map full")) {
+        w->failed++;
+        if (strstr(msg, "more since the last such line") != NULL)
+            w->unlogged++;
+    } else if (level == KEEL_LOG_INFO &&
+               strstr(msg, "commits succeed again") != NULL) {
+        w->again++;
+        snprintf(w->last_again, sizeof w->last_again, "%s", msg);
+    }
+}
+
+/* A store that stays full fails every commit the writers try again: one
+ * line a second says so, not one per commit, and the first commit that
+ * succeeds says how many failed. */
+START_TEST(test_failed_commits_logged_once_a_second)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store_opts(dir, 64, KEEL_DURABILITY_FSYNC,
+                                    256 << 10, 1 << 20);
+    keel_batch *b = keel_batch_create();
+    struct warn_count w = {0};
+    struct timespec t0, t1;
+    char want[64];
+    double secs;
+    int i, unlogged;
+
+    keel_log_set_callback(count_store_lines, &w);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (i = 0; i < 40; i++) {
+        fill_batch(b, 1, 512, 4000); /* 2 MB: never fits the 1 MB map */
+        ck_assert_int_eq(keel_store_commit(s, b), KEEL_ENOSPC);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    secs = (double)(t1.tv_sec - t0.tv_sec) +
+           (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    /* The first at once, then one per full second at most: however slow
+     * this machine is, never one per commit. */
+    ck_assert_int_ge(w.failed, 1);
+    ck_assert_msg(w.failed <= 1 + (int)secs,
+                  "%d lines for 40 failed commits in %.2f s", w.failed,
+                  secs);
+    ck_assert_int_le(w.unlogged, w.failed - 1);
+    ck_assert_int_eq(w.again, 0);
+
+    fill_batch(b, 2, 10, 4000);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    ck_assert_int_eq(w.again, 1);
+    snprintf(want, sizeof want, "after %d failed", 40);
+    ck_assert_msg(strstr(w.last_again, want) != NULL, "%s", w.last_again);
+    /* Once: the run is over. */
+    fill_batch(b, 3, 10, 4000);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    ck_assert_int_eq(w.again, 1);
+    /* A new run is logged at once again, as a first line. */
+    i = w.failed;
+    unlogged = w.unlogged;
+    fill_batch(b, 4, 512, 4000);
+    ck_assert_int_eq(keel_store_commit(s, b), KEEL_ENOSPC);
+    ck_assert_int_eq(w.failed, i + 1);
+    ck_assert_int_eq(w.unlogged, unlogged);
+    keel_log_set_callback(NULL, NULL);
 
     keel_batch_destroy(b);
     keel_store_close(s);
@@ -3146,6 +3230,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_unit_digest);
     tcase_add_test(tc, test_unit_scan_from);
     tcase_add_test(tc, test_log_written_ahead);
+    tcase_add_test(tc, test_failed_commits_logged_once_a_second);
     suite_add_tcase(s, tc);
     return s;
 }
