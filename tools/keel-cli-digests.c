@@ -26,12 +26,18 @@ struct peer {
     char addr[NAME_CAP];
     keel_client *c;
     int failed; /* could not connect: reported once, not tried again */
+    unsigned long errors; /* digests it refused: the first is printed */
 };
 
 struct sweep {
     struct peer peers[MAX_NODES];
     size_t npeers;
     cli_connect_fn connect;
+    /* The credentials presented may not ask for digests (EDENIED: a
+     * client token, the digest wants an administrator; EUNAUTH): the
+     * sweep stops there, since every other request would be refused
+     * alike. */
+    int refused;
 };
 
 struct answer {
@@ -142,7 +148,10 @@ static void ask(struct sweep *s, const char *name, const char *cap,
         char what[300];
         snprintf(what, sizeof what, "digest of (%s, %s) on %s", cap, shard,
                  name);
-        print_failure(what, rc, reply, reply != NULL ? rlen : 0);
+        if (pe->errors++ == 0 || reply == NULL)
+            print_failure(what, rc, reply, reply != NULL ? rlen : 0);
+        if (rc == KEEL_EDENIED || rc == KEEL_EUNAUTH)
+            s->refused = rc;
         if (reply == NULL) { /* the connection is gone: once is enough */
             keel_client_close(pe->c);
             pe->c = NULL;
@@ -217,6 +226,8 @@ static void sweep_unit(struct sweep *s, const char *line, FILE *out,
         differ = missing = 0;
         for (i = 0; i < nrep; i++) {
             ask(s, names[i], tok[1], tok[2], &ans[i]);
+            if (s->refused)
+                return;
             if (!insync[i])
                 continue;
             if (!ans[i].ok)
@@ -290,6 +301,10 @@ int cli_shards_digest(keel_client *contact, const char *only,
             sweep_unit(s, p, out, counts);
         else if (*p != '\0')
             fprintf(out, "%s\n", p);
+        if (s->refused) {
+            rc = s->refused;
+            goto done;
+        }
         if (eol == NULL)
             break;
         p = eol + 1;
@@ -297,6 +312,11 @@ int cli_shards_digest(keel_client *contact, const char *only,
     fprintf(out, "digests: %u units, %u agree, %u differ, %u incomplete\n",
             counts->units, counts->agree, counts->differ,
             counts->incomplete);
+    for (i = 0; i < s->npeers; i++)
+        if (s->peers[i].errors > 1)
+            fprintf(stderr, "keel: %lu more digest requests refused by %s "
+                            "(the first is above)\n",
+                    s->peers[i].errors - 1, s->peers[i].name);
 done:
     free(reply);
     for (i = 0; i < s->npeers; i++)

@@ -26,8 +26,10 @@ struct cli_digest_counts {
  * with only non-NULL), then every replica of every unit for its digest.
  * Prints each unit line with its digests and verdict to out, then a
  * summary line; problems reaching a node go to stderr once per node.
- * Returns 0 with *counts filled, or the error of a request to contact
- * (its text printed). */
+ * Returns 0 with *counts filled, the error of a request to contact (its
+ * text printed), or KEEL_EDENIED / KEEL_EUNAUTH when a node refused the
+ * credentials (where tokens are required, a digest takes an
+ * administrator's): printed once, and the sweep stops there. */
 int cli_shards_digest(keel_client *contact, const char *only,
                       cli_connect_fn connect, FILE *out,
                       struct cli_digest_counts *counts);

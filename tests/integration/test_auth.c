@@ -298,6 +298,37 @@ static int http_port_of(void)
     return port;
 }
 
+/* keel shards --digest asks a digest of every unit, an administrator's
+ * request: with a client token the first refusal is printed, once, and
+ * the sweep stops there (exit 1); with the admin token every unit
+ * agrees. */
+START_TEST(shards_digest_needs_admin)
+{
+    char *out = NULL, *err = NULL, want[96];
+    int rc;
+
+    start_with_tokens(0);
+    free(admin_call("counter", "c1", "incr"));
+    rc = keel_as(CLIENT, &out, &err, "shards", "--digest", NULL);
+    ck_assert_msg(rc == 1, "shards --digest as a client: exit %d", rc);
+    ck_assert_ptr_nonnull(err);
+    ck_assert_msg(strstr(err, "EDENIED") != NULL &&
+                      strstr(strstr(err, "EDENIED") + 1, "EDENIED") == NULL,
+                  "one refusal expected: %s", err);
+    ck_assert_ptr_null(strstr(out, "digests:"));
+    free(out);
+    free(err);
+    rc = keel_as(ADMIN, &out, &err, "shards", "--digest", NULL);
+    ck_assert_msg(rc == 0, "shards --digest as admin: exit %d: %s", rc, err);
+    snprintf(want, sizeof want, "digests: %u units, %u agree, 0 differ",
+             KEEL_DEFAULT_SHARDS, KEEL_DEFAULT_SHARDS);
+    ck_assert_msg(strstr(out, want) != NULL, "no '%s' in the output", want);
+    ck_assert_ptr_nonnull(strstr(out, ":1 agree\n")); /* c1's unit */
+    free(out);
+    free(err);
+}
+END_TEST
+
 START_TEST(http_401_403_200)
 {
     char *resp = NULL;
@@ -867,6 +898,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, no_token_nothing_runs);
     tcase_add_test(tc, client_token_roles_and_types);
+    tcase_add_test(tc, shards_digest_needs_admin);
     tcase_add_test(tc, http_401_403_200);
     tcase_add_test(tc, bad_token_files_refused);
     tcase_add_test(tc, sighup_reload);
