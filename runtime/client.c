@@ -1193,6 +1193,32 @@ int keel_client_auth(keel_client *c, const char *token, char **reply,
                             reply, reply_len);
 }
 
+int keel_client_info(keel_client *c, const char *const *words, size_t n,
+                     char **reply, size_t *reply_len)
+{
+    size_t blen = 0, off = 0, i;
+    char *body;
+    int rc;
+
+    if (reply != NULL)
+        *reply = NULL;
+    for (i = 0; i < n; i++)
+        blen += strlen(words[i]) + (i > 0);
+    if ((body = malloc(blen ? blen : 1)) == NULL)
+        return KEEL_ENOMEM;
+    for (i = 0; i < n; i++) {
+        size_t l = strlen(words[i]);
+        if (i > 0)
+            body[off++] = '\0';
+        memcpy(body + off, words[i], l);
+        off += l;
+    }
+    rc = keel_client_call(c, KEEL_FRAME_INFO, NULL, NULL, 0, body, blen,
+                          reply, reply_len);
+    free(body);
+    return rc;
+}
+
 int keel_client_token_from_file(const char *path, char *buf, size_t cap)
 {
     FILE *f;

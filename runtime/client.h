@@ -223,6 +223,12 @@ int keel_client_unsubscribe(keel_client *c, uint64_t sub_id);
 int keel_client_auth(keel_client *c, const char *token, char **reply,
                      size_t *reply_len);
 
+/* An INFO request (docs/protocol.md, "Introspection"): the n words joined
+ * by NUL bytes. Returns what keel_client_call returns, the reply text in
+ * *reply (malloc'd). KEEL_ENOMEM when the body cannot be made. */
+int keel_client_info(keel_client *c, const char *const *words, size_t n,
+                     char **reply, size_t *reply_len);
+
 /* Reads a token from the first line of the file at path into buf (cap
  * bytes, NUL-terminated; trailing blanks and the newline dropped).
  * Errors: KEEL_EIO (cannot open), KEEL_EINVAL (empty). */

@@ -443,20 +443,13 @@ static void process_metrics(struct keel_sbuf *b, const char *data_dir)
 static void lag_metrics(struct keel_sbuf *b, keel_node *n,
                         const keel_stats *st)
 {
-    keel_repl_lag *v = NULL;
-    size_t nv = keel__repl_lag(n, NULL, 0), k;
+    size_t nv, k;
+    keel_repl_lag *v = keel__repl_lag(n, &nv);
 
     metric(b, "keel_repl_lag_max_ms", "gauge",
            "The largest replication lag over this primary's backups, in "
            "ms (0: every write sent is acknowledged).",
            "", st->repl_lag_ms);
-    if (nv > 0 && (v = calloc(nv, sizeof *v)) != NULL) {
-        size_t got = keel__repl_lag(n, v, nv); /* links only ever come */
-        if (got < nv)
-            nv = got;
-    } else {
-        nv = 0;
-    }
     keel__sb_printf(b, "# HELP keel_repl_lag_seconds Age of the oldest "
                        "write a backup has not acknowledged (0: none).\n"
                        "# TYPE keel_repl_lag_seconds gauge\n");

@@ -827,13 +827,11 @@ static void json_standalone_unit(keel_node *n, tbuf *b, const char *cap)
  * its controller's in-sync set changes. Zeros and no backup standalone. */
 static void json_replication(keel_node *n, tbuf *b)
 {
-    keel_repl_lag lag[64];
+    size_t nl, k;
+    keel_repl_lag *lag = keel__repl_lag(n, &nl);
     keel_stats st;
-    size_t nl = keel__repl_lag(n, lag, 64), k;
 
     keel_node_stats(n, &st);
-    if (nl > 64)
-        nl = 64;
     tb_printf(b, "{\"lag_max_ms\": %" PRIu64 ", \"backups\": [",
               st.repl_lag_ms);
     for (k = 0; k < nl; k++) {
@@ -852,6 +850,7 @@ static void json_replication(keel_node *n, tbuf *b)
               st.repl_drop_requests, st.repl_suspects, st.repl_catchups,
               st.repl_catchup_bytes, st.isr_shrinks, st.isr_expansions,
               st.failovers);
+    free(lag);
 }
 
 /* One schema in both modes: a standalone node answers as the only member

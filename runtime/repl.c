@@ -1615,19 +1615,21 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
         ev_timer_stop(loop, t);
 }
 
-size_t keel__repl_lag(keel_node *n, keel_repl_lag *out, size_t cap)
+keel_repl_lag *keel__repl_lag(keel_node *n, size_t *count)
 {
     keel_repl *r = n->repl;
-    size_t k;
+    keel_repl_lag *v = NULL;
 
+    *count = 0;
     if (r == NULL)
-        return 0;
+        return NULL;
     pthread_mutex_lock(&r->lag_mu);
-    for (k = 0; k < r->nlag && k < cap; k++)
-        out[k] = r->lagv[k];
-    k = r->nlag;
+    if (r->nlag > 0 && (v = malloc(r->nlag * sizeof *v)) != NULL) {
+        memcpy(v, r->lagv, r->nlag * sizeof *v);
+        *count = r->nlag;
+    }
     pthread_mutex_unlock(&r->lag_mu);
-    return k;
+    return v;
 }
 
 /* ---------------------------------------------------------- lifecycle */

@@ -122,11 +122,11 @@ typedef struct keel_repl_lag {
     double lag_s;    /* age of its oldest write not acknowledged; 0: none */
     uint64_t frames; /* frames sent to it (or to send) not acknowledged */
 } keel_repl_lag;
-/* Any thread: the figures the loop published last (on every tick of the
- * stream, every 20 ms while writes wait, and zeros once none does), at
- * most cap of them into out. Returns how many backups there are (more
- * than cap: the rest left out). 0 on a node without replication. */
-size_t keel__repl_lag(keel_node *n, keel_repl_lag *out, size_t cap);
+/* Any thread: a copy (malloc'd, *count entries) of the figures the loop
+ * published last (on every tick of the stream, every 20 ms while writes
+ * wait, and zeros once none does). NULL with *count 0 on a node without
+ * replication, before any backup, or out of memory. */
+keel_repl_lag *keel__repl_lag(keel_node *n, size_t *count);
 /* The coordinator applied a map: backups it shows out of sync release
  * what waited on them. */
 void keel__repl_map_applied(keel_node *n);

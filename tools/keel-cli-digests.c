@@ -46,32 +46,6 @@ struct answer {
     unsigned long long records;
 };
 
-static int info(keel_client *c, const char *const *words, int n,
-                char **reply, size_t *rlen)
-{
-    size_t blen = 0, off = 0;
-    char *body;
-    int i, rc;
-
-    for (i = 0; i < n; i++)
-        blen += strlen(words[i]) + (i > 0);
-    if ((body = malloc(blen + 1)) == NULL)
-        return KEEL_ENOMEM;
-    for (i = 0; i < n; i++) {
-        size_t l = strlen(words[i]);
-        if (i > 0)
-            body[off++] = '\0';
-        memcpy(body + off, words[i], l);
-        off += l;
-    }
-    *reply = NULL;
-    *rlen = 0;
-    rc = keel_client_call(c, KEEL_FRAME_INFO, NULL, NULL, 0, body, blen,
-                          reply, rlen);
-    free(body);
-    return rc;
-}
-
 static void print_failure(const char *what, int rc, const char *text,
                           size_t len)
 {
@@ -140,7 +114,7 @@ static void ask(struct sweep *s, const char *name, const char *cap,
             return;
         }
     }
-    rc = info(pe->c, words, 3, &reply, &rlen);
+    rc = keel_client_info(pe->c, words, 3, &reply, &rlen);
     if (rc == 0 && sscanf(reply, "digest %16s records %llu", a->hex,
                           &a->records) == 2) {
         a->ok = 1;
@@ -280,15 +254,15 @@ int cli_shards_digest(keel_client *contact, const char *only,
         return KEEL_ENOMEM;
     s->connect = connect;
     keel_client_set_max_frame(contact, (size_t)64 << 20);
-    if ((rc = info(contact, nodes_q, 1, &reply, &rlen)) != 0) {
+    if ((rc = keel_client_info(contact, nodes_q, 1, &reply, &rlen)) != 0) {
         print_failure("members", rc, reply, reply != NULL ? rlen : 0);
         goto done;
     }
     read_members(s, reply);
     free(reply);
     reply = NULL;
-    if ((rc = info(contact, shards_q, only != NULL ? 2 : 1, &reply,
-                   &rlen)) != 0) {
+    if ((rc = keel_client_info(contact, shards_q, only != NULL ? 2 : 1,
+                               &reply, &rlen)) != 0) {
         print_failure("the map", rc, reply, reply != NULL ? rlen : 0);
         goto done;
     }

@@ -1011,45 +1011,18 @@ static int cmd_ping(keel_client *c)
 
 /* nodes, shards, where, capabilities: an INFO frame whose body is the
  * words separated by NUL bytes; the reply is printed as it is. */
-/* An INFO body: the words separated by NUL bytes (malloc'd, *len bytes),
- * or NULL when out of memory. */
-static char *info_body(int argc, const char *const *argv, size_t *len)
-{
-    size_t blen = 0, off = 0;
-    char *body;
-    int i;
-
-    for (i = 0; i < argc; i++)
-        blen += strlen(argv[i]) + (i > 0);
-    body = malloc(blen ? blen : 1);
-    if (body == NULL)
-        return NULL;
-    for (i = 0; i < argc; i++) {
-        size_t l = strlen(argv[i]);
-        if (i > 0)
-            body[off++] = '\0';
-        memcpy(body + off, argv[i], l);
-        off += l;
-    }
-    *len = blen;
-    return body;
-}
-
 static int cmd_info(keel_client *c, int argc, char **argv)
 {
-    char *body, *reply = NULL;
-    size_t blen = 0, rlen = 0;
+    char *reply = NULL;
+    size_t rlen = 0;
     int rc;
 
-    body = info_body(argc, (const char *const *)argv, &blen);
-    if (body == NULL)
-        return transport_error(KEEL_ENOMEM);
     /* A unit per line: thousands of lines are normal for shards. */
     keel_client_set_max_frame(c, (size_t)64 << 20);
-    rc = request(c, KEEL_FRAME_INFO, NULL, NULL, body, blen, &reply, &rlen);
-    free(body);
+    rc = keel_client_info(c, (const char *const *)argv, (size_t)argc, &reply,
+                          &rlen);
     if (rc != 0)
-        return rc;
+        return request_failed(rc, reply, rlen);
     fwrite(reply, 1, rlen, stdout);
     free(reply);
     return flush_stdout();
@@ -1112,21 +1085,17 @@ static void find_owner(keel_client *c, const char *addr, const char *type,
                        const char *id, char *owner_addr, size_t cap)
 {
     const char *words[] = {"where", type, id};
-    size_t blen = 0, rlen = 0;
-    char *body = info_body(3, words, &blen), *reply = NULL, *p;
+    size_t rlen = 0;
+    char *reply = NULL, *p;
 
     snprintf(owner_addr, cap, "%s", addr);
-    if (body == NULL)
-        return;
-    if (keel_client_call(c, KEEL_FRAME_INFO, NULL, NULL, 0, body, blen,
-                         &reply, &rlen) == 0 &&
+    if (keel_client_info(c, words, 3, &reply, &rlen) == 0 &&
         (p = strstr(reply, "\naddress ")) != NULL) {
         char a[128];
         if (sscanf(p, "\naddress %127s", a) == 1 && addr_well_formed(a))
             snprintf(owner_addr, cap, "%s", a);
     }
     free(reply);
-    free(body);
 }
 
 static int parse_timeout(const char *s, int *out)
