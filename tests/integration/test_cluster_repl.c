@@ -325,7 +325,7 @@ START_TEST(reply_waits_for_a_paused_backup)
 {
     keel_client *c, *q;
     keel_shard_map m;
-    char id[16] = "", owner[64], http[4096], want[64];
+    char id[16] = "", http[4096], want[64];
     int j, tries, rc, polls = 0, answered = 0, read_answered = 0, hfd;
     long v, acked = 0, before;
     double lag_m = -1, lag_j = -1, most_m = 0, most_j = 0;
@@ -334,13 +334,7 @@ START_TEST(reply_waits_for_a_paused_backup)
     uint32_t shard = 0;
 
     tu_repl_start(&fx, 2, 2, "1500");
-    for (j = 0; j < 64 && id[0] == '\0'; j++) {
-        char cand[16];
-        tu_repl_counter_id(j, cand, sizeof cand);
-        tu_cluster_owner_of(&fx, 0, "counter", cand, owner, sizeof owner);
-        if (strcmp(owner, "n0") == 0)
-            snprintf(id, sizeof id, "%s", cand);
-    }
+    tu_repl_counter_led_by(&fx, 0, "n0", id, sizeof id);
     CHECK(id[0] != '\0', "no counter owned by n0");
     shard = tu_repl_shard_of(id);
     c = tu_repl_connect(&fx, 0);
@@ -601,21 +595,15 @@ static long summary_total(const char *log)
 START_TEST(a_restarted_primary_logs_its_suspects_once_a_second)
 {
     keel_client *c = NULL;
-    char *log = NULL, id[16] = "", owner[64];
+    char *log = NULL, id[16] = "";
     long suspects = -1, summed = 0;
-    int j, port, named = 0, summaries = 0, tries;
+    int port, named = 0, summaries = 0, tries;
     double t0, secs;
 
     fx.shards = 256;
     tu_repl_start(&fx, 3, 3, "2000");
     CHECK(tu_map_wait_settled(&fx, 3), "the cluster did not settle");
-    for (j = 0; j < 64 && id[0] == '\0'; j++) {
-        char cand[16];
-        tu_repl_counter_id(j, cand, sizeof cand);
-        tu_cluster_owner_of(&fx, 1, "counter", cand, owner, sizeof owner);
-        if (strcmp(owner, "n0") == 0)
-            snprintf(id, sizeof id, "%s", cand);
-    }
+    tu_repl_counter_led_by(&fx, 1, "n0", id, sizeof id);
     CHECK(id[0] != '\0', "no counter owned by n0");
     port = fx.nodes[0].port;
     t0 = tu_now_s();

@@ -251,25 +251,6 @@ static int backups_in_sync(int *mine, uint64_t *epochs, int mark)
     return ok;
 }
 
-/* Whether n0 is the primary of every unit. */
-static int all_n0(void)
-{
-    keel_shard_map m;
-    uint32_t s;
-    int ok, ci;
-
-    if (tu_map_read(&fx, &m) != 0)
-        return 0;
-    ci = keel_map_cap_index(&m, "");
-    ok = ci >= 0;
-    for (s = 0; ok && s < m.shard_count; s++) {
-        const char *p = keel_map_primary(&m, (uint32_t)ci, s);
-        ok = p != NULL && strcmp(p, "n0") == 0;
-    }
-    keel_map_free(&m);
-    return ok;
-}
-
 /* A primary that stopped in order (SIGTERM; its backups had died, so it
  * kept its units) left the clean-stop marker: back on its data, it gets
  * its units at the same epoch and suspects nothing, asking no drop of
@@ -297,9 +278,10 @@ START_TEST(a_primary_stopped_in_order_keeps_its_backups)
     /* Their sessions expire and n0 takes over their units (failover):
      * then no member is left that n0's leave could hand a unit to, and
      * it stops at once, keeping them all. */
-    for (i = 0; i < 300 && !all_n0(); i++)
+    for (i = 0; i < 300 && !tu_repl_leads(&fx, "n0", 1); i++)
         tu_sleep_ms(100);
-    CHECK(all_n0(), "n0 did not take over the units of n1 and n2");
+    CHECK(tu_repl_leads(&fx, "n0", 1),
+          "n0 did not take over the units of n1 and n2");
     port0 = fx.nodes[0].port;
     ck_assert_int_eq(tu_keeld_stop(&fx.nodes[0], SIGTERM), 0);
     tu_keeld_free(&fx.nodes[0]);
@@ -387,9 +369,10 @@ START_TEST(a_write_answered_in_doubt_leaves_no_clean_stop)
         ck_assert_int_eq(tu_keeld_stop(&fx.nodes[i], SIGKILL), 128 + SIGKILL);
         tu_keeld_free(&fx.nodes[i]);
     }
-    for (i = 0; i < 300 && !all_n0(); i++)
+    for (i = 0; i < 300 && !tu_repl_leads(&fx, "n0", 1); i++)
         tu_sleep_ms(100);
-    CHECK(all_n0(), "n0 did not take over the units of n1 and n2");
+    CHECK(tu_repl_leads(&fx, "n0", 1),
+          "n0 did not take over the units of n1 and n2");
     CHECK(backups_in_sync(mine, epochs, 0),
           "n1 and n2 left the in-sync sets of n0's units before any write");
 

@@ -399,25 +399,6 @@ START_TEST(a_killed_controller_s_work_is_finished_by_the_next)
 }
 END_TEST
 
-/* Whether no unit has n0 for primary. */
-static int none_on_n0(void)
-{
-    keel_shard_map m;
-    uint32_t s;
-    int ok, ci;
-
-    if (tu_map_read(&fx, &m) != 0)
-        return 0;
-    ci = keel_map_cap_index(&m, "");
-    ok = ci >= 0;
-    for (s = 0; ok && s < m.shard_count; s++) {
-        const char *p = keel_map_primary(&m, (uint32_t)ci, s);
-        ok = p != NULL && strcmp(p, "n0") != 0;
-    }
-    keel_map_free(&m);
-    return ok;
-}
-
 /* A write answered in doubt (n0 fenced by a ZooKeeper pause while its
  * backup n2, dead, had not acknowledged it) is in n0's store, on n1 and
  * not on n2, which stays in the in-sync set of n0's units (its dead
@@ -484,9 +465,9 @@ START_TEST(a_unit_moves_without_a_backup_that_lacks_a_write_in_doubt)
           "drain n0: %s", err != NULL ? err : "");
     free(out);
     free(err);
-    for (i = 0; i < 300 && !none_on_n0(); i++)
+    for (i = 0; i < 300 && !tu_repl_leads(&fx, "n0", 0); i++)
         tu_sleep_ms(100);
-    CHECK(none_on_n0(), "n0 still leads units after its drain");
+    CHECK(tu_repl_leads(&fx, "n0", 0), "n0 still leads units after its drain");
 
     ck_assert_int_eq(tu_cluster_start_node(&fx, 2, port2, "--replicas", "3",
                                            "--repl-lag-ms", "8000", NULL),

@@ -214,3 +214,37 @@ int tu_repl_bg_incr_join(tu_repl_bg_incr *b)
     pthread_join(b->t, NULL);
     return b->rc;
 }
+
+int tu_repl_leads(const tu_cluster *c, const char *node, int every)
+{
+    keel_shard_map m;
+    uint32_t s;
+    int ok, ci;
+
+    if (tu_map_read(c, &m) != 0)
+        return 0;
+    ci = keel_map_cap_index(&m, "");
+    ok = ci >= 0;
+    for (s = 0; ok && s < m.shard_count; s++) {
+        const char *p = keel_map_primary(&m, (uint32_t)ci, s);
+        ok = p != NULL && (strcmp(p, node) == 0) == every;
+    }
+    keel_map_free(&m);
+    return ok;
+}
+
+void tu_repl_counter_led_by(const tu_cluster *c, int via, const char *node,
+                            char *id, size_t cap)
+{
+    char owner[64];
+    int j;
+
+    id[0] = '\0';
+    for (j = 0; j < 64 && id[0] == '\0'; j++) {
+        char cand[16];
+        tu_repl_counter_id(j, cand, sizeof cand);
+        tu_cluster_owner_of(c, via, "counter", cand, owner, sizeof owner);
+        if (strcmp(owner, node) == 0)
+            snprintf(id, cap, "%s", cand);
+    }
+}

@@ -71,6 +71,16 @@ void tu_repl_wait_all_in_sync(const tu_cluster *c, const char *what);
 void tu_repl_check_agree(const tu_cluster *c, const long *acked,
                          const int *live, int nl, const char *when);
 
+/* Whether node leads every unit of the default group (every = 1), or
+ * none while each has a primary (every = 0), in the map read now. */
+int tu_repl_leads(const tu_cluster *c, const char *node, int every);
+
+/* The first of the counters tu_repl_counter_id names (of the first 64)
+ * whose primary, as node via answers `where`, is node: into id (cap
+ * bytes); "" when none is. */
+void tu_repl_counter_led_by(const tu_cluster *c, int via, const char *node,
+                            char *id, size_t cap);
+
 /* An increment of counter/id sent to addr on a connection of its own,
  * from a thread of its own: for tests whose increment is answered only
  * once something they do next has happened (a node fenced, say). */
