@@ -1000,6 +1000,38 @@ static int failover(keel_controller *ctl, keel_shard_map *next,
  * owners. `want` is placement's choice for primary, env what the replica
  * rules need; a unit never owned is placed only if `fresh_ok`. Returns 0
  * or a code. */
+/* Whether a move of unit u from owner to want, which placement asks for
+ * only to spread the units (the owner is live, not leaving, and still
+ * one of the replicas placement wants), waits until want is an in-sync
+ * backup. Moved now, want would get the unit by a stream, and the owner
+ * and the other backups, which hold it, would each get a snapshot from
+ * want afterwards: three copies sent where one will do. Waiting, want
+ * is a backup out of sync (keel_rs_follow lists it), catches up from the
+ * owner, and the move is then a promotion without a stream. A node that
+ * publishes no store cannot be added to an in-sync set (rule 4): its
+ * units move by a stream as before. */
+static int catch_up_first(const keel_shard_map *next, const keel_map_unit *u,
+                          const char *owner, const char *want,
+                          const keel_rs_env *env)
+{
+    int pos = -1, r;
+    size_t i;
+
+    if (env->replicas < 2 || want == NULL || !env->live(owner, env->arg) ||
+        env->leaving(owner, env->arg) || !env->live(want, env->arg) ||
+        !env->has_store(want, env->arg))
+        return 0;
+    for (i = 0; i < env->ndesired; i++)
+        if (strcmp(env->desired[i], owner) == 0)
+            break;
+    if (i == env->ndesired)
+        return 0; /* placement does not want the owner any more */
+    for (r = 1; r < u->nreplicas; r++)
+        if (strcmp(next->nodes[u->replicas[r]], want) == 0)
+            pos = r;
+    return pos < 0 || !((u->insync >> pos) & 1);
+}
+
 static int place_primary(keel_controller *ctl, keel_shard_map *next,
                          const char *cap, uint32_t c, uint32_t s,
                          const char *want, const keel_rs_env *env,
@@ -1062,6 +1094,8 @@ static int place_primary(keel_controller *ctl, keel_shard_map *next,
     } else if (target == NULL) {
         if (!live(ctl, owner) && !loss_ok(ctl, owner))
             return 0; /* the owner has the only copy: wait */
+        if (catch_up_first(next, u, owner, want, env))
+            return 0;
         if ((to = track(ctl, want)) < 0)
             return KEEL_ENOMEM;
         keel_handoff_begin(h, (uint32_t)from, (uint32_t)to, u->shard_epoch,

@@ -1225,12 +1225,43 @@ START_TEST(test_backups_follow_placement)
 }
 END_TEST
 
+/* Every out-of-sync backup of every unit of cap is caught up by its
+ * primary (rule 7: the runtime's add request, as if its snapshot were
+ * stored). */
+static void catch_up(const char *cap)
+{
+    keel_shard_map m = checked_map();
+    uint32_t s;
+    int r;
+
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&m, cap, s);
+        int p = node_idx(m.nodes[u->replicas[0]]);
+        for (r = 1; r < u->nreplicas; r++) {
+            int b = node_idx(m.nodes[u->replicas[r]]);
+            if (keel_map_insync(u, r) || b < 0 || C[b] == NULL)
+                continue;
+            ck_assert_int_eq(keel_cluster_request_add(C[p], cap, s,
+                                                      u->shard_epoch, nm(b),
+                                                      store_of_[b]),
+                             0);
+        }
+    }
+    keel_map_free(&m);
+    settle();
+}
+
 /* Rule 3: a primary move with the data keeps the in-sync backups that
- * stay listed, and the old primary is never in sync after it. */
+ * stay listed, and the old primary is never in sync after it. A move
+ * that placement asks for only to spread the units (the owner is live
+ * and stays a replica) waits until the new node is an in-sync backup:
+ * node-d joins as a backup out of sync everywhere, nothing moves, and
+ * once it has caught up the units placement gives it move to it without
+ * a stream (an in-sync backup promoted). */
 START_TEST(test_primary_move_carries_insync)
 {
     mkopt g = {3, "gpu", 0, 0, 0};
-    keel_shard_map before, after;
+    keel_shard_map before, mid, after;
     uint32_t s;
     size_t moved = 0;
 
@@ -1238,6 +1269,17 @@ START_TEST(test_primary_move_carries_insync)
     before = checked_map();
     mk(3, &g);
     settle();
+    mid = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "gpu", s);
+        char want[128];
+        snprintf(want, sizeof want, "%s*,%s*,node-d",
+                 before.nodes[ub->replicas[0]], before.nodes[ub->replicas[1]]);
+        ck_assert_str_eq(unit_str(&mid, "gpu", s), want);
+        ck_assert_uint_eq(unit(&mid, "gpu", s)->shard_epoch, ub->shard_epoch);
+        ck_assert_int_eq(unit(&mid, "gpu", s)->target, KEEL_MAP_NO_NODE);
+    }
+    catch_up("gpu");
     after = checked_map();
     for (s = 0; s < SHARDS; s++) {
         const keel_map_unit *ub = unit(&before, "gpu", s);
@@ -1247,16 +1289,47 @@ START_TEST(test_primary_move_carries_insync)
         char want[128];
         ck_assert_uint_eq(ua->nreplicas, 3);
         if (strcmp(after.nodes[ua->replicas[0]], "node-d") != 0) {
-            /* d appended, out of sync */
-            snprintf(want, sizeof want, "%s*,%s*,node-d", pb, other);
+            /* d caught up, in sync */
+            snprintf(want, sizeof want, "%s*,%s*,node-d*", pb, other);
             ck_assert_str_eq(unit_str(&after, "gpu", s), want);
             ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch);
             continue;
         }
         moved++;
         ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch + 1);
+        ck_assert_uint_eq(ua->promoted, 0);
         snprintf(want, sizeof want, "node-d*,%s,%s*", pb, other);
         ck_assert_str_eq(unit_str(&after, "gpu", s), want);
+    }
+    ck_assert_uint_gt(moved, 0);
+    keel_map_free(&before);
+    keel_map_free(&mid);
+    keel_map_free(&after);
+}
+END_TEST
+
+/* A node that publishes no store id can never be added to an in-sync
+ * set (rule 4), so a move to it cannot wait for that: the units
+ * placement gives it move at once, with the data, as without replicas. */
+START_TEST(test_spread_move_to_a_node_without_store)
+{
+    mkopt g = {3, "gpu", 1, 0, 0};
+    keel_shard_map before, after;
+    uint32_t s;
+    size_t moved = 0;
+
+    start_gpu(3);
+    before = checked_map();
+    mk(3, &g);
+    settle();
+    after = zk_map(); /* check_map expects every member's store */
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "gpu", s);
+        const keel_map_unit *ua = unit(&after, "gpu", s);
+        if (strcmp(after.nodes[ua->replicas[0]], "node-d") != 0)
+            continue;
+        moved++;
+        ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch + 1);
     }
     ck_assert_uint_gt(moved, 0);
     keel_map_free(&before);
@@ -1484,14 +1557,22 @@ START_TEST(test_dead_backup)
     mk(2, &g);
     settle();
     back = checked_map();
+    /* Back, node-c is a backup out of sync everywhere; placement gives it
+     * its units back only once it is in sync (a move without a stream),
+     * not before. */
+    for (s = 0; s < SHARDS; s++)
+        ck_assert_str_eq(unit_str(&back, "gpu", s), "node-b*,node-c");
+    keel_map_free(&back);
+    catch_up("gpu");
+    back = checked_map();
     for (s = 0; s < SHARDS; s++) {
         if (strcmp(keel_map_primary(&before, (uint32_t)gi, s), "node-b") ==
             0) {
-            ck_assert_str_eq(unit_str(&back, "gpu", s), "node-b*,node-c");
+            ck_assert_str_eq(unit_str(&back, "gpu", s), "node-b*,node-c*");
             continue;
         }
         /* placement gives node-c its units back: handed off by node-b
-         * with the data, node-b out of sync after it */
+         * to its in-sync backup, node-b out of sync after it */
         ck_assert_str_eq(unit_str(&back, "gpu", s), "node-c*,node-b");
         ck_assert_uint_eq(unit(&back, "gpu", s)->shard_epoch,
                           unit(&before, "gpu", s)->shard_epoch + 2);
@@ -1572,31 +1653,6 @@ static int same_nodes(const keel_shard_map *before, const keel_shard_map *m,
     return 1;
 }
 
-/* Every out-of-sync backup of every unit is caught up by its primary
- * (rule 7: the runtime's add request, as if its snapshot were stored). */
-static void catch_all_up(void)
-{
-    keel_shard_map m = checked_map();
-    uint32_t s;
-    int r;
-
-    for (s = 0; s < SHARDS; s++) {
-        const keel_map_unit *u = unit(&m, "", s);
-        int p = node_idx(m.nodes[u->replicas[0]]);
-        for (r = 1; r < u->nreplicas; r++) {
-            int b = node_idx(m.nodes[u->replicas[r]]);
-            if (keel_map_insync(u, r) || b < 0 || C[b] == NULL)
-                continue;
-            ck_assert_int_eq(keel_cluster_request_add(C[p], "", s,
-                                                      u->shard_epoch, nm(b),
-                                                      store_of_[b]),
-                             0);
-        }
-    }
-    keel_map_free(&m);
-    settle();
-}
-
 /* A dead node keeps its place in every replica list (a unit it led fails
  * over and lists it out of sync) until it has been gone for the dead
  * time; then the live node placement ranks next replaces it, out of sync,
@@ -1654,7 +1710,7 @@ START_TEST(test_dead_time_kept_then_replaced)
         ck_assert_uint_eq(u->nreplicas, pd < 0 ? 3 : 4);
     }
     keel_map_free(&m);
-    catch_all_up();
+    catch_up("");
     m = checked_map();
     for (s = 0; s < SHARDS; s++) {
         const keel_map_unit *u = unit(&m, "", s);
@@ -3419,6 +3475,7 @@ int main(void)
     tcase_add_test(tc, test_drop_request);
     tcase_add_test(tc, test_backups_follow_placement);
     tcase_add_test(tc, test_primary_move_carries_insync);
+    tcase_add_test(tc, test_spread_move_to_a_node_without_store);
     tcase_add_test(tc, test_primary_lost_alone_in_sync);
     tcase_add_test(tc, test_store_change_leaves_insync);
     tcase_add_test(tc, test_stale_drop_requests_ignored);
