@@ -52,6 +52,12 @@
 #define CU_SCAN_SOON_S 0.05
 /* Snapshots sent and not acknowledged yet, at most. */
 #define CU_MAX_SNAP 16
+/* Snapshot parts sent to one backup and not durable there yet, at most.
+ * A backup applies what it is sent in order, so the writes of the units
+ * it is in sync for queue behind the parts: more in flight only makes
+ * those lag, and past --repl-lag-ms it is dropped from those units and
+ * sent snapshots of them in turn. */
+#define CU_LINK_PARTS 2
 /* A snapshot not durable on the backup this long after it left is given
  * up (the backup is slow or gone); the unit is tried again later. */
 #define CU_SNAP_TIMEOUT_S 10.0
@@ -114,6 +120,27 @@ static void cu_unlist(keel_repl *r, repl_unit *u)
     u->culisted = 0;
 }
 
+/* c has a part on its way to the backup (counted once). */
+static void part_out(repl_catchup *c)
+{
+    if (c->part_out)
+        return;
+    c->part_out = 1;
+    c->l->snap_parts++;
+}
+
+/* c's part is durable there, or given up: the backup may be sent more,
+ * of this unit or of others the scan passed over for it. */
+static void part_in(keel_repl *r, repl_catchup *c)
+{
+    if (!c->part_out)
+        return;
+    c->part_out = 0;
+    c->l->snap_parts--;
+    r->rescan = 1;
+    repl_arm(r, 0);
+}
+
 /* Ends a catch-up. forget: what the backup was sent of the unit is not
  * waited for any more (doubt: what waited on it fails in doubt). */
 static void cu_end(keel_repl *r, repl_unit *u, repl_catchup *c, int forget,
@@ -124,6 +151,7 @@ static void cu_end(keel_repl *r, repl_unit *u, repl_catchup *c, int forget,
 
     if (c->phase == CU_SNAP && r->nsnap > 0)
         r->nsnap--;
+    part_in(r, c);
     free(c->resume);
     memset(c, 0, sizeof *c);
     u->ncu--;
@@ -275,6 +303,8 @@ void repl_catchup_acked(keel_repl *r, repl_unit *u, uint64_t epoch,
         return;
     if (seq > c->acked)
         c->acked = seq;
+    if (c->acked >= c->part_seq)
+        part_in(r, c);
     if (c->phase == CU_SNAP && c->acked >= c->snap_seq) {
         /* Asked from the tick: an answer's callback never sends. */
         r->nsnap--;
@@ -443,6 +473,8 @@ static void cu_part(keel_repl *r, repl_unit *u, repl_catchup *c)
         cu_end(r, u, c, 1, 0, CU_RETRY_S); /* numbered at another epoch */
         return;
     }
+    if (c->l->snap_parts >= CU_LINK_PARTS)
+        return; /* sent once one of those is durable there */
     r->plen = 0;
     r->pops = 0;
     rc = snap_read(r, u, c->resume, c->rlen);
@@ -476,6 +508,7 @@ static void cu_part(keel_repl *r, repl_unit *u, repl_catchup *c)
     r->pops = 0;
     repl_frame_finish(r, c->l);
     c->since = ev_now(r->n->loop);
+    part_out(c);
 }
 
 /* Sends the backup `ref` (store `store`) a snapshot of u at epoch. */
@@ -562,6 +595,7 @@ static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
     }
     c->phase = CU_SNAP;
     c->since = ev_now(r->n->loop);
+    part_out(c);
     /* A store id is KEEL_MAP_STORE_HEX characters at most (a plain
      * copy: snprintf here makes gcc -O2 warn about truncation). */
     slen = strnlen(store, sizeof c->store - 1);
@@ -634,8 +668,9 @@ static void cu_scan(keel_repl *r)
                     return;
                 }
                 l = repl_link_get(r, &refs[i]);
-                if (l == NULL || cu_find(u, mu->shard_epoch, l) != NULL)
-                    continue;
+                if (l == NULL || cu_find(u, mu->shard_epoch, l) != NULL ||
+                    l->snap_parts >= CU_LINK_PARTS)
+                    continue; /* a part landing there scans again */
                 cu_begin(r, u, mu->shard_epoch, &refs[i], stores[i]);
             }
         }

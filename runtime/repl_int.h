@@ -65,6 +65,7 @@ typedef struct repl_catchup {
     size_t rlen;
     uint64_t acked; /* the highest seq it acknowledged at epoch */
     int phase;
+    int part_out; /* a part sent, not durable there yet (l->snap_parts) */
     ev_tstamp since; /* when the phase began */
     char store[KEEL_MAP_STORE_HEX + 1];
 } repl_catchup;
@@ -196,6 +197,7 @@ struct repl_link {
     ev_tstamp retry_at;
     ev_tstamp warned_at;
     repl_frame *build;       /* the frame of the settle under way */
+    unsigned snap_parts;     /* snapshot parts sent, not durable yet */
 };
 
 /* Backup side: what this node took of a unit. */
