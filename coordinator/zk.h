@@ -11,7 +11,11 @@
  *  - After close() or destroy() no callback of that session is called
  *    again: neither completions nor watches nor session events.
  *  - Within one session, completions and watch events arrive in the order
- *    the server produced them (ZooKeeper's ordering guarantee).
+ *    the server produced them (ZooKeeper's ordering guarantee). Across
+ *    sessions there is no such order: a session may hear of a change made
+ *    through another session before the answer to a request it sent
+ *    before that change was made, and that answer may then already
+ *    reflect the change (an exists answering KEEL_ENOTFOUND).
  *  - Watches are one-shot. They survive a disconnection (the client
  *    re-registers them) and die with the session: after KEEL_ZK_EXPIRED no
  *    watch of that session fires.

@@ -259,7 +259,8 @@ START_TEST(test_watches_and_ephemerals)
 {
     struct ev_loop *loop;
     keel_zk *a, *b;
-    rec sa = {0}, sb = {0}, c1 = {0}, g = {0}, w = {0}, wc = {0}, st = {0};
+    rec sa = {0}, sb = {0}, c1 = {0}, g = {0}, gc = {0}, ge = {0}, w = {0},
+        wc = {0}, st = {0};
     char path[64];
 
     loop = ev_loop_new(EVFLAG_AUTO);
@@ -274,23 +275,36 @@ START_TEST(test_watches_and_ephemerals)
     ck_assert_int_eq(c1.rc, 0);
     ck_assert_int_eq(c1.st.ephemeral_owner, keel_zk_session_id(a));
 
-    /* b watches the node's data and the root's children */
+    /* b watches the node's data and the root's children. Every request
+     * has its own record: the server may answer b after it has sent b an
+     * event that a's later request caused, so one answer must not be
+     * taken for another's. */
     ck_assert_int_eq(keel_zk_get(b, path, on_watch, &w, on_data, &g), 0);
     ck_assert(run_until(loop, &g.calls, 5));
+    ck_assert_int_eq(g.rc, 0);
     ck_assert_str_eq(g.data, "x");
-    ck_assert_int_eq(keel_zk_children(b, "/", on_watch, &wc, on_children, &g),
-                     0);
-    ck_assert(run_until(loop, &g.calls, 5));
+    ck_assert_int_eq(
+        keel_zk_children(b, "/", on_watch, &wc, on_children, &gc), 0);
+    ck_assert(run_until(loop, &gc.calls, 5));
+    ck_assert_int_eq(gc.rc, 0);
 
     ck_assert_int_eq(keel_zk_set(a, path, "y", 1, 0, on_stat, &st), 0);
     ck_assert(run_until(loop, &w.calls, 5));
     ck_assert_int_eq(w.events[0], KEEL_ZK_NODE_CHANGED);
     ck_assert_str_eq(w.path, path);
+    ck_assert(run_until(loop, &st.calls, 5));
+    ck_assert_int_eq(st.rc, 0);
 
-    /* re-arm, then close a's session: the node goes, both watches fire */
-    memset(&g, 0, sizeof g);
-    ck_assert_int_eq(keel_zk_exists(b, path, on_watch, &w, on_stat, &g), 0);
-    ck_assert(run_until(loop, &g.calls, 5));
+    /* Re-arm with exists (same callback and argument as the fired data
+     * watch), then close a's session: the node goes, both watches fire.
+     * The exists answer must be in, and must have found the node, before
+     * the close: an exists that reaches the server after the node is gone
+     * answers ENOTFOUND and leaves a watch for the node's creation, which
+     * its deletion does not fire (see the end of this test). */
+    ck_assert_int_eq(keel_zk_exists(b, path, on_watch, &w, on_stat, &ge), 0);
+    ck_assert(run_until(loop, &ge.calls, 5));
+    ck_assert_int_eq(ge.rc, 0);
+    ck_assert_int_eq(w.calls, 1);
     keel_zk_close(a);
     {
         /* The close normally ends the session at once; should its
@@ -307,10 +321,42 @@ START_TEST(test_watches_and_ephemerals)
         ck_assert_msg(both, "watches did not fire after close");
     }
     ck_assert_int_eq(w.events[1], KEEL_ZK_NODE_DELETED);
+    ck_assert_str_eq(w.path, path);
     ck_assert_int_eq(wc.events[0], KEEL_ZK_CHILDREN_CHANGED);
+    ck_assert_str_eq(wc.path, "/");
     /* a closed client refuses requests until it connects again */
     ck_assert_int_eq(keel_zk_get(a, path, NULL, NULL, on_data, &g),
                      KEEL_ESESSION);
+
+    /* An exists on the absent node answers ENOTFOUND and leaves a watch
+     * that its creation fires (by a's new session here). */
+    memset(&ge, 0, sizeof ge);
+    ck_assert_int_eq(keel_zk_exists(b, path, on_watch, &w, on_stat, &ge), 0);
+    ck_assert(run_until(loop, &ge.calls, 5));
+    ck_assert_int_eq(ge.rc, KEEL_ENOTFOUND);
+    memset(&sa, 0, sizeof sa);
+    ck_assert_int_eq(keel_zk_connect(a, 4000, on_session, &sa), 0);
+    ck_assert(run_until(loop, &sa.nevents, 10));
+    ck_assert_int_eq(sa.events[0], KEEL_ZK_CONNECTED);
+    memset(&c1, 0, sizeof c1);
+    ck_assert_int_eq(keel_zk_create(a, path, "z", 1, KEEL_ZK_EPHEMERAL,
+                                    on_create, &c1),
+                     0);
+    ck_assert(run_until(loop, &c1.calls, 5));
+    ck_assert_int_eq(c1.rc, 0);
+    {
+        int third = 0;
+        double t0 = ev_time();
+        while (!third && ev_time() - t0 < 5) {
+            int zero = 0;
+            run_until(loop, &zero, 0.05);
+            third = w.calls >= 3;
+        }
+        ck_assert_msg(third, "the exists watch did not fire on creation");
+    }
+    ck_assert_int_eq(w.calls, 3);
+    ck_assert_int_eq(w.events[2], KEEL_ZK_NODE_CREATED);
+    ck_assert_str_eq(w.path, path);
 
     keel_zk_destroy(a);
     keel_zk_destroy(b);
