@@ -1003,13 +1003,12 @@ static int failover(keel_controller *ctl, keel_shard_map *next,
 /* Whether a move of unit u from owner to want, which placement asks for
  * only to spread the units (the owner is live, not leaving, and still
  * one of the replicas placement wants), waits until want is an in-sync
- * backup. Moved now, want would get the unit by a stream, and the owner
- * and the other backups, which hold it, would each get a snapshot from
- * want afterwards: three copies sent where one will do. Waiting, want
- * is a backup out of sync (keel_rs_follow lists it), catches up from the
- * owner, and the move is then a promotion without a stream. A node that
- * publishes no store cannot be added to an in-sync set (rule 4): its
- * units move by a stream as before. */
+ * backup. Moved now, want would get the unit by a stream, and the unit
+ * is closed to calls while a stream runs. Waiting, want is a backup out
+ * of sync (keel_rs_follow lists it) and catches up from the owner, which
+ * serves the unit meanwhile; the move is then onto an in-sync backup,
+ * without a stream. A node that publishes no store can never be added
+ * to an in-sync set (rule 7): its units move by a stream as before. */
 static int catch_up_first(const keel_shard_map *next, const keel_map_unit *u,
                           const char *owner, const char *want,
                           const keel_rs_env *env)

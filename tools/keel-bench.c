@@ -231,12 +231,13 @@ struct config {
     int progress;       /* progress lines on stderr */
     const char *token;  /* --token: the node requires it (an admin token
                          * in a token file), every connection presents it */
-    /* The cluster workloads (replication, failover): */
+    /* The cluster workloads (replication, failover, catchup, outbox): */
     const char *keeld;  /* the node program */
     const char *zk_conf; /* the directory of zk.sh */
     int shards;         /* --shards of the cluster */
     int session_ms;     /* --zk-session-timeout of its nodes */
     int rounds;         /* failover: kills */
+    int catchup_mb;     /* catchup: MiB of entries the cluster holds */
     unsigned repl_loads; /* replication: bit l runs load l (hot, create,
                           * latency) */
     const char *outbox_plugin; /* outbox: the actor types its nodes load */
@@ -2911,6 +2912,365 @@ out:
     return rc;
 }
 
+/* -------------------------------------------------------------- catchup */
+
+/* What a restart costs a cluster with replicas, as in a rolling restart:
+ * three keeld with --replicas 3 hold --catchup-mb MiB of kv entries
+ * (CU_VALUE-byte values, one entry per actor, written with a window of
+ * CU_WINDOW: the first result, in puts/s). Then n2 is stopped in order
+ * (SIGTERM: it hands the units it leads to in-sync backups and exits)
+ * and started again on its data; the second result is the time from its
+ * start until every unit has its two backups in sync again, in ms, with
+ * the bytes of the snapshots its primaries sent it (repl_catchup_bytes).
+ * Meanwhile a client thread makes sequential `incr` calls to a counter
+ * n0 leads: their latency during the catch-up, against the same before
+ * the stop, is what catching up costs the clients of the primaries that
+ * send the snapshots. Every entry read back afterwards must be the value
+ * written, and the counter the number of increments answered. */
+#define CU_VALUE 16384
+#define CU_WINDOW 64
+#define CU_BASELINE_MS 2000
+#define CU_LEAVE_S 120
+#define CU_PROBE_MAX (1u << 20)
+#define CU_SAMPLE 256
+
+static char cu_msg[6 + CU_VALUE];
+
+/* Entry i's value: its number, then a fill that depends on it. */
+static void cu_value(uint64_t i, char *v)
+{
+    size_t k, n = (size_t)snprintf(v, 24, "%020" PRIu64, i);
+
+    for (k = n; k < CU_VALUE; k++)
+        v[k] = (char)('a' + (i + k) % 26);
+}
+
+static void gen_cufill(const struct phase *ph, uint64_t i, struct op *op)
+{
+    (void)ph;
+    op->type = "kv";
+    memcpy(op->id, "cu", 2);
+    op->idlen = 2 + put_u64(op->id + 2, i);
+    memcpy(cu_msg, "put v ", 6);
+    cu_value(i, cu_msg + 6);
+    op->msg = cu_msg;
+    op->len = sizeof cu_msg;
+}
+
+/* The probe: sequential incr of counter/<id> through n0. */
+struct cu_probe {
+    const char *addr;
+    char id[32];
+    pthread_t thread;
+    pthread_mutex_t mu;
+    int stop;
+    uint64_t *t0, *lat; /* per answered call: sent at, latency (ns) */
+    size_t n;
+    uint64_t failed;
+    int unknown;   /* a call failed since the last answer */
+    int64_t value; /* the last answer */
+    char first_fail[96]; /* the first failed call's error */
+    char error[256];
+};
+
+static void *cu_probe_thread(void *arg)
+{
+    struct cu_probe *p = arg;
+    keel_client *k = NULL;
+
+    for (;;) {
+        char *reply = NULL;
+        uint64_t t0, t1;
+        int rc, stop;
+
+        pthread_mutex_lock(&p->mu);
+        stop = p->stop || p->n == CU_PROBE_MAX;
+        pthread_mutex_unlock(&p->mu);
+        if (stop)
+            break;
+        if (k == NULL &&
+            (rc = keel_client_connect(p->addr, CONNECT_TIMEOUT_MS, &k)) != 0) {
+            pthread_mutex_lock(&p->mu);
+            p->failed++;
+            pthread_mutex_unlock(&p->mu);
+            chaos_sleep_ms(10);
+            continue;
+        }
+        t0 = now_ns();
+        rc = keel_client_call(k, KEEL_FRAME_CALL, "counter", p->id,
+                              strlen(p->id), "incr", 4, &reply, NULL);
+        t1 = now_ns();
+        pthread_mutex_lock(&p->mu);
+        if (rc == 0 && reply != NULL) {
+            int64_t v = strtoll(reply, NULL, 10);
+            /* One more than the last answer; after a failed call, whose
+             * increment may have run, at most one more per call. */
+            if ((p->unknown ? v <= p->value : v != p->value + 1) &&
+                p->error[0] == '\0')
+                snprintf(p->error, sizeof p->error,
+                         "counter/%s answered %s after %" PRId64, p->id,
+                         reply, p->value);
+            p->value = v;
+            p->unknown = 0;
+            p->t0[p->n] = t0;
+            p->lat[p->n++] = t1 - t0;
+        } else {
+            /* Did not run, or its outcome is unknown. */
+            if (p->failed++ == 0)
+                snprintf(p->first_fail, sizeof p->first_fail, "%s",
+                         keel_err_name(rc));
+            p->unknown = 1;
+        }
+        pthread_mutex_unlock(&p->mu);
+        free(reply);
+        if (rc != 0 && rc != KEEL_EUNAVAIL && rc != KEEL_ESTOPPING) {
+            keel_client_close(k);
+            k = NULL;
+        }
+    }
+    if (k != NULL)
+        keel_client_close(k);
+    return NULL;
+}
+
+/* Latency of the probe's calls sent within [from, to), into r (µs). */
+static size_t cu_window(const struct cu_probe *p, uint64_t from, uint64_t to,
+                        struct lat *out)
+{
+    struct phase ph;
+    size_t i, n = 0;
+
+    memset(&ph, 0, sizeof ph);
+    ph.lat_ns = xcalloc(p->n ? p->n : 1, sizeof *ph.lat_ns);
+    for (i = 0; i < p->n; i++)
+        if (p->t0[i] >= from && p->t0[i] < to)
+            ph.lat_ns[n++] = p->lat[i];
+    ph.ops = n;
+    phase_latency(&ph, out);
+    free(ph.lat_ns);
+    return n;
+}
+
+/* Sums over the running nodes of what a restart moves. */
+struct cu_stats {
+    double snap_bytes, snaps, stream_bytes, drops;
+};
+
+static void cu_stats(const struct cl *cl, struct cu_stats *out)
+{
+    int i;
+
+    memset(out, 0, sizeof *out);
+    for (i = 0; i < cl->count; i++) {
+        keel_client *k;
+        char *reply = NULL;
+
+        if (!chaos_node_up(&cl->c, i) ||
+            keel_client_connect(cl->c.nodes[i].addr, CONNECT_TIMEOUT_MS,
+                                &k) != 0)
+            continue;
+        if (keel_client_call(k, KEEL_FRAME_STAT, NULL, NULL, 0, NULL, 0,
+                             &reply, NULL) == 0 &&
+            reply != NULL) {
+            out->snap_bytes += stat_line(reply, "repl_catchup_bytes");
+            out->snaps += stat_line(reply, "repl_catchups");
+            out->stream_bytes += stat_line(reply, "handoff_bytes_in");
+            out->drops += stat_line(reply, "repl_drop_requests");
+        }
+        free(reply);
+        keel_client_close(k);
+    }
+}
+
+/* Reads back CU_SAMPLE entries spread over the n written through any
+ * node: each must hold the value written. */
+static int cu_verify(const struct cl *cl, uint64_t n, struct result *r)
+{
+    keel_client *k = NULL;
+    char *want = xcalloc(1, CU_VALUE + 1);
+    int via = cl_any(cl), rc = 0;
+    uint64_t s;
+
+    if (via < 0 || keel_client_connect(cl->c.nodes[via].addr,
+                                       CONNECT_TIMEOUT_MS, &k) != 0) {
+        free(want);
+        return result_fail(r, "cannot connect to read the entries back");
+    }
+    for (s = 0; s < CU_SAMPLE && rc == 0; s++) {
+        uint64_t i = s * n / CU_SAMPLE;
+        char id[32], *reply = NULL;
+        size_t len = 0;
+        int crc;
+
+        snprintf(id, sizeof id, "cu%" PRIu64, i);
+        cu_value(i, want);
+        crc = keel_client_call(k, KEEL_FRAME_CALL, "kv", id, strlen(id),
+                               "get v", 5, &reply, &len);
+        if (crc != 0 || len != CU_VALUE || memcmp(reply, want, len) != 0)
+            rc = result_fail(r, "kv/%s reads %s after the catch-up", id,
+                             crc != 0 ? keel_strerror(crc)
+                                      : "another value");
+        free(reply);
+    }
+    keel_client_close(k);
+    free(want);
+    return rc;
+}
+
+static int wl_catchup(struct env *e0, struct result *res, int *nres)
+{
+    const struct config *cfg = e0->cfg;
+    struct result *rf = &res[0], *r = &res[1];
+    static struct route route;
+    static struct cu_probe pr;
+    uint64_t nvals = (uint64_t)cfg->catchup_mb * (1u << 20) / CU_VALUE;
+    uint64_t base0 = 0, base1 = 0, stop_t, start_t = 0, ready_t = 0;
+    struct cu_stats s0, s1;
+    struct lat before, during;
+    struct phase p;
+    keel_stats a, b;
+    struct env e;
+    struct cl cl;
+    char name[48], err[256];
+    int rc = 0, started = 0, connected = 0, k;
+    size_t nbefore = 0, nduring = 0;
+    const int victim = 2;
+
+    *nres = 2;
+    result_init(rf, "catchup", e0, "puts/s",
+                "fill, R=3: kv put of 16 KiB values, window 64");
+    result_init(r, "catchup", e0, "ms to in sync",
+                "n2 stopped in order and restarted on its data");
+    rf->transport = r->transport = "tcp";
+    memset(&pr, 0, sizeof pr);
+    if (cl_open(&cl, cfg, CL_NODES) != 0) {
+        cl_close(&cl);
+        return result_fail(rf, "cannot start ZooKeeper");
+    }
+    snprintf(name, sizeof name, "bench%d-cu", (int)getpid());
+    if (cl_start(&cl, 0, name, 3, &route) != 0) {
+        rc = result_fail(rf, "the cluster did not start or settle");
+        goto out;
+    }
+    if (cl_connect(&e, cfg, &cl, &route) != 0) {
+        rc = result_fail(rf, "cannot connect to the cluster");
+        goto out;
+    }
+    connected = 1;
+    phase_init(&p, "fill", nvals, CU_WINDOW);
+    p.gen = gen_cufill;
+    phase_record_latency(&p);
+    rc = measure(&e, &p, rf, &a, &b);
+    phase_fini(&p);
+    if (rc != 0)
+        goto out;
+    add_extra(rf, "mb_per_s", "MiB/s", 1,
+              rf->ops_per_s * CU_VALUE / (1 << 20));
+    add_extra(rf, "data_mb", "MiB", 0, (double)cfg->catchup_mb);
+
+    /* The probe's counter: one whose unit n0 leads. */
+    for (k = 0; k < 100000; k++) {
+        int len = snprintf(pr.id, sizeof pr.id, "probe%d", k);
+        if (route.owner[keel_shard_of("counter", pr.id, (size_t)len,
+                                      route.shards)] == 0)
+            break;
+    }
+    if (k == 100000) {
+        rc = result_fail(r, "n0 leads no unit");
+        goto out;
+    }
+    pr.addr = cl.c.nodes[0].addr;
+    pr.t0 = xcalloc(CU_PROBE_MAX, sizeof *pr.t0);
+    pr.lat = xcalloc(CU_PROBE_MAX, sizeof *pr.lat);
+    pthread_mutex_init(&pr.mu, NULL);
+    if (pthread_create(&pr.thread, NULL, cu_probe_thread, &pr) != 0) {
+        rc = result_fail(r, "cannot start the probe thread");
+        goto out;
+    }
+    started = 1;
+    base0 = now_ns();
+    chaos_sleep_ms(CU_BASELINE_MS);
+    base1 = now_ns();
+
+    /* The restart, as an operator makes it. */
+    if (cfg->progress)
+        fprintf(stderr, "%s: catchup: stopping %s in order\n", prog,
+                cl.c.nodes[victim].id);
+    stop_t = now_ns();
+    if (kill(cl.c.nodes[victim].pid, SIGTERM) != 0 ||
+        !chaos_node_wait_exit(&cl.c, victim, CU_LEAVE_S * 1000)) {
+        rc = result_fail(r, "%s did not stop in order within %d s",
+                         cl.c.nodes[victim].id, CU_LEAVE_S);
+        goto out;
+    }
+    (void)chaos_node_reap(&cl.c, victim);
+    add_extra(r, "leave_ms", "stop ms", 0,
+              (double)(now_ns() - stop_t) / 1e6);
+    cu_stats(&cl, &s0);
+    start_t = now_ns();
+    if (chaos_node_start(&cl.c, victim, err, sizeof err) != 0) {
+        rc = result_fail(r, "%s", err);
+        goto out;
+    }
+    if (cl_wait_ready(&cl, 3, NULL) != 0) {
+        rc = result_fail(r, "%s did not come back in sync",
+                         cl.c.nodes[victim].id);
+        goto out;
+    }
+    ready_t = now_ns();
+    cu_stats(&cl, &s1);
+out:
+    if (started) {
+        pthread_mutex_lock(&pr.mu);
+        pr.stop = 1;
+        pthread_mutex_unlock(&pr.mu);
+        pthread_join(pr.thread, NULL);
+        pthread_mutex_destroy(&pr.mu);
+        if (rc == 0 && pr.error[0] != '\0')
+            rc = result_fail(r, "%s", pr.error);
+    }
+    if (rc == 0) {
+        nbefore = cu_window(&pr, base0, base1, &before);
+        nduring = cu_window(&pr, start_t, ready_t, &during);
+        r->ops = 1;
+        r->ops_per_s = (double)(ready_t - start_t) / 1e6;
+        r->lat = during;
+        add_extra(r, "snapshot_mb", "MiB in snapshots", 1,
+                  (s1.snap_bytes - s0.snap_bytes) / (1 << 20));
+        add_extra(r, "snapshots", "snapshots", 0, s1.snaps - s0.snaps);
+        add_extra(r, "stream_mb", "MiB in streams", 1,
+                  (s1.stream_bytes - s0.stream_bytes) / (1 << 20));
+        add_extra(r, "drop_requests", "drops asked", 0, s1.drops - s0.drops);
+        add_extra(r, "probe_calls", "probe calls", 0, (double)nduring);
+        add_extra(r, "probe_p50_before_us", "probe p50 before us", 0,
+                  before.p50);
+        add_extra(r, "probe_p99_before_us", "probe p99 before us", 0,
+                  before.p99);
+        add_extra(r, "probe_failed", "probe failed", 0, (double)pr.failed);
+        if (pr.failed > 0)
+            fprintf(stderr, "%s: catchup: %" PRIu64 " probe calls failed, "
+                            "the first with %s\n",
+                    prog, pr.failed, pr.first_fail);
+        if (nbefore == 0)
+            rc = result_fail(r, "the probe made no call before the stop");
+    }
+    if (rc == 0)
+        rc = cu_verify(&cl, nvals, r);
+    if (rc == 0 && pr.failed == 0) {
+        char want[32];
+        snprintf(want, sizeof want, "%" PRId64, pr.value);
+        rc = call_one(&e, r, "counter", pr.id, "get", want);
+    }
+    if (connected)
+        env_close(&e);
+    if (rc != 0)
+        cl.failed = 1;
+    cl_close(&cl);
+    free(pr.t0);
+    free(pr.lat);
+    return rc;
+}
+
 /* --------------------------------------------------------------- outbox */
 
 /* Actor to actor messages across two nodes, durable: OB_SENDERS "obsend"
@@ -3301,6 +3661,8 @@ static const struct workload workloads[] = {
      "hot, create, latency on 3 keeld nodes with R=1, then R=3: ratios"},
     {"failover", wl_failover, 3, 0,
      "kill -9 a loaded unit's primary --rounds times: client outage"},
+    {"catchup", wl_catchup, 3, 0,
+     "R=3: a node restarted in order catches up on --catchup-mb MiB"},
     {"outbox", wl_outbox, 3, 0,
      "20,000 durable actor-to-actor messages to another node"},
     {"reminders", wl_reminders, 0, 0,
@@ -3439,13 +3801,13 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: keel-bench [OPTIONS] [WORKLOAD...]\n"
             "\n"
-            "Runs each workload (all but replication, failover, outbox\n"
-            "and flushes when none is named) on its own node and data\n"
-            "directory, in this process, and prints a table (or JSON\n"
-            "lines); replication, failover and outbox start ZooKeeper and\n"
-            "keeld processes of their own, and flushes measures the disk\n"
-            "under --data alone. Exits 1 if any call failed or any result\n"
-            "was wrong.\n"
+            "Runs each workload (all but replication, failover, catchup,\n"
+            "outbox and flushes when none is named) on its own node and\n"
+            "data directory, in this process, and prints a table (or JSON\n"
+            "lines); replication, failover, catchup and outbox start\n"
+            "ZooKeeper and keeld processes of their own, and flushes\n"
+            "measures the disk under --data alone. Exits 1 if any call\n"
+            "failed or any result was wrong.\n"
             "\n"
             "options:\n"
             "  --durability fsync|none  reply after the commit is fsynced\n"
@@ -3476,7 +3838,7 @@ static void usage(FILE *f)
             "                           every TCP and HTTP connection\n"
             "                           presents it: the cost of the\n"
             "                           access checks\n"
-            "  --keeld PATH             replication, failover, outbox: the\n"
+            "  --keeld PATH             cluster workloads: the\n"
             "                           node program (default: keeld\n"
             "                           beside keel-bench)\n"
             "  --zk-conf DIR            their zk-conf directory (zk.sh)\n"
@@ -3484,6 +3846,8 @@ static void usage(FILE *f)
             "  --zk-session-timeout MS  their nodes' ZooKeeper session\n"
             "                           timeout (default 4000)\n"
             "  --rounds N               failover: kills (default 10)\n"
+            "  --catchup-mb N           catchup: MiB of entries before\n"
+            "                           the restart (default 256)\n"
             "  --repl-loads LIST        replication: which of hot, create,\n"
             "                           latency to run (default all three)\n"
             "  --outbox-plugin PATH     outbox: the actor types its nodes\n"
@@ -3615,6 +3979,7 @@ int main(int argc, char **argv)
         {"shards", required_argument, NULL, 's'},
         {"zk-session-timeout", required_argument, NULL, 'S'},
         {"rounds", required_argument, NULL, 'R'},
+        {"catchup-mb", required_argument, NULL, 'M'},
         {"repl-loads", required_argument, NULL, 'L'},
         {"outbox-plugin", required_argument, NULL, 'O'},
         {"help", no_argument, NULL, 'h'},
@@ -3633,6 +3998,7 @@ int main(int argc, char **argv)
     cfg.shards = 64;
     cfg.session_ms = 4000;
     cfg.rounds = 10;
+    cfg.catchup_mb = 256;
     cfg.repl_loads = 7;
     {
         /* keeld beside this program; zk-conf beside a build directory in
@@ -3716,6 +4082,15 @@ int main(int argc, char **argv)
         }
         case 'z':
             cfg.zk_conf = optarg;
+            break;
+        case 'M':
+            errno = 0;
+            v = strtol(optarg, &end, 10);
+            if (errno != 0 || *end != '\0' || v < 1 || v > 65536)
+                return usage_error("bad --catchup-mb value '%s' (1 to "
+                                   "65536)",
+                                   optarg);
+            cfg.catchup_mb = (int)v;
             break;
         case 's':
         case 'S':
