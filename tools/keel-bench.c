@@ -1235,6 +1235,7 @@ static void add_commit_extras(struct result *r, const keel_stats *a,
 struct cl_stats {
     double commits, fsyncs, frames_sent, frames_applied, frames_merged;
     double outbox_sent, outbox_frames;
+    double snap_bytes, snaps, stream_bytes, drops; /* catchup */
 };
 
 static double stat_line(const char *text, const char *key)
@@ -1269,6 +1270,10 @@ static void cl_stats_get(const struct route *rt, struct cl_stats *out)
             out->outbox_sent += stat_line(reply, "outbox_sent");
             out->outbox_frames += stat_line(reply, "outbox_frames");
             out->frames_merged += stat_line(reply, "repl_merged_frames");
+            out->snap_bytes += stat_line(reply, "repl_catchup_bytes");
+            out->snaps += stat_line(reply, "repl_catchups");
+            out->stream_bytes += stat_line(reply, "handoff_bytes_in");
+            out->drops += stat_line(reply, "repl_drop_requests");
         }
         free(reply);
         keel_client_close(k);
@@ -3051,37 +3056,6 @@ static size_t cu_window(const struct cu_probe *p, uint64_t from, uint64_t to,
     return n;
 }
 
-/* Sums over the running nodes of what a restart moves. */
-struct cu_stats {
-    double snap_bytes, snaps, stream_bytes, drops;
-};
-
-static void cu_stats(const struct cl *cl, struct cu_stats *out)
-{
-    int i;
-
-    memset(out, 0, sizeof *out);
-    for (i = 0; i < cl->count; i++) {
-        keel_client *k;
-        char *reply = NULL;
-
-        if (!chaos_node_up(&cl->c, i) ||
-            keel_client_connect(cl->c.nodes[i].addr, CONNECT_TIMEOUT_MS,
-                                &k) != 0)
-            continue;
-        if (keel_client_call(k, KEEL_FRAME_STAT, NULL, NULL, 0, NULL, 0,
-                             &reply, NULL) == 0 &&
-            reply != NULL) {
-            out->snap_bytes += stat_line(reply, "repl_catchup_bytes");
-            out->snaps += stat_line(reply, "repl_catchups");
-            out->stream_bytes += stat_line(reply, "handoff_bytes_in");
-            out->drops += stat_line(reply, "repl_drop_requests");
-        }
-        free(reply);
-        keel_client_close(k);
-    }
-}
-
 /* Reads back CU_SAMPLE entries spread over the n written through any
  * node: each must hold the value written. */
 static int cu_verify(const struct cl *cl, uint64_t n, struct result *r)
@@ -3125,7 +3099,7 @@ static int wl_catchup(struct env *e0, struct result *res, int *nres)
     static struct cu_probe pr;
     uint64_t nvals = (uint64_t)cfg->catchup_mb * (1u << 20) / CU_VALUE;
     uint64_t base0 = 0, base1 = 0, stop_t, start_t = 0, ready_t = 0;
-    struct cu_stats s0, s1;
+    struct cl_stats s0, s1;
     struct lat before, during;
     struct phase p;
     keel_stats a, b;
@@ -3206,7 +3180,7 @@ static int wl_catchup(struct env *e0, struct result *res, int *nres)
     (void)chaos_node_reap(&cl.c, victim);
     add_extra(r, "leave_ms", "stop ms", 0,
               (double)(now_ns() - stop_t) / 1e6);
-    cu_stats(&cl, &s0);
+    cl_stats_get(&route, &s0); /* n2, down, counts 0 */
     start_t = now_ns();
     if (chaos_node_start(&cl.c, victim, err, sizeof err) != 0) {
         rc = result_fail(r, "%s", err);
@@ -3218,7 +3192,7 @@ static int wl_catchup(struct env *e0, struct result *res, int *nres)
         goto out;
     }
     ready_t = now_ns();
-    cu_stats(&cl, &s1);
+    cl_stats_get(&route, &s1);
 out:
     if (started) {
         pthread_mutex_lock(&pr.mu);
