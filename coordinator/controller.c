@@ -1000,6 +1000,29 @@ static int failover(keel_controller *ctl, keel_shard_map *next,
  * owners. `want` is placement's choice for primary, env what the replica
  * rules need; a unit never owned is placed only if `fresh_ok`. Returns 0
  * or a code. */
+/* Whether name is listed as a backup of u (position 1 on) and is in its
+ * in-sync set. */
+static int insync_backup(const keel_shard_map *next, const keel_map_unit *u,
+                         const char *name)
+{
+    int r;
+
+    for (r = 1; r < u->nreplicas; r++)
+        if (strcmp(next->nodes[u->replicas[r]], name) == 0)
+            return (u->insync >> r) & 1;
+    return 0;
+}
+
+static int desired(const keel_rs_env *env, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < env->ndesired; i++)
+        if (strcmp(env->desired[i], name) == 0)
+            return 1;
+    return 0;
+}
+
 /* Whether a move of unit u from owner to want, which placement asks for
  * only to spread the units (the owner is live, not leaving, and still
  * one of the replicas placement wants), waits until want is an in-sync
@@ -1013,22 +1036,53 @@ static int catch_up_first(const keel_shard_map *next, const keel_map_unit *u,
                           const char *owner, const char *want,
                           const keel_rs_env *env)
 {
-    int pos = -1, r;
-    size_t i;
-
     if (env->replicas < 2 || want == NULL || !env->live(owner, env->arg) ||
         env->leaving(owner, env->arg) || !env->live(want, env->arg) ||
-        !env->has_store(want, env->arg))
+        !env->has_store(want, env->arg) || !desired(env, owner))
         return 0;
-    for (i = 0; i < env->ndesired; i++)
-        if (strcmp(env->desired[i], owner) == 0)
-            break;
-    if (i == env->ndesired)
-        return 0; /* placement does not want the owner any more */
-    for (r = 1; r < u->nreplicas; r++)
-        if (strcmp(next->nodes[u->replicas[r]], want) == 0)
-            pos = r;
-    return pos < 0 || !((u->insync >> pos) & 1);
+    return !insync_backup(next, u, want);
+}
+
+/* An in-sync backup of u that a move may go to without a stream: live,
+ * placeable (not leaving, reachable) and one of the replicas placement
+ * wants. */
+static int move_backup(const keel_shard_map *next, const keel_map_unit *u,
+                       const char *name, const keel_rs_env *env)
+{
+    return insync_backup(next, u, name) && env->live(name, env->arg) &&
+           env->placeable(name, env->arg) && desired(env, name);
+}
+
+/* Where a move of u away from owner goes: placement's choice want,
+ * unless the owner must go (it leaves, or placement no longer wants it)
+ * and want is not an in-sync backup. Then the move goes to an in-sync
+ * backup placement wants, so that it streams nothing: the one it is
+ * already going to (current), if it is such, else the first in list
+ * order. Placement's choice gets the unit later, once it has caught up,
+ * by a move of its own (catch_up_first). With no such backup, want, by a
+ * stream. An owner that may stay is moved only to spread the units: to
+ * want, once it has caught up (catch_up_first), or by a stream when it
+ * cannot. */
+static const char *move_target(const keel_shard_map *next,
+                               const keel_map_unit *u, const char *owner,
+                               const char *want, const char *current,
+                               const keel_rs_env *env)
+{
+    int r;
+
+    if (env->replicas < 2 || want == NULL || strcmp(want, owner) == 0 ||
+        insync_backup(next, u, want) ||
+        (env->live(owner, env->arg) && !env->leaving(owner, env->arg) &&
+         desired(env, owner)))
+        return want;
+    if (current != NULL && move_backup(next, u, current, env))
+        return current;
+    for (r = 1; r < u->nreplicas; r++) {
+        const char *b = next->nodes[u->replicas[r]];
+        if (move_backup(next, u, b, env))
+            return b;
+    }
+    return want;
 }
 
 static int place_primary(keel_controller *ctl, keel_shard_map *next,
@@ -1062,6 +1116,7 @@ static int place_primary(keel_controller *ctl, keel_shard_map *next,
         return KEEL_ENOMEM;
     if ((rc = failover(ctl, next, cap, c, s, h, from, env)) <= 0)
         return rc;
+    want = move_target(next, u, owner, want, target, env);
     if (target == NULL) {
         const keel_state_entry *e = entry_of(ctl, from, cap, s);
         if (h->state == KEEL_HANDOFF_AWAIT_FENCE)

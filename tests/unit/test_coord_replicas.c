@@ -1896,6 +1896,64 @@ START_TEST(test_drain_with_backups)
 }
 END_TEST
 
+/* A drain moves each unit of the leaving node onto an in-sync backup,
+ * without a stream, even where placement's first choice is a backup
+ * still out of sync (node-d, joined and not caught up yet); that one
+ * gets the unit later, once it has caught up, by a move of its own. */
+START_TEST(test_drain_prefers_an_insync_backup)
+{
+    mkopt g = {3, "gpu", 0, 0, 0};
+    keel_shard_map before, drained, after;
+    uint32_t s;
+    int gi;
+    size_t led = 0, to_d = 0;
+
+    start_gpu(3); /* gpu units on b and c, both in sync */
+    mk(3, &g);
+    settle();
+    before = checked_map();
+    gi = keel_map_cap_index(&before, "gpu");
+    ck_assert_int_eq(keel_cluster_drain(C[0], "node-b"), 0);
+    settle();
+    drained = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "gpu", s);
+        const keel_map_unit *ua = unit(&drained, "gpu", s);
+        ck_assert_str_eq(keel_map_primary(&drained, (uint32_t)gi, s),
+                         "node-c");
+        ck_assert_int_eq(pos_of(&drained, ua, "node-b"), -1);
+        ck_assert_int_ge(pos_of(&drained, ua, "node-d"), 1);
+        ck_assert(!keel_map_insync(ua, pos_of(&drained, ua, "node-d")));
+        if (strcmp(keel_map_primary(&before, (uint32_t)gi, s), "node-b") ==
+            0) {
+            led++;
+            ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch + 1);
+        } else {
+            ck_assert_uint_eq(ua->shard_epoch, ub->shard_epoch);
+        }
+    }
+    ck_assert_uint_gt(led, 0);
+    catch_up("gpu");
+    after = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ud = unit(&drained, "gpu", s);
+        const keel_map_unit *ua = unit(&after, "gpu", s);
+        if (strcmp(keel_map_primary(&after, (uint32_t)gi, s), "node-d") !=
+            0) {
+            ck_assert_str_eq(unit_str(&after, "gpu", s), "node-c*,node-d*");
+            continue;
+        }
+        to_d++;
+        ck_assert_uint_eq(ua->shard_epoch, ud->shard_epoch + 1);
+        ck_assert_str_eq(unit_str(&after, "gpu", s), "node-d*,node-c");
+    }
+    ck_assert_uint_gt(to_d, 0);
+    keel_map_free(&before);
+    keel_map_free(&drained);
+    keel_map_free(&after);
+}
+END_TEST
+
 /* The in-sync members of a unit, sorted, as "a,b". */
 static const char *insync_set(const keel_shard_map *m, const char *cap,
                               uint32_t s)
@@ -3491,6 +3549,7 @@ int main(void)
     tcase_add_test(tc, test_dead_time_new_controller);
     tcase_add_test(tc, test_dead_time_later_controller);
     tcase_add_test(tc, test_drain_with_backups);
+    tcase_add_test(tc, test_drain_prefers_an_insync_backup);
     tcase_add_test(tc, test_new_controller_keeps_insync);
     tcase_add_test(tc, test_new_store_takes_no_writes_before_the_map);
     tcase_add_test(tc, test_drop_while_releasing);
