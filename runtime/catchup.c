@@ -13,17 +13,20 @@
  * same content: once the backup applied the pieces that follow, it holds
  * exactly what the primary holds.
  *
- * Once the snapshot is durable there, the primary asks the controller to
- * add the backup to the in-sync set (keel_cluster_request_add) and from
- * that moment counts it: every reply of the unit not released yet whose
- * writes it may lack, every later reply, and every confirm round of the
- * read rule waits for it as for an in-sync backup. So when the map adds
- * it, it holds every acknowledged write, and a promotion of it is safe.
- * A counted backup that stops answering has its request withdrawn; it is
- * counted until the coordinator says the withdrawal settled (no map can
- * add it any more: keel_cluster_add_pending), then what waited on it
- * goes. One that the map adds is an in-sync backup like any other (its
- * lag leads to a drop request).
+ * Once the snapshot is durable there, the primary counts the backup:
+ * every reply of the unit not released yet whose writes it may lack,
+ * every later reply, and every confirm round of the read rule waits for
+ * it as for an in-sync backup. The pieces numbered before that had their
+ * replies released without it, so the controller is asked to add the
+ * backup to the in-sync set (keel_cluster_request_add) only once it has
+ * acknowledged them all. So when the map adds it, it holds every
+ * acknowledged write, and a promotion of it is safe. A counted backup
+ * that stops answering before the request is given up at once; after
+ * it, has its request withdrawn, and is counted until the coordinator
+ * says the withdrawal settled (no map can add it any more:
+ * keel_cluster_add_pending), then what waited on it goes. One that the
+ * map adds is an in-sync backup like any other (its lag leads to a drop
+ * request).
  *
  * Snapshots are read on the loop thread, at most CU_MAX_SNAP unanswered
  * at a time. A unit larger than CU_PART_BYTES goes in parts, each a
@@ -268,11 +271,27 @@ static void cu_count(keel_repl *r, repl_unit *u, repl_catchup *c)
     repl_unit_progress(r, u);
 }
 
+/* Counts c's backup from now on (CU_TAIL), and asks the controller to add
+ * it once it has acknowledged every piece numbered before that: the
+ * replies of those pieces did not wait for it, and some may have left
+ * already. Asked earlier, the map could put it in sync while a write
+ * answered to a client is not durable there, and a failover to it would
+ * lose that write. */
 static void cu_ask(keel_repl *r, repl_unit *u, repl_catchup *c)
 {
-    int rc = keel_cluster_request_add(cl(r), u->cap, u->shard, c->epoch,
-                                      c->l->name, c->store);
+    int rc;
 
+    if (c->phase == CU_TAIL) {
+        c->need = u->epoch == c->epoch ? u->seq : UINT64_MAX;
+        c->published = 0;
+        c->phase = CU_ASKED;
+        c->since = ev_now(r->n->loop);
+        cu_count(r, u, c);
+    }
+    if (c->published || c->acked < c->need)
+        return; /* repl_catchup_acked arms the tick once it is */
+    rc = keel_cluster_request_add(cl(r), u->cap, u->shard, c->epoch,
+                                  c->l->name, c->store);
     if (rc == KEEL_ENOTFOUND) {
         /* The map moved on: no longer this node's, or not out of sync. */
         cu_end(r, u, c, 1, 0, CU_RETRY_S);
@@ -289,9 +308,7 @@ static void cu_ask(keel_repl *r, repl_unit *u, repl_catchup *c)
               "controller to add it to the in-sync set",
               keel_cap_name(u->cap), u->shard, c->l->name,
               (unsigned long long)c->acked);
-    c->phase = CU_ASKED;
-    c->since = ev_now(r->n->loop);
-    cu_count(r, u, c);
+    c->published = 1;
 }
 
 void repl_catchup_acked(keel_repl *r, repl_unit *u, uint64_t epoch,
@@ -314,6 +331,9 @@ void repl_catchup_acked(keel_repl *r, repl_unit *u, uint64_t epoch,
     } else if (c->phase == CU_SNAP && c->resume != NULL &&
                c->acked >= c->part_seq) {
         repl_arm(r, 0); /* the next part, from the tick */
+    } else if (c->phase == CU_ASKED && !c->published &&
+               c->acked >= c->need) {
+        repl_arm(r, 0); /* the add is asked from the tick */
     }
 }
 
@@ -345,6 +365,15 @@ int repl_catchup_lag(keel_repl *r, repl_unit *u, uint64_t epoch,
         return -1;
     switch (c->phase) {
     case CU_ASKED:
+        if (!c->published) {
+            /* Nothing asked: nothing can add it, it goes at once (the
+             * caller stops waiting for it). */
+            keel_warn("unit (%s, %u): backup %s stopped acknowledging "
+                      "before its add was asked; trying again later",
+                      keel_cap_name(u->cap), u->shard, l->name);
+            cu_end(r, u, c, 0, 0, CU_RETRY_S);
+            return LAG_OUT;
+        }
         cu_withdraw(r, u, c, "stopped acknowledging");
         return LAG_WAIT;
     case CU_WITHDRAWN:
@@ -727,6 +756,15 @@ static void cu_check(keel_repl *r, repl_unit *u, repl_catchup *c)
             cu_end(r, u, c, 1, 0, CU_RETRY_S);
             return;
         }
+    }
+    if (c->phase == CU_ASKED && !c->published) {
+        /* Counted, not asked yet: no request can add it, so it may stop
+         * being counted at once. */
+        if (!still_candidate(r, u, c))
+            cu_end(r, u, c, 1, 0, CU_RETRY_S);
+        else
+            cu_ask(r, u, c);
+        return;
     }
     switch (c->phase) {
     case CU_ASKED:

@@ -41,14 +41,16 @@ typedef struct repl_wait repl_wait;
 
 /* A backup of a unit that is not in its in-sync set being brought into
  * it (runtime/catchup.c): sent a snapshot of the unit at snap_seq, then
- * every later piece; once the snapshot is durable there, the controller
- * is asked to add it, and from then on replies of the unit wait for it as
- * for an in-sync backup (it is "counted") until the coordinator says the
- * request is settled (keel_cluster_add_pending). */
+ * every later piece; once the snapshot is durable there, replies of the
+ * unit wait for it as for an in-sync backup (it is "counted"), and once
+ * it also acknowledged every piece numbered before that (their replies
+ * may have left without it) the controller is asked to add it; it stays
+ * counted until the coordinator says the request is settled
+ * (keel_cluster_add_pending). */
 enum repl_cu_phase {
     CU_SNAP = 1,  /* snapshot sent, not acknowledged yet */
-    CU_TAIL,      /* snapshot durable there; the add not asked yet */
-    CU_ASKED,     /* add asked: counted */
+    CU_TAIL,      /* snapshot durable there; not counted yet */
+    CU_ASKED,     /* counted; the add asked once `need` is acknowledged */
     CU_WITHDRAWN  /* add withdrawn: counted until the withdrawal settles */
 };
 
@@ -64,6 +66,10 @@ typedef struct repl_catchup {
     uint8_t *resume;
     size_t rlen;
     uint64_t acked; /* the highest seq it acknowledged at epoch */
+    /* CU_ASKED: the last piece numbered before it was counted, and
+     * whether the add was asked (published) yet. */
+    uint64_t need;
+    int published;
     int phase;
     int part_out; /* a part sent, not durable there yet (l->snap_parts) */
     ev_tstamp since; /* when the phase began */
