@@ -1605,9 +1605,8 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         }
     }
     if (zk_servers(o) > 1)
-        progress(&r, "ZooKeeper: an ensemble of %d servers (%s, %s...), "
-                     "nodes connect to %s",
-                 zk_servers(o), r.cl.zk_hosts, chaos_zk_name(&r.cl, 0),
+        progress(&r, "ZooKeeper: zk1..zk%d on %s; the nodes' --zk %s",
+                 zk_servers(o), r.cl.zk_hosts,
                  r.cl.zk_via[0] != '\0' ? r.cl.zk_via : r.cl.zk_hosts);
     for (i = 0; i < o->nodes; i++)
         if (chaos_node_start(&r.cl, i, msg, sizeof msg) != 0) {

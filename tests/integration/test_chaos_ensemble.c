@@ -87,6 +87,14 @@ START_TEST(node_cut_with_its_server)
     ck_assert_ptr_nonnull(text);
     ck_assert_ptr_nonnull(strstr(text, "\"zk_servers\":3,"));
     free(text);
+    /* The report has a lane per server. */
+    snprintf(path, sizeof path, "%s/report.html", run);
+    text = tu_read_file(path);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_ptr_nonnull(strstr(text, "id=verdict>PASS<"));
+    ck_assert_ptr_nonnull(strstr(text, ">zk1</text>"));
+    ck_assert_ptr_nonnull(strstr(text, ">zk3</text>"));
+    free(text);
 
     /* Seed 2 deals the partition with the leader first, then a kill of
      * zk2: one server, so the ensemble serves throughout. */
