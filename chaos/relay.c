@@ -97,9 +97,7 @@ static void *relay_main(void *arg)
     for (k = 0; k < CHAOS_RELAY_MAX; k++)
         pairs[k].a = pairs[k].b = -1;
     for (;;) {
-        int n = 0, i;
-
-        int cut = atomic_load(&r->cut);
+        int n = 0, i, cut = atomic_load(&r->cut);
 
         if (!cut) /* the ones held while cut go now */
             for (k = 0; k < CHAOS_RELAY_MAX; k++)

@@ -2,7 +2,9 @@
  * address are joined to a fixed target. keel-chaos puts ZooKeeper, which
  * listens on loopback only, at an address of the partition network
  * (chaos/netns.h) this way, so that the nodes reach it through their
- * network namespaces and the partitions can cut them from it. */
+ * network namespaces and the partitions can cut them from it; and joins
+ * the servers of an ensemble to one another (chaos/cluster.h), so that
+ * one can be cut from the others (chaos_relay_cut). */
 #ifndef KEEL_CHAOS_RELAY_H
 #define KEEL_CHAOS_RELAY_H
 
