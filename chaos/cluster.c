@@ -381,30 +381,53 @@ static int zk_script(chaos_cluster *c, const char *verb, const char *dir,
     return 0;
 }
 
+/* Whether a TCP port on host can be bound just now. */
+static int port_bindable(const char *host, int port)
+{
+    struct sockaddr_in a;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
+
+    if (fd < 0)
+        return 0;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    ok = inet_pton(AF_INET, host, &a.sin_addr) == 1 &&
+         bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
 /* The first of count consecutive ports on host that could all be bound
- * a moment ago, or -1. */
+ * a moment ago, or -1. ZooKeeper's ports are taken below the kernel's
+ * ephemeral range (ip_local_port_range): there no connection gets its own
+ * port, while in that range a connection from the ensemble's servers, the
+ * relays or the nodes could get one of them while its server starts or is
+ * down (a connect to a port nobody listens on can even meet itself there,
+ * TCP's simultaneous open), and the server would die at its bind. */
 static int free_ports(const char *host, int count)
 {
-    int attempt;
+    int attempt, lo = 10000, eph = 32768;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    uint64_t x = (uint64_t)chaos_mono_ns() ^ ((uint64_t)getpid() << 20);
 
-    for (attempt = 0; attempt < 50; attempt++) {
-        int base = free_port(host), k;
+    if (f != NULL) {
+        if (fscanf(f, "%d", &eph) != 1)
+            eph = 32768;
+        fclose(f);
+    }
+    for (attempt = 0; attempt < 200; attempt++) {
+        int base, k;
+        if (eph - count - lo > 1000) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            base = lo + (int)((x >> 33) % (uint64_t)(eph - count - lo));
+        } else {
+            base = free_port(host); /* no room below: take what comes */
+        }
         if (base < 0 || base + count > 65535)
             continue;
-        for (k = 1; k < count; k++) {
-            struct sockaddr_in a;
-            int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
-            if (fd < 0)
-                return -1;
-            memset(&a, 0, sizeof a);
-            a.sin_family = AF_INET;
-            a.sin_port = htons((uint16_t)(base + k));
-            ok = inet_pton(AF_INET, host, &a.sin_addr) == 1 &&
-                 bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-            close(fd);
-            if (!ok)
-                break;
-        }
+        for (k = 0; k < count && port_bindable(host, base + k); k++)
+            ;
         if (k == count)
             return base;
     }
@@ -473,7 +496,8 @@ static int zk_start_one(chaos_cluster *c, char *err, size_t errlen)
     int attempt;
 
     for (attempt = 0; attempt < 5; attempt++) {
-        int port = c->zk[0].port > 0 ? c->zk[0].port : free_port(c->zk_host);
+        int port = c->zk[0].port > 0 ? c->zk[0].port
+                                     : free_ports(c->zk_host, 1);
 
         if (port < 0)
             continue;
@@ -631,6 +655,34 @@ int chaos_zk_kill(chaos_cluster *c, int s)
     say(c, "zookeeper %s killed (pid %d)", chaos_zk_name(c, s), (int)pid);
     event(c, chaos_zk_name(c, s), "kill");
     return running(pid) ? -1 : 0;
+}
+
+int chaos_zk_reap(chaos_cluster *c)
+{
+    int s, gone = 0;
+
+    for (s = 0; s < zk_count(c); s++) {
+        pid_t pid;
+        char *d, *p;
+        if (!c->zk[s].up)
+            continue;
+        pid = zk_pid(c, s);
+        if (pid > 0 && running(pid))
+            continue;
+        gone |= 1 << s;
+        c->zk[s].up = 0;
+        c->zk[s].stopped = 0;
+        if ((d = zk_srv_dir(c, s)) != NULL &&
+            (p = path2(d, "zk.pid")) != NULL) {
+            unlink(p);
+            free(p);
+        }
+        free(d);
+        say(c, "zookeeper %s exited by itself (pid %d)", chaos_zk_name(c, s),
+            (int)pid);
+        event(c, chaos_zk_name(c, s), "exit");
+    }
+    return gone;
 }
 
 int chaos_zk_sigstop(chaos_cluster *c, int s)

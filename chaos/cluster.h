@@ -116,6 +116,11 @@ int chaos_zk_restart(chaos_cluster *c, int s, char *err, size_t errlen);
 int chaos_zk_kill(chaos_cluster *c, int s);
 /* Stops every server (zk.sh stop), and the relays between them. */
 void chaos_zk_stop(chaos_cluster *c);
+/* Notices servers that exited by themselves (a server that cannot bind
+ * its ports dies a few seconds after it started to serve): marks them
+ * down, so that they are started again at the heal. Returns a bit
+ * (1 << s) per server found gone. */
+int chaos_zk_reap(chaos_cluster *c);
 /* SIGSTOP / SIGCONT server s. 0, or -1 when it is not running (resp.
  * not stopped). */
 int chaos_zk_sigstop(chaos_cluster *c, int s);

@@ -99,6 +99,7 @@ struct run {
     int64_t real0; /* CLOCK_REALTIME at t0 */
     chaos_wl wl;     /* what the clients do */
     int stray_exits; /* nodes that exited when nothing made them */
+    int zk_exits;    /* the same, of ZooKeeper servers */
     char unsettled[256]; /* why the cluster did not settle, if it did not */
     /* Partitions: the nodes in network namespaces, each ZooKeeper server
      * through a relay; or why not. */
@@ -437,7 +438,19 @@ static void *client_main(void *arg)
  * to leave that exits is worth a line: keeld should not. */
 static void reap_all(run *r, int expected)
 {
-    int i;
+    int i, gone = chaos_zk_reap(&r->cl);
+
+    for (i = 0; i < CHAOS_ZK_MAX; i++)
+        if ((gone >> i) & 1) {
+            char where[32];
+            if (zk_servers(r->o) > 1)
+                snprintf(where, sizeof where, "zk/%d/zk.log", i + 1);
+            else
+                snprintf(where, sizeof where, "zk/zk.log");
+            r->zk_exits++;
+            progress(r, "ZooKeeper %s exited by itself (see %s)",
+                     chaos_zk_name(&r->cl, i), where);
+        }
 
     for (i = 0; i < r->cl.nnodes; i++) {
         if (r->cl.nodes[i].pid > 0 && chaos_node_reap(&r->cl, i) &&
@@ -1724,6 +1737,10 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         fprintf(out, "warning: %d of %d actors have no successful final "
                      "read: lost-writes cannot check them\n",
                 nactors - finals, nactors);
+    if (r.zk_exits > 0)
+        fprintf(out, "warning: %d ZooKeeper server exits nobody caused (see "
+                     "DIR/zk and run.log)\n",
+                r.zk_exits);
     if (r.stray_exits > 0)
         fprintf(out, "warning: %d node exits nobody caused (see the nodes' "
                      "logs)\n",
