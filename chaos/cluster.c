@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chaos/relay.h"
 #include "keel.h"
 #include "runtime/client.h"
 #include "runtime/proto.h"
@@ -307,16 +308,46 @@ static int wait_for(pid_t pid, int ms, int kill_late)
 
 /* ------------------------------------------------------------ ZooKeeper */
 
-static int zk_script(chaos_cluster *c, const char *verb, int port,
-                     char *err, size_t errlen)
+static int zk_count(const chaos_cluster *c)
 {
-    char script[1024], portbuf[16], tick[32], watch[32], *logpath;
-    const char *argv[6], *set[4];
+    return c->zk_servers == CHAOS_ZK_MAX ? CHAOS_ZK_MAX : 1;
+}
+
+const char *chaos_zk_name(const chaos_cluster *c, int s)
+{
+    static const char *const names[CHAOS_ZK_MAX] = {"zk1", "zk2", "zk3"};
+
+    if (zk_count(c) == 1 || s < 0 || s >= CHAOS_ZK_MAX)
+        return "zk";
+    return names[s];
+}
+
+/* Server s's directory, as zk.sh lays them out: DIR/zk for one server,
+ * DIR/zk/1..3 for an ensemble. malloc'd, or NULL. */
+static char *zk_srv_dir(const chaos_cluster *c, int s)
+{
+    char sub[16];
+
+    if (zk_count(c) == 1)
+        return strdup(c->zk_dir);
+    snprintf(sub, sizeof sub, "%d", s + 1);
+    return path2(c->zk_dir, sub);
+}
+
+/* zk.sh VERB DIR [PORT [PROXY]] (a port <= 0 is left out), bounded at
+ * 90 s; its output goes to DIR/zk/zk-script.log. */
+static int zk_script(chaos_cluster *c, const char *verb, const char *dir,
+                     int port, int proxy, char *err, size_t errlen)
+{
+    char script[1024], portbuf[16], proxybuf[16], tick[32], watch[32];
+    char *logpath;
+    const char *argv[7], *set[4];
     pid_t pid;
     int status;
 
     snprintf(script, sizeof script, "%s/zk.sh", c->zk_conf);
     snprintf(portbuf, sizeof portbuf, "%d", port);
+    snprintf(proxybuf, sizeof proxybuf, "%d", proxy);
     snprintf(tick, sizeof tick, "ZK_TICK_MS=%d", c->zk_tick_ms);
     /* The server stops on its own when this process is gone. */
     snprintf(watch, sizeof watch, "ZK_WATCH_PID=%d", (int)getpid());
@@ -327,9 +358,10 @@ static int zk_script(chaos_cluster *c, const char *verb, int port,
     argv[0] = "/bin/bash";
     argv[1] = script;
     argv[2] = verb;
-    argv[3] = c->zk_dir;
+    argv[3] = dir;
     argv[4] = port > 0 ? portbuf : NULL;
-    argv[5] = NULL;
+    argv[5] = port > 0 && proxy > 0 ? proxybuf : NULL;
+    argv[6] = NULL;
     mkdir(c->zk_dir, 0755);
     logpath = path2(c->zk_dir, "zk-script.log");
     if (logpath == NULL)
@@ -349,27 +381,130 @@ static int zk_script(chaos_cluster *c, const char *verb, int port,
     return 0;
 }
 
-int chaos_zk_start(chaos_cluster *c, char *err, size_t errlen)
+/* Whether a TCP port on host can be bound just now. */
+static int port_bindable(const char *host, int port)
+{
+    struct sockaddr_in a;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
+
+    if (fd < 0)
+        return 0;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    ok = inet_pton(AF_INET, host, &a.sin_addr) == 1 &&
+         bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+/* The first of count consecutive ports on host that could all be bound
+ * a moment ago, or -1. ZooKeeper's ports are taken below the kernel's
+ * ephemeral range (ip_local_port_range): there no connection gets its own
+ * port, while in that range a connection from the ensemble's servers, the
+ * relays or the nodes could get one of them while its server starts or is
+ * down (a connect to a port nobody listens on can even meet itself there,
+ * TCP's simultaneous open), and the server would die at its bind. */
+static int free_ports(const char *host, int count)
+{
+    int attempt, lo = 10000, eph = 32768;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    uint64_t x = (uint64_t)chaos_mono_ns() ^ ((uint64_t)getpid() << 20);
+
+    if (f != NULL) {
+        if (fscanf(f, "%d", &eph) != 1)
+            eph = 32768;
+        fclose(f);
+    }
+    for (attempt = 0; attempt < 200; attempt++) {
+        int base, k;
+        if (eph - count - lo > 1000) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            base = lo + (int)((x >> 33) % (uint64_t)(eph - count - lo));
+        } else {
+            base = free_port(host); /* no room below: take what comes */
+        }
+        if (base < 0 || base + count > 65535)
+            continue;
+        for (k = 0; k < count && port_bindable(host, base + k); k++)
+            ;
+        if (k == count)
+            return base;
+    }
+    return -1;
+}
+
+/* The quorum relays of an ensemble (zk.sh start-ensemble DIR BASE PROXY):
+ * pair k, server `from` reaching server `to`, is relays 2k (quorum port)
+ * and 2k + 1 (election port), listening on proxy + 2k and + 2k + 1. */
+static void zk_pair(int k, int *from, int *to)
+{
+    *from = k / (CHAOS_ZK_MAX - 1);
+    *to = k % (CHAOS_ZK_MAX - 1);
+    if (*to >= *from)
+        (*to)++;
+}
+
+static void zk_relays_stop(chaos_cluster *c)
+{
+    int k;
+
+    for (k = 0; k < CHAOS_ZK_RELAYS; k++)
+        chaos_relay_stop(&c->zk_relays[k]);
+}
+
+static int zk_relays_start(chaos_cluster *c, int base, int proxy)
+{
+    int k;
+
+    for (k = 0; k < CHAOS_ZK_RELAYS; k++) {
+        c->zk_relays[k].lfd = -1;
+        c->zk_relays[k].stop_pipe[0] = c->zk_relays[k].stop_pipe[1] = -1;
+    }
+    for (k = 0; k < CHAOS_ZK_RELAYS; k++) {
+        int from, to;
+        zk_pair(k / 2, &from, &to);
+        /* Server t (from 0) has quorum port base + 3 + t, election port
+         * base + 6 + t. */
+        if (chaos_relay_start(&c->zk_relays[k], "127.0.0.1", proxy + k,
+                              "127.0.0.1",
+                              base + (k % 2 ? 6 : 3) + to) != 0) {
+            zk_relays_stop(c);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void zk_set_hosts(chaos_cluster *c)
+{
+    size_t len = 0;
+    int s;
+
+    c->zk_hosts[0] = '\0';
+    for (s = 0; s < zk_count(c); s++)
+        len += (size_t)snprintf(c->zk_hosts + len, sizeof c->zk_hosts - len,
+                                "%s%s:%d", s ? "," : "", c->zk_host,
+                                c->zk[s].port);
+}
+
+/* One server: on a free port, or on its port again (a restart on the
+ * same data). A port may be held for a moment after the server died: a
+ * few attempts. */
+static int zk_start_one(chaos_cluster *c, char *err, size_t errlen)
 {
     int attempt;
 
-    if (access(c->zk_conf, R_OK) != 0) {
-        errf(err, errlen, "no zk-conf directory at %s (--zk-conf DIR)",
-             c->zk_conf);
-        return -1;
-    }
-    /* The first start picks a port; a restart keeps it. A port may be
-     * held for a moment after the server died: a few attempts. */
     for (attempt = 0; attempt < 5; attempt++) {
-        int port = c->zk_port > 0 ? c->zk_port : free_port(c->zk_host);
+        int port = c->zk[0].port > 0 ? c->zk[0].port
+                                     : free_ports(c->zk_host, 1);
 
         if (port < 0)
             continue;
-        if (zk_script(c, "start", port, err, errlen) == 0) {
-            c->zk_port = port;
-            snprintf(c->zk_hosts, sizeof c->zk_hosts, "%s:%d", c->zk_host,
-                     port);
-            c->zk_up = 1;
+        if (zk_script(c, "start", c->zk_dir, port, 0, err, errlen) == 0) {
+            c->zk[0].port = port;
+            c->zk[0].up = 1;
+            zk_set_hosts(c);
             say(c, "zookeeper up on %s", c->zk_hosts);
             event(c, "zk", "start");
             return 0;
@@ -379,12 +514,97 @@ int chaos_zk_start(chaos_cluster *c, char *err, size_t errlen)
     return -1;
 }
 
-static pid_t zk_pid(const chaos_cluster *c)
+/* The ensemble: 9 ports for the servers, 12 for the relays between them,
+ * other ones on each attempt. */
+static int zk_start_ensemble(chaos_cluster *c, char *err, size_t errlen)
 {
-    char *p = path2(c->zk_dir, "zk.pid");
+    int attempt, s;
+
+    for (attempt = 0; attempt < 5; attempt++) {
+        int base = free_ports("127.0.0.1", 9);
+        int proxy = base > 0 ? free_ports("127.0.0.1", CHAOS_ZK_RELAYS) : -1;
+
+        if (proxy < 0 || (proxy < base + 9 && base < proxy + CHAOS_ZK_RELAYS))
+            continue;
+        if (zk_relays_start(c, base, proxy) != 0) {
+            errf(err, errlen, "cannot relay the servers' quorum ports: %s",
+                 strerror(errno));
+            continue;
+        }
+        if (zk_script(c, "start-ensemble", c->zk_dir, base, proxy, err,
+                      errlen) == 0) {
+            for (s = 0; s < CHAOS_ZK_MAX; s++) {
+                c->zk[s].port = base + s;
+                c->zk[s].up = 1;
+            }
+            c->zk_proxy = proxy;
+            zk_set_hosts(c);
+            say(c, "zookeeper ensemble up on %s (quorum ports %d..%d, "
+                   "reached through relays on %d..%d)",
+                c->zk_hosts, base + 3, base + 8, proxy,
+                proxy + CHAOS_ZK_RELAYS - 1);
+            for (s = 0; s < CHAOS_ZK_MAX; s++)
+                event(c, chaos_zk_name(c, s), "start");
+            return 0;
+        }
+        zk_relays_stop(c);
+        chaos_sleep_ms(500);
+    }
+    return -1;
+}
+
+int chaos_zk_start(chaos_cluster *c, char *err, size_t errlen)
+{
+    if (access(c->zk_conf, R_OK) != 0) {
+        errf(err, errlen, "no zk-conf directory at %s (--zk-conf DIR)",
+             c->zk_conf);
+        return -1;
+    }
+    if (zk_count(c) == 1)
+        return zk_start_one(c, err, errlen);
+    if (c->zk[0].port > 0) {
+        errf(err, errlen, "the ensemble was started already");
+        return -1;
+    }
+    return zk_start_ensemble(c, err, errlen);
+}
+
+int chaos_zk_restart(chaos_cluster *c, int s, char *err, size_t errlen)
+{
+    char *dir;
+    int attempt, rc = -1;
+
+    if (zk_count(c) == 1)
+        return zk_start_one(c, err, errlen);
+    if (s < 0 || s >= CHAOS_ZK_MAX || c->zk[s].port <= 0 || c->zk[s].up) {
+        errf(err, errlen, "%s is not down", chaos_zk_name(c, s));
+        return -1;
+    }
+    if ((dir = zk_srv_dir(c, s)) == NULL)
+        return -1;
+    for (attempt = 0; attempt < 5 && rc != 0; attempt++) {
+        if (attempt > 0)
+            chaos_sleep_ms(500);
+        rc = zk_script(c, "resume", dir, c->zk[s].port, 0, err, errlen);
+    }
+    free(dir);
+    if (rc != 0)
+        return -1;
+    c->zk[s].up = 1;
+    say(c, "zookeeper %s up again on port %d", chaos_zk_name(c, s),
+        c->zk[s].port);
+    event(c, chaos_zk_name(c, s), "start");
+    return 0;
+}
+
+static pid_t zk_pid(const chaos_cluster *c, int s)
+{
+    char *d = zk_srv_dir(c, s);
+    char *p = d != NULL ? path2(d, "zk.pid") : NULL;
     FILE *f = p != NULL ? fopen(p, "r") : NULL;
     long v = 0;
 
+    free(d);
     free(p);
     if (f == NULL)
         return -1;
@@ -413,62 +633,184 @@ static int running(pid_t pid)
     return s != NULL && s[1] == ' ' && s[2] != 'Z' && s[2] != 'X';
 }
 
-int chaos_zk_kill(chaos_cluster *c)
+int chaos_zk_kill(chaos_cluster *c, int s)
 {
-    pid_t pid = zk_pid(c);
+    pid_t pid = s >= 0 && s < zk_count(c) ? zk_pid(c, s) : -1;
     int64_t deadline = chaos_mono_ns() + 10 * 1000000000LL;
-    char *p;
+    char *d, *p;
 
     if (pid <= 0)
         return -1;
     kill(pid, SIGKILL);
-    c->zk_stopped = 0;
+    c->zk[s].stopped = 0;
     while (running(pid) && chaos_mono_ns() < deadline)
         chaos_sleep_ms(10);
     /* zk.sh would take a zombie's pid for a running server. */
-    if ((p = path2(c->zk_dir, "zk.pid")) != NULL) {
+    if ((d = zk_srv_dir(c, s)) != NULL && (p = path2(d, "zk.pid")) != NULL) {
         unlink(p);
         free(p);
     }
-    c->zk_up = 0;
-    say(c, "zookeeper killed (pid %d)", (int)pid);
-    event(c, "zk", "kill");
+    free(d);
+    c->zk[s].up = 0;
+    say(c, "zookeeper %s killed (pid %d)", chaos_zk_name(c, s), (int)pid);
+    event(c, chaos_zk_name(c, s), "kill");
     return running(pid) ? -1 : 0;
 }
 
-int chaos_zk_sigstop(chaos_cluster *c)
+int chaos_zk_reap(chaos_cluster *c)
 {
-    pid_t pid = c->zk_up && !c->zk_stopped ? zk_pid(c) : -1;
+    int s, gone = 0;
+
+    for (s = 0; s < zk_count(c); s++) {
+        pid_t pid;
+        char *d, *p;
+        if (!c->zk[s].up)
+            continue;
+        pid = zk_pid(c, s);
+        if (pid > 0 && running(pid))
+            continue;
+        gone |= 1 << s;
+        c->zk[s].up = 0;
+        c->zk[s].stopped = 0;
+        if ((d = zk_srv_dir(c, s)) != NULL &&
+            (p = path2(d, "zk.pid")) != NULL) {
+            unlink(p);
+            free(p);
+        }
+        free(d);
+        say(c, "zookeeper %s exited by itself (pid %d)", chaos_zk_name(c, s),
+            (int)pid);
+        event(c, chaos_zk_name(c, s), "exit");
+    }
+    return gone;
+}
+
+int chaos_zk_sigstop(chaos_cluster *c, int s)
+{
+    pid_t pid = s >= 0 && s < zk_count(c) && c->zk[s].up && !c->zk[s].stopped
+                    ? zk_pid(c, s)
+                    : -1;
 
     if (pid <= 0 || kill(pid, SIGSTOP) != 0)
         return -1;
-    c->zk_stopped = 1;
-    say(c, "zookeeper stopped (SIGSTOP, pid %d)", (int)pid);
-    event(c, "zk", "sigstop");
+    c->zk[s].stopped = 1;
+    say(c, "zookeeper %s stopped (SIGSTOP, pid %d)", chaos_zk_name(c, s),
+        (int)pid);
+    event(c, chaos_zk_name(c, s), "sigstop");
     return 0;
 }
 
-int chaos_zk_sigcont(chaos_cluster *c)
+int chaos_zk_sigcont(chaos_cluster *c, int s)
 {
-    pid_t pid = c->zk_stopped ? zk_pid(c) : -1;
+    pid_t pid = s >= 0 && s < zk_count(c) && c->zk[s].stopped ? zk_pid(c, s)
+                                                                : -1;
 
     if (pid <= 0 || kill(pid, SIGCONT) != 0)
         return -1;
-    c->zk_stopped = 0;
-    say(c, "zookeeper continued (SIGCONT)");
-    event(c, "zk", "sigcont");
+    c->zk[s].stopped = 0;
+    say(c, "zookeeper %s continued (SIGCONT)", chaos_zk_name(c, s));
+    event(c, chaos_zk_name(c, s), "sigcont");
     return 0;
+}
+
+int chaos_zk_cut(chaos_cluster *c, int s, int on)
+{
+    int k;
+
+    if (zk_count(c) == 1 || s < 0 || s >= CHAOS_ZK_MAX || c->zk_proxy <= 0)
+        return -1;
+    for (k = 0; k < CHAOS_ZK_RELAYS; k++) {
+        int from, to;
+        zk_pair(k / 2, &from, &to);
+        if (from == s || to == s)
+            chaos_relay_cut(&c->zk_relays[k], on);
+    }
+    c->zk[s].cut = on ? 1 : 0;
+    say(c, "zookeeper %s %s the other servers", chaos_zk_name(c, s),
+        on ? "cut from" : "joined again to");
+    event(c, chaos_zk_name(c, s), on ? "partition" : "heal");
+    return 0;
+}
+
+/* A four-letter word's answer from the server on 127.0.0.1:port into buf
+ * (NUL-terminated), bounded at 2 s. 0 or -1. */
+static int zk_probe(int port, const char *word, char *buf, size_t cap)
+{
+    struct sockaddr_in a;
+    struct timeval tv = {2, 0};
+    int64_t deadline = chaos_mono_ns() + 2000000000LL;
+    size_t n = 0;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+        return -1;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        send(fd, word, strlen(word), MSG_NOSIGNAL) != (ssize_t)strlen(word)) {
+        close(fd);
+        return -1;
+    }
+    while (n + 1 < cap && chaos_mono_ns() < deadline) {
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = '\0';
+    return n > 0 ? 0 : -1;
+}
+
+int chaos_zk_leader(const chaos_cluster *c)
+{
+    char buf[1024];
+    int s;
+
+    if (zk_count(c) == 1)
+        return c->zk[0].up && !c->zk[0].stopped ? 0 : -1;
+    for (s = 0; s < CHAOS_ZK_MAX; s++)
+        if (c->zk[s].up && !c->zk[s].stopped && !c->zk[s].cut &&
+            zk_probe(c->zk[s].port, "srvr", buf, sizeof buf) == 0 &&
+            strstr(buf, "Mode: leader") != NULL)
+            return s;
+    return -1;
+}
+
+int chaos_zk_all_up(const chaos_cluster *c)
+{
+    int s;
+
+    for (s = 0; s < zk_count(c); s++)
+        if (!c->zk[s].up || c->zk[s].stopped || c->zk[s].cut)
+            return 0;
+    return 1;
 }
 
 void chaos_zk_stop(chaos_cluster *c)
 {
-    if (c->zk_stopped)
-        chaos_zk_sigcont(c); /* zk.sh stop waits for it to exit */
-    if (c->zk_dir == NULL || c->zk_port <= 0 || !c->zk_up)
-        return;
-    zk_script(c, "stop", 0, NULL, 0);
-    c->zk_up = 0;
-    say(c, "zookeeper stopped");
+    int s, any = 0;
+
+    for (s = 0; s < zk_count(c); s++) {
+        if (c->zk[s].stopped)
+            chaos_zk_sigcont(c, s); /* zk.sh stop waits for it to exit */
+        any |= c->zk[s].up;
+    }
+    if (c->zk_dir != NULL && c->zk[0].port > 0 && any) {
+        zk_script(c, zk_count(c) == 1 ? "stop" : "stop-ensemble", c->zk_dir,
+                  0, 0, NULL, 0);
+        say(c, "zookeeper stopped");
+    }
+    for (s = 0; s < zk_count(c); s++)
+        c->zk[s].up = 0;
+    if (zk_count(c) > 1 && c->zk_proxy > 0) {
+        zk_relays_stop(c);
+        c->zk_proxy = 0;
+    }
 }
 
 /* ----------------------------------------------------------------- nodes */
@@ -863,8 +1205,8 @@ int chaos_cluster_settled(const chaos_cluster *c, char *why, size_t cap)
     char first[32] = "", epoch[32];
     int i, any = -1;
 
-    if (!c->zk_up) {
-        errf(why, cap, "ZooKeeper is down");
+    if (!chaos_zk_all_up(c)) {
+        errf(why, cap, "a ZooKeeper server is down, stopped or cut off");
         return 0;
     }
     for (i = 0; i < c->nnodes; i++) {

@@ -1,5 +1,6 @@
-/* The cluster a chaos run starts and hurts: one ZooKeeper server (through
- * zk-conf/zk.sh) and keeld processes joined to it, each with its data
+/* The cluster a chaos run starts and hurts: one ZooKeeper server or an
+ * ensemble of three (through zk-conf/zk.sh) and keeld processes joined to
+ * it, each with its data
  * directory, its log and its activation log under the run directory.
  *
  * Every wait here is bounded. Processes started here die with the
@@ -16,7 +17,13 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "chaos/relay.h"
+
 #define CHAOS_NODES_MAX 16
+#define CHAOS_ZK_MAX 3 /* servers in an ensemble */
+/* Relays between the servers of an ensemble: one per ordered pair of
+ * servers and port (quorum, election). */
+#define CHAOS_ZK_RELAYS (CHAOS_ZK_MAX * (CHAOS_ZK_MAX - 1) * 2)
 
 typedef struct chaos_node {
     char id[16];     /* "n0", "n1", ... */
@@ -38,6 +45,14 @@ typedef struct chaos_node {
 typedef void (*chaos_cluster_event_cb)(void *data, const char *node,
                                        const char *what);
 
+/* One ZooKeeper server. */
+typedef struct chaos_zk_server {
+    int port;    /* its client port on 127.0.0.1; 0 before the start */
+    int up;      /* runs (maybe SIGSTOPped) */
+    int stopped; /* SIGSTOPped (chaos_zk_sigstop) */
+    int cut;     /* cut from the other servers (chaos_zk_cut) */
+} chaos_zk_server;
+
 typedef struct chaos_cluster {
     /* Set by the caller before chaos_cluster_init's fields are used: */
     const char *dir;     /* the run directory */
@@ -57,13 +72,18 @@ typedef struct chaos_cluster {
     chaos_cluster_event_cb on_event;
     void *event_data;
     /* ZooKeeper */
-    char *zk_dir;        /* DIR/zk (owned) */
+    int zk_servers;      /* 1 (also when 0) or CHAOS_ZK_MAX (an ensemble);
+                          * set by the caller */
+    char *zk_dir;        /* DIR/zk (owned); an ensemble's servers in
+                          * DIR/zk/1..3 */
     char zk_host[48];    /* the address nodes reach it at */
-    int zk_port;
-    char zk_hosts[64];   /* where ZooKeeper listens */
-    char zk_via[64];     /* --zk of the nodes when not zk_hosts (a relay) */
-    int zk_up;
-    int zk_stopped; /* SIGSTOPped (chaos_zk_sigstop) */
+    chaos_zk_server zk[CHAOS_ZK_MAX];
+    char zk_hosts[160];  /* where the servers listen: the nodes' --zk */
+    char zk_via[160];    /* --zk of the nodes when not zk_hosts (relays) */
+    /* An ensemble's servers reach one another only through these relays
+     * (zk.sh start-ensemble DIR BASE PROXY), so that one can be cut off. */
+    int zk_proxy;        /* their first port; 0: none */
+    chaos_relay zk_relays[CHAOS_ZK_RELAYS];
     /* Nodes: the first `base` start with the cluster, the rest are
      * spares. */
     chaos_node nodes[CHAOS_NODES_MAX];
@@ -81,18 +101,43 @@ void chaos_cluster_place(chaos_cluster *c, int i, const char *host, int port,
 /* Kills whatever still runs (SIGCONT first for stopped nodes), frees. */
 void chaos_cluster_free(chaos_cluster *c);
 
-/* ZooKeeper: starts a server on a free port (or on c->zk_port when it was
- * started before: a restart on the same data). Returns 0, or -1 with err
- * (the script's last words are in DIR/zk/zk-script.log). */
+/* ZooKeeper: starts one server on a free port (or on its port again when
+ * it was started before: a restart on the same data), or, with
+ * zk_servers 3, the ensemble on free ports, its servers joined through
+ * relays. Returns 0, or -1 with err (the script's last words are in
+ * DIR/zk/zk-script.log). */
 int chaos_zk_start(chaos_cluster *c, char *err, size_t errlen);
-/* SIGKILL the server and wait (at most 10 s) until it is gone. */
-int chaos_zk_kill(chaos_cluster *c);
-/* Stops it (zk.sh stop). */
+/* Starts server s (from 0), killed before, again on its data and port,
+ * and waits until it serves. With one server, chaos_zk_start. 0, or -1
+ * with err. */
+int chaos_zk_restart(chaos_cluster *c, int s, char *err, size_t errlen);
+/* SIGKILL server s and wait (at most 10 s) until it is gone. 0, or -1
+ * when it was not running or did not die. */
+int chaos_zk_kill(chaos_cluster *c, int s);
+/* Stops every server (zk.sh stop), and the relays between them. */
 void chaos_zk_stop(chaos_cluster *c);
-/* SIGSTOP / SIGCONT the server. 0, or -1 when it is not running (resp.
+/* Notices servers that exited by themselves (a server that cannot bind
+ * its ports dies a few seconds after it started to serve): marks them
+ * down, so that they are started again at the heal. Returns a bit
+ * (1 << s) per server found gone. */
+int chaos_zk_reap(chaos_cluster *c);
+/* SIGSTOP / SIGCONT server s. 0, or -1 when it is not running (resp.
  * not stopped). */
-int chaos_zk_sigstop(chaos_cluster *c);
-int chaos_zk_sigcont(chaos_cluster *c);
+int chaos_zk_sigstop(chaos_cluster *c, int s);
+int chaos_zk_sigcont(chaos_cluster *c, int s);
+/* Cuts server s of an ensemble from the other servers (on) or joins it
+ * to them again (off): the relays between them fall silent. The nodes'
+ * way to it is not touched (chaos/netns.h cuts that). 0, or -1 without
+ * an ensemble. */
+int chaos_zk_cut(chaos_cluster *c, int s, int on);
+/* The server that says it leads the ensemble (asked with srvr), or -1;
+ * with one server, 0 while it runs. */
+int chaos_zk_leader(const chaos_cluster *c);
+/* 1 when every server runs, not stopped, not cut off. */
+int chaos_zk_all_up(const chaos_cluster *c);
+/* "zk" for the one server, "zk1".."zk3" for an ensemble's: the name in
+ * events.jsonl and the run's log. */
+const char *chaos_zk_name(const chaos_cluster *c, int s);
 
 /* Starts node i and waits (at most 30 s) until it answers PING. 0, or -1
  * with err. */

@@ -173,8 +173,9 @@ int chaos_net_setup(chaos_net *net, const char *dir, int n, FILE *log,
     snprintf(net->bridge, sizeof net->bridge, "kc%dbr", pid);
     snprintf(net->host_addr, sizeof net->host_addr, "10.%d.%d.1", a & 255,
              b & 255);
-    snprintf(net->zk_addr, sizeof net->zk_addr, "10.%d.%d.2", a & 255,
-             b & 255);
+    for (i = 0; i < CHAOS_ZK_MAX; i++)
+        snprintf(net->zk_addr[i], sizeof net->zk_addr[i], "10.%d.%d.%d",
+                 a & 255, b & 255, 2 + i);
     if (ip(log, "link", "add", net->bridge, "type", "bridge", NULL) != 0) {
         snprintf(err, errlen, "cannot create bridge %s", net->bridge);
         goto fail;
@@ -183,9 +184,12 @@ int chaos_net_setup(chaos_net *net, const char *dir, int n, FILE *log,
     snprintf(cidr, sizeof cidr, "%s/24", net->host_addr);
     if (ip(log, "addr", "add", cidr, "dev", net->bridge, NULL) != 0)
         goto cmd;
-    snprintf(cidr, sizeof cidr, "%s/24", net->zk_addr);
-    if (ip(log, "addr", "add", cidr, "dev", net->bridge, NULL) != 0 ||
-        ip(log, "link", "set", net->bridge, "up", NULL) != 0)
+    for (i = 0; i < CHAOS_ZK_MAX; i++) {
+        snprintf(cidr, sizeof cidr, "%s/24", net->zk_addr[i]);
+        if (ip(log, "addr", "add", cidr, "dev", net->bridge, NULL) != 0)
+            goto cmd;
+    }
+    if (ip(log, "link", "set", net->bridge, "up", NULL) != 0)
         goto cmd;
     for (i = 0; i < n; i++) {
         char host[16], peer[16];
@@ -244,7 +248,7 @@ static int rules(chaos_net *net, int i, const char *const *addrs, int naddrs)
     const char *del[] = {find_tool("ip"), "netns", "exec", net->ns[i],
                          find_tool("nft"), "delete", "table", "inet", TABLE,
                          NULL};
-    char path[512], set[256] = "";
+    char path[512], set[512] = "";
     size_t len = 0;
     FILE *f;
     int k;
@@ -283,13 +287,14 @@ int chaos_net_apply(chaos_net *net, const unsigned *cut, const int *zk)
     int i, j, rc = 0;
 
     for (i = 0; i < net->n; i++) {
-        const char *addrs[CHAOS_NODES_MAX + 1];
-        int na = 0;
+        const char *addrs[CHAOS_NODES_MAX + CHAOS_ZK_MAX];
+        int na = 0, s;
         for (j = 0; j < net->n; j++)
             if (j != i && ((cut[i] >> j) & 1u || (cut[j] >> i) & 1u))
                 addrs[na++] = net->addr[j];
-        if (zk[i])
-            addrs[na++] = net->zk_addr;
+        for (s = 0; s < CHAOS_ZK_MAX; s++)
+            if ((zk[i] >> s) & 1)
+                addrs[na++] = net->zk_addr[s];
         if (rules(net, i, addrs, na) != 0)
             rc = -1;
     }

@@ -1,12 +1,13 @@
 /* Network partitions for keel-chaos run (docs/chaos.md, "partition"):
  * each node in a Linux network namespace of its own, with an address of
- * its own on a bridge in the harness's namespace; ZooKeeper is reached
- * at a second address of the bridge (through a relay, chaos/relay.h),
- * the clients talk from the first. A partition is a set of nftables rules
+ * its own on a bridge in the harness's namespace; each ZooKeeper server
+ * is reached at an address of the bridge of its own (through a relay,
+ * chaos/relay.h), the clients talk from the first. A partition is a set of nftables rules
  * inside the nodes' namespaces that drop what goes to, or comes from, the
  * addresses a node is cut from; healing deletes them.
  *
- *   bridge kc<pid>br      10.A.B.1 (harness, clients), 10.A.B.2 (ZK)
+ *   bridge kc<pid>br      10.A.B.1 (harness, clients), 10.A.B.2..4
+ *                         (ZooKeeper servers 1..3)
  *   namespace kc<pid>-n<i> eth0 10.A.B.(10+i), a veth to the bridge
  *
  * Making these needs CAP_NET_ADMIN (root), the ip command (iproute2) and
@@ -25,7 +26,8 @@ typedef struct chaos_net {
     char tag[16];      /* "kc<pid>" */
     char bridge[16];
     char host_addr[20]; /* the harness's address on the bridge */
-    char zk_addr[20];   /* ZooKeeper's (the relay's) */
+    char zk_addr[CHAOS_ZK_MAX][20]; /* each ZooKeeper server's (its
+                                     * relay's) */
     int n;
     char ns[CHAOS_NODES_MAX][24];
     char addr[CHAOS_NODES_MAX][20];
@@ -47,9 +49,9 @@ int chaos_net_setup(chaos_net *net, const char *dir, int n, FILE *log,
 void chaos_net_teardown(chaos_net *net);
 
 /* Cuts: cut[i] has bit j set when node i and node j may not talk
- * (applied on both sides), zk[i] when node i may not talk to ZooKeeper.
- * Replaces any partition in place. 0, or -1 (the failed command is in the
- * log). */
+ * (applied on both sides), zk[i] bit s when node i may not talk to
+ * ZooKeeper server s (so 1 with one server). Replaces any partition in
+ * place. 0, or -1 (the failed command is in the log). */
 int chaos_net_apply(chaos_net *net, const unsigned *cut, const int *zk);
 /* Removes every cut. 0 or -1. */
 int chaos_net_heal(chaos_net *net);

@@ -97,15 +97,19 @@ static void *relay_main(void *arg)
     for (k = 0; k < CHAOS_RELAY_MAX; k++)
         pairs[k].a = pairs[k].b = -1;
     for (;;) {
-        int n = 0, i;
+        int n = 0, i, cut = atomic_load(&r->cut);
 
+        if (!cut) /* the ones held while cut go now */
+            for (k = 0; k < CHAOS_RELAY_MAX; k++)
+                if (pairs[k].a >= 0 && pairs[k].b < 0)
+                    pair_close(&pairs[k]);
         pfd[n].fd = r->stop_pipe[0];
         pfd[n++].events = POLLIN;
         pfd[n].fd = r->lfd;
         pfd[n++].events = POLLIN;
         for (k = 0; k < CHAOS_RELAY_MAX; k++) {
             pair *p = &pairs[k];
-            if (p->a < 0)
+            if (p->a < 0 || cut)
                 continue;
             pfd[n].fd = p->a;
             pfd[n++].events = (short)((p->nab < BUF ? POLLIN : 0) |
@@ -116,18 +120,26 @@ static void *relay_main(void *arg)
         }
         if (poll(pfd, (nfds_t)n, 1000) < 0 && errno != EINTR)
             break;
-        if (pfd[0].revents)
+        if (pfd[0].revents) {
+            char why = 'x';
+            if (read(r->stop_pipe[0], &why, 1) == 1 && why == 'w')
+                continue; /* woken by chaos_relay_cut */
             break;
+        }
         if (pfd[1].revents & POLLIN) {
             int c = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
             if (c >= 0) {
-                int t = connect_target(r);
+                int t = cut ? -2 : connect_target(r);
                 for (k = 0; k < CHAOS_RELAY_MAX && pairs[k].a >= 0; k++)
                     ;
-                if (t < 0 || k == CHAOS_RELAY_MAX) {
+                if (t == -1 || k == CHAOS_RELAY_MAX) {
                     close(c);
                     if (t >= 0)
                         close(t);
+                } else if (t == -2) {
+                    pairs[k].a = c; /* held, not polled, until healed */
+                    pairs[k].b = -1;
+                    pairs[k].nab = pairs[k].nba = 0;
                 } else {
                     pairs[k].a = c;
                     pairs[k].b = t;
@@ -136,7 +148,7 @@ static void *relay_main(void *arg)
             }
         }
         i = 2;
-        for (k = 0; k < CHAOS_RELAY_MAX; k++) {
+        for (k = 0; k < CHAOS_RELAY_MAX && !cut; k++) {
             pair *p = &pairs[k];
             short ra, rb;
             if (p->a < 0)
@@ -159,8 +171,8 @@ static void *relay_main(void *arg)
     return NULL;
 }
 
-int chaos_relay_start(chaos_relay *r, const char *host, const char *target,
-                      int target_port)
+int chaos_relay_start(chaos_relay *r, const char *host, int port,
+                      const char *target, int target_port)
 {
     struct sockaddr_in sa;
     socklen_t len = sizeof sa;
@@ -171,7 +183,8 @@ int chaos_relay_start(chaos_relay *r, const char *host, const char *target,
     r->stop_pipe[0] = r->stop_pipe[1] = -1;
     snprintf(r->target, sizeof r->target, "%s", target);
     r->target_port = target_port;
-    if (sock_in(host, 0, &sa) != 0) {
+    atomic_init(&r->cut, 0);
+    if (sock_in(host, port, &sa) != 0) {
         errno = EINVAL;
         return -1;
     }
@@ -192,6 +205,13 @@ int chaos_relay_start(chaos_relay *r, const char *host, const char *target,
 err:
     chaos_relay_stop(r);
     return -1;
+}
+
+void chaos_relay_cut(chaos_relay *r, int on)
+{
+    atomic_store(&r->cut, on ? 1 : 0);
+    if (r->started)
+        (void)!write(r->stop_pipe[1], "w", 1);
 }
 
 void chaos_relay_stop(chaos_relay *r)

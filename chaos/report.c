@@ -34,6 +34,7 @@ typedef struct rdata {
     int64_t start_ns, end_ns, rt_off;
     const char **node_names;
     size_t nnode_names;
+    int zk_lanes; /* 1 ("zk"), or 3 for an ensemble ("zk1".."zk3") */
     /* faults.jsonl, events.jsonl */
     rfault *faults;
     size_t nfaults;
@@ -147,6 +148,7 @@ static void on_meta(rdata *d, const chaos_json *j)
     d->start_ns = jint(j, "start_ns", 0);
     d->end_ns = jint(j, "end_ns", 0);
     d->rt_off = jint(j, "realtime_minus_monotonic_ns", 0);
+    d->zk_lanes = jint(j, "zk_servers", 1) == 3 ? 3 : 1;
     if (names != NULL && names->type == CHAOS_JSON_ARRAY) {
         d->node_names =
             chaos_arena_alloc(&d->arena, (names->n + 1) * sizeof(char *));
@@ -371,6 +373,14 @@ static void axis(FILE *f, const rdata *d, double width, double y, double h)
     }
 }
 
+/* The name of ZooKeeper lane k (after the nodes' lanes). */
+static const char *zk_lane_name(const rdata *d, size_t k)
+{
+    static const char *const names[3] = {"zk1", "zk2", "zk3"};
+
+    return d->zk_lanes == 3 && k < 3 ? names[k] : "zk";
+}
+
 /* The lane of a node name, or -1. */
 static int node_lane(const rdata *d, const char *name)
 {
@@ -379,8 +389,9 @@ static int node_lane(const rdata *d, const char *name)
     for (k = 0; k < d->nnode_names; k++)
         if (strcmp(d->node_names[k], name) == 0)
             return (int)k;
-    if (strcmp(name, "zk") == 0)
-        return (int)d->nnode_names;
+    for (k = 0; k < (size_t)d->zk_lanes; k++)
+        if (strcmp(name, zk_lane_name(d, k)) == 0)
+            return (int)(d->nnode_names + k);
     return -1;
 }
 
@@ -398,15 +409,17 @@ static void state_bar(FILE *f, const rdata *d, double width, double y,
             x2 - x1 > 0.5 ? x2 - x1 : 0.5, lh - 4);
 }
 
-/* A lane per node and one for ZooKeeper: up (green) or stopped (purple)
- * from events.jsonl, a triangle at each thing done to it. */
+/* A lane per node and one per ZooKeeper server: up (green) or stopped
+ * (purple) from events.jsonl, a triangle at each thing done to it. */
 static void node_lanes(FILE *f, const rdata *d, double width, double y0,
                        double lh)
 {
-    size_t lanes = d->nnode_names + 1, k, e;
+    size_t lanes = d->nnode_names + (size_t)d->zk_lanes, k, e;
 
     for (k = 0; k < lanes; k++) {
-        const char *name = k < d->nnode_names ? d->node_names[k] : "zk";
+        const char *name = k < d->nnode_names
+                               ? d->node_names[k]
+                               : zk_lane_name(d, k - d->nnode_names);
         double y = y0 + (double)k * lh;
         int state = 0; /* 0 down, 1 up, 2 stopped */
         int64_t since = d->t0;
@@ -510,7 +523,8 @@ static void op_title(FILE *f, const rdata *d, const chaos_op *op)
 
 static void timeline(FILE *f, rdata *d)
 {
-    size_t nlanes_nodes = d->have_meta ? d->nnode_names + 1 : 0, k;
+    size_t nlanes_nodes =
+        d->have_meta ? d->nnode_names + (size_t)d->zk_lanes : 0, k;
     int64_t maxc = -1, *lane_of;
     size_t nclients = 0;
     double span_s = (double)(d->t1 - d->t0) / 1e9;

@@ -49,6 +49,12 @@ void chaos_run_opts_init(chaos_run_opts *o)
     o->shards = 64;
     o->session_ms = 2000;
     o->client_timeout_ms = 10000;
+    o->zk_servers = 1;
+}
+
+static int zk_servers(const chaos_run_opts *o)
+{
+    return o->zk_servers == CHAOS_ZK_MAX ? CHAOS_ZK_MAX : 1;
 }
 
 typedef struct run run;
@@ -93,11 +99,12 @@ struct run {
     int64_t real0; /* CLOCK_REALTIME at t0 */
     chaos_wl wl;     /* what the clients do */
     int stray_exits; /* nodes that exited when nothing made them */
+    int zk_exits;    /* the same, of ZooKeeper servers */
     char unsettled[256]; /* why the cluster did not settle, if it did not */
-    /* Partitions: the nodes in network namespaces, ZooKeeper through a
-     * relay; or why not. */
+    /* Partitions: the nodes in network namespaces, each ZooKeeper server
+     * through a relay; or why not. */
     chaos_net net;
-    chaos_relay relay;
+    chaos_relay relay[CHAOS_ZK_MAX];
     int net_up;
     char no_net[256];
     /* disk-full: each node's data on a tmpfs of its own; or why not. */
@@ -431,7 +438,19 @@ static void *client_main(void *arg)
  * to leave that exits is worth a line: keeld should not. */
 static void reap_all(run *r, int expected)
 {
-    int i;
+    int i, gone = chaos_zk_reap(&r->cl);
+
+    for (i = 0; i < CHAOS_ZK_MAX; i++)
+        if ((gone >> i) & 1) {
+            char where[32];
+            if (zk_servers(r->o) > 1)
+                snprintf(where, sizeof where, "zk/%d/zk.log", i + 1);
+            else
+                snprintf(where, sizeof where, "zk/zk.log");
+            r->zk_exits++;
+            progress(r, "ZooKeeper %s exited by itself (see %s)",
+                     chaos_zk_name(&r->cl, i), where);
+        }
 
     for (i = 0; i < r->cl.nnodes; i++) {
         if (r->cl.nodes[i].pid > 0 && chaos_node_reap(&r->cl, i) &&
@@ -550,6 +569,32 @@ static void drain_and_wait(run *r, fault_rec *fr, int i, int wait)
     }
 }
 
+/* The ZooKeeper server fault fr hits: the one it names, or the leader of
+ * the moment (f->zk -1; the first server when none says it leads). -1
+ * when that server is not running (fr is then skipped). With one server,
+ * 0. */
+static int pick_zk(run *r, fault_rec *fr)
+{
+    int s = fr->f->zk;
+
+    if (zk_servers(r->o) == 1)
+        return 0;
+    if (s < 0) {
+        s = chaos_zk_leader(&r->cl);
+        if (s < 0) {
+            note(fr, "no server says it leads: %s taken",
+                 chaos_zk_name(&r->cl, 0));
+            s = 0;
+        }
+    }
+    if (!r->cl.zk[s].up || r->cl.zk[s].stopped) {
+        fr->status = "skipped";
+        note(fr, "ZooKeeper %s is not running", chaos_zk_name(&r->cl, s));
+        return -1;
+    }
+    return s;
+}
+
 /* A partition of shape f->variant around node f->node until end, then
  * healed. The clients (the harness's own address) reach every node
  * throughout: what is cut is node to node and node to ZooKeeper. */
@@ -558,6 +603,7 @@ static void partition(run *r, fault_rec *fr, int64_t end)
     const chaos_fault *f = fr->f;
     unsigned cut[CHAOS_NODES_MAX] = {0}, minority = 0;
     int zk[CHAOS_NODES_MAX] = {0}, n = r->cl.nnodes, i, j, size;
+    int all_zk = (1 << zk_servers(r->o)) - 1, s = -1;
 
     if (!r->net_up) {
         fr->status = "skipped";
@@ -566,6 +612,25 @@ static void partition(run *r, fault_rec *fr, int64_t end)
     }
     snprintf(fr->node, sizeof fr->node, "%s", r->cl.nodes[f->node].id);
     switch ((chaos_part_shape)f->variant) {
+    case CHAOS_P_WITH_ZK:
+        s = pick_zk(r, fr);
+        if (s < 0)
+            return;
+        /* The node keeps server s alone: cut from the other nodes and
+         * servers; every other node is cut from s; s from the other
+         * servers (chaos_zk_cut below), so it loses its quorum. */
+        cut[f->node] = ~0u;
+        zk[f->node] = all_zk & ~(1 << s);
+        for (i = 0; i < n; i++)
+            if (i != f->node)
+                zk[i] = 1 << s;
+        progress(r, "partition: %s and ZooKeeper %s%s cut from the other "
+                    "nodes and servers for %.1f s",
+                 fr->node, chaos_zk_name(&r->cl, s),
+                 f->zk < 0 ? " (the leader)" : "", (double)f->dur_ms / 1000);
+        note(fr, "with ZooKeeper %s%s", chaos_zk_name(&r->cl, s),
+             f->zk < 0 ? " (the leader)" : "");
+        break;
     case CHAOS_P_FROM_PEERS:
         cut[f->node] = ~0u;
         progress(r, "partition: %s cut from the other nodes, not from "
@@ -573,7 +638,7 @@ static void partition(run *r, fault_rec *fr, int64_t end)
                  fr->node, (double)f->dur_ms / 1000);
         break;
     case CHAOS_P_FROM_ZK:
-        zk[f->node] = 1;
+        zk[f->node] = all_zk;
         progress(r, "partition: %s cut from ZooKeeper, not from the other "
                     "nodes, for %.1f s",
                  fr->node, (double)f->dur_ms / 1000);
@@ -587,7 +652,7 @@ static void partition(run *r, fault_rec *fr, int64_t end)
             minority |= 1u << ((f->node + i) % r->cl.base);
         for (i = 0; i < n; i++)
             if ((minority >> i) & 1u) {
-                zk[i] = 1;
+                zk[i] = all_zk;
                 for (j = 0; j < n; j++)
                     if (!((minority >> j) & 1u))
                         cut[i] |= 1u << j;
@@ -602,7 +667,11 @@ static void partition(run *r, fault_rec *fr, int64_t end)
         fr->status = "failed";
         note(fr, "an nft command failed (see run.log)");
     }
+    if (s >= 0)
+        chaos_zk_cut(&r->cl, s, 1);
     wait_until(r, end, -1);
+    if (s >= 0)
+        chaos_zk_cut(&r->cl, s, 0);
     if (chaos_net_heal(&r->net) != 0) {
         fr->status = "failed";
         note(fr, "healing failed (see run.log)");
@@ -665,34 +734,56 @@ static void fault_run(run *r, fault_rec *fr)
         break;
     case CHAOS_F_ZK: {
         char err[256];
-        snprintf(fr->node, sizeof fr->node, "zk");
-        progress(r, "zk: SIGKILL ZooKeeper, restart in %.1f s",
-                 (double)f->dur_ms / 1000);
-        if (chaos_zk_kill(&r->cl) != 0)
+        int s = pick_zk(r, fr);
+        if (s < 0)
+            break;
+        snprintf(fr->node, sizeof fr->node, "%s", chaos_zk_name(&r->cl, s));
+        if (zk_servers(r->o) > 1) {
+            /* One server of three: the other two keep the quorum. */
+            note(fr, "SIGKILL %s%s", fr->node,
+                 f->zk < 0 ? " (the leader)" : "");
+            progress(r, "zk: SIGKILL ZooKeeper %s%s, restart in %.1f s",
+                     fr->node, f->zk < 0 ? " (the leader)" : "",
+                     (double)f->dur_ms / 1000);
+        } else {
+            progress(r, "zk: SIGKILL ZooKeeper, restart in %.1f s",
+                     (double)f->dur_ms / 1000);
+        }
+        if (chaos_zk_kill(&r->cl, s) != 0)
             note(fr, "ZooKeeper did not die within 10 s");
         wait_until(r, end, -1);
-        if (chaos_zk_start(&r->cl, err, sizeof err) != 0) {
+        if (chaos_zk_restart(&r->cl, s, err, sizeof err) != 0) {
             note(fr, "restart failed: %s", err);
             fr->status = "failed";
         }
         break;
     }
-    case CHAOS_F_ZKSTOP:
-        snprintf(fr->node, sizeof fr->node, "zk");
-        progress(r, "zk-stop: SIGSTOP ZooKeeper for %.1f s (session "
+    case CHAOS_F_ZKSTOP: {
+        int s = pick_zk(r, fr);
+        if (s < 0)
+            break;
+        snprintf(fr->node, sizeof fr->node, "%s", chaos_zk_name(&r->cl, s));
+        if (zk_servers(r->o) > 1)
+            note(fr, "SIGSTOP %s%s", fr->node,
+                 f->zk < 0 ? " (the leader)" : "");
+        progress(r, "zk-stop: SIGSTOP ZooKeeper%s%s%s for %.1f s (session "
                  "timeout %.1f s)",
+                 zk_servers(r->o) > 1 ? " " : "",
+                 zk_servers(r->o) > 1 ? fr->node : "",
+                 f->zk < 0 && zk_servers(r->o) > 1 ? " (the leader)" : "",
                  (double)f->dur_ms / 1000, (double)r->o->session_ms / 1000);
-        if (chaos_zk_sigstop(&r->cl) != 0) {
+        if (chaos_zk_sigstop(&r->cl, s) != 0) {
             fr->status = "skipped";
             note(fr, "ZooKeeper is not running");
             break;
         }
         wait_until(r, end, -1);
-        if (chaos_zk_sigcont(&r->cl) != 0) {
+        if (chaos_zk_sigcont(&r->cl, s) != 0) {
             note(fr, "SIGCONT failed");
             fr->status = "failed";
         }
         break;
+    }
     case CHAOS_F_DRAIN:
         if (!chaos_node_up(&r->cl, i)) {
             fr->status = "skipped";
@@ -797,6 +888,13 @@ static void write_fault(run *r, size_t idx, const fault_rec *fr)
     if (fr->f->kind == CHAOS_F_PARTITION)
         chaos_buf_printf(&b, ",\"shape\":\"%s\"",
                          chaos_part_name((chaos_part_shape)fr->f->variant));
+    if (zk_servers(r->o) > 1 &&
+        (fr->f->kind == CHAOS_F_ZK || fr->f->kind == CHAOS_F_ZKSTOP ||
+         (fr->f->kind == CHAOS_F_PARTITION &&
+          fr->f->variant == CHAOS_P_WITH_ZK)))
+        chaos_buf_printf(&b, ",\"zk_planned\":\"%s\"",
+                         fr->f->zk < 0 ? "leader"
+                                       : chaos_zk_name(&r->cl, fr->f->zk));
     chaos_buf_puts(&b, ",\"node\":");
     chaos_json_put_str(&b, fr->node);
     chaos_buf_printf(&b,
@@ -828,10 +926,16 @@ static void heal_all(run *r)
     for (i = 0; i < r->cl.nnodes; i++)
         if (r->mounted[i])
             chaos_disk_free(r->cl.nodes[i].data);
-    if (!r->cl.zk_up) {
+    for (i = 0; i < zk_servers(r->o); i++) {
         char err[256];
-        if (chaos_zk_start(&r->cl, err, sizeof err) != 0)
-            progress(r, "heal: ZooKeeper does not start: %s", err);
+        if (r->cl.zk[i].cut)
+            chaos_zk_cut(&r->cl, i, 0);
+        if (r->cl.zk[i].stopped)
+            chaos_zk_sigcont(&r->cl, i);
+        if (!r->cl.zk[i].up &&
+            chaos_zk_restart(&r->cl, i, err, sizeof err) != 0)
+            progress(r, "heal: ZooKeeper %s does not start: %s",
+                     chaos_zk_name(&r->cl, i), err);
     }
     for (i = 0; i < r->cl.nnodes; i++)
         if (r->cl.nodes[i].stopped)
@@ -1003,7 +1107,7 @@ static void write_run_json(run *r, int64_t end_ns, size_t nfaults,
                      "{\"seed\":%llu,\"nodes\":%d,\"replicas\":%d,"
                      "\"clients\":%d,\"actors\":%d,\"seconds\":%lld,"
                      "\"workload\":\"%s\",\"faults\":\"%s\",\"rate\":%d,"
-                     "\"shards\":%d,\"session_ms\":%d,"
+                     "\"shards\":%d,\"session_ms\":%d,\"zk_servers\":%d,"
                      "\"start_ns\":%lld,\"end_ns\":%lld,"
                      "\"realtime_minus_monotonic_ns\":%lld,"
                      "\"faults_planned\":%zu,\"settled\":%s,"
@@ -1012,7 +1116,7 @@ static void write_run_json(run *r, int64_t end_ns, size_t nfaults,
                      (unsigned long long)o->seed, o->nodes, o->replicas,
                      o->clients, o->actors, (long long)o->seconds,
                      chaos_workload_name(o->workload), faults, o->rate,
-                     o->shards, o->session_ms, (long long)r->t0,
+                     o->shards, o->session_ms, zk_servers(o), (long long)r->t0,
                      (long long)end_ns, (long long)(r->real0 - r->t0),
                      nfaults, settled ? "true" : "false", finals,
                      (unsigned long long)r->nbad, r->stray_exits);
@@ -1244,7 +1348,9 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     struct stat st;
 
     memset(&r, 0, sizeof r);
-    r.relay.lfd = r.relay.stop_pipe[0] = r.relay.stop_pipe[1] = -1;
+    for (i = 0; i < CHAOS_ZK_MAX; i++)
+        r.relay[i].lfd = r.relay[i].stop_pipe[0] = r.relay[i].stop_pipe[1] =
+            -1;
     r.o = o;
     r.out = out;
     r.err = err;
@@ -1260,6 +1366,23 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         fprintf(err, "keel-chaos: run needs at least one node, client, "
                      "actor and second (and at most %d nodes)\n",
                 CHAOS_NODES_MAX - 1);
+        return CHAOS_EXIT_BAD_INPUT;
+    }
+    if (o->zk_servers != 1 && o->zk_servers != CHAOS_ZK_MAX) {
+        fprintf(err, "keel-chaos: --zk-servers takes 1 or %d\n",
+                CHAOS_ZK_MAX);
+        return CHAOS_EXIT_BAD_INPUT;
+    }
+    if (o->shapes != 0 && !(o->faults & (1u << CHAOS_F_PARTITION))) {
+        fprintf(err, "keel-chaos: --partitions needs partition among the "
+                     "--faults\n");
+        return CHAOS_EXIT_BAD_INPUT;
+    }
+    if (o->shapes != 0 && o->zk_servers == 1 &&
+        (o->shapes & ~(1u << CHAOS_P_WITH_ZK)) == 0) {
+        fprintf(err, "keel-chaos: --partitions with-zk-server needs an "
+                     "ensemble (--zk-servers %d)\n",
+                CHAOS_ZK_MAX);
         return CHAOS_EXIT_BAD_INPUT;
     }
     if (o->replicas < 1 || o->replicas > 5) {
@@ -1313,6 +1436,8 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     so.nodes = o->nodes;
     so.session_ms = o->session_ms;
     so.kinds = o->faults;
+    so.zk_servers = zk_servers(o);
+    so.shapes = o->shapes;
     if (chaos_schedule_make(&so, &sched, &nsched) != 0) {
         fprintf(err, "keel-chaos: out of memory\n");
         return CHAOS_EXIT_NO_RUN;
@@ -1361,20 +1486,36 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         fprintf(out, "  every operation with a request key, sent again up "
                      "to %d times while its outcome allows\n",
                 o->keyed);
+    if (zk_servers(o) > 1)
+        fprintf(out, "  ZooKeeper: an ensemble of %d servers (zk1..zk%d); "
+                     "zk and zk-stop hit one server at a time, so two keep "
+                     "the quorum\n",
+                zk_servers(o), zk_servers(o));
     for (k = 0; k < nsched; k++) {
+        char zk[48] = "";
+        if (zk_servers(o) > 1 &&
+            (sched[k].kind == CHAOS_F_ZK || sched[k].kind == CHAOS_F_ZKSTOP ||
+             (sched[k].kind == CHAOS_F_PARTITION &&
+              sched[k].variant == CHAOS_P_WITH_ZK))) {
+            if (sched[k].zk < 0)
+                snprintf(zk, sizeof zk, " (the ZooKeeper leader)");
+            else
+                snprintf(zk, sizeof zk, " (ZooKeeper zk%d)", sched[k].zk + 1);
+        }
         if (sched[k].node >= 0)
-            fprintf(out, "  planned: +%5.1f s %s n%d for %.1f s%s%s\n",
+            fprintf(out, "  planned: +%5.1f s %s n%d for %.1f s%s%s%s\n",
                     (double)sched[k].at_ms / 1000,
                     chaos_fault_name(sched[k].kind), sched[k].node,
                     (double)sched[k].dur_ms / 1000,
                     sched[k].kind == CHAOS_F_PARTITION ? ", " : "",
                     sched[k].kind == CHAOS_F_PARTITION
                         ? chaos_part_name((chaos_part_shape)sched[k].variant)
-                        : "");
+                        : "",
+                    zk);
         else
-            fprintf(out, "  planned: +%5.1f s %s for %.1f s\n",
+            fprintf(out, "  planned: +%5.1f s %s%s for %.1f s\n",
                     (double)sched[k].at_ms / 1000,
-                    chaos_fault_name(sched[k].kind),
+                    chaos_fault_name(sched[k].kind), zk,
                     (double)sched[k].dur_ms / 1000);
     }
     fflush(out);
@@ -1389,6 +1530,7 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     r.cl.load = o->load;
     r.cl.replicas = o->replicas;
     r.cl.session_ms = o->session_ms;
+    r.cl.zk_servers = zk_servers(o);
     /* Session timeouts must lie within 2 to 20 ticks: 10. */
     r.cl.zk_tick_ms = o->session_ms / 10 > 100 ? o->session_ms / 10 : 100;
     r.cl.log = r.log;
@@ -1458,17 +1600,27 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         goto out;
     }
     if (r.net_up) {
-        /* ZooKeeper listens on loopback: the nodes reach it through a
-         * relay on its own address of the bridge. */
-        if (chaos_relay_start(&r.relay, r.net.zk_addr, "127.0.0.1",
-                              r.cl.zk_port) != 0) {
-            fprintf(err, "keel-chaos: cannot relay ZooKeeper to %s: %s\n",
-                    r.net.zk_addr, strerror(errno));
-            goto out;
+        /* ZooKeeper listens on loopback: the nodes reach each server
+         * through a relay on an address of the bridge of its own. */
+        size_t len = 0;
+        for (i = 0; i < zk_servers(o); i++) {
+            if (chaos_relay_start(&r.relay[i], r.net.zk_addr[i], 0,
+                                  "127.0.0.1", r.cl.zk[i].port) != 0) {
+                fprintf(err, "keel-chaos: cannot relay ZooKeeper to %s: "
+                             "%s\n",
+                        r.net.zk_addr[i], strerror(errno));
+                goto out;
+            }
+            len += (size_t)snprintf(r.cl.zk_via + len,
+                                    sizeof r.cl.zk_via - len, "%s%s:%d",
+                                    i ? "," : "", r.net.zk_addr[i],
+                                    r.relay[i].port);
         }
-        snprintf(r.cl.zk_via, sizeof r.cl.zk_via, "%s:%d", r.net.zk_addr,
-                 r.relay.port);
     }
+    if (zk_servers(o) > 1)
+        progress(&r, "ZooKeeper: zk1..zk%d on %s; the nodes' --zk %s",
+                 zk_servers(o), r.cl.zk_hosts,
+                 r.cl.zk_via[0] != '\0' ? r.cl.zk_via : r.cl.zk_hosts);
     for (i = 0; i < o->nodes; i++)
         if (chaos_node_start(&r.cl, i, msg, sizeof msg) != 0) {
             fprintf(err, "keel-chaos: %s\n", msg);
@@ -1585,6 +1737,10 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         fprintf(out, "warning: %d of %d actors have no successful final "
                      "read: lost-writes cannot check them\n",
                 nactors - finals, nactors);
+    if (r.zk_exits > 0)
+        fprintf(out, "warning: %d ZooKeeper server exits nobody caused (see "
+                     "DIR/zk and run.log)\n",
+                r.zk_exits);
     if (r.stray_exits > 0)
         fprintf(out, "warning: %d node exits nobody caused (see the nodes' "
                      "logs)\n",
@@ -1611,7 +1767,8 @@ out:
     r.faults = NULL;
     if (r.cl.dir != NULL) {
         chaos_cluster_free(&r.cl);
-        chaos_relay_stop(&r.relay);
+        for (i = 0; i < CHAOS_ZK_MAX; i++)
+            chaos_relay_stop(&r.relay[i]);
         chaos_net_teardown(&r.net);
         /* On a tmpfs, the nodes' data goes with it, kept or not. */
         for (i = 0; i < CHAOS_NODES_MAX; i++)

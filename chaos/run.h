@@ -1,6 +1,7 @@
 /* keel-chaos run: a whole chaos run (docs/chaos.md, "keel-chaos run").
  *
- * Starts a ZooKeeper server and a cluster of keeld nodes under DIR,
+ * Starts a ZooKeeper server (or an ensemble of three) and a cluster of
+ * keeld nodes under DIR,
  * drives concurrent clients over the wire protocol while faults happen
  * on a seeded schedule, heals everything, waits for the cluster to
  * settle, reads every actor once more, and then checks the record
@@ -48,6 +49,9 @@ typedef struct chaos_run_opts {
                           * up to this many times after an outcome that
                           * is unknown or says it did not run; 0: once,
                           * without a key */
+    int zk_servers;      /* ZooKeeper servers: 1, or 3 (an ensemble) */
+    unsigned shapes;     /* partition shapes to draw from, bit (1 <<
+                          * chaos_part_shape) each; 0: all that apply */
     int keep_data;
     uint64_t max_states; /* the check's, per actor; 0: no bound */
     const char *out;     /* the run directory (created) */

@@ -12,7 +12,7 @@ static const char *const fault_names[CHAOS_F_COUNT] = {
     "disk-full", "wipe", "zk-stop"};
 
 static const char *const part_names[CHAOS_P_COUNT] = {
-    "from-peers", "from-zk", "majority"};
+    "from-peers", "from-zk", "majority", "with-zk-server"};
 
 const char *chaos_fault_name(chaos_fault_kind k)
 {
@@ -53,6 +53,36 @@ int chaos_faults_parse(const char *list, unsigned *kinds, char *err,
             return KEEL_EINVAL;
         }
         *kinds |= 1u << k;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+int chaos_shapes_parse(const char *list, unsigned *shapes, char *err,
+                       size_t errlen)
+{
+    const char *p = list;
+
+    *shapes = 0;
+    if (list == NULL || *list == '\0' || strcmp(list, "all") == 0)
+        return 0;
+    while (*p != '\0') {
+        size_t n = strcspn(p, ","), k;
+
+        for (k = 0; k < CHAOS_P_COUNT; k++)
+            if (strlen(part_names[k]) == n && memcmp(part_names[k], p, n) == 0)
+                break;
+        if (k == CHAOS_P_COUNT) {
+            if (errlen > 0)
+                snprintf(err, errlen,
+                         "unknown partition shape '%.*s' (from-peers, "
+                         "from-zk, majority, with-zk-server, all)",
+                         (int)n, p);
+            return KEEL_EINVAL;
+        }
+        *shapes |= 1u << k;
         p += n;
         if (*p == ',')
             p++;
@@ -118,6 +148,8 @@ int chaos_schedule_make(const chaos_sched_opts *o, chaos_fault **out,
     chaos_fault *v = NULL;
     size_t cnt = 0, cap = 0;
     int kinds[CHAOS_F_COUNT], nkinds = 0, dealt, k;
+    int shapes[CHAOS_P_COUNT], nshapes = 0;
+    int ensemble = o->zk_servers == 3;
     int64_t t, end, margin;
     chaos_rng r;
 
@@ -128,6 +160,15 @@ int chaos_schedule_make(const chaos_sched_opts *o, chaos_fault **out,
     for (k = 0; k < CHAOS_F_COUNT; k++)
         if (o->kinds & (1u << k))
             kinds[nkinds++] = k;
+    /* with-zk-server needs an ensemble; the others come in the order of
+     * their numbers, so that a schedule with one server is what it was
+     * before that shape existed. */
+    for (k = 0; k < CHAOS_P_COUNT; k++)
+        if ((o->shapes == 0 || (o->shapes & (1u << k))) &&
+            (k != CHAOS_P_WITH_ZK || ensemble))
+            shapes[nshapes++] = k;
+    if (nshapes == 0)
+        return KEEL_EINVAL;
     if (nkinds == 0)
         return 0;
     /* The seed is mixed once, so that seeds 1, 2, 3 start far apart. */
@@ -159,12 +200,18 @@ int chaos_schedule_make(const chaos_sched_opts *o, chaos_fault **out,
         f.at_ms = t;
         f.dur_ms = duration(&r, f.kind, o->session_ms);
         f.node = (int)chaos_rng_range(&r, 0, o->nodes - 1);
-        f.variant = (int)chaos_rng_range(&r, 0, CHAOS_P_COUNT - 1);
+        f.variant = shapes[chaos_rng_range(&r, 0, nshapes - 1)];
         if (f.kind == CHAOS_F_ZK || f.kind == CHAOS_F_CONTROLLER ||
             f.kind == CHAOS_F_JOIN || f.kind == CHAOS_F_ZKSTOP)
             f.node = -1;
         if (f.kind != CHAOS_F_PARTITION)
             f.variant = 0;
+        /* In an ensemble, which server: one of them, or (one time in
+         * four) whichever leads when the fault comes. */
+        if (ensemble && (f.kind == CHAOS_F_ZK || f.kind == CHAOS_F_ZKSTOP ||
+                         (f.kind == CHAOS_F_PARTITION &&
+                          f.variant == CHAOS_P_WITH_ZK)))
+            f.zk = (int)chaos_rng_range(&r, -1, 2);
         if (t + f.dur_ms > end)
             break;
         if (cnt == cap) {

@@ -32,6 +32,9 @@ typedef enum chaos_part_shape {
     CHAOS_P_FROM_PEERS, /* a node cut from the other nodes, not from ZK */
     CHAOS_P_FROM_ZK,    /* a node cut from ZooKeeper, not from its peers */
     CHAOS_P_MAJORITY,   /* a minority of nodes cut from the rest and ZK */
+    CHAOS_P_WITH_ZK,    /* a node and one ZooKeeper server of an ensemble
+                         * cut from the other nodes and servers (only
+                         * with an ensemble) */
     CHAOS_P_COUNT
 } chaos_part_shape;
 
@@ -42,6 +45,9 @@ typedef struct chaos_fault {
     int node;       /* the node it targets; -1: none or decided when it
                      * happens (zk, controller, join) */
     int variant;    /* partition: a chaos_part_shape */
+    int zk;         /* with an ensemble, the ZooKeeper server that zk,
+                     * zk-stop and with-zk-server partitions hit: 0..2,
+                     * or -1 for the leader of the moment; 0 otherwise */
 } chaos_fault;
 
 typedef struct chaos_sched_opts {
@@ -50,6 +56,9 @@ typedef struct chaos_sched_opts {
     int nodes;          /* nodes in the cluster at the start */
     int session_ms;     /* the nodes' ZooKeeper session timeout */
     unsigned kinds;     /* bit (1 << kind) for each fault kind wanted */
+    int zk_servers;     /* 1 (also 0) or 3 */
+    unsigned shapes;    /* bit (1 << shape) for each partition shape
+                         * wanted; 0: every one that applies */
 } chaos_sched_opts;
 
 /* The fault names, as --faults and faults.jsonl spell them. */
@@ -62,12 +71,19 @@ const char *chaos_part_name(chaos_part_shape s);
 int chaos_faults_parse(const char *list, unsigned *kinds, char *err,
                        size_t errlen);
 
+/* Parses a --partitions list: shape names separated by commas, or "all"
+ * (0: every one that applies). Returns 0 with the shapes in *shapes, or
+ * KEEL_EINVAL with err naming what is not a shape. */
+int chaos_shapes_parse(const char *list, unsigned *shapes, char *err,
+                       size_t errlen);
+
 /* Makes the schedule: faults one after another, never two at once, each
  * followed by a pause for the cluster to recover, from about a tenth of
  * the run until a few seconds before its end, so that everything is
  * healed while the clients still run. Each round of faults has every
  * kind asked for once, in an order drawn from the seed. *out is malloc'd (NULL when *n is
- * 0). Returns 0, KEEL_EINVAL (nodes < 1, seconds < 1) or KEEL_ENOMEM. */
+ * 0). Returns 0, KEEL_EINVAL (nodes < 1, seconds < 1, shapes
+ * that hold none that applies) or KEEL_ENOMEM. */
 int chaos_schedule_make(const chaos_sched_opts *o, chaos_fault **out,
                         size_t *n);
 

@@ -56,6 +56,14 @@ static void usage(FILE *f)
             "  --faults LIST     kill,stop,zk,controller,drain,join,partition,\n"
             "                    disk-full,wipe,zk-stop, all or none (default\n"
             "                    kill,stop,zk; wipe only with --replicas > 1)\n"
+            "  --zk-servers N    ZooKeeper servers: 1 (default) or 3, an\n"
+            "                    ensemble; then zk and zk-stop hit one server\n"
+            "                    at a time (sometimes the leader)\n"
+            "  --partitions LIST partition shapes drawn from: from-peers,\n"
+            "                    from-zk, majority, with-zk-server (a node\n"
+            "                    and one ZooKeeper server cut from the rest;\n"
+            "                    needs --zk-servers 3), or all (default: all\n"
+            "                    that apply)\n"
             "  --seed N          the schedule's and the clients' seed (default 1)\n"
             "  --out DIR         the run directory (default chaos-run-SEED)\n"
             "  --keeld PATH      the node program (default: keeld beside this\n"
@@ -152,7 +160,7 @@ static int cmd_run(int argc, char **argv)
         O_NODES = 256, O_REPLICAS, O_SECONDS, O_CLIENTS, O_ACTORS,
         O_WORKLOAD, O_FAULTS, O_SEED, O_OUT, O_KEELD, O_ZKCONF, O_RATE,
         O_SHARDS, O_SESSION, O_CTIMEOUT, O_KEEP, O_MAXSTATES, O_LOAD,
-        O_WTYPE, O_KEYED
+        O_WTYPE, O_KEYED, O_ZKSERVERS, O_PARTITIONS
     };
     static const struct option longopts[] = {
         {"nodes", required_argument, NULL, O_NODES},
@@ -171,6 +179,8 @@ static int cmd_run(int argc, char **argv)
         {"session-ms", required_argument, NULL, O_SESSION},
         {"client-timeout-ms", required_argument, NULL, O_CTIMEOUT},
         {"keyed", required_argument, NULL, O_KEYED},
+        {"zk-servers", required_argument, NULL, O_ZKSERVERS},
+        {"partitions", required_argument, NULL, O_PARTITIONS},
         {"keep-data", no_argument, NULL, O_KEEP},
         {"max-states", required_argument, NULL, O_MAXSTATES},
         {"load", required_argument, NULL, O_LOAD},
@@ -283,6 +293,23 @@ static int cmd_run(int argc, char **argv)
             if (int_opt("--keyed", optarg, 0, 1000, &v) != 0)
                 return CHAOS_EXIT_BAD_INPUT;
             o.keyed = (int)v;
+            break;
+        case O_ZKSERVERS:
+            if (number("--zk-servers", optarg, &u) != 0)
+                return CHAOS_EXIT_BAD_INPUT;
+            if (u != 1 && u != 3) {
+                fprintf(stderr, "keel-chaos: --zk-servers takes 1 or 3, not "
+                                "%s\n",
+                        optarg);
+                return CHAOS_EXIT_BAD_INPUT;
+            }
+            o.zk_servers = (int)u;
+            break;
+        case O_PARTITIONS:
+            if (chaos_shapes_parse(optarg, &o.shapes, err, sizeof err) != 0) {
+                fprintf(stderr, "keel-chaos: --partitions: %s\n", err);
+                return CHAOS_EXIT_BAD_INPUT;
+            }
             break;
         case O_KEEP:
             o.keep_data = 1;

@@ -9,6 +9,20 @@
 #   zk.sh start-ensemble DIR BASE   three servers in DIR/1..3, client ports
 #                                   BASE..BASE+2, quorum ports BASE+3..+5,
 #                                   election ports BASE+6..+8
+#   zk.sh start-ensemble DIR BASE PROXY
+#                                   the same, but each server reaches each
+#                                   other one only through relayed ports
+#                                   PROXY..PROXY+11: server s reaches
+#                                   server t (t != s, pairs in the order
+#                                   1-2 1-3 2-1 2-3 3-1 3-2) at the quorum
+#                                   port PROXY+2k and the election port
+#                                   PROXY+2k+1 of the pair's number k. The
+#                                   caller relays them to the real ports
+#                                   and can cut any one server off.
+#   zk.sh resume DIR PORT           starts the server of DIR (one member of
+#                                   an ensemble, stopped or killed) again
+#                                   on its zoo.cfg and data; returns once
+#                                   it serves
 #   zk.sh stop-ensemble DIR
 #   zk.sh start-split DIR BASE PROXY
 #                                   the same ensemble, but server 3 reaches
@@ -207,18 +221,32 @@ stop)
     halt "$2"
     ;;
 start-ensemble)
-    [ $# -eq 3 ] || die "usage: zk.sh start-ensemble DIR BASEPORT"
+    [ $# -eq 3 ] || [ $# -eq 4 ] ||
+        die "usage: zk.sh start-ensemble DIR BASEPORT [PROXYPORT]"
     check_port "$3"
     check_port "$(($3 + 8))"
     base="$3"
+    proxy="${4:-}"
+    if [ -n "$proxy" ]; then
+        check_port "$proxy"
+        check_port "$((proxy + 11))"
+    fi
     port_free $(seq "$base" "$((base + 8))") || exit 1
     dir="$(absdir "$2")"
     # The server lines go through sed on one line; \001 becomes a newline.
-    servers=""
+    # Each server's own line has its real ports (it binds them); with
+    # PROXY, the others' lines have the relayed ones.
+    k=0
     for i in 1 2 3; do
-        servers="${servers}server.$i=127.0.0.1:$((base + 2 + i)):$((base + 5 + i))"$'\001'
-    done
-    for i in 1 2 3; do
+        servers=""
+        for j in 1 2 3; do
+            if [ -z "$proxy" ] || [ "$i" -eq "$j" ]; then
+                servers="${servers}server.$j=127.0.0.1:$((base + 2 + j)):$((base + 5 + j))"$'\001'
+            else
+                servers="${servers}server.$j=127.0.0.1:$((proxy + 2 * k)):$((proxy + 2 * k + 1))"$'\001'
+                k=$((k + 1))
+            fi
+        done
         render "$dir/$i" "$((base + i - 1))" "$servers" "$i"
     done
     for i in 1 2 3; do
@@ -267,6 +295,15 @@ start-split)
         exit 1
     fi
     ;;
+resume)
+    [ $# -eq 3 ] || die "usage: zk.sh resume DIR PORT"
+    check_port "$3"
+    dir="$(absdir "$2")"
+    [ -f "$dir/zoo.cfg" ] || die "no $dir/zoo.cfg: nothing to resume"
+    port_free "$3" || exit 1
+    launch "$dir"
+    await "$dir" "$3" || { halt "$dir"; exit 1; }
+    ;;
 stop-ensemble)
     [ $# -eq 2 ] || die "usage: zk.sh stop-ensemble DIR"
     for i in 1 2 3; do
@@ -280,6 +317,6 @@ probe)
     probe "$2" "${3:-srvr}"
     ;;
 *)
-    die "usage: zk.sh {start DIR PORT|stop DIR|start-ensemble DIR BASEPORT|start-split DIR BASEPORT PROXYPORT|stop-ensemble DIR|probe PORT [WORD]}"
+    die "usage: zk.sh {start DIR PORT|stop DIR|start-ensemble DIR BASEPORT [PROXYPORT]|resume DIR PORT|start-split DIR BASEPORT PROXYPORT|stop-ensemble DIR|probe PORT [WORD]}"
     ;;
 esac

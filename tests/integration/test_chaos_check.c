@@ -276,6 +276,29 @@ START_TEST(usage)
     ck_assert_ptr_nonnull(strstr(err, "--replicas"));
     free(out);
     free(err);
+    ck_assert_int_eq(chaos(&out, &err, "run", "--zk-servers", "2", NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "--zk-servers takes 1 or 3, not 2"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "run", "--partitions", "bogus", NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "unknown partition shape 'bogus'"));
+    free(out);
+    free(err);
+    /* A node cut off with one of three servers needs the three. */
+    ck_assert_int_eq(chaos(&out, &err, "run", "--faults=partition",
+                           "--partitions", "with-zk-server"),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "with-zk-server needs an ensemble "
+                                      "(--zk-servers 3)"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "run", "--partitions", "majority",
+                           NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "--partitions needs partition among"));
+    free(out);
+    free(err);
     ck_assert_int_eq(chaos(&out, &err, "run", "--keeld", "/nonexistent/keeld",
                            NULL),
                      2);

@@ -130,6 +130,75 @@ END_TEST
 
 /* Every operation a client draws is one the history writer takes, with
  * a keel message of the built-in types. */
+/* With an ensemble: with-zk-server partitions are dealt, each naming the
+ * server it cuts (or the leader); with one server, never, and asking for
+ * that shape alone is refused. --partitions narrows the shapes. */
+START_TEST(schedule_with_an_ensemble)
+{
+    chaos_sched_opts o = sopts(7, (1u << CHAOS_F_PARTITION) |
+                                      (1u << CHAOS_F_ZK) |
+                                      (1u << CHAOS_F_ZKSTOP));
+    chaos_fault *a;
+    size_t na, k;
+    int with_zk = 0, leader = 0, named = 0;
+    unsigned shapes;
+    char err[128];
+
+    o.zk_servers = 3;
+    o.seconds = 600;
+    ck_assert_int_eq(chaos_schedule_make(&o, &a, &na), 0);
+    for (k = 0; k < na; k++) {
+        ck_assert(a[k].zk >= -1 && a[k].zk <= 2);
+        if (a[k].kind == CHAOS_F_PARTITION &&
+            a[k].variant == CHAOS_P_WITH_ZK)
+            with_zk++;
+        if (a[k].zk == -1)
+            leader++;
+        else if (a[k].zk > 0)
+            named++;
+    }
+    ck_assert_int_gt(with_zk, 0);
+    ck_assert_int_gt(leader, 0);
+    ck_assert_int_gt(named, 0);
+    free(a);
+
+    ck_assert_int_eq(chaos_shapes_parse("with-zk-server", &shapes, err,
+                                        sizeof err),
+                     0);
+    ck_assert_uint_eq(shapes, 1u << CHAOS_P_WITH_ZK);
+    o.shapes = shapes;
+    ck_assert_int_eq(chaos_schedule_make(&o, &a, &na), 0);
+    ck_assert_uint_gt(na, 0);
+    for (k = 0; k < na; k++)
+        if (a[k].kind == CHAOS_F_PARTITION)
+            ck_assert_int_eq(a[k].variant, CHAOS_P_WITH_ZK);
+    free(a);
+
+    /* One server: that shape cannot be made, the others are drawn as
+     * before. */
+    o.zk_servers = 1;
+    ck_assert_int_eq(chaos_schedule_make(&o, &a, &na), KEEL_EINVAL);
+    o.shapes = 0;
+    ck_assert_int_eq(chaos_schedule_make(&o, &a, &na), 0);
+    for (k = 0; k < na; k++) {
+        ck_assert_int_ne(a[k].variant, CHAOS_P_WITH_ZK);
+        ck_assert_int_eq(a[k].zk, 0);
+    }
+    free(a);
+
+    ck_assert_int_eq(chaos_shapes_parse("all", &shapes, err, sizeof err), 0);
+    ck_assert_uint_eq(shapes, 0);
+    ck_assert_int_eq(chaos_shapes_parse("majority,from-zk", &shapes, err,
+                                        sizeof err),
+                     0);
+    ck_assert_uint_eq(shapes,
+                      (1u << CHAOS_P_MAJORITY) | (1u << CHAOS_P_FROM_ZK));
+    ck_assert_int_eq(chaos_shapes_parse("with-zk", &shapes, err, sizeof err),
+                     KEEL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "'with-zk'"));
+}
+END_TEST
+
 START_TEST(operations_write_and_parse)
 {
     static const chaos_workload ws[] = {CHAOS_W_REGISTER, CHAOS_W_COUNTER,
@@ -384,6 +453,7 @@ int main(void)
     tcase_add_test(tc, faults_parse);
     tcase_add_test(tc, keyed_outcomes);
     tcase_add_test(tc, schedule_is_the_seeds);
+    tcase_add_test(tc, schedule_with_an_ensemble);
     tcase_add_test(tc, operations_write_and_parse);
     tcase_add_test(tc, same_seed_same_operations);
     tcase_add_test(tc, final_reads);
