@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "keel.h"
 
 uint64_t keel_lease_interval(uint32_t timeout_ms)
@@ -76,6 +77,31 @@ static void send_heartbeat(keel_lease *l, uint64_t now)
     l->inflight++;
 }
 
+static uint64_t stall_ms(const keel_lease *l)
+{
+    uint64_t t = l->fence.timeout_ms / KEEL_LEASE_STALL;
+
+    return t > 0 ? t : 1;
+}
+
+/* Gives the server up when its oldest unanswered heartbeat has waited
+ * stall_ms (KEEL_LEASE_STALL); once per connection. */
+static void check_stall(keel_lease *l, uint64_t now)
+{
+    uint64_t oldest;
+
+    if (!l->fence.connected || l->inflight == 0 || l->dropped)
+        return;
+    oldest = l->sent[l->head];
+    if (now < oldest + stall_ms(l))
+        return;
+    l->dropped = 1;
+    if (keel_zk_drop_server(l->zk) == 0)
+        keel_warn("zookeeper: no answer from the server for %llu ms (session "
+                  "timeout %u ms): trying the next server",
+                  (unsigned long long)(now - oldest), l->fence.timeout_ms);
+}
+
 void keel_lease_init(keel_lease *l, keel_zk *zk, const char *path,
                      uint32_t timeout_ms, keel_lease_clock_fn clock,
                      keel_lease_answered_cb answered, void *arg)
@@ -99,6 +125,7 @@ int keel_lease_connected(keel_lease *l, uint64_t now)
     /* The lease is renewed by what is sent from now on. Heartbeats still
      * in flight are answered first (connection losses): see lease.h. */
     l->next = 0;
+    l->dropped = 0;
     send_heartbeat(l, now);
     return flipped;
 }
@@ -125,6 +152,7 @@ int keel_lease_tick(keel_lease *l, uint64_t now)
 {
     int flipped = keel_selffence_tick(&l->fence, now);
 
+    check_stall(l, now);
     send_heartbeat(l, now);
     return flipped;
 }
@@ -148,6 +176,11 @@ uint64_t keel_lease_deadline(const keel_lease *l)
         uint64_t hb = l->next > 0 ? l->next : 1;
         if (d == 0 || hb < d)
             d = hb;
+    }
+    if (l->fence.connected && l->inflight > 0 && !l->dropped) {
+        uint64_t st = l->sent[l->head] + stall_ms(l);
+        if (d == 0 || st < d)
+            d = st;
     }
     return d;
 }

@@ -30,6 +30,15 @@
  * a node whose heartbeats go unanswered has fenced itself long ago. */
 #define KEEL_LEASE_INFLIGHT 8
 
+/* A heartbeat unanswered for timeout / KEEL_LEASE_STALL has the client
+ * give its server up for the next one of the connect string, once per
+ * connection (keel_zk_drop_server). The library would do so only after
+ * 2/3 of the timeout, and the lease lapses at 1/2: a server that hangs
+ * (a long pause, a stalled disk) while the rest of the ensemble serves
+ * would otherwise fence every node connected to it. A server cut off
+ * from the leader answers nothing either; the next one may. */
+#define KEEL_LEASE_STALL 4
+
 /* The shortest negotiated session timeout a node accepts (ms). The lease
  * keeps at least T/8 between its end and the earliest expiry of the
  * session (selffence.h); below 1 s that is less than a busy machine may
@@ -56,6 +65,9 @@ struct keel_lease {
     uint64_t sent[KEEL_LEASE_INFLIGHT];
     unsigned head, inflight;
     uint64_t next; /* when the next heartbeat is due; 0: at once */
+    /* The server of this connection was given up for another (a
+     * heartbeat unanswered for KEEL_LEASE_STALL of the timeout). */
+    int dropped;
 };
 
 /* Starts fenced, with no session (as keel_lease_expired() leaves it).

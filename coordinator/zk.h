@@ -40,6 +40,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "keel.h"
+
 struct ev_loop;
 
 typedef struct keel_zk keel_zk;
@@ -130,7 +132,7 @@ typedef void (*keel_zk_multi_cb)(keel_zk *zk, int rc, size_t failed,
                                  void *arg);
 
 struct keel_zk_ops {
-    int version; /* 2: sync added */
+    int version; /* 2: sync added; 3: drop_server added */
     /* Starts a new session (ending the current one first, if any) with the
      * requested timeout in ms; the server may negotiate another one. Events
      * go to cb. Returns 0, KEEL_EINVAL, KEEL_ENOMEM or KEEL_EADDR (hosts
@@ -180,6 +182,16 @@ struct keel_zk_ops {
      * a follower does not. rc 0, KEEL_ECONNLOSS or KEEL_ESESSION. */
     int (*sync)(keel_zk *zk, const char *path, keel_zk_void_cb cb,
                 void *arg);
+
+    /* Gives up the server the client is connected to, when the connect
+     * string names another, within the session: the connection is lost
+     * (KEEL_ZK_SESSION_DISCONNECTED, requests in flight fail with
+     * KEEL_ECONNLOSS) and the client connects to the next server, as
+     * after any lost connection. For a server that stopped answering,
+     * which the library gives up by itself only after 2/3 of the session
+     * timeout. 0 when dropped; KEEL_ENOTFOUND when the connect string
+     * names one server, KEEL_ECONNLOSS when not connected. */
+    int (*drop_server)(keel_zk *zk);
 };
 
 struct keel_zk {
@@ -266,6 +278,10 @@ static inline int keel_zk_sync(keel_zk *zk, const char *path,
                                keel_zk_void_cb cb, void *arg)
 {
     return zk->ops->sync(zk, path, cb, arg);
+}
+static inline int keel_zk_drop_server(keel_zk *zk)
+{
+    return zk->ops->version >= 3 ? zk->ops->drop_server(zk) : KEEL_ENOTFOUND;
 }
 static inline int64_t keel_zk_session_id(keel_zk *zk)
 {

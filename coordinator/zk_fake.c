@@ -1204,10 +1204,18 @@ static int fake_session_timeout(keel_zk *zk)
     return ((fclient *)zk)->timeout_ms;
 }
 
+/* The fake is one server: there is no other to go to. */
+static int fake_drop_server(keel_zk *zk)
+{
+    (void)zk;
+    return KEEL_ENOTFOUND;
+}
+
 static const struct keel_zk_ops fake_ops = {
-    2,           fake_connect,  fake_close, fake_destroy,    fake_create,
+    3,           fake_connect,  fake_close, fake_destroy,    fake_create,
     fake_remove, fake_get,      fake_set,   fake_exists,     fake_children,
-    fake_multi,  fake_session_id, fake_session_timeout, fake_sync};
+    fake_multi,  fake_session_id, fake_session_timeout, fake_sync,
+    fake_drop_server};
 
 /* ---------------------------------------------------------- controls */
 

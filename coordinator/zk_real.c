@@ -23,6 +23,7 @@
 #include <ev.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <zookeeper/zookeeper.h>
 
 #include "common/log.h"
@@ -92,6 +93,11 @@ struct zk_real {
     int64_t session_id;
     int timeout_ms;
     int depth;           /* >0 while inside the library */
+    /* The server drop_server left ("host:port"), and how many more
+     * connection attempts to it are cut at once: the library picks the
+     * next server at random, the one just left included. */
+    char avoid[128];
+    int avoid_left;
     int destroy_pending; /* destroy() ran inside the library */
     /* Digest credentials "user:password", or NULL: owned, wiped before
      * they are freed. With them, znodes are created with these ACLs. */
@@ -291,6 +297,7 @@ static void on_session(zk_real *z, zk_sess *s, int state)
 
     if (state == ZOO_CONNECTED_STATE) {
         const clientid_t *id = zoo_client_id(s->zh);
+        z->avoid_left = 0;
         z->session_id = id != NULL ? id->client_id : 0;
         z->timeout_ms = zoo_recv_timeout(s->zh);
         if (!s->connected) {
@@ -459,6 +466,16 @@ static int settle(zk_real *z)
         }
         if (notice_loss(z, s))
             continue;
+        if (z->avoid_left > 0 && fd >= 0 && !s->connected &&
+            strcmp(zoo_get_current_server(s->zh), z->avoid) == 0) {
+            /* An attempt at the server drop_server left: cut at once,
+             * the library tries the next one. */
+            z->avoid_left--;
+            keel_debug("zookeeper: an attempt at %s, the server just left, "
+                       "is cut; trying another",
+                       z->avoid);
+            (void)shutdown(fd, SHUT_RDWR);
+        }
         /* The fd may be a new socket under an old number: libev must
          * re-register it, so the watcher is always set afresh. */
         ev_io_stop(z->loop, &z->io);
@@ -967,11 +984,35 @@ static int real_session_timeout(keel_zk *zk)
     return ((zk_real *)zk)->timeout_ms;
 }
 
+/* The library gives a silent server up only after 2/3 of the session
+ * timeout without a byte from it. Shutting its socket down makes the next
+ * zookeeper_process() see the connection end: a connection loss, after
+ * which the library connects to a server of the list and resumes the
+ * session there. It picks that server at random, the one left included:
+ * settle() cuts the attempts at the one left (a stopped server's kernel
+ * still completes the TCP connect, and the handshake would then wait out
+ * 2/3 of the timeout) a few times, until the session is connected. */
+static int real_drop_server(keel_zk *zk)
+{
+    zk_real *z = (zk_real *)zk;
+
+    if (strchr(z->hosts, ',') == NULL)
+        return KEEL_ENOTFOUND;
+    if (z->cur == NULL || !z->cur->connected || z->io_fd < 0)
+        return KEEL_ECONNLOSS;
+    snprintf(z->avoid, sizeof z->avoid, "%s",
+             zoo_get_current_server(z->cur->zh));
+    if (shutdown(z->io_fd, SHUT_RDWR) != 0)
+        return KEEL_ECONNLOSS;
+    z->avoid_left = 8;
+    return 0;
+}
+
 static const struct keel_zk_ops real_ops = {
-    2,           real_connect, real_close,    real_destroy,
+    3,           real_connect, real_close,    real_destroy,
     real_create, real_remove,  real_get,      real_set,
     real_exists, real_children, real_multi,   real_session_id,
-    real_session_timeout, real_sync};
+    real_session_timeout, real_sync, real_drop_server};
 
 int keel_zk_real_create(struct ev_loop *loop, const char *hosts,
                         keel_zk **out)
