@@ -40,16 +40,36 @@ static int bind_port(int port)
     return got;
 }
 
+/* Ports are taken below the kernel's ephemeral range
+ * (ip_local_port_range), as keel-chaos takes them: in that range a
+ * connection of a server, a relay or a node gets its own local port, and
+ * could get one of a server's while that server starts or is down; the
+ * server then dies at its bind. */
 int tu_zk_free_ports(int count)
 {
-    int attempt, i;
+    int attempt, i, lo = 10000, eph = 32768;
+    unsigned long long x =
+        (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 20);
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
 
+    if (f != NULL) {
+        if (fscanf(f, "%d", &eph) != 1)
+            eph = 32768;
+        fclose(f);
+    }
     for (attempt = 0; attempt < 200; attempt++) {
-        int base = bind_port(0);
+        int base;
 
+        if (eph - count - lo > 1000) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            base = lo + (int)((x >> 33) % (unsigned long long)(eph - count -
+                                                              lo));
+        } else {
+            base = bind_port(0); /* no room below: take what comes */
+        }
         if (base <= 0 || base + count > 65535)
             continue;
-        for (i = 1; i < count; i++)
+        for (i = 0; i < count; i++)
             if (bind_port(base + i) != base + i)
                 break;
         if (i == count)
