@@ -118,21 +118,6 @@ static int get(keel_client **c, int via, const char *id, int i)
     return rc;
 }
 
-/* The figure `name` of `keel stat` through node i, or -1. */
-static long stat_of(int i, const char *name)
-{
-    char *out = NULL, *err = NULL, *p, key[64];
-    long v = -1;
-
-    snprintf(key, sizeof key, "\n%s ", name);
-    if (tu_keel(fx.nodes[i].addr, &out, &err, "stat", NULL) == 0 &&
-        out != NULL && (p = strstr(out, key)) != NULL)
-        v = atol(p + strlen(key));
-    free(out);
-    free(err);
-    return v;
-}
-
 START_TEST(a_refused_write_is_not_kept_by_the_backups)
 {
     static unsigned char acked[MAXPUT];
@@ -179,7 +164,7 @@ START_TEST(a_refused_write_is_not_kept_by_the_backups)
     c = NULL;
     CHECK(first_fail >= 0, "no ENOSPC after %d puts of 8 KiB on n0", i);
     CHECK(nacked > 0, "no put acknowledged before n0's disk was full");
-    CHECK(stat_of(0, "repl_suspects") > 0,
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "repl_suspects") > 0,
           "n0 counts no suspect backup after its commit failed");
 
     /* The backups that may hold the refused put were dropped before its
@@ -297,7 +282,7 @@ START_TEST(a_primary_stopped_in_order_keeps_its_backups)
     for (i = 0; i < 100 && tu_cluster_counter(&fx, 0, "c0", "get") < 0; i++)
         tu_sleep_ms(100);
     tu_sleep_ms(1500);
-    drops = stat_of(0, "repl_drop_requests");
+    drops = tu_keel_stat(fx.nodes[0].addr, "repl_drop_requests");
     CHECK(drops == 0, "n0 asked %ld drops after a clean restart", drops);
     CHECK(backups_in_sync(mine, epochs, 0),
           "n1 or n2 left the in-sync set of a unit n0 kept, after n0's "
@@ -515,9 +500,10 @@ START_TEST(frames_merged_on_a_backup_fail_together)
     for (i = 0; i < nw; i++)
         pthread_join(th[i], NULL);
     CHECK(failed, "no commit of merged frames failed on n1");
-    merged = stat_of(1, "repl_merged_frames");
+    merged = tu_keel_stat(fx.nodes[1].addr, "repl_merged_frames");
     CHECK(merged > 0, "n1 counts no merged frame (%ld)", merged);
-    CHECK(stat_of(1, "repl_refused") > 0, "n1 refused nothing");
+    CHECK(tu_keel_stat(fx.nodes[1].addr, "repl_refused") > 0,
+          "n1 refused nothing");
 
     /* n0's disk is not full: every put is acknowledged, with n1 in sync
      * again or out of the in-sync sets. */

@@ -123,21 +123,6 @@ static int get(int via, const char *id, int i, size_t len)
     return rc;
 }
 
-/* The figure `name` of `keel stat` through node i, or -1. */
-static long stat_of(int i, const char *name)
-{
-    char *out = NULL, *err = NULL, *p, key[64];
-    long v = -1;
-
-    snprintf(key, sizeof key, "\n%s ", name);
-    if (tu_keel(fx.nodes[i].addr, &out, &err, "stat", NULL) == 0 &&
-        out != NULL && (p = strstr(out, key)) != NULL)
-        v = atol(p + strlen(key));
-    free(out);
-    free(err);
-    return v;
-}
-
 /* The size of the largest file in node i's data directory, or -1. */
 static long largest_file(int i)
 {
@@ -272,7 +257,7 @@ START_TEST(a_backup_joins_only_with_every_acknowledged_write)
      * file's, and the unit's snapshot stays small. */
     CHECK(put(c, fill, 3, BIG) == 0, "put k00003 refused");
     CHECK(put(c, fill, 4, BIG) == 0, "put k00004 refused");
-    base = stat_of(P, "repl_catchups");
+    base = tu_keel_stat(fx.nodes[P].addr, "repl_catchups");
     CHECK(base >= 0, "no repl_catchups from %s", pname);
 
     /* B stops (for less than its session): the next write waits for it
@@ -280,7 +265,10 @@ START_TEST(a_backup_joins_only_with_every_acknowledged_write)
     ck_assert_int_eq(kill(fx.nodes[B].pid, SIGSTOP), 0);
     CHECK(put(c, id, 1, 100) == 0, "put k00001 refused");
     /* P catches B up: the snapshot leaves (into B's socket). */
-    for (j = 0; j < 100 && (n = stat_of(P, "repl_catchups")) <= base; j++)
+    for (j = 0;
+         j < 100 &&
+         (n = tu_keel_stat(fx.nodes[P].addr, "repl_catchups")) <= base;
+         j++)
         tu_sleep_ms(10);
     CHECK(n > base, "%s sends %s no snapshot", pname, bname);
 

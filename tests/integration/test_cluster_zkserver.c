@@ -125,7 +125,10 @@ START_TEST(a_silent_server_is_left_for_another)
 
     for (tries = 0; tries < TRIES; tries++) {
         int i;
-        ck_assert_int_eq(tu_cluster_start_node(&fx, 0, 0, "--log-level", "debug", NULL), 0);
+        /* At debug, a failure's log shows the library's server choices. */
+        ck_assert_int_eq(tu_cluster_start_node(&fx, 0, 0, "--log-level",
+                                               "debug", NULL),
+                         0);
         for (i = 0; i < 200 && tu_cluster_counter(&fx, 0, "c", "get") < 0;
              i++)
             tu_sleep_ms(100);
