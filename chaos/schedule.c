@@ -24,35 +24,28 @@ const char *chaos_part_name(chaos_part_shape s)
     return (unsigned)s < CHAOS_P_COUNT ? part_names[s] : "?";
 }
 
-int chaos_faults_parse(const char *list, unsigned *kinds, char *err,
-                       size_t errlen)
+/* Sets bit k of *bits for each name of the comma-separated list that is
+ * names[k]; an unknown one is refused naming what it is (what) and the
+ * names taken (known). */
+static int names_parse(const char *list, const char *const *names,
+                       size_t count, unsigned *bits, const char *what,
+                       const char *known, char *err, size_t errlen)
 {
     const char *p = list;
 
-    *kinds = 0;
-    if (list == NULL || *list == '\0' || strcmp(list, "none") == 0)
-        return 0;
-    if (strcmp(list, "all") == 0) {
-        *kinds = (1u << CHAOS_F_COUNT) - 1;
-        return 0;
-    }
     while (*p != '\0') {
         size_t n = strcspn(p, ","), k;
 
-        for (k = 0; k < CHAOS_F_COUNT; k++)
-            if (strlen(fault_names[k]) == n &&
-                memcmp(fault_names[k], p, n) == 0)
+        for (k = 0; k < count; k++)
+            if (strlen(names[k]) == n && memcmp(names[k], p, n) == 0)
                 break;
-        if (k == CHAOS_F_COUNT) {
+        if (k == count) {
             if (errlen > 0)
-                snprintf(err, errlen,
-                         "unknown fault '%.*s' (kill, stop, zk, controller, "
-                         "drain, join, partition, disk-full, wipe, "
-                         "zk-stop, all, none)",
-                         (int)n, p);
+                snprintf(err, errlen, "unknown %s '%.*s' (%s)", what, (int)n,
+                         p, known);
             return KEEL_EINVAL;
         }
-        *kinds |= 1u << k;
+        *bits |= 1u << k;
         p += n;
         if (*p == ',')
             p++;
@@ -60,34 +53,32 @@ int chaos_faults_parse(const char *list, unsigned *kinds, char *err,
     return 0;
 }
 
+int chaos_faults_parse(const char *list, unsigned *kinds, char *err,
+                       size_t errlen)
+{
+    *kinds = 0;
+    if (list == NULL || *list == '\0' || strcmp(list, "none") == 0)
+        return 0;
+    if (strcmp(list, "all") == 0) {
+        *kinds = (1u << CHAOS_F_COUNT) - 1;
+        return 0;
+    }
+    return names_parse(list, fault_names, CHAOS_F_COUNT, kinds, "fault",
+                       "kill, stop, zk, controller, drain, join, partition, "
+                       "disk-full, wipe, zk-stop, all, none",
+                       err, errlen);
+}
+
 int chaos_shapes_parse(const char *list, unsigned *shapes, char *err,
                        size_t errlen)
 {
-    const char *p = list;
-
     *shapes = 0;
     if (list == NULL || *list == '\0' || strcmp(list, "all") == 0)
         return 0;
-    while (*p != '\0') {
-        size_t n = strcspn(p, ","), k;
-
-        for (k = 0; k < CHAOS_P_COUNT; k++)
-            if (strlen(part_names[k]) == n && memcmp(part_names[k], p, n) == 0)
-                break;
-        if (k == CHAOS_P_COUNT) {
-            if (errlen > 0)
-                snprintf(err, errlen,
-                         "unknown partition shape '%.*s' (from-peers, "
-                         "from-zk, majority, with-zk-server, all)",
-                         (int)n, p);
-            return KEEL_EINVAL;
-        }
-        *shapes |= 1u << k;
-        p += n;
-        if (*p == ',')
-            p++;
-    }
-    return 0;
+    return names_parse(list, part_names, CHAOS_P_COUNT, shapes,
+                       "partition shape",
+                       "from-peers, from-zk, majority, with-zk-server, all",
+                       err, errlen);
 }
 
 void chaos_rng_seed(chaos_rng *r, uint64_t seed)
