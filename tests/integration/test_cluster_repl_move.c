@@ -399,18 +399,48 @@ START_TEST(a_killed_controller_s_work_is_finished_by_the_next)
 }
 END_TEST
 
+/* Whether the map read now has node in the in-sync set of unit s of the
+ * default group (and node is a member) with no move of s under way; then
+ * *epoch and prim (its primary) say where s is. */
+static int in_sync_at_rest(uint32_t s, const char *node, uint64_t *epoch,
+                           char *prim, size_t cap)
+{
+    keel_shard_map m;
+    const keel_map_unit *u;
+    int ok = 0;
+
+    if (tu_cluster_member_exists(&fx, node) != 1 || tu_map_read(&fx, &m) != 0)
+        return 0;
+    u = tu_map_unit(&m, "", s);
+    if (u != NULL && u->nreplicas > 0 && u->target == KEEL_MAP_NO_NODE &&
+        tu_map_in_sync(&m, u, node)) {
+        *epoch = u->shard_epoch;
+        snprintf(prim, cap, "%s", m.nodes[u->replicas[0]]);
+        ok = 1;
+    }
+    keel_map_free(&m);
+    return ok;
+}
+
 /* A write answered in doubt (n0 fenced by a ZooKeeper pause while its
  * backup n2, dead, had not acknowledged it) is in n0's store, on n1 and
  * not on n2, which stays in the in-sync set of n0's units (its dead
  * time). n0 then drained, its units go to n1 with the records: n2 must
  * not be carried over in sync without the write. The release waits for
  * the frames n2 has not acknowledged, until the lag has it dropped; back,
- * n2 is in sync again only once caught up, with n1's digest. Without the
- * wait, the units moved with n2 in sync and the digests differed. */
+ * n2 is in sync again only once caught up, with what n1 held after the
+ * drain. Without the wait, the units moved with n2 in sync and the
+ * digests differed.
+ * n1's copy is read once, before n2 comes back: where placement ranks n2
+ * above n1, the unit moves on to n2 once n2 is in sync (rule 3), and n1,
+ * listed out of sync, holds nothing of it until n2 has caught it up. The
+ * check is therefore made on a map at rest (no move under way, the same
+ * primary and epoch before and after the digests are read), against
+ * n1's copy from before and against the primary of the moment. */
 START_TEST(a_unit_moves_without_a_backup_that_lacks_a_write_in_doubt)
 {
     tu_repl_bg_incr w[SHARDS];
-    char ids[SHARDS][16];
+    char ids[SHARDS][16], held[SHARDS][128];
     keel_shard_map m;
     int i, j, nw = 0, port2, ci;
     char *out = NULL, *err = NULL;
@@ -469,28 +499,52 @@ START_TEST(a_unit_moves_without_a_backup_that_lacks_a_write_in_doubt)
         tu_sleep_ms(100);
     CHECK(tu_repl_leads(&fx, "n0", 0), "n0 still leads units after its drain");
 
+    /* n1 leads every unit now, n2 is dead and nothing is written: what
+     * n1 holds is what n2 must hold once back in sync. */
+    for (i = 0; i < nw; i++) {
+        uint32_t s =
+            keel_shard_of("counter", ids[i], strlen(ids[i]), SHARDS);
+        for (j = 0; j < 50; j++) {
+            tu_cluster_digest(&fx, 1, s, held[i], sizeof held[i]);
+            if (held[i][0] != '\0')
+                break;
+            tu_sleep_ms(100);
+        }
+        CHECK(held[i][0] != '\0', "no digest of shard %u from n1", s);
+    }
+
     ck_assert_int_eq(tu_cluster_start_node(&fx, 2, port2, "--replicas", "3",
                                            "--repl-lag-ms", "8000", NULL),
                      0);
     for (i = 0; i < nw; i++) {
         uint32_t s =
             keel_shard_of("counter", ids[i], strlen(ids[i]), SHARDS);
-        char d1[128], d2[128];
-        int ok = 0;
+        char d2[128], dp[128], prim[KEEL_NAME_MAX + 1] = "";
+        char again[KEEL_NAME_MAX + 1];
+        uint64_t e1 = 0, e2 = 0;
+        int ok = 0, pi = -1;
         for (j = 0; j < 300 && !ok; j++) {
-            if (tu_cluster_member_exists(&fx, "n2") == 1 &&
-                tu_map_read(&fx, &m) == 0) {
-                ok = tu_map_in_sync(&m, tu_map_unit(&m, "", s), "n2");
-                keel_map_free(&m);
+            if (in_sync_at_rest(s, "n2", &e1, prim, sizeof prim) &&
+                sscanf(prim, "n%d", &pi) == 1 && pi >= 0 && pi < 3) {
+                tu_cluster_digest(&fx, 2, s, d2, sizeof d2);
+                tu_cluster_digest(&fx, pi, s, dp, sizeof dp);
+                /* an empty digest is a call that failed: asked again */
+                ok = d2[0] != '\0' && dp[0] != '\0' &&
+                     in_sync_at_rest(s, "n2", &e2, again, sizeof again) &&
+                     e1 == e2 && strcmp(prim, again) == 0;
             }
             if (!ok)
                 tu_sleep_ms(100);
         }
-        CHECK(ok, "n2 is not in the in-sync set of shard %u", s);
-        tu_cluster_digest(&fx, 1, s, d1, sizeof d1);
-        tu_cluster_digest(&fx, 2, s, d2, sizeof d2);
-        CHECK(d1[0] != '\0' && strcmp(d1, d2) == 0,
-              "shard %u: n2 is in sync with '%s', n1 has '%s'", s, d2, d1);
+        CHECK(ok, "n2 is not in the in-sync set of shard %u at rest", s);
+        CHECK(strcmp(d2, held[i]) == 0,
+              "shard %u: n2 is in sync with '%s', n1 held '%s' after the "
+              "drain",
+              s, d2, held[i]);
+        CHECK(strcmp(dp, held[i]) == 0,
+              "shard %u: its primary %s has '%s', n1 held '%s' after the "
+              "drain",
+              s, prim, dp, held[i]);
     }
 }
 END_TEST

@@ -13,6 +13,12 @@
 
 #define MAX_EXTRA 16
 
+/* The cluster whose logs were printed for a failed check: its directory
+ * (nodes' data and logs) outlives the teardown, for reading afterwards.
+ * In check's fork mode a failed test never reaches its teardown anyway;
+ * this also keeps it under CK_FORK=no. */
+static const tu_cluster *failed_cluster;
+
 int tu_cluster_zk_start(tu_cluster *c)
 {
     if (!tu_zk_available()) {
@@ -117,7 +123,12 @@ int tu_cluster_teardown(tu_cluster *c, int sig)
         tu_keeld_free(&c->nodes[i]);
     }
     if (c->dir != NULL) {
-        tu_rmrf(c->dir);
+        if (c == failed_cluster) {
+            fprintf(stderr, "kept %s\n", c->dir);
+            failed_cluster = NULL;
+        } else {
+            tu_rmrf(c->dir);
+        }
         free(c->dir);
         c->dir = NULL;
     }
@@ -127,6 +138,10 @@ int tu_cluster_teardown(tu_cluster *c, int sig)
 void tu_cluster_dump_logs(const tu_cluster *c)
 {
     tu_keeld_dump_logs(c->nodes, TU_CLUSTER_MAX);
+    if (c->dir != NULL)
+        fprintf(stderr, "---- the nodes' directories are kept in %s ----\n",
+                c->dir);
+    failed_cluster = c;
 }
 
 long tu_cluster_counter(const tu_cluster *c, int i, const char *name,

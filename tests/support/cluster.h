@@ -55,11 +55,13 @@ int tu_cluster_start_nodev(tu_cluster *c, int i, int port,
 
 /* Per-test teardown: every started node gets SIGCONT (in case a test left
  * it stopped), then `sig` and tu_keeld_stop's bounded wait, and is freed;
- * the directory is removed. Returns how many stops did not return 0 (exit
+ * the directory is removed (kept, and named, after tu_cluster_dump_logs
+ * or with KEEL_TEST_KEEP set). Returns how many stops did not return 0 (exit
  * code 0 of a SIGTERM stop), for callers that require clean exits. */
 int tu_cluster_teardown(tu_cluster *c, int sig);
 
-/* Prints the started nodes' logs to stderr. */
+/* Prints the started nodes' logs to stderr, and the directory that holds
+ * them, which the teardown then keeps. */
 void tu_cluster_dump_logs(const tu_cluster *c);
 
 /* In a check test: unless cond holds, prints the nodes' logs and fails the

@@ -24,10 +24,17 @@ char *tu_tmpdir(const char *tag)
 
 void tu_rmrf(const char *path)
 {
+    const char *keep = getenv("KEEL_TEST_KEEP");
     char *cmd;
 
     if (path == NULL || strlen(path) < 6)
         return;
+    /* KEEL_TEST_KEEP=1 keeps every test directory (nodes' data and logs,
+     * ZooKeeper's) for reading after the run; each one kept is named. */
+    if (keep != NULL && keep[0] != '\0' && strcmp(keep, "0") != 0) {
+        fprintf(stderr, "kept %s\n", path);
+        return;
+    }
     if (asprintf(&cmd, "rm -rf '%s'", path) < 0)
         abort();
     if (system(cmd) != 0)

@@ -8,7 +8,8 @@
  * path in a static-per-call malloc'd string the caller frees. Aborts the
  * test on failure. */
 char *tu_tmpdir(const char *tag);
-/* rm -rf path. */
+/* rm -rf path; with KEEL_TEST_KEEP set (and not "0") the directory is
+ * kept instead and its path printed on stderr. */
 void tu_rmrf(const char *path);
 /* Path of a built program: KEEL_BIN_DIR "/" name (static buffer per call
  * site is not needed: returns malloc'd string). */
