@@ -405,7 +405,7 @@ static int port_bindable(const char *host, int port)
  * relays or the nodes could get one of them while its server starts or is
  * down (a connect to a port nobody listens on can even meet itself there,
  * TCP's simultaneous open), and the server would die at its bind. */
-static int free_ports(const char *host, int count)
+int chaos_free_ports(const char *host, int count)
 {
     int attempt, lo = 10000, eph = 32768;
     FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
@@ -497,7 +497,7 @@ static int zk_start_one(chaos_cluster *c, char *err, size_t errlen)
 
     for (attempt = 0; attempt < 5; attempt++) {
         int port = c->zk[0].port > 0 ? c->zk[0].port
-                                     : free_ports(c->zk_host, 1);
+                                     : chaos_free_ports(c->zk_host, 1);
 
         if (port < 0)
             continue;
@@ -521,8 +521,8 @@ static int zk_start_ensemble(chaos_cluster *c, char *err, size_t errlen)
     int attempt, s;
 
     for (attempt = 0; attempt < 5; attempt++) {
-        int base = free_ports("127.0.0.1", 9);
-        int proxy = base > 0 ? free_ports("127.0.0.1", CHAOS_ZK_RELAYS) : -1;
+        int base = chaos_free_ports("127.0.0.1", 9);
+        int proxy = base > 0 ? chaos_free_ports("127.0.0.1", CHAOS_ZK_RELAYS) : -1;
 
         if (proxy < 0 || (proxy < base + 9 && base < proxy + CHAOS_ZK_RELAYS))
             continue;

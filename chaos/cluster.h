@@ -139,6 +139,11 @@ int chaos_zk_all_up(const chaos_cluster *c);
  * events.jsonl and the run's log. */
 const char *chaos_zk_name(const chaos_cluster *c, int s);
 
+/* The first of count consecutive ports on host (an IPv4 address) that
+ * could all be bound a moment ago, below the kernel's ephemeral range
+ * where there is room (see cluster.c), or -1. */
+int chaos_free_ports(const char *host, int count);
+
 /* Starts node i and waits (at most 30 s) until it answers PING. 0, or -1
  * with err. */
 int chaos_node_start(chaos_cluster *c, int i, char *err, size_t errlen);

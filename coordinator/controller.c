@@ -996,21 +996,15 @@ static int failover(keel_controller *ctl, keel_shard_map *next,
     return 0;
 }
 
-/* The primary position of unit (c, s): first owner, handoffs, dead
- * owners. `want` is placement's choice for primary, env what the replica
- * rules need; a unit never owned is placed only if `fresh_ok`. Returns 0
- * or a code. */
 /* Whether name is listed as a backup of u (position 1 on) and is in its
  * in-sync set. */
 static int insync_backup(const keel_shard_map *next, const keel_map_unit *u,
                          const char *name)
 {
-    int r;
+    int idx = keel_map_node_index(next, name);
+    int pos = idx < 0 ? -1 : keel_map_replica_pos(u, (uint16_t)idx);
 
-    for (r = 1; r < u->nreplicas; r++)
-        if (strcmp(next->nodes[u->replicas[r]], name) == 0)
-            return (u->insync >> r) & 1;
-    return 0;
+    return pos >= 1 && keel_map_insync(u, pos);
 }
 
 static int desired(const keel_rs_env *env, const char *name)
@@ -1021,6 +1015,15 @@ static int desired(const keel_rs_env *env, const char *name)
         if (strcmp(env->desired[i], name) == 0)
             return 1;
     return 0;
+}
+
+/* Whether owner may keep its units as far as placement goes: live, not
+ * leaving, and still one of the replicas placement wants. A move away
+ * from such an owner is only to spread the units. */
+static int may_stay(const char *owner, const keel_rs_env *env)
+{
+    return env->live(owner, env->arg) && !env->leaving(owner, env->arg) &&
+           desired(env, owner);
 }
 
 /* Whether a move of unit u from owner to want, which placement asks for
@@ -1036,9 +1039,8 @@ static int catch_up_first(const keel_shard_map *next, const keel_map_unit *u,
                           const char *owner, const char *want,
                           const keel_rs_env *env)
 {
-    if (env->replicas < 2 || want == NULL || !env->live(owner, env->arg) ||
-        env->leaving(owner, env->arg) || !env->live(want, env->arg) ||
-        !env->has_store(want, env->arg) || !desired(env, owner))
+    if (env->replicas < 2 || want == NULL || !may_stay(owner, env) ||
+        !env->live(want, env->arg) || !env->has_store(want, env->arg))
         return 0;
     return !insync_backup(next, u, want);
 }
@@ -1071,9 +1073,7 @@ static const char *move_target(const keel_shard_map *next,
     int r;
 
     if (env->replicas < 2 || want == NULL || strcmp(want, owner) == 0 ||
-        insync_backup(next, u, want) ||
-        (env->live(owner, env->arg) && !env->leaving(owner, env->arg) &&
-         desired(env, owner)))
+        insync_backup(next, u, want) || may_stay(owner, env))
         return want;
     if (current != NULL && move_backup(next, u, current, env))
         return current;
@@ -1085,6 +1085,10 @@ static const char *move_target(const keel_shard_map *next,
     return want;
 }
 
+/* The primary position of unit (c, s): first owner, handoffs, dead
+ * owners. `want` is placement's choice for primary, env what the replica
+ * rules need; a unit never owned is placed only if `fresh_ok`. Returns 0
+ * or a code. */
 static int place_primary(keel_controller *ctl, keel_shard_map *next,
                          const char *cap, uint32_t c, uint32_t s,
                          const char *want, const keel_rs_env *env,

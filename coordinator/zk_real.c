@@ -97,7 +97,7 @@ struct zk_real {
      * connection attempts to it are cut at once: the library picks the
      * next server at random, the one just left included. */
     char avoid[128];
-    int avoid_left;
+    int avoid_left; /* set to DROP_CUTS */
     int destroy_pending; /* destroy() ran inside the library */
     /* Digest credentials "user:password", or NULL: owned, wiped before
      * they are freed. With them, znodes are created with these ACLs. */
@@ -992,6 +992,10 @@ static int real_session_timeout(keel_zk *zk)
  * settle() cuts the attempts at the one left (a stopped server's kernel
  * still completes the TCP connect, and the handshake would then wait out
  * 2/3 of the timeout) a few times, until the session is connected. */
+/* Attempts at the server left that are cut, at most, before the library
+ * may go back to it (the only one that answers the TCP connect, say). */
+#define DROP_CUTS 8
+
 static int real_drop_server(keel_zk *zk)
 {
     zk_real *z = (zk_real *)zk;
@@ -1004,7 +1008,7 @@ static int real_drop_server(keel_zk *zk)
              zoo_get_current_server(z->cur->zh));
     if (shutdown(z->io_fd, SHUT_RDWR) != 0)
         return KEEL_ECONNLOSS;
-    z->avoid_left = 8;
+    z->avoid_left = DROP_CUTS;
     return 0;
 }
 

@@ -2926,7 +2926,8 @@ out:
  * (SIGTERM: it hands the units it leads to in-sync backups and exits)
  * and started again on its data; the second result is the time from its
  * start until every unit has its two backups in sync again, in ms, with
- * the bytes of the snapshots its primaries sent it (repl_catchup_bytes).
+ * what the restart moved (snapshot and stream bytes, snapshots, drop
+ * requests: cl_stats_get).
  * Meanwhile a client thread makes sequential `incr` calls to a counter
  * n0 leads: their latency during the catch-up, against the same before
  * the stop, is what catching up costs the clients of the primaries that
@@ -3009,7 +3010,7 @@ static void *cu_probe_thread(void *arg)
         if (rc == 0 && reply != NULL) {
             int64_t v = strtoll(reply, NULL, 10);
             /* One more than the last answer; after a failed call, whose
-             * increment may have run, at most one more per call. */
+             * increment may have run, more than the last answer. */
             if ((p->unknown ? v <= p->value : v != p->value + 1) &&
                 p->error[0] == '\0')
                 snprintf(p->error, sizeof p->error,

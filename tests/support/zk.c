@@ -1,14 +1,12 @@
 #include "zk.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "chaos/cluster.h"
 #include "proc.h"
 #include "testutil.h"
 
@@ -20,62 +18,12 @@ int tu_zk_available(void)
     return access(ZK_SERVER, X_OK) == 0;
 }
 
-static int bind_port(int port)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1, got = -1;
-
-    if (fd < 0)
-        return -1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons((uint16_t)port);
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        got = ntohs(a.sin_port);
-    close(fd);
-    return got;
-}
-
-/* Ports are taken below the kernel's ephemeral range
- * (ip_local_port_range), as keel-chaos takes them: in that range a
- * connection of a server, a relay or a node gets its own local port, and
- * could get one of a server's while that server starts or is down; the
- * server then dies at its bind. */
+/* ZooKeeper's ports are taken as keel-chaos takes them: below the
+ * kernel's ephemeral range, where no connection's own local port can take
+ * a server's while it starts or is down. */
 int tu_zk_free_ports(int count)
 {
-    int attempt, i, lo = 10000, eph = 32768;
-    unsigned long long x =
-        (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 20);
-    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
-
-    if (f != NULL) {
-        if (fscanf(f, "%d", &eph) != 1)
-            eph = 32768;
-        fclose(f);
-    }
-    for (attempt = 0; attempt < 200; attempt++) {
-        int base;
-
-        if (eph - count - lo > 1000) {
-            x = x * 6364136223846793005ull + 1442695040888963407ull;
-            base = lo + (int)((x >> 33) % (unsigned long long)(eph - count -
-                                                              lo));
-        } else {
-            base = bind_port(0); /* no room below: take what comes */
-        }
-        if (base <= 0 || base + count > 65535)
-            continue;
-        for (i = 0; i < count; i++)
-            if (bind_port(base + i) != base + i)
-                break;
-        if (i == count)
-            return base;
-    }
-    return -1;
+    return chaos_free_ports("127.0.0.1", count);
 }
 
 static int run_script2(const char *verb, const char *dir, int port,
