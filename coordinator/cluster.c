@@ -534,12 +534,34 @@ static void redirect_release(keel_cluster *c, local_cap *lc, uint32_t shard,
     }
 }
 
-/* Brings one unit's local phase in line with the map. */
-static void apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
-                       uint32_t shard)
+int keel__cluster_store_elsewhere(const keel_cluster *c)
+{
+    const char *recorded;
+
+    if (!c->have_map || c->my_idx < 0 || c->members.store[0] == '\0')
+        return 0;
+    recorded = c->map.store_ids[c->my_idx];
+    return recorded[0] != '\0' && strcmp(recorded, c->members.store) != 0;
+}
+
+/* Brings one unit's local phase in line with the map. Returns 1 when the
+ * map makes this node the unit's primary but it runs on another store
+ * than the map records (nothing is done for the unit), else 0. */
+static int apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
+                      uint32_t shard)
 {
     local_unit *lu = &lc->units[shard];
     int mine = u->nreplicas > 0 && u->replicas[0] == c->my_idx;
+
+    if (mine && lu->phase == U_NONE && keel__cluster_store_elsewhere(c)) {
+        /* The map credits this node with the unit's data on the store
+         * it recorded, which is not this one: a promotion decided before
+         * the controller saw the store change. Acquiring would serve the
+         * unit from nothing, releasing would hand nothing over. The
+         * controller gives the unit to an in-sync backup once it sees
+         * the change; until then, or if there is none, it waits. */
+        return 1;
+    }
 
     if (mine && lu->phase == U_RELEASING && lu->epoch != u->shard_epoch) {
         /* Ours again at another epoch: the unit left and came back in
@@ -555,13 +577,13 @@ static void apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
     }
     if (mine) {
         if (lu->phase == U_RELEASED && lu->epoch == u->shard_epoch)
-            return; /* handed over at this epoch: the controller gives it
-                     * to the recipient, whatever the target says now */
+            return 0; /* handed over at this epoch: the controller gives
+                       * it to the recipient, whatever the target says */
         if (u->target != KEEL_MAP_NO_NODE) {
             const char *to = c->map.nodes[u->target];
             if (lu->phase == U_RELEASING) {
                 redirect_release(c, lc, shard, to);
-                return;
+                return 0;
             }
             if (lu->phase == U_RELEASED)
                 lu->phase = U_NONE; /* an older move's: holds nothing */
@@ -591,12 +613,13 @@ static void apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
             lu->phase = U_NONE; /* the move is complete */
         }
     }
+    return 0;
 }
 
 static void apply_map(keel_cluster *c)
 {
     uint32_t ci, s;
-    size_t i;
+    size_t i, refused = 0;
     uint8_t *live;
     local_cap **cap_of;
 
@@ -628,8 +651,15 @@ static void apply_map(keel_cluster *c)
         if (lc == NULL)
             continue;
         for (s = 0; s < c->map.shard_count; s++)
-            apply_unit(c, lc, keel_map_unit_at(&c->map, ci, s), s);
+            refused += (size_t)apply_unit(c, lc,
+                                          keel_map_unit_at(&c->map, ci, s), s);
     }
+    if (refused > 0)
+        keel_warn("cluster: map %llu makes %s primary of %zu unit(s) on "
+                  "store %s, but it runs on store %s: it serves none of "
+                  "them until the controller records its store",
+                  (unsigned long long)c->map.map_epoch, c->node, refused,
+                  c->map.store_ids[c->my_idx], c->members.store);
     /* Capabilities the map no longer has: we cannot hold them. */
     for (i = 0; i < c->nlcaps; i++)
         if (keel_map_cap_index(&c->map, c->lcaps[i].name) < 0)

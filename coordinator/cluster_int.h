@@ -182,6 +182,11 @@ enum { R_NONE = 0, R_CHECK, R_PURGE, R_PURGING, R_REMOVE };
 /* Writes nodes/<node>/state again (what this node holds, its requests),
  * now or once the write in flight has completed. */
 void keel__cluster_publish(keel_cluster *c);
+/* Whether the applied map's node table records another store for this
+ * node than the one it runs on (a replaced or wiped disk the controller
+ * has not recorded yet): the node then holds none of the data the map
+ * credits it with, and acts for none of its units, as primary or backup. */
+int keel__cluster_store_elsewhere(const keel_cluster *c);
 
 /* --- cluster_repl.c -----------------------------------------------------*/
 

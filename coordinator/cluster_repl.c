@@ -344,8 +344,7 @@ int keel_cluster_may_replicate(keel_cluster *c, const char *cap,
      * another one (a replaced disk), it must not answer for that replica
      * until the controller has recorded the change, which takes it out of
      * every in-sync set. */
-    if (c->map.store_ids[c->my_idx][0] != '\0' &&
-        strcmp(c->map.store_ids[c->my_idx], c->members.store) != 0)
+    if (keel__cluster_store_elsewhere(c))
         return KEEL_ENOTTARGET;
     return 0;
 }

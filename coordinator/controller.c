@@ -768,24 +768,51 @@ static int put_rs(keel_controller *ctl, keel_shard_map *next, uint32_t c,
     return 0;
 }
 
+/* How many units of next have node table entry j as their primary. */
+static size_t primary_of(const keel_shard_map *next, uint32_t j)
+{
+    size_t i, n = 0, nunits = (size_t)next->ncaps * next->shard_count;
+
+    for (i = 0; i < nunits; i++)
+        if (next->units[i].nreplicas > 0 && next->units[i].replicas[0] == j)
+            n++;
+    return n;
+}
+
 /* A node back on another store (its member znode names another store id
  * than the map's node table) is a new, empty replica: it leaves the
  * in-sync set of every unit it backs up, and the table records its new
- * store, in the same map write. A primary keeps its place (a unit's
- * primary is in sync by definition); the store check before joining is
- * what keeps a node whose disk was replaced from serving its units. */
+ * store, in the same map write.
+ *
+ * Not while it is the primary of a unit, unless the operator forgot it
+ * (its data given up): the store check before joining keeps such a node
+ * out, but a controller that promoted it on a view from before its
+ * restart (its old session still listed) can still make it one. Its
+ * units' data is on the store the table records, so the table keeps that
+ * store, which keeps the node from serving them (it acts as primary only
+ * on the store recorded); the node is marked store_lost, and its units
+ * fail over to an in-sync backup like a dead primary's (failover()), or
+ * wait for that store when none is left. record_stores() records the new
+ * store once it is the primary of nothing. */
 static void check_stores(keel_controller *ctl, keel_shard_map *next)
 {
     size_t i, nunits = (size_t)next->ncaps * next->shard_count;
     uint32_t j;
 
+    for (i = 0; i < ctl->nnodes; i++)
+        ctl->nodes[i].store_lost = 0;
     for (j = 0; j < next->nnodes; j++) {
         const keel_member *m =
             keel_membership_find(ctl->members, next->nodes[j]);
         const char *now = member_store(m);
-        size_t dropped = 0;
-        if (m == NULL || strcmp(next->store_ids[j], now) == 0)
+        size_t dropped = 0, owned;
+        int id;
+        if (m == NULL || strcmp(next->store_ids[j], now) == 0) {
+            if (m != NULL &&
+                (id = keel_controller_node_id(ctl, next->nodes[j])) >= 0)
+                ctl->nodes[id].store_lost_logged = 0;
             continue;
+        }
         for (i = 0; i < nunits; i++) {
             keel_map_unit *u = &next->units[i];
             int pos = keel_map_replica_pos(u, (uint16_t)j);
@@ -794,12 +821,49 @@ static void check_stores(keel_controller *ctl, keel_shard_map *next)
                 dropped++;
             }
         }
+        if (next->store_ids[j][0] != '\0' &&
+            !keel_controller_forgotten(ctl, next->nodes[j]) &&
+            (owned = primary_of(next, j)) > 0 &&
+            (id = track(ctl, next->nodes[j])) >= 0) {
+            keel_ctl_node *n = &ctl->nodes[id];
+            n->store_lost = 1;
+            if (!n->store_lost_logged)
+                keel_warn("cluster: node %s runs on store %s, not on %s "
+                          "where the data of the %zu unit(s) it is the "
+                          "primary of is: they go to an in-sync backup; a "
+                          "unit without one waits for that store, or for "
+                          "`keel node forget`",
+                          next->nodes[j], now[0] ? now : "(none)",
+                          next->store_ids[j], owned);
+            n->store_lost_logged = 1;
+            continue;
+        }
         if (next->store_ids[j][0] != '\0' || dropped > 0)
             keel_info("cluster: node %s runs on store %s, not %s: out of "
                       "sync as a backup of %zu unit(s)",
                       next->nodes[j], now[0] ? now : "(none)",
                       next->store_ids[j][0] ? next->store_ids[j] : "(none)",
                       dropped);
+        keel_map_set_store(next, j, now);
+    }
+}
+
+/* After the units are placed: a node check_stores() found on another
+ * store while it was a primary, and that is the primary of nothing now
+ * (its units failed over in this write), gets its new store recorded. */
+static void record_stores(keel_controller *ctl, keel_shard_map *next)
+{
+    uint32_t j;
+
+    for (j = 0; j < next->nnodes; j++) {
+        int id = keel_controller_node_id(ctl, next->nodes[j]);
+        const char *now;
+        if (id < 0 || !ctl->nodes[id].store_lost || primary_of(next, j) > 0)
+            continue;
+        now = member_store(keel_membership_find(ctl->members, next->nodes[j]));
+        keel_info("cluster: node %s is the primary of no unit any more: "
+                  "recording its store %s",
+                  next->nodes[j], now[0] ? now : "(none)");
         keel_map_set_store(next, j, now);
     }
 }
@@ -969,7 +1033,9 @@ static int failover(keel_controller *ctl, keel_shard_map *next,
     observe(ctl, from);
     unit_rs(next, u, &old);
     fu.rs = &old;
-    fu.primary_gone = ctl->nodes[from].gone;
+    /* A primary on another store than its units' data is as good as
+     * gone for them (check_stores): it never served them there. */
+    fu.primary_gone = ctl->nodes[from].gone || ctl->nodes[from].store_lost;
     fu.released = (e != NULL && e->role == KEEL_ROLE_RELEASED &&
                    e->shard_epoch == u->shard_epoch) ||
                   (h->state != KEEL_HANDOFF_IDLE &&
@@ -981,10 +1047,11 @@ static int failover(keel_controller *ctl, keel_shard_map *next,
         return 1;
     if ((to = track(ctl, old.names[pos])) < 0)
         return KEEL_ENOMEM;
-    keel_info("cluster: %s/%u: primary %s is gone; promoting in-sync backup "
+    keel_info("cluster: %s/%u: primary %s %s; promoting in-sync backup "
               "%s at epoch %llu",
-              keel_cap_name(cap), s, old.names[0], old.names[pos],
-              (unsigned long long)u->shard_epoch + 1);
+              keel_cap_name(cap), s, old.names[0],
+              ctl->nodes[from].gone ? "is gone" : "runs on another store",
+              old.names[pos], (unsigned long long)u->shard_epoch + 1);
     keel_handoff_promote(h, (uint32_t)from, (uint32_t)to, u->shard_epoch);
     keel_rs_promote(env, &old, pos, &rs);
     if ((rc = put_rs(ctl, next, c, s, &rs)) != 0)
@@ -1120,6 +1187,8 @@ static int place_primary(keel_controller *ctl, keel_shard_map *next,
         return KEEL_ENOMEM;
     if ((rc = failover(ctl, next, cap, c, s, h, from, env)) <= 0)
         return rc;
+    if (ctl->nodes[from].store_lost)
+        return 0; /* its data is on a store it does not run on: wait */
     want = move_target(next, u, owner, want, target, env);
     if (target == NULL) {
         const keel_state_entry *e = entry_of(ctl, from, cap, s);
@@ -1330,6 +1399,7 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
             }
         }
     }
+    record_stores(ctl, next);
     keel_map_compact_nodes(next);
 out:
     keel_map_free(&desired);
@@ -1507,8 +1577,16 @@ static size_t promoted_owners(const keel_controller *ctl, size_t *v,
     for (i = 0; i < ctl->ncaps; i++)
         for (s = 0; s < ctl->opt.shard_count; s++) {
             const keel_handoff *h = &ctl->caps[i].moves[s];
+            /* An owner on another store is a member, and the promotion
+             * needs no proof: it cannot serve the unit (it acts as
+             * primary only on the store the map records, which this
+             * write keeps or records anew only once it owns nothing), and
+             * a process of its name back on the recorded store is kept
+             * out by the store check before joining for as long as the
+             * map gives the name units. */
             if (h->state != KEEL_HANDOFF_PRIMARY_PENDING ||
-                (h->flags & KEEL_HANDOFF_F_RELEASED))
+                (h->flags & KEEL_HANDOFF_F_RELEASED) ||
+                ctl->nodes[h->from].store_lost)
                 continue;
             for (j = 0; j < n && v[j] != h->from; j++)
                 ;

@@ -112,6 +112,11 @@ typedef struct keel_ctl_node {
     uint64_t present_until;
     uint64_t gone_at;   /* when this controller first saw that */
     int dead_logged;    /* its dead time's end was logged (rule 2) */
+    /* A live member on another store than the map's table records while
+     * it is the primary of units (set by each reconciliation): their data
+     * is not where it runs. */
+    int store_lost;
+    int store_lost_logged;
 } keel_ctl_node;
 
 /* Handoff machines of one capability, per shard. */

@@ -1406,17 +1406,19 @@ static void republish_member(int i, const char *store)
     ck_assert_int_eq(keel_zk_fake_set(F, path, data, (size_t)n), 0);
 }
 
+static void check_primaries(void);
+
 /* Rule 4 and invariant 7: the table records each node's store; a node
- * seen on another store leaves every in-sync set it backs up (as a
- * primary it stays, the store check being what keeps a replaced disk
- * from serving), in one map write. */
+ * seen on another store leaves every in-sync set it backs up, and the
+ * units it is the primary of go to an in-sync backup at shard_epoch + 1
+ * (their data is on the store it no longer runs on), in one map write. */
 START_TEST(test_store_change_leaves_insync)
 {
     const char *fresh = "00000000000000000000000000000fff";
     keel_shard_map before, after;
     uint64_t writes;
     uint32_t s;
-    size_t backed = 0;
+    size_t backed = 0, owned = 0;
     int ci;
 
     start_gpu(3);
@@ -1430,29 +1432,133 @@ START_TEST(test_store_change_leaves_insync)
     ci = keel_map_node_index(&after, "node-c");
     ck_assert_str_eq(after.store_ids[ci], fresh);
     for (s = 0; s < SHARDS; s++) {
-        const char *p = before.nodes[unit(&before, "gpu", s)->replicas[0]];
-        if (strcmp(p, "node-c") == 0) {
-            ck_assert_str_eq(unit_str(&after, "gpu", s), "node-c*,node-b*");
+        const keel_map_unit *was = unit(&before, "gpu", s);
+        const keel_map_unit *now = unit(&after, "gpu", s);
+        ck_assert_str_eq(unit_str(&after, "gpu", s), "node-b*,node-c");
+        if (strcmp(before.nodes[was->replicas[0]], "node-c") == 0) {
+            owned++;
+            ck_assert_uint_eq(now->shard_epoch, was->shard_epoch + 1);
+            ck_assert(now->promoted);
         } else {
             backed++;
-            ck_assert_str_eq(unit_str(&after, "gpu", s), "node-b*,node-c");
+            ck_assert_uint_eq(now->shard_epoch, was->shard_epoch);
         }
     }
     ck_assert_uint_gt(backed, 0);
-    /* without a store id at all: the same (unknown is not in sync) */
-    republish_member(1, NULL);
-    store_of_[1][0] = '\0';
-    settle();
+    ck_assert_uint_gt(owned, 0);
+    check_primaries();
+    keel_map_free(&before);
     keel_map_free(&after);
-    after = zk_map();
-    ci = keel_map_node_index(&after, "node-b");
-    ck_assert_str_eq(after.store_ids[ci], "");
+}
+END_TEST
+
+/* A primary seen on another store whose units have no in-sync backup
+ * left: they wait for its store. The table keeps the store their data
+ * is on (so that the node does not serve them from the one it runs on),
+ * nothing moves, and once the node runs on that store again the map is
+ * as it was. A member that publishes no store id at all counts as being
+ * on another store. */
+START_TEST(test_store_change_without_insync_backup_waits)
+{
+    const char *fresh = "00000000000000000000000000000fff";
+    char own[KEEL_MAP_STORE_HEX + 1];
+    keel_shard_map before, after;
+    uint32_t s;
+    int pass, bi;
+
+    start_gpu(3);
+    /* node-c on another store: every gpu unit is node-b's, alone in sync */
+    republish_member(2, fresh);
+    snprintf(store_of_[2], sizeof store_of_[2], "%s", fresh);
+    settle();
+    before = checked_map();
+    for (s = 0; s < SHARDS; s++)
+        ck_assert_str_eq(unit_str(&before, "gpu", s), "node-b*,node-c");
+    snprintf(own, sizeof own, "%s", store_of_[1]);
+    for (pass = 0; pass < 2; pass++) {
+        republish_member(1, pass == 0 ? fresh + 0 : NULL);
+        settle();
+        advance(3 * TIMEOUT);
+        after = zk_map(); /* node-b's live store is not the table's */
+        bi = keel_map_node_index(&after, "node-b");
+        ck_assert_int_ge(bi, 0);
+        ck_assert_str_eq(after.store_ids[bi], own);
+        for (s = 0; s < SHARDS; s++) {
+            const keel_map_unit *was = unit(&before, "gpu", s);
+            const keel_map_unit *now = unit(&after, "gpu", s);
+            ck_assert_str_eq(unit_str(&after, "gpu", s), "node-b*,node-c");
+            ck_assert_uint_eq(now->shard_epoch, was->shard_epoch);
+            ck_assert_uint_eq(now->target, KEEL_MAP_NO_NODE);
+        }
+        keel_map_free(&after);
+    }
+    /* back on its store: nothing was lost, nothing changes */
+    republish_member(1, own);
+    settle();
+    after = checked_map();
     for (s = 0; s < SHARDS; s++) {
-        const keel_map_unit *u = unit(&after, "gpu", s);
-        ck_assert_uint_eq(count_insync(u), 1);
+        ck_assert_str_eq(unit_str(&after, "gpu", s), "node-b*,node-c");
+        ck_assert_uint_eq(unit(&after, "gpu", s)->shard_epoch,
+                          unit(&before, "gpu", s)->shard_epoch);
     }
     keel_map_free(&before);
     keel_map_free(&after);
+}
+END_TEST
+
+/* The node's side of rule 4: a map that makes a node the primary of a
+ * unit while its table records another store than the one the node runs
+ * on (a promotion decided on a view from before the node's restart on an
+ * empty disk) does not make it serve the unit; the same map with its own
+ * store does. */
+START_TEST(test_no_primary_on_another_store)
+{
+    keel_shard_map m;
+    keel_placement pl;
+    uint8_t *buf;
+    size_t len;
+    uint32_t s, bs = SHARDS;
+    int pass, ci, c_idx;
+
+    start_gpu(3);
+    m = checked_map();
+    ci = keel_map_cap_index(&m, "gpu");
+    c_idx = keel_map_node_index(&m, "node-c");
+    for (s = 0; s < SHARDS && bs == SHARDS; s++)
+        if (strcmp(keel_map_primary(&m, (uint32_t)ci, s), "node-b") == 0)
+            bs = s;
+    ck_assert_uint_lt(bs, SHARDS);
+    keel_cluster_placement(C[2], "gpu", bs, &pl);
+    ck_assert_int_eq(pl.state, KEEL_PLACEMENT_REMOTE);
+    /* The controller (node-a) hears nothing of what follows. */
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    for (pass = 0; pass < 2; pass++) {
+        keel_map_unit *u = keel_map_unit_at(&m, (uint32_t)ci, bs);
+        if (pass == 0) {
+            uint16_t b = u->replicas[0];
+            u->replicas[0] = u->replicas[1];
+            u->replicas[1] = b;
+            u->insync = 1;
+        }
+        u->shard_epoch++;
+        u->promoted = 1;
+        m.map_epoch++;
+        keel_map_set_store(&m, (uint32_t)c_idx,
+                           pass == 0 ? "00000000000000000000000000000fff"
+                                     : store_of_[2]);
+        ck_assert_int_eq(keel_map_encode(&m, &buf, &len), 0);
+        ck_assert_int_eq(keel_zk_fake_set(F, "/keel/test/map", buf, len), 0);
+        free(buf);
+        settle();
+        keel_cluster_placement(C[2], "gpu", bs, &pl);
+        ck_assert_uint_eq(pl.epoch, u->shard_epoch);
+        if (pass == 0)
+            ck_assert_int_eq(pl.state, KEEL_PLACEMENT_UNAVAILABLE);
+        else
+            ck_assert_int_eq(pl.state, KEEL_PLACEMENT_LOCAL);
+    }
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    keel_map_free(&m);
 }
 END_TEST
 
@@ -3536,6 +3642,8 @@ int main(void)
     tcase_add_test(tc, test_spread_move_to_a_node_without_store);
     tcase_add_test(tc, test_primary_lost_alone_in_sync);
     tcase_add_test(tc, test_store_change_leaves_insync);
+    tcase_add_test(tc, test_store_change_without_insync_backup_waits);
+    tcase_add_test(tc, test_no_primary_on_another_store);
     tcase_add_test(tc, test_stale_drop_requests_ignored);
     tcase_add_test(tc, test_failover_on_session_expiry);
     tcase_add_test(tc, test_failover_only_from_insync);
