@@ -973,11 +973,12 @@ static int apply_adds(keel_controller *ctl, keel_shard_map *next,
         if (!keel_rs_add(env, &rs, u->shard_epoch, &req,
                          ri >= 0 ? ctl->map.store_ids[ri] : NULL))
             continue;
-        keel_info("cluster: %s/%u: %s joins the in-sync set at epoch %llu "
-                  "(caught up by its primary %s, store %s)",
-                  keel_cap_name(cap), s, req.backup,
-                  (unsigned long long)u->shard_epoch,
-                  req.from, req.store);
+        /* logged once the write lands (count_changes): a write that
+         * fails is decided again, and would log it twice */
+        keel_debug("cluster: %s/%u: honouring %s's add request for %s at "
+                   "epoch %llu (store %s)",
+                   keel_cap_name(cap), s, req.from, req.backup,
+                   (unsigned long long)u->shard_epoch, req.store);
         added = 1;
     }
     if (!added)
@@ -1450,10 +1451,19 @@ static void count_changes(keel_controller *ctl, const keel_shard_map *old,
                 if (!keel_map_insync(un, r))
                     continue;
                 idx = keel_map_node_index(old, now->nodes[un->replicas[r]]);
-                if (idx < 0 ||
-                    !keel_map_insync(uo, keel_map_replica_pos(uo,
-                                                              (uint16_t)idx)))
-                    ctl->expansions++;
+                if (idx >= 0 &&
+                    keel_map_insync(uo, keel_map_replica_pos(uo,
+                                                             (uint16_t)idx)))
+                    continue;
+                ctl->expansions++;
+                keel_info("cluster: %s/%u: %s joins the in-sync set at "
+                          "epoch %llu (caught up by its primary %s, store "
+                          "%s)",
+                          keel_cap_name(now->caps[c]), s,
+                          now->nodes[un->replicas[r]],
+                          (unsigned long long)un->shard_epoch,
+                          now->nodes[un->replicas[0]],
+                          now->store_ids[un->replicas[r]]);
             }
         }
     }

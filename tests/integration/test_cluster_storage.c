@@ -104,6 +104,26 @@ static void forget_n2(void)
     free(err);
 }
 
+/* Waits (at most 30 s) until n0 lists node n2 as a member: a node that
+ * is killed before it ever joined is unknown to the cluster, and there
+ * is nothing to forget. */
+static void wait_n2_member(void)
+{
+    char *out = NULL;
+    int tries, seen = 0;
+
+    for (tries = 0; tries < 300 && !seen; tries++) {
+        if (tu_keel(fx.nodes[0].addr, &out, NULL, "nodes", NULL) == 0 &&
+            out != NULL && strstr(out, "node n2 ") != NULL)
+            seen = 1;
+        free(out);
+        out = NULL;
+        if (!seen)
+            usleep(100 * 1000);
+    }
+    ck_assert_msg(seen, "n2 never joined");
+}
+
 /* After the forget, n2's units move once its session timeout and a
  * quarter have passed since its member znode went: waits (at most 30 s)
  * until the map gives n2 nothing. */
@@ -132,6 +152,7 @@ START_TEST(forgotten_node_rejoins_under_load)
 
     for (i = 0; i < NNODES; i++)
         start_node(i);
+    wait_n2_member();
     for (r = 0; r < ROUNDS; r++) {
         struct load l;
         pthread_t th;
@@ -200,6 +221,7 @@ START_TEST(replaced_disk_is_refused)
 
     for (i = 0; i < NNODES; i++)
         start_node(i);
+    wait_n2_member();
     for (c = 0; c < COUNTERS; c++) {
         snprintf(name, sizeof name, "d%d", c);
         want[c] = 0;
@@ -248,17 +270,7 @@ START_TEST(replaced_disk_is_refused)
 
     forget_n2();
     /* n2 joins by itself at its next check (every 5 s). */
-    seen = 0;
-    for (tries = 0; tries < 300 && !seen; tries++) {
-        if (tu_keel(fx.nodes[0].addr, &out, NULL, "nodes", NULL) == 0 &&
-            out != NULL && strstr(out, "node n2 ") != NULL)
-            seen = 1;
-        free(out);
-        out = NULL;
-        if (!seen)
-            usleep(100 * 1000);
-    }
-    ck_assert_msg(seen, "n2 did not join after it was forgotten");
+    wait_n2_member();
     for (c = 0; c < COUNTERS; c++) {
         long v = -1;
         snprintf(name, sizeof name, "d%d", c);
