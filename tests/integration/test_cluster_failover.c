@@ -445,7 +445,7 @@ START_TEST(killed_primary_fails_over_under_load)
             CHECK(strncmp(d0[j], "digest ", 7) == 0 && strcmp(d0[j], d1) == 0,
                   "shard %d on its promoted primary: '%s' then '%s'", j,
                   d0[j], d1);
-            fprintf(stderr, "failover: shard %d on %s: %s", j,
+            fprintf(stderr, "failover: shard %d on %s: %s\n", j,
                     primary_of(&after, (uint32_t)j), d0[j]);
         }
     }

@@ -141,10 +141,8 @@ START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
                 continue;
             insync++;
             tu_cluster_digest(&fx, i, (uint32_t)j, d[i], sizeof d[i]);
-            CHECK(strncmp(d[i], "digest ", 7) == 0 &&
-                      strstr(d[i], " records 0\n") == NULL,
-                  "digest of shard %d on n%d: '%s'", j, i, d[i]);
-            CHECK(sscanf(d[i], "digest %31s records %llu", hex, &recs) == 2,
+            CHECK(sscanf(d[i], "digest %31s records %llu", hex, &recs) == 2 &&
+                      recs > 0,
                   "digest of shard %d on n%d: '%s'", j, i, d[i]);
             snprintf(mine, sizeof mine, "n%d=%s:%llu", i, hex, recs);
             at = strstr(at, mine);

@@ -241,7 +241,7 @@ void tu_cluster_digest(const tu_cluster *c, int i, unsigned shard, char *out,
     if (tu_keel(c->nodes[i].addr, &o, &e, "digest", "(default)", num,
                 NULL) == 0 &&
         o != NULL)
-        snprintf(out, cap, "%s", o);
+        snprintf(out, cap, "%.*s", (int)strcspn(o, "\n"), o);
     free(o);
     free(e);
 }

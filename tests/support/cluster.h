@@ -75,7 +75,7 @@ void tu_cluster_dump_logs(const tu_cluster *c);
     } while (0)
 
 /* `keel digest (default) SHARD` through node i: the answer's line into
- * out, or "" when the run failed. */
+ * out ("digest HEX records N", no newline), or "" when the run failed. */
 void tu_cluster_digest(const tu_cluster *c, int i, unsigned shard, char *out,
                        size_t cap);
 
