@@ -290,7 +290,14 @@ typedef struct keel_node_options {
      * "try later" (a unit moving, a full disk) never count. */
     uint32_t dead_letter_after;
     uint32_t reserved_u32;
-    void *reserved[7];
+    /* Cluster mode, with backups: at most this many MiB a second of
+     * snapshots sent to backups catching up (docs/cluster.md, "Catch-up"),
+     * over every unit and backup of this node together, so that a node
+     * back from a restart does not take the disks and links from the
+     * writes being served; 0: no limit. */
+    uint32_t catchup_mib_s;
+    uint32_t reserved_u32b;
+    void *reserved[6];
 } keel_node_options;
 
 /* Fills *opts with defaults (all fields zero except the documented ones). */
@@ -488,8 +495,11 @@ typedef struct keel_stats {
      * when every write sent is acknowledged. A gauge, updated every 20 ms
      * while writes wait. */
     uint64_t repl_lag_ms;
+    /* Primary side: times a snapshot part waited for the catch-up rate
+     * (catchup_mib_s) to allow it. */
+    uint64_t repl_catchup_waits;
     /* Room for figures to come without changing the struct's size. */
-    uint64_t reserved[4];
+    uint64_t reserved[3];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

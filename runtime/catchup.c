@@ -74,6 +74,9 @@
 /* A unit whose catch-up failed is not tried again before this. */
 #define CU_RETRY_S 1.0
 #define CU_RETRY_LONG_S 30.0
+/* With a catch-up rate, the budget holds at most this many seconds of it
+ * (a node idle for a while sends no more than that at once). */
+#define CU_BURST_S 0.25
 
 static keel_cluster *cl(keel_repl *r)
 {
@@ -95,6 +98,50 @@ static int counted(const repl_catchup *c)
 {
     return c->phase == CU_ASKED || c->phase == CU_WITHDRAWN;
 }
+
+/* ------------------------------------------------------ catch-up rate */
+
+/* With a rate (keel_node_options.catchup_mib_s), snapshots are sent from
+ * a budget of bytes that fills at the rate, up to CU_BURST_S of it. A
+ * part goes only while the budget is above zero, and takes its whole
+ * size from it (it may take it below zero: what comes next waits until
+ * the budget is back above). Parts are at most CU_PART_BYTES, so at the
+ * lowest rate (1 MiB/s) one waits at most about 4 s after the one before
+ * it; over time the bytes sent stay within the rate. */
+void repl_catchup_rate(keel_repl *r, uint32_t mib_s)
+{
+    r->cu_rate = (double)mib_s * (1u << 20);
+    r->cu_budget = r->cu_rate * CU_BURST_S;
+    r->cu_budget_at = 0;
+}
+
+/* 0 when a part may go now; else the seconds until one may (the caller
+ * then waits that long, the tick trying again). */
+static double cu_wait(keel_repl *r)
+{
+    double now;
+
+    if (r->cu_rate <= 0)
+        return 0;
+    now = ev_now(r->n->loop);
+    if (r->cu_budget_at > 0 && now > r->cu_budget_at)
+        r->cu_budget += (now - r->cu_budget_at) * r->cu_rate;
+    r->cu_budget_at = now;
+    if (r->cu_budget > r->cu_rate * CU_BURST_S)
+        r->cu_budget = r->cu_rate * CU_BURST_S;
+    if (r->cu_budget > 0)
+        return 0;
+    STAT_ADD(r->n, repl_catchup_waits, 1);
+    return -r->cu_budget / r->cu_rate + 0.001;
+}
+
+static void cu_spend(keel_repl *r, size_t bytes)
+{
+    if (r->cu_rate > 0)
+        r->cu_budget -= (double)bytes;
+}
+
+/* ------------------------------------------------------------ the list */
 
 static void cu_list(keel_repl *r, repl_unit *u)
 {
@@ -496,6 +543,7 @@ static int part_resume(keel_repl *r, repl_catchup *c, int rc, uint64_t seq)
  * before is durable there. */
 static void cu_part(keel_repl *r, repl_unit *u, repl_catchup *c)
 {
+    double wait;
     int rc;
 
     if (u->epoch != c->epoch) {
@@ -504,6 +552,10 @@ static void cu_part(keel_repl *r, repl_unit *u, repl_catchup *c)
     }
     if (c->l->snap_parts >= CU_LINK_PARTS)
         return; /* sent once one of those is durable there */
+    if ((wait = cu_wait(r)) > 0) {
+        repl_arm(r, wait); /* the tick sends it (cu_check) */
+        return;
+    }
     r->plen = 0;
     r->pops = 0;
     rc = snap_read(r, u, c->resume, c->rlen);
@@ -528,6 +580,7 @@ static void cu_part(keel_repl *r, repl_unit *u, repl_catchup *c)
         return;
     }
     STAT_ADD(r->n, repl_catchup_bytes, r->plen);
+    cu_spend(r, r->plen);
     keel_debug("unit (%s, %u): snapshot part for backup %s at seq %llu "
                "(%u records, %zu bytes)%s",
                keel_cap_name(u->cap), u->shard, c->l->name,
@@ -598,6 +651,7 @@ static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
     }
     STAT_ADD(r->n, repl_catchups, 1);
     STAT_ADD(r->n, repl_catchup_bytes, r->plen);
+    cu_spend(r, r->plen);
     keel_info("unit (%s, %u): backup %s is out of sync; sending it a "
               "snapshot (%s%u records, %zu bytes) at epoch %llu seq %llu",
               keel_cap_name(u->cap), u->shard, l->name,
@@ -646,6 +700,7 @@ static void cu_scan(keel_repl *r)
     char stores[REPL_MAX_BACKUPS][KEEL_MAP_STORE_HEX + 1];
     ev_tstamp now = ev_now(r->n->loop);
     keel_placement pl;
+    double wait;
     uint32_t ci, s;
     int self;
 
@@ -700,6 +755,11 @@ static void cu_scan(keel_repl *r)
                 if (l == NULL || cu_find(u, mu->shard_epoch, l) != NULL ||
                     l->snap_parts >= CU_LINK_PARTS)
                     continue; /* a part landing there scans again */
+                if ((wait = cu_wait(r)) > 0) {
+                    r->rescan = 1; /* the tick goes on, once it may */
+                    repl_arm(r, wait);
+                    return;
+                }
                 cu_begin(r, u, mu->shard_epoch, &refs[i], stores[i]);
             }
         }

@@ -624,6 +624,9 @@ static enum MHD_Result answer_metrics(struct http_req *r)
     metric(&b, "keel_repl_catchup_bytes_total", "counter",
            "Bytes of the snapshots sent to backups catching up.", "",
            st->repl_catchup_bytes);
+    metric(&b, "keel_repl_catchup_waits_total", "counter",
+           "Times a snapshot part waited for the catch-up rate limit.", "",
+           st->repl_catchup_waits);
     metric(&b, "keel_isr_expansions_total", "counter",
            "Backups this node's controller added to in-sync sets.", "",
            st->isr_expansions);

@@ -1662,6 +1662,7 @@ int keel__repl_create(keel_node *n)
     r->lag_s = (n->opts.repl_lag_ms != 0 ? n->opts.repl_lag_ms
                                          : REPL_LAG_MS_DEFAULT) /
                1000.0;
+    repl_catchup_rate(r, n->opts.catchup_mib_s);
     keel_hmap_init(&r->units);
     keel_hmap_init(&r->bunits);
     pthread_mutex_init(&r->mu, NULL);

@@ -262,6 +262,11 @@ struct keel_repl {
     uint64_t stream; /* this process's stream: its start, in ns */
     int clean_start; /* the last run stopped in order (clean-stop marker) */
     double lag_s;
+    /* The catch-up rate (catchup.c): bytes a second (0: no limit), and
+     * the budget of bytes left as of cu_budget_at. */
+    double cu_rate;
+    double cu_budget;
+    double cu_budget_at;
     keel_hmap units;   /* repl_unit by (cap, shard) */
     repl_unit *busy;   /* units with entries */
     repl_link *links;
@@ -381,6 +386,8 @@ void repl_bjob_finish(keel_repl *r, bjob *j, int status);
 
 /* runtime/catchup.c */
 void repl_catchup_init(keel_repl *r);
+/* Sets the catch-up rate: mib_s MiB a second of snapshots, 0: none. */
+void repl_catchup_rate(keel_repl *r, uint32_t mib_s);
 void repl_catchup_start(keel_repl *r);
 void repl_catchup_stop(keel_repl *r);
 /* A settle decided u's in-sync backups (u->sl[0..snb)): appends the

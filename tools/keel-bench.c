@@ -238,6 +238,7 @@ struct config {
     int session_ms;     /* --zk-session-timeout of its nodes */
     int rounds;         /* failover: kills */
     int catchup_mb;     /* catchup: MiB of entries the cluster holds */
+    const char *catchup_rate; /* catchup: keeld --catchup-mib-s, or NULL */
     unsigned repl_loads; /* replication: bit l runs load l (hot, create,
                           * latency) */
     const char *outbox_plugin; /* outbox: the actor types its nodes load */
@@ -3123,6 +3124,12 @@ static int wl_catchup(struct env *e0, struct result *res, int *nres)
         return result_fail(rf, "cannot start ZooKeeper");
     }
     snprintf(name, sizeof name, "bench%d-cu", (int)getpid());
+    if (cfg->catchup_rate != NULL) {
+        cl.args[2] = "--catchup-mib-s";
+        cl.args[3] = cfg->catchup_rate;
+        cl.args[4] = NULL;
+        add_extra(r, "catchup_mib_s", "MiB/s", 0, atof(cfg->catchup_rate));
+    }
     if (cl_start(&cl, 0, name, 3, &route) != 0) {
         rc = result_fail(rf, "the cluster did not start or settle");
         goto out;
@@ -3823,6 +3830,9 @@ static void usage(FILE *f)
             "  --rounds N               failover: kills (default 10)\n"
             "  --catchup-mb N           catchup: MiB of entries before\n"
             "                           the restart (default 256)\n"
+            "  --catchup-mib-s N        catchup: the nodes' catch-up rate\n"
+            "                           (keeld --catchup-mib-s; default 0,\n"
+            "                           no limit)\n"
             "  --repl-loads LIST        replication: which of hot, create,\n"
             "                           latency to run (default all three)\n"
             "  --outbox-plugin PATH     outbox: the actor types its nodes\n"
@@ -3955,6 +3965,7 @@ int main(int argc, char **argv)
         {"zk-session-timeout", required_argument, NULL, 'S'},
         {"rounds", required_argument, NULL, 'R'},
         {"catchup-mb", required_argument, NULL, 'M'},
+        {"catchup-mib-s", required_argument, NULL, 'G'},
         {"repl-loads", required_argument, NULL, 'L'},
         {"outbox-plugin", required_argument, NULL, 'O'},
         {"help", no_argument, NULL, 'h'},
@@ -4066,6 +4077,15 @@ int main(int argc, char **argv)
                                    "65536)",
                                    optarg);
             cfg.catchup_mb = (int)v;
+            break;
+        case 'G':
+            errno = 0;
+            v = strtol(optarg, &end, 10);
+            if (errno != 0 || *end != '\0' || v < 0 || v > 100000)
+                return usage_error("bad --catchup-mib-s value '%s' (0 to "
+                                   "100000)",
+                                   optarg);
+            cfg.catchup_rate = optarg;
             break;
         case 's':
         case 'S':

@@ -200,6 +200,8 @@ static void usage(FILE *f)
         "  --replica-dead-ms MS   how long a dead node keeps its places in\n"
         "                         the shards' replica lists before live nodes\n"
         "                         replace it and catch up (default 300000)\n"
+        "  --catchup-mib-s N      at most N MiB/s of snapshots to backups\n"
+        "                         catching up (default 0: no limit)\n"
         "\n"
         "TLS (docs/security.md; all three, or none):\n"
         "  --tls-cert FILE        this node's certificate chain (PEM), CN\n"
@@ -259,7 +261,7 @@ enum {
     O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH,
     O_AUTHTOKENS, O_INSECURE, O_AUTHCONNFAILS, O_AUTHADDRFAILS,
     O_AUTHWINDOW, O_REPLICAS, O_REPLLAG, O_REPLDEAD, O_LOGFORMAT, O_DEADAFTER,
-    O_LOGFILE, O_CONFIG, O_CHECK, O_END
+    O_LOGFILE, O_CONFIG, O_CHECK, O_CATCHUPRATE, O_END
 };
 #define O_COUNT (O_END - O_DATA)
 #define MAX_LOADS 32
@@ -314,6 +316,7 @@ static const struct keeld_opt {
     {"replicas", O_REPLICAS, 1, 0},
     {"repl-lag-ms", O_REPLLAG, 1, 0},
     {"replica-dead-ms", O_REPLDEAD, 1, 0},
+    {"catchup-mib-s", O_CATCHUPRATE, 1, 0},
     {"dead-letter-after", O_DEADAFTER, 1, 0},
     {"config", O_CONFIG, 1, 1},
     {"check-config", O_CHECK, 0, 1},
@@ -688,6 +691,13 @@ static int apply_option(struct keeld_conf *kc, const struct keeld_opt *o,
         }
         opts->replica_dead_ms = (uint32_t)v;
         break;
+    case O_CATCHUPRATE:
+        if (parse_u64(val, 100000, &v) != 0) {
+            conf_error(at, "%s takes MiB/s from 0 (no limit) to 100000", who);
+            return -1;
+        }
+        opts->catchup_mib_s = (uint32_t)v;
+        break;
     case O_AUTHCONNFAILS:
     case O_AUTHADDRFAILS:
     case O_AUTHWINDOW: {
@@ -915,6 +925,7 @@ static void check_combinations(const keel_node_options *opts)
             : opts->replicas                 ? "--replicas"
             : opts->repl_lag_ms              ? "--repl-lag-ms"
             : opts->replica_dead_ms          ? "--replica-dead-ms"
+            : opts->catchup_mib_s            ? "--catchup-mib-s"
                                              : NULL;
         if (given != NULL)
             conf_error(NULL,

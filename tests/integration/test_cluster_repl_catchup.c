@@ -212,6 +212,67 @@ START_TEST(a_wiped_backup_catches_up_under_its_new_store)
 }
 END_TEST
 
+/* With a catch-up rate (--catchup-mib-s 1 on every node), a backup
+ * restarted while a unit of about 9 MiB was written without it still
+ * catches up on everything, equal on the three nodes; the primaries
+ * waited for the rate (repl_catchup_waits), and the snapshot bytes they
+ * sent took at least as long as the rate allows: a part goes only while
+ * the budget (a quarter second of the rate) is above zero, and one part
+ * (at most 4 MiB) may overdraw it, so B bytes need at least
+ * (B - 4.25 MiB) / rate seconds. A slower machine only makes it take
+ * longer. */
+START_TEST(a_rate_limited_catch_up_completes)
+{
+    const char *common[] = {"--repl-lag-ms", "1000", "--http", "127.0.0.1:0",
+                            "--catchup-mib-s", "1", NULL};
+    keel_client *cl[3] = {NULL, NULL, NULL};
+    long acked[COUNTERS] = {0}, before[2], bytes = 0, waits = 0;
+    const int all[3] = {0, 1, 2}, two[2] = {0, 1};
+    double t0, took, least;
+    int round, port, i;
+
+    tu_cluster_start_together(&fx, 3, 3, common, NULL);
+    tu_repl_load_round(&fx, cl, acked, all, 3, 0, "three nodes");
+    port = fx.nodes[2].port;
+    keel_client_close(cl[2]);
+    cl[2] = NULL;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[2], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[2]);
+    /* Written without n2: its primary drops it from the unit's in-sync
+     * set, and sends it the whole unit once it is back. */
+    for (round = 0; round < 10; round++)
+        big_put(round % 2, "big", round, 900 << 10);
+    tu_repl_load_round(&fx, cl, acked, two, 2, 0, "n2 dead");
+    for (i = 0; i < 2; i++)
+        before[i] = tu_keel_stat(fx.nodes[i].addr, "repl_catchup_bytes");
+    t0 = tu_now_s();
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 2, port, "--replicas", "3",
+                                           "--repl-lag-ms", "1000", "--http",
+                                           "127.0.0.1:0", "--catchup-mib-s",
+                                           "1", NULL),
+                     0);
+    tu_repl_wait_all_in_sync(&fx, "n2 back at 1 MiB/s");
+    took = tu_now_s() - t0;
+    big_agree("big", "n2 caught up at 1 MiB/s");
+    for (i = 0; i < 2; i++) {
+        bytes += tu_keel_stat(fx.nodes[i].addr, "repl_catchup_bytes") -
+                 before[i];
+        waits += tu_keel_stat(fx.nodes[i].addr, "repl_catchup_waits");
+    }
+    CHECK(bytes > 8L << 20, "only %ld snapshot bytes went to n2", bytes);
+    CHECK(waits > 0, "no snapshot part waited for the rate");
+    least = ((double)bytes - (4.25 * (1 << 20))) / (1 << 20);
+    CHECK(took >= least,
+          "%ld snapshot bytes in %.2f s at 1 MiB/s (at least %.2f s)", bytes,
+          took, least);
+    tu_repl_load_round(&fx, cl, acked, all, 3, 1, "n2 caught up");
+    tu_repl_check_agree(&fx, acked, all, 3, "n2 caught up at 1 MiB/s");
+    for (i = 0; i < 3; i++)
+        if (cl[i] != NULL)
+            keel_client_close(cl[i]);
+}
+END_TEST
+
 /* A node that joins a cluster with replicas after its units were first
  * placed is appended to their replica lists out of sync and catches up:
  * then every unit has its replicas in sync, equal. */
@@ -250,6 +311,7 @@ int main(void)
     tcase_add_test(tc, a_restarted_backup_catches_up);
     tcase_add_test(tc, a_wiped_backup_catches_up_under_its_new_store);
     tcase_add_test(tc, a_later_node_catches_up);
+    tcase_add_test(tc, a_rate_limited_catch_up_completes);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
