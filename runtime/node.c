@@ -991,6 +991,7 @@ struct ent_list {
     struct ent *v;
     size_t n, cap;
     size_t prefix_len;
+    int rt; /* the kind listed (turn_entries) */
     int err;
 };
 
@@ -1032,6 +1033,9 @@ static int ent_scan_cb(const uint8_t *key, size_t klen,
 
     if (klen == l->prefix_len)
         return 0; /* the state blob, not an entry */
+    if ((key[l->prefix_len] == 0) != l->rt)
+        return 0; /* not of the kind asked for: an actor may hold many
+                   * request-key records (dedup.h) */
     l->err = ent_add(l, key + l->prefix_len, klen - l->prefix_len, rec->data,
                      rec->len, 0);
     return l->err != 0;
@@ -1061,6 +1065,7 @@ static int turn_entries(keel_turn *t, int rt, keel_entry_fn fn, void *data)
 
     memset(&l, 0, sizeof l);
     l.t = t;
+    l.rt = rt;
     plen = encode_key(t->a, NULL, 0, prefix);
     if (plen < 0)
         return plen;
