@@ -289,14 +289,19 @@ typedef struct keel_node_options {
      * letter of the actor (keel dead-letters); 0: 3. Failures that say
      * "try later" (a unit moving, a full disk) never count. */
     uint32_t dead_letter_after;
-    uint32_t reserved_u32;
+    /* How long an actor keeps the record of a keyed request (its key and
+     * reply, docs/protocol.md "Request keys"), from the write it came
+     * with: a retry within this time is answered with the first outcome,
+     * one after it runs again. Wall-clock milliseconds; 0: 600000 (10
+     * minutes). Give every node of a cluster the same. */
+    uint32_t request_key_retention_ms;
     /* Cluster mode, with backups: at most this many MiB a second of
      * snapshots sent to backups catching up (docs/cluster.md, "Catch-up"),
      * over every unit and backup of this node together, so that a node
      * back from a restart does not take the disks and links from the
      * writes being served; 0: no limit. */
     uint32_t catchup_mib_s;
-    uint32_t reserved_u32b;
+    uint32_t reserved_u32;
     void *reserved[6];
 } keel_node_options;
 
@@ -781,10 +786,11 @@ KEEL_API int keel_cast(keel_node *node, const char *type, const void *id,
                        keel_call_cb cb, void *data);
 
 /* keel_call / keel_cast with a request key of KEEL_REQUEST_KEY_LEN bytes
- * (copied): if the actor recorded the key, the request is answered with
- * the recorded outcome instead of running again. Use a fresh random key
- * per request, and the same key only to retry it (docs/protocol.md,
- * "Request keys"). */
+ * (copied): if the actor recorded the key (within the node's
+ * request_key_retention_ms of the write it came with), the request is
+ * answered with the recorded outcome instead of running again. Use a
+ * fresh random key per request, and the same key only to retry it
+ * (docs/protocol.md, "Request keys"). */
 #define KEEL_REQUEST_KEY_LEN 16
 KEEL_API int keel_call_keyed(keel_node *node, const uint8_t *key,
                              const char *type, const void *id, size_t idlen,

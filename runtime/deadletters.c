@@ -265,7 +265,7 @@ static int dl_list(keel_turn *t, uint64_t after, uint8_t **reply,
         return KEEL_ENOMEM;
     keel_put_be64(l.buf, held);
     l.len = 8;
-    rc = keel__turn_rt_entries(t, list_cb, &l);
+    rc = keel__turn_rt_entries(t, DL_REC, DL_REC_LEN, list_cb, &l);
     if (rc == 0)
         rc = l.err;
     if (rc != 0) {

@@ -1,70 +1,21 @@
-/* The request-key table (dedup.h). Layout, oldest record first:
- *
- *   format u8 (1) | record*
- *   record = key[16] | request hash be64 | flags u8 (bit 0: reply kept)
- *            | len be32 | reply
- *
- * len is 0 and no reply bytes follow when the reply was not kept. */
+/* The request-key records' codec (dedup.h has the layouts). */
 #include "runtime/dedup.h"
 
-#include <stdlib.h>
 #include <string.h>
 
+#include "common/be.h"
 #include "keel.h"
 
-#define FORMAT 1
-#define REC_HDR (KEEL_DEDUP_KEY_LEN + 8 + 1 + 4)
-#define FLAGS_AT (KEEL_DEDUP_KEY_LEN + 8)
+#define REC_FORMAT 2
+#define TAB_FORMAT 1
+/* The table's record: key | hash be64 | flags u8 | len be32 | reply. */
+#define TAB_REC_HDR (KEEL_DEDUP_KEY_LEN + 8 + 1 + 4)
+#define TAB_FLAGS_AT (KEEL_DEDUP_KEY_LEN + 8)
 
 static uint32_t get32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
            p[3];
-}
-
-static void put32(uint8_t *q, uint32_t l)
-{
-    q[0] = (uint8_t)(l >> 24);
-    q[1] = (uint8_t)(l >> 16);
-    q[2] = (uint8_t)(l >> 8);
-    q[3] = (uint8_t)l;
-}
-
-/* The size of the record at tab[off], or 0 if it does not parse. */
-static size_t rec_size(const uint8_t *tab, size_t len, size_t off)
-{
-    uint32_t rl;
-
-    if (len - off < REC_HDR)
-        return 0;
-    rl = get32(tab + off + FLAGS_AT + 1);
-    if (tab[off + FLAGS_AT] & ~1u)
-        return 0;
-    if (!(tab[off + FLAGS_AT] & 1) && rl != 0)
-        return 0;
-    if (rl > KEEL_DEDUP_REPLY_MAX || len - off - REC_HDR < rl)
-        return 0;
-    return REC_HDR + rl;
-}
-
-/* Counts the records of a table (0 for an empty one), or -1. */
-static long rec_count(const uint8_t *tab, size_t len)
-{
-    size_t off = 1;
-    long n = 0;
-
-    if (len == 0)
-        return 0;
-    if (tab[0] != FORMAT)
-        return -1;
-    while (off < len) {
-        size_t sz = rec_size(tab, len, off);
-        if (sz == 0)
-            return -1;
-        off += sz;
-        n++;
-    }
-    return n;
 }
 
 int keel_dedup_key_parse(const char *hex, uint8_t *key)
@@ -91,25 +42,137 @@ int keel_dedup_key_parse(const char *hex, uint8_t *key)
     return 0;
 }
 
-int keel_dedup_find(const uint8_t *tab, size_t len, const uint8_t *key,
-                    uint64_t *hash, int *kept, const uint8_t **reply,
-                    size_t *rlen)
+/* ---------------------------------------------------------- records */
+
+size_t keel_dedup_rec_encode(uint8_t *out, const keel_dedup_rec *rec)
+{
+    size_t rlen = rec->kept ? rec->rlen : 0;
+
+    out[0] = REC_FORMAT;
+    keel_put_be64(out + 1, rec->seq);
+    keel_put_be64(out + 9, rec->time_ms);
+    keel_put_be64(out + 17, rec->hash);
+    out[25] = (uint8_t)(rec->kept != 0);
+    if (rlen > 0)
+        memcpy(out + KEEL_DEDUP_REC_HDR, rec->reply, rlen);
+    return KEEL_DEDUP_REC_HDR + rlen;
+}
+
+int keel_dedup_rec_decode(const uint8_t *v, size_t len, keel_dedup_rec *rec)
+{
+    if (len < KEEL_DEDUP_REC_HDR || len > KEEL_DEDUP_REC_MAX ||
+        v[0] != REC_FORMAT || (v[25] & ~1u) != 0)
+        return KEEL_ECORRUPT;
+    rec->kept = v[25] & 1;
+    if (!rec->kept && len != KEEL_DEDUP_REC_HDR)
+        return KEEL_ECORRUPT;
+    rec->seq = keel_get_be64(v + 1);
+    rec->time_ms = keel_get_be64(v + 9);
+    rec->hash = keel_get_be64(v + 17);
+    rec->reply = v + KEEL_DEDUP_REC_HDR;
+    rec->rlen = len - KEEL_DEDUP_REC_HDR;
+    return 0;
+}
+
+/* ------------------------------------------------------------ queue */
+
+void keel_dedup_q_encode(uint8_t *out, uint64_t time_ms, const uint8_t *key)
+{
+    keel_put_be64(out, time_ms);
+    memcpy(out + 8, key, KEEL_DEDUP_KEY_LEN);
+}
+
+int keel_dedup_q_decode(const uint8_t *v, size_t len, uint64_t *time_ms,
+                        const uint8_t **key)
+{
+    if (len != KEEL_DEDUP_Q_LEN)
+        return KEEL_ECORRUPT;
+    *time_ms = keel_get_be64(v);
+    *key = v + 8;
+    return 0;
+}
+
+void keel_dedup_hdr_encode(uint8_t *out, uint64_t first, uint64_t next)
+{
+    keel_put_be64(out, first);
+    keel_put_be64(out + 8, next);
+}
+
+int keel_dedup_hdr_decode(const uint8_t *v, size_t len, uint64_t *first,
+                          uint64_t *next)
+{
+    if (len != KEEL_DEDUP_Q_HDR_SIZE)
+        return KEEL_ECORRUPT;
+    *first = keel_get_be64(v);
+    *next = keel_get_be64(v + 8);
+    return *first <= *next ? 0 : KEEL_ECORRUPT;
+}
+
+/* ------------------------------------------- the count window's table */
+
+/* The size of the table's record at tab[off], or 0 if it does not
+ * parse. */
+static size_t tab_rec_size(const uint8_t *tab, size_t len, size_t off)
+{
+    uint32_t rl;
+
+    if (len - off < TAB_REC_HDR)
+        return 0;
+    rl = get32(tab + off + TAB_FLAGS_AT + 1);
+    if (tab[off + TAB_FLAGS_AT] & ~1u)
+        return 0;
+    if (!(tab[off + TAB_FLAGS_AT] & 1) && rl != 0)
+        return 0;
+    if (rl > KEEL_DEDUP_REPLY_MAX || len - off - TAB_REC_HDR < rl)
+        return 0;
+    return TAB_REC_HDR + rl;
+}
+
+/* Whether the table parses (an empty one does). */
+static int tab_valid(const uint8_t *tab, size_t len)
+{
+    size_t off = 1;
+
+    if (len == 0)
+        return 1;
+    if (tab[0] != TAB_FORMAT)
+        return 0;
+    while (off < len) {
+        size_t sz = tab_rec_size(tab, len, off);
+        if (sz == 0)
+            return 0;
+        off += sz;
+    }
+    return 1;
+}
+
+static void tab_rec(const uint8_t *tab, size_t off, size_t sz,
+                    keel_dedup_rec *rec)
+{
+    const uint8_t *h = tab + off + KEEL_DEDUP_KEY_LEN;
+
+    rec->seq = 0;
+    rec->time_ms = 0;
+    rec->hash = keel_get_be64(h);
+    rec->kept = tab[off + TAB_FLAGS_AT] & 1;
+    rec->reply = tab + off + TAB_REC_HDR;
+    rec->rlen = sz - TAB_REC_HDR;
+}
+
+int keel_dedup_table_find(const uint8_t *tab, size_t len, const uint8_t *key,
+                          keel_dedup_rec *rec)
 {
     size_t off = 1;
     int found = 0;
 
-    if (rec_count(tab, len) < 0)
+    if (!tab_valid(tab, len))
         return KEEL_ECORRUPT;
     /* Keys are unique in a table (a key found is never added again), but
      * the newest record would win if one were not. */
     while (len > 0 && off < len) {
-        size_t sz = rec_size(tab, len, off);
+        size_t sz = tab_rec_size(tab, len, off);
         if (memcmp(tab + off, key, KEEL_DEDUP_KEY_LEN) == 0) {
-            const uint8_t *h = tab + off + KEEL_DEDUP_KEY_LEN;
-            *hash = (uint64_t)get32(h) << 32 | get32(h + 4);
-            *kept = tab[off + FLAGS_AT] & 1;
-            *reply = tab + off + REC_HDR;
-            *rlen = sz - REC_HDR;
+            tab_rec(tab, off, sz, rec);
             found = 1;
         }
         off += sz;
@@ -117,42 +180,20 @@ int keel_dedup_find(const uint8_t *tab, size_t len, const uint8_t *key,
     return found;
 }
 
-int keel_dedup_add(const uint8_t *tab, size_t len, const uint8_t *key,
-                   uint64_t hash, const void *reply, size_t rlen,
-                   uint8_t **out, size_t *outlen)
+int keel_dedup_table_each(const uint8_t *tab, size_t len,
+                          keel_dedup_table_fn fn, void *data)
 {
-    long count = rec_count(tab, len);
-    int kept = rlen <= KEEL_DEDUP_REPLY_MAX;
-    size_t add = REC_HDR + (kept ? rlen : 0), off = 1, keep_from, total;
-    uint8_t *p;
+    keel_dedup_rec rec;
+    size_t off = 1;
+    int rc = 0;
 
-    if (count < 0)
+    if (!tab_valid(tab, len))
         return KEEL_ECORRUPT;
-    /* Drop the oldest records until the new one fits both bounds. */
-    total = len > 0 ? len : 1;
-    while (len > 0 && off < len &&
-           (count >= KEEL_DEDUP_MAX || total + add > KEEL_DEDUP_TABLE_MAX)) {
-        size_t sz = rec_size(tab, len, off);
+    while (rc == 0 && len > 0 && off < len) {
+        size_t sz = tab_rec_size(tab, len, off);
+        tab_rec(tab, off, sz, &rec);
+        rc = fn(tab + off, &rec, data);
         off += sz;
-        total -= sz;
-        count--;
     }
-    keep_from = off;
-    p = malloc(total + add);
-    if (p == NULL)
-        return KEEL_ENOMEM;
-    p[0] = FORMAT;
-    if (len > keep_from)
-        memcpy(p + 1, tab + keep_from, len - keep_from);
-    off = total;
-    memcpy(p + off, key, KEEL_DEDUP_KEY_LEN);
-    put32(p + off + KEEL_DEDUP_KEY_LEN, (uint32_t)(hash >> 32));
-    put32(p + off + KEEL_DEDUP_KEY_LEN + 4, (uint32_t)hash);
-    p[off + FLAGS_AT] = (uint8_t)kept;
-    put32(p + off + FLAGS_AT + 1, kept ? (uint32_t)rlen : 0);
-    if (kept && rlen > 0)
-        memcpy(p + off + REC_HDR, reply, rlen);
-    *out = p;
-    *outlen = total + add;
-    return 0;
+    return rc;
 }

@@ -991,6 +991,7 @@ struct ent_list {
     struct ent *v;
     size_t n, cap;
     size_t prefix_len;
+    int rt; /* the kind listed (turn_entries) */
     int err;
 };
 
@@ -1032,6 +1033,9 @@ static int ent_scan_cb(const uint8_t *key, size_t klen,
 
     if (klen == l->prefix_len)
         return 0; /* the state blob, not an entry */
+    if ((key[l->prefix_len] == 0) != l->rt)
+        return 0; /* not of the kind asked for: an actor may hold many
+                   * request-key records (dedup.h) */
     l->err = ent_add(l, key + l->prefix_len, klen - l->prefix_len, rec->data,
                      rec->len, 0);
     return l->err != 0;
@@ -1049,26 +1053,34 @@ static int ent_cmp(const void *x, const void *y)
 }
 
 /* The actor's entries as the turn sees them: the handler's (rt 0) or the
- * runtime's own, whose keys begin with a NUL byte (rt 1). */
-static int turn_entries(keel_turn *t, int rt, keel_entry_fn fn, void *data)
+ * runtime's own, whose keys begin with a NUL byte (rt 1), and of those
+ * only the ones whose key begins with ep[0, eplen) (eplen 0: all). */
+static int turn_entries(keel_turn *t, int rt, const void *ep, size_t eplen,
+                        keel_entry_fn fn, void *data)
 {
     struct ent_list l;
     keel_store_read *r;
     uint8_t prefix[KEEL_KEY_MAX];
     size_t pos = 0, i, j, off;
     void *item;
-    int rc, plen;
+    int rc, plen, slen;
 
     memset(&l, 0, sizeof l);
     l.t = t;
+    l.rt = rt;
     plen = encode_key(t->a, NULL, 0, prefix);
     if (plen < 0)
         return plen;
     l.prefix_len = (size_t)plen;
+    /* The store's records are scanned from the entry prefix on; the
+     * overlay's and the stage's are few, and filtered below. */
+    slen = encode_key(t->a, ep, eplen, prefix);
+    if (slen < 0)
+        return slen;
     rc = keel_store_read_begin(t->n->store, &r);
     if (rc != 0)
         return rc;
-    rc = keel_store_scan(r, prefix, (size_t)plen, ent_scan_cb, &l);
+    rc = keel_store_scan(r, prefix, (size_t)slen, ent_scan_cb, &l);
     keel_store_read_end(r);
     if (l.err != 0)
         rc = l.err;
@@ -1101,7 +1113,9 @@ static int turn_entries(keel_turn *t, int rt, keel_entry_fn fn, void *data)
             for (j = i + 1; j < l.n && ent_cmp(&l.v[i], &l.v[j]) == 0; j++)
                 if (l.v[j].pos > l.v[last].pos)
                     last = j;
-            if (l.v[last].deleted || (l.v[last].key[0] == 0) != rt)
+            if (l.v[last].deleted || (l.v[last].key[0] == 0) != rt ||
+                l.v[last].klen < eplen ||
+                (eplen > 0 && memcmp(l.v[last].key, ep, eplen) != 0))
                 continue; /* gone, or not of the kind asked for */
             if (fn(l.v[last].key, l.v[last].klen, l.v[last].val,
                    l.v[last].vlen, data) != 0)
@@ -1114,12 +1128,13 @@ static int turn_entries(keel_turn *t, int rt, keel_entry_fn fn, void *data)
 
 int keel_turn_entries(keel_turn *t, keel_entry_fn fn, void *data)
 {
-    return turn_entries(t, 0, fn, data);
+    return turn_entries(t, 0, NULL, 0, fn, data);
 }
 
-int keel__turn_rt_entries(keel_turn *t, keel_entry_fn fn, void *data)
+int keel__turn_rt_entries(keel_turn *t, const void *prefix, size_t plen,
+                          keel_entry_fn fn, void *data)
 {
-    return turn_entries(t, 1, fn, data);
+    return turn_entries(t, 1, prefix, plen, fn, data);
 }
 
 const char *keel_turn_type_name(keel_turn *t)
@@ -1387,7 +1402,7 @@ static int state_reply(keel_turn *t, const keel_req *req)
      * are not counted, but an actor that holds only those was written:
      * it is at version 1 as one with named entries only is. */
     if (rc == 0 && !blob && entries == 0)
-        rc = keel__turn_rt_entries(t, rt_entry_found, &held);
+        rc = keel__turn_rt_entries(t, NULL, 0, rt_entry_found, &held);
     if (rc != 0)
         return rc;
     if (!blob && entries == 0 && !held) {

@@ -384,8 +384,11 @@ keel_actor *keel__turn_actor(keel_turn *t);
 void keel__each_unit(keel_node *n,
                      void (*fn)(keel_node *n, const char *cap,
                                 uint32_t shard));
-/* keel_turn_entries over the runtime's own entries only. */
-int keel__turn_rt_entries(keel_turn *t, keel_entry_fn fn, void *data);
+/* keel_turn_entries over the runtime's own entries only, those whose key
+ * begins with prefix[0, plen) (plen 0: all of them): an actor may hold
+ * many of the runtime's entries of other kinds (request keys). */
+int keel__turn_rt_entries(keel_turn *t, const void *prefix, size_t plen,
+                          keel_entry_fn fn, void *data);
 
 /* --- plugin.c -----------------------------------------------------------*/
 

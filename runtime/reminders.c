@@ -438,7 +438,7 @@ static int list_cb(const void *key, size_t klen, const void *val, size_t vlen,
 int keel__reminders_list(keel_turn *t, uint8_t **out, size_t *len)
 {
     struct list_acc l = {.now = keel__wall_ms()};
-    int rc = keel__turn_rt_entries(t, list_cb, &l);
+    int rc = keel__turn_rt_entries(t, RM_REC, RM_REC_LEN, list_cb, &l);
 
     if (rc == 0)
         rc = l.err;

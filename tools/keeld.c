@@ -140,6 +140,12 @@ static void usage(FILE *f)
         "                         receiver's handler refused it N times in a\n"
         "                         row with the same error becomes a dead\n"
         "                         letter (keel dead-letters; default 3)\n"
+        "  --request-key-retention-ms MS\n"
+        "                         how long an actor keeps a keyed request's\n"
+        "                         record: a retry with its key within MS of\n"
+        "                         the first run is answered with its first\n"
+        "                         outcome, one after that runs again\n"
+        "                         (default 600000: 10 minutes)\n"
         "  --recover-to-last-good when the data directory's log or checkpoint is\n"
         "                         damaged so that recovery would lose acknowledged\n"
         "                         writes, start from the last good state anyway and\n"
@@ -261,7 +267,7 @@ enum {
     O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH,
     O_AUTHTOKENS, O_INSECURE, O_AUTHCONNFAILS, O_AUTHADDRFAILS,
     O_AUTHWINDOW, O_REPLICAS, O_REPLLAG, O_REPLDEAD, O_LOGFORMAT, O_DEADAFTER,
-    O_LOGFILE, O_CONFIG, O_CHECK, O_CATCHUPRATE, O_END
+    O_RKRETAIN, O_LOGFILE, O_CONFIG, O_CHECK, O_CATCHUPRATE, O_END
 };
 #define O_COUNT (O_END - O_DATA)
 #define MAX_LOADS 32
@@ -318,6 +324,7 @@ static const struct keeld_opt {
     {"replica-dead-ms", O_REPLDEAD, 1, 0},
     {"catchup-mib-s", O_CATCHUPRATE, 1, 0},
     {"dead-letter-after", O_DEADAFTER, 1, 0},
+    {"request-key-retention-ms", O_RKRETAIN, 1, 0},
     {"config", O_CONFIG, 1, 1},
     {"check-config", O_CHECK, 0, 1},
     {"version", O_VERSION, 0, 1},
@@ -683,6 +690,13 @@ static int apply_option(struct keeld_conf *kc, const struct keeld_opt *o,
             return -1;
         }
         opts->dead_letter_after = (uint32_t)v;
+        break;
+    case O_RKRETAIN:
+        if (parse_u64(val, 604800000, &v) != 0 || v < 1) {
+            conf_error(at, "%s takes ms from 1 to 604800000 (7 days)", who);
+            return -1;
+        }
+        opts->request_key_retention_ms = (uint32_t)v;
         break;
     case O_REPLDEAD:
         if (parse_u64(val, 86400000, &v) != 0 || v < 1) {

@@ -1,9 +1,10 @@
 /* Request keys end to end, with real keeld processes: a request sent again
  * with its key is answered with the first outcome and does not run
- * again; the record survives kill -9 and follows the actor when its unit
- * moves to another node; the window per actor is bounded as documented;
- * the record is not one of the actor's listed entries; the CLI's --key
- * and --retry use it. */
+ * again, however many keyed writes to the actor came between; the record
+ * survives kill -9 and follows the actor when its unit moves to another
+ * node; it is kept for --request-key-retention-ms and no longer, and the
+ * actor's records do not pile up past it; the record is not one of the
+ * actor's listed entries; the CLI's --key and --retry use it. */
 #include <check.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,7 +16,6 @@
 #include "keel.h"
 #include "proc.h"
 #include "runtime/client.h"
-#include "runtime/dedup.h"
 #include "testutil.h"
 #include "zk.h"
 
@@ -123,21 +123,20 @@ START_TEST(retry_answered_with_first_outcome)
     expect(c, k2, "counter", "c", "incr", "2");
     expect(c, NULL, "counter", "c", "get", "3");
 
-    /* The window: the newest KEEL_DEDUP_MAX records of the actor. After
-     * that many newer keyed writes, k1 is forgotten and runs again. */
-    for (i = 0; i < KEEL_DEDUP_MAX; i++) {
+    /* However many keyed writes to the actor follow, a retry within the
+     * retention is answered from its record. (A window of the newest 32
+     * forgot it, and a late copy of the request ran again.) */
+    for (i = 0; i < 200; i++) {
         new_key(kx);
         ck_assert_int_eq(call(c, kx, KEEL_FRAME_CALL, "counter", "c", "incr",
                               buf, sizeof buf),
                          0);
     }
-    snprintf(data, sizeof data, "%d", 3 + KEEL_DEDUP_MAX);
-    expect(c, NULL, "counter", "c", "get", data);
-    snprintf(data, sizeof data, "%d", 4 + KEEL_DEDUP_MAX);
-    expect(c, k1, "counter", "c", "incr", data);
-    /* ... while the newest are still answered from their records. */
-    snprintf(data, sizeof data, "%d", 3 + KEEL_DEDUP_MAX);
-    expect(c, kx, "counter", "c", "incr", data);
+    expect(c, NULL, "counter", "c", "get", "203");
+    expect(c, k1, "counter", "c", "incr", "1");
+    expect(c, k2, "counter", "c", "incr", "2");
+    expect(c, kx, "counter", "c", "incr", "203");
+    expect(c, NULL, "counter", "c", "get", "203");
 
     /* The record is the runtime's: not among the actor's entries. */
     new_key(kx);
@@ -145,6 +144,76 @@ START_TEST(retry_answered_with_first_outcome)
     expect(c, kx, "kv", "store", "put a 1", "OK");
     expect(c, NULL, "kv", "store", "keys", "a");
     keel_client_close(c);
+}
+END_TEST
+
+/* The `records N` of `keel digest` for the unit of counter/id: the
+ * actor's records and those of the unit's other actors (none here). */
+static long unit_records(const char *addr, const char *id)
+{
+    char *out = NULL, *p, shard[16];
+    long n;
+
+    ck_assert_int_eq(tu_keel(addr, &out, NULL, "where", "counter", id, NULL),
+                     0);
+    p = strstr(out, "\nshard ");
+    ck_assert_ptr_nonnull(p);
+    p += 7;
+    snprintf(shard, sizeof shard, "%.*s", (int)strcspn(p, "\n"), p);
+    free(out);
+    out = NULL;
+    ck_assert_int_eq(tu_keel(addr, &out, NULL, "digest", "(default)", shard,
+                             NULL),
+                     0);
+    p = strstr(out, " records ");
+    ck_assert_ptr_nonnull(p);
+    n = strtol(p + 9, NULL, 10);
+    free(out);
+    return n;
+}
+
+/* A key is kept for the retention (here 1 s: a retry sent right after
+ * its answer comes within it, on a loaded machine too) and then
+ * forgotten: its retry runs again. Keyed writes spaced further apart than
+ * that leave the records of about one retention's writes. */
+#define RETAIN_MS 1000
+START_TEST(key_forgotten_after_retention)
+{
+    const char *extra[] = {"--request-key-retention-ms", "1000", NULL};
+    uint8_t k1[16], kx[16];
+    char data[512], buf[256];
+    keel_client *c;
+    long records;
+    int round, i;
+
+    snprintf(data, sizeof data, "%s/n", fx.dir);
+    ck_assert_int_eq(tu_keeld_start(&fx.nodes[0], data, 0, extra), 0);
+    c = connect_to(fx.nodes[0].addr);
+    new_key(k1);
+    expect(c, k1, "counter", "t", "incr", "1");
+    expect(c, k1, "counter", "t", "incr", "1");
+    /* Waiting out the retention is what is tested. */
+    usleep(3 * RETAIN_MS * 1000 / 2);
+    expect(c, k1, "counter", "t", "incr", "2"); /* ran again */
+    expect(c, k1, "counter", "t", "incr", "2"); /* and is kept again */
+
+    for (round = 0; round < 4; round++) {
+        usleep(3 * RETAIN_MS * 1000 / 2);
+        for (i = 0; i < 20; i++) {
+            new_key(kx);
+            ck_assert_int_eq(call(c, kx, KEEL_FRAME_CALL, "counter", "t",
+                                  "incr", buf, sizeof buf),
+                             0);
+        }
+    }
+    expect(c, NULL, "counter", "t", "get", "82");
+    keel_client_close(c);
+    /* The state, the queue's header, and a record and its queue entry
+     * for each of the last round's writes at most (none forgotten, the
+     * 82 keyed writes would leave 165 records). */
+    records = unit_records(fx.nodes[0].addr, "t");
+    ck_assert_msg(records >= 4 && records <= 2 + 2 * 20, "%ld records",
+                  records);
 }
 END_TEST
 
@@ -265,6 +334,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, retry_answered_with_first_outcome);
+    tcase_add_test(tc, key_forgotten_after_retention);
     tcase_add_test(tc, cli_key_and_retry);
     tcase_add_test(tc, record_follows_the_unit);
     suite_add_tcase(s, tc);

@@ -1,11 +1,13 @@
-/* The request-key table (runtime/dedup.c): lookups, the window's bounds,
- * replies too long to keep, and damaged tables refused. */
+/* The request-key records' codec (runtime/dedup.c): a record, a queue
+ * entry and the queue's header read back as written; replies too long to
+ * keep; damage refused; the count window's table still read and walked. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "keel.h"
+#include "rktable.h"
 #include "runtime/dedup.h"
 
 static void key_of(uint8_t *k, unsigned v)
@@ -15,171 +17,242 @@ static void key_of(uint8_t *k, unsigned v)
     k[1] = (uint8_t)(v >> 8);
 }
 
-/* Adds key v with reply "r<v>" to *tab (replaced). */
-static void add(uint8_t **tab, size_t *len, unsigned v)
+START_TEST(record_round_trip)
 {
-    uint8_t k[KEEL_DEDUP_KEY_LEN], *out;
-    char reply[32];
-    size_t olen;
+    uint8_t buf[KEEL_DEDUP_REC_MAX];
+    keel_dedup_rec in = {.seq = 0x0102030405060708ull,
+                         .time_ms = 1764950000123ull,
+                         .hash = 0xfeedfacecafebeefull,
+                         .kept = 1,
+                         .reply = (const uint8_t *)"the reply",
+                         .rlen = 9},
+                   out;
+    size_t len = keel_dedup_rec_encode(buf, &in);
 
-    key_of(k, v);
-    snprintf(reply, sizeof reply, "r%u", v);
-    ck_assert_int_eq(
-        keel_dedup_add(*tab, *len, k, v * 7u, reply, strlen(reply), &out, &olen), 0);
-    free(*tab);
-    *tab = out;
-    *len = olen;
+    ck_assert_uint_eq(len, KEEL_DEDUP_REC_HDR + 9);
+    ck_assert_int_eq(keel_dedup_rec_decode(buf, len, &out), 0);
+    ck_assert_uint_eq(out.seq, in.seq);
+    ck_assert_uint_eq(out.time_ms, in.time_ms);
+    ck_assert_uint_eq(out.hash, in.hash);
+    ck_assert_int_eq(out.kept, 1);
+    ck_assert_uint_eq(out.rlen, 9);
+    ck_assert(memcmp(out.reply, "the reply", 9) == 0);
+
+    /* An empty reply kept, and a reply not kept, differ. */
+    in.rlen = 0;
+    len = keel_dedup_rec_encode(buf, &in);
+    ck_assert_int_eq(keel_dedup_rec_decode(buf, len, &out), 0);
+    ck_assert_int_eq(out.kept, 1);
+    ck_assert_uint_eq(out.rlen, 0);
+    in.kept = 0;
+    in.rlen = 5000; /* ignored */
+    len = keel_dedup_rec_encode(buf, &in);
+    ck_assert_uint_eq(len, KEEL_DEDUP_REC_HDR);
+    ck_assert_int_eq(keel_dedup_rec_decode(buf, len, &out), 0);
+    ck_assert_int_eq(out.kept, 0);
+    ck_assert_uint_eq(out.rlen, 0);
 }
+END_TEST
 
-/* 1 and the reply when key v is in the table, 0 when not. */
-static int find(const uint8_t *tab, size_t len, unsigned v, char *reply)
+/* The largest reply kept fits KEEL_DEDUP_REC_MAX. */
+START_TEST(record_longest_reply)
 {
-    uint8_t k[KEEL_DEDUP_KEY_LEN];
-    const uint8_t *r;
-    size_t rl;
-    uint64_t h;
-    int kept, rc;
+    static uint8_t buf[KEEL_DEDUP_REC_MAX], big[KEEL_DEDUP_REPLY_MAX];
+    keel_dedup_rec in = {.kept = 1, .reply = big,
+                         .rlen = KEEL_DEDUP_REPLY_MAX},
+                   out;
+    size_t len;
 
-    key_of(k, v);
-    rc = keel_dedup_find(tab, len, k, &h, &kept, &r, &rl);
-    ck_assert_int_ge(rc, 0);
-    if (rc == 1) {
-        ck_assert_int_eq(kept, 1);
-        ck_assert_uint_eq(h, v * 7u);
-        memcpy(reply, r, rl);
-        reply[rl] = '\0';
-    }
-    return rc;
+    memset(big, 'x', sizeof big);
+    len = keel_dedup_rec_encode(buf, &in);
+    ck_assert_uint_eq(len, KEEL_DEDUP_REC_MAX);
+    ck_assert_int_eq(keel_dedup_rec_decode(buf, len, &out), 0);
+    ck_assert_uint_eq(out.rlen, KEEL_DEDUP_REPLY_MAX);
 }
+END_TEST
 
-START_TEST(found_after_add)
+/* Any damage is ECORRUPT, never a guess. */
+START_TEST(damaged_records_refused)
 {
-    uint8_t *tab = NULL;
+    uint8_t buf[KEEL_DEDUP_REC_MAX + 1];
+    keel_dedup_rec in = {.seq = 3, .time_ms = 4, .hash = 5, .kept = 1,
+                         .reply = (const uint8_t *)"ab", .rlen = 2},
+                   out;
+    size_t len = keel_dedup_rec_encode(buf, &in), cut;
+
+    for (cut = 0; cut < KEEL_DEDUP_REC_HDR; cut++)
+        ck_assert_int_eq(keel_dedup_rec_decode(buf, cut, &out),
+                         KEEL_ECORRUPT);
+    buf[0] = 1; /* format */
+    ck_assert_int_eq(keel_dedup_rec_decode(buf, len, &out), KEEL_ECORRUPT);
+    buf[0] = 2;
+    buf[25] = 0x81; /* flags */
+    ck_assert_int_eq(keel_dedup_rec_decode(buf, len, &out), KEEL_ECORRUPT);
+    buf[25] = 0; /* not kept, yet a reply follows */
+    ck_assert_int_eq(keel_dedup_rec_decode(buf, len, &out), KEEL_ECORRUPT);
+    buf[25] = 1;
+    ck_assert_int_eq(keel_dedup_rec_decode(buf, len, &out), 0);
+    ck_assert_int_eq(keel_dedup_rec_decode(buf, KEEL_DEDUP_REC_MAX + 1, &out),
+                     KEEL_ECORRUPT); /* a reply over the most kept */
+}
+END_TEST
+
+START_TEST(queue_and_header)
+{
+    uint8_t q[KEEL_DEDUP_Q_LEN], h[KEEL_DEDUP_Q_HDR_SIZE], k[16];
+    const uint8_t *kp;
+    uint64_t t, first, next;
+
+    key_of(k, 42);
+    keel_dedup_q_encode(q, 1764950000999ull, k);
+    ck_assert_int_eq(keel_dedup_q_decode(q, sizeof q, &t, &kp), 0);
+    ck_assert_uint_eq(t, 1764950000999ull);
+    ck_assert(memcmp(kp, k, 16) == 0);
+    ck_assert_int_eq(keel_dedup_q_decode(q, sizeof q - 1, &t, &kp),
+                     KEEL_ECORRUPT);
+
+    keel_dedup_hdr_encode(h, 7, 9);
+    ck_assert_int_eq(keel_dedup_hdr_decode(h, sizeof h, &first, &next), 0);
+    ck_assert_uint_eq(first, 7);
+    ck_assert_uint_eq(next, 9);
+    ck_assert_int_eq(keel_dedup_hdr_decode(h, sizeof h - 1, &first, &next),
+                     KEEL_ECORRUPT);
+    keel_dedup_hdr_encode(h, 10, 9); /* first past next */
+    ck_assert_int_eq(keel_dedup_hdr_decode(h, sizeof h, &first, &next),
+                     KEEL_ECORRUPT);
+}
+END_TEST
+
+/* A table of three records, the second with its reply not kept. */
+static size_t table3(uint8_t *tab)
+{
+    uint8_t k[16];
     size_t len = 0;
-    char reply[64];
 
-    ck_assert_int_eq(find(tab, len, 1, reply), 0);
-    add(&tab, &len, 1);
-    add(&tab, &len, 2);
-    ck_assert_int_eq(find(tab, len, 1, reply), 1);
-    ck_assert_str_eq(reply, "r1");
-    ck_assert_int_eq(find(tab, len, 2, reply), 1);
-    ck_assert_str_eq(reply, "r2");
-    ck_assert_int_eq(find(tab, len, 3, reply), 0);
-    free(tab);
+    key_of(k, 1);
+    len = tu_rktable_add(tab, len, k, 11, 1, "r1", 2);
+    key_of(k, 2);
+    len = tu_rktable_add(tab, len, k, 22, 0, NULL, 0);
+    key_of(k, 3);
+    len = tu_rktable_add(tab, len, k, 33, 1, "r3", 2);
+    return len;
 }
-END_TEST
 
-/* The newest KEEL_DEDUP_MAX records stay; older ones go first. */
-START_TEST(window_keeps_the_newest)
+START_TEST(table_found)
 {
-    uint8_t *tab = NULL;
-    size_t len = 0;
-    char reply[64];
-    unsigned v, total = KEEL_DEDUP_MAX + 10;
+    uint8_t tab[256], k[16];
+    size_t len = table3(tab);
+    keel_dedup_rec rec;
 
-    for (v = 1; v <= total; v++)
-        add(&tab, &len, v);
-    for (v = 1; v <= total; v++)
-        ck_assert_int_eq(find(tab, len, v, reply),
-                         v > total - KEEL_DEDUP_MAX);
-    free(tab);
+    key_of(k, 1);
+    ck_assert_int_eq(keel_dedup_table_find(tab, len, k, &rec), 1);
+    ck_assert_uint_eq(rec.hash, 11);
+    ck_assert_int_eq(rec.kept, 1);
+    ck_assert_uint_eq(rec.rlen, 2);
+    ck_assert(memcmp(rec.reply, "r1", 2) == 0);
+    key_of(k, 2);
+    ck_assert_int_eq(keel_dedup_table_find(tab, len, k, &rec), 1);
+    ck_assert_int_eq(rec.kept, 0);
+    ck_assert_uint_eq(rec.hash, 22);
+    key_of(k, 4);
+    ck_assert_int_eq(keel_dedup_table_find(tab, len, k, &rec), 0);
+    ck_assert_int_eq(keel_dedup_table_find(tab, 0, k, &rec), 0);
 }
 END_TEST
 
-/* Replies over KEEL_DEDUP_REPLY_MAX are recorded as seen, not kept; the
- * table's size stays bounded whatever the replies. */
-START_TEST(long_replies_not_kept_size_bounded)
+struct walk {
+    unsigned n;
+    uint64_t hashes[8];
+};
+
+static int walk_cb(const uint8_t *key, const keel_dedup_rec *rec, void *data)
 {
-    uint8_t *tab = NULL, k[KEEL_DEDUP_KEY_LEN], *out;
-    size_t len = 0, olen, rl;
-    const uint8_t *r;
-    uint64_t h;
-    int kept, i;
-    char *big = malloc(KEEL_DEDUP_REPLY_MAX + 1);
+    struct walk *w = data;
 
-    memset(big, 'x', KEEL_DEDUP_REPLY_MAX + 1);
-    key_of(k, 7);
-    ck_assert_int_eq(keel_dedup_add(NULL, 0, k, 1, big, KEEL_DEDUP_REPLY_MAX + 1,
-                                    &out, &olen),
-                     0);
-    ck_assert_int_eq(keel_dedup_find(out, olen, k, &h, &kept, &r, &rl), 1);
-    ck_assert_int_eq(kept, 0);
-    ck_assert_uint_eq(rl, 0);
-    free(out);
-    for (i = 0; i < 200; i++) {
-        key_of(k, (unsigned)i);
-        ck_assert_int_eq(keel_dedup_add(tab, len, k, 2, big,
-                                        KEEL_DEDUP_REPLY_MAX, &out, &olen),
-                         0);
-        free(tab);
-        tab = out;
-        len = olen;
-        ck_assert_uint_le(len, KEEL_DEDUP_TABLE_MAX);
-        ck_assert_int_eq(keel_dedup_find(tab, len, k, &h, &kept, &r, &rl), 1);
-        ck_assert_int_eq(kept, 1);
-        ck_assert_uint_eq(rl, KEEL_DEDUP_REPLY_MAX);
-    }
-    free(tab);
-    free(big);
+    ck_assert_uint_eq(key[0], w->n + 1);
+    w->hashes[w->n++] = rec->hash;
+    return w->n == 2 ? 7 : 0;
+}
+
+START_TEST(table_walked_oldest_first)
+{
+    uint8_t tab[256];
+    size_t len = table3(tab);
+    struct walk w = {0};
+
+    /* Stops at the callback's first nonzero return. */
+    ck_assert_int_eq(keel_dedup_table_each(tab, len, walk_cb, &w), 7);
+    ck_assert_uint_eq(w.n, 2);
+    ck_assert_uint_eq(w.hashes[0], 11);
+    ck_assert_uint_eq(w.hashes[1], 22);
 }
 END_TEST
 
-/* Any damage is ECORRUPT, never a guess: truncation anywhere, a wrong
- * format byte, a bad flag, a length past the end. */
+/* Truncation anywhere, a wrong format byte, a bad flag, a length past
+ * the end: ECORRUPT, from find and walk alike, and no call. */
 START_TEST(damaged_tables_refused)
 {
-    uint8_t *tab = NULL, k[KEEL_DEDUP_KEY_LEN], *out, *copy;
-    size_t len = 0, cut, rl, olen;
-    const uint8_t *r;
-    uint64_t h;
-    int kept;
+    uint8_t tab[256], copy[256], k[16];
+    size_t len = table3(tab), cut;
+    keel_dedup_rec rec;
+    struct walk w = {0};
 
-    add(&tab, &len, 1);
-    add(&tab, &len, 2);
-    key_of(k, 2);
-    /* Cut after the format byte, or after the first record (format byte,
-     * 29-byte header, "r1"), the table is whole: key 2 is not in it. */
+    key_of(k, 3);
     for (cut = 1; cut < len; cut++) {
-        int rc = keel_dedup_find(tab, cut, k, &h, &kept, &r, &rl);
-        if (cut == 1 || cut == 1 + KEEL_DEDUP_KEY_LEN + 13 + 2) {
+        int rc = keel_dedup_table_find(tab, cut, k, &rec);
+        /* Whole after the format byte, or after a record. */
+        if (cut == 1 || cut == 1 + 29 + 2 || cut == 1 + 29 + 2 + 29) {
             ck_assert_int_eq(rc, 0);
             continue;
         }
         ck_assert_msg(rc == KEEL_ECORRUPT, "cut at %zu of %zu: %d", cut, len,
                       rc);
-        ck_assert_int_eq(keel_dedup_add(tab, cut, k, 3, "z", 1, &out, &olen),
+        ck_assert_int_eq(keel_dedup_table_each(tab, cut, walk_cb, &w),
                          KEEL_ECORRUPT);
+        ck_assert_uint_eq(w.n, 0);
     }
-    copy = malloc(len);
     memcpy(copy, tab, len);
     copy[0] = 9; /* format */
-    ck_assert_int_eq(keel_dedup_find(copy, len, k, &h, &kept, &r, &rl),
-                     KEEL_ECORRUPT);
+    ck_assert_int_eq(keel_dedup_table_find(copy, len, k, &rec), KEEL_ECORRUPT);
     memcpy(copy, tab, len);
     copy[1 + KEEL_DEDUP_KEY_LEN + 8] = 0x81; /* flags */
-    ck_assert_int_eq(keel_dedup_find(copy, len, k, &h, &kept, &r, &rl),
-                     KEEL_ECORRUPT);
+    ck_assert_int_eq(keel_dedup_table_find(copy, len, k, &rec), KEEL_ECORRUPT);
     memcpy(copy, tab, len);
     copy[1 + KEEL_DEDUP_KEY_LEN + 9] = 0x7f; /* reply length */
-    ck_assert_int_eq(keel_dedup_find(copy, len, k, &h, &kept, &r, &rl),
-                     KEEL_ECORRUPT);
-    free(copy);
-    free(tab);
+    ck_assert_int_eq(keel_dedup_table_find(copy, len, k, &rec), KEEL_ECORRUPT);
+}
+END_TEST
+
+START_TEST(hex_keys)
+{
+    uint8_t k[16];
+
+    ck_assert_int_eq(
+        keel_dedup_key_parse("00112233445566778899AABBCCDDeeff", k), 0);
+    ck_assert_uint_eq(k[0], 0x00);
+    ck_assert_uint_eq(k[11], 0xbb);
+    ck_assert_uint_eq(k[15], 0xff);
+    ck_assert_int_eq(keel_dedup_key_parse("0011", k), -1);
+    ck_assert_int_eq(
+        keel_dedup_key_parse("00112233445566778899aabbccddeefg", k), -1);
 }
 END_TEST
 
 int main(void)
 {
     Suite *s = suite_create("dedup");
-    TCase *tc = tcase_create("table");
+    TCase *tc = tcase_create("codec");
     SRunner *sr;
     int failed;
 
-    tcase_add_test(tc, found_after_add);
-    tcase_add_test(tc, window_keeps_the_newest);
-    tcase_add_test(tc, long_replies_not_kept_size_bounded);
+    tcase_add_test(tc, record_round_trip);
+    tcase_add_test(tc, record_longest_reply);
+    tcase_add_test(tc, damaged_records_refused);
+    tcase_add_test(tc, queue_and_header);
+    tcase_add_test(tc, table_found);
+    tcase_add_test(tc, table_walked_oldest_first);
     tcase_add_test(tc, damaged_tables_refused);
+    tcase_add_test(tc, hex_keys);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

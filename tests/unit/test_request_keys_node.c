@@ -3,7 +3,11 @@
  * failed fails too, and a later one runs once; two requests with one key
  * run once; a retry that finds its record while the actor activates is
  * answered from it (or EALREADY) with activations and passivations
- * balanced; a key sent with another message is refused. */
+ * balanced; a key sent with another message is refused; a record holds
+ * however many keyed writes follow it, for the retention and no longer,
+ * and the records of an actor do not pile up past it; an actor that
+ * still has the count window's table is answered from it, and its next
+ * keyed write moves the table's records to entries of their own. */
 #include <check.h>
 #include <semaphore.h>
 #include <stdio.h>
@@ -11,10 +15,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "acall.h"
 #include "gates.h"
 #include "keel.h"
 #include "persistence/store.h"
+#include "rktable.h"
+#include "runtime/dedup.h"
 #include "runtime/node.h"
 #include "testutil.h"
 
@@ -76,7 +84,8 @@ static int tally_message(keel_turn *t, const void *msg, size_t len)
     return keel_turn_replyf(t, "%lu", v);
 }
 
-static keel_node *start_node(void)
+/* retention_ms 0: the default. */
+static keel_node *start_node_ret(uint32_t retention_ms)
 {
     keel_node_options o;
     keel_node *n;
@@ -89,9 +98,15 @@ static keel_node *start_node(void)
     keel_node_options_init(&o);
     o.data_dir = dir;
     o.log_level = KEEL_LOG_WARN;
+    o.request_key_retention_ms = retention_ms;
     ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), 0);
     ck_assert_int_eq(keel_node_register_type(n, &ty), 0);
     return n;
+}
+
+static keel_node *start_node(void)
+{
+    return start_node_ret(0);
 }
 
 static void finish(keel_node *n)
@@ -254,6 +269,235 @@ START_TEST(key_reused_for_another_message)
 }
 END_TEST
 
+/* A call of tally/id with msg, keyed with key unless NULL; returns its
+ * status and copies its reply to out (256 bytes). */
+static int call(keel_node *n, const char *id, const char *msg,
+                const uint8_t *key, char *out)
+{
+    tu_acall c;
+
+    tu_acall_start(n, &c, "tally", id, msg, key);
+    tu_acall_wait(&c);
+    memcpy(out, c.reply, sizeof c.reply);
+    return c.status;
+}
+
+static void key_n(uint8_t *k, unsigned v)
+{
+    memset(k, 0x5a, 16);
+    k[0] = (uint8_t)v;
+    k[1] = (uint8_t)(v >> 8);
+    k[2] = (uint8_t)(v >> 16);
+}
+
+/* The runtime's request-key entries of an actor, in the store. */
+struct rk_count {
+    size_t plen;
+    unsigned recs, queue, hdr, table;
+};
+
+static int rk_count_cb(const uint8_t *key, size_t klen,
+                       const keel_record *rec, void *data)
+{
+    struct rk_count *c = data;
+    const uint8_t *e = key + c->plen;
+    size_t el = klen - c->plen;
+
+    (void)rec;
+    if (el > KEEL_DEDUP_REC_PREFIX_LEN &&
+        memcmp(e, KEEL_DEDUP_REC_PREFIX, KEEL_DEDUP_REC_PREFIX_LEN) == 0)
+        c->recs++;
+    else if (el > KEEL_DEDUP_Q_PREFIX_LEN &&
+             memcmp(e, KEEL_DEDUP_Q_PREFIX, KEEL_DEDUP_Q_PREFIX_LEN) == 0)
+        c->queue++;
+    else if (el == KEEL_DEDUP_Q_HDR_LEN &&
+             memcmp(e, KEEL_DEDUP_Q_HDR, el) == 0)
+        c->hdr++;
+    else if (el == KEEL_DEDUP_ENTRY_LEN &&
+             memcmp(e, KEEL_DEDUP_ENTRY, el) == 0)
+        c->table++;
+    return 0;
+}
+
+/* Counts them on a node that is not running (the test's thread is the
+ * store's only reader). */
+static void rk_count(keel_node *n, const char *id, struct rk_count *c)
+{
+    uint8_t prefix[KEEL_KEY_MAX];
+    uint32_t shard = keel_shard_of("tally", id, strlen(id),
+                                   n->opts.shard_count);
+    keel_store_read *r;
+    int pl = keel_key_encode(prefix, (uint16_t)shard, "tally", 5, id,
+                             strlen(id), NULL, 0);
+
+    ck_assert_int_gt(pl, 0);
+    memset(c, 0, sizeof *c);
+    c->plen = (size_t)pl;
+    ck_assert_int_eq(keel_store_read_begin(n->store, &r), 0);
+    ck_assert_int_eq(keel_store_scan(r, prefix, (size_t)pl, rk_count_cb, c),
+                     0);
+    keel_store_read_end(r);
+}
+
+/* The count window forgot a key after 32 newer keyed writes to its actor,
+ * and a late copy of its request ran again. Kept for a time, the record
+ * holds however many follow it. */
+START_TEST(record_outlives_many_keyed_writes)
+{
+    keel_node *n = start_node();
+    char reply[256];
+    uint8_t k[16];
+    unsigned i;
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "busy", "inc", K1, reply), 0);
+    ck_assert_str_eq(reply, "1");
+    for (i = 0; i < 200; i++) {
+        key_n(k, i + 100);
+        ck_assert_int_eq(call(n, "busy", "inc", k, reply), 0);
+    }
+    ck_assert_str_eq(reply, "201");
+    ck_assert_int_eq(call(n, "busy", "inc", K1, reply), 0);
+    ck_assert_str_eq(reply, "1"); /* the first outcome */
+    ck_assert_int_eq(runs, 201);
+    ck_assert_int_eq(call(n, "busy", "get", NULL, reply), 0);
+    ck_assert_str_eq(reply, "201");
+    finish(n);
+
+    /* Every one of them is an entry of its own. */
+    {
+        struct rk_count c;
+        n = start_node();
+        rk_count(n, "busy", &c);
+        ck_assert_uint_eq(c.recs, 201);
+        ck_assert_uint_eq(c.queue, 201);
+        ck_assert_uint_eq(c.hdr, 1);
+        keel_node_destroy(n);
+    }
+}
+END_TEST
+
+/* Past the retention a key is forgotten: its retry runs again. Writes
+ * spaced further apart than the retention leave the records of about one
+ * retention's writes, however many there were. */
+/* Long enough that a retry sent right after its answer comes within it,
+ * on a loaded machine too. */
+#define SHORT_MS 300
+START_TEST(record_forgotten_after_retention)
+{
+    keel_node *n = start_node_ret(SHORT_MS);
+    char reply[256];
+    struct rk_count c;
+    uint8_t k[16];
+    unsigned round, i;
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "brief", "inc", K1, reply), 0);
+    ck_assert_str_eq(reply, "1");
+    /* Waiting out the retention is what is tested here. */
+    usleep(2 * SHORT_MS * 1000);
+    ck_assert_int_eq(call(n, "brief", "inc", K1, reply), 0);
+    ck_assert_str_eq(reply, "2"); /* ran again */
+    ck_assert_int_eq(runs, 2);
+    /* Recorded again, as a new first run: answered from that. */
+    ck_assert_int_eq(call(n, "brief", "inc", K1, reply), 0);
+    ck_assert_str_eq(reply, "2");
+    ck_assert_int_eq(runs, 2);
+
+    for (round = 0; round < 6; round++) {
+        usleep(2 * SHORT_MS * 1000);
+        for (i = 0; i < 20; i++) {
+            key_n(k, round * 100 + i + 1000);
+            ck_assert_int_eq(call(n, "brief", "inc", k, reply), 0);
+        }
+    }
+    ck_assert_int_eq(runs, 122);
+    finish(n);
+    n = start_node();
+    rk_count(n, "brief", &c);
+    /* The last round's 20 at most: the first writes of a round forget
+     * the round before (up to KEEL_DEDUP_PRUNE_MAX records each). */
+    ck_assert_msg(c.recs >= 1 && c.recs <= 20, "%u records", c.recs);
+    ck_assert_uint_eq(c.queue, c.recs);
+    ck_assert_uint_eq(c.hdr, 1);
+    keel_node_destroy(n);
+}
+END_TEST
+
+/* What a call's request hashes to (node_keys.c): kind and message. */
+static uint64_t call_hash(const char *msg)
+{
+    return XXH3_64bits_withSeed(msg, strlen(msg), 1);
+}
+
+/* An actor written by a node that kept the count window's table: its
+ * records are answered from the table, and its next keyed write moves
+ * them to entries of their own (kept a retention from then) and deletes
+ * the table. */
+START_TEST(old_table_read_then_moved)
+{
+    static const uint8_t KO[16] = {0x0d, 1}, KN[16] = {0x0d, 2},
+                         KW[16] = {0x0d, 3};
+    keel_node *n = start_node();
+    uint8_t tab[256], key[KEEL_KEY_MAX];
+    uint32_t shard = keel_shard_of("tally", "old", 3, n->opts.shard_count);
+    keel_batch *b = keel_batch_create();
+    size_t tl = 0;
+    char reply[256];
+    struct rk_count c;
+    int kl, st;
+
+    /* State 5, and the table of the writes that made it. */
+    tl = tu_rktable_add(tab, tl, KO, call_hash("inc"), 1, "5", 1);
+    tl = tu_rktable_add(tab, tl, KN, call_hash("big"), 0, NULL, 0);
+    ck_assert_int_eq(keel_batch_begin_group(b, "", (uint16_t)shard, 1, NULL),
+                     0);
+    kl = keel_key_encode(key, (uint16_t)shard, "tally", 5, "old", 3, NULL, 0);
+    ck_assert_int_eq(keel_batch_put(b, key, (size_t)kl, 1, "5", 1), 0);
+    kl = keel_key_encode(key, (uint16_t)shard, "tally", 5, "old", 3,
+                         KEEL_DEDUP_ENTRY, KEEL_DEDUP_ENTRY_LEN);
+    ck_assert_int_eq(keel_batch_put(b, key, (size_t)kl, 1, tab, tl), 0);
+    ck_assert_int_eq(keel_store_commit(n->store, b), 0);
+    keel_batch_group(b, 0, &st);
+    ck_assert_int_eq(st, 0);
+    keel_batch_destroy(b);
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "old", "inc", KO, reply), 0);
+    ck_assert_str_eq(reply, "5");
+    ck_assert_int_eq(call(n, "old", "big", KN, reply), KEEL_EALREADY);
+    ck_assert_int_eq(runs, 0);
+    ck_assert_int_eq(call(n, "old", "inc", KW, reply), 0); /* moves them */
+    ck_assert_str_eq(reply, "6");
+    ck_assert_int_eq(call(n, "old", "inc", KO, reply), 0);
+    ck_assert_str_eq(reply, "5");
+    ck_assert_int_eq(call(n, "old", "big", KN, reply), KEEL_EALREADY);
+    ck_assert_int_eq(call(n, "old", "inc", KW, reply), 0);
+    ck_assert_str_eq(reply, "6");
+    ck_assert_int_eq(runs, 1);
+    finish(n);
+
+    n = start_node();
+    rk_count(n, "old", &c);
+    ck_assert_uint_eq(c.table, 0);
+    ck_assert_uint_eq(c.recs, 3);
+    ck_assert_uint_eq(c.queue, 3);
+    ck_assert_uint_eq(c.hdr, 1);
+    keel_node_destroy(n);
+
+    /* After a restart, from the entries. */
+    runs = 0;
+    n = start_node();
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "old", "inc", KO, reply), 0);
+    ck_assert_str_eq(reply, "5");
+    ck_assert_int_eq(call(n, "old", "get", NULL, reply), 0);
+    ck_assert_str_eq(reply, "6");
+    ck_assert_int_eq(runs, 1);
+    finish(n);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("request_keys_node");
@@ -268,6 +512,9 @@ int main(void)
     tcase_add_test(tc, same_key_concurrent);
     tcase_add_test(tc, dup_hit_on_activation);
     tcase_add_test(tc, key_reused_for_another_message);
+    tcase_add_test(tc, record_outlives_many_keyed_writes);
+    tcase_add_test(tc, record_forgotten_after_retention);
+    tcase_add_test(tc, old_table_read_then_moved);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
