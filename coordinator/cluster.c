@@ -1721,6 +1721,13 @@ int keel_cluster_may_receive(keel_cluster *c, const char *cap, uint32_t shard,
         u->target == KEEL_MAP_NO_NODE || u->target != c->my_idx ||
         u->shard_epoch != shard_epoch)
         return KEEL_ENOTTARGET;
+    /* Not into another store than the map's table names for this node:
+     * the controller keeps that one while the node is the primary of
+     * units (rule 4), so it would credit it with this unit too, and the
+     * node would serve the unit from neither. Once it records this
+     * store, the sender's retry is taken. */
+    if (keel__cluster_store_elsewhere(c))
+        return KEEL_ENOTTARGET;
     return 0;
 }
 

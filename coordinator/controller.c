@@ -1590,10 +1590,14 @@ static size_t promoted_owners(const keel_controller *ctl, size_t *v,
             /* An owner on another store is a member, and the promotion
              * needs no proof: it cannot serve the unit (it acts as
              * primary only on the store the map records, which this
-             * write keeps or records anew only once it owns nothing), and
-             * a process of its name back on the recorded store is kept
-             * out by the store check before joining for as long as the
-             * map gives the name units. */
+             * write keeps or records anew only once it owns nothing). A
+             * process of its name back on the recorded store meanwhile
+             * (the store check lets it in: its units wait for that
+             * store) may serve the unit at the old epoch until it
+             * applies this map, as a primary whose session expired
+             * may: every reply it gives needs the promoted backup,
+             * which was in sync at that epoch and refuses it once it
+             * has applied this map ("Failover", "Why no grace"). */
             if (h->state != KEEL_HANDOFF_PRIMARY_PENDING ||
                 (h->flags & KEEL_HANDOFF_F_RELEASED) ||
                 ctl->nodes[h->from].store_lost)

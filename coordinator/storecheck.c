@@ -218,6 +218,19 @@ static void map_read(keel_zk *zk, int rc, const void *data, size_t len,
         } else {
             size_t from_state = sc->units;
             size_t from_map = 0, i;
+            int me = keel_map_node_index(&m, sc->node);
+            /* The map's table names this very store for the node: the
+             * units the map makes it the primary of have their data here
+             * (the controller keeps a primary's store in the table while
+             * it runs on another, and a node acts as primary only on the
+             * store the table names: docs/cluster.md, rule 4). Its record
+             * may name another store, one it joined with as a backup and
+             * was promoted on before the controller saw it: the units
+             * wait for this store, which must be let in. Units moving to
+             * the node still count: a stream may have delivered them to
+             * the store its record names. */
+            int credited = me >= 0 && m.store_ids[me][0] != '\0' &&
+                           strcmp(m.store_ids[me], sc->store) == 0;
             if (sc->state != NULL) {
                 /* A unit its state holds at epoch e that the map has at a
                  * later epoch moved on without needing this node's copy:
@@ -245,7 +258,8 @@ static void map_read(keel_zk *zk, int rc, const void *data, size_t len,
                     const char *p = keel_map_primary(&m, ci, s);
                     /* Its own units, and those moving to it: a stream
                      * may have delivered their only copy here already. */
-                    if ((p != NULL && strcmp(p, sc->node) == 0) ||
+                    if ((p != NULL && strcmp(p, sc->node) == 0 &&
+                         !credited) ||
                         (u->target != KEEL_MAP_NO_NODE &&
                          strcmp(m.nodes[u->target], sc->node) == 0))
                         from_map++;

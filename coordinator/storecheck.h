@@ -19,7 +19,11 @@
  *     their data;
  *   - another store, and neither the map (as primary, or as the target
  *     of a move) nor the node's last published state gives the node any
- *     unit: nothing is lost; record and join;
+ *     unit: nothing is lost; record and join. Units the map makes it the
+ *     primary of do not count when the map's node table names this very
+ *     store for the node: their data is here (the controller keeps a
+ *     primary's store in the table while it runs on another, and a node
+ *     acts only on the store the table names), and they wait for it;
  *   - another store, and the node is responsible for units: refuse
  *     (KEEL_EMISMATCH). The units stay unavailable until the node runs on
  *     its own store again, or the operator accepts the loss with

@@ -1562,6 +1562,151 @@ START_TEST(test_no_primary_on_another_store)
 }
 END_TEST
 
+/* Nor does a node take a unit's stream into a store the map's table does
+ * not name for it: the controller, which keeps the old store in the
+ * table while the node is the primary of units (rule 4), would credit
+ * that store with the unit, and the node would never serve it (nor
+ * could it, back on the store the table names). */
+START_TEST(test_no_stream_into_another_store)
+{
+    keel_shard_map m;
+    uint8_t *buf;
+    size_t len;
+    uint32_t s, bs = SHARDS;
+    int pass, ci, c_idx;
+
+    start_gpu(3);
+    m = checked_map();
+    ci = keel_map_cap_index(&m, "gpu");
+    c_idx = keel_map_node_index(&m, "node-c");
+    for (s = 0; s < SHARDS && bs == SHARDS; s++)
+        if (strcmp(keel_map_primary(&m, (uint32_t)ci, s), "node-b") == 0)
+            bs = s;
+    ck_assert_uint_lt(bs, SHARDS);
+    /* The controller (node-a) hears nothing of what follows. */
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    for (pass = 0; pass < 2; pass++) {
+        keel_map_unit *u = keel_map_unit_at(&m, (uint32_t)ci, bs);
+        u->target = (uint16_t)c_idx;
+        m.map_epoch++;
+        keel_map_set_store(&m, (uint32_t)c_idx,
+                           pass == 0 ? "00000000000000000000000000000fff"
+                                     : store_of_[2]);
+        ck_assert_int_eq(keel_map_encode(&m, &buf, &len), 0);
+        ck_assert_int_eq(keel_zk_fake_set(F, "/keel/test/map", buf, len), 0);
+        free(buf);
+        settle();
+        ck_assert_int_eq(keel_cluster_may_receive(C[2], "gpu", bs,
+                                                  u->shard_epoch),
+                         pass == 0 ? KEEL_ENOTTARGET : 0);
+    }
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    keel_map_free(&m);
+}
+END_TEST
+
+/* The units of a primary promoted on a view from before its restart on
+ * another store wait for the store their data is on (rule 4): the node
+ * must then be able to come back on that store. Its store record
+ * (nodes/<node>) names the store it joined with as a backup, but the
+ * map's table names the one the units' data is on, and that store
+ * joins and serves them; the store it was promoted on then may not. */
+START_TEST(test_store_lost_primary_back_on_its_store)
+{
+    const char *fresh = "00000000000000000000000000000ddd";
+    mkopt g = {3, "gpu", 0, 0, 0};
+    char own[KEEL_MAP_STORE_HEX + 1], rec[64];
+    keel_shard_map m;
+    keel_placement pl;
+    uint8_t *buf;
+    size_t len;
+    uint32_t s, bs = SHARDS;
+    uint64_t e = 0;
+    int ci;
+
+    start_gpu(3);
+    m = checked_map();
+    ci = keel_map_cap_index(&m, "gpu");
+    for (s = 0; s < SHARDS && bs == SHARDS; s++)
+        if (strcmp(keel_map_primary(&m, (uint32_t)ci, s), "node-b") == 0)
+            bs = s;
+    ck_assert_uint_lt(bs, SHARDS);
+    ck_assert_str_eq(unit_str(&m, "gpu", bs), "node-b*,node-c*");
+    snprintf(own, sizeof own, "%s", store_of_[2]);
+    /* The controller (node-a) hears nothing of what follows: node-c
+     * comes back on a new store (a backup: its store check recorded
+     * it), node-b dies, and the map makes node-c the primary of node-b's
+     * units by failover, its table still naming node-c's old store. */
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    kill_node(2);
+    settle();
+    snprintf(rec, sizeof rec, "store %s\n", fresh);
+    ck_assert_int_eq(keel_zk_fake_set(F, "/keel/test/nodes/node-c", rec,
+                                      strlen(rec)),
+                     0);
+    snprintf(store_of_[2], sizeof store_of_[2], "%s", fresh);
+    mk(2, &g);
+    settle();
+    ck_assert_int_eq(keel_cluster_phase(C[2]), KEEL_CLUSTER_RUNNING);
+    kill_node(1);
+    settle();
+    for (s = 0; s < SHARDS; s++) {
+        keel_map_unit *u = keel_map_unit_at(&m, (uint32_t)ci, s);
+        if (strcmp(m.nodes[u->replicas[0]], "node-b") != 0)
+            continue;
+        u->replicas[0] = u->replicas[1];
+        u->replicas[1] = (uint16_t)keel_map_node_index(&m, "node-b");
+        u->insync = 1;
+        u->shard_epoch++;
+        u->promoted = 1;
+        if (s == bs)
+            e = u->shard_epoch;
+    }
+    m.map_epoch++;
+    ck_assert_int_eq(keel_map_encode(&m, &buf, &len), 0);
+    ck_assert_int_eq(keel_zk_fake_set(F, "/keel/test/map", buf, len), 0);
+    free(buf);
+    keel_map_free(&m);
+    settle();
+    keel_cluster_placement(C[2], "gpu", bs, &pl);
+    ck_assert_uint_eq(pl.epoch, e);
+    ck_assert_int_eq(pl.state, KEEL_PLACEMENT_UNAVAILABLE);
+    /* The controller sees node-c's store: the units wait for node-c's
+     * old store, which the table keeps. */
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    settle();
+    advance(TIMEOUT);
+    m = zk_map();
+    ck_assert_str_eq(m.store_ids[keel_map_node_index(&m, "node-c")], own);
+    ck_assert_str_eq(unit_str(&m, "gpu", bs), "node-c*,node-b");
+    ck_assert_uint_eq(unit(&m, "gpu", bs)->shard_epoch, e);
+    keel_map_free(&m);
+    /* node-c back on that store joins and serves them. */
+    kill_node(2);
+    settle();
+    snprintf(store_of_[2], sizeof store_of_[2], "%s", own);
+    mk(2, &g);
+    settle();
+    advance(TIMEOUT);
+    ck_assert_int_eq(keel_cluster_phase(C[2]), KEEL_CLUSTER_RUNNING);
+    keel_cluster_placement(C[2], "gpu", bs, &pl);
+    ck_assert_uint_eq(pl.epoch, e);
+    ck_assert_int_eq(pl.state, KEEL_PLACEMENT_LOCAL);
+    m = checked_map();
+    ck_assert_str_eq(m.store_ids[keel_map_node_index(&m, "node-c")], own);
+    ck_assert_uint_eq(unit(&m, "gpu", bs)->shard_epoch, e);
+    keel_map_free(&m);
+    /* Back on the new store again: refused, the units are node-c's. */
+    kill_node(2);
+    settle();
+    snprintf(store_of_[2], sizeof store_of_[2], "%s", fresh);
+    mk(2, &g);
+    settle();
+    advance(TIMEOUT);
+    ck_assert_int_ne(keel_cluster_phase(C[2]), KEEL_CLUSTER_RUNNING);
+}
+END_TEST
+
 /* Rule 5, stale requests: from another epoch, for a node not in sync,
  * or published by a node that is not the unit's primary; none changes
  * the map. */
@@ -3644,6 +3789,8 @@ int main(void)
     tcase_add_test(tc, test_store_change_leaves_insync);
     tcase_add_test(tc, test_store_change_without_insync_backup_waits);
     tcase_add_test(tc, test_no_primary_on_another_store);
+    tcase_add_test(tc, test_no_stream_into_another_store);
+    tcase_add_test(tc, test_store_lost_primary_back_on_its_store);
     tcase_add_test(tc, test_stale_drop_requests_ignored);
     tcase_add_test(tc, test_failover_on_session_expiry);
     tcase_add_test(tc, test_failover_only_from_insync);
