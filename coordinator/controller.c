@@ -1294,6 +1294,7 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
     ctl->nchecks = 0;
     if ((rc = keel_map_copy(next, &ctl->map)) != 0)
         return rc;
+    check_stores(ctl, next);
     mm = calloc(mb->nview ? mb->nview : 1, sizeof *mm);
     caps = calloc(KEEL_MAP_MAX_CAPS, sizeof *caps);
     if (mm == NULL || caps == NULL) {
@@ -1308,8 +1309,14 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
         /* A leaving member is live (it releases what it holds) but is
          * placed nothing: everything it owns moves to the others. So is
          * a member no node can connect to (its address is not
-         * HOST:PORT). */
-        if (!mb->view[i].leaving && !mb->view[i].addr_bad) {
+         * HOST:PORT), and one on another store than the data of units
+         * it is the primary of (check_stores): the table cannot record
+         * its new store for the units it would back up while it keeps
+         * the old one for those, so it backs up nothing, and live nodes
+         * take its places. */
+        int id = keel_controller_node_id(ctl, mb->view[i].name);
+        if (!mb->view[i].leaving && !mb->view[i].addr_bad &&
+            !(id >= 0 && ctl->nodes[id].store_lost)) {
             mm[nmm].name = mb->view[i].name;
             mm[nmm].caps = (const char *const *)mb->view[i].caps;
             mm[nmm].ncaps = mb->view[i].ncaps;
@@ -1341,7 +1348,6 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
         if ((rc = keel_map_add_cap(next, desired.caps[c])) < 0)
             goto out;
     rc = 0;
-    check_stores(ctl, next);
 
     ctl->formation_deadline = 0;
     ctl->dead_deadline = 0;

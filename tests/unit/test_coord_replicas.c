@@ -1411,7 +1411,9 @@ static void check_primaries(void);
 /* Rule 4 and invariant 7: the table records each node's store; a node
  * seen on another store leaves every in-sync set it backs up, and the
  * units it is the primary of go to an in-sync backup at shard_epoch + 1
- * (their data is on the store it no longer runs on), in one map write. */
+ * (their data is on the store it no longer runs on), in the write that
+ * records its new store; placed nothing in that write, it is placed again
+ * in the next (out of sync). */
 START_TEST(test_store_change_leaves_insync)
 {
     const char *fresh = "00000000000000000000000000000fff";
@@ -1428,7 +1430,7 @@ START_TEST(test_store_change_leaves_insync)
     snprintf(store_of_[2], sizeof store_of_[2], "%s", fresh);
     settle();
     after = checked_map(); /* invariant 7 with node-c's new store */
-    ck_assert_uint_eq(after.map_epoch, writes + 1);
+    ck_assert_uint_eq(after.map_epoch, writes + 2);
     ci = keel_map_node_index(&after, "node-c");
     ck_assert_str_eq(after.store_ids[ci], fresh);
     for (s = 0; s < SHARDS; s++) {
@@ -1503,6 +1505,70 @@ START_TEST(test_store_change_without_insync_backup_waits)
     }
     keel_map_free(&before);
     keel_map_free(&after);
+}
+END_TEST
+
+/* A primary on another store whose unit has no in-sync backup keeps the
+ * old store in the table, so it could never be caught up under the new
+ * one: it is placed nothing, and live nodes take its places as a backup
+ * (R = 2, four nodes, node-d spare for node-c's). */
+START_TEST(test_store_lost_node_is_placed_nothing)
+{
+    const char *fresh = "00000000000000000000000000000fff";
+    mkopt g = {2, "gpu", 0, 0, 0};
+    char own[KEEL_MAP_STORE_HEX + 1];
+    keel_shard_map m;
+    uint32_t s, u1 = SHARDS, u2 = SHARDS;
+    uint64_t e1;
+    int ci, ri;
+
+    start_gpu(2);
+    mk(3, &g);
+    settle();
+    advance(FORMATION);
+    for (s = 0; s < 4; s++) { /* caught up, moved, the old ones again */
+        catch_up("gpu");
+        advance(1000);
+    }
+    m = checked_map();
+    ci = keel_map_cap_index(&m, "gpu");
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = unit(&m, "gpu", s);
+        ck_assert_uint_eq(count_insync(u), 2);
+        if (u1 == SHARDS &&
+            strcmp(keel_map_primary(&m, (uint32_t)ci, s), "node-c") == 0)
+            u1 = s;
+        else if (u2 == SHARDS && pos_of(&m, u, "node-c") == 1 &&
+                 pos_of(&m, u, "node-d") < 0)
+            u2 = s;
+    }
+    ck_assert_uint_lt(u1, SHARDS);
+    ck_assert_uint_lt(u2, SHARDS);
+    /* u1 loses its in-sync backup: node-c holds its only copy */
+    e1 = unit(&m, "gpu", u1)->shard_epoch;
+    ri = unit(&m, "gpu", u1)->replicas[1];
+    ck_assert_int_eq(keel_cluster_request_drop(C[2], "gpu", u1, e1,
+                                               m.nodes[ri]),
+                     0);
+    settle();
+    keel_map_free(&m);
+    m = checked_map();
+    ck_assert_uint_eq(count_insync(unit(&m, "gpu", u1)), 1);
+    keel_map_free(&m);
+    snprintf(own, sizeof own, "%s", store_of_[2]);
+    republish_member(2, fresh);
+    settle();
+    advance(3 * TIMEOUT);
+    m = zk_map();
+    ck_assert_str_eq(m.store_ids[keel_map_node_index(&m, "node-c")], own);
+    /* u1 waits for node-c's old store */
+    ck_assert_str_eq(keel_map_primary(&m, (uint32_t)ci, u1), "node-c");
+    ck_assert_uint_eq(unit(&m, "gpu", u1)->shard_epoch, e1);
+    /* u2 has its backup place taken by the spare */
+    ck_assert_int_lt(pos_of(&m, unit(&m, "gpu", u2), "node-c"), 1);
+    ck_assert_int_ge(pos_of(&m, unit(&m, "gpu", u2), "node-b"), 0);
+    ck_assert_int_ge(pos_of(&m, unit(&m, "gpu", u2), "node-d"), 0);
+    keel_map_free(&m);
 }
 END_TEST
 
@@ -3789,6 +3855,7 @@ int main(void)
     tcase_add_test(tc, test_store_change_leaves_insync);
     tcase_add_test(tc, test_store_change_without_insync_backup_waits);
     tcase_add_test(tc, test_no_primary_on_another_store);
+    tcase_add_test(tc, test_store_lost_node_is_placed_nothing);
     tcase_add_test(tc, test_no_stream_into_another_store);
     tcase_add_test(tc, test_store_lost_primary_back_on_its_store);
     tcase_add_test(tc, test_stale_drop_requests_ignored);
