@@ -1572,6 +1572,34 @@ START_TEST(test_store_lost_node_is_placed_nothing)
 }
 END_TEST
 
+/* The first gpu unit node-b leads in m (the test fails if none). */
+static uint32_t unit_led_by_b(const keel_shard_map *m)
+{
+    int ci = keel_map_cap_index(m, "gpu");
+    uint32_t s;
+
+    ck_assert_int_ge(ci, 0);
+    for (s = 0; s < SHARDS; s++)
+        if (strcmp(keel_map_primary(m, (uint32_t)ci, s), "node-b") == 0)
+            return s;
+    ck_abort_msg("node-b leads no gpu unit");
+    return SHARDS;
+}
+
+/* Writes m as the next map, as a controller would, and lets the agents
+ * apply it. */
+static void write_map_as_controller(keel_shard_map *m)
+{
+    uint8_t *buf;
+    size_t len;
+
+    m->map_epoch++;
+    ck_assert_int_eq(keel_map_encode(m, &buf, &len), 0);
+    ck_assert_int_eq(keel_zk_fake_set(F, "/keel/test/map", buf, len), 0);
+    free(buf);
+    settle();
+}
+
 /* The node's side of rule 4: a map that makes a node the primary of a
  * unit while its table records another store than the one the node runs
  * on (a promotion decided on a view from before the node's restart on an
@@ -1581,19 +1609,14 @@ START_TEST(test_no_primary_on_another_store)
 {
     keel_shard_map m;
     keel_placement pl;
-    uint8_t *buf;
-    size_t len;
-    uint32_t s, bs = SHARDS;
+    uint32_t bs;
     int pass, ci, c_idx;
 
     start_gpu(3);
     m = checked_map();
     ci = keel_map_cap_index(&m, "gpu");
     c_idx = keel_map_node_index(&m, "node-c");
-    for (s = 0; s < SHARDS && bs == SHARDS; s++)
-        if (strcmp(keel_map_primary(&m, (uint32_t)ci, s), "node-b") == 0)
-            bs = s;
-    ck_assert_uint_lt(bs, SHARDS);
+    bs = unit_led_by_b(&m);
     keel_cluster_placement(C[2], "gpu", bs, &pl);
     ck_assert_int_eq(pl.state, KEEL_PLACEMENT_REMOTE);
     /* The controller (node-a) hears nothing of what follows. */
@@ -1608,14 +1631,10 @@ START_TEST(test_no_primary_on_another_store)
         }
         u->shard_epoch++;
         u->promoted = 1;
-        m.map_epoch++;
         keel_map_set_store(&m, (uint32_t)c_idx,
                            pass == 0 ? "00000000000000000000000000000fff"
                                      : store_of_[2]);
-        ck_assert_int_eq(keel_map_encode(&m, &buf, &len), 0);
-        ck_assert_int_eq(keel_zk_fake_set(F, "/keel/test/map", buf, len), 0);
-        free(buf);
-        settle();
+        write_map_as_controller(&m);
         keel_cluster_placement(C[2], "gpu", bs, &pl);
         ck_assert_uint_eq(pl.epoch, u->shard_epoch);
         if (pass == 0)
@@ -1636,32 +1655,23 @@ END_TEST
 START_TEST(test_no_stream_into_another_store)
 {
     keel_shard_map m;
-    uint8_t *buf;
-    size_t len;
-    uint32_t s, bs = SHARDS;
+    uint32_t bs;
     int pass, ci, c_idx;
 
     start_gpu(3);
     m = checked_map();
     ci = keel_map_cap_index(&m, "gpu");
     c_idx = keel_map_node_index(&m, "node-c");
-    for (s = 0; s < SHARDS && bs == SHARDS; s++)
-        if (strcmp(keel_map_primary(&m, (uint32_t)ci, s), "node-b") == 0)
-            bs = s;
-    ck_assert_uint_lt(bs, SHARDS);
+    bs = unit_led_by_b(&m);
     /* The controller (node-a) hears nothing of what follows. */
     keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
     for (pass = 0; pass < 2; pass++) {
         keel_map_unit *u = keel_map_unit_at(&m, (uint32_t)ci, bs);
         u->target = (uint16_t)c_idx;
-        m.map_epoch++;
         keel_map_set_store(&m, (uint32_t)c_idx,
                            pass == 0 ? "00000000000000000000000000000fff"
                                      : store_of_[2]);
-        ck_assert_int_eq(keel_map_encode(&m, &buf, &len), 0);
-        ck_assert_int_eq(keel_zk_fake_set(F, "/keel/test/map", buf, len), 0);
-        free(buf);
-        settle();
+        write_map_as_controller(&m);
         ck_assert_int_eq(keel_cluster_may_receive(C[2], "gpu", bs,
                                                   u->shard_epoch),
                          pass == 0 ? KEEL_ENOTTARGET : 0);
@@ -1684,19 +1694,14 @@ START_TEST(test_store_lost_primary_back_on_its_store)
     char own[KEEL_MAP_STORE_HEX + 1], rec[64];
     keel_shard_map m;
     keel_placement pl;
-    uint8_t *buf;
-    size_t len;
-    uint32_t s, bs = SHARDS;
+    uint32_t s, bs;
     uint64_t e = 0;
     int ci;
 
     start_gpu(3);
     m = checked_map();
     ci = keel_map_cap_index(&m, "gpu");
-    for (s = 0; s < SHARDS && bs == SHARDS; s++)
-        if (strcmp(keel_map_primary(&m, (uint32_t)ci, s), "node-b") == 0)
-            bs = s;
-    ck_assert_uint_lt(bs, SHARDS);
+    bs = unit_led_by_b(&m);
     ck_assert_str_eq(unit_str(&m, "gpu", bs), "node-b*,node-c*");
     snprintf(own, sizeof own, "%s", store_of_[2]);
     /* The controller (node-a) hears nothing of what follows: node-c
@@ -1728,12 +1733,8 @@ START_TEST(test_store_lost_primary_back_on_its_store)
         if (s == bs)
             e = u->shard_epoch;
     }
-    m.map_epoch++;
-    ck_assert_int_eq(keel_map_encode(&m, &buf, &len), 0);
-    ck_assert_int_eq(keel_zk_fake_set(F, "/keel/test/map", buf, len), 0);
-    free(buf);
+    write_map_as_controller(&m);
     keel_map_free(&m);
-    settle();
     keel_cluster_placement(C[2], "gpu", bs, &pl);
     ck_assert_uint_eq(pl.epoch, e);
     ck_assert_int_eq(pl.state, KEEL_PLACEMENT_UNAVAILABLE);
