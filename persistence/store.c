@@ -1594,6 +1594,15 @@ int keel_store_scan(keel_store_read *r, const void *prefix, size_t plen,
     return scan_from(r, prefix, plen, NULL, 0, fn, data);
 }
 
+int keel_store_scan_after(keel_store_read *r, const void *prefix,
+                          size_t plen, const void *after, size_t alen,
+                          keel_scan_fn fn, void *data)
+{
+    if (alen == 0)
+        return KEEL_EINVAL;
+    return scan_from(r, prefix, plen, after, alen, fn, data);
+}
+
 struct unit_scan {
     keel_store_read *r;
     const uint8_t *cap;

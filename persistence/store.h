@@ -171,6 +171,11 @@ typedef int (*keel_scan_fn)(const uint8_t *key, size_t klen,
                             const keel_record *rec, void *data);
 int keel_store_scan(keel_store_read *r, const void *prefix, size_t plen,
                     keel_scan_fn fn, void *data);
+/* The same, from the first key after `after` (alen > 0) on: the records
+ * before it, however many, are not visited. */
+int keel_store_scan_after(keel_store_read *r, const void *prefix,
+                          size_t plen, const void *after, size_t alen,
+                          keel_scan_fn fn, void *data);
 
 /* Calls fn, in key order, for every state record of the placement unit
  * (cap, shard): the shard's records whose type the type table gives

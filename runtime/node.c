@@ -1080,7 +1080,20 @@ static int turn_entries(keel_turn *t, int rt, const void *ep, size_t eplen,
     rc = keel_store_read_begin(t->n->store, &r);
     if (rc != 0)
         return rc;
-    rc = keel_store_scan(r, prefix, (size_t)slen, ent_scan_cb, &l);
+    if (!rt && eplen == 0 && (size_t)plen + 2 <= sizeof prefix) {
+        /* The handler's entries only: from past the runtime's, whose
+         * names begin with a NUL byte and then "keel." (never 0xff),
+         * so that an actor's many request-key records are not walked
+         * over. */
+        uint8_t after[KEEL_KEY_MAX];
+        memcpy(after, prefix, (size_t)plen);
+        after[plen] = 0x00;
+        after[plen + 1] = 0xff;
+        rc = keel_store_scan_after(r, prefix, (size_t)plen, after,
+                                   (size_t)plen + 2, ent_scan_cb, &l);
+    } else {
+        rc = keel_store_scan(r, prefix, (size_t)slen, ent_scan_cb, &l);
+    }
     keel_store_read_end(r);
     if (l.err != 0)
         rc = l.err;

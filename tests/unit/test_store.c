@@ -372,6 +372,75 @@ static int scan_stop_at_two(const uint8_t *key, size_t klen,
     return ++*count == 2 ? 42 : 0;
 }
 
+/* keel_store_scan_after: within the prefix, only the keys after `after`
+ * (not `after` itself), in order; the actor's blob and the entries that
+ * begin with a NUL byte, as the runtime's do, are past when `after` is
+ * the actor's prefix, a NUL and 0xff; no `after` is refused. */
+START_TEST(test_scan_after)
+{
+    static const char *const names[] = {"\001", "\001a", "b", "zz"};
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    uint8_t k[KEEL_KEY_MAX], after[KEEL_KEY_MAX];
+    keel_store_read *r;
+    struct scan_out o;
+    size_t i;
+    int n, p;
+
+    p = mkkey(k, 1, "x", 1, NULL);
+    ck_assert_int_eq(commit_put(s, NULL, 1, 1, k, (size_t)p, 1, "blob"), 0);
+    for (i = 0; i < 40; i++) {
+        char e[16];
+        e[0] = '\0';
+        n = snprintf(e + 1, sizeof e - 1, "keel.rk/%02zu", i) + 1;
+        memcpy(after, k, (size_t)p);
+        memcpy(after + p, e, (size_t)n);
+        ck_assert_int_eq(commit_put(s, NULL, 1, 1, after, (size_t)(p + n), 1,
+                                    "rt"),
+                         0);
+    }
+    for (i = 0; i < 4; i++) {
+        n = mkkey(k, 1, "x", 1, names[i]);
+        ck_assert_int_eq(commit_put(s, NULL, 1, 1, k, (size_t)n, 1,
+                                    names[i]),
+                         0);
+    }
+    n = mkkey(k, 1, "y", 1, "other actor");
+    ck_assert_int_eq(commit_put(s, NULL, 1, 1, k, (size_t)n, 1, "y"), 0);
+    p = mkkey(k, 1, "x", 1, NULL);
+    memcpy(after, k, (size_t)p);
+    after[p] = 0x00;
+    after[p + 1] = 0xff;
+    memset(&o, 0, sizeof o);
+    ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+    ck_assert_int_eq(keel_store_scan_after(r, k, (size_t)p, after,
+                                           (size_t)p + 2, scan_collect, &o),
+                     0);
+    ck_assert_int_eq(keel_store_scan_after(r, k, (size_t)p, after, 0,
+                                           scan_collect, &o),
+                     KEEL_EINVAL);
+    keel_store_read_end(r);
+    ck_assert_uint_eq(o.n, 4);
+    for (i = 0; i < 4; i++)
+        ck_assert_str_eq(o.vals[i], names[i]);
+    scan_free(&o);
+    /* after an entry: strictly after it */
+    n = mkkey(after, 1, "x", 1, "\001a");
+    ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+    ck_assert_int_eq(keel_store_scan_after(r, k, (size_t)p, after,
+                                           (size_t)n, scan_collect, &o),
+                     0);
+    keel_store_read_end(r);
+    ck_assert_uint_eq(o.n, 2);
+    ck_assert_str_eq(o.vals[0], "b");
+    ck_assert_str_eq(o.vals[1], "zz");
+    scan_free(&o);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_scan_stop)
 {
     char *dir = tu_tmpdir("store");
@@ -3187,6 +3256,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_key_limits);
     tcase_add_test(tc, test_put_get_scan_neighbours);
     tcase_add_test(tc, test_scan_stop);
+    tcase_add_test(tc, test_scan_after);
     tcase_add_test(tc, test_del_and_del_prefix);
     tcase_add_test(tc, test_version_epoch);
     tcase_add_test(tc, test_fencing);
