@@ -30,6 +30,8 @@
  * A keyed write appends to the queue and forgets, from its front, the
  * records whose retention is over, a few per write: a lookup is one read
  * of the record's entry, and a write does a bounded amount of work.
+ * The queue is only what to forget: a header missing or unreadable is
+ * made again from the queue's entries, an unreadable entry dropped.
  *
  * Before the retention was a time, an actor kept its newest 32 records in
  * one entry, KEEL_DEDUP_ENTRY (the "table", format 1). Such a table is

@@ -8,6 +8,7 @@
 #include <xxhash.h>
 
 #include "common/be.h"
+#include "common/log.h"
 #include "runtime/dedup.h"
 #include "runtime/node.h"
 #include "runtime/node_int.h"
@@ -91,6 +92,14 @@ int keel__dedup_lookup(keel_turn *t, const keel_req *req, int *dup,
         if (rc == 0)
             rc = keel_dedup_table_find(tab, len, req->rkey, &rec);
     }
+    if (rc == KEEL_ECORRUPT) {
+        /* Which key it holds, or whether this one ran, cannot be told:
+         * refused rather than run again. */
+        keel_turn_error(t, "this actor's record of request keys is "
+                           "unreadable: whether this request ran cannot be "
+                           "told, so it is not run");
+        return rc;
+    }
     if (rc < 0)
         return rc;
     if (rc == 0)
@@ -158,10 +167,22 @@ static int prune(struct queue *q)
             q->first++;
             continue;
         }
-        if (rc == 0)
-            rc = keel_dedup_q_decode(v, vl, &time_ms, &key);
         if (rc != 0)
             return rc;
+        if (keel_dedup_q_decode(v, vl, &time_ms, &key) != 0) {
+            /* Its record, if any, cannot be found from it: it stays
+             * until its key is written again. Failing instead would
+             * fail every keyed write of the actor, for ever. */
+            keel_warn("%s: request-key queue entry %llu unreadable, "
+                      "dropped",
+                      keel_turn_type_name(q->t),
+                      (unsigned long long)q->first);
+            rc = keel__turn_rt_del(q->t, qk, sizeof qk);
+            if (rc != 0)
+                return rc;
+            q->first++;
+            continue;
+        }
         if (!expired(time_ms, q->now_ms, ret))
             break;
         rec_key(ek, key);
@@ -178,6 +199,34 @@ static int prune(struct queue *q)
         q->first++;
     }
     return 0;
+}
+
+/* The queue's bounds from its entries (keys sort by seq), for an actor
+ * whose header is missing or unreadable: a header lost while entries
+ * stay would otherwise give their places to new records, and the
+ * records those entries name would never be forgotten. */
+static int bounds_cb(const void *key, size_t klen, const void *val,
+                     size_t vlen, void *data)
+{
+    struct queue *q = data;
+    uint64_t seq;
+
+    (void)val;
+    (void)vlen;
+    if (klen != Q_KEY_LEN)
+        return 0;
+    seq = keel_get_be64((const uint8_t *)key + KEEL_DEDUP_Q_PREFIX_LEN);
+    if (q->first == q->next)
+        q->first = seq; /* the first listed is the lowest */
+    q->next = seq + 1;
+    return 0;
+}
+
+static int queue_bounds(struct queue *q)
+{
+    q->first = q->next = 0;
+    return keel__turn_rt_entries(q->t, KEEL_DEDUP_Q_PREFIX,
+                                 KEEL_DEDUP_Q_PREFIX_LEN, bounds_cb, q);
 }
 
 /* The count window's table's records move to entries of their own, as if
@@ -222,11 +271,16 @@ int keel__dedup_record(keel_turn *t, const keel_req *req, const void *reply,
     size_t vl;
     int rc;
 
+    /* The header only says what to forget: one missing (an actor's
+     * first keyed write) or unreadable is made again from the queue. */
     rc = keel__turn_rt_get(t, KEEL_DEDUP_Q_HDR, KEEL_DEDUP_Q_HDR_LEN, &v, &vl);
-    if (rc == 0)
-        rc = keel_dedup_hdr_decode(v, vl, &q.first, &q.next);
-    else if (rc == KEEL_ENOTFOUND)
-        rc = 0;
+    if (rc == 0 && keel_dedup_hdr_decode(v, vl, &q.first, &q.next) != 0) {
+        keel_warn("%s: request-key queue header unreadable, made again",
+                  keel_turn_type_name(t));
+        rc = KEEL_ENOTFOUND;
+    }
+    if (rc == KEEL_ENOTFOUND)
+        rc = queue_bounds(&q);
     if (rc == 0)
         rc = prune(&q);
     if (rc == 0)

@@ -7,7 +7,10 @@
  * however many keyed writes follow it, for the retention and no longer,
  * and the records of an actor do not pile up past it; an actor that
  * still has the count window's table is answered from it, and its next
- * keyed write moves the table's records to entries of their own. */
+ * keyed write moves the table's records to entries of their own. The
+ * handler's listing skips the records; a queue header missing or
+ * unreadable is made again from the queue, an unreadable queue entry is
+ * dropped, and an unreadable record refuses its own key only. */
 #include <check.h>
 #include <semaphore.h>
 #include <stdio.h>
@@ -57,6 +60,35 @@ static void tally_passivate(keel_turn *t)
     pass++;
 }
 
+/* "list": the handler's entries as keel_turn_entries gives them, "N
+ * ok" or "N bad" when one of them is the runtime's (a NUL first byte). */
+struct listing {
+    unsigned n, bad;
+};
+
+static int list_cb(const void *key, size_t klen, const void *val,
+                   size_t vlen, void *data)
+{
+    struct listing *l = data;
+
+    (void)val;
+    (void)vlen;
+    l->n++;
+    if (klen == 0 || ((const uint8_t *)key)[0] == 0)
+        l->bad++;
+    return 0;
+}
+
+static int list_entries(keel_turn *t)
+{
+    struct listing l = {0, 0};
+    int rc = keel_turn_entries(t, list_cb, &l);
+
+    if (rc != 0)
+        return rc;
+    return keel_turn_replyf(t, "%u %s", l.n, l.bad ? "bad" : "ok");
+}
+
 static int tally_message(keel_turn *t, const void *msg, size_t len)
 {
     const void *st;
@@ -73,9 +105,19 @@ static int tally_message(keel_turn *t, const void *msg, size_t len)
     }
     if (len == 3 && memcmp(msg, "get", 3) == 0)
         return keel_turn_replyf(t, "%lu", v);
+    if (len == 4 && memcmp(msg, "list", 4) == 0)
+        return list_entries(t);
     v++;
     snprintf(buf, sizeof buf, "%lu", v);
     keel_turn_set_state(t, buf, strlen(buf));
+    if (len == 3 && memcmp(msg, "put", 3) == 0) {
+        char ek[32];
+        int rc;
+        snprintf(ek, sizeof ek, "e%lu", v);
+        rc = keel_turn_put(t, ek, strlen(ek), "v", 1);
+        if (rc != 0)
+            return rc;
+    }
     if (len == 3 && memcmp(msg, "big", 3) == 0) {
         static char big[2000];
         memset(big, 'x', sizeof big);
@@ -498,6 +540,202 @@ START_TEST(old_table_read_then_moved)
 }
 END_TEST
 
+/* Writes (val non-NULL) or deletes the runtime's entry e[0, el) of
+ * tally/id, on a node that is not running, as a store that lost or
+ * damaged it would hold it. */
+static void raw_entry(keel_node *n, const char *id, const void *e, size_t el,
+                      const void *val, size_t vl)
+{
+    uint32_t shard = keel_shard_of("tally", id, strlen(id),
+                                   n->opts.shard_count);
+    keel_batch *b = keel_batch_create();
+    uint8_t key[KEEL_KEY_MAX];
+    int kl, st;
+
+    ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(keel_batch_begin_group(b, "", (uint16_t)shard, 1, NULL),
+                     0);
+    kl = keel_key_encode(key, (uint16_t)shard, "tally", 5, id, strlen(id), e,
+                         el);
+    ck_assert_int_gt(kl, 0);
+    if (val != NULL)
+        ck_assert_int_eq(keel_batch_put(b, key, (size_t)kl, 1, val, vl), 0);
+    else
+        ck_assert_int_eq(keel_batch_del(b, key, (size_t)kl), 0);
+    ck_assert_int_eq(keel_store_commit(n->store, b), 0);
+    keel_batch_group(b, 0, &st);
+    ck_assert_int_eq(st, 0);
+    keel_batch_destroy(b);
+}
+
+/* keel_turn_entries lists the handler's entries only, however many
+ * request-key records the actor holds: resident (the overlay) and
+ * reloaded (the store). */
+START_TEST(listing_skips_request_keys)
+{
+    keel_node *n = start_node();
+    char reply[256];
+    uint8_t k[16];
+    unsigned i;
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    for (i = 0; i < 20; i++) {
+        key_n(k, i + 1);
+        ck_assert_int_eq(call(n, "lister", "put", k, reply), 0);
+    }
+    ck_assert_int_eq(call(n, "lister", "list", NULL, reply), 0);
+    ck_assert_str_eq(reply, "20 ok");
+    finish(n);
+    n = start_node();
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "lister", "list", NULL, reply), 0);
+    ck_assert_str_eq(reply, "20 ok");
+    key_n(k, 1);
+    ck_assert_int_eq(call(n, "lister", "put", k, reply), 0);
+    ck_assert_str_eq(reply, "1"); /* answered from its record */
+    ck_assert_int_eq(call(n, "lister", "list", NULL, reply), 0);
+    ck_assert_str_eq(reply, "20 ok");
+    finish(n);
+}
+END_TEST
+
+/* The queue's header only says what to forget: an unreadable one does
+ * not stop the actor's keyed writes (every one would fail, for ever). It
+ * is made again from the queue's entries, and the records stay as they
+ * were: a retry is still answered from its record. */
+START_TEST(unreadable_header_remade)
+{
+    keel_node *n = start_node();
+    char reply[256];
+    struct rk_count c;
+    uint8_t k[16];
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "hdr", "inc", K1, reply), 0);
+    key_n(k, 2);
+    ck_assert_int_eq(call(n, "hdr", "inc", k, reply), 0);
+    finish(n);
+    n = start_node();
+    raw_entry(n, "hdr", KEEL_DEDUP_Q_HDR, KEEL_DEDUP_Q_HDR_LEN, "bad", 3);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    key_n(k, 3);
+    ck_assert_int_eq(call(n, "hdr", "inc", k, reply), 0);
+    ck_assert_str_eq(reply, "3");
+    ck_assert_int_eq(call(n, "hdr", "inc", K1, reply), 0);
+    ck_assert_str_eq(reply, "1");
+    ck_assert_int_eq(runs, 3);
+    finish(n);
+    n = start_node();
+    rk_count(n, "hdr", &c);
+    ck_assert_uint_eq(c.recs, 3);
+    ck_assert_uint_eq(c.queue, 3);
+    ck_assert_uint_eq(c.hdr, 1);
+    keel_node_destroy(n);
+}
+END_TEST
+
+/* A header lost while its queue's entries stay (a store that kept some
+ * of an actor's records): the next keyed write does not take the places
+ * of the entries there (their records would never be forgotten), and
+ * once the retention is over they are all forgotten. */
+START_TEST(lost_header_keeps_places)
+{
+    keel_node *n = start_node_ret(SHORT_MS);
+    char reply[256];
+    struct rk_count c;
+    uint8_t k[16];
+    unsigned i;
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    for (i = 0; i < 3; i++) {
+        key_n(k, i + 1);
+        ck_assert_int_eq(call(n, "lost", "inc", k, reply), 0);
+    }
+    finish(n);
+    n = start_node_ret(SHORT_MS);
+    raw_entry(n, "lost", KEEL_DEDUP_Q_HDR, KEEL_DEDUP_Q_HDR_LEN, NULL, 0);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    key_n(k, 4);
+    ck_assert_int_eq(call(n, "lost", "inc", k, reply), 0);
+    /* Waiting out the retention is what is tested here. */
+    usleep(2 * SHORT_MS * 1000);
+    key_n(k, 5);
+    ck_assert_int_eq(call(n, "lost", "inc", k, reply), 0);
+    ck_assert_str_eq(reply, "5");
+    finish(n);
+    n = start_node();
+    rk_count(n, "lost", &c);
+    ck_assert_uint_eq(c.recs, 1);
+    ck_assert_uint_eq(c.queue, 1);
+    ck_assert_uint_eq(c.hdr, 1);
+    keel_node_destroy(n);
+}
+END_TEST
+
+/* An unreadable queue entry at the front is dropped (with a warning) as
+ * the forgetting reaches it; it does not fail the actor's keyed writes
+ * for ever. */
+START_TEST(unreadable_queue_entry_dropped)
+{
+    keel_node *n = start_node_ret(SHORT_MS);
+    uint8_t qk[KEEL_DEDUP_Q_PREFIX_LEN + 8] = {0};
+    char reply[256];
+    struct rk_count c;
+    uint8_t k[16];
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "qbad", "inc", K1, reply), 0);
+    key_n(k, 2);
+    ck_assert_int_eq(call(n, "qbad", "inc", k, reply), 0);
+    finish(n);
+    n = start_node_ret(SHORT_MS);
+    memcpy(qk, KEEL_DEDUP_Q_PREFIX, KEEL_DEDUP_Q_PREFIX_LEN); /* seq 0 */
+    raw_entry(n, "qbad", qk, sizeof qk, "bad", 3);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    /* Waiting out the retention is what is tested here. */
+    usleep(2 * SHORT_MS * 1000);
+    key_n(k, 3);
+    ck_assert_int_eq(call(n, "qbad", "inc", k, reply), 0);
+    ck_assert_str_eq(reply, "3");
+    finish(n);
+    n = start_node();
+    rk_count(n, "qbad", &c);
+    /* K1's record cannot be found from its entry: it stays until K1 is
+     * written again. */
+    ck_assert_uint_eq(c.recs, 2);
+    ck_assert_uint_eq(c.queue, 1);
+    ck_assert_uint_eq(c.hdr, 1);
+    keel_node_destroy(n);
+}
+END_TEST
+
+/* An unreadable record refuses its own key (whether that request ran
+ * cannot be told), saying so, and nothing else: other keys run. */
+START_TEST(unreadable_record_refuses_its_key)
+{
+    keel_node *n = start_node();
+    uint8_t ek[KEEL_DEDUP_REC_PREFIX_LEN + 16];
+    char reply[256];
+    uint8_t k[16];
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "rbad", "inc", K1, reply), 0);
+    finish(n);
+    n = start_node();
+    memcpy(ek, KEEL_DEDUP_REC_PREFIX, KEEL_DEDUP_REC_PREFIX_LEN);
+    memcpy(ek + KEEL_DEDUP_REC_PREFIX_LEN, K1, 16);
+    raw_entry(n, "rbad", ek, sizeof ek, "bad", 3);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "rbad", "inc", K1, reply), KEEL_ECORRUPT);
+    ck_assert_msg(strstr(reply, "unreadable") != NULL, "%s", reply);
+    key_n(k, 2);
+    ck_assert_int_eq(call(n, "rbad", "inc", k, reply), 0);
+    ck_assert_str_eq(reply, "2");
+    ck_assert_int_eq(runs, 2);
+    finish(n);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("request_keys_node");
@@ -515,6 +753,11 @@ int main(void)
     tcase_add_test(tc, record_outlives_many_keyed_writes);
     tcase_add_test(tc, record_forgotten_after_retention);
     tcase_add_test(tc, old_table_read_then_moved);
+    tcase_add_test(tc, listing_skips_request_keys);
+    tcase_add_test(tc, unreadable_header_remade);
+    tcase_add_test(tc, lost_header_keeps_places);
+    tcase_add_test(tc, unreadable_queue_entry_dropped);
+    tcase_add_test(tc, unreadable_record_refuses_its_key);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
