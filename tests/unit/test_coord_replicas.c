@@ -1681,6 +1681,18 @@ START_TEST(test_no_stream_into_another_store)
 }
 END_TEST
 
+/* Node i stopped and started again on `store`, and a session timeout
+ * for what follows to settle. */
+static void restart_on(int i, const char *store, const mkopt *mo)
+{
+    kill_node(i);
+    settle();
+    snprintf(store_of_[i], sizeof store_of_[i], "%s", store);
+    mk(i, mo);
+    settle();
+    advance(TIMEOUT);
+}
+
 /* The units of a primary promoted on a view from before its restart on
  * another store wait for the store their data is on (rule 4): the node
  * must then be able to come back on that store. Its store record
@@ -1749,12 +1761,7 @@ START_TEST(test_store_lost_primary_back_on_its_store)
     ck_assert_uint_eq(unit(&m, "gpu", bs)->shard_epoch, e);
     keel_map_free(&m);
     /* node-c back on that store joins and serves them. */
-    kill_node(2);
-    settle();
-    snprintf(store_of_[2], sizeof store_of_[2], "%s", own);
-    mk(2, &g);
-    settle();
-    advance(TIMEOUT);
+    restart_on(2, own, &g);
     ck_assert_int_eq(keel_cluster_phase(C[2]), KEEL_CLUSTER_RUNNING);
     keel_cluster_placement(C[2], "gpu", bs, &pl);
     ck_assert_uint_eq(pl.epoch, e);
@@ -1764,12 +1771,7 @@ START_TEST(test_store_lost_primary_back_on_its_store)
     ck_assert_uint_eq(unit(&m, "gpu", bs)->shard_epoch, e);
     keel_map_free(&m);
     /* Back on the new store again: refused, the units are node-c's. */
-    kill_node(2);
-    settle();
-    snprintf(store_of_[2], sizeof store_of_[2], "%s", fresh);
-    mk(2, &g);
-    settle();
-    advance(TIMEOUT);
+    restart_on(2, fresh, &g);
     ck_assert_int_ne(keel_cluster_phase(C[2]), KEEL_CLUSTER_RUNNING);
 }
 END_TEST
