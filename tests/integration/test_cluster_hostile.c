@@ -131,6 +131,32 @@ static int n1_units(uint32_t *shards, uint64_t *epochs, int max)
     return n;
 }
 
+/* How many units `keel shards` through n0 shows n0 owning. */
+static int n0_units(void)
+{
+    char *out = NULL, *line;
+    int n = 0;
+
+    if (tu_keel(cl.nodes[0].addr, &out, NULL, "shards", NULL) != 0) {
+        free(out);
+        return 0;
+    }
+    for (line = out; line != NULL && *line != '\0';) {
+        char *nl = strchr(line, '\n');
+        unsigned shard;
+        char owner[64];
+        if (nl != NULL)
+            *nl = '\0';
+        if (sscanf(line, "unit (default) %u owner %63s", &shard, owner) ==
+                2 &&
+            strcmp(owner, "n0") == 0)
+            n++;
+        line = nl != NULL ? nl + 1 : NULL;
+    }
+    free(out);
+    return n;
+}
+
 /* Starts a stream of the unit at the epoch the node accepts it again:
  * the epoch it was streamed at, the one `shards` shows or the one before
  * (the map may have moved on by one once the handoff finished). Returns
@@ -165,6 +191,13 @@ START_TEST(unfinished_streams_bounded)
 
     snprintf(cap, sizeof cap, "%u", CAP_BYTES);
     ck_assert_int_eq(tu_cluster_start_node(&cl, 0, 0, NULL), 0);
+    /* n0 owns every unit before n1 starts (at most 30 s): n1 then gets
+     * its units by streams. Started together, both could be in the
+     * first placement, and n1 would have received nothing. */
+    for (tries = 0; tries < 300 && n0_units() < 16; tries++)
+        tu_sleep_ms(100);
+    TU_CLUSTER_CHECK(&cl, n0_units() == 16, "n0 owns %d of 16 units",
+                     n0_units());
     ck_assert_int_eq(tu_cluster_start_node(&cl, 1, 0, "--max-unit-stream",
                                            cap, NULL),
                      0);
