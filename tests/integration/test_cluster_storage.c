@@ -124,6 +124,34 @@ static void wait_n2_member(void)
     ck_assert_msg(seen, "n2 never joined");
 }
 
+/* Waits (at most 60 s) until n2 owns a unit, handed over and settled:
+ * killed before any was, it would hold nothing, and the cluster, which
+ * then lists it nowhere, has nothing of it to forget. */
+static void wait_n2_owns_some(void)
+{
+    char *out = NULL, *line;
+    int tries, owns = 0;
+
+    wait_n2_member();
+    for (tries = 0; tries < 600 && !owns; tries++) {
+        if (tu_keel(fx.nodes[0].addr, &out, NULL, "shards", "--node", "n2",
+                    NULL) == 0)
+            for (line = out; line != NULL && *line != '\0' && !owns;) {
+                char *nl = strchr(line, '\n');
+                if (nl != NULL)
+                    *nl = '\0';
+                owns = strstr(line, "owner n2 ") != NULL &&
+                       strstr(line, "target") == NULL;
+                line = nl != NULL ? nl + 1 : NULL;
+            }
+        free(out);
+        out = NULL;
+        if (!owns)
+            usleep(100 * 1000);
+    }
+    ck_assert_msg(owns, "n2 never got a unit");
+}
+
 /* After the forget, n2's units move once its session timeout and a
  * quarter have passed since its member znode went: waits (at most 30 s)
  * until the map gives n2 nothing. */
@@ -152,7 +180,7 @@ START_TEST(forgotten_node_rejoins_under_load)
 
     for (i = 0; i < NNODES; i++)
         start_node(i);
-    wait_n2_member();
+    wait_n2_owns_some();
     for (r = 0; r < ROUNDS; r++) {
         struct load l;
         pthread_t th;
@@ -221,7 +249,7 @@ START_TEST(replaced_disk_is_refused)
 
     for (i = 0; i < NNODES; i++)
         start_node(i);
-    wait_n2_member();
+    wait_n2_owns_some();
     for (c = 0; c < COUNTERS; c++) {
         snprintf(name, sizeof name, "d%d", c);
         want[c] = 0;
