@@ -224,15 +224,8 @@ int keel_cluster_forget(keel_cluster *c, const char *name, size_t *units)
      * cluster (a typo), or was forgotten and holds nothing any more. */
     if (!c->have_map || keel_map_node_index(&c->map, name) < 0)
         return KEEL_ENOTFOUND;
-    if ((idx = keel_map_node_index(&c->map, name)) >= 0) {
-        uint32_t ci, s;
-        for (ci = 0; ci < c->map.ncaps; ci++)
-            for (s = 0; s < c->map.shard_count; s++) {
-                const keel_map_unit *u = keel_map_unit_at(&c->map, ci, s);
-                if (u->nreplicas > 0 && u->replicas[0] == idx)
-                    count++;
-            }
-    }
+    if ((idx = keel_map_node_index(&c->map, name)) >= 0)
+        count = keel_map_units_led(&c->map, (uint32_t)idx);
     /* Creating and deleting members/<name> in the same transaction proves
      * it absent when forgotten/<name> is created (no join in between). */
     memset(ops, 0, sizeof ops);

@@ -768,17 +768,6 @@ static int put_rs(keel_controller *ctl, keel_shard_map *next, uint32_t c,
     return 0;
 }
 
-/* How many units of next have node table entry j as their primary. */
-static size_t primary_of(const keel_shard_map *next, uint32_t j)
-{
-    size_t i, n = 0, nunits = (size_t)next->ncaps * next->shard_count;
-
-    for (i = 0; i < nunits; i++)
-        if (next->units[i].nreplicas > 0 && next->units[i].replicas[0] == j)
-            n++;
-    return n;
-}
-
 /* A node back on another store (its member znode names another store id
  * than the map's node table) is a new, empty replica: it leaves the
  * in-sync set of every unit it backs up, and the table records its new
@@ -823,7 +812,7 @@ static void check_stores(keel_controller *ctl, keel_shard_map *next)
         }
         if (next->store_ids[j][0] != '\0' &&
             !keel_controller_forgotten(ctl, next->nodes[j]) &&
-            (owned = primary_of(next, j)) > 0 &&
+            (owned = keel_map_units_led(next, j)) > 0 &&
             (id = track(ctl, next->nodes[j])) >= 0) {
             keel_ctl_node *n = &ctl->nodes[id];
             n->store_lost = 1;
@@ -858,7 +847,7 @@ static void record_stores(keel_controller *ctl, keel_shard_map *next)
     for (j = 0; j < next->nnodes; j++) {
         int id = keel_controller_node_id(ctl, next->nodes[j]);
         const char *now;
-        if (id < 0 || !ctl->nodes[id].store_lost || primary_of(next, j) > 0)
+        if (id < 0 || !ctl->nodes[id].store_lost || keel_map_units_led(next, j) > 0)
             continue;
         now = member_store(keel_membership_find(ctl->members, next->nodes[j]));
         keel_info("cluster: node %s is the primary of no unit any more: "

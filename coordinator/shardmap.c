@@ -295,6 +295,16 @@ const char *keel_map_primary(const keel_shard_map *m, uint32_t cap,
     return u->nreplicas > 0 ? m->nodes[u->replicas[0]] : NULL;
 }
 
+size_t keel_map_units_led(const keel_shard_map *m, uint32_t idx)
+{
+    size_t i, n = 0, nunits = (size_t)m->ncaps * m->shard_count;
+
+    for (i = 0; i < nunits; i++)
+        if (m->units[i].nreplicas > 0 && m->units[i].replicas[0] == idx)
+            n++;
+    return n;
+}
+
 /* ------------------------------------------------------------ placement */
 
 uint64_t keel_rendezvous_score(const char *node, const char *cap,

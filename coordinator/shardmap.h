@@ -126,6 +126,8 @@ static inline keel_map_unit *keel_map_unit_at(const keel_shard_map *m,
 /* Primary node name of a unit, or NULL. */
 const char *keel_map_primary(const keel_shard_map *m, uint32_t cap,
                              uint32_t shard);
+/* How many units have node table entry idx as their primary. */
+size_t keel_map_units_led(const keel_shard_map *m, uint32_t idx);
 /* Position of node idx in the unit's replica list (0: the primary), or
  * -1. */
 int keel_map_replica_pos(const keel_map_unit *u, uint16_t idx);

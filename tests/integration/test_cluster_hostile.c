@@ -101,8 +101,10 @@ static int send_xfer(int fd, uint32_t shard, uint64_t epoch, uint32_t seq)
     return tu_send_all(fd, frame, KEEL_FRAME_HEADER + body);
 }
 
-/* The units n1 owns, settled (no target), as shard and epoch: how many. */
-static int n1_units(uint32_t *shards, uint64_t *epochs, int max)
+/* The units `node` owns, settled (no target), as shard and epoch (into
+ * shards and epochs when not NULL): how many, at most max. */
+static int units_of(const char *node, uint32_t *shards, uint64_t *epochs,
+                    int max)
 {
     char *out = NULL, *line;
     int n = 0;
@@ -120,37 +122,13 @@ static int n1_units(uint32_t *shards, uint64_t *epochs, int max)
             *nl = '\0';
         if (sscanf(line, "unit (default) %u owner %63s epoch %llu", &shard,
                    owner, &epoch) == 3 &&
-            strcmp(owner, "n1") == 0 && strstr(line, "target") == NULL) {
-            shards[n] = shard;
-            epochs[n] = epoch;
+            strcmp(owner, node) == 0 && strstr(line, "target") == NULL) {
+            if (shards != NULL)
+                shards[n] = shard;
+            if (epochs != NULL)
+                epochs[n] = epoch;
             n++;
         }
-        line = nl != NULL ? nl + 1 : NULL;
-    }
-    free(out);
-    return n;
-}
-
-/* How many units `keel shards` through n0 shows n0 owning. */
-static int n0_units(void)
-{
-    char *out = NULL, *line;
-    int n = 0;
-
-    if (tu_keel(cl.nodes[0].addr, &out, NULL, "shards", NULL) != 0) {
-        free(out);
-        return 0;
-    }
-    for (line = out; line != NULL && *line != '\0';) {
-        char *nl = strchr(line, '\n');
-        unsigned shard;
-        char owner[64];
-        if (nl != NULL)
-            *nl = '\0';
-        if (sscanf(line, "unit (default) %u owner %63s", &shard, owner) ==
-                2 &&
-            strcmp(owner, "n0") == 0)
-            n++;
         line = nl != NULL ? nl + 1 : NULL;
     }
     free(out);
@@ -194,16 +172,18 @@ START_TEST(unfinished_streams_bounded)
     /* n0 owns every unit before n1 starts (at most 30 s): n1 then gets
      * its units by streams. Started together, both could be in the
      * first placement, and n1 would have received nothing. */
-    for (tries = 0; tries < 300 && n0_units() < 16; tries++)
+    for (tries = 0; tries < 300 && units_of("n0", NULL, NULL, 16) < 16;
+         tries++)
         tu_sleep_ms(100);
-    TU_CLUSTER_CHECK(&cl, n0_units() == 16, "n0 owns %d of 16 units",
-                     n0_units());
+    TU_CLUSTER_CHECK(&cl, units_of("n0", NULL, NULL, 16) == 16,
+                     "n0 owns %d of 16 units",
+                     units_of("n0", NULL, NULL, 16));
     ck_assert_int_eq(tu_cluster_start_node(&cl, 1, 0, "--max-unit-stream",
                                            cap, NULL),
                      0);
     /* n1 received some units when it joined (at most 60 s). */
     for (tries = 0; tries < 600 && nunits < 5; tries++) {
-        nunits = n1_units(shards, epochs, 16);
+        nunits = units_of("n1", shards, epochs, 16);
         if (nunits < 5)
             tu_sleep_ms(100);
     }
