@@ -102,7 +102,8 @@ KEEL_API const char *keel_version_string(void);
     X(EUNAUTH, -37, "not authenticated")                                     \
     X(EDENIED, -38, "not permitted for this identity")                      \
     X(ENOTMEMBER, -39, "sending node is not a member in this node's view")  \
-    X(ESTATEVER, -40, "actor state of a version its type cannot read")
+    X(ESTATEVER, -40, "actor state of a version its type cannot read")     \
+    X(EDIFFERS, -41, "replica's copy of the unit differs from its primary's")
 
 typedef enum keel_errno {
     KEEL_OK = 0,
@@ -503,8 +504,11 @@ typedef struct keel_stats {
     /* Primary side: times a snapshot part waited for the catch-up rate
      * (catchup_mib_s) to allow it. */
     uint64_t repl_catchup_waits;
+    /* Primary side: catch-ups that found the backup already holding the
+     * unit's content (a digest check): no records were sent. */
+    uint64_t repl_catchup_same;
     /* Room for figures to come without changing the struct's size. */
-    uint64_t reserved[3];
+    uint64_t reserved[2];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

@@ -106,6 +106,7 @@ int keel_batch_begin_group(keel_batch *b, const char *cap, uint16_t shard,
     g->tag = tag;
     g->shard = shard;
     g->status = 0;
+    g->differs = 0;
     g->pre_status = 0;
     b->ngroups++;
     return 0;
@@ -204,6 +205,27 @@ int keel_batch_del_unit(keel_batch *b, uint64_t below)
     key[1] = (uint8_t)b->groups[b->ngroups - 1].shard;
     return batch_append(b, BATCH_OP_DEL_UNIT, key, sizeof key, below, NULL,
                         0);
+}
+
+int keel_batch_check_unit(keel_batch *b, uint64_t digest)
+{
+    struct batch_group *g;
+    uint8_t key[2];
+
+    if (b == NULL || b->ngroups == 0)
+        return KEEL_EINVAL;
+    g = &b->groups[b->ngroups - 1];
+    if (g->nops != 0)
+        return KEEL_EINVAL; /* the group's only op */
+    key[0] = (uint8_t)(g->shard >> 8);
+    key[1] = (uint8_t)g->shard;
+    return batch_append(b, BATCH_OP_CHECK_UNIT, key, sizeof key, digest, NULL,
+                        0);
+}
+
+int keel_batch_group_differs(const keel_batch *b, size_t i)
+{
+    return i < b->ngroups && b->groups[i].differs;
 }
 
 void keel_batch_require_sync(keel_batch *b)
@@ -340,6 +362,9 @@ int keel_batch_group_ops(const keel_batch *b, size_t i, keel_batch_op_fn fn,
         case BATCH_OP_HANDOFF:
             rc = fn(KEEL_BATCH_OP_HANDOFF, key, op->klen, version, NULL, 0,
                     data);
+            break;
+        case BATCH_OP_CHECK_UNIT:
+            rc = fn(KEEL_BATCH_OP_CHECK_UNIT, NULL, 0, version, NULL, 0, data);
             break;
         default:
             return KEEL_ECORRUPT;

@@ -18,7 +18,12 @@ enum batch_op_kind {
     BATCH_OP_DEL_UNIT = 4,
     /* key: a recipient's name, version: the shard_epoch of the handover;
      * written to the meta table under the group's unit */
-    BATCH_OP_HANDOFF = 5
+    BATCH_OP_HANDOFF = 5,
+    /* key: the group's shard be16; version: the content digest the unit
+     * is expected to have (keel_batch_check_unit). The group's only op.
+     * Never logged as such: the log gets what it did (nothing, or a
+     * BATCH_OP_DEL_UNIT of every record). */
+    BATCH_OP_CHECK_UNIT = 6
 };
 
 /* One op in the arena: this header, then klen key bytes, then dlen data
@@ -45,6 +50,9 @@ struct batch_group {
     void *tag;
     uint16_t shard;
     int status; /* set by keel_store_commit */
+    /* Set by keel_store_commit for a group whose BATCH_OP_CHECK_UNIT
+     * found another digest (and deleted the unit's records). */
+    int differs;
     /* Set by the writer before the commit: nonzero refuses the group
      * with that status without looking at its fence (it depends on a
      * failed group of an earlier batch). */

@@ -1933,7 +1933,7 @@ static int apply_op(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
         return apply_del_prefix(s, txn, curp, batch_op_key(op), op->klen);
     case BATCH_OP_DEL_UNIT:
         return keel_unit_delete(&s->tt, txn, s->state, curp, b, g, op,
-                                &s->wrote);
+                                op->version, &s->wrote);
     default:
         return MDB_CORRUPTED;
     }
@@ -2039,6 +2039,29 @@ static int apply_handoff(keel_store *s, MDB_txn *txn, const uint8_t *cap,
     return rc;
 }
 
+/* BATCH_OP_CHECK_UNIT: the unit's digest as this transaction sees it
+ * (the batch's earlier groups applied); on another than op->version,
+ * every record of the unit goes and the group says so. */
+static int apply_check(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
+                       const keel_batch *b, struct batch_group *g,
+                       const struct batch_op *op)
+{
+    keel_store_read rd = {s, txn, NULL};
+    uint64_t digest = 0;
+    int rc;
+
+    /* The arena keeps a NUL after the capability (keel_batch_begin_group). */
+    rc = keel_store_unit_digest(&rd, (const char *)b->buf + g->cap_off,
+                                g->shard, &digest, NULL);
+    if (rc != 0)
+        return rc == KEEL_ENOMEM ? ENOMEM : MDB_CORRUPTED;
+    if (digest == op->version)
+        return 0;
+    g->differs = 1;
+    return keel_unit_delete(&s->tt, txn, s->state, curp, b, g, op, 0,
+                            &s->wrote);
+}
+
 /* Checks the group's fence in txn; refuses the group or raises the fence
  * and applies its ops. */
 static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
@@ -2100,7 +2123,9 @@ static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
     for (size_t off = g->ops_off; off < g->ops_end;) {
         const struct batch_op *op = batch_op_at(b, off);
 
-        if (op->kind == BATCH_OP_HANDOFF)
+        if (op->kind == BATCH_OP_CHECK_UNIT)
+            rc = apply_check(s, txn, curp, b, g, op);
+        else if (op->kind == BATCH_OP_HANDOFF)
             rc = apply_handoff(s, txn, b->buf + g->cap_off, g->cap_len,
                                g->shard, op);
         else
@@ -2135,6 +2160,7 @@ static int commit_once(keel_store *s, keel_batch *b, uint64_t *refusals,
         struct batch_group *g = &b->groups[i];
 
         g->status = g->pre_status;
+        g->differs = 0;
         if (g->status != 0)
             continue; /* refused by the writer: writes nothing */
         rc = apply_group(s, txn, &cur, b, g, refusals);

@@ -253,6 +253,14 @@ int keel_batch_del_prefix(keel_batch *b, const void *prefix, size_t plen);
  * transaction, after the batch's earlier writes: a unit streamed in by an
  * earlier group of the same batch at `below` or later stays. */
 int keel_batch_del_unit(keel_batch *b, uint64_t below);
+/* Checks, in the transaction, that the current group's placement unit
+ * has the content digest `digest` (keel_store_unit_digest) after the
+ * batch's earlier writes; when it has another, deletes every record of
+ * the unit, as keel_batch_del_unit(b, 0) would, and the commit reports it
+ * (keel_batch_group_differs). The group's only op: KEEL_EINVAL after
+ * another. The group raises the unit's fence like any other. Refused as a
+ * deletion of the unit is (KEEL_ECAPUNKNOWN). */
+int keel_batch_check_unit(keel_batch *b, uint64_t digest);
 /* Raises the fence of the current group's unit without writing state. */
 int keel_batch_fence_only(keel_batch *b);
 /* The batch must be on the disk before it counts as committed, whatever
@@ -294,6 +302,7 @@ size_t keel_batch_bytes(const keel_batch *b);
  *                             (keel_batch_handoff)
  *   KEEL_BATCH_OP_FENCE_ONLY  nothing; a group without ops is a fence
  *                             raise (keel_batch_fence_only), visited once
+ *   KEEL_BATCH_OP_CHECK_UNIT  version: the digest (keel_batch_check_unit)
  * Pointers point into the batch. fn returns nonzero to stop; that value
  * is returned. KEEL_EINVAL when there is no group i. */
 enum keel_batch_op_kind {
@@ -302,7 +311,8 @@ enum keel_batch_op_kind {
     KEEL_BATCH_OP_DEL_PREFIX = 3,
     KEEL_BATCH_OP_DEL_UNIT = 4,
     KEEL_BATCH_OP_HANDOFF = 5,
-    KEEL_BATCH_OP_FENCE_ONLY = 6
+    KEEL_BATCH_OP_FENCE_ONLY = 6,
+    KEEL_BATCH_OP_CHECK_UNIT = 7
 };
 typedef int (*keel_batch_op_fn)(int kind, const uint8_t *key, size_t klen,
                                 uint64_t version, const void *data,
@@ -316,6 +326,9 @@ int keel_batch_group_ops(const keel_batch *b, size_t i, keel_batch_op_fn fn,
  * for a group the writer refused because it depended on a failed group
  * (see keel_writer), that failure's status. */
 void *keel_batch_group(const keel_batch *b, size_t i, int *status);
+/* After a commit: whether group i's keel_batch_check_unit found another
+ * digest (and the unit's records were deleted). */
+int keel_batch_group_differs(const keel_batch *b, size_t i);
 
 /* Durability. A commit flushes nothing: it appends the batch's record to
  * the store's log and commits to LMDB, visible at once. With

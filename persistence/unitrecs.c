@@ -43,7 +43,9 @@ int keel_unit_group_check(const keel_typetab *tt, MDB_txn *txn,
         size_t tlen, tclen;
 
         off += batch_op_size(op);
-        if (op->kind == BATCH_OP_DEL_UNIT) {
+        if (op->kind == BATCH_OP_DEL_UNIT ||
+            op->kind == BATCH_OP_CHECK_UNIT) {
+            /* A check deletes the unit when it finds another digest. */
             MDB_cursor *cur;
             MDB_val k = {2, (void *)batch_op_key(op)}, v;
             int rc;
@@ -135,13 +137,13 @@ int keel_unit_learn_types(keel_typetab *tt, MDB_txn *txn, MDB_dbi types,
     return 0;
 }
 
-/* BATCH_OP_DEL_UNIT: deletes the shard's records of the group's unit
- * written below op->version (0: all). group_check found every type
- * known. */
+/* BATCH_OP_DEL_UNIT (and a BATCH_OP_CHECK_UNIT that found another
+ * digest): deletes the shard's records of the group's unit written below
+ * `below` (0: all). group_check found every type known. */
 int keel_unit_delete(const keel_typetab *tt, MDB_txn *txn, MDB_dbi state,
                      MDB_cursor **curp, const keel_batch *b,
                      const struct batch_group *g, const struct batch_op *op,
-                     int *wrote)
+                     uint64_t below, int *wrote)
 {
     const uint8_t *cap = b->buf + g->cap_off;
     uint8_t kbuf[KEEL_KEY_MAX];
@@ -163,7 +165,7 @@ int keel_unit_delete(const keel_typetab *tt, MDB_txn *txn, MDB_dbi state,
 
         if (in < 0 || keel_record_parse(v.mv_data, v.mv_size, &rec) != 0)
             return MDB_CORRUPTED; /* group_check saw every record */
-        if (in && (op->version == 0 || rec.epoch < op->version) &&
+        if (in && (below == 0 || rec.epoch < below) &&
             k.mv_size <= sizeof kbuf) {
             /* Seek again past the deleted key: independent of where
              * mdb_cursor_del leaves the cursor when pages merge. */

@@ -45,13 +45,14 @@ int keel_unit_learn_types(keel_typetab *tt, MDB_txn *txn, MDB_dbi types,
                           const keel_batch *b, const struct batch_group *g,
                           int *wrote);
 
-/* BATCH_OP_DEL_UNIT: deletes, in txn, the shard's records of the group's
- * unit written below op->version (0: all), through *curp (opened on
- * state if NULL; the caller closes it). Sets *wrote when it deleted. 0 or
- * an LMDB code (MDB_CORRUPTED for a record the check did not see). */
+/* BATCH_OP_DEL_UNIT (op: its key is the shard): deletes, in txn, the
+ * shard's records of the group's unit written below `below` (0: all),
+ * through *curp (opened on state if NULL; the caller closes it). Sets
+ * *wrote when it deleted. 0 or an LMDB code (MDB_CORRUPTED for a record
+ * the check did not see). */
 int keel_unit_delete(const keel_typetab *tt, MDB_txn *txn, MDB_dbi state,
                      MDB_cursor **curp, const keel_batch *b,
                      const struct batch_group *g, const struct batch_op *op,
-                     int *wrote);
+                     uint64_t below, int *wrote);
 
 #endif

@@ -201,10 +201,30 @@ int keel_wal_rec_group(keel_wal *w, const keel_batch *b, size_t group)
     const struct batch_group *g = &b->groups[group];
     size_t cpad = (g->cap_len + 7u) & ~(size_t)7u;
     size_t ops_len = g->ops_end - g->ops_off;
+    const uint8_t *ops = b->buf + g->ops_off;
+    /* A check (the group's only op) is logged as what it did: nothing
+     * (the group still raises the fence when replayed), or the deletion
+     * of the unit. So a replay does not depend on the digest, and the log
+     * holds only kinds every version reads. */
+    struct {
+        struct batch_op op;
+        uint8_t key[8];
+    } del;
     uint32_t u32;
     uint64_t u64;
     uint8_t *p;
     int rc;
+
+    if (g->nops == 1 && ops_len >= sizeof del.op &&
+        batch_op_at(b, g->ops_off)->kind == BATCH_OP_CHECK_UNIT) {
+        const struct batch_op *op = batch_op_at(b, g->ops_off);
+        memset(&del, 0, sizeof del);
+        del.op.kind = BATCH_OP_DEL_UNIT;
+        del.op.klen = 2;
+        memcpy(del.key, batch_op_key(op), 2);
+        ops = (const uint8_t *)&del;
+        ops_len = g->differs ? batch_op_size(&del.op) : 0;
+    }
 
     if (w->len < WAL_HDR)
         return ENOMEM;
@@ -225,7 +245,7 @@ int keel_wal_rec_group(keel_wal *w, const keel_batch *b, size_t group)
         memcpy(p, b->buf + g->cap_off, g->cap_len);
     p += cpad;
     if (ops_len > 0)
-        memcpy(p, b->buf + g->ops_off, ops_len);
+        memcpy(p, ops, ops_len);
     w->len += WAL_GROUP_HDR + cpad + ops_len;
     w->ngroups++;
     return 0;

@@ -41,7 +41,18 @@
  * the backup after that part (they are numbered after it), or before it
  * (and the part, read after they were committed here, holds their
  * result); either way the backup ends with what the primary holds. The
- * snapshot counts as durable there once its last part is. */
+ * snapshot counts as durable there once its last part is.
+ *
+ * A backup whose hello says it takes them is first sent a check instead:
+ * a snapshot piece that carries the unit's content digest, read in the
+ * same way, and no records. The backup compares it with its own copy, in
+ * order with what it took before. The same (a backup that restarted on
+ * its data, or was made suspect by a primary that lost nothing), the
+ * snapshot is durable there without a record sent. Another, the backup
+ * deleted its copy in that transaction and answers EDIFFERS; the records
+ * then go as parts that only put, from the unit's first key, exactly as
+ * the parts after a first one do: the check took the first part's place
+ * and number. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +88,10 @@
 /* With a catch-up rate, the budget holds at most this many seconds of it
  * (a node idle for a while sends no more than that at once). */
 #define CU_BURST_S 0.25
+/* A catch-up waits this long at most for the hello of a new connection
+ * to the backup (to learn whether it takes checks); then it sends the
+ * records. */
+#define CU_HELLO_WAIT_S 1.0
 
 static keel_cluster *cl(keel_repl *r)
 {
@@ -358,6 +373,29 @@ static void cu_ask(keel_repl *r, repl_unit *u, repl_catchup *c)
     c->published = 1;
 }
 
+void repl_catchup_differs(keel_repl *r, repl_unit *u, uint64_t epoch,
+                          repl_link *l, uint64_t seq)
+{
+    repl_catchup *c = cu_find(u, epoch, l);
+
+    if (c == NULL || !c->checking || c->phase != CU_SNAP ||
+        seq != c->snap_seq)
+        return;
+    /* The backup deleted its copy with the check: the records follow,
+     * from the unit's first key, as the parts after a first one. */
+    if (c->resume == NULL && (c->resume = malloc(KEEL_KEY_MAX)) == NULL) {
+        keel_error("unit (%s, %u): out of memory to send backup %s the "
+                   "records of the unit; trying again in %.0f s",
+                   keel_cap_name(u->cap), u->shard, l->name, CU_RETRY_LONG_S);
+        cu_end(r, u, c, 1, 0, CU_RETRY_LONG_S);
+        return;
+    }
+    c->rlen = 0;
+    c->checking = 0;
+    c->first_part = 1;
+    c->snap_seq = UINT64_MAX;
+}
+
 void repl_catchup_acked(keel_repl *r, repl_unit *u, uint64_t epoch,
                         repl_link *l, uint64_t seq)
 {
@@ -370,6 +408,13 @@ void repl_catchup_acked(keel_repl *r, repl_unit *u, uint64_t epoch,
     if (c->acked >= c->part_seq)
         part_in(r, c);
     if (c->phase == CU_SNAP && c->acked >= c->snap_seq) {
+        if (c->checking) {
+            STAT_ADD(r->n, repl_catchup_same, 1);
+            keel_info("unit (%s, %u): backup %s holds the unit as this "
+                      "node does (its digest matched); no records sent",
+                      keel_cap_name(u->cap), u->shard, l->name);
+            c->checking = 0;
+        }
         /* Asked from the tick: an answer's callback never sends. */
         r->nsnap--;
         c->phase = CU_TAIL;
@@ -581,11 +626,21 @@ static void cu_part(keel_repl *r, repl_unit *u, repl_catchup *c)
     }
     STAT_ADD(r->n, repl_catchup_bytes, r->plen);
     cu_spend(r, r->plen);
-    keel_debug("unit (%s, %u): snapshot part for backup %s at seq %llu "
-               "(%u records, %zu bytes)%s",
-               keel_cap_name(u->cap), u->shard, c->l->name,
-               (unsigned long long)u->seq,
-               r->pops, r->plen, c->resume != NULL ? ", more follow" : "");
+    if (c->first_part)
+        keel_info("unit (%s, %u): backup %s holds another copy of the "
+                  "unit; sending it a snapshot (%s%u records, %zu bytes) at "
+                  "epoch %llu seq %llu",
+                  keel_cap_name(u->cap), u->shard, c->l->name,
+                  c->resume != NULL ? "in parts, the first " : "", r->pops,
+                  r->plen, (unsigned long long)c->epoch,
+                  (unsigned long long)u->seq);
+    else
+        keel_debug("unit (%s, %u): snapshot part for backup %s at seq %llu "
+                   "(%u records, %zu bytes)%s",
+                   keel_cap_name(u->cap), u->shard, c->l->name,
+                   (unsigned long long)u->seq, r->pops, r->plen,
+                   c->resume != NULL ? ", more follow" : "");
+    c->first_part = 0;
     r->plen = 0;
     r->pops = 0;
     repl_frame_finish(r, c->l);
@@ -593,9 +648,35 @@ static void cu_part(keel_repl *r, repl_unit *u, repl_catchup *c)
     part_out(c);
 }
 
-/* Sends the backup `ref` (store `store`) a snapshot of u at epoch. */
+/* Puts into r->piece a check of u: its content digest as this node's
+ * store holds it now. */
+static int check_read(keel_repl *r, repl_unit *u)
+{
+    size_t need = keel_repl_op_size(KEEL_REPL_CHECK_UNIT, 0, 0);
+    keel_store_read *rd;
+    uint64_t digest = 0;
+    int rc = keel_store_read_begin(r->n->store, &rd);
+
+    if (rc != 0)
+        return rc;
+    rc = keel_store_unit_digest(rd, u->cap, (uint16_t)u->shard, &digest,
+                                NULL);
+    keel_store_read_end(rd);
+    if (rc == 0)
+        rc = repl_reserve(&r->piece, &r->pcap, 0, need);
+    if (rc != 0)
+        return rc;
+    r->plen = keel_repl_op_encode(r->piece, KEEL_REPL_CHECK_UNIT, NULL, 0,
+                                  digest, NULL, 0);
+    r->pops = 1;
+    return 0;
+}
+
+/* Sends the backup `ref` (store `store`) a snapshot of u at epoch; with
+ * check, a check of its copy in the snapshot's place. */
 static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
-                     const keel_replica_ref *ref, const char *store)
+                     const keel_replica_ref *ref, const char *store,
+                     int check)
 {
     repl_catchup *c = NULL;
     repl_link *l;
@@ -626,8 +707,8 @@ static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
     r->plen = 0;
     r->pops = 0;
     need = keel_repl_op_size(KEEL_REPL_DEL_UNIT, 0, 0);
-    rc = repl_reserve(&r->piece, &r->pcap, 0, need);
-    if (rc == 0) {
+    rc = check ? check_read(r, u) : repl_reserve(&r->piece, &r->pcap, 0, need);
+    if (rc == 0 && !check) {
         r->plen = keel_repl_op_encode(r->piece, KEEL_REPL_DEL_UNIT, NULL, 0,
                                       0, NULL, 0);
         r->pops = 1;
@@ -652,12 +733,18 @@ static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
     STAT_ADD(r->n, repl_catchups, 1);
     STAT_ADD(r->n, repl_catchup_bytes, r->plen);
     cu_spend(r, r->plen);
-    keel_info("unit (%s, %u): backup %s is out of sync; sending it a "
-              "snapshot (%s%u records, %zu bytes) at epoch %llu seq %llu",
-              keel_cap_name(u->cap), u->shard, l->name,
-              more ? "in parts, the first " : "",
-              r->pops - 1, r->plen, (unsigned long long)epoch,
-              (unsigned long long)u->seq);
+    if (check)
+        keel_info("unit (%s, %u): backup %s is out of sync; checking its "
+                  "copy against this node's at epoch %llu seq %llu",
+                  keel_cap_name(u->cap), u->shard, l->name,
+                  (unsigned long long)epoch, (unsigned long long)u->seq);
+    else
+        keel_info("unit (%s, %u): backup %s is out of sync; sending it a "
+                  "snapshot (%s%u records, %zu bytes) at epoch %llu seq %llu",
+                  keel_cap_name(u->cap), u->shard, l->name,
+                  more ? "in parts, the first " : "",
+                  r->pops - 1, r->plen, (unsigned long long)epoch,
+                  (unsigned long long)u->seq);
     r->plen = 0;
     r->pops = 0;
     repl_frame_finish(r, l);
@@ -677,6 +764,7 @@ static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
         return;
     }
     c->phase = CU_SNAP;
+    c->checking = check;
     c->since = ev_now(r->n->loop);
     part_out(c);
     /* A store id is KEEL_MAP_STORE_HEX characters at most (a plain
@@ -687,6 +775,27 @@ static void cu_begin(keel_repl *r, repl_unit *u, uint64_t epoch,
     u->ncu++;
     r->nsnap++;
     cu_list(r, u);
+}
+
+/* Whether a catch-up of l's node starts with a check: 1 when the hello of
+ * the connection to it said it takes them, 0 when it did not (or none
+ * came within CU_HELLO_WAIT_S), -1 while that hello is awaited. */
+static int link_checks(keel_repl *r, repl_link *l, ev_tstamp now)
+{
+    unsigned flags = 0;
+
+    if (r->rt->peers == NULL || l->addr[0] == '\0')
+        return 0;
+    if (keel__peer_hello(r->rt->peers, l->addr, &flags)) {
+        l->hello_wait = 0;
+        return (flags & KEEL_HELLO_UNITCHECK) != 0;
+    }
+    if (l->hello_wait == 0)
+        l->hello_wait = now;
+    if (now - l->hello_wait < CU_HELLO_WAIT_S)
+        return -1;
+    l->hello_wait = 0;
+    return 0;
 }
 
 /* Looks for backups to catch up on the units this node is primary of,
@@ -702,7 +811,7 @@ static void cu_scan(keel_repl *r)
     keel_placement pl;
     double wait;
     uint32_t ci, s;
-    int self;
+    int self, check;
 
     r->rescan = 0;
     if (m == NULL || keel_cluster_replicas(cl(r)) < 2 ||
@@ -760,7 +869,12 @@ static void cu_scan(keel_repl *r)
                     repl_arm(r, wait);
                     return;
                 }
-                cu_begin(r, u, mu->shard_epoch, &refs[i], stores[i]);
+                if ((check = link_checks(r, l, now)) < 0) {
+                    r->rescan = 1; /* once its hello is read */
+                    repl_arm(r, REPL_TICK_S);
+                    continue;
+                }
+                cu_begin(r, u, mu->shard_epoch, &refs[i], stores[i], check);
             }
         }
     }

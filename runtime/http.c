@@ -627,6 +627,10 @@ static enum MHD_Result answer_metrics(struct http_req *r)
     metric(&b, "keel_repl_catchup_waits_total", "counter",
            "Times a snapshot part waited for the catch-up rate limit.", "",
            st->repl_catchup_waits);
+    metric(&b, "keel_repl_catchup_same_total", "counter",
+           "Catch-ups whose backup already held the unit's content (its "
+           "digest matched): no records sent.",
+           "", st->repl_catchup_same);
     metric(&b, "keel_isr_expansions_total", "counter",
            "Backups this node's controller added to in-sync sets.", "",
            st->isr_expansions);

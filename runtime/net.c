@@ -1150,7 +1150,7 @@ static long conn_hello(keel_conn *c)
         return 0;
     if (r > 0) {
         keel_hello_encode_flags(hello, KEEL_PROTO_VERSION,
-                                KEEL_HELLO_OBATCH);
+                                KEEL_HELLO_OBATCH | KEEL_HELLO_UNITCHECK);
         send_raw(c, hello, sizeof hello);
         if (version == KEEL_PROTO_VERSION) {
             c->hello = 1;

@@ -2488,7 +2488,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "subscribers %llu\nevents_sent %llu\n"
         "reminders_fired %llu\nreminders_dead %llu\n"
         "outbox_frames %llu\nrepl_merged_frames %llu\n"
-        "repl_lag_ms %llu\nrepl_catchup_waits %llu\n",
+        "repl_lag_ms %llu\nrepl_catchup_waits %llu\n"
+        "repl_catchup_same %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -2552,7 +2553,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->outbox_frames,
         (unsigned long long)st->repl_merged_frames,
         (unsigned long long)st->repl_lag_ms,
-        (unsigned long long)st->repl_catchup_waits);
+        (unsigned long long)st->repl_catchup_waits,
+        (unsigned long long)st->repl_catchup_same);
     return w < 0 ? 0 : (size_t)w;
 }
 

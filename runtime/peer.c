@@ -668,6 +668,68 @@ static void expire_cb(struct ev_loop *loop, ev_timer *w, int revents)
         pd->cb(pr->p->n, st, (const uint8_t *)text, strlen(text), pd->arg);
 }
 
+/* Opens pr's connection: connects, then queues the hello and the INFO
+ * "peer" every connection starts with. 0, or -1 (in its pause after a
+ * failure, or failed now: nothing queued). */
+static int peer_open(keel_peers *p, peer *pr)
+{
+    const char *self = p->n->opts.node_id;
+    size_t sl = self != NULL ? strlen(self) : 0;
+    uint8_t *hdr;
+
+    if (ev_now(p->n->loop) < pr->retry_at)
+        return -1;
+    if (peer_connect(pr) != 0) {
+        pr->retry_at = ev_now(p->n->loop) + PEER_RETRY_S;
+        keel_warn("peer %s: cannot connect", pr->addr);
+        return -1;
+    }
+    /* The hello first (the write buffer is empty on a new connection). */
+    if (pr->wcap < KEEL_HELLO_LEN) {
+        uint8_t *q = realloc(pr->wbuf, 65536);
+        if (q == NULL) {
+            peer_fail(pr, PF_ERROR);
+            return -1;
+        }
+        pr->wbuf = q;
+        pr->wcap = 65536;
+    }
+    keel_hello_encode(pr->wbuf, KEEL_PROTO_VERSION);
+    pr->wlen = KEEL_HELLO_LEN;
+    pr->queued = KEEL_HELLO_LEN;
+    /* First on every connection: INFO "peer" NUL ID says it comes from
+     * node ID, which may forward calls (hop counts) and stream units
+     * (XFER) over it while it is a member; a node refuses both from
+     * clients. With TLS the certificate says it instead. The answer needs
+     * no callback. */
+    hdr = keel__peer_frame_by(p, pr->addr, KEEL_FRAME_INFO, 0, 5 + sl, 0,
+                              NULL, NULL);
+    if (hdr == NULL) {
+        peer_fail(pr, PF_ERROR);
+        return -1;
+    }
+    memcpy(hdr, "peer", 5); /* with its NUL */
+    if (sl > 0)
+        memcpy(hdr + 5, self, sl);
+    return 0;
+}
+
+int keel__peer_hello(keel_peers *p, const char *addr, unsigned *flags)
+{
+    peer *pr = peer_get(p, addr);
+
+    *flags = 0;
+    if (pr == NULL)
+        return 0;
+    if (pr->hello_seen) {
+        *flags = pr->hello_flags;
+        return 1;
+    }
+    if (pr->fd < 0)
+        (void)peer_open(p, pr);
+    return 0;
+}
+
 uint8_t *keel__peer_frame(keel_peers *p, const char *addr, uint8_t kind,
                           uint8_t flags, size_t body_len, keel_peer_cb cb,
                           void *arg)
@@ -689,45 +751,8 @@ uint8_t *keel__peer_frame_by(keel_peers *p, const char *addr, uint8_t kind,
         return NULL;
     if ((flags & KEEL_FLAG_DEADLINE) && body_len < KEEL_DEADLINE_LEN)
         return NULL;
-    if (pr->fd < 0) {
-        if (ev_now(p->n->loop) < pr->retry_at)
-            return NULL;
-        if (peer_connect(pr) != 0) {
-            pr->retry_at = ev_now(p->n->loop) + PEER_RETRY_S;
-            keel_warn("peer %s: cannot connect", pr->addr);
-            return NULL;
-        }
-        /* The hello first (the write buffer is empty on a new
-         * connection). */
-        if (pr->wcap < KEEL_HELLO_LEN) {
-            uint8_t *q = realloc(pr->wbuf, 65536);
-            if (q == NULL) {
-                peer_fail(pr, PF_ERROR);
-                return NULL;
-            }
-            pr->wbuf = q;
-            pr->wcap = 65536;
-        }
-        keel_hello_encode(pr->wbuf, KEEL_PROTO_VERSION);
-        pr->wlen = KEEL_HELLO_LEN;
-        pr->queued = KEEL_HELLO_LEN;
-        /* First on every connection: INFO "peer" NUL ID says it comes
-         * from node ID, which may forward calls (hop counts) and stream
-         * units (XFER) over it while it is a member; a node refuses both
-         * from clients. With TLS the certificate says it instead. The
-         * answer needs no callback. */
-        const char *self = p->n->opts.node_id;
-        size_t sl = self != NULL ? strlen(self) : 0;
-        hdr = keel__peer_frame_by(p, addr, KEEL_FRAME_INFO, 0, 5 + sl, 0,
-                                  NULL, NULL);
-        if (hdr == NULL) {
-            peer_fail(pr, PF_ERROR);
-            return NULL;
-        }
-        memcpy(hdr, "peer", 5); /* with its NUL */
-        if (sl > 0)
-            memcpy(hdr + 5, self, sl);
-    }
+    if (pr->fd < 0 && peer_open(p, pr) != 0)
+        return NULL;
     need = pr->wlen + KEEL_FRAME_HEADER + body_len;
     if (need > pr->wcap) {
         size_t cap = pr->wcap ? pr->wcap : 65536;

@@ -54,6 +54,10 @@ uint8_t *keel__peer_frame_by(keel_peers *p, const char *addr, uint8_t kind,
  * connection has its hello yet: until then, send it only what every
  * node of this protocol version takes. */
 int keel__peer_takes(keel_peers *p, const char *addr, unsigned flag);
+/* 1 with the flags of the hello of the connection open to addr now, once
+ * it was read; else 0 (*flags 0), having started to open one if there is
+ * none (unless the last attempt failed less than 0.2 s ago). */
+int keel__peer_hello(keel_peers *p, const char *addr, unsigned *flags);
 
 /* Frames queued and not answered yet, over all peers. */
 /* Writes the frames queued on plain links now rather than on the loop's

@@ -442,7 +442,9 @@ size_t keel_repl_unit_encode(uint8_t *p, const void *cap, size_t clen,
 
 size_t keel_repl_op_size(int kind, size_t klen, size_t dlen)
 {
-    return 1 + 2 + klen + (kind == KEEL_REPL_PUT ? 8 + 4 + dlen : 0);
+    return 1 + 2 + klen +
+           (kind == KEEL_REPL_PUT ? 8 + 4 + dlen
+                                  : kind == KEEL_REPL_CHECK_UNIT ? 8 : 0);
 }
 
 size_t keel_repl_op_encode(uint8_t *p, int kind, const void *key,
@@ -458,6 +460,9 @@ size_t keel_repl_op_encode(uint8_t *p, int kind, const void *key,
         put_be64(q, version);
         put_be32(q + 8, (uint32_t)dlen);
         q = copy_bytes(q + 12, data, dlen);
+    } else if (kind == KEEL_REPL_CHECK_UNIT) {
+        put_be64(q, version);
+        q += 8;
     }
     return (size_t)(q - p);
 }
@@ -494,8 +499,10 @@ int keel_repl_op_next(const uint8_t **p, size_t *len, keel_repl_op *out)
         return KEEL_EMALFORMED;
     out->kind = q[0];
     klen = get_be16(q + 1);
-    if (out->kind < KEEL_REPL_PUT || out->kind > KEEL_REPL_DEL_UNIT ||
-        (out->kind == KEEL_REPL_DEL_UNIT ? klen != 0 : klen < 2) ||
+    if (out->kind < KEEL_REPL_PUT || out->kind > KEEL_REPL_CHECK_UNIT ||
+        (out->kind == KEEL_REPL_DEL_UNIT || out->kind == KEEL_REPL_CHECK_UNIT
+             ? klen != 0
+             : klen < 2) ||
         n - 3 < klen)
         return KEEL_EMALFORMED;
     out->key = q + 3;
@@ -513,6 +520,11 @@ int keel_repl_op_next(const uint8_t **p, size_t *len, keel_repl_op *out)
         out->data = q + used;
         out->dlen = (size_t)dlen;
         used += (size_t)dlen;
+    } else if (out->kind == KEEL_REPL_CHECK_UNIT) {
+        if (n - used < 8)
+            return KEEL_EMALFORMED;
+        out->version = get_be64(q + used);
+        used += 8;
     }
     *p = q + used;
     *len = n - used;

@@ -131,8 +131,10 @@ typedef struct keel_frame {
 /* Hello flags: what the side that sends them takes beyond its version's
  * frames, so that a newer node speaks to an older one only what it
  * knows (older nodes send 0 and ignore them).
- *   bit 0  KEEL_HELLO_OBATCH: OBATCH frames (a node's answer to a node). */
+ *   bit 0  KEEL_HELLO_OBATCH: OBATCH frames (a node's answer to a node).
+ *   bit 1  KEEL_HELLO_UNITCHECK: REPL pieces of op KEEL_REPL_CHECK_UNIT. */
 #define KEEL_HELLO_OBATCH 0x01u
+#define KEEL_HELLO_UNITCHECK 0x02u
 
 /* Writes a hello (KEEL_HELLO_LEN bytes) for version, flags 0. */
 void keel_hello_encode(uint8_t *p, unsigned version);
@@ -463,7 +465,16 @@ enum keel_repl_op_kind {
     KEEL_REPL_DEL_PREFIX = 3,
     /* Every record of the unit, key empty: only as a piece's first op,
      * which makes the piece a snapshot (docs/protocol.md). */
-    KEEL_REPL_DEL_UNIT = 4
+    KEEL_REPL_DEL_UNIT = 4,
+    /* Key empty, then the unit's content digest be64 (in the op's
+     * version): the piece's only op, sent only to a node whose hello
+     * carries KEEL_HELLO_UNITCHECK. The backup compares the digest of what
+     * it holds of the unit, in order with the pieces before; the same,
+     * the piece is a snapshot that changes nothing; another, the backup
+     * deletes the unit's records and answers KEEL_EDIFFERS with the
+     * piece's seq (it took it), and the primary sends the records
+     * (docs/protocol.md, "REPL body"). */
+    KEEL_REPL_CHECK_UNIT = 5
 };
 #define KEEL_REPL_HEAD_SIZE(flen) (1 + 1 + (size_t)(flen) + 8 + 2)
 #define KEEL_REPL_UNIT_SIZE(clen) (1 + (size_t)(clen) + 2 + 8 + 8 + 4)

@@ -472,9 +472,14 @@ static void frame_cb(keel_node *n, int status, const uint8_t *body,
         }
         if (x->done)
             continue;
-        if (a.status == 0 && a.seq >= x->seq) {
+        if ((a.status == 0 || a.status == KEEL_EDIFFERS) &&
+            a.seq >= x->seq) {
+            /* EDIFFERS: a check piece taken, and the backup's copy was
+             * another (it deleted it): the records follow. */
             STAT_ADD(n, repl_acks, 1);
             unit_acked(x->u, x->epoch, l, a.seq);
+            if (x->u->ncu > 0 && a.status == KEEL_EDIFFERS)
+                repl_catchup_differs(r, x->u, x->epoch, l, x->seq);
             if (x->u->ncu > 0)
                 repl_catchup_acked(r, x->u, x->epoch, l, a.seq);
             if (x->seq == 0)

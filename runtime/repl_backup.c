@@ -135,13 +135,18 @@ void repl_bjob_finish(keel_repl *r, bjob *j, int status)
     for (k = 0; k < j->nunits; k++) {
         struct bj_unit *x = &j->units[k];
         repl_bunit *bu = x->bu;
-        int st = x->status;
+        int st = x->status, differs = 0;
         uint64_t seq = 0;
         if (st == 0 && x->grouped) {
             int gst = 0;
             keel_batch_group(j->bb->b, j->gbase + x->gidx, &gst);
             st = status != 0 ? status : gst;
+            if (st == 0 && keel_batch_group_differs(j->bb->b,
+                                                    j->gbase + x->gidx))
+                differs = 1;
             if (bu->epoch == x->epoch && bu->stream == x->stream) {
+                if (st == 0 && differs)
+                    bu->differed = x->seq;
                 if (st == 0 && x->seq > bu->durable)
                     bu->durable = x->seq;
                 /* Not written: taken again when sent again. Pieces after
@@ -156,6 +161,9 @@ void repl_bjob_finish(keel_repl *r, bjob *j, int status)
             seq = bu->durable;
         if (st != 0)
             STAT_ADD(n, repl_refused, 1);
+        else if (differs || (x->differed && bu != NULL &&
+                             bu->differed == x->seq))
+            st = KEEL_EDIFFERS; /* taken; the primary sends the records */
         if (body != NULL)
             len += keel_repl_ack_encode(body + len, x->cap, x->clen, x->shard,
                                         st, seq);
@@ -231,6 +239,11 @@ static int ops_in_shard(const keel_repl_unit *ru)
                 return 0;
             continue;
         }
+        if (op.kind == KEEL_REPL_CHECK_UNIT) {
+            if (ru->nops != 1)
+                return 0;
+            continue;
+        }
         if (op.klen > KEEL_KEY_MAX ||
             (((unsigned)op.key[0] << 8) | op.key[1]) != ru->shard)
             return 0;
@@ -238,11 +251,19 @@ static int ops_in_shard(const keel_repl_unit *ru)
     return 1;
 }
 
-/* A snapshot: a piece whose first op deletes the whole unit. */
+/* A snapshot: a piece whose first op deletes the whole unit, or checks
+ * that this node holds what the primary holds (and deletes it if not). */
 static int piece_is_snapshot(const keel_repl_unit *ru)
 {
     return ru->nops > 0 && ru->ops_len > 0 &&
-           ru->ops[0] == KEEL_REPL_DEL_UNIT;
+           (ru->ops[0] == KEEL_REPL_DEL_UNIT ||
+            ru->ops[0] == KEEL_REPL_CHECK_UNIT);
+}
+
+static int piece_is_check(const keel_repl_unit *ru)
+{
+    return ru->nops > 0 && ru->ops_len > 0 &&
+           ru->ops[0] == KEEL_REPL_CHECK_UNIT;
 }
 
 static int unit_build(keel_batch *b, const keel_repl_unit *ru, void *tag,
@@ -262,6 +283,8 @@ static int unit_build(keel_batch *b, const keel_repl_unit *ru, void *tag,
                                 op.dlen);
         else if (op.kind == KEEL_REPL_DEL_UNIT)
             rc = keel_batch_del_unit(b, 0);
+        else if (op.kind == KEEL_REPL_CHECK_UNIT)
+            rc = keel_batch_check_unit(b, op.version);
         else if (op.kind == KEEL_REPL_DEL)
             rc = keel_batch_del(b, op.key, op.klen);
         else
@@ -303,12 +326,13 @@ static int piece_admit(keel_repl *r, struct bj_unit *x, const char *from,
     x->old_stream = bu->stream;
     x->old_accepted = bu->accepted;
     x->old_durable = bu->durable;
+    x->old_differed = bu->differed;
     if (x->epoch < bu->epoch)
         return KEEL_EFENCED;
     if (x->epoch > bu->epoch) {
         bu->epoch = x->epoch;
         bu->stream = 0;
-        bu->accepted = bu->durable = 0;
+        bu->accepted = bu->durable = bu->differed = 0;
     }
     if (stream != bu->stream) {
         /* Another run of seqs: taken only from its start (or from a
@@ -317,15 +341,17 @@ static int piece_admit(keel_repl *r, struct bj_unit *x, const char *from,
         if ((x->seq != 1 && !snap) || stream < bu->stream)
             return KEEL_EPROTO;
         bu->stream = stream;
-        bu->accepted = bu->durable = 0;
+        bu->accepted = bu->durable = bu->differed = 0;
     }
     if (snap) {
         /* The unit as the primary held it at seq (and perhaps a little
          * after: the pieces after seq, applied again, end in the same
          * content). Replaces whatever this node held of it; one older
          * than the pieces taken already is a resend, done with. */
-        if (x->seq < bu->accepted)
+        if (x->seq < bu->accepted) {
+            x->differed = x->seq == bu->differed;
             return 0;
+        }
         x->grouped = 1;
         bu->accepted = x->seq;
         return 0;
@@ -370,7 +396,7 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
     keel_batch *b, *into = NULL;
     bbatch *bb;
     bjob *j;
-    int rc = 0, confirms = 0;
+    int rc = 0, confirms = 0, checks = 0;
 
     if (r == NULL)
         return KEEL_EPROTO;
@@ -435,6 +461,7 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
             x->status = piece_admit(r, x, from, h.stream,
                                     piece_is_snapshot(&ru));
         if (x->status == 0 && x->grouped) {
+            checks += piece_is_check(&ru);
             x->gidx = keel_batch_group_count(b);
             rc = unit_build(b, &ru, x->bu, x->cap);
             if (rc != 0)
@@ -454,6 +481,7 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
             x->bu->stream = x->old_stream;
             x->bu->accepted = x->old_accepted;
             x->bu->durable = x->old_durable;
+            x->bu->differed = x->old_differed;
         }
         keel_batch_destroy(b);
         free(bb);
@@ -495,6 +523,7 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
      * write-back is handed to the writer thread once the answer has left
      * (flush_watcher_cb). */
     if (r->jobs == j && n->inline_commits && n->runq_head == NULL &&
+        checks == 0 && /* a check reads the whole unit: not on the loop */
         n->wb_first == n->wb_next &&
         keel_batch_group_count(b) <= REPL_INLINE_GROUPS &&
         keel_batch_bytes(b) <= REPL_INLINE_BYTES) {

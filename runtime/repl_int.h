@@ -72,6 +72,11 @@ typedef struct repl_catchup {
     int published;
     int phase;
     int part_out; /* a part sent, not durable there yet (l->snap_parts) */
+    /* The first piece was a check (the unit's digest, no records) whose
+     * answer has not come: the same, the snapshot is durable there; other,
+     * the records follow in parts (repl_catchup_differs). */
+    int checking;
+    int first_part; /* the next part is the first after a check */
     ev_tstamp since; /* when the phase began */
     char store[KEEL_MAP_STORE_HEX + 1];
 } repl_catchup;
@@ -204,6 +209,9 @@ struct repl_link {
     ev_tstamp warned_at;
     repl_frame *build;       /* the frame of the settle under way */
     unsigned snap_parts;     /* snapshot parts sent, not durable yet */
+    /* Since when a catch-up waits for the hello of the connection to it
+     * (whether it takes check pieces); 0: not waiting. */
+    ev_tstamp hello_wait;
 };
 
 /* Backup side: what this node took of a unit. */
@@ -214,6 +222,10 @@ typedef struct repl_bunit {
     uint64_t stream;
     uint64_t accepted; /* the last seq queued for the writer */
     uint64_t durable;  /* the last seq committed (durable as the mode says) */
+    /* The seq of the last check piece at this epoch and stream that found
+     * another digest: a resend of it is answered EDIFFERS again, not as
+     * a snapshot taken (the primary would take the backup for the same). */
+    uint64_t differed;
     char cap[];
 } repl_bunit;
 
@@ -222,11 +234,12 @@ struct bj_unit {
     int status;  /* refused before the writer, or 0 */
     int confirm; /* an empty piece of seq 0: a confirm round */
     int grouped; /* a group of the batch (else a duplicate or refused) */
+    int differed; /* a resend of the check piece bu->differed */
     size_t gidx;
     uint64_t epoch, stream, seq;
     /* What bu was before this unit was taken: restored when the frame
      * cannot be queued at all. */
-    uint64_t old_epoch, old_stream, old_accepted, old_durable;
+    uint64_t old_epoch, old_stream, old_accepted, old_durable, old_differed;
     uint32_t shard;
     uint8_t clen;
     char cap[256];
@@ -402,6 +415,10 @@ int repl_catchup_has(const repl_unit *u, uint64_t epoch, const repl_link *l);
 /* l acknowledged u up to seq at epoch. */
 void repl_catchup_acked(keel_repl *r, repl_unit *u, uint64_t epoch,
                         repl_link *l, uint64_t seq);
+/* l took u's piece seq at epoch, a check, and held another copy of the
+ * unit (it answered EDIFFERS): called before repl_catchup_acked. */
+void repl_catchup_differs(keel_repl *r, repl_unit *u, uint64_t epoch,
+                          repl_link *l, uint64_t seq);
 /* l left (u, epoch) unacknowledged past the lag: -1 when l is not
  * catching up there (the in-sync rules apply), else LAG_*. */
 int repl_catchup_lag(keel_repl *r, repl_unit *u, uint64_t epoch,

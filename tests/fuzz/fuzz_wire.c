@@ -281,12 +281,14 @@ static void check_repl(const keel_frame *f)
         for (k = 0; k < u.nops; k++) {
             keel_repl_op op;
             FUZZ_CHECK(keel_repl_op_next(&ops, &olen, &op) == 0);
-            /* A key of two bytes at least, but for the unit's deletion,
-             * which has none. */
+            /* A key of two bytes at least, but for the unit's deletion
+             * and check, which have none. */
             FUZZ_CHECK(op.kind >= KEEL_REPL_PUT &&
-                       op.kind <= KEEL_REPL_DEL_UNIT &&
-                       (op.kind == KEEL_REPL_DEL_UNIT ? op.klen == 0
-                                                      : op.klen >= 2));
+                       op.kind <= KEEL_REPL_CHECK_UNIT &&
+                       (op.kind == KEEL_REPL_DEL_UNIT ||
+                                op.kind == KEEL_REPL_CHECK_UNIT
+                            ? op.klen == 0
+                            : op.klen >= 2));
             FUZZ_CHECK(keel_repl_op_size(op.kind, op.klen, op.dlen) ==
                        (size_t)(ops - op.key) + 3);
             out_len += keel_repl_op_encode(out + out_len, op.kind, op.key,

@@ -193,6 +193,12 @@ static void repl_frames(uint64_t id)
     n += keel_repl_op_encode(body + n, KEEL_REPL_PUT, k, (size_t)kl, 5, "42",
                              2);
     frame(KEEL_FRAME_REPL, 0, id + 1, body, n);
+    /* A catch-up's check of the backup's copy: the digest alone. */
+    n = keel_repl_head_encode(body, "n1", 2, 1700000000000000000ull, 1);
+    n += keel_repl_unit_encode(body + n, "pay", 3, 3, 2, 1, 1);
+    n += keel_repl_op_encode(body + n, KEEL_REPL_CHECK_UNIT, NULL, 0,
+                             0x0123456789abcdefull, NULL, 0);
+    frame(KEEL_FRAME_REPL, 0, id + 2, body, n);
     n = 2;
     keel_repl_acks_count(body, 2);
     n += keel_repl_ack_encode(body + n, "pay", 3, 3, 0, 7);

@@ -614,6 +614,35 @@ START_TEST(repl_snapshot_op)
     ck_assert_int_eq(keel_repl_op_next(&ops, &olen, &op), 0);
     ck_assert_int_eq(op.kind, KEEL_REPL_PUT);
     ck_assert_uint_eq(olen, 0);
+
+    /* A check: no key, the digest after it. */
+    {
+        static const uint8_t want_check[11] = {5, 0, 0, 1, 2, 3, 4,
+                                               5, 6, 7, 8};
+        uint8_t cb[16];
+        ck_assert_uint_eq(keel_repl_op_size(KEEL_REPL_CHECK_UNIT, 0, 0), 11);
+        ck_assert_uint_eq(keel_repl_op_encode(cb, KEEL_REPL_CHECK_UNIT, NULL,
+                                              0, 0x0102030405060708ull, NULL,
+                                              0),
+                          11);
+        ck_assert_mem_eq(cb, want_check, 11);
+        ops = cb;
+        olen = 11;
+        ck_assert_int_eq(keel_repl_op_next(&ops, &olen, &op), 0);
+        ck_assert_int_eq(op.kind, KEEL_REPL_CHECK_UNIT);
+        ck_assert_uint_eq(op.klen, 0);
+        ck_assert_uint_eq(op.version, 0x0102030405060708ull);
+        ck_assert_uint_eq(olen, 0);
+        ops = cb; /* short of its digest */
+        olen = 10;
+        ck_assert_int_eq(keel_repl_op_next(&ops, &olen, &op),
+                         KEEL_EMALFORMED);
+        cb[2] = 2; /* a key: refused */
+        ops = cb;
+        olen = 11;
+        ck_assert_int_eq(keel_repl_op_next(&ops, &olen, &op),
+                         KEEL_EMALFORMED);
+    }
 }
 END_TEST
 

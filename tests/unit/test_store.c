@@ -3159,6 +3159,117 @@ START_TEST(test_batch_group_ops_replay)
 }
 END_TEST
 
+/* A check of a unit's digest (keel_batch_check_unit) is decided in the
+ * transaction, after the batch's earlier groups: the same digest leaves
+ * the unit as it is and raises its fence; another deletes every record
+ * of the unit, not the next unit's, and the group says so. The log holds
+ * what each check did: replayed after a crash, the same comes out. */
+START_TEST(test_check_unit)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store(dir);
+    uint8_t k1[KEEL_KEY_MAX], k2[KEEL_KEY_MAX], k4[KEEL_KEY_MAX];
+    int n1 = tkey(k1, 3, "counter", "1"), n2 = tkey(k2, 3, "counter", "2");
+    int n4 = tkey(k4, 4, "counter", "1");
+    keel_batch *b = keel_batch_create();
+    uint64_t d;
+    int st;
+    pid_t pid;
+
+    ck_assert_int_eq(commit_put(s, NULL, 3, 2, k1, (size_t)n1, 1, "one"), 0);
+    ck_assert_int_eq(commit_put(s, NULL, 4, 2, k4, (size_t)n4, 1, "four"), 0);
+    d = digest_of(s, "", 3, NULL);
+
+    /* The same digest: nothing goes, the fence rises. */
+    ck_assert_int_eq(keel_batch_begin_group(b, "", 3, 3, NULL), 0);
+    ck_assert_int_eq(keel_batch_check_unit(b, d), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_batch_group(b, 0, &st);
+    ck_assert_int_eq(st, 0);
+    ck_assert_int_eq(keel_batch_group_differs(b, 0), 0);
+    expect_value(s, k1, (size_t)n1, "one");
+    ck_assert_uint_eq(fence_of(s, NULL, 3), 3);
+
+    /* A check is its group's only op. */
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_check_unit(b, d), KEEL_EINVAL);
+    ck_assert_int_eq(keel_batch_begin_group(b, "", 3, 3, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k2, (size_t)n2, 1, "two", 3), 0);
+    ck_assert_int_eq(keel_batch_check_unit(b, d), KEEL_EINVAL);
+
+    /* An earlier group of the batch changed the unit: the digest the
+     * check carries (the unit before) is not the unit's any more, so
+     * every record of it goes, that group's too; the next unit stays. */
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_begin_group(b, "", 3, 3, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k2, (size_t)n2, 1, "two", 3), 0);
+    ck_assert_int_eq(keel_batch_begin_group(b, "", 3, 3, NULL), 0);
+    ck_assert_int_eq(keel_batch_check_unit(b, d), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    keel_batch_group(b, 1, &st);
+    ck_assert_int_eq(st, 0);
+    ck_assert_int_eq(keel_batch_group_differs(b, 0), 0);
+    ck_assert_int_eq(keel_batch_group_differs(b, 1), 1);
+    ck_assert_int_eq(unit_count(s, "", 3), 0);
+    expect_value(s, k4, (size_t)n4, "four");
+
+    /* In the log: a put, a check that matches (logged as the fence raise
+     * alone), a put, and a check of shard 4 that does not (logged as the
+     * deletion). */
+    keel_batch_reset(b);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        uint64_t txn, dx;
+        int rc = commit_put(s, NULL, 3, 3, k1, (size_t)n1, 2, "x");
+        keel_store_read *r;
+        if (rc == 0)
+            rc = keel_store_read_begin(s, &r);
+        if (rc == 0) {
+            rc = keel_store_unit_digest(r, "", 3, &dx, NULL);
+            keel_store_read_end(r);
+        }
+        if (rc == 0)
+            rc = keel_batch_begin_group(b, "", 3, 4, NULL);
+        if (rc == 0)
+            rc = keel_batch_check_unit(b, dx);
+        if (rc == 0)
+            rc = keel_batch_begin_group(b, "", 3, 4, NULL);
+        if (rc == 0)
+            rc = keel_batch_put(b, k2, (size_t)n2, 2, "y", 1);
+        if (rc == 0)
+            rc = keel_batch_begin_group(b, "", 4, 4, NULL);
+        if (rc == 0)
+            rc = keel_batch_check_unit(b, dx ^ 1);
+        if (rc == 0)
+            rc = keel_store_commit_deferred(s, b, &txn);
+        if (rc == 0)
+            rc = keel_store_sync(s);
+        if (rc == 0 && (keel_batch_group_differs(b, 0) ||
+                        !keel_batch_group_differs(b, 2)))
+            rc = -1;
+        _exit(rc == 0 ? 0 : 1);
+    }
+    {
+        int wst;
+        ck_assert_int_eq(waitpid(pid, &wst, 0), pid);
+        ck_assert(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+    }
+    keel_store_close(s);
+    /* The child's commits are only in the log: the open replays them. */
+    s = open_store(dir);
+    expect_value(s, k1, (size_t)n1, "x");
+    expect_value(s, k2, (size_t)n2, "y");
+    expect_absent(s, k4, (size_t)n4);
+    ck_assert_uint_eq(fence_of(s, NULL, 3), 4);
+    ck_assert_uint_eq(fence_of(s, NULL, 4), 4);
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* The digest covers a unit's records (key, version, data) in key order,
  * not their epochs, and nothing of other units. */
 START_TEST(test_unit_digest)
@@ -3292,6 +3403,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_log_full_starts_again);
     tcase_add_test(tc, test_type_table_units);
     tcase_add_test(tc, test_del_unit_sees_earlier_groups);
+    tcase_add_test(tc, test_check_unit);
     tcase_add_test(tc, test_require_sync_none);
     tcase_add_test(tc, test_store_identity);
     tcase_add_test(tc, test_scan_null_prefix);
