@@ -130,7 +130,8 @@ static void usage(FILE *f)
             "  -T, --token TOKEN        the token itself; other users can\n"
             "                           see command lines: prefer the file\n"
             "                           or $KEEL_TOKEN\n"
-            "  -h, --help               show this help\n"
+            "  -h, --help               show this help (so do 'keel help'\n"
+            "                           and 'keel COMMAND --help')\n"
             "  -V, --version            show the version\n"
             "\n"
             "built-in actor types (every node has them):\n"
@@ -1253,6 +1254,15 @@ int main(int argc, char **argv)
     args = argv + optind + 1;
     nargs = argc - optind - 1;
 
+    /* `keel help`, `keel COMMAND --help`: what a newcomer types first.
+     * Only the word right after the command, so that a message word
+     * "--help" further on is still sent. */
+    if (strcmp(cmd, "help") == 0 ||
+        (nargs > 0 &&
+         (strcmp(args[0], "--help") == 0 || strcmp(args[0], "-h") == 0))) {
+        usage(stdout);
+        return flush_stdout();
+    }
     if (strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0) {
         if (nargs < 3)
             return usage_error("%s needs TYPE ID ARG...", cmd);
@@ -1320,7 +1330,11 @@ int main(int argc, char **argv)
         if (args[act ? 1 : 0][0] == '\0')
             return usage_error("empty actor type");
     } else {
-        return usage_error("unknown command '%s'", cmd);
+        return usage_error("unknown command '%s' (commands: call, cast, "
+                           "stat, ping, nodes, shards, where, state, "
+                           "follow, reminders, dead-letters, capabilities, "
+                           "digest, node, help)",
+                           cmd);
     }
 
     if (!addr_well_formed(addr)) {

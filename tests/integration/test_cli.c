@@ -195,6 +195,50 @@ START_TEST(errors_through_cli)
 }
 END_TEST
 
+/* What a newcomer types to learn a command prints the help, exit 0,
+ * without asking any node (nobody listens on port 1): `keel help` and
+ * COMMAND --help or -h right after the command. Further on, --help is a
+ * word of the message; an unknown command lists the known ones. */
+START_TEST(help_words)
+{
+    static const char *const asks[][3] = {
+        {"help", NULL, NULL},          {"help", "shards", NULL},
+        {"call", "--help", NULL},      {"cast", "-h", NULL},
+        {"shards", "--help", NULL},    {"where", "--help", "x"},
+        {"node", "--help", NULL},      {"dead-letters", "-h", NULL},
+        {"stat", "--help", NULL},
+    };
+    char *out = NULL, *err = NULL;
+    size_t i;
+
+    for (i = 0; i < sizeof asks / sizeof asks[0]; i++) {
+        int rc = tu_keel("127.0.0.1:1", &out, &err, asks[i][0], asks[i][1],
+                         asks[i][2], NULL);
+        ck_assert_msg(rc == 0, "keel %s %s: exit %d: %s", asks[i][0],
+                      asks[i][1] != NULL ? asks[i][1] : "", rc, err);
+        ck_assert_msg(strncmp(out, "usage: keel ", 12) == 0 &&
+                          strstr(out, "node drain ID") != NULL,
+                      "keel %s: %s", asks[i][0], out);
+        ck_assert_str_eq(err, "");
+        free(out);
+        free(err);
+    }
+    /* Not right after the command: the message's word, sent. */
+    ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "call", "kv", "k",
+                             "put", "note", "--help", NULL),
+                     3);
+    ck_assert_ptr_nonnull(strstr(err, "ENOTSENT"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "stats", NULL), 2);
+    ck_assert_msg(strstr(err, "unknown command 'stats' (commands: call, "
+                              "cast, stat, ") != NULL,
+                  "%s", err);
+    free(out);
+    free(err);
+}
+END_TEST
+
 START_TEST(stat_counts)
 {
     char *out = NULL;
@@ -644,6 +688,7 @@ static Suite *suite(void)
     tcase_add_test(tc, counter_through_cli);
     tcase_add_test(tc, kv_and_register_through_cli);
     tcase_add_test(tc, errors_through_cli);
+    tcase_add_test(tc, help_words);
     tcase_add_test(tc, stat_counts);
     tcase_add_test(tc, plugin_types);
     tcase_add_test(tc, keeld_usage);
