@@ -884,27 +884,50 @@ static int read_config(struct keeld_conf *kc, const char *path)
 
 /* keeld creates its data directory, not the directories above it: a
  * mistyped path is refused (with the part that is missing) rather than
- * made four levels deep. 1 when dir exists or its parent does. */
-static int data_parent_exists(const char *dir, const struct origin *at)
+ * made four levels deep, and so is a path where a file stands in the
+ * way (the directory itself, or one above it), which the store would
+ * only report as "cannot create directory". 1 when dir is a directory,
+ * or its parent is, or an error the store will name stops the look. */
+static int data_dir_usable(const char *dir, const struct origin *at)
 {
+    const char *opt = at->file != NULL ? "data" : "--data";
     struct stat st;
     char *copy;
     const char *parent;
-    int ok;
+    int ok = 1;
 
-    if (stat(dir, &st) == 0 || errno != ENOENT)
-        return 1; /* there, or an error the store will name */
+    if (stat(dir, &st) == 0) {
+        if (S_ISDIR(st.st_mode))
+            return 1;
+        conf_error(at, "%s %s: not a directory (a file of that name is in "
+                       "the way; keeld keeps its store in a directory)",
+                   opt, dir);
+        return 0;
+    }
+    if (errno != ENOENT && errno != ENOTDIR)
+        return 1;
     copy = strdup(dir);
     if (copy == NULL)
         return 1;
     parent = dirname(copy);
-    ok = stat(parent, &st) == 0;
-    if (!ok)
+    if (stat(parent, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            conf_error(at, "%s %s: its parent %s is not a directory", opt,
+                       dir, parent);
+            ok = 0;
+        }
+    } else if (errno == ENOTDIR) {
+        conf_error(at, "%s %s: a file stands in the path of its parent %s",
+                   opt, dir, parent);
+        ok = 0;
+    } else if (errno == ENOENT) {
         conf_error(at,
                    "%s %s: its parent directory %s does not exist "
                    "(keeld creates the data directory, not the ones above "
                    "it)",
-                   at->file != NULL ? "data" : "--data", dir, parent);
+                   opt, dir, parent);
+        ok = 0;
+    }
     free(copy);
     return ok;
 }
@@ -1059,11 +1082,7 @@ static void check_files(const struct keeld_conf *kc)
         if (keel__auth_exposure_check(opts, &insecure, why, sizeof why) != 0)
             conf_error(NULL, "%s", why);
     }
-    if (opts->data_dir != NULL && stat(opts->data_dir, &st) == 0 &&
-        !S_ISDIR(st.st_mode))
-        conf_error(&FROM(kc, O_DATA), "%s %s: not a directory",
-                   FROM(kc, O_DATA).file ? "data" : "--data",
-                   opts->data_dir);
+    /* The data directory itself: data_dir_usable, for a start too. */
     if (opts->activation_log != NULL) {
         char *copy = strdup(opts->activation_log);
         const struct origin *at = &FROM(kc, O_ACTLOG);
@@ -1448,7 +1467,7 @@ int main(int argc, char **argv)
         if (config == NULL)
             usage_hint();
     } else {
-        data_parent_exists(kc.opts.data_dir, &FROM(&kc, O_DATA));
+        data_dir_usable(kc.opts.data_dir, &FROM(&kc, O_DATA));
     }
     check_combinations(&kc.opts);
     if (check)

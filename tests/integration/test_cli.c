@@ -518,6 +518,59 @@ START_TEST(keeld_addresses_and_names_checked)
 }
 END_TEST
 
+/* A file where the data directory, or one above it, should be: a usage
+ * error naming the path and the file, before anything starts (the store
+ * would say only "cannot create directory: Not a directory"), once under
+ * --check-config too. The file is left as it was. */
+START_TEST(data_dir_in_the_way)
+{
+    char *bin = tu_bin("keeld"), *out = NULL, *err = NULL, *file, *text;
+    char paths[3][512], want[3][600];
+    FILE *f;
+    int i;
+
+    if (asprintf(&file, "%s/plain", dir) < 0)
+        abort();
+    f = fopen(file, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("a file\n", f);
+    fclose(f);
+    snprintf(paths[0], sizeof paths[0], "%s", file);
+    snprintf(want[0], sizeof want[0], "keeld: --data %s: not a directory "
+             "(a file of that name is in the way", file);
+    snprintf(paths[1], sizeof paths[1], "%s/sub", file);
+    snprintf(want[1], sizeof want[1], "keeld: --data %s/sub: its parent %s "
+             "is not a directory\n", file, file);
+    snprintf(paths[2], sizeof paths[2], "%s/a/b", file);
+    snprintf(want[2], sizeof want[2], "keeld: --data %s/a/b: a file stands "
+             "in the path of its parent %s/a\n", file, file);
+    for (i = 0; i < 3; i++) {
+        const char *argv[] = {bin, "--data", paths[i], "--listen",
+                              "127.0.0.1:0", NULL};
+        const char *check[] = {bin, "--check-config", "--data", paths[i],
+                               NULL};
+        int rc = tu_run_for(argv, 5, &out, &err);
+        ck_assert_msg(rc == 2 && strncmp(err, want[i], strlen(want[i])) == 0,
+                      "--data %s: exit %d: %s", paths[i], rc, err);
+        free(out);
+        free(err);
+        rc = tu_run_for(check, 5, &out, &err);
+        ck_assert_msg(rc == 2 && strstr(err, want[i]) != NULL &&
+                          strstr(err, "configuration has 1 error\n") != NULL,
+                      "--check-config --data %s: exit %d: %s", paths[i], rc,
+                      err);
+        free(out);
+        free(err);
+    }
+    text = tu_read_file(file);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_str_eq(text, "a file\n");
+    free(text);
+    free(file);
+    free(bin);
+}
+END_TEST
+
 /* A data directory keeps the shard count it was created with: keeld
  * started on it without --shards takes that count (a count is needed
  * only for a new directory), and a different one is refused. The log
@@ -697,6 +750,7 @@ static Suite *suite(void)
     tcase_add_test(tc, admin_needs_a_joined_cluster_node);
     tcase_add_test(tc, keeld_advertise_checked);
     tcase_add_test(tc, keeld_addresses_and_names_checked);
+    tcase_add_test(tc, data_dir_in_the_way);
     tcase_add_test(tc, shard_count_kept_by_the_directory);
     tcase_add_test(tc, unreachable_zookeeper_is_said);
     tcase_add_test(tc, message_arguments_from_files_and_stdin);
