@@ -1113,6 +1113,23 @@ static int parse_timeout(const char *s, int *out)
     return 0;
 }
 
+/* A TLS file that cannot be read is the caller's mistake, said as such
+ * (a usage error naming the file and where it came from) before any
+ * connection, rather than as OpenSSL's error queue. */
+static int tls_file_readable(const char *path, const char *what,
+                             const char *from)
+{
+    FILE *f;
+
+    if (path == NULL)
+        return 0;
+    if ((f = fopen(path, "rb")) == NULL)
+        return usage_error("cannot read the %s '%s' (%s): %s", what, path,
+                           from, strerror(errno));
+    fclose(f);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -1227,6 +1244,13 @@ int main(int argc, char **argv)
         return usage_error("--tls-cert and --tls-key go together");
     if (tls.cert != NULL && tls.ca == NULL)
         return usage_error("--tls-cert needs --tls-ca");
+    if ((rc = tls_file_readable(tls.ca, "CA file",
+                                "--tls-ca or $KEEL_TLS_CA")) != 0 ||
+        (rc = tls_file_readable(tls.cert, "certificate",
+                                "--tls-cert or $KEEL_TLS_CERT")) != 0 ||
+        (rc = tls_file_readable(tls.key, "key",
+                                "--tls-key or $KEEL_TLS_KEY")) != 0)
+        return rc;
     if (tls.ca != NULL)
         cli_tls = &tls;
     if (optind >= argc)

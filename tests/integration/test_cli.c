@@ -239,6 +239,36 @@ START_TEST(help_words)
 }
 END_TEST
 
+/* A TLS file keel cannot read is a usage error that names it and where
+ * it came from, before any connection (nobody listens on port 1), not
+ * OpenSSL's error queue and a transport failure. */
+START_TEST(tls_files_unreadable)
+{
+    char *out = NULL, *err = NULL;
+
+    ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "--tls-ca",
+                             "/nonexistent-keel/ca.pem", "ping", NULL),
+                     2);
+    ck_assert_msg(strstr(err, "keel: EINVAL: cannot read the CA file "
+                              "'/nonexistent-keel/ca.pem' (--tls-ca or "
+                              "$KEEL_TLS_CA): No such file or directory\n") ==
+                      err,
+                  "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "--tls-ca",
+                             "/dev/null", "--tls-cert", "/nonexistent-keel/c",
+                             "--tls-key", "/dev/null", "ping", NULL),
+                     2);
+    ck_assert_msg(strstr(err, "cannot read the certificate "
+                              "'/nonexistent-keel/c' (--tls-cert or "
+                              "$KEEL_TLS_CERT)") != NULL,
+                  "%s", err);
+    free(out);
+    free(err);
+}
+END_TEST
+
 START_TEST(stat_counts)
 {
     char *out = NULL;
@@ -742,6 +772,7 @@ static Suite *suite(void)
     tcase_add_test(tc, kv_and_register_through_cli);
     tcase_add_test(tc, errors_through_cli);
     tcase_add_test(tc, help_words);
+    tcase_add_test(tc, tls_files_unreadable);
     tcase_add_test(tc, stat_counts);
     tcase_add_test(tc, plugin_types);
     tcase_add_test(tc, keeld_usage);
