@@ -444,6 +444,8 @@ struct send_opts {
     int retries;       /* further attempts after a failure of unknown or
                         * retryable outcome */
     int keyed;
+    int key_drawn;     /* the key is keel's own (--retry without --key):
+                        * the caller learns it only if keel says it */
     uint8_t key[KEEL_REQUEST_KEY_LEN];
 };
 
@@ -458,16 +460,40 @@ static int retryable(int rc)
            rc == KEEL_EUNAVAIL || rc == KEEL_EDEADLINE;
 }
 
+/* Outcomes after which a request may have run: the caller must not
+ * send it again without its key. */
+static int outcome_unknown(int rc)
+{
+    return rc == KEEL_ECONN || rc == KEEL_ETIMEDOUT || rc == KEEL_EINDOUBT;
+}
+
+/* The key as the 32 hex digits --key takes. */
+static void key_hex(const uint8_t *key, char out[2 * KEEL_REQUEST_KEY_LEN + 1])
+{
+    static const char digits[] = "0123456789abcdef";
+    int i;
+
+    for (i = 0; i < KEEL_REQUEST_KEY_LEN; i++) {
+        out[2 * i] = digits[key[i] >> 4];
+        out[2 * i + 1] = digits[key[i] & 15];
+    }
+    out[2 * KEEL_REQUEST_KEY_LEN] = '\0';
+}
+
 /* One keyed request with retries; the client may be replaced by a new
  * connection (*cp NULL: the first connect failed with rc0, why0 saying
- * why). Same contract as request(). */
+ * why). Same contract as request(). The outcome reported is the one
+ * that matters to the caller: when an earlier try may have run, a last
+ * try that did not run does not make the request "safe to retry"
+ * without its key; and a key of keel's own is printed with an unknown
+ * outcome, so that the caller can learn that outcome with --key. */
 static int request_keyed(keel_client **cp, const struct send_opts *so,
                          uint8_t kind, const char *type, const char *id,
                          const char *msg, size_t len, char **reply,
                          size_t *reply_len, int rc0, const char *why0)
 {
-    int attempt, rc = rc0, delay_ms = 100;
-    char why[512];
+    int attempt, rc = rc0, delay_ms = 100, unknown = 0, status;
+    char why[512], hex[2 * KEEL_REQUEST_KEY_LEN + 1];
 
     snprintf(why, sizeof why, "%s", why0 != NULL ? why0 : "");
     for (attempt = 0; attempt <= so->retries; attempt++) {
@@ -499,18 +525,45 @@ static int request_keyed(keel_client **cp, const struct send_opts *so,
         *reply = NULL;
         rc = keel_client_call_keyed(*cp, kind, so->key, type, id, strlen(id),
                                     msg, len, reply, reply_len);
+        if (outcome_unknown(rc))
+            unknown = rc;
         if (rc == 0 || !retryable(rc))
             break;
     }
     if (rc == 0)
         return 0;
+    key_hex(so->key, hex);
+    if (unknown != 0 && !outcome_unknown(rc) && retryable(rc)) {
+        /* The last try did not run; an earlier one may have. */
+        char msg2[1200];
+        const char *last = *reply != NULL ? *reply : why;
+        snprintf(msg2, sizeof msg2,
+                 "the request to %s may have run: a try before the last "
+                 "ended %s, the last did not run (%s%s%s)%s%s%s",
+                 so->addr, keel_err_name(unknown), keel_err_name(rc),
+                 last[0] != '\0' ? ": " : "", last,
+                 so->key_drawn ? "; send it again with --key " : "",
+                 so->key_drawn ? hex : "",
+                 so->key_drawn ? " to learn its outcome" : "");
+        print_error(unknown, msg2, strlen(msg2));
+        free(*reply);
+        *reply = NULL;
+        return unknown == KEEL_EINDOUBT ? EXIT_SERVER : EXIT_TRANSPORT;
+    }
     if (*reply != NULL) {
         print_error(rc, *reply, *reply_len);
         free(*reply);
         *reply = NULL;
-        return EXIT_SERVER;
+        status = EXIT_SERVER;
+    } else {
+        status = transport_error_why(rc, why);
     }
-    return transport_error_why(rc, why);
+    if (outcome_unknown(rc) && so->key_drawn)
+        fprintf(stderr, "keel: its request key is %s: send it again with "
+                        "--key %s to learn its outcome (it runs at most "
+                        "once)\n",
+                hex, hex);
+    return status;
 }
 
 /* Sends msg (joined by join_args before connecting, so that a file that
@@ -1186,8 +1239,11 @@ int main(int argc, char **argv)
                 return usage_error("bad retry count '%s' (0 to 100)",
                                    optarg);
             so.retries = (int)v;
-            if (!so.keyed && keel_client_new_key(so.key) != 0)
-                return transport_error(KEEL_EIO);
+            if (!so.keyed) {
+                if (keel_client_new_key(so.key) != 0)
+                    return transport_error(KEEL_EIO);
+                so.key_drawn = 1;
+            }
             so.keyed = 1;
             break;
         }
@@ -1196,6 +1252,7 @@ int main(int argc, char **argv)
                 return usage_error("bad request key '%s' (%d hex digits)",
                                    optarg, 2 * KEEL_REQUEST_KEY_LEN);
             so.keyed = 1;
+            so.key_drawn = 0;
             break;
         case 'C':
             tls.ca = optarg;

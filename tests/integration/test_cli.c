@@ -269,6 +269,105 @@ START_TEST(tls_files_unreadable)
 }
 END_TEST
 
+/* A "node" that answers one connection's hello (version 1's 8 bytes,
+ * docs/protocol.md "Hello") and then nothing, and refuses every later
+ * connection: its listener is closed once that one is accepted. */
+static pid_t silent_node_once(char *addr, size_t cap)
+{
+    static const char hello[8] = {0x4b, 0x45, 0x45, 0x4c,
+                                  0x01, 0x00, 0x0d, 0x0a};
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t salen = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    pid_t pid;
+
+    ck_assert_int_ge(fd, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(fd, 8), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &salen), 0);
+    snprintf(addr, cap, "127.0.0.1:%d", ntohs(sa.sin_port));
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char buf[512];
+        int c;
+        alarm(10); /* bounded, whatever the client does */
+        c = accept(fd, NULL, NULL);
+        close(fd);
+        if (c < 0 || write(c, hello, sizeof hello) != sizeof hello)
+            _exit(1);
+        while (read(c, buf, sizeof buf) > 0)
+            ;
+        _exit(0);
+    }
+    close(fd);
+    return pid;
+}
+
+/* The 32 hex digits after "--key " in s, or "" when there are none. */
+static void key_after(const char *s, char out[33])
+{
+    const char *p = strstr(s, "--key ");
+
+    out[0] = '\0';
+    if (p != NULL && strspn(p + 6, "0123456789abcdef") >= 32)
+        snprintf(out, 33, "%s", p + 6);
+}
+
+/* keel --retry: a try that may have run decides what keel says, though
+ * a later one did not run (it is not "safe to retry" without the key),
+ * and an unknown outcome names keel's own request key, for --key. */
+START_TEST(retry_outcome_kept)
+{
+    char addr[32], want[200], key[33], *out = NULL, *err = NULL;
+    pid_t pid;
+    int st = 0;
+
+    /* Try 1 is sent and times out; try 2 finds the port closed. */
+    pid = silent_node_once(addr, sizeof addr);
+    ck_assert_int_eq(tu_keel(addr, &out, &err, "-t", "300", "--retry", "1",
+                             "call", "counter", "x", "incr", NULL),
+                     3);
+    snprintf(want, sizeof want, "keel: ETIMEDOUT: the request to %s may "
+             "have run: a try before the last ended ETIMEDOUT, the last did "
+             "not run (ENOTSENT: connection refused); send it again with "
+             "--key ", addr);
+    ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "%s", err);
+    ck_assert_ptr_null(strstr(err, "safe to retry"));
+    key_after(err, key);
+    ck_assert_msg(strlen(key) == 32, "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+
+    /* One try, no reply: the usual line, then the key. */
+    pid = silent_node_once(addr, sizeof addr);
+    ck_assert_int_eq(tu_keel(addr, &out, &err, "-t", "300", "--retry", "0",
+                             "cast", "counter", "x", "incr", NULL),
+                     3);
+    ck_assert_msg(strstr(err, "keel: ETIMEDOUT: no reply from ") == err &&
+                      strstr(err, "\nkeel: its request key is ") != NULL,
+                  "%s", err);
+    key_after(err, key);
+    ck_assert_msg(strlen(key) == 32, "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+
+    /* A key of the caller's own is not printed back. */
+    pid = silent_node_once(addr, sizeof addr);
+    ck_assert_int_eq(tu_keel(addr, &out, &err, "-t", "300", "--key",
+                             "00112233445566778899aabbccddeeff", "call",
+                             "counter", "x", "incr", NULL),
+                     3);
+    ck_assert_msg(strstr(err, "request key") == NULL, "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+}
+END_TEST
+
 START_TEST(stat_counts)
 {
     char *out = NULL;
@@ -773,6 +872,7 @@ static Suite *suite(void)
     tcase_add_test(tc, errors_through_cli);
     tcase_add_test(tc, help_words);
     tcase_add_test(tc, tls_files_unreadable);
+    tcase_add_test(tc, retry_outcome_kept);
     tcase_add_test(tc, stat_counts);
     tcase_add_test(tc, plugin_types);
     tcase_add_test(tc, keeld_usage);
