@@ -647,6 +647,48 @@ START_TEST(keeld_addresses_and_names_checked)
 }
 END_TEST
 
+/* A port already taken: keeld exits 1 and says which of its listeners
+ * could not have it (8080, make's default HTTP port, is often taken). */
+START_TEST(keeld_port_taken)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t salen = sizeof sa;
+    char *bin = tu_bin("keeld"), *out = NULL, *err = NULL, addr[32],
+         want[128];
+    int fd = socket(AF_INET, SOCK_STREAM, 0), rc;
+
+    ck_assert_int_ge(fd, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(fd, 1), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &salen), 0);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(sa.sin_port));
+    {
+        const char *argv[] = {bin, "--data", data, "--listen", "127.0.0.1:0",
+                              "--http", addr, NULL};
+        rc = tu_run_for(argv, 10, &out, &err);
+    }
+    snprintf(want, sizeof want, "cannot listen for HTTP on %s: Address "
+             "already in use", addr);
+    ck_assert_msg(rc == 1 && strstr(err, want) != NULL, "exit %d: %s", rc,
+                  err);
+    free(out);
+    free(err);
+    {
+        const char *argv[] = {bin, "--data", data, "--listen", addr, NULL};
+        rc = tu_run_for(argv, 10, &out, &err);
+    }
+    snprintf(want, sizeof want, "cannot listen on %s: Address already in "
+             "use", addr);
+    ck_assert_msg(rc == 1 && strstr(err, want) != NULL, "exit %d: %s", rc,
+                  err);
+    free(out);
+    free(err);
+    close(fd);
+    free(bin);
+}
+END_TEST
+
 /* A file where the data directory, or one above it, should be: a usage
  * error naming the path and the file, before anything starts (the store
  * would say only "cannot create directory: Not a directory"), once under
@@ -882,6 +924,7 @@ static Suite *suite(void)
     tcase_add_test(tc, keeld_advertise_checked);
     tcase_add_test(tc, keeld_addresses_and_names_checked);
     tcase_add_test(tc, data_dir_in_the_way);
+    tcase_add_test(tc, keeld_port_taken);
     tcase_add_test(tc, shard_count_kept_by_the_directory);
     tcase_add_test(tc, unreachable_zookeeper_is_said);
     tcase_add_test(tc, message_arguments_from_files_and_stdin);
