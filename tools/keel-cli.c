@@ -1205,7 +1205,7 @@ int main(int argc, char **argv)
     int timeout_ms = DEFAULT_TIMEOUT_MS;
     keel_client *c = NULL;
     int opt, rc, nargs, info_argc = 0, direct = 0, is_send;
-    int shards_digest = 0;
+    int shards_digest = 0, addr_from_env = 0;
     char **args, **info_argv = NULL, why[512], *shards_node = NULL;
     char *msg = NULL; /* call/cast: the joined message */
     size_t msg_len = 0;
@@ -1216,6 +1216,8 @@ int main(int argc, char **argv)
 
     if (addr == NULL || addr[0] == '\0')
         addr = DEFAULT_ADDR;
+    else
+        addr_from_env = 1;
     memset(&so, 0, sizeof so);
     memset(&tls, 0, sizeof tls);
     tls.ca = getenv("KEEL_TLS_CA");
@@ -1228,6 +1230,7 @@ int main(int argc, char **argv)
         switch (opt) {
         case 'a':
             addr = optarg;
+            addr_from_env = 0;
             break;
         case 'd':
             direct = 1;
@@ -1419,8 +1422,12 @@ int main(int argc, char **argv)
     }
 
     if (!addr_well_formed(addr)) {
-        fprintf(stderr, "keel: %s: bad address '%s' (expected HOST:PORT)\n",
-                keel_err_name(KEEL_EADDR), addr);
+        /* An address from the environment is named as such: the caller
+         * may have set it long ago, in another shell's profile. */
+        fprintf(stderr, "keel: %s: bad address '%s'%s (expected "
+                        "HOST:PORT, a port from 1 to 65535)\n",
+                keel_err_name(KEEL_EADDR), addr,
+                addr_from_env ? " in $KEEL_ADDR" : "");
         return EXIT_USAGE;
     }
     is_send = strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0;

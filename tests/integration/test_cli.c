@@ -368,6 +368,34 @@ START_TEST(retry_outcome_kept)
 }
 END_TEST
 
+/* A malformed address is a usage error; one from $KEEL_ADDR says so,
+ * and -a overrides it. */
+START_TEST(bad_address_named)
+{
+    char *bin = tu_bin("keel"), *out = NULL, *err = NULL;
+    const char *ping[] = {bin, "ping", NULL};
+    const char *over[] = {bin, "-a", "127.0.0.1:1", "ping", NULL};
+
+    ck_assert_int_eq(tu_keel("127.0.0.1:99999", &out, &err, "ping", NULL), 2);
+    ck_assert_str_eq(err, "keel: EADDR: bad address '127.0.0.1:99999' "
+                          "(expected HOST:PORT, a port from 1 to 65535)\n");
+    free(out);
+    free(err);
+    setenv("KEEL_ADDR", "bogus", 1);
+    ck_assert_int_eq(tu_run(ping, &out, &err), 2);
+    ck_assert_str_eq(err, "keel: EADDR: bad address 'bogus' in $KEEL_ADDR "
+                          "(expected HOST:PORT, a port from 1 to 65535)\n");
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_run(over, &out, &err), 3);
+    ck_assert_ptr_nonnull(strstr(err, "ENOTSENT"));
+    free(out);
+    free(err);
+    unsetenv("KEEL_ADDR");
+    free(bin);
+}
+END_TEST
+
 START_TEST(stat_counts)
 {
     char *out = NULL;
@@ -915,6 +943,7 @@ static Suite *suite(void)
     tcase_add_test(tc, help_words);
     tcase_add_test(tc, tls_files_unreadable);
     tcase_add_test(tc, retry_outcome_kept);
+    tcase_add_test(tc, bad_address_named);
     tcase_add_test(tc, stat_counts);
     tcase_add_test(tc, plugin_types);
     tcase_add_test(tc, keeld_usage);
