@@ -8,6 +8,7 @@
  * through one table (keeld_opts) and one function (apply_option), so a
  * value is checked the same way wherever it is written. Under a service
  * manager keeld reports its state ($NOTIFY_SOCKET, common/notify.h). */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -362,6 +363,9 @@ static int conf_errors; /* errors reported so far */
 /* A --cluster or --node-id was given and refused: already reported, so
  * "--zk needs --cluster and --node-id" would only mislead. */
 static int zk_name_refused;
+/* --zk was given and refused: its cluster options are not "without
+ * --zk". */
+static int zk_hosts_refused;
 
 /* Reports a bad configuration: "keeld: [FILE:LINE: ]MESSAGE". */
 static void conf_error(const struct origin *at, const char *fmt, ...)
@@ -416,6 +420,44 @@ static int parse_switch(const char *val)
             return 0;
     }
     return -1;
+}
+
+/* The server zk_hosts_valid refused, for the message. */
+static char bad_zk[300];
+
+/* Whether val is a ZooKeeper server list as its client reads one,
+ * HOST:PORT[,HOST:PORT...]: HOST everything before a server's last ':'
+ * (a host name, an IPv4 address, an IPv6 address without brackets), PORT
+ * 1 to 65535. On failure the first bad server (possibly empty) is copied
+ * into bad. */
+static int zk_hosts_valid(const char *val, char *bad, size_t badlen)
+{
+    const char *p = val, *comma;
+
+    for (;;) {
+        const char *colon;
+        unsigned long port = 0;
+        size_t n, i;
+        int ok;
+
+        comma = strchr(p, ',');
+        n = comma != NULL ? (size_t)(comma - p) : strlen(p);
+        snprintf(bad, badlen, "%.*s", (int)n, p);
+        colon = memrchr(p, ':', n);
+        ok = colon != NULL && colon > p && n - (size_t)(colon - p) - 1 >= 1 &&
+             n - (size_t)(colon - p) - 1 <= 5;
+        for (i = 0; ok && p + i < colon; i++)
+            ok = isalnum((unsigned char)p[i]) || strchr(".-_:%", p[i]);
+        for (i = 1; ok && colon + i < p + n; i++) {
+            ok = colon[i] >= '0' && colon[i] <= '9';
+            port = port * 10 + (unsigned long)(colon[i] - '0');
+        }
+        if (!ok || port == 0 || port > 65535)
+            return 0;
+        if (comma == NULL)
+            return 1;
+        p = comma + 1;
+    }
 }
 
 /* Checks val for option o and sets it in kc. val must outlive kc (argv,
@@ -565,6 +607,18 @@ static int apply_option(struct keeld_conf *kc, const struct keeld_opt *o,
         kc->log_file = val;
         break;
     case O_ZK:
+        /* The ZooKeeper client takes what it cannot use quietly (a
+         * port past 65535 left the node connecting for ever): each
+         * server is refused here, by name. */
+        if (!zk_hosts_valid(val, bad_zk, sizeof bad_zk)) {
+            conf_error(at,
+                       "%s takes HOST:PORT[,HOST:PORT...] (a host name, "
+                       "an IPv4 address or an IPv6 one without brackets, a "
+                       "port from 1 to 65535, no blanks), not '%s' in '%s'",
+                       who, bad_zk, val);
+            zk_hosts_refused = 1;
+            return -1;
+        }
         opts->zk_hosts = val;
         break;
     case O_CLUSTER:
@@ -947,7 +1001,7 @@ static void check_combinations(const keel_node_options *opts)
     if (opts->zk_hosts != NULL && !zk_name_refused &&
         (opts->cluster == NULL || opts->node_id == NULL))
         conf_error(NULL, "--zk needs --cluster and --node-id");
-    if (opts->zk_hosts == NULL) {
+    if (opts->zk_hosts == NULL && !zk_hosts_refused) {
         /* The first cluster option given, to name it. */
         const char *given =
             opts->cluster != NULL            ? "--cluster"

@@ -656,6 +656,13 @@ START_TEST(keeld_addresses_and_names_checked)
         {"--data", "/nonexistent-keel/a/b", "its parent directory "
                                             "/nonexistent-keel/a does not "
                                             "exist"},
+        /* The ZooKeeper client would take these and never connect (a
+         * port past 65535) or fail later, naming no server. */
+        {"--zk", "127.0.0.1:99999", "--zk takes HOST:PORT[,HOST:PORT...]"},
+        {"--zk", "zkhost", "not 'zkhost' in 'zkhost'"},
+        {"--zk", "127.0.0.1:2181,", "not '' in '127.0.0.1:2181,'"},
+        {"--zk", "a:2181, b:2181", "not ' b:2181' in"},
+        {"--zk", "[::1]:2181", "an IPv6 one without brackets"},
     };
     char *bin = tu_bin("keeld"), *out = NULL, *err = NULL;
     size_t i;
@@ -668,6 +675,31 @@ START_TEST(keeld_addresses_and_names_checked)
                       rc, err);
         ck_assert_msg(strstr(err, bad[i][2]) != NULL && strstr(err, bad[i][1]),
                       "%s '%s': %s", bad[i][0], bad[i][1], err);
+        /* One error: a refused --zk is not also "a cluster option
+         * without --zk". */
+        ck_assert_msg(strstr(err, "it needs --zk") == NULL, "%s", err);
+        free(out);
+        free(err);
+    }
+    {
+        /* What the client reads as a server list passes, IPv6 without
+         * brackets too; a host that does not resolve is named at start. */
+        const char *ok[] = {bin, "--check-config", "--data", data, "--zk",
+                            "::1:2181,zk-1.example:2182", "--cluster", "c",
+                            "--node-id", "n1", "--insecure", NULL};
+        const char *nores[] = {bin, "--data", data, "--listen",
+                               "127.0.0.1:0", "--zk", "nosuch.invalid:2181",
+                               "--cluster", "c", "--node-id", "n1",
+                               "--insecure", NULL};
+        int rc = tu_run_for(ok, 5, &out, &err);
+        ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+        free(out);
+        free(err);
+        rc = tu_run_for(nores, 10, &out, &err);
+        ck_assert_msg(rc == 1 && strstr(err, "cannot use the ZooKeeper "
+                                             "servers nosuch.invalid:2181") !=
+                                     NULL,
+                      "exit %d: %s", rc, err);
         free(out);
         free(err);
     }
