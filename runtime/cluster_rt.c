@@ -625,8 +625,17 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     rc = keel_coord_cluster_create(n->loop, &co, &coord);
     explicit_bzero(auth, sizeof auth); /* the client keeps its own copy */
     if (rc != 0) {
-        snprintf(errbuf, errlen, "cannot join cluster %s as %s: %s",
-                 o->cluster, o->node_id, keel_strerror(rc));
+        if (rc == KEEL_EADDR)
+            /* The ZooKeeper client resolves every server at once and
+             * says no more than that one failed. */
+            snprintf(errbuf, errlen,
+                     "cannot join cluster %s as %s: cannot use the "
+                     "ZooKeeper servers %s (a host name that does not "
+                     "resolve, or an address the client refuses)",
+                     o->cluster, o->node_id, o->zk_hosts);
+        else
+            snprintf(errbuf, errlen, "cannot join cluster %s as %s: %s",
+                     o->cluster, o->node_id, keel_strerror(rc));
         keel__peers_destroy(rt->peers);
         keel__obatch_destroy(rt->obatch);
         rt_free(rt);

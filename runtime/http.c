@@ -1716,8 +1716,8 @@ static int http_bind(keel_http *h, char *errbuf, size_t errlen)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
         listen(fd, HTTP_BACKLOG) != 0) {
-        snprintf(errbuf, errlen, "cannot listen on %s: %s", h->addr,
-                 strerror(errno));
+        snprintf(errbuf, errlen, "cannot listen for HTTP on %s: %s",
+                 h->addr, strerror(errno));
         close(fd);
         freeaddrinfo(res);
         return KEEL_EADDR;

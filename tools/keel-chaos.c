@@ -29,6 +29,17 @@
 #define KEEL_CHAOS_ZK_CONF "zk-conf"
 #endif
 
+/* After a usage error: the error stays the last thing on the screen,
+ * not buried above the whole option list. */
+static void usage_hint(void)
+{
+    fprintf(stderr,
+            "usage: keel-chaos run [options]\n"
+            "       keel-chaos check [--max-states N] [--detail N] DIR\n"
+            "       keel-chaos report [--max-states N] DIR\n"
+            "Try 'keel-chaos --help' for every option.\n");
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -335,14 +346,14 @@ static int cmd_run(int argc, char **argv)
             usage(stdout);
             return 0;
         default:
-            usage(stderr);
+            usage_hint();
             return CHAOS_EXIT_BAD_INPUT;
         }
     }
     if (optind != argc) {
-        fprintf(stderr, "keel-chaos: run takes options only, not '%s'\n\n",
+        fprintf(stderr, "keel-chaos: run takes options only, not '%s'\n",
                 argv[optind]);
-        usage(stderr);
+        usage_hint();
         return CHAOS_EXIT_BAD_INPUT;
     }
     if (o.out == NULL) {
@@ -366,7 +377,9 @@ int main(int argc, char **argv)
 
     chaos_check_opts_init(&o);
     if (argc < 2) {
-        usage(stderr);
+        fprintf(stderr, "keel-chaos: no command given (run, check or "
+                        "report)\n");
+        usage_hint();
         return CHAOS_EXIT_BAD_INPUT;
     }
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
@@ -376,8 +389,8 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "run") == 0)
         return cmd_run(argc, argv);
     if (strcmp(argv[1], "check") != 0 && strcmp(argv[1], "report") != 0) {
-        fprintf(stderr, "keel-chaos: unknown command '%s'\n\n", argv[1]);
-        usage(stderr);
+        fprintf(stderr, "keel-chaos: unknown command '%s'\n", argv[1]);
+        usage_hint();
         return CHAOS_EXIT_BAD_INPUT;
     }
     optind = 2;
@@ -397,13 +410,13 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         default:
-            usage(stderr);
+            usage_hint();
             return CHAOS_EXIT_BAD_INPUT;
         }
     }
     if (optind != argc - 1) {
-        fprintf(stderr, "keel-chaos: %s takes one directory\n\n", argv[1]);
-        usage(stderr);
+        fprintf(stderr, "keel-chaos: %s takes one directory\n", argv[1]);
+        usage_hint();
         return CHAOS_EXIT_BAD_INPUT;
     }
     if (strcmp(argv[1], "report") == 0) {

@@ -130,7 +130,8 @@ static void usage(FILE *f)
             "  -T, --token TOKEN        the token itself; other users can\n"
             "                           see command lines: prefer the file\n"
             "                           or $KEEL_TOKEN\n"
-            "  -h, --help               show this help\n"
+            "  -h, --help               show this help (so do 'keel help'\n"
+            "                           and 'keel COMMAND --help')\n"
             "  -V, --version            show the version\n"
             "\n"
             "built-in actor types (every node has them):\n"
@@ -443,6 +444,8 @@ struct send_opts {
     int retries;       /* further attempts after a failure of unknown or
                         * retryable outcome */
     int keyed;
+    int key_drawn;     /* the key is keel's own (--retry without --key):
+                        * the caller learns it only if keel says it */
     uint8_t key[KEEL_REQUEST_KEY_LEN];
 };
 
@@ -457,16 +460,40 @@ static int retryable(int rc)
            rc == KEEL_EUNAVAIL || rc == KEEL_EDEADLINE;
 }
 
+/* Outcomes after which a request may have run: the caller must not
+ * send it again without its key. */
+static int outcome_unknown(int rc)
+{
+    return rc == KEEL_ECONN || rc == KEEL_ETIMEDOUT || rc == KEEL_EINDOUBT;
+}
+
+/* The key as the 32 hex digits --key takes. */
+static void key_hex(const uint8_t *key, char out[2 * KEEL_REQUEST_KEY_LEN + 1])
+{
+    static const char digits[] = "0123456789abcdef";
+    int i;
+
+    for (i = 0; i < KEEL_REQUEST_KEY_LEN; i++) {
+        out[2 * i] = digits[key[i] >> 4];
+        out[2 * i + 1] = digits[key[i] & 15];
+    }
+    out[2 * KEEL_REQUEST_KEY_LEN] = '\0';
+}
+
 /* One keyed request with retries; the client may be replaced by a new
  * connection (*cp NULL: the first connect failed with rc0, why0 saying
- * why). Same contract as request(). */
+ * why). Same contract as request(). The outcome reported is the one
+ * that matters to the caller: when an earlier try may have run, a last
+ * try that did not run does not make the request "safe to retry"
+ * without its key; and a key of keel's own is printed with an unknown
+ * outcome, so that the caller can learn that outcome with --key. */
 static int request_keyed(keel_client **cp, const struct send_opts *so,
                          uint8_t kind, const char *type, const char *id,
                          const char *msg, size_t len, char **reply,
                          size_t *reply_len, int rc0, const char *why0)
 {
-    int attempt, rc = rc0, delay_ms = 100;
-    char why[512];
+    int attempt, rc = rc0, delay_ms = 100, unknown = 0, status;
+    char why[512], hex[2 * KEEL_REQUEST_KEY_LEN + 1];
 
     snprintf(why, sizeof why, "%s", why0 != NULL ? why0 : "");
     for (attempt = 0; attempt <= so->retries; attempt++) {
@@ -498,18 +525,45 @@ static int request_keyed(keel_client **cp, const struct send_opts *so,
         *reply = NULL;
         rc = keel_client_call_keyed(*cp, kind, so->key, type, id, strlen(id),
                                     msg, len, reply, reply_len);
+        if (outcome_unknown(rc))
+            unknown = rc;
         if (rc == 0 || !retryable(rc))
             break;
     }
     if (rc == 0)
         return 0;
+    key_hex(so->key, hex);
+    if (unknown != 0 && !outcome_unknown(rc) && retryable(rc)) {
+        /* The last try did not run; an earlier one may have. */
+        char msg2[1200];
+        const char *last = *reply != NULL ? *reply : why;
+        snprintf(msg2, sizeof msg2,
+                 "the request to %s may have run: a try before the last "
+                 "ended %s, the last did not run (%s%s%s)%s%s%s",
+                 so->addr, keel_err_name(unknown), keel_err_name(rc),
+                 last[0] != '\0' ? ": " : "", last,
+                 so->key_drawn ? "; send it again with --key " : "",
+                 so->key_drawn ? hex : "",
+                 so->key_drawn ? " to learn its outcome" : "");
+        print_error(unknown, msg2, strlen(msg2));
+        free(*reply);
+        *reply = NULL;
+        return unknown == KEEL_EINDOUBT ? EXIT_SERVER : EXIT_TRANSPORT;
+    }
     if (*reply != NULL) {
         print_error(rc, *reply, *reply_len);
         free(*reply);
         *reply = NULL;
-        return EXIT_SERVER;
+        status = EXIT_SERVER;
+    } else {
+        status = transport_error_why(rc, why);
     }
-    return transport_error_why(rc, why);
+    if (outcome_unknown(rc) && so->key_drawn)
+        fprintf(stderr, "keel: its request key is %s: send it again with "
+                        "--key %s to learn its outcome (it runs at most "
+                        "once)\n",
+                hex, hex);
+    return status;
 }
 
 /* Sends msg (joined by join_args before connecting, so that a file that
@@ -1112,6 +1166,23 @@ static int parse_timeout(const char *s, int *out)
     return 0;
 }
 
+/* A TLS file that cannot be read is the caller's mistake, said as such
+ * (a usage error naming the file and where it came from) before any
+ * connection, rather than as OpenSSL's error queue. */
+static int tls_file_readable(const char *path, const char *what,
+                             const char *from)
+{
+    FILE *f;
+
+    if (path == NULL)
+        return 0;
+    if ((f = fopen(path, "rb")) == NULL)
+        return usage_error("cannot read the %s '%s' (%s): %s", what, path,
+                           from, strerror(errno));
+    fclose(f);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -1134,7 +1205,7 @@ int main(int argc, char **argv)
     int timeout_ms = DEFAULT_TIMEOUT_MS;
     keel_client *c = NULL;
     int opt, rc, nargs, info_argc = 0, direct = 0, is_send;
-    int shards_digest = 0;
+    int shards_digest = 0, addr_from_env = 0;
     char **args, **info_argv = NULL, why[512], *shards_node = NULL;
     char *msg = NULL; /* call/cast: the joined message */
     size_t msg_len = 0;
@@ -1145,6 +1216,8 @@ int main(int argc, char **argv)
 
     if (addr == NULL || addr[0] == '\0')
         addr = DEFAULT_ADDR;
+    else
+        addr_from_env = 1;
     memset(&so, 0, sizeof so);
     memset(&tls, 0, sizeof tls);
     tls.ca = getenv("KEEL_TLS_CA");
@@ -1157,6 +1230,7 @@ int main(int argc, char **argv)
         switch (opt) {
         case 'a':
             addr = optarg;
+            addr_from_env = 0;
             break;
         case 'd':
             direct = 1;
@@ -1168,8 +1242,11 @@ int main(int argc, char **argv)
                 return usage_error("bad retry count '%s' (0 to 100)",
                                    optarg);
             so.retries = (int)v;
-            if (!so.keyed && keel_client_new_key(so.key) != 0)
-                return transport_error(KEEL_EIO);
+            if (!so.keyed) {
+                if (keel_client_new_key(so.key) != 0)
+                    return transport_error(KEEL_EIO);
+                so.key_drawn = 1;
+            }
             so.keyed = 1;
             break;
         }
@@ -1178,6 +1255,7 @@ int main(int argc, char **argv)
                 return usage_error("bad request key '%s' (%d hex digits)",
                                    optarg, 2 * KEEL_REQUEST_KEY_LEN);
             so.keyed = 1;
+            so.key_drawn = 0;
             break;
         case 'C':
             tls.ca = optarg;
@@ -1226,6 +1304,13 @@ int main(int argc, char **argv)
         return usage_error("--tls-cert and --tls-key go together");
     if (tls.cert != NULL && tls.ca == NULL)
         return usage_error("--tls-cert needs --tls-ca");
+    if ((rc = tls_file_readable(tls.ca, "CA file",
+                                "--tls-ca or $KEEL_TLS_CA")) != 0 ||
+        (rc = tls_file_readable(tls.cert, "certificate",
+                                "--tls-cert or $KEEL_TLS_CERT")) != 0 ||
+        (rc = tls_file_readable(tls.key, "key",
+                                "--tls-key or $KEEL_TLS_KEY")) != 0)
+        return rc;
     if (tls.ca != NULL)
         cli_tls = &tls;
     if (optind >= argc)
@@ -1253,6 +1338,15 @@ int main(int argc, char **argv)
     args = argv + optind + 1;
     nargs = argc - optind - 1;
 
+    /* `keel help`, `keel COMMAND --help`: what a newcomer types first.
+     * Only the word right after the command, so that a message word
+     * "--help" further on is still sent. */
+    if (strcmp(cmd, "help") == 0 ||
+        (nargs > 0 &&
+         (strcmp(args[0], "--help") == 0 || strcmp(args[0], "-h") == 0))) {
+        usage(stdout);
+        return flush_stdout();
+    }
     if (strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0) {
         if (nargs < 3)
             return usage_error("%s needs TYPE ID ARG...", cmd);
@@ -1320,12 +1414,20 @@ int main(int argc, char **argv)
         if (args[act ? 1 : 0][0] == '\0')
             return usage_error("empty actor type");
     } else {
-        return usage_error("unknown command '%s'", cmd);
+        return usage_error("unknown command '%s' (commands: call, cast, "
+                           "stat, ping, nodes, shards, where, state, "
+                           "follow, reminders, dead-letters, capabilities, "
+                           "digest, node, help)",
+                           cmd);
     }
 
     if (!addr_well_formed(addr)) {
-        fprintf(stderr, "keel: %s: bad address '%s' (expected HOST:PORT)\n",
-                keel_err_name(KEEL_EADDR), addr);
+        /* An address from the environment is named as such: the caller
+         * may have set it long ago, in another shell's profile. */
+        fprintf(stderr, "keel: %s: bad address '%s'%s (expected "
+                        "HOST:PORT, a port from 1 to 65535)\n",
+                keel_err_name(KEEL_EADDR), addr,
+                addr_from_env ? " in $KEEL_ADDR" : "");
         return EXIT_USAGE;
     }
     is_send = strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0;

@@ -8,6 +8,7 @@
  * through one table (keeld_opts) and one function (apply_option), so a
  * value is checked the same way wherever it is written. Under a service
  * manager keeld reports its state ($NOTIFY_SOCKET, common/notify.h). */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -362,6 +363,9 @@ static int conf_errors; /* errors reported so far */
 /* A --cluster or --node-id was given and refused: already reported, so
  * "--zk needs --cluster and --node-id" would only mislead. */
 static int zk_name_refused;
+/* --zk was given and refused: its cluster options are not "without
+ * --zk". */
+static int zk_hosts_refused;
 
 /* Reports a bad configuration: "keeld: [FILE:LINE: ]MESSAGE". */
 static void conf_error(const struct origin *at, const char *fmt, ...)
@@ -416,6 +420,44 @@ static int parse_switch(const char *val)
             return 0;
     }
     return -1;
+}
+
+/* The server zk_hosts_valid refused, for the message. */
+static char bad_zk[300];
+
+/* Whether val is a ZooKeeper server list as its client reads one,
+ * HOST:PORT[,HOST:PORT...]: HOST everything before a server's last ':'
+ * (a host name, an IPv4 address, an IPv6 address without brackets), PORT
+ * 1 to 65535. On failure the first bad server (possibly empty) is copied
+ * into bad. */
+static int zk_hosts_valid(const char *val, char *bad, size_t badlen)
+{
+    const char *p = val, *comma;
+
+    for (;;) {
+        const char *colon;
+        unsigned long port = 0;
+        size_t n, i;
+        int ok;
+
+        comma = strchr(p, ',');
+        n = comma != NULL ? (size_t)(comma - p) : strlen(p);
+        snprintf(bad, badlen, "%.*s", (int)n, p);
+        colon = memrchr(p, ':', n);
+        ok = colon != NULL && colon > p && n - (size_t)(colon - p) - 1 >= 1 &&
+             n - (size_t)(colon - p) - 1 <= 5;
+        for (i = 0; ok && p + i < colon; i++)
+            ok = isalnum((unsigned char)p[i]) || strchr(".-_:%", p[i]);
+        for (i = 1; ok && colon + i < p + n; i++) {
+            ok = colon[i] >= '0' && colon[i] <= '9';
+            port = port * 10 + (unsigned long)(colon[i] - '0');
+        }
+        if (!ok || port == 0 || port > 65535)
+            return 0;
+        if (comma == NULL)
+            return 1;
+        p = comma + 1;
+    }
 }
 
 /* Checks val for option o and sets it in kc. val must outlive kc (argv,
@@ -565,6 +607,18 @@ static int apply_option(struct keeld_conf *kc, const struct keeld_opt *o,
         kc->log_file = val;
         break;
     case O_ZK:
+        /* The ZooKeeper client takes what it cannot use quietly (a
+         * port past 65535 left the node connecting for ever): each
+         * server is refused here, by name. */
+        if (!zk_hosts_valid(val, bad_zk, sizeof bad_zk)) {
+            conf_error(at,
+                       "%s takes HOST:PORT[,HOST:PORT...] (a host name, "
+                       "an IPv4 address or an IPv6 one without brackets, a "
+                       "port from 1 to 65535, no blanks), not '%s' in '%s'",
+                       who, bad_zk, val);
+            zk_hosts_refused = 1;
+            return -1;
+        }
         opts->zk_hosts = val;
         break;
     case O_CLUSTER:
@@ -884,27 +938,50 @@ static int read_config(struct keeld_conf *kc, const char *path)
 
 /* keeld creates its data directory, not the directories above it: a
  * mistyped path is refused (with the part that is missing) rather than
- * made four levels deep. 1 when dir exists or its parent does. */
-static int data_parent_exists(const char *dir, const struct origin *at)
+ * made four levels deep, and so is a path where a file stands in the
+ * way (the directory itself, or one above it), which the store would
+ * only report as "cannot create directory". 1 when dir is a directory,
+ * or its parent is, or an error the store will name stops the look. */
+static int data_dir_usable(const char *dir, const struct origin *at)
 {
+    const char *opt = at->file != NULL ? "data" : "--data";
     struct stat st;
     char *copy;
     const char *parent;
-    int ok;
+    int ok = 1;
 
-    if (stat(dir, &st) == 0 || errno != ENOENT)
-        return 1; /* there, or an error the store will name */
+    if (stat(dir, &st) == 0) {
+        if (S_ISDIR(st.st_mode))
+            return 1;
+        conf_error(at, "%s %s: not a directory (a file of that name is in "
+                       "the way; keeld keeps its store in a directory)",
+                   opt, dir);
+        return 0;
+    }
+    if (errno != ENOENT && errno != ENOTDIR)
+        return 1;
     copy = strdup(dir);
     if (copy == NULL)
         return 1;
     parent = dirname(copy);
-    ok = stat(parent, &st) == 0;
-    if (!ok)
+    if (stat(parent, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            conf_error(at, "%s %s: its parent %s is not a directory", opt,
+                       dir, parent);
+            ok = 0;
+        }
+    } else if (errno == ENOTDIR) {
+        conf_error(at, "%s %s: a file stands in the path of its parent %s",
+                   opt, dir, parent);
+        ok = 0;
+    } else if (errno == ENOENT) {
         conf_error(at,
                    "%s %s: its parent directory %s does not exist "
                    "(keeld creates the data directory, not the ones above "
                    "it)",
-                   at->file != NULL ? "data" : "--data", dir, parent);
+                   opt, dir, parent);
+        ok = 0;
+    }
     free(copy);
     return ok;
 }
@@ -924,7 +1001,7 @@ static void check_combinations(const keel_node_options *opts)
     if (opts->zk_hosts != NULL && !zk_name_refused &&
         (opts->cluster == NULL || opts->node_id == NULL))
         conf_error(NULL, "--zk needs --cluster and --node-id");
-    if (opts->zk_hosts == NULL) {
+    if (opts->zk_hosts == NULL && !zk_hosts_refused) {
         /* The first cluster option given, to name it. */
         const char *given =
             opts->cluster != NULL            ? "--cluster"
@@ -1059,11 +1136,7 @@ static void check_files(const struct keeld_conf *kc)
         if (keel__auth_exposure_check(opts, &insecure, why, sizeof why) != 0)
             conf_error(NULL, "%s", why);
     }
-    if (opts->data_dir != NULL && stat(opts->data_dir, &st) == 0 &&
-        !S_ISDIR(st.st_mode))
-        conf_error(&FROM(kc, O_DATA), "%s %s: not a directory",
-                   FROM(kc, O_DATA).file ? "data" : "--data",
-                   opts->data_dir);
+    /* The data directory itself: data_dir_usable, for a start too. */
     if (opts->activation_log != NULL) {
         char *copy = strdup(opts->activation_log);
         const struct origin *at = &FROM(kc, O_ACTLOG);
@@ -1448,7 +1521,7 @@ int main(int argc, char **argv)
         if (config == NULL)
             usage_hint();
     } else {
-        data_parent_exists(kc.opts.data_dir, &FROM(&kc, O_DATA));
+        data_dir_usable(kc.opts.data_dir, &FROM(&kc, O_DATA));
     }
     check_combinations(&kc.opts);
     if (check)

@@ -271,6 +271,24 @@ START_TEST(usage)
     ck_assert_ptr_nonnull(strstr(err, "run takes options only"));
     free(out);
     free(err);
+    /* A usage error ends with a pointer to --help, not the option list
+     * that would push the error off the screen. */
+    ck_assert_int_eq(chaos(&out, &err, "run", "--bogus", NULL, NULL), 2);
+    ck_assert_msg(strstr(err, "'--bogus'") != NULL &&
+                      strstr(err, "Try 'keel-chaos --help' for every "
+                                  "option.\n") != NULL &&
+                      strstr(err, "--faults LIST") == NULL,
+                  "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "check", dir, dir, NULL), 2);
+    ck_assert_msg(strncmp(err, "keel-chaos: check takes one directory\n"
+                               "usage: keel-chaos run ",
+                          60) == 0 &&
+                      strstr(err, "--faults LIST") == NULL,
+                  "%s", err);
+    free(out);
+    free(err);
     /* Refused before anything starts or is written. */
     ck_assert_int_eq(chaos(&out, &err, "run", "--replicas", "6", NULL), 2);
     ck_assert_ptr_nonnull(strstr(err, "--replicas"));

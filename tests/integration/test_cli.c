@@ -195,6 +195,207 @@ START_TEST(errors_through_cli)
 }
 END_TEST
 
+/* What a newcomer types to learn a command prints the help, exit 0,
+ * without asking any node (nobody listens on port 1): `keel help` and
+ * COMMAND --help or -h right after the command. Further on, --help is a
+ * word of the message; an unknown command lists the known ones. */
+START_TEST(help_words)
+{
+    static const char *const asks[][3] = {
+        {"help", NULL, NULL},          {"help", "shards", NULL},
+        {"call", "--help", NULL},      {"cast", "-h", NULL},
+        {"shards", "--help", NULL},    {"where", "--help", "x"},
+        {"node", "--help", NULL},      {"dead-letters", "-h", NULL},
+        {"stat", "--help", NULL},
+    };
+    char *out = NULL, *err = NULL;
+    size_t i;
+
+    for (i = 0; i < sizeof asks / sizeof asks[0]; i++) {
+        int rc = tu_keel("127.0.0.1:1", &out, &err, asks[i][0], asks[i][1],
+                         asks[i][2], NULL);
+        ck_assert_msg(rc == 0, "keel %s %s: exit %d: %s", asks[i][0],
+                      asks[i][1] != NULL ? asks[i][1] : "", rc, err);
+        ck_assert_msg(strncmp(out, "usage: keel ", 12) == 0 &&
+                          strstr(out, "node drain ID") != NULL,
+                      "keel %s: %s", asks[i][0], out);
+        ck_assert_str_eq(err, "");
+        free(out);
+        free(err);
+    }
+    /* Not right after the command: the message's word, sent. */
+    ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "call", "kv", "k",
+                             "put", "note", "--help", NULL),
+                     3);
+    ck_assert_ptr_nonnull(strstr(err, "ENOTSENT"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "stats", NULL), 2);
+    ck_assert_msg(strstr(err, "unknown command 'stats' (commands: call, "
+                              "cast, stat, ") != NULL,
+                  "%s", err);
+    free(out);
+    free(err);
+}
+END_TEST
+
+/* A TLS file keel cannot read is a usage error that names it and where
+ * it came from, before any connection (nobody listens on port 1), not
+ * OpenSSL's error queue and a transport failure. */
+START_TEST(tls_files_unreadable)
+{
+    char *out = NULL, *err = NULL;
+
+    ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "--tls-ca",
+                             "/nonexistent-keel/ca.pem", "ping", NULL),
+                     2);
+    ck_assert_msg(strstr(err, "keel: EINVAL: cannot read the CA file "
+                              "'/nonexistent-keel/ca.pem' (--tls-ca or "
+                              "$KEEL_TLS_CA): No such file or directory\n") ==
+                      err,
+                  "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "--tls-ca",
+                             "/dev/null", "--tls-cert", "/nonexistent-keel/c",
+                             "--tls-key", "/dev/null", "ping", NULL),
+                     2);
+    ck_assert_msg(strstr(err, "cannot read the certificate "
+                              "'/nonexistent-keel/c' (--tls-cert or "
+                              "$KEEL_TLS_CERT)") != NULL,
+                  "%s", err);
+    free(out);
+    free(err);
+}
+END_TEST
+
+/* A "node" that answers one connection's hello (version 1's 8 bytes,
+ * docs/protocol.md "Hello") and then nothing, and refuses every later
+ * connection: its listener is closed once that one is accepted. */
+static pid_t silent_node_once(char *addr, size_t cap)
+{
+    static const char hello[8] = {0x4b, 0x45, 0x45, 0x4c,
+                                  0x01, 0x00, 0x0d, 0x0a};
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t salen = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    pid_t pid;
+
+    ck_assert_int_ge(fd, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(fd, 8), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &salen), 0);
+    snprintf(addr, cap, "127.0.0.1:%d", ntohs(sa.sin_port));
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char buf[512];
+        int c;
+        alarm(10); /* bounded, whatever the client does */
+        c = accept(fd, NULL, NULL);
+        close(fd);
+        if (c < 0 || write(c, hello, sizeof hello) != sizeof hello)
+            _exit(1);
+        while (read(c, buf, sizeof buf) > 0)
+            ;
+        _exit(0);
+    }
+    close(fd);
+    return pid;
+}
+
+/* The 32 hex digits after "--key " in s, or "" when there are none. */
+static void key_after(const char *s, char out[33])
+{
+    const char *p = strstr(s, "--key ");
+
+    out[0] = '\0';
+    if (p != NULL && strspn(p + 6, "0123456789abcdef") >= 32)
+        snprintf(out, 33, "%s", p + 6);
+}
+
+/* keel --retry: a try that may have run decides what keel says, though
+ * a later one did not run (it is not "safe to retry" without the key),
+ * and an unknown outcome names keel's own request key, for --key. */
+START_TEST(retry_outcome_kept)
+{
+    char addr[32], want[200], key[33], *out = NULL, *err = NULL;
+    pid_t pid;
+    int st = 0;
+
+    /* Try 1 is sent and times out; try 2 finds the port closed. */
+    pid = silent_node_once(addr, sizeof addr);
+    ck_assert_int_eq(tu_keel(addr, &out, &err, "-t", "300", "--retry", "1",
+                             "call", "counter", "x", "incr", NULL),
+                     3);
+    snprintf(want, sizeof want, "keel: ETIMEDOUT: the request to %s may "
+             "have run: a try before the last ended ETIMEDOUT, the last did "
+             "not run (ENOTSENT: connection refused); send it again with "
+             "--key ", addr);
+    ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "%s", err);
+    ck_assert_ptr_null(strstr(err, "safe to retry"));
+    key_after(err, key);
+    ck_assert_msg(strlen(key) == 32, "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+
+    /* One try, no reply: the usual line, then the key. */
+    pid = silent_node_once(addr, sizeof addr);
+    ck_assert_int_eq(tu_keel(addr, &out, &err, "-t", "300", "--retry", "0",
+                             "cast", "counter", "x", "incr", NULL),
+                     3);
+    ck_assert_msg(strstr(err, "keel: ETIMEDOUT: no reply from ") == err &&
+                      strstr(err, "\nkeel: its request key is ") != NULL,
+                  "%s", err);
+    key_after(err, key);
+    ck_assert_msg(strlen(key) == 32, "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+
+    /* A key of the caller's own is not printed back. */
+    pid = silent_node_once(addr, sizeof addr);
+    ck_assert_int_eq(tu_keel(addr, &out, &err, "-t", "300", "--key",
+                             "00112233445566778899aabbccddeeff", "call",
+                             "counter", "x", "incr", NULL),
+                     3);
+    ck_assert_msg(strstr(err, "request key") == NULL, "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+}
+END_TEST
+
+/* A malformed address is a usage error; one from $KEEL_ADDR says so,
+ * and -a overrides it. */
+START_TEST(bad_address_named)
+{
+    char *bin = tu_bin("keel"), *out = NULL, *err = NULL;
+    const char *ping[] = {bin, "ping", NULL};
+    const char *over[] = {bin, "-a", "127.0.0.1:1", "ping", NULL};
+
+    ck_assert_int_eq(tu_keel("127.0.0.1:99999", &out, &err, "ping", NULL), 2);
+    ck_assert_str_eq(err, "keel: EADDR: bad address '127.0.0.1:99999' "
+                          "(expected HOST:PORT, a port from 1 to 65535)\n");
+    free(out);
+    free(err);
+    setenv("KEEL_ADDR", "bogus", 1);
+    ck_assert_int_eq(tu_run(ping, &out, &err), 2);
+    ck_assert_str_eq(err, "keel: EADDR: bad address 'bogus' in $KEEL_ADDR "
+                          "(expected HOST:PORT, a port from 1 to 65535)\n");
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_run(over, &out, &err), 3);
+    ck_assert_ptr_nonnull(strstr(err, "ENOTSENT"));
+    free(out);
+    free(err);
+    unsetenv("KEEL_ADDR");
+    free(bin);
+}
+END_TEST
+
 START_TEST(stat_counts)
 {
     char *out = NULL;
@@ -455,6 +656,13 @@ START_TEST(keeld_addresses_and_names_checked)
         {"--data", "/nonexistent-keel/a/b", "its parent directory "
                                             "/nonexistent-keel/a does not "
                                             "exist"},
+        /* The ZooKeeper client would take these and never connect (a
+         * port past 65535) or fail later, naming no server. */
+        {"--zk", "127.0.0.1:99999", "--zk takes HOST:PORT[,HOST:PORT...]"},
+        {"--zk", "zkhost", "not 'zkhost' in 'zkhost'"},
+        {"--zk", "127.0.0.1:2181,", "not '' in '127.0.0.1:2181,'"},
+        {"--zk", "a:2181, b:2181", "not ' b:2181' in"},
+        {"--zk", "[::1]:2181", "an IPv6 one without brackets"},
     };
     char *bin = tu_bin("keeld"), *out = NULL, *err = NULL;
     size_t i;
@@ -467,9 +675,129 @@ START_TEST(keeld_addresses_and_names_checked)
                       rc, err);
         ck_assert_msg(strstr(err, bad[i][2]) != NULL && strstr(err, bad[i][1]),
                       "%s '%s': %s", bad[i][0], bad[i][1], err);
+        /* One error: a refused --zk is not also "a cluster option
+         * without --zk". */
+        ck_assert_msg(strstr(err, "it needs --zk") == NULL, "%s", err);
         free(out);
         free(err);
     }
+    {
+        /* What the client reads as a server list passes, IPv6 without
+         * brackets too; a host that does not resolve is named at start. */
+        const char *ok[] = {bin, "--check-config", "--data", data, "--zk",
+                            "::1:2181,zk-1.example:2182", "--cluster", "c",
+                            "--node-id", "n1", "--insecure", NULL};
+        const char *nores[] = {bin, "--data", data, "--listen",
+                               "127.0.0.1:0", "--zk", "nosuch.invalid:2181",
+                               "--cluster", "c", "--node-id", "n1",
+                               "--insecure", NULL};
+        int rc = tu_run_for(ok, 5, &out, &err);
+        ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+        free(out);
+        free(err);
+        rc = tu_run_for(nores, 10, &out, &err);
+        ck_assert_msg(rc == 1 && strstr(err, "cannot use the ZooKeeper "
+                                             "servers nosuch.invalid:2181") !=
+                                     NULL,
+                      "exit %d: %s", rc, err);
+        free(out);
+        free(err);
+    }
+    free(bin);
+}
+END_TEST
+
+/* A port already taken: keeld exits 1 and says which of its listeners
+ * could not have it (8080, make's default HTTP port, is often taken). */
+START_TEST(keeld_port_taken)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t salen = sizeof sa;
+    char *bin = tu_bin("keeld"), *out = NULL, *err = NULL, addr[32],
+         want[128];
+    int fd = socket(AF_INET, SOCK_STREAM, 0), rc;
+
+    ck_assert_int_ge(fd, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(fd, 1), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &salen), 0);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(sa.sin_port));
+    {
+        const char *argv[] = {bin, "--data", data, "--listen", "127.0.0.1:0",
+                              "--http", addr, NULL};
+        rc = tu_run_for(argv, 10, &out, &err);
+    }
+    snprintf(want, sizeof want, "cannot listen for HTTP on %s: Address "
+             "already in use", addr);
+    ck_assert_msg(rc == 1 && strstr(err, want) != NULL, "exit %d: %s", rc,
+                  err);
+    free(out);
+    free(err);
+    {
+        const char *argv[] = {bin, "--data", data, "--listen", addr, NULL};
+        rc = tu_run_for(argv, 10, &out, &err);
+    }
+    snprintf(want, sizeof want, "cannot listen on %s: Address already in "
+             "use", addr);
+    ck_assert_msg(rc == 1 && strstr(err, want) != NULL, "exit %d: %s", rc,
+                  err);
+    free(out);
+    free(err);
+    close(fd);
+    free(bin);
+}
+END_TEST
+
+/* A file where the data directory, or one above it, should be: a usage
+ * error naming the path and the file, before anything starts (the store
+ * would say only "cannot create directory: Not a directory"), once under
+ * --check-config too. The file is left as it was. */
+START_TEST(data_dir_in_the_way)
+{
+    char *bin = tu_bin("keeld"), *out = NULL, *err = NULL, *file, *text;
+    char paths[3][512], want[3][600];
+    FILE *f;
+    int i;
+
+    if (asprintf(&file, "%s/plain", dir) < 0)
+        abort();
+    f = fopen(file, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("a file\n", f);
+    fclose(f);
+    snprintf(paths[0], sizeof paths[0], "%s", file);
+    snprintf(want[0], sizeof want[0], "keeld: --data %s: not a directory "
+             "(a file of that name is in the way", file);
+    snprintf(paths[1], sizeof paths[1], "%s/sub", file);
+    snprintf(want[1], sizeof want[1], "keeld: --data %s/sub: its parent %s "
+             "is not a directory\n", file, file);
+    snprintf(paths[2], sizeof paths[2], "%s/a/b", file);
+    snprintf(want[2], sizeof want[2], "keeld: --data %s/a/b: a file stands "
+             "in the path of its parent %s/a\n", file, file);
+    for (i = 0; i < 3; i++) {
+        const char *argv[] = {bin, "--data", paths[i], "--listen",
+                              "127.0.0.1:0", NULL};
+        const char *check[] = {bin, "--check-config", "--data", paths[i],
+                               NULL};
+        int rc = tu_run_for(argv, 5, &out, &err);
+        ck_assert_msg(rc == 2 && strncmp(err, want[i], strlen(want[i])) == 0,
+                      "--data %s: exit %d: %s", paths[i], rc, err);
+        free(out);
+        free(err);
+        rc = tu_run_for(check, 5, &out, &err);
+        ck_assert_msg(rc == 2 && strstr(err, want[i]) != NULL &&
+                          strstr(err, "configuration has 1 error\n") != NULL,
+                      "--check-config --data %s: exit %d: %s", paths[i], rc,
+                      err);
+        free(out);
+        free(err);
+    }
+    text = tu_read_file(file);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_str_eq(text, "a file\n");
+    free(text);
+    free(file);
     free(bin);
 }
 END_TEST
@@ -644,6 +972,10 @@ static Suite *suite(void)
     tcase_add_test(tc, counter_through_cli);
     tcase_add_test(tc, kv_and_register_through_cli);
     tcase_add_test(tc, errors_through_cli);
+    tcase_add_test(tc, help_words);
+    tcase_add_test(tc, tls_files_unreadable);
+    tcase_add_test(tc, retry_outcome_kept);
+    tcase_add_test(tc, bad_address_named);
     tcase_add_test(tc, stat_counts);
     tcase_add_test(tc, plugin_types);
     tcase_add_test(tc, keeld_usage);
@@ -652,6 +984,8 @@ static Suite *suite(void)
     tcase_add_test(tc, admin_needs_a_joined_cluster_node);
     tcase_add_test(tc, keeld_advertise_checked);
     tcase_add_test(tc, keeld_addresses_and_names_checked);
+    tcase_add_test(tc, data_dir_in_the_way);
+    tcase_add_test(tc, keeld_port_taken);
     tcase_add_test(tc, shard_count_kept_by_the_directory);
     tcase_add_test(tc, unreachable_zookeeper_is_said);
     tcase_add_test(tc, message_arguments_from_files_and_stdin);
