@@ -92,6 +92,10 @@
  * to the backup (to learn whether it takes checks); then it sends the
  * records. */
 #define CU_HELLO_WAIT_S 1.0
+/* A scan that has spent this long on the loop thread starting catch-ups
+ * (each reads a first part, or a whole unit for its digest) lets the loop
+ * serve what waits and goes on at the next tick. */
+#define CU_SCAN_BUDGET_S 0.01
 
 static keel_cluster *cl(keel_repl *r)
 {
@@ -812,6 +816,7 @@ static void cu_scan(keel_repl *r)
     double wait;
     uint32_t ci, s;
     int self, check;
+    double began = ev_time();
 
     r->rescan = 0;
     if (m == NULL || keel_cluster_replicas(cl(r)) < 2 ||
@@ -875,6 +880,14 @@ static void cu_scan(keel_repl *r)
                     continue;
                 }
                 cu_begin(r, u, mu->shard_epoch, &refs[i], stores[i], check);
+                if (ev_time() - began >= CU_SCAN_BUDGET_S) {
+                    /* Reads of whole units (a check's digest) or first
+                     * parts add up: the loop serves what waits, and the
+                     * next tick goes on. */
+                    r->rescan = 1;
+                    repl_arm(r, 0);
+                    return;
+                }
             }
         }
     }
