@@ -161,9 +161,14 @@ void repl_bjob_finish(keel_repl *r, bjob *j, int status)
             seq = bu->durable;
         if (st != 0)
             STAT_ADD(n, repl_refused, 1);
-        else if (differs || (x->differed && bu != NULL &&
-                             bu->differed == x->seq))
-            st = KEEL_EDIFFERS; /* taken; the primary sends the records */
+        else if (differs ||
+                 (x->resent && bu != NULL && bu->epoch == x->epoch &&
+                  bu->stream == x->stream && bu->differed == x->seq))
+            /* Taken; the primary sends the records. A resend is looked
+             * up now, not when it was taken: the first copy may have been
+             * committing then, and frames are answered in order, so its
+             * outcome is known by now. */
+            st = KEEL_EDIFFERS;
         if (body != NULL)
             len += keel_repl_ack_encode(body + len, x->cap, x->clen, x->shard,
                                         st, seq);
@@ -349,7 +354,7 @@ static int piece_admit(keel_repl *r, struct bj_unit *x, const char *from,
          * content). Replaces whatever this node held of it; one older
          * than the pieces taken already is a resend, done with. */
         if (x->seq < bu->accepted) {
-            x->differed = x->seq == bu->differed;
+            x->resent = 1;
             return 0;
         }
         x->grouped = 1;

@@ -234,7 +234,10 @@ struct bj_unit {
     int status;  /* refused before the writer, or 0 */
     int confirm; /* an empty piece of seq 0: a confirm round */
     int grouped; /* a group of the batch (else a duplicate or refused) */
-    int differed; /* a resend of the check piece bu->differed */
+    /* A snapshot piece older than the pieces taken: a resend, answered
+     * EDIFFERS when, by its answer, bu->differed names it (a check whose
+     * first copy found another digest). */
+    int resent;
     size_t gidx;
     uint64_t epoch, stream, seq;
     /* What bu was before this unit was taken: restored when the frame

@@ -22,6 +22,7 @@
 #include "coordinator/shardmap.h"
 #include "keel.h"
 #include "proc.h"
+#include "rawconn.h"
 #include "replfix.h"
 #include "runtime/client.h"
 #include "runtime/proto.h"
@@ -354,6 +355,125 @@ START_TEST(a_returning_copy_is_checked_not_sent)
 }
 END_TEST
 
+/* Frame `id` of a REPL body from `from` at `stream`: one piece of unit
+ * (cap, shard) at epoch and seq, a check of `digest` (check) or empty.
+ * Into f (room for 512 bytes); returns the frame's length. */
+static size_t repl_piece(uint8_t *f, uint64_t id, const char *from,
+                         uint64_t stream, const char *cap, uint32_t shard,
+                         uint64_t epoch, uint64_t seq, int check,
+                         uint64_t digest)
+{
+    uint8_t *p = f + KEEL_FRAME_HEADER;
+    size_t n;
+
+    n = keel_repl_head_encode(p, from, strlen(from), stream, 1);
+    n += keel_repl_unit_encode(p + n, cap, strlen(cap), shard, epoch, seq,
+                               check ? 1 : 0);
+    if (check)
+        n += keel_repl_op_encode(p + n, KEEL_REPL_CHECK_UNIT, NULL, 0,
+                                 digest, NULL, 0);
+    keel_frame_header(f, KEEL_FRAME_REPL, id, n);
+    return KEEL_FRAME_HEADER + n;
+}
+
+/* The one ack of a REPL answer read from fd: its status and seq. */
+static void read_ack(int fd, int *status, uint64_t *seq)
+{
+    tu_rframe f;
+    const uint8_t *p;
+    size_t len;
+    uint16_t n = 0;
+    keel_repl_ack a;
+
+    CHECK(tu_read_frame(fd, &f, 10000) == 1, "no answer to a REPL frame");
+    CHECK(f.kind == KEEL_FRAME_REPLY, "a REPL frame answered kind %d (%s)",
+          f.kind, keel_err_name(f.code));
+    p = f.body;
+    len = f.len;
+    CHECK(keel_repl_acks_parse(&p, &len, &n) == 0 && n == 1 &&
+              keel_repl_ack_next(&p, &len, &a) == 0,
+          "a REPL answer of %zu bytes is not one ack", f.len);
+    *status = a.status;
+    *seq = a.seq;
+}
+
+/* A check piece sent again while the backup has taken the piece after it
+ * but has not answered the first copy yet (its commit under way: a
+ * primary whose connection broke sends again everything unanswered) is
+ * answered as the first copy is, EDIFFERS: an answer of 0 would tell the
+ * primary that the backup holds its copy, when the first copy deleted
+ * it. Driven over a raw connection that speaks as the unit's primary:
+ * the check, the empty piece after it, and the check again, in one
+ * write, so that all three are taken before the first is answered. */
+START_TEST(a_resent_check_is_answered_as_the_first)
+{
+    uint8_t buf[3 * 512];
+    keel_shard_map m;
+    const keel_map_unit *mu;
+    char from[KEEL_NAME_MAX + 1], cap[KEEL_NAME_MAX + 1];
+    uint32_t shard = keel_shard_of("kv", "resent", 6, SHARDS);
+    uint64_t epoch, stream = UINT64_MAX - 1, seq[3];
+    int st[3], b = -1, fd, i;
+    size_t len = 0;
+
+    tu_cluster_start_together(&fx, 3, 3,
+                              (const char *const[]){"--repl-lag-ms", "1000",
+                                                    NULL},
+                              NULL);
+    big_put(0, "resent", 1, 1000);
+    big_agree("resent", "after the put");
+    CHECK(tu_map_read(&fx, &m) == 0, "cannot read the map");
+    mu = keel_map_unit_at(&m, 0, shard);
+    CHECK(mu->nreplicas == 3 && mu->insync == 7, "unit %u: %u replicas, "
+          "in sync %#x", shard, mu->nreplicas, mu->insync);
+    snprintf(from, sizeof from, "%s", m.nodes[mu->replicas[0]]);
+    snprintf(cap, sizeof cap, "%s", m.caps[0]);
+    epoch = mu->shard_epoch;
+    for (i = 0; i < 3; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "n%d", i);
+        if (strcmp(name, m.nodes[mu->replicas[1]]) == 0)
+            b = i;
+    }
+    keel_map_free(&m);
+    CHECK(b >= 0, "the unit's first backup is none of n0..n2");
+
+    fd = tu_raw_connect(fx.nodes[b].port);
+    CHECK(fd >= 0, "cannot connect to n%d", b);
+    {
+        uint8_t f[KEEL_FRAME_HEADER + 5 + KEEL_NAME_MAX];
+        size_t fl = strlen(from);
+        tu_rframe r;
+        keel_frame_header(f, KEEL_FRAME_INFO, 1, 5 + fl);
+        memcpy(f + KEEL_FRAME_HEADER, "peer", 5);
+        memcpy(f + KEEL_FRAME_HEADER + 5, from, fl);
+        CHECK(tu_send_all(fd, f, KEEL_FRAME_HEADER + 5 + fl) == 0 &&
+                  tu_read_frame(fd, &r, 10000) == 1,
+              "n%d did not answer INFO peer", b);
+    }
+    /* A newer stream than the primary's: taken from a snapshot piece on,
+     * here the check (whose digest is no copy's). */
+    len += repl_piece(buf + len, 2, from, stream, cap, shard, epoch, 5, 1,
+                      0x5eed);
+    len += repl_piece(buf + len, 3, from, stream, cap, shard, epoch, 6, 0, 0);
+    len += repl_piece(buf + len, 4, from, stream, cap, shard, epoch, 5, 1,
+                      0x5eed);
+    CHECK(tu_send_all(fd, buf, len) == 0, "cannot send to n%d", b);
+    for (i = 0; i < 3; i++)
+        read_ack(fd, &st[i], &seq[i]);
+    close(fd);
+    CHECK(st[0] == KEEL_EDIFFERS && seq[0] == 5,
+          "the check was answered %s seq %llu", keel_err_name(st[0]),
+          (unsigned long long)seq[0]);
+    CHECK(st[1] == 0 && seq[1] == 6, "the piece after it was answered %s "
+          "seq %llu", keel_err_name(st[1]), (unsigned long long)seq[1]);
+    CHECK(st[2] == KEEL_EDIFFERS,
+          "the check sent again was answered %s seq %llu: as if n%d held "
+          "the primary's copy, which the first check deleted",
+          keel_err_name(st[2]), (unsigned long long)seq[2], b);
+}
+END_TEST
+
 /* A node that joins a cluster with replicas after its units were first
  * placed is appended to their replica lists out of sync and catches up:
  * then every unit has its replicas in sync, equal. */
@@ -394,6 +514,12 @@ int main(void)
     tcase_add_test(tc, a_later_node_catches_up);
     tcase_add_test(tc, a_rate_limited_catch_up_completes);
     tcase_add_test(tc, a_returning_copy_is_checked_not_sent);
+    suite_add_tcase(s, tc);
+    /* Its own case, so that CK_RUN_CASE runs it alone. */
+    tc = tcase_create("resent_check");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, a_resent_check_is_answered_as_the_first);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
