@@ -241,6 +241,11 @@ out:
         keel_cluster_forgotten_done(c, rt->wipe_status);
 }
 
+int rt_wiping(const keel_cluster_rt *rt)
+{
+    return rt->wipes_left > 0;
+}
+
 void rt_wipe_done(keel_cluster_rt *rt, const rt_job *j, int status)
 {
     /* Refused by a newer fence: the unit was replaced here since (a

@@ -256,6 +256,9 @@ static inline uint64_t rt_get_be(const uint8_t *p, int bytes)
 
 /* A wipe of the forgotten hook's purge settled. */
 void rt_wipe_done(keel_cluster_rt *rt, const rt_job *j, int status);
+/* Whether wipes of that purge are queued and not settled yet: a copy
+ * this node holds may lose its older records in one of them. */
+int rt_wiping(const keel_cluster_rt *rt);
 
 /* ------------------------------------------------------------ route.c */
 

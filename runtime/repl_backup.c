@@ -141,10 +141,19 @@ void repl_bjob_finish(keel_repl *r, bjob *j, int status)
             int gst = 0;
             keel_batch_group(j->bb->b, j->gbase + x->gidx, &gst);
             st = status != 0 ? status : gst;
-            if (st == 0 && keel_batch_group_differs(j->bb->b,
-                                                    j->gbase + x->gidx))
+            if (st == 0 && (x->forced ||
+                            keel_batch_group_differs(j->bb->b,
+                                                     j->gbase + x->gidx)))
                 differs = 1;
             if (bu->epoch == x->epoch && bu->stream == x->stream) {
+                if (st == 0 && !x->snap && x->seq > bu->accepted) {
+                    /* A piece before it was not written (its group was
+                     * refused in the transaction both were in): it must
+                     * not be counted over that one; it is taken again,
+                     * in order, when the primary sends both again. */
+                    st = KEEL_EPROTO;
+                    differs = 0;
+                }
                 if (st == 0 && differs)
                     bu->differed = x->seq;
                 if (st == 0 && x->seq > bu->durable)
@@ -272,7 +281,7 @@ static int piece_is_check(const keel_repl_unit *ru)
 }
 
 static int unit_build(keel_batch *b, const keel_repl_unit *ru, void *tag,
-                      const char *cap)
+                      const char *cap, int forced)
 {
     const uint8_t *p = ru->ops;
     size_t rest = ru->ops_len;
@@ -289,7 +298,8 @@ static int unit_build(keel_batch *b, const keel_repl_unit *ru, void *tag,
         else if (op.kind == KEEL_REPL_DEL_UNIT)
             rc = keel_batch_del_unit(b, 0);
         else if (op.kind == KEEL_REPL_CHECK_UNIT)
-            rc = keel_batch_check_unit(b, op.version);
+            rc = forced ? keel_batch_del_unit(b, 0)
+                        : keel_batch_check_unit(b, op.version);
         else if (op.kind == KEEL_REPL_DEL)
             rc = keel_batch_del(b, op.key, op.klen);
         else
@@ -464,11 +474,15 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
             x->status = confirm_admit(r, x, from);
         else
             x->status = piece_admit(r, x, from, h.stream,
-                                    piece_is_snapshot(&ru));
+                                    (x->snap = piece_is_snapshot(&ru)));
         if (x->status == 0 && x->grouped) {
             checks += piece_is_check(&ru);
+            /* The rejoin purge deletes records older than the unit's
+             * epoch; a copy found the same keeps such records, the
+             * records sent after a deletion carry the epoch. */
+            x->forced = piece_is_check(&ru) && rt_wiping(r->rt);
             x->gidx = keel_batch_group_count(b);
-            rc = unit_build(b, &ru, x->bu, x->cap);
+            rc = unit_build(b, &ru, x->bu, x->cap, x->forced);
             if (rc != 0)
                 break;
         }

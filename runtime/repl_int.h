@@ -238,6 +238,11 @@ struct bj_unit {
      * EDIFFERS when, by its answer, bu->differed names it (a check whose
      * first copy found another digest). */
     int resent;
+    int snap; /* a snapshot piece (or a check): taken whatever came before */
+    /* A check taken while this node's rejoin purge runs: applied as the
+     * unit's deletion and answered as differing, without a digest (the
+     * purge could delete the older records of a copy found the same). */
+    int forced;
     size_t gidx;
     uint64_t epoch, stream, seq;
     /* What bu was before this unit was taken: restored when the frame
