@@ -4023,7 +4023,8 @@ int main(int argc, char **argv)
 #endif
         cfg.outbox_plugin = obplug;
     }
-    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    opterr = 0; /* reported below, once, by name */
+    while ((opt = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'd':
             if (strcmp(optarg, "fsync") == 0)
@@ -4158,8 +4159,13 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
+        case ':':
+            return usage_error("option '%s' needs a value",
+                               argv[optind - 1]);
         default:
-            return usage_error("unknown option");
+            if (optopt != 0 && optopt != '?')
+                return usage_error("unknown option '-%c'", optopt);
+            return usage_error("unknown option '%s'", argv[optind - 1]);
         }
     }
     for (; optind < argc; optind++) {

@@ -709,6 +709,32 @@ END_TEST
 
 /* A port already taken: keeld exits 1 and says which of its listeners
  * could not have it (8080, make's default HTTP port, is often taken). */
+/* keel-bench names a bad option once, in its own words: an unknown one,
+ * and one without its value. */
+START_TEST(bench_bad_options)
+{
+    static const char *const asks[][2] = {
+        {"--bogus", "keel-bench: unknown option '--bogus'\n"},
+        {"-x", "keel-bench: unknown option '-x'\n"},
+        {"--runs", "keel-bench: option '--runs' needs a value\n"},
+    };
+    char *bin = tu_bin("keel-bench"), *out = NULL, *err = NULL;
+    size_t i;
+
+    for (i = 0; i < sizeof asks / sizeof asks[0]; i++) {
+        const char *argv[] = {bin, asks[i][0], NULL};
+        int rc = tu_run_for(argv, 10, &out, &err);
+        ck_assert_msg(rc == 2, "%s: exit %d", asks[i][0], rc);
+        ck_assert_msg(strncmp(err, asks[i][1], strlen(asks[i][1])) == 0 &&
+                          strstr(err, "unrecognized") == NULL,
+                      "%s: %s", asks[i][0], err);
+        free(out);
+        free(err);
+    }
+    free(bin);
+}
+END_TEST
+
 START_TEST(keeld_port_taken)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET};
@@ -986,6 +1012,7 @@ static Suite *suite(void)
     tcase_add_test(tc, keeld_addresses_and_names_checked);
     tcase_add_test(tc, data_dir_in_the_way);
     tcase_add_test(tc, keeld_port_taken);
+    tcase_add_test(tc, bench_bad_options);
     tcase_add_test(tc, shard_count_kept_by_the_directory);
     tcase_add_test(tc, unreachable_zookeeper_is_said);
     tcase_add_test(tc, message_arguments_from_files_and_stdin);
