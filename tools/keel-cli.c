@@ -963,7 +963,7 @@ static void dead_collect(const keel_dead_entry *e, void *data)
  * then "dead-letters HELD".
  * dead-letters retry|drop TYPE ID [N]: acts on dead letter N, or on each
  * one the actor holds; prints "retried N" / "dropped N" for each, or the
- * error, and goes on with the next. */
+ * error, and goes on with the next; "dead-letters 0" when it holds none. */
 static int cmd_dead_letters(keel_client *c, int nargs, char **args)
 {
     struct dead_numbers d = {0};
@@ -1005,6 +1005,8 @@ static int cmd_dead_letters(keel_client *c, int nargs, char **args)
             free(d.v);
             return rc;
         }
+        if (d.n == 0)
+            printf("dead-letters 0\n"); /* nothing to act on: said so */
     }
     for (i = 0; i < d.n; i++) {
         char *reply = NULL;

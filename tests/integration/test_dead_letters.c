@@ -177,6 +177,10 @@ START_TEST(outbox_message_refused_then_retried)
     out = wait_dead("a", 0);
     ck_assert_str_eq(out, "dead-letters 0\n");
     free(out);
+    /* Acting on every one when none is held says so. */
+    ck_assert_int_eq(KEEL(&out, "dead-letters", "drop", "svc", "a"), 0);
+    ck_assert_str_eq(out, "dead-letters 0\n");
+    free(out);
     for (int i = 0; i < 100; i++) {
         out = get("b");
         if (strcmp(out, "done 1 last 1\n") == 0)
