@@ -266,6 +266,7 @@ static void on_map(keel_cluster *c, uint64_t map_epoch, void *data)
     keel_debug("cluster: map %llu applied", (unsigned long long)map_epoch);
     rt->sweep = 1;
     keel__repl_map_applied(rt->n); /* backups it shows out of sync */
+    rt_sweep_copies(rt);
 }
 
 /* The node cannot take part in the cluster, for good: a node that serves
@@ -513,6 +514,7 @@ static void rt_free(keel_cluster_rt *rt)
         rt_job_free(j);
     }
     rt_receipts_free(rt);
+    rt_sweep_free(rt);
     for (i = 0; i < rt->ncaps; i++)
         free(rt->caps[i]);
     free(rt->caps);

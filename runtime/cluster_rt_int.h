@@ -172,6 +172,14 @@ struct keel_cluster_rt {
     uint64_t wipe_gen;
     size_t wipes_left;
     int wipe_status;
+    /* unit_sweep.c: which units the last map applied listed this node
+     * for (a bit per capability-major unit, the capabilities by name). */
+    uint8_t *sw_listed;
+    char **sw_caps;
+    size_t sw_ncaps;
+    uint32_t sw_shards;
+    int sw_have;
+    rt_rcvd *sw_drops; /* deletions queued, not settled (epoch unused) */
 
     /* The module's own commits. */
     keel_writer *writer;
@@ -259,6 +267,21 @@ void rt_wipe_done(keel_cluster_rt *rt, const rt_job *j, int status);
 /* Whether wipes of that purge are queued and not settled yet: a copy
  * this node holds may lose its older records in one of them. */
 int rt_wiping(const keel_cluster_rt *rt);
+
+/* ------------------------------------------------------- unit_sweep.c */
+
+/* A map was applied: deletes the copies of the units it no longer lists
+ * this node for (keel__repl_drop_copy). */
+void rt_sweep_copies(keel_cluster_rt *rt);
+/* Whether a deletion of this node's copy of (cap, shard) is queued and
+ * not settled: a stream or keep frame of the unit is refused meanwhile
+ * (ENOTTARGET: the sender tries again soon), so that the deletion cannot
+ * remove what it brings. */
+int rt_sweep_pending(const keel_cluster_rt *rt, const char *cap,
+                     uint32_t shard);
+/* The deletion of (cap, shard) settled (repl_backup.c). */
+void rt_sweep_settled(keel_cluster_rt *rt, const char *cap, uint32_t shard);
+void rt_sweep_free(keel_cluster_rt *rt);
 
 /* ------------------------------------------------------------ route.c */
 

@@ -135,5 +135,14 @@ void keel__repl_map_applied(keel_node *n);
  * taken and is answered once the frame's writes are durable, or a KEEL_E*
  * code for the whole frame (nothing taken, nothing applied). */
 int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req);
+/* Deletes this node's copy of unit (cap, shard), which the applied map no
+ * longer lists it for (runtime/unit_sweep.c), through the writer that
+ * applies REPL frames: after every piece of it taken before, and before
+ * any taken after, so that a catch-up that lists it again finds it gone.
+ * What it took of the unit is forgotten: a piece of it is taken again
+ * only at the start of a stream or as a snapshot. 0 (queued), or a
+ * KEEL_E* code (nothing queued). */
+int keel__repl_drop_copy(keel_node *n, const char *cap, uint32_t shard,
+                         uint64_t epoch);
 
 #endif

@@ -182,8 +182,27 @@ void repl_bjob_finish(keel_repl *r, bjob *j, int status)
             len += keel_repl_ack_encode(body + len, x->cap, x->clen, x->shard,
                                         st, seq);
     }
-    if (status == 0)
+    if (j->nunits == 0 && status != KEEL_ESTOPPING) {
+        /* A copy deleted (keel__repl_drop_copy), not a frame. Not when
+         * stopping: the node's cluster runtime may be gone already (its
+         * list of deletions goes with it). */
+        const char *cap = NULL;
+        uint16_t shard = 0;
+        int gst = 0;
+        keel_batch_group(j->bb->b, j->gbase, &gst);
+        gst = status != 0 ? status : gst;
+        if (keel_batch_group_unit(j->bb->b, j->gbase, &cap, &shard, NULL) ==
+            0) {
+            if (gst != 0)
+                keel_warn("unit (%s, %u): deleting the copy the map no "
+                          "longer lists this node for failed: %s; it stays "
+                          "until this node starts again",
+                          keel_cap_name(cap), shard, keel_strerror(gst));
+            rt_sweep_settled(r->rt, cap, shard);
+        }
+    } else if (j->nunits > 0 && status == 0) {
         STAT_ADD(n, repl_applied_frames, 1);
+    }
     if (j->req != NULL) {
         keel_req *req = j->req;
         j->req = NULL;
@@ -401,6 +420,45 @@ static int confirm_admit(keel_repl *r, struct bj_unit *x, const char *from)
     return 0;
 }
 
+/* Hands j's batch b (bb, j's own) to the writer; called under r->mu,
+ * with j queued. A batch that arrives while the writer is busy joins the
+ * one still waiting for it (the one the last job went into, since
+ * nothing else submits to this writer): one commit for both, and a
+ * failure of that commit fails both. 1 when b joined it (b and bb are
+ * freed), 0 when it went on its own, -1 when it was refused at the door
+ * (stopping): j is done, as failed, and the caller wakes the loop. */
+static int bjob_submit(keel_repl *r, bjob *j, keel_batch *b, bbatch *bb)
+{
+    keel_batch *into = NULL;
+    int rc = keel_writer_submit_merge(r->writer, b, &into);
+
+    if (rc == KEEL_ENOMEM) {
+        /* No memory to join the waiting batch: a batch of its own (a
+         * submit without merging never allocates). Refusing the frame
+         * here would not do: the frames after it are taken already when
+         * they arrive before its refusal is answered. */
+        rc = keel_writer_submit(r->writer, b);
+        into = b;
+    }
+    if (rc != 0) {
+        j->wstatus = rc;
+        j->done = 1;
+        return -1;
+    }
+    if (into == b) {
+        r->wtail = bb;
+        return 0;
+    }
+    j->bb = r->wtail;
+    j->gbase = r->wtail->ngroups;
+    r->wtail->ngroups += bb->ngroups;
+    r->wtail->refs++;
+    r->wtail->nframes++;
+    keel_batch_destroy(b);
+    free(bb);
+    return 1;
+}
+
 int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
 {
     keel_repl *r = n->repl;
@@ -408,10 +466,10 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
     const uint8_t *p;
     size_t rest, k;
     char from[KEEL_NAME_MAX + 1];
-    keel_batch *b, *into = NULL;
+    keel_batch *b;
     bbatch *bb;
     bjob *j;
-    int rc = 0, confirms = 0, checks = 0;
+    int rc = 0, confirms = 0, checks = 0, how;
 
     if (r == NULL)
         return KEEL_EPROTO;
@@ -556,39 +614,67 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
         pthread_mutex_lock(&r->mu);
     }
     /* Under mu: the writer may report the batch the frame joins as soon
-     * as it is handed over, and bw_done must find the frame in it. A
-     * frame that arrives while the writer is busy joins the batch still
-     * waiting for it (the one the last frame went into, since nothing
-     * else submits to this writer): one commit for both, and a failure
-     * of that commit fails both. */
-    rc = keel_writer_submit_merge(r->writer, b, &into);
-    if (rc == KEEL_ENOMEM) {
-        /* No memory to join the waiting batch: a batch of its own (a
-         * submit without merging never allocates). Refusing the frame
-         * here would not do: the frames after it are taken already when
-         * they arrive before its refusal is answered. */
-        rc = keel_writer_submit(r->writer, b);
-        into = b;
-    }
-    if (rc == 0 && into != b) {
-        j->bb = r->wtail;
-        j->gbase = r->wtail->ngroups;
-        r->wtail->ngroups += bb->ngroups;
-        r->wtail->refs++;
-        r->wtail->nframes++;
+     * as it is handed over, and bw_done must find the frame in it. */
+    how = bjob_submit(r, j, b, bb);
+    pthread_mutex_unlock(&r->mu);
+    if (how > 0)
+        STAT_ADD(n, repl_merged_frames, 1);
+    else if (how < 0)
+        ev_async_send(n->loop, &r->wake);
+    return 0;
+}
+
+int keel__repl_drop_copy(keel_node *n, const char *cap, uint32_t shard,
+                         uint64_t epoch)
+{
+    keel_repl *r = n->repl;
+    struct repl_ukey k = {cap, shard};
+    repl_bunit *bu;
+    keel_batch *b;
+    bbatch *bb;
+    bjob *j;
+    int rc, how;
+
+    if (r == NULL)
+        return KEEL_EPROTO;
+    if (r->writer == NULL &&
+        (rc = keel_writer_start(n->store, bw_done, r, &r->writer)) != 0)
+        return rc;
+    j = calloc(1, sizeof *j);
+    bb = calloc(1, sizeof *bb);
+    b = keel_batch_create();
+    rc = j == NULL || bb == NULL || b == NULL ? KEEL_ENOMEM : 0;
+    if (rc == 0)
+        rc = keel_batch_begin_group(b, cap, (uint16_t)shard, epoch, NULL);
+    if (rc == 0)
+        rc = keel_batch_del_unit(b, 0);
+    if (rc != 0) {
         keel_batch_destroy(b);
         free(bb);
-        STAT_ADD(n, repl_merged_frames, 1);
-    } else if (rc == 0) {
-        r->wtail = bb;
-    } else {
-        /* Refused at the door (stopping): answered in turn, as
-         * failed. */
-        j->wstatus = rc;
-        j->done = 1;
+        free(j);
+        return rc;
     }
+    /* A job of no unit and no answer: bw_done reports it in turn. */
+    bu = keel_hmap_get(&r->bunits, repl_unit_hash(cap, shard), &k, bunit_eq);
+    if (bu != NULL) {
+        bu->stream = 0;
+        bu->accepted = bu->durable = bu->differed = 0;
+    }
+    bb->b = b;
+    bb->refs = bb->nframes = 1;
+    bb->ngroups = 1;
+    j->bb = bb;
+    pthread_mutex_lock(&r->mu);
+    if (r->jobs_tail != NULL)
+        r->jobs_tail->next = j;
+    else
+        r->jobs = j;
+    r->jobs_tail = j;
+    if (r->wnext == NULL)
+        r->wnext = j;
+    how = bjob_submit(r, j, b, bb);
     pthread_mutex_unlock(&r->mu);
-    if (rc != 0)
+    if (how < 0)
         ev_async_send(n->loop, &r->wake);
     return 0;
 }

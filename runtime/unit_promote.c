@@ -93,6 +93,8 @@ int rt_promote_in(keel_cluster_rt *rt, keel_req *req, const char *cap,
      * at that epoch, or this node took it at that epoch already and the
      * sender did not hear the answer. */
     rc = keel_cluster_may_receive(rt->c, cap, shard, epoch);
+    if (rc == 0 && rt_sweep_pending(rt, cap, shard))
+        rc = KEEL_ENOTTARGET; /* its copy is being deleted: soon again */
     if (rc != 0 && !rt_receipt_has(rt, cap, shard, epoch))
         return rc;
     if ((rc = unit_digest(rt->n, cap, shard, &have, &nrec)) != 0) {

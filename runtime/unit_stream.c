@@ -652,6 +652,11 @@ int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
          * accepting ahead of the map could store a move the controller
          * has called off meanwhile. */
         int rc = keel_cluster_may_receive(rt->c, cap, shard, epoch);
+        /* Not while a deletion of this node's copy of the unit is
+         * queued (unit_sweep.c): it could remove what the stream
+         * brings. The sender tries again soon. */
+        if (rc == 0 && rt_sweep_pending(rt, cap, shard))
+            rc = KEEL_ENOTTARGET;
         if (rc != 0 && rcvd_find(rt, cap, shard, epoch) == NULL) {
             x->refused = rc;
             x->len = 0;

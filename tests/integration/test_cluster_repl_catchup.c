@@ -474,6 +474,165 @@ START_TEST(a_resent_check_is_answered_as_the_first)
 }
 END_TEST
 
+/* The record count node i's store holds of shard s (its `keel digest`
+ * line), or -1. */
+static long records_of(int i, uint32_t s)
+{
+    char d[128];
+    const char *p;
+
+    tu_cluster_digest(&fx, i, s, d, sizeof d);
+    p = strstr(d, " records ");
+    return p != NULL ? strtol(p + 9, NULL, 10) : -1;
+}
+
+/* Whether the map lists node n<i> among unit u's replicas. */
+static int lists(const keel_shard_map *m, const keel_map_unit *u, int i)
+{
+    char name[8];
+    int idx;
+
+    snprintf(name, sizeof name, "n%d", i);
+    idx = keel_map_node_index(m, name);
+    return idx >= 0 && keel_map_replica_pos(u, (uint16_t)idx) >= 0;
+}
+
+/* A fourth node joins three with three replicas: placement takes one of
+ * the three out of the replica list of most units. Each node deletes
+ * its copy of the units the map no longer lists it for, the replicas
+ * listed agree, and no acknowledged increment is lost. */
+START_TEST(a_copy_no_list_names_is_deleted)
+{
+    keel_client *cl[4] = {NULL, NULL, NULL, NULL};
+    long acked[COUNTERS] = {0}, held[3][SHARDS];
+    const int three[3] = {0, 1, 2}, four[4] = {0, 1, 2, 3};
+    int i, s, k, tries, dropped = 0, left = 0;
+
+    tu_cluster_start_together(&fx, 3, 3,
+                              (const char *const[]){"--repl-lag-ms", "1000",
+                                                    NULL},
+                              NULL);
+    for (k = 0; k < 3; k++)
+        tu_repl_load_round(&fx, cl, acked, three, 3, k, "three nodes");
+    for (i = 0; i < 3; i++)
+        for (s = 0; s < SHARDS; s++)
+            held[i][s] = records_of(i, (uint32_t)s);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 3, 0, "--replicas", "3",
+                                           "--repl-lag-ms", "1000", NULL),
+                     0);
+    tu_repl_wait_all_in_sync(&fx, "n3 joined");
+    for (tries = 0; tries < 100; tries++) {
+        keel_shard_map m;
+        if (tu_map_read(&fx, &m) != 0) {
+            tu_sleep_ms(200);
+            continue;
+        }
+        dropped = left = 0;
+        for (s = 0; s < SHARDS; s++) {
+            const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)s);
+            for (i = 0; i < 3; i++) {
+                if (u == NULL || lists(&m, u, i) || held[i][s] <= 0)
+                    continue;
+                dropped++;
+                left += records_of(i, (uint32_t)s) != 0;
+            }
+        }
+        keel_map_free(&m);
+        if (dropped > 0 && left == 0)
+            break;
+        tu_sleep_ms(200);
+    }
+    CHECK(dropped > 0, "no node holding a unit left its replica list");
+    CHECK(left == 0, "%d of %d copies the map no longer lists are still "
+                     "there",
+          left, dropped);
+    for (k = 0; k < 2; k++)
+        tu_repl_load_round(&fx, cl, acked, four, 4, k, "four nodes");
+    for (k = 0; k < COUNTERS; k++) {
+        char id[16];
+        tu_repl_counter_id(k, id, sizeof id);
+        CHECK(tu_repl_get(&fx, 3, id) == acked[k],
+              "%s lost acknowledged increments", id);
+    }
+    {
+        keel_shard_map m;
+        CHECK(tu_map_read(&fx, &m) == 0, "no map");
+        for (s = 0; s < SHARDS; s++) {
+            const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)s);
+            char d0[128] = "", d[128];
+            for (i = 0; i < 4; i++) {
+                if (!lists(&m, u, i))
+                    continue;
+                tu_cluster_digest(&fx, i, (uint32_t)s, d, sizeof d);
+                if (d0[0] == '\0')
+                    snprintf(d0, sizeof d0, "%s", d);
+                CHECK(strcmp(d, d0) == 0, "shard %d: n%d has '%s', '%s' "
+                                          "elsewhere",
+                      s, i, d, d0);
+            }
+        }
+        keel_map_free(&m);
+    }
+    for (k = 0; k < 4; k++)
+        if (cl[k] != NULL)
+            keel_client_close(cl[k]);
+}
+END_TEST
+
+/* The primary of a unit of about 5 MiB stopped in order (SIGTERM) hands
+ * it to an in-sync backup; started again on its data and caught up, it
+ * is given the unit back by placement, onto it as an in-sync backup.
+ * The primary in between keeps its copy and stays a backup: its
+ * catch-up finds its copy the same, and none of the unit's records goes
+ * to it again. */
+START_TEST(a_unit_handed_over_and_back_moves_no_records)
+{
+    char owner[32] = "", now[32] = "";
+    long bytes, same;
+    int k, v, port, tries;
+
+    tu_cluster_start_together(&fx, 3, 3,
+                              (const char *const[]){"--repl-lag-ms", "1000",
+                                                    NULL},
+                              NULL);
+    for (k = 0; k < 6; k++)
+        big_put(k % 3, "big", k, 900 << 10);
+    big_agree("big", "before the stop");
+    tu_cluster_owner_of(&fx, 0, "kv", "big", owner, sizeof owner);
+    CHECK(owner[0] == 'n' && owner[1] >= '0' && owner[1] <= '2',
+          "kv big has no primary: \"%s\"", owner);
+    v = owner[1] - '0';
+    port = fx.nodes[v].port;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[v], SIGTERM), 0);
+    tu_keeld_free(&fx.nodes[v]);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, v, port, "--replicas", "3",
+                                           "--repl-lag-ms", "1000", NULL),
+                     0);
+    tu_repl_wait_all_in_sync(&fx, "the old primary back on its data");
+    /* Placement gives the unit back to it once it is in sync. Until then
+     * it leads nothing: whatever it sends as a primary (its counters
+     * start from 0) goes to the old primaries of the units it gets
+     * back. */
+    for (tries = 0; tries < 100; tries++) {
+        tu_cluster_owner_of(&fx, 0, "kv", "big", now, sizeof now);
+        if (strcmp(now, owner) == 0)
+            break;
+        tu_sleep_ms(200);
+    }
+    CHECK(strcmp(now, owner) == 0, "kv big is with %s, not back with %s",
+          now, owner);
+    tu_repl_wait_all_in_sync(&fx, "the unit back with its old primary");
+    big_agree("big", "the unit back with its old primary");
+    bytes = tu_keel_stat(fx.nodes[v].addr, "repl_catchup_bytes");
+    same = tu_keel_stat(fx.nodes[v].addr, "repl_catchup_same");
+    CHECK(same > 0, "n%d found no old primary's copy the same", v);
+    CHECK(bytes < 1L << 20,
+          "n%d sent %ld bytes of snapshots to old primaries that kept "
+          "their copy",
+          v, bytes);
+}
+END_TEST
+
 /* A node that joins a cluster with replicas after its units were first
  * placed is appended to their replica lists out of sync and catches up:
  * then every unit has its replicas in sync, equal. */
@@ -516,6 +675,12 @@ int main(void)
     tcase_add_test(tc, a_returning_copy_is_checked_not_sent);
     suite_add_tcase(s, tc);
     /* Its own case, so that CK_RUN_CASE runs it alone. */
+    tc = tcase_create("kept_copies");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, a_unit_handed_over_and_back_moves_no_records);
+    tcase_add_test(tc, a_copy_no_list_names_is_deleted);
+    suite_add_tcase(s, tc);
     tc = tcase_create("resent_check");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
