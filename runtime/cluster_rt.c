@@ -266,7 +266,7 @@ static void on_map(keel_cluster *c, uint64_t map_epoch, void *data)
     keel_debug("cluster: map %llu applied", (unsigned long long)map_epoch);
     rt->sweep = 1;
     keel__repl_map_applied(rt->n); /* backups it shows out of sync */
-    rt_sweep_copies(rt);
+    rt_sweep_copies(rt, 1);
 }
 
 /* The node cannot take part in the cluster, for good: a node that serves
@@ -448,6 +448,8 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         rt_progress_rels(rt);
     if (rt->waiting != NULL)
         rt_retry_held(rt);
+    if (rt->sw_since != NULL)
+        rt_sweep_copies(rt, 0);
     leave_tick(rt);
     if (rt->n->stopping)
         keel__node_stop_check(rt->n);

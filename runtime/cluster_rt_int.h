@@ -172,13 +172,14 @@ struct keel_cluster_rt {
     uint64_t wipe_gen;
     size_t wipes_left;
     int wipe_status;
-    /* unit_sweep.c: which units the last map applied listed this node
-     * for (a bit per capability-major unit, the capabilities by name). */
-    uint8_t *sw_listed;
+    /* unit_sweep.c: per unit of the last map applied (capability-major,
+     * the capabilities by name), since when it has not listed this node
+     * (0: it does; SW_DONE: its copy was looked at). */
+    double *sw_since;
     char **sw_caps;
     size_t sw_ncaps;
     uint32_t sw_shards;
-    int sw_have;
+    double sw_next; /* the tick looks again from then on */
     rt_rcvd *sw_drops; /* deletions queued, not settled (epoch unused) */
 
     /* The module's own commits. */
@@ -270,9 +271,10 @@ int rt_wiping(const keel_cluster_rt *rt);
 
 /* ------------------------------------------------------- unit_sweep.c */
 
-/* A map was applied: deletes the copies of the units it no longer lists
- * this node for (keel__repl_drop_copy). */
-void rt_sweep_copies(keel_cluster_rt *rt);
+/* A map was applied: notes the units it no longer lists this node for,
+ * and deletes the copies of those it has not listed for the dead time
+ * (keel__repl_drop_copy). Also called from the tick. */
+void rt_sweep_copies(keel_cluster_rt *rt, int map_applied);
 /* Whether a deletion of this node's copy of (cap, shard) is queued and
  * not settled: a stream or keep frame of the unit is refused meanwhile
  * (ENOTTARGET: the sender tries again soon), so that the deletion cannot

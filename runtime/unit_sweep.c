@@ -2,26 +2,30 @@
  * longer lists"): a node dropped from a unit's replica list (placement
  * moved the unit's replicas, a node that hands a unit over without
  * staying its backup) still holds the records it had of the unit. They
- * are never served, and no catch-up needs them: once a map this node
- * applies lists it neither as a replica nor as the target of the unit,
- * the records go (keel__repl_drop_copy), through the writer that applies
+ * are never served, and no catch-up needs them once the maps this node
+ * applies have listed it neither as a replica nor as the target of the
+ * unit for the dead time (--replica-dead-ms, 5 minutes by default: a
+ * node that restarts or leaves for a moment is listed again by then, and
+ * its copy, if nobody wrote the unit meanwhile, passes a catch-up's check
+ * without a record sent). Then the records go (keel__repl_drop_copy),
+ * through the writer that applies
  * what primaries send, so in order with it: a piece of the unit taken
  * before is deleted with the rest, and a catch-up that lists this node
  * again finds the copy gone (its check differs) and sends the records.
  * While a node is not listed, no primary's piece of the unit is taken
  * here, and no stream of it either unless it is the unit's target.
  *
- * Each map applied is compared with the one before, by capability and
- * shard: only a unit this node was listed for and is not any more is
- * looked at (and, with the first map of a process, every unit it is not
- * listed for: copies left behind while it was down). A unit this node
- * is still releasing is looked at again with the next map. A unit whose
- * store holds nothing of it costs one seek. */
+ * Each map applied carries over, by capability and shard, since when
+ * each unit has not listed this node (with the first map of a process:
+ * from then on, which covers copies left while it was down). A unit this
+ * node is still releasing, or receiving, starts its time again. A unit
+ * whose time is up costs one seek when the store holds nothing of it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
+#include "coordinator/controller.h"
 #include "coordinator/shardmap.h"
 #include "runtime/cluster_rt_int.h"
 #include "runtime/repl.h"
@@ -34,20 +38,36 @@ static int listed(const keel_map_unit *u, int me)
                        u->target == (uint16_t)me);
 }
 
-/* In the map before: whether unit (cap, shard) listed this node (1 when
- * that map had no such unit: looked at, to be safe). */
-static int was_listed(const keel_cluster_rt *rt, const char *cap,
-                      uint32_t shard)
+/* sw_since of unit (cap, shard) in the map before; 0 when that map had no
+ * such unit or listed this node for it. */
+static double since_before(const keel_cluster_rt *rt, const char *cap,
+                           uint32_t shard)
+{
+    size_t ci;
+
+    if (rt->sw_since == NULL || shard >= rt->sw_shards)
+        return 0;
+    for (ci = 0; ci < rt->sw_ncaps; ci++)
+        if (strcmp(rt->sw_caps[ci], cap) == 0)
+            return rt->sw_since[ci * rt->sw_shards + shard];
+    return 0;
+}
+
+/* sw_since: the unit's copy was looked at (deleted, or none held). */
+#define SW_DONE (-1.0)
+
+static void rt_sweep_free_map(keel_cluster_rt *rt)
 {
     size_t ci;
 
     for (ci = 0; ci < rt->sw_ncaps; ci++)
-        if (strcmp(rt->sw_caps[ci], cap) == 0)
-            break;
-    if (!rt->sw_have || ci == rt->sw_ncaps || shard >= rt->sw_shards)
-        return 1;
-    return (rt->sw_listed[(ci * rt->sw_shards + shard) / 8] >>
-            ((ci * rt->sw_shards + shard) % 8)) & 1;
+        free(rt->sw_caps[ci]);
+    free(rt->sw_caps);
+    free(rt->sw_since);
+    rt->sw_caps = NULL;
+    rt->sw_since = NULL;
+    rt->sw_ncaps = 0;
+    rt->sw_shards = 0;
 }
 
 static int any_record(const uint8_t *key, size_t klen, const keel_record *rec,
@@ -152,83 +172,98 @@ static int drop(keel_cluster_rt *rt, const char *cap, uint32_t shard,
     return 0;
 }
 
-void rt_sweep_copies(keel_cluster_rt *rt)
+/* Notes, on a new map, since when each unit has not listed this node
+ * (the value the map before had, or now); 0 for a unit it lists. 0, or
+ * -1 out of memory (nothing changed). */
+static int sweep_remap(keel_cluster_rt *rt, const keel_shard_map *m,
+                       int me, double now)
 {
-    const keel_shard_map *m = keel_cluster_map(rt->c);
-    uint8_t *now;
-    char **caps;
-    size_t bits, ci, queued = 0;
+    size_t n = (size_t)m->ncaps * m->shard_count, ci;
+    double *since = calloc(n ? n : 1, sizeof *since);
+    char **caps = calloc(m->ncaps ? m->ncaps : 1, sizeof *caps);
     uint32_t s;
-    int me;
 
-    if (m == NULL || m->shard_count == 0)
-        return;
-    me = keel_map_node_index(m, keel_cluster_node_name(rt->c));
-    bits = (size_t)m->ncaps * m->shard_count;
-    now = calloc(bits / 8 + 1, 1);
-    caps = calloc(m->ncaps ? m->ncaps : 1, sizeof *caps);
-    if (now == NULL || caps == NULL) {
-        free(now);
+    if (since == NULL || caps == NULL) {
+        free(since);
         free(caps);
-        return; /* the next map looks again */
+        return -1;
     }
-    for (ci = 0; ci < m->ncaps; ci++) {
+    for (ci = 0; ci < m->ncaps; ci++)
         if ((caps[ci] = strdup(m->caps[ci])) == NULL) {
             while (ci-- > 0)
                 free(caps[ci]);
             free(caps);
-            free(now);
-            return;
+            free(since);
+            return -1;
         }
-    }
     for (ci = 0; ci < m->ncaps; ci++)
         for (s = 0; s < m->shard_count; s++) {
             const keel_map_unit *u = keel_map_unit_at(m, (uint32_t)ci, s);
-            size_t bit = ci * m->shard_count + s;
-            if (listed(u, me) || rt_rel_find(rt, m->caps[ci], s) ||
-                inbound(rt, m->caps[ci], s) ||
-                rt_sweep_pending(rt, m->caps[ci], s)) {
-                /* Listed, still being released, coming here, or being
-                 * deleted already: kept (looked at again with the next
-                 * map). */
-                now[bit / 8] |= (uint8_t)(1u << (bit % 8));
-                continue;
-            }
-            if (u->shard_epoch == 0 || !was_listed(rt, m->caps[ci], s) ||
-                !holds(rt, m->caps[ci], s))
-                continue;
-            if (drop(rt, m->caps[ci], s, u->shard_epoch) == 0)
-                queued++;
-            else
-                now[bit / 8] |= (uint8_t)(1u << (bit % 8)); /* again */
+            double was = since_before(rt, m->caps[ci], s);
+            if (!listed(u, me) && u->shard_epoch > 0)
+                since[ci * m->shard_count + s] = was != 0 ? was : now;
         }
-    for (ci = 0; ci < rt->sw_ncaps; ci++)
-        free(rt->sw_caps[ci]);
-    free(rt->sw_caps);
-    free(rt->sw_listed);
+    rt_sweep_free_map(rt);
+    rt->sw_since = since;
     rt->sw_caps = caps;
     rt->sw_ncaps = m->ncaps;
     rt->sw_shards = m->shard_count;
-    rt->sw_listed = now;
-    rt->sw_have = 1;
+    return 0;
+}
+
+void rt_sweep_copies(keel_cluster_rt *rt, int map_applied)
+{
+    const keel_shard_map *m = keel_cluster_map(rt->c);
+    uint32_t ms = rt->n->opts.replica_dead_ms;
+    double dead = (ms != 0 ? ms : KEEL_CONTROLLER_REPLICA_DEAD_MS) / 1000.0;
+    double now = rt_now(rt), next = 0;
+    size_t ci, queued = 0;
+    uint32_t s;
+    int me;
+
+    if (m == NULL || m->shard_count == 0 ||
+        (!map_applied && (rt->sw_since == NULL || now < rt->sw_next)))
+        return;
+    me = keel_map_node_index(m, keel_cluster_node_name(rt->c));
+    if (map_applied && sweep_remap(rt, m, me, now) != 0)
+        return; /* the next map looks again */
+    if (rt->sw_ncaps != m->ncaps || rt->sw_shards != m->shard_count)
+        return;
+    for (ci = 0; ci < m->ncaps; ci++)
+        for (s = 0; s < m->shard_count; s++) {
+            double *since = &rt->sw_since[ci * m->shard_count + s];
+            const keel_map_unit *u = keel_map_unit_at(m, (uint32_t)ci, s);
+            if (*since <= 0)
+                continue; /* listed, or looked at already */
+            if (rt_rel_find(rt, m->caps[ci], s) ||
+                inbound(rt, m->caps[ci], s) ||
+                rt_sweep_pending(rt, m->caps[ci], s)) {
+                /* Still being released, coming here, or being deleted
+                 * already: its time starts again. */
+                *since = now;
+            } else if (now - *since >= dead) {
+                *since = SW_DONE;
+                if (holds(rt, m->caps[ci], s)) {
+                    if (drop(rt, m->caps[ci], s, u->shard_epoch) == 0)
+                        queued++;
+                    else
+                        *since = now; /* tried again after the dead time */
+                }
+                continue;
+            }
+            if (next == 0 || *since + dead < next)
+                next = *since + dead;
+        }
+    rt->sw_next = next != 0 ? next : now + dead;
     if (queued > 0)
         keel_info("cluster: deleting this node's copy of %zu unit(s) the "
-                  "map no longer lists it for",
-                  queued);
+                  "map has not listed it for in %.0f s",
+                  queued, dead);
 }
 
 void rt_sweep_free(keel_cluster_rt *rt)
 {
-    size_t ci;
-
-    for (ci = 0; ci < rt->sw_ncaps; ci++)
-        free(rt->sw_caps[ci]);
-    free(rt->sw_caps);
-    free(rt->sw_listed);
-    rt->sw_caps = NULL;
-    rt->sw_listed = NULL;
-    rt->sw_ncaps = 0;
-    rt->sw_have = 0;
+    rt_sweep_free_map(rt);
     while (rt->sw_drops != NULL) {
         rt_rcvd *d = rt->sw_drops;
         rt->sw_drops = d->next;
