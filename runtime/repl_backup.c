@@ -420,6 +420,26 @@ static int confirm_admit(keel_repl *r, struct bj_unit *x, const char *from)
     return 0;
 }
 
+/* Gives j its batch b (in bb, j's own) and queues j behind the jobs
+ * before it, in the order they are answered. Returns with r->mu held:
+ * the writer may report the batch as soon as it has it (bjob_submit),
+ * and bw_done must find j queued. */
+static void bjob_queue(keel_repl *r, bjob *j, keel_batch *b, bbatch *bb)
+{
+    bb->b = b;
+    bb->refs = bb->nframes = 1;
+    bb->ngroups = keel_batch_group_count(b);
+    j->bb = bb;
+    pthread_mutex_lock(&r->mu);
+    if (r->jobs_tail != NULL)
+        r->jobs_tail->next = j;
+    else
+        r->jobs = j;
+    r->jobs_tail = j;
+    if (r->wnext == NULL)
+        r->wnext = j;
+}
+
 /* Hands j's batch b (bb, j's own) to the writer; called under r->mu,
  * with j queued. A batch that arrives while the writer is busy joins the
  * one still waiting for it (the one the last job went into, since
@@ -566,19 +586,8 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
         free(j);
         return rc;
     }
-    bb->b = b;
-    bb->refs = bb->nframes = 1;
-    bb->ngroups = keel_batch_group_count(b);
-    j->bb = bb;
     j->req = req;
-    pthread_mutex_lock(&r->mu);
-    if (r->jobs_tail != NULL)
-        r->jobs_tail->next = j;
-    else
-        r->jobs = j;
-    r->jobs_tail = j;
-    if (r->wnext == NULL)
-        r->wnext = j;
+    bjob_queue(r, j, b, bb); /* returns with r->mu held */
     if (confirms == h.nunits) {
         /* Confirm rounds only: nothing to write. Answered in turn, after
          * the frames before it, like one the writer refused at the door
@@ -660,18 +669,7 @@ int keel__repl_drop_copy(keel_node *n, const char *cap, uint32_t shard,
         bu->stream = 0;
         bu->accepted = bu->durable = bu->differed = 0;
     }
-    bb->b = b;
-    bb->refs = bb->nframes = 1;
-    bb->ngroups = 1;
-    j->bb = bb;
-    pthread_mutex_lock(&r->mu);
-    if (r->jobs_tail != NULL)
-        r->jobs_tail->next = j;
-    else
-        r->jobs = j;
-    r->jobs_tail = j;
-    if (r->wnext == NULL)
-        r->wnext = j;
+    bjob_queue(r, j, b, bb); /* returns with r->mu held */
     how = bjob_submit(r, j, b, bb);
     pthread_mutex_unlock(&r->mu);
     if (how < 0)
