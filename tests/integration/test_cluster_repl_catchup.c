@@ -274,6 +274,15 @@ START_TEST(a_rate_limited_catch_up_completes)
 }
 END_TEST
 
+/* The node (0 to 2) that kv actor "big" lives on, its name in owner. */
+static int big_primary(char *owner, size_t cap)
+{
+    tu_cluster_owner_of(&fx, 0, "kv", "big", owner, cap);
+    CHECK(owner[0] == 'n' && owner[1] >= '0' && owner[1] <= '2',
+          "kv big has no primary: \"%s\"", owner);
+    return owner[1] - '0';
+}
+
 /* Sums statistic `name` over nodes n0..n2 but node `skip`. */
 static long stat_others(int skip, const char *name)
 {
@@ -309,10 +318,7 @@ START_TEST(a_returning_copy_is_checked_not_sent)
     for (k = 0; k < 6; k++)
         big_put(k % 3, "big", k, 900 << 10);
     big_agree("big", "before the kill");
-    tu_cluster_owner_of(&fx, 0, "kv", "big", owner, sizeof owner);
-    CHECK(owner[0] == 'n' && owner[1] >= '0' && owner[1] <= '2',
-          "kv big has no primary: \"%s\"", owner);
-    v = owner[1] - '0';
+    v = big_primary(owner, sizeof owner);
     for (k = 0; k < 3; k++)
         if (cl[k] != NULL) {
             keel_client_close(cl[k]);
@@ -601,10 +607,7 @@ START_TEST(a_unit_handed_over_and_back_moves_no_records)
     for (k = 0; k < 6; k++)
         big_put(k % 3, "big", k, 900 << 10);
     big_agree("big", "before the stop");
-    tu_cluster_owner_of(&fx, 0, "kv", "big", owner, sizeof owner);
-    CHECK(owner[0] == 'n' && owner[1] >= '0' && owner[1] <= '2',
-          "kv big has no primary: \"%s\"", owner);
-    v = owner[1] - '0';
+    v = big_primary(owner, sizeof owner);
     /* The stopped node's counters start again from 0. */
     bytes = stat_others(v, "repl_catchup_bytes");
     same = stat_others(v, "repl_catchup_same");
