@@ -88,6 +88,7 @@ typedef struct rt_job {
     uint64_t gen;        /* JOB_WIPE: the purge it belongs to */
     int wipe;            /* JOB_FENCE: delete the unit's older records */
     char to[KEEL_NAME_MAX + 1]; /* JOB_PURGE: where the unit went */
+    int keep_records;           /* JOB_PURGE: the copy stays */
     ev_tstamp not_before;       /* in rt->later: when to queue it again */
 } rt_job;
 

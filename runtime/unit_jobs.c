@@ -122,6 +122,7 @@ int rt_job_build(keel_cluster_rt *rt, keel_batch *b, rt_job *j)
     int rc = keel_batch_begin_group(b, j->cap, (uint16_t)j->shard, j->epoch,
                                     j);
 
+    (void)rt;
     if (rc != 0)
         return rc;
     switch (j->kind) {
@@ -143,12 +144,9 @@ int rt_job_build(keel_cluster_rt *rt, keel_batch *b, rt_job *j)
     case JOB_PURGE:
         /* The unit went to j->to: the store keeps where it went, in the
          * same transaction (a node restarting before it published the
-         * release still knows), and the group raises the fence. With
-         * replicas the records stay: the map that completes the move
-         * may keep this node as a backup, whose catch-up then finds its
-         * copy the same (catchup.c); if it does not, the copy goes
-         * (unit_sweep.c). Without replicas nothing would ever use it. */
-        rc = keel_cluster_replicas(rt->c) > 1 ? 0 : keel_batch_del_unit(b, 0);
+         * release still knows), and the group raises the fence. The
+         * records go, unless kept (rel_purge). */
+        rc = j->keep_records ? 0 : keel_batch_del_unit(b, 0);
         if (rc == 0)
             rc = keel_batch_handoff(b, j->epoch - 1, j->to);
         return rc;

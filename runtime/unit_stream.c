@@ -288,6 +288,11 @@ static void rel_purge(keel_cluster_rt *rt, rt_rel *r)
     j->shard = r->shard;
     j->epoch = r->epoch + 1;
     snprintf(j->to, sizeof j->to, "%s", r->sent_to);
+    /* With replicas the copy stays: the map that completes the move may
+     * keep this node as a backup, whose catch-up then finds it the same
+     * (catchup.c); if it does not, the copy goes a dead time later
+     * (unit_sweep.c). Without replicas nothing would ever use it. */
+    j->keep_records = keel_cluster_replicas(rt->c) > 1;
     r->not_before = 0;
     r->failed = 1; /* with the writer */
     rt_job_push(rt, j);
