@@ -554,11 +554,12 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
             x->status = piece_admit(r, x, from, h.stream,
                                     (x->snap = piece_is_snapshot(&ru)));
         if (x->status == 0 && x->grouped) {
-            checks += piece_is_check(&ru);
+            int check = piece_is_check(&ru);
+            checks += check;
             /* The rejoin purge deletes records older than the unit's
              * epoch; a copy found the same keeps such records, the
              * records sent after a deletion carry the epoch. */
-            x->forced = piece_is_check(&ru) && rt_wiping(r->rt);
+            x->forced = check && rt_wiping(r->rt);
             x->gidx = keel_batch_group_count(b);
             rc = unit_build(b, &ru, x->bu, x->cap, x->forced);
             if (rc != 0)

@@ -38,25 +38,21 @@ static int listed(const keel_map_unit *u, int me)
                        u->target == (uint16_t)me);
 }
 
-/* sw_since of unit (cap, shard) in the map before; 0 when that map had no
- * such unit or listed this node for it. */
-static double since_before(const keel_cluster_rt *rt, const char *cap,
-                           uint32_t shard)
+/* The index of capability cap among the map before's, or -1. */
+static long cap_before(const keel_cluster_rt *rt, const char *cap)
 {
     size_t ci;
 
-    if (rt->sw_since == NULL || shard >= rt->sw_shards)
-        return 0;
     for (ci = 0; ci < rt->sw_ncaps; ci++)
         if (strcmp(rt->sw_caps[ci], cap) == 0)
-            return rt->sw_since[ci * rt->sw_shards + shard];
-    return 0;
+            return (long)ci;
+    return -1;
 }
 
 /* sw_since: the unit's copy was looked at (deleted, or none held). */
 #define SW_DONE (-1.0)
 
-static void rt_sweep_free_map(keel_cluster_rt *rt)
+static void sweep_free_map(keel_cluster_rt *rt)
 {
     size_t ci;
 
@@ -196,14 +192,20 @@ static int sweep_remap(keel_cluster_rt *rt, const keel_shard_map *m,
             free(since);
             return -1;
         }
-    for (ci = 0; ci < m->ncaps; ci++)
+    for (ci = 0; ci < m->ncaps; ci++) {
+        /* The map before had that capability, of as many shards: its
+         * values carry over; else every unit starts now. */
+        long oi = rt->sw_shards == m->shard_count ? cap_before(rt, caps[ci])
+                                                  : -1;
         for (s = 0; s < m->shard_count; s++) {
             const keel_map_unit *u = keel_map_unit_at(m, (uint32_t)ci, s);
-            double was = since_before(rt, m->caps[ci], s);
+            double was =
+                oi >= 0 ? rt->sw_since[(size_t)oi * m->shard_count + s] : 0;
             if (!listed(u, me) && u->shard_epoch > 0)
                 since[ci * m->shard_count + s] = was != 0 ? was : now;
         }
-    rt_sweep_free_map(rt);
+    }
+    sweep_free_map(rt);
     rt->sw_since = since;
     rt->sw_caps = caps;
     rt->sw_ncaps = m->ncaps;
@@ -235,21 +237,23 @@ void rt_sweep_copies(keel_cluster_rt *rt, int map_applied)
             const keel_map_unit *u = keel_map_unit_at(m, (uint32_t)ci, s);
             if (*since <= 0)
                 continue; /* listed, or looked at already */
-            if (rt_rel_find(rt, m->caps[ci], s) ||
-                inbound(rt, m->caps[ci], s) ||
-                rt_sweep_pending(rt, m->caps[ci], s)) {
-                /* Still being released, coming here, or being deleted
-                 * already: its time starts again. */
-                *since = now;
-            } else if (now - *since >= dead) {
-                *since = SW_DONE;
-                if (holds(rt, m->caps[ci], s)) {
-                    if (drop(rt, m->caps[ci], s, u->shard_epoch) == 0)
-                        queued++;
-                    else
-                        *since = now; /* tried again after the dead time */
+            if (now - *since >= dead) {
+                if (rt_rel_find(rt, m->caps[ci], s) ||
+                    inbound(rt, m->caps[ci], s) ||
+                    rt_sweep_pending(rt, m->caps[ci], s)) {
+                    /* Still being released, coming here, or being
+                     * deleted already: its time starts again. */
+                    *since = now;
+                } else if (!holds(rt, m->caps[ci], s)) {
+                    *since = SW_DONE;
+                    continue;
+                } else if (drop(rt, m->caps[ci], s, u->shard_epoch) == 0) {
+                    *since = SW_DONE;
+                    queued++;
+                    continue;
+                } else {
+                    *since = now; /* tried again after the dead time */
                 }
-                continue;
             }
             if (next == 0 || *since + dead < next)
                 next = *since + dead;
@@ -263,7 +267,7 @@ void rt_sweep_copies(keel_cluster_rt *rt, int map_applied)
 
 void rt_sweep_free(keel_cluster_rt *rt)
 {
-    rt_sweep_free_map(rt);
+    sweep_free_map(rt);
     while (rt->sw_drops != NULL) {
         rt_rcvd *d = rt->sw_drops;
         rt->sw_drops = d->next;
