@@ -1025,11 +1025,32 @@ void chaos_cluster_free(chaos_cluster *c)
 
 /* ----------------------------------------------------------------- INFO */
 
+/* Asks node i a question of frame kind (INFO or STAT) with body. */
+static int ask(const chaos_cluster *c, int i, int kind, const char *body,
+               size_t n, int timeout_ms, char **out)
+{
+    keel_client *k;
+    size_t len = 0;
+    int rc;
+
+    *out = NULL;
+    rc = keel_client_connect(c->nodes[i].addr, timeout_ms, &k);
+    if (rc == 0) {
+        keel_client_set_max_frame(k, (size_t)64 << 20);
+        rc = keel_client_call(k, kind, NULL, NULL, 0, body, n, out, &len);
+        keel_client_close(k);
+    }
+    if (rc != 0) {
+        free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 int chaos_node_info(const chaos_cluster *c, int i, const char *words,
                     int timeout_ms, char **out)
 {
-    keel_client *k;
-    size_t n = strlen(words), len = 0, j;
+    size_t n = strlen(words), j;
     char *body = malloc(n + 1);
     int rc;
 
@@ -1038,19 +1059,15 @@ int chaos_node_info(const chaos_cluster *c, int i, const char *words,
         return KEEL_ENOMEM;
     for (j = 0; j < n; j++)
         body[j] = words[j] == ' ' ? '\0' : words[j];
-    rc = keel_client_connect(c->nodes[i].addr, timeout_ms, &k);
-    if (rc == 0) {
-        keel_client_set_max_frame(k, (size_t)64 << 20);
-        rc = keel_client_call(k, KEEL_FRAME_INFO, NULL, NULL, 0, body, n, out,
-                              &len);
-        keel_client_close(k);
-    }
+    rc = ask(c, i, KEEL_FRAME_INFO, body, n, timeout_ms, out);
     free(body);
-    if (rc != 0) {
-        free(*out);
-        *out = NULL;
-    }
     return rc;
+}
+
+int chaos_node_stats(const chaos_cluster *c, int i, int timeout_ms,
+                     char **out)
+{
+    return ask(c, i, KEEL_FRAME_STAT, NULL, 0, timeout_ms, out);
 }
 
 /* The value of the line "key VALUE" in text, into buf. */

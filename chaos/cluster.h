@@ -166,6 +166,11 @@ int chaos_node_up(const chaos_cluster *c, int i);
 int chaos_node_info(const chaos_cluster *c, int i, const char *words,
                     int timeout_ms, char **out);
 
+/* Node i's STAT answer ("name value" lines, counted since its start),
+ * malloc'd into *out: 0, or a transport or node error. */
+int chaos_node_stats(const chaos_cluster *c, int i, int timeout_ms,
+                     char **out);
+
 /* The controller as node i sees it, into name ("" when none or no
  * answer). Returns the index of that node, or -1. */
 int chaos_cluster_controller(const chaos_cluster *c, int i, char *name,

@@ -903,8 +903,9 @@ static void violations(FILE *f, const rdata *d)
 static void meta_table(FILE *f, const rdata *d, const char *dir)
 {
     static const char *const keys[] = {
-        "seed", "nodes", "clients", "actors", "workload", "faults",
-        "seconds", "rate", "shards", "session_ms", "cluster", "settled",
+        "seed", "nodes", "replicas", "zk_servers", "clients", "actors",
+        "workload", "faults", "seconds", "rate", "shards", "session_ms",
+        "replica_dead_ms", "cluster", "settled",
         "final_reads_ok", "unreadable_replies", "stray_exits"};
     size_t k;
 

@@ -114,6 +114,9 @@ struct run {
     /* wipe: only with replicas; or why not. */
     int wipe_up;
     char no_wipe[256];
+    /* More keeld arguments of every node (chaos_cluster.args). */
+    char dead_ms[16];
+    const char *node_args[3];
 };
 
 static void note(fault_rec *fr, const char *fmt, ...)
@@ -1107,7 +1110,8 @@ static void write_run_json(run *r, int64_t end_ns, size_t nfaults,
                      "{\"seed\":%llu,\"nodes\":%d,\"replicas\":%d,"
                      "\"clients\":%d,\"actors\":%d,\"seconds\":%lld,"
                      "\"workload\":\"%s\",\"faults\":\"%s\",\"rate\":%d,"
-                     "\"shards\":%d,\"session_ms\":%d,\"zk_servers\":%d,"
+                     "\"shards\":%d,\"session_ms\":%d,"
+                     "\"replica_dead_ms\":%d,\"zk_servers\":%d,"
                      "\"start_ns\":%lld,\"end_ns\":%lld,"
                      "\"realtime_minus_monotonic_ns\":%lld,"
                      "\"faults_planned\":%zu,\"settled\":%s,"
@@ -1116,7 +1120,8 @@ static void write_run_json(run *r, int64_t end_ns, size_t nfaults,
                      (unsigned long long)o->seed, o->nodes, o->replicas,
                      o->clients, o->actors, (long long)o->seconds,
                      chaos_workload_name(o->workload), faults, o->rate,
-                     o->shards, o->session_ms, zk_servers(o), (long long)r->t0,
+                     o->shards, o->session_ms, o->replica_dead_ms,
+                     zk_servers(o), (long long)r->t0,
                      (long long)end_ns, (long long)(r->real0 - r->t0),
                      nfaults, settled ? "true" : "false", finals,
                      (unsigned long long)r->nbad, r->stray_exits);
@@ -1138,17 +1143,43 @@ static void write_run_json(run *r, int64_t end_ns, size_t nfaults,
     fclose(f);
 }
 
+/* The value of the line "name VALUE" of a STAT answer; 0 when absent. */
+static unsigned long long stat_of(const char *text, const char *name)
+{
+    size_t n = strlen(name);
+    const char *p = text;
+
+    while (p != NULL && *p != '\0') {
+        if (strncmp(p, name, n) == 0 && p[n] == ' ')
+            return strtoull(p + n + 1, NULL, 10);
+        p = strchr(p, '\n');
+        if (p != NULL)
+            p++;
+    }
+    return 0;
+}
+
+/* The replication figures of the nodes up at the end, summed: what the
+ * faults made the cluster do (each node counts since its last start). */
+static const char *const repl_stats[] = {
+    "failovers", "isr_shrinks", "isr_expansions", "repl_catchups",
+    "repl_catchup_same", "repl_copies_deleted", "units_promoted_on_move"};
+#define NREPL_STATS (sizeof repl_stats / sizeof *repl_stats)
+
 static void save_cluster(run *r)
 {
     FILE *f = open_in(r->o->out, "cluster.txt", "we");
-    int i;
+    unsigned long long sum[NREPL_STATS] = {0};
+    int i, asked = 0, told = 0;
+    size_t k;
 
     if (f == NULL)
         return;
     for (i = 0; i < r->cl.nnodes; i++) {
         char *out = NULL;
-        if (!chaos_node_up(&r->cl, i))
+        if (!chaos_node_up(&r->cl, i) || asked)
             continue;
+        asked = 1;
         fprintf(f, "# INFO nodes, through %s\n", r->cl.nodes[i].id);
         if (chaos_node_info(&r->cl, i, "nodes", 5000, &out) == 0)
             fputs(out, f);
@@ -1158,9 +1189,28 @@ static void save_cluster(run *r)
         if (chaos_node_info(&r->cl, i, "shards", 5000, &out) == 0)
             fputs(out, f);
         free(out);
-        break;
+    }
+    for (i = 0; i < r->cl.nnodes; i++) {
+        char *out = NULL;
+        if (!chaos_node_up(&r->cl, i))
+            continue;
+        fprintf(f, "# STAT %s (since its last start)\n", r->cl.nodes[i].id);
+        if (chaos_node_stats(&r->cl, i, 5000, &out) == 0) {
+            fputs(out, f);
+            for (k = 0; k < NREPL_STATS; k++)
+                sum[k] += stat_of(out, repl_stats[k]);
+            told++;
+        }
+        free(out);
     }
     fclose(f);
+    if (r->o->replicas > 1 && told > 0)
+        progress(r, "replication, as %d node(s) up at the end counted it "
+                    "since their last start: %llu failovers, %llu in-sync "
+                    "shrinks and %llu expansions, %llu catch-ups (%llu found "
+                    "the copy the same), %llu copies deleted, %llu units "
+                    "promoted on a move (DIR/cluster.txt)",
+                 told, sum[0], sum[1], sum[2], sum[3], sum[4], sum[5], sum[6]);
 }
 
 /* The unit lines of an INFO shards answer (the answer may begin with
@@ -1530,6 +1580,13 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     r.cl.load = o->load;
     r.cl.replicas = o->replicas;
     r.cl.session_ms = o->session_ms;
+    if (o->replica_dead_ms > 0) {
+        snprintf(r.dead_ms, sizeof r.dead_ms, "%d", o->replica_dead_ms);
+        r.node_args[0] = "--replica-dead-ms";
+        r.node_args[1] = r.dead_ms;
+        r.node_args[2] = NULL;
+        r.cl.args = r.node_args;
+    }
     r.cl.zk_servers = zk_servers(o);
     /* Session timeouts must lie within 2 to 20 ticks: 10. */
     r.cl.zk_tick_ms = o->session_ms / 10 > 100 ? o->session_ms / 10 : 100;

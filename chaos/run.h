@@ -44,6 +44,8 @@ typedef struct chaos_run_opts {
     int rate;            /* operations per second, all clients; 0: none */
     int shards;
     int session_ms;      /* the nodes' ZooKeeper session timeout */
+    int replica_dead_ms; /* keeld --replica-dead-ms of every node; 0: its
+                          * default (5 minutes) */
     int client_timeout_ms;
     int keyed;           /* every operation with a request key, sent again
                           * up to this many times after an outcome that

@@ -507,8 +507,11 @@ typedef struct keel_stats {
     /* Primary side: catch-ups that found the backup already holding the
      * unit's content (a digest check): no records were sent. */
     uint64_t repl_catchup_same;
+    /* Backup side: copies of units this node deleted because no map had
+     * listed it for them (replica or target) for --replica-dead-ms. */
+    uint64_t repl_copies_deleted;
     /* Room for figures to come without changing the struct's size. */
-    uint64_t reserved[2];
+    uint64_t reserved[1];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

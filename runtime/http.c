@@ -631,6 +631,10 @@ static enum MHD_Result answer_metrics(struct http_req *r)
            "Catch-ups whose backup already held the unit's content (its "
            "digest matched): no records sent.",
            "", st->repl_catchup_same);
+    metric(&b, "keel_repl_copies_deleted_total", "counter",
+           "Copies of units this node deleted because no map had listed "
+           "it for them for the replica dead time.",
+           "", st->repl_copies_deleted);
     metric(&b, "keel_isr_expansions_total", "counter",
            "Backups this node's controller added to in-sync sets.", "",
            st->isr_expansions);

@@ -845,13 +845,14 @@ static void json_replication(keel_node *n, tbuf *b)
                  ", \"suspects\": %" PRIu64 ", \"catchups\": %" PRIu64
                  ", \"catchup_bytes\": %" PRIu64
                  ", \"catchup_waits\": %" PRIu64
-                 ", \"catchup_same\": %" PRIu64 ", \"isr_shrinks\": %" PRIu64
+                 ", \"catchup_same\": %" PRIu64
+                 ", \"copies_deleted\": %" PRIu64 ", \"isr_shrinks\": %" PRIu64
                  ", \"isr_expansions\": %" PRIu64 ", \"failovers\": %" PRIu64
                  "}",
               st.repl_frames_sent, st.repl_acks, st.repl_waiting,
               st.repl_drop_requests, st.repl_suspects, st.repl_catchups,
               st.repl_catchup_bytes, st.repl_catchup_waits,
-              st.repl_catchup_same, st.isr_shrinks,
+              st.repl_catchup_same, st.repl_copies_deleted, st.isr_shrinks,
               st.isr_expansions,
               st.failovers);
     free(lag);

@@ -193,7 +193,9 @@ void repl_bjob_finish(keel_repl *r, bjob *j, int status)
         gst = status != 0 ? status : gst;
         if (keel_batch_group_unit(j->bb->b, j->gbase, &cap, &shard, NULL) ==
             0) {
-            if (gst != 0)
+            if (gst == 0)
+                STAT_ADD(n, repl_copies_deleted, 1);
+            else
                 keel_warn("unit (%s, %u): deleting the copy the map no "
                           "longer lists this node for failed: %s; it stays "
                           "until this node starts again",

@@ -84,6 +84,11 @@ static void usage(FILE *f)
             "  --shards N        shards of the cluster (default 64)\n"
             "  --session-ms MS   the nodes' ZooKeeper session timeout (default\n"
             "                    2000)\n"
+            "  --replica-dead-ms MS  how long a node may be gone before live\n"
+            "                    nodes replace it in replica lists, and a\n"
+            "                    copy no list names is kept (keeld's option;\n"
+            "                    default: keeld's, 5 minutes, which a run\n"
+            "                    rarely reaches)\n"
             "  --client-timeout-ms MS  a client's wait for an answer (default\n"
             "                    10000)\n"
             "  --keyed N         send every operation with a request key,\n"
@@ -171,7 +176,7 @@ static int cmd_run(int argc, char **argv)
         O_NODES = 256, O_REPLICAS, O_SECONDS, O_CLIENTS, O_ACTORS,
         O_WORKLOAD, O_FAULTS, O_SEED, O_OUT, O_KEELD, O_ZKCONF, O_RATE,
         O_SHARDS, O_SESSION, O_CTIMEOUT, O_KEEP, O_MAXSTATES, O_LOAD,
-        O_WTYPE, O_KEYED, O_ZKSERVERS, O_PARTITIONS
+        O_WTYPE, O_KEYED, O_ZKSERVERS, O_PARTITIONS, O_REPLDEAD
     };
     static const struct option longopts[] = {
         {"nodes", required_argument, NULL, O_NODES},
@@ -188,6 +193,7 @@ static int cmd_run(int argc, char **argv)
         {"rate", required_argument, NULL, O_RATE},
         {"shards", required_argument, NULL, O_SHARDS},
         {"session-ms", required_argument, NULL, O_SESSION},
+        {"replica-dead-ms", required_argument, NULL, O_REPLDEAD},
         {"client-timeout-ms", required_argument, NULL, O_CTIMEOUT},
         {"keyed", required_argument, NULL, O_KEYED},
         {"zk-servers", required_argument, NULL, O_ZKSERVERS},
@@ -294,6 +300,11 @@ static int cmd_run(int argc, char **argv)
             if (int_opt("--session-ms", optarg, 1000, 600000, &v) != 0)
                 return CHAOS_EXIT_BAD_INPUT;
             o.session_ms = (int)v;
+            break;
+        case O_REPLDEAD:
+            if (int_opt("--replica-dead-ms", optarg, 1, 86400000, &v) != 0)
+                return CHAOS_EXIT_BAD_INPUT;
+            o.replica_dead_ms = (int)v;
             break;
         case O_CTIMEOUT:
             if (int_opt("--client-timeout-ms", optarg, 100, 3600000, &v) != 0)

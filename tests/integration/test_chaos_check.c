@@ -294,6 +294,13 @@ START_TEST(usage)
     ck_assert_ptr_nonnull(strstr(err, "--replicas"));
     free(out);
     free(err);
+    ck_assert_int_eq(chaos(&out, &err, "run", "--replica-dead-ms", "0",
+                           NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "--replica-dead-ms must lie within 1 "
+                                      "and 86400000"));
+    free(out);
+    free(err);
     ck_assert_int_eq(chaos(&out, &err, "run", "--zk-servers", "2", NULL), 2);
     ck_assert_ptr_nonnull(strstr(err, "--zk-servers takes 1 or 3, not 2"));
     free(out);
