@@ -79,8 +79,6 @@
 #define HTTP_FD_RESERVE 256u    /* descriptors left for the store, the wire
                                  * listener and its clients */
 #define HTTP_DRAIN_MS 2000      /* how long a stop waits for answers */
-#define HTTP_LOG_PER_S 10       /* MHD messages logged per second, at most:
-                                 * most are about clients' mistakes */
 #define HTTP_PEM_MAX (1 << 20)  /* bytes of a certificate, key or CA file */
 #define HTTP_RETIRE_MIN_S 1.0   /* a quiesced daemon lives at least this
                                  * long, so that a connection MHD accepted
@@ -137,8 +135,10 @@ struct keel_http {
      * stopped while any is (an MHD rule). */
     atomic_int suspended;
     atomic_ullong answered; /* responses queued */
-    atomic_llong log_second; /* rate limit of MHD's messages */
-    atomic_int log_count;
+    /* MHD's messages: one line a second at most (log_mu). */
+    pthread_mutex_t log_mu;
+    double log_at;                /* when the last line went out */
+    unsigned long long log_quiet; /* messages not logged since */
     /* Header deadlines: the connections, and the watchdog thread. */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -1637,20 +1637,25 @@ static size_t raw_unescape(void *cls, struct MHD_Connection *c, char *s)
 
 /* MHD's messages that only say the client went away: a client that
  * stops following an actor (closes its event stream) leaves MHD failing
- * to send the stream's next chunk. Nothing is wrong with the node. */
+ * to send the stream's next chunk; or it hung up before its request was
+ * whole. Nothing is wrong with the node. */
 static int client_gone(const char *msg)
 {
     return strstr(msg, "no longer available for sending") != NULL ||
-           strstr(msg, "forcibly closed by remote peer") != NULL;
+           strstr(msg, "forcibly closed by remote peer") != NULL ||
+           strstr(msg, "closed by remote side with incomplete request") !=
+               NULL;
 }
 
-/* MHD's own messages (a refused connection, a malformed request...). A
- * misbehaving client must not flood the log: at most HTTP_LOG_PER_S a
- * second. */
+/* MHD's own messages (a refused connection, a malformed request...).
+ * They come in floods (a scanner, a client that retries at once): one
+ * line a second at most, with how many were not logged, as the wire
+ * listener's refusals. Any MHD thread. */
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     keel_http *h = cls;
-    long long now = (long long)time(NULL);
+    unsigned long long quiet;
+    double now = mono_s();
     char buf[512];
     size_t n;
 
@@ -1662,11 +1667,22 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
         keel_debug("http: %s", buf);
         return;
     }
-    if (atomic_exchange(&h->log_second, now) != now)
-        atomic_store(&h->log_count, 0);
-    if (atomic_fetch_add(&h->log_count, 1) >= HTTP_LOG_PER_S)
+    pthread_mutex_lock(&h->log_mu);
+    if (h->log_at != 0 && now - h->log_at < 1.0) {
+        h->log_quiet++;
+        pthread_mutex_unlock(&h->log_mu);
         return;
-    keel_warn("http: %s", buf);
+    }
+    quiet = h->log_quiet;
+    h->log_at = now;
+    h->log_quiet = 0;
+    pthread_mutex_unlock(&h->log_mu);
+    if (quiet > 0)
+        keel_warn("http: %s (and %llu more messages of the HTTP library "
+                  "since the last such line)",
+                  buf, quiet);
+    else
+        keel_warn("http: %s", buf);
 }
 
 /* ----------------------------------------------------------- lifecycle */
@@ -1752,8 +1768,7 @@ int keel__http_create(keel_node *n, const char *addr, char *errbuf,
     atomic_init(&h->conns, 0);
     atomic_init(&h->suspended, 0);
     atomic_init(&h->answered, 0);
-    atomic_init(&h->log_second, 0);
-    atomic_init(&h->log_count, 0);
+    pthread_mutex_init(&h->log_mu, NULL);
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cv, NULL);
     h->addr = strdup(addr);
@@ -2094,6 +2109,7 @@ void keel__http_destroy(keel_node *n)
     free(h->addr);
     pthread_cond_destroy(&h->cv);
     pthread_mutex_destroy(&h->mu);
+    pthread_mutex_destroy(&h->log_mu);
     free(h);
     n->http = NULL;
 }

@@ -711,6 +711,7 @@ START_TEST(malformed_and_slow_clients)
     char *reply, hdr[256];
     int fd, n;
     size_t i;
+    double t0;
 
     start_node(NULL);
     /* Garbage request lines: MHD answers 400 itself, or, for a line
@@ -735,6 +736,52 @@ START_TEST(malformed_and_slow_clients)
     close(fd);
     ck_assert_msg(strstr(reply, " 400 ") != NULL, "reply: %s", reply);
     free(reply);
+    healthy();
+
+    /* A flood of them logs a line a second, and the next line counts
+     * what was left out; a client hanging up mid-request logs nothing
+     * at warn. */
+    t0 = now_s();
+    for (i = 0; i < 40; i++) {
+        static const char cut[] = "POST /v1/actors/counter/x HTTP/1.1\r\n"
+                                  "Content-Length: 100\r\n\r\nincr";
+        fd = raw_connect();
+        send_all(fd, "\x01\x02\xff junk \x7f\r\n\r\n", 14);
+        free(read_to_eof(fd));
+        close(fd);
+        fd = raw_connect();
+        send_all(fd, cut, sizeof cut - 1);
+        close(fd);
+    }
+    usleep(1100000);
+    fd = raw_connect();
+    send_all(fd, "\x01\x02\xff junk \x7f\r\n\r\n", 14);
+    free(read_to_eof(fd));
+    close(fd);
+    {
+        char *log = NULL, *p;
+        int lines = 0, tries;
+        for (tries = 0; tries < 50; tries++) {
+            free(log);
+            log = tu_keeld_log(&node);
+            ck_assert_ptr_nonnull(log);
+            if (strstr(log, "more messages of the HTTP library since the "
+                            "last such line)") != NULL)
+                break;
+            usleep(100000);
+        }
+        ck_assert_msg(strstr(log, "more messages of the HTTP library since "
+                                  "the last such line)") != NULL,
+                      "%s", log);
+        ck_assert_msg(strstr(log, "incomplete request") == NULL, "%s", log);
+        for (p = log; (p = strstr(p, " warn http: ")) != NULL; p++)
+            lines++;
+        /* 41 malformed requests: a line a second at most. */
+        ck_assert_msg(lines <= (int)(now_s() - t0) + 2,
+                      "%d warn lines from the HTTP library in %.1f s", lines,
+                      now_s() - t0);
+        free(log);
+    }
     healthy();
 
     /* A body trickled byte by byte over about a second. */
