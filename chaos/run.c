@@ -114,9 +114,10 @@ struct run {
     /* wipe: only with replicas; or why not. */
     int wipe_up;
     char no_wipe[256];
-    /* More keeld arguments of every node (chaos_cluster.args). */
+    /* More keeld arguments of every node (chaos_cluster.args): the dead
+     * time's, then --node-arg's. */
     char dead_ms[16];
-    const char *node_args[3];
+    const char *node_args[2 + CHAOS_NODE_ARGS_MAX + 1];
 };
 
 static void note(fault_rec *fr, const char *fmt, ...)
@@ -1130,6 +1131,15 @@ static void write_run_json(run *r, int64_t end_ns, size_t nfaults,
         chaos_buf_puts(&b, ",\"workload_type\":");
         chaos_json_put_str(&b, o->workload_type);
     }
+    if (o->nnode_args > 0) {
+        chaos_buf_puts(&b, ",\"node_args\":[");
+        for (i = 0; i < o->nnode_args; i++) {
+            if (i > 0)
+                chaos_buf_puts(&b, ",");
+            chaos_json_put_str(&b, o->node_args[i]);
+        }
+        chaos_buf_puts(&b, "]");
+    }
     chaos_buf_puts(&b, ",\"node_names\":[");
     for (i = 0; i < r->cl.nnodes; i++) {
         if (i > 0)
@@ -1580,12 +1590,17 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     r.cl.load = o->load;
     r.cl.replicas = o->replicas;
     r.cl.session_ms = o->session_ms;
-    if (o->replica_dead_ms > 0) {
-        snprintf(r.dead_ms, sizeof r.dead_ms, "%d", o->replica_dead_ms);
-        r.node_args[0] = "--replica-dead-ms";
-        r.node_args[1] = r.dead_ms;
-        r.node_args[2] = NULL;
-        r.cl.args = r.node_args;
+    {
+        int na = 0;
+        if (o->replica_dead_ms > 0) {
+            snprintf(r.dead_ms, sizeof r.dead_ms, "%d", o->replica_dead_ms);
+            r.node_args[na++] = "--replica-dead-ms";
+            r.node_args[na++] = r.dead_ms;
+        }
+        for (i = 0; i < o->nnode_args && i < CHAOS_NODE_ARGS_MAX; i++)
+            r.node_args[na++] = o->node_args[i];
+        r.node_args[na] = NULL;
+        r.cl.args = na > 0 ? r.node_args : NULL;
     }
     r.cl.zk_servers = zk_servers(o);
     /* Session timeouts must lie within 2 to 20 ticks: 10. */

@@ -32,6 +32,9 @@
  * started, a directory that cannot be written): nothing was checked. */
 #define CHAOS_EXIT_NO_RUN 4
 
+/* --node-arg: at most this many. */
+#define CHAOS_NODE_ARGS_MAX 6
+
 typedef struct chaos_run_opts {
     int nodes;           /* keeld nodes at the start */
     int replicas;        /* keeld --replicas of every node; 1: none */
@@ -46,6 +49,9 @@ typedef struct chaos_run_opts {
     int session_ms;      /* the nodes' ZooKeeper session timeout */
     int replica_dead_ms; /* keeld --replica-dead-ms of every node; 0: its
                           * default (5 minutes) */
+    /* More keeld arguments of every node (--node-arg), as given. */
+    const char *node_args[CHAOS_NODE_ARGS_MAX];
+    int nnode_args;
     int client_timeout_ms;
     int keyed;           /* every operation with a request key, sent again
                           * up to this many times after an outcome that

@@ -91,6 +91,9 @@ static void usage(FILE *f)
             "                    rarely reaches)\n"
             "  --client-timeout-ms MS  a client's wait for an answer (default\n"
             "                    10000)\n"
+            "  --node-arg ARG    one more keeld argument for every node, as\n"
+            "                    given (--node-arg --durability=none); up to\n"
+            "                    6\n"
             "  --keyed N         send every operation with a request key,\n"
             "                    and again with the same key (on the next\n"
             "                    node) up to N times while its outcome is\n"
@@ -170,13 +173,46 @@ static int int_opt(const char *opt, const char *s, long long lo, long long hi,
     return 0;
 }
 
+/* keeld options the run sets itself, each from its own option or its
+ * layout of the cluster: --node-arg must not give them again. */
+static const char *const owned[] = {
+    "--data", "--listen", "--zk", "--cluster", "--node-id",
+    "--zk-session-timeout", "--shards", "--activation-log", "--replicas",
+    "--load", "--insecure", "--replica-dead-ms", "--config"};
+
+/* One --node-arg: 0, or -1 after saying why not. */
+static int node_arg(chaos_run_opts *o, const char *arg)
+{
+    size_t k, n = strcspn(arg, "=");
+
+    if (o->nnode_args >= CHAOS_NODE_ARGS_MAX) {
+        fprintf(stderr, "keel-chaos: --node-arg: at most %d\n",
+                CHAOS_NODE_ARGS_MAX);
+        return -1;
+    }
+    for (k = 0; k < sizeof owned / sizeof *owned; k++)
+        if (strlen(owned[k]) == n && strncmp(arg, owned[k], n) == 0) {
+            fprintf(stderr, "keel-chaos: --node-arg %s: the run sets %s "
+                            "itself%s\n",
+                    arg, owned[k],
+                    strcmp(owned[k], "--replicas") == 0 ||
+                            strcmp(owned[k], "--load") == 0 ||
+                            strcmp(owned[k], "--replica-dead-ms") == 0
+                        ? " (give it to keel-chaos run)"
+                        : "");
+            return -1;
+        }
+    o->node_args[o->nnode_args++] = arg;
+    return 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
     enum {
         O_NODES = 256, O_REPLICAS, O_SECONDS, O_CLIENTS, O_ACTORS,
         O_WORKLOAD, O_FAULTS, O_SEED, O_OUT, O_KEELD, O_ZKCONF, O_RATE,
         O_SHARDS, O_SESSION, O_CTIMEOUT, O_KEEP, O_MAXSTATES, O_LOAD,
-        O_WTYPE, O_KEYED, O_ZKSERVERS, O_PARTITIONS, O_REPLDEAD
+        O_WTYPE, O_KEYED, O_ZKSERVERS, O_PARTITIONS, O_REPLDEAD, O_NODEARG
     };
     static const struct option longopts[] = {
         {"nodes", required_argument, NULL, O_NODES},
@@ -194,6 +230,7 @@ static int cmd_run(int argc, char **argv)
         {"shards", required_argument, NULL, O_SHARDS},
         {"session-ms", required_argument, NULL, O_SESSION},
         {"replica-dead-ms", required_argument, NULL, O_REPLDEAD},
+        {"node-arg", required_argument, NULL, O_NODEARG},
         {"client-timeout-ms", required_argument, NULL, O_CTIMEOUT},
         {"keyed", required_argument, NULL, O_KEYED},
         {"zk-servers", required_argument, NULL, O_ZKSERVERS},
@@ -352,6 +389,10 @@ static int cmd_run(int argc, char **argv)
             break;
         case O_WTYPE:
             o.workload_type = optarg;
+            break;
+        case O_NODEARG:
+            if (node_arg(&o, optarg) != 0)
+                return CHAOS_EXIT_BAD_INPUT;
             break;
         case 'h':
             usage(stdout);

@@ -301,6 +301,19 @@ START_TEST(usage)
                                       "and 86400000"));
     free(out);
     free(err);
+    ck_assert_int_eq(chaos(&out, &err, "run", "--node-arg", "--data=/tmp",
+                           NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "--node-arg --data=/tmp: the run sets "
+                                      "--data itself"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "run", "--node-arg", "--replicas",
+                           NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "(give it to keel-chaos run)"));
+    free(out);
+    free(err);
     ck_assert_int_eq(chaos(&out, &err, "run", "--zk-servers", "2", NULL), 2);
     ck_assert_ptr_nonnull(strstr(err, "--zk-servers takes 1 or 3, not 2"));
     free(out);

@@ -107,7 +107,9 @@ START_TEST(wipes_pass)
 END_TEST
 
 /* With one replica a wipe would lose the node's units by design: the run
- * says so once and makes none (seed 1 plans one in 12 s). */
+ * says so once and makes none (seed 1 plans one in 12 s). The nodes get
+ * the --node-arg given (a kill -9 loses nothing acknowledged with
+ * durability none either: the page cache outlives the process). */
 START_TEST(one_replica_skips_wipes)
 {
     char *bin = tu_bin("keel-chaos"), *keeld = tu_bin("keeld");
@@ -122,6 +124,7 @@ START_TEST(one_replica_skips_wipes)
                               "--replicas", "1",
                               "--seconds", "12",
                               "--faults", "wipe",
+                              "--node-arg", "--durability=none",
                               "--seed",   "1",
                               "--out",    run,
                               "--keeld",  keeld,
@@ -141,6 +144,20 @@ START_TEST(one_replica_skips_wipes)
     ck_assert_int_eq(tu_chaos_faults(run, "wipe", "done"), 0);
     ck_assert_int_ge(tu_chaos_faults(run, "wipe", "skipped"), 1);
     ck_assert_ptr_nonnull(strstr(out, "verdict: PASS"));
+    {
+        char path[600], *text;
+        snprintf(path, sizeof path, "%s/nodes/n0.log", run);
+        text = tu_read_file(path);
+        ck_assert_ptr_nonnull(text);
+        ck_assert_msg(strstr(text, "durability none") != NULL, "%s", text);
+        free(text);
+        snprintf(path, sizeof path, "%s/run.json", run);
+        text = tu_read_file(path);
+        ck_assert_ptr_nonnull(text);
+        ck_assert_ptr_nonnull(strstr(text, "\"node_args\":[\"--durability="
+                                           "none\"]"));
+        free(text);
+    }
     free(out);
     free(err);
     free(bin);
