@@ -598,7 +598,9 @@ typedef struct keel_actor_type {
      * a new one with keel_turn_set_state() and use named entries; sets the
      * reply with keel_turn_reply(). Returns 0, or a KEEL_E* code: then the
      * caller gets that code (with the text given to keel_turn_error(), if
-     * any) and every write of this turn is discarded. */
+     * any) and every write of this turn is discarded. Any other value (a
+     * positive number, an errno value) fails the turn the same way as
+     * KEEL_EHANDLER, with a text naming the value unless one was given. */
     int (*on_message)(keel_turn *turn, const void *msg, size_t len);
 
     /* Optional. Runs once when the actor is activated, after its state is

@@ -299,7 +299,8 @@ static int retry_reminder(keel_turn *t, const struct dl_rec *r)
     memcpy(f.name, r->b, r->b_len);
     f.name[r->b_len] = '\0';
     rt->fire = &f;
-    rc = a->type->t.on_message(t, r->msg, r->msg_len);
+    rc = keel__turn_hook_rc(t, "handler",
+                            a->type->t.on_message(t, r->msg, r->msg_len));
     rt->fire = NULL;
     return rc;
 }

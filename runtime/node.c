@@ -919,6 +919,20 @@ int keel__turn_has_error(keel_turn *t)
     return t->err_set;
 }
 
+/* A code no client knows would reach the caller as "unknown error" (over
+ * the wire, a positive one even passes for another code), and a
+ * positive one reads as success to a caller testing rc < 0. */
+int keel__turn_hook_rc(keel_turn *t, const char *hook, int rc)
+{
+    if (rc == 0 || strcmp(keel_err_name(rc), "EUNKNOWN") != 0)
+        return rc;
+    if (!t->err_set)
+        keel_turn_error(t, "the %s of actor type '%s' returned %d, which "
+                           "is not 0 or a KEEL_E* code",
+                        hook, t->a->type->name, rc);
+    return KEEL_EHANDLER;
+}
+
 int keel__turn_rt_get(keel_turn *t, const void *key, size_t klen,
                       const void **val, size_t *vlen)
 {
@@ -1476,7 +1490,8 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
             loaded = 1;
             rc = keel__statever_check(&t, &t.ver_staged);
             if (rc == 0 && ty->on_activate != NULL) {
-                rc = ty->on_activate(&t);
+                rc = keel__turn_hook_rc(&t, "on_activate",
+                                        ty->on_activate(&t));
                 hooked = rc == 0;
             }
         }
@@ -1503,7 +1518,8 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         rc = keel__reminders_fire(&t, req, &fire);
         if (rc == 0 && fire) {
             ran = 1;
-            rc = ty->on_message(&t, req->buf, req->len);
+            rc = keel__turn_hook_rc(&t, "handler",
+                                    ty->on_message(&t, req->buf, req->len));
         }
     } else if (rc == 0 && ob_dup) {
         /* An outbox message this actor applied already: answered as
@@ -1511,7 +1527,8 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         STAT_ADD(n, outbox_dropped, 1);
     } else if (rc == 0 && dup == DUP_NONE) {
         ran = 1;
-        rc = ty->on_message(&t, req->buf, req->len);
+        rc = keel__turn_hook_rc(&t, "handler",
+                                ty->on_message(&t, req->buf, req->len));
         if (rc == 0 && req->from != NULL)
             rc = keel__outbox_applied(&t, req);
         if (rc == 0 && req->keyed && (t.state_set || n->stage_len > 0))

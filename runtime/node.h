@@ -369,6 +369,12 @@ int keel__on_loop_thread(keel_node *n);
 int keel__turn_writable(keel_turn *t);
 /* Whether the turn has its error text (keel_turn_error) already. */
 int keel__turn_has_error(keel_turn *t);
+/* What a hook of the actor's type (on_message, on_activate, upgrade:
+ * `hook` names it) returned, as the turn's status: 0 and the KEEL_E*
+ * codes as they are; anything else (a positive number, an errno value)
+ * is KEEL_EHANDLER, with a text naming the value unless the handler set
+ * one. */
+int keel__turn_hook_rc(keel_turn *t, const char *hook, int rc);
 int keel__turn_rt_get(keel_turn *t, const void *key, size_t klen,
                       const void **val, size_t *vlen);
 int keel__turn_rt_put(keel_turn *t, const void *key, size_t klen,

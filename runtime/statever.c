@@ -79,7 +79,7 @@ int keel__statever_check(keel_turn *t, int *staged)
                         ty->name, stored, ty->state_version);
         return KEEL_ESTATEVER;
     }
-    rc = ty->upgrade(t, stored);
+    rc = keel__turn_hook_rc(t, "upgrade", ty->upgrade(t, stored));
     if (rc != 0) {
         if (!keel__turn_has_error(t))
             keel_turn_error(t, "upgrading the state of this %s from version "

@@ -1,0 +1,151 @@
+/* The public API as an embedder meets it, in process on a real LMDB
+ * store: what keel answers when it is misused, and that the answer names
+ * the problem.
+ *  - a handler (or on_activate) that returns something other than 0 or
+ *    a KEEL_E* code fails its turn with KEEL_EHANDLER and a text naming
+ *    the value, and nothing it wrote is kept. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keel.h"
+#include "testutil.h"
+
+static char *dir;
+
+static void setup(void)
+{
+    dir = tu_tmpdir("embed_api");
+}
+
+static void teardown(void)
+{
+    tu_rmrf(dir);
+    free(dir);
+}
+
+static keel_node *make_node(void)
+{
+    keel_node_options o;
+    keel_node *n;
+    char err[256];
+    int rc;
+
+    keel_node_options_init(&o);
+    o.data_dir = dir;
+    o.log_level = KEEL_LOG_WARN;
+    rc = keel_node_create(&o, &n, err, sizeof err);
+    ck_assert_msg(rc == 0, "create: %s %s", keel_strerror(rc), err);
+    return n;
+}
+
+static void finish(keel_node *n)
+{
+    keel_node_stop(n);
+    keel_node_join(n);
+    keel_node_destroy(n);
+}
+
+/* Calls and copies the reply (or error text) into out. */
+static int callx(keel_node *n, const char *type, const char *id,
+                 const char *msg, char *out, size_t outlen)
+{
+    void *reply;
+    size_t len;
+    int rc = keel_call_sync(n, type, id, strlen(id), msg, strlen(msg), &reply,
+                            &len);
+    size_t m = len < outlen - 1 ? len : outlen - 1;
+
+    memcpy(out, reply != NULL ? reply : "", m);
+    out[m] = '\0';
+    keel_free(reply);
+    return rc;
+}
+
+/* "peek": the state; "ret N": writes the state "dirty", then returns N;
+ * "ret-text N": the same with an error text of its own. */
+static int ret_message(keel_turn *t, const void *msg, size_t len)
+{
+    char m[64];
+    const void *st;
+    size_t sl;
+
+    snprintf(m, sizeof m, "%.*s", (int)len, (const char *)msg);
+    if (strcmp(m, "peek") == 0) {
+        keel_turn_state(t, &st, &sl);
+        return keel_turn_reply(t, st, sl);
+    }
+    if (strcmp(m, "set") == 0)
+        return keel_turn_set_state(t, "clean", 5);
+    keel_turn_set_state(t, "dirty", 5);
+    keel_turn_put(t, "e", 1, "x", 1);
+    if (strncmp(m, "ret-text ", 9) == 0) {
+        keel_turn_error(t, "my own words");
+        return atoi(m + 9);
+    }
+    return atoi(m + 4);
+}
+
+static int activate_positive(keel_turn *t)
+{
+    (void)t;
+    return 1;
+}
+
+START_TEST(handler_codes_outside_the_table)
+{
+    keel_node *n = make_node();
+    keel_actor_type rt = {.name = "ret", .on_message = ret_message};
+    keel_actor_type at = {.name = "act", .on_message = ret_message,
+                          .on_activate = activate_positive};
+    char buf[512];
+
+    ck_assert_int_eq(keel_node_register_type(n, &rt), 0);
+    ck_assert_int_eq(keel_node_register_type(n, &at), 0);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(callx(n, "ret", "a", "set", buf, sizeof buf), 0);
+
+    /* A positive return would pass for success to `rc < 0`. */
+    ck_assert_int_eq(callx(n, "ret", "a", "ret 1", buf, sizeof buf),
+                     KEEL_EHANDLER);
+    ck_assert_str_eq(buf, "the handler of actor type 'ret' returned 1, "
+                          "which is not 0 or a KEEL_E* code");
+    ck_assert_int_eq(callx(n, "ret", "a", "ret -999", buf, sizeof buf),
+                     KEEL_EHANDLER);
+    ck_assert_ptr_nonnull(strstr(buf, "returned -999"));
+    /* The handler's own text stays. */
+    ck_assert_int_eq(callx(n, "ret", "a", "ret-text 7", buf, sizeof buf),
+                     KEEL_EHANDLER);
+    ck_assert_str_eq(buf, "my own words");
+    /* KEEL_E* codes go through as they are. */
+    ck_assert_int_eq(callx(n, "ret", "a", "ret -8", buf, sizeof buf),
+                     KEEL_EBADMSG);
+    /* None of the failed turns kept its writes. */
+    ck_assert_int_eq(callx(n, "ret", "a", "peek", buf, sizeof buf), 0);
+    ck_assert_str_eq(buf, "clean");
+
+    ck_assert_int_eq(callx(n, "act", "a", "set", buf, sizeof buf),
+                     KEEL_EHANDLER);
+    ck_assert_str_eq(buf, "the on_activate of actor type 'act' returned 1, "
+                          "which is not 0 or a KEEL_E* code");
+    finish(n);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("embed_api");
+    TCase *tc = tcase_create("codes");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, handler_codes_outside_the_table);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run_suite(suite());
+}
