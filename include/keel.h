@@ -12,6 +12,7 @@
  *
  *  - keel_call() and keel_cast() must be called on the loop thread: from a
  *    handler, a completion callback or a function passed to keel_node_post().
+ *    From another thread while the node runs they return KEEL_EINVAL.
  *  - keel_call_sync(), keel_node_post() and keel_node_stop() may be called
  *    from any thread.
  *  - keel_node_register_type() must be called before the node runs.
@@ -775,7 +776,8 @@ KEEL_API int keel_turn_event(keel_turn *turn, const void *payload,
 typedef void (*keel_call_cb)(int status, const void *reply, size_t len,
                              void *data);
 
-/* Sends msg to actor (type, id); loop thread only. cb may be NULL. A cast is
+/* Sends msg to actor (type, id); loop thread only (from another thread
+ * while the node runs: KEEL_EINVAL). cb may be NULL. A cast is
  * a call whose reply body is dropped: cb still says when its effect is
  * durable.
  *

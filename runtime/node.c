@@ -2591,6 +2591,10 @@ static int call_common(keel_node *n, const uint8_t *key, const char *type,
     if (n == NULL || type == NULL || (id == NULL && idlen > 0) ||
         (msg == NULL && len > 0))
         return KEEL_EINVAL;
+    /* From another thread while the loop runs, the call would race with
+     * the loop over the actor table and the run queue. */
+    if (atomic_load(&n->loop_tid_set) && !keel__on_loop_thread(n))
+        return KEEL_EINVAL;
     if (idlen > KEEL_MAX_ID_LEN || strlen(type) > KEEL_MAX_TYPE_LEN)
         return KEEL_ELIMIT;
     if (len > n->opts.max_frame)

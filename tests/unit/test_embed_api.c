@@ -3,12 +3,16 @@
  * the problem.
  *  - a handler (or on_activate) that returns something other than 0 or
  *    a KEEL_E* code fails its turn with KEEL_EHANDLER and a text naming
- *    the value, and nothing it wrote is kept. */
+ *    the value, and nothing it wrote is kept;
+ *  - keel_call and keel_cast from a thread other than the loop thread,
+ *    while the node runs, are refused with KEEL_EINVAL (and nothing is
+ *    sent); from the loop thread they run. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "acall.h"
 #include "keel.h"
 #include "testutil.h"
 
@@ -133,6 +137,41 @@ START_TEST(handler_codes_outside_the_table)
 }
 END_TEST
 
+static void never_cb(int status, const void *reply, size_t len, void *data)
+{
+    (void)status;
+    (void)reply;
+    (void)len;
+    ck_abort_msg("a refused call completed: %s", (const char *)data);
+}
+
+START_TEST(async_calls_off_the_loop_thread)
+{
+    keel_node *n = make_node();
+    tu_acall c;
+    char buf[64];
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    /* Once the loop runs (a blocking call went through it), calls from
+     * this thread are refused. */
+    ck_assert_int_eq(callx(n, "counter", "c", "get", buf, sizeof buf), 0);
+    ck_assert_int_eq(keel_call(n, "counter", "c", 1, "incr", 4, never_cb,
+                               "call"),
+                     KEEL_EINVAL);
+    ck_assert_int_eq(keel_cast(n, "counter", "c", 1, "incr", 4, never_cb,
+                               "cast"),
+                     KEEL_EINVAL);
+    ck_assert_int_eq(callx(n, "counter", "c", "get", buf, sizeof buf), 0);
+    ck_assert_str_eq(buf, "0");
+    /* The same call made on the loop thread runs. */
+    tu_acall_start(n, &c, "counter", "c", "incr", NULL);
+    tu_acall_wait(&c);
+    ck_assert_int_eq(c.status, 0);
+    ck_assert_str_eq(c.reply, "1");
+    finish(n);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("embed_api");
@@ -141,6 +180,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, handler_codes_outside_the_table);
+    tcase_add_test(tc, async_calls_off_the_loop_thread);
     suite_add_tcase(s, tc);
     return s;
 }
