@@ -813,9 +813,15 @@ KEEL_API int keel_cast_keyed(keel_node *node, const uint8_t *key,
                              void *data);
 
 /* Blocking call from any thread but the loop thread (there it returns
- * KEEL_EINVAL at once: it would wait for itself). On return *reply is a
- * malloc'd buffer (free it with keel_free) holding the reply, or the error
- * text when the result is negative; *reply may be NULL if reply is NULL. */
+ * KEEL_EINVAL at once: it would wait for itself). reply and reply_len may
+ * be NULL when the reply is not wanted. On return *reply is a malloc'd
+ * buffer (free it with keel_free) holding the reply, or, when the result
+ * is negative, a text saying what was wrong (the actor's keel_turn_error
+ * text, or keel's for a call refused before it ran, e.g. an unknown type
+ * named); NULL only when there was no memory for it. A NUL byte follows
+ * the *reply_len bytes, but a reply may hold NUL bytes of its own: use
+ * *reply_len. Errors: those of keel_call, and any code the actor's turn
+ * failed with. */
 KEEL_API int keel_call_sync(keel_node *node, const char *type, const void *id,
                             size_t idlen, const void *msg, size_t len,
                             void **reply, size_t *reply_len);

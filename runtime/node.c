@@ -2683,7 +2683,10 @@ static void sync_post_fn(keel_node *n, void *data)
     }
     te = keel__type_find(n, s->type, strlen(s->type));
     if (te == NULL) {
-        sync_finish(s, KEEL_ENOTYPE, keel_strerror(KEEL_ENOTYPE));
+        char msg[KEEL_MAX_TYPE_LEN + 64];
+        snprintf(msg, sizeof msg,
+                 "no actor type '%s' is registered on this node", s->type);
+        sync_finish(s, KEEL_ENOTYPE, msg);
         return;
     }
     req = keel__req_alloc(n, s->msglen);
@@ -2708,6 +2711,28 @@ int keel__on_loop_thread(keel_node *n)
            pthread_equal(n->loop_tid, pthread_self());
 }
 
+/* A call refused before it is queued: the caller gets a text as it does
+ * for a refusal by the actor (or none if there is no memory for it). */
+static int sync_refuse(int rc, void **reply, size_t *reply_len,
+                       const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int sync_refuse(int rc, void **reply, size_t *reply_len,
+                       const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+
+    if (reply == NULL)
+        return rc;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    *reply = strdup(msg);
+    if (*reply != NULL && reply_len != NULL)
+        *reply_len = strlen(msg);
+    return rc;
+}
+
 int keel_call_sync(keel_node *n, const char *type, const void *id,
                    size_t idlen, const void *msg, size_t len, void **reply,
                    size_t *reply_len)
@@ -2721,13 +2746,29 @@ int keel_call_sync(keel_node *n, const char *type, const void *id,
         *reply_len = 0;
     if (n == NULL || type == NULL || (id == NULL && idlen > 0) ||
         (msg == NULL && len > 0))
-        return KEEL_EINVAL;
-    if (idlen > KEEL_MAX_ID_LEN || strlen(type) > KEEL_MAX_TYPE_LEN)
-        return KEEL_ELIMIT;
+        return sync_refuse(KEEL_EINVAL, reply, reply_len,
+                           "keel_call_sync: %s is NULL",
+                           n == NULL      ? "the node"
+                           : type == NULL ? "the type"
+                           : id == NULL   ? "the id (with a length)"
+                                          : "the message (with a length)");
+    if (idlen > KEEL_MAX_ID_LEN)
+        return sync_refuse(KEEL_ELIMIT, reply, reply_len,
+                           "an id of %zu bytes: ids are at most %d", idlen,
+                           KEEL_MAX_ID_LEN);
+    if (strlen(type) > KEEL_MAX_TYPE_LEN)
+        return sync_refuse(KEEL_ELIMIT, reply, reply_len,
+                           "a type name of %zu bytes: names are at most %d",
+                           strlen(type), KEEL_MAX_TYPE_LEN);
     if (len > n->opts.max_frame)
-        return KEEL_ETOOBIG;
+        return sync_refuse(KEEL_ETOOBIG, reply, reply_len,
+                           "a message of %zu bytes: the node's max_frame "
+                           "is %u",
+                           len, (unsigned)n->opts.max_frame);
     if (keel__on_loop_thread(n))
-        return KEEL_EINVAL; /* it would wait for itself forever */
+        return sync_refuse(KEEL_EINVAL, reply, reply_len,
+                           "keel_call_sync on the node's loop thread would "
+                           "wait for itself: use keel_call there");
     memset(&s, 0, sizeof s);
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.cv, NULL);
@@ -2737,6 +2778,8 @@ int keel_call_sync(keel_node *n, const char *type, const void *id,
     s.msg = (void *)msg;
     s.msglen = len;
     rc = keel_node_post(n, sync_post_fn, &s);
+    if (rc != 0)
+        sync_refuse(rc, reply, reply_len, "%s", keel_strerror(rc));
     if (rc == 0) {
         pthread_mutex_lock(&s.mu);
         while (!s.done)

@@ -6,7 +6,9 @@
  *    the value, and nothing it wrote is kept;
  *  - keel_call and keel_cast from a thread other than the loop thread,
  *    while the node runs, are refused with KEEL_EINVAL (and nothing is
- *    sent); from the loop thread they run. */
+ *    sent); from the loop thread they run;
+ *  - keel_call_sync gives a text with every error, those it raises
+ *    before the call runs included, and an unknown type is named. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,6 +174,86 @@ START_TEST(async_calls_off_the_loop_thread)
 }
 END_TEST
 
+/* Expects code and a reply that is the text want. */
+static void refused(int rc, void *reply, size_t len, int code,
+                    const char *want)
+{
+    ck_assert_int_eq(rc, code);
+    ck_assert_ptr_nonnull(reply);
+    ck_assert_uint_eq(len, strlen(want));
+    ck_assert_mem_eq(reply, want, len);
+    keel_free(reply);
+}
+
+struct on_loop {
+    keel_node *n;
+    int rc;
+    void *reply;
+    size_t len;
+};
+
+static void sync_on_loop(keel_node *n, void *data)
+{
+    struct on_loop *l = data;
+
+    l->rc = keel_call_sync(n, "counter", "c", 1, "get", 3, &l->reply,
+                           &l->len);
+}
+
+START_TEST(sync_call_error_texts)
+{
+    keel_node_options o;
+    keel_node *n;
+    char err[256], id[KEEL_MAX_ID_LEN + 1], big[600];
+    void *reply;
+    size_t len;
+    int rc;
+    struct on_loop l = {0};
+    tu_acall c;
+
+    keel_node_options_init(&o);
+    o.data_dir = dir;
+    o.log_level = KEEL_LOG_WARN;
+    o.max_frame = 512;
+    ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), 0);
+    ck_assert_int_eq(keel_node_start(n), 0);
+
+    rc = keel_call_sync(n, "nosuch", "a", 1, "x", 1, &reply, &len);
+    refused(rc, reply, len, KEEL_ENOTYPE,
+            "no actor type 'nosuch' is registered on this node");
+    rc = keel_call_sync(n, NULL, "a", 1, "x", 1, &reply, &len);
+    refused(rc, reply, len, KEEL_EINVAL, "keel_call_sync: the type is NULL");
+    rc = keel_call_sync(n, "counter", NULL, 1, "x", 1, &reply, &len);
+    refused(rc, reply, len, KEEL_EINVAL,
+            "keel_call_sync: the id (with a length) is NULL");
+    memset(id, 'i', sizeof id);
+    rc = keel_call_sync(n, "counter", id, sizeof id, "get", 3, &reply, &len);
+    refused(rc, reply, len, KEEL_ELIMIT,
+            "an id of 256 bytes: ids are at most 255");
+    memset(big, 'x', sizeof big);
+    rc = keel_call_sync(n, "counter", "a", 1, big, sizeof big, &reply, &len);
+    refused(rc, reply, len, KEEL_ETOOBIG,
+            "a message of 600 bytes: the node's max_frame is 512");
+    /* Without a place for the text, only the code. */
+    ck_assert_int_eq(keel_call_sync(n, "nosuch", "a", 1, "x", 1, NULL, NULL),
+                     KEEL_ENOTYPE);
+
+    /* From the loop thread. */
+    ck_assert_int_eq(keel_node_post(n, sync_on_loop, &l), 0);
+    tu_acall_start(n, &c, "counter", "c", "get", NULL); /* runs after it */
+    tu_acall_wait(&c);
+    refused(l.rc, l.reply, l.len, KEEL_EINVAL,
+            "keel_call_sync on the node's loop thread would wait for "
+            "itself: use keel_call there");
+
+    keel_node_stop(n);
+    keel_node_join(n);
+    rc = keel_call_sync(n, "counter", "a", 1, "get", 3, &reply, &len);
+    refused(rc, reply, len, KEEL_ESTOPPING, keel_strerror(KEEL_ESTOPPING));
+    keel_node_destroy(n);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("embed_api");
@@ -181,6 +263,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, handler_codes_outside_the_table);
     tcase_add_test(tc, async_calls_off_the_loop_thread);
+    tcase_add_test(tc, sync_call_error_texts);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -673,10 +673,12 @@ START_TEST(bad_requests)
     ck_assert_int_eq(keel_call_sync(n, "counter", big, sizeof big, "get", 3,
                                     &reply, &len),
                      KEEL_ELIMIT);
+    keel_free(reply); /* the error's text */
     huge = calloc(1, 8192);
     ck_assert_int_eq(keel_call_sync(n, "counter", "a", 1, huge, 8192, &reply,
                                     &len),
                      KEEL_ETOOBIG);
+    keel_free(reply);
     free(huge);
     ck_assert_int_eq(callx(n, "counter", "a", "incr x", NULL, 0),
                      KEEL_EBADMSG);
