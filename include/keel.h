@@ -645,9 +645,11 @@ KEEL_API int keel_node_register_type(keel_node *node,
  * state is set; a fresh actor has length 0. */
 KEEL_API void keel_turn_state(keel_turn *turn, const void **data, size_t *len);
 /* Replaces the state (copied). Takes effect only if the turn succeeds.
- * KEEL_ETOOBIG over KEEL_MAX_VALUE_LEN bytes. */
+ * KEEL_ETOOBIG over KEEL_MAX_VALUE_LEN bytes; KEEL_EINVAL when data is
+ * NULL with len > 0, or from on_passivate. */
 KEEL_API int keel_turn_set_state(keel_turn *turn, const void *data, size_t len);
-/* Sets the reply (copied); a later call replaces it. */
+/* Sets the reply (copied); a later call replaces it. KEEL_EINVAL when
+ * data is NULL with len > 0. */
 KEEL_API int keel_turn_reply(keel_turn *turn, const void *data, size_t len);
 /* printf-style reply. */
 KEEL_API int keel_turn_replyf(keel_turn *turn, const char *fmt, ...)
@@ -659,8 +661,11 @@ KEEL_API void keel_turn_error(keel_turn *turn, const char *fmt, ...)
 /* Named entries: the actor's own key-value storage. Reads see this turn's
  * writes and those of earlier turns (committed or not). *val is valid until
  * the turn ends. get: KEEL_ENOTFOUND when absent. Keys are at most
- * KEEL_MAX_ENTRY_KEY_LEN bytes and not empty (KEEL_ELIMIT, KEEL_EINVAL);
- * a value is at most KEEL_MAX_VALUE_LEN bytes (KEEL_ETOOBIG). */
+ * KEEL_MAX_ENTRY_KEY_LEN bytes (KEEL_ELIMIT), not empty and not beginning
+ * with a NUL byte, which begins the runtime's own entries (KEEL_EINVAL);
+ * a value is at most KEEL_MAX_VALUE_LEN bytes (KEEL_ETOOBIG). A NULL key,
+ * a NULL val with vlen > 0 (put), NULL val or vlen pointers (get), or a
+ * write from on_passivate: KEEL_EINVAL. */
 KEEL_API int keel_turn_get(keel_turn *turn, const void *key, size_t klen,
                            const void **val, size_t *vlen);
 KEEL_API int keel_turn_put(keel_turn *turn, const void *key, size_t klen,

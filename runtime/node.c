@@ -695,6 +695,8 @@ int keel_turn_set_state(keel_turn *t, const void *data, size_t len)
 {
     int rc;
 
+    if (t == NULL || (data == NULL && len > 0))
+        return KEEL_EINVAL;
     if (t->no_writes)
         return KEEL_EINVAL;
     if (len > KEEL_MAX_VALUE_LEN)
@@ -711,8 +713,11 @@ int keel_turn_set_state(keel_turn *t, const void *data, size_t len)
 
 int keel_turn_reply(keel_turn *t, const void *data, size_t len)
 {
-    int rc = grow(&t->n->scratch_reply, &t->n->scratch_reply_cap, len);
+    int rc;
 
+    if (t == NULL || (data == NULL && len > 0))
+        return KEEL_EINVAL;
+    rc = grow(&t->n->scratch_reply, &t->n->scratch_reply_cap, len);
     if (rc != 0)
         return rc;
     if (len)
@@ -727,6 +732,8 @@ int keel_turn_replyf(keel_turn *t, const char *fmt, ...)
     int len;
     int rc;
 
+    if (t == NULL || fmt == NULL)
+        return KEEL_EINVAL;
     va_start(ap, fmt);
     len = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
@@ -808,7 +815,7 @@ static int stage_find(keel_turn *t, const void *key, size_t klen,
  * runtime's own (dedup.h). */
 static int check_entry_key(const void *key, size_t klen)
 {
-    if (klen == 0)
+    if (key == NULL || klen == 0)
         return KEEL_EINVAL;
     if (klen > KEEL_MAX_ENTRY_KEY_LEN)
         return KEEL_ELIMIT;
@@ -881,6 +888,8 @@ int keel_turn_get(keel_turn *t, const void *key, size_t klen,
 
     if (rc != 0)
         return rc;
+    if (val == NULL || vlen == NULL)
+        return KEEL_EINVAL;
     return turn_get(t, key, klen, val, vlen);
 }
 
@@ -891,7 +900,7 @@ int keel_turn_put(keel_turn *t, const void *key, size_t klen,
 
     if (rc != 0)
         return rc;
-    if (t->no_writes)
+    if (t->no_writes || (val == NULL && vlen > 0))
         return KEEL_EINVAL;
     if (vlen > KEEL_MAX_VALUE_LEN)
         return KEEL_ETOOBIG;
@@ -1155,6 +1164,8 @@ static int turn_entries(keel_turn *t, int rt, const void *ep, size_t eplen,
 
 int keel_turn_entries(keel_turn *t, keel_entry_fn fn, void *data)
 {
+    if (t == NULL || fn == NULL)
+        return KEEL_EINVAL;
     return turn_entries(t, 0, NULL, 0, fn, data);
 }
 

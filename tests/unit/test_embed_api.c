@@ -8,7 +8,9 @@
  *    while the node runs, are refused with KEEL_EINVAL (and nothing is
  *    sent); from the loop thread they run;
  *  - keel_call_sync gives a text with every error, those it raises
- *    before the call runs included, and an unknown type is named. */
+ *    before the call runs included, and an unknown type is named;
+ *  - the turn calls refuse NULL buffers with a length (and NULL out
+ *    pointers) with KEEL_EINVAL instead of reading through them. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -254,6 +256,64 @@ START_TEST(sync_call_error_texts)
 }
 END_TEST
 
+static int noop_entry(const void *k, size_t kl, const void *v, size_t vl,
+                      void *data)
+{
+    (void)k;
+    (void)kl;
+    (void)v;
+    (void)vl;
+    (void)data;
+    return 0;
+}
+
+/* Each turn call with a NULL where a buffer belongs; the reply lists the
+ * codes. The turn fails after them, so nothing is kept either way. */
+static int null_message(keel_turn *t, const void *msg, size_t len)
+{
+    const void *v;
+    size_t vl;
+    char codes[256];
+    /* Through a pointer: the compilers refuse a NULL format at once. */
+    int (*replyf)(keel_turn *, const char *, ...) = keel_turn_replyf;
+
+    (void)msg;
+    (void)len;
+    snprintf(codes, sizeof codes, "%s %s %s %s %s %s %s %s %s",
+             keel_err_name(keel_turn_set_state(t, NULL, 5)),
+             keel_err_name(keel_turn_reply(t, NULL, 5)),
+             keel_err_name(replyf(t, NULL)),
+             keel_err_name(keel_turn_put(t, "k", 1, NULL, 5)),
+             keel_err_name(keel_turn_put(t, NULL, 1, "v", 1)),
+             keel_err_name(keel_turn_get(t, "k", 1, NULL, &vl)),
+             keel_err_name(keel_turn_get(t, "k", 1, &v, NULL)),
+             keel_err_name(keel_turn_del(t, NULL, 1)),
+             keel_err_name(keel_turn_entries(t, NULL, NULL)));
+    /* Empty buffers are fine. */
+    if (keel_turn_set_state(t, NULL, 0) != 0 ||
+        keel_turn_put(t, "k", 1, NULL, 0) != 0 ||
+        keel_turn_entries(t, noop_entry, NULL) != 0)
+        return KEEL_EHANDLER;
+    keel_turn_error(t, "%s", codes);
+    return KEEL_EBADMSG;
+}
+
+START_TEST(turn_calls_refuse_null_buffers)
+{
+    keel_node *n = make_node();
+    keel_actor_type nt = {.name = "nulls", .on_message = null_message};
+    char buf[512];
+
+    ck_assert_int_eq(keel_node_register_type(n, &nt), 0);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(callx(n, "nulls", "a", "go", buf, sizeof buf),
+                     KEEL_EBADMSG);
+    ck_assert_str_eq(buf, "EINVAL EINVAL EINVAL EINVAL EINVAL EINVAL EINVAL "
+                          "EINVAL EINVAL");
+    finish(n);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("embed_api");
@@ -264,6 +324,7 @@ static Suite *suite(void)
     tcase_add_test(tc, handler_codes_outside_the_table);
     tcase_add_test(tc, async_calls_off_the_loop_thread);
     tcase_add_test(tc, sync_call_error_texts);
+    tcase_add_test(tc, turn_calls_refuse_null_buffers);
     suite_add_tcase(s, tc);
     return s;
 }
