@@ -610,8 +610,13 @@ typedef struct keel_actor_type {
      * activation, and the actor is not kept. */
     int (*on_activate)(keel_turn *turn);
 
-    /* Optional. Runs when the actor is passivated (idle, evicted, node
-     * stopping). The state is already durable; writes are not allowed. */
+    /* Optional. Runs when the actor's activation ends: when it is
+     * passivated (idle, evicted, node stopping; its state is durable
+     * then), and also when its activation failed after on_activate
+     * succeeded, or a commit of its writes failed: then the state its
+     * activation held is dropped, and the next message loads what the
+     * store holds. Free here what on_activate set up. Writes are not
+     * allowed (they return KEEL_EINVAL). */
     void (*on_passivate)(keel_turn *turn);
 
     void *data; /* the type's own pointer, see keel_turn_type_data() */
@@ -686,7 +691,9 @@ KEEL_API const char *keel_turn_type_name(keel_turn *turn);
 KEEL_API void keel_turn_id(keel_turn *turn, const void **id, size_t *len);
 KEEL_API void *keel_turn_type_data(keel_turn *turn);
 /* A pointer slot kept with the activation (not persisted): set it in
- * on_activate, free it in on_passivate. */
+ * on_activate, free it in on_passivate. keel does not undo what a failed
+ * turn did to the memory it points to: change that memory only once the
+ * turn can no longer fail (after the last keel call that may). */
 KEEL_API void **keel_turn_actor_data(keel_turn *turn);
 KEEL_API keel_node *keel_turn_node(keel_turn *turn);
 
