@@ -328,7 +328,9 @@ KEEL_API int keel_node_create(const keel_node_options *opts, keel_node **out,
  * identity), or another error that ended its cluster agent for good. */
 KEEL_API int keel_node_run(keel_node *node);
 
-/* Starts the loop on a new thread and returns once it runs. */
+/* Starts keel_node_run on a new thread and returns: calls may be made at
+ * once (they wait for the loop). keel_node_join gives what it returned.
+ * Errors: KEEL_EINVAL (started already), KEEL_ENOMEM (no thread). */
 KEEL_API int keel_node_start(keel_node *node);
 
 /* Asks the node to stop; any thread, any number of times. The node stops
@@ -347,7 +349,10 @@ KEEL_API void keel_node_stop(keel_node *node);
  * async-signal-safe (keeld calls it on SIGHUP). */
 KEEL_API void keel_node_reload(keel_node *node);
 
-/* Waits for a node started with keel_node_start() to stop. */
+/* Waits for a node started with keel_node_start() to stop, and returns
+ * what keel_node_run returned on its thread: 0 after keel_node_stop(), or
+ * the code of a node that stopped on its own (KEEL_ECONFIG, ...: see
+ * keel_node_run). KEEL_EINVAL when the node was not started. */
 KEEL_API int keel_node_join(keel_node *node);
 
 /* Frees a stopped (or never started) node. */

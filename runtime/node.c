@@ -2324,7 +2324,9 @@ int keel_node_run(keel_node *n)
 
 static void *node_thread(void *arg)
 {
-    keel_node_run(arg);
+    keel_node *n = arg;
+
+    n->thread_rc = keel_node_run(n); /* read after pthread_join */
     return NULL;
 }
 
@@ -2358,7 +2360,7 @@ int keel_node_join(keel_node *n)
         return KEEL_EINVAL;
     pthread_join(n->thread, NULL);
     n->thread_started = 0;
-    return 0;
+    return n->thread_rc;
 }
 
 void keel_node_destroy(keel_node *n)

@@ -204,6 +204,7 @@ struct keel_node {
     pthread_t loop_tid;     /* the thread in keel_node_run, while loop_tid_set */
     atomic_int loop_tid_set;
     int thread_started;
+    int thread_rc; /* what keel_node_run returned on that thread */
     int running;
 
     struct keel_type_entry *types[256];

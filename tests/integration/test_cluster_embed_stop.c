@@ -1,0 +1,112 @@
+/* An embedded cluster node that stops on its own tells its embedder why.
+ *
+ * Two nodes in this process against a real ZooKeeper server: the first
+ * creates the cluster with 4 shards; the second, made with 8, cannot take
+ * part and stops by itself. Started with keel_node_start, its embedder
+ * learns the reason from keel_node_join (KEEL_ECONFIG), as one that ran
+ * keel_node_run itself does from its return; a node stopped with
+ * keel_node_stop joins with 0. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "keel.h"
+#include "testutil.h"
+#include "zk.h"
+
+static char *dir;
+static tu_zk zk;
+
+static void setup(void)
+{
+    dir = tu_tmpdir("embed_stop");
+}
+
+static void teardown(void)
+{
+    tu_zk_stop(&zk);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+static keel_node *cluster_node(const char *id, uint32_t shards)
+{
+    keel_node_options o;
+    keel_node *n;
+    char err[256], path[512];
+    int rc;
+
+    snprintf(path, sizeof path, "%s/%s", dir, id);
+    keel_node_options_init(&o);
+    o.data_dir = path;
+    o.log_level = KEEL_LOG_ERROR;
+    o.listen = "127.0.0.1:0";
+    o.zk_hosts = zk.hosts;
+    o.cluster = "embed";
+    o.node_id = id;
+    o.insecure = 1; /* a cluster node without credentials */
+    o.shard_count = shards;
+    o.zk_session_timeout_ms = 2000;
+    rc = keel_node_create(&o, &n, err, sizeof err);
+    ck_assert_msg(rc == 0, "create %s: %s %s", id, keel_strerror(rc), err);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    return n;
+}
+
+/* Calls until the node serves: at most 30 s. */
+static void until_served(keel_node *n)
+{
+    void *reply = NULL;
+    size_t len;
+    int rc = KEEL_EUNAVAIL, i;
+
+    for (i = 0; i < 300 && rc != 0; i++) {
+        rc = keel_call_sync(n, "counter", "c", 1, "incr", 4, &reply, &len);
+        keel_free(reply);
+        if (rc != 0)
+            usleep(100000);
+    }
+    ck_assert_msg(rc == 0, "not served: %s", keel_err_name(rc));
+}
+
+START_TEST(join_says_why_the_node_stopped)
+{
+    keel_node *a, *b;
+
+    if (!tu_zk_available()) {
+        fprintf(stderr, "SKIP: the ZooKeeper server is not installed\n");
+        return;
+    }
+    ck_assert_int_eq(tu_zk_start(&zk, 1, 200), 0);
+    a = cluster_node("a", 4);
+    until_served(a);
+    /* The node refuses to join and its loop ends (within the test's
+     * timeout: the join waits for it). */
+    b = cluster_node("b", 8);
+    ck_assert_int_eq(keel_node_join(b), KEEL_ECONFIG);
+    keel_node_destroy(b);
+
+    keel_node_stop(a);
+    ck_assert_int_eq(keel_node_join(a), 0);
+    keel_node_destroy(a);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("cluster_embed_stop");
+    TCase *tc = tcase_create("join");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, join_says_why_the_node_stopped);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run_suite(suite());
+}
