@@ -5,6 +5,7 @@
 
 #include <dlfcn.h>
 #include <stdio.h>
+#include <string.h>
 
 /* The plugin's declared ABI against this keel's: 0, or KEEL_EPLUGIN with
  * errbuf naming both. */
@@ -78,6 +79,13 @@ int keel_node_load_plugin_args(keel_node *n, const char *path,
         return KEEL_EPLUGIN;
     }
     rc = init(n, args);
+    if (rc != 0 && strcmp(keel_err_name(rc), "EUNKNOWN") == 0) {
+        snprintf(errbuf, errlen, "%s: %s returned %d, which is not 0 or a "
+                                 "KEEL_E* code",
+                 path, KEEL_PLUGIN_INIT_SYMBOL, rc);
+        dlclose(h);
+        return KEEL_EPLUGIN;
+    }
     if (rc != 0) {
         /* EEXIST is what keel_node_register_type gives a name taken
          * already, the likeliest reason for it here. */

@@ -5,8 +5,11 @@
  * called, it would log "fixture init ran" and register the type
  * "fixture": the test checks that neither happens. Built a third time as
  * plugin_dupname.so, with this keel's ABI and FIXTURE_TYPE "counter": its
- * init runs and fails, since the built-in type has that name. */
+ * init runs and fails, since the built-in type has that name. Given the
+ * args "return N", its init returns N instead of registering. */
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "keel.h"
 
@@ -36,7 +39,8 @@ int keel_plugin_init(keel_node *node, const char *args)
     keel_actor_type type = {.name = FIXTURE_TYPE,
                             .on_message = fixture_message};
 
-    (void)args;
     keel_node_log(node, KEEL_LOG_ERROR, "fixture init ran");
+    if (args != NULL && strncmp(args, "return ", 7) == 0)
+        return atoi(args + 7);
     return keel_node_register_type(node, &type);
 }

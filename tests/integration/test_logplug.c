@@ -379,7 +379,8 @@ START_TEST(plugin_abi_refused)
 END_TEST
 
 /* An init that fails is reported with its error's name; EEXIST, which
- * keel_node_register_type gives a name already taken, says so. */
+ * keel_node_register_type gives a name already taken, says so. A value
+ * that is not a KEEL_E* code is named as it is. */
 START_TEST(plugin_init_fails)
 {
     char *bin = tu_bin("keeld"), *dup = tu_bin("plugin_dupname.so");
@@ -395,6 +396,20 @@ START_TEST(plugin_init_fails)
                   "%s", err);
     ck_assert_ptr_nonnull(strstr(err, "fixture init ran"));
     free(err);
+    err = NULL;
+
+    {
+        char *arg = malloc(strlen(dup) + 16);
+        sprintf(arg, "%s:return 3", dup);
+        argv[6] = arg;
+        ck_assert_int_eq(tu_run(argv, NULL, &err), 1);
+        ck_assert_msg(strstr(err, "plugin_dupname.so: keel_plugin_init "
+                                  "returned 3, which is not 0 or a KEEL_E* "
+                                  "code") != NULL,
+                      "%s", err);
+        free(err);
+        free(arg);
+    }
     free(bin);
     free(dup);
 }
