@@ -355,7 +355,10 @@ KEEL_API void keel_node_reload(keel_node *node);
  * keel_node_run). KEEL_EINVAL when the node was not started. */
 KEEL_API int keel_node_join(keel_node *node);
 
-/* Frees a stopped (or never started) node. */
+/* Frees a stopped (or never started) node. A node started with
+ * keel_node_start() and still running is stopped first, as by
+ * keel_node_stop() and keel_node_join(). NULL: nothing. Not from the loop
+ * thread, and not while keel_node_run() runs on a thread of the caller's. */
 KEEL_API void keel_node_destroy(keel_node *node);
 
 /* Runs fn(node, data) on the loop thread. Any thread. Returns KEEL_ENOMEM

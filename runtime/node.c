@@ -2370,8 +2370,11 @@ void keel_node_destroy(keel_node *n)
 
     if (n == NULL)
         return;
-    if (n->thread_started)
+    if (n->thread_started) {
+        /* Not stopped first, the join would wait for ever. */
+        keel_node_stop(n);
         keel_node_join(n);
+    }
     n->stopping = 1; /* on_passivate below may not queue new messages */
     while ((a = n->lru_tail) != NULL) {
         /* Only when the loop never ran: nothing is in flight. */

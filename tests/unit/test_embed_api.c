@@ -10,7 +10,9 @@
  *  - keel_call_sync gives a text with every error, those it raises
  *    before the call runs included, and an unknown type is named;
  *  - the turn calls refuse NULL buffers with a length (and NULL out
- *    pointers) with KEEL_EINVAL instead of reading through them. */
+ *    pointers) with KEEL_EINVAL instead of reading through them;
+ *  - keel_node_destroy of a node still running from keel_node_start
+ *    stops it (its writes are durable) instead of waiting for ever. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -314,17 +316,35 @@ START_TEST(turn_calls_refuse_null_buffers)
 }
 END_TEST
 
+START_TEST(destroy_stops_a_started_node)
+{
+    keel_node *n = make_node();
+    char buf[64];
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(callx(n, "counter", "c", "incr 5", buf, sizeof buf), 0);
+    keel_node_destroy(n); /* no keel_node_stop: within the test's timeout */
+
+    n = make_node();
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(callx(n, "counter", "c", "get", buf, sizeof buf), 0);
+    ck_assert_str_eq(buf, "5");
+    keel_node_destroy(n);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("embed_api");
     TCase *tc = tcase_create("codes");
 
     tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
+    tcase_set_timeout(tc, 30);
     tcase_add_test(tc, handler_codes_outside_the_table);
     tcase_add_test(tc, async_calls_off_the_loop_thread);
     tcase_add_test(tc, sync_call_error_texts);
     tcase_add_test(tc, turn_calls_refuse_null_buffers);
+    tcase_add_test(tc, destroy_stops_a_started_node);
     suite_add_tcase(s, tc);
     return s;
 }
