@@ -370,7 +370,8 @@ KEEL_API int keel_node_post(keel_node *node, keel_post_fn fn, void *data);
  * in a cluster: it has joined and holds its lease), else the KEEL_E* code
  * /readyz answers with, and in *why (if not NULL) a static text saying
  * what the node waits for. On the loop thread only: call it from a
- * keel_node_post job. */
+ * keel_node_post job (from another thread while the node runs:
+ * KEEL_EINVAL, and *why says so). */
 KEEL_API int keel_node_readiness(keel_node *node, const char **why);
 
 /* The bound listen port (useful with port 0), or 0 without a listener. */

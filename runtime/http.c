@@ -802,6 +802,16 @@ int keel_node_readiness(keel_node *n, const char **why)
     if (why == NULL)
         why = &unused;
     *why = NULL;
+    if (n == NULL) {
+        *why = "keel_node_readiness: no node";
+        return KEEL_EINVAL;
+    }
+    /* The cluster's state belongs to the loop thread. */
+    if (atomic_load(&n->loop_tid_set) && !keel__on_loop_thread(n)) {
+        *why = "keel_node_readiness: call it on the node's loop thread "
+               "(from a keel_node_post job)";
+        return KEEL_EINVAL;
+    }
     if (!n->running || n->stopping) {
         *why = "not ready: the node is stopping";
         return KEEL_ESTOPPING;

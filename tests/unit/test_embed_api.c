@@ -12,7 +12,9 @@
  *  - the turn calls refuse NULL buffers with a length (and NULL out
  *    pointers) with KEEL_EINVAL instead of reading through them;
  *  - keel_node_destroy of a node still running from keel_node_start
- *    stops it (its writes are durable) instead of waiting for ever. */
+ *    stops it (its writes are durable) instead of waiting for ever;
+ *  - keel_node_readiness off the loop thread, while the node runs, is
+ *    refused with KEEL_EINVAL and a text saying where to call it. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -333,6 +335,39 @@ START_TEST(destroy_stops_a_started_node)
 }
 END_TEST
 
+struct ready {
+    int rc;
+    const char *why;
+};
+
+static void ready_on_loop(keel_node *n, void *data)
+{
+    struct ready *r = data;
+
+    r->rc = keel_node_readiness(n, &r->why);
+}
+
+START_TEST(readiness_off_the_loop_thread)
+{
+    keel_node *n = make_node();
+    struct ready r = {-1, NULL};
+    const char *why = NULL;
+    tu_acall c;
+    char buf[64];
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(callx(n, "counter", "c", "get", buf, sizeof buf), 0);
+    ck_assert_int_eq(keel_node_readiness(n, &why), KEEL_EINVAL);
+    ck_assert_str_eq(why, "keel_node_readiness: call it on the node's loop "
+                          "thread (from a keel_node_post job)");
+    ck_assert_int_eq(keel_node_post(n, ready_on_loop, &r), 0);
+    tu_acall_start(n, &c, "counter", "c", "get", NULL); /* runs after it */
+    tu_acall_wait(&c);
+    ck_assert_int_eq(r.rc, 0);
+    finish(n);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("embed_api");
@@ -345,6 +380,7 @@ static Suite *suite(void)
     tcase_add_test(tc, sync_call_error_texts);
     tcase_add_test(tc, turn_calls_refuse_null_buffers);
     tcase_add_test(tc, destroy_stops_a_started_node);
+    tcase_add_test(tc, readiness_off_the_loop_thread);
     suite_add_tcase(s, tc);
     return s;
 }
