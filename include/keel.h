@@ -650,8 +650,10 @@ typedef struct keel_actor_type {
 } keel_actor_type;
 
 /* Registers a type; the struct is copied, the strings too. Before the node
- * runs. Names beginning with the byte 0x01 are the runtime's own.
- * Errors: KEEL_EINVAL, KEEL_ELIMIT, KEEL_EEXIST. */
+ * runs: once keel_node_start() or keel_node_run() was called, KEEL_EINVAL.
+ * Names beginning with the byte 0x01 are the runtime's own.
+ * Errors: KEEL_EINVAL (also a NULL name or on_message, an empty name),
+ * KEEL_ELIMIT, KEEL_EEXIST. */
 KEEL_API int keel_node_register_type(keel_node *node,
                                      const keel_actor_type *type);
 

@@ -176,7 +176,9 @@ int keel_node_register_type(keel_node *n, const keel_actor_type *type)
     if (n == NULL || type == NULL || type->name == NULL ||
         type->on_message == NULL)
         return KEEL_EINVAL;
-    if (n->running)
+    /* Once keel_node_start returned, the loop thread may be reading the
+     * types already, before it marks the node running. */
+    if (n->running || n->thread_started)
         return KEEL_EINVAL;
     len = strlen(type->name);
     if (len == 0 || type->name[0] == '\x01')

@@ -14,7 +14,10 @@
  *  - keel_node_destroy of a node still running from keel_node_start
  *    stops it (its writes are durable) instead of waiting for ever;
  *  - keel_node_readiness off the loop thread, while the node runs, is
- *    refused with KEEL_EINVAL and a text saying where to call it. */
+ *    refused with KEEL_EINVAL and a text saying where to call it;
+ *  - keel_node_register_type right after keel_node_start is refused,
+ *    before the loop thread (which reads the types) marks the node
+ *    running. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -368,6 +371,25 @@ START_TEST(readiness_off_the_loop_thread)
 }
 END_TEST
 
+static int echo_message(keel_turn *t, const void *msg, size_t len)
+{
+    return keel_turn_reply(t, msg, len);
+}
+
+START_TEST(register_after_start_refused)
+{
+    keel_node *n = make_node();
+    keel_actor_type et = {.name = "echo", .on_message = echo_message};
+    char buf[64];
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(keel_node_register_type(n, &et), KEEL_EINVAL);
+    ck_assert_int_eq(callx(n, "echo", "a", "hi", buf, sizeof buf),
+                     KEEL_ENOTYPE);
+    finish(n);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("embed_api");
@@ -381,6 +403,7 @@ static Suite *suite(void)
     tcase_add_test(tc, turn_calls_refuse_null_buffers);
     tcase_add_test(tc, destroy_stops_a_started_node);
     tcase_add_test(tc, readiness_off_the_loop_thread);
+    tcase_add_test(tc, register_after_start_refused);
     suite_add_tcase(s, tc);
     return s;
 }
