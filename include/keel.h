@@ -674,7 +674,9 @@ KEEL_API int keel_turn_reply(keel_turn *turn, const void *data, size_t len);
 /* printf-style reply. */
 KEEL_API int keel_turn_replyf(keel_turn *turn, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* Text that goes with an error return from on_message. */
+/* Text that goes with an error return from on_message (or on_activate,
+ * upgrade); a later call replaces it, and a turn that succeeds drops it.
+ * At most 255 bytes are kept: a longer text is cut. */
 KEEL_API void keel_turn_error(keel_turn *turn, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
