@@ -604,9 +604,12 @@ typedef struct keel_actor_type {
     const char *name;       /* at most KEEL_MAX_TYPE_LEN bytes */
     const char *capability; /* required node capability; NULL: none */
 
-    /* Handles one message. Reads the state with keel_turn_state(), may set
-     * a new one with keel_turn_set_state() and use named entries; sets the
-     * reply with keel_turn_reply(). Returns 0, or a KEEL_E* code: then the
+    /* Handles one message: msg is len bytes, owned by keel and valid
+     * until the call returns, and not NUL-terminated (compare it with its
+     * length, as memcmp does; strcmp may read past it). Reads the state
+     * with keel_turn_state(), may set a new one with keel_turn_set_state()
+     * and use named entries; sets the reply with keel_turn_reply().
+     * Returns 0, or a KEEL_E* code: then the
      * caller gets that code (with the text given to keel_turn_error(), if
      * any) and every write of this turn is discarded. Any other value (a
      * positive number, an errno value) fails the turn the same way as
@@ -658,7 +661,7 @@ KEEL_API int keel_node_register_type(keel_node *node,
                                      const keel_actor_type *type);
 
 /* The actor's current state. *data is valid until the turn ends or the
- * state is set; a fresh actor has length 0. */
+ * state is set, and is not NUL-terminated; a fresh actor has length 0. */
 KEEL_API void keel_turn_state(keel_turn *turn, const void **data, size_t *len);
 /* Replaces the state (copied). Takes effect only if the turn succeeds.
  * KEEL_ETOOBIG over KEEL_MAX_VALUE_LEN bytes; KEEL_EINVAL when data is
@@ -699,7 +702,9 @@ typedef int (*keel_entry_fn)(const void *key, size_t klen, const void *val,
                              size_t vlen, void *data);
 KEEL_API int keel_turn_entries(keel_turn *turn, keel_entry_fn fn, void *data);
 
-/* Who is handling the message. Valid during the turn. */
+/* Who is handling the message. Valid during the turn. The type name is
+ * NUL-terminated; the id is idlen bytes of any value, not NUL-terminated
+ * (print it with "%.*s"). */
 KEEL_API const char *keel_turn_type_name(keel_turn *turn);
 KEEL_API void keel_turn_id(keel_turn *turn, const void **id, size_t *len);
 KEEL_API void *keel_turn_type_data(keel_turn *turn);
