@@ -325,7 +325,10 @@ KEEL_API int keel_node_create(const keel_node_options *opts, keel_node **out,
  * stopped on its own because it cannot take part in its cluster (the
  * reason is logged): KEEL_ECONFIG (e.g. another shard count),
  * KEEL_EDENIED (its ZooKeeper credentials are not the cluster's
- * identity), or another error that ended its cluster agent for good. */
+ * identity), or another error that ended its cluster agent for good.
+ * A node whose loop cannot start (KEEL_ENOMEM: no thread for its storage
+ * writer, ...) returns at once with that code; calls that were waiting
+ * for the loop are answered KEEL_ESTOPPING, as later ones are. */
 KEEL_API int keel_node_run(keel_node *node);
 
 /* Starts keel_node_run on a new thread and returns: calls may be made at
@@ -855,7 +858,8 @@ KEEL_API int keel_cast_keyed(keel_node *node, const uint8_t *key,
  * named); NULL only when there was no memory for it. A NUL byte follows
  * the *reply_len bytes, but a reply may hold NUL bytes of its own: use
  * *reply_len. Errors: those of keel_call, and any code the actor's turn
- * failed with. */
+ * failed with. A call made before the node runs waits until it does:
+ * made on the thread that is to start it, it waits for ever. */
 KEEL_API int keel_call_sync(keel_node *node, const char *type, const void *id,
                             size_t idlen, const void *msg, size_t len,
                             void **reply, size_t *reply_len);

@@ -2247,6 +2247,18 @@ err_after_alloc:
     return rc;
 }
 
+/* The loop will not run: the posts queued for it (a keel_call_sync
+ * waiting among them) are run now, and see ESTOPPING, and later posts are
+ * refused, as after a stop. Returns rc. */
+static int run_failed(keel_node *n, int rc)
+{
+    pthread_mutex_lock(&n->post_mu);
+    n->stopping = 2;
+    pthread_mutex_unlock(&n->post_mu);
+    run_posts(n);
+    return rc;
+}
+
 int keel_node_run(keel_node *n)
 {
     int rc;
@@ -2254,19 +2266,19 @@ int keel_node_run(keel_node *n)
     if (n == NULL || n->running)
         return KEEL_EINVAL;
     if (n->outbox == NULL && (rc = keel__outbox_init(n)) != 0)
-        return rc;
+        return run_failed(n, rc);
     if (n->follow == NULL && (rc = keel__follow_create(n)) != 0)
-        return rc;
+        return run_failed(n, rc);
     if (n->reminders == NULL && (rc = keel__reminders_init(n)) != 0)
-        return rc;
+        return run_failed(n, rc);
     rc = keel_writer_start(n->store, keel__writer_done_cb, n, &n->writer);
     if (rc != 0)
-        return rc;
+        return run_failed(n, rc);
     rc = keel__cluster_rt_start(n);
     if (rc != 0) {
         keel_writer_stop(n->writer);
         n->writer = NULL;
-        return rc;
+        return run_failed(n, rc);
     }
     keel__repl_start(n);
     n->running = 1;
@@ -2278,7 +2290,7 @@ int keel_node_run(keel_node *n)
         n->running = 0;
         keel_writer_stop(n->writer);
         n->writer = NULL;
-        return rc;
+        return run_failed(n, rc);
     }
     ev_timer_start(n->loop, &n->idle_timer);
     ev_prepare_start(n->loop, &n->flush_watcher);
