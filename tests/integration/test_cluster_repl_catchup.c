@@ -503,6 +503,31 @@ static int lists(const keel_shard_map *m, const keel_map_unit *u, int i)
     return idx >= 0 && keel_map_replica_pos(u, (uint16_t)idx) >= 0;
 }
 
+/* The replicas the map lists for each unit, among nodes n0..n<nodes-1>,
+ * print the same digest. */
+static void listed_agree(int nodes)
+{
+    keel_shard_map m;
+    int i, s;
+
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)s);
+        char d0[128] = "", d[128];
+        for (i = 0; i < nodes; i++) {
+            if (!lists(&m, u, i))
+                continue;
+            tu_cluster_digest(&fx, i, (uint32_t)s, d, sizeof d);
+            if (d0[0] == '\0')
+                snprintf(d0, sizeof d0, "%s", d);
+            CHECK(strcmp(d, d0) == 0, "shard %d: n%d has '%s', '%s' "
+                                      "elsewhere",
+                  s, i, d, d0);
+        }
+    }
+    keel_map_free(&m);
+}
+
 /* A fourth node joins three with three replicas: placement takes one of
  * the three out of the replica list of most units. Each node deletes
  * its copy of the units the map has not listed it for in the dead time
@@ -576,26 +601,86 @@ START_TEST(a_copy_no_list_names_is_deleted)
         CHECK(tu_repl_get(&fx, 3, id) == acked[k],
               "%s lost acknowledged increments", id);
     }
-    {
+    listed_agree(4);
+    for (k = 0; k < 4; k++)
+        if (cl[k] != NULL)
+            keel_client_close(cl[k]);
+}
+END_TEST
+
+/* A node that took units in handoffs (n1, then n0, leave in order with
+ * two replicas: n2 takes every unit, by stream or keep frame) and hands
+ * them on when the others come back, placement no longer listing it,
+ * deletes its copies a dead time later, as any node does: the handoffs it
+ * took long settled do not count as units coming to it. */
+START_TEST(a_copy_taken_in_a_handoff_goes_once_unlisted)
+{
+    static const char *const opts[] = {"--repl-lag-ms", "1000",
+                                       "--replica-dead-ms", "1000", NULL};
+    keel_client *cl[3] = {NULL, NULL, NULL};
+    long acked[COUNTERS] = {0}, held[SHARDS];
+    const int three[3] = {0, 1, 2}, alone[1] = {2};
+    int i, s, k, tries, port[2], unlisted = 0, left = 0;
+
+    tu_cluster_start_together(&fx, 3, 2, opts, NULL);
+    for (k = 0; k < 2; k++)
+        tu_repl_load_round(&fx, cl, acked, three, 3, k, "three nodes");
+    for (i = 1; i >= 0; i--) {
+        if (cl[i] != NULL)
+            keel_client_close(cl[i]);
+        cl[i] = NULL;
+        port[i] = fx.nodes[i].port;
+        ck_assert_int_eq(tu_keeld_stop(&fx.nodes[i], SIGTERM), 0);
+        tu_keeld_free(&fx.nodes[i]);
+    }
+    for (tries = 0; tries < 100 && !tu_repl_leads(&fx, "n2", 1); tries++)
+        tu_sleep_ms(100);
+    CHECK(tu_repl_leads(&fx, "n2", 1), "n2 does not lead every unit");
+    tu_repl_load_round(&fx, cl, acked, alone, 1, 0, "n2 alone");
+    for (s = 0; s < SHARDS; s++)
+        held[s] = records_of(2, (uint32_t)s);
+    for (i = 1; i >= 0; i--)
+        ck_assert_int_eq(tu_cluster_start_node(&fx, i, port[i], "--replicas",
+                                               "2", "--repl-lag-ms", "1000",
+                                               "--replica-dead-ms", "1000",
+                                               NULL),
+                         0);
+    CHECK(tu_map_wait_settled(&fx, 2) || tu_map_wait_settled(&fx, 2),
+          "n0 and n1 back: the units did not get 2 replicas in sync");
+    for (tries = 0; tries < 100; tries++) {
         keel_shard_map m;
-        CHECK(tu_map_read(&fx, &m) == 0, "no map");
+        if (tu_map_read(&fx, &m) != 0) {
+            tu_sleep_ms(200);
+            continue;
+        }
+        unlisted = left = 0;
         for (s = 0; s < SHARDS; s++) {
             const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)s);
-            char d0[128] = "", d[128];
-            for (i = 0; i < 4; i++) {
-                if (!lists(&m, u, i))
-                    continue;
-                tu_cluster_digest(&fx, i, (uint32_t)s, d, sizeof d);
-                if (d0[0] == '\0')
-                    snprintf(d0, sizeof d0, "%s", d);
-                CHECK(strcmp(d, d0) == 0, "shard %d: n%d has '%s', '%s' "
-                                          "elsewhere",
-                      s, i, d, d0);
-            }
+            if (u == NULL || lists(&m, u, 2) || held[s] <= 0)
+                continue;
+            unlisted++;
+            left += records_of(2, (uint32_t)s) != 0;
         }
         keel_map_free(&m);
+        if (unlisted > 0 && left == 0)
+            break;
+        tu_sleep_ms(200);
     }
-    for (k = 0; k < 4; k++)
+    CHECK(unlisted > 0, "the map still lists n2 for every unit it took");
+    CHECK(left == 0, "%d of the %d copies n2 took, which the map no longer "
+                     "lists, are still there",
+          left, unlisted);
+    for (k = 0; k < 2; k++)
+        tu_repl_load_round(&fx, cl, acked, three, 3, k, "n0 and n1 back");
+    for (k = 0; k < COUNTERS; k++) {
+        char id[16];
+        tu_repl_counter_id(k, id, sizeof id);
+        for (i = 0; i < 3; i++)
+            CHECK(tu_repl_get(&fx, i, id) == acked[k],
+                  "%s lost acknowledged increments (through n%d)", id, i);
+    }
+    listed_agree(3);
+    for (k = 0; k < 3; k++)
         if (cl[k] != NULL)
             keel_client_close(cl[k]);
 }
@@ -700,6 +785,7 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_unit_handed_over_and_back_moves_no_records);
     tcase_add_test(tc, a_copy_no_list_names_is_deleted);
+    tcase_add_test(tc, a_copy_taken_in_a_handoff_goes_once_unlisted);
     suite_add_tcase(s, tc);
     tc = tcase_create("resent_check");
     tcase_add_checked_fixture(tc, setup, teardown);
