@@ -106,7 +106,8 @@ static int job_inbound(const rt_job *j, const char *cap, uint32_t shard)
 
 /* Whether a stream or keep frame of (cap, shard) is being received or
  * stored here, or was stored and the map has not moved past it yet: its
- * release may still finish to this node, whatever the map says now. */
+ * release may still finish to this node, whatever the map says now
+ * (rt->rcvd holds only those once rt_receipts_pending pruned it). */
 static int inbound(const keel_cluster_rt *rt, const char *cap,
                    uint32_t shard)
 {
@@ -231,6 +232,10 @@ void rt_sweep_copies(keel_cluster_rt *rt, int map_applied)
         return; /* the next map looks again */
     if (rt->sw_ncaps != m->ncaps || rt->sw_shards != m->shard_count)
         return;
+    /* Receipts the map has moved past are settled: forgotten here, or a
+     * unit this node once took by a stream or keep frame would count as
+     * coming here for as long as the process runs. */
+    (void)rt_receipts_pending(rt);
     for (ci = 0; ci < m->ncaps; ci++)
         for (s = 0; s < m->shard_count; s++) {
             double *since = &rt->sw_since[ci * m->shard_count + s];

@@ -503,6 +503,31 @@ static int lists(const keel_shard_map *m, const keel_map_unit *u, int i)
     return idx >= 0 && keel_map_replica_pos(u, (uint16_t)idx) >= 0;
 }
 
+/* The replicas the map lists for each unit, among nodes n0..n<nodes-1>,
+ * print the same digest. */
+static void listed_agree(int nodes)
+{
+    keel_shard_map m;
+    int i, s;
+
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)s);
+        char d0[128] = "", d[128];
+        for (i = 0; i < nodes; i++) {
+            if (!lists(&m, u, i))
+                continue;
+            tu_cluster_digest(&fx, i, (uint32_t)s, d, sizeof d);
+            if (d0[0] == '\0')
+                snprintf(d0, sizeof d0, "%s", d);
+            CHECK(strcmp(d, d0) == 0, "shard %d: n%d has '%s', '%s' "
+                                      "elsewhere",
+                  s, i, d, d0);
+        }
+    }
+    keel_map_free(&m);
+}
+
 /* A fourth node joins three with three replicas: placement takes one of
  * the three out of the replica list of most units. Each node deletes
  * its copy of the units the map has not listed it for in the dead time
@@ -576,28 +601,263 @@ START_TEST(a_copy_no_list_names_is_deleted)
         CHECK(tu_repl_get(&fx, 3, id) == acked[k],
               "%s lost acknowledged increments", id);
     }
-    {
-        keel_shard_map m;
-        CHECK(tu_map_read(&fx, &m) == 0, "no map");
-        for (s = 0; s < SHARDS; s++) {
-            const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)s);
-            char d0[128] = "", d[128];
-            for (i = 0; i < 4; i++) {
-                if (!lists(&m, u, i))
-                    continue;
-                tu_cluster_digest(&fx, i, (uint32_t)s, d, sizeof d);
-                if (d0[0] == '\0')
-                    snprintf(d0, sizeof d0, "%s", d);
-                CHECK(strcmp(d, d0) == 0, "shard %d: n%d has '%s', '%s' "
-                                          "elsewhere",
-                      s, i, d, d0);
-            }
-        }
-        keel_map_free(&m);
-    }
+    listed_agree(4);
     for (k = 0; k < 4; k++)
         if (cl[k] != NULL)
             keel_client_close(cl[k]);
+}
+END_TEST
+
+/* A node that took units in handoffs (n1, then n0, leave in order with
+ * two replicas: n2 takes every unit, by stream or keep frame) and hands
+ * them on when the others come back, placement no longer listing it,
+ * deletes its copies a dead time later, as any node does: the handoffs it
+ * took long settled do not count as units coming to it. */
+START_TEST(a_copy_taken_in_a_handoff_goes_once_unlisted)
+{
+    static const char *const opts[] = {"--repl-lag-ms", "1000",
+                                       "--replica-dead-ms", "1000", NULL};
+    keel_client *cl[3] = {NULL, NULL, NULL};
+    long acked[COUNTERS] = {0}, held[SHARDS];
+    const int three[3] = {0, 1, 2}, alone[1] = {2};
+    int i, s, k, tries, port[2], unlisted = 0, left = 0;
+
+    tu_cluster_start_together(&fx, 3, 2, opts, NULL);
+    for (k = 0; k < 2; k++)
+        tu_repl_load_round(&fx, cl, acked, three, 3, k, "three nodes");
+    for (i = 1; i >= 0; i--) {
+        if (cl[i] != NULL)
+            keel_client_close(cl[i]);
+        cl[i] = NULL;
+        port[i] = fx.nodes[i].port;
+        ck_assert_int_eq(tu_keeld_stop(&fx.nodes[i], SIGTERM), 0);
+        tu_keeld_free(&fx.nodes[i]);
+    }
+    for (tries = 0; tries < 100 && !tu_repl_leads(&fx, "n2", 1); tries++)
+        tu_sleep_ms(100);
+    CHECK(tu_repl_leads(&fx, "n2", 1), "n2 does not lead every unit");
+    tu_repl_load_round(&fx, cl, acked, alone, 1, 0, "n2 alone");
+    for (s = 0; s < SHARDS; s++)
+        held[s] = records_of(2, (uint32_t)s);
+    for (i = 1; i >= 0; i--)
+        ck_assert_int_eq(tu_cluster_start_node(&fx, i, port[i], "--replicas",
+                                               "2", "--repl-lag-ms", "1000",
+                                               "--replica-dead-ms", "1000",
+                                               NULL),
+                         0);
+    CHECK(tu_map_wait_settled(&fx, 2) || tu_map_wait_settled(&fx, 2),
+          "n0 and n1 back: the units did not get 2 replicas in sync");
+    for (tries = 0; tries < 100; tries++) {
+        keel_shard_map m;
+        if (tu_map_read(&fx, &m) != 0) {
+            tu_sleep_ms(200);
+            continue;
+        }
+        unlisted = left = 0;
+        for (s = 0; s < SHARDS; s++) {
+            const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)s);
+            if (u == NULL || lists(&m, u, 2) || held[s] <= 0)
+                continue;
+            unlisted++;
+            left += records_of(2, (uint32_t)s) != 0;
+        }
+        keel_map_free(&m);
+        if (unlisted > 0 && left == 0)
+            break;
+        tu_sleep_ms(200);
+    }
+    CHECK(unlisted > 0, "the map still lists n2 for every unit it took");
+    CHECK(left == 0, "%d of the %d copies n2 took, which the map no longer "
+                     "lists, are still there",
+          left, unlisted);
+    for (k = 0; k < 2; k++)
+        tu_repl_load_round(&fx, cl, acked, three, 3, k, "n0 and n1 back");
+    for (k = 0; k < COUNTERS; k++) {
+        char id[16];
+        tu_repl_counter_id(k, id, sizeof id);
+        for (i = 0; i < 3; i++)
+            CHECK(tu_repl_get(&fx, i, id) == acked[k],
+                  "%s lost acknowledged increments (through n%d)", id, i);
+    }
+    listed_agree(3);
+    for (k = 0; k < 3; k++)
+        if (cl[k] != NULL)
+            keel_client_close(cl[k]);
+}
+END_TEST
+
+/* The rank of node n<i> among n0..n3 in the placement of unit ("", s):
+ * 0 for the best. */
+static int rank_of(int i, uint32_t s)
+{
+    char me[8], other[8];
+    uint64_t mine;
+    int j, rank = 0;
+
+    snprintf(me, sizeof me, "n%d", i);
+    mine = keel_rendezvous_score(me, "", s);
+    for (j = 0; j < 4; j++) {
+        snprintf(other, sizeof other, "n%d", j);
+        if (j != i && keel_rendezvous_score(other, "", s) > mine)
+            rank++;
+    }
+    return rank;
+}
+
+/* The controller named by node i's `keel nodes`: its index, or -1. */
+static int controller_via(int i)
+{
+    char *o = NULL, *e = NULL, name[32];
+    const char *p;
+    int idx = -1;
+
+    if (tu_keel(fx.nodes[i].addr, &o, &e, "nodes", NULL) == 0 && o != NULL &&
+        (p = strstr(o, "\ncontroller ")) != NULL &&
+        sscanf(p, "\ncontroller %31s", name) == 1 && name[0] == 'n' &&
+        name[1] >= '0' && name[1] <= '3' && name[2] == '\0')
+        idx = name[1] - '0';
+    free(o);
+    free(e);
+    return idx;
+}
+
+/* Polls the map (at most 10 s) until unit ("", s) has primary n<p> and,
+ * when t >= 0, target n<t> (else none): 1, or 0. */
+static int wait_unit(uint32_t s, int p, int t)
+{
+    char pn[8], tn[8];
+    int tries, ok = 0;
+
+    snprintf(pn, sizeof pn, "n%d", p);
+    snprintf(tn, sizeof tn, "n%d", t);
+    for (tries = 0; tries < 500 && !ok; tries++) {
+        keel_shard_map m;
+        if (tu_map_read(&fx, &m) == 0) {
+            const keel_map_unit *u = tu_map_unit(&m, "", s);
+            int ci = keel_map_cap_index(&m, "");
+            const char *pr =
+                ci >= 0 ? keel_map_primary(&m, (uint32_t)ci, s) : NULL;
+            ok = u != NULL && pr != NULL && strcmp(pr, pn) == 0 &&
+                 (t < 0 ? u->target == KEEL_MAP_NO_NODE
+                        : u->target != KEEL_MAP_NO_NODE &&
+                              strcmp(m.nodes[u->target], tn) == 0);
+            keel_map_free(&m);
+        }
+        if (!ok)
+            tu_sleep_ms(20);
+    }
+    return ok;
+}
+
+/* A unit given without its records (its primary b and in-sync backup x
+ * dead, b forgotten: shard_epoch + 2) to a node a that holds an older copy
+ * of it (a backup placement dropped when x came back, within the dead
+ * time), and moved on to d before a acquired it (a paused meanwhile, then
+ * drained: the map a reads when it runs again has a primary at the new
+ * epoch and d as the target), starts empty at d, as at a: a hands it on
+ * without that copy. Handed on with it, d answered the count a's copy
+ * had. */
+START_TEST(a_unit_given_without_its_records_is_handed_on_empty)
+{
+    static const char *const opts[] = {"--repl-lag-ms", "1000", NULL};
+    keel_client *cl = NULL;
+    char id[16] = "", name[4][8], *out = NULL, *err = NULL, *log;
+    uint32_t s = 0;
+    int a = -1, b = -1, x = -1, d = -1, i, j, k, tries, port;
+    double gone;
+
+    tu_cluster_start_together(&fx, 4, 2, opts, NULL);
+    for (tries = 0; tries < 100 && d < 0; tries++)
+        if ((d = controller_via(0)) < 0)
+            tu_sleep_ms(100);
+    CHECK(d >= 0, "n0 names no controller");
+    for (j = 0; j < 64 && id[0] == '\0'; j++) {
+        char cand[16];
+        tu_repl_counter_id(j, cand, sizeof cand);
+        s = tu_repl_shard_of(cand);
+        if (rank_of(d, s) == 3)
+            snprintf(id, sizeof id, "%s", cand);
+    }
+    CHECK(id[0] != '\0', "no counter whose unit ranks n%d last", d);
+    for (i = 0; i < 4; i++) {
+        int r = rank_of(i, s);
+        snprintf(name[i], sizeof name[i], "n%d", i);
+        if (r == 0)
+            b = i;
+        else if (r == 1)
+            x = i;
+        else if (r == 2)
+            a = i;
+    }
+    /* x leaves: a backs the unit up in sync, and takes its writes. */
+    port = fx.nodes[x].port;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[x], SIGTERM), 0);
+    tu_keeld_free(&fx.nodes[x]);
+    CHECK(tu_map_wait_settled(&fx, 2) || tu_map_wait_settled(&fx, 2),
+          "%s left: the units did not get 2 replicas in sync", name[x]);
+    for (k = 0; k < 3; k++)
+        CHECK(tu_repl_incr(&fx, &cl, d, id) == k + 1, "%s: increment %d",
+              id, k + 1);
+    /* x back: placement drops a, which keeps its copy (count 3). */
+    ck_assert_int_eq(tu_cluster_start_node(&fx, x, port, "--replicas", "2",
+                                           "--repl-lag-ms", "1000", NULL),
+                     0);
+    CHECK(tu_map_wait_settled(&fx, 2) || tu_map_wait_settled(&fx, 2),
+          "%s back: the units did not get 2 replicas in sync", name[x]);
+    CHECK(wait_unit(s, b, -1), "%s's unit is not with %s", id, name[b]);
+    CHECK(records_of(a, s) > 0, "%s holds no copy of shard %u", name[a],
+          s);
+    for (k = 3; k < 5; k++)
+        CHECK(tu_repl_incr(&fx, &cl, d, id) == k + 1, "%s: increment %d",
+              id, k + 1);
+    keel_client_close(cl);
+    cl = NULL;
+    /* b and x die; once b's death is past its grace, b is forgotten
+     * while a is paused: the unit goes to a at shard_epoch + 2, then, a
+     * drained, towards d, before a has seen either. */
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[b], SIGKILL), 128 + SIGKILL);
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[x], SIGKILL), 128 + SIGKILL);
+    for (tries = 0; tries < 150; tries++) {
+        if (tu_cluster_member_exists(&fx, name[b]) == 0 &&
+            tu_cluster_member_exists(&fx, name[x]) == 0)
+            break;
+        tu_sleep_ms(100);
+    }
+    CHECK(tries < 150, "%s and %s are still members", name[b], name[x]);
+    gone = tu_now_s();
+    /* The controller moves a forgotten node's units T + T/4 after it saw
+     * it go (4 s sessions): a forget issued later moves them at once. */
+    while (tu_now_s() - gone < 6.0)
+        tu_sleep_ms(100);
+    CHECK(kill(fx.nodes[a].pid, SIGSTOP) == 0, "SIGSTOP %s", name[a]);
+    k = tu_cluster_forget(&fx, d, name[b], 0, 0, &out);
+    free(out);
+    out = NULL;
+    CHECK(k == 0, "forget %s refused", name[b]);
+    k = wait_unit(s, a, -1);
+    if (k) {
+        k = tu_keel(fx.nodes[d].addr, &out, &err, "node", "drain", name[a],
+                    NULL) == 0;
+        free(out);
+        free(err);
+        out = err = NULL;
+    }
+    k = k && wait_unit(s, a, d);
+    CHECK(kill(fx.nodes[a].pid, SIGCONT) == 0, "SIGCONT %s", name[a]);
+    CHECK(k, "the map did not move %s's unit to %s, then towards %s",
+          id, name[a], name[d]);
+    CHECK(wait_unit(s, d, -1), "%s's unit did not reach %s", id, name[d]);
+    k = (int)tu_repl_get(&fx, d, id);
+    CHECK(k == 0, "%s answers %d at %s: the records of a copy older than "
+                  "the state given up",
+          id, k, name[d]);
+    log = tu_keeld_log(&fx.nodes[a]);
+    CHECK(log != NULL && strstr(log, "session expired") == NULL &&
+              strstr(log, "without its records") != NULL,
+          "%s did not hand the unit on unacquired (its session expired "
+          "while it was paused?)",
+          name[a]);
+    free(log);
 }
 END_TEST
 
@@ -700,6 +960,8 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_unit_handed_over_and_back_moves_no_records);
     tcase_add_test(tc, a_copy_no_list_names_is_deleted);
+    tcase_add_test(tc, a_copy_taken_in_a_handoff_goes_once_unlisted);
+    tcase_add_test(tc, a_unit_given_without_its_records_is_handed_on_empty);
     suite_add_tcase(s, tc);
     tc = tcase_create("resent_check");
     tcase_add_checked_fixture(tc, setup, teardown);
