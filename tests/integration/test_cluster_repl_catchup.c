@@ -764,7 +764,7 @@ START_TEST(a_unit_given_without_its_records_is_handed_on_empty)
     char id[16] = "", name[4][8], *out = NULL, *err = NULL, *log;
     uint32_t s = 0;
     int a = -1, b = -1, x = -1, d = -1, i, j, k, tries, port;
-    double gone;
+    double gone, paused;
 
     tu_cluster_start_together(&fx, 4, 2, opts, NULL);
     for (tries = 0; tries < 100 && d < 0; tries++)
@@ -830,6 +830,7 @@ START_TEST(a_unit_given_without_its_records_is_handed_on_empty)
     while (tu_now_s() - gone < 6.0)
         tu_sleep_ms(100);
     CHECK(kill(fx.nodes[a].pid, SIGSTOP) == 0, "SIGSTOP %s", name[a]);
+    paused = tu_now_s();
     k = tu_cluster_forget(&fx, d, name[b], 0, 0, &out);
     free(out);
     out = NULL;
@@ -844,6 +845,7 @@ START_TEST(a_unit_given_without_its_records_is_handed_on_empty)
     }
     k = k && wait_unit(s, a, d);
     CHECK(kill(fx.nodes[a].pid, SIGCONT) == 0, "SIGCONT %s", name[a]);
+    paused = tu_now_s() - paused;
     CHECK(k, "the map did not move %s's unit to %s, then towards %s",
           id, name[a], name[d]);
     CHECK(wait_unit(s, d, -1), "%s's unit did not reach %s", id, name[d]);
@@ -855,8 +857,8 @@ START_TEST(a_unit_given_without_its_records_is_handed_on_empty)
     CHECK(log != NULL && strstr(log, "session expired") == NULL &&
               strstr(log, "without its records") != NULL,
           "%s did not hand the unit on unacquired (its session expired "
-          "while it was paused?)",
-          name[a]);
+          "while it was paused for %.1f s?)",
+          name[a], paused);
     free(log);
 }
 END_TEST
