@@ -1,21 +1,25 @@
 /* Request keys: a retried request is answered with its first outcome.
  *
  * A client may tag a CALL or CAST with a 16-byte request key of its
- * choosing (docs/protocol.md). When the turn it starts succeeds and
- * changes the actor's state, the actor records the key and the reply in
- * reserved entries of its own storage, written in the same transaction as
- * the change. A later request with the same key, to the same actor, finds
- * the record and is answered with the recorded reply without running the
- * handler again. Because the record lives with the actor's state, it is
- * exactly as durable, follows the actor through handoffs, and survives
- * restarts; a write refused or lost takes its record with it.
+ * choosing (docs/protocol.md). When the turn it starts succeeds, the
+ * actor records the key and the reply in reserved entries of its own
+ * storage, written in the same transaction as the turn's change (the
+ * turn's only write when it changed nothing). A later request with the
+ * same key, to the same actor, finds the record and is answered with the
+ * recorded reply without running the handler again. Because the record
+ * lives with the actor's state, it is exactly as durable, follows the
+ * actor through handoffs, and survives restarts; a write refused or lost
+ * takes its record with it.
  *
  * The window is a time: a record is kept for the node's retention
  * (keel_node_options.request_key_retention_ms) from the wall-clock time
  * of the write it came with, however many keyed writes the actor takes
  * meanwhile. Replies longer than KEEL_DEDUP_REPLY_MAX are not kept (a
- * retry learns that the request ran, not its reply). Turns that change
- * nothing are not recorded: running them again is harmless.
+ * retry learns that the request ran, not its reply). Turns that changed
+ * nothing are recorded too: a copy that arrives after the client has its
+ * answer (the original of a retry that ran first, held up by a
+ * partition) would otherwise run on the state it finds then, and a
+ * compare-and-set that failed could succeed. Failed turns are not.
  *
  * An actor's records, each a reserved entry (entry keys that begin with a
  * NUL byte are the runtime's: keel_turn_get/put/del refuse them with

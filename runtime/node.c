@@ -1544,7 +1544,11 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
                                 ty->on_message(&t, req->buf, req->len));
         if (rc == 0 && req->from != NULL)
             rc = keel__outbox_applied(&t, req);
-        if (rc == 0 && req->keyed && (t.state_set || n->stage_len > 0))
+        /* Recorded also when it changed nothing: a copy of the request
+         * that comes later (the original of a retry that ran first,
+         * delivered late) must not decide again on the state it finds
+         * then (a compare-and-set that failed here may succeed there). */
+        if (rc == 0 && req->keyed)
             rc = keel__dedup_record(&t, req, n->scratch_reply,
                                     req->is_cast ? 0 : t.reply_len);
     }

@@ -1,8 +1,8 @@
 /* Request keys inside the node (dedup.h has the records and their
- * layout): a keyed request that changed its actor records its key and
- * reply with the change, in reserved entries of the actor; a retry with
- * the key within the retention is answered with the first outcome
- * without running again. The turn (node.c) looks the key up before its
+ * layout): a keyed request whose turn succeeded records its key and
+ * reply with the turn's writes (alone, when it wrote nothing), in
+ * reserved entries of the actor; a retry with the key within the
+ * retention is answered with the first outcome without running again. The turn (node.c) looks the key up before its
  * handler runs and stages the record with the handler's writes. */
 #include <string.h>
 #include <xxhash.h>

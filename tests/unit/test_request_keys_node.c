@@ -1,7 +1,9 @@
 /* Request keys inside one node (runtime/dedup.h, node_keys.c): a retry waits
  * for the original's write to be durable; a retry of a write whose batch
  * failed fails too, and a later one runs once; two requests with one key
- * run once; a retry that finds its record while the actor activates is
+ * run once; a keyed request that changed nothing is recorded, so that a
+ * late copy of it does not run again on a changed state (also after a
+ * restart); a retry that finds its record while the actor activates is
  * answered from it (or EALREADY) with activations and passivations
  * balanced; a key sent with another message is refused; a record holds
  * however many keyed writes follow it, for the retention and no longer,
@@ -107,6 +109,14 @@ static int tally_message(keel_turn *t, const void *msg, size_t len)
         return keel_turn_replyf(t, "%lu", v);
     if (len == 4 && memcmp(msg, "list", 4) == 0)
         return list_entries(t);
+    if (len > 2 && len < sizeof buf && memcmp(msg, "if", 2) == 0) {
+        /* "ifN": a compare-and-set, the increment only when the value
+         * is N; "no", changing nothing, otherwise. */
+        memcpy(buf, (const char *)msg + 2, len - 2);
+        buf[len - 2] = 0;
+        if (strtoul(buf, NULL, 10) != v)
+            return keel_turn_reply(t, "no", 2);
+    }
     v++;
     snprintf(buf, sizeof buf, "%lu", v);
     keel_turn_set_state(t, buf, strlen(buf));
@@ -331,6 +341,42 @@ static void key_n(uint8_t *k, unsigned v)
     k[1] = (uint8_t)(v >> 8);
     k[2] = (uint8_t)(v >> 16);
 }
+
+/* A keyed request that ran and changed nothing (a compare-and-set that
+ * found another value) is recorded too: a copy of it that reaches the
+ * actor later (the original of a retry, delivered late by a connection
+ * a partition held up) is answered with that outcome and does not run
+ * again, also after a restart. Run again, it found the value it wanted
+ * by then and wrote, after its client had been told it changed
+ * nothing. */
+START_TEST(late_copy_of_a_turn_that_changed_nothing)
+{
+    keel_node *n = start_node();
+    char reply[256];
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "cas", "inc", NULL, reply), 0);
+    ck_assert_str_eq(reply, "1");
+    /* The retry runs first: the value is 1, not 2. */
+    ck_assert_int_eq(call(n, "cas", "if2", K1, reply), 0);
+    ck_assert_str_eq(reply, "no");
+    ck_assert_int_eq(call(n, "cas", "inc", NULL, reply), 0);
+    ck_assert_str_eq(reply, "2");
+    finish(n);
+
+    runs = 0;
+    n = start_node();
+    ck_assert_int_eq(keel_node_start(n), 0);
+    /* The original arrives: it is the retry's request, answered as the
+     * retry was. */
+    ck_assert_int_eq(call(n, "cas", "if2", K1, reply), 0);
+    ck_assert_str_eq(reply, "no");
+    ck_assert_int_eq(runs, 0);
+    ck_assert_int_eq(call(n, "cas", "get", NULL, reply), 0);
+    ck_assert_str_eq(reply, "2");
+    finish(n);
+}
+END_TEST
 
 /* The runtime's request-key entries of an actor, in the store. */
 struct rk_count {
@@ -750,6 +796,7 @@ int main(void)
     tcase_add_test(tc, same_key_concurrent);
     tcase_add_test(tc, dup_hit_on_activation);
     tcase_add_test(tc, key_reused_for_another_message);
+    tcase_add_test(tc, late_copy_of_a_turn_that_changed_nothing);
     tcase_add_test(tc, record_outlives_many_keyed_writes);
     tcase_add_test(tc, record_forgotten_after_retention);
     tcase_add_test(tc, old_table_read_then_moved);
