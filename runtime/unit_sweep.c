@@ -105,17 +105,21 @@ static int job_inbound(const rt_job *j, const char *cap, uint32_t shard)
 }
 
 /* Whether a stream or keep frame of (cap, shard) is being received or
- * stored here, or was stored and the map has not moved past it yet: its
- * release may still finish to this node, whatever the map says now
- * (rt->rcvd holds only those once rt_receipts_pending pruned it). */
+ * stored here, or was stored and the map (which has the unit at epoch)
+ * has not moved past it yet: its release may still finish to this node,
+ * whatever the map says now. A receipt the map has moved past is
+ * settled (someone owns the unit past it); it stays for the leniency
+ * towards a repeated stream (rt_receipt_has), but does not count here,
+ * or a unit this node once took would count as coming here for as long
+ * as the process runs. */
 static int inbound(const keel_cluster_rt *rt, const char *cap,
-                   uint32_t shard)
+                   uint32_t shard, uint64_t epoch)
 {
     const rt_rcvd *d;
     const rt_xin *x;
 
     for (d = rt->rcvd; d != NULL; d = d->next)
-        if (same_unit(d->cap, d->shard, cap, shard))
+        if (same_unit(d->cap, d->shard, cap, shard) && d->epoch >= epoch)
             return 1;
     for (x = rt->xins; x != NULL; x = x->next)
         if (same_unit(x->cap, x->shard, cap, shard))
@@ -232,10 +236,6 @@ void rt_sweep_copies(keel_cluster_rt *rt, int map_applied)
         return; /* the next map looks again */
     if (rt->sw_ncaps != m->ncaps || rt->sw_shards != m->shard_count)
         return;
-    /* Receipts the map has moved past are settled: forgotten here, or a
-     * unit this node once took by a stream or keep frame would count as
-     * coming here for as long as the process runs. */
-    (void)rt_receipts_pending(rt);
     for (ci = 0; ci < m->ncaps; ci++)
         for (s = 0; s < m->shard_count; s++) {
             double *since = &rt->sw_since[ci * m->shard_count + s];
@@ -244,7 +244,7 @@ void rt_sweep_copies(keel_cluster_rt *rt, int map_applied)
                 continue; /* listed, or looked at already */
             if (now - *since >= dead) {
                 if (rt_rel_find(rt, m->caps[ci], s) ||
-                    inbound(rt, m->caps[ci], s) ||
+                    inbound(rt, m->caps[ci], s, u->shard_epoch) ||
                     rt_sweep_pending(rt, m->caps[ci], s)) {
                     /* Still being released, coming here, or being
                      * deleted already: its time starts again. */
