@@ -704,23 +704,6 @@ static int rank_of(int i, uint32_t s)
     return rank;
 }
 
-/* The controller named by node i's `keel nodes`: its index, or -1. */
-static int controller_via(int i)
-{
-    char *o = NULL, *e = NULL, name[32];
-    const char *p;
-    int idx = -1;
-
-    if (tu_keel(fx.nodes[i].addr, &o, &e, "nodes", NULL) == 0 && o != NULL &&
-        (p = strstr(o, "\ncontroller ")) != NULL &&
-        sscanf(p, "\ncontroller %31s", name) == 1 && name[0] == 'n' &&
-        name[1] >= '0' && name[1] <= '3' && name[2] == '\0')
-        idx = name[1] - '0';
-    free(o);
-    free(e);
-    return idx;
-}
-
 /* Polls the map (at most 10 s) until unit ("", s) has primary n<p> and,
  * when t >= 0, target n<t> (else none): 1, or 0. */
 static int wait_unit(uint32_t s, int p, int t)
@@ -768,7 +751,7 @@ START_TEST(a_unit_given_without_its_records_is_handed_on_empty)
 
     tu_cluster_start_together(&fx, 4, 2, opts, NULL);
     for (tries = 0; tries < 100 && d < 0; tries++)
-        if ((d = controller_via(0)) < 0)
+        if ((d = tu_repl_controller(&fx, 0, 4)) < 0)
             tu_sleep_ms(100);
     CHECK(d >= 0, "n0 names no controller");
     for (j = 0; j < 64 && id[0] == '\0'; j++) {

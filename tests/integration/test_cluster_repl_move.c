@@ -223,23 +223,6 @@ START_TEST(a_unit_fails_over_twice)
 }
 END_TEST
 
-/* The controller named by node i's `keel nodes`: its index, or -1. */
-static int controller_via(int i)
-{
-    char *o = NULL, *e = NULL, name[32];
-    const char *p;
-    int idx = -1;
-
-    if (tu_keel(fx.nodes[i].addr, &o, &e, "nodes", NULL) == 0 && o != NULL &&
-        (p = strstr(o, "\ncontroller ")) != NULL &&
-        sscanf(p, "\ncontroller %31s", name) == 1 && name[0] == 'n' &&
-        name[1] >= '0' && name[1] <= '2' && name[2] == '\0')
-        idx = name[1] - '0';
-    free(o);
-    free(e);
-    return idx;
-}
-
 /* Waits (bounded) until some node other than `not` names a controller
  * other than `not`: its index, or -1. */
 static int wait_new_controller(int not)
@@ -250,7 +233,7 @@ static int wait_new_controller(int not)
         for (i = 0; i < 3; i++) {
             if (i == not || fx.nodes[i].pid <= 0)
                 continue;
-            c = controller_via(i);
+            c = tu_repl_controller(&fx, i, 3);
             if (c >= 0 && c != not)
                 return c;
         }
@@ -306,7 +289,7 @@ START_TEST(a_killed_controller_s_work_is_finished_by_the_next)
     tu_repl_start(&fx, 3, 3, "1000");
     for (round = 0; round < 2; round++)
         tu_repl_load_round(&fx, cl, acked, all, 3, round, "three nodes");
-    c1 = controller_via(0);
+    c1 = tu_repl_controller(&fx, 0, 3);
     CHECK(c1 >= 0, "n0 names no controller");
     snprintf(c1name, sizeof c1name, "n%d", c1);
     CHECK(tu_map_read(&fx, &m) == 0, "no map");

@@ -233,6 +233,22 @@ int tu_repl_leads(const tu_cluster *c, const char *node, int every)
     return ok;
 }
 
+int tu_repl_controller(const tu_cluster *c, int via, int nodes)
+{
+    char *o = NULL, *e = NULL, name[32];
+    const char *p;
+    int idx = -1;
+
+    if (tu_keel(c->nodes[via].addr, &o, &e, "nodes", NULL) == 0 &&
+        o != NULL && (p = strstr(o, "\ncontroller ")) != NULL &&
+        sscanf(p, "\ncontroller %31s", name) == 1 && name[0] == 'n' &&
+        name[1] >= '0' && name[1] < '0' + nodes && name[2] == '\0')
+        idx = name[1] - '0';
+    free(o);
+    free(e);
+    return idx;
+}
+
 void tu_repl_counter_led_by(const tu_cluster *c, int via, const char *node,
                             char *id, size_t cap)
 {

@@ -75,6 +75,10 @@ void tu_repl_check_agree(const tu_cluster *c, const long *acked,
  * none while each has a primary (every = 0), in the map read now. */
 int tu_repl_leads(const tu_cluster *c, const char *node, int every);
 
+/* The controller named by node via's `keel nodes`, as the index of a
+ * node named n0..n<nodes-1>; -1 when it names none of them. */
+int tu_repl_controller(const tu_cluster *c, int via, int nodes);
+
 /* The first of the counters tu_repl_counter_id names (of the first 64)
  * whose primary, as node via answers `where`, is node: into id (cap
  * bytes); "" when none is. */
