@@ -39,6 +39,29 @@ static double leave_s(const keel_cluster_rt *rt)
     return (v != 0 ? v : LEAVE_MS_DEFAULT) / 1000.0;
 }
 
+/* ------------------------------------------------- what a store holds */
+
+uint64_t rt_fence_read(keel_cluster_rt *rt, const char *cap, uint32_t shard,
+                       uint64_t epoch)
+{
+    keel_store_read *r;
+    uint64_t fence = 0;
+
+    if (keel_store_read_begin(rt->n->store, &r) != 0)
+        return epoch;
+    if (keel_store_fence_get(r, cap, (uint16_t)shard, &fence) != 0)
+        fence = epoch;
+    keel_store_read_end(r);
+    return fence;
+}
+
+int rt_without_records(keel_cluster_rt *rt, const char *cap, uint32_t shard,
+                       uint64_t epoch, uint64_t fence)
+{
+    return fence + 1 < epoch &&
+           !keel_cluster_promoted(rt->c, cap, shard, epoch);
+}
+
 /* --------------------------------------------------------------- hooks */
 
 static void on_release(keel_cluster *c, const char *cap, uint32_t shard,
@@ -84,15 +107,7 @@ static void on_acquire(keel_cluster *c, const char *cap, uint32_t shard,
          * still holds of it is an older owner's copy, deleted in the
          * transaction that records the epoch, before anything
          * activates. */
-        keel_store_read *r;
-        uint64_t fence = 0;
-        if (keel_store_read_begin(rt->n->store, &r) == 0) {
-            if (keel_store_fence_get(r, cap, (uint16_t)shard, &fence) != 0)
-                fence = epoch; /* unreadable: leave it to the commit */
-            keel_store_read_end(r);
-        } else {
-            fence = epoch;
-        }
+        uint64_t fence = rt_fence_read(rt, cap, shard, epoch);
         if (fence == epoch) {
             /* Served here at this epoch before: writes that had left for
              * its backups may not have committed here (repl.h). */
@@ -109,7 +124,7 @@ static void on_acquire(keel_cluster *c, const char *cap, uint32_t shard,
                       "epoch %llu)",
                       keel_cap_name(cap), shard, (unsigned long long)epoch,
                       (unsigned long long)fence);
-        } else if (fence + 1 < epoch) {
+        } else if (rt_without_records(rt, cap, shard, epoch, fence)) {
             j->wipe = 1;
             keel_info("unit (%s, %u) comes here at epoch %llu without its "
                       "records (this store is at epoch %llu): starting it "

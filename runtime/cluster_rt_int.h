@@ -377,6 +377,20 @@ void rt_drop_rel(keel_cluster_rt *rt, const char *cap, uint32_t shard);
 int rt_receipt_has(keel_cluster_rt *rt, const char *cap, uint32_t shard,
                    uint64_t epoch);
 
+/* ------------------------------------------------------- cluster_rt.c */
+
+/* The fence this store records for (cap, shard); epoch when it cannot be
+ * read (the commit that needs it decides then). */
+uint64_t rt_fence_read(keel_cluster_rt *rt, const char *cap, uint32_t shard,
+                       uint64_t epoch);
+/* Whether the unit is this node's at epoch without its records, its store
+ * at fence: below epoch - 1 (neither served here at epoch nor streamed
+ * here at epoch - 1), and not promoted from the unit's in-sync set. What
+ * the store holds of it then is an older owner's copy: the acquire
+ * deletes it, a release before the acquire hands the unit on empty. */
+int rt_without_records(keel_cluster_rt *rt, const char *cap, uint32_t shard,
+                       uint64_t epoch, uint64_t fence);
+
 /* ----------------------------------------------------- unit_promote.c */
 
 /* Sender: whether r's unit may go to r->to without its records (r->to is

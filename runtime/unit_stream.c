@@ -166,29 +166,6 @@ static int keep_send(keel_cluster_rt *rt, rt_rel *r, const char *addr,
     return 0;
 }
 
-/* Whether what this store holds of r's unit is not the unit at r->epoch:
- * the map gave this node the unit at that epoch without its records (its
- * owner forgotten or presumed dead: shard_epoch + 2) and moved it on
- * before this node acquired it (a map in between skipped, a restart),
- * so the acquire that deletes such an older copy never ran. The test is
- * the acquire's (on_acquire, cluster_rt.c): a fence below r->epoch - 1,
- * and not promoted from the unit's in-sync set. A fence that cannot be
- * read leaves the choice to the scan of the records, as before. */
-static int rel_without_records(keel_cluster_rt *rt, const rt_rel *r,
-                               uint64_t *fence)
-{
-    keel_store_read *rd;
-
-    *fence = 0;
-    if (keel_store_read_begin(rt->n->store, &rd) != 0)
-        return 0;
-    if (keel_store_fence_get(rd, r->cap, (uint16_t)r->shard, fence) != 0)
-        *fence = r->epoch;
-    keel_store_read_end(rd);
-    return *fence + 1 < r->epoch &&
-           !keel_cluster_promoted(rt->c, r->cap, r->shard, r->epoch);
-}
-
 static int xfer_send(keel_cluster_rt *rt, rt_rel *r)
 {
     char addr[KEEL_ADDR_MAX + 1];
@@ -202,7 +179,11 @@ static int xfer_send(keel_cluster_rt *rt, rt_rel *r)
     if (keel_cluster_member_addr(rt->c, r->sent_to, addr, sizeof addr) != 0)
         return KEEL_EUNAVAIL;
     memset(&s, 0, sizeof s);
-    if (rel_without_records(rt, r, &fence)) {
+    /* Given here without its records (owner forgotten: shard_epoch + 2)
+     * and moved on before this node acquired it, so the acquire that
+     * deletes an older copy held here never ran. */
+    fence = rt_fence_read(rt, r->cap, r->shard, r->epoch);
+    if (rt_without_records(rt, r->cap, r->shard, r->epoch, fence)) {
         /* The unit starts empty, here or at the recipient: an older
          * copy held here is not its data (nor a keep frame's). */
         r->keep = 0;
