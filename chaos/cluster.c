@@ -1070,9 +1070,8 @@ int chaos_node_stats(const chaos_cluster *c, int i, int timeout_ms,
     return ask(c, i, KEEL_FRAME_STAT, NULL, 0, timeout_ms, out);
 }
 
-/* The value of the line "key VALUE" in text, into buf. */
-static int line_value(const char *text, const char *key, char *buf,
-                      size_t cap)
+int chaos_line_value(const char *text, const char *key, char *buf,
+                     size_t cap)
 {
     size_t kl = strlen(key);
     const char *p = text;
@@ -1111,7 +1110,7 @@ int chaos_cluster_controller(const chaos_cluster *c, int i, char *name,
 
     name[0] = '\0';
     if (chaos_node_info(c, i, "nodes", 2000, &out) == 0 &&
-        line_value(out, "controller", name, cap) == 0)
+        chaos_line_value(out, "controller", name, cap) == 0)
         idx = node_index(c, name);
     free(out);
     return idx;
@@ -1131,9 +1130,9 @@ static int view_ok(const chaos_cluster *c, int i, char *epoch, size_t ecap,
              keel_strerror(rc));
         return 0;
     }
-    if (line_value(out, "controller", ctl, sizeof ctl) != 0 ||
+    if (chaos_line_value(out, "controller", ctl, sizeof ctl) != 0 ||
         strcmp(ctl, "(none)") == 0 ||
-        line_value(out, "map_epoch", epoch, ecap) != 0) {
+        chaos_line_value(out, "map_epoch", epoch, ecap) != 0) {
         errf(why, cap, "%s sees no controller or map", c->nodes[i].id);
         free(out);
         return 0;

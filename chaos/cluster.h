@@ -166,6 +166,12 @@ int chaos_node_up(const chaos_cluster *c, int i);
 int chaos_node_info(const chaos_cluster *c, int i, const char *words,
                     int timeout_ms, char **out);
 
+/* The value of the line "key VALUE" of a node's text answer (INFO,
+ * STAT) into buf (cap bytes, cut to fit): 0, or -1 when no line has the
+ * key. */
+int chaos_line_value(const char *text, const char *key, char *buf,
+                     size_t cap);
+
 /* Node i's STAT answer ("name value" lines, counted since its start),
  * malloc'd into *out: 0, or a transport or node error. */
 int chaos_node_stats(const chaos_cluster *c, int i, int timeout_ms,

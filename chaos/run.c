@@ -1156,17 +1156,11 @@ static void write_run_json(run *r, int64_t end_ns, size_t nfaults,
 /* The value of the line "name VALUE" of a STAT answer; 0 when absent. */
 static unsigned long long stat_of(const char *text, const char *name)
 {
-    size_t n = strlen(name);
-    const char *p = text;
+    char v[32];
 
-    while (p != NULL && *p != '\0') {
-        if (strncmp(p, name, n) == 0 && p[n] == ' ')
-            return strtoull(p + n + 1, NULL, 10);
-        p = strchr(p, '\n');
-        if (p != NULL)
-            p++;
-    }
-    return 0;
+    return chaos_line_value(text, name, v, sizeof v) == 0
+               ? strtoull(v, NULL, 10)
+               : 0;
 }
 
 /* The replication figures of the nodes up at the end, summed: what the
