@@ -1,6 +1,21 @@
 /* The error table: one X-macro in keel.h, names and texts here. */
 #include "keel.h"
 
+#include "common/error.h"
+
+int keel__err_known(int code)
+{
+    switch (code) {
+    case 0:
+#define KEEL__ERR_CASE(name, val, msg) case (val):
+        KEEL_ERRNO_MAP(KEEL__ERR_CASE)
+#undef KEEL__ERR_CASE
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 const char *keel_strerror(int code)
 {
     switch (code) {

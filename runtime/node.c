@@ -28,6 +28,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "common/error.h"
 #include "common/log.h"
 #include "runtime/auth.h"
 #include "runtime/cluster_rt.h"
@@ -935,7 +936,7 @@ int keel__turn_has_error(keel_turn *t)
  * positive one reads as success to a caller testing rc < 0. */
 int keel__turn_hook_rc(keel_turn *t, const char *hook, int rc)
 {
-    if (rc == 0 || strcmp(keel_err_name(rc), "EUNKNOWN") != 0)
+    if (keel__err_known(rc))
         return rc;
     if (!t->err_set)
         keel_turn_error(t, "the %s of actor type '%s' returned %d, which "

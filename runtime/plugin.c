@@ -5,7 +5,8 @@
 
 #include <dlfcn.h>
 #include <stdio.h>
-#include <string.h>
+
+#include "common/error.h"
 
 /* The plugin's declared ABI against this keel's: 0, or KEEL_EPLUGIN with
  * errbuf naming both. */
@@ -79,7 +80,7 @@ int keel_node_load_plugin_args(keel_node *n, const char *path,
         return KEEL_EPLUGIN;
     }
     rc = init(n, args);
-    if (rc != 0 && strcmp(keel_err_name(rc), "EUNKNOWN") == 0) {
+    if (!keel__err_known(rc)) {
         snprintf(errbuf, errlen, "%s: %s returned %d, which is not 0 or a "
                                  "KEEL_E* code",
                  path, KEEL_PLUGIN_INIT_SYMBOL, rc);
