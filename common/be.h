@@ -24,6 +24,20 @@ static inline void keel_put_be64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)v;
 }
 
+static inline uint32_t keel_get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+           p[3];
+}
+
+static inline void keel_put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
 static inline uint16_t keel_get_be16(const uint8_t *p)
 {
     return (uint16_t)(p[0] << 8 | p[1]);

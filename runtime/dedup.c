@@ -12,12 +12,6 @@
 #define TAB_REC_HDR (KEEL_DEDUP_KEY_LEN + 8 + 1 + 4)
 #define TAB_FLAGS_AT (KEEL_DEDUP_KEY_LEN + 8)
 
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
-           p[3];
-}
-
 int keel_dedup_key_parse(const char *hex, uint8_t *key)
 {
     size_t i;
@@ -44,33 +38,54 @@ int keel_dedup_key_parse(const char *hex, uint8_t *key)
 
 /* ---------------------------------------------------------- records */
 
+#define FLAG_KEPT 1u
+#define FLAG_REFUSED 2u
+
 size_t keel_dedup_rec_encode(uint8_t *out, const keel_dedup_rec *rec)
 {
-    size_t rlen = rec->kept ? rec->rlen : 0;
+    size_t rlen = rec->kept ? rec->rlen : 0, off = KEEL_DEDUP_REC_HDR;
 
     out[0] = REC_FORMAT;
     keel_put_be64(out + 1, rec->seq);
     keel_put_be64(out + 9, rec->time_ms);
     keel_put_be64(out + 17, rec->hash);
-    out[25] = (uint8_t)(rec->kept != 0);
+    out[25] = (uint8_t)(rec->kept != 0 ? FLAG_KEPT : 0);
+    if (rec->err < 0) {
+        out[25] = FLAG_KEPT | FLAG_REFUSED;
+        keel_put_be32(out + off, (uint32_t)rec->err);
+        off += 4;
+    }
     if (rlen > 0)
-        memcpy(out + KEEL_DEDUP_REC_HDR, rec->reply, rlen);
-    return KEEL_DEDUP_REC_HDR + rlen;
+        memcpy(out + off, rec->reply, rlen);
+    return off + rlen;
 }
 
 int keel_dedup_rec_decode(const uint8_t *v, size_t len, keel_dedup_rec *rec)
 {
+    size_t off = KEEL_DEDUP_REC_HDR;
+
     if (len < KEEL_DEDUP_REC_HDR || len > KEEL_DEDUP_REC_MAX ||
-        v[0] != REC_FORMAT || (v[25] & ~1u) != 0)
+        v[0] != REC_FORMAT || (v[25] & ~(FLAG_KEPT | FLAG_REFUSED)) != 0)
         return KEEL_ECORRUPT;
-    rec->kept = v[25] & 1;
+    rec->kept = (v[25] & FLAG_KEPT) != 0;
     if (!rec->kept && len != KEEL_DEDUP_REC_HDR)
         return KEEL_ECORRUPT;
+    rec->err = 0;
+    if (v[25] & FLAG_REFUSED) {
+        int32_t code;
+        if (!rec->kept || len < off + 4)
+            return KEEL_ECORRUPT;
+        code = (int32_t)keel_get_be32(v + off);
+        if (code >= 0 || len - off - 4 > KEEL_DEDUP_ERR_TEXT_MAX)
+            return KEEL_ECORRUPT;
+        rec->err = code;
+        off += 4;
+    }
     rec->seq = keel_get_be64(v + 1);
     rec->time_ms = keel_get_be64(v + 9);
     rec->hash = keel_get_be64(v + 17);
-    rec->reply = v + KEEL_DEDUP_REC_HDR;
-    rec->rlen = len - KEEL_DEDUP_REC_HDR;
+    rec->reply = v + off;
+    rec->rlen = len - off;
     return 0;
 }
 
@@ -118,7 +133,7 @@ static size_t tab_rec_size(const uint8_t *tab, size_t len, size_t off)
 
     if (len - off < TAB_REC_HDR)
         return 0;
-    rl = get32(tab + off + TAB_FLAGS_AT + 1);
+    rl = keel_get_be32(tab + off + TAB_FLAGS_AT + 1);
     if (tab[off + TAB_FLAGS_AT] & ~1u)
         return 0;
     if (!(tab[off + TAB_FLAGS_AT] & 1) && rl != 0)
@@ -154,6 +169,7 @@ static void tab_rec(const uint8_t *tab, size_t off, size_t sz,
     rec->seq = 0;
     rec->time_ms = 0;
     rec->hash = keel_get_be64(h);
+    rec->err = 0;
     rec->kept = tab[off + TAB_FLAGS_AT] & 1;
     rec->reply = tab + off + TAB_REC_HDR;
     rec->rlen = sz - TAB_REC_HDR;

@@ -19,7 +19,11 @@
  * nothing are recorded too: a copy that arrives after the client has its
  * answer (the original of a retry that ran first, held up by a
  * partition) would otherwise run on the state it finds then, and a
- * compare-and-set that failed could succeed. Failed turns are not.
+ * compare-and-set that failed could succeed. So are turns whose handler
+ * refused the request with an answer (an error about the request or the
+ * actor's state, keel__dedup_answer), with the error's code and text,
+ * by a turn of their own that follows; errors about the node at the time
+ * (ENOMEM, ENOSPC...) are not, and a retry runs again.
  *
  * An actor's records, each a reserved entry (entry keys that begin with a
  * NUL byte are the runtime's: keel_turn_get/put/del refuse them with
@@ -53,6 +57,9 @@
 
 #define KEEL_DEDUP_KEY_LEN KEEL_REQUEST_KEY_LEN
 #define KEEL_DEDUP_REPLY_MAX 1024
+/* A refusal's text is kept up to this many bytes (a turn's error text is
+ * shorter). */
+#define KEEL_DEDUP_ERR_TEXT_MAX (KEEL_DEDUP_REPLY_MAX - 4)
 /* The default of keel_node_options.request_key_retention_ms: 10 minutes
  * (docs/protocol.md, "Request keys", says why). */
 #define KEEL_DEDUP_RETENTION_MS 600000u
@@ -79,14 +86,19 @@
 
 /* A key's record:
  *   format u8 (2) | seq be64 | time be64 | request hash be64
- *   | flags u8 (bit 0: reply kept) | reply (empty when not kept)
+ *   | flags u8 (bit 0: reply kept, bit 1: refused) | outcome
  * seq is its place in the queue, time the wall-clock ms of its write,
- * hash the request's (a retry must carry the same request). */
+ * hash the request's (a retry must carry the same request). The outcome
+ * of a request that succeeded is its reply (empty when not kept); of one
+ * its handler refused (bit 1, with bit 0), the error: code be32 (a
+ * negative KEEL_E* code) | its text. */
 typedef struct keel_dedup_rec {
     uint64_t seq;
     uint64_t time_ms;
     uint64_t hash;
     int kept;             /* 0: the reply was too long to keep */
+    int err;              /* 0, or the KEEL_E* code the request was refused
+                           * with (kept then, reply its text) */
     const uint8_t *reply; /* points into the decoded value */
     size_t rlen;
 } keel_dedup_rec;
@@ -98,7 +110,8 @@ int keel_dedup_key_parse(const char *hex, uint8_t *key);
 
 /* Encodes rec into out (room for KEEL_DEDUP_REC_MAX bytes): its reply
  * only when kept, and then rec->rlen must be at most
- * KEEL_DEDUP_REPLY_MAX. Returns the length written. */
+ * KEEL_DEDUP_REPLY_MAX (KEEL_DEDUP_ERR_TEXT_MAX for a refusal's text,
+ * rec->err < 0, kept set). Returns the length written. */
 size_t keel_dedup_rec_encode(uint8_t *out, const keel_dedup_rec *rec);
 /* Decodes v[0, len): 0, with rec's reply pointing into v, or
  * KEEL_ECORRUPT (rec then undefined). */

@@ -126,6 +126,8 @@ void keel__req_free(keel_node *n, keel_req *req)
         free(req->buf);
     free(req->from);
     req->from = NULL;
+    free(req->refusal);
+    req->refusal = NULL;
     if (n->req_free_count >= REQ_FREE_MAX) {
         free(req);
         return;
@@ -1475,13 +1477,30 @@ static int dl_reply_set(keel_turn *t, const uint8_t *p, size_t len)
     return rc;
 }
 
+/* Keeps a refusal on its request for the turn that records it: 1, or 0
+ * when there is no memory for it (then it is answered unrecorded, as a
+ * failure of the node would be). */
+static int refusal_keep(keel_req *req, int err, const char *text)
+{
+    char *s = strdup(text);
+
+    if (s == NULL)
+        return 0;
+    free(req->refusal);
+    req->refusal = s;
+    req->refused = err;
+    return 1;
+}
+
 /* Runs one message through its actor and routes the reply. */
 static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
 {
     keel_turn t;
     const keel_actor_type *ty = &a->type->t;
     int rc = 0, activating = !(a->flags & ACTOR_ACTIVE), hooked = 0;
-    int loaded = 0, dup = DUP_NONE, ran = 0, ob_dup = 0;
+    int loaded = 0, dup = DUP_NONE, ran = 0, ob_dup = 0, dup_err = 0;
+    int hrc = 0; /* the handler's own error, if it ran and failed */
+    int recording = 0; /* the turn records req's refusal (req->refused) */
     const void *reply;
     const uint8_t *dup_reply = NULL;
     size_t reply_len, dup_len = 0, dl_len = 0;
@@ -1511,7 +1530,8 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         }
     }
     if (rc == 0 && req->keyed)
-        rc = keel__dedup_lookup(&t, req, &dup, &dup_reply, &dup_len);
+        rc = keel__dedup_lookup(&t, req, &dup, &dup_reply, &dup_len,
+                                &dup_err);
     if (rc == 0 && req->from != NULL)
         rc = keel__outbox_check(&t, req, &ob_dup);
     if (rc == 0 && dup == DUP_NOT_KEPT) {
@@ -1539,10 +1559,17 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         /* An outbox message this actor applied already: answered as
          * applied, without running it again. */
         STAT_ADD(n, outbox_dropped, 1);
+    } else if (rc == 0 && dup == DUP_NONE && req->refused != 0) {
+        /* Its handler refused it in the turn before, which kept nothing:
+         * now the refusal is recorded, alone, and answered once that is
+         * durable. */
+        recording = 1;
+        rc = keel__dedup_record(&t, req, req->refused, req->refusal,
+                                strlen(req->refusal));
     } else if (rc == 0 && dup == DUP_NONE) {
         ran = 1;
-        rc = keel__turn_hook_rc(&t, "handler",
-                                ty->on_message(&t, req->buf, req->len));
+        rc = hrc = keel__turn_hook_rc(&t, "handler",
+                                      ty->on_message(&t, req->buf, req->len));
         if (rc == 0 && req->from != NULL)
             rc = keel__outbox_applied(&t, req);
         /* Recorded also when it changed nothing: a copy of the request
@@ -1550,7 +1577,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
          * delivered late) must not decide again on the state it finds
          * then (a compare-and-set that failed here may succeed there). */
         if (rc == 0 && req->keyed)
-            rc = keel__dedup_record(&t, req, n->scratch_reply,
+            rc = keel__dedup_record(&t, req, 0, n->scratch_reply,
                                     req->is_cast ? 0 : t.reply_len);
     }
     if (dup != DUP_NONE)
@@ -1603,6 +1630,30 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     free(dl_reply);
     keel__reminders_turn_end(&t, a, req, rc == 0);
 
+    if (hrc != 0 && req->keyed && keel__dedup_answer(hrc) &&
+        refusal_keep(req, hrc, t.err_set ? t.err : keel_strerror(hrc))) {
+        /* Refused by its handler with an answer: the answer is recorded
+         * under the key before it leaves, or a copy of the request that
+         * comes later (the original of a retry, held up on the wire)
+         * would run on the state it finds then, and might succeed where
+         * its client was told it failed. The failed turn kept nothing;
+         * the record is the write of a turn of its own, next in the
+         * actor's mailbox. */
+        turn_end(&t);
+        req->next = a->mb_head;
+        a->mb_head = req;
+        if (a->mb_tail == NULL)
+            a->mb_tail = req;
+        a->mb_len++;
+        return;
+    }
+    if (rc == 0 && recording) {
+        rc = req->refused; /* recorded: now its answer */
+        keel_turn_error(&t, "%s", req->refusal);
+    } else if (rc == 0 && dup == DUP_REFUSED) {
+        rc = dup_err; /* the first outcome: a refusal */
+        keel_turn_error(&t, "%.*s", (int)dup_len, (const char *)dup_reply);
+    }
     req->status = rc;
     if (rc == 0 && dup == DUP_KEPT) {
         reply = dup_reply; /* the first outcome, as recorded */

@@ -155,6 +155,12 @@ struct keel_req {
     /* Its turn set a reminder due at this wall-clock ms (0: none): the
      * unit's timer is looked at once the reply leaves. */
     uint64_t rm_due;
+    /* A keyed request its handler refused with an answer
+     * (keel__dedup_answer): the error and its text (malloc'd, freed with
+     * the req), recorded under its key by the turn that takes it again
+     * (run_turn) before the error is answered. */
+    int refused;
+    char *refusal;
     uint8_t *buf;  /* points to inl or to a malloc'd block */
     union {
         struct {

@@ -82,16 +82,26 @@ void keel__run_unpark(keel_node *n);
 
 /* --- node_keys.c --------------------------------------------------------*/
 
-enum { DUP_NONE = 0, DUP_KEPT, DUP_NOT_KEPT };
+/* What the actor recorded of a request key: nothing, the reply, that it
+ * ran (its reply too long to keep), or the error it was refused with. */
+enum { DUP_NONE = 0, DUP_KEPT, DUP_NOT_KEPT, DUP_REFUSED };
 
 /* Whether the actor recorded this request key (dedup.h): *dup says so,
- * with the recorded reply (valid until the turn ends). */
+ * with the recorded reply, or the refusal's code in *err and its text in
+ * reply (valid until the turn ends). */
 int keel__dedup_lookup(keel_turn *t, const keel_req *req, int *dup,
-                       const uint8_t **reply, size_t *rlen);
-/* Stages the record of this turn's key and reply with the turn's writes:
- * committed, refused or lost together. */
-int keel__dedup_record(keel_turn *t, const keel_req *req, const void *reply,
-                       size_t rlen);
+                       const uint8_t **reply, size_t *rlen, int *err);
+/* Stages the record of this turn's key and outcome with the turn's
+ * writes, committed, refused or lost together: err 0 and the reply, or
+ * the error (a KEEL_E* code) the handler refused the request with and
+ * its text. */
+int keel__dedup_record(keel_turn *t, const keel_req *req, int err,
+                       const void *reply, size_t rlen);
+/* Whether a handler's error is an answer to the request, recorded under
+ * its key (one about the message or the actor's state: EINVAL, EBADMSG,
+ * EHANDLER, ENOTFOUND...), rather than about the node at the time
+ * (ENOMEM, ENOSPC, EIO, EUNAVAIL...), after which a retry runs again. */
+int keel__dedup_answer(int err);
 
 /* --- node_commit.c ------------------------------------------------------*/
 

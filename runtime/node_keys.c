@@ -1,9 +1,11 @@
 /* Request keys inside the node (dedup.h has the records and their
  * layout): a keyed request whose turn succeeded records its key and
  * reply with the turn's writes (alone, when it wrote nothing), in
- * reserved entries of the actor; a retry with the key within the
- * retention is answered with the first outcome without running again. The turn (node.c) looks the key up before its
- * handler runs and stages the record with the handler's writes. */
+ * reserved entries of the actor; one its handler refused records the
+ * error, alone, in a turn of its own that follows; a retry with the key
+ * within the retention is answered with the first outcome without
+ * running again. The turn (node.c) looks the key up before its handler
+ * runs and stages the record with the handler's writes. */
 #include <string.h>
 #include <xxhash.h>
 
@@ -73,8 +75,26 @@ static int rec_get(keel_turn *t, const uint8_t *key, uint64_t now_ms,
     return !expired(rec->time_ms, now_ms, retention_ms(t));
 }
 
+int keel__dedup_answer(int err)
+{
+    switch (err) {
+    case KEEL_EINVAL:
+    case KEEL_ETOOBIG:
+    case KEEL_ELIMIT:
+    case KEEL_EHANDLER:
+    case KEEL_EBADMSG:
+    case KEEL_ENOTFOUND:
+    case KEEL_EEXIST:
+    case KEEL_EALREADY:
+    case KEEL_EDENIED:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 int keel__dedup_lookup(keel_turn *t, const keel_req *req, int *dup,
-                       const uint8_t **reply, size_t *rlen)
+                       const uint8_t **reply, size_t *rlen, int *err)
 {
     keel_dedup_rec rec;
     const void *tab;
@@ -109,7 +129,8 @@ int keel__dedup_lookup(keel_turn *t, const keel_req *req, int *dup,
                            "may only be sent again with the same message");
         return KEEL_EINVAL;
     }
-    *dup = rec.kept ? DUP_KEPT : DUP_NOT_KEPT;
+    *dup = rec.err != 0 ? DUP_REFUSED : rec.kept ? DUP_KEPT : DUP_NOT_KEPT;
+    *err = rec.err;
     *reply = rec.reply;
     *rlen = rec.rlen;
     return 0;
@@ -261,8 +282,8 @@ static int migrate(struct queue *q)
     return rc;
 }
 
-int keel__dedup_record(keel_turn *t, const keel_req *req, const void *reply,
-                       size_t rlen)
+int keel__dedup_record(keel_turn *t, const keel_req *req, int err,
+                       const void *reply, size_t rlen)
 {
     struct queue q = {.t = t, .now_ms = keel__wall_ms()};
     uint8_t hdr[KEEL_DEDUP_Q_HDR_SIZE];
@@ -289,7 +310,10 @@ int keel__dedup_record(keel_turn *t, const keel_req *req, const void *reply,
         return rc;
     memset(&rec, 0, sizeof rec);
     rec.hash = request_hash(req);
-    rec.kept = rlen <= KEEL_DEDUP_REPLY_MAX;
+    rec.err = err;
+    if (err != 0 && rlen > KEEL_DEDUP_ERR_TEXT_MAX)
+        rlen = KEEL_DEDUP_ERR_TEXT_MAX; /* its beginning says enough */
+    rec.kept = err != 0 || rlen <= KEEL_DEDUP_REPLY_MAX;
     rec.reply = reply;
     rec.rlen = rec.kept ? rlen : 0;
     rc = append(&q, req->rkey, &rec);

@@ -1,6 +1,7 @@
 /* The request-key records' codec (runtime/dedup.c): a record, a queue
  * entry and the queue's header read back as written; replies too long to
- * keep; damage refused; the count window's table still read and walked. */
+ * keep; refusals; damage refused; the count window's table still read
+ * and walked. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +95,54 @@ START_TEST(damaged_records_refused)
     ck_assert_int_eq(keel_dedup_rec_decode(buf, len, &out), 0);
     ck_assert_int_eq(keel_dedup_rec_decode(buf, KEEL_DEDUP_REC_MAX + 1, &out),
                      KEEL_ECORRUPT); /* a reply over the most kept */
+}
+END_TEST
+
+/* A refusal keeps its code and text; one without its code, with a code
+ * that is not an error, or marked refused but not kept, is damage. */
+START_TEST(refusal_round_trip)
+{
+    uint8_t buf[KEEL_DEDUP_REC_MAX];
+    keel_dedup_rec in = {.seq = 7, .time_ms = 8, .hash = 9, .kept = 1,
+                         .err = KEEL_ENOTFOUND,
+                         .reply = (const uint8_t *)"no such item",
+                         .rlen = 12},
+                   out;
+    size_t len = keel_dedup_rec_encode(buf, &in);
+
+    ck_assert_uint_eq(len, KEEL_DEDUP_REC_HDR + 4 + 12);
+    ck_assert_int_eq(keel_dedup_rec_decode(buf, len, &out), 0);
+    ck_assert_int_eq(out.err, KEEL_ENOTFOUND);
+    ck_assert_int_eq(out.kept, 1);
+    ck_assert_uint_eq(out.seq, 7);
+    ck_assert_uint_eq(out.hash, 9);
+    ck_assert_uint_eq(out.rlen, 12);
+    ck_assert(memcmp(out.reply, "no such item", 12) == 0);
+
+    /* A reply is not a refusal. */
+    in.err = 0;
+    len = keel_dedup_rec_encode(buf, &in);
+    ck_assert_int_eq(keel_dedup_rec_decode(buf, len, &out), 0);
+    ck_assert_int_eq(out.err, 0);
+    ck_assert_uint_eq(out.rlen, 12);
+
+    /* Its text may be empty, not its code. */
+    in.err = KEEL_EHANDLER;
+    in.rlen = 0;
+    len = keel_dedup_rec_encode(buf, &in);
+    ck_assert_uint_eq(len, KEEL_DEDUP_REC_HDR + 4);
+    ck_assert_int_eq(keel_dedup_rec_decode(buf, len, &out), 0);
+    ck_assert_int_eq(out.err, KEEL_EHANDLER);
+    ck_assert_uint_eq(out.rlen, 0);
+    ck_assert_int_eq(keel_dedup_rec_decode(buf, len - 1, &out),
+                     KEEL_ECORRUPT);
+    buf[25] = 2; /* refused, not kept */
+    ck_assert_int_eq(keel_dedup_rec_decode(buf, len, &out), KEEL_ECORRUPT);
+    buf[25] = 3;
+    memset(buf + KEEL_DEDUP_REC_HDR, 0, 4); /* code 0 */
+    ck_assert_int_eq(keel_dedup_rec_decode(buf, len, &out), KEEL_ECORRUPT);
+    buf[KEEL_DEDUP_REC_HDR + 3] = 5; /* code 5 */
+    ck_assert_int_eq(keel_dedup_rec_decode(buf, len, &out), KEEL_ECORRUPT);
 }
 END_TEST
 
@@ -248,6 +297,7 @@ int main(void)
     tcase_add_test(tc, record_round_trip);
     tcase_add_test(tc, record_longest_reply);
     tcase_add_test(tc, damaged_records_refused);
+    tcase_add_test(tc, refusal_round_trip);
     tcase_add_test(tc, queue_and_header);
     tcase_add_test(tc, table_found);
     tcase_add_test(tc, table_walked_oldest_first);

@@ -32,12 +32,12 @@
 #include "testutil.h"
 
 static char *dir;
-static int runs, acts, pass;
+static int runs, acts, pass, nomem;
 
 static void setup(void)
 {
     dir = tu_tmpdir("rknode");
-    runs = acts = pass = 0;
+    runs = acts = pass = nomem = 0;
 }
 
 static void teardown(void)
@@ -107,6 +107,20 @@ static int tally_message(keel_turn *t, const void *msg, size_t len)
     }
     if (len == 3 && memcmp(msg, "get", 3) == 0)
         return keel_turn_replyf(t, "%lu", v);
+    if (len > 2 && len < sizeof buf && memcmp(msg, "tk", 2) == 0) {
+        /* "tkN": the increment only when the value is N; refused with
+         * ENOTFOUND otherwise. */
+        memcpy(buf, (const char *)msg + 2, len - 2);
+        buf[len - 2] = 0;
+        if (strtoul(buf, NULL, 10) != v) {
+            keel_turn_error(t, "the value is %lu, not %s", v, buf);
+            return KEEL_ENOTFOUND;
+        }
+    }
+    if (len == 5 && memcmp(msg, "nomem", 5) == 0 && nomem) {
+        keel_turn_set_state(t, "999", 3); /* never kept */
+        return KEEL_ENOMEM;
+    }
     if (len == 4 && memcmp(msg, "list", 4) == 0)
         return list_entries(t);
     if (len > 2 && len < sizeof buf && memcmp(msg, "if", 2) == 0) {
@@ -374,6 +388,96 @@ START_TEST(late_copy_of_a_turn_that_changed_nothing)
     ck_assert_int_eq(runs, 0);
     ck_assert_int_eq(call(n, "cas", "get", NULL, reply), 0);
     ck_assert_str_eq(reply, "2");
+    finish(n);
+}
+END_TEST
+
+/* A keyed request its handler refused with an answer (an error about
+ * the actor's state) is recorded too: a copy that comes later is
+ * answered with the refusal, also after a restart, and does not run.
+ * Run again, it found the value it wanted by then and wrote, after its
+ * client had been told it was refused. */
+START_TEST(late_copy_of_a_refused_turn)
+{
+    keel_node *n = start_node();
+    keel_stats st;
+    char reply[256];
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "rf", "inc", NULL, reply), 0);
+    ck_assert_int_eq(call(n, "rf", "tk2", K1, reply), KEEL_ENOTFOUND);
+    ck_assert_str_eq(reply, "the value is 1, not 2");
+    ck_assert_int_eq(call(n, "rf", "inc", NULL, reply), 0);
+    ck_assert_str_eq(reply, "2");
+    keel_node_stats(n, &st);
+    ck_assert_uint_eq(st.handler_errors, 1);
+    finish(n);
+
+    runs = 0;
+    n = start_node();
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "rf", "tk2", K1, reply), KEEL_ENOTFOUND);
+    ck_assert_str_eq(reply, "the value is 1, not 2");
+    ck_assert_int_eq(runs, 0);
+    ck_assert_int_eq(call(n, "rf", "get", NULL, reply), 0);
+    ck_assert_str_eq(reply, "2");
+    keel_node_stats(n, &st);
+    ck_assert_uint_eq(st.retries_answered, 1);
+    ck_assert_uint_eq(st.handler_errors, 0);
+    /* The key still belongs to its own request only. */
+    ck_assert_int_eq(call(n, "rf", "tk3", K1, reply), KEEL_EINVAL);
+    finish(n);
+}
+END_TEST
+
+/* The refused request is the actor's first: the failed turn's activation
+ * is undone, as for any failed first turn, and the actor activated again
+ * to record the refusal. */
+START_TEST(refusal_recorded_on_activation)
+{
+    keel_node *n = start_node();
+    char reply[256];
+    int i;
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "ra", "tk3", K1, reply), KEEL_ENOTFOUND);
+    ck_assert_str_eq(reply, "the value is 0, not 3");
+    ck_assert_int_eq(acts, 2);
+    ck_assert_int_eq(pass, 1);
+    for (i = 0; i < 3; i++)
+        ck_assert_int_eq(call(n, "ra", "inc", NULL, reply), 0);
+    ck_assert_str_eq(reply, "3");
+    runs = 0;
+    ck_assert_int_eq(call(n, "ra", "tk3", K1, reply), KEEL_ENOTFOUND);
+    ck_assert_str_eq(reply, "the value is 0, not 3");
+    ck_assert_int_eq(runs, 0);
+    ck_assert_int_eq(call(n, "ra", "get", NULL, reply), 0);
+    ck_assert_str_eq(reply, "3");
+    finish(n);
+    ck_assert_int_eq(acts, pass);
+}
+END_TEST
+
+/* An error about the node at the time (here out of memory) is not an
+ * answer: it is not recorded, and a retry with the key runs. */
+START_TEST(node_failure_not_recorded)
+{
+    keel_node *n = start_node();
+    keel_stats st;
+    char reply[256];
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    nomem = 1;
+    ck_assert_int_eq(call(n, "rn", "nomem", K1, reply), KEEL_ENOMEM);
+    nomem = 0;
+    ck_assert_int_eq(call(n, "rn", "nomem", K1, reply), 0);
+    ck_assert_str_eq(reply, "1");
+    ck_assert_int_eq(runs, 2);
+    ck_assert_int_eq(call(n, "rn", "nomem", K1, reply), 0);
+    ck_assert_str_eq(reply, "1");
+    ck_assert_int_eq(runs, 2);
+    keel_node_stats(n, &st);
+    ck_assert_uint_eq(st.retries_answered, 1);
     finish(n);
 }
 END_TEST
@@ -797,6 +901,9 @@ int main(void)
     tcase_add_test(tc, dup_hit_on_activation);
     tcase_add_test(tc, key_reused_for_another_message);
     tcase_add_test(tc, late_copy_of_a_turn_that_changed_nothing);
+    tcase_add_test(tc, late_copy_of_a_refused_turn);
+    tcase_add_test(tc, refusal_recorded_on_activation);
+    tcase_add_test(tc, node_failure_not_recorded);
     tcase_add_test(tc, record_outlives_many_keyed_writes);
     tcase_add_test(tc, record_forgotten_after_retention);
     tcase_add_test(tc, old_table_read_then_moved);
