@@ -17,7 +17,8 @@
  *    found;
  *  - a value is either refused or decoded; a decoded record's reply lies
  *    inside the value, is empty when not kept and at most
- *    KEEL_DEDUP_REPLY_MAX; encoding what was decoded gives the value
+ *    KEEL_DEDUP_REPLY_MAX; a refusal has a negative code and its text
+ *    kept; encoding what was decoded gives the value
  *    back, byte for byte; a decoded header has first <= next and encodes
  *    back to the value; a decoded queue entry likewise;
  *  - a hex key (a C string: up to the first NUL) parses exactly when it
@@ -92,6 +93,9 @@ static void check_value(const uint8_t *v, size_t len)
         FUZZ_CHECK(rec.reply >= v && rec.reply + rec.rlen <= v + len &&
                    (rec.kept || rec.rlen == 0) &&
                    rec.rlen <= KEEL_DEDUP_REPLY_MAX);
+        FUZZ_CHECK(rec.err == 0 ||
+                   (rec.err < 0 && rec.kept &&
+                    rec.rlen <= KEEL_DEDUP_ERR_TEXT_MAX));
         FUZZ_CHECK(keel_dedup_rec_encode(out, &rec) == len &&
                    memcmp(out, v, len) == 0);
     }

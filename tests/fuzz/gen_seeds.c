@@ -740,6 +740,15 @@ static void dedup_seeds(void)
     b_u8(2);
     b_put(v, vl);
     seed("dedup", "record-reply-not-kept", B.p, B.len);
+    rec.kept = 1;
+    rec.err = KEEL_ENOTFOUND;
+    rec.reply = (const uint8_t *)"the value is 1, not 2";
+    rec.rlen = 21;
+    vl = keel_dedup_rec_encode(v, &rec);
+    b_reset();
+    b_u8(2);
+    b_put(v, vl);
+    seed("dedup", "record-refused", B.p, B.len);
     b_reset();
     b_u8(2);
     keel_dedup_q_encode(v, 1764950000123ull, key1);
