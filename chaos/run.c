@@ -1113,6 +1113,7 @@ static void write_run_json(run *r, int64_t end_ns, size_t nfaults,
                      "\"workload\":\"%s\",\"faults\":\"%s\",\"rate\":%d,"
                      "\"shards\":%d,\"session_ms\":%d,"
                      "\"replica_dead_ms\":%d,\"zk_servers\":%d,"
+                     "\"keyed\":%d,\"refusals\":%d,"
                      "\"start_ns\":%lld,\"end_ns\":%lld,"
                      "\"realtime_minus_monotonic_ns\":%lld,"
                      "\"faults_planned\":%zu,\"settled\":%s,"
@@ -1122,7 +1123,7 @@ static void write_run_json(run *r, int64_t end_ns, size_t nfaults,
                      o->clients, o->actors, (long long)o->seconds,
                      chaos_workload_name(o->workload), faults, o->rate,
                      o->shards, o->session_ms, o->replica_dead_ms,
-                     zk_servers(o), (long long)r->t0,
+                     zk_servers(o), o->keyed, o->refusals, (long long)r->t0,
                      (long long)end_ns, (long long)(r->real0 - r->t0),
                      nfaults, settled ? "true" : "false", finals,
                      (unsigned long long)r->nbad, r->stray_exits);
@@ -1444,6 +1445,12 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
                      "--replicas)\n");
         return CHAOS_EXIT_BAD_INPUT;
     }
+    if (o->refusals > 0 && o->workload != CHAOS_W_COUNTER &&
+        o->workload != CHAOS_W_MIXED) {
+        fprintf(err, "keel-chaos: --refusals needs counters: --workload "
+                     "counter or mixed\n");
+        return CHAOS_EXIT_BAD_INPUT;
+    }
     if (o->workload_type != NULL && o->workload == CHAOS_W_MIXED) {
         fprintf(err, "keel-chaos: --workload-type needs one workload "
                      "(register, counter or set): the type answers that "
@@ -1484,6 +1491,7 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     r.wl.kind = o->workload;
     r.wl.actors = o->actors;
     r.wl.type = o->workload_type;
+    r.wl.refusals = o->refusals;
     memset(&so, 0, sizeof so);
     so.seed = o->seed;
     so.seconds = o->seconds;
@@ -1540,6 +1548,10 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         fprintf(out, "  every operation with a request key, sent again up "
                      "to %d times while its outcome allows\n",
                 o->keyed);
+    if (o->refusals > 0)
+        fprintf(out, "  %d%% of counter increments by 2^62 or -2^62: the "
+                     "counter refuses those that would overflow\n",
+                o->refusals);
     if (zk_servers(o) > 1)
         fprintf(out, "  ZooKeeper: an ensemble of %d servers (zk1..zk%d); "
                      "zk and zk-stop hit one server at a time, so two keep "

@@ -57,6 +57,8 @@ typedef struct chaos_run_opts {
                           * up to this many times after an outcome that
                           * is unknown or says it did not run; 0: once,
                           * without a key */
+    int refusals;        /* percent of counter increments the counter may
+                          * refuse (chaos_wl.refusals); 0: none */
     int zk_servers;      /* ZooKeeper servers: 1, or 3 (an ensemble) */
     unsigned shapes;     /* partition shapes to draw from, bit (1 <<
                           * chaos_part_shape) each; 0: all that apply */

@@ -129,6 +129,8 @@ void chaos_wl_next(const chaos_wl *w, int gen, chaos_rng *r, int client,
             int64_t n = chaos_rng_range(r, 1, 5);
             if (roll >= 90)
                 n = -n;
+            if (w->refusals > 0 && chaos_rng_range(r, 0, 99) < w->refusals)
+                n = n > 0 ? CHAOS_WL_BIG : -CHAOS_WL_BIG;
             op->fn = CHAOS_INCR;
             op->args.type = CHAOS_V_INT;
             op->args.i = n;
@@ -281,7 +283,11 @@ chaos_type chaos_wl_keyed_outcome(int rc, int maybe_ran)
 {
     chaos_type t = chaos_wl_outcome(rc);
 
-    return t == CHAOS_FAIL && maybe_ran ? CHAOS_INFO : t;
+    /* An answer (a refusal of the handler's, EBADMSG...) is recorded
+     * under the key: every copy gets it, so it stays a failure. */
+    return t == CHAOS_FAIL && maybe_ran && !keel_err_is_answer(rc)
+               ? CHAOS_INFO
+               : t;
 }
 
 chaos_type chaos_wl_outcome(int rc)

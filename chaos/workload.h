@@ -31,7 +31,14 @@ typedef struct chaos_wl {
     chaos_workload kind;
     int actors;
     const char *type; /* NULL: register, counter or kv; not with mixed */
+    /* Percent of counter increments by CHAOS_WL_BIG or -CHAOS_WL_BIG
+     * (keel-chaos run --refusals): the counter refuses those that would
+     * overflow (EBADMSG), depending on the value it finds. 0: none. */
+    int refusals;
 } chaos_wl;
+
+/* 2^62: two of these overflow a counter near 0, three below it. */
+#define CHAOS_WL_BIG ((int64_t)1 << 62)
 
 #define CHAOS_WOP_MSG_MAX 96
 #define CHAOS_WOP_ACTOR_MAX 96
@@ -99,8 +106,10 @@ int chaos_wl_retryable(int rc);
 
 /* The outcome of a keyed operation whose last attempt ended with rc,
  * maybe_ran saying whether an earlier attempt's outcome was unknown:
- * CHAOS_OK on an answer (the first run's, if there was an earlier one),
- * else CHAOS_INFO when it may have run, else CHAOS_FAIL. */
+ * CHAOS_OK on a reply (the first run's, if there was an earlier one);
+ * CHAOS_FAIL on a refusal that keel records under the key
+ * (keel_err_is_answer: every copy of the request gets it); else
+ * CHAOS_INFO when it may have run, else CHAOS_FAIL. */
 chaos_type chaos_wl_keyed_outcome(int rc, int maybe_ran);
 
 #endif

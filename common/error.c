@@ -16,6 +16,24 @@ int keel__err_known(int code)
     }
 }
 
+int keel_err_is_answer(int code)
+{
+    switch (code) {
+    case KEEL_EINVAL:
+    case KEEL_ETOOBIG:
+    case KEEL_ELIMIT:
+    case KEEL_EHANDLER:
+    case KEEL_EBADMSG:
+    case KEEL_ENOTFOUND:
+    case KEEL_EEXIST:
+    case KEEL_EALREADY:
+    case KEEL_EDENIED:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 const char *keel_strerror(int code)
 {
     switch (code) {

@@ -118,6 +118,16 @@ typedef enum keel_errno {
 KEEL_API const char *keel_strerror(int code);
 /* Short symbolic name, e.g. "ENOTYPE". */
 KEEL_API const char *keel_err_name(int code);
+/* Whether an error is an answer about the request or the actor's state
+ * (KEEL_EINVAL, KEEL_EBADMSG, KEEL_EHANDLER, KEEL_ENOTFOUND,
+ * KEEL_EEXIST, KEEL_ETOOBIG, KEEL_ELIMIT, KEEL_EDENIED, KEEL_EALREADY):
+ * 1, and a keyed request answered with it is settled, as every copy of
+ * it gets the same answer (docs/protocol.md, "Request keys"). 0 for one
+ * about the node or the connection at the time (KEEL_ENOSPC,
+ * KEEL_EUNAVAIL, KEEL_ECONN...), and for 0: after such an error, a
+ * keyed request whose earlier try may have run may still run; retry it
+ * with its key. */
+KEEL_API int keel_err_is_answer(int code);
 
 /* ---------------------------------------------------------------- limits */
 

@@ -21,7 +21,7 @@
  * partition) would otherwise run on the state it finds then, and a
  * compare-and-set that failed could succeed. So are turns whose handler
  * refused the request with an answer (an error about the request or the
- * actor's state, keel__dedup_answer), with the error's code and text,
+ * actor's state, keel_err_is_answer), with the error's code and text,
  * by a turn of their own that follows; errors about the node at the time
  * (ENOMEM, ENOSPC...) are not, and a retry runs again.
  *

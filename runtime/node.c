@@ -1630,7 +1630,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     free(dl_reply);
     keel__reminders_turn_end(&t, a, req, rc == 0);
 
-    if (hrc != 0 && req->keyed && keel__dedup_answer(hrc) &&
+    if (hrc != 0 && req->keyed && keel_err_is_answer(hrc) &&
         refusal_keep(req, hrc, t.err_set ? t.err : keel_strerror(hrc))) {
         /* Refused by its handler with an answer: the answer is recorded
          * under the key before it leaves, or a copy of the request that

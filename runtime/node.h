@@ -156,7 +156,7 @@ struct keel_req {
      * unit's timer is looked at once the reply leaves. */
     uint64_t rm_due;
     /* A keyed request its handler refused with an answer
-     * (keel__dedup_answer): the error and its text (malloc'd, freed with
+     * (keel_err_is_answer): the error and its text (malloc'd, freed with
      * the req), recorded under its key by the turn that takes it again
      * (run_turn) before the error is answered. */
     int refused;

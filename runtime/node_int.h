@@ -93,15 +93,11 @@ int keel__dedup_lookup(keel_turn *t, const keel_req *req, int *dup,
                        const uint8_t **reply, size_t *rlen, int *err);
 /* Stages the record of this turn's key and outcome with the turn's
  * writes, committed, refused or lost together: err 0 and the reply, or
- * the error (a KEEL_E* code) the handler refused the request with and
- * its text. */
+ * the error the handler refused the request with (one that
+ * keel_err_is_answer) and its text. */
 int keel__dedup_record(keel_turn *t, const keel_req *req, int err,
                        const void *reply, size_t rlen);
-/* Whether a handler's error is an answer to the request, recorded under
- * its key (one about the message or the actor's state: EINVAL, EBADMSG,
- * EHANDLER, ENOTFOUND...), rather than about the node at the time
- * (ENOMEM, ENOSPC, EIO, EUNAVAIL...), after which a retry runs again. */
-int keel__dedup_answer(int err);
+
 
 /* --- node_commit.c ------------------------------------------------------*/
 

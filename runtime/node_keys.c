@@ -75,24 +75,6 @@ static int rec_get(keel_turn *t, const uint8_t *key, uint64_t now_ms,
     return !expired(rec->time_ms, now_ms, retention_ms(t));
 }
 
-int keel__dedup_answer(int err)
-{
-    switch (err) {
-    case KEEL_EINVAL:
-    case KEEL_ETOOBIG:
-    case KEEL_ELIMIT:
-    case KEEL_EHANDLER:
-    case KEEL_EBADMSG:
-    case KEEL_ENOTFOUND:
-    case KEEL_EEXIST:
-    case KEEL_EALREADY:
-    case KEEL_EDENIED:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 int keel__dedup_lookup(keel_turn *t, const keel_req *req, int *dup,
                        const uint8_t **reply, size_t *rlen, int *err)
 {

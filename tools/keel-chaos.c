@@ -99,6 +99,10 @@ static void usage(FILE *f)
             "                    node) up to N times while its outcome is\n"
             "                    unknown or says it did not run (default\n"
             "                    0: once, without a key)\n"
+            "  --refusals PCT    make PCT%% of counter increments (0 to 50)\n"
+            "                    by 2^62 or -2^62, which the counter\n"
+            "                    refuses when they would overflow: refusals\n"
+            "                    that depend on the value (default 0)\n"
             "  --keep-data       keep the nodes' and ZooKeeper's data\n"
             "  --max-states N    as for check\n"
             "\n"
@@ -212,7 +216,8 @@ static int cmd_run(int argc, char **argv)
         O_NODES = 256, O_REPLICAS, O_SECONDS, O_CLIENTS, O_ACTORS,
         O_WORKLOAD, O_FAULTS, O_SEED, O_OUT, O_KEELD, O_ZKCONF, O_RATE,
         O_SHARDS, O_SESSION, O_CTIMEOUT, O_KEEP, O_MAXSTATES, O_LOAD,
-        O_WTYPE, O_KEYED, O_ZKSERVERS, O_PARTITIONS, O_REPLDEAD, O_NODEARG
+        O_WTYPE, O_KEYED, O_ZKSERVERS, O_PARTITIONS, O_REPLDEAD, O_NODEARG,
+        O_REFUSALS
     };
     static const struct option longopts[] = {
         {"nodes", required_argument, NULL, O_NODES},
@@ -233,6 +238,7 @@ static int cmd_run(int argc, char **argv)
         {"node-arg", required_argument, NULL, O_NODEARG},
         {"client-timeout-ms", required_argument, NULL, O_CTIMEOUT},
         {"keyed", required_argument, NULL, O_KEYED},
+        {"refusals", required_argument, NULL, O_REFUSALS},
         {"zk-servers", required_argument, NULL, O_ZKSERVERS},
         {"partitions", required_argument, NULL, O_PARTITIONS},
         {"keep-data", no_argument, NULL, O_KEEP},
@@ -352,6 +358,11 @@ static int cmd_run(int argc, char **argv)
             if (int_opt("--keyed", optarg, 0, 1000, &v) != 0)
                 return CHAOS_EXIT_BAD_INPUT;
             o.keyed = (int)v;
+            break;
+        case O_REFUSALS:
+            if (int_opt("--refusals", optarg, 0, 50, &v) != 0)
+                return CHAOS_EXIT_BAD_INPUT;
+            o.refusals = (int)v;
             break;
         case O_ZKSERVERS:
             if (number("--zk-servers", optarg, &u) != 0)

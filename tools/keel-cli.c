@@ -533,14 +533,19 @@ static int request_keyed(keel_client **cp, const struct send_opts *so,
     if (rc == 0)
         return 0;
     key_hex(so->key, hex);
-    if (unknown != 0 && !outcome_unknown(rc) && retryable(rc)) {
-        /* The last try did not run; an earlier one may have. */
+    if (unknown != 0 && !outcome_unknown(rc) && !keel_err_is_answer(rc)) {
+        /* The last try did not run, or failed for a reason of the node's
+         * that its key does not record (ENOSPC...): an earlier one may
+         * have run, or may still. An answer (EBADMSG...) is recorded
+         * under the key, and every copy gets it: it is the outcome. */
         char msg2[1200];
         const char *last = *reply != NULL ? *reply : why;
         snprintf(msg2, sizeof msg2,
                  "the request to %s may have run: a try before the last "
-                 "ended %s, the last did not run (%s%s%s)%s%s%s",
-                 so->addr, keel_err_name(unknown), keel_err_name(rc),
+                 "ended %s, the last %s (%s%s%s)%s%s%s",
+                 so->addr, keel_err_name(unknown),
+                 retryable(rc) ? "did not run" : "failed",
+                 keel_err_name(rc),
                  last[0] != '\0' ? ": " : "", last,
                  so->key_drawn ? "; send it again with --key " : "",
                  so->key_drawn ? hex : "",

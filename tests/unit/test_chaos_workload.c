@@ -221,7 +221,7 @@ START_TEST(operations_write_and_parse)
             /* Actors named per workload: the writer refuses one actor
              * with two families, and counter/c1 of "counter" is
              * counter/c1 of "mixed" too. */
-            chaos_wl wl = {ws[w], 6, NULL};
+            chaos_wl wl = {ws[w], 6, NULL, 0};
             chaos_wl_next(&wl, (int)(n / 100), &r, (int)w, n, &op);
             seen[op.fn] = 1;
             snprintf(name, sizeof name, "%s-%zu", op.actor, w);
@@ -290,7 +290,7 @@ END_TEST
 
 START_TEST(same_seed_same_operations)
 {
-    chaos_wl wl = {CHAOS_W_MIXED, 12, NULL};
+    chaos_wl wl = {CHAOS_W_MIXED, 12, NULL, 0};
     chaos_rng a, b;
     int n;
 
@@ -306,11 +306,49 @@ START_TEST(same_seed_same_operations)
 }
 END_TEST
 
+/* --refusals: that share of the increments is by 2^62 or -2^62, in the
+ * message as in the history's argument; without it, none is. */
+START_TEST(refusals_make_big_increments)
+{
+    chaos_wl plain = {CHAOS_W_COUNTER, 4, NULL, 0};
+    chaos_wl big = {CHAOS_W_COUNTER, 4, NULL, 30};
+    unsigned incrs = 0, bigs = 0, ups = 0, n;
+    chaos_rng r;
+    chaos_wop op;
+
+    chaos_rng_seed(&r, 11);
+    for (n = 0; n < 2000; n++) {
+        chaos_wl_next(&plain, 0, &r, 1, n, &op);
+        if (op.fn == CHAOS_INCR)
+            ck_assert(op.args.i >= -5 && op.args.i <= 5);
+    }
+    for (n = 0; n < 2000; n++) {
+        chaos_wl_next(&big, 0, &r, 1, n, &op);
+        if (op.fn != CHAOS_INCR)
+            continue;
+        incrs++;
+        if (op.args.i == CHAOS_WL_BIG) {
+            bigs++;
+            ups++;
+            ck_assert_str_eq(op.msg, "incr 4611686018427387904");
+        } else if (op.args.i == -CHAOS_WL_BIG) {
+            bigs++;
+            ck_assert_str_eq(op.msg, "incr -4611686018427387904");
+        } else {
+            ck_assert(op.args.i >= -5 && op.args.i <= 5);
+        }
+    }
+    ck_assert_msg(bigs > incrs / 5 && bigs < incrs * 2 / 5, "%u of %u",
+                  bigs, incrs);
+    ck_assert(ups > 0 && ups < bigs);
+}
+END_TEST
+
 START_TEST(final_reads)
 {
-    chaos_wl mixed = {CHAOS_W_MIXED, 12, NULL};
-    chaos_wl counter = {CHAOS_W_COUNTER, 12, NULL};
-    chaos_wl tally = {CHAOS_W_COUNTER, 12, "tally"};
+    chaos_wl mixed = {CHAOS_W_MIXED, 12, NULL, 0};
+    chaos_wl counter = {CHAOS_W_COUNTER, 12, NULL, 0};
+    chaos_wl tally = {CHAOS_W_COUNTER, 12, "tally", 0};
     chaos_wop op;
 
     chaos_wl_final(&mixed, 0, 0, &op);
@@ -442,6 +480,11 @@ START_TEST(keyed_outcomes)
     ck_assert_int_eq(chaos_wl_keyed_outcome(KEEL_EUNAVAIL, 0), CHAOS_FAIL);
     ck_assert_int_eq(chaos_wl_keyed_outcome(KEEL_ETIMEDOUT, 0), CHAOS_INFO);
     ck_assert_int_eq(chaos_wl_keyed_outcome(KEEL_EALREADY, 0), CHAOS_INFO);
+    /* A refusal is recorded under the key, as a reply is: every copy of
+     * the request gets it, so it failed whatever came before it. */
+    ck_assert_int_eq(chaos_wl_keyed_outcome(KEEL_EBADMSG, 1), CHAOS_FAIL);
+    ck_assert_int_eq(chaos_wl_keyed_outcome(KEEL_ENOTFOUND, 1), CHAOS_FAIL);
+    ck_assert_int_eq(chaos_wl_keyed_outcome(KEEL_EBADMSG, 0), CHAOS_FAIL);
 }
 END_TEST
 
@@ -452,6 +495,7 @@ int main(void)
 
     tcase_add_test(tc, faults_parse);
     tcase_add_test(tc, keyed_outcomes);
+    tcase_add_test(tc, refusals_make_big_increments);
     tcase_add_test(tc, schedule_is_the_seeds);
     tcase_add_test(tc, schedule_with_an_ensemble);
     tcase_add_test(tc, operations_write_and_parse);
