@@ -14,6 +14,7 @@
 
 #include "keel.h"
 #include "proc.h"
+#include "runtime/proto.h"
 #include "testutil.h"
 
 static char *dir, *data;
@@ -305,6 +306,63 @@ static pid_t silent_node_once(char *addr, size_t cap)
     return pid;
 }
 
+/* A "node" that takes two connections: the first gets the hello and
+ * then nothing (a try that times out, its outcome unknown); on the
+ * second it answers the first frame with ERROR code. */
+static pid_t refusing_node(char *addr, size_t cap, int code)
+{
+    static const char hello[8] = {0x4b, 0x45, 0x45, 0x4c,
+                                  0x01, 0x00, 0x0d, 0x0a};
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t salen = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    pid_t pid;
+
+    ck_assert_int_ge(fd, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(fd, 8), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &salen), 0);
+    snprintf(addr, cap, "127.0.0.1:%d", ntohs(sa.sin_port));
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        uint8_t buf[4096], out[256];
+        size_t have = 0, bl;
+        keel_frame f;
+        long n = 0;
+        int c1, c2;
+        alarm(10); /* bounded, whatever the client does */
+        c1 = accept(fd, NULL, NULL);
+        if (c1 < 0 || write(c1, hello, sizeof hello) != sizeof hello)
+            _exit(1);
+        c2 = accept(fd, NULL, NULL);
+        if (c2 < 0 || write(c2, hello, sizeof hello) != sizeof hello)
+            _exit(1);
+        /* Its hello (8 bytes), then the CALL. */
+        while (n == 0 && have < sizeof buf) {
+            ssize_t r = read(c2, buf + have, sizeof buf - have);
+            if (r <= 0)
+                _exit(1);
+            have += (size_t)r;
+            if (have > 8)
+                n = keel_frame_parse(buf + 8, have - 8, sizeof buf, &f);
+        }
+        if (n <= 0)
+            _exit(1);
+        bl = keel_error_body_encode(out + KEEL_FRAME_HEADER, code, "refused",
+                                    7);
+        keel_frame_header(out, KEEL_FRAME_ERROR, f.request_id, bl);
+        if (write(c2, out, KEEL_FRAME_HEADER + bl) < 0)
+            _exit(1);
+        while (read(c2, buf, sizeof buf) > 0)
+            ;
+        _exit(0);
+    }
+    close(fd);
+    return pid;
+}
+
 /* The 32 hex digits after "--key " in s, or "" when there are none. */
 static void key_after(const char *s, char out[33])
 {
@@ -337,6 +395,30 @@ START_TEST(retry_outcome_kept)
     ck_assert_ptr_null(strstr(err, "safe to retry"));
     key_after(err, key);
     ck_assert_msg(strlen(key) == 32, "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+
+    /* Try 2 fails for a reason of the node's (ENOSPC), which its key
+     * does not record: try 1 may still run. */
+    pid = refusing_node(addr, sizeof addr, KEEL_ENOSPC);
+    ck_assert_int_eq(tu_keel(addr, &out, &err, "-t", "300", "--retry", "1",
+                             "call", "counter", "x", "incr", NULL),
+                     3);
+    snprintf(want, sizeof want, "keel: ETIMEDOUT: the request to %s may "
+             "have run: a try before the last ended ETIMEDOUT, the last "
+             "failed (ENOSPC: refused); send it again with --key ", addr);
+    ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+
+    /* A refusal that its key records (EBADMSG) is the outcome. */
+    pid = refusing_node(addr, sizeof addr, KEEL_EBADMSG);
+    ck_assert_int_eq(tu_keel(addr, &out, &err, "-t", "300", "--retry", "1",
+                             "call", "counter", "x", "incr", NULL),
+                     1);
+    ck_assert_str_eq(err, "keel: EBADMSG: refused\n");
     free(out);
     free(err);
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
