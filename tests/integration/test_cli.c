@@ -36,6 +36,25 @@ static void teardown(void)
     free(data);
 }
 
+/* A node's hello, version 1 (docs/protocol.md, "Hello"). */
+static const char hello[8] = {0x4b, 0x45, 0x45, 0x4c, 0x01, 0x00, 0x0d, 0x0a};
+
+/* A listener on a port of 127.0.0.1 the kernel picks, named in addr. */
+static int listen_loopback(char *addr, size_t cap)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t salen = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    ck_assert_int_ge(fd, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(fd, 8), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &salen), 0);
+    snprintf(addr, cap, "127.0.0.1:%d", ntohs(sa.sin_port));
+    return fd;
+}
+
 /* Runs the CLI and checks exit code and exact stdout. */
 static void cli_expect(const char *want_out, int want_rc, ...)
 {
@@ -150,22 +169,9 @@ START_TEST(errors_through_cli)
          * left, so the timeout says it may have run, and names the wait.
          * The "node" is a child that says version 1's hello (the 8
          * bytes of docs/protocol.md, "Hello") and reads to the end. */
-        static const char hello[8] = {0x4b, 0x45, 0x45, 0x4c,
-                                      0x01, 0x00, 0x0d, 0x0a};
-        struct sockaddr_in sa = {.sin_family = AF_INET};
-        socklen_t salen = sizeof sa;
-        int fd = socket(AF_INET, SOCK_STREAM, 0), st = 0;
         char addr[32], want[160];
-        pid_t pid;
-
-        ck_assert_int_ge(fd, 0);
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-        ck_assert_int_eq(listen(fd, 8), 0);
-        ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &salen),
-                         0);
-        snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(sa.sin_port));
-        pid = fork();
+        int fd = listen_loopback(addr, sizeof addr), st = 0;
+        pid_t pid = fork();
         ck_assert_int_ge(pid, 0);
         if (pid == 0) {
             char buf[512];
@@ -275,20 +281,8 @@ END_TEST
  * connection: its listener is closed once that one is accepted. */
 static pid_t silent_node_once(char *addr, size_t cap)
 {
-    static const char hello[8] = {0x4b, 0x45, 0x45, 0x4c,
-                                  0x01, 0x00, 0x0d, 0x0a};
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t salen = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    pid_t pid;
-
-    ck_assert_int_ge(fd, 0);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    ck_assert_int_eq(listen(fd, 8), 0);
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &salen), 0);
-    snprintf(addr, cap, "127.0.0.1:%d", ntohs(sa.sin_port));
-    pid = fork();
+    int fd = listen_loopback(addr, cap);
+    pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         char buf[512];
@@ -311,20 +305,8 @@ static pid_t silent_node_once(char *addr, size_t cap)
  * second it answers the first frame with ERROR code. */
 static pid_t refusing_node(char *addr, size_t cap, int code)
 {
-    static const char hello[8] = {0x4b, 0x45, 0x45, 0x4c,
-                                  0x01, 0x00, 0x0d, 0x0a};
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t salen = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    pid_t pid;
-
-    ck_assert_int_ge(fd, 0);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    ck_assert_int_eq(listen(fd, 8), 0);
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &salen), 0);
-    snprintf(addr, cap, "127.0.0.1:%d", ntohs(sa.sin_port));
-    pid = fork();
+    int fd = listen_loopback(addr, cap);
+    pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         uint8_t buf[4096], out[256];
