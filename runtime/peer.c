@@ -8,7 +8,11 @@
  * remaining budget, which shrinks while the frame waits here: the budget
  * is written as the frame leaves (peer_write), and a frame whose deadline
  * passes before any byte of it left gets budget 0, which every receiver
- * refuses, so its caller learns for certain that it did not run.
+ * refuses, so its caller learns for certain that it did not run. A
+ * frame whose deadline passes while some of its bytes are written but
+ * not acknowledged by the peer (held up in the network) resets the
+ * connection (expire_cb), so that it cannot reach the owner later and
+ * run there long after its caller was answered.
  *
  * TLS. On a node with TLS every link is mutual TLS with the node's own
  * certificate and CA. The link must reach the member this node's view
@@ -33,6 +37,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -57,6 +63,12 @@
 #define PEER_KEEPINTVL_S 2
 #define PEER_KEEPCNT 3
 #define PEER_USER_TIMEOUT_MS 10000
+/* The most plaintext one TLS record carries (OpenSSL's default
+ * max_send_fragment, the protocol's limit). */
+#define PEER_TLS_RECORD_MAX 16384u
+/* Late answers (answers to calls already answered at their deadline) are
+ * logged at most once a second per node, with how many were not. */
+#define PEER_LATE_LOG_S 1.0
 
 typedef struct peer peer;
 
@@ -108,6 +120,8 @@ struct keel_peers {
     peer *list;
     uint64_t next_id;
     size_t npending;
+    ev_tstamp late_log_at; /* the last late answer's line */
+    unsigned long long late_quiet; /* late answers not logged since */
 };
 
 static int pending_eq(const void *item, const void *key)
@@ -380,6 +394,36 @@ static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
+/* An answer to a call whose caller was answered at its deadline
+ * (ETIMEDOUT: it may have run): the answer says what became of it, which
+ * operators may want to know. Logged at most once a PEER_LATE_LOG_S, with
+ * how many were not. */
+static void late_answer(peer *pr, const keel_frame *f)
+{
+    keel_peers *p = pr->p;
+    ev_tstamp t = ev_now(p->n->loop);
+    const char *msg = "";
+    size_t ml = 0;
+    int code = 0;
+
+    if (p->late_log_at != 0 && t - p->late_log_at < PEER_LATE_LOG_S) {
+        p->late_quiet++;
+        return;
+    }
+    if (f->kind == KEEL_FRAME_ERROR)
+        code = keel_error_body_parse(f->body, f->body_len, &msg, &ml);
+    if (ml > 200)
+        ml = 200;
+    keel_info("peer %s: late answer to request %llu, whose caller was "
+              "answered at its deadline: %s%s%.*s (%llu more late "
+              "answer(s) since the last such line)",
+              pr->addr, (unsigned long long)f->request_id,
+              code == 0 ? "ok" : keel_err_name(code), ml > 0 ? ": " : "",
+              (int)ml, msg, p->late_quiet);
+    p->late_log_at = t;
+    p->late_quiet = 0;
+}
+
 static void handle_answer(peer *pr, const keel_frame *f)
 {
     keel_peers *p = pr->p;
@@ -392,6 +436,7 @@ static void handle_answer(peer *pr, const keel_frame *f)
     keel_hmap_remove(&pr->pending, id_hash(pd->id), pd);
     ev_timer_stop(p->n->loop, &pd->timer);
     if (pd->done) {
+        late_answer(pr, f);
         free(pd); /* its caller was answered at the deadline */
         return;
     }
@@ -645,11 +690,59 @@ static peer *peer_get(keel_peers *p, const char *addr)
     return pr;
 }
 
-/* The call's deadline passed before its answer came. */
+/* Whether bytes of the stream before position `end` may not have
+ * reached the peer's kernel: not all written to the socket yet, or
+ * written and not acknowledged (SIOCOUTQ: the bytes of the send queue the
+ * peer has not acknowledged, sent or not), into *outq. On a plain link
+ * the stream positions are the socket's. On a TLS link they count
+ * plaintext while the socket carries records, which are longer (header,
+ * tag, and OpenSSL's own messages): the outq bytes at the end of the
+ * socket's stream then hold at most outq bytes of plaintext, plus the
+ * rest of the record they cut into (a record is of use to the peer only
+ * whole), so what ends more than outq + PEER_TLS_RECORD_MAX plaintext
+ * bytes before the end of what was written has reached it. 0 when the
+ * socket cannot say (the link is then left to TCP_USER_TIMEOUT). */
+static int peer_unacked(const peer *pr, uint64_t end, int *outq)
+{
+    uint64_t back;
+    int q = 0;
+
+    *outq = 0;
+    if (end > pr->written)
+        return 1;
+    if (ioctl(pr->fd, SIOCOUTQ, &q) != 0 || q <= 0)
+        return 0;
+    *outq = q;
+    back = (uint64_t)q + (pr->tls != NULL ? PEER_TLS_RECORD_MAX : 0);
+    return back > pr->written || end > pr->written - back;
+}
+
+/* Resets pr's connection: the kernel drops what the peer has not
+ * acknowledged and stops sending it (SO_LINGER 0: close sends a RST),
+ * so none of it can reach the peer later; then the connection fails as
+ * any does (peer_fail). */
+static void peer_reset(peer *pr)
+{
+    struct linger lg = {1, 0};
+
+    (void)setsockopt(pr->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    peer_fail(pr, PF_ERROR);
+}
+
+/* The call's deadline passed before its answer came. Its caller is
+ * answered now. A frame whose bytes may still be on their way (written
+ * to the socket, not acknowledged: a partition, TCP retransmitting)
+ * could reach the owner much later, which would count the budget it
+ * left with from then and might run it long after this answer: the
+ * connection is reset instead, so every late copy is bounded by the
+ * deadline plus the time a frame the owner's kernel took waits there
+ * (which the owner's own deadline check bounds). A frame the peer has
+ * acknowledged is left alone, and so is a slow but healthy link. */
 static void expire_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct pending *pd = w->data;
     peer *pr = pd->pr;
+    keel_peers *p = pr->p;
     /* Not a byte of it left: when it does, its budget reads 0 and the
      * receiver refuses it. Otherwise it may have run. */
     int st = pd->start >= pr->written ? KEEL_EDEADLINE : KEEL_ETIMEDOUT;
@@ -658,14 +751,44 @@ static void expire_cb(struct ev_loop *loop, ev_timer *w, int revents)
             ? "deadline passed before the call was sent; it did not run"
             : "no answer from the owner by the call's deadline; it may "
               "have run";
+    int outq = 0;
 
     (void)revents;
     ev_timer_stop(loop, w);
     pd->deadline_ns = 1; /* whatever the timer's rounding: budget 0 */
     pd->done = 1;
-    pr->p->npending--;
+    p->npending--;
+    if (st == KEEL_ETIMEDOUT && pr->fd >= 0 &&
+        peer_unacked(pr, pd->end, &outq)) {
+        /* Out of the table first: peer_fail frees what it holds. The
+         * caller still hears ETIMEDOUT: bytes the peer did not
+         * acknowledge may have reached it all the same (the ACK may be
+         * on its way). */
+        keel_hmap_remove(&pr->pending, id_hash(pd->id), pd);
+        if (pd->end > pr->written)
+            keel_warn("peer %s: resetting the link: a call passed its "
+                      "deadline with %llu byte(s) of its frame not yet "
+                      "written; %zu other frame(s) on the link fail with it",
+                      pr->addr,
+                      (unsigned long long)(pd->end - pr->written),
+                      pr->pending.count);
+        else
+            keel_warn("peer %s: resetting the link: a call passed its "
+                      "deadline with its frame not acknowledged by the peer "
+                      "(%d byte(s) of the link unacknowledged%s), so that "
+                      "it cannot arrive late; %zu other frame(s) on the link "
+                      "fail with it",
+                      pr->addr, outq, pr->tls != NULL ? ", TLS records" : "",
+                      pr->pending.count);
+        STAT_ADD(p->n, peer_resets, 1);
+        peer_reset(pr);
+        if (pd->cb != NULL)
+            pd->cb(p->n, st, (const uint8_t *)text, strlen(text), pd->arg);
+        free(pd);
+        return;
+    }
     if (pd->cb != NULL)
-        pd->cb(pr->p->n, st, (const uint8_t *)text, strlen(text), pd->arg);
+        pd->cb(p->n, st, (const uint8_t *)text, strlen(text), pd->arg);
 }
 
 /* Opens pr's connection: connects, then queues the hello and the INFO
