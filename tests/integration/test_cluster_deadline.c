@@ -5,7 +5,10 @@
  * (ETIMEDOUT: it may have run; EDEADLINE: it did not) while n1 is still
  * paused; and when n1 resumes it does not run them: they were past their
  * deadline, counted from before the pause, not from when n1 read them.
- * The counter ends at the number of increments acknowledged.
+ * The counter ends at the number of increments acknowledged. n1's kernel
+ * took the frames (acknowledged them) although n1 did not read them: n0
+ * resets no link for them (peer_resets stays 0), as a link to a slow but
+ * reachable owner is healthy.
  * Every wait is bounded. On a failure the nodes' logs are printed. */
 #include <check.h>
 #include <signal.h>
@@ -161,6 +164,9 @@ START_TEST(paused_owner_runs_no_stalled_call)
           "the counter is %ld, but %d increments were acknowledged: %ld "
           "stalled call(s) ran after their callers gave up",
           value, acked, value - acked);
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "peer_resets") == 0,
+          "n0 reset its link to the paused owner, whose kernel took the "
+          "frames");
     CHECK(answered == STALLED,
           "only %d of %d calls to the paused owner were answered within "
           "%d ms (the hold bound is %d ms)",
