@@ -9,7 +9,9 @@
  * value the acknowledged increments gave it. Without the reset, the
  * retransmitted frame would reach n1 after the heal, get the budget it
  * left with from then, and run: the read after the heal, sent on the
- * same connection behind it, would see it.
+ * same connection behind it, would see it. The same over TLS links
+ * (tcase "tls"), where the link's stream positions count plaintext and
+ * the socket's count records.
  *
  * Dropping packets needs a network of the test's own: the whole test
  * process (and ZooKeeper and the nodes it starts) runs in a new network
@@ -25,6 +27,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "certs.h"
+#include "cltls.h"
 #include "cluster.h"
 #include "keel.h"
 #include "proc.h"
@@ -47,6 +51,9 @@
 
 static tu_cluster fx;
 static char ip_cmd[64], nft_cmd[64];
+/* The tcase "tls": nodes and clients with certificates of ca. */
+static int tls;
+static char ca[512], oca[512];
 
 static int find_tool(const char *name, char *out, size_t cap)
 {
@@ -136,7 +143,15 @@ static int heal(void)
 
 static void setup(void)
 {
+    tls = 0;
     tu_cluster_setup(&fx, "clpreset", "cr");
+    fx.session_ms = 4000;
+}
+
+static void setup_tls(void)
+{
+    tls = 1;
+    tu_cltls_setup(&fx, "clpreset", ca, oca);
     fx.session_ms = 4000;
 }
 
@@ -147,6 +162,31 @@ static void teardown(void)
 }
 
 #define CHECK(cond, ...) TU_CLUSTER_CHECK(&fx, cond, __VA_ARGS__)
+
+/* Node i with the hold bound HOLD_MS_S (and its certificate, with TLS). */
+static void start_node(int i)
+{
+    if (tls)
+        tu_cltls_start(&fx, i, i == 0 ? "n0" : "n1", ca, NULL, HOLD_MS_S);
+    else
+        ck_assert_int_eq(tu_cluster_start_node(&fx, i, 0, "--hold-timeout",
+                                               HOLD_MS_S, NULL),
+                         0);
+}
+
+/* A client connection to n0 (as alice, with TLS). */
+static keel_client *connect_n0(void)
+{
+    keel_client *c = NULL;
+    char why[256] = "";
+    int rc = tls ? tu_cltls_connect(&fx, 0, "alice", ca, &c, why,
+                                    sizeof why)
+                 : keel_client_connect(fx.nodes[0].addr, CALLER_TIMEOUT_MS,
+                                       &c);
+
+    CHECK(rc == 0, "cannot connect to n0: %s %s", keel_err_name(rc), why);
+    return c;
+}
 
 /* The counter's value through n0, tried for at most `tries` times 100 ms
  * apart: -1 when it never answered. */
@@ -179,12 +219,8 @@ START_TEST(held_frame_never_runs_late)
     double sent;
     long value, resets;
 
-    ck_assert_int_eq(tu_cluster_start_node(&fx, 0, 0, "--hold-timeout",
-                                           HOLD_MS_S, NULL),
-                     0);
-    ck_assert_int_eq(tu_cluster_start_node(&fx, 1, 0, "--hold-timeout",
-                                           HOLD_MS_S, NULL),
-                     0);
+    start_node(0);
+    start_node(1);
     for (tries = 0; tries < 300 && id[0] == '\0'; tries++) {
         for (i = 0; i < 64 && id[0] == '\0'; i++) {
             char cand[32];
@@ -200,7 +236,7 @@ START_TEST(held_frame_never_runs_late)
             tu_sleep_ms(100);
     }
     CHECK(id[0] != '\0', "no counter owned by n1");
-    ck_assert_int_eq(keel_client_connect(fx.nodes[0].addr, 30000, &cl), 0);
+    cl = connect_n0();
     for (tries = 0; tries < 100 && acked < 5; tries++) {
         rc = keel_client_call(cl, KEEL_FRAME_CALL, "counter", id, strlen(id),
                               "incr", 4, &reply, NULL);
@@ -219,9 +255,7 @@ START_TEST(held_frame_never_runs_late)
 
     /* The cut: n0's link to n1 stays open, its frames go unacknowledged. */
     CHECK(cut_port(fx.nodes[1].port) == 0, "cannot cut n1's port");
-    ck_assert_int_eq(keel_client_connect(fx.nodes[0].addr, CALLER_TIMEOUT_MS,
-                                         &q),
-                     0);
+    q = connect_n0();
     sent = tu_now_s();
     rc = keel_client_call(q, KEEL_FRAME_CALL, "counter", id, strlen(id),
                           "incr", 4, &reply, NULL);
@@ -265,6 +299,7 @@ int main(void)
 {
     Suite *s = suite_create("cluster_peer_reset");
     TCase *tc = tcase_create("cluster_peer_reset");
+    TCase *tt = tcase_create("tls");
     char why[256];
 
     if (net_private(why, sizeof why) != 0) {
@@ -275,5 +310,9 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, held_frame_never_runs_late);
     suite_add_tcase(s, tc);
+    tcase_add_checked_fixture(tt, setup_tls, teardown);
+    tcase_set_timeout(tt, 240);
+    tcase_add_test(tt, held_frame_never_runs_late);
+    suite_add_tcase(s, tt);
     return tu_cluster_run_suite(&fx, s);
 }
