@@ -66,6 +66,11 @@
 /* The most plaintext one TLS record carries (OpenSSL's default
  * max_send_fragment, the protocol's limit). */
 #define PEER_TLS_RECORD_MAX 16384u
+/* An acknowledgement the other side's kernel delays comes within this
+ * (Linux delays one at most 200 ms): bytes written longer ago than this
+ * and still not acknowledged are held up (lost, retransmitted, or the
+ * other side's receive window is shut). */
+#define PEER_ACK_GRACE_S 0.25
 /* Late answers (answers to calls already answered at their deadline) are
  * logged at most once a second per node, with how many were not. */
 #define PEER_LATE_LOG_S 1.0
@@ -105,6 +110,7 @@ struct peer {
     uint8_t *wbuf;
     size_t wlen, woff, wcap;
     uint64_t written; /* bytes written over this connection */
+    uint64_t write_ns; /* monotonic: when the last of them were written */
     uint64_t queued;  /* bytes queued over this connection */
     uint8_t *rbuf;
     size_t rlen, rcap;
@@ -290,6 +296,7 @@ static void peer_write(peer *pr)
         if (w > 0) {
             pr->woff += (size_t)w;
             pr->written += (uint64_t)w;
+            pr->write_ns = keel__now_ns();
             unw_pop(pr);
             continue;
         }
@@ -729,15 +736,47 @@ static void peer_reset(peer *pr)
     peer_fail(pr, PF_ERROR);
 }
 
-/* The call's deadline passed before its answer came. Its caller is
- * answered now. A frame whose bytes may still be on their way (written
- * to the socket, not acknowledged: a partition, TCP retransmitting)
- * could reach the owner much later, which would count the budget it
- * left with from then and might run it long after this answer: the
- * connection is reset instead, so every late copy is bounded by the
- * deadline plus the time a frame the owner's kernel took waits there
- * (which the owner's own deadline check bounds). A frame the peer has
- * acknowledged is left alone, and so is a slow but healthy link. */
+/* Resets pr's connection for the call pd (answered at its deadline
+ * already, or about to be: its caller's callback is not called here),
+ * whose frame the peer did not acknowledge (outq: the link's bytes it
+ * did not). Frees pd. */
+static void reset_for(peer *pr, struct pending *pd, int outq)
+{
+    keel_peers *p = pr->p;
+
+    /* Out of the table first: peer_fail frees what it holds. */
+    keel_hmap_remove(&pr->pending, id_hash(pd->id), pd);
+    if (pd->end > pr->written)
+        keel_warn("peer %s: resetting the link: a call passed its deadline "
+                  "with %llu byte(s) of its frame not yet written, so that "
+                  "it cannot arrive late; %zu other frame(s) on the link "
+                  "fail with it",
+                  pr->addr, (unsigned long long)(pd->end - pr->written),
+                  pr->pending.count);
+    else
+        keel_warn("peer %s: resetting the link: a call passed its deadline "
+                  "with its frame not acknowledged by the peer (%d byte(s) "
+                  "of the link unacknowledged%s), so that it cannot arrive "
+                  "late; %zu other frame(s) on the link fail with it",
+                  pr->addr, outq, pr->tls != NULL ? ", in TLS records" : "",
+                  pr->pending.count);
+    STAT_ADD(p->n, peer_resets, 1);
+    free(pd);
+    peer_reset(pr);
+}
+
+/* The call's deadline passed before its answer came (or, for a call
+ * answered then already, the look again PEER_ACK_GRACE_S later). Its
+ * caller is answered now. A frame whose bytes may still be on their way
+ * (written to the socket, not acknowledged: a partition, TCP
+ * retransmitting) could reach the owner much later, which would count
+ * the budget it left with from then and might run it long after this
+ * answer: the connection is reset instead, so that a late copy can only
+ * be one the owner's kernel took by the deadline (or by the grace, for a
+ * frame written moments before it), which the owner's own deadline check
+ * bounds. A frame the peer acknowledged is left alone, and so is a slow
+ * but healthy link (a paused or busy owner whose kernel takes the
+ * bytes). */
 static void expire_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct pending *pd = w->data;
@@ -755,37 +794,37 @@ static void expire_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
     (void)revents;
     ev_timer_stop(loop, w);
+    if (pd->done) {
+        /* The look again: every byte written by now left at least the
+         * grace ago. (An answer, or the link's failure, would have
+         * freed pd and stopped this timer.) */
+        if (peer_unacked(pr, pd->end, &outq))
+            reset_for(pr, pd, outq);
+        return;
+    }
     pd->deadline_ns = 1; /* whatever the timer's rounding: budget 0 */
     pd->done = 1;
     p->npending--;
-    if (st == KEEL_ETIMEDOUT && pr->fd >= 0 &&
-        peer_unacked(pr, pd->end, &outq)) {
-        /* Out of the table first: peer_fail frees what it holds. The
-         * caller still hears ETIMEDOUT: bytes the peer did not
-         * acknowledge may have reached it all the same (the ACK may be
-         * on its way). */
-        keel_hmap_remove(&pr->pending, id_hash(pd->id), pd);
-        if (pd->end > pr->written)
-            keel_warn("peer %s: resetting the link: a call passed its "
-                      "deadline with %llu byte(s) of its frame not yet "
-                      "written; %zu other frame(s) on the link fail with it",
-                      pr->addr,
-                      (unsigned long long)(pd->end - pr->written),
-                      pr->pending.count);
-        else
-            keel_warn("peer %s: resetting the link: a call passed its "
-                      "deadline with its frame not acknowledged by the peer "
-                      "(%d byte(s) of the link unacknowledged%s), so that "
-                      "it cannot arrive late; %zu other frame(s) on the link "
-                      "fail with it",
-                      pr->addr, outq, pr->tls != NULL ? ", TLS records" : "",
-                      pr->pending.count);
-        STAT_ADD(p->n, peer_resets, 1);
-        peer_reset(pr);
-        if (pd->cb != NULL)
-            pd->cb(p->n, st, (const uint8_t *)text, strlen(text), pd->arg);
-        free(pd);
-        return;
+    if (st == KEEL_ETIMEDOUT && peer_unacked(pr, pd->end, &outq)) {
+        if (pd->end <= pr->written &&
+            keel__now_ns() - pr->write_ns <
+                (uint64_t)(PEER_ACK_GRACE_S * 1e9)) {
+            /* Bytes went out moments ago, its own maybe: their
+             * acknowledgement may be on its way (delayed). Look again
+             * once it would have come. */
+            ev_timer_set(w, PEER_ACK_GRACE_S, 0);
+            ev_timer_start(loop, w);
+        } else {
+            /* The caller still hears ETIMEDOUT: bytes the peer did not
+             * acknowledge may have reached it all the same (the ACK may
+             * be on its way). */
+            keel_peer_cb cb = pd->cb;
+            void *arg = pd->arg;
+            reset_for(pr, pd, outq);
+            if (cb != NULL)
+                cb(p->n, st, (const uint8_t *)text, strlen(text), arg);
+            return;
+        }
     }
     if (pd->cb != NULL)
         pd->cb(p->n, st, (const uint8_t *)text, strlen(text), pd->arg);
@@ -951,6 +990,7 @@ void keel__peers_push(keel_peers *p)
                 break;
             pr->woff += (size_t)w;
             pr->written += (uint64_t)w;
+            pr->write_ns = keel__now_ns();
         }
         if (pr->woff == pr->wlen) {
             pr->woff = pr->wlen = 0;
