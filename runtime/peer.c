@@ -421,12 +421,19 @@ static void late_answer(peer *pr, const keel_frame *f)
         code = keel_error_body_parse(f->body, f->body_len, &msg, &ml);
     if (ml > 200)
         ml = 200;
-    keel_info("peer %s: late answer to request %llu, whose caller was "
-              "answered at its deadline: %s%s%.*s (%llu more late "
-              "answer(s) since the last such line)",
-              pr->addr, (unsigned long long)f->request_id,
-              code == 0 ? "ok" : keel_err_name(code), ml > 0 ? ": " : "",
-              (int)ml, msg, p->late_quiet);
+    if (p->late_quiet > 0)
+        keel_info("peer %s: late answer to request %llu, whose caller was "
+                  "answered at its deadline: %s%s%.*s (and %llu more late "
+                  "answers since the last such line)",
+                  pr->addr, (unsigned long long)f->request_id,
+                  code == 0 ? "ok" : keel_err_name(code), ml > 0 ? ": " : "",
+                  (int)ml, msg, p->late_quiet);
+    else
+        keel_info("peer %s: late answer to request %llu, whose caller was "
+                  "answered at its deadline: %s%s%.*s",
+                  pr->addr, (unsigned long long)f->request_id,
+                  code == 0 ? "ok" : keel_err_name(code), ml > 0 ? ": " : "",
+                  (int)ml, msg);
     p->late_log_at = t;
     p->late_quiet = 0;
 }
