@@ -111,6 +111,7 @@ struct peer {
     size_t wlen, woff, wcap;
     uint64_t written; /* bytes written over this connection */
     uint64_t write_ns; /* monotonic: when the last of them were written */
+    uint64_t serial;   /* connections made so far */
     uint64_t queued;  /* bytes queued over this connection */
     uint8_t *rbuf;
     size_t rlen, rcap;
@@ -661,6 +662,7 @@ static int peer_connect(peer *pr)
     }
     freeaddrinfo(res);
     pr->fd = fd;
+    pr->serial++;
     pr->connected = 0;
     ev_io_init(&pr->rio, rio_cb, fd, EV_READ);
     ev_io_init(&pr->wio, wio_cb, fd, EV_WRITE);
@@ -743,16 +745,11 @@ static void peer_reset(peer *pr)
     peer_fail(pr, PF_ERROR);
 }
 
-/* Resets pr's connection for the call pd (answered at its deadline
- * already, or about to be: its caller's callback is not called here),
- * whose frame the peer did not acknowledge (outq: the link's bytes it
- * did not). Frees pd. */
-static void reset_for(peer *pr, struct pending *pd, int outq)
+/* Resets pr's connection for the call pd, whose frame the peer did not
+ * acknowledge (outq: the link's bytes it did not), and which the caller
+ * took out of the table (peer_fail frees what is there). */
+static void reset_for(peer *pr, const struct pending *pd, int outq)
 {
-    keel_peers *p = pr->p;
-
-    /* Out of the table first: peer_fail frees what it holds. */
-    keel_hmap_remove(&pr->pending, id_hash(pd->id), pd);
     if (pd->end > pr->written)
         keel_warn("peer %s: resetting the link: a call passed its deadline "
                   "with %llu byte(s) of its frame not yet written, so that "
@@ -767,8 +764,7 @@ static void reset_for(peer *pr, struct pending *pd, int outq)
                   "late; %zu other frame(s) on the link fail with it",
                   pr->addr, outq, pr->tls != NULL ? ", in TLS records" : "",
                   pr->pending.count);
-    STAT_ADD(p->n, peer_resets, 1);
-    free(pd);
+    STAT_ADD(pr->p->n, peer_resets, 1);
     peer_reset(pr);
 }
 
@@ -805,8 +801,11 @@ static void expire_cb(struct ev_loop *loop, ev_timer *w, int revents)
         /* The look again: every byte written by now left at least the
          * grace ago. (An answer, or the link's failure, would have
          * freed pd and stopped this timer.) */
-        if (peer_unacked(pr, pd->end, &outq))
+        if (peer_unacked(pr, pd->end, &outq)) {
+            keel_hmap_remove(&pr->pending, id_hash(pd->id), pd);
             reset_for(pr, pd, outq);
+            free(pd);
+        }
         return;
     }
     pd->deadline_ns = 1; /* whatever the timer's rounding: budget 0 */
@@ -824,12 +823,19 @@ static void expire_cb(struct ev_loop *loop, ev_timer *w, int revents)
         } else {
             /* The caller still hears ETIMEDOUT: bytes the peer did not
              * acknowledge may have reached it all the same (the ACK may
-             * be on its way). */
-            keel_peer_cb cb = pd->cb;
-            void *arg = pd->arg;
-            reset_for(pr, pd, outq);
-            if (cb != NULL)
-                cb(p->n, st, (const uint8_t *)text, strlen(text), arg);
+             * be on its way). It hears it before the link's other
+             * frames, which mostly came after it (peer_fail answers in
+             * stream order). Out of the table, pd outlives a failure of
+             * the link in the callback, after which there is nothing
+             * left to reset. */
+            uint64_t serial = pr->serial;
+            keel_hmap_remove(&pr->pending, id_hash(pd->id), pd);
+            if (pd->cb != NULL)
+                pd->cb(p->n, st, (const uint8_t *)text, strlen(text),
+                       pd->arg);
+            if (pr->fd >= 0 && pr->serial == serial)
+                reset_for(pr, pd, outq);
+            free(pd);
             return;
         }
     }
