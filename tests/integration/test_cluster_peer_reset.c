@@ -308,16 +308,18 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("cluster_peer_reset");
-    TCase *tc = tcase_create("cluster_peer_reset");
-    TCase *tt = tcase_create("tls");
-    TCase *ts = tcase_create("short");
+    Suite *s;
+    TCase *tc, *tt, *ts;
     char why[256];
 
     if (net_private(why, sizeof why) != 0) {
         fprintf(stderr, "test_cluster_peer_reset: skipped: %s\n", why);
         return 77;
     }
+    s = suite_create("cluster_peer_reset");
+    tc = tcase_create("cluster_peer_reset");
+    tt = tcase_create("tls");
+    ts = tcase_create("short");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, held_frame_never_runs_late);
