@@ -533,6 +533,12 @@ typedef struct keel_stats {
     /* Backup side: copies of units this node deleted because no map had
      * listed it for them (replica or target) for --replica-dead-ms. */
     uint64_t repl_copies_deleted;
+    /* Links to other nodes this node reset because a forwarded call's
+     * deadline passed while bytes of its frame were not acknowledged by
+     * the other node (held up in the network), so that the call cannot
+     * arrive and run there later (docs/cluster.md, "One deadline per
+     * call"). */
+    uint64_t peer_resets;
     /* Room for figures to come without changing the struct's size. */
     uint64_t reserved[1];
 } keel_stats;

@@ -514,6 +514,10 @@ static enum MHD_Result answer_metrics(struct http_req *r)
     metric(&b, "keel_held_expired_total", "counter",
            "Calls that found no serving owner within the hold bound.", "",
            st->held_expired);
+    metric(&b, "keel_peer_resets_total", "counter",
+           "Links to other nodes reset because a forwarded call's deadline "
+           "passed with its frame not acknowledged by the other node.",
+           "", st->peer_resets);
     /* Every mode: standalone, a flush that fails after a commit leaves
      * its writes in doubt too. */
     metric(&b, "keel_replies_in_doubt_total", "counter",

@@ -8,7 +8,11 @@
  * remaining budget, which shrinks while the frame waits here: the budget
  * is written as the frame leaves (peer_write), and a frame whose deadline
  * passes before any byte of it left gets budget 0, which every receiver
- * refuses, so its caller learns for certain that it did not run.
+ * refuses, so its caller learns for certain that it did not run. A
+ * frame whose deadline passes while some of its bytes are written but
+ * not acknowledged by the peer (held up in the network) resets the
+ * connection (expire_cb), so that it cannot reach the owner later and
+ * run there long after its caller was answered.
  *
  * TLS. On a node with TLS every link is mutual TLS with the node's own
  * certificate and CA. The link must reach the member this node's view
@@ -33,6 +37,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -57,6 +63,17 @@
 #define PEER_KEEPINTVL_S 2
 #define PEER_KEEPCNT 3
 #define PEER_USER_TIMEOUT_MS 10000
+/* The most plaintext one TLS record carries (OpenSSL's default
+ * max_send_fragment, the protocol's limit). */
+#define PEER_TLS_RECORD_MAX 16384u
+/* An acknowledgement the other side's kernel delays comes within this
+ * (Linux delays one at most 200 ms): bytes written longer ago than this
+ * and still not acknowledged are held up (lost, retransmitted, or the
+ * other side's receive window is shut). */
+#define PEER_ACK_GRACE_S 0.25
+/* Late answers (answers to calls already answered at their deadline) are
+ * logged at most once a second per node, with how many were not. */
+#define PEER_LATE_LOG_S 1.0
 
 typedef struct peer peer;
 
@@ -93,6 +110,8 @@ struct peer {
     uint8_t *wbuf;
     size_t wlen, woff, wcap;
     uint64_t written; /* bytes written over this connection */
+    uint64_t write_ns; /* monotonic: when the last of them were written */
+    uint64_t serial;   /* connections made so far */
     uint64_t queued;  /* bytes queued over this connection */
     uint8_t *rbuf;
     size_t rlen, rcap;
@@ -108,6 +127,8 @@ struct keel_peers {
     peer *list;
     uint64_t next_id;
     size_t npending;
+    ev_tstamp late_log_at; /* the last late answer's line */
+    unsigned long long late_quiet; /* late answers not logged since */
 };
 
 static int pending_eq(const void *item, const void *key)
@@ -276,6 +297,7 @@ static void peer_write(peer *pr)
         if (w > 0) {
             pr->woff += (size_t)w;
             pr->written += (uint64_t)w;
+            pr->write_ns = keel__now_ns();
             unw_pop(pr);
             continue;
         }
@@ -380,6 +402,43 @@ static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
+/* An answer to a call whose caller was answered at its deadline
+ * (ETIMEDOUT: it may have run): the answer says what became of it, which
+ * operators may want to know. Logged at most once a PEER_LATE_LOG_S, with
+ * how many were not. */
+static void late_answer(peer *pr, const keel_frame *f)
+{
+    keel_peers *p = pr->p;
+    ev_tstamp t = ev_now(p->n->loop);
+    const char *msg = "";
+    size_t ml = 0;
+    int code = 0;
+
+    if (p->late_log_at != 0 && t - p->late_log_at < PEER_LATE_LOG_S) {
+        p->late_quiet++;
+        return;
+    }
+    if (f->kind == KEEL_FRAME_ERROR)
+        code = keel_error_body_parse(f->body, f->body_len, &msg, &ml);
+    if (ml > 200)
+        ml = 200;
+    if (p->late_quiet > 0)
+        keel_info("peer %s: late answer to request %llu, whose caller was "
+                  "answered at its deadline: %s%s%.*s (and %llu more late "
+                  "answers since the last such line)",
+                  pr->addr, (unsigned long long)f->request_id,
+                  code == 0 ? "ok" : keel_err_name(code), ml > 0 ? ": " : "",
+                  (int)ml, msg, p->late_quiet);
+    else
+        keel_info("peer %s: late answer to request %llu, whose caller was "
+                  "answered at its deadline: %s%s%.*s",
+                  pr->addr, (unsigned long long)f->request_id,
+                  code == 0 ? "ok" : keel_err_name(code), ml > 0 ? ": " : "",
+                  (int)ml, msg);
+    p->late_log_at = t;
+    p->late_quiet = 0;
+}
+
 static void handle_answer(peer *pr, const keel_frame *f)
 {
     keel_peers *p = pr->p;
@@ -392,6 +451,7 @@ static void handle_answer(peer *pr, const keel_frame *f)
     keel_hmap_remove(&pr->pending, id_hash(pd->id), pd);
     ev_timer_stop(p->n->loop, &pd->timer);
     if (pd->done) {
+        late_answer(pr, f);
         free(pd); /* its caller was answered at the deadline */
         return;
     }
@@ -602,6 +662,7 @@ static int peer_connect(peer *pr)
     }
     freeaddrinfo(res);
     pr->fd = fd;
+    pr->serial++;
     pr->connected = 0;
     ev_io_init(&pr->rio, rio_cb, fd, EV_READ);
     ev_io_init(&pr->wio, wio_cb, fd, EV_WRITE);
@@ -645,11 +706,85 @@ static peer *peer_get(keel_peers *p, const char *addr)
     return pr;
 }
 
-/* The call's deadline passed before its answer came. */
+/* Whether bytes of the stream before position `end` may not have
+ * reached the peer's kernel: not all written to the socket yet, or
+ * written and not acknowledged (SIOCOUTQ: the bytes of the send queue the
+ * peer has not acknowledged, sent or not), into *outq. On a plain link
+ * the stream positions are the socket's. On a TLS link they count
+ * plaintext while the socket carries records, which are longer (header,
+ * tag, and OpenSSL's own messages): the outq bytes at the end of the
+ * socket's stream then hold at most outq bytes of plaintext, plus the
+ * rest of the record they cut into (a record is of use to the peer only
+ * whole), so what ends more than outq + PEER_TLS_RECORD_MAX plaintext
+ * bytes before the end of what was written has reached it. 0 when the
+ * socket cannot say (the link is then left to TCP_USER_TIMEOUT). */
+static int peer_unacked(const peer *pr, uint64_t end, int *outq)
+{
+    uint64_t back;
+    int q = 0;
+
+    *outq = 0;
+    if (end > pr->written)
+        return 1;
+    if (ioctl(pr->fd, SIOCOUTQ, &q) != 0 || q <= 0)
+        return 0;
+    *outq = q;
+    back = (uint64_t)q + (pr->tls != NULL ? PEER_TLS_RECORD_MAX : 0);
+    return back > pr->written || end > pr->written - back;
+}
+
+/* Resets pr's connection: the kernel drops what the peer has not
+ * acknowledged and stops sending it (SO_LINGER 0: close sends a RST),
+ * so none of it can reach the peer later; then the connection fails as
+ * any does (peer_fail). */
+static void peer_reset(peer *pr)
+{
+    struct linger lg = {1, 0};
+
+    (void)setsockopt(pr->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    peer_fail(pr, PF_ERROR);
+}
+
+/* Resets pr's connection for the call pd, whose frame the peer did not
+ * acknowledge (outq: the link's bytes it did not), and which the caller
+ * took out of the table (peer_fail frees what is there). */
+static void reset_for(peer *pr, const struct pending *pd, int outq)
+{
+    if (pd->end > pr->written)
+        keel_warn("peer %s: resetting the link: a call passed its deadline "
+                  "with %llu byte(s) of its frame not yet written, so that "
+                  "it cannot arrive late; %zu other frame(s) on the link "
+                  "fail with it",
+                  pr->addr, (unsigned long long)(pd->end - pr->written),
+                  pr->pending.count);
+    else
+        keel_warn("peer %s: resetting the link: a call passed its deadline "
+                  "with its frame not acknowledged by the peer (%d byte(s) "
+                  "of the link unacknowledged%s), so that it cannot arrive "
+                  "late; %zu other frame(s) on the link fail with it",
+                  pr->addr, outq, pr->tls != NULL ? ", in TLS records" : "",
+                  pr->pending.count);
+    STAT_ADD(pr->p->n, peer_resets, 1);
+    peer_reset(pr);
+}
+
+/* The call's deadline passed before its answer came (or, for a call
+ * answered then already, the look again PEER_ACK_GRACE_S later). Its
+ * caller is answered now. A frame whose bytes may still be on their way
+ * (written to the socket, not acknowledged: a partition, TCP
+ * retransmitting) could reach the owner much later, which would count
+ * the budget it left with from then and might run it long after this
+ * answer: the connection is reset instead, so that a late copy can only
+ * be one the owner's kernel took by the deadline (or by the grace, for a
+ * frame written moments before it), which the owner's own deadline check
+ * bounds. A frame the peer acknowledged is left alone, and so is a slow
+ * but healthy link (a paused or busy owner whose kernel takes the
+ * bytes). */
 static void expire_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct pending *pd = w->data;
     peer *pr = pd->pr;
+    keel_peers *p = pr->p;
     /* Not a byte of it left: when it does, its budget reads 0 and the
      * receiver refuses it. Otherwise it may have run. */
     int st = pd->start >= pr->written ? KEEL_EDEADLINE : KEEL_ETIMEDOUT;
@@ -658,14 +793,54 @@ static void expire_cb(struct ev_loop *loop, ev_timer *w, int revents)
             ? "deadline passed before the call was sent; it did not run"
             : "no answer from the owner by the call's deadline; it may "
               "have run";
+    int outq = 0;
 
     (void)revents;
     ev_timer_stop(loop, w);
+    if (pd->done) {
+        /* The look again: every byte written by now left at least the
+         * grace ago. (An answer, or the link's failure, would have
+         * freed pd and stopped this timer.) */
+        if (peer_unacked(pr, pd->end, &outq)) {
+            keel_hmap_remove(&pr->pending, id_hash(pd->id), pd);
+            reset_for(pr, pd, outq);
+            free(pd);
+        }
+        return;
+    }
     pd->deadline_ns = 1; /* whatever the timer's rounding: budget 0 */
     pd->done = 1;
-    pr->p->npending--;
+    p->npending--;
+    if (st == KEEL_ETIMEDOUT && peer_unacked(pr, pd->end, &outq)) {
+        if (pd->end <= pr->written &&
+            keel__now_ns() - pr->write_ns <
+                (uint64_t)(PEER_ACK_GRACE_S * 1e9)) {
+            /* Bytes went out moments ago, its own maybe: their
+             * acknowledgement may be on its way (delayed). Look again
+             * once it would have come. */
+            ev_timer_set(w, PEER_ACK_GRACE_S, 0);
+            ev_timer_start(loop, w);
+        } else {
+            /* The caller still hears ETIMEDOUT: bytes the peer did not
+             * acknowledge may have reached it all the same (the ACK may
+             * be on its way). It hears it before the link's other
+             * frames, which mostly came after it (peer_fail answers in
+             * stream order). Out of the table, pd outlives a failure of
+             * the link in the callback, after which there is nothing
+             * left to reset. */
+            uint64_t serial = pr->serial;
+            keel_hmap_remove(&pr->pending, id_hash(pd->id), pd);
+            if (pd->cb != NULL)
+                pd->cb(p->n, st, (const uint8_t *)text, strlen(text),
+                       pd->arg);
+            if (pr->fd >= 0 && pr->serial == serial)
+                reset_for(pr, pd, outq);
+            free(pd);
+            return;
+        }
+    }
     if (pd->cb != NULL)
-        pd->cb(pr->p->n, st, (const uint8_t *)text, strlen(text), pd->arg);
+        pd->cb(p->n, st, (const uint8_t *)text, strlen(text), pd->arg);
 }
 
 /* Opens pr's connection: connects, then queues the hello and the INFO
@@ -828,6 +1003,7 @@ void keel__peers_push(keel_peers *p)
                 break;
             pr->woff += (size_t)w;
             pr->written += (uint64_t)w;
+            pr->write_ns = keel__now_ns();
         }
         if (pr->woff == pr->wlen) {
             pr->woff = pr->wlen = 0;

@@ -43,7 +43,11 @@ uint8_t *keel__peer_frame(keel_peers *p, const char *addr, uint8_t kind,
  * KEEL_DEADLINE_LEN bytes are the budget, which this module writes as the
  * frame leaves. At the deadline cb gets KEEL_EDEADLINE if no byte of the
  * frame had left (it never will run: its budget reads 0), KEEL_ETIMEDOUT
- * otherwise (it may have run); a later answer is dropped. */
+ * otherwise (it may have run); a later answer is dropped (and logged).
+ * When bytes of the frame may not have reached the peer by then (not
+ * acknowledged by its kernel), the connection is reset so that they never
+ * do, and its other frames complete as at any failure of the connection
+ * (the statistic peer_resets counts these). */
 uint8_t *keel__peer_frame_by(keel_peers *p, const char *addr, uint8_t kind,
                              uint8_t flags, size_t body_len,
                              uint64_t deadline_ns, keel_peer_cb cb,

@@ -5,7 +5,11 @@
  * (ETIMEDOUT: it may have run; EDEADLINE: it did not) while n1 is still
  * paused; and when n1 resumes it does not run them: they were past their
  * deadline, counted from before the pause, not from when n1 read them.
- * The counter ends at the number of increments acknowledged.
+ * The counter ends at the number of increments acknowledged. n1's kernel
+ * took the frames (acknowledged them) although n1 did not read them: n0
+ * resets no link for them (peer_resets stays 0), as a link to a slow but
+ * reachable owner is healthy; and it logs the answers n1 sends for them
+ * once it resumes (EDEADLINE), late as they are.
  * Every wait is bounded. On a failure the nodes' logs are printed. */
 #include <check.h>
 #include <signal.h>
@@ -161,6 +165,20 @@ START_TEST(paused_owner_runs_no_stalled_call)
           "the counter is %ld, but %d increments were acknowledged: %ld "
           "stalled call(s) ran after their callers gave up",
           value, acked, value - acked);
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "peer_resets") == 0,
+          "n0 reset its link to the paused owner, whose kernel took the "
+          "frames");
+    for (tries = 0; tries < 50; tries++) {
+        char *log = tu_keeld_log(&fx.nodes[0]);
+        int seen = log != NULL &&
+                   strstr(log, "late answer to request ") != NULL &&
+                   strstr(log, "answered at its deadline: EDEADLINE") != NULL;
+        free(log);
+        if (seen)
+            break;
+        tu_sleep_ms(100);
+    }
+    CHECK(tries < 50, "n0 did not log the late answers of the paused owner");
     CHECK(answered == STALLED,
           "only %d of %d calls to the paused owner were answered within "
           "%d ms (the hold bound is %d ms)",
