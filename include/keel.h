@@ -539,8 +539,6 @@ typedef struct keel_stats {
      * arrive and run there later (docs/cluster.md, "One deadline per
      * call"). */
     uint64_t peer_resets;
-    /* Room for figures to come without changing the struct's size. */
-    uint64_t reserved[1];
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);
