@@ -137,6 +137,20 @@ void keel__req_free(keel_node *n, keel_req *req)
     n->req_free_count++;
 }
 
+/* A refusal kept for the turn that records it (run_turn) stands only on
+ * the state it was decided on, which that turn, next in the actor's
+ * mailbox, still sees. A request that leaves the mailbox before then (the
+ * cluster runtime's sweep holds it, and submits it again later, here or
+ * on another node), or whose actor is reset to the store meanwhile (a
+ * commit failed under the write the refusal saw), runs its handler again
+ * instead: the state it was refused on may have been lost. */
+static void refusal_forget(keel_req *req)
+{
+    free(req->refusal);
+    req->refusal = NULL;
+    req->refused = 0;
+}
+
 int keel__req_set(keel_req *req, const void *data, size_t len)
 {
     if (len > UINT32_MAX)
@@ -553,6 +567,8 @@ static void call_passivate(keel_node *n, keel_actor *a)
  * from the store. */
 void keel__actor_deactivate(keel_node *n, keel_actor *a)
 {
+    if (a->mb_head != NULL)
+        refusal_forget(a->mb_head); /* only the head can hold one */
     if (a->flags & ACTOR_ACTIVE) {
         call_passivate(n, a);
         STAT_ADD(n, passivations, 1);
@@ -1929,6 +1945,7 @@ int keel__submit(keel_node *n, struct keel_type_entry *te, const void *id,
         return KEEL_ESTOPPING;
     if (idlen > KEEL_MAX_ID_LEN)
         return KEEL_ELIMIT;
+    refusal_forget(req); /* decided in a mailbox it left */
     if (n->cluster != NULL) {
         /* Cluster mode: forwarded or held unless the unit is LOCAL. */
         int r = keel__cluster_route(n, te, id, idlen, req);

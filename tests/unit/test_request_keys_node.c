@@ -14,6 +14,7 @@
  * unreadable is made again from the queue, an unreadable queue entry is
  * dropped, and an unreadable record refuses its own key only. */
 #include <check.h>
+#include <pthread.h>
 #include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,11 +35,14 @@
 
 static char *dir;
 static int runs, acts, pass, nomem;
+/* Called by "tkN" before it refuses (loop thread), when set. */
+static void (*before_refusal)(void);
 
 static void setup(void)
 {
     dir = tu_tmpdir("rknode");
     runs = acts = pass = nomem = 0;
+    before_refusal = NULL;
 }
 
 static void teardown(void)
@@ -114,6 +118,8 @@ static int tally_message(keel_turn *t, const void *msg, size_t len)
         memcpy(buf, (const char *)msg + 2, len - 2);
         buf[len - 2] = 0;
         if (strtoul(buf, NULL, 10) != v) {
+            if (before_refusal != NULL)
+                before_refusal();
             keel_turn_error(t, "the value is %lu, not %s", v, buf);
             return KEEL_ENOTFOUND;
         }
@@ -480,6 +486,85 @@ START_TEST(node_failure_not_recorded)
     keel_node_stats(n, &st);
     ck_assert_uint_eq(st.retries_answered, 1);
     finish(n);
+}
+END_TEST
+
+/* The refusal below is decided on a write that is then lost. */
+static keel_node *lost_node;
+static struct gates *lost_gates;
+
+/* Lets the held commit fail and waits (bounded) until the writer has
+ * handed it back: the loop settles it before the refused request's next
+ * turn. */
+static void lose_the_write(void)
+{
+    int i, done = 0;
+
+    sem_post(&lost_gates->release);
+    for (i = 0; i < 10000 && !done; i++) {
+        pthread_mutex_lock(&lost_node->done_mu);
+        done = lost_node->wb_ndone > lost_node->wb_first;
+        pthread_mutex_unlock(&lost_node->done_mu);
+        if (!done)
+            usleep(1000);
+    }
+    ck_assert_msg(done, "the failed commit did not come back");
+}
+
+static void post_all(keel_node *n, void *data)
+{
+    tu_acall *c = data;
+    int i;
+
+    for (i = 0; i < 64; i++)
+        tu_acall_post(n, &c[i]);
+}
+
+/* A refusal is recorded only on the state it was decided on. Here it
+ * saw a write whose commit then failed, and the actor was reset to the
+ * store between the refusing turn and the one that records (the refusal
+ * is the 64th turn of its actor in a run, so the other actors, and the
+ * writer's answers, get a go in between). Recorded, it would answer the
+ * client with a value that never took effect ("the value is 1, not 0"),
+ * and every copy after it the same; the request runs again instead, on
+ * the state the actor has now. */
+START_TEST(refusal_on_lost_write_runs_again)
+{
+    keel_node *n = start_node();
+    struct gates g = {.hold_commit = 1, .fail_commit = 1,
+                      .fail_rc = KEEL_ENOSPC};
+    tu_acall a, *c = calloc(64, sizeof *c);
+    char reply[256];
+    int i;
+
+    ck_assert_ptr_nonnull(c);
+    gates_install(n->store, &g);
+    keel__node_set_inline_commits(n, 0);
+    lost_node = n;
+    lost_gates = &g;
+    ck_assert_int_eq(keel_node_start(n), 0);
+    tu_acall_start(n, &a, "tally", "lw", "inc", NULL);
+    sem_wait(&g.entered); /* the value 1 is with the writer, held */
+    for (i = 0; i < 63; i++)
+        tu_acall_init(&c[i], "tally", "lw", "get", NULL);
+    tu_acall_init(&c[63], "tally", "lw", "tk0", K1);
+    before_refusal = lose_the_write;
+    ck_assert_int_eq(keel_node_post(n, post_all, c), 0);
+    tu_acall_wait(&c[63]);
+    before_refusal = NULL;
+    tu_acall_wait(&a);
+    ck_assert_int_eq(a.status, KEEL_ENOSPC);
+    for (i = 0; i < 63; i++)
+        tu_acall_wait(&c[i]);
+    ck_assert_msg(c[63].status == 0, "%s: %s", keel_err_name(c[63].status),
+                  c[63].reply);
+    ck_assert_str_eq(c[63].reply, "1");
+    ck_assert_int_eq(call(n, "lw", "tk0", K1, reply), 0);
+    ck_assert_str_eq(reply, "1");
+    ck_assert_int_eq(call(n, "lw", "get", NULL, reply), 0);
+    ck_assert_str_eq(reply, "1");
+    finish(n);
+    free(c);
 }
 END_TEST
 
@@ -922,6 +1007,7 @@ int main(void)
     tcase_add_test(tc, late_copy_of_a_refused_turn);
     tcase_add_test(tc, refusal_recorded_on_activation);
     tcase_add_test(tc, node_failure_not_recorded);
+    tcase_add_test(tc, refusal_on_lost_write_runs_again);
     tcase_add_test(tc, record_outlives_many_keyed_writes);
     tcase_add_test(tc, record_forgotten_after_retention);
     tcase_add_test(tc, old_table_read_then_moved);
