@@ -568,6 +568,84 @@ START_TEST(refusal_on_lost_write_runs_again)
 }
 END_TEST
 
+/* A request submitted again carrying a refusal from a mailbox it left,
+ * as the cluster runtime's sweep does with what it holds when a unit
+ * moves: made on the loop thread. */
+struct resubmit {
+    keel_node *n;
+    const char *id, *msg, *stale;
+    sem_t done;
+    int status;
+    char reply[256];
+};
+
+static void resubmit_cb(int status, const void *reply, size_t len,
+                        void *data)
+{
+    struct resubmit *r = data;
+    size_t l = len < sizeof r->reply - 1 ? len : sizeof r->reply - 1;
+
+    r->status = status;
+    memcpy(r->reply, reply, l);
+    r->reply[l] = '\0';
+    sem_post(&r->done);
+}
+
+static void resubmit_post(keel_node *n, void *data)
+{
+    struct resubmit *r = data;
+    struct keel_type_entry *te = keel__type_find(n, "tally", 5);
+    keel_req *req = keel__req_alloc(n, strlen(r->msg));
+    int rc;
+
+    ck_assert_ptr_nonnull(te);
+    ck_assert_ptr_nonnull(req);
+    keel__req_set(req, r->msg, strlen(r->msg));
+    req->origin = REQ_LOCAL;
+    req->u.local.cb = resubmit_cb;
+    req->u.local.data = r;
+    req->keyed = 1;
+    memcpy(req->rkey, K1, KEEL_REQUEST_KEY_LEN);
+    /* Refused where it was queued before, on a state that need not be
+     * the one it finds now. */
+    req->refused = KEEL_ENOTFOUND;
+    req->refusal = strdup(r->stale);
+    ck_assert_ptr_nonnull(req->refusal);
+    rc = keel__submit(n, te, r->id, strlen(r->id), req);
+    if (rc != 0) {
+        keel__req_free(n, req);
+        resubmit_cb(rc, "", 0, r);
+    }
+}
+
+/* A request that left its actor's mailbox between the turn that refused
+ * it and the one that would record the refusal (a unit that moved: the
+ * sweep holds its messages and routes them again, perhaps here, in a
+ * later session) runs its handler again where it is submitted: the
+ * refusal was decided on a state that may have changed or been lost
+ * since. */
+START_TEST(refusal_not_carried_into_a_new_mailbox)
+{
+    keel_node *n = start_node();
+    struct resubmit r = {.n = n, .id = "rs", .msg = "tk0",
+                         .stale = "the value is 7, not 0"};
+    char reply[256];
+
+    ck_assert_int_eq(sem_init(&r.done, 0, 0), 0);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(keel_node_post(n, resubmit_post, &r), 0);
+    sem_wait(&r.done);
+    ck_assert_msg(r.status == 0, "%s: %s", keel_err_name(r.status), r.reply);
+    ck_assert_str_eq(r.reply, "1");
+    ck_assert_int_eq(runs, 1);
+    ck_assert_int_eq(call(n, "rs", "tk0", K1, reply), 0);
+    ck_assert_str_eq(reply, "1");
+    ck_assert_int_eq(runs, 1);
+    finish(n);
+    sem_destroy(&r.done);
+}
+END_TEST
+
 /* The runtime's request-key entries of an actor, in the store. */
 struct rk_count {
     size_t plen;
@@ -1008,6 +1086,7 @@ int main(void)
     tcase_add_test(tc, refusal_recorded_on_activation);
     tcase_add_test(tc, node_failure_not_recorded);
     tcase_add_test(tc, refusal_on_lost_write_runs_again);
+    tcase_add_test(tc, refusal_not_carried_into_a_new_mailbox);
     tcase_add_test(tc, record_outlives_many_keyed_writes);
     tcase_add_test(tc, record_forgotten_after_retention);
     tcase_add_test(tc, old_table_read_then_moved);
