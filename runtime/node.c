@@ -1494,8 +1494,9 @@ static int dl_reply_set(keel_turn *t, const uint8_t *p, size_t len)
 }
 
 /* Keeps a refusal on its request for the turn that records it: 1, or 0
- * when there is no memory for it (then it is answered unrecorded, as a
- * failure of the node would be). */
+ * when there is no memory for it (then the request fails with
+ * KEEL_ENOMEM, as on any failure of the node: a refusal that is not
+ * recorded must not reach the client as an answer). */
 static int refusal_keep(keel_req *req, int err, const char *text)
 {
     char *s = strdup(text);
@@ -1647,7 +1648,15 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     keel__reminders_turn_end(&t, a, req, rc == 0);
 
     if (hrc != 0 && req->keyed && keel_err_is_answer(hrc) &&
-        refusal_keep(req, hrc, t.err_set ? t.err : keel_strerror(hrc))) {
+        !refusal_keep(req, hrc, t.err_set ? t.err : keel_strerror(hrc))) {
+        /* Not recorded, so not an answer: a copy that comes later would
+         * run again, and might succeed where this one was refused. The
+         * client hears of the node's failure and retries with the key. */
+        rc = KEEL_ENOMEM;
+        keel_turn_error(&t, "out of memory to record the handler's refusal "
+                            "under the request key; it did not take "
+                            "effect");
+    } else if (hrc != 0 && req->keyed && keel_err_is_answer(hrc)) {
         /* Refused by its handler with an answer: the answer is recorded
          * under the key before it leaves, or a copy of the request that
          * comes later (the original of a retry, held up on the wire)

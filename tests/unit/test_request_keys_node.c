@@ -38,6 +38,21 @@ static int runs, acts, pass, nomem;
 /* Called by "tkN" before it refuses (loop thread), when set. */
 static void (*before_refusal)(void);
 
+/* This test is linked with -Wl,--wrap=strdup (CMakeLists.txt): armed,
+ * the next strdup fails. */
+static volatile int fail_strdup;
+char *__real_strdup(const char *s);
+char *__wrap_strdup(const char *s);
+
+char *__wrap_strdup(const char *s)
+{
+    if (fail_strdup) {
+        fail_strdup = 0;
+        return NULL;
+    }
+    return __real_strdup(s);
+}
+
 static void setup(void)
 {
     dir = tu_tmpdir("rknode");
@@ -646,6 +661,39 @@ START_TEST(refusal_not_carried_into_a_new_mailbox)
 }
 END_TEST
 
+static void arm_strdup_failure(void)
+{
+    fail_strdup = 1;
+}
+
+/* No memory to keep the refusal for the turn that records it: the
+ * request is not recorded, so its client must not be told the refusal
+ * (an answer, settled for every copy) but the node's failure, ENOMEM. A
+ * copy that comes later runs on the state it finds, and here succeeds:
+ * told ENOTFOUND first, its client would have been told wrong. */
+START_TEST(refusal_not_kept_is_not_answered)
+{
+    keel_node *n = start_node();
+    char reply[256];
+    int rc;
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "om", "inc", NULL, reply), 0);
+    before_refusal = arm_strdup_failure;
+    rc = call(n, "om", "tk2", K1, reply);
+    before_refusal = NULL;
+    ck_assert_int_eq(fail_strdup, 0);
+    ck_assert_msg(rc == KEEL_ENOMEM && !keel_err_is_answer(rc), "%s: %s",
+                  keel_err_name(rc), reply);
+    ck_assert_int_eq(call(n, "om", "inc", NULL, reply), 0);
+    ck_assert_int_eq(call(n, "om", "tk2", K1, reply), 0);
+    ck_assert_str_eq(reply, "3");
+    ck_assert_int_eq(call(n, "om", "tk2", K1, reply), 0);
+    ck_assert_str_eq(reply, "3");
+    finish(n);
+}
+END_TEST
+
 /* The runtime's request-key entries of an actor, in the store. */
 struct rk_count {
     size_t plen;
@@ -1087,6 +1135,7 @@ int main(void)
     tcase_add_test(tc, node_failure_not_recorded);
     tcase_add_test(tc, refusal_on_lost_write_runs_again);
     tcase_add_test(tc, refusal_not_carried_into_a_new_mailbox);
+    tcase_add_test(tc, refusal_not_kept_is_not_answered);
     tcase_add_test(tc, record_outlives_many_keyed_writes);
     tcase_add_test(tc, record_forgotten_after_retention);
     tcase_add_test(tc, old_table_read_then_moved);
