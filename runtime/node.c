@@ -1675,9 +1675,11 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     if (rc == 0 && recording) {
         rc = req->refused; /* recorded: now its answer */
         keel_turn_error(&t, "%s", req->refusal);
+        req->refusal_applied = 1;
     } else if (rc == 0 && dup == DUP_REFUSED) {
         rc = dup_err; /* the first outcome: a refusal */
         keel_turn_error(&t, "%.*s", (int)dup_len, (const char *)dup_reply);
+        req->refusal_applied = 1; /* what on_activate did, if it ran */
     }
     req->status = rc;
     if (rc == 0 && dup == DUP_KEPT) {
@@ -1692,6 +1694,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     }
     if (keel__req_set(req, reply, reply_len) != 0) {
         req->status = KEEL_ENOMEM;
+        req->refusal_applied = 0; /* as a success's reply would be */
         req->len = 0;
     }
     turn_end(&t);

@@ -694,6 +694,75 @@ START_TEST(refusal_not_kept_is_not_answered)
 }
 END_TEST
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* "herald": its activation sends tally/hx "inc" through the outbox; it
+ * refuses every message (ENOTFOUND). */
+static int herald_activate(keel_turn *t)
+{
+    return keel_turn_send(t, "tally", "hx", 2, "inc", 3);
+}
+
+static int herald_message(keel_turn *t, const void *msg, size_t len)
+{
+    (void)msg;
+    (void)len;
+    keel_turn_error(t, "nothing here");
+    return KEEL_ENOTFOUND;
+}
+
+/* The turn that records a refusal commits what the actor's activation
+ * did with it (here an outbox message): that goes out as it does after a
+ * success, once the refusal leaves, not after the pause of a reply whose
+ * outcome is in doubt (a second). */
+START_TEST(recorded_refusal_releases_its_turn)
+{
+    keel_node_options o;
+    keel_node *n;
+    char err[256], reply[256];
+    keel_actor_type tally = {.name = "tally", .on_message = tally_message};
+    keel_actor_type herald = {.name = "herald",
+                              .on_message = herald_message,
+                              .on_activate = herald_activate};
+    uint64_t t0;
+    int i, got = 0;
+
+    keel_node_options_init(&o);
+    o.data_dir = dir;
+    o.log_level = KEEL_LOG_WARN;
+    ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), 0);
+    ck_assert_int_eq(keel_node_register_type(n, &tally), 0);
+    ck_assert_int_eq(keel_node_register_type(n, &herald), 0);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    t0 = mono_ms();
+    {
+        tu_acall c;
+        tu_acall_start(n, &c, "herald", "h", "hello", K1);
+        tu_acall_wait(&c);
+        ck_assert_msg(c.status == KEEL_ENOTFOUND, "%s: %s",
+                      keel_err_name(c.status), c.reply);
+        ck_assert_str_eq(c.reply, "nothing here");
+    }
+    /* Delivered within a fraction of the second a doubtful reply's
+     * messages wait. */
+    for (i = 0; i < 600 && !got && mono_ms() - t0 < 600; i++) {
+        ck_assert_int_eq(call(n, "hx", "get", NULL, reply), 0);
+        got = strcmp(reply, "1") == 0;
+        if (!got)
+            usleep(1000);
+    }
+    ck_assert_msg(got, "the activation's outbox message was not delivered "
+                       "within 600 ms of the recorded refusal");
+    finish(n);
+}
+END_TEST
+
 /* The runtime's request-key entries of an actor, in the store. */
 struct rk_count {
     size_t plen;
@@ -788,13 +857,6 @@ END_TEST
  * on a loaded machine too. */
 #define SHORT_MS 300
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 START_TEST(record_forgotten_after_retention)
 {
     keel_node *n = start_node_ret(SHORT_MS);
@@ -1136,6 +1198,7 @@ int main(void)
     tcase_add_test(tc, refusal_on_lost_write_runs_again);
     tcase_add_test(tc, refusal_not_carried_into_a_new_mailbox);
     tcase_add_test(tc, refusal_not_kept_is_not_answered);
+    tcase_add_test(tc, recorded_refusal_releases_its_turn);
     tcase_add_test(tc, record_outlives_many_keyed_writes);
     tcase_add_test(tc, record_forgotten_after_retention);
     tcase_add_test(tc, old_table_read_then_moved);
