@@ -538,8 +538,8 @@ static void post_all(keel_node *n, void *data)
 /* A refusal is recorded only on the state it was decided on. Here it
  * saw a write whose commit then failed, and the actor was reset to the
  * store between the refusing turn and the one that records (the refusal
- * is the 64th turn of its actor in a run, so the other actors, and the
- * writer's answers, get a go in between). Recorded, it would answer the
+ * is the 64th turn of its actor in a run, RUN_PER_ACTOR in node.c, so
+ * the other actors, and the writer's answers, get a go in between). Recorded, it would answer the
  * client with a value that never took effect ("the value is 1, not 0"),
  * and every copy after it the same; the request runs again instead, on
  * the state the actor has now. */
