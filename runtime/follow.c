@@ -674,7 +674,8 @@ void keel__follow_release(keel_node *n, keel_req *req)
     req->fev = NULL;
     if (ev == NULL)
         return;
-    if (req->status != 0 || f == NULL || f->nsubs == 0) {
+    if ((req->status != 0 && !req->refusal_applied) || f == NULL ||
+        f->nsubs == 0) {
         free(ev); /* not committed, or nobody to tell */
         return;
     }

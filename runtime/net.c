@@ -443,9 +443,21 @@ void keel__net_complete(keel_node *n, keel_req *req)
                                                     : n->opts.max_frame)) {
             /* A state read forwarded by another node may carry a blob up
              * to the largest value (the node reads such frames); any
-             * other reply keeps to the max frame size. */
-            send_error(c, id, KEEL_ETOOBIG,
-                       "reply larger than the maximum frame size");
+             * other reply keeps to the max frame size. A keyed request
+             * that got this far ran, and its key records that: it is
+             * told so, as every later copy is (EALREADY), rather than
+             * given an answer that reads as a refusal. */
+            if (req->keyed) {
+                char msg[160];
+                snprintf(msg, sizeof msg,
+                         "this request ran; its reply of %u bytes is "
+                         "larger than the maximum frame size",
+                         (unsigned)req->len);
+                send_error(c, id, KEEL_EALREADY, msg);
+            } else {
+                send_error(c, id, KEEL_ETOOBIG,
+                           "reply larger than the maximum frame size");
+            }
         } else {
             send_frame(c, KEEL_FRAME_REPLY, id, req->buf, req->len);
         }

@@ -137,6 +137,20 @@ void keel__req_free(keel_node *n, keel_req *req)
     n->req_free_count++;
 }
 
+/* A refusal kept for the turn that records it (run_turn) stands only on
+ * the state it was decided on, which that turn, next in the actor's
+ * mailbox, still sees. A request that leaves the mailbox before then (the
+ * cluster runtime's sweep holds it, and submits it again later, here or
+ * on another node), or whose actor is reset to the store meanwhile (a
+ * commit failed under the write the refusal saw), runs its handler again
+ * instead: the state it was refused on may have been lost. */
+static void refusal_forget(keel_req *req)
+{
+    free(req->refusal);
+    req->refusal = NULL;
+    req->refused = 0;
+}
+
 int keel__req_set(keel_req *req, const void *data, size_t len)
 {
     if (len > UINT32_MAX)
@@ -553,6 +567,8 @@ static void call_passivate(keel_node *n, keel_actor *a)
  * from the store. */
 void keel__actor_deactivate(keel_node *n, keel_actor *a)
 {
+    if (a->mb_head != NULL)
+        refusal_forget(a->mb_head); /* only the head can hold one */
     if (a->flags & ACTOR_ACTIVE) {
         call_passivate(n, a);
         STAT_ADD(n, passivations, 1);
@@ -1478,8 +1494,9 @@ static int dl_reply_set(keel_turn *t, const uint8_t *p, size_t len)
 }
 
 /* Keeps a refusal on its request for the turn that records it: 1, or 0
- * when there is no memory for it (then it is answered unrecorded, as a
- * failure of the node would be). */
+ * when there is no memory for it (then the request fails with
+ * KEEL_ENOMEM, as on any failure of the node: a refusal that is not
+ * recorded must not reach the client as an answer). */
 static int refusal_keep(keel_req *req, int err, const char *text)
 {
     char *s = strdup(text);
@@ -1631,7 +1648,15 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     keel__reminders_turn_end(&t, a, req, rc == 0);
 
     if (hrc != 0 && req->keyed && keel_err_is_answer(hrc) &&
-        refusal_keep(req, hrc, t.err_set ? t.err : keel_strerror(hrc))) {
+        !refusal_keep(req, hrc, t.err_set ? t.err : keel_strerror(hrc))) {
+        /* Not recorded, so not an answer: a copy that comes later would
+         * run again, and might succeed where this one was refused. The
+         * client hears of the node's failure and retries with the key. */
+        rc = KEEL_ENOMEM;
+        keel_turn_error(&t, "out of memory to record the handler's refusal "
+                            "under the request key; it did not take "
+                            "effect");
+    } else if (hrc != 0 && req->keyed && keel_err_is_answer(hrc)) {
         /* Refused by its handler with an answer: the answer is recorded
          * under the key before it leaves, or a copy of the request that
          * comes later (the original of a retry, held up on the wire)
@@ -1650,9 +1675,11 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     if (rc == 0 && recording) {
         rc = req->refused; /* recorded: now its answer */
         keel_turn_error(&t, "%s", req->refusal);
+        req->refusal_applied = 1;
     } else if (rc == 0 && dup == DUP_REFUSED) {
         rc = dup_err; /* the first outcome: a refusal */
         keel_turn_error(&t, "%.*s", (int)dup_len, (const char *)dup_reply);
+        req->refusal_applied = 1; /* what on_activate did, if it ran */
     }
     req->status = rc;
     if (rc == 0 && dup == DUP_KEPT) {
@@ -1667,6 +1694,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     }
     if (keel__req_set(req, reply, reply_len) != 0) {
         req->status = KEEL_ENOMEM;
+        req->refusal_applied = 0; /* as a success's reply would be */
         req->len = 0;
     }
     turn_end(&t);
@@ -1929,6 +1957,7 @@ int keel__submit(keel_node *n, struct keel_type_entry *te, const void *id,
         return KEEL_ESTOPPING;
     if (idlen > KEEL_MAX_ID_LEN)
         return KEEL_ELIMIT;
+    refusal_forget(req); /* decided in a mailbox it left */
     if (n->cluster != NULL) {
         /* Cluster mode: forwarded or held unless the unit is LOCAL. */
         int r = keel__cluster_route(n, te, id, idlen, req);

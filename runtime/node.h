@@ -124,6 +124,12 @@ struct keel_req {
     /* Not a message: a runtime turn of an outbox's sender (outbox.h,
      * KEEL_OB_OP_*), answered without calling the handler. */
     uint8_t ob_op;
+    /* Its turn's writes were applied, though it answers an error: a
+     * refusal recorded under its key by this turn, or found recorded
+     * (run_turn). Its outbox messages and its change for followers go as
+     * a success's do; cleared when the reply fails instead
+     * (keel__reply_fail). */
+    uint8_t refusal_applied;
     int status;
     uint32_t len;
     uint32_t cap;  /* capacity of buf */

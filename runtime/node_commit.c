@@ -299,10 +299,13 @@ int keel__lease_lapsed(keel_node *n)
 
 void keel__reply_release(keel_node *n, keel_req *req)
 {
+    /* A refusal whose record committed took effect as a success does. */
+    int took = req->status == 0 || req->refusal_applied;
+
     record_latency(n, req->t_submit_ns);
     if (req->fev != NULL)
         keel__follow_release(n, req); /* its change, if a success */
-    if (req->ob_hi != 0 && req->status == 0)
+    if (req->ob_hi != 0 && took)
         keel__outbox_released(n, req); /* before a callback can free it */
     else if (req->ob_hi != 0)
         keel__outbox_doubt(n, req);
@@ -343,6 +346,7 @@ void keel__reply_release(keel_node *n, keel_req *req)
 void keel__reply_fail(keel_node *n, keel_req *req, int status, const char *msg)
 {
     req->status = status;
+    req->refusal_applied = 0;
     if (keel__req_set(req, msg, strlen(msg)) != 0)
         req->len = 0;
     keel__reply_release(n, req);
@@ -355,6 +359,7 @@ static void fail_held(keel_node *n, keel_req *req, int status,
                       const char *msg)
 {
     req->status = status;
+    req->refusal_applied = 0;
     if (keel__req_set(req, msg, strlen(msg)) != 0)
         req->len = 0;
     if (n->repl != NULL && keel__repl_hold_failed(n, req))

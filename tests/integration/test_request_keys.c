@@ -147,6 +147,40 @@ START_TEST(retry_answered_with_first_outcome)
 }
 END_TEST
 
+/* A keyed request whose reply is larger than the node's frames ran, and
+ * its key records that it did: its client is told so (EALREADY, what
+ * every later copy of it is told), not ETOOBIG, an answer that reads as
+ * a refusal, i.e. a request that took no effect. */
+START_TEST(reply_too_big_for_a_frame)
+{
+    static const char *const extra[] = {"--max-frame", "512", NULL};
+    char data[512], msg[128], buf[256];
+    uint8_t k[16];
+    keel_client *c;
+    int i, rc;
+
+    snprintf(data, sizeof data, "%s/n", fx.dir);
+    ck_assert_int_eq(tu_keeld_start(&fx.nodes[0], data, 0, extra), 0);
+    c = connect_to(fx.nodes[0].addr);
+    /* A listing of 20 keys of 56 bytes: over the frame, and over the
+     * 1024 bytes a record keeps of a reply. */
+    for (i = 0; i < 20; i++) {
+        snprintf(msg, sizeof msg, "put key%02d-%0*d v", i, 50, 0);
+        expect(c, NULL, "kv", "big", msg, "OK");
+    }
+    new_key(k);
+    rc = call(c, k, KEEL_FRAME_CALL, "kv", "big", "keys", buf, sizeof buf);
+    ck_assert_msg(rc == KEEL_EALREADY, "%s (%s)", keel_err_name(rc), buf);
+    rc = call(c, k, KEEL_FRAME_CALL, "kv", "big", "keys", buf, sizeof buf);
+    ck_assert_msg(rc == KEEL_EALREADY, "retry: %s (%s)", keel_err_name(rc),
+                  buf);
+    /* Without a key it is ETOOBIG as before: nothing says it ran. */
+    rc = call(c, NULL, KEEL_FRAME_CALL, "kv", "big", "keys", buf, sizeof buf);
+    ck_assert_msg(rc == KEEL_ETOOBIG, "%s (%s)", keel_err_name(rc), buf);
+    keel_client_close(c);
+}
+END_TEST
+
 /* The `records N` of `keel digest` for the unit of counter/id: the
  * actor's records and those of the unit's other actors (none here). */
 static long unit_records(const char *addr, const char *id)
@@ -334,6 +368,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, retry_answered_with_first_outcome);
+    tcase_add_test(tc, reply_too_big_for_a_frame);
     tcase_add_test(tc, key_forgotten_after_retention);
     tcase_add_test(tc, cli_key_and_retry);
     tcase_add_test(tc, record_follows_the_unit);

@@ -14,6 +14,7 @@
  * unreadable is made again from the queue, an unreadable queue entry is
  * dropped, and an unreadable record refuses its own key only. */
 #include <check.h>
+#include <pthread.h>
 #include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,11 +35,29 @@
 
 static char *dir;
 static int runs, acts, pass, nomem;
+/* Called by "tkN" before it refuses (loop thread), when set. */
+static void (*before_refusal)(void);
+
+/* This test is linked with -Wl,--wrap=strdup (CMakeLists.txt): armed,
+ * the next strdup fails. */
+static volatile int fail_strdup;
+char *__real_strdup(const char *s);
+char *__wrap_strdup(const char *s);
+
+char *__wrap_strdup(const char *s)
+{
+    if (fail_strdup) {
+        fail_strdup = 0;
+        return NULL;
+    }
+    return __real_strdup(s);
+}
 
 static void setup(void)
 {
     dir = tu_tmpdir("rknode");
     runs = acts = pass = nomem = 0;
+    before_refusal = NULL;
 }
 
 static void teardown(void)
@@ -114,6 +133,8 @@ static int tally_message(keel_turn *t, const void *msg, size_t len)
         memcpy(buf, (const char *)msg + 2, len - 2);
         buf[len - 2] = 0;
         if (strtoul(buf, NULL, 10) != v) {
+            if (before_refusal != NULL)
+                before_refusal();
             keel_turn_error(t, "the value is %lu, not %s", v, buf);
             return KEEL_ENOTFOUND;
         }
@@ -483,6 +504,265 @@ START_TEST(node_failure_not_recorded)
 }
 END_TEST
 
+/* The refusal below is decided on a write that is then lost. */
+static keel_node *lost_node;
+static struct gates *lost_gates;
+
+/* Lets the held commit fail and waits (bounded) until the writer has
+ * handed it back: the loop settles it before the refused request's next
+ * turn. */
+static void lose_the_write(void)
+{
+    int i, done = 0;
+
+    sem_post(&lost_gates->release);
+    for (i = 0; i < 10000 && !done; i++) {
+        pthread_mutex_lock(&lost_node->done_mu);
+        done = lost_node->wb_ndone > lost_node->wb_first;
+        pthread_mutex_unlock(&lost_node->done_mu);
+        if (!done)
+            usleep(1000);
+    }
+    ck_assert_msg(done, "the failed commit did not come back");
+}
+
+static void post_all(keel_node *n, void *data)
+{
+    tu_acall *c = data;
+    int i;
+
+    for (i = 0; i < 64; i++)
+        tu_acall_post(n, &c[i]);
+}
+
+/* A refusal is recorded only on the state it was decided on. Here it
+ * saw a write whose commit then failed, and the actor was reset to the
+ * store between the refusing turn and the one that records (the refusal
+ * is the 64th turn of its actor in a run, RUN_PER_ACTOR in node.c, so
+ * the other actors, and the writer's answers, get a go in between). Recorded, it would answer the
+ * client with a value that never took effect ("the value is 1, not 0"),
+ * and every copy after it the same; the request runs again instead, on
+ * the state the actor has now. */
+START_TEST(refusal_on_lost_write_runs_again)
+{
+    keel_node *n = start_node();
+    struct gates g = {.hold_commit = 1, .fail_commit = 1,
+                      .fail_rc = KEEL_ENOSPC};
+    tu_acall a, *c = calloc(64, sizeof *c);
+    char reply[256];
+    int i;
+
+    ck_assert_ptr_nonnull(c);
+    gates_install(n->store, &g);
+    keel__node_set_inline_commits(n, 0);
+    lost_node = n;
+    lost_gates = &g;
+    ck_assert_int_eq(keel_node_start(n), 0);
+    tu_acall_start(n, &a, "tally", "lw", "inc", NULL);
+    sem_wait(&g.entered); /* the value 1 is with the writer, held */
+    for (i = 0; i < 63; i++)
+        tu_acall_init(&c[i], "tally", "lw", "get", NULL);
+    tu_acall_init(&c[63], "tally", "lw", "tk0", K1);
+    before_refusal = lose_the_write;
+    ck_assert_int_eq(keel_node_post(n, post_all, c), 0);
+    tu_acall_wait(&c[63]);
+    before_refusal = NULL;
+    tu_acall_wait(&a);
+    ck_assert_int_eq(a.status, KEEL_ENOSPC);
+    for (i = 0; i < 63; i++)
+        tu_acall_wait(&c[i]);
+    ck_assert_msg(c[63].status == 0, "%s: %s", keel_err_name(c[63].status),
+                  c[63].reply);
+    ck_assert_str_eq(c[63].reply, "1");
+    ck_assert_int_eq(call(n, "lw", "tk0", K1, reply), 0);
+    ck_assert_str_eq(reply, "1");
+    ck_assert_int_eq(call(n, "lw", "get", NULL, reply), 0);
+    ck_assert_str_eq(reply, "1");
+    finish(n);
+    free(c);
+}
+END_TEST
+
+/* A request submitted again carrying a refusal from a mailbox it left,
+ * as the cluster runtime's sweep does with what it holds when a unit
+ * moves: made on the loop thread. */
+struct resubmit {
+    keel_node *n;
+    const char *id, *msg, *stale;
+    sem_t done;
+    int status;
+    char reply[256];
+};
+
+static void resubmit_cb(int status, const void *reply, size_t len,
+                        void *data)
+{
+    struct resubmit *r = data;
+    size_t l = len < sizeof r->reply - 1 ? len : sizeof r->reply - 1;
+
+    r->status = status;
+    memcpy(r->reply, reply, l);
+    r->reply[l] = '\0';
+    sem_post(&r->done);
+}
+
+static void resubmit_post(keel_node *n, void *data)
+{
+    struct resubmit *r = data;
+    struct keel_type_entry *te = keel__type_find(n, "tally", 5);
+    keel_req *req = keel__req_alloc(n, strlen(r->msg));
+    int rc;
+
+    ck_assert_ptr_nonnull(te);
+    ck_assert_ptr_nonnull(req);
+    keel__req_set(req, r->msg, strlen(r->msg));
+    req->origin = REQ_LOCAL;
+    req->u.local.cb = resubmit_cb;
+    req->u.local.data = r;
+    req->keyed = 1;
+    memcpy(req->rkey, K1, KEEL_REQUEST_KEY_LEN);
+    /* Refused where it was queued before, on a state that need not be
+     * the one it finds now. */
+    req->refused = KEEL_ENOTFOUND;
+    req->refusal = strdup(r->stale);
+    ck_assert_ptr_nonnull(req->refusal);
+    rc = keel__submit(n, te, r->id, strlen(r->id), req);
+    if (rc != 0) {
+        keel__req_free(n, req);
+        resubmit_cb(rc, "", 0, r);
+    }
+}
+
+/* A request that left its actor's mailbox between the turn that refused
+ * it and the one that would record the refusal (a unit that moved: the
+ * sweep holds its messages and routes them again, perhaps here, in a
+ * later session) runs its handler again where it is submitted: the
+ * refusal was decided on a state that may have changed or been lost
+ * since. */
+START_TEST(refusal_not_carried_into_a_new_mailbox)
+{
+    keel_node *n = start_node();
+    struct resubmit r = {.n = n, .id = "rs", .msg = "tk0",
+                         .stale = "the value is 7, not 0"};
+    char reply[256];
+
+    ck_assert_int_eq(sem_init(&r.done, 0, 0), 0);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(keel_node_post(n, resubmit_post, &r), 0);
+    sem_wait(&r.done);
+    ck_assert_msg(r.status == 0, "%s: %s", keel_err_name(r.status), r.reply);
+    ck_assert_str_eq(r.reply, "1");
+    ck_assert_int_eq(runs, 1);
+    ck_assert_int_eq(call(n, "rs", "tk0", K1, reply), 0);
+    ck_assert_str_eq(reply, "1");
+    ck_assert_int_eq(runs, 1);
+    finish(n);
+    sem_destroy(&r.done);
+}
+END_TEST
+
+static void arm_strdup_failure(void)
+{
+    fail_strdup = 1;
+}
+
+/* No memory to keep the refusal for the turn that records it: the
+ * request is not recorded, so its client must not be told the refusal
+ * (an answer, settled for every copy) but the node's failure, ENOMEM. A
+ * copy that comes later runs on the state it finds, and here succeeds:
+ * told ENOTFOUND first, its client would have been told wrong. */
+START_TEST(refusal_not_kept_is_not_answered)
+{
+    keel_node *n = start_node();
+    char reply[256];
+    int rc;
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "om", "inc", NULL, reply), 0);
+    before_refusal = arm_strdup_failure;
+    rc = call(n, "om", "tk2", K1, reply);
+    before_refusal = NULL;
+    ck_assert_int_eq(fail_strdup, 0);
+    ck_assert_msg(rc == KEEL_ENOMEM && !keel_err_is_answer(rc), "%s: %s",
+                  keel_err_name(rc), reply);
+    ck_assert_int_eq(call(n, "om", "inc", NULL, reply), 0);
+    ck_assert_int_eq(call(n, "om", "tk2", K1, reply), 0);
+    ck_assert_str_eq(reply, "3");
+    ck_assert_int_eq(call(n, "om", "tk2", K1, reply), 0);
+    ck_assert_str_eq(reply, "3");
+    finish(n);
+}
+END_TEST
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* "herald": its activation sends tally/hx "inc" through the outbox; it
+ * refuses every message (ENOTFOUND). */
+static int herald_activate(keel_turn *t)
+{
+    return keel_turn_send(t, "tally", "hx", 2, "inc", 3);
+}
+
+static int herald_message(keel_turn *t, const void *msg, size_t len)
+{
+    (void)msg;
+    (void)len;
+    keel_turn_error(t, "nothing here");
+    return KEEL_ENOTFOUND;
+}
+
+/* The turn that records a refusal commits what the actor's activation
+ * did with it (here an outbox message): that goes out as it does after a
+ * success, once the refusal leaves, not after the pause of a reply whose
+ * outcome is in doubt (a second). */
+START_TEST(recorded_refusal_releases_its_turn)
+{
+    keel_node_options o;
+    keel_node *n;
+    char err[256], reply[256];
+    keel_actor_type tally = {.name = "tally", .on_message = tally_message};
+    keel_actor_type herald = {.name = "herald",
+                              .on_message = herald_message,
+                              .on_activate = herald_activate};
+    uint64_t t0;
+    int i, got = 0;
+
+    keel_node_options_init(&o);
+    o.data_dir = dir;
+    o.log_level = KEEL_LOG_WARN;
+    ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), 0);
+    ck_assert_int_eq(keel_node_register_type(n, &tally), 0);
+    ck_assert_int_eq(keel_node_register_type(n, &herald), 0);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    t0 = mono_ms();
+    {
+        tu_acall c;
+        tu_acall_start(n, &c, "herald", "h", "hello", K1);
+        tu_acall_wait(&c);
+        ck_assert_msg(c.status == KEEL_ENOTFOUND, "%s: %s",
+                      keel_err_name(c.status), c.reply);
+        ck_assert_str_eq(c.reply, "nothing here");
+    }
+    /* Delivered within a fraction of the second a doubtful reply's
+     * messages wait. */
+    for (i = 0; i < 600 && !got && mono_ms() - t0 < 600; i++) {
+        ck_assert_int_eq(call(n, "hx", "get", NULL, reply), 0);
+        got = strcmp(reply, "1") == 0;
+        if (!got)
+            usleep(1000);
+    }
+    ck_assert_msg(got, "the activation's outbox message was not delivered "
+                       "within 600 ms of the recorded refusal");
+    finish(n);
+}
+END_TEST
+
 /* The runtime's request-key entries of an actor, in the store. */
 struct rk_count {
     size_t plen;
@@ -577,13 +857,6 @@ END_TEST
  * on a loaded machine too. */
 #define SHORT_MS 300
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 START_TEST(record_forgotten_after_retention)
 {
     keel_node *n = start_node_ret(SHORT_MS);
@@ -922,6 +1195,10 @@ int main(void)
     tcase_add_test(tc, late_copy_of_a_refused_turn);
     tcase_add_test(tc, refusal_recorded_on_activation);
     tcase_add_test(tc, node_failure_not_recorded);
+    tcase_add_test(tc, refusal_on_lost_write_runs_again);
+    tcase_add_test(tc, refusal_not_carried_into_a_new_mailbox);
+    tcase_add_test(tc, refusal_not_kept_is_not_answered);
+    tcase_add_test(tc, recorded_refusal_releases_its_turn);
     tcase_add_test(tc, record_outlives_many_keyed_writes);
     tcase_add_test(tc, record_forgotten_after_retention);
     tcase_add_test(tc, old_table_read_then_moved);
