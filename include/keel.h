@@ -630,7 +630,11 @@ typedef struct keel_actor_type {
      * caller gets that code (with the text given to keel_turn_error(), if
      * any) and every write of this turn is discarded. Any other value (a
      * positive number, an errno value) fails the turn the same way as
-     * KEEL_EHANDLER, with a text naming the value unless one was given. */
+     * KEEL_EHANDLER, with a text naming the value unless one was given.
+     * An error that keel_err_is_answer() (a refusal: KEEL_EBADMSG,
+     * KEEL_ENOTFOUND, KEEL_EHANDLER...) is recorded under the request's
+     * key, if it has one, and answers every copy of it; one about the
+     * node (KEEL_EUNAVAIL...) lets a retry run again. */
     int (*on_message)(keel_turn *turn, const void *msg, size_t len);
 
     /* Optional. Runs once when the actor is activated, after its state is
