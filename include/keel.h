@@ -692,8 +692,9 @@ KEEL_API int keel_turn_set_state(keel_turn *turn, const void *data, size_t len);
  * data is NULL with len > 0. A reply is not checked against the node's
  * max_frame here: in-process callers and HTTP get it whole, but a wire
  * caller gets KEEL_ETOOBIG for a reply its frame cannot hold, although
- * the turn's writes were committed (docs/protocol.md, "Errors and the
- * connection"). */
+ * the turn's writes were committed (KEEL_EALREADY when the request had a
+ * key: it ran, as every retry of it is told; docs/protocol.md, "Errors
+ * and the connection"). */
 KEEL_API int keel_turn_reply(keel_turn *turn, const void *data, size_t len);
 /* printf-style reply. */
 KEEL_API int keel_turn_replyf(keel_turn *turn, const char *fmt, ...)
