@@ -236,6 +236,55 @@ static int backups_in_sync(int *mine, uint64_t *epochs, int mark)
     return ok;
 }
 
+/* Whether every unit has a primary other than `gone` and n0 in sync
+ * (its primary, or a backup in the in-sync set). */
+static int n0_in_sync_without(const char *gone)
+{
+    keel_shard_map m;
+    uint32_t s;
+    int ok, ci;
+
+    if (tu_map_read(&fx, &m) != 0)
+        return 0;
+    ci = keel_map_cap_index(&m, "");
+    ok = ci >= 0;
+    for (s = 0; ok && s < m.shard_count; s++) {
+        const keel_map_unit *u = tu_map_unit(&m, "", s);
+        const char *p = keel_map_primary(&m, (uint32_t)ci, s);
+        ok = u != NULL && p != NULL && strcmp(p, gone) != 0 &&
+             (strcmp(p, "n0") == 0 || tu_map_in_sync(&m, u, "n0"));
+    }
+    keel_map_free(&m);
+    return ok;
+}
+
+/* A counter of a unit whose primary is n0 with no backup in sync, into
+ * id (cap bytes); "" when there is none among the first 64 counters. */
+static void alone_probe(char *id, size_t cap)
+{
+    keel_shard_map m;
+    int j, ci;
+
+    id[0] = '\0';
+    if (tu_map_read(&fx, &m) != 0)
+        return;
+    ci = keel_map_cap_index(&m, "");
+    for (j = 0; ci >= 0 && j < 64; j++) {
+        const keel_map_unit *u;
+        const char *p;
+        uint32_t s;
+        snprintf(id, cap, "c%d", j);
+        s = keel_shard_of("counter", id, strlen(id), SHARDS);
+        u = tu_map_unit(&m, "", s);
+        p = keel_map_primary(&m, (uint32_t)ci, s);
+        if (u != NULL && p != NULL && strcmp(p, "n0") == 0 &&
+            !tu_map_in_sync(&m, u, "n1") && !tu_map_in_sync(&m, u, "n2"))
+            break;
+        id[0] = '\0';
+    }
+    keel_map_free(&m);
+}
+
 /* A primary that stopped in order (SIGTERM; its backups had died, so it
  * kept its units) left the clean-stop marker: back on its data, it gets
  * its units at the same epoch and suspects nothing, asking no drop of
@@ -248,7 +297,7 @@ START_TEST(a_primary_stopped_in_order_keeps_its_backups)
     int i, port0, mine[SHARDS], n0units = 0;
     uint64_t epochs[SHARDS];
     long drops;
-    char *log;
+    char *log, probe[32];
 
     tu_cluster_start_together(&fx, 3, 3, common, NULL);
     CHECK(backups_in_sync(mine, epochs, 1),
@@ -256,17 +305,27 @@ START_TEST(a_primary_stopped_in_order_keeps_its_backups)
     for (i = 0; i < SHARDS; i++)
         n0units += mine[i];
     CHECK(n0units > 0, "n0 is primary of no unit");
-    for (i = 2; i >= 1; i--) {
-        ck_assert_int_eq(tu_keeld_stop(&fx.nodes[i], SIGKILL), 128 + SIGKILL);
-        tu_keeld_free(&fx.nodes[i]);
-    }
-    /* Their sessions expire and n0 takes over their units (failover):
-     * then no member is left that n0's leave could hand a unit to, and
-     * it stops at once, keeping them all. */
+    /* n2 first, and n1 once every unit has n0 in sync again: killed
+     * together, a unit of n2's could be promoted to n1 (its session not
+     * yet expired), alone in sync, and stay n1's once n1's expired too,
+     * as no other replica may have what n1 then acknowledged. */
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[2], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[2]);
+    for (i = 0; i < 300 && !n0_in_sync_without("n2"); i++)
+        tu_sleep_ms(100);
+    CHECK(n0_in_sync_without("n2"),
+          "n2's units did not fail over with n0 in sync");
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[1], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[1]);
+    /* n1's session expires and n0 takes over its units (failover): then
+     * no member is left that n0's leave could hand a unit to, and it
+     * stops at once, keeping them all. */
     for (i = 0; i < 300 && !tu_repl_leads(&fx, "n0", 1); i++)
         tu_sleep_ms(100);
     CHECK(tu_repl_leads(&fx, "n0", 1),
           "n0 did not take over the units of n1 and n2");
+    alone_probe(probe, sizeof probe);
+    CHECK(probe[0] != '\0', "n0 holds no unit alone in sync");
     port0 = fx.nodes[0].port;
     ck_assert_int_eq(tu_keeld_stop(&fx.nodes[0], SIGTERM), 0);
     tu_keeld_free(&fx.nodes[0]);
@@ -278,8 +337,11 @@ START_TEST(a_primary_stopped_in_order_keeps_its_backups)
           "n0 did not find its clean-stop marker");
     free(log);
     /* Serving again: its acquires are done. Suspect backups would have
-     * their drops asked at once (a tick, 20 ms). */
-    for (i = 0; i < 100 && tu_cluster_counter(&fx, 0, "c0", "get") < 0; i++)
+     * their drops asked at once (a tick, 20 ms). The read that says so
+     * goes to a unit n0 holds alone in sync: one with a dead backup in
+     * sync would have that backup dropped for it, after the lag. */
+    for (i = 0; i < 100 && tu_cluster_counter(&fx, 0, probe, "get") < 0;
+         i++)
         tu_sleep_ms(100);
     tu_sleep_ms(1500);
     drops = tu_keel_stat(fx.nodes[0].addr, "repl_drop_requests");
