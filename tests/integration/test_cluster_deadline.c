@@ -61,17 +61,11 @@ static void start_node(int i, int port)
 
 #define CHECK(cond, ...) TU_CLUSTER_CHECK(&fx, cond, __VA_ARGS__)
 
-/* The owner `where` names through node i for kv/id ("" if none). */
-static void owner_of(int i, const char *id, char owner[64])
-{
-    tu_cluster_owner_of(&fx, i, "counter", id, owner, 64);
-}
-
 
 START_TEST(paused_owner_runs_no_stalled_call)
 {
     keel_client *cl, *q;
-    char id[32] = "", owner[64];
+    char id[32] = "";
     char *reply = NULL;
     int i, tries, rc, acked = 0, answered = 0, timedout = 0, notrun = 0;
     keel_frame f;
@@ -79,34 +73,11 @@ START_TEST(paused_owner_runs_no_stalled_call)
 
     start_node(0, 0);
     start_node(1, 0);
-    for (tries = 0; tries < 300 && id[0] == '\0'; tries++) {
-        for (i = 0; i < 64 && id[0] == '\0'; i++) {
-            char cand[32];
-            snprintf(cand, sizeof cand, "d%d", i);
-            owner_of(0, cand, owner);
-            if (owner[0] == '\0')
-                break;
-            if (strcmp(owner, "n1") == 0)
-                snprintf(id, sizeof id, "%s", cand);
-        }
-        if (id[0] == '\0')
-            tu_sleep_ms(100);
-    }
+    tu_cluster_counter_owned_by(&fx, 0, "d", "n1", id, sizeof id);
     CHECK(id[0] != '\0', "no counter owned by n1");
     ck_assert_int_eq(keel_client_connect(fx.nodes[0].addr, 30000, &cl), 0);
-    for (tries = 0; tries < 100 && acked < 5; tries++) {
-        rc = keel_client_call(cl, KEEL_FRAME_CALL, "counter", id, strlen(id),
-                              "incr", 4, &reply, NULL);
-        if (rc == 0) {
-            CHECK(atol(reply) == acked + 1, "incr answered %s", reply);
-            acked++;
-        } else {
-            tu_sleep_ms(100);
-        }
-        free(reply);
-        reply = NULL;
-    }
-    CHECK(acked == 5, "the counter is not served through n0");
+    acked = tu_cluster_incr_from_one(cl, id, 5);
+    CHECK(acked == 5, "the counter is not served through n0 (%d)", acked);
 
     /* n1 pauses; STALLED increments go to it through n0 and wait in its
      * socket. */

@@ -224,43 +224,19 @@ static long counter_get(keel_client *cl, const char *id, int tries)
 START_TEST(held_frame_never_runs_late)
 {
     keel_client *cl, *q;
-    char id[32] = "", owner[64];
+    char id[32] = "";
     char *reply = NULL;
-    int i, tries, rc, acked = 0;
+    int rc, acked;
     double sent;
     long value, resets;
 
     start_node(0);
     start_node(1);
-    for (tries = 0; tries < 300 && id[0] == '\0'; tries++) {
-        for (i = 0; i < 64 && id[0] == '\0'; i++) {
-            char cand[32];
-            snprintf(cand, sizeof cand, "r%d", i);
-            tu_cluster_owner_of(&fx, 0, "counter", cand, owner,
-                                sizeof owner);
-            if (owner[0] == '\0')
-                break;
-            if (strcmp(owner, "n1") == 0)
-                snprintf(id, sizeof id, "%s", cand);
-        }
-        if (id[0] == '\0')
-            tu_sleep_ms(100);
-    }
+    tu_cluster_counter_owned_by(&fx, 0, "r", "n1", id, sizeof id);
     CHECK(id[0] != '\0', "no counter owned by n1");
     cl = connect_n0();
-    for (tries = 0; tries < 100 && acked < 5; tries++) {
-        rc = keel_client_call(cl, KEEL_FRAME_CALL, "counter", id, strlen(id),
-                              "incr", 4, &reply, NULL);
-        if (rc == 0) {
-            CHECK(atol(reply) == acked + 1, "incr answered %s", reply);
-            acked++;
-        } else {
-            tu_sleep_ms(100);
-        }
-        free(reply);
-        reply = NULL;
-    }
-    CHECK(acked == 5, "the counter is not served through n0");
+    acked = tu_cluster_incr_from_one(cl, id, 5);
+    CHECK(acked == 5, "the counter is not served through n0 (%d)", acked);
     CHECK(tu_keel_stat(fx.nodes[0].addr, "peer_resets") == 0,
           "n0 reset a link before the cut");
 

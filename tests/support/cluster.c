@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "runtime/client.h"
+#include "runtime/proto.h"
 #include "testutil.h"
 
 #define MAX_EXTRA 16
@@ -183,6 +185,51 @@ void tu_cluster_owner_of(const tu_cluster *c, int i, const char *type,
     }
     free(out);
     free(err);
+}
+
+void tu_cluster_counter_owned_by(const tu_cluster *c, int i,
+                                 const char *prefix, const char *owner,
+                                 char *id, size_t cap)
+{
+    char cand[64], who[64];
+    int tries, k;
+
+    id[0] = '\0';
+    for (tries = 0; tries < 300; tries++) {
+        for (k = 0; k < 64; k++) {
+            snprintf(cand, sizeof cand, "%s%d", prefix, k);
+            tu_cluster_owner_of(c, i, "counter", cand, who, sizeof who);
+            if (who[0] == '\0')
+                break;
+            if (strcmp(who, owner) == 0) {
+                snprintf(id, cap, "%s", cand);
+                return;
+            }
+        }
+        tu_sleep_ms(100);
+    }
+}
+
+int tu_cluster_incr_from_one(struct keel_client *cl, const char *id, int n)
+{
+    char *reply = NULL;
+    int tries, rc, acked = 0;
+
+    for (tries = 0; tries < 100 && acked < n; tries++) {
+        rc = keel_client_call(cl, KEEL_FRAME_CALL, "counter", id, strlen(id),
+                              "incr", 4, &reply, NULL);
+        if (rc == 0 && atol(reply) != acked + 1) {
+            free(reply);
+            return -1;
+        }
+        if (rc == 0)
+            acked++;
+        else
+            tu_sleep_ms(100);
+        free(reply);
+        reply = NULL;
+    }
+    return acked;
 }
 
 int tu_cluster_forget(const tu_cluster *c, int via, const char *node,

@@ -89,6 +89,21 @@ long tu_cluster_counter(const tu_cluster *c, int i, const char *name,
 void tu_cluster_owner_of(const tu_cluster *c, int i, const char *type,
                          const char *id, char *owner, size_t cap);
 
+/* The first of counter/<prefix>0 .. <prefix>63 that `keel where`
+ * through node i names as owned by `owner`, into id (cap bytes), asked
+ * again every 100 ms for at most 30 s while none is (the map may not
+ * place units yet); "" then. */
+void tu_cluster_counter_owned_by(const tu_cluster *c, int i,
+                                 const char *prefix, const char *owner,
+                                 char *id, size_t cap);
+
+/* `incr` of counter/id over cl until n were acknowledged, each answering
+ * one more than the one before from 1 (a failed call is sent again after
+ * 100 ms, at most 100 calls in all): the count acknowledged, or -1 when a
+ * reply was another value. */
+struct keel_client;
+int tu_cluster_incr_from_one(struct keel_client *cl, const char *id, int n);
+
 /* `keel node forget NODE` through node `via` until it is accepted, retried
  * at most `retries` times `pause_ms` apart while refused as a live
  * member's is (exit 1, EEXIST). Returns 0 with the CLI's stdout in *out
