@@ -66,7 +66,6 @@ START_TEST(paused_owner_runs_no_stalled_call)
 {
     keel_client *cl, *q;
     char id[32] = "";
-    char *reply = NULL;
     int i, tries, rc, acked = 0, answered = 0, timedout = 0, notrun = 0;
     keel_frame f;
     long value = -1;
@@ -119,19 +118,8 @@ START_TEST(paused_owner_runs_no_stalled_call)
 
     /* n1 serves again (after a fence or a new session); the stalled
      * increments did not run. */
-    for (tries = 0; tries < 600; tries++) {
-        rc = keel_client_call(cl, KEEL_FRAME_CALL, "counter", id, strlen(id),
-                              "get", 3, &reply, NULL);
-        if (rc == 0)
-            value = atol(reply);
-        free(reply);
-        reply = NULL;
-        if (rc == 0)
-            break;
-        tu_sleep_ms(100);
-    }
-    CHECK(rc == 0, "the counter is not served after n1 resumed: %s",
-          keel_strerror(rc));
+    value = tu_cluster_counter_over(cl, id, 600);
+    CHECK(value >= 0, "the counter is not served after n1 resumed");
     CHECK(value == acked,
           "the counter is %ld, but %d increments were acknowledged: %ld "
           "stalled call(s) ran after their callers gave up",

@@ -199,28 +199,6 @@ static keel_client *connect_n0(void)
     return c;
 }
 
-/* The counter's value through n0, tried for at most `tries` times 100 ms
- * apart: -1 when it never answered. */
-static long counter_get(keel_client *cl, const char *id, int tries)
-{
-    char *reply = NULL;
-    long value = -1;
-    int rc = -1;
-
-    while (tries-- > 0) {
-        rc = keel_client_call(cl, KEEL_FRAME_CALL, "counter", id, strlen(id),
-                              "get", 3, &reply, NULL);
-        if (rc == 0)
-            value = atol(reply);
-        free(reply);
-        reply = NULL;
-        if (rc == 0)
-            break;
-        tu_sleep_ms(100);
-    }
-    return value;
-}
-
 START_TEST(held_frame_never_runs_late)
 {
     keel_client *cl, *q;
@@ -262,7 +240,7 @@ START_TEST(held_frame_never_runs_late)
 
     /* Through n0 again: on the link the increment was written to, if it
      * still stood, this read would follow it to n1. */
-    value = counter_get(cl, id, 150);
+    value = tu_cluster_counter_over(cl, id, 150);
     CHECK(value >= 0, "the counter is not served after the heal");
     CHECK(value == acked,
           "the counter is %ld after the heal, but %d increments were "
@@ -271,7 +249,7 @@ START_TEST(held_frame_never_runs_late)
           value, acked);
     while (tu_now_s() - sent < SETTLE_MS / 1000.0)
         tu_sleep_ms(100);
-    value = counter_get(cl, id, 50);
+    value = tu_cluster_counter_over(cl, id, 50);
     CHECK(value == acked,
           "the counter is %ld %d s after the increment, but %d increments "
           "were acknowledged: the increment held up in the network ran late",

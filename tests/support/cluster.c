@@ -210,6 +210,27 @@ void tu_cluster_counter_owned_by(const tu_cluster *c, int i,
     }
 }
 
+long tu_cluster_counter_over(struct keel_client *cl, const char *id,
+                             int tries)
+{
+    char *reply = NULL;
+    long value = -1;
+    int rc;
+
+    while (tries-- > 0) {
+        rc = keel_client_call(cl, KEEL_FRAME_CALL, "counter", id, strlen(id),
+                              "get", 3, &reply, NULL);
+        if (rc == 0)
+            value = atol(reply);
+        free(reply);
+        reply = NULL;
+        if (rc == 0)
+            break;
+        tu_sleep_ms(100);
+    }
+    return value;
+}
+
 int tu_cluster_incr_from_one(struct keel_client *cl, const char *id, int n)
 {
     char *reply = NULL;

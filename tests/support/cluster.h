@@ -104,6 +104,11 @@ void tu_cluster_counter_owned_by(const tu_cluster *c, int i,
 struct keel_client;
 int tu_cluster_incr_from_one(struct keel_client *cl, const char *id, int n);
 
+/* counter/id's value (`get`) over cl, asked at most `tries` times 100 ms
+ * apart while the call fails: -1 when it never answered. */
+long tu_cluster_counter_over(struct keel_client *cl, const char *id,
+                             int tries);
+
 /* `keel node forget NODE` through node `via` until it is accepted, retried
  * at most `retries` times `pause_ms` apart while refused as a live
  * member's is (exit 1, EEXIST). Returns 0 with the CLI's stdout in *out
