@@ -60,6 +60,15 @@ static uint64_t clock_ms(void *arg)
     return now_ms(arg);
 }
 
+/* The controller's hint (keel_controller_options.peer_down). */
+static int peer_down(const char *name, void *arg)
+{
+    keel_cluster *c = arg;
+
+    return c->hooks.peer_down != NULL &&
+           c->hooks.peer_down(c, name, c->hooks.data);
+}
+
 static void fenced_changed(keel_cluster *c)
 {
     const keel_selffence *f = &c->lease.fence;
@@ -1547,6 +1556,8 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
     copt.replica_dead_ms = o->replica_dead_ms;
     copt.clock = clock_ms;
     copt.clock_arg = c;
+    copt.peer_down = peer_down;
+    copt.peer_down_arg = c;
     keel_controller_init(&c->ctl, zk, &c->layout, &c->members, &copt,
                          controller_cb, c);
     keel_lease_init(&c->lease, zk, c->layout.root, c->timeout_ms, clock_ms,

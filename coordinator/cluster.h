@@ -83,7 +83,10 @@ typedef struct keel_cluster_hooks {
     /* The view of the members changed (keel_cluster_view): one joined,
      * left, or changed its data. */
     void (*members)(keel_cluster *c, void *data);
-    void *reserved[1];
+    /* Whether this node's link to node `name` failed and was not made
+     * again since (a hint that it is down); NULL: no hint. The controller
+     * prefers other in-sync backups in a failover (failover.h). */
+    int (*peer_down)(keel_cluster *c, const char *name, void *data);
 } keel_cluster_hooks;
 
 typedef struct keel_cluster_options {

@@ -668,6 +668,14 @@ static int rs_placeable(const char *name, void *arg)
     return m != NULL && !m->leaving && !m->addr_bad;
 }
 
+static int rs_suspect(const char *name, void *arg)
+{
+    keel_controller *ctl = arg;
+
+    return ctl->opt.peer_down != NULL &&
+           ctl->opt.peer_down(name, ctl->opt.peer_down_arg);
+}
+
 static const char *rs_store(const char *name, void *arg)
 {
     keel_controller *ctl = arg;
@@ -1347,6 +1355,7 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
     env.forgotten = rs_forgotten;
     env.waiting = rs_waiting;
     env.placeable = rs_placeable;
+    env.suspect = rs_suspect;
     env.store = rs_store;
     env.leaving = rs_leaving;
     env.arg = ctl;

@@ -93,6 +93,11 @@ typedef struct keel_controller_options {
      * NULL: the time last given to start/tick/members_changed. */
     uint64_t (*clock)(void *clock_arg);
     void *clock_arg;
+    /* Whether this node's link to node `name` failed and was not made
+     * again since: a hint that it is down, which failover weighs when it
+     * picks among in-sync backups (failover.h); NULL: no hint. */
+    int (*peer_down)(const char *name, void *peer_down_arg);
+    void *peer_down_arg;
 } keel_controller_options;
 
 /* What the controller knows of one node (ids are indexes, stable). */

@@ -6,19 +6,24 @@
 int keel_failover_pick(const keel_rs_env *env, const keel_failover_unit *u)
 {
     const keel_rs *rs = u->rs;
-    int i, fallback = 0;
+    int i, best = 0, best_rank = 3;
 
     if (rs->n < 2 || !u->primary_gone || u->released)
         return 0;
     for (i = 1; i < rs->n; i++) {
         const char *name = rs->names[i];
+        int rank;
         if (!((rs->insync >> i) & 1) || !env->live(name, env->arg) ||
             !env->has_store(name, env->arg))
             continue;
-        if (env->placeable == NULL || env->placeable(name, env->arg))
-            return i;
-        if (fallback == 0)
-            fallback = i;
+        /* 0: placeable and not suspect; 1: placeable; 2: neither. */
+        rank = env->placeable == NULL || env->placeable(name, env->arg)
+                   ? (env->suspect != NULL && env->suspect(name, env->arg))
+                   : 2;
+        if (rank < best_rank) {
+            best = i;
+            best_rank = rank;
+        }
     }
-    return fallback;
+    return best;
 }

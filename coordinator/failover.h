@@ -22,7 +22,12 @@
  *  - unless the primary released the unit at its epoch: the recipient of
  *    its stream has the data, and the handoff finishes there.
  * Among the candidates the first in list order that placement could give
- * units to (not leaving, reachable) wins; failing that, the first one. */
+ * units to (not leaving, reachable) and that is not suspect (this node's
+ * link to it failed: it may be dying too, its session not expired yet)
+ * wins; failing that, the first placeable one; failing that, the first
+ * one. Any candidate holds every acknowledged write: the preference only
+ * keeps a unit from going, alone in sync, to a node about to be gone as
+ * well, where it would wait for that node's return. */
 #ifndef KEEL_COORDINATOR_FAILOVER_H
 #define KEEL_COORDINATOR_FAILOVER_H
 

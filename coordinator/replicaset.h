@@ -71,6 +71,10 @@ typedef struct keel_rs_env {
     /* Whether placement could give it units (live, not leaving,
      * reachable); NULL: every live member. Failover prefers those. */
     int (*placeable)(const char *name, void *arg);
+    /* Whether this node's link to it failed and was not made again (a
+     * hint that it is down, though its session has not expired yet);
+     * NULL: none is. Failover prefers the others. */
+    int (*suspect)(const char *name, void *arg);
     /* Rule 7 only. The store id a live member publishes, as the map keeps
      * them ("" when none), or NULL when `name` is not a live member; and
      * whether it is leaving (drained). */

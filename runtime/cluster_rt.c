@@ -169,6 +169,23 @@ static void on_members(keel_cluster *c, void *data)
     free(names);
 }
 
+/* The controller's hint for a failover (coordinator/failover.h): this
+ * node's link to the member `name` failed and was not made again. */
+static int on_peer_down(keel_cluster *c, const char *name, void *data)
+{
+    keel_cluster_rt *rt = data;
+    const keel_member *v;
+    size_t nv = 0, i;
+
+    if (rt->peers == NULL)
+        return 0;
+    v = keel_cluster_view(c, &nv);
+    for (i = 0; i < nv; i++)
+        if (strcmp(v[i].name, name) == 0)
+            return keel__peer_down(rt->peers, v[i].addr);
+    return 0;
+}
+
 static void on_fenced(keel_cluster *c, int fenced, void *data)
 {
     keel_cluster_rt *rt = data;
@@ -645,6 +662,7 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     co.hooks.forgotten = on_forgotten;
     co.hooks.failed = on_failed;
     co.hooks.members = on_members;
+    co.hooks.peer_down = on_peer_down;
     co.insecure = o->insecure;
     rc = keel_coord_cluster_create(n->loop, &co, &coord);
     explicit_bzero(auth, sizeof auth); /* the client keeps its own copy */

@@ -111,6 +111,7 @@ struct peer {
     size_t wlen, woff, wcap;
     uint64_t written; /* bytes written over this connection */
     uint64_t write_ns; /* monotonic: when the last of them were written */
+    int down;          /* the connection failed; none made since */
     uint64_t serial;   /* connections made so far */
     uint64_t queued;  /* bytes queued over this connection */
     uint8_t *rbuf;
@@ -186,6 +187,8 @@ static void peer_fail(peer *pr, int how)
         pr->fd = -1;
     }
     pr->connected = 0;
+    if (how != PF_STOPPING)
+        pr->down = 1;
     pr->tls_ready = 0;
     pr->hello_seen = 0;
     pr->hello_flags = 0;
@@ -385,6 +388,7 @@ static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
             return;
         }
         pr->connected = 1;
+        pr->down = 0;
         ev_io_start(pr->p->n->loop, &pr->rio);
         if (pr->p->n->tls != NULL) {
             (void)peer_tls_start(pr);
@@ -886,6 +890,16 @@ static int peer_open(keel_peers *p, peer *pr)
     memcpy(hdr, "peer", 5); /* with its NUL */
     if (sl > 0)
         memcpy(hdr + 5, self, sl);
+    return 0;
+}
+
+int keel__peer_down(const keel_peers *p, const char *addr)
+{
+    const peer *pr;
+
+    for (pr = p != NULL ? p->list : NULL; pr != NULL; pr = pr->next)
+        if (strcmp(pr->addr, addr) == 0)
+            return pr->down;
     return 0;
 }
 

@@ -63,6 +63,12 @@ int keel__peer_takes(keel_peers *p, const char *addr, unsigned flag);
  * none (unless the last attempt failed less than 0.2 s ago). */
 int keel__peer_hello(keel_peers *p, const char *addr, unsigned *flags);
 
+/* Whether this node's last connection to addr failed (refused, reset,
+ * closed by the other side, gone silent) and none was made since: a
+ * hint, no more, that the node there is down. 0 for an address it never
+ * connected to. */
+int keel__peer_down(const keel_peers *p, const char *addr);
+
 /* Frames queued and not answered yet, over all peers. */
 /* Writes the frames queued on plain links now rather than on the loop's
  * next round (a commit is about to block the loop). Never fails a link. */

@@ -352,6 +352,44 @@ START_TEST(a_primary_stopped_in_order_keeps_its_backups)
 }
 END_TEST
 
+/* Two of three nodes lost within a session timeout (R = 3): n2, then n1
+ * a second later, while n2's session still runs. When n2's expires, n1
+ * is still a member; a unit of n2's promoted there, alone in sync, would
+ * have no live in-sync replica once n1's expired too, and would wait for
+ * n1 to come back. The controller's link to n1 failed when n1 died, and
+ * failover prefers n0. */
+START_TEST(two_nodes_lost_together_leave_the_third_serving)
+{
+    int i, mine[SHARDS];
+    uint64_t epochs[SHARDS];
+    char id[32];
+    long v = -1;
+
+    tu_cluster_start_together(&fx, 3, 3, NULL, NULL);
+    CHECK(backups_in_sync(mine, epochs, 1),
+          "the units did not start with n1 and n2 in sync");
+    /* A write n0 leads: it replicates to both, over links that fail
+     * when they die. */
+    tu_cluster_counter_owned_by(&fx, 0, "c", "n0", id, sizeof id);
+    CHECK(id[0] != '\0', "n0 leads no counter");
+    for (i = 0; i < 100 && tu_cluster_counter(&fx, 0, id, "incr") < 0; i++)
+        tu_sleep_ms(100);
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[2], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[2]);
+    tu_sleep_ms(1000);
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[1], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[1]);
+    for (i = 0; i < 300 && !tu_repl_leads(&fx, "n0", 1); i++)
+        tu_sleep_ms(100);
+    CHECK(tu_repl_leads(&fx, "n0", 1),
+          "n0 does not lead every unit 30 s after n1 and n2 died");
+    for (i = 0; i < 100 && (v = tu_cluster_counter(&fx, 0, id, "get")) < 0;
+         i++)
+        tu_sleep_ms(100);
+    CHECK(v == 1, "counter %s reads %ld through n0, not 1", id, v);
+}
+END_TEST
+
 /* Whether n1 is a live member and in the in-sync set of unit `shard`,
  * whose primary is n0. */
 static int n1_in_sync(uint32_t shard)
@@ -609,6 +647,7 @@ int main(void)
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, a_refused_write_is_not_kept_by_the_backups);
     tcase_add_test(tc, a_primary_stopped_in_order_keeps_its_backups);
+    tcase_add_test(tc, two_nodes_lost_together_leave_the_third_serving);
     tcase_add_test(tc, a_write_answered_in_doubt_leaves_no_clean_stop);
     tcase_add_test(tc, frames_merged_on_a_backup_fail_together);
     suite_add_tcase(s, tc);

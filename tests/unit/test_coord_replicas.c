@@ -393,6 +393,14 @@ static int t_placeable(const char *name, void *arg)
     return in(live_set, name) && !in(leaving_set, name);
 }
 
+static const char *suspect_set[8];
+
+static int t_suspect(const char *name, void *arg)
+{
+    (void)arg;
+    return in(suspect_set, name);
+}
+
 /* Rule 6: whom failover picks, and the set after it. */
 START_TEST(test_failover_pick)
 {
@@ -437,6 +445,22 @@ START_TEST(test_failover_pick)
     rs = rs_of("a,b,d", 3);
     ck_assert_int_eq(keel_failover_pick(&e, &fu), 1);
     leaving_set[0] = NULL;
+    /* one this node's link to failed (dying too, its session not expired
+     * yet) only when no other will do: promoted there, a unit would wait
+     * for it, alone in sync */
+    e.suspect = t_suspect;
+    suspect_set[0] = "b";
+    rs = rs_of("a,b,c", 7);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 2);
+    rs = rs_of("a,b,c", 3);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 1);
+    /* placeable first, then not suspect */
+    leaving_set[0] = "c";
+    rs = rs_of("a,b,c", 7);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 1);
+    leaving_set[0] = NULL;
+    suspect_set[0] = NULL;
+    e.suspect = NULL;
     /* the set after it: the promoted backup alone in sync, the others
      * listed out of sync if placement wants them, the gone primary out */
     rs = rs_of("a,b,c", 7);
