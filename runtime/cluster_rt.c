@@ -174,16 +174,11 @@ static void on_members(keel_cluster *c, void *data)
 static int on_peer_down(keel_cluster *c, const char *name, void *data)
 {
     keel_cluster_rt *rt = data;
-    const keel_member *v;
-    size_t nv = 0, i;
+    char addr[KEEL_ADDR_MAX + 1];
 
-    if (rt->peers == NULL)
-        return 0;
-    v = keel_cluster_view(c, &nv);
-    for (i = 0; i < nv; i++)
-        if (strcmp(v[i].name, name) == 0)
-            return keel__peer_down(rt->peers, v[i].addr);
-    return 0;
+    return rt->peers != NULL &&
+           keel_cluster_member_addr(c, name, addr, sizeof addr) == 0 &&
+           keel__peer_down(rt->peers, addr);
 }
 
 static void on_fenced(keel_cluster *c, int fenced, void *data)

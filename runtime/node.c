@@ -118,25 +118,6 @@ keel_req *keel__req_alloc(keel_node *n, size_t msglen)
     return req;
 }
 
-void keel__req_free(keel_node *n, keel_req *req)
-{
-    if (req->fev != NULL)
-        keel__follow_req_free(req);
-    if (req->buf != req->inl)
-        free(req->buf);
-    free(req->from);
-    req->from = NULL;
-    free(req->refusal);
-    req->refusal = NULL;
-    if (n->req_free_count >= REQ_FREE_MAX) {
-        free(req);
-        return;
-    }
-    req->next = n->req_free;
-    n->req_free = req;
-    n->req_free_count++;
-}
-
 /* A refusal kept for the turn that records it (run_turn) stands only on
  * the state it was decided on, which that turn, next in the actor's
  * mailbox, still sees. A request that leaves the mailbox before then (the
@@ -149,6 +130,24 @@ static void refusal_forget(keel_req *req)
     free(req->refusal);
     req->refusal = NULL;
     req->refused = 0;
+}
+
+void keel__req_free(keel_node *n, keel_req *req)
+{
+    if (req->fev != NULL)
+        keel__follow_req_free(req);
+    if (req->buf != req->inl)
+        free(req->buf);
+    free(req->from);
+    req->from = NULL;
+    refusal_forget(req);
+    if (n->req_free_count >= REQ_FREE_MAX) {
+        free(req);
+        return;
+    }
+    req->next = n->req_free;
+    n->req_free = req;
+    n->req_free_count++;
 }
 
 int keel__req_set(keel_req *req, const void *data, size_t len)
@@ -1493,6 +1492,16 @@ static int dl_reply_set(keel_turn *t, const uint8_t *p, size_t len)
     return rc;
 }
 
+/* Puts req back at the head of a's mailbox, to be taken first. */
+static void mailbox_push_front(keel_actor *a, keel_req *req)
+{
+    req->next = a->mb_head;
+    a->mb_head = req;
+    if (a->mb_tail == NULL)
+        a->mb_tail = req;
+    a->mb_len++;
+}
+
 /* Keeps a refusal on its request for the turn that records it: 1, or 0
  * when there is no memory for it (then the request fails with
  * KEEL_ENOMEM, as on any failure of the node: a refusal that is not
@@ -1647,30 +1656,24 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     free(dl_reply);
     keel__reminders_turn_end(&t, a, req, rc == 0);
 
-    if (hrc != 0 && req->keyed && keel_err_is_answer(hrc) &&
-        !refusal_keep(req, hrc, t.err_set ? t.err : keel_strerror(hrc))) {
-        /* Not recorded, so not an answer: a copy that comes later would
-         * run again, and might succeed where this one was refused. The
-         * client hears of the node's failure and retries with the key. */
+    /* Refused by its handler with an answer: the answer is recorded
+     * under the key before it leaves, or a copy of the request that comes
+     * later (the original of a retry, held up on the wire) would run on
+     * the state it finds then, and might succeed where its client was
+     * told it failed. The failed turn kept nothing; the record is the
+     * write of a turn of its own, next in the actor's mailbox. Without
+     * memory to keep the refusal it is not recorded, so not an answer:
+     * the client hears of the node's failure and retries with the key. */
+    if (hrc != 0 && req->keyed && keel_err_is_answer(hrc)) {
+        if (refusal_keep(req, hrc, t.err_set ? t.err : keel_strerror(hrc))) {
+            turn_end(&t);
+            mailbox_push_front(a, req);
+            return;
+        }
         rc = KEEL_ENOMEM;
         keel_turn_error(&t, "out of memory to record the handler's refusal "
                             "under the request key; it did not take "
                             "effect");
-    } else if (hrc != 0 && req->keyed && keel_err_is_answer(hrc)) {
-        /* Refused by its handler with an answer: the answer is recorded
-         * under the key before it leaves, or a copy of the request that
-         * comes later (the original of a retry, held up on the wire)
-         * would run on the state it finds then, and might succeed where
-         * its client was told it failed. The failed turn kept nothing;
-         * the record is the write of a turn of its own, next in the
-         * actor's mailbox. */
-        turn_end(&t);
-        req->next = a->mb_head;
-        a->mb_head = req;
-        if (a->mb_tail == NULL)
-            a->mb_tail = req;
-        a->mb_len++;
-        return;
     }
     if (rc == 0 && recording) {
         rc = req->refused; /* recorded: now its answer */
@@ -1887,11 +1890,7 @@ again:
             if (n->cluster != NULL && !keel__cluster_rt_serving(n)) {
                 /* The message keeps its place at the head of the mailbox;
                  * run_fenced() leaves it to the sweep. */
-                req->next = a->mb_head;
-                a->mb_head = req;
-                if (a->mb_tail == NULL)
-                    a->mb_tail = req;
-                a->mb_len++;
+                mailbox_push_front(a, req);
                 fenced = 1;
                 break;
             }

@@ -415,6 +415,7 @@ static void late_answer(peer *pr, const keel_frame *f)
     keel_peers *p = pr->p;
     ev_tstamp t = ev_now(p->n->loop);
     const char *msg = "";
+    char more[80];
     size_t ml = 0;
     int code = 0;
 
@@ -426,19 +427,16 @@ static void late_answer(peer *pr, const keel_frame *f)
         code = keel_error_body_parse(f->body, f->body_len, &msg, &ml);
     if (ml > 200)
         ml = 200;
+    more[0] = '\0';
     if (p->late_quiet > 0)
-        keel_info("peer %s: late answer to request %llu, whose caller was "
-                  "answered at its deadline: %s%s%.*s (and %llu more late "
-                  "answers since the last such line)",
-                  pr->addr, (unsigned long long)f->request_id,
-                  code == 0 ? "ok" : keel_err_name(code), ml > 0 ? ": " : "",
-                  (int)ml, msg, p->late_quiet);
-    else
-        keel_info("peer %s: late answer to request %llu, whose caller was "
-                  "answered at its deadline: %s%s%.*s",
-                  pr->addr, (unsigned long long)f->request_id,
-                  code == 0 ? "ok" : keel_err_name(code), ml > 0 ? ": " : "",
-                  (int)ml, msg);
+        snprintf(more, sizeof more,
+                 " (and %llu more late answers since the last such line)",
+                 p->late_quiet);
+    keel_info("peer %s: late answer to request %llu, whose caller was "
+              "answered at its deadline: %s%s%.*s%s",
+              pr->addr, (unsigned long long)f->request_id,
+              code == 0 ? "ok" : keel_err_name(code), ml > 0 ? ": " : "",
+              (int)ml, msg, more);
     p->late_log_at = t;
     p->late_quiet = 0;
 }
