@@ -230,7 +230,8 @@ void keel_cluster_placement(keel_cluster *c, const char *cap, uint32_t shard,
         const local_cap *lc = c->cap_of[ci];
         const local_unit *lu = lc != NULL ? &lc->units[shard] : NULL;
         if (!c->lease.fence.fenced && lu != NULL && lu->phase == U_PRIMARY &&
-            lu->epoch == u->shard_epoch && u->target == KEEL_MAP_NO_NODE)
+            lu->epoch == u->shard_epoch && u->target == KEEL_MAP_NO_NODE &&
+            lu->announce <= c->state_landed)
             out->state = KEEL_PLACEMENT_LOCAL;
         return;
     }
@@ -308,6 +309,8 @@ static void state_written(keel_zk *zk, int rc, const keel_zk_stat *st,
                                     "until it can)");
         return;
     }
+    if (rc == 0)
+        c->state_landed = c->state_flight;
     if (rc == 0 && !c->map_started) {
         /* The state znode outlives sessions, and an earlier session's
          * (or process's) add requests with it, dropped here, no longer
@@ -452,6 +455,26 @@ void keel__cluster_publish(keel_cluster *c)
 
 static void release_done(keel_cluster *c, local_cap *lc, uint32_t shard);
 
+/* A unit that becomes this node's to serve: if the map promoted it here
+ * with fallbacks, it waits for the next state write to land (one issued
+ * after this map was applied), which tells the controller it may have
+ * served (controller.c, failover()). */
+static void hold_until_announced(keel_cluster *c, local_cap *lc,
+                                 uint32_t shard)
+{
+    local_unit *lu = &lc->units[shard];
+    const keel_map_unit *u;
+    int ci;
+
+    lu->announce = 0;
+    if (!c->have_map || (ci = keel_map_cap_index(&c->map, lc->name)) < 0)
+        return;
+    u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
+    if (u->promoted && u->fallback != 0 && u->shard_epoch == lu->epoch &&
+        u->nreplicas > 0 && u->replicas[0] == c->my_idx)
+        lu->announce = c->state_sent + 1;
+}
+
 static void start_acquire(keel_cluster *c, local_cap *lc, uint32_t shard,
                           uint64_t epoch)
 {
@@ -465,6 +488,7 @@ static void start_acquire(keel_cluster *c, local_cap *lc, uint32_t shard,
         return;
     }
     lu->phase = U_PRIMARY; /* nothing held here: no fence to record */
+    hold_until_announced(c, lc, shard);
 }
 
 static void start_release(keel_cluster *c, local_cap *lc, uint32_t shard,
@@ -1694,6 +1718,7 @@ int keel_cluster_acquired(keel_cluster *c, const char *cap, uint32_t shard,
     if (lu->phase != U_ACQUIRING || lu->epoch != shard_epoch)
         return KEEL_ENOTFOUND;
     lu->phase = U_PRIMARY;
+    hold_until_announced(c, lc, shard);
     if (lu->release_wanted) {
         lu->release_wanted = 0;
         start_release(c, lc, shard, c->names[lu->to]);

@@ -46,6 +46,11 @@ typedef struct local_unit {
     uint8_t calling_off;
     uint16_t to;            /* index into c->names */
     uint64_t epoch;
+    /* A unit promoted with fallbacks (keel_map_unit.fallback) serves only
+     * once state write number `announce` (or a later one) has landed:
+     * the controller promotes a fallback over it only while its state is
+     * unchanged since the promotion. 0: no such wait. */
+    uint64_t announce;
 } local_unit;
 
 typedef struct local_cap {
@@ -147,6 +152,7 @@ struct keel_cluster {
     /* State writes are numbered as they are submitted: state_sent is the
      * last number given, state_flight the one in flight. */
     uint64_t state_sent, state_flight;
+    uint64_t state_landed; /* the last one that succeeded */
     /* The map read that settles withdrawn adds (one at a time). */
     int settle_busy, settle_stalled;
 

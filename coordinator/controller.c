@@ -457,6 +457,7 @@ static void state_read(keel_zk *zk, int rc, const void *data, size_t len,
     if (rc == KEEL_ENOTFOUND) {
         keel_node_state_free(&n->state);
         n->have_state = 0;
+        n->state_mzxid = 0;
         keel_layout_path(ctl->layout, path, "nodes", n->name, "state");
         rc = keel_zk_exists(zk, path, state_watch, ctl, state_exists, ctl);
         if (rc != 0)
@@ -477,6 +478,11 @@ static void state_read(keel_zk *zk, int rc, const void *data, size_t len,
     /* A map write honouring this state's add requests checks that the
      * node has not rewritten it since (rule 7). */
     n->state_version = st->version;
+    /* A promoted primary that has not written its state since its
+     * promotion answered nothing at that epoch (failover()). */
+    if (n->state_mzxid != st->mzxid)
+        n->fallback_at = 0;
+    n->state_mzxid = st->mzxid;
     if (len == 0) {
         /* created, not yet written by its node: holds nothing */
         keel_node_state_free(&n->state);
@@ -739,6 +745,7 @@ static void unit_rs(const keel_shard_map *next, const keel_map_unit *u,
         rs->names[r] = next->nodes[u->replicas[r]];
     rs->n = u->nreplicas;
     rs->insync = u->insync;
+    rs->fallback = u->promoted ? u->fallback : 0;
 }
 
 /* The index of name in next's node table, added if missing with the store
@@ -773,6 +780,7 @@ static int put_rs(keel_controller *ctl, keel_shard_map *next, uint32_t c,
         u->replicas[r] = (uint16_t)keel_map_node_index(next, rs->names[r]);
     u->nreplicas = rs->n;
     u->insync = rs->insync;
+    u->fallback = rs->fallback;
     return 0;
 }
 
@@ -817,6 +825,8 @@ static void check_stores(keel_controller *ctl, keel_shard_map *next)
                 u->insync &= (uint8_t)~(1u << pos);
                 dropped++;
             }
+            if (pos >= 1) /* nor can it stand in for a promoted primary */
+                u->fallback &= (uint8_t)~(1u << pos);
         }
         if (next->store_ids[j][0] != '\0' &&
             !keel_controller_forgotten(ctl, next->nodes[j]) &&
@@ -1015,25 +1025,40 @@ static uint64_t seen_at(keel_controller *ctl, const char *cap)
  * node `from`, is gone and one of the unit's in-sync backups can take its
  * place, writes that backup primary at shard_epoch + 1 into next, alone
  * in sync and marked promoted, and returns 0. Returns 1 when the unit
- * does not fail over, or a code. */
+ * does not fail over, or a code.
+ *
+ * A primary that was itself promoted at the unit's epoch and is gone
+ * without having written its state since is alone in sync but answered
+ * nothing: a promoted primary serves only once a state write of its,
+ * issued after it applied the map that promoted it, has landed
+ * (keel_cluster_placement), and that write changes the state's mzxid
+ * from the one the map recorded (fallback_since). So the backups that
+ * were in sync before that promotion (its fallbacks) still hold every
+ * acknowledged write, and one of them takes the unit, the write checking
+ * that the state is still the one read. This is what keeps a unit
+ * whose primary and first backup die within a session timeout of each
+ * other from waiting for one of them: the controller may promote the
+ * second while it is dying too, its session not expired yet. */
 static int failover(keel_controller *ctl, keel_shard_map *next,
                     const char *cap, uint32_t c, uint32_t s, keel_handoff *h,
                     int from, const keel_rs_env *env)
 {
     keel_map_unit *u = keel_map_unit_at(next, c, s);
     const keel_state_entry *e = entry_of(ctl, from, cap, s);
+    const keel_ctl_node *f = &ctl->nodes[from];
     keel_failover_unit fu;
     keel_rs old, rs;
-    int pos, to, rc;
+    int pos, to, rc, stand_in;
 
     if (u->shard_epoch == 0 || u->nreplicas < 2)
         return 1;
     observe(ctl, from);
     unit_rs(next, u, &old);
+    memset(&fu, 0, sizeof fu);
     fu.rs = &old;
     /* A primary on another store than its units' data is as good as
      * gone for them (check_stores): it never served them there. */
-    fu.primary_gone = ctl->nodes[from].gone || ctl->nodes[from].store_lost;
+    fu.primary_gone = f->gone || f->store_lost;
     fu.released = (e != NULL && e->role == KEEL_ROLE_RELEASED &&
                    e->shard_epoch == u->shard_epoch) ||
                   (h->state != KEEL_HANDOFF_IDLE &&
@@ -1041,24 +1066,86 @@ static int failover(keel_controller *ctl, keel_shard_map *next,
                    h->state != KEEL_HANDOFF_ABORTED &&
                    (h->flags & KEEL_HANDOFF_F_RELEASED) &&
                    h->epoch == u->shard_epoch);
+    fu.stand_in = f->gone && u->promoted && old.fallback != 0 &&
+                  f->state_mzxid > 0 &&
+                  (uint64_t)f->state_mzxid == u->fallback_since;
     if ((pos = keel_failover_pick(env, &fu)) == 0)
         return 1;
+    stand_in = !((old.insync >> pos) & 1);
     if ((to = track(ctl, old.names[pos])) < 0)
         return KEEL_ENOMEM;
-    keel_info("cluster: %s/%u: primary %s %s; promoting in-sync backup "
-              "%s at epoch %llu",
-              keel_cap_name(cap), s, old.names[0],
-              ctl->nodes[from].gone ? "is gone" : "runs on another store",
-              old.names[pos], (unsigned long long)u->shard_epoch + 1);
+    if (stand_in) {
+        /* The write relies on the state as read: unchanged when it
+         * lands, or it fails and the unit is decided again. */
+        if (note_check(ctl, (size_t)from) != 0)
+            return KEEL_ENOMEM;
+        keel_info("cluster: %s/%u: primary %s, promoted at epoch %llu, is "
+                  "gone without having served it; promoting %s, in sync "
+                  "before that promotion, at epoch %llu",
+                  keel_cap_name(cap), s, old.names[0],
+                  (unsigned long long)u->shard_epoch, old.names[pos],
+                  (unsigned long long)u->shard_epoch + 1);
+        keel_rs_stand_in(env, &old, pos, &rs);
+    } else {
+        keel_info("cluster: %s/%u: primary %s %s; promoting in-sync backup "
+                  "%s at epoch %llu",
+                  keel_cap_name(cap), s, old.names[0],
+                  f->gone ? "is gone" : "runs on another store",
+                  old.names[pos], (unsigned long long)u->shard_epoch + 1);
+        keel_rs_promote(env, &old, pos, &rs);
+    }
     keel_handoff_promote(h, (uint32_t)from, (uint32_t)to, u->shard_epoch);
-    keel_rs_promote(env, &old, pos, &rs);
     if ((rc = put_rs(ctl, next, c, s, &rs)) != 0)
         return rc;
     u = keel_map_unit_at(next, c, s);
     u->shard_epoch++;
     u->target = KEEL_MAP_NO_NODE;
     u->promoted = 1;
+    /* Its fallbacks count while its state stays as read now. */
+    u->fallback_since = ctl->nodes[to].state_mzxid > 0
+                            ? (uint64_t)ctl->nodes[to].state_mzxid
+                            : 0;
+    if (u->fallback_since == 0)
+        u->fallback = 0;
+    if (u->fallback != 0)
+        ctl->nodes[to].fallback_at = ctl->now;
     return 0;
+}
+
+/* A promoted unit's fallbacks stop counting once its primary has written
+ * its state since the promotion (it may have served since), or when its
+ * primary changes; the map then drops them. Also when its primary stays
+ * a member, silent, for twice its grace: it is not dying, and a node of
+ * the release before, which cannot read a map with fallbacks (format 4),
+ * would never write its state for it. Dropping them only ever takes a
+ * choice away from failover. */
+static void settle_fallbacks(keel_controller *ctl, keel_map_unit *u,
+                             const keel_shard_map *next)
+{
+    keel_ctl_node *p;
+    uint64_t until;
+    int id;
+
+    if (!u->promoted || u->fallback == 0 || u->nreplicas == 0 ||
+        (id = keel_controller_node_id(ctl, next->nodes[u->replicas[0]])) <
+            0)
+        goto clear;
+    p = &ctl->nodes[id];
+    if (p->state_mzxid <= 0 || (uint64_t)p->state_mzxid != u->fallback_since)
+        goto clear;
+    if (p->gone)
+        return; /* the failover it may need */
+    if (p->fallback_at == 0)
+        p->fallback_at = ctl->now; /* a new controller: from now */
+    until = p->fallback_at + 2 * (uint64_t)keel_controller_grace(ctl, p->name);
+    if (ctl->now < until) {
+        if (ctl->fallback_deadline == 0 || until < ctl->fallback_deadline)
+            ctl->fallback_deadline = until;
+        return;
+    }
+clear:
+    u->fallback = 0;
+    u->fallback_since = 0;
 }
 
 /* Whether name is listed as a backup of u (position 1 on) and is in its
@@ -1348,6 +1435,7 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
 
     ctl->formation_deadline = 0;
     ctl->dead_deadline = 0;
+    ctl->fallback_deadline = 0;
     memset(&env, 0, sizeof env);
     env.replicas = k;
     env.live = rs_live;
@@ -1402,6 +1490,7 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
                 if ((rc = put_rs(ctl, next, c, s, &rs)) != 0)
                     goto out;
             }
+            settle_fallbacks(ctl, keel_map_unit_at(next, c, s), next);
         }
     }
     record_stores(ctl, next);
@@ -1544,13 +1633,15 @@ static void map_written(keel_zk *zk, int rc, size_t failed,
     if ((rc == KEEL_EBADVERSION || rc == KEEL_ENOTFOUND) &&
         failed >= ctl->pending_checks &&
         failed - ctl->pending_checks < ctl->nchecks) {
-        /* A primary whose add request this write honoured rewrote its
-         * state meanwhile (it may have withdrawn the request and stopped
-         * counting the backup): read it again, and decide again. */
+        /* A state this write relied on was rewritten meanwhile: a
+         * primary whose add request it honoured (it may have withdrawn
+         * the request and stopped counting the backup), or a promoted
+         * primary taken for one that never served. Read it again, and
+         * decide again. */
         keel_ctl_node *node =
             &ctl->nodes[ctl->checks[failed - ctl->pending_checks].node];
-        keel_info("cluster: the state of %s changed while its add request "
-                  "was being honoured; deciding again",
+        keel_info("cluster: the state of %s changed while a map write "
+                  "relied on it; deciding again",
                   node->name);
         node->dirty = 1;
         ctl->map_dirty = 1;
@@ -1834,9 +1925,11 @@ int keel_controller_start(keel_controller *ctl, const char *candidate,
     ctl->nseen = 0; /* a new term waits anew for units never owned */
     ctl->formation_deadline = 0;
     ctl->dead_deadline = 0;
+    ctl->fallback_deadline = 0;
     /* A new term re-reads everything and re-arms every watch. */
     for (i = 0; i < ctl->nnodes; i++) {
         ctl->nodes[i].dirty = 1;
+        ctl->nodes[i].fallback_at = 0;
         ctl->nodes[i].watched = 0;
     }
     for (i = 0; i < ctl->ncaps; i++)
@@ -1902,6 +1995,9 @@ uint64_t keel_controller_deadline(const keel_controller *ctl)
     best = ctl->formation_deadline;
     if (ctl->dead_deadline != 0 && (best == 0 || ctl->dead_deadline < best))
         best = ctl->dead_deadline;
+    if (ctl->fallback_deadline != 0 &&
+        (best == 0 || ctl->fallback_deadline < best))
+        best = ctl->fallback_deadline;
     for (i = 0; i < ctl->ncaps; i++)
         for (s = 0; s < ctl->opt.shard_count; s++) {
             uint64_t d = keel_handoff_deadline(&ctl->caps[i].moves[s]);

@@ -106,6 +106,10 @@ typedef struct keel_ctl_node {
     keel_node_state state; /* as last read */
     int have_state;
     int32_t state_version; /* of the znode, as last read */
+    int64_t state_mzxid;   /* its last change, as last read; 0: none */
+    /* When this controller promoted it with fallbacks last (or first saw
+     * such a unit of it); 0: never, or its state changed since. */
+    uint64_t fallback_at;
     int dirty;   /* must be (re)read */
     int watched; /* a watch is armed */
     int arming;  /* the read in flight leaves a watch */
@@ -176,6 +180,9 @@ struct keel_controller {
     /* The earliest end of a dead time that keeps a gone replica listed,
      * as the last reconciliation found it; 0 when none. */
     uint64_t dead_deadline;
+    /* The earliest time a silent live primary's fallbacks stop counting
+     * (settle_fallbacks); 0 when none. */
+    uint64_t fallback_deadline;
     int forgot_dirty, forgot_watched, forgot_arming;
 
     uint64_t writes;   /* map writes acknowledged */

@@ -3,17 +3,15 @@
 
 #include <stddef.h>
 
-int keel_failover_pick(const keel_rs_env *env, const keel_failover_unit *u)
+/* The best of the replicas in mask, or 0. */
+static int pick(const keel_rs_env *env, const keel_rs *rs, unsigned mask)
 {
-    const keel_rs *rs = u->rs;
     int i, best = 0, best_rank = 3;
 
-    if (rs->n < 2 || !u->primary_gone || u->released)
-        return 0;
     for (i = 1; i < rs->n; i++) {
         const char *name = rs->names[i];
         int rank;
-        if (!((rs->insync >> i) & 1) || !env->live(name, env->arg) ||
+        if (!((mask >> i) & 1) || !env->live(name, env->arg) ||
             !env->has_store(name, env->arg))
             continue;
         /* 0: placeable and not suspect; 1: placeable; 2: neither. */
@@ -26,4 +24,15 @@ int keel_failover_pick(const keel_rs_env *env, const keel_failover_unit *u)
         }
     }
     return best;
+}
+
+int keel_failover_pick(const keel_rs_env *env, const keel_failover_unit *u)
+{
+    int pos;
+
+    if (u->rs->n < 2 || !u->primary_gone || u->released)
+        return 0;
+    if ((pos = pick(env, u->rs, u->rs->insync)) != 0 || !u->stand_in)
+        return pos;
+    return pick(env, u->rs, u->rs->fallback);
 }

@@ -40,10 +40,16 @@ typedef struct keel_failover_unit {
     int released;       /* the primary published RELEASED at the unit's
                          * shard_epoch (or the move saw it): its stream's
                          * recipient has the data */
+    int stand_in;       /* the primary was promoted at the unit's epoch and
+                         * has not written its state since: it answered
+                         * nothing there, and its fallbacks (rs->fallback)
+                         * hold every acknowledged write */
 } keel_failover_unit;
 
 /* The position (1..n-1) in u->rs of the backup to promote now, or 0 when
- * the unit does not fail over. env->live and env->has_store must be set;
+ * the unit does not fail over. An in-sync backup if there is one; else,
+ * with u->stand_in, a fallback, chosen the same way (the caller tells
+ * them apart by rs->insync). env->live and env->has_store must be set;
  * env->placeable may be NULL (every live member counts as placeable). */
 int keel_failover_pick(const keel_rs_env *env, const keel_failover_unit *u);
 

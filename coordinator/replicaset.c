@@ -13,13 +13,16 @@ int keel_rs_find(const keel_rs *rs, const char *name)
     return -1;
 }
 
-/* Appends a replica; a full list takes no more (see build()). */
-static void push(keel_rs *rs, const char *name, int insync)
+/* Appends a replica, in sync or not, a fallback or not; a full list
+ * takes no more (see build()). */
+static void push(keel_rs *rs, const char *name, int insync, int fallback)
 {
     if (rs->n >= KEEL_MAP_MAX_REPLICAS)
         return;
     if (insync)
         rs->insync |= (uint8_t)(1u << rs->n);
+    if (fallback && rs->n > 0)
+        rs->fallback |= (uint8_t)(1u << rs->n);
     rs->names[rs->n++] = name;
 }
 
@@ -56,15 +59,16 @@ static int waiting(const keel_rs_env *env, const char *name)
 }
 
 /* The set with `primary` (in sync) and, of the candidates (names[i], in
- * sync per ins[i], in their order), those placement wants, the gone ones
- * still within their dead time (each takes one of the R - 1 backup
- * places from placement) and, while there is room, the gone ones past it
- * still in sync; then placement's other choices, out of sync. The gone
- * in-sync ones past their dead time leave once the others are R, all in
- * sync: their replacements caught up. */
+ * sync per ins[i], fallbacks per fb[i], in their order), those placement
+ * wants, the gone ones still within their dead time (each takes one of
+ * the R - 1 backup places from placement) and, while there is room, the
+ * gone ones past it still in sync and the fallbacks not forgotten; then
+ * placement's other choices, out of sync. The gone in-sync ones past
+ * their dead time leave once the others are R, all in sync: their
+ * replacements caught up. */
 static void build(const keel_rs_env *env, const char *primary,
-                  const char *const *names, const int *ins, size_t n,
-                  keel_rs *out)
+                  const char *const *names, const int *ins, const int *fb,
+                  size_t n, keel_rs *out)
 {
     const char *want[KEEL_MAP_MAX_REPLICAS], *wait[KEEL_MAP_MAX_REPLICAS];
     size_t nwant, nwait = 0, nkept = 1, room, nstale = 0, i;
@@ -84,23 +88,29 @@ static void build(const keel_rs_env *env, const char *primary,
     nkept += nwait + nwant;
     room = nkept < KEEL_MAP_MAX_REPLICAS ? KEEL_MAP_MAX_REPLICAS - nkept : 0;
     memset(out, 0, sizeof *out);
-    push(out, primary, 1);
+    push(out, primary, 1, 0);
     for (i = 0; i < n; i++) {
         if (strcmp(names[i], primary) == 0)
             continue;
         if (listed(want, nwant, names[i]) || listed(wait, nwait, names[i])) {
-            push(out, names[i], ins[i]);
+            push(out, names[i], ins[i], fb[i]);
         } else if (ins[i] && room > 0 && !env->live(names[i], env->arg) &&
                    !env->forgotten(names[i], env->arg)) {
             stale |= (uint8_t)(1u << out->n);
-            push(out, names[i], 1);
+            push(out, names[i], 1, fb[i]);
             room--;
             nstale++;
+        } else if (fb[i] && room > 0 &&
+                   !env->forgotten(names[i], env->arg)) {
+            /* It may have to take the unit (keel_rs_stand_in): its copy
+             * stays until the primary has shown it served. */
+            push(out, names[i], ins[i], 1);
+            room--;
         }
     }
     for (i = 0; i < nwant; i++)
         if (keel_rs_find(out, want[i]) < 0)
-            push(out, want[i], 0);
+            push(out, want[i], 0, 0);
     /* R others, all in sync: the stale ones are not needed any more. */
     if (nstale == 0 || (size_t)out->n - nstale < env->replicas)
         return;
@@ -111,7 +121,8 @@ static void build(const keel_rs_env *env, const char *primary,
     memset(out, 0, sizeof *out);
     for (i = 0; i < all.n; i++)
         if (!((stale >> i) & 1))
-            push(out, all.names[i], (all.insync >> i) & 1);
+            push(out, all.names[i], (all.insync >> i) & 1,
+                 (all.fallback >> i) & 1);
 }
 
 void keel_rs_fresh(const keel_rs_env *env, keel_rs *out)
@@ -121,24 +132,26 @@ void keel_rs_fresh(const keel_rs_env *env, keel_rs *out)
     memset(out, 0, sizeof *out);
     for (i = 0; i < env->ndesired && i < env->replicas; i++)
         push(out, env->desired[i],
-             i == 0 || env->has_store(env->desired[i], env->arg));
+             i == 0 || env->has_store(env->desired[i], env->arg), 0);
 }
 
 void keel_rs_follow(const keel_rs_env *env, const keel_rs *old, keel_rs *out)
 {
-    int ins[KEEL_MAP_MAX_REPLICAS];
+    int ins[KEEL_MAP_MAX_REPLICAS], fb[KEEL_MAP_MAX_REPLICAS];
     int i;
 
-    for (i = 0; i < old->n; i++)
+    for (i = 0; i < old->n; i++) {
         ins[i] = (old->insync >> i) & 1;
-    build(env, old->names[0], old->names + 1, ins + 1,
+        fb[i] = (old->fallback >> i) & 1;
+    }
+    build(env, old->names[0], old->names + 1, ins + 1, fb + 1,
           old->n > 0 ? (size_t)old->n - 1 : 0, out);
 }
 
 void keel_rs_move(const keel_rs_env *env, const keel_rs *old, const char *to,
                   int with_data, keel_rs *out)
 {
-    int ins[KEEL_MAP_MAX_REPLICAS];
+    int ins[KEEL_MAP_MAX_REPLICAS], fb[KEEL_MAP_MAX_REPLICAS] = {0};
     int i;
 
     /* The old primary (i == 0) is out: what it wrote after the stream is
@@ -148,15 +161,32 @@ void keel_rs_move(const keel_rs_env *env, const keel_rs *old, const char *to,
      * no one else agrees with it. */
     for (i = 0; i < old->n; i++)
         ins[i] = with_data && i > 0 && ((old->insync >> i) & 1);
-    build(env, to, old->names, ins, old->n, out);
+    build(env, to, old->names, ins, fb, old->n, out);
+}
+
+/* names[pos] primary alone in sync; the replicas of `mask` other than it
+ * and the old primary its fallbacks. */
+static void promote(const keel_rs_env *env, const keel_rs *old, int pos,
+                    unsigned mask, keel_rs *out)
+{
+    int ins[KEEL_MAP_MAX_REPLICAS] = {0}, fb[KEEL_MAP_MAX_REPLICAS] = {0};
+    int i;
+
+    for (i = 1; i < old->n; i++)
+        fb[i] = i != pos && ((mask >> i) & 1);
+    build(env, old->names[pos], old->names, ins, fb, old->n, out);
 }
 
 void keel_rs_promote(const keel_rs_env *env, const keel_rs *old, int pos,
                      keel_rs *out)
 {
-    int ins[KEEL_MAP_MAX_REPLICAS] = {0};
+    promote(env, old, pos, old->insync, out);
+}
 
-    build(env, old->names[pos], old->names, ins, old->n, out);
+void keel_rs_stand_in(const keel_rs_env *env, const keel_rs *old, int pos,
+                      keel_rs *out)
+{
+    promote(env, old, pos, old->fallback, out);
 }
 
 int keel_rs_drop(keel_rs *rs, const char *name)

@@ -49,6 +49,10 @@ typedef struct keel_rs {
     const char *names[KEEL_MAP_MAX_REPLICAS];
     uint8_t n;
     uint8_t insync; /* bit i: names[i] is in the in-sync set */
+    /* bit i (i >= 1): names[i] was in the in-sync set before the failover
+     * that made names[0] primary (keel_rs_promote), and may stand in for
+     * it (keel_rs_stand_in) if it is gone before it served */
+    uint8_t fallback;
 } keel_rs;
 
 /* What the rules know of the cluster. */
@@ -107,9 +111,17 @@ void keel_rs_move(const keel_rs_env *env, const keel_rs *old, const char *to,
  * other backups may hold writes the old primary sent them and never got
  * acknowledged, or miss some the new primary has, and stay listed out of
  * sync (until catch-up) if placement wants them; so does the old primary
- * when it comes back. Then rule 2. */
+ * when it comes back. The other in-sync backups become its fallbacks
+ * (they hold every acknowledged write as long as it has answered
+ * nothing), listed while there is room even if placement does not want
+ * them. Then rule 2. */
 void keel_rs_promote(const keel_rs_env *env, const keel_rs *old, int pos,
                      keel_rs *out);
+/* Rule 6 for a promoted primary gone before it served: old->names[pos],
+ * one of its fallbacks, replaces it, alone in sync, with the other
+ * fallbacks as its own. Then rule 2. */
+void keel_rs_stand_in(const keel_rs_env *env, const keel_rs *old, int pos,
+                      keel_rs *out);
 /* Rule 5: takes backup `name` out of the in-sync set. Returns 1 if it was
  * in it, 0 otherwise (not listed, the primary, already out). */
 int keel_rs_drop(keel_rs *rs, const char *name);

@@ -10,6 +10,7 @@
 
 static const uint8_t map_magic[4] = {'K', 'M', 'A', 'P'};
 /* Written: 3 (store ids, in-sync flags, promotions). Read: 1 to 3. */
+#define MAP_FORMAT_V4 4
 #define MAP_FORMAT 3
 #define MAP_FORMAT_V2 2
 #define MAP_FORMAT_V1 1
@@ -460,15 +461,29 @@ static unsigned backup_flags(const keel_map_unit *u)
     return (unsigned)(u->insync >> 1) & ((1u << (u->nreplicas - 1)) - 1);
 }
 
+/* A promoted unit's fallback flags as the encoding carries them: replicas
+ * listed after the primary only. */
+static unsigned fallback_of(const keel_map_unit *u)
+{
+    if (!has_primary(u) || !u->promoted || u->fallback_since == 0)
+        return 0;
+    return u->fallback & ((1u << u->nreplicas) - 1) & ~1u;
+}
+
 int keel_map_encode(const keel_shard_map *m, uint8_t **out, size_t *len)
 {
     keel_wbuf w = {0};
     size_t i, n = (size_t)m->ncaps * m->shard_count;
     uint32_t j;
-    int r;
+    int r, format = MAP_FORMAT;
 
+    /* Format 4 only while a unit needs it: nodes of the release before
+     * read format 3 (and keep the last map they could read otherwise). */
+    for (i = 0; i < n && format == MAP_FORMAT; i++)
+        if (fallback_of(&m->units[i]) != 0)
+            format = MAP_FORMAT_V4;
     keel_wbuf_put(&w, map_magic, 4);
-    keel_wbuf_u8(&w, MAP_FORMAT);
+    keel_wbuf_u8(&w, (unsigned)format);
     keel_wbuf_u8(&w, 0);
     keel_wbuf_be(&w, m->map_epoch, 8);
     keel_wbuf_be(&w, m->shard_count, 4);
@@ -501,6 +516,12 @@ int keel_map_encode(const keel_shard_map *m, uint8_t **out, size_t *len)
                 continue;
             keel_wbuf_varint(&w, np++ == 0 ? i : i - last);
             last = i;
+            if (format == MAP_FORMAT_V4) {
+                unsigned f = fallback_of(&m->units[i]);
+                keel_wbuf_u8(&w, f);
+                if (f != 0)
+                    keel_wbuf_varint(&w, m->units[i].fallback_since);
+            }
         }
     }
     return keel_wbuf_seal(&w, out, len);
@@ -572,8 +593,8 @@ int keel_map_decode(const void *buf, size_t len, keel_shard_map *out)
     if (magic == NULL || memcmp(magic, map_magic, 4) != 0)
         return KEEL_ECORRUPT;
     format = keel_rbuf_u8(&r);
-    if ((format != MAP_FORMAT && format != MAP_FORMAT_V2 &&
-         format != MAP_FORMAT_V1) ||
+    if ((format != MAP_FORMAT_V4 && format != MAP_FORMAT &&
+         format != MAP_FORMAT_V2 && format != MAP_FORMAT_V1) ||
         keel_rbuf_u8(&r) != 0)
         return KEEL_ECORRUPT;
     m.map_epoch = keel_rbuf_be(&r, 8);
@@ -681,6 +702,23 @@ int keel_map_decode(const void *buf, size_t len, keel_shard_map *out)
             }
             at += d;
             m.units[at].promoted = 1;
+            if (format == MAP_FORMAT_V4) {
+                keel_map_unit *u = &m.units[at];
+                unsigned f = keel_rbuf_u8(&r);
+                /* only replicas after the primary, only listed ones */
+                if ((f & 1) != 0 || (f >> u->nreplicas) != 0) {
+                    rc = KEEL_ECORRUPT;
+                    goto fail;
+                }
+                if (f != 0) {
+                    u->fallback = (uint8_t)f;
+                    u->fallback_since = keel_rbuf_varint(&r);
+                    if (u->fallback_since == 0) {
+                        rc = KEEL_ECORRUPT;
+                        goto fail;
+                    }
+                }
+            }
         }
     }
     if (r.bad || r.off != r.len) {
@@ -724,6 +762,9 @@ int keel_map_same_placement(const keel_shard_map *a, const keel_shard_map *b)
                 insync_of(ua) != insync_of(ub) ||
                 (ua->promoted && has_primary(ua)) !=
                     (ub->promoted && has_primary(ub)) ||
+                fallback_of(ua) != fallback_of(ub) ||
+                (fallback_of(ua) != 0 &&
+                 ua->fallback_since != ub->fallback_since) ||
                 (ua->target == KEEL_MAP_NO_NODE) !=
                     (ub->target == KEEL_MAP_NO_NODE))
                 return 0;

@@ -26,11 +26,15 @@
  *   implicit: set iff the unit has a primary), replica node indexes
  *   (varint), target node index (varint, if flagged), shard_epoch (varint)
  *   | varint count of promoted units | their unit indexes (varint, the
- *   first as is, then each as the gap to the one before, ascending)
+ *   first as is, then each as the gap to the one before, ascending; in
+ *   format 4 each followed by u8 fallback flags and, when not zero, the
+ *   varint fallback_since)
  *   | u64 XXH3_64 of everything before.
  * Formats 2 (no promoted list) and 1 (no store ids either, header bits
- * 4-7 zero, the primary alone in sync) are still decoded; maps are always
- * written in format 3.
+ * 4-7 zero, the primary alone in sync) are still decoded. Maps are
+ * written in format 3 unless a unit has fallback flags (only from a
+ * failover until the controller sees its primary's state written), then
+ * in format 4.
  * Capabilities are sorted and unique, node names sorted and unique. A
  * settled unit takes 3 bytes (5 with two backups), so 4096 shards x 8
  * capabilities is ~100-170 KB, well under ZooKeeper's 1 MB limit. */
@@ -67,6 +71,15 @@ typedef struct keel_map_unit {
      * it holds (docs/cluster.md, "Failover"). Only on a unit with a
      * primary; cleared by the next change of primary. */
     uint8_t promoted;
+    /* Promoted units only: bit i set, replicas[i] (i >= 1) was in the
+     * in-sync set before that promotion, so it may stand in for the
+     * promoted primary if that one is gone without having written its
+     * state znode since (it then answered nothing at shard_epoch:
+     * docs/cluster.md, "Failover", "A promoted primary lost before it
+     * served"). fallback_since is the mzxid that state had when the
+     * promotion was decided (nonzero iff fallback is). */
+    uint8_t fallback;
+    uint64_t fallback_since;
 } keel_map_unit;
 
 typedef struct keel_shard_map {

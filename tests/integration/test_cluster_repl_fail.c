@@ -390,6 +390,83 @@ START_TEST(two_nodes_lost_together_leave_the_third_serving)
 }
 END_TEST
 
+/* A counter id whose unit has the replicas first, second, third (in that
+ * order), all in sync, in the map read now; "" when none. */
+static void counter_on(const char *first, const char *second,
+                       const char *third, char *id, size_t cap)
+{
+    keel_shard_map m;
+    int i;
+
+    id[0] = '\0';
+    if (tu_map_read(&fx, &m) != 0)
+        return;
+    for (i = 0; i < 2000 && id[0] == '\0'; i++) {
+        char cand[16];
+        const keel_map_unit *u;
+        snprintf(cand, sizeof cand, "p%d", i);
+        u = tu_map_unit(&m, "",
+                        keel_shard_of("counter", cand, strlen(cand), SHARDS));
+        if (u != NULL && u->nreplicas == 3 &&
+            strcmp(m.nodes[u->replicas[0]], first) == 0 &&
+            strcmp(m.nodes[u->replicas[1]], second) == 0 &&
+            strcmp(m.nodes[u->replicas[2]], third) == 0 &&
+            u->insync == 7)
+            snprintf(id, cap, "%s", cand);
+    }
+    keel_map_free(&m);
+}
+
+/* A unit's primary killed, and its first in-sync backup stopped (SIGSTOP,
+ * so its links stay up and nothing hints that it is going) a second
+ * later: when the primary's session expires, the controller promotes the
+ * stopped backup, alone in sync. It never applies that map, so it never
+ * writes its state, and never serves: once its session expires too, the
+ * third replica, in sync before that promotion, takes the unit with
+ * every acknowledged write. Before, the unit waited for the stopped node
+ * to come back. */
+START_TEST(a_promoted_node_that_never_served_gives_way)
+{
+    char id[16] = "", names[3][8];
+    int i, ctl, a = -1, b = -1, order;
+    long v = -1;
+
+    tu_cluster_start_together(&fx, 3, 3, NULL, NULL);
+    ctl = tu_repl_controller(&fx, 0, 3);
+    CHECK(ctl >= 0, "no controller named");
+    for (i = 0; i < 3; i++)
+        snprintf(names[i], sizeof names[i], "n%d", i);
+    for (order = 0; order < 2 && id[0] == '\0'; order++) {
+        a = (ctl + 1 + order) % 3;
+        b = (ctl + 2 - order) % 3;
+        counter_on(names[a], names[b], names[ctl], id, sizeof id);
+    }
+    CHECK(id[0] != '\0', "no unit has %s's first backup other than %s",
+          names[ctl], names[ctl]);
+    for (i = 0; i < 3; i++)
+        CHECK(tu_cluster_counter(&fx, ctl, id, "incr") == i + 1,
+              "increment %d of %s failed", i + 1, id);
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[a], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[a]);
+    tu_sleep_ms(1000);
+    ck_assert_int_eq(kill(fx.nodes[b].pid, SIGSTOP), 0);
+    for (i = 0; i < 300 && !tu_repl_leads(&fx, names[ctl], 1); i++)
+        tu_sleep_ms(100);
+    {
+        int led = tu_repl_leads(&fx, names[ctl], 1);
+        ck_assert_int_eq(kill(fx.nodes[b].pid, SIGCONT), 0);
+        CHECK(led, "%s does not lead every unit 30 s after %s died and %s "
+                   "stopped",
+              names[ctl], names[a], names[b]);
+    }
+    for (i = 0; i < 100 && (v = tu_cluster_counter(&fx, ctl, id, "get")) < 0;
+         i++)
+        tu_sleep_ms(100);
+    CHECK(v == 3, "counter %s reads %ld through %s, not 3", id, v,
+          names[ctl]);
+}
+END_TEST
+
 /* Whether n1 is a live member and in the in-sync set of unit `shard`,
  * whose primary is n0. */
 static int n1_in_sync(uint32_t shard)
@@ -648,6 +725,7 @@ int main(void)
     tcase_add_test(tc, a_refused_write_is_not_kept_by_the_backups);
     tcase_add_test(tc, a_primary_stopped_in_order_keeps_its_backups);
     tcase_add_test(tc, two_nodes_lost_together_leave_the_third_serving);
+    tcase_add_test(tc, a_promoted_node_that_never_served_gives_way);
     tcase_add_test(tc, a_write_answered_in_doubt_leaves_no_clean_stop);
     tcase_add_test(tc, frames_merged_on_a_backup_fail_together);
     suite_add_tcase(s, tc);

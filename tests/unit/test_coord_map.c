@@ -523,6 +523,69 @@ static keel_shard_map replica_map(void)
     return a;
 }
 
+/* Format 4: a promoted unit's fallbacks (the replicas that were in sync
+ * before its promotion) and the mzxid of its primary's state then. Only
+ * written while a unit has some; decoding refuses flags on the primary,
+ * beyond the list, or without their mzxid. */
+START_TEST(test_map_fallback_roundtrip)
+{
+    keel_shard_map a = replica_map(), b;
+    keel_map_unit *u5 = keel_map_unit_at(&a, 0, 5);
+    uint8_t *buf;
+    size_t len, at;
+
+    u5->fallback = 0x14; /* replicas 2 and 4 */
+    u5->fallback_since = 123456789;
+    ck_assert_int_eq(keel_map_encode(&a, &buf, &len), 0);
+    ck_assert_uint_eq(buf[4], 4); /* format */
+    ck_assert_int_eq(keel_map_decode(buf, len, &b), 0);
+    ck_assert(keel_map_same_placement(&a, &b));
+    ck_assert_uint_eq(keel_map_unit_at(&b, 0, 5)->fallback, 0x14);
+    ck_assert_uint_eq(keel_map_unit_at(&b, 0, 5)->fallback_since, 123456789);
+    ck_assert_uint_eq(keel_map_unit_at(&b, 0, 2)->fallback, 0);
+    /* the mzxid is part of the placement */
+    keel_map_unit_at(&b, 0, 5)->fallback_since++;
+    ck_assert(!keel_map_same_placement(&a, &b));
+    keel_map_free(&b);
+
+    /* the last promoted unit (5) is the last in the list: its flags byte
+     * is 8 (checksum) + 4 (varint 123456789) + 1 bytes from the end */
+    at = len - 8 - 4 - 1;
+    ck_assert_uint_eq(buf[at], 0x14);
+    buf[at] = 0x15; /* the primary's */
+    resign(buf, len);
+    ck_assert_int_eq(keel_map_decode(buf, len, &b), KEEL_ECORRUPT);
+    buf[at] = 0x34; /* beyond the 5 replicas */
+    resign(buf, len);
+    ck_assert_int_eq(keel_map_decode(buf, len, &b), KEEL_ECORRUPT);
+    buf[at] = 0x14;
+    resign(buf, len);
+    ck_assert_int_eq(keel_map_decode(buf, len, &b), 0);
+    keel_map_free(&b);
+    free(buf);
+
+    /* no mzxid: not written (format 3 again), and refused when read */
+    u5->fallback_since = 0;
+    ck_assert_int_eq(keel_map_encode(&a, &buf, &len), 0);
+    ck_assert_uint_eq(buf[4], 3);
+    free(buf);
+    u5->fallback_since = 1;
+    ck_assert_int_eq(keel_map_encode(&a, &buf, &len), 0);
+    ck_assert_uint_eq(buf[4], 4);
+    ck_assert_uint_eq(buf[len - 9], 1);
+    buf[len - 9] = 0;
+    resign(buf, len);
+    ck_assert_int_eq(keel_map_decode(buf, len, &b), KEEL_ECORRUPT);
+    free(buf);
+    /* on a unit not promoted: not written */
+    u5->promoted = 0;
+    ck_assert_int_eq(keel_map_encode(&a, &buf, &len), 0);
+    ck_assert_uint_eq(buf[4], 3);
+    free(buf);
+    keel_map_free(&a);
+}
+END_TEST
+
 START_TEST(test_map_v2_roundtrip)
 {
     keel_shard_map a = replica_map(), b;
@@ -1091,6 +1154,7 @@ int main(void)
     tcase_add_test(tc, test_map_v1_decodes);
     tcase_add_test(tc, test_map_insync_flags_checked);
     tcase_add_test(tc, test_map_promoted_checked);
+    tcase_add_test(tc, test_map_fallback_roundtrip);
     tcase_add_test(tc, test_node_state_drops);
     tcase_add_test(tc, test_node_state_v1_and_bad_drops);
     tcase_add_test(tc, test_node_state_adds);

@@ -411,6 +411,7 @@ START_TEST(test_failover_pick)
 
     set_live("b", "c", "d", NULL, NULL);
     memset(leaving_set, 0, sizeof leaving_set);
+    memset(&fu, 0, sizeof fu);
     rs = rs_of("a,b,c", 7);
     fu.rs = &rs;
     fu.primary_gone = 1;
@@ -466,13 +467,89 @@ START_TEST(test_failover_pick)
     rs = rs_of("a,b,c", 7);
     keel_rs_promote(&e, &rs, 1, &out);
     ck_assert_str_eq(show(&out), "b*,c");
+    /* c was in sync before: it may stand in for b (not a, gone) */
+    ck_assert_uint_eq(out.fallback, 2);
     rs = rs_of("a,c,b", 7);
     keel_rs_promote(&e, &rs, 2, &out);
     ck_assert_str_eq(show(&out), "b*,c");
-    /* a backup placement no longer wants goes */
-    rs = rs_of("a,b,d", 7);
+    ck_assert_uint_eq(out.fallback, 2);
+    /* out of sync before: no fallback */
+    rs = rs_of("a,b,c", 3);
     keel_rs_promote(&e, &rs, 1, &out);
     ck_assert_str_eq(show(&out), "b*,c");
+    ck_assert_uint_eq(out.fallback, 0);
+    /* a backup placement no longer wants goes, unless it is a fallback:
+     * it stays listed (out of sync) while it may have to take the unit */
+    rs = rs_of("a,b,d", 3);
+    keel_rs_promote(&e, &rs, 1, &out);
+    ck_assert_str_eq(show(&out), "b*,c");
+    rs = rs_of("a,b,d", 7);
+    keel_rs_promote(&e, &rs, 1, &out);
+    ck_assert_str_eq(show(&out), "b*,d,c");
+    ck_assert_uint_eq(out.fallback, 2);
+    /* following placement keeps it while it is one, drops it after */
+    rs = out;
+    keel_rs_follow(&e, &rs, &out);
+    ck_assert_str_eq(show(&out), "b*,d,c");
+    ck_assert_uint_eq(out.fallback, 2);
+    rs.fallback = 0;
+    keel_rs_follow(&e, &rs, &out);
+    ck_assert_str_eq(show(&out), "b*,c");
+    /* a move of the primary ends them */
+    rs = rs_of("b,d,c", 1);
+    rs.fallback = 2;
+    keel_rs_move(&e, &rs, "c", 1, &out);
+    ck_assert_uint_eq(out.fallback, 0);
+}
+END_TEST
+
+/* Rule 6 for a promoted primary gone before it served: one of its
+ * fallbacks takes the unit, only when the controller found its state
+ * unwritten since the promotion (stand_in), and only when no in-sync
+ * backup can. */
+START_TEST(test_failover_stand_in)
+{
+    const char *want[] = {"c", "d"};
+    keel_rs_env e = env_of(3, want, 2);
+    keel_failover_unit fu;
+    keel_rs rs, out;
+
+    set_live("c", "d", NULL, NULL, NULL);
+    memset(leaving_set, 0, sizeof leaving_set);
+    memset(&fu, 0, sizeof fu);
+    /* b promoted over a, alone in sync, c its fallback; b gone too */
+    rs = rs_of("b,a,c", 1);
+    rs.fallback = 4;
+    fu.rs = &rs;
+    fu.primary_gone = 1;
+    /* its state changed since (it may have served): no one */
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 0);
+    fu.stand_in = 1;
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 2);
+    keel_rs_stand_in(&e, &rs, 2, &out);
+    ck_assert_str_eq(show(&out), "c*,d");
+    ck_assert_uint_eq(out.fallback, 0);
+    /* a fallback that is not live, or has no store: no one */
+    set_live("d", NULL, NULL, NULL, NULL);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 0);
+    set_live("c", "d", NULL, NULL, NULL);
+    nostore_set[0] = "c";
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 0);
+    nostore_set[0] = NULL;
+    /* an in-sync backup first (b added one before it went) */
+    rs = rs_of("b,d,c", 3);
+    rs.fallback = 4;
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 1);
+    /* two fallbacks: the one taking the unit keeps the other as its own */
+    rs = rs_of("b,c,d", 1);
+    rs.fallback = 6;
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 1);
+    keel_rs_stand_in(&e, &rs, 1, &out);
+    ck_assert_str_eq(show(&out), "c*,d");
+    ck_assert_uint_eq(out.fallback, 2);
+    /* not after it released the unit */
+    fu.released = 1;
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 0);
 }
 END_TEST
 
@@ -1454,7 +1531,12 @@ START_TEST(test_store_change_leaves_insync)
     snprintf(store_of_[2], sizeof store_of_[2], "%s", fresh);
     settle();
     after = checked_map(); /* invariant 7 with node-c's new store */
-    ck_assert_uint_eq(after.map_epoch, writes + 2);
+    /* the write that records it, the one that places it again, and the
+     * one that drops the fallbacks of the default group's units it led
+     * once their promoted primaries wrote their state */
+    ck_assert_uint_eq(after.map_epoch, writes + 3);
+    for (s = 0; s < SHARDS; s++)
+        ck_assert_uint_eq(unit(&after, "", s)->fallback, 0);
     ci = keel_map_node_index(&after, "node-c");
     ck_assert_str_eq(after.store_ids[ci], fresh);
     for (s = 0; s < SHARDS; s++) {
@@ -2741,6 +2823,201 @@ START_TEST(test_failover_on_session_expiry)
 }
 END_TEST
 
+/* The units a stood-in failover concerns: node-b primary, node-c its
+ * first in-sync backup, node-a in sync too. */
+static int b_then_c(const keel_shard_map *m, uint32_t s)
+{
+    const keel_map_unit *u = unit(m, "", s);
+
+    return strcmp(keel_map_primary(m, 0, s), "node-b") == 0 &&
+           pos_of(m, u, "node-c") == 1 && keel_map_insync(u, 1) &&
+           keel_map_insync(u, pos_of(m, u, "node-a"));
+}
+
+/* Rule 6 when the promoted backup is dying too (its session not expired
+ * when the primary's did): it is promoted, alone in sync, with the other
+ * backup that was in sync as its fallback. It never writes its state
+ * (it is cut off), so once its session expires the fallback takes the
+ * unit at shard_epoch + 2. Had it written its state (it may have served
+ * alone), the fallback is dropped and the unit waits for it. */
+START_TEST(test_failover_stand_in_when_promoted_one_dies)
+{
+    keel_shard_map before, mid, after;
+    uint32_t s;
+    size_t both = 0;
+    int pass;
+
+    for (pass = 0; pass < 2; pass++) {
+        int wrote = pass == 1;
+        if (pass > 0) {
+            teardown();
+            setup();
+        }
+        both = 0;
+        start3(3);
+        advance(FORMATION);
+        before = checked_map();
+        for (s = 0; s < SHARDS; s++)
+            both += (size_t)b_then_c(&before, s);
+        ck_assert_uint_gt(both, 0);
+        keel_zk_fake_disconnect(keel_cluster_zk(C[1]));
+        if (!wrote)
+            advance(TIMEOUT / 2);
+        else
+            advance(TIMEOUT + TIMEOUT / 2); /* b gone, c promoted, wrote */
+        keel_zk_fake_disconnect(keel_cluster_zk(C[2]));
+        if (!wrote)
+            advance(TIMEOUT - TIMEOUT / 4); /* b gone, c not yet */
+        mid = zk_map(); /* b and c cut off: not applied there */
+        for (s = 0; s < SHARDS; s++) {
+            const keel_map_unit *u = unit(&mid, "", s);
+            if (!b_then_c(&before, s))
+                continue;
+            ck_assert_str_eq(keel_map_primary(&mid, 0, s), "node-c");
+            ck_assert_uint_eq(u->shard_epoch,
+                              unit(&before, "", s)->shard_epoch + 1);
+            ck_assert(u->promoted);
+            if (wrote) {
+                /* it wrote its state since: the fallback is gone */
+                ck_assert_uint_eq(u->fallback, 0);
+            } else {
+                ck_assert_int_ge(pos_of(&mid, u, "node-a"), 1);
+                ck_assert_uint_eq(u->fallback,
+                                  1u << pos_of(&mid, u, "node-a"));
+                ck_assert_uint_gt(u->fallback_since, 0);
+            }
+        }
+        advance(TIMEOUT * 2);
+        after = zk_map();
+        for (s = 0; s < SHARDS; s++) {
+            const keel_map_unit *u = unit(&after, "", s);
+            if (!b_then_c(&before, s))
+                continue;
+            if (wrote) {
+                ck_assert_str_eq(keel_map_primary(&after, 0, s), "node-c");
+                ck_assert_uint_eq(u->shard_epoch,
+                                  unit(&before, "", s)->shard_epoch + 1);
+            } else {
+                ck_assert_str_eq(keel_map_primary(&after, 0, s), "node-a");
+                ck_assert_uint_eq(u->shard_epoch,
+                                  unit(&before, "", s)->shard_epoch + 2);
+                ck_assert(u->promoted);
+                ck_assert_uint_eq(u->fallback, 0); /* none left */
+            }
+        }
+        keel_map_free(&before);
+        keel_map_free(&mid);
+        keel_map_free(&after);
+    }
+}
+END_TEST
+
+/* Whether node `name`'s state in ZooKeeper has it PRIMARY of (cap "",
+ * shard) at epoch. */
+static int state_shows_primary(const char *name, uint32_t shard,
+                               uint64_t epoch)
+{
+    static uint8_t buf[1 << 16];
+    char path[128];
+    size_t len = sizeof buf;
+    keel_node_state st;
+    const keel_state_entry *e;
+    int yes;
+
+    snprintf(path, sizeof path, "/keel/test/nodes/%s/state", name);
+    if (keel_zk_fake_get(F, path, buf, &len, NULL) != 0 || len == 0 ||
+        keel_node_state_decode(buf, len, &st) != 0)
+        return 0;
+    e = keel_node_state_find(&st, "", shard);
+    yes = e != NULL && e->role == KEEL_ROLE_PRIMARY && e->shard_epoch == epoch;
+    keel_node_state_free(&st);
+    return yes;
+}
+
+/* The other half of the stand-in rule: a primary promoted with
+ * fallbacks serves (its placement says LOCAL) only once a state write of
+ * its, issued after it applied that map, has landed; so the controller,
+ * which promotes a fallback only while that state is unchanged, never
+ * takes the unit from a primary that may have answered. node-c is cut
+ * off from the ZooKeeper leader just as the map promoting it lands: it
+ * reads and applies it, but its state write never lands, and it must not
+ * serve (checked after every event the fake server delivers). Once its
+ * session expires, node-a stands in. */
+START_TEST(test_promoted_serves_once_its_state_landed)
+{
+    keel_shard_map before, after;
+    uint32_t s;
+    size_t steps, n = 0;
+    int cut = 0;
+
+    start3(3);
+    advance(FORMATION);
+    before = checked_map();
+    keel_zk_fake_disconnect(keel_cluster_zk(C[1]));
+    /* up to just before b's session expires, the others' heartbeats
+     * answered; then past it, one event at a time */
+    advance(TIMEOUT - 50);
+    keel_zk_fake_advance(F, 100);
+    for (steps = 0; steps < 200000; steps++) {
+        int i;
+        if (!cut) {
+            keel_shard_map m = zk_map();
+            for (s = 0; s < SHARDS && !cut; s++)
+                if (b_then_c(&before, s) &&
+                    strcmp(keel_map_primary(&m, 0, s), "node-c") == 0) {
+                    keel_zk_fake_cut_off(keel_cluster_zk(C[2]));
+                    cut = 1;
+                }
+            keel_map_free(&m);
+        }
+        if (!keel_zk_fake_step(F)) {
+            for (i = 0; i < MAXN; i++)
+                if (C[i] != NULL)
+                    keel_cluster_tick(C[i], keel_zk_fake_now(F));
+            if (!keel_zk_fake_step(F))
+                break;
+        }
+        for (s = 0; s < SHARDS; s++) {
+            keel_placement p;
+            if (!b_then_c(&before, s))
+                continue;
+            keel_cluster_placement(C[2], "", s, &p);
+            if (p.state == KEEL_PLACEMENT_LOCAL &&
+                p.epoch > unit(&before, "", s)->shard_epoch)
+                ck_assert_msg(state_shows_primary("node-c", s, p.epoch),
+                              "node-c serves unit %u at epoch %llu before "
+                              "its state shows it",
+                              s, (unsigned long long)p.epoch);
+        }
+    }
+    ck_assert_uint_lt(steps, 200000);
+    ck_assert(cut);
+    /* it applied the map that promotes it, and waits */
+    for (s = 0; s < SHARDS; s++) {
+        keel_placement p;
+        if (!b_then_c(&before, s))
+            continue;
+        ck_assert_str_eq(keel_map_primary(keel_cluster_map(C[2]), 0, s),
+                         "node-c");
+        keel_cluster_placement(C[2], "", s, &p);
+        ck_assert_int_ne(p.state, KEEL_PLACEMENT_LOCAL);
+    }
+    advance(TIMEOUT * 2);
+    after = zk_map();
+    for (s = 0; s < SHARDS; s++) {
+        if (!b_then_c(&before, s))
+            continue;
+        ck_assert_str_eq(keel_map_primary(&after, 0, s), "node-a");
+        ck_assert_uint_eq(unit(&after, "", s)->shard_epoch,
+                          unit(&before, "", s)->shard_epoch + 2);
+        n++;
+    }
+    ck_assert_uint_gt(n, 0);
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
 /* Never from outside the in-sync set: a unit whose primary asked to drop
  * every backup waits for it when it dies; one with an in-sync backup
  * left fails over to that one, not to the first listed; one whose only
@@ -3864,6 +4141,7 @@ int main(void)
     tcase_add_test(rules, test_rs_dead_time);
     tcase_add_test(rules, test_rs_move);
     tcase_add_test(rules, test_failover_pick);
+    tcase_add_test(rules, test_failover_stand_in);
     tcase_add_test(rules, test_rs_add);
     suite_add_tcase(s, rules);
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -3887,6 +4165,8 @@ int main(void)
     tcase_add_test(tc, test_store_lost_primary_back_on_its_store);
     tcase_add_test(tc, test_stale_drop_requests_ignored);
     tcase_add_test(tc, test_failover_on_session_expiry);
+    tcase_add_test(tc, test_failover_stand_in_when_promoted_one_dies);
+    tcase_add_test(tc, test_promoted_serves_once_its_state_landed);
     tcase_add_test(tc, test_failover_only_from_insync);
     tcase_add_test(tc, test_failover_by_new_controller);
     tcase_add_test(tc, test_failover_view_behind);
