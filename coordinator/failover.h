@@ -21,6 +21,11 @@
  *    already: the controller clears it first);
  *  - unless the primary released the unit at its epoch: the recipient of
  *    its stream has the data, and the handoff finishes there.
+ * With no such backup, a primary that was itself promoted at the unit's
+ * epoch and is gone without having written its state since (it served
+ * nothing there: u->stand_in, decided by the controller) is replaced by
+ * one of its fallbacks, the backups in sync before its promotion
+ * (keel_rs_stand_in), chosen the same way.
  * Among the candidates the first in list order that placement could give
  * units to (not leaving, reachable) and that is not suspect (this node's
  * link to it failed: it may be dying too, its session not expired yet)

@@ -725,6 +725,16 @@ int keel_map_decode(const void *buf, size_t len, keel_shard_map *out)
         rc = KEEL_ECORRUPT;
         goto fail;
     }
+    if (format == MAP_FORMAT_V4) {
+        /* written only for a unit with fallbacks: one with none is not a
+         * map the encoder makes (it would be format 3) */
+        for (i = 0; i < n && m.units[i].fallback == 0; i++)
+            ;
+        if (i == n) {
+            rc = KEEL_ECORRUPT;
+            goto fail;
+        }
+    }
     *out = m;
     return 0;
 fail:

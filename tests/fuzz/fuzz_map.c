@@ -17,7 +17,9 @@
  *    every store id is "" or 32 lowercase hex digits, the in-sync flags
  *    are within the replica count and the primary's is set exactly when
  *    the unit has a primary, so is the promoted flag only on a unit with
- *    a primary, a copy places every unit the same way. */
+ *    a primary, fallback flags only on a promoted unit, never the
+ *    primary's, within the replica count and with their mzxid, a copy
+ *    places every unit the same way. */
 #include "coordinator/shardmap.h"
 #include "fuzz.h"
 #include "keel.h"
@@ -57,6 +59,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK((u->insync & 1) ==
                    (u->shard_epoch > 0 && u->nreplicas > 0));
         FUZZ_CHECK(!u->promoted || (u->insync & 1));
+        FUZZ_CHECK(u->fallback == 0 || u->promoted);
+        FUZZ_CHECK((u->fallback & 1) == 0 &&
+                   (u->fallback >> u->nreplicas) == 0);
+        FUZZ_CHECK((u->fallback != 0) == (u->fallback_since != 0));
     }
     for (c = 0; c < m.nnodes; c++)
         FUZZ_CHECK(m.store_ids[c][0] == '\0' ||

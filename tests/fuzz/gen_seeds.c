@@ -540,6 +540,24 @@ static void map_seeds(void)
     FUZZ_CHECK(keel_map_encode(&map, &enc, &len) == 0);
     sealed_seeds("map", "replicas-insync-stores", enc, len);
     free(enc);
+    /* Format 4: promoted units with fallbacks (the backups in sync
+     * before the promotion) and the mzxid they count until. */
+    {
+        size_t i, n = (size_t)map.ncaps * map.shard_count, k = 0;
+        for (i = 0; i < n; i++) {
+            keel_map_unit *u = &map.units[i];
+            if (!u->promoted || u->nreplicas < 2)
+                continue;
+            u->fallback = (uint8_t)(((1u << u->nreplicas) - 2) &
+                                    (k % 2 ? 2u : 6u));
+            u->fallback_since = u->fallback ? 0x100000000ull + k : 0;
+            k++;
+        }
+    }
+    FUZZ_CHECK(keel_map_encode(&map, &enc, &len) == 0);
+    FUZZ_CHECK(enc[4] == 4);
+    sealed_seeds("map", "replicas-fallbacks", enc, len);
+    free(enc);
     keel_map_free(&map);
 
     {
