@@ -1066,6 +1066,9 @@ static int failover(keel_controller *ctl, keel_shard_map *next,
                    h->state != KEEL_HANDOFF_ABORTED &&
                    (h->flags & KEEL_HANDOFF_F_RELEASED) &&
                    h->epoch == u->shard_epoch);
+    for (pos = 1; pos < old.n; pos++) /* a forgotten one gave its data up */
+        if (keel_controller_forgotten(ctl, old.names[pos]))
+            old.fallback &= (uint8_t)~(1u << pos);
     fu.stand_in = f->gone && u->promoted && old.fallback != 0 &&
                   f->state_mzxid > 0 &&
                   (uint64_t)f->state_mzxid == u->fallback_since;

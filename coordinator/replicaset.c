@@ -92,16 +92,17 @@ static void build(const keel_rs_env *env, const char *primary,
     for (i = 0; i < n; i++) {
         if (strcmp(names[i], primary) == 0)
             continue;
+        /* A fallback the operator forgot has given its data up. */
+        int keep_fb = fb[i] && !env->forgotten(names[i], env->arg);
         if (listed(want, nwant, names[i]) || listed(wait, nwait, names[i])) {
-            push(out, names[i], ins[i], fb[i]);
+            push(out, names[i], ins[i], keep_fb);
         } else if (ins[i] && room > 0 && !env->live(names[i], env->arg) &&
                    !env->forgotten(names[i], env->arg)) {
             stale |= (uint8_t)(1u << out->n);
-            push(out, names[i], 1, fb[i]);
+            push(out, names[i], 1, keep_fb);
             room--;
             nstale++;
-        } else if (fb[i] && room > 0 &&
-                   !env->forgotten(names[i], env->arg)) {
+        } else if (keep_fb && room > 0) {
             /* It may have to take the unit (keel_rs_stand_in): its copy
              * stays until the primary has shown it served. */
             push(out, names[i], ins[i], 1);
