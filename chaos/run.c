@@ -788,6 +788,35 @@ static void fault_run(run *r, fault_rec *fr)
         }
         break;
     }
+    case CHAOS_F_PAIR: {
+        /* The second loss comes while the first node's session still
+         * runs: the controller may promote the stopped node for the
+         * first one's units (docs/cluster.md, "A promoted primary lost
+         * before it served"). */
+        int j = f->node2;
+        if (j < 0 || r->cl.nodes[i].pid <= 0 || !chaos_node_up(&r->cl, j)) {
+            fr->status = "skipped";
+            note(fr, "needs two running nodes (%s%s%s)",
+                 r->cl.nodes[i].id, j >= 0 ? " and " : "",
+                 j >= 0 ? r->cl.nodes[j].id : "");
+            break;
+        }
+        snprintf(fr->node, sizeof fr->node, "%s", r->cl.nodes[i].id);
+        note(fr, "SIGKILL %s, SIGSTOP %s %.1f s later", r->cl.nodes[i].id,
+             r->cl.nodes[j].id, (double)f->gap_ms / 1000);
+        progress(r, "pair: SIGKILL %s, SIGSTOP %s %.1f s later; both back "
+                 "in %.1f s (session timeout %.1f s)",
+                 r->cl.nodes[i].id, r->cl.nodes[j].id,
+                 (double)f->gap_ms / 1000, (double)f->dur_ms / 1000,
+                 (double)r->o->session_ms / 1000);
+        chaos_node_kill(&r->cl, i);
+        wait_until(r, fr->start_ns + f->gap_ms * 1000000LL, -1);
+        chaos_node_sigstop(&r->cl, j);
+        wait_until(r, end, -1);
+        chaos_node_sigcont(&r->cl, j);
+        start_node(r, fr, i);
+        break;
+    }
     case CHAOS_F_DRAIN:
         if (!chaos_node_up(&r->cl, i)) {
             fr->status = "skipped";

@@ -9,7 +9,7 @@
 
 static const char *const fault_names[CHAOS_F_COUNT] = {
     "kill", "stop", "zk", "controller", "drain", "join", "partition",
-    "disk-full", "wipe", "zk-stop"};
+    "disk-full", "wipe", "zk-stop", "pair"};
 
 static const char *const part_names[CHAOS_P_COUNT] = {
     "from-peers", "from-zk", "majority", "with-zk-server"};
@@ -65,7 +65,7 @@ int chaos_faults_parse(const char *list, unsigned *kinds, char *err,
     }
     return names_parse(list, fault_names, CHAOS_F_COUNT, kinds, "fault",
                        "kill, stop, zk, controller, drain, join, partition, "
-                       "disk-full, wipe, zk-stop, all, none",
+                       "disk-full, wipe, zk-stop, pair, all, none",
                        err, errlen);
 }
 
@@ -203,6 +203,20 @@ int chaos_schedule_make(const chaos_sched_opts *o, chaos_fault **out,
                          (f.kind == CHAOS_F_PARTITION &&
                           f.variant == CHAOS_P_WITH_ZK)))
             f.zk = (int)chaos_rng_range(&r, -1, 2);
+        f.node2 = -1;
+        if (f.kind == CHAOS_F_PAIR) {
+            /* The second node goes while the first one's session still
+             * runs, and stays stopped past its own session timeout: the
+             * controller may promote it for the first one's units while
+             * it cannot serve them. */
+            if (o->nodes >= 3) /* one left to serve */
+                f.node2 = (f.node + 1 +
+                           (int)chaos_rng_range(&r, 0, o->nodes - 2)) %
+                          o->nodes;
+            f.gap_ms = chaos_rng_range(&r, 300, o->session_ms * 3 / 4);
+            f.dur_ms = f.gap_ms + o->session_ms * 3 / 2 +
+                       chaos_rng_range(&r, 0, o->session_ms / 2);
+        }
         if (t + f.dur_ms > end)
             break;
         if (cnt == cap) {

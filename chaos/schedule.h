@@ -24,6 +24,9 @@ typedef enum chaos_fault_kind {
                          * directory (a new store) */
     CHAOS_F_ZKSTOP,     /* SIGSTOP ZooKeeper, about as long as a session
                          * timeout (shorter or longer), then SIGCONT */
+    CHAOS_F_PAIR,       /* SIGKILL a node and, within a session timeout,
+                         * SIGSTOP another past its session timeout; then
+                         * SIGCONT it and restart the first */
     CHAOS_F_COUNT
 } chaos_fault_kind;
 
@@ -48,6 +51,10 @@ typedef struct chaos_fault {
     int zk;         /* with an ensemble, the ZooKeeper server that zk,
                      * zk-stop and with-zk-server partitions hit: 0..2,
                      * or -1 for the leader of the moment; 0 otherwise */
+    int node2;      /* pair: the node stopped after `node` was killed
+                     * (another one), -1 with fewer than 3 nodes (the
+                     * fault is skipped); else -1 */
+    int64_t gap_ms; /* pair: from the kill to the stop; else 0 */
 } chaos_fault;
 
 typedef struct chaos_sched_opts {

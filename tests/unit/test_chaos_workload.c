@@ -87,9 +87,21 @@ START_TEST(schedule_is_the_seeds)
         if (a[k].kind == CHAOS_F_ZKSTOP) /* around a session timeout */
             ck_assert(a[k].dur_ms >= o.session_ms / 2 &&
                       a[k].dur_ms <= o.session_ms * 5 / 2);
+        if (a[k].kind == CHAOS_F_PAIR) {
+            /* another node, stopped within the first one's session
+             * timeout and for longer than its own */
+            ck_assert(a[k].node2 >= 0 && a[k].node2 < 3);
+            ck_assert_int_ne(a[k].node2, a[k].node);
+            ck_assert(a[k].gap_ms >= 300 &&
+                      a[k].gap_ms <= o.session_ms * 3 / 4);
+            ck_assert_int_gt(a[k].dur_ms - a[k].gap_ms, o.session_ms);
+        } else {
+            ck_assert_int_eq(a[k].node2, -1);
+        }
         if (a[k].kind == CHAOS_F_KILL || a[k].kind == CHAOS_F_STOP ||
             a[k].kind == CHAOS_F_DRAIN || a[k].kind == CHAOS_F_PARTITION ||
-            a[k].kind == CHAOS_F_DISKFULL || a[k].kind == CHAOS_F_WIPE)
+            a[k].kind == CHAOS_F_DISKFULL || a[k].kind == CHAOS_F_WIPE ||
+            a[k].kind == CHAOS_F_PAIR)
             ck_assert(a[k].node >= 0 && a[k].node < 3);
         else
             ck_assert_int_eq(a[k].node, -1);
@@ -114,6 +126,18 @@ START_TEST(schedule_is_the_seeds)
     ck_assert_uint_gt(differ, 0);
     free(a);
     free(b);
+
+    /* A pair needs a third node to serve: with two it names none (the
+     * run skips it). */
+    o.seed = 42;
+    o.nodes = 2;
+    o.kinds = 1u << CHAOS_F_PAIR;
+    ck_assert_int_eq(chaos_schedule_make(&o, &b, &nb), 0);
+    ck_assert_uint_gt(nb, 0);
+    for (k = 0; k < nb; k++)
+        ck_assert_int_eq(b[k].node2, -1);
+    free(b);
+    o.nodes = 3;
 
     /* No faults, or a run too short for any. */
     o.kinds = 0;
