@@ -455,10 +455,15 @@ void keel__cluster_publish(keel_cluster *c)
 
 static void release_done(keel_cluster *c, local_cap *lc, uint32_t shard);
 
-/* A unit that becomes this node's to serve: if the map promoted it here
- * with fallbacks, it waits for the next state write to land (one issued
- * after this map was applied), which tells the controller it may have
- * served (controller.c, failover()). */
+/* A unit this node starts to acquire, the map it applies making it the
+ * unit's primary: if that map promoted it here with fallbacks, it serves
+ * only once a state write issued from now on (after this map was
+ * applied: the one apply_map() issues at its end, normally) has landed,
+ * which tells the controller it may have served (controller.c,
+ * failover()). Any such write does: the controller stands a fallback in
+ * only while the state's mzxid is the one it read before the promotion,
+ * so none is needed after the acquire completes, and the failover waits
+ * for no state write the acquire did not already overlap. */
 static void hold_until_announced(keel_cluster *c, local_cap *lc,
                                  uint32_t shard)
 {
@@ -483,12 +488,12 @@ static void start_acquire(keel_cluster *c, local_cap *lc, uint32_t shard,
     lu->phase = U_ACQUIRING;
     lu->epoch = epoch;
     lu->release_wanted = 0;
+    hold_until_announced(c, lc, shard);
     if (c->hooks.acquire != NULL) {
         c->hooks.acquire(c, lc->name, shard, epoch, c->hooks.data);
         return;
     }
     lu->phase = U_PRIMARY; /* nothing held here: no fence to record */
-    hold_until_announced(c, lc, shard);
 }
 
 static void start_release(keel_cluster *c, local_cap *lc, uint32_t shard,
@@ -1718,7 +1723,6 @@ int keel_cluster_acquired(keel_cluster *c, const char *cap, uint32_t shard,
     if (lu->phase != U_ACQUIRING || lu->epoch != shard_epoch)
         return KEEL_ENOTFOUND;
     lu->phase = U_PRIMARY;
-    hold_until_announced(c, lc, shard);
     if (lu->release_wanted) {
         lu->release_wanted = 0;
         start_release(c, lc, shard, c->names[lu->to]);

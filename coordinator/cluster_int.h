@@ -47,9 +47,10 @@ typedef struct local_unit {
     uint16_t to;            /* index into c->names */
     uint64_t epoch;
     /* A unit promoted with fallbacks (keel_map_unit.fallback) serves only
-     * once state write number `announce` (or a later one) has landed:
-     * the controller promotes a fallback over it only while its state is
-     * unchanged since the promotion. 0: no such wait. */
+     * once state write number `announce` (or a later one), the first one
+     * issued after its acquire began, has landed: the controller
+     * promotes a fallback over it only while its state is unchanged
+     * since the promotion. 0: no such wait. */
     uint64_t announce;
 } local_unit;
 

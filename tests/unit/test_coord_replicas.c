@@ -689,6 +689,54 @@ static void on_map_applied(keel_cluster *c, uint64_t map_epoch, void *data)
     applied_n[(intptr_t)data]++;
 }
 
+/* While set, mk() makes nodes whose acquires go through on_acquire():
+ * completed at once, unless the node's acquires are deferred, then kept
+ * until acquire_deferred(). */
+#define MAX_DEFERRED 64
+static int acquire_hooked;
+static int defer_acquires[MAXN];
+static struct {
+    int node;
+    uint32_t shard;
+    uint64_t epoch;
+} deferred[MAX_DEFERRED];
+static size_t ndeferred;
+
+static void on_acquire(keel_cluster *c, const char *cap, uint32_t shard,
+                       uint64_t epoch, void *data)
+{
+    int i = (int)(intptr_t)data;
+
+    ck_assert_str_eq(cap, ""); /* the default group only */
+    if (!defer_acquires[i]) {
+        ck_assert_int_eq(keel_cluster_acquired(c, cap, shard, epoch), 0);
+        return;
+    }
+    ck_assert_uint_lt(ndeferred, MAX_DEFERRED);
+    deferred[ndeferred].node = i;
+    deferred[ndeferred].shard = shard;
+    deferred[ndeferred].epoch = epoch;
+    ndeferred++;
+}
+
+/* Completes node i's deferred acquires (the fence recorded, in the
+ * runtime); returns how many there were. */
+static size_t acquire_deferred(int i)
+{
+    size_t k, n = 0;
+
+    for (k = 0; k < ndeferred; k++)
+        if (deferred[k].node == i) {
+            ck_assert_int_eq(keel_cluster_acquired(C[i], "",
+                                                   deferred[k].shard,
+                                                   deferred[k].epoch),
+                             0);
+            deferred[k--] = deferred[--ndeferred];
+            n++;
+        }
+    return n;
+}
+
 static void mk(int i, const mkopt *mo)
 {
     keel_cluster_options o;
@@ -716,6 +764,8 @@ static void mk(int i, const mkopt *mo)
     }
     o.store_id = mo && mo->no_store ? NULL : store_of_[i];
     o.hooks.map_applied = on_map_applied;
+    if (acquire_hooked)
+        o.hooks.acquire = on_acquire;
     o.hooks.data = (void *)(intptr_t)i;
     ck_assert_int_eq(keel_zk_fake_client(F, &zk), 0);
     ck_assert_int_eq(keel_cluster_create(NULL, &o, zk, &C[i]), 0);
@@ -755,6 +805,9 @@ static void setup(void)
     memset(C, 0, sizeof C);
     memset(store_of_, 0, sizeof store_of_);
     memset(applied_n, 0, sizeof applied_n);
+    acquire_hooked = 0;
+    memset(defer_acquires, 0, sizeof defer_acquires);
+    ndeferred = 0;
 }
 
 static void teardown(void)
@@ -3018,6 +3071,113 @@ START_TEST(test_promoted_serves_once_its_state_landed)
 }
 END_TEST
 
+/* What the wait of a primary promoted with fallbacks is for: a state
+ * write that tells the controller it may have served. The one it issues
+ * as it applies the map that promotes it does (the controller stands a
+ * fallback in only while the state's mzxid is the one it read before the
+ * promotion), and it lands while the acquire runs (the fence recorded in
+ * the runtime): once the acquire is done the unit is served at once, with
+ * no second state write to wait for, as in a failover without fallbacks.
+ * node-c's acquires are held until its map write has landed, the
+ * controller (node-a) hearing nothing meanwhile, so that the map node-c
+ * holds still lists the fallbacks. */
+START_TEST(test_promoted_serves_once_acquired_after_its_map_write)
+{
+    mkopt o = {3, NULL, 0, 0, 0};
+    keel_shard_map before, m1, after;
+    uint64_t m1_epoch = 0;
+    uint32_t s;
+    size_t steps, n = 0;
+
+    acquire_hooked = 1;
+    mk(0, &o);
+    settle();
+    mk(1, &o);
+    mk(2, &o);
+    settle();
+    advance(FORMATION);
+    ck_assert(keel_cluster_is_controller(C[0]));
+    before = checked_map();
+    defer_acquires[2] = 1;
+    keel_zk_fake_disconnect(keel_cluster_zk(C[1]));
+    advance(TIMEOUT - 50);
+    keel_zk_fake_advance(F, 100);
+    /* one event at a time until the map promoting node-c is written:
+     * from then on the controller hears nothing */
+    for (steps = 0; steps < 200000 && m1_epoch == 0; steps++) {
+        keel_shard_map m = zk_map();
+        int i;
+        for (s = 0; s < SHARDS && m1_epoch == 0; s++)
+            if (b_then_c(&before, s) &&
+                strcmp(keel_map_primary(&m, 0, s), "node-c") == 0)
+                m1_epoch = m.map_epoch;
+        keel_map_free(&m);
+        if (m1_epoch != 0)
+            break;
+        if (!keel_zk_fake_step(F)) {
+            for (i = 0; i < MAXN; i++)
+                if (C[i] != NULL)
+                    keel_cluster_tick(C[i], keel_zk_fake_now(F));
+            keel_zk_fake_step(F);
+        }
+    }
+    ck_assert_uint_gt(m1_epoch, 0);
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    settle();
+    /* node-c applied it (fallbacks listed), wrote its state since */
+    m1 = zk_map();
+    ck_assert_uint_eq(m1.map_epoch, m1_epoch);
+    ck_assert_uint_eq(keel_cluster_map(C[2])->map_epoch, m1_epoch);
+    for (s = 0; s < SHARDS; s++) {
+        keel_placement p;
+        if (!b_then_c(&before, s))
+            continue;
+        ck_assert_uint_ne(unit(&m1, "", s)->fallback, 0);
+        keel_cluster_placement(C[2], "", s, &p);
+        ck_assert_int_ne(p.state, KEEL_PLACEMENT_LOCAL);
+    }
+    {
+        static uint8_t buf[1 << 16];
+        size_t len = sizeof buf;
+        keel_node_state st;
+        ck_assert_int_eq(keel_zk_fake_get(F, "/keel/test/nodes/node-c/state",
+                                          buf, &len, NULL),
+                         0);
+        ck_assert_int_eq(keel_node_state_decode(buf, len, &st), 0);
+        ck_assert_uint_eq(st.map_epoch, m1_epoch);
+        keel_node_state_free(&st);
+    }
+    ck_assert_uint_gt(acquire_deferred(2), 0);
+    /* served at once: no event delivered since the acquire */
+    for (s = 0; s < SHARDS; s++) {
+        keel_placement p;
+        if (!b_then_c(&before, s))
+            continue;
+        keel_cluster_placement(C[2], "", s, &p);
+        ck_assert_msg(p.state == KEEL_PLACEMENT_LOCAL,
+                      "node-c does not serve unit %u, acquired after its "
+                      "state write of the map promoting it landed",
+                      s);
+        ck_assert_uint_eq(p.epoch, unit(&before, "", s)->shard_epoch + 1);
+        n++;
+    }
+    ck_assert_uint_gt(n, 0);
+    /* and the controller, hearing again, drops the fallbacks */
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    settle();
+    after = zk_map();
+    for (s = 0; s < SHARDS; s++) {
+        if (!b_then_c(&before, s))
+            continue;
+        ck_assert_str_eq(keel_map_primary(&after, 0, s), "node-c");
+        ck_assert_uint_eq(unit(&after, "", s)->fallback, 0);
+    }
+    keel_map_free(&before);
+    keel_map_free(&m1);
+    keel_map_free(&after);
+}
+END_TEST
+
 /* Never from outside the in-sync set: a unit whose primary asked to drop
  * every backup waits for it when it dies; one with an in-sync backup
  * left fails over to that one, not to the first listed; one whose only
@@ -4167,6 +4327,7 @@ int main(void)
     tcase_add_test(tc, test_failover_on_session_expiry);
     tcase_add_test(tc, test_failover_stand_in_when_promoted_one_dies);
     tcase_add_test(tc, test_promoted_serves_once_its_state_landed);
+    tcase_add_test(tc, test_promoted_serves_once_acquired_after_its_map_write);
     tcase_add_test(tc, test_failover_only_from_insync);
     tcase_add_test(tc, test_failover_by_new_controller);
     tcase_add_test(tc, test_failover_view_behind);
