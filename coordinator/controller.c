@@ -1045,10 +1045,10 @@ static int failover(keel_controller *ctl, keel_shard_map *next,
 {
     keel_map_unit *u = keel_map_unit_at(next, c, s);
     const keel_state_entry *e = entry_of(ctl, from, cap, s);
-    const keel_ctl_node *f = &ctl->nodes[from];
     keel_failover_unit fu;
     keel_rs old, rs;
-    int pos, to, rc, stand_in;
+    int pos, to, rc, stand_in, gone;
+    int64_t mzxid;
 
     if (u->shard_epoch == 0 || u->nreplicas < 2)
         return 1;
@@ -1056,9 +1056,13 @@ static int failover(keel_controller *ctl, keel_shard_map *next,
     unit_rs(next, u, &old);
     memset(&fu, 0, sizeof fu);
     fu.rs = &old;
+    /* track() below may move ctl->nodes: what is needed of `from` is
+     * read now. */
+    gone = ctl->nodes[from].gone;
+    mzxid = ctl->nodes[from].state_mzxid;
     /* A primary on another store than its units' data is as good as
      * gone for them (check_stores): it never served them there. */
-    fu.primary_gone = f->gone || f->store_lost;
+    fu.primary_gone = gone || ctl->nodes[from].store_lost;
     fu.released = (e != NULL && e->role == KEEL_ROLE_RELEASED &&
                    e->shard_epoch == u->shard_epoch) ||
                   (h->state != KEEL_HANDOFF_IDLE &&
@@ -1069,9 +1073,8 @@ static int failover(keel_controller *ctl, keel_shard_map *next,
     for (pos = 1; pos < old.n; pos++) /* a forgotten one gave its data up */
         if (keel_controller_forgotten(ctl, old.names[pos]))
             old.fallback &= (uint8_t)~(1u << pos);
-    fu.stand_in = f->gone && u->promoted && old.fallback != 0 &&
-                  f->state_mzxid > 0 &&
-                  (uint64_t)f->state_mzxid == u->fallback_since;
+    fu.stand_in = gone && u->promoted && old.fallback != 0 && mzxid > 0 &&
+                  (uint64_t)mzxid == u->fallback_since;
     if ((pos = keel_failover_pick(env, &fu)) == 0)
         return 1;
     stand_in = !((old.insync >> pos) & 1);
@@ -1093,7 +1096,7 @@ static int failover(keel_controller *ctl, keel_shard_map *next,
         keel_info("cluster: %s/%u: primary %s %s; promoting in-sync backup "
                   "%s at epoch %llu",
                   keel_cap_name(cap), s, old.names[0],
-                  f->gone ? "is gone" : "runs on another store",
+                  gone ? "is gone" : "runs on another store",
                   old.names[pos], (unsigned long long)u->shard_epoch + 1);
         keel_rs_promote(env, &old, pos, &rs);
     }
