@@ -455,42 +455,25 @@ void keel__cluster_publish(keel_cluster *c)
 
 static void release_done(keel_cluster *c, local_cap *lc, uint32_t shard);
 
-/* A unit this node starts to acquire, the map it applies making it the
- * unit's primary: if that map promoted it here with fallbacks, it serves
- * only once a state write issued from now on (after this map was
- * applied: the one apply_map() issues at its end, normally) has landed,
- * which tells the controller it may have served (controller.c,
- * failover()). Any such write does: the controller stands a fallback in
- * only while the state's mzxid is the one it read before the promotion,
- * so none is needed after the acquire completes, and the failover waits
+/* Unit u of the map being applied makes this node its primary. If that
+ * map promoted it here with fallbacks, the unit serves only once a state
+ * write issued from now on (after this map was applied: the one
+ * apply_map() issues at its end, normally) has landed, which tells the
+ * controller it may have served (controller.c, failover()). Any such
+ * write does: the controller stands a fallback in only while the state's
+ * mzxid is the one it read before the promotion, so the failover waits
  * for no state write the acquire did not already overlap. */
-static void hold_until_announced(keel_cluster *c, local_cap *lc,
-                                 uint32_t shard)
-{
-    local_unit *lu = &lc->units[shard];
-    const keel_map_unit *u;
-    int ci;
-
-    lu->announce = 0;
-    if (!c->have_map || (ci = keel_map_cap_index(&c->map, lc->name)) < 0)
-        return;
-    u = keel_map_unit_at(&c->map, (uint32_t)ci, shard);
-    if (u->promoted && u->fallback != 0 && u->shard_epoch == lu->epoch &&
-        u->nreplicas > 0 && u->replicas[0] == c->my_idx)
-        lu->announce = c->state_sent + 1;
-}
-
 static void start_acquire(keel_cluster *c, local_cap *lc, uint32_t shard,
-                          uint64_t epoch)
+                          const keel_map_unit *u)
 {
     local_unit *lu = &lc->units[shard];
 
     lu->phase = U_ACQUIRING;
-    lu->epoch = epoch;
+    lu->epoch = u->shard_epoch;
     lu->release_wanted = 0;
-    hold_until_announced(c, lc, shard);
+    lu->announce = u->promoted && u->fallback != 0 ? c->state_sent + 1 : 0;
     if (c->hooks.acquire != NULL) {
-        c->hooks.acquire(c, lc->name, shard, epoch, c->hooks.data);
+        c->hooks.acquire(c, lc->name, shard, lu->epoch, c->hooks.data);
         return;
     }
     lu->phase = U_PRIMARY; /* nothing held here: no fence to record */
@@ -635,7 +618,7 @@ static int apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
             /* A move that was due once the acquire is done is off. */
             lu->release_wanted = 0;
         } else {
-            start_acquire(c, lc, shard, u->shard_epoch);
+            start_acquire(c, lc, shard, u);
         }
     } else {
         if (lu->phase == U_PRIMARY || lu->phase == U_ACQUIRING ||
