@@ -71,6 +71,13 @@ int keel__cluster_req_stale(keel_node *n, const keel_req *req);
 uint64_t keel__cluster_write_epoch(keel_node *n, const char *cap,
                                    uint32_t shard);
 
+/* Whether this node holds the unit at some epoch (serving it, or handing
+ * it over), whatever its placement says now: true while the node is
+ * fenced with its session alive, or while a release is under way. The
+ * reminders and the outbox keep such a unit's work waiting here rather
+ * than leave it to an owner that is not coming. Cluster mode only. */
+int keel__cluster_rt_holds(keel_node *n, const char *cap, uint32_t shard);
+
 /* An XFER frame from a peer. Returns 1 when the frame is answered at once
  * with an empty REPLY, 0 when req (a REQ_NET request for the frame's
  * reply) was taken and will be released later, or a KEEL_E* code. */

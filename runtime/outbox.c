@@ -30,7 +30,8 @@
 /* A message its receiver refused goes again after at least this long. */
 #define REFUSED_RETRY_MS 1000
 /* Looks at a unit that is not served here (while a take settles) before
- * its sender is forgotten; the node that serves it delivers. */
+ * its sender is forgotten, unless this node still holds the unit; the
+ * node that serves it delivers. */
 #define NOT_LOCAL_MAX 40
 
 /* A sender with messages this node delivers. Lives while it has messages
@@ -603,8 +604,15 @@ static void pump(struct ob_sender *s)
         keel_coord_placement(n->coord, s->te->capability, s->shard, &pl);
         if (pl.state != KEEL_PLACEMENT_LOCAL ||
             (n->cluster != NULL && !keel__cluster_rt_serving(n))) {
+            /* Not forgotten while this node still holds the unit
+             * (fenced with its session alive, a release that may be
+             * called off): nobody else delivers these, and nothing finds
+             * them again when the unit is served here once more. */
+            s->not_local++;
             if (pl.state == KEEL_PLACEMENT_REMOTE ||
-                ++s->not_local > NOT_LOCAL_MAX)
+                (s->not_local > NOT_LOCAL_MAX &&
+                 (n->cluster == NULL ||
+                  !keel__cluster_rt_holds(n, s->te->capability, s->shard))))
                 sender_drop_idle(s);
             else
                 retry_later(s);

@@ -26,8 +26,10 @@
  * answers of these. */
 #define FIRE_BATCH 256
 /* A unit whose firing failed (the handler refused, the store did) is
- * looked at again after this long, and after this many looks while not
- * served here it is forgotten: its new owner fires its reminders. */
+ * looked at again after this long; after this many looks 100 ms apart
+ * while not served here it is forgotten (its new owner fires its
+ * reminders) unless this node still holds it: then it is looked at every
+ * RETRY_MS. */
 #define RETRY_MS 1000
 #define NOT_LOCAL_MAX 40
 
@@ -705,12 +707,19 @@ static void unit_fire(struct rm_unit *u, uint64_t now)
     if (pl.state != KEEL_PLACEMENT_LOCAL ||
         (n->cluster != NULL && !keel__cluster_rt_serving(n))) {
         /* Lost (its new owner fires), or not served yet while a take
-         * settles. */
+         * settles. A unit this node still holds (fenced while its session
+         * lives, a release that may be called off) is not lost however
+         * long that lasts: nobody else fires its reminders, and nothing
+         * loads them again when it is served here once more. */
+        u->not_local++;
         if (pl.state == KEEL_PLACEMENT_REMOTE ||
-            ++u->not_local > NOT_LOCAL_MAX)
+            (u->not_local > NOT_LOCAL_MAX &&
+             (n->cluster == NULL ||
+              !keel__cluster_rt_holds(n, u->cap, u->shard))))
             unit_drop(u);
         else
-            u->next_due = now + RETRY_MS / 10;
+            u->next_due = now + (u->not_local > NOT_LOCAL_MAX ? RETRY_MS
+                                                              : RETRY_MS / 10);
         return;
     }
     u->not_local = 0;

@@ -7,7 +7,9 @@
  * outboxes included, are handed off) and comes back. Once quiet, every
  * hop was handled exactly once (the sum of what the actors handled is
  * exactly what the chains make) and in order per pair (each actor counts
- * duplicates and gaps of the per-pair sequence). Every wait is bounded; the checks are about outcomes, not
+ * duplicates and gaps of the per-pair sequence). Chains on a node fenced
+ * for over a minute with its session alive go on once it serves again.
+ * Every wait is bounded; the checks are about outcomes, not
  * durations. On a failure the nodes' logs are printed. */
 #include <check.h>
 #include <signal.h>
@@ -169,6 +171,71 @@ START_TEST(token_chains_survive_a_killed_node)
 }
 END_TEST
 
+/* Chains running on one node when it fences for longer than the outbox
+ * looks at a unit not served before forgetting its sender (40 looks, about
+ * 68 s with the retry's back-off), its session alive: its ZooKeeper
+ * server is stopped for 75 s and started again on its data, so the
+ * sessions come back and the node keeps its units. Once it serves again
+ * the chains must go on, every hop once and in order. Before, the senders
+ * were forgotten while the node was fenced and nothing found them again
+ * (the units were never taken anew): the chains stopped for good. */
+START_TEST(token_chains_go_on_after_a_long_fence)
+{
+    const char *common[] = {"--load", plugin, NULL};
+    long handled = 0, dups = 0, gaps = 0, h0, h1, acquired, fenced;
+    char msg[64], id[8];
+    tu_zk suite;
+    double t0;
+    int k, tries;
+
+    CHECK(tu_cluster_own_zk(&fx, &suite, 16000) == 0,
+          "ZooKeeper (tickTime 2 s) did not start");
+    tu_cluster_start_together(&fx, 1, 1, common, NULL);
+    for (k = 0; k < CHAINS; k++) {
+        snprintf(id, sizeof id, "%d", k * (RING / CHAINS));
+        snprintf(msg, sizeof msg, "tok %d 100000000 - 0", RING);
+        CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "tok", id, msg, NULL,
+                                   0) == 0,
+              "starting chain %d failed", k);
+    }
+    tu_sleep_ms(1000);
+    CHECK(ring_sums(0, &h0, &dups, &gaps) == 0 && h0 > 0,
+          "the chains do not run: %ld hops", h0);
+    acquired = tu_keel_stat(fx.nodes[0].addr, "units_acquired");
+    fenced = tu_keel_stat(fx.nodes[0].addr, "fenced");
+    CHECK(acquired > 0 && fenced >= 0, "stat: units_acquired %ld, fenced %ld",
+          acquired, fenced);
+
+    CHECK(tu_zk_halt(&fx.zk) == 0, "halting ZooKeeper failed");
+    t0 = tu_now_s();
+    tu_sleep_ms(75000);
+    CHECK(tu_zk_restart(&fx.zk) == 0, "restarting ZooKeeper failed");
+    fprintf(stderr, "ZooKeeper back %.1f s after it stopped\n",
+            tu_now_s() - t0);
+
+    CHECK(ring_sums(0, &h1, &dups, &gaps) == 0,
+          "reading the ring failed after the fence");
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "fenced") > fenced,
+          "the node never fenced: the test proves nothing");
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "units_acquired") == acquired,
+          "the node took its units again (its session ended?): the test "
+          "proves nothing");
+    for (tries = 0; tries < 100; tries++) {
+        tu_sleep_ms(200);
+        CHECK(ring_sums(0, &handled, &dups, &gaps) == 0,
+              "reading the ring failed");
+        if (handled >= h1 + 100)
+            break;
+    }
+    CHECK(handled >= h1 + 100,
+          "the chains made %ld hops in 20 s after the fence (%ld before it)",
+          handled - h1, h0);
+    CHECK(dups == 0 && gaps == 0, "%ld hops handled twice, %ld out of order",
+          dups, gaps);
+    tu_cluster_own_zk_end(&fx, &suite);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_outbox");
@@ -177,6 +244,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, token_chains_survive_a_killed_node);
+    tcase_add_test(tc, token_chains_go_on_after_a_long_fence);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }

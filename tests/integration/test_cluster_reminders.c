@@ -5,7 +5,8 @@
  * SIGKILL (the unit fails over to a backup). Once the old owner is gone,
  * the periodic reminder goes on firing on the new owner, which learned it
  * from the unit's index when it took the unit, and the one-shot fires and
- * its committed count is exactly 1. Every wait is bounded; the checks are
+ * its committed count is exactly 1. And a node fenced for a while with
+ * its session alive fires its reminders again once it serves. Every wait is bounded; the checks are
  * about outcomes, not durations. On a failure the nodes' logs are
  * printed. */
 #include <check.h>
@@ -139,6 +140,55 @@ START_TEST(reminders_fire_after_a_failover)
 }
 END_TEST
 
+/* A node fenced for longer than the reminders' looks at a unit not served
+ * (40, 100 ms apart) while its session lives: its ZooKeeper server is
+ * stopped for 12 s under 16 s sessions and started again on its data, so
+ * the sessions come back and the node keeps its units; it fences T/2
+ * after losing the connection and serves again once it has reconnected.
+ * The periodic reminder must go on firing then. Before, the unit was
+ * forgotten while the node was fenced, and nothing loaded it again: the
+ * unit was never taken anew. */
+START_TEST(reminders_fire_after_a_long_fence)
+{
+    const char *common[] = {"--load", plugin, NULL};
+    tu_zk suite;
+    long acquired, fenced, before, after;
+    double t0;
+
+    CHECK(tu_cluster_own_zk(&fx, &suite, 16000) == 0,
+          "ZooKeeper (tickTime 2 s) did not start");
+    tu_cluster_start_together(&fx, 1, 1, common, NULL);
+    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "rem", "z1",
+                               "set beat 200 300 b", NULL, 0) == 0,
+          "setting beat failed");
+    CHECK(wait_count(0, "z1", "beat", 1) >= 1, "beat never fired");
+    acquired = tu_keel_stat(fx.nodes[0].addr, "units_acquired");
+    fenced = tu_keel_stat(fx.nodes[0].addr, "fenced");
+    CHECK(acquired > 0 && fenced >= 0, "stat: units_acquired %ld, fenced %ld",
+          acquired, fenced);
+
+    CHECK(tu_zk_halt(&fx.zk) == 0, "halting ZooKeeper failed");
+    t0 = tu_now_s();
+    tu_sleep_ms(12000);
+    CHECK(tu_zk_restart(&fx.zk) == 0, "restarting ZooKeeper failed");
+    fprintf(stderr, "ZooKeeper back %.1f s after it stopped\n",
+            tu_now_s() - t0);
+
+    before = wait_count(0, "z1", "beat", 1);
+    CHECK(before >= 1, "the node does not serve after the fence");
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "fenced") > fenced,
+          "the node never fenced: the test proves nothing");
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "units_acquired") == acquired,
+          "the node took its units again (its session ended?): the test "
+          "proves nothing");
+    after = wait_count(0, "z1", "beat", before + 3);
+    CHECK(after >= before + 3,
+          "beat fired %ld times in 30 s after the fence, not 3",
+          after - before);
+    tu_cluster_own_zk_end(&fx, &suite);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_reminders");
@@ -148,6 +198,7 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, reminders_fire_after_a_drain);
     tcase_add_test(tc, reminders_fire_after_a_failover);
+    tcase_add_test(tc, reminders_fire_after_a_long_fence);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }

@@ -31,6 +31,25 @@ int tu_cluster_zk_start(tu_cluster *c)
     return tu_zk_start(&c->zk, 1, 200);
 }
 
+int tu_cluster_own_zk(tu_cluster *c, tu_zk *suite, int session_ms)
+{
+    tu_zk zk = {0};
+
+    if (tu_zk_start(&zk, 1, 2000) != 0)
+        return -1;
+    *suite = c->zk;
+    c->zk = zk;
+    c->session_ms = session_ms;
+    return 0;
+}
+
+void tu_cluster_own_zk_end(tu_cluster *c, tu_zk *suite)
+{
+    tu_cluster_teardown(c, SIGKILL);
+    tu_zk_stop(&c->zk);
+    c->zk = *suite;
+}
+
 int tu_cluster_run_suite(tu_cluster *c, Suite *s)
 {
     SRunner *sr;

@@ -37,6 +37,15 @@ int tu_cluster_zk_start(tu_cluster *c);
  * exit status for main. */
 int tu_cluster_run_suite(tu_cluster *c, struct Suite *s);
 
+/* For a test whose sessions outlast what the suite's server allows (its
+ * tickTime of 200 ms caps them at 4 s): starts a server of the test's
+ * own with a tickTime of 2 s into c->zk (the suite's kept in *suite) and
+ * sets c->session_ms. Returns 0, or -1 with the script's output on
+ * stderr. tu_cluster_own_zk_end() stops the nodes (SIGKILL) and that
+ * server, and puts the suite's back. */
+int tu_cluster_own_zk(tu_cluster *c, tu_zk *suite, int session_ms);
+void tu_cluster_own_zk_end(tu_cluster *c, tu_zk *suite);
+
 /* Per-test setup: a fresh directory tu_tmpdir(tag), no nodes, the default
  * options above and a cluster name "<prefix><pid>-<round>" no other test
  * uses. Keeps c->zk. */
