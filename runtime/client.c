@@ -281,8 +281,18 @@ static int client_handshake(keel_client *c, const keel_client_tls *tls,
                          deadline);
             if (rc == 0)
                 continue;
-            snprintf(err, sizeof err, "TLS handshake %s",
-                     rc == KEEL_ETIMEDOUT ? "timed out" : "failed");
+            if (rc == KEEL_ETIMEDOUT && keel_tls_awaiting_ticket(c->tls))
+                /* A keel node sends its ticket as soon as it accepts
+                 * us; an HTTPS server (a node's --http port) waits for
+                 * a request instead. */
+                snprintf(err, sizeof err,
+                         "the TLS handshake completed but the server said "
+                         "nothing more: not a keel node (a node's HTTPS "
+                         "port, keeld --http, is not one), or one that is "
+                         "stopped or overloaded");
+            else
+                snprintf(err, sizeof err, "TLS handshake %s",
+                         rc == KEEL_ETIMEDOUT ? "timed out" : "failed");
         }
         if (why != NULL && whylen > 0)
             snprintf(why, whylen, "%s", err);

@@ -611,6 +611,11 @@ int keel_tls_handshake(keel_tls *t, char *errbuf, size_t errlen)
     return 0;
 }
 
+int keel_tls_awaiting_ticket(const keel_tls *t)
+{
+    return t->client && t->hs_done && !t->ticket;
+}
+
 ssize_t keel_tls_read(keel_tls *t, void *buf, size_t len)
 {
     int r, n = len > INT32_MAX ? INT32_MAX : (int)len;

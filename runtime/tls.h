@@ -93,6 +93,12 @@ void keel_tls_shutdown(keel_tls *t);
  * has been sent before then. */
 int keel_tls_handshake(keel_tls *t, char *errbuf, size_t errlen);
 
+/* 1 once the TLS handshake proper has completed (certificates checked)
+ * on a connecting side that still waits for the server's ticket: a
+ * timeout then means the server said nothing more, not that the
+ * handshake stalled. */
+int keel_tls_awaiting_ticket(const keel_tls *t);
+
 /* Reads decrypted bytes: > 0, 0 when the peer closed (close_notify or
  * EOF), KEEL_TLS_WANT_READ / KEEL_TLS_WANT_WRITE, or KEEL_ECONN. */
 ssize_t keel_tls_read(keel_tls *t, void *buf, size_t len);

@@ -212,6 +212,21 @@ START_TEST(https_only_tls13)
     hres_free(&r);
     /* Neither ran. */
     expect("/v1/actors/counter/c1", "get", NULL, 200, "5");
+    /* The keel tool pointed at the HTTPS port (it trusts the CA through
+     * KEEL_TLS_CA): the TLS handshake completes, then the server waits
+     * for an HTTP request. The tool says that this is not a keel node,
+     * not that the handshake timed out. */
+    {
+        char addr[32], *out = NULL, *err = NULL;
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", http_port);
+        ck_assert_int_ne(tu_keel(addr, &out, &err, "-t", "1000", "ping",
+                                 NULL),
+                         0);
+        ck_assert_msg(err != NULL && strstr(err, "not a keel node") != NULL,
+                      "keel ping at the HTTPS port: %s", err ? err : "");
+        free(out);
+        free(err);
+    }
     ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
 }
 END_TEST
