@@ -302,6 +302,35 @@ static void unit_line(tbuf *b, const char *cap, uint32_t shard,
     tb_printf(b, "\n");
 }
 
+/* Whether `shards NODE` names a node there is: a standalone node's own
+ * name, or in a cluster one of the applied map's nodes or a live member.
+ * A typo must not read as a node that owns nothing. */
+static int node_known(keel_node *n, const char *name, char *errbuf,
+                      size_t errlen)
+{
+    keel_cluster *c = cluster_of(n);
+    const keel_shard_map *m;
+
+    if (c == NULL) {
+        if (strcmp(name, self_name(n)) == 0)
+            return 0;
+        snprintf(errbuf, errlen,
+                 "no node '%s': this standalone node is '%s' and owns "
+                 "every unit",
+                 name, self_name(n));
+        return KEEL_ENOTFOUND;
+    }
+    m = keel_cluster_map(c);
+    if ((m != NULL && keel_map_node_index(m, name) >= 0) ||
+        keel_cluster_member_addr(c, name, NULL, 0) != KEEL_ENOTFOUND)
+        return 0;
+    snprintf(errbuf, errlen,
+             "no node '%s' in the cluster's map or among its members "
+             "(`keel nodes` lists them)",
+             name);
+    return KEEL_ENOTFOUND;
+}
+
 static void q_shards(keel_node *n, const char *only, tbuf *b)
 {
     keel_cluster *c = cluster_of(n);
@@ -656,6 +685,8 @@ int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
                 return KEEL_EINVAL;
             }
             only = arg;
+            if ((rc = node_known(n, only, errbuf, errlen)) != 0)
+                return rc;
         }
         q_shards(n, only, &b);
     } else if (strcmp(q, "where") == 0) {

@@ -619,9 +619,16 @@ START_TEST(introspection_standalone)
                "unit (default) 2 owner local epoch 1\n"
                "unit (default) 3 owner local epoch 1\n",
                0, "shards", NULL);
-    /* A node that owns nothing (one forgotten, or never there) has no
-     * units; the digest of a capability nothing has is an error. */
-    cli_expect("", 0, "shards", "--node", "elsewhere", NULL);
+    /* --node of this node lists its units; a node there is not (a typo)
+     * is an error, not an empty list; so is the digest of a capability
+     * nothing has. */
+    cli_expect("unit (default) 0 owner local epoch 1\n"
+               "unit (default) 1 owner local epoch 1\n"
+               "unit (default) 2 owner local epoch 1\n"
+               "unit (default) 3 owner local epoch 1\n",
+               0, "shards", "--node", "local", NULL);
+    cli_expect("", 1, "shards", "--node", "elsewhere", NULL);
+    cli_expect("", 1, "shards", "--node", "elsewhere", "--digest", NULL);
     cli_expect("", 1, "digest", "nosuchcap", "1", NULL);
     cli_expect("capability (default) nodes local\n", 0, "capabilities",
                NULL);

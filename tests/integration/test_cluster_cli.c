@@ -305,6 +305,20 @@ START_TEST(shards_cover_every_unit_once)
         free(out);
     }
     ck_assert_uint_eq(per_node, total);
+    /* A node the cluster does not know (a typo) is an error, not a node
+     * that owns nothing. */
+    {
+        char *err = NULL;
+        out = NULL;
+        ck_assert_int_eq(tu_keel(fx.nodes[0].addr, &out, &err, "shards",
+                                 "--node", "n9", NULL),
+                         1);
+        ck_assert_msg(err != NULL && strstr(err, "ENOTFOUND") != NULL &&
+                          strstr(err, "no node 'n9'") != NULL,
+                      "stderr: %s", err != NULL ? err : "");
+        free(out);
+        free(err);
+    }
 }
 END_TEST
 
