@@ -557,8 +557,10 @@ KEEL_API size_t keel_stats_format(const keel_stats *st, char *buf, size_t len);
  * (*len bytes without the NUL; free() it). Any thread but the loop thread,
  * while the node runs, like keel_call_sync() (on the loop thread:
  * KEEL_EINVAL). Returns 0, KEEL_EINVAL
- * (unknown query, wrong arguments), KEEL_ENOTYPE, KEEL_ELIMIT,
- * KEEL_ENOMEM or KEEL_ESTOPPING. */
+ * (unknown query, wrong arguments), KEEL_ENOTFOUND (shards: a node that
+ * is neither in the map nor a live member; standalone: any name but the
+ * node's own), KEEL_ENOTYPE, KEEL_ELIMIT, KEEL_ENOMEM or
+ * KEEL_ESTOPPING. */
 KEEL_API int keel_node_info(keel_node *node, int argc,
                             const char *const *argv, char **text,
                             size_t *len);
