@@ -176,7 +176,8 @@ static int counter_on_message(keel_turn *t, const void *msg, size_t len)
         return reply_i64(t, v);
     }
     if (!word_is(w, wl, "incr") && !word_is(w, wl, "decr")) {
-        keel_turn_error(t, "unknown counter command '%.*s'", (int)wl, w);
+        keel_turn_error(t, "unknown counter command '%.*s'; try incr [n], "
+                        "decr [n] or get", (int)wl, w);
         return KEEL_EBADMSG;
     }
     {
@@ -302,7 +303,8 @@ static int kv_on_message(keel_turn *t, const void *msg, size_t len)
     }
     if (!word_is(w, wl, "put") && !word_is(w, wl, "get") &&
         !word_is(w, wl, "del")) {
-        keel_turn_error(t, "unknown kv command '%.*s'", (int)wl, w);
+        keel_turn_error(t, "unknown kv command '%.*s'; try put K V, get K, "
+                        "del K, keys", (int)wl, w);
         return KEEL_EBADMSG;
     }
     if (!arg_word(&a, &k, &kl))
@@ -377,7 +379,8 @@ static int register_on_message(keel_turn *t, const void *msg, size_t len)
         rc = keel_turn_set_state(t, v, vl);
         return rc != 0 ? rc : keel_turn_reply(t, "OK", 2);
     }
-    keel_turn_error(t, "unknown register command '%.*s'", (int)wl, w);
+    keel_turn_error(t, "unknown register command '%.*s'; try read, "
+                    "write V, cas OLD NEW", (int)wl, w);
     return KEEL_EBADMSG;
 }
 

@@ -568,7 +568,8 @@ static int q_digest(keel_node *n, const uint8_t *p, const uint8_t *end,
         /* It would answer the digest of nothing: say why instead. */
         snprintf(errbuf, errlen, "digest: no unit of capability '%s' (no "
                  "type here and no unit of the map has it; `keel "
-                 "capabilities` lists them)", cap);
+                 "capabilities` lists them, %s is the default group)",
+                 cap, DEFAULT_CAP);
         return KEEL_ENOTFOUND;
     }
     rc = keel_store_read_begin(n->store, &r);

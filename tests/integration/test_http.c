@@ -298,6 +298,8 @@ START_TEST(actor_calls_and_status_codes)
     post(&r, "/v1/actors/counter/c1", "jump");
     expect_error(&r, 400, "EBADMSG", 8);
     ck_assert_ptr_nonnull(strstr(r.body, "jump"));
+    /* and says what it does take */
+    ck_assert_ptr_nonnull(strstr(r.body, "try incr [n], decr [n] or get"));
     hres_free(&r);
     curl(&r, "POST", "/v1/actors/counter/c1", "", 0, NULL);
     expect_error(&r, 400, "EBADMSG", 8);
