@@ -1750,8 +1750,13 @@ static int http_bind(keel_http *h, char *errbuf, size_t errlen)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
         listen(fd, HTTP_BACKLOG) != 0) {
-        snprintf(errbuf, errlen, "cannot listen for HTTP on %s: %s",
-                 h->addr, strerror(errno));
+        int e = errno;
+        snprintf(errbuf, errlen, "cannot listen for HTTP on %s: %s%s",
+                 h->addr, strerror(e),
+                 e == EADDRINUSE ? " (another process holds that port: give "
+                                   "another with --http HOST:PORT, or none "
+                                   "without --http)"
+                                 : "");
         close(fd);
         freeaddrinfo(res);
         return KEEL_EADDR;

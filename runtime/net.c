@@ -211,8 +211,13 @@ int keel__net_listen(keel_node *n, const char *addr, char *errbuf,
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 ||
         listen(fd, 1024) != 0) {
-        snprintf(errbuf, errlen, "cannot listen on %s: %s", addr,
-                 strerror(errno));
+        int e = errno;
+        snprintf(errbuf, errlen, "cannot listen on %s: %s%s", addr,
+                 strerror(e),
+                 e == EADDRINUSE ? " (another process holds that port: "
+                                   "give this node another with --listen "
+                                   "HOST:PORT, port 0 for any)"
+                                 : "");
         close(fd);
         return KEEL_EADDR;
     }

@@ -811,7 +811,7 @@ START_TEST(keeld_port_taken)
     struct sockaddr_in sa = {.sin_family = AF_INET};
     socklen_t salen = sizeof sa;
     char *bin = tu_bin("keeld"), *out = NULL, *err = NULL, addr[32],
-         want[128];
+         want[256];
     int fd = socket(AF_INET, SOCK_STREAM, 0), rc;
 
     ck_assert_int_ge(fd, 0);
@@ -826,7 +826,8 @@ START_TEST(keeld_port_taken)
         rc = tu_run_for(argv, 10, &out, &err);
     }
     snprintf(want, sizeof want, "cannot listen for HTTP on %s: Address "
-             "already in use", addr);
+             "already in use (another process holds that port: give another "
+             "with --http HOST:PORT", addr);
     ck_assert_msg(rc == 1 && strstr(err, want) != NULL, "exit %d: %s", rc,
                   err);
     free(out);
@@ -836,7 +837,8 @@ START_TEST(keeld_port_taken)
         rc = tu_run_for(argv, 10, &out, &err);
     }
     snprintf(want, sizeof want, "cannot listen on %s: Address already in "
-             "use", addr);
+             "use (another process holds that port: give this node another "
+             "with --listen HOST:PORT", addr);
     ck_assert_msg(rc == 1 && strstr(err, want) != NULL, "exit %d: %s", rc,
                   err);
     free(out);
