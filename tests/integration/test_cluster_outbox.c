@@ -185,7 +185,7 @@ START_TEST(token_chains_go_on_after_a_long_fence)
     long handled = 0, dups = 0, gaps = 0, h0, h1, acquired, fenced;
     char msg[64], id[8];
     tu_zk suite;
-    double t0;
+    const char *why;
     int k, tries;
 
     CHECK(tu_cluster_own_zk(&fx, &suite, 16000) == 0,
@@ -201,25 +201,13 @@ START_TEST(token_chains_go_on_after_a_long_fence)
     tu_sleep_ms(1000);
     CHECK(ring_sums(0, &h0, &dups, &gaps) == 0 && h0 > 0,
           "the chains do not run: %ld hops", h0);
-    acquired = tu_keel_stat(fx.nodes[0].addr, "units_acquired");
-    fenced = tu_keel_stat(fx.nodes[0].addr, "fenced");
-    CHECK(acquired > 0 && fenced >= 0, "stat: units_acquired %ld, fenced %ld",
-          acquired, fenced);
-
-    CHECK(tu_zk_halt(&fx.zk) == 0, "halting ZooKeeper failed");
-    t0 = tu_now_s();
-    tu_sleep_ms(75000);
-    CHECK(tu_zk_restart(&fx.zk) == 0, "restarting ZooKeeper failed");
-    fprintf(stderr, "ZooKeeper back %.1f s after it stopped\n",
-            tu_now_s() - t0);
+    CHECK(tu_cluster_zk_outage(&fx, 0, 75000, &acquired, &fenced) == 0,
+          "the ZooKeeper outage failed");
 
     CHECK(ring_sums(0, &h1, &dups, &gaps) == 0,
           "reading the ring failed after the fence");
-    CHECK(tu_keel_stat(fx.nodes[0].addr, "fenced") > fenced,
-          "the node never fenced: the test proves nothing");
-    CHECK(tu_keel_stat(fx.nodes[0].addr, "units_acquired") == acquired,
-          "the node took its units again (its session ended?): the test "
-          "proves nothing");
+    why = tu_cluster_outage_fenced(&fx, 0, acquired, fenced);
+    CHECK(why == NULL, "%s: the test proves nothing", why);
     for (tries = 0; tries < 100; tries++) {
         tu_sleep_ms(200);
         CHECK(ring_sums(0, &handled, &dups, &gaps) == 0,

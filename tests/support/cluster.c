@@ -50,6 +50,39 @@ void tu_cluster_own_zk_end(tu_cluster *c, tu_zk *suite)
     c->zk = *suite;
 }
 
+int tu_cluster_zk_outage(tu_cluster *c, int i, int ms, long *acquired,
+                         long *fenced)
+{
+    double t0;
+
+    *acquired = tu_keel_stat(c->nodes[i].addr, "units_acquired");
+    *fenced = tu_keel_stat(c->nodes[i].addr, "fenced");
+    if (*acquired <= 0 || *fenced < 0) {
+        fprintf(stderr, "n%d: units_acquired %ld, fenced %ld\n", i,
+                *acquired, *fenced);
+        return -1;
+    }
+    if (tu_zk_halt(&c->zk) != 0)
+        return -1;
+    t0 = tu_now_s();
+    tu_sleep_ms(ms);
+    if (tu_zk_restart(&c->zk) != 0)
+        return -1;
+    fprintf(stderr, "ZooKeeper back %.1f s after it stopped\n",
+            tu_now_s() - t0);
+    return 0;
+}
+
+const char *tu_cluster_outage_fenced(const tu_cluster *c, int i,
+                                     long acquired, long fenced)
+{
+    if (tu_keel_stat(c->nodes[i].addr, "fenced") <= fenced)
+        return "the node never fenced";
+    if (tu_keel_stat(c->nodes[i].addr, "units_acquired") != acquired)
+        return "the node took its units again (its session ended?)";
+    return NULL;
+}
+
 int tu_cluster_run_suite(tu_cluster *c, Suite *s)
 {
     SRunner *sr;

@@ -46,6 +46,20 @@ int tu_cluster_run_suite(tu_cluster *c, struct Suite *s);
 int tu_cluster_own_zk(tu_cluster *c, tu_zk *suite, int session_ms);
 void tu_cluster_own_zk_end(tu_cluster *c, tu_zk *suite);
 
+/* Stops the server of tu_cluster_own_zk() for ms and starts it again on
+ * its data, so that the sessions come back: every node fences (T/2 after
+ * it lost the connection) and, once it has reconnected, serves again with
+ * its session and units. Before the stop, node i's `units_acquired` and
+ * `fenced` figures go to *acquired and *fenced. Returns 0, or -1 with a
+ * word on stderr. */
+int tu_cluster_zk_outage(tu_cluster *c, int i, int ms, long *acquired,
+                         long *fenced);
+/* After tu_cluster_zk_outage(), once node i serves again: NULL when it
+ * fenced and took no unit anew (its session lived through), else what
+ * went otherwise (then the test proves nothing). */
+const char *tu_cluster_outage_fenced(const tu_cluster *c, int i,
+                                     long acquired, long fenced);
+
 /* Per-test setup: a fresh directory tu_tmpdir(tag), no nodes, the default
  * options above and a cluster name "<prefix><pid>-<round>" no other test
  * uses. Keeps c->zk. */
