@@ -617,6 +617,20 @@ static int cmd_stat(keel_client *c)
  * docs/protocol.md "State reads"), as lines "version V", "entries N",
  * then "state none" or "state N bytes" followed by the bytes and a
  * newline. */
+/* Whether bytes show as themselves on a terminal: printable ASCII, tabs
+ * and line ends. */
+static int terminal_text(const void *p, size_t len)
+{
+    const uint8_t *d = p;
+    size_t i;
+
+    for (i = 0; i < len; i++)
+        if ((d[i] < 0x20 && d[i] != '\n' && d[i] != '\t' && d[i] != '\r') ||
+            d[i] >= 0x7f)
+            return 0;
+    return 1;
+}
+
 static int cmd_state(keel_client *c, const char *type, const char *id)
 {
     keel_state_read sr;
@@ -640,7 +654,16 @@ static int cmd_state(keel_client *c, const char *type, const char *id)
         printf("state none\n");
     } else {
         printf("state %zu bytes\n", sr.blob_len);
-        fwrite(sr.blob, 1, sr.blob_len, stdout);
+        if (isatty(STDOUT_FILENO) && !terminal_text(sr.blob, sr.blob_len)) {
+            /* Raw bytes would garble a terminal: hex, as follow shows
+             * them. Into a pipe or a file they go as they are. */
+            size_t i;
+            fputs("0x", stdout);
+            for (i = 0; i < sr.blob_len; i++)
+                printf("%02x", sr.blob[i]);
+        } else {
+            fwrite(sr.blob, 1, sr.blob_len, stdout);
+        }
         putchar('\n');
     }
     free(reply);

@@ -614,6 +614,24 @@ START_TEST(introspection_standalone)
                "stkv", NULL);
     cli_expect("", 1, "state", "register", "never", NULL);
     cli_expect("", 2, "state", "register", NULL);
+    /* A counter's state is 8 binary bytes: raw into a pipe, hex on a
+     * terminal (script(1) gives keel a pseudo-terminal). */
+    cli_expect("3\n", 0, "call", "counter", "bin", "incr", "3", NULL);
+    {
+        char *bin = tu_bin("keel"), cmd[1024], *out = NULL, *err = NULL;
+        const char *argv[] = {"/usr/bin/script", "-qec", cmd, "/dev/null",
+                              NULL};
+        snprintf(cmd, sizeof cmd, "%s -a %s state counter bin", bin,
+                 node.addr);
+        ck_assert_int_eq(tu_run(argv, &out, &err), 0);
+        ck_assert_msg(out != NULL &&
+                          strstr(out, "state 8 bytes\r\n0x0000000000000003") !=
+                              NULL,
+                      "keel state on a terminal: %s", out ? out : "");
+        free(out);
+        free(err);
+        free(bin);
+    }
     cli_expect("unit (default) 0 owner local epoch 1\n"
                "unit (default) 1 owner local epoch 1\n"
                "unit (default) 2 owner local epoch 1\n"
