@@ -37,9 +37,10 @@ int tu_cluster_zk_start(tu_cluster *c);
  * exit status for main. */
 int tu_cluster_run_suite(tu_cluster *c, struct Suite *s);
 
-/* For a test whose sessions outlast what the suite's server allows (its
- * tickTime of 200 ms caps them at 4 s): starts a server of the test's
- * own with a tickTime of 2 s into c->zk (the suite's kept in *suite) and
+/* For a test that stops its server (tu_cluster_zk_outage), or whose
+ * sessions outlast what the suite's server allows (its tickTime of 200 ms
+ * caps them at 4 s): starts a server of the test's own with a tickTime of
+ * 2 s (sessions of 4 to 40 s) into c->zk (the suite's kept in *suite) and
  * sets c->session_ms. Returns 0, or -1 with the script's output on
  * stderr. tu_cluster_own_zk_end() stops the nodes (SIGKILL) and that
  * server, and puts the suite's back. */
