@@ -433,7 +433,8 @@ int keel__cluster_req_stale(keel_node *n, const keel_req *req)
 
 int keel__cluster_rt_holds(keel_node *n, const char *cap, uint32_t shard)
 {
-    return keel_cluster_write_epoch(n->cluster->c, cap, shard) != 0;
+    return n->cluster == NULL ||
+           keel_cluster_write_epoch(n->cluster->c, cap, shard) != 0;
 }
 
 uint64_t keel__cluster_write_epoch(keel_node *n, const char *cap,

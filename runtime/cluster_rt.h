@@ -75,7 +75,8 @@ uint64_t keel__cluster_write_epoch(keel_node *n, const char *cap,
  * it over), whatever its placement says now: true while the node is
  * fenced with its session alive, or while a release is under way. The
  * reminders and the outbox keep such a unit's work waiting here rather
- * than leave it to an owner that is not coming. Cluster mode only. */
+ * than leave it to an owner that is not coming. Standalone: 1, the node
+ * holds every unit. */
 int keel__cluster_rt_holds(keel_node *n, const char *cap, uint32_t shard);
 
 /* An XFER frame from a peer. Returns 1 when the frame is answered at once

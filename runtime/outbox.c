@@ -611,8 +611,7 @@ static void pump(struct ob_sender *s)
             s->not_local++;
             if (pl.state == KEEL_PLACEMENT_REMOTE ||
                 (s->not_local > NOT_LOCAL_MAX &&
-                 (n->cluster == NULL ||
-                  !keel__cluster_rt_holds(n, s->te->capability, s->shard))))
+                 !keel__cluster_rt_holds(n, s->te->capability, s->shard)))
                 sender_drop_idle(s);
             else
                 retry_later(s);

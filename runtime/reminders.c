@@ -714,8 +714,7 @@ static void unit_fire(struct rm_unit *u, uint64_t now)
         u->not_local++;
         if (pl.state == KEEL_PLACEMENT_REMOTE ||
             (u->not_local > NOT_LOCAL_MAX &&
-             (n->cluster == NULL ||
-              !keel__cluster_rt_holds(n, u->cap, u->shard))))
+             !keel__cluster_rt_holds(n, u->cap, u->shard)))
             unit_drop(u);
         else
             u->next_due = now + (u->not_local > NOT_LOCAL_MAX ? RETRY_MS

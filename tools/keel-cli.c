@@ -613,24 +613,34 @@ static int cmd_stat(keel_client *c)
     return flush_stdout();
 }
 
-/* state TYPE ID: the actor's state as its owner holds it (a state read,
- * docs/protocol.md "State reads"), as lines "version V", "entries N",
- * then "state none" or "state N bytes" followed by the bytes and a
- * newline. */
-/* Whether bytes show as themselves on a terminal: printable ASCII, tabs
- * and line ends. */
-static int terminal_text(const void *p, size_t len)
+/* Whether bytes show as themselves on a terminal: printable ASCII, and
+ * with `lines` also tabs and line ends. */
+static int shows_as_text(const uint8_t *d, size_t len, int lines)
 {
-    const uint8_t *d = p;
     size_t i;
 
     for (i = 0; i < len; i++)
-        if ((d[i] < 0x20 && d[i] != '\n' && d[i] != '\t' && d[i] != '\r') ||
-            d[i] >= 0x7f)
+        if (d[i] >= 0x7f ||
+            (d[i] < 0x20 &&
+             !(lines && (d[i] == '\n' || d[i] == '\t' || d[i] == '\r'))))
             return 0;
     return 1;
 }
 
+/* "0x" and the bytes in hex. */
+static void print_hex(const uint8_t *d, size_t len)
+{
+    size_t i;
+
+    fputs("0x", stdout);
+    for (i = 0; i < len; i++)
+        printf("%02x", d[i]);
+}
+
+/* state TYPE ID: the actor's state as its owner holds it (a state read,
+ * docs/protocol.md "State reads"), as lines "version V", "entries N",
+ * then "state none" or "state N bytes" followed by the bytes and a
+ * newline. */
 static int cmd_state(keel_client *c, const char *type, const char *id)
 {
     keel_state_read sr;
@@ -654,16 +664,12 @@ static int cmd_state(keel_client *c, const char *type, const char *id)
         printf("state none\n");
     } else {
         printf("state %zu bytes\n", sr.blob_len);
-        if (isatty(STDOUT_FILENO) && !terminal_text(sr.blob, sr.blob_len)) {
-            /* Raw bytes would garble a terminal: hex, as follow shows
-             * them. Into a pipe or a file they go as they are. */
-            size_t i;
-            fputs("0x", stdout);
-            for (i = 0; i < sr.blob_len; i++)
-                printf("%02x", sr.blob[i]);
-        } else {
+        /* Raw bytes would garble a terminal: hex, as follow shows them.
+         * Into a pipe or a file they go as they are. */
+        if (isatty(STDOUT_FILENO) && !shows_as_text(sr.blob, sr.blob_len, 1))
+            print_hex(sr.blob, sr.blob_len);
+        else
             fwrite(sr.blob, 1, sr.blob_len, stdout);
-        }
         putchar('\n');
     }
     free(reply);
@@ -680,23 +686,15 @@ static int follow_print(const keel_follow_update *u)
 {
     int pay = u->kind == KEEL_FOLLOW_PAYLOAD;
     const uint8_t *d = pay ? u->payload : u->state;
-    size_t i, len = pay ? u->payload_len : u->state_len;
-    int text = 1;
+    size_t len = pay ? u->payload_len : u->state_len;
 
-    for (i = 0; i < len; i++) {
-        if (d[i] < 0x20 || d[i] >= 0x7f)
-            text = 0;
-    }
     printf("%s%llu ", pay ? "event " : "", (unsigned long long)u->version);
     if (!pay && !u->has_state && len == 0)
         fputs("-", stdout);
-    else if (text && len > 0)
+    else if (len > 0 && shows_as_text(d, len, 0))
         fwrite(d, 1, len, stdout);
-    else {
-        fputs("0x", stdout);
-        for (i = 0; i < len; i++)
-            printf("%02x", d[i]);
-    }
+    else
+        print_hex(d, len);
     putchar('\n');
     return flush_stdout();
 }

@@ -6,9 +6,9 @@
  * the periodic reminder goes on firing on the new owner, which learned it
  * from the unit's index when it took the unit, and the one-shot fires and
  * its committed count is exactly 1. And a node fenced for a while with
- * its session alive fires its reminders again once it serves. Every wait is bounded; the checks are
- * about outcomes, not durations. On a failure the nodes' logs are
- * printed. */
+ * its session alive fires its reminders again once it serves. Every wait
+ * is bounded; the checks are about outcomes, not durations. On a failure
+ * the nodes' logs are printed. */
 #include <check.h>
 #include <signal.h>
 #include <stdio.h>
