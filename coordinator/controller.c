@@ -1711,15 +1711,16 @@ static size_t promoted_owners(const keel_controller *ctl, size_t *v,
     return n;
 }
 
-/* At most KEEL_CTL_MAX_PROOFS owners are proven absent in one write;
- * units of others wait for the next (the proof is what lets them move). */
-
 /* Writes next, with the checks the reconciliation noted (ctl->checks, when
- * `checked`) after the proofs. */
+ * `checked`) after the proofs. Every owner whose units the write gives
+ * away without its release is proven absent in it, however many there
+ * are (a rack lost at once): a write that moved the units of an owner it
+ * did not prove absent could land while that owner is a member again.
+ * Two small ops per owner: far below what a multi may carry. */
 static int write_map(keel_controller *ctl, keel_shard_map *next, int checked)
 {
     char epath[KEEL_ZK_PATH_MAX], mpath[KEEL_ZK_PATH_MAX];
-    char ppath[KEEL_CTL_MAX_PROOFS][KEEL_ZK_PATH_MAX];
+    char (*ppath)[KEEL_ZK_PATH_MAX] = NULL;
     char (*cpath)[KEEL_ZK_PATH_MAX] = NULL;
     keel_zk_op *ops;
     size_t nproofs, nchecks = checked ? ctl->nchecks : 0;
@@ -1731,18 +1732,13 @@ static int write_map(keel_controller *ctl, keel_shard_map *next, int checked)
     if (!checked)
         ctl->nchecks = 0; /* none in flight: nothing to match a failure */
     next->map_epoch = ctl->map.map_epoch + 1;
-    ops = calloc(2 + 2 * KEEL_CTL_MAX_PROOFS + nchecks, sizeof *ops);
-    if (nchecks > 0)
-        cpath = calloc(nchecks, sizeof *cpath);
-    if (ops == NULL || (nchecks > 0 && cpath == NULL)) {
-        free(ops);
-        free(cpath);
-        return KEEL_ENOMEM;
-    }
-    if ((rc = keel_map_encode(next, &buf, &len)) != 0) {
-        free(ops);
-        free(cpath);
-        return rc;
+    /* Each owner once: at most one per node this controller tracks. */
+    if (ctl->proofs_cap < ctl->nnodes) {
+        size_t *v = realloc(ctl->proof_owner, ctl->nnodes * sizeof *v);
+        if (v == NULL)
+            return KEEL_ENOMEM;
+        ctl->proof_owner = v;
+        ctl->proofs_cap = ctl->nnodes;
     }
     /* A promotion without the owner's release relies on the owner being
      * gone. If it joined again meanwhile (a forgotten or dead node back
@@ -1751,7 +1747,25 @@ static int write_map(keel_controller *ctl, keel_shard_map *next, int checked)
      * A create and a delete of its member znode in the same multi prove
      * that it is not a member when the map changes; if it is, the write
      * fails as a whole and the moves are decided again, with it live. */
-    nproofs = promoted_owners(ctl, ctl->proof_owner, KEEL_CTL_MAX_PROOFS);
+    nproofs = promoted_owners(ctl, ctl->proof_owner, ctl->proofs_cap);
+    ops = calloc(2 + 2 * nproofs + nchecks, sizeof *ops);
+    if (nproofs > 0)
+        ppath = calloc(nproofs, sizeof *ppath);
+    if (nchecks > 0)
+        cpath = calloc(nchecks, sizeof *cpath);
+    if (ops == NULL || (nproofs > 0 && ppath == NULL) ||
+        (nchecks > 0 && cpath == NULL)) {
+        free(ops);
+        free(ppath);
+        free(cpath);
+        return KEEL_ENOMEM;
+    }
+    if ((rc = keel_map_encode(next, &buf, &len)) != 0) {
+        free(ops);
+        free(ppath);
+        free(cpath);
+        return rc;
+    }
     for (i = 0; i < nproofs; i++) {
         keel_layout_path(ctl->layout, ppath[i], "members",
                          ctl->nodes[ctl->proof_owner[i]].name, NULL);
@@ -1786,6 +1800,7 @@ static int write_map(keel_controller *ctl, keel_shard_map *next, int checked)
                        ctl);
     free(buf);
     free(ops);
+    free(ppath);
     free(cpath);
     if (rc != 0)
         return rc;
@@ -1904,6 +1919,9 @@ void keel_controller_free(keel_controller *ctl)
     free(ctl->forgotten);
     free(ctl->seen);
     free(ctl->checks);
+    free(ctl->proof_owner);
+    ctl->proof_owner = NULL;
+    ctl->proofs_cap = 0;
     for (i = 0; i < ctl->ncaps; i++)
         free(ctl->caps[i].moves);
     free(ctl->caps);

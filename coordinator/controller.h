@@ -58,9 +58,6 @@ enum keel_controller_event {
                                         * (keel_membership_refresh) */
 };
 
-/* At most this many owners are proven absent in one map write. */
-#define KEEL_CTL_MAX_PROOFS 16
-
 /* keel_controller_options.replica_dead_ms by default: 5 minutes, as
  * operators of other replicated stores expect (a restart, a reboot, a
  * short maintenance do not move data). */
@@ -199,9 +196,10 @@ struct keel_controller {
     size_t nchecks, checks_cap;
     size_t pending_checks; /* index of the first CHECK in the write in
                             * flight */
-    /* The owners the write in flight proves absent, in op order. */
-    size_t proof_owner[KEEL_CTL_MAX_PROOFS];
-    size_t nproofs;
+    /* The owners the write in flight proves absent, in op order: every
+     * owner whose units it gives away without a release. */
+    size_t *proof_owner;
+    size_t nproofs, proofs_cap;
     uint64_t deadline; /* as last reported with KEEL_CONTROLLER_TIMER */
 };
 
