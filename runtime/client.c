@@ -1046,6 +1046,21 @@ int keel_client_hello(keel_client *c, char *why, size_t whylen)
 
 /* Sends one request (a new request id, into *rid) and waits for its
  * answer, into *f. */
+/* A frame larger than this client takes (keel_client_set_max_frame)
+ * arrived while it waited for the answer to rid; the connection cannot
+ * go on. f holds the frame's header if it came whole. The answer to rid,
+ * a REPLY: the request ran, only its reply is lost, and a keyed one is
+ * told so (KEEL_EALREADY, what a node says of such a reply; KEEL_ETOOBIG
+ * would read as a refusal, keel_err_is_answer). Another frame (a late
+ * answer to an earlier request, or a header not read yet): whether rid
+ * ran cannot be told, as when the connection closes. */
+static int too_big(const keel_frame *f, uint64_t rid, int keyed)
+{
+    if (f->request_id != rid || f->kind != KEEL_FRAME_REPLY)
+        return KEEL_ECONN;
+    return keyed ? KEEL_EALREADY : KEEL_ETOOBIG;
+}
+
 static int exchange(keel_client *c, uint8_t kind, uint8_t flags,
                     const uint8_t *key, const char *type, const void *id,
                     size_t idlen, const void *msg, size_t len, uint64_t *rid,
@@ -1069,6 +1084,8 @@ static int exchange(keel_client *c, uint8_t kind, uint8_t flags,
     deadline = deadline_in(c->timeout_ms);
     do {
         rc = recv_frame(c, f, deadline);
+        if (rc == KEEL_ETOOBIG)
+            return too_big(f, *rid, key != NULL);
         if (rc < 0)
             return rc;
     } while (!answers(f, *rid));

@@ -68,7 +68,10 @@ int keel_client_hello(keel_client *c, char *why, size_t whylen);
 const char *keel_client_why(const keel_client *c);
 
 /* The largest frame the client accepts from the server (default 1 MiB +
- * header slack). */
+ * header slack). A larger one ends the connection: a call whose REPLY it
+ * is fails KEEL_ETOOBIG, or KEEL_EALREADY when keyed (it ran; its reply
+ * is lost); a call waiting when another frame is too large, KEEL_ECONN
+ * (its outcome is unknown). */
 void keel_client_set_max_frame(keel_client *c, size_t max_frame);
 
 /* Queues a request in the client's send buffer (not yet sent). kind is

@@ -1554,6 +1554,23 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
                 hooked = rc == 0;
             }
         }
+        /* A keyed request whose activation failed (on_activate or the
+         * state's upgrade refused) was not looked up under its key, and
+         * its outcome is not recorded: the request may have run already,
+         * or a copy of it may still run. An error that
+         * keel_err_is_answer() would settle as its recorded refusal must
+         * not reach its client; it hears of a failure of the moment and
+         * retries with the key. */
+        if (rc != 0 && req->keyed && keel_err_is_answer(rc)) {
+            char why[sizeof t.err];
+            snprintf(why, sizeof why, "%s", t.err_set ? t.err : "");
+            keel_turn_error(&t, "the actor's activation failed (%s%s%s); "
+                                "not recorded under the request key, so "
+                                "not its answer: send it again with the "
+                                "key",
+                            keel_err_name(rc), why[0] ? ": " : "", why);
+            rc = KEEL_EUNAVAIL;
+        }
     }
     if (rc == 0 && req->keyed)
         rc = keel__dedup_lookup(&t, req, &dup, &dup_reply, &dup_len,

@@ -181,6 +181,44 @@ START_TEST(reply_too_big_for_a_frame)
 }
 END_TEST
 
+/* The same seen from a client whose frames are smaller than the node's
+ * (keel_client_set_max_frame; the library's default is about 1 MiB, a
+ * node's --max-frame may be up to 4 GiB): the reply, too large for the
+ * client, came as a REPLY, so the request ran. The client must not hand
+ * its caller ETOOBIG, an answer keel_err_is_answer() settles as a
+ * refusal (a request that took no effect). */
+START_TEST(reply_too_big_for_the_client)
+{
+    char data[512], msg[128], buf[256];
+    uint8_t k[16];
+    keel_client *c;
+    int i, rc;
+
+    snprintf(data, sizeof data, "%s/n", fx.dir);
+    ck_assert_int_eq(tu_keeld_start(&fx.nodes[0], data, 0, NULL), 0);
+    c = connect_to(fx.nodes[0].addr);
+    for (i = 0; i < 20; i++) {
+        snprintf(msg, sizeof msg, "put key%02d-%0*d v", i, 50, 0);
+        expect(c, NULL, "kv", "big", msg, "OK");
+    }
+    keel_client_set_max_frame(c, 512);
+    new_key(k);
+    rc = call(c, k, KEEL_FRAME_CALL, "kv", "big", "keys", buf, sizeof buf);
+    ck_assert_msg(rc == KEEL_EALREADY || !keel_err_is_answer(rc),
+                  "a keyed request that ran was answered %s (%s), which "
+                  "reads as its recorded refusal",
+                  keel_err_name(rc), buf);
+    /* Every copy of it is told the same. */
+    keel_client_close(c);
+    c = connect_to(fx.nodes[0].addr);
+    keel_client_set_max_frame(c, 512);
+    rc = call(c, k, KEEL_FRAME_CALL, "kv", "big", "keys", buf, sizeof buf);
+    ck_assert_msg(rc == KEEL_EALREADY, "retry: %s (%s)", keel_err_name(rc),
+                  buf);
+    keel_client_close(c);
+}
+END_TEST
+
 /* The `records N` of `keel digest` for the unit of counter/id: the
  * actor's records and those of the unit's other actors (none here). */
 static long unit_records(const char *addr, const char *id)
@@ -369,6 +407,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, retry_answered_with_first_outcome);
     tcase_add_test(tc, reply_too_big_for_a_frame);
+    tcase_add_test(tc, reply_too_big_for_the_client);
     tcase_add_test(tc, key_forgotten_after_retention);
     tcase_add_test(tc, cli_key_and_retry);
     tcase_add_test(tc, record_follows_the_unit);

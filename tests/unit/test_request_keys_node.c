@@ -35,6 +35,8 @@
 
 static char *dir;
 static int runs, acts, pass, nomem;
+/* When nonzero, the next on_activate fails with it (once). */
+static int fail_activate;
 /* Called by "tkN" before it refuses (loop thread), when set. */
 static void (*before_refusal)(void);
 
@@ -57,6 +59,7 @@ static void setup(void)
 {
     dir = tu_tmpdir("rknode");
     runs = acts = pass = nomem = 0;
+    fail_activate = 0;
     before_refusal = NULL;
 }
 
@@ -69,6 +72,12 @@ static void teardown(void)
 static int tally_activate(keel_turn *t)
 {
     void **u = keel_turn_actor_data(t);
+
+    if (fail_activate != 0) {
+        int rc = fail_activate;
+        fail_activate = 0;
+        return rc;
+    }
     *u = malloc(32);
     acts++;
     return 0;
@@ -475,6 +484,54 @@ START_TEST(refusal_recorded_on_activation)
     ck_assert_int_eq(runs, 0);
     ck_assert_int_eq(call(n, "ra", "get", NULL, reply), 0);
     ck_assert_str_eq(reply, "3");
+    finish(n);
+    ck_assert_int_eq(acts, pass);
+}
+END_TEST
+
+/* An activation that fails (on_activate returned an error, here -1, a
+ * passing failure such as a resource it could not get) is not recorded
+ * under the request key, and the key is not even looked up: so its code
+ * must not be one that keel_err_is_answer() settles as the request's
+ * recorded refusal. Otherwise the retry of a request that ran is told it
+ * was refused, and a retry that reaches the actor before its original
+ * (held up on the wire) is told it was refused, and then the original
+ * runs. */
+START_TEST(activation_failure_is_not_an_answer)
+{
+    keel_node *n = start_node();
+    char reply[256];
+    int rc;
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    /* The original runs and is recorded; its client never hears. */
+    ck_assert_int_eq(call(n, "af", "inc", K1, reply), 0);
+    ck_assert_str_eq(reply, "1");
+    finish(n);
+    runs = acts = pass = 0;
+    n = start_node();
+    ck_assert_int_eq(keel_node_start(n), 0);
+    /* Its retry activates the actor, whose on_activate fails once. */
+    fail_activate = -1;
+    rc = call(n, "af", "inc", K1, reply);
+    ck_assert_msg(rc == 0 || !keel_err_is_answer(rc),
+                  "the retry of a request that ran was answered %s (%s), "
+                  "which keel_err_is_answer settles as its refusal",
+                  keel_err_name(rc), reply);
+    if (rc == 0)
+        ck_assert_str_eq(reply, "1");
+    ck_assert_int_eq(call(n, "af", "inc", K1, reply), 0);
+    ck_assert_str_eq(reply, "1");
+    ck_assert_int_eq(runs, 0);
+
+    /* A retry that comes first, its original late. */
+    fail_activate = -1;
+    rc = call(n, "ag", "inc", K1, reply);
+    ck_assert_msg(!keel_err_is_answer(rc),
+                  "a keyed request whose activation failed was answered %s "
+                  "(%s), a settled refusal, yet it is not recorded: a late "
+                  "copy of it runs",
+                  keel_err_name(rc), reply);
     finish(n);
     ck_assert_int_eq(acts, pass);
 }
@@ -1195,6 +1252,7 @@ int main(void)
     tcase_add_test(tc, late_copy_of_a_refused_turn);
     tcase_add_test(tc, refusal_recorded_on_activation);
     tcase_add_test(tc, node_failure_not_recorded);
+    tcase_add_test(tc, activation_failure_is_not_an_answer);
     tcase_add_test(tc, refusal_on_lost_write_runs_again);
     tcase_add_test(tc, refusal_not_carried_into_a_new_mailbox);
     tcase_add_test(tc, refusal_not_kept_is_not_answered);
