@@ -222,7 +222,8 @@ typedef struct keel_node_options {
      * answered KEEL_EUNAVAIL; 0: twice zk_session_timeout_ms, at least
      * 5000 (8000 with the default session timeout), so that a failover
      * fits in it. A call held across the end of this node's own session
-     * is never answered from what the node held in that session. */
+     * is never answered from what the node held in that session. At
+     * most request_key_retention_ms (see there). */
     uint32_t hold_timeout_ms;
     /* Cluster mode: how long a stopping node hands units off before it
      * leaves anyway, the rest unavailable until it returns; 0: 30000. */
@@ -305,7 +306,10 @@ typedef struct keel_node_options {
      * reply, docs/protocol.md "Request keys"), from the write it came
      * with: a retry within this time is answered with the first outcome,
      * one after it runs again. Wall-clock milliseconds; 0: 600000 (10
-     * minutes). Give every node of a cluster the same. */
+     * minutes). Give every node of a cluster the same. In cluster mode
+     * it must be at least the hold bound (hold_timeout_ms, as derived), or
+     * keel_node_create fails KEEL_EINVAL: a keyed call held longer than
+     * the retention could run twice. */
     uint32_t request_key_retention_ms;
     /* Cluster mode, with backups: at most this many MiB a second of
      * snapshots sent to backups catching up (docs/cluster.md, "Catch-up"),

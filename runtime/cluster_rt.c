@@ -7,6 +7,7 @@
  * store's fence, then keel_cluster_acquired(). Old owner (hook release):
  * see unit_stream.c. */
 #include "runtime/cluster_rt_int.h"
+#include "runtime/dedup.h"
 #include "runtime/obatch.h"
 #include "runtime/outbox.h"
 #include "runtime/reminders.h"
@@ -827,4 +828,42 @@ int keel__cluster_member_at(keel_node *n, const char *addr, char *name,
         }
     }
     return KEEL_ENOTFOUND;
+}
+
+uint32_t keel__hold_ms(const keel_node_options *o)
+{
+    uint32_t t = o->zk_session_timeout_ms;
+
+    if (o->hold_timeout_ms != 0)
+        return o->hold_timeout_ms;
+    if (t == 0)
+        t = 4000;
+    return t <= HOLD_MS_DEFAULT / 2 ? HOLD_MS_DEFAULT
+           : t > UINT32_MAX / 2     ? UINT32_MAX
+                                    : 2 * t;
+}
+
+int keel__hold_check(const keel_node_options *o, char *why, size_t len)
+{
+    uint32_t hold, keep;
+
+    if (o->zk_hosts == NULL)
+        return 0; /* nothing is held */
+    /* A keyed call held at the edge of the cluster may start as late as
+     * the hold bound after it entered; a copy of it sent later may have
+     * run and been recorded meanwhile. The record must outlast the held
+     * copy, or that copy runs a second time. */
+    hold = keel__hold_ms(o);
+    keep = o->request_key_retention_ms != 0 ? o->request_key_retention_ms
+                                            : KEEL_DEDUP_RETENTION_MS;
+    if (hold <= keep)
+        return 0;
+    snprintf(why, len,
+             "the hold bound (hold_timeout_ms, --hold-timeout: %u ms) is "
+             "longer than the request-key retention "
+             "(request_key_retention_ms, --request-key-retention-ms: %u "
+             "ms): a keyed call held that long could start after its key "
+             "is forgotten and run twice; lower the one or raise the other",
+             hold, keep);
+    return KEEL_EINVAL;
 }

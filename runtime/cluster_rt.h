@@ -71,6 +71,16 @@ int keel__cluster_req_stale(keel_node *n, const keel_req *req);
 uint64_t keel__cluster_write_epoch(keel_node *n, const char *cap,
                                    uint32_t shard);
 
+/* The hold bound of a node with these options (cluster_rt_int.h,
+ * rt_hold_ms): how long after a call enters the cluster it may still
+ * start. */
+uint32_t keel__hold_ms(const keel_node_options *o);
+
+/* KEEL_EINVAL, with the reason in why, when a cluster node's hold bound
+ * outlasts its request-key retention (keel_node_create refuses it); 0
+ * otherwise. */
+int keel__hold_check(const keel_node_options *o, char *why, size_t len);
+
 /* Whether this node holds the unit at some epoch (serving it, or handing
  * it over), whatever its placement says now: true while the node is
  * fenced with its session alive, or while a release is under way. The

@@ -226,16 +226,7 @@ static inline ev_tstamp rt_now(keel_cluster_rt *rt)
  * the one that accepted it (keel_req.session). */
 static inline uint32_t rt_hold_ms(const keel_cluster_rt *rt)
 {
-    uint32_t v = rt->n->opts.hold_timeout_ms;
-    uint32_t t = rt->n->opts.zk_session_timeout_ms;
-
-    if (v != 0)
-        return v;
-    if (t == 0)
-        t = 4000;
-    return t <= HOLD_MS_DEFAULT / 2 ? HOLD_MS_DEFAULT
-           : t > UINT32_MAX / 2     ? UINT32_MAX
-                                    : 2 * t;
+    return keel__hold_ms(&rt->n->opts);
 }
 
 /* A hop-exhausted message waits this long, or for a map change, before it

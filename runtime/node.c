@@ -2155,6 +2155,8 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
                  opts.durability);
         return KEEL_EINVAL;
     }
+    if ((rc = keel__hold_check(&opts, errbuf, errlen)) != 0)
+        return rc;
     keel_log_set_level(opts.log_level);
     {
         /* Secure by default: refused before anything is created. */

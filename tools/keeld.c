@@ -33,6 +33,7 @@
 #include "coordinator/shardmap.h"
 #include "keel.h"
 #include "runtime/auth.h"
+#include "runtime/cluster_rt.h"
 
 static keel_node *volatile the_node; /* read by the signal handler */
 
@@ -1134,6 +1135,11 @@ static void check_files(const struct keeld_conf *kc)
         char why[512];
         int insecure;
         if (keel__auth_exposure_check(opts, &insecure, why, sizeof why) != 0)
+            conf_error(NULL, "%s", why);
+    }
+    {
+        char why[512];
+        if (keel__hold_check(opts, why, sizeof why) != 0)
             conf_error(NULL, "%s", why);
     }
     /* The data directory itself: data_dir_usable, for a start too. */

@@ -730,6 +730,45 @@ END_TEST
 /* keeld refuses, as usage errors and with the rule, addresses and names
  * that could never work: a port past 65535 (which the resolver would
  * wrap to another port), an IPv6 wire listener, names with a '/'. */
+/* In cluster mode a hold bound longer than the request-key retention is
+ * refused at start: a keyed call held that long could start after a copy
+ * of it ran and its record was forgotten, and run twice. Given (the
+ * hold) or derived (8 s from the session timeout, against a shorter
+ * retention), the message names both options and both values. */
+START_TEST(keeld_hold_outlasting_retention_refused)
+{
+    static const char *const bad[][5] = {
+        {"--hold-timeout", "700000", NULL, NULL, "700000 ms"},
+        {"--request-key-retention-ms", "5000", NULL, NULL, "8000 ms"},
+        {"--hold-timeout", "20001", "--request-key-retention-ms", "20000",
+         "20001 ms"},
+    };
+    char *bin = tu_bin("keeld"), *out = NULL, *err = NULL;
+    size_t i;
+
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *argv[] = {bin,          "--data",    data,
+                              "--listen",   "127.0.0.1:0", "--zk",
+                              "127.0.0.1:1", "--cluster", "c1",
+                              "--node-id",  "n1",        "--insecure",
+                              bad[i][0],    bad[i][1],   bad[i][2],
+                              bad[i][3],    NULL};
+        int rc = tu_run_for(argv, 5, &out, &err);
+
+        ck_assert_msg(rc == 1, "%s %s: exit %d: %s", bad[i][0], bad[i][1], rc,
+                      err);
+        ck_assert_msg(strstr(err, "longer than the request-key retention") &&
+                          strstr(err, "--hold-timeout: ") &&
+                          strstr(err, "--request-key-retention-ms: ") &&
+                          strstr(err, bad[i][4]),
+                      "%s %s: %s", bad[i][0], bad[i][1], err);
+        free(out);
+        free(err);
+    }
+    free(bin);
+}
+END_TEST
+
 START_TEST(keeld_addresses_and_names_checked)
 {
     static const char *const bad[][3] = {
@@ -1101,6 +1140,7 @@ static Suite *suite(void)
     tcase_add_test(tc, admin_needs_a_joined_cluster_node);
     tcase_add_test(tc, keeld_advertise_checked);
     tcase_add_test(tc, keeld_addresses_and_names_checked);
+    tcase_add_test(tc, keeld_hold_outlasting_retention_refused);
     tcase_add_test(tc, data_dir_in_the_way);
     tcase_add_test(tc, keeld_port_taken);
     tcase_add_test(tc, bench_bad_options);
