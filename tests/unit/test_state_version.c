@@ -234,6 +234,29 @@ START_TEST(newer_or_unupgradable_state_is_refused)
 }
 END_TEST
 
+/* A rollback to the release before the type declared a version (an
+ * unversioned type, version 0) is a rollback too: the state a versioned
+ * release wrote is refused, not read as the old layout and overwritten. */
+START_TEST(rollback_to_unversioned_type_is_refused)
+{
+    keel_node *n = node_with(2, 1);
+    char out[512];
+
+    ck_assert_int_eq(call(n, "r", "set new", out, sizeof out), 0);
+    finish(n);
+
+    n = node_with(0, 0);
+    ck_assert_int_eq(call(n, "r", "get", out, sizeof out), KEEL_ESTATEVER);
+    ck_assert_int_eq(call(n, "r", "set old-layout", out, sizeof out),
+                     KEEL_ESTATEVER);
+    finish(n);
+
+    n = node_with(2, 1);
+    expect(n, "r", "new|new");
+    finish(n);
+}
+END_TEST
+
 START_TEST(failed_upgrade_keeps_nothing)
 {
     keel_node *n = node_with(1, 1);
@@ -266,6 +289,7 @@ static Suite *suite(void)
     tcase_add_test(tc, versioned_writes_record_their_version);
     tcase_add_test(tc, newer_or_unupgradable_state_is_refused);
     tcase_add_test(tc, failed_upgrade_keeps_nothing);
+    tcase_add_test(tc, rollback_to_unversioned_type_is_refused);
     suite_add_tcase(s, tc);
     return s;
 }
