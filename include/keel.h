@@ -672,7 +672,8 @@ typedef struct keel_actor_type {
      * next activation upgrades again). A nonzero return fails the
      * message that caused the activation with that code. Without
      * upgrade, such an actor fails KEEL_ESTATEVER; so does one written by
-     * a newer version than this one. An actor never written is not
+     * a newer version than this one (also when this one is 0: a rollback
+     * to the release before the type declared a version). An actor never written is not
      * upgraded: its first write records the version. */
     uint32_t state_version;
     int (*upgrade)(keel_turn *turn, uint32_t from_version);

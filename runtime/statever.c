@@ -39,8 +39,9 @@ int keel__statever_check(keel_turn *t, int *staged)
     int rc, any = 0;
 
     a->state_ver = 0;
-    if (ty->state_version == 0)
-        return 0; /* the type does not version its state */
+    /* Read for an unversioned type too: a rollback to the release before
+     * its type declared a version must not read the newer layout as its
+     * own and overwrite it. */
     rc = keel__turn_rt_get(t, STATE_VER_ENTRY, STATE_VER_ENTRY_LEN, &v, &vl);
     if (rc == 0 && vl != 4) {
         keel_turn_error(t, "the actor's state version record is %zu bytes, "
@@ -58,6 +59,14 @@ int keel__statever_check(keel_turn *t, int *staged)
     a->state_ver = stored;
     if (stored == ty->state_version)
         return 0;
+    if (ty->state_version == 0) {
+        keel_turn_error(t, "the state of this %s was written by version %u "
+                           "of its type, and this node's declares no "
+                           "version: it cannot read it (run version %u or "
+                           "later)",
+                        ty->name, stored, stored);
+        return KEEL_ESTATEVER;
+    }
     if (stored > ty->state_version) {
         keel_turn_error(t, "the state of this %s was written by version %u "
                            "of its type, and this node's is version %u: "
