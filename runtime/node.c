@@ -1974,6 +1974,10 @@ int keel__submit(keel_node *n, struct keel_type_entry *te, const void *id,
     if (idlen > KEEL_MAX_ID_LEN)
         return KEEL_ELIMIT;
     refusal_forget(req); /* decided in a mailbox it left */
+    /* Its latency counts from its first arrival: a call forwarded from
+     * here, or held and submitted again, keeps it. */
+    if (req->t_submit_ns == 0)
+        req->t_submit_ns = keel__now_ns();
     if (n->cluster != NULL) {
         /* Cluster mode: forwarded or held unless the unit is LOCAL. */
         int r = keel__cluster_route(n, te, id, idlen, req);
@@ -1985,7 +1989,6 @@ int keel__submit(keel_node *n, struct keel_type_entry *te, const void *id,
         return KEEL_ENOMEM;
     req->actor = a;
     req->next = NULL;
-    req->t_submit_ns = keel__now_ns();
     if (a->mb_tail)
         a->mb_tail->next = req;
     else

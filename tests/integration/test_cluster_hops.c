@@ -12,7 +12,8 @@
  * 30 s: all three must be answered by the owner, each increment counted
  * once, well before the bound. A node that parked it would answer
  * EUNAVAIL at the bound, with the later calls of the unit stuck behind
- * it. Every wait is bounded. */
+ * it. The latency n0 reports covers the calls it forwarded, from their
+ * arrival. Every wait is bounded. */
 #include <check.h>
 #include <signal.h>
 #include <stdio.h>
@@ -125,6 +126,17 @@ START_TEST(hops_used_up_reroutes)
                      0);
     ck_assert_str_eq(out, "3\n");
     free(out);
+    /* n0 forwarded every call of the test: its call latency counts them
+     * from their arrival there, each answered within the test's seconds
+     * (not from the monotonic clock's start, as when a forwarded call's
+     * arrival was never noted). */
+    {
+        long avg_us = tu_keel_stat(cl.nodes[0].addr, "latency_avg_us");
+        ck_assert_msg(avg_us >= 0 && avg_us < 5000000,
+                      "n0's mean call latency over the calls it forwarded "
+                      "is %ld us",
+                      avg_us);
+    }
 }
 END_TEST
 
