@@ -764,8 +764,16 @@ static int cmd_follow(keel_client *c, const char *addr, int timeout_ms,
     sigaction(SIGINT, &sa, NULL);
     for (;;) {
         if (c == NULL) {
-            const char *to = next[0] != '\0' ? next : addr;
+            /* The owner named last, copied: next is cleared for the
+             * next hint before the connect. */
+            char hint[sizeof next];
+            const char *to = addr;
             struct timespec ts;
+
+            if (next[0] != '\0') {
+                memcpy(hint, next, sizeof hint);
+                to = hint;
+            }
 
             if (backoff_ms > 0) {
                 ts.tv_sec = backoff_ms / 1000;

@@ -451,6 +451,24 @@ START_TEST(state_reads_are_forwarded_to_the_owner)
                           "keel state through n%d: %s", i, body);
         }
         free(body);
+        /* keel follow: through a node that does not own the actor, at
+         * the owner that node names (the state now, version 3, within
+         * the 3 s it runs), as through the owner itself. */
+        {
+            char *bin = tu_bin("keel"), *fout = NULL, *ferr = NULL;
+            const char *argv[] = {bin,      "-a",      fx.nodes[i].addr,
+                                  "follow", "counter", "fwd",
+                                  NULL};
+
+            (void)tu_run_for(argv, 3, &fout, &ferr); /* until killed */
+            ck_assert_msg(fout != NULL && strncmp(fout, "3 ", 2) == 0,
+                          "keel follow through n%d (owner %s) printed '%s' "
+                          "(stderr '%s')",
+                          i, owner, fout ? fout : "", ferr ? ferr : "");
+            free(fout);
+            free(ferr);
+            free(bin);
+        }
         code = http_get(i, "/v1/actors/counter/never-fwd", &body);
         ck_assert_msg(code == 404 && strstr(body, "ENOTFOUND") != NULL,
                       "GET of an unwritten actor through n%d: %d %s", i,
