@@ -758,7 +758,7 @@ static int gref_cmp(const void *a, const void *b)
  * (they would be numbered after these). */
 static int early_ok(keel_repl *r, const repl_unit *u)
 {
-    if (u->ncu > 0 || u->late_to > r->settled_no)
+    if (r->commits_failing || u->ncu > 0 || u->late_to > r->settled_no)
         return 0;
     return u->cu_want_at == 0 || ev_now(r->n->loop) - u->cu_want_at > 1.0;
 }
@@ -1018,6 +1018,7 @@ void keel__repl_flush_lost(keel_node *n, keel_batch *b, uint64_t no)
 
     if (r == NULL || no == 0)
         return;
+    r->commits_failing = 1;
     for (i = 0; i < ng; i++) {
         const char *cap;
         uint16_t shard;
@@ -1041,6 +1042,17 @@ int keel__repl_settled(keel_node *n, keel_batch *b, int status, uint64_t lo,
         return 0;
     if (hi > r->settled_no)
         r->settled_no = hi;
+    if (status != 0 && !r->commits_failing) {
+        r->commits_failing = 1;
+        keel_warn("replication: a commit here failed (%s); writes go to "
+                  "the backups only once committed here, until a commit "
+                  "succeeds",
+                  keel_strerror(status));
+    } else if (status == 0 && r->commits_failing) {
+        r->commits_failing = 0;
+        keel_info("replication: commits succeed again; writes go to the "
+                  "backups beside their commit here");
+    }
     ng = hi != 0 ? keel_batch_group_count(b) : 0;
     for (i = 0; i < ng; i++) {
         /* A group that did not commit here but may have left early: its

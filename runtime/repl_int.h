@@ -295,6 +295,12 @@ struct keel_repl {
     uint64_t settle_no;
     /* Flushes numbered (keel__repl_flushed), and the last one settled. */
     uint64_t flush_no, settled_no;
+    /* A commit here failed (a full disk, most often): writes leave for
+     * the backups only once committed here, until a commit succeeds.
+     * Sent early, each refused write would be held by backups and not
+     * here, and cost them their place in the in-sync set and a snapshot
+     * to come back. */
+    int commits_failing;
     /* Units with suspect backups. */
     unsigned nsuspect;
     /* A restart after a crash makes suspect the backups of every unit

@@ -6,7 +6,10 @@
  * reply leaves they are out of the in-sync set, and they come back from a
  * snapshot of the primary. So after the primary dies and a backup is
  * promoted, the refused put is still absent, every acknowledged one is
- * there, and the replicas in sync agree.
+ * there, and the replicas in sync agree. While its disk stays full, its
+ * next refused puts are sent to no backup (writes leave only once
+ * committed there until a commit succeeds), so they cost the backups
+ * nothing more.
  *
  * A backup whose own disk fills while frames queue behind its busy
  * replication writer: the frames that joined one transaction fail
@@ -128,6 +131,7 @@ START_TEST(a_refused_write_is_not_kept_by_the_backups)
     int i, j, first_fail = -1, last_ok = -1, nacked = 0, rc;
     uint32_t shard;
     char *reply = NULL;
+    long suspects;
 
     memset(acked, 0, sizeof acked);
     /* n0's data file may not grow past 4 MiB: its disk is full then. */
@@ -160,12 +164,13 @@ START_TEST(a_refused_write_is_not_kept_by_the_backups)
         free(reply);
         reply = NULL;
     }
-    keel_client_close(c);
-    c = NULL;
     CHECK(first_fail >= 0, "no ENOSPC after %d puts of 8 KiB on n0", i);
     CHECK(nacked > 0, "no put acknowledged before n0's disk was full");
-    CHECK(tu_keel_stat(fx.nodes[0].addr, "repl_suspects") > 0,
-          "n0 counts no suspect backup after its commit failed");
+    suspects = tu_keel_stat(fx.nodes[0].addr, "repl_suspects");
+    CHECK(suspects > 0, "n0 counts no suspect backup after its commit "
+                        "failed");
+    keel_client_close(c);
+    c = NULL;
 
     /* The backups that may hold the refused put were dropped before its
      * reply left; they catch up from n0's store and are in sync again. */
@@ -187,6 +192,30 @@ START_TEST(a_refused_write_is_not_kept_by_the_backups)
                   "shard %u differs between replicas in sync: n%d '%s', "
                   "n%d '%s'",
                   shard, i, d[i], j, d[j]);
+
+    /* The disk stays full: the next puts, with the backups in sync again,
+     * are refused too, and, sent to the backups only once committed on
+     * n0, cost them nothing more (each used to make them suspect again,
+     * each time a drop from the in-sync set and a snapshot). */
+    CHECK(keel_client_connect(fx.nodes[0].addr, CLIENT_MS, &c) == 0,
+          "cannot connect to n0");
+    for (j = 0; j < 10; j++) {
+        rc = put(c, id, first_fail, &reply);
+        CHECK(rc == KEEL_ENOSPC, "put %d again on a full disk: %s (%s)",
+              first_fail, keel_err_name(rc), reply ? reply : "");
+        free(reply);
+        reply = NULL;
+    }
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "repl_suspects") == suspects,
+          "n0 made backups suspect %ld times over 10 puts refused by its "
+          "full disk, after the first refusal's %ld",
+          tu_keel_stat(fx.nodes[0].addr, "repl_suspects") - suspects,
+          suspects);
+    keel_client_close(c);
+    c = NULL;
+    CHECK(tu_map_wait_settled(&fx, 3),
+          "the backups of shard %u are not in sync after the refusals",
+          shard);
 
     /* n0 dies: a backup is promoted. It has every acknowledged put and
      * not the refused one. */
