@@ -494,6 +494,26 @@ static void deliver_cb(int status, const void *reply, size_t len, void *data)
             retry_later(s);
         return;
     }
+    if (status == KEEL_ENOTYPE && s->n->cluster != NULL) {
+        /* The type is registered here (this node queued the message and
+         * routes it), so the node that owns the receiver does not load
+         * it: a deploy under way, or a node started without a plugin.
+         * That passes once every node has the type; until then the
+         * message waits, as for a unit moving, and counts no attempt. */
+        if (s->fail_code != KEEL_ENOTYPE)
+            keel_warn("outbox: message %llu of %s '%.*s': the receiver's "
+                      "node does not register its type (%.*s); sending it "
+                      "again until it does (every node must load the same "
+                      "types)",
+                      (unsigned long long)seq, s->te->name, (int)s->idlen,
+                      (const char *)s->id, reply != NULL ? (int)len : 0,
+                      reply != NULL ? (const char *)reply : "");
+        s->fail_code = status;
+        s->fails = 0;
+        if (!s->n->stopping)
+            retry_later(s);
+        return;
+    }
     /* The receiver's answer to this message. Refused the same way often
      * enough (or its type is unknown there: no attempt can change that),
      * it is a dead letter; otherwise it goes again after a pause, which
