@@ -204,6 +204,7 @@ struct http_req {
     keel_stats stats; /* /metrics */
     int cluster_mode; /* /metrics: cluster mode, and units it serves */
     size_t units_owned;
+    struct keel_info_health health;
     int serving;      /* cluster mode: not fenced */
     int controller;   /* cluster mode: this node is the controller */
     uint32_t shard; /* GET state: */
@@ -494,6 +495,23 @@ static enum MHD_Result answer_metrics(struct http_req *r)
         metric(&b, "keel_cluster_controller", "gauge",
                "1 if this node is the cluster's controller.", "",
                (uint64_t)r->controller);
+        /* The cluster as this node's map and member list show it: what
+         * to alert on when a node dies or a disk fails. */
+        metric(&b, "keel_cluster_members", "gauge",
+               "Live members of the cluster, as this node sees them.", "",
+               r->health.members);
+        metric(&b, "keel_cluster_units_unavailable", "gauge",
+               "Units (capability, shard) with no owner or an owner that is "
+               "not a live member: their calls wait, then fail EUNAVAIL, "
+               "until a failover or the owner's return.",
+               "", r->health.units_unavailable);
+        metric(&b, "keel_cluster_replicas_out_of_sync", "gauge",
+               "Backups the map lists that are not in their unit's in-sync "
+               "set (catching up, or on a node that is gone).",
+               "", r->health.replicas_out_of_sync);
+        metric(&b, "keel_cluster_units_moving", "gauge",
+               "Units the map is moving to another node (a target).", "",
+               r->health.units_moving);
         for (i = 0; i < sizeof cluster_counters / sizeof *cluster_counters;
              i++)
             metric(&b, cluster_counters[i].name, "counter",
@@ -1124,6 +1142,7 @@ static void job_fn(keel_node *n, void *data)
             keel_cluster_held(c, &r->units_owned, &movable);
             r->serving = !keel_cluster_fenced(c);
             r->controller = keel_cluster_is_controller(c);
+            keel__info_health(n, &r->health);
         } else {
             r->units_owned = n->opts.shard_count;
         }

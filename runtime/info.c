@@ -1133,3 +1133,36 @@ int keel_node_info(keel_node *node, int argc, const char *const *argv,
     }
     return rc;
 }
+
+void keel__info_health(keel_node *n, struct keel_info_health *h)
+{
+    keel_cluster *c = cluster_of(n);
+    const keel_shard_map *m;
+    uint32_t ci, s;
+    size_t nv;
+    unsigned i;
+
+    memset(h, 0, sizeof *h);
+    if (c == NULL) {
+        h->members = 1;
+        return;
+    }
+    (void)keel_cluster_view(c, &nv);
+    h->members = nv;
+    if ((m = keel_cluster_map(c)) == NULL)
+        return;
+    for (ci = 0; ci < m->ncaps; ci++)
+        for (s = 0; s < m->shard_count; s++) {
+            const keel_map_unit *u = keel_map_unit_at(m, ci, s);
+            const char *owner = keel_map_primary(m, ci, s);
+
+            if (owner == NULL || keel_cluster_member_addr(c, owner, NULL, 0) ==
+                                     KEEL_ENOTFOUND)
+                h->units_unavailable++;
+            if (u->target != KEEL_MAP_NO_NODE)
+                h->units_moving++;
+            for (i = 1; i < u->nreplicas; i++)
+                if (!(u->insync & (1u << i)))
+                    h->replicas_out_of_sync++;
+        }
+}

@@ -28,4 +28,14 @@ int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
 int keel__info_json(keel_node *n, const char *http_addr, char **json,
                     size_t *len);
 
+/* What an operator alerts on, from this node's view of a cluster: live
+ * members, units with no owner or an owner that is not a live member
+ * (they answer nothing until a failover or its return), replicas listed
+ * but out of sync, and units moving (a target). Standalone: one member,
+ * the rest 0. */
+struct keel_info_health {
+    uint64_t members, units_unavailable, replicas_out_of_sync, units_moving;
+};
+void keel__info_health(keel_node *n, struct keel_info_health *h);
+
 #endif

@@ -549,7 +549,7 @@ static void handshake_failure(const keel_tls *t, char *errbuf, size_t errlen)
     else if (!t->got_first)
         snprintf(errbuf, errlen,
                  "TLS: the server closed the connection without answering "
-                 "the handshake (at its connection limit?)");
+                 "the handshake (stopping, or at its connection limit?)");
 }
 
 int keel_tls_handshake(keel_tls *t, char *errbuf, size_t errlen)

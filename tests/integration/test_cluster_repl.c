@@ -74,6 +74,42 @@ static char *unit_line_of(char *out, const char *line)
                                                          : strstr(out, line);
 }
 
+static int get_send(int i, const char *path);
+static void state_get_recv(int fd, char *out, size_t cap);
+
+/* The value of gauge `name` in node i's /metrics; -1 when absent. */
+static long metric_of(int i, const char *name)
+{
+    static char text[1 << 18];
+    char want[96], *p;
+
+    state_get_recv(get_send(i, "/metrics"), text, sizeof text);
+    snprintf(want, sizeof want, "\n%s ", name);
+    p = strstr(text, want);
+    return p != NULL ? strtol(p + strlen(want), NULL, 10) : -1;
+}
+
+/* Node i's /metrics show the cluster as wanted: `members` live, no unit
+ * unavailable, and at least `out` replicas out of sync (exactly 0 when
+ * `out` is 0); asked again for at most 30 s. */
+static int health_is(int i, long members, long out, char *got, size_t cap)
+{
+    long m = -1, u = -1, o = -1;
+    int tries;
+
+    for (tries = 0; tries < 300; tries++) {
+        m = metric_of(i, "keel_cluster_members");
+        u = metric_of(i, "keel_cluster_units_unavailable");
+        o = metric_of(i, "keel_cluster_replicas_out_of_sync");
+        if (m == members && u == 0 && (out == 0 ? o == 0 : o >= out))
+            return 1;
+        tu_sleep_ms(100);
+    }
+    snprintf(got, cap, "members %ld, units unavailable %ld, replicas out of "
+             "sync %ld", m, u, o);
+    return 0;
+}
+
 START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
 {
     keel_client *cl[3];
@@ -181,6 +217,13 @@ START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
     }
     keel_map_free(&m);
     CHECK(live > 0, "n2 owns every counter");
+    {
+        /* The cluster's health on /metrics, for an operator's alerts:
+         * three members, every unit served, every replica in sync. */
+        char got[160];
+        CHECK(health_is(0, 3, 0, got, sizeof got),
+              "n0's /metrics before n2 dies: %s", got);
+    }
     keel_client_close(cl[victim]);
     cl[victim] = NULL;
     tu_keeld_stop(&fx.nodes[victim], SIGKILL);
@@ -250,6 +293,13 @@ START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
         CHECK(d0[0] != '\0' && strcmp(d0, d1) == 0,
               "shard %u differs between n0 '%s' and n1 '%s'",
               tu_repl_shard_of(id), d0, d1);
+    }
+    {
+        /* n2 gone: two members, its units failed over, and its copies
+         * out of sync on every unit that lists it. */
+        char got[160];
+        CHECK(health_is(0, 2, 1, got, sizeof got),
+              "n0's /metrics with n2 dead: %s", got);
     }
     for (i = 0; i < 2; i++)
         if (cl[i] != NULL)
