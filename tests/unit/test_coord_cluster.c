@@ -18,6 +18,7 @@
 #include "coordinator/nodestate.h"
 #include "coordinator/shardmap.h"
 #include "coordinator/zk_fake.h"
+#include "fakeclu.h"
 #include "keel.h"
 #include "testutil.h"
 
@@ -281,25 +282,19 @@ static void kill_node(int i)
 
 /* Runs the fake until nothing is left to deliver, ticking every agent
  * with the fake's time. */
+static keel_cluster *cluster_at(size_t i)
+{
+    return N[i].c;
+}
+
 static void settle(void)
 {
-    int round, i;
-
-    for (round = 0; round < 10000; round++) {
-        size_t n = keel_zk_fake_run(F, 0);
-        for (i = 0; i < 6; i++)
-            if (N[i].c != NULL)
-                keel_cluster_tick(N[i].c, keel_zk_fake_now(F));
-        if (n == 0 && keel_zk_fake_run(F, 0) == 0)
-            return;
-    }
-    ck_abort_msg("the cluster did not settle");
+    tu_fake_settle(F, cluster_at, 6, 10000);
 }
 
 static void advance(uint64_t ms)
 {
-    keel_zk_fake_advance(F, ms);
-    settle();
+    tu_fake_advance(F, ms, cluster_at, 6, 10000);
 }
 
 static void setup(void)

@@ -28,6 +28,7 @@
 #include "coordinator/promote.h"
 #include "coordinator/shardmap.h"
 #include "coordinator/zk_fake.h"
+#include "fakeclu.h"
 #include "keel.h"
 #include "testutil.h"
 
@@ -261,25 +262,19 @@ static void kill_node(int i)
     N[i].c = NULL;
 }
 
+static keel_cluster *cluster_at(size_t i)
+{
+    return N[i].c;
+}
+
 static void settle(void)
 {
-    int round, i;
-
-    for (round = 0; round < 10000; round++) {
-        size_t n = keel_zk_fake_run(F, 0);
-        for (i = 0; i < MAXN; i++)
-            if (N[i].c != NULL)
-                keel_cluster_tick(N[i].c, keel_zk_fake_now(F));
-        if (n == 0 && keel_zk_fake_run(F, 0) == 0)
-            return;
-    }
-    ck_abort_msg("the cluster did not settle");
+    tu_fake_settle(F, cluster_at, MAXN, 10000);
 }
 
 static void advance(uint64_t ms)
 {
-    keel_zk_fake_advance(F, ms);
-    settle();
+    tu_fake_advance(F, ms, cluster_at, MAXN, 10000);
 }
 
 static void release_pending(int i)

@@ -17,6 +17,7 @@
 #include "coordinator/controller.h"
 #include "coordinator/shardmap.h"
 #include "coordinator/zk_fake.h"
+#include "fakeclu.h"
 #include "keel.h"
 #include "testutil.h"
 
@@ -52,9 +53,14 @@ static void mk(int i, int replicas)
     ck_assert_int_eq(keel_cluster_start(C[i]), 0);
 }
 
+static keel_cluster *cluster_at(size_t i)
+{
+    return C[i];
+}
+
 static void tick_all(void)
 {
-    int i;
+    size_t i;
 
     for (i = 0; i < MAXN; i++)
         if (C[i] != NULL)
@@ -63,21 +69,12 @@ static void tick_all(void)
 
 static void settle(void)
 {
-    int round;
-
-    for (round = 0; round < 100000; round++) {
-        size_t n = keel_zk_fake_run(F, 0);
-        tick_all();
-        if (n == 0 && keel_zk_fake_run(F, 0) == 0)
-            return;
-    }
-    ck_abort_msg("the cluster did not settle");
+    tu_fake_settle(F, cluster_at, MAXN, 100000);
 }
 
 static void advance(uint64_t ms)
 {
-    keel_zk_fake_advance(F, ms);
-    settle();
+    tu_fake_advance(F, ms, cluster_at, MAXN, 100000);
 }
 
 static void setup(void)
