@@ -28,3 +28,14 @@ void tu_fake_advance(keel_zk_fake *f, uint64_t ms, tu_fake_cluster_at at,
     keel_zk_fake_advance(f, ms);
     tu_fake_settle(f, at, n, rounds);
 }
+
+keel_shard_map tu_fake_map(keel_zk_fake *f, const char *path)
+{
+    static uint8_t buf[1 << 20];
+    size_t len = sizeof buf;
+    keel_shard_map m;
+
+    ck_assert_int_eq(keel_zk_fake_get(f, path, buf, &len, NULL), 0);
+    ck_assert_int_eq(keel_map_decode(buf, len, &m), 0);
+    return m;
+}

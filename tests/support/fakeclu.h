@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "coordinator/cluster.h"
+#include "coordinator/shardmap.h"
 #include "coordinator/zk_fake.h"
 
 /* The clusters of a test: c[i] for i < n, NULL where none runs. */
@@ -22,5 +23,9 @@ void tu_fake_settle(keel_zk_fake *f, tu_fake_cluster_at at, size_t n,
 /* Moves the fake's clock on by ms, then settles. */
 void tu_fake_advance(keel_zk_fake *f, uint64_t ms, tu_fake_cluster_at at,
                      size_t n, int rounds);
+
+/* The map znode path's map on the fake (the test fails if it is absent
+ * or does not decode); the caller frees it (keel_map_free). */
+keel_shard_map tu_fake_map(keel_zk_fake *f, const char *path);
 
 #endif

@@ -345,14 +345,7 @@ static uint64_t zk_epoch(void)
 /* The map in ZooKeeper (caller frees). */
 static keel_shard_map zk_map(void)
 {
-    static uint8_t buf[1 << 20];
-    size_t len = sizeof buf;
-    keel_shard_map m;
-
-    ck_assert_int_eq(keel_zk_fake_get(F, "/keel/test/map", buf, &len, NULL),
-                     0);
-    ck_assert_int_eq(keel_map_decode(buf, len, &m), 0);
-    return m;
+    return tu_fake_map(F, "/keel/test/map");
 }
 
 static size_t owned_by(const keel_shard_map *m, const char *name)

@@ -308,14 +308,7 @@ static void teardown(void)
 
 static keel_shard_map zk_map(void)
 {
-    static uint8_t buf[1 << 20];
-    size_t len = sizeof buf;
-    keel_shard_map m;
-
-    ck_assert_int_eq(keel_zk_fake_get(F, "/keel/test/map", buf, &len, NULL),
-                     0);
-    ck_assert_int_eq(keel_map_decode(buf, len, &m), 0);
-    return m;
+    return tu_fake_map(F, "/keel/test/map");
 }
 
 static const keel_map_unit *unit(const keel_shard_map *m, uint32_t s)
