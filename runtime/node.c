@@ -1701,6 +1701,18 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         keel_turn_error(&t, "%.*s", (int)dup_len, (const char *)dup_reply);
         req->refusal_applied = 1; /* what on_activate did, if it ran */
     }
+    if (rc == KEEL_ENOTYPE && req->from != NULL && n->cluster != NULL) {
+        /* An outbox message this node took for a type it registers: the
+         * code is its handler's (or a hook's), a refusal. Left as it is,
+         * the sender could not tell it from a node without the type,
+         * which in a cluster it waits for (outbox.c), and would send it
+         * for ever. */
+        char why[sizeof t.err];
+        snprintf(why, sizeof why, "%s", t.err_set ? t.err : "");
+        keel_turn_error(&t, "the receiver refused it with ENOTYPE%s%s",
+                        why[0] ? ": " : "", why);
+        rc = KEEL_EHANDLER;
+    }
     req->status = rc;
     if (rc == 0 && dup == DUP_KEPT) {
         reply = dup_reply; /* the first outcome, as recorded */

@@ -5,6 +5,8 @@
  *
  * "svc":
  *   send ID MSG           keel_turn_send("svc", ID, MSG)
+ *   sendto TYPE ID MSG    keel_turn_send(TYPE, ID, MSG), its error (a
+ *                         type not registered: KEEL_ENOTYPE) returned
  *   sendn ID N            N messages "work K" (K = 1..N) to svc/ID
  *   remind NAME DUE MSG   keel_turn_remind(NAME, DUE ms, one-shot, MSG)
  *   break / fix           from now on, refuse / take "work" messages
@@ -41,6 +43,11 @@ static int svc_message(keel_turn *t, const void *msg, size_t len)
                 return rc;
         }
         return 0;
+    }
+    {
+        char ty[64];
+        if (sscanf(m, "sendto %63s %127s %127[^\n]", ty, a, b) == 3)
+            return keel_turn_send(t, ty, a, strlen(a), b, strlen(b));
     }
     if (sscanf(m, "send %127s %127[^\n]", a, b) == 2)
         return keel_turn_send(t, "svc", a, strlen(a), b, strlen(b));

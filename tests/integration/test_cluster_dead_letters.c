@@ -134,6 +134,49 @@ START_TEST(dead_letters_survive_a_failover)
 }
 END_TEST
 
+/* A receiver whose handler itself returns KEEL_ENOTYPE (here: it sends
+ * on to a type nobody registers and returns keel_turn_send's error) has
+ * refused the message, as with any other code: its node registers the
+ * type (the message ran its handler). The sender's outbox makes it a
+ * dead letter, as a standalone node does, and lets its next message go;
+ * it must not take the answer for a node without the type and send it
+ * again for ever. One node, every unit on it. */
+START_TEST(a_handlers_enotype_is_a_refusal)
+{
+    const char *common[] = {"--load", plugin, "--dead-letter-after", "2",
+                            NULL};
+    char *out;
+    int k;
+
+    tu_cluster_start_together(&fx, 1, 1, common, NULL);
+    CHECK(tu_clplug_keel(&fx, 0, &out, "call", "svc", "a",
+                         "send b sendto nosuch x hi", NULL) == 0,
+          "send: %s", out);
+    free(out);
+    CHECK(tu_clplug_keel(&fx, 0, &out, "call", "svc", "a", "send b work 7",
+                         NULL) == 0,
+          "send: %s", out);
+    free(out);
+    out = wait_dead(0, "a", 1);
+    CHECK(strstr(out, "1 outbox to svc/b error ") != NULL &&
+              strstr(out, "nosuch") != NULL,
+          "listing: %s", out);
+    free(out);
+    for (k = 0; k < 50; k++) {
+        CHECK(tu_clplug_keel(&fx, 0, &out,
+                             "call", "svc", "b", "get", NULL) == 0,
+              "get: %s", out);
+        if (strcmp(out, "done 1 last 7\n") == 0)
+            break;
+        free(out);
+        out = NULL;
+        tu_sleep_ms(200);
+    }
+    CHECK(out != NULL, "the message after the refused one never arrived");
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_dead_letters");
@@ -142,6 +185,11 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, dead_letters_survive_a_failover);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("handler_enotype");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, a_handlers_enotype_is_a_refusal);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
