@@ -1716,7 +1716,8 @@ static size_t promoted_owners(const keel_controller *ctl, size_t *v,
  * away without its release is proven absent in it, however many there
  * are (a rack lost at once): a write that moved the units of an owner it
  * did not prove absent could land while that owner is a member again.
- * Two small ops per owner: far below what a multi may carry. */
+ * Two small ops per owner, a few hundred bytes: tens of owners lost at
+ * once add kilobytes to a write that carries the whole map. */
 static int write_map(keel_controller *ctl, keel_shard_map *next, int checked)
 {
     char epath[KEEL_ZK_PATH_MAX], mpath[KEEL_ZK_PATH_MAX];
