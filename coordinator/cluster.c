@@ -1139,8 +1139,28 @@ static void storecheck_cb(keel_storecheck *sc, int rc, void *arg)
     if (c->phase != KEEL_CLUSTER_BOOTSTRAP)
         return;
 
+    if (rc == KEEL_EMISMATCH && sc->stale && sc->marked != 0) {
+        keel_error(
+            "cluster: node %s refuses to join: its data directory%s%s "
+            "(store %s, now at run %llu) was found at run %llu to be an "
+            "older copy of the directory the node served from, and may "
+            "lack writes the cluster acknowledged. Start the node on its "
+            "newest data directory, or start it on this one with "
+            "--new-store-id (keel_node_options.new_store_id): it then joins "
+            "as a node on a new disk, out of sync, and its replicated units "
+            "catch up from their primaries (units it held alone are "
+            "refused until `keel node forget %s`). docs/operations.md, "
+            "\"Backups\".",
+            c->node, c->store_dir != NULL ? " " : "",
+            c->store_dir != NULL ? c->store_dir : "", sc->store,
+            (unsigned long long)sc->run, (unsigned long long)sc->marked,
+            c->node);
+        set_failed(c, KEEL_EMISMATCH);
+        return;
+    }
     if (rc == KEEL_EMISMATCH && sc->stale) {
-        /* Waiting changes nothing: the node stops (hooks.failed). */
+        /* Waiting changes nothing: the node stops (hooks.failed), and
+         * marks its store (runtime/cluster_rt.c, on_failed). */
         keel_error(
             "cluster: node %s refuses to join: its data directory%s%s "
             "(store %s) is at run %llu, but the cluster saw this store at "
@@ -1580,7 +1600,8 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
     keel_membership_set_insecure(&c->members, o->insecure);
     keel_storecheck_init(&c->store_check, zk, &c->layout, c->node,
                          o->store_id, storecheck_cb, c);
-    keel_storecheck_set_run(&c->store_check, o->store_run, c->store_dir);
+    keel_storecheck_set_run(&c->store_check, o->store_run, c->store_dir,
+                            o->store_stale);
     keel_election_init(&c->election, zk, &c->layout, c->node, election_cb, c);
     memset(&copt, 0, sizeof copt);
     copt.shard_count = c->shard_count;

@@ -106,6 +106,8 @@ typedef struct keel_cluster_options {
      * directory, named in the refusal; NULL: unknown. */
     uint64_t store_run;
     const char *store_dir;
+    /* keel_store_stale of its store: refused as an older copy before. */
+    uint64_t store_stale;
     const char *const *caps; /* capabilities it declares */
     size_t ncaps;
     uint32_t shard_count;    /* must match the cluster's */

@@ -110,6 +110,14 @@ static void go(keel_storecheck *sc, int step);
  * when the store has a run to compare. */
 static void accepted(keel_storecheck *sc)
 {
+    if (sc->marked != 0) {
+        /* Refused as an older copy before: raising its run since (by
+         * opening it again) does not make it newer. */
+        sc->stale = 1;
+        sc->found_run = sc->marked;
+        finish(sc, KEEL_EMISMATCH);
+        return;
+    }
     if (sc->run == 0) {
         finish(sc, 0);
         return;
@@ -504,10 +512,11 @@ void keel_storecheck_init(keel_storecheck *sc, keel_zk *zk,
 }
 
 void keel_storecheck_set_run(keel_storecheck *sc, uint64_t run,
-                             const char *dir)
+                             const char *dir, uint64_t marked)
 {
     sc->run = run;
     sc->dir = dir;
+    sc->marked = marked;
 }
 
 void keel_storecheck_free(keel_storecheck *sc)

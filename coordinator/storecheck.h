@@ -49,7 +49,11 @@
  *     spread the older copy): refuse (KEEL_EMISMATCH with sc->stale).
  *     That does not change by waiting: the node is to be started on the
  *     newest directory, or with a new store id (keeld --new-store-id),
- *     which the rules above then treat as a replaced disk.
+ *     which the rules above then treat as a replaced disk. The node
+ *     marks its store stale (keel_store_mark_stale) before it stops, and
+ *     a store so marked is refused the same way at every later start
+ *     (until it takes a new id): each open raises the run, so without
+ *     the mark a copy opened often enough would pass the record.
  *
  * Asynchronous, one request in flight; a step that lost its connection is
  * redone by keel_storecheck_resume(). */
@@ -88,6 +92,8 @@ struct keel_storecheck {
     int32_t version; /* of nodes/<node>, then of runs/<node>, when read */
     uint64_t run;    /* this store's run (keel_store_run), 0: none */
     const char *dir; /* its data directory, for messages; NULL: unknown */
+    uint64_t marked; /* the store says it was refused so before, at
+                      * this run (keel_store_stale); 0: no */
     int stale;       /* with KEEL_EMISMATCH: refused as an older copy */
     uint64_t found_run; /* ... at the run runs/<node> records */
     int64_t forgotten_at; /* czxid of forgotten/<node>, 0: none */
@@ -104,10 +110,14 @@ void keel_storecheck_init(keel_storecheck *sc, keel_zk *zk,
                           const char *store, keel_storecheck_cb cb,
                           void *arg);
 /* The store's run (keel_store_run; 0: none, the run record is then
- * neither read nor written) and its data directory (for messages; NULL:
- * unknown, else it must outlive the check). Before start. */
+ * neither read nor written), its data directory (for messages; NULL:
+ * unknown, else it must outlive the check), and whether it was refused
+ * as an older copy before (keel_store_stale: the run it was marked at, 0:
+ * no), in which case it is refused again once accepted otherwise,
+ * whatever runs/<node> says: its run rose with every open since, so the
+ * record alone would let it in sooner or later. Before start. */
 void keel_storecheck_set_run(keel_storecheck *sc, uint64_t run,
-                             const char *dir);
+                             const char *dir, uint64_t marked);
 /* Starts from the first step (also after a new session). 0 or the submit
  * error. */
 int keel_storecheck_start(keel_storecheck *sc);

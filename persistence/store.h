@@ -17,7 +17,9 @@
  *          "store_id" -> 16 random bytes written when the store is made,
  *          "cluster", "node" -> the cluster and node it was made for (only
  *          when opened with them),
- *          "run" -> be64 the times the store was opened (keel_store_run)
+ *          "run" -> be64 the times the store was opened (keel_store_run),
+ *          "stale" -> be64 the run at which its owner found the directory
+ *          to be an older copy of itself (keel_store_mark_stale)
  *
  * This module knows nothing of the network or of ZooKeeper.
  *
@@ -130,6 +132,16 @@ void keel_store_id(const keel_store *s, char hex[2 * KEEL_STORE_ID_LEN + 1]);
  * copy opened again has a lower run than the directory it was copied
  * from has had since (the cluster compares them: coordinator/storecheck.h). */
 uint64_t keel_store_run(const keel_store *s);
+/* Records, durably, that this directory is an older copy of itself (its
+ * owner found out: in a cluster, one that saw the store at a later run),
+ * so that it never serves under this identity again, however often it is
+ * opened and its run raised: every later open reports it
+ * (keel_store_stale) until an open with new_store_id, which drops it with
+ * the old identity. 0, KEEL_ESTORE, KEEL_EIO. Any thread; not while a
+ * read is open on the calling thread. */
+int keel_store_mark_stale(keel_store *s);
+/* Nonzero (the run it was marked at) when the store is marked stale. */
+uint64_t keel_store_stale(const keel_store *s);
 /* The shard count the store was created with. */
 uint32_t keel_store_shards(const keel_store *s);
 /* Records the capability of an actor type whose records predate the type

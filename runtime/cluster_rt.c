@@ -316,6 +316,11 @@ static void on_failed(keel_cluster *c, int rc, void *data)
                              rc != KEEL_EMISMATCH))
         return;
     rt->failure = rc;
+    /* An older copy of its own directory: marked, so that no later start
+     * on it passes (storecheck.h). The store's commit lock orders this
+     * with the writer's commits. */
+    if (rc == KEEL_EMISMATCH && keel_store_stale(rt->n->store) == 0)
+        (void)keel_store_mark_stale(rt->n->store);
     keel_error("cluster %s: stopping node %s, which cannot take part (%s)",
                keel_cluster_name(c), keel_cluster_node_name(c),
                keel_err_name(rc));
@@ -652,6 +657,7 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     co.store_id = rt->store_id;
     co.store_run = keel_store_run(n->store);
     co.store_dir = n->data_dir;
+    co.store_stale = keel_store_stale(n->store);
     co.caps = (const char *const *)rt->caps;
     co.ncaps = rt->ncaps;
     co.shard_count = o->shard_count;

@@ -5,7 +5,8 @@
  * record changes between the read and the write), another store's record
  * taken over; and through a whole cluster agent, that a node refused as
  * an older copy fails for good (the runtime stops it) instead of checking
- * again, while with a new store id it is a node on another store. */
+ * again (also once its run passed the record, its store marked stale),
+ * while with a new store id it is a node on another store. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,13 +72,16 @@ static void teardown(void)
     keel_zk_fake_destroy(F);
 }
 
+/* keel_store_stale of the store check_store() checks. */
+static uint64_t check_marked;
+
 /* Runs a whole check of node-a on `store` at `run`: its rc. */
 static int check_store(const char *store, uint64_t run, keel_storecheck *sc)
 {
     seen s = {0, 0};
 
     keel_storecheck_init(sc, Z, &L, "node-a", store, on_done, &s);
-    keel_storecheck_set_run(sc, run, "/data/a");
+    keel_storecheck_set_run(sc, run, "/data/a", check_marked);
     ck_assert_int_eq(keel_storecheck_start(sc), 0);
     keel_zk_fake_run(F, 1000);
     ck_assert_int_eq(s.calls, 1);
@@ -188,6 +192,15 @@ START_TEST(first_record_restart_and_older_copy)
     ck_assert_int_eq(check_store(STORE_A, 6, &sc), 0);
     ck_assert(!sc.stale);
     expect_runs(STORE_A, 6);
+
+    /* A copy refused before (its store marked stale then) and opened
+     * again until its run passed the record: refused still. */
+    check_marked = 5;
+    ck_assert_int_eq(check_store(STORE_A, 7, &sc), KEEL_EMISMATCH);
+    ck_assert(sc.stale);
+    ck_assert(sc.found_run == 5);
+    expect_runs(STORE_A, 6);
+    check_marked = 0;
 }
 END_TEST
 
@@ -235,7 +248,7 @@ START_TEST(record_changed_meanwhile_is_read_again)
     expect_runs(STORE_A, 3);
 
     keel_storecheck_init(&sc, Z, &L, "node-a", STORE_A, on_done, &s);
-    keel_storecheck_set_run(&sc, 4, NULL);
+    keel_storecheck_set_run(&sc, 4, NULL, 0);
     ck_assert_int_eq(keel_storecheck_start(&sc), 0);
     /* nodes/<node> answered: the same store; runs/<node> is read (the
      * fake applies a request when it is submitted). */
@@ -252,7 +265,7 @@ START_TEST(record_changed_meanwhile_is_read_again)
     /* And a lower run written meanwhile: ours replaces it. */
     memset(&s, 0, sizeof s);
     keel_storecheck_init(&sc, Z, &L, "node-a", STORE_A, on_done, &s);
-    keel_storecheck_set_run(&sc, 8, NULL);
+    keel_storecheck_set_run(&sc, 8, NULL, 0);
     ck_assert_int_eq(keel_storecheck_start(&sc), 0);
     ck_assert_int_eq(keel_zk_fake_step(F), 1);
     put_runs(STORE_A, 6);
@@ -295,7 +308,16 @@ static void on_failed(keel_cluster *c, int rc, void *data)
     failed_rc = rc;
 }
 
+static void start_node_marked(const char *store, uint64_t run,
+                              uint64_t marked);
+
 static void start_node(const char *store, uint64_t run)
+{
+    start_node_marked(store, run, 0);
+}
+
+static void start_node_marked(const char *store, uint64_t run,
+                              uint64_t marked)
 {
     keel_cluster_options o;
     keel_zk *zk;
@@ -309,6 +331,7 @@ static void start_node(const char *store, uint64_t run)
     o.store_id = store;
     o.store_run = run;
     o.store_dir = "/data/node-a";
+    o.store_stale = marked;
     o.hooks.failed = on_failed;
     ck_assert_int_eq(keel_zk_fake_client(F, &zk), 0);
     ck_assert_int_eq(keel_cluster_create(NULL, &o, zk, &C), 0);
@@ -351,6 +374,17 @@ START_TEST(agent_refuses_an_older_copy_for_good)
     ck_assert_int_eq(
         keel_zk_fake_get(F, "/keel/test/members/node-a", buf, &len, NULL),
         KEEL_ENOTFOUND);
+    expect_runs(STORE_A, 2);
+    stop_node();
+
+    /* Opened again: run 3, past the record, but marked stale by the
+     * runtime at the refusal: refused again. */
+    failed_calls = 0;
+    start_node_marked(STORE_A, 3, 2);
+    tu_fake_advance(F, 12000, at, 1, 10000);
+    ck_assert_int_eq(keel_cluster_phase(C), KEEL_CLUSTER_FAILED);
+    ck_assert_int_eq(keel_cluster_error(C), KEEL_EMISMATCH);
+    ck_assert_int_eq(failed_calls, 1);
     expect_runs(STORE_A, 2);
     stop_node();
 

@@ -2933,6 +2933,83 @@ static uint64_t run_at_open(const char *dir, int durability, int new_id,
     return run;
 }
 
+/* keel_store_stale at an open (new_id: with new_store_id), and marked
+ * stale after it when mark is set (then dropped without a close, as a
+ * node stopped by a crash right after would). */
+static uint64_t store_stale_at_open(const char *dir, int durability,
+                                    int new_id)
+{
+    keel_store_options o = {0};
+    keel_store *s = NULL;
+    char err[256] = "";
+    uint64_t stale;
+    int rc;
+
+    o.path = dir;
+    o.shard_count = 64;
+    o.durability = durability;
+    o.new_store_id = new_id;
+    rc = keel_store_open(&o, &s, err, sizeof err);
+    ck_assert_msg(rc == 0, "open %s: %s (%s)", dir, keel_err_name(rc), err);
+    stale = keel_store_stale(s);
+    keel_store_close(s);
+    return stale;
+}
+
+/* Marks the store stale in a child that then dies without closing. */
+static void mark_stale_and_crash(const char *dir, int durability)
+{
+    pid_t pid = fork();
+    int status;
+
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        keel_store *s = open_store_opts(dir, 64, durability, 0, 0);
+        uint8_t k[KEEL_KEY_MAX];
+        int n = mkkey(k, 1, "m", 1, NULL);
+
+        if (commit_put(s, NULL, 1, 3, k, (size_t)n, 1, "v") != 0)
+            _exit(10);
+        if (keel_store_mark_stale(s) != 0 || keel_store_stale(s) == 0)
+            _exit(11);
+        if (commit_put(s, NULL, 1, 3, k, (size_t)n, 2, "w") != 0)
+            _exit(12);
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "child status %d", status);
+}
+
+/* A store marked stale says so at every later open, whatever the
+ * durability and however it stopped, until an open with a new store id
+ * drops the mark with the identity. */
+START_TEST(test_store_stale_mark)
+{
+    int durs[2] = {KEEL_DURABILITY_FSYNC, KEEL_DURABILITY_NONE};
+    int i;
+
+    for (i = 0; i < 2; i++) {
+        char *dir = tu_tmpdir("store");
+        char id1[33], id2[33];
+
+        ck_assert(run_at_open(dir, durs[i], 0, id1) == 1);
+        ck_assert(store_stale_at_open(dir, durs[i], 0) == 0);
+        mark_stale_and_crash(dir, durs[i]); /* at run 3 */
+        ck_assert(store_stale_at_open(dir, durs[i], 0) == 3);
+        ck_assert(store_stale_at_open(dir, KEEL_DURABILITY_FSYNC, 0) == 3);
+        ck_assert(run_at_open(dir, durs[i], 0, id2) == 6);
+        ck_assert_str_eq(id1, id2);
+        ck_assert(store_stale_at_open(dir, durs[i], 1) == 0);
+        ck_assert(store_stale_at_open(dir, durs[i], 0) == 0);
+        ck_assert(run_at_open(dir, durs[i], 0, id2) == 9);
+        ck_assert_str_ne(id1, id2);
+        tu_rmrf(dir);
+        free(dir);
+    }
+}
+END_TEST
+
 /* The run counter rises by one at every open (whatever the durability,
  * which with none opens LMDB twice), durably before the open returns: a
  * crash right after leaves it raised. A copy of the directory goes on
@@ -2969,6 +3046,7 @@ START_TEST(test_store_run_counter)
     ck_assert_str_ne(id2, id3);
     ck_assert(run_at_open(copy, KEEL_DURABILITY_FSYNC, 0, id2) == 14);
     ck_assert_str_eq(id2, id3);
+    ck_assert(store_stale_at_open(copy, KEEL_DURABILITY_FSYNC, 0) == 0);
     tu_rmrf(dir);
     tu_rmrf(copy);
     free(dir);
@@ -3492,6 +3570,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_require_sync_none);
     tcase_add_test(tc, test_store_identity);
     tcase_add_test(tc, test_store_run_counter);
+    tcase_add_test(tc, test_store_stale_mark);
     tcase_add_test(tc, test_scan_null_prefix);
     tcase_add_test(tc, test_fence_only_default_capability);
     tcase_add_test(tc, test_batch_group_ops_replay);
