@@ -4,12 +4,15 @@
  * two keeld (--replicas 2, 16 shards, one counter per unit). Two
  * increments per counter; n1 killed, its directory copied, n1 started
  * again on it; three more increments per counter acknowledged with n1
- * in sync everywhere; n1 killed again, its directory
- * replaced by the copy (the same store identity, older content) and
- * started again; nothing is written meanwhile. Then n0 is killed.
- * Checked: n1 is not counted in sync on that older content (as a backup,
- * or as the primary of the units it gets back at their epoch), so that
- * every acknowledged count is still there once n0 is gone.
+ * in sync everywhere; n1 killed again and its directory replaced by the
+ * copy (the same store identity, older content). Checked: keeld on the
+ * copy refuses to join and exits non-zero, its log naming the directory,
+ * the store, both runs and --new-store-id, and nothing changes in the
+ * cluster (twice: a refused start does not make the next one pass); then
+ * started on the copy with --new-store-id, n1 joins as a node on another
+ * store, is not in sync until it caught up, and once every unit has both
+ * nodes in sync again with equal digests, n0 is killed and every
+ * acknowledged count is still there on n1.
  * Every wait is bounded; on a failure the nodes' logs are printed. */
 #include <check.h>
 #include <signal.h>
@@ -190,14 +193,50 @@ static int wait_member_and_settled(void)
     return 0;
 }
 
-START_TEST(a_restored_backup_is_not_counted_in_sync)
+/* keeld as node n1 on its directory, run to its exit (at most 60 s):
+ * the exit code, its log in *log (malloc'd). */
+static int run_n1_to_exit(int port, char **log)
+{
+    char *bin = tu_bin("keeld"), listen[64], shards[16], session[16];
+    const char *argv[] = {bin,
+                          "--data",
+                          n1_dir,
+                          "--listen",
+                          listen,
+                          "--shards",
+                          shards,
+                          "--zk",
+                          fx.zk.hosts,
+                          "--cluster",
+                          fx.name,
+                          "--node-id",
+                          "n1",
+                          "--zk-session-timeout",
+                          session,
+                          "--insecure",
+                          "--replicas",
+                          "2",
+                          "--repl-lag-ms",
+                          "1000",
+                          NULL};
+    int code;
+
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    snprintf(shards, sizeof shards, "%d", fx.shards);
+    snprintf(session, sizeof session, "%d", fx.session_ms);
+    *log = NULL;
+    code = tu_run_for(argv, 60, NULL, log);
+    free(bin);
+    return code;
+}
+
+START_TEST(a_restored_backup_is_refused_then_catches_up_as_a_new_store)
 {
     keel_client *cl[2] = {NULL, NULL};
     long acked[SHARDS] = {0}, at_copy[SHARDS] = {0};
-    int backed[SHARDS] = {0}, led[SHARDS] = {0}, nbacked = 0, lost = 0;
-    int lost_led = 0, differ = 0;
-    int round;
+    int nsync = 0, differ = 0, lost = 0, round, attempt, port;
     keel_shard_map m;
+    char *log = NULL;
     uint32_t s;
 
     snprintf(n1_dir, sizeof n1_dir, "%s/n1", fx.dir);
@@ -220,50 +259,76 @@ START_TEST(a_restored_backup_is_not_counted_in_sync)
     CHECK(wait_member_and_settled(), "not settled after the writes");
 
     /* n1 down again, its directory replaced by the older copy (same
-     * store identity), and back on it. Nothing is written meanwhile. */
+     * store identity). keeld on it refuses to join and exits, twice. */
     keel_client_close(cl[1]);
     cl[1] = NULL;
-    restart_n1(put_copy_back);
-    CHECK(wait_joined(3), "n1 did not join again on the older copy");
+    port = fx.nodes[1].port;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[1], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[1]);
+    put_copy_back();
+    for (attempt = 0; attempt < 2; attempt++) {
+        int code = run_n1_to_exit(port, &log);
+        CHECK(code == 1,
+              "keeld on the older copy (attempt %d) exited %d, not 1:\n%s",
+              attempt + 1, code, log ? log : "");
+        CHECK(log != NULL && strstr(log, "refuses to join") != NULL &&
+                  strstr(log, "older copy") != NULL &&
+                  strstr(log, n1_dir) != NULL &&
+                  strstr(log, "--new-store-id") != NULL &&
+                  strstr(log, "acknowledged") != NULL &&
+                  strstr(log, "EMISMATCH") != NULL &&
+                  strstr(log, "joined as incarnation") == NULL,
+              "keeld on the older copy (attempt %d) does not say why it "
+              "refuses, or joined:\n%s",
+              attempt + 1, log ? log : "");
+        free(log);
+        log = NULL;
+    }
+    /* Nothing it holds was served meanwhile: the counts stand on n0. */
+    for (s = 0; s < SHARDS; s++) {
+        char id[16];
+        long v;
+        counter_of(s, id, sizeof id);
+        v = call_counter(&cl[0], 0, id, "get");
+        CHECK(v == acked[s], "%s is %ld on n0 after the refusals, %ld "
+              "acknowledged", id, v, acked[s]);
+    }
+
+    /* With a new store id: joins as a node on another store, and catches
+     * up. */
+    CHECK(tu_cluster_start_nodev(&fx, 1, port,
+                                 (const char *const[]){
+                                     "--replicas", "2", "--repl-lag-ms",
+                                     "1000", "--new-store-id", NULL}) == 0,
+          "n1 did not start on the copy with --new-store-id");
+    CHECK(wait_joined(3), "n1 did not join with a new store id");
     CHECK(wait_member_and_settled(),
-          "the cluster did not settle after n1's restore");
+          "n1 with a new store id did not catch up into every unit");
 
     CHECK(tu_map_read(&fx, &m) == 0, "no map");
     for (s = 0; s < SHARDS; s++) {
         const keel_map_unit *u = tu_map_unit(&m, "", s);
-        const char *p =
-            keel_map_primary(&m, (uint32_t)keel_map_cap_index(&m, ""), s);
-        if (p != NULL && strcmp(p, "n1") == 0) {
-            /* Led by n1 again: n0's copy should still hold the writes. */
-            char d0[128], d1[128];
-            led[s] = 1;
-            tu_cluster_digest(&fx, 0, s, d0, sizeof d0);
-            tu_cluster_digest(&fx, 1, s, d1, sizeof d1);
+        char d0[128], d1[128];
+        if (!tu_map_in_sync(&m, u, "n1") || !tu_map_in_sync(&m, u, "n0"))
+            continue;
+        nsync++;
+        tu_cluster_digest(&fx, 0, s, d0, sizeof d0);
+        tu_cluster_digest(&fx, 1, s, d1, sizeof d1);
+        if (strcmp(d0, d1) != 0) {
+            differ++;
             fprintf(stderr,
-                    "restore: shard %u led by n1 at epoch %llu, n0 %s; "
-                    "digests n0 \"%s\" n1 \"%s\"\n",
-                    s, (unsigned long long)u->shard_epoch,
-                    tu_map_in_sync(&m, u, "n0") ? "in sync" : "out of sync",
-                    d0, d1);
-        }
-        if (p != NULL && strcmp(p, "n0") == 0 && tu_map_in_sync(&m, u, "n1")) {
-            char d0[128], d1[128];
-            backed[s] = 1;
-            nbacked++;
-            tu_cluster_digest(&fx, 0, s, d0, sizeof d0);
-            tu_cluster_digest(&fx, 1, s, d1, sizeof d1);
-            fprintf(stderr,
-                    "restore: shard %u led by n0 at epoch %llu, n1 in sync; "
-                    "digests n0 \"%s\" n1 \"%s\"%s\n",
-                    s, (unsigned long long)u->shard_epoch, d0, d1,
-                    strcmp(d0, d1) != 0 ? " DIFFER" : "");
-            differ += strcmp(d0, d1) != 0;
+                    "restore: shard %u, both in sync at epoch %llu, digests "
+                    "n0 \"%s\" n1 \"%s\"\n",
+                    s, (unsigned long long)u->shard_epoch, d0, d1);
         }
     }
     keel_map_free(&m);
+    CHECK(nsync == SHARDS && differ == 0,
+          "after catch-up: %d of %d units with both nodes in sync, %d of "
+          "them with other digests on n1 than on n0",
+          nsync, SHARDS, differ);
 
-    /* n0 dies: every unit is n1's now, and must hold what was
-     * acknowledged. */
+    /* n0 dies: every unit is n1's now, and holds what was acknowledged. */
     keel_client_close(cl[0]);
     cl[0] = NULL;
     ck_assert_int_eq(tu_keeld_stop(&fx.nodes[0], SIGKILL), 128 + SIGKILL);
@@ -273,25 +338,18 @@ START_TEST(a_restored_backup_is_not_counted_in_sync)
         long v;
         counter_of(s, id, sizeof id);
         v = call_counter(&cl[1], 1, id, "get");
-        fprintf(stderr,
-                "restore: %s (shard %u%s) is %ld on n1, %ld acknowledged, %ld "
-                "at the copy\n",
-                id, s, backed[s] ? ", n1 in sync under n0 after the restore"
-                                 : "",
-                v, acked[s], at_copy[s]);
         if (v != acked[s]) {
             lost++;
-            lost_led += led[s];
+            fprintf(stderr,
+                    "restore: %s (shard %u) is %ld on n1, %ld acknowledged, "
+                    "%ld at the copy\n",
+                    id, s, v, acked[s], at_copy[s]);
         }
     }
-    CHECK(differ == 0 && lost == 0,
-          "n1 back on an older copy of its directory (same store id): it was "
-          "in sync as a backup in %d units, %d of them with another digest "
-          "than their primary's; once n0 died, %d of %d counters had lost "
-          "acknowledged increments, %d of them in units n1 led again at "
-          "their epoch after the restore, serving its older copy (which it "
-          "then sent n0, in sync with the newer one, as a snapshot)",
-          nbacked, differ, lost, SHARDS, lost_led);
+    CHECK(lost == 0,
+          "once n0 died, %d of %d counters on n1 (caught up from a restored "
+          "copy under a new store id) had lost acknowledged increments",
+          lost, SHARDS);
     if (cl[1] != NULL)
         keel_client_close(cl[1]);
 }
@@ -304,7 +362,7 @@ int main(void)
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, a_restored_backup_is_not_counted_in_sync);
+    tcase_add_test(tc, a_restored_backup_is_refused_then_catches_up_as_a_new_store);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
