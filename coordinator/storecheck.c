@@ -394,6 +394,12 @@ static void runs_read(keel_zk *zk, int rc, const void *data, size_t len,
         go(sc, S_RUNS_SET);
         return;
     }
+    if (run == sc->run && sc->mine) {
+        /* Our own record: written by this process (a check of an earlier
+         * session, or a write whose answer was lost). */
+        finish(sc, 0);
+        return;
+    }
     if (run >= sc->run) {
         /* The cluster saw this store at a run this directory has not
          * had: it is a copy from before that run. */
@@ -413,9 +419,13 @@ static void runs_created(keel_zk *zk, int rc, const char *path,
     (void)zk;
     (void)path;
     (void)st;
+    if (rc == KEEL_ECONNLOSS || rc == KEEL_ESESSION)
+        sc->lost = 1; /* applied or not: the record may be ours */
     if (!answered(sc, rc, KEEL_EEXIST))
         return;
     if (rc == KEEL_EEXIST) {
+        if (!sc->lost)
+            sc->mine = 0; /* not ours */
         go(sc, S_RUNS_READ); /* created meanwhile: read what it says */
         return;
     }
@@ -428,9 +438,13 @@ static void runs_set(keel_zk *zk, int rc, const keel_zk_stat *st, void *arg)
 
     (void)zk;
     (void)st;
+    if (rc == KEEL_ECONNLOSS || rc == KEEL_ESESSION)
+        sc->lost = 1; /* applied or not: the record may be ours */
     if (!answered(sc, rc, ANY_RC))
         return;
     if (rc == KEEL_EBADVERSION || rc == KEEL_ENOTFOUND) {
+        if (!sc->lost)
+            sc->mine = 0; /* not applied */
         go(sc, S_RUNS_READ); /* changed meanwhile: decide again */
         return;
     }
@@ -483,12 +497,14 @@ static int run(keel_storecheck *sc)
         len = keel_storecheck_run_format(rec, sizeof rec, sc->store,
                                          sc->run);
         rc = keel_zk_create(sc->zk, path, rec, len, 0, runs_created, sc);
+        sc->mine |= rc == 0;
         break;
     case S_RUNS_SET:
         keel_layout_path(sc->layout, path, "runs", sc->node, NULL);
         len = keel_storecheck_run_format(rec, sizeof rec, sc->store,
                                          sc->run);
         rc = keel_zk_set(sc->zk, path, rec, len, sc->version, runs_set, sc);
+        sc->mine |= rc == 0;
         break;
     default:
         return KEEL_EINVAL;

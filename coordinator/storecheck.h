@@ -42,7 +42,9 @@
  *   - another store's record: set it to ours (version-checked); join;
  *   - this store's, at a run lower than ours: set it to ours
  *     (version-checked; a change meanwhile reads it again); join;
- *   - this store's, at our run or a later one: the directory is a copy
+ *   - this store's, at our very run, written by this process (a check
+ *     of an earlier session; a write whose answer was lost): join;
+ *   - this store's, at our run or a later one otherwise: the directory is a copy
  *     from before a run the cluster has seen, and may lack writes the
  *     cluster acknowledged (as a backup counted in sync, or as the
  *     primary of units it gets back at their epoch, it would serve and
@@ -94,6 +96,12 @@ struct keel_storecheck {
     const char *dir; /* its data directory, for messages; NULL: unknown */
     uint64_t marked; /* the store says it was refused so before, at
                       * this run (keel_store_stale); 0: no */
+    /* This process wrote (or may have written: an answer lost) this
+     * store's run into runs/<node>: finding it there again, in a later
+     * check (a new session), or after a lost answer, is not the mark of
+     * an older copy. Kept across starts. */
+    int mine;
+    int lost; /* an answer to such a write was lost: mine stays set */
     int stale;       /* with KEEL_EMISMATCH: refused as an older copy */
     uint64_t found_run; /* ... at the run runs/<node> records */
     int64_t forgotten_at; /* czxid of forgotten/<node>, 0: none */

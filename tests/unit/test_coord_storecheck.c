@@ -276,6 +276,53 @@ START_TEST(record_changed_meanwhile_is_read_again)
 }
 END_TEST
 
+/* A record of this very run that this process wrote is its own: found
+ * again by the check of a later session, or after the answer to its write
+ * was lost, it lets the node in. Written by another process (a copy
+ * opened to the same run), it does not. */
+START_TEST(own_record_found_again)
+{
+    keel_storecheck sc;
+    seen s = {0, 0};
+
+    keel_storecheck_init(&sc, Z, &L, "node-a", STORE_A, on_done, &s);
+    keel_storecheck_set_run(&sc, 3, NULL, 0);
+    ck_assert_int_eq(keel_storecheck_start(&sc), 0);
+    keel_zk_fake_run(F, 1000);
+    ck_assert_int_eq(s.calls, 1);
+    ck_assert_int_eq(s.rc, 0);
+    expect_runs(STORE_A, 3);
+    /* A new session checks again. */
+    ck_assert_int_eq(keel_storecheck_start(&sc), 0);
+    keel_zk_fake_run(F, 1000);
+    ck_assert_int_eq(s.calls, 2);
+    ck_assert_int_eq(s.rc, 0);
+    keel_storecheck_free(&sc);
+    /* Another process at the same run. */
+    ck_assert_int_eq(check_store(STORE_A, 3, &sc), KEEL_EMISMATCH);
+
+    /* The answer to the write is lost (the write applied): the step is
+     * redone, finds the record changed, reads it again: its own. */
+    memset(&s, 0, sizeof s);
+    keel_storecheck_init(&sc, Z, &L, "node-a", STORE_A, on_done, &s);
+    keel_storecheck_set_run(&sc, 4, NULL, 0);
+    ck_assert_int_eq(keel_storecheck_start(&sc), 0);
+    ck_assert_int_eq(keel_zk_fake_step(F), 1); /* nodes/: runs/ read */
+    keel_zk_fake_fail_next(Z, KEEL_ECONNLOSS, 1);
+    ck_assert_int_eq(keel_zk_fake_step(F), 1); /* runs/: the write */
+    keel_zk_fake_run(F, 1000);
+    ck_assert_int_eq(s.calls, 0);
+    ck_assert(sc.stalled);
+    expect_runs(STORE_A, 4);
+    keel_storecheck_resume(&sc);
+    keel_zk_fake_run(F, 1000);
+    ck_assert_int_eq(s.calls, 1);
+    ck_assert_int_eq(s.rc, 0);
+    expect_runs(STORE_A, 4);
+    keel_storecheck_free(&sc);
+}
+END_TEST
+
 /* Without a run (an embedder's store, a check set up without one), the
  * run record is neither read nor written. */
 START_TEST(no_run_no_record)
@@ -292,6 +339,7 @@ END_TEST
 /* ------------------------------------------------- through the agent */
 
 static keel_cluster *C;
+static keel_zk *CZ; /* C's client */
 
 static keel_cluster *at(size_t i)
 {
@@ -334,6 +382,7 @@ static void start_node_marked(const char *store, uint64_t run,
     o.store_stale = marked;
     o.hooks.failed = on_failed;
     ck_assert_int_eq(keel_zk_fake_client(F, &zk), 0);
+    CZ = zk;
     ck_assert_int_eq(keel_cluster_create(NULL, &o, zk, &C), 0);
     ck_assert_int_eq(keel_cluster_start(C), 0);
     tu_fake_settle(F, at, 1, 10000);
@@ -360,6 +409,13 @@ START_TEST(agent_refuses_an_older_copy_for_good)
     stop_node();
     start_node(STORE_A, 2);
     ck_assert_int_eq(keel_cluster_phase(C), KEEL_CLUSTER_RUNNING);
+    expect_runs(STORE_A, 2);
+    /* Its session expires: it checks again, finds its own record, and
+     * joins again. */
+    keel_zk_fake_expire(CZ);
+    tu_fake_advance(F, 12000, at, 1, 10000);
+    ck_assert_int_eq(keel_cluster_phase(C), KEEL_CLUSTER_RUNNING);
+    ck_assert_int_eq(failed_calls, 0);
     expect_runs(STORE_A, 2);
     stop_node();
 
@@ -415,6 +471,7 @@ int main(void)
     tcase_add_test(tc, first_record_restart_and_older_copy);
     tcase_add_test(tc, another_store_takes_the_record);
     tcase_add_test(tc, record_changed_meanwhile_is_read_again);
+    tcase_add_test(tc, own_record_found_again);
     tcase_add_test(tc, no_run_no_record);
     tcase_add_test(tc, agent_refuses_an_older_copy_for_good);
     suite_add_tcase(s, tc);
