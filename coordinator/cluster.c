@@ -1628,6 +1628,7 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
 fail:
     free(c->zk_hosts);
     free(c->address);
+    free(c->store_dir);
     free_strings(c->caps, c->ncaps);
     free(c);
     return rc;
