@@ -16,6 +16,7 @@ enum {
     STEP_MEMBERS,
     STEP_NODES,
     STEP_FORGOTTEN, /* forgotten/: nodes whose data the operator gave up */
+    STEP_RUNS,      /* runs/: the store and run each node was last seen on */
     STEP_EPOCH,     /* controller_epoch = 0 (may exist) */
     STEP_DONE
 };
@@ -149,6 +150,9 @@ static int run(keel_bootstrap *b)
         break;
     case STEP_FORGOTTEN:
         leaf = "forgotten";
+        break;
+    case STEP_RUNS:
+        leaf = "runs";
         break;
     case STEP_EPOCH:
         leaf = "controller_epoch";

@@ -1139,6 +1139,45 @@ static void storecheck_cb(keel_storecheck *sc, int rc, void *arg)
     if (c->phase != KEEL_CLUSTER_BOOTSTRAP)
         return;
 
+    if (rc == KEEL_EMISMATCH && sc->stale && sc->marked != 0) {
+        keel_error(
+            "cluster: node %s refuses to join: its data directory%s%s "
+            "(store %s, now at run %llu) was found at run %llu to be an "
+            "older copy of the directory the node served from, and may "
+            "lack writes the cluster acknowledged. Start the node on its "
+            "newest data directory, or start it on this one with "
+            "--new-store-id (keel_node_options.new_store_id): it then joins "
+            "as a node on a new disk, out of sync, and its replicated units "
+            "catch up from their primaries (units it held alone are "
+            "refused until `keel node forget %s`). docs/operations.md, "
+            "\"Backups\".",
+            c->node, c->store_dir != NULL ? " " : "",
+            c->store_dir != NULL ? c->store_dir : "", sc->store,
+            (unsigned long long)sc->run, (unsigned long long)sc->marked,
+            c->node);
+        set_failed(c, KEEL_EMISMATCH);
+        return;
+    }
+    if (rc == KEEL_EMISMATCH && sc->stale) {
+        /* Waiting changes nothing: the node stops (hooks.failed), and
+         * marks its store (runtime/cluster_rt.c, on_failed). */
+        keel_error(
+            "cluster: node %s refuses to join: its data directory%s%s "
+            "(store %s) is at run %llu, but the cluster saw this store at "
+            "run %llu already: it is an older copy of the directory the "
+            "node served from (a restored backup?), and may lack writes "
+            "the cluster acknowledged. Start the node on its newest data "
+            "directory, or start it on this one with --new-store-id "
+            "(keel_node_options.new_store_id): it then joins as a node on "
+            "a new disk, out of sync, and its replicated units catch up "
+            "from their primaries (units it held alone are refused until "
+            "`keel node forget %s`). docs/operations.md, \"Backups\".",
+            c->node, c->store_dir != NULL ? " " : "",
+            c->store_dir != NULL ? c->store_dir : "", sc->store, (unsigned long long)sc->run,
+            (unsigned long long)sc->found_run, c->node);
+        set_failed(c, KEEL_EMISMATCH);
+        return;
+    }
     if (rc == KEEL_EMISMATCH) {
         if (c->error != KEEL_EMISMATCH)
             keel_error(
@@ -1514,6 +1553,10 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
     keel_layout_init(&c->layout, o->cluster);
     c->address = strdup(o->address);
     c->caps = calloc(o->ncaps ? o->ncaps : 1, sizeof *c->caps);
+    if (o->store_dir != NULL && (c->store_dir = strdup(o->store_dir)) == NULL) {
+        rc = KEEL_ENOMEM;
+        goto fail;
+    }
     if (c->address == NULL || c->caps == NULL) {
         rc = KEEL_ENOMEM;
         goto fail;
@@ -1557,6 +1600,8 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
     keel_membership_set_insecure(&c->members, o->insecure);
     keel_storecheck_init(&c->store_check, zk, &c->layout, c->node,
                          o->store_id, storecheck_cb, c);
+    keel_storecheck_set_run(&c->store_check, o->store_run, c->store_dir,
+                            o->store_stale);
     keel_election_init(&c->election, zk, &c->layout, c->node, election_cb, c);
     memset(&copt, 0, sizeof copt);
     copt.shard_count = c->shard_count;
@@ -1583,6 +1628,7 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
 fail:
     free(c->zk_hosts);
     free(c->address);
+    free(c->store_dir);
     free_strings(c->caps, c->ncaps);
     free(c);
     return rc;
@@ -1628,6 +1674,7 @@ void keel_cluster_destroy(keel_cluster *c)
     free(c->drops);
     free(c->adds);
     keel_storecheck_free(&c->store_check);
+    free(c->store_dir);
     free(c->address);
     free_strings(c->caps, c->ncaps);
     free(c);

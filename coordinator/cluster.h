@@ -101,6 +101,13 @@ typedef struct keel_cluster_options {
     /* The identity of its store (32 hex digits), published in its member
      * znode; NULL: none. */
     const char *store_id;
+    /* Its store's run (keel_store_run), checked against runs/<node>
+     * before joining (storecheck.h); 0: not checked. store_dir: its data
+     * directory, named in the refusal; NULL: unknown. */
+    uint64_t store_run;
+    const char *store_dir;
+    /* keel_store_stale of its store: refused as an older copy before. */
+    uint64_t store_stale;
     const char *const *caps; /* capabilities it declares */
     size_t ncaps;
     uint32_t shard_count;    /* must match the cluster's */

@@ -102,6 +102,7 @@ struct keel_cluster {
 
     char node[KEEL_NAME_MAX + 1];
     char *address;
+    char *store_dir; /* the data directory, for messages; NULL: unknown */
     char *zk_hosts; /* for the log; NULL with a given client */
     /* While connecting: since when (agent clock, ms), and when to say
      * again that ZooKeeper has not answered (0: said nothing yet). */

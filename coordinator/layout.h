@@ -16,6 +16,12 @@
  *                       [+ "leaving 1\n" once the node is being drained];
  *                       its czxid is the node's incarnation
  *   nodes/<node>/state  what the node holds (nodestate.h)
+ *   nodes/<node>        persistent; "store <32 hex digits>\n": the store
+ *                       the node last ran on (storecheck.h)
+ *   runs/<node>         persistent; "store <32 hex digits> run <N>\n": the
+ *                       store and its run (keel_store_run) the node last
+ *                       joined with; an older copy of that store is
+ *                       refused (storecheck.h)
  *   forgotten/<node>    persistent, empty: the operator gave up the data
  *                       of that dead node (keel node forget); its units
  *                       move without it; removed when it joins again

@@ -17,7 +17,11 @@ enum {
     S_FORGOTTEN, /* another store: was the node forgotten? */
     S_STATE,     /* ... no: the units its last published state holds */
     S_MAP,       /* ... and the units the map gives it */
-    S_RECORD     /* record this store (version-checked) */
+    S_RECORD,    /* record this store (version-checked) */
+    /* Once the store is accepted for the node: is it an older copy? */
+    S_RUNS_READ,   /* runs/<node>: the store and run last seen */
+    S_RUNS_CREATE, /* runs/<node> missing: create it with ours */
+    S_RUNS_SET     /* record ours (version-checked) */
 };
 
 static int run(keel_storecheck *sc);
@@ -49,10 +53,76 @@ int keel_storecheck_parse(const void *data, size_t len, char *store)
     return 0;
 }
 
+size_t keel_storecheck_run_format(char *buf, size_t len, const char *store,
+                                  uint64_t run)
+{
+    int w = snprintf(buf, len, "store %s run %llu\n", store,
+                     (unsigned long long)run);
+    return w < 0 ? 0 : (size_t)w;
+}
+
+int keel_storecheck_run_parse(const void *data, size_t len, char *store,
+                              uint64_t *run)
+{
+    const char *p = data;
+    size_t i, at = 6 + KEEL_STORE_ID_HEX + 5, n;
+    uint64_t v = 0;
+
+    store[0] = '\0';
+    *run = 0;
+    if (len <= at + 1 || memcmp(p, "store ", 6) != 0 ||
+        memcmp(p + 6 + KEEL_STORE_ID_HEX, " run ", 5) != 0 ||
+        p[len - 1] != '\n')
+        return KEEL_ECORRUPT;
+    for (i = 0; i < KEEL_STORE_ID_HEX; i++) {
+        char c = p[6 + i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return KEEL_ECORRUPT;
+    }
+    n = len - 1 - at;
+    if (n > 20 || (n > 1 && p[at] == '0'))
+        return KEEL_ECORRUPT;
+    for (i = 0; i < n; i++) {
+        char c = p[at + i];
+        unsigned d;
+        if (c < '0' || c > '9')
+            return KEEL_ECORRUPT;
+        d = (unsigned)(c - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return KEEL_ECORRUPT;
+        v = v * 10 + d;
+    }
+    memcpy(store, p + 6, KEEL_STORE_ID_HEX);
+    store[KEEL_STORE_ID_HEX] = '\0';
+    *run = v;
+    return 0;
+}
+
 static void finish(keel_storecheck *sc, int rc)
 {
     sc->done = 1;
     sc->cb(sc, rc, sc->arg);
+}
+
+static void go(keel_storecheck *sc, int step);
+
+/* The existing steps let this store serve the node: now the run record,
+ * when the store has a run to compare. */
+static void accepted(keel_storecheck *sc)
+{
+    if (sc->marked != 0) {
+        /* Refused as an older copy before: raising its run since (by
+         * opening it again) does not make it newer. */
+        sc->stale = 1;
+        sc->found_run = sc->marked;
+        finish(sc, KEEL_EMISMATCH);
+        return;
+    }
+    if (sc->run == 0) {
+        finish(sc, 0);
+        return;
+    }
+    go(sc, S_RUNS_READ);
 }
 
 static void failed(keel_storecheck *sc, int rc)
@@ -121,7 +191,7 @@ static void node_read(keel_zk *zk, int rc, const void *data, size_t len,
         return;
     }
     if (strcmp(sc->found, sc->store) == 0) {
-        finish(sc, 0);
+        accepted(sc);
         return;
     }
     go(sc, S_FORGOTTEN);
@@ -145,7 +215,7 @@ static void node_created(keel_zk *zk, int rc, const char *path,
         failed(sc, rc);
         return;
     }
-    finish(sc, 0);
+    accepted(sc);
 }
 
 static void forgotten_checked(keel_zk *zk, int rc, const keel_zk_stat *st,
@@ -294,12 +364,100 @@ static void recorded(keel_zk *zk, int rc, const keel_zk_stat *st, void *arg)
         failed(sc, rc);
         return;
     }
+    accepted(sc);
+}
+
+static void runs_read(keel_zk *zk, int rc, const void *data, size_t len,
+                      const keel_zk_stat *st, void *arg)
+{
+    keel_storecheck *sc = arg;
+    char store[KEEL_STORE_ID_HEX + 1];
+    uint64_t run;
+
+    (void)zk;
+    if (!answered(sc, rc, KEEL_ENOTFOUND))
+        return;
+    if (rc == KEEL_ENOTFOUND) {
+        go(sc, S_RUNS_CREATE);
+        return;
+    }
+    if (keel_storecheck_run_parse(data, len, store, &run) != 0) {
+        keel_error("cluster: the run record of node %s (runs/%s) is "
+                   "unreadable",
+                   sc->node, sc->node);
+        finish(sc, KEEL_ECORRUPT);
+        return;
+    }
+    sc->version = st->version;
+    if (strcmp(store, sc->store) != 0) {
+        /* Another store's: the checks before let this one in. */
+        go(sc, S_RUNS_SET);
+        return;
+    }
+    if (run == sc->run && sc->mine) {
+        /* Our own record: written by this process (a check of an earlier
+         * session, or a write whose answer was lost). */
+        finish(sc, 0);
+        return;
+    }
+    if (run >= sc->run) {
+        /* The cluster saw this store at a run this directory has not
+         * had: it is a copy from before that run. */
+        sc->stale = 1;
+        sc->found_run = run;
+        finish(sc, KEEL_EMISMATCH);
+        return;
+    }
+    go(sc, S_RUNS_SET);
+}
+
+static void runs_created(keel_zk *zk, int rc, const char *path,
+                         const keel_zk_stat *st, void *arg)
+{
+    keel_storecheck *sc = arg;
+
+    (void)zk;
+    (void)path;
+    (void)st;
+    if (rc == KEEL_ECONNLOSS || rc == KEEL_ESESSION)
+        sc->lost = 1; /* applied or not: the record may be ours */
+    if (!answered(sc, rc, KEEL_EEXIST))
+        return;
+    if (rc == KEEL_EEXIST) {
+        if (!sc->lost)
+            sc->mine = 0; /* not ours */
+        go(sc, S_RUNS_READ); /* created meanwhile: read what it says */
+        return;
+    }
+    finish(sc, 0);
+}
+
+static void runs_set(keel_zk *zk, int rc, const keel_zk_stat *st, void *arg)
+{
+    keel_storecheck *sc = arg;
+
+    (void)zk;
+    (void)st;
+    if (rc == KEEL_ECONNLOSS || rc == KEEL_ESESSION)
+        sc->lost = 1; /* applied or not: the record may be ours */
+    if (!answered(sc, rc, ANY_RC))
+        return;
+    if (rc == KEEL_EBADVERSION || rc == KEEL_ENOTFOUND) {
+        if (!sc->lost)
+            sc->mine = 0; /* not applied */
+        go(sc, S_RUNS_READ); /* changed meanwhile: decide again */
+        return;
+    }
+    if (rc != 0) {
+        failed(sc, rc);
+        return;
+    }
     finish(sc, 0);
 }
 
 static int run(keel_storecheck *sc)
 {
-    char path[KEEL_ZK_PATH_MAX], rec[64];
+    char path[KEEL_ZK_PATH_MAX], rec[96];
     size_t len;
     int rc;
 
@@ -330,6 +488,24 @@ static int run(keel_storecheck *sc)
         len = keel_storecheck_format(rec, sizeof rec, sc->store);
         rc = keel_zk_set(sc->zk, path, rec, len, sc->version, recorded, sc);
         break;
+    case S_RUNS_READ:
+        keel_layout_path(sc->layout, path, "runs", sc->node, NULL);
+        rc = keel_zk_get(sc->zk, path, NULL, NULL, runs_read, sc);
+        break;
+    case S_RUNS_CREATE:
+        keel_layout_path(sc->layout, path, "runs", sc->node, NULL);
+        len = keel_storecheck_run_format(rec, sizeof rec, sc->store,
+                                         sc->run);
+        rc = keel_zk_create(sc->zk, path, rec, len, 0, runs_created, sc);
+        sc->mine |= rc == 0;
+        break;
+    case S_RUNS_SET:
+        keel_layout_path(sc->layout, path, "runs", sc->node, NULL);
+        len = keel_storecheck_run_format(rec, sizeof rec, sc->store,
+                                         sc->run);
+        rc = keel_zk_set(sc->zk, path, rec, len, sc->version, runs_set, sc);
+        sc->mine |= rc == 0;
+        break;
     default:
         return KEEL_EINVAL;
     }
@@ -351,6 +527,14 @@ void keel_storecheck_init(keel_storecheck *sc, keel_zk *zk,
     sc->arg = arg;
 }
 
+void keel_storecheck_set_run(keel_storecheck *sc, uint64_t run,
+                             const char *dir, uint64_t marked)
+{
+    sc->run = run;
+    sc->dir = dir;
+    sc->marked = marked;
+}
+
 void keel_storecheck_free(keel_storecheck *sc)
 {
     if (sc->state == NULL)
@@ -368,6 +552,8 @@ int keel_storecheck_start(keel_storecheck *sc)
     sc->retry_at = 0;
     sc->units = 0;
     sc->found[0] = '\0';
+    sc->stale = 0;
+    sc->found_run = 0;
     if (strlen(sc->store) != KEEL_STORE_ID_HEX) {
         /* No identity to compare (an embedder's store without one). */
         finish(sc, 0);

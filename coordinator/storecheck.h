@@ -29,6 +29,34 @@
  *     its own store again, or the operator accepts the loss with
  *     `keel node forget` (possible because the node is not a member).
  *
+ * A store the steps above accept may still be an older copy of the very
+ * directory the node served from (a backup restored: the same store id,
+ * older content). Every open of a store raises its run counter
+ * (keel_store_run), and the persistent znode `runs/<node>` ("store <32
+ * hex digits> run <N>\n", apart from nodes/<node> so that nodes of the
+ * previous release, which read that one strictly, are not disturbed)
+ * holds the store and run the cluster last saw the node on. So, once
+ * accepted (and when the store has a run, keel_storecheck_set_run):
+ *
+ *   - no run record: create it with this store and run; join;
+ *   - another store's record: set it to ours (version-checked); join;
+ *   - this store's, at a run lower than ours: set it to ours
+ *     (version-checked; a change meanwhile reads it again); join;
+ *   - this store's, at our very run, written by this process (a check
+ *     of an earlier session; a write whose answer was lost): join;
+ *   - this store's, at our run or a later one otherwise: the directory is a copy
+ *     from before a run the cluster has seen, and may lack writes the
+ *     cluster acknowledged (as a backup counted in sync, or as the
+ *     primary of units it gets back at their epoch, it would serve and
+ *     spread the older copy): refuse (KEEL_EMISMATCH with sc->stale).
+ *     That does not change by waiting: the node is to be started on the
+ *     newest directory, or with a new store id (keeld --new-store-id),
+ *     which the rules above then treat as a replaced disk. The node
+ *     marks its store stale (keel_store_mark_stale) before it stops, and
+ *     a store so marked is refused the same way at every later start
+ *     (until it takes a new id): each open raises the run, so without
+ *     the mark a copy opened often enough would pass the record.
+ *
  * Asynchronous, one request in flight; a step that lost its connection is
  * redone by keel_storecheck_resume(). */
 #ifndef KEEL_COORDINATOR_STORECHECK_H
@@ -46,7 +74,9 @@ typedef struct keel_storecheck keel_storecheck;
 
 /* rc: 0 (this store may serve the node's units), KEEL_EMISMATCH (another
  * store: sc->found names it, sc->units counts the units the node is
- * responsible for), KEEL_ECORRUPT (an unreadable record), or a ZooKeeper
+ * responsible for; or, with sc->stale, an older copy of this store:
+ * sc->found_run is the run the cluster saw), KEEL_ECORRUPT (an unreadable
+ * record), or a ZooKeeper
  * error not worth retrying. Connection losses are not reported: the check
  * waits for resume(). */
 typedef void (*keel_storecheck_cb)(keel_storecheck *sc, int rc, void *arg);
@@ -61,7 +91,19 @@ struct keel_storecheck {
     keel_storecheck_cb cb;
     void *arg;
     uint64_t retry_at; /* after a refusal: when to check again, 0: no */
-    int32_t version; /* of nodes/<node> when read */
+    int32_t version; /* of nodes/<node>, then of runs/<node>, when read */
+    uint64_t run;    /* this store's run (keel_store_run), 0: none */
+    const char *dir; /* its data directory, for messages; NULL: unknown */
+    uint64_t marked; /* the store says it was refused so before, at
+                      * this run (keel_store_stale); 0: no */
+    /* This process wrote (or may have written: an answer lost) this
+     * store's run into runs/<node>: finding it there again, in a later
+     * check (a new session), or after a lost answer, is not the mark of
+     * an older copy. Kept across starts. */
+    int mine;
+    int lost; /* an answer to such a write was lost: mine stays set */
+    int stale;       /* with KEEL_EMISMATCH: refused as an older copy */
+    uint64_t found_run; /* ... at the run runs/<node> records */
     int64_t forgotten_at; /* czxid of forgotten/<node>, 0: none */
     /* Its last published state, between S_STATE and S_MAP (owned). */
     struct keel_node_state *state;
@@ -75,6 +117,15 @@ void keel_storecheck_init(keel_storecheck *sc, keel_zk *zk,
                           const keel_layout *layout, const char *node,
                           const char *store, keel_storecheck_cb cb,
                           void *arg);
+/* The store's run (keel_store_run; 0: none, the run record is then
+ * neither read nor written), its data directory (for messages; NULL:
+ * unknown, else it must outlive the check), and whether it was refused
+ * as an older copy before (keel_store_stale: the run it was marked at, 0:
+ * no), in which case it is refused again once accepted otherwise,
+ * whatever runs/<node> says: its run rose with every open since, so the
+ * record alone would let it in sooner or later. Before start. */
+void keel_storecheck_set_run(keel_storecheck *sc, uint64_t run,
+                             const char *dir, uint64_t marked);
 /* Starts from the first step (also after a new session). 0 or the submit
  * error. */
 int keel_storecheck_start(keel_storecheck *sc);
@@ -101,5 +152,11 @@ void keel_storecheck_cancel(keel_storecheck *sc);
  * for anything but "store <32 hex>\n" (an empty record is id ""). */
 size_t keel_storecheck_format(char *buf, size_t len, const char *store);
 int keel_storecheck_parse(const void *data, size_t len, char *store);
+/* The run record's text ("store <32 hex> run <N>\n", N decimal without
+ * leading zeros) and its parser: 0, or KEEL_ECORRUPT for anything else. */
+size_t keel_storecheck_run_format(char *buf, size_t len, const char *store,
+                                  uint64_t run);
+int keel_storecheck_run_parse(const void *data, size_t len, char *store,
+                              uint64_t *run);
 
 #endif

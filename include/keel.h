@@ -317,7 +317,15 @@ typedef struct keel_node_options {
      * back from a restart does not take the disks and links from the
      * writes being served; 0: no limit. */
     uint32_t catchup_mib_s;
-    uint32_t reserved_u32;
+    /* Nonzero: the data directory takes a new store id when it is opened
+     * (keeld --new-store-id), as a new disk would. For a restored copy of
+     * a cluster node's directory, which the cluster refuses to let serve
+     * as what it was (it may lack writes the cluster acknowledged since):
+     * with a new id the node is never taken for in sync on it, its
+     * replicated units catch up from their primaries, and units it held
+     * alone are refused until `keel node forget` (docs/operations.md,
+     * "Backups"). Give it for that one start only; harmless standalone. */
+    uint32_t new_store_id;
     void *reserved[6];
 } keel_node_options;
 
@@ -339,7 +347,9 @@ KEEL_API int keel_node_create(const keel_node_options *opts, keel_node **out,
  * stopped on its own because it cannot take part in its cluster (the
  * reason is logged): KEEL_ECONFIG (e.g. another shard count),
  * KEEL_EDENIED (its ZooKeeper credentials are not the cluster's
- * identity), or another error that ended its cluster agent for good.
+ * identity), KEEL_EMISMATCH (its data directory is an older copy of the
+ * one the cluster last saw it on, a restored backup: see new_store_id),
+ * or another error that ended its cluster agent for good.
  * A node whose loop cannot start (KEEL_ENOMEM: no thread for its storage
  * writer, ...) returns at once with that code; calls that were waiting
  * for the loop are answered KEEL_ESTOPPING, as later ones are. */

@@ -127,6 +127,13 @@ struct keel_store {
     MDB_dbi types;
     char *path;
     uint8_t store_id[KEEL_STORE_ID_LEN];
+    /* Times the store was opened for writing, this open included (meta
+     * "run"); raised once per keel_store_open, whatever the count of
+     * environments it opens. */
+    uint64_t run;
+    int run_raised;
+    /* Meta "stale" as the open found it (keel_store_stale), 0: none. */
+    uint64_t stale;
     int lock_fd;
     int durability;
     uint64_t max_map_size;
@@ -469,6 +476,60 @@ static int meta_put_bytes(MDB_txn *txn, MDB_dbi dbi, const char *name,
     return mdb_put(txn, dbi, &k, &v, 0);
 }
 
+/* The run counter (store.h, keel_store_run): read, and raised by one on
+ * the first environment a keel_store_open opens; a store without one
+ * (new, or from before the counter) starts at 1. */
+static int store_run_raise(keel_store *s, MDB_txn *txn)
+{
+    MDB_val k = {sizeof "run" - 1, (void *)"run"};
+    MDB_val v;
+    uint8_t buf[8];
+    uint64_t run = 0;
+    int rc = mdb_get(txn, s->meta, &k, &v);
+
+    if (rc == 0) {
+        if (v.mv_size != 8)
+            return MDB_CORRUPTED;
+        run = get_be64(v.mv_data);
+    } else if (rc != MDB_NOTFOUND) {
+        return rc;
+    }
+    if (s->run_raised) {
+        s->run = run;
+        return 0;
+    }
+    if (run == UINT64_MAX)
+        return MDB_CORRUPTED;
+    s->run = run + 1;
+    put_be64(buf, s->run);
+    v.mv_size = sizeof buf;
+    v.mv_data = buf;
+    return mdb_put(txn, s->meta, &k, &v, 0);
+}
+
+/* The stale mark (keel_store_mark_stale): read, or dropped by the first
+ * environment of an open that gives the store a new identity. */
+static int store_stale_read(keel_store *s, MDB_txn *txn, int new_id)
+{
+    MDB_val k = {sizeof "stale" - 1, (void *)"stale"};
+    MDB_val v;
+    int rc = mdb_get(txn, s->meta, &k, &v);
+
+    s->stale = 0;
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    if (v.mv_size != 8)
+        return MDB_CORRUPTED;
+    if (new_id && !s->run_raised)
+        return mdb_del(txn, s->meta, &k, NULL);
+    s->stale = get_be64(v.mv_data);
+    if (s->stale == 0)
+        s->stale = 1;
+    return 0;
+}
+
 /* The store's identity (store.h): its random id, made once, and the
  * cluster and node it serves, recorded the first time they are given and
  * checked every time after. MDB_KEYEXIST (errbuf set) when the store was
@@ -485,6 +546,12 @@ static int store_identity(keel_store *s, MDB_txn *txn,
     int rc, i, got[2];
 
     rc = mdb_get(txn, s->meta, &k, &v);
+    if (rc == 0 && o->new_store_id && !s->run_raised) {
+        /* Asked for: this directory takes a new identity (a restored copy
+         * made into a new store, docs/operations.md "Backups"). */
+        rc = MDB_NOTFOUND;
+        keel_info("store %s: taking a new store id, as asked", s->path);
+    }
     if (rc == 0) {
         if (v.mv_size != KEEL_STORE_ID_LEN)
             return MDB_CORRUPTED;
@@ -500,6 +567,12 @@ static int store_identity(keel_store *s, MDB_txn *txn,
     } else {
         return rc;
     }
+    rc = store_run_raise(s, txn);
+    if (rc != 0)
+        return rc;
+    rc = store_stale_read(s, txn, o->new_store_id);
+    if (rc != 0)
+        return rc;
     want[0] = o->cluster;
     want[1] = o->node;
     for (i = 0; i < 2; i++) {
@@ -616,6 +689,7 @@ static int store_init_dbs(keel_store *s, const keel_store_options *o,
     rc = mdb_txn_commit(txn);
     if (rc != 0)
         goto err;
+    s->run_raised = 1;
     if (upgrade)
         keel_info("store %s: upgraded from format %u to %u", s->path, format,
                   KEEL_STORE_FORMAT);
@@ -1728,6 +1802,64 @@ int keel_store_unit_digest(keel_store_read *r, const char *cap,
             *nrecords = d.n;
     }
     XXH3_freeState(d.st);
+    return rc;
+}
+
+uint64_t keel_store_run(const keel_store *s)
+{
+    return s->run;
+}
+
+uint64_t keel_store_stale(const keel_store *s)
+{
+    return s->stale;
+}
+
+int keel_store_mark_stale(keel_store *s)
+{
+    MDB_val k = {sizeof "stale" - 1, (void *)"stale"};
+    uint8_t buf[8];
+    MDB_val v = {sizeof buf, buf};
+    MDB_txn *txn;
+    int rc;
+
+    if (s == NULL)
+        return KEEL_EINVAL;
+    pthread_mutex_lock(&s->commit_lock);
+    if (__atomic_load_n(&s->broken, __ATOMIC_RELAXED)) {
+        pthread_mutex_unlock(&s->commit_lock);
+        return KEEL_ESTORE;
+    }
+    /* Rare (once, before the node stops): an LMDB commit outside the log,
+     * like keel_store_type_learn's; it changes no record and no fence.
+     * Made durable here: a checkpoint (with the log), which the next
+     * open's restore goes back to, or LMDB's own flush (without). */
+    put_be64(buf, s->run != 0 ? s->run : 1);
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc == 0) {
+        rc = mdb_put(txn, s->meta, &k, &v, 0);
+        if (rc == 0)
+            rc = mdb_txn_commit(txn);
+        else
+            mdb_txn_abort(txn);
+    }
+    if (rc == 0) {
+        if (s->logged) {
+            rc = store_checkpoint(s, 0);
+            rc = rc > 0 ? KEEL_EIO : rc;
+        } else {
+            rc = mdb_env_sync(s->env, 1);
+            rc = store_err(rc);
+        }
+    } else {
+        rc = store_err(rc);
+    }
+    if (rc == 0)
+        s->stale = s->run != 0 ? s->run : 1;
+    pthread_mutex_unlock(&s->commit_lock);
+    if (rc != 0)
+        keel_warn("store %s: recording that it is stale failed: %s", s->path,
+                  keel_strerror(rc));
     return rc;
 }
 

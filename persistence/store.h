@@ -16,7 +16,10 @@
  *   meta   "format" -> be32 KEEL_STORE_FORMAT, "shards" -> be32 shard count,
  *          "store_id" -> 16 random bytes written when the store is made,
  *          "cluster", "node" -> the cluster and node it was made for (only
- *          when opened with them)
+ *          when opened with them),
+ *          "run" -> be64 the times the store was opened (keel_store_run),
+ *          "stale" -> be64 the run at which its owner found the directory
+ *          to be an older copy of itself (keel_store_mark_stale)
  *
  * This module knows nothing of the network or of ZooKeeper.
  *
@@ -70,6 +73,10 @@ typedef struct keel_store_options {
      * file and offset in errbuf); nonzero opens at the last good state it
      * can reach and logs what it dropped. See docs/operations.md. */
     int recover_to_last_good;
+    /* Nonzero: the store takes a new random identity at this open (in
+     * the open's transaction; its run counter goes on). Whoever knew the
+     * directory by its old identity sees another store from then on. */
+    int new_store_id;
     /* Longest time between checkpoints while commits come; 0: 1000 ms. */
     uint32_t checkpoint_interval_ms;
 } keel_store_options;
@@ -117,6 +124,24 @@ void keel_store_close(keel_store *s);
  * lowercase hex digits and a NUL into hex. A node back on an empty or
  * replaced disk has another one. */
 void keel_store_id(const keel_store *s, char hex[2 * KEEL_STORE_ID_LEN + 1]);
+/* The store's run: how many times it was opened, this open included
+ * (1 for a new store, or the first open of a store from before the
+ * counter). Raised by one in the open's first write transaction, the one
+ * that checks the identity, and durable before keel_store_open returns.
+ * A copy of the directory goes on from the run it was copied at, so a
+ * copy opened again has a lower run than the directory it was copied
+ * from has had since (the cluster compares them: coordinator/storecheck.h). */
+uint64_t keel_store_run(const keel_store *s);
+/* Records, durably, that this directory is an older copy of itself (its
+ * owner found out: in a cluster, one that saw the store at a later run),
+ * so that it never serves under this identity again, however often it is
+ * opened and its run raised: every later open reports it
+ * (keel_store_stale) until an open with new_store_id, which drops it with
+ * the old identity. 0, KEEL_ESTORE, KEEL_EIO. Any thread; not while a
+ * read is open on the calling thread. */
+int keel_store_mark_stale(keel_store *s);
+/* Nonzero (the run it was marked at) when the store is marked stale. */
+uint64_t keel_store_stale(const keel_store *s);
 /* The shard count the store was created with. */
 uint32_t keel_store_shards(const keel_store *s);
 /* Records the capability of an actor type whose records predate the type

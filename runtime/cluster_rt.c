@@ -301,7 +301,10 @@ static void on_map(keel_cluster *c, uint64_t map_epoch, void *data)
  * nothing and never will must not look alive to its operator, so it
  * stops, and keel_node_run returns the reason (keeld exits with it). Only
  * refusals of its configuration are lasting: ZooKeeper refusing its
- * credentials (EDENIED) and a cluster made otherwise (ECONFIG). Any other
+ * credentials (EDENIED), a cluster made otherwise (ECONFIG), and a data
+ * directory that is an older copy of the node's (EMISMATCH: the cluster
+ * calls set_failed with it for nothing else; a store refused as another
+ * one checks again by itself and is not a failure). Any other
  * failure (a request lost in a partition, say) leaves it running fenced,
  * as before: stopping then would skip the orderly deactivation of what it
  * held. */
@@ -309,9 +312,15 @@ static void on_failed(keel_cluster *c, int rc, void *data)
 {
     keel_cluster_rt *rt = data;
 
-    if (rt->failure != 0 || (rc != KEEL_EDENIED && rc != KEEL_ECONFIG))
+    if (rt->failure != 0 || (rc != KEEL_EDENIED && rc != KEEL_ECONFIG &&
+                             rc != KEEL_EMISMATCH))
         return;
     rt->failure = rc;
+    /* An older copy of its own directory: marked, so that no later start
+     * on it passes (storecheck.h). The store's commit lock orders this
+     * with the writer's commits. */
+    if (rc == KEEL_EMISMATCH && keel_store_stale(rt->n->store) == 0)
+        (void)keel_store_mark_stale(rt->n->store);
     keel_error("cluster %s: stopping node %s, which cannot take part (%s)",
                keel_cluster_name(c), keel_cluster_node_name(c),
                keel_err_name(rc));
@@ -646,6 +655,9 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     co.address = rt->address;
     keel_store_id(n->store, rt->store_id);
     co.store_id = rt->store_id;
+    co.store_run = keel_store_run(n->store);
+    co.store_dir = n->data_dir;
+    co.store_stale = keel_store_stale(n->store);
     co.caps = (const char *const *)rt->caps;
     co.ncaps = rt->ncaps;
     co.shard_count = o->shard_count;

@@ -2268,6 +2268,7 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
     so.durability = opts.durability;
     so.initial_map_size = opts.initial_map_size;
     so.recover_to_last_good = opts.recover_to_last_good;
+    so.new_store_id = opts.new_store_id != 0;
     if (opts.zk_hosts != NULL) {
         /* A store serves one node of one cluster (store.h). */
         so.cluster = opts.cluster;

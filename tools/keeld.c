@@ -153,6 +153,11 @@ static void usage(FILE *f)
         "                         writes, start from the last good state anyway and\n"
         "                         log what was dropped (default: refuse to start);\n"
         "                         see docs/operations.md, \"Damaged storage\"\n"
+        "  --new-store-id         the data directory takes a new store id at this\n"
+        "                         start (command line only): for a restored copy\n"
+        "                         of a cluster node's directory, which the cluster\n"
+        "                         refuses as it is; see docs/operations.md,\n"
+        "                         \"Backups\"\n"
         "  --load PATH.so[:ARGS]  load actor types from a plugin (repeatable);\n"
         "                         the text after the first ':' goes to the\n"
         "                         plugin's keel_plugin_init\n"
@@ -269,7 +274,8 @@ enum {
     O_HTTPPERIP, O_RECOVER, O_TLSCERT, O_TLSKEY, O_TLSCA, O_ZKAUTH,
     O_AUTHTOKENS, O_INSECURE, O_AUTHCONNFAILS, O_AUTHADDRFAILS,
     O_AUTHWINDOW, O_REPLICAS, O_REPLLAG, O_REPLDEAD, O_LOGFORMAT, O_DEADAFTER,
-    O_RKRETAIN, O_LOGFILE, O_CONFIG, O_CHECK, O_CATCHUPRATE, O_END
+    O_RKRETAIN, O_LOGFILE, O_CONFIG, O_CHECK, O_CATCHUPRATE, O_NEWSTOREID,
+    O_END
 };
 #define O_COUNT (O_END - O_DATA)
 #define MAX_LOADS 32
@@ -329,6 +335,7 @@ static const struct keeld_opt {
     {"request-key-retention-ms", O_RKRETAIN, 1, 0},
     {"config", O_CONFIG, 1, 1},
     {"check-config", O_CHECK, 0, 1},
+    {"new-store-id", O_NEWSTOREID, 0, 1},
     {"version", O_VERSION, 0, 1},
     {"help", O_HELP, 0, 1},
 };
@@ -1490,6 +1497,9 @@ int main(int argc, char **argv)
             break;
         case O_CHECK:
             check = 1;
+            break;
+        case O_NEWSTOREID:
+            kc.opts.new_store_id = 1;
             break;
         case O_VERSION:
             printf("keeld %s\n", keel_version_string());

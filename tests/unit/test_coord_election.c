@@ -256,7 +256,9 @@ START_TEST(test_bootstrap_resumes)
     keel_zk_fake_run(f, 0);
     ck_assert_int_eq(r.calls, 1);
     ck_assert_int_eq(r.rc, 0);
-    ck_assert_int_eq(keel_zk_fake_num_children(f, "/keel/c1"), 6);
+    /* config, election, members, nodes, forgotten, runs,
+     * controller_epoch */
+    ck_assert_int_eq(keel_zk_fake_num_children(f, "/keel/c1"), 7);
     /* corrupt config: refused with a typed error */
     keel_zk_fake_set(f, "/keel/c1/config", "shards=256", 10);
     memset(&r, 0, sizeof r);

@@ -2092,11 +2092,18 @@ static void crash_key(uint8_t *k, int *n, int i)
  * entry too), a delete of c0, a prefix delete of c10 (its state and
  * entry) and a fence raise, each durable on return, then dies without
  * closing. */
+/* The size of data.mdb once the child's open returned (its open raises
+ * the run counter: a commit, then the open's checkpoint covers it). */
+static off_t crash_open_size;
+
 static void crash_child_mode(const char *dir, int durability)
 {
-    pid_t pid = fork();
+    int fds[2];
+    pid_t pid;
     int status;
 
+    ck_assert_int_eq(pipe(fds), 0);
+    pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         keel_store *s = open_store_opts(dir, 64, durability, 0, 0);
@@ -2104,6 +2111,12 @@ static void crash_child_mode(const char *dir, int durability)
         uint8_t k[KEEL_KEY_MAX];
         char v[32];
         int n;
+        off_t opened = file_size(dir, "data.mdb");
+
+        close(fds[0]);
+        if (write(fds[1], &opened, sizeof opened) != (ssize_t)sizeof opened)
+            _exit(15);
+        close(fds[1]);
 
         for (int i = 0; i < CRASH_KEYS; i++) {
             crash_key(k, &n, i);
@@ -2133,6 +2146,11 @@ static void crash_child_mode(const char *dir, int durability)
             _exit(13);
         _exit(0); /* no close: no checkpoint of any of it */
     }
+    close(fds[1]);
+    crash_open_size = 0;
+    ck_assert_int_eq(read(fds[0], &crash_open_size, sizeof crash_open_size),
+                     (ssize_t)sizeof crash_open_size);
+    close(fds[0]);
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
                   "child status %d", status);
@@ -2355,12 +2373,14 @@ START_TEST(test_recover_lost_pages)
     keel_store *s;
     int fd;
 
-    /* A store closed cleanly: its checkpoint covers the whole file, and
-     * the child's open finds nothing to do. */
+    /* A store closed cleanly: its checkpoint covers the whole file. The
+     * child's open raises the run counter and checkpoints that: what the
+     * commits after it write past the file as it was then is lost. */
     s = open_store(dir);
     keel_store_close(s);
-    size = file_size(dir, "data.mdb");
     crash_child(dir);
+    size = crash_open_size;
+    ck_assert_int_gt(size, 0);
     now = file_size(dir, "data.mdb");
     ck_assert_int_gt(now, size); /* the commits went somewhere */
 
@@ -2891,6 +2911,149 @@ START_TEST(test_store_identity)
 }
 END_TEST
 
+static uint64_t run_at_open(const char *dir, int durability, int new_id,
+                            char id[33])
+{
+    keel_store_options o = {0};
+    keel_store *s = NULL;
+    char err[256] = "";
+    uint64_t run;
+    int rc;
+
+    o.path = dir;
+    o.shard_count = 64;
+    o.durability = durability;
+    o.new_store_id = new_id;
+    rc = keel_store_open(&o, &s, err, sizeof err);
+    ck_assert_msg(rc == 0, "open %s: %s (%s)", dir, keel_err_name(rc), err);
+    run = keel_store_run(s);
+    if (id != NULL)
+        keel_store_id(s, id);
+    keel_store_close(s);
+    return run;
+}
+
+/* keel_store_stale at an open (new_id: with new_store_id), and marked
+ * stale after it when mark is set (then dropped without a close, as a
+ * node stopped by a crash right after would). */
+static uint64_t store_stale_at_open(const char *dir, int durability,
+                                    int new_id)
+{
+    keel_store_options o = {0};
+    keel_store *s = NULL;
+    char err[256] = "";
+    uint64_t stale;
+    int rc;
+
+    o.path = dir;
+    o.shard_count = 64;
+    o.durability = durability;
+    o.new_store_id = new_id;
+    rc = keel_store_open(&o, &s, err, sizeof err);
+    ck_assert_msg(rc == 0, "open %s: %s (%s)", dir, keel_err_name(rc), err);
+    stale = keel_store_stale(s);
+    keel_store_close(s);
+    return stale;
+}
+
+/* Marks the store stale in a child that then dies without closing. */
+static void mark_stale_and_crash(const char *dir, int durability)
+{
+    pid_t pid = fork();
+    int status;
+
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        keel_store *s = open_store_opts(dir, 64, durability, 0, 0);
+        uint8_t k[KEEL_KEY_MAX];
+        int n = mkkey(k, 1, "m", 1, NULL);
+
+        if (commit_put(s, NULL, 1, 3, k, (size_t)n, 1, "v") != 0)
+            _exit(10);
+        if (keel_store_mark_stale(s) != 0 || keel_store_stale(s) == 0)
+            _exit(11);
+        if (commit_put(s, NULL, 1, 3, k, (size_t)n, 2, "w") != 0)
+            _exit(12);
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "child status %d", status);
+}
+
+/* A store marked stale says so at every later open, whatever the
+ * durability and however it stopped, until an open with a new store id
+ * drops the mark with the identity. */
+START_TEST(test_store_stale_mark)
+{
+    int durs[2] = {KEEL_DURABILITY_FSYNC, KEEL_DURABILITY_NONE};
+    int i;
+
+    for (i = 0; i < 2; i++) {
+        char *dir = tu_tmpdir("store");
+        char id1[33], id2[33];
+
+        ck_assert(run_at_open(dir, durs[i], 0, id1) == 1);
+        ck_assert(store_stale_at_open(dir, durs[i], 0) == 0);
+        mark_stale_and_crash(dir, durs[i]); /* at run 3 */
+        ck_assert(store_stale_at_open(dir, durs[i], 0) == 3);
+        ck_assert(store_stale_at_open(dir, KEEL_DURABILITY_FSYNC, 0) == 3);
+        ck_assert(run_at_open(dir, durs[i], 0, id2) == 6);
+        ck_assert_str_eq(id1, id2);
+        ck_assert(store_stale_at_open(dir, durs[i], 1) == 0);
+        ck_assert(store_stale_at_open(dir, durs[i], 0) == 0);
+        ck_assert(run_at_open(dir, durs[i], 0, id2) == 9);
+        ck_assert_str_ne(id1, id2);
+        tu_rmrf(dir);
+        free(dir);
+    }
+}
+END_TEST
+
+/* The run counter rises by one at every open (whatever the durability,
+ * which with none opens LMDB twice), durably before the open returns: a
+ * crash right after leaves it raised. A copy of the directory goes on
+ * from where it was copied. A new store id keeps the counter going. */
+START_TEST(test_store_run_counter)
+{
+    char *dir = tu_tmpdir("store"), *copy = tu_tmpdir("store");
+    char id1[33], id2[33], id3[33], cmd[1200];
+
+    ck_assert(run_at_open(dir, KEEL_DURABILITY_FSYNC, 0, id1) == 1);
+    ck_assert(run_at_open(dir, KEEL_DURABILITY_FSYNC, 0, NULL) == 2);
+    ck_assert(run_at_open(dir, KEEL_DURABILITY_NONE, 0, NULL) == 3);
+    ck_assert(run_at_open(dir, KEEL_DURABILITY_NONE, 0, NULL) == 4);
+    crash_child(dir); /* run 5, then killed without a close */
+    ck_assert(run_at_open(dir, KEEL_DURABILITY_FSYNC, 0, NULL) == 6);
+    crash_child_mode(dir, KEEL_DURABILITY_NONE); /* run 7 */
+    ck_assert(run_at_open(dir, KEEL_DURABILITY_FSYNC, 0, NULL) == 8);
+
+    /* A copy made now (at run 8), while the directory goes on. */
+    snprintf(cmd, sizeof cmd, "cp -a %s/. %s/", dir, copy);
+    ck_assert_int_eq(system(cmd), 0);
+    ck_assert(run_at_open(dir, KEEL_DURABILITY_FSYNC, 0, NULL) == 9);
+    ck_assert(run_at_open(dir, KEEL_DURABILITY_FSYNC, 0, NULL) == 10);
+    ck_assert(run_at_open(copy, KEEL_DURABILITY_FSYNC, 0, id2) == 9);
+    ck_assert_str_eq(id1, id2); /* the same identity: the cluster compares */
+
+    /* A new identity, asked for: taken once, the counter kept. */
+    ck_assert(run_at_open(copy, KEEL_DURABILITY_FSYNC, 1, id2) == 10);
+    ck_assert_str_ne(id1, id2);
+    ck_assert(run_at_open(copy, KEEL_DURABILITY_NONE, 0, id3) == 11);
+    ck_assert_str_eq(id2, id3);
+    crash_child(copy); /* run 12 */
+    ck_assert(run_at_open(copy, KEEL_DURABILITY_NONE, 1, id3) == 13);
+    ck_assert_str_ne(id2, id3);
+    ck_assert(run_at_open(copy, KEEL_DURABILITY_FSYNC, 0, id2) == 14);
+    ck_assert_str_eq(id2, id3);
+    ck_assert(store_stale_at_open(copy, KEEL_DURABILITY_FSYNC, 0) == 0);
+    tu_rmrf(dir);
+    tu_rmrf(copy);
+    free(dir);
+    free(copy);
+}
+END_TEST
+
 /* The empty prefix is the whole state table, also when it is given as
  * NULL with length 0 (nothing to compare against). */
 START_TEST(test_scan_null_prefix)
@@ -3406,6 +3569,8 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_check_unit);
     tcase_add_test(tc, test_require_sync_none);
     tcase_add_test(tc, test_store_identity);
+    tcase_add_test(tc, test_store_run_counter);
+    tcase_add_test(tc, test_store_stale_mark);
     tcase_add_test(tc, test_scan_null_prefix);
     tcase_add_test(tc, test_fence_only_default_capability);
     tcase_add_test(tc, test_batch_group_ops_replay);
