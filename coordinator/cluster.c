@@ -1139,42 +1139,36 @@ static void storecheck_cb(keel_storecheck *sc, int rc, void *arg)
     if (c->phase != KEEL_CLUSTER_BOOTSTRAP)
         return;
 
-    if (rc == KEEL_EMISMATCH && sc->stale && sc->marked != 0) {
-        keel_error(
-            "cluster: node %s refuses to join: its data directory%s%s "
-            "(store %s, now at run %llu) was found at run %llu to be an "
-            "older copy of the directory the node served from, and may "
-            "lack writes the cluster acknowledged. Start the node on its "
-            "newest data directory, or start it on this one with "
-            "--new-store-id (keel_node_options.new_store_id): it then joins "
-            "as a node on a new disk, out of sync, and its replicated units "
-            "catch up from their primaries (units it held alone are "
-            "refused until `keel node forget %s`). docs/operations.md, "
-            "\"Backups\".",
-            c->node, c->store_dir != NULL ? " " : "",
-            c->store_dir != NULL ? c->store_dir : "", sc->store,
-            (unsigned long long)sc->run, (unsigned long long)sc->marked,
-            c->node);
-        set_failed(c, KEEL_EMISMATCH);
-        return;
-    }
     if (rc == KEEL_EMISMATCH && sc->stale) {
-        /* Waiting changes nothing: the node stops (hooks.failed), and
-         * marks its store (runtime/cluster_rt.c, on_failed). */
+        /* An older copy of the node's directory: waiting changes nothing.
+         * The node stops (hooks.failed) and marks its store
+         * (runtime/cluster_rt.c, on_failed), so that no later start on
+         * it passes either. */
+        char seen[160];
+        if (sc->marked != 0)
+            snprintf(seen, sizeof seen,
+                     "now at run %llu) was found at run %llu to be",
+                     (unsigned long long)sc->run,
+                     (unsigned long long)sc->marked);
+        else
+            snprintf(seen, sizeof seen,
+                     "at run %llu, but the cluster saw this store at run "
+                     "%llu already) is",
+                     (unsigned long long)sc->run,
+                     (unsigned long long)sc->found_run);
         keel_error(
             "cluster: node %s refuses to join: its data directory%s%s "
-            "(store %s) is at run %llu, but the cluster saw this store at "
-            "run %llu already: it is an older copy of the directory the "
-            "node served from (a restored backup?), and may lack writes "
-            "the cluster acknowledged. Start the node on its newest data "
-            "directory, or start it on this one with --new-store-id "
+            "(store %s, %s an older copy of the directory the node served "
+            "from (a restored backup?), and may lack writes the cluster "
+            "acknowledged. Start the node on its newest data directory, or "
+            "start it on this one with --new-store-id "
             "(keel_node_options.new_store_id): it then joins as a node on "
             "a new disk, out of sync, and its replicated units catch up "
             "from their primaries (units it held alone are refused until "
             "`keel node forget %s`). docs/operations.md, \"Backups\".",
             c->node, c->store_dir != NULL ? " " : "",
-            c->store_dir != NULL ? c->store_dir : "", sc->store, (unsigned long long)sc->run,
-            (unsigned long long)sc->found_run, c->node);
+            c->store_dir != NULL ? c->store_dir : "", sc->store, seen,
+            c->node);
         set_failed(c, KEEL_EMISMATCH);
         return;
     }
