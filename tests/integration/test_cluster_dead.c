@@ -30,7 +30,6 @@
 #define SHARDS 16
 #define DEAD_MS 3000
 #define DEAD_MS_S "3000"
-#define CLIENT_MS 20000
 
 static tu_cluster fx;
 
@@ -45,14 +44,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    char path[512], *text;
-
-    /* tu_cluster_start_together pauses ZooKeeper: never leave it so. */
-    snprintf(path, sizeof path, "%s/zk.pid", fx.zk.dir);
-    if ((text = tu_read_file(path)) != NULL && atol(text) > 0)
-        kill((pid_t)atol(text), SIGCONT);
-    free(text);
-    tu_cluster_teardown(&fx, SIGKILL);
+    tu_cluster_teardown_zk_paused(&fx, SIGKILL);
 }
 
 /* ------------------------------------------------------------ calls */
@@ -60,14 +52,7 @@ static void teardown(void)
 /* The counter of unit s: the first id "d<k>" that falls in it. */
 static void counter_of(uint32_t s, char *id, size_t cap)
 {
-    int k;
-
-    for (k = 0; k < 100000; k++) {
-        snprintf(id, cap, "d%d", k);
-        if (keel_shard_of("counter", id, strlen(id), SHARDS) == s)
-            return;
-    }
-    ck_abort_msg("no counter id falls in shard %u", s);
+    tu_cluster_counter_in("d", s, SHARDS, id, cap);
 }
 
 /* `op` ("incr" with a request key, or "get") of counter id through node
@@ -77,36 +62,7 @@ static void counter_of(uint32_t s, char *id, size_t cap)
 static long call_counter(keel_client **c, int i, const char *id,
                          const char *op)
 {
-    uint8_t key[KEEL_REQUEST_KEY_LEN];
-    double deadline = tu_now_s() + 40;
-    long v = -1;
-
-    ck_assert_int_eq(keel_client_new_key(key), 0);
-    while (v < 0 && tu_now_s() < deadline) {
-        char *reply = NULL;
-        int rc;
-        if (*c == NULL &&
-            keel_client_connect(fx.nodes[i].addr, CLIENT_MS, c) != 0) {
-            *c = NULL;
-            tu_sleep_ms(100);
-            continue;
-        }
-        rc = keel_client_call_keyed(*c, KEEL_FRAME_CALL, key, "counter", id,
-                                    strlen(id), op, strlen(op), &reply,
-                                    NULL);
-        if (rc == 0) {
-            v = atol(reply);
-        } else {
-            if (rc == KEEL_ECONN || rc == KEEL_ENOTSENT ||
-                rc == KEEL_ETIMEDOUT) {
-                keel_client_close(*c);
-                *c = NULL;
-            }
-            tu_sleep_ms(100);
-        }
-        free(reply);
-    }
-    return v;
+    return tu_cluster_keyed_counter(&fx, c, i, id, op);
 }
 
 /* One increment of every unit's counter, unit s through node

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "keel.h"
 #include "runtime/client.h"
 #include "runtime/proto.h"
 #include "testutil.h"
@@ -364,4 +365,63 @@ void tu_cluster_digest(const tu_cluster *c, int i, unsigned shard, char *out,
         snprintf(out, cap, "%.*s", (int)strcspn(o, "\n"), o);
     free(o);
     free(e);
+}
+
+int tu_cluster_teardown_zk_paused(tu_cluster *c, int sig)
+{
+    char path[512], *text;
+
+    snprintf(path, sizeof path, "%s/zk.pid", c->zk.dir);
+    if ((text = tu_read_file(path)) != NULL && atol(text) > 0)
+        kill((pid_t)atol(text), SIGCONT);
+    free(text);
+    return tu_cluster_teardown(c, sig);
+}
+
+void tu_cluster_counter_in(const char *prefix, uint32_t s, uint32_t shards,
+                           char *id, size_t cap)
+{
+    int k;
+
+    for (k = 0; k < 100000; k++) {
+        snprintf(id, cap, "%s%d", prefix, k);
+        if (keel_shard_of("counter", id, strlen(id), shards) == s)
+            return;
+    }
+    ck_abort_msg("no counter id falls in shard %u", s);
+}
+
+long tu_cluster_keyed_counter(const tu_cluster *c, keel_client **cl, int i,
+                              const char *id, const char *op)
+{
+    uint8_t key[KEEL_REQUEST_KEY_LEN];
+    double deadline = tu_now_s() + 40;
+    long v = -1;
+
+    ck_assert_int_eq(keel_client_new_key(key), 0);
+    while (v < 0 && tu_now_s() < deadline) {
+        char *reply = NULL;
+        int rc;
+        if (*cl == NULL &&
+            keel_client_connect(c->nodes[i].addr, 20000, cl) != 0) {
+            *cl = NULL;
+            tu_sleep_ms(100);
+            continue;
+        }
+        rc = keel_client_call_keyed(*cl, KEEL_FRAME_CALL, key, "counter", id,
+                                    strlen(id), op, strlen(op), &reply,
+                                    NULL);
+        if (rc == 0) {
+            v = atol(reply);
+        } else {
+            if (rc == KEEL_ECONN || rc == KEEL_ENOTSENT ||
+                rc == KEEL_ETIMEDOUT) {
+                keel_client_close(*cl);
+                *cl = NULL;
+            }
+            tu_sleep_ms(100);
+        }
+        free(reply);
+    }
+    return v;
 }

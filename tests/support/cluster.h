@@ -8,8 +8,10 @@
 #define KEEL_TEST_CLUSTER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "proc.h"
+#include "runtime/client.h"
 #include "zk.h"
 
 #define TU_CLUSTER_MAX 4
@@ -146,5 +148,20 @@ double tu_now_s(void);
 
 /* Sleeps ms milliseconds. */
 void tu_sleep_ms(int ms);
+
+/* Teardown after tests that pause ZooKeeper (tu_cluster_start_together
+ * does, for a moment): ZooKeeper gets SIGCONT first, then
+ * tu_cluster_teardown(c, sig). */
+int tu_cluster_teardown_zk_paused(tu_cluster *c, int sig);
+
+/* The first counter id "<prefix><k>" of unit s among `shards`, into id. */
+void tu_cluster_counter_in(const char *prefix, uint32_t s, uint32_t shards,
+                           char *id, size_t cap);
+
+/* `op` ("incr", "get") of counter/id through node i with one request key,
+ * sent again (same key) after any failure for at most 40 s; *cl is
+ * reconnected as needed. The value answered, or -1. */
+long tu_cluster_keyed_counter(const tu_cluster *c, keel_client **cl, int i,
+                              const char *id, const char *op);
 
 #endif

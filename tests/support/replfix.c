@@ -58,35 +58,7 @@ keel_client *tu_repl_connect(const tu_cluster *c, int i)
 long tu_repl_incr(const tu_cluster *c, keel_client **cl, int i,
                   const char *id)
 {
-    uint8_t key[KEEL_REQUEST_KEY_LEN];
-    double deadline = tu_now_s() + 30;
-    long v = -1;
-
-    ck_assert_int_eq(keel_client_new_key(key), 0);
-    while (v < 0 && tu_now_s() < deadline) {
-        char *reply = NULL;
-        int rc;
-        if (*cl == NULL &&
-            keel_client_connect(c->nodes[i].addr, CLIENT_MS, cl) != 0) {
-            *cl = NULL;
-            tu_sleep_ms(100);
-            continue;
-        }
-        rc = keel_client_call_keyed(*cl, KEEL_FRAME_CALL, key, "counter", id,
-                                    strlen(id), "incr", 4, &reply, NULL);
-        if (rc == 0) {
-            v = atol(reply);
-        } else {
-            if (rc == KEEL_ECONN || rc == KEEL_ENOTSENT ||
-                rc == KEEL_ETIMEDOUT) {
-                keel_client_close(*cl);
-                *cl = NULL;
-            }
-            tu_sleep_ms(100);
-        }
-        free(reply);
-    }
-    return v;
+    return tu_cluster_keyed_counter(c, cl, i, id, "incr");
 }
 
 long tu_repl_get(const tu_cluster *c, int i, const char *id)

@@ -37,7 +37,7 @@ void tu_repl_start(tu_cluster *c, int nodes, int replicas,
 keel_client *tu_repl_connect(const tu_cluster *c, int i);
 
 /* `incr` of counter id through node i with a request key, sent again
- * (same key: it runs at most once) after any failure, for at most 30 s.
+ * (same key: it runs at most once) after any failure, for at most 40 s.
  * Returns the value it answered, or -1 when it never succeeded. *cl is
  * (re)connected as needed and left open for the caller to close. */
 long tu_repl_incr(const tu_cluster *c, keel_client **cl, int i,
