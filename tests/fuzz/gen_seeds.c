@@ -682,6 +682,10 @@ static void config_seeds(void)
     n = (size_t)snprintf(buf + 1, sizeof buf - 1,
                          "store 0123456789abcdef0123456789abcdef\n");
     seed("config", "store", buf, n + 1);
+    buf[0] = 3;
+    n = keel_storecheck_run_format(buf + 1, sizeof buf - 1,
+                                   "0123456789abcdef0123456789abcdef", 12);
+    seed("config", "run", buf, n + 1);
 }
 
 /* ------------------------------------------------------- keys, dedup */
