@@ -413,6 +413,32 @@ static int meta_put_u32(MDB_txn *txn, MDB_dbi dbi, const char *name,
     return mdb_put(txn, dbi, &k, &v, 0);
 }
 
+static int meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *name,
+                        uint64_t *out)
+{
+    MDB_val k = {strlen(name), (void *)name};
+    MDB_val v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+
+    if (rc != 0)
+        return rc;
+    if (v.mv_size != 8)
+        return MDB_CORRUPTED;
+    *out = get_be64(v.mv_data);
+    return 0;
+}
+
+static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *name,
+                        uint64_t val)
+{
+    uint8_t buf[8];
+    MDB_val k = {strlen(name), (void *)name};
+    MDB_val v = {sizeof buf, buf};
+
+    put_be64(buf, val);
+    return mdb_put(txn, dbi, &k, &v, 0);
+}
+
 /* Lists, as unknown, every type with records in a store written before
  * the type table existed: which capability they have is for a node that
  * knows them to say (keel_store_type_learn). One pass over the records,
@@ -481,19 +507,11 @@ static int meta_put_bytes(MDB_txn *txn, MDB_dbi dbi, const char *name,
  * (new, or from before the counter) starts at 1. */
 static int store_run_raise(keel_store *s, MDB_txn *txn)
 {
-    MDB_val k = {sizeof "run" - 1, (void *)"run"};
-    MDB_val v;
-    uint8_t buf[8];
     uint64_t run = 0;
-    int rc = mdb_get(txn, s->meta, &k, &v);
+    int rc = meta_get_u64(txn, s->meta, "run", &run);
 
-    if (rc == 0) {
-        if (v.mv_size != 8)
-            return MDB_CORRUPTED;
-        run = get_be64(v.mv_data);
-    } else if (rc != MDB_NOTFOUND) {
+    if (rc != 0 && rc != MDB_NOTFOUND)
         return rc;
-    }
     if (s->run_raised) {
         s->run = run;
         return 0;
@@ -501,10 +519,7 @@ static int store_run_raise(keel_store *s, MDB_txn *txn)
     if (run == UINT64_MAX)
         return MDB_CORRUPTED;
     s->run = run + 1;
-    put_be64(buf, s->run);
-    v.mv_size = sizeof buf;
-    v.mv_data = buf;
-    return mdb_put(txn, s->meta, &k, &v, 0);
+    return meta_put_u64(txn, s->meta, "run", s->run);
 }
 
 /* The stale mark (keel_store_mark_stale): read, or dropped by the first
@@ -512,19 +527,17 @@ static int store_run_raise(keel_store *s, MDB_txn *txn)
 static int store_stale_read(keel_store *s, MDB_txn *txn, int new_id)
 {
     MDB_val k = {sizeof "stale" - 1, (void *)"stale"};
-    MDB_val v;
-    int rc = mdb_get(txn, s->meta, &k, &v);
+    uint64_t at = 0;
+    int rc = meta_get_u64(txn, s->meta, "stale", &at);
 
     s->stale = 0;
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc != 0)
         return rc;
-    if (v.mv_size != 8)
-        return MDB_CORRUPTED;
     if (new_id && !s->run_raised)
         return mdb_del(txn, s->meta, &k, NULL);
-    s->stale = get_be64(v.mv_data);
+    s->stale = at;
     if (s->stale == 0)
         s->stale = 1;
     return 0;
@@ -1817,9 +1830,6 @@ uint64_t keel_store_stale(const keel_store *s)
 
 int keel_store_mark_stale(keel_store *s)
 {
-    MDB_val k = {sizeof "stale" - 1, (void *)"stale"};
-    uint8_t buf[8];
-    MDB_val v = {sizeof buf, buf};
     MDB_txn *txn;
     int rc;
 
@@ -1834,10 +1844,9 @@ int keel_store_mark_stale(keel_store *s)
      * like keel_store_type_learn's; it changes no record and no fence.
      * Made durable here: a checkpoint (with the log), which the next
      * open's restore goes back to, or LMDB's own flush (without). */
-    put_be64(buf, s->run != 0 ? s->run : 1);
     rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc == 0) {
-        rc = mdb_put(txn, s->meta, &k, &v, 0);
+        rc = meta_put_u64(txn, s->meta, "stale", s->run != 0 ? s->run : 1);
         if (rc == 0)
             rc = mdb_txn_commit(txn);
         else
