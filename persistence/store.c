@@ -712,6 +712,8 @@ err_abort:
     mdb_txn_abort(txn);
 err:
     keel_typetab_free(&s->tt);
+    if (rc == MDB_MAP_FULL)
+        return rc; /* store_env_open grows the map and comes back */
     seterr(errbuf, errlen, "%s: %s", s->path,
            rc == MDB_CORRUPTED ? "store metadata missing or malformed"
            : rc > 0 && rc < 4096 ? strerror(rc)
@@ -924,6 +926,62 @@ static void store_writemap_off(keel_store *s, uint64_t size, const char *why)
     s->writemap_off = 1;
 }
 
+/* Doubles the map of an environment just opened, bounded by max_map_size,
+ * for the writes of the open itself (store_grow's counterpart: nothing is
+ * pinned or open yet, so the map may move at once). */
+static int store_open_grow(keel_store *s, char *errbuf, size_t errlen)
+{
+    MDB_envinfo info;
+    uint64_t cur, next;
+    int rc, fd, err;
+
+    rc = mdb_env_info(s->env, &info);
+    if (rc != 0) {
+        seterr(errbuf, errlen, "%s: %s", s->path, mdb_strerror(rc));
+        return store_err(rc);
+    }
+    cur = info.me_mapsize;
+    if (s->max_map_size != 0 && cur >= s->max_map_size) {
+        seterr(errbuf, errlen,
+               "%s: the map is full at its largest allowed size (%llu "
+               "bytes) and opening the store needs to write to it: start "
+               "with a larger maximum map size",
+               s->path, (unsigned long long)s->max_map_size);
+        return KEEL_ENOSPC;
+    }
+    next = cur > UINT64_MAX / 2 ? UINT64_MAX : cur * 2;
+    if (s->max_map_size != 0 && next > s->max_map_size)
+        next = s->max_map_size;
+    if (next > SIZE_MAX) {
+        seterr(errbuf, errlen, "%s: the map cannot grow past %llu bytes",
+               s->path, (unsigned long long)cur);
+        return KEEL_ENOSPC;
+    }
+    if (s->writemap) {
+        /* The blocks first, as store_grow does (see "Writes through the
+         * map"). */
+        err = mdb_env_get_fd(s->env, &fd) != 0 ? EBADF
+                                                : store_reserve(fd, cur, next);
+        if (err != 0) {
+            seterr(errbuf, errlen, "%s: cannot reserve %llu bytes to grow "
+                   "the map: %s",
+                   s->path, (unsigned long long)next, strerror(err));
+            return err == ENOSPC || err == EFBIG || err == EDQUOT
+                       ? KEEL_ENOSPC
+                       : KEEL_EIO;
+        }
+    }
+    rc = mdb_env_set_mapsize(s->env, (size_t)next);
+    if (rc != 0) {
+        seterr(errbuf, errlen, "%s: growing the map to %llu bytes: %s",
+               s->path, (unsigned long long)next, mdb_strerror(rc));
+        return store_err(rc);
+    }
+    keel_info("store %s: map grown to %llu bytes while opening", s->path,
+              (unsigned long long)next);
+    return 0;
+}
+
 /* Opens LMDB's environment on s->path with a map of at least map_size
  * bytes and its databases, and reads its page and map sizes. With
  * s->writemap set it first reserves the file's blocks, and if that cannot
@@ -1012,7 +1070,14 @@ again:
             }
         }
     }
-    rc = store_init_dbs(s, o, errbuf, errlen);
+    /* The open writes too (the run counter at least), and a store left
+     * with its map full has no page for it: the map grows as a commit
+     * would make it. */
+    while ((rc = store_init_dbs(s, o, errbuf, errlen)) == MDB_MAP_FULL) {
+        rc = store_open_grow(s, errbuf, errlen);
+        if (rc < 0)
+            return rc;
+    }
     if (rc < 0)
         return rc;
     rc = mdb_env_set_flags(s->env, MDB_NOSYNC, 1);

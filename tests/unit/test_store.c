@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <lmdb.h>
 #include <xxhash.h>
 
 #include "gates.h"
@@ -1237,6 +1238,82 @@ static int fill_until_full(keel_store *s, keel_batch *b, int max)
     ck_assert_msg(rc == KEEL_ENOSPC, "commit %d: %s", i, keel_err_name(rc));
     return i;
 }
+
+/* Compacts the data file of the closed store at dir in LMDB itself: the
+ * copy has no free page, and ends at its last page in use, so the store
+ * maps it full. */
+static void compact_data(const char *dir)
+{
+    char *to = tu_tmpdir("compact"), from[512], into[512];
+    MDB_env *env;
+
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, 4), 0);
+    ck_assert_int_eq(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
+    ck_assert_int_eq(mdb_env_copy2(env, to, MDB_CP_COMPACT), 0);
+    mdb_env_close(env);
+    snprintf(from, sizeof from, "%s/data.mdb", to);
+    snprintf(into, sizeof into, "%s/data.mdb", dir);
+    ck_assert_int_eq(rename(from, into), 0);
+    tu_rmrf(to);
+    free(to);
+}
+
+/* A store closed with its map full to the last page still opens: the open
+ * writes (the run counter), and grows the map for it as a commit would.
+ * Bounded by a maximum the map has reached, the open refuses with ENOSPC
+ * and says what to change. */
+START_TEST(test_open_grows_a_full_map)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store_options o = {0};
+    keel_store *s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE, 256 << 10,
+                                    0);
+    keel_batch *b = keel_batch_create();
+    keel_store_stats st;
+    char err[512] = "";
+    uint64_t run = keel_store_run(s), full;
+    int j, rc;
+
+    for (j = 0; j < 4; j++) {
+        fill_batch(b, j, 25, 4000);
+        ck_assert_int_eq(keel_store_commit(s, b), 0);
+    }
+    keel_store_close(s);
+    /* Durability none keeps no log or checkpoint: the data file is the
+     * store, and can be replaced behind its back. */
+    compact_data(dir);
+    full = (uint64_t)file_size(dir, "data.mdb");
+
+    o.path = dir;
+    o.shard_count = 64;
+    o.durability = KEEL_DURABILITY_NONE;
+    o.initial_map_size = 64 << 10;
+    o.max_map_size = full;
+    s = NULL;
+    rc = keel_store_open(&o, &s, err, sizeof err);
+    ck_assert_msg(rc == KEEL_ENOSPC, "open at the same maximum: %s (%s)",
+                  keel_err_name(rc), err);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(err, "larger maximum map size") != NULL, "%s", err);
+
+    s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE, 64 << 10, 0);
+    keel_store_stats_get(s, &st);
+    ck_assert_uint_gt(st.map_size, full);
+    /* The refused open raised nothing. */
+    ck_assert_uint_eq(keel_store_run(s), run + 1);
+    for (j = 0; j < 4; j++)
+        check_batch(s, j, 25, 4000, 1);
+    fill_batch(b, 9000, 25, 4000);
+    ck_assert_int_eq(keel_store_commit(s, b), 0);
+    check_batch(s, 9000, 25, 4000, 1);
+
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
 
 /* Disk full, as the file size limit: commits fail with KEEL_ENOSPC and
  * none of the batches acknowledged before is lost. With durability none
@@ -3542,6 +3619,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_map_growth);
     tcase_add_test(tc, test_map_growth_with_readers);
     tcase_add_test(tc, test_map_max);
+    tcase_add_test(tc, test_open_grows_a_full_map);
     tcase_add_test(tc, test_disk_full);
     tcase_add_test(tc, test_disk_full_none);
     tcase_add_test(tc, test_disk_really_full_none);
