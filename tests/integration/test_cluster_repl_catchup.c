@@ -748,7 +748,12 @@ START_TEST(a_unit_given_without_its_records_is_handed_on_empty)
     uint32_t s = 0;
     int a = -1, b = -1, x = -1, d = -1, i, j, k, tries, port;
     double gone, paused;
+    tu_zk suite;
 
+    /* A ZooKeeper whose tick (2 s) allows sessions of up to 40 s: a's is
+     * longer than the others', below. */
+    CHECK(tu_cluster_own_zk(&fx, &suite, 4000) == 0,
+          "ZooKeeper (tickTime 2 s) did not start");
     tu_cluster_start_together(&fx, 4, 2, opts, NULL);
     for (tries = 0; tries < 100 && d < 0; tries++)
         if ((d = tu_repl_controller(&fx, 0, 4)) < 0)
@@ -772,6 +777,20 @@ START_TEST(a_unit_given_without_its_records_is_handed_on_empty)
         else if (r == 2)
             a = i;
     }
+    /* a is paused below for as long as the controller takes to move the
+     * unit twice, on a busy machine more than the 4 s session the others
+     * have: it starts again with a session of 15 s, so that the pause
+     * tests the handing on, not an expiry. */
+    port = fx.nodes[a].port;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[a], SIGTERM), 0);
+    tu_keeld_free(&fx.nodes[a]);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, a, port, "--replicas", "2",
+                                           "--repl-lag-ms", "1000",
+                                           "--zk-session-timeout", "15000",
+                                           NULL),
+                     0);
+    CHECK(tu_map_wait_settled(&fx, 2) || tu_map_wait_settled(&fx, 2),
+          "%s back: the units did not get 2 replicas in sync", name[a]);
     /* x leaves: a backs the unit up in sync, and takes its writes. */
     port = fx.nodes[x].port;
     ck_assert_int_eq(tu_keeld_stop(&fx.nodes[x], SIGTERM), 0);
@@ -843,6 +862,7 @@ START_TEST(a_unit_given_without_its_records_is_handed_on_empty)
           "while it was paused for %.1f s?)",
           name[a], paused);
     free(log);
+    tu_cluster_own_zk_end(&fx, &suite);
 }
 END_TEST
 
