@@ -1315,6 +1315,60 @@ START_TEST(test_open_grows_a_full_map)
 }
 END_TEST
 
+
+/* As test_open_grows_a_full_map, with less room left on the disk (the
+ * file size limit) than a doubled map needs, but far more than the few
+ * pages the open writes: the store still opens (a smaller step, or
+ * writing through the file, as an open that cannot reserve its map
+ * does), with every record, instead of refusing to start. */
+START_TEST(test_open_grows_a_full_map_short_of_room)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE, 1 << 20,
+                                    0);
+    keel_batch *b = keel_batch_create();
+    keel_store_options o = {0};
+    struct rlimit old, lim;
+    char err[512] = "";
+    uint64_t full;
+    int j, rc;
+
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    if (old.rlim_max != RLIM_INFINITY && old.rlim_max < (64u << 20))
+        goto out;
+    for (j = 0; j < 40; j++) {
+        fill_batch(b, j, 25, 4000);
+        ck_assert_int_eq(keel_store_commit(s, b), 0);
+    }
+    keel_store_close(s);
+    compact_data(dir);
+    full = (uint64_t)file_size(dir, "data.mdb");
+    ck_assert_uint_gt(full, 3u << 20);
+
+    /* Room for 2 MiB more: not for the doubled map. */
+    signal(SIGXFSZ, SIG_IGN);
+    lim.rlim_cur = full + (2u << 20);
+    lim.rlim_max = old.rlim_max;
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    o.path = dir;
+    o.shard_count = 64;
+    o.durability = KEEL_DURABILITY_NONE;
+    o.initial_map_size = 64 << 10;
+    s = NULL;
+    rc = keel_store_open(&o, &s, err, sizeof err);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+    ck_assert_msg(rc == 0, "open with 2 MiB of room: %s (%s)",
+                  keel_err_name(rc), err);
+    for (j = 0; j < 40; j++)
+        check_batch(s, j, 25, 4000, 1);
+    keel_store_close(s);
+out:
+    keel_batch_destroy(b);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* Disk full, as the file size limit: commits fail with KEEL_ENOSPC and
  * none of the batches acknowledged before is lost. With durability none
  * and a small map, the full disk shows when the map's blocks are reserved
@@ -3620,6 +3674,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_map_growth_with_readers);
     tcase_add_test(tc, test_map_max);
     tcase_add_test(tc, test_open_grows_a_full_map);
+    tcase_add_test(tc, test_open_grows_a_full_map_short_of_room);
     tcase_add_test(tc, test_disk_full);
     tcase_add_test(tc, test_disk_full_none);
     tcase_add_test(tc, test_disk_really_full_none);

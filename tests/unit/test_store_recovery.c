@@ -20,6 +20,7 @@
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <lmdb.h>
 #include <xxhash.h>
 
 #include "persistence/store.h"
@@ -1041,6 +1042,259 @@ START_TEST(test_fresh_dir_disk_full_none)
 }
 END_TEST
 
+
+/* ----------------------------------------------- writes outside the log */
+
+/* Marks type as of unknown capability in the closed store at dir, as an
+ * upgrade from format 2 leaves the types of its records: the log and
+ * checkpoint go first (after a clean close the data file is the whole
+ * state), so that the open takes the file as it stands. */
+static void type_unknown(const char *dir, const char *type)
+{
+    char path[512];
+    uint8_t mark = 0xff; /* typetab.h: TT_UNKNOWN_MARK */
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val k = {strlen(type), (void *)type}, v = {1, &mark};
+
+    snprintf(path, sizeof path, "%s/%s", dir, KEEL_CKPT_NAME);
+    ck_assert_int_eq(unlink(path), 0);
+    snprintf(path, sizeof path, "%s/%s", dir, KEEL_WAL_NAME);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, 4), 0);
+    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "types", 0, &dbi), 0);
+    ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* A node declares the capability of a type its store lists as unknown
+ * (keel_store_type_learn, at every start), then deletes a unit holding
+ * records of that type (a wipe or a purge, acknowledged: flushed), and
+ * dies before the next checkpoint. The deletion's log record was
+ * committed on a state where the type was known; the open must replay
+ * it and come up without the unit's records. */
+START_TEST(test_type_learned_then_unit_deleted_crash)
+{
+    char *dir = tu_tmpdir("recov");
+    char err[1024];
+    keel_store *s;
+    pid_t pid;
+    int status, rc;
+
+    count_once(dir, 7);
+    type_unknown(dir, TYPE);
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(count_of(s, "c"), 7);
+    keel_store_close(s);
+
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        keel_batch *b = keel_batch_create();
+        int st = -1;
+
+        s = open_ok(dir, 0);
+        if (keel_store_type_learn(s, TYPE, "") != 0)
+            _exit(10);
+        if (keel_batch_begin_group(b, NULL, 1, 1, NULL) != 0 ||
+            keel_batch_del_unit(b, 0) != 0 || keel_store_commit(s, b) != 0)
+            _exit(11);
+        keel_batch_group(b, 0, &st);
+        if (st != 0 || count_of(s, "c") != 0)
+            _exit(12);
+        _exit(0); /* acknowledged; dies without closing */
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d",
+                  status);
+
+    rc = open_rc(dir, KEEL_DURABILITY_FSYNC, 0, &s, err, sizeof err);
+    ck_assert_msg(rc == 0, "open after the crash: %s (%s)", keel_err_name(rc),
+                  err);
+    ck_assert_int_eq(count_of(s, "c"), 0);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+
+/* Recovering to the last good state takes the data file as it stands,
+ * once it reads through whole. After a machine crash that file may end
+ * before the pages its newest meta page counts (the meta page reached
+ * the disk, the file's new size did not): the open must refuse it as
+ * not reading through, not die reading past the file's end. */
+START_TEST(test_recover_data_file_cut_short)
+{
+    char *dir = tu_tmpdir("recov");
+    char err[1024];
+    keel_store *s;
+    pid_t pid;
+    int fd, status;
+
+    count_once(dir, 1);
+    child_counts(dir, 2, 60);
+    flip(dir, KEEL_CKPT_NAME, newest_slot(dir) + 100);
+    fd = open_file(dir, "data.mdb");
+    ck_assert_int_eq(ftruncate(fd, 3 * 4096), 0);
+    close(fd);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int rc = open_rc(dir, KEEL_DURABILITY_FSYNC, 1, &s, err, sizeof err);
+
+        _exit(rc == KEEL_ECORRUPT ? 0 : rc == 0 ? 20 : 21);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(!WIFSIGNALED(status), "the open died of signal %d",
+                  WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "the open: exit %d", WEXITSTATUS(status));
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+
+/* 25 records of 4000 bytes for actor "big" of type TYPE, version v. */
+static int put_big(keel_store *s, int v)
+{
+    uint8_t k[KEEL_KEY_MAX];
+    keel_batch *b = keel_batch_create();
+    char e[32], val[4000];
+    int rc, st = 0;
+
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 1, 1, NULL), 0);
+    for (int i = 0; i < 25; i++) {
+        int n;
+
+        snprintf(e, sizeof e, "e%04d", i);
+        n = keel_key_encode(k, 1, TYPE, strlen(TYPE), "big", 3, e, strlen(e));
+        ck_assert_int_gt(n, 0);
+        memset(val, 'a' + (v + i) % 26, sizeof val);
+        ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, (uint64_t)v, val,
+                                        sizeof val),
+                         0);
+    }
+    rc = keel_store_commit(s, b);
+    if (rc == 0)
+        keel_batch_group(b, 0, &st);
+    keel_batch_destroy(b);
+    return rc != 0 ? rc : st;
+}
+
+/* Two types of unknown capability learned at a start (two commits outside
+ * the log, nothing logged yet), then a commit that finds the map full: the
+ * map grows, and the commits after it must still leave the checkpointed
+ * state's pages alone, so that a crash goes back to it whole. */
+START_TEST(test_types_learned_then_map_grows_crash)
+{
+    char *dir = tu_tmpdir("recov");
+    char err[1024], path[512];
+    keel_store *s;
+    struct stat st;
+    pid_t pid;
+    int status, rc;
+
+    s = open_ok(dir, 0);
+    ck_assert_int_eq(put_count(s, "c", 7), 0);
+    {
+        uint8_t k[KEEL_KEY_MAX];
+        keel_batch *b = keel_batch_create();
+        int n = keel_key_encode(k, 2, "u", 1, "d", 1, NULL, 0);
+
+        ck_assert_int_eq(keel_batch_begin_group(b, NULL, 2, 1, NULL), 0);
+        ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 1, "8", 1), 0);
+        ck_assert_int_eq(keel_store_commit(s, b), 0);
+        keel_batch_destroy(b);
+    }
+    keel_store_close(s);
+    type_unknown(dir, TYPE);
+    {
+        /* A second type of unknown capability, the same way (the
+         * data file is the whole state now). */
+        MDB_env *env;
+        MDB_txn *txn;
+        MDB_dbi dbi;
+        uint8_t mark = 0xff;
+        MDB_val k = {1, "u"}, v = {1, &mark};
+
+        ck_assert_int_eq(mdb_env_create(&env), 0);
+        ck_assert_int_eq(mdb_env_set_maxdbs(env, 4), 0);
+        ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
+        ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+        ck_assert_int_eq(mdb_dbi_open(txn, "types", 0, &dbi), 0);
+        ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+        ck_assert_int_eq(mdb_txn_commit(txn), 0);
+        mdb_env_close(env);
+    }
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    ck_assert_int_eq(stat(path, &st), 0);
+
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        keel_store_options o = {0};
+
+        o.path = dir;
+        o.shard_count = 64;
+        o.durability = KEEL_DURABILITY_FSYNC;
+        o.checkpoint_interval_ms = 3600u * 1000u;
+        /* Room for the open and the two types, not for 100 KB. */
+        o.initial_map_size = (uint64_t)st.st_size + (128u << 10);
+        if (keel_store_open(&o, &s, err, sizeof err) != 0)
+            _exit(10);
+        if (keel_store_type_learn(s, TYPE, "") != 0 ||
+            keel_store_type_learn(s, "u", "") != 0)
+            _exit(11);
+        for (int v = 1; v <= 6; v++)
+            if (put_big(s, v) != 0)
+                _exit(12);
+        if (put_count(s, "c", 9) != 0)
+            _exit(13);
+        _exit(0); /* all acknowledged; dies without closing */
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d",
+                  status);
+
+    rc = open_rc(dir, KEEL_DURABILITY_FSYNC, 0, &s, err, sizeof err);
+    ck_assert_msg(rc == 0, "open after the crash: %s (%s)", keel_err_name(rc),
+                  err);
+    ck_assert_int_eq(count_of(s, "c"), 9);
+    {
+        uint8_t k[KEEL_KEY_MAX];
+        keel_store_read *r;
+        keel_record rec;
+
+        ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+        for (int i = 0; i < 25; i++) {
+            char e[32];
+            int n;
+
+            snprintf(e, sizeof e, "e%04d", i);
+            n = keel_key_encode(k, 1, TYPE, strlen(TYPE), "big", 3, e,
+                                strlen(e));
+            rc = keel_store_get(r, k, (size_t)n, &rec);
+            ck_assert_msg(rc == 0, "record %d: %s", i, keel_err_name(rc));
+            ck_assert_uint_eq(rec.version, 6);
+            ck_assert_uint_eq(rec.len, 4000);
+            ck_assert_int_eq(((const char *)rec.data)[3999],
+                             'a' + (6 + i) % 26);
+        }
+        keel_store_read_end(r);
+    }
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *su = suite_create("store_recovery");
@@ -1067,6 +1321,9 @@ static Suite *suite(void)
     tcase_add_test(tc, test_wal_ahead_cut_short);
     tcase_add_test(tc, test_wal_mark_past_zeros);
     tcase_add_test(tc, test_log_ahead_disk_fills);
+    tcase_add_test(tc, test_type_learned_then_unit_deleted_crash);
+    tcase_add_test(tc, test_recover_data_file_cut_short);
+    tcase_add_test(tc, test_types_learned_then_map_grows_crash);
     suite_add_tcase(su, tc);
     return su;
 }
