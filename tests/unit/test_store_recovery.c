@@ -1161,8 +1161,8 @@ START_TEST(test_recover_data_file_cut_short)
 END_TEST
 
 
-/* 25 records of 4000 bytes for actor "big" of type TYPE, version v. */
-static int put_big(keel_store *s, int v)
+/* n records of 4000 bytes for actor "big" of type TYPE, version v. */
+static int put_big(keel_store *s, int v, int nrec)
 {
     uint8_t k[KEEL_KEY_MAX];
     keel_batch *b = keel_batch_create();
@@ -1170,7 +1170,7 @@ static int put_big(keel_store *s, int v)
     int rc, st = 0;
 
     ck_assert_int_eq(keel_batch_begin_group(b, NULL, 1, 1, NULL), 0);
-    for (int i = 0; i < 25; i++) {
+    for (int i = 0; i < nrec; i++) {
         int n;
 
         snprintf(e, sizeof e, "e%04d", i);
@@ -1245,18 +1245,19 @@ START_TEST(test_types_learned_then_map_grows_crash)
         o.shard_count = 64;
         o.durability = KEEL_DURABILITY_FSYNC;
         o.checkpoint_interval_ms = 3600u * 1000u;
-        /* Room for the open and the two types, not for 100 KB. */
+        /* Room for the open and the two types, not for 1 MB. */
         o.initial_map_size = (uint64_t)st.st_size + (128u << 10);
         if (keel_store_open(&o, &s, err, sizeof err) != 0)
             _exit(10);
         if (keel_store_type_learn(s, TYPE, "") != 0 ||
             keel_store_type_learn(s, "u", "") != 0)
             _exit(11);
-        for (int v = 1; v <= 6; v++)
-            if (put_big(s, v) != 0)
-                _exit(12);
-        if (put_count(s, "c", 9) != 0)
-            _exit(13);
+        /* 1 MB: the map grows (three times), nothing checkpointed. */
+        if (put_big(s, 6, 250) != 0)
+            _exit(12);
+        for (int i = 8; i <= 24; i++)
+            if (put_count(s, "c", i) != 0)
+                _exit(13);
         _exit(0); /* all acknowledged; dies without closing */
     }
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
@@ -1266,14 +1267,14 @@ START_TEST(test_types_learned_then_map_grows_crash)
     rc = open_rc(dir, KEEL_DURABILITY_FSYNC, 0, &s, err, sizeof err);
     ck_assert_msg(rc == 0, "open after the crash: %s (%s)", keel_err_name(rc),
                   err);
-    ck_assert_int_eq(count_of(s, "c"), 9);
+    ck_assert_int_eq(count_of(s, "c"), 24);
     {
         uint8_t k[KEEL_KEY_MAX];
         keel_store_read *r;
         keel_record rec;
 
         ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
-        for (int i = 0; i < 25; i++) {
+        for (int i = 0; i < 250; i++) {
             char e[32];
             int n;
 
