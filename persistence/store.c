@@ -730,6 +730,7 @@ static uint64_t now_ms(void)
 }
 
 static int store_checkpoint(keel_store *s, uint64_t wal_off);
+static int store_grow(keel_store *s);
 
 /* Between two lines on failed commits of one run (struct keel_store). */
 #define COMMIT_WARN_MS 1000
@@ -959,16 +960,15 @@ static int store_open_grow(keel_store *s, char *errbuf, size_t errlen)
     }
     if (s->writemap) {
         /* The blocks first, as store_grow does (see "Writes through the
-         * map"). */
+         * map"). Where they cannot be had, this run writes through the
+         * file, as when the map's blocks cannot be reserved at open: the
+         * open itself needs a few pages, not the doubled map. 1: the
+         * caller opens the environment again that way. */
         err = mdb_env_get_fd(s->env, &fd) != 0 ? EBADF
                                                 : store_reserve(fd, cur, next);
         if (err != 0) {
-            seterr(errbuf, errlen, "%s: cannot reserve %llu bytes to grow "
-                   "the map: %s",
-                   s->path, (unsigned long long)next, strerror(err));
-            return err == ENOSPC || err == EFBIG || err == EDQUOT
-                       ? KEEL_ENOSPC
-                       : KEEL_EIO;
+            store_writemap_off(s, next, strerror(err));
+            return 1;
         }
     }
     rc = mdb_env_set_mapsize(s->env, (size_t)next);
@@ -1069,6 +1069,29 @@ again:
                 goto again;
             }
         }
+    } else {
+        /* The same file end, read through a map of the file as it is: a
+         * page past the file's end kills the reader (SIGBUS). Past the
+         * pages never written above, a machine crash can leave a file
+         * whose meta page reached the disk and whose new size did not:
+         * a data file taken as it stands must then read as damaged, not
+         * kill the open. Zeros there read as no page at all. Nothing has
+         * been read yet but the meta pages. */
+        struct stat fst;
+        MDB_stat ms;
+        int fd;
+
+        if (mdb_env_info(s->env, &info) == 0 &&
+            mdb_env_stat(s->env, &ms) == 0 &&
+            mdb_env_get_fd(s->env, &fd) == 0 && fstat(fd, &fst) == 0) {
+            uint64_t need = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+
+            if ((uint64_t)fst.st_size < need &&
+                ftruncate(fd, (off_t)need) < 0)
+                keel_warn("store %s: data.mdb ends before its last page "
+                          "and cannot be extended: %s",
+                          s->path, strerror(errno));
+        }
     }
     /* The open writes too (the run counter at least), and a store left
      * with its map full has no page for it: the map grows as a commit
@@ -1077,6 +1100,12 @@ again:
         rc = store_open_grow(s, errbuf, errlen);
         if (rc < 0)
             return rc;
+        if (rc == 1) {
+            /* No blocks for a larger map: through the file instead. */
+            mdb_env_close(s->env);
+            s->env = NULL;
+            goto again;
+        }
     }
     if (rc < 0)
         return rc;
@@ -1909,13 +1938,22 @@ int keel_store_mark_stale(keel_store *s)
      * like keel_store_type_learn's; it changes no record and no fence.
      * Made durable here: a checkpoint (with the log), which the next
      * open's restore goes back to, or LMDB's own flush (without). */
-    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-    if (rc == 0) {
-        rc = meta_put_u64(txn, s->meta, "stale", s->run != 0 ? s->run : 1);
-        if (rc == 0)
-            rc = mdb_txn_commit(txn);
-        else
-            mdb_txn_abort(txn);
+    for (;;) {
+        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+        if (rc == 0) {
+            rc = meta_put_u64(txn, s->meta, "stale",
+                              s->run != 0 ? s->run : 1);
+            if (rc == 0)
+                rc = mdb_txn_commit(txn);
+            else
+                mdb_txn_abort(txn);
+        }
+        /* A full map grows, as for a commit: without the mark, a copy
+         * opened often enough would pass the cluster's run record. */
+        if (rc != MDB_MAP_FULL)
+            break;
+        if (store_grow(s) != 0)
+            break;
     }
     if (rc == 0) {
         if (s->logged) {
@@ -1959,7 +1997,7 @@ int keel_store_type_learn(keel_store *s, const char *type, const char *cap)
     const char *have;
     size_t hlen;
     MDB_txn *txn;
-    int rc, st;
+    int rc, st, krc = 0;
 
     if (s == NULL || type == NULL)
         return KEEL_EINVAL;
@@ -1982,26 +2020,44 @@ int keel_store_type_learn(keel_store *s, const char *type, const char *cap)
         pthread_mutex_unlock(&s->commit_lock);
         return KEEL_ESTORE;
     }
-    /* Rare (once per type, after an upgrade): an LMDB commit flushed by
-     * LMDB itself, outside the log. It changes no record and no fence, so
-     * a replay of the log over it gives the same state. */
-    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-    if (rc == 0) {
-        rc = keel_typetab_set(&s->tt, txn, s->types, (const uint8_t *)type,
-                              tlen, cap, clen);
-        if (rc == 0)
-            rc = mdb_txn_commit(txn);
-        else
-            mdb_txn_abort(txn);
-        if (rc == 0)
-            rc = mdb_env_sync(s->env, 1);
+    /* Rare (once per type, after an upgrade): an LMDB commit outside the
+     * log. It changes no record and no fence, but the commits logged
+     * after it were made on a state that has it (a unit's deletion needs
+     * the capability of every type in its shard), so a replay must start
+     * from a state that has it too: a checkpoint (with the log), which
+     * the next open's restore goes back to, or LMDB's own flush
+     * (without). A full map grows, as for a commit. */
+    for (;;) {
+        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+        if (rc == 0) {
+            rc = keel_typetab_set(&s->tt, txn, s->types,
+                                  (const uint8_t *)type, tlen, cap, clen);
+            if (rc == 0)
+                rc = mdb_txn_commit(txn);
+            else
+                mdb_txn_abort(txn);
+        }
+        keel_typetab_settle(&s->tt, rc == 0);
+        if (rc != MDB_MAP_FULL)
+            break;
+        if ((krc = store_grow(s)) != 0)
+            break;
     }
-    keel_typetab_settle(&s->tt, rc == 0);
+    if (rc == MDB_MAP_FULL && krc != 0) {
+        /* store_grow said why */
+    } else if ((krc = store_err(rc)) == 0) {
+        if (s->logged) {
+            krc = store_checkpoint(s, 0);
+            krc = krc > 0 ? KEEL_EIO : krc;
+        } else {
+            krc = store_err(mdb_env_sync(s->env, 1));
+        }
+    }
     pthread_mutex_unlock(&s->commit_lock);
-    if (rc != 0)
+    if (krc != 0)
         keel_warn("store %s: recording the capability of type %s failed: %s",
-                  s->path, type, mdb_strerror(rc));
-    return store_err(rc);
+                  s->path, type, keel_strerror(krc));
+    return krc;
 }
 
 int keel_store_fence_get(keel_store_read *r, const char *cap, uint16_t shard,
