@@ -732,6 +732,19 @@ static uint64_t now_ms(void)
 static int store_checkpoint(keel_store *s, uint64_t wal_off);
 static int store_grow(keel_store *s);
 
+/* After a write transaction outside the log found the map full: room as
+ * a commit makes it (keel_store_commit_deferred), a checkpoint first,
+ * once, which releases the pages the pin held, then growth. 0: try
+ * again. Under commit_lock. */
+static int store_room(keel_store *s, int *freed)
+{
+    if (!*freed && s->logged && s->lsn != s->ckpt.lsn) {
+        *freed = 1;
+        return store_checkpoint(s, 0);
+    }
+    return store_grow(s);
+}
+
 /* Between two lines on failed commits of one run (struct keel_store). */
 #define COMMIT_WARN_MS 1000
 
@@ -1925,7 +1938,7 @@ uint64_t keel_store_stale(const keel_store *s)
 int keel_store_mark_stale(keel_store *s)
 {
     MDB_txn *txn;
-    int rc;
+    int rc, freed = 0;
 
     if (s == NULL)
         return KEEL_EINVAL;
@@ -1948,11 +1961,11 @@ int keel_store_mark_stale(keel_store *s)
             else
                 mdb_txn_abort(txn);
         }
-        /* A full map grows, as for a commit: without the mark, a copy
-         * opened often enough would pass the cluster's run record. */
+        /* A full map makes room, as for a commit: without the mark, a
+         * copy opened often enough would pass the cluster's run record. */
         if (rc != MDB_MAP_FULL)
             break;
-        if (store_grow(s) != 0)
+        if (store_room(s, &freed) != 0)
             break;
     }
     if (rc == 0) {
@@ -1997,7 +2010,7 @@ int keel_store_type_learn(keel_store *s, const char *type, const char *cap)
     const char *have;
     size_t hlen;
     MDB_txn *txn;
-    int rc, st, krc = 0;
+    int rc, st, krc = 0, freed = 0;
 
     if (s == NULL || type == NULL)
         return KEEL_EINVAL;
@@ -2040,11 +2053,11 @@ int keel_store_type_learn(keel_store *s, const char *type, const char *cap)
         keel_typetab_settle(&s->tt, rc == 0);
         if (rc != MDB_MAP_FULL)
             break;
-        if ((krc = store_grow(s)) != 0)
+        if ((krc = store_room(s, &freed)) != 0)
             break;
     }
     if (rc == MDB_MAP_FULL && krc != 0) {
-        /* store_grow said why */
+        /* store_room said why */
     } else if ((krc = store_err(rc)) == 0) {
         if (s->logged) {
             krc = store_checkpoint(s, 0);
