@@ -1605,6 +1605,7 @@ int keel_cluster_create(struct ev_loop *loop, const keel_cluster_options *o,
      * a quarter (keel_controller_grace), the least it ever waits. */
     copt.dead_owner_grace_ms = o->dead_owner_grace_ms;
     copt.replica_dead_ms = o->replica_dead_ms;
+    copt.map_budget = o->map_budget;
     copt.clock = clock_ms;
     copt.clock_arg = c;
     copt.peer_down = peer_down;

@@ -132,6 +132,10 @@ typedef struct keel_cluster_options {
      * catches up (docs/cluster.md, rule 2); 0: 300000 (5 minutes). What
      * counts is the value of the node that is the controller. */
     uint32_t replica_dead_ms;
+    /* Bytes the placement may take in the map znode before capabilities
+     * new to the map are left out (keel_controller_options.map_budget);
+     * 0: the default. Tests scale it down. */
+    size_t map_budget;
     /* The node runs without credentials: its member znode says so
      * ("insecure 1"), for the others' status pages. */
     int insecure;

@@ -1367,6 +1367,50 @@ static int place_primary(keel_controller *ctl, keel_shard_map *next,
     return 0;
 }
 
+/* Whether placement m, encoded, takes at most the map budget. */
+static int placement_fits(const keel_controller *ctl, const keel_shard_map *m)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+
+    if (keel_map_encode(m, &buf, &len) != 0)
+        return 1; /* the write reports it */
+    free(buf);
+    return len <= (ctl->opt.map_budget ? ctl->opt.map_budget
+                                       : KEEL_CONTROLLER_MAP_BUDGET);
+}
+
+/* Logs which capabilities reconcile left out, when that changes. */
+static void note_left_out(keel_controller *ctl, const char *const *caps,
+                          size_t from, size_t to)
+{
+    char list[sizeof ctl->left_out];
+    size_t i, n = 0;
+
+    list[0] = '\0';
+    for (i = from; i < to; i++) {
+        int w = snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "",
+                         caps[i]);
+        if (w < 0 || (size_t)w >= sizeof list - n)
+            break;
+        n += (size_t)w;
+    }
+    if (strcmp(list, ctl->left_out) == 0)
+        return;
+    if (list[0] != '\0')
+        keel_error("cluster: capabilities %s are not placed: with them the "
+                   "shard map (%u shards per capability, replicas %d) "
+                   "would not fit what a ZooKeeper znode may hold; "
+                   "their actors stay unavailable. Use fewer shards or "
+                   "fewer capabilities (docs/cluster.md, \"The map "
+                   "znode\")",
+                   list, ctl->opt.shard_count, ctl->opt.replicas);
+    else
+        keel_info("cluster: every capability the members declare is "
+                  "placed again");
+    snprintf(ctl->left_out, sizeof ctl->left_out, "%s", list);
+}
+
 /* Builds the map the controller wants written now into *next. Returns 0
  * or a code (KEEL_ENOMEM, KEEL_EINVAL). */
 static int reconcile(keel_controller *ctl, keel_shard_map *next)
@@ -1377,6 +1421,7 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
     keel_shard_map desired;
     keel_rs_env env;
     size_t i, j, ncaps = 0, nmm = 0, k = (size_t)ctl->opt.replicas;
+    size_t nold, nall;
     uint32_t c, s;
     int rc;
 
@@ -1395,6 +1440,7 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
     for (c = 0; c < ctl->map.ncaps && ncaps < KEEL_MAP_MAX_CAPS; c++)
         if (ctl->map.caps[c][0] != '\0')
             caps[ncaps++] = ctl->map.caps[c];
+    nold = ncaps;
     for (i = 0; i < mb->nview; i++) {
         /* A leaving member is live (it releases what it holds) but is
          * placed nothing: everything it owns moves to the others. So is
@@ -1430,10 +1476,24 @@ static int reconcile(keel_controller *ctl, keel_shard_map *next)
             goto out;
         }
     observe_all(ctl);
-    rc = keel_map_compute(mm, nmm, caps, ncaps, ctl->opt.shard_count,
-                          k, &desired);
-    if (rc != 0)
-        goto out;
+    /* A map too large for ZooKeeper could never be written, and the
+     * controller would place nothing more, failovers included. So the
+     * capabilities new to the map are left out, the last declared first,
+     * while the placement takes more than its budget; the others keep
+     * their units. Placement alone decides here: nothing has changed
+     * yet. */
+    nall = ncaps;
+    for (;;) {
+        rc = keel_map_compute(mm, nmm, caps, ncaps, ctl->opt.shard_count,
+                              k, &desired);
+        if (rc != 0)
+            goto out;
+        if (ncaps == nold || placement_fits(ctl, &desired))
+            break;
+        keel_map_free(&desired);
+        ncaps--;
+    }
+    note_left_out(ctl, caps, ncaps, nall);
     for (c = 0; c < desired.ncaps; c++)
         if ((rc = keel_map_add_cap(next, desired.caps[c])) < 0)
             goto out;
@@ -1872,6 +1932,15 @@ static void pump(keel_controller *ctl)
         return;
     }
     if ((rc = write_map(ctl, &next, 1)) != 0) {
+        if (rc == KEEL_ETOOBIG)
+            keel_error("cluster: the shard map no longer fits the %d bytes "
+                       "a ZooKeeper znode may hold (%u shards per "
+                       "capability, %u capabilities, %d replicas, %u "
+                       "nodes): use fewer shards or fewer capabilities "
+                       "(docs/cluster.md, \"The map znode\")",
+                       KEEL_ZK_MAX_DATA, next.shard_count,
+                       (unsigned)next.ncaps, ctl->opt.replicas,
+                       (unsigned)next.nnodes);
         keel_map_free(&next);
         fail(ctl, rc);
         return;

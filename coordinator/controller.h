@@ -62,6 +62,11 @@ enum keel_controller_event {
  * operators of other replicated stores expect (a restart, a reboot, a
  * short maintenance do not move data). */
 #define KEEL_CONTROLLER_REPLICA_DEAD_MS 300000u
+/* Room the placement may take in the map znode by default: the rest of
+ * ZooKeeper's limit is kept for what a write adds to it (targets of
+ * moves, promoted units, the store table) and for the other operations
+ * of the write. */
+#define KEEL_CONTROLLER_MAP_BUDGET (KEEL_ZK_MAX_DATA / 4 * 3)
 
 typedef void (*keel_controller_cb)(keel_controller *ctl, int event,
                                    void *arg);
@@ -86,6 +91,11 @@ typedef struct keel_controller_options {
      * (replicaset.h, rule 2), from when this node first saw the znode
      * missing; 0: KEEL_CONTROLLER_REPLICA_DEAD_MS. */
     uint32_t replica_dead_ms;
+    /* Bytes the placement alone may take in the map znode: past them the
+     * capabilities new to the map are left out (their units unplaced)
+     * rather than the map grown past what ZooKeeper can hold, which would
+     * stop every write of it; 0: KEEL_CONTROLLER_MAP_BUDGET. */
+    size_t map_budget;
     /* Current time in ms, read whenever the controller acts on events;
      * NULL: the time last given to start/tick/members_changed. */
     uint64_t (*clock)(void *clock_arg);
@@ -201,6 +211,9 @@ struct keel_controller {
     size_t *proof_owner;
     size_t nproofs, proofs_cap;
     uint64_t deadline; /* as last reported with KEEL_CONTROLLER_TIMER */
+    /* The capabilities members declare that the last reconciliation left
+     * unplaced, the map being full ("a, b"; "" when none). */
+    char left_out[512];
 };
 
 void keel_controller_init(keel_controller *ctl, keel_zk *zk,

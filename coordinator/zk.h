@@ -50,6 +50,11 @@ typedef struct keel_zk keel_zk;
 #define KEEL_ZK_ANY_VERSION (-1)
 /* Longest path the coordinator builds (ZooKeeper allows more). */
 #define KEEL_ZK_PATH_MAX 512
+/* Most bytes one znode write may carry: ZooKeeper refuses a request over
+ * its jute.maxbuffer (1 MiB less a byte by default), headers included,
+ * and drops the connection that sent it; writes over this are refused
+ * here first (KEEL_ETOOBIG). */
+#define KEEL_ZK_MAX_DATA 1000000
 
 enum keel_zk_create_flags {
     KEEL_ZK_EPHEMERAL = 1,  /* deleted when the creating session ends */

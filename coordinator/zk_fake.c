@@ -11,8 +11,6 @@
 
 #include "keel.h"
 
-#define FAKE_MAX_DATA 1000000
-
 enum { W_DATA = 1, W_CHILD = 2 };
 
 enum {
@@ -604,7 +602,7 @@ static int op_create(keel_zk_fake *f, fclient *c, const keel_zk_op *op,
     if (!valid_path(op->path, op->flags & KEEL_ZK_SEQUENTIAL) ||
         strcmp(op->path, "/") == 0)
         return KEEL_EINVAL;
-    if (op->len > FAKE_MAX_DATA)
+    if (op->len > KEEL_ZK_MAX_DATA)
         return KEEL_ETOOBIG;
     parent_of(op->path, parent, sizeof parent);
     p = node_find(f, parent);
@@ -680,7 +678,7 @@ static int op_set(keel_zk_fake *f, const keel_zk_op *op, keel_zk_stat *st)
 
     if (!valid_path(op->path, 0))
         return KEEL_EINVAL;
-    if (op->len > FAKE_MAX_DATA)
+    if (op->len > KEEL_ZK_MAX_DATA)
         return KEEL_ETOOBIG;
     if (n == NULL)
         return KEEL_ENOTFOUND;

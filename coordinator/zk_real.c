@@ -30,11 +30,6 @@
 #include "coordinator/zk.h"
 #include "keel.h"
 
-/* Requests above this are refused here: the server's jute.maxbuffer is
- * 0xfffff bytes for the whole request, and a bigger one makes it drop the
- * connection instead of answering. */
-#define ZK_MAX_DATA 1000000
-
 enum { WATCH_DATA = 1, WATCH_CHILD = 2 };
 
 typedef struct zk_real zk_real;
@@ -768,7 +763,7 @@ static int real_create(keel_zk *zk, const char *path, const void *data,
 
     if (path == NULL || cb == NULL)
         return KEEL_EINVAL;
-    if (len > ZK_MAX_DATA)
+    if (len > KEEL_ZK_MAX_DATA)
         return KEEL_ETOOBIG;
     if (!usable(z))
         return KEEL_ESESSION;
@@ -843,7 +838,7 @@ static int real_set(keel_zk *zk, const char *path, const void *data,
 
     if (path == NULL || cb == NULL)
         return KEEL_EINVAL;
-    if (len > ZK_MAX_DATA)
+    if (len > KEEL_ZK_MAX_DATA)
         return KEEL_ETOOBIG;
     if (!usable(z))
         return KEEL_ESESSION;
@@ -908,7 +903,7 @@ static int real_multi(keel_zk *zk, const keel_zk_op *ops, size_t n,
             return KEEL_EINVAL;
         total += ops[i].len + strlen(ops[i].path) + 32;
     }
-    if (total > ZK_MAX_DATA)
+    if (total > KEEL_ZK_MAX_DATA)
         return KEEL_ETOOBIG;
     if (!usable(z))
         return KEEL_ESESSION;

@@ -236,6 +236,8 @@ typedef struct mkopt {
 
 /* The nodes mk() makes from now on run without credentials. */
 static int mk_insecure;
+/* ... and with this map budget (keel_cluster_options.map_budget). */
+static size_t map_budget;
 
 static tnode *mk(int i, const mkopt *mo)
 {
@@ -265,6 +267,7 @@ static tnode *mk(int i, const mkopt *mo)
     o.hooks.drop = on_drop;
     o.hooks.members = on_members;
     o.insecure = mk_insecure;
+    o.map_budget = map_budget;
     if (mo && mo->acquire_hook)
         o.hooks.acquire = on_acquire;
     o.store_id = mo ? mo->store : NULL;
@@ -685,6 +688,40 @@ START_TEST(test_capabilities)
         ck_assert_str_eq(addr, "127.0.0.1:7001");
     }
     keel_map_free(&m);
+}
+END_TEST
+
+/* Capabilities whose units would make the map too large for a znode are
+ * left unplaced (the last declared first), and named; the rest is placed.
+ * Writing the whole map fails for good: the controller gave up, and no
+ * map was ever written. */
+START_TEST(test_capabilities_past_the_map_limit)
+{
+    static const char *many[] = {"a", "b", "c", "d"};
+    mkopt o = {0, 0, 0, many, 4, 0, 0, NULL};
+    keel_controller *ctl;
+    keel_shard_map m;
+    uint32_t s;
+
+    /* A budget that "" and "a" fit (a unit takes 3 bytes here), as
+     * 65,536 shards would fit ZooKeeper's own limit. */
+    map_budget = 100 + 2 * 3 * SHARDS + 50;
+    mk(0, &o);
+    settle();
+    m = zk_map();
+    ck_assert_int_ge(keel_map_cap_index(&m, ""), 0);
+    ck_assert_int_ge(keel_map_cap_index(&m, "a"), 0);
+    ck_assert_int_lt(keel_map_cap_index(&m, "d"), 0);
+    ck_assert_uint_lt(m.ncaps, 5);
+    for (s = 0; s < m.shard_count; s += 997)
+        ck_assert_str_eq(keel_map_primary(&m, 0, s), "node-a");
+    ctl = keel_cluster_controller(N[0].c);
+    ck_assert_ptr_nonnull(ctl);
+    ck_assert_msg(strstr(ctl->left_out, "d") != NULL, "left out: \"%s\"",
+                  ctl->left_out);
+    ck_assert_msg(keel_controller_active(ctl), "the controller gave up");
+    keel_map_free(&m);
+    map_budget = 0;
 }
 END_TEST
 
@@ -2386,6 +2423,7 @@ int main(void)
     tcase_add_test(tc, test_member_leaving_format);
     tcase_add_test(tc, test_members_hook_and_insecure);
     tcase_add_test(tc, test_capabilities);
+    tcase_add_test(tc, test_capabilities_past_the_map_limit);
     tcase_add_test(tc, test_controller_failover);
     tcase_add_test(tc, test_dead_owner_waits);
     tcase_add_test(tc, test_dead_owner_reassigned_after_grace);
