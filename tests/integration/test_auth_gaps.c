@@ -1,0 +1,396 @@
+/* Access rules and connection bounds that docs/security.md promises for
+ * someone who can reach a node's port but holds no credential, checked
+ * from the paths around the usual ones: a standalone node's node claim
+ * (INFO peer), a node whose only credential is TLS, a client that never
+ * reads what it asked for, a subscription whose token a reload removed,
+ * and an HTTP request whose body trickles in after its headers. Real
+ * keeld processes on 127.0.0.1; every wait is bounded. */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "certs.h"
+#include "keel.h"
+#include "proc.h"
+#include "rawconn.h"
+#include "runtime/client.h"
+#include "runtime/proto.h"
+#include "testutil.h"
+
+#define ADMIN "admin-token-0123456789"
+#define CLIENT "client-token-0123456789"
+
+static char *dir, *data, *tokens;
+static tu_keeld node;
+
+static void write_tokens(const char *text)
+{
+    FILE *f = fopen(tokens, "w");
+
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_int_eq(chmod(tokens, 0600), 0);
+}
+
+static void setup(void)
+{
+    dir = tu_tmpdir("authgaps");
+    if (asprintf(&data, "%s/data", dir) < 0 ||
+        asprintf(&tokens, "%s/tokens", dir) < 0)
+        abort();
+    memset(&node, 0, sizeof node);
+    write_tokens(ADMIN " admin\n" CLIENT " client\n");
+}
+
+static void teardown(void)
+{
+    tu_keeld_free(&node);
+    tu_rmrf(dir);
+    free(dir);
+    free(data);
+    free(tokens);
+}
+
+static void start(const char *const *more)
+{
+    const char *extra[16];
+    int i = 0;
+
+    extra[i++] = "--auth-tokens";
+    extra[i++] = tokens;
+    while (more != NULL && *more != NULL && i < 15)
+        extra[i++] = *more++;
+    extra[i] = NULL;
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, extra), 0);
+}
+
+/* Sends one frame of kind with body on raw connection fd. */
+static void send_raw(int fd, uint8_t kind, uint64_t id, const void *body,
+                     size_t len)
+{
+    uint8_t *f = malloc(KEEL_FRAME_HEADER + len + 1);
+
+    ck_assert_ptr_nonnull(f);
+    keel_frame_header(f, kind, id, len);
+    if (len > 0)
+        memcpy(f + KEEL_FRAME_HEADER, body, len);
+    ck_assert_int_eq(tu_send_all(fd, f, KEEL_FRAME_HEADER + len), 0);
+    free(f);
+}
+
+static void send_call(int fd, uint64_t id, const char *type, const char *aid,
+                      const char *msg)
+{
+    uint8_t body[512];
+    size_t bl = keel_call_body_encode(body, type, strlen(type), aid,
+                                      strlen(aid), msg, strlen(msg));
+
+    send_raw(fd, KEEL_FRAME_CALL, id, body, bl);
+}
+
+/* A figure of `keel stat` read with the admin token, or -1. */
+static long admin_stat(const char *name)
+{
+    const char *argv[] = {NULL, "-a", node.addr, "--token", ADMIN, "stat",
+                          NULL};
+    char *bin = tu_bin("keel"), *out = NULL, key[64];
+    const char *p;
+    long v = -1;
+
+    argv[0] = bin;
+    snprintf(key, sizeof key, "\n%s ", name);
+    if (tu_run(argv, &out, NULL) == 0 && out != NULL &&
+        (p = strstr(out, key)) != NULL)
+        v = strtol(p + strlen(key), NULL, 10);
+    free(out);
+    free(bin);
+    return v;
+}
+
+static char *admin_call(const char *type, const char *id, const char *msg)
+{
+    const char *argv[] = {NULL, "-a", node.addr, "--token", ADMIN, "call",
+                          type, id, msg, NULL};
+    char *bin = tu_bin("keel"), *out = NULL, *err = NULL;
+    int rc;
+
+    argv[0] = bin;
+    rc = tu_run(argv, &out, &err);
+    ck_assert_msg(rc == 0, "admin call: %d %s", rc, err ? err : "");
+    free(err);
+    free(bin);
+    return out;
+}
+
+/* ------------------------------------ a standalone node's node claim */
+
+/* docs/security.md: someone who holds no credential must not run any
+ * actor nor read the node's statistics. On a standalone node, which has
+ * no other nodes at all, one INFO "peer" frame without a node id makes
+ * the connection a node's, and every token check passes from then on. */
+START_TEST(standalone_peer_claim_is_no_credential)
+{
+    tu_rframe f;
+    char *out;
+    int fd;
+
+    start(NULL);
+    fd = tu_raw_connect(node.port);
+    ck_assert_int_ge(fd, 0);
+    send_call(fd, 1, "counter", "c1", "incr");
+    ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
+    ck_assert_int_eq(f.kind, KEEL_FRAME_ERROR);
+    ck_assert_int_eq(f.code, KEEL_EUNAUTH);
+    /* The claim: "peer", no id. */
+    send_raw(fd, KEEL_FRAME_INFO, 2, "peer", 4);
+    ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
+    /* The same call again, and a STAT: still no credential. */
+    send_call(fd, 3, "counter", "c1", "incr");
+    ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
+    ck_assert_msg(f.kind == KEEL_FRAME_ERROR,
+                  "a call after INFO peer on a standalone node with tokens "
+                  "ran (kind %d, reply '%.*s')",
+                  f.kind, (int)f.len, (const char *)f.body);
+    close(fd);
+    out = admin_call("counter", "c1", "get");
+    ck_assert_str_eq(out, "0\n");
+    free(out);
+}
+END_TEST
+
+/* The same claim exempts the connection from --conn-idle-timeout, which
+ * spares only "connections from other nodes": a client holds its place
+ * for ever with one frame. */
+START_TEST(standalone_peer_claim_never_idle)
+{
+    const char *more[] = {"--conn-idle-timeout", "1", NULL};
+    tu_rframe f;
+    int fd, rc;
+
+    start(more);
+    fd = tu_raw_connect(node.port);
+    ck_assert_int_ge(fd, 0);
+    send_raw(fd, KEEL_FRAME_INFO, 1, "peer", 4);
+    ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
+    /* Idle for 1 s: closed with ETIMEDOUT quoting id 0 within ~2 s. */
+    rc = tu_read_frame(fd, &f, 5000);
+    ck_assert_msg(rc != -1,
+                  "a connection that said INFO peer on a standalone node "
+                  "was not closed for idleness within 5 s "
+                  "(--conn-idle-timeout 1)");
+    close(fd);
+}
+END_TEST
+
+/* -------------------------------------------- a non-reading client */
+
+/* A client that sends requests and never reads the answers: the node
+ * stops reading it once 8 MiB of answers wait (WBUF_PAUSE), and the idle
+ * sweep skips a connection with unsent output, so it stays, with its
+ * buffers, for ever. PING needs no token. */
+START_TEST(nonreading_client_never_closed)
+{
+    const char *more[] = {"--conn-idle-timeout", "1", NULL};
+    static uint8_t body[256 << 10];
+    long before, after, conns;
+    int fd, i;
+    struct timeval tv = {1, 0};
+
+    start(more);
+    before = tu_rss_kb(node.pid);
+    fd = tu_raw_connect(node.port);
+    ck_assert_int_ge(fd, 0);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    for (i = 0; i < 256; i++) { /* up to 64 MiB of PINGs */
+        uint8_t hdr[KEEL_FRAME_HEADER];
+        keel_frame_header(hdr, KEEL_FRAME_PING, (uint64_t)i + 1, sizeof body);
+        if (tu_send_all(fd, hdr, sizeof hdr) != 0 ||
+            tu_send_all(fd, body, sizeof body) != 0)
+            break; /* the node stopped reading us */
+    }
+    sleep(4); /* four idle timeouts */
+    after = tu_rss_kb(node.pid);
+    conns = admin_stat("connections"); /* its own connection counts */
+    fprintf(stderr,
+            "nonreading_client_never_closed: sent %d PINGs of 256 KiB; "
+            "node RSS %ld -> %ld KiB; connections %ld\n",
+            i, before, after, conns);
+    ck_assert_msg(conns == 1,
+                  "a client that reads nothing is still connected after 4 "
+                  "idle timeouts (connections %ld), its answers held in "
+                  "the node (RSS %ld -> %ld KiB)",
+                  conns, before, after);
+    close(fd);
+}
+END_TEST
+
+/* ---------------------------------------- a token removed on reload */
+
+/* docs/security.md: a connection whose token a reload removed is
+ * anonymous from its next request. A subscription it opened before keeps
+ * streaming the actor's states to it. */
+START_TEST(removed_token_keeps_its_subscription)
+{
+    keel_client *c = NULL;
+    keel_follow_update up;
+    uint64_t sub = 0;
+    char *reply = NULL, *out;
+    size_t rlen;
+    int i, rc;
+
+    start(NULL);
+    ck_assert_int_eq(keel_client_connect(node.addr, 3000, &c), 0);
+    ck_assert_int_eq(keel_client_auth(c, CLIENT, &reply, &rlen), 0);
+    free(reply);
+    ck_assert_int_eq(
+        keel_client_subscribe(c, "counter", "c1", 2, 0, &sub, &up), 0);
+    write_tokens(ADMIN " admin\n");
+    ck_assert_int_eq(kill(node.pid, SIGHUP), 0);
+    for (i = 0; i < 100; i++) {
+        char *log = tu_keeld_log(&node);
+        int done = log != NULL && strstr(log, "auth tokens: reloaded") != NULL;
+        free(log);
+        if (done)
+            break;
+        usleep(50000);
+    }
+    ck_assert_int_lt(i, 100);
+    out = admin_call("counter", "c1", "incr");
+    ck_assert_str_eq(out, "1\n");
+    free(out);
+    rc = keel_client_next_event(c, sub, &up);
+    ck_assert_msg(!(rc == 0 && up.kind == KEEL_EVENT_CHANGE),
+                  "the subscription of a token removed by the reload got "
+                  "the actor's new state (version %llu, '%.*s')",
+                  (unsigned long long)up.version, (int)up.state_len,
+                  (const char *)up.state);
+    keel_client_close(c);
+}
+END_TEST
+
+/* ------------------------------------------ HTTP: a trickled body */
+
+/* docs/http.md: a connection must send each request's headers within
+ * --http-header-timeout. Once they are in, the body may trickle a byte a
+ * minute (MHD's idle timeout restarts with every byte): an anonymous
+ * client holds its connection for ever through the open /healthz. */
+START_TEST(http_body_trickle_outlives_deadline)
+{
+    const char *more[] = {"--http", "127.0.0.1:0", "--http-header-timeout",
+                          "2", NULL};
+    static const char req[] = "POST /healthz HTTP/1.1\r\nHost: x\r\n"
+                              "Content-Length: 100000\r\n\r\n";
+    int port, fd, i, open = 1;
+
+    start(more);
+    port = tu_keeld_http_port(&node);
+    ck_assert_int_gt(port, 0);
+    fd = tu_raw_connect_bare(port);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(tu_send_all(fd, req, sizeof req - 1), 0);
+    for (i = 0; i < 16 && open; i++) { /* 8 s: four header deadlines */
+        usleep(500000);
+        if (tu_wait_readable(fd, 0)) {
+            char b;
+            open = read(fd, &b, 1) > 0 ? 1 : 0;
+            if (open)
+                open = 2; /* answered: not held */
+            break;
+        }
+        if (tu_send_all(fd, "x", 1) != 0)
+            open = 0;
+    }
+    close(fd);
+    ck_assert_msg(open != 1,
+                  "an HTTP connection trickling its body a byte every "
+                  "500 ms is still open after 8 s (--http-header-timeout 2)");
+}
+END_TEST
+
+/* ------------------------------------------ TLS as the only credential */
+
+/* docs/security.md, "Secure by default": TLS counts as credentials, and
+ * someone who holds none must not change the cluster (drain, forget). A
+ * node started with TLS and no token file checks nothing: a TLS client
+ * with no certificate reaches drain (a standalone node answers "not a
+ * cluster node", which an admin's drain also gets), where CN=client:...
+ * would be EDENIED under tokens. */
+START_TEST(tls_only_anonymous_reaches_admin)
+{
+    char ca[512], cert[512], key[512], why[256] = "";
+    const char *extra[7];
+    const char *q[] = {"drain", "n0"};
+    keel_client_tls t;
+    keel_client *c = NULL;
+    char *reply = NULL;
+    size_t rlen = 0;
+    int rc;
+
+    ck_assert_int_eq(tu_certs_ca(dir, "ca"), 0);
+    ck_assert_int_eq(tu_certs_issue(dir, "ca", "node", "node:n0"), 0);
+    tu_certs_path(ca, sizeof ca, dir, "ca", "pem");
+    tu_certs_path(cert, sizeof cert, dir, "node", "pem");
+    tu_certs_path(key, sizeof key, dir, "node", "key");
+    setenv("KEEL_TLS_CA", ca, 1);
+    extra[0] = "--tls-cert";
+    extra[1] = cert;
+    extra[2] = "--tls-key";
+    extra[3] = key;
+    extra[4] = "--tls-ca";
+    extra[5] = ca;
+    extra[6] = NULL;
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, extra), 0);
+    memset(&t, 0, sizeof t);
+    t.ca = ca; /* no client certificate: anonymous */
+    ck_assert_int_eq(
+        keel_client_connect_tls(node.addr, 5000, &t, &c, why, sizeof why), 0);
+    rc = keel_client_info(c, q, 2, &reply, &rlen);
+    fprintf(stderr, "tls_only_anonymous_reaches_admin: drain: %d %.*s\n", rc,
+            (int)rlen, reply ? reply : "");
+    ck_assert_msg(rc == KEEL_EUNAUTH || rc == KEEL_EDENIED,
+                  "an anonymous TLS client's drain was not refused by the "
+                  "access rules: %s: %.*s",
+                  keel_err_name(rc), (int)rlen, reply ? reply : "");
+    free(reply);
+    keel_client_close(c);
+    unsetenv("KEEL_TLS_CA");
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("auth_gaps");
+    TCase *tc = tcase_create("standalone");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, standalone_peer_claim_is_no_credential);
+    tcase_add_test(tc, standalone_peer_claim_never_idle);
+    tcase_add_test(tc, nonreading_client_never_closed);
+    tcase_add_test(tc, removed_token_keeps_its_subscription);
+    tcase_add_test(tc, http_body_trickle_outlives_deadline);
+    tcase_add_test(tc, tls_only_anonymous_reaches_admin);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    if (!tu_certs_available()) {
+        fprintf(stderr, "test_auth_gaps: the openssl command is not "
+                        "installed\n");
+        return 1;
+    }
+    return tu_run_suite(suite());
+}
