@@ -23,7 +23,8 @@
  * --max-unit-stream (unit_stream.c, freed when it closes). The number of
  * connections is bounded by --max-connections, and by the descriptor
  * limit, which the listener survives (accept_some); a connection that
- * sends and owes nothing for --conn-idle-timeout is closed.
+ * sends and owes nothing for --conn-idle-timeout is closed, and so is
+ * one whose answers wait unread that long (it stopped reading).
  *
  * A connection the node will not serve is told why, in a last ERROR
  * quoting request id 0 that it can read: in plaintext to a plaintext
@@ -110,6 +111,9 @@ struct keel_conn {
     keel_auth_conn auth;
     /* ev_now of the last whole frame read or answer queued: idle since. */
     ev_tstamp active_at;
+    /* ev_now of the last write that took bytes (or of the accept): a
+     * client that reads nothing of its answers makes no progress. */
+    ev_tstamp wrote_at;
     /* Monotonic time at which the socket was last seen empty: every byte
      * read since arrived after it, even if the process was paused (and
      * its loop did not run) in between. undrained: the last round of
@@ -347,6 +351,7 @@ static int conn_write(keel_conn *c)
         ssize_t w = conn_send(c, c->wbuf + c->woff, c->wlen - c->woff);
         if (w > 0) {
             c->woff += (size_t)w;
+            c->wrote_at = ev_now(c->n->loop);
             continue;
         }
         if (w < 0 && errno == EINTR)
@@ -1814,6 +1819,7 @@ static int accept_some(keel_node *n, int max, int watch)
             keel_tls_refuse_nodes(c->tls);
         c->quiet_ns = keel__now_ns();
         c->active_at = ev_now(n->loop);
+        c->wrote_at = c->active_at;
         ev_io_init(&c->rio, rio_cb, fd, EV_READ);
         ev_io_init(&c->wio, wio_cb, fd, EV_WRITE);
         c->rio.data = c;
@@ -1857,6 +1863,17 @@ static void idle_conns_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     for (c = n->conns; c != NULL; c = next) {
         next = c->next;
+        if (!c->dead && !c->refusing && c->pending == 0 &&
+            c->fsink.subs == NULL && c->woff < c->wlen &&
+            t - c->wrote_at >= limit &&
+            t - c->active_at >= limit && !conn_peer(c)) {
+            /* Answers wait and the client has taken none of them for as
+             * long as an idle connection may last: it asks and does not
+             * read (the node stopped reading it, WBUF_PAUSE). Nothing
+             * more can reach it; the buffers it pins are freed. */
+            conn_close(c);
+            continue;
+        }
         if (c->dead || c->closing || conn_peer(c) || c->pending > 0 ||
             c->fsink.subs != NULL || c->woff < c->wlen ||
             t - c->active_at < limit)
