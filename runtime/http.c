@@ -156,11 +156,18 @@ static double mono_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* The connection's header deadline starts (a request's headers are
- * awaited) or is lifted (they are in). MHD thread. */
+/* How many header timeouts a request's body has, from its headers. */
+#define HTTP_BODY_TIMEOUTS 6
+
+/* The connection's deadline: HTTP_DL_HEADERS (a request's headers are
+ * awaited), HTTP_DL_BODY (its body is), or lifted (HTTP_DL_NONE: the
+ * request is whole). MHD thread. */
+enum { HTTP_DL_NONE, HTTP_DL_HEADERS, HTTP_DL_BODY };
+
 static void hconn_deadline(keel_http *h, struct MHD_Connection *conn,
-                           int start)
+                           int what)
 {
+    double t = (double)h->n->opts.http_header_timeout_s;
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     struct hconn *hc = ci != NULL ? ci->socket_context : NULL;
@@ -168,8 +175,9 @@ static void hconn_deadline(keel_http *h, struct MHD_Connection *conn,
     if (hc == NULL)
         return;
     pthread_mutex_lock(&h->mu);
-    hc->deadline =
-        start ? mono_s() + (double)h->n->opts.http_header_timeout_s : 0;
+    hc->deadline = what == HTTP_DL_HEADERS ? mono_s() + t
+                   : what == HTTP_DL_BODY  ? mono_s() + t * HTTP_BODY_TIMEOUTS
+                                           : 0;
     pthread_mutex_unlock(&h->mu);
 }
 
@@ -1481,8 +1489,10 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
 
     (void)version;
     if (r == NULL) {
-        /* Headers are in. */
-        hconn_deadline(h, conn, 0);
+        /* Headers are in: the body has its own deadline, so that one
+         * trickled a byte at a time cannot hold the connection for ever
+         * (MHD's idle timeout restarts with every byte). */
+        hconn_deadline(h, conn, HTTP_DL_BODY);
         r = calloc(1, sizeof *r);
         if (r == NULL)
             return MHD_NO;
@@ -1512,6 +1522,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
     }
     switch (r->phase) {
     case PH_BODY:
+        hconn_deadline(h, conn, HTTP_DL_NONE); /* the request is whole */
         return request_complete(r);
     case PH_WAIT:
         if (!atomic_load_explicit(&r->done, memory_order_acquire))
@@ -1531,7 +1542,7 @@ static void completed_cb(void *cls, struct MHD_Connection *conn,
 
     (void)toe;
     /* The next request on the connection has its own deadline. */
-    hconn_deadline(h, conn, 1);
+    hconn_deadline(h, conn, HTTP_DL_HEADERS);
     if (r == NULL)
         return;
     *con_cls = NULL;

@@ -282,9 +282,10 @@ END_TEST
 /* ------------------------------------------ HTTP: a trickled body */
 
 /* docs/http.md: a connection must send each request's headers within
- * --http-header-timeout. Once they are in, the body may trickle a byte a
- * minute (MHD's idle timeout restarts with every byte): an anonymous
- * client holds its connection for ever through the open /healthz. */
+ * --http-header-timeout, and its body within six times that of them.
+ * Without the body's deadline it could trickle a byte a minute (MHD's
+ * idle timeout restarts with every byte): an anonymous client would hold
+ * its connection for ever through the open /healthz. */
 START_TEST(http_body_trickle_outlives_deadline)
 {
     const char *more[] = {"--http", "127.0.0.1:0", "--http-header-timeout",
@@ -299,7 +300,7 @@ START_TEST(http_body_trickle_outlives_deadline)
     fd = tu_raw_connect_bare(port);
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(tu_send_all(fd, req, sizeof req - 1), 0);
-    for (i = 0; i < 16 && open; i++) { /* 8 s: four header deadlines */
+    for (i = 0; i < 40 && open; i++) { /* 20 s: past the body's 12 s */
         usleep(500000);
         if (tu_wait_readable(fd, 0)) {
             char b;
@@ -314,7 +315,8 @@ START_TEST(http_body_trickle_outlives_deadline)
     close(fd);
     ck_assert_msg(open != 1,
                   "an HTTP connection trickling its body a byte every "
-                  "500 ms is still open after 8 s (--http-header-timeout 2)");
+                  "500 ms is still open after 20 s (--http-header-timeout "
+                  "2: 12 s for a body)");
 }
 END_TEST
 
