@@ -123,6 +123,10 @@ int keel__auth_enabled(const keel_auth *a);
  * types changed takes the new ones. Returns 0 or the error logged. Loop
  * thread. */
 int keel__auth_reload(keel_auth *a);
+/* After a reload: whether connection ac was authenticated with a token
+ * the table no longer holds (it is anonymous from now on). Loop
+ * thread. */
+int keel__auth_token_withdrawn(keel_auth *a, keel_auth_conn *ac);
 
 /* May connection ac make a request that needs op (for KEEL_AUTH_OP_CALL,
  * of actor type type/tlen)? 0, or KEEL_EUNAUTH (no identity: it must

@@ -2064,6 +2064,37 @@ void keel__net_close_all(keel_node *n)
     free_graveyard(n);
 }
 
+static const char refuse_withdrawn[] =
+    "not authenticated: the token this connection follows actors under "
+    "was withdrawn (the node's token file no longer holds it)";
+
+void keel__net_tokens_reloaded(keel_node *n)
+{
+    keel_conn *c, *next;
+    unsigned cut = 0;
+
+    for (c = n->conns; c != NULL; c = next) {
+        next = c->next;
+        if (c->dead || c->refusing || c->fsink.subs == NULL ||
+            !keel__auth_token_withdrawn(n->auth, &c->auth))
+            continue;
+        /* As for a revoked certificate: told, or closed once the
+         * answers in flight are out. */
+        cut++;
+        keel__follow_sink_close(n, &c->fsink);
+        if (c->pending == 0) {
+            refuse_conn(c, KEEL_EUNAUTH, refuse_withdrawn);
+        } else if (!c->closing) {
+            c->closing = 1;
+            pause_reading(c);
+        }
+    }
+    if (cut > 0)
+        keel_warn("auth tokens: %u connection(s) following actors under a "
+                  "token the file no longer holds: closed",
+                  cut);
+}
+
 static const char refuse_revoked[] =
     "certificate revoked: the node's certificate revocation list now "
     "lists the certificate this connection presented";

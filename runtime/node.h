@@ -493,6 +493,11 @@ void keel__net_flush_all(keel_node *n);
  * (existing ones keep theirs). On error the old context stays and the
  * error is logged. Loop thread. */
 int keel__net_tls_reload(keel_node *n);
+/* After the token file was read again: a connection that follows actors
+ * under a token the file no longer holds is closed (a request of it
+ * would be refused from now on; its open subscriptions must not go on
+ * either). Loop thread. */
+void keel__net_tokens_reloaded(keel_node *n);
 
 /* --- builtins.c ---------------------------------------------------------*/
 
