@@ -61,6 +61,10 @@ struct addr_slot {
 struct keel_auth {
     keel_node *n;
     char *path;  /* the token file, or NULL */
+    /* TLS is on: certificates give identities, so access control is on
+     * even without a token file (a connection with neither a certificate
+     * identity nor a token is anonymous, as with tokens). */
+    int certs;
     pthread_mutex_t mu; /* guards table (swapped by reload, read by HTTP) */
     struct auth_table *table;
     uint64_t next_gen;
@@ -136,7 +140,7 @@ static long table_find(const struct auth_table *t, const uint8_t *tok,
     long found = -1;
     size_t i;
 
-    for (i = 0; i < t->n; i++) {
+    for (i = 0; t != NULL && i < t->n; i++) {
         int eq = ct_equal(t->e[i].tok, t->e[i].len, tok, len);
         found = eq ? (long)i : found;
     }
@@ -382,6 +386,7 @@ int keel__auth_create(keel_node *n, const char *path, keel_auth **out,
     pthread_mutex_init(&a->lmu, NULL);
     a->next_gen = 1;
     a->cluster = n->opts.zk_hosts != NULL;
+    a->certs = n->opts.tls_cert != NULL;
     a->members_gen = 1;
     a->conn_fails_max = n->opts.auth_conn_fails != 0
                             ? n->opts.auth_conn_fails
@@ -446,7 +451,7 @@ void keel__auth_destroy(keel_auth *a)
 
 int keel__auth_enabled(const keel_auth *a)
 {
-    return a != NULL && a->path != NULL;
+    return a != NULL && (a->path != NULL || a->certs);
 }
 
 int keel__auth_reload(keel_auth *a)
@@ -858,6 +863,18 @@ static const struct auth_entry *refresh(keel_auth *a, keel_auth_conn *ac)
     return &t->e[ac->idx];
 }
 
+int keel__auth_token_withdrawn(keel_auth *a, keel_auth_conn *ac)
+{
+    int gone;
+
+    if (!keel__auth_enabled(a) || ac->source != KEEL_AUTH_SRC_TOKEN)
+        return 0;
+    pthread_mutex_lock(&a->mu);
+    gone = refresh(a, ac) == NULL;
+    pthread_mutex_unlock(&a->mu);
+    return gone;
+}
+
 int keel__auth_check(keel_auth *a, keel_auth_conn *ac, int op,
                      const void *type, size_t tlen, char *errbuf,
                      size_t errlen)
@@ -1093,6 +1110,16 @@ int keel__auth_peer_claim(keel_auth *a, keel_auth_conn *ac,
                           : "not permitted: a node's id is 1 to %d bytes "
                             "of [A-Za-z0-9._-]",
                  KEEL_AUTH_NAME_MAX);
+        count_refusal(a, KEEL_EDENIED);
+        return KEEL_EDENIED;
+    }
+    if (!a->cluster && keel__auth_enabled(a)) {
+        /* A standalone node has no peers: with access control on, the
+         * claim would be a way around it (a node's connection may call
+         * any actor and is never idle). */
+        snprintf(errbuf, errlen,
+                 "not permitted: a standalone node takes no node "
+                 "connections");
         count_refusal(a, KEEL_EDENIED);
         return KEEL_EDENIED;
     }

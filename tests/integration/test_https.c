@@ -174,6 +174,18 @@ static void expect(const char *path, const char *body,
     hres_free(&r);
 }
 
+/* curl arguments presenting alice's client certificate: with TLS, access
+ * control is on, and an anonymous client only gets the health probes. */
+static char alice_pem[512], alice_key[512];
+static const char *as_alice[] = {"--cert", alice_pem, "--key", alice_key,
+                                 NULL};
+
+static void alice_paths(void)
+{
+    tu_certs_path(alice_pem, sizeof alice_pem, dir, "alice", "pem");
+    tu_certs_path(alice_key, sizeof alice_key, dir, "alice", "key");
+}
+
 /* Waits (at most 10 s) for `what` to appear in the node's log. */
 static int log_has(const char *what)
 {
@@ -197,9 +209,15 @@ START_TEST(https_only_tls13)
     struct hres r;
 
     start_node(0);
-    expect("/v1/actors/counter/c1", "incr 5", NULL, 200, "5");
-    expect("/v1/actors/counter/c1", NULL, NULL, 200, "{\"type\": \"counter\"");
+    alice_paths();
+    expect("/v1/actors/counter/c1", "incr 5", as_alice, 200, "5");
+    expect("/v1/actors/counter/c1", NULL, as_alice, 200,
+           "{\"type\": \"counter\"");
     expect("/healthz", NULL, NULL, 200, "ok");
+    /* No certificate, no token: anonymous, refused all but the probes. */
+    expect("/v1/actors/counter/c1", "incr 5", NULL, 401,
+           "{\"error\": \"EUNAUTH\"");
+    expect("/metrics", NULL, NULL, 401, "{\"error\": \"EUNAUTH\"");
     /* Plain HTTP on the HTTPS port: no answer. */
     curl(&r, "http", "/v1/actors/counter/c1", "incr 5", NULL);
     ck_assert_msg(r.exit != 0 && r.code == 0, "plain http answered %d: %s",
@@ -211,7 +229,7 @@ START_TEST(https_only_tls13)
                   r.code, r.body);
     hres_free(&r);
     /* Neither ran. */
-    expect("/v1/actors/counter/c1", "get", NULL, 200, "5");
+    expect("/v1/actors/counter/c1", "get", as_alice, 200, "5");
     /* The keel tool pointed at the HTTPS port (it trusts the CA through
      * KEEL_TLS_CA): the TLS handshake completes, then the server waits
      * for an HTTP request. The tool says that this is not a keel node,
@@ -375,6 +393,7 @@ START_TEST(https_sighup_reloads)
 
     ck_assert_int_eq(tu_certs_issue(dir, "ca", "node", "node:old"), 0);
     start_node(0);
+    alice_paths();
     curl(&r, "https", "/healthz", NULL, verbose);
     ck_assert_msg(r.code == 200 && strstr(r.err, "CN=node:old") != NULL,
                   "%d %s", r.code, r.err);
@@ -392,7 +411,7 @@ START_TEST(https_sighup_reloads)
     ck_assert_msg(r.code == 200 && strstr(r.err, "CN=node:new") != NULL,
                   "%d %s", r.code, r.err);
     hres_free(&r);
-    expect("/v1/actors/counter/c1", "incr", NULL, 200, "1");
+    expect("/v1/actors/counter/c1", "incr", as_alice, 200, "1");
     /* The connection opened before goes on, with its session. */
     tconn_healthz(&old);
     tconn_close(&old);
@@ -410,7 +429,7 @@ START_TEST(https_sighup_reloads)
     ck_assert_msg(r.code == 200 && strstr(r.err, "CN=node:new") != NULL,
                   "%d %s", r.code, r.err);
     hres_free(&r);
-    expect("/v1/actors/counter/c1", "incr", NULL, 200, "2");
+    expect("/v1/actors/counter/c1", "incr", as_alice, 200, "2");
     ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
 }
 END_TEST

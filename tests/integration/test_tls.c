@@ -33,7 +33,7 @@
 static char *dir, *data;
 static tu_keeld node;
 static char ca[512], cert[512], key[512], ccert[512], ckey[512];
-static char ocert[512], okey[512], oca[512];
+static char ocert[512], okey[512], oca[512], opscert[512], opskey[512];
 
 static void setup(void)
 {
@@ -45,6 +45,7 @@ static void setup(void)
     ck_assert_int_eq(tu_certs_ca(dir, "other"), 0);
     ck_assert_int_eq(tu_certs_issue(dir, "ca", "node", "node:n0"), 0);
     ck_assert_int_eq(tu_certs_issue(dir, "ca", "alice", "client:alice"), 0);
+    ck_assert_int_eq(tu_certs_issue(dir, "ca", "ops", "admin:ops"), 0);
     ck_assert_int_eq(tu_certs_issue(dir, "other", "mallory",
                                     "client:mallory"),
                      0);
@@ -52,6 +53,8 @@ static void setup(void)
     tu_certs_path(oca, sizeof oca, dir, "other", "pem");
     tu_certs_path(cert, sizeof cert, dir, "node", "pem");
     tu_certs_path(key, sizeof key, dir, "node", "key");
+    tu_certs_path(opscert, sizeof opscert, dir, "ops", "pem");
+    tu_certs_path(opskey, sizeof opskey, dir, "ops", "key");
     tu_certs_path(ccert, sizeof ccert, dir, "alice", "pem");
     tu_certs_path(ckey, sizeof ckey, dir, "alice", "key");
     tu_certs_path(ocert, sizeof ocert, dir, "mallory", "pem");
@@ -76,14 +79,22 @@ static void start_node(void)
     ck_assert_int_eq(tu_keeld_start(&node, data, 0, extra), 0);
 }
 
-/* A TLS connection: the CA file, an optional client certificate (name in
- * the test's directory) and the node id the server must prove. */
+/* A TLS connection: the CA file, a client certificate and its key (NULL:
+ * alice's, since with TLS access control is on and an anonymous
+ * connection may only PING; "": none, anonymous) and the node id the
+ * server must prove. */
 static int tls_connect(const char *with_ca, const char *cfile,
                        const char *kfile, const char *want_node,
                        keel_client **c, char *why, size_t whylen)
 {
     keel_client_tls t;
 
+    if (cfile == NULL) {
+        cfile = ccert;
+        kfile = ckey;
+    } else if (cfile[0] == '\0') {
+        cfile = kfile = NULL;
+    }
     memset(&t, 0, sizeof t);
     t.ca = with_ca;
     t.cert = cfile;
@@ -106,13 +117,14 @@ static long counter(keel_client *c, const char *id, const char *op)
     return v;
 }
 
-/* counter/id's value read over a fresh TLS connection. */
+/* counter/id's value read over a fresh TLS connection, with the
+ * operator's certificate (which no test revokes). */
 static long counter_get(const char *id)
 {
     keel_client *c = NULL;
     long v;
 
-    ck_assert_int_eq(tls_connect(ca, NULL, NULL, NULL, &c, NULL, 0), 0);
+    ck_assert_int_eq(tls_connect(ca, opscert, opskey, NULL, &c, NULL, 0), 0);
     v = counter(c, id, "get");
     keel_client_close(c);
     return v;
@@ -145,15 +157,31 @@ START_TEST(tls_client_answered)
     char why[512];
 
     start_node();
-    /* Server authentication only. */
-    ck_assert_int_eq(tls_connect(ca, NULL, NULL, NULL, &c, why, sizeof why),
-                     0);
-    ck_assert_int_eq(counter(c, "c1", "incr"), 1);
+    /* Server authentication only: the connection is made, and it is
+     * anonymous: with TLS, access control is on, and it may PING but not
+     * call (nothing ran). */
+    ck_assert_int_eq(tls_connect(ca, "", "", NULL, &c, why, sizeof why), 0);
+    {
+        char *pong = NULL;
+        ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_PING, NULL, NULL, 0,
+                                          "hi", 2, &pong, NULL),
+                         0);
+        free(pong);
+    }
+    {
+        char *reply = NULL;
+        int rc = keel_client_call(c, KEEL_FRAME_CALL, "counter", "c1", 2,
+                                  "incr", 4, &reply, NULL);
+        ck_assert_msg(rc == KEEL_EUNAUTH, "anonymous call: %s (%s)",
+                      keel_err_name(rc), reply ? reply : "");
+        free(reply);
+    }
     keel_client_close(c);
     /* Mutual: a client certificate from the CA; the node's id checked. */
     ck_assert_msg(tls_connect(ca, ccert, ckey, "n0", &c, why, sizeof why) ==
                       0,
                   "%s", why);
+    ck_assert_int_eq(counter(c, "c1", "incr"), 1);
     ck_assert_int_eq(counter(c, "c1", "incr"), 2);
     keel_client_close(c);
     /* The CLI through KEEL_TLS_CA. */
@@ -529,10 +557,10 @@ START_TEST(crl_revokes)
     ck_assert_int_eq(tls_connect(ca, ccert, ckey, NULL, &c, why, sizeof why),
                      KEEL_ENOTSENT);
     ck_assert_msg(strstr(why, "revoked") != NULL, "why: %s", why);
-    /* A client without a certificate has nothing to revoke. */
+    /* A certificate the CRL does not list goes on. */
     ck_assert_int_eq(counter_get("v1"), 1);
     /* A CRL that revokes the node's own certificate: refused, the one in
-     * force stays (alice still out, anonymous still in). */
+     * force stays (alice still out, ops still in). */
     ck_assert_int_eq(tu_certs_revoke(dir, "ca", "node"), 0);
     ck_assert_int_eq(tu_certs_crl(dir, "ca", "crl2", 0), 0);
     ck_assert_int_eq(tu_certs_crl(dir, "ca", "crl", 0), 0);

@@ -28,10 +28,21 @@ void tu_cltls_setup(tu_cluster *cl, const char *name, char *ca, char *oca)
     /* Another CA's certificate for a member's name. */
     ck_assert_int_eq(tu_certs_issue(cl->dir, "other", "fake-n1", "node:n1"),
                      0);
+    /* The CLI's: with TLS, access control is on, and an anonymous
+     * client may only PING. */
+    ck_assert_int_eq(tu_certs_issue(cl->dir, "ca", "ops", "admin:ops"), 0);
     tu_certs_path(ca, 512, cl->dir, "ca", "pem");
     tu_certs_path(oca, 512, cl->dir, "other", "pem");
-    /* The CLI (readiness checks, tu_cluster_counter) trusts the CA. */
+    /* The CLI (readiness checks, tu_cluster_counter) trusts the CA and
+     * presents the admin certificate. */
     setenv("KEEL_TLS_CA", ca, 1);
+    {
+        char pem[512], key[512];
+        tu_certs_path(pem, sizeof pem, cl->dir, "ops", "pem");
+        tu_certs_path(key, sizeof key, cl->dir, "ops", "key");
+        setenv("KEEL_TLS_CERT", pem, 1);
+        setenv("KEEL_TLS_KEY", key, 1);
+    }
 }
 
 void tu_cltls_start(tu_cluster *cl, int i, const char *cert, const char *ca,
