@@ -678,9 +678,10 @@ static int claim(struct state *s, struct conn *c, const uint8_t *id,
         check_rc(rc, c->id.kind == M_NODE ? 0 : KEEL_EDENIED, err, un0, de0);
         return 1;
     }
-    /* A named claim takes a valid id; an unnamed one only on a
-     * standalone node. A refused claim changes nothing. */
-    ok = len > 0 ? m_node_id(id, len) : !s->mn.cluster;
+    /* A cluster node takes a claim of a valid id; a standalone one, with
+     * access control on (a token file is always loaded here), none: it
+     * has no peers. A refused claim changes nothing. */
+    ok = s->mn.cluster && len > 0 && m_node_id(id, len);
     check_rc(rc, ok ? 0 : KEEL_EDENIED, err, un0, de0);
     if (ok) {
         memset(&c->id, 0, sizeof c->id);
