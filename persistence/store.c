@@ -745,6 +745,48 @@ static int store_room(keel_store *s, int *freed)
     return store_grow(s);
 }
 
+/* A write transaction outside the log, for what changes no record and no
+ * fence (the stale mark, a type's capability): put makes its writes in
+ * txn, after (may be NULL) learns after each try whether it committed. A
+ * full map makes room (store_room) and the transaction is tried again.
+ * Made durable here: a checkpoint (with the log), which the next open's
+ * restore goes back to, or LMDB's own flush (without). Under
+ * commit_lock; 0 or a code. */
+static int store_commit_outside_log(keel_store *s,
+                                    int (*put)(keel_store *s, MDB_txn *txn,
+                                               void *arg),
+                                    void (*after)(keel_store *s, int ok,
+                                                  void *arg),
+                                    void *arg)
+{
+    MDB_txn *txn;
+    int rc, krc, freed = 0;
+
+    for (;;) {
+        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+        if (rc == 0) {
+            rc = put(s, txn, arg);
+            if (rc == 0)
+                rc = mdb_txn_commit(txn);
+            else
+                mdb_txn_abort(txn);
+        }
+        if (after != NULL)
+            after(s, rc == 0, arg);
+        if (rc != MDB_MAP_FULL)
+            break;
+        if ((krc = store_room(s, &freed)) != 0)
+            return krc > 0 ? KEEL_EIO : krc;
+    }
+    if ((krc = store_err(rc)) != 0)
+        return krc;
+    if (s->logged) {
+        krc = store_checkpoint(s, 0);
+        return krc > 0 ? KEEL_EIO : krc;
+    }
+    return store_err(mdb_env_sync(s->env, 1));
+}
+
 /* Between two lines on failed commits of one run (struct keel_store). */
 #define COMMIT_WARN_MS 1000
 
@@ -940,6 +982,24 @@ static void store_writemap_off(keel_store *s, uint64_t size, const char *why)
     s->writemap_off = 1;
 }
 
+/* The size the map doubles to from cur, bounded by max_map_size, into
+ * *next; KEEL_ENOSPC when it is at the bound already, or past what can be
+ * mapped. */
+static int map_next(const keel_store *s, uint64_t cur, uint64_t *next)
+{
+    uint64_t n;
+
+    if (s->max_map_size != 0 && cur >= s->max_map_size)
+        return KEEL_ENOSPC;
+    n = cur > UINT64_MAX / 2 ? UINT64_MAX : cur * 2;
+    if (s->max_map_size != 0 && n > s->max_map_size)
+        n = s->max_map_size;
+    if (n > SIZE_MAX)
+        return KEEL_ENOSPC;
+    *next = n;
+    return 0;
+}
+
 /* Doubles the map of an environment just opened, bounded by max_map_size,
  * for the writes of the open itself (store_grow's counterpart: nothing is
  * pinned or open yet, so the map may move at once). */
@@ -955,20 +1015,16 @@ static int store_open_grow(keel_store *s, char *errbuf, size_t errlen)
         return store_err(rc);
     }
     cur = info.me_mapsize;
-    if (s->max_map_size != 0 && cur >= s->max_map_size) {
-        seterr(errbuf, errlen,
-               "%s: the map is full at its largest allowed size (%llu "
-               "bytes) and opening the store needs to write to it: start "
-               "with a larger maximum map size",
-               s->path, (unsigned long long)s->max_map_size);
-        return KEEL_ENOSPC;
-    }
-    next = cur > UINT64_MAX / 2 ? UINT64_MAX : cur * 2;
-    if (s->max_map_size != 0 && next > s->max_map_size)
-        next = s->max_map_size;
-    if (next > SIZE_MAX) {
-        seterr(errbuf, errlen, "%s: the map cannot grow past %llu bytes",
-               s->path, (unsigned long long)cur);
+    if (map_next(s, cur, &next) != 0) {
+        if (s->max_map_size != 0 && cur >= s->max_map_size)
+            seterr(errbuf, errlen,
+                   "%s: the map is full at its largest allowed size (%llu "
+                   "bytes) and opening the store needs to write to it: "
+                   "start with a larger maximum map size",
+                   s->path, (unsigned long long)s->max_map_size);
+        else
+            seterr(errbuf, errlen, "%s: the map cannot grow past %llu bytes",
+                   s->path, (unsigned long long)cur);
         return KEEL_ENOSPC;
     }
     if (s->writemap) {
@@ -1935,10 +1991,15 @@ uint64_t keel_store_stale(const keel_store *s)
     return s->stale;
 }
 
+static int stale_put(keel_store *s, MDB_txn *txn, void *arg)
+{
+    (void)arg;
+    return meta_put_u64(txn, s->meta, "stale", s->run != 0 ? s->run : 1);
+}
+
 int keel_store_mark_stale(keel_store *s)
 {
-    MDB_txn *txn;
-    int rc, freed = 0;
+    int rc;
 
     if (s == NULL)
         return KEEL_EINVAL;
@@ -1947,38 +2008,10 @@ int keel_store_mark_stale(keel_store *s)
         pthread_mutex_unlock(&s->commit_lock);
         return KEEL_ESTORE;
     }
-    /* Rare (once, before the node stops): an LMDB commit outside the log,
-     * like keel_store_type_learn's; it changes no record and no fence.
-     * Made durable here: a checkpoint (with the log), which the next
-     * open's restore goes back to, or LMDB's own flush (without). */
-    for (;;) {
-        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-        if (rc == 0) {
-            rc = meta_put_u64(txn, s->meta, "stale",
-                              s->run != 0 ? s->run : 1);
-            if (rc == 0)
-                rc = mdb_txn_commit(txn);
-            else
-                mdb_txn_abort(txn);
-        }
-        /* A full map makes room, as for a commit: without the mark, a
-         * copy opened often enough would pass the cluster's run record. */
-        if (rc != MDB_MAP_FULL)
-            break;
-        if (store_room(s, &freed) != 0)
-            break;
-    }
-    if (rc == 0) {
-        if (s->logged) {
-            rc = store_checkpoint(s, 0);
-            rc = rc > 0 ? KEEL_EIO : rc;
-        } else {
-            rc = mdb_env_sync(s->env, 1);
-            rc = store_err(rc);
-        }
-    } else {
-        rc = store_err(rc);
-    }
+    /* Rare (once, before the node stops). A full map makes room, as for a
+     * commit: without the mark, a copy opened often enough would pass the
+     * cluster's run record. */
+    rc = store_commit_outside_log(s, stale_put, NULL, NULL);
     if (rc == 0)
         s->stale = s->run != 0 ? s->run : 1;
     pthread_mutex_unlock(&s->commit_lock);
@@ -2004,13 +2037,32 @@ void keel_store_id(const keel_store *s, char hex[2 * KEEL_STORE_ID_LEN + 1])
     hex[2 * KEEL_STORE_ID_LEN] = '\0';
 }
 
+struct type_learn {
+    const char *type, *cap;
+    size_t tlen, clen;
+};
+
+static int type_put(keel_store *s, MDB_txn *txn, void *arg)
+{
+    const struct type_learn *t = arg;
+
+    return keel_typetab_set(&s->tt, txn, s->types, (const uint8_t *)t->type,
+                            t->tlen, t->cap, t->clen);
+}
+
+static void type_settle(keel_store *s, int ok, void *arg)
+{
+    (void)arg;
+    keel_typetab_settle(&s->tt, ok);
+}
+
 int keel_store_type_learn(keel_store *s, const char *type, const char *cap)
 {
+    struct type_learn t;
     size_t tlen, clen;
     const char *have;
     size_t hlen;
-    MDB_txn *txn;
-    int rc, st, krc = 0, freed = 0;
+    int st, krc;
 
     if (s == NULL || type == NULL)
         return KEEL_EINVAL;
@@ -2037,35 +2089,12 @@ int keel_store_type_learn(keel_store *s, const char *type, const char *cap)
      * log. It changes no record and no fence, but the commits logged
      * after it were made on a state that has it (a unit's deletion needs
      * the capability of every type in its shard), so a replay must start
-     * from a state that has it too: a checkpoint (with the log), which
-     * the next open's restore goes back to, or LMDB's own flush
-     * (without). A full map grows, as for a commit. */
-    for (;;) {
-        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-        if (rc == 0) {
-            rc = keel_typetab_set(&s->tt, txn, s->types,
-                                  (const uint8_t *)type, tlen, cap, clen);
-            if (rc == 0)
-                rc = mdb_txn_commit(txn);
-            else
-                mdb_txn_abort(txn);
-        }
-        keel_typetab_settle(&s->tt, rc == 0);
-        if (rc != MDB_MAP_FULL)
-            break;
-        if ((krc = store_room(s, &freed)) != 0)
-            break;
-    }
-    if (rc == MDB_MAP_FULL && krc != 0) {
-        /* store_room said why */
-    } else if ((krc = store_err(rc)) == 0) {
-        if (s->logged) {
-            krc = store_checkpoint(s, 0);
-            krc = krc > 0 ? KEEL_EIO : krc;
-        } else {
-            krc = store_err(mdb_env_sync(s->env, 1));
-        }
-    }
+     * from a state that has it too (store_commit_outside_log). */
+    t.type = type;
+    t.cap = cap;
+    t.tlen = tlen;
+    t.clen = clen;
+    krc = store_commit_outside_log(s, type_put, type_settle, &t);
     pthread_mutex_unlock(&s->commit_lock);
     if (krc != 0)
         keel_warn("store %s: recording the capability of type %s failed: %s",
@@ -2499,12 +2528,7 @@ static int store_grow(keel_store *s)
     MDB_envinfo info;
     int rc;
 
-    if (s->max_map_size != 0 && cur >= s->max_map_size)
-        return KEEL_ENOSPC;
-    next = cur > UINT64_MAX / 2 ? UINT64_MAX : cur * 2;
-    if (s->max_map_size != 0 && next > s->max_map_size)
-        next = s->max_map_size;
-    if (next > SIZE_MAX)
+    if (map_next(s, cur, &next) != 0)
         return KEEL_ENOSPC;
 
     /* The map may not move under an open transaction, the pin included.

@@ -56,6 +56,26 @@ static char *wait_dead(int i, const char *id, int want)
     return NULL;
 }
 
+/* Polls svc/b through node i, at most tries times 200 ms apart, until it
+ * has handled the one message "work 7": 1 then, 0 if it never did. */
+static int wait_b_done(int i, int tries)
+{
+    char *out = NULL;
+    int k, done = 0;
+
+    for (k = 0; k < tries && !done; k++) {
+        if (k > 0)
+            tu_sleep_ms(200);
+        CHECK(tu_clplug_keel(&fx, i, &out, "call", "svc", "b", "get",
+                             NULL) == 0,
+              "get: %s", out);
+        done = strcmp(out, "done 1 last 7\n") == 0;
+        free(out);
+        out = NULL;
+    }
+    return done;
+}
+
 static int node_of(const char *owner)
 {
     CHECK(owner[0] == 'n' && owner[1] >= '0' && owner[1] <= '2' &&
@@ -111,18 +131,7 @@ START_TEST(dead_letters_survive_a_failover)
           "retry: %s", out);
     CHECK(strcmp(out, "retried 1\n") == 0, "retry said: %s", out);
     free(out);
-    for (k = 0; k < 100; k++) {
-        CHECK(tu_clplug_keel(&fx, via, &out,
-                             "call", "svc", "b", "get", NULL) == 0,
-              "get: %s", out);
-        if (strcmp(out, "done 1 last 7\n") == 0)
-            break;
-        free(out);
-        out = NULL;
-        tu_sleep_ms(200);
-    }
-    CHECK(out != NULL, "the retried message never arrived");
-    free(out);
+    CHECK(wait_b_done(via, 100), "the retried message never arrived");
     out = wait_dead(other, "a", 0);
     free(out);
     tu_sleep_ms(500);
@@ -146,7 +155,6 @@ START_TEST(a_handlers_enotype_is_a_refusal)
     const char *common[] = {"--load", plugin, "--dead-letter-after", "2",
                             NULL};
     char *out;
-    int k;
 
     tu_cluster_start_together(&fx, 1, 1, common, NULL);
     CHECK(tu_clplug_keel(&fx, 0, &out, "call", "svc", "a",
@@ -162,18 +170,8 @@ START_TEST(a_handlers_enotype_is_a_refusal)
               strstr(out, "nosuch") != NULL,
           "listing: %s", out);
     free(out);
-    for (k = 0; k < 50; k++) {
-        CHECK(tu_clplug_keel(&fx, 0, &out,
-                             "call", "svc", "b", "get", NULL) == 0,
-              "get: %s", out);
-        if (strcmp(out, "done 1 last 7\n") == 0)
-            break;
-        free(out);
-        out = NULL;
-        tu_sleep_ms(200);
-    }
-    CHECK(out != NULL, "the message after the refused one never arrived");
-    free(out);
+    CHECK(wait_b_done(0, 50),
+          "the message after the refused one never arrived");
 }
 END_TEST
 
