@@ -321,7 +321,41 @@ static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- open */
 
-/* mkdir -p; the last component gets mode 0700. Returns 0 or an errno. */
+/* fsync of a directory: the names made in it are on the disk. 0 or an
+ * errno. */
+static int sync_dir(const char *path)
+{
+    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), err = 0;
+
+    if (dfd < 0 || fsync(dfd) < 0)
+        err = errno;
+    if (dfd >= 0)
+        close(dfd);
+    return err;
+}
+
+/* sync_dir of the directory that holds path (a directory just made). */
+static int parent_sync(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *parent;
+    int err;
+
+    if (slash == NULL)
+        return sync_dir(".");
+    if (slash == path)
+        return sync_dir("/");
+    parent = strndup(path, (size_t)(slash - path));
+    if (parent == NULL)
+        return ENOMEM;
+    err = sync_dir(parent);
+    free(parent);
+    return err;
+}
+
+/* mkdir -p; the last component gets mode 0700, and each directory made
+ * has its name synced in its parent (a machine crash must not take away
+ * the directory of a store that answered). Returns 0 or an errno. */
 static int make_dirs(const char *path)
 {
     char *tmp = strdup(path);
@@ -334,16 +368,20 @@ static int make_dirs(const char *path)
         if (*p != '/')
             continue;
         *p = '\0';
-        if (mkdir(tmp, 0755) < 0 && errno != EEXIST) {
+        if (mkdir(tmp, 0755) == 0)
+            err = parent_sync(tmp);
+        else if (errno != EEXIST)
             err = errno;
-            goto out;
-        }
         *p = '/';
+        if (err != 0)
+            goto out;
     }
-    if (mkdir(tmp, 0700) < 0 && errno != EEXIST) {
+    if (mkdir(tmp, 0700) == 0)
+        err = parent_sync(tmp);
+    else if (errno != EEXIST)
         err = errno;
+    if (err != 0)
         goto out;
-    }
     if (stat(tmp, &st) < 0)
         err = errno;
     else if (!S_ISDIR(st.st_mode))
@@ -1456,16 +1494,10 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
         err = keel_wal_open(&s->wal, s->path);
     if (err == 0 && fstat(s->wal.fd, &wst) < 0)
         err = errno;
-    if (err == 0) {
+    if (err == 0)
         /* The two files may have just been made: their names must be on
          * the disk before anything in them counts. */
-        int dfd = open(s->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-        if (dfd < 0 || fsync(dfd) < 0)
-            err = errno;
-        if (dfd >= 0)
-            close(dfd);
-    }
+        err = sync_dir(s->path);
     if (err != 0) {
         seterr(errbuf, errlen, "%s: cannot open the log or checkpoint: %s",
                s->path, strerror(err));
@@ -1488,17 +1520,27 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
      * its map straight away (see "Writes through the map"). */
     s->writemap = s->durability == KEEL_DURABILITY_NONE && !s->ckpt.have &&
                   (uint64_t)wst.st_size <= s->wal.start && !as_is;
-    rc = store_env_open(s, map_size, opts, errbuf, errlen);
-    if (rc < 0)
-        goto err;
     {
         char *dpath;
+        int made;
 
         if (asprintf(&dpath, "%s/data.mdb", s->path) < 0)
             goto err_nomem;
+        made = access(dpath, F_OK) != 0;
+        rc = store_env_open(s, map_size, opts, errbuf, errlen);
+        if (rc < 0) {
+            free(dpath);
+            goto err;
+        }
         s->wb_fd = open(dpath, O_RDONLY | O_CLOEXEC);
         err = errno;
         free(dpath);
+        /* LMDB (or the reservation before it) made the data file: its
+         * name too must be on the disk before anything in it counts. */
+        if (s->wb_fd >= 0 && made && (err = sync_dir(s->path)) != 0) {
+            close(s->wb_fd);
+            s->wb_fd = -1;
+        }
         if (s->wb_fd < 0) {
             seterr(errbuf, errlen, "%s/data.mdb: %s", s->path,
                    strerror(err));
