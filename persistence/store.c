@@ -2881,7 +2881,8 @@ int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn)
         if (id != 0 && b->sync && !s->logged) {
             /* Nothing else would make it durable (no log): flush the
              * file now. A failed flush leaves the fate of every unflushed
-             * commit unknown, as in keel_store_sync. */
+             * commit unknown, as in keel_store_sync: this one committed,
+             * so it is in doubt, never "not written". */
             rc = s->hooks.before_sync != NULL
                      ? s->hooks.before_sync(s->hooks.data)
                      : 0;
@@ -2889,7 +2890,7 @@ int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn)
                 rc = mdb_env_sync(s->env, 1);
             if (rc != 0) {
                 store_fail(s, "flushing the data file", rc);
-                rc = KEEL_EIO;
+                rc = KEEL_EINDOUBT;
             } else {
                 STAT_ADD(s, fsyncs, 1);
                 STAT_ADD(s, syncs, 1);

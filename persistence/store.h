@@ -369,7 +369,11 @@ int keel_batch_group_differs(const keel_batch *b, size_t i);
  * keel_batch_group) or, with nothing written: KEEL_ENOSPC (disk or map
  * limit full: ENOSPC, EFBIG, EDQUOT), KEEL_EIO, KEEL_ESTORE. On success
  * *txn identifies the commit for keel_store_durable (0: it wrote nothing,
- * so there is nothing to wait for). */
+ * so there is nothing to wait for). A batch that must be durable at its
+ * commit (keel_batch_require_sync) on a store without a log
+ * (KEEL_DURABILITY_NONE) is flushed there; if that flush fails the
+ * commit is made but its fate is unknown: KEEL_EINDOUBT, *txn set, and
+ * the store is broken as after a failed keel_store_sync. */
 int keel_store_commit_deferred(keel_store *s, keel_batch *b, uint64_t *txn);
 /* Whether commit txn is durable. Any thread. */
 int keel_store_durable(keel_store *s, uint64_t txn);

@@ -2996,6 +2996,43 @@ START_TEST(test_require_sync_none)
 }
 END_TEST
 
+static int fail_flush(void *data)
+{
+    (void)data;
+    return EIO;
+}
+
+/* With durability none, a batch that must be durable whose flush fails
+ * committed all the same: it is in doubt, not "not written" (its caller
+ * must not tell anyone it did not happen), and the store is broken. */
+START_TEST(test_require_sync_none_flush_fails)
+{
+    char *dir = tu_tmpdir("store");
+    keel_store *s = open_store_opts(dir, 64, KEEL_DURABILITY_NONE, 0, 0);
+    keel_store_hooks h = {.before_sync = fail_flush};
+    uint8_t k[KEEL_KEY_MAX];
+    int n = tkey(k, 1, "counter", "x");
+    keel_batch *b = keel_batch_create();
+    uint64_t txn = 0;
+
+    keel_store_set_hooks(s, &h);
+    ck_assert_int_eq(keel_batch_begin_group(b, "", 1, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 1, "b", 1), 0);
+    keel_batch_require_sync(b);
+    ck_assert_int_eq(keel_store_commit_deferred(s, b, &txn), KEEL_EINDOUBT);
+    ck_assert_uint_ne(txn, 0);
+    /* Broken from then on, as after any failed flush. */
+    keel_batch_reset(b);
+    ck_assert_int_eq(keel_batch_begin_group(b, "", 1, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)n, 2, "c", 1), 0);
+    ck_assert_int_eq(keel_store_commit(s, b), KEEL_ESTORE);
+    keel_batch_destroy(b);
+    keel_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 static int open_as(const char *dir, const char *cluster, const char *node,
                    keel_store **out, char *err, size_t errlen)
 {
@@ -3701,6 +3738,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_del_unit_sees_earlier_groups);
     tcase_add_test(tc, test_check_unit);
     tcase_add_test(tc, test_require_sync_none);
+    tcase_add_test(tc, test_require_sync_none_flush_fails);
     tcase_add_test(tc, test_store_identity);
     tcase_add_test(tc, test_store_run_counter);
     tcase_add_test(tc, test_store_stale_mark);
