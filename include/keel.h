@@ -229,7 +229,9 @@ typedef struct keel_node_options {
      * leaves anyway, the rest unavailable until it returns; 0: 30000. */
     uint32_t leave_timeout_ms;
     /* Wire connections open at once; a connection over the cap is
-     * answered ERROR KEEL_EOVERLOAD (request id 0) and closed. 0: 16384. */
+     * answered ERROR KEEL_EOVERLOAD (request id 0) and closed. With access
+     * control on (tokens or TLS), the oldest connection that has not
+     * authenticated is closed that way instead, to make room. 0: 16384. */
     uint32_t max_connections;
     /* Seconds after which a wire connection with nothing in flight and
      * no frame in either direction is closed; 0: never. 300 after

@@ -122,6 +122,9 @@ struct keel_conn {
     int undrained;
     keel_conn *prev, *next;
     keel_conn *flush_next;
+    /* Its place in n->anon_head..anon_tail (in_anon). */
+    keel_conn *anon_prev, *anon_next;
+    int in_anon;
     /* Its subscriptions to actors' changes (follow.h); a connection with
      * any is not idle. follow_oom: an event did not fit in memory, the
      * socket was shut to make the connection close. */
@@ -1296,6 +1299,9 @@ static void process_input(keel_conn *c)
 
 static const char refuse_overload[] =
     "node at its connection limit: connection refused";
+static const char refuse_evicted[] =
+    "node at its connection limit: this connection, the oldest without "
+    "credentials, is closed to make room";
 static const char refuse_plaintext[] =
     "this port requires TLS: the connection sent plaintext, and nothing "
     "it sent ran; connect with TLS (keel --tls-ca FILE)";
@@ -1602,6 +1608,24 @@ static void resume_reading(keel_conn *c)
 
 /* ---------------------------------------------------------- connections */
 
+static void anon_unlink(keel_conn *c)
+{
+    keel_node *n = c->n;
+
+    if (!c->in_anon)
+        return;
+    if (c->anon_prev)
+        c->anon_prev->anon_next = c->anon_next;
+    else
+        n->anon_head = c->anon_next;
+    if (c->anon_next)
+        c->anon_next->anon_prev = c->anon_prev;
+    else
+        n->anon_tail = c->anon_prev;
+    c->anon_prev = c->anon_next = NULL;
+    c->in_anon = 0;
+}
+
 static void conn_close(keel_conn *c)
 {
     keel_node *n = c->n;
@@ -1635,6 +1659,7 @@ static void conn_close(keel_conn *c)
         n->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    anon_unlink(c);
     if (c->refusing)
         n->nrefusing--;
     if (c->overflow) {
@@ -1760,6 +1785,40 @@ static int overflow_admit(keel_node *n)
     return 1;
 }
 
+/* At the connection limit, with access control on: the oldest connection
+ * that still has proven nothing (no token, no certificate identity, no
+ * node's claim) gets one ERROR EOVERLOAD quoting request id 0 and is
+ * closed, so that a new one can come in. Such a connection may only PING
+ * and authenticate; without this, connections that never authenticate
+ * could hold every place for as long as they keep pinging, and shut out
+ * clients with credentials and other nodes' links. A connection that
+ * authenticates soon after it is accepted is behind every older one
+ * without credentials in the queue. 1 when one was closed. */
+static int evict_anonymous(keel_node *n)
+{
+    keel_conn *c;
+
+    while ((c = n->anon_tail) != NULL) {
+        anon_unlink(c);
+        if (c->dead || c->closing || c->refusing || c->overflow ||
+            c->fsink.subs != NULL)
+            continue;
+        /* A node's claim counts while it names a member (anyone may make
+         * one without TLS: docs/security.md). */
+        if (c->auth.kind != KEEL_AUTH_ANON &&
+            (c->auth.kind != KEEL_AUTH_NODE ||
+             c->auth.source != KEEL_AUTH_SRC_CLAIM ||
+             keel__auth_peer(n->auth, &c->auth)))
+            continue;
+        send_error(c, 0, KEEL_EOVERLOAD, refuse_evicted);
+        if (!c->dead && (c->tls == NULL || c->tls_ready))
+            conn_write(c); /* what fits; the rest is dropped */
+        conn_close(c);
+        return 1;
+    }
+    return 0;
+}
+
 /* Accepts up to max connections waiting on the listener; with watch,
  * starts reading them. Returns how many it took (refused ones count). */
 static int accept_some(keel_node *n, int max, int watch)
@@ -1789,6 +1848,11 @@ static int accept_some(keel_node *n, int max, int watch)
             break;
         }
         got++;
+        if (n->nconns >= n->opts.max_connections &&
+            keel__auth_enabled(n->auth) && evict_anonymous(n))
+            accept_log(n, "connection limit (--max-connections) reached, "
+                          "closing the oldest connections without "
+                          "credentials", 0);
         if (n->nconns >= n->opts.max_connections) {
             accept_log(n, "connection limit (--max-connections) reached, "
                           "refusing connections", 0);
@@ -1835,6 +1899,15 @@ static int accept_some(keel_node *n, int max, int watch)
         } else {
             n->nconns++;
             STAT_ADD(n, connections, 1);
+            if (keel__auth_enabled(n->auth)) {
+                c->anon_next = n->anon_head;
+                if (n->anon_head != NULL)
+                    n->anon_head->anon_prev = c;
+                else
+                    n->anon_tail = c;
+                n->anon_head = c;
+                c->in_anon = 1;
+            }
         }
         if (watch)
             ev_io_start(n->loop, &c->rio);

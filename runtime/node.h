@@ -332,6 +332,11 @@ struct keel_node {
     ev_tstamp overflow_second;
     ev_timer refuse_timer;
     keel_conn *conns;      /* all open connections */
+    /* With access control on: connections in the order they were
+     * accepted, oldest at anon_tail, that had proven nothing then; the
+     * first still without credentials gives its place to a new one at
+     * the connection limit (net.c, evict_anonymous). */
+    keel_conn *anon_head, *anon_tail;
     keel_conn *flush_head; /* connections with bytes to write */
     keel_conn *graveyard;  /* closed connections waiting to be freed */
     struct keel_http *http; /* the HTTP face (http.c), or NULL */

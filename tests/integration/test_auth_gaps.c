@@ -235,6 +235,87 @@ START_TEST(nonreading_client_never_closed)
 }
 END_TEST
 
+/* ------------------------------- connections that never authenticate */
+
+/* PINGs one raw connection: 1 when it answered PONG. */
+static int pinged(int fd)
+{
+    tu_rframe f;
+
+    send_raw(fd, KEEL_FRAME_PING, 7, NULL, 0);
+    return tu_read_frame(fd, &f, 5000) == 1 && f.kind == KEEL_FRAME_PONG;
+}
+
+/* docs/operations.md, "Resource limits and hostile clients": connections
+ * without credentials could fill --max-connections and, pinging to stay
+ * alive, hold every place: then no client with a token (and no other
+ * node's link) could connect. At the limit the oldest connection without
+ * credentials now gives its place, never one that authenticated. */
+static void fill_then_authenticate(int max)
+{
+    char maxs[16];
+    const char *more[] = {"--max-connections", maxs, NULL};
+    int anon[16], more_fds[32], fd, i;
+    keel_client *c = NULL;
+    char *reply = NULL;
+    size_t rlen;
+    tu_rframe f;
+
+    snprintf(maxs, sizeof maxs, "%d", max);
+    start(more);
+    for (i = 0; i < max; i++) {
+        anon[i] = tu_raw_connect(node.port);
+        ck_assert_int_ge(anon[i], 0);
+        ck_assert_msg(pinged(anon[i]), "anonymous connection %d", i);
+    }
+    /* Every place is taken by a connection that proved nothing. */
+    ck_assert_int_eq(keel_client_connect(node.addr, 3000, &c), 0);
+    ck_assert_msg(keel_client_auth(c, CLIENT, &reply, &rlen) == 0,
+                  "a client with a token could not get in past %d "
+                  "connections without credentials: %s",
+                  max, reply != NULL ? reply : "(transport error)");
+    free(reply);
+    reply = NULL;
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "counter", "c1", 2,
+                                      "incr", 4, &reply, &rlen),
+                     0);
+    ck_assert_str_eq(reply, "1");
+    free(reply);
+    /* The oldest of them was told why and closed. */
+    ck_assert_int_eq(tu_read_frame(anon[0], &f, 5000), 1);
+    ck_assert_int_eq(f.kind, KEEL_FRAME_ERROR);
+    ck_assert_int_eq(f.code, KEEL_EOVERLOAD);
+    ck_assert_int_eq(tu_closed_within(anon[0], 5000), 1);
+    close(anon[0]);
+    /* Twice as many more: each gets in, in place of an older one without
+     * credentials; the client that authenticated keeps its place. */
+    for (i = 0; i < 2 * max; i++) {
+        fd = tu_raw_connect(node.port);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_msg(pinged(fd), "new anonymous connection %d", i);
+        more_fds[i] = fd;
+    }
+    reply = NULL;
+    ck_assert_msg(keel_client_call(c, KEEL_FRAME_CALL, "counter", "c1", 2,
+                                   "incr", 4, &reply, &rlen) == 0,
+                  "the client with a token lost its place to connections "
+                  "without credentials: %s",
+                  reply != NULL ? reply : "(transport error)");
+    ck_assert_str_eq(reply, "2");
+    free(reply);
+    for (i = 1; i < max; i++)
+        close(anon[i]);
+    for (i = 0; i < 2 * max; i++)
+        close(more_fds[i]);
+    keel_client_close(c);
+}
+
+START_TEST(anonymous_connections_give_their_place)
+{
+    fill_then_authenticate(4);
+}
+END_TEST
+
 /* ---------------------------------------- a token removed on reload */
 
 /* docs/security.md: a connection whose token a reload removed is
@@ -381,6 +462,7 @@ static Suite *suite(void)
     tcase_add_test(tc, standalone_peer_claim_never_idle);
     tcase_add_test(tc, nonreading_client_never_closed);
     tcase_add_test(tc, removed_token_keeps_its_subscription);
+    tcase_add_test(tc, anonymous_connections_give_their_place);
     tcase_add_test(tc, http_body_trickle_outlives_deadline);
     tcase_add_test(tc, tls_only_anonymous_reaches_admin);
     suite_add_tcase(s, tc);
