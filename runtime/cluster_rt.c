@@ -769,6 +769,15 @@ void keel__cluster_rt_stop(keel_node *n)
         rt_job_free(j);
     }
     rt->jobs_tail = NULL;
+    /* Streams waiting for the replication writer (rt_jobs_due) were not
+     * stored: their senders keep the units. */
+    for (j = rt->later; j != NULL; j = j->next)
+        if (j->req != NULL) {
+            rt_req_finish(n, j->req, KEEL_ESTOPPING,
+                          keel_strerror(KEEL_ESTOPPING),
+                          strlen(keel_strerror(KEEL_ESTOPPING)));
+            j->req = NULL;
+        }
     /* Outbox messages waiting for their batch never left. */
     keel__obatch_stop(rt->obatch, KEEL_ESTOPPING);
     rt_fail_held(rt, KEEL_ESTOPPING);

@@ -110,6 +110,13 @@ int keel__repl_unit_unacked(keel_node *n, const char *cap, uint32_t shard,
 /* Whether anything waits: replies on backups, or writes sent here by a
  * primary not answered yet. A stopping node waits for it. */
 int keel__repl_busy(keel_node *n);
+/* Whether writes of unit (cap, shard) that this node took as a backup
+ * (REPL frames, a copy's deletion) are still queued or committing on the
+ * replication writer. A unit streamed here (XFER) is stored only after
+ * them: the two go through different writers, and a piece taken before
+ * the stream (a primary's catch-up of this node, ended when it released
+ * the unit to it) must not land on the streamed copy. Loop thread. */
+int keel__repl_unit_applying(keel_node *n, const char *cap, uint32_t shard);
 /* Loop thread, once the round's answers are written: hands the write-back
  * of the data file an inline commit of a frame left to the replication
  * writer (keel_writer_writeback). */

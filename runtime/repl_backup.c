@@ -223,6 +223,7 @@ void repl_bjob_finish(keel_repl *r, bjob *j, int status)
     free(body);
     bbatch_release(r, j, status);
     free(j->units);
+    free(j->drop_cap);
     free(j);
 }
 
@@ -656,6 +657,8 @@ int keel__repl_drop_copy(keel_node *n, const char *cap, uint32_t shard,
     bb = calloc(1, sizeof *bb);
     b = keel_batch_create();
     rc = j == NULL || bb == NULL || b == NULL ? KEEL_ENOMEM : 0;
+    if (rc == 0 && (j->drop_cap = strdup(cap)) == NULL)
+        rc = KEEL_ENOMEM;
     if (rc == 0)
         rc = keel_batch_begin_group(b, cap, (uint16_t)shard, epoch, NULL);
     if (rc == 0)
@@ -663,9 +666,12 @@ int keel__repl_drop_copy(keel_node *n, const char *cap, uint32_t shard,
     if (rc != 0) {
         keel_batch_destroy(b);
         free(bb);
+        if (j != NULL)
+            free(j->drop_cap);
         free(j);
         return rc;
     }
+    j->drop_shard = shard;
     /* A job of no unit and no answer: bw_done reports it in turn. */
     bu = keel_hmap_get(&r->bunits, repl_unit_hash(cap, shard), &k, bunit_eq);
     if (bu != NULL) {
@@ -678,6 +684,28 @@ int keel__repl_drop_copy(keel_node *n, const char *cap, uint32_t shard,
     if (how < 0)
         ev_async_send(n->loop, &r->wake);
     return 0;
+}
+
+int keel__repl_unit_applying(keel_node *n, const char *cap, uint32_t shard)
+{
+    keel_repl *r = n->repl;
+    int found = 0;
+
+    if (r == NULL)
+        return 0;
+    pthread_mutex_lock(&r->mu);
+    for (const bjob *j = r->jobs; j != NULL && !found; j = j->next) {
+        if (j->nunits == 0) {
+            found = j->drop_cap != NULL && j->drop_shard == shard &&
+                    strcmp(j->drop_cap, cap) == 0;
+            continue;
+        }
+        for (size_t k = 0; k < j->nunits && !found; k++)
+            found = j->units[k].grouped && j->units[k].shard == shard &&
+                    strcmp(j->units[k].cap, cap) == 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return found;
 }
 
 void keel__repl_writeback(keel_node *n)

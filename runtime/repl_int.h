@@ -275,6 +275,9 @@ typedef struct bjob {
     int reported; /* by the writer: a failure there is acknowledged */
     uint16_t nunits;
     struct bj_unit *units;
+    /* A copy's deletion (keel__repl_drop_copy, nunits 0): its unit. */
+    char *drop_cap;
+    uint32_t drop_shard;
 } bjob;
 
 struct keel_repl {

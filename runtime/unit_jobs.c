@@ -8,6 +8,7 @@
 #include "runtime/cluster_rt_int.h"
 #include "runtime/outbox.h"
 #include "runtime/reminders.h"
+#include "runtime/repl.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -291,7 +292,9 @@ void rt_jobs_due(keel_cluster_rt *rt)
     rt_job **pp = &rt->later, *j;
 
     while ((j = *pp) != NULL) {
-        if (rt_now(rt) < j->not_before) {
+        if (rt_now(rt) < j->not_before ||
+            (j->kind == JOB_XFER_IN &&
+             keel__repl_unit_applying(rt->n, j->cap, j->shard))) {
             pp = &j->next;
             continue;
         }

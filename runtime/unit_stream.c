@@ -760,7 +760,17 @@ int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
         keel_info("unit (%s, %u): received %zu bytes of records",
                   keel_cap_name(cap), shard,
                   j->recs_len);
-        rt_job_push(rt, j);
+        if (keel__repl_unit_applying(rt->n, cap, shard)) {
+            /* Pieces of the unit that its sender sent before, as this
+             * node's primary, are still with the replication writer: the
+             * stream is stored after them (rt_jobs_due), or one of them
+             * (a catch-up's check finding another digest, a put of an
+             * older value) would land on it. */
+            j->not_before = 0;
+            j->next = rt->later;
+            rt->later = j;
+        } else
+            rt_job_push(rt, j);
     }
     return 0;
 }
