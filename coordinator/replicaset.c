@@ -62,17 +62,21 @@ static int waiting(const keel_rs_env *env, const char *name)
  * sync per ins[i], fallbacks per fb[i], in their order), those placement
  * wants, the gone ones still within their dead time (each takes one of
  * the R - 1 backup places from placement) and, while there is room, the
- * gone ones past it still in sync and the fallbacks not forgotten; then
- * placement's other choices, out of sync. The gone in-sync ones past
- * their dead time leave once the others are R, all in sync: their
- * replacements caught up. */
+ * others still in sync (displaced by placement, or gone past their dead
+ * time) and the fallbacks not forgotten; then placement's other choices,
+ * out of sync. Those kept in sync without a place of their own leave once
+ * their replacements caught up: a live one once the rest are all in
+ * sync, a gone one once the rest are R, all in sync. Until then the unit
+ * keeps every complete copy it had. */
 static void build(const keel_rs_env *env, const char *primary,
                   const char *const *names, const int *ins, const int *fb,
                   size_t n, keel_rs *out)
 {
     const char *want[KEEL_MAP_MAX_REPLICAS], *wait[KEEL_MAP_MAX_REPLICAS];
-    size_t nwant, nwait = 0, nkept = 1, room, nstale = 0, i;
-    uint8_t stale = 0; /* bit r: out->names[r] is gone past its time */
+    size_t nwant, nwait = 0, nkept = 1, room, ncore, i;
+    /* bit r: out->names[r] is kept in sync without a place: gone past
+     * its time (gone), or live and displaced (moved) */
+    uint8_t gone = 0, moved = 0, core_out = 0;
     keel_rs all;
 
     for (i = 0; i < n; i++)
@@ -82,9 +86,9 @@ static void build(const keel_rs_env *env, const char *primary,
     nwant = wanted(env, primary,
                    env->replicas > nwait + 1 ? env->replicas - 1 - nwait : 0,
                    want);
-    /* Room left for gone in-sync backups past their time once the
-     * primary, the kept backups and placement's new choices are in: a
-     * replacement never waits for one of them to be dropped. */
+    /* Room left for in-sync backups without a place once the primary, the
+     * kept backups and placement's new choices are in: a replacement
+     * never waits for one of them to be dropped. */
     nkept += nwait + nwant;
     room = nkept < KEEL_MAP_MAX_REPLICAS ? KEEL_MAP_MAX_REPLICAS - nkept : 0;
     memset(out, 0, sizeof *out);
@@ -96,12 +100,14 @@ static void build(const keel_rs_env *env, const char *primary,
         int keep_fb = fb[i] && !env->forgotten(names[i], env->arg);
         if (listed(want, nwant, names[i]) || listed(wait, nwait, names[i])) {
             push(out, names[i], ins[i], keep_fb);
-        } else if (ins[i] && room > 0 && !env->live(names[i], env->arg) &&
+        } else if (ins[i] && room > 0 &&
                    !env->forgotten(names[i], env->arg)) {
-            stale |= (uint8_t)(1u << out->n);
+            if (env->live(names[i], env->arg))
+                moved |= (uint8_t)(1u << out->n);
+            else
+                gone |= (uint8_t)(1u << out->n);
             push(out, names[i], 1, keep_fb);
             room--;
-            nstale++;
         } else if (keep_fb && room > 0) {
             /* It may have to take the unit (keel_rs_stand_in): its copy
              * stays until the primary has shown it served. */
@@ -112,16 +118,27 @@ static void build(const keel_rs_env *env, const char *primary,
     for (i = 0; i < nwant; i++)
         if (keel_rs_find(out, want[i]) < 0)
             push(out, want[i], 0, 0);
-    /* R others, all in sync: the stale ones are not needed any more. */
-    if (nstale == 0 || (size_t)out->n - nstale < env->replicas)
+    if ((gone | moved) == 0)
         return;
-    for (i = 0; i < out->n; i++)
-        if (!((stale >> i) & 1) && !((out->insync >> i) & 1))
-            return;
+    /* The others (the core): are they all in sync, and how many? */
+    ncore = 0;
+    for (i = 0; i < out->n; i++) {
+        if (((gone | moved) >> i) & 1)
+            continue;
+        ncore++;
+        if (!((out->insync >> i) & 1))
+            core_out = 1;
+    }
+    if (core_out)
+        return;
+    if (ncore < env->replicas)
+        gone = 0; /* still needed: not R without them */
+    if ((gone | moved) == 0)
+        return;
     all = *out;
     memset(out, 0, sizeof *out);
     for (i = 0; i < all.n; i++)
-        if (!((stale >> i) & 1))
+        if (!(((gone | moved) >> i) & 1))
             push(out, all.names[i], (all.insync >> i) & 1,
                  (all.fallback >> i) & 1);
 }

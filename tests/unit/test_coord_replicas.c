@@ -167,13 +167,23 @@ START_TEST(test_rs_follow)
     keel_rs old, out;
 
     set_live("a", "b", "c", "d", NULL);
-    /* c left the top 3 (d joined): removed; d appended out of sync; b
-     * keeps its flag and place */
+    /* c left the top 3 (d joined): d appended out of sync; b keeps its
+     * flag and place; c, in sync, stays listed in sync until d has
+     * caught up (the unit keeps every complete copy it had) */
     old = rs_of("a,b,c", 7);
     keel_rs_follow(&e, &old, &out);
-    ck_assert_str_eq(show(&out), "a*,b*,d");
+    ck_assert_str_eq(show(&out), "a*,b*,c*,d");
     /* idempotent */
     old = out;
+    keel_rs_follow(&e, &old, &out);
+    ck_assert_str_eq(show(&out), "a*,b*,c*,d");
+    /* d caught up (rule 7): c leaves */
+    old = out;
+    old.insync |= 8;
+    keel_rs_follow(&e, &old, &out);
+    ck_assert_str_eq(show(&out), "a*,b*,d*");
+    /* displaced out of sync: removed at once */
+    old = rs_of("a,b,c", 3);
     keel_rs_follow(&e, &old, &out);
     ck_assert_str_eq(show(&out), "a*,b*,d");
     /* the primary is not placement's first choice (a move is under way):
@@ -183,7 +193,7 @@ START_TEST(test_rs_follow)
         e = env_of(3, d2, 3);
         old = rs_of("a,b,c", 7);
         keel_rs_follow(&e, &old, &out);
-        ck_assert_str_eq(show(&out), "a*,b*,d");
+        ck_assert_str_eq(show(&out), "a*,b*,c*,d");
     }
     /* R = 1: no backups, whatever was listed */
     e = env_of(1, d, 3);
@@ -1324,11 +1334,15 @@ static size_t wanted_backups(const char *cap, uint32_t shard,
     return k;
 }
 
+static void catch_up(const char *cap);
+
 /* Rule 2 and rule 3 with the data: a fourth node joins a cluster of three
- * with R = 2. Every unit's backups are exactly what placement wants next
- * to its primary; a backup is in sync only if it was an in-sync backup
- * before (the joining node never is, nor is a former primary); a moved
- * unit took one epoch. */
+ * with R = 2. Every unit's backups are what placement wants next to its
+ * primary, and the in-sync backups placement no longer wants, which stay
+ * until the new ones have caught up; a backup is in sync only if it was
+ * an in-sync backup before (the joining node never is, nor is a former
+ * primary); a moved unit took one epoch. Once every backup has caught
+ * up, the backups are exactly placement's. */
 START_TEST(test_backups_follow_placement)
 {
     mkopt o = {2, NULL, 0, 0, 0};
@@ -1352,9 +1366,21 @@ START_TEST(test_backups_follow_placement)
         const char *want[KEEL_MAP_MAX_REPLICAS];
         size_t nw = wanted_backups("", s, pa, 2, want), i;
         int r;
-        ck_assert_uint_eq(ua->nreplicas, 1 + nw);
+        ck_assert_uint_ge(ua->nreplicas, 1 + nw);
         for (i = 0; i < nw; i++)
             ck_assert_int_ge(pos_of(&after, ua, want[i]), 1);
+        for (r = 1; r < ua->nreplicas; r++) {
+            const char *n = after.nodes[ua->replicas[r]];
+            int was = pos_of(&before, ub, n), w = 0;
+            for (i = 0; i < nw; i++)
+                w |= strcmp(want[i], n) == 0;
+            if (!w) /* kept: a complete copy until the new one is */
+                ck_assert_msg(keel_map_insync(ua, r) && was >= 1 &&
+                                  keel_map_insync(ub, was),
+                              "unit %u: %s listed, not wanted (%s -> %s)",
+                              s, n, unit_str(&before, "", s),
+                              unit_str(&after, "", s));
+        }
         ck_assert_uint_eq(ua->shard_epoch,
                           ub->shard_epoch + (strcmp(pa, pb) != 0));
         for (r = 1; r < ua->nreplicas; r++) {
@@ -1369,8 +1395,95 @@ START_TEST(test_backups_follow_placement)
                 ck_assert(!keel_map_insync(ua, r));
         }
     }
+    keel_map_free(&after);
+    /* (a unit moved to node-d once it caught up leaves its old primary
+     * out of sync: caught up in turn) */
+    catch_up("");
+    catch_up("");
+    after = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ua = unit(&after, "", s);
+        const char *pa = after.nodes[ua->replicas[0]];
+        const char *want[KEEL_MAP_MAX_REPLICAS];
+        size_t nw = wanted_backups("", s, pa, 2, want), i;
+        ck_assert_msg(ua->nreplicas == 1 + nw, "unit %u: %s after catch-up",
+                      s, unit_str(&after, "", s));
+        for (i = 0; i < nw; i++)
+            ck_assert_int_ge(pos_of(&after, ua, want[i]), 1);
+        ck_assert_uint_eq(count_insync(ua), ua->nreplicas);
+    }
     keel_map_free(&before);
     keel_map_free(&after);
+}
+END_TEST
+
+/* A join must not take an in-sync copy away before its replacement has
+ * caught up. R = 2, nodes a, b, c, every unit on two replicas in sync;
+ * node-d joins. Where placement now wants d beside a primary that stays,
+ * the backup d displaces holds every write the primary acknowledged: it
+ * stays in sync (listed) until d has caught up. Otherwise the unit is on
+ * one copy for the length of d's catch-up, and a crash of its primary
+ * in that window leaves it waiting for that node (for good if its disk
+ * is lost) while a complete copy is live on the dropped backup. */
+START_TEST(test_join_keeps_insync_until_caught_up)
+{
+    mkopt o = {2, NULL, 0, 0, 0};
+    keel_shard_map before, mid, after;
+    uint32_t s, hit = SHARDS;
+    char dropped[16] = "", prim[16] = "";
+    int pi;
+
+    start3(2);
+    advance(FORMATION);
+    before = checked_map();
+    mk(3, &o);
+    settle();
+    mid = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "", s);
+        const keel_map_unit *um = unit(&mid, "", s);
+        const char *pb = before.nodes[ub->replicas[0]];
+        const char *pm = mid.nodes[um->replicas[0]];
+        int r;
+        if (strcmp(pb, pm) != 0 || count_insync(ub) < 2)
+            continue;
+        for (r = 1; r < ub->nreplicas; r++) {
+            const char *n = before.nodes[ub->replicas[r]];
+            int pos = pos_of(&mid, um, n);
+            if (keel_map_insync(ub, r) && (pos < 1 || !keel_map_insync(um, pos))) {
+                char was[128];
+                snprintf(was, sizeof was, "%s", unit_str(&before, "", s));
+                fprintf(stderr, "unit %u: %s -> %s: %s dropped before "
+                        "node-d caught up\n", s, was, unit_str(&mid, "", s),
+                        n);
+                if (hit == SHARDS && strcmp(pb, "node-a") != 0) {
+                    hit = s;
+                    snprintf(dropped, sizeof dropped, "%s", n);
+                    snprintf(prim, sizeof prim, "%s", pb);
+                }
+            }
+        }
+    }
+    if (hit < SHARDS) {
+        /* the primary crashes while d catches up */
+        pi = node_idx(prim);
+        kill_node(pi);
+        settle();
+        advance(2 * TIMEOUT);
+        after = checked_map();
+        fprintf(stderr, "unit %u after %s crashed: %s (primary %s), %s "
+                "live with every acknowledged write\n", hit, prim,
+                unit_str(&after, "", hit),
+                keel_map_primary(&after, 0, hit), dropped);
+        ck_assert_msg(strcmp(keel_map_primary(&after, 0, hit), prim) != 0,
+                      "unit %u waits for crashed %s though %s, in sync "
+                      "until node-d joined, is live", hit, prim, dropped);
+        keel_map_free(&after);
+    }
+    ck_assert_msg(hit == SHARDS, "a join dropped an in-sync backup before "
+                  "its replacement caught up");
+    keel_map_free(&before);
+    keel_map_free(&mid);
 }
 END_TEST
 
@@ -2393,9 +2506,15 @@ START_TEST(test_drain_prefers_an_insync_backup)
     for (s = 0; s < SHARDS; s++) {
         const keel_map_unit *ub = unit(&before, "gpu", s);
         const keel_map_unit *ua = unit(&drained, "gpu", s);
+        int pb = pos_of(&drained, ua, "node-b");
         ck_assert_str_eq(keel_map_primary(&drained, (uint32_t)gi, s),
                          "node-c");
-        ck_assert_int_eq(pos_of(&drained, ua, "node-b"), -1);
+        /* node-b stays only as the in-sync backup it was, until node-d
+         * has caught up */
+        if (pb >= 0)
+            ck_assert(pb >= 1 && keel_map_insync(ua, pb) &&
+                      strcmp(keel_map_primary(&before, (uint32_t)gi, s),
+                             "node-b") != 0);
         ck_assert_int_ge(pos_of(&drained, ua, "node-d"), 1);
         ck_assert(!keel_map_insync(ua, pos_of(&drained, ua, "node-d")));
         if (strcmp(keel_map_primary(&before, (uint32_t)gi, s), "node-b") ==
@@ -4309,6 +4428,7 @@ int main(void)
     tcase_add_test(tc, test_runtime_api);
     tcase_add_test(tc, test_drop_request);
     tcase_add_test(tc, test_backups_follow_placement);
+    tcase_add_test(tc, test_join_keeps_insync_until_caught_up);
     tcase_add_test(tc, test_primary_move_carries_insync);
     tcase_add_test(tc, test_spread_move_to_a_node_without_store);
     tcase_add_test(tc, test_primary_lost_alone_in_sync);
