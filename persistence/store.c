@@ -1246,11 +1246,84 @@ again:
  * safe. Returns 0 to recover from the checkpoint in force, 1 to take the
  * data file as it stands (recover_to_last_good), or KEEL_ECORRUPT /
  * KEEL_EIO with errbuf set. */
+/* LMDB's meta page (mdb.c, MDB_meta after the page header): its magic
+ * and the transaction it is of. */
+#define LMDB_META_MAGIC 0xBEEFC0DEu
+#define LMDB_META_MAGIC_OFF 16
+#define LMDB_META_TXNID_OFF 144
+
+/* The newest transaction of the meta pages in pages (2 * psize bytes),
+ * or 0 when neither is a meta page. */
+static uint64_t meta_txnid(const uint8_t *pages, uint32_t psize)
+{
+    uint64_t best = 0;
+
+    for (int i = 0; i < 2; i++) {
+        const uint8_t *m = pages + (size_t)i * psize;
+        uint32_t magic;
+        uint64_t txnid;
+
+        memcpy(&magic, m + LMDB_META_MAGIC_OFF, sizeof magic);
+        memcpy(&txnid, m + LMDB_META_TXNID_OFF, sizeof txnid);
+        if (magic == LMDB_META_MAGIC && txnid > best)
+            best = txnid;
+    }
+    return best;
+}
+
+/* Whether the data file is older than the checkpoint: a checkpoint is
+ * written only once the data file is flushed (store_checkpoint), so the
+ * file's own meta pages are never behind it, whatever crashed. Behind it,
+ * the file comes from another time than keel.ckpt and keel.wal (a data
+ * file restored over a newer directory): restoring the checkpoint's meta
+ * pages onto it would point them at pages it never held, and the store
+ * would read as empty, or worse. 1 with the two transactions set, 0, or
+ * an errno (negated). */
+static int data_behind_ckpt(keel_store *s, uint64_t *data_txn,
+                            uint64_t *ckpt_txn)
+{
+    size_t n = 2u * (size_t)s->ckpt.psize;
+    uint8_t *cur;
+    char *dpath;
+    ssize_t got;
+    int fd, rc = 0;
+
+    if (asprintf(&dpath, "%s/data.mdb", s->path) < 0)
+        return -ENOMEM;
+    fd = open(dpath, O_RDONLY | O_CLOEXEC);
+    free(dpath);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno; /* store_restore says so */
+    cur = malloc(n);
+    if (cur == NULL) {
+        close(fd);
+        return -ENOMEM;
+    }
+    got = pread(fd, cur, n, 0);
+    if (got < 0)
+        rc = -errno;
+    else if (got == (ssize_t)n) {
+        *data_txn = meta_txnid(cur, s->ckpt.psize);
+        *ckpt_txn = meta_txnid(s->ckpt.pages, s->ckpt.psize);
+        /* A file without meta pages at all is not this store's: the
+         * restored pages then fail LMDB's own checks, as before. */
+        rc = *data_txn != 0 && *data_txn < *ckpt_txn;
+    } else {
+        *data_txn = 0;
+        *ckpt_txn = meta_txnid(s->ckpt.pages, s->ckpt.psize);
+        rc = 1; /* shorter than its two meta pages */
+    }
+    free(cur);
+    close(fd);
+    return rc;
+}
+
 static int store_check_ckpt(keel_store *s, const keel_store_options *o,
                             uint64_t wal_size, char *errbuf, size_t errlen)
 {
     uint64_t seq = s->ckpt.have ? s->ckpt.seq : 0, off = 0;
-    char why[512];
+    uint64_t data_txn = 0, ckpt_txn = 0;
+    char why[768];
     int r = 0, rc;
 
     if (s->wal.bad_header) {
@@ -1313,6 +1386,23 @@ static int store_check_ckpt(keel_store *s, const keel_store_options *o,
         snprintf(why, sizeof why,
                  "the log (%s) has records but there is no checkpoint (%s)",
                  KEEL_WAL_NAME, KEEL_CKPT_NAME);
+    } else if (s->ckpt.have && s->ckpt.psize >= 512 &&
+               (r = data_behind_ckpt(s, &data_txn, &ckpt_txn)) != 0) {
+        if (r < 0) {
+            seterr(errbuf, errlen, "%s/data.mdb: %s", s->path,
+                   strerror(-r));
+            return r == -ENOMEM ? KEEL_ENOMEM : KEEL_EIO;
+        }
+        snprintf(why, sizeof why,
+                 "the data file (data.mdb, at LMDB transaction %llu) is "
+                 "older than the checkpoint in %s (transaction %llu), "
+                 "which is written only after the data file is flushed: "
+                 "the files come from different times (a data file "
+                 "copied over a newer directory?), and the checkpoint "
+                 "and log cannot be applied to it. Copy a data "
+                 "directory back whole, or into an empty directory",
+                 (unsigned long long)data_txn, KEEL_CKPT_NAME,
+                 (unsigned long long)ckpt_txn);
     } else {
         return 0;
     }
@@ -1321,9 +1411,13 @@ refuse:
         seterr(errbuf, errlen,
                "%s: %s. Refusing to open. Recovering to the last good state "
                "(--recover-to-last-good) takes the data file as it stands "
-               "once it reads through whole: it holds every acknowledged "
-               "write unless the machine itself went down",
-               s->path, why);
+               "once it reads through whole: %s",
+               s->path, why,
+               ckpt_txn != 0
+                   ? "it then holds what it held when it was copied, "
+                     "without the writes made since"
+                   : "it holds every acknowledged write unless the "
+                     "machine itself went down");
         return KEEL_ECORRUPT;
     }
     keel_warn("store %s: %s; recovering to the last good state: the data "
