@@ -1386,6 +1386,19 @@ static int store_check_ckpt(keel_store *s, const keel_store_options *o,
         snprintf(why, sizeof why,
                  "the log (%s) has records but there is no checkpoint (%s)",
                  KEEL_WAL_NAME, KEEL_CKPT_NAME);
+    } else if (s->ckpt.have && !s->wal.legacy && wal_size < s->wal.start) {
+        /* The header is written whole when the log is made, before any
+         * checkpoint: a file shorter than it, beside a checkpoint, was
+         * cut by something else, and the records since the checkpoint
+         * went with it. */
+        snprintf(why, sizeof why,
+                 "the log %s/%s is %llu bytes, shorter than its own header "
+                 "(%llu bytes): the file was cut, and the records written "
+                 "since the checkpoint (log record %llu), acknowledged "
+                 "ones among them, may be lost",
+                 s->path, KEEL_WAL_NAME, (unsigned long long)wal_size,
+                 (unsigned long long)s->wal.start,
+                 (unsigned long long)s->ckpt.lsn);
     } else if (s->ckpt.have && s->ckpt.psize >= 512 &&
                (r = data_behind_ckpt(s, &data_txn, &ckpt_txn)) != 0) {
         if (r < 0) {

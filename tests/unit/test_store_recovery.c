@@ -380,6 +380,35 @@ START_TEST(test_torn_tail_opens)
 }
 END_TEST
 
+/* The log cut inside its header (a file system or a hand that truncated
+ * it): the records since the checkpoint are gone with no torn record to
+ * show it, and the store opened at the checkpoint as if nothing had been
+ * written since. It refuses; recovering takes the data file, which after
+ * a process crash holds every acknowledged write. */
+START_TEST(test_log_cut_inside_its_header)
+{
+    char *dir = tu_tmpdir("recov");
+    char err[1024];
+    keel_store *s;
+    int fd;
+
+    count_once(dir, 1);
+    child_counts(dir, 2, 30);
+    fd = open_file(dir, KEEL_WAL_NAME);
+    ck_assert_int_eq(ftruncate(fd, 100), 0);
+    close(fd);
+    ck_assert_int_eq(open_rc(dir, KEEL_DURABILITY_FSYNC, 0, &s, err,
+                             sizeof err),
+                     KEEL_ECORRUPT);
+    ck_assert_msg(strstr(err, "shorter than its own header") != NULL, "%s",
+                  err);
+    expect_count(dir, 1, 30);
+    expect_count(dir, 0, 30);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* ------------------------------------------------------- the checkpoint */
 
 /* The newest checkpoint damaged after commits followed it: the older one
@@ -1432,6 +1461,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_recover_data_file_cut_short);
     tcase_add_test(tc, test_types_learned_then_map_grows_crash);
     tcase_add_test(tc, test_older_data_file_under_newer_checkpoint);
+    tcase_add_test(tc, test_log_cut_inside_its_header);
     suite_add_tcase(su, tc);
     return su;
 }
