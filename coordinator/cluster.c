@@ -1152,8 +1152,10 @@ static void storecheck_cb(keel_storecheck *sc, int rc, void *arg)
                      (unsigned long long)sc->marked);
         else
             snprintf(seen, sizeof seen,
-                     "at run %llu, but the cluster saw this store at run "
-                     "%llu already) is",
+                     "started now as its run %llu, but the cluster saw "
+                     "a start of this store as run %llu already: each "
+                     "start counts one run, so this directory missed that "
+                     "one and later ones) is",
                      (unsigned long long)sc->run,
                      (unsigned long long)sc->found_run);
         keel_error(
