@@ -778,11 +778,11 @@ static const char *op_need(int op)
 {
     switch (op) {
     case KEEL_AUTH_OP_READ:
-        return "a token (any role)";
+        return "a token or a client certificate (any role)";
     case KEEL_AUTH_OP_CALL:
-        return "a client or admin token";
+        return "a client or admin token or certificate";
     case KEEL_AUTH_OP_ADMIN:
-        return "an admin token";
+        return "an admin token or an admin certificate";
     default:
         return "a node's connection";
     }
@@ -806,7 +806,8 @@ static int decide(int kind, int role, const char *types, int op,
         if (op == KEEL_AUTH_OP_ADMIN) {
             snprintf(errbuf, errlen,
                      "not permitted: a node's connection may not make admin "
-                     "requests; use an admin token; it did not run");
+                     "requests; use an admin token or certificate; it did not "
+                     "run");
             return KEEL_EDENIED;
         }
         return 0;
@@ -828,7 +829,8 @@ static int decide(int kind, int role, const char *types, int op,
         if (role == KEEL_ROLE_ADMIN)
             return 0;
         snprintf(errbuf, errlen,
-                 "not permitted: this request needs an admin token, and "
+                 "not permitted: this request needs an admin token or an admin "
+                 "certificate, and "
                  "this connection's role is %s; it did not run",
                  role_name(role));
         return KEEL_EDENIED;
