@@ -1144,7 +1144,7 @@ static void storecheck_cb(keel_storecheck *sc, int rc, void *arg)
          * The node stops (hooks.failed) and marks its store
          * (runtime/cluster_rt.c, on_failed), so that no later start on
          * it passes either. */
-        char seen[160];
+        char seen[256];
         if (sc->marked != 0)
             snprintf(seen, sizeof seen,
                      "now at run %llu) was found at run %llu to be",
