@@ -292,11 +292,15 @@ static int search_run(struct search *s, struct outcome *out)
                     break;
                 }
                 if (added) {
-                    out->states++;
-                    if (ac->max_states > 0 && out->states > ac->max_states) {
+                    /* A new configuration past the bound is not counted:
+                     * an undecided search reports max_states, the number
+                     * it was allowed. */
+                    if (ac->max_states > 0 &&
+                        out->states >= ac->max_states) {
                         out->verdict = CHAOS_LIN_UNDECIDED;
                         break;
                     }
+                    out->states++;
                     memcpy(saved + depth * sw, state, sw * sizeof *state);
                     stack[depth++] = en;
                     memcpy(state, next, sw * sizeof *state);
@@ -432,8 +436,9 @@ static int explain(const struct actor_ctx *ac, const struct search *s,
     res->order = calloc(out->nbest + 1, sizeof *res->order);
     res->pending = calloc(s->n + 1, sizeof *res->pending);
     res->refused = calloc(s->n + 1, sizeof *res->refused);
+    res->why = calloc(s->n + 1, sizeof *res->why);
     if (state == NULL || in == NULL || res->order == NULL ||
-        res->pending == NULL || res->refused == NULL) {
+        res->pending == NULL || res->refused == NULL || res->why == NULL) {
         free(state);
         free(in);
         return KEEL_ENOMEM;
@@ -461,6 +466,14 @@ static int explain(const struct actor_ctx *ac, const struct search *s,
         res->pending[res->npending] = so->cop.op;
         res->refused[res->npending] =
             !ac->m->step(ac->mdata, state, &so->cop, next);
+        if (res->refused[res->npending] && ac->m->refusal != NULL) {
+            chaos_buf_init(&b);
+            ac->m->refusal(ac->mdata, state, &so->cop, &b);
+            if (!b.oom && b.len > 0)
+                res->why[res->npending] = b.p; /* owned now */
+            else
+                chaos_buf_free(&b);
+        }
         res->npending++;
     }
     chaos_buf_init(&b);
@@ -532,6 +545,13 @@ done:
 
 void chaos_lin_actor_free(chaos_lin_actor *a)
 {
+    size_t k;
+
+    if (a->why != NULL)
+        for (k = 0; k < a->npending; k++)
+            free(a->why[k]);
+    free(a->why);
+    a->why = NULL;
     free(a->order);
     free(a->pending);
     free(a->refused);
@@ -631,10 +651,16 @@ void chaos_lin_print_actor(FILE *f, const chaos_history *h,
         chaos_buf b;
         chaos_buf_init(&b);
         chaos_op_describe(h, &h->ops[a->pending[k]], &b);
-        fprintf(f, "      %s\n        %s\n", b.oom ? "(out of memory)" : b.p,
+        fprintf(f, "      %s\n        %s%s%s\n",
+                b.oom ? "(out of memory)" : b.p,
                 a->refused[k] ? "the model refuses it in this state"
                               : "the model allows it, but no linearization "
-                                "goes on from there");
+                                "goes on from there",
+                a->refused[k] && a->why != NULL && a->why[k] != NULL ? ": "
+                                                                     : "",
+                a->refused[k] && a->why != NULL && a->why[k] != NULL
+                    ? a->why[k]
+                    : "");
         chaos_buf_free(&b);
     }
     if (a->npending > SHOW_PENDING)

@@ -59,6 +59,9 @@ typedef struct chaos_lin_actor {
     int *refused;     /* per pending op: 1 if the model refuses it in
                        * the state after order, 0 if it allows it (every
                        * way on from there failed) */
+    char **why;       /* per pending op the model refuses: why, in words
+                       * (a set read: the elements it lacks or has too
+                       * many), or NULL */
     size_t npending;
     char *state;      /* the model's state after order, in words */
 } chaos_lin_actor;

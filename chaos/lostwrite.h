@@ -9,8 +9,12 @@
  *
  *   counter  the value lies between the ok increments' sum plus the
  *            info increments that subtract, and that sum plus the info
- *            increments that add: below is a lost increment, above one
- *            that counted twice or that failed and still took effect
+ *            increments that add (failed ones count in neither: keel
+ *            said they did not run). Below is an acknowledged increment
+ *            lost or a failed decrement that took effect; above, an
+ *            acknowledged decrement lost, a failed increment that took
+ *            effect, or one counted twice: the finding names the causes
+ *            the signs allow
  *   set      every ok add's element is in the read; every element read
  *            was added by an ok or info add
  *   register the value read was written (by a write or a successful cas,

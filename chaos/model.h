@@ -46,6 +46,12 @@ typedef struct chaos_model {
     /* The state in words, for reports. */
     void (*describe)(const void *data, const uint64_t *state,
                      struct chaos_buf *out);
+    /* Why step refuses op in state, in words, for reports: what differs
+     * between the state and the result (a set read's elements that are
+     * missing or extra). NULL, or nothing written, when describe and the
+     * operation say it already. */
+    void (*refusal)(const void *data, const uint64_t *state,
+                    const chaos_cop *op, struct chaos_buf *out);
     void (*free)(void *data);
 } chaos_model;
 

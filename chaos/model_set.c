@@ -139,11 +139,68 @@ static void set_describe(const void *data, const uint64_t *state,
     chaos_buf_puts(out, "}");
 }
 
+/* At most this many elements named per side of a refusal. */
+#define REFUSAL_NAMES 8
+
+/* The elements of a that b lacks, as " \"e\" \"f\"" (at most
+ * REFUSAL_NAMES, then how many in all); how many there are. */
+static size_t put_missing(const struct set_data *d, const uint64_t *a,
+                          const uint64_t *b, chaos_buf *out)
+{
+    size_t e, n = 0;
+
+    for (e = 0; e < d->elems.n; e++) {
+        uint64_t bit = 1ull << (e % 64);
+        if (!(a[e / 64] & bit) || (b[e / 64] & bit))
+            continue;
+        if (n++ < REFUSAL_NAMES) {
+            chaos_buf_puts(out, " ");
+            chaos_json_put_str(out, d->elems.strs[e]);
+        }
+    }
+    if (n > REFUSAL_NAMES)
+        chaos_buf_printf(out, " ... %zu in all", n);
+    return n;
+}
+
+/* A read refused: the elements the set holds that it lacks, and those it
+ * returns that the set does not hold, named as lost-writes names them,
+ * so that a read of a few hundred elements that differs in one shows
+ * which. */
+static void set_refusal(const void *data, const uint64_t *state,
+                        const chaos_cop *op, chaos_buf *out)
+{
+    const struct set_data *d = data;
+    chaos_buf b;
+    size_t lack, extra;
+
+    if (op->fn != CHAOS_READ_SET || !op->known || op->bits == NULL)
+        return;
+    if (op->impossible) {
+        chaos_buf_puts(out, "it returns an element twice");
+        return;
+    }
+    chaos_buf_init(&b);
+    chaos_buf_puts(&b, "it lacks elements the set holds:");
+    lack = put_missing(d, state, op->bits, &b);
+    if (lack > 0)
+        chaos_buf_puts(out, b.oom ? "" : b.p);
+    chaos_buf_free(&b);
+    chaos_buf_init(&b);
+    chaos_buf_printf(&b, "%sit returns elements the set does not hold:",
+                     lack > 0 ? "; " : "");
+    extra = put_missing(d, op->bits, state, &b);
+    if (extra > 0)
+        chaos_buf_puts(out, b.oom ? "" : b.p);
+    chaos_buf_free(&b);
+}
+
 const chaos_model chaos_model_set = {
     .name = "set",
     .compile = set_compile,
     .init = set_init,
     .step = set_step,
     .describe = set_describe,
+    .refusal = set_refusal,
     .free = set_free,
 };

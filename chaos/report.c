@@ -790,11 +790,23 @@ out:
     free(mx);
 }
 
-static void op_link(FILE *f, const rdata *d, size_t k)
+/* An operation as a link to it on the timeline, and a note after it
+ * (NULL: none). */
+static void op_link_note(FILE *f, const rdata *d, size_t k, const char *note)
 {
     fprintf(f, "<li><a class=op data-op='op%zu'>", k);
     op_title(f, d, &d->h.ops[k]);
-    fputs("</a></li>", f);
+    fputs("</a>", f);
+    if (note != NULL) {
+        fputs(": ", f);
+        esc(f, note);
+    }
+    fputs("</li>", f);
+}
+
+static void op_link(FILE *f, const rdata *d, size_t k)
+{
+    op_link_note(f, d, k, NULL);
 }
 
 static void mark(rdata *d, size_t op)
@@ -859,7 +871,8 @@ static void violations(FILE *f, const rdata *d)
                 esc(f, a->state);
                 fputs("; none of these could come next:</p><ul>", f);
                 for (j = 0; j < a->npending && j < 30; j++)
-                    op_link(f, d, a->pending[j]);
+                    op_link_note(f, d, a->pending[j],
+                                 a->why != NULL ? a->why[j] : NULL);
                 fputs("</ul>", f);
             }
             fputs("</details>", f);

@@ -11,6 +11,7 @@
 
 #include "chaos/history.h"
 #include "chaos/hwriter.h"
+#include "chaos/json.h"
 #include "chaos/lin.h"
 #include "chaos/lostwrite.h"
 #include "chaos_hist.h"
@@ -369,6 +370,72 @@ START_TEST(set_element_disappears)
 }
 END_TEST
 
+/* A large set read that differs in one element: the report names it,
+ * not only the two sets cut short after 16 elements. */
+static char *set_read_report(const char *skip, const char *extra)
+{
+    chaos_lin_actor a;
+    chaos_buf b;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f;
+    int k;
+
+    chaos_history_free(&h);
+    chaos_history_init(&h);
+    hb_actor("kv/s");
+    chaos_buf_init(&b);
+    chaos_buf_puts(&b, "[");
+    for (k = 0; k < 40; k++) {
+        char e[16], q[24];
+        snprintf(e, sizeof e, "e0.%d", k);
+        snprintf(q, sizeof q, "\"%s\"", e);
+        hb_op(&h, 1, "add", q, "ok", "null");
+        if (skip != NULL && strcmp(e, skip) == 0)
+            continue;
+        chaos_buf_printf(&b, "%s%s", b.len > 1 ? "," : "", q);
+    }
+    if (extra != NULL)
+        chaos_buf_printf(&b, ",\"%s\"", extra);
+    chaos_buf_puts(&b, "]");
+    ck_assert(!b.oom);
+    hb_op(&h, 2, "read_set", "null", "ok", b.p);
+    chaos_buf_free(&b);
+    ck_assert_int_eq(verdict_of(0, &a), CHAOS_LIN_VIOLATION);
+    ck_assert_uint_eq(a.npending, 1);
+    ck_assert_int_eq(a.refused[0], 1);
+    f = open_memstream(&text, &len);
+    ck_assert_ptr_nonnull(f);
+    chaos_lin_print_actor(f, &h, &a);
+    fclose(f);
+    chaos_lin_actor_free(&a);
+    return text;
+}
+
+START_TEST(set_refusal_names_elements)
+{
+    char *text = set_read_report("e0.17", NULL);
+
+    ck_assert_msg(strstr(text, "the model refuses it in this state: it "
+                               "lacks elements the set holds: \"e0.17\"\n") !=
+                      NULL,
+                  "%s", text);
+    free(text);
+    text = set_read_report(NULL, "zz");
+    ck_assert_msg(strstr(text, "the model refuses it in this state: it "
+                               "returns elements the set does not hold: "
+                               "\"zz\"\n") != NULL,
+                  "%s", text);
+    free(text);
+    text = set_read_report("e0.3", "zz");
+    ck_assert_msg(strstr(text, ": it lacks elements the set holds: \"e0.3\"; "
+                               "it returns elements the set does not hold: "
+                               "\"zz\"\n") != NULL,
+                  "%s", text);
+    free(text);
+}
+END_TEST
+
 START_TEST(set_phantom_and_repeated_elements)
 {
     hb_actor("kv/s");
@@ -429,10 +496,20 @@ START_TEST(bounded_search_undecided)
     }
     ck_assert_int_eq(chaos_lin_check_actor(&h, 0, &o, &a), 0);
     ck_assert_int_eq(a.verdict, CHAOS_LIN_UNDECIDED);
+    /* Undecided after as many configurations as it was allowed, not
+     * one more (--max-states 3: "undecided after 3 configurations"). */
+    ck_assert_uint_eq(a.states, 3);
     chaos_lin_actor_free(&a);
+    o.max_states = 5;
+    ck_assert_int_eq(chaos_lin_check_actor(&h, 0, &o, &a), 0);
+    ck_assert_int_eq(a.verdict, CHAOS_LIN_UNDECIDED);
+    ck_assert_uint_eq(a.states, 5);
+    chaos_lin_actor_free(&a);
+    /* Six writes in a row need six: a bound of six decides them. */
     o.max_states = 6;
     ck_assert_int_eq(chaos_lin_check_actor(&h, 0, &o, &a), 0);
     ck_assert_int_eq(a.verdict, CHAOS_LIN_OK);
+    ck_assert_uint_eq(a.states, 6);
     chaos_lin_actor_free(&a);
 }
 END_TEST
@@ -884,6 +961,7 @@ int main(void)
     tcase_add_test(set, set_info_adds);
     tcase_add_test(set, set_element_disappears);
     tcase_add_test(set, set_phantom_and_repeated_elements);
+    tcase_add_test(set, set_refusal_names_elements);
     suite_add_tcase(s, set);
 
     tcase_add_checked_fixture(his, setup, teardown);
