@@ -1492,9 +1492,20 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         fprintf(err, "keel-chaos: --workload-type: 1 to 64 bytes, no '/'\n");
         return CHAOS_EXIT_BAD_INPUT;
     }
-    if (o->load != NULL && access(o->load, R_OK) != 0) {
-        fprintf(err, "keel-chaos: --load %s: %s\n", o->load, strerror(errno));
-        return CHAOS_EXIT_BAD_INPUT;
+    if (o->load != NULL) {
+        /* PATH.so[:ARGS], as keeld takes it: the file is the part before
+         * the first ':'. */
+        size_t plen = strcspn(o->load, ":");
+        char *path = strndup(o->load, plen);
+        int bad = path == NULL || plen == 0 || access(path, R_OK) != 0;
+        if (bad)
+            fprintf(err, "keel-chaos: --load %s: %s\n", o->load,
+                    path == NULL ? "out of memory"
+                    : plen == 0  ? "no file before the ':'"
+                                 : strerror(errno));
+        free(path);
+        if (bad)
+            return CHAOS_EXIT_BAD_INPUT;
     }
     if (access(o->keeld, X_OK) != 0) {
         fprintf(err, "keel-chaos: no keeld at %s (--keeld PATH)\n",

@@ -67,8 +67,8 @@ typedef struct chaos_run_opts {
     const char *out;     /* the run directory (created) */
     const char *keeld;
     const char *zk_conf;
-    const char *load;    /* a plugin every node loads (keeld --load), or
-                          * NULL */
+    const char *load;    /* a plugin every node loads, PATH.so[:ARGS] as
+                          * keeld --load takes it, or NULL */
     const char *workload_type; /* the actor type of the workload, when not
                                 * the built-in one (chaos/workload.h) */
 } chaos_run_opts;

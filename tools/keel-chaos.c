@@ -58,7 +58,8 @@ static void usage(FILE *f)
             "  --clients C       concurrent clients (default 8)\n"
             "  --actors A        actors they share (default 12)\n"
             "  --workload W      register, counter, set or mixed (default)\n"
-            "  --load PLUGIN.so  every node loads this plugin (keeld --load)\n"
+            "  --load PLUGIN.so[:ARGS]  every node loads this plugin, with\n"
+            "                    ARGS if given (keeld --load)\n"
             "  --workload-type T the actors are of type T (a plugin's), which\n"
             "                    answers as the built-in type of --workload\n"
             "                    does (register, counter, or kv for set)\n"
@@ -200,14 +201,50 @@ static int node_arg(chaos_run_opts *o, const char *arg)
             fprintf(stderr, "keel-chaos: --node-arg %s: the run sets %s "
                             "itself%s\n",
                     arg, owned[k],
-                    strcmp(owned[k], "--replicas") == 0 ||
-                            strcmp(owned[k], "--load") == 0 ||
+                    strcmp(owned[k], "--load") == 0
+                        ? " (give it to keel-chaos run: --load "
+                          "PLUGIN.so[:ARGS])"
+                    : strcmp(owned[k], "--replicas") == 0 ||
                             strcmp(owned[k], "--replica-dead-ms") == 0
                         ? " (give it to keel-chaos run)"
                         : "");
             return -1;
         }
     o->node_args[o->nnode_args++] = arg;
+    return 0;
+}
+
+/* --load PATH.so[:ARGS], as keeld takes it: the path ends at the first
+ * ':' and must name a file; the nodes may start elsewhere than here, so
+ * they get it absolute, with the ARGS as given. 0, or -1 after saying
+ * why not. */
+static int load_opt(const char *arg, char *out, size_t cap)
+{
+    const char *colon = strchr(arg, ':');
+    size_t plen = colon != NULL ? (size_t)(colon - arg) : strlen(arg);
+    char path[PATH_MAX], abs[PATH_MAX];
+
+    if (plen == 0 || plen >= sizeof path) {
+        fprintf(stderr, "keel-chaos: --load %s: give PATH.so or "
+                        "PATH.so:ARGS\n",
+                arg);
+        return -1;
+    }
+    memcpy(path, arg, plen);
+    path[plen] = '\0';
+    if (realpath(path, abs) == NULL) {
+        fprintf(stderr, "keel-chaos: --load %s: no such file %s%s\n", arg,
+                path,
+                colon != NULL ? " (the path ends at the first ':', the "
+                                "plugin's ARGS follow it)"
+                              : "");
+        return -1;
+    }
+    if ((size_t)snprintf(out, cap, "%s%s", abs, colon != NULL ? colon : "") >=
+        cap) {
+        fprintf(stderr, "keel-chaos: --load %s: too long\n", arg);
+        return -1;
+    }
     return 0;
 }
 
@@ -248,7 +285,7 @@ static int cmd_run(int argc, char **argv)
         {"workload-type", required_argument, NULL, O_WTYPE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
-    static char load[PATH_MAX];
+    static char load[PATH_MAX + 4096];
     static char keeld[PATH_MAX + 16], zkconf[PATH_MAX + 32], out[64];
     char self[PATH_MAX], probe[PATH_MAX + 48], err[256];
     chaos_run_opts o;
@@ -391,12 +428,8 @@ static int cmd_run(int argc, char **argv)
             o.max_states = u;
             break;
         case O_LOAD:
-            /* The nodes may start elsewhere than here: an absolute path. */
-            if (realpath(optarg, load) == NULL) {
-                fprintf(stderr, "keel-chaos: --load %s: no such file\n",
-                        optarg);
+            if (load_opt(optarg, load, sizeof load) != 0)
                 return CHAOS_EXIT_BAD_INPUT;
-            }
             o.load = load;
             break;
         case O_WTYPE:

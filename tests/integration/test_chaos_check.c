@@ -41,18 +41,26 @@ static void put(const char *name, const char *text)
     fclose(f);
 }
 
-/* keel-chaos ARGS...; returns the exit code, output in *out and *err. */
-static int chaos(char **out, char **err, const char *a1, const char *a2,
-                 const char *a3, const char *a4)
+/* keel-chaos ARGS... (up to six, ending at the first NULL); returns the
+ * exit code, output in *out and *err. */
+static int chaos6(char **out, char **err, const char *a1, const char *a2,
+                  const char *a3, const char *a4, const char *a5,
+                  const char *a6)
 {
     char *bin = tu_bin("keel-chaos");
-    const char *argv[] = {bin, a1, a2, a3, a4, NULL};
+    const char *argv[] = {bin, a1, a2, a3, a4, a5, a6, NULL};
     int rc = tu_run(argv, out, err);
 
     fprintf(stderr, "--- keel-chaos %s %s: exit %d\n%s%s", a1 ? a1 : "",
             a2 ? a2 : "", rc, *out ? *out : "", *err ? *err : "");
     free(bin);
     return rc;
+}
+
+static int chaos(char **out, char **err, const char *a1, const char *a2,
+                 const char *a3, const char *a4)
+{
+    return chaos6(out, err, a1, a2, a3, a4, NULL, NULL);
 }
 
 #define LINE(i, t, c, op, args, rest)                                        \
@@ -314,6 +322,36 @@ START_TEST(usage)
                            NULL),
                      2);
     ck_assert_ptr_nonnull(strstr(err, "(give it to keel-chaos run)"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "run", "--node-arg", "--load=x.so:a",
+                           NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "(give it to keel-chaos run: --load "
+                                      "PLUGIN.so[:ARGS])"));
+    free(out);
+    free(err);
+    /* --load PATH.so:ARGS, as keeld takes it: the file is what comes
+     * before the first ':' (accepted here, the run then stops at the
+     * keeld that is not there); a missing one is named. */
+    put("plugin.so", "not really\n");
+    snprintf(path, sizeof path, "%s/plugin.so:buggy:and more", dir);
+    ck_assert_int_eq(chaos6(&out, &err, "run", "--load", path, "--keeld",
+                            "/nonexistent/keeld", NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "no keeld at /nonexistent/keeld"));
+    ck_assert_ptr_null(strstr(err, "--load"));
+    free(out);
+    free(err);
+    snprintf(path, sizeof path, "%s/noplugin.so:buggy", dir);
+    ck_assert_int_eq(chaos(&out, &err, "run", "--load", path, NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "/noplugin.so:buggy: no such file "));
+    ck_assert_ptr_nonnull(strstr(err, "/noplugin.so (the path ends at the "
+                                      "first ':'"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(chaos(&out, &err, "run", "--load", ":buggy", NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "give PATH.so or PATH.so:ARGS"));
     free(out);
     free(err);
     ck_assert_int_eq(chaos(&out, &err, "run", "--zk-servers", "2", NULL), 2);

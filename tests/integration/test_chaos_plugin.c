@@ -34,10 +34,12 @@ START_TEST(plugin_type_checked)
 {
     char *bin = tu_bin("keel-chaos"), *keeld = tu_bin("keeld");
     char *plugin = tu_bin("chaos_plugin_tally.so");
-    char run[512], path[600], *out = NULL, *err = NULL, *text;
+    char run[512], path[600], load[600], *out = NULL, *err = NULL, *text;
     int rc;
 
     snprintf(run, sizeof run, "%s/run", dir);
+    /* With ARGS, as keeld --load takes them (the plugin ignores them). */
+    snprintf(load, sizeof load, "%s:some args", plugin);
     {
         const char *argv[] = {bin,         "run",
                               "--nodes",   "3",
@@ -45,7 +47,7 @@ START_TEST(plugin_type_checked)
                               "--actors",  "4",
                               "--seconds", "20",
                               "--workload", "counter",
-                              "--load",    plugin,
+                              "--load",    load,
                               "--workload-type", "tally",
                               "--faults",  "kill,disk-full",
                               "--seed",    "13",
@@ -59,6 +61,8 @@ START_TEST(plugin_type_checked)
             out ? out : "", err ? err : "");
     ck_assert_int_eq(rc, 0);
     ck_assert_ptr_nonnull(strstr(out, "actor type tally from "));
+    ck_assert_ptr_nonnull(strstr(out, "chaos_plugin_tally.so:some args, "
+                                      "answering as"));
     ck_assert_ptr_nonnull(strstr(out, "linearizability: PASS (4 actors: 0 "
                                       "register, 4 counter, 0 set;"));
     ck_assert_ptr_nonnull(strstr(out, "lost-writes: PASS (4 actors read"));
