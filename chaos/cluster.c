@@ -282,6 +282,19 @@ static pid_t spawn(const char *const *argv, const char *const *set,
     _exit(127);
 }
 
+const char *chaos_wait_status(int status, char *buf, size_t cap)
+{
+    if (WIFEXITED(status))
+        snprintf(buf, cap, "exit status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(buf, cap, "killed by signal %d (%s)%s", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)),
+                 WCOREDUMP(status) ? ", core dumped" : "");
+    else
+        snprintf(buf, cap, "wait status %#x", (unsigned)status);
+    return buf;
+}
+
 /* Waits at most ms for pid; returns its status, or -1 when it is still
  * running (then it is SIGKILLed and reaped if kill_late). */
 static int wait_for(pid_t pid, int ms, int kill_late)
@@ -907,9 +920,10 @@ int chaos_node_start(chaos_cluster *c, int i, char *err, size_t errlen)
     while (chaos_mono_ns() < deadline) {
         int status;
         if (waitpid(nd->pid, &status, WNOHANG) == nd->pid) {
-            errf(err, errlen, "%s exited during its start (status %d; see "
-                              "%s)",
-                 nd->id, status, nd->log);
+            char how[96];
+            errf(err, errlen, "%s exited during its start (%s; see %s)",
+                 nd->id, chaos_wait_status(status, how, sizeof how),
+                 nd->log);
             nd->pid = 0;
             end_line(c, nd);
             event(c, nd->id, "exit");
@@ -973,13 +987,14 @@ int chaos_node_reap(chaos_cluster *c, int i)
 {
     chaos_node *nd = &c->nodes[i];
     int status;
+    char how[96];
 
     if (nd->pid <= 0)
         return 1;
     if (waitpid(nd->pid, &status, WNOHANG) != nd->pid)
         return 0;
-    say(c, "%s exited (status %d)", nd->id,
-        WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    say(c, "%s exited (%s)", nd->id,
+        chaos_wait_status(status, how, sizeof how));
     gone(c, nd, "exit");
     return 1;
 }

@@ -144,6 +144,10 @@ const char *chaos_zk_name(const chaos_cluster *c, int s);
  * where there is room (see cluster.c), or -1. */
 int chaos_free_ports(const char *host, int count);
 
+/* A wait status (waitpid) in words, into buf: "exit status 1", "killed
+ * by signal 9 (Killed)". Returns buf. */
+const char *chaos_wait_status(int status, char *buf, size_t cap);
+
 /* Starts node i and waits (at most 30 s) until it answers PING. 0, or -1
  * with err. */
 int chaos_node_start(chaos_cluster *c, int i, char *err, size_t errlen);

@@ -57,6 +57,14 @@ static int zk_servers(const chaos_run_opts *o)
     return o->zk_servers == CHAOS_ZK_MAX ? CHAOS_ZK_MAX : 1;
 }
 
+/* The copies a unit has: keeld places min(R, members) (docs/cluster.md,
+ * "Replicas and the in-sync set"), so --replicas above --nodes is taken,
+ * as keeld takes it, and counts as the nodes there are. */
+static int replicas_effective(const chaos_run_opts *o)
+{
+    return o->replicas < o->nodes ? o->replicas : o->nodes;
+}
+
 typedef struct run run;
 
 typedef struct client {
@@ -858,7 +866,8 @@ static void fault_run(run *r, fault_rec *fr)
         if (!r->wipe_up) {
             /* The reason was said once, at the start. */
             fr->status = "skipped";
-            note(fr, "no wipe with --replicas 1");
+            note(fr, "no wipe with %s",
+                 r->o->replicas == 1 ? "--replicas 1" : "one node");
             break;
         }
         if (r->cl.nodes[i].pid <= 0) {
@@ -1243,8 +1252,9 @@ static void save_cluster(run *r)
                     "since their last start: %llu failovers, %llu in-sync "
                     "shrinks and %llu expansions, %llu catch-ups (%llu found "
                     "the copy the same), %llu copies deleted, %llu units "
-                    "promoted on a move (DIR/cluster.txt)",
-                 told, sum[0], sum[1], sum[2], sum[3], sum[4], sum[5], sum[6]);
+                    "promoted on a move (%s/cluster.txt)",
+                 told, sum[0], sum[1], sum[2], sum[3], sum[4], sum[5], sum[6],
+                 r->o->out);
 }
 
 /* The unit lines of an INFO shards answer (the answer may begin with
@@ -1428,6 +1438,7 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     chaos_sched_opts so;
     char msg[256], faults[128], *p;
     int i, rc = CHAOS_EXIT_NO_RUN, settled = 0, finals = 0, spares;
+    int ndone = 0, nfailed = 0, nskipped = 0; /* faults, by status */
     int max_gen = 0, nactors = 0;
     struct stat st;
 
@@ -1568,10 +1579,37 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
             (unsigned long long)o->seed, o->nodes, o->clients, o->actors,
             chaos_workload_name(o->workload), (long long)o->seconds, msg,
             faults, nsched);
+    /* Kinds this cluster cannot take are left out of the schedule, and
+     * said so here, as partition, disk-full and wipe say why they will
+     * be skipped. */
+    if (o->faults & ~chaos_faults_possible(o->nodes) &
+        (1u << CHAOS_F_PAIR))
+        fprintf(out, "keel-chaos: pair faults skipped: with %d node%s a "
+                     "pair (a node killed, another stopped) leaves none to "
+                     "serve: it needs --nodes 3 or more; none is planned\n",
+                o->nodes, o->nodes == 1 ? "" : "s");
+    /* keeld takes an R above the members and places min(R, members). */
+    if (o->replicas > o->nodes) {
+        int with_spare = o->replicas < o->nodes + 1 ? o->replicas
+                                                    : o->nodes + 1;
+        fprintf(out, "  --replicas %d with %d node%s: a unit has min(R, "
+                     "members) replicas, as keeld places them: %d here%s\n",
+                o->replicas, o->nodes, o->nodes == 1 ? "" : "s",
+                replicas_effective(o),
+                (o->faults & (1u << CHAOS_F_JOIN)) &&
+                        with_spare > replicas_effective(o)
+                    ? ", one more while a join fault's spare node is in"
+                    : "");
+    }
     /* Faults come from a tenth of the run until a tenth before its end,
      * each with its pauses: a short run may have room for none, which
      * would otherwise pass unremarked. */
-    if (nsched == 0 && o->faults != 0)
+    if (o->faults != 0 &&
+        (o->faults & chaos_faults_possible(o->nodes)) == 0)
+        fprintf(out, "warning: no fault of --faults %s can be made with %d "
+                     "node%s: this run injects none\n",
+                faults, o->nodes, o->nodes == 1 ? "" : "s");
+    else if (nsched == 0 && o->faults != 0)
         fprintf(out, "  no fault fits in %lld s (faults begin after a tenth "
                      "of the run, at least 2 s, and are healed a tenth "
                      "before its end, at least 3 s): give a longer "
@@ -1702,13 +1740,14 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         /* With one replica a wiped node's units have no other copy: the
          * loss is by design, and taking it is an operator's decision
          * (keel node forget), not a fault keel could survive. */
-        if (o->replicas > 1) {
+        if (replicas_effective(o) > 1) {
             r.wipe_up = 1;
         } else {
             snprintf(r.no_wipe, sizeof r.no_wipe,
-                     "with --replicas 1 a node's units have no other copy: "
-                     "a wipe loses them by design (keel node forget accepts "
-                     "that loss)");
+                     "with %s a node's units have no other copy: a wipe "
+                     "loses them by design (keel node forget accepts that "
+                     "loss)",
+                     o->replicas == 1 ? "--replicas 1" : "one node");
             fprintf(out, "keel-chaos: wipe faults skipped: %s\n", r.no_wipe);
         }
     }
@@ -1796,6 +1835,12 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         }
         fr.end_ns = chaos_mono_ns();
         write_fault(&r, k, &fr);
+        if (strcmp(fr.status, "done") == 0)
+            ndone++;
+        else if (strcmp(fr.status, "failed") == 0)
+            nfailed++;
+        else
+            nskipped++;
     }
     wait_until(&r, r.t0 + o->seconds * 1000000000LL, -1);
     atomic_store(&r.stop, 1);
@@ -1843,6 +1888,16 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
             chaos_node_kill(&r.cl, i);
         }
     chaos_zk_stop(&r.cl);
+    /* What the faults came to: a run whose faults were all skipped
+     * checked the workload alone, which its verdict would not say. */
+    fprintf(out, "faults: %d injected of %zu planned (%d done, %d failed, "
+                 "%d skipped; %s/faults.jsonl)\n",
+            ndone + nfailed, nsched, ndone, nfailed, nskipped, o->out);
+    if (o->faults != 0 && ndone + nfailed == 0)
+        fprintf(out, "warning: no fault was injected (--faults %s: %s): "
+                     "the checks below saw the workload without faults\n",
+                faults,
+                nsched == 0 ? "none planned" : "every planned one skipped");
     if (r.nbad > 0)
         fprintf(out, "warning: %llu replies could not be read (recorded as "
                      "info; see run.log)\n",
@@ -1857,8 +1912,8 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
                 nactors - finals, nactors);
     if (r.zk_exits > 0)
         fprintf(out, "warning: %d ZooKeeper server exits nobody caused (see "
-                     "DIR/zk and run.log)\n",
-                r.zk_exits);
+                     "%s/zk and %s/run.log)\n",
+                r.zk_exits, o->out, o->out);
     if (r.stray_exits > 0)
         fprintf(out, "warning: %d node exits nobody caused (see the nodes' "
                      "logs)\n",

@@ -133,6 +133,14 @@ static int64_t duration(chaos_rng *r, chaos_fault_kind k, int session_ms)
     }
 }
 
+unsigned chaos_faults_possible(int nodes)
+{
+    unsigned all = (1u << CHAOS_F_COUNT) - 1;
+
+    /* A pair needs a third node to serve while two are gone. */
+    return nodes >= 3 ? all : all & ~(1u << CHAOS_F_PAIR);
+}
+
 int chaos_schedule_make(const chaos_sched_opts *o, chaos_fault **out,
                         size_t *n)
 {
@@ -149,7 +157,7 @@ int chaos_schedule_make(const chaos_sched_opts *o, chaos_fault **out,
     if (o->nodes < 1 || o->seconds < 1)
         return KEEL_EINVAL;
     for (k = 0; k < CHAOS_F_COUNT; k++)
-        if (o->kinds & (1u << k))
+        if (o->kinds & chaos_faults_possible(o->nodes) & (1u << k))
             kinds[nkinds++] = k;
     /* with-zk-server needs an ensemble; the others come in the order of
      * their numbers, so that a schedule with one server is what it was
@@ -209,10 +217,9 @@ int chaos_schedule_make(const chaos_sched_opts *o, chaos_fault **out,
              * runs, and stays stopped past its own session timeout: the
              * controller may promote it for the first one's units while
              * it cannot serve them. */
-            if (o->nodes >= 3) /* one left to serve */
-                f.node2 = (f.node + 1 +
-                           (int)chaos_rng_range(&r, 0, o->nodes - 2)) %
-                          o->nodes;
+            f.node2 = (f.node + 1 +
+                       (int)chaos_rng_range(&r, 0, o->nodes - 2)) %
+                      o->nodes;
             f.gap_ms = chaos_rng_range(&r, 300, o->session_ms * 3 / 4);
             f.dur_ms = f.gap_ms + o->session_ms * 3 / 2 +
                        chaos_rng_range(&r, 0, o->session_ms / 2);

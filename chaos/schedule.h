@@ -52,8 +52,7 @@ typedef struct chaos_fault {
                      * zk-stop and with-zk-server partitions hit: 0..2,
                      * or -1 for the leader of the moment; 0 otherwise */
     int node2;      /* pair: the node stopped after `node` was killed
-                     * (another one), -1 with fewer than 3 nodes (the
-                     * fault is skipped); else -1 */
+                     * (another one); else -1 */
     int64_t gap_ms; /* pair: from the kill to the stop; else 0 */
 } chaos_fault;
 
@@ -84,13 +83,19 @@ int chaos_faults_parse(const char *list, unsigned *kinds, char *err,
 int chaos_shapes_parse(const char *list, unsigned *shapes, char *err,
                        size_t errlen);
 
+/* The fault kinds a cluster of this many nodes can take, bit (1 << kind)
+ * each: all but pair below 3 nodes (two gone, none would serve). */
+unsigned chaos_faults_possible(int nodes);
+
 /* Makes the schedule: faults one after another, never two at once, each
  * followed by a pause for the cluster to recover, from about a tenth of
  * the run until a few seconds before its end, so that everything is
  * healed while the clients still run. Each round of faults has every
- * kind asked for once, in an order drawn from the seed. *out is malloc'd (NULL when *n is
- * 0). Returns 0, KEEL_EINVAL (nodes < 1, seconds < 1, shapes
- * that hold none that applies) or KEEL_ENOMEM. */
+ * kind asked for that chaos_faults_possible() allows once, in an order
+ * drawn from the seed (the others are left out: the runner says so
+ * before it starts). *out is malloc'd (NULL when *n is 0). Returns 0,
+ * KEEL_EINVAL (nodes < 1, seconds < 1, shapes that hold none that
+ * applies) or KEEL_ENOMEM. */
 int chaos_schedule_make(const chaos_sched_opts *o, chaos_fault **out,
                         size_t *n);
 

@@ -57,6 +57,37 @@ static int chaos6(char **out, char **err, const char *a1, const char *a2,
     return rc;
 }
 
+/* keel-chaos run ARGS... --keeld /bin/true --zk-conf /nonexistent --out
+ * DIR/sub: what run says before it starts anything, for it stops at
+ * ZooKeeper (exit 4). */
+static char *run_until_zk(const char *sub, const char *const *args)
+{
+    char *bin = tu_bin("keel-chaos"), *out = NULL, *err = NULL, run[600];
+    const char *argv[32];
+    int n = 0, rc;
+
+    snprintf(run, sizeof run, "%s/%s", dir, sub);
+    argv[n++] = bin;
+    argv[n++] = "run";
+    while (*args != NULL && n < 24)
+        argv[n++] = *args++;
+    argv[n++] = "--keeld";
+    argv[n++] = "/bin/true";
+    argv[n++] = "--zk-conf";
+    argv[n++] = "/nonexistent";
+    argv[n++] = "--out";
+    argv[n++] = run;
+    argv[n] = NULL;
+    rc = tu_run(argv, &out, &err);
+    fprintf(stderr, "--- keel-chaos run (%s): exit %d\n%s%s", sub, rc,
+            out ? out : "", err ? err : "");
+    ck_assert_int_eq(rc, 4);
+    ck_assert_ptr_nonnull(strstr(err, "keel-chaos: ZooKeeper: "));
+    free(err);
+    free(bin);
+    return out;
+}
+
 static int chaos(char **out, char **err, const char *a1, const char *a2,
                  const char *a3, const char *a4)
 {
@@ -412,6 +443,65 @@ START_TEST(usage)
 }
 END_TEST
 
+/* What run says before it starts: kinds the cluster cannot take are
+ * named and left out of the schedule; a --faults of nothing but those is
+ * warned of; --replicas above --nodes is taken as keeld takes it, and
+ * said. */
+START_TEST(run_says_what_it_cannot_do)
+{
+    char *out;
+
+    {
+        const char *args[] = {"--nodes", "2", "--faults", "pair,kill",
+                              "--seconds", "60", NULL};
+        out = run_until_zk("pair2", args);
+    }
+    ck_assert_ptr_nonnull(strstr(out, "keel-chaos: pair faults skipped: with "
+                                      "2 nodes a pair (a node killed, "
+                                      "another stopped) leaves none to "
+                                      "serve: it needs --nodes 3 or more; "
+                                      "none is planned\n"));
+    /* "  planned: +  6.0 s kill n1 for 2.5 s" */
+    ck_assert_ptr_null(strstr(out, " s pair n"));
+    ck_assert_ptr_nonnull(strstr(out, " s kill n"));
+    ck_assert_ptr_null(strstr(out, "warning: no fault"));
+    free(out);
+    {
+        const char *args[] = {"--nodes", "2", "--faults", "pair",
+                              "--seconds", "60", NULL};
+        out = run_until_zk("pair-only", args);
+    }
+    ck_assert_ptr_nonnull(strstr(out, "faults pair: 0 scheduled\n"));
+    ck_assert_ptr_nonnull(strstr(out, "warning: no fault of --faults pair "
+                                      "can be made with 2 nodes: this run "
+                                      "injects none\n"));
+    ck_assert_ptr_null(strstr(out, "no fault fits"));
+    free(out);
+    {
+        const char *args[] = {"--nodes", "3", "--replicas", "4", "--faults",
+                              "join", NULL};
+        out = run_until_zk("r4", args);
+    }
+    ck_assert_ptr_nonnull(strstr(out, "  --replicas 4 with 3 nodes: a unit "
+                                      "has min(R, members) replicas, as "
+                                      "keeld places them: 3 here, one more "
+                                      "while a join fault's spare node is "
+                                      "in\n"));
+    free(out);
+    {
+        const char *args[] = {"--nodes", "1", "--replicas", "3", "--faults",
+                              "wipe", NULL};
+        out = run_until_zk("r3n1", args);
+    }
+    ck_assert_ptr_nonnull(strstr(out, "a unit has min(R, members) replicas, "
+                                      "as keeld places them: 1 here\n"));
+    ck_assert_ptr_nonnull(strstr(out, "keel-chaos: wipe faults skipped: with "
+                                      "one node a node's units have no "
+                                      "other copy"));
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("chaos_check");
@@ -424,6 +514,7 @@ int main(void)
     tcase_add_test(tc, bad_input_exit_2);
     tcase_add_test(tc, undecided_exit_3);
     tcase_add_test(tc, usage);
+    tcase_add_test(tc, run_says_what_it_cannot_do);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -75,6 +75,15 @@ START_TEST(wipes_pass)
     ck_assert_int_ge(tu_chaos_faults(run, "wipe", "done"), 2);
     ck_assert_int_ge(tu_chaos_faults(run, "kill", "done"), 2);
     ck_assert_int_eq(tu_chaos_faults(run, "wipe", "skipped"), 0);
+    /* What the faults came to, and where the figures are: the run's own
+     * directory, not a placeholder. */
+    snprintf(path, sizeof path, " 0 skipped; %s/faults.jsonl)\n", run);
+    ck_assert_ptr_nonnull(strstr(out, "faults: "));
+    ck_assert_ptr_nonnull(strstr(out, path));
+    snprintf(path, sizeof path, " units promoted on a move (%s/cluster.txt)",
+             run);
+    ck_assert_ptr_nonnull(strstr(out, path));
+    ck_assert_ptr_null(strstr(out, "DIR/"));
 
     snprintf(path, sizeof path, "%s/digests.txt", run);
     text = tu_read_file(path);
@@ -144,6 +153,12 @@ START_TEST(one_replica_skips_wipes)
     ck_assert_int_eq(tu_chaos_faults(run, "wipe", "done"), 0);
     ck_assert_int_ge(tu_chaos_faults(run, "wipe", "skipped"), 1);
     ck_assert_ptr_nonnull(strstr(out, "verdict: PASS"));
+    /* A PASS with every fault skipped says so. */
+    ck_assert_ptr_nonnull(strstr(out, "faults: 0 injected of "));
+    ck_assert_ptr_nonnull(strstr(out, "warning: no fault was injected "
+                                      "(--faults wipe: every planned one "
+                                      "skipped): the checks below saw the "
+                                      "workload without faults\n"));
     {
         char path[600], *text;
         snprintf(path, sizeof path, "%s/nodes/n0.log", run);
