@@ -1879,7 +1879,8 @@ static void daemon_free(struct hdaemon *hd)
 
 /* Checks what gnutls will make of the node's files before MHD is given
  * them: a daemon that fails to start may close its listen descriptor
- * (see daemon_start). 0, or KEEL_EIO with the reason in errbuf. */
+ * (see daemon_start). 0, or KEEL_EINVAL (a configuration error) with
+ * the reason in errbuf. */
 static int tls_check(const struct hdaemon *hd, char *errbuf, size_t errlen)
 {
     gnutls_certificate_credentials_t cred;
@@ -1910,12 +1911,12 @@ static int tls_check(const struct hdaemon *hd, char *errbuf, size_t errlen)
         rc = rc <= 0 ? -1 : 0;
     }
     gnutls_certificate_free_credentials(cred);
-    return rc < 0 ? KEEL_EIO : 0;
+    return rc < 0 ? KEEL_EINVAL : 0;
 }
 
 /* Starts a daemon on listen descriptor fd, with the node's TLS files
  * read now when it has them. Returns the daemon, or NULL with the reason
- * in errbuf and *rc set: KEEL_EIO (a TLS file cannot be read or used; fd
+ * in errbuf and *rc set: KEEL_EINVAL (a TLS file cannot be read or used; fd
  * is still the caller's) or KEEL_ENOMEM (MHD could not start; whether it
  * closed fd on its way out is not documented: the caller must neither
  * use nor close it). */
@@ -1946,7 +1947,7 @@ static struct hdaemon *daemon_start(keel_http *h, int fd, int *rc,
         hd->key = hd->cert ? read_pem(n->tls_key, errbuf, errlen) : NULL;
         hd->ca = hd->key ? read_pem(n->tls_ca, errbuf, errlen) : NULL;
         if (hd->ca == NULL || (*rc = tls_check(hd, errbuf, errlen)) != 0) {
-            *rc = KEEL_EIO;
+            *rc = KEEL_EINVAL;
             daemon_free(hd);
             return NULL;
         }

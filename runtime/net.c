@@ -2182,8 +2182,11 @@ int keel__net_tls_reload(keel_node *n)
 
     if (n->tls == NULL)
         return 0; /* no TLS: nothing to reload */
-    rc = keel_tls_ctx_create(n->tls_cert, n->tls_key, n->tls_ca, n->tls_crl,
-                             &ctx, err, sizeof err);
+    rc = keel_tls_node_ctx_create(n->tls_cert, n->tls_key, n->tls_ca,
+                                  n->tls_crl,
+                                  n->opts.zk_hosts != NULL ? n->log_node
+                                                           : NULL,
+                                  &ctx, err, sizeof err);
     if (rc != 0) {
         keel_error("TLS reload failed, the old certificate stays: %s", err);
         return rc;

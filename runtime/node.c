@@ -2239,8 +2239,11 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
         n->opts.tls_key = n->tls_key;
         n->opts.tls_ca = n->tls_ca;
         n->opts.tls_crl = n->tls_crl;
-        rc = keel_tls_ctx_create(n->tls_cert, n->tls_key, n->tls_ca,
-                                 n->tls_crl, &n->tls, errbuf, errlen);
+        rc = keel_tls_node_ctx_create(n->tls_cert, n->tls_key, n->tls_ca,
+                                      n->tls_crl,
+                                      opts.zk_hosts != NULL ? n->log_node
+                                                            : NULL,
+                                      &n->tls, errbuf, errlen);
         if (rc != 0)
             goto err_after_alloc;
     }

@@ -308,8 +308,15 @@ int keel_tls_ctx_create(const char *cert, const char *key, const char *ca,
         if (SSL_CTX_use_certificate_chain_file(sc, cert) != 1)
             goto err_file;
         snprintf(what, sizeof what, "key %s", key);
-        if (SSL_CTX_use_PrivateKey_file(sc, key, SSL_FILETYPE_PEM) != 1)
+        if (SSL_CTX_use_PrivateKey_file(sc, key, SSL_FILETYPE_PEM) != 1) {
+            /* OpenSSL 3 finds a key of another certificate here. */
+            unsigned long e = ERR_peek_last_error();
+            if (ERR_GET_LIB(e) == ERR_LIB_X509 &&
+                ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+                snprintf(what, sizeof what,
+                         "key %s does not match certificate %s", key, cert);
             goto err_file;
+        }
         snprintf(what, sizeof what, "key %s does not match certificate %s",
                  key, cert);
         if (SSL_CTX_check_private_key(sc) != 1)
@@ -337,16 +344,18 @@ int keel_tls_ctx_create(const char *cert, const char *key, const char *ca,
     c->refs = 1;
     if (crl != NULL && load_crls(c, crl, ca, errbuf, errlen) != 0) {
         keel_tls_ctx_unref(c);
-        return KEEL_EIO;
+        return KEEL_EINVAL;
     }
     *out = c;
     return 0;
 
 err_file:
+    /* A file that cannot be read or used is a configuration error, not
+     * a failure of storage. */
     tls_error(errbuf, errlen, what);
     SSL_CTX_free(sc);
     free(c);
-    return KEEL_EIO;
+    return KEEL_EINVAL;
 err_openssl:
     tls_error(errbuf, errlen, "TLS context");
     SSL_CTX_free(sc);
@@ -476,6 +485,57 @@ static void identity_of(SSL *ssl, keel_tls_identity *id)
     if (x == NULL || SSL_get_verify_result(ssl) != X509_V_OK)
         return;
     identity_of_cert(x, id);
+}
+
+int keel_tls_node_ctx_create(const char *cert, const char *key,
+                             const char *ca, const char *crl,
+                             const char *node_id, keel_tls_ctx **out,
+                             char *errbuf, size_t errlen)
+{
+    keel_tls_identity id;
+    keel_tls_ctx *c;
+    X509 *own;
+    int rc;
+
+    rc = keel_tls_ctx_create(cert, key, ca, crl, &c, errbuf, errlen);
+    if (rc != 0 || node_id == NULL) {
+        if (rc == 0)
+            *out = c;
+        return rc;
+    }
+    /* Other nodes connect expecting CN=node:<this node's id>
+     * (keel_tls_handshake): a certificate naming anything else would
+     * have every link to this node refused while it takes part in the
+     * cluster's placement. */
+    own = SSL_CTX_get0_certificate(c->ssl_ctx);
+    memset(&id, 0, sizeof id);
+    if (own != NULL)
+        identity_of_cert(own, &id);
+    if (id.kind == KEEL_TLS_NODE && strcmp(id.name, node_id) == 0) {
+        *out = c;
+        return 0;
+    }
+    if (id.kind == KEEL_TLS_NODE)
+        snprintf(errbuf, errlen,
+                 "certificate %s names node:%s, but this node is %s: a "
+                 "cluster node's certificate must name its own node id "
+                 "(CN=node:%s), or the other nodes refuse its links",
+                 cert, id.name, node_id, node_id);
+    else if (id.name[0] != '\0')
+        snprintf(errbuf, errlen,
+                 "certificate %s names %s%s, not a node: a cluster node's "
+                 "certificate must name its own node id (CN=node:%s), or "
+                 "the other nodes refuse its links",
+                 cert, id.kind == KEEL_TLS_CLIENT ? "client:" : "", id.name,
+                 node_id);
+    else
+        snprintf(errbuf, errlen,
+                 "certificate %s has no single subject CN naming a node: a "
+                 "cluster node's certificate must name its own node id "
+                 "(CN=node:%s), or the other nodes refuse its links",
+                 cert, node_id);
+    keel_tls_ctx_unref(c);
+    return KEEL_EINVAL;
 }
 
 /* Verification of a client's certificate on a connection that must not

@@ -53,13 +53,24 @@ typedef struct keel_tls_identity {
  * revocation lists (PEM, one or more), each signed by a CA of ca: a
  * peer's certificate then also needs a CRL of its issuer that does not
  * list it (docs/security.md, "Revocation"). Errors: KEEL_EINVAL (missing
- * ca, a cert without its key), KEEL_EIO (a file cannot be read or
- * parsed, the key does not match the certificate, a CRL is not signed by
- * a CA of ca or has expired, or revokes cert), KEEL_ENOMEM; errbuf says
- * which. */
+ * ca, a cert without its key, a file that cannot be read or parsed or
+ * holds nothing of its kind, the key does not match the certificate, a
+ * CRL is not signed by a CA of ca or has expired, or revokes cert: the
+ * configuration is wrong), KEEL_ENOMEM; errbuf says which. */
 int keel_tls_ctx_create(const char *cert, const char *key, const char *ca,
                         const char *crl, keel_tls_ctx **out, char *errbuf,
                         size_t errlen);
+/* A node's context (its start, its reload, keeld --check-config):
+ * keel_tls_ctx_create, and for a cluster node (node_id not NULL) the
+ * certificate must name it, with a single subject CN node:<node_id>,
+ * which the other nodes expect of its links (docs/security.md,
+ * "Certificate names"). Errors: those of keel_tls_ctx_create, and
+ * KEEL_EINVAL for a certificate naming another node, a client or
+ * nothing known, errbuf naming the certificate's CN and node_id. */
+int keel_tls_node_ctx_create(const char *cert, const char *key,
+                             const char *ca, const char *crl,
+                             const char *node_id, keel_tls_ctx **out,
+                             char *errbuf, size_t errlen);
 void keel_tls_ctx_ref(keel_tls_ctx *ctx);
 void keel_tls_ctx_unref(keel_tls_ctx *ctx);
 

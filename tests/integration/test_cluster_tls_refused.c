@@ -110,12 +110,15 @@ START_TEST(foreign_ca_gets_no_link)
     ck_assert_int_eq(tls_connect(0, "fake-n1", ca, &c, why, sizeof why),
                      KEEL_ENOTSENT);
     ck_assert_msg(strstr(why, "unknown ca") != NULL, "why: %s", why);
-    /* A node started with it (trusting the right CA) reaches ZooKeeper
-     * but no other node: whatever it must forward fails, and nothing of
-     * it runs. Its clients (the start's readiness check too) trust its
+    /* A node started with another CA's certificate for its own name
+     * (one naming another node would not start) reaches ZooKeeper but no
+     * other node: whatever it must forward fails, and nothing of it
+     * runs. Its clients (the start's readiness check too) trust its
      * certificate's CA. */
+    ck_assert_int_eq(tu_certs_issue(cl.dir, "other", "fake-n2", "node:n2"),
+                     0);
     setenv("KEEL_TLS_CA", oca, 1);
-    start_unlinked(2, "fake-n1");
+    start_unlinked(2, "fake-n2");
     unlinked_node_runs_nothing("h", oca, "unknown ca");
 }
 END_TEST

@@ -254,7 +254,7 @@ static int ctx_with_crl(const char *crl, char *err, size_t errlen)
 
 /* A CRL file that would not do is refused when the context is made, with
  * the reason, rather than found out when every certificate of its CA
- * starts to fail. */
+ * starts to fail: a configuration error (EINVAL), not a storage one. */
 START_TEST(crl_checked_at_load)
 {
     char crl[512], err[600];
@@ -270,30 +270,69 @@ START_TEST(crl_checked_at_load)
     ck_assert_int_eq(ctx_with_crl(tu_certs_path(crl, sizeof crl, dir,
                                                 "foreign", "pem"),
                                   err, sizeof err),
-                     KEEL_EIO);
+                     KEEL_EINVAL);
     ck_assert_msg(strstr(err, "not signed by a CA") != NULL, "%s", err);
     /* Past its next update. */
     ck_assert_int_eq(tu_certs_crl(dir, "ca", "stale", 1), 0);
     ck_assert_int_eq(ctx_with_crl(tu_certs_path(crl, sizeof crl, dir, "stale",
                                                 "pem"),
                                   err, sizeof err),
-                     KEEL_EIO);
+                     KEEL_EINVAL);
     ck_assert_msg(strstr(err, "expired") != NULL, "%s", err);
     /* No CRL at all (a certificate), and no file. */
-    ck_assert_int_eq(ctx_with_crl(ca, err, sizeof err), KEEL_EIO);
+    ck_assert_int_eq(ctx_with_crl(ca, err, sizeof err), KEEL_EINVAL);
     ck_assert_msg(strstr(err, "no CRL") != NULL, "%s", err);
     ck_assert_int_eq(ctx_with_crl(tu_certs_path(crl, sizeof crl, dir,
                                                 "missing", "pem"),
                                   err, sizeof err),
-                     KEEL_EIO);
+                     KEEL_EINVAL);
     /* One that revokes this side's own certificate. */
     ck_assert_int_eq(tu_certs_revoke(dir, "ca", "node"), 0);
     ck_assert_int_eq(tu_certs_crl(dir, "ca", "self", 0), 0);
     ck_assert_int_eq(ctx_with_crl(tu_certs_path(crl, sizeof crl, dir, "self",
                                                 "pem"),
                                   err, sizeof err),
-                     KEEL_EIO);
+                     KEEL_EINVAL);
     ck_assert_msg(strstr(err, "own certificate") != NULL, "%s", err);
+}
+END_TEST
+
+/* A node's context: a key that does not match its certificate is a
+ * configuration error; in a cluster the certificate must name the node
+ * (CN=node:<its id>), and standalone any will do. */
+START_TEST(node_ctx_names_its_node)
+{
+    keel_tls_ctx *ctx = NULL;
+    char err[600], want[700];
+
+    ck_assert_int_eq(keel_tls_node_ctx_create(cert, ckey, ca, NULL, NULL,
+                                              &ctx, err, sizeof err),
+                     KEEL_EINVAL);
+    ck_assert_msg(strstr(err, "key values mismatch") != NULL, "%s", err);
+    ck_assert_int_eq(keel_tls_node_ctx_create(cert, key, ca, NULL, NULL,
+                                              &ctx, err, sizeof err),
+                     0);
+    keel_tls_ctx_unref(ctx);
+    ctx = NULL;
+    ck_assert_int_eq(keel_tls_node_ctx_create(cert, key, ca, NULL, "n0",
+                                              &ctx, err, sizeof err),
+                     0);
+    keel_tls_ctx_unref(ctx);
+    ctx = NULL;
+    ck_assert_int_eq(keel_tls_node_ctx_create(cert, key, ca, NULL, "n4",
+                                              &ctx, err, sizeof err),
+                     KEEL_EINVAL);
+    ck_assert_ptr_null(ctx);
+    snprintf(want, sizeof want,
+             "certificate %s names node:n0, but this node is n4: a cluster "
+             "node's certificate must name its own node id (CN=node:n4)",
+             cert);
+    ck_assert_msg(strstr(err, want) != NULL, "%s", err);
+    ck_assert_int_eq(keel_tls_node_ctx_create(ccert, ckey, ca, NULL, "n4",
+                                              &ctx, err, sizeof err),
+                     KEEL_EINVAL);
+    ck_assert_msg(strstr(err, "names client:bob, not a node") != NULL, "%s",
+                  err);
 }
 END_TEST
 
@@ -342,6 +381,7 @@ static Suite *suite(void)
     tcase_add_test(tc, burst_read_at_once);
     tcase_add_test(tc, partial_record_not_pending);
     tcase_add_test(tc, crl_checked_at_load);
+    tcase_add_test(tc, node_ctx_names_its_node);
     tcase_add_test(tc, crl_refuses_revoked);
     suite_add_tcase(s, tc);
     return s;
