@@ -255,9 +255,11 @@ static int table_load(const char *path, struct auth_table **out,
     *out = NULL;
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
+        /* A path that names no file keeld may read: the configuration's
+         * error, not the storage's. */
         snprintf(errbuf, errlen, "auth tokens file %s: %s", path,
                  strerror(errno));
-        return KEEL_EIO;
+        return KEEL_EINVAL;
     }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         snprintf(errbuf, errlen, "auth tokens file %s: not a regular file",
@@ -368,6 +370,16 @@ static int table_load(const char *path, struct auth_table **out,
     }
     *out = t;
     return 0;
+}
+
+int keel__auth_tokens_check(const char *path, char *errbuf, size_t errlen)
+{
+    struct auth_table *t;
+    int rc = table_load(path, &t, errbuf, errlen);
+
+    if (rc == 0)
+        table_free(t);
+    return rc;
 }
 
 /* ------------------------------------------------------------ lifecycle */

@@ -104,9 +104,10 @@ typedef struct keel_auth_conn {
  * checked only against certificate identities, when there are any) and
  * creates the checker for node n, whose options (n->opts) give the
  * limits on failed attempts and whether it is a cluster node. Errors:
- * KEEL_EINVAL when the file is unsafe (readable or writable by others,
- * not a regular file) or has a malformed line, KEEL_EIO when it cannot be
- * read, KEEL_ENOMEM; the message in errbuf names the file and the line.
+ * KEEL_EINVAL when the file cannot be opened, is unsafe (readable or
+ * writable by others, not a regular file) or has a malformed line,
+ * KEEL_EIO when a read of it fails, KEEL_ENOMEM; the message in errbuf
+ * names the file and the line.
  * *out is untouched on error. */
 int keel__auth_create(keel_node *n, const char *path, keel_auth **out,
                       char *errbuf, size_t errlen);
@@ -235,6 +236,13 @@ int keel__auth_http(keel_auth *a, const keel_auth_conn *cert,
                     const char *authorization, const struct sockaddr *from,
                     int op, const void *type, size_t tlen, char *errbuf,
                     size_t errlen);
+
+/* Reads and checks the token file at path as keel__auth_create does at
+ * start (and a reload), keeping nothing: keeld --check-config. 0, or
+ * KEEL_EINVAL (the file cannot be opened, is too open, a line is
+ * malformed, ...), KEEL_EIO (a read failed) or KEEL_ENOMEM, with the
+ * message the start gives in errbuf. */
+int keel__auth_tokens_check(const char *path, char *errbuf, size_t errlen);
 
 /* Secure by default: a node that listens beyond loopback (wire or HTTP)
  * or is a cluster node (zk_hosts) needs credentials (auth_tokens, or

@@ -34,6 +34,7 @@
 #include "keel.h"
 #include "runtime/auth.h"
 #include "runtime/cluster_rt.h"
+#include "runtime/tls.h"
 
 static keel_node *volatile the_node; /* read by the signal handler */
 
@@ -1035,25 +1036,29 @@ static void check_combinations(const keel_node_options *opts)
     }
 }
 
-/* --check-config: a file option must name a regular file keeld can read. */
-static void check_readable(const struct origin *at, const char *name,
-                           const char *path)
+/* --check-config: a file option must name a regular file keeld can read.
+ * 1 when it does (or is not given). */
+static int check_readable(const struct origin *at, const char *name,
+                          const char *path)
 {
     struct stat st;
-    int fd;
+    int fd, ok = 1;
 
     if (path == NULL)
-        return;
+        return 1;
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         conf_error(at, "%s%s %s: cannot read: %s", at->file ? "" : "--",
                    name, path, strerror(errno));
-        return;
+        return 0;
     }
-    if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode))
+    if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
         conf_error(at, "%s%s %s: not a regular file", at->file ? "" : "--",
                    name, path);
+        ok = 0;
+    }
     close(fd);
+    return ok;
 }
 
 /* --check-config: keeld appends to --log-file, creating it when it is
@@ -1115,11 +1120,35 @@ static void check_files(const struct keeld_conf *kc)
                            opts->auth_tokens, opts->zk_auth};
     struct stat st;
     size_t i;
-    int k;
+    int k, readable[sizeof files / sizeof files[0]];
 
     for (i = 0; i < sizeof files / sizeof files[0]; i++)
-        check_readable(&FROM(kc, files[i]),
-                       opt_by_id(files[i])->name, paths[i]);
+        readable[i] = check_readable(&FROM(kc, files[i]),
+                                     opt_by_id(files[i])->name, paths[i]);
+    /* What the start finds in those files, by the start's own code and
+     * in its words: the token file's permissions and lines, the TLS
+     * files (a key that does not match its certificate, a CA or CRL
+     * file holding none, a CRL that revokes the node) and the
+     * certificate's node name. Files already reported are not read
+     * again, nor TLS without its three files (check_combinations). */
+    if (opts->auth_tokens != NULL && readable[4]) {
+        char why[1024];
+        if (keel__auth_tokens_check(opts->auth_tokens, why, sizeof why) != 0)
+            conf_error(&FROM(kc, O_AUTHTOKENS), "%s", why);
+    }
+    if (opts->tls_cert != NULL && opts->tls_key != NULL &&
+        opts->tls_ca != NULL && readable[0] && readable[1] && readable[2] &&
+        readable[3]) {
+        char why[1024];
+        keel_tls_ctx *ctx = NULL;
+        if (keel_tls_node_ctx_create(opts->tls_cert, opts->tls_key,
+                                     opts->tls_ca, opts->tls_crl,
+                                     opts->zk_hosts != NULL ? opts->node_id
+                                                            : NULL,
+                                     &ctx, why, sizeof why) != 0)
+            conf_error(NULL, "%s", why);
+        keel_tls_ctx_unref(ctx);
+    }
     for (k = 0; k < kc->nloads; k++) {
         /* The plugin is the part before ARGS. */
         const char *colon = strchr(kc->loads[k], ':');

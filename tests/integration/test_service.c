@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "certs.h"
 #include "proc.h"
 #include "testutil.h"
 #include "zk.h"
@@ -428,6 +429,8 @@ START_TEST(check_config_credentials)
     char *tokens = write_file("tokens", "t0ken-for-the-check admin\n");
     int rc;
 
+    ck_assert_int_eq(chmod(tokens, 0600), 0); /* as the start wants it */
+
     {
         const char *args[] = {"--check-config", "--data", data, "--listen",
                               "127.0.0.1:0", "--http", "0.0.0.0:0", NULL};
@@ -478,6 +481,158 @@ START_TEST(check_config_credentials)
     }
     ck_assert(!exists(data));
     free(tokens);
+    free(data);
+}
+END_TEST
+
+/* Runs keeld with the node options args twice: with --check-config,
+ * which must exit 2 naming why, and as a start, which must refuse with
+ * the same words (exit 1, a configuration error, not a storage one)
+ * before it makes its data directory. */
+static void refused_alike(const char *data, const char *const *args,
+                          const char *why)
+{
+    const char *argv[24];
+    char *out = NULL, *err = NULL;
+    int n = 0, rc;
+
+    while (args[n] != NULL) {
+        argv[n] = args[n];
+        n++;
+    }
+    argv[n] = "--check-config";
+    argv[n + 1] = NULL;
+    rc = run_keeld(argv, &out, &err);
+    ck_assert_msg(rc == 2 && strstr(err, why) != NULL &&
+                      strstr(out, "configuration ok") == NULL,
+                  "--check-config, for '%s': exit %d: %s", why, rc, err);
+    free(out);
+    free(err);
+    argv[n] = NULL;
+    rc = run_keeld(argv, &out, &err);
+    ck_assert_msg(rc == 1 && strstr(err, why) != NULL &&
+                      strstr(err, "cannot start: EINVAL: ") != NULL,
+                  "the start, for '%s': exit %d: %s", why, rc, err);
+    ck_assert_msg(!exists(data), "the start, for '%s', made %s", why, data);
+    free(out);
+    free(err);
+}
+
+/* --check-config reads the token and TLS files as the start reads them,
+ * by the start's own code: what the start refuses in them it reports,
+ * in the start's words. A cluster node's certificate must name it. */
+START_TEST(check_config_reads_files_as_start)
+{
+    char *data = path_of("data"), *out = NULL, *err = NULL;
+    char *open_toks = write_file("open.tokens", "t0ken-for-the-check admin\n");
+    char *short_toks = write_file("short.tokens", "short admin\n");
+    char *ok_toks = write_file("ok.tokens", "t0ken-for-the-check admin\n");
+    char ca[512], n2[512], n2k[512], n3[512], n3k[512], al[512], alk[512];
+    char crl[512];
+    int rc;
+
+    if (!tu_certs_available()) {
+        fprintf(stderr, "check_config_reads_files_as_start: skipped: no "
+                        "openssl command\n");
+        goto done;
+    }
+    ck_assert_int_eq(chmod(open_toks, 0644), 0);
+    ck_assert_int_eq(chmod(short_toks, 0600), 0);
+    ck_assert_int_eq(chmod(ok_toks, 0600), 0);
+    ck_assert_int_eq(tu_certs_ca(dir, "ca"), 0);
+    ck_assert_int_eq(tu_certs_issue(dir, "ca", "n2", "node:n2"), 0);
+    ck_assert_int_eq(tu_certs_issue(dir, "ca", "n3", "node:n3"), 0);
+    ck_assert_int_eq(tu_certs_issue(dir, "ca", "alice", "client:alice"), 0);
+    tu_certs_path(ca, sizeof ca, dir, "ca", "pem");
+    tu_certs_path(n2, sizeof n2, dir, "n2", "pem");
+    tu_certs_path(n2k, sizeof n2k, dir, "n2", "key");
+    tu_certs_path(n3, sizeof n3, dir, "n3", "pem");
+    tu_certs_path(n3k, sizeof n3k, dir, "n3", "key");
+    tu_certs_path(al, sizeof al, dir, "alice", "pem");
+    tu_certs_path(alk, sizeof alk, dir, "alice", "key");
+    tu_certs_path(crl, sizeof crl, dir, "n2", "pem"); /* not a CRL */
+    {
+        const char *args[] = {"--data", data, "--listen", "127.0.0.1:0",
+                              "--auth-tokens", open_toks, NULL};
+        refused_alike(data, args, "permissions 0644 are too open");
+    }
+    {
+        const char *args[] = {"--data", data, "--listen", "127.0.0.1:0",
+                              "--auth-tokens", short_toks, NULL};
+        refused_alike(data, args, "line 1: a token is 16 to 256 characters");
+    }
+    {
+        const char *args[] = {"--data", data, "--listen", "127.0.0.1:0",
+                              "--tls-cert", n2, "--tls-key", n3k,
+                              "--tls-ca", ca, NULL};
+        refused_alike(data, args, "key values mismatch");
+    }
+    {
+        /* A key file as the CA file: it holds no certificate. */
+        const char *args[] = {"--data", data, "--listen", "127.0.0.1:0",
+                              "--tls-cert", n2, "--tls-key", n2k,
+                              "--tls-ca", n2k, NULL};
+        refused_alike(data, args, "CA file");
+    }
+    {
+        const char *args[] = {"--data", data, "--listen", "127.0.0.1:0",
+                              "--tls-cert", n2, "--tls-key", n2k,
+                              "--tls-ca", ca, "--tls-crl", crl, NULL};
+        refused_alike(data, args, "no CRL in it");
+    }
+    {
+        /* A cluster node n2 with n3's certificate: the other nodes would
+         * refuse every link to it. Refused before ZooKeeper (nobody
+         * listens on port 1). */
+        const char *args[] = {"--data", data, "--listen", "127.0.0.1:0",
+                              "--zk", "127.0.0.1:1", "--cluster", "c",
+                              "--node-id", "n2", "--tls-cert", n3,
+                              "--tls-key", n3k, "--tls-ca", ca, NULL};
+        char why[1024];
+        snprintf(why, sizeof why,
+                 "certificate %s names node:n3, but this node is n2", n3);
+        refused_alike(data, args, why);
+    }
+    {
+        const char *args[] = {"--data", data, "--listen", "127.0.0.1:0",
+                              "--zk", "127.0.0.1:1", "--cluster", "c",
+                              "--node-id", "n2", "--tls-cert", al,
+                              "--tls-key", alk, "--tls-ca", ca, NULL};
+        char why[1024];
+        snprintf(why, sizeof why,
+                 "certificate %s names client:alice, not a node", al);
+        refused_alike(data, args, why);
+    }
+    {
+        /* Its own certificate, and good tokens: ok. */
+        const char *args[] = {"--check-config", "--data", data, "--listen",
+                              "127.0.0.1:0", "--zk", "127.0.0.1:1",
+                              "--cluster", "c", "--node-id", "n2",
+                              "--tls-cert", n2, "--tls-key", n2k,
+                              "--tls-ca", ca, "--auth-tokens", ok_toks,
+                              NULL};
+        rc = run_keeld(args, &out, &err);
+        ck_assert_msg(rc == 0 && strcmp(out, "configuration ok\n") == 0,
+                      "exit %d: %s", rc, err);
+        free(out);
+        free(err);
+    }
+    {
+        /* A standalone node has no node id to match: any node name. */
+        const char *args[] = {"--check-config", "--data", data, "--listen",
+                              "127.0.0.1:0", "--tls-cert", n3, "--tls-key",
+                              n3k, "--tls-ca", ca, NULL};
+        rc = run_keeld(args, &out, &err);
+        ck_assert_msg(rc == 0 && strcmp(out, "configuration ok\n") == 0,
+                      "exit %d: %s", rc, err);
+        free(out);
+        free(err);
+    }
+    ck_assert(!exists(data));
+done:
+    free(open_toks);
+    free(short_toks);
+    free(ok_toks);
     free(data);
 }
 END_TEST
@@ -936,6 +1091,7 @@ static Suite *suite(void)
     tcase_add_test(tc, check_config_cases);
     tcase_add_test(tc, check_config_credentials);
     tcase_add_test(tc, check_config_log_and_load);
+    tcase_add_test(tc, check_config_reads_files_as_start);
     tcase_add_test(tc, log_and_load_from_file);
     tcase_add_test(tc, example_config_checks_ok);
     tcase_add_test(tc, unit_file_verifies);
