@@ -376,6 +376,9 @@ static int zk_name_refused;
 /* --zk was given and refused: its cluster options are not "without
  * --zk". */
 static int zk_hosts_refused;
+/* Options whose value in the file was refused before it was looked at
+ * (quoted): reported already, so not also missing. */
+static unsigned char refused[O_COUNT];
 
 /* Reports a bad configuration: "keeld: [FILE:LINE: ]MESSAGE". */
 static void conf_error(const struct origin *at, const char *fmt, ...)
@@ -814,7 +817,38 @@ struct conf_file {
     int line;
     char *buf; /* getline's */
     size_t cap;
+    /* The section the lines are in, as inih names it ("" before any),
+     * the line of its header and the keys read in it. */
+    char section[INI_MAX_LINE];
+    int section_line;
+    int section_keys;
 };
+
+/* The end of a section (a next header, or the end of the file): a
+ * section other than [keeld] is refused even with no key in it, as each
+ * key in it is (conf_handler). */
+static void section_end(struct conf_file *cf)
+{
+    struct origin at = {cf->path, cf->section_line};
+
+    if (cf->section[0] != '\0' && strcmp(cf->section, "keeld") != 0 &&
+        cf->section_keys == 0)
+        conf_error(&at, "section [%s]: keeld reads keys before any "
+                        "section or under [keeld]",
+                   cf->section);
+}
+
+/* Whether p (blanks removed before it; not a comment or a section) is a
+ * 'name = value' line: a '=' with no ':' before it. inih would also take
+ * 'name: value' (and cut 'listen 127.0.0.1:1' at its ':'), which the
+ * file's format is not. */
+static int is_name_value(const char *p)
+{
+    const char *eq = strchr(p, '=');
+    const char *colon = strchr(p, ':');
+
+    return eq != NULL && (colon == NULL || colon > eq);
+}
 
 static char *conf_reader(char *str, int num, void *stream)
 {
@@ -830,6 +864,8 @@ static char *conf_reader(char *str, int num, void *stream)
             at.file = cf->path;
             at.line = cf->line + 1;
             conf_error(&at, "cannot read: %s", strerror(errno));
+        } else {
+            section_end(cf);
         }
         return NULL;
     }
@@ -848,8 +884,14 @@ static char *conf_reader(char *str, int num, void *stream)
     } else if (*p == '[' && strchr(p, ']') == NULL) {
         conf_error(&at, "'%s' opens a section without closing it", p);
         p = "";
-    } else if (*p != '\0' && *p != '#' && *p != ';' && *p != '[' &&
-               strpbrk(p, "=:") == NULL) {
+    } else if (*p == '[') {
+        /* inih names the section by what stands between the brackets. */
+        section_end(cf);
+        snprintf(cf->section, sizeof cf->section, "%.*s",
+                 (int)(strchr(p, ']') - p - 1), p + 1);
+        cf->section_line = cf->line;
+        cf->section_keys = 0;
+    } else if (*p != '\0' && *p != '#' && *p != ';' && !is_name_value(p)) {
         conf_error(&at, "'%s' is not a 'name = value' line", p);
         p = "";
     }
@@ -868,6 +910,7 @@ static int conf_handler(void *user, const char *section, const char *name,
 
     /* Errors are reported and counted here; parsing goes on so that one
      * run shows them all. */
+    cf->section_keys++;
     if (section[0] != '\0' && strcmp(section, "keeld") != 0) {
         conf_error(&at, "key '%s' is in section [%s]: keeld reads keys "
                         "before any section or under [keeld]",
@@ -888,6 +931,24 @@ static int conf_handler(void *user, const char *section, const char *name,
     }
     if (value[0] == '\0') {
         conf_error(&at, "key '%s' has no value", name);
+        return 1;
+    }
+    if (value[0] == '"' || value[0] == '\'') {
+        /* Taken as written, quotes and all, the value would only be
+         * refused later in words that hide why (a path's parent
+         * '"/etc'), or used with them (capabilities). */
+        size_t len = strlen(value);
+        int both = len >= 2 && value[len - 1] == value[0];
+        conf_error(&at,
+                   "key '%s' has its value %s: values take no quotes; "
+                   "write '%s = %.*s'",
+                   name, both ? "in quotes" : "after a quote", name,
+                   (int)(len - 1 - (size_t)both), value + 1);
+        refused[o->id - O_DATA] = 1;
+        if (o->id == O_CLUSTER || o->id == O_NODEID)
+            zk_name_refused = 1;
+        else if (o->id == O_ZK)
+            zk_hosts_refused = 1;
         return 1;
     }
     if (o->id != O_LOAD && FROM(kc, o->id).file != NULL) {
@@ -914,10 +975,13 @@ static int conf_handler(void *user, const char *section, const char *name,
  * in conf_errors). -1 when the file cannot be read at all. */
 static int read_config(struct keeld_conf *kc, const char *path)
 {
-    struct conf_file cf = {kc, NULL, path, 0, NULL, 0};
+    struct conf_file cf;
     struct stat st;
     int before = conf_errors, rc;
 
+    memset(&cf, 0, sizeof cf);
+    cf.kc = kc;
+    cf.path = path;
     cf.f = fopen(path, "r");
     if (cf.f == NULL) {
         conf_error(NULL, "--config %s: cannot open: %s", path,
@@ -1002,10 +1066,13 @@ static void check_combinations(const keel_node_options *opts)
     if ((opts->tls_cert != NULL || opts->tls_key != NULL ||
          opts->tls_ca != NULL) &&
         (opts->tls_cert == NULL || opts->tls_key == NULL ||
-         opts->tls_ca == NULL))
+         opts->tls_ca == NULL) &&
+        !refused[O_TLSCERT - O_DATA] && !refused[O_TLSKEY - O_DATA] &&
+        !refused[O_TLSCA - O_DATA])
         conf_error(NULL, "TLS needs --tls-cert, --tls-key and --tls-ca "
                          "together");
-    if (opts->tls_crl != NULL && opts->tls_ca == NULL)
+    if (opts->tls_crl != NULL && opts->tls_ca == NULL &&
+        !refused[O_TLSCA - O_DATA])
         conf_error(NULL, "--tls-crl goes with --tls-cert, --tls-key and "
                          "--tls-ca");
     if (opts->zk_hosts != NULL && !zk_name_refused &&
@@ -1561,12 +1628,12 @@ int main(int argc, char **argv)
         usage_hint();
         goto out;
     }
-    if (kc.opts.data_dir == NULL) {
+    if (kc.opts.data_dir == NULL && !refused[O_DATA - O_DATA]) {
         conf_error(NULL, "--data DIR is required%s",
                    config != NULL ? " (or 'data = DIR' in the file)" : "");
         if (config == NULL)
             usage_hint();
-    } else {
+    } else if (kc.opts.data_dir != NULL) {
         data_dir_usable(kc.opts.data_dir, &FROM(&kc, O_DATA));
     }
     check_combinations(&kc.opts);

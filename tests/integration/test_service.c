@@ -280,6 +280,26 @@ START_TEST(bad_config_refused)
          "load takes PATH.so[:ARGS], not ':greeting'"},
         {"log-file = /a\nlog-file = /b\n", 3,
          "key 'log-file' is set twice (first on line 2)"},
+        /* 'name: value' is not the file's format, though inih takes it;
+         * nor is a line without '=' whose value holds a ':'. */
+        {"data: /x\n", 2, "'data: /x' is not a 'name = value' line"},
+        {"listen: 127.0.0.1:7450\n", 2,
+         "'listen: 127.0.0.1:7450' is not a 'name = value' line"},
+        {"listen 127.0.0.1:1\n", 2,
+         "'listen 127.0.0.1:1' is not a 'name = value' line"},
+        /* Another section is refused with no key after it too. */
+        {"shards = 8\n[other]\n", 3,
+         "section [other]: keeld reads keys before any section or under "
+         "[keeld]"},
+        {"[other]\n[keeld]\nshards = 8\n", 2,
+         "section [other]: keeld reads keys before any section or under "
+         "[keeld]"},
+        {"log-file = \"/a/b.log\"\n", 2,
+         "key 'log-file' has its value in quotes: values take no quotes; "
+         "write 'log-file = /a/b.log'"},
+        {"log-file = '/a/b.log\n", 2,
+         "key 'log-file' has its value after a quote: values take no "
+         "quotes; write 'log-file = /a/b.log'"},
     };
     char *data = path_of("data"), *out = NULL, *err = NULL, want[512];
     size_t i;
@@ -482,6 +502,33 @@ START_TEST(check_config_credentials)
     ck_assert(!exists(data));
     free(tokens);
     free(data);
+}
+END_TEST
+
+/* A quoted value in the file is refused as such, showing the value
+ * without its quotes, not taken as written to fail later in words
+ * that hide the quotes (its parent directory "/tmp/x does not exist),
+ * and the key it was for is not also missing. */
+START_TEST(quoted_value_refused)
+{
+    char *out = NULL, *err = NULL, want[1024];
+    char *conf = write_file("quoted.conf", "data = \"%s/cfg/data\"\n", dir);
+    const char *args[] = {"--config", conf, "--check-config", NULL};
+    int rc = run_keeld(args, &out, &err);
+
+    snprintf(want, sizeof want,
+             "keeld: %s:1: key 'data' has its value in quotes: values take "
+             "no quotes; write 'data = %s/cfg/data'\n",
+             conf, dir);
+    ck_assert_msg(rc == 2 && strstr(err, want) != NULL, "exit %d: %s", rc,
+                  err);
+    ck_assert_msg(strstr(err, "does not exist") == NULL &&
+                      strstr(err, "is required") == NULL &&
+                      strstr(err, "configuration has 1 error\n") != NULL,
+                  "%s", err);
+    free(out);
+    free(err);
+    free(conf);
 }
 END_TEST
 
@@ -1092,6 +1139,7 @@ static Suite *suite(void)
     tcase_add_test(tc, check_config_credentials);
     tcase_add_test(tc, check_config_log_and_load);
     tcase_add_test(tc, check_config_reads_files_as_start);
+    tcase_add_test(tc, quoted_value_refused);
     tcase_add_test(tc, log_and_load_from_file);
     tcase_add_test(tc, example_config_checks_ok);
     tcase_add_test(tc, unit_file_verifies);
