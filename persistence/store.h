@@ -462,6 +462,13 @@ int keel_writer_try_inline(keel_writer *w, keel_batch *b);
 int keel_writer_writeback(keel_writer *w);
 /* The submitter has seen one failed batch (see above). Any thread. */
 void keel_writer_ack_failure(keel_writer *w);
+#ifdef KEEL_FAILPOINTS
+/* Test builds only (common/failpoint.h): from now on the writer thread
+ * sleeps ms milliseconds before each commit, and keel_writer_try_inline
+ * declines (the thread takes every batch). 0 turns it off. Call it before
+ * the first submit. */
+void keel_writer_delay_commits(keel_writer *w, int ms);
+#endif
 /* Commits what was submitted, makes it durable, then joins the thread and
  * frees w. */
 void keel_writer_stop(keel_writer *w);

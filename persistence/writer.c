@@ -20,10 +20,12 @@
  * were reported, one each, so the k-th failure is answered by the k-th
  * acknowledgement. A group refused that way fails too and is recorded in
  * turn, which covers a chain of dependent batches. */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "persistence/batch_internal.h"
@@ -74,6 +76,9 @@ struct keel_writer {
      * of batches with wgen < all_below is refused. */
     uint64_t all_below;
     int all_status;
+#ifdef KEEL_FAILPOINTS
+    int delay_ms; /* keel_writer_delay_commits */
+#endif
 };
 
 static void refusal_add(keel_writer *w, void *tag, int status)
@@ -216,10 +221,23 @@ static void writer_commit(keel_writer *w, keel_batch *b, int defer_wb)
         settle(w, defer_wb);
 }
 
+#ifdef KEEL_FAILPOINTS
+static void writer_delay(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+#endif
+
 static void *writer_main(void *arg)
 {
     keel_writer *w = arg;
     keel_batch *b;
+#ifdef KEEL_FAILPOINTS
+    int delay_ms;
+#endif
 
     pthread_mutex_lock(&w->lock);
     for (;;) {
@@ -259,8 +277,15 @@ static void *writer_main(void *arg)
         if (w->head == NULL)
             w->tail = NULL;
         b->next = NULL;
+#ifdef KEEL_FAILPOINTS
+        delay_ms = w->delay_ms;
+#endif
         pthread_mutex_unlock(&w->lock);
 
+#ifdef KEEL_FAILPOINTS
+        if (delay_ms > 0)
+            writer_delay(delay_ms);
+#endif
         writer_commit(w, b, 0);
 
         pthread_mutex_lock(&w->lock);
@@ -367,6 +392,13 @@ int keel_writer_submit_merge(keel_writer *w, keel_batch *b,
 int keel_writer_try_inline(keel_writer *w, keel_batch *b)
 {
     pthread_mutex_lock(&w->lock);
+#ifdef KEEL_FAILPOINTS
+    if (w->delay_ms > 0) {
+        /* every commit is the thread's, after its sleep */
+        pthread_mutex_unlock(&w->lock);
+        return 0;
+    }
+#endif
     if (w->stopping || w->busy || w->head != NULL || w->pending != NULL) {
         pthread_mutex_unlock(&w->lock);
         return 0;
@@ -403,6 +435,15 @@ int keel_writer_writeback(keel_writer *w)
     pthread_mutex_unlock(&w->lock);
     return asked;
 }
+
+#ifdef KEEL_FAILPOINTS
+void keel_writer_delay_commits(keel_writer *w, int ms)
+{
+    pthread_mutex_lock(&w->lock);
+    w->delay_ms = ms > 0 ? ms : 0;
+    pthread_mutex_unlock(&w->lock);
+}
+#endif
 
 void keel_writer_ack_failure(keel_writer *w)
 {

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "common/addr.h"
+#include "common/failpoint.h"
 #include "common/log.h"
 #include "runtime/auth.h"
 
@@ -134,6 +135,16 @@ static void on_acquire(keel_cluster *c, const char *cap, uint32_t shard,
                       (unsigned long long)fence);
         }
     }
+#ifdef KEEL_FAILPOINTS
+    if (keel_failpoint(KEEL_FP_ACQUIRE_DELAY_MS) > 0) {
+        /* common/failpoint.h: the epoch is recorded late (rt_jobs_due) */
+        j->not_before =
+            rt_now(rt) + keel_failpoint(KEEL_FP_ACQUIRE_DELAY_MS) / 1000.0;
+        j->next = rt->later;
+        rt->later = j;
+        return;
+    }
+#endif
     rt_job_push(rt, j);
 }
 

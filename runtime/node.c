@@ -29,6 +29,7 @@
 #include <xxhash.h>
 
 #include "common/error.h"
+#include "common/failpoint.h"
 #include "common/log.h"
 #include "runtime/auth.h"
 #include "runtime/cluster_rt.h"
@@ -2388,6 +2389,7 @@ int keel_node_run(keel_node *n)
 
     if (n == NULL || n->running)
         return KEEL_EINVAL;
+    keel_failpoints_load(); /* a test build's (common/failpoint.h) */
     if (n->outbox == NULL && (rc = keel__outbox_init(n)) != 0)
         return run_failed(n, rc);
     if (n->follow == NULL && (rc = keel__follow_create(n)) != 0)

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/failpoint.h"
 #include "common/log.h"
 #include "coordinator/cluster.h"
 #include "coordinator/shardmap.h"
@@ -82,6 +83,20 @@ static void bw_done(keel_batch *b, int status, void *data)
     }
     pthread_mutex_unlock(&r->mu);
     ev_async_send(r->n->loop, &r->wake);
+}
+
+/* Starts the replication writer, with the commit delay of the failpoint
+ * REPL_APPLY_DELAY_MS in a test build (common/failpoint.h). */
+static int bw_start(keel_node *n, keel_repl *r)
+{
+    int rc = keel_writer_start(n->store, bw_done, r, &r->writer);
+
+#ifdef KEEL_FAILPOINTS
+    if (rc == 0 && keel_failpoint(KEEL_FP_REPL_APPLY_DELAY_MS) > 0)
+        keel_writer_delay_commits(
+            r->writer, keel_failpoint(KEEL_FP_REPL_APPLY_DELAY_MS));
+#endif
+    return rc;
 }
 
 static int bbatch_failed(const keel_batch *b, int status)
@@ -513,11 +528,8 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
     }
     if (rest != 0)
         return KEEL_EMALFORMED;
-    if (r->writer == NULL) {
-        rc = keel_writer_start(n->store, bw_done, r, &r->writer);
-        if (rc != 0)
-            return rc;
-    }
+    if (r->writer == NULL && (rc = bw_start(n, r)) != 0)
+        return rc;
     j = calloc(1, sizeof *j);
     if (j == NULL)
         return KEEL_ENOMEM;
@@ -650,8 +662,7 @@ int keel__repl_drop_copy(keel_node *n, const char *cap, uint32_t shard,
 
     if (r == NULL)
         return KEEL_EPROTO;
-    if (r->writer == NULL &&
-        (rc = keel_writer_start(n->store, bw_done, r, &r->writer)) != 0)
+    if (r->writer == NULL && (rc = bw_start(n, r)) != 0)
         return rc;
     j = calloc(1, sizeof *j);
     bb = calloc(1, sizeof *bb);

@@ -14,6 +14,10 @@
  *    still in sync, had not acknowledged it): a drain moves the units
  *    only once that backup is dropped, never carrying it over in sync
  *    without the write.
+ *  - a unit streamed (drain, R = 2) to a backup still being caught up,
+ *    whose replication writer holds the catch-up's check and pieces
+ *    (failpoints, common/failpoint.h): the stream is stored after them,
+ *    and the new primary has every acknowledged write.
  * The fixture (counters "r<j>" under a load through the nodes) is
  * tests/support/replfix.h, shared with test_cluster_repl.c and
  * test_cluster_repl_catchup.c. The map is read straight from ZooKeeper.
@@ -532,6 +536,120 @@ START_TEST(a_unit_moves_without_a_backup_that_lacks_a_write_in_doubt)
 }
 END_TEST
 
+/* A unit streamed to a backup that its primary is still catching up is
+ * stored there only after the catch-up's pieces that backup took before
+ * (docs/cluster.md, "Catch-up"; runtime/unit_stream.c). n0 serves every
+ * unit alone (--replicas 2, n1 not started yet) and a "cold" counter of
+ * each unit is written. n1 joins and n0 catches it up, sending checks
+ * first; n1's replication writer is held (the failpoint
+ * REPL_APPLY_DELAY_MS, common/failpoint.h), so the checks wait there. A
+ * "hot" counter of each unit is then written through n0 (acknowledged by
+ * n0 alone; sent on to n1 after the check), so that n0's copy no longer
+ * has the check's digest, and n0 is drained. With no backup in sync, n0
+ * streams each unit to n1, the catch-up ending as the unit stops being
+ * n0's. Stored before the held pieces, the stream is what the check then
+ * compares: another digest, so the check deletes it, and the cold
+ * counters are gone from their new primary. n1's acquire is held too
+ * (ACQUIRE_DELAY_MS): its fence at the next epoch refuses the pieces of
+ * the one before, so without that hold the acquire, 50 ms after the
+ * stream, closes the window before the held pieces commit and nothing is
+ * lost whatever the order. Before a stream waited for the replication
+ * writer, the cold counters of the units being caught up read 0 through
+ * n1 ("c44 (shard 0) is 0 through n1 after n0's drain, 3
+ * acknowledged"). */
+START_TEST(a_unit_streamed_to_a_backup_being_caught_up_keeps_its_writes)
+{
+    enum { COLD = 3, APPLY_DELAY_MS = 4000, ACQUIRE_DELAY_MS = 6000 };
+    keel_client *c = NULL;
+    char cold[SHARDS][16], hot[SHARDS][16], apply[16], acquire[16];
+    char *out = NULL, *err = NULL;
+    long catchups = 0, acquired = 0;
+    double since;
+    int i, j, s, rc;
+
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 0, 0, "--replicas", "2",
+                                           "--repl-lag-ms", "30000", NULL),
+                     0);
+    /* With R = 2 the units wait up to 3 s for a second member, then go
+     * to n0 alone. */
+    for (i = 0; i < 300 && !tu_repl_leads(&fx, "n0", 1); i++)
+        tu_sleep_ms(100);
+    CHECK(tu_repl_leads(&fx, "n0", 1), "n0 does not lead every unit");
+    for (s = 0; s < SHARDS; s++) {
+        tu_cluster_counter_in("c", (uint32_t)s, SHARDS, cold[s],
+                              sizeof cold[s]);
+        tu_cluster_counter_in("h", (uint32_t)s, SHARDS, hot[s],
+                              sizeof hot[s]);
+        for (j = 1; j <= COLD; j++) {
+            long v = tu_repl_incr(&fx, &c, 0, cold[s]);
+            CHECK(v == j, "%s answered %ld, not %d", cold[s], v, j);
+        }
+    }
+
+    /* n1 joins, its replication writer and its acquires held. */
+    snprintf(apply, sizeof apply, "%d", APPLY_DELAY_MS);
+    snprintf(acquire, sizeof acquire, "%d", ACQUIRE_DELAY_MS);
+    ck_assert_int_eq(setenv("KEEL_FAILPOINT_REPL_APPLY_DELAY_MS", apply, 1),
+                     0);
+    ck_assert_int_eq(setenv("KEEL_FAILPOINT_ACQUIRE_DELAY_MS", acquire, 1),
+                     0);
+    rc = tu_cluster_start_node(&fx, 1, 0, "--replicas", "2", "--repl-lag-ms",
+                               "30000", "--log-level", "debug", NULL);
+    unsetenv("KEEL_FAILPOINT_REPL_APPLY_DELAY_MS");
+    unsetenv("KEEL_FAILPOINT_ACQUIRE_DELAY_MS");
+    ck_assert_int_eq(rc, 0);
+    for (i = 0; i < 400 && catchups <= 0; i++) {
+        catchups = tu_keel_stat(fx.nodes[0].addr, "repl_catchups");
+        if (catchups <= 0)
+            tu_sleep_ms(25);
+    }
+    CHECK(catchups > 0, "n0 started no catch-up of n1");
+    since = tu_now_s();
+
+    /* Written after the checks were read, acknowledged by n0 alone. */
+    for (s = 0; s < SHARDS; s++) {
+        long v = tu_repl_incr(&fx, &c, 0, hot[s]);
+        CHECK(v == 1, "%s answered %ld, not 1", hot[s], v);
+    }
+    keel_client_close(c);
+    CHECK(tu_keel(fx.nodes[1].addr, &out, &err, "node", "drain", "n0",
+                  NULL) == 0,
+          "drain n0: %s", err != NULL ? err : "");
+    free(out);
+    free(err);
+    /* Else n1 may have committed the checks before the streams came: the
+     * test would prove nothing. */
+    CHECK(tu_now_s() - since < APPLY_DELAY_MS / 2000.0,
+          "n0 was drained %.1f s after its catch-ups of n1 began, too late "
+          "for n1's held writer (%d ms)",
+          tu_now_s() - since, APPLY_DELAY_MS);
+
+    for (i = 0; i < 600 && !tu_repl_leads(&fx, "n1", 1); i++)
+        tu_sleep_ms(100);
+    CHECK(tu_repl_leads(&fx, "n1", 1),
+          "n1 does not lead every unit after n0's drain");
+    for (i = 0; i < 600 && acquired < SHARDS; i++) {
+        acquired = tu_keel_stat(fx.nodes[1].addr, "units_acquired");
+        if (acquired < SHARDS)
+            tu_sleep_ms(100);
+    }
+    CHECK(acquired >= SHARDS, "n1 acquired %ld units of %d", acquired,
+          SHARDS);
+    for (s = 0; s < SHARDS; s++) {
+        long v = tu_repl_get(&fx, 1, cold[s]);
+        CHECK(v == COLD,
+              "%s (shard %d) is %ld through n1 after n0's drain, %d "
+              "acknowledged",
+              cold[s], s, v, COLD);
+        v = tu_repl_get(&fx, 1, hot[s]);
+        CHECK(v == 1,
+              "%s (shard %d) is %ld through n1 after n0's drain, 1 "
+              "acknowledged",
+              hot[s], s, v);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_repl_move");
@@ -544,6 +662,13 @@ int main(void)
     tcase_add_test(tc, a_killed_controller_s_work_is_finished_by_the_next);
     tcase_add_test(tc,
                    a_unit_moves_without_a_backup_that_lacks_a_write_in_doubt);
+    suite_add_tcase(s, tc);
+    /* Its own case, so that CK_RUN_CASE runs it alone. */
+    tc = tcase_create("stream_after_catch_up");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc,
+                   a_unit_streamed_to_a_backup_being_caught_up_keeps_its_writes);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }

@@ -1,0 +1,54 @@
+/* Failpoints (common/failpoint.h): compiled in only with KEEL_FAILPOINTS. */
+#include "common/failpoint.h"
+
+#ifdef KEEL_FAILPOINTS
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "common/log.h"
+
+static const char *const fp_env[KEEL_FP_COUNT] = {
+    [KEEL_FP_REPL_APPLY_DELAY_MS] = "KEEL_FAILPOINT_REPL_APPLY_DELAY_MS",
+    [KEEL_FP_ACQUIRE_DELAY_MS] = "KEEL_FAILPOINT_ACQUIRE_DELAY_MS",
+};
+static int fp_value[KEEL_FP_COUNT];
+static pthread_once_t fp_once = PTHREAD_ONCE_INIT;
+
+static void fp_read(void)
+{
+    for (int i = 0; i < KEEL_FP_COUNT; i++) {
+        const char *s = getenv(fp_env[i]);
+        char *end;
+        long v;
+        if (s == NULL || *s == '\0')
+            continue;
+        errno = 0;
+        v = strtol(s, &end, 10);
+        if (errno != 0 || *end != '\0' || v < 0 || v > INT_MAX) {
+            keel_warn("failpoint %s=%s: not a number from 0 to %d, off",
+                      fp_env[i], s, INT_MAX);
+            continue;
+        }
+        __atomic_store_n(&fp_value[i], (int)v, __ATOMIC_RELEASE);
+        if (v > 0)
+            keel_warn("failpoint %s=%ld is on (a test build)", fp_env[i], v);
+    }
+}
+
+void keel_failpoints_load(void)
+{
+    pthread_once(&fp_once, fp_read);
+}
+
+int keel_failpoint(keel_failpoint_id fp)
+{
+    if ((unsigned)fp >= KEEL_FP_COUNT)
+        return 0;
+    return __atomic_load_n(&fp_value[fp], __ATOMIC_ACQUIRE);
+}
+#else
+/* ISO C wants a translation unit to declare something. */
+typedef int keel_failpoint_unused;
+#endif

@@ -1,0 +1,58 @@
+/* Failpoints: faults that a test build injects into a node, to make an
+ * interleaving a test needs happen every time (docs/design.md,
+ * "Failpoints").
+ *
+ * They exist only in a build that defines KEEL_FAILPOINTS: CMake defines
+ * it for the library when KEEL_TESTS is ON (the test build), never for a
+ * release build (Makefile.dev builds those with KEEL_TESTS=OFF). Without
+ * it keel_failpoint() is the constant 0, nothing reads the environment,
+ * and the code a failpoint guards compiles away.
+ *
+ * Each failpoint is a number read from the environment variable
+ * KEEL_FAILPOINT_<NAME> when a node starts (keel_failpoints_load, from
+ * keel_node_run; the first call reads, later ones keep what it read, so
+ * every node of a process sees the same values). A decimal number from 0
+ * to INT_MAX; unset, empty or anything else reads 0, off. The failpoints:
+ *
+ *   REPL_APPLY_DELAY_MS   a backup's replication writer (the thread that
+ *                         commits what primaries send it, REPL frames and
+ *                         the deletion of copies, runtime/repl_backup.c)
+ *                         sleeps that many milliseconds before each
+ *                         commit, and no such commit is made on the loop
+ *                         thread: what primaries sent the node stays
+ *                         queued that long, while the rest of the node
+ *                         (its own writes, streams it takes) goes on.
+ *   ACQUIRE_DELAY_MS      a unit the map gives this node (on_acquire,
+ *                         runtime/cluster_rt.c) has its new shard_epoch
+ *                         recorded in the store's fence that many
+ *                         milliseconds late, so it is served that much
+ *                         later, and writes the fence would refuse (a
+ *                         replicated piece of the epoch before) still
+ *                         land meanwhile. */
+#ifndef KEEL_COMMON_FAILPOINT_H
+#define KEEL_COMMON_FAILPOINT_H
+
+typedef enum keel_failpoint_id {
+    KEEL_FP_REPL_APPLY_DELAY_MS,
+    KEEL_FP_ACQUIRE_DELAY_MS,
+    KEEL_FP_COUNT
+} keel_failpoint_id;
+
+#ifdef KEEL_FAILPOINTS
+/* Reads every failpoint from the environment, once per process; any
+ * thread. */
+void keel_failpoints_load(void);
+/* The failpoint's value, 0 when off (or not loaded yet). Any thread. */
+int keel_failpoint(keel_failpoint_id fp);
+#else
+static inline void keel_failpoints_load(void)
+{
+}
+static inline int keel_failpoint(keel_failpoint_id fp)
+{
+    (void)fp;
+    return 0;
+}
+#endif
+
+#endif
