@@ -877,6 +877,18 @@ static const struct auth_entry *refresh(keel_auth *a, keel_auth_conn *ac)
     return &t->e[ac->idx];
 }
 
+int keel__auth_token_held(keel_auth *a, const uint8_t *tok, size_t tlen)
+{
+    int held;
+
+    if (a == NULL)
+        return 0;
+    pthread_mutex_lock(&a->mu);
+    held = a->table != NULL && table_find(a->table, tok, tlen) >= 0;
+    pthread_mutex_unlock(&a->mu);
+    return held;
+}
+
 int keel__auth_token_withdrawn(keel_auth *a, keel_auth_conn *ac)
 {
     int gone;

@@ -124,6 +124,9 @@ int keel__auth_enabled(const keel_auth *a);
  * types changed takes the new ones. Returns 0 or the error logged. Loop
  * thread. */
 int keel__auth_reload(keel_auth *a);
+/* Whether the token tok/tlen is in the table now (an HTTP event stream
+ * opened with it, after a reload: runtime/http.c). Any thread. */
+int keel__auth_token_held(keel_auth *a, const uint8_t *tok, size_t tlen);
 /* After a reload: whether connection ac was authenticated with a token
  * the table no longer holds (it is anonymous from now on). Loop
  * thread. */

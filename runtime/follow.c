@@ -545,6 +545,13 @@ void keel__follow_sink_close(keel_node *n, keel_follow_sink *k)
         sub_end(n->follow, k->subs, 0, NULL);
 }
 
+void keel__follow_sink_end(keel_node *n, keel_follow_sink *k, int code,
+                           const char *reason)
+{
+    while (k->subs != NULL)
+        sub_end(n->follow, k->subs, code, reason);
+}
+
 void keel__follow_end_all(keel_node *n, int code, const char *reason)
 {
     struct keel_follow *f = n->follow;

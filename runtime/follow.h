@@ -108,6 +108,10 @@ int keel__follow_unsubscribe(keel_node *n, keel_follow_sink *k,
                              uint64_t tag);
 /* The sink closes: every subscription of it goes, silently. */
 void keel__follow_sink_close(keel_node *n, keel_follow_sink *k);
+/* Ends every subscription of sink k with code and reason, through its
+ * end (or, before its first answer, its answer) callback. */
+void keel__follow_sink_end(keel_node *n, keel_follow_sink *k, int code,
+                           const char *reason);
 /* Ends every subscription on the node with code and reason (the node is
  * stopping). */
 void keel__follow_end_all(keel_node *n, int code, const char *reason);

@@ -146,6 +146,8 @@ struct keel_http {
     int watch_stop;
     int watching; /* the thread runs */
     pthread_t watchdog;
+    /* Event streams whose subscription is open (loop thread). */
+    struct sse *streams;
 };
 
 static double mono_s(void)
@@ -219,8 +221,11 @@ struct http_req {
     uint64_t version, entries;
     int have_blob;
     /* /events: the stream (made by the loop thread; taken by the response
-     * once answered). */
+     * once answered), and the bearer token it was allowed under (none:
+     * token_len 0), which a reload may withdraw. */
     struct sse *sse;
+    uint8_t token[KEEL_AUTH_TOKEN_MAX];
+    size_t token_len;
 };
 
 /* ------------------------------------------------------------- routing */
@@ -893,6 +898,13 @@ struct sse {
     struct MHD_Connection *conn;
     keel_follow_sink sink; /* loop thread */
     struct http_req *r;    /* until the first answer (loop thread) */
+    /* In h->streams while subscribed (loop thread); the token it was
+     * allowed under (token_len 0: none, a certificate or no access
+     * control), and whether a reload withdrew it. */
+    struct sse *prev, *next;
+    int listed, cut;
+    uint8_t token[KEEL_AUTH_TOKEN_MAX];
+    size_t token_len;
     pthread_mutex_t mu;    /* the fields below */
     char *buf;
     size_t len, off, cap;
@@ -972,10 +984,25 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
     return 0;
 }
 
+static void sse_unlist(struct sse *x)
+{
+    if (!x->listed)
+        return;
+    if (x->prev != NULL)
+        x->prev->next = x->next;
+    else
+        x->h->streams = x->next;
+    if (x->next != NULL)
+        x->next->prev = x->prev;
+    x->prev = x->next = NULL;
+    x->listed = 0;
+}
+
 static void sse_gone_job(keel_node *n, void *data)
 {
     struct sse *x = data;
 
+    sse_unlist(x);
     keel__follow_sink_close(n, &x->sink);
     sse_free(x);
 }
@@ -1006,6 +1033,10 @@ static void sse_change_text(struct keel_sbuf *b, uint64_t version,
     keel__sb_puts(b, "}\n\n");
 }
 
+static const char sse_withdrawn[] =
+    "not authenticated: the token this event stream was opened with was "
+    "withdrawn (the node's token file no longer holds it)";
+
 static int sse_answer(keel_follow_sink *k, uint64_t tag, int rc,
                       const keel_state_read *st, const char *msg,
                       size_t msglen)
@@ -1016,6 +1047,13 @@ static int sse_answer(keel_follow_sink *k, uint64_t tag, int rc,
 
     (void)tag;
     x->r = NULL;
+    if (rc == 0 && x->token_len > 0 &&
+        !keel__auth_token_held(x->h->n->auth, x->token, x->token_len)) {
+        /* Withdrawn by a reload while the first answer was read. */
+        rc = KEEL_EUNAUTH;
+        msg = sse_withdrawn;
+        msglen = strlen(sse_withdrawn);
+    }
     if (rc != 0) {
         /* The request is answered with the error; the stream is never
          * used: completed_cb gives it back. */
@@ -1120,6 +1158,8 @@ static int sse_subscribe(keel_node *n, struct http_req *r)
     x->r = r;
     x->sink.ops = &sse_ops;
     x->sink.data = x;
+    memcpy(x->token, r->token, r->token_len);
+    x->token_len = r->token_len;
     pthread_mutex_init(&x->mu, NULL);
     r->sse = x;
     rc = keel__follow_subscribe(
@@ -1131,6 +1171,11 @@ static int sse_subscribe(keel_node *n, struct http_req *r)
         set_result(r, rc, err, strlen(err));
         return rc;
     }
+    x->next = x->h->streams;
+    if (x->next != NULL)
+        x->next->prev = x;
+    x->h->streams = x;
+    x->listed = 1;
     return 0;
 }
 
@@ -1469,12 +1514,23 @@ static int auth_refused(struct http_req *r)
         /* The client's address: its failed tokens are limited. */
         const union MHD_ConnectionInfo *ai = MHD_get_connection_info(
             r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const char *authz = MHD_lookup_connection_value(
+            r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
         r->auth_err = keel__auth_http(
-            a, cert,
-            MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                        MHD_HTTP_HEADER_AUTHORIZATION),
-            ai != NULL ? ai->client_addr : NULL, op, r->rt.type,
-            strlen(r->rt.type), r->rt.errmsg, sizeof r->rt.errmsg);
+            a, cert, authz, ai != NULL ? ai->client_addr : NULL, op,
+            r->rt.type, strlen(r->rt.type), r->rt.errmsg,
+            sizeof r->rt.errmsg);
+        if (r->auth_err == 0 && r->rt.route == KEEL_HTTP_R_EVENTS &&
+            (cert == NULL || cert->kind == KEEL_AUTH_ANON)) {
+            /* Allowed under a bearer token: a reload that withdraws it
+             * ends the stream (keel__http_tokens_reloaded). */
+            size_t tl = 0;
+            const char *tok = keel__auth_bearer(authz, &tl);
+            if (tok != NULL && tl <= sizeof r->token) {
+                memcpy(r->token, tok, tl);
+                r->token_len = tl;
+            }
+        }
     }
     return r->auth_err != 0;
 }
@@ -2047,6 +2103,30 @@ int keel__http_start(keel_node *n)
               h->cur->limit, (unsigned)n->opts.http_max_per_ip,
               (unsigned)n->opts.http_header_timeout_s);
     return 0;
+}
+
+void keel__http_tokens_reloaded(keel_node *n)
+{
+    keel_http *h = n->http;
+    unsigned cut = 0;
+
+    if (h == NULL)
+        return;
+    for (struct sse *x = h->streams; x != NULL; x = x->next) {
+        if (x->cut || x->token_len == 0 ||
+            keel__auth_token_held(n->auth, x->token, x->token_len))
+            continue;
+        /* No more state reaches it: it ends as a stopping node ends it,
+         * with the reason ("event: end"), or, still waiting for its first
+         * answer, is answered with it. */
+        x->cut = 1;
+        cut++;
+        keel__follow_sink_end(n, &x->sink, KEEL_EUNAUTH, sse_withdrawn);
+    }
+    if (cut > 0)
+        keel_warn("auth tokens: %u HTTP event stream(s) opened with a token "
+                  "the file no longer holds: ended",
+                  cut);
 }
 
 int keel__http_tls_reload(keel_node *n)

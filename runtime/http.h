@@ -44,6 +44,12 @@ int keel__http_start(keel_node *n);
  * KEEL_ENOMEM. Loop thread, while the face runs. */
 int keel__http_tls_reload(keel_node *n);
 
+/* After the token file was read again (keel_node_reload): event streams
+ * opened with a bearer token the file no longer holds end at once, with
+ * "event: end" and EUNAUTH, as wire subscriptions under such a token are
+ * closed (keel__net_tokens_reloaded). Loop thread. */
+void keel__http_tokens_reloaded(keel_node *n);
+
 /* Stops serving: no new connections; requests that arrive now get 503;
  * answers already queued go out (for at most a couple of seconds); then
  * the daemon thread is joined. Call only once the loop has ended and

@@ -2098,8 +2098,10 @@ static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
          * when the wire's did, so that both present the same one. */
         if (keel__net_tls_reload(n) == 0)
             (void)keel__http_tls_reload(n);
-        if (keel__auth_reload(n->auth) == 0)
+        if (keel__auth_reload(n->auth) == 0) {
             keel__net_tokens_reloaded(n);
+            keel__http_tokens_reloaded(n);
+        }
         /* keeld's --log-file, for log rotation; nothing without one. */
         keel_log_reopen();
     }

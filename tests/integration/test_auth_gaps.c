@@ -401,6 +401,79 @@ START_TEST(http_body_trickle_outlives_deadline)
 }
 END_TEST
 
+/* ------------------------------- an HTTP event stream's withdrawn token */
+
+/* Reads from fd into buf (cap bytes, NUL-ended, *len so far) until it
+ * holds needle or the peer closes; at most ms. 1 when found. */
+static int read_for(int fd, char *buf, size_t cap, size_t *len,
+                    const char *needle, int ms)
+{
+    struct timespec t0, t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        ssize_t r;
+        long el;
+        if (strstr(buf, needle) != NULL)
+            return 1;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        el = (t.tv_sec - t0.tv_sec) * 1000 +
+             (t.tv_nsec - t0.tv_nsec) / 1000000;
+        if (*len + 1 >= cap || el >= ms ||
+            !tu_wait_readable(fd, (int)(ms - el)))
+            return 0;
+        r = read(fd, buf + *len, cap - 1 - *len);
+        if (r <= 0)
+            return 0;
+        *len += (size_t)r;
+        buf[*len] = '\0';
+    }
+}
+
+/* docs/security.md, "Reload": a token the file no longer holds must not
+ * go on receiving actors' states. A wire subscription under it is closed
+ * at the reload; an HTTP event stream opened with it (Authorization:
+ * Bearer) ran on until the client closed it. It now ends at the reload
+ * with "event: end" and EUNAUTH, and no later state reaches it. */
+START_TEST(removed_token_ends_its_event_stream)
+{
+    const char *more[] = {"--http", "127.0.0.1:0", NULL};
+    static char buf[16384];
+    char req[512], *out;
+    size_t len = 0;
+    int port, fd;
+
+    start(more);
+    port = tu_keeld_http_port(&node);
+    ck_assert_int_gt(port, 0);
+    out = admin_call("counter", "c1", "incr");
+    free(out);
+    fd = tu_raw_connect_bare(port);
+    ck_assert_int_ge(fd, 0);
+    snprintf(req, sizeof req,
+             "GET /v1/actors/counter/c1/events HTTP/1.1\r\nHost: x\r\n"
+             "Authorization: Bearer %s\r\nAccept: text/event-stream\r\n"
+             "\r\n",
+             CLIENT);
+    ck_assert_int_eq(tu_send_all(fd, req, strlen(req)), 0);
+    ck_assert_msg(read_for(fd, buf, sizeof buf, &len, "id: 1\n", 10000),
+                  "no first event: %s", buf);
+    write_tokens(ADMIN " admin\n");
+    ck_assert_int_eq(kill(node.pid, SIGHUP), 0);
+    ck_assert_msg(read_for(fd, buf, sizeof buf, &len, "event: end\n", 10000),
+                  "an event stream opened with a token the reload removed "
+                  "did not end within 10 s:\n%s",
+                  buf);
+    ck_assert_ptr_nonnull(strstr(buf, "EUNAUTH"));
+    /* Nothing after it: a change made now never reaches it. */
+    out = admin_call("counter", "c1", "incr");
+    free(out);
+    (void)read_for(fd, buf, sizeof buf, &len, "id: 2\n", 1500);
+    ck_assert_ptr_null(strstr(buf, "id: 2\n"));
+    close(fd);
+}
+END_TEST
+
 /* ------------------------------------------ TLS as the only credential */
 
 /* docs/security.md, "Secure by default": TLS counts as credentials, and
@@ -464,6 +537,7 @@ static Suite *suite(void)
     tcase_add_test(tc, removed_token_keeps_its_subscription);
     tcase_add_test(tc, anonymous_connections_give_their_place);
     tcase_add_test(tc, http_body_trickle_outlives_deadline);
+    tcase_add_test(tc, removed_token_ends_its_event_stream);
     tcase_add_test(tc, tls_only_anonymous_reaches_admin);
     suite_add_tcase(s, tc);
     return s;
