@@ -399,12 +399,6 @@ int keel_cluster_member_leaving(const keel_cluster *c, const char *name);
 /* Units the applied map gives this node (*held), and among them those some
  * other live member that is not leaving could take (*movable). */
 void keel_cluster_held(const keel_cluster *c, size_t *held, size_t *movable);
-/* Units the applied map lists this node in as an in-sync backup. For a
- * leaving node these are the ones it is kept in until the backups
- * placement wants instead have caught up (coordinator/replicaset.h, rule
- * 2): its leave waits for them, so that a drain never leaves a unit with
- * fewer complete copies. */
-size_t keel_cluster_backing(const keel_cluster *c);
 
 /* State, for tests and the runtime's status pages. */
 enum keel_cluster_phase {

@@ -176,23 +176,6 @@ void keel_cluster_held(const keel_cluster *c, size_t *held, size_t *movable)
     }
 }
 
-size_t keel_cluster_backing(const keel_cluster *c)
-{
-    uint32_t ci, s;
-    size_t n = 0;
-
-    if (!c->have_map || c->my_idx < 0)
-        return 0;
-    for (ci = 0; ci < c->map.ncaps; ci++)
-        for (s = 0; s < c->map.shard_count; s++) {
-            const keel_map_unit *u = keel_map_unit_at(&c->map, ci, s);
-            for (int r = 1; r < u->nreplicas; r++)
-                if (u->replicas[r] == c->my_idx && keel_map_insync(u, r))
-                    n++;
-        }
-    return n;
-}
-
 /* ------------------------------------------------------------- forget */
 
 static void forget_done(keel_zk *zk, int rc, size_t failed,

@@ -350,7 +350,7 @@ int keel__cluster_rt_failure(const keel_node *n)
 static void leave_tick(keel_cluster_rt *rt)
 {
     keel_node *n = rt->n;
-    size_t held, movable, backing;
+    size_t held, movable;
 
     if (rt->leave == 0) {
         if (keel_cluster_phase(rt->c) == KEEL_CLUSTER_RUNNING &&
@@ -366,19 +366,10 @@ static void leave_tick(keel_cluster_rt *rt)
     if (rt->leave != 1)
         return;
     keel_cluster_held(rt->c, &held, &movable);
-    /* A drained node kept in sync as a backup waits until placement's
-     * backups have caught up: leaving before would take a complete copy
-     * away while the new one is made (and stall its primaries' writes
-     * until they drop it). */
-    backing = keel_cluster_member_leaving(rt->c,
-                                          keel_cluster_node_name(rt->c))
-                  ? keel_cluster_backing(rt->c)
-                  : 0;
     /* A unit stored here from a stream is on its way to being ours (the
      * sender's release names this node): leaving before the map shows it
      * would strand its only copy. */
-    if (movable == 0 && backing == 0 && rt->rels == NULL &&
-        rt_receipts_pending(rt) == 0) {
+    if (movable == 0 && rt->rels == NULL && rt_receipts_pending(rt) == 0) {
         if (held > 0)
             keel_warn("cluster: leaving with %zu unit(s) no other member can "
                       "take; they stay unavailable until this node returns",
@@ -387,15 +378,13 @@ static void leave_tick(keel_cluster_rt *rt)
             keel_info("cluster: every unit handed off");
     } else if (rt_now(rt) >= rt->leave_deadline) {
         keel_warn("cluster: leave timed out with %zu unit(s) not handed off "
-                  "(%zu could move) and %zu whose new backups have not "
-                  "caught up; the former stay unavailable until this node "
+                  "(%zu could move); they stay unavailable until this node "
                   "returns",
-                  held, movable, backing);
+                  held, movable);
     } else {
         if (rt_now(rt) >= rt->leave_report) {
-            keel_info("cluster: leaving: %zu unit(s) still to hand off, "
-                      "%zu waiting for their new backups to catch up",
-                      movable, backing);
+            keel_info("cluster: leaving: %zu unit(s) still to hand off",
+                      movable);
             rt->leave_report = rt_now(rt) + 1.0;
         }
         return;
