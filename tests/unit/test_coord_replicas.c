@@ -1487,6 +1487,58 @@ START_TEST(test_join_keeps_insync_until_caught_up)
 }
 END_TEST
 
+/* A drained node stops once it leads nothing (cluster_rt.c, leave_tick):
+ * it does not wait for the units it backs up. Kept listed in sync while
+ * its replacement copies the unit (rule 2), it is then a gone in-sync
+ * backup within its dead time, which takes a backup place back from
+ * placement: the replacement, still catching up, must not be dropped for
+ * it. R = 2, nodes a, b, c; node-b is drained, then stops. */
+START_TEST(test_drained_backup_stops_before_its_replacement_caught_up)
+{
+    keel_shard_map before, drained, after;
+    uint32_t s;
+    size_t checked = 0;
+
+    start3(2);
+    advance(FORMATION);
+    before = checked_map();
+    ck_assert_int_eq(keel_cluster_drain(C[0], "node-b"), 0);
+    settle();
+    drained = checked_map();
+    kill_node(1); /* handed off what it led: it stops */
+    settle();
+    advance(2 * TIMEOUT);
+    after = checked_map();
+    for (s = 0; s < SHARDS; s++) {
+        const keel_map_unit *ub = unit(&before, "", s);
+        const keel_map_unit *ud = unit(&drained, "", s);
+        const keel_map_unit *ua = unit(&after, "", s);
+        int r;
+        if (strcmp(before.nodes[ub->replicas[0]], "node-b") == 0 ||
+            pos_of(&before, ub, "node-b") < 1)
+            continue;
+        /* the replacement the drain appended */
+        for (r = 1; r < ud->nreplicas; r++) {
+            const char *n = drained.nodes[ud->replicas[r]];
+            if (strcmp(n, "node-b") == 0 || pos_of(&before, ub, n) >= 1)
+                continue;
+            char b[128], d[128];
+            checked++;
+            snprintf(b, sizeof b, "%s", unit_str(&before, "", s));
+            snprintf(d, sizeof d, "%s", unit_str(&drained, "", s));
+            ck_assert_msg(pos_of(&after, ua, n) >= 1,
+                          "unit %u: %s -> drained %s -> after node-b "
+                          "stopped %s: the replacement %s was dropped",
+                          s, b, d, unit_str(&after, "", s), n);
+        }
+    }
+    ck_assert_uint_gt(checked, 0);
+    keel_map_free(&before);
+    keel_map_free(&drained);
+    keel_map_free(&after);
+}
+END_TEST
+
 /* Every out-of-sync backup of every unit of cap is caught up by its
  * primary (rule 7: the runtime's add request, as if its snapshot were
  * stored). */
@@ -4429,6 +4481,7 @@ int main(void)
     tcase_add_test(tc, test_drop_request);
     tcase_add_test(tc, test_backups_follow_placement);
     tcase_add_test(tc, test_join_keeps_insync_until_caught_up);
+    tcase_add_test(tc, test_drained_backup_stops_before_its_replacement_caught_up);
     tcase_add_test(tc, test_primary_move_carries_insync);
     tcase_add_test(tc, test_spread_move_to_a_node_without_store);
     tcase_add_test(tc, test_primary_lost_alone_in_sync);

@@ -409,6 +409,39 @@ START_TEST(test_log_cut_inside_its_header)
 }
 END_TEST
 
+/* The same cut, to nothing or to less than the header's first 24 bytes
+ * (operations.md: "a log cut short below its 4 KiB header refuses to
+ * start"): the open writes a new header over it and opens at the
+ * checkpoint, the 29 acknowledged writes since gone. */
+START_TEST(test_log_cut_to_nothing)
+{
+    static const off_t cuts[] = {0, 10};
+    char err[1024];
+    keel_store *s;
+    int fd, rc;
+
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        char *dir = tu_tmpdir("recov");
+
+        count_once(dir, 1);
+        child_counts(dir, 2, 30);
+        fd = open_file(dir, KEEL_WAL_NAME);
+        ck_assert_int_eq(ftruncate(fd, cuts[i]), 0);
+        close(fd);
+        rc = open_rc(dir, KEEL_DURABILITY_FSYNC, 0, &s, err, sizeof err);
+        if (rc == 0) {
+            int n = count_of(s, "c");
+            keel_store_close(s);
+            ck_abort_msg("log cut to %lld bytes: opened, count %d of 30 "
+                         "acknowledged", (long long)cuts[i], n);
+        }
+        ck_assert_int_eq(rc, KEEL_ECORRUPT);
+        tu_rmrf(dir);
+        free(dir);
+    }
+}
+END_TEST
+
 /* ------------------------------------------------------- the checkpoint */
 
 /* The newest checkpoint damaged after commits followed it: the older one
@@ -1462,6 +1495,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_types_learned_then_map_grows_crash);
     tcase_add_test(tc, test_older_data_file_under_newer_checkpoint);
     tcase_add_test(tc, test_log_cut_inside_its_header);
+    tcase_add_test(tc, test_log_cut_to_nothing);
     suite_add_tcase(su, tc);
     return su;
 }
