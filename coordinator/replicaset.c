@@ -101,7 +101,13 @@ static void build(const keel_rs_env *env, const char *primary,
         if (listed(want, nwant, names[i]) || listed(wait, nwait, names[i])) {
             push(out, names[i], ins[i], keep_fb);
         } else if (ins[i] && room > 0 &&
-                   !env->forgotten(names[i], env->arg)) {
+                   !env->forgotten(names[i], env->arg) &&
+                   !(env->leaving != NULL && env->live(names[i], env->arg) &&
+                     env->leaving(names[i], env->arg))) {
+            /* (A leaving node is not kept: it stops once it leads
+             * nothing, without waiting for its replacements, and gone it
+             * would take a place back from them as a backup within its
+             * dead time.) */
             if (env->live(names[i], env->arg))
                 moved |= (uint8_t)(1u << out->n);
             else

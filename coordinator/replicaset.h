@@ -19,10 +19,11 @@
  *     an empty disk later.
  *  2. Backups follow placement: new ones are appended out of sync; those
  *     no longer among the top R are removed, at once if out of sync;
- *     in sync and live, they stay listed in sync (while there is room)
- *     until the backups placement wants are all in sync: a join or a
- *     drain never takes a complete copy away before its replacement
- *     has one. A backup that is gone
+ *     in sync, live and not leaving, they stay listed in sync (while
+ *     there is room) until the backups placement wants are all in sync:
+ *     a join never takes a complete copy away before its replacement
+ *     has one (a leaving one goes at once: it stops without waiting for
+ *     its replacement). A backup that is gone
  *     (no member znode) keeps its place, in sync or not, for the dead
  *     time (env->waiting): placement fills only the places left, so a
  *     node that restarts soon catches up where it was rather than a
