@@ -650,6 +650,79 @@ START_TEST(a_unit_streamed_to_a_backup_being_caught_up_keeps_its_writes)
 }
 END_TEST
 
+/* A drained backup stops as soon as it leads nothing (cluster_rt.c,
+ * leave_tick), whatever its units' replacements have copied. R = 2 on
+ * three nodes, every unit on two of them in sync; the replication
+ * writers are held (REPL_APPLY_DELAY_MS), so that the replacements the
+ * drain of n2 appends are still being caught up when n2 exits. Every
+ * unit n2 backed up must still list its replacement once n2 is gone: a
+ * gone backup within its dead time takes a backup place back from
+ * placement, and a replacement dropped for it copies nothing for the
+ * dead time (5 minutes), the unit on one complete copy. */
+START_TEST(a_drained_backup_leaves_its_replacement_listed)
+{
+    enum { APPLY_DELAY_MS = 8000 };
+    keel_shard_map before, after;
+    char apply[16], *out = NULL, *err = NULL;
+    int i, j, checked = 0, gone = 0;
+    double t0;
+
+    snprintf(apply, sizeof apply, "%d", APPLY_DELAY_MS);
+    ck_assert_int_eq(setenv("KEEL_FAILPOINT_REPL_APPLY_DELAY_MS", apply, 1),
+                     0);
+    tu_repl_start(&fx, 3, 2, "1000");
+    unsetenv("KEEL_FAILPOINT_REPL_APPLY_DELAY_MS");
+    CHECK(tu_map_read(&fx, &before) == 0, "no map");
+    t0 = tu_now_s();
+    CHECK(tu_keel(fx.nodes[0].addr, &out, &err, "node", "drain", "n2",
+                  NULL) == 0,
+          "drain n2: %s", err != NULL ? err : "");
+    free(out);
+    free(err);
+    for (i = 0; i < 300 && !gone; i++) {
+        gone = tu_cluster_member_exists(&fx, "n2") == 0;
+        if (!gone)
+            tu_sleep_ms(100);
+    }
+    CHECK(gone, "n2 still a member 30 s after its drain");
+    fprintf(stderr, "n2 gone %.1f s after its drain\n", tu_now_s() - t0);
+    tu_sleep_ms(2000);
+    CHECK(tu_map_read(&fx, &after) == 0, "no map");
+    for (j = 0; j < SHARDS; j++) {
+        const keel_map_unit *ub = tu_map_unit(&before, "", (uint32_t)j);
+        const keel_map_unit *ua = tu_map_unit(&after, "", (uint32_t)j);
+        const char *p = before.nodes[ub->replicas[0]], *other = NULL;
+        char was[128], now[128];
+        size_t off = 0;
+        int r, listed = 0;
+        if (strcmp(p, "n2") == 0 || ub->nreplicas != 2 ||
+            strcmp(before.nodes[ub->replicas[1]], "n2") != 0)
+            continue;
+        other = strcmp(p, "n0") == 0 ? "n1" : "n0";
+        checked++;
+        was[0] = now[0] = '\0';
+        for (r = 0; r < ub->nreplicas; r++)
+            off += (size_t)snprintf(was + off, sizeof was - off, "%s%s ",
+                                    before.nodes[ub->replicas[r]],
+                                    keel_map_insync(ub, r) ? "*" : "");
+        off = 0;
+        for (r = 0; r < ua->nreplicas; r++) {
+            const char *nm = after.nodes[ua->replicas[r]];
+            off += (size_t)snprintf(now + off, sizeof now - off, "%s%s ", nm,
+                                    keel_map_insync(ua, r) ? "*" : "");
+            listed |= strcmp(nm, other) == 0;
+        }
+        CHECK(listed,
+              "shard %d: %s-> %safter n2's drain: its replacement %s is "
+              "not listed",
+              j, was, now, other);
+    }
+    CHECK(checked > 0, "no unit had n2 as its backup");
+    keel_map_free(&before);
+    keel_map_free(&after);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_repl_move");
@@ -669,6 +742,11 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc,
                    a_unit_streamed_to_a_backup_being_caught_up_keeps_its_writes);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("drained_backup_stops");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, a_drained_backup_leaves_its_replacement_listed);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
