@@ -316,6 +316,104 @@ START_TEST(anonymous_connections_give_their_place)
 }
 END_TEST
 
+/* The same over TLS, with tokens: the oldest connection without
+ * credentials is one whose handshake never began (closed without a
+ * word), then ones whose handshake is done (told EOVERLOAD through TLS,
+ * then closed). The node survives every eviction (the test build runs
+ * under the sanitizers), and the client with a token keeps its place. */
+START_TEST(anonymous_tls_connections_give_their_place)
+{
+    char ca[512], cert[512], key[512], why[256] = "";
+    const char *extra[12];
+    keel_client_tls t;
+    keel_client *anon[3] = {NULL, NULL, NULL}, *more[6], *c = NULL;
+    char *reply = NULL;
+    size_t rlen = 0;
+    int raw, i, k;
+
+    ck_assert_int_eq(tu_certs_ca(dir, "ca"), 0);
+    ck_assert_int_eq(tu_certs_issue(dir, "ca", "node", "node:n0"), 0);
+    tu_certs_path(ca, sizeof ca, dir, "ca", "pem");
+    tu_certs_path(cert, sizeof cert, dir, "node", "pem");
+    tu_certs_path(key, sizeof key, dir, "node", "key");
+    i = 0;
+    extra[i++] = "--auth-tokens";
+    extra[i++] = tokens;
+    extra[i++] = "--tls-cert";
+    extra[i++] = cert;
+    extra[i++] = "--tls-key";
+    extra[i++] = key;
+    extra[i++] = "--tls-ca";
+    extra[i++] = ca;
+    extra[i++] = "--max-connections";
+    extra[i++] = "4";
+    extra[i] = NULL;
+    setenv("KEEL_TLS_CA", ca, 1);
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, extra), 0);
+    memset(&t, 0, sizeof t);
+    t.ca = ca;
+    {
+        /* no handshake, nothing sent: the oldest */
+        struct sockaddr_in sin;
+        memset(&sin, 0, sizeof sin);
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons((uint16_t)node.port);
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        raw = socket(AF_INET, SOCK_STREAM, 0);
+        ck_assert_int_ge(raw, 0);
+        ck_assert_int_eq(connect(raw, (struct sockaddr *)&sin, sizeof sin),
+                         0);
+    }
+    usleep(100000);
+    for (i = 0; i < 3; i++) {
+        ck_assert_int_eq(keel_client_connect_tls(node.addr, 5000, &t,
+                                                 &anon[i], why, sizeof why),
+                         0);
+        ck_assert_int_eq(keel_client_hello(anon[i], why, sizeof why), 0);
+    }
+    /* At the limit: the one without a handshake goes. */
+    ck_assert_int_eq(
+        keel_client_connect_tls(node.addr, 5000, &t, &c, why, sizeof why), 0);
+    ck_assert_msg(keel_client_auth(c, CLIENT, &reply, &rlen) == 0,
+                  "a TLS client with a token could not get in: %s",
+                  reply != NULL ? reply : why);
+    free(reply);
+    reply = NULL;
+    if (tu_closed_within(raw, 5000) != 1) {
+        for (i = 0; i < 3; i++) {
+            int prc = keel_client_call(anon[i], KEEL_FRAME_CALL, "counter",
+                                       "c1", 2, "get", 3, &reply, &rlen);
+            fprintf(stderr, "anon[%d]: %s %.*s\n", i, keel_err_name(prc),
+                    (int)rlen, reply ? reply : "");
+            free(reply);
+            reply = NULL;
+        }
+        tu_keeld_dump_logs(&node, 1);
+        ck_abort_msg("the connection without a handshake was not closed");
+    }
+    close(raw);
+    /* Then the ones whose handshake was done, each for a new one. */
+    for (k = 0; k < 6; k++) {
+        ck_assert_int_eq(keel_client_connect_tls(node.addr, 5000, &t,
+                                                 &more[k], why, sizeof why),
+                         0);
+        ck_assert_int_eq(keel_client_hello(more[k], why, sizeof why), 0);
+    }
+    ck_assert_int_eq(keel_client_call(c, KEEL_FRAME_CALL, "counter", "c1", 2,
+                                      "incr", 4, &reply, &rlen),
+                     0);
+    ck_assert_str_eq(reply, "1");
+    free(reply);
+    for (i = 0; i < 3; i++)
+        keel_client_close(anon[i]);
+    for (k = 0; k < 6; k++)
+        keel_client_close(more[k]);
+    keel_client_close(c);
+    unsetenv("KEEL_TLS_CA");
+    ck_assert_int_eq(kill(node.pid, 0), 0);
+}
+END_TEST
+
 /* ---------------------------------------- a token removed on reload */
 
 /* docs/security.md: a connection whose token a reload removed is
@@ -536,6 +634,7 @@ static Suite *suite(void)
     tcase_add_test(tc, nonreading_client_never_closed);
     tcase_add_test(tc, removed_token_keeps_its_subscription);
     tcase_add_test(tc, anonymous_connections_give_their_place);
+    tcase_add_test(tc, anonymous_tls_connections_give_their_place);
     tcase_add_test(tc, http_body_trickle_outlives_deadline);
     tcase_add_test(tc, removed_token_ends_its_event_stream);
     tcase_add_test(tc, tls_only_anonymous_reaches_admin);
