@@ -134,6 +134,9 @@ struct keel_store {
     int run_raised;
     /* Meta "stale" as the open found it (keel_store_stale), 0: none. */
     uint64_t stale;
+    /* The open found keel.wal cut shorter than its header beside a
+     * checkpoint: its size plus one (wal_cut), else 0. */
+    uint64_t wal_cut;
     int lock_fd;
     int durability;
     uint64_t max_map_size;
@@ -1233,19 +1236,58 @@ again:
     return 0;
 }
 
-/* Whether the checkpoint in force can be trusted (see "Checkpoints").
- * Generations only grow, and a checkpoint's generation is its sequence
- * number, so the log can hold records of a newer generation than the
- * checkpoint in force (or the mark of a newer checkpoint made during a
- * replay) only if a newer checkpoint was completed and is now lost: its
- * slot damaged, or the file cut. Going back to the older checkpoint would
- * then lose what the newer one holds, and worse, its pages may have been
- * reused since, so restoring it would serve a store stitched together
- * from two times. Without such evidence a damaged slot is one whose write
- * never finished (nothing was committed after it) and the older one is
- * safe. Returns 0 to recover from the checkpoint in force, 1 to take the
- * data file as it stands (recover_to_last_good), or KEEL_ECORRUPT /
- * KEEL_EIO with errbuf set. */
+#define RECOVER_TAIL                                                         \
+    "Recovering to the last good state (--recover-to-last-good) takes "     \
+    "the data file as it stands once it reads through whole: it holds "     \
+    "every acknowledged write unless the machine itself went down"
+
+/* The size of keel.wal in dir when it is shorter than a header (0 bytes
+ * included: the size plus one), and not a log of the previous format,
+ * which has no header; else 0. Beside a checkpoint such a file was cut by
+ * something else: the log is made (a header written whole) before any
+ * checkpoint, and keel_wal_clear never leaves it shorter. */
+static uint64_t wal_cut(const char *dir)
+{
+    uint8_t head[12];
+    struct stat st;
+    char *path;
+    ssize_t got = 0;
+    int fd;
+
+    if (asprintf(&path, "%s/%s", dir, KEEL_WAL_NAME) < 0)
+        return 0;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+    if (fd < 0)
+        return errno == ENOENT ? 1 : 0; /* gone: cut to nothing */
+    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size >= KEEL_WAL_HEADER_BYTES) {
+        close(fd);
+        return 0;
+    }
+    if (st.st_size >= (off_t)sizeof head)
+        got = pread(fd, head, sizeof head, 0);
+    close(fd);
+    if (got == (ssize_t)sizeof head) {
+        uint32_t magic;
+        memcpy(&magic, head + 8, 4);
+        if (magic == KEEL_WAL_MAGIC_V1)
+            return 0; /* records of the old format from offset 0 */
+    }
+    return (uint64_t)st.st_size + 1;
+}
+
+static void wal_cut_why(const keel_store *s, char *why, size_t len)
+{
+    snprintf(why, len,
+             "the log %s/%s is %s%llu bytes, shorter than its own header "
+             "(%u bytes), beside a checkpoint: the file was cut, and the "
+             "records written since the checkpoint (log record %llu), "
+             "acknowledged ones among them, may be lost",
+             s->path, KEEL_WAL_NAME, s->wal_cut == 1 ? "missing or " : "",
+             (unsigned long long)(s->wal_cut - 1), (unsigned)KEEL_WAL_HEADER_BYTES,
+             (unsigned long long)s->ckpt.lsn);
+}
+
 /* LMDB's meta page (mdb.c, MDB_meta after the page header): its magic
  * and the transaction it is of. */
 #define LMDB_META_MAGIC 0xBEEFC0DEu
@@ -1318,6 +1360,19 @@ static int data_behind_ckpt(keel_store *s, uint64_t *data_txn,
     return rc;
 }
 
+/* Whether the checkpoint in force can be trusted (see "Checkpoints").
+ * Generations only grow, and a checkpoint's generation is its sequence
+ * number, so the log can hold records of a newer generation than the
+ * checkpoint in force (or the mark of a newer checkpoint made during a
+ * replay) only if a newer checkpoint was completed and is now lost: its
+ * slot damaged, or the file cut. Going back to the older checkpoint would
+ * then lose what the newer one holds, and worse, its pages may have been
+ * reused since, so restoring it would serve a store stitched together
+ * from two times. Without such evidence a damaged slot is one whose write
+ * never finished (nothing was committed after it) and the older one is
+ * safe. Returns 0 to recover from the checkpoint in force, 1 to take the
+ * data file as it stands (recover_to_last_good), or KEEL_ECORRUPT /
+ * KEEL_EIO with errbuf set. */
 static int store_check_ckpt(keel_store *s, const keel_store_options *o,
                             uint64_t wal_size, char *errbuf, size_t errlen)
 {
@@ -1386,19 +1441,8 @@ static int store_check_ckpt(keel_store *s, const keel_store_options *o,
         snprintf(why, sizeof why,
                  "the log (%s) has records but there is no checkpoint (%s)",
                  KEEL_WAL_NAME, KEEL_CKPT_NAME);
-    } else if (s->ckpt.have && !s->wal.legacy && wal_size < s->wal.start) {
-        /* The header is written whole when the log is made, before any
-         * checkpoint: a file shorter than it, beside a checkpoint, was
-         * cut by something else, and the records since the checkpoint
-         * went with it. */
-        snprintf(why, sizeof why,
-                 "the log %s/%s is %llu bytes, shorter than its own header "
-                 "(%llu bytes): the file was cut, and the records written "
-                 "since the checkpoint (log record %llu), acknowledged "
-                 "ones among them, may be lost",
-                 s->path, KEEL_WAL_NAME, (unsigned long long)wal_size,
-                 (unsigned long long)s->wal.start,
-                 (unsigned long long)s->ckpt.lsn);
+    } else if (s->wal_cut != 0) {
+        wal_cut_why(s, why, sizeof why);
     } else if (s->ckpt.have && s->ckpt.psize >= 512 &&
                (r = data_behind_ckpt(s, &data_txn, &ckpt_txn)) != 0) {
         if (r < 0) {
@@ -1421,16 +1465,14 @@ static int store_check_ckpt(keel_store *s, const keel_store_options *o,
     }
 refuse:
     if (!o->recover_to_last_good) {
-        seterr(errbuf, errlen,
-               "%s: %s. Refusing to open. Recovering to the last good state "
-               "(--recover-to-last-good) takes the data file as it stands "
-               "once it reads through whole: %s",
-               s->path, why,
+        seterr(errbuf, errlen, "%s: %s. Refusing to open. %s", s->path, why,
                ckpt_txn != 0
-                   ? "it then holds what it held when it was copied, "
-                     "without the writes made since"
-                   : "it holds every acknowledged write unless the "
-                     "machine itself went down");
+                   ? "Recovering to the last good state "
+                     "(--recover-to-last-good) takes the data file as it "
+                     "stands once it reads through whole: it then holds "
+                     "what it held when it was copied, without the writes "
+                     "made since"
+                   : RECOVER_TAIL);
         return KEEL_ECORRUPT;
     }
     keel_warn("store %s: %s; recovering to the last good state: the data "
@@ -1597,6 +1639,19 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
         goto err;
 
     err = keel_ckpt_open(&s->ckpt, s->path);
+    if (err == 0 && s->ckpt.have) {
+        /* Before the log is opened, which writes a header over a file
+         * too short for one. */
+        s->wal_cut = wal_cut(s->path);
+        if (s->wal_cut != 0 && !opts->recover_to_last_good) {
+            char why[512];
+            wal_cut_why(s, why, sizeof why);
+            seterr(errbuf, errlen, "%s: %s. Refusing to open. %s", s->path,
+                   why, RECOVER_TAIL);
+            rc = KEEL_ECORRUPT;
+            goto err;
+        }
+    }
     if (err == 0)
         err = keel_wal_open(&s->wal, s->path);
     if (err == 0 && fstat(s->wal.fd, &wst) < 0)

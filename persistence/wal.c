@@ -14,7 +14,7 @@
 #include "persistence/batch_internal.h"
 
 #define WAL_MAGIC 0x4b574c32u  /* "KWL2" */
-#define WAL_MAGIC_V1 0x4b57414cu /* "KWAL": no synced field */
+#define WAL_MAGIC_V1 KEEL_WAL_MAGIC_V1 /* "KWAL": no synced field */
 #define CKPT_MAGIC 0x4b434b50u /* "KCKP" */
 #define WAL_HDR 48u
 #define WAL_HDR_V1 40u
@@ -80,7 +80,7 @@ static int sync_fd(int fd)
 /* ------------------------------------------------------------------ log */
 
 #define WAL_FILE_MAGIC 0x4b574c48u /* "KWLH" */
-#define WAL_START 4096u
+#define WAL_START KEEL_WAL_HEADER_BYTES
 /* The log is written ahead of its records with zeros, this much at a
  * time (see keel_wal_rec_append). */
 #define WAL_AHEAD (1u << 20)
@@ -337,11 +337,21 @@ void keel_wal_restart(keel_wal *w)
 
 int keel_wal_clear(keel_wal *w)
 {
-    if (ftruncate(w->fd, 0) < 0)
-        return errno;
-    w->pos = w->end = 0;
+    int rc;
+
+    /* A new header over the old one, then the rest cut off: a crash in
+     * between leaves a header (old or new) and records no checkpoint
+     * replays (another seed, or an older generation), never a file
+     * shorter than its header, which the store takes for a log cut by
+     * something else (store.c, wal_cut). */
     w->no_ahead = 0;
-    return header_write(w);
+    rc = header_write(w);
+    if (rc != 0)
+        return rc;
+    if (ftruncate(w->fd, (off_t)WAL_START) < 0)
+        return errno;
+    w->pos = w->end = WAL_START;
+    return sync_fd(w->fd);
 }
 
 /* Rebuilds a record's groups into b. EILSEQ when they do not parse. */

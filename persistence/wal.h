@@ -62,6 +62,11 @@
 #include "persistence/store.h"
 
 #define KEEL_WAL_NAME "keel.wal"
+/* Bytes of the log's header, where records begin; and the magic of a
+ * record of the previous format, found at offset 8 of a log that has no
+ * header (its records begin at 0). */
+#define KEEL_WAL_HEADER_BYTES 4096u
+#define KEEL_WAL_MAGIC_V1 0x4b57414cu
 #define KEEL_CKPT_NAME "keel.ckpt"
 
 typedef struct keel_wal {
@@ -128,7 +133,8 @@ int keel_wal_sync(keel_wal *w);
 /* Starts the log again at its beginning (after a checkpoint); a log of
  * the previous format gets its header here. */
 void keel_wal_restart(keel_wal *w);
-/* Empties the log file, durably, leaving a new header. */
+/* Empties the log file, durably, leaving a new header (never a file
+ * shorter than a header, even after a crash in the middle). */
 int keel_wal_clear(keel_wal *w);
 
 /* How a replayed run ended. */

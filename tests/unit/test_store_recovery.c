@@ -436,6 +436,30 @@ START_TEST(test_log_cut_to_nothing)
                          "acknowledged", (long long)cuts[i], n);
         }
         ck_assert_int_eq(rc, KEEL_ECORRUPT);
+        ck_assert_msg(strstr(err, "shorter than its own header") != NULL,
+                      "%s", err);
+        /* Refused again: the refusal wrote nothing over the file. */
+        ck_assert_int_eq(open_rc(dir, KEEL_DURABILITY_FSYNC, 0, &s, err,
+                                 sizeof err),
+                         KEEL_ECORRUPT);
+        expect_count(dir, 1, 30);
+        tu_rmrf(dir);
+        free(dir);
+    }
+    {
+        /* The log removed altogether. */
+        char *dir = tu_tmpdir("recov"), *wal;
+
+        count_once(dir, 1);
+        child_counts(dir, 2, 30);
+        ck_assert_int_ge(asprintf(&wal, "%s/%s", dir, KEEL_WAL_NAME), 0);
+        ck_assert_int_eq(unlink(wal), 0);
+        free(wal);
+        ck_assert_int_eq(open_rc(dir, KEEL_DURABILITY_FSYNC, 0, &s, err,
+                                 sizeof err),
+                         KEEL_ECORRUPT);
+        ck_assert_msg(strstr(err, "missing or 0 bytes") != NULL, "%s", err);
+        expect_count(dir, 1, 30);
         tu_rmrf(dir);
         free(dir);
     }
