@@ -345,15 +345,18 @@ static int parent_sync(const char *path)
     int err;
 
     if (slash == NULL)
-        return sync_dir(".");
-    if (slash == path)
-        return sync_dir("/");
-    parent = strndup(path, (size_t)(slash - path));
-    if (parent == NULL)
+        err = sync_dir(".");
+    else if (slash == path)
+        err = sync_dir("/");
+    else if ((parent = strndup(path, (size_t)(slash - path))) == NULL)
         return ENOMEM;
-    err = sync_dir(parent);
-    free(parent);
-    return err;
+    else {
+        err = sync_dir(parent);
+        free(parent);
+    }
+    /* A parent this process may write into but not read (mode 0733)
+     * cannot be opened to be synced: that must not stop the store. */
+    return err == EACCES || err == EPERM ? 0 : err;
 }
 
 /* mkdir -p; the last component gets mode 0700, and each directory made
@@ -1450,23 +1453,31 @@ static int store_check_ckpt(keel_store *s, const keel_store_options *o,
                    strerror(-r));
             return r == -ENOMEM ? KEEL_ENOMEM : KEEL_EIO;
         }
-        snprintf(why, sizeof why,
-                 "the data file (data.mdb, at LMDB transaction %llu) is "
-                 "older than the checkpoint in %s (transaction %llu), "
-                 "which is written only after the data file is flushed: "
-                 "the files come from different times (a data file "
-                 "copied over a newer directory?), and the checkpoint "
-                 "and log cannot be applied to it. Copy a data "
-                 "directory back whole, or into an empty directory",
-                 (unsigned long long)data_txn, KEEL_CKPT_NAME,
-                 (unsigned long long)ckpt_txn);
+        if (data_txn == 0)
+            snprintf(why, sizeof why,
+                     "the data file (data.mdb) is shorter than its two meta "
+                     "pages, beside a checkpoint in %s (LMDB transaction "
+                     "%llu): it was cut, or is not this directory's",
+                     KEEL_CKPT_NAME, (unsigned long long)ckpt_txn);
+        else
+            snprintf(why, sizeof why,
+                     "the data file (data.mdb, at LMDB transaction %llu) is "
+                     "older than the checkpoint in %s (transaction %llu), "
+                     "which is written only after the data file is "
+                     "flushed: the files come from different times (a "
+                     "data file copied over a newer directory?), and the "
+                     "checkpoint and log cannot be applied to it. Copy a "
+                     "data directory back whole, or into an empty "
+                     "directory",
+                     (unsigned long long)data_txn, KEEL_CKPT_NAME,
+                     (unsigned long long)ckpt_txn);
     } else {
         return 0;
     }
 refuse:
     if (!o->recover_to_last_good) {
         seterr(errbuf, errlen, "%s: %s. Refusing to open. %s", s->path, why,
-               ckpt_txn != 0
+               data_txn != 0
                    ? "Recovering to the last good state "
                      "(--recover-to-last-good) takes the data file as it "
                      "stands once it reads through whole: it then holds "
