@@ -68,6 +68,7 @@
 
 #include "common/log.h"
 #include "persistence/batch_internal.h"
+#include "persistence/datadir.h"
 #include "persistence/store.h"
 #include "persistence/typetab.h"
 #include "persistence/unitrecs.h"
@@ -135,7 +136,7 @@ struct keel_store {
     /* Meta "stale" as the open found it (keel_store_stale), 0: none. */
     uint64_t stale;
     /* The open found keel.wal cut shorter than its header beside a
-     * checkpoint: its size plus one (wal_cut), else 0. */
+     * checkpoint: its size plus one (keel_wal_cut), else 0. */
     uint64_t wal_cut;
     int lock_fd;
     int durability;
@@ -323,79 +324,6 @@ static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
 }
 
 /* ---------------------------------------------------------------- open */
-
-/* fsync of a directory: the names made in it are on the disk. 0 or an
- * errno. */
-static int sync_dir(const char *path)
-{
-    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), err = 0;
-
-    if (dfd < 0 || fsync(dfd) < 0)
-        err = errno;
-    if (dfd >= 0)
-        close(dfd);
-    return err;
-}
-
-/* sync_dir of the directory that holds path (a directory just made). */
-static int parent_sync(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char *parent;
-    int err;
-
-    if (slash == NULL)
-        err = sync_dir(".");
-    else if (slash == path)
-        err = sync_dir("/");
-    else if ((parent = strndup(path, (size_t)(slash - path))) == NULL)
-        return ENOMEM;
-    else {
-        err = sync_dir(parent);
-        free(parent);
-    }
-    /* A parent this process may write into but not read (mode 0733)
-     * cannot be opened to be synced: that must not stop the store. */
-    return err == EACCES || err == EPERM ? 0 : err;
-}
-
-/* mkdir -p; the last component gets mode 0700, and each directory made
- * has its name synced in its parent (a machine crash must not take away
- * the directory of a store that answered). Returns 0 or an errno. */
-static int make_dirs(const char *path)
-{
-    char *tmp = strdup(path);
-    struct stat st;
-    int err = 0;
-
-    if (tmp == NULL)
-        return ENOMEM;
-    for (char *p = tmp + 1; *p != '\0'; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0755) == 0)
-            err = parent_sync(tmp);
-        else if (errno != EEXIST)
-            err = errno;
-        *p = '/';
-        if (err != 0)
-            goto out;
-    }
-    if (mkdir(tmp, 0700) == 0)
-        err = parent_sync(tmp);
-    else if (errno != EEXIST)
-        err = errno;
-    if (err != 0)
-        goto out;
-    if (stat(tmp, &st) < 0)
-        err = errno;
-    else if (!S_ISDIR(st.st_mode))
-        err = ENOTDIR;
-out:
-    free(tmp);
-    return err;
-}
 
 static int store_lock_dir(keel_store *s, char *errbuf, size_t errlen)
 {
@@ -1244,41 +1172,6 @@ again:
     "the data file as it stands once it reads through whole: it holds "     \
     "every acknowledged write unless the machine itself went down"
 
-/* The size of keel.wal in dir when it is shorter than a header (0 bytes
- * included: the size plus one), and not a log of the previous format,
- * which has no header; else 0. Beside a checkpoint such a file was cut by
- * something else: the log is made (a header written whole) before any
- * checkpoint, and keel_wal_clear never leaves it shorter. */
-static uint64_t wal_cut(const char *dir)
-{
-    uint8_t head[12];
-    struct stat st;
-    char *path;
-    ssize_t got = 0;
-    int fd;
-
-    if (asprintf(&path, "%s/%s", dir, KEEL_WAL_NAME) < 0)
-        return 0;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    free(path);
-    if (fd < 0)
-        return errno == ENOENT ? 1 : 0; /* gone: cut to nothing */
-    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size >= KEEL_WAL_HEADER_BYTES) {
-        close(fd);
-        return 0;
-    }
-    if (st.st_size >= (off_t)sizeof head)
-        got = pread(fd, head, sizeof head, 0);
-    close(fd);
-    if (got == (ssize_t)sizeof head) {
-        uint32_t magic;
-        memcpy(&magic, head + 8, 4);
-        if (magic == KEEL_WAL_MAGIC_V1)
-            return 0; /* records of the old format from offset 0 */
-    }
-    return (uint64_t)st.st_size + 1;
-}
-
 static void wal_cut_why(const keel_store *s, char *why, size_t len)
 {
     snprintf(why, len,
@@ -1287,33 +1180,8 @@ static void wal_cut_why(const keel_store *s, char *why, size_t len)
              "records written since the checkpoint (log record %llu), "
              "acknowledged ones among them, may be lost",
              s->path, KEEL_WAL_NAME, s->wal_cut == 1 ? "missing or " : "",
-             (unsigned long long)(s->wal_cut - 1), (unsigned)KEEL_WAL_HEADER_BYTES,
-             (unsigned long long)s->ckpt.lsn);
-}
-
-/* LMDB's meta page (mdb.c, MDB_meta after the page header): its magic
- * and the transaction it is of. */
-#define LMDB_META_MAGIC 0xBEEFC0DEu
-#define LMDB_META_MAGIC_OFF 16
-#define LMDB_META_TXNID_OFF 144
-
-/* The newest transaction of the meta pages in pages (2 * psize bytes),
- * or 0 when neither is a meta page. */
-static uint64_t meta_txnid(const uint8_t *pages, uint32_t psize)
-{
-    uint64_t best = 0;
-
-    for (int i = 0; i < 2; i++) {
-        const uint8_t *m = pages + (size_t)i * psize;
-        uint32_t magic;
-        uint64_t txnid;
-
-        memcpy(&magic, m + LMDB_META_MAGIC_OFF, sizeof magic);
-        memcpy(&txnid, m + LMDB_META_TXNID_OFF, sizeof txnid);
-        if (magic == LMDB_META_MAGIC && txnid > best)
-            best = txnid;
-    }
-    return best;
+             (unsigned long long)(s->wal_cut - 1),
+             (unsigned)KEEL_WAL_HEADER_BYTES, (unsigned long long)s->ckpt.lsn);
 }
 
 /* Whether the data file is older than the checkpoint: a checkpoint is
@@ -1327,40 +1195,20 @@ static uint64_t meta_txnid(const uint8_t *pages, uint32_t psize)
 static int data_behind_ckpt(keel_store *s, uint64_t *data_txn,
                             uint64_t *ckpt_txn)
 {
-    size_t n = 2u * (size_t)s->ckpt.psize;
-    uint8_t *cur;
-    char *dpath;
-    ssize_t got;
-    int fd, rc = 0;
+    int err = keel_data_file_txnid(s->path, s->ckpt.psize, data_txn);
 
-    if (asprintf(&dpath, "%s/data.mdb", s->path) < 0)
-        return -ENOMEM;
-    fd = open(dpath, O_RDONLY | O_CLOEXEC);
-    free(dpath);
-    if (fd < 0)
-        return errno == ENOENT ? 0 : -errno; /* store_restore says so */
-    cur = malloc(n);
-    if (cur == NULL) {
-        close(fd);
-        return -ENOMEM;
-    }
-    got = pread(fd, cur, n, 0);
-    if (got < 0)
-        rc = -errno;
-    else if (got == (ssize_t)n) {
-        *data_txn = meta_txnid(cur, s->ckpt.psize);
-        *ckpt_txn = meta_txnid(s->ckpt.pages, s->ckpt.psize);
-        /* A file without meta pages at all is not this store's: the
-         * restored pages then fail LMDB's own checks, as before. */
-        rc = *data_txn != 0 && *data_txn < *ckpt_txn;
-    } else {
+    *ckpt_txn = keel_lmdb_meta_txnid(s->ckpt.pages, s->ckpt.psize);
+    if (err == ENOENT)
+        return 0; /* store_restore says so */
+    if (err == ENODATA) {
         *data_txn = 0;
-        *ckpt_txn = meta_txnid(s->ckpt.pages, s->ckpt.psize);
-        rc = 1; /* shorter than its two meta pages */
+        return 1; /* shorter than its two meta pages */
     }
-    free(cur);
-    close(fd);
-    return rc;
+    if (err != 0)
+        return -err;
+    /* A file without meta pages at all is not this store's: the restored
+     * pages then fail LMDB's own checks, as before. */
+    return *data_txn != 0 && *data_txn < *ckpt_txn;
 }
 
 /* Whether the checkpoint in force can be trusted (see "Checkpoints").
@@ -1638,7 +1486,7 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
         goto err;
     }
 
-    err = make_dirs(s->path);
+    err = keel_dir_make(s->path);
     if (err != 0) {
         seterr(errbuf, errlen, "%s: cannot create directory: %s", s->path,
                strerror(err));
@@ -1653,7 +1501,7 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
     if (err == 0 && s->ckpt.have) {
         /* Before the log is opened, which writes a header over a file
          * too short for one. */
-        s->wal_cut = wal_cut(s->path);
+        s->wal_cut = keel_wal_cut(s->path);
         if (s->wal_cut != 0 && !opts->recover_to_last_good) {
             char why[512];
             wal_cut_why(s, why, sizeof why);
@@ -1670,7 +1518,7 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
     if (err == 0)
         /* The two files may have just been made: their names must be on
          * the disk before anything in them counts. */
-        err = sync_dir(s->path);
+        err = keel_dir_sync(s->path);
     if (err != 0) {
         seterr(errbuf, errlen, "%s: cannot open the log or checkpoint: %s",
                s->path, strerror(err));
@@ -1710,7 +1558,7 @@ int keel_store_open(const keel_store_options *opts, keel_store **out,
         free(dpath);
         /* LMDB (or the reservation before it) made the data file: its
          * name too must be on the disk before anything in it counts. */
-        if (s->wb_fd >= 0 && made && (err = sync_dir(s->path)) != 0) {
+        if (s->wb_fd >= 0 && made && (err = keel_dir_sync(s->path)) != 0) {
             close(s->wb_fd);
             s->wb_fd = -1;
         }

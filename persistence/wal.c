@@ -14,7 +14,7 @@
 #include "persistence/batch_internal.h"
 
 #define WAL_MAGIC 0x4b574c32u  /* "KWL2" */
-#define WAL_MAGIC_V1 KEEL_WAL_MAGIC_V1 /* "KWAL": no synced field */
+#define WAL_MAGIC_V1 0x4b57414cu /* "KWAL": no synced field */
 #define CKPT_MAGIC 0x4b434b50u /* "KCKP" */
 #define WAL_HDR 48u
 #define WAL_HDR_V1 40u
@@ -156,6 +156,36 @@ int keel_wal_open(keel_wal *w, const char *dir)
     w->bad_header = 1;
     w->start = w->pos = WAL_START;
     return 0;
+}
+
+uint64_t keel_wal_cut(const char *dir)
+{
+    uint8_t head[12];
+    struct stat st;
+    char *path;
+    ssize_t got = 0;
+    int fd;
+
+    if (asprintf(&path, "%s/%s", dir, KEEL_WAL_NAME) < 0)
+        return 0;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+    if (fd < 0)
+        return errno == ENOENT ? 1 : 0; /* gone: cut to nothing */
+    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size >= WAL_START) {
+        close(fd);
+        return 0;
+    }
+    if (st.st_size >= (off_t)sizeof head)
+        got = pread(fd, head, sizeof head, 0);
+    close(fd);
+    if (got == (ssize_t)sizeof head) {
+        uint32_t magic;
+        memcpy(&magic, head + 8, 4);
+        if (magic == WAL_MAGIC_V1)
+            return 0; /* records of the old format from offset 0 */
+    }
+    return (uint64_t)st.st_size + 1;
 }
 
 void keel_wal_close(keel_wal *w)
@@ -343,7 +373,7 @@ int keel_wal_clear(keel_wal *w)
      * between leaves a header (old or new) and records no checkpoint
      * replays (another seed, or an older generation), never a file
      * shorter than its header, which the store takes for a log cut by
-     * something else (store.c, wal_cut). */
+     * something else (keel_wal_cut). */
     w->no_ahead = 0;
     rc = header_write(w);
     if (rc != 0)

@@ -62,11 +62,8 @@
 #include "persistence/store.h"
 
 #define KEEL_WAL_NAME "keel.wal"
-/* Bytes of the log's header, where records begin; and the magic of a
- * record of the previous format, found at offset 8 of a log that has no
- * header (its records begin at 0). */
+/* Bytes of the log's header, where records begin. */
 #define KEEL_WAL_HEADER_BYTES 4096u
-#define KEEL_WAL_MAGIC_V1 0x4b57414cu
 #define KEEL_CKPT_NAME "keel.ckpt"
 
 typedef struct keel_wal {
@@ -133,6 +130,13 @@ int keel_wal_sync(keel_wal *w);
 /* Starts the log again at its beginning (after a checkpoint); a log of
  * the previous format gets its header here. */
 void keel_wal_restart(keel_wal *w);
+/* Before the log in dir is opened (keel_wal_open writes a header over a
+ * file too short for one): its size plus one when it is missing (1) or
+ * shorter than a header and not a log of the previous format (which has
+ * none); else 0. Beside a checkpoint such a file was cut by something
+ * else: the log is made, its header written whole, before any checkpoint,
+ * and keel_wal_clear never leaves it shorter. */
+uint64_t keel_wal_cut(const char *dir);
 /* Empties the log file, durably, leaving a new header (never a file
  * shorter than a header, even after a crash in the middle). */
 int keel_wal_clear(keel_wal *w);
