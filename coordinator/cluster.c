@@ -343,7 +343,7 @@ static void state_created(keel_zk *zk, int rc, const char *path,
     state_written(zk, rc, st, arg);
 }
 
-static int build_state(keel_cluster *c, keel_node_state *st)
+static int build_state(keel_cluster *c, keel_node_state *st, size_t *nadds)
 {
     size_t i;
     uint32_t s;
@@ -404,6 +404,7 @@ static int build_state(keel_cluster *c, keel_node_state *st)
                                      a->store);
         if (rc != 0 && rc != KEEL_EOVERLOAD)
             goto fail;
+        (*nadds)++;
     }
     return 0;
 fail:
@@ -419,13 +420,13 @@ void keel__cluster_publish(keel_cluster *c)
     char path[KEEL_ZK_PATH_MAX];
     keel_node_state st;
     uint8_t *buf;
-    size_t len;
+    size_t len, nadds = 0;
     int rc;
 
     c->state_dirty = 1;
     if (c->setup != SETUP_DONE || c->state_busy || c->state_stalled)
         return;
-    if ((rc = build_state(c, &st)) != 0) {
+    if ((rc = build_state(c, &st, &nadds)) != 0) {
         keel_error("cluster: cannot build the state of %s: %s", c->node,
                    keel_strerror(rc));
         return;
@@ -448,7 +449,53 @@ void keel__cluster_publish(keel_cluster *c)
         c->state_busy = 1;
         c->state_dirty = 0;
         c->state_flight = ++c->state_sent;
+        /* Every add request asked so far is in it. */
+        c->adds_held = 0;
+        if (nadds > 0)
+            c->adds_out = 1;
     }
+}
+
+/* A primary that catches up many units asks many adds, each as a state
+ * write of its own if nothing held them; and a map write that honours
+ * one carries a check of the state it read (controller.c, rule 7), which
+ * a later state write makes fail. With a large map the controller's
+ * decision takes longer than the gap between those writes, and it would
+ * decide again and again without ever writing a map (a livelock: no
+ * add, no move, no failover). So once a state write carrying adds went
+ * out, the next requests wait for the next map applied here, which
+ * publishes the state anyway and carries them all: one batch per map.
+ * A controller that writes no map (it honours none of them yet) gets
+ * them after ADD_HOLD_MS, then twice that, up to ADD_HOLD_MAX_MS. */
+#define ADD_HOLD_MS 500u
+#define ADD_HOLD_MAX_MS 8000u
+
+void keel__cluster_publish_add(keel_cluster *c)
+{
+    if (!c->adds_out) {
+        keel__cluster_publish(c);
+        return;
+    }
+    if (c->adds_held)
+        return;
+    if (c->adds_hold_ms == 0)
+        c->adds_hold_ms = ADD_HOLD_MS;
+    c->adds_held = 1;
+    c->adds_due = now_ms(c) + c->adds_hold_ms;
+    schedule(c);
+}
+
+/* The held requests' wait ran out without a map. */
+static void adds_due(keel_cluster *c)
+{
+    if (!c->adds_held || c->now < c->adds_due)
+        return;
+    c->adds_hold_ms = c->adds_hold_ms < ADD_HOLD_MAX_MS / 2
+                          ? 2 * c->adds_hold_ms
+                          : ADD_HOLD_MAX_MS;
+    keel__cluster_publish(c);
+    if (c->adds_held) /* no write could go out yet: it carries them later */
+        c->adds_held = 0;
 }
 
 /* -------------------------------------------------------- map handling */
@@ -694,6 +741,10 @@ static void apply_map(keel_cluster *c)
                (unsigned long long)c->map.map_epoch);
     /* Before the hook: placement answers from this map from now on. */
     c->map_this_session = 1;
+    /* The held add requests go with this write (the controller read the
+     * batch before). */
+    c->adds_out = 0;
+    c->adds_hold_ms = 0;
     keel__cluster_publish(c); /* the applied map_epoch changed in any case */
     if (c->hooks.map_applied != NULL)
         c->hooks.map_applied(c, c->map.map_epoch, c->hooks.data);
@@ -1258,6 +1309,8 @@ static void start_over(keel_cluster *c)
     drop_all(c);
     c->ndrops = 0; /* the units they were about are dropped */
     c->nadds = 0;
+    c->adds_out = c->adds_held = 0;
+    c->adds_hold_ms = 0;
     c->settle_busy = c->settle_stalled = 0;
     if (c->hooks.expired != NULL)
         c->hooks.expired(c, c->hooks.data);
@@ -1471,6 +1524,8 @@ static void schedule(keel_cluster *c)
         next = earlier(next, c->joining_since + join_bound(c));
 
     next = earlier(next, keel_storecheck_deadline(&c->store_check));
+    if (c->adds_held)
+        next = earlier(next, c->adds_due);
     if (c->loop == NULL)
         return;
     ev_timer_stop(c->loop, &c->timer);
@@ -1492,6 +1547,7 @@ void keel_cluster_tick(keel_cluster *c, uint64_t now)
     if (keel_lease_tick(&c->lease, now))
         fenced_changed(c);
     keel_controller_tick(&c->ctl, now);
+    adds_due(c);
     rc = keel_storecheck_tick(&c->store_check, now,
                               c->lease.fence.connected &&
                                   c->phase == KEEL_CLUSTER_BOOTSTRAP);

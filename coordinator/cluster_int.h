@@ -157,6 +157,13 @@ struct keel_cluster {
     uint64_t state_landed; /* the last one that succeeded */
     /* The map read that settles withdrawn adds (one at a time). */
     int settle_busy, settle_stalled;
+    /* Add requests go out in batches, one per map (docs/cluster.md,
+     * "Catch-up"): adds_out says a state write carrying add requests was
+     * issued and no map was applied since; a request asked meanwhile is
+     * held (adds_held) until the next map, or until adds_due (ms), the
+     * wait doubling (adds_hold_ms) each time it runs out. */
+    int adds_out, adds_held;
+    uint64_t adds_due, adds_hold_ms;
 
     int setup, setup_busy, setup_stalled;
     int state_busy, state_dirty, state_stalled, state_missing;
@@ -190,6 +197,8 @@ enum { R_NONE = 0, R_CHECK, R_PURGE, R_PURGING, R_REMOVE };
 /* Writes nodes/<node>/state again (what this node holds, its requests),
  * now or once the write in flight has completed. */
 void keel__cluster_publish(keel_cluster *c);
+/* Publishes a new add request, or holds it for the next map. */
+void keel__cluster_publish_add(keel_cluster *c);
 /* Whether the applied map's node table records another store for this
  * node than the one it runs on (a replaced or wiped disk the controller
  * has not recorded yet): the node then holds none of the data the map

@@ -243,6 +243,7 @@ int keel_cluster_request_add(keel_cluster *c, const char *cap, uint32_t shard,
                              const char *store)
 {
     add_req *v, *a;
+    int fresh = 0;
 
     if (store == NULL || !keel_map_store_valid(store) ||
         strspn(store, "0") == KEEL_MAP_STORE_HEX)
@@ -270,12 +271,18 @@ int keel_cluster_request_add(keel_cluster *c, const char *cap, uint32_t shard,
         a->epoch = shard_epoch;
         snprintf(a->backup, sizeof a->backup, "%s", backup);
         snprintf(a->store, sizeof a->store, "%s", store);
+        fresh = 1;
     }
     keel_info("cluster: %s asks to add %s (store %s) to the in-sync set of "
               "%s/%u at epoch %llu",
               c->node, backup, store, keel_cap_name(cap), shard,
               (unsigned long long)shard_epoch);
-    keel__cluster_publish(c);
+    /* A new request may wait for the next map, with others; one that
+     * changes what was published goes at once. */
+    if (fresh)
+        keel__cluster_publish_add(c);
+    else
+        keel__cluster_publish(c);
     return 0;
 }
 

@@ -3889,6 +3889,152 @@ START_TEST(test_add_request_api)
 }
 END_TEST
 
+
+/* The state version of node `name` as ZooKeeper has it. */
+static int32_t zk_state_version(const char *name)
+{
+    static uint8_t buf[1 << 16];
+    char path[128];
+    size_t len = sizeof buf;
+    keel_zk_stat st;
+
+    snprintf(path, sizeof path, "/keel/test/nodes/%s/state", name);
+    ck_assert_int_eq(keel_zk_fake_get(F, path, buf, &len, &st), 0);
+    return st.version;
+}
+
+/* A primary catching up many units asks many adds. Each as a state write
+ * of its own, the controller's map writes that honour them (each with a
+ * check of the state it read) would fail as long as the asks keep coming
+ * faster than it decides: with a large map, never a map written. Once a
+ * write carrying adds went out, the next ones wait for the next map
+ * applied (one batch per map), or, with no map, for a bounded wait. */
+START_TEST(test_adds_wait_for_the_next_map)
+{
+    keel_shard_map m;
+    uint32_t us[3], s;
+    uint64_t es[3];
+    int32_t v0;
+    int p, b, gi, n = 0, i;
+    char want[256];
+
+    start_gpu(3);
+    m = checked_map();
+    gi = keel_map_cap_index(&m, "gpu");
+    p = node_idx(keel_map_primary(&m, (uint32_t)gi, 0));
+    b = p == 1 ? 2 : 1;
+    for (s = 0; s < SHARDS && n < 3; s++)
+        if (strcmp(keel_map_primary(&m, (uint32_t)gi, s), nm(p)) == 0) {
+            us[n] = s;
+            es[n++] = unit(&m, "gpu", s)->shard_epoch;
+        }
+    keel_map_free(&m);
+    ck_assert_int_eq(n, 3);
+    for (i = 0; i < 3; i++)
+        ck_assert_int_eq(
+            keel_cluster_request_drop(C[p], "gpu", us[i], es[i], nm(b)), 0);
+    settle();
+    m = checked_map();
+    for (i = 0; i < 3; i++)
+        ck_assert_uint_eq(count_insync(unit(&m, "gpu", us[i])), 1);
+    keel_map_free(&m);
+
+    /* the controller is held: no map comes */
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    v0 = zk_state_version(nm(p));
+    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", us[0], es[0],
+                                              nm(b), store_of_[b]),
+                     0);
+    settle();
+    ck_assert_int_eq(zk_state_version(nm(p)), v0 + 1);
+    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", us[1], es[1],
+                                              nm(b), store_of_[b]),
+                     0);
+    settle();
+    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", us[2], es[2],
+                                              nm(b), store_of_[b]),
+                     0);
+    settle();
+    /* held for the next map: one write so far */
+    ck_assert_int_eq(zk_state_version(nm(p)), v0 + 1);
+    snprintf(want, sizeof want, "%s@%s", nm(b), store_of_[b]);
+    ck_assert_str_eq(zk_adds(nm(p), us[0]), want);
+    ck_assert_str_eq(zk_adds(nm(p), us[1]), "");
+    ck_assert_str_eq(zk_adds(nm(p), us[2]), "");
+    /* no map within the wait: they go anyway, in one write */
+    advance(600);
+    ck_assert_int_eq(zk_state_version(nm(p)), v0 + 2);
+    ck_assert_str_eq(zk_adds(nm(p), us[1]), want);
+    ck_assert_str_eq(zk_adds(nm(p), us[2]), want);
+
+    /* the controller honours them all */
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    settle();
+    m = checked_map();
+    for (i = 0; i < 3; i++) {
+        ck_assert_uint_eq(count_insync(unit(&m, "gpu", us[i])), 2);
+        ck_assert_int_eq(
+            keel_cluster_add_pending(C[p], "gpu", us[i], es[i], nm(b)), 0);
+    }
+    keel_map_free(&m);
+    check_primaries();
+}
+END_TEST
+
+/* Adds held for the next map go out with the write the map's apply
+ * makes, and the controller honours them in the map after. */
+START_TEST(test_held_adds_go_with_the_next_map)
+{
+    keel_shard_map m;
+    uint32_t us[3], s;
+    uint64_t es[3];
+    int32_t v0;
+    int p, b, gi, n = 0, i;
+
+    start_gpu(3);
+    m = checked_map();
+    gi = keel_map_cap_index(&m, "gpu");
+    p = node_idx(keel_map_primary(&m, (uint32_t)gi, 0));
+    b = p == 1 ? 2 : 1;
+    for (s = 0; s < SHARDS && n < 3; s++)
+        if (strcmp(keel_map_primary(&m, (uint32_t)gi, s), nm(p)) == 0) {
+            us[n] = s;
+            es[n++] = unit(&m, "gpu", s)->shard_epoch;
+        }
+    keel_map_free(&m);
+    ck_assert_int_eq(n, 3);
+    for (i = 0; i < 3; i++)
+        ck_assert_int_eq(
+            keel_cluster_request_drop(C[p], "gpu", us[i], es[i], nm(b)), 0);
+    settle();
+
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    v0 = zk_state_version(nm(p));
+    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", us[0], es[0],
+                                              nm(b), store_of_[b]),
+                     0);
+    settle();
+    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", us[1], es[1],
+                                              nm(b), store_of_[b]),
+                     0);
+    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", us[2], es[2],
+                                              nm(b), store_of_[b]),
+                     0);
+    settle();
+    ck_assert_int_eq(zk_state_version(nm(p)), v0 + 1);
+    /* the controller writes the map adding the first; its apply carries
+     * the other two, which the next map adds */
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    settle();
+    m = checked_map();
+    for (i = 0; i < 3; i++)
+        ck_assert_uint_eq(count_insync(unit(&m, "gpu", us[i])), 2);
+    keel_map_free(&m);
+    check_primaries();
+}
+END_TEST
+
+
 /* Writes node `name`'s state with (cap "gpu", shard s) changed by hand:
  * its PRIMARY entry at `epoch` (made anew), with an add of
  * `add` under `store` and a drop of `drop` (each NULL: none). */
@@ -4129,6 +4275,7 @@ START_TEST(test_add_settle_read_after_write)
     ck_assert_int_eq(
         keel_cluster_request_add(C[p], "gpu", o, e2, nm(b), wrong), 0);
     settle();
+    advance(600); /* no map honours the first: the second goes anyway */
     ck_assert_str_ne(zk_adds(nm(p), o), "");
     /* 1. the first is withdrawn: its write completes, the settling read
      * fails */
@@ -4513,6 +4660,8 @@ int main(void)
     tcase_add_test(tc, test_drop_while_releasing);
     tcase_add_test(tc, test_add_request);
     tcase_add_test(tc, test_add_request_api);
+    tcase_add_test(tc, test_adds_wait_for_the_next_map);
+    tcase_add_test(tc, test_held_adds_go_with_the_next_map);
     tcase_add_test(tc, test_add_refused);
     tcase_add_test(tc, test_add_refused_dead_backup);
     tcase_add_test(tc, test_add_withdrawal_race);
