@@ -802,9 +802,25 @@ static int link_checks(keel_repl *r, repl_link *l, ev_tstamp now)
     return 0;
 }
 
+/* Whether the link to the map's node j takes no more parts now. */
+static int link_full(keel_repl *r, const keel_shard_map *m, uint16_t j)
+{
+    repl_link *l;
+
+    for (l = r->links; l != NULL; l = l->next)
+        if (strcmp(l->name, m->nodes[j]) == 0)
+            return l->snap_parts >= CU_LINK_PARTS;
+    return 0;
+}
+
 /* Looks for backups to catch up on the units this node is primary of,
  * serving at their map epoch. Stops once CU_MAX_SNAP snapshots are out;
- * the tick goes on from there. */
+ * the tick goes on from there.
+ *
+ * A scan runs each time a part lands, and a map may hold 65,536 units
+ * per capability: units whose backups out of sync are all on links that
+ * take no more parts now are passed over on the map's bytes alone, and
+ * the scan ends at once when no link takes one. */
 static void cu_scan(keel_repl *r)
 {
     const keel_shard_map *m = keel_cluster_map(cl(r));
@@ -815,7 +831,9 @@ static void cu_scan(keel_repl *r)
     keel_placement pl;
     double wait;
     uint32_t ci, s;
-    int self, check;
+    uint16_t j;
+    int self, check, open = 0;
+    uint8_t *full;
     double began = ev_time();
 
     r->rescan = 0;
@@ -823,16 +841,30 @@ static void cu_scan(keel_repl *r)
         !keel__cluster_rt_serving(r->n) ||
         (self = keel_map_node_index(m, me)) < 0)
         return;
-    for (ci = 0; ci < m->ncaps; ci++) {
+    if ((full = calloc(m->nnodes ? m->nnodes : 1, 1)) == NULL) {
+        r->rescan = 1;
+        repl_arm(r, REPL_TICK_S);
+        return;
+    }
+    for (j = 0; j < m->nnodes; j++)
+        if (j != (uint16_t)self && !(full[j] = (uint8_t)link_full(r, m, j)))
+            open = 1;
+    for (ci = 0; open && ci < m->ncaps; ci++) {
         for (s = 0; s < m->shard_count; s++) {
             const keel_map_unit *mu = &m->units[ci * m->shard_count + s];
             const char *cap = m->caps[ci];
             repl_unit *u;
             size_t n, i;
+            int k, any = 0;
             if (mu->nreplicas < 2 || mu->shard_epoch == 0 ||
                 mu->replicas[0] != (uint16_t)self ||
                 mu->insync == (uint8_t)((1u << mu->nreplicas) - 1))
                 continue;
+            for (k = 1; k < mu->nreplicas && !any; k++)
+                any = !keel_map_insync(mu, k) && mu->replicas[k] < m->nnodes &&
+                      !full[mu->replicas[k]];
+            if (!any)
+                continue; /* a part landing there scans again */
             /* Only a unit this node serves at that epoch and that is not
              * moving: a unit being handed off may have had its records
              * deleted here already (they went to the new primary), and
@@ -863,7 +895,7 @@ static void cu_scan(keel_repl *r)
                 if (r->nsnap >= CU_MAX_SNAP) {
                     r->rescan = 1; /* the tick goes on */
                     repl_arm(r, 0);
-                    return;
+                    goto out;
                 }
                 l = repl_link_get(r, &refs[i]);
                 if (l == NULL || cu_find(u, mu->shard_epoch, l) != NULL ||
@@ -872,7 +904,7 @@ static void cu_scan(keel_repl *r)
                 if ((wait = cu_wait(r)) > 0) {
                     r->rescan = 1; /* the tick goes on, once it may */
                     repl_arm(r, wait);
-                    return;
+                    goto out;
                 }
                 if ((check = link_checks(r, l, now)) < 0) {
                     r->rescan = 1; /* once its hello is read */
@@ -880,18 +912,25 @@ static void cu_scan(keel_repl *r)
                     continue;
                 }
                 cu_begin(r, u, mu->shard_epoch, &refs[i], stores[i], check);
+                if (l->snap_parts >= CU_LINK_PARTS &&
+                    (k = keel_map_node_index(m, l->name)) >= 0)
+                    full[k] = 1;
                 if (ev_time() - began >= CU_SCAN_BUDGET_S) {
                     /* Reads of whole units (a check's digest) or first
                      * parts add up: the loop serves what waits, and the
                      * next tick goes on. */
                     r->rescan = 1;
                     repl_arm(r, 0);
-                    return;
+                    goto out;
                 }
             }
         }
     }
+out:
+    free(full);
 }
+
+
 
 /* ---------------------------------------------------------------- tick */
 
