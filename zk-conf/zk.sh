@@ -135,7 +135,7 @@ launch() {
     # zkEnv.sh fixes a class path without an SLF4J binding, so the server
     # would log nothing; the later -cp here wins and adds log4j's.
     JMXDISABLE=true \
-    SERVER_JVMFLAGS="-cp $CLASSPATH_ZK -Dlog4j.configuration=file:$HERE/log4j.properties -Dkeel.zk.log=$dir/zk.log -Xms16m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1" \
+    SERVER_JVMFLAGS="-cp $CLASSPATH_ZK -Dlog4j.configuration=file:$HERE/log4j.properties -Dkeel.zk.log=$dir/zk.log -Xms16m -Xmx1g -XX:+UseSerialGC -XX:TieredStopAtLevel=1" \
         "$ZK_HOME/bin/zkServer.sh" start-foreground "$dir/zoo.cfg" \
         >"$dir/zk.out" 2>&1 </dev/null &
     pid=$!
