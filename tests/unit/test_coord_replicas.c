@@ -3903,6 +3903,37 @@ static int32_t zk_state_version(const char *name)
     return st.version;
 }
 
+/* Three gpu units of one primary (start_gpu(3)) whose backup it
+ * dropped: *p and *b get the primary's and the backup's indexes, us the
+ * shards and es their shard_epochs. */
+static void three_out_of_sync(int *p, int *b, uint32_t us[3], uint64_t es[3])
+{
+    keel_shard_map m;
+    uint32_t s;
+    int gi, n = 0, i;
+
+    start_gpu(3);
+    m = checked_map();
+    gi = keel_map_cap_index(&m, "gpu");
+    *p = node_idx(keel_map_primary(&m, (uint32_t)gi, 0));
+    *b = *p == 1 ? 2 : 1;
+    for (s = 0; s < SHARDS && n < 3; s++)
+        if (strcmp(keel_map_primary(&m, (uint32_t)gi, s), nm(*p)) == 0) {
+            us[n] = s;
+            es[n++] = unit(&m, "gpu", s)->shard_epoch;
+        }
+    keel_map_free(&m);
+    ck_assert_int_eq(n, 3);
+    for (i = 0; i < 3; i++)
+        ck_assert_int_eq(
+            keel_cluster_request_drop(C[*p], "gpu", us[i], es[i], nm(*b)), 0);
+    settle();
+    m = checked_map();
+    for (i = 0; i < 3; i++)
+        ck_assert_uint_eq(count_insync(unit(&m, "gpu", us[i])), 1);
+    keel_map_free(&m);
+}
+
 /* A primary catching up many units asks many adds. Each as a state write
  * of its own, the controller's map writes that honour them (each with a
  * check of the state it read) would fail as long as the asks keep coming
@@ -3912,32 +3943,13 @@ static int32_t zk_state_version(const char *name)
 START_TEST(test_adds_wait_for_the_next_map)
 {
     keel_shard_map m;
-    uint32_t us[3], s;
+    uint32_t us[3];
     uint64_t es[3];
     int32_t v0;
-    int p, b, gi, n = 0, i;
+    int p, b, i;
     char want[256];
 
-    start_gpu(3);
-    m = checked_map();
-    gi = keel_map_cap_index(&m, "gpu");
-    p = node_idx(keel_map_primary(&m, (uint32_t)gi, 0));
-    b = p == 1 ? 2 : 1;
-    for (s = 0; s < SHARDS && n < 3; s++)
-        if (strcmp(keel_map_primary(&m, (uint32_t)gi, s), nm(p)) == 0) {
-            us[n] = s;
-            es[n++] = unit(&m, "gpu", s)->shard_epoch;
-        }
-    keel_map_free(&m);
-    ck_assert_int_eq(n, 3);
-    for (i = 0; i < 3; i++)
-        ck_assert_int_eq(
-            keel_cluster_request_drop(C[p], "gpu", us[i], es[i], nm(b)), 0);
-    settle();
-    m = checked_map();
-    for (i = 0; i < 3; i++)
-        ck_assert_uint_eq(count_insync(unit(&m, "gpu", us[i])), 1);
-    keel_map_free(&m);
+    three_out_of_sync(&p, &b, us, es);
 
     /* the controller is held: no map comes */
     keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
@@ -3986,27 +3998,12 @@ END_TEST
 START_TEST(test_held_adds_go_with_the_next_map)
 {
     keel_shard_map m;
-    uint32_t us[3], s;
+    uint32_t us[3];
     uint64_t es[3];
     int32_t v0;
-    int p, b, gi, n = 0, i;
+    int p, b, i;
 
-    start_gpu(3);
-    m = checked_map();
-    gi = keel_map_cap_index(&m, "gpu");
-    p = node_idx(keel_map_primary(&m, (uint32_t)gi, 0));
-    b = p == 1 ? 2 : 1;
-    for (s = 0; s < SHARDS && n < 3; s++)
-        if (strcmp(keel_map_primary(&m, (uint32_t)gi, s), nm(p)) == 0) {
-            us[n] = s;
-            es[n++] = unit(&m, "gpu", s)->shard_epoch;
-        }
-    keel_map_free(&m);
-    ck_assert_int_eq(n, 3);
-    for (i = 0; i < 3; i++)
-        ck_assert_int_eq(
-            keel_cluster_request_drop(C[p], "gpu", us[i], es[i], nm(b)), 0);
-    settle();
+    three_out_of_sync(&p, &b, us, es);
 
     keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
     v0 = zk_state_version(nm(p));
