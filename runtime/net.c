@@ -107,6 +107,10 @@ struct keel_conn {
      * refusal does) so that a client still sending reads the error
      * rather than a reset. */
     int hello, linger_close;
+    /* The error that ends the connection, held back (hold_last) until
+     * every reply owed before it is queued. */
+    uint8_t *last;
+    size_t last_len;
     /* Who the connection has proven (or said) it is: auth.h. */
     keel_auth_conn auth;
     /* ev_now of the last whole frame read or answer queued: idle since. */
@@ -156,6 +160,7 @@ static void free_graveyard(keel_node *n)
         n->graveyard = c->flush_next;
         free(c->rbuf);
         free(c->wbuf);
+        free(c->last);
         free(c);
     }
 }
@@ -302,6 +307,48 @@ static void send_error(keel_conn *c, uint64_t id, int code, const char *msg)
         ml = 512;
     send_frame(c, KEEL_FRAME_ERROR, id, body,
                keel_error_body_encode(body, code, msg, ml));
+}
+
+/* Bytes queued and not written yet. */
+static size_t unsent(const keel_conn *c)
+{
+    return c->wlen - c->woff;
+}
+
+/* The answer just queued (the unsent bytes beyond `before`) ends the
+ * connection. The replies of requests read before it that still run
+ * (durable writes wait for their flush) must reach the client first: a
+ * client stops reading at an error that ends the connection
+ * (docs/protocol.md), and would count a request that ran as unknown. So
+ * it is taken off the queue and queued again once the last of them is
+ * (keel__net_complete). */
+static void hold_last(keel_conn *c, size_t before)
+{
+    size_t len;
+
+    if (c->dead || c->pending == 0 || unsent(c) <= before ||
+        c->last != NULL)
+        return;
+    len = unsent(c) - before;
+    if ((c->last = malloc(len)) == NULL)
+        return; /* it goes as it is */
+    memcpy(c->last, c->wbuf + c->wlen - len, len);
+    c->last_len = len;
+    c->wlen -= len;
+}
+
+static void send_last(keel_conn *c)
+{
+    if (c->last == NULL || c->pending > 0 || c->dead)
+        return;
+    if (wbuf_reserve(c, c->last_len) == 0) {
+        memcpy(c->wbuf + c->wlen, c->last, c->last_len);
+        c->wlen += c->last_len;
+        mark_flush(c);
+    }
+    free(c->last);
+    c->last = NULL;
+    c->last_len = 0;
 }
 
 static void resume_reading(keel_conn *c);
@@ -474,6 +521,7 @@ void keel__net_complete(keel_node *n, keel_req *req)
         } else {
             send_frame(c, KEEL_FRAME_REPLY, id, req->buf, req->len);
         }
+        send_last(c);
         if (c->paused && c->pending < PENDING_PAUSE / 2 &&
             c->wlen - c->woff < WBUF_PAUSE / 2)
             resume_reading(c);
@@ -1231,6 +1279,7 @@ static void process_input(keel_conn *c)
         keel_frame f;
         size_t limit = frame_limit(c, c->rbuf + off, c->rlen - off);
         long r = keel_frame_parse(c->rbuf + off, c->rlen - off, limit, &f);
+        size_t before = unsent(c);
         if (r == 0)
             break;
         if (r < 0) {
@@ -1249,11 +1298,13 @@ static void process_input(keel_conn *c)
             else
                 snprintf(msg, sizeof msg, "malformed frame header");
             send_error(c, f.request_id, (int)r, msg);
+            hold_last(c, before);
             c->closing = 1;
             c->linger_close = 1;
             break;
         }
         if (handle_frame(c, &f) != 0) {
+            hold_last(c, before);
             c->closing = 1;
             c->linger_close = 1;
             break;
@@ -1568,13 +1619,14 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
                 c->rlen = 0;
             } else if (c->rlen > 0) {
                 uint64_t id = 0;
-                size_t i;
+                size_t i, before = unsent(c);
                 if (c->rlen >= KEEL_FRAME_HEADER)
                     for (i = 8; i < 16; i++)
                         id = (id << 8) | c->rbuf[i];
                 STAT_ADD(c->n, frames_bad, 1);
                 send_error(c, id, KEEL_EMALFORMED,
                            "truncated frame: the stream ended inside it");
+                hold_last(c, before);
                 c->rlen = 0;
             }
             c->closing = 1;

@@ -331,6 +331,56 @@ START_TEST(truncated_frame_answered)
 }
 END_TEST
 
+/* An error that ends the connection comes after the answers the node
+ * owes for what it read before (docs/protocol.md): a client that stops
+ * reading at it has every reply of the requests that ran. Three ways to
+ * end it, each after a durable call whose reply takes a flush: a stream
+ * ending inside a frame, a frame of an unknown kind, a frame over the
+ * maximum size. */
+START_TEST(fatal_error_after_owed_replies)
+{
+    uint8_t frame[KEEL_FRAME_HEADER + 64], bad[KEEL_FRAME_HEADER];
+    size_t blen = keel_call_body_size(7, 2, 4);
+    int v, k;
+
+    start_node(NULL);
+    for (v = 0; v < 3; v++)
+        for (k = 0; k < 5; k++) {
+            tu_rframe f;
+            int fd = tu_raw_connect(node.port);
+            size_t badlen = sizeof bad;
+            ck_assert_int_ge(fd, 0);
+            keel_frame_header(frame, KEEL_FRAME_CALL, 1, blen);
+            keel_call_body_encode(frame + KEEL_FRAME_HEADER, "counter", 7,
+                                  "o1", 2, "incr", 4);
+            if (v == 0) {
+                memset(bad, 0, sizeof bad);
+                badlen = 5;
+            } else if (v == 1) {
+                keel_frame_header(bad, KEEL_FRAME_PING, 9, 0);
+                bad[4] = 42;
+            } else {
+                keel_frame_header(bad, KEEL_FRAME_PING, 9, 64u << 20);
+            }
+            memcpy(frame + KEEL_FRAME_HEADER + blen, bad, badlen);
+            ck_assert_int_eq(tu_send_all(fd, frame,
+                                         KEEL_FRAME_HEADER + blen + badlen),
+                             0);
+            if (v == 0)
+                ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+            ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
+            ck_assert_msg(f.kind == KEEL_FRAME_REPLY && f.id == 1,
+                          "case %d: frame kind %d id %llu came first", v,
+                          f.kind, (unsigned long long)f.id);
+            ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
+            ck_assert_int_eq(f.kind, KEEL_FRAME_ERROR);
+            ck_assert_int_eq(f.code, v == 2 ? KEEL_ETOOBIG : KEEL_EMALFORMED);
+            ck_assert(tu_closed_within(fd, 5000));
+            close(fd);
+        }
+}
+END_TEST
+
 /* ------------------------------------------------ 4 client hop counts */
 
 /* Bits 0-3 of a CALL's flags count forwards between nodes. A client that
@@ -521,6 +571,7 @@ int main(void)
     tcase_add_test(tc, max_connections_refuses);
     tcase_add_test(tc, idle_connections_closed);
     tcase_add_test(tc, truncated_frame_answered);
+    tcase_add_test(tc, fatal_error_after_owed_replies);
     tcase_add_test(tc, client_hops_refused);
     tcase_add_test(tc, http_header_deadline);
     tcase_add_test(tc, http_per_ip_cap);
