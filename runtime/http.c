@@ -49,6 +49,7 @@
 #include <pthread.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -93,6 +94,11 @@ struct hconn {
     struct hconn *prev, *next;
     int fd;
     double deadline; /* CLOCK_MONOTONIC seconds; 0: a request is in */
+    /* The event stream the connection carries (under mu; unlinked by
+     * whichever of the two goes first), and whether the watchdog ended it
+     * because its client went away. */
+    struct sse *sse;
+    int sse_gone;
     /* HTTPS: the identity the client certificate gave, looked up at the
      * connection's first request (the handshake is over by then). MHD
      * thread. */
@@ -910,6 +916,7 @@ struct sse {
     size_t len, off, cap;
     int ended;     /* no more events: the stream ends once buf is out */
     int suspended; /* the reader suspended the connection */
+    struct hconn *hc; /* its connection, under h->mu (see hconn) */
 };
 
 static void sse_free(struct sse *x)
@@ -1013,6 +1020,11 @@ static void sse_release(void *cls)
 {
     struct sse *x = cls;
 
+    pthread_mutex_lock(&x->h->mu);
+    if (x->hc != NULL)
+        x->hc->sse = NULL;
+    x->hc = NULL;
+    pthread_mutex_unlock(&x->h->mu);
     if (keel_node_post(x->h->n, sse_gone_job, x) != 0)
         sse_free(x); /* the loop has ended: nothing of it runs again */
 }
@@ -1304,6 +1316,19 @@ static enum MHD_Result answer_events(struct http_req *r)
     }
     r->phase = PH_ANSWERED;
     ok = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
+    if (ok == MHD_YES) {
+        /* The watchdog looks after the stream's client from now on. */
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+            r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        struct hconn *hc = ci != NULL ? ci->socket_context : NULL;
+        if (hc != NULL) {
+            pthread_mutex_lock(&r->h->mu);
+            hc->sse = x;
+            hc->sse_gone = 0;
+            x->hc = hc;
+            pthread_mutex_unlock(&r->h->mu);
+        }
+    }
     MHD_destroy_response(resp);
     atomic_fetch_add(&r->h->answered, 1);
     return ok;
@@ -1647,6 +1672,8 @@ static void notify_conn_cb(void *cls, struct MHD_Connection *conn,
         return;
     *socket_context = NULL;
     pthread_mutex_lock(&h->mu);
+    if (hc->sse != NULL)
+        hc->sse->hc = NULL;
     if (hc->prev != NULL)
         hc->prev->next = hc->next;
     else
@@ -1659,6 +1686,22 @@ static void notify_conn_cb(void *cls, struct MHD_Connection *conn,
 
 static void daemon_stop(struct hdaemon *hd);
 
+/* Whether the client of an event stream went away: it closed or shut
+ * down its side, or the connection failed. A suspended connection is not
+ * watched by MHD, and a quiet actor sends nothing that would find out:
+ * without this a stream left by its client holds its connection (and its
+ * place under --http-max-per-ip) for as long as the actor stays quiet.
+ * An event stream's client sends nothing after its request, so its
+ * shutting down its side is its leaving. */
+static int sse_client_gone(const struct hconn *hc)
+{
+    struct pollfd p = {.fd = hc->fd, .events = POLLRDHUP};
+
+    if (poll(&p, 1, 0) <= 0)
+        return 0;
+    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
 /* Four times a second: the connections past their header deadline are
  * shut down (not closed: the descriptor stays MHD's until its close
  * notice), and daemons quiesced by a reload that have no connection left
@@ -1666,7 +1709,7 @@ static void daemon_stop(struct hdaemon *hd);
 static void *watchdog_main(void *arg)
 {
     keel_http *h = arg;
-    unsigned long shut = 0;
+    unsigned long shut = 0, gone = 0;
 
     pthread_mutex_lock(&h->mu);
     while (!h->watch_stop) {
@@ -1705,6 +1748,21 @@ static void *watchdog_main(void *arg)
                 hc->deadline = 0;
                 shut++;
             }
+            if (hc->sse != NULL && !hc->sse_gone && sse_client_gone(hc)) {
+                /* Ended here (mu keeps it from being freed meanwhile):
+                 * resumed, MHD ends the response and finds the
+                 * connection closed. */
+                static const struct keel_sbuf none = {0};
+                hc->sse_gone = 1;
+                sse_push(hc->sse, &none, 1);
+                gone++;
+            }
+        }
+        if (gone > 0) {
+            keel_info("http: ended %lu event streams whose clients went "
+                      "away",
+                      gone);
+            gone = 0;
         }
         if (shut > 0) {
             /* Counted, not logged one by one: the clients at fault may be

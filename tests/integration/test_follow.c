@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -409,6 +410,67 @@ static int sse_open(int port, const char *path, const char *last_id)
     ck_assert_int_eq(tu_send_all(fd, req, strlen(req)), 0);
     return fd;
 }
+
+/* Whether a GET of /healthz on port is answered 200 within 3 s. */
+static int healthz_ok(int port)
+{
+    static const char req[] =
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    char buf[256];
+    int fd = tu_raw_connect_bare(port), ok = 0;
+    ssize_t r;
+
+    if (fd < 0)
+        return 0;
+    if (tu_send_all(fd, req, sizeof req - 1) == 0 &&
+        tu_wait_readable(fd, 3000)) {
+        r = recv(fd, buf, sizeof buf - 1, 0);
+        if (r > 0) {
+            buf[r] = '\0';
+            ok = strncmp(buf, "HTTP/1.1 200", 12) == 0;
+        }
+    }
+    close(fd);
+    return ok;
+}
+
+/* An event stream whose client went away ends, and its connection with
+ * it, without waiting for an event (the actor may stay quiet for ever):
+ * else every stream a client left would keep its place, and
+ * --http-max-per-ip of them lock the address out of the HTTP face,
+ * /healthz included. */
+START_TEST(sse_client_gone)
+{
+    static const char *const extra[] = {"--durability", "none", "--http",
+                                        "127.0.0.1:0", "--http-max-per-ip",
+                                        "3", NULL};
+    static char a[16384];
+    int port, i, ok = 0;
+    double end;
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, extra), 0);
+    port = tu_keeld_http_port(&node);
+    ck_assert_int_gt(port, 0);
+    for (i = 0; i < 5; i++) {
+        size_t al = 0;
+        int fa = sse_open(port, "/v1/actors/counter/quiet/events", NULL);
+        a[0] = '\0';
+        ck_assert_int_ge(read_until(fa, a, sizeof a, &al, "id: 0\n", 10000),
+                         0);
+        close(fa);
+        /* each place is free again before the next stream needs one */
+        end = mono_ms() + 10000;
+        while (tu_keel_stat(node.addr, "subscribers") != 0 &&
+               mono_ms() < end)
+            usleep(20000);
+        ck_assert_int_eq(tu_keel_stat(node.addr, "subscribers"), 0);
+    }
+    end = mono_ms() + 10000;
+    while (!(ok = healthz_ok(port)) && mono_ms() < end)
+        usleep(50000);
+    ck_assert_msg(ok, "/healthz refused after 5 abandoned event streams");
+}
+END_TEST
 
 /* GET /v1/actors/{type}/{id}/events: the current state as the first
  * event, then every change with its version as the event id, in order;
@@ -954,6 +1016,7 @@ static Suite *follow_suite(void)
     tcase_add_test(tc, stop_ends_subscriptions);
     tcase_add_test(tc, cli_follow);
     tcase_add_test(tc, server_sent_events);
+    tcase_add_test(tc, sse_client_gone);
     tcase_add_test(tc, payload_events);
     tcase_add_test(tc, payload_version_entries_only);
     tcase_add_test(tc, server_sent_payloads);
