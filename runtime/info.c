@@ -779,8 +779,9 @@ int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
                       arg, units);
     } else {
         snprintf(errbuf, errlen,
-                 "unknown query '%s' (nodes, shards, where, capabilities, "
-                 "drain, forget)",
+                 "unknown query '%s' (nodes, shards, where, digest, "
+                 "capabilities, drain, forget; and auth, peer on their "
+                 "own)",
                  q);
         return KEEL_EINVAL;
     }
