@@ -863,8 +863,17 @@ static void cu_scan(keel_repl *r)
             for (k = 1; k < mu->nreplicas && !any; k++)
                 any = !keel_map_insync(mu, k) && mu->replicas[k] < m->nnodes &&
                       !full[mu->replicas[k]];
-            if (!any)
-                continue; /* a part landing there scans again */
+            if (!any) {
+                /* A part landing there scans again. A unit that asked
+                 * for late flushes keeps them meanwhile, so that it is
+                 * ready when a part goes (it would lose its turn to
+                 * units written less). */
+                u = repl_unit_find(r, cap, s);
+                if (u != NULL && u->cu_want_at != 0 &&
+                    u->early_no > r->settled_no)
+                    u->cu_want_at = now;
+                continue;
+            }
             /* Only a unit this node serves at that epoch and that is not
              * moving: a unit being handed off may have had its records
              * deleted here already (they went to the new primary), and

@@ -532,8 +532,9 @@ int keel__follow_unsubscribe(keel_node *n, keel_follow_sink *k,
 
     for (s = k->subs; s != NULL; s = s->snext) {
         if (s->tag == tag) {
+            int due = s->pending;
             sub_end(n->follow, s, 0, NULL);
-            return 0;
+            return due;
         }
     }
     return KEEL_ENOTFOUND;

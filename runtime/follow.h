@@ -102,8 +102,9 @@ int keel__follow_subscribe(keel_node *n, keel_follow_sink *k, uint64_t tag,
                            struct keel_type_entry *te, const void *id,
                            size_t idlen, uint64_t since, unsigned flags,
                            char *errbuf, size_t errlen);
-/* Ends k's subscription tag without an END. KEEL_ENOTFOUND when k has
- * none by that tag. */
+/* Ends k's subscription tag without an END: 0, or 1 when its first
+ * answer was still due (it will not come). KEEL_ENOTFOUND when k has none
+ * by that tag. */
 int keel__follow_unsubscribe(keel_node *n, keel_follow_sink *k,
                              uint64_t tag);
 /* The sink closes: every subscription of it goes, silently. */

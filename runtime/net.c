@@ -108,9 +108,11 @@ struct keel_conn {
      * rather than a reset. */
     int hello, linger_close;
     /* The error that ends the connection, held back (hold_last) until
-     * every reply owed before it is queued. */
+     * every reply owed before it is queued: those of requests (pending)
+     * and the first answers of subscriptions (sub_due). */
     uint8_t *last;
     size_t last_len;
+    uint32_t sub_due;
     /* Who the connection has proven (or said) it is: auth.h. */
     keel_auth_conn auth;
     /* ev_now of the last whole frame read or answer queued: idle since. */
@@ -326,8 +328,8 @@ static void hold_last(keel_conn *c, size_t before)
 {
     size_t len;
 
-    if (c->dead || c->pending == 0 || unsent(c) <= before ||
-        c->last != NULL)
+    if (c->dead || (c->pending == 0 && c->sub_due == 0) ||
+        unsent(c) <= before || c->last != NULL)
         return;
     len = unsent(c) - before;
     if ((c->last = malloc(len)) == NULL)
@@ -339,7 +341,7 @@ static void hold_last(keel_conn *c, size_t before)
 
 static void send_last(keel_conn *c)
 {
-    if (c->last == NULL || c->pending > 0 || c->dead)
+    if (c->last == NULL || c->pending > 0 || c->sub_due > 0 || c->dead)
         return;
     if (wbuf_reserve(c, c->last_len) == 0) {
         memcpy(c->wbuf + c->wlen, c->last, c->last_len);
@@ -417,7 +419,7 @@ static int conn_write(keel_conn *c)
     c->woff = c->wlen = 0;
     if (ev_is_active(&c->wio) && !c->read_wants_write)
         ev_io_stop(c->n->loop, &c->wio);
-    if (c->closing && c->pending == 0) {
+    if (c->closing && c->pending == 0 && c->sub_due == 0) {
         /* Every reply the client is owed has been written. */
         if (c->linger_close && !c->refusing)
             refuse_mark(c);
@@ -837,11 +839,10 @@ static void send_frame2(keel_conn *c, uint8_t kind, uint8_t flags,
     mark_flush(c);
 }
 
-static int sub_answer(keel_follow_sink *k, uint64_t tag, int rc,
-                       const keel_state_read *st, const char *msg,
-                       size_t msglen)
+static int sub_answer_frame(keel_conn *c, uint64_t tag, int rc,
+                            const keel_state_read *st, const char *msg,
+                            size_t msglen)
 {
-    keel_conn *c = k->data;
     uint8_t head[KEEL_STATE_READ_HDR];
 
     if (rc != 0) {
@@ -861,6 +862,22 @@ static int sub_answer(keel_follow_sink *k, uint64_t tag, int rc,
     keel_state_read_head(head, st->has_blob, st->version, st->entries);
     send_frame2(c, KEEL_FRAME_REPLY, 0, tag, head, sizeof head, st->blob,
                 st->blob_len);
+    return 0;
+}
+
+/* A subscription's first answer: owed as a request's reply is (see
+ * hold_last). */
+static int sub_answer(keel_follow_sink *k, uint64_t tag, int rc,
+                      const keel_state_read *st, const char *msg,
+                      size_t msglen)
+{
+    keel_conn *c = k->data;
+
+    if (sub_answer_frame(c, tag, rc, st, msg, msglen) != 0)
+        return KEEL_ETOOBIG; /* answered again, with the error */
+    if (c->sub_due > 0)
+        c->sub_due--;
+    send_last(c);
     return 0;
 }
 
@@ -936,19 +953,26 @@ static void handle_subscribe(keel_conn *c, const keel_frame *f)
     }
     c->fsink.ops = &conn_follow_ops;
     c->fsink.data = c;
+    c->sub_due++; /* its first answer comes through sub_answer */
     rc = keel__follow_subscribe(n, &c->fsink, f->request_id, te, cb.id,
                                 cb.idlen, since,
                                 (f->flags & KEEL_FLAG_PAYLOAD)
                                     ? KEEL_FOLLOW_PAYLOADS
                                     : 0,
                                 err, sizeof err);
-    if (rc != 0)
+    if (rc != 0) {
+        c->sub_due--;
         send_error(c, f->request_id, rc, err);
+    }
 }
 
 static void handle_unsubscribe(keel_conn *c, const keel_frame *f)
 {
-    if (keel__follow_unsubscribe(c->n, &c->fsink, f->request_id) != 0) {
+    int rc = keel__follow_unsubscribe(c->n, &c->fsink, f->request_id);
+
+    if (rc == 1 && c->sub_due > 0)
+        c->sub_due--; /* its first answer will not come */
+    if (rc < 0) {
         send_error(c, f->request_id, KEEL_ENOTFOUND,
                    "no subscription with this request id on the "
                    "connection");
@@ -1695,6 +1719,7 @@ static void conn_close(keel_conn *c)
     c->fd = -1;
     c->dead = 1;
     keel__follow_sink_close(n, &c->fsink); /* before anything is sent */
+    c->sub_due = 0;
     if (c->in_flush) {
         keel_conn **pp;
         for (pp = &n->flush_head; *pp != NULL; pp = &(*pp)->flush_next) {
@@ -2207,6 +2232,7 @@ void keel__net_tokens_reloaded(keel_node *n)
          * answers in flight are out. */
         cut++;
         keel__follow_sink_close(n, &c->fsink);
+        c->sub_due = 0;
         if (c->pending == 0) {
             refuse_conn(c, KEEL_EUNAUTH, refuse_withdrawn);
         } else if (!c->closing) {

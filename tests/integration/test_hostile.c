@@ -381,6 +381,54 @@ START_TEST(fatal_error_after_owed_replies)
 }
 END_TEST
 
+/* A subscription's first answer is owed as a reply is: it comes before
+ * an error that ends the connection. One unsubscribed before its first
+ * answer is owed nothing, and the connection still ends at the client's
+ * end of stream. */
+START_TEST(fatal_error_after_subscribe_answer)
+{
+    uint8_t frame[3 * KEEL_FRAME_HEADER + 64], bad[KEEL_FRAME_HEADER];
+    int k;
+
+    start_node(NULL);
+    for (k = 0; k < 10; k++) {
+        tu_rframe f;
+        int fd = tu_raw_connect(node.port);
+        char id[16];
+        size_t n, il = (size_t)snprintf(id, sizeof id, "s%d", k);
+        ck_assert_int_ge(fd, 0);
+        n = keel_subscribe_encode(frame + KEEL_FRAME_HEADER, "counter", 7,
+                                  id, il, 0);
+        keel_frame_header(frame, KEEL_FRAME_SUBSCRIBE, 1, n);
+        n += KEEL_FRAME_HEADER;
+        if (k % 2 == 0) {
+            keel_frame_header(bad, KEEL_FRAME_PING, 9, 0);
+            bad[4] = 42;
+            memcpy(frame + n, bad, sizeof bad);
+            ck_assert_int_eq(tu_send_all(fd, frame, n + sizeof bad), 0);
+            ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
+            ck_assert_msg(f.kind == KEEL_FRAME_REPLY && f.id == 1,
+                          "try %d: frame kind %d id %llu came first", k,
+                          f.kind, (unsigned long long)f.id);
+            ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
+            ck_assert_int_eq(f.kind, KEEL_FRAME_ERROR);
+            ck_assert_int_eq(f.code, KEEL_EMALFORMED);
+        } else {
+            keel_frame_header(frame + n, KEEL_FRAME_UNSUBSCRIBE, 1, 0);
+            n += KEEL_FRAME_HEADER;
+            ck_assert_int_eq(tu_send_all(fd, frame, n), 0);
+            ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+            /* the subscription's answer if it came first, then the
+             * unsubscribe's */
+            while (tu_read_frame(fd, &f, 5000) == 1)
+                ck_assert_uint_eq(f.id, 1);
+        }
+        ck_assert(tu_closed_within(fd, 5000));
+        close(fd);
+    }
+}
+END_TEST
+
 /* ------------------------------------------------ 4 client hop counts */
 
 /* Bits 0-3 of a CALL's flags count forwards between nodes. A client that
@@ -572,6 +620,7 @@ int main(void)
     tcase_add_test(tc, idle_connections_closed);
     tcase_add_test(tc, truncated_frame_answered);
     tcase_add_test(tc, fatal_error_after_owed_replies);
+    tcase_add_test(tc, fatal_error_after_subscribe_answer);
     tcase_add_test(tc, client_hops_refused);
     tcase_add_test(tc, http_header_deadline);
     tcase_add_test(tc, http_per_ip_cap);
