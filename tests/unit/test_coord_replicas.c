@@ -4032,6 +4032,39 @@ START_TEST(test_held_adds_go_with_the_next_map)
 END_TEST
 
 
+/* A held add withdrawn before any write carried it settles at once: no
+ * map could have read it. */
+START_TEST(test_held_add_withdrawn_settles)
+{
+    uint32_t us[3];
+    uint64_t es[3];
+    int32_t v0;
+    int p, b;
+
+    three_out_of_sync(&p, &b, us, es);
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    v0 = zk_state_version(nm(p));
+    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", us[0], es[0],
+                                              nm(b), store_of_[b]),
+                     0);
+    settle();
+    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", us[1], es[1],
+                                              nm(b), store_of_[b]),
+                     0);
+    settle();
+    ck_assert_int_eq(zk_state_version(nm(p)), v0 + 1); /* held */
+    ck_assert_int_eq(
+        keel_cluster_withdraw_add(C[p], "gpu", us[1], es[1], nm(b)), 0);
+    settle();
+    ck_assert_int_eq(
+        keel_cluster_add_pending(C[p], "gpu", us[1], es[1], nm(b)), 0);
+    ck_assert_str_eq(zk_adds(nm(p), us[1]), "");
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
+    settle();
+    check_primaries();
+}
+END_TEST
+
 /* Writes node `name`'s state with (cap "gpu", shard s) changed by hand:
  * its PRIMARY entry at `epoch` (made anew), with an add of
  * `add` under `store` and a drop of `drop` (each NULL: none). */
@@ -4659,6 +4692,7 @@ int main(void)
     tcase_add_test(tc, test_add_request_api);
     tcase_add_test(tc, test_adds_wait_for_the_next_map);
     tcase_add_test(tc, test_held_adds_go_with_the_next_map);
+    tcase_add_test(tc, test_held_add_withdrawn_settles);
     tcase_add_test(tc, test_add_refused);
     tcase_add_test(tc, test_add_refused_dead_backup);
     tcase_add_test(tc, test_add_withdrawal_race);
