@@ -411,29 +411,6 @@ static int sse_open(int port, const char *path, const char *last_id)
     return fd;
 }
 
-/* Whether a GET of /healthz on port is answered 200 within 3 s. */
-static int healthz_ok(int port)
-{
-    static const char req[] =
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    char buf[256];
-    int fd = tu_raw_connect_bare(port), ok = 0;
-    ssize_t r;
-
-    if (fd < 0)
-        return 0;
-    if (tu_send_all(fd, req, sizeof req - 1) == 0 &&
-        tu_wait_readable(fd, 3000)) {
-        r = recv(fd, buf, sizeof buf - 1, 0);
-        if (r > 0) {
-            buf[r] = '\0';
-            ok = strncmp(buf, "HTTP/1.1 200", 12) == 0;
-        }
-    }
-    close(fd);
-    return ok;
-}
-
 /* An event stream whose client went away ends, and its connection with
  * it, without waiting for an event (the actor may stay quiet for ever):
  * else every stream a client left would keep its place, and
@@ -466,7 +443,7 @@ START_TEST(sse_client_gone)
         ck_assert_int_eq(tu_keel_stat(node.addr, "subscribers"), 0);
     }
     end = mono_ms() + 10000;
-    while (!(ok = healthz_ok(port)) && mono_ms() < end)
+    while (!(ok = tu_http_healthz(NULL, port)) && mono_ms() < end)
         usleep(50000);
     ck_assert_msg(ok, "/healthz refused after 5 abandoned event streams");
 }

@@ -477,29 +477,6 @@ static int http_port(void)
     return port;
 }
 
-/* GET /healthz from `from` on a fresh connection: 1 when "200" comes
- * back within 3 s. */
-static int http_healthz(const char *from, int port)
-{
-    static const char req[] =
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    char buf[256];
-    int fd = tu_raw_connect_bare_from(from, port), ok = 0;
-    ssize_t r;
-
-    if (fd < 0)
-        return 0;
-    if (tu_send_all(fd, req, sizeof req - 1) == 0 && tu_wait_readable(fd, 3000)) {
-        r = recv(fd, buf, sizeof buf - 1, 0);
-        if (r > 0) {
-            buf[r] = '\0';
-            ok = strncmp(buf, "HTTP/1.1 200", 12) == 0;
-        }
-    }
-    close(fd);
-    return ok;
-}
-
 /* Opens n connections to port that send the start of a request's
  * headers; alive[i] says which took it. */
 static void trickle_open(int port, int *fds, int *alive, int n)
@@ -546,7 +523,7 @@ START_TEST(http_header_deadline)
     start_node(extra);
     port = http_port();
     ck_assert_int_gt(port, 0);
-    ck_assert(http_healthz(NULL, port));
+    ck_assert(tu_http_healthz(NULL, port));
     trickle_open(port, fds, alive, LORIS);
     /* Up to 20 s of trickling. */
     t0 = now_s();
@@ -562,7 +539,7 @@ START_TEST(http_header_deadline)
                   "%d trickling connections still open after %.1f s",
                   open_now, now_s() - t0);
     for (i = 0; i < 20 && !ok; i++) {
-        ok = http_healthz(NULL, port);
+        ok = tu_http_healthz(NULL, port);
         if (!ok)
             usleep(250 * 1000);
     }
@@ -598,7 +575,7 @@ START_TEST(http_per_ip_cap)
                   CAPPED);
     for (i = 0; i < 5; i++) {
         ck_assert_int_eq(trickle_round(fds, alive, CAPPED), 16);
-        served += http_healthz("127.0.0.2", port);
+        served += tu_http_healthz("127.0.0.2", port);
     }
     ck_assert_int_eq(served, 5);
     for (i = 0; i < CAPPED; i++)

@@ -60,6 +60,28 @@ int tu_raw_connect_bare(int port)
     return tu_raw_connect_bare_from(NULL, port);
 }
 
+int tu_http_healthz(const char *from, int port)
+{
+    static const char req[] =
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    char buf[256];
+    int fd = tu_raw_connect_bare_from(from, port), ok = 0;
+    ssize_t r;
+
+    if (fd < 0)
+        return 0;
+    if (tu_send_all(fd, req, sizeof req - 1) == 0 &&
+        tu_wait_readable(fd, 3000)) {
+        r = recv(fd, buf, sizeof buf - 1, 0);
+        if (r > 0) {
+            buf[r] = '\0';
+            ok = strncmp(buf, "HTTP/1.1 200", 12) == 0;
+        }
+    }
+    close(fd);
+    return ok;
+}
+
 int tu_raw_connect_from(const char *from, int port)
 {
     uint8_t hello[KEEL_HELLO_LEN];

@@ -18,6 +18,10 @@ int tu_raw_connect(int port);
 int tu_raw_connect_bare_from(const char *from, int port);
 int tu_raw_connect_bare(int port);
 
+/* Whether GET /healthz on the HTTP port, sent from `from` (NULL: any
+ * local address), is answered 200 within 3 s. */
+int tu_http_healthz(const char *from, int port);
+
 /* Sends all of p: 0, or -1 when the connection fails. */
 int tu_send_all(int fd, const void *p, size_t len);
 

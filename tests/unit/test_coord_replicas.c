@@ -3934,6 +3934,29 @@ static void three_out_of_sync(int *p, int *b, uint32_t us[3], uint64_t es[3])
     keel_map_free(&m);
 }
 
+/* p asks the controller to add b to unit (gpu, u) at epoch e. */
+static void ask_add(int p, int b, uint32_t u, uint64_t e)
+{
+    ck_assert_int_eq(
+        keel_cluster_request_add(C[p], "gpu", u, e, nm(b), store_of_[b]), 0);
+}
+
+/* With the controller held (no map comes), p asks the first add of
+ * three_out_of_sync's units, which goes out at once in one state write.
+ * Returns p's state version before it. */
+static int32_t first_add_out(int p, int b, const uint32_t us[3],
+                             const uint64_t es[3])
+{
+    int32_t v0;
+
+    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
+    v0 = zk_state_version(nm(p));
+    ask_add(p, b, us[0], es[0]);
+    settle();
+    ck_assert_int_eq(zk_state_version(nm(p)), v0 + 1);
+    return v0;
+}
+
 /* A primary catching up many units asks many adds. Each as a state write
  * of its own, the controller's map writes that honour them (each with a
  * check of the state it read) would fail as long as the asks keep coming
@@ -3950,22 +3973,10 @@ START_TEST(test_adds_wait_for_the_next_map)
     char want[256];
 
     three_out_of_sync(&p, &b, us, es);
-
-    /* the controller is held: no map comes */
-    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
-    v0 = zk_state_version(nm(p));
-    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", us[0], es[0],
-                                              nm(b), store_of_[b]),
-                     0);
+    v0 = first_add_out(p, b, us, es);
+    ask_add(p, b, us[1], es[1]);
     settle();
-    ck_assert_int_eq(zk_state_version(nm(p)), v0 + 1);
-    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", us[1], es[1],
-                                              nm(b), store_of_[b]),
-                     0);
-    settle();
-    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", us[2], es[2],
-                                              nm(b), store_of_[b]),
-                     0);
+    ask_add(p, b, us[2], es[2]);
     settle();
     /* held for the next map: one write so far */
     ck_assert_int_eq(zk_state_version(nm(p)), v0 + 1);
@@ -4004,19 +4015,9 @@ START_TEST(test_held_adds_go_with_the_next_map)
     int p, b, i;
 
     three_out_of_sync(&p, &b, us, es);
-
-    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
-    v0 = zk_state_version(nm(p));
-    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", us[0], es[0],
-                                              nm(b), store_of_[b]),
-                     0);
-    settle();
-    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", us[1], es[1],
-                                              nm(b), store_of_[b]),
-                     0);
-    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", us[2], es[2],
-                                              nm(b), store_of_[b]),
-                     0);
+    v0 = first_add_out(p, b, us, es);
+    ask_add(p, b, us[1], es[1]);
+    ask_add(p, b, us[2], es[2]);
     settle();
     ck_assert_int_eq(zk_state_version(nm(p)), v0 + 1);
     /* the controller writes the map adding the first; its apply carries
@@ -4042,15 +4043,8 @@ START_TEST(test_held_add_withdrawn_settles)
     int p, b;
 
     three_out_of_sync(&p, &b, us, es);
-    keel_zk_fake_hold(keel_cluster_zk(C[0]), 1);
-    v0 = zk_state_version(nm(p));
-    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", us[0], es[0],
-                                              nm(b), store_of_[b]),
-                     0);
-    settle();
-    ck_assert_int_eq(keel_cluster_request_add(C[p], "gpu", us[1], es[1],
-                                              nm(b), store_of_[b]),
-                     0);
+    v0 = first_add_out(p, b, us, es);
+    ask_add(p, b, us[1], es[1]);
     settle();
     ck_assert_int_eq(zk_state_version(nm(p)), v0 + 1); /* held */
     ck_assert_int_eq(
