@@ -494,8 +494,7 @@ static void adds_due(keel_cluster *c)
                           ? 2 * c->adds_hold_ms
                           : ADD_HOLD_MAX_MS;
     keel__cluster_publish(c);
-    if (c->adds_held) /* no write could go out yet: it carries them later */
-        c->adds_held = 0;
+    c->adds_held = 0; /* if no write could go out yet, the next carries them */
 }
 
 /* -------------------------------------------------------- map handling */

@@ -43,6 +43,15 @@ static int parent_sync(const char *path)
     return err == EACCES || err == EPERM ? 0 : err;
 }
 
+/* mkdir of one directory with mode, its name synced in its parent when
+ * it was made; one that exists already is fine. */
+static int make_one(const char *path, mode_t mode)
+{
+    if (mkdir(path, mode) == 0)
+        return parent_sync(path);
+    return errno == EEXIST ? 0 : errno;
+}
+
 int keel_dir_make(const char *path)
 {
     char *tmp = strdup(path);
@@ -55,19 +64,12 @@ int keel_dir_make(const char *path)
         if (*p != '/')
             continue;
         *p = '\0';
-        if (mkdir(tmp, 0755) == 0)
-            err = parent_sync(tmp);
-        else if (errno != EEXIST)
-            err = errno;
+        err = make_one(tmp, 0755);
         *p = '/';
         if (err != 0)
             goto out;
     }
-    if (mkdir(tmp, 0700) == 0)
-        err = parent_sync(tmp);
-    else if (errno != EEXIST)
-        err = errno;
-    if (err != 0)
+    if ((err = make_one(tmp, 0700)) != 0)
         goto out;
     if (stat(tmp, &st) < 0)
         err = errno;

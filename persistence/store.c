@@ -1167,10 +1167,12 @@ again:
     return 0;
 }
 
-#define RECOVER_TAIL                                                         \
+#define RECOVER_HEAD                                                         \
     "Recovering to the last good state (--recover-to-last-good) takes "     \
-    "the data file as it stands once it reads through whole: it holds "     \
-    "every acknowledged write unless the machine itself went down"
+    "the data file as it stands once it reads through whole: "
+#define RECOVER_TAIL                                                         \
+    RECOVER_HEAD "it holds every acknowledged write unless the machine "    \
+                 "itself went down"
 
 static void wal_cut_why(const keel_store *s, char *why, size_t len)
 {
@@ -1325,13 +1327,10 @@ static int store_check_ckpt(keel_store *s, const keel_store_options *o,
 refuse:
     if (!o->recover_to_last_good) {
         seterr(errbuf, errlen, "%s: %s. Refusing to open. %s", s->path, why,
-               data_txn != 0
-                   ? "Recovering to the last good state "
-                     "(--recover-to-last-good) takes the data file as it "
-                     "stands once it reads through whole: it then holds "
-                     "what it held when it was copied, without the writes "
-                     "made since"
-                   : RECOVER_TAIL);
+               data_txn != 0 ? RECOVER_HEAD "it then holds what it held "
+                                            "when it was copied, without "
+                                            "the writes made since"
+                             : RECOVER_TAIL);
         return KEEL_ECORRUPT;
     }
     keel_warn("store %s: %s; recovering to the last good state: the data "
