@@ -1,8 +1,8 @@
 /* Cluster mode: the node's coordination agent (see cluster.h): its
- * session, joining, the lease, the units it holds, its published state
- * and the map it applies. Replication's side of the map is in
- * cluster_repl.c, graceful leave and forget in cluster_leave.c; what the
- * three share is in cluster_int.h. */
+ * session, joining, the lease, the units it holds and the map it applies.
+ * Its published state is in cluster_state.c, replication's side of the
+ * map in cluster_repl.c, graceful leave and forget in cluster_leave.c;
+ * what they share is in cluster_int.h. */
 #include "coordinator/cluster.h"
 
 #include <ev.h>
@@ -27,12 +27,7 @@
 
 #define DEFAULT_SESSION_TIMEOUT_MS 10000
 
-static void schedule(keel_cluster *c);
 static void connecting(keel_cluster *c);
-static void apply_map(keel_cluster *c);
-static void adds_written(keel_cluster *c);
-static void settle_kick(keel_cluster *c);
-static int map_read(keel_cluster *c);
 
 /* The agent's clock, read afresh (ev_now() follows the wall clock, which
  * may be stepped). CLOCK_BOOTTIME keeps counting while the machine (or
@@ -40,7 +35,7 @@ static int map_read(keel_cluster *c);
  * suspension must find its lease lapsed, which CLOCK_MONOTONIC, stopped
  * meanwhile, would hide. Kernels without it (before 2.6.39) get the
  * monotonic clock. Without a loop, the time given to keel_cluster_tick(). */
-static uint64_t now_ms(keel_cluster *c)
+uint64_t keel__cluster_now_ms(keel_cluster *c)
 {
     if (c->loop != NULL) {
         static int no_boottime;
@@ -57,7 +52,7 @@ static uint64_t now_ms(keel_cluster *c)
 
 static uint64_t clock_ms(void *arg)
 {
-    return now_ms(arg);
+    return keel__cluster_now_ms(arg);
 }
 
 /* The controller's hint (keel_controller_options.peer_down). */
@@ -101,19 +96,20 @@ static void lease_answered(keel_lease *l, int flipped, void *arg)
     keel_cluster *c = arg;
 
     (void)l;
-    now_ms(c);
+    keel__cluster_now_ms(c);
     if (flipped)
         fenced_changed(c);
-    schedule(c);
+    keel__cluster_schedule(c);
 }
 
 int keel_cluster_check_lease(keel_cluster *c)
 {
-    int flipped, fenced = keel_lease_check(&c->lease, now_ms(c), &flipped);
+    int flipped, fenced =
+        keel_lease_check(&c->lease, keel__cluster_now_ms(c), &flipped);
 
     if (flipped) {
         fenced_changed(c);
-        schedule(c);
+        keel__cluster_schedule(c);
     }
     return fenced;
 }
@@ -130,7 +126,7 @@ static void set_failed(keel_cluster *c, int rc)
 
 /* ---------------------------------------------------------- local units */
 
-static local_cap *lcap(keel_cluster *c, const char *name, int create)
+local_cap *keel__cluster_lcap(keel_cluster *c, const char *name, int create)
 {
     local_cap *v;
     size_t i;
@@ -182,7 +178,7 @@ static void drop_all(keel_cluster *c)
 uint64_t keel_cluster_write_epoch(keel_cluster *c, const char *cap,
                                   uint32_t shard)
 {
-    const local_cap *lc = lcap(c, cap, 0);
+    const local_cap *lc = keel__cluster_lcap(c, cap, 0);
     const local_unit *lu;
 
     if (lc == NULL || shard >= c->shard_count)
@@ -278,225 +274,6 @@ int keel_cluster_member_addr(keel_cluster *c, const char *name, char *addr,
     return 0;
 }
 
-/* ------------------------------------------------------ state publishing */
-
-static void state_written(keel_zk *zk, int rc, const keel_zk_stat *st,
-                          void *arg)
-{
-    keel_cluster *c = arg;
-
-    (void)zk;
-    (void)st;
-    c->state_busy = 0;
-    if (rc == KEEL_ECONNLOSS) {
-        c->state_dirty = 1;
-        c->state_stalled = 1;
-        return;
-    }
-    if (rc == KEEL_ESESSION)
-        return;
-    if (rc == KEEL_ENOTFOUND) {
-        c->state_missing = 1; /* deleted: create it next time */
-        c->state_dirty = 1;
-    } else if (rc == KEEL_EEXIST) {
-        c->state_missing = 0; /* recreated meanwhile: set it */
-        c->state_dirty = 1;
-    } else if (rc != 0) {
-        keel_error("cluster: cannot publish the state of %s: %s%s", c->node,
-                   keel_strerror(rc),
-                   c->map_started ? ""
-                                  : " (it reads no map, and holds no unit, "
-                                    "until it can)");
-        return;
-    }
-    if (rc == 0)
-        c->state_landed = c->state_flight;
-    if (rc == 0 && !c->map_started) {
-        /* The state znode outlives sessions, and an earlier session's
-         * (or process's) add requests with it, dropped here, no longer
-         * counted: a controller honouring one must not go unnoticed. Its
-         * map write checks the state's version, so it landed before this
-         * write or fails; the first map this session reads, read now,
-         * shows it, before the node holds any unit. */
-        int mrc;
-        c->map_started = 1;
-        if ((mrc = map_read(c)) == KEEL_ECONNLOSS)
-            c->map_stalled = 1;
-        else if (mrc != 0 && mrc != KEEL_ESESSION)
-            keel_error("cluster: cannot read the map: %s",
-                       keel_strerror(mrc));
-    }
-    if (rc == 0)
-        adds_written(c);
-    if (c->state_dirty)
-        keel__cluster_publish(c);
-}
-
-static void state_created(keel_zk *zk, int rc, const char *path,
-                          const keel_zk_stat *st, void *arg)
-{
-    keel_cluster *c = arg;
-
-    (void)path;
-    if (rc == 0)
-        c->state_missing = 0;
-    state_written(zk, rc, st, arg);
-}
-
-static int build_state(keel_cluster *c, keel_node_state *st, size_t *nadds)
-{
-    size_t i;
-    uint32_t s;
-    int rc;
-
-    keel_node_state_init(st);
-    st->map_epoch = c->have_map ? c->map.map_epoch : 0;
-    st->incarnation = c->members.incarnation;
-    for (i = 0; i < c->nlcaps; i++)
-        for (s = 0; s < c->shard_count; s++) {
-            const local_unit *lu = &c->lcaps[i].units[s];
-            if (lu->phase == U_PRIMARY)
-                rc = keel_node_state_put(st, c->lcaps[i].name, s,
-                                         KEEL_ROLE_PRIMARY, lu->epoch, NULL);
-            else if (lu->phase == U_RELEASED)
-                rc = keel_node_state_put(st, c->lcaps[i].name, s,
-                                         KEEL_ROLE_RELEASED, lu->epoch,
-                                         c->names[lu->to]);
-            else
-                continue;
-            if (rc != 0) {
-                keel_node_state_free(st);
-                return rc;
-            }
-        }
-    for (i = 0; i < c->ndrops; i++) {
-        const drop_req *d = &c->drops[i];
-        const local_cap *lc = lcap(c, d->cap, 0);
-        const local_unit *lu = lc != NULL ? &lc->units[d->shard] : NULL;
-        if (lu == NULL || lu->epoch != d->epoch ||
-            (lu->phase != U_PRIMARY && lu->phase != U_RELEASING))
-            continue;
-        /* A unit being handed off is still the map's primary and may
-         * still be waiting on a backup: published as PRIMARY (its fence
-         * is at that epoch) to carry the request. */
-        if (keel_node_state_find(st, d->cap, d->shard) == NULL &&
-            (rc = keel_node_state_put(st, d->cap, d->shard,
-                                      KEEL_ROLE_PRIMARY, d->epoch, NULL)))
-            goto fail;
-        rc = keel_node_state_put_drop(st, d->cap, d->shard, d->backup);
-        if (rc != 0 && rc != KEEL_EOVERLOAD)
-            goto fail;
-    }
-    for (i = 0; i < c->nadds; i++) {
-        const add_req *a = &c->adds[i];
-        const local_cap *lc = lcap(c, a->cap, 0);
-        const local_unit *lu = lc != NULL ? &lc->units[a->shard] : NULL;
-        if (a->withdrawn || lu == NULL || lu->epoch != a->epoch ||
-            (lu->phase != U_PRIMARY && lu->phase != U_RELEASING))
-            continue;
-        /* As for drops: a unit being handed off is published as PRIMARY
-         * to carry the request. */
-        if (keel_node_state_find(st, a->cap, a->shard) == NULL &&
-            (rc = keel_node_state_put(st, a->cap, a->shard,
-                                      KEEL_ROLE_PRIMARY, a->epoch, NULL)))
-            goto fail;
-        rc = keel_node_state_put_add(st, a->cap, a->shard, a->backup,
-                                     a->store);
-        if (rc != 0 && rc != KEEL_EOVERLOAD)
-            goto fail;
-        (*nadds)++;
-    }
-    return 0;
-fail:
-    keel_node_state_free(st);
-    return rc;
-}
-
-/* Writes nodes/<node>/state from the local units; coalesces: one write in
- * flight, another after it if anything changed meanwhile. Only this node
- * writes its state, hence no version check. */
-void keel__cluster_publish(keel_cluster *c)
-{
-    char path[KEEL_ZK_PATH_MAX];
-    keel_node_state st;
-    uint8_t *buf;
-    size_t len, nadds = 0;
-    int rc;
-
-    c->state_dirty = 1;
-    if (c->setup != SETUP_DONE || c->state_busy || c->state_stalled)
-        return;
-    if ((rc = build_state(c, &st, &nadds)) != 0) {
-        keel_error("cluster: cannot build the state of %s: %s", c->node,
-                   keel_strerror(rc));
-        return;
-    }
-    rc = keel_node_state_encode(&st, &buf, &len);
-    keel_node_state_free(&st);
-    if (rc != 0) {
-        keel_error("cluster: cannot encode the state of %s: %s", c->node,
-                   keel_strerror(rc));
-        return;
-    }
-    keel_layout_path(&c->layout, path, "nodes", c->node, "state");
-    if (c->state_missing)
-        rc = keel_zk_create(c->zk, path, buf, len, 0, state_created, c);
-    else
-        rc = keel_zk_set(c->zk, path, buf, len, KEEL_ZK_ANY_VERSION,
-                         state_written, c);
-    free(buf);
-    if (rc == 0) {
-        c->state_busy = 1;
-        c->state_dirty = 0;
-        c->state_flight = ++c->state_sent;
-        /* Every add request asked so far is in it. */
-        c->adds_held = 0;
-        if (nadds > 0)
-            c->adds_out = 1;
-    }
-}
-
-/* A primary that catches up many units asks many adds, each as a state
- * write of its own if nothing held them; and a map write that honours
- * one carries a check of the state it read (controller.c, rule 7), which
- * a later state write makes fail. With a large map the controller's
- * decision takes longer than the gap between those writes, and it would
- * decide again and again without ever writing a map (a livelock: no
- * add, no move, no failover). So once a state write carrying adds went
- * out, the next requests wait for the next map applied here, which
- * publishes the state anyway and carries them all: one batch per map.
- * A controller that writes no map (it honours none of them yet) gets
- * them after ADD_HOLD_MS, then twice that, up to ADD_HOLD_MAX_MS. */
-#define ADD_HOLD_MS 500u
-#define ADD_HOLD_MAX_MS 8000u
-
-void keel__cluster_publish_add(keel_cluster *c)
-{
-    if (!c->adds_out) {
-        keel__cluster_publish(c);
-        return;
-    }
-    if (c->adds_held)
-        return;
-    if (c->adds_hold_ms == 0)
-        c->adds_hold_ms = ADD_HOLD_MS;
-    c->adds_held = 1;
-    c->adds_due = now_ms(c) + c->adds_hold_ms;
-    schedule(c);
-}
-
-/* The held requests' wait ran out without a map. */
-static void adds_due(keel_cluster *c)
-{
-    if (!c->adds_held || c->now < c->adds_due)
-        return;
-    c->adds_hold_ms = c->adds_hold_ms < ADD_HOLD_MAX_MS / 2
-                          ? 2 * c->adds_hold_ms
-                          : ADD_HOLD_MAX_MS;
-    keel__cluster_publish(c);
-    c->adds_held = 0; /* if no write could go out yet, the next carries them */
-}
-
 /* -------------------------------------------------------- map handling */
 
 static void release_done(keel_cluster *c, local_cap *lc, uint32_t shard);
@@ -504,11 +281,12 @@ static void release_done(keel_cluster *c, local_cap *lc, uint32_t shard);
 /* Unit u of the map being applied makes this node its primary. If that
  * map promoted it here with fallbacks, the unit serves only once a state
  * write issued from now on (after this map was applied: the one
- * apply_map() issues at its end, normally) has landed, which tells the
- * controller it may have served (controller.c, failover()). Any such
- * write does: the controller stands a fallback in only while the state's
- * mzxid is the one it read before the promotion, so the failover waits
- * for no state write the acquire did not already overlap. */
+ * keel__cluster_apply_map() issues at its end, normally) has landed,
+ * which tells the controller it may have served (controller.c,
+ * failover()). Any such write does: the controller stands a fallback in
+ * only while the state's mzxid is the one it read before the promotion,
+ * so the failover waits for no state write the acquire did not already
+ * overlap. */
 static void start_acquire(keel_cluster *c, local_cap *lc, uint32_t shard,
                           const keel_map_unit *u)
 {
@@ -683,7 +461,7 @@ static int apply_unit(keel_cluster *c, local_cap *lc, const keel_map_unit *u,
     return 0;
 }
 
-static void apply_map(keel_cluster *c)
+void keel__cluster_apply_map(keel_cluster *c)
 {
     uint32_t ci, s;
     size_t i, refused = 0;
@@ -705,11 +483,12 @@ static void apply_map(keel_cluster *c)
     free(c->cap_of);
     c->live = live;
     c->cap_of = cap_of;
-    /* Create every capability first: lcap() may move the array. */
+    /* Create every capability first: keel__cluster_lcap() may move the
+     * array. */
     for (ci = 0; ci < c->map.ncaps; ci++)
-        lcap(c, c->map.caps[ci], 1);
+        keel__cluster_lcap(c, c->map.caps[ci], 1);
     for (ci = 0; ci < c->map.ncaps; ci++)
-        c->cap_of[ci] = lcap(c, c->map.caps[ci], 0);
+        c->cap_of[ci] = keel__cluster_lcap(c, c->map.caps[ci], 0);
     compute_live(c);
     keel__cluster_prune_drops(c);
     keel__cluster_prune_adds(c);
@@ -752,7 +531,6 @@ static void apply_map(keel_cluster *c)
 }
 
 static void map_watch(keel_zk *zk, int event, const char *path, void *arg);
-static int map_read(keel_cluster *c);
 
 static void map_got(keel_zk *zk, int rc, const void *data, size_t len,
                     const keel_zk_stat *st, void *arg)
@@ -785,140 +563,15 @@ static void map_got(keel_zk *zk, int rc, const void *data, size_t len,
         keel_map_free(&c->map);
         c->map = m;
         c->have_map = 1;
-        apply_map(c);
+        keel__cluster_apply_map(c);
     }
     if (c->map_dirty) {
         c->map_dirty = 0;
-        if ((rc = map_read(c)) != 0)
+        if ((rc = keel__cluster_map_read(c)) != 0)
             keel_error("cluster: cannot read the map: %s", keel_strerror(rc));
     }
-    settle_kick(c); /* a settle read that failed is tried again */
-}
-
-/* ------------------------------------------------ withdrawn add requests */
-
-/* A state write completed: the withdrawn requests it left out (every
- * write numbered from their write_from on does) now wait for a map read
- * issued after this moment. */
-static void adds_written(keel_cluster *c)
-{
-    size_t i;
-    int any = 0;
-
-    for (i = 0; i < c->nadds; i++) {
-        add_req *a = &c->adds[i];
-        if (a->withdrawn && !a->written && a->write_from <= c->state_flight) {
-            a->written = 1;
-            any = 1;
-        }
-    }
-    if (any)
-        settle_kick(c);
-}
-
-static void settle_unmark(keel_cluster *c)
-{
-    size_t i;
-
-    for (i = 0; i < c->nadds; i++)
-        c->adds[i].reading = 0;
-}
-
-static void settle_got(keel_zk *zk, int rc, const void *data, size_t len,
-                       const keel_zk_stat *st, void *arg)
-{
-    keel_cluster *c = arg;
-    keel_shard_map m;
-    size_t i;
-    int newer;
-
-    (void)zk;
-    (void)st;
-    if (rc == KEEL_ESESSION)
-        return; /* expired() dropped every request */
-    c->settle_busy = 0;
-    if (rc == KEEL_ECONNLOSS) {
-        settle_unmark(c);
-        c->settle_stalled = 1;
-        return;
-    }
-    if (rc == 0 && (rc = keel_map_decode(data, len, &m)) == 0 &&
-        m.shard_count != c->shard_count) {
-        keel_map_free(&m);
-        rc = KEEL_ECONFIG; /* the watched read fails the node */
-    }
-    if (rc != 0) {
-        /* Still counted; the next map read through the watch tries
-         * again. */
-        keel_error("cluster: cannot read the map to settle withdrawn add "
-                   "requests: %s",
-                   keel_strerror(rc));
-        settle_unmark(c);
-        return;
-    }
-    /* Within a session reads never go back: a map older than the applied
-     * one cannot come, an equal one is the applied one. */
-    newer = !c->have_map || m.map_epoch > c->map.map_epoch;
-    if (newer) {
-        keel_map_free(&c->map);
-        c->map = m;
-        c->have_map = 1;
-    } else {
-        keel_map_free(&m);
-    }
-    i = 0;
-    while (i < c->nadds) {
-        const add_req *a = &c->adds[i];
-        if (!a->withdrawn || !a->reading) {
-            i++;
-            continue;
-        }
-        keel_info("cluster: %s/%u: the withdrawn request to add %s at epoch "
-                  "%llu is settled",
-                  keel_cap_name(a->cap), a->shard, a->backup,
-                  (unsigned long long)a->epoch);
-        c->adds[i] = c->adds[--c->nadds];
-    }
-    if (newer)
-        apply_map(c); /* calls the hook */
-    else if (c->hooks.map_applied != NULL)
-        c->hooks.map_applied(c, c->map.map_epoch, c->hooks.data);
-    settle_kick(c);
-}
-
-/* Issues the settle read for the withdrawn requests whose write
- * completed, unless one is in flight (its answer kicks again). */
-static void settle_kick(keel_cluster *c)
-{
-    char path[KEEL_ZK_PATH_MAX];
-    size_t i;
-    int any = 0, rc;
-
-    if (c->settle_busy || c->settle_stalled ||
-        c->phase != KEEL_CLUSTER_RUNNING)
-        return;
-    for (i = 0; i < c->nadds; i++) {
-        add_req *a = &c->adds[i];
-        if (a->withdrawn && a->written && !a->reading) {
-            a->reading = 1;
-            any = 1;
-        }
-    }
-    if (!any)
-        return;
-    keel_layout_path(&c->layout, path, "map", NULL, NULL);
-    rc = keel_zk_get(c->zk, path, NULL, NULL, settle_got, c);
-    if (rc == 0) {
-        c->settle_busy = 1;
-        return;
-    }
-    settle_unmark(c);
-    if (rc == KEEL_ECONNLOSS)
-        c->settle_stalled = 1;
-    else if (rc != KEEL_ESESSION)
-        keel_error("cluster: cannot read the map to settle withdrawn add "
-                   "requests: %s",
-                   keel_strerror(rc));
+    /* a settle read that failed is tried again */
+    keel__cluster_settle_kick(c);
 }
 
 static void map_checked(keel_zk *zk, int rc, const keel_zk_stat *st,
@@ -941,7 +594,7 @@ static void map_checked(keel_zk *zk, int rc, const keel_zk_stat *st,
 }
 
 /* exists() with a watch (it also fires on creation), then get(). */
-static int map_read(keel_cluster *c)
+int keel__cluster_map_read(keel_cluster *c)
 {
     char path[KEEL_ZK_PATH_MAX];
     int rc;
@@ -960,12 +613,12 @@ static void map_watch(keel_zk *zk, int event, const char *path, void *arg)
     (void)zk;
     (void)event;
     (void)path;
-    now_ms(c);
+    keel__cluster_now_ms(c);
     if (c->map_busy || c->map_stalled) {
         c->map_dirty = 1;
         return;
     }
-    if (map_read(c) != 0)
+    if (keel__cluster_map_read(c) != 0)
         c->map_dirty = 1;
 }
 
@@ -1023,7 +676,7 @@ static void election_cb(keel_election *e, int rc, void *arg)
 {
     keel_cluster *c = arg;
 
-    now_ms(c);
+    keel__cluster_now_ms(c);
     if (rc != 0) {
         if (rc != KEEL_ESESSION)
             keel_error("cluster: election failed: %s", keel_strerror(rc));
@@ -1032,7 +685,7 @@ static void election_cb(keel_election *e, int rc, void *arg)
     rc = keel_controller_start(&c->ctl, e->path, c->now);
     if (rc != 0 && rc != KEEL_ESESSION)
         keel_error("cluster: controller cannot start: %s", keel_strerror(rc));
-    schedule(c);
+    keel__cluster_schedule(c);
 }
 
 /* ------------------------------------------- who leads (introspection) */
@@ -1114,7 +767,7 @@ static void controller_cb(keel_controller *ctl, int event, void *arg)
     else if (event == KEEL_CONTROLLER_FAILED && ctl->error != KEEL_ESESSION)
         keel_error("cluster: controller on %s failed: %s", c->node,
                    keel_strerror(ctl->error));
-    schedule(c);
+    keel__cluster_schedule(c);
 }
 
 static void membership_cb(keel_membership *m, int event, void *arg)
@@ -1122,7 +775,7 @@ static void membership_cb(keel_membership *m, int event, void *arg)
     keel_cluster *c = arg;
     int rc;
 
-    now_ms(c);
+    keel__cluster_now_ms(c);
     switch (event) {
     case KEEL_MEMBERSHIP_JOINED:
         keel_info("cluster: %s joined as incarnation %llu", c->node,
@@ -1159,7 +812,7 @@ static void membership_cb(keel_membership *m, int event, void *arg)
                        keel_strerror(m->error));
         break;
     }
-    schedule(c);
+    keel__cluster_schedule(c);
 }
 
 static void bootstrap_cb(keel_bootstrap *b, int rc, uint32_t found, void *arg)
@@ -1237,8 +890,8 @@ static void storecheck_cb(keel_storecheck *sc, int rc, void *arg)
                 c->node, sc->store, sc->found, sc->units, c->node,
                 KEEL_STORECHECK_RETRY_MS / 1000);
         c->error = KEEL_EMISMATCH;
-        keel_storecheck_retry_later(sc, now_ms(c));
-        schedule(c);
+        keel_storecheck_retry_later(sc, keel__cluster_now_ms(c));
+        keel__cluster_schedule(c);
         return;
     }
     if (rc != 0) {
@@ -1266,7 +919,7 @@ static void resume_all(keel_cluster *c)
     keel_controller_resume(&c->ctl);
     if (c->map_stalled) {
         c->map_stalled = 0;
-        if (map_read(c) != 0)
+        if (keel__cluster_map_read(c) != 0)
             c->map_dirty = 1;
     }
     if (c->lead_stalled || (c->lead_started && c->lead_dirty &&
@@ -1286,7 +939,7 @@ static void resume_all(keel_cluster *c)
     }
     if (c->settle_stalled) {
         c->settle_stalled = 0;
-        settle_kick(c);
+        keel__cluster_settle_kick(c);
     }
     if (c->rejoin_stalled && !c->rejoin_busy) {
         c->rejoin_stalled = 0;
@@ -1331,13 +984,13 @@ static void start_over(keel_cluster *c)
     keel_storecheck_cancel(&c->store_check); /* the new session checks */
     c->phase = KEEL_CLUSTER_CONNECTING;
     c->joining = 0;
-    now_ms(c);
+    keel__cluster_now_ms(c);
     connecting(c);
     rc = keel_zk_connect(c->zk, (int)c->timeout_ms, session_cb, c);
     if (rc != 0)
         set_failed(c, rc);
     else
-        schedule(c);
+        keel__cluster_schedule(c);
 }
 
 static void expired(keel_cluster *c)
@@ -1417,7 +1070,7 @@ static void session_cb(keel_zk *zk, int event, void *arg)
     int rc;
 
     (void)zk;
-    now_ms(c);
+    keel__cluster_now_ms(c);
     switch (event) {
     case KEEL_ZK_CONNECTED:
         if (c->phase == KEEL_CLUSTER_FAILED)
@@ -1457,7 +1110,7 @@ static void session_cb(keel_zk *zk, int event, void *arg)
         expired(c);
         break;
     }
-    schedule(c);
+    keel__cluster_schedule(c);
 }
 
 /* --------------------------------------------------------------- timer */
@@ -1468,7 +1121,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
     (void)loop;
     (void)revents;
-    keel_cluster_tick(c, now_ms(c));
+    keel_cluster_tick(c, keel__cluster_now_ms(c));
 }
 
 /* The earlier of two deadlines, 0 meaning none. */
@@ -1511,7 +1164,7 @@ static void connect_warn(keel_cluster *c)
     c->connect_warn_at = c->now + (gap > 0 ? gap : CONNECT_WARN_MS);
 }
 
-static void schedule(keel_cluster *c)
+void keel__cluster_schedule(keel_cluster *c)
 {
     uint64_t next = earlier(keel_lease_deadline(&c->lease),
                             keel_controller_deadline(&c->ctl));
@@ -1530,7 +1183,7 @@ static void schedule(keel_cluster *c)
     ev_timer_stop(c->loop, &c->timer);
     if (next == 0)
         return;
-    now_ms(c);
+    keel__cluster_now_ms(c);
     ev_timer_set(&c->timer,
                  next > c->now ? (double)(next - c->now) / 1000.0 : 0.0, 0.);
     ev_timer_start(c->loop, &c->timer);
@@ -1546,14 +1199,14 @@ void keel_cluster_tick(keel_cluster *c, uint64_t now)
     if (keel_lease_tick(&c->lease, now))
         fenced_changed(c);
     keel_controller_tick(&c->ctl, now);
-    adds_due(c);
+    keel__cluster_adds_due(c);
     rc = keel_storecheck_tick(&c->store_check, now,
                               c->lease.fence.connected &&
                                   c->phase == KEEL_CLUSTER_BOOTSTRAP);
     if (rc != 0 && rc != KEEL_ESESSION)
         keel_warn("cluster: %s cannot check its store: %s", c->node,
                   keel_strerror(rc));
-    schedule(c);
+    keel__cluster_schedule(c);
 }
 
 /* ----------------------------------------------------------- interface */
@@ -1693,13 +1346,13 @@ int keel_cluster_start(keel_cluster *c)
     if (c->phase != KEEL_CLUSTER_IDLE)
         return KEEL_EINVAL;
     c->phase = KEEL_CLUSTER_CONNECTING;
-    now_ms(c);
+    keel__cluster_now_ms(c);
     connecting(c);
     rc = keel_zk_connect(c->zk, (int)c->timeout_ms, session_cb, c);
     if (rc != 0)
         c->phase = KEEL_CLUSTER_IDLE;
     else
-        schedule(c); /* the warning if ZooKeeper does not answer */
+        keel__cluster_schedule(c); /* warns if ZooKeeper does not answer */
     return rc;
 }
 
@@ -1735,7 +1388,7 @@ void keel_cluster_destroy(keel_cluster *c)
 int keel_cluster_released(keel_cluster *c, const char *cap, uint32_t shard,
                           uint64_t shard_epoch, const char *to)
 {
-    local_cap *lc = lcap(c, cap, 0);
+    local_cap *lc = keel__cluster_lcap(c, cap, 0);
     local_unit *lu;
 
     if (lc == NULL || shard >= c->shard_count)
@@ -1767,7 +1420,7 @@ int keel_cluster_released(keel_cluster *c, const char *cap, uint32_t shard,
 int keel_cluster_kept(keel_cluster *c, const char *cap, uint32_t shard,
                       uint64_t shard_epoch)
 {
-    local_cap *lc = lcap(c, cap, 0);
+    local_cap *lc = keel__cluster_lcap(c, cap, 0);
     local_unit *lu;
     int ci;
 
@@ -1796,7 +1449,7 @@ int keel_cluster_kept(keel_cluster *c, const char *cap, uint32_t shard,
 int keel_cluster_acquired(keel_cluster *c, const char *cap, uint32_t shard,
                           uint64_t shard_epoch)
 {
-    local_cap *lc = lcap(c, cap, 0);
+    local_cap *lc = keel__cluster_lcap(c, cap, 0);
     local_unit *lu;
 
     if (lc == NULL || shard >= c->shard_count)
@@ -1816,7 +1469,7 @@ int keel_cluster_acquired(keel_cluster *c, const char *cap, uint32_t shard,
 int keel_cluster_acquiring(keel_cluster *c, const char *cap, uint32_t shard,
                            uint64_t shard_epoch)
 {
-    const local_cap *lc = lcap(c, cap, 0);
+    const local_cap *lc = keel__cluster_lcap(c, cap, 0);
 
     return lc != NULL && shard < c->shard_count &&
            lc->units[shard].phase == U_ACQUIRING &&
@@ -1876,8 +1529,8 @@ int64_t keel_cluster_fenced_ago_ns(keel_cluster *c)
 
     if (!f->fenced || c->loop == NULL)
         return 0;
-    /* The clock of now_ms(), in ns: fenced_at is a whole ms on it (the
-     * lease ends at such a ms, and a rule holds from it on). */
+    /* The clock of keel__cluster_now_ms(), in ns: fenced_at is a whole ms
+     * on it (the lease ends at such a ms, and a rule holds from it on). */
     if (clock_gettime(CLOCK_BOOTTIME, &ts) != 0)
         clock_gettime(CLOCK_MONOTONIC, &ts);
     now_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;

@@ -1,8 +1,10 @@
 /* Internals of the cluster agent shared by its files (loop thread):
  *   cluster.c        the session, bootstrap and joining, the lease, the
- *                    units this node holds, state publishing, reading and
- *                    applying the map (and settling withdrawn add
- *                    requests), events, the timer, lifecycle;
+ *                    units this node holds, reading and applying the map,
+ *                    events, the timer, lifecycle;
+ *   cluster_state.c  the node's published state (nodes/<node>/state):
+ *                    writing it, add requests batched one per map, and
+ *                    the settling of withdrawn ones;
  *   cluster_repl.c   replication as this node sees it in the map: in-sync
  *                    and catching-up backups, the requests to drop or add
  *                    a backup, and whether a primary may replicate here;
@@ -140,7 +142,8 @@ struct keel_cluster {
     local_cap **cap_of;  /* per map capability */
     int map_busy, map_stalled, map_dirty;
     /* The map is read (and watched) in a session only once the session's
-     * first state write has completed: see state_written(). */
+     * first state write has completed: see state_written() in
+     * cluster_state.c. */
     int map_started;
 
     local_cap *lcaps;
@@ -194,16 +197,36 @@ enum { R_NONE = 0, R_CHECK, R_PURGE, R_PURGING, R_REMOVE };
 
 /* --- cluster.c ----------------------------------------------------------*/
 
-/* Writes nodes/<node>/state again (what this node holds, its requests),
- * now or once the write in flight has completed. */
-void keel__cluster_publish(keel_cluster *c);
-/* Publishes a new add request, or holds it for the next map. */
-void keel__cluster_publish_add(keel_cluster *c);
+/* The agent's clock (ms); also sets c->now. */
+uint64_t keel__cluster_now_ms(keel_cluster *c);
+/* Arms the timer for the earliest deadline of the agent's parts. */
+void keel__cluster_schedule(keel_cluster *c);
+/* The units of capability `name`, made (all U_NONE) when `create` is set;
+ * NULL if absent (or out of memory). */
+local_cap *keel__cluster_lcap(keel_cluster *c, const char *name, int create);
+/* Reads the map (and watches it); 0 or the ZooKeeper call's error. */
+int keel__cluster_map_read(keel_cluster *c);
+/* Brings the local units in line with c->map, just read, and tells the
+ * runtime (the map_applied hook). */
+void keel__cluster_apply_map(keel_cluster *c);
 /* Whether the applied map's node table records another store for this
  * node than the one it runs on (a replaced or wiped disk the controller
  * has not recorded yet): the node then holds none of the data the map
  * credits it with, and acts for none of its units, as primary or backup. */
 int keel__cluster_store_elsewhere(const keel_cluster *c);
+
+/* --- cluster_state.c ----------------------------------------------------*/
+
+/* Writes nodes/<node>/state again (what this node holds, its requests),
+ * now or once the write in flight has completed. */
+void keel__cluster_publish(keel_cluster *c);
+/* Publishes a new add request, or holds it for the next map. */
+void keel__cluster_publish_add(keel_cluster *c);
+/* The held add requests go out if their wait has run out (timer). */
+void keel__cluster_adds_due(keel_cluster *c);
+/* Issues the map read that settles the withdrawn add requests whose
+ * leaving-out state write has completed, unless one is in flight. */
+void keel__cluster_settle_kick(keel_cluster *c);
 
 /* --- cluster_repl.c -----------------------------------------------------*/
 
