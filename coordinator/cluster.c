@@ -282,7 +282,7 @@ static void release_done(keel_cluster *c, local_cap *lc, uint32_t shard);
  * map promoted it here with fallbacks, the unit serves only once a state
  * write issued from now on (after this map was applied: the one
  * keel__cluster_apply_map() issues at its end, normally) has landed,
- * which tells the controller it may have served (controller.c,
+ * which tells the controller it may have served (reconcile.c,
  * failover()). Any such write does: the controller stands a fallback in
  * only while the state's mzxid is the one it read before the promotion,
  * so the failover waits for no state write the acquire did not already

@@ -192,7 +192,7 @@ void keel__cluster_publish(keel_cluster *c)
 
 /* A primary that catches up many units asks many adds, each as a state
  * write of its own if nothing held them; and a map write that honours
- * one carries a check of the state it read (controller.c, rule 7), which
+ * one carries a check of the state it read (reconcile.c, rule 7), which
  * a later state write makes fail. With a large map the controller's
  * decision takes longer than the gap between those writes, and it would
  * decide again and again without ever writing a map (a livelock: no
