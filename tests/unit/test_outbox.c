@@ -14,6 +14,7 @@
 
 #include "keel.h"
 #include "runtime/node.h"
+#include "persistence/store.h"
 #include "gates.h"
 #include "runtime/outbox.h"
 #include "entries.h"
@@ -440,6 +441,90 @@ START_TEST(bad_arguments)
 }
 END_TEST
 
+
+/* Reads flaky/s's runtime entry `entry` from the store in dir (the node
+ * stopped): 1 and its first 8 bytes in *v when it exists, else 0. */
+static int stored_entry(const char *entry, size_t elen, uint64_t *v)
+{
+    keel_store_options so;
+    keel_store *s;
+    keel_store_read *r;
+    keel_record rec;
+    uint8_t key[KEEL_KEY_MAX];
+    char err[256];
+    uint32_t shard = keel_shard_of("flaky", "s", 1, KEEL_DEFAULT_SHARDS);
+    int kl, rc, found = 0;
+
+    memset(&so, 0, sizeof so);
+    so.path = dir;
+    so.shard_count = KEEL_DEFAULT_SHARDS;
+    ck_assert_int_eq(keel_store_open(&so, &s, err, sizeof err), 0);
+    kl = keel_key_encode(key, (uint16_t)shard, "flaky", 5, "s", 1, entry,
+                         elen);
+    ck_assert_int_gt(kl, 0);
+    ck_assert_int_eq(keel_store_read_begin(s, &r), 0);
+    rc = keel_store_get(r, key, (size_t)kl, &rec);
+    if (rc == 0) {
+        found = 1;
+        *v = 0;
+        if (rec.len >= 8) {
+            const uint8_t *p = rec.data;
+            int i;
+            for (i = 0; i < 8; i++)
+                *v = *v << 8 | p[i];
+        }
+    }
+    keel_store_read_end(r);
+    keel_store_close(s);
+    return found;
+}
+
+/* The turn that keeps a refused message as a dead letter fails to commit
+ * (the disk was full for that one commit) while the sender's next message
+ * goes: the refused one must still end as a dead letter of the sender (or
+ * be tried again), never be taken for delivered. */
+START_TEST(dead_letter_survives_a_failed_retire)
+{
+    keel_node *n = make_node();
+    /* commit 1: "send bad"; 2: "send good"; 3: the dead letter's turn
+     * (with the delivery of "good", in the same group commit) */
+    struct gates g = {.fail_commit = 3, .fail_rc = KEEL_ENOSPC};
+    char got[128];
+    keel_stats st;
+    uint64_t v = 0;
+    int i, dl;
+
+    gates_install(n->store, &g);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "flaky", "s", "send bad", NULL, 0), 0);
+    ck_assert_int_eq(call(n, "flaky", "s", "send good", NULL, 0), 0);
+    ck_assert_msg(wait_get(n, "flaky", "q", "good,", got, sizeof got),
+                  "seen: %s", got);
+    for (i = 0; i < 300; i++) {
+        keel_node_stats(n, &st);
+        if (st.outbox_dead >= 1)
+            break;
+        usleep(10000);
+    }
+    ck_assert_uint_ge(st.outbox_dead, 1);
+    usleep(500000);
+    ck_assert_int_ge(g.commits, 3); /* the gate was met */
+    finish(n);
+    /* Start again: whatever the store says of "bad" is acted on. */
+    n = start_node();
+    usleep(6000000); /* three refusals take about three seconds */
+    keel_node_stats(n, &st);
+    finish(n);
+    dl = stored_entry("\0keel.dl", 8, &v);
+    ck_assert_msg(dl && v >= 1,
+                  "the refused message is no dead letter of its sender "
+                  "(dead-letter header %s, last %llu; after the restart it "
+                  "was dropped %llu times as already applied)",
+                  dl ? "present" : "absent", (unsigned long long)v,
+                  (unsigned long long)st.outbox_dropped);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("outbox");
@@ -454,6 +539,7 @@ static Suite *suite(void)
     tcase_add_test(tc, refused_is_dead_letter);
     tcase_add_test(tc, waiting_messages_survive_restart);
     tcase_add_test(tc, bad_arguments);
+    tcase_add_test(tc, dead_letter_survives_a_failed_retire);
     suite_add_tcase(s, tc);
     return s;
 }
