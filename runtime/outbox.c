@@ -44,6 +44,11 @@ struct ob_sender {
     uint64_t released; /* messages up to this one may go */
     uint64_t done;     /* messages up to this one are retired (or going) */
     uint64_t inflight; /* the message out now; 0: none */
+    /* A message kept as a dead letter whose retiring turn is not
+     * answered yet; 0: none. The next message waits for it: the receiver
+     * never applied this one, so if that turn does not commit, it must be
+     * sent (and refused) again, not passed over. */
+    uint64_t dead_seq;
     unsigned acking;   /* retiring turns not answered yet */
     unsigned backoff_ms;
     unsigned not_local;
@@ -425,6 +430,41 @@ static void ack_cb(int status, const void *reply, size_t len, void *data)
     pump(s);
 }
 
+/* A dead letter not kept: the message is the next to go again (its
+ * receiver refuses it again, and it is kept then). */
+static void dead_undo(struct ob_sender *s, uint64_t seq)
+{
+    s->dead_seq = 0;
+    if (s->done == seq)
+        s->done = seq - 1;
+    s->fails = 0;
+    if (!s->n->stopping && !ev_is_active(&s->retry))
+        retry_later(s);
+}
+
+static void dead_ack_cb(int status, const void *reply, size_t len,
+                        void *data)
+{
+    struct ob_sender *s = data;
+    uint64_t seq = s->dead_seq;
+
+    (void)reply;
+    (void)len;
+    s->acking--;
+    if (status != 0) {
+        /* Its turn may not have committed (EINDOUBT: it may have; then
+         * the retiring turn of the next attempt finds it retired). */
+        keel_debug("outbox: keeping message %llu of %s as a dead letter "
+                   "failed: %s; sending it again",
+                   (unsigned long long)seq, s->te->name,
+                   keel_strerror(status));
+        dead_undo(s, seq);
+        return;
+    }
+    s->dead_seq = 0;
+    pump(s);
+}
+
 /* Retires message seq of s: a runtime turn of the sender deletes it (and
  * keeps it as a dead letter with code, after attempts refusals, the last
  * one saying why, when op is KEEL_OB_OP_DEAD). */
@@ -440,8 +480,13 @@ static void retire(struct ob_sender *s, uint64_t seq, int op, int code,
     req = keel__req_alloc(n, OP_HDR + why_len);
     s->done = seq;
     s->fails = 0;
-    if (req == NULL)
+    if (op == KEEL_OB_OP_DEAD)
+        s->dead_seq = seq;
+    if (req == NULL) {
+        if (op == KEEL_OB_OP_DEAD)
+            dead_undo(s, seq);
         return; /* delivered again later: the receiver drops it */
+    }
     keel_put_be64(req->buf, seq);
     keel_put_be16(req->buf + 8, (uint16_t)-code);
     keel_put_be16(req->buf + 10,
@@ -452,13 +497,15 @@ static void retire(struct ob_sender *s, uint64_t seq, int op, int code,
     req->origin = REQ_LOCAL;
     req->is_cast = 1;
     req->ob_op = (uint8_t)op;
-    req->u.local.cb = ack_cb;
+    req->u.local.cb = op == KEEL_OB_OP_DEAD ? dead_ack_cb : ack_cb;
     req->u.local.data = s;
     s->acking++;
     rc = keel__submit(n, s->te, s->id, s->idlen, req);
     if (rc != 0) {
         s->acking--;
         keel__req_free(n, req);
+        if (op == KEEL_OB_OP_DEAD)
+            dead_undo(s, seq);
     }
 }
 
@@ -611,7 +658,8 @@ static void pump(struct ob_sender *s)
 {
     keel_node *n = s->n;
 
-    while (!n->stopping && s->inflight == 0 && !ev_is_active(&s->retry)) {
+    while (!n->stopping && s->inflight == 0 && s->dead_seq == 0 &&
+           !ev_is_active(&s->retry)) {
         keel_placement pl;
         struct next_find f;
         struct keel_type_entry *te;
