@@ -28,13 +28,19 @@
  *                         milliseconds late, so it is served that much
  *                         later, and writes the fence would refuse (a
  *                         replicated piece of the epoch before) still
- *                         land meanwhile. */
+ *                         land meanwhile.
+ *   SUSPECT_DROP_DELAY_MS a primary asks the controller to drop a suspect
+ *                         backup (runtime/repl.c, suspect_tick) only that
+ *                         many milliseconds after it found it suspect, so
+ *                         that what must wait for the drop visibly waits
+ *                         that long. */
 #ifndef KEEL_COMMON_FAILPOINT_H
 #define KEEL_COMMON_FAILPOINT_H
 
 typedef enum keel_failpoint_id {
     KEEL_FP_REPL_APPLY_DELAY_MS,
     KEEL_FP_ACQUIRE_DELAY_MS,
+    KEEL_FP_SUSPECT_DROP_DELAY_MS,
     KEEL_FP_COUNT
 } keel_failpoint_id;
 

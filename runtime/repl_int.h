@@ -137,13 +137,15 @@ struct repl_unit {
     ev_tstamp cu_want_at;
     int smode; /* this settle: SM_SKIP, SM_SEND */
     /* In-sync backups that may hold writes this node does not (a commit
-     * of its own that failed after its pieces left, or a restart): they
-     * get no more pieces at that epoch, and every reply of the unit waits
-     * until the map shows them out of the in-sync set (they then catch up
-     * from a snapshot like any backup out of sync). */
+     * of its own that failed after its pieces left), or lack some it
+     * holds (a restart): they get no more pieces at that epoch, and every
+     * reply of the unit, a read's too, waits until the map shows them out
+     * of the in-sync set (they then catch up from a snapshot like any
+     * backup out of sync). `since`: when it was found suspect. */
     struct {
         repl_link *l;
         uint64_t epoch;
+        ev_tstamp since;
     } suspect[REPL_MAX_BACKUPS];
     unsigned nsuspect;
     /* A commit here failed after the unit's writes left, and the unit was
