@@ -60,6 +60,11 @@ struct ob_sender {
      * its writes may stand (the lease lapsed before the reply left):
      * what the store holds may go once the unit is served here again. */
     int doubt;
+    /* Cluster mode: messages up to settle_upto, found in the store (at a
+     * take, or after a doubt) rather than released by their turn's
+     * reply, go once a settling turn of the sender succeeds (settle);
+     * settling: the number that turn covers, 0 when none is out. */
+    uint64_t settle_upto, settling;
     ev_timer retry;
     uint16_t idlen;
     uint8_t id[];
@@ -230,8 +235,21 @@ int keel__outbox_op(keel_turn *t, const keel_req *req)
     int code, rc;
 
     if (req->len < OP_HDR ||
-        (req->ob_op == KEEL_OB_OP_DONE && req->len != OP_HDR))
+        (req->ob_op != KEEL_OB_OP_DEAD && req->len != OP_HDR))
         return KEEL_EINVAL;
+    if (req->ob_op == KEEL_OB_OP_SETTLE) {
+        /* The header again, as it stands: a write of the unit, so that
+         * its reply leaves only once everything before it stands. */
+        rc = keel__turn_rt_get(t, OB_HDR, OB_HDR_LEN, &v, &vl);
+        if (rc == KEEL_ENOTFOUND)
+            return 0; /* nothing was ever queued: nothing to settle */
+        if (rc != 0)
+            return rc;
+        if (vl != 16)
+            return KEEL_ECORRUPT;
+        memcpy(hdr, v, sizeof hdr);
+        return keel__turn_rt_put(t, OB_HDR, OB_HDR_LEN, hdr, sizeof hdr);
+    }
     seq = keel_get_be64(req->buf);
     code = -(int)keel_get_be16(req->buf + 8);
     attempts = keel_get_be16(req->buf + 10);
@@ -465,6 +483,87 @@ static void dead_ack_cb(int status, const void *reply, size_t len,
     pump(s);
 }
 
+/* ------------------------------------------------------------ settle */
+
+/* Messages a node finds in its store, rather than released by the reply
+ * of the turn that queued them, may come from a commit no in-sync backup
+ * holds: a primary that restarted after a crash and took its units back
+ * at the same epoch (its backups are dropped before any reply of the
+ * unit leaves, but that takes a map write), or a turn answered in doubt
+ * whose batch the backups never acknowledged. Delivered, and the primary
+ * lost before its backups had the batch, the receiver would have applied
+ * a message of a turn that no longer exists, and would take the sender's
+ * next real message, which gets the same number, for one it applied
+ * (docs/design.md, "Delivery"). So in cluster mode such messages go once
+ * a write of the sender succeeds: a reply leaves only once every backup
+ * in sync holds the unit's writes before it (or was dropped). */
+
+static void settle_cb(int status, const void *reply, size_t len,
+                      void *data)
+{
+    struct ob_sender *s = data;
+    uint64_t upto = s->settling;
+
+    (void)reply;
+    (void)len;
+    s->acking--;
+    s->settling = 0;
+    if (status == 0) {
+        if (upto > s->released)
+            s->released = upto;
+        s->backoff_ms = 0;
+    } else {
+        keel_debug("outbox: settling the messages of %s failed: %s; "
+                   "trying again",
+                   s->te->name, keel_strerror(status));
+        if (!s->n->stopping && !ev_is_active(&s->retry))
+            retry_later(s);
+        return;
+    }
+    pump(s);
+}
+
+/* Sends the settling turn of s for the messages up to s->settle_upto.
+ * Returns 0, or nonzero when it could not go (tried again later). */
+static int settle(struct ob_sender *s)
+{
+    keel_node *n = s->n;
+    keel_req *req = keel__req_alloc(n, OP_HDR);
+    int rc;
+
+    if (req == NULL)
+        return KEEL_ENOMEM;
+    memset(req->buf, 0, OP_HDR);
+    req->len = OP_HDR;
+    req->origin = REQ_LOCAL;
+    req->is_cast = 1;
+    req->ob_op = KEEL_OB_OP_SETTLE;
+    req->u.local.cb = settle_cb;
+    req->u.local.data = s;
+    s->settling = s->settle_upto;
+    s->acking++;
+    rc = keel__submit(n, s->te, s->id, s->idlen, req);
+    if (rc != 0) {
+        s->acking--;
+        s->settling = 0;
+        keel__req_free(n, req);
+    }
+    return rc;
+}
+
+/* Messages up to next, found in the store, may go: at once standalone
+ * (no other copy can be promoted over this one), in cluster mode once
+ * settled. */
+static void store_holds(struct ob_sender *s, uint64_t next)
+{
+    if (s->n->cluster == NULL) {
+        if (next > s->released)
+            s->released = next;
+    } else if (next > s->settle_upto) {
+        s->settle_upto = next;
+    }
+}
+
 /* Retires message seq of s: a runtime turn of the sender deletes it (and
  * keeps it as a dead letter with code, after attempts refusals, the last
  * one saying why, when op is KEEL_OB_OP_DEAD). */
@@ -688,9 +787,14 @@ static void pump(struct ob_sender *s)
         s->not_local = 0;
         if (s->doubt) {
             uint64_t next, done;
-            if (header_read(n, s, &next, &done) == 0 && next > s->released)
-                s->released = next;
+            if (header_read(n, s, &next, &done) == 0)
+                store_holds(s, next);
             s->doubt = 0;
+        }
+        if (s->settle_upto > s->released && s->settling == 0 &&
+            settle(s) != 0) {
+            retry_later(s);
+            return;
         }
         rc = next_find(n, s, &f);
         if (rc != 0) {
@@ -700,7 +804,8 @@ static void pump(struct ob_sender *s)
             return;
         }
         if (f.val == NULL) {
-            sender_drop_idle(s);
+            if (s->settling == 0)
+                sender_drop_idle(s);
             return;
         }
         p = f.val;
@@ -837,8 +942,9 @@ static int idx_cb(const uint8_t *key, size_t klen, const keel_record *rec,
 }
 
 /* Starts delivery for every sender the unit's index lists. What the store
- * holds when the unit is taken may all go: it was committed by an owner
- * before this one. */
+ * holds when the unit is taken may all go, once settled (store_holds): it
+ * was committed by an owner before this one, or by this one before it
+ * restarted. */
 static void unit_scan(keel_node *n, const char *cap, uint32_t shard)
 {
     char it[IDX_TYPE_LEN + 1];
@@ -891,8 +997,8 @@ static void unit_scan(keel_node *n, const char *cap, uint32_t shard)
         s = sender_get(n, te, v + 1 + tlen, idlen, shard);
         if (s == NULL)
             continue;
-        if (header_read(n, s, &next, &done) == 0 && next > s->released)
-            s->released = next;
+        if (header_read(n, s, &next, &done) == 0)
+            store_holds(s, next);
         s->not_local = 0;
         pump(s);
     }

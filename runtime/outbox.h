@@ -62,8 +62,15 @@ struct keel_ob_turn {
 
 /* keel_req.ob_op: a runtime turn of a sender, not a message. Its buffer
  * holds seq be64 | code be16 | attempts be16, then (KEEL_OB_OP_DEAD) the
- * last error's text. */
-enum { KEEL_OB_OP_NONE = 0, KEEL_OB_OP_DONE = 1, KEEL_OB_OP_DEAD = 2 };
+ * last error's text. KEEL_OB_OP_SETTLE (seq 0) writes the sender's
+ * header again as it stands: its success says that what the store held
+ * of the unit before it stands (outbox.c, settle). */
+enum {
+    KEEL_OB_OP_NONE = 0,
+    KEEL_OB_OP_DONE = 1,
+    KEEL_OB_OP_DEAD = 2,
+    KEEL_OB_OP_SETTLE = 3
+};
 
 int keel__outbox_init(keel_node *n);
 void keel__outbox_free(keel_node *n);
