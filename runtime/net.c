@@ -501,11 +501,13 @@ void keel__net_complete(keel_node *n, keel_req *req)
             msg[ml] = '\0';
             send_error(c, id, req->status, msg);
         } else if (KEEL_FRAME_HEADER + (size_t)req->len >
-                   (req->read_state && conn_peer(c) ? KEEL_PEER_MAX_FRAME
-                                                    : n->opts.max_frame)) {
-            /* A state read forwarded by another node may carry a blob up
-             * to the largest value (the node reads such frames); any
-             * other reply keeps to the max frame size. A keyed request
+                   (conn_peer(c) ? KEEL_PEER_MAX_FRAME
+                                 : n->opts.max_frame)) {
+            /* A reply to another node (a forwarded call, a state read)
+             * may carry up to the largest value (the node reads such
+             * frames): that node's caller, local or on a connection of
+             * its own, gets what it would get from the owner itself. A
+             * client's reply keeps to the max frame size. A keyed request
              * that got this far ran, and its key records that: it is
              * told so, as every later copy is (EALREADY), rather than
              * given an answer that reads as a refusal. */
@@ -1142,7 +1144,7 @@ static void pause_reading(keel_conn *c)
  * node, or a connection that did not say it comes from a node, gets no
  * such room: there it would only let a client make the node buffer 64 MiB
  * for a frame it refuses anyway. */
-#define XFER_MAX_FRAME ((size_t)KEEL_MAX_VALUE_LEN + (64u << 10))
+#define XFER_MAX_FRAME KEEL_PEER_MAX_FRAME
 
 static size_t frame_limit(keel_conn *c, const uint8_t *p, size_t avail)
 {

@@ -10,9 +10,11 @@
 
 #include "runtime/node.h"
 
-/* The largest frame a node reads on a link to another node: room for
- * the largest value an actor may store, with its framing. */
-#define KEEL_PEER_MAX_FRAME (64u << 20)
+/* The largest frame nodes send each other (REPL, XFER, forwarded calls
+ * and their replies), and read on such a link whatever --max-frame says:
+ * the largest value an actor may store, with room for its key and the
+ * framing around it (unit and piece heads, a snapshot part's). */
+#define KEEL_PEER_MAX_FRAME ((size_t)KEEL_MAX_VALUE_LEN + (64u << 10))
 
 typedef struct keel_peers keel_peers;
 

@@ -11,6 +11,7 @@
 #include "coordinator/shardmap.h"
 #include "runtime/cluster_rt_int.h"
 #include "runtime/hmap.h"
+#include "runtime/peer.h"
 #include "runtime/repl.h"
 
 #include <string.h>
@@ -27,7 +28,7 @@
 /* What one frame may carry: a peer link's limit. A single group larger
  * than that is never sent: the backup sees the gap in seqs and refuses
  * what follows, and it is dropped from the in-sync set after the lag. */
-#define REPL_SEND_MAX ((64u << 20) - KEEL_FRAME_HEADER)
+#define REPL_SEND_MAX (KEEL_PEER_MAX_FRAME - KEEL_FRAME_HEADER)
 #define REPL_MAX_BACKUPS 4
 /* The largest frame a backup commits on its loop thread (keel__repl_frame):
  * as node_commit.c's inline commits with fsync. */

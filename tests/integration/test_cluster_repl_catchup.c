@@ -946,6 +946,46 @@ START_TEST(a_later_node_catches_up)
 }
 END_TEST
 
+/* A value of KEEL_MAX_VALUE_LEN bytes, the largest an actor may store,
+ * goes to the backups with its key and framing (one record must fit in a
+ * node-to-node frame whatever --max-frame says): the three replicas stay
+ * in sync. A backup back on an empty data directory is sent it in a
+ * snapshot part of its own, and joins the in-sync set again. Frames
+ * between nodes once stopped at 64 MiB, framing included: the write was
+ * acknowledged once its backups were dropped, and their catch-up failed
+ * every 30 s for ever. */
+START_TEST(the_largest_value_is_replicated_and_caught_up)
+{
+    const char *common[] = {"--repl-lag-ms", "2000", "--http", "127.0.0.1:0",
+                            "--max-frame", "68000000", NULL};
+    char owner[64], dir[600];
+    int i, port;
+
+    tu_cluster_start_together(&fx, 3, 3, common, NULL);
+    tu_repl_wait_all_in_sync(&fx, "three nodes started");
+    tu_cluster_owner_of(&fx, 0, "kv", "huge", owner, sizeof owner);
+    CHECK(sscanf(owner, "n%d", &i) == 1 && i >= 0 && i < 3,
+          "kv huge has no owner ('%s')", owner);
+    big_put(i, "huge", 0, KEEL_MAX_VALUE_LEN);
+    tu_repl_wait_all_in_sync(&fx, "a value of KEEL_MAX_VALUE_LEN bytes");
+    big_agree("huge", "a value of KEEL_MAX_VALUE_LEN bytes");
+    /* A backup of it on an empty disk: caught up from a snapshot. */
+    i = (i + 1) % 3;
+    port = fx.nodes[i].port;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[i], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[i]);
+    snprintf(dir, sizeof dir, "%s/n%d", fx.dir, i);
+    tu_rmrf(dir);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, i, port, "--replicas", "3",
+                                           "--repl-lag-ms", "2000", "--http",
+                                           "127.0.0.1:0", "--max-frame",
+                                           "68000000", NULL),
+                     0);
+    tu_repl_wait_all_in_sync(&fx, "a backup of it back on an empty disk");
+    big_agree("huge", "a backup of it back on an empty disk");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_repl_catchup");
@@ -972,6 +1012,11 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_resent_check_is_answered_as_the_first);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("largest_value");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, the_largest_value_is_replicated_and_caught_up);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
