@@ -354,12 +354,16 @@ KEEL_API int keel_node_create(const keel_node_options *opts, keel_node **out,
  * or another error that ended its cluster agent for good.
  * A node whose loop cannot start (KEEL_ENOMEM: no thread for its storage
  * writer, ...) returns at once with that code; calls that were waiting
- * for the loop are answered KEEL_ESTOPPING, as later ones are. */
+ * for the loop are answered KEEL_ESTOPPING, as later ones are.
+ * KEEL_EINVAL at once when the node runs or ran already: a node runs
+ * once (create another on the same data directory to run again). */
 KEEL_API int keel_node_run(keel_node *node);
 
 /* Starts keel_node_run on a new thread and returns: calls may be made at
  * once (they wait for the loop). keel_node_join gives what it returned.
- * Errors: KEEL_EINVAL (started already), KEEL_ENOMEM (no thread). */
+ * Errors: KEEL_EINVAL (started already, or run already: a node runs
+ * once; create another on the same data directory to run again),
+ * KEEL_ENOMEM (no thread). */
 KEEL_API int keel_node_start(keel_node *node);
 
 /* Asks the node to stop; any thread, any number of times. The node stops
@@ -387,7 +391,8 @@ KEEL_API int keel_node_join(keel_node *node);
 /* Frees a stopped (or never started) node. A node started with
  * keel_node_start() and still running is stopped first, as by
  * keel_node_stop() and keel_node_join(). NULL: nothing. Not from the loop
- * thread, and not while keel_node_run() runs on a thread of the caller's. */
+ * thread, and not while keel_node_run() runs on a thread of the caller's:
+ * either logs an error and aborts the process. */
 KEEL_API void keel_node_destroy(keel_node *node);
 
 /* Runs fn(node, data) on the loop thread. Any thread. Returns KEEL_ENOMEM
@@ -738,7 +743,8 @@ KEEL_API int keel_turn_put(keel_turn *turn, const void *key, size_t klen,
                            const void *val, size_t vlen);
 KEEL_API int keel_turn_del(keel_turn *turn, const void *key, size_t klen);
 /* Calls fn for every entry in key order; fn returns nonzero to stop.
- * Returns 0 or the error that stopped the walk. */
+ * Returns 0 when the walk ended (every entry seen, or fn stopped it), or
+ * the error of the store that ended it. */
 typedef int (*keel_entry_fn)(const void *key, size_t klen, const void *val,
                              size_t vlen, void *data);
 KEEL_API int keel_turn_entries(keel_turn *turn, keel_entry_fn fn, void *data);

@@ -334,7 +334,8 @@ static keel_actor *actor_get(keel_node *n, struct keel_type_entry *te,
     a->hash = h;
     a->type = te;
     a->idlen = (uint8_t)idlen;
-    memcpy(a->id, id, idlen);
+    if (idlen > 0)
+        memcpy(a->id, id, idlen);
     a->shard = keel_shard_of(te->name, id, idlen, n->opts.shard_count);
     if (n->cluster != NULL && keel__cluster_actor_in(n, te, a->shard) != 0) {
         free(a);
@@ -2389,7 +2390,7 @@ int keel_node_run(keel_node *n)
 {
     int rc;
 
-    if (n == NULL || n->running)
+    if (n == NULL || n->running || atomic_exchange(&n->ran, 1))
         return KEEL_EINVAL;
     keel_failpoints_load(); /* a test build's (common/failpoint.h) */
     if (n->outbox == NULL && (rc = keel__outbox_init(n)) != 0)
@@ -2473,7 +2474,7 @@ static void *node_thread(void *arg)
 
 int keel_node_start(keel_node *n)
 {
-    if (n == NULL || n->thread_started)
+    if (n == NULL || n->thread_started || atomic_load(&n->ran))
         return KEEL_EINVAL;
     if (pthread_create(&n->thread, NULL, node_thread, n) != 0)
         return KEEL_ENOMEM;
@@ -2511,6 +2512,23 @@ void keel_node_destroy(keel_node *n)
 
     if (n == NULL)
         return;
+    if (atomic_load(&n->loop_tid_set) && !n->thread_started) {
+        /* Its loop runs (keel_node_run on a thread of the caller's, or
+         * this very thread, a handler): freeing it under that loop would
+         * crash later, somewhere else. */
+        keel_error("keel_node_destroy: the node's loop is running (%s); "
+                   "stop it and let keel_node_run return first",
+                   keel__on_loop_thread(n) ? "called from its own loop "
+                                             "thread"
+                                           : "keel_node_run has not "
+                                             "returned");
+        abort();
+    }
+    if (n->thread_started && keel__on_loop_thread(n)) {
+        keel_error("keel_node_destroy: called from the node's own loop "
+                   "thread; call it from another thread");
+        abort();
+    }
     if (n->thread_started) {
         /* Not stopped first, the join would wait for ever. */
         keel_node_stop(n);
@@ -2750,6 +2768,8 @@ static int call_common(keel_node *n, const uint8_t *key, const char *type,
     if (n == NULL || type == NULL || (id == NULL && idlen > 0) ||
         (msg == NULL && len > 0))
         return KEEL_EINVAL;
+    if (id == NULL)
+        id = ""; /* the empty id: nothing is read from it, NULL or not */
     /* From another thread while the loop runs, the call would race with
      * the loop over the actor table and the run queue. */
     if (atomic_load(&n->loop_tid_set) && !keel__on_loop_thread(n))
@@ -2911,6 +2931,8 @@ int keel_call_sync(keel_node *n, const char *type, const void *id,
                            : type == NULL ? "the type"
                            : id == NULL   ? "the id (with a length)"
                                           : "the message (with a length)");
+    if (id == NULL)
+        id = ""; /* the empty id */
     if (idlen > KEEL_MAX_ID_LEN)
         return sync_refuse(KEEL_ELIMIT, reply, reply_len,
                            "an id of %zu bytes: ids are at most %d", idlen,

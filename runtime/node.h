@@ -218,6 +218,7 @@ struct keel_node {
     int thread_started;
     int thread_rc; /* what keel_node_run returned on that thread */
     int running;
+    atomic_int ran; /* keel_node_run was called: a node runs once */
 
     struct keel_type_entry *types[256];
     unsigned ntypes;

@@ -111,6 +111,8 @@ int keel_turn_send(keel_turn *t, const char *type, const void *id,
     if (t == NULL || type == NULL || (id == NULL && idlen > 0) ||
         (msg == NULL && len > 0))
         return KEEL_EINVAL;
+    if (id == NULL)
+        id = ""; /* the empty id */
     if (!keel__turn_writable(t))
         return KEEL_EINVAL; /* on_passivate */
     tlen = strlen(type);

@@ -17,7 +17,8 @@ uint32_t keel_shard_of(const char *type, const void *id, size_t idlen,
         /* The common case: one contiguous input, no streaming state. */
         buf[0] = (uint8_t)tlen;
         memcpy(buf + 1, type, tlen);
-        memcpy(buf + 1 + tlen, id, idlen);
+        if (idlen > 0)
+            memcpy(buf + 1 + tlen, id, idlen);
         return (uint32_t)(XXH3_64bits(buf, 1 + tlen + idlen) % shard_count);
     } else {
         /* Over the limits keel enforces: only direct callers get here. */

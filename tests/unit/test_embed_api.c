@@ -19,6 +19,8 @@
  *    before the loop thread (which reads the types) marks the node
  *    running. */
 #include <check.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -390,6 +392,70 @@ START_TEST(register_after_start_refused)
 }
 END_TEST
 
+/* A node runs once: started again after it stopped, or while
+ * keel_node_run runs on another thread, it says so (KEEL_EINVAL) rather
+ * than returning 0 for a node that never serves. */
+static void *run_thread(void *arg)
+{
+    return (void *)(intptr_t)keel_node_run(arg);
+}
+
+START_TEST(a_node_runs_once)
+{
+    keel_node *n = make_node();
+    pthread_t th;
+    void *ret;
+    char buf[64];
+    int tries;
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(callx(n, "counter", "c", "incr 2", buf, sizeof buf), 0);
+    keel_node_stop(n);
+    ck_assert_int_eq(keel_node_join(n), 0);
+    ck_assert_int_eq(keel_node_start(n), KEEL_EINVAL);
+    ck_assert_int_eq(keel_node_run(n), KEEL_EINVAL);
+    keel_node_destroy(n);
+
+    n = make_node();
+    ck_assert_int_eq(pthread_create(&th, NULL, run_thread, n), 0);
+    /* Served: keel_node_run has begun on the other thread. */
+    ck_assert_int_eq(callx(n, "counter", "c", "get", buf, sizeof buf), 0);
+    ck_assert_str_eq(buf, "2");
+    ck_assert_int_eq(keel_node_start(n), KEEL_EINVAL);
+    for (tries = 0; tries < 3; tries++)
+        ck_assert_int_eq(callx(n, "counter", "c", "get", buf, sizeof buf),
+                         0);
+    keel_node_stop(n);
+    ck_assert_int_eq(pthread_join(th, &ret), 0);
+    ck_assert_int_eq((int)(intptr_t)ret, 0);
+    keel_node_destroy(n);
+}
+END_TEST
+
+/* An actor id may be empty, with a NULL pointer: no byte is read from it
+ * (a sanitizer build reports a copy from NULL otherwise). */
+START_TEST(an_empty_id_may_be_null)
+{
+    keel_node *n = make_node();
+    void *reply = NULL;
+    size_t len = 0;
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(keel_call_sync(n, "counter", NULL, 0, "incr 3", 6,
+                                    &reply, &len),
+                     0);
+    keel_free(reply);
+    reply = NULL;
+    ck_assert_int_eq(keel_call_sync(n, "counter", "", 0, "get", 3, &reply,
+                                    &len),
+                     0);
+    ck_assert_uint_eq(len, 1);
+    ck_assert_int_eq(((const char *)reply)[0], '3');
+    keel_free(reply);
+    finish(n);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("embed_api");
@@ -404,6 +470,8 @@ static Suite *suite(void)
     tcase_add_test(tc, destroy_stops_a_started_node);
     tcase_add_test(tc, readiness_off_the_loop_thread);
     tcase_add_test(tc, register_after_start_refused);
+    tcase_add_test(tc, a_node_runs_once);
+    tcase_add_test(tc, an_empty_id_may_be_null);
     suite_add_tcase(s, tc);
     return s;
 }
