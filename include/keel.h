@@ -187,6 +187,7 @@ KEEL_API void keel_node_log(keel_node *node, int level, const char *fmt, ...)
 
 /* Replicas per unit of a cluster created without a count. */
 #define KEEL_REPLICAS_DEFAULT 3
+#define KEEL_REPLICAS_MAX 5 /* the primary and up to four backups */
 
 typedef struct keel_node_options {
     const char *data_dir;      /* required; created if missing */
@@ -403,9 +404,10 @@ KEEL_API int keel_node_post(keel_node *node, keel_post_fn fn, void *data);
 /* Whether the node serves: 0 once it does (standalone: its loop runs;
  * in a cluster: it has joined and holds its lease), else the KEEL_E* code
  * /readyz answers with, and in *why (if not NULL) a static text saying
- * what the node waits for. On the loop thread only: call it from a
- * keel_node_post job (from another thread while the node runs:
- * KEEL_EINVAL, and *why says so). */
+ * what the node waits for (KEEL_ESTOPPING before it started and once it
+ * stops). On the loop thread only: call it from a keel_node_post job
+ * (from another thread while the node runs: KEEL_EINVAL, and *why says
+ * so). */
 KEEL_API int keel_node_readiness(keel_node *node, const char **why);
 
 /* The bound listen port (useful with port 0), or 0 without a listener. */

@@ -593,11 +593,8 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
                  "cluster mode needs a cluster name and a node id");
         return KEEL_EINVAL;
     }
-    if (o->replicas < 0 || o->replicas > KEEL_MAP_MAX_REPLICAS) {
-        snprintf(errbuf, errlen, "replicas takes 1 to %d, not %d",
-                 KEEL_MAP_MAX_REPLICAS, o->replicas);
-        return KEEL_EINVAL;
-    }
+    _Static_assert(KEEL_MAP_MAX_REPLICAS == KEEL_REPLICAS_MAX,
+                   "the map holds the replicas keel.h allows");
     rt = calloc(1, sizeof *rt);
     if (rt == NULL)
         return KEEL_ENOMEM;

@@ -854,7 +854,10 @@ int keel_node_readiness(keel_node *n, const char **why)
         return KEEL_EINVAL;
     }
     if (!n->running || n->stopping) {
-        *why = "not ready: the node is stopping";
+        *why = n->stopping || atomic_load(&n->ran)
+                   ? "not ready: the node is stopping"
+                   : "not ready: the node has not started (keel_node_start "
+                     "or keel_node_run)";
         return KEEL_ESTOPPING;
     }
     if (n->cluster == NULL)

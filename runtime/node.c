@@ -2175,6 +2175,22 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
                  opts.durability);
         return KEEL_EINVAL;
     }
+    if (opts.log_level < KEEL_LOG_ERROR || opts.log_level > KEEL_LOG_DEBUG) {
+        snprintf(errbuf, errlen, "unknown log level %d (0 error to 3 debug)",
+                 opts.log_level);
+        return KEEL_EINVAL;
+    }
+    if (opts.replicas < 0 || opts.replicas > KEEL_REPLICAS_MAX) {
+        snprintf(errbuf, errlen, "replicas %d: 1 to %d, or 0 for the default",
+                 opts.replicas, KEEL_REPLICAS_MAX);
+        return KEEL_EINVAL;
+    }
+    if (opts.zk_hosts == NULL && opts.cluster != NULL) {
+        snprintf(errbuf, errlen, "a cluster name (%s) without zk_hosts: "
+                 "cluster mode needs its ZooKeeper servers",
+                 opts.cluster);
+        return KEEL_EINVAL;
+    }
     if ((rc = keel__hold_check(&opts, errbuf, errlen)) != 0)
         return rc;
     keel_log_set_level(opts.log_level);

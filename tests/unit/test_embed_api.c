@@ -456,6 +456,36 @@ START_TEST(an_empty_id_may_be_null)
 }
 END_TEST
 
+/* Options keeld would refuse are refused here too, with a text. */
+START_TEST(create_refuses_options_out_of_range)
+{
+    keel_node_options o;
+    keel_node *n = NULL;
+    char err[256];
+
+    keel_node_options_init(&o);
+    o.data_dir = dir;
+    o.log_level = 99;
+    err[0] = '\0';
+    ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), KEEL_EINVAL);
+    ck_assert_ptr_null(n);
+    ck_assert_msg(strstr(err, "log level") != NULL, "%s", err);
+    keel_node_options_init(&o);
+    o.data_dir = dir;
+    o.log_level = KEEL_LOG_WARN;
+    o.replicas = KEEL_REPLICAS_MAX + 1;
+    ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), KEEL_EINVAL);
+    ck_assert_msg(strstr(err, "replicas") != NULL, "%s", err);
+    o.replicas = 0;
+    o.cluster = "c1";
+    ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), KEEL_EINVAL);
+    ck_assert_msg(strstr(err, "zk_hosts") != NULL, "%s", err);
+    o.cluster = NULL;
+    ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), 0);
+    keel_node_destroy(n);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("embed_api");
@@ -472,6 +502,7 @@ static Suite *suite(void)
     tcase_add_test(tc, register_after_start_refused);
     tcase_add_test(tc, a_node_runs_once);
     tcase_add_test(tc, an_empty_id_may_be_null);
+    tcase_add_test(tc, create_refuses_options_out_of_range);
     suite_add_tcase(s, tc);
     return s;
 }
