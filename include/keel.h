@@ -909,6 +909,14 @@ KEEL_API int keel_cast_keyed(keel_node *node, const uint8_t *key,
 KEEL_API int keel_call_sync(keel_node *node, const char *type, const void *id,
                             size_t idlen, const void *msg, size_t len,
                             void **reply, size_t *reply_len);
+/* keel_call_sync with a request key (KEEL_REQUEST_KEY_LEN bytes, copied),
+ * as keel_call_keyed: after an outcome keel_err_is_answer() says is not
+ * the request's own (KEEL_EINDOUBT, KEEL_EUNAVAIL, ...), call again with
+ * the same key, and the request runs at most once. */
+KEEL_API int keel_call_sync_keyed(keel_node *node, const uint8_t *key,
+                                  const char *type, const void *id,
+                                  size_t idlen, const void *msg, size_t len,
+                                  void **reply, size_t *reply_len);
 KEEL_API void keel_free(void *p);
 
 /* Shard of an actor: XXH3_64(len(type) u8 || type || id) mod shard_count. */

@@ -2893,6 +2893,10 @@ static void sync_post_fn(keel_node *n, void *data)
     req->origin = REQ_SYNC;
     req->is_cast = (uint8_t)s->cast;
     req->u.sync = s;
+    if (s->keyed) {
+        req->keyed = 1;
+        memcpy(req->rkey, s->key, KEEL_REQUEST_KEY_LEN);
+    }
     rc = keel__submit(n, te, s->id, s->idlen, req);
     if (rc != 0) {
         keel__req_free(n, req);
@@ -2928,9 +2932,9 @@ static int sync_refuse(int rc, void **reply, size_t *reply_len,
     return rc;
 }
 
-int keel_call_sync(keel_node *n, const char *type, const void *id,
-                   size_t idlen, const void *msg, size_t len, void **reply,
-                   size_t *reply_len)
+static int sync_common(keel_node *n, const uint8_t *key, const char *type,
+                       const void *id, size_t idlen, const void *msg,
+                       size_t len, void **reply, size_t *reply_len)
 {
     struct keel_sync_call s;
     int rc;
@@ -2974,6 +2978,10 @@ int keel_call_sync(keel_node *n, const char *type, const void *id,
     s.idlen = idlen;
     s.msg = (void *)msg;
     s.msglen = len;
+    if (key != NULL) {
+        s.keyed = 1;
+        memcpy(s.key, key, KEEL_REQUEST_KEY_LEN);
+    }
     rc = keel_node_post(n, sync_post_fn, &s);
     if (rc != 0)
         sync_refuse(rc, reply, reply_len, "%s", keel_strerror(rc));
@@ -2993,6 +3001,23 @@ int keel_call_sync(keel_node *n, const char *type, const void *id,
     pthread_cond_destroy(&s.cv);
     pthread_mutex_destroy(&s.mu);
     return rc;
+}
+
+int keel_call_sync(keel_node *n, const char *type, const void *id,
+                   size_t idlen, const void *msg, size_t len, void **reply,
+                   size_t *reply_len)
+{
+    return sync_common(n, NULL, type, id, idlen, msg, len, reply, reply_len);
+}
+
+int keel_call_sync_keyed(keel_node *n, const uint8_t *key, const char *type,
+                         const void *id, size_t idlen, const void *msg,
+                         size_t len, void **reply, size_t *reply_len)
+{
+    if (key == NULL)
+        return sync_refuse(KEEL_EINVAL, reply, reply_len,
+                           "keel_call_sync_keyed: the key is NULL");
+    return sync_common(n, key, type, id, idlen, msg, len, reply, reply_len);
 }
 
 void keel_free(void *p)

@@ -34,6 +34,8 @@ struct keel_sync_call {
     void *msg;
     size_t msglen;
     int cast;
+    int keyed; /* key holds the request key */
+    uint8_t key[KEEL_REQUEST_KEY_LEN];
 };
 
 /* Cluster mode: whether req was accepted to run here in a ZooKeeper

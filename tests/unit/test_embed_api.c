@@ -486,6 +486,42 @@ START_TEST(create_refuses_options_out_of_range)
 }
 END_TEST
 
+/* A keyed blocking call sent again with its key is answered with the
+ * first outcome and does not run again. */
+START_TEST(a_keyed_sync_call_runs_once)
+{
+    keel_node *n = make_node();
+    uint8_t key[KEEL_REQUEST_KEY_LEN] = {7, 1, 2, 3};
+    void *reply = NULL;
+    size_t len = 0;
+    int i;
+
+    ck_assert_int_eq(keel_node_start(n), 0);
+    for (i = 0; i < 3; i++) {
+        ck_assert_int_eq(keel_call_sync_keyed(n, key, "counter", "k", 1,
+                                              "incr 4", 6, &reply, &len),
+                         0);
+        ck_assert_uint_eq(len, 1);
+        ck_assert_int_eq(((const char *)reply)[0], '4');
+        keel_free(reply);
+        reply = NULL;
+    }
+    ck_assert_int_eq(keel_call_sync(n, "counter", "k", 1, "get", 3, &reply,
+                                    &len),
+                     0);
+    ck_assert_uint_eq(len, 1);
+    ck_assert_int_eq(((const char *)reply)[0], '4');
+    keel_free(reply);
+    reply = NULL;
+    ck_assert_int_eq(keel_call_sync_keyed(n, NULL, "counter", "k", 1, "get",
+                                          3, &reply, &len),
+                     KEEL_EINVAL);
+    ck_assert_ptr_nonnull(reply);
+    keel_free(reply);
+    finish(n);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("embed_api");
@@ -503,6 +539,7 @@ static Suite *suite(void)
     tcase_add_test(tc, a_node_runs_once);
     tcase_add_test(tc, an_empty_id_may_be_null);
     tcase_add_test(tc, create_refuses_options_out_of_range);
+    tcase_add_test(tc, a_keyed_sync_call_runs_once);
     suite_add_tcase(s, tc);
     return s;
 }
