@@ -343,6 +343,20 @@ int keel__cluster_rt_failure(const keel_node *n)
     return n->cluster != NULL ? n->cluster->failure : 0;
 }
 
+const char *keel__cluster_rt_stop_text(const keel_node *n, char *buf,
+                                       size_t cap)
+{
+    int rc = keel__cluster_rt_failure(n);
+
+    if (rc == 0)
+        return keel_strerror(KEEL_ESTOPPING);
+    snprintf(buf, cap,
+             "node is stopping: it cannot take part in its cluster (%s; "
+             "its log says why)",
+             keel_err_name(rc));
+    return buf;
+}
+
 /* Graceful leave. Marked leaving by someone else (`keel node drain`): stop
  * like on SIGTERM, which hands off first. Handing off: done once this node
  * holds nothing another member could take and no release is under way, or

@@ -27,6 +27,10 @@ void keel__cluster_rt_destroy(keel_node *n);
  * cannot take part in its cluster (another shard count, credentials of
  * another identity...; logged when it happened). Standalone: 0. */
 int keel__cluster_rt_failure(const keel_node *n);
+/* The text of a KEEL_ESTOPPING answer: with that failure, what it was
+ * (the caller learns why the node stops, not only that it does). */
+const char *keel__cluster_rt_stop_text(const keel_node *n, char *buf,
+                                       size_t cap);
 
 /* Graceful leave, from the stop sequence on the loop thread: 1 while the
  * node hands its units off (the stop must wait: keel_node_stop() is called

@@ -2873,7 +2873,9 @@ static void sync_post_fn(keel_node *n, void *data)
     int rc;
 
     if (n->stopping) {
-        sync_finish(s, KEEL_ESTOPPING, keel_strerror(KEEL_ESTOPPING));
+        char why[160];
+        sync_finish(s, KEEL_ESTOPPING,
+                    keel__cluster_rt_stop_text(n, why, sizeof why));
         return;
     }
     te = keel__type_find(n, s->type, strlen(s->type));

@@ -571,13 +571,18 @@ void rt_retry_held(keel_cluster_rt *rt)
 
 void rt_fail_held(keel_cluster_rt *rt, int status)
 {
+    char why[160];
+    const char *text = status == KEEL_ESTOPPING
+                           ? keel__cluster_rt_stop_text(rt->n, why,
+                                                        sizeof why)
+                           : keel_strerror(status);
     rt_unit *u;
     rt_msg *m;
 
     while ((u = rt->waiting) != NULL) {
         while ((m = u->head) != NULL) {
             hold_unlink(rt, m);
-            rt_msg_fail(rt, m, status, keel_strerror(status));
+            rt_msg_fail(rt, m, status, text);
         }
         unwait(rt, u);
         unit_maybe_free(rt, u);

@@ -4,8 +4,9 @@
  * creates the cluster with 4 shards; the second, made with 8, cannot take
  * part and stops by itself. Started with keel_node_start, its embedder
  * learns the reason from keel_node_join (KEEL_ECONFIG), as one that ran
- * keel_node_run itself does from its return; a node stopped with
- * keel_node_stop joins with 0. */
+ * keel_node_run itself does from its return, and a call made while it
+ * tried is answered KEEL_ESTOPPING with a text naming the reason; a node
+ * stopped with keel_node_stop joins with 0. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,8 @@ static keel_node *cluster_node(const char *id, uint32_t shards)
     o.insecure = 1; /* a cluster node without credentials */
     o.shard_count = shards;
     o.zk_session_timeout_ms = 2000;
+    /* A call held until the node fails, not until the bound. */
+    o.hold_timeout_ms = 60000;
     rc = keel_node_create(&o, &n, err, sizeof err);
     ck_assert_msg(rc == 0, "create %s: %s %s", id, keel_strerror(rc), err);
     ck_assert_int_eq(keel_node_start(n), 0);
@@ -85,6 +88,22 @@ START_TEST(join_says_why_the_node_stopped)
     /* The node refuses to join and its loop ends (within the test's
      * timeout: the join waits for it). */
     b = cluster_node("b", 8);
+    {
+        /* A call made meanwhile is not run, and its text says why. */
+        void *reply = NULL;
+        size_t len = 0;
+        int rc = keel_call_sync(b, "counter", "c", 1, "incr", 4, &reply,
+                                &len);
+        ck_assert_msg(rc == KEEL_ESTOPPING, "the call was answered %s '%s'",
+                      keel_err_name(rc),
+                      reply != NULL ? (char *)reply : "(null)");
+        ck_assert_msg(reply != NULL &&
+                          strstr(reply, "cannot take part in its cluster "
+                                        "(ECONFIG") != NULL,
+                      "the call was answered '%s'",
+                      reply != NULL ? (char *)reply : "(null)");
+        keel_free(reply);
+    }
     ck_assert_int_eq(keel_node_join(b), KEEL_ECONFIG);
     keel_node_destroy(b);
 
