@@ -20,6 +20,8 @@
 #define OB_IN_LEN 9
 #define OB_H_LEN 16
 #define IDX_TYPE_LEN 24 /* "\x01outbox." + 16 hex digits */
+/* A sender's numbers start at the wall clock's ms shifted this much. */
+#define OB_FRESH_SHIFT 20
 
 /* A retiring turn's message: seq be64 | code be16 | attempts be16, then
  * (a dead letter) the last error's text. */
@@ -169,6 +171,15 @@ int keel__outbox_queue(keel_turn *t, const void *rec, size_t rl)
         done = keel_get_be64((const uint8_t *)v + 8);
     } else if (rc != KEEL_ENOTFOUND) {
         return rc;
+    } else {
+        /* A sender's first message, or its first since its records were
+         * lost (its unit came without its data: a forgotten node's).
+         * Receivers may remember higher numbers from it than any it
+         * would count up to from 1, and would drop its new messages as
+         * applied: its numbers start from the wall clock (ms, shifted
+         * to leave room for 2^20 messages a ms), above any it gave out
+         * before. */
+        next = done = keel__wall_ms() << OB_FRESH_SHIFT;
     }
     memcpy(key, OB_REC, OB_REC_LEN);
     keel_put_be64(key + OB_REC_LEN, next + 1);

@@ -329,6 +329,34 @@ START_TEST(redelivery_dropped)
 }
 END_TEST
 
+/* A sender whose records were lost (its unit came without its data:
+ * keel node forget) sends again from a fresh outbox, while its receivers
+ * remember the highest number they applied from it. Counted from 1
+ * again, its new messages, of turns acknowledged after the loss, were
+ * dropped as copies. Here b remembers 5 from z (a redelivery), and z,
+ * which never had an outbox on this node, sends a credit: b applies it. */
+START_TEST(a_fresh_sender_is_not_taken_for_copies)
+{
+    keel_node *n = start_node();
+    char got[128];
+    int i, applied = 0;
+
+    ck_assert_int_eq(redeliver(n, 5), 0);
+    ck_assert_int_eq(call(n, "acct", "b", "get", got, sizeof got), 0);
+    ck_assert_str_eq(got, "7 0 1 1"); /* 5 follows no 4: "bad" counts it */
+    ck_assert_int_eq(call(n, "acct", "z", "xfer b 3", got, sizeof got), 0);
+    for (i = 0; i < 300 && !applied; i++) {
+        ck_assert_int_eq(call(n, "acct", "b", "get", got, sizeof got), 0);
+        applied = strcmp(got, "10 0 2 2") == 0;
+        if (!applied)
+            usleep(10000);
+    }
+    ck_assert_msg(applied, "b did not apply z's new credit: '%s' (balance, "
+                           "sent, credits, bad)", got);
+    finish(n);
+}
+END_TEST
+
 START_TEST(refused_is_dead_letter)
 {
     keel_node *n = start_node();
@@ -536,6 +564,7 @@ static Suite *suite(void)
     tcase_add_test(tc, many_in_order_once);
     tcase_add_test(tc, failed_commit_sends_nothing);
     tcase_add_test(tc, redelivery_dropped);
+    tcase_add_test(tc, a_fresh_sender_is_not_taken_for_copies);
     tcase_add_test(tc, refused_is_dead_letter);
     tcase_add_test(tc, waiting_messages_survive_restart);
     tcase_add_test(tc, bad_arguments);
