@@ -226,22 +226,14 @@ START_TEST(token_chains_go_on_after_a_long_fence)
 }
 END_TEST
 
-/* A node started without the plugin (a deploy under way) owns units of
- * the default group, and answers a message to an actor of the plugin's
- * type there ENOTYPE. The sender's outbox sends it again until that node
- * has the type, instead of making it a dead letter at once: once n1 runs
- * with the plugin (or has handed its units to n0 on the way), the credit
- * lands, once. */
-START_TEST(a_message_waits_for_a_node_without_its_type)
+/* A sender n0 owns and a receiver n1 owns (acct ids, 16 bytes), once
+ * both are placed. */
+static void sender_and_receiver(char *from, char *to)
 {
-    const char *with[] = {"--load", plugin, NULL};
-    char from[16] = "", to[16] = "", owner[64], out[128], msg[64], *log;
-    long bal = -1, sent = -1, credits = -1, dups = -1, gaps = -1;
-    int k, port, tries, said = 0;
+    char owner[64];
+    int k, tries;
 
-    CHECK(tu_cluster_start_nodev(&fx, 0, 0, with) == 0, "n0 did not start");
-    CHECK(tu_cluster_start_node(&fx, 1, 0, NULL) == 0, "n1 did not start");
-    /* A sender n0 owns and a receiver n1 owns, once both are placed. */
+    from[0] = to[0] = '\0';
     for (tries = 0; tries < 300 && (from[0] == '\0' || to[0] == '\0');
          tries++) {
         for (k = 0; k < 64 && (from[0] == '\0' || to[0] == '\0'); k++) {
@@ -249,33 +241,26 @@ START_TEST(a_message_waits_for_a_node_without_its_type)
             snprintf(id, sizeof id, "a%d", k);
             tu_cluster_owner_of(&fx, 0, "acct", id, owner, sizeof owner);
             if (strcmp(owner, "n0") == 0 && from[0] == '\0')
-                snprintf(from, sizeof from, "%s", id);
+                snprintf(from, 16, "%s", id);
             else if (strcmp(owner, "n1") == 0 && to[0] == '\0')
-                snprintf(to, sizeof to, "%s", id);
+                snprintf(to, 16, "%s", id);
         }
         if (from[0] == '\0' || to[0] == '\0')
             tu_sleep_ms(100);
     }
     CHECK(from[0] != '\0' && to[0] != '\0',
           "no acct actors owned by n0 and n1 ('%s', '%s')", from, to);
-    snprintf(msg, sizeof msg, "xfer %s 5", to);
-    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "acct", from, msg, out,
-                               sizeof out) == 0,
-          "xfer through n0 failed");
-    /* n1 refuses the credit: n0 says so and keeps it. */
-    for (tries = 0; tries < 100 && !said; tries++) {
-        log = tu_keeld_log(&fx.nodes[0]);
-        said = log != NULL &&
-               strstr(log, "does not register its type") != NULL;
-        free(log);
-        if (!said)
-            tu_sleep_ms(100);
-    }
-    CHECK(said, "n0 did not say that n1 refused the credit for its type");
-    CHECK(tu_keel_stat(fx.nodes[0].addr, "outbox_dead") == 0,
-          "the credit n1 refused for its type became a dead letter");
-    /* n1 again, with the plugin: the credit lands. */
-    port = fx.nodes[1].port;
+}
+
+/* n1, which did not load the plugin, starts again with `with`: the one
+ * credit of 5 waiting for acct `to` lands, once. */
+static void credit_lands_once_n1_has_the_type(const char *const *with,
+                                              const char *to)
+{
+    long bal = -1, sent = -1, credits = -1, dups = -1, gaps = -1;
+    char out[128] = "";
+    int port = fx.nodes[1].port, tries;
+
     ck_assert_int_eq(tu_keeld_stop(&fx.nodes[1], SIGTERM), 0);
     tu_keeld_free(&fx.nodes[1]);
     CHECK(tu_cluster_start_nodev(&fx, 1, port, with) == 0,
@@ -293,6 +278,42 @@ START_TEST(a_message_waits_for_a_node_without_its_type)
           "acct %s: '%s' (balance, sent, credits, dups, gaps), not the one "
           "credit of 5",
           to, out);
+}
+
+/* A node started without the plugin (a deploy under way) owns units of
+ * the default group, and answers a message to an actor of the plugin's
+ * type there ENOTYPE. The sender's outbox sends it again until that node
+ * has the type, instead of making it a dead letter at once: once n1 runs
+ * with the plugin (or has handed its units to n0 on the way), the credit
+ * lands, once. */
+START_TEST(a_message_waits_for_a_node_without_its_type)
+{
+    const char *with[] = {"--load", plugin, NULL};
+    char from[16], to[16], out[128], msg[64], *log;
+    int tries, said = 0;
+
+    CHECK(tu_cluster_start_nodev(&fx, 0, 0, with) == 0, "n0 did not start");
+    CHECK(tu_cluster_start_node(&fx, 1, 0, NULL) == 0, "n1 did not start");
+    /* A sender n0 owns and a receiver n1 owns, once both are placed. */
+    sender_and_receiver(from, to);
+    snprintf(msg, sizeof msg, "xfer %s 5", to);
+    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "acct", from, msg, out,
+                               sizeof out) == 0,
+          "xfer through n0 failed");
+    /* n1 refuses the credit: n0 says so and keeps it. */
+    for (tries = 0; tries < 100 && !said; tries++) {
+        log = tu_keeld_log(&fx.nodes[0]);
+        said = log != NULL &&
+               strstr(log, "does not register its type") != NULL;
+        free(log);
+        if (!said)
+            tu_sleep_ms(100);
+    }
+    CHECK(said, "n0 did not say that n1 refused the credit for its type");
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "outbox_dead") == 0,
+          "the credit n1 refused for its type became a dead letter");
+    /* n1 again, with the plugin: the credit lands. */
+    credit_lands_once_n1_has_the_type(with, to);
     CHECK(tu_keel_stat(fx.nodes[0].addr, "outbox_dead") == 0,
           "n0 made a dead letter");
 }
@@ -312,8 +333,7 @@ START_TEST(a_restarted_sender_delivers_once_its_suspects_are_out)
 {
     const char *with[] = {"--load", plugin, "--replicas", "3", NULL};
     const char *without[] = {"--replicas", "3", NULL};
-    char from[16] = "", to[16] = "", owner[64], out[128], msg[64];
-    long bal = -1, sent = -1, credits = -1, dups = -1, gaps = -1;
+    char from[16], to[16], out[128], msg[64];
     long obsent = 0, drops, suspects;
     int k, port, tries;
 
@@ -321,22 +341,7 @@ START_TEST(a_restarted_sender_delivers_once_its_suspects_are_out)
     CHECK(tu_cluster_start_nodev(&fx, 1, 0, without) == 0,
           "n1 did not start");
     CHECK(tu_cluster_start_nodev(&fx, 2, 0, with) == 0, "n2 did not start");
-    for (tries = 0; tries < 300 && (from[0] == '\0' || to[0] == '\0');
-         tries++) {
-        for (k = 0; k < 64 && (from[0] == '\0' || to[0] == '\0'); k++) {
-            char id[16];
-            snprintf(id, sizeof id, "a%d", k);
-            tu_cluster_owner_of(&fx, 0, "acct", id, owner, sizeof owner);
-            if (strcmp(owner, "n0") == 0 && from[0] == '\0')
-                snprintf(from, sizeof from, "%s", id);
-            else if (strcmp(owner, "n1") == 0 && to[0] == '\0')
-                snprintf(to, sizeof to, "%s", id);
-        }
-        if (from[0] == '\0' || to[0] == '\0')
-            tu_sleep_ms(100);
-    }
-    CHECK(from[0] != '\0' && to[0] != '\0',
-          "no acct actors owned by n0 and n1 ('%s', '%s')", from, to);
+    sender_and_receiver(from, to);
     snprintf(msg, sizeof msg, "xfer %s 5", to);
     CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "acct", from, msg, out,
                                sizeof out) == 0,
@@ -372,24 +377,7 @@ START_TEST(a_restarted_sender_delivers_once_its_suspects_are_out)
               suspects);
     }
     /* n1 with the plugin: the credit lands, once. */
-    port = fx.nodes[1].port;
-    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[1], SIGTERM), 0);
-    tu_keeld_free(&fx.nodes[1]);
-    CHECK(tu_cluster_start_nodev(&fx, 1, port, with) == 0,
-          "n1 did not start again");
-    for (tries = 0; tries < 300 && credits != 1; tries++) {
-        if (tu_clplug_call_keyed(&fx, 0, NULL, "acct", to, "get", out,
-                                 sizeof out) != 0 ||
-            sscanf(out, "%ld %ld %ld %ld %ld", &bal, &sent, &credits, &dups,
-                   &gaps) != 5)
-            credits = -1;
-        if (credits != 1)
-            tu_sleep_ms(100);
-    }
-    CHECK(credits == 1 && bal == 5 && dups == 0 && gaps == 0,
-          "acct %s: '%s' (balance, sent, credits, dups, gaps), not the one "
-          "credit of 5",
-          to, out);
+    credit_lands_once_n1_has_the_type(with, to);
 }
 END_TEST
 
