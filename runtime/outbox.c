@@ -653,6 +653,28 @@ static void deliver_cb(int status, const void *reply, size_t len, void *data)
             retry_later(s);
         return;
     }
+    if (status == KEEL_ESTATEVER) {
+        /* The receiver's state was written by a version of its type the
+         * code of its node cannot read: a deploy under way (that node
+         * runs older code), or a rollback. Not a verdict on the message:
+         * it waits, counting no attempt, as for a unit moving, and is
+         * read once the node runs code that reads that state. */
+        if (s->fail_code != KEEL_ESTATEVER)
+            keel_warn("outbox: message %llu of %s '%.*s': the receiver's "
+                      "state is of a version its node's code cannot read "
+                      "(%.*s); sending it again until it can (every node "
+                      "must run the same types)",
+                      (unsigned long long)seq, s->te->name, (int)s->idlen,
+                      (const char *)s->id, reply != NULL ? (int)len : 0,
+                      reply != NULL ? (const char *)reply : "");
+        s->fail_code = status;
+        s->fails = 0;
+        if (s->backoff_ms < REFUSED_RETRY_MS / 2)
+            s->backoff_ms = REFUSED_RETRY_MS / 2;
+        if (!s->n->stopping)
+            retry_later(s);
+        return;
+    }
     if (status == KEEL_ENOTYPE && s->n->cluster != NULL) {
         /* The type is registered here (this node queued the message and
          * routes it), so the node that owns the receiver does not load

@@ -357,6 +357,89 @@ START_TEST(a_fresh_sender_is_not_taken_for_copies)
 }
 END_TEST
 
+/* "ver": a receiver whose state layout has a version (ver_node's);
+ * "TEXT" appends it to the state, "get" answers the state. "vsend":
+ * "send TEXT" queues TEXT for ver/r. */
+static int ver_message(keel_turn *t, const void *msg, size_t len)
+{
+    const void *st;
+    size_t sl;
+    char buf[256];
+
+    keel_turn_state(t, &st, &sl);
+    if (len == 3 && memcmp(msg, "get", 3) == 0)
+        return keel_turn_reply(t, st, sl);
+    if (sl + len + 1 > sizeof buf)
+        return KEEL_ETOOBIG;
+    if (sl > 0)
+        memcpy(buf, st, sl);
+    memcpy(buf + sl, msg, len);
+    buf[sl + len] = ',';
+    return keel_turn_set_state(t, buf, sl + len + 1);
+}
+
+static int vsend_message(keel_turn *t, const void *msg, size_t len)
+{
+    if (len > 5 && memcmp(msg, "send ", 5) == 0)
+        return keel_turn_send(t, "ver", "r", 1, (const char *)msg + 5,
+                              len - 5);
+    return KEEL_EBADMSG;
+}
+
+static keel_node *ver_node(uint32_t version)
+{
+    keel_node_options o;
+    keel_node *n;
+    char err[256];
+    keel_actor_type ver = {.name = "ver", .on_message = ver_message};
+    keel_actor_type vsend = {.name = "vsend", .on_message = vsend_message};
+
+    ver.state_version = version;
+    keel_node_options_init(&o);
+    o.data_dir = dir;
+    o.log_level = KEEL_LOG_ERROR;
+    o.durability = KEEL_DURABILITY_NONE;
+    ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), 0);
+    ck_assert_int_eq(keel_node_register_type(n, &ver), 0);
+    ck_assert_int_eq(keel_node_register_type(n, &vsend), 0);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    return n;
+}
+
+/* A receiver whose state its node's code cannot read (written by a newer
+ * version of its type: a deploy under way, a rollback) answers
+ * ESTATEVER. That is no verdict on the message: it waits, and is
+ * delivered once the node runs code that reads the state, instead of
+ * becoming a dead letter after three attempts. */
+START_TEST(a_message_waits_for_code_that_reads_its_receiver)
+{
+    keel_node *n = ver_node(2);
+    char got[128];
+    keel_stats st;
+    int i;
+
+    ck_assert_int_eq(call(n, "ver", "r", "a", NULL, 0), 0);
+    finish(n);
+    n = ver_node(1); /* older code: r's state is of version 2 */
+    ck_assert_int_eq(call(n, "vsend", "s", "send b", NULL, 0), 0);
+    memset(&st, 0, sizeof st);
+    for (i = 0; i < 1000 && st.outbox_sent < 5; i++) {
+        usleep(10000);
+        keel_node_stats(n, &st);
+    }
+    ck_assert_msg(st.outbox_sent >= 5, "sent %llu times",
+                  (unsigned long long)st.outbox_sent);
+    ck_assert_uint_eq(st.outbox_dead, 0);
+    finish(n);
+    n = ver_node(2);
+    ck_assert_msg(wait_get(n, "ver", "r", "a,b,", got, sizeof got),
+                  "ver/r holds '%s'", got);
+    keel_node_stats(n, &st);
+    ck_assert_uint_eq(st.outbox_dead, 0);
+    finish(n);
+}
+END_TEST
+
 START_TEST(refused_is_dead_letter)
 {
     keel_node *n = start_node();
@@ -565,6 +648,7 @@ static Suite *suite(void)
     tcase_add_test(tc, failed_commit_sends_nothing);
     tcase_add_test(tc, redelivery_dropped);
     tcase_add_test(tc, a_fresh_sender_is_not_taken_for_copies);
+    tcase_add_test(tc, a_message_waits_for_code_that_reads_its_receiver);
     tcase_add_test(tc, refused_is_dead_letter);
     tcase_add_test(tc, waiting_messages_survive_restart);
     tcase_add_test(tc, bad_arguments);
