@@ -2528,21 +2528,17 @@ void keel_node_destroy(keel_node *n)
 
     if (n == NULL)
         return;
-    if (atomic_load(&n->loop_tid_set) && !n->thread_started) {
-        /* Its loop runs (keel_node_run on a thread of the caller's, or
-         * this very thread, a handler): freeing it under that loop would
-         * crash later, somewhere else. */
+    if (keel__on_loop_thread(n) ||
+        (atomic_load(&n->loop_tid_set) && !n->thread_started)) {
+        /* Freeing the node under its running loop would crash later,
+         * somewhere else. */
         keel_error("keel_node_destroy: the node's loop is running (%s); "
-                   "stop it and let keel_node_run return first",
+                   "stop it and let keel_node_run return first, from "
+                   "another thread",
                    keel__on_loop_thread(n) ? "called from its own loop "
                                              "thread"
                                            : "keel_node_run has not "
                                              "returned");
-        abort();
-    }
-    if (n->thread_started && keel__on_loop_thread(n)) {
-        keel_error("keel_node_destroy: called from the node's own loop "
-                   "thread; call it from another thread");
         abort();
     }
     if (n->thread_started) {

@@ -496,6 +496,28 @@ static void dead_ack_cb(int status, const void *reply, size_t len,
     pump(s);
 }
 
+/* Submits req, a runtime turn of s (op, answered to cb): counted in
+ * s->acking until cb runs. Returns 0, or the submit's code (req freed,
+ * cb never called). */
+static int op_submit(struct ob_sender *s, keel_req *req, int op,
+                     keel_call_cb cb)
+{
+    int rc;
+
+    req->origin = REQ_LOCAL;
+    req->is_cast = 1;
+    req->ob_op = (uint8_t)op;
+    req->u.local.cb = cb;
+    req->u.local.data = s;
+    s->acking++;
+    rc = keel__submit(s->n, s->te, s->id, s->idlen, req);
+    if (rc != 0) {
+        s->acking--;
+        keel__req_free(s->n, req);
+    }
+    return rc;
+}
+
 /* ------------------------------------------------------------ settle */
 
 /* Messages a node finds in its store, rather than released by the reply
@@ -521,11 +543,7 @@ static void settle_cb(int status, const void *reply, size_t len,
     (void)len;
     s->acking--;
     s->settling = 0;
-    if (status == 0) {
-        if (upto > s->released)
-            s->released = upto;
-        s->backoff_ms = 0;
-    } else {
+    if (status != 0) {
         keel_debug("outbox: settling the messages of %s failed: %s; "
                    "trying again",
                    s->te->name, keel_strerror(status));
@@ -533,6 +551,9 @@ static void settle_cb(int status, const void *reply, size_t len,
             retry_later(s);
         return;
     }
+    if (upto > s->released)
+        s->released = upto;
+    s->backoff_ms = 0;
     pump(s);
 }
 
@@ -540,27 +561,17 @@ static void settle_cb(int status, const void *reply, size_t len,
  * Returns 0, or nonzero when it could not go (tried again later). */
 static int settle(struct ob_sender *s)
 {
-    keel_node *n = s->n;
-    keel_req *req = keel__req_alloc(n, OP_HDR);
+    keel_req *req = keel__req_alloc(s->n, OP_HDR);
     int rc;
 
     if (req == NULL)
         return KEEL_ENOMEM;
     memset(req->buf, 0, OP_HDR);
     req->len = OP_HDR;
-    req->origin = REQ_LOCAL;
-    req->is_cast = 1;
-    req->ob_op = KEEL_OB_OP_SETTLE;
-    req->u.local.cb = settle_cb;
-    req->u.local.data = s;
     s->settling = s->settle_upto;
-    s->acking++;
-    rc = keel__submit(n, s->te, s->id, s->idlen, req);
-    if (rc != 0) {
-        s->acking--;
+    rc = op_submit(s, req, KEEL_OB_OP_SETTLE, settle_cb);
+    if (rc != 0)
         s->settling = 0;
-        keel__req_free(n, req);
-    }
     return rc;
 }
 
@@ -583,13 +594,12 @@ static void store_holds(struct ob_sender *s, uint64_t next)
 static void retire(struct ob_sender *s, uint64_t seq, int op, int code,
                    unsigned attempts, const char *why, size_t why_len)
 {
-    keel_node *n = s->n;
     keel_req *req;
     int rc;
 
     if (why_len > KEEL_DL_WHY_MAX)
         why_len = KEEL_DL_WHY_MAX;
-    req = keel__req_alloc(n, OP_HDR + why_len);
+    req = keel__req_alloc(s->n, OP_HDR + why_len);
     s->done = seq;
     s->fails = 0;
     if (op == KEEL_OB_OP_DEAD)
@@ -606,19 +616,9 @@ static void retire(struct ob_sender *s, uint64_t seq, int op, int code,
     if (why_len > 0)
         memcpy(req->buf + OP_HDR, why, why_len);
     req->len = (uint32_t)(OP_HDR + why_len);
-    req->origin = REQ_LOCAL;
-    req->is_cast = 1;
-    req->ob_op = (uint8_t)op;
-    req->u.local.cb = op == KEEL_OB_OP_DEAD ? dead_ack_cb : ack_cb;
-    req->u.local.data = s;
-    s->acking++;
-    rc = keel__submit(n, s->te, s->id, s->idlen, req);
-    if (rc != 0) {
-        s->acking--;
-        keel__req_free(n, req);
-        if (op == KEEL_OB_OP_DEAD)
-            dead_undo(s, seq);
-    }
+    rc = op_submit(s, req, op, op == KEEL_OB_OP_DEAD ? dead_ack_cb : ack_cb);
+    if (rc != 0 && op == KEEL_OB_OP_DEAD)
+        dead_undo(s, seq);
 }
 
 static void dead_letter(struct ob_sender *s, uint64_t seq, int status,
@@ -653,44 +653,33 @@ static void deliver_cb(int status, const void *reply, size_t len, void *data)
             retry_later(s);
         return;
     }
-    if (status == KEEL_ESTATEVER) {
-        /* The receiver's state was written by a version of its type the
-         * code of its node cannot read: a deploy under way (that node
-         * runs older code), or a rollback. Not a verdict on the message:
-         * it waits, counting no attempt, as for a unit moving, and is
-         * read once the node runs code that reads that state. */
-        if (s->fail_code != KEEL_ESTATEVER)
-            keel_warn("outbox: message %llu of %s '%.*s': the receiver's "
-                      "state is of a version its node's code cannot read "
-                      "(%.*s); sending it again until it can (every node "
-                      "must run the same types)",
+    if (status == KEEL_ESTATEVER ||
+        (status == KEEL_ENOTYPE && s->n->cluster != NULL)) {
+        /* Not a verdict on the message: a deploy under way (or a
+         * rollback). ENOTYPE: the type is registered here (this node
+         * queued the message and routes it), so the node that owns the
+         * receiver does not load it (a node started without a plugin).
+         * ESTATEVER: the receiver's state was written by a version of its
+         * type the code of its node cannot read. That passes once every
+         * node runs the same types; until then the message waits, as for
+         * a unit moving, and counts no attempt. */
+        if (s->fail_code != status)
+            keel_warn("outbox: message %llu of %s '%.*s': %s (%.*s); "
+                      "sending it again until it %s (every node must run "
+                      "the same types)",
                       (unsigned long long)seq, s->te->name, (int)s->idlen,
-                      (const char *)s->id, reply != NULL ? (int)len : 0,
-                      reply != NULL ? (const char *)reply : "");
+                      (const char *)s->id,
+                      status == KEEL_ENOTYPE
+                          ? "the receiver's node does not register its type"
+                          : "the receiver's state is of a version its "
+                            "node's code cannot read",
+                      reply != NULL ? (int)len : 0,
+                      reply != NULL ? (const char *)reply : "",
+                      status == KEEL_ENOTYPE ? "does" : "can");
         s->fail_code = status;
         s->fails = 0;
-        if (s->backoff_ms < REFUSED_RETRY_MS / 2)
+        if (status == KEEL_ESTATEVER && s->backoff_ms < REFUSED_RETRY_MS / 2)
             s->backoff_ms = REFUSED_RETRY_MS / 2;
-        if (!s->n->stopping)
-            retry_later(s);
-        return;
-    }
-    if (status == KEEL_ENOTYPE && s->n->cluster != NULL) {
-        /* The type is registered here (this node queued the message and
-         * routes it), so the node that owns the receiver does not load
-         * it: a deploy under way, or a node started without a plugin.
-         * That passes once every node has the type; until then the
-         * message waits, as for a unit moving, and counts no attempt. */
-        if (s->fail_code != KEEL_ENOTYPE)
-            keel_warn("outbox: message %llu of %s '%.*s': the receiver's "
-                      "node does not register its type (%.*s); sending it "
-                      "again until it does (every node must load the same "
-                      "types)",
-                      (unsigned long long)seq, s->te->name, (int)s->idlen,
-                      (const char *)s->id, reply != NULL ? (int)len : 0,
-                      reply != NULL ? (const char *)reply : "");
-        s->fail_code = status;
-        s->fails = 0;
         if (!s->n->stopping)
             retry_later(s);
         return;
