@@ -62,6 +62,11 @@ struct ob_sender {
      * its writes may stand (the lease lapsed before the reply left):
      * what the store holds may go once the unit is served here again. */
     int doubt;
+    /* A turn retiring a delivered message failed: its record is still
+     * held, below done. The sender goes back to the store's count (its
+     * receiver drops the message, applied already, and it is retired
+     * again), or the count stays behind for as long as the sender runs. */
+    int redo;
     /* Cluster mode: messages up to settle_upto, found in the store (at a
      * take, or after a doubt) rather than released by their turn's
      * reply, go once a settling turn of the sender succeeds (settle);
@@ -238,6 +243,31 @@ int keel__outbox_applied(keel_turn *t, const keel_req *req)
     return keel__turn_rt_put(t, key, sizeof key, val, sizeof val);
 }
 
+static int lowest_cb(const void *key, size_t klen, const void *val,
+                     size_t vlen, void *data)
+{
+    uint64_t *seq = data;
+
+    (void)val;
+    (void)vlen;
+    if (klen != OB_REC_LEN + 8)
+        return 0;
+    *seq = keel_get_be64((const uint8_t *)key + OB_REC_LEN);
+    return 1;
+}
+
+/* The sender's count of retired messages, as its records in turn t show
+ * it: one below its lowest message still held, or next when none is. */
+static int lowest_held(keel_turn *t, uint64_t next, uint64_t *done)
+{
+    uint64_t seq = 0;
+    int rc = keel__turn_rt_entries(t, OB_REC, OB_REC_LEN, lowest_cb, &seq);
+
+    if (rc == 0)
+        *done = seq != 0 && seq <= next ? seq - 1 : next;
+    return rc;
+}
+
 int keel__outbox_op(keel_turn *t, const keel_req *req)
 {
     uint8_t key[OB_REC_LEN + 8], hdr[16];
@@ -300,16 +330,29 @@ int keel__outbox_op(keel_turn *t, const keel_req *req)
     if (rc != 0)
         return rc;
     if (seq != done + 1) {
-        /* Retired out of order (cannot happen while one message of a
-         * sender is out at a time): the record goes, the count stays. */
-        keel_warn("outbox: message %llu retired before %llu",
-                  (unsigned long long)seq, (unsigned long long)done + 1);
+        /* Retired out of order: an earlier message's retiring turn failed
+         * (a full disk, a lapsed lease) while this one's commits. The
+         * record goes, the count stays until the earlier one is retired
+         * again (its sender delivers it again: ack_cb). */
+        keel_debug("outbox: message %llu retired before %llu",
+                   (unsigned long long)seq, (unsigned long long)done + 1);
         return 0;
     }
+    /* The count moves past the messages retired out of order after this
+     * one, whose records are gone already. */
+    done = seq;
+    if (done < next) {
+        keel_put_be64(key + OB_REC_LEN, done + 1);
+        rc = keel__turn_rt_get(t, key, OB_REC_LEN + 8, &rv, &rvl);
+        if (rc == KEEL_ENOTFOUND)
+            rc = lowest_held(t, next, &done);
+        if (rc != 0 && rc != KEEL_ENOTFOUND)
+            return rc;
+    }
     keel_put_be64(hdr, next);
-    keel_put_be64(hdr + 8, seq);
+    keel_put_be64(hdr + 8, done);
     rc = keel__turn_rt_put(t, OB_HDR, OB_HDR_LEN, hdr, sizeof hdr);
-    if (rc == 0 && seq == next)
+    if (rc == 0 && done == next)
         keel__turn_ob(t)->index = KEEL_OB_INDEX_DEL; /* none waits now */
     return rc;
 }
@@ -454,9 +497,12 @@ static void ack_cb(int status, const void *reply, size_t len, void *data)
 
     (void)reply;
     (void)len;
-    if (status != 0)
-        keel_debug("outbox: retiring a message of %s failed: %s",
+    if (status != 0) {
+        keel_debug("outbox: retiring a message of %s failed: %s; "
+                   "delivering it again",
                    s->te->name, keel_strerror(status));
+        s->redo = 1;
+    }
     s->acking--;
     pump(s);
 }
@@ -814,6 +860,18 @@ static void pump(struct ob_sender *s)
             if (header_read(n, s, &next, &done) == 0)
                 store_holds(s, next);
             s->doubt = 0;
+        }
+        if (s->redo) {
+            /* Messages whose retiring turns are still out are found
+             * too, and delivered again: their receivers drop them. */
+            uint64_t next, done;
+            if (header_read(n, s, &next, &done) != 0) {
+                retry_later(s);
+                return;
+            }
+            if (done < s->done)
+                s->done = done;
+            s->redo = 0;
         }
         if (s->settle_upto > s->released && s->settling == 0 &&
             settle(s) != 0) {

@@ -8,8 +8,12 @@
  *
  *  sender    "\0keel.ob"            next be64 | done be64: the last
  *                                   sequence number given out, and the
- *                                   last one delivered or dead-lettered;
- *                                   the messages (done, next] wait
+ *                                   last one delivered or dead-lettered
+ *                                   with all before it; of the messages
+ *                                   (done, next], those whose records
+ *                                   remain wait (a later one may be
+ *                                   retired before an earlier one whose
+ *                                   retiring turn failed)
  *            "\0keel.ob/" seq be64  one waiting message:
  *                                   len(type) u8 | type | len(id) be16
  *                                   | id | message

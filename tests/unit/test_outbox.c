@@ -90,12 +90,26 @@ static int acct_message(keel_turn *t, const void *msg, size_t len)
 
 /* flaky: while flaky_down, every message fails KEEL_EUNAVAIL (sent again
  * later); "bad" is refused with KEEL_EBADMSG; anything else is appended
- * to flaky_seen. "send TEXT" (to any actor) queues TEXT for flaky/r. */
+ * to flaky_seen. "send TEXT" (to any actor) queues TEXT for flaky/r, "two A
+ * B" queues A and B. */
 static int flaky_message(keel_turn *t, const void *msg, size_t len)
 {
     if (len > 5 && memcmp(msg, "send ", 5) == 0)
         return keel_turn_send(t, "flaky", "r", 1, (const char *)msg + 5,
                               len - 5);
+    if (len > 4 && memcmp(msg, "two ", 4) == 0) {
+        /* "two A B": A and B from one turn */
+        const char *a = (const char *)msg + 4;
+        const char *sp = memchr(a, ' ', len - 4);
+        int rc;
+        if (sp == NULL)
+            return KEEL_EBADMSG;
+        rc = keel_turn_send(t, "flaky", "r", 1, a, (size_t)(sp - a));
+        if (rc != 0)
+            return rc;
+        return keel_turn_send(t, "flaky", "r", 1, sp + 1,
+                              len - 4 - (size_t)(sp - a) - 1);
+    }
     if (len == 3 && memcmp(msg, "get", 3) == 0)
         return keel_turn_replyf(t, "%s", flaky_seen);
     if (flaky_down)
@@ -554,8 +568,9 @@ END_TEST
 
 
 /* Reads flaky/s's runtime entry `entry` from the store in dir (the node
- * stopped): 1 and its first 8 bytes in *v when it exists, else 0. */
-static int stored_entry(const char *entry, size_t elen, uint64_t *v)
+ * stopped): 1 and its 8 bytes from off in *v when it exists, else 0. */
+static int stored_entry_at(const char *entry, size_t elen, size_t off,
+                           uint64_t *v)
 {
     keel_store_options so;
     keel_store *s;
@@ -578,8 +593,8 @@ static int stored_entry(const char *entry, size_t elen, uint64_t *v)
     if (rc == 0) {
         found = 1;
         *v = 0;
-        if (rec.len >= 8) {
-            const uint8_t *p = rec.data;
+        if (rec.len >= off + 8) {
+            const uint8_t *p = (const uint8_t *)rec.data + off;
             int i;
             for (i = 0; i < 8; i++)
                 *v = *v << 8 | p[i];
@@ -589,6 +604,127 @@ static int stored_entry(const char *entry, size_t elen, uint64_t *v)
     keel_store_close(s);
     return found;
 }
+
+static int stored_entry(const char *entry, size_t elen, uint64_t *v)
+{
+    return stored_entry_at(entry, elen, 0, v);
+}
+
+/* Deletes flaky/s's outbox record of message seq from the store of n, a
+ * node not started. */
+static void drop_record(keel_node *n, uint64_t seq)
+{
+    uint32_t shard = keel_shard_of("flaky", "s", 1, n->opts.shard_count);
+    keel_batch *b = keel_batch_create();
+    uint8_t key[KEEL_KEY_MAX], e[9 + 8];
+    int kl, st, i;
+
+    ck_assert_ptr_nonnull(b);
+    memcpy(e, "\0keel.ob/", 9);
+    for (i = 0; i < 8; i++)
+        e[9 + i] = (uint8_t)(seq >> (56 - 8 * i));
+    ck_assert_int_eq(keel_batch_begin_group(b, "", (uint16_t)shard, 1, NULL),
+                     0);
+    kl = keel_key_encode(key, (uint16_t)shard, "flaky", 5, "s", 1, e,
+                         sizeof e);
+    ck_assert_int_gt(kl, 0);
+    ck_assert_int_eq(keel_batch_del(b, key, (size_t)kl), 0);
+    ck_assert_int_eq(keel_store_commit(n->store, b), 0);
+    keel_batch_group(b, 0, &st);
+    ck_assert_int_eq(st, 0);
+    keel_batch_destroy(b);
+}
+
+/* Waits for the node to have dropped `want` messages as applied, then
+ * half a second more for their retiring turns; stops it. */
+static void finish_after_drops(keel_node *n, uint64_t want)
+{
+    keel_stats st;
+    int i;
+
+    for (i = 0; i < 500; i++) {
+        keel_node_stats(n, &st);
+        if (st.outbox_dropped >= want)
+            break;
+        usleep(10000);
+    }
+    usleep(500000);
+    finish(n);
+    ck_assert_uint_ge(st.outbox_dropped, want);
+}
+
+/* The turn retiring a delivered message fails (the disk was full for
+ * that one commit): the message is delivered again, dropped by its
+ * receiver, and retired, while the node runs. Otherwise its record stays
+ * and the sender's count of retired messages never moves again. */
+START_TEST(a_failed_retire_is_retired_again)
+{
+    keel_node *n = make_node();
+    /* commit 1: "send a"; 2: its delivery; 3: its retiring turn */
+    struct gates g = {.fail_commit = 3, .fail_rc = KEEL_ENOSPC};
+    char got[128];
+    uint64_t next = 0, done = 0;
+
+    gates_install(n->store, &g);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "flaky", "s", "send a", NULL, 0), 0);
+    ck_assert_msg(wait_get(n, "flaky", "q", "a,", got, sizeof got),
+                  "seen: %s", got);
+    finish_after_drops(n, 1);
+    ck_assert_int_ge(g.commits, 3); /* the gate was met */
+    ck_assert_str_eq(flaky_seen, "a,");
+    ck_assert(stored_entry_at("\0keel.ob", 8, 0, &next));
+    ck_assert(stored_entry_at("\0keel.ob", 8, 8, &done));
+    ck_assert_msg(done == next,
+                  "the sender's outbox counts %llu of its messages not "
+                  "retired",
+                  (unsigned long long)(next - done));
+}
+END_TEST
+
+/* A later message was retired before an earlier one, whose retiring turn
+ * failed (its record is gone, the count stays). Once the earlier one is
+ * retired, the count moves past both, and the unit's index forgets the
+ * sender; otherwise every later retirement is out of order. */
+START_TEST(a_late_retire_moves_past_the_retired)
+{
+    keel_node *n = start_node();
+    char got[128];
+    keel_stats st;
+    uint64_t next = 0, done = 0;
+    int i;
+
+    flaky_down = 1;
+    ck_assert_int_eq(call(n, "flaky", "s", "two a b", NULL, 0), 0);
+    for (i = 0; i < 500; i++) {
+        keel_node_stats(n, &st);
+        if (st.outbox_sent >= 2)
+            break; /* a tried, refused for now */
+        usleep(10000);
+    }
+    finish(n);
+    flaky_down = 0;
+    ck_assert(stored_entry_at("\0keel.ob", 8, 0, &next));
+    n = make_node();
+    drop_record(n, next); /* b: as its retiring turn left it */
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_msg(wait_get(n, "flaky", "q", "a,", got, sizeof got),
+                  "seen: %s", got);
+    usleep(500000);
+    /* A message of the sender after that one is retired in order. */
+    ck_assert_int_eq(call(n, "flaky", "s", "send c", NULL, 0), 0);
+    ck_assert_msg(wait_get(n, "flaky", "q", "a,c,", got, sizeof got),
+                  "seen: %s", got);
+    usleep(500000);
+    finish(n);
+    ck_assert(stored_entry_at("\0keel.ob", 8, 0, &next));
+    ck_assert(stored_entry_at("\0keel.ob", 8, 8, &done));
+    ck_assert_msg(done == next,
+                  "the sender's outbox counts %llu of its messages not "
+                  "retired",
+                  (unsigned long long)(next - done));
+}
+END_TEST
 
 /* The turn that keeps a refused message as a dead letter fails to commit
  * (the disk was full for that one commit) while the sender's next message
@@ -653,6 +789,8 @@ static Suite *suite(void)
     tcase_add_test(tc, waiting_messages_survive_restart);
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, dead_letter_survives_a_failed_retire);
+    tcase_add_test(tc, a_failed_retire_is_retired_again);
+    tcase_add_test(tc, a_late_retire_moves_past_the_retired);
     suite_add_tcase(s, tc);
     return s;
 }
