@@ -13,8 +13,9 @@
  *  - keel_call() and keel_cast() must be called on the loop thread: from a
  *    handler, a completion callback or a function passed to keel_node_post().
  *    From another thread while the node runs they return KEEL_EINVAL.
- *  - keel_call_sync(), keel_node_post() and keel_node_stop() may be called
- *    from any thread.
+ *  - keel_call_sync() (and its _keyed and _timed forms), keel_node_post()
+ *    and keel_node_stop() may be called from any thread; the blocking
+ *    calls not from the loop thread.
  *  - keel_node_register_type() must be called before the node runs.
  *  - keel_node_stats() may be called from any thread (figures are read
  *    without locking and may be slightly stale).
@@ -917,6 +918,21 @@ KEEL_API int keel_call_sync_keyed(keel_node *node, const uint8_t *key,
                                   const char *type, const void *id,
                                   size_t idlen, const void *msg, size_t len,
                                   void **reply, size_t *reply_len);
+/* keel_call_sync (key NULL) or keel_call_sync_keyed with a deadline,
+ * timeout_ms from now (0: none). The call returns by then whatever the
+ * node does (a handler that never returns, a unit unavailable):
+ * KEEL_ETIMEDOUT when no answer came, and the call may have run, or may
+ * still finish, as its turn may have started before the deadline. No
+ * turn of it starts after the deadline: one that had not started is
+ * answered KEEL_EDEADLINE (if its caller still waits) and never runs. So
+ * after KEEL_ETIMEDOUT, a write retried with the same key runs at most
+ * once. In a cluster the deadline also bounds how long the call is held
+ * (the node's hold bound still applies when shorter). */
+KEEL_API int keel_call_sync_timed(keel_node *node, const uint8_t *key,
+                                  uint32_t timeout_ms, const char *type,
+                                  const void *id, size_t idlen,
+                                  const void *msg, size_t len, void **reply,
+                                  size_t *reply_len);
 KEEL_API void keel_free(void *p);
 
 /* Shard of an actor: XXH3_64(len(type) u8 || type || id) mod shard_count. */

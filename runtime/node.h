@@ -98,7 +98,7 @@ struct keel_actor {
 enum keel_req_origin {
     REQ_LOCAL = 0, /* keel_call/keel_cast: user callback */
     REQ_NET = 1,   /* a client connection: a REPLY/ERROR frame */
-    REQ_SYNC = 2   /* keel_call_sync: wake the waiting thread */
+    REQ_SYNC = 2   /* keel_call_sync: wake the waiting thread (call_sync.c) */
 };
 
 #define KEEL_REQ_INLINE 40
@@ -113,7 +113,9 @@ struct keel_req {
     uint8_t hops;  /* times forwarded between nodes (cluster mode) */
     uint8_t keyed; /* rkey holds the request key (runtime/dedup.h) */
     uint8_t wrote; /* its turn changed the actor's state */
-    uint8_t wire_deadline; /* deadline_ns came with the frame */
+    /* deadline_ns came with the frame, or from a timed keel_call_sync:
+     * no turn of it starts past it */
+    uint8_t wire_deadline;
     /* Not a message: a read of the actor's state, answered by the
      * runtime from a turn of its own (keel__read_state) without calling
      * the handler. */
@@ -442,6 +444,13 @@ keel_req *keel__req_alloc(keel_node *n, size_t msglen);
 void keel__req_free(keel_node *n, keel_req *req);
 /* Stores bytes in the req's buffer (message or reply). KEEL_ENOMEM. */
 int keel__req_set(keel_req *req, const void *data, size_t len);
+/* --- call_sync.c ---------------------------------------------------------*/
+
+/* Answers the blocking call s (REQ_SYNC) with status and the reply (or
+ * error text) buf[0, len), copied; loop thread. */
+void keel__sync_complete(struct keel_sync_call *s, int status,
+                         const void *buf, size_t len);
+
 /* Whether an actor has nothing queued, running or waiting for a commit;
  * such an actor can be passivated (freed) at once. */
 int keel__actor_idle(const keel_node *n, const keel_actor *a);

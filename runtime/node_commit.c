@@ -321,25 +321,10 @@ void keel__reply_release(keel_node *n, keel_req *req)
     case REQ_NET:
         keel__net_complete(n, req); /* frees req */
         break;
-    case REQ_SYNC: {
-        struct keel_sync_call *s = req->u.sync;
-        void *copy = malloc(req->len + 1);
-        pthread_mutex_lock(&s->mu);
-        if (copy != NULL) {
-            memcpy(copy, req->buf, req->len);
-            ((char *)copy)[req->len] = '\0';
-            s->reply = copy;
-            s->len = req->len;
-            s->status = req->status;
-        } else {
-            s->status = KEEL_ENOMEM;
-        }
-        s->done = 1;
-        pthread_cond_signal(&s->cv);
-        pthread_mutex_unlock(&s->mu);
+    case REQ_SYNC:
+        keel__sync_complete(req->u.sync, req->status, req->buf, req->len);
         keel__req_free(n, req);
         break;
-    }
     }
 }
 

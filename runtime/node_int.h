@@ -19,25 +19,6 @@
 #include "runtime/cluster_rt.h"
 #include "runtime/node.h"
 
-struct keel_sync_call {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done;
-    int status;
-    void *reply;
-    size_t len;
-    /* The caller's buffers: it blocks until the reply, so they outlive
-     * the request. */
-    char *type;
-    void *id;
-    size_t idlen;
-    void *msg;
-    size_t msglen;
-    int cast;
-    int keyed; /* key holds the request key */
-    uint8_t key[KEEL_REQUEST_KEY_LEN];
-};
-
 /* Cluster mode: whether req was accepted to run here in a ZooKeeper
  * session that has ended since. Whatever its turn read or wrote belongs
  * to that session's ownership: the unit may have failed over or been

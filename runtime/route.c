@@ -464,7 +464,8 @@ int keel__cluster_route(keel_node *n, struct keel_type_entry *te,
     }
     shard = keel_shard_of(te->name, id, idlen, n->opts.shard_count);
     t = now_ns();
-    if (req->deadline_ns == 0)
+    if (req->deadline_ns == 0 ||
+        (entry && req->deadline_ns > t + (uint64_t)rt_hold_ms(rt) * 1000000u))
         req->deadline_ns = t + (uint64_t)rt_hold_ms(rt) * 1000000u;
     seq = SEQ_BASE + rt->next_seq++;
     u = unit_find(rt, te->capability, shard);

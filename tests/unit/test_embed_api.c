@@ -17,9 +17,12 @@
  *    refused with KEEL_EINVAL and a text saying where to call it;
  *  - keel_node_register_type right after keel_node_start is refused,
  *    before the loop thread (which reads the types) marks the node
- *    running. */
+ *    running;
+ *  - keel_call_sync_timed returns at its deadline while the loop is stuck
+ *    in a handler, and the call then never runs. */
 #include <check.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +30,7 @@
 
 #include "acall.h"
 #include "keel.h"
+#include "runtime/node.h"
 #include "testutil.h"
 
 static char *dir;
@@ -522,6 +526,142 @@ START_TEST(a_keyed_sync_call_runs_once)
 }
 END_TEST
 
+/* A handler that holds the loop thread: "hold" posts gate_in, then waits
+ * for gate_out. */
+static sem_t gate_in, gate_out, post_in, post_out;
+
+static int gate_message(keel_turn *t, const void *msg, size_t len)
+{
+    (void)t;
+    (void)msg;
+    (void)len;
+    sem_post(&gate_in);
+    sem_wait(&gate_out);
+    return 0;
+}
+
+static void gate_cb(int status, const void *reply, size_t len, void *data)
+{
+    (void)reply;
+    (void)len;
+    *(int *)data = status;
+}
+
+/* On the loop thread: queues "hold" for gate/g (it runs later), then
+ * waits until the test lets it go. */
+static void hold_post(keel_node *n, void *data)
+{
+    ck_assert_int_eq(keel_call(n, "gate", "g", 1, "hold", 4, gate_cb, data),
+                     0);
+    sem_post(&post_in);
+    sem_wait(&post_out);
+}
+
+struct timed {
+    keel_node *n;
+    const uint8_t *key;
+    uint32_t ms;
+    const char *msg;
+    int rc;
+    char text[256];
+};
+
+static void *timed_thread(void *arg)
+{
+    struct timed *c = arg;
+    char *m = strdup(c->msg); /* freed as soon as the call returns */
+    void *reply = NULL;
+    size_t len = 0;
+
+    c->rc = keel_call_sync_timed(c->n, c->key, c->ms, "counter", "k", 1, m,
+                                 strlen(m), &reply, &len);
+    free(m);
+    snprintf(c->text, sizeof c->text, "%.*s", (int)len,
+             reply != NULL ? (const char *)reply : "");
+    keel_free(reply);
+    return NULL;
+}
+
+/* How many posts wait for the loop. */
+static int posts_queued(keel_node *n)
+{
+    struct keel_post *p;
+    int k = 0;
+
+    pthread_mutex_lock(&n->post_mu);
+    for (p = n->post_head; p != NULL; p = p->next)
+        k++;
+    pthread_mutex_unlock(&n->post_mu);
+    return k;
+}
+
+/* A blocking call with a deadline returns at it while the loop is held
+ * in a handler, and does not run afterwards: neither when it was queued
+ * behind the handler (its turn would start past its deadline) nor when
+ * the loop had not even taken it. Retried with its key, it runs once. */
+START_TEST(a_timed_sync_call_returns_at_its_deadline)
+{
+    keel_node *n = make_node();
+    keel_actor_type gate = {.name = "gate", .on_message = gate_message};
+    uint8_t key[KEEL_REQUEST_KEY_LEN] = {9, 9, 1};
+    struct timed c = {.n = n, .key = NULL, .ms = 300, .msg = "incr 5"};
+    struct timed d = {.n = n, .key = key, .ms = 200, .msg = "incr 7"};
+    pthread_t th;
+    char buf[64];
+    int i, held = 1;
+
+    sem_init(&gate_in, 0, 0);
+    sem_init(&gate_out, 0, 0);
+    sem_init(&post_in, 0, 0);
+    sem_init(&post_out, 0, 0);
+    ck_assert_int_eq(keel_node_register_type(n, &gate), 0);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(callx(n, "counter", "k", "get", buf, sizeof buf), 0);
+    ck_assert_str_eq(buf, "0");
+    /* The loop queues "hold" and waits; meanwhile the timed call is
+     * posted, so that both are queued before either turn runs. */
+    ck_assert_int_eq(keel_node_post(n, hold_post, &held), 0);
+    sem_wait(&post_in);
+    ck_assert_int_eq(pthread_create(&th, NULL, timed_thread, &c), 0);
+    for (i = 0; i < 500 && posts_queued(n) < 1; i++)
+        usleep(10000);
+    ck_assert_int_eq(posts_queued(n), 1);
+    sem_post(&post_out);
+    sem_wait(&gate_in); /* the loop is in the handler now */
+    pthread_join(th, NULL);
+    ck_assert_msg(c.rc == KEEL_ETIMEDOUT, "%s: %s", keel_err_name(c.rc),
+                  c.text);
+    ck_assert_ptr_nonnull(strstr(c.text, "300 ms"));
+    /* One the loop has not taken by its deadline. */
+    ck_assert_int_eq(pthread_create(&th, NULL, timed_thread, &d), 0);
+    pthread_join(th, NULL);
+    ck_assert_msg(d.rc == KEEL_ETIMEDOUT, "%s: %s", keel_err_name(d.rc),
+                  d.text);
+    sem_post(&gate_out);
+    ck_assert_int_eq(callx(n, "counter", "k", "get", buf, sizeof buf), 0);
+    ck_assert_msg(strcmp(buf, "0") == 0,
+                  "a call whose caller was answered at its deadline ran "
+                  "after it: the counter is at %s",
+                  buf);
+    ck_assert_int_eq(held, 0);
+    /* Sent again with its key, the second one runs, once. */
+    d.ms = 10000;
+    for (i = 0; i < 2; i++) {
+        ck_assert_int_eq(pthread_create(&th, NULL, timed_thread, &d), 0);
+        pthread_join(th, NULL);
+        ck_assert_msg(d.rc == 0, "%s: %s", keel_err_name(d.rc), d.text);
+        ck_assert_str_eq(d.text, "7");
+    }
+    ck_assert_int_eq(callx(n, "counter", "k", "get", buf, sizeof buf), 0);
+    ck_assert_str_eq(buf, "7");
+    finish(n);
+    sem_destroy(&gate_in);
+    sem_destroy(&gate_out);
+    sem_destroy(&post_in);
+    sem_destroy(&post_out);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("embed_api");
@@ -540,6 +680,7 @@ static Suite *suite(void)
     tcase_add_test(tc, an_empty_id_may_be_null);
     tcase_add_test(tc, create_refuses_options_out_of_range);
     tcase_add_test(tc, a_keyed_sync_call_runs_once);
+    tcase_add_test(tc, a_timed_sync_call_returns_at_its_deadline);
     suite_add_tcase(s, tc);
     return s;
 }
