@@ -6,7 +6,11 @@
  * learns the reason from keel_node_join (KEEL_ECONFIG), as one that ran
  * keel_node_run itself does from its return, and a call made while it
  * tried is answered KEEL_ESTOPPING with a text naming the reason; a node
- * stopped with keel_node_stop joins with 0. */
+ * stopped with keel_node_stop joins with 0.
+ *
+ * A blocking call with a deadline (keel_call_sync_timed) to a node that
+ * holds it (fenced: ZooKeeper went away) returns at its deadline, and does
+ * not run once the node serves again. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,6 +117,81 @@ START_TEST(join_says_why_the_node_stopped)
 }
 END_TEST
 
+static void readiness_post(keel_node *n, void *data)
+{
+    __atomic_store_n((int *)data, keel_node_readiness(n, NULL),
+                     __ATOMIC_RELEASE);
+}
+
+/* keel_node_readiness of n, read on its loop thread. */
+static int readiness(keel_node *n)
+{
+    int r = 1000, i; /* 1000: not a KEEL_E* code */
+
+    ck_assert_int_eq(keel_node_post(n, readiness_post, &r), 0);
+    for (i = 0; i < 500 && __atomic_load_n(&r, __ATOMIC_ACQUIRE) == 1000;
+         i++)
+        usleep(10000);
+    ck_assert_int_ne(__atomic_load_n(&r, __ATOMIC_ACQUIRE), 1000);
+    return r;
+}
+
+static long counter_get(keel_node *n)
+{
+    void *reply = NULL;
+    size_t len = 0;
+    long v;
+    int rc = keel_call_sync(n, "counter", "c", 1, "get", 3, &reply, &len);
+
+    ck_assert_msg(rc == 0, "get: %s", keel_err_name(rc));
+    v = strtol(reply, NULL, 10);
+    keel_free(reply);
+    return v;
+}
+
+START_TEST(a_timed_call_held_past_its_deadline_never_runs)
+{
+    keel_node *a;
+    void *reply = NULL;
+    size_t len = 0;
+    long before;
+    int rc, i;
+
+    if (!tu_zk_available()) {
+        fprintf(stderr, "SKIP: the ZooKeeper server is not installed\n");
+        return;
+    }
+    ck_assert_int_eq(tu_zk_start(&zk, 1, 200), 0);
+    a = cluster_node("a", 4);
+    until_served(a);
+    before = counter_get(a);
+    ck_assert_int_eq(tu_zk_halt(&zk), 0);
+    for (i = 0; i < 100 && readiness(a) == 0; i++)
+        usleep(100000);
+    ck_assert_msg(readiness(a) != 0, "the node still serves without "
+                                     "ZooKeeper");
+    /* Held (the hold bound is 60 s): answered at its deadline. */
+    rc = keel_call_sync_timed(a, NULL, 500, "counter", "c", 1, "incr", 4,
+                              &reply, &len);
+    ck_assert_msg(rc == KEEL_ETIMEDOUT, "answered %s '%s'",
+                  keel_err_name(rc),
+                  reply != NULL ? (char *)reply : "(null)");
+    keel_free(reply);
+    ck_assert_int_eq(tu_zk_restart(&zk), 0);
+    for (i = 0; i < 300 && readiness(a) != 0; i++)
+        usleep(100000);
+    ck_assert_int_eq(readiness(a), 0);
+    usleep(500000); /* a held call would have gone by now */
+    ck_assert_msg(counter_get(a) == before,
+                  "the call answered KEEL_ETIMEDOUT ran once the node "
+                  "served again: the counter is at %ld, was %ld",
+                  counter_get(a), before);
+    keel_node_stop(a);
+    ck_assert_int_eq(keel_node_join(a), 0);
+    keel_node_destroy(a);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cluster_embed_stop");
@@ -121,6 +200,12 @@ static Suite *suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, join_says_why_the_node_stopped);
+    suite_add_tcase(s, tc);
+    /* Its own case, so that CK_RUN_CASE runs it alone. */
+    tc = tcase_create("timed");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, a_timed_call_held_past_its_deadline_never_runs);
     suite_add_tcase(s, tc);
     return s;
 }
