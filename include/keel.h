@@ -905,7 +905,8 @@ KEEL_API int keel_cast_keyed(keel_node *node, const uint8_t *key,
  * named); NULL only when there was no memory for it. A NUL byte follows
  * the *reply_len bytes, but a reply may hold NUL bytes of its own: use
  * *reply_len. Errors: those of keel_call, and any code the actor's turn
- * failed with. A call made before the node runs waits until it does:
+ * failed with. A call made before the node runs waits until it does (or
+ * is answered KEEL_ESTOPPING when the node is destroyed without running):
  * made on the thread that is to start it, it waits for ever. */
 KEEL_API int keel_call_sync(keel_node *node, const char *type, const void *id,
                             size_t idlen, const void *msg, size_t len,
@@ -924,10 +925,14 @@ KEEL_API int keel_call_sync_keyed(keel_node *node, const uint8_t *key,
  * KEEL_ETIMEDOUT when no answer came, and the call may have run, or may
  * still finish, as its turn may have started before the deadline. No
  * turn of it starts after the deadline: one that had not started is
- * answered KEEL_EDEADLINE (if its caller still waits) and never runs. So
- * after KEEL_ETIMEDOUT, a write retried with the same key runs at most
- * once. In a cluster the deadline also bounds how long the call is held
- * (the node's hold bound still applies when shorter). */
+ * answered KEEL_EDEADLINE (if its caller still waits) and never runs. In
+ * a cluster, a call forwarded to the node that owns its actor carries
+ * what is left of the deadline, which that node counts from when the
+ * frame reached it: there the turn may start up to the frame's transit
+ * time past the deadline (docs/cluster.md, "One deadline per call"). So
+ * after KEEL_ETIMEDOUT, retry a write with the same key: it runs at most
+ * once. The deadline also bounds how long the call is held (the node's
+ * hold bound still applies when shorter). */
 KEEL_API int keel_call_sync_timed(keel_node *node, const uint8_t *key,
                                   uint32_t timeout_ms, const char *type,
                                   const void *id, size_t idlen,

@@ -2546,7 +2546,10 @@ void keel_node_destroy(keel_node *n)
         keel_node_stop(n);
         keel_node_join(n);
     }
-    n->stopping = 1; /* on_passivate below may not queue new messages */
+    /* A node that never ran: calls posted to it (a keel_call_sync
+     * waiting among them) are answered ESTOPPING, not dropped. */
+    (void)run_failed(n, 0); /* stopping: on_passivate below may not
+                             * queue new messages */
     while ((a = n->lru_tail) != NULL) {
         /* Only when the loop never ran: nothing is in flight. */
         keel_req *req;

@@ -53,6 +53,10 @@ struct ob_sender {
     uint64_t dead_seq;
     unsigned acking;   /* retiring turns not answered yet */
     unsigned backoff_ms;
+    /* The pause before a message whose retiring turn failed goes again
+     * (redo below), doubling while they keep failing (a disk that stays
+     * full); 0 once one commits. */
+    unsigned redo_ms;
     unsigned not_local;
     /* The message out now was refused this many times in a row, the last
      * time with fail_code (deadletters.h). */
@@ -256,15 +260,41 @@ static int lowest_cb(const void *key, size_t klen, const void *val,
     return 1;
 }
 
-/* The sender's count of retired messages, as its records in turn t show
- * it: one below its lowest message still held, or next when none is. */
-static int lowest_held(keel_turn *t, uint64_t next, uint64_t *done)
+/* The sender's count of retired messages once seq, the lowest one held,
+ * is retired in turn t: one below its next message still held, or next
+ * when none is. The messages right after seq are looked up one by one
+ * (those retired out of order are few: the sender pauses while one of
+ * its retiring turns fails); past PROBE_MAX of them, the records are
+ * walked. */
+#define PROBE_MAX 64
+static int count_past(keel_turn *t, uint64_t seq, uint64_t next,
+                      uint64_t *done)
 {
-    uint64_t seq = 0;
-    int rc = keel__turn_rt_entries(t, OB_REC, OB_REC_LEN, lowest_cb, &seq);
+    uint8_t key[OB_REC_LEN + 8];
+    const void *v;
+    size_t vl;
+    uint64_t q, low = 0;
+    int rc;
 
+    memcpy(key, OB_REC, OB_REC_LEN);
+    for (q = seq + 1; q <= next && q <= seq + PROBE_MAX; q++) {
+        keel_put_be64(key + OB_REC_LEN, q);
+        rc = keel__turn_rt_get(t, key, sizeof key, &v, &vl);
+        if (rc == 0) {
+            *done = q - 1;
+            return 0;
+        }
+        if (rc != KEEL_ENOTFOUND)
+            return rc;
+    }
+    if (q > next) {
+        *done = next;
+        return 0;
+    }
+    /* Every record below seq is gone, and seq's is deleted by t. */
+    rc = keel__turn_rt_entries(t, OB_REC, OB_REC_LEN, lowest_cb, &low);
     if (rc == 0)
-        *done = seq != 0 && seq <= next ? seq - 1 : next;
+        *done = low != 0 && low <= next ? low - 1 : next;
     return rc;
 }
 
@@ -333,22 +363,16 @@ int keel__outbox_op(keel_turn *t, const keel_req *req)
         /* Retired out of order: an earlier message's retiring turn failed
          * (a full disk, a lapsed lease) while this one's commits. The
          * record goes, the count stays until the earlier one is retired
-         * again (its sender delivers it again: ack_cb). */
+         * again (its sender delivers it again: redo_later). */
         keel_debug("outbox: message %llu retired before %llu",
                    (unsigned long long)seq, (unsigned long long)done + 1);
         return 0;
     }
     /* The count moves past the messages retired out of order after this
      * one, whose records are gone already. */
-    done = seq;
-    if (done < next) {
-        keel_put_be64(key + OB_REC_LEN, done + 1);
-        rc = keel__turn_rt_get(t, key, OB_REC_LEN + 8, &rv, &rvl);
-        if (rc == KEEL_ENOTFOUND)
-            rc = lowest_held(t, next, &done);
-        if (rc != 0 && rc != KEEL_ENOTFOUND)
-            return rc;
-    }
+    rc = count_past(t, seq, next, &done);
+    if (rc != 0)
+        return rc;
     keel_put_be64(hdr, next);
     keel_put_be64(hdr + 8, done);
     rc = keel__turn_rt_put(t, OB_HDR, OB_HDR_LEN, hdr, sizeof hdr);
@@ -491,19 +515,36 @@ static void retry_later(struct ob_sender *s)
     ev_timer_start(s->n->loop, &s->retry);
 }
 
+/* A message of s delivered but not retired (its retiring turn failed, or
+ * could not be submitted): the sender goes back to the store's count after
+ * a pause, and delivers from there again (redo, in pump). */
+static void redo_later(struct ob_sender *s)
+{
+    s->redo = 1;
+    s->redo_ms = s->redo_ms == 0 ? RETRY_MIN_MS : s->redo_ms * 2;
+    if (s->redo_ms > RETRY_MAX_MS)
+        s->redo_ms = RETRY_MAX_MS;
+    if (s->n->stopping || ev_is_active(&s->retry))
+        return;
+    ev_timer_set(&s->retry, s->redo_ms / 1000.0, 0);
+    ev_timer_start(s->n->loop, &s->retry);
+}
+
 static void ack_cb(int status, const void *reply, size_t len, void *data)
 {
     struct ob_sender *s = data;
 
     (void)reply;
     (void)len;
+    s->acking--;
     if (status != 0) {
         keel_debug("outbox: retiring a message of %s failed: %s; "
                    "delivering it again",
                    s->te->name, keel_strerror(status));
-        s->redo = 1;
+        redo_later(s);
+        return;
     }
-    s->acking--;
+    s->redo_ms = 0;
     pump(s);
 }
 
@@ -653,7 +694,9 @@ static void retire(struct ob_sender *s, uint64_t seq, int op, int code,
     if (req == NULL) {
         if (op == KEEL_OB_OP_DEAD)
             dead_undo(s, seq);
-        return; /* delivered again later: the receiver drops it */
+        else
+            redo_later(s); /* delivered again: the receiver drops it */
+        return;
     }
     keel_put_be64(req->buf, seq);
     keel_put_be16(req->buf + 8, (uint16_t)-code);
@@ -665,6 +708,8 @@ static void retire(struct ob_sender *s, uint64_t seq, int op, int code,
     rc = op_submit(s, req, op, op == KEEL_OB_OP_DEAD ? dead_ack_cb : ack_cb);
     if (rc != 0 && op == KEEL_OB_OP_DEAD)
         dead_undo(s, seq);
+    else if (rc != 0)
+        redo_later(s);
 }
 
 static void dead_letter(struct ob_sender *s, uint64_t seq, int status,

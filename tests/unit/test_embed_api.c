@@ -662,6 +662,46 @@ START_TEST(a_timed_sync_call_returns_at_its_deadline)
 }
 END_TEST
 
+static void *untimed_thread(void *arg)
+{
+    struct timed *c = arg;
+    void *reply = NULL;
+    size_t len = 0;
+
+    c->rc = keel_call_sync(c->n, "counter", "k", 1, c->msg, strlen(c->msg),
+                           &reply, &len);
+    snprintf(c->text, sizeof c->text, "%.*s", (int)len,
+             reply != NULL ? (const char *)reply : "");
+    keel_free(reply);
+    return NULL;
+}
+
+/* Blocking calls made to a node that is destroyed without ever running
+ * are answered KEEL_ESTOPPING, timed or not, instead of waiting for ever
+ * (or leaking what the timed one shares with the loop). */
+START_TEST(calls_to_a_node_destroyed_unstarted_are_answered)
+{
+    keel_node *n = make_node();
+    struct timed c = {.n = n, .msg = "incr 1"};
+    struct timed d = {.n = n, .ms = 60000, .msg = "incr 2"};
+    pthread_t tc, td;
+    int i;
+
+    ck_assert_int_eq(pthread_create(&tc, NULL, untimed_thread, &c), 0);
+    ck_assert_int_eq(pthread_create(&td, NULL, timed_thread, &d), 0);
+    for (i = 0; i < 500 && posts_queued(n) < 2; i++)
+        usleep(10000);
+    ck_assert_int_eq(posts_queued(n), 2);
+    keel_node_destroy(n);
+    pthread_join(tc, NULL);
+    pthread_join(td, NULL);
+    ck_assert_msg(c.rc == KEEL_ESTOPPING, "%s: %s", keel_err_name(c.rc),
+                  c.text);
+    ck_assert_msg(d.rc == KEEL_ESTOPPING, "%s: %s", keel_err_name(d.rc),
+                  d.text);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("embed_api");
@@ -681,6 +721,7 @@ static Suite *suite(void)
     tcase_add_test(tc, create_refuses_options_out_of_range);
     tcase_add_test(tc, a_keyed_sync_call_runs_once);
     tcase_add_test(tc, a_timed_sync_call_returns_at_its_deadline);
+    tcase_add_test(tc, calls_to_a_node_destroyed_unstarted_are_answered);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -729,6 +729,65 @@ START_TEST(a_late_retire_moves_past_the_retired)
 }
 END_TEST
 
+/* Every commit from the retiring turn on fails for a while (a disk that
+ * stays full). */
+static int full_from; /* the 1-based commit from which they fail; 0: none */
+static int full_commits;
+
+static int full_commit(void *data)
+{
+    (void)data;
+    full_commits++;
+    return __atomic_load_n(&full_from, __ATOMIC_ACQUIRE) != 0 &&
+                   full_commits >= full_from
+               ? KEEL_ENOSPC
+               : 0;
+}
+
+static int full_sync(void *data)
+{
+    (void)data;
+    return 0;
+}
+
+/* While its retiring turns keep failing, a sender delivers its message
+ * again after a growing pause, not in a loop that holds the node's
+ * thread; once they commit, it is retired. */
+START_TEST(a_sender_whose_retirement_keeps_failing_pauses)
+{
+    keel_node *n = make_node();
+    keel_store_hooks h = {full_commit, full_sync, NULL};
+    char got[128];
+    keel_stats st0, st1;
+    int i;
+
+    full_commits = 0;
+    full_from = 3; /* 1: "send a"; 2: its delivery; 3: its retiring turn */
+    keel_store_set_hooks(n->store, &h);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(call(n, "flaky", "s", "send a", NULL, 0), 0);
+    ck_assert_msg(wait_get(n, "flaky", "q", "a,", got, sizeof got),
+                  "seen: %s", got);
+    for (i = 0; i < 500; i++) {
+        keel_node_stats(n, &st0);
+        if (st0.outbox_dropped >= 1)
+            break;
+        usleep(10000);
+    }
+    ck_assert_uint_ge(st0.outbox_dropped, 1);
+    sleep(1);
+    keel_node_stats(n, &st1);
+    ck_assert_msg(st1.outbox_dropped - st0.outbox_dropped < 50,
+                  "the message was delivered again %llu times in a second",
+                  (unsigned long long)(st1.outbox_dropped -
+                                       st0.outbox_dropped));
+    __atomic_store_n(&full_from, 0, __ATOMIC_RELEASE);
+    finish_after_drops(n, st1.outbox_dropped + 1);
+    ck_assert_str_eq(flaky_seen, "a,");
+    assert_all_retired();
+}
+END_TEST
+
 /* The turn that keeps a refused message as a dead letter fails to commit
  * (the disk was full for that one commit) while the sender's next message
  * goes: the refused one must still end as a dead letter of the sender (or
@@ -794,6 +853,7 @@ static Suite *suite(void)
     tcase_add_test(tc, dead_letter_survives_a_failed_retire);
     tcase_add_test(tc, a_failed_retire_is_retired_again);
     tcase_add_test(tc, a_late_retire_moves_past_the_retired);
+    tcase_add_test(tc, a_sender_whose_retirement_keeps_failing_pauses);
     suite_add_tcase(s, tc);
     return s;
 }
