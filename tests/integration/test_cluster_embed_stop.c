@@ -78,17 +78,29 @@ static void until_served(keel_node *n)
     ck_assert_msg(rc == 0, "not served: %s", keel_err_name(rc));
 }
 
-START_TEST(join_says_why_the_node_stopped)
+/* ZooKeeper and a first node "a" (4 shards), served; NULL when the
+ * ZooKeeper server is not installed (the test is skipped). */
+static keel_node *first_node(void)
 {
-    keel_node *a, *b;
+    keel_node *a;
 
     if (!tu_zk_available()) {
         fprintf(stderr, "SKIP: the ZooKeeper server is not installed\n");
-        return;
+        return NULL;
     }
     ck_assert_int_eq(tu_zk_start(&zk, 1, 200), 0);
     a = cluster_node("a", 4);
     until_served(a);
+    return a;
+}
+
+START_TEST(join_says_why_the_node_stopped)
+{
+    keel_node *a, *b;
+
+    a = first_node();
+    if (a == NULL)
+        return;
     /* The node refuses to join and its loop ends (within the test's
      * timeout: the join waits for it). */
     b = cluster_node("b", 8);
@@ -157,13 +169,9 @@ START_TEST(a_timed_call_held_past_its_deadline_never_runs)
     long before;
     int rc, i;
 
-    if (!tu_zk_available()) {
-        fprintf(stderr, "SKIP: the ZooKeeper server is not installed\n");
+    a = first_node();
+    if (a == NULL)
         return;
-    }
-    ck_assert_int_eq(tu_zk_start(&zk, 1, 200), 0);
-    a = cluster_node("a", 4);
-    until_served(a);
     before = counter_get(a);
     ck_assert_int_eq(tu_zk_halt(&zk), 0);
     for (i = 0; i < 100 && readiness(a) == 0; i++)
