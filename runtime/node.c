@@ -1521,8 +1521,49 @@ static int refusal_keep(keel_req *req, int err, const char *text)
 }
 
 /* Runs one message through its actor and routes the reply. */
+/* A turn that held the loop thread this long (its handler, or its
+ * on_activate) is logged: every other actor of the node waited for it. */
+#define SLOW_TURN_MS 100
+/* Between two lines on slow turns. */
+#define SLOW_WARN_S 10.0
+
+static void slow_turn_warn(keel_node *n, const keel_actor *a, uint64_t ms)
+{
+    ev_tstamp now = ev_now(n->loop);
+    char lease[160] = "";
+
+    if (n->slow_warned_at != 0 && now - n->slow_warned_at < SLOW_WARN_S) {
+        n->slow_unlogged++;
+        return;
+    }
+    if (n->cluster != NULL) {
+        uint32_t t = n->opts.zk_session_timeout_ms
+                         ? n->opts.zk_session_timeout_ms
+                         : 4000;
+        /* The lease ends T/2 after the last heartbeat answered, and they
+         * leave T/8 apart. */
+        snprintf(lease, sizeof lease,
+                 "; a turn of more than about %u ms costs the node its "
+                 "cluster lease (it fences itself, and its replies are "
+                 "EUNAVAIL or EINDOUBT)",
+                 t / 2 - t / 8);
+    }
+    keel_warn("a turn of %s '%.*s' held the node's loop thread for %llu ms: "
+              "every other actor of the node waited%s; handlers must not "
+              "block or compute for long (docs/design.md, \"Threads\")"
+              "%s",
+              a->type->name, (int)a->idlen, (const char *)a->id,
+              (unsigned long long)ms, lease,
+              n->slow_unlogged > 0 ? " (and more such turns since the last "
+                                     "such line)"
+                                   : "");
+    n->slow_unlogged = 0;
+    n->slow_warned_at = now;
+}
+
 static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
 {
+    uint64_t t0 = keel__now_ns(), ms;
     keel_turn t;
     const keel_actor_type *ty = &a->type->t;
     int rc = 0, activating = !(a->flags & ACTOR_ACTIVE), hooked = 0;
@@ -1732,6 +1773,9 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         req->len = 0;
     }
     turn_end(&t);
+    ms = (keel__now_ns() - t0) / 1000000u;
+    if (ms >= SLOW_TURN_MS)
+        slow_turn_warn(n, a, ms);
     req->actor = a;
     if (a->last_write_seq > n->durable_seq) {
         if (a->last_write_seq == n->open_seq)

@@ -260,6 +260,10 @@ struct keel_node {
     ev_tstamp commit_warned_at;
     int commit_warned_rc;
     uint64_t commit_unlogged;
+    /* Turns that held the loop thread long: one line every few seconds
+     * (slow_turn_warn in node.c), with how many more since. */
+    ev_tstamp slow_warned_at;
+    uint64_t slow_unlogged;
 
     /* Writer -> loop hand-back: the writer reports batches in the order
      * they were queued, so the i-th report is about wb[i]. Written on the

@@ -19,7 +19,8 @@
  *    before the loop thread (which reads the types) marks the node
  *    running;
  *  - keel_call_sync_timed returns at its deadline while the loop is stuck
- *    in a handler, and the call then never runs. */
+ *    in a handler, and the call then never runs;
+ *  - a turn that holds the loop thread long is logged. */
 #include <check.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -702,6 +703,51 @@ START_TEST(calls_to_a_node_destroyed_unstarted_are_answered)
 }
 END_TEST
 
+static int spin_message(keel_turn *t, const void *msg, size_t len)
+{
+    (void)t;
+    (void)msg;
+    (void)len;
+    usleep(150000);
+    return 0;
+}
+
+struct slow_log {
+    int lines;
+    char first[512];
+};
+
+static void slow_log_cb(void *data, int level, const char *msg)
+{
+    struct slow_log *l = data;
+
+    if (level != KEEL_LOG_WARN || strstr(msg, "held the node's loop") == NULL)
+        return;
+    if (l->lines++ == 0)
+        snprintf(l->first, sizeof l->first, "%s", msg);
+}
+
+/* A turn that holds the loop thread long is logged, naming the actor. */
+START_TEST(a_slow_turn_is_logged)
+{
+    keel_node *n = make_node();
+    keel_actor_type spin = {.name = "spin", .on_message = spin_message};
+    struct slow_log l;
+    char buf[64];
+
+    memset(&l, 0, sizeof l);
+    ck_assert_int_eq(keel_node_register_type(n, &spin), 0);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(callx(n, "counter", "k", "incr", buf, sizeof buf), 0);
+    keel_log_set_callback(slow_log_cb, &l);
+    ck_assert_int_eq(callx(n, "spin", "slowpoke", "x", buf, sizeof buf), 0);
+    keel_log_set_callback(NULL, NULL);
+    finish(n);
+    ck_assert_int_eq(l.lines, 1);
+    ck_assert_msg(strstr(l.first, "spin 'slowpoke'") != NULL, "%s", l.first);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("embed_api");
@@ -722,6 +768,7 @@ static Suite *suite(void)
     tcase_add_test(tc, a_keyed_sync_call_runs_once);
     tcase_add_test(tc, a_timed_sync_call_returns_at_its_deadline);
     tcase_add_test(tc, calls_to_a_node_destroyed_unstarted_are_answered);
+    tcase_add_test(tc, a_slow_turn_is_logged);
     suite_add_tcase(s, tc);
     return s;
 }
