@@ -1523,7 +1523,7 @@ static int refusal_keep(keel_req *req, int err, const char *text)
 /* Runs one message through its actor and routes the reply. */
 /* A turn that held the loop thread this long (its handler, or its
  * on_activate) is logged: every other actor of the node waited for it. */
-#define SLOW_TURN_MS 100
+#define SLOW_TURN_MS 250
 /* Between two lines on slow turns. */
 #define SLOW_WARN_S 10.0
 

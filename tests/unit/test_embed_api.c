@@ -708,7 +708,7 @@ static int spin_message(keel_turn *t, const void *msg, size_t len)
     (void)t;
     (void)msg;
     (void)len;
-    usleep(150000);
+    usleep(300000);
     return 0;
 }
 
