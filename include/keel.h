@@ -781,15 +781,19 @@ KEEL_API keel_node *keel_turn_node(keel_turn *turn);
  * need be; its reply is dropped. A message the receiver refuses (its
  * handler returns an error other than "try later" ones such as
  * KEEL_EUNAVAIL) is sent again after a pause; refused with the same error
- * dead_letter_after times in a row (node option, default 3), or at once
- * when its type is no longer registered, it is kept as a dead letter of
- * the sender, logged, and the next message goes. Operators list, retry
+ * dead_letter_after times in a row (node option, default 3), or, on a
+ * standalone node, at once when its type is no longer registered, it is
+ * kept as a dead letter of the sender, logged, and the next message goes.
+ * In a cluster a receiver's type missing on a node (the one that delivers
+ * or the one that owns the receiver) is taken for a deploy under way: the
+ * message waits for it. Operators list, retry
  * and drop dead letters with keel dead-letters.
  * docs/design.md, "The outbox".
  *
  * Arguments as keel_call takes them; copied. Not from on_passivate.
  * Errors: KEEL_EINVAL, KEEL_ELIMIT, KEEL_ENOTYPE (not registered on this
- * node), KEEL_ETOOBIG (over the node's max_frame), KEEL_ENOMEM. */
+ * node), KEEL_ETOOBIG (over the node's max_frame: every node of a
+ * cluster must take the same max frame size), KEEL_ENOMEM. */
 KEEL_API int keel_turn_send(keel_turn *turn, const char *type, const void *id,
                             size_t idlen, const void *msg, size_t len);
 

@@ -1140,11 +1140,20 @@ static void pause_reading(keel_conn *c)
 /* The largest frame accepted at p (avail bytes of it known) on c:
  * max_frame, except for XFER frames from another node of the cluster,
  * which carry whole records and may need room for the largest value
- * whatever --max-frame says, and calls that carry a budget. A standalone
+ * whatever --max-frame says, calls from another node (room for what it
+ * added around the message, KEEL_PEER_CALL_ENVELOPE), and calls that
+ * carry a budget. A standalone
  * node, or a connection that did not say it comes from a node, gets no
  * such room: there it would only let a client make the node buffer 64 MiB
  * for a frame it refuses anyway. */
 #define XFER_MAX_FRAME KEEL_PEER_MAX_FRAME
+_Static_assert(KEEL_PEER_CALL_ENVELOPE >=
+                   KEEL_FRAME_HEADER + KEEL_DEADLINE_LEN +
+                       KEEL_REQUEST_KEY_LEN +
+                       (8 + 1 + KEEL_MAX_TYPE_LEN + 2 + KEEL_MAX_ID_LEN) +
+                       (1 + KEEL_MAX_TYPE_LEN + 2 + KEEL_MAX_ID_LEN),
+               "a forwarded message's envelope: budget, key, sender "
+               "prefix, receiver");
 
 static size_t frame_limit(keel_conn *c, const uint8_t *p, size_t avail)
 {
@@ -1155,8 +1164,13 @@ static size_t frame_limit(keel_conn *c, const uint8_t *p, size_t avail)
         (p[4] == KEEL_FRAME_XFER || p[4] == KEEL_FRAME_REPL) &&
         m < XFER_MAX_FRAME && n->cluster != NULL && conn_peer(c))
         return XFER_MAX_FRAME;
-    /* A call's budget, added by the node that forwards it, must not make
-     * a call that fitted the limit too large for the next node. */
+    /* What a node adds around a message it sends on (its budget, an
+     * outbox sender prefix, the receiver's name around a message of
+     * keel_turn_send) must not make a message that fitted the limit too
+     * large for the next node. */
+    if (avail >= 5 && (p[4] == KEEL_FRAME_CALL || p[4] == KEEL_FRAME_CAST) &&
+        n->cluster != NULL && conn_peer(c))
+        return m + KEEL_PEER_CALL_ENVELOPE;
     if (avail >= 6 && (p[4] == KEEL_FRAME_CALL || p[4] == KEEL_FRAME_CAST) &&
         (p[5] & KEEL_FLAG_DEADLINE))
         return m + KEEL_DEADLINE_LEN;

@@ -724,6 +724,28 @@ static void dead_letter(struct ob_sender *s, uint64_t seq, int status,
     retire(s, seq, KEEL_OB_OP_DEAD, status, attempts, why, why_len);
 }
 
+/* Message seq of s cannot be taken before the nodes run the same types
+ * (a deploy under way, or a rollback): what says why, until what it
+ * waits for. It goes again after a pause and counts no attempt; a line
+ * says so once for each kind of wait. */
+static void wait_deploy(struct ob_sender *s, uint64_t seq, int status,
+                        const char *what, const char *until,
+                        const char *text, size_t tlen)
+{
+    if (s->fail_code != status)
+        keel_warn("outbox: message %llu of %s '%.*s': %s (%.*s); sending "
+                  "it again until it %s (every node must run the same "
+                  "types)",
+                  (unsigned long long)seq, s->te->name, (int)s->idlen,
+                  (const char *)s->id, what, (int)tlen, text, until);
+    s->fail_code = status;
+    s->fails = 0;
+    if (s->backoff_ms < REFUSED_RETRY_MS / 2)
+        s->backoff_ms = REFUSED_RETRY_MS / 2;
+    if (!s->n->stopping)
+        retry_later(s);
+}
+
 static void deliver_cb(int status, const void *reply, size_t len, void *data)
 {
     struct ob_sender *s = data;
@@ -754,25 +776,14 @@ static void deliver_cb(int status, const void *reply, size_t len, void *data)
          * type the code of its node cannot read. That passes once every
          * node runs the same types; until then the message waits, as for
          * a unit moving, and counts no attempt. */
-        if (s->fail_code != status)
-            keel_warn("outbox: message %llu of %s '%.*s': %s (%.*s); "
-                      "sending it again until it %s (every node must run "
-                      "the same types)",
-                      (unsigned long long)seq, s->te->name, (int)s->idlen,
-                      (const char *)s->id,
-                      status == KEEL_ENOTYPE
-                          ? "the receiver's node does not register its type"
-                          : "the receiver's state is of a version its "
-                            "node's code cannot read",
-                      reply != NULL ? (int)len : 0,
-                      reply != NULL ? (const char *)reply : "",
-                      status == KEEL_ENOTYPE ? "does" : "can");
-        s->fail_code = status;
-        s->fails = 0;
-        if (status == KEEL_ESTATEVER && s->backoff_ms < REFUSED_RETRY_MS / 2)
-            s->backoff_ms = REFUSED_RETRY_MS / 2;
-        if (!s->n->stopping)
-            retry_later(s);
+        wait_deploy(s, seq, status,
+                    status == KEEL_ENOTYPE
+                        ? "the receiver's node does not register its type"
+                        : "the receiver's state is of a version its node's "
+                          "code cannot read",
+                    status == KEEL_ENOTYPE ? "does" : "can",
+                    reply != NULL ? (const char *)reply : "",
+                    reply != NULL ? len : 0);
         return;
     }
     /* The receiver's answer to this message. Refused the same way often
@@ -957,6 +968,17 @@ static void pump(struct ob_sender *s)
             int wl = snprintf(why, sizeof why, "unknown actor type '%.*s'",
                               (int)tlen, (const char *)p + 1);
             free(f.val);
+            if (n->cluster != NULL) {
+                /* The node that queued it had the type: this one, which
+                 * serves the sender's unit now, runs other code (a
+                 * deploy under way, a rollback). The message waits for
+                 * the types to agree, or for the unit to move. */
+                wait_deploy(s, f.seq, KEEL_ENOTYPE,
+                            "this node does not register the receiver's "
+                            "type",
+                            "does", why, (size_t)wl);
+                return;
+            }
             dead_letter(s, f.seq, KEEL_ENOTYPE, 0, why, (size_t)wl);
             continue;
         }

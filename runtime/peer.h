@@ -16,6 +16,15 @@
  * framing around it (unit and piece heads, a snapshot part's). */
 #define KEEL_PEER_MAX_FRAME ((size_t)KEEL_MAX_VALUE_LEN + (64u << 10))
 
+/* What nodes add around a message they send each other, at most: the
+ * frame's header, a budget, a request key, an outbox sender prefix, the
+ * receiver's type and id. A node reads CALL and CAST frames from another
+ * node up to --max-frame plus this, so that a message that fit the limit
+ * where it entered (a client's frame, keel_call, keel_turn_send, whose
+ * message alone may be --max-frame bytes) is taken wherever its actor
+ * lives. */
+#define KEEL_PEER_CALL_ENVELOPE 1024u
+
 typedef struct keel_peers keel_peers;
 
 #define KEEL_PEER_UNSENT 1

@@ -12,6 +12,17 @@
  *                       FROM: not above it counts a duplicate, above it
  *                       a gap.
  *   get                 "balance sent credits dups gaps"
+ *   bigxfer TO N        sends a message of N bytes ("pad " and filler)
+ *                       to acct TO
+ *   pad ...             counts the message and its bytes
+ *   pads                "count bytes" of the pad messages received
+ *
+ * "payer": sends to acct (another type than its own).
+ *   pay TO AMT          sends "credit AMT SELF SEQ" to acct TO, as xfer
+ *                       does; answers SEQ
+ *
+ * With the argument "noacct" (--load PATH:noacct) the plugin registers
+ * payer and tok but not acct: a node running older code.
  *
  * "tok": a ring of actors "0".."R-1" passing tokens.
  *   tok R HOPS FROM SEQ handles a token (FROM "-": a client's, unchecked;
@@ -67,9 +78,27 @@ static int acct_message(keel_turn *t, const void *msg, size_t len)
     long amt, seq;
     int n, rc;
 
+    if (len >= 4 && memcmp(msg, "pad ", 4) == 0) {
+        if ((rc = set(t, "pads", tu_plug_num(t, "pads") + 1)) != 0)
+            return rc;
+        return set(t, "padbytes", tu_plug_num(t, "padbytes") + (long)len);
+    }
     if (text(msg, len, m, sizeof m) != 0)
         return KEEL_EBADMSG;
     keel_turn_id(t, &self, &sl);
+    if (strcmp(m, "pads") == 0)
+        return keel_turn_replyf(t, "%ld %ld", tu_plug_num(t, "pads"),
+                                tu_plug_num(t, "padbytes"));
+    if (sscanf(m, "bigxfer %63s %ld", to, &amt) == 2 && amt >= 4) {
+        char *big = malloc((size_t)amt);
+        if (big == NULL)
+            return KEEL_ENOMEM;
+        memset(big, 'x', (size_t)amt);
+        memcpy(big, "pad ", 4);
+        rc = keel_turn_send(t, "acct", to, strlen(to), big, (size_t)amt);
+        free(big);
+        return rc;
+    }
     if (strcmp(m, "get") == 0)
         return keel_turn_replyf(t, "%ld %ld %ld %ld %ld",
                                 tu_plug_num(t, "bal"), tu_plug_num(t, "sent"),
@@ -146,17 +175,45 @@ static int tok_message(keel_turn *t, const void *msg, size_t len)
     return keel_turn_send(t, "tok", next, strlen(next), out, (size_t)n);
 }
 
+static int payer_message(keel_turn *t, const void *msg, size_t len)
+{
+    char m[160], to[64], key[96], out[160];
+    const void *self;
+    size_t sl;
+    long amt, seq;
+    int n, rc;
+
+    if (text(msg, len, m, sizeof m) != 0)
+        return KEEL_EBADMSG;
+    keel_turn_id(t, &self, &sl);
+    if (sscanf(m, "pay %63s %ld", to, &amt) != 2 || sl >= 64) {
+        keel_turn_error(t, "payer understands 'pay TO AMT'");
+        return KEEL_EBADMSG;
+    }
+    snprintf(key, sizeof key, "to:%s", to);
+    seq = tu_plug_num(t, key) + 1;
+    if ((rc = set(t, key, seq)) != 0)
+        return rc;
+    n = snprintf(out, sizeof out, "credit %ld %.*s %ld", amt, (int)sl,
+                 (const char *)self, seq);
+    rc = keel_turn_send(t, "acct", to, strlen(to), out, (size_t)n);
+    return rc != 0 ? rc : keel_turn_replyf(t, "%ld", seq);
+}
+
 int keel_plugin_init(keel_node *node, const char *args);
 
 KEEL_PLUGIN_EXPORT int keel_plugin_init(keel_node *node, const char *args)
 {
     keel_actor_type acct = {.name = "acct", .on_message = acct_message};
     keel_actor_type tok = {.name = "tok", .on_message = tok_message};
-    int rc;
+    keel_actor_type payer = {.name = "payer", .on_message = payer_message};
+    int rc = 0;
 
-    (void)args;
-    rc = keel_node_register_type(node, &acct);
+    if (args == NULL || strcmp(args, "noacct") != 0)
+        rc = keel_node_register_type(node, &acct);
     if (rc == 0)
         rc = keel_node_register_type(node, &tok);
+    if (rc == 0)
+        rc = keel_node_register_type(node, &payer);
     return rc;
 }

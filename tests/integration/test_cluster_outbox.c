@@ -9,6 +9,8 @@
  * exactly what the chains make) and in order per pair (each actor counts
  * duplicates and gaps of the per-pair sequence). Chains on a node fenced
  * for over a minute with its session alive go on once it serves again.
+ * A message waits for the node that delivers it to register the
+ * receiver's type; one of the largest size reaches another node.
  * Every wait is bounded; the checks are about outcomes, not
  * durations. On a failure the nodes' logs are printed. */
 #include <check.h>
@@ -226,9 +228,9 @@ START_TEST(token_chains_go_on_after_a_long_fence)
 }
 END_TEST
 
-/* A sender n0 owns and a receiver n1 owns (acct ids, 16 bytes), once
- * both are placed. */
-static void sender_and_receiver(char *from, char *to)
+/* A sender of type ftype n0 owns and a receiver (acct) n1 owns (ids of
+ * 16 bytes), once both are placed. */
+static void sender_of_and_receiver(const char *ftype, char *from, char *to)
 {
     char owner[64];
     int k, tries;
@@ -239,17 +241,44 @@ static void sender_and_receiver(char *from, char *to)
         for (k = 0; k < 64 && (from[0] == '\0' || to[0] == '\0'); k++) {
             char id[16];
             snprintf(id, sizeof id, "a%d", k);
-            tu_cluster_owner_of(&fx, 0, "acct", id, owner, sizeof owner);
-            if (strcmp(owner, "n0") == 0 && from[0] == '\0')
-                snprintf(from, 16, "%s", id);
-            else if (strcmp(owner, "n1") == 0 && to[0] == '\0')
-                snprintf(to, 16, "%s", id);
+            if (from[0] == '\0') {
+                tu_cluster_owner_of(&fx, 0, ftype, id, owner, sizeof owner);
+                if (strcmp(owner, "n0") == 0)
+                    snprintf(from, 16, "%s", id);
+            }
+            if (to[0] == '\0') {
+                tu_cluster_owner_of(&fx, 0, "acct", id, owner, sizeof owner);
+                if (strcmp(owner, "n1") == 0)
+                    snprintf(to, 16, "%s", id);
+            }
         }
         if (from[0] == '\0' || to[0] == '\0')
             tu_sleep_ms(100);
     }
     CHECK(from[0] != '\0' && to[0] != '\0',
-          "no acct actors owned by n0 and n1 ('%s', '%s')", from, to);
+          "no %s actor owned by n0 and acct owned by n1 ('%s', '%s')", ftype,
+          from, to);
+}
+
+static void sender_and_receiver(char *from, char *to)
+{
+    sender_of_and_receiver("acct", from, to);
+}
+
+/* Waits (at most 10 s) for node i's log to say what. */
+static int log_says(int i, const char *what)
+{
+    char *log;
+    int tries, said = 0;
+
+    for (tries = 0; tries < 100 && !said; tries++) {
+        log = tu_keeld_log(&fx.nodes[i]);
+        said = log != NULL && strstr(log, what) != NULL;
+        free(log);
+        if (!said)
+            tu_sleep_ms(100);
+    }
+    return said;
 }
 
 /* n1, which did not load the plugin, starts again with `with`: the one
@@ -289,8 +318,7 @@ static void credit_lands_once_n1_has_the_type(const char *const *with,
 START_TEST(a_message_waits_for_a_node_without_its_type)
 {
     const char *with[] = {"--load", plugin, NULL};
-    char from[16], to[16], out[128], msg[64], *log;
-    int tries, said = 0;
+    char from[16], to[16], out[128], msg[64];
 
     CHECK(tu_cluster_start_nodev(&fx, 0, 0, with) == 0, "n0 did not start");
     CHECK(tu_cluster_start_node(&fx, 1, 0, NULL) == 0, "n1 did not start");
@@ -301,19 +329,95 @@ START_TEST(a_message_waits_for_a_node_without_its_type)
                                sizeof out) == 0,
           "xfer through n0 failed");
     /* n1 refuses the credit: n0 says so and keeps it. */
-    for (tries = 0; tries < 100 && !said; tries++) {
-        log = tu_keeld_log(&fx.nodes[0]);
-        said = log != NULL &&
-               strstr(log, "does not register its type") != NULL;
-        free(log);
-        if (!said)
-            tu_sleep_ms(100);
-    }
-    CHECK(said, "n0 did not say that n1 refused the credit for its type");
+    CHECK(log_says(0, "does not register its type"),
+          "n0 did not say that n1 refused the credit for its type");
     CHECK(tu_keel_stat(fx.nodes[0].addr, "outbox_dead") == 0,
           "the credit n1 refused for its type became a dead letter");
     /* n1 again, with the plugin: the credit lands. */
     credit_lands_once_n1_has_the_type(with, to);
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "outbox_dead") == 0,
+          "n0 made a dead letter");
+}
+END_TEST
+
+/* The node that serves a sender's unit does not register the receiver's
+ * type, though the node that queued the message did (it was rolled back
+ * to older code, as here, or the unit moved to a node not yet upgraded).
+ * The message waits there, as it does for a receiver's node without the
+ * type, instead of becoming a dead letter at once; once the types agree
+ * it lands, once. One replica per unit, so that n0's units wait for it
+ * across its restarts. */
+START_TEST(a_message_waits_for_the_senders_node_to_have_its_type)
+{
+    char noacct[600];
+    const char *with[] = {"--load", plugin, "--replicas", "1", NULL};
+    const char *older[] = {"--load", noacct, "--replicas", "1", NULL};
+    const char *bare[] = {"--replicas", "1", NULL};
+    char from[16], to[16], out[128], msg[64];
+    int port;
+
+    snprintf(noacct, sizeof noacct, "%s:noacct", plugin);
+    CHECK(tu_cluster_start_nodev(&fx, 0, 0, with) == 0, "n0 did not start");
+    CHECK(tu_cluster_start_nodev(&fx, 1, 0, bare) == 0, "n1 did not start");
+    sender_of_and_receiver("payer", from, to);
+    snprintf(msg, sizeof msg, "pay %s 5", to);
+    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "payer", from, msg, out,
+                               sizeof out) == 0,
+          "pay through n0 failed");
+    /* n1 has no acct: the credit waits in n0's outbox. */
+    CHECK(log_says(0, "does not register its type"),
+          "n0 did not say that n1 refused the credit for its type");
+    /* n0 rolled back to code without acct, on its data. */
+    port = fx.nodes[0].port;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[0], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[0]);
+    CHECK(tu_cluster_start_nodev(&fx, 0, port, older) == 0,
+          "n0 did not start again");
+    CHECK(log_says(0, "this node does not register the receiver's type"),
+          "n0, without acct, did not say that the credit waits for it");
+    tu_sleep_ms(1000);
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "outbox_dead") == 0,
+          "n0, without the receiver's type, made the credit a dead letter");
+    /* n0 with acct again, then n1: the credit lands, once. */
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[0], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[0]);
+    CHECK(tu_cluster_start_nodev(&fx, 0, port, with) == 0,
+          "n0 did not start again");
+    credit_lands_once_n1_has_the_type(with, to);
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "outbox_dead") == 0,
+          "n0 made a dead letter");
+}
+END_TEST
+
+/* A message of keel_turn_send as large as the max frame size (which
+ * keel_turn_send accepts) reaches a receiver on another node: what the
+ * nodes add around it (the sender, the receiver's name, the budget) does
+ * not make the other node refuse the frame, which made it a dead letter
+ * (and closed the link between the nodes, failing other calls on it). */
+START_TEST(a_message_of_the_largest_size_reaches_another_node)
+{
+    const char *with[] = {"--load", plugin, NULL};
+    char from[16], to[16], out[128], msg[64];
+    int tries;
+
+    CHECK(tu_cluster_start_nodev(&fx, 0, 0, with) == 0, "n0 did not start");
+    CHECK(tu_cluster_start_nodev(&fx, 1, 0, with) == 0, "n1 did not start");
+    sender_and_receiver(from, to);
+    snprintf(msg, sizeof msg, "bigxfer %s 1048576", to);
+    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "acct", from, msg, out,
+                               sizeof out) == 0,
+          "bigxfer through n0 failed: %s", out);
+    for (tries = 0; tries < 300; tries++) {
+        if (tu_clplug_call_keyed(&fx, 0, NULL, "acct", to, "pads", out,
+                                 sizeof out) == 0 &&
+            strcmp(out, "1 1048576") == 0)
+            break;
+        tu_sleep_ms(100);
+    }
+    CHECK(strcmp(out, "1 1048576") == 0,
+          "acct %s received '%s' (count, bytes), not the message of 1 MiB "
+          "(n0 made %ld dead letters)",
+          to, out, tu_keel_stat(fx.nodes[0].addr, "outbox_dead"));
     CHECK(tu_keel_stat(fx.nodes[0].addr, "outbox_dead") == 0,
           "n0 made a dead letter");
 }
@@ -397,6 +501,16 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_restarted_sender_delivers_once_its_suspects_are_out);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("types");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, a_message_waits_for_the_senders_node_to_have_its_type);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("largest");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, a_message_of_the_largest_size_reaches_another_node);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
