@@ -281,6 +281,23 @@ static int log_says(int i, const char *what)
     return said;
 }
 
+/* A sender of type ftype that n0 owns sends a credit of 5 (its command
+ * verb) to an acct n1 owns (its id in to), which n1, without the plugin,
+ * refuses: n0 says so and keeps the credit. */
+static void credit_waits_for_n1(const char *ftype, const char *verb,
+                                char *to)
+{
+    char from[16], out[128], msg[64];
+
+    sender_of_and_receiver(ftype, from, to);
+    snprintf(msg, sizeof msg, "%s %s 5", verb, to);
+    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, ftype, from, msg, out,
+                               sizeof out) == 0,
+          "%s through n0 failed: %s", verb, out);
+    CHECK(log_says(0, "does not register its type"),
+          "n0 did not say that n1 refused the credit for its type");
+}
+
 /* n1, which did not load the plugin, starts again with `with`: the one
  * credit of 5 waiting for acct `to` lands, once. */
 static void credit_lands_once_n1_has_the_type(const char *const *with,
@@ -318,19 +335,13 @@ static void credit_lands_once_n1_has_the_type(const char *const *with,
 START_TEST(a_message_waits_for_a_node_without_its_type)
 {
     const char *with[] = {"--load", plugin, NULL};
-    char from[16], to[16], out[128], msg[64];
+    char to[16];
 
     CHECK(tu_cluster_start_nodev(&fx, 0, 0, with) == 0, "n0 did not start");
     CHECK(tu_cluster_start_node(&fx, 1, 0, NULL) == 0, "n1 did not start");
-    /* A sender n0 owns and a receiver n1 owns, once both are placed. */
-    sender_and_receiver(from, to);
-    snprintf(msg, sizeof msg, "xfer %s 5", to);
-    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "acct", from, msg, out,
-                               sizeof out) == 0,
-          "xfer through n0 failed");
-    /* n1 refuses the credit: n0 says so and keeps it. */
-    CHECK(log_says(0, "does not register its type"),
-          "n0 did not say that n1 refused the credit for its type");
+    /* A sender n0 owns and a receiver n1 owns: n1 refuses the credit,
+     * n0 says so and keeps it. */
+    credit_waits_for_n1("acct", "xfer", to);
     CHECK(tu_keel_stat(fx.nodes[0].addr, "outbox_dead") == 0,
           "the credit n1 refused for its type became a dead letter");
     /* n1 again, with the plugin: the credit lands. */
@@ -353,20 +364,14 @@ START_TEST(a_message_waits_for_the_senders_node_to_have_its_type)
     const char *with[] = {"--load", plugin, "--replicas", "1", NULL};
     const char *older[] = {"--load", noacct, "--replicas", "1", NULL};
     const char *bare[] = {"--replicas", "1", NULL};
-    char from[16], to[16], out[128], msg[64];
+    char to[16];
     int port;
 
     snprintf(noacct, sizeof noacct, "%s:noacct", plugin);
     CHECK(tu_cluster_start_nodev(&fx, 0, 0, with) == 0, "n0 did not start");
     CHECK(tu_cluster_start_nodev(&fx, 1, 0, bare) == 0, "n1 did not start");
-    sender_of_and_receiver("payer", from, to);
-    snprintf(msg, sizeof msg, "pay %s 5", to);
-    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "payer", from, msg, out,
-                               sizeof out) == 0,
-          "pay through n0 failed");
     /* n1 has no acct: the credit waits in n0's outbox. */
-    CHECK(log_says(0, "does not register its type"),
-          "n0 did not say that n1 refused the credit for its type");
+    credit_waits_for_n1("payer", "pay", to);
     /* n0 rolled back to code without acct, on its data. */
     port = fx.nodes[0].port;
     ck_assert_int_eq(tu_keeld_stop(&fx.nodes[0], SIGKILL), 128 + SIGKILL);
