@@ -14,6 +14,11 @@ uint64_t keel_lease_interval(uint32_t timeout_ms)
     return t > 0 ? t : 1;
 }
 
+uint64_t keel_lease_hold_max(uint32_t timeout_ms)
+{
+    return timeout_ms / 2 - keel_lease_interval(timeout_ms);
+}
+
 int keel_lease_timeout_ok(uint32_t negotiated, uint32_t requested,
                           int *warn, char *why, size_t why_cap)
 {

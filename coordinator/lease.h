@@ -99,6 +99,10 @@ uint64_t keel_lease_deadline(const keel_lease *l);
 
 /* How often heartbeats leave (ms) for a session timeout: T/8. */
 uint64_t keel_lease_interval(uint32_t timeout_ms);
+/* How long the owner's loop may be held (no heartbeat sent, no answer
+ * read) before its lease can lapse: the lease ends T/2 after the last
+ * heartbeat answered, which left up to an interval before. */
+uint64_t keel_lease_hold_max(uint32_t timeout_ms);
 
 /* Whether a node can hold a lease on a session whose negotiated timeout
  * is `negotiated` ms (it asked for `requested`): 0, or KEEL_ECONFIG with

@@ -22,6 +22,7 @@
 #include "runtime/auth.h"
 
 #include "coordinator/layout.h"
+#include "coordinator/lease.h"
 #include "coordinator/shardmap.h"
 #include "coordinator/zkauth.h"
 #include "runtime/repl.h"
@@ -593,6 +594,17 @@ static void rt_free(keel_cluster_rt *rt)
     free(rt);
 }
 
+/* The ZooKeeper session timeout a node asks for (ms). */
+static uint32_t session_ms(const keel_node_options *o)
+{
+    return o->zk_session_timeout_ms ? o->zk_session_timeout_ms : 4000;
+}
+
+uint32_t keel__cluster_rt_turn_max_ms(const keel_node *n)
+{
+    return (uint32_t)keel_lease_hold_max(session_ms(&n->opts));
+}
+
 int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
 {
     const keel_node_options *o = &n->opts;
@@ -686,8 +698,7 @@ int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)
     co.replicas = o->replicas;
     co.replicas_default = KEEL_REPLICAS_DEFAULT;
     co.replica_dead_ms = o->replica_dead_ms;
-    co.session_timeout_ms =
-        o->zk_session_timeout_ms ? o->zk_session_timeout_ms : 4000;
+    co.session_timeout_ms = session_ms(o);
     co.hooks.data = rt;
     co.hooks.release = on_release;
     co.hooks.acquire = on_acquire;
@@ -875,12 +886,10 @@ int keel__cluster_member_at(keel_node *n, const char *addr, char *name,
 
 uint32_t keel__hold_ms(const keel_node_options *o)
 {
-    uint32_t t = o->zk_session_timeout_ms;
+    uint32_t t = session_ms(o);
 
     if (o->hold_timeout_ms != 0)
         return o->hold_timeout_ms;
-    if (t == 0)
-        t = 4000;
     return t <= HOLD_MS_DEFAULT / 2 ? HOLD_MS_DEFAULT
            : t > UINT32_MAX / 2     ? UINT32_MAX
                                     : 2 * t;

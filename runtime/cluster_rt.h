@@ -75,6 +75,10 @@ int keel__cluster_req_stale(keel_node *n, const keel_req *req);
 uint64_t keel__cluster_write_epoch(keel_node *n, const char *cap,
                                    uint32_t shard);
 
+/* How long a turn may hold the loop thread before the node's lease can
+ * lapse (the longest the heartbeats can wait), by its options. */
+uint32_t keel__cluster_rt_turn_max_ms(const keel_node *n);
+
 /* The hold bound of a node with these options (cluster_rt_int.h,
  * rt_hold_ms): how long after a call enters the cluster it may still
  * start. */

@@ -1168,12 +1168,12 @@ static size_t frame_limit(keel_conn *c, const uint8_t *p, size_t avail)
      * outbox sender prefix, the receiver's name around a message of
      * keel_turn_send) must not make a message that fitted the limit too
      * large for the next node. */
-    if (avail >= 5 && (p[4] == KEEL_FRAME_CALL || p[4] == KEEL_FRAME_CAST) &&
-        n->cluster != NULL && conn_peer(c))
-        return m + KEEL_PEER_CALL_ENVELOPE;
-    if (avail >= 6 && (p[4] == KEEL_FRAME_CALL || p[4] == KEEL_FRAME_CAST) &&
-        (p[5] & KEEL_FLAG_DEADLINE))
-        return m + KEEL_DEADLINE_LEN;
+    if (avail >= 5 && (p[4] == KEEL_FRAME_CALL || p[4] == KEEL_FRAME_CAST)) {
+        if (n->cluster != NULL && conn_peer(c))
+            return m + KEEL_PEER_CALL_ENVELOPE;
+        if (avail >= 6 && (p[5] & KEEL_FLAG_DEADLINE))
+            return m + KEEL_DEADLINE_LEN;
+    }
     return m;
 }
 

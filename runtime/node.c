@@ -1520,7 +1520,6 @@ static int refusal_keep(keel_req *req, int err, const char *text)
     return 1;
 }
 
-/* Runs one message through its actor and routes the reply. */
 /* A turn that held the loop thread this long (its handler, or its
  * on_activate) is logged: every other actor of the node waited for it. */
 #define SLOW_TURN_MS 250
@@ -1536,18 +1535,12 @@ static void slow_turn_warn(keel_node *n, const keel_actor *a, uint64_t ms)
         n->slow_unlogged++;
         return;
     }
-    if (n->cluster != NULL) {
-        uint32_t t = n->opts.zk_session_timeout_ms
-                         ? n->opts.zk_session_timeout_ms
-                         : 4000;
-        /* The lease ends T/2 after the last heartbeat answered, and they
-         * leave T/8 apart. */
+    if (n->cluster != NULL)
         snprintf(lease, sizeof lease,
                  "; a turn of more than about %u ms costs the node its "
                  "cluster lease (it fences itself, and its replies are "
                  "EUNAVAIL or EINDOUBT)",
-                 t / 2 - t / 8);
-    }
+                 (unsigned)keel__cluster_rt_turn_max_ms(n));
     keel_warn("a turn of %s '%.*s' held the node's loop thread for %llu ms: "
               "every other actor of the node waited%s; handlers must not "
               "block or compute for long (docs/design.md, \"Threads\")"
@@ -1561,6 +1554,7 @@ static void slow_turn_warn(keel_node *n, const keel_actor *a, uint64_t ms)
     n->slow_warned_at = now;
 }
 
+/* Runs one message through its actor and routes the reply. */
 static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
 {
     uint64_t t0 = keel__now_ns(), ms;
@@ -2590,10 +2584,10 @@ void keel_node_destroy(keel_node *n)
         keel_node_stop(n);
         keel_node_join(n);
     }
-    /* A node that never ran: calls posted to it (a keel_call_sync
-     * waiting among them) are answered ESTOPPING, not dropped. */
-    (void)run_failed(n, 0); /* stopping: on_passivate below may not
-                             * queue new messages */
+    /* Stopping, so that on_passivate below may not queue new messages.
+     * A node that never ran has its posts run (a keel_call_sync waiting
+     * among them is answered ESTOPPING, not dropped). */
+    (void)run_failed(n, 0);
     while ((a = n->lru_tail) != NULL) {
         /* Only when the loop never ran: nothing is in flight. */
         keel_req *req;

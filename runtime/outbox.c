@@ -67,9 +67,9 @@ struct ob_sender {
      * what the store holds may go once the unit is served here again. */
     int doubt;
     /* A turn retiring a delivered message failed: its record is still
-     * held, below done. The sender goes back to the store's count (its
-     * receiver drops the message, applied already, and it is retired
-     * again), or the count stays behind for as long as the sender runs. */
+     * held, below done. The sender goes back to the store's count and
+     * delivers from there again (its receiver drops the message, applied
+     * already, and it is retired again). */
     int redo;
     /* Cluster mode: messages up to settle_upto, found in the store (at a
      * take, or after a doubt) rather than released by their turn's
@@ -506,13 +506,24 @@ static void sender_drop_idle(struct ob_sender *s)
     free(s);
 }
 
+/* The next pause after one of ms: RETRY_MIN_MS, doubling up to
+ * RETRY_MAX_MS. */
+static unsigned doubled(unsigned ms)
+{
+    ms = ms == 0 ? RETRY_MIN_MS : ms * 2;
+    return ms > RETRY_MAX_MS ? RETRY_MAX_MS : ms;
+}
+
+static void pause_ms(struct ob_sender *s, unsigned ms)
+{
+    ev_timer_set(&s->retry, ms / 1000.0, 0);
+    ev_timer_start(s->n->loop, &s->retry);
+}
+
 static void retry_later(struct ob_sender *s)
 {
-    s->backoff_ms = s->backoff_ms == 0 ? RETRY_MIN_MS : s->backoff_ms * 2;
-    if (s->backoff_ms > RETRY_MAX_MS)
-        s->backoff_ms = RETRY_MAX_MS;
-    ev_timer_set(&s->retry, s->backoff_ms / 1000.0, 0);
-    ev_timer_start(s->n->loop, &s->retry);
+    s->backoff_ms = doubled(s->backoff_ms);
+    pause_ms(s, s->backoff_ms);
 }
 
 /* A message of s delivered but not retired (its retiring turn failed, or
@@ -521,13 +532,9 @@ static void retry_later(struct ob_sender *s)
 static void redo_later(struct ob_sender *s)
 {
     s->redo = 1;
-    s->redo_ms = s->redo_ms == 0 ? RETRY_MIN_MS : s->redo_ms * 2;
-    if (s->redo_ms > RETRY_MAX_MS)
-        s->redo_ms = RETRY_MAX_MS;
-    if (s->n->stopping || ev_is_active(&s->retry))
-        return;
-    ev_timer_set(&s->retry, s->redo_ms / 1000.0, 0);
-    ev_timer_start(s->n->loop, &s->retry);
+    s->redo_ms = doubled(s->redo_ms);
+    if (!s->n->stopping && !ev_is_active(&s->retry))
+        pause_ms(s, s->redo_ms);
 }
 
 static void ack_cb(int status, const void *reply, size_t len, void *data)
