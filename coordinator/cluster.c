@@ -1545,6 +1545,11 @@ uint64_t keel_cluster_lease_until(const keel_cluster *c)
     return c->lease.fence.lease_until;
 }
 
+uint32_t keel_cluster_session_timeout(const keel_cluster *c)
+{
+    return c->lease.fence.timeout_ms;
+}
+
 int keel_cluster_is_controller(const keel_cluster *c)
 {
     return keel_controller_active(&c->ctl);

@@ -415,6 +415,10 @@ int keel_cluster_fenced(const keel_cluster *c);
 /* Until when the lease lets this node serve (ms on the agent's clock:
  * CLOCK_BOOTTIME, or keel_cluster_tick's time); 0 without a lease. */
 uint64_t keel_cluster_lease_until(const keel_cluster *c);
+/* The session timeout the lease runs on (ms): the one ZooKeeper granted
+ * once connected (its servers pull a request into 2 to 20 ticks), the one
+ * asked for before. */
+uint32_t keel_cluster_session_timeout(const keel_cluster *c);
 /* While fenced: how long ago (ns, on the agent's clock read now) the node
  * stopped being allowed to serve, the lease's end for a node that noticed
  * late (resumed after SIGSTOP, starved). 0 when not fenced. */

@@ -16,7 +16,9 @@ uint64_t keel_lease_interval(uint32_t timeout_ms)
 
 uint64_t keel_lease_hold_max(uint32_t timeout_ms)
 {
-    return timeout_ms / 2 - keel_lease_interval(timeout_ms);
+    uint64_t half = timeout_ms / 2, interval = keel_lease_interval(timeout_ms);
+
+    return half > interval ? half - interval : 0;
 }
 
 int keel_lease_timeout_ok(uint32_t negotiated, uint32_t requested,

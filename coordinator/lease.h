@@ -101,7 +101,8 @@ uint64_t keel_lease_deadline(const keel_lease *l);
 uint64_t keel_lease_interval(uint32_t timeout_ms);
 /* How long the owner's loop may be held (no heartbeat sent, no answer
  * read) before its lease can lapse: the lease ends T/2 after the last
- * heartbeat answered, which left up to an interval before. */
+ * heartbeat answered, which left up to an interval before (0 for a T too
+ * short for that). */
 uint64_t keel_lease_hold_max(uint32_t timeout_ms);
 
 /* Whether a node can hold a lease on a session whose negotiated timeout

@@ -602,7 +602,11 @@ static uint32_t session_ms(const keel_node_options *o)
 
 uint32_t keel__cluster_rt_turn_max_ms(const keel_node *n)
 {
-    return (uint32_t)keel_lease_hold_max(session_ms(&n->opts));
+    uint32_t t = n->cluster != NULL && n->cluster->c != NULL
+                     ? keel_cluster_session_timeout(n->cluster->c)
+                     : session_ms(&n->opts);
+
+    return (uint32_t)keel_lease_hold_max(t);
 }
 
 int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)

@@ -1159,19 +1159,34 @@ static size_t frame_limit(keel_conn *c, const uint8_t *p, size_t avail)
 {
     const keel_node *n = c->n;
     size_t m = n->opts.max_frame;
+    /* A node's calls get the envelope's room whether or not this node
+     * counts it a member yet: one that joined a moment ago is answered
+     * ENOTMEMBER, which it holds and routes again, rather than ETOOBIG
+     * and a closed link. (1 KiB buffers nothing worth refusing.) */
+    int node = n->cluster != NULL && c->auth.kind == KEEL_AUTH_NODE;
 
-    if (avail >= 5 &&
-        (p[4] == KEEL_FRAME_XFER || p[4] == KEEL_FRAME_REPL) &&
+    if (avail < 6) {
+        /* The kind and flags that decide the limit are not in yet (a read
+         * may end anywhere in a frame): allow the most this connection
+         * may be allowed, and decide once they are. The header is not
+         * parsed before it is whole anyway. */
+        size_t most = m + (node ? KEEL_PEER_CALL_ENVELOPE
+                                : KEEL_DEADLINE_LEN);
+        if (most < XFER_MAX_FRAME && n->cluster != NULL && conn_peer(c))
+            most = XFER_MAX_FRAME;
+        return most;
+    }
+    if ((p[4] == KEEL_FRAME_XFER || p[4] == KEEL_FRAME_REPL) &&
         m < XFER_MAX_FRAME && n->cluster != NULL && conn_peer(c))
         return XFER_MAX_FRAME;
     /* What a node adds around a message it sends on (its budget, an
      * outbox sender prefix, the receiver's name around a message of
      * keel_turn_send) must not make a message that fitted the limit too
      * large for the next node. */
-    if (avail >= 5 && (p[4] == KEEL_FRAME_CALL || p[4] == KEEL_FRAME_CAST)) {
-        if (n->cluster != NULL && conn_peer(c))
+    if (p[4] == KEEL_FRAME_CALL || p[4] == KEEL_FRAME_CAST) {
+        if (node)
             return m + KEEL_PEER_CALL_ENVELOPE;
-        if (avail >= 6 && (p[5] & KEEL_FLAG_DEADLINE))
+        if (p[5] & KEEL_FLAG_DEADLINE)
             return m + KEEL_DEADLINE_LEN;
     }
     return m;
@@ -1334,7 +1349,7 @@ static void process_input(keel_conn *c)
                          4ull + ((unsigned long long)b[0] << 24 |
                                  (unsigned long long)b[1] << 16 |
                                  (unsigned long long)b[2] << 8 | b[3]),
-                         limit);
+                         c->rlen - off < 6 ? n->opts.max_frame : limit);
             else
                 snprintf(msg, sizeof msg, "malformed frame header");
             send_error(c, f.request_id, (int)r, msg);

@@ -298,6 +298,62 @@ START_TEST(idle_connections_closed)
 }
 END_TEST
 
+/* ------------------------------ 4b a frame's limit, read in pieces */
+
+/* A call that carries a budget may be KEEL_DEADLINE_LEN bytes over
+ * --max-frame; which limit applies depends on the frame's kind and flags
+ * (bytes 5 and 6). A read may end anywhere in a frame: one that ends
+ * after its length, before its kind or flags, must not have the frame
+ * judged by the plain limit (ETOOBIG, and the connection closed). The
+ * frame of the largest size is sent three ways: whole, cut after 4
+ * bytes, cut after 5; each is answered as a call. */
+#define PIECES_MAX 65536u
+
+START_TEST(a_frame_read_in_pieces_gets_its_whole_limit)
+{
+    const char *extra[] = {"--max-frame", "65536", NULL};
+    const size_t total = PIECES_MAX + KEEL_DEADLINE_LEN;
+    const size_t msglen = total - KEEL_FRAME_HEADER - KEEL_DEADLINE_LEN -
+                          keel_call_body_size(8, 1, 0);
+    uint8_t *frame = malloc(total), *msg = malloc(msglen);
+    int v;
+
+    ck_assert(frame != NULL && msg != NULL);
+    memcpy(msg, "write ", 6);
+    memset(msg + 6, 'v', msglen - 6);
+    keel_frame_header(frame, KEEL_FRAME_CALL, 9, total - KEEL_FRAME_HEADER);
+    frame[5] = KEEL_FLAG_DEADLINE;
+    keel_deadline_put(frame + KEEL_FRAME_HEADER, 10000);
+    ck_assert_uint_eq(keel_call_body_encode(frame + KEEL_FRAME_HEADER +
+                                                KEEL_DEADLINE_LEN,
+                                            "register", 8, "p", 1, msg,
+                                            msglen),
+                      total - KEEL_FRAME_HEADER - KEEL_DEADLINE_LEN);
+    start_node(extra);
+    for (v = 0; v < 3; v++) {
+        const size_t cut = v == 0 ? total : (size_t)(3 + v); /* 4, 5 */
+        tu_rframe f;
+        int fd = tu_raw_connect(node.port);
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(tu_send_all(fd, frame, cut), 0);
+        if (cut < total) {
+            usleep(300000); /* read on its own */
+            ck_assert_int_eq(tu_send_all(fd, frame + cut, total - cut), 0);
+        }
+        ck_assert_int_eq(tu_read_frame(fd, &f, 10000), 1);
+        ck_assert_msg(f.kind == KEEL_FRAME_REPLY && f.id == 9,
+                      "cut after %zu bytes: kind %u, code %d, '%.*s'", cut,
+                      f.kind, f.code, (int)(f.len < 200 ? f.len : 200),
+                      (const char *)f.body);
+        ck_assert(raw_ping(fd, 10, 5000)); /* the connection lives on */
+        close(fd);
+    }
+    free(frame);
+    free(msg);
+}
+END_TEST
+
 /* ------------------------------------------- 5 truncated then EOF */
 
 /* A frame cut short by the end of the stream is malformed: the node says
@@ -595,6 +651,7 @@ int main(void)
     tcase_add_test(tc, fd_limit_keeps_serving);
     tcase_add_test(tc, max_connections_refuses);
     tcase_add_test(tc, idle_connections_closed);
+    tcase_add_test(tc, a_frame_read_in_pieces_gets_its_whole_limit);
     tcase_add_test(tc, truncated_frame_answered);
     tcase_add_test(tc, fatal_error_after_owed_replies);
     tcase_add_test(tc, fatal_error_after_subscribe_answer);

@@ -355,6 +355,11 @@ START_TEST(test_lease_timeouts)
                      0);
     ck_assert_uint_eq(keel_lease_interval(4000), 500);
     ck_assert_uint_eq(keel_selffence_lease_ms(4000), 2000);
+    /* the loop may be held T/2 - T/8; never below 0, however short T */
+    ck_assert_uint_eq(keel_lease_hold_max(4000), 1500);
+    ck_assert_uint_eq(keel_lease_hold_max(2), 0);
+    ck_assert_uint_eq(keel_lease_hold_max(1), 0);
+    ck_assert_uint_eq(keel_lease_hold_max(0), 0);
 }
 END_TEST
 
