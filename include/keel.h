@@ -563,6 +563,12 @@ typedef struct keel_stats {
      * arrive and run there later (docs/cluster.md, "One deadline per
      * call"). */
     uint64_t peer_resets;
+    /* The outbox, sender side: actors whose messages this node is
+     * delivering (waiting for their receiver, in delivery, or paused for a
+     * retry), a gauge; 0 once every outbox of the units served here has
+     * drained. Senders of a type this node does not register are not
+     * counted: their unit's index is logged instead. */
+    uint64_t outbox_senders;
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

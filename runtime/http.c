@@ -700,6 +700,9 @@ static enum MHD_Result answer_metrics(struct http_req *r)
     metric(&b, "keel_outbox_frames_total", "counter",
            "Frames that carried outbox messages to other nodes.", "",
            st->outbox_frames);
+    metric(&b, "keel_outbox_senders", "gauge",
+           "Actors whose outbox messages this node is delivering.", "",
+           st->outbox_senders);
     metric(&b, "keel_repl_suspects_total", "counter",
            "Backups made suspect (they may hold writes this primary does "
            "not): dropped from the in-sync set, then caught up.",

@@ -2735,7 +2735,7 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "outbox_frames %llu\nrepl_merged_frames %llu\n"
         "repl_lag_ms %llu\nrepl_catchup_waits %llu\n"
         "repl_catchup_same %llu\nrepl_copies_deleted %llu\n"
-        "peer_resets %llu\n",
+        "peer_resets %llu\noutbox_senders %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -2802,7 +2802,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->repl_catchup_waits,
         (unsigned long long)st->repl_catchup_same,
         (unsigned long long)st->repl_copies_deleted,
-        (unsigned long long)st->peer_resets);
+        (unsigned long long)st->peer_resets,
+        (unsigned long long)st->outbox_senders);
     return w < 0 ? 0 : (size_t)w;
 }
 

@@ -492,6 +492,7 @@ static struct ob_sender *sender_get(keel_node *n, struct keel_type_entry *te,
         free(s);
         return NULL;
     }
+    STAT_ADD(n, outbox_senders, 1);
     return s;
 }
 
@@ -503,6 +504,7 @@ static void sender_drop_idle(struct ob_sender *s)
     if (s->inflight != 0 || s->acking != 0 || ev_is_active(&s->retry))
         return;
     keel_hmap_remove(&n->outbox->senders, s->hash, s);
+    STAT_SUB(n, outbox_senders, 1);
     free(s);
 }
 
@@ -1197,6 +1199,7 @@ void keel__outbox_free(keel_node *n)
         free(s);
     }
     keel_hmap_free(&n->outbox->senders);
+    STAT_SET(n, outbox_senders, 0);
     free(n->outbox);
     n->outbox = NULL;
 }

@@ -215,6 +215,16 @@ static long run_transfers(const char *const *extra, long *sent_out)
           "n0 kept dead letters");
     CHECK(tu_keel_stat(fx.nodes[1].addr, "outbox_frames") == 0,
           "n1 sent outbox frames, but its actors send nothing");
+    /* Every credit is in: n0's senders drain (their last retirements
+     * may still be committing). */
+    for (tries = 0; tries < 100; tries++) {
+        if (tu_keel_stat(fx.nodes[0].addr, "outbox_senders") == 0)
+            break;
+        tu_sleep_ms(100);
+    }
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "outbox_senders") == 0,
+          "n0 still counts %ld senders delivering, all delivered",
+          tu_keel_stat(fx.nodes[0].addr, "outbox_senders"));
     *sent_out = out;
     return frames;
 }

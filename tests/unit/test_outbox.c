@@ -112,7 +112,7 @@ static int flaky_message(keel_turn *t, const void *msg, size_t len)
     }
     if (len == 3 && memcmp(msg, "get", 3) == 0)
         return keel_turn_replyf(t, "%s", flaky_seen);
-    if (flaky_down)
+    if (__atomic_load_n(&flaky_down, __ATOMIC_RELAXED))
         return KEEL_EUNAVAIL;
     if (len == 3 && memcmp(msg, "bad", 3) == 0)
         return KEEL_EBADMSG;
@@ -489,10 +489,18 @@ START_TEST(waiting_messages_survive_restart)
         usleep(10000);
     }
     ck_assert_uint_ge(st.outbox_sent, 4);
+    ck_assert_uint_eq(st.outbox_senders, 2); /* s and t wait */
     finish(n);
     ck_assert_str_eq(flaky_seen, ""); /* the loop thread has ended */
-    flaky_down = 0;
-    n = start_node(); /* finds s and t in the index and delivers */
+    n = start_node(); /* finds s and t in the index */
+    for (i = 0; i < 500; i++) {
+        keel_node_stats(n, &st);
+        if (st.outbox_senders == 2)
+            break;
+        usleep(10000);
+    }
+    ck_assert_uint_eq(st.outbox_senders, 2);
+    __atomic_store_n(&flaky_down, 0, __ATOMIC_RELAXED); /* they go */
     got[0] = '\0';
     for (i = 0; i < 500 && strlen(got) < 9; i++) {
         if (call(n, "flaky", "q", "get", got, sizeof got) != 0)
@@ -503,6 +511,13 @@ START_TEST(waiting_messages_survive_restart)
                       strcmp(got, "m3,m1,m2,") == 0 ||
                       strcmp(got, "m1,m3,m2,") == 0,
                   "seen: %s", got);
+    for (i = 0; i < 500; i++) { /* retired: the outboxes have drained */
+        keel_node_stats(n, &st);
+        if (st.outbox_senders == 0)
+            break;
+        usleep(10000);
+    }
+    ck_assert_uint_eq(st.outbox_senders, 0);
     finish(n);
 }
 END_TEST
