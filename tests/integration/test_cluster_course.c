@@ -36,7 +36,7 @@ static void teardown(void)
 static void start_node(int i)
 {
     ck_assert_int_eq(tu_cluster_start_node(&fx, i, 0, "--hold-timeout",
-                                           "1000", NULL),
+                                           "500", NULL),
                      0);
 }
 
@@ -91,14 +91,18 @@ static int listed(int i, const char *id)
 static long acked[COUNTERS];
 static int unknown[COUNTERS]; /* increments of unknown fate */
 
-/* One increment of every counter, through the nodes in `via`. */
-static void load_round(const int *via, int nvia, int r)
+/* One increment of every counter (but those skip[] names, when given),
+ * through the nodes in `via`. */
+static void load_round(const int *via, int nvia, int r, const int *skip)
 {
     int c;
 
     for (c = 0; c < COUNTERS; c++) {
         long v = -1;
-        int st = counter(via[(r + c) % nvia], c, "incr", &v);
+        int st;
+        if (skip != NULL && skip[c])
+            continue;
+        st = counter(via[(r + c) % nvia], c, "incr", &v);
         if (st == C_OK) {
             if (unknown[c] == 0)
                 ck_assert_int_eq(v, acked[c] + 1);
@@ -133,7 +137,7 @@ START_TEST(target_stopped_mid_stream_then_drained)
     const int three[] = {0, 1, 2};
     char owner[16], *out = NULL, *err = NULL;
     double t0;
-    int i, c, r, on_d, pending;
+    int i, c, r, on_d, pending, waits[COUNTERS];
 
     memset(acked, 0, sizeof acked);
     memset(unknown, 0, sizeof unknown);
@@ -149,7 +153,7 @@ START_TEST(target_stopped_mid_stream_then_drained)
     } while (pending > 0 && tu_now_s() - t0 < 90);
     ck_assert_int_eq(pending, 0);
     for (r = 0; r < 2; r++)
-        load_round(three, 3, r);
+        load_round(three, 3, r, NULL);
 
     /* n3 joins, running only in short slices until it is a member, and
      * stays stopped from then on: the moves to it start while it cannot
@@ -171,7 +175,7 @@ START_TEST(target_stopped_mid_stream_then_drained)
     free(out);
     free(err);
     for (r = 2; r < 4; r++)
-        load_round(three, 3, r);
+        load_round(three, 3, r, NULL);
     t0 = tu_now_s();
     while (listed(0, "n3") && tu_now_s() - t0 < 30)
         usleep(50000);
@@ -202,13 +206,16 @@ START_TEST(target_stopped_mid_stream_then_drained)
     for (c = 0; c < COUNTERS; c++) {
         long v;
         where(0, c, owner, sizeof owner);
-        if (strcmp(owner, "n3") == 0)
+        waits[c] = strcmp(owner, "n3") == 0;
+        if (waits[c])
             ck_assert_int_eq(counter(1, c, "get", &v), C_UNAVAIL);
     }
     fprintf(stderr, "course: %d of %d counters wait for n3\n", on_d,
             COUNTERS);
+    /* The load goes on through the others (each call to one that waits
+     * would only be held for the hold bound again). */
     for (r = 4; r < 6; r++)
-        load_round(three, 3, r);
+        load_round(three, 3, r, waits);
 
     /* n3 resumes: fenced at once, it stores none of the streams that wait
      * in its sockets, rejoins as a new incarnation and serves what it
