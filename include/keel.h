@@ -361,8 +361,12 @@ KEEL_API int keel_node_create(const keel_node_options *opts, keel_node **out,
  * once (create another on the same data directory to run again). */
 KEEL_API int keel_node_run(keel_node *node);
 
-/* Starts keel_node_run on a new thread and returns: calls may be made at
- * once (they wait for the loop). keel_node_join gives what it returned.
+/* Starts keel_node_run on a new thread and returns once that thread has
+ * taken the loop: blocking calls (keel_call_sync...) may be made at once
+ * from any other thread (they wait for the loop to run), while keel_call
+ * and keel_cast belong to the loop thread from then on (KEEL_EINVAL from
+ * another; post them with keel_node_post). keel_node_join gives what it
+ * returned.
  * Errors: KEEL_EINVAL (started already, or run already: a node runs
  * once; create another on the same data directory to run again),
  * KEEL_ENOMEM (no thread). */
@@ -905,6 +909,30 @@ KEEL_API int keel_cast_keyed(keel_node *node, const uint8_t *key,
                              const char *type, const void *id, size_t idlen,
                              const void *msg, size_t len, keel_call_cb cb,
                              void *data);
+
+/* keel_call / keel_cast (key NULL) or their keyed forms with a deadline,
+ * timeout_ms from now (0: none); loop thread only, as keel_call. A call
+ * whose turn has not started by the deadline never runs: cb gets
+ * KEEL_EDEADLINE. In a cluster the deadline also ends a hold (a unit
+ * without a serving owner; the hold bound still applies when shorter):
+ * KEEL_EUNAVAIL, the call did not run. It ends a call forwarded to the
+ * node that owns its actor too: KEEL_EDEADLINE if its frame had not left,
+ * else KEEL_ETIMEDOUT (it may have run; there a turn may start up to the
+ * frame's transit time past the deadline, docs/cluster.md, "One deadline
+ * per call"). A turn that started in time runs to its end and cb gets
+ * its outcome then: the loop thread runs one turn at a time, so nothing
+ * answers a call while a handler holds the loop (keel_call_sync_timed,
+ * from another thread, returns at its deadline regardless). After
+ * KEEL_ETIMEDOUT, retry a write with the same key: it runs at most once.
+ * Returns what keel_call returns. */
+KEEL_API int keel_call_timed(keel_node *node, const uint8_t *key,
+                             uint32_t timeout_ms, const char *type,
+                             const void *id, size_t idlen, const void *msg,
+                             size_t len, keel_call_cb cb, void *data);
+KEEL_API int keel_cast_timed(keel_node *node, const uint8_t *key,
+                             uint32_t timeout_ms, const char *type,
+                             const void *id, size_t idlen, const void *msg,
+                             size_t len, keel_call_cb cb, void *data);
 
 /* Blocking call from any thread but the loop thread (there it returns
  * KEEL_EINVAL at once: it would wait for itself). reply and reply_len may

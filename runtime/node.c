@@ -2262,6 +2262,7 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
     keel_hmap_init(&n->actors);
     pthread_mutex_init(&n->done_mu, NULL);
     pthread_mutex_init(&n->post_mu, NULL);
+    pthread_cond_init(&n->claim_cv, NULL);
     atomic_init(&n->stop_requested, 0);
     atomic_init(&n->reload_requested, 0);
     STAT_SET(n, insecure, (uint64_t)opts.insecure);
@@ -2416,6 +2417,7 @@ err_after_alloc:
         close(n->actlog_fd);
     pthread_mutex_destroy(&n->done_mu);
     pthread_mutex_destroy(&n->post_mu);
+    pthread_cond_destroy(&n->claim_cv);
     keel_tls_ctx_unref(n->tls);
     free(n->tls_cert);
     free(n->tls_key);
@@ -2437,7 +2439,17 @@ static int run_failed(keel_node *n, int rc)
     n->stopping = 2;
     pthread_mutex_unlock(&n->post_mu);
     run_posts(n);
+    atomic_store(&n->loop_tid_set, 0);
     return rc;
+}
+
+/* keel_node_start's thread has taken the loop, or returned. */
+static void loop_claimed(keel_node *n)
+{
+    pthread_mutex_lock(&n->post_mu);
+    n->loop_claimed = 1;
+    pthread_cond_broadcast(&n->claim_cv);
+    pthread_mutex_unlock(&n->post_mu);
 }
 
 int keel_node_run(keel_node *n)
@@ -2446,6 +2458,12 @@ int keel_node_run(keel_node *n)
 
     if (n == NULL || n->running || atomic_exchange(&n->ran, 1))
         return KEEL_EINVAL;
+    /* The loop is this thread's from the first step, not from ev_run on:
+     * calls and readiness checks from other threads are refused while
+     * the runtime is set up too (they would race with it). */
+    n->loop_tid = pthread_self();
+    atomic_store(&n->loop_tid_set, 1);
+    loop_claimed(n);
     keel_failpoints_load(); /* a test build's (common/failpoint.h) */
     if (n->outbox == NULL && (rc = keel__outbox_init(n)) != 0)
         return run_failed(n, rc);
@@ -2497,8 +2515,6 @@ int keel_node_run(keel_node *n)
                   n->opts.durability == KEEL_DURABILITY_FSYNC ? "fsync"
                                                               : "none");
     }
-    n->loop_tid = pthread_self();
-    atomic_store(&n->loop_tid_set, 1);
     ev_run(n->loop, 0);
     atomic_store(&n->loop_tid_set, 0);
     /* Posts that raced with the stop run now: they see ESTOPPING. */
@@ -2523,6 +2539,7 @@ static void *node_thread(void *arg)
     keel_node *n = arg;
 
     n->thread_rc = keel_node_run(n); /* read after pthread_join */
+    loop_claimed(n); /* if it returned before taking the loop */
     return NULL;
 }
 
@@ -2533,6 +2550,12 @@ int keel_node_start(keel_node *n)
     if (pthread_create(&n->thread, NULL, node_thread, n) != 0)
         return KEEL_ENOMEM;
     n->thread_started = 1;
+    /* Once this returns, the loop is that thread's: a keel_call from the
+     * caller's thread is refused, never run beside the loop. */
+    pthread_mutex_lock(&n->post_mu);
+    while (!n->loop_claimed)
+        pthread_cond_wait(&n->claim_cv, &n->post_mu);
+    pthread_mutex_unlock(&n->post_mu);
     return 0;
 }
 
@@ -2640,6 +2663,7 @@ void keel_node_destroy(keel_node *n)
         close(n->actlog_fd);
     pthread_mutex_destroy(&n->done_mu);
     pthread_mutex_destroy(&n->post_mu);
+    pthread_cond_destroy(&n->claim_cv);
     keel_tls_ctx_unref(n->tls);
     free(n->tls_cert);
     free(n->tls_key);
@@ -2813,7 +2837,8 @@ enum { AS_CALL, AS_CAST, AS_READ };
 
 static int call_common(keel_node *n, const uint8_t *key, const char *type,
                        const void *id, size_t idlen, const void *msg,
-                       size_t len, keel_call_cb cb, void *data, int how)
+                       size_t len, keel_call_cb cb, void *data, int how,
+                       uint32_t timeout_ms)
 {
     struct keel_type_entry *te;
     keel_req *req;
@@ -2850,6 +2875,12 @@ static int call_common(keel_node *n, const uint8_t *key, const char *type,
         req->keyed = 1;
         memcpy(req->rkey, key, KEEL_REQUEST_KEY_LEN);
     }
+    if (timeout_ms != 0) {
+        /* As a call that came with a budget: a turn that has not started
+         * by then never does, and holds and forwards end there. */
+        req->deadline_ns = keel__now_ns() + (uint64_t)timeout_ms * 1000000u;
+        req->wire_deadline = 1;
+    }
     rc = keel__submit(n, te, id, idlen, req);
     if (rc != 0)
         keel__req_free(n, req);
@@ -2859,13 +2890,15 @@ static int call_common(keel_node *n, const uint8_t *key, const char *type,
 int keel_call(keel_node *n, const char *type, const void *id, size_t idlen,
               const void *msg, size_t len, keel_call_cb cb, void *data)
 {
-    return call_common(n, NULL, type, id, idlen, msg, len, cb, data, AS_CALL);
+    return call_common(n, NULL, type, id, idlen, msg, len, cb, data, AS_CALL,
+                       0);
 }
 
 int keel__read_state(keel_node *n, const char *type, const void *id,
                      size_t idlen, keel_call_cb cb, void *data)
 {
-    return call_common(n, NULL, type, id, idlen, NULL, 0, cb, data, AS_READ);
+    return call_common(n, NULL, type, id, idlen, NULL, 0, cb, data, AS_READ,
+                       0);
 }
 
 int keel_call_keyed(keel_node *n, const uint8_t *key, const char *type,
@@ -2874,7 +2907,8 @@ int keel_call_keyed(keel_node *n, const uint8_t *key, const char *type,
 {
     if (key == NULL)
         return KEEL_EINVAL;
-    return call_common(n, key, type, id, idlen, msg, len, cb, data, AS_CALL);
+    return call_common(n, key, type, id, idlen, msg, len, cb, data, AS_CALL,
+                       0);
 }
 
 int keel_cast_keyed(keel_node *n, const uint8_t *key, const char *type,
@@ -2883,13 +2917,31 @@ int keel_cast_keyed(keel_node *n, const uint8_t *key, const char *type,
 {
     if (key == NULL)
         return KEEL_EINVAL;
-    return call_common(n, key, type, id, idlen, msg, len, cb, data, AS_CAST);
+    return call_common(n, key, type, id, idlen, msg, len, cb, data, AS_CAST,
+                       0);
 }
 
 int keel_cast(keel_node *n, const char *type, const void *id, size_t idlen,
               const void *msg, size_t len, keel_call_cb cb, void *data)
 {
-    return call_common(n, NULL, type, id, idlen, msg, len, cb, data, AS_CAST);
+    return call_common(n, NULL, type, id, idlen, msg, len, cb, data, AS_CAST,
+                       0);
+}
+
+int keel_call_timed(keel_node *n, const uint8_t *key, uint32_t timeout_ms,
+                    const char *type, const void *id, size_t idlen,
+                    const void *msg, size_t len, keel_call_cb cb, void *data)
+{
+    return call_common(n, key, type, id, idlen, msg, len, cb, data, AS_CALL,
+                       timeout_ms);
+}
+
+int keel_cast_timed(keel_node *n, const uint8_t *key, uint32_t timeout_ms,
+                    const char *type, const void *id, size_t idlen,
+                    const void *msg, size_t len, keel_call_cb cb, void *data)
+{
+    return call_common(n, key, type, id, idlen, msg, len, cb, data, AS_CAST,
+                       timeout_ms);
 }
 
 int keel__on_loop_thread(keel_node *n)

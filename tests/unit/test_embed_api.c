@@ -19,7 +19,9 @@
  *    before the loop thread (which reads the types) marks the node
  *    running;
  *  - keel_call_sync_timed returns at its deadline while the loop is stuck
- *    in a handler, and the call then never runs;
+ *    in a handler, and the call then never runs; keel_call_timed answers
+ *    a call not started by its deadline KEEL_EDEADLINE, and it never
+ *    runs;
  *  - a turn that holds the loop thread long is logged. */
 #include <check.h>
 #include <pthread.h>
@@ -748,6 +750,112 @@ START_TEST(a_slow_turn_is_logged)
 }
 END_TEST
 
+/* nap: "sleep" holds the loop 300 ms; "incr" adds one to its count and
+ * answers it; "get" answers it. */
+static int nap_message(keel_turn *t, const void *msg, size_t len)
+{
+    const void *st;
+    size_t sl;
+    unsigned long long v = 0;
+    char buf[32];
+
+    if (len == 5 && memcmp(msg, "sleep", 5) == 0) {
+        usleep(300000);
+        return 0;
+    }
+    keel_turn_state(t, &st, &sl);
+    if (sl > 0 && sl < sizeof buf) {
+        memcpy(buf, st, sl);
+        buf[sl] = '\0';
+        v = strtoull(buf, NULL, 10);
+    }
+    if (len == 4 && memcmp(msg, "incr", 4) == 0) {
+        int n = snprintf(buf, sizeof buf, "%llu", ++v);
+        int rc = keel_turn_set_state(t, buf, (size_t)n);
+        return rc != 0 ? rc : keel_turn_replyf(t, "%llu", v);
+    }
+    return keel_turn_replyf(t, "%llu", v);
+}
+
+struct timed_async {
+    sem_t done;
+    int status[3];
+    int rc[3];
+};
+
+static void timed_async_cb(int status, const void *reply, size_t len,
+                           void *data)
+{
+    int *slot = data;
+
+    (void)reply;
+    (void)len;
+    *slot = status;
+}
+
+static void last_async_cb(int status, const void *reply, size_t len,
+                          void *data)
+{
+    struct timed_async *ta = data;
+
+    (void)reply;
+    (void)len;
+    ta->status[2] = status;
+    sem_post(&ta->done);
+}
+
+/* On the loop thread: a call that holds the actor 300 ms, then two to the
+ * same actor behind it, with deadlines of 100 ms and 10 s. */
+static void timed_async_post(keel_node *n, void *data)
+{
+    struct timed_async *ta = data;
+
+    ta->rc[0] = keel_call(n, "nap", "a", 1, "sleep", 5, timed_async_cb,
+                          &ta->status[0]);
+    ta->rc[1] = keel_call_timed(n, NULL, 100, "nap", "a", 1, "incr", 4,
+                                timed_async_cb, &ta->status[1]);
+    ta->rc[2] = keel_cast_timed(n, NULL, 10000, "nap", "a", 1, "incr", 4,
+                                last_async_cb, ta);
+    if (ta->rc[2] != 0)
+        sem_post(&ta->done);
+}
+
+/* keel_call_timed: a call whose turn would start past its deadline is
+ * answered KEEL_EDEADLINE and never runs; one with time left runs. */
+START_TEST(a_timed_call_not_started_by_its_deadline_never_runs)
+{
+    keel_node *n = make_node();
+    keel_actor_type nap = {.name = "nap", .on_message = nap_message};
+    struct timed_async ta;
+    char buf[64];
+
+    memset(&ta, 0, sizeof ta);
+    ta.status[0] = ta.status[1] = ta.status[2] = -1000;
+    sem_init(&ta.done, 0, 0);
+    ck_assert_int_eq(keel_node_register_type(n, &nap), 0);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    /* Not from another thread while the node runs. */
+    ck_assert_int_eq(keel_call_timed(n, NULL, 100, "nap", "a", 1, "incr", 4,
+                                     NULL, NULL),
+                     KEEL_EINVAL);
+    ck_assert_int_eq(keel_node_post(n, timed_async_post, &ta), 0);
+    sem_wait(&ta.done);
+    ck_assert_int_eq(ta.rc[0], 0);
+    ck_assert_int_eq(ta.rc[1], 0);
+    ck_assert_int_eq(ta.rc[2], 0);
+    ck_assert_int_eq(callx(n, "nap", "a", "get", buf, sizeof buf), 0);
+    /* Every answer is in: the get ran after them. */
+    ck_assert_int_eq(ta.status[0], 0);
+    ck_assert_msg(ta.status[1] == KEEL_EDEADLINE, "the late call: %s",
+                  keel_err_name(ta.status[1]));
+    ck_assert_int_eq(ta.status[2], 0);
+    ck_assert_msg(strcmp(buf, "1") == 0,
+                  "the count is %s: the late call ran", buf);
+    finish(n);
+    sem_destroy(&ta.done);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("embed_api");
@@ -767,6 +875,7 @@ static Suite *suite(void)
     tcase_add_test(tc, create_refuses_options_out_of_range);
     tcase_add_test(tc, a_keyed_sync_call_runs_once);
     tcase_add_test(tc, a_timed_sync_call_returns_at_its_deadline);
+    tcase_add_test(tc, a_timed_call_not_started_by_its_deadline_never_runs);
     tcase_add_test(tc, calls_to_a_node_destroyed_unstarted_are_answered);
     tcase_add_test(tc, a_slow_turn_is_logged);
     suite_add_tcase(s, tc);
