@@ -367,9 +367,10 @@ KEEL_API int keel_node_run(keel_node *node);
  * and keel_cast belong to the loop thread from then on (KEEL_EINVAL from
  * another; post them with keel_node_post). keel_node_join gives what it
  * returned.
- * Errors: KEEL_EINVAL (started already, or run already: a node runs
- * once; create another on the same data directory to run again),
- * KEEL_ENOMEM (no thread). */
+ * Errors: KEEL_EINVAL (started already, or run already, or run by a
+ * keel_node_run on another thread meanwhile: a node runs once; create
+ * another on the same data directory to run again), KEEL_ENOMEM (no
+ * thread). */
 KEEL_API int keel_node_start(keel_node *node);
 
 /* Asks the node to stop; any thread, any number of times. The node stops
@@ -923,8 +924,13 @@ KEEL_API int keel_cast_keyed(keel_node *node, const uint8_t *key,
  * its outcome then: the loop thread runs one turn at a time, so nothing
  * answers a call while a handler holds the loop (keel_call_sync_timed,
  * from another thread, returns at its deadline regardless). After
- * KEEL_ETIMEDOUT, retry a write with the same key: it runs at most once.
- * Returns what keel_call returns. */
+ * KEEL_ETIMEDOUT, retry a write with the same key: it runs at most once
+ * (a copy that is itself too late is answered KEEL_EDEADLINE, whatever
+ * the key recorded: send it again with time to spare to learn the
+ * outcome). In a cluster every call has a deadline no later than the
+ * hold bound from where it entered (docs/cluster.md, "One deadline per
+ * call"): a longer timeout_ms is cut to it. Returns what keel_call
+ * returns. */
 KEEL_API int keel_call_timed(keel_node *node, const uint8_t *key,
                              uint32_t timeout_ms, const char *type,
                              const void *id, size_t idlen, const void *msg,
@@ -969,8 +975,9 @@ KEEL_API int keel_call_sync_keyed(keel_node *node, const uint8_t *key,
  * frame reached it: there the turn may start up to the frame's transit
  * time past the deadline (docs/cluster.md, "One deadline per call"). So
  * after KEEL_ETIMEDOUT, retry a write with the same key: it runs at most
- * once. The deadline also bounds how long the call is held (the node's
- * hold bound still applies when shorter). */
+ * once. The deadline also bounds how long the call is held; in a
+ * cluster every call's deadline is at most the hold bound from where it
+ * entered, so a longer timeout_ms is cut to it there. */
 KEEL_API int keel_call_sync_timed(keel_node *node, const uint8_t *key,
                                   uint32_t timeout_ms, const char *type,
                                   const void *id, size_t idlen,

@@ -2443,7 +2443,8 @@ static int run_failed(keel_node *n, int rc)
     return rc;
 }
 
-/* keel_node_start's thread has taken the loop, or returned. */
+/* A thread has taken the loop (loop_tid says which), or keel_node_start's
+ * thread returned without it. */
 static void loop_claimed(keel_node *n)
 {
     pthread_mutex_lock(&n->post_mu);
@@ -2516,7 +2517,6 @@ int keel_node_run(keel_node *n)
                                                               : "none");
     }
     ev_run(n->loop, 0);
-    atomic_store(&n->loop_tid_set, 0);
     /* Posts that raced with the stop run now: they see ESTOPPING. */
     pthread_mutex_lock(&n->post_mu);
     n->stopping = 2; /* no more posts are taken */
@@ -2531,6 +2531,9 @@ int keel_node_run(keel_node *n)
     if (rc == 0)
         keel__repl_stopped_clean(n);
     keel_info("node stopped");
+    /* Only now: keel_node_destroy from another thread refuses while the
+     * runtime above is being taken down. */
+    atomic_store(&n->loop_tid_set, 0);
     return rc;
 }
 
@@ -2545,6 +2548,8 @@ static void *node_thread(void *arg)
 
 int keel_node_start(keel_node *n)
 {
+    int took;
+
     if (n == NULL || n->thread_started || atomic_load(&n->ran))
         return KEEL_EINVAL;
     if (pthread_create(&n->thread, NULL, node_thread, n) != 0)
@@ -2555,7 +2560,16 @@ int keel_node_start(keel_node *n)
     pthread_mutex_lock(&n->post_mu);
     while (!n->loop_claimed)
         pthread_cond_wait(&n->claim_cv, &n->post_mu);
+    took = pthread_equal(n->loop_tid, n->thread);
     pthread_mutex_unlock(&n->post_mu);
+    if (!took) {
+        /* A keel_node_run on another thread had the node: that thread
+         * owns it, not this start (keel_node_destroy must not take it
+         * for a started node it may stop and join). */
+        pthread_join(n->thread, NULL);
+        n->thread_started = 0;
+        return KEEL_EINVAL;
+    }
     return 0;
 }
 

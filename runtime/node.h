@@ -217,8 +217,9 @@ struct keel_node {
     pthread_t thread;
     pthread_t loop_tid;     /* the thread in keel_node_run, while loop_tid_set */
     atomic_int loop_tid_set;
-    /* Under post_mu: keel_node_start's thread has taken the loop (or
-     * returned); keel_node_start waits for it on claim_cv. */
+    /* Under post_mu: a thread has taken the loop (loop_tid), or
+     * keel_node_start's thread returned; keel_node_start waits for it on
+     * claim_cv. */
     int loop_claimed;
     pthread_cond_t claim_cv;
     int thread_started;

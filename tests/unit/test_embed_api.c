@@ -436,6 +436,30 @@ START_TEST(a_node_runs_once)
     ck_assert_int_eq(pthread_join(th, &ret), 0);
     ck_assert_int_eq((int)(intptr_t)ret, 0);
     keel_node_destroy(n);
+
+    /* keel_node_start racing keel_node_run: exactly one of them has the
+     * node, and keel_node_start says which (0 only when its own thread
+     * runs it; else keel_node_destroy would stop and join the wrong
+     * thread and free the node under the running loop). */
+    for (tries = 0; tries < 20; tries++) {
+        int rc;
+        n = make_node();
+        ck_assert_int_eq(pthread_create(&th, NULL, run_thread, n), 0);
+        rc = keel_node_start(n);
+        keel_node_stop(n);
+        ck_assert_int_eq(pthread_join(th, &ret), 0);
+        if (rc == 0) {
+            ck_assert_msg((int)(intptr_t)ret == KEEL_EINVAL,
+                          "keel_node_start said 0, but keel_node_run on "
+                          "the other thread ran the node (%s)",
+                          keel_err_name((int)(intptr_t)ret));
+            ck_assert_int_eq(keel_node_join(n), 0);
+        } else {
+            ck_assert_int_eq(rc, KEEL_EINVAL);
+            ck_assert_int_eq((int)(intptr_t)ret, 0);
+        }
+        keel_node_destroy(n);
+    }
 }
 END_TEST
 
