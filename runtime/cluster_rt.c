@@ -602,11 +602,8 @@ static uint32_t session_ms(const keel_node_options *o)
 
 uint32_t keel__cluster_rt_turn_max_ms(const keel_node *n)
 {
-    uint32_t t = n->cluster != NULL && n->cluster->c != NULL
-                     ? keel_cluster_session_timeout(n->cluster->c)
-                     : session_ms(&n->opts);
-
-    return (uint32_t)keel_lease_hold_max(t);
+    return (uint32_t)keel_lease_hold_max(
+        keel_cluster_session_timeout(n->cluster->c));
 }
 
 int keel__cluster_rt_create(keel_node *n, char *errbuf, size_t errlen)

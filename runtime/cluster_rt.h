@@ -75,9 +75,10 @@ int keel__cluster_req_stale(keel_node *n, const keel_req *req);
 uint64_t keel__cluster_write_epoch(keel_node *n, const char *cap,
                                    uint32_t shard);
 
-/* How long a turn may hold the loop thread before the node's lease can
- * lapse (the longest the heartbeats can wait), by the session timeout
- * ZooKeeper granted (before the session: the one asked for). */
+/* Cluster mode: how long a turn may hold the loop thread before the
+ * node's lease can lapse (the longest the heartbeats can wait), by the
+ * session timeout ZooKeeper granted (before the session: the one asked
+ * for). */
 uint32_t keel__cluster_rt_turn_max_ms(const keel_node *n);
 
 /* The hold bound of a node with these options (cluster_rt_int.h,

@@ -1164,32 +1164,25 @@ static size_t frame_limit(keel_conn *c, const uint8_t *p, size_t avail)
      * ENOTMEMBER, which it holds and routes again, rather than ETOOBIG
      * and a closed link. (1 KiB buffers nothing worth refusing.) */
     int node = n->cluster != NULL && c->auth.kind == KEEL_AUTH_NODE;
-
-    if (avail < 6) {
-        /* The kind and flags that decide the limit are not in yet (a read
-         * may end anywhere in a frame): allow the most this connection
-         * may be allowed, and decide once they are. The header is not
-         * parsed before it is whole anyway. */
-        size_t most = m + (node ? KEEL_PEER_CALL_ENVELOPE
-                                : KEEL_DEADLINE_LEN);
-        if (most < XFER_MAX_FRAME && n->cluster != NULL && conn_peer(c))
-            most = XFER_MAX_FRAME;
-        return most;
-    }
-    if ((p[4] == KEEL_FRAME_XFER || p[4] == KEEL_FRAME_REPL) &&
-        m < XFER_MAX_FRAME && n->cluster != NULL && conn_peer(c))
-        return XFER_MAX_FRAME;
     /* What a node adds around a message it sends on (its budget, an
      * outbox sender prefix, the receiver's name around a message of
      * keel_turn_send) must not make a message that fitted the limit too
      * large for the next node. */
-    if (p[4] == KEEL_FRAME_CALL || p[4] == KEEL_FRAME_CAST) {
-        if (node)
-            return m + KEEL_PEER_CALL_ENVELOPE;
-        if (p[5] & KEEL_FLAG_DEADLINE)
-            return m + KEEL_DEADLINE_LEN;
-    }
-    return m;
+    size_t call = m + (node ? KEEL_PEER_CALL_ENVELOPE : KEEL_DEADLINE_LEN);
+    int known = avail >= 6;
+
+    if (known && p[4] != KEEL_FRAME_XFER && p[4] != KEEL_FRAME_REPL)
+        return (p[4] == KEEL_FRAME_CALL || p[4] == KEEL_FRAME_CAST) &&
+                       (node || (p[5] & KEEL_FLAG_DEADLINE))
+                   ? call
+                   : m;
+    /* XFER or REPL, or a frame whose kind and flags are not in yet (a read
+     * may end anywhere in a frame): then the most this connection may be
+     * allowed, and the limit is decided once they are (the header is not
+     * parsed before it is whole anyway). */
+    if (m < XFER_MAX_FRAME && n->cluster != NULL && conn_peer(c))
+        return !known && call > XFER_MAX_FRAME ? call : XFER_MAX_FRAME;
+    return known ? m : call;
 }
 
 /* ------------------------------------------------------------- hello */
