@@ -925,12 +925,14 @@ KEEL_API int keel_cast_keyed(keel_node *node, const uint8_t *key,
  * answers a call while a handler holds the loop (keel_call_sync_timed,
  * from another thread, returns at its deadline regardless). After
  * KEEL_ETIMEDOUT, retry a write with the same key: it runs at most once
- * (a copy that is itself too late is answered KEEL_EDEADLINE, whatever
- * the key recorded: send it again with time to spare to learn the
- * outcome). In a cluster every call has a deadline no later than the
- * hold bound from where it entered (docs/cluster.md, "One deadline per
- * call"): a longer timeout_ms is cut to it. Returns what keel_call
- * returns. */
+ * (a copy that reaches its actor too late does not run, and is answered
+ * with the outcome its key recorded, KEEL_EDEADLINE when there is none;
+ * one held up before it, in a cluster, is answered KEEL_EUNAVAIL or
+ * KEEL_EDEADLINE, and only of itself: an earlier copy may have run, so
+ * send it again with time to spare to learn the outcome). In a cluster
+ * every call has a deadline no later than the hold bound from where it
+ * entered (docs/cluster.md, "One deadline per call"): a longer
+ * timeout_ms is cut to it. Returns what keel_call returns. */
 KEEL_API int keel_call_timed(keel_node *node, const uint8_t *key,
                              uint32_t timeout_ms, const char *type,
                              const void *id, size_t idlen, const void *msg,

@@ -80,6 +80,8 @@ struct keel_turn {
 static const char stale_msg[] =
     "not served: this node's cluster session ended after the call was "
     "accepted; it did not run";
+static const char late_msg[] =
+    "the call's deadline passed before its turn; it did not run";
 static void maybe_finish_stop(keel_node *n);
 
 /* ------------------------------------------------------------ options */
@@ -1554,8 +1556,10 @@ static void slow_turn_warn(keel_node *n, const keel_actor *a, uint64_t ms)
     n->slow_warned_at = now;
 }
 
-/* Runs one message through its actor and routes the reply. */
-static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
+/* Runs one message through its actor and routes the reply. late: req is
+ * keyed and its deadline passed before its turn; it does not run, but the
+ * outcome its key recorded, if any, is its answer (else KEEL_EDEADLINE). */
+static void run_turn(keel_node *n, keel_actor *a, keel_req *req, int late)
 {
     uint64_t t0 = keel__now_ns(), ms;
     keel_turn t;
@@ -1564,6 +1568,7 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
     int loaded = 0, dup = DUP_NONE, ran = 0, ob_dup = 0, dup_err = 0;
     int hrc = 0; /* the handler's own error, if it ran and failed */
     int recording = 0; /* the turn records req's refusal (req->refused) */
+    int too_late = 0;  /* late, and its key recorded nothing: not run */
     const void *reply;
     const uint8_t *dup_reply = NULL;
     size_t reply_len, dup_len = 0, dl_len = 0;
@@ -1619,6 +1624,8 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
         keel_turn_error(&t, "this request key ran already; its reply was "
                             "longer than the %d bytes kept",
                         KEEL_DEDUP_REPLY_MAX);
+    } else if (rc == 0 && late && dup == DUP_NONE) {
+        too_late = 1; /* answered below, once the activation is kept */
     } else if (rc == 0 && req->read_state && keel__dl_is_request(req)) {
         dl = 1; /* the runtime's, through the handler only to retry */
         rc = keel__dl_request(&t, req, &dl_reply, &dl_len, &ran);
@@ -1729,7 +1736,10 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req)
                             "under the request key; it did not take "
                             "effect");
     }
-    if (rc == 0 && recording) {
+    if (rc == 0 && too_late) {
+        rc = KEEL_EDEADLINE;
+        keel_turn_error(&t, "%s", late_msg);
+    } else if (rc == 0 && recording) {
         rc = req->refused; /* recorded: now its answer */
         keel_turn_error(&t, "%s", req->refusal);
         req->refusal_applied = 1;
@@ -1936,6 +1946,7 @@ again:
         }
         for (k = 0; k < RUN_PER_ACTOR && a->mb_head != NULL; k++) {
             keel_req *req = a->mb_head;
+            int late;
             a->mb_head = req->next;
             if (a->mb_head == NULL)
                 a->mb_tail = NULL;
@@ -1948,14 +1959,16 @@ again:
                 keel__reply_fail(n, req, KEEL_EUNAVAIL, stale_msg);
                 continue;
             }
-            if (req->wire_deadline && keel__now_ns() >= req->deadline_ns) {
+            late = req->wire_deadline && keel__now_ns() >= req->deadline_ns;
+            if (late && !req->keyed) {
                 /* Its sender has answered its caller by now: running it
                  * would run a call that may be sent again. */
-                keel__reply_fail(n, req, KEEL_EDEADLINE,
-                                 "the call's deadline passed before its "
-                                 "turn; it did not run");
+                keel__reply_fail(n, req, KEEL_EDEADLINE, late_msg);
                 continue;
             }
+            /* A late keyed copy does not run either, but the first
+             * outcome its key recorded is its answer: a retry must not
+             * hear "did not run" of a write an earlier copy made. */
             if (n->cluster != NULL && !keel__cluster_rt_serving(n)) {
                 /* The message keeps its place at the head of the mailbox;
                  * run_fenced() leaves it to the sweep. */
@@ -1963,7 +1976,7 @@ again:
                 fenced = 1;
                 break;
             }
-            run_turn(n, a, req);
+            run_turn(n, a, req, late);
             budget--;
             since_poll++;
             if (n->lease_lost) {

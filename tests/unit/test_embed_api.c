@@ -880,6 +880,100 @@ START_TEST(a_timed_call_not_started_by_its_deadline_never_runs)
 }
 END_TEST
 
+struct late_keyed {
+    sem_t done;
+    int rc[5];
+    int status[5];
+    char reply[5][32];
+};
+
+struct late_slot {
+    struct late_keyed *lk;
+    int i;
+};
+
+static struct late_slot late_slots[5];
+
+static void late_keyed_cb(int status, const void *reply, size_t len,
+                          void *data)
+{
+    struct late_slot *sl = data;
+    struct late_keyed *lk = sl->lk;
+
+    lk->status[sl->i] = status;
+    if (len >= sizeof lk->reply[0])
+        len = sizeof lk->reply[0] - 1;
+    memcpy(lk->reply[sl->i], reply, len);
+    lk->reply[sl->i][len] = '\0';
+    if (sl->i == 4)
+        sem_post(&lk->done);
+}
+
+/* On the loop thread: a keyed incr (it runs), a call that holds the actor
+ * 300 ms, then behind it two timed copies of 100 ms that come too late:
+ * one of the first key, one of a key nothing recorded; last an incr with
+ * time to spare. */
+static void late_keyed_post(keel_node *n, void *data)
+{
+    struct late_keyed *lk = data;
+    static const uint8_t k1[KEEL_REQUEST_KEY_LEN] = {9, 1};
+    static const uint8_t k2[KEEL_REQUEST_KEY_LEN] = {9, 2};
+
+    for (int i = 0; i < 5; i++)
+        late_slots[i] = (struct late_slot){lk, i};
+    lk->rc[0] = keel_call_timed(n, k1, 0, "nap", "k", 1, "incr", 4,
+                                late_keyed_cb, &late_slots[0]);
+    lk->rc[1] = keel_call(n, "nap", "k", 1, "sleep", 5, late_keyed_cb,
+                          &late_slots[1]);
+    lk->rc[2] = keel_call_timed(n, k1, 100, "nap", "k", 1, "incr", 4,
+                                late_keyed_cb, &late_slots[2]);
+    lk->rc[3] = keel_call_timed(n, k2, 100, "nap", "k", 1, "incr", 4,
+                                late_keyed_cb, &late_slots[3]);
+    lk->rc[4] = keel_call_timed(n, NULL, 10000, "nap", "k", 1, "incr", 4,
+                                late_keyed_cb, &late_slots[4]);
+    if (lk->rc[4] != 0)
+        sem_post(&lk->done);
+}
+
+/* A keyed copy whose deadline passed before its turn does not run; its
+ * answer is the outcome its key recorded (a retry must not hear "did not
+ * run" of a write an earlier copy made), or KEEL_EDEADLINE when the key
+ * recorded nothing. */
+START_TEST(a_late_keyed_copy_gets_the_recorded_outcome)
+{
+    keel_node *n = make_node();
+    keel_actor_type nap = {.name = "nap", .on_message = nap_message};
+    struct late_keyed lk;
+    char buf[64];
+
+    memset(&lk, 0, sizeof lk);
+    for (int i = 0; i < 5; i++)
+        lk.status[i] = -1000;
+    sem_init(&lk.done, 0, 0);
+    ck_assert_int_eq(keel_node_register_type(n, &nap), 0);
+    ck_assert_int_eq(keel_node_start(n), 0);
+    ck_assert_int_eq(keel_node_post(n, late_keyed_post, &lk), 0);
+    sem_wait(&lk.done);
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(lk.rc[i], 0);
+    ck_assert_int_eq(callx(n, "nap", "k", "get", buf, sizeof buf), 0);
+    ck_assert_int_eq(lk.status[0], 0);
+    ck_assert_str_eq(lk.reply[0], "1");
+    ck_assert_msg(lk.status[2] == 0 && strcmp(lk.reply[2], "1") == 0,
+                  "the late copy of a key that ran: %s (%s)",
+                  keel_err_name(lk.status[2]), lk.reply[2]);
+    ck_assert_msg(lk.status[3] == KEEL_EDEADLINE,
+                  "the late copy of a key that never ran: %s",
+                  keel_err_name(lk.status[3]));
+    ck_assert_int_eq(lk.status[4], 0);
+    ck_assert_str_eq(lk.reply[4], "2");
+    ck_assert_msg(strcmp(buf, "2") == 0,
+                  "the count is %s: a late copy ran", buf);
+    finish(n);
+    sem_destroy(&lk.done);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("embed_api");
@@ -900,6 +994,7 @@ static Suite *suite(void)
     tcase_add_test(tc, a_keyed_sync_call_runs_once);
     tcase_add_test(tc, a_timed_sync_call_returns_at_its_deadline);
     tcase_add_test(tc, a_timed_call_not_started_by_its_deadline_never_runs);
+    tcase_add_test(tc, a_late_keyed_copy_gets_the_recorded_outcome);
     tcase_add_test(tc, calls_to_a_node_destroyed_unstarted_are_answered);
     tcase_add_test(tc, a_slow_turn_is_logged);
     suite_add_tcase(s, tc);
