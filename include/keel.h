@@ -330,6 +330,15 @@ typedef struct keel_node_options {
      * alone are refused until `keel node forget` (docs/operations.md,
      * "Backups"). Give it for that one start only; harmless standalone. */
     uint32_t new_store_id;
+    /* How long an outbox message may wait for a deploy (in a cluster, its
+     * receiver's type not registered on the node that owns the receiver,
+     * or on the node delivering it; the receiver's state of a version its
+     * node's code cannot read, after a rollback) before it becomes a dead
+     * letter of its sender, which lets the sender's later messages go
+     * (keel dead-letters retry sends it again once the deploy is done).
+     * Counted on the node delivering it, from its first such refusal.
+     * Milliseconds; 0: 3600000 (an hour). */
+    uint32_t deploy_wait_ms;
     void *reserved[6];
 } keel_node_options;
 

@@ -49,6 +49,12 @@ unsigned keel__dl_after(const keel_node *n)
                                           : KEEL_DEAD_LETTER_AFTER_DEFAULT;
 }
 
+uint32_t keel__deploy_wait_ms(const keel_node *n)
+{
+    return n->opts.deploy_wait_ms != 0 ? n->opts.deploy_wait_ms
+                                       : KEEL_DEPLOY_WAIT_MS_DEFAULT;
+}
+
 /* The actor's dead-letter header: *last and *held (0 and 0: none yet). */
 static int header_get(keel_turn *t, uint64_t *last, uint64_t *held)
 {

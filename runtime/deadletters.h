@@ -58,6 +58,13 @@ int keel__dl_transient(int status);
  * option, its default when 0). */
 unsigned keel__dl_after(const keel_node *n);
 
+/* The default of keel_node_options.deploy_wait_ms: an hour. */
+#define KEEL_DEPLOY_WAIT_MS_DEFAULT 3600000u
+
+/* How long an outbox message may wait for a deploy before it becomes a
+ * dead letter, in ms (the node's option, its default when 0). */
+uint32_t keel__deploy_wait_ms(const keel_node *n);
+
 /* Stages a dead letter of the turn's actor: kind, the error (code, why)
  * after attempts deliveries, and its body (layout above). */
 int keel__dl_add(keel_turn *t, int kind, int code, unsigned attempts,

@@ -62,6 +62,11 @@ struct ob_sender {
      * time with fail_code (deadletters.h). */
     unsigned fails;
     int fail_code;
+    /* The message wait_seq has waited for a deploy (wait_deploy) since
+     * wait_since (the loop's clock), sent wait_tries times meanwhile. */
+    uint64_t wait_seq;
+    ev_tstamp wait_since;
+    unsigned wait_tries;
     /* A turn that queued messages was answered with an error although
      * its writes may stand (the lease lapsed before the reply left):
      * what the store holds may go once the unit is served here again. */
@@ -736,11 +741,36 @@ static void dead_letter(struct ob_sender *s, uint64_t seq, int status,
 /* Message seq of s cannot be taken before the nodes run the same types
  * (a deploy under way, or a rollback): what says why, until what it
  * waits for. It goes again after a pause and counts no attempt; a line
- * says so once for each kind of wait. */
-static void wait_deploy(struct ob_sender *s, uint64_t seq, int status,
-                        const char *what, const char *until,
-                        const char *text, size_t tlen)
+ * says so once for each kind of wait. Returns 1 when it has waited
+ * longer than the deploy wait (keel_node_options.deploy_wait_ms): then
+ * it is the caller's to keep as a dead letter, with the text *why (of
+ * *why_len bytes) says, and nothing is scheduled. */
+static int wait_deploy(struct ob_sender *s, uint64_t seq, int status,
+                       const char *what, const char *until,
+                       const char *text, size_t tlen, char *why,
+                       size_t why_size, size_t *why_len)
 {
+    ev_tstamp now = ev_now(s->n->loop);
+    double bound = keel__deploy_wait_ms(s->n) / 1000.0;
+
+    if (s->wait_seq != seq) {
+        s->wait_seq = seq;
+        s->wait_since = now;
+        s->wait_tries = 0;
+    }
+    s->wait_tries++;
+    if (now - s->wait_since >= bound) {
+        int wl = snprintf(why, why_size,
+                          "%s (%.*s) for %.0f s, the deploy wait "
+                          "(--deploy-wait-ms)",
+                          what, (int)tlen, text, now - s->wait_since);
+        *why_len = wl < 0 ? 0 : (size_t)wl < why_size ? (size_t)wl
+                                                        : why_size - 1;
+        s->wait_seq = 0;
+        s->fail_code = 0;
+        s->backoff_ms = 0;
+        return 1;
+    }
     if (s->fail_code != status)
         keel_warn("outbox: message %llu of %s '%.*s': %s (%.*s); sending "
                   "it again until it %s (every node must run the same "
@@ -753,6 +783,7 @@ static void wait_deploy(struct ob_sender *s, uint64_t seq, int status,
         s->backoff_ms = REFUSED_RETRY_MS / 2;
     if (!s->n->stopping)
         retry_later(s);
+    return 0;
 }
 
 static void deliver_cb(int status, const void *reply, size_t len, void *data)
@@ -785,14 +816,21 @@ static void deliver_cb(int status, const void *reply, size_t len, void *data)
          * type the code of its node cannot read. That passes once every
          * node runs the same types; until then the message waits, as for
          * a unit moving, and counts no attempt. */
-        wait_deploy(s, seq, status,
-                    status == KEEL_ENOTYPE
-                        ? "the receiver's node does not register its type"
-                        : "the receiver's state is of a version its node's "
-                          "code cannot read",
-                    status == KEEL_ENOTYPE ? "does" : "can",
-                    reply != NULL ? (const char *)reply : "",
-                    reply != NULL ? len : 0);
+        char why[KEEL_DL_WHY_MAX];
+        size_t wl;
+
+        if (wait_deploy(s, seq, status,
+                        status == KEEL_ENOTYPE
+                            ? "the receiver's node does not register its "
+                              "type"
+                            : "the receiver's state is of a version its "
+                              "node's code cannot read",
+                        status == KEEL_ENOTYPE ? "does" : "can",
+                        reply != NULL ? (const char *)reply : "",
+                        reply != NULL ? len : 0, why, sizeof why, &wl)) {
+            dead_letter(s, seq, status, s->wait_tries, why, wl);
+            pump(s);
+        }
         return;
     }
     /* The receiver's answer to this message. Refused the same way often
@@ -982,10 +1020,18 @@ static void pump(struct ob_sender *s)
                  * serves the sender's unit now, runs other code (a
                  * deploy under way, a rollback). The message waits for
                  * the types to agree, or for the unit to move. */
-                wait_deploy(s, f.seq, KEEL_ENOTYPE,
-                            "this node does not register the receiver's "
-                            "type",
-                            "does", why, (size_t)wl);
+                char dwhy[KEEL_DL_WHY_MAX];
+                size_t dl;
+
+                if (wait_deploy(s, f.seq, KEEL_ENOTYPE,
+                                "this node does not register the "
+                                "receiver's type",
+                                "does", why, (size_t)wl, dwhy, sizeof dwhy,
+                                &dl)) {
+                    dead_letter(s, f.seq, KEEL_ENOTYPE, s->wait_tries, dwhy,
+                                dl);
+                    continue;
+                }
                 return;
             }
             dead_letter(s, f.seq, KEEL_ENOTYPE, 0, why, (size_t)wl);

@@ -143,6 +143,11 @@ static void usage(FILE *f)
         "                         receiver's handler refused it N times in a\n"
         "                         row with the same error becomes a dead\n"
         "                         letter (keel dead-letters; default 3)\n"
+        "  --deploy-wait-ms MS    an outbox message waiting this long for a\n"
+        "                         deploy (in a cluster its receiver's type\n"
+        "                         missing on a node; its receiver's state newer\n"
+        "                         than the node's code) becomes a dead letter\n"
+        "                         of its sender (default 3600000: an hour)\n"
         "  --request-key-retention-ms MS\n"
         "                         how long an actor keeps a keyed request's\n"
         "                         record: a retry with its key within MS of\n"
@@ -277,7 +282,7 @@ enum {
     O_AUTHTOKENS, O_INSECURE, O_AUTHCONNFAILS, O_AUTHADDRFAILS,
     O_AUTHWINDOW, O_REPLICAS, O_REPLLAG, O_REPLDEAD, O_LOGFORMAT, O_DEADAFTER,
     O_RKRETAIN, O_LOGFILE, O_CONFIG, O_CHECK, O_CATCHUPRATE, O_NEWSTOREID,
-    O_END
+    O_DEPLOYWAIT, O_END
 };
 #define O_COUNT (O_END - O_DATA)
 #define MAX_LOADS 32
@@ -334,6 +339,7 @@ static const struct keeld_opt {
     {"replica-dead-ms", O_REPLDEAD, 1, 0},
     {"catchup-mib-s", O_CATCHUPRATE, 1, 0},
     {"dead-letter-after", O_DEADAFTER, 1, 0},
+    {"deploy-wait-ms", O_DEPLOYWAIT, 1, 0},
     {"request-key-retention-ms", O_RKRETAIN, 1, 0},
     {"config", O_CONFIG, 1, 1},
     {"check-config", O_CHECK, 0, 1},
@@ -757,6 +763,13 @@ static int apply_option(struct keeld_conf *kc, const struct keeld_opt *o,
             return -1;
         }
         opts->dead_letter_after = (uint32_t)v;
+        break;
+    case O_DEPLOYWAIT:
+        if (parse_u64(val, 604800000, &v) != 0 || v < 1) {
+            conf_error(at, "%s takes ms from 1 to 604800000 (7 days)", who);
+            return -1;
+        }
+        opts->deploy_wait_ms = (uint32_t)v;
         break;
     case O_RKRETAIN:
         if (parse_u64(val, 604800000, &v) != 0 || v < 1) {

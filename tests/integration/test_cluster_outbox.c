@@ -394,6 +394,95 @@ START_TEST(a_message_waits_for_the_senders_node_to_have_its_type)
 }
 END_TEST
 
+/* Polls acct id through node i until its "get" says credits, at most
+ * 20 s; its answer in out. */
+static int acct_credits(int i, const char *id, long credits, char *out,
+                        size_t outlen)
+{
+    long bal, sent, got = -1, dups, gaps;
+    int tries;
+
+    for (tries = 0; tries < 200 && got != credits; tries++) {
+        if (tu_clplug_call_keyed(&fx, i, NULL, "acct", id, "get", out,
+                                 outlen) != 0 ||
+            sscanf(out, "%ld %ld %ld %ld %ld", &bal, &sent, &got, &dups,
+                   &gaps) != 5)
+            got = -1;
+        if (got != credits)
+            tu_sleep_ms(100);
+    }
+    return got == credits;
+}
+
+/* A message that waits for a deploy longer than --deploy-wait-ms becomes
+ * a dead letter of its sender, which lets the sender's next message go
+ * (delivery per sender is in order: before, a type that never came held
+ * every later message of its sender for ever); once the deploy is done,
+ * `keel dead-letters retry` delivers it, once. */
+START_TEST(a_message_past_the_deploy_wait_is_a_dead_letter)
+{
+    const char *with[] = {"--load", plugin, "--deploy-wait-ms", "1500",
+                          NULL};
+    char from[16], to[16], near[16] = "", owner[64], msg[64], out[160];
+    char *lst = NULL;
+    int k, tries;
+
+    CHECK(tu_cluster_start_nodev(&fx, 0, 0, with) == 0, "n0 did not start");
+    CHECK(tu_cluster_start_node(&fx, 1, 0, NULL) == 0, "n1 did not start");
+    sender_of_and_receiver("acct", from, to);
+    for (k = 0; k < 64 && near[0] == '\0'; k++) {
+        char id[16];
+        snprintf(id, sizeof id, "b%d", k);
+        tu_cluster_owner_of(&fx, 0, "acct", id, owner, sizeof owner);
+        if (strcmp(owner, "n0") == 0)
+            snprintf(near, sizeof near, "%s", id);
+    }
+    CHECK(near[0] != '\0', "no acct owned by n0");
+    /* The first waits for n1 to have acct, the second (to an acct n0
+     * serves) behind it. */
+    snprintf(msg, sizeof msg, "xfer %s 5", to);
+    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "acct", from, msg, out,
+                               sizeof out) == 0,
+          "xfer to n1's acct: %s", out);
+    snprintf(msg, sizeof msg, "xfer %s 3", near);
+    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "acct", from, msg, out,
+                               sizeof out) == 0,
+          "xfer to n0's acct: %s", out);
+    for (tries = 0; tries < 200; tries++) {
+        if (tu_keel_stat(fx.nodes[0].addr, "outbox_dead") == 1)
+            break;
+        tu_sleep_ms(100);
+    }
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "outbox_dead") == 1,
+          "the credit waiting for n1's deploy never became a dead letter");
+    CHECK(acct_credits(0, near, 1, out, sizeof out),
+          "the sender's next message never arrived: acct %s '%s'", near,
+          out);
+    CHECK(tu_clplug_keel(&fx, 0, &lst, "dead-letters", "acct", from, NULL,
+                         NULL) == 0 &&
+              strstr(lst, "dead-letters 1\n") != NULL &&
+              strstr(lst, "error ENOTYPE") != NULL &&
+              strstr(lst, "deploy wait") != NULL,
+          "dead letters of acct %s: %s", from, lst);
+    free(lst);
+    lst = NULL;
+    /* The deploy done, the operator sends it again: it lands, once. */
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[1], SIGTERM), 0);
+    k = fx.nodes[1].port;
+    tu_keeld_free(&fx.nodes[1]);
+    CHECK(tu_cluster_start_nodev(&fx, 1, k, with) == 0,
+          "n1 did not start again");
+    CHECK(tu_clplug_keel(&fx, 0, &lst, "dead-letters", "retry", "acct", from,
+                         "1") == 0 &&
+              strcmp(lst, "retried 1\n") == 0,
+          "retry: %s", lst);
+    free(lst);
+    CHECK(acct_credits(0, to, 1, out, sizeof out) &&
+              strncmp(out, "5 0 1 0 0", 9) == 0,
+          "acct %s after the retry: '%s', not the one credit of 5", to, out);
+}
+END_TEST
+
 /* A message of keel_turn_send as large as the max frame size (which
  * keel_turn_send accepts) reaches a receiver on another node: what the
  * nodes add around it (the sender, the receiver's name, the budget) does
@@ -511,6 +600,11 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_message_waits_for_the_senders_node_to_have_its_type);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("deploy_wait");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, a_message_past_the_deploy_wait_is_a_dead_letter);
     suite_add_tcase(s, tc);
     tc = tcase_create("largest");
     tcase_add_checked_fixture(tc, setup, teardown);
