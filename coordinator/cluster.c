@@ -200,6 +200,17 @@ static void compute_live(keel_cluster *c)
         c->live[i] = keel_membership_find(&c->members, c->map.nodes[i]) != NULL;
 }
 
+/* Whether this node declares cap ("", the default, every node does). */
+static int declares(const keel_cluster *c, const char *cap)
+{
+    if (cap == NULL || cap[0] == '\0')
+        return 1;
+    for (size_t i = 0; i < c->ncaps; i++)
+        if (strcmp(c->caps[i], cap) == 0)
+            return 1;
+    return 0;
+}
+
 void keel_cluster_placement(keel_cluster *c, const char *cap, uint32_t shard,
                             keel_placement *out)
 {
@@ -225,14 +236,32 @@ void keel_cluster_placement(keel_cluster *c, const char *cap, uint32_t shard,
     if (u->replicas[0] == c->my_idx) {
         const local_cap *lc = c->cap_of[ci];
         const local_unit *lu = lc != NULL ? &lc->units[shard] : NULL;
+        /* A unit of a capability this node no longer declares (it was
+         * restarted without it) is not served here, whatever the map
+         * says: the controller moves it to a node that declares it, and
+         * until one does, it is unavailable, as a unit that was never
+         * placed is. The node still holds it for that move. */
         if (!c->lease.fence.fenced && lu != NULL && lu->phase == U_PRIMARY &&
             lu->epoch == u->shard_epoch && u->target == KEEL_MAP_NO_NODE &&
-            lu->announce <= c->state_landed)
+            lu->announce <= c->state_landed && declares(c, cap))
             out->state = KEEL_PLACEMENT_LOCAL;
         return;
     }
-    if (c->live[u->replicas[0]])
-        out->state = KEEL_PLACEMENT_REMOTE;
+    if (!c->live[u->replicas[0]])
+        return;
+    if (cap != NULL && cap[0] != '\0') {
+        /* An owner that no longer declares the capability does not
+         * serve the unit (above): calls wait here, not on it. */
+        const keel_member *m = keel_membership_find(
+            &c->members, c->map.nodes[u->replicas[0]]);
+        size_t i;
+        for (i = 0; m != NULL && i < m->ncaps; i++)
+            if (strcmp(m->caps[i], cap) == 0)
+                break;
+        if (m == NULL || i == m->ncaps)
+            return;
+    }
+    out->state = KEEL_PLACEMENT_REMOTE;
 }
 
 int keel_cluster_owner(keel_cluster *c, const char *cap, uint32_t shard,

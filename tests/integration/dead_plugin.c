@@ -12,7 +12,9 @@
  *   break / fix           from now on, refuse / take "work" messages
  *   work X                refused (KEEL_EHANDLER, "broken") while broken;
  *                         otherwise counts it and keeps X as "last"
- *   get                   "done N last X" */
+ *   get                   "done N last X"
+ * Loaded with an argument (--load dead_plugin.so:CAP), svc requires
+ * capability CAP (test_cluster_capless). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,15 +79,16 @@ static int svc_message(keel_turn *t, const void *msg, size_t len)
     return KEEL_EBADMSG;
 }
 
-static const keel_actor_type svc = {
-    .name = "svc",
-    .on_message = svc_message,
-};
-
 int keel_plugin_init(keel_node *node, const char *args);
 
+/* args, when given: the capability svc requires (test_cluster_capless). */
 KEEL_PLUGIN_EXPORT int keel_plugin_init(keel_node *node, const char *args)
 {
-    (void)args;
+    keel_actor_type svc = {
+        .name = "svc",
+        .on_message = svc_message,
+        .capability = args != NULL && args[0] != '\0' ? args : NULL,
+    };
+
     return keel_node_register_type(node, &svc);
 }
