@@ -14,6 +14,7 @@ static const char *const fp_env[KEEL_FP_COUNT] = {
     [KEEL_FP_ACQUIRE_DELAY_MS] = "KEEL_FAILPOINT_ACQUIRE_DELAY_MS",
     [KEEL_FP_SUSPECT_DROP_DELAY_MS] =
         "KEEL_FAILPOINT_SUSPECT_DROP_DELAY_MS",
+    [KEEL_FP_REPL_COMMIT_STALL_MS] = "KEEL_FAILPOINT_REPL_COMMIT_STALL_MS",
 };
 static int fp_value[KEEL_FP_COUNT];
 static pthread_once_t fp_once = PTHREAD_ONCE_INIT;

@@ -33,7 +33,18 @@
  *                         backup (runtime/repl.c, suspect_tick) only that
  *                         many milliseconds after it found it suspect, so
  *                         that what must wait for the drop visibly waits
- *                         that long. */
+ *                         that long.
+ *   REPL_COMMIT_STALL_MS  a primary's commit made on its loop thread
+ *                         (inline) whose writes left for backups holds the
+ *                         loop that many milliseconds after they left, as
+ *                         a flush that stalls on a slow disk would.
+ *
+ * One more takes a path rather than a number (runtime/node.c reads it):
+ *
+ *   KEEL_FAILPOINT_STORE_EIO_FILE  once that file exists, the next flush
+ *                         of the node's store fails with EIO, as a failing
+ *                         disk's would (which breaks the store: it refuses
+ *                         every commit after it); once per process. */
 #ifndef KEEL_COMMON_FAILPOINT_H
 #define KEEL_COMMON_FAILPOINT_H
 
@@ -41,6 +52,7 @@ typedef enum keel_failpoint_id {
     KEEL_FP_REPL_APPLY_DELAY_MS,
     KEEL_FP_ACQUIRE_DELAY_MS,
     KEEL_FP_SUSPECT_DROP_DELAY_MS,
+    KEEL_FP_REPL_COMMIT_STALL_MS,
     KEEL_FP_COUNT
 } keel_failpoint_id;
 

@@ -2707,6 +2707,11 @@ static void raise_synced(keel_store *s, uint64_t lsn)
         ;
 }
 
+int keel_store_broken(const keel_store *s)
+{
+    return __atomic_load_n(&s->broken, __ATOMIC_RELAXED);
+}
+
 static void store_fail(keel_store *s, const char *what, int err)
 {
     __atomic_store_n(&s->broken, 1, __ATOMIC_RELAXED);

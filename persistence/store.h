@@ -383,6 +383,10 @@ int keel_store_durable(keel_store *s, uint64_t txn);
  * (every later read or commit fails with KEEL_ESTORE) and KEEL_EIO is
  * returned. */
 int keel_store_sync(keel_store *s);
+/* Nonzero once a failed flush (or checkpoint) has broken the store: it
+ * refuses every commit from then on, until it is opened again. Any
+ * thread. */
+int keel_store_broken(const keel_store *s);
 /* Sends the data pages committed since the last call to the disk, after
  * waiting for those sent then (no device flush). The writer calls it
  * after each round of reports; it keeps checkpoints short. Any thread. */

@@ -339,6 +339,30 @@ static void on_failed(keel_cluster *c, int rc, void *data)
     keel_node_stop(rt->n);
 }
 
+void keel__cluster_rt_store_check(keel_node *n)
+{
+    keel_cluster_rt *rt = n->cluster;
+
+    if (rt == NULL || rt->failure != 0 || !keel_store_broken(n->store))
+        return;
+    /* A failed flush broke the store (the kernel may have dropped what
+     * it could not write): nothing here commits again until a restart
+     * recovers from the log. Kept running, the node would hold its units
+     * and answer ESTORE for them while their in-sync backups, which have
+     * every acknowledged write, stand by. It stops as a crashed node
+     * would, without handing off (its store cannot be read for that):
+     * its session ends with it, and the controller promotes a backup of
+     * each of its units. Its writes that had left for backups before
+     * the failure were answered in doubt, so either outcome stands. */
+    rt->failure = KEEL_ESTORE;
+    keel_error("cluster %s: the store of node %s failed (its log says how): "
+               "stopping without handing units off, so that their in-sync "
+               "backups take them; restart the node to recover from its "
+               "log, or replace its disk",
+               keel_cluster_name(rt->c), keel_cluster_node_name(rt->c));
+    keel_node_stop(n);
+}
+
 int keel__cluster_rt_failure(const keel_node *n)
 {
     return n->cluster != NULL ? n->cluster->failure : 0;
@@ -417,6 +441,10 @@ int keel__cluster_rt_leave(keel_node *n)
         return 0;
     if (rt->leave == 1)
         return 1;
+    if (rt->failure != 0) {
+        rt->leave = 2; /* keel__cluster_rt_store_check, on_failed */
+        return 0;
+    }
     if (keel_cluster_phase(rt->c) != KEEL_CLUSTER_RUNNING ||
         keel_cluster_fenced(rt->c)) {
         keel_warn("cluster: not joined or fenced: stopping without handing "
@@ -519,6 +547,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         rt_retry_held(rt);
     if (rt->sw_since != NULL)
         rt_sweep_copies(rt, 0);
+    keel__cluster_rt_store_check(rt->n); /* a backup's commits too */
     leave_tick(rt);
     if (rt->n->stopping)
         keel__node_stop_check(rt->n);

@@ -27,6 +27,10 @@ void keel__cluster_rt_destroy(keel_node *n);
  * cannot take part in its cluster (another shard count, credentials of
  * another identity...; logged when it happened). Standalone: 0. */
 int keel__cluster_rt_failure(const keel_node *n);
+/* In cluster mode, a node whose store a failed flush broke stops, without
+ * handing its units off, so that their in-sync backups take them
+ * (keel__cluster_rt_failure then says KEEL_ESTORE). Loop thread. */
+void keel__cluster_rt_store_check(keel_node *n);
 /* The text of a KEEL_ESTOPPING answer: with that failure, what it was
  * (the caller learns why the node stops, not only that it does). */
 const char *keel__cluster_rt_stop_text(const keel_node *n, char *buf,

@@ -84,6 +84,23 @@ static const char late_msg[] =
     "the call's deadline passed before its turn; it did not run";
 static void maybe_finish_stop(keel_node *n);
 
+#ifdef KEEL_FAILPOINTS
+/* KEEL_FAILPOINT_STORE_EIO_FILE (common/failpoint.h): once the file
+ * exists, the next flush fails, once per process. Any thread. */
+static char fp_eio_file[512];
+static atomic_int fp_eio_fired;
+
+static int fp_store_eio(void *data)
+{
+    (void)data;
+    if (atomic_load(&fp_eio_fired) || access(fp_eio_file, F_OK) != 0 ||
+        atomic_exchange(&fp_eio_fired, 1))
+        return 0;
+    keel_warn("failpoint: this flush of the store fails with EIO");
+    return EIO;
+}
+#endif
+
 /* ------------------------------------------------------------ options */
 
 void keel_node_options_init(keel_node_options *opts)
@@ -2479,6 +2496,16 @@ int keel_node_run(keel_node *n)
     atomic_store(&n->loop_tid_set, 1);
     loop_claimed(n);
     keel_failpoints_load(); /* a test build's (common/failpoint.h) */
+#ifdef KEEL_FAILPOINTS
+    {
+        const char *f = getenv("KEEL_FAILPOINT_STORE_EIO_FILE");
+        if (f != NULL && *f != '\0' && strlen(f) < sizeof fp_eio_file) {
+            static const keel_store_hooks h = {.before_sync = fp_store_eio};
+            snprintf(fp_eio_file, sizeof fp_eio_file, "%s", f);
+            keel_store_set_hooks(n->store, &h);
+        }
+    }
+#endif
     if (n->outbox == NULL && (rc = keel__outbox_init(n)) != 0)
         return run_failed(n, rc);
     if (n->follow == NULL && (rc = keel__follow_create(n)) != 0)

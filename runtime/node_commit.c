@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/failpoint.h"
 #include "common/log.h"
 #include "runtime/cluster_rt.h"
 #include "runtime/follow.h"
@@ -77,6 +78,17 @@ void keel__poll_writer(keel_node *n, int submit)
 }
 
 static void fail_batch_building(keel_node *n, keel_batch *b, int rc);
+
+#ifdef KEEL_FAILPOINTS
+/* REPL_COMMIT_STALL_MS (common/failpoint.h): the loop thread held. */
+static void fp_stall_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+#endif
 
 static keel_batch *batch_take(keel_node *n)
 {
@@ -183,6 +195,10 @@ void keel__flush_open(keel_node *n)
         keel_batch_bytes(b) <= (fsync ? INLINE_BYTES_FSYNC
                                       : INLINE_BYTES_NONE)) {
         n->inlining = 1;
+#ifdef KEEL_FAILPOINTS
+        if (repl_no != 0 && keel_failpoint(KEEL_FP_REPL_COMMIT_STALL_MS) > 0)
+            fp_stall_ms(keel_failpoint(KEEL_FP_REPL_COMMIT_STALL_MS));
+#endif
         inlined = keel_writer_try_inline(n->writer, b);
         n->inlining = 0;
     }
@@ -464,6 +480,12 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
     keel_req *req, *next;
     uint64_t j;
     int any_failed = 0, lapsed, held;
+    /* The store broke (cluster mode) with this batch's writes sent to
+     * backups ahead of its commit here: the node is stopping so that a
+     * backup takes each unit (keel__cluster_rt_store_check), and a backup
+     * may hold them. Their outcome is unknown, not a failure. */
+    int left_doubt = status != 0 && n->cluster != NULL && wb->repl_hi != 0 &&
+                     keel_store_broken(n->store);
 
     n->durable_seq = wb->hi_seq;
     if (status == 0) {
@@ -481,6 +503,8 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
         keel_actor *a = keel_batch_group(b, i, &gst);
         int st = status != 0 ? status : gst;
 
+        if (st != 0 && left_doubt)
+            st = KEEL_EINDOUBT;
         if (st != 0) {
             if (!(a->flags & ACTOR_FAILED)) {
                 a->flags |= ACTOR_FAILED;
@@ -545,6 +569,8 @@ static void batch_settled(keel_node *n, struct keel_wbatch *wb, int status)
             keel__reply_release(n, req);
         }
     }
+    if (status != 0)
+        keel__cluster_rt_store_check(n);
     if (any_failed) {
         /* Replies of later turns built on the lost state fail too. */
         for (j = n->wb_first; j < n->wb_next; j++)

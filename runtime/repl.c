@@ -124,6 +124,8 @@ void repl_arm(keel_repl *r, double after)
         if (after > 0)
             return;
         ev_timer_stop(r->n->loop, &r->tick);
+    } else {
+        r->tick_seen = ev_now(r->n->loop);
     }
     ev_timer_set(&r->tick, after, REPL_TICK_S);
     ev_timer_start(r->n->loop, &r->tick);
@@ -1077,6 +1079,10 @@ int keel__repl_settled(keel_node *n, keel_batch *b, int status, uint64_t lo,
             continue;
         if (!repl_unit_ours(r, cap, shard, epoch))
             u->fail_doubt = 1; /* cleared by the unit's next send */
+        else if (keel_store_broken(n->store))
+            continue; /* this node stops; its writes were in doubt, and
+                         the backups, in sync, take the unit as they are
+                         (keel__cluster_rt_store_check) */
         else
             suspect_all(r, u, epoch, "a commit here failed after its "
                                      "writes left");
@@ -1607,6 +1613,27 @@ static void lag_publish(keel_repl *r, ev_tstamp now)
     STAT_SET(r->n, repl_lag_ms, (uint64_t)(worst * 1000));
 }
 
+/* The loop was held up for d seconds: what waits for backups, and the
+ * frames on their way, count their age from d later. Acks that came
+ * meanwhile wait unread in the sockets (this timer runs before their
+ * reads): judged now, backups that answered in time would be asked out of
+ * the in-sync set for this node's own stall. A backup that is really
+ * silent is found once the loop has run freely for the lag bound. */
+static void stall_forgive(keel_repl *r, ev_tstamp d)
+{
+    repl_unit *u;
+    repl_wait *w;
+    repl_link *l;
+    repl_frame *f;
+
+    for (u = r->busy; u != NULL; u = u->bnext)
+        for (w = u->head; w != NULL; w = w->next)
+            w->born += d;
+    for (l = r->links; l != NULL; l = l->next)
+        for (f = l->head; f != NULL; f = f->next)
+            f->born += d;
+}
+
 static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     keel_repl *r = t->data;
@@ -1616,6 +1643,9 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     repl_link *l;
 
     (void)revents;
+    if (r->tick_seen > 0 && now - r->tick_seen > REPL_STALL_S)
+        stall_forgive(r, now - r->tick_seen - REPL_TICK_S);
+    r->tick_seen = now;
     if (n->repl_busy > 0 && !keel__cluster_rt_serving(n)) {
         /* Fenced: no reply may leave as a success. What waits goes now,
          * by the lease rules (in doubt). */

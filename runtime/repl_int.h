@@ -19,6 +19,10 @@
 
 #define REPL_LAG_MS_DEFAULT 1000
 #define REPL_TICK_S 0.02
+/* Two ticks further apart than this: the loop itself was held up (a long
+ * turn, an inline commit whose flush stalled, a starved process), and
+ * time it was held does not count against the backups (tick_cb). */
+#define REPL_STALL_S 0.1
 /* A refused piece or a failed link: everything unacknowledged goes again
  * after this pause (the refusal is typically a backup that has not read
  * the map yet). */
@@ -289,6 +293,9 @@ struct keel_repl {
     uint64_t stream; /* this process's stream: its start, in ns */
     int clean_start; /* the last run stopped in order (clean-stop marker) */
     double lag_s;
+    /* The loop's time at the last tick (or when the tick started): a
+     * longer gap than REPL_STALL_S to the next is the loop held up. */
+    ev_tstamp tick_seen;
     /* The catch-up rate (catchup.c): bytes a second (0: no limit), and
      * the budget of bytes left as of cu_budget_at. */
     double cu_rate;

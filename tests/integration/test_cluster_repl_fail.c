@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 
 #include "cluster.h"
 #include "clmap.h"
@@ -229,6 +230,157 @@ START_TEST(a_refused_write_is_not_kept_by_the_backups)
     CHECK(get(&c, 2, id, last_ok) == 0, "put %d (acknowledged) is missing",
           last_ok);
     keel_client_close(c);
+}
+END_TEST
+
+/* A primary whose store breaks (a flush fails with EIO: the store then
+ * refuses every commit until a restart recovers from its log) stops as a
+ * crashed node would, without handing off and without dropping its
+ * backups, so that a backup of each of its units, in sync, takes it and
+ * serves it again. Kept running, it held its units and answered ESTORE
+ * for them for as long as it ran, and its backups, dropped from the
+ * in-sync set as suspects, could not take them even after it died. The
+ * writes that may have reached a backup before the failure are answered
+ * in doubt: whichever way they went, every acknowledged put is there
+ * after the failover and no put refused outright is. */
+START_TEST(a_primary_whose_store_fails_gives_its_units_up)
+{
+    static unsigned char acked[MAXPUT], refused[MAXPUT];
+    const char *common[] = {"--repl-lag-ms", "1000", NULL};
+    char env[600], flag[512], id[16] = "", owner[64], *reply = NULL, *log;
+    keel_client *c = NULL;
+    int i, j, rc, st = 0, exited = 0, after = 0, nacked = 0;
+    double until;
+
+    memset(acked, 0, sizeof acked);
+    memset(refused, 0, sizeof refused);
+    snprintf(flag, sizeof flag, "%s/eio-now", fx.dir);
+    snprintf(env, sizeof env, "KEEL_FAILPOINT_STORE_EIO_FILE=%s", flag);
+    fx.nodes[0].child_env = env;
+    tu_cluster_start_together(&fx, 3, 3, common, NULL);
+    for (j = 0; j < 64 && id[0] == '\0'; j++) {
+        char cand[16];
+        snprintf(cand, sizeof cand, "eio%d", j);
+        tu_cluster_owner_of(&fx, 1, "kv", cand, owner, sizeof owner);
+        if (strcmp(owner, "n0") == 0)
+            snprintf(id, sizeof id, "%s", cand);
+    }
+    CHECK(id[0] != '\0', "no kv actor owned by n0");
+    CHECK(keel_client_connect(fx.nodes[1].addr, CLIENT_MS, &c) == 0,
+          "cannot connect to n1");
+    /* Puts through n1 to n0's actor; the disk fails after the tenth. */
+    until = tu_now_s() + 60;
+    for (i = 0; i < MAXPUT && tu_now_s() < until && after < 10; i++) {
+        if (i == 10) {
+            FILE *f = fopen(flag, "w");
+            CHECK(f != NULL, "cannot create %s", flag);
+            fclose(f);
+        }
+        if (c == NULL &&
+            keel_client_connect(fx.nodes[1].addr, CLIENT_MS, &c) != 0)
+            c = NULL;
+        rc = c != NULL ? put(c, id, i, &reply) : KEEL_ENOTSENT;
+        if (rc == 0) {
+            acked[i] = 1;
+            nacked++;
+            after += exited;
+        } else if (rc == KEEL_ESTORE || rc == KEEL_EIO ||
+                   rc == KEEL_EUNAVAIL || rc == KEEL_ENOTSENT ||
+                   rc == KEEL_ESTOPPING || rc == KEEL_EDEADLINE) {
+            refused[i] = rc != KEEL_ENOTSENT || c != NULL;
+        } else {
+            CHECK(rc == KEEL_EINDOUBT || rc == KEEL_ECONN ||
+                      rc == KEEL_ETIMEDOUT,
+                  "put %d: %s (%s)", i, keel_err_name(rc),
+                  reply ? reply : "");
+        }
+        if (rc == KEEL_ECONN || rc == KEEL_ETIMEDOUT || rc == KEEL_ENOTSENT) {
+            if (c != NULL)
+                keel_client_close(c);
+            c = NULL;
+        }
+        free(reply);
+        reply = NULL;
+        if (!exited && waitpid(fx.nodes[0].pid, &st, WNOHANG) ==
+                           fx.nodes[0].pid) {
+            exited = 1;
+            fx.nodes[0].pid = -1;
+        }
+        if (rc != 0)
+            tu_sleep_ms(50);
+    }
+    if (c != NULL)
+        keel_client_close(c);
+    c = NULL;
+    CHECK(exited, "n0 still runs %d puts after its store failed", i - 10);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) != 0,
+          "n0 ended with status %d, not a failure exit", st);
+    log = tu_keeld_log(&fx.nodes[0]);
+    CHECK(log != NULL && strstr(log, "store of node n0 failed") != NULL,
+          "n0's log does not say its store failed");
+    free(log);
+    CHECK(after >= 10,
+          "n0's unit was not served again after it stopped (%d puts "
+          "acknowledged since)",
+          after);
+    /* Every acknowledged put is there; none refused outright is. */
+    for (i = 0; i < MAXPUT; i++) {
+        if (acked[i])
+            CHECK(get(&c, 2, id, i) == 0, "put %d (acknowledged) is missing",
+                  i);
+        else if (refused[i])
+            CHECK(get(&c, 2, id, i) == KEEL_ENOTFOUND,
+                  "put %d, refused, is there after the failover", i);
+    }
+    if (c != NULL)
+        keel_client_close(c);
+    CHECK(nacked > 10, "%d puts acknowledged", nacked);
+}
+END_TEST
+
+/* A primary whose own loop is held up past the lag bound, here by commits
+ * on its loop thread each held 1.2 s after their writes left (as a flush
+ * that stalls on a slow disk holds it), must not take its backups, which
+ * answered in time, for silent: their acks wait unread in its sockets
+ * while it is held. (A second between puts lets its ZooKeeper session
+ * and lease run as they would between stalls.) It used to ask the controller to drop both at the
+ * first tick after each stall, leaving itself, the slow node, the only
+ * replica in sync, so that its death then left its units unavailable. */
+START_TEST(a_primary_held_up_does_not_blame_its_backups)
+{
+    const char *common[] = {"--repl-lag-ms", "1000", NULL};
+    keel_client *c = NULL;
+    char id[16] = "", owner[64], *reply = NULL, *log;
+    int i, j, rc;
+
+    fx.nodes[0].child_env = "KEEL_FAILPOINT_REPL_COMMIT_STALL_MS=1200";
+    tu_cluster_start_together(&fx, 3, 3, common, NULL);
+    for (j = 0; j < 64 && id[0] == '\0'; j++) {
+        char cand[16];
+        snprintf(cand, sizeof cand, "held%d", j);
+        tu_cluster_owner_of(&fx, 0, "kv", cand, owner, sizeof owner);
+        if (strcmp(owner, "n0") == 0)
+            snprintf(id, sizeof id, "%s", cand);
+    }
+    CHECK(id[0] != '\0', "no kv actor owned by n0");
+    CHECK(keel_client_connect(fx.nodes[0].addr, CLIENT_MS, &c) == 0,
+          "cannot connect to n0");
+    for (i = 0; i < 4; i++) {
+        rc = put(c, id, i, &reply);
+        CHECK(rc == 0, "put %d: %s (%s)", i, keel_err_name(rc),
+              reply ? reply : "");
+        free(reply);
+        reply = NULL;
+        tu_sleep_ms(1000);
+    }
+    keel_client_close(c);
+    log = tu_keeld_log(&fx.nodes[0]);
+    CHECK(log != NULL && strstr(log, "has not acknowledged") == NULL,
+          "n0 blamed a backup for its own stall:\n%s", log ? log : "");
+    free(log);
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "repl_drop_requests") == 0,
+          "n0 asked %ld times to drop a backup that answered in time",
+          tu_keel_stat(fx.nodes[0].addr, "repl_drop_requests"));
 }
 END_TEST
 
@@ -757,6 +909,16 @@ int main(void)
     tcase_add_test(tc, a_promoted_node_that_never_served_gives_way);
     tcase_add_test(tc, a_write_answered_in_doubt_leaves_no_clean_stop);
     tcase_add_test(tc, frames_merged_on_a_backup_fail_together);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("store_fails");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, a_primary_whose_store_fails_gives_its_units_up);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("held_up");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, a_primary_held_up_does_not_blame_its_backups);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }

@@ -115,6 +115,8 @@ int tu_keeld_start(tu_keeld *k, const char *data_dir, int port,
             dup2(fd, 1);
             close(fd);
         }
+        if (k->child_env != NULL)
+            putenv((char *)k->child_env);
         if (k->fsize_limit > 0) {
             /* The soft limit only: a test may lift it again (prlimit)
              * without privileges, giving the node room on its "disk". */

@@ -14,6 +14,7 @@ typedef struct tu_keeld {
     char *log_path;    /* owned: keeld's stderr */
     long fsize_limit;  /* >0: RLIMIT_FSIZE for the child, in bytes (the
                         * soft limit: prlimit may lift it) */
+    const char *child_env; /* "NAME=VALUE" set in the child only, or NULL */
 } tu_keeld;
 
 /* Starts keeld on 127.0.0.1 with a kernel-chosen port, data in data_dir,
