@@ -59,29 +59,6 @@ static int call_once(int i, const char *msg, char *out, size_t cap)
     return rc;
 }
 
-/* The whole of file path (malloc'd), or NULL. */
-static char *read_all(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    char *buf = NULL;
-    size_t len = 0, cap = 0, n;
-
-    if (f == NULL)
-        return NULL;
-    do {
-        if (len + 4096 + 1 > cap) {
-            cap = cap * 2 + 4096 + 1;
-            buf = realloc(buf, cap);
-            ck_assert_ptr_nonnull(buf);
-        }
-        n = fread(buf + len, 1, 4096, f);
-        len += n;
-    } while (n > 0);
-    fclose(f);
-    buf[len] = '\0';
-    return buf;
-}
-
 /* Restarts n0 on its data with `extra`. */
 static void restart_n0(const char *const *extra)
 {
@@ -117,7 +94,7 @@ START_TEST(a_node_without_a_capability_serves_none_of_its_units)
           "work 1 through n1: %s", out);
 
     /* Without gpu: n0 holds svc's unit and serves it to nobody. */
-    log = read_all(actlog);
+    log = tu_read_file(actlog);
     before = log != NULL ? strlen(log) : 0;
     free(log);
     restart_n0(bare);
@@ -147,7 +124,7 @@ START_TEST(a_node_without_a_capability_serves_none_of_its_units)
                   keel_err_name(rc), out);
         }
     }
-    log = read_all(actlog);
+    log = tu_read_file(actlog);
     CHECK(log != NULL && strlen(log) >= before &&
               strstr(log + before, "activate svc") == NULL,
           "n0, without gpu, activated svc:\n%s",
