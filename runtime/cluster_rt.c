@@ -570,6 +570,12 @@ int keel__cluster_rt_busy(keel_node *n)
                       rt->nheld, keel__peers_pending(rt->peers));
         return 0;
     }
+    /* A node that cannot take part (its store failed, say) stops as
+     * soon as the calls it forwarded are answered: the others route to
+     * it until its session ends with it, so no quiet would come, and its
+     * units fail over only once it is gone. */
+    if (rt->failure != 0)
+        return keel__peers_pending(rt->peers) > 0;
     return rt->nheld > 0 || keel__peers_pending(rt->peers) > 0 ||
            keel__obatch_queued(rt->obatch) > 0 ||
            t - n->last_forward_in < STOP_QUIET_S;
