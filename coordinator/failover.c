@@ -14,8 +14,11 @@ static int pick(const keel_rs_env *env, const keel_rs *rs, unsigned mask)
         if (!((mask >> i) & 1) || !env->live(name, env->arg) ||
             !env->has_store(name, env->arg))
             continue;
-        /* 0: placeable and not suspect; 1: placeable; 2: neither. */
-        rank = env->placeable == NULL || env->placeable(name, env->arg)
+        /* 0: placeable, declaring the capability, not suspect; 1: the
+         * same but suspect; 2: the others. */
+        rank = (env->placeable == NULL || env->placeable(name, env->arg)) &&
+                       (env->declares == NULL ||
+                        env->declares(name, env->cap, env->arg))
                    ? (env->suspect != NULL && env->suspect(name, env->arg))
                    : 2;
         if (rank < best_rank) {

@@ -27,12 +27,15 @@
  * one of its fallbacks, the backups in sync before its promotion
  * (keel_rs_stand_in), chosen the same way.
  * Among the candidates the first in list order that placement could give
- * units to (not leaving, reachable) and that is not suspect (this node's
- * link to it failed: it may be dying too, its session not expired yet)
- * wins; failing that, the first placeable one; failing that, the first
- * one. Any candidate holds every acknowledged write: the preference only
- * keeps a unit from going, alone in sync, to a node about to be gone as
- * well, where it would wait for that node's return. */
+ * units to (not leaving, reachable), that declares the unit's capability
+ * and that is not suspect (this node's link to it failed: it may be
+ * dying too, its session not expired yet) wins; failing that, the first
+ * such one that is suspect; failing that, the first one. Any candidate
+ * holds every acknowledged write: the preference only keeps a unit from
+ * going, alone in sync, to a node about to be gone as well, where it
+ * would wait for that node's return, or to one that no longer declares
+ * the capability (restarted without it), which holds the unit without
+ * serving it until the unit has moved on by a stream. */
 #ifndef KEEL_COORDINATOR_FAILOVER_H
 #define KEEL_COORDINATOR_FAILOVER_H
 

@@ -100,6 +100,20 @@ static int rs_placeable(const char *name, void *arg)
     return m != NULL && !m->leaving && !m->addr_bad;
 }
 
+static int rs_declares(const char *name, const char *cap, void *arg)
+{
+    keel_controller *ctl = arg;
+    const keel_member *m = keel_membership_find(ctl->members, name);
+    size_t i;
+
+    if (cap == NULL || cap[0] == '\0')
+        return 1;
+    for (i = 0; m != NULL && i < m->ncaps; i++)
+        if (strcmp(m->caps[i], cap) == 0)
+            return 1;
+    return 0;
+}
+
 static int rs_suspect(const char *name, void *arg)
 {
     keel_controller *ctl = arg;
@@ -939,6 +953,7 @@ int keel__ctl_reconcile(keel_controller *ctl, keel_shard_map *next)
     env.waiting = rs_waiting;
     env.placeable = rs_placeable;
     env.suspect = rs_suspect;
+    env.declares = rs_declares;
     env.store = rs_store;
     env.leaving = rs_leaving;
     env.arg = ctl;
@@ -946,6 +961,7 @@ int keel__ctl_reconcile(keel_controller *ctl, keel_shard_map *next)
         const char *cap = next->caps[c];
         int dc = keel_map_cap_index(&desired, cap);
         uint64_t formed = 0;
+        env.cap = cap;
         /* A unit never owned goes to the members there are once R of
          * them could hold it, or once the formation wait is over: the
          * members placed in its first write are all in sync, those

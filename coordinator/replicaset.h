@@ -84,6 +84,11 @@ typedef struct keel_rs_env {
      * hint that it is down, though its session has not expired yet);
      * NULL: none is. Failover prefers the others. */
     int (*suspect)(const char *name, void *arg);
+    /* Whether it declares the unit's capability `cap`; NULL: every node
+     * does. Failover prefers those: a primary that does not declare it
+     * holds the unit without serving it until the unit moves on. */
+    int (*declares)(const char *name, const char *cap, void *arg);
+    const char *cap;
     /* Rule 7 only. The store id a live member publishes, as the map keeps
      * them ("" when none), or NULL when `name` is not a live member; and
      * whether it is leaving (drained). */

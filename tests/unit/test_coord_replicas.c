@@ -412,6 +412,15 @@ static int t_suspect(const char *name, void *arg)
     return in(suspect_set, name);
 }
 
+static const char *capless_set[8];
+
+/* Declares "gpu" unless listed in capless_set; every node declares "". */
+static int t_declares(const char *name, const char *cap, void *arg)
+{
+    (void)arg;
+    return cap[0] == '\0' || !in(capless_set, name);
+}
+
 /* Rule 6: whom failover picks, and the set after it. */
 START_TEST(test_failover_pick)
 {
@@ -471,6 +480,24 @@ START_TEST(test_failover_pick)
     rs = rs_of("a,b,c", 7);
     ck_assert_int_eq(keel_failover_pick(&e, &fu), 1);
     leaving_set[0] = NULL;
+    /* one that declares the unit's capability before one that no longer
+     * does (restarted without it: it would hold the unit unserved), even
+     * a suspect one; with no other, it still takes the unit */
+    e.declares = t_declares;
+    e.cap = "gpu";
+    capless_set[0] = "b";
+    rs = rs_of("a,b,c", 7);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 2);
+    suspect_set[0] = "c";
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 2);
+    rs = rs_of("a,b,c", 3);
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 1);
+    e.cap = "";
+    rs = rs_of("a,b,c", 7);
+    suspect_set[0] = NULL;
+    ck_assert_int_eq(keel_failover_pick(&e, &fu), 1);
+    capless_set[0] = NULL;
+    e.declares = NULL;
     suspect_set[0] = NULL;
     e.suspect = NULL;
     /* the set after it: the promoted backup alone in sync, the others
@@ -3042,6 +3069,84 @@ START_TEST(test_failover_on_session_expiry)
 }
 END_TEST
 
+/* Member i's znode as it would be were it started again, on the same
+ * store, without declaring "gpu". */
+static void republish_capless(int i)
+{
+    char path[64], data[256];
+    int n;
+
+    snprintf(path, sizeof path, "/keel/test/members/%s", nm(i));
+    n = snprintf(data, sizeof data, "addr 127.0.0.1:%d\ncaps \n"
+                                    "session_timeout %d\nstore %s\n",
+                 7000 + i, TIMEOUT, store_of_[i]);
+    ck_assert_int_eq(keel_zk_fake_set(F, path, data, (size_t)n), 0);
+}
+
+/* Failover prefers an in-sync backup that declares the unit's capability
+ * to one listed before it that no longer does (its node started again
+ * without it, the map not changed yet): promoted there, the unit would be
+ * held without being served until it had moved on by a stream. Node a
+ * (default group, the controller), b, c, d and e declaring "gpu", R = 3;
+ * then one of them no longer declares it and a unit's primary dies. */
+START_TEST(test_failover_prefers_a_backup_declaring_the_capability)
+{
+    mkopt a = {3, NULL, 0, 0, 0}, g = {3, "gpu", 0, 0, 0};
+    keel_shard_map before, after;
+    uint32_t s, pick = SHARDS;
+    uint64_t epoch;
+    int ci, p = -1, x = -1, y = -1, i;
+
+    mk(0, &a);
+    settle();
+    ck_assert(keel_cluster_is_controller(C[0]));
+    for (i = 1; i < 5; i++)
+        mk(i, &g);
+    settle();
+    advance(FORMATION);
+    before = checked_map();
+    ci = keel_map_cap_index(&before, "gpu");
+    ck_assert_int_ge(ci, 0);
+    for (s = 0; s < SHARDS && pick == SHARDS; s++) {
+        const keel_map_unit *u = keel_map_unit_at(&before, (uint32_t)ci, s);
+        if (u->nreplicas == 3 && count_insync(u) == 3)
+            pick = s;
+    }
+    ck_assert_uint_lt(pick, SHARDS);
+    {
+        const keel_map_unit *u = keel_map_unit_at(&before, (uint32_t)ci, pick);
+        p = node_idx(before.nodes[u->replicas[0]]);
+        x = node_idx(before.nodes[u->replicas[1]]);
+        y = node_idx(before.nodes[u->replicas[2]]);
+    }
+    ck_assert(p > 0 && x > 0 && y > 0);
+    epoch = keel_map_unit_at(&before, (uint32_t)ci, pick)->shard_epoch;
+    keel_map_free(&before);
+    /* x no longer declares gpu; the controller hears of it only after the
+     * primary is gone, so both changes meet in one decision */
+    republish_capless(x);
+    settle();
+    after = zk_map();
+    /* x stays listed in sync while its replacement catches up */
+    ck_assert_int_eq(pos_of(&after, unit(&after, "gpu", pick), nm(x)), 1);
+    ck_assert(keel_map_insync(unit(&after, "gpu", pick), 1));
+    keel_map_free(&after);
+    keel_zk_fake_disconnect(keel_cluster_zk(C[p]));
+    advance(TIMEOUT + TIMEOUT / 2);
+    advance(1000);
+    after = zk_map();
+    /* y took it in the failover itself, not by a move after x had it */
+    ck_assert_msg(strcmp(keel_map_primary(&after, (uint32_t)ci, pick),
+                         nm(y)) == 0 &&
+                      unit(&after, "gpu", pick)->shard_epoch == epoch + 1,
+                  "gpu/%u, at epoch %llu %s,%s,%s, is now %s at epoch %llu",
+                  pick, (unsigned long long)epoch, nm(p), nm(x), nm(y),
+                  unit_str(&after, "gpu", pick),
+                  (unsigned long long)unit(&after, "gpu", pick)->shard_epoch);
+    keel_map_free(&after);
+}
+END_TEST
+
 /* The units a stood-in failover concerns: node-b primary, node-c its
  * first in-sync backup, node-a in sync too. */
 static int b_then_c(const keel_shard_map *m, uint32_t s)
@@ -4695,6 +4800,11 @@ int main(void)
     tcase_add_test(tc, test_add_by_new_controller);
     tcase_add_test(tc, test_add_stale_across_sessions);
     tcase_add_test(tc, test_add_withdraw_reordered);
+    suite_add_tcase(s, tc);
+    /* Its own case, so that CK_RUN_CASE runs it alone. */
+    tc = tcase_create("failover_caps");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_failover_prefers_a_backup_declaring_the_capability);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
