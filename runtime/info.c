@@ -758,7 +758,9 @@ int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
         if (rc != 0) {
             snprintf(errbuf, errlen, "cannot forget %s: %s", arg,
                      rc == KEEL_EEXIST
-                         ? "it is a live member (drain it instead)"
+                         ? "it is a member (a running node: drain it "
+                           "instead; a killed one: wait until its session "
+                           "has expired, the session timeout)"
                      : rc == KEEL_ENOTFOUND
                          ? "the map lists no such node (`keel nodes` and "
                            "`keel shards` show the cluster's nodes)"

@@ -2355,6 +2355,19 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
     rc = keel__auth_create(n, opts.auth_tokens, &n->auth, errbuf, errlen);
     if (rc != 0)
         goto err_after_loop;
+    /* The ports first: a node that cannot listen must not have created a
+     * data directory on its way out (a new one, with the default shard
+     * count, would then refuse the count its next start gives). */
+    if (opts.http_listen != NULL) {
+        rc = keel__http_create(n, opts.http_listen, errbuf, errlen);
+        if (rc != 0)
+            goto err_after_loop;
+    }
+    if (n->listen_addr != NULL) {
+        rc = keel__net_listen(n, n->listen_addr, errbuf, errlen);
+        if (rc != 0)
+            goto err_after_loop;
+    }
     memset(&so, 0, sizeof so);
     so.path = n->data_dir;
     so.shard_count = opts.shard_count;
@@ -2383,16 +2396,6 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
     }
     if (!opts.no_builtins) {
         rc = keel__register_builtins(n);
-        if (rc != 0)
-            goto err_after_coord;
-    }
-    if (opts.http_listen != NULL) {
-        rc = keel__http_create(n, opts.http_listen, errbuf, errlen);
-        if (rc != 0)
-            goto err_after_coord;
-    }
-    if (n->listen_addr != NULL) {
-        rc = keel__net_listen(n, n->listen_addr, errbuf, errlen);
         if (rc != 0)
             goto err_after_coord;
     }
@@ -2440,6 +2443,9 @@ err_after_coord:
 err_after_store:
     keel_store_close(n->store);
 err_after_loop:
+    keel__http_destroy(n);
+    if (n->listen_fd >= 0)
+        close(n->listen_fd);
     keel__auth_destroy(n->auth);
     ev_loop_destroy(n->loop);
 err_after_alloc:

@@ -145,6 +145,63 @@ static void usage(FILE *f)
             DEFAULT_TIMEOUT_MS);
 }
 
+/* `keel COMMAND --help`: the entries of the full help's command list
+ * whose first word is cmd ("node" has two), the options of calls when it
+ * is call or cast, and where the rest is. The full help when no entry
+ * matches, or when it cannot be read back. */
+static void usage_of(FILE *f, const char *cmd)
+{
+    char *text = NULL, *line, *save = NULL;
+    size_t len = 0, cl = strlen(cmd);
+    FILE *m = open_memstream(&text, &len);
+    int in_cmds = 0, in_opts = 0, take = 0, found = 0, opts = 0;
+    int calls = strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0;
+
+    if (m == NULL) {
+        usage(f);
+        return;
+    }
+    usage(m);
+    if (fclose(m) != 0 || text == NULL) {
+        free(text);
+        usage(f);
+        return;
+    }
+    for (line = strtok_r(text, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        int entry = line[0] == ' ' && line[1] == ' ' && line[2] != ' ';
+        if (strcmp(line, "commands:") == 0 || strcmp(line, "options:") == 0) {
+            in_cmds = line[0] == 'c';
+            in_opts = !in_cmds;
+            take = 0;
+            continue;
+        }
+        if (line[0] != ' ') {
+            in_cmds = in_opts = take = 0;
+            continue;
+        }
+        /* call and cast share their words on ARGs and their options. */
+        if (entry && in_cmds)
+            take = (strncmp(line + 2, cmd, cl) == 0 && line[2 + cl] == ' ') ||
+                   (calls && (strncmp(line + 2, "call ", 5) == 0 ||
+                              strncmp(line + 2, "cast ", 5) == 0));
+        else if (entry && in_opts)
+            take = calls && found && strstr(line, "call/cast") != NULL;
+        if (take && !found++)
+            fprintf(f, "usage: keel [OPTIONS] %s ...\n\n", cmd);
+        if (take && in_opts && !opts++)
+            fprintf(f, "\noptions of call and cast:\n");
+        if (take)
+            fprintf(f, "%s\n", line);
+    }
+    free(text);
+    if (!found) {
+        usage(f);
+        return;
+    }
+    fprintf(f, "\n'keel --help' lists every command and option.\n");
+}
+
 static int usage_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 
@@ -1377,10 +1434,13 @@ int main(int argc, char **argv)
     /* `keel help`, `keel COMMAND --help`: what a newcomer types first.
      * Only the word right after the command, so that a message word
      * "--help" further on is still sent. */
-    if (strcmp(cmd, "help") == 0 ||
-        (nargs > 0 &&
-         (strcmp(args[0], "--help") == 0 || strcmp(args[0], "-h") == 0))) {
+    if (strcmp(cmd, "help") == 0) {
         usage(stdout);
+        return flush_stdout();
+    }
+    if (nargs > 0 &&
+        (strcmp(args[0], "--help") == 0 || strcmp(args[0], "-h") == 0)) {
+        usage_of(stdout, cmd);
         return flush_stdout();
     }
     if (strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0) {

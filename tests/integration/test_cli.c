@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -202,18 +203,25 @@ START_TEST(errors_through_cli)
 }
 END_TEST
 
-/* What a newcomer types to learn a command prints the help, exit 0,
- * without asking any node (nobody listens on port 1): `keel help` and
- * COMMAND --help or -h right after the command. Further on, --help is a
- * word of the message; an unknown command lists the known ones. */
+/* What a newcomer types to learn a command prints help, exit 0, without
+ * asking any node (nobody listens on port 1): `keel help` the whole of
+ * it; COMMAND --help or -h right after the command that command's entries
+ * (and for call and cast their options), and where the rest is. Further
+ * on, --help is a word of the message; an unknown command lists the
+ * known ones. */
 START_TEST(help_words)
 {
-    static const char *const asks[][3] = {
-        {"help", NULL, NULL},          {"help", "shards", NULL},
-        {"call", "--help", NULL},      {"cast", "-h", NULL},
-        {"shards", "--help", NULL},    {"where", "--help", "x"},
-        {"node", "--help", NULL},      {"dead-letters", "-h", NULL},
-        {"stat", "--help", NULL},
+    /* The words, a line the help must hold, one it must not. */
+    static const char *const asks[][5] = {
+        {"help", NULL, NULL, "node drain ID", NULL},
+        {"help", "shards", NULL, "node drain ID", NULL},
+        {"call", "--help", NULL, "-r, --retry N", "node drain ID"},
+        {"cast", "-h", NULL, "  call TYPE ID", "  where TYPE ID"},
+        {"shards", "--help", NULL, "--digest", "  call TYPE ID"},
+        {"where", "--help", "x", "  where TYPE ID", "--retry"},
+        {"node", "--help", NULL, "node forget ID", "  stat "},
+        {"dead-letters", "-h", NULL, "retry|drop", "  node "},
+        {"stat", "--help", NULL, "  stat ", "  ping "},
     };
     char *out = NULL, *err = NULL;
     size_t i;
@@ -224,8 +232,12 @@ START_TEST(help_words)
         ck_assert_msg(rc == 0, "keel %s %s: exit %d: %s", asks[i][0],
                       asks[i][1] != NULL ? asks[i][1] : "", rc, err);
         ck_assert_msg(strncmp(out, "usage: keel ", 12) == 0 &&
-                          strstr(out, "node drain ID") != NULL,
-                      "keel %s: %s", asks[i][0], out);
+                          strstr(out, asks[i][3]) != NULL &&
+                          (asks[i][4] == NULL ||
+                           (strstr(out, asks[i][4]) == NULL &&
+                            strstr(out, "keel --help") != NULL)),
+                      "keel %s %s: %s", asks[i][0],
+                      asks[i][1] != NULL ? asks[i][1] : "", out);
         ck_assert_str_eq(err, "");
         free(out);
         free(err);
@@ -863,13 +875,17 @@ START_TEST(bench_bad_options)
 }
 END_TEST
 
+/* A port another process holds: keeld says which and exits 1, having
+ * created no data directory (a new one, made with the default shard
+ * count, would refuse the --shards of the next start). */
 START_TEST(keeld_port_taken)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET};
     socklen_t salen = sizeof sa;
     char *bin = tu_bin("keeld"), *out = NULL, *err = NULL, addr[32],
-         want[256];
+         want[256], fresh[600];
     int fd = socket(AF_INET, SOCK_STREAM, 0), rc;
+    struct stat st;
 
     ck_assert_int_ge(fd, 0);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -877,9 +893,10 @@ START_TEST(keeld_port_taken)
     ck_assert_int_eq(listen(fd, 1), 0);
     ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &salen), 0);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(sa.sin_port));
+    snprintf(fresh, sizeof fresh, "%s/fresh", dir);
     {
-        const char *argv[] = {bin, "--data", data, "--listen", "127.0.0.1:0",
-                              "--http", addr, NULL};
+        const char *argv[] = {bin, "--data", fresh, "--listen",
+                              "127.0.0.1:0", "--http", addr, NULL};
         rc = tu_run_for(argv, 10, &out, &err);
     }
     snprintf(want, sizeof want, "cannot listen for HTTP on %s: Address "
@@ -887,10 +904,11 @@ START_TEST(keeld_port_taken)
              "with --http HOST:PORT", addr);
     ck_assert_msg(rc == 1 && strstr(err, want) != NULL, "exit %d: %s", rc,
                   err);
+    ck_assert_msg(stat(fresh, &st) != 0, "%s was created", fresh);
     free(out);
     free(err);
     {
-        const char *argv[] = {bin, "--data", data, "--listen", addr, NULL};
+        const char *argv[] = {bin, "--data", fresh, "--listen", addr, NULL};
         rc = tu_run_for(argv, 10, &out, &err);
     }
     snprintf(want, sizeof want, "cannot listen on %s: Address already in "
@@ -898,6 +916,7 @@ START_TEST(keeld_port_taken)
              "with --listen HOST:PORT", addr);
     ck_assert_msg(rc == 1 && strstr(err, want) != NULL, "exit %d: %s", rc,
                   err);
+    ck_assert_msg(stat(fresh, &st) != 0, "%s was created", fresh);
     free(out);
     free(err);
     close(fd);

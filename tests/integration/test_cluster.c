@@ -343,6 +343,10 @@ START_TEST(forget_dead_node_reassigns_its_units)
     ck_assert_int_eq(rc, 1);
     ck_assert_ptr_nonnull(err);
     ck_assert_ptr_nonnull(strstr(err, "EEXIST"));
+    /* Says what to do for a running node and for a killed one. */
+    ck_assert_msg(strstr(err, "drain it") != NULL &&
+                      strstr(err, "session has expired") != NULL,
+                  "forget of a member: %s", err);
     free(out);
     free(err);
     ck_assert_int_eq(tu_keeld_stop(&fx.nodes[2], SIGKILL), 128 + SIGKILL);
