@@ -43,6 +43,21 @@ int keel__dl_transient(int status)
     }
 }
 
+int keel__dl_not_run(int status)
+{
+    switch (status) {
+    case KEEL_EUNAVAIL:
+    case KEEL_EOVERLOAD:
+    case KEEL_EDEADLINE:
+    case KEEL_ENOTSENT:
+    case KEEL_ENOTMEMBER:
+    case KEEL_ESTOPPING:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 unsigned keel__dl_after(const keel_node *n)
 {
     return n->opts.dead_letter_after != 0 ? n->opts.dead_letter_after

@@ -54,6 +54,12 @@ enum { KEEL_DL_OUTBOX = 1, KEEL_DL_REMINDER = 2 };
  * receiver's answer to the message. */
 int keel__dl_transient(int status);
 
+/* Nonzero for a transient failure that says the receiver did not run the
+ * delivery (held until its deadline, refused before it ran, never sent).
+ * The others (the link or the lease lost, EINDOUBT...) leave it unknown
+ * whether it was applied. */
+int keel__dl_not_run(int status);
+
 /* Refusals after which a delivery becomes a dead letter (the node's
  * option, its default when 0). */
 unsigned keel__dl_after(const keel_node *n);

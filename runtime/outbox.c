@@ -67,6 +67,17 @@ struct ob_sender {
     uint64_t wait_seq;
     ev_tstamp wait_since;
     unsigned wait_tries;
+    /* Messages up to unsure_upto may have been applied by their receiver
+     * already: an attempt of theirs ended without an answer that says
+     * (the link or the lease lost, EINDOUBT), or they were found in the
+     * store (at a start or a take), where an earlier process or node may
+     * have sent them. A receiver refusing one with ENOTYPE or ESTATEVER
+     * has not looked at what it applied, so such a message is never
+     * given up by the deploy wait: kept as a dead letter and retried, it
+     * would go under a new number and be applied twice. It waits for
+     * the deploy, however long (said once: wait_told). */
+    uint64_t unsure_upto;
+    int wait_told;
     /* A turn that queued messages was answered with an error although
      * its writes may stand (the lease lapsed before the reply left):
      * what the store holds may go once the unit is served here again. */
@@ -681,6 +692,8 @@ static int settle(struct ob_sender *s)
  * settled. */
 static void store_holds(struct ob_sender *s, uint64_t next)
 {
+    if (next > s->unsure_upto)
+        s->unsure_upto = next;
     if (s->n->cluster == NULL) {
         if (next > s->released)
             s->released = next;
@@ -757,9 +770,21 @@ static int wait_deploy(struct ob_sender *s, uint64_t seq, int status,
         s->wait_seq = seq;
         s->wait_since = now;
         s->wait_tries = 0;
+        s->wait_told = 0;
     }
     s->wait_tries++;
-    if (now - s->wait_since >= bound) {
+    if (now - s->wait_since >= bound && seq <= s->unsure_upto &&
+        !s->wait_told) {
+        s->wait_told = 1;
+        keel_warn("outbox: message %llu of %s '%.*s' has waited %.0f s, "
+                  "the deploy wait, but it is not kept as a dead letter: "
+                  "its receiver may have applied it already (an earlier "
+                  "attempt's outcome is unknown), and a retry would apply "
+                  "it again; it waits until its receiver's node %s",
+                  (unsigned long long)seq, s->te->name, (int)s->idlen,
+                  (const char *)s->id, now - s->wait_since, until);
+    }
+    if (now - s->wait_since >= bound && seq > s->unsure_upto) {
         int wl = snprintf(why, why_size,
                           "%s (%.*s) for %.0f s, the deploy wait "
                           "(--deploy-wait-ms)",
@@ -802,6 +827,8 @@ static void deliver_cb(int status, const void *reply, size_t len, void *data)
         keel_debug("outbox: message %llu of %s: %s; sending it again",
                    (unsigned long long)seq, s->te->name,
                    keel_strerror(status));
+        if (!keel__dl_not_run(status) && seq > s->unsure_upto)
+            s->unsure_upto = seq;
         if (!s->n->stopping)
             retry_later(s);
         return;

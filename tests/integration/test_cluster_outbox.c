@@ -483,6 +483,60 @@ START_TEST(a_message_past_the_deploy_wait_is_a_dead_letter)
 }
 END_TEST
 
+/* A message its sender's node found in the store (started again while
+ * it waited: an earlier process may have sent it, and its receiver may
+ * have applied it, the answer lost) is not given up by the deploy wait:
+ * its receiver's ENOTYPE does not say whether it applied it, and a dead
+ * letter retried goes under a new number, so it would be applied twice.
+ * It waits for the deploy, says so once, and lands once the receiver's
+ * node has the type. */
+START_TEST(a_message_found_in_the_store_waits_past_the_deploy_wait)
+{
+    const char *with[] = {"--load", plugin, "--deploy-wait-ms", "8000",
+                          NULL};
+    char from[16], to[16], msg[64], out[160], *log = NULL;
+    int k, tries, told = 0;
+    long dead = 0;
+
+    CHECK(tu_cluster_start_nodev(&fx, 0, 0, with) == 0, "n0 did not start");
+    CHECK(tu_cluster_start_node(&fx, 1, 0, NULL) == 0, "n1 did not start");
+    sender_of_and_receiver("acct", from, to);
+    snprintf(msg, sizeof msg, "xfer %s 5", to);
+    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "acct", from, msg, out,
+                               sizeof out) == 0,
+          "xfer to n1's acct: %s", out);
+    /* Long before the deploy wait ends: n0 crashes and comes back. */
+    k = fx.nodes[0].port;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[0], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[0]);
+    CHECK(tu_cluster_start_nodev(&fx, 0, k, with) == 0,
+          "n0 did not start again");
+    for (tries = 0; tries < 300 && !told && dead == 0; tries++) {
+        free(log);
+        log = tu_keeld_log(&fx.nodes[0]);
+        told = log != NULL && strstr(log, "not kept as a dead letter") != NULL;
+        dead = tu_keel_stat(fx.nodes[0].addr, "outbox_dead");
+        if (!told && dead == 0)
+            tu_sleep_ms(100);
+    }
+    free(log);
+    CHECK(dead == 0, "the message found in the store became a dead letter "
+                     "past the deploy wait");
+    CHECK(told, "n0 never said the message waits past the deploy wait");
+    /* The deploy done: it lands, once. */
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[1], SIGTERM), 0);
+    k = fx.nodes[1].port;
+    tu_keeld_free(&fx.nodes[1]);
+    CHECK(tu_cluster_start_nodev(&fx, 1, k, with) == 0,
+          "n1 did not start again");
+    CHECK(acct_credits(0, to, 1, out, sizeof out) &&
+              strncmp(out, "5 0 1 0 0", 9) == 0,
+          "acct %s after the deploy: '%s', not the one credit of 5", to, out);
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "outbox_dead") == 0,
+          "a dead letter after the deploy");
+}
+END_TEST
+
 /* A message of keel_turn_send as large as the max frame size (which
  * keel_turn_send accepts) reaches a receiver on another node: what the
  * nodes add around it (the sender, the receiver's name, the budget) does
@@ -605,6 +659,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_message_past_the_deploy_wait_is_a_dead_letter);
+    tcase_add_test(tc, a_message_found_in_the_store_waits_past_the_deploy_wait);
     suite_add_tcase(s, tc);
     tc = tcase_create("largest");
     tcase_add_checked_fixture(tc, setup, teardown);
