@@ -404,6 +404,11 @@ static void leave_tick(keel_cluster_rt *rt)
     }
     if (rt->leave != 1)
         return;
+    if (rt->failure != 0) {
+        rt->leave = 2; /* the store failed: stop without the rest */
+        keel_node_stop(n);
+        return;
+    }
     keel_cluster_held(rt->c, &held, &movable);
     /* A unit stored here from a stream is on its way to being ours (the
      * sender's release names this node): leaving before the map shows it
@@ -439,12 +444,15 @@ int keel__cluster_rt_leave(keel_node *n)
 
     if (rt == NULL || !rt->started || rt->leave == 2)
         return 0;
-    if (rt->leave == 1)
-        return 1;
     if (rt->failure != 0) {
-        rt->leave = 2; /* keel__cluster_rt_store_check, on_failed */
+        /* keel__cluster_rt_store_check, on_failed; also when the store
+         * failed while this node was handing its units off: the rest of
+         * the leave would read a store that refuses every read. */
+        rt->leave = 2;
         return 0;
     }
+    if (rt->leave == 1)
+        return 1;
     if (keel_cluster_phase(rt->c) != KEEL_CLUSTER_RUNNING ||
         keel_cluster_fenced(rt->c)) {
         keel_warn("cluster: not joined or fenced: stopping without handing "

@@ -124,9 +124,10 @@ void repl_arm(keel_repl *r, double after)
         if (after > 0)
             return;
         ev_timer_stop(r->n->loop, &r->tick);
-    } else {
-        r->tick_seen = ev_now(r->n->loop);
     }
+    /* A tick set to fire later (a catch-up's pause) is no stall of the
+     * loop when it does. */
+    r->tick_seen = ev_now(r->n->loop) + after - REPL_TICK_S;
     ev_timer_set(&r->tick, after, REPL_TICK_S);
     ev_timer_start(r->n->loop, &r->tick);
 }
@@ -604,6 +605,7 @@ void repl_frame_finish(keel_repl *r, repl_link *l)
     }
     keel_repl_head_encode(f->body, me, strlen(me), r->stream, f->nunits);
     f->born = ev_now(r->n->loop);
+    f->forgiven = 0;
     f->nleft = f->nunits;
     f->listed = 1;
     for (k = 0; k < f->nunits; k++)
@@ -882,6 +884,7 @@ static void repl_send(keel_repl *r, keel_batch *b, uint64_t no, uint64_t lo,
         w->seq = u->seq;
         w->no = no;
         w->born = ev_now(r->n->loop);
+        w->forgiven = 0;
         w->doubt = u->sdoubt;
         for (k = 0; k < u->snb; k++)
             if (u->sw[k])
@@ -1172,6 +1175,7 @@ int keel__repl_hold_failed(keel_node *n, keel_req *req)
         w->seq = UINT64_MAX; /* no ack completes it */
         w->no = 0;           /* holds no writes */
         w->born = ev_now(n->loop);
+        w->forgiven = 0;
         for (i = 0; i < u->nsuspect; i++)
             if (u->suspect[i].epoch == epoch) {
                 w->b[w->nb].l = u->suspect[i].l;
@@ -1400,6 +1404,7 @@ int keel__repl_read(keel_node *n, keel_req *req)
         w->cid = ++u->cid;
         w->epoch = epoch;
         w->born = ev_now(n->loop);
+        w->forgiven = 0;
         for (i = 0; i < nrefs; i++) {
             repl_link *l = repl_link_get(r, &r->refs[i]);
             if (l == NULL) {
@@ -1613,12 +1618,30 @@ static void lag_publish(keel_repl *r, ev_tstamp now)
     STAT_SET(r->n, repl_lag_ms, (uint64_t)(worst * 1000));
 }
 
+/* What stall_forgive may still move a start time forward by, of d: at
+ * most the lag bound in all, for each wait and frame. */
+static ev_tstamp forgive_by(const keel_repl *r, ev_tstamp *forgiven,
+                            ev_tstamp d)
+{
+    ev_tstamp room = r->lag_s - *forgiven;
+
+    if (room <= 0)
+        return 0;
+    if (d > room)
+        d = room;
+    *forgiven += d;
+    return d;
+}
+
 /* The loop was held up for d seconds: what waits for backups, and the
  * frames on their way, count their age from d later. Acks that came
  * meanwhile wait unread in the sockets (this timer runs before their
  * reads): judged now, backups that answered in time would be asked out of
- * the in-sync set for this node's own stall. A backup that is really
- * silent is found once the loop has run freely for the lag bound. */
+ * the in-sync set for this node's own stall. Each wait and frame is
+ * forgiven the lag bound at most, in all: a backup that is really silent
+ * is found within twice the lag bound however often the loop stalls (a
+ * loop held a little at every turn would otherwise forgive it nearly
+ * all the time that passes). */
 static void stall_forgive(keel_repl *r, ev_tstamp d)
 {
     repl_unit *u;
@@ -1628,10 +1651,10 @@ static void stall_forgive(keel_repl *r, ev_tstamp d)
 
     for (u = r->busy; u != NULL; u = u->bnext)
         for (w = u->head; w != NULL; w = w->next)
-            w->born += d;
+            w->born += forgive_by(r, &w->forgiven, d);
     for (l = r->links; l != NULL; l = l->next)
         for (f = l->head; f != NULL; f = f->next)
-            f->born += d;
+            f->born += forgive_by(r, &f->forgiven, d);
 }
 
 static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)

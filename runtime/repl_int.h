@@ -96,6 +96,7 @@ struct repl_wait {
      * wait on the last entry made by a flush the batch holds, or earlier. */
     uint64_t no;
     ev_tstamp born;
+    ev_tstamp forgiven; /* how much stall_forgive moved born, in all */
     int doubt; /* fail the replies: the writes cannot be confirmed */
     /* A confirm round (the read rule): its replies wrote nothing; it is
      * complete once each backup answered the round's empty piece `cid`
@@ -196,6 +197,7 @@ struct repl_frame {
     int refs;   /* listed on its link, and its send while unanswered */
     int listed;
     ev_tstamp born;
+    ev_tstamp forgiven; /* how much stall_forgive moved born, in all */
     uint8_t *body;
     size_t len, cap;
     uint16_t nunits, nleft;
@@ -293,8 +295,9 @@ struct keel_repl {
     uint64_t stream; /* this process's stream: its start, in ns */
     int clean_start; /* the last run stopped in order (clean-stop marker) */
     double lag_s;
-    /* The loop's time at the last tick (or when the tick started): a
-     * longer gap than REPL_STALL_S to the next is the loop held up. */
+    /* The loop's time at the last tick, or, when the tick was started,
+     * REPL_TICK_S before the time it was set to fire: a gap longer than
+     * REPL_STALL_S to the next is the loop held up. */
     ev_tstamp tick_seen;
     /* The catch-up rate (catchup.c): bytes a second (0: no limit), and
      * the budget of bytes left as of cu_budget_at. */

@@ -338,6 +338,67 @@ START_TEST(a_primary_whose_store_fails_gives_its_units_up)
 }
 END_TEST
 
+/* A node whose store fails while it leaves (SIGTERM: handing its units
+ * off, each by a stream here, one replica) stops at once, as it does
+ * when the store fails at any other time: the rest of the leave would
+ * read a store that refuses everything, and the node held its units,
+ * answering ESTORE for them, until the leave timed out (60 s here). */
+START_TEST(a_store_failing_during_a_leave_stops_the_node)
+{
+    const char *common[] = {"--leave-timeout", "60000", NULL};
+    char env[600], flag[512], id[16] = "", owner[64], *reply = NULL, *log;
+    keel_client *c = NULL;
+    int i, j, st = 0, exited = 0;
+    double t0;
+    FILE *f;
+
+    snprintf(flag, sizeof flag, "%s/eio-now", fx.dir);
+    snprintf(env, sizeof env, "KEEL_FAILPOINT_STORE_EIO_FILE=%s", flag);
+    fx.nodes[0].child_env = env;
+    tu_cluster_start_together(&fx, 2, 1, common, NULL);
+    for (j = 0; j < 64 && id[0] == '\0'; j++) {
+        char cand[16];
+        snprintf(cand, sizeof cand, "lv%d", j);
+        tu_cluster_owner_of(&fx, 1, "kv", cand, owner, sizeof owner);
+        if (strcmp(owner, "n0") == 0)
+            snprintf(id, sizeof id, "%s", cand);
+    }
+    CHECK(id[0] != '\0', "no kv actor owned by n0");
+    CHECK(keel_client_connect(fx.nodes[0].addr, CLIENT_MS, &c) == 0,
+          "cannot connect to n0");
+    for (i = 0; i < 20; i++) {
+        CHECK(put(c, id, i, &reply) == 0, "put %d: %s", i,
+              reply ? reply : "");
+        free(reply);
+        reply = NULL;
+    }
+    keel_client_close(c);
+    /* Idle, then the disk fails and the node is told to leave: its next
+     * flush, in the leave, fails. */
+    f = fopen(flag, "w");
+    CHECK(f != NULL, "cannot create %s", flag);
+    fclose(f);
+    CHECK(kill(fx.nodes[0].pid, SIGTERM) == 0, "SIGTERM n0");
+    t0 = tu_now_s();
+    while (!exited && tu_now_s() - t0 < 45) {
+        if (waitpid(fx.nodes[0].pid, &st, WNOHANG) == fx.nodes[0].pid) {
+            exited = 1;
+            fx.nodes[0].pid = -1;
+        } else {
+            tu_sleep_ms(100);
+        }
+    }
+    log = tu_keeld_log(&fx.nodes[0]);
+    CHECK(exited, "n0 still runs %.0f s after its SIGTERM (leave timeout "
+                  "60 s)%s",
+          tu_now_s() - t0,
+          log != NULL && strstr(log, "store of node n0 failed") != NULL
+              ? "; its log says its store failed"
+              : "");
+    free(log);
+}
+END_TEST
+
 /* A primary whose own loop is held up past the lag bound, here by commits
  * on its loop thread each held 1.2 s after their writes left (as a flush
  * that stalls on a slow disk holds it), must not take its backups, which
@@ -914,6 +975,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, a_primary_whose_store_fails_gives_its_units_up);
+    tcase_add_test(tc, a_store_failing_during_a_leave_stops_the_node);
     suite_add_tcase(s, tc);
     tc = tcase_create("held_up");
     tcase_add_checked_fixture(tc, setup, teardown);
