@@ -4,7 +4,9 @@
  * an operator retries or drops them (keel dead-letters).
  *
  * A message becomes a dead letter when
- *  - its receiver's type is not registered (an outbox message), at once;
+ *  - its receiver's type is not registered (an outbox message), at once
+ *    (standalone, unless its receiver may have applied it already; in a
+ *    cluster after the deploy wait, runtime/outbox.c);
  *  - its receiver's handler refused it with the same error
  *    keel_node_options.dead_letter_after times in a row (an outbox
  *    message: the sender's dead letter; a reminder's firing: the actor's

@@ -1630,6 +1630,25 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req, int late)
                             keel_err_name(rc), why[0] ? ": " : "", why);
             rc = KEEL_EUNAVAIL;
         }
+        /* So for an outbox message: its activation failed before the
+         * actor looked up what it applied from the sender, so the
+         * refusal does not say it never applied this one (an earlier
+         * copy, its answer lost, may have). Counted as a refusal, the
+         * message would become a dead letter, and sent again from there
+         * under a new number, applied twice. It is sent again later,
+         * until the actor activates. ESTATEVER stays: the sender waits
+         * for a deploy on it, knowing what it knows. */
+        if (rc != 0 && req->from != NULL && rc != KEEL_ESTATEVER &&
+            keel_err_is_answer(rc)) {
+            char why[sizeof t.err];
+            snprintf(why, sizeof why, "%s", t.err_set ? t.err : "");
+            keel_turn_error(&t, "the receiver's activation failed (%s%s%s), "
+                                "before it looked up what it applied from "
+                                "this sender: not its answer; sent again "
+                                "later",
+                            keel_err_name(rc), why[0] ? ": " : "", why);
+            rc = KEEL_EUNAVAIL;
+        }
     }
     if (rc == 0 && req->keyed)
         rc = keel__dedup_lookup(&t, req, &dup, &dup_reply, &dup_len,

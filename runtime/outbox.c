@@ -999,6 +999,10 @@ static void pump(struct ob_sender *s)
                 retry_later(s);
                 return;
             }
+            /* Delivered already, some of them applied: a refusal
+             * now would not say they were not. */
+            if (s->done > s->unsure_upto)
+                s->unsure_upto = s->done;
             if (done < s->done)
                 s->done = done;
             s->redo = 0;
@@ -1042,11 +1046,15 @@ static void pump(struct ob_sender *s)
             int wl = snprintf(why, sizeof why, "unknown actor type '%.*s'",
                               (int)tlen, (const char *)p + 1);
             free(f.val);
-            if (n->cluster != NULL) {
+            if (n->cluster != NULL || f.seq <= s->unsure_upto) {
                 /* The node that queued it had the type: this one, which
                  * serves the sender's unit now, runs other code (a
                  * deploy under way, a rollback). The message waits for
-                 * the types to agree, or for the unit to move. */
+                 * the types to agree, or for the unit to move. So does,
+                 * standalone, one the receiver may have applied (found
+                 * in the store: the node started again without the
+                 * type), which a dead letter retried would apply
+                 * twice. */
                 char dwhy[KEEL_DL_WHY_MAX];
                 size_t dl;
 

@@ -118,16 +118,23 @@ void repl_busy_update(keel_repl *r, repl_unit *u)
 
 void repl_arm(keel_repl *r, double after)
 {
+    ev_tstamp due = ev_now(r->n->loop) + after - REPL_TICK_S;
+
     if (!r->started)
         return;
     if (ev_is_active(&r->tick)) {
         if (after > 0)
             return;
         ev_timer_stop(r->n->loop, &r->tick);
+        /* Brought forward: a stall seen since the last tick still counts
+         * at the next one. */
+        if (r->tick_seen > due)
+            r->tick_seen = due;
+    } else {
+        /* A tick set to fire later (a catch-up's pause) is no stall of
+         * the loop when it does. */
+        r->tick_seen = due;
     }
-    /* A tick set to fire later (a catch-up's pause) is no stall of the
-     * loop when it does. */
-    r->tick_seen = ev_now(r->n->loop) + after - REPL_TICK_S;
     ev_timer_set(&r->tick, after, REPL_TICK_S);
     ev_timer_start(r->n->loop, &r->tick);
 }
@@ -1619,11 +1626,10 @@ static void lag_publish(keel_repl *r, ev_tstamp now)
 }
 
 /* What stall_forgive may still move a start time forward by, of d: at
- * most the lag bound in all, for each wait and frame. */
-static ev_tstamp forgive_by(const keel_repl *r, ev_tstamp *forgiven,
-                            ev_tstamp d)
+ * most cap in all, for each wait and frame. */
+static ev_tstamp forgive_by(ev_tstamp cap, ev_tstamp *forgiven, ev_tstamp d)
 {
-    ev_tstamp room = r->lag_s - *forgiven;
+    ev_tstamp room = cap - *forgiven;
 
     if (room <= 0)
         return 0;
@@ -1638,23 +1644,28 @@ static ev_tstamp forgive_by(const keel_repl *r, ev_tstamp *forgiven,
  * meanwhile wait unread in the sockets (this timer runs before their
  * reads): judged now, backups that answered in time would be asked out of
  * the in-sync set for this node's own stall. Each wait and frame is
- * forgiven the lag bound at most, in all: a backup that is really silent
- * is found within twice the lag bound however often the loop stalls (a
- * loop held a little at every turn would otherwise forgive it nearly
- * all the time that passes). */
+ * forgiven at most the lease's hold bound (or the lag bound, if longer)
+ * in all: any one stall the lease survives is forgiven whole (a longer
+ * one fences the node, and its replies go by the lease rules), while a
+ * loop held a little at every turn, which would otherwise forgive a
+ * backup that is really silent nearly all the time that passes, finds it
+ * within the lag bound plus that. */
 static void stall_forgive(keel_repl *r, ev_tstamp d)
 {
+    ev_tstamp cap = keel__cluster_rt_turn_max_ms(r->n) / 1000.0;
     repl_unit *u;
     repl_wait *w;
     repl_link *l;
     repl_frame *f;
 
+    if (cap < r->lag_s)
+        cap = r->lag_s;
     for (u = r->busy; u != NULL; u = u->bnext)
         for (w = u->head; w != NULL; w = w->next)
-            w->born += forgive_by(r, &w->forgiven, d);
+            w->born += forgive_by(cap, &w->forgiven, d);
     for (l = r->links; l != NULL; l = l->next)
         for (f = l->head; f != NULL; f = f->next)
-            f->born += forgive_by(r, &f->forgiven, d);
+            f->born += forgive_by(cap, &f->forgiven, d);
 }
 
 static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)

@@ -16,6 +16,7 @@
 #include "runtime/node.h"
 #include "persistence/store.h"
 #include "gates.h"
+#include "runtime/deadletters.h"
 #include "runtime/outbox.h"
 #include "entries.h"
 #include "testutil.h"
@@ -26,6 +27,10 @@ static char *dir;
 static int credit_runs;
 static int flaky_down;
 static char flaky_seen[256];
+/* moody/r's activations fail while moody_fails > 0 (each one counts it
+ * down); what moody/r took is appended to moody_seen. */
+static int moody_fails;
+static char moody_seen[256];
 
 static void setup(void)
 {
@@ -33,6 +38,8 @@ static void setup(void)
     credit_runs = 0;
     flaky_down = 0;
     flaky_seen[0] = '\0';
+    moody_fails = 0;
+    moody_seen[0] = '\0';
 }
 
 static void teardown(void)
@@ -123,6 +130,35 @@ static int flaky_message(keel_turn *t, const void *msg, size_t len)
     return keel_turn_put(t, "seen", 4, msg, len);
 }
 
+/* moody: "send TEXT" queues TEXT for moody/r, "get" answers moody_seen,
+ * anything else (at moody/r) is appended to it. */
+static int moody_activate(keel_turn *t)
+{
+    const void *id;
+    size_t il;
+
+    keel_turn_id(t, &id, &il);
+    if (il == 1 && memcmp(id, "r", 1) == 0 && moody_fails > 0) {
+        moody_fails--;
+        return KEEL_EHANDLER;
+    }
+    return 0;
+}
+
+static int moody_message(keel_turn *t, const void *msg, size_t len)
+{
+    if (len > 5 && memcmp(msg, "send ", 5) == 0)
+        return keel_turn_send(t, "moody", "r", 1, (const char *)msg + 5,
+                              len - 5);
+    if (len == 3 && memcmp(msg, "get", 3) == 0)
+        return keel_turn_replyf(t, "%s", moody_seen);
+    if (strlen(moody_seen) + len + 2 < sizeof moody_seen) {
+        strncat(moody_seen, msg, len);
+        strcat(moody_seen, ",");
+    }
+    return keel_turn_put(t, "seen", 4, msg, len);
+}
+
 static keel_node *make_node(void)
 {
     keel_node_options o;
@@ -130,6 +166,9 @@ static keel_node *make_node(void)
     char err[256];
     keel_actor_type acct = {.name = "acct", .on_message = acct_message};
     keel_actor_type flaky = {.name = "flaky", .on_message = flaky_message};
+    keel_actor_type moody = {.name = "moody",
+                             .on_activate = moody_activate,
+                             .on_message = moody_message};
 
     keel_node_options_init(&o);
     o.data_dir = dir;
@@ -138,6 +177,7 @@ static keel_node *make_node(void)
     ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), 0);
     ck_assert_int_eq(keel_node_register_type(n, &acct), 0);
     ck_assert_int_eq(keel_node_register_type(n, &flaky), 0);
+    ck_assert_int_eq(keel_node_register_type(n, &moody), 0);
     return n;
 }
 
@@ -467,6 +507,28 @@ START_TEST(refused_is_dead_letter)
                   "seen: %s", got);
     keel_node_stats(n, &st);
     ck_assert_uint_eq(st.outbox_dead, 1);
+    finish(n);
+}
+END_TEST
+
+/* A receiver whose activation fails has not looked up what it applied
+ * from the sender (an earlier copy, its answer lost, may have been
+ * applied): its failure is no refusal of the message, which goes again
+ * until the receiver activates, more often than dead_letter_after, and
+ * is then taken once. As a dead letter, sent again under a new number,
+ * it could have been applied twice. */
+START_TEST(a_receiver_that_cannot_activate_is_no_refusal)
+{
+    keel_node *n = start_node();
+    char got[128];
+    keel_stats st;
+
+    moody_fails = KEEL_DEAD_LETTER_AFTER_DEFAULT + 2;
+    ck_assert_int_eq(call(n, "moody", "s", "send hello", NULL, 0), 0);
+    ck_assert_msg(wait_get(n, "moody", "s", "hello,", got, sizeof got),
+                  "seen: '%s'", got);
+    keel_node_stats(n, &st);
+    ck_assert_uint_eq(st.outbox_dead, 0);
     finish(n);
 }
 END_TEST
@@ -863,6 +925,7 @@ static Suite *suite(void)
     tcase_add_test(tc, a_fresh_sender_is_not_taken_for_copies);
     tcase_add_test(tc, a_message_waits_for_code_that_reads_its_receiver);
     tcase_add_test(tc, refused_is_dead_letter);
+    tcase_add_test(tc, a_receiver_that_cannot_activate_is_no_refusal);
     tcase_add_test(tc, waiting_messages_survive_restart);
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, dead_letter_survives_a_failed_retire);
