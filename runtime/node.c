@@ -1619,33 +1619,27 @@ static void run_turn(keel_node *n, keel_actor *a, keel_req *req, int late)
          * or a copy of it may still run. An error that
          * keel_err_is_answer() would settle as its recorded refusal must
          * not reach its client; it hears of a failure of the moment and
-         * retries with the key. */
-        if (rc != 0 && req->keyed && keel_err_is_answer(rc)) {
-            char why[sizeof t.err];
-            snprintf(why, sizeof why, "%s", t.err_set ? t.err : "");
-            keel_turn_error(&t, "the actor's activation failed (%s%s%s); "
-                                "not recorded under the request key, so "
-                                "not its answer: send it again with the "
-                                "key",
-                            keel_err_name(rc), why[0] ? ": " : "", why);
-            rc = KEEL_EUNAVAIL;
-        }
-        /* So for an outbox message: its activation failed before the
-         * actor looked up what it applied from the sender, so the
-         * refusal does not say it never applied this one (an earlier
-         * copy, its answer lost, may have). Counted as a refusal, the
-         * message would become a dead letter, and sent again from there
-         * under a new number, applied twice. It is sent again later,
-         * until the actor activates. ESTATEVER stays: the sender waits
-         * for a deploy on it, knowing what it knows. */
-        if (rc != 0 && req->from != NULL && rc != KEEL_ESTATEVER &&
+         * retries with the key. So for an outbox message: the actor has
+         * not looked up what it applied from the sender, so the refusal
+         * does not say it never applied this one (an earlier copy, its
+         * answer lost, may have). Counted as a refusal, the message would
+         * become a dead letter, sent again from there under a new number
+         * and applied twice; it goes again later, until the actor
+         * activates. (ESTATEVER is no such answer: the sender waits for a
+         * deploy on it, knowing what it knows.) */
+        if (rc != 0 && (req->keyed || req->from != NULL) &&
             keel_err_is_answer(rc)) {
             char why[sizeof t.err];
             snprintf(why, sizeof why, "%s", t.err_set ? t.err : "");
-            keel_turn_error(&t, "the receiver's activation failed (%s%s%s), "
-                                "before it looked up what it applied from "
-                                "this sender: not its answer; sent again "
-                                "later",
+            keel_turn_error(&t,
+                            req->keyed ? "the actor's activation failed "
+                                         "(%s%s%s); not recorded under the "
+                                         "request key, so not its answer: "
+                                         "send it again with the key"
+                                       : "the receiver's activation failed "
+                                         "(%s%s%s), before it looked up what "
+                                         "it applied from this sender: not "
+                                         "its answer; sent again later",
                             keel_err_name(rc), why[0] ? ": " : "", why);
             rc = KEEL_EUNAVAIL;
         }
