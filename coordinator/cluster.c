@@ -200,18 +200,6 @@ static void compute_live(keel_cluster *c)
         c->live[i] = keel_membership_find(&c->members, c->map.nodes[i]) != NULL;
 }
 
-/* Whether a node declaring caps[0..n) declares cap ("", the default,
- * every node does). */
-static int declares(char *const *caps, size_t n, const char *cap)
-{
-    if (cap == NULL || cap[0] == '\0')
-        return 1;
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(caps[i], cap) == 0)
-            return 1;
-    return 0;
-}
-
 void keel_cluster_placement(keel_cluster *c, const char *cap, uint32_t shard,
                             keel_placement *out)
 {
@@ -245,7 +233,7 @@ void keel_cluster_placement(keel_cluster *c, const char *cap, uint32_t shard,
         if (!c->lease.fence.fenced && lu != NULL && lu->phase == U_PRIMARY &&
             lu->epoch == u->shard_epoch && u->target == KEEL_MAP_NO_NODE &&
             lu->announce <= c->state_landed &&
-            declares(c->caps, c->ncaps, cap))
+            keel_caps_declare(c->caps, c->ncaps, cap))
             out->state = KEEL_PLACEMENT_LOCAL;
         return;
     }
@@ -256,7 +244,7 @@ void keel_cluster_placement(keel_cluster *c, const char *cap, uint32_t shard,
          * serve the unit (above): calls wait here, not on it. */
         const keel_member *m = keel_membership_find(
             &c->members, c->map.nodes[u->replicas[0]]);
-        if (m == NULL || !declares(m->caps, m->ncaps, cap))
+        if (m == NULL || !keel_caps_declare(m->caps, m->ncaps, cap))
             return;
     }
     out->state = KEEL_PLACEMENT_REMOTE;

@@ -179,6 +179,18 @@ int keel_member_format(const char *addr, const char *const *caps,
     return 0;
 }
 
+int keel_caps_declare(char *const *caps, size_t n, const char *cap)
+{
+    size_t i;
+
+    if (cap == NULL || cap[0] == '\0')
+        return 1;
+    for (i = 0; i < n; i++)
+        if (strcmp(caps[i], cap) == 0)
+            return 1;
+    return 0;
+}
+
 int keel_member_parse(const void *data, size_t len, keel_member *m)
 {
     const char *p = data, *end = p + len, *v, *c, *caps;

@@ -82,6 +82,10 @@ typedef struct keel_member {
 } keel_member;
 
 void keel_member_clear(keel_member *m);
+
+/* Whether a node declaring caps[0..n) declares cap (NULL or "", the
+ * default group: every node does). */
+int keel_caps_declare(char *const *caps, size_t n, const char *cap);
 /* session_timeout_ms: the session's negotiated timeout, 0 to leave the
  * line out. 0, KEEL_EINVAL (address not HOST:PORT, bad capability) or
  * KEEL_ENOMEM.

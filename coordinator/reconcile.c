@@ -104,14 +104,9 @@ static int rs_declares(const char *name, const char *cap, void *arg)
 {
     keel_controller *ctl = arg;
     const keel_member *m = keel_membership_find(ctl->members, name);
-    size_t i;
 
-    if (cap == NULL || cap[0] == '\0')
-        return 1;
-    for (i = 0; m != NULL && i < m->ncaps; i++)
-        if (strcmp(m->caps[i], cap) == 0)
-            return 1;
-    return 0;
+    return m != NULL ? keel_caps_declare(m->caps, m->ncaps, cap)
+                     : keel_caps_declare(NULL, 0, cap);
 }
 
 static int rs_suspect(const char *name, void *arg)

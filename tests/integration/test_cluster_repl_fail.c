@@ -233,6 +233,32 @@ START_TEST(a_refused_write_is_not_kept_by_the_backups)
 }
 END_TEST
 
+/* Starts `nodes` nodes keeping `replicas` replicas, n0 with the failpoint
+ * that fails its next flush once file `flag` exists (set by the test;
+ * env holds the setting, and must last as long as n0), and finds into id
+ * a kv actor n0 owns, named PREFIX<j>. */
+static void start_eio(int nodes, int replicas, const char *const *common,
+                      const char *prefix, char flag[512], char env[600],
+                      char id[16])
+{
+    char owner[64];
+    int j;
+
+    snprintf(flag, 512, "%s/eio-now", fx.dir);
+    snprintf(env, 600, "KEEL_FAILPOINT_STORE_EIO_FILE=%s", flag);
+    fx.nodes[0].child_env = env;
+    tu_cluster_start_together(&fx, nodes, replicas, common, NULL);
+    id[0] = '\0';
+    for (j = 0; j < 64 && id[0] == '\0'; j++) {
+        char cand[16];
+        snprintf(cand, sizeof cand, "%s%d", prefix, j);
+        tu_cluster_owner_of(&fx, 1, "kv", cand, owner, sizeof owner);
+        if (strcmp(owner, "n0") == 0)
+            snprintf(id, 16, "%s", cand);
+    }
+    CHECK(id[0] != '\0', "no kv actor owned by n0");
+}
+
 /* A primary whose store breaks (a flush fails with EIO: the store then
  * refuses every commit until a restart recovers from its log) stops as a
  * crashed node would, without handing off and without dropping its
@@ -247,25 +273,14 @@ START_TEST(a_primary_whose_store_fails_gives_its_units_up)
 {
     static unsigned char acked[MAXPUT], refused[MAXPUT];
     const char *common[] = {"--repl-lag-ms", "1000", NULL};
-    char env[600], flag[512], id[16] = "", owner[64], *reply = NULL, *log;
+    char env[600], flag[512], id[16], *reply = NULL, *log;
     keel_client *c = NULL;
-    int i, j, rc, st = 0, exited = 0, after = 0, nacked = 0;
+    int i, rc, st = 0, exited = 0, after = 0, nacked = 0;
     double until;
 
     memset(acked, 0, sizeof acked);
     memset(refused, 0, sizeof refused);
-    snprintf(flag, sizeof flag, "%s/eio-now", fx.dir);
-    snprintf(env, sizeof env, "KEEL_FAILPOINT_STORE_EIO_FILE=%s", flag);
-    fx.nodes[0].child_env = env;
-    tu_cluster_start_together(&fx, 3, 3, common, NULL);
-    for (j = 0; j < 64 && id[0] == '\0'; j++) {
-        char cand[16];
-        snprintf(cand, sizeof cand, "eio%d", j);
-        tu_cluster_owner_of(&fx, 1, "kv", cand, owner, sizeof owner);
-        if (strcmp(owner, "n0") == 0)
-            snprintf(id, sizeof id, "%s", cand);
-    }
-    CHECK(id[0] != '\0', "no kv actor owned by n0");
+    start_eio(3, 3, common, "eio", flag, env, id);
     CHECK(keel_client_connect(fx.nodes[1].addr, CLIENT_MS, &c) == 0,
           "cannot connect to n1");
     /* Puts through n1 to n0's actor; the disk fails after the tenth. */
@@ -346,24 +361,13 @@ END_TEST
 START_TEST(a_store_failing_during_a_leave_stops_the_node)
 {
     const char *common[] = {"--leave-timeout", "60000", NULL};
-    char env[600], flag[512], id[16] = "", owner[64], *reply = NULL, *log;
+    char env[600], flag[512], id[16], *reply = NULL, *log;
     keel_client *c = NULL;
-    int i, j, st = 0, exited = 0;
+    int i, st = 0, exited = 0;
     double t0;
     FILE *f;
 
-    snprintf(flag, sizeof flag, "%s/eio-now", fx.dir);
-    snprintf(env, sizeof env, "KEEL_FAILPOINT_STORE_EIO_FILE=%s", flag);
-    fx.nodes[0].child_env = env;
-    tu_cluster_start_together(&fx, 2, 1, common, NULL);
-    for (j = 0; j < 64 && id[0] == '\0'; j++) {
-        char cand[16];
-        snprintf(cand, sizeof cand, "lv%d", j);
-        tu_cluster_owner_of(&fx, 1, "kv", cand, owner, sizeof owner);
-        if (strcmp(owner, "n0") == 0)
-            snprintf(id, sizeof id, "%s", cand);
-    }
-    CHECK(id[0] != '\0', "no kv actor owned by n0");
+    start_eio(2, 1, common, "lv", flag, env, id);
     CHECK(keel_client_connect(fx.nodes[0].addr, CLIENT_MS, &c) == 0,
           "cannot connect to n0");
     for (i = 0; i < 20; i++) {
