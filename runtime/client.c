@@ -1164,16 +1164,25 @@ int keel_client_read_reminders(keel_client *c, const char *type,
                       reply, reply_len);
 }
 
+/* A state read whose message is word (wlen bytes) then number. */
+static int read_word_num(keel_client *c, const char *type, const void *id,
+                         size_t idlen, const char *word, size_t wlen,
+                         uint64_t number, char **reply, size_t *reply_len)
+{
+    uint8_t msg[32];
+
+    memcpy(msg, word, wlen);
+    keel_put_be64(msg + wlen, number);
+    return call_frame(c, KEEL_FRAME_CALL, KEEL_FLAG_READ, NULL, type, id,
+                      idlen, msg, wlen + 8, reply, reply_len);
+}
+
 int keel_client_dead_letters(keel_client *c, const char *type,
                              const void *id, size_t idlen, uint64_t after,
                              char **reply, size_t *reply_len)
 {
-    uint8_t msg[KEEL_DEAD_LIST_LEN + 8];
-
-    memcpy(msg, KEEL_DEAD_LIST, KEEL_DEAD_LIST_LEN);
-    keel_put_be64(msg + KEEL_DEAD_LIST_LEN, after);
-    return call_frame(c, KEEL_FRAME_CALL, KEEL_FLAG_READ, NULL, type, id,
-                      idlen, msg, sizeof msg, reply, reply_len);
+    return read_word_num(c, type, id, idlen, KEEL_DEAD_LIST,
+                         KEEL_DEAD_LIST_LEN, after, reply, reply_len);
 }
 
 int keel_client_dead_letter_act(keel_client *c, const char *type,
@@ -1181,13 +1190,26 @@ int keel_client_dead_letter_act(keel_client *c, const char *type,
                                 uint64_t number, char **reply,
                                 size_t *reply_len)
 {
-    uint8_t msg[KEEL_DEAD_RETRY_LEN + 8];
-    size_t wl = retry ? KEEL_DEAD_RETRY_LEN : KEEL_DEAD_DROP_LEN;
+    return read_word_num(c, type, id, idlen,
+                         retry ? KEEL_DEAD_RETRY : KEEL_DEAD_DROP,
+                         retry ? KEEL_DEAD_RETRY_LEN : KEEL_DEAD_DROP_LEN,
+                         number, reply, reply_len);
+}
 
-    memcpy(msg, retry ? KEEL_DEAD_RETRY : KEEL_DEAD_DROP, wl);
-    keel_put_be64(msg + wl, number);
-    return call_frame(c, KEEL_FRAME_CALL, KEEL_FLAG_READ, NULL, type, id,
-                      idlen, msg, wl + 8, reply, reply_len);
+int keel_client_outbox_waiting(keel_client *c, const char *type,
+                               const void *id, size_t idlen, uint64_t after,
+                               char **reply, size_t *reply_len)
+{
+    return read_word_num(c, type, id, idlen, KEEL_OB_WAITING,
+                         KEEL_OB_WAITING_LEN, after, reply, reply_len);
+}
+
+int keel_client_outbox_give_up(keel_client *c, const char *type,
+                               const void *id, size_t idlen, uint64_t seq,
+                               char **reply, size_t *reply_len)
+{
+    return read_word_num(c, type, id, idlen, KEEL_OB_GIVE_UP,
+                         KEEL_OB_GIVE_UP_LEN, seq, reply, reply_len);
 }
 
 int keel_client_call_keyed(keel_client *c, uint8_t kind, const uint8_t *key,

@@ -150,6 +150,17 @@ int keel_client_dead_letter_act(keel_client *c, const char *type,
                                 uint64_t number, char **reply,
                                 size_t *reply_len);
 
+/* Lists actor TYPE/ID's outbox messages still waiting, numbered above
+ * after: as keel_client_dead_letters, each entry what it waits for. */
+int keel_client_outbox_waiting(keel_client *c, const char *type,
+                               const void *id, size_t idlen, uint64_t after,
+                               char **reply, size_t *reply_len);
+/* Gives up waiting outbox message seq of actor TYPE/ID (its next to go):
+ * 0 with *reply a text saying what happens, or the node's error. */
+int keel_client_outbox_give_up(keel_client *c, const char *type,
+                               const void *id, size_t idlen, uint64_t seq,
+                               char **reply, size_t *reply_len);
+
 /* Following an actor (docs/protocol.md, "Following an actor"). An
  * update is the first answer to a subscription or an event after it:
  *   kind KEEL_EVENT_CHANGE: the actor's state is state (state_len bytes;

@@ -199,13 +199,77 @@ static int rec_parse(const uint8_t *v, size_t vl, struct dl_rec *r)
 
 /* ------------------------------------------------------- listing */
 
+int keel__dl_page_init(struct keel_dl_page *pg, keel_node *n, uint64_t held)
+{
+    memset(pg, 0, sizeof *pg);
+    pg->room = n->opts.max_frame > KEEL_FRAME_HEADER
+                   ? n->opts.max_frame - KEEL_FRAME_HEADER
+                   : 0;
+    pg->cap = 512;
+    pg->buf = malloc(pg->cap);
+    if (pg->buf == NULL)
+        return KEEL_ENOMEM;
+    keel_put_be64(pg->buf, held);
+    pg->len = 8;
+    return 0;
+}
+
+int keel__dl_page_add(struct keel_dl_page *pg, const keel_dead_entry *e)
+{
+    size_t need = keel_dead_entry_size(e);
+
+    if (pg->count == KEEL_DEAD_LIST_MAX)
+        return 1;
+    if (pg->len + need > pg->room) {
+        /* The page ends here; the next one starts after it. */
+        if (pg->count == 0)
+            pg->err = KEEL_ETOOBIG;
+        return 1;
+    }
+    if (pg->len + need > pg->cap) {
+        size_t cap = pg->cap * 2;
+        uint8_t *p;
+        while (cap < pg->len + need)
+            cap *= 2;
+        p = realloc(pg->buf, cap);
+        if (p == NULL) {
+            pg->err = KEEL_ENOMEM;
+            return 1;
+        }
+        pg->buf = p;
+        pg->cap = cap;
+    }
+    keel_dead_entry_put(pg->buf + pg->len, e);
+    pg->len += need;
+    pg->count++;
+    return 0;
+}
+
+int keel__dl_page_end(struct keel_dl_page *pg, keel_turn *t, int rc,
+                      const char *what, uint8_t **reply, size_t *rlen)
+{
+    if (rc == 0)
+        rc = pg->err;
+    if (rc != 0) {
+        free(pg->buf);
+        pg->buf = NULL;
+        if (rc == KEEL_ECORRUPT && !keel__turn_has_error(t))
+            keel_turn_error(t, "%s of the actor is unreadable", what);
+        else if (rc == KEEL_ETOOBIG && !keel__turn_has_error(t))
+            keel_turn_error(t, "%s does not fit in a frame of %u bytes "
+                               "(--max-frame)",
+                            what, keel_turn_node(t)->opts.max_frame);
+        return rc;
+    }
+    *reply = pg->buf;
+    *rlen = pg->len;
+    pg->buf = NULL;
+    return 0;
+}
+
 struct list_acc {
     uint64_t after;
-    size_t room; /* the most a reply may hold: it must fit one frame */
-    unsigned count;
-    uint8_t *buf;
-    size_t len, cap;
-    int err;
+    struct keel_dl_page pg;
 };
 
 static int list_cb(const void *key, size_t klen, const void *val, size_t vlen,
@@ -214,17 +278,14 @@ static int list_cb(const void *key, size_t klen, const void *val, size_t vlen,
     struct list_acc *l = data;
     keel_dead_entry e;
     struct dl_rec r;
-    size_t need;
 
     if (klen != DL_REC_LEN + 8 || memcmp(key, DL_REC, DL_REC_LEN) != 0)
         return 0; /* another runtime entry */
     e.number = keel_get_be64((const uint8_t *)key + DL_REC_LEN);
     if (e.number <= l->after)
         return 0;
-    if (l->count == KEEL_DEAD_LIST_MAX)
-        return 1;
     if (rec_parse(val, vlen, &r) != 0) {
-        l->err = KEEL_ECORRUPT;
+        l->pg.err = KEEL_ECORRUPT;
         return 1;
     }
     e.kind = r.kind;
@@ -241,67 +302,23 @@ static int list_cb(const void *key, size_t klen, const void *val, size_t vlen,
     e.shown = r.msg;
     e.shown_len = r.msg_len < KEEL_DEAD_SHOWN_MAX ? r.msg_len
                                                   : KEEL_DEAD_SHOWN_MAX;
-    need = keel_dead_entry_size(&e);
-    if (l->len + need > l->room) {
-        /* The page ends here; the next one starts after it. */
-        if (l->count == 0)
-            l->err = KEEL_ETOOBIG;
-        return 1;
-    }
-    if (l->len + need > l->cap) {
-        size_t cap = l->cap * 2;
-        uint8_t *p;
-        while (cap < l->len + need)
-            cap *= 2;
-        p = realloc(l->buf, cap);
-        if (p == NULL) {
-            l->err = KEEL_ENOMEM;
-            return 1;
-        }
-        l->buf = p;
-        l->cap = cap;
-    }
-    keel_dead_entry_put(l->buf + l->len, &e);
-    l->len += need;
-    l->count++;
-    return 0;
+    return keel__dl_page_add(&l->pg, &e);
 }
 
 static int dl_list(keel_turn *t, uint64_t after, uint8_t **reply,
                    size_t *rlen)
 {
-    keel_node *n = keel_turn_node(t);
-    struct list_acc l = {.after = after, .cap = 512};
+    struct list_acc l = {.after = after};
     uint64_t last, held;
     int rc = header_get(t, &last, &held);
 
-    l.room = n->opts.max_frame > KEEL_FRAME_HEADER
-                 ? n->opts.max_frame - KEEL_FRAME_HEADER
-                 : 0;
-
     if (rc != 0)
         return rc;
-    l.buf = malloc(l.cap);
-    if (l.buf == NULL)
-        return KEEL_ENOMEM;
-    keel_put_be64(l.buf, held);
-    l.len = 8;
-    rc = keel__turn_rt_entries(t, DL_REC, DL_REC_LEN, list_cb, &l);
-    if (rc == 0)
-        rc = l.err;
-    if (rc != 0) {
-        free(l.buf);
-        if (rc == KEEL_ECORRUPT && !keel__turn_has_error(t))
-            keel_turn_error(t, "a dead letter of the actor is unreadable");
-        else if (rc == KEEL_ETOOBIG && !keel__turn_has_error(t))
-            keel_turn_error(t, "a dead letter does not fit in a frame of "
-                               "%u bytes (--max-frame)",
-                            n->opts.max_frame);
+    rc = keel__dl_page_init(&l.pg, keel_turn_node(t), held);
+    if (rc != 0)
         return rc;
-    }
-    *reply = l.buf;
-    *rlen = l.len;
-    return 0;
+    rc = keel__turn_rt_entries(t, DL_REC, DL_REC_LEN, list_cb, &l);
+    return keel__dl_page_end(&l.pg, t, rc, "a dead letter", reply, rlen);
 }
 
 /* ------------------------------------------------ retry and drop */
@@ -407,6 +424,14 @@ int keel__dl_request(keel_turn *t, keel_req *req, uint8_t **reply,
     if (len == KEEL_DEAD_DROP_LEN + 8 &&
         memcmp(m, KEEL_DEAD_DROP, KEEL_DEAD_DROP_LEN) == 0)
         return dl_act(t, 0, keel_get_be64(m + KEEL_DEAD_DROP_LEN), ran);
+    if (len == KEEL_OB_WAITING_LEN + 8 &&
+        memcmp(m, KEEL_OB_WAITING, KEEL_OB_WAITING_LEN) == 0)
+        return keel__outbox_list(t, keel_get_be64(m + KEEL_OB_WAITING_LEN),
+                                 reply, rlen);
+    if (len == KEEL_OB_GIVE_UP_LEN + 8 &&
+        memcmp(m, KEEL_OB_GIVE_UP, KEEL_OB_GIVE_UP_LEN) == 0)
+        return keel__outbox_give_up_request(
+            t, keel_get_be64(m + KEEL_OB_GIVE_UP_LEN), reply, rlen);
     keel_turn_error(t, "not a dead-letter request");
     return KEEL_EINVAL;
 }

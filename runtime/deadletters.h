@@ -42,6 +42,7 @@
 
 #include "keel.h"
 #include "runtime/node.h"
+#include "runtime/proto.h"
 
 enum { KEEL_DL_OUTBOX = 1, KEEL_DL_REMINDER = 2 };
 
@@ -78,6 +79,25 @@ uint32_t keel__deploy_wait_ms(const keel_node *n);
 int keel__dl_add(keel_turn *t, int kind, int code, unsigned attempts,
                  const char *why, size_t why_len, const void *body,
                  size_t body_len);
+
+/* A page of entries (runtime/proto.h, keel_dead_entry) answering a list
+ * request: held be64, then as many entries as fit one frame of the
+ * node's max frame size, at most KEEL_DEAD_LIST_MAX. */
+struct keel_dl_page {
+    size_t room; /* the most a reply may hold */
+    unsigned count;
+    uint8_t *buf;
+    size_t len, cap;
+    int err;
+};
+int keel__dl_page_init(struct keel_dl_page *pg, keel_node *n, uint64_t held);
+/* 0: added; 1: the page is full (or failed: pg->err), stop the walk. */
+int keel__dl_page_add(struct keel_dl_page *pg, const keel_dead_entry *e);
+/* Ends the walk that returned rc: 0 with *reply the page (malloc'd, *rlen
+ * bytes), or the error, said in t's error text (what names an entry, "a
+ * dead letter"); the page is freed either way. */
+int keel__dl_page_end(struct keel_dl_page *pg, keel_turn *t, int rc,
+                      const char *what, uint8_t **reply, size_t *rlen);
 
 /* Whether req (a state read) is a dead-letter request. */
 int keel__dl_is_request(const keel_req *req);

@@ -92,6 +92,18 @@ struct ob_sender {
      * reply, go once a settling turn of the sender succeeds (settle);
      * settling: the number that turn covers, 0 when none is out. */
     uint64_t settle_upto, settling;
+    /* What the operator sees of the message tried last (keel outbox):
+     * last_seq failed tries times since tried_ms (wall clock), the last
+     * time with last_code and the text last_why. */
+    uint64_t last_seq;
+    unsigned tries;
+    int last_code;
+    uint64_t tried_ms;
+    char last_why[KEEL_OB_WHY_MAX];
+    /* An operator gave up this message (keel outbox give-up): it becomes
+     * a dead letter when it is next to go, unless it is delivered
+     * before; 0: none. */
+    uint64_t give_up;
     ev_timer retry;
     uint16_t idlen;
     uint8_t id[];
@@ -780,7 +792,8 @@ static int wait_deploy(struct ob_sender *s, uint64_t seq, int status,
                   "the deploy wait, but it is not kept as a dead letter: "
                   "its receiver may have applied it already (an earlier "
                   "attempt's outcome is unknown), and a retry would apply "
-                  "it again; it waits until its receiver's node %s",
+                  "it again; it waits until its receiver's node %s (or "
+                  "an operator gives it up: keel outbox give-up)",
                   (unsigned long long)seq, s->te->name, (int)s->idlen,
                   (const char *)s->id, now - s->wait_since, until);
     }
@@ -811,6 +824,27 @@ static int wait_deploy(struct ob_sender *s, uint64_t seq, int status,
     return 0;
 }
 
+/* Message seq of s failed with status (and text, len bytes): kept for
+ * the operator's view. */
+static void tried(struct ob_sender *s, uint64_t seq, int status,
+                  const void *text, size_t len)
+{
+    if (s->last_seq != seq) {
+        s->last_seq = seq;
+        s->tries = 0;
+        s->tried_ms = keel__wall_ms();
+    }
+    s->tries++;
+    s->last_code = status;
+    if (text == NULL)
+        len = 0;
+    if (len >= sizeof s->last_why)
+        len = sizeof s->last_why - 1;
+    if (len > 0)
+        memcpy(s->last_why, text, len);
+    s->last_why[len] = '\0';
+}
+
 static void deliver_cb(int status, const void *reply, size_t len, void *data)
 {
     struct ob_sender *s = data;
@@ -823,6 +857,7 @@ static void deliver_cb(int status, const void *reply, size_t len, void *data)
         pump(s);
         return;
     }
+    tried(s, seq, status, reply, len);
     if (keel__dl_transient(status)) {
         keel_debug("outbox: message %llu of %s: %s; sending it again",
                    (unsigned long long)seq, s->te->name,
@@ -885,6 +920,35 @@ static void deliver_cb(int status, const void *reply, size_t len, void *data)
     s->backoff_ms = 0;
     dead_letter(s, seq, status, s->fails, reply, len);
     pump(s);
+}
+
+/* Message seq, which an operator gave up (keel__outbox_give_up), is the
+ * next to go: it is kept as a dead letter, saying whether its receiver
+ * may have applied it. */
+static void given_up(struct ob_sender *s, uint64_t seq)
+{
+    char why[KEEL_DL_WHY_MAX];
+    int had = s->last_seq == seq && s->last_code != 0;
+    int wl = snprintf(why, sizeof why,
+                      "given up by an operator after %u failed attempt%s%s%s"
+                      "; its receiver %s",
+                      had ? s->tries : 0, had && s->tries == 1 ? "" : "s",
+                      had ? ", the last " : "",
+                      had ? keel_err_name(s->last_code) : "",
+                      seq <= s->unsure_upto
+                          ? "may have applied it (an attempt's outcome is "
+                            "unknown): a retry may apply it twice"
+                          : "has not applied it");
+
+    keel_warn("outbox: message %llu of %s '%.*s' given up by an operator",
+              (unsigned long long)seq, s->te->name, (int)s->idlen,
+              (const char *)s->id);
+    s->backoff_ms = 0;
+    s->wait_seq = 0;
+    dead_letter(s, seq, had ? s->last_code : KEEL_EUNAVAIL,
+                had ? s->tries : 0, why,
+                wl < 0 ? 0 : (size_t)wl < sizeof why ? (size_t)wl
+                                                     : sizeof why - 1);
 }
 
 struct next_find {
@@ -1024,6 +1088,15 @@ static void pump(struct ob_sender *s)
                 sender_drop_idle(s);
             return;
         }
+        if (s->give_up != 0 && f.seq > s->give_up)
+            s->give_up = 0; /* past it: delivered, or its dead letter kept */
+        if (s->give_up != 0 && f.seq == s->give_up) {
+            /* Kept until its dead letter commits: if that fails
+             * (dead_undo), it is given up again. */
+            free(f.val);
+            given_up(s, f.seq);
+            continue;
+        }
         p = f.val;
         tlen = f.vlen > 0 ? p[0] : 0;
         if (f.vlen < 1 + tlen + 2 || tlen == 0) {
@@ -1046,6 +1119,7 @@ static void pump(struct ob_sender *s)
             int wl = snprintf(why, sizeof why, "unknown actor type '%.*s'",
                               (int)tlen, (const char *)p + 1);
             free(f.val);
+            tried(s, f.seq, KEEL_ENOTYPE, why, (size_t)wl);
             if (n->cluster != NULL || f.seq <= s->unsure_upto) {
                 /* The node that queued it had the type: this one, which
                  * serves the sender's unit now, runs other code (a
@@ -1142,6 +1216,101 @@ void keel__outbox_doubt(keel_node *n, const keel_req *req)
         ev_timer_set(&s->retry, 1.0, 0);
         ev_timer_start(n->loop, &s->retry);
     }
+}
+
+/* ------------------------------------------------------------ operators */
+
+void keel__outbox_view(keel_node *n, const keel_actor *a,
+                       struct keel_ob_view *v)
+{
+    struct sender_key k = {a->type, a->id, a->idlen};
+    struct ob_sender *s;
+
+    memset(v, 0, sizeof *v);
+    if (n->outbox == NULL)
+        return;
+    s = keel_hmap_get(&n->outbox->senders,
+                      sender_hash(a->type, a->id, a->idlen), &k, sender_eq);
+    if (s == NULL)
+        return;
+    v->known = 1;
+    v->done = s->done;
+    v->released = s->released > s->settle_upto ? s->released : s->settle_upto;
+    v->inflight = s->inflight;
+    v->unsure_upto = s->unsure_upto;
+    v->wait_seq = s->wait_seq;
+    v->give_up = s->give_up;
+    v->last_seq = s->last_seq;
+    v->tries = s->tries;
+    v->last_code = s->last_code;
+    v->tried_ms = s->tried_ms;
+    v->last_why = s->last_why;
+}
+
+int keel__outbox_give_up(keel_node *n, keel_actor *a, uint64_t seq)
+{
+    struct ob_sender *s;
+
+    if (n->outbox == NULL)
+        return KEEL_ENOMEM;
+    s = sender_get(n, a->type, a->id, a->idlen, a->shard);
+    if (s == NULL)
+        return KEEL_ENOMEM;
+    s->give_up = seq;
+    /* Looked at once this turn is over, unless an attempt or a retiring
+     * turn is out: their answers look at it. */
+    if (s->inflight == 0 && s->dead_seq == 0) {
+        ev_timer_stop(n->loop, &s->retry);
+        s->backoff_ms = 0;
+        pause_ms(s, 0);
+    }
+    return 0;
+}
+
+struct rec_walk {
+    uint64_t after;
+    keel_ob_rec_fn fn;
+    void *data;
+    int err;
+};
+
+static int rec_walk_cb(const void *key, size_t klen, const void *val,
+                       size_t vlen, void *data)
+{
+    struct rec_walk *w = data;
+    const uint8_t *p = val;
+    struct keel_ob_rec r;
+    size_t tlen;
+
+    if (klen != OB_REC_LEN + 8 || memcmp(key, OB_REC, OB_REC_LEN) != 0)
+        return 0;
+    r.seq = keel_get_be64((const uint8_t *)key + OB_REC_LEN);
+    if (r.seq <= w->after)
+        return 0;
+    tlen = vlen > 0 ? p[0] : 0;
+    if (tlen == 0 || vlen < 1 + tlen + 2 ||
+        vlen - (1 + tlen + 2) < ((size_t)p[1 + tlen] << 8 | p[2 + tlen])) {
+        w->err = KEEL_ECORRUPT;
+        return 1;
+    }
+    r.type = (const char *)p + 1;
+    r.tlen = tlen;
+    r.idlen = (size_t)p[1 + tlen] << 8 | p[2 + tlen];
+    r.id = p + 3 + tlen;
+    r.msg = r.id + r.idlen;
+    r.msg_len = vlen - (3 + tlen + r.idlen);
+    return w->fn(&r, w->data);
+}
+
+int keel__outbox_records(keel_turn *t, uint64_t after, keel_ob_rec_fn fn,
+                         void *data)
+{
+    struct rec_walk w = {after, fn, data, 0};
+    int rc = keel__turn_rt_entries(t, OB_REC, OB_REC_LEN, rec_walk_cb, &w);
+
+    if (rc == 0)
+        rc = w.err;
+    return rc;
 }
 
 /* ------------------------------------------------------------- units */

@@ -104,6 +104,62 @@ void keel__outbox_released(keel_node *n, const keel_req *req);
  * once the unit is served here again; if they did not, there is nothing
  * to send. */
 void keel__outbox_doubt(keel_node *n, const keel_req *req);
+/* --- operators (runtime/outbox_admin.c) --- */
+
+/* What an operator is shown of an error's text, at most. */
+#define KEEL_OB_WHY_MAX 128
+
+/* What this node knows of actor a's outbox delivery (its unit served
+ * here): known 0 when it delivers nothing for it now. */
+struct keel_ob_view {
+    int known;
+    uint64_t done;        /* retired up to here, in order */
+    uint64_t released;    /* may go up to here (or will, once settled) */
+    uint64_t inflight;    /* the message out now; 0: none */
+    uint64_t unsure_upto; /* up to here its receiver may have applied it */
+    uint64_t wait_seq;    /* the message waiting for a deploy; 0: none */
+    uint64_t give_up;     /* the message an operator gave up; 0: none */
+    /* The message tried last failed tries times since tried_ms (wall
+     * clock), the last time with last_code and the text last_why. */
+    uint64_t last_seq;
+    unsigned tries;
+    int last_code;
+    uint64_t tried_ms;
+    const char *last_why;
+};
+void keel__outbox_view(keel_node *n, const keel_actor *a,
+                       struct keel_ob_view *v);
+/* An operator gives up message seq of actor a, its next to go: kept as a
+ * dead letter once its attempt out now (if any) has failed, or at once.
+ * Remembered by this node only (a restart or a move forgets it). */
+int keel__outbox_give_up(keel_node *n, keel_actor *a, uint64_t seq);
+
+/* One waiting message, as turn t sees the actor's records. */
+struct keel_ob_rec {
+    uint64_t seq;
+    const char *type; /* the receiver's, not NUL-terminated */
+    size_t tlen;
+    const uint8_t *id;
+    size_t idlen;
+    const uint8_t *msg;
+    size_t msg_len;
+};
+/* Returns nonzero to stop the walk. */
+typedef int (*keel_ob_rec_fn)(const struct keel_ob_rec *r, void *data);
+/* Calls fn for each waiting message numbered above after, in order:
+ * 0, KEEL_ECORRUPT for an unreadable record, or the store's error. */
+int keel__outbox_records(keel_turn *t, uint64_t after, keel_ob_rec_fn fn,
+                         void *data);
+
+/* The state-read requests of waiting messages (runtime/proto.h, "dead-
+ * letters waiting" and "dead-letters give-up"), run in turn t of the
+ * sender: 0 with *reply (malloc'd, *rlen bytes), or an error said in
+ * t's error text. */
+int keel__outbox_list(keel_turn *t, uint64_t after, uint8_t **reply,
+                      size_t *rlen);
+int keel__outbox_give_up_request(keel_turn *t, uint64_t seq,
+                                 uint8_t **reply, size_t *rlen);
+
 /* flush_open: adds the actor's pending index write (a->ob_index) to its
  * group of b. */
 int keel__outbox_flush(keel_node *n, keel_batch *b, keel_actor *a);

@@ -755,7 +755,9 @@ int keel_read_msg_known(const uint8_t *msg, size_t len)
            msg_is(msg, len, KEEL_READ_REMINDERS, KEEL_READ_REMINDERS_LEN, 0) ||
            msg_is(msg, len, KEEL_DEAD_LIST, KEEL_DEAD_LIST_LEN, 8) ||
            msg_is(msg, len, KEEL_DEAD_RETRY, KEEL_DEAD_RETRY_LEN, 8) ||
-           msg_is(msg, len, KEEL_DEAD_DROP, KEEL_DEAD_DROP_LEN, 8);
+           msg_is(msg, len, KEEL_DEAD_DROP, KEEL_DEAD_DROP_LEN, 8) ||
+           msg_is(msg, len, KEEL_OB_WAITING, KEEL_OB_WAITING_LEN, 8) ||
+           msg_is(msg, len, KEEL_OB_GIVE_UP, KEEL_OB_GIVE_UP_LEN, 8);
 }
 
 int keel_state_read_parse(const uint8_t *p, size_t len, keel_state_read *out)

@@ -372,8 +372,20 @@ long keel_reminders_entry_parse(const uint8_t *p, size_t len,
  *   "dead-letters retry" n be64   retries dead letter n: an empty REPLY,
  *                                 or the handler's error when a
  *                                 reminder's message fails again;
- *   "dead-letters drop" n be64    drops dead letter n: an empty REPLY.
- * Retry and drop answer ENOTFOUND when the actor has no dead letter n.
+ *   "dead-letters drop" n be64    drops dead letter n: an empty REPLY;
+ *   "dead-letters waiting" after be64  the actor's outbox messages still
+ *                                 waiting, numbered above after: a page
+ *                                 as for "list" (held: how many wait),
+ *                                 each entry of kind 1 with code and
+ *                                 attempts those of its failed attempts
+ *                                 (0: none), at_ms the first of them,
+ *                                 why what it waits for;
+ *   "dead-letters give-up" n be64  gives up waiting message n, the next
+ *                                 to go: it becomes a dead letter (once
+ *                                 an attempt out now has failed); a
+ *                                 REPLY of text saying which.
+ * Retry and drop answer ENOTFOUND when the actor has no dead letter n,
+ * give-up when it has no waiting message n.
  * An entry:
  *   number be64 | kind u8 (1 outbox, 2 reminder) | code be16 (magnitude
  *   of a KEEL_E* code) | attempts be16 | at_ms be64 (wall clock) | len(why)
@@ -390,6 +402,10 @@ long keel_reminders_entry_parse(const uint8_t *p, size_t len,
 #define KEEL_DEAD_RETRY_LEN 18
 #define KEEL_DEAD_DROP "dead-letters drop"
 #define KEEL_DEAD_DROP_LEN 17
+#define KEEL_OB_WAITING "dead-letters waiting"
+#define KEEL_OB_WAITING_LEN 20
+#define KEEL_OB_GIVE_UP "dead-letters give-up"
+#define KEEL_OB_GIVE_UP_LEN 20
 #define KEEL_DEAD_LIST_MAX 100
 #define KEEL_DEAD_SHOWN_MAX 64
 #define KEEL_DEAD_ENTRY_HDR 32
@@ -418,7 +434,8 @@ void keel_dead_entry_put(uint8_t *p, const keel_dead_entry *e);
 long keel_dead_entry_parse(const uint8_t *p, size_t len,
                            keel_dead_entry *out);
 /* Whether a state read's message (len bytes) is a runtime request this
- * node knows: empty, "reminders", or one of the dead-letter requests. */
+ * node knows: empty, "reminders", or one of the dead-letter requests
+ * (those of waiting outbox messages included). */
 int keel_read_msg_known(const uint8_t *msg, size_t len);
 
 /* The head of an XFER body (node to node, docs/protocol.md "XFER body"):

@@ -88,6 +88,11 @@ static void usage(FILE *f)
             "  dead-letters retry|drop TYPE ID [N]\n"
             "                       retry (send again) or drop dead\n"
             "                       letter N, or every one without N\n"
+            "  outbox TYPE ID       actor TYPE/ID's outbox messages still\n"
+            "                       waiting, and what each waits for\n"
+            "  outbox give-up TYPE ID N\n"
+            "                       give up waiting message N (the next\n"
+            "                       to go): it becomes a dead letter\n"
             "  capabilities         every capability and the nodes that\n"
             "                       declare it\n"
             "  digest CAP SHARD     content digest and record count of\n"
@@ -939,25 +944,12 @@ static int cmd_reminders(keel_client *c, const char *type, const char *id)
     return flush_stdout();
 }
 
-/* One dead letter as a line: "N outbox TYPE/ID ..." or
- * "N reminder NAME ...". */
-static void dead_print(const keel_dead_entry *e)
+/* The end of an entry's line: " msg_bytes M msg "START": WHY". */
+static void shown_print(const keel_dead_entry *e)
 {
-    time_t at = (time_t)(e->at_ms / 1000);
-    struct tm tm;
-    char when[32] = "?";
     size_t i;
 
-    if (gmtime_r(&at, &tm) != NULL)
-        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    if (e->kind == 1)
-        printf("%llu outbox to %.*s/%.*s", (unsigned long long)e->number,
-               (int)e->a_len, e->a, (int)e->b_len, e->b);
-    else
-        printf("%llu reminder %.*s", (unsigned long long)e->number,
-               (int)e->b_len, e->b);
-    printf(" error %s attempts %u at %s msg_bytes %u msg \"",
-           keel_err_name(e->code), e->attempts, when, e->msg_len);
+    printf(" msg_bytes %u msg \"", e->msg_len);
     for (i = 0; i < e->shown_len; i++) {
         uint8_t ch = e->shown[i];
         if (ch == '"' || ch == '\\')
@@ -971,9 +963,54 @@ static void dead_print(const keel_dead_entry *e)
            (int)e->why_len, e->why);
 }
 
-/* Calls fn for each of the actor's dead letters, a page at a time;
- * *held is how many the actor holds. Returns 0 or an exit code. */
-static int dead_each(keel_client *c, const char *type, const char *id,
+/* One dead letter as a line: "N outbox TYPE/ID ..." or
+ * "N reminder NAME ...". */
+static void dead_print(const keel_dead_entry *e)
+{
+    time_t at = (time_t)(e->at_ms / 1000);
+    struct tm tm;
+    char when[32] = "?";
+
+    if (gmtime_r(&at, &tm) != NULL)
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (e->kind == 1)
+        printf("%llu outbox to %.*s/%.*s", (unsigned long long)e->number,
+               (int)e->a_len, e->a, (int)e->b_len, e->b);
+    else
+        printf("%llu reminder %.*s", (unsigned long long)e->number,
+               (int)e->b_len, e->b);
+    printf(" error %s attempts %u at %s", keel_err_name(e->code),
+           e->attempts, when);
+    shown_print(e);
+}
+
+/* A waiting outbox message as a line: "N to TYPE/ID attempts A [error
+ * CODE since TIME] msg_bytes M msg "...": what it waits for". */
+static void waiting_print(const keel_dead_entry *e, void *data)
+{
+    (void)data;
+    printf("%llu to %.*s/%.*s attempts %u", (unsigned long long)e->number,
+           (int)e->a_len, e->a, (int)e->b_len, e->b, e->attempts);
+    if (e->attempts > 0) {
+        time_t at = (time_t)(e->at_ms / 1000);
+        struct tm tm;
+        char when[32] = "?";
+        if (gmtime_r(&at, &tm) != NULL)
+            strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        printf(" error %s since %s", keel_err_name(e->code), when);
+    }
+    shown_print(e);
+}
+
+typedef int (*page_fetch)(keel_client *c, const char *type, const void *id,
+                          size_t idlen, uint64_t after, char **reply,
+                          size_t *reply_len);
+
+/* Calls fn for each entry of the actor's pages fetch reads (its dead
+ * letters, or its waiting outbox messages), a page at a time; *held is
+ * how many the actor holds. Returns 0 or an exit code. */
+static int page_each(keel_client *c, page_fetch fetch, const char *what,
+                     const char *type, const char *id,
                      void (*fn)(const keel_dead_entry *e, void *data),
                      void *data, uint64_t *held)
 {
@@ -986,8 +1023,7 @@ static int dead_each(keel_client *c, const char *type, const char *id,
         char *reply = NULL;
         size_t rlen = 0, off = 8;
         unsigned n = 0;
-        int rc = keel_client_dead_letters(c, type, id, strlen(id), after,
-                                          &reply, &rlen);
+        int rc = fetch(c, type, id, strlen(id), after, &reply, &rlen);
         if (rc != 0)
             return request_failed(rc, reply, rlen);
         if (rlen < 8)
@@ -1014,11 +1050,19 @@ static int dead_each(keel_client *c, const char *type, const char *id,
         continue;
     malformed:
         free(reply);
-        print_error(KEEL_EPROTO, "malformed dead-letters reply",
-                    strlen("malformed dead-letters reply"));
+        fprintf(stderr, "keel: %s: malformed %s reply\n",
+                keel_err_name(KEEL_EPROTO), what);
         return EXIT_TRANSPORT;
     }
     return 0;
+}
+
+static int dead_each(keel_client *c, const char *type, const char *id,
+                     void (*fn)(const keel_dead_entry *e, void *data),
+                     void *data, uint64_t *held)
+{
+    return page_each(c, keel_client_dead_letters, "dead-letters", type, id,
+                     fn, data, held);
 }
 
 static void dead_list_one(const keel_dead_entry *e, void *data)
@@ -1121,6 +1165,35 @@ static int cmd_dead_letters(keel_client *c, int nargs, char **args)
     free(d.v);
     rc = flush_stdout();
     return rc != 0 ? rc : failed ? EXIT_SERVER : 0;
+}
+
+/* outbox TYPE ID: the actor's outbox messages still waiting, one line
+ * each, then "outbox WAITING".
+ * outbox give-up TYPE ID N: gives up waiting message N; prints the
+ * node's answer. */
+static int cmd_outbox(keel_client *c, int nargs, char **args)
+{
+    uint64_t held = 0, n;
+    char *reply = NULL;
+    size_t rlen = 0;
+    int rc;
+
+    if (nargs == 2) {
+        rc = page_each(c, keel_client_outbox_waiting, "outbox", args[0],
+                       args[1], waiting_print, NULL, &held);
+        if (rc != 0)
+            return rc;
+        printf("outbox %llu\n", (unsigned long long)held);
+        return flush_stdout();
+    }
+    n = strtoull(args[3], NULL, 10); /* checked in main */
+    rc = keel_client_outbox_give_up(c, args[1], args[2], strlen(args[2]), n,
+                                    &reply, &rlen);
+    if (rc != 0)
+        return request_failed(rc, reply, rlen);
+    printf("%.*s\n", (int)rlen, reply != NULL ? reply : "");
+    free(reply);
+    return flush_stdout();
 }
 
 static int64_t now_us(void)
@@ -1509,10 +1582,24 @@ int main(int argc, char **argv)
                                "TYPE ID [N]");
         if (args[act ? 1 : 0][0] == '\0')
             return usage_error("empty actor type");
+    } else if (strcmp(cmd, "outbox") == 0) {
+        int act = nargs >= 1 && strcmp(args[0], "give-up") == 0;
+        char *end;
+        if (act ? nargs != 4 : nargs != 2)
+            return usage_error("outbox takes TYPE ID, or give-up TYPE ID N");
+        if (args[act ? 1 : 0][0] == '\0')
+            return usage_error("empty actor type");
+        errno = 0;
+        if (act && (strtoull(args[3], &end, 10) == 0 || errno != 0 ||
+                    *end != '\0' || args[3][0] == '-'))
+            return usage_error("message number '%s' is not a positive "
+                               "integer",
+                               args[3]);
     } else {
         return usage_error("unknown command '%s' (commands: call, cast, "
                            "stat, ping, nodes, shards, where, state, "
-                           "follow, reminders, dead-letters, capabilities, "
+                           "follow, reminders, dead-letters, outbox, "
+                           "capabilities, "
                            "digest, node, help)",
                            cmd);
     }
@@ -1590,6 +1677,8 @@ int main(int argc, char **argv)
         rc = cmd_reminders(c, args[0], args[1]);
     else if (strcmp(cmd, "dead-letters") == 0)
         rc = cmd_dead_letters(c, nargs, args);
+    else if (strcmp(cmd, "outbox") == 0)
+        rc = cmd_outbox(c, nargs, args);
     else if (shards_digest)
         rc = cmd_shards_digest(c, shards_node);
     else if (info_argv != NULL)

@@ -221,6 +221,7 @@ START_TEST(help_words)
         {"where", "--help", "x", "  where TYPE ID", "--retry"},
         {"node", "--help", NULL, "node forget ID", "  stat "},
         {"dead-letters", "-h", NULL, "retry|drop", "  node "},
+        {"outbox", "--help", NULL, "  outbox give-up TYPE ID N", "  node "},
         {"stat", "--help", NULL, "  stat ", "  ping "},
     };
     char *out = NULL, *err = NULL;
@@ -247,6 +248,20 @@ START_TEST(help_words)
                              "put", "note", "--help", NULL),
                      3);
     ck_assert_ptr_nonnull(strstr(err, "ENOTSENT"));
+    free(out);
+    free(err);
+    /* A give-up without its number, or with one that is no number:
+     * usage errors, nothing sent. */
+    ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "outbox", "give-up",
+                             "order", "o-1", NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "outbox takes TYPE ID, or give-up"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "outbox", "give-up",
+                             "order", "o-1", "-3", NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "is not a positive integer"));
     free(out);
     free(err);
     ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "stats", NULL), 2);

@@ -414,6 +414,23 @@ static int acct_credits(int i, const char *id, long credits, char *out,
     return got == credits;
 }
 
+/* An acct n0 owns: its id in near (16 bytes). */
+static void acct_of_n0(char *near)
+{
+    char owner[64];
+    int k;
+
+    near[0] = '\0';
+    for (k = 0; k < 64 && near[0] == '\0'; k++) {
+        char id[16];
+        snprintf(id, sizeof id, "b%d", k);
+        tu_cluster_owner_of(&fx, 0, "acct", id, owner, sizeof owner);
+        if (strcmp(owner, "n0") == 0)
+            snprintf(near, 16, "%s", id);
+    }
+    CHECK(near[0] != '\0', "no acct owned by n0");
+}
+
 /* A message that waits for a deploy longer than --deploy-wait-ms becomes
  * a dead letter of its sender, which lets the sender's next message go
  * (delivery per sender is in order: before, a type that never came held
@@ -423,21 +440,14 @@ START_TEST(a_message_past_the_deploy_wait_is_a_dead_letter)
 {
     const char *with[] = {"--load", plugin, "--deploy-wait-ms", "1500",
                           NULL};
-    char from[16], to[16], near[16] = "", owner[64], msg[64], out[160];
+    char from[16], to[16], near[16], msg[64], out[160];
     char *lst = NULL;
     int k, tries;
 
     CHECK(tu_cluster_start_nodev(&fx, 0, 0, with) == 0, "n0 did not start");
     CHECK(tu_cluster_start_node(&fx, 1, 0, NULL) == 0, "n1 did not start");
     sender_of_and_receiver("acct", from, to);
-    for (k = 0; k < 64 && near[0] == '\0'; k++) {
-        char id[16];
-        snprintf(id, sizeof id, "b%d", k);
-        tu_cluster_owner_of(&fx, 0, "acct", id, owner, sizeof owner);
-        if (strcmp(owner, "n0") == 0)
-            snprintf(near, sizeof near, "%s", id);
-    }
-    CHECK(near[0] != '\0', "no acct owned by n0");
+    acct_of_n0(near);
     /* The first waits for n1 to have acct, the second (to an acct n0
      * serves) behind it. */
     snprintf(msg, sizeof msg, "xfer %s 5", to);
@@ -534,6 +544,111 @@ START_TEST(a_message_found_in_the_store_waits_past_the_deploy_wait)
           "acct %s after the deploy: '%s', not the one credit of 5", to, out);
     CHECK(tu_keel_stat(fx.nodes[0].addr, "outbox_dead") == 0,
           "a dead letter after the deploy");
+}
+END_TEST
+
+/* A message its receiver may have applied waits for the deploy however
+ * long (above), and holds every later message of its sender. When the
+ * receiver's type is retired for good, the operator sees why with `keel
+ * outbox` and gives the message up with `keel outbox give-up`: it
+ * becomes a dead letter that says its receiver may have applied it, and
+ * the sender's next message goes. */
+START_TEST(an_operator_gives_up_a_message_that_would_wait_for_ever)
+{
+    const char *with[] = {"--load", plugin, "--deploy-wait-ms", "1500",
+                          NULL};
+    char from[16], to[16], near[16], msg[64], out[160], *lst = NULL;
+    char *err = NULL, *log = NULL, first[32] = "", second[32] = "";
+    int k, tries, told = 0;
+
+    CHECK(tu_cluster_start_nodev(&fx, 0, 0, with) == 0, "n0 did not start");
+    CHECK(tu_cluster_start_node(&fx, 1, 0, NULL) == 0, "n1 did not start");
+    sender_of_and_receiver("acct", from, to);
+    acct_of_n0(near);
+    snprintf(msg, sizeof msg, "xfer %s 5", to);
+    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "acct", from, msg, out,
+                               sizeof out) == 0,
+          "xfer to n1's acct: %s", out);
+    /* n0 crashes and comes back: the credit, found in the store, may
+     * have been applied; it waits past the deploy wait. */
+    k = fx.nodes[0].port;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[0], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[0]);
+    CHECK(tu_cluster_start_nodev(&fx, 0, k, with) == 0,
+          "n0 did not start again");
+    for (tries = 0; tries < 300 && !told; tries++) {
+        free(log);
+        log = tu_keeld_log(&fx.nodes[0]);
+        told = log != NULL && strstr(log, "not kept as a dead letter") != NULL;
+        if (!told)
+            tu_sleep_ms(100);
+    }
+    free(log);
+    CHECK(told, "n0 never said the message waits past the deploy wait");
+    /* The sender's next message, to an acct n0 serves, waits behind it. */
+    snprintf(msg, sizeof msg, "xfer %s 3", near);
+    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "acct", from, msg, out,
+                               sizeof out) == 0,
+          "xfer to n0's acct: %s", out);
+    CHECK(tu_clplug_keel(&fx, 0, &lst, "outbox", "acct", from, NULL,
+                         NULL) == 0 &&
+              sscanf(lst, "%31s to acct/", first) == 1 &&
+              strstr(lst, "error ENOTYPE since") != NULL &&
+              strstr(lst, "waits for a deploy") != NULL &&
+              strstr(lst, "its receiver may have applied it") != NULL &&
+              strstr(lst, "waits for the messages before it") != NULL &&
+              strstr(lst, "msg \"credit 5 ") != NULL &&
+              strstr(lst, "\noutbox 2\n") != NULL,
+          "outbox of acct %s: %s", from, lst);
+    {
+        const char *l2 = strchr(lst, '\n');
+        CHECK(l2 != NULL && sscanf(l2 + 1, "%31s to acct/", second) == 1,
+              "no second line: %s", lst);
+    }
+    free(lst);
+    lst = NULL;
+    /* Only the next to go may be given up. */
+    k = tu_keel(fx.nodes[0].addr, &lst, &err, "outbox", "give-up", "acct",
+                from, second, NULL);
+    CHECK(k == 1 && err != NULL && strstr(err, "EINVAL") != NULL &&
+              strstr(err, "not the next to go") != NULL,
+          "give-up of the second message: exit %d: %s", k,
+          err != NULL ? err : "");
+    free(lst);
+    free(err);
+    lst = NULL;
+    CHECK(tu_clplug_keel(&fx, 0, &lst, "outbox", "give-up", "acct", from,
+                         first) == 0 &&
+              strstr(lst, "given up") != NULL,
+          "give-up: %s", lst);
+    free(lst);
+    lst = NULL;
+    /* The next message goes; the first is a dead letter that says what
+     * the operator gave up. */
+    CHECK(acct_credits(0, near, 1, out, sizeof out),
+          "the sender's next message never arrived: acct %s '%s'", near,
+          out);
+    for (tries = 0; tries < 100; tries++) {
+        free(lst);
+        lst = NULL;
+        if (tu_clplug_keel(&fx, 0, &lst, "dead-letters", "acct", from, NULL,
+                           NULL) == 0 &&
+            strstr(lst, "dead-letters 1\n") != NULL)
+            break;
+        tu_sleep_ms(100);
+    }
+    CHECK(lst != NULL && strstr(lst, "dead-letters 1\n") != NULL &&
+              strstr(lst, "error ENOTYPE") != NULL &&
+              strstr(lst, "given up by an operator") != NULL &&
+              strstr(lst, "may have applied it") != NULL,
+          "dead letters of acct %s: %s", from, lst);
+    free(lst);
+    lst = NULL;
+    CHECK(tu_clplug_keel(&fx, 0, &lst, "outbox", "acct", from, NULL,
+                         NULL) == 0 &&
+              strcmp(lst, "outbox 0\n") == 0,
+          "outbox of acct %s after: %s", from, lst);
+    free(lst);
 }
 END_TEST
 
@@ -660,6 +775,11 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_message_past_the_deploy_wait_is_a_dead_letter);
     tcase_add_test(tc, a_message_found_in_the_store_waits_past_the_deploy_wait);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("give_up");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, an_operator_gives_up_a_message_that_would_wait_for_ever);
     suite_add_tcase(s, tc);
     tc = tcase_create("largest");
     tcase_add_checked_fixture(tc, setup, teardown);

@@ -18,6 +18,8 @@
 #include "gates.h"
 #include "runtime/deadletters.h"
 #include "runtime/outbox.h"
+#include "runtime/proto.h"
+#include "common/be.h"
 #include "entries.h"
 #include "testutil.h"
 
@@ -533,6 +535,138 @@ START_TEST(a_receiver_that_cannot_activate_is_no_refusal)
 }
 END_TEST
 
+/* An operator's request to actor type/id (a state read whose message is
+ * word then number, as `keel outbox` sends), run on the loop. */
+struct op_ask {
+    const char *type, *id, *word;
+    uint64_t number;
+    int done, status;
+    uint8_t reply[4096];
+    size_t len;
+    pthread_mutex_t mu;
+};
+
+static void op_ask_cb(int status, const void *reply, size_t len, void *data)
+{
+    struct op_ask *a = data;
+
+    pthread_mutex_lock(&a->mu);
+    a->status = status;
+    a->len = len < sizeof a->reply ? len : sizeof a->reply;
+    if (reply != NULL && a->len > 0)
+        memcpy(a->reply, reply, a->len);
+    a->done = 1;
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void op_ask_post(keel_node *n, void *data)
+{
+    struct op_ask *a = data;
+    size_t wl = strlen(a->word);
+    keel_req *req = keel__req_alloc(n, wl + 8);
+    struct keel_type_entry *te = keel__type_find(n, a->type,
+                                                 strlen(a->type));
+
+    ck_assert_ptr_nonnull(req);
+    memcpy(req->buf, a->word, wl);
+    keel_put_be64(req->buf + wl, a->number);
+    req->len = (uint32_t)(wl + 8);
+    req->read_state = 1;
+    req->origin = REQ_LOCAL;
+    req->u.local.cb = op_ask_cb;
+    req->u.local.data = a;
+    ck_assert_int_eq(keel__submit(n, te, a->id, strlen(a->id), req), 0);
+}
+
+static int op_ask(keel_node *n, struct op_ask *a)
+{
+    int i, done = 0;
+
+    pthread_mutex_init(&a->mu, NULL);
+    ck_assert_int_eq(keel_node_post(n, op_ask_post, a), 0);
+    for (i = 0; i < 500 && !done; i++) {
+        usleep(10000);
+        pthread_mutex_lock(&a->mu);
+        done = a->done;
+        pthread_mutex_unlock(&a->mu);
+    }
+    pthread_mutex_destroy(&a->mu);
+    ck_assert_msg(done, "no answer to an operator's request");
+    return a->status;
+}
+
+/* A receiver that answers "try later" for ever (its capability retired,
+ * here a handler that says EUNAVAIL) holds its sender's messages: such
+ * answers never make a dead letter. The operator lists the waiting
+ * messages and gives up the first; it becomes a dead letter and the
+ * next one goes. */
+START_TEST(an_operator_gives_up_a_message_that_holds_the_rest)
+{
+    keel_node *n = start_node();
+    struct op_ask list = {.type = "flaky", .id = "s",
+                          .word = KEEL_OB_WAITING};
+    struct op_ask up = {.type = "flaky", .id = "s", .word = KEEL_OB_GIVE_UP};
+    struct op_ask dead = {.type = "flaky", .id = "s",
+                          .word = KEEL_DEAD_LIST};
+    keel_dead_entry e1, e2;
+    char got[128];
+    keel_stats st;
+    long k;
+    int i;
+
+    flaky_down = 1;
+    ck_assert_int_eq(call(n, "flaky", "s", "send m1", NULL, 0), 0);
+    ck_assert_int_eq(call(n, "flaky", "s", "send m2", NULL, 0), 0);
+    for (i = 0; i < 500; i++) {
+        keel_node_stats(n, &st);
+        if (st.outbox_sent >= 3)
+            break; /* m1 tried, refused for now, more than once */
+        usleep(10000);
+    }
+    ck_assert_uint_ge(st.outbox_sent, 3);
+    ck_assert_int_eq(op_ask(n, &list), 0);
+    ck_assert_uint_ge(list.len, 8);
+    ck_assert_uint_eq(keel_get_be64(list.reply), 2);
+    k = keel_dead_entry_parse(list.reply + 8, list.len - 8, &e1);
+    ck_assert_int_gt(k, 0);
+    ck_assert_int_gt(keel_dead_entry_parse(list.reply + 8 + k,
+                                           list.len - 8 - (size_t)k, &e2),
+                     0);
+    ck_assert_int_eq(e1.code, KEEL_EUNAVAIL);
+    ck_assert_uint_ge(e1.attempts, 2);
+    ck_assert_int_eq(e2.attempts, 0);
+    ck_assert_uint_eq(e2.number, e1.number + 1);
+    ck_assert_msg(e2.why_len > 0 &&
+                      memmem(e2.why, e2.why_len, "before it", 9) != NULL,
+                  "m2: %.*s", (int)e2.why_len, e2.why);
+    /* Only the next to go: m2 is refused. */
+    up.number = e2.number;
+    ck_assert_int_eq(op_ask(n, &up), KEEL_EINVAL);
+    up.done = 0;
+    up.number = e1.number;
+    ck_assert_int_eq(op_ask(n, &up), 0);
+    ck_assert_msg(memmem(up.reply, up.len, "given up", 8) != NULL,
+                  "give-up: %.*s", (int)up.len, up.reply);
+    __atomic_store_n(&flaky_down, 0, __ATOMIC_RELAXED);
+    ck_assert_msg(wait_get(n, "flaky", "q", "m2,", got, sizeof got),
+                  "seen: %s", got);
+    keel_node_stats(n, &st);
+    ck_assert_uint_eq(st.outbox_dead, 1);
+    ck_assert_int_eq(op_ask(n, &dead), 0);
+    ck_assert_uint_eq(keel_get_be64(dead.reply), 1);
+    ck_assert_int_gt(keel_dead_entry_parse(dead.reply + 8, dead.len - 8,
+                                           &e1),
+                     0);
+    ck_assert_int_eq(e1.code, KEEL_EUNAVAIL);
+    ck_assert_msg(memmem(e1.why, e1.why_len, "given up by an operator",
+                         23) != NULL &&
+                      memmem(e1.why, e1.why_len, "has not applied it", 18) !=
+                          NULL,
+                  "dead letter: %.*s", (int)e1.why_len, e1.why);
+    finish(n);
+}
+END_TEST
+
 START_TEST(waiting_messages_survive_restart)
 {
     keel_node *n = start_node();
@@ -927,6 +1061,7 @@ static Suite *suite(void)
     tcase_add_test(tc, refused_is_dead_letter);
     tcase_add_test(tc, a_receiver_that_cannot_activate_is_no_refusal);
     tcase_add_test(tc, waiting_messages_survive_restart);
+    tcase_add_test(tc, an_operator_gives_up_a_message_that_holds_the_rest);
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, dead_letter_survives_a_failed_retire);
     tcase_add_test(tc, a_failed_retire_is_retired_again);
