@@ -493,20 +493,17 @@ START_TEST(a_message_past_the_deploy_wait_is_a_dead_letter)
 }
 END_TEST
 
-/* A message its sender's node found in the store (started again while
- * it waited: an earlier process may have sent it, and its receiver may
- * have applied it, the answer lost) is not given up by the deploy wait:
- * its receiver's ENOTYPE does not say whether it applied it, and a dead
- * letter retried goes under a new number, so it would be applied twice.
- * It waits for the deploy, says so once, and lands once the receiver's
- * node has the type. */
-START_TEST(a_message_found_in_the_store_waits_past_the_deploy_wait)
+/* n0 (started with `with`) and n1 (without the plugin): an acct of n0
+ * (its id in from) sends a credit of 5 to an acct of n1 (in to), which
+ * waits for n1 to have the type; n0 crashes and comes back, and finds the
+ * credit in its store: its receiver may have applied it. Returns whether
+ * n0 said, within 30 s, that it keeps it past the deploy wait; *dead is
+ * n0's outbox_dead when it stopped looking. */
+static int credit_found_in_the_store(const char *const *with, char *from,
+                                     char *to, long *dead)
 {
-    const char *with[] = {"--load", plugin, "--deploy-wait-ms", "8000",
-                          NULL};
-    char from[16], to[16], msg[64], out[160], *log = NULL;
+    char msg[64], out[160], *log = NULL;
     int k, tries, told = 0;
-    long dead = 0;
 
     CHECK(tu_cluster_start_nodev(&fx, 0, 0, with) == 0, "n0 did not start");
     CHECK(tu_cluster_start_node(&fx, 1, 0, NULL) == 0, "n1 did not start");
@@ -521,15 +518,35 @@ START_TEST(a_message_found_in_the_store_waits_past_the_deploy_wait)
     tu_keeld_free(&fx.nodes[0]);
     CHECK(tu_cluster_start_nodev(&fx, 0, k, with) == 0,
           "n0 did not start again");
-    for (tries = 0; tries < 300 && !told && dead == 0; tries++) {
+    *dead = 0;
+    for (tries = 0; tries < 300 && !told && *dead == 0; tries++) {
         free(log);
         log = tu_keeld_log(&fx.nodes[0]);
         told = log != NULL && strstr(log, "not kept as a dead letter") != NULL;
-        dead = tu_keel_stat(fx.nodes[0].addr, "outbox_dead");
-        if (!told && dead == 0)
+        *dead = tu_keel_stat(fx.nodes[0].addr, "outbox_dead");
+        if (!told && *dead == 0)
             tu_sleep_ms(100);
     }
     free(log);
+    return told;
+}
+
+/* A message its sender's node found in the store (started again while
+ * it waited: an earlier process may have sent it, and its receiver may
+ * have applied it, the answer lost) is not given up by the deploy wait:
+ * its receiver's ENOTYPE does not say whether it applied it, and a dead
+ * letter retried goes under a new number, so it would be applied twice.
+ * It waits for the deploy, says so once, and lands once the receiver's
+ * node has the type. */
+START_TEST(a_message_found_in_the_store_waits_past_the_deploy_wait)
+{
+    const char *with[] = {"--load", plugin, "--deploy-wait-ms", "8000",
+                          NULL};
+    char from[16], to[16], out[160];
+    int k, told;
+    long dead = 0;
+
+    told = credit_found_in_the_store(with, from, to, &dead);
     CHECK(dead == 0, "the message found in the store became a dead letter "
                      "past the deploy wait");
     CHECK(told, "n0 never said the message waits past the deploy wait");
@@ -558,33 +575,14 @@ START_TEST(an_operator_gives_up_a_message_that_would_wait_for_ever)
     const char *with[] = {"--load", plugin, "--deploy-wait-ms", "1500",
                           NULL};
     char from[16], to[16], near[16], msg[64], out[160], *lst = NULL;
-    char *err = NULL, *log = NULL, first[32] = "", second[32] = "";
-    int k, tries, told = 0;
+    char *err = NULL, first[32] = "", second[32] = "";
+    int k, tries;
+    long dead = 0;
 
-    CHECK(tu_cluster_start_nodev(&fx, 0, 0, with) == 0, "n0 did not start");
-    CHECK(tu_cluster_start_node(&fx, 1, 0, NULL) == 0, "n1 did not start");
-    sender_of_and_receiver("acct", from, to);
+    CHECK(credit_found_in_the_store(with, from, to, &dead),
+          "n0 never said the message waits past the deploy wait");
+    CHECK(dead == 0, "the message found in the store became a dead letter");
     acct_of_n0(near);
-    snprintf(msg, sizeof msg, "xfer %s 5", to);
-    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "acct", from, msg, out,
-                               sizeof out) == 0,
-          "xfer to n1's acct: %s", out);
-    /* n0 crashes and comes back: the credit, found in the store, may
-     * have been applied; it waits past the deploy wait. */
-    k = fx.nodes[0].port;
-    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[0], SIGKILL), 128 + SIGKILL);
-    tu_keeld_free(&fx.nodes[0]);
-    CHECK(tu_cluster_start_nodev(&fx, 0, k, with) == 0,
-          "n0 did not start again");
-    for (tries = 0; tries < 300 && !told; tries++) {
-        free(log);
-        log = tu_keeld_log(&fx.nodes[0]);
-        told = log != NULL && strstr(log, "not kept as a dead letter") != NULL;
-        if (!told)
-            tu_sleep_ms(100);
-    }
-    free(log);
-    CHECK(told, "n0 never said the message waits past the deploy wait");
     /* The sender's next message, to an acct n0 serves, waits behind it. */
     snprintf(msg, sizeof msg, "xfer %s 3", near);
     CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "acct", from, msg, out,
