@@ -853,6 +853,9 @@ static void deliver_cb(int status, const void *reply, size_t len, void *data)
     s->inflight = 0;
     if (status == 0) {
         s->backoff_ms = 0;
+        if (s->give_up == seq)
+            s->give_up = 0; /* delivered: delivered again by a redo, never
+                             * a dead letter */
         retire(s, seq, KEEL_OB_OP_DONE, 0, 0, NULL, 0);
         pump(s);
         return;
@@ -945,6 +948,7 @@ static void given_up(struct ob_sender *s, uint64_t seq)
               (const char *)s->id);
     s->backoff_ms = 0;
     s->wait_seq = 0;
+    s->fail_code = 0;
     dead_letter(s, seq, had ? s->last_code : KEEL_EUNAVAIL,
                 had ? s->tries : 0, why,
                 wl < 0 ? 0 : (size_t)wl < sizeof why ? (size_t)wl
@@ -1118,6 +1122,8 @@ static void pump(struct ob_sender *s)
             char why[KEEL_MAX_TYPE_LEN + 32];
             int wl = snprintf(why, sizeof why, "unknown actor type '%.*s'",
                               (int)tlen, (const char *)p + 1);
+            if (wl < 0 || (size_t)wl >= sizeof why)
+                wl = wl < 0 ? 0 : (int)sizeof why - 1; /* a corrupt record */
             free(f.val);
             tried(s, f.seq, KEEL_ENOTYPE, why, (size_t)wl);
             if (n->cluster != NULL || f.seq <= s->unsure_upto) {
@@ -1240,6 +1246,7 @@ void keel__outbox_view(keel_node *n, const keel_actor *a,
     v->unsure_upto = s->unsure_upto;
     v->wait_seq = s->wait_seq;
     v->give_up = s->give_up;
+    v->dead_seq = s->dead_seq;
     v->last_seq = s->last_seq;
     v->tries = s->tries;
     v->last_code = s->last_code;
@@ -1249,13 +1256,16 @@ void keel__outbox_view(keel_node *n, const keel_actor *a,
 
 int keel__outbox_give_up(keel_node *n, keel_actor *a, uint64_t seq)
 {
+    struct sender_key k = {a->type, a->id, a->idlen};
     struct ob_sender *s;
 
     if (n->outbox == NULL)
-        return KEEL_ENOMEM;
-    s = sender_get(n, a->type, a->id, a->idlen, a->shard);
-    if (s == NULL)
-        return KEEL_ENOMEM;
+        return KEEL_EUNAVAIL;
+    s = keel_hmap_get(&n->outbox->senders,
+                      sender_hash(a->type, a->id, a->idlen), &k, sender_eq);
+    if (s == NULL || s->dead_seq != 0 ||
+        seq > (s->released > s->settle_upto ? s->released : s->settle_upto))
+        return KEEL_EUNAVAIL;
     s->give_up = seq;
     /* Looked at once this turn is over, unless an attempt or a retiring
      * turn is out: their answers look at it. */

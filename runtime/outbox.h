@@ -119,6 +119,7 @@ struct keel_ob_view {
     uint64_t unsure_upto; /* up to here its receiver may have applied it */
     uint64_t wait_seq;    /* the message waiting for a deploy; 0: none */
     uint64_t give_up;     /* the message an operator gave up; 0: none */
+    uint64_t dead_seq;    /* a dead letter's turn out for it; 0: none */
     /* The message tried last failed tries times since tried_ms (wall
      * clock), the last time with last_code and the text last_why. */
     uint64_t last_seq;
@@ -130,8 +131,12 @@ struct keel_ob_view {
 void keel__outbox_view(keel_node *n, const keel_actor *a,
                        struct keel_ob_view *v);
 /* An operator gives up message seq of actor a, its next to go: kept as a
- * dead letter once its attempt out now (if any) has failed, or at once.
- * Remembered by this node only (a restart or a move forgets it). */
+ * dead letter once its attempt out now (if any) has failed, or at once;
+ * an attempt that succeeds delivers it instead. Remembered by this node
+ * only (a restart or a move forgets it). KEEL_EUNAVAIL when this node
+ * cannot take it now: it does not deliver for the actor yet, seq may not
+ * go yet, or the dead letter of the message before is still being
+ * kept. */
 int keel__outbox_give_up(keel_node *n, keel_actor *a, uint64_t seq);
 
 /* One waiting message, as turn t sees the actor's records. */

@@ -70,7 +70,7 @@ static int count_cb(const struct keel_ob_rec *r, void *data)
 static int entry_cb(const struct keel_ob_rec *r, void *data)
 {
     struct waiting_acc *w = data;
-    char why[64 + KEEL_OB_WHY_MAX];
+    char why[KEEL_DL_WHY_MAX];
     keel_dead_entry e;
     int tried = r->seq == w->v.last_seq && w->v.tries > 0;
 
@@ -108,6 +108,9 @@ int keel__outbox_list(keel_turn *t, uint64_t after, uint8_t **reply,
     struct waiting_acc w;
     int rc = waiting_scan(t, &w);
 
+    if (rc == KEEL_ECORRUPT)
+        keel_turn_error(t, "a waiting outbox message of the actor is "
+                           "unreadable");
     if (rc == 0)
         rc = keel__dl_page_init(&w.pg, keel_turn_node(t), w.held);
     if (rc != 0)
@@ -163,6 +166,14 @@ int keel__outbox_give_up_request(keel_turn *t, uint64_t seq,
         return KEEL_EINVAL;
     }
     rc = keel__outbox_give_up(keel_turn_node(t), keel__turn_actor(t), seq);
+    if (rc == KEEL_EUNAVAIL)
+        keel_turn_error(t, "%s; try again in a moment",
+                        w.v.dead_seq != 0
+                            ? "the message before it is being kept as a "
+                              "dead letter"
+                            : "this node is not delivering it yet (its "
+                              "turn's answer, or this node's take of the "
+                              "actor's unit, is not settled)");
     if (rc != 0)
         return rc;
     l = snprintf(text, sizeof text,

@@ -27,6 +27,7 @@
 #include <limits.h>
 #include <stdint.h>
 #include <stdarg.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1122,7 +1123,8 @@ static int cmd_dead_letters(keel_client *c, int nargs, char **args)
         unsigned long long v;
         errno = 0;
         v = strtoull(args[3], &end, 10);
-        if (errno != 0 || *end != '\0' || v == 0 || args[3][0] == '-') {
+        if (errno != 0 || *end != '\0' || v == 0 ||
+            !isdigit((unsigned char)args[3][0])) {
             fprintf(stderr, "keel: %s: dead letter number '%s' is not a "
                             "positive integer\n",
                     keel_err_name(KEEL_EINVAL), args[3]);
@@ -1590,8 +1592,9 @@ int main(int argc, char **argv)
         if (args[act ? 1 : 0][0] == '\0')
             return usage_error("empty actor type");
         errno = 0;
-        if (act && (strtoull(args[3], &end, 10) == 0 || errno != 0 ||
-                    *end != '\0' || args[3][0] == '-'))
+        if (act && (!isdigit((unsigned char)args[3][0]) ||
+                    strtoull(args[3], &end, 10) == 0 || errno != 0 ||
+                    *end != '\0'))
             return usage_error("message number '%s' is not a positive "
                                "integer",
                                args[3]);

@@ -259,7 +259,7 @@ START_TEST(help_words)
     free(out);
     free(err);
     ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "outbox", "give-up",
-                             "order", "o-1", "-3", NULL),
+                             "order", "o-1", " -3", NULL),
                      2);
     ck_assert_ptr_nonnull(strstr(err, "is not a positive integer"));
     free(out);

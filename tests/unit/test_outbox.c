@@ -647,6 +647,14 @@ START_TEST(an_operator_gives_up_a_message_that_holds_the_rest)
     ck_assert_int_eq(op_ask(n, &up), 0);
     ck_assert_msg(memmem(up.reply, up.len, "given up", 8) != NULL,
                   "give-up: %.*s", (int)up.len, up.reply);
+    /* Refused again (flaky is still down), it becomes a dead letter. */
+    for (i = 0; i < 500; i++) {
+        keel_node_stats(n, &st);
+        if (st.outbox_dead >= 1)
+            break;
+        usleep(10000);
+    }
+    ck_assert_uint_eq(st.outbox_dead, 1);
     __atomic_store_n(&flaky_down, 0, __ATOMIC_RELAXED);
     ck_assert_msg(wait_get(n, "flaky", "q", "m2,", got, sizeof got),
                   "seen: %s", got);
@@ -658,6 +666,7 @@ START_TEST(an_operator_gives_up_a_message_that_holds_the_rest)
                                            &e1),
                      0);
     ck_assert_int_eq(e1.code, KEEL_EUNAVAIL);
+    ck_assert_uint_ge(e1.attempts, 2); /* its failed attempts, kept */
     ck_assert_msg(memmem(e1.why, e1.why_len, "given up by an operator",
                          23) != NULL &&
                       memmem(e1.why, e1.why_len, "has not applied it", 18) !=
