@@ -392,6 +392,8 @@ void chaos_replicas_print(FILE *f, const chaos_replicas *r, size_t max)
             r->insync, r->out_of_sync);
     if (r->no_owner > 0)
         fprintf(f, ", %zu units without an owner", r->no_owner);
+    if (r->compared == 0 && r->nunits > 0 && r->insync == r->nunits)
+        fprintf(f, "; one replica per unit: nothing to compare");
     fprintf(f, ")\n");
     if (r->ndisagree > 0)
         fprintf(f, "  %zu of them differ across their in-sync replicas\n",

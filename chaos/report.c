@@ -917,7 +917,8 @@ static void meta_table(FILE *f, const rdata *d, const char *dir)
 {
     static const char *const keys[] = {
         "seed", "nodes", "replicas", "zk_servers", "clients", "actors",
-        "workload", "faults", "seconds", "rate", "shards", "session_ms",
+        "workload", "workload_type", "load", "faults", "seconds", "rate",
+        "shards", "session_ms",
         "replica_dead_ms", "cluster", "settled",
         "final_reads_ok", "unreadable_replies", "stray_exits"};
     size_t k;

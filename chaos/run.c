@@ -1132,6 +1132,31 @@ static void faults_list(unsigned kinds, char *buf, size_t cap)
         snprintf(buf, cap, "none");
 }
 
+/* Kinds asked for that the schedule has no room for: said, with the
+ * --seconds that would fit one of each (every kind comes once before any
+ * comes twice; a fault and its pause take 9 s or so, within the middle
+ * eight tenths of the run). */
+static void unscheduled_say(FILE *out, const chaos_run_opts *o,
+                            const chaos_fault *sched, size_t nsched)
+{
+    unsigned asked = o->faults & chaos_faults_possible(o->nodes), got = 0;
+    unsigned kinds = 0;
+    char names[128];
+    size_t i;
+    int k;
+
+    for (i = 0; i < nsched; i++)
+        got |= 1u << sched[i].kind;
+    if ((asked & ~got) == 0)
+        return;
+    for (k = 0; k < CHAOS_F_COUNT; k++)
+        kinds += (asked >> k) & 1u;
+    faults_list(asked & ~got, names, sizeof names);
+    fprintf(out, "  not scheduled: %s (%zu faults fit in %lld s; give "
+                 "--seconds %u or more for one of each kind asked for)\n",
+            names, nsched, (long long)o->seconds, kinds * 12u);
+}
+
 static void write_run_json(run *r, int64_t end_ns, size_t nfaults,
                            int settled, int finals)
 {
@@ -1169,6 +1194,10 @@ static void write_run_json(run *r, int64_t end_ns, size_t nfaults,
     if (o->workload_type != NULL) {
         chaos_buf_puts(&b, ",\"workload_type\":");
         chaos_json_put_str(&b, o->workload_type);
+    }
+    if (o->load != NULL) {
+        chaos_buf_puts(&b, ",\"load\":");
+        chaos_json_put_str(&b, o->load);
     }
     if (o->nnode_args > 0) {
         chaos_buf_puts(&b, ",\"node_args\":[");
@@ -1615,6 +1644,8 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
                      "before its end, at least 3 s): give a longer "
                      "--seconds\n",
                 (long long)o->seconds);
+    else if (o->faults != 0)
+        unscheduled_say(out, o, sched, nsched);
     if (o->workload_type != NULL)
         fprintf(out, "  actor type %s%s%s, answering as the built-in %s "
                      "type\n",

@@ -57,7 +57,14 @@ int chaos_faults_parse(const char *list, unsigned *kinds, char *err,
                        size_t errlen)
 {
     *kinds = 0;
-    if (list == NULL || *list == '\0' || strcmp(list, "none") == 0)
+    if (list != NULL && *list == '\0') {
+        /* An unset variable in a script would otherwise make a run
+         * without faults that passes. */
+        snprintf(err, errlen, "--faults is empty: give fault kinds, all, "
+                              "or none for a run without faults");
+        return -1;
+    }
+    if (list == NULL || strcmp(list, "none") == 0)
         return 0;
     if (strcmp(list, "all") == 0) {
         *kinds = (1u << CHAOS_F_COUNT) - 1;

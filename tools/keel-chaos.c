@@ -82,8 +82,9 @@ static void usage(FILE *f)
             "  --out DIR         the run directory (default chaos-run-SEED)\n"
             "  --keeld PATH      the node program (default: keeld beside this\n"
             "                    program)\n"
-            "  --zk-conf DIR     where zk.sh is (default: the source tree's\n"
-            "                    zk-conf, or the one installed with keel)\n"
+            "  --zk-conf DIR     where zk.sh is (default: ../zk-conf beside\n"
+            "                    this program, else the one installed with\n"
+            "                    it, else the source tree's)\n"
             "  --shards N        shards of the cluster (default 64)\n"
             "  --session-ms MS   the nodes' ZooKeeper session timeout (default\n"
             "                    2000)\n"
@@ -517,23 +518,25 @@ int main(int argc, char **argv)
         usage_hint();
         return CHAOS_EXIT_BAD_INPUT;
     }
-    if (strcmp(argv[1], "report") == 0) {
+    /* Said the same way by both: for report, the page is written beside
+     * the run's files, and a DIR that is not there would otherwise be
+     * reported as the page's temporary file that could not be made. */
+    {
         struct stat st;
 
-        /* The page is written beside the run's files: a DIR that is not
-         * there would otherwise be reported as the page's temporary
-         * file that could not be made. */
         if (stat(argv[optind], &st) != 0) {
-            fprintf(stderr, "keel-chaos: report: no run directory %s (%s)\n",
-                    argv[optind], strerror(errno));
+            fprintf(stderr, "keel-chaos: %s: no run directory %s (%s)\n",
+                    argv[1], argv[optind], strerror(errno));
             return CHAOS_EXIT_BAD_INPUT;
         }
         if (!S_ISDIR(st.st_mode)) {
-            fprintf(stderr, "keel-chaos: report: %s is not a directory: "
+            fprintf(stderr, "keel-chaos: %s: %s is not a directory: "
                             "give the run directory\n",
-                    argv[optind]);
+                    argv[1], argv[optind]);
             return CHAOS_EXIT_BAD_INPUT;
         }
+    }
+    if (strcmp(argv[1], "report") == 0) {
         /* Exit 0 once the page is written, whatever it says: check
          * gives the verdict's status. */
         if (chaos_report_write(argv[optind], &o, stderr) != 0)

@@ -245,8 +245,8 @@ START_TEST(bad_input_exit_2)
     ck_assert_int_eq(chaos(&out, &err, "check", "/nonexistent/run", NULL,
                            NULL),
                      2);
-    ck_assert_ptr_nonnull(strstr(err, "keel-chaos: /nonexistent/run/"
-                                      "history.jsonl: No such file"));
+    ck_assert_ptr_nonnull(strstr(err, "keel-chaos: check: no run directory "
+                                      "/nonexistent/run (No such file"));
     free(out);
     free(err);
 }
@@ -301,6 +301,11 @@ START_TEST(usage)
     ck_assert_int_eq(chaos(&out, &err, "run", "--faults", "kill,fire", NULL),
                      2);
     ck_assert_ptr_nonnull(strstr(err, "unknown fault 'fire'"));
+    free(out);
+    free(err);
+    /* An empty list (an unset variable in a script) is no "none". */
+    ck_assert_int_eq(chaos(&out, &err, "run", "--faults", "", NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "--faults is empty"));
     free(out);
     free(err);
     ck_assert_int_eq(chaos(&out, &err, "run", "--workload", "queue", NULL),
@@ -446,7 +451,7 @@ END_TEST
 /* What run says before it starts: kinds the cluster cannot take are
  * named and left out of the schedule; a --faults of nothing but those is
  * warned of; --replicas above --nodes is taken as keeld takes it, and
- * said. */
+ * said; kinds a short run has no room for are named. */
 START_TEST(run_says_what_it_cannot_do)
 {
     char *out;
@@ -498,6 +503,24 @@ START_TEST(run_says_what_it_cannot_do)
     ck_assert_ptr_nonnull(strstr(out, "keel-chaos: wipe faults skipped: with "
                                       "one node a node's units have no "
                                       "other copy"));
+    free(out);
+    /* A run too short for one fault of each kind asked for names those
+     * left out, and the --seconds that fits them. */
+    {
+        const char *args[] = {"--faults", "all", "--seconds", "40", NULL};
+        out = run_until_zk("short", args);
+    }
+    ck_assert_msg(strstr(out, "  not scheduled: ") != NULL &&
+                      strstr(out, "give --seconds 132 or more for one of "
+                                  "each kind asked for)\n") != NULL,
+                  "%s", out);
+    free(out);
+    {
+        const char *args[] = {"--faults", "kill,stop", "--seconds", "60",
+                              NULL};
+        out = run_until_zk("fits", args);
+    }
+    ck_assert_ptr_null(strstr(out, "not scheduled"));
     free(out);
 }
 END_TEST

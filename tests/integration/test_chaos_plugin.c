@@ -83,6 +83,15 @@ START_TEST(plugin_type_checked)
     ck_assert_ptr_nonnull(strstr(text, "\"actor\":\"tally/c"));
     ck_assert_ptr_null(strstr(text, "\"actor\":\"counter/"));
     free(text);
+    /* The report's table of the run names the type and its plugin. */
+    snprintf(path, sizeof path, "%s/report.html", run);
+    text = tu_read_file(path);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_ptr_nonnull(strstr(text, "<tr><th>workload_type</th><td>tally"
+                                       "</td></tr>"));
+    ck_assert_ptr_nonnull(strstr(text, "chaos_plugin_tally.so:some args"
+                                       "</td></tr>"));
+    free(text);
     free(out);
     free(err);
 

@@ -81,6 +81,26 @@ START_TEST(agree_passes)
 }
 END_TEST
 
+/* One replica per unit (--replicas 1): nothing to compare, and the line
+ * says so rather than leave "0 compared" unexplained. */
+START_TEST(one_replica_each_says_nothing_to_compare)
+{
+    char err[256], *out;
+
+    ck_assert_int_eq(run("unit (default) 0 owner n0 epoch 1\n"
+                         "unit (default) 1 owner n1 epoch 1\n"
+                         DG("n0", 0, H1, 4) DG("n1", 1, H2, 1),
+                         err, sizeof err),
+                     0);
+    ck_assert_uint_eq(rp.compared, 0);
+    out = report();
+    ck_assert_str_eq(out, "replicas-agree: PASS (2 units, 0 compared across "
+                          "2 in-sync replicas, 0 replicas out of sync; one "
+                          "replica per unit: nothing to compare)\n");
+    free(out);
+}
+END_TEST
+
 /* One backup in sync with another digest: FAIL, naming the unit and each
  * replica's digest and line. */
 START_TEST(digests_differ_fails)
@@ -303,6 +323,7 @@ int main(void)
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, agree_passes);
+    tcase_add_test(tc, one_replica_each_says_nothing_to_compare);
     tcase_add_test(tc, digests_differ_fails);
     tcase_add_test(tc, records_differ_fails);
     tcase_add_test(tc, empty_replica_in_sync_fails);
