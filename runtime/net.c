@@ -68,6 +68,9 @@ struct keel_conn {
     ev_io rio, wio;
     uint8_t *rbuf;
     size_t rlen, rcap;
+    /* Bytes still to come of a frame from another node that was refused
+     * for its size (skip_oversized): read and dropped. */
+    uint64_t skip;
     uint8_t *wbuf;
     size_t wlen, woff, wcap;
     uint32_t pending;
@@ -1306,6 +1309,49 @@ static long conn_hello(keel_conn *c)
     return -1;
 }
 
+/* A call, a cast or an outbox batch from another node, larger than this
+ * node takes (nodes started with other --max-frame values, as during a
+ * rolling change of it), with its header in (have bytes at p): answered
+ * ETOOBIG, and its bytes are dropped as they come (c->skip) while the
+ * link stays up. Closing it would fail every other call on the link and,
+ * for an outbox message the link carries again and again, do so on each
+ * try. Returns how many of the have bytes it took, or 0 when the frame is
+ * not one of those (then the connection closes as for any other). */
+static size_t skip_oversized(keel_conn *c, const keel_frame *f,
+                             const uint8_t *p, size_t have, size_t limit)
+{
+    uint64_t total;
+    char msg[200];
+
+    if (c->n->cluster == NULL || c->auth.kind != KEEL_AUTH_NODE ||
+        have < KEEL_FRAME_HEADER ||
+        (f->kind != KEEL_FRAME_CALL && f->kind != KEEL_FRAME_CAST &&
+         f->kind != KEEL_FRAME_OBATCH))
+        return 0;
+    total = 4 + ((uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 |
+                 (uint64_t)p[2] << 8 | p[3]);
+    snprintf(msg, sizeof msg,
+             "frame of %llu bytes over this node's maximum frame size of %zu "
+             "bytes (keeld --max-frame; give every node the same)",
+             (unsigned long long)total, limit);
+    send_error(c, f->request_id, KEEL_ETOOBIG, msg);
+    if (total <= have)
+        return (size_t)total;
+    c->skip = total - have;
+    return have;
+}
+
+/* Drops what c->skip says is left of a refused frame from the front of
+ * the bytes just read. */
+static void skip_take(keel_conn *c)
+{
+    size_t k = c->skip < c->rlen ? (size_t)c->skip : c->rlen;
+
+    memmove(c->rbuf, c->rbuf + k, c->rlen - k);
+    c->rlen -= k;
+    c->skip -= k;
+}
+
 static void process_input(keel_conn *c)
 {
     keel_node *n = c->n;
@@ -1330,6 +1376,18 @@ static void process_input(keel_conn *c)
         size_t before = unsent(c);
         if (r == 0)
             break;
+        if (r == KEEL_ETOOBIG && c->rlen - off < KEEL_FRAME_HEADER &&
+            n->cluster != NULL && c->auth.kind == KEEL_AUTH_NODE)
+            break; /* from a node: its kind and id decide (skip_oversized) */
+        if (r == KEEL_ETOOBIG) {
+            size_t took = skip_oversized(c, &f, c->rbuf + off, c->rlen - off,
+                                         limit);
+            if (took > 0) {
+                STAT_ADD(n, frames_bad, 1);
+                off += took;
+                continue;
+            }
+        }
         if (r < 0) {
             char msg[160];
             const uint8_t *b = c->rbuf + off;
@@ -1631,6 +1689,8 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
         r = conn_recv(c, c->rbuf + c->rlen, want);
         if (r > 0) {
             c->rlen += (size_t)r;
+            if (c->skip > 0)
+                skip_take(c);
             process_input(c);
             /* A short read drained the socket: asking again would only
              * return EAGAIN, one system call per request for nothing.

@@ -746,6 +746,62 @@ START_TEST(a_restarted_sender_delivers_once_its_suspects_are_out)
 }
 END_TEST
 
+/* Nodes started with different --max-frame values (a rolling change of
+ * it): a message n0 takes is larger than n1 accepts. n1 answers ETOOBIG
+ * and keeps the link (it used to close it, failing every other call on
+ * it, and the message, its outcome then unknown, went again and closed
+ * the link again, for ever). The receiver's refusal makes the message a
+ * dead letter once it has been refused as often as any other, and the
+ * sender's next message goes. */
+START_TEST(a_message_larger_than_the_receivers_node_takes_is_refused)
+{
+    const char *big[] = {"--load", plugin, "--max-frame", "2097152", NULL};
+    const char *with[] = {"--load", plugin, NULL};
+    char from[16], to[16], out[160], msg[64], *lst = NULL;
+    int tries;
+    long dead = 0;
+
+    CHECK(tu_cluster_start_nodev(&fx, 0, 0, big) == 0, "n0 did not start");
+    CHECK(tu_cluster_start_nodev(&fx, 1, 0, with) == 0, "n1 did not start");
+    sender_and_receiver(from, to);
+    snprintf(msg, sizeof msg, "bigxfer %s 1500000", to);
+    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "acct", from, msg, out,
+                               sizeof out) == 0,
+          "bigxfer through n0 failed: %s", out);
+    snprintf(msg, sizeof msg, "xfer %s 5", to);
+    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "acct", from, msg, out,
+                               sizeof out) == 0,
+          "xfer through n0 failed: %s", out);
+    for (tries = 0; tries < 300 && dead == 0; tries++) {
+        dead = tu_keel_stat(fx.nodes[0].addr, "outbox_dead");
+        if (dead == 0)
+            tu_sleep_ms(100);
+    }
+    CHECK(dead == 1, "the message n1 cannot take is no dead letter after "
+                     "30 s (%ld)",
+          dead);
+    CHECK(acct_credits(0, to, 1, out, sizeof out) &&
+              strncmp(out, "5 0 1 0 0", 9) == 0,
+          "the sender's next message: acct %s '%s', not one credit of 5", to,
+          out);
+    CHECK(tu_clplug_keel(&fx, 0, &lst, "dead-letters", "acct", from, NULL,
+                         NULL) == 0 &&
+              strstr(lst, "error ETOOBIG") != NULL &&
+              strstr(lst, "maximum frame size") != NULL,
+          "dead letters of acct %s: %s", from, lst);
+    free(lst);
+    CHECK(tu_clplug_call_keyed(&fx, 0, NULL, "acct", to, "pads", out,
+                               sizeof out) == 0 &&
+              strcmp(out, "0 0") == 0,
+          "acct %s took pads: '%s'", to, out);
+    /* n1 never closed the link (n0 logs it when a peer does). */
+    lst = tu_keeld_log(&fx.nodes[0]);
+    CHECK(lst != NULL && strstr(lst, ": connection closed") == NULL,
+          "n1 closed its link with n0 over the message it refused");
+    free(lst);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_outbox");
@@ -783,6 +839,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_message_of_the_largest_size_reaches_another_node);
+    tcase_add_test(tc, a_message_larger_than_the_receivers_node_takes_is_refused);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
