@@ -1357,6 +1357,34 @@ void keel__repl_map_applied(keel_node *n)
 
 /* ------------------------------------------------------- the read rule */
 
+/* The unit's confirm round w, not sent yet, has writes listed behind it
+ * since it was made (a batch settled, or an inline commit, between two
+ * reads of this loop iteration). A read that joins it now may have read
+ * those writes, and entries leave in list order: joined where it is, the
+ * read would leave without waiting for them, and a backup that confirms
+ * the round but never takes one of them (a restart, a failed commit)
+ * could be promoted without a write this read showed. So the round moves
+ * behind them; the reads in it already wait a little longer, which no
+ * rule forbids. Its lag counts from now: nothing of it was sent yet. */
+static void conf_to_tail(keel_node *n, repl_unit *u, repl_wait *w)
+{
+    repl_wait *p;
+
+    if (u->head == w) {
+        u->head = w->next;
+    } else {
+        for (p = u->head; p != NULL && p->next != w; p = p->next)
+            ;
+        if (p == NULL)
+            return; /* not listed: cannot happen (progress clears conf) */
+        p->next = w->next;
+    }
+    w->next = NULL;
+    u->tail->next = w;
+    u->tail = w;
+    w->born = ev_now(n->loop);
+}
+
 /* A reply of a turn that wrote nothing is as dangerous as a write's: if
  * a backup was promoted over this node (this node lost its session
  * without knowing, its lease judged wrongly), the state it read may be
@@ -1402,6 +1430,8 @@ int keel__repl_read(keel_node *n, keel_req *req)
         keel__req_doubt(n, req, doubt_msg);
         return 1;
     }
+    if ((w = u->conf) != NULL && w->epoch == epoch && w != u->tail)
+        conf_to_tail(n, u, w);
     if ((w = u->conf) == NULL || w->epoch != epoch) {
         if ((w = calloc(1, sizeof *w)) == NULL) {
             keel__req_doubt(n, req, doubt_msg);
