@@ -13,11 +13,18 @@
 
 #include "persistence/batch_internal.h"
 
-#define WAL_MAGIC 0x4b574c32u  /* "KWL2" */
-#define WAL_MAGIC_V1 0x4b57414cu /* "KWAL": no synced field */
+#define WAL_MAGIC_V3 0x4b574c33u /* "KWL3": a hash of the header itself */
+#define WAL_MAGIC 0x4b574c32u  /* "KWL2": logs of file version 1 */
+#define WAL_MAGIC_V1 0x4b57414cu /* "KWAL": no synced field, no header */
 #define CKPT_MAGIC 0x4b434b50u /* "KCKP" */
+#define WAL_HDR_V3 KEEL_WAL_REC_HDR
 #define WAL_HDR 48u
 #define WAL_HDR_V1 40u
+/* The log file's version: 2 writes records of WAL_MAGIC_V3. */
+#define WAL_FILE_VERSION 2u
+/* The header hash's seed is the log's, xor this: not the whole record's
+ * hash of an empty record under another name. */
+#define WAL_HHASH_SALT KEEL_WAL_HHASH_SALT
 #define WAL_GROUP_HDR 24u
 #define CKPT_HDR 48u
 /* Slot 1 starts here whatever the page size (LMDB's is at most 64 KiB). */
@@ -90,7 +97,7 @@ static int sync_fd(int fd)
 static int header_write(keel_wal *w)
 {
     uint8_t hdr[WAL_START];
-    uint32_t magic = WAL_FILE_MAGIC, version = 1;
+    uint32_t magic = WAL_FILE_MAGIC, version = WAL_FILE_VERSION;
     uint64_t seed, h;
     int rc;
 
@@ -108,11 +115,25 @@ static int header_write(keel_wal *w)
     if (rc != 0)
         return rc;
     w->seed = seed;
+    w->version = WAL_FILE_VERSION;
     w->start = w->pos = WAL_START;
     if (w->end < WAL_START)
         w->end = WAL_START;
     w->legacy = w->bad_header = 0;
     return 0;
+}
+
+/* The size of the header of the records this log writes. */
+static size_t hdr_size(const keel_wal *w)
+{
+    return w->version >= 2 ? WAL_HDR_V3 : WAL_HDR;
+}
+
+/* The hash of a record header's fields (the 40 bytes from its magic), for
+ * WAL_MAGIC_V3: checked before anything the header claims is read. */
+static uint64_t hdr_hash(const keel_wal *w, const uint8_t *p)
+{
+    return XXH3_64bits_withSeed(p + 8, 40, w->seed ^ WAL_HHASH_SALT);
 }
 
 int keel_wal_open(keel_wal *w, const char *dir)
@@ -140,6 +161,7 @@ int keel_wal_open(keel_wal *w, const char *dir)
         memcpy(&h, hdr + 16, 8);
         if (magic == WAL_FILE_MAGIC && XXH3_64bits(hdr, 16) == h) {
             memcpy(&w->seed, hdr + 8, 8);
+            memcpy(&w->version, hdr + 4, 4);
             w->start = w->pos = WAL_START;
             return 0;
         }
@@ -222,8 +244,9 @@ void keel_wal_rec_begin(keel_wal *w)
 {
     w->len = 0;
     w->ngroups = 0;
-    if (rec_reserve(w, WAL_HDR) == 0)
-        w->len = WAL_HDR; /* else keel_wal_rec_group fails */
+    w->hsize = hdr_size(w);
+    if (rec_reserve(w, w->hsize) == 0)
+        w->len = w->hsize; /* else keel_wal_rec_group fails */
 }
 
 int keel_wal_rec_group(keel_wal *w, const keel_batch *b, size_t group)
@@ -256,7 +279,7 @@ int keel_wal_rec_group(keel_wal *w, const keel_batch *b, size_t group)
         ops_len = g->differs ? batch_op_size(&del.op) : 0;
     }
 
-    if (w->len < WAL_HDR)
+    if (w->len < w->hsize || w->hsize == 0)
         return ENOMEM;
     rc = rec_reserve(w, WAL_GROUP_HDR + cpad + ops_len);
     if (rc != 0)
@@ -313,21 +336,25 @@ static void write_ahead(keel_wal *w, uint64_t need)
 
 int keel_wal_rec_append(keel_wal *w, uint64_t lsn, uint64_t synced)
 {
-    uint32_t magic = WAL_MAGIC;
+    uint32_t magic = w->hsize == WAL_HDR_V3 ? WAL_MAGIC_V3 : WAL_MAGIC;
     uint64_t len, h;
     int rc;
 
-    if (w->len < WAL_HDR)
+    if (w->len < w->hsize || w->hsize == 0)
         return ENOMEM;
     if (w->pos + w->len > w->end && !w->no_ahead)
         write_ahead(w, w->pos + w->len);
-    len = w->len - WAL_HDR;
+    len = w->len - w->hsize;
     memcpy(w->rec + 8, &magic, 4);
     memcpy(w->rec + 12, &w->ngroups, 4);
     memcpy(w->rec + 16, &lsn, 8);
     memcpy(w->rec + 24, &len, 8);
     memcpy(w->rec + 32, &w->gen, 8);
     memcpy(w->rec + 40, &synced, 8);
+    if (w->hsize == WAL_HDR_V3) {
+        h = hdr_hash(w, w->rec);
+        memcpy(w->rec + 48, &h, 8);
+    }
     h = XXH3_64bits_withSeed(w->rec + 8, w->len - 8, w->seed);
     memcpy(w->rec, &h, 8);
     rc = write_at(w->fd, w->rec, w->len, w->pos);
@@ -343,8 +370,8 @@ void keel_wal_rec_done(keel_wal *w)
 
 int keel_wal_rec_cancel(keel_wal *w)
 {
-    static const uint8_t zeros[WAL_HDR];
-    int rc = write_at(w->fd, zeros, sizeof zeros, w->pos);
+    static const uint8_t zeros[WAL_HDR_V3];
+    int rc = write_at(w->fd, zeros, w->hsize ? w->hsize : WAL_HDR, w->pos);
 
     return rc != 0 ? rc : sync_fd(w->fd);
 }
@@ -357,9 +384,12 @@ int keel_wal_sync(keel_wal *w)
 void keel_wal_restart(keel_wal *w)
 {
     /* What the log held is of older generations now: the start of a log
-     * of the previous format can take a header. If it cannot, the log
-     * goes on unseeded. */
-    if (w->legacy && header_write(w) != 0)
+     * of the previous format can take a header, and a log of file version
+     * 1 a new one (a new seed: its records are nobody's now), so that it
+     * writes records whose header is hashed too. If it cannot, the log
+     * goes on as it was (unseeded, or of version 1). */
+    if ((w->legacy || w->version < WAL_FILE_VERSION) && header_write(w) != 0 &&
+        w->legacy)
         w->start = 0;
     w->pos = w->start;
     w->no_ahead = 0;
@@ -477,23 +507,40 @@ struct rec_hdr {
     uint32_t size; /* of the header: WAL_HDR, or WAL_HDR_V1 */
 };
 
-/* Decodes the header at p (at least WAL_HDR bytes, or WAL_HDR_V1 for a
- * record of the previous format): 0 when the magic is not a record's. */
-static int hdr_decode(const uint8_t *p, size_t avail, struct rec_hdr *h)
+/* Decodes the header at p (avail bytes): 0 when it is not the header of
+ * a record this log can hold. A log of file version 2 holds records of
+ * WAL_MAGIC_V3 only, whose header hash must match (so bytes of a stored
+ * value shaped like a header are refused before the length they claim
+ * is read); one of version 1, of WAL_MAGIC; a log without a header, of
+ * WAL_MAGIC_V1, unseeded. A stored value may hold anything: a magic of
+ * another kind than the log's is never taken for a record. */
+static int hdr_decode(const keel_wal *w, const uint8_t *p, size_t avail,
+                      struct rec_hdr *h)
 {
     uint32_t magic;
+    uint64_t hh;
 
     if (avail < WAL_HDR_V1)
         return 0;
     memcpy(&magic, p + 8, 4);
-    if (magic == WAL_MAGIC && avail >= WAL_HDR) {
-        h->size = WAL_HDR;
-        memcpy(&h->synced, p + 40, 8);
-    } else if (magic == WAL_MAGIC_V1) {
+    if (w->legacy) {
+        if (magic != WAL_MAGIC_V1)
+            return 0;
         h->size = WAL_HDR_V1;
         h->synced = 0;
+    } else if (w->version >= 2) {
+        if (magic != WAL_MAGIC_V3 || avail < WAL_HDR_V3)
+            return 0;
+        memcpy(&hh, p + 48, 8);
+        if (hh != hdr_hash(w, p))
+            return 0;
+        h->size = WAL_HDR_V3;
+        memcpy(&h->synced, p + 40, 8);
     } else {
-        return 0;
+        if (magic != WAL_MAGIC || avail < WAL_HDR)
+            return 0;
+        h->size = WAL_HDR;
+        memcpy(&h->synced, p + 40, 8);
     }
     memcpy(&h->hash, p, 8);
     memcpy(&h->ngroups, p + 12, 4);
@@ -510,34 +557,36 @@ static int hdr_decode(const uint8_t *p, size_t avail, struct rec_hdr *h)
 static int rec_read(keel_wal *w, uint64_t pos, uint64_t size, uint64_t gen_lo,
                     uint64_t gen_hi, uint64_t lsn_lo, struct rec_hdr *h)
 {
-    uint8_t hdr[WAL_HDR];
+    uint8_t hdr[WAL_HDR_V3];
     size_t avail;
     int rc;
 
     if (pos >= size || size - pos < WAL_HDR_V1)
         return 0;
-    avail = size - pos < WAL_HDR ? (size_t)(size - pos) : WAL_HDR;
+    avail = size - pos < WAL_HDR_V3 ? (size_t)(size - pos) : WAL_HDR_V3;
     rc = read_at(w->fd, hdr, avail, pos);
     if (rc != 0)
         return rc == ENODATA ? 0 : -rc;
-    if (!hdr_decode(hdr, avail, h) || h->gen < gen_lo || h->gen > gen_hi ||
-        h->lsn < lsn_lo)
+    if (!hdr_decode(w, hdr, avail, h) || h->gen < gen_lo ||
+        h->gen > gen_hi || h->lsn < lsn_lo)
         return 0;
     /* A header torn on a page boundary may pair a fresh lsn with a stale
      * length: the length must fit the file before anything is allocated
      * for it. */
-    if (h->len > size - pos - h->size)
+    if (h->len > size - pos - h->size || h->len > WAL_REC_MAX)
         return 0;
     w->len = 0;
     rc = rec_reserve(w, h->size + h->len);
     if (rc != 0)
         return -rc;
+    w->body_bytes += h->len;
     memcpy(w->rec, hdr, h->size);
     rc = read_at(w->fd, w->rec + h->size, h->len, pos + h->size);
     if (rc != 0)
         return rc == ENODATA ? 0 : -rc;
     return XXH3_64bits_withSeed(w->rec + 8, h->size - 8 + h->len,
-                                h->size == WAL_HDR ? w->seed : 0) == h->hash;
+                                h->size == WAL_HDR_V1 ? 0 : w->seed) ==
+           h->hash;
 }
 
 /* What a look through the file for intact records found. */
@@ -562,6 +611,9 @@ static int scan(keel_wal *w, uint64_t from, uint64_t size, uint64_t gen_lo,
 {
     static const uint8_t m2[4] = {0x32, 0x4c, 0x57, 0x4b};
     static const uint8_t m1[4] = {0x4c, 0x41, 0x57, 0x4b};
+    static const uint8_t m3[4] = {0x33, 0x4c, 0x57, 0x4b};
+    /* The one magic this log's records have (hdr_decode). */
+    const uint8_t *m = w->legacy ? m1 : w->version >= 2 ? m3 : m2;
     uint8_t *buf = malloc(SCAN_CHUNK);
     uint64_t base = from, resume = 0;
     int rc = 0;
@@ -598,18 +650,16 @@ static int scan(keel_wal *w, uint64_t from, uint64_t size, uint64_t gen_lo,
             uint64_t at;
             int r;
 
-            if (buf[i + 8] != m2[0] && buf[i + 8] != m1[0])
-                continue;
-            if (memcmp(buf + i + 8, m2, 4) != 0 &&
-                memcmp(buf + i + 8, m1, 4) != 0)
+            if (buf[i + 8] != m[0] || memcmp(buf + i + 8, m, 4) != 0)
                 continue;
             at = base + i;
             if (at < resume)
                 continue; /* inside a record found */
-            /* The generation and lsn straight from the chunk where the
-             * header lies whole in it: most hits are stale records. */
-            if (i + WAL_HDR <= n && hdr_decode(buf + i, WAL_HDR, &h) &&
-                (h.gen < gen_lo || h.gen > gen_hi || h.lsn < lsn_lo))
+            /* The header straight from the chunk where it lies whole in
+             * it: most hits are stale records, or bytes of values. */
+            if (i + WAL_HDR_V3 <= n &&
+                (!hdr_decode(w, buf + i, WAL_HDR_V3, &h) || h.gen < gen_lo ||
+                 h.gen > gen_hi || h.lsn < lsn_lo))
                 continue;
             r = rec_read(w, at, size, gen_lo, gen_hi, lsn_lo, &h);
             if (r < 0) {
@@ -708,13 +758,14 @@ int keel_wal_replay(keel_wal *w, uint64_t after, uint64_t off, uint64_t gen,
     } else {
         /* Nothing after: a record of the run cut short or failing its
          * check is a torn tail; anything else is the end. */
-        uint8_t hdr[WAL_HDR];
-        size_t avail = end->bytes < WAL_HDR ? (size_t)end->bytes : WAL_HDR;
+        uint8_t hdr[WAL_HDR_V3];
+        size_t avail = end->bytes < WAL_HDR_V3 ? (size_t)end->bytes
+                                               : WAL_HDR_V3;
 
         rc = read_at(w->fd, hdr, avail, pos);
         if (rc != 0 && rc != ENODATA)
             return rc;
-        if (rc == 0 && hdr_decode(hdr, avail, &h) && h.gen == gen &&
+        if (rc == 0 && hdr_decode(w, hdr, avail, &h) && h.gen == gen &&
             h.lsn == want)
             end->kind = KEEL_WAL_END_TORN;
     }
@@ -742,8 +793,9 @@ int keel_wal_newer_gen(keel_wal *w, uint64_t gen, uint64_t *off)
 
 int keel_wal_mark(keel_wal *w, uint64_t gen)
 {
-    uint8_t rec[WAL_HDR];
-    uint32_t magic = WAL_MAGIC, zero32 = 0;
+    uint8_t rec[WAL_HDR_V3];
+    size_t hs = hdr_size(w);
+    uint32_t magic = hs == WAL_HDR_V3 ? WAL_MAGIC_V3 : WAL_MAGIC, zero32 = 0;
     uint64_t zero = 0, h;
     struct stat st;
     int rc;
@@ -756,11 +808,15 @@ int keel_wal_mark(keel_wal *w, uint64_t gen)
     memcpy(rec + 24, &zero, 8);
     memcpy(rec + 32, &gen, 8);
     memcpy(rec + 40, &zero, 8);
-    h = XXH3_64bits_withSeed(rec + 8, WAL_HDR - 8, w->seed);
+    if (hs == WAL_HDR_V3) {
+        h = hdr_hash(w, rec);
+        memcpy(rec + 48, &h, 8);
+    }
+    h = XXH3_64bits_withSeed(rec + 8, hs - 8, w->seed);
     memcpy(rec, &h, 8);
-    rc = write_at(w->fd, rec, sizeof rec, (uint64_t)st.st_size);
-    if (rc == 0 && (uint64_t)st.st_size + sizeof rec > w->end)
-        w->end = (uint64_t)st.st_size + sizeof rec;
+    rc = write_at(w->fd, rec, hs, (uint64_t)st.st_size);
+    if (rc == 0 && (uint64_t)st.st_size + hs > w->end)
+        w->end = (uint64_t)st.st_size + hs;
     return rc != 0 ? rc : sync_fd(w->fd);
 }
 

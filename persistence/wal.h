@@ -12,18 +12,28 @@
  *   keel.wal   a header of 4 KiB: magic u32 ("KWLH") | version u32 |
  *              seed u64 | hash u64 (XXH3-64 of the 16 bytes before it) |
  *              zeros; then records, back to back from offset 4096:
- *              hash u64 | magic u32 | ngroups u32 | lsn u64 | len u64 |
- *              gen u64 | synced u64 |
+ *              hash u64 | magic u32 ("KWL3") | ngroups u32 | lsn u64 |
+ *              len u64 | gen u64 | synced u64 | hhash u64 |
  *              len bytes of groups, each
  *                cap_len u32 | shard u32 | epoch u64 | ops_len u64 |
  *                cap, zero-padded to 8 | ops_len bytes of ops as a
  *                batch arena holds them (batch_internal.h)
  *              hash is XXH3-64, seeded with the header's seed, of
- *              everything after it. The seed is random per log file and
- *              never leaves the data directory, so a stored value that
- *              holds bytes shaped like a record (a client can send any)
- *              is never taken for one when replay looks through the file
- *              for records past damage. Sequence numbers
+ *              everything after it; hhash, of the 40 bytes from magic to
+ *              synced, seeded with the seed xor KEEL_WAL_HHASH_SALT. The
+ *              seed is random per log file and never leaves the data
+ *              directory, so a stored value that holds bytes shaped like
+ *              a record (a client can send any) is never taken for one
+ *              when replay looks through the file for records past
+ *              damage, and hhash lets that look refuse such bytes before
+ *              it reads the body they claim (a value tiled with headers
+ *              each claiming the rest of the file would otherwise cost
+ *              every open a read of the file per header). A log of file
+ *              version 1 (an older keel's) holds records of "KWL2",
+ *              without hhash (48-byte headers); they are read, and the
+ *              first restart of such a log gives it a new header of
+ *              version 2. A log holds records of its own format only.
+ *              Sequence numbers
  *              (lsn) rise by one from record to record. synced is the
  *              newest record known durable (flushed) when this one was
  *              written: a record vouches for every record up to it, which
@@ -31,8 +41,9 @@
  *              tail that was never flushed (keel_wal_replay). Records of
  *              the previous format (magic "KWAL", no synced field) are
  *              still read (unseeded, from offset 0 of a log without a header),
- *              vouching for nothing; the first restart of such a log
- *              writes it a header. The records to
+ *              vouching for nothing, and only in a log without a
+ *              header; the first restart of such a log writes it a
+ *              header. The records to
  *              replay are exactly the run that starts at the checkpoint's
  *              wal_off with the checkpoint's lsn + 1 and its wal_gen; a
  *              checkpoint made in normal running starts the log again
@@ -64,11 +75,20 @@
 #define KEEL_WAL_NAME "keel.wal"
 /* Bytes of the log's header, where records begin. */
 #define KEEL_WAL_HEADER_BYTES 4096u
+/* A record's header in a log of file version 2, and the seed of its own
+ * hash: the log's seed xor this (see the format above). */
+#define KEEL_WAL_REC_HDR 56u
+#define KEEL_WAL_HHASH_SALT 0x6b65656c68647232ull
 #define KEEL_CKPT_NAME "keel.ckpt"
 
 typedef struct keel_wal {
     int fd;
     uint64_t seed;  /* of the records' hashes */
+    uint32_t version; /* of the file's header: 2 for records of "KWL3" */
+    size_t hsize;   /* header size of the record being built */
+    /* Bytes of record bodies read to check their hash since the open: a
+     * look for records past damage should read those of records only. */
+    uint64_t body_bytes;
     uint64_t start; /* where records begin: after the header */
     int legacy;     /* a log of the previous format: no header, seed 0 */
     int bad_header; /* the header is damaged and records may follow it:

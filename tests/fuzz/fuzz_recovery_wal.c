@@ -16,6 +16,7 @@
 #include <xxhash.h>
 
 #include "fuzz.h"
+#include "persistence/wal.h"
 #include "recovery.h"
 
 /* The stretch the log is written ahead by (persistence/wal.c). */
@@ -47,18 +48,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(wal != NULL);
     if (len > 0)
         memcpy(wal, data + 1, len);
-    /* Records begin after the log's 4 KiB header, 48-byte headers each,
-     * hashed with the header's seed (wal.h). */
+    /* Records begin after the log's 4 KiB header, 56-byte headers each,
+     * each header hashed on its own and the record as a whole, with the
+     * header's seed (wal.h). */
     pos = 4096;
     seed = rh_wal_seed(wal, len);
-    while (reseal && len >= pos && len - pos >= 48) {
+    while (reseal && len >= pos && len - pos >= KEEL_WAL_REC_HDR) {
         uint64_t rlen, h;
         memcpy(&rlen, wal + pos + 24, 8);
-        if (rlen > len - pos - 48)
+        if (rlen > len - pos - KEEL_WAL_REC_HDR)
             break;
-        h = XXH3_64bits_withSeed(wal + pos + 8, 40 + (size_t)rlen, seed);
+        h = XXH3_64bits_withSeed(wal + pos + 8, 40,
+                                 seed ^ KEEL_WAL_HHASH_SALT);
+        memcpy(wal + pos + 48, &h, 8);
+        h = XXH3_64bits_withSeed(wal + pos + 8,
+                                 KEEL_WAL_REC_HDR - 8 + (size_t)rlen, seed);
         memcpy(wal + pos, &h, 8);
-        pos += 48 + (size_t)rlen;
+        pos += KEEL_WAL_REC_HDR + (size_t)rlen;
     }
     /* The zeros after the resealing: they are no records. */
     len = padded;

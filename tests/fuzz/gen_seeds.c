@@ -22,6 +22,7 @@
 #include "coordinator/storecheck.h"
 #include "fuzz.h"
 #include "persistence/store.h"
+#include "persistence/wal.h"
 #include "recovery.h"
 #include "runtime/dedup.h"
 #include "runtime/proto.h"
@@ -1036,7 +1037,7 @@ static void recovery_seeds(void)
     wal_seed("zeroed-record-4", 2, w, img);
     /* An op length that no longer fits its group, resealed. */
     memcpy(w, t->wal.p, img);
-    w[t->rec_off[1] + 48 + 24 + 4] ^= 0x7f; /* its first op's klen */
+    w[t->rec_off[1] + KEEL_WAL_REC_HDR + 24 + 4] ^= 0x7f; /* first op klen */
     wal_seed("bad-op-record-2-reseal", 3, w, img);
     /* Record 2 twice: the second is out of sequence. */
     memcpy(w, t->wal.p, t->rec_off[2]);

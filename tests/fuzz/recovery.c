@@ -69,8 +69,9 @@
 #include "coordinator/codec.h"
 #include "fuzz.h"
 #include "persistence/store.h"
+#include "persistence/wal.h"
 
-#define WAL_HDR 48u
+#define WAL_HDR KEEL_WAL_REC_HDR
 #define WAL_START 4096u /* records begin after the log's header */
 #define WAL_FILE_MAGIC 0x4b574c48u
 #define CKPT_HDR 48u
@@ -462,6 +463,10 @@ int rh_wal_forged(const uint8_t *wal, size_t len)
         k++;
     }
     if (len - pos < WAL_HDR)
+        return 0;
+    memcpy(&h, wal + pos + 48, 8);
+    if (XXH3_64bits_withSeed(wal + pos + 8, 40, seed ^ KEEL_WAL_HHASH_SALT) !=
+        h)
         return 0;
     memcpy(&h, wal + pos, 8);
     memcpy(&rlen, wal + pos + 24, 8);

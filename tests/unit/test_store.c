@@ -2287,13 +2287,13 @@ static void crash_child_mode(const char *dir, int durability)
                   "child status %d", status);
 }
 
-/* Where the log's records end: records from the header on, each 48 bytes
+/* Where the log's records end: records from the header on, each 56 bytes
  * of header (its magic at 8, its length at 24) and its groups. The file
  * goes on past it (zeros written ahead). */
 static off_t log_records_end(const char *dir)
 {
     char path[512];
-    uint8_t h[48];
+    uint8_t h[56];
     uint32_t magic;
     uint64_t len;
     off_t at = 4096;
@@ -2305,7 +2305,7 @@ static off_t log_records_end(const char *dir)
     while (pread(fd, h, sizeof h, at) == (ssize_t)sizeof h) {
         memcpy(&magic, h + 8, 4);
         memcpy(&len, h + 24, 8);
-        if (magic != 0x4b574c32u)
+        if (magic != 0x4b574c33u)
             break;
         at += (off_t)(sizeof h + len);
     }

@@ -28,7 +28,7 @@
 #include "testutil.h"
 
 #define TYPE "t"
-#define WAL_HDR 48 /* wal.h: a record's header */
+#define WAL_HDR 56 /* wal.h: a record's header ("KWL3") */
 #define WAL_START 4096 /* wal.h: where records begin, after the header */
 #define SLOT1 (256 << 10) /* wal.h: where the second checkpoint slot starts */
 
@@ -209,7 +209,7 @@ static int wal_offsets(const char *dir, off_t *offs, int max)
     off_t at = WAL_START;
 
     while (n < max && pread(fd, hdr, sizeof hdr, at) == (ssize_t)sizeof hdr &&
-           memcmp(hdr + 8, "2LWK", 4) == 0) {
+           memcmp(hdr + 8, "3LWK", 4) == 0) {
         uint64_t len;
 
         memcpy(&len, hdr + 24, 8);
@@ -673,12 +673,19 @@ END_TEST
 
 /* A client may store any bytes, including ones shaped like a log record
  * of a far newer generation, or like later records of the current run
- * vouching for everything: records are hashed with the log's own secret
- * seed, so these are never taken for records, and the store opens after
- * a clean close and after a crash whose last record is torn. */
-static size_t forged_record(uint8_t *p, uint64_t lsn, uint64_t gen)
+ * vouching for everything, in this log's format or an older one: records
+ * are hashed with the log's own secret seed, and a log holds records of
+ * one format only, so these are never taken for records, and the store
+ * opens after a clean close and after a crash whose last record is torn.
+ * (A record of the first format, "KWAL", unseeded, was taken for one in
+ * any log: forged with a newer generation, it made the store refuse to
+ * open.) */
+static size_t forged_record(uint8_t *p, uint64_t lsn, uint64_t gen, int kind)
 {
-    uint32_t magic = 0x4b574c32u, ngroups = 0;
+    static const uint32_t magics[] = {0x4b574c33u, 0x4b574c32u, 0x4b57414cu};
+    static const size_t sizes[] = {56, 48, 40};
+    uint32_t magic = magics[kind], ngroups = 0;
+    size_t size = sizes[kind];
     uint64_t zero = 0, h;
 
     memcpy(p + 8, &magic, 4);
@@ -686,10 +693,15 @@ static size_t forged_record(uint8_t *p, uint64_t lsn, uint64_t gen)
     memcpy(p + 16, &lsn, 8);
     memcpy(p + 24, &zero, 8);
     memcpy(p + 32, &gen, 8);
-    memcpy(p + 40, &lsn, 8); /* synced: vouches for everything */
-    h = XXH3_64bits(p + 8, WAL_HDR - 8);
+    if (kind < 2)
+        memcpy(p + 40, &lsn, 8); /* synced: vouches for everything */
+    if (kind == 0) {
+        h = XXH3_64bits(p + 8, 40); /* the header hash, guessed unseeded */
+        memcpy(p + 48, &h, 8);
+    }
+    h = XXH3_64bits(p + 8, size - 8);
     memcpy(p, &h, 8);
-    return WAL_HDR;
+    return size;
 }
 
 static int put_bytes(keel_store *s, const char *id, const void *v, size_t n)
@@ -710,17 +722,20 @@ static int put_bytes(keel_store *s, const char *id, const void *v, size_t n)
 START_TEST(test_forged_records_in_values)
 {
     char *dir = tu_tmpdir("recov");
-    uint8_t v[9 * WAL_HDR];
+    uint8_t v[3 * 9 * WAL_HDR];
     off_t offs[64];
     keel_store *s;
     size_t n = 0;
     int fd;
 
     /* Generation 2^62 (evidence of a newer checkpoint), and lsn 1000 of
-     * every generation up to 8, vouching for all before it. */
-    n += forged_record(v + n, 0, 1ull << 62);
-    for (uint64_t g = 1; g <= 8; g++)
-        n += forged_record(v + n, 1000, g);
+     * every generation up to 8, vouching for all before it; in each
+     * format. */
+    for (int kind = 0; kind < 3; kind++) {
+        n += forged_record(v + n, 0, 1ull << 62, kind);
+        for (uint64_t g = 1; g <= 8; g++)
+            n += forged_record(v + n, 1000, g, kind);
+    }
     s = open_ok(dir, 0);
     ck_assert_int_eq(put_bytes(s, "forged", v, n), 0);
     keel_store_close(s);
@@ -825,6 +840,46 @@ START_TEST(test_wal_mark)
 }
 END_TEST
 
+/* Bytes of a stored value shaped like record headers, each claiming a
+ * body as long as the file allows, in every format, cost the looks for
+ * records past damage nothing: a header's own hash (seeded) rejects them
+ * before their bodies are read. (Before it, each forged header of the
+ * log's format made every open read and hash the body it claimed: a
+ * value of 2 MiB of them took seconds, one of 64 MiB hours.) */
+START_TEST(test_forged_headers_are_not_read_past)
+{
+    char *dir = tu_tmpdir("recov");
+    size_t vlen = 64 << 10, n = 0;
+    uint8_t *v = calloc(1, vlen);
+    off_t fsize = WAL_START + (off_t)vlen + (8 << 20);
+    uint64_t off = 0;
+    keel_wal w;
+    int fd;
+
+    ck_assert_ptr_nonnull(v);
+    while (n + 3 * WAL_HDR <= vlen)
+        for (int kind = 0; kind < 3; kind++) {
+            size_t k = forged_record(v + n, 1, UINT64_MAX - 1, kind);
+            uint64_t len = (uint64_t)(fsize - WAL_START) - n - k;
+            memcpy(v + n + 24, &len, 8); /* a body to the file's end */
+            n += k;
+        }
+    ck_assert_int_eq(keel_wal_open(&w, dir), 0);
+    keel_wal_close(&w);
+    fd = open_file(dir, KEEL_WAL_NAME);
+    ck_assert_int_eq(pwrite(fd, v, vlen, WAL_START), (ssize_t)vlen);
+    ck_assert_int_eq(ftruncate(fd, fsize), 0);
+    close(fd);
+    ck_assert_int_eq(keel_wal_open(&w, dir), 0);
+    ck_assert_int_eq(keel_wal_newer_gen(&w, 1, &off), 0);
+    ck_assert_uint_eq(w.body_bytes, 0);
+    keel_wal_close(&w);
+    free(v);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* ----------------------------------------------------- written ahead */
 
 /* A crash after the log crossed a stretch it wrote ahead; then after the
@@ -914,6 +969,84 @@ static int wal_append(keel_wal *w, keel_batch *b, uint64_t lsn)
         keel_wal_rec_done(w);
     return rc;
 }
+
+/* A log of file version 1 (an older keel's: records of "KWL2", whose
+ * header has no hash of its own) is read as before; the restart after
+ * the next checkpoint gives it a new header, of version 2, and the
+ * records from then on are of "KWL3". */
+START_TEST(test_version1_log_read_then_upgraded)
+{
+    char *dir = tu_tmpdir("recov");
+    keel_batch *scratch = keel_batch_create();
+    keel_batch *b = keel_batch_create();
+    uint8_t hdr[WAL_START], rec[48], k[KEEL_KEY_MAX];
+    uint32_t magic = 0x4b574c48u, version = 1, ngroups = 0;
+    uint64_t seed = 0x1234567890abcdefull, h, lsn = 1, zero = 0, gen = 5;
+    uint64_t last = 0;
+    keel_wal_end end;
+    keel_wal w;
+    int fd, n = 0, kn = key_of(k, "c");
+
+    memset(hdr, 0, sizeof hdr);
+    memcpy(hdr, &magic, 4);
+    memcpy(hdr + 4, &version, 4);
+    memcpy(hdr + 8, &seed, 8);
+    h = XXH3_64bits(hdr, 16);
+    memcpy(hdr + 16, &h, 8);
+    magic = 0x4b574c32u;
+    memcpy(rec + 8, &magic, 4);
+    memcpy(rec + 12, &ngroups, 4);
+    memcpy(rec + 16, &lsn, 8);
+    memcpy(rec + 24, &zero, 8);
+    memcpy(rec + 32, &gen, 8);
+    memcpy(rec + 40, &zero, 8);
+    h = XXH3_64bits_withSeed(rec + 8, 40, seed);
+    memcpy(rec, &h, 8);
+    {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, KEEL_WAL_NAME);
+        fd = open(path, O_RDWR | O_CREAT, 0600);
+    }
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pwrite(fd, hdr, sizeof hdr, 0), (ssize_t)sizeof hdr);
+    ck_assert_int_eq(pwrite(fd, rec, sizeof rec, WAL_START),
+                     (ssize_t)sizeof rec);
+    close(fd);
+
+    ck_assert_int_eq(keel_wal_open(&w, dir), 0);
+    ck_assert_uint_eq(w.version, 1);
+    ck_assert_int_eq(keel_wal_replay(&w, 0, 0, gen, scratch, count_cb, &n,
+                                     &last, &end),
+                     0);
+    ck_assert_int_eq(n, 1);
+    ck_assert_uint_eq(last, 1);
+    keel_wal_restart(&w);
+    ck_assert_uint_eq(w.version, 2);
+    w.gen = 6;
+    ck_assert_int_eq(keel_batch_begin_group(b, NULL, 1, 1, NULL), 0);
+    ck_assert_int_eq(keel_batch_put(b, k, (size_t)kn, 1, "1", 1), 0);
+    ck_assert_int_eq(wal_append(&w, b, 1), 0);
+    keel_wal_close(&w);
+    fd = open_file(dir, KEEL_WAL_NAME);
+    ck_assert_int_eq(pread(fd, rec, sizeof rec, WAL_START),
+                     (ssize_t)sizeof rec);
+    close(fd);
+    ck_assert_int_eq(memcmp(rec + 8, "3LWK", 4), 0);
+    ck_assert_int_eq(keel_wal_open(&w, dir), 0);
+    ck_assert_uint_eq(w.version, 2);
+    n = 0;
+    ck_assert_int_eq(keel_wal_replay(&w, 0, 0, 6, scratch, count_cb, &n,
+                                     &last, &end),
+                     0);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(end.kind, KEEL_WAL_END_CLEAN);
+    keel_wal_close(&w);
+    keel_batch_destroy(b);
+    keel_batch_destroy(scratch);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
 
 /* A mark made after the log wrote ahead goes past the zeros, at the
  * file's end: found there, and still no part of the run the replay
@@ -1505,6 +1638,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_older_checkpoint_damaged);
     tcase_add_test(tc, test_newest_checkpoint_lost);
     tcase_add_test(tc, test_forged_records_in_values);
+    tcase_add_test(tc, test_forged_headers_are_not_read_past);
+    tcase_add_test(tc, test_version1_log_read_then_upgraded);
     tcase_add_test(tc, test_first_checkpoint_torn);
     tcase_add_test(tc, test_wal_mark);
     tcase_add_test(tc, test_fresh_dir_disk_full);
