@@ -114,6 +114,11 @@ struct fence_cache {
     size_t mask;
     size_t count;
     size_t ndirty; /* entries raised by the open transaction */
+    /* The open transaction raised a fence it could not cache (no memory
+     * for the table): a later read of that fence in it sees the raise,
+     * which is no committed value, so nothing more is cached until it
+     * ends. */
+    int uncached;
 };
 
 struct keel_store {
@@ -2370,6 +2375,7 @@ static void fence_cache_settle(struct fence_cache *fc, int ok)
 
     /* Fences are raised rarely (a unit's first write at a new epoch), so
      * most commits have nothing to settle. */
+    fc->uncached = 0;
     if (fc->ndirty == 0)
         return;
     fc->ndirty = 0;
@@ -2456,8 +2462,10 @@ static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
             return rc;
         }
         /* Nothing earlier in this transaction touched this fence (it
-         * would be cached), so what was read is the committed value. */
-        fe = fence_cache_add(&s->fc, kbuf, k.mv_size, h, stored);
+         * would be cached), so what was read is the committed value;
+         * unless a raise could not be cached (fc.uncached). */
+        if (!s->fc.uncached)
+            fe = fence_cache_add(&s->fc, kbuf, k.mv_size, h, stored);
     }
     if (stored > g->epoch) {
         g->status = KEEL_EFENCED;
@@ -2484,6 +2492,8 @@ static int apply_group(keel_store *s, MDB_txn *txn, MDB_cursor **curp,
                 s->fc.ndirty++;
             fe->pending = g->epoch;
             fe->dirty = 1;
+        } else {
+            s->fc.uncached = 1;
         }
     }
     for (size_t off = g->ops_off; off < g->ops_end;) {
