@@ -51,7 +51,8 @@ static void history_summary(FILE *out, const char *path,
 }
 
 static void check_history(const char *dir, const chaos_check_opts *o,
-                          FILE *out, FILE *err, struct verdicts *v)
+                          FILE *out, FILE *err, struct verdicts *v,
+                          chaos_check_kept *kept)
 {
     char *path = NULL, msg[1024];
     chaos_history h;
@@ -85,7 +86,12 @@ static void check_history(const char *dir, const chaos_check_opts *o,
         chaos_lin_print(out, &h, &lr, o->max_detail);
         v->violation |= lr.violations > 0;
         v->undecided |= lr.undecided > 0;
-        chaos_lin_result_free(&lr);
+        if (kept != NULL) {
+            kept->lin = lr;
+            kept->have_lin = 1;
+        } else {
+            chaos_lin_result_free(&lr);
+        }
     }
 
     rc = chaos_lost_check(&h, &wr, msg, sizeof msg);
@@ -96,7 +102,12 @@ static void check_history(const char *dir, const chaos_check_opts *o,
     } else {
         chaos_lost_print(out, &h, &wr, o->max_detail);
         v->violation |= wr.nfound > 0;
-        chaos_lost_result_free(&wr);
+        if (kept != NULL) {
+            kept->lost = wr;
+            kept->have_lost = 1;
+        } else {
+            chaos_lost_result_free(&wr);
+        }
     }
 done:
     chaos_history_free(&h);
@@ -175,17 +186,34 @@ static void check_replicas(const char *dir, const chaos_check_opts *o,
     free(path);
 }
 
+void chaos_check_kept_free(chaos_check_kept *k)
+{
+    if (k->have_lin)
+        chaos_lin_result_free(&k->lin);
+    if (k->have_lost)
+        chaos_lost_result_free(&k->lost);
+    memset(k, 0, sizeof *k);
+}
+
 int chaos_check_dir(const char *dir, const chaos_check_opts *o, FILE *out,
                     FILE *err)
+{
+    return chaos_check_dir_kept(dir, o, out, err, NULL);
+}
+
+int chaos_check_dir_kept(const char *dir, const chaos_check_opts *o,
+                         FILE *out, FILE *err, chaos_check_kept *kept)
 {
     struct verdicts v = {0, 0, 0};
     chaos_check_opts def;
 
+    if (kept != NULL)
+        memset(kept, 0, sizeof *kept);
     if (o == NULL) {
         chaos_check_opts_init(&def);
         o = &def;
     }
-    check_history(dir, o, out, err, &v);
+    check_history(dir, o, out, err, &v, kept);
     check_actlogs(dir, o, out, err, &v);
     check_replicas(dir, o, out, err, &v);
     if (v.violation) {

@@ -17,6 +17,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "chaos/lin.h"
+#include "chaos/lostwrite.h"
+
 #define CHAOS_EXIT_PASS 0      /* every check passed or was skipped */
 #define CHAOS_EXIT_VIOLATION 1 /* some check found a violation */
 #define CHAOS_EXIT_BAD_INPUT 2 /* no violation, some input did not read */
@@ -33,5 +36,21 @@ void chaos_check_opts_init(chaos_check_opts *o);
  * err as well. Returns one of the CHAOS_EXIT_ codes. */
 int chaos_check_dir(const char *dir, const chaos_check_opts *o, FILE *out,
                     FILE *err);
+
+/* What the history's checks found, kept for a caller that draws them
+ * (report.c) instead of searching again: have_lin and have_lost say which
+ * ran. The results' indices are those of the history as read from the
+ * run's file. Free with chaos_check_kept_free. */
+typedef struct chaos_check_kept {
+    int have_lin, have_lost;
+    chaos_lin_result lin;
+    chaos_lost_result lost;
+} chaos_check_kept;
+
+/* chaos_check_dir, keeping the history's results in *kept (zeroed first;
+ * NULL: not kept). */
+int chaos_check_dir_kept(const char *dir, const chaos_check_opts *o,
+                         FILE *out, FILE *err, chaos_check_kept *kept);
+void chaos_check_kept_free(chaos_check_kept *k);
 
 #endif

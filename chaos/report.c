@@ -1051,21 +1051,36 @@ static void rdata_free(rdata *d)
     free(d->bad);
 }
 
-static void load_checks(rdata *d, const char *dir, const chaos_check_opts *o)
+/* The checks' text and results: done's (a run that checked already), or
+ * from checking dir once here. */
+static void load_checks(rdata *d, const char *dir, const chaos_check_opts *o,
+                        chaos_report_checks *done)
 {
-    chaos_lin_opts lo;
+    chaos_check_kept kept;
     char *p, msg[256];
     size_t len = 0;
-    FILE *mem = open_memstream(&d->check_text, &len);
 
-    if (mem != NULL) {
-        d->check_rc = chaos_check_dir(dir, o, mem, NULL);
-        fclose(mem);
+    memset(&kept, 0, sizeof kept);
+    if (done != NULL) {
+        d->check_text = strdup(done->text != NULL ? done->text : "");
+        d->check_rc = done->rc;
+        if (done->kept != NULL) {
+            kept = *done->kept;
+            memset(done->kept, 0, sizeof *done->kept);
+        }
+    } else {
+        FILE *mem = open_memstream(&d->check_text, &len);
+        if (mem != NULL) {
+            d->check_rc = chaos_check_dir_kept(dir, o, mem, NULL, &kept);
+            fclose(mem);
+        }
     }
-    memset(&lo, 0, sizeof lo);
-    lo.max_states = o->max_states;
-    d->have_lin = chaos_lin_check(&d->h, &lo, &d->lin) == 0;
-    d->have_lost = chaos_lost_check(&d->h, &d->lost, msg, sizeof msg) == 0;
+    d->have_lin = kept.have_lin;
+    if (d->have_lin)
+        d->lin = kept.lin;
+    d->have_lost = kept.have_lost;
+    if (d->have_lost)
+        d->lost = kept.lost;
     p = path_in(dir, "actlogs");
     if (p != NULL && access(p, R_OK) == 0 &&
         chaos_actlog_read_dir(&d->act, p, msg, sizeof msg) == 0 &&
@@ -1074,8 +1089,8 @@ static void load_checks(rdata *d, const char *dir, const chaos_check_opts *o)
     free(p);
 }
 
-int chaos_report_html(const char *dir, const chaos_check_opts *o, FILE *f,
-                      FILE *err)
+static int report_html(const char *dir, const chaos_check_opts *o, FILE *f,
+                       FILE *err, chaos_report_checks *done)
 {
     rdata d;
     chaos_check_opts def;
@@ -1106,7 +1121,7 @@ int chaos_report_html(const char *dir, const chaos_check_opts *o, FILE *f,
     each_line(&d, dir, "run.json", on_meta);
     each_line(&d, dir, "faults.jsonl", on_fault);
     each_line(&d, dir, "events.jsonl", on_event);
-    load_checks(&d, dir, o);
+    load_checks(&d, dir, o, done);
     mark_violations(&d);
 
     /* The time axis: from the clients' start (or the first operation)
@@ -1169,8 +1184,20 @@ int chaos_report_html(const char *dir, const chaos_check_opts *o, FILE *f,
     return ferror(f) ? KEEL_EIO : 0;
 }
 
+int chaos_report_html(const char *dir, const chaos_check_opts *o, FILE *f,
+                      FILE *err)
+{
+    return report_html(dir, o, f, err, NULL);
+}
+
 int chaos_report_write(const char *dir, const chaos_check_opts *o,
                        FILE *err)
+{
+    return chaos_report_write_checked(dir, o, err, NULL);
+}
+
+int chaos_report_write_checked(const char *dir, const chaos_check_opts *o,
+                               FILE *err, chaos_report_checks *done)
 {
     char *tmp = path_in(dir, ".report.html.tmp");
     char *dst = path_in(dir, "report.html");
@@ -1191,7 +1218,7 @@ int chaos_report_write(const char *dir, const chaos_check_opts *o,
         free(dst);
         return KEEL_EIO;
     }
-    rc = chaos_report_html(dir, o, f, err);
+    rc = report_html(dir, o, f, err, done);
     if (fclose(f) != 0 && rc == 0)
         rc = KEEL_EIO;
     if (rc == 0 && rename(tmp, dst) != 0) {

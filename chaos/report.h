@@ -13,9 +13,11 @@
  * time; and the check's full text.
  *
  * What the report shows comes from the files of DIR alone: the checks
- * run again on them (they are deterministic), so the page says what
- * keel-chaos check DIR says. A file that is missing leaves its part out;
- * only history.jsonl is required. */
+ * run on them (they are deterministic), once, so the page says what
+ * keel-chaos check DIR says; a run that checked already hands its
+ * results over (chaos_report_write_checked) rather than search again,
+ * which on a history of a million operations takes minutes. A file that
+ * is missing leaves its part out; only history.jsonl is required. */
 #ifndef KEEL_CHAOS_REPORT_H
 #define KEEL_CHAOS_REPORT_H
 
@@ -33,5 +35,17 @@ int chaos_report_html(const char *dir, const chaos_check_opts *o, FILE *f,
  * into place). Returns 0 or a KEEL_E* code, with a word on err. */
 int chaos_report_write(const char *dir, const chaos_check_opts *o,
                        FILE *err);
+
+/* The checks of dir as made already: what they printed, their exit
+ * code, and what they kept (moved into the report, which frees it). */
+typedef struct chaos_report_checks {
+    const char *text;
+    int rc;
+    chaos_check_kept *kept;
+} chaos_report_checks;
+
+/* chaos_report_write with the checks done already. */
+int chaos_report_write_checked(const char *dir, const chaos_check_opts *o,
+                               FILE *err, chaos_report_checks *done);
 
 #endif

@@ -1433,6 +1433,8 @@ static int check_and_report(run *r, FILE *out, FILE *err)
 {
     const chaos_run_opts *o = r->o;
     chaos_check_opts co;
+    chaos_check_kept kept;
+    chaos_report_checks done;
     char *text = NULL;
     size_t len = 0;
     FILE *mem = open_memstream(&text, &len);
@@ -1443,16 +1445,21 @@ static int check_and_report(run *r, FILE *out, FILE *err)
     co.max_states = o->max_states;
     if (mem == NULL)
         return chaos_check_dir(o->out, &co, out, err);
-    rc = chaos_check_dir(o->out, &co, mem, err);
+    rc = chaos_check_dir_kept(o->out, &co, mem, err, &kept);
     fclose(mem);
     fputs(text, out);
+    fflush(out); /* the verdicts before the report is drawn */
     if ((f = open_in(o->out, "check.txt", "we")) != NULL) {
         fputs(text, f);
         fclose(f);
     }
-    free(text);
-    if (chaos_report_write(o->out, &co, err) == 0)
+    done.text = text;
+    done.rc = rc;
+    done.kept = &kept;
+    if (chaos_report_write_checked(o->out, &co, err, &done) == 0)
         fprintf(out, "report: %s/report.html\n", o->out);
+    chaos_check_kept_free(&kept); /* what the report did not take */
+    free(text);
     fflush(out);
     return rc;
 }
