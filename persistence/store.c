@@ -2793,8 +2793,12 @@ static int store_checkpoint(keel_store *s, uint64_t wal_off)
         mdb_txn_abort(s->pin);
     s->pin = pin;
     if (wal_off == 0) {
-        keel_wal_restart(&s->wal);
+        rc = keel_wal_restart(&s->wal);
         s->wal.gen = s->ckpt.wal_gen;
+        if (rc != 0) {
+            store_fail(s, "writing the log's new header", rc);
+            return KEEL_EIO;
+        }
     }
     if (mdb_env_info(s->env, &info) == 0)
         s->ckpt_pgno = info.me_last_pgno;

@@ -109,7 +109,11 @@ static int header_write(keel_wal *w)
     memcpy(hdr + 8, &seed, 8);
     h = XXH3_64bits(hdr, 16);
     memcpy(hdr + 16, &h, 8);
-    rc = write_at(w->fd, hdr, sizeof hdr, 0);
+    /* Over a file that has its header's room already, the 24 bytes that
+     * say anything, in one sector: a crash leaves the old header or the
+     * new one, not a torn one the store would refuse to open over. (The
+     * rest of the room is never read.) */
+    rc = write_at(w->fd, hdr, w->end >= WAL_START ? 24 : sizeof hdr, 0);
     if (rc == 0)
         rc = sync_fd(w->fd);
     if (rc != 0)
@@ -381,18 +385,22 @@ int keel_wal_sync(keel_wal *w)
     return sync_fd(w->fd);
 }
 
-void keel_wal_restart(keel_wal *w)
+int keel_wal_restart(keel_wal *w)
 {
+    int rc = 0;
+
     /* What the log held is of older generations now: the start of a log
      * of the previous format can take a header, and a log of file version
      * 1 a new one (a new seed: its records are nobody's now), so that it
-     * writes records whose header is hashed too. If it cannot, the log
-     * goes on as it was (unseeded, or of version 1). */
-    if ((w->legacy || w->version < WAL_FILE_VERSION) && header_write(w) != 0 &&
-        w->legacy)
-        w->start = 0;
+     * writes records whose header is hashed too. A header that could not
+     * be written whole and flushed may still be on the disk: records
+     * appended after it in the old format would be nobody's at the next
+     * open, so the caller must stop (the checkpoint before holds all). */
+    if (w->legacy || (!w->bad_header && w->version < WAL_FILE_VERSION))
+        rc = header_write(w);
     w->pos = w->start;
     w->no_ahead = 0;
+    return rc;
 }
 
 int keel_wal_clear(keel_wal *w)
@@ -523,11 +531,17 @@ static int hdr_decode(const keel_wal *w, const uint8_t *p, size_t avail,
     if (avail < WAL_HDR_V1)
         return 0;
     memcpy(&magic, p + 8, 4);
-    if (w->legacy) {
-        if (magic != WAL_MAGIC_V1)
-            return 0;
+    if (w->legacy && magic == WAL_MAGIC_V1) {
         h->size = WAL_HDR_V1;
         h->synced = 0;
+    } else if (w->legacy) {
+        /* Marks (keel_wal_mark) made while replaying such a log, before
+         * its first restart gives it a header: of "KWL2", unseeded, as
+         * its own records are. */
+        if (magic != WAL_MAGIC || avail < WAL_HDR)
+            return 0;
+        h->size = WAL_HDR;
+        memcpy(&h->synced, p + 40, 8);
     } else if (w->version >= 2) {
         if (magic != WAL_MAGIC_V3 || avail < WAL_HDR_V3)
             return 0;
@@ -612,8 +626,10 @@ static int scan(keel_wal *w, uint64_t from, uint64_t size, uint64_t gen_lo,
     static const uint8_t m2[4] = {0x32, 0x4c, 0x57, 0x4b};
     static const uint8_t m1[4] = {0x4c, 0x41, 0x57, 0x4b};
     static const uint8_t m3[4] = {0x33, 0x4c, 0x57, 0x4b};
-    /* The one magic this log's records have (hdr_decode). */
+    /* The magic this log's records have (hdr_decode): a log without a
+     * header has two, its own and its marks'. */
     const uint8_t *m = w->legacy ? m1 : w->version >= 2 ? m3 : m2;
+    const uint8_t *mb = w->legacy ? m2 : m;
     uint8_t *buf = malloc(SCAN_CHUNK);
     uint64_t base = from, resume = 0;
     int rc = 0;
@@ -650,7 +666,8 @@ static int scan(keel_wal *w, uint64_t from, uint64_t size, uint64_t gen_lo,
             uint64_t at;
             int r;
 
-            if (buf[i + 8] != m[0] || memcmp(buf + i + 8, m, 4) != 0)
+            if ((buf[i + 8] != m[0] || memcmp(buf + i + 8, m, 4) != 0) &&
+                (buf[i + 8] != mb[0] || memcmp(buf + i + 8, mb, 4) != 0))
                 continue;
             at = base + i;
             if (at < resume)

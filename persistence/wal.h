@@ -147,9 +147,10 @@ int keel_wal_rec_cancel(keel_wal *w);
 /* Flushes what was appended. Safe to call from another thread than the
  * appender (it touches only fd). */
 int keel_wal_sync(keel_wal *w);
-/* Starts the log again at its beginning (after a checkpoint); a log of
- * the previous format gets its header here. */
-void keel_wal_restart(keel_wal *w);
+/* Starts the log again at its beginning (after a checkpoint); a log of an
+ * older format gets its new header here. An error (the header's write or
+ * flush failed) leaves the log unfit for more records: the store stops. */
+int keel_wal_restart(keel_wal *w);
 /* Before the log in dir is opened (keel_wal_open writes a header over a
  * file too short for one): its size plus one when it is missing (1) or
  * shorter than a header and not a log of the previous format (which has

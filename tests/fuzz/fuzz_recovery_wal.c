@@ -34,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const rh_template *t = rh_template_get();
     uint8_t *wal;
-    size_t len, pos, padded;
+    size_t len, pos, padded, hs;
     uint64_t seed;
     int reseal;
 
@@ -48,23 +48,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(wal != NULL);
     if (len > 0)
         memcpy(wal, data + 1, len);
-    /* Records begin after the log's 4 KiB header, 56-byte headers each,
-     * each header hashed on its own and the record as a whole, with the
-     * header's seed (wal.h). */
+    /* Records begin after the log's 4 KiB header, hashed with the
+     * header's seed (wal.h): in a log of version 2, 56-byte headers, each
+     * also hashed on its own; in one of version 1, 48-byte headers. */
     pos = 4096;
     seed = rh_wal_seed(wal, len);
-    while (reseal && len >= pos && len - pos >= KEEL_WAL_REC_HDR) {
+    hs = rh_wal_version(wal, len) >= 2 ? KEEL_WAL_REC_HDR : 48;
+    while (reseal && len >= pos && len - pos >= hs) {
         uint64_t rlen, h;
         memcpy(&rlen, wal + pos + 24, 8);
-        if (rlen > len - pos - KEEL_WAL_REC_HDR)
+        if (rlen > len - pos - hs)
             break;
-        h = XXH3_64bits_withSeed(wal + pos + 8, 40,
-                                 seed ^ KEEL_WAL_HHASH_SALT);
-        memcpy(wal + pos + 48, &h, 8);
-        h = XXH3_64bits_withSeed(wal + pos + 8,
-                                 KEEL_WAL_REC_HDR - 8 + (size_t)rlen, seed);
+        if (hs == KEEL_WAL_REC_HDR) {
+            h = XXH3_64bits_withSeed(wal + pos + 8, 40,
+                                     seed ^ KEEL_WAL_HHASH_SALT);
+            memcpy(wal + pos + 48, &h, 8);
+        }
+        h = XXH3_64bits_withSeed(wal + pos + 8, hs - 8 + (size_t)rlen, seed);
         memcpy(wal + pos, &h, 8);
-        pos += KEEL_WAL_REC_HDR + (size_t)rlen;
+        pos += hs + (size_t)rlen;
     }
     /* The zeros after the resealing: they are no records. */
     len = padded;

@@ -442,38 +442,53 @@ uint64_t rh_wal_seed(const uint8_t *wal, size_t len)
     return magic == WAL_FILE_MAGIC && XXH3_64bits(wal, 16) == h ? seed : 0;
 }
 
+uint32_t rh_wal_version(const uint8_t *wal, size_t len)
+{
+    uint32_t v;
+
+    if (rh_wal_seed(wal, len) == 0)
+        return 0;
+    memcpy(&v, wal + 4, 4);
+    return v;
+}
+
 int rh_wal_forged(const uint8_t *wal, size_t len)
 {
     size_t pos = WAL_START;
     uint64_t h, rlen, seed = rh_wal_seed(wal, len);
+    /* The log's records' header: with its own hash (version 2, as the
+     * template's), or without (version 1, an older keel's). */
+    size_t hs = rh_wal_version(wal, len) >= 2 ? WAL_HDR : 48;
     int k = 0;
 
     /* Follow the template's own records from the start, hashes aside
-     * (each log has its own seed); the replay stops at the first other
-     * bytes. */
+     * (each log has its own seed: the record's hash, and its header's);
+     * the replay stops at the first other bytes. */
     if (len < pos)
         return 0;
-    while (k < RH_COMMITS) {
+    while (k < RH_COMMITS && hs == WAL_HDR) {
         size_t n = tpl.rec_off[k + 1] - tpl.rec_off[k];
-        if (len - pos < n || memcmp(wal + pos + 8,
-                                    tpl.wal.p + tpl.rec_off[k] + 8,
-                                    n - 8) != 0)
+        const uint8_t *t = tpl.wal.p + tpl.rec_off[k];
+        if (len - pos < n || memcmp(wal + pos + 8, t + 8, 40) != 0 ||
+            memcmp(wal + pos + WAL_HDR, t + WAL_HDR, n - WAL_HDR) != 0)
             break;
         pos += n;
         k++;
     }
-    if (len - pos < WAL_HDR)
+    if (len - pos < hs)
         return 0;
-    memcpy(&h, wal + pos + 48, 8);
-    if (XXH3_64bits_withSeed(wal + pos + 8, 40, seed ^ KEEL_WAL_HHASH_SALT) !=
-        h)
-        return 0;
+    if (hs == WAL_HDR) {
+        memcpy(&h, wal + pos + 48, 8);
+        if (XXH3_64bits_withSeed(wal + pos + 8, 40,
+                                 seed ^ KEEL_WAL_HHASH_SALT) != h)
+            return 0;
+    }
     memcpy(&h, wal + pos, 8);
     memcpy(&rlen, wal + pos + 24, 8);
-    if (rlen > len - pos - WAL_HDR)
+    if (rlen > len - pos - hs)
         return 0;
-    return XXH3_64bits_withSeed(wal + pos + 8, WAL_HDR - 8 + (size_t)rlen,
-                                seed) == h;
+    return XXH3_64bits_withSeed(wal + pos + 8, hs - 8 + (size_t)rlen, seed) ==
+           h;
 }
 
 int rh_ckpt_forged(const uint8_t *ckpt, size_t len)

@@ -46,6 +46,9 @@ const rh_template *rh_template_get(void);
 /* The seed of a log's header, or 0 when it has no valid header. */
 uint64_t rh_wal_seed(const uint8_t *wal, size_t len);
 int rh_wal_forged(const uint8_t *wal, size_t len);
+/* The version in the log's header (2: records with a hash of their own
+ * header, wal.h), or 0 without a valid header. */
+uint32_t rh_wal_version(const uint8_t *wal, size_t len);
 /* The same for keel.ckpt: a slot that passes its check but holds bytes
  * the store never wrote. */
 int rh_ckpt_forged(const uint8_t *ckpt, size_t len);

@@ -1020,7 +1020,7 @@ START_TEST(test_version1_log_read_then_upgraded)
                      0);
     ck_assert_int_eq(n, 1);
     ck_assert_uint_eq(last, 1);
-    keel_wal_restart(&w);
+    ck_assert_int_eq(keel_wal_restart(&w), 0);
     ck_assert_uint_eq(w.version, 2);
     w.gen = 6;
     ck_assert_int_eq(keel_batch_begin_group(b, NULL, 1, 1, NULL), 0);
@@ -1048,6 +1048,52 @@ START_TEST(test_version1_log_read_then_upgraded)
 }
 END_TEST
 
+/* A log without a header (the first format, records of "KWAL" from
+ * offset 0): a checkpoint's mark made while replaying it, before its
+ * first restart gives it a header, is found by the look for newer
+ * generations; a restart whose new header cannot be written says so
+ * (the store then stops: records appended in the old format after a
+ * header that may be on the disk would be nobody's at the next open). */
+START_TEST(test_legacy_log_marks_and_failed_upgrade)
+{
+    char *dir = tu_tmpdir("recov");
+    uint8_t rec[40];
+    uint32_t magic = 0x4b57414cu, ngroups = 0;
+    uint64_t h, lsn = 1, zero = 0, gen = 2, off = 0;
+    char path[512];
+    keel_wal w;
+    int fd;
+
+    memcpy(rec + 8, &magic, 4);
+    memcpy(rec + 12, &ngroups, 4);
+    memcpy(rec + 16, &lsn, 8);
+    memcpy(rec + 24, &zero, 8);
+    memcpy(rec + 32, &gen, 8);
+    h = XXH3_64bits(rec + 8, 32);
+    memcpy(rec, &h, 8);
+    snprintf(path, sizeof path, "%s/%s", dir, KEEL_WAL_NAME);
+    fd = open(path, O_RDWR | O_CREAT, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pwrite(fd, rec, sizeof rec, 0), (ssize_t)sizeof rec);
+    close(fd);
+
+    ck_assert_int_eq(keel_wal_open(&w, dir), 0);
+    ck_assert_int_eq(w.legacy, 1);
+    ck_assert_int_eq(keel_wal_mark(&w, 7), 0);
+    ck_assert_int_eq(keel_wal_newer_gen(&w, 6, &off), 1);
+    ck_assert_int_eq(keel_wal_newer_gen(&w, 7, &off), 0);
+    /* The header cannot be written (a descriptor opened read-only). */
+    close(w.fd);
+    w.fd = open(path, O_RDONLY);
+    ck_assert_int_ge(w.fd, 0);
+    ck_assert_int_ne(keel_wal_restart(&w), 0);
+    ck_assert_int_eq(w.legacy, 1);
+    keel_wal_close(&w);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* A mark made after the log wrote ahead goes past the zeros, at the
  * file's end: found there, and still no part of the run the replay
  * ends (cleanly) at the zeros. */
@@ -1064,7 +1110,7 @@ START_TEST(test_wal_mark_past_zeros)
     ck_assert_int_eq(keel_batch_begin_group(b, NULL, 1, 1, NULL), 0);
     ck_assert_int_eq(keel_batch_put(b, k, (size_t)kn, 1, "1", 1), 0);
     ck_assert_int_eq(keel_wal_open(&w, dir), 0);
-    keel_wal_restart(&w);
+    ck_assert_int_eq(keel_wal_restart(&w), 0);
     w.gen = 3;
     ck_assert_int_eq(wal_append(&w, b, 1), 0);
     ck_assert_int_eq(wal_size(dir), WAL_AHEAD);
@@ -1116,7 +1162,8 @@ START_TEST(test_wal_ahead_cut_short)
     ck_assert_int_eq(keel_batch_begin_group(b, NULL, 1, 1, NULL), 0);
     ck_assert_int_eq(keel_batch_put(b, k, (size_t)kn, 1, v, sizeof v), 0);
     ck_assert_int_eq(keel_wal_open(&w, dir), 0);
-    keel_wal_restart(&w); /* as the store's first checkpoint does */
+    /* As the store's first checkpoint does: */
+    ck_assert_int_eq(keel_wal_restart(&w), 0);
     w.gen = 5;
     ck_assert_int_eq(wal_append(&w, b, lsn), 0);
     ck_assert_int_eq(wal_size(dir), WAL_AHEAD);
@@ -1145,7 +1192,7 @@ START_TEST(test_wal_ahead_cut_short)
 
     /* Room again, and the log starts again as a new generation. */
     ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
-    keel_wal_restart(&w);
+    ck_assert_int_eq(keel_wal_restart(&w), 0);
     w.gen = 6;
     lsn = 0;
     while (lsn < 100 && wal_size(dir) < 2 * WAL_AHEAD)
@@ -1640,6 +1687,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_forged_records_in_values);
     tcase_add_test(tc, test_forged_headers_are_not_read_past);
     tcase_add_test(tc, test_version1_log_read_then_upgraded);
+    tcase_add_test(tc, test_legacy_log_marks_and_failed_upgrade);
     tcase_add_test(tc, test_first_checkpoint_torn);
     tcase_add_test(tc, test_wal_mark);
     tcase_add_test(tc, test_fresh_dir_disk_full);
