@@ -918,7 +918,7 @@ END_TEST
 static int wal_run(const char *wal, long *offs, int max, long *end)
 {
     FILE *f = fopen(wal, "rb");
-    unsigned char h[48];
+    unsigned char h[56]; /* a record's header ("KWL3") */
     unsigned long long gen0 = 0, lsn0 = 0;
     long at = 4096; /* after the log's header */
     int n = 0;
@@ -926,7 +926,7 @@ static int wal_run(const char *wal, long *offs, int max, long *end)
     ck_assert_ptr_nonnull(f);
     while (n < max && fseek(f, at, SEEK_SET) == 0 &&
            fread(h, 1, sizeof h, f) == sizeof h &&
-           memcmp(h + 8, "2LWK", 4) == 0) {
+           memcmp(h + 8, "3LWK", 4) == 0) {
         unsigned long long lsn, len, gen;
 
         memcpy(&lsn, h + 16, 8);
@@ -939,7 +939,7 @@ static int wal_run(const char *wal, long *offs, int max, long *end)
             lsn0 = lsn;
         }
         offs[n++] = at;
-        at += 48 + (long)len;
+        at += 56 + (long)len;
     }
     fclose(f);
     *end = at;
