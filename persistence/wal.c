@@ -86,7 +86,11 @@ static int sync_fd(int fd)
 
 /* ------------------------------------------------------------------ log */
 
-#define WAL_FILE_MAGIC 0x4b574c48u /* "KWLH" */
+#define WAL_FILE_MAGIC 0x4b574c48u /* "KWLH": file version 1 */
+/* File version 2 and later. A keel that knows only version 1 takes this
+ * header for a damaged one and refuses to open the store, rather than
+ * read no record of the log and drop what it held. */
+#define WAL_FILE_MAGIC_V2 0x4b574c49u /* "KWLI" */
 #define WAL_START KEEL_WAL_HEADER_BYTES
 /* The log is written ahead of its records with zeros, this much at a
  * time (see keel_wal_rec_append). */
@@ -97,7 +101,7 @@ static int sync_fd(int fd)
 static int header_write(keel_wal *w)
 {
     uint8_t hdr[WAL_START];
-    uint32_t magic = WAL_FILE_MAGIC, version = WAL_FILE_VERSION;
+    uint32_t magic = WAL_FILE_MAGIC_V2, version = WAL_FILE_VERSION;
     uint64_t seed, h;
     int rc;
 
@@ -163,9 +167,16 @@ int keel_wal_open(keel_wal *w, const char *dir)
     if ((size_t)st.st_size >= sizeof hdr) {
         memcpy(&magic, hdr, 4);
         memcpy(&h, hdr + 16, 8);
-        if (magic == WAL_FILE_MAGIC && XXH3_64bits(hdr, 16) == h) {
+        if ((magic == WAL_FILE_MAGIC || magic == WAL_FILE_MAGIC_V2) &&
+            XXH3_64bits(hdr, 16) == h) {
             memcpy(&w->seed, hdr + 8, 8);
             memcpy(&w->version, hdr + 4, 4);
+            /* The magic says which records it may hold, whatever the
+             * version field says. */
+            if (magic == WAL_FILE_MAGIC)
+                w->version = 1;
+            else if (w->version < WAL_FILE_VERSION)
+                w->version = WAL_FILE_VERSION;
             w->start = w->pos = WAL_START;
             return 0;
         }

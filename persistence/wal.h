@@ -9,7 +9,7 @@
  * here, and starts the log again from its beginning. See store.c,
  * "Durability", for why the checkpointed state stays intact on disk.
  *
- *   keel.wal   a header of 4 KiB: magic u32 ("KWLH") | version u32 |
+ *   keel.wal   a header of 4 KiB: magic u32 ("KWLI") | version u32 |
  *              seed u64 | hash u64 (XXH3-64 of the 16 bytes before it) |
  *              zeros; then records, back to back from offset 4096:
  *              hash u64 | magic u32 ("KWL3") | ngroups u32 | lsn u64 |
@@ -29,10 +29,13 @@
  *              it reads the body they claim (a value tiled with headers
  *              each claiming the rest of the file would otherwise cost
  *              every open a read of the file per header). A log of file
- *              version 1 (an older keel's) holds records of "KWL2",
- *              without hhash (48-byte headers); they are read, and the
- *              first restart of such a log gives it a new header of
- *              version 2. A log holds records of its own format only.
+ *              version 1 (an older keel's: file magic "KWLH") holds
+ *              records of "KWL2", without hhash (48-byte headers); they
+ *              are read, and the first restart of such a log gives it a
+ *              new header of version 2 ("KWLI", which such a keel takes
+ *              for a damaged header: it refuses the store rather than
+ *              miss its records). A log holds records of its own format
+ *              only.
  *              Sequence numbers
  *              (lsn) rise by one from record to record. synced is the
  *              newest record known durable (flushed) when this one was

@@ -73,7 +73,8 @@
 
 #define WAL_HDR KEEL_WAL_REC_HDR
 #define WAL_START 4096u /* records begin after the log's header */
-#define WAL_FILE_MAGIC 0x4b574c48u
+#define WAL_FILE_MAGIC 0x4b574c48u    /* version 1 */
+#define WAL_FILE_MAGIC_V2 0x4b574c49u /* version 2 */
 #define CKPT_HDR 48u
 #define CKPT_MAGIC 0x4b434b50u
 
@@ -439,17 +440,20 @@ uint64_t rh_wal_seed(const uint8_t *wal, size_t len)
     memcpy(&magic, wal, 4);
     memcpy(&seed, wal + 8, 8);
     memcpy(&h, wal + 16, 8);
-    return magic == WAL_FILE_MAGIC && XXH3_64bits(wal, 16) == h ? seed : 0;
+    return (magic == WAL_FILE_MAGIC || magic == WAL_FILE_MAGIC_V2) &&
+                   XXH3_64bits(wal, 16) == h
+               ? seed
+               : 0;
 }
 
 uint32_t rh_wal_version(const uint8_t *wal, size_t len)
 {
-    uint32_t v;
+    uint32_t magic;
 
     if (rh_wal_seed(wal, len) == 0)
         return 0;
-    memcpy(&v, wal + 4, 4);
-    return v;
+    memcpy(&magic, wal, 4);
+    return magic == WAL_FILE_MAGIC ? 1 : 2; /* as keel_wal_open says */
 }
 
 int rh_wal_forged(const uint8_t *wal, size_t len)
