@@ -64,17 +64,20 @@ static size_t frame_limit(size_t m, const uint8_t *p, size_t avail)
 
 /* The message of a state read, which net.c lets through only when it is
  * a request the node knows: empty, "reminders", or a dead-letter request
- * with its 8-byte number. Said here again from docs/protocol.md, so that
- * the two must agree. */
+ * (those of waiting outbox messages included) with its 8-byte number.
+ * Said here again from docs/protocol.md, in its words, so that the two
+ * must agree. */
 static void check_read_msg(const uint8_t *msg, size_t len)
 {
     static const struct {
         const char *word;
         size_t extra;
-    } known[] = {{KEEL_READ_REMINDERS, 0},
-                 {KEEL_DEAD_LIST, 8},
-                 {KEEL_DEAD_RETRY, 8},
-                 {KEEL_DEAD_DROP, 8}};
+    } known[] = {{"reminders", 0},
+                 {"dead-letters list", 8},
+                 {"dead-letters retry", 8},
+                 {"dead-letters drop", 8},
+                 {"dead-letters waiting", 8},
+                 {"dead-letters give-up", 8}};
     int want = len == 0;
     size_t i;
 
