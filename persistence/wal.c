@@ -259,9 +259,8 @@ void keel_wal_rec_begin(keel_wal *w)
 {
     w->len = 0;
     w->ngroups = 0;
-    w->hsize = hdr_size(w);
-    if (rec_reserve(w, w->hsize) == 0)
-        w->len = w->hsize; /* else keel_wal_rec_group fails */
+    if (rec_reserve(w, hdr_size(w)) == 0)
+        w->len = hdr_size(w); /* else keel_wal_rec_group fails */
 }
 
 int keel_wal_rec_group(keel_wal *w, const keel_batch *b, size_t group)
@@ -294,7 +293,7 @@ int keel_wal_rec_group(keel_wal *w, const keel_batch *b, size_t group)
         ops_len = g->differs ? batch_op_size(&del.op) : 0;
     }
 
-    if (w->len < w->hsize || w->hsize == 0)
+    if (w->len < hdr_size(w))
         return ENOMEM;
     rc = rec_reserve(w, WAL_GROUP_HDR + cpad + ops_len);
     if (rc != 0)
@@ -349,29 +348,42 @@ static void write_ahead(keel_wal *w, uint64_t need)
     w->end = to;
 }
 
+/* Fills the header of the record at p (this log's format, its len bytes
+ * of groups right after the header) and seals it: its own hash, when
+ * the format has one, then the record's. Returns the header's size. */
+static size_t rec_seal(const keel_wal *w, uint8_t *p, uint32_t ngroups,
+                       uint64_t lsn, uint64_t len, uint64_t gen,
+                       uint64_t synced)
+{
+    size_t hs = hdr_size(w);
+    uint32_t magic = hs == WAL_HDR_V3 ? WAL_MAGIC_V3 : WAL_MAGIC;
+    uint64_t h;
+
+    memcpy(p + 8, &magic, 4);
+    memcpy(p + 12, &ngroups, 4);
+    memcpy(p + 16, &lsn, 8);
+    memcpy(p + 24, &len, 8);
+    memcpy(p + 32, &gen, 8);
+    memcpy(p + 40, &synced, 8);
+    if (hs == WAL_HDR_V3) {
+        h = hdr_hash(w, p);
+        memcpy(p + 48, &h, 8);
+    }
+    h = XXH3_64bits_withSeed(p + 8, hs - 8 + len, w->seed);
+    memcpy(p, &h, 8);
+    return hs;
+}
+
 int keel_wal_rec_append(keel_wal *w, uint64_t lsn, uint64_t synced)
 {
-    uint32_t magic = w->hsize == WAL_HDR_V3 ? WAL_MAGIC_V3 : WAL_MAGIC;
-    uint64_t len, h;
     int rc;
 
-    if (w->len < w->hsize || w->hsize == 0)
+    if (w->len < hdr_size(w))
         return ENOMEM;
     if (w->pos + w->len > w->end && !w->no_ahead)
         write_ahead(w, w->pos + w->len);
-    len = w->len - w->hsize;
-    memcpy(w->rec + 8, &magic, 4);
-    memcpy(w->rec + 12, &w->ngroups, 4);
-    memcpy(w->rec + 16, &lsn, 8);
-    memcpy(w->rec + 24, &len, 8);
-    memcpy(w->rec + 32, &w->gen, 8);
-    memcpy(w->rec + 40, &synced, 8);
-    if (w->hsize == WAL_HDR_V3) {
-        h = hdr_hash(w, w->rec);
-        memcpy(w->rec + 48, &h, 8);
-    }
-    h = XXH3_64bits_withSeed(w->rec + 8, w->len - 8, w->seed);
-    memcpy(w->rec, &h, 8);
+    rec_seal(w, w->rec, w->ngroups, lsn, w->len - hdr_size(w), w->gen,
+             synced);
     rc = write_at(w->fd, w->rec, w->len, w->pos);
     if (rc == 0 && w->pos + w->len > w->end)
         w->end = w->pos + w->len;
@@ -386,7 +398,7 @@ void keel_wal_rec_done(keel_wal *w)
 int keel_wal_rec_cancel(keel_wal *w)
 {
     static const uint8_t zeros[WAL_HDR_V3];
-    int rc = write_at(w->fd, zeros, w->hsize ? w->hsize : WAL_HDR, w->pos);
+    int rc = write_at(w->fd, zeros, hdr_size(w), w->pos);
 
     return rc != 0 ? rc : sync_fd(w->fd);
 }
@@ -822,26 +834,13 @@ int keel_wal_newer_gen(keel_wal *w, uint64_t gen, uint64_t *off)
 int keel_wal_mark(keel_wal *w, uint64_t gen)
 {
     uint8_t rec[WAL_HDR_V3];
-    size_t hs = hdr_size(w);
-    uint32_t magic = hs == WAL_HDR_V3 ? WAL_MAGIC_V3 : WAL_MAGIC, zero32 = 0;
-    uint64_t zero = 0, h;
     struct stat st;
+    size_t hs;
     int rc;
 
     if (fstat(w->fd, &st) < 0)
         return errno;
-    memcpy(rec + 8, &magic, 4);
-    memcpy(rec + 12, &zero32, 4);
-    memcpy(rec + 16, &zero, 8); /* lsn 0: never part of a run */
-    memcpy(rec + 24, &zero, 8);
-    memcpy(rec + 32, &gen, 8);
-    memcpy(rec + 40, &zero, 8);
-    if (hs == WAL_HDR_V3) {
-        h = hdr_hash(w, rec);
-        memcpy(rec + 48, &h, 8);
-    }
-    h = XXH3_64bits_withSeed(rec + 8, hs - 8, w->seed);
-    memcpy(rec, &h, 8);
+    hs = rec_seal(w, rec, 0, 0 /* lsn 0: never part of a run */, 0, gen, 0);
     rc = write_at(w->fd, rec, hs, (uint64_t)st.st_size);
     if (rc == 0 && (uint64_t)st.st_size + hs > w->end)
         w->end = (uint64_t)st.st_size + hs;

@@ -88,7 +88,6 @@ typedef struct keel_wal {
     int fd;
     uint64_t seed;  /* of the records' hashes */
     uint32_t version; /* of the file's header: 2 for records of "KWL3" */
-    size_t hsize;   /* header size of the record being built */
     /* Bytes of record bodies read to check their hash since the open: a
      * look for records past damage should read those of records only. */
     uint64_t body_bytes;

@@ -130,6 +130,25 @@ static void sender_h(const char *type, size_t tlen, const void *id,
     memcpy(out, c.digest, OB_H_LEN);
 }
 
+/* Takes a waiting message's record (outbox.h) of len bytes at p apart:
+ * 0, or KEEL_ECORRUPT. r->seq is the caller's. */
+static int ob_rec_parse(const uint8_t *p, size_t len, struct keel_ob_rec *r)
+{
+    size_t tlen = len > 0 ? p[0] : 0;
+
+    if (tlen == 0 || len < 1 + tlen + 2)
+        return KEEL_ECORRUPT;
+    r->idlen = (size_t)p[1 + tlen] << 8 | p[2 + tlen];
+    if (len - (1 + tlen + 2) < r->idlen || r->idlen > KEEL_MAX_ID_LEN)
+        return KEEL_ECORRUPT;
+    r->type = (const char *)p + 1;
+    r->tlen = tlen;
+    r->id = p + 3 + tlen;
+    r->msg = r->id + r->idlen;
+    r->msg_len = len - (3 + tlen + r->idlen);
+    return 0;
+}
+
 /* The index's record type for a capability (not NUL-terminated). */
 static void index_type(const char *cap, char out[IDX_TYPE_LEN + 1])
 {
@@ -491,17 +510,33 @@ static int header_read(keel_node *n, const struct ob_sender *s,
     return rc == KEEL_ENOTFOUND ? 0 : rc;
 }
 
+/* The sender this node delivers for, or NULL. */
+static struct ob_sender *sender_find(keel_node *n,
+                                     const struct keel_type_entry *te,
+                                     const void *id, size_t idlen)
+{
+    struct sender_key k = {te, id, idlen};
+
+    return keel_hmap_get(&n->outbox->senders, sender_hash(te, id, idlen), &k,
+                         sender_eq);
+}
+
+/* Messages of s up to this one may go, or will once settled. */
+static uint64_t may_go_upto(const struct ob_sender *s)
+{
+    return s->released > s->settle_upto ? s->released : s->settle_upto;
+}
+
 static struct ob_sender *sender_get(keel_node *n, struct keel_type_entry *te,
                                     const void *id, size_t idlen,
                                     uint32_t shard)
 {
-    struct sender_key k = {te, id, idlen};
-    uint64_t h = sender_hash(te, id, idlen), next, done;
-    struct ob_sender *s = keel_hmap_get(&n->outbox->senders, h, &k,
-                                        sender_eq);
+    uint64_t h, next, done;
+    struct ob_sender *s = sender_find(n, te, id, idlen);
 
     if (s != NULL)
         return s;
+    h = sender_hash(te, id, idlen);
     s = calloc(1, sizeof *s + idlen);
     if (s == NULL)
         return NULL;
@@ -1032,8 +1067,7 @@ static void pump(struct ob_sender *s)
         struct keel_type_entry *te;
         struct keel_ob_from *from;
         keel_req *req;
-        const uint8_t *p, *rid, *msg;
-        size_t tlen, idlen, mlen;
+        struct keel_ob_rec rec;
         int rc;
 
         keel_coord_placement(n->coord, s->te->capability, s->shard, &pl);
@@ -1101,27 +1135,16 @@ static void pump(struct ob_sender *s)
             given_up(s, f.seq);
             continue;
         }
-        p = f.val;
-        tlen = f.vlen > 0 ? p[0] : 0;
-        if (f.vlen < 1 + tlen + 2 || tlen == 0) {
+        if (ob_rec_parse(f.val, f.vlen, &rec) != 0) {
             free(f.val);
             dead_letter(s, f.seq, KEEL_ECORRUPT, 0, "unreadable record", 17);
             continue;
         }
-        idlen = (size_t)p[1 + tlen] << 8 | p[2 + tlen];
-        if (f.vlen - (1 + tlen + 2) < idlen || idlen > KEEL_MAX_ID_LEN) {
-            free(f.val);
-            dead_letter(s, f.seq, KEEL_ECORRUPT, 0, "unreadable record", 17);
-            continue;
-        }
-        rid = p + 3 + tlen;
-        msg = rid + idlen;
-        mlen = f.vlen - (3 + tlen + idlen);
-        te = keel__type_find(n, p + 1, tlen);
+        te = keel__type_find(n, rec.type, rec.tlen);
         if (te == NULL) {
             char why[KEEL_MAX_TYPE_LEN + 32];
             int wl = snprintf(why, sizeof why, "unknown actor type '%.*s'",
-                              (int)tlen, (const char *)p + 1);
+                              (int)rec.tlen, rec.type);
             if (wl < 0 || (size_t)wl >= sizeof why)
                 wl = wl < 0 ? 0 : (int)sizeof why - 1; /* a corrupt record */
             free(f.val);
@@ -1152,7 +1175,7 @@ static void pump(struct ob_sender *s)
             dead_letter(s, f.seq, KEEL_ENOTYPE, 0, why, (size_t)wl);
             continue;
         }
-        req = keel__req_alloc(n, mlen);
+        req = keel__req_alloc(n, rec.msg_len);
         from = malloc(sizeof *from);
         if (req == NULL || from == NULL) {
             if (req != NULL)
@@ -1162,7 +1185,7 @@ static void pump(struct ob_sender *s)
             retry_later(s);
             return;
         }
-        keel__req_set(req, msg, mlen);
+        keel__req_set(req, rec.msg, rec.msg_len);
         from->seq = f.seq;
         from->tlen = (uint8_t)strlen(s->te->name);
         memcpy(from->type, s->te->name, from->tlen + 1u);
@@ -1174,7 +1197,7 @@ static void pump(struct ob_sender *s)
         req->u.local.cb = deliver_cb;
         req->u.local.data = s;
         s->inflight = f.seq;
-        rc = keel__submit(n, te, rid, idlen, req);
+        rc = keel__submit(n, te, rec.id, rec.idlen, req);
         free(f.val);
         if (rc != 0) {
             keel__req_free(n, req);
@@ -1229,19 +1252,15 @@ void keel__outbox_doubt(keel_node *n, const keel_req *req)
 void keel__outbox_view(keel_node *n, const keel_actor *a,
                        struct keel_ob_view *v)
 {
-    struct sender_key k = {a->type, a->id, a->idlen};
     struct ob_sender *s;
 
     memset(v, 0, sizeof *v);
-    if (n->outbox == NULL)
-        return;
-    s = keel_hmap_get(&n->outbox->senders,
-                      sender_hash(a->type, a->id, a->idlen), &k, sender_eq);
-    if (s == NULL)
+    if (n->outbox == NULL ||
+        (s = sender_find(n, a->type, a->id, a->idlen)) == NULL)
         return;
     v->known = 1;
     v->done = s->done;
-    v->released = s->released > s->settle_upto ? s->released : s->settle_upto;
+    v->released = may_go_upto(s);
     v->inflight = s->inflight;
     v->unsure_upto = s->unsure_upto;
     v->wait_seq = s->wait_seq;
@@ -1256,15 +1275,11 @@ void keel__outbox_view(keel_node *n, const keel_actor *a,
 
 int keel__outbox_give_up(keel_node *n, keel_actor *a, uint64_t seq)
 {
-    struct sender_key k = {a->type, a->id, a->idlen};
     struct ob_sender *s;
 
-    if (n->outbox == NULL)
-        return KEEL_EUNAVAIL;
-    s = keel_hmap_get(&n->outbox->senders,
-                      sender_hash(a->type, a->id, a->idlen), &k, sender_eq);
-    if (s == NULL || s->dead_seq != 0 ||
-        seq > (s->released > s->settle_upto ? s->released : s->settle_upto))
+    if (n->outbox == NULL ||
+        (s = sender_find(n, a->type, a->id, a->idlen)) == NULL ||
+        s->dead_seq != 0 || seq > may_go_upto(s))
         return KEEL_EUNAVAIL;
     s->give_up = seq;
     /* Looked at once this turn is over, unless an attempt or a retiring
@@ -1278,7 +1293,6 @@ int keel__outbox_give_up(keel_node *n, keel_actor *a, uint64_t seq)
 }
 
 struct rec_walk {
-    uint64_t after;
     keel_ob_rec_fn fn;
     void *data;
     int err;
@@ -1288,34 +1302,21 @@ static int rec_walk_cb(const void *key, size_t klen, const void *val,
                        size_t vlen, void *data)
 {
     struct rec_walk *w = data;
-    const uint8_t *p = val;
     struct keel_ob_rec r;
-    size_t tlen;
 
     if (klen != OB_REC_LEN + 8 || memcmp(key, OB_REC, OB_REC_LEN) != 0)
         return 0;
     r.seq = keel_get_be64((const uint8_t *)key + OB_REC_LEN);
-    if (r.seq <= w->after)
-        return 0;
-    tlen = vlen > 0 ? p[0] : 0;
-    if (tlen == 0 || vlen < 1 + tlen + 2 ||
-        vlen - (1 + tlen + 2) < ((size_t)p[1 + tlen] << 8 | p[2 + tlen])) {
+    if (ob_rec_parse(val, vlen, &r) != 0) {
         w->err = KEEL_ECORRUPT;
         return 1;
     }
-    r.type = (const char *)p + 1;
-    r.tlen = tlen;
-    r.idlen = (size_t)p[1 + tlen] << 8 | p[2 + tlen];
-    r.id = p + 3 + tlen;
-    r.msg = r.id + r.idlen;
-    r.msg_len = vlen - (3 + tlen + r.idlen);
     return w->fn(&r, w->data);
 }
 
-int keel__outbox_records(keel_turn *t, uint64_t after, keel_ob_rec_fn fn,
-                         void *data)
+int keel__outbox_records(keel_turn *t, keel_ob_rec_fn fn, void *data)
 {
-    struct rec_walk w = {after, fn, data, 0};
+    struct rec_walk w = {fn, data, 0};
     int rc = keel__turn_rt_entries(t, OB_REC, OB_REC_LEN, rec_walk_cb, &w);
 
     if (rc == 0)

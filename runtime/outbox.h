@@ -151,10 +151,9 @@ struct keel_ob_rec {
 };
 /* Returns nonzero to stop the walk. */
 typedef int (*keel_ob_rec_fn)(const struct keel_ob_rec *r, void *data);
-/* Calls fn for each waiting message numbered above after, in order:
- * 0, KEEL_ECORRUPT for an unreadable record, or the store's error. */
-int keel__outbox_records(keel_turn *t, uint64_t after, keel_ob_rec_fn fn,
-                         void *data);
+/* Calls fn for each waiting message, in order: 0, KEEL_ECORRUPT for an
+ * unreadable record, or the store's error. */
+int keel__outbox_records(keel_turn *t, keel_ob_rec_fn fn, void *data);
 
 /* The state-read requests of waiting messages (runtime/proto.h, "dead-
  * letters waiting" and "dead-letters give-up"), run in turn t of the

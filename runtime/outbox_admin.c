@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/be.h"
 #include "runtime/deadletters.h"
 #include "runtime/proto.h"
 
@@ -49,27 +50,18 @@ static size_t waits_for(const struct keel_ob_view *v,
     return l < 0 ? 0 : (size_t)l < cap ? (size_t)l : cap - 1;
 }
 
+/* One walk of the actor's waiting messages: the head (the next to go)
+ * and how many wait, whether message `want` is among them, and, when
+ * paging, the entries numbered above `after` that fit the page. */
 struct waiting_acc {
-    keel_turn *t;
     struct keel_ob_view v;
-    uint64_t after, head, held;
+    uint64_t head, held, want, after;
+    int found, paging, full;
     struct keel_dl_page pg;
-    int full;
 };
 
-static int count_cb(const struct keel_ob_rec *r, void *data)
+static int entry_add(struct waiting_acc *w, const struct keel_ob_rec *r)
 {
-    struct waiting_acc *w = data;
-
-    if (w->head == 0 && r->seq > w->v.done)
-        w->head = r->seq;
-    w->held++;
-    return 0;
-}
-
-static int entry_cb(const struct keel_ob_rec *r, void *data)
-{
-    struct waiting_acc *w = data;
     char why[KEEL_DL_WHY_MAX];
     keel_dead_entry e;
     int tried = r->seq == w->v.last_seq && w->v.tries > 0;
@@ -93,66 +85,64 @@ static int entry_cb(const struct keel_ob_rec *r, void *data)
     return keel__dl_page_add(&w->pg, &e);
 }
 
-/* The view of t's actor and its outbox's counts (w->head, w->held). */
-static int waiting_scan(keel_turn *t, struct waiting_acc *w)
+/* Records come in order: the head is the first above what is retired. */
+static int walk_cb(const struct keel_ob_rec *r, void *data)
 {
-    memset(w, 0, sizeof *w);
-    w->t = t;
+    struct waiting_acc *w = data;
+
+    if (w->head == 0 && r->seq > w->v.done)
+        w->head = r->seq;
+    w->held++;
+    w->found |= r->seq == w->want;
+    if (w->paging && !w->full && r->seq > w->after)
+        w->full = entry_add(w, r) != 0;
+    return w->paging && w->pg.err != 0; /* on counting past a full page */
+}
+
+/* The view of t's actor, then one walk of its waiting messages. */
+static int waiting_walk(keel_turn *t, struct waiting_acc *w)
+{
     keel__outbox_view(keel_turn_node(t), keel__turn_actor(t), &w->v);
-    return keel__outbox_records(t, 0, count_cb, w);
+    return keel__outbox_records(t, walk_cb, w);
 }
 
 int keel__outbox_list(keel_turn *t, uint64_t after, uint8_t **reply,
                       size_t *rlen)
 {
     struct waiting_acc w;
-    int rc = waiting_scan(t, &w);
+    int rc;
 
-    if (rc == KEEL_ECORRUPT)
-        keel_turn_error(t, "a waiting outbox message of the actor is "
-                           "unreadable");
-    if (rc == 0)
-        rc = keel__dl_page_init(&w.pg, keel_turn_node(t), w.held);
+    memset(&w, 0, sizeof w);
+    w.paging = 1;
+    w.after = after;
+    rc = keel__dl_page_init(&w.pg, keel_turn_node(t), 0);
     if (rc != 0)
         return rc;
-    rc = keel__outbox_records(t, after, entry_cb, &w);
+    rc = waiting_walk(t, &w);
+    keel_put_be64(w.pg.buf, w.held); /* known once the walk is over */
     return keel__dl_page_end(&w.pg, t, rc, "a waiting outbox message",
                              reply, rlen);
-}
-
-struct find_one {
-    uint64_t seq;
-    int found;
-};
-
-static int find_cb(const struct keel_ob_rec *r, void *data)
-{
-    struct find_one *f = data;
-
-    f->found = r->seq == f->seq;
-    return 1; /* the first one above seq - 1 says */
 }
 
 int keel__outbox_give_up_request(keel_turn *t, uint64_t seq,
                                  uint8_t **reply, size_t *rlen)
 {
     struct waiting_acc w;
-    struct find_one f = {seq, 0};
     char text[160];
     int rc, l;
 
     *reply = NULL;
     *rlen = 0;
-    rc = waiting_scan(t, &w);
-    if (rc == 0 && seq > 0)
-        rc = keel__outbox_records(t, seq - 1, find_cb, &f);
+    memset(&w, 0, sizeof w);
+    w.want = seq;
+    rc = waiting_walk(t, &w);
     if (rc != 0) {
         if (rc == KEEL_ECORRUPT)
             keel_turn_error(t, "a waiting outbox message of the actor is "
                                "unreadable");
         return rc;
     }
-    if (!f.found || (w.v.known && seq <= w.v.done)) {
+    if (seq == 0 || !w.found || (w.v.known && seq <= w.v.done)) {
         keel_turn_error(t, "the actor has no waiting outbox message %llu",
                         (unsigned long long)seq);
         return KEEL_ENOTFOUND;

@@ -1095,6 +1095,22 @@ static void dead_collect(const keel_dead_entry *e, void *data)
     d->v[d->n++] = e->number;
 }
 
+/* A number of the command line that counts from 1 (a dead letter's, a
+ * message's): decimal digits only. 0, or -1 when s is none. */
+static int positive_number(const char *s, uint64_t *v)
+{
+    unsigned long long n;
+    char *end;
+
+    errno = 0;
+    n = strtoull(s, &end, 10);
+    if (!isdigit((unsigned char)s[0]) || errno != 0 || *end != '\0' ||
+        n == 0)
+        return -1;
+    *v = n;
+    return 0;
+}
+
 /* dead-letters TYPE ID: every dead letter of the actor, one line each,
  * then "dead-letters HELD".
  * dead-letters retry|drop TYPE ID [N]: acts on dead letter N, or on each
@@ -1119,12 +1135,8 @@ static int cmd_dead_letters(keel_client *c, int nargs, char **args)
     type = args[1];
     id = args[2];
     if (nargs == 4) {
-        char *end;
-        unsigned long long v;
-        errno = 0;
-        v = strtoull(args[3], &end, 10);
-        if (errno != 0 || *end != '\0' || v == 0 ||
-            !isdigit((unsigned char)args[3][0])) {
+        uint64_t v;
+        if (positive_number(args[3], &v) != 0) {
             fprintf(stderr, "keel: %s: dead letter number '%s' is not a "
                             "positive integer\n",
                     keel_err_name(KEEL_EINVAL), args[3]);
@@ -1188,7 +1200,7 @@ static int cmd_outbox(keel_client *c, int nargs, char **args)
         printf("outbox %llu\n", (unsigned long long)held);
         return flush_stdout();
     }
-    n = strtoull(args[3], NULL, 10); /* checked in main */
+    (void)positive_number(args[3], &n); /* checked in main */
     rc = keel_client_outbox_give_up(c, args[1], args[2], strlen(args[2]), n,
                                     &reply, &rlen);
     if (rc != 0)
@@ -1586,15 +1598,12 @@ int main(int argc, char **argv)
             return usage_error("empty actor type");
     } else if (strcmp(cmd, "outbox") == 0) {
         int act = nargs >= 1 && strcmp(args[0], "give-up") == 0;
-        char *end;
+        uint64_t n;
         if (act ? nargs != 4 : nargs != 2)
             return usage_error("outbox takes TYPE ID, or give-up TYPE ID N");
         if (args[act ? 1 : 0][0] == '\0')
             return usage_error("empty actor type");
-        errno = 0;
-        if (act && (!isdigit((unsigned char)args[3][0]) ||
-                    strtoull(args[3], &end, 10) == 0 || errno != 0 ||
-                    *end != '\0'))
+        if (act && positive_number(args[3], &n) != 0)
             return usage_error("message number '%s' is not a positive "
                                "integer",
                                args[3]);
