@@ -583,6 +583,12 @@ typedef struct keel_stats {
      * drained. Senders of a type this node does not register are not
      * counted: their unit's index is logged instead. */
     uint64_t outbox_senders;
+    /* Wire connections: the most bytes of answers one connection has had
+     * waiting in the node since it started (beyond what its socket took),
+     * a high-water mark. A client that does not read its answers is read
+     * no further once 8 MiB wait, so this stays at most 8 MiB plus one
+     * answer. */
+    uint64_t conn_unsent_peak;
 } keel_stats;
 
 KEEL_API void keel_node_stats(keel_node *node, keel_stats *out);

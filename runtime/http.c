@@ -703,6 +703,10 @@ static enum MHD_Result answer_metrics(struct http_req *r)
     metric(&b, "keel_outbox_senders", "gauge",
            "Actors whose outbox messages this node is delivering.", "",
            st->outbox_senders);
+    metric(&b, "keel_conn_unsent_peak_bytes", "gauge",
+           "The most bytes of answers one wire connection has had waiting "
+           "in the node since it started.",
+           "", st->conn_unsent_peak);
     metric(&b, "keel_repl_suspects_total", "counter",
            "Backups made suspect (they may hold writes this primary does "
            "not): dropped from the in-sync set, then caught up.",

@@ -253,6 +253,8 @@ static int wbuf_reserve(keel_conn *c, size_t more)
 
     if (c->woff > 0 && c->woff == c->wlen)
         c->woff = c->wlen = 0;
+    if (c->wlen - c->woff + more > c->n->stats.conn_unsent_peak)
+        STAT_SET(c->n, conn_unsent_peak, c->wlen - c->woff + more);
     need = c->wlen + more;
     if (need <= c->wcap)
         return 0;
@@ -1371,7 +1373,14 @@ static void process_input(keel_conn *c)
     }
     while (!c->dead && !c->closing && off < c->rlen) {
         keel_frame f;
-        size_t limit = frame_limit(c, c->rbuf + off, c->rlen - off);
+        size_t limit;
+        /* A full read buffer holds tens of thousands of small frames:
+         * stop taking them at the bounds, not after the whole buffer, or
+         * one pass could queue many times WBUF_PAUSE of answers. What is
+         * left waits in rbuf for resume_reading. */
+        if (c->pending >= PENDING_PAUSE || unsent(c) >= WBUF_PAUSE)
+            break;
+        limit = frame_limit(c, c->rbuf + off, c->rlen - off);
         long r = keel_frame_parse(c->rbuf + off, c->rlen - off, limit, &f);
         size_t before = unsent(c);
         if (r == 0)

@@ -2832,7 +2832,7 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         "outbox_frames %llu\nrepl_merged_frames %llu\n"
         "repl_lag_ms %llu\nrepl_catchup_waits %llu\n"
         "repl_catchup_same %llu\nrepl_copies_deleted %llu\n"
-        "peer_resets %llu\noutbox_senders %llu\n",
+        "peer_resets %llu\noutbox_senders %llu\nconn_unsent_peak %llu\n",
         (unsigned long long)st->resident_actors,
         (unsigned long long)st->activations,
         (unsigned long long)st->passivations,
@@ -2900,7 +2900,8 @@ size_t keel_stats_format(const keel_stats *st, char *buf, size_t len)
         (unsigned long long)st->repl_catchup_same,
         (unsigned long long)st->repl_copies_deleted,
         (unsigned long long)st->peer_resets,
-        (unsigned long long)st->outbox_senders);
+        (unsigned long long)st->outbox_senders,
+        (unsigned long long)st->conn_unsent_peak);
     return w < 0 ? 0 : (size_t)w;
 }
 

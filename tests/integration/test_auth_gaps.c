@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,6 +232,110 @@ START_TEST(nonreading_client_never_closed)
                   "idle timeouts (connections %ld), its answers held in "
                   "the node (RSS %ld -> %ld KiB)",
                   conns, before, after);
+    close(fd);
+}
+END_TEST
+
+static long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Moves bytes on a non-blocking use of fd for at most total_ms: sends
+ * out[*sent..len) as the socket takes them and, when reading, reads and
+ * drops whatever arrives. Without reading it returns once nothing could
+ * be sent for idle_ms (the node stopped reading us); reading, once all
+ * of out is sent. */
+static void pump(int fd, const uint8_t *out, size_t len, size_t *sent,
+                 int reading, int idle_ms, int total_ms)
+{
+    static uint8_t sink[1 << 16];
+    long start = now_ms(), moved = start;
+
+    while (now_ms() - start < total_ms) {
+        struct pollfd p = {fd, 0, 0};
+        ssize_t r;
+
+        if (reading && *sent == len)
+            return;
+        if (!reading && now_ms() - moved >= idle_ms)
+            return;
+        p.events = (short)((*sent < len ? POLLOUT : 0) |
+                           (reading ? POLLIN : 0));
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        if ((p.revents & POLLOUT) && *sent < len) {
+            size_t want = len - *sent > (1u << 20) ? 1u << 20 : len - *sent;
+            r = send(fd, out + *sent, want, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (r > 0) {
+                *sent += (size_t)r;
+                moved = now_ms();
+            }
+        }
+        if (reading && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
+            r = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+            ck_assert_msg(r != 0, "the node closed the connection");
+        }
+    }
+}
+
+/* The unread bound (WBUF_PAUSE, 8 MiB) held per read, not per frame: one
+ * read of a grown read buffer can hold a hundred thousand 16-byte STAT
+ * frames, each answered with over a kilobyte of text, and every one of
+ * them was answered before the bound was looked at. A client that paused
+ * the node with large PINGs, read a little so that it resumed, then sent
+ * a megabyte of STATs made it queue a hundred megabytes of answers. Now
+ * the node takes no further frame once 8 MiB wait: the most one
+ * connection ever held (conn_unsent_peak) is 8 MiB plus one answer. */
+START_TEST(small_frames_stop_at_the_unread_bound)
+{
+    const size_t big = (1u << 20) - 64, nbig = 24, nstat = 1u << 16;
+    size_t len = 0, sent = 0, i;
+    uint8_t auth[64], *out;
+    long peak;
+    tu_rframe f;
+    int fd;
+
+    start(NULL);
+    fd = tu_raw_connect(node.port);
+    ck_assert_int_ge(fd, 0);
+    memcpy(auth, "auth", 5);
+    memcpy(auth + 5, CLIENT, strlen(CLIENT));
+    send_raw(fd, KEEL_FRAME_INFO, 1, auth, 5 + strlen(CLIENT));
+    ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
+    ck_assert_int_eq(f.kind, KEEL_FRAME_REPLY);
+
+    out = calloc(1, nbig * (KEEL_FRAME_HEADER + big) +
+                        nstat * KEEL_FRAME_HEADER);
+    ck_assert_ptr_nonnull(out);
+    for (i = 0; i < nbig; i++) { /* 24 MiB of PINGs: the node pauses */
+        keel_frame_header(out + len, KEEL_FRAME_PING, 100 + i, big);
+        len += KEEL_FRAME_HEADER + big;
+    }
+    for (i = 0; i < nstat; i++) { /* then a megabyte of STATs */
+        keel_frame_header(out + len, KEEL_FRAME_STAT, 1000 + i, 0);
+        len += KEEL_FRAME_HEADER;
+    }
+    /* Send until the node stops reading us, then read (so it resumes)
+     * until everything is sent, then read nothing more. */
+    pump(fd, out, len, &sent, 0, 1000, 20000);
+    ck_assert_msg(sent < len, "the node read 25 MiB without reading an "
+                              "answer's worth: it never paused");
+    pump(fd, out, len, &sent, 1, 0, 30000);
+    ck_assert_uint_eq(sent, len);
+    sleep(1);
+    peak = admin_stat("conn_unsent_peak");
+    fprintf(stderr, "small_frames_stop_at_the_unread_bound: "
+                    "conn_unsent_peak %ld\n", peak);
+    ck_assert_msg(peak > 0, "no conn_unsent_peak in keel stat");
+    ck_assert_msg(peak <= (8l << 20) + (1l << 20) + 64,
+                  "one connection that does not read held %ld bytes of "
+                  "answers: more than 8 MiB plus one answer",
+                  peak);
+    free(out);
     close(fd);
 }
 END_TEST
@@ -632,6 +737,7 @@ static Suite *suite(void)
     tcase_add_test(tc, standalone_peer_claim_is_no_credential);
     tcase_add_test(tc, standalone_peer_claim_never_idle);
     tcase_add_test(tc, nonreading_client_never_closed);
+    tcase_add_test(tc, small_frames_stop_at_the_unread_bound);
     tcase_add_test(tc, removed_token_keeps_its_subscription);
     tcase_add_test(tc, anonymous_connections_give_their_place);
     tcase_add_test(tc, anonymous_tls_connections_give_their_place);
