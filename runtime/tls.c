@@ -498,20 +498,19 @@ int keel_tls_node_ctx_create(const char *cert, const char *key,
     int rc;
 
     rc = keel_tls_ctx_create(cert, key, ca, crl, &c, errbuf, errlen);
-    if (rc != 0 || node_id == NULL) {
-        if (rc == 0)
-            *out = c;
+    if (rc != 0)
         return rc;
-    }
-    /* Other nodes connect expecting CN=node:<this node's id>
-     * (keel_tls_handshake): a certificate naming anything else would
-     * have every link to this node refused while it takes part in the
-     * cluster's placement. */
+    /* Other nodes connect expecting CN=node:<this node's id>, clients
+     * CN=node:<any id> (keel_tls_handshake): a certificate naming
+     * anything else would have every connection to this node refused,
+     * and in a cluster while it takes part in placement. A standalone
+     * node has no id to match. */
     own = SSL_CTX_get0_certificate(c->ssl_ctx);
     memset(&id, 0, sizeof id);
     if (own != NULL)
         identity_of_cert(own, &id);
-    if (id.kind == KEEL_TLS_NODE && strcmp(id.name, node_id) == 0) {
+    if (id.kind == KEEL_TLS_NODE &&
+        (node_id == NULL || strcmp(id.name, node_id) == 0)) {
         *out = c;
         return 0;
     }
@@ -521,6 +520,13 @@ int keel_tls_node_ctx_create(const char *cert, const char *key,
                  "cluster node's certificate must name its own node id "
                  "(CN=node:%s), or the other nodes refuse its links",
                  cert, id.name, node_id, node_id);
+    else if (node_id == NULL)
+        snprintf(errbuf, errlen,
+                 "certificate %s %s%s%s, not a node: a node's certificate "
+                 "must name a node (CN=node:<id>), or clients refuse it",
+                 cert, id.name[0] != '\0' ? "names " : "has no single "
+                                             "subject CN naming a node",
+                 id.kind == KEEL_TLS_CLIENT ? "client:" : "", id.name);
     else if (id.name[0] != '\0')
         snprintf(errbuf, errlen,
                  "certificate %s names %s%s, not a node: a cluster node's "
@@ -634,6 +640,18 @@ int keel_tls_handshake(keel_tls *t, char *errbuf, size_t errlen)
         if (t->client && (t->ident.kind == KEEL_TLS_ANON)) {
             snprintf(errbuf, errlen, "TLS: the server's certificate did not "
                                      "verify");
+            return KEEL_ECONN;
+        }
+        /* Only a node serves the port: a client's certificate from the
+         * same CA must not pass for one, or its holder could pose as a
+         * node and be handed the tokens clients present. */
+        if (t->client && t->expect[0] == '\0' &&
+            t->ident.kind != KEEL_TLS_NODE) {
+            snprintf(errbuf, errlen,
+                     "TLS: the server's certificate names %s%s, not a node "
+                     "(CN=node:<id>): it is not a node of this cluster",
+                     t->ident.kind == KEEL_TLS_CLIENT ? "client:" : "",
+                     t->ident.name);
             return KEEL_ECONN;
         }
         if (t->client && t->expect[0] != '\0' &&

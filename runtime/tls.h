@@ -61,12 +61,13 @@ int keel_tls_ctx_create(const char *cert, const char *key, const char *ca,
                         const char *crl, keel_tls_ctx **out, char *errbuf,
                         size_t errlen);
 /* A node's context (its start, its reload, keeld --check-config):
- * keel_tls_ctx_create, and for a cluster node (node_id not NULL) the
- * certificate must name it, with a single subject CN node:<node_id>,
- * which the other nodes expect of its links (docs/security.md,
- * "Certificate names"). Errors: those of keel_tls_ctx_create, and
- * KEEL_EINVAL for a certificate naming another node, a client or
- * nothing known, errbuf naming the certificate's CN and node_id. */
+ * keel_tls_ctx_create, and the certificate must name a node, with a
+ * single subject CN node:<id>, which clients expect of the port; for a
+ * cluster node (node_id not NULL) that id must be node_id, which the
+ * other nodes expect of its links (docs/security.md, "Certificate
+ * names"). Errors: those of keel_tls_ctx_create, and KEEL_EINVAL for a
+ * certificate naming another node, a client or nothing known, errbuf
+ * naming the certificate's CN (and node_id). */
 int keel_tls_node_ctx_create(const char *cert, const char *key,
                              const char *ca, const char *crl,
                              const char *node_id, keel_tls_ctx **out,
@@ -75,9 +76,9 @@ void keel_tls_ctx_ref(keel_tls_ctx *ctx);
 void keel_tls_ctx_unref(keel_tls_ctx *ctx);
 
 /* A connection over fd (non-blocking for the loop; the client polls),
- * as the accepting side, or as the connecting side. expect_node, when not
- * NULL, is the node id the server's certificate must name
- * (CN=node:<expect_node>). Errors: KEEL_ENOMEM. */
+ * as the accepting side, or as the connecting side. The server's
+ * certificate must name a node (CN=node:<id>); expect_node, when not
+ * NULL, is the id it must name. Errors: KEEL_ENOMEM. */
 int keel_tls_accept(keel_tls_ctx *ctx, int fd, keel_tls **out);
 int keel_tls_connect(keel_tls_ctx *ctx, int fd, const char *expect_node,
                      keel_tls **out);

@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -422,6 +424,132 @@ START_TEST(foreign_client_cert_refused)
 }
 END_TEST
 
+/* A free loopback port (bound once, then let go). */
+static int free_port(void)
+{
+    struct sockaddr_in a;
+    socklen_t al = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+/* Whether something accepts on 127.0.0.1:port within 10 s. */
+static int listening(int port)
+{
+    int tries;
+
+    for (tries = 0; tries < 200; tries++) {
+        struct sockaddr_in a;
+        int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+
+        memset(&a, 0, sizeof a);
+        a.sin_family = AF_INET;
+        a.sin_port = htons((uint16_t)port);
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        if (fd >= 0)
+            close(fd);
+        if (ok)
+            return 1;
+        usleep(50000);
+    }
+    return 0;
+}
+
+/* A server that holds a client's certificate from the cluster's CA
+ * (alice's) poses as a node: `openssl s_server`, which writes what it
+ * receives to `got`. The keel client, with an admin token, must refuse
+ * it before it sends anything: it took any certificate of the CA for a
+ * node's, and handed such a server its token. And a node does not start
+ * on such a certificate, which every client would refuse. */
+START_TEST(client_certificate_is_no_node)
+{
+    const char *argv[] = {NULL, "--tls-ca", ca, "--token",
+                          "admin-secret-token-42", "-a", NULL, "ping",
+                          NULL};
+    char port_s[16], addr[64], got[600], *out = NULL, *err = NULL, *seen;
+    char why[512];
+    keel_client *c = NULL;
+    pid_t pid;
+    int port = free_port(), fd, rc, status;
+
+    ck_assert_int_gt(port, 0);
+    snprintf(port_s, sizeof port_s, "%d", port);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    snprintf(got, sizeof got, "%s/s_server.out", dir);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        fd = open(got, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0)
+            _exit(127);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl("/usr/bin/openssl", "openssl", "s_server", "-quiet",
+              "-tls1_3", "-accept", addr, "-cert", ccert, "-key", ckey,
+              "-naccept", "3", (char *)NULL); /* the probe, then two */
+        _exit(127);
+    }
+    ck_assert_msg(listening(port), "openssl s_server did not start");
+    /* The C client. */
+    {
+        keel_client_tls t;
+
+        memset(&t, 0, sizeof t);
+        t.ca = ca;
+        rc = keel_client_connect_tls(addr, 5000, &t, &c, why, sizeof why);
+    }
+    ck_assert_msg(rc == KEEL_ENOTSENT,
+                  "a server with a client's certificate was taken for a "
+                  "node (rc %d, %s)",
+                  rc, why);
+    ck_assert_ptr_null(c);
+    ck_assert_msg(strstr(why, "client:alice") != NULL &&
+                      strstr(why, "not a node") != NULL,
+                  "why: %s", why);
+    /* The CLI, with a token to lose. */
+    argv[0] = tu_bin("keel");
+    argv[6] = addr;
+    rc = tu_run_for(argv, 20, &out, &err);
+    kill(pid, SIGTERM);
+    waitpid(pid, &status, 0);
+    seen = tu_read_file(got);
+    ck_assert_msg(rc != 0, "keel ping through a client's certificate "
+                           "succeeded: %s",
+                  out != NULL ? out : "");
+    ck_assert_msg(seen == NULL || strstr(seen, "admin-secret") == NULL,
+                  "the token reached a server holding a client's "
+                  "certificate: %s",
+                  seen);
+    ck_assert_msg(err != NULL && strstr(err, "not a node") != NULL,
+                  "keel said: %s", err != NULL ? err : "");
+    free(seen);
+    free(out);
+    free(err);
+    free((char *)argv[0]);
+
+    /* A node on such a certificate does not start. */
+    {
+        const char *extra[] = {"--tls-cert", ccert, "--tls-key", ckey,
+                               "--tls-ca", ca, NULL};
+        ck_assert_int_ne(tu_keeld_start(&node, data, 0, extra), 0);
+        seen = tu_keeld_log(&node);
+        ck_assert_msg(seen != NULL && strstr(seen, "not a node") != NULL,
+                      "keeld said: %s", seen != NULL ? seen : "");
+        free(seen);
+    }
+}
+END_TEST
+
 /* A client with a client certificate is no node: hop bits are refused. */
 START_TEST(client_hops_denied)
 {
@@ -744,6 +872,7 @@ static Suite *suite(void)
     tcase_add_test(tc, overload_told_over_tls);
     tcase_add_test(tc, overload_refusals_bounded);
     tcase_add_test(tc, foreign_client_cert_refused);
+    tcase_add_test(tc, client_certificate_is_no_node);
     tcase_add_test(tc, client_hops_denied);
     tcase_add_test(tc, sighup_reloads);
     tcase_add_test(tc, certificate_roles);
