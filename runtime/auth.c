@@ -1012,6 +1012,7 @@ int keel__auth_frame(keel_auth *a, keel_auth_conn *ac, const keel_frame *f,
         return keel__auth_check(a, ac, info_op(f->body, f->body_len), NULL,
                                 0, errbuf, errlen);
     case KEEL_FRAME_XFER:
+    case KEEL_FRAME_REPL:
         return keel__auth_check(a, ac, KEEL_AUTH_OP_NODE, NULL, 0, errbuf,
                                 errlen);
     default:

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "certs.h"
+#include "clmap.h"
 #include "cltls.h"
 #include "cluster.h"
 #include "keel.h"
@@ -162,6 +163,95 @@ START_TEST(forged_peer_frames_denied)
 }
 END_TEST
 
+/* A confirm round (docs/protocol.md, "REPL body": seq 0, no ops) for
+ * unit (cap "", shard) at epoch, in the name of node `from`, on c. */
+static void queue_confirm(keel_client *c, uint64_t rid, const char *from,
+                          uint32_t shard, uint64_t epoch)
+{
+    uint8_t frame[KEEL_FRAME_HEADER + 128], *p = frame + KEEL_FRAME_HEADER;
+    size_t len = keel_repl_head_encode(p, from, strlen(from), 1, 1);
+
+    len += keel_repl_unit_encode(p + len, "", 0, shard, epoch, 0, 0);
+    keel_frame_header(frame, KEEL_FRAME_REPL, rid, len);
+    ck_assert_int_eq(keel_client_queue_raw(c, frame, KEEL_FRAME_HEADER + len),
+                     0);
+}
+
+/* A member's connection sends REPL in its own name only. n2's
+ * certificate on a connection to n0, a confirm round of a unit that n1
+ * leads and n0 backs up, in n1's name: n0 took it as n1's and confirmed
+ * it (any member could speak for another's units: confirm its reads,
+ * send its writes). Now it is refused EDENIED; in n1's own name, over
+ * n1's certificate, the same round is confirmed. */
+START_TEST(member_cannot_replicate_as_another)
+{
+    keel_shard_map m;
+    const keel_map_unit *u = NULL;
+    keel_client *c = NULL;
+    uint8_t st[8];
+    char why[512];
+    uint32_t s, shard = 0;
+    int i, n0, n1, rc;
+    keel_frame f;
+
+    for (i = 0; i < 3; i++) {
+        char name[8], pem[512], key[512];
+        snprintf(name, sizeof name, "n%d", i);
+        tu_certs_path(pem, sizeof pem, cl.dir, name, "pem");
+        tu_certs_path(key, sizeof key, cl.dir, name, "key");
+        TU_CLUSTER_CHECK(&cl,
+                         tu_cluster_start_node(&cl, i, 0, "--tls-cert", pem,
+                                               "--tls-key", key, "--tls-ca",
+                                               ca, "--replicas", "3",
+                                               NULL) == 0,
+                         "n%d did not start", i);
+    }
+    wait_served("m", 1);
+    TU_CLUSTER_CHECK(&cl, tu_map_wait_settled(&cl, 3), "map not settled");
+    TU_CLUSTER_CHECK(&cl, tu_map_read(&cl, &m) == 0, "map not read");
+    n0 = keel_map_node_index(&m, "n0");
+    n1 = keel_map_node_index(&m, "n1");
+    for (s = 0; s < m.shard_count && u == NULL; s++) {
+        const keel_map_unit *x = tu_map_unit(&m, "", s);
+        if (x->nreplicas > 0 && x->replicas[0] == n1 &&
+            tu_map_in_sync(&m, x, "n0") && n0 >= 0) {
+            u = x;
+            shard = s;
+        }
+    }
+    TU_CLUSTER_CHECK(&cl, u != NULL, "no unit led by n1 with n0 in sync");
+    for (i = 0; i < 2; i++) {
+        const char *cert = i == 0 ? "n2" : "n1";
+        ck_assert_msg(tls_connect(0, cert, ca, &c, why, sizeof why) == 0,
+                      "%s", why);
+        queue_confirm(c, 5, "n1", shard, u->shard_epoch);
+        ck_assert_int_eq(keel_client_flush(c), 0);
+        ck_assert_int_eq(keel_client_recv(c, &f), 0);
+        ck_assert_uint_eq(f.request_id, 5);
+        if (i == 0) {
+            rc = f.kind == KEEL_FRAME_ERROR
+                     ? keel_error_body_parse(f.body, f.body_len, NULL, NULL)
+                     : 0;
+            ck_assert_msg(rc == KEEL_EDENIED,
+                          "n0 took n2's confirm round in n1's name "
+                          "(answer %d, code %d)",
+                          f.kind, rc);
+        } else {
+            /* nunits be16 | len(cap) 0 | shard be16 | status be16 | ... */
+            ck_assert_int_eq(f.kind, KEEL_FRAME_REPLY);
+            ck_assert_uint_ge(f.body_len, 7);
+            memcpy(st, f.body, 7);
+            ck_assert_msg(st[5] == 0 && st[6] == 0,
+                          "n1's own confirm round: status %d",
+                          st[5] << 8 | st[6]);
+        }
+        keel_client_close(c);
+        c = NULL;
+    }
+    keel_map_free(&m);
+}
+END_TEST
+
 /* A hopped call on c: its answer's code (0: it ran). */
 static int hop_call(keel_client *c, uint64_t rid, const char *id)
 {
@@ -251,6 +341,7 @@ int main(void)
     tcase_add_test(tc, forwards_over_mutual_tls);
     tcase_add_test(tc, forged_peer_frames_denied);
     tcase_add_test(tc, departed_node_loses_peer_rights);
+    tcase_add_test(tc, member_cannot_replicate_as_another);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&cl, s);
 }
