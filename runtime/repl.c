@@ -47,6 +47,8 @@ static const char doubt_msg[] =
 
 static int suspect_find(const repl_unit *u, const repl_link *l,
                         uint64_t epoch);
+static void suspect_restarted(keel_repl *r, repl_unit *u, uint64_t epoch,
+                              repl_link *l);
 static int lag_unit(keel_repl *r, repl_unit *u, uint64_t epoch,
                     repl_link *l, int suspect);
 
@@ -504,6 +506,8 @@ static void frame_cb(keel_node *n, int status, const uint8_t *body,
         } else {
             /* Not taken yet: its map lags (ENOTTARGET), a piece before
              * it is missing there (EPROTO), its store failed... */
+            if (a.status == KEEL_EPROTO && a.seq == 0 && x->seq > 1)
+                suspect_restarted(r, x->u, x->epoch, l);
             if (!again)
                 why = a.status != 0 ? a.status : KEEL_EPROTO;
             again = 1;
@@ -935,9 +939,35 @@ static void suspect_remove(keel_repl *r, repl_unit *u, unsigned i)
 /* Between two lines on suspect backups (keel_repl's suspect_*). */
 #define SUSPECT_WARN_S 1.0
 
-/* Every in-sync backup of u at epoch may hold writes this node does not:
- * none is waited on for an ack any more, only for the map to show it out
- * (its drop is asked at once, by the tick). */
+/* Backup l of u at epoch is suspect: none of its acks is waited on any
+ * more, only the map showing it out (its drop is asked at once, by the
+ * tick). 1 when it was made so now. */
+static int suspect_add(keel_repl *r, repl_unit *u, uint64_t epoch,
+                       repl_link *l, const char *why)
+{
+    if (suspect_find(u, l, epoch) >= 0 || u->nsuspect == REPL_MAX_BACKUPS)
+        return 0;
+    if (u->nsuspect == 0)
+        r->nsuspect++;
+    u->suspect[u->nsuspect].l = l;
+    u->suspect[u->nsuspect].since = ev_now(r->n->loop);
+    u->suspect[u->nsuspect++].epoch = epoch;
+    STAT_ADD(r->n, repl_suspects, 1);
+    if (ev_now(r->n->loop) - r->suspect_warned_at < SUSPECT_WARN_S) {
+        r->suspect_unlogged++;
+        r->suspect_why = why;
+        return 1;
+    }
+    r->suspect_warned_at = ev_now(r->n->loop);
+    keel_warn("unit (%s, %u): backup %s may not hold what this node "
+              "holds (%s); asking the controller to drop it from the "
+              "in-sync set, it then catches up",
+              keel_cap_name(u->cap), u->shard, l->name, why);
+    return 1;
+}
+
+/* Every in-sync backup of u at epoch may hold writes this node does not
+ * (suspect_add). */
 static void suspect_all(keel_repl *r, repl_unit *u, uint64_t epoch,
                         const char *why)
 {
@@ -948,27 +978,28 @@ static void suspect_all(keel_repl *r, repl_unit *u, uint64_t epoch,
     nrefs = insync(r, u, epoch);
     for (i = 0; i < nrefs; i++) {
         repl_link *l = repl_link_get(r, &r->refs[i]);
-        if (l == NULL || suspect_find(u, l, epoch) >= 0 ||
-            u->nsuspect == REPL_MAX_BACKUPS)
-            continue;
-        if (u->nsuspect == 0)
-            r->nsuspect++;
-        u->suspect[u->nsuspect].l = l;
-        u->suspect[u->nsuspect].since = ev_now(r->n->loop);
-        u->suspect[u->nsuspect++].epoch = epoch;
-        STAT_ADD(r->n, repl_suspects, 1);
-        if (ev_now(r->n->loop) - r->suspect_warned_at < SUSPECT_WARN_S) {
-            r->suspect_unlogged++;
-            r->suspect_why = why;
-            continue;
-        }
-        r->suspect_warned_at = ev_now(r->n->loop);
-        keel_warn("unit (%s, %u): backup %s may not hold what this node "
-                  "holds (%s); asking the controller to drop it from the "
-                  "in-sync set, it then catches up",
-                  keel_cap_name(u->cap), u->shard, l->name, why);
+        if (l != NULL)
+            suspect_add(r, u, epoch, l, why);
     }
     if (u->nsuspect > 0)
+        repl_arm(r, 0);
+}
+
+/* Backup l answered a piece of u past the first of its stream with
+ * EPROTO and nothing taken of the stream (seq 0): it has no memory of the
+ * stream, as after a restart, and takes no piece of it again until a
+ * catch-up sends it a snapshot. Waiting the lag for it would hold every
+ * reply of u that long for nothing: it is made suspect, so that its drop
+ * is asked at once. In sync or not, it may lack writes that this node's
+ * waiting replies count on. */
+static void suspect_restarted(keel_repl *r, repl_unit *u, uint64_t epoch,
+                              repl_link *l)
+{
+    if (!repl_unit_ours(r, u->cap, u->shard, epoch) ||
+        !in_refs(r, insync(r, u, epoch), l->name))
+        return;
+    if (suspect_add(r, u, epoch, l,
+                    "it took none of this stream's pieces: it restarted"))
         repl_arm(r, 0);
 }
 

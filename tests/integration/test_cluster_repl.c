@@ -612,6 +612,70 @@ START_TEST(a_restarted_primary_has_its_backups_caught_up)
 }
 END_TEST
 
+/* A backup killed and started again while its units are idle is still
+ * listed in sync when it is back, and remembers none of their streams:
+ * it refuses the next piece its primary sends (EPROTO, nothing of the
+ * stream taken). The primary waited the lag (--repl-lag-ms, 60 s here)
+ * before it asked the controller to drop it, and every write of the unit
+ * waited with it, once per unit. Now that answer makes the backup suspect
+ * and its drop is asked at once: the first write after the restart is
+ * answered well within the keyed call's 40 s, the write is on every
+ * replica in sync, and the backup catches up. */
+START_TEST(a_restarted_backup_is_dropped_at_its_first_refusal)
+{
+    keel_client *c = NULL;
+    keel_shard_map m;
+    char id[16] = "", owner[64], *log;
+    int j, port;
+    long v, acked = 0;
+    uint32_t shard;
+
+    tu_repl_start(&fx, 3, 3, "60000");
+    for (j = 0; j < 64 && id[0] == '\0'; j++) {
+        char cand[16];
+        tu_repl_counter_id(j, cand, sizeof cand);
+        tu_cluster_owner_of(&fx, 1, "counter", cand, owner, sizeof owner);
+        if (strcmp(owner, "n0") == 0)
+            snprintf(id, sizeof id, "%s", cand);
+    }
+    CHECK(id[0] != '\0', "no counter owned by n0");
+    shard = tu_repl_shard_of(id);
+    for (j = 0; j < 3; j++) {
+        v = tu_repl_incr(&fx, &c, 0, id);
+        CHECK(v == acked + 1, "%s answered %ld after %ld", id, v, acked);
+        acked = v;
+    }
+    port = fx.nodes[2].port;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[2], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[2]);
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 2, port, "--replicas", "3",
+                                           "--repl-lag-ms", "60000", NULL),
+                     0);
+    CHECK(tu_map_read(&fx, &m) == 0, "no map");
+    CHECK(tu_map_in_sync(&m, tu_map_unit(&m, "", shard), "n2"),
+          "n2 is not in the in-sync set of shard %u after its restart",
+          shard);
+    keel_map_free(&m);
+    v = tu_repl_incr(&fx, &c, 0, id);
+    CHECK(v == acked + 1, "%s answered %ld after %ld once n2 restarted "
+                          "(the write waited for the lag, 60 s?)",
+          id, v, acked);
+    acked = v;
+    keel_client_close(c);
+    log = tu_keeld_log(&fx.nodes[0]);
+    CHECK(log != NULL && strstr(log, "it restarted") != NULL,
+          "n0 did not make n2 suspect for its refusal");
+    free(log);
+    CHECK(tu_map_wait_settled(&fx, 3), "n2 did not catch up on shard %u",
+          shard);
+    for (j = 0; j < 3; j++) {
+        v = tu_repl_get(&fx, j, id);
+        CHECK(v == acked, "%s is %ld through n%d, %ld acknowledged", id, v,
+              j, acked);
+    }
+}
+END_TEST
+
 /* How many times what occurs in log. */
 static int log_count(const char *log, const char *what)
 {
@@ -765,6 +829,7 @@ int main(void)
     tcase_add_test(tc, replicas_agree_and_a_dead_backup_is_dropped);
     tcase_add_test(tc, reply_waits_for_a_paused_backup);
     tcase_add_test(tc, a_restarted_primary_has_its_backups_caught_up);
+    tcase_add_test(tc, a_restarted_backup_is_dropped_at_its_first_refusal);
     tcase_add_test(tc, a_restarted_primary_logs_its_suspects_once_a_second);
     tcase_add_test(tc,
                    a_restarted_primary_answers_reads_once_its_suspects_are_out);
