@@ -208,8 +208,16 @@ static int parse_line(char *line, struct auth_entry *e, char *why,
         e->role = KEEL_ROLE_CLIENT;
     else if (strcmp(f[1], "admin") == 0)
         e->role = KEEL_ROLE_ADMIN;
-    else {
-        snprintf(why, wlen, "unknown role '%.32s' (client or admin)", f[1]);
+    else if (strlen(f[1]) > 16) {
+        /* Not echoed: so long a word is more likely a token of the next
+         * line, its newline lost, than a mistyped role. */
+        snprintf(why, wlen,
+                 "unknown role (a word of %zu characters where client or "
+                 "admin goes: a token whose line break is missing?)",
+                 strlen(f[1]));
+        return -1;
+    } else {
+        snprintf(why, wlen, "unknown role '%s' (client or admin)", f[1]);
         return -1;
     }
     if (nf == 3) {

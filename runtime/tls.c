@@ -108,6 +108,22 @@ static long sock_read_cb(BIO *b, int oper, const char *argp, size_t len,
 
 /* The connecting side learns that the server is satisfied with it from
  * the server's first session ticket (tls.h). The session is not kept. */
+/* A ticket a client offers back (to resume) is not used: a full
+ * handshake follows, with a new ticket (the acceptance signal). */
+static SSL_TICKET_RETURN ignore_ticket_cb(SSL *ssl, SSL_SESSION *ss,
+                                          const unsigned char *keyname,
+                                          size_t keyname_len,
+                                          SSL_TICKET_STATUS status, void *arg)
+{
+    (void)ssl;
+    (void)ss;
+    (void)keyname;
+    (void)keyname_len;
+    (void)status;
+    (void)arg;
+    return SSL_TICKET_RETURN_IGNORE_RENEW;
+}
+
 static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     keel_tls *t = SSL_get_ex_data(ssl, tls_ex_index);
@@ -335,8 +351,11 @@ int keel_tls_ctx_create(const char *cert, const char *key, const char *ca,
      * without is let in (a client that authenticates otherwise).
      * Clients require the server's to verify. */
     SSL_CTX_set_verify(sc, SSL_VERIFY_PEER, NULL);
-    /* One ticket, the acceptance signal of tls.h; no resumption. */
+    /* One ticket, the acceptance signal of tls.h; no resumption: a ticket
+     * offered back gets a full handshake (every connection is verified
+     * against the CA and CRL of now), not an internal error. */
     SSL_CTX_set_num_tickets(sc, 1);
+    SSL_CTX_set_session_ticket_cb(sc, NULL, ignore_ticket_cb, NULL);
     SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_BOTH |
                                            SSL_SESS_CACHE_NO_INTERNAL);
     SSL_CTX_sess_set_new_cb(sc, new_session_cb);
