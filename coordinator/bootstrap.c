@@ -97,8 +97,10 @@ static void config_read(keel_zk *zk, int rc, const void *data, size_t len,
         return;
     }
     if (found != b->shards) {
-        keel_error("cluster %s has %u shards, this node %u: refusing to join",
-                   b->layout->root, found, b->shards);
+        keel_error("cluster %s has %u shards, this node %u: refusing to "
+                   "join (start it with --shards %u, on a new data "
+                   "directory: this one was made for %u shards)",
+                   b->layout->root, found, b->shards, found, b->shards);
         finish(b, KEEL_ECONFIG, found);
         return;
     }

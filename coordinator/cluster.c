@@ -896,14 +896,16 @@ static void storecheck_cb(keel_storecheck *sc, int rc, void *arg)
         if (c->error != KEEL_EMISMATCH)
             keel_error(
                 "cluster: node %s refuses to join: its data directory (store "
-                "%s) is not the one it served from (store %s), and the "
+                "%s) is not the one node %s served from (store %s), and the "
                 "cluster still gives it %zu unit(s) whose data is therefore "
-                "not here. Start it on its own data directory, or accept the "
-                "loss of that data with `keel node forget %s` on another "
-                "node (allowed: this node is not a member), after which it "
-                "joins by itself. Checking again every %d s.",
-                c->node, sc->store, sc->found, sc->units, c->node,
-                KEEL_STORECHECK_RETRY_MS / 1000);
+                "not here. If node %s is running elsewhere (`keel nodes` on "
+                "a member lists it), this process has the wrong --node-id: "
+                "stop it. Otherwise start it on its own data directory, or "
+                "accept the loss of that data with `keel node forget %s` on "
+                "another node (refused while a node %s is a member), after "
+                "which it joins by itself. Checking again every %d s.",
+                c->node, sc->store, c->node, sc->found, sc->units, c->node,
+                c->node, c->node, KEEL_STORECHECK_RETRY_MS / 1000);
         c->error = KEEL_EMISMATCH;
         keel_storecheck_retry_later(sc, keel__cluster_now_ms(c));
         keel__cluster_schedule(c);

@@ -182,6 +182,7 @@ struct keel_cluster {
 
     /* keel node forget: the node being forgotten (one at a time). */
     char forget_name[KEEL_NAME_MAX + 1];
+    size_t forget_units; /* units it led when its forget was asked */
     int forget_busy;
     /* Joining again after being forgotten: R_* below. */
     int rejoin, rejoin_busy, rejoin_stalled;

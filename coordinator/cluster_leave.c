@@ -187,10 +187,15 @@ static void forget_done(keel_zk *zk, int rc, size_t failed,
     (void)res;
     (void)n;
     c->forget_busy = 0;
-    if (rc == 0)
-        keel_warn("cluster: node %s forgotten: its units move to live "
-                  "members; the state they held is lost",
+    if (rc == 0 && c->forget_units == 0)
+        keel_warn("cluster: node %s forgotten: it led no unit, so no state "
+                  "is lost; copies it kept as a backup are deleted if it "
+                  "comes back",
                   c->forget_name);
+    else if (rc == 0)
+        keel_warn("cluster: node %s forgotten: its %zu units move to live "
+                  "members; the state they held is lost",
+                  c->forget_name, c->forget_units);
     else if (rc == KEEL_EEXIST && failed == 0)
         keel_warn("cluster: not forgetting node %s: it is a live member",
                   c->forget_name);
@@ -239,6 +244,7 @@ int keel_cluster_forget(keel_cluster *c, const char *name, size_t *units)
     ops[2].type = KEEL_ZK_OP_CREATE;
     ops[2].path = fpath;
     snprintf(c->forget_name, sizeof c->forget_name, "%s", name);
+    c->forget_units = count;
     rc = keel_zk_multi(c->zk, ops, 3, forget_done, c);
     if (rc != 0)
         return rc;

@@ -69,7 +69,7 @@ KEEL_API const char *keel_version_string(void);
     X(ENOMEM, -2, "out of memory")                                           \
     X(ENOTYPE, -3, "unknown actor type")                                     \
     X(EMALFORMED, -4, "malformed frame")                                     \
-    X(ETOOBIG, -5, "message too large")                                      \
+    X(ETOOBIG, -5, "too large: a message, value or state over its limit")    \
     X(ELIMIT, -6, "type name, id or entry key over its length limit")        \
     X(EHANDLER, -7, "actor handler failed")                                  \
     X(EBADMSG, -8, "message not understood by the actor")                    \
@@ -191,7 +191,9 @@ KEEL_API void keel_node_log(keel_node *node, int level, const char *fmt, ...)
 #define KEEL_REPLICAS_MAX 5 /* the primary and up to four backups */
 
 typedef struct keel_node_options {
-    const char *data_dir;      /* required; created if missing */
+    const char *data_dir;      /* required; created if missing, with any
+                                * missing parents (keeld makes only the
+                                * last: a mistyped path fails there) */
     const char *listen;        /* "HOST:PORT" for the wire protocol; NULL:
                                 * no listener (embedded use only) */
     uint32_t shard_count;      /* fixed per data dir; 0: the count the

@@ -657,8 +657,11 @@ static int store_init_dbs(keel_store *s, const keel_store_options *o,
         mdb_txn_abort(txn);
         seterr(errbuf, errlen,
                "%s: data directory was created with %u shards, "
-               "configured shard count is %u",
-               s->path, shards, shard_count);
+               "configured shard count is %u (fixed when a directory is "
+               "made: configure %u, or, if this directory holds nothing "
+               "you need, such as one a refused first start left, remove "
+               "it)",
+               s->path, shards, shard_count, shards);
         return KEEL_EMISMATCH;
     }
     s->shards = shard_count;

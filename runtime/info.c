@@ -200,12 +200,42 @@ static void refused_line(keel_cluster *c, tbuf *b)
 
     if (err == KEEL_EMISMATCH)
         tb_printf(b, "refused %s: this node's data directory is not the one "
-                     "it served its units from; it does not join (its log "
-                     "says how to proceed)\n",
+                     "it served its units from (or another node runs with "
+                     "this node id); it does not join (its log says how to "
+                     "proceed)\n",
                   keel_err_name(err));
     else if (err != 0)
         tb_printf(b, "refused %s: %s\n", keel_err_name(err),
                   keel_strerror(err));
+}
+
+/* Why a node that takes part serves nothing now: "state WHAT: why", its
+ * view below possibly old. Nothing while it serves (or is refused:
+ * refused_line). */
+static void state_line(keel_cluster *c, tbuf *b)
+{
+    if (keel_cluster_error(c) != 0)
+        return;
+    switch (keel_cluster_phase(c)) {
+    case KEEL_CLUSTER_RUNNING:
+        if (keel_cluster_fenced(c))
+            tb_printf(b, "state fenced: ZooKeeper has not answered within "
+                         "this node's lease; it serves nothing until it "
+                         "does, and what follows may be old\n");
+        return;
+    case KEEL_CLUSTER_CONNECTING:
+        tb_printf(b, "state connecting: this node has not reached "
+                     "ZooKeeper (--zk); it serves nothing yet\n");
+        return;
+    case KEEL_CLUSTER_FAILED:
+        tb_printf(b, "state failed: this node no longer takes part in its "
+                     "cluster (its log says why)\n");
+        return;
+    default:
+        tb_printf(b, "state joining: this node is joining its cluster; it "
+                     "serves nothing yet\n");
+        return;
+    }
 }
 
 static void q_nodes(keel_node *n, tbuf *b)
@@ -242,6 +272,7 @@ static void q_nodes(keel_node *n, tbuf *b)
               keel_cluster_name(c), keel_cluster_node_name(c),
               ctl ? ctl : NONE, m ? m->map_epoch : 0);
     refused_line(c, b);
+    state_line(c, b);
     insecure_line(n, b);
     v = keel_cluster_view(c, &nv);
     for (i = 0; i < nv; i++) {
@@ -770,7 +801,8 @@ int keel__info(keel_node *n, const uint8_t *body, size_t blen, char **text,
         if (units == 0)
             tb_printf(&b,
                       "node %s forgotten: it led no unit, so no state is "
-                      "lost\n",
+                      "lost\nCopies it kept as a backup are deleted if it "
+                      "comes back; it then catches up.\n",
                       arg);
         else
             tb_printf(&b,

@@ -1485,7 +1485,8 @@ static int state_reply(keel_turn *t, const keel_req *req)
     if (rc != 0)
         return rc;
     if (!blob && entries == 0 && !held) {
-        keel_turn_error(t, "the actor has never been written");
+        keel_turn_error(t, "the actor holds no state: never written, or all "
+                           "of it deleted");
         return KEEL_ENOTFOUND;
     }
     version = a->version;

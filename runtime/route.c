@@ -302,7 +302,7 @@ static uint64_t map_epoch(keel_cluster_rt *rt)
 
 static void fail_expired(keel_cluster_rt *rt, rt_msg *m)
 {
-    char text[256];
+    char text[512];
     int phase = keel_cluster_phase(rt->c);
 
     if (phase == KEEL_CLUSTER_CONNECTING || phase == KEEL_CLUSTER_BOOTSTRAP ||
@@ -314,6 +314,10 @@ static void fail_expired(keel_cluster_rt *rt, rt_msg *m)
                  m->u->shard, keel_cluster_name(rt->c),
                  phase == KEEL_CLUSTER_CONNECTING
                      ? "it cannot reach ZooKeeper yet"
+                 : keel_cluster_error(rt->c) == KEEL_EMISMATCH
+                     ? "it is refused: its data directory is not the one "
+                       "it served from, or another node runs with its "
+                       "id; its log says more"
                      : "it is joining",
                  rt_hold_ms(rt));
     else

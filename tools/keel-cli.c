@@ -77,8 +77,10 @@ static void usage(FILE *f)
             "                       entry count, read by its owner\n"
             "  follow TYPE ID       print actor TYPE/ID's version and\n"
             "                       state now and after every committed\n"
-            "                       change (\"event VERSION PAYLOAD\" for\n"
-            "                       a handler's event), until interrupted;\n"
+            "                       change of its state (\"event VERSION\n"
+            "                       PAYLOAD\" for a handler's event; named\n"
+            "                       entries alone, as kv's, send nothing),\n"
+            "                       until interrupted;\n"
             "                       reconnects by itself (changes in\n"
             "                       between are not replayed: the current\n"
             "                       state is)\n"
@@ -313,6 +315,7 @@ static int slurp(FILE *f, char **out, size_t *len)
 
     if (buf == NULL)
         return -1;
+    errno = 0;
     for (;;) {
         size_t got;
         if (n == cap) {
@@ -332,7 +335,8 @@ static int slurp(FILE *f, char **out, size_t *len)
     }
     if (ferror(f)) {
         free(buf);
-        errno = EIO;
+        if (errno == 0)
+            errno = EIO; /* else fread's own: EISDIR for a directory */
         return -1;
     }
     *out = buf;
@@ -387,13 +391,26 @@ static char *join_args(int argc, char **argv, size_t *lenp, int *bad)
 {
     size_t len = 0, off = 0;
     char *buf = NULL;
-    int i;
+    int i, stdin_at = -1;
 
     *bad = 0;
     for (i = 0; i < argc; i++) {
         const char *v;
         size_t vl;
         char *owned, *nb;
+        if (strcmp(argv[i], "-") == 0) {
+            if (stdin_at >= 0) {
+                /* The first took all of it: the second would read
+                 * nothing, and the message end in a stray space. */
+                fprintf(stderr, "keel: %s: '-' (standard input) given "
+                        "twice in the message; nothing was sent\n",
+                        keel_err_name(KEEL_EINVAL));
+                free(buf);
+                *bad = 1;
+                return NULL;
+            }
+            stdin_at = i;
+        }
         if (arg_value(argv[i], &v, &vl, &owned) != 0) {
             free(buf);
             *bad = 1;

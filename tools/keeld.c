@@ -1430,6 +1430,23 @@ static void service_stop(struct service *s)
 
 /* Runs the node with the checked options until it stops; keeld's exit
  * status. */
+/* The file of a --load PATH.so[:ARGS], malloc'd (NULL when out of
+ * memory): the path ends at the first ':' (apply_option refused an empty
+ * one). A path without '/' names a file in the working directory, as for
+ * every other file option (and as --check-config reads it): dlopen would
+ * look for it among the system's libraries instead. */
+static char *plugin_path(const char *load)
+{
+    const char *colon = strchr(load, ':');
+    size_t plen = colon != NULL ? (size_t)(colon - load) : strlen(load);
+    int bare = memchr(load, '/', plen) == NULL;
+    char *path = NULL;
+
+    if (asprintf(&path, "%s%.*s", bare ? "./" : "", (int)plen, load) < 0)
+        return NULL;
+    return path;
+}
+
 static int run_node(const struct keeld_conf *kc)
 {
     const keel_node_options *opts = &kc->opts;
@@ -1481,6 +1498,21 @@ static int run_node(const struct keeld_conf *kc)
              opts->data_dir);
     keel_notify_send(&notifier, msg);
 
+    /* A plugin file that cannot be read fails the start before the data
+     * directory is made: a typo must not leave a new store behind. */
+    for (i = 0; i < kc->nloads; i++) {
+        char *path = plugin_path(kc->loads[i]);
+
+        if (path != NULL && access(path, R_OK) != 0) {
+            say(KEEL_LOG_ERROR, "%s %s: cannot read %s: %s",
+                kc->load_from[i].file ? "load" : "--load", kc->loads[i],
+                path, strerror(errno));
+            free(path);
+            keel_notify_close(&notifier);
+            return 1;
+        }
+        free(path);
+    }
     {
         /* Through a plain pointer: the_node is volatile. */
         keel_node *created = NULL;
@@ -1494,21 +1526,10 @@ static int run_node(const struct keeld_conf *kc)
         return 1;
     }
     for (i = 0; i < kc->nloads; i++) {
-        /* PATH.so[:ARGS]: the path ends at the first ':' (apply_option
-         * refused an empty one). A path without '/' names a file in the
-         * working directory, as for every other file option (and as
-         * --check-config reads it): dlopen would look for it among the
-         * system's libraries instead. */
         const char *colon = strchr(kc->loads[i], ':');
         const char *who = kc->load_from[i].file ? "load" : "--load";
-        size_t plen = colon != NULL ? (size_t)(colon - kc->loads[i])
-                                    : strlen(kc->loads[i]);
-        int bare = memchr(kc->loads[i], '/', plen) == NULL;
-        char *path = NULL;
+        char *path = plugin_path(kc->loads[i]);
 
-        if (asprintf(&path, "%s%.*s", bare ? "./" : "", (int)plen,
-                     kc->loads[i]) < 0)
-            path = NULL;
         if (path == NULL) {
             say(KEEL_LOG_ERROR, "%s %s: out of memory", who, kc->loads[i]);
             rc = KEEL_ENOMEM;

@@ -424,8 +424,12 @@ START_TEST(plugin_bare_name)
     const char *args[] = {"--load", "plugin_greeter.so:hi", NULL};
     const char *check[] = {bin, "--check-config", "--data", data, "--load",
                            "plugin_greeter.so", NULL};
-    const char *missing[] = {bin, "--data", data, "--listen", "127.0.0.1:0",
+    char fresh[600];
+    const char *missing[] = {bin, "--data", fresh, "--listen", "127.0.0.1:0",
                              "--load", "nosuch_plugin.so", NULL};
+    struct stat st;
+
+    snprintf(fresh, sizeof fresh, "%s-fresh", data);
 
     ck_assert_ptr_nonnull(pdir);
     ck_assert_int_eq(chdir(dirname(pdir)), 0);
@@ -440,12 +444,16 @@ START_TEST(plugin_bare_name)
     ck_assert_str_eq(out, "hi, ann (1)\n");
     free(out);
     ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
-    /* One that is not there is named as a file of this directory. */
+    /* One that is not there is named as a file of this directory, and
+     * the start fails before it makes the data directory. */
     err = NULL;
     ck_assert_int_eq(tu_run(missing, NULL, &err), 1);
-    ck_assert_msg(strstr(err, "--load nosuch_plugin.so: ./nosuch_plugin.so: "
-                              "cannot open shared object file") != NULL,
+    ck_assert_msg(strstr(err, "--load nosuch_plugin.so: cannot read "
+                              "./nosuch_plugin.so: No such file") != NULL,
                   "%s", err);
+    ck_assert_msg(stat(fresh, &st) != 0,
+                  "a start refused for a missing plugin left %s behind",
+                  fresh);
     free(err);
     free(pdir);
     free(bin);
