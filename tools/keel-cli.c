@@ -1643,6 +1643,11 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     is_send = strcmp(cmd, "call") == 0 || strcmp(cmd, "cast") == 0;
+    if (!is_send && (direct || so.keyed))
+        return usage_error("%s applies to call and cast only, not to %s",
+                           direct ? "--direct"
+                           : so.key_drawn ? "--retry" : "--key",
+                           cmd);
     if (is_send) {
         int bad;
 

@@ -148,6 +148,21 @@ START_TEST(errors_through_cli)
                           "retry\n");
     free(out);
     free(err);
+    /* The send options belong to call and cast: elsewhere they would
+     * be ignored, so they are refused. */
+    ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "--retry", "3",
+                             "ping", NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "--retry applies to call and cast "
+                                      "only, not to ping"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "--direct", "state",
+                             "counter", "x", NULL),
+                     2);
+    ck_assert_ptr_nonnull(strstr(err, "--direct applies to call and cast"));
+    free(out);
+    free(err);
     /* --retry tries again when nothing was sent, then gives up alike */
     ck_assert_int_eq(tu_keel("127.0.0.1:1", &out, &err, "--retry", "2",
                              "call", "counter", "x", "incr", NULL),
