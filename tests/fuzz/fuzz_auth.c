@@ -63,7 +63,7 @@
  *  - a wire connection's request asked as a frame (PING, STAT or a
  *    read-only INFO query, a CALL or CAST of the type with or without a
  *    budget and a request key, a SUBSCRIBE, INFO drain, forget or an
- *    unknown query, XFER) gets the same answer from keel__auth_frame as
+ *    unknown query, XFER or REPL) gets the same answer from keel__auth_frame as
  *    from keel__auth_check; an OBATCH is refused only without identity;
  *  - a failed login leaves a token identity anonymous, and a
  *    certificate's identity or a node's claim as it was; a claim on a
@@ -603,7 +603,8 @@ static void ask_conn(struct state *s, struct conn *c)
         break;
     }
     default:
-        f.kind = KEEL_FRAME_XFER;
+        /* The node-to-node frames: a unit stream or replicated writes. */
+        f.kind = c->tl % 2 ? KEEL_FRAME_XFER : KEEL_FRAME_REPL;
         break;
     }
     un0 = node->stats.auth_refused_unauth;
