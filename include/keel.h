@@ -588,8 +588,9 @@ typedef struct keel_stats {
     /* Wire connections: the most bytes of answers one connection has had
      * waiting in the node since it started (beyond what its socket took),
      * a high-water mark. A client that does not read its answers is read
-     * no further once 8 MiB wait, so this stays at most 8 MiB plus one
-     * answer. */
+     * no further once 8 MiB wait (or 65536 of its requests are in
+     * flight), so this stays at 8 MiB plus one answer, plus the answers
+     * of requests still running when it stopped reading. */
     uint64_t conn_unsent_peak;
 } keel_stats;
 

@@ -208,7 +208,7 @@ static int parse_line(char *line, struct auth_entry *e, char *why,
         e->role = KEEL_ROLE_CLIENT;
     else if (strcmp(f[1], "admin") == 0)
         e->role = KEEL_ROLE_ADMIN;
-    else if (strlen(f[1]) > 16) {
+    else if (strlen(f[1]) >= KEEL_AUTH_TOKEN_MIN) {
         /* Not echoed: so long a word is more likely a token of the next
          * line, its newline lost, than a mistyped role. */
         snprintf(why, wlen,

@@ -200,8 +200,9 @@ static void refused_line(keel_cluster *c, tbuf *b)
 
     if (err == KEEL_EMISMATCH)
         tb_printf(b, "refused %s: this node's data directory is not the one "
-                     "it served its units from (or another node runs with "
-                     "this node id); it does not join (its log says how to "
+                     "the cluster recorded for it (another directory, an "
+                     "older copy, or another node runs with this node id); "
+                     "it does not join (its log says why and how to "
                      "proceed)\n",
                   keel_err_name(err));
     else if (err != 0)
@@ -210,8 +211,8 @@ static void refused_line(keel_cluster *c, tbuf *b)
 }
 
 /* Why a node that takes part serves nothing now: "state WHAT: why", its
- * view below possibly old. Nothing while it serves (or is refused:
- * refused_line). */
+ * view below possibly old. Nothing while it serves, or once it failed
+ * (refused_line says why: a failed node has its error set). */
 static void state_line(keel_cluster *c, tbuf *b)
 {
     if (keel_cluster_error(c) != 0)
@@ -226,10 +227,6 @@ static void state_line(keel_cluster *c, tbuf *b)
     case KEEL_CLUSTER_CONNECTING:
         tb_printf(b, "state connecting: this node has not reached "
                      "ZooKeeper (--zk); it serves nothing yet\n");
-        return;
-    case KEEL_CLUSTER_FAILED:
-        tb_printf(b, "state failed: this node no longer takes part in its "
-                     "cluster (its log says why)\n");
         return;
     default:
         tb_printf(b, "state joining: this node is joining its cluster; it "

@@ -376,6 +376,44 @@ static void unit_acked(repl_unit *u, uint64_t epoch, const repl_link *l,
     }
 }
 
+/* The highest seq l acknowledged of a piece of u at epoch; 0 when none
+ * is known. */
+static uint64_t acked_seq(const repl_unit *u, const repl_link *l,
+                          uint64_t epoch)
+{
+    unsigned i;
+
+    for (i = 0; i < REPL_MAX_BACKUPS; i++)
+        if (u->acked[i].l == l && u->acked[i].epoch == epoch)
+            return u->acked[i].seq;
+    return 0;
+}
+
+/* l acknowledged pieces of u at epoch up to seq. A slot of an older epoch
+ * is taken first; without one, another backup's is: it then only loses
+ * its early drop (suspect_restarted), not an ack. */
+static void acked_note(repl_unit *u, repl_link *l, uint64_t epoch,
+                       uint64_t seq)
+{
+    unsigned i, slot = REPL_MAX_BACKUPS;
+
+    for (i = 0; i < REPL_MAX_BACKUPS; i++) {
+        if (u->acked[i].l == l && u->acked[i].epoch == epoch) {
+            if (seq > u->acked[i].seq)
+                u->acked[i].seq = seq;
+            return;
+        }
+        if (slot == REPL_MAX_BACKUPS &&
+            (u->acked[i].l == NULL || u->acked[i].epoch < epoch))
+            slot = i;
+    }
+    if (slot == REPL_MAX_BACKUPS)
+        slot = 0;
+    u->acked[slot].l = l;
+    u->acked[slot].epoch = epoch;
+    u->acked[slot].seq = seq;
+}
+
 /* The backup confirmed round cid of the unit at epoch: it holds no newer
  * epoch than that, at a moment after the round's turns ran. */
 static void unit_confirmed(repl_unit *u, uint64_t epoch, uint64_t cid,
@@ -491,6 +529,8 @@ static void frame_cb(keel_node *n, int status, const uint8_t *body,
              * another (it deleted it): the records follow. */
             STAT_ADD(n, repl_acks, 1);
             unit_acked(x->u, x->epoch, l, a.seq);
+            if (x->seq > 0)
+                acked_note(x->u, l, x->epoch, a.seq);
             if (x->u->ncu > 0 && a.status == KEEL_EDIFFERS)
                 repl_catchup_differs(r, x->u, x->epoch, l, x->seq);
             if (x->u->ncu > 0)
@@ -506,7 +546,8 @@ static void frame_cb(keel_node *n, int status, const uint8_t *body,
         } else {
             /* Not taken yet: its map lags (ENOTTARGET), a piece before
              * it is missing there (EPROTO), its store failed... */
-            if (a.status == KEEL_EPROTO && a.seq == 0 && x->seq > 1)
+            if (a.status == KEEL_EPROTO && x->seq > 1 &&
+                x->seq == acked_seq(x->u, l, x->epoch) + 1)
                 suspect_restarted(r, x->u, x->epoch, l);
             if (!again)
                 why = a.status != 0 ? a.status : KEEL_EPROTO;
@@ -985,13 +1026,15 @@ static void suspect_all(keel_repl *r, repl_unit *u, uint64_t epoch,
         repl_arm(r, 0);
 }
 
-/* Backup l answered a piece of u past the first of its stream with
- * EPROTO and nothing taken of the stream (seq 0): it has no memory of the
- * stream, as after a restart, and takes no piece of it again until a
- * catch-up sends it a snapshot. Waiting the lag for it would hold every
- * reply of u that long for nothing: it is made suspect, so that its drop
- * is asked at once. In sync or not, it may lack writes that this node's
- * waiting replies count on. */
+/* Backup l refused, for a gap (EPROTO), the piece of u right after the
+ * last it acknowledged at that epoch: it has no memory of the stream, as
+ * after a restart, and takes no piece of it again until a catch-up sends
+ * it a snapshot. (A gap refusal of a later piece is a piece before it
+ * refused for another reason, a fence or a failed commit, which the
+ * resend from the head mends; a backup that acknowledged nothing yet at
+ * the epoch may only lag the map.) Waiting the lag for it would hold
+ * every reply of u that long for nothing: an in-sync backup is made
+ * suspect, so that its drop is asked at once. */
 static void suspect_restarted(keel_repl *r, repl_unit *u, uint64_t epoch,
                               repl_link *l)
 {

@@ -163,6 +163,13 @@ struct repl_unit {
         repl_link *l;
         uint64_t epoch;
     } asked[REPL_MAX_BACKUPS];
+    /* The highest seq each backup acknowledged of a piece at an epoch
+     * (this node's stream): a gap refusal of the very next piece means
+     * the backup forgot the stream (suspect_restarted). */
+    struct {
+        repl_link *l;
+        uint64_t epoch, seq;
+    } acked[REPL_MAX_BACKUPS];
     /* Scratch of one settle: its backups, decided once per settle, and
      * whether its replies wait on each (a backup catching up is sent the
      * pieces before its acknowledgements count). */

@@ -299,7 +299,8 @@ END_TEST
 
 /* A node's context: a key that does not match its certificate is a
  * configuration error; in a cluster the certificate must name the node
- * (CN=node:<its id>), and standalone any will do. */
+ * (CN=node:<its id>), and standalone any node will do, but only a node:
+ * clients refuse a server whose certificate is a client's. */
 START_TEST(node_ctx_names_its_node)
 {
     keel_tls_ctx *ctx = NULL;
@@ -333,6 +334,13 @@ START_TEST(node_ctx_names_its_node)
                      KEEL_EINVAL);
     ck_assert_msg(strstr(err, "names client:bob, not a node") != NULL, "%s",
                   err);
+    ck_assert_int_eq(keel_tls_node_ctx_create(ccert, ckey, ca, NULL, NULL,
+                                              &ctx, err, sizeof err),
+                     KEEL_EINVAL);
+    ck_assert_ptr_null(ctx);
+    ck_assert_msg(strstr(err, "names client:bob, not a node: a node's "
+                              "certificate must name a node") != NULL,
+                  "%s", err);
 }
 END_TEST
 
