@@ -1494,7 +1494,7 @@ int keel_cluster_acquiring(keel_cluster *c, const char *cap, uint32_t shard,
 }
 
 int keel_cluster_may_receive(keel_cluster *c, const char *cap, uint32_t shard,
-                             uint64_t shard_epoch)
+                             uint64_t shard_epoch, const char *from)
 {
     const keel_map_unit *u;
     int ci;
@@ -1513,6 +1513,11 @@ int keel_cluster_may_receive(keel_cluster *c, const char *cap, uint32_t shard,
         u->target == KEEL_MAP_NO_NODE || u->target != c->my_idx ||
         u->shard_epoch != shard_epoch)
         return KEEL_ENOTTARGET;
+    /* The primary at an epoch never changes within it: a stream at that
+     * epoch from any other member is another's unit in its name. */
+    if (from != NULL &&
+        keel_map_node_index(&c->map, from) != (int)u->replicas[0])
+        return KEEL_EDENIED;
     /* Not into another store than the map's table names for this node:
      * the controller keeps that one while the node is the primary of
      * units (rule 4), so it would credit it with this unit too, and the

@@ -221,17 +221,19 @@ void keel_cluster_forgotten_done(keel_cluster *c, int status);
  * wanted). */
 int keel_cluster_acquiring(keel_cluster *c, const char *cap, uint32_t shard,
                            uint64_t shard_epoch);
-/* Whether this node may store a unit streamed to it now (XFER): it is
- * joined, not fenced, not leaving, has applied a map in this session, and
- * that map moves the unit to it at shard_epoch (primary another node at
- * that epoch, target this node), and its table names the store this node
- * runs on. 0, or KEEL_EFENCED (fenced or not joined), KEEL_ESTOPPING
- * (leaving), KEEL_ENOTTARGET (the applied map does not move the unit here
- * at that epoch: the sender's map may be newer, so it tries again; or the
- * move was called off; or the map records another store for this node,
- * until the controller records this one). */
+/* Whether this node may store a unit streamed to it now (XFER) by node
+ * `from` (NULL: not checked): it is joined, not fenced, not leaving, has
+ * applied a map in this session, and that map moves the unit to it at
+ * shard_epoch (primary another node at that epoch, target this node), the
+ * primary being `from`, and its table names the store this node runs on.
+ * 0, or KEEL_EFENCED (fenced or not joined), KEEL_ESTOPPING (leaving),
+ * KEEL_ENOTTARGET (the applied map does not move the unit here at that
+ * epoch: the sender's map may be newer, so it tries again; or the move
+ * was called off; or the map records another store for this node, until
+ * the controller records this one), KEEL_EDENIED (the unit's primary at
+ * that epoch is another node than `from`: only the primary streams it). */
 int keel_cluster_may_receive(keel_cluster *c, const char *cap, uint32_t shard,
-                             uint64_t shard_epoch);
+                             uint64_t shard_epoch, const char *from);
 
 /* ------------------------------------------------------------ replication
  * (docs/cluster.md, "Replicas and the in-sync set"). Every unit has a

@@ -127,6 +127,7 @@ typedef struct rt_rcvd {
     char cap[256];
     uint32_t shard;
     uint64_t epoch;
+    char from[KEEL_NAME_MAX + 1]; /* its sender; "" when not known */
 } rt_rcvd;
 
 /* An incoming unit stream being collected, from one connection: freed
@@ -351,9 +352,10 @@ int rt_handed_over(keel_cluster_rt *rt, const char *cap, uint32_t shard,
 /* Forgets the receipts the applied map has moved past; returns how many
  * remain (a leaving node waits for them). */
 size_t rt_receipts_pending(keel_cluster_rt *rt);
-/* A stream of the unit at epoch was stored here. */
+/* A stream of the unit at epoch from node `from` (the unit's primary
+ * then; NULL: unknown) was stored here. */
 void rt_receipt_add(keel_cluster_rt *rt, const char *cap, uint32_t shard,
-                    uint64_t epoch);
+                    uint64_t epoch, const char *from);
 void rt_receipts_free(keel_cluster_rt *rt);
 /* Starts or restarts the streams whose unit has no actor resident. */
 void rt_progress_rels(keel_cluster_rt *rt);
@@ -364,9 +366,13 @@ void rt_rel_purged(keel_cluster_rt *rt, const char *cap, uint32_t shard,
  * whose purge is with the writer: its completion lets it go. */
 void rt_drop_rel(keel_cluster_rt *rt, const char *cap, uint32_t shard);
 /* Whether a stream of the unit at epoch was stored here (and the applied
- * map has not moved past it yet). */
+ * map has not moved past it yet), sent by `from` (NULL: by anyone): a
+ * resend is taken from the node that sent it only. */
 int rt_receipt_has(keel_cluster_rt *rt, const char *cap, uint32_t shard,
-                   uint64_t epoch);
+                   uint64_t epoch, const char *from);
+/* The node a request came from over the wire (keel__conn_node), or
+ * NULL. */
+const char *rt_req_node(const keel_req *req);
 
 /* ------------------------------------------------------- cluster_rt.c */
 

@@ -553,6 +553,11 @@ static int conn_peer(keel_conn *c)
     return c->peer;
 }
 
+const char *keel__conn_node(const keel_conn *c)
+{
+    return c->auth.kind == KEEL_AUTH_NODE ? c->auth.name : NULL;
+}
+
 const keel_tls_identity *keel__conn_identity(const keel_conn *c)
 {
     return c->tls != NULL && c->tls_ready ? &c->ident : NULL;

@@ -511,6 +511,9 @@ void keel__net_stop_accepting(keel_node *n);
 void keel__net_close_all(keel_node *n);
 /* Reply to a REQ_NET request (the connection may be gone). */
 void keel__net_complete(keel_node *n, keel_req *req);
+/* The node a wire connection proved it is (a certificate, or a claim on a
+ * cluster without TLS), or NULL for any other connection. */
+const char *keel__conn_node(const keel_conn *c);
 /* Writes every buffered reply out now, as far as the sockets take it. */
 void keel__net_flush_all(keel_node *n);
 /* Reads the TLS files again into a new context for new connections

@@ -259,7 +259,8 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
                        strlen(keel_strerror(status)));
         } else {
             STAT_ADD(n, handoff_bytes_in, j->recs_len);
-            rt_receipt_add(rt, j->cap, j->shard, j->epoch);
+            rt_receipt_add(rt, j->cap, j->shard, j->epoch,
+                           rt_req_node(j->req));
             rt_req_finish(n, j->req, 0, NULL, 0);
         }
         j->req = NULL;

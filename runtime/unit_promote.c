@@ -92,10 +92,13 @@ int rt_promote_in(keel_cluster_rt *rt, keel_req *req, const char *cap,
     /* The stream's rule: the map this node applied moves the unit here
      * at that epoch, or this node took it at that epoch already and the
      * sender did not hear the answer. */
-    rc = keel_cluster_may_receive(rt->c, cap, shard, epoch);
+    rc = keel_cluster_may_receive(rt->c, cap, shard, epoch,
+                                  rt_req_node(req));
     if (rc == 0 && rt_sweep_pending(rt, cap, shard))
         rc = KEEL_ENOTTARGET; /* its copy is being deleted: soon again */
-    if (rc != 0 && !rt_receipt_has(rt, cap, shard, epoch))
+    if (rc != 0 && (rc == KEEL_EDENIED ||
+                    !rt_receipt_has(rt, cap, shard, epoch,
+                                    rt_req_node(req))))
         return rc;
     if ((rc = unit_digest(rt->n, cap, shard, &have, &nrec)) != 0) {
         keel_warn("unit (%s, %u): cannot digest this node's copy (%s): "
@@ -141,9 +144,9 @@ void rt_promote_kept(keel_cluster_rt *rt, rt_job *j, int status)
                       strlen(keel_strerror(status)));
     } else {
         /* A repeated frame (the answer was lost) counts once. */
-        if (!rt_receipt_has(rt, j->cap, j->shard, j->epoch))
+        if (!rt_receipt_has(rt, j->cap, j->shard, j->epoch, NULL))
             STAT_ADD(n, units_promoted_on_move, 1);
-        rt_receipt_add(rt, j->cap, j->shard, j->epoch);
+        rt_receipt_add(rt, j->cap, j->shard, j->epoch, rt_req_node(j->req));
         rt_req_finish(n, j->req, 0, NULL, 0);
     }
     j->req = NULL;

@@ -517,15 +517,25 @@ static rt_rcvd *rcvd_find(keel_cluster_rt *rt, const char *cap,
 }
 
 int rt_receipt_has(keel_cluster_rt *rt, const char *cap, uint32_t shard,
-                   uint64_t epoch)
+                   uint64_t epoch, const char *from)
 {
-    return rcvd_find(rt, cap, shard, epoch) != NULL;
+    rt_rcvd *x = rcvd_find(rt, cap, shard, epoch);
+
+    return x != NULL && (from == NULL || x->from[0] == '\0' ||
+                         strcmp(x->from, from) == 0);
+}
+
+const char *rt_req_node(const keel_req *req)
+{
+    return req != NULL && req->origin == REQ_NET
+               ? keel__conn_node(req->u.net.conn)
+               : NULL;
 }
 
 /* Out of memory loses only the leniency towards a repeated stream: the
  * sender then keeps the unit instead. */
 void rt_receipt_add(keel_cluster_rt *rt, const char *cap, uint32_t shard,
-                     uint64_t epoch)
+                     uint64_t epoch, const char *from)
 {
     rt_rcvd *x;
 
@@ -534,6 +544,7 @@ void rt_receipt_add(keel_cluster_rt *rt, const char *cap, uint32_t shard,
     if ((x = calloc(1, sizeof *x)) == NULL)
         return;
     snprintf(x->cap, sizeof x->cap, "%s", cap);
+    snprintf(x->from, sizeof x->from, "%s", from != NULL ? from : "");
     x->shard = shard;
     x->epoch = epoch;
     x->next = rt->rcvd;
@@ -672,13 +683,16 @@ int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
          * is newer than ours gets KEEL_ENOTTARGET and tries again soon:
          * accepting ahead of the map could store a move the controller
          * has called off meanwhile. */
-        int rc = keel_cluster_may_receive(rt->c, cap, shard, epoch);
+        int rc = keel_cluster_may_receive(rt->c, cap, shard, epoch,
+                                          keel__conn_node(conn));
         /* Not while a deletion of this node's copy of the unit is
          * queued (unit_sweep.c): it could remove what the stream
          * brings. The sender tries again soon. */
         if (rc == 0 && rt_sweep_pending(rt, cap, shard))
             rc = KEEL_ENOTTARGET;
-        if (rc != 0 && rcvd_find(rt, cap, shard, epoch) == NULL) {
+        if (rc != 0 && (rc == KEEL_EDENIED ||
+                        !rt_receipt_has(rt, cap, shard, epoch,
+                                        keel__conn_node(conn)))) {
             x->refused = rc;
             x->len = 0;
         }

@@ -1940,6 +1940,38 @@ START_TEST(test_cancel_after_stream)
 }
 END_TEST
 
+/* A unit's stream is taken from its primary at that epoch only: D, the
+ * target of a move from A, takes A's (and an unchecked one), and refuses
+ * one sent in another member's name (EDENIED): a member could otherwise
+ * replace a unit it does not own, or, with a "keep", make D take over a
+ * unit A still serves. */
+START_TEST(test_stream_only_from_its_primary)
+{
+    rel st;
+
+    moves_to_d();
+    st = N[0].pending[0];
+    ck_assert_str_eq(st.to, "node-d");
+    ck_assert_int_eq(keel_cluster_may_receive(N[3].c, st.cap, st.shard,
+                                              st.epoch, "node-a"),
+                     0);
+    ck_assert_int_eq(keel_cluster_may_receive(N[3].c, st.cap, st.shard,
+                                              st.epoch, NULL),
+                     0);
+    ck_assert_int_eq(keel_cluster_may_receive(N[3].c, st.cap, st.shard,
+                                              st.epoch, "node-b"),
+                     KEEL_EDENIED);
+    ck_assert_int_eq(keel_cluster_may_receive(N[3].c, st.cap, st.shard,
+                                              st.epoch, "node-nobody"),
+                     KEEL_EDENIED);
+    /* At another epoch it is no move to D at all. */
+    ck_assert_int_eq(keel_cluster_may_receive(N[3].c, st.cap, st.shard,
+                                              st.epoch + 1, "node-a"),
+                     KEEL_ENOTTARGET);
+    complete_all();
+}
+END_TEST
+
 /* Moves A -> D are pointed elsewhere (E joined, then D is drained) while
  * A releases. Releases not streamed yet follow the new target; one D had
  * stored finishes at D, and D hands it on. */
@@ -2451,6 +2483,7 @@ int main(void)
     tcase_add_test(tc, test_members_listed_again_after_reconnect);
     tcase_add_test(tc, test_stuck_join_starts_over);
     tcase_add_test(tc, test_cancel_after_stream);
+    tcase_add_test(tc, test_stream_only_from_its_primary);
     tcase_add_test(tc, test_retarget_during_release);
     tcase_add_test(tc, test_target_dies_mid_stream);
     tcase_add_test(tc, test_restart_between_purge_and_publication);

@@ -2019,7 +2019,7 @@ START_TEST(test_no_stream_into_another_store)
                                      : store_of_[2]);
         write_map_as_controller(&m);
         ck_assert_int_eq(keel_cluster_may_receive(C[2], "gpu", bs,
-                                                  u->shard_epoch),
+                                                  u->shard_epoch, "node-b"),
                          pass == 0 ? KEEL_ENOTTARGET : 0);
     }
     keel_zk_fake_hold(keel_cluster_zk(C[0]), 0);
