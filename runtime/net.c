@@ -1007,30 +1007,6 @@ static int auth_refused(keel_conn *c, const keel_frame *f)
 }
 
 /* Handles one whole frame. Returns -1 when the connection must close. */
-/* Whether a REPL frame's sender (`from`, the primary its backups judge
- * it by) is the node this connection proved it is: a member must not
- * send writes or confirm rounds in another member's name. Answers the
- * frame EDENIED when not; 1 too when the head does not parse (the
- * frame's own parse says so). */
-static int repl_sender_is_peer(keel_conn *c, const keel_frame *f)
-{
-    keel_repl_head h;
-    char msg[200];
-
-    if (keel_repl_head_parse(f->body, f->body_len, &h) != 0 ||
-        (h.flen == strlen(c->auth.name) &&
-         memcmp(h.from, c->auth.name, h.flen) == 0))
-        return 1;
-    STAT_ADD(c->n, frames_bad, 1);
-    snprintf(msg, sizeof msg,
-             "REPL in the name of node %.*s, but this connection is node "
-             "%s's: refused",
-             (int)(h.flen > 64 ? 64 : h.flen), (const char *)h.from,
-             c->auth.name);
-    send_error(c, f->request_id, KEEL_EDENIED, msg);
-    return 0;
-}
-
 static int handle_frame(keel_conn *c, const keel_frame *f)
 {
     keel_node *n = c->n;
@@ -1124,8 +1100,6 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
                            : "REPL is sent only between nodes");
             return -1;
         }
-        if (f->kind == KEEL_FRAME_REPL && !repl_sender_is_peer(c, f))
-            return 0;
         req = keel__req_alloc(n, 0);
         if (req == NULL) {
             send_error(c, f->request_id, KEEL_ENOMEM, "out of memory");
@@ -1149,7 +1123,11 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
         STAT_ADD(n, frames_bad, 1);
         send_error(c, f->request_id, rc,
                    n->cluster == NULL ? "not in cluster mode"
-                   : f->kind == KEEL_FRAME_REPL ? "replicated writes refused"
+                   : f->kind == KEEL_FRAME_REPL
+                       ? rc == KEEL_EDENIED
+                             ? "replicated writes in another node's name "
+                               "than this connection's: refused"
+                             : "replicated writes refused"
                    : rc == KEEL_ETOOBIG
                        ? "unit stream over --max-unit-stream"
                        : "unit stream refused");

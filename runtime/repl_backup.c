@@ -508,6 +508,7 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
     bbatch *bb;
     bjob *j;
     int rc = 0, confirms = 0, checks = 0, how;
+    const char *peer;
 
     if (r == NULL)
         return KEEL_EPROTO;
@@ -518,6 +519,12 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
         return KEEL_EMALFORMED;
     memcpy(from, h.from, h.flen);
     from[h.flen] = '\0';
+    /* A member sends in its own name only: its backups judge a frame by
+     * the primary it names. */
+    if (req->origin == REQ_NET &&
+        ((peer = keel__conn_node(req->u.net.conn)) == NULL ||
+         strcmp(peer, from) != 0))
+        return KEEL_EDENIED;
     /* The whole frame is checked before anything of it is taken. */
     p = h.units;
     rest = h.units_len;

@@ -83,6 +83,7 @@ int rt_promote_in(keel_cluster_rt *rt, keel_req *req, const char *cap,
                   uint32_t shard, uint64_t epoch, const keel_xfer_head *h)
 {
     uint64_t want, have = 0, nrec = 0;
+    const char *from;
     rt_job *j;
     int rc;
 
@@ -92,13 +93,12 @@ int rt_promote_in(keel_cluster_rt *rt, keel_req *req, const char *cap,
     /* The stream's rule: the map this node applied moves the unit here
      * at that epoch, or this node took it at that epoch already and the
      * sender did not hear the answer. */
-    rc = keel_cluster_may_receive(rt->c, cap, shard, epoch,
-                                  rt_req_node(req));
+    from = rt_req_node(req);
+    rc = keel_cluster_may_receive(rt->c, cap, shard, epoch, from);
     if (rc == 0 && rt_sweep_pending(rt, cap, shard))
         rc = KEEL_ENOTTARGET; /* its copy is being deleted: soon again */
-    if (rc != 0 && (rc == KEEL_EDENIED ||
-                    !rt_receipt_has(rt, cap, shard, epoch,
-                                    rt_req_node(req))))
+    if (rc != 0 &&
+        (rc == KEEL_EDENIED || !rt_receipt_has(rt, cap, shard, epoch, from)))
         return rc;
     if ((rc = unit_digest(rt->n, cap, shard, &have, &nrec)) != 0) {
         keel_warn("unit (%s, %u): cannot digest this node's copy (%s): "

@@ -683,16 +683,15 @@ int keel__cluster_xfer_frame(keel_node *n, const keel_frame *f,
          * is newer than ours gets KEEL_ENOTTARGET and tries again soon:
          * accepting ahead of the map could store a move the controller
          * has called off meanwhile. */
-        int rc = keel_cluster_may_receive(rt->c, cap, shard, epoch,
-                                          keel__conn_node(conn));
+        const char *from = keel__conn_node(conn);
+        int rc = keel_cluster_may_receive(rt->c, cap, shard, epoch, from);
         /* Not while a deletion of this node's copy of the unit is
          * queued (unit_sweep.c): it could remove what the stream
          * brings. The sender tries again soon. */
         if (rc == 0 && rt_sweep_pending(rt, cap, shard))
             rc = KEEL_ENOTTARGET;
         if (rc != 0 && (rc == KEEL_EDENIED ||
-                        !rt_receipt_has(rt, cap, shard, epoch,
-                                        keel__conn_node(conn)))) {
+                        !rt_receipt_has(rt, cap, shard, epoch, from))) {
             x->refused = rc;
             x->len = 0;
         }

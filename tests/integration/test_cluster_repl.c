@@ -511,23 +511,6 @@ START_TEST(reply_waits_for_a_paused_backup)
 }
 END_TEST
 
-/* The name of a counter whose unit n0 leads, into id (cap bytes). */
-static void counter_of_n0(char *id, size_t cap)
-{
-    char owner[64];
-    int j;
-
-    id[0] = '\0';
-    for (j = 0; j < 64 && id[0] == '\0'; j++) {
-        char cand[16];
-        tu_repl_counter_id(j, cand, sizeof cand);
-        tu_cluster_owner_of(&fx, 1, "counter", cand, owner, sizeof owner);
-        if (strcmp(owner, "n0") == 0)
-            snprintf(id, cap, "%s", cand);
-    }
-    CHECK(id[0] != '\0', "no counter owned by n0");
-}
-
 /* A primary killed and restarted on its data may have lost writes that
  * had left for its backups before its own commit: it serves its unit at
  * the same epoch again only once the map shows those backups out of the
@@ -546,7 +529,8 @@ START_TEST(a_restarted_primary_has_its_backups_caught_up)
     uint64_t epoch;
 
     tu_repl_start(&fx, 3, 3, "2000");
-    counter_of_n0(id, sizeof id);
+    tu_repl_counter_led_by(&fx, 1, "n0", id, sizeof id);
+    CHECK(id[0] != '\0', "no counter owned by n0");
     shard = tu_repl_shard_of(id);
     CHECK(tu_map_read(&fx, &m) == 0, "no map");
     epoch = tu_map_unit(&m, "", shard)->shard_epoch;
@@ -641,7 +625,8 @@ START_TEST(a_restarted_backup_is_dropped_at_its_first_refusal)
     uint32_t shard;
 
     tu_repl_start(&fx, 3, 3, "60000");
-    counter_of_n0(id, sizeof id);
+    tu_repl_counter_led_by(&fx, 1, "n0", id, sizeof id);
+    CHECK(id[0] != '\0', "no counter owned by n0");
     shard = tu_repl_shard_of(id);
     for (j = 0; j < 3; j++) {
         v = tu_repl_incr(&fx, &c, 0, id);

@@ -28,9 +28,11 @@
 #include "certs.h"
 #include "keel.h"
 #include "proc.h"
+#include "rawconn.h"
 #include "runtime/client.h"
 #include "runtime/proto.h"
 #include "testutil.h"
+#include "zk.h"
 
 static char *dir, *data;
 static tu_keeld node;
@@ -424,42 +426,17 @@ START_TEST(foreign_client_cert_refused)
 }
 END_TEST
 
-/* A free loopback port (bound once, then let go). */
-static int free_port(void)
-{
-    struct sockaddr_in a;
-    socklen_t al = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-/* Whether something accepts on 127.0.0.1:port within 10 s. */
+/* Whether something accepts on 127.0.0.1:port within 10 s (a raw
+ * connection, closed at once). */
 static int listening(int port)
 {
-    int tries;
+    int tries, fd;
 
     for (tries = 0; tries < 200; tries++) {
-        struct sockaddr_in a;
-        int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
-
-        memset(&a, 0, sizeof a);
-        a.sin_family = AF_INET;
-        a.sin_port = htons((uint16_t)port);
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-        if (fd >= 0)
+        if ((fd = tu_raw_connect(port)) >= 0) {
             close(fd);
-        if (ok)
             return 1;
+        }
         usleep(50000);
     }
     return 0;
@@ -480,7 +457,7 @@ START_TEST(client_certificate_is_no_node)
     char why[512];
     keel_client *c = NULL;
     pid_t pid;
-    int port = free_port(), fd, rc, status;
+    int port = tu_zk_free_ports(1), fd, rc, status;
 
     ck_assert_int_gt(port, 0);
     snprintf(port_s, sizeof port_s, "%d", port);
