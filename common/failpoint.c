@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "common/log.h"
 
@@ -18,9 +19,22 @@ static const char *const fp_env[KEEL_FP_COUNT] = {
 };
 static int fp_value[KEEL_FP_COUNT];
 static pthread_once_t fp_once = PTHREAD_ONCE_INIT;
+/* KEEL_FAILPOINT_ARM_FILE: while it names a file that does not exist, every
+ * failpoint reads 0; once the file is seen, they read their values for
+ * good. NULL when the variable is unset: armed from the start. */
+static const char *fp_arm_file;
+static int fp_armed;
 
 static void fp_read(void)
 {
+    const char *arm = getenv("KEEL_FAILPOINT_ARM_FILE");
+
+    if (arm != NULL && *arm != '\0') {
+        __atomic_store_n(&fp_arm_file, arm, __ATOMIC_RELEASE);
+        keel_warn("failpoints wait for %s to exist", arm);
+    } else {
+        __atomic_store_n(&fp_armed, 1, __ATOMIC_RELEASE);
+    }
     for (int i = 0; i < KEEL_FP_COUNT; i++) {
         const char *s = getenv(fp_env[i]);
         char *end;
@@ -49,6 +63,12 @@ int keel_failpoint(keel_failpoint_id fp)
 {
     if ((unsigned)fp >= KEEL_FP_COUNT)
         return 0;
+    if (!__atomic_load_n(&fp_armed, __ATOMIC_ACQUIRE)) {
+        const char *arm = __atomic_load_n(&fp_arm_file, __ATOMIC_ACQUIRE);
+        if (arm == NULL || access(arm, F_OK) != 0)
+            return 0;
+        __atomic_store_n(&fp_armed, 1, __ATOMIC_RELEASE);
+    }
     return __atomic_load_n(&fp_value[fp], __ATOMIC_ACQUIRE);
 }
 #else

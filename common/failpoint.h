@@ -39,6 +39,12 @@
  *                         loop that many milliseconds after they left, as
  *                         a flush that stalls on a slow disk would.
  *
+ * KEEL_FAILPOINT_ARM_FILE, a path, holds them all back: while it is set
+ * and no file exists there, every failpoint reads 0; from the first call
+ * that finds the file on, they read their values. A test that needs a
+ * failpoint only after its cluster has settled sets it and creates the
+ * file then.
+ *
  * One more takes a path rather than a number (runtime/node.c reads it):
  *
  *   KEEL_FAILPOINT_STORE_EIO_FILE  once that file exists, the next flush

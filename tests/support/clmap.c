@@ -236,7 +236,10 @@ void tu_cluster_start_together(tu_cluster *c, int nodes, int replicas,
         tu_sleep_ms(300); /* their connects wait in ZooKeeper's backlog */
         ck_assert_int_eq(kill(zk, SIGCONT), 0);
         for (i = 0; i < nodes; i++)
-            ck_assert_int_eq(s[i].rc, 0);
+            if (s[i].rc != 0) {
+                tu_cluster_dump_logs(c);
+                ck_abort_msg("n%d did not start", i);
+            }
         if (tu_map_wait_settled(c, nodes < replicas ? nodes : replicas))
             return;
         fprintf(stderr, "the cluster came up without every node in the "
