@@ -251,7 +251,11 @@ int tu_run_for(const char *const *argv, int secs, char **out, char **err)
     int oo = 1, eo = 1;
     double deadline = now_s() + secs;
 
-    if (pipe(po) != 0 || pipe(pe) != 0)
+    /* Close-on-exec: other threads of a test fork keeld while this runs,
+     * and a keeld holding a write end would keep the read below from its
+     * end of file until the deadline. The child's dup2 clears the flag on
+     * its 1 and 2. */
+    if (pipe2(po, O_CLOEXEC) != 0 || pipe2(pe, O_CLOEXEC) != 0)
         abort();
     pid = fork();
     if (pid < 0)

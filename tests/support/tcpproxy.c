@@ -44,7 +44,7 @@ static int nonblock(int fd)
 static int connect_target(int port)
 {
     struct sockaddr_in a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
     if (fd < 0)
         return -1;
@@ -147,7 +147,7 @@ static void *run(void *arg)
             while (read(p->wake[0], drain, sizeof drain) > 0)
                 ;
         if (pf[1].revents & POLLIN) {
-            int fd = accept(p->lfd, NULL, NULL);
+            int fd = accept4(p->lfd, NULL, NULL, SOCK_CLOEXEC);
             if (fd >= 0) {
                 pthread_mutex_lock(&p->mu);
                 p->accepted++;
@@ -192,8 +192,10 @@ tu_proxy *tu_proxy_start(int listen_port, int target_port)
     if (p == NULL)
         return NULL;
     p->target = target_port;
-    p->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    if (p->lfd < 0 || pipe(p->wake) != 0) {
+    /* Close-on-exec, as every descriptor a test holds while its threads
+     * fork keeld: a node must not keep the proxy's ports open. */
+    p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (p->lfd < 0 || pipe2(p->wake, O_CLOEXEC) != 0) {
         perror("tu_proxy_start");
         free(p);
         return NULL;
