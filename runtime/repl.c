@@ -1892,7 +1892,7 @@ int keel__repl_create(keel_node *n)
 
 static int dir_sync(const char *dir)
 {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY), rc;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
 
     if (fd < 0)
         return -1;
@@ -1910,7 +1910,7 @@ static int clean_take(const char *dir)
     if (snprintf(path, sizeof path, "%s/%s", dir, CLEAN_FILE) >=
         (int)sizeof path)
         return 0;
-    if ((fd = open(path, O_RDONLY)) < 0)
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
         return 0;
     got = read(fd, buf, sizeof buf);
     close(fd);
@@ -1947,7 +1947,7 @@ void keel__repl_stopped_clean(keel_node *n)
     if (snprintf(path, sizeof path, "%s/%s", n->data_dir, CLEAN_FILE) >=
         (int)sizeof path)
         return;
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return;
     ok = write(fd, CLEAN_TEXT, strlen(CLEAN_TEXT)) ==
