@@ -1992,6 +1992,7 @@ void keel__repl_stop(keel_node *n)
     if (r->writer != NULL) {
         keel_writer_stop(r->writer); /* commits and reports what it has */
         r->writer = NULL;
+        r->fp_delay_set = 0;
     }
     repl_bjobs_reap(r);
     /* An orderly stop waited for these; a stop that could not (the

@@ -85,18 +85,25 @@ static void bw_done(keel_batch *b, int status, void *data)
     ev_async_send(r->n->loop, &r->wake);
 }
 
-/* Starts the replication writer, with the commit delay of the failpoint
- * REPL_APPLY_DELAY_MS in a test build (common/failpoint.h). */
-static int bw_start(keel_node *n, keel_repl *r)
+/* Starts the replication writer when it is not running yet and, in a
+ * test build, gives it the commit delay of the failpoint
+ * REPL_APPLY_DELAY_MS (common/failpoint.h). That is asked before every
+ * job, not once: a failpoint may be armed after the writer started. */
+static int bw_ready(keel_node *n, keel_repl *r)
 {
-    int rc = keel_writer_start(n->store, bw_done, r, &r->writer);
+    int rc;
 
+    if (r->writer == NULL &&
+        (rc = keel_writer_start(n->store, bw_done, r, &r->writer)) != 0)
+        return rc;
 #ifdef KEEL_FAILPOINTS
-    if (rc == 0 && keel_failpoint(KEEL_FP_REPL_APPLY_DELAY_MS) > 0)
+    if (!r->fp_delay_set && keel_failpoint(KEEL_FP_REPL_APPLY_DELAY_MS) > 0) {
         keel_writer_delay_commits(
             r->writer, keel_failpoint(KEEL_FP_REPL_APPLY_DELAY_MS));
+        r->fp_delay_set = 1;
+    }
 #endif
-    return rc;
+    return 0;
 }
 
 static int bbatch_failed(const keel_batch *b, int status)
@@ -535,7 +542,7 @@ int keel__repl_frame(keel_node *n, const keel_frame *f, keel_req *req)
     }
     if (rest != 0)
         return KEEL_EMALFORMED;
-    if (r->writer == NULL && (rc = bw_start(n, r)) != 0)
+    if ((rc = bw_ready(n, r)) != 0)
         return rc;
     j = calloc(1, sizeof *j);
     if (j == NULL)
@@ -669,7 +676,7 @@ int keel__repl_drop_copy(keel_node *n, const char *cap, uint32_t shard,
 
     if (r == NULL)
         return KEEL_EPROTO;
-    if (r->writer == NULL && (rc = bw_start(n, r)) != 0)
+    if ((rc = bw_ready(n, r)) != 0)
         return rc;
     j = calloc(1, sizeof *j);
     bb = calloc(1, sizeof *bb);

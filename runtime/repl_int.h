@@ -377,6 +377,7 @@ struct keel_repl {
     /* Backup side. */
     keel_hmap bunits; /* repl_bunit by (cap, shard) */
     keel_writer *writer;
+    int fp_delay_set; /* REPL_APPLY_DELAY_MS given to it (test builds) */
     pthread_mutex_t mu;
     bjob *jobs, *jobs_tail; /* with the writer, in order */
     bjob *wnext;            /* the next one it reports (under mu) */

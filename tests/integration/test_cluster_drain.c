@@ -36,7 +36,7 @@
 #define FRESH 4
 /* How much later than a refused connect an answer may still arrive (it
  * was sent before the refusal, and its reader was slow to run). */
-#define SLACK_NS 50000000LL
+#define SLACK_NS 500000000LL
 #define WINDOW 8
 #define CLIENT_TIMEOUT_MS 20000
 #define AFTER_EXIT_MS 300 /* the load goes on this long after the exit */

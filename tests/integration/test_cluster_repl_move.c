@@ -470,7 +470,11 @@ START_TEST(a_unit_moves_without_a_backup_that_lacks_a_write_in_doubt)
     tu_sleep_ms(300);
     zk = (pid_t)tu_cluster_zk_pid(&fx);
     ck_assert_int_eq(kill(zk, SIGSTOP), 0);
-    tu_sleep_ms(3100); /* past 2/3 of the 4 s session, within it */
+    /* Past the lease (T/2 = 2 s after the last answered heartbeat left,
+     * before the stop), within the session (4 s after the last one
+     * ZooKeeper saw, at most a heartbeat, 0.5 s, before the stop): as far
+     * from either end as they allow, for a loaded machine's late timers. */
+    tu_sleep_ms(2750);
     ck_assert_int_eq(kill(zk, SIGCONT), 0);
     for (i = 0; i < nw; i++)
         CHECK(tu_repl_bg_incr_join(&w[i]) == KEEL_EINDOUBT,
@@ -559,7 +563,7 @@ END_TEST
  * acknowledged"). */
 START_TEST(a_unit_streamed_to_a_backup_being_caught_up_keeps_its_writes)
 {
-    enum { COLD = 3, APPLY_DELAY_MS = 4000, ACQUIRE_DELAY_MS = 6000 };
+    enum { COLD = 3, APPLY_DELAY_MS = 6000, ACQUIRE_DELAY_MS = 8000 };
     keel_client *c = NULL;
     char cold[SHARDS][16], hot[SHARDS][16], apply[16], acquire[16];
     char *out = NULL, *err = NULL;
@@ -619,6 +623,8 @@ START_TEST(a_unit_streamed_to_a_backup_being_caught_up_keeps_its_writes)
     free(err);
     /* Else n1 may have committed the checks before the streams came: the
      * test would prove nothing. */
+    fprintf(stderr, "n0 drained %.2f s after its catch-ups of n1 began\n",
+            tu_now_s() - since);
     CHECK(tu_now_s() - since < APPLY_DELAY_MS / 2000.0,
           "n0 was drained %.1f s after its catch-ups of n1 began, too late "
           "for n1's held writer (%d ms)",

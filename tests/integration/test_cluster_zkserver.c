@@ -6,8 +6,8 @@
  * the node's own switch (lease.h, KEEL_LEASE_STALL) it fenced itself for
  * seconds though the ensemble served throughout.
  *
- * Real processes: the ensemble from zk-conf/zk.sh (tickTime 400 ms), one
- * keeld with an 8 s session given all three servers. Which server its
+ * Real processes: the ensemble from zk-conf/zk.sh (tickTime 800 ms), one
+ * keeld with a 16 s session given all three servers. Which server its
  * session landed on is read from /proc (its established connection to
  * one of the client ports); a node on the leader is restarted until it
  * lands on a follower, since pausing the leader stops the whole ensemble
@@ -26,9 +26,13 @@
 #include "testutil.h"
 #include "zk.h"
 
-#define TICK_MS 400
-#define SESSION_MS 8000 /* lease T/2 = 4 s; the library gives up at 5.3 s */
-#define PAUSE_MS 6500   /* past both, within the session */
+/* A session of 16 s (ZooKeeper grants at most 20 ticks): heartbeats every
+ * 2 s, a server left after 4 s without an answer, the lease at 8 s, so
+ * the switch has at least 2 s to reach another server and have a
+ * heartbeat answered, on a loaded machine too. */
+#define TICK_MS 800
+#define SESSION_MS 16000 /* the library gives up at 10.7 s */
+#define PAUSE_MS 11500   /* past both, within the session */
 #define TRIES 10
 
 static tu_cluster fx;

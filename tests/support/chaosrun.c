@@ -131,3 +131,31 @@ int tu_chaos_faults(const char *run, const char *kind, const char *status)
     free(text);
     return n;
 }
+
+int tu_chaos_faults_dealt(const char *run, const char *kind)
+{
+    char path[512], pat[64], *text, *p;
+    int done = 0, late = 0;
+
+    snprintf(path, sizeof path, "%s/faults.jsonl", run);
+    text = tu_read_file(path);
+    ck_assert_msg(text != NULL, "cannot read %s", path);
+    snprintf(pat, sizeof pat, "\"fault\":\"%s\"", kind);
+    for (p = text; (p = strstr(p, pat)) != NULL; p++) {
+        const char *eol = strchr(p, '\n');
+        const char *st = strstr(p, "\"status\":\"done\"");
+        const char *sk = strstr(p, "\"status\":\"skipped\"");
+        const char *nt = strstr(p, "no time left");
+        if (st != NULL && (eol == NULL || st < eol))
+            done++;
+        else if (sk != NULL && nt != NULL &&
+                 (eol == NULL || (sk < eol && nt < eol)))
+            late++;
+    }
+    free(text);
+    if (late > 0)
+        fprintf(stderr, "%s: %d %s fault%s left out, no time left\n", run,
+                late, kind, late == 1 ? "" : "s");
+    ck_assert_msg(done > 0, "no %s fault was done", kind);
+    return done + late;
+}

@@ -16,5 +16,9 @@ void tu_chaos_fake_run(const char *dir, int violating);
  * a fault of this kind ended with this status ("done", "skipped"...).
  * Aborts the test when the file cannot be read. */
 int tu_chaos_faults(const char *run, const char *kind, const char *status);
+/* The faults of that kind that were dealt: done, or left out because the
+ * faults before them ran long on a loaded machine ("no time left"). Fails
+ * the test unless at least one was done. */
+int tu_chaos_faults_dealt(const char *run, const char *kind);
 
 #endif

@@ -115,6 +115,9 @@ int tu_keeld_start(tu_keeld *k, const char *data_dir, int port,
             dup2(fd, 1);
             close(fd);
         }
+        /* Nothing else of the test's: a ZooKeeper client's socket, say,
+         * opened without close-on-exec by another thread. */
+        closefrom(3);
         if (k->child_env != NULL)
             putenv((char *)k->child_env);
         if (k->fsize_limit > 0) {
@@ -267,6 +270,7 @@ int tu_run_for(const char *const *argv, int secs, char **out, char **err)
         close(pe[0]);
         close(po[1]);
         close(pe[1]);
+        closefrom(3);
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
