@@ -870,10 +870,10 @@ static void storecheck_cb(keel_storecheck *sc, int rc, void *arg)
                      (unsigned long long)sc->marked);
         else
             snprintf(seen, sizeof seen,
-                     "started now as its run %llu, but the cluster saw "
-                     "a start of this store as run %llu already: each "
-                     "start counts one run, so this directory missed that "
-                     "one and later ones) is",
+                     "started now as run %llu of its store, while the "
+                     "cluster saw that store reach run %llu already: "
+                     "each start counts one run, so this directory "
+                     "missed at least one start) is",
                      (unsigned long long)sc->run,
                      (unsigned long long)sc->found_run);
         keel_error(

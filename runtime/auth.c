@@ -818,7 +818,9 @@ static int decide(int kind, int role, const char *types, int op,
     if (kind == KEEL_AUTH_ANON) {
         snprintf(errbuf, errlen,
                  "not authenticated: this request needs %s; present one "
-                 "first (keel --token-file, KEEL_TOKEN); it did not run",
+                 "first (keel --token-file or KEEL_TOKEN; over TLS, a "
+                 "client certificate: keel --tls-cert, --tls-key); it did "
+                 "not run",
                  op_need(op));
         return KEEL_EUNAUTH;
     }

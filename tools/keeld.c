@@ -1583,10 +1583,21 @@ static int run_node(const struct keeld_conf *kc)
     /* A node that stopped on its own, e.g. unable to take part in its
      * cluster (keel_node_run), logged why: exit non-zero. */
     if (rc != 0) {
-        say(KEEL_LOG_ERROR, "stopped: %s (%s); the log above says why",
-            keel_strerror(rc), keel_err_name(rc));
+        /* The reason in full went to the log: with --log-file, stderr
+         * (a supervisor's, the journal) must still say where to look. */
+        const char *why = rc == KEEL_EMISMATCH
+                              ? "the cluster refused this data directory "
+                                "as an older copy of the node's (a "
+                                "restored backup?)"
+                              : keel_strerror(rc);
+        if (log_to_file)
+            say(KEEL_LOG_ERROR, "stopped: %s (%s); the log file %s says why",
+                why, keel_err_name(rc), kc->log_file);
+        else
+            say(KEEL_LOG_ERROR, "stopped: %s (%s); the log above says why",
+                why, keel_err_name(rc));
         snprintf(msg, sizeof msg, "STOPPING=1\nSTATUS=stopped: %s (%s)\n",
-                 keel_strerror(rc), keel_err_name(rc));
+                 why, keel_err_name(rc));
         keel_notify_send(&notifier, msg);
     }
     keel_node *n = the_node;

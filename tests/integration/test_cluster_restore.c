@@ -234,6 +234,8 @@ START_TEST(a_restored_backup_is_refused_then_catches_up_as_a_new_store)
                   strstr(log, "--new-store-id") != NULL &&
                   strstr(log, "acknowledged") != NULL &&
                   strstr(log, "EMISMATCH") != NULL &&
+                  strstr(log, "keeld: stopped: the cluster refused this "
+                              "data directory as an older copy") != NULL &&
                   strstr(log, "joined as incarnation") == NULL,
               "keeld on the older copy (attempt %d) does not say why it "
               "refuses, or joined:\n%s",
