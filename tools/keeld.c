@@ -1590,12 +1590,9 @@ static int run_node(const struct keeld_conf *kc)
                                 "as an older copy of the node's (a "
                                 "restored backup?)"
                               : keel_strerror(rc);
-        if (log_to_file)
-            say(KEEL_LOG_ERROR, "stopped: %s (%s); the log file %s says why",
-                why, keel_err_name(rc), kc->log_file);
-        else
-            say(KEEL_LOG_ERROR, "stopped: %s (%s); the log above says why",
-                why, keel_err_name(rc));
+        say(KEEL_LOG_ERROR, "stopped: %s (%s); the log %s%s says why", why,
+            keel_err_name(rc), log_to_file ? "file " : "above",
+            log_to_file ? kc->log_file : "");
         snprintf(msg, sizeof msg, "STOPPING=1\nSTATUS=stopped: %s (%s)\n",
                  why, keel_err_name(rc));
         keel_notify_send(&notifier, msg);

@@ -608,6 +608,21 @@ END_TEST
  * (127.0.0.2) is served while the 16 hold their places. */
 #define CAPPED 40
 
+/* The connections of fds the node has closed since the last look: marked
+ * dead in alive, and counted. */
+static int reap_closed(const int *fds, int *alive, int n)
+{
+    int i, closed = 0;
+
+    for (i = 0; i < n; i++)
+        if (alive[i] && tu_wait_readable(fds[i], 0) &&
+            tu_closed_within(fds[i], 100)) {
+            alive[i] = 0;
+            closed++;
+        }
+    return closed;
+}
+
 START_TEST(http_per_ip_cap)
 {
     static const char *const extra[] = {"--http", "127.0.0.1:0",
@@ -624,20 +639,10 @@ START_TEST(http_per_ip_cap)
      * than 24 fails too. */
     for (round = 0; round < 40 && closed < CAPPED - 16; round++) {
         usleep(250 * 1000);
-        for (i = 0; i < CAPPED; i++)
-            if (alive[i] && tu_wait_readable(fds[i], 0) &&
-                tu_closed_within(fds[i], 100)) {
-                alive[i] = 0;
-                closed++;
-            }
+        closed += reap_closed(fds, alive, CAPPED);
     }
     usleep(250 * 1000); /* one more look: no 25th */
-    for (i = 0; i < CAPPED; i++)
-        if (alive[i] && tu_wait_readable(fds[i], 0) &&
-            tu_closed_within(fds[i], 100)) {
-            alive[i] = 0;
-            closed++;
-        }
+    closed += reap_closed(fds, alive, CAPPED);
     ck_assert_msg(closed == CAPPED - 16,
                   "%d of %d trickling connections closed at once", closed,
                   CAPPED);

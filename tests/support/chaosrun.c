@@ -112,7 +112,10 @@ void tu_chaos_fake_run(const char *dir, int violating)
         RT + START + 400 * MS);
 }
 
-int tu_chaos_faults(const char *run, const char *kind, const char *status)
+/* Lines of RUN/faults.jsonl for a fault of this kind with this status and,
+ * unless note is NULL, this text in the same line. */
+static int fault_lines(const char *run, const char *kind, const char *status,
+                       const char *note)
 {
     char path[512], pat[64], st_pat[64], *text, *p;
     int n = 0;
@@ -125,34 +128,25 @@ int tu_chaos_faults(const char *run, const char *kind, const char *status)
     for (p = text; (p = strstr(p, pat)) != NULL; p++) {
         const char *eol = strchr(p, '\n');
         const char *st = strstr(p, st_pat);
-        if (st != NULL && (eol == NULL || st < eol))
+        const char *nt = note != NULL ? strstr(p, note) : p;
+        if (st != NULL && nt != NULL &&
+            (eol == NULL || (st < eol && nt < eol)))
             n++;
     }
     free(text);
     return n;
 }
 
+int tu_chaos_faults(const char *run, const char *kind, const char *status)
+{
+    return fault_lines(run, kind, status, NULL);
+}
+
 int tu_chaos_faults_dealt(const char *run, const char *kind)
 {
-    char path[512], pat[64], *text, *p;
-    int done = 0, late = 0;
+    int done = fault_lines(run, kind, "done", NULL);
+    int late = fault_lines(run, kind, "skipped", "no time left");
 
-    snprintf(path, sizeof path, "%s/faults.jsonl", run);
-    text = tu_read_file(path);
-    ck_assert_msg(text != NULL, "cannot read %s", path);
-    snprintf(pat, sizeof pat, "\"fault\":\"%s\"", kind);
-    for (p = text; (p = strstr(p, pat)) != NULL; p++) {
-        const char *eol = strchr(p, '\n');
-        const char *st = strstr(p, "\"status\":\"done\"");
-        const char *sk = strstr(p, "\"status\":\"skipped\"");
-        const char *nt = strstr(p, "no time left");
-        if (st != NULL && (eol == NULL || st < eol))
-            done++;
-        else if (sk != NULL && nt != NULL &&
-                 (eol == NULL || (sk < eol && nt < eol)))
-            late++;
-    }
-    free(text);
     if (late > 0)
         fprintf(stderr, "%s: %d %s fault%s left out, no time left\n", run,
                 late, kind, late == 1 ? "" : "s");
