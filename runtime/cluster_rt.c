@@ -840,9 +840,7 @@ void keel__cluster_rt_stop(keel_node *n)
     while ((j = rt->jobs) != NULL) {
         rt->jobs = j->next;
         if (j->req != NULL)
-            rt_req_finish(n, j->req, KEEL_ESTOPPING,
-                       keel_strerror(KEEL_ESTOPPING),
-                       strlen(keel_strerror(KEEL_ESTOPPING)));
+            rt_peer_answer(n, j->req, KEEL_ESTOPPING);
         rt_job_free(j);
     }
     rt->jobs_tail = NULL;
@@ -850,9 +848,7 @@ void keel__cluster_rt_stop(keel_node *n)
      * stored: their senders keep the units. */
     for (j = rt->later; j != NULL; j = j->next)
         if (j->req != NULL) {
-            rt_req_finish(n, j->req, KEEL_ESTOPPING,
-                          keel_strerror(KEEL_ESTOPPING),
-                          strlen(keel_strerror(KEEL_ESTOPPING)));
+            rt_peer_answer(n, j->req, KEEL_ESTOPPING);
             j->req = NULL;
         }
     /* Outbox messages waiting for their batch never left. */

@@ -283,6 +283,10 @@ void rt_sweep_free(keel_cluster_rt *rt);
 /* Answers req with status and body (copied), and releases it. */
 void rt_req_finish(keel_node *n, keel_req *req, int status, const void *body,
                    size_t len);
+/* Answers another node's frame (a unit's stream, a keep) with status
+ * and its text, and frees req: a reply between nodes, which the call
+ * statistics do not count. */
+void rt_peer_answer(keel_node *n, keel_req *req, int status);
 /* Answers m's request with status and the text, and frees m (which is in
  * no queue). */
 void rt_msg_fail(keel_cluster_rt *rt, rt_msg *m, int status,

@@ -127,15 +127,29 @@ static void unit_maybe_free(keel_cluster_rt *rt, rt_unit *u)
 
 /* ------------------------------------------------------------- holding */
 
-void rt_req_finish(keel_node *n, keel_req *req, int status,
-                       const void *body, size_t len)
+static void req_answer(keel_req *req, int status, const void *body,
+                       size_t len)
 {
     req->status = status;
     if (keel__req_set(req, body, len) != 0) {
         req->status = status ? status : KEEL_ENOMEM;
         req->len = 0;
     }
+}
+
+void rt_req_finish(keel_node *n, keel_req *req, int status,
+                       const void *body, size_t len)
+{
+    req_answer(req, status, body, len);
     keel__req_release(n, req);
+}
+
+void rt_peer_answer(keel_node *n, keel_req *req, int status)
+{
+    const char *text = status != 0 ? keel_strerror(status) : "";
+
+    req_answer(req, status, text, strlen(text));
+    keel__net_complete(n, req); /* frees req */
 }
 
 void rt_msg_fail(keel_cluster_rt *rt, rt_msg *m, int status,

@@ -254,15 +254,12 @@ static void job_done(keel_cluster_rt *rt, rt_job *j, int status)
         rt->sweep = 1;
         break;
     case JOB_XFER_IN:
-        if (status != 0) {
-            rt_req_finish(n, j->req, status, keel_strerror(status),
-                       strlen(keel_strerror(status)));
-        } else {
+        if (status == 0) {
             STAT_ADD(n, handoff_bytes_in, j->recs_len);
             rt_receipt_add(rt, j->cap, j->shard, j->epoch,
                            rt_req_node(j->req));
-            rt_req_finish(n, j->req, 0, NULL, 0);
         }
+        rt_peer_answer(n, j->req, status);
         j->req = NULL;
         break;
     case JOB_WIPE:

@@ -140,14 +140,12 @@ void rt_promote_kept(keel_cluster_rt *rt, rt_job *j, int status)
                   keel_cap_name(j->cap), j->shard,
                   (unsigned long long)j->epoch,
                   keel_strerror(status));
-        rt_req_finish(n, j->req, status, keel_strerror(status),
-                      strlen(keel_strerror(status)));
     } else {
         /* A repeated frame (the answer was lost) counts once. */
         if (!rt_receipt_has(rt, j->cap, j->shard, j->epoch, NULL))
             STAT_ADD(n, units_promoted_on_move, 1);
         rt_receipt_add(rt, j->cap, j->shard, j->epoch, rt_req_node(j->req));
-        rt_req_finish(n, j->req, 0, NULL, 0);
     }
+    rt_peer_answer(n, j->req, status);
     j->req = NULL;
 }

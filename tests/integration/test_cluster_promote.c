@@ -120,6 +120,30 @@ static long get_via(int i, const char *id)
     return v;
 }
 
+/* Waits (up to 30 s) until the map names n0 primary of no unit and no
+ * unit is on its way anywhere. */
+static void wait_off_n0(void)
+{
+    int i, j;
+
+    for (i = 0; i < 300; i++) {
+        int left = 0;
+        keel_shard_map m;
+        if (tu_map_read(&fx, &m) == 0) {
+            for (j = 0; j < SHARDS; j++) {
+                const char *p = primary_of(&m, (uint32_t)j);
+                const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)j);
+                left += p == NULL || strcmp(p, "n0") == 0 ||
+                        u->target != KEEL_MAP_NO_NODE;
+            }
+            keel_map_free(&m);
+            if (left == 0)
+                return;
+        }
+        tu_sleep_ms(100);
+    }
+}
+
 /* ------------------------------------------------------------ the load */
 
 struct ctr {
@@ -261,22 +285,7 @@ START_TEST(drain_promotes_in_sync_backups_without_streaming)
           "drain n0: %s", err != NULL ? err : "");
     free(out);
     free(err);
-    for (i = 0; i < 300; i++) {
-        int left = 0;
-        keel_shard_map m;
-        if (tu_map_read(&fx, &m) == 0) {
-            for (j = 0; j < SHARDS; j++) {
-                const char *p = primary_of(&m, (uint32_t)j);
-                const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)j);
-                left += p == NULL || strcmp(p, "n0") == 0 ||
-                        u->target != KEEL_MAP_NO_NODE;
-            }
-            keel_map_free(&m);
-            if (left == 0)
-                break;
-        }
-        tu_sleep_ms(100);
-    }
+    wait_off_n0();
     /* the load goes on a little on the new primaries */
     tu_sleep_ms(500);
     stop_load = 1;
@@ -359,6 +368,58 @@ START_TEST(drain_promotes_in_sync_backups_without_streaming)
 }
 END_TEST
 
+/* A unit promoted on a move is answered to the node that handed it over:
+ * a reply between nodes, not a call's. Counted as one, it made
+ * calls_completed exceed the calls a node answered, and put a latency of
+ * the machine's uptime (the frame has no submission time) into the call
+ * latency of every node that took a unit over. */
+START_TEST(a_promotion_on_a_move_is_no_call)
+{
+    long calls[NODES], promoted[NODES], nprom = 0;
+    char *out = NULL, *err = NULL;
+    int i;
+
+    start3();
+    for (i = 1; i < NODES; i++) {
+        calls[i] = tu_keel_stat(fx.nodes[i].addr, "calls_completed");
+        promoted[i] = tu_keel_stat(fx.nodes[i].addr, "units_promoted_on_move");
+        CHECK(calls[i] >= 0 && promoted[i] == 0,
+              "n%d: calls_completed %ld, units_promoted_on_move %ld", i,
+              calls[i], promoted[i]);
+    }
+    /* no call at all while n0 leaves */
+    CHECK(tu_keel(fx.nodes[1].addr, &out, &err, "node", "drain", "n0",
+                  NULL) == 0,
+          "drain n0: %s", err != NULL ? err : "");
+    free(out);
+    free(err);
+    wait_off_n0();
+    for (i = 1; i < NODES; i++) {
+        long c = tu_keel_stat(fx.nodes[i].addr, "calls_completed");
+        long p = tu_keel_stat(fx.nodes[i].addr, "units_promoted_on_move");
+        CHECK(c == calls[i],
+              "n%d answered no call but counts %ld calls completed (and "
+              "%ld units promoted on the move)",
+              i, c - calls[i], p - promoted[i]);
+        nprom += p - promoted[i];
+    }
+    CHECK(nprom > 0, "no unit was promoted on the move");
+
+    /* calls still count, from their arrival */
+    for (i = 1; i < NODES; i++)
+        calls[i] = tu_keel_stat(fx.nodes[i].addr, "calls_completed");
+    CHECK(get_via(1, "quiet") == 0, "no counter through n1");
+    for (i = 1; i < NODES; i++) {
+        long c = tu_keel_stat(fx.nodes[i].addr, "calls_completed");
+        long avg_us = tu_keel_stat(fx.nodes[i].addr, "latency_avg_us");
+        CHECK(c >= calls[i] + (i == 1), "n%d: %ld calls completed after %ld",
+              i, c, calls[i]);
+        CHECK(avg_us >= 0 && avg_us < 5000000,
+              "n%d's mean call latency is %ld us", i, avg_us);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_promote");
@@ -367,6 +428,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, drain_promotes_in_sync_backups_without_streaming);
+    tcase_add_test(tc, a_promotion_on_a_move_is_no_call);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
