@@ -813,29 +813,35 @@ int main(void)
     tcase_add_test(tc, token_chains_go_on_after_a_long_fence);
     tcase_add_test(tc, a_message_waits_for_a_node_without_its_type);
     suite_add_tcase(s, tc);
-    /* Its own case, so that CK_RUN_CASE runs it alone. */
+    /* Cases of their own, so that CK_RUN_CASE runs one alone; ctest runs
+     * those tagged "split" as a second test (CMakeLists.txt). */
     tc = tcase_create("suspects");
+    tcase_set_tags(tc, "split");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_restarted_sender_delivers_once_its_suspects_are_out);
     suite_add_tcase(s, tc);
     tc = tcase_create("types");
+    tcase_set_tags(tc, "split");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_message_waits_for_the_senders_node_to_have_its_type);
     suite_add_tcase(s, tc);
     tc = tcase_create("deploy_wait");
+    tcase_set_tags(tc, "split");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_message_past_the_deploy_wait_is_a_dead_letter);
     tcase_add_test(tc, a_message_found_in_the_store_waits_past_the_deploy_wait);
     suite_add_tcase(s, tc);
     tc = tcase_create("give_up");
+    tcase_set_tags(tc, "split");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, an_operator_gives_up_a_message_that_would_wait_for_ever);
     suite_add_tcase(s, tc);
     tc = tcase_create("largest");
+    tcase_set_tags(tc, "split");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_message_of_the_largest_size_reaches_another_node);

@@ -1032,8 +1032,10 @@ int main(void)
     tcase_add_test(tc, a_rate_limited_catch_up_completes);
     tcase_add_test(tc, a_returning_copy_is_checked_not_sent);
     suite_add_tcase(s, tc);
-    /* Its own case, so that CK_RUN_CASE runs it alone. */
+    /* Cases of their own, so that CK_RUN_CASE runs one alone; ctest runs
+     * those tagged "split" as a second test (CMakeLists.txt). */
     tc = tcase_create("kept_copies");
+    tcase_set_tags(tc, "split");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_unit_handed_over_and_back_moves_no_records);
@@ -1041,16 +1043,19 @@ int main(void)
     tcase_add_test(tc, a_copy_taken_in_a_handoff_goes_once_unlisted);
     suite_add_tcase(s, tc);
     tc = tcase_create("handed_on_empty");
+    tcase_set_tags(tc, "split");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_unit_given_without_its_records_is_handed_on_empty);
     suite_add_tcase(s, tc);
     tc = tcase_create("resent_check");
+    tcase_set_tags(tc, "split");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_resent_check_is_answered_as_the_first);
     suite_add_tcase(s, tc);
     tc = tcase_create("largest_value");
+    tcase_set_tags(tc, "split");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, the_largest_value_is_replicated_and_caught_up);
