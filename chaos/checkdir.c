@@ -19,8 +19,26 @@ void chaos_check_opts_init(chaos_check_opts *o)
 }
 
 struct verdicts {
-    int violation, bad, undecided;
+    int violation, bad, undecided, unfinished;
 };
+
+static int exists_in(const char *dir, const char *name)
+{
+    struct stat st;
+    char *path = NULL;
+    int rc;
+
+    if (asprintf(&path, "%s/%s", dir, name) < 0)
+        return 0;
+    rc = stat(path, &st) == 0;
+    free(path);
+    return rc;
+}
+
+int chaos_run_unfinished(const char *dir)
+{
+    return exists_in(dir, "run.log") && !exists_in(dir, "run.json");
+}
 
 static void bad_input(struct verdicts *v, FILE *out, FILE *err,
                       const char *check, const char *msg)
@@ -204,7 +222,7 @@ int chaos_check_dir(const char *dir, const chaos_check_opts *o, FILE *out,
 int chaos_check_dir_kept(const char *dir, const chaos_check_opts *o,
                          FILE *out, FILE *err, chaos_check_kept *kept)
 {
-    struct verdicts v = {0, 0, 0};
+    struct verdicts v = {0, 0, 0, 0};
     chaos_check_opts def;
 
     if (kept != NULL)
@@ -216,12 +234,25 @@ int chaos_check_dir_kept(const char *dir, const chaos_check_opts *o,
     check_history(dir, o, out, err, &v, kept);
     check_actlogs(dir, o, out, err, &v);
     check_replicas(dir, o, out, err, &v);
+    if (chaos_run_unfinished(dir)) {
+        fprintf(out, "run: not finished: %s has run.log but no run.json, "
+                     "which keel-chaos run writes last (it was "
+                     "interrupted, or the run could not be made: run.log "
+                     "says which); the checks above cover what it "
+                     "recorded until then\n",
+                dir);
+        v.unfinished = 1;
+    }
     if (v.violation) {
         fprintf(out, "verdict: FAIL\n");
         return CHAOS_EXIT_VIOLATION;
     }
     if (v.bad) {
         fprintf(out, "verdict: BAD INPUT\n");
+        return CHAOS_EXIT_BAD_INPUT;
+    }
+    if (v.unfinished) {
+        fprintf(out, "verdict: INCOMPLETE\n");
         return CHAOS_EXIT_BAD_INPUT;
     }
     if (v.undecided) {

@@ -10,7 +10,10 @@
  *
  * A check that cannot run for lack of input (no activation logs, no
  * final reads) says SKIPPED and does not fail the run; one whose input is
- * malformed says BAD INPUT. */
+ * malformed says BAD INPUT. A directory keel-chaos run left unfinished
+ * (DIR/run.log without DIR/run.json: interrupted, or the run could not be
+ * made) is checked as far as it goes, and its verdict is INCOMPLETE unless
+ * a check found a violation. */
 #ifndef KEEL_CHAOS_CHECKDIR_H
 #define KEEL_CHAOS_CHECKDIR_H
 
@@ -22,7 +25,8 @@
 
 #define CHAOS_EXIT_PASS 0      /* every check passed or was skipped */
 #define CHAOS_EXIT_VIOLATION 1 /* some check found a violation */
-#define CHAOS_EXIT_BAD_INPUT 2 /* no violation, some input did not read */
+#define CHAOS_EXIT_BAD_INPUT 2 /* no violation, some input did not read,
+                                * or the run did not finish */
 #define CHAOS_EXIT_UNDECIDED 3 /* none of those; linearizability undecided */
 
 typedef struct chaos_check_opts {
@@ -52,5 +56,10 @@ typedef struct chaos_check_kept {
 int chaos_check_dir_kept(const char *dir, const chaos_check_opts *o,
                          FILE *out, FILE *err, chaos_check_kept *kept);
 void chaos_check_kept_free(chaos_check_kept *k);
+
+/* Whether dir holds a run keel-chaos run began but did not finish:
+ * run.log, which it writes first, without run.json, which it writes
+ * last. */
+int chaos_run_unfinished(const char *dir);
 
 #endif

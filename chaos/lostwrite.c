@@ -83,6 +83,31 @@ struct incr_sum {
     __int128 sum;
 };
 
+/* Decimal text of x in nb, which keeps the texts of one message: the
+ * sums of 2^62-sized increments overflow a long long. */
+struct nums {
+    char text[12][48];
+    int used;
+};
+
+static const char *num(struct nums *nb, __int128 x)
+{
+    char *t = nb->text[nb->used++ % 12], digits[48];
+    unsigned __int128 u = x < 0 ? -(unsigned __int128)x : (unsigned __int128)x;
+    size_t n = 0, i = 0;
+
+    do {
+        digits[n++] = (char)('0' + (int)(u % 10));
+        u /= 10;
+    } while (u != 0);
+    if (x < 0)
+        t[i++] = '-';
+    while (n > 0)
+        t[i++] = digits[--n];
+    t[i] = '\0';
+    return t;
+}
+
 /* The final value v against the increments: it must lie within
  * [acked + the info ones that subtract, acked + the info ones that add].
  * A failed increment never counts, whatever its sign: keel said it did
@@ -100,6 +125,7 @@ static int check_counter(const chaos_history *h, const chaos_actor *act,
                     fail_up = {0, 0}, fail_down = {0, 0}, *s;
     size_t k, nacked = 0;
     chaos_buf b;
+    struct nums nb = {0};
 
     for (k = 0; k < act->nops; k++) {
         const chaos_op *op = &h->ops[act->ops[k]];
@@ -130,46 +156,46 @@ static int check_counter(const chaos_history *h, const chaos_actor *act,
     if (v < lo) {
         d = lo - v;
         chaos_buf_printf(&b, "\n    is below what the acknowledged "
-                             "increments (%zu) add up to, %lld",
-                         nacked, (long long)acked);
+                             "increments (%zu) add up to, %s",
+                         nacked, num(&nb, acked));
         if (down.n > 0)
-            chaos_buf_printf(&b, ", or %lld if the unknown negative ones "
+            chaos_buf_printf(&b, ", or %s if the unknown negative ones "
                                  "(%zu) all took effect",
-                             (long long)lo, down.n);
+                             num(&nb, lo), down.n);
         if (fail_down.n == 0)
-            chaos_buf_printf(&b, ": at least %lld of the acknowledged "
+            chaos_buf_printf(&b, ": at least %s of the acknowledged "
                                  "amount is lost",
-                             (long long)d);
+                             num(&nb, d));
         else if (-fail_down.sum < d)
-            chaos_buf_printf(&b, ": at least %lld of the acknowledged "
+            chaos_buf_printf(&b, ": at least %s of the acknowledged "
                                  "amount is lost even if the failed "
-                                 "decrements (%zu, %lld in all) took "
+                                 "decrements (%zu, %s in all) took "
                                  "effect",
-                             (long long)(d + fail_down.sum), fail_down.n,
-                             (long long)fail_down.sum);
+                             num(&nb, d + fail_down.sum), fail_down.n,
+                             num(&nb, fail_down.sum));
         else
-            chaos_buf_printf(&b, ", by %lld: an acknowledged increment is "
-                                 "lost, or failed decrements (%zu, %lld in "
+            chaos_buf_printf(&b, ", by %s: an acknowledged increment is "
+                                 "lost, or failed decrements (%zu, %s in "
                                  "all) took effect though keel said they "
                                  "did not run",
-                             (long long)d, fail_down.n,
-                             (long long)fail_down.sum);
+                             num(&nb, d), fail_down.n,
+                             num(&nb, fail_down.sum));
     } else {
         d = v - hi;
         chaos_buf_printf(&b, "\n    is above what the acknowledged "
                              "increments (%zu) and the unknown positive ones "
-                             "(%zu) can add up to, %lld, by %lld: an "
+                             "(%zu) can add up to, %s, by %s: an "
                              "increment counted twice",
-                         nacked, up.n, (long long)hi, (long long)d);
+                         nacked, up.n, num(&nb, hi), num(&nb, d));
         if (ok_down.n > 0)
             chaos_buf_printf(&b, "%s an acknowledged decrement is lost (%zu "
-                                 "of them, %lld in all)",
+                                 "of them, %s in all)",
                              fail_up.n > 0 ? "," : ", or", ok_down.n,
-                             (long long)ok_down.sum);
+                             num(&nb, ok_down.sum));
         if (fail_up.n > 0)
             chaos_buf_printf(&b, ", or a failed one took effect (%zu "
-                                 "failed increments, %lld in all)",
-                             fail_up.n, (long long)fail_up.sum);
+                                 "failed increments, %s in all)",
+                             fail_up.n, num(&nb, fail_up.sum));
     }
     return add_finding(r, actor, fin, SIZE_MAX, &b);
 }

@@ -245,7 +245,7 @@ static const char *css =
     ".v{display:inline-block;padding:2px 10px;border-radius:4px;color:#fff;"
     "font-weight:600}"
     ".PASS{background:#2e8b3e}.FAIL{background:#c62828}"
-    ".SKIPPED,.UNDECIDED,.BAD,.NOT{background:#8a6d00}"
+    ".SKIPPED,.UNDECIDED,.BAD,.INCOMPLETE,.NOT{background:#8a6d00}"
     "table{border-collapse:collapse}td,th{padding:3px 10px;text-align:left;"
     "border-bottom:1px solid #eee;vertical-align:top}"
     ".scroll{overflow-x:auto;border:1px solid #ddd;background:#fcfcfc}"
@@ -1152,7 +1152,7 @@ static int report_html(const char *dir, const chaos_check_opts *o, FILE *f,
         verdict = "UNDECIDED";
         break;
     default:
-        verdict = "BAD";
+        verdict = chaos_run_unfinished(dir) ? "INCOMPLETE" : "BAD";
         break;
     }
 

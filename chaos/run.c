@@ -476,12 +476,24 @@ static void reap_all(run *r, int expected)
 
 /* Waits until at, noticing exits (node `expected` may exit: a drain),
  * or until the run has been given up (r->notype). */
+/* The signal (SIGINT, SIGTERM or SIGHUP) that interrupted the run, or 0.
+ * The run then stops waiting, injecting and reading, and leaves through
+ * its usual end: clients joined, nodes killed, ZooKeeper stopped, the
+ * namespaces and mounts removed. A second signal ends the program at
+ * once (SA_RESETHAND). */
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+    interrupted = sig;
+}
+
 static void wait_until(run *r, int64_t at, int expected)
 {
     for (;;) {
         int64_t left = at - chaos_mono_ns();
         reap_all(r, expected);
-        if (left <= 0 || atomic_load(&r->notype))
+        if (left <= 0 || atomic_load(&r->notype) || interrupted)
             return;
         chaos_sleep_ms(left > 50000000 ? 50 : (left + 999999) / 1000000);
     }
@@ -1005,7 +1017,7 @@ static int settle(run *r, int ms, const char *what)
                      (double)(chaos_mono_ns() - t) / 1e9);
             return 1;
         }
-        if (chaos_mono_ns() > deadline)
+        if (chaos_mono_ns() > deadline || interrupted)
             break;
         reap_all(r, -1);
         chaos_sleep_ms(250);
@@ -1042,7 +1054,7 @@ static int final_reads(run *r, int max_gen, int *total)
             chaos_type outcome = CHAOS_FAIL;
             int rc;
 
-            if (chaos_mono_ns() > deadline)
+            if (chaos_mono_ns() > deadline || interrupted)
                 break;
             if (!chaos_node_up(&r->cl, i))
                 continue;
@@ -1477,6 +1489,7 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     int ndone = 0, nfailed = 0, nskipped = 0; /* faults, by status */
     int max_gen = 0, nactors = 0;
     struct stat st;
+    struct sigaction sa, old_int, old_term, old_hup;
 
     memset(&r, 0, sizeof r);
     for (i = 0; i < CHAOS_ZK_MAX; i++)
@@ -1559,6 +1572,16 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
                 o->keeld);
         return CHAOS_EXIT_BAD_INPUT;
     }
+    if (asprintf(&p, "%s/zk.sh", o->zk_conf) >= 0) {
+        int bad = access(p, R_OK) != 0;
+        if (bad)
+            fprintf(err, "keel-chaos: no zk.sh in %s (--zk-conf DIR: the "
+                         "zk-conf directory of keel's source or install)\n",
+                    o->zk_conf);
+        free(p);
+        if (bad)
+            return CHAOS_EXIT_BAD_INPUT;
+    }
     if (mkdir_p(o->out) != 0) {
         fprintf(err, "keel-chaos: cannot create %s: %s\n", o->out,
                 strerror(errno));
@@ -1568,9 +1591,13 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         int exists = stat(p, &st) == 0;
         free(p);
         if (exists) {
-            fprintf(err, "keel-chaos: %s holds a run already; give another "
+            fprintf(err, "keel-chaos: %s holds a run already%s; give another "
                          "--out\n",
-                    o->out);
+                    o->out,
+                    chaos_run_unfinished(o->out)
+                        ? " (one that did not finish: remove it to use the "
+                          "name again)"
+                        : "");
             return CHAOS_EXIT_BAD_INPUT;
         }
     }
@@ -1592,6 +1619,16 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         return CHAOS_EXIT_NO_RUN;
     }
 
+    /* From here on the run makes things to undo: an interrupt leaves
+     * through the end that undoes them. */
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_interrupt;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    interrupted = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGHUP, &sa, &old_hup);
     r.log = open_in(o->out, "run.log", "we");
     r.hf = open_in(o->out, "history.jsonl", "we");
     r.events = open_in(o->out, "events.jsonl", "we");
@@ -1664,7 +1701,12 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         fprintf(out, "  every operation with a request key, sent again up "
                      "to %d times while its outcome allows\n",
                 o->keyed);
-    if (o->refusals > 0)
+    if (o->refusals > 0 && o->workload_type != NULL)
+        fprintf(out, "  %d%% of counter increments by 2^62 or -2^62: %s "
+                     "must refuse those that would overflow, as the "
+                     "built-in counter does\n",
+                o->refusals, o->workload_type);
+    else if (o->refusals > 0)
         fprintf(out, "  %d%% of counter increments by 2^62 or -2^62: the "
                      "counter refuses those that would overflow\n",
                 o->refusals);
@@ -1791,6 +1833,8 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     }
     progress(&r, "starting ZooKeeper (%s/zk.sh)", o->zk_conf);
     if (chaos_zk_start(&r.cl, msg, sizeof msg) != 0) {
+        if (interrupted)
+            goto interrupt;
         fprintf(err, "keel-chaos: ZooKeeper: %s\n", msg);
         goto out;
     }
@@ -1816,14 +1860,18 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         progress(&r, "ZooKeeper: zk1..zk%d on %s; the nodes' --zk %s",
                  zk_servers(o), r.cl.zk_hosts,
                  r.cl.zk_via[0] != '\0' ? r.cl.zk_via : r.cl.zk_hosts);
-    for (i = 0; i < o->nodes; i++)
+    for (i = 0; i < o->nodes && !interrupted; i++)
         if (chaos_node_start(&r.cl, i, msg, sizeof msg) != 0) {
+            if (interrupted)
+                goto interrupt;
             fprintf(err, "keel-chaos: %s\n", msg);
             goto out;
         }
     progress(&r, "%d nodes up (cluster %s, %d shards)", o->nodes, r.cl.name,
              o->shards);
     if (!settle(&r, SETTLE_MS, "start")) {
+        if (interrupted)
+            goto interrupt;
         fprintf(err, "keel-chaos: the cluster did not form\n");
         goto out;
     }
@@ -1851,7 +1899,7 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
      * ones back, keeping the pauses between them; one that would then not
      * be healed before the last tenth of the run is left out. */
     for (k = 0; k < nsched && !atomic_load(&r.refused) &&
-                !atomic_load(&r.notype);
+                !atomic_load(&r.notype) && !interrupted;
          k++) {
         int64_t at = r.t0 + (sched[k].at_ms + slip_ms) * 1000000LL;
         fault_rec fr;
@@ -1890,6 +1938,8 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
                  "%llu info)",
              (unsigned long long)r.nops, (unsigned long long)r.nok,
              (unsigned long long)r.nfail, (unsigned long long)r.ninfo);
+    if (interrupted)
+        goto interrupt;
     if (r.hist_err[0] != '\0') {
         fprintf(err, "keel-chaos: the history writer refused an event (a "
                      "bug of the runner): %s\n",
@@ -1915,6 +1965,8 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     heal_all(&r);
     settled = settle(&r, SETTLE_MS, "healed");
     finals = final_reads(&r, max_gen, &nactors);
+    if (interrupted)
+        goto interrupt;
     progress(&r, "final reads: %d of %d actors read", finals, nactors);
     save_digests(&r);
     save_cluster(&r);
@@ -1963,6 +2015,16 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     fclose(r.faults);
     r.faults = NULL;
     rc = check_and_report(&r, out, err);
+    goto out;
+
+interrupt:
+    /* Everything started is stopped below; what was recorded stays, and
+     * without run.json check calls it a run that did not finish. */
+    fprintf(err, "keel-chaos: interrupted (%s): stopping the clients, "
+                 "nodes and ZooKeeper; the run did not finish and is not "
+                 "checked (%s keeps what it recorded)\n",
+            strsignal(interrupted), o->out);
+    rc = 128 + interrupted;
 
 out:
     /* Each set to NULL once closed: stopping the nodes below still
@@ -2005,5 +2067,8 @@ out:
     free(cls);
     free(sched);
     pthread_mutex_destroy(&r.mu);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGHUP, &old_hup, NULL);
     return rc;
 }

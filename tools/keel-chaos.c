@@ -24,6 +24,7 @@
 #include "chaos/report.h"
 #include "chaos/run.h"
 #include "chaos/schedule.h"
+#include "keel.h"
 
 #ifndef KEEL_CHAOS_ZK_CONF
 #define KEEL_CHAOS_ZK_CONF "zk-conf"
@@ -46,6 +47,7 @@ static void usage(FILE *f)
             "usage: keel-chaos run [options]\n"
             "       keel-chaos check [--max-states N] [--detail N] DIR\n"
             "       keel-chaos report [--max-states N] DIR\n"
+            "       keel-chaos --version\n"
             "\n"
             "run: starts ZooKeeper and a cluster of keeld nodes, drives\n"
             "concurrent clients over the wire protocol, injects faults on a\n"
@@ -483,6 +485,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("keel-chaos %s\n", keel_version_string());
         return 0;
     }
     if (strcmp(argv[1], "run") == 0)

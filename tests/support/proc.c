@@ -340,3 +340,47 @@ long tu_keel_stat(const char *addr, const char *name)
     free(out);
     return v;
 }
+
+pid_t tu_spawn(const char *const *argv, const char *out_path,
+               const char *err_path)
+{
+    pid_t pid = fork();
+
+    if (pid != 0)
+        return pid;
+    {
+        int fo = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        int fe = open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fo < 0 || fe < 0)
+            _exit(127);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        closefrom(3);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+}
+
+int tu_wait_exit(pid_t pid, int secs)
+{
+    double deadline = now_s() + secs;
+    int status;
+
+    for (;;) {
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid)
+            break;
+        if (w < 0)
+            return -1;
+        if (now_s() > deadline) {
+            kill(pid, SIGKILL);
+            if (waitpid(pid, &status, 0) != pid)
+                return -1;
+            break;
+        }
+        poll(NULL, 0, 50);
+    }
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+}

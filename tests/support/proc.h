@@ -44,6 +44,15 @@ int tu_run(const char *const *argv, char **out, char **err);
 /* tu_run with a bound of secs seconds instead of 30. */
 int tu_run_for(const char *const *argv, int secs, char **out, char **err);
 
+/* Starts argv (argv[0] is a path) in the background, its stdout and
+ * stderr appended to the files out_path and err_path. Returns its pid, or
+ * -1. */
+pid_t tu_spawn(const char *const *argv, const char *out_path,
+               const char *err_path);
+/* Waits (at most secs seconds; then SIGKILL) for pid's exit. Returns the
+ * exit code, 128+signal, or -1. */
+int tu_wait_exit(pid_t pid, int secs);
+
 /* Runs the keel CLI against addr: tu_keel(addr, &out, &err, "call",
  * "counter", "c1", "incr", NULL). */
 int tu_keel(const char *addr, char **out, char **err, ...);

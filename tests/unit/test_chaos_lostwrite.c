@@ -217,6 +217,33 @@ START_TEST(counter_mixed_signs)
 }
 END_TEST
 
+static void huge_writes(void)
+{
+    hb_actor("counter/c");
+    hb_op(&h, 1, "incr", "4611686018427387904", "ok", "null"); /* 2^62 */
+    hb_op(&h, 2, "incr", "4611686018427387904", "ok", "null");
+    hb_op(&h, 3, "incr", "4611686018427387904", "ok", "null");
+}
+
+/* Sums of 2^62-sized increments pass a long long: the report gives them
+ * as they are (a counter that wrapped, 3 * 2^62 read as -2^62), not
+ * wrapped themselves ("at least 0 ... is lost"). */
+START_TEST(counter_sums_past_64_bits)
+{
+    char *out;
+
+    ck_assert_uint_eq(final_read(huge_writes, "get", "-4611686018427387904",
+                                 &out),
+                      1);
+    ck_assert_ptr_nonnull(strstr(out, "is below what the acknowledged "
+                                      "increments (3) add up to, "
+                                      "13835058055282163712: at least "
+                                      "18446744073709551616 of the "
+                                      "acknowledged amount is lost"));
+    free(out);
+}
+END_TEST
+
 static void set_writes(void)
 {
     hb_actor("kv/s");
@@ -381,6 +408,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, counter);
     tcase_add_test(tc, counter_mixed_signs);
+    tcase_add_test(tc, counter_sums_past_64_bits);
     tcase_add_test(tc, set);
     tcase_add_test(tc, register_);
     tcase_add_test(tc, register_never_written);
