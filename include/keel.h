@@ -202,7 +202,11 @@ typedef struct keel_node_options {
     uint32_t idle_timeout_ms;  /* passivate after this long idle; 0: 60000 */
     uint32_t max_resident;     /* LRU cap on resident actors; 0: unlimited */
     int durability;            /* enum keel_durability */
-    uint32_t max_frame;        /* wire frame limit; 0: KEEL_DEFAULT_MAX_FRAME */
+    uint32_t max_frame;        /* the largest frame, and so the largest
+                                * message a call carries, in-process
+                                * calls too (a message must fit a frame
+                                * to be forwarded or replicated); 0:
+                                * KEEL_DEFAULT_MAX_FRAME */
     int log_level;             /* enum keel_log_level */
     uint64_t initial_map_size; /* LMDB map size to start with; 0: 64 MiB.
                                 * The map grows when it fills. */

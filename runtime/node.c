@@ -2224,7 +2224,16 @@ int keel_node_create(const keel_node_options *opts_in, keel_node **out,
         errlen = sizeof dummy;
     }
     errbuf[0] = '\0';
-    if (opts_in == NULL || out == NULL || opts_in->data_dir == NULL) {
+    if (opts_in == NULL || out == NULL) {
+        snprintf(errbuf, errlen, "%s",
+                 opts_in == NULL ? "no options given (NULL): "
+                                   "keel_node_options_init fills a "
+                                   "keel_node_options"
+                                 : "no place for the node given (out is "
+                                   "NULL)");
+        return KEEL_EINVAL;
+    }
+    if (opts_in->data_dir == NULL) {
         snprintf(errbuf, errlen, "a data directory is required");
         return KEEL_EINVAL;
     }

@@ -784,6 +784,14 @@ START_TEST(bad_data_dir)
     ck_assert_ptr_null(n);
     ck_assert_ptr_nonnull(strstr(err, "plainfile"));
     free(file);
+
+    /* Missing arguments are named as what they are. */
+    ck_assert_int_eq(keel_node_create(NULL, &n, err, sizeof err),
+                     KEEL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "no options given"));
+    keel_node_options_init(&o);
+    ck_assert_int_eq(keel_node_create(&o, &n, err, sizeof err), KEEL_EINVAL);
+    ck_assert_str_eq(err, "a data directory is required");
 }
 END_TEST
 
