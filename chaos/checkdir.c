@@ -247,12 +247,14 @@ int chaos_check_dir_kept(const char *dir, const chaos_check_opts *o,
         fprintf(out, "verdict: FAIL\n");
         return CHAOS_EXIT_VIOLATION;
     }
-    if (v.bad) {
-        fprintf(out, "verdict: BAD INPUT\n");
+    if (v.unfinished) {
+        /* A history cut short reads as bad input too: the run's end is
+         * the first thing to say. */
+        fprintf(out, "verdict: INCOMPLETE\n");
         return CHAOS_EXIT_BAD_INPUT;
     }
-    if (v.unfinished) {
-        fprintf(out, "verdict: INCOMPLETE\n");
+    if (v.bad) {
+        fprintf(out, "verdict: BAD INPUT\n");
         return CHAOS_EXIT_BAD_INPUT;
     }
     if (v.undecided) {

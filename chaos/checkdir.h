@@ -13,7 +13,7 @@
  * malformed says BAD INPUT. A directory keel-chaos run left unfinished
  * (DIR/run.log without DIR/run.json: interrupted, or the run could not be
  * made) is checked as far as it goes, and its verdict is INCOMPLETE unless
- * a check found a violation. */
+ * a check found a violation (also when some input is bad). */
 #ifndef KEEL_CHAOS_CHECKDIR_H
 #define KEEL_CHAOS_CHECKDIR_H
 

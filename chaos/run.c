@@ -477,15 +477,52 @@ static void reap_all(run *r, int expected)
 /* Waits until at, noticing exits (node `expected` may exit: a drain),
  * or until the run has been given up (r->notype). */
 /* The signal (SIGINT, SIGTERM or SIGHUP) that interrupted the run, or 0.
- * The run then stops waiting, injecting and reading, and leaves through
- * its usual end: clients joined, nodes killed, ZooKeeper stopped, the
- * namespaces and mounts removed. A second signal ends the program at
- * once (SA_RESETHAND). */
+ * The run then stops waiting, injecting, restarting and reading, and
+ * leaves through its usual end: clients joined, nodes killed, ZooKeeper
+ * stopped, the namespaces and mounts removed. A second signal of the
+ * three ends the program at once. Only the run's own thread reads it. */
 static volatile sig_atomic_t interrupted;
 
 static void on_interrupt(int sig)
 {
+    if (interrupted) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
     interrupted = sig;
+}
+
+static const int caught[] = {SIGINT, SIGTERM, SIGHUP};
+
+struct saved_signals {
+    int set;
+    struct sigaction old[3];
+};
+
+static void catch_signals(struct saved_signals *s)
+{
+    struct sigaction sa;
+    int k;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    interrupted = 0;
+    for (k = 0; k < 3; k++)
+        sigaction(caught[k], &sa, &s->old[k]);
+    s->set = 1;
+}
+
+static void restore_signals(struct saved_signals *s)
+{
+    int k;
+
+    if (!s->set)
+        return;
+    for (k = 0; k < 3; k++)
+        sigaction(caught[k], &s->old[k], NULL);
+    s->set = 0;
 }
 
 static void wait_until(run *r, int64_t at, int expected)
@@ -530,6 +567,10 @@ static void start_node(run *r, fault_rec *fr, int i)
 {
     char err[256];
 
+    if (interrupted) {
+        note(fr, "not restarted: the run was interrupted");
+        return;
+    }
     if (chaos_node_start(&r->cl, i, err, sizeof err) != 0) {
         note(fr, "restart failed: %s", err);
         fr->status = "failed";
@@ -565,7 +606,7 @@ static int await_leave(run *r, int i, int64_t until)
         if (chaos_node_wait_exit(&r->cl, i, 100))
             return 1;
         reap_all(r, i);
-        if (chaos_mono_ns() > until)
+        if (chaos_mono_ns() > until || interrupted)
             return 0;
         if (chaos_mono_ns() > again) {
             send_drain(r, i);
@@ -776,7 +817,8 @@ static void fault_run(run *r, fault_rec *fr)
         if (chaos_zk_kill(&r->cl, s) != 0)
             note(fr, "ZooKeeper did not die within 10 s");
         wait_until(r, end, -1);
-        if (chaos_zk_restart(&r->cl, s, err, sizeof err) != 0) {
+        if (!interrupted &&
+            chaos_zk_restart(&r->cl, s, err, sizeof err) != 0) {
             note(fr, "restart failed: %s", err);
             fr->status = "failed";
         }
@@ -986,7 +1028,7 @@ static void heal_all(run *r)
             chaos_zk_cut(&r->cl, i, 0);
         if (r->cl.zk[i].stopped)
             chaos_zk_sigcont(&r->cl, i);
-        if (!r->cl.zk[i].up &&
+        if (!r->cl.zk[i].up && !interrupted &&
             chaos_zk_restart(&r->cl, i, err, sizeof err) != 0)
             progress(r, "heal: ZooKeeper %s does not start: %s",
                      chaos_zk_name(&r->cl, i), err);
@@ -1364,7 +1406,7 @@ static void save_digests(run *r)
         free(units);
         units = unit_lines(r, via);
         behind = units != NULL ? units_behind(units) : -1;
-        if (behind == 0 || chaos_mono_ns() > until)
+        if (behind == 0 || chaos_mono_ns() > until || interrupted)
             break;
         chaos_sleep_ms(500);
     }
@@ -1374,7 +1416,8 @@ static void save_digests(run *r)
                         "replicas-agree compares only the in-sync ones\n",
                 behind, INSYNC_MS / 1000);
     chaos_buf_init(&b);
-    for (tries = 0; tries < DIGEST_TRIES && units != NULL; tries++) {
+    for (tries = 0; tries < DIGEST_TRIES && units != NULL && !interrupted;
+         tries++) {
         const char *p;
 
         chaos_buf_free(&b);
@@ -1441,6 +1484,27 @@ static void save_digests(run *r)
 
 /* ---------------------------------------------------------------- run */
 
+/* Stops what the run started and removes what it made on the system:
+ * nodes, ZooKeeper, the relays, the network namespaces, the tmpfs mounts
+ * (the nodes' data on them goes too). Again, it does nothing. */
+static void undo_harness(run *r)
+{
+    char *p;
+    int i;
+
+    chaos_cluster_free(&r->cl);
+    for (i = 0; i < CHAOS_ZK_MAX; i++)
+        chaos_relay_stop(&r->relay[i]);
+    chaos_net_teardown(&r->net);
+    for (i = 0; i < CHAOS_NODES_MAX; i++)
+        if (r->mounted[i] &&
+            asprintf(&p, "%s/nodes/n%d", r->o->out, i) >= 0) {
+            chaos_disk_umount(p);
+            free(p);
+            r->mounted[i] = 0;
+        }
+}
+
 static int check_and_report(run *r, FILE *out, FILE *err)
 {
     const chaos_run_opts *o = r->o;
@@ -1489,9 +1553,10 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     int ndone = 0, nfailed = 0, nskipped = 0; /* faults, by status */
     int max_gen = 0, nactors = 0;
     struct stat st;
-    struct sigaction sa, old_int, old_term, old_hup;
+    struct saved_signals saved;
 
     memset(&r, 0, sizeof r);
+    memset(&saved, 0, sizeof saved);
     for (i = 0; i < CHAOS_ZK_MAX; i++)
         r.relay[i].lfd = r.relay[i].stop_pipe[0] = r.relay[i].stop_pipe[1] =
             -1;
@@ -1621,14 +1686,7 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
 
     /* From here on the run makes things to undo: an interrupt leaves
      * through the end that undoes them. */
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_interrupt;
-    sa.sa_flags = SA_RESETHAND;
-    sigemptyset(&sa.sa_mask);
-    interrupted = 0;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
-    sigaction(SIGHUP, &sa, &old_hup);
+    catch_signals(&saved);
     r.log = open_in(o->out, "run.log", "we");
     r.hf = open_in(o->out, "history.jsonl", "we");
     r.events = open_in(o->out, "events.jsonl", "we");
@@ -1856,6 +1914,8 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
                                     r.relay[i].port);
         }
     }
+    if (interrupted)
+        goto interrupt;
     if (zk_servers(o) > 1)
         progress(&r, "ZooKeeper: zk1..zk%d on %s; the nodes' --zk %s",
                  zk_servers(o), r.cl.zk_hosts,
@@ -1867,6 +1927,8 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
             fprintf(err, "keel-chaos: %s\n", msg);
             goto out;
         }
+    if (interrupted)
+        goto interrupt;
     progress(&r, "%d nodes up (cluster %s, %d shards)", o->nodes, r.cl.name,
              o->shards);
     if (!settle(&r, SETTLE_MS, "start")) {
@@ -1907,6 +1969,8 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
         memset(&fr, 0, sizeof fr);
         fr.f = &sched[k];
         wait_until(&r, at, -1);
+        if (interrupted)
+            break;
         fr.start_ns = chaos_mono_ns();
         if (fr.start_ns > at + 100000000LL)
             slip_ms += (fr.start_ns - at) / 1000000;
@@ -1970,6 +2034,8 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     progress(&r, "final reads: %d of %d actors read", finals, nactors);
     save_digests(&r);
     save_cluster(&r);
+    if (interrupted)
+        goto interrupt;
     write_run_json(&r, chaos_mono_ns(), nsched, settled, finals);
     for (i = 0; i < r.cl.nnodes; i++)
         if (r.cl.nodes[i].pid > 0) {
@@ -2014,6 +2080,10 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     r.events = NULL;
     fclose(r.faults);
     r.faults = NULL;
+    /* Nothing runs any more: what the harness made on the system goes
+     * before the checks, which a signal may then simply end. */
+    undo_harness(&r);
+    restore_signals(&saved);
     rc = check_and_report(&r, out, err);
     goto out;
 
@@ -2039,16 +2109,7 @@ out:
         fclose(r.faults);
     r.faults = NULL;
     if (r.cl.dir != NULL) {
-        chaos_cluster_free(&r.cl);
-        for (i = 0; i < CHAOS_ZK_MAX; i++)
-            chaos_relay_stop(&r.relay[i]);
-        chaos_net_teardown(&r.net);
-        /* On a tmpfs, the nodes' data goes with it, kept or not. */
-        for (i = 0; i < CHAOS_NODES_MAX; i++)
-            if (r.mounted[i] && asprintf(&p, "%s/nodes/n%d", o->out, i) >= 0) {
-                chaos_disk_umount(p);
-                free(p);
-            }
+        undo_harness(&r);
         if (!o->keep_data) {
             for (i = 0; i < r.cl.nnodes; i++)
                 if (asprintf(&p, "%s/nodes/n%d", o->out, i) >= 0) {
@@ -2067,8 +2128,6 @@ out:
     free(cls);
     free(sched);
     pthread_mutex_destroy(&r.mu);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    sigaction(SIGHUP, &old_hup, NULL);
+    restore_signals(&saved);
     return rc;
 }

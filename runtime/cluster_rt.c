@@ -389,7 +389,7 @@ const char *keel__cluster_rt_stop_text(const keel_node *n, char *buf,
 static void leave_tick(keel_cluster_rt *rt)
 {
     keel_node *n = rt->n;
-    size_t held, movable;
+    size_t held, movable, received;
 
     if (rt->leave == 0) {
         if (keel_cluster_phase(rt->c) == KEEL_CLUSTER_RUNNING &&
@@ -413,7 +413,8 @@ static void leave_tick(keel_cluster_rt *rt)
     /* A unit stored here from a stream is on its way to being ours (the
      * sender's release names this node): leaving before the map shows it
      * would strand its only copy. */
-    if (movable == 0 && rt->rels == NULL && rt_receipts_pending(rt) == 0) {
+    received = rt_receipts_pending(rt);
+    if (movable == 0 && rt->rels == NULL && received == 0) {
         if (held > 0)
             keel_warn("cluster: leaving with %zu unit(s) no other member can "
                       "take; they stay unavailable until this node returns",
@@ -427,8 +428,17 @@ static void leave_tick(keel_cluster_rt *rt)
                   held, movable);
     } else {
         if (rt_now(rt) >= rt->leave_report) {
-            keel_info("cluster: leaving: %zu unit(s) still to hand off",
-                      movable);
+            size_t out = 0;
+            const rt_rel *r;
+            for (r = rt->rels; r != NULL; r = r->next)
+                out++;
+            /* What the leave waits for, as it is: units another member
+             * can take, handoffs under way, units received here that the
+             * map does not name this node for yet. */
+            keel_info("cluster: leaving: %zu unit(s) still to hand off, "
+                      "%zu handoff(s) under way, %zu unit(s) received "
+                      "here not yet in the map",
+                      movable, out, received);
             rt->leave_report = rt_now(rt) + 1.0;
         }
         return;

@@ -14,6 +14,7 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,7 +296,7 @@ static int cmd_run(int argc, char **argv)
     chaos_run_opts o;
     long long v;
     unsigned long long u;
-    int c;
+    int c, rc;
 
     chaos_run_opts_init(&o);
     self_dir(self, sizeof self);
@@ -462,7 +463,15 @@ static int cmd_run(int argc, char **argv)
                  (unsigned long long)o.seed);
         o.out = out;
     }
-    return chaos_run(&o, stdout, stderr);
+    rc = chaos_run(&o, stdout, stderr);
+    if (rc > 128 && rc < 128 + 32) {
+        /* Interrupted and cleaned up: end as the signal would have, so
+         * that a shell loop around the run stops too. */
+        fflush(NULL);
+        signal(rc - 128, SIG_DFL);
+        raise(rc - 128);
+    }
+    return rc;
 }
 
 int main(int argc, char **argv)

@@ -57,15 +57,24 @@ static int chaos6(char **out, char **err, const char *a1, const char *a2,
     return rc;
 }
 
-/* keel-chaos run ARGS... --keeld /bin/true --zk-conf /nonexistent --out
- * DIR/sub: what run says before it starts anything, for it stops at
- * ZooKeeper (exit 4). */
+/* keel-chaos run ARGS... --keeld /bin/true --zk-conf DIR/nozk --out
+ * DIR/sub, where DIR/nozk/zk.sh fails at once: what run says before it
+ * starts anything, for it stops at ZooKeeper (exit 4). */
 static char *run_until_zk(const char *sub, const char *const *args)
 {
-    char *bin = tu_bin("keel-chaos"), *out = NULL, *err = NULL, run[600];
+    char *bin = tu_bin("keel-chaos"), *out = NULL, *err = NULL, run[600],
+         nozk[600], script[620];
     const char *argv[32];
     int n = 0, rc;
+    FILE *f;
 
+    snprintf(nozk, sizeof nozk, "%s/nozk", dir);
+    snprintf(script, sizeof script, "%s/zk.sh", nozk);
+    mkdir(nozk, 0700);
+    f = fopen(script, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("echo 'no ZooKeeper here' >&2\nexit 1\n", f);
+    fclose(f);
     snprintf(run, sizeof run, "%s/%s", dir, sub);
     argv[n++] = bin;
     argv[n++] = "run";
@@ -74,7 +83,7 @@ static char *run_until_zk(const char *sub, const char *const *args)
     argv[n++] = "--keeld";
     argv[n++] = "/bin/true";
     argv[n++] = "--zk-conf";
-    argv[n++] = "/nonexistent";
+    argv[n++] = nozk;
     argv[n++] = "--out";
     argv[n++] = run;
     argv[n] = NULL;

@@ -1,7 +1,8 @@
 /* keel-chaos run interrupted: SIGINT in the middle of a run (during a
  * partition where the test may make network namespaces) ends it through
- * its usual end. It exits 130 and says so; its nodes and ZooKeeper are
- * gone and its namespaces removed; its directory keeps what it recorded,
+ * its usual end, says so, and then ends as the signal would have (130);
+ * it killed its nodes and stopped ZooKeeper, and removed its namespaces
+ * and bridge; its directory keeps what it recorded,
  * which check calls INCOMPLETE (not PASS), and run refuses to use the
  * name again. Options the run cannot use are refused before it starts:
  * a --zk-conf without zk.sh. keel-chaos --version answers.
@@ -52,7 +53,9 @@ static int wait_text(const char *path, const char *text, int secs)
 }
 
 /* Whether the process pid is gone, within 10 s (a process killed as
- * the run ended may still await its reaping by init). */
+ * the run ended may still await its reaping by init). The nodes would
+ * also die with the harness (their parent-death signal), so the test
+ * asks the run's log too: the run itself killed each. */
 static int gone(long pid)
 {
     int i;
@@ -95,9 +98,10 @@ START_TEST(an_interrupted_run_cleans_up_and_is_incomplete)
     out = tu_read_file(opath);
     parts = strstr(out, "partition faults skipped") == NULL;
     free(out);
-    /* Where namespaces can be made, in the middle of a partition. */
+    /* Where namespaces can be made, in the middle of a partition (its
+     * progress line, "+  7.0 s  partition: ..."). */
     if (parts)
-        ck_assert_msg(wait_text(opath, "partition: ", 60),
+        ck_assert_msg(wait_text(opath, " s  partition: ", 60),
                       "no partition began");
     else
         tu_sleep_ms(2000);
@@ -121,11 +125,17 @@ START_TEST(an_interrupted_run_cleans_up_and_is_incomplete)
     ck_assert_ptr_nonnull(log);
     for (p = log; (p = strstr(p, " started (pid ")) != NULL; p++) {
         long npid = atol(p + strlen(" started (pid "));
+        char killed[64];
         ck_assert_int_gt(npid, 0);
         ck_assert_msg(gone(npid), "node pid %ld still runs", npid);
+        snprintf(killed, sizeof killed, " killed (pid %ld)", npid);
+        ck_assert_msg(strstr(log, killed) != NULL,
+                      "the run did not kill node pid %ld", npid);
         nodes++;
     }
     ck_assert_int_eq(nodes, 3);
+    ck_assert_msg(strstr(log, "zookeeper stopped") != NULL,
+                  "the run did not stop ZooKeeper");
     snprintf(path, sizeof path, "%s/zk/zk.pid", run);
     {
         char *zp = tu_read_file(path);
@@ -145,6 +155,11 @@ START_TEST(an_interrupted_run_cleans_up_and_is_incomplete)
         *q = '\0'; /* "kcPID-n0" */
         snprintf(path, sizeof path, "/run/netns/%s", ns);
         ck_assert_msg(stat(path, &st) != 0, "namespace %s is left", ns);
+        q = strstr(ns, "-n0");
+        ck_assert_ptr_nonnull(q);
+        strcpy(q, "br"); /* the bridge, "kcPIDbr" */
+        snprintf(path, sizeof path, "/sys/class/net/%s", ns);
+        ck_assert_msg(stat(path, &st) != 0, "bridge %s is left", ns);
     }
     free(log);
     snprintf(path, sizeof path, "%s/run.json", run);

@@ -120,9 +120,33 @@ static long get_via(int i, const char *id)
     return v;
 }
 
-/* Waits (up to 30 s) until the map names n0 primary of no unit and no
- * unit is on its way anywhere. */
-static void wait_off_n0(void)
+/* Whether every unit has the three nodes in sync, waiting up to 30 s. */
+static int wait_all_in_sync(void)
+{
+    int i, j;
+
+    for (i = 0; i < 300; i++) {
+        int out = 0;
+        keel_shard_map m;
+        if (tu_map_read(&fx, &m) == 0) {
+            for (j = 0; j < SHARDS; j++) {
+                const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)j);
+                out += u == NULL || !tu_map_in_sync(&m, u, "n0") ||
+                       !tu_map_in_sync(&m, u, "n1") ||
+                       !tu_map_in_sync(&m, u, "n2");
+            }
+            keel_map_free(&m);
+            if (out == 0)
+                return 1;
+        }
+        tu_sleep_ms(100);
+    }
+    return 0;
+}
+
+/* Whether, within 30 s, the map names n0 primary of no unit and no unit
+ * is on its way anywhere. */
+static int wait_off_n0(void)
 {
     int i, j;
 
@@ -138,10 +162,11 @@ static void wait_off_n0(void)
             }
             keel_map_free(&m);
             if (left == 0)
-                return;
+                return 1;
         }
         tu_sleep_ms(100);
     }
+    return 0;
 }
 
 /* ------------------------------------------------------------ the load */
@@ -380,6 +405,7 @@ START_TEST(a_promotion_on_a_move_is_no_call)
     int i;
 
     start3();
+    CHECK(wait_all_in_sync(), "the units never had the three nodes in sync");
     for (i = 1; i < NODES; i++) {
         calls[i] = tu_keel_stat(fx.nodes[i].addr, "calls_completed");
         promoted[i] = tu_keel_stat(fx.nodes[i].addr, "units_promoted_on_move");
@@ -393,7 +419,7 @@ START_TEST(a_promotion_on_a_move_is_no_call)
           "drain n0: %s", err != NULL ? err : "");
     free(out);
     free(err);
-    wait_off_n0();
+    CHECK(wait_off_n0(), "n0's units did not all move within 30 s");
     for (i = 1; i < NODES; i++) {
         long c = tu_keel_stat(fx.nodes[i].addr, "calls_completed");
         long p = tu_keel_stat(fx.nodes[i].addr, "units_promoted_on_move");

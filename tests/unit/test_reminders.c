@@ -120,13 +120,22 @@ static int rem_message(keel_turn *t, const void *msg, size_t len)
         ck_assert_int_eq(keel_turn_remind(t, "a", 1, 10, 0, big, sizeof big),
                          KEEL_ETOOBIG);
         ck_assert_int_eq(keel_turn_remind(t, "a", 1, 1ull << 40, 0, "x", 1),
-                         KEEL_ELIMIT);
+                         KEEL_EINVAL);
         ck_assert_int_eq(keel_turn_remind(t, "a", 1, 10, 1ull << 41, "x", 1),
-                         KEEL_ELIMIT);
+                         KEEL_EINVAL);
         ck_assert_int_eq(keel_turn_unremind(t, "", 0), KEEL_EINVAL);
         ck_assert_int_eq(keel_turn_unremind(t, "none", 4), 0);
         ck_assert_ptr_null(keel_turn_reminder(t, NULL));
         return keel_turn_replyf(t, "ok");
+    }
+    /* A handler that returns the call's code as it is: a due time of
+     * -5 ms wraps past 2^40. */
+    if (strcmp(m, "past") == 0)
+        return keel_turn_remind(t, "a", 1, (uint64_t)-5, 0, "x", 1);
+    if (strcmp(m, "longname") == 0) {
+        char longname[KEEL_MAX_REMINDER_NAME_LEN + 1];
+        memset(longname, 'n', sizeof longname);
+        return keel_turn_remind(t, longname, sizeof longname, 10, 0, "x", 1);
     }
     return KEEL_EBADMSG;
 }
@@ -460,10 +469,16 @@ END_TEST
 START_TEST(bad_arguments)
 {
     keel_node *n = start_node();
-    char got[32];
+    char got[32], msg[256];
 
     ck_assert_int_eq(call(n, "x", "bad", got, sizeof got), 0);
     ck_assert_str_eq(got, "ok");
+    /* Returned as they are, the refusals say what was wrong (ELIMIT's
+     * own text names type names and ids). */
+    ck_assert_int_eq(call(n, "x", "past", msg, sizeof msg), KEEL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(msg, "under 2^40"));
+    ck_assert_int_eq(call(n, "x", "longname", msg, sizeof msg), KEEL_ELIMIT);
+    ck_assert_ptr_nonnull(strstr(msg, "name is at most 128 bytes"));
     finish(n);
 }
 END_TEST
