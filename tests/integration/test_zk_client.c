@@ -5,7 +5,9 @@
  * expiry. Every wait is bounded. */
 #include <arpa/inet.h>
 #include <check.h>
+#include <dirent.h>
 #include <ev.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,6 +169,37 @@ static int run_until(struct ev_loop *loop, const int *flag, double secs)
     return *flag;
 }
 
+/* The sockets of this process: how many, and how many of them would be
+ * inherited across an exec (no close-on-exec). */
+static void count_sockets(int *all, int *inherited)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+
+    *all = *inherited = 0;
+    ck_assert_ptr_nonnull(d);
+    while ((e = readdir(d)) != NULL) {
+        char path[64], to[64];
+        ssize_t n;
+        int fd = atoi(e->d_name), fl;
+
+        if (e->d_name[0] == '.' || fd == dirfd(d))
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        n = readlink(path, to, sizeof to - 1);
+        if (n <= 0)
+            continue;
+        to[n] = '\0';
+        if (strncmp(to, "socket:", 7) != 0)
+            continue;
+        (*all)++;
+        fl = fcntl(fd, F_GETFD);
+        if (fl >= 0 && !(fl & FD_CLOEXEC))
+            (*inherited)++;
+    }
+    closedir(d);
+}
+
 static keel_zk *client(struct ev_loop *loop, int timeout_ms, rec *sess)
 {
     keel_zk *zk;
@@ -183,6 +216,17 @@ static keel_zk *client(struct ev_loop *loop, int timeout_ms, rec *sess)
     ck_assert_msg(connected, "no session within 10 s");
     ck_assert(keel_zk_session_id(zk) != 0);
     ck_assert_int_ge(keel_zk_session_timeout(zk), 1000);
+    {
+        /* The session's socket is not handed to a program an embedder
+         * forks and execs: a child holding it would keep the connection
+         * open after the node closed it. */
+        int all, inherited;
+        count_sockets(&all, &inherited);
+        ck_assert_int_ge(all, 1);
+        ck_assert_msg(inherited == 0,
+                      "%d of this process's %d sockets lack close-on-exec",
+                      inherited, all);
+    }
     return zk;
 }
 
