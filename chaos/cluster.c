@@ -501,6 +501,11 @@ static void zk_set_hosts(chaos_cluster *c)
                                 c->zk[s].port);
 }
 
+static int cancelled(const chaos_cluster *c)
+{
+    return c->cancel != NULL && *c->cancel != 0;
+}
+
 /* One server: on a free port, or on its port again (a restart on the
  * same data). A port may be held for a moment after the server died: a
  * few attempts. */
@@ -508,7 +513,7 @@ static int zk_start_one(chaos_cluster *c, char *err, size_t errlen)
 {
     int attempt;
 
-    for (attempt = 0; attempt < 5; attempt++) {
+    for (attempt = 0; attempt < 5 && !cancelled(c); attempt++) {
         int port = c->zk[0].port > 0 ? c->zk[0].port
                                      : chaos_free_ports(c->zk_host, 1);
 
@@ -533,7 +538,7 @@ static int zk_start_ensemble(chaos_cluster *c, char *err, size_t errlen)
 {
     int attempt, s;
 
-    for (attempt = 0; attempt < 5; attempt++) {
+    for (attempt = 0; attempt < 5 && !cancelled(c); attempt++) {
         int base = chaos_free_ports("127.0.0.1", 9);
         int proxy = base > 0 ? chaos_free_ports("127.0.0.1", CHAOS_ZK_RELAYS) : -1;
 
@@ -595,7 +600,7 @@ int chaos_zk_restart(chaos_cluster *c, int s, char *err, size_t errlen)
     }
     if ((dir = zk_srv_dir(c, s)) == NULL)
         return -1;
-    for (attempt = 0; attempt < 5 && rc != 0; attempt++) {
+    for (attempt = 0; attempt < 5 && rc != 0 && !cancelled(c); attempt++) {
         if (attempt > 0)
             chaos_sleep_ms(500);
         rc = zk_script(c, "resume", dir, c->zk[s].port, 0, err, errlen);
@@ -917,7 +922,7 @@ int chaos_node_start(chaos_cluster *c, int i, char *err, size_t errlen)
     say(c, "%s started (pid %d) on %s", nd->id, (int)nd->pid, nd->addr);
     event(c, nd->id, "start");
     deadline = chaos_mono_ns() + 30 * 1000000000LL;
-    while (chaos_mono_ns() < deadline) {
+    while (chaos_mono_ns() < deadline && !cancelled(c)) {
         int status;
         if (waitpid(nd->pid, &status, WNOHANG) == nd->pid) {
             char how[96];

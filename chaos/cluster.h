@@ -12,6 +12,7 @@
 #ifndef KEEL_CHAOS_CLUSTER_H
 #define KEEL_CHAOS_CLUSTER_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -64,6 +65,10 @@ typedef struct chaos_cluster {
     int zk_tick_ms;      /* ZooKeeper's tickTime */
     const char *load;    /* keeld --load of every node, or NULL */
     int replicas;        /* keeld --replicas of every node (0: its default) */
+    /* When set and *cancel is nonzero, the starts (ZooKeeper's attempts,
+     * a node's wait for its first answer) give up at once: the caller was
+     * interrupted. */
+    const volatile sig_atomic_t *cancel;
     int no_actlog;       /* no --activation-log (keel-bench: a write(2)
                           * per activation would be measured too) */
     const char *const *args; /* more keeld arguments of every node,

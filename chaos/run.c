@@ -119,6 +119,7 @@ struct run {
     int disk_up;
     int mounted[CHAOS_NODES_MAX];
     char no_disk[256];
+    int data_removed; /* remove_data ran */
     /* wipe: only with replicas; or why not. */
     int wipe_up;
     char no_wipe[256];
@@ -509,8 +510,13 @@ static void catch_signals(struct saved_signals *s)
     sa.sa_handler = on_interrupt;
     sigemptyset(&sa.sa_mask);
     interrupted = 0;
-    for (k = 0; k < 3; k++)
-        sigaction(caught[k], &sa, &s->old[k]);
+    for (k = 0; k < 3; k++) {
+        /* One ignored already (nohup, a background job of a script)
+         * stays ignored. */
+        sigaction(caught[k], NULL, &s->old[k]);
+        if (s->old[k].sa_handler != SIG_IGN)
+            sigaction(caught[k], &sa, NULL);
+    }
     s->set = 1;
 }
 
@@ -1410,14 +1416,17 @@ static void save_digests(run *r)
             break;
         chaos_sleep_ms(500);
     }
+    if (interrupted) {
+        free(units);
+        return;
+    }
     if (behind != 0)
         fprintf(r->out, "warning: %d units still moving or with replicas "
                         "out of sync %d s after the final reads: "
                         "replicas-agree compares only the in-sync ones\n",
                 behind, INSYNC_MS / 1000);
     chaos_buf_init(&b);
-    for (tries = 0; tries < DIGEST_TRIES && units != NULL && !interrupted;
-         tries++) {
+    for (tries = 0; tries < DIGEST_TRIES && units != NULL; tries++) {
         const char *p;
 
         chaos_buf_free(&b);
@@ -1464,7 +1473,7 @@ static void save_digests(run *r)
         units = again;
         again = NULL;
     }
-    if (units != NULL && !b.oom &&
+    if (units != NULL && b.p != NULL && !b.oom &&
         (f = open_in(r->o->out, "digests.txt", "we")) != NULL) {
         fputs(b.p, f);
         fclose(f);
@@ -1503,6 +1512,27 @@ static void undo_harness(run *r)
             free(p);
             r->mounted[i] = 0;
         }
+}
+
+/* Without --keep-data, the nodes' and ZooKeeper's data (the checks do
+ * not read them). */
+static void remove_data(run *r)
+{
+    char *p;
+    int i;
+
+    if (r->o->keep_data || r->data_removed)
+        return;
+    r->data_removed = 1;
+    for (i = 0; i < r->cl.nnodes; i++)
+        if (asprintf(&p, "%s/nodes/n%d", r->o->out, i) >= 0) {
+            rm_rf(p);
+            free(p);
+        }
+    if (asprintf(&p, "%s/zk/data", r->o->out) >= 0) {
+        rm_rf(p);
+        free(p);
+    }
 }
 
 static int check_and_report(run *r, FILE *out, FILE *err)
@@ -1830,6 +1860,7 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     r.cl.log = r.log;
     r.cl.on_event = on_event;
     r.cl.event_data = &r;
+    r.cl.cancel = &interrupted;
     spares = (o->faults & (1u << CHAOS_F_JOIN)) ? 1 : 0;
     if (chaos_cluster_init(&r.cl, o->nodes + spares, o->nodes, NULL) != 0) {
         fprintf(err, "keel-chaos: cannot lay out the cluster (no free "
@@ -2083,7 +2114,16 @@ int chaos_run(const chaos_run_opts *o, FILE *out, FILE *err)
     /* Nothing runs any more: what the harness made on the system goes
      * before the checks, which a signal may then simply end. */
     undo_harness(&r);
+    remove_data(&r);
     restore_signals(&saved);
+    if (interrupted) {
+        fprintf(err, "keel-chaos: interrupted (%s) as the run ended: it "
+                     "finished, and is not checked (keel-chaos check %s "
+                     "checks it)\n",
+                strsignal(interrupted), o->out);
+        rc = 128 + interrupted;
+        goto out;
+    }
     rc = check_and_report(&r, out, err);
     goto out;
 
@@ -2110,17 +2150,7 @@ out:
     r.faults = NULL;
     if (r.cl.dir != NULL) {
         undo_harness(&r);
-        if (!o->keep_data) {
-            for (i = 0; i < r.cl.nnodes; i++)
-                if (asprintf(&p, "%s/nodes/n%d", o->out, i) >= 0) {
-                    rm_rf(p);
-                    free(p);
-                }
-            if (asprintf(&p, "%s/zk/data", o->out) >= 0) {
-                rm_rf(p);
-                free(p);
-            }
-        }
+        remove_data(&r);
     }
     chaos_hwriter_close(&r.hw);
     if (r.log != NULL)

@@ -21,6 +21,7 @@
  * (re)connects within that session; a new session after an expiry is a
  * new handle, which gets them here again. */
 #include <ev.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -470,6 +471,14 @@ static int settle(zk_real *z)
                        "is cut; trying another",
                        z->avoid);
             (void)shutdown(fd, SHUT_RDWR);
+        }
+        /* The library opens its sockets without close-on-exec: a program
+         * embedding keel that forks and execs would hand the session's
+         * socket to its child, which would hold the connection open. */
+        if (fd >= 0) {
+            int fl = fcntl(fd, F_GETFD);
+            if (fl >= 0 && !(fl & FD_CLOEXEC))
+                (void)fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
         }
         /* The fd may be a new socket under an old number: libev must
          * re-register it, so the watcher is always set afresh. */

@@ -860,10 +860,9 @@ KEEL_API int keel_turn_send(keel_turn *turn, const char *type, const void *id,
  * Limits: name 1..KEEL_MAX_REMINDER_NAME_LEN bytes (any byte values), msg
  * at most KEEL_MAX_REMINDER_MSG_LEN bytes, due_ms and period_ms under
  * 2^40. Not from on_passivate. docs/design.md, "Reminders".
- * Errors: KEEL_EINVAL (no name, a due time or period of 2^40 or more),
- * KEEL_ELIMIT (the name's length), KEEL_ETOOBIG (the message's),
- * KEEL_ENOMEM; each with a text for the caller (keel_turn_error) unless
- * the handler set one. */
+ * Errors: KEEL_EINVAL (no name, a due time or period of 2^40 or more: a
+ * negative one wraps past that), KEEL_ELIMIT (the name's length),
+ * KEEL_ETOOBIG (the message's), KEEL_ENOMEM. */
 #define KEEL_MAX_REMINDER_NAME_LEN 128
 #define KEEL_MAX_REMINDER_MSG_LEN 65536
 KEEL_API int keel_turn_remind(keel_turn *turn, const void *name,

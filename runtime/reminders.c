@@ -151,25 +151,12 @@ static int record_get(keel_turn *t, const uint8_t *key, size_t klen,
     return 0;
 }
 
-/* rc, with a text for the caller when the handler returns rc as it is
- * and set none of its own: the generic texts (ELIMIT's names type names
- * and ids) would mislead. */
-static int refuse(keel_turn *t, int rc, const char *what)
-{
-    if (!keel__turn_has_error(t))
-        keel_turn_error(t, "%s", what);
-    return rc;
-}
-
 static int name_check(keel_turn *t, const void *name, size_t nlen)
 {
-    if (t == NULL)
+    if (t == NULL || name == NULL || nlen == 0)
         return KEEL_EINVAL;
-    if (name == NULL || nlen == 0)
-        return refuse(t, KEEL_EINVAL, "a reminder needs a name");
     if (nlen > KEEL_MAX_REMINDER_NAME_LEN)
-        return refuse(t, KEEL_ELIMIT, "a reminder's name is at most 128 "
-                                      "bytes");
+        return KEEL_ELIMIT; /* a key's length, as ELIMIT says */
     if (!keel__turn_writable(t))
         return KEEL_EINVAL; /* on_passivate */
     return 0;
@@ -219,13 +206,11 @@ int keel_turn_remind(keel_turn *t, const void *name, size_t nlen,
     if (msg == NULL && len > 0)
         return KEEL_EINVAL;
     if (len > KEEL_MAX_REMINDER_MSG_LEN)
-        return refuse(t, KEEL_ETOOBIG, "a reminder's message is at most "
-                                       "65536 bytes");
+        return KEEL_ETOOBIG;
+    /* Not ELIMIT, whose text speaks of names and keys: a negative due
+     * time wraps to one of these. */
     if (due_ms >= RM_MAX_MS || period_ms >= RM_MAX_MS)
-        return refuse(t, KEEL_EINVAL,
-                      "a reminder's due time and period are milliseconds "
-                      "from now under 2^40 (a negative one wraps past "
-                      "that)");
+        return KEEL_EINVAL;
     return remind_set(t, name, nlen, 0, keel__wall_ms() + due_ms, period_ms, msg,
                       len);
 }

@@ -169,6 +169,19 @@ static int wait_off_n0(void)
     return 0;
 }
 
+/* Drains n0 through n1 and waits for its units to have moved. */
+static void drain_n0(void)
+{
+    char *out = NULL, *err = NULL;
+
+    CHECK(tu_keel(fx.nodes[1].addr, &out, &err, "node", "drain", "n0",
+                  NULL) == 0,
+          "drain n0: %s", err != NULL ? err : "");
+    free(out);
+    free(err);
+    CHECK(wait_off_n0(), "n0's units did not all move within 30 s");
+}
+
 /* ------------------------------------------------------------ the load */
 
 struct ctr {
@@ -261,7 +274,7 @@ START_TEST(drain_promotes_in_sync_backups_without_streaming)
     int led[SHARDS] = {0}, touched[SHARDS] = {0};
     int i, j, nled = 0, code, moved = 0;
     long nprom = 0;
-    char id[16], *out = NULL, *err = NULL;
+    char id[16];
     tu_actlog acts;
 
     start3();
@@ -305,12 +318,7 @@ START_TEST(drain_promotes_in_sync_backups_without_streaming)
     }
 
     /* n0 leaves, through n1, under the load */
-    CHECK(tu_keel(fx.nodes[1].addr, &out, &err, "node", "drain", "n0",
-                  NULL) == 0,
-          "drain n0: %s", err != NULL ? err : "");
-    free(out);
-    free(err);
-    wait_off_n0();
+    drain_n0();
     /* the load goes on a little on the new primaries */
     tu_sleep_ms(500);
     stop_load = 1;
@@ -401,7 +409,6 @@ END_TEST
 START_TEST(a_promotion_on_a_move_is_no_call)
 {
     long calls[NODES], promoted[NODES], nprom = 0;
-    char *out = NULL, *err = NULL;
     int i;
 
     start3();
@@ -414,12 +421,7 @@ START_TEST(a_promotion_on_a_move_is_no_call)
               calls[i], promoted[i]);
     }
     /* no call at all while n0 leaves */
-    CHECK(tu_keel(fx.nodes[1].addr, &out, &err, "node", "drain", "n0",
-                  NULL) == 0,
-          "drain n0: %s", err != NULL ? err : "");
-    free(out);
-    free(err);
-    CHECK(wait_off_n0(), "n0's units did not all move within 30 s");
+    drain_n0();
     for (i = 1; i < NODES; i++) {
         long c = tu_keel_stat(fx.nodes[i].addr, "calls_completed");
         long p = tu_keel_stat(fx.nodes[i].addr, "units_promoted_on_move");

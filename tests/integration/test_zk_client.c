@@ -179,7 +179,7 @@ static void count_sockets(int *all, int *inherited)
     *all = *inherited = 0;
     ck_assert_ptr_nonnull(d);
     while ((e = readdir(d)) != NULL) {
-        char path[64], to[64];
+        char path[300], to[64];
         ssize_t n;
         int fd = atoi(e->d_name), fl;
 

@@ -382,5 +382,5 @@ int tu_wait_exit(pid_t pid, int secs)
     }
     if (WIFEXITED(status))
         return WEXITSTATUS(status);
-    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+    return WIFSIGNALED(status) ? 256 + WTERMSIG(status) : -1;
 }

@@ -50,7 +50,8 @@ int tu_run_for(const char *const *argv, int secs, char **out, char **err);
 pid_t tu_spawn(const char *const *argv, const char *out_path,
                const char *err_path);
 /* Waits (at most secs seconds; then SIGKILL) for pid's exit. Returns the
- * exit code, 128+signal, or -1. */
+ * exit code, 256 + the signal that ended it (unlike tu_run: an exit code
+ * 130 and a death by SIGINT differ here), or -1. */
 int tu_wait_exit(pid_t pid, int secs);
 
 /* Runs the keel CLI against addr: tu_keel(addr, &out, &err, "call",
