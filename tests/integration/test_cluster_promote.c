@@ -120,33 +120,8 @@ static long get_via(int i, const char *id)
     return v;
 }
 
-/* Whether every unit has the three nodes in sync, waiting up to 30 s. */
-static int wait_all_in_sync(void)
-{
-    int i, j;
-
-    for (i = 0; i < 300; i++) {
-        int out = 0;
-        keel_shard_map m;
-        if (tu_map_read(&fx, &m) == 0) {
-            for (j = 0; j < SHARDS; j++) {
-                const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)j);
-                out += u == NULL || !tu_map_in_sync(&m, u, "n0") ||
-                       !tu_map_in_sync(&m, u, "n1") ||
-                       !tu_map_in_sync(&m, u, "n2");
-            }
-            keel_map_free(&m);
-            if (out == 0)
-                return 1;
-        }
-        tu_sleep_ms(100);
-    }
-    return 0;
-}
-
-/* Whether, within 30 s, the map names n0 primary of no unit and no unit
- * is on its way anywhere. */
-static int wait_off_n0(void)
+/* Whether, within 30 s, the map shows every unit as ok says. */
+static int wait_units(int (*ok)(const keel_shard_map *m, uint32_t s))
 {
     int i, j;
 
@@ -154,12 +129,8 @@ static int wait_off_n0(void)
         int left = 0;
         keel_shard_map m;
         if (tu_map_read(&fx, &m) == 0) {
-            for (j = 0; j < SHARDS; j++) {
-                const char *p = primary_of(&m, (uint32_t)j);
-                const keel_map_unit *u = tu_map_unit(&m, "", (uint32_t)j);
-                left += p == NULL || strcmp(p, "n0") == 0 ||
-                        u->target != KEEL_MAP_NO_NODE;
-            }
+            for (j = 0; j < SHARDS; j++)
+                left += !ok(&m, (uint32_t)j);
             keel_map_free(&m);
             if (left == 0)
                 return 1;
@@ -167,6 +138,25 @@ static int wait_off_n0(void)
         tu_sleep_ms(100);
     }
     return 0;
+}
+
+/* Unit s has the three nodes in sync. */
+static int in_sync_on_3(const keel_shard_map *m, uint32_t s)
+{
+    const keel_map_unit *u = tu_map_unit(m, "", s);
+
+    return u != NULL && tu_map_in_sync(m, u, "n0") &&
+           tu_map_in_sync(m, u, "n1") && tu_map_in_sync(m, u, "n2");
+}
+
+/* Unit s is not n0's, and on its way nowhere. */
+static int off_n0(const keel_shard_map *m, uint32_t s)
+{
+    const char *p = primary_of(m, s);
+    const keel_map_unit *u = tu_map_unit(m, "", s);
+
+    return p != NULL && strcmp(p, "n0") != 0 && u != NULL &&
+           u->target == KEEL_MAP_NO_NODE;
 }
 
 /* Drains n0 through n1 and waits for its units to have moved. */
@@ -179,7 +169,7 @@ static void drain_n0(void)
           "drain n0: %s", err != NULL ? err : "");
     free(out);
     free(err);
-    CHECK(wait_off_n0(), "n0's units did not all move within 30 s");
+    CHECK(wait_units(off_n0), "n0's units did not all move within 30 s");
 }
 
 /* ------------------------------------------------------------ the load */
@@ -412,7 +402,8 @@ START_TEST(a_promotion_on_a_move_is_no_call)
     int i;
 
     start3();
-    CHECK(wait_all_in_sync(), "the units never had the three nodes in sync");
+    CHECK(wait_units(in_sync_on_3),
+          "the units never had the three nodes in sync");
     for (i = 1; i < NODES; i++) {
         calls[i] = tu_keel_stat(fx.nodes[i].addr, "calls_completed");
         promoted[i] = tu_keel_stat(fx.nodes[i].addr, "units_promoted_on_move");
