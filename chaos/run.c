@@ -475,8 +475,6 @@ static void reap_all(run *r, int expected)
     }
 }
 
-/* Waits until at, noticing exits (node `expected` may exit: a drain),
- * or until the run has been given up (r->notype). */
 /* The signal (SIGINT, SIGTERM or SIGHUP) that interrupted the run, or 0.
  * The run then stops waiting, injecting, restarting and reading, and
  * leaves through its usual end: clients joined, nodes killed, ZooKeeper
@@ -531,6 +529,8 @@ static void restore_signals(struct saved_signals *s)
     s->set = 0;
 }
 
+/* Waits until at, noticing exits (node `expected` may exit: a drain),
+ * or until the run has been given up (r->notype) or interrupted. */
 static void wait_until(run *r, int64_t at, int expected)
 {
     for (;;) {

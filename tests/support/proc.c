@@ -172,36 +172,46 @@ int tu_keeld_start(tu_keeld *k, const char *data_dir, int port,
     return -1;
 }
 
+/* Reaps pid within secs seconds: 1 with its *status, 0 when it still
+ * runs then, -1 when it cannot be waited for. */
+static int reap_within(pid_t pid, double secs, int *status)
+{
+    double deadline = now_s() + secs;
+
+    for (;;) {
+        pid_t r = waitpid(pid, status, WNOHANG);
+        if (r == pid)
+            return 1;
+        if (r < 0)
+            return -1;
+        if (now_s() > deadline)
+            return 0;
+        usleep(10000);
+    }
+}
+
 int tu_keeld_stop(tu_keeld *k, int sig)
 {
-    double deadline;
-    int status;
+    int status, rc;
 
     if (k->pid <= 0)
         return -1;
     kill(k->pid, sig);
-    deadline = now_s() + 30;
-    for (;;) {
-        pid_t r = waitpid(k->pid, &status, WNOHANG);
-        if (r == k->pid)
-            break;
-        if (r < 0) {
-            k->pid = -1;
-            return -1;
-        }
-        if (now_s() > deadline) {
-            /* It did not stop in time: the test fails on the exit
-             * status; its log says what it was waiting for. */
-            char *log = tu_keeld_log(k);
-            fprintf(stderr, "keeld (pid %d) did not exit 30 s after signal "
-                            "%d; killed. Its log:\n%s\n",
-                    (int)k->pid, sig, log ? log : "");
-            free(log);
-            kill(k->pid, SIGKILL);
-            waitpid(k->pid, &status, 0);
-            break;
-        }
-        usleep(10000);
+    rc = reap_within(k->pid, 30, &status);
+    if (rc < 0) {
+        k->pid = -1;
+        return -1;
+    }
+    if (rc == 0) {
+        /* It did not stop in time: the test fails on the exit status; its
+         * log says what it was waiting for. */
+        char *log = tu_keeld_log(k);
+        fprintf(stderr, "keeld (pid %d) did not exit 30 s after signal "
+                        "%d; killed. Its log:\n%s\n",
+                (int)k->pid, sig, log ? log : "");
+        free(log);
+        kill(k->pid, SIGKILL);
+        waitpid(k->pid, &status, 0);
     }
     k->pid = -1;
     if (WIFEXITED(status))
@@ -345,40 +355,31 @@ pid_t tu_spawn(const char *const *argv, const char *out_path,
                const char *err_path)
 {
     pid_t pid = fork();
+    int fo, fe;
 
     if (pid != 0)
         return pid;
-    {
-        int fo = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        int fe = open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fo < 0 || fe < 0)
-            _exit(127);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        closefrom(3);
-        execv(argv[0], (char *const *)argv);
+    fo = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    fe = open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fo < 0 || fe < 0)
         _exit(127);
-    }
+    dup2(fo, 1);
+    dup2(fe, 2);
+    closefrom(3);
+    execv(argv[0], (char *const *)argv);
+    _exit(127);
 }
 
 int tu_wait_exit(pid_t pid, int secs)
 {
-    double deadline = now_s() + secs;
-    int status;
+    int status, rc = reap_within(pid, secs, &status);
 
-    for (;;) {
-        pid_t w = waitpid(pid, &status, WNOHANG);
-        if (w == pid)
-            break;
-        if (w < 0)
+    if (rc < 0)
+        return -1;
+    if (rc == 0) {
+        kill(pid, SIGKILL);
+        if (waitpid(pid, &status, 0) != pid)
             return -1;
-        if (now_s() > deadline) {
-            kill(pid, SIGKILL);
-            if (waitpid(pid, &status, 0) != pid)
-                return -1;
-            break;
-        }
-        poll(NULL, 0, 50);
     }
     if (WIFEXITED(status))
         return WEXITSTATUS(status);
