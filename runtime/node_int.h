@@ -1,6 +1,10 @@
 /* Internals shared by the node's files (loop thread unless noted):
- *   node.c         options, types, actors and their state, the turn, the
- *                  run queue, loop wakeups, lifecycle, calls;
+ *   node.c         options, types, actors and their state, running a
+ *                  turn, the run queue, loop wakeups, lifecycle, calls;
+ *   turn.c         what a handler sees of its turn (keel_turn_*): the
+ *                  actor's state and entries through the turn's staged
+ *                  writes and the actor's overlay, the reply and error;
+ *                  applying a turn's writes to its actor;
  *   node_keys.c    request keys: a keyed request's record and the answer
  *                  to its retry;
  *   node_commit.c  group commit: building a batch from the dirty actors,
@@ -13,11 +17,40 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "persistence/store.h"
 #include "runtime/cluster_rt.h"
+#include "runtime/follow.h"
 #include "runtime/node.h"
+#include "runtime/outbox.h"
+#include "runtime/reminders.h"
+
+/* A block of memory handed out to a turn; freed when the turn ends. */
+struct tmp_block {
+    struct tmp_block *next;
+    size_t used, cap;
+    uint8_t data[];
+};
+
+/* A turn: one message (or hook) of one actor, on the loop thread. Its
+ * writes wait in n->stage until keel__turn_apply makes them the actor's. */
+struct keel_turn {
+    keel_node *n;
+    keel_actor *a;
+    int state_set;
+    size_t state_len;
+    size_t reply_len;
+    int no_writes; /* on_passivate: reading only */
+    int err_set;
+    int ver_staged; /* the state version entry is among its writes */
+    struct keel_ob_turn ob; /* its outbox messages (outbox.h) */
+    struct keel_rm_turn rm; /* its reminders (reminders.h) */
+    struct keel_fl_turn fl; /* its event payload (follow.h) */
+    struct tmp_block *tmp;
+    char err[256]; /* last: run_turn clears everything before it */
+};
 
 /* Cluster mode: whether req was accepted to run here in a ZooKeeper
  * session that has ended since. Whatever its turn read or wrote belongs
@@ -45,6 +78,31 @@ static inline uint8_t *actor_state(keel_actor *a)
     return a->state_cap ? a->st.heap : a->st.inl;
 }
 
+static inline void actor_state_free(keel_actor *a)
+{
+    if (a->state_cap)
+        free(a->st.heap);
+    a->st.heap = NULL;
+    a->state_len = a->state_cap = 0;
+}
+
+/* Replaces the state blob. On KEEL_ENOMEM the old one is kept. */
+static inline int actor_state_set(keel_actor *a, const void *data, size_t len)
+{
+    if (len > a->state_cap && len > sizeof a->st.inl) {
+        uint8_t *p = malloc(len);
+        if (p == NULL)
+            return KEEL_ENOMEM;
+        actor_state_free(a);
+        a->st.heap = p;
+        a->state_cap = (uint32_t)len;
+    }
+    if (len)
+        memcpy(actor_state(a), data, len);
+    a->state_len = (uint32_t)len;
+    return 0;
+}
+
 static inline int encode_key(keel_actor *a, const void *entry, size_t elen,
                              uint8_t *buf)
 {
@@ -56,12 +114,29 @@ static inline int encode_key(keel_actor *a, const void *entry, size_t elen,
 /* --- node.c -------------------------------------------------------------*/
 
 void keel__actor_deactivate(keel_node *n, keel_actor *a);
-void keel__ovl_prune(keel_actor *a, uint64_t durable);
 /* Puts the actor on the run queue (once) and starts the run. */
 void keel__run_schedule(keel_node *n, keel_actor *a);
 /* Takes the parked actors whose writes have all settled off the parked
  * list, and queues those with messages. */
 void keel__run_unpark(keel_node *n);
+
+/* --- turn.c -------------------------------------------------------------*/
+
+/* Drops overlay entries the store now holds (seq <= durable). */
+void keel__ovl_prune(keel_actor *a, uint64_t durable);
+/* Frees an actor's overlay (NULL: nothing). */
+void keel__ovl_free(keel_hmap *ovl);
+/* Makes a successful turn's writes (staged state and entries) the
+ * actor's current ones and puts the actor on the open batch. All or
+ * nothing: KEEL_ENOMEM leaves the actor as it was. */
+int keel__turn_apply(keel_node *n, keel_actor *a, keel_turn *t);
+/* Frees what the turn handed out (turn_alloc). */
+void keel__turn_free_tmp(keel_turn *t);
+/* Ends a turn: keel__turn_free_tmp, and its staged writes dropped. */
+void keel__turn_end(keel_turn *t);
+/* Room for a reply of len bytes, which becomes the turn's reply (to be
+ * filled in by the caller); NULL when out of memory. */
+uint8_t *keel__turn_reply_room(keel_turn *t, size_t len);
 
 /* --- node_keys.c --------------------------------------------------------*/
 
