@@ -56,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -206,6 +207,10 @@ struct http_req {
                                       * KEEL_EUNAUTH (401), KEEL_EDENIED
                                       * (403); the text in rt.errmsg */
     int too_big;                     /* body over the limit: 413 */
+    /* Framing the node will not guess at (framing_refused): the status
+     * (400 or 501) and the text; the answer closes the connection. */
+    unsigned framing;
+    char framing_msg[120];
     uint8_t *body;                   /* the message; malloc'd */
     size_t len, cap;
 
@@ -331,7 +336,10 @@ static enum MHD_Result queue(struct http_req *r, unsigned status,
                                   "Bearer realm=\"keel\"") != MHD_YES) ||
          (allow != NULL &&
           MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow) !=
-              MHD_YES))) {
+              MHD_YES) ||
+         (r->framing != 0 &&
+          MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION,
+                                  "close") != MHD_YES))) {
         MHD_destroy_response(resp);
         resp = NULL;
     }
@@ -1383,6 +1391,9 @@ static enum MHD_Result answer_from_loop(struct http_req *r)
 /* The whole request is in. */
 static enum MHD_Result request_complete(struct http_req *r)
 {
+    if (r->framing != 0)
+        return answer_error(r, r->framing, KEEL_EMALFORMED, r->framing_msg,
+                            strlen(r->framing_msg), NULL);
     if (r->auth_err != 0)
         return answer_code(r, r->auth_err, r->rt.errmsg);
     if (r->rt.not_allowed)
@@ -1443,6 +1454,65 @@ static void take_body(struct http_req *r, const char *data, size_t len)
     }
     memcpy(r->body + r->len, data, len);
     r->len += len;
+}
+
+/* What the framing headers of a request say, counted over all of them
+ * (MHD keeps every header line, and looks up only the first). */
+struct framing {
+    unsigned lengths, encodings;
+    const char *encoding;
+};
+
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind,
+                                      const char *key, const char *value)
+{
+    struct framing *f = cls;
+
+    (void)kind;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+        f->lengths++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->encodings++;
+        f->encoding = value;
+    }
+    return MHD_YES;
+}
+
+/* A request whose body's end the node and a proxy in front of it could
+ * find in different places is refused, and its connection closed after
+ * the answer, so that no bytes of it are read as a request of their own
+ * (request smuggling, RFC 9112 6.3): two Content-Length lines, both
+ * Transfer-Encoding and Content-Length, or a transfer coding other than
+ * chunked alone (501: MHD would read the body as if there were none).
+ * Nonzero when r is refused so. */
+static int framing_refused(struct http_req *r)
+{
+    struct framing f = {0, 0, NULL};
+    const char *e;
+
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, framing_header, &f);
+    if (f.encodings > 0 && f.lengths > 0) {
+        r->framing = MHD_HTTP_BAD_REQUEST;
+        snprintf(r->framing_msg, sizeof r->framing_msg,
+                 "a request with both Transfer-Encoding and "
+                 "Content-Length");
+    } else if (f.lengths > 1) {
+        r->framing = MHD_HTTP_BAD_REQUEST;
+        snprintf(r->framing_msg, sizeof r->framing_msg,
+                 "a request with more than one Content-Length");
+    } else if (f.encodings > 0) {
+        /* Exactly as MHD reads it: it drops the white space before a
+         * value, and takes no other spelling for chunked (not even one
+         * with white space after). */
+        e = f.encoding != NULL ? f.encoding : "";
+        e += strspn(e, " \t");
+        if (f.encodings > 1 || strcasecmp(e, "chunked") != 0) {
+            r->framing = MHD_HTTP_NOT_IMPLEMENTED;
+            snprintf(r->framing_msg, sizeof r->framing_msg,
+                     "the only transfer coding taken is chunked");
+        }
+    }
+    return r->framing != 0;
 }
 
 /* A declared body over the limit is refused before it is read. */
@@ -1593,6 +1663,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
         *con_cls = r;
         atomic_fetch_add(&h->active, 1);
         route(r, url, method);
+        if (framing_refused(r))
+            return request_complete(r); /* the body is not read */
         if (auth_refused(r))
             return request_complete(r); /* the body is not read */
         if (r->rt.route == KEEL_HTTP_R_ACTOR &&
@@ -1819,6 +1891,18 @@ static int client_gone(const char *msg)
  * They come in floods (a scanner, a client that retries at once): one
  * line a second at most, with how many were not logged, as the wire
  * listener's refusals. Any MHD thread. */
+/* MHD's words when accept() fails for want of descriptors while the
+ * daemon has no connection of its own: with none to close, it has nothing
+ * to wait for, and it tries again at once, for as long as the shortage
+ * lasts (a core spent on it, and a line logged each time). */
+static const char mhd_out_of_fds[] =
+    "Hit process or system resource limit at FIRST connection";
+
+/* How long MHD's thread rests then before it tries again, as the wire
+ * listener does (net.c). Nothing else waits for that thread meanwhile:
+ * it serves no connection. */
+#define HTTP_ACCEPT_REST_NS 100000000L
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     keel_http *h = cls;
@@ -1827,6 +1911,12 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     char buf[512];
     size_t n;
 
+    if (strncmp(fmt, mhd_out_of_fds, sizeof mhd_out_of_fds - 1) == 0) {
+        struct timespec rest = {0, HTTP_ACCEPT_REST_NS};
+        nanosleep(&rest, NULL);
+        fmt = "out of file descriptors with no HTTP connection open: "
+              "accepting again every 100 ms";
+    }
     vsnprintf(buf, sizeof buf, fmt, ap);
     n = strlen(buf);
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))

@@ -3,6 +3,7 @@
  * misbehave on purpose: garbage request lines, a client that trickles its
  * body, a thousand connections at once. */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -813,6 +814,240 @@ START_TEST(malformed_and_slow_clients)
 }
 END_TEST
 
+/* Sends req on a connection of its own and reads until the node closes
+ * it. Malloc'd. */
+static char *raw_exchange(const char *req)
+{
+    int fd = raw_connect();
+    char *reply;
+
+    send_all(fd, req, strlen(req));
+    reply = read_to_eof(fd);
+    close(fd);
+    return reply;
+}
+
+/* A request whose end a proxy and the node could find in different places
+ * is refused and its connection closed: nothing after the first framing
+ * header runs as a request of its own (request smuggling). Before, the
+ * first Content-Length was taken and the rest ran as a second request,
+ * and a Transfer-Encoding other than chunked got no answer for 10 s. */
+START_TEST(conflicting_framing_is_refused)
+{
+    static const char hidden[] = "POST /v1/actors/counter/smuggled HTTP/1.1\r\n"
+                                 "Host: 127.0.0.1\r\nContent-Length: 4\r\n\r\n"
+                                 "incr";
+    char req[1024];
+    char *reply;
+    double t0;
+
+    start_node(NULL);
+    /* Two Content-Length lines: the first covers "incr", the second the
+     * hidden request too. */
+    snprintf(req, sizeof req,
+             "POST /v1/actors/counter/front HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "Content-Length: 4\r\nContent-Length: %zu\r\n\r\nincr%s",
+             4 + strlen(hidden), hidden);
+    reply = raw_exchange(req);
+    ck_assert_msg(strncmp(reply, "HTTP/1.1 400 ", 13) == 0, "reply: %s", reply);
+    ck_assert_msg(strstr(reply, "\"EMALFORMED\"") != NULL &&
+                      strstr(reply, "more than one Content-Length") != NULL,
+                  "reply: %s", reply);
+    ck_assert_msg(strcasestr(reply, "Connection: close") != NULL, "reply: %s",
+                  reply);
+    ck_assert_msg(strstr(reply + 13, "HTTP/1.1 ") == NULL,
+                  "a second answer: %s", reply);
+    free(reply);
+
+    /* Chunked and a Content-Length: the chunked body ends before the
+     * hidden request, the length covers it. */
+    snprintf(req, sizeof req,
+             "POST /v1/actors/counter/front HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "Transfer-Encoding: chunked\r\nContent-Length: %zu\r\n\r\n"
+             "4\r\nincr\r\n0\r\n\r\n%s",
+             strlen("4\r\nincr\r\n0\r\n\r\n") + strlen(hidden), hidden);
+    reply = raw_exchange(req);
+    ck_assert_msg(strncmp(reply, "HTTP/1.1 400 ", 13) == 0, "reply: %s", reply);
+    ck_assert_msg(strstr(reply, "both Transfer-Encoding and Content-Length") !=
+                      NULL,
+                  "reply: %s", reply);
+    ck_assert_msg(strstr(reply + 13, "HTTP/1.1 ") == NULL,
+                  "a second answer: %s", reply);
+    free(reply);
+
+    /* A coding the node does not decode: 501 at once, not a wait. */
+    t0 = now_s();
+    reply = raw_exchange("POST /v1/actors/counter/front HTTP/1.1\r\n"
+                         "Host: 127.0.0.1\r\nTransfer-Encoding: gzip\r\n\r\n"
+                         "incr");
+    ck_assert_msg(strncmp(reply, "HTTP/1.1 501 ", 13) == 0, "reply: %s", reply);
+    ck_assert_msg(strstr(reply, "only transfer coding taken is chunked") !=
+                      NULL,
+                  "reply: %s", reply);
+    ck_assert_msg(now_s() - t0 < 8, "501 after %.1f s", now_s() - t0);
+    free(reply);
+    reply = raw_exchange("POST /v1/actors/counter/front HTTP/1.1\r\n"
+                         "Host: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n4\r\nincr\r\n"
+                         "0\r\n\r\n");
+    ck_assert_msg(strncmp(reply, "HTTP/1.1 501 ", 13) == 0, "reply: %s", reply);
+    free(reply);
+
+    /* Neither the front request nor the hidden one ran. */
+    {
+        struct hres r;
+        get(&r, "/v1/actors/counter/smuggled");
+        expect_error(&r, 404, "ENOTFOUND", 16);
+        hres_free(&r);
+        get(&r, "/v1/actors/counter/front");
+        expect_error(&r, 404, "ENOTFOUND", 16);
+        hres_free(&r);
+    }
+    /* White space after chunked: MHD would not decode the body, and the
+     * client would wait for its connection's timeout. */
+    reply = raw_exchange("POST /v1/actors/counter/front HTTP/1.1\r\n"
+                         "Host: 127.0.0.1\r\nTransfer-Encoding: chunked \r\n"
+                         "Connection: close\r\n\r\n6\r\nincr 4\r\n0\r\n\r\n");
+    ck_assert_msg(strncmp(reply, "HTTP/1.1 501 ", 13) == 0, "reply: %s", reply);
+    free(reply);
+    /* Chunked alone is taken, whatever its case. */
+    reply = raw_exchange("POST /v1/actors/counter/front HTTP/1.1\r\n"
+                         "Host: 127.0.0.1\r\nTransfer-Encoding:  Chunked\r\n"
+                         "Connection: close\r\n\r\n6\r\nincr 4\r\n0\r\n\r\n");
+    ck_assert_msg(strncmp(reply, "HTTP/1.1 200 ", 13) == 0 &&
+                      strstr(reply, "\r\n\r\n4") != NULL,
+                  "reply: %s", reply);
+    free(reply);
+    healthy();
+    stop_node_clean();
+}
+END_TEST
+
+/* Counts the descriptors a process has open. */
+static int open_fds(pid_t pid)
+{
+    char path[64];
+    DIR *d;
+    struct dirent *e;
+    int count = 0;
+
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            count++;
+    closedir(d);
+    return count;
+}
+
+/* The largest count of left-out messages the "more messages of the HTTP
+ * library" lines of the node's log give; -1 when there is no such line. */
+static long most_left_out(void)
+{
+    static const char tail[] = " more messages of the HTTP library since "
+                               "the last such line)";
+    char *log = tu_keeld_log(&node), *p;
+    long most = -1;
+
+    ck_assert_ptr_nonnull(log);
+    for (p = log; (p = strstr(p, tail)) != NULL; p++) {
+        char *q = p;
+        while (q > log && q[-1] >= '0' && q[-1] <= '9')
+            q--;
+        if (q < p && atol(q) > most)
+            most = atol(q);
+    }
+    free(log);
+    return most;
+}
+
+/* With every descriptor of the process taken by wire connections, an HTTP
+ * client waits, and the HTTP thread rests between tries instead of
+ * trying again at once: a few tries a second, not hundreds of thousands
+ * (counted by the log's "N more messages" lines, each try logging two).
+ * Once descriptors are free again it is answered. */
+START_TEST(out_of_descriptors_rests)
+{
+    enum { WIRE = 64 };
+    struct rlimit rl, was;
+    int wire[WIRE], i, fd, base;
+    long most = -1;
+    double deadline;
+    char *reply;
+
+    start_node(NULL);
+    base = open_fds(node.pid);
+    /* Room for a few wire connections more than the node holds now (the
+     * soft limit only: raising a hard one again needs a privilege). */
+    ck_assert_int_eq(prlimit(node.pid, RLIMIT_NOFILE, NULL, &was), 0);
+    rl.rlim_cur = (rlim_t)base + 8;
+    rl.rlim_max = was.rlim_max;
+    ck_assert_msg(prlimit(node.pid, RLIMIT_NOFILE, &rl, NULL) == 0,
+                  "prlimit: %s", strerror(errno));
+    for (i = 0; i < WIRE; i++) {
+        struct sockaddr_in sin;
+        wire[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(wire[i], 0);
+        memset(&sin, 0, sizeof sin);
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons((uint16_t)node.port);
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ck_assert_int_eq(connect(wire[i], (struct sockaddr *)&sin, sizeof sin),
+                         0);
+    }
+    /* The node took what it could and refuses the rest: every descriptor
+     * under the limit is taken (the one it keeps in reserve too). */
+    deadline = now_s() + 20;
+    while (open_fds(node.pid) < base + 8) {
+        ck_assert_msg(now_s() < deadline, "the node holds %d descriptors, "
+                      "%d before", open_fds(node.pid), base);
+        usleep(50000);
+    }
+    fd = raw_connect();
+    {
+        static const char hz[] = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                 "Connection: close\r\n\r\n";
+        send_all(fd, hz, sizeof hz - 1);
+    }
+    /* Two "more messages" lines: a second and more of tries. */
+    deadline = now_s() + 30;
+    for (;;) {
+        char *log = tu_keeld_log(&node), *p = log;
+        int lines = 0;
+        ck_assert_ptr_nonnull(log);
+        while ((p = strstr(p, "more messages of the HTTP library")) != NULL) {
+            lines++;
+            p++;
+        }
+        if (lines >= 2) {
+            free(log);
+            break;
+        }
+        ck_assert_msg(now_s() < deadline, "%d counting lines after 30 s:\n%s",
+                      lines, log);
+        free(log);
+        usleep(200000);
+    }
+    most = most_left_out();
+    ck_assert_msg(most >= 0 && most < 500,
+                  "the HTTP library logged %ld messages in about a second "
+                  "out of descriptors", most);
+    /* Descriptors back: the waiting request is answered. */
+    for (i = 0; i < WIRE; i++)
+        close(wire[i]);
+    ck_assert_int_eq(prlimit(node.pid, RLIMIT_NOFILE, &was, NULL), 0);
+    reply = read_to_eof(fd);
+    close(fd);
+    ck_assert_msg(strncmp(reply, "HTTP/1.1 200 ", 13) == 0 &&
+                      strstr(reply, "\r\n\r\nok\n") != NULL,
+                  "reply: %s", reply);
+    free(reply);
+    healthy();
+    stop_node_clean();
+}
+END_TEST
+
 START_TEST(thousand_connections)
 {
     enum { N = 1000, ACTORS = 50 };
@@ -1023,6 +1258,8 @@ static Suite *suite(void)
     tcase_add_test(tc, fenced_shard_is_503);
     tcase_add_test(tc, disk_full_is_507);
     tcase_add_test(tc, malformed_and_slow_clients);
+    tcase_add_test(tc, conflicting_framing_is_refused);
+    tcase_add_test(tc, out_of_descriptors_rests);
     tcase_add_test(tc, thousand_connections);
     tcase_add_test(tc, stop_with_open_connections);
     tcase_add_test(tc, embedded_lifecycle);
