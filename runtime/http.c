@@ -261,44 +261,6 @@ static void route(struct http_req *r, const char *url, const char *method)
 
 /* ----------------------------------------------------------- responses */
 
-/* The HTTP status for a KEEL_E* code. */
-static unsigned http_status(int code)
-{
-    switch (code) {
-    case 0:
-        return MHD_HTTP_OK;
-    case KEEL_EBADMSG:
-    case KEEL_EMALFORMED:
-    case KEEL_ELIMIT:
-    case KEEL_EINVAL:
-        return MHD_HTTP_BAD_REQUEST;
-    case KEEL_ENOTYPE:
-    case KEEL_ENOTFOUND:
-        return MHD_HTTP_NOT_FOUND;
-    case KEEL_ETOOBIG:
-        return MHD_HTTP_CONTENT_TOO_LARGE;
-    case KEEL_EUNAVAIL:
-    case KEEL_ESTOPPING:
-    case KEEL_EFENCED:
-    case KEEL_EDEADLINE:
-    case KEEL_EINDOUBT:
-        /* EINDOUBT too: sent again with its Idempotency-Key, the request
-         * is answered with its outcome, whichever it was. */
-        return MHD_HTTP_SERVICE_UNAVAILABLE;
-    case KEEL_EALREADY:
-        return MHD_HTTP_CONFLICT;
-    case KEEL_EUNAUTH:
-        return MHD_HTTP_UNAUTHORIZED;
-    case KEEL_EDENIED:
-    case KEEL_ENOTMEMBER: /* a node: certificate of a node that left */
-        return MHD_HTTP_FORBIDDEN;
-    case KEEL_ENOSPC:
-        return MHD_HTTP_INSUFFICIENT_STORAGE;
-    default:
-        return MHD_HTTP_INTERNAL_SERVER_ERROR;
-    }
-}
-
 /* Queues a response whose body is b's buffer (MHD frees it) and sets the
  * request answered. Out of memory anywhere gives a bare 500. */
 static enum MHD_Result queue(struct http_req *r, unsigned status,
@@ -374,7 +336,8 @@ static enum MHD_Result answer_error(struct http_req *r, unsigned status,
 static enum MHD_Result answer_code(struct http_req *r, int code,
                                    const char *msg)
 {
-    return answer_error(r, http_status(code), code, msg, strlen(msg), NULL);
+    return answer_error(r, keel__http_status(code), code, msg, strlen(msg),
+                        NULL);
 }
 
 static enum MHD_Result answer_text(struct http_req *r, unsigned status,
@@ -1368,7 +1331,7 @@ static enum MHD_Result answer_from_loop(struct http_req *r)
         }
     }
     if (r->status != 0)
-        return answer_error(r, http_status(r->status), r->status, r->out,
+        return answer_error(r, keel__http_status(r->status), r->status, r->out,
                             r->outlen, NULL);
     if (r->rt.route == KEEL_HTTP_R_METRICS)
         return answer_metrics(r);

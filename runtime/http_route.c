@@ -233,3 +233,44 @@ void keel__http_route_clear(struct keel_http_route *r)
     free(r->id);
     memset(r, 0, sizeof *r);
 }
+
+unsigned keel__http_status(int code)
+{
+    switch (code) {
+    case 0:
+        return 200;
+    case KEEL_EBADMSG:
+    case KEEL_EMALFORMED:
+    case KEEL_ELIMIT:
+    case KEEL_EINVAL:
+        return 400;
+    case KEEL_ENOTYPE:
+    case KEEL_ENOTFOUND:
+        return 404;
+    case KEEL_ETOOBIG:
+        return 413;
+    case KEEL_EUNAVAIL:  /* not run: */
+    case KEEL_ESTOPPING:
+    case KEEL_EFENCED:
+    case KEEL_EDEADLINE:
+    case KEEL_ENOTSENT:
+    case KEEL_EOVERLOAD:
+    case KEEL_EINDOUBT:  /* may have run: */
+    case KEEL_ECONN:     /* the owner a call was forwarded to went silent */
+    case KEEL_ETIMEDOUT:
+    case KEEL_ECONNLOSS:
+        return 503;
+    case KEEL_EALREADY:
+    case KEEL_EEXIST:
+        return 409;
+    case KEEL_EUNAUTH:
+        return 401;
+    case KEEL_EDENIED:
+    case KEEL_ENOTMEMBER: /* a node: certificate of a node that left */
+        return 403;
+    case KEEL_ENOSPC:
+        return 507;
+    default:
+        return 500;
+    }
+}

@@ -79,4 +79,11 @@ void keel__http_route(struct keel_http_route *rt,
 /* Frees what rt holds and zeroes it. */
 void keel__http_route_clear(struct keel_http_route *rt);
 
+/* The HTTP status answering a KEEL_E* code (0: 200). A request that did
+ * not run, or whose outcome is unknown, gets 503 (with Retry-After), never
+ * a 500, which a client may read as "failed, did nothing": sent again with
+ * its Idempotency-Key, it is answered with its outcome. docs/http.md,
+ * "Errors". */
+unsigned keel__http_status(int code);
+
 #endif

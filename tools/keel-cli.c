@@ -593,6 +593,10 @@ static int request_keyed(keel_client **cp, const struct send_opts *so,
                     return EXIT_SERVER;
             }
             if (rc != 0) {
+                /* This try's outcome is the connect's (why says it), not
+                 * the text the try before was answered with. */
+                free(*reply);
+                *reply = NULL;
                 if (!retryable(rc))
                     break;
                 continue;

@@ -387,6 +387,47 @@ static pid_t refusing_node(char *addr, size_t cap, int code)
     return pid;
 }
 
+/* A "node" that stops: it answers the first frame of its one connection
+ * with ERROR ESTOPPING ("node is stopping") and closes it and its
+ * listener, so that the next connect is refused. */
+static pid_t stopping_node(char *addr, size_t cap)
+{
+    int fd = listen_loopback(addr, cap);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        uint8_t buf[4096], out[256];
+        size_t have = 0, bl;
+        keel_frame f;
+        long n = 0;
+        int c;
+        alarm(10); /* bounded, whatever the client does */
+        c = accept(fd, NULL, NULL);
+        close(fd);
+        if (c < 0 || write(c, hello, sizeof hello) != sizeof hello)
+            _exit(1);
+        while (n == 0 && have < sizeof buf) {
+            ssize_t r = read(c, buf + have, sizeof buf - have);
+            if (r <= 0)
+                _exit(1);
+            have += (size_t)r;
+            if (have > 8)
+                n = keel_frame_parse(buf + 8, have - 8, sizeof buf, &f);
+        }
+        if (n <= 0)
+            _exit(1);
+        bl = keel_error_body_encode(out + KEEL_FRAME_HEADER, KEEL_ESTOPPING,
+                                    "node is stopping", 16);
+        keel_frame_header(out, KEEL_FRAME_ERROR, f.request_id, bl);
+        if (write(c, out, KEEL_FRAME_HEADER + bl) < 0)
+            _exit(1);
+        close(c);
+        _exit(0);
+    }
+    close(fd);
+    return pid;
+}
+
 /* The 32 hex digits after "--key " in s, or "" when there are none. */
 static void key_after(const char *s, char out[33])
 {
@@ -433,6 +474,21 @@ START_TEST(retry_outcome_kept)
              "have run: a try before the last ended ETIMEDOUT, the last "
              "failed (ENOSPC: refused); send it again with --key ", addr);
     ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+
+    /* Try 1 did not run (ESTOPPING), try 2 found the port closed: the
+     * outcome is the last try's, and its text is its own (before: the
+     * text of try 1's answer under try 2's code, "ENOTSENT: node is
+     * stopping", exit 1 as if the node had answered). */
+    pid = stopping_node(addr, sizeof addr);
+    ck_assert_int_eq(tu_keel(addr, &out, &err, "-t", "2000", "--retry", "1",
+                             "call", "counter", "x", "incr", NULL),
+                     3);
+    snprintf(want, sizeof want, "keel: ENOTSENT: request not sent to %s "
+             "(connection refused); safe to retry\n", addr);
+    ck_assert_str_eq(err, want);
     free(out);
     free(err);
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
