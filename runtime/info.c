@@ -279,12 +279,15 @@ static void q_nodes(keel_node *n, tbuf *b)
             tb_printf(b, "%s", NONE);
         for (j = 0; j < v[i].ncaps; j++)
             tb_printf(b, "%s%s", j ? "," : "", v[i].caps[j]);
-        tb_printf(b, " role %s%s%s\n",
+        /* leaving: drained or stopping, handing its units off; last, so
+         * that a reader can tell it at the end of the line. */
+        tb_printf(b, " role %s%s%s%s\n",
                   ctl && strcmp(ctl, v[i].name) == 0 ? "controller"
                                                      : "member",
                   strcmp(v[i].name, keel_cluster_node_name(c)) == 0 ? " self"
                                                                      : "",
-                  member_insecure(n, c, &v[i]) ? " insecure" : "");
+                  member_insecure(n, c, &v[i]) ? " insecure" : "",
+                  v[i].leaving ? " leaving" : "");
     }
 }
 

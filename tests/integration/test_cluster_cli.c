@@ -558,6 +558,61 @@ START_TEST(drain_and_forget_refuse_what_would_go_wrong)
 }
 END_TEST
 
+/* `keel nodes` marks a node that is leaving (drained, or stopping) until
+ * it has gone. n2 is paused for the drain (a second or two, well within
+ * its session) so that it cannot leave before it is looked at; resumed,
+ * it hands off and exits by itself. Before, it was listed as any member. */
+/* Whether the line of `keel nodes` output out that starts with prefix
+ * ends with the word leaving; -1 when there is no such line. */
+static int listed_leaving(const char *out, const char *prefix)
+{
+    const char *line = strstr(out, prefix), *end;
+    size_t wl = strlen(" leaving");
+
+    if (line == NULL)
+        return -1;
+    end = strchrnul(line, '\n');
+    return (size_t)(end - line) >= wl && strncmp(end - wl, " leaving", wl) == 0;
+}
+
+START_TEST(a_draining_node_is_marked_leaving)
+{
+    char *out;
+    int tries, marked = 0;
+
+    await_settled();
+    ck_assert_int_eq(kill(fx.nodes[2].pid, SIGSTOP), 0);
+    out = cli(0, "node", "drain", "n2", NULL);
+    ck_assert_msg(strstr(out, "node n2 leaving") != NULL, "%s", out);
+    free(out);
+    for (tries = 0; tries < 30 && marked != 1; tries++) {
+        out = cli(0, "nodes", NULL, NULL, NULL);
+        marked = listed_leaving(out, "node n2 ");
+        ck_assert_msg(marked != -1, "%s", out);
+        ck_assert_msg(marked == 1 || tries < 29,
+                      "n2 is not marked leaving:\n%s", out);
+        ck_assert_msg(listed_leaving(out, "node n0 ") == 0 &&
+                          listed_leaving(out, "node n1 ") == 0,
+                      "another node is marked leaving:\n%s", out);
+        free(out);
+        if (marked != 1)
+            usleep(100 * 1000);
+    }
+    ck_assert_int_eq(kill(fx.nodes[2].pid, SIGCONT), 0);
+    /* It leaves by itself (signal 0: only wait), and is listed no more. */
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[2], 0), 0);
+    for (tries = 0; tries < 100; tries++) {
+        out = cli(0, "nodes", NULL, NULL, NULL);
+        marked = listed_leaving(out, "node n2 ");
+        free(out);
+        if (marked == -1)
+            break;
+        usleep(100 * 1000);
+    }
+    ck_assert_msg(marked == -1, "n2 is still listed after it left");
+}
+END_TEST
+
 /* `keel --direct call` asks where the actor lives and sends the call to
  * its owner: the contact node forwards nothing, the owner runs the turn.
  * Without --direct the contact node forwards it (its `forwarded` count
@@ -618,6 +673,7 @@ int main(void)
     tcase_add_test(tc, state_reads_are_forwarded_to_the_owner);
     tcase_add_test(tc, stopping_the_only_node_with_a_capability_hands_off_the_rest);
     tcase_add_test(tc, drain_and_forget_refuse_what_would_go_wrong);
+    tcase_add_test(tc, a_draining_node_is_marked_leaving);
     suite_add_tcase(s, tc);
     return tu_cluster_run_suite(&fx, s);
 }
