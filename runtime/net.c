@@ -1014,7 +1014,10 @@ static int handle_frame(keel_conn *c, const keel_frame *f)
     STAT_ADD(n, frames_in, 1);
     c->active_at = ev_now(n->loop);
     if (keel__auth_enabled(n->auth) && auth_refused(c, f))
-        return 0;
+        /* A refused stream of a unit is closed as one from a connection
+         * that is no peer is (below): more of it may be on its way. */
+        return f->kind == KEEL_FRAME_XFER || f->kind == KEEL_FRAME_REPL ? -1
+                                                                        : 0;
     switch (f->kind) {
     case KEEL_FRAME_CALL:
     case KEEL_FRAME_CAST:

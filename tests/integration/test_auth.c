@@ -733,6 +733,41 @@ START_TEST(failed_token_attempts_limited)
 END_TEST
 
 /* A short window: the address is served again once it is over. */
+/* XFER and REPL from a connection that is not a node's are refused before
+ * their body is looked at, and the connection is closed (more of a stream
+ * may be on its way), with access control as without it: EUNAUTH with no
+ * identity, EDENIED with a client's. Before, with tokens, the connection
+ * stayed open. */
+START_TEST(peer_frames_from_clients_close)
+{
+    static const uint8_t kinds[2] = {KEEL_FRAME_XFER, KEEL_FRAME_REPL};
+    uint8_t frame[KEEL_FRAME_HEADER + 16];
+    tu_rframe f;
+    int i, fd;
+
+    start_with_tokens(0);
+    for (i = 0; i < 4; i++) {
+        fd = tu_raw_connect(node.port);
+        ck_assert_int_ge(fd, 0);
+        if (i >= 2)
+            ck_assert_int_eq(raw_auth(fd, 1, CLIENT, &f), KEEL_FRAME_REPLY);
+        memset(frame, 0, sizeof frame);
+        keel_frame_header(frame, kinds[i % 2], 7, 16);
+        ck_assert_int_eq(tu_send_all(fd, frame, sizeof frame), 0);
+        ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
+        ck_assert_int_eq(f.kind, KEEL_FRAME_ERROR);
+        ck_assert_uint_eq(f.id, 7);
+        ck_assert_int_eq(f.code, i >= 2 ? KEEL_EDENIED : KEEL_EUNAUTH);
+        ck_assert_msg(tu_closed_within(fd, 5000),
+                      "the connection stayed open after %s from %s",
+                      i % 2 ? "REPL" : "XFER",
+                      i >= 2 ? "a client" : "no identity");
+        close(fd);
+    }
+    ck_assert_int_eq(keel_as(ADMIN, NULL, NULL, "ping", NULL), 0);
+}
+END_TEST
+
 START_TEST(failed_token_window_ends)
 {
     const char *extra[] = {"--auth-tokens", tokens, "--auth-fail-window",
@@ -904,6 +939,7 @@ static Suite *suite(void)
     tcase_add_test(tc, sighup_reload);
     tcase_add_test(tc, failed_token_attempts_limited);
     tcase_add_test(tc, failed_token_window_ends);
+    tcase_add_test(tc, peer_frames_from_clients_close);
     tcase_add_test(tc, credentials_required_beyond_loopback);
     suite_add_tcase(s, tc);
     return s;
