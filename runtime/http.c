@@ -1423,6 +1423,7 @@ static void take_body(struct http_req *r, const char *data, size_t len)
  * (MHD keeps every header line, and looks up only the first). */
 struct framing {
     unsigned lengths, encodings;
+    unsigned odd_names; /* names holding white space or nothing */
     const char *encoding;
 };
 
@@ -1432,7 +1433,19 @@ static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind,
     struct framing *f = cls;
 
     (void)kind;
-    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+    /* MHD keeps white space before the colon in the name ("Content-Length
+     * : 4" is a header "Content-Length "), and glues a value folded onto
+     * the next line to the name ("Transfer-Encoding:" CRLF " chunked" is
+     * a header "Transfer-Encodingchunked" with no value): another reader
+     * of the request may take either for the field itself (RFC 9112 5.1
+     * and 5.2: refused). */
+    if (key[0] == '\0' || key[strcspn(key, " \t")] != '\0' ||
+        ((strncasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH, 14) == 0 ||
+          strncasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING, 17) == 0) &&
+         strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) != 0 &&
+         strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) != 0))
+        f->odd_names++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
         f->lengths++;
     else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
         f->encodings++;
@@ -1444,17 +1457,28 @@ static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind,
 /* A request whose body's end the node and a proxy in front of it could
  * find in different places is refused, and its connection closed after
  * the answer, so that no bytes of it are read as a request of their own
- * (request smuggling, RFC 9112 6.3): two Content-Length lines, both
- * Transfer-Encoding and Content-Length, or a transfer coding other than
- * chunked alone (501: MHD would read the body as if there were none).
- * Nonzero when r is refused so. */
-static int framing_refused(struct http_req *r)
+ * (request smuggling, RFC 9112 6.3): a header name with white space in
+ * it, two Content-Length lines, both Transfer-Encoding and
+ * Content-Length, Transfer-Encoding in an HTTP/1.0 request (RFC 9112 6.1),
+ * or a transfer coding other than chunked alone (501: MHD would read the
+ * body as if there were none). Nonzero when r is refused so. */
+static int framing_refused(struct http_req *r, const char *version)
 {
-    struct framing f = {0, 0, NULL};
+    struct framing f = {0, 0, 0, NULL};
     const char *e;
 
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, framing_header, &f);
-    if (f.encodings > 0 && f.lengths > 0) {
+    if (f.odd_names > 0) {
+        r->framing = MHD_HTTP_BAD_REQUEST;
+        snprintf(r->framing_msg, sizeof r->framing_msg,
+                 "a header name with white space in it (before its colon?), "
+                 "or a framing header folded onto the next line");
+    } else if (f.encodings > 0 && version != NULL &&
+               strcmp(version, MHD_HTTP_VERSION_1_0) == 0) {
+        r->framing = MHD_HTTP_BAD_REQUEST;
+        snprintf(r->framing_msg, sizeof r->framing_msg,
+                 "Transfer-Encoding in an HTTP/1.0 request");
+    } else if (f.encodings > 0 && f.lengths > 0) {
         r->framing = MHD_HTTP_BAD_REQUEST;
         snprintf(r->framing_msg, sizeof r->framing_msg,
                  "a request with both Transfer-Encoding and "
@@ -1611,7 +1635,6 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
     keel_http *h = cls;
     struct http_req *r = *con_cls;
 
-    (void)version;
     if (r == NULL) {
         /* Headers are in: the body has its own deadline, so that one
          * trickled a byte at a time cannot hold the connection for ever
@@ -1626,7 +1649,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
         *con_cls = r;
         atomic_fetch_add(&h->active, 1);
         route(r, url, method);
-        if (framing_refused(r))
+        if (framing_refused(r, version))
             return request_complete(r); /* the body is not read */
         if (auth_refused(r))
             return request_complete(r); /* the body is not read */
@@ -1850,14 +1873,11 @@ static int client_gone(const char *msg)
                NULL;
 }
 
-/* MHD's own messages (a refused connection, a malformed request...).
- * They come in floods (a scanner, a client that retries at once): one
- * line a second at most, with how many were not logged, as the wire
- * listener's refusals. Any MHD thread. */
 /* MHD's words when accept() fails for want of descriptors while the
  * daemon has no connection of its own: with none to close, it has nothing
  * to wait for, and it tries again at once, for as long as the shortage
- * lasts (a core spent on it, and a line logged each time). */
+ * lasts (a core spent on it, and a line logged each time). They follow
+ * its "Error accepting connection: ..." line, which is the one logged. */
 static const char mhd_out_of_fds[] =
     "Hit process or system resource limit at FIRST connection";
 
@@ -1866,20 +1886,23 @@ static const char mhd_out_of_fds[] =
  * it serves no connection. */
 #define HTTP_ACCEPT_REST_NS 100000000L
 
+/* MHD's own messages (a refused connection, a malformed request...).
+ * They come in floods (a scanner, a client that retries at once): one
+ * line a second at most, with how many were not logged, as the wire
+ * listener's refusals. Any MHD thread. */
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     keel_http *h = cls;
     unsigned long long quiet;
-    double now = mono_s();
+    double now;
     char buf[512];
     size_t n;
 
     if (strncmp(fmt, mhd_out_of_fds, sizeof mhd_out_of_fds - 1) == 0) {
         struct timespec rest = {0, HTTP_ACCEPT_REST_NS};
         nanosleep(&rest, NULL);
-        fmt = "out of file descriptors with no HTTP connection open: "
-              "accepting again every 100 ms";
     }
+    now = mono_s();
     vsnprintf(buf, sizeof buf, fmt, ap);
     n = strlen(buf);
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))

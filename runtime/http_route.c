@@ -259,6 +259,7 @@ unsigned keel__http_status(int code)
     case KEEL_ECONN:     /* the owner a call was forwarded to went silent */
     case KEEL_ETIMEDOUT:
     case KEEL_ECONNLOSS:
+    case KEEL_ESESSION:  /* the node's cluster session ended meanwhile */
         return 503;
     case KEEL_EALREADY:
     case KEEL_EEXIST:

@@ -732,7 +732,6 @@ START_TEST(failed_token_attempts_limited)
 }
 END_TEST
 
-/* A short window: the address is served again once it is over. */
 /* XFER and REPL from a connection that is not a node's are refused before
  * their body is looked at, and the connection is closed (more of a stream
  * may be on its way), with access control as without it: EUNAUTH with no
@@ -768,6 +767,7 @@ START_TEST(peer_frames_from_clients_close)
 }
 END_TEST
 
+/* A short window: the address is served again once it is over. */
 START_TEST(failed_token_window_ends)
 {
     const char *extra[] = {"--auth-tokens", tokens, "--auth-fail-window",

@@ -893,6 +893,40 @@ START_TEST(conflicting_framing_is_refused)
     ck_assert_msg(strncmp(reply, "HTTP/1.1 501 ", 13) == 0, "reply: %s", reply);
     free(reply);
 
+    /* White space before a colon (libmicrohttpd keeps it in the name, so
+     * a "Content-Length " went uncounted), a framing header folded onto
+     * the next line (glued to the name), and Transfer-Encoding in
+     * HTTP/1.0: refused too, nothing after them run. */
+    snprintf(req, sizeof req,
+             "POST /v1/actors/counter/front HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "Content-Length: 4\r\nContent-Length : %zu\r\n\r\nincr%s",
+             4 + strlen(hidden), hidden);
+    reply = raw_exchange(req);
+    ck_assert_msg(strncmp(reply, "HTTP/1.1 400 ", 13) == 0 &&
+                      strstr(reply, "white space") != NULL &&
+                      strstr(reply + 13, "HTTP/1.1 ") == NULL,
+                  "reply: %s", reply);
+    free(reply);
+    snprintf(req, sizeof req,
+             "POST /v1/actors/counter/front HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "Transfer-Encoding:\r\n chunked\r\nContent-Length: %zu\r\n\r\n"
+             "4\r\nincr\r\n0\r\n\r\n%s",
+             strlen("4\r\nincr\r\n0\r\n\r\n") + strlen(hidden), hidden);
+    reply = raw_exchange(req);
+    ck_assert_msg(strncmp(reply, "HTTP/1.1 400 ", 13) == 0 &&
+                      strstr(reply, "folded") != NULL &&
+                      strstr(reply + 13, "HTTP/1.1 ") == NULL,
+                  "reply: %s", reply);
+    free(reply);
+    reply = raw_exchange("POST /v1/actors/counter/front HTTP/1.0\r\n"
+                         "Host: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                         "\r\n4\r\nincr\r\n0\r\n\r\n");
+    ck_assert_msg(strstr(reply, " 400 ") != NULL &&
+                      strstr(reply, "Transfer-Encoding in an HTTP/1.0 "
+                                    "request") != NULL,
+                  "reply: %s", reply);
+    free(reply);
+
     /* Neither the front request nor the hidden one ran. */
     {
         struct hres r;
@@ -962,30 +996,53 @@ static long most_left_out(void)
     return most;
 }
 
-/* With every descriptor of the process taken by wire connections, an HTTP
+/* The highest descriptor number a process has open, plus one. */
+static int fd_top(pid_t pid)
+{
+    char path[64];
+    DIR *d;
+    struct dirent *e;
+    int top = 0;
+
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.' && atoi(e->d_name) + 1 > top)
+            top = atoi(e->d_name) + 1;
+    closedir(d);
+    return top;
+}
+
+/* With every descriptor number under the process's limit taken, an HTTP
  * client waits, and the HTTP thread rests between tries instead of
  * trying again at once: a few tries a second, not hundreds of thousands
  * (counted by the log's "N more messages" lines, each try logging two).
- * Once descriptors are free again it is answered. */
+ * Once descriptors are free again it is answered. The node's limit is
+ * set just above its highest descriptor, and wire connections fill the
+ * numbers free below it (the node takes each, none is refused, so no
+ * descriptor comes free meanwhile). */
 START_TEST(out_of_descriptors_rests)
 {
-    enum { WIRE = 64 };
+    enum { WIRE_MAX = 64 };
     struct rlimit rl, was;
-    int wire[WIRE], i, fd, base;
+    int wire[WIRE_MAX], nwire, i, fd, top;
     long most = -1;
     double deadline;
     char *reply;
 
     start_node(NULL);
-    base = open_fds(node.pid);
-    /* Room for a few wire connections more than the node holds now (the
-     * soft limit only: raising a hard one again needs a privilege). */
+    top = fd_top(node.pid);
+    nwire = top - open_fds(node.pid);
+    ck_assert_msg(nwire >= 0 && nwire < WIRE_MAX, "%d free descriptors "
+                  "below %d", nwire, top);
+    /* The soft limit only: raising a hard one again needs a privilege. */
     ck_assert_int_eq(prlimit(node.pid, RLIMIT_NOFILE, NULL, &was), 0);
-    rl.rlim_cur = (rlim_t)base + 8;
+    rl.rlim_cur = (rlim_t)top;
     rl.rlim_max = was.rlim_max;
     ck_assert_msg(prlimit(node.pid, RLIMIT_NOFILE, &rl, NULL) == 0,
                   "prlimit: %s", strerror(errno));
-    for (i = 0; i < WIRE; i++) {
+    for (i = 0; i < nwire; i++) {
         struct sockaddr_in sin;
         wire[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         ck_assert_int_ge(wire[i], 0);
@@ -996,12 +1053,10 @@ START_TEST(out_of_descriptors_rests)
         ck_assert_int_eq(connect(wire[i], (struct sockaddr *)&sin, sizeof sin),
                          0);
     }
-    /* The node took what it could and refuses the rest: every descriptor
-     * under the limit is taken (the one it keeps in reserve too). */
     deadline = now_s() + 20;
-    while (open_fds(node.pid) < base + 8) {
-        ck_assert_msg(now_s() < deadline, "the node holds %d descriptors, "
-                      "%d before", open_fds(node.pid), base);
+    while (open_fds(node.pid) < top) {
+        ck_assert_msg(now_s() < deadline, "the node holds %d descriptors "
+                      "under %d", open_fds(node.pid), top);
         usleep(50000);
     }
     fd = raw_connect();
@@ -1034,9 +1089,9 @@ START_TEST(out_of_descriptors_rests)
                   "the HTTP library logged %ld messages in about a second "
                   "out of descriptors", most);
     /* Descriptors back: the waiting request is answered. */
-    for (i = 0; i < WIRE; i++)
-        close(wire[i]);
     ck_assert_int_eq(prlimit(node.pid, RLIMIT_NOFILE, &was, NULL), 0);
+    for (i = 0; i < nwire; i++)
+        close(wire[i]);
     reply = read_to_eof(fd);
     close(fd);
     ck_assert_msg(strncmp(reply, "HTTP/1.1 200 ", 13) == 0 &&

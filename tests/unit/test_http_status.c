@@ -2,8 +2,8 @@
  * docs/http.md "Errors"). What matters most: no error after which the
  * request did not run, or may have run, is a 500, which clients and
  * proxies read as a definite failure and do not send again with the same
- * Idempotency-Key. Before: ECONN, ETIMEDOUT, ENOTSENT, EOVERLOAD and
- * ECONNLOSS were 500. */
+ * Idempotency-Key. Before: ECONN, ETIMEDOUT, ENOTSENT, EOVERLOAD,
+ * ECONNLOSS and ESESSION were 500. */
 #include <check.h>
 #include <stdio.h>
 
@@ -16,7 +16,7 @@ START_TEST(not_run_or_unknown_is_503)
     static const int codes[] = {
         KEEL_EUNAVAIL, KEEL_ESTOPPING, KEEL_EFENCED,   KEEL_EDEADLINE,
         KEEL_ENOTSENT, KEEL_EOVERLOAD, KEEL_EINDOUBT,  KEEL_ECONN,
-        KEEL_ETIMEDOUT, KEEL_ECONNLOSS};
+        KEEL_ETIMEDOUT, KEEL_ECONNLOSS, KEEL_ESESSION};
     size_t i;
 
     for (i = 0; i < sizeof codes / sizeof codes[0]; i++)
