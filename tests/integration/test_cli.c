@@ -342,6 +342,33 @@ static pid_t silent_node_once(char *addr, size_t cap)
     return pid;
 }
 
+/* In a forked "node": reads the client's hello and first frame on c, and
+ * answers that frame ERROR code with text. Exits the child on failure. */
+static void answer_first(int c, int code, const char *text)
+{
+    uint8_t buf[4096], out[256];
+    size_t have = 0, bl;
+    keel_frame f;
+    long n = 0;
+
+    /* Its hello (8 bytes), then the frame. */
+    while (n == 0 && have < sizeof buf) {
+        ssize_t r = read(c, buf + have, sizeof buf - have);
+        if (r <= 0)
+            _exit(1);
+        have += (size_t)r;
+        if (have > 8)
+            n = keel_frame_parse(buf + 8, have - 8, sizeof buf, &f);
+    }
+    if (n <= 0)
+        _exit(1);
+    bl = keel_error_body_encode(out + KEEL_FRAME_HEADER, code, text,
+                                strlen(text));
+    keel_frame_header(out, KEEL_FRAME_ERROR, f.request_id, bl);
+    if (write(c, out, KEEL_FRAME_HEADER + bl) < 0)
+        _exit(1);
+}
+
 /* A "node" that takes two connections: the first gets the hello and
  * then nothing (a try that times out, its outcome unknown); on the
  * second it answers the first frame with ERROR code. */
@@ -351,10 +378,7 @@ static pid_t refusing_node(char *addr, size_t cap, int code)
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        uint8_t buf[4096], out[256];
-        size_t have = 0, bl;
-        keel_frame f;
-        long n = 0;
+        uint8_t buf[4096];
         int c1, c2;
         alarm(10); /* bounded, whatever the client does */
         c1 = accept(fd, NULL, NULL);
@@ -363,22 +387,7 @@ static pid_t refusing_node(char *addr, size_t cap, int code)
         c2 = accept(fd, NULL, NULL);
         if (c2 < 0 || write(c2, hello, sizeof hello) != sizeof hello)
             _exit(1);
-        /* Its hello (8 bytes), then the CALL. */
-        while (n == 0 && have < sizeof buf) {
-            ssize_t r = read(c2, buf + have, sizeof buf - have);
-            if (r <= 0)
-                _exit(1);
-            have += (size_t)r;
-            if (have > 8)
-                n = keel_frame_parse(buf + 8, have - 8, sizeof buf, &f);
-        }
-        if (n <= 0)
-            _exit(1);
-        bl = keel_error_body_encode(out + KEEL_FRAME_HEADER, code, "refused",
-                                    7);
-        keel_frame_header(out, KEEL_FRAME_ERROR, f.request_id, bl);
-        if (write(c2, out, KEEL_FRAME_HEADER + bl) < 0)
-            _exit(1);
+        answer_first(c2, code, "refused");
         while (read(c2, buf, sizeof buf) > 0)
             ;
         _exit(0);
@@ -396,31 +405,13 @@ static pid_t stopping_node(char *addr, size_t cap)
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        uint8_t buf[4096], out[256];
-        size_t have = 0, bl;
-        keel_frame f;
-        long n = 0;
         int c;
         alarm(10); /* bounded, whatever the client does */
         c = accept(fd, NULL, NULL);
         close(fd);
         if (c < 0 || write(c, hello, sizeof hello) != sizeof hello)
             _exit(1);
-        while (n == 0 && have < sizeof buf) {
-            ssize_t r = read(c, buf + have, sizeof buf - have);
-            if (r <= 0)
-                _exit(1);
-            have += (size_t)r;
-            if (have > 8)
-                n = keel_frame_parse(buf + 8, have - 8, sizeof buf, &f);
-        }
-        if (n <= 0)
-            _exit(1);
-        bl = keel_error_body_encode(out + KEEL_FRAME_HEADER, KEEL_ESTOPPING,
-                                    "node is stopping", 16);
-        keel_frame_header(out, KEEL_FRAME_ERROR, f.request_id, bl);
-        if (write(c, out, KEEL_FRAME_HEADER + bl) < 0)
-            _exit(1);
+        answer_first(c, KEEL_ESTOPPING, "node is stopping");
         close(c);
         _exit(0);
     }

@@ -957,23 +957,6 @@ START_TEST(conflicting_framing_is_refused)
 }
 END_TEST
 
-/* Counts the descriptors a process has open. */
-static int open_fds(pid_t pid)
-{
-    char path[64];
-    DIR *d;
-    struct dirent *e;
-    int count = 0;
-
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-    d = opendir(path);
-    ck_assert_ptr_nonnull(d);
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            count++;
-    closedir(d);
-    return count;
-}
 
 /* The largest count of left-out messages the "more messages of the HTTP
  * library" lines of the node's log give; -1 when there is no such line. */
@@ -996,23 +979,31 @@ static long most_left_out(void)
     return most;
 }
 
-/* The highest descriptor number a process has open, plus one. */
-static int fd_top(pid_t pid)
+/* How many descriptors a process has open; with top, the highest
+ * number among them plus one. */
+static int open_fds_top(pid_t pid, int *top)
 {
     char path[64];
     DIR *d;
     struct dirent *e;
-    int top = 0;
+    int count = 0, t = 0;
 
     snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
     d = opendir(path);
     ck_assert_ptr_nonnull(d);
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.' && atoi(e->d_name) + 1 > top)
-            top = atoi(e->d_name) + 1;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        count++;
+        if (atoi(e->d_name) + 1 > t)
+            t = atoi(e->d_name) + 1;
+    }
     closedir(d);
-    return top;
+    if (top != NULL)
+        *top = t;
+    return count;
 }
+
 
 /* With every descriptor number under the process's limit taken, an HTTP
  * client waits, and the HTTP thread rests between tries instead of
@@ -1032,8 +1023,8 @@ START_TEST(out_of_descriptors_rests)
     char *reply;
 
     start_node(NULL);
-    top = fd_top(node.pid);
-    nwire = top - open_fds(node.pid);
+    nwire = open_fds_top(node.pid, &top);
+    nwire = top - nwire; /* the numbers free under the highest */
     ck_assert_msg(nwire >= 0 && nwire < WIRE_MAX, "%d free descriptors "
                   "below %d", nwire, top);
     /* The soft limit only: raising a hard one again needs a privilege. */
@@ -1054,9 +1045,9 @@ START_TEST(out_of_descriptors_rests)
                          0);
     }
     deadline = now_s() + 20;
-    while (open_fds(node.pid) < top) {
+    while (open_fds_top(node.pid, NULL) < top) {
         ck_assert_msg(now_s() < deadline, "the node holds %d descriptors "
-                      "under %d", open_fds(node.pid), top);
+                      "under %d", open_fds_top(node.pid, NULL), top);
         usleep(50000);
     }
     fd = raw_connect();
