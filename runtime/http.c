@@ -210,7 +210,7 @@ struct http_req {
     /* Framing the node will not guess at (framing_refused): the status
      * (400 or 501) and the text; the answer closes the connection. */
     unsigned framing;
-    char framing_msg[120];
+    const char *framing_msg;
     uint8_t *body;                   /* the message; malloc'd */
     size_t len, cap;
 
@@ -1430,28 +1430,39 @@ struct framing {
 static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind,
                                       const char *key, const char *value)
 {
+    static const char cl[] = MHD_HTTP_HEADER_CONTENT_LENGTH,
+                      te[] = MHD_HTTP_HEADER_TRANSFER_ENCODING;
     struct framing *f = cls;
 
     (void)kind;
-    /* MHD keeps white space before the colon in the name ("Content-Length
-     * : 4" is a header "Content-Length "), and glues a value folded onto
-     * the next line to the name ("Transfer-Encoding:" CRLF " chunked" is
-     * a header "Transfer-Encodingchunked" with no value): another reader
-     * of the request may take either for the field itself (RFC 9112 5.1
-     * and 5.2: refused). */
-    if (key[0] == '\0' || key[strcspn(key, " \t")] != '\0' ||
-        ((strncasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH, 14) == 0 ||
-          strncasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING, 17) == 0) &&
-         strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) != 0 &&
-         strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) != 0))
-        f->odd_names++;
-    else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+    if (strcasecmp(key, cl) == 0) {
         f->lengths++;
-    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+    } else if (strcasecmp(key, te) == 0) {
         f->encodings++;
         f->encoding = value;
+    } else if (key[0] == '\0' || key[strcspn(key, " \t")] != '\0' ||
+               strncasecmp(key, cl, sizeof cl - 1) == 0 ||
+               strncasecmp(key, te, sizeof te - 1) == 0) {
+        /* MHD keeps white space before the colon in the name
+         * ("Content-Length : 4" is a header "Content-Length "), and glues
+         * a value folded onto the next line to the name
+         * ("Transfer-Encoding:" CRLF " chunked" is a header
+         * "Transfer-Encodingchunked" with no value): another reader of
+         * the request may take either for the field itself (RFC 9112 5.1
+         * and 5.2: refused). */
+        f->odd_names++;
     }
     return MHD_YES;
+}
+
+/* Whether a Transfer-Encoding value is chunked exactly as MHD reads it: it
+ * drops the white space before a value, and takes no other spelling (not
+ * even one with white space after). */
+static int chunked(const char *v)
+{
+    if (v == NULL)
+        return 0;
+    return strcasecmp(v + strspn(v, " \t"), "chunked") == 0;
 }
 
 /* A request whose body's end the node and a proxy in front of it could
@@ -1465,39 +1476,27 @@ static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind,
 static int framing_refused(struct http_req *r, const char *version)
 {
     struct framing f = {0, 0, 0, NULL};
-    const char *e;
 
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, framing_header, &f);
+    r->framing = MHD_HTTP_BAD_REQUEST;
     if (f.odd_names > 0) {
-        r->framing = MHD_HTTP_BAD_REQUEST;
-        snprintf(r->framing_msg, sizeof r->framing_msg,
-                 "a header name with white space in it (before its colon?), "
-                 "or a framing header folded onto the next line");
+        r->framing_msg = "a header name with white space in it (before its "
+                         "colon?), or a framing header folded onto the next "
+                         "line";
     } else if (f.encodings > 0 && version != NULL &&
                strcmp(version, MHD_HTTP_VERSION_1_0) == 0) {
-        r->framing = MHD_HTTP_BAD_REQUEST;
-        snprintf(r->framing_msg, sizeof r->framing_msg,
-                 "Transfer-Encoding in an HTTP/1.0 request");
+        r->framing_msg = "Transfer-Encoding in an HTTP/1.0 request";
     } else if (f.encodings > 0 && f.lengths > 0) {
-        r->framing = MHD_HTTP_BAD_REQUEST;
-        snprintf(r->framing_msg, sizeof r->framing_msg,
-                 "a request with both Transfer-Encoding and "
-                 "Content-Length");
+        r->framing_msg = "a request with both Transfer-Encoding and "
+                         "Content-Length";
     } else if (f.lengths > 1) {
-        r->framing = MHD_HTTP_BAD_REQUEST;
-        snprintf(r->framing_msg, sizeof r->framing_msg,
-                 "a request with more than one Content-Length");
-    } else if (f.encodings > 0) {
-        /* Exactly as MHD reads it: it drops the white space before a
-         * value, and takes no other spelling for chunked (not even one
-         * with white space after). */
-        e = f.encoding != NULL ? f.encoding : "";
-        e += strspn(e, " \t");
-        if (f.encodings > 1 || strcasecmp(e, "chunked") != 0) {
-            r->framing = MHD_HTTP_NOT_IMPLEMENTED;
-            snprintf(r->framing_msg, sizeof r->framing_msg,
-                     "the only transfer coding taken is chunked");
-        }
+        r->framing_msg = "a request with more than one Content-Length";
+    } else if (f.encodings > 1 ||
+               (f.encodings == 1 && !chunked(f.encoding))) {
+        r->framing = MHD_HTTP_NOT_IMPLEMENTED;
+        r->framing_msg = "the only transfer coding taken is chunked";
+    } else {
+        r->framing = 0;
     }
     return r->framing != 0;
 }

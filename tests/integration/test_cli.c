@@ -40,6 +40,17 @@ static void teardown(void)
 /* A node's hello, version 1 (docs/protocol.md, "Hello"). */
 static const char hello[8] = {0x4b, 0x45, 0x45, 0x4c, 0x01, 0x00, 0x0d, 0x0a};
 
+/* In a forked "node": takes the next connection on listener fd and sends
+ * it the hello. Exits the child on failure. */
+static int accept_hello(int fd)
+{
+    int c = accept(fd, NULL, NULL);
+
+    if (c < 0 || write(c, hello, sizeof hello) != sizeof hello)
+        _exit(1);
+    return c;
+}
+
 /* A listener on a port of 127.0.0.1 the kernel picks, named in addr. */
 static int listen_loopback(char *addr, size_t cap)
 {
@@ -193,9 +204,7 @@ START_TEST(errors_through_cli)
             char buf[512];
             int c;
             alarm(10); /* bounded, whatever the client does */
-            c = accept(fd, NULL, NULL);
-            if (c < 0 || write(c, hello, sizeof hello) != sizeof hello)
-                _exit(1);
+            c = accept_hello(fd);
             while (read(c, buf, sizeof buf) > 0)
                 ;
             _exit(0);
@@ -330,10 +339,8 @@ static pid_t silent_node_once(char *addr, size_t cap)
         char buf[512];
         int c;
         alarm(10); /* bounded, whatever the client does */
-        c = accept(fd, NULL, NULL);
+        c = accept_hello(fd);
         close(fd);
-        if (c < 0 || write(c, hello, sizeof hello) != sizeof hello)
-            _exit(1);
         while (read(c, buf, sizeof buf) > 0)
             ;
         _exit(0);
@@ -379,14 +386,10 @@ static pid_t refusing_node(char *addr, size_t cap, int code)
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         uint8_t buf[4096];
-        int c1, c2;
+        int c2;
         alarm(10); /* bounded, whatever the client does */
-        c1 = accept(fd, NULL, NULL);
-        if (c1 < 0 || write(c1, hello, sizeof hello) != sizeof hello)
-            _exit(1);
-        c2 = accept(fd, NULL, NULL);
-        if (c2 < 0 || write(c2, hello, sizeof hello) != sizeof hello)
-            _exit(1);
+        (void)accept_hello(fd); /* the first: the hello, then nothing */
+        c2 = accept_hello(fd);
         answer_first(c2, code, "refused");
         while (read(c2, buf, sizeof buf) > 0)
             ;
@@ -407,10 +410,8 @@ static pid_t stopping_node(char *addr, size_t cap)
     if (pid == 0) {
         int c;
         alarm(10); /* bounded, whatever the client does */
-        c = accept(fd, NULL, NULL);
+        c = accept_hello(fd);
         close(fd);
-        if (c < 0 || write(c, hello, sizeof hello) != sizeof hello)
-            _exit(1);
         answer_first(c, KEEL_ESTOPPING, "node is stopping");
         close(c);
         _exit(0);

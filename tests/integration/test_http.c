@@ -827,6 +827,23 @@ static char *raw_exchange(const char *req)
     return reply;
 }
 
+/* Sends req (raw_exchange) and expects its reply to begin with status
+ * (e.g. "HTTP/1.1 400 ") and to hold text (when not NULL); with once, no
+ * second answer follows on the connection. Returns the reply (free it). */
+static char *refused_with(const char *req, const char *status,
+                          const char *text, int once)
+{
+    char *reply = raw_exchange(req);
+
+    ck_assert_msg(strncmp(reply, status, strlen(status)) == 0, "reply: %s",
+                  reply);
+    ck_assert_msg(text == NULL || strstr(reply, text) != NULL, "reply: %s",
+                  reply);
+    ck_assert_msg(!once || strstr(reply + 13, "HTTP/1.1 ") == NULL,
+                  "a second answer: %s", reply);
+    return reply;
+}
+
 /* A request whose end a proxy and the node could find in different places
  * is refused and its connection closed: nothing after the first framing
  * header runs as a request of its own (request smuggling). Before, the
@@ -837,6 +854,7 @@ START_TEST(conflicting_framing_is_refused)
     static const char hidden[] = "POST /v1/actors/counter/smuggled HTTP/1.1\r\n"
                                  "Host: 127.0.0.1\r\nContent-Length: 4\r\n\r\n"
                                  "incr";
+    static const char chunk[] = "4\r\nincr\r\n0\r\n\r\n";
     char req[1024];
     char *reply;
     double t0;
@@ -848,50 +866,35 @@ START_TEST(conflicting_framing_is_refused)
              "POST /v1/actors/counter/front HTTP/1.1\r\nHost: 127.0.0.1\r\n"
              "Content-Length: 4\r\nContent-Length: %zu\r\n\r\nincr%s",
              4 + strlen(hidden), hidden);
-    reply = raw_exchange(req);
-    ck_assert_msg(strncmp(reply, "HTTP/1.1 400 ", 13) == 0, "reply: %s", reply);
-    ck_assert_msg(strstr(reply, "\"EMALFORMED\"") != NULL &&
-                      strstr(reply, "more than one Content-Length") != NULL,
-                  "reply: %s", reply);
+    reply = refused_with(req, "HTTP/1.1 400 ", "more than one Content-Length",
+                         1);
+    ck_assert_msg(strstr(reply, "\"EMALFORMED\"") != NULL, "reply: %s", reply);
     ck_assert_msg(strcasestr(reply, "Connection: close") != NULL, "reply: %s",
                   reply);
-    ck_assert_msg(strstr(reply + 13, "HTTP/1.1 ") == NULL,
-                  "a second answer: %s", reply);
     free(reply);
 
     /* Chunked and a Content-Length: the chunked body ends before the
      * hidden request, the length covers it. */
     snprintf(req, sizeof req,
              "POST /v1/actors/counter/front HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-             "Transfer-Encoding: chunked\r\nContent-Length: %zu\r\n\r\n"
-             "4\r\nincr\r\n0\r\n\r\n%s",
-             strlen("4\r\nincr\r\n0\r\n\r\n") + strlen(hidden), hidden);
-    reply = raw_exchange(req);
-    ck_assert_msg(strncmp(reply, "HTTP/1.1 400 ", 13) == 0, "reply: %s", reply);
-    ck_assert_msg(strstr(reply, "both Transfer-Encoding and Content-Length") !=
-                      NULL,
-                  "reply: %s", reply);
-    ck_assert_msg(strstr(reply + 13, "HTTP/1.1 ") == NULL,
-                  "a second answer: %s", reply);
-    free(reply);
+             "Transfer-Encoding: chunked\r\nContent-Length: %zu\r\n\r\n%s%s",
+             strlen(chunk) + strlen(hidden), chunk, hidden);
+    free(refused_with(req, "HTTP/1.1 400 ",
+                      "both Transfer-Encoding and Content-Length", 1));
 
     /* A coding the node does not decode: 501 at once, not a wait. */
     t0 = now_s();
-    reply = raw_exchange("POST /v1/actors/counter/front HTTP/1.1\r\n"
-                         "Host: 127.0.0.1\r\nTransfer-Encoding: gzip\r\n\r\n"
-                         "incr");
-    ck_assert_msg(strncmp(reply, "HTTP/1.1 501 ", 13) == 0, "reply: %s", reply);
-    ck_assert_msg(strstr(reply, "only transfer coding taken is chunked") !=
-                      NULL,
-                  "reply: %s", reply);
+    free(refused_with("POST /v1/actors/counter/front HTTP/1.1\r\n"
+                      "Host: 127.0.0.1\r\nTransfer-Encoding: gzip\r\n\r\n"
+                      "incr",
+                      "HTTP/1.1 501 ", "only transfer coding taken is chunked",
+                      0));
     ck_assert_msg(now_s() - t0 < 8, "501 after %.1f s", now_s() - t0);
-    free(reply);
-    reply = raw_exchange("POST /v1/actors/counter/front HTTP/1.1\r\n"
-                         "Host: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
-                         "Transfer-Encoding: chunked\r\n\r\n4\r\nincr\r\n"
-                         "0\r\n\r\n");
-    ck_assert_msg(strncmp(reply, "HTTP/1.1 501 ", 13) == 0, "reply: %s", reply);
-    free(reply);
+    free(refused_with("POST /v1/actors/counter/front HTTP/1.1\r\n"
+                      "Host: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                      "Transfer-Encoding: chunked\r\n\r\n4\r\nincr\r\n"
+                      "0\r\n\r\n",
+                      "HTTP/1.1 501 ", NULL, 0));
 
     /* White space before a colon (libmicrohttpd keeps it in the name, so
      * a "Content-Length " went uncounted), a framing header folded onto
@@ -901,23 +904,13 @@ START_TEST(conflicting_framing_is_refused)
              "POST /v1/actors/counter/front HTTP/1.1\r\nHost: 127.0.0.1\r\n"
              "Content-Length: 4\r\nContent-Length : %zu\r\n\r\nincr%s",
              4 + strlen(hidden), hidden);
-    reply = raw_exchange(req);
-    ck_assert_msg(strncmp(reply, "HTTP/1.1 400 ", 13) == 0 &&
-                      strstr(reply, "white space") != NULL &&
-                      strstr(reply + 13, "HTTP/1.1 ") == NULL,
-                  "reply: %s", reply);
-    free(reply);
+    free(refused_with(req, "HTTP/1.1 400 ", "white space", 1));
     snprintf(req, sizeof req,
              "POST /v1/actors/counter/front HTTP/1.1\r\nHost: 127.0.0.1\r\n"
              "Transfer-Encoding:\r\n chunked\r\nContent-Length: %zu\r\n\r\n"
-             "4\r\nincr\r\n0\r\n\r\n%s",
-             strlen("4\r\nincr\r\n0\r\n\r\n") + strlen(hidden), hidden);
-    reply = raw_exchange(req);
-    ck_assert_msg(strncmp(reply, "HTTP/1.1 400 ", 13) == 0 &&
-                      strstr(reply, "folded") != NULL &&
-                      strstr(reply + 13, "HTTP/1.1 ") == NULL,
-                  "reply: %s", reply);
-    free(reply);
+             "%s%s",
+             strlen(chunk) + strlen(hidden), chunk, hidden);
+    free(refused_with(req, "HTTP/1.1 400 ", "folded", 1));
     reply = raw_exchange("POST /v1/actors/counter/front HTTP/1.0\r\n"
                          "Host: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
                          "\r\n4\r\nincr\r\n0\r\n\r\n");
@@ -939,11 +932,10 @@ START_TEST(conflicting_framing_is_refused)
     }
     /* White space after chunked: MHD would not decode the body, and the
      * client would wait for its connection's timeout. */
-    reply = raw_exchange("POST /v1/actors/counter/front HTTP/1.1\r\n"
-                         "Host: 127.0.0.1\r\nTransfer-Encoding: chunked \r\n"
-                         "Connection: close\r\n\r\n6\r\nincr 4\r\n0\r\n\r\n");
-    ck_assert_msg(strncmp(reply, "HTTP/1.1 501 ", 13) == 0, "reply: %s", reply);
-    free(reply);
+    free(refused_with("POST /v1/actors/counter/front HTTP/1.1\r\n"
+                      "Host: 127.0.0.1\r\nTransfer-Encoding: chunked \r\n"
+                      "Connection: close\r\n\r\n6\r\nincr 4\r\n0\r\n\r\n",
+                      "HTTP/1.1 501 ", NULL, 0));
     /* Chunked alone is taken, whatever its case. */
     reply = raw_exchange("POST /v1/actors/counter/front HTTP/1.1\r\n"
                          "Host: 127.0.0.1\r\nTransfer-Encoding:  Chunked\r\n"
