@@ -995,7 +995,10 @@ KEEL_API int keel_call_sync_keyed(keel_node *node, const uint8_t *key,
  * KEEL_ETIMEDOUT when no answer came, and the call may have run, or may
  * still finish, as its turn may have started before the deadline. No
  * turn of it starts after the deadline: one that had not started is
- * answered KEEL_EDEADLINE (if its caller still waits) and never runs. In
+ * answered KEEL_EDEADLINE (if its caller still waits) and never runs;
+ * in a cluster, one held because its unit is unavailable is answered
+ * KEEL_EUNAVAIL at the deadline (its caller sees that or KEEL_ETIMEDOUT,
+ * whichever clock runs out first) and never runs either. In
  * a cluster, a call forwarded to the node that owns its actor carries
  * what is left of the deadline, which that node counts from when the
  * frame reached it: there the turn may start up to the frame's transit
