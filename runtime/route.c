@@ -314,13 +314,35 @@ static uint64_t map_epoch(keel_cluster_rt *rt)
     return map != NULL ? map->map_epoch : 0;
 }
 
+/* Whether the cluster refuses this node for its store: another node runs
+ * with its id, or its data directory is not the one it served from. It
+ * checks again every few seconds and an operator may let it in (`keel
+ * node forget`), but that takes longer than a caller should wait: calls
+ * that entered here are answered at once (on the next tick), so that
+ * their callers try another member, rather than held to their deadline. */
+static int refused(keel_cluster_rt *rt)
+{
+    int phase = keel_cluster_phase(rt->c);
+
+    return (phase == KEEL_CLUSTER_BOOTSTRAP ||
+            phase == KEEL_CLUSTER_JOINING) &&
+           keel_cluster_error(rt->c) == KEEL_EMISMATCH;
+}
+
 static void fail_expired(keel_cluster_rt *rt, rt_msg *m)
 {
     char text[512];
     int phase = keel_cluster_phase(rt->c);
 
-    if (phase == KEEL_CLUSTER_CONNECTING || phase == KEEL_CLUSTER_BOOTSTRAP ||
-        phase == KEEL_CLUSTER_JOINING)
+    if (refused(rt))
+        snprintf(text, sizeof text,
+                 "shard %u unavailable: cluster %s refuses this node: its "
+                 "data directory is not the one it served from, or another "
+                 "node runs with its id (its log says more); try another "
+                 "member",
+                 m->u->shard, keel_cluster_name(rt->c));
+    else if (phase == KEEL_CLUSTER_CONNECTING ||
+             phase == KEEL_CLUSTER_BOOTSTRAP || phase == KEEL_CLUSTER_JOINING)
         snprintf(text, sizeof text,
                  "shard %u unavailable: this node has not joined cluster %s "
                  "(%s) within the call's deadline (hold bound %u ms); try "
@@ -328,10 +350,6 @@ static void fail_expired(keel_cluster_rt *rt, rt_msg *m)
                  m->u->shard, keel_cluster_name(rt->c),
                  phase == KEEL_CLUSTER_CONNECTING
                      ? "it cannot reach ZooKeeper yet"
-                 : keel_cluster_error(rt->c) == KEEL_EMISMATCH
-                     ? "it is refused: its data directory is not the one "
-                       "it served from, or another node runs with its "
-                       "id; its log says more"
                      : "it is joining",
                  rt_hold_ms(rt));
     else
@@ -510,15 +528,17 @@ int keel__cluster_route(keel_node *n, struct keel_type_entry *te,
     return 0;
 }
 
-/* Fails the held messages of u past their deadline. */
+/* Fails the held messages of u past their deadline, and those that
+ * entered here while the cluster refuses this node. */
 static void unit_expire(keel_cluster_rt *rt, rt_unit *u, uint64_t t)
 {
     rt_msg *m, *next;
     uint64_t min = UINT64_MAX;
+    int gone = refused(rt);
 
     for (m = u->head; m != NULL; m = next) {
         next = m->next;
-        if (t >= m->req->deadline_ns) {
+        if (t >= m->req->deadline_ns || (gone && m->entry)) {
             hold_unlink(rt, m);
             fail_expired(rt, m);
         } else if (m->req->deadline_ns < min) {
@@ -538,7 +558,7 @@ static void unit_retry(keel_cluster_rt *rt, rt_unit *u, uint64_t t)
     int blocked[2] = {0, 0};
     rt_msg *m, *next;
 
-    if (t >= u->min_deadline)
+    if (t >= u->min_deadline || (u->nheld_entry > 0 && refused(rt)))
         unit_expire(rt, u, t);
     if (u->head == NULL ||
         !destination(rt, u->head->te, u->shard, addr, sizeof addr, &dest))

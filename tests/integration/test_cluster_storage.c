@@ -293,6 +293,22 @@ START_TEST(replaced_disk_is_refused)
     log = tu_keeld_log(&fx.nodes[2]);
     ck_assert_ptr_nonnull(strstr(log, "refuses to join"));
     free(log);
+    /* A call through it is answered at once, saying why, rather than
+     * held to its deadline: its client should try another member. */
+    {
+        char *err = NULL;
+        ck_assert_int_ne(tu_keel(fx.nodes[2].addr, &out, &err, "call",
+                                 "counter", lost, "get", NULL),
+                         0);
+        ck_assert_msg(err != NULL &&
+                          strstr(err, "EUNAVAIL") != NULL &&
+                          strstr(err, "refuses this node") != NULL,
+                      "a call through the refused n2: '%s'",
+                      err != NULL ? err : "(null)");
+        free(out);
+        free(err);
+        out = NULL;
+    }
     /* Its counter is not answered from nothing, through any node. */
     for (i = 0; i < NNODES; i++) {
         long v = counter(i, lost, "get");
