@@ -1007,6 +1007,13 @@ int keel__auth_frame(keel_auth *a, keel_auth_conn *ac, const keel_frame *f,
         return keel__auth_check(a, ac, KEEL_AUTH_OP_CALL, cb.type, cb.tlen,
                                 errbuf, errlen);
     }
+    case KEEL_FRAME_UNSUBSCRIBE:
+        /* A connection with no identity has nothing to end: refused as
+         * its SUBSCRIBE would have been, not "no such subscription". */
+        if (ac->kind == KEEL_AUTH_ANON)
+            return keel__auth_check(a, ac, KEEL_AUTH_OP_CALL, NULL, 0,
+                                    errbuf, errlen);
+        return 0;
     case KEEL_FRAME_OBATCH:
         /* Calls on the types its messages name: a connection with no
          * identity is refused here, the others message by message

@@ -767,6 +767,41 @@ START_TEST(peer_frames_from_clients_close)
 }
 END_TEST
 
+/* Following an actor needs what calling its type needs: with no identity
+ * SUBSCRIBE and UNSUBSCRIBE are both EUNAUTH (before, UNSUBSCRIBE was
+ * answered ENOTFOUND, as if an anonymous connection could have had a
+ * subscription), and the connection goes on. */
+START_TEST(follow_frames_need_a_token)
+{
+    static const uint8_t kinds[2] = {KEEL_FRAME_SUBSCRIBE,
+                                     KEEL_FRAME_UNSUBSCRIBE};
+    uint8_t frame[KEEL_FRAME_HEADER];
+    tu_rframe f;
+    int i, fd;
+
+    start_with_tokens(0);
+    fd = tu_raw_connect(node.port);
+    ck_assert_int_ge(fd, 0);
+    for (i = 0; i < 2; i++) {
+        keel_frame_header(frame, kinds[i], 9 + (uint32_t)i, 0);
+        ck_assert_int_eq(tu_send_all(fd, frame, sizeof frame), 0);
+        ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
+        ck_assert_int_eq(f.kind, KEEL_FRAME_ERROR);
+        ck_assert_uint_eq(f.id, 9 + (uint32_t)i);
+        ck_assert_msg(f.code == KEEL_EUNAUTH, "%s answered %s",
+                      i ? "UNSUBSCRIBE" : "SUBSCRIBE",
+                      keel_err_name(f.code));
+    }
+    ck_assert_int_eq(raw_auth(fd, 11, CLIENT, &f), KEEL_FRAME_REPLY);
+    keel_frame_header(frame, KEEL_FRAME_UNSUBSCRIBE, 12, 0);
+    ck_assert_int_eq(tu_send_all(fd, frame, sizeof frame), 0);
+    ck_assert_int_eq(tu_read_frame(fd, &f, 5000), 1);
+    ck_assert_int_eq(f.kind, KEEL_FRAME_ERROR);
+    ck_assert_int_eq(f.code, KEEL_ENOTFOUND); /* logged in: none with id 12 */
+    close(fd);
+}
+END_TEST
+
 /* A short window: the address is served again once it is over. */
 START_TEST(failed_token_window_ends)
 {
@@ -940,6 +975,7 @@ static Suite *suite(void)
     tcase_add_test(tc, failed_token_attempts_limited);
     tcase_add_test(tc, failed_token_window_ends);
     tcase_add_test(tc, peer_frames_from_clients_close);
+    tcase_add_test(tc, follow_frames_need_a_token);
     tcase_add_test(tc, credentials_required_beyond_loopback);
     suite_add_tcase(s, tc);
     return s;
