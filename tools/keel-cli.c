@@ -762,7 +762,8 @@ static int cmd_state(keel_client *c, const char *type, const char *id)
 
 /* One line per change: "VERSION STATE", the state as text when it is
  * printable on one line, else "0x" and its bytes in hex ("-" for an
- * actor without a blob: never written, or holding only entries); an
+ * actor without a blob: never written, or holding only entries; a state
+ * of the one byte "-" is therefore printed "0x2d"); an
  * event payload the same way after "event":
  * "event VERSION PAYLOAD", which no state line can be taken for (those
  * begin with a digit). */
@@ -775,7 +776,8 @@ static int follow_print(const keel_follow_update *u)
     printf("%s%llu ", pay ? "event " : "", (unsigned long long)u->version);
     if (!pay && !u->has_state && len == 0)
         fputs("-", stdout);
-    else if (len > 0 && shows_as_text(d, len, 0))
+    else if (len > 0 && shows_as_text(d, len, 0) &&
+             (pay || len != 1 || d[0] != '-'))
         fwrite(d, 1, len, stdout);
     else
         print_hex(d, len);

@@ -646,6 +646,42 @@ START_TEST(cli_follow)
 }
 END_TEST
 
+/* An actor never written prints "-" for its state; one whose state is the
+ * one byte "-" must not look the same (before, both printed "-"). */
+START_TEST(cli_follow_no_state_is_not_a_dash)
+{
+    static const char *const writes[2] = {"write -", "write --"};
+    char *bin = tu_bin("keel");
+    char line[256];
+    keel_client *w;
+    int fds[2], st, i;
+    pid_t pid;
+
+    start_node();
+    w = connect_node();
+    pid = spawn_follow(bin, "register", "dash", fds);
+    ck_assert_int_eq(read_line(fds[0], line, sizeof line, 10000), 0);
+    ck_assert_str_eq(line, "0 -");
+    for (i = 0; i < 2; i++) {
+        char *reply = NULL;
+        size_t rl = 0;
+        ck_assert_int_eq(keel_client_call(w, KEEL_FRAME_CALL, "register",
+                                          "dash", 4, writes[i],
+                                          strlen(writes[i]), &reply, &rl),
+                         0);
+        free(reply);
+        ck_assert_int_eq(read_line(fds[0], line, sizeof line, 10000), 0);
+        ck_assert_str_eq(line, i == 0 ? "1 0x2d" : "2 --");
+    }
+    keel_client_close(w);
+    kill(pid, SIGINT);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(fds[0]);
+    free(bin);
+}
+END_TEST
+
 /* ------------------------------------------------------ event payloads */
 
 /* The node's frame limit in the payload tests: an event frame holds at
@@ -992,6 +1028,7 @@ static Suite *follow_suite(void)
     tcase_add_test(tc, slow_subscriber_ended);
     tcase_add_test(tc, stop_ends_subscriptions);
     tcase_add_test(tc, cli_follow);
+    tcase_add_test(tc, cli_follow_no_state_is_not_a_dash);
     tcase_add_test(tc, server_sent_events);
     tcase_add_test(tc, sse_client_gone);
     tcase_add_test(tc, payload_events);
