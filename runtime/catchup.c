@@ -218,6 +218,12 @@ static void cu_end(keel_repl *r, repl_unit *u, repl_catchup *c, int forget,
     repl_link *l = c->l;
     uint64_t epoch = c->epoch;
 
+    if (forget && ((c->phase == CU_ASKED && c->published) ||
+                   c->phase == CU_WITHDRAWN))
+        /* Its add was asked and is not pending any more: settled, or
+         * dropped with this node's session while the state that asks it
+         * is still published, where a controller may honour it yet. */
+        repl_forgot_note(r, u, l, epoch);
     if (c->phase == CU_SNAP && r->nsnap > 0)
         r->nsnap--;
     part_in(r, c);
@@ -375,6 +381,7 @@ static void cu_ask(keel_repl *r, repl_unit *u, repl_catchup *c)
               keel_cap_name(u->cap), u->shard, c->l->name,
               (unsigned long long)c->acked);
     c->published = 1;
+    repl_forgot_clear(r, u, c->l, c->epoch);
 }
 
 void repl_catchup_differs(keel_repl *r, repl_unit *u, uint64_t epoch,

@@ -1336,7 +1336,7 @@ static void maybe_finish_stop(keel_node *n)
         return;
     if (n->cluster != NULL && keel__cluster_rt_busy(n))
         return; /* its tick calls keel__node_stop_check again */
-    if (keel__repl_busy(n))
+    if (keel__repl_stop_busy(n))
         return; /* replies wait on backups: acks, drops or the lease end it */
     /* Everything is durable and answered: passivate and leave. An actor
      * that still has messages stays (scheduled): they run first, and the

@@ -291,11 +291,12 @@ static void frame_send(keel_repl *r, repl_frame *f)
 
 /* ---------------------------------------------------- releasing replies */
 
-static void wait_free(keel_repl *r, repl_wait *w)
+/* Answers w's requests: released, or failed in doubt. */
+static void wait_answer(keel_repl *r, repl_wait *w, int doubt)
 {
     keel_req *req;
 
-    if (w->doubt && !w->confirm)
+    if (doubt && !w->confirm)
         r->doubted = 1;
     while ((req = w->reqs.head) != NULL) {
         w->reqs.head = req->next;
@@ -305,16 +306,23 @@ static void wait_free(keel_repl *r, repl_wait *w)
             /* A failure held until no backup that may have its write
              * can be promoted: then it is true as it stands. */
             req->failed_hold = 0;
-            if (w->doubt)
+            if (doubt)
                 keel__req_doubt(r->n, req, doubt_msg);
             else
                 keel__req_release(r->n, req);
-        } else if (w->doubt) {
+        } else if (doubt) {
             keel__req_doubt(r->n, req, doubt_msg);
         } else {
             keel__req_settle(r->n, req);
         }
     }
+    w->reqs.tail = NULL;
+    w->nreqs = 0;
+}
+
+static void wait_free(keel_repl *r, repl_wait *w)
+{
+    wait_answer(r, w, w->doubt);
     free(w);
 }
 
@@ -1275,6 +1283,92 @@ int keel__repl_hold_failed(keel_node *n, keel_req *req)
     return 1;
 }
 
+void repl_forgot_note(keel_repl *r, repl_unit *u, repl_link *l,
+                      uint64_t epoch)
+{
+    unsigned i;
+
+    for (i = 0; i < u->nforgot; i++)
+        if (u->forgot[i].l == l) {
+            if (epoch > u->forgot[i].epoch)
+                u->forgot[i].epoch = epoch;
+            return;
+        }
+    if (u->nforgot == REPL_MAX_BACKUPS) {
+        /* Full (backups of older epochs the map has not moved past
+         * yet): the oldest goes. */
+        unsigned old = 0;
+        for (i = 1; i < u->nforgot; i++)
+            if (u->forgot[i].epoch < u->forgot[old].epoch)
+                old = i;
+        u->forgot[old] = u->forgot[--u->nforgot];
+        r->nforgot--;
+    }
+    u->forgot[u->nforgot].l = l;
+    u->forgot[u->nforgot++].epoch = epoch;
+    r->nforgot++;
+}
+
+void repl_forgot_clear(keel_repl *r, repl_unit *u, const repl_link *l,
+                       uint64_t epoch)
+{
+    unsigned i;
+
+    for (i = 0; i < u->nforgot; i++)
+        if (u->forgot[i].l == l && u->forgot[i].epoch <= epoch) {
+            u->forgot[i] = u->forgot[--u->nforgot];
+            r->nforgot--;
+            return;
+        }
+}
+
+/* The unit's epoch in the applied map; 0 when it has none. */
+static uint64_t map_epoch_of(keel_repl *r, const repl_unit *u)
+{
+    const keel_shard_map *m = keel_cluster_map(repl_cl(r));
+    int ci;
+
+    if (m == NULL || u->shard >= m->shard_count ||
+        (ci = keel_map_cap_index(m, u->cap)) < 0)
+        return 0;
+    return keel_map_unit_at(m, (uint32_t)ci, u->shard)->shard_epoch;
+}
+
+/* A backup whose counted catch-up this node forgot (repl_forgot_note) and
+ * that the map has in sync at that epoch, this node the primary there,
+ * got there by the add that catch-up asked, honoured after this node
+ * stopped counting it: it may lack pieces that writes answered since
+ * (in doubt, or by this node at the same epoch after its session came
+ * back) were sent it. It is made suspect: its acks stop counting, and
+ * its drop is asked at once. Entries of an epoch the map has moved past
+ * go: no add asked at it can be honoured any more. */
+static void repl_forgot_check(keel_repl *r, repl_unit *u)
+{
+    uint64_t now_epoch = u->nforgot > 0 ? map_epoch_of(r, u) : 0;
+    unsigned i = 0;
+
+    while (i < u->nforgot) {
+        repl_link *l = u->forgot[i].l;
+        uint64_t e = u->forgot[i].epoch;
+        if (now_epoch > e) {
+            u->forgot[i] = u->forgot[--u->nforgot];
+            r->nforgot--;
+            continue;
+        }
+        if (repl_unit_ours(r, u->cap, u->shard, e) &&
+            in_refs(r, insync(r, u, e), l->name)) {
+            u->forgot[i] = u->forgot[--u->nforgot];
+            r->nforgot--;
+            if (suspect_add(r, u, e, l,
+                            "its catch-up was forgotten here before the "
+                            "add it asked was honoured"))
+                repl_arm(r, 0);
+            continue;
+        }
+        i++;
+    }
+}
+
 void keel__repl_resumed(keel_node *n, const char *cap, uint32_t shard,
                         uint64_t epoch)
 {
@@ -1286,6 +1380,7 @@ void keel__repl_resumed(keel_node *n, const char *cap, uint32_t shard,
                                     REPL_MAX_BACKUPS) == 0 ||
         (u = repl_unit_get(r, cap, shard)) == NULL)
         return;
+    repl_forgot_check(r, u);
     if (r->clean_start || u->epoch == epoch || u->resumed_epoch == epoch)
         return; /* this process sent its pieces there, or was here
                  * already: nothing was lost since */
@@ -1334,6 +1429,25 @@ int keel__repl_busy(keel_node *n)
     return n->repl != NULL && n->repl_busy > 0;
 }
 
+int keel__repl_stop_busy(keel_node *n)
+{
+    const repl_unit *u;
+    const repl_wait *w;
+
+    if (!keel__repl_busy(n))
+        return 0;
+    if (keel__cluster_rt_serving(n))
+        return 1;
+    /* Fenced: the entries whose replies were answered in doubt (tick_cb)
+     * stand only before reads this node might serve if its lease came
+     * back; it leaves instead. */
+    for (u = n->repl->busy; u != NULL; u = u->bnext)
+        for (w = u->head; w != NULL; w = w->next)
+            if (w->reqs.head != NULL)
+                return 1;
+    return 0;
+}
+
 void keel__repl_map_applied(keel_node *n)
 {
     keel_repl *r = n->repl;
@@ -1352,6 +1466,12 @@ void keel__repl_map_applied(keel_node *n)
         STAT_SET(n, failovers, f);
     }
     repl_catchup_map_applied(r);
+    if (r->nforgot > 0) {
+        size_t pos = 0;
+        void *item;
+        while (keel_hmap_next(&r->units, &pos, &item))
+            repl_forgot_check(r, item);
+    }
     if (r->nsuspect > 0) {
         /* A suspect backup the map shows out of the in-sync set (or a
          * unit no longer this node's there) is suspect no more: it
@@ -1785,13 +1905,25 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
         stall_forgive(r, now - r->tick_seen - REPL_TICK_S);
     r->tick_seen = now;
     if (n->repl_busy > 0 && !keel__cluster_rt_serving(n)) {
-        /* Fenced: no reply may leave as a success. What waits goes now,
-         * by the lease rules (in doubt). */
+        /* Fenced: no reply may leave as a success. What waits is answered
+         * now, by the lease rules (in doubt). A write's entry stays,
+         * though, until its backups have it or are out of the in-sync
+         * set, as it would have: if the lease comes back (the session
+         * lived), a read served then waits behind it, as behind any
+         * write not yet on every backup. Without it, the read's confirm
+         * round could pass a backup that refused the write, show the
+         * write, and that backup, still in sync, be promoted without it.
+         * A confirm round's entry goes as before (its turns wrote
+         * nothing), once no write's is ahead of it. */
         for (u = r->busy; u != NULL; u = unext) {
             repl_wait *w;
             unext = u->bnext;
-            for (w = u->head; w != NULL; w = w->next)
-                w->doubt = 1;
+            for (w = u->head; w != NULL; w = w->next) {
+                if (w->reqs.head != NULL)
+                    wait_answer(r, w, 1);
+                if (w->confirm)
+                    w->doubt = 1;
+            }
             repl_unit_progress(r, u);
         }
     }

@@ -110,6 +110,10 @@ int keel__repl_unit_unacked(keel_node *n, const char *cap, uint32_t shard,
 /* Whether anything waits: replies on backups, or writes sent here by a
  * primary not answered yet. A stopping node waits for it. */
 int keel__repl_busy(keel_node *n);
+/* Whether a stopping node still waits for its backups: keel__repl_busy,
+ * except that a fenced node does not wait for writes whose replies were
+ * answered in doubt. */
+int keel__repl_stop_busy(keel_node *n);
 /* Whether writes of unit (cap, shard) that this node took as a backup
  * (REPL frames, a copy's deletion) are still queued or committing on the
  * replication writer. A unit streamed here (XFER) is stored only after

@@ -158,6 +158,19 @@ struct repl_unit {
      * not this node's any more: its failures are in doubt. */
     int fail_doubt;
     uint64_t resumed_epoch; /* keel__repl_resumed ran at this epoch */
+    /* Backups whose counted catch-up of the unit ended with its pieces
+     * forgotten while its add request might still be honoured: asked,
+     * then no longer pending because this node's session ended (the
+     * state that asks it is still published) or because it was settled
+     * (repl_forgot_note). A map that has one in sync at that epoch got it
+     * there without those pieces: it is made suspect (repl_forgot_check).
+     * Kept until the unit's epoch moves on, or a new catch-up of the
+     * backup asks its add (it holds everything then). */
+    struct {
+        repl_link *l;
+        uint64_t epoch;
+    } forgot[REPL_MAX_BACKUPS];
+    unsigned nforgot;
     /* Drops asked for (keel_cluster_request_drop), by backup and epoch. */
     struct {
         repl_link *l;
@@ -346,6 +359,7 @@ struct keel_repl {
      * no clean-stop marker and the units this node gets back at the same
      * epoch suspect their backups. */
     int doubted;
+    size_t nforgot; /* the units' forgot entries, in all */
     struct gref {
         repl_unit *u;
         size_t g;
@@ -429,6 +443,13 @@ void repl_frame_finish(keel_repl *r, repl_link *l);
 void repl_forget_link(keel_repl *r, repl_unit *u, uint64_t epoch,
                       repl_link *l, int doubt);
 void repl_unit_progress(keel_repl *r, repl_unit *u);
+/* Backup l's counted catch-up of u at epoch ended with its pieces
+ * forgotten after its add was asked (repl_unit.forgot). */
+void repl_forgot_note(keel_repl *r, repl_unit *u, repl_link *l,
+                      uint64_t epoch);
+/* A catch-up of l asks its add at epoch: it holds everything now. */
+void repl_forgot_clear(keel_repl *r, repl_unit *u, const repl_link *l,
+                       uint64_t epoch);
 
 /* runtime/repl_backup.c */
 void repl_backup_wake_cb(struct ev_loop *loop, ev_async *w, int revents);

@@ -961,6 +961,100 @@ START_TEST(frames_merged_on_a_backup_fail_together)
 }
 END_TEST
 
+/* A write answered in doubt because its primary fenced must still hold up
+ * the reads after it until every backup in sync has it, or is out of the
+ * in-sync set. Two nodes keeping two replicas; n1's disk fills (a file
+ * size limit), so that it refuses n0's next write, which waits for it
+ * (the lag is 15 s). ZooKeeper stops for 3.1 s: n0 fences (past 2/3 of
+ * its 4 s session) and answers the write in doubt, and serves again once
+ * ZooKeeper is back, its session alive. A read through n0 then shows the
+ * write only once n1 is out of the in-sync set: n0 is killed right after,
+ * n1's disk freed, and n1 must not be promoted without the write the read
+ * showed (it is not: out of sync, the unit waits for n0). Before, the
+ * read's confirm round passed n1 at once, n1 was promoted, and the write
+ * was gone. */
+START_TEST(a_read_after_a_write_in_doubt_waits_for_the_backups)
+{
+    const char *common[] = {"--repl-lag-ms", "15000", NULL};
+    struct rlimit unlimited = {RLIM_INFINITY, RLIM_INFINITY};
+    keel_client *c = NULL;
+    char id[16] = "", owner[64], *reply = NULL;
+    int i, j, port0, rc = 0, w1 = -1;
+    pid_t zk;
+
+    fx.nodes[1].fsize_limit = 4L << 20;
+    tu_cluster_start_together(&fx, 2, 2, common, NULL);
+    port0 = fx.nodes[0].port;
+    for (j = 0; j < 64 && id[0] == '\0'; j++) {
+        char cand[16];
+        snprintf(cand, sizeof cand, "rd%d", j);
+        tu_cluster_owner_of(&fx, 0, "kv", cand, owner, sizeof owner);
+        if (strcmp(owner, "n0") == 0)
+            snprintf(id, sizeof id, "%s", cand);
+    }
+    CHECK(id[0] != '\0', "no kv actor owned by n0");
+
+    /* Puts until one is not answered within 3 s: n1 refused it. */
+    CHECK(keel_client_connect(fx.nodes[0].addr, 3000, &c) == 0,
+          "cannot connect to n0");
+    for (i = 0; i < MAXPUT && w1 < 0; i++) {
+        rc = put(c, id, i, &reply);
+        free(reply);
+        reply = NULL;
+        if (rc == KEEL_ETIMEDOUT)
+            w1 = i;
+        else
+            CHECK(rc == 0, "put %d: %s", i, keel_err_name(rc));
+    }
+    keel_client_close(c);
+    c = NULL;
+    CHECK(w1 >= 0, "every put of %d was answered: n1's disk never filled",
+          i);
+    CHECK(tu_keel_stat(fx.nodes[1].addr, "repl_refused") > 0,
+          "put %d waits, but n1 refused nothing", w1);
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "repl_waiting") > 0,
+          "put %d waits for nothing on n0", w1);
+
+    /* n0 fences and answers put w1 in doubt; its session lives. */
+    zk = (pid_t)tu_cluster_zk_pid(&fx);
+    ck_assert_int_eq(kill(zk, SIGSTOP), 0);
+    tu_sleep_ms(3100);
+    ck_assert_int_eq(kill(zk, SIGCONT), 0);
+    for (i = 0; i < 200 && tu_keel_stat(fx.nodes[0].addr, "repl_waiting");
+         i++)
+        tu_sleep_ms(100);
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "repl_waiting") == 0,
+          "put %d is still waiting after n0 fenced", w1);
+
+    /* The read shows put w1 (n0 has it), but only once n1 is out of the
+     * in-sync set (before: at once, n1 in sync). */
+    rc = get(&c, 0, id, w1);
+    CHECK(rc == 0, "put %d (in doubt, in n0's store) reads %s through n0",
+          w1, keel_err_name(rc));
+    keel_client_close(c);
+    c = NULL;
+    ck_assert_int_eq(tu_keeld_stop(&fx.nodes[0], SIGKILL), 128 + SIGKILL);
+    tu_keeld_free(&fx.nodes[0]);
+    ck_assert_int_eq(prlimit(fx.nodes[1].pid, RLIMIT_FSIZE, &unlimited,
+                             NULL),
+                     0);
+    rc = get(&c, 1, id, w1);
+    CHECK(rc != KEEL_ENOTFOUND,
+          "put %d, read through n0, is not there after n0 died: n1 took "
+          "the unit without it",
+          w1);
+    keel_client_close(c);
+    c = NULL;
+    /* n0 back on its data: the unit is served again, with the write. */
+    ck_assert_int_eq(tu_cluster_start_node(&fx, 0, port0, "--replicas", "2",
+                                           "--repl-lag-ms", "15000", NULL),
+                     0);
+    rc = get(&c, 0, id, w1);
+    CHECK(rc == 0, "put %d reads %s once n0 is back", w1, keel_err_name(rc));
+    keel_client_close(c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster_repl_fail");
@@ -980,6 +1074,11 @@ int main(void)
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, a_primary_whose_store_fails_gives_its_units_up);
     tcase_add_test(tc, a_store_failing_during_a_leave_stops_the_node);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("read_after_doubt");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, a_read_after_a_write_in_doubt_waits_for_the_backups);
     suite_add_tcase(s, tc);
     tc = tcase_create("held_up");
     tcase_add_checked_fixture(tc, setup, teardown);
