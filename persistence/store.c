@@ -61,6 +61,7 @@
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -330,6 +331,33 @@ static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- open */
 
+
+/* The process holding the flock on fd's file, from /proc/locks; 0 when
+ * it cannot be told. */
+static long lock_holder(int fd)
+{
+    struct stat st;
+    char line[256];
+    long pid = 0;
+    FILE *f;
+
+    if (fstat(fd, &st) != 0 || (f = fopen("/proc/locks", "re")) == NULL)
+        return 0;
+    while (pid == 0 && fgets(line, sizeof line, f) != NULL) {
+        unsigned maj, min;
+        unsigned long long ino;
+        long p;
+        char kind[16];
+        /* "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" */
+        if (sscanf(line, "%*[^:]: %15s %*s %*s %ld %x:%x:%llu", kind, &p,
+                   &maj, &min, &ino) == 5 &&
+            strcmp(kind, "FLOCK") == 0 && ino == (unsigned long long)st.st_ino &&
+            maj == major(st.st_dev) && min == minor(st.st_dev))
+            pid = p;
+    }
+    fclose(f);
+    return pid;
+}
 static int store_lock_dir(keel_store *s, char *errbuf, size_t errlen)
 {
     char *lpath;
@@ -347,17 +375,24 @@ static int store_lock_dir(keel_store *s, char *errbuf, size_t errlen)
     }
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
         int err = errno;
+        long pid = err == EWOULDBLOCK ? lock_holder(fd) : 0;
 
-        if (err == EWOULDBLOCK)
+        if (pid > 0 && pid != (long)getpid())
+            seterr(errbuf, errlen,
+                   "%s: data directory already in use by process %ld (a "
+                   "keeld running on it?): one node per data directory",
+                   s->path, pid);
+        else if (err == EWOULDBLOCK)
             seterr(errbuf, errlen,
                    "%s: data directory already in use (%s is locked by "
-                   "another open store)",
-                   s->path, lpath);
+                   "another open store%s)",
+                   s->path, lpath,
+                   pid > 0 ? " of this process" : "");
         else
             seterr(errbuf, errlen, "%s: %s", lpath, strerror(err));
         close(fd);
         free(lpath);
-        return KEEL_EIO;
+        return err == EWOULDBLOCK ? KEEL_EEXIST : KEEL_EIO;
     }
     free(lpath);
     s->lock_fd = fd;

@@ -1984,7 +1984,8 @@ static int http_bind(keel_http *h, char *errbuf, size_t errlen)
                  h->addr, strerror(e),
                  e == EADDRINUSE ? " (another process holds that port: give "
                                    "another with --http HOST:PORT, or none "
-                                   "without --http)"
+                                   "without --http; embedded: "
+                                   "keel_node_options.http_listen)"
                                  : "");
         close(fd);
         freeaddrinfo(res);

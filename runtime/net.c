@@ -233,7 +233,8 @@ int keel__net_listen(keel_node *n, const char *addr, char *errbuf,
                  strerror(e),
                  e == EADDRINUSE ? " (another process holds that port: "
                                    "give this node another with --listen "
-                                   "HOST:PORT, port 0 for any)"
+                                   "HOST:PORT, or keel_node_options.listen "
+                                   "when embedded; port 0 for any)"
                                  : "");
         close(fd);
         return KEEL_EADDR;

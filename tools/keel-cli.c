@@ -834,15 +834,26 @@ static void follow_sigint(int sig)
  * the connection fails it subscribes again, with the last version seen,
  * at the owner the node named, else at the address it was given, waiting
  * a little longer each time (up to 2 s). */
+/* Says on stderr, once per outage, that following stopped and why; the
+ * changes themselves keep stdout to themselves. */
+static void follow_down(int *down, const char *what)
+{
+    if (*down)
+        return;
+    *down = 1;
+    fprintf(stderr, "keel: follow: %s; subscribing again until a node "
+            "answers (Ctrl-C to stop)\n", what);
+}
+
 static int cmd_follow(keel_client *c, const char *addr, int timeout_ms,
                       const char *type, const char *id)
 {
-    char next[300] = "", why[512];
+    char next[300] = "", why[512], what[1024];
     uint64_t last = 0, sub = 0;
     keel_follow_update u;
     unsigned backoff_ms = 0;
     struct sigaction sa;
-    int rc;
+    int rc, down = 0;
 
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = follow_sigint;
@@ -877,14 +888,24 @@ static int cmd_follow(keel_client *c, const char *addr, int timeout_ms,
                 if (rc == KEEL_EUNAUTH || rc == KEEL_EDENIED)
                     return EXIT_SERVER;
             }
-            if (rc != 0)
+            if (rc != 0) {
+                snprintf(what, sizeof what, "cannot reach %s: %s", to,
+                         why);
+                follow_down(&down, what);
                 continue;
+            }
         }
         rc = keel_client_subscribe_flags(c, type, id, strlen(id), last,
                                          KEEL_SUBSCRIBE_PAYLOADS, &sub, &u);
         if (rc != 0) {
             if (u.reason != NULL)
                 follow_owner_hint(u.reason, u.reason_len, next, sizeof next);
+            if (follow_retryable(rc)) {
+                snprintf(what, sizeof what, "%s: %.*s", keel_err_name(rc),
+                         u.reason != NULL ? (int)u.reason_len : 0,
+                         u.reason != NULL ? u.reason : "");
+                follow_down(&down, what);
+            }
             if (!follow_retryable(rc)) {
                 if (u.reason != NULL) {
                     print_error(rc, u.reason, u.reason_len);
@@ -897,6 +918,10 @@ static int cmd_follow(keel_client *c, const char *addr, int timeout_ms,
             keel_client_close(c);
             c = NULL;
             continue;
+        }
+        if (down) {
+            fprintf(stderr, "keel: follow: subscribed again\n");
+            down = 0;
         }
         if (u.kind == KEEL_EVENT_CHANGE) {
             last = u.version;
@@ -912,6 +937,15 @@ static int cmd_follow(keel_client *c, const char *addr, int timeout_ms,
                 if (rc == 0 && u.reason != NULL)
                     follow_owner_hint(u.reason, u.reason_len, next,
                                       sizeof next);
+                if (rc != 0)
+                    snprintf(what, sizeof what, "lost the connection (%s)",
+                             keel_err_name(rc));
+                else
+                    snprintf(what, sizeof what, "the subscription ended: "
+                             "%.*s",
+                             u.reason != NULL ? (int)u.reason_len : 0,
+                             u.reason != NULL ? u.reason : "");
+                follow_down(&down, what);
                 keel_client_close(c);
                 c = NULL;
                 break;
@@ -1386,6 +1420,32 @@ static int tls_file_readable(const char *path, const char *what,
     return 0;
 }
 
+/* Options go before the command: after it they are words of the message
+ * (getopt stops at the command, so that a message may begin with "-").
+ * One that looks like an option is sent as it is, with a warning, since
+ * the caller more likely meant the option. */
+static void warn_late_options(int argc, char **argv, const char *cmd)
+{
+    static const char *const opts[] = {
+        "-a", "--addr", "-t", "--timeout", "-d", "--direct", "-r",
+        "--retry", "-k", "--key", "--tls-ca", "--tls-cert", "--tls-key",
+        "-T", "--token", "-F", "--token-file", NULL};
+    int i, k;
+
+    for (i = 0; i < argc; i++)
+        for (k = 0; opts[k] != NULL; k++) {
+            size_t n = strlen(opts[k]);
+            if (strncmp(argv[i], opts[k], n) == 0 &&
+                (argv[i][n] == '\0' || (argv[i][1] == '-' && argv[i][n] == '='))) {
+                fprintf(stderr, "keel: warning: '%s' comes after the "
+                        "command, so it is sent as part of the message; "
+                        "options go first: keel [OPTIONS] %s TYPE ID "
+                        "MESSAGE\n", argv[i], cmd);
+                return;
+            }
+        }
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -1657,6 +1717,7 @@ int main(int argc, char **argv)
     if (is_send) {
         int bad;
 
+        warn_late_options(nargs - 2, args + 2, cmd);
         msg = join_args(nargs - 2, args + 2, &msg_len, &bad);
         if (msg == NULL)
             return bad ? EXIT_USAGE : transport_error(KEEL_ENOMEM);

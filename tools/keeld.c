@@ -1560,8 +1560,14 @@ static int run_node(const struct keeld_conf *kc)
     {
         keel_stats st;
         keel_node_stats(the_node, &st);
-        say(KEEL_LOG_INFO, "ready on port %d%s", keel_node_port(the_node),
-            st.insecure ? " (INSECURE: no credentials, --insecure)" : "");
+        say(KEEL_LOG_INFO, "ready on port %d%s%s%s%s",
+            keel_node_port(the_node),
+            st.insecure ? " (INSECURE: no credentials, --insecure)" : "",
+            opts->zk_hosts != NULL ? "; joining cluster " : "",
+            opts->zk_hosts != NULL ? opts->cluster : "",
+            opts->zk_hosts != NULL ? " (/readyz and `keel nodes` say when "
+                                     "it serves)"
+                                   : "");
     }
     if (opts->http_listen != NULL)
         say(KEEL_LOG_INFO, "http on port %d", keel_node_http_port(the_node));

@@ -131,6 +131,52 @@ START_TEST(kv_and_register_through_cli)
 }
 END_TEST
 
+/* An option after the command is a word of the message (a message may
+ * begin with "-"), but it is most likely a mistake: the value is sent as
+ * it is, and keel says so on stderr (before, silently: `put note hello
+ * -a ADDR` stored "hello -a ADDR"). */
+START_TEST(options_after_the_command_are_warned)
+{
+    const char *argv[12];
+    char *bin = tu_bin("keel"), *out = NULL, *err = NULL;
+    int rc;
+
+    ck_assert_int_eq(tu_keeld_start(&node, data, 0, NULL), 0);
+    argv[0] = bin;
+    argv[1] = "-a";
+    argv[2] = node.addr;
+    argv[3] = "call";
+    argv[4] = "kv";
+    argv[5] = "k";
+    argv[6] = "put";
+    argv[7] = "note";
+    argv[8] = "hello";
+    argv[9] = "--timeout=5000";
+    argv[10] = NULL;
+    rc = tu_run(argv, &out, &err);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    ck_assert_msg(err != NULL && strstr(err, "keel: warning: "
+                                             "'--timeout=5000' comes after "
+                                             "the command, so it is sent "
+                                             "as part of the message") !=
+                                     NULL,
+                  "stderr: '%s'", err != NULL ? err : "(null)");
+    free(out);
+    free(err);
+    cli_expect("hello --timeout=5000\n", 0, "call", "kv", "k", "get", "note",
+               NULL);
+    /* Words that only begin like one are not options. */
+    argv[9] = "-ab";
+    rc = tu_run(argv, &out, &err);
+    ck_assert_msg(rc == 0 && err != NULL && strstr(err, "warning") == NULL,
+                  "exit %d: stderr '%s'", rc, err != NULL ? err : "(null)");
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_keeld_stop(&node, SIGTERM), 0);
+    free(bin);
+}
+END_TEST
+
 START_TEST(errors_through_cli)
 {
     char *out = NULL, *err = NULL;
@@ -1002,6 +1048,41 @@ START_TEST(keeld_port_taken)
 }
 END_TEST
 
+/* A data directory a running keeld holds: a second keeld on it exits 1
+ * naming the first's process, with EEXIST (before: EIO, "storage I/O
+ * error", and no process named). */
+START_TEST(keeld_data_dir_in_use)
+{
+    char *bin = tu_bin("keeld"), *out = NULL, *err = NULL, want[1024],
+         held[600];
+    tu_keeld first;
+    int rc;
+
+    memset(&first, 0, sizeof first);
+    snprintf(held, sizeof held, "%s/held", dir);
+    ck_assert_int_eq(tu_keeld_start(&first, held, 0, NULL), 0);
+    {
+        const char *argv[] = {bin, "--data", held, "--listen", "127.0.0.1:0",
+                              NULL};
+        rc = tu_run_for(argv, 10, &out, &err);
+    }
+    snprintf(want, sizeof want, "EEXIST: already exists: %s: data directory "
+             "already in use by process %ld (a keeld running on it?)", held,
+             (long)first.pid);
+    ck_assert_msg(rc == 1 && err != NULL && strstr(err, want) != NULL,
+                  "exit %d: %s", rc, err);
+    free(out);
+    free(err);
+    /* The first node still serves. */
+    out = NULL;
+    ck_assert_int_eq(tu_keel(first.addr, &out, NULL, "ping", NULL), 0);
+    free(out);
+    ck_assert_int_eq(tu_keeld_stop(&first, SIGTERM), 0);
+    tu_keeld_free(&first);
+    free(bin);
+}
+END_TEST
+
 /* A file where the data directory, or one above it, should be: a usage
  * error naming the path and the file, before anything starts (the store
  * would say only "cannot create directory: Not a directory"), once under
@@ -1240,6 +1321,8 @@ static Suite *suite(void)
     tcase_add_test(tc, keeld_hold_outlasting_retention_refused);
     tcase_add_test(tc, data_dir_in_the_way);
     tcase_add_test(tc, keeld_port_taken);
+    tcase_add_test(tc, keeld_data_dir_in_use);
+    tcase_add_test(tc, options_after_the_command_are_warned);
     tcase_add_test(tc, bench_bad_options);
     tcase_add_test(tc, shard_count_kept_by_the_directory);
     tcase_add_test(tc, unreachable_zookeeper_is_said);

@@ -16,6 +16,7 @@
  * leaves, so once that reply is in, a PING sent on the subscriber's
  * connection is answered behind any event there is. */
 #include <check.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -580,8 +581,18 @@ static int read_line(int fd, char *buf, size_t cap, int ms)
  * 0 on SIGINT; after the node restarts it subscribes again by itself
  * and goes on from the current state. */
 
+/* Where spawn_follow sends the follower's standard error. */
+static char *follow_err_path(void)
+{
+    static char path[512];
+
+    snprintf(path, sizeof path, "%s/follow.err", dir);
+    return path;
+}
+
 /* Starts `keel follow TYPE ID` against the node with its standard output
- * on a pipe: fds[0] is the end to read. Returns its pid. */
+ * on a pipe (fds[0] is the end to read) and its standard error appended to
+ * follow_err_path(). Returns its pid. */
 static pid_t spawn_follow(const char *bin, const char *type, const char *id,
                           int fds[2])
 {
@@ -591,6 +602,10 @@ static pid_t spawn_follow(const char *bin, const char *type, const char *id,
     pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
+        int efd = open(follow_err_path(),
+                       O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (efd >= 0)
+            dup2(efd, 2);
         dup2(fds[1], 1);
         close(fds[0]);
         execl(bin, bin, "-a", node.addr, "follow", type, id, (char *)NULL);
@@ -611,6 +626,7 @@ START_TEST(cli_follow)
     start_node();
     w = connect_node();
     incr(w, "cli");
+    unlink(follow_err_path());
     pid = spawn_follow(bin, "counter", "cli", fds);
     ck_assert_int_eq(read_line(fds[0], line, sizeof line, 10000), 0);
     ck_assert_str_eq(line, "1 0x0000000000000001");
@@ -642,6 +658,22 @@ START_TEST(cli_follow)
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     close(fds[0]);
+    /* The outage was said on stderr, once, and its end (before, nothing:
+     * a follower of a node gone waited in silence). */
+    {
+        char *err = tu_read_file(follow_err_path());
+        const char *down =
+            err != NULL ? strstr(err, "subscribing again until a node "
+                                      "answers (Ctrl-C to stop)\n")
+                        : NULL;
+        ck_assert_msg(down != NULL && strncmp(err, "keel: follow: ", 14) == 0 &&
+                          strstr(down + 20, "until a node answers") == NULL,
+                      "stderr: '%s'", err != NULL ? err : "(null)");
+        ck_assert_msg(strstr(err, "keel: follow: subscribed again\n") !=
+                          NULL,
+                      "stderr: '%s'", err);
+        free(err);
+    }
     free(bin);
 }
 END_TEST
