@@ -292,13 +292,18 @@ static void q_nodes(keel_node *n, tbuf *b)
 }
 
 /* The backups of u (m's replicas after the primary) as "n2,n3" into b
- * after `lead` (`lead`-separated fields), and those out of sync after
- * `outlead`; nothing when u has none (resp. all in sync). */
-static void backups_fields(tbuf *b, const keel_shard_map *m,
+ * after `lead` (`lead`-separated fields), those out of sync after
+ * `outlead`, and, with c, those that are not live members of its view
+ * after `downlead`; nothing when u has none (resp. all in sync, all
+ * live). A dead backup stays in the in-sync set until a write misses it
+ * (the primary then has it dropped after the lag) or it is replaced:
+ * "down" says why it is not really there. */
+static void backups_fields(tbuf *b, keel_cluster *c, const keel_shard_map *m,
                            const keel_map_unit *u, const char *lead,
-                           const char *outlead, const char *end)
+                           const char *outlead, const char *downlead,
+                           const char *end)
 {
-    unsigned i, out = 0;
+    unsigned i, out = 0, down = 0;
 
     if (u->nreplicas < 2)
         return;
@@ -309,13 +314,22 @@ static void backups_fields(tbuf *b, const keel_shard_map *m,
             out++;
     }
     tb_printf(b, "%s", end);
-    if (out == 0)
-        return;
-    tb_printf(b, "%s", outlead);
-    for (i = 1, out = 0; i < u->nreplicas; i++)
-        if (!(u->insync & (1u << i)))
-            tb_printf(b, "%s%s", out++ ? "," : "", m->nodes[u->replicas[i]]);
-    tb_printf(b, "%s", end);
+    if (out > 0) {
+        tb_printf(b, "%s", outlead);
+        for (i = 1, out = 0; i < u->nreplicas; i++)
+            if (!(u->insync & (1u << i)))
+                tb_printf(b, "%s%s", out++ ? "," : "",
+                          m->nodes[u->replicas[i]]);
+        tb_printf(b, "%s", end);
+    }
+    for (i = 1; c != NULL && i < u->nreplicas; i++) {
+        const char *name = m->nodes[u->replicas[i]];
+        if (member_find(c, name) != NULL)
+            continue;
+        tb_printf(b, "%s%s", down++ ? "," : downlead, name);
+    }
+    if (down > 0)
+        tb_printf(b, "%s", end);
 }
 
 /* One unit line: "unit CAP SHARD owner NODE epoch E [target NODE]
@@ -329,7 +343,7 @@ static void unit_line(tbuf *b, const char *cap, uint32_t shard,
     if (target != NULL)
         tb_printf(b, " target %s", target);
     if (m != NULL)
-        backups_fields(b, m, u, " backups ", " out_of_sync ", "");
+        backups_fields(b, NULL, m, u, " backups ", " out_of_sync ", "", "");
     tb_printf(b, "\n");
 }
 
@@ -360,6 +374,44 @@ static int node_known(keel_node *n, const char *name, char *errbuf,
              "(`keel nodes` lists them)",
              name);
     return KEEL_ENOTFOUND;
+}
+
+/* A line per node the map lists as a backup that is not a live member:
+ * "down backup NODE: listed for N units (in sync in M), not a live
+ * member". A dead backup stays in the in-sync set of a unit until a
+ * write misses it (its primary then asks it out after the lag) or it is
+ * replaced after the dead time: the unit lines alone would show it in
+ * sync. Lines of their own, after the unit lines, as the unavailable
+ * ones. */
+static void down_lines(keel_cluster *c, const keel_shard_map *m,
+                       const char *only, tbuf *b)
+{
+    uint32_t *listed, *insync, ci, s, i;
+
+    if (m->nnodes == 0)
+        return;
+    listed = calloc(2 * (size_t)m->nnodes, sizeof *listed);
+    if (listed == NULL)
+        return;
+    insync = listed + m->nnodes;
+    for (ci = 0; ci < m->ncaps; ci++)
+        for (s = 0; s < m->shard_count; s++) {
+            const keel_map_unit *u = keel_map_unit_at(m, ci, s);
+            const char *owner = keel_map_primary(m, ci, s);
+            if (only != NULL && (owner == NULL || strcmp(owner, only) != 0))
+                continue;
+            for (i = 1; i < u->nreplicas; i++) {
+                listed[u->replicas[i]]++;
+                insync[u->replicas[i]] += (u->insync >> i) & 1u;
+            }
+        }
+    for (i = 0; i < m->nnodes; i++)
+        if (listed[i] > 0 && member_find(c, m->nodes[i]) == NULL)
+            tb_printf(b,
+                      "down backup %s: listed for %" PRIu32 " units (in "
+                      "sync in %" PRIu32 "), not a live member\n",
+                      m->nodes[i], listed[i], insync[i]);
+    free(listed);
 }
 
 static void q_shards(keel_node *n, const char *only, tbuf *b)
@@ -415,6 +467,7 @@ static void q_shards(keel_node *n, const char *only, tbuf *b)
                           "a live member\n",
                           cap_name(m->caps[ci]), s, owner);
         }
+    down_lines(c, m, only, b);
 }
 
 static const char *placement_name(int state)
@@ -485,7 +538,8 @@ static int q_where(keel_node *n, const char *type, const uint8_t *id,
     if (target != NULL)
         tb_printf(b, "target %s\n", target);
     if (bm != NULL)
-        backups_fields(b, bm, bu, "backups ", "out_of_sync ", "\n");
+        backups_fields(b, c, bm, bu, "backups ", "out_of_sync ", "down ",
+                       "\n");
     tb_printf(b, "placement %s\n", placement_name(pl.state));
     return 0;
 }

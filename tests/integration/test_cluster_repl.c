@@ -255,6 +255,52 @@ START_TEST(replicas_agree_and_a_dead_backup_is_dropped)
                   acked[j]);
             acked[j] = v;
         }
+    {
+        /* Once n2 is not a member, `keel shards` says it is down, with how
+         * many units list it (a dead backup stays in the in-sync set of a
+         * unit no write has touched: the unit lines alone would show it
+         * in sync), and `keel where` of a counter it backs up says so. */
+        char *out = NULL, id2[32] = "";
+        const char *p;
+        int gone = 0;
+        for (i = 0; i < 100 && !gone; i++) {
+            gone = tu_keel(fx.nodes[0].addr, &out, NULL, "nodes", NULL) ==
+                       0 &&
+                   out != NULL && strstr(out, "n2 ") == NULL;
+            free(out);
+            out = NULL;
+            if (!gone)
+                tu_sleep_ms(100);
+        }
+        CHECK(gone, "n2 is still a member 10 s after its death");
+        CHECK(tu_keel(fx.nodes[0].addr, &out, NULL, "shards", NULL) == 0 &&
+                  out != NULL,
+              "keel shards failed");
+        p = strstr(out, "\ndown backup n2: listed for ");
+        CHECK(p != NULL && strstr(p, "), not a live member\n") != NULL,
+              "keel shards does not say n2 is down:\n%s", out);
+        CHECK(strstr(out, "down backup n0") == NULL &&
+                  strstr(out, "down backup n1") == NULL,
+              "a live node is said down:\n%s", out);
+        free(out);
+        out = NULL;
+        for (j = 0; j < COUNTERS && id2[0] == '\0'; j++) {
+            tu_repl_counter_id(j, id, sizeof id);
+            CHECK(tu_keel(fx.nodes[0].addr, &out, NULL, "where", "counter",
+                          id, NULL) == 0 &&
+                      out != NULL,
+                  "keel where %s failed", id);
+            if (strstr(out, "\nbackups ") != NULL &&
+                strstr(strstr(out, "\nbackups "), "n2") != NULL) {
+                snprintf(id2, sizeof id2, "%s", id);
+                CHECK(strstr(out, "\ndown n2\n") != NULL,
+                      "keel where %s does not say n2 is down:\n%s", id, out);
+            }
+            free(out);
+            out = NULL;
+        }
+        CHECK(id2[0] != '\0', "no counter lists n2 as a backup");
+    }
     /* Every unit that acknowledged a write since n2 died had n2 out of
      * its in-sync set by then (the map only ever drops it). */
     CHECK(tu_map_read(&fx, &m) == 0, "no map");
