@@ -1357,12 +1357,16 @@ static void repl_forgot_check(keel_repl *r, repl_unit *u)
         }
         if (repl_unit_ours(r, u->cap, u->shard, e) &&
             in_refs(r, insync(r, u, e), l->name)) {
-            u->forgot[i] = u->forgot[--u->nforgot];
-            r->nforgot--;
             if (suspect_add(r, u, e, l,
                             "its catch-up was forgotten here before the "
                             "add it asked was honoured"))
                 repl_arm(r, 0);
+            else if (suspect_find(u, l, e) < 0) {
+                i++; /* no room among the suspects yet: looked at again */
+                continue;
+            }
+            u->forgot[i] = u->forgot[--u->nforgot];
+            r->nforgot--;
             continue;
         }
         i++;
@@ -1390,6 +1394,20 @@ void keel__repl_resumed(keel_node *n, const char *cap, uint32_t shard,
 }
 
 int keel__repl_unit_busy(keel_node *n, const char *cap, uint32_t shard)
+{
+    const repl_wait *w;
+    repl_unit *u;
+
+    if (n->repl == NULL || n->repl_busy == 0)
+        return 0;
+    u = repl_unit_find(n->repl, cap, shard);
+    for (w = u != NULL ? u->head : NULL; w != NULL; w = w->next)
+        if (!w->answered)
+            return 1;
+    return 0;
+}
+
+int keel__repl_unit_pending(keel_node *n, const char *cap, uint32_t shard)
 {
     repl_unit *u;
 
@@ -1443,7 +1461,7 @@ int keel__repl_stop_busy(keel_node *n)
      * back; it leaves instead. */
     for (u = n->repl->busy; u != NULL; u = u->bnext)
         for (w = u->head; w != NULL; w = w->next)
-            if (w->reqs.head != NULL)
+            if (!w->answered)
                 return 1;
     return 0;
 }
@@ -1919,10 +1937,19 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
             repl_wait *w;
             unext = u->bnext;
             for (w = u->head; w != NULL; w = w->next) {
+                unsigned i;
                 if (w->reqs.head != NULL)
                     wait_answer(r, w, 1);
-                if (w->confirm)
-                    w->doubt = 1;
+                if (!w->confirm) {
+                    w->answered = 1;
+                    continue;
+                }
+                /* Nothing more to wait for from its backups: the lag
+                 * must not take them for silent while it stands behind
+                 * a write. */
+                w->doubt = 1;
+                for (i = 0; i < w->nb; i++)
+                    w->b[i].done = 1;
             }
             repl_unit_progress(r, u);
         }

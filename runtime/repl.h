@@ -98,8 +98,12 @@ void keel__repl_stopped_clean(keel_node *n);
  * taken, else 0: no backup can have been promoted over this node. */
 int keel__repl_read(keel_node *n, keel_req *req);
 /* Whether replies of the unit wait on backups (its actors then stay
- * resident, and a release of the unit waits). */
+ * resident, and a release of the unit waits). Writes whose replies were
+ * answered in doubt while this node was fenced do not count: a fenced
+ * node keeps no actor resident. */
 int keel__repl_unit_busy(keel_node *n, const char *cap, uint32_t shard);
+/* Whether anything of the unit waits on backups, those writes included. */
+int keel__repl_unit_pending(keel_node *n, const char *cap, uint32_t shard);
 /* Whether a backup has not acknowledged a piece of the unit's writes at
  * epoch yet. A release of the unit waits for that too: a write answered
  * in doubt (this node fenced while it waited) released its replies, not

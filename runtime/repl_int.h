@@ -98,6 +98,10 @@ struct repl_wait {
     ev_tstamp born;
     ev_tstamp forgiven; /* how much stall_forgive moved born, in all */
     int doubt; /* fail the replies: the writes cannot be confirmed */
+    /* Its replies were answered in doubt while this node was fenced: it
+     * stays only so that later reads wait behind it (tick_cb), and keeps
+     * neither actors resident nor a stopping node waiting. */
+    int answered;
     /* A confirm round (the read rule): its replies wrote nothing; it is
      * complete once each backup answered the round's empty piece `cid`
      * (sent after the replies' turns ran) at epoch without refusing it,

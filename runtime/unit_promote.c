@@ -63,7 +63,7 @@ int rt_promote_may_keep(keel_cluster_rt *rt, const rt_rel *r,
     }
     /* The release waits for the unit's actors to passivate, which waits
      * for its backups; checked again, since a keep frame relies on it. */
-    if (keel__repl_unit_busy(rt->n, r->cap, r->shard))
+    if (keel__repl_unit_pending(rt->n, r->cap, r->shard))
         return 0;
     if ((rc = unit_digest(rt->n, r->cap, r->shard, digest, &nrec)) != 0) {
         keel_warn("unit (%s, %u): cannot digest its records (%s): streaming "

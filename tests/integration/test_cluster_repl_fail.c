@@ -1025,6 +1025,15 @@ START_TEST(a_read_after_a_write_in_doubt_waits_for_the_backups)
         tu_sleep_ms(100);
     CHECK(tu_keel_stat(fx.nodes[0].addr, "repl_waiting") == 0,
           "put %d is still waiting after n0 fenced", w1);
+    /* The write still stands before later reads, but keeps no actor
+     * resident: a fenced node passivates them all (before, the actor
+     * stayed, and counted as active again, on a unit perhaps moved on,
+     * once the node served). */
+    for (i = 0; i < 50 && tu_keel_stat(fx.nodes[0].addr, "resident_actors");
+         i++)
+        tu_sleep_ms(100);
+    CHECK(tu_keel_stat(fx.nodes[0].addr, "resident_actors") == 0,
+          "n0 keeps %s resident after it fenced", id);
 
     /* The read shows put w1 (n0 has it), but only once n1 is out of the
      * in-sync set (before: at once, n1 in sync). */

@@ -344,9 +344,13 @@ long tu_keel_stat(const char *addr, const char *name)
     long v = -1;
 
     snprintf(key, sizeof key, "\n%s ", name);
-    if (tu_keel(addr, &out, NULL, "stat", NULL) == 0 && out != NULL &&
-        (p = strstr(out, key)) != NULL)
-        v = strtol(p + strlen(key), NULL, 10);
+    if (tu_keel(addr, &out, NULL, "stat", NULL) == 0 && out != NULL) {
+        /* The first line has no line end before it. */
+        if (strncmp(out, key + 1, strlen(key + 1)) == 0)
+            v = strtol(out + strlen(key + 1), NULL, 10);
+        else if ((p = strstr(out, key)) != NULL)
+            v = strtol(p + strlen(key), NULL, 10);
+    }
     free(out);
     return v;
 }
