@@ -122,13 +122,31 @@ static int get(keel_client **c, int via, const char *id, int i)
     return rc;
 }
 
+/* Into id (16 bytes): a kv actor that n0 owns as node `via` sees the map,
+ * named PREFIX<j>. */
+static void kv_owned_by_n0(int via, const char *prefix, char *id)
+{
+    char owner[64];
+    int j;
+
+    id[0] = '\0';
+    for (j = 0; j < 64 && id[0] == '\0'; j++) {
+        char cand[16];
+        snprintf(cand, sizeof cand, "%s%d", prefix, j);
+        tu_cluster_owner_of(&fx, via, "kv", cand, owner, sizeof owner);
+        if (strcmp(owner, "n0") == 0)
+            snprintf(id, 16, "%s", cand);
+    }
+    CHECK(id[0] != '\0', "no kv actor owned by n0");
+}
+
 START_TEST(a_refused_write_is_not_kept_by_the_backups)
 {
     static unsigned char acked[MAXPUT];
     const char *common[] = {"--repl-lag-ms", "1000", NULL};
     keel_client *c = NULL;
     keel_shard_map m;
-    char id[16] = "", owner[64], d[3][128];
+    char id[16] = "", d[3][128];
     int i, j, first_fail = -1, last_ok = -1, nacked = 0, rc;
     uint32_t shard;
     char *reply = NULL;
@@ -138,14 +156,7 @@ START_TEST(a_refused_write_is_not_kept_by_the_backups)
     /* n0's data file may not grow past 4 MiB: its disk is full then. */
     fx.nodes[0].fsize_limit = 4L << 20;
     tu_cluster_start_together(&fx, 3, 3, common, NULL);
-    for (j = 0; j < 64 && id[0] == '\0'; j++) {
-        char cand[16];
-        snprintf(cand, sizeof cand, "disk%d", j);
-        tu_cluster_owner_of(&fx, 0, "kv", cand, owner, sizeof owner);
-        if (strcmp(owner, "n0") == 0)
-            snprintf(id, sizeof id, "%s", cand);
-    }
-    CHECK(id[0] != '\0', "no kv actor owned by n0");
+    kv_owned_by_n0(0, "disk", id);
     shard = keel_shard_of("kv", id, strlen(id), SHARDS);
 
     CHECK(keel_client_connect(fx.nodes[0].addr, CLIENT_MS, &c) == 0,
@@ -241,22 +252,11 @@ static void start_eio(int nodes, int replicas, const char *const *common,
                       const char *prefix, char flag[512], char env[600],
                       char id[16])
 {
-    char owner[64];
-    int j;
-
     snprintf(flag, 512, "%s/eio-now", fx.dir);
     snprintf(env, 600, "KEEL_FAILPOINT_STORE_EIO_FILE=%s", flag);
     fx.nodes[0].child_env = env;
     tu_cluster_start_together(&fx, nodes, replicas, common, NULL);
-    id[0] = '\0';
-    for (j = 0; j < 64 && id[0] == '\0'; j++) {
-        char cand[16];
-        snprintf(cand, sizeof cand, "%s%d", prefix, j);
-        tu_cluster_owner_of(&fx, 1, "kv", cand, owner, sizeof owner);
-        if (strcmp(owner, "n0") == 0)
-            snprintf(id, 16, "%s", cand);
-    }
-    CHECK(id[0] != '\0', "no kv actor owned by n0");
+    kv_owned_by_n0(1, prefix, id);
 }
 
 /* A primary whose store breaks (a flush fails with EIO: the store then
@@ -415,19 +415,12 @@ START_TEST(a_primary_held_up_does_not_blame_its_backups)
 {
     const char *common[] = {"--repl-lag-ms", "1000", NULL};
     keel_client *c = NULL;
-    char id[16] = "", owner[64], *reply = NULL, *log;
-    int i, j, rc;
+    char id[16] = "", *reply = NULL, *log;
+    int i, rc;
 
     fx.nodes[0].child_env = "KEEL_FAILPOINT_REPL_COMMIT_STALL_MS=1200";
     tu_cluster_start_together(&fx, 3, 3, common, NULL);
-    for (j = 0; j < 64 && id[0] == '\0'; j++) {
-        char cand[16];
-        snprintf(cand, sizeof cand, "held%d", j);
-        tu_cluster_owner_of(&fx, 0, "kv", cand, owner, sizeof owner);
-        if (strcmp(owner, "n0") == 0)
-            snprintf(id, sizeof id, "%s", cand);
-    }
-    CHECK(id[0] != '\0', "no kv actor owned by n0");
+    kv_owned_by_n0(0, "held", id);
     CHECK(keel_client_connect(fx.nodes[0].addr, CLIENT_MS, &c) == 0,
           "cannot connect to n0");
     for (i = 0; i < 4; i++) {
@@ -978,21 +971,14 @@ START_TEST(a_read_after_a_write_in_doubt_waits_for_the_backups)
     const char *common[] = {"--repl-lag-ms", "15000", NULL};
     struct rlimit unlimited = {RLIM_INFINITY, RLIM_INFINITY};
     keel_client *c = NULL;
-    char id[16] = "", owner[64], *reply = NULL;
-    int i, j, port0, rc = 0, w1 = -1;
+    char id[16] = "", *reply = NULL;
+    int i, port0, rc = 0, w1 = -1;
     pid_t zk;
 
     fx.nodes[1].fsize_limit = 4L << 20;
     tu_cluster_start_together(&fx, 2, 2, common, NULL);
     port0 = fx.nodes[0].port;
-    for (j = 0; j < 64 && id[0] == '\0'; j++) {
-        char cand[16];
-        snprintf(cand, sizeof cand, "rd%d", j);
-        tu_cluster_owner_of(&fx, 0, "kv", cand, owner, sizeof owner);
-        if (strcmp(owner, "n0") == 0)
-            snprintf(id, sizeof id, "%s", cand);
-    }
-    CHECK(id[0] != '\0', "no kv actor owned by n0");
+    kv_owned_by_n0(0, "rd", id);
 
     /* Puts until one is not answered within 3 s: n1 refused it. */
     CHECK(keel_client_connect(fx.nodes[0].addr, 3000, &c) == 0,

@@ -615,12 +615,23 @@ static pid_t spawn_follow(const char *bin, const char *type, const char *id,
     return pid;
 }
 
+/* Interrupts a spawn_follow() follower, which exits 0. */
+static void stop_follow(pid_t pid, int fds[2])
+{
+    int st;
+
+    kill(pid, SIGINT);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(fds[0]);
+}
+
 START_TEST(cli_follow)
 {
     char *bin = tu_bin("keel");
     char line[256];
     keel_client *w;
-    int fds[2], st, i;
+    int fds[2], i;
     pid_t pid;
 
     start_node();
@@ -654,10 +665,7 @@ START_TEST(cli_follow)
     ck_assert_int_eq(read_line(fds[0], line, sizeof line, 15000), 0);
     ck_assert_str_eq(line, "5 0x0000000000000005");
     keel_client_close(w);
-    kill(pid, SIGINT);
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    close(fds[0]);
+    stop_follow(pid, fds);
     /* The outage was said on stderr, once, and its end (before, nothing:
      * a follower of a node gone waited in silence). */
     {
@@ -686,7 +694,7 @@ START_TEST(cli_follow_no_state_is_not_a_dash)
     char *bin = tu_bin("keel");
     char line[256];
     keel_client *w;
-    int fds[2], st, i;
+    int fds[2], i;
     pid_t pid;
 
     start_node();
@@ -706,10 +714,7 @@ START_TEST(cli_follow_no_state_is_not_a_dash)
         ck_assert_str_eq(line, i == 0 ? "1 0x2d" : "2 --");
     }
     keel_client_close(w);
-    kill(pid, SIGINT);
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    close(fds[0]);
+    stop_follow(pid, fds);
     free(bin);
 }
 END_TEST
@@ -1021,7 +1026,7 @@ START_TEST(cli_follow_payloads)
     char *bin = tu_bin("keel");
     char line[256];
     keel_client *w;
-    int fds[2], st;
+    int fds[2];
     pid_t pid;
 
     start_feed_node(0);
@@ -1039,10 +1044,7 @@ START_TEST(cli_follow_payloads)
     ck_assert_int_eq(read_line(fds[0], line, sizeof line, 10000), 0);
     ck_assert_str_eq(line, "2 s2");
     keel_client_close(w);
-    kill(pid, SIGINT);
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    close(fds[0]);
+    stop_follow(pid, fds);
     free(bin);
 }
 END_TEST
