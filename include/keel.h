@@ -354,7 +354,8 @@ KEEL_API void keel_node_options_init(keel_node_options *opts);
 /* Creates a node: opens (or creates) the data directory and its store,
  * binds the listener if any. Nothing runs until keel_node_run/start.
  * Errors: KEEL_EINVAL, KEEL_ENOMEM, KEEL_EIO / KEEL_ESTORE (data directory
- * cannot be opened), KEEL_EMISMATCH (data dir made with another shard
+ * cannot be opened), KEEL_EEXIST (it is in use: another node, in this
+ * process or another, holds it), KEEL_EMISMATCH (data dir made with another shard
  * count), KEEL_EADDR (listen address, or an advertise address that is not
  * HOST:PORT). On error *out is untouched; a
  * message goes to errbuf if errbuf is not NULL. */
