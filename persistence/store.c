@@ -331,7 +331,6 @@ static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- open */
 
-
 /* The process holding the flock on fd's file, from /proc/locks; 0 when
  * it cannot be told. */
 static long lock_holder(int fd)
@@ -351,13 +350,15 @@ static long lock_holder(int fd)
         /* "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" */
         if (sscanf(line, "%*[^:]: %15s %*s %*s %ld %x:%x:%llu", kind, &p,
                    &maj, &min, &ino) == 5 &&
-            strcmp(kind, "FLOCK") == 0 && ino == (unsigned long long)st.st_ino &&
+            strcmp(kind, "FLOCK") == 0 &&
+            ino == (unsigned long long)st.st_ino &&
             maj == major(st.st_dev) && min == minor(st.st_dev))
             pid = p;
     }
     fclose(f);
     return pid;
 }
+
 static int store_lock_dir(keel_store *s, char *errbuf, size_t errlen)
 {
     char *lpath;

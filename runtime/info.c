@@ -292,18 +292,13 @@ static void q_nodes(keel_node *n, tbuf *b)
 }
 
 /* The backups of u (m's replicas after the primary) as "n2,n3" into b
- * after `lead` (`lead`-separated fields), those out of sync after
- * `outlead`, and, with c, those that are not live members of its view
- * after `downlead`; nothing when u has none (resp. all in sync, all
- * live). A dead backup stays in the in-sync set until a write misses it
- * (the primary then has it dropped after the lag) or it is replaced:
- * "down" says why it is not really there. */
-static void backups_fields(tbuf *b, keel_cluster *c, const keel_shard_map *m,
+ * after `lead` (`lead`-separated fields), and those out of sync after
+ * `outlead`; nothing when u has none (resp. all in sync). */
+static void backups_fields(tbuf *b, const keel_shard_map *m,
                            const keel_map_unit *u, const char *lead,
-                           const char *outlead, const char *downlead,
-                           const char *end)
+                           const char *outlead, const char *end)
 {
-    unsigned i, out = 0, down = 0;
+    unsigned i, out = 0;
 
     if (u->nreplicas < 2)
         return;
@@ -314,22 +309,30 @@ static void backups_fields(tbuf *b, keel_cluster *c, const keel_shard_map *m,
             out++;
     }
     tb_printf(b, "%s", end);
-    if (out > 0) {
-        tb_printf(b, "%s", outlead);
-        for (i = 1, out = 0; i < u->nreplicas; i++)
-            if (!(u->insync & (1u << i)))
-                tb_printf(b, "%s%s", out++ ? "," : "",
-                          m->nodes[u->replicas[i]]);
-        tb_printf(b, "%s", end);
-    }
-    for (i = 1; c != NULL && i < u->nreplicas; i++) {
-        const char *name = m->nodes[u->replicas[i]];
-        if (member_find(c, name) != NULL)
-            continue;
-        tb_printf(b, "%s%s", down++ ? "," : downlead, name);
-    }
+    if (out == 0)
+        return;
+    tb_printf(b, "%s", outlead);
+    for (i = 1, out = 0; i < u->nreplicas; i++)
+        if (!(u->insync & (1u << i)))
+            tb_printf(b, "%s%s", out++ ? "," : "", m->nodes[u->replicas[i]]);
+    tb_printf(b, "%s", end);
+}
+
+/* `where`'s "down NODE,..." line: u's backups that are not live members
+ * of c's view (a dead backup stays in the in-sync set until a write
+ * misses it or it is replaced, so the backups lines alone would show it
+ * there); nothing when all are live. */
+static void down_line(tbuf *b, keel_cluster *c, const keel_shard_map *m,
+                      const keel_map_unit *u)
+{
+    unsigned i, down = 0;
+
+    for (i = 1; i < u->nreplicas; i++)
+        if (member_find(c, m->nodes[u->replicas[i]]) == NULL)
+            tb_printf(b, "%s%s", down++ ? "," : "down ",
+                      m->nodes[u->replicas[i]]);
     if (down > 0)
-        tb_printf(b, "%s", end);
+        tb_printf(b, "\n");
 }
 
 /* One unit line: "unit CAP SHARD owner NODE epoch E [target NODE]
@@ -343,7 +346,7 @@ static void unit_line(tbuf *b, const char *cap, uint32_t shard,
     if (target != NULL)
         tb_printf(b, " target %s", target);
     if (m != NULL)
-        backups_fields(b, NULL, m, u, " backups ", " out_of_sync ", "", "");
+        backups_fields(b, m, u, " backups ", " out_of_sync ", "");
     tb_printf(b, "\n");
 }
 
@@ -537,9 +540,10 @@ static int q_where(keel_node *n, const char *type, const uint8_t *id,
               epoch);
     if (target != NULL)
         tb_printf(b, "target %s\n", target);
-    if (bm != NULL)
-        backups_fields(b, c, bm, bu, "backups ", "out_of_sync ", "down ",
-                       "\n");
+    if (bm != NULL) {
+        backups_fields(b, bm, bu, "backups ", "out_of_sync ", "\n");
+        down_line(b, c, bm, bu);
+    }
     tb_printf(b, "placement %s\n", placement_name(pl.state));
     return 0;
 }

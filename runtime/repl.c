@@ -144,22 +144,30 @@ void repl_arm(keel_repl *r, double after)
 /* ----------------------------------------------------- the applied map */
 
 /* Whether the applied map has this node as the unit's primary at epoch. */
-int repl_unit_ours(keel_repl *r, const char *cap, uint32_t shard,
-                     uint64_t epoch)
+/* The unit in the applied map, its capability's index into *ci; NULL
+ * when the map has none. */
+static const keel_map_unit *map_unit(keel_repl *r, const char *cap,
+                                     uint32_t shard, int *ci)
 {
     const keel_shard_map *m = keel_cluster_map(repl_cl(r));
-    const char *p;
-    int ci;
 
-    if (m == NULL || shard >= m->shard_count)
+    if (m == NULL || shard >= m->shard_count ||
+        (*ci = keel_map_cap_index(m, cap)) < 0)
+        return NULL;
+    return keel_map_unit_at(m, (uint32_t)*ci, shard);
+}
+
+int repl_unit_ours(keel_repl *r, const char *cap, uint32_t shard,
+                   uint64_t epoch)
+{
+    int ci;
+    const keel_map_unit *mu = map_unit(r, cap, shard, &ci);
+    const char *p;
+
+    if (mu == NULL || mu->shard_epoch != epoch)
         return 0;
-    ci = keel_map_cap_index(m, cap);
-    if (ci < 0)
-        return 0;
-    p = keel_map_primary(m, (uint32_t)ci, shard);
-    return p != NULL &&
-           keel_map_unit_at(m, (uint32_t)ci, shard)->shard_epoch == epoch &&
-           strcmp(p, keel_cluster_node_name(repl_cl(r))) == 0;
+    p = keel_map_primary(keel_cluster_map(repl_cl(r)), (uint32_t)ci, shard);
+    return p != NULL && strcmp(p, keel_cluster_node_name(repl_cl(r))) == 0;
 }
 
 /* The unit's in-sync backups at epoch into r->refs; their count. */
@@ -1283,6 +1291,12 @@ int keel__repl_hold_failed(keel_node *n, keel_req *req)
     return 1;
 }
 
+static void forgot_remove(keel_repl *r, repl_unit *u, unsigned i)
+{
+    u->forgot[i] = u->forgot[--u->nforgot];
+    r->nforgot--;
+}
+
 void repl_forgot_note(keel_repl *r, repl_unit *u, repl_link *l,
                       uint64_t epoch)
 {
@@ -1301,8 +1315,7 @@ void repl_forgot_note(keel_repl *r, repl_unit *u, repl_link *l,
         for (i = 1; i < u->nforgot; i++)
             if (u->forgot[i].epoch < u->forgot[old].epoch)
                 old = i;
-        u->forgot[old] = u->forgot[--u->nforgot];
-        r->nforgot--;
+        forgot_remove(r, u, old);
     }
     u->forgot[u->nforgot].l = l;
     u->forgot[u->nforgot++].epoch = epoch;
@@ -1316,22 +1329,9 @@ void repl_forgot_clear(keel_repl *r, repl_unit *u, const repl_link *l,
 
     for (i = 0; i < u->nforgot; i++)
         if (u->forgot[i].l == l && u->forgot[i].epoch <= epoch) {
-            u->forgot[i] = u->forgot[--u->nforgot];
-            r->nforgot--;
+            forgot_remove(r, u, i);
             return;
         }
-}
-
-/* The unit's epoch in the applied map; 0 when it has none. */
-static uint64_t map_epoch_of(keel_repl *r, const repl_unit *u)
-{
-    const keel_shard_map *m = keel_cluster_map(repl_cl(r));
-    int ci;
-
-    if (m == NULL || u->shard >= m->shard_count ||
-        (ci = keel_map_cap_index(m, u->cap)) < 0)
-        return 0;
-    return keel_map_unit_at(m, (uint32_t)ci, u->shard)->shard_epoch;
 }
 
 /* A backup whose counted catch-up this node forgot (repl_forgot_note) and
@@ -1344,32 +1344,35 @@ static uint64_t map_epoch_of(keel_repl *r, const repl_unit *u)
  * go: no add asked at it can be honoured any more. */
 static void repl_forgot_check(keel_repl *r, repl_unit *u)
 {
-    uint64_t now_epoch = u->nforgot > 0 ? map_epoch_of(r, u) : 0;
+    const keel_map_unit *mu;
+    uint64_t now_epoch = 0;
     unsigned i = 0;
+    int ci;
+
+    if (u->nforgot > 0 && (mu = map_unit(r, u->cap, u->shard, &ci)) != NULL)
+        now_epoch = mu->shard_epoch;
 
     while (i < u->nforgot) {
         repl_link *l = u->forgot[i].l;
         uint64_t e = u->forgot[i].epoch;
         if (now_epoch > e) {
-            u->forgot[i] = u->forgot[--u->nforgot];
-            r->nforgot--;
+            forgot_remove(r, u, i);
             continue;
         }
-        if (repl_unit_ours(r, u->cap, u->shard, e) &&
-            in_refs(r, insync(r, u, e), l->name)) {
-            if (suspect_add(r, u, e, l,
-                            "its catch-up was forgotten here before the "
-                            "add it asked was honoured"))
-                repl_arm(r, 0);
-            else if (suspect_find(u, l, e) < 0) {
-                i++; /* no room among the suspects yet: looked at again */
-                continue;
-            }
-            u->forgot[i] = u->forgot[--u->nforgot];
-            r->nforgot--;
+        if (!repl_unit_ours(r, u->cap, u->shard, e) ||
+            !in_refs(r, insync(r, u, e), l->name)) {
+            i++; /* not in sync there (yet) */
             continue;
         }
-        i++;
+        if (suspect_add(r, u, e, l,
+                        "its catch-up was forgotten here before the add "
+                        "it asked was honoured"))
+            repl_arm(r, 0);
+        else if (suspect_find(u, l, e) < 0) {
+            i++; /* no room among the suspects yet: looked at again */
+            continue;
+        }
+        forgot_remove(r, u, i);
     }
 }
 
@@ -1393,18 +1396,26 @@ void keel__repl_resumed(keel_node *n, const char *cap, uint32_t shard,
                              "before, and may have lost writes it had sent");
 }
 
-int keel__repl_unit_busy(keel_node *n, const char *cap, uint32_t shard)
+/* Whether an entry of u still holds replies or writes not yet answered
+ * (those answered at a fence only stand before later reads). */
+static int unit_holds(const repl_unit *u)
 {
     const repl_wait *w;
+
+    for (w = u->head; w != NULL; w = w->next)
+        if (!w->answered)
+            return 1;
+    return 0;
+}
+
+int keel__repl_unit_busy(keel_node *n, const char *cap, uint32_t shard)
+{
     repl_unit *u;
 
     if (n->repl == NULL || n->repl_busy == 0)
         return 0;
     u = repl_unit_find(n->repl, cap, shard);
-    for (w = u != NULL ? u->head : NULL; w != NULL; w = w->next)
-        if (!w->answered)
-            return 1;
-    return 0;
+    return u != NULL && unit_holds(u);
 }
 
 int keel__repl_unit_pending(keel_node *n, const char *cap, uint32_t shard)
@@ -1450,7 +1461,6 @@ int keel__repl_busy(keel_node *n)
 int keel__repl_stop_busy(keel_node *n)
 {
     const repl_unit *u;
-    const repl_wait *w;
 
     if (!keel__repl_busy(n))
         return 0;
@@ -1460,9 +1470,8 @@ int keel__repl_stop_busy(keel_node *n)
      * stand only before reads this node might serve if its lease came
      * back; it leaves instead. */
     for (u = n->repl->busy; u != NULL; u = u->bnext)
-        for (w = u->head; w != NULL; w = w->next)
-            if (!w->answered)
-                return 1;
+        if (unit_holds(u))
+            return 1;
     return 0;
 }
 

@@ -829,11 +829,6 @@ static void follow_sigint(int sig)
     _exit(0);
 }
 
-/* follow TYPE ID: subscribes (docs/protocol.md, "Following an actor"),
- * taking event payloads, and prints each change until interrupted. When the subscription ends or
- * the connection fails it subscribes again, with the last version seen,
- * at the owner the node named, else at the address it was given, waiting
- * a little longer each time (up to 2 s). */
 /* Says on stderr, once per outage, that following stopped and why; the
  * changes themselves keep stdout to themselves. */
 static void follow_down(int *down, const char *what)
@@ -845,6 +840,11 @@ static void follow_down(int *down, const char *what)
             "answers (Ctrl-C to stop)\n", what);
 }
 
+/* follow TYPE ID: subscribes (docs/protocol.md, "Following an actor"),
+ * taking event payloads, and prints each change until interrupted. When the subscription ends or
+ * the connection fails it subscribes again, with the last version seen,
+ * at the owner the node named, else at the address it was given, waiting
+ * a little longer each time (up to 2 s). */
 static int cmd_follow(keel_client *c, const char *addr, int timeout_ms,
                       const char *type, const char *id)
 {
@@ -900,12 +900,6 @@ static int cmd_follow(keel_client *c, const char *addr, int timeout_ms,
         if (rc != 0) {
             if (u.reason != NULL)
                 follow_owner_hint(u.reason, u.reason_len, next, sizeof next);
-            if (follow_retryable(rc)) {
-                snprintf(what, sizeof what, "%s: %.*s", keel_err_name(rc),
-                         u.reason != NULL ? (int)u.reason_len : 0,
-                         u.reason != NULL ? u.reason : "");
-                follow_down(&down, what);
-            }
             if (!follow_retryable(rc)) {
                 if (u.reason != NULL) {
                     print_error(rc, u.reason, u.reason_len);
@@ -915,6 +909,10 @@ static int cmd_follow(keel_client *c, const char *addr, int timeout_ms,
                 keel_client_close(c);
                 return transport_error(rc);
             }
+            snprintf(what, sizeof what, "%s: %.*s", keel_err_name(rc),
+                     u.reason != NULL ? (int)u.reason_len : 0,
+                     u.reason != NULL ? u.reason : "");
+            follow_down(&down, what);
             keel_client_close(c);
             c = NULL;
             continue;
@@ -1420,49 +1418,66 @@ static int tls_file_readable(const char *path, const char *what,
     return 0;
 }
 
+/* "+": stop at the command, so message words such as "-1" are not taken
+ * for options; ":": report a missing value apart. */
+static const char shortopts[] = "+:a:t:dr:k:T:F:hV";
+static const struct option longopts[] = {
+    {"addr", required_argument, NULL, 'a'},
+    {"timeout", required_argument, NULL, 't'},
+    {"direct", no_argument, NULL, 'd'},
+    {"retry", required_argument, NULL, 'r'},
+    {"key", required_argument, NULL, 'k'},
+    {"tls-ca", required_argument, NULL, 'C'},
+    {"tls-cert", required_argument, NULL, 'E'},
+    {"tls-key", required_argument, NULL, 'K'},
+    {"token", required_argument, NULL, 'T'},
+    {"token-file", required_argument, NULL, 'F'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Whether word is one of the options above (help and version aside),
+ * as -X, --NAME or --NAME=VALUE. */
+static int is_option(const char *word)
+{
+    const struct option *o;
+
+    for (o = longopts; o->name != NULL; o++) {
+        size_t n = strlen(o->name);
+        if (o->val == 'h' || o->val == 'V')
+            continue;
+        if (word[0] == '-' && word[1] == o->val && word[2] == '\0' &&
+            strchr(shortopts, o->val) != NULL)
+            return 1;
+        if (strncmp(word, "--", 2) == 0 &&
+            strncmp(word + 2, o->name, n) == 0 &&
+            (word[2 + n] == '\0' || word[2 + n] == '='))
+            return 1;
+    }
+    return 0;
+}
+
 /* Options go before the command: after it they are words of the message
  * (getopt stops at the command, so that a message may begin with "-").
  * One that looks like an option is sent as it is, with a warning, since
  * the caller more likely meant the option. */
 static void warn_late_options(int argc, char **argv, const char *cmd)
 {
-    static const char *const opts[] = {
-        "-a", "--addr", "-t", "--timeout", "-d", "--direct", "-r",
-        "--retry", "-k", "--key", "--tls-ca", "--tls-cert", "--tls-key",
-        "-T", "--token", "-F", "--token-file", NULL};
-    int i, k;
+    int i;
 
     for (i = 0; i < argc; i++)
-        for (k = 0; opts[k] != NULL; k++) {
-            size_t n = strlen(opts[k]);
-            if (strncmp(argv[i], opts[k], n) == 0 &&
-                (argv[i][n] == '\0' || (argv[i][1] == '-' && argv[i][n] == '='))) {
-                fprintf(stderr, "keel: warning: '%s' comes after the "
-                        "command, so it is sent as part of the message; "
-                        "options go first: keel [OPTIONS] %s TYPE ID "
-                        "MESSAGE\n", argv[i], cmd);
-                return;
-            }
+        if (is_option(argv[i])) {
+            fprintf(stderr, "keel: warning: '%s' comes after the command, "
+                    "so it is sent as part of the message; options go "
+                    "first: keel [OPTIONS] %s TYPE ID MESSAGE\n",
+                    argv[i], cmd);
+            return;
         }
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"addr", required_argument, NULL, 'a'},
-        {"timeout", required_argument, NULL, 't'},
-        {"direct", no_argument, NULL, 'd'},
-        {"retry", required_argument, NULL, 'r'},
-        {"key", required_argument, NULL, 'k'},
-        {"tls-ca", required_argument, NULL, 'C'},
-        {"tls-cert", required_argument, NULL, 'E'},
-        {"tls-key", required_argument, NULL, 'K'},
-        {"token", required_argument, NULL, 'T'},
-        {"token-file", required_argument, NULL, 'F'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
     const char *addr = getenv("KEEL_ADDR");
     const char *cmd;
     int timeout_ms = DEFAULT_TIMEOUT_MS;
@@ -1487,9 +1502,7 @@ int main(int argc, char **argv)
     tls.cert = getenv("KEEL_TLS_CERT");
     tls.key = getenv("KEEL_TLS_KEY");
     opterr = 0;
-    /* "+": stop at the command, so message words such as "-1" are not
-     * taken for options; ":": report a missing value apart. */
-    while ((opt = getopt_long(argc, argv, "+:a:t:dr:k:T:F:hV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
         switch (opt) {
         case 'a':
             addr = optarg;

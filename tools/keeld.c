@@ -1559,15 +1559,16 @@ static int run_node(const struct keeld_conf *kc)
      * that runs exposed without credentials says so on it too. */
     {
         keel_stats st;
+        char joining[KEEL_NAME_MAX + 80] = "";
         keel_node_stats(the_node, &st);
-        say(KEEL_LOG_INFO, "ready on port %d%s%s%s%s",
-            keel_node_port(the_node),
+        if (opts->zk_hosts != NULL)
+            snprintf(joining, sizeof joining,
+                     "; joining cluster %s (/readyz and `keel nodes` say "
+                     "when it serves)",
+                     opts->cluster);
+        say(KEEL_LOG_INFO, "ready on port %d%s%s", keel_node_port(the_node),
             st.insecure ? " (INSECURE: no credentials, --insecure)" : "",
-            opts->zk_hosts != NULL ? "; joining cluster " : "",
-            opts->zk_hosts != NULL ? opts->cluster : "",
-            opts->zk_hosts != NULL ? " (/readyz and `keel nodes` say when "
-                                     "it serves)"
-                                   : "");
+            joining);
     }
     if (opts->http_listen != NULL)
         say(KEEL_LOG_INFO, "http on port %d", keel_node_http_port(the_node));
